@@ -1,0 +1,158 @@
+"""The one small protocol every resource speaks: the store's managed objects and
+each external system's object types alike.
+
+A recon reads a resource in pages (``pages``), looks up known ids in one call per
+page (``get_many``), correlates with ``find`` and writes a page's changes with one
+``write_batch`` call. Dry run is enforced here, at the lowest write layer: a
+resource opened with ``dry_run=True`` never reaches ``_write``; it answers with
+the results the write would have had, so nothing upstream needs an ``if dry_run``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from idsync.errors import IdsyncError, ObjectError
+from idsync.query.ast import Node
+
+__all__ = [
+    "Obj",
+    "QuerySpec",
+    "Resource",
+    "System",
+    "WriteOp",
+    "WriteResult",
+]
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """What to read: a ``_queryFilter`` AST or a native query, and which fields.
+
+    ``fields=None`` means the resource's default set; ``[]`` means ids only.
+    """
+
+    filter: Node | None = None
+    native: str | None = None
+    fields: Sequence[str] | None = None
+    page_size: int = 1000
+
+
+@dataclass
+class WriteOp:
+    """One change to one object. ``values`` holds the full projected object for a
+    create, and only the changed properties for an update (``None`` removes one)."""
+
+    kind: Literal["create", "update", "delete"]
+    id: str | None = None
+    values: Obj = field(default_factory=dict)
+    before: Obj | None = None
+    rev: str | None = None  # expected revision, when the resource has revisions
+
+
+@dataclass
+class WriteResult:
+    op: WriteOp
+    id: str | None = None
+    obj: Obj | None = None
+    error: IdsyncError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Resource(ABC):
+    """One collection of objects: ``managed/user``, ``system/ldap/account``..."""
+
+    name: str
+    dry_run: bool = False
+
+    @abstractmethod
+    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+        """Yield the matching objects, one page (a list) at a time."""
+
+    @abstractmethod
+    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+        """Read the objects with these ids; ids that do not exist are absent."""
+
+    def get(self, id: str, fields: Sequence[str] | None = None) -> Obj | None:
+        return self.get_many([id], fields).get(id)
+
+    def find(self, spec: QuerySpec, limit: int | None = None) -> list[Obj]:
+        """All objects matching ``spec`` (used for correlation: expect few)."""
+        found: list[Obj] = []
+        for page in self.pages(spec):
+            found.extend(page)
+            if limit is not None and len(found) >= limit:
+                return found[:limit]
+        return found
+
+    def count(self) -> int | None:
+        """How many objects there are, when cheap to know (for progress)."""
+        return None
+
+    def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        """Apply ``ops``; a failed op fails alone (its result carries the error)."""
+        if self.dry_run:
+            return [self._simulate(op) for op in ops]
+        return self._write(ops)
+
+    def create(self, values: Obj) -> Obj:
+        return self._one(WriteOp("create", values=values))
+
+    def update(self, id: str, values: Obj, before: Obj | None = None, rev: str | None = None) -> Obj:
+        return self._one(WriteOp("update", id=id, values=values, before=before, rev=rev))
+
+    def delete(self, id: str, before: Obj | None = None, rev: str | None = None) -> None:
+        self._one(WriteOp("delete", id=id, before=before, rev=rev))
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def _one(self, op: WriteOp) -> Obj:
+        (result,) = self.write_batch([op])
+        if result.error is not None:
+            raise result.error
+        return result.obj or {}
+
+    @abstractmethod
+    def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        """Really write. Per-object failures go in the result as ``ObjectError``;
+        a failure of the whole peer raises ``PeerError``."""
+
+    def _simulate(self, op: WriteOp) -> WriteResult:
+        if op.kind == "create":
+            new_id = op.values.get("_id") or f"dry-run-{uuid.uuid4()}"
+            return WriteResult(op, id=new_id, obj={**op.values, "_id": new_id})
+        if op.kind == "update":
+            return WriteResult(op, id=op.id, obj={**(op.before or {}), **op.values, "_id": op.id})
+        return WriteResult(op, id=op.id)
+
+
+class System(ABC):
+    """One configured external system (a ``provisioner.openicf-NAME.json``)."""
+
+    name: str
+
+    @abstractmethod
+    def resource(self, object_type: str, *, dry_run: bool = False) -> Resource:
+        """The resource ``system/NAME/object_type``; ConfigError if unknown."""
+
+    @abstractmethod
+    def test(self) -> Mapping[str, Any]:
+        """PingIDM's ``system?_action=test`` shape: name, enabled, config, objectTypes, ok, error."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+def failed(op: WriteOp, error: ObjectError) -> WriteResult:
+    """The result of an op that failed on its own."""
+    return WriteResult(op, id=op.id, error=error)

@@ -1,0 +1,140 @@
+"""The exceptions idsync raises, named by what the caller must do.
+
+    IdsyncError                      base; never raised itself
+    +-- ConfigError                  fix a file; carries file, key, problem (exit EX_CONFIG)
+    +-- QueryError                   a bad ``_queryFilter``; carries the position (exit EX_DATAERR)
+    +-- ScriptError                  a script failed to compile or run
+    |   +-- ScriptTimeout            it ran past its time limit
+    +-- ObjectError                  one object failed; record it and go on with the run
+    |   +-- NotFound                 the object is gone (deleted between pages: not an error in recon)
+    |   +-- RevisionMismatch         optimistic concurrency lost; re-read and retry
+    |   +-- ObjectRejected           the peer refused this object (schema, uniqueness, value)
+    +-- PeerError                    the peer cannot be used; stop the pass before any delete
+    |   +-- PeerUnavailable          unreachable, timed out (exit EX_UNAVAILABLE); retry later
+    |   +-- AuthenticationFailed     credentials refused (exit EX_NOPERM)
+    |   +-- TLSError                 certificate verification failed (exit EX_UNAVAILABLE)
+    +-- RunAborted                   the run must stop now (safety limit, cancel, lock held)
+        +-- SafetyLimitExceeded      empty source set or too many deletes
+        +-- RunCanceled              Ctrl-C, SIGTERM, timeout
+        +-- RunLocked                another run of the same mapping or job holds the lock
+
+Messages never contain secret values: callers build them from names, never from
+configuration values that might be passwords or tokens.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "AuthenticationFailed",
+    "ConfigError",
+    "IdsyncError",
+    "NotFound",
+    "ObjectError",
+    "ObjectRejected",
+    "PeerError",
+    "PeerUnavailable",
+    "QueryError",
+    "RevisionMismatch",
+    "RunAborted",
+    "RunCanceled",
+    "RunLocked",
+    "SafetyLimitExceeded",
+    "ScriptError",
+    "ScriptTimeout",
+    "TLSError",
+]
+
+
+class IdsyncError(Exception):
+    """Base of every error idsync raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(IdsyncError):
+    """A configuration file is wrong: names the file, the key and the problem."""
+
+    exit_code = os.EX_CONFIG
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{file}: {key}: {problem}" if key else f"{file}: {problem}")
+
+
+class QueryError(IdsyncError):
+    """A ``_queryFilter`` (or native query) does not parse."""
+
+    exit_code = os.EX_DATAERR
+
+    def __init__(self, message: str, text: str = "", position: int | None = None) -> None:
+        self.text = text
+        self.position = position
+        if position is not None:
+            message = f"{message} at position {position}"
+        super().__init__(message)
+
+
+class ScriptError(IdsyncError):
+    """A mapping script failed to compile or threw."""
+
+
+class ScriptTimeout(ScriptError):
+    """A mapping script ran past its time limit."""
+
+
+class ObjectError(IdsyncError):
+    """One object could not be processed; the run records it and goes on."""
+
+
+class NotFound(ObjectError):
+    """The object does not exist (any more)."""
+
+
+class RevisionMismatch(ObjectError):
+    """The object changed since it was read (expected revision differs)."""
+
+
+class ObjectRejected(ObjectError):
+    """The peer refused this one object."""
+
+
+class PeerError(IdsyncError):
+    """The external system or store cannot be used at all."""
+
+    exit_code = os.EX_UNAVAILABLE
+
+
+class PeerUnavailable(PeerError):
+    """Unreachable, refused or timed out."""
+
+
+class AuthenticationFailed(PeerError):
+    """The peer refused the credentials."""
+
+    exit_code = os.EX_NOPERM
+
+
+class TLSError(PeerError):
+    """The peer's certificate did not verify."""
+
+
+class RunAborted(IdsyncError):
+    """The run stops now and is recorded FAILED or CANCELED."""
+
+
+class SafetyLimitExceeded(RunAborted):
+    """Empty source set, or more deletes than the mapping allows."""
+
+
+class RunCanceled(RunAborted):
+    """Stopped by the operator, a signal or a timeout."""
+
+
+class RunLocked(RunAborted):
+    """Another run holds the lock."""
+
+    exit_code = os.EX_TEMPFAIL
