@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from idsync.errors import IdsyncError, ObjectError
-from idsync.query.ast import Node
+from idsync.query.ast import And, Compare, Node, Or, Path
 
 __all__ = [
     "Obj",
@@ -94,6 +94,29 @@ class Resource(ABC):
                 return found[:limit]
         return found
 
+    def find_matching(
+        self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]], fields: Sequence[str] | None = None
+    ) -> dict[tuple[Any, ...], list[Obj]]:
+        """Batched correlation: for each tuple of values (one per path), the objects
+        whose properties at ``paths`` equal them. The default asks ``find`` with an
+        OR of the tuples, 50 at a time, and matches the answers back here;
+        resources with an index override it."""
+        result: dict[tuple[Any, ...], list[Obj]] = {}
+        unique = list(dict.fromkeys(values))
+        for start in range(0, len(unique), 50):
+            chunk = unique[start : start + 50]
+            terms = [
+                And(tuple(Compare(p, "eq", v) for p, v in zip(paths, vals, strict=True)))
+                if len(paths) > 1 else Compare(paths[0], "eq", vals[0])
+                for vals in chunk
+            ]
+            node: Node = Or(tuple(terms)) if len(terms) > 1 else terms[0]
+            for obj in self.find(QuerySpec(filter=node, fields=fields)):
+                for vals in chunk:
+                    if all(_equal(_at(obj, p), v) for p, v in zip(paths, vals, strict=True)):
+                        result.setdefault(vals, []).append(obj)
+        return result
+
     def count(self) -> int | None:
         """How many objects there are, when cheap to know (for progress)."""
         return None
@@ -156,3 +179,22 @@ class System(ABC):
 def failed(op: WriteOp, error: ObjectError) -> WriteResult:
     """The result of an op that failed on its own."""
     return WriteResult(op, id=op.id, error=error)
+
+
+def _at(obj: Obj, path: Path) -> Any:
+    value: Any = obj
+    for part in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _equal(found: Any, wanted: Any) -> bool:
+    """Equality as directories see it: any value of a multi-valued attribute,
+    strings without regard to case."""
+    if isinstance(found, list):
+        return any(_equal(item, wanted) for item in found)
+    if isinstance(found, str) and isinstance(wanted, str):
+        return found.casefold() == wanted.casefold()
+    return bool(found == wanted)

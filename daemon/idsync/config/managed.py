@@ -1,0 +1,137 @@
+"""``conf/managed.json``: the managed object types and their properties.
+
+The shape is PingIDM's (``{"objects": [{"name": "user", "schema": {"properties":
+{...}, "required": [...]}}]}``). idsync uses from it: which properties are
+``searchable`` (indexed in the store), which are secret (``encryption``,
+``secureHash`` or ``"secret": true``: never logged, audited or returned), each
+property's ``type``, ``required``, and the per-object ``default`` values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from idsync.errors import ConfigError
+
+__all__ = ["DEFAULT_MANAGED", "ManagedSchema", "ManagedType", "PropertyDef", "parse_managed"]
+
+_TYPES = {"string", "number", "integer", "boolean", "array", "object", "relationship", "null"}
+
+
+@dataclass(frozen=True)
+class PropertyDef:
+    name: str
+    type: str = "string"
+    searchable: bool = False
+    secret: bool = False
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class ManagedType:
+    name: str
+    properties: Mapping[str, PropertyDef] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+
+    @property
+    def searchable(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.properties.values() if p.searchable)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.properties.values() if p.secret)
+
+
+@dataclass(frozen=True)
+class ManagedSchema:
+    types: Mapping[str, ManagedType]
+
+    def get(self, name: str, *, file: str = "sync.json", key: str = "target") -> ManagedType:
+        try:
+            return self.types[name]
+        except KeyError:
+            known = ", ".join(sorted(self.types)) or "none"
+            raise ConfigError(
+                file, key, f"managed/{name} is not a managed object type (managed.json defines {known})"
+            ) from None
+
+
+def parse_managed(raw: Any, *, file: str = "managed.json") -> ManagedSchema:
+    if not isinstance(raw, dict) or not isinstance(raw.get("objects"), list):
+        raise ConfigError(file, "objects", "expected a list of managed object types")
+    types: dict[str, ManagedType] = {}
+    for i, obj in enumerate(raw["objects"]):
+        key = f"objects[{i}]"
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
+            raise ConfigError(file, f"{key}.name", "every managed object type needs a name")
+        name = obj["name"]
+        if name in types:
+            raise ConfigError(file, f"{key}.name", f"managed/{name} is defined twice")
+        schema = obj.get("schema") or {}
+        if not isinstance(schema, dict):
+            raise ConfigError(file, f"{key}.schema", "expected an object")
+        props_raw = schema.get("properties") or {}
+        if not isinstance(props_raw, dict):
+            raise ConfigError(file, f"{key}.schema.properties", "expected an object")
+        props: dict[str, PropertyDef] = {}
+        for pname, pdef in props_raw.items():
+            pkey = f"{key}.schema.properties.{pname}"
+            if not isinstance(pdef, dict):
+                raise ConfigError(file, pkey, "expected an object")
+            ptype = pdef.get("type", "string")
+            if isinstance(ptype, list):  # JSON schema ["string", "null"]
+                ptype = next((t for t in ptype if t != "null"), "null")
+            if ptype not in _TYPES:
+                raise ConfigError(file, f"{pkey}.type", f"unknown type {ptype!r}")
+            secret = bool(pdef.get("secret") or pdef.get("encryption") or pdef.get("secureHash"))
+            props[pname] = PropertyDef(
+                name=pname,
+                type=ptype,
+                searchable=bool(pdef.get("searchable", False)) and not secret,
+                secret=secret,
+                default=pdef.get("default"),
+            )
+        required = schema.get("required") or []
+        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            raise ConfigError(file, f"{key}.schema.required", "expected a list of property names")
+        types[name] = ManagedType(name=name, properties=props, required=tuple(required))
+    return ManagedSchema(types)
+
+
+def _props(**kinds: str) -> dict[str, Any]:
+    return {n: {"type": t, "searchable": True} for n, t in kinds.items()}
+
+
+# Used when a project has no managed.json: PingIDM's user and role, trimmed.
+DEFAULT_MANAGED: dict[str, Any] = {
+    "objects": [
+        {
+            "name": "user",
+            "schema": {
+                "properties": {
+                    **_props(userName="string", givenName="string", sn="string", mail="string",
+                             accountStatus="string", displayName="string", telephoneNumber="string"),
+                    "description": {"type": "string"},
+                    "password": {"type": "string", "secret": True},
+                    "effectiveRoles": {"type": "array"},
+                    "effectiveAssignments": {"type": "array"},
+                    "roles": {"type": "array"},
+                },
+                "required": ["userName"],
+            },
+        },
+        {
+            "name": "role",
+            "schema": {
+                "properties": {
+                    **_props(name="string"),
+                    "description": {"type": "string"},
+                    "members": {"type": "array"},
+                },
+                "required": ["name"],
+            },
+        },
+    ]
+}

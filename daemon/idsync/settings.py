@@ -1,0 +1,102 @@
+"""The daemon's own settings: ``conf/idsync.toml``, overridden by ``IDSYNC_*`` variables.
+
+Nested keys use a double underscore in the environment: ``IDSYNC_STORE__URL``
+overrides ``[store] url``. Relative paths are relative to the project directory
+(the parent of ``conf/``). Secrets (a database password) belong in the
+environment or in a ``*_file``, not in the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from idsync.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+class StoreSettings(BaseModel):
+    url: str = ""  # default: sqlite:///<state_dir>/idsync.db
+    url_file: Path | None = None
+    echo: bool = False
+
+
+class ReconSettings(BaseModel):
+    page_size: int = Field(1000, ge=1, le=100_000)
+    audit_unchanged: bool = False
+    progress_interval: float = Field(10.0, gt=0)
+
+
+class LogSettings(BaseModel):
+    format: Literal["auto", "console", "json"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ScriptSettings(BaseModel):
+    time_limit: float = Field(1.0, gt=0)
+    memory_limit_mb: int = Field(64, ge=4)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IDSYNC_", env_nested_delimiter="__", extra="forbid")
+
+    project_dir: Path = Path(".")
+    state_dir: Path = Path("state")
+    status_file: Path = Path("state/status.json")
+    store: StoreSettings = StoreSettings()
+    recon: ReconSettings = ReconSettings()
+    log: LogSettings = LogSettings()
+    scripts: ScriptSettings = ScriptSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file, which beats the defaults.
+        return (env_settings, init_settings)
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.project_dir / "conf"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.project_dir / "jobs.d"
+
+    def path(self, value: Path) -> Path:
+        return value if value.is_absolute() else self.project_dir / value
+
+    def store_url(self) -> str:
+        if self.store.url_file is not None:
+            return self.path(self.store.url_file).read_text(encoding="utf-8").strip()
+        if self.store.url:
+            return self.store.url
+        return f"sqlite:///{self.path(self.state_dir) / 'idsync.db'}"
+
+
+def load_settings(project_dir: Path) -> Settings:
+    """Read ``conf/idsync.toml`` (optional) under ``project_dir`` plus the environment."""
+    file = project_dir / "conf" / "idsync.toml"
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(file), "", f"not valid TOML: {exc}") from None
+    data["project_dir"] = project_dir
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(str(file), key, err["msg"]) from None

@@ -1,0 +1,131 @@
+"""Opening the identity store: engine, dialect tuning and schema migrations.
+
+``Store.open(url)`` upgrades the schema in place with Alembic (``store/migrations``)
+so a newer release can take over an existing database; every table is created
+by a migration, never by ``metadata.create_all``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from idsync.errors import ConfigError, PeerUnavailable
+from idsync.store.tables import store_meta
+
+__all__ = ["Store", "utcnow"]
+
+log = structlog.get_logger(__name__)
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class Store:
+    """The SQL identity store: one engine, shared by every run of the process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True, echo: bool = False) -> Store:
+        try:
+            parsed = make_url(url)
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several kinds
+            raise ConfigError("idsync.toml", "store.url", f"not a database URL ({exc})") from None
+        kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _dumps}
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+            if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            if parsed.get_backend_name() in ("mysql", "mariadb") and "+" not in parsed.drivername:
+                parsed = parsed.set(drivername=f"{parsed.get_backend_name()}+pymysql")
+            if parsed.get_backend_name() in ("mysql", "mariadb"):
+                parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+        try:
+            engine = create_engine(parsed, **kwargs)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                "idsync.toml", "store.url", f"the database driver is not installed ({exc.name})"
+            ) from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        if migrate:
+            store.migrate()
+        return store
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (no-op when current)."""
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        try:
+            with self.engine.begin() as conn:
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        except OperationalError as exc:
+            raise PeerUnavailable(f"store: cannot open the database: {_reason(exc)}") from None
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction; database errors surface as PeerUnavailable."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise PeerUnavailable(f"store: {_reason(exc)}") from None
+
+    def get_meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(store_meta.c.value).where(store_meta.c.key == key)).scalar()
+
+    def set_meta(self, conn: Connection, key: str, value: str) -> None:
+        conn.execute(store_meta.delete().where(store_meta.c.key == key))
+        conn.execute(store_meta.insert().values(key=key, value=value))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def describe(self) -> str:
+        """The URL without its password, for logs and status."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets `idsync status` read while a recon writes; NORMAL is durable across
+    # process crashes, which is what a sync store needs (it can re-run a page).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,99 @@
+"""Links: the persisted pairs that tie a source object to its target.
+
+A link set is named after the mapping that owns it. A mapping declaring
+``"links": "other"`` reads and writes ``other``'s set from the other side, so
+the two directions of a bidirectional sync agree on who is whom. Every read
+here takes a whole page of ids: one query per page, never one per object.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, insert, select
+
+from idsync.store.database import Store, utcnow
+from idsync.store.tables import links as lt
+
+__all__ = ["LinkSet"]
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class LinkSet:
+    """The links of one mapping, seen from that mapping's source and target."""
+
+    store: Store
+    name: str
+    reversed: bool = False
+    qualifier: str = "default"
+
+    @property
+    def _mine(self):  # type: ignore[no-untyped-def]
+        return lt.c.target_id if self.reversed else lt.c.source_id
+
+    @property
+    def _theirs(self):  # type: ignore[no-untyped-def]
+        return lt.c.source_id if self.reversed else lt.c.target_id
+
+    def targets_of(self, source_ids: Sequence[str], conn: Connection | None = None) -> dict[str, str]:
+        """source id -> linked target id, for the sources that have a link."""
+        return self._lookup(self._mine, self._theirs, source_ids, conn)
+
+    def sources_of(self, target_ids: Sequence[str], conn: Connection | None = None) -> dict[str, str]:
+        """target id -> linked source id, for the targets that have a link."""
+        return self._lookup(self._theirs, self._mine, target_ids, conn)
+
+    def _lookup(self, key, value, ids: Sequence[str], conn: Connection | None) -> dict[str, str]:  # type: ignore[no-untyped-def]
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return found
+        if conn is None:
+            with self.store.engine.connect() as own:
+                return self._lookup(key, value, unique, own)
+        for start in range(0, len(unique), _CHUNK):
+            rows = conn.execute(
+                select(key, value).where(
+                    lt.c.linkset == self.name,
+                    lt.c.qualifier == self.qualifier,
+                    key.in_(unique[start : start + _CHUNK]),
+                )
+            )
+            for k, v in rows:
+                found[k] = v
+        return found
+
+    def add(self, conn: Connection, pairs: Sequence[tuple[str, str]]) -> None:
+        """Link (source id, target id) pairs, replacing any link either side had."""
+        if not pairs:
+            return
+        self.remove_sources(conn, [s for s, _ in pairs])
+        self.remove_targets(conn, [t for _, t in pairs])
+        now = utcnow()
+        rows = []
+        for source_id, target_id in pairs:
+            first, second = (target_id, source_id) if self.reversed else (source_id, target_id)
+            rows.append({"id": str(uuid.uuid4()), "linkset": self.name, "source_id": first,
+                         "target_id": second, "qualifier": self.qualifier, "created": now})
+        conn.execute(insert(lt), rows)
+
+    def remove_sources(self, conn: Connection, source_ids: Sequence[str]) -> None:
+        self._remove(conn, self._mine, source_ids)
+
+    def remove_targets(self, conn: Connection, target_ids: Sequence[str]) -> None:
+        self._remove(conn, self._theirs, target_ids)
+
+    def _remove(self, conn: Connection, column, ids: Sequence[str]) -> None:  # type: ignore[no-untyped-def]
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), _CHUNK):
+            conn.execute(
+                delete(lt).where(
+                    lt.c.linkset == self.name,
+                    lt.c.qualifier == self.qualifier,
+                    column.in_(unique[start : start + _CHUNK]),
+                )
+            )

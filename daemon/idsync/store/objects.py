@@ -1,0 +1,241 @@
+"""Managed objects (``managed/user``, ``managed/role``) as a Resource.
+
+Reads page by keyset on ``id`` (stable under concurrent inserts, no OFFSET
+scans). A page of writes is one transaction: inserts with executemany, updates
+compared against the stored object first so an unchanged object is not written
+and its ``_rev`` does not move. Searchable properties are kept in
+``managed_properties`` alongside, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from idsync.config.managed import ManagedType
+from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult
+from idsync.errors import NotFound, ObjectRejected, RevisionMismatch
+from idsync.query.ast import Path
+from idsync.store.database import Store, utcnow
+from idsync.store.filters import property_value, to_sql
+from idsync.store.tables import managed_objects as mo
+from idsync.store.tables import managed_properties as mp
+
+__all__ = ["ManagedResource", "next_rev"]
+
+_CHUNK = 500
+
+
+def next_rev(rev: str | None) -> str:
+    """Revisions count real changes: 16 hex digits, opaque to clients."""
+    return f"{(int(rev, 16) if rev else 0) + 1:016x}"
+
+
+class ManagedResource(Resource):
+    def __init__(self, store: Store, schema: ManagedType, *, dry_run: bool = False) -> None:
+        self.store = store
+        self.schema = schema
+        self.object_type = schema.name
+        self.name = f"managed/{schema.name}"
+        self.dry_run = dry_run
+        self._searchable = schema.searchable
+
+    # -- reading ---------------------------------------------------------
+
+    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+        ids_only = spec.fields is not None and len(spec.fields) == 0
+        columns = [mo.c.id, mo.c.rev] if ids_only else [mo.c.id, mo.c.rev, mo.c.data]
+        where = [mo.c.object_type == self.object_type]
+        if spec.filter is not None:
+            where.append(to_sql(spec.filter, self.object_type, self._searchable))
+        last: str | None = None
+        while True:
+            query = select(*columns).where(*where).order_by(mo.c.id).limit(spec.page_size)
+            if last is not None:
+                query = query.where(mo.c.id > last)
+            with self.store.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            if ids_only:
+                yield [{"_id": r.id, "_rev": r.rev} for r in rows]
+            else:
+                yield [self._object(r.id, r.rev, r.data, spec.fields) for r in rows]
+            if len(rows) < spec.page_size:
+                return
+            last = rows[-1].id
+
+    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+        found: dict[str, Obj] = {}
+        unique = list(dict.fromkeys(ids))
+        with self.store.engine.connect() as conn:
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                rows = conn.execute(
+                    select(mo.c.id, mo.c.rev, mo.c.data).where(
+                        mo.c.object_type == self.object_type, mo.c.id.in_(chunk)
+                    )
+                )
+                for r in rows:
+                    found[r.id] = self._object(r.id, r.rev, r.data, fields)
+        return found
+
+    def find_matching(
+        self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]], fields: Sequence[str] | None = None
+    ) -> dict[tuple[Any, ...], list[Obj]]:
+        """Batched correlation: one indexed query for a single searchable path."""
+        if len(paths) != 1 or len(paths[0]) != 1 or paths[0][0] not in self._searchable:
+            return super().find_matching(paths, values, fields)
+        name = paths[0][0]
+        wanted: dict[str, tuple[Any, ...]] = {}
+        for v in values:
+            text, _ = property_value(v[0])
+            if text is not None:
+                wanted[text] = v
+        ids_by_value: dict[str, list[str]] = {}
+        with self.store.engine.connect() as conn:
+            keys = list(wanted)
+            for start in range(0, len(keys), _CHUNK):
+                rows = conn.execute(
+                    select(mp.c.value, mp.c.object_id).where(
+                        mp.c.object_type == self.object_type,
+                        mp.c.name == name,
+                        mp.c.value.in_(keys[start : start + _CHUNK]),
+                    )
+                )
+                for value, object_id in rows:
+                    ids_by_value.setdefault(value, []).append(object_id)
+        objects = self.get_many([i for ids in ids_by_value.values() for i in ids], fields)
+        result: dict[tuple[Any, ...], list[Obj]] = {}
+        for text, ids in ids_by_value.items():
+            result[wanted[text]] = [objects[i] for i in dict.fromkeys(ids) if i in objects]
+        return result
+
+    def count(self) -> int | None:
+        with self.store.engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).select_from(mo).where(mo.c.object_type == self.object_type)
+            ).scalar_one()
+
+    def _object(self, id: str, rev: str, data: dict[str, Any], fields: Sequence[str] | None) -> Obj:
+        if fields is None:
+            obj = {"_id": id, "_rev": rev, **data}
+        else:
+            obj = {"_id": id, "_rev": rev, **{f: data[f] for f in fields if f in data}}
+        for secret in self.schema.secrets:
+            obj.pop(secret, None)
+        return obj
+
+    # -- writing ---------------------------------------------------------
+
+    def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        now = utcnow()
+        results: list[WriteResult] = []
+        with self.store.begin() as conn:
+            current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id])
+            new_rows: list[dict[str, Any]] = []
+            new_props: list[dict[str, Any]] = []
+            reindex: list[str] = []
+            for op in ops:
+                if op.kind == "create":
+                    data = {k: v for k, v in op.values.items() if not k.startswith("_") and v is not None}
+                    new_id = str(op.values.get("_id") or uuid.uuid4())
+                    rev = next_rev(None)
+                    new_rows.append({"object_type": self.object_type, "id": new_id, "rev": rev,
+                                     "data": data, "created": now, "updated": now})
+                    new_props.extend(self._props(new_id, data))
+                    results.append(WriteResult(op, id=new_id, obj=self._object(new_id, rev, data, None)))
+                    continue
+                row = current.get(op.id or "")
+                if row is None:
+                    results.append(WriteResult(op, id=op.id, error=NotFound(f"{self.name}/{op.id} not found")))
+                    continue
+                rev, data = row
+                if op.rev is not None and op.rev != rev:
+                    results.append(WriteResult(op, id=op.id, error=RevisionMismatch(
+                        f"{self.name}/{op.id}: revision {op.rev} expected, {rev} found")))
+                    continue
+                if op.kind == "delete":
+                    conn.execute(delete(mo).where(mo.c.object_type == self.object_type, mo.c.id == op.id))
+                    reindex.append(op.id or "")
+                    results.append(WriteResult(op, id=op.id))
+                    continue
+                merged = dict(data)
+                for key, value in op.values.items():
+                    if key.startswith("_"):
+                        continue
+                    if value is None:
+                        merged.pop(key, None)
+                    else:
+                        merged[key] = value
+                if merged == data:
+                    results.append(WriteResult(op, id=op.id, obj=self._object(op.id or "", rev, data, None)))
+                    continue
+                new_rev = next_rev(rev)
+                conn.execute(
+                    update(mo)
+                    .where(mo.c.object_type == self.object_type, mo.c.id == op.id)
+                    .values(rev=new_rev, data=merged, updated=now)
+                )
+                current[op.id or ""] = (new_rev, merged)
+                if any(data.get(k) != merged.get(k) for k in self._searchable):
+                    reindex.append(op.id or "")
+                    new_props.extend(self._props(op.id or "", merged))
+                results.append(WriteResult(op, id=op.id, obj=self._object(op.id or "", new_rev, merged, None)))
+            if reindex:
+                for start in range(0, len(reindex), _CHUNK):
+                    conn.execute(delete(mp).where(
+                        mp.c.object_type == self.object_type, mp.c.object_id.in_(reindex[start:start + _CHUNK])))
+            if new_rows:
+                try:
+                    conn.execute(insert(mo), new_rows)
+                except Exception as exc:  # noqa: BLE001 - integrity errors differ per driver
+                    raise ObjectRejected(f"{self.name}: create failed: {_first_line(exc)}") from None
+            if new_props:
+                conn.execute(insert(mp), new_props)
+        return results
+
+    def _current(self, conn: Connection, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        rows: dict[str, tuple[str, dict[str, Any]]] = {}
+        for start in range(0, len(ids), _CHUNK):
+            for r in conn.execute(
+                select(mo.c.id, mo.c.rev, mo.c.data).where(
+                    mo.c.object_type == self.object_type, mo.c.id.in_(ids[start : start + _CHUNK])
+                )
+            ):
+                rows[r.id] = (r.rev, r.data)
+        return rows
+
+    def _props(self, object_id: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = []
+        for name in self._searchable:
+            value = data.get(name)
+            for item in value if isinstance(value, list) else [value]:
+                text, number = property_value(item)
+                if text is None and number is None:
+                    continue
+                rows.append({"object_type": self.object_type, "object_id": object_id,
+                             "name": name, "value": text, "value_num": number})
+        return rows
+
+    def reindex(self) -> int:
+        """Rebuild the searchable index (after managed.json changed what is searchable)."""
+        count = 0
+        with self.store.begin() as conn:
+            conn.execute(delete(mp).where(mp.c.object_type == self.object_type))
+        for page in self.pages(QuerySpec()):
+            rows = [row for obj in page for row in self._props(obj["_id"], obj)]
+            count += len(page)
+            if rows:
+                with self.store.begin() as conn:
+                    conn.execute(insert(mp), rows)
+        return count
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+

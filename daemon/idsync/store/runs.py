@@ -1,0 +1,186 @@
+"""Recon run records, their audit trail, and the bookkeeping a run keeps while it works.
+
+* ``recon_runs``: one row per run, its state and a PingIDM-shaped summary,
+  refreshed at every page so ``idsync status`` shows a live run.
+* ``audit``: one row per non-trivial per-object outcome (never secret values).
+* ``recon_claims``: target ids the source phase accounted for.
+* ``recon_deferred``: deletes and unlinks waiting for the end of the run.
+* ``locks``: one holder per name (a mapping, a job) across processes and hosts;
+  a lock whose holder stopped refreshing it expires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from idsync.errors import RunLocked
+from idsync.store.database import Store, utcnow
+from idsync.store.tables import audit, claims, deferred, locks, recon_runs
+
+__all__ = ["RunStore", "owner_id"]
+
+_CHUNK = 500
+LOCK_TTL = dt.timedelta(minutes=10)
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands back naive datetimes; everything idsync stores is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+class RunStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- runs ------------------------------------------------------------
+
+    def start(self, run_id: str, mapping: str, *, job: str | None, dry_run: bool, summary: Mapping[str, Any]) -> None:
+        now = utcnow()
+        with self.store.begin() as conn:
+            conn.execute(insert(recon_runs).values(
+                id=run_id, mapping=mapping, job=job, state="ACTIVE", stage="ACTIVE_INITIALIZED",
+                dry_run=dry_run, started=now, heartbeat=now, summary=dict(summary)))
+
+    def progress(self, run_id: str, stage: str, summary: Mapping[str, Any], conn: Connection | None = None) -> None:
+        stmt = update(recon_runs).where(recon_runs.c.id == run_id).values(
+            stage=stage, summary=dict(summary), heartbeat=utcnow())
+        if conn is not None:
+            conn.execute(stmt)
+            return
+        with self.store.begin() as own:
+            own.execute(stmt)
+
+    def finish(self, run_id: str, state: str, stage: str, summary: Mapping[str, Any], message: str | None) -> None:
+        with self.store.begin() as conn:
+            conn.execute(update(recon_runs).where(recon_runs.c.id == run_id).values(
+                state=state, stage=stage, summary=dict(summary), message=message, ended=utcnow()))
+            conn.execute(delete(claims).where(claims.c.run_id == run_id))
+            conn.execute(delete(deferred).where(deferred.c.run_id == run_id))
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(select(recon_runs).where(recon_runs.c.id == run_id)).mappings().first()
+        return self._row(row) if row else None
+
+    def recent(self, limit: int = 20, mapping: str | None = None) -> list[dict[str, Any]]:
+        query = select(recon_runs).order_by(recon_runs.c.started.desc()).limit(limit)
+        if mapping:
+            query = query.where(recon_runs.c.mapping == mapping)
+        with self.store.engine.connect() as conn:
+            return [self._row(r) for r in conn.execute(query).mappings()]
+
+    def fail_abandoned(self) -> int:
+        """Runs left ACTIVE by a process that died: their heartbeat stopped."""
+        cutoff = utcnow() - LOCK_TTL
+        with self.store.begin() as conn:
+            result = conn.execute(
+                update(recon_runs)
+                .where(recon_runs.c.state == "ACTIVE", recon_runs.c.heartbeat < cutoff)
+                .values(state="FAILED", stage="COMPLETED_FAILED", ended=utcnow(),
+                        message="the process running this recon stopped before it ended")
+            )
+            return result.rowcount or 0
+
+    @staticmethod
+    def _row(row: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(row)
+        for key in ("started", "ended", "heartbeat"):
+            out[key] = _aware(out[key])
+        return out
+
+    # -- audit -----------------------------------------------------------
+
+    def audit(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            now = utcnow()
+            conn.execute(insert(audit), [{"ts": now, **r} for r in rows])
+
+    def audit_entries(self, run_id: str, limit: int = 1000, status: str | None = None) -> list[dict[str, Any]]:
+        query = select(audit).where(audit.c.run_id == run_id).order_by(audit.c.seq).limit(limit)
+        if status:
+            query = query.where(audit.c.status == status)
+        with self.store.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    # -- claims and deferred ops -------------------------------------------
+
+    def claim(self, conn: Connection, run_id: str, target_ids: Sequence[str]) -> None:
+        unique = list(dict.fromkeys(target_ids))
+        if not unique:
+            return
+        already = self.claimed(run_id, unique, conn)
+        rows = [{"run_id": run_id, "target_id": t} for t in unique if t not in already]
+        if rows:
+            conn.execute(insert(claims), rows)
+
+    def claimed(self, run_id: str, target_ids: Sequence[str], conn: Connection | None = None) -> set[str]:
+        if conn is None:
+            with self.store.engine.connect() as own:
+                return self.claimed(run_id, target_ids, own)
+        found: set[str] = set()
+        for start in range(0, len(target_ids), _CHUNK):
+            rows = conn.execute(select(claims.c.target_id).where(
+                claims.c.run_id == run_id, claims.c.target_id.in_(target_ids[start:start + _CHUNK])))
+            found.update(r[0] for r in rows)
+        return found
+
+    def defer(self, conn: Connection, run_id: str, start_seq: int, ops: Sequence[Mapping[str, Any]]) -> None:
+        if ops:
+            conn.execute(insert(deferred), [
+                {"run_id": run_id, "seq": start_seq + i, "op": dict(op)} for i, op in enumerate(ops)])
+
+    def deferred_pages(self, run_id: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
+        last = -1
+        while True:
+            with self.store.engine.connect() as conn:
+                rows = conn.execute(
+                    select(deferred.c.seq, deferred.c.op)
+                    .where(deferred.c.run_id == run_id, deferred.c.seq > last)
+                    .order_by(deferred.c.seq).limit(page_size)).all()
+            if not rows:
+                return
+            yield [r.op for r in rows]
+            last = rows[-1].seq
+
+    def deferred_count(self, run_id: str) -> int:
+        with self.store.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(deferred).where(
+                deferred.c.run_id == run_id)).scalar_one()
+
+    # -- locks -----------------------------------------------------------
+
+    def acquire(self, name: str, owner: str, ttl: dt.timedelta = LOCK_TTL) -> None:
+        now = utcnow()
+        try:
+            with self.store.begin() as conn:
+                conn.execute(delete(locks).where(locks.c.name == name, locks.c.expires < now))
+                conn.execute(insert(locks).values(name=name, owner=owner, acquired=now, expires=now + ttl))
+        except IntegrityError:
+            holder = self.lock_holder(name)
+            raise RunLocked(f"{name} is already running (held by {holder or 'another process'})") from None
+
+    def refresh(self, name: str, owner: str, ttl: dt.timedelta = LOCK_TTL) -> None:
+        with self.store.begin() as conn:
+            conn.execute(update(locks).where(locks.c.name == name, locks.c.owner == owner).values(
+                expires=utcnow() + ttl))
+
+    def release(self, name: str, owner: str) -> None:
+        with self.store.begin() as conn:
+            conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
+
+    def lock_holder(self, name: str) -> str | None:
+        with self.store.engine.connect() as conn:
+            return conn.execute(select(locks.c.owner).where(locks.c.name == name)).scalar()

@@ -1,0 +1,160 @@
+"""The identity store's tables (SQLAlchemy Core).
+
+Managed objects are JSON documents; the properties that ``managed.json`` marks
+searchable are also copied, one row per value, into ``managed_properties`` so a
+correlation lookup or a ``_queryFilter`` on them is an index hit on every
+dialect (SQLite, PostgreSQL, MariaDB) without dialect-specific expression
+indexes. Non-searchable properties are still queryable through the dialect's
+JSON functions, just not indexed.
+
+The schema is versioned by Alembic (``store/migrations``); this module is the
+current shape and must change only together with a new migration.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects import mysql
+
+__all__ = [
+    "audit",
+    "claims",
+    "deferred",
+    "links",
+    "locks",
+    "managed_objects",
+    "managed_properties",
+    "metadata",
+    "recon_runs",
+    "store_meta",
+]
+
+metadata = MetaData()
+
+# Exact, case-sensitive comparison on every dialect: MariaDB's default collation
+# would otherwise make "BJensen" equal "bjensen" there and nowhere else.
+_Key = String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb")
+_Id = String(64).with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), "mysql", "mariadb")
+_LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+_Json = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+managed_objects = Table(
+    "managed_objects",
+    metadata,
+    Column("object_type", String(64), primary_key=True),
+    Column("id", _Id, primary_key=True),
+    Column("rev", String(32), nullable=False),
+    Column("data", _Json, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+managed_properties = Table(
+    "managed_properties",
+    metadata,
+    Column("object_type", String(64), nullable=False),
+    Column("object_id", _Id, nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("value", _Key, nullable=True),
+    Column("value_num", Float, nullable=True),
+    Index("ix_managed_properties_lookup", "object_type", "name", "value"),
+    Index("ix_managed_properties_num", "object_type", "name", "value_num"),
+    Index("ix_managed_properties_object", "object_type", "object_id"),
+)
+
+links = Table(
+    "links",
+    metadata,
+    Column("id", _Id, primary_key=True),
+    Column("linkset", String(128), nullable=False),
+    Column("source_id", _Key, nullable=False),
+    Column("target_id", _Key, nullable=False),
+    Column("qualifier", String(64), nullable=False, default="default"),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ux_links_source", "linkset", "source_id", "qualifier", unique=True),
+    Index("ux_links_target", "linkset", "target_id", "qualifier", unique=True),
+)
+
+recon_runs = Table(
+    "recon_runs",
+    metadata,
+    Column("id", _Id, primary_key=True),
+    Column("mapping", String(128), nullable=False),
+    Column("job", String(128), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("stage", String(64), nullable=False),
+    Column("dry_run", Boolean, nullable=False, default=False),
+    Column("started", DateTime(timezone=True), nullable=False),
+    Column("ended", DateTime(timezone=True), nullable=True),
+    Column("heartbeat", DateTime(timezone=True), nullable=True),
+    Column("summary", _Json, nullable=False),
+    Column("message", _LongText, nullable=True),
+    Index("ix_recon_runs_started", "started"),
+    Index("ix_recon_runs_mapping", "mapping", "started"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("seq", _BigId, primary_key=True, autoincrement=True),
+    Column("run_id", _Id, nullable=True),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("mapping", String(128), nullable=False),
+    Column("situation", String(32), nullable=True),
+    Column("action", String(16), nullable=True),
+    Column("source_id", _Key, nullable=True),
+    Column("target_id", _Key, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("message", _LongText, nullable=True),
+    Column("changes", _Json, nullable=True),
+    Index("ix_audit_run", "run_id", "seq"),
+    Index("ix_audit_ts", "ts"),
+)
+
+# Target ids a run's source phase accounted for; the target phase skips them.
+claims = Table(
+    "recon_claims",
+    metadata,
+    Column("run_id", _Id, primary_key=True),
+    Column("target_id", _Key, primary_key=True),
+)
+
+# Deletes and unlinks decided during a run, carried out only after both phases
+# completed without a read error and within the run's safety limits.
+deferred = Table(
+    "recon_deferred",
+    metadata,
+    Column("run_id", _Id, primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("op", _Json, nullable=False),
+)
+
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(191), primary_key=True),
+    Column("owner", String(191), nullable=False),
+    Column("acquired", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),
+)
+
+store_meta = Table(
+    "store_meta",
+    metadata,
+    Column("key", String(191), primary_key=True),
+    Column("value", _LongText, nullable=False),
+)
