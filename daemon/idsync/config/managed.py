@@ -112,11 +112,12 @@ DEFAULT_MANAGED: dict[str, Any] = {
             "schema": {
                 "properties": {
                     **_props(userName="string", givenName="string", sn="string", mail="string",
-                             accountStatus="string", displayName="string", telephoneNumber="string"),
+                             displayName="string", telephoneNumber="string"),
+                    "accountStatus": {"type": "string", "searchable": True, "default": "active"},
                     "description": {"type": "string"},
                     "password": {"type": "string", "secret": True},
-                    "effectiveRoles": {"type": "array"},
-                    "effectiveAssignments": {"type": "array"},
+                    "effectiveRoles": {"type": "array", "default": []},
+                    "effectiveAssignments": {"type": "array", "default": []},
                     "roles": {"type": "array"},
                 },
                 "required": ["userName"],

@@ -9,6 +9,7 @@ and its ``_rev`` does not move. Searchable properties are kept in
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -42,6 +43,7 @@ class ManagedResource(Resource):
         self.name = f"managed/{schema.name}"
         self.dry_run = dry_run
         self._searchable = schema.searchable
+        self._defaults = [(p.name, p.default) for p in schema.properties.values() if p.default is not None]
 
     # -- reading ---------------------------------------------------------
 
@@ -142,6 +144,9 @@ class ManagedResource(Resource):
             for op in ops:
                 if op.kind == "create":
                     data = {k: v for k, v in op.values.items() if not k.startswith("_") and v is not None}
+                    for name, default in self._defaults:
+                        if name not in data:
+                            data[name] = copy.deepcopy(default)
                     new_id = str(op.values.get("_id") or uuid.uuid4())
                     rev = next_rev(None)
                     new_rows.append({"object_type": self.object_type, "id": new_id, "rev": rev,

@@ -1,0 +1,309 @@
+"""The ``idsync`` command.
+
+Exit codes follow sysexits: 0 ok, 1 a run FAILED, 65 bad query (EX_DATAERR),
+69 peer unreachable (EX_UNAVAILABLE), 75 already running (EX_TEMPFAIL),
+77 credentials refused (EX_NOPERM), 78 bad configuration (EX_CONFIG),
+130 canceled. User errors print one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from idsync import __version__
+from idsync.config.project import Project, load_project, validate_project
+from idsync.errors import ConfigError, IdsyncError, QueryError
+from idsync.log import configure_logging
+from idsync.store.database import Store
+
+__all__ = ["main"]
+
+log = structlog.get_logger("idsync.cli")
+
+EX_CANCELED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return os.EX_USAGE
+    project_dir = Path(args.project or os.environ.get("IDSYNC_PROJECT") or ".").resolve()
+    try:
+        configure_logging(args.log_format or os.environ.get("IDSYNC_LOG__FORMAT", "auto"),  # type: ignore[arg-type]
+                          args.log_level or os.environ.get("IDSYNC_LOG__LEVEL", "warning" if args.command in
+                                                           ("status", "managed", "mappings", "validate") else "info"))
+        result: int = args.handler(args, project_dir)
+        return result
+    except IdsyncError as exc:
+        print(f"idsync: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("idsync: interrupted", file=sys.stderr)
+        return EX_CANCELED
+    except BrokenPipeError:
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="idsync", description="Identity synchronization daemon and tools.")
+    p.add_argument("--version", action="version", version=f"idsync {__version__}")
+    p.add_argument("-p", "--project", help="project directory holding conf/ and jobs.d/ (default: $IDSYNC_PROJECT or .)")
+    p.add_argument("--log-format", choices=["auto", "console", "json"], default=None)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("recon", help="reconcile one mapping now")
+    r.add_argument("mapping")
+    r.add_argument("--dry-run", "--analyze", action="store_true", help="compute and list every change; write nothing")
+    r.add_argument("--no-create", action="store_true", help="kill switch: create nothing")
+    r.add_argument("--no-update", action="store_true", help="kill switch: update nothing")
+    r.add_argument("--no-delete", action="store_true", help="kill switch: delete or unlink nothing")
+    r.add_argument("--max-deletes", help="fail the run if it would delete more (a number or a percentage)")
+    r.add_argument("--page-size", type=int)
+    r.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    r.add_argument("--quiet", action="store_true", help="no progress display")
+    r.set_defaults(handler=_cmd_recon)
+
+    s = sub.add_parser("status", help="the last runs, or one run in full")
+    s.add_argument("run_id", nargs="?")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--mapping")
+    s.add_argument("--audit", type=int, default=50, metavar="N", help="audit entries to show for one run")
+    s.set_defaults(handler=_cmd_status)
+
+    v = sub.add_parser("validate", help="check every configuration file")
+    v.set_defaults(handler=_cmd_validate)
+
+    t = sub.add_parser("test", help="connect to every configured system")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(handler=_cmd_test)
+
+    mp = sub.add_parser("mappings", help="the mappings in processing order")
+    mp.add_argument("--json", action="store_true")
+    mp.set_defaults(handler=_cmd_mappings)
+
+    m = sub.add_parser("managed", help="inspect managed objects in the store")
+    msub = m.add_subparsers(dest="managed_command", metavar="ACTION", required=True)
+    q = msub.add_parser("query", help="objects matching a _queryFilter")
+    q.add_argument("type")
+    q.add_argument("--filter", default="true", help="a _queryFilter (default: true)")
+    q.add_argument("--fields", help="comma-separated fields to show")
+    q.add_argument("--limit", type=int, default=0, help="stop after N objects (0: all)")
+    q.set_defaults(handler=_cmd_managed_query)
+    g = msub.add_parser("get", help="one object")
+    g.add_argument("type")
+    g.add_argument("id")
+    g.set_defaults(handler=_cmd_managed_get)
+    return p
+
+
+# -- commands ---------------------------------------------------------------
+
+
+def _open(project_dir: Path) -> tuple[Project, Store]:
+    project = load_project(project_dir)
+    return project, Store.open(project.settings.store_url())
+
+
+def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.cli_progress import Progress
+    from idsync.sync.recon import ReconOptions, run_recon
+
+    project, store = _open(project_dir)
+    project.mapping(args.mapping)  # unknown mapping: EX_CONFIG before anything starts
+    options = ReconOptions(
+        dry_run=args.dry_run,
+        allow_create=False if args.no_create else None,
+        allow_update=False if args.no_update else None,
+        allow_delete=False if args.no_delete else None,
+        max_deletes=_max_deletes(args.max_deletes),
+        page_size=args.page_size,
+    )
+    progress = Progress(enabled=not args.quiet and not args.json,
+                        interval=project.settings.recon.progress_interval)
+    options.on_progress = progress.update
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_recon(project, store, args.mapping, options)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name=f"recon-{args.mapping}")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        options.cancel.set()
+        print("\nidsync: canceling at the next page boundary (Ctrl-C again to stop now)", file=sys.stderr)
+        worker.join()
+    finally:
+        progress.close()
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["result"]
+    _write_status_file(project, store)
+    if args.json:
+        print(json.dumps({"_id": result.id, "state": result.state, "message": result.message, **result.summary},
+                         indent=2, default=str))
+    else:
+        from idsync.cli_render import render_run
+
+        render_run(result.id, result.state, result.message, result.summary, dry_run=args.dry_run)
+        if args.dry_run:
+            from idsync.cli_render import render_audit
+            from idsync.store.runs import RunStore
+
+            render_audit(RunStore(store).audit_entries(result.id, limit=200))
+    if result.state == "CANCELED":
+        return EX_CANCELED
+    return 0 if result.state == "SUCCESS" else 1
+
+
+def _max_deletes(text: str | None) -> int | float | None:
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100
+        return int(text)
+    except ValueError:
+        raise ConfigError("command line", "--max-deletes", "expected a number or a percentage such as 5%") from None
+
+
+def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.cli_render import render_audit, render_run, render_runs
+    from idsync.store.runs import RunStore
+
+    project, store = _open(project_dir)
+    runs = RunStore(store)
+    if args.run_id:
+        run = runs.get(args.run_id)
+        if run is None:
+            print(f"idsync: no run with id {args.run_id}", file=sys.stderr)
+            return os.EX_DATAERR
+        audit = runs.audit_entries(args.run_id, limit=args.audit)
+        if args.json:
+            print(json.dumps({**_run_json(run), "audit": audit}, indent=2, default=str))
+        else:
+            render_run(run["id"], run["state"], run["message"], run["summary"], dry_run=run["dry_run"])
+            render_audit(audit)
+        return 0
+    recent = runs.recent(limit=args.limit, mapping=args.mapping)
+    if args.json:
+        print(json.dumps([_run_json(r) for r in recent], indent=2, default=str))
+    else:
+        render_runs(recent)
+    return 0
+
+
+def _run_json(run: dict[str, Any]) -> dict[str, Any]:
+    summary = dict(run["summary"] or {})
+    started, ended = run["started"], run["ended"]
+    return {
+        "_id": run["id"], "mapping": run["mapping"], "job": run["job"], "state": run["state"],
+        "stage": run["stage"], "dryRun": run["dry_run"], "message": run["message"],
+        "started": started.isoformat() if started else None, "ended": ended.isoformat() if ended else None,
+        "duration": int((ended - started).total_seconds() * 1000) if started and ended else None,
+        **{k: v for k, v in summary.items() if k not in ("mapping", "stage")},
+    }
+
+
+def _write_status_file(project: Project, store: Store) -> None:
+    from idsync.status_file import write_status_file
+
+    write_status_file(project, store)
+
+
+def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
+    problems = validate_project(project_dir)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return os.EX_CONFIG
+    print(f"{project_dir}: configuration ok")
+    return 0
+
+
+def _cmd_test(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.resources import Resources
+
+    project = load_project(project_dir)
+    resources = Resources(project, store=None)  # type: ignore[arg-type]
+    try:
+        results = resources.test_all()
+    finally:
+        resources.close()
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['name']}: {'ok' if r.get('ok') else 'FAILED: ' + str(r.get('error'))}")
+        if not results:
+            print("no systems configured")
+    return 0 if all(r.get("ok") for r in results) else os.EX_UNAVAILABLE
+
+
+def _cmd_mappings(args: argparse.Namespace, project_dir: Path) -> int:
+    project = load_project(project_dir)
+    rows = [{"name": m.name, "source": m.source, "target": m.target, "links": m.links, "file": m.file}
+            for m in project.mappings]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['name']}: {r['source']} -> {r['target']}" + (f" (links of {r['links']})" if r["links"] else ""))
+    return 0
+
+
+def _cmd_managed_query(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.connectors.base import QuerySpec
+    from idsync.query import parse
+    from idsync.resources import Resources
+
+    project, store = _open(project_dir)
+    try:
+        node = parse(args.filter)
+    except QueryError as exc:
+        raise QueryError(f"--filter: {exc}") from None
+    resource = Resources(project, store).open(f"managed/{args.type}")
+    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    shown = 0
+    print("[")
+    for page in resource.pages(QuerySpec(filter=node, fields=fields)):
+        for obj in page:
+            print(("  " if shown == 0 else ", ") + json.dumps(obj, ensure_ascii=False))
+            shown += 1
+            if args.limit and shown >= args.limit:
+                break
+        if args.limit and shown >= args.limit:
+            break
+    print("]")
+    return 0
+
+
+def _cmd_managed_get(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.resources import Resources
+
+    project, store = _open(project_dir)
+    obj = Resources(project, store).open(f"managed/{args.type}").get(args.id)
+    if obj is None:
+        print(f"idsync: managed/{args.type}/{args.id} not found", file=sys.stderr)
+        return os.EX_DATAERR
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+    return 0

@@ -1,0 +1,75 @@
+"""Human-readable run summaries and audit listings for the terminal."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["render_audit", "render_run", "render_runs"]
+
+_console = Console(highlight=False)
+
+
+def _nonzero(d: Mapping[str, Any] | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (d or {}).items() if v) or "-"
+
+
+def render_run(run_id: str, state: str, message: str | None, summary: Mapping[str, Any], *, dry_run: bool) -> None:
+    c = _console
+    c.print(f"run {run_id}: {summary.get('mapping', '')} [bold]{state}[/bold]" + (" (dry run)" if dry_run else ""))
+    if message:
+        c.print(f"  message:    {message}")
+    progress = summary.get("progress", {})
+    src = progress.get("source", {}).get("existing", {})
+    tgt = progress.get("target", {}).get("existing", {})
+    c.print(f"  source:     {summary.get('sourceObject', '')}: {src.get('processed', 0)} processed")
+    c.print(f"  target:     {summary.get('targetObject', '')}: {tgt.get('processed', 0)} examined in the target phase")
+    c.print(f"  situations: {_nonzero(summary.get('situationSummary'))}")
+    c.print(f"  actions:    {_nonzero(summary.get('actionSummary'))}")
+    c.print(f"  changes:    {_nonzero(summary.get('changes'))}" + ("  (would be made)" if dry_run else ""))
+    c.print(f"  status:     {_nonzero(summary.get('statusSummary'))}")
+    if "duration" in summary:
+        c.print(f"  duration:   {summary['duration'] / 1000:.2f} s  (phases: "
+                + ", ".join(f"{k} {v:.2f} s" for k, v in summary.get("phases", {}).items()) + ")")
+    errors = summary.get("errors") or []
+    if errors:
+        c.print(f"  errors ({summary.get('errorCount', len(errors))}):")
+        for e in errors[:20]:
+            ids = " ".join(f"{k}={e[k]}" for k in ("source_id", "target_id") if e.get(k))
+            c.print(f"    - {e.get('message')}" + (f"  [{ids}]" if ids else ""))
+
+
+def render_runs(runs: Sequence[Mapping[str, Any]]) -> None:
+    if not runs:
+        _console.print("no runs recorded yet")
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("run", "mapping", "state", "started", "duration", "changes", "errors"):
+        table.add_column(col)
+    for r in runs:
+        started: dt.datetime = r["started"]
+        ended: dt.datetime | None = r["ended"]
+        duration = f"{(ended - started).total_seconds():.1f}s" if ended else "running"
+        summary = r["summary"] or {}
+        table.add_row(r["id"][:8], r["mapping"], r["state"] + (" (dry)" if r["dry_run"] else ""),
+                      started.strftime("%Y-%m-%d %H:%M:%S"), duration, _nonzero(summary.get("changes")),
+                      str(summary.get("errorCount", 0)))
+    _console.print(table)
+
+
+def render_audit(entries: Sequence[Mapping[str, Any]]) -> None:
+    if not entries:
+        return
+    _console.print(f"  objects ({len(entries)} shown):")
+    for e in entries:
+        ids = " ".join(f"{k}={e[k]}" for k in ("source_id", "target_id") if e.get(k))
+        what = e.get("message") or ""
+        changes = e.get("changes")
+        if changes and not what:
+            what = ", ".join(sorted(changes))
+        _console.print(f"    {e['status']:<8} {e.get('situation') or '':<20} {e.get('action') or '':<9} {ids}"
+                       + (f"  {what}" if what else ""))

@@ -1,0 +1,324 @@
+"""Mappings: ``conf/sync.json`` and ``conf/mapping-NAME.json``, PingIDM's shapes.
+
+Order is PingIDM's: the mappings of ``sync.json`` in file order, then the
+individual mapping files, each placed after the mappings its ``syncAfter``
+names (file name order among equals). Every script and filter is compiled here,
+at load time, so a typo is a ``file: key: problem`` line from ``idsync
+validate``, not a failed run at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from idsync.config.files import load_json
+from idsync.errors import ConfigError, QueryError
+from idsync.query import parse
+from idsync.query.ast import Node
+from idsync.scripts import Script, compile_script
+from idsync.sync.policies import PolicySet, parse_policies
+from idsync.sync.properties import PropertyMap, compile_properties
+
+__all__ = ["Correlation", "MappingDef", "QueryDef", "load_mappings", "parse_mapping"]
+
+log = structlog.get_logger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_HOOKS = ("onCreate", "onUpdate", "onDelete", "onLink", "onUnlink", "result")
+_KNOWN = {
+    "name", "source", "target", "links", "enableSync", "properties", "policies", "validSource",
+    "sourceCondition", "validTarget", "sourceQuery", "targetQuery", "correlationQuery",
+    "correlationScript", "defaultSourceFields", "defaultTargetFields", "syncAfter",
+    "allowEmptySourceSet", "maxDeletes", "allowCreate", "allowUpdate", "allowDelete",
+    "runTargetPhase", "displayName", "description", "consentRequired", "icon", "_id",
+    "taskThreads", "prefetchLinks", "sourceQueryFullEntry", "targetQueryFullEntry",
+    "reconSourceQueryPaging", "reconSourceQueryPageSize", "correlateEmptyTargetSet",
+    "sourceIdsCaseSensitive", "targetIdsCaseSensitive", *_HOOKS,
+}
+
+
+@dataclass(frozen=True)
+class QueryDef:
+    """``sourceQuery``/``targetQuery``: a ``_queryFilter`` or a native query, and fields."""
+
+    filter: Node | None = None
+    native: str | None = None
+    fields: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """How a source finds its target when there is no link.
+
+    ``filter``: a ``_queryFilter`` with ``${source.x}`` placeholders (declarative,
+    batched per page); ``script``: PingIDM's script returning ``{"_queryFilter":
+    ...}``; ``tree``: PingIDM's ``expressionTree`` (``all``/``any`` of target
+    properties, compared with the projected target's values).
+    """
+
+    kind: Literal["filter", "script", "tree"]
+    template: Node | None = None
+    script: Script | None = None
+    tree_mode: Literal["all", "any"] = "all"
+    tree_props: tuple[str, ...] = ()
+    link_qualifier: str = "default"
+
+
+@dataclass
+class MappingDef:
+    name: str
+    source: str
+    target: str
+    file: str
+    properties: PropertyMap
+    policies: PolicySet
+    links: str | None = None
+    enable_sync: bool = True
+    valid_source: Script | None = None
+    source_condition: Node | Script | None = None
+    valid_target: Script | None = None
+    source_query: QueryDef = QueryDef()
+    target_query: QueryDef = QueryDef()
+    correlation: Correlation | None = None
+    hooks: dict[str, Script] = field(default_factory=dict)
+    default_source_fields: tuple[str, ...] | None = None
+    default_target_fields: tuple[str, ...] | None = None
+    sync_after: tuple[str, ...] = ()
+    allow_empty_source_set: bool = False
+    max_deletes: int | float | None = None  # a count, or a share of the target (0.0-1.0)
+    allow_create: bool = True
+    allow_update: bool = True
+    allow_delete: bool = True
+    run_target_phase: bool = True
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def linkset(self) -> str:
+        return self.links or self.name
+
+
+def load_mappings(conf_dir: Path) -> list[MappingDef]:
+    """All mappings of a project, in processing order."""
+    base = conf_dir.parent
+    mappings: list[MappingDef] = []
+    sync_file = conf_dir / "sync.json"
+    if sync_file.exists():
+        data = load_json(sync_file, project_dir=base)
+        if not isinstance(data, dict) or not isinstance(data.get("mappings"), list):
+            raise ConfigError(str(sync_file), "mappings", "expected a list of mappings")
+        for i, raw in enumerate(data["mappings"]):
+            mappings.append(parse_mapping(raw, file=str(sync_file), key=f"mappings[{i}]", base_dir=base))
+    singles: list[MappingDef] = []
+    for path in sorted(conf_dir.glob("mapping-*.json")):
+        raw = load_json(path, project_dir=base)
+        if isinstance(raw, dict) and "name" not in raw:
+            raw = {**raw, "name": path.stem[len("mapping-"):]}
+        singles.append(parse_mapping(raw, file=str(path), key="", base_dir=base))
+    mappings.extend(_order_sync_after(singles, {m.name for m in mappings}))
+    seen: dict[str, str] = {}
+    for m in mappings:
+        if m.name in seen:
+            raise ConfigError(m.file, "name", f"mapping {m.name} is also defined in {seen[m.name]}")
+        seen[m.name] = m.file
+    names = set(seen)
+    for m in mappings:
+        if m.links is not None and m.links not in names:
+            raise ConfigError(m.file, _k(m, "links"), f"no mapping named {m.links}")
+        for after in m.sync_after:
+            if after not in names:
+                raise ConfigError(m.file, _k(m, "syncAfter"), f"no mapping named {after}")
+    return mappings
+
+
+def _k(m: MappingDef, key: str) -> str:
+    return key if m.file.endswith(f"mapping-{m.name}.json") else f"mappings[{m.name}].{key}"
+
+
+def _order_sync_after(singles: list[MappingDef], placed: set[str]) -> list[MappingDef]:
+    ordered: list[MappingDef] = []
+    pending = list(singles)
+    done = set(placed)
+    local = {m.name for m in singles}
+    while pending:
+        ready = [m for m in pending if all(a in done or a not in local | placed for a in m.sync_after)]
+        if not ready:
+            cycle = ", ".join(m.name for m in pending)
+            raise ConfigError(pending[0].file, "syncAfter", f"syncAfter forms a cycle among: {cycle}")
+        for m in ready:
+            ordered.append(m)
+            done.add(m.name)
+            pending.remove(m)
+    return ordered
+
+
+def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path) -> MappingDef:
+    def at(name: str) -> str:
+        return f"{key}.{name}" if key else name
+
+    if not isinstance(raw, dict):
+        raise ConfigError(file, key or "(top)", "a mapping must be a JSON object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(file, at("name"), "a mapping needs a name of letters, digits, _ . -")
+    for required in ("source", "target"):
+        value = raw.get(required)
+        if not isinstance(value, str) or not re.match(r"^(managed/[\w-]+|system/[\w.-]+/[\w.-]+)$", value):
+            raise ConfigError(file, at(required), "expected a resource such as managed/user or system/ldap/account")
+    for unknown in sorted(set(raw) - _KNOWN):
+        log.warning("config.unknown_key", file=file, key=at(unknown))
+
+    def script(value: Any, k: str) -> Script:
+        return compile_script(value, file=file, key=k, base_dir=base_dir)
+
+    def query(text: Any, k: str) -> Node:
+        if not isinstance(text, str):
+            raise ConfigError(file, k, "expected a _queryFilter string")
+        try:
+            return parse(text)
+        except QueryError as exc:
+            raise ConfigError(file, k, f"bad _queryFilter: {exc}") from None
+
+    def opt_script(name_: str) -> Script | None:
+        return script(raw[name_], at(name_)) if raw.get(name_) is not None else None
+
+    def condition(value: Any, k: str) -> Node | Script:
+        return query(value, k) if isinstance(value, str) else script(value, k)
+
+    properties = compile_properties(
+        raw.get("properties", []), file=file, key=at("properties"), compile_script=script, compile_filter=query
+    )
+    policies = parse_policies(
+        raw.get("policies", []), file=file, key=at("policies"), compile_script=script, compile_filter=query
+    )
+    links = raw.get("links")
+    if links is not None and not isinstance(links, str):
+        raise ConfigError(file, at("links"), "expected the name of another mapping")
+    return MappingDef(
+        name=name,
+        source=raw["source"],
+        target=raw["target"],
+        file=file,
+        properties=properties,
+        policies=policies,
+        links=links,
+        enable_sync=_bool(raw, "enableSync", True, file, at),
+        valid_source=opt_script("validSource"),
+        source_condition=condition(raw["sourceCondition"], at("sourceCondition"))
+        if raw.get("sourceCondition") is not None else None,
+        valid_target=opt_script("validTarget"),
+        source_query=_query_def(raw.get("sourceQuery"), file, at("sourceQuery"), query),
+        target_query=_query_def(raw.get("targetQuery"), file, at("targetQuery"), query),
+        correlation=_correlation(raw, file, at, script, query),
+        hooks={h: script(raw[h], at(h)) for h in _HOOKS if raw.get(h) is not None},
+        default_source_fields=_fields(raw.get("defaultSourceFields"), file, at("defaultSourceFields")),
+        default_target_fields=_fields(raw.get("defaultTargetFields"), file, at("defaultTargetFields")),
+        sync_after=_names(raw.get("syncAfter"), file, at("syncAfter")),
+        allow_empty_source_set=_bool(raw, "allowEmptySourceSet", False, file, at),
+        max_deletes=_max_deletes(raw.get("maxDeletes"), file, at("maxDeletes")),
+        allow_create=_bool(raw, "allowCreate", True, file, at),
+        allow_update=_bool(raw, "allowUpdate", True, file, at),
+        allow_delete=_bool(raw, "allowDelete", True, file, at),
+        run_target_phase=_bool(raw, "runTargetPhase", True, file, at),
+        raw=raw,
+    )
+
+
+def _bool(raw: Mapping[str, Any], name: str, default: bool, file: str, at: Callable[[str], str]) -> bool:
+    value = raw.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigError(file, at(name), "expected true or false")
+    return value
+
+
+def _names(value: Any, file: str, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(file, key, "expected a list of mapping names")
+
+
+def _fields(value: Any, file: str, key: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(file, key, "expected a list of field names")
+
+
+def _max_deletes(value: Any, file: str, key: str) -> int | float | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?%", value.strip()):
+        share = float(value.strip()[:-1]) / 100
+        if share <= 1:
+            return share
+    raise ConfigError(file, key, "expected a number of objects (10) or a share of the target (\"5%\")")
+
+
+def _query_def(value: Any, file: str, key: str, query: Callable[[Any, str], Node]) -> QueryDef:
+    if value is None:
+        return QueryDef()
+    if isinstance(value, str):
+        if value.lstrip().startswith("("):
+            return QueryDef(native=value.strip())
+        return QueryDef(filter=query(value, key))
+    if not isinstance(value, dict):
+        raise ConfigError(file, key, "expected {\"_queryFilter\": ...} or a native query string")
+    fields = _fields(value.get("_fields", value.get("fields")), file, f"{key}._fields")
+    if isinstance(fields, tuple) and len(fields) == 1 and "," in fields[0]:
+        fields = tuple(f.strip() for f in fields[0].split(","))
+    if "_queryFilter" in value or "queryFilter" in value:
+        text = value.get("_queryFilter", value.get("queryFilter"))
+        return QueryDef(filter=query(text, f"{key}._queryFilter"), fields=fields)
+    native = value.get("nativeQuery", value.get("_nativeQuery"))
+    if isinstance(native, str):
+        return QueryDef(native=native.strip(), fields=fields)
+    if value.get("_queryId") in ("query-all-ids", "query-all", None):
+        return QueryDef(fields=fields)
+    raise ConfigError(file, key, f"unsupported _queryId {value.get('_queryId')!r}; use _queryFilter")
+
+
+def _correlation(
+    raw: Mapping[str, Any], file: str, at: Callable[[str], str],
+    script: Callable[[Any, str], Script], query: Callable[[Any, str], Node],
+) -> Correlation | None:
+    value = raw.get("correlationQuery")
+    key = at("correlationQuery")
+    if value is None and raw.get("correlationScript") is not None:
+        return Correlation(kind="script", script=script(raw["correlationScript"], at("correlationScript")))
+    if value is None:
+        return None
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise ConfigError(file, key, "several link qualifiers are not supported yet; give one query")
+        value, key = value[0], f"{key}[0]"
+    if isinstance(value, str):
+        return Correlation(kind="filter", template=query(value, key))
+    if not isinstance(value, dict):
+        raise ConfigError(file, key, "expected a script or {\"_queryFilter\": ...}")
+    qualifier = str(value.get("linkQualifier", "default"))
+    if "expressionTree" in value:
+        tree = value["expressionTree"]
+        if not isinstance(tree, dict) or len(tree) != 1 or next(iter(tree)) not in ("all", "any"):
+            raise ConfigError(file, f"{key}.expressionTree", "expected {\"all\": [...]} or {\"any\": [...]}")
+        mode = next(iter(tree))
+        props = _fields(tree[mode], file, f"{key}.expressionTree.{mode}") or ()
+        return Correlation(kind="tree", tree_mode=mode, tree_props=props, link_qualifier=qualifier)  # type: ignore[arg-type]
+    if "_queryFilter" in value:
+        return Correlation(kind="filter", template=query(value["_queryFilter"], f"{key}._queryFilter"),
+                           link_qualifier=qualifier)
+    return Correlation(kind="script", script=script(value, key), link_qualifier=qualifier)
+
+
+

@@ -1,0 +1,162 @@
+"""A project directory as a whole: ``conf/`` (settings, managed types, mappings,
+provisioners) and ``jobs.d/``.
+
+``load_project`` stops at the first problem (a run must not start on a broken
+configuration); ``validate_project`` reads every file independently and
+returns every problem it finds, for ``idsync validate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from idsync.config.files import load_json
+from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
+from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
+from idsync.errors import ConfigError, IdsyncError
+from idsync.settings import Settings, load_settings
+
+__all__ = ["Project", "Provisioner", "load_project", "validate_project"]
+
+
+@dataclass(frozen=True)
+class Provisioner:
+    """One ``provisioner.openicf-NAME.json``: an external system's connection."""
+
+    name: str
+    file: str
+    kind: str  # ldap, scim, salesforce, csv
+    config: Mapping[str, Any]
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.get("enabled", True) is not False
+
+
+@dataclass
+class Project:
+    settings: Settings
+    managed: ManagedSchema
+    mappings: list[MappingDef]
+    provisioners: dict[str, Provisioner] = field(default_factory=dict)
+
+    def mapping(self, name: str) -> MappingDef:
+        for m in self.mappings:
+            if m.name == name:
+                return m
+        known = ", ".join(m.name for m in self.mappings) or "none configured"
+        raise ConfigError(str(self.settings.conf_dir / "sync.json"), "mappings",
+                          f"unknown mapping {name!r} (known: {known})")
+
+    def linkset_reversed(self, mapping: MappingDef) -> bool:
+        """Whether ``mapping`` sees its link set from the other side."""
+        if mapping.links is None:
+            return False
+        owner = self.mapping(mapping.links)
+        return owner.source == mapping.target and owner.target == mapping.source
+
+
+def load_project(project_dir: Path) -> Project:
+    settings = load_settings(project_dir)
+    conf = settings.conf_dir
+    if not conf.is_dir():
+        raise ConfigError(str(conf), "", "the configuration directory does not exist")
+    managed_file = conf / "managed.json"
+    managed_raw = load_json(managed_file, project_dir=project_dir) if managed_file.exists() else DEFAULT_MANAGED
+    managed = parse_managed(managed_raw, file=str(managed_file))
+    provisioners = {p.name: p for p in (_provisioner(f, project_dir) for f in _provisioner_files(conf))}
+    project = Project(settings, managed, load_mappings(conf), provisioners)
+    for m in project.mappings:
+        _check_resources(project, m)
+    return project
+
+
+def validate_project(project_dir: Path) -> list[IdsyncError]:
+    """Every problem of every file (each file is read on its own)."""
+    problems: list[IdsyncError] = []
+    try:
+        settings = load_settings(project_dir)
+    except IdsyncError as exc:
+        return [exc]
+    conf = settings.conf_dir
+    if not conf.is_dir():
+        return [ConfigError(str(conf), "", "the configuration directory does not exist")]
+    if (conf / "managed.json").exists():
+        try:
+            parse_managed(load_json(conf / "managed.json", project_dir=project_dir), file=str(conf / "managed.json"))
+        except IdsyncError as exc:
+            problems.append(exc)
+    for f in _provisioner_files(conf):
+        try:
+            _provisioner(f, project_dir)
+        except IdsyncError as exc:
+            problems.append(exc)
+    files = ([conf / "sync.json"] if (conf / "sync.json").exists() else []) + sorted(conf.glob("mapping-*.json"))
+    for f in files:
+        try:
+            data = load_json(f, project_dir=project_dir)
+            items = data.get("mappings") if f.name == "sync.json" and isinstance(data, dict) else [data]
+            if not isinstance(items, list):
+                raise ConfigError(str(f), "mappings", "expected a list of mappings")
+            for i, raw in enumerate(items):
+                try:
+                    if f.name != "sync.json" and isinstance(raw, dict) and "name" not in raw:
+                        raw = {**raw, "name": f.stem[len("mapping-"):]}
+                    parse_mapping(raw, file=str(f), key=f"mappings[{i}]" if f.name == "sync.json" else "",
+                                  base_dir=project_dir)
+                except IdsyncError as exc:
+                    problems.append(exc)
+        except IdsyncError as exc:
+            problems.append(exc)
+    if not problems:
+        try:
+            load_project(project_dir)
+        except IdsyncError as exc:
+            problems.append(exc)
+    return problems
+
+
+def _provisioner_files(conf: Path) -> list[Path]:
+    return sorted(conf.glob("provisioner.openicf-*.json"))
+
+
+def _provisioner(path: Path, project_dir: Path) -> Provisioner:
+    raw = load_json(path, project_dir=project_dir)
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), "", "expected a JSON object")
+    name = raw.get("name") or path.stem[len("provisioner.openicf-"):]
+    if not isinstance(name, str) or not name:
+        raise ConfigError(str(path), "name", "expected the system's name")
+    ref = raw.get("connectorRef") or {}
+    connector = f"{ref.get('connectorName', '')} {ref.get('bundleName', '')}".lower()
+    for kind in ("ldap", "scim", "salesforce", "csv"):
+        if kind in connector:
+            break
+    else:
+        kind = str(raw.get("connectorType") or name).lower()
+        if kind not in ("ldap", "scim", "salesforce", "csv"):
+            raise ConfigError(str(path), "connectorRef.connectorName",
+                              "unknown connector (supported: LDAP, SCIM, Salesforce, CSV)")
+    if not isinstance(raw.get("configurationProperties", {}), dict):
+        raise ConfigError(str(path), "configurationProperties", "expected an object")
+    return Provisioner(name=name, file=str(path), kind=kind, config=raw)
+
+
+def _check_resources(project: Project, m: MappingDef) -> None:
+    for side in ("source", "target"):
+        resource = getattr(m, side)
+        parts = resource.split("/")
+        key = side if m.file.endswith(f"mapping-{m.name}.json") else f"mappings[{m.name}].{side}"
+        if parts[0] == "managed":
+            project.managed.get(parts[1], file=m.file, key=key)
+        elif parts[1] not in project.provisioners:
+            known = ", ".join(sorted(project.provisioners)) or "none"
+            raise ConfigError(m.file, key, f"no provisioner for system {parts[1]!r} (configured: {known})")
+        else:
+            types = project.provisioners[parts[1]].config.get("objectTypes") or {}
+            if isinstance(types, dict) and types and parts[2] not in types:
+                raise ConfigError(m.file, key, f"system {parts[1]} has no object type {parts[2]!r} "
+                                  f"(it has: {', '.join(sorted(types))})")

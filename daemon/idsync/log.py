@@ -1,0 +1,57 @@
+"""Logging: structlog everywhere, stdlib loggers (APScheduler, SQLAlchemy, ldap3) routed
+through the same pipeline. Readable console lines on a terminal, JSON lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging(fmt: Literal["auto", "console", "json"] = "auto", level: str = "info",
+                      stream: object = None) -> None:
+    out = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if getattr(out, "isatty", lambda: False)() else "json"
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.types.Processor = (
+        structlog.dev.ConsoleRenderer(colors=getattr(out, "isatty", lambda: False)())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if fmt == "json" else _identity,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)  # type: ignore[arg-type]
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
+    # Library chatter stays at warning unless idsync itself is at debug.
+    for noisy in ("sqlalchemy", "alembic", "apscheduler", "ldap3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" and noisy != "sqlalchemy"
+                                          else logging.WARNING)
+
+
+def _identity(_logger: object, _name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    return event

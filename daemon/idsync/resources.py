@@ -1,0 +1,76 @@
+"""Resolving resource names (``managed/user``, ``system/ldap/account``) to Resources.
+
+Systems are opened lazily and kept for the life of a ``Resources`` (one recon,
+one CLI command), so one LDAP connection serves a whole run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from idsync.config.project import Project, Provisioner
+from idsync.connectors.base import Resource, System
+from idsync.errors import ConfigError
+from idsync.store.database import Store
+from idsync.store.objects import ManagedResource
+
+__all__ = ["Resources", "open_system"]
+
+
+def _ldap(p: Provisioner) -> System:
+    from idsync.connectors.ldap import open_ldap_system
+
+    return open_ldap_system(p.name, p.config, file=p.file)
+
+
+_OPENERS: Mapping[str, Callable[[Provisioner], System]] = {"ldap": _ldap}
+
+
+def open_system(provisioner: Provisioner) -> System:
+    opener = _OPENERS.get(provisioner.kind)
+    if opener is None:
+        raise ConfigError(provisioner.file, "connectorRef", f"the {provisioner.kind} connector is not available yet")
+    if not provisioner.enabled:
+        raise ConfigError(provisioner.file, "enabled", f"system {provisioner.name} is disabled")
+    return opener(provisioner)
+
+
+class Resources:
+    def __init__(self, project: Project, store: Store) -> None:
+        self.project = project
+        self.store = store
+        self._systems: dict[str, System] = {}
+
+    def open(self, name: str, *, dry_run: bool = False) -> Resource:
+        parts = name.split("/")
+        if len(parts) == 2 and parts[0] == "managed":
+            return ManagedResource(self.store, self.project.managed.get(parts[1], key="resource"), dry_run=dry_run)
+        if len(parts) == 3 and parts[0] == "system":
+            return self.system(parts[1]).resource(parts[2], dry_run=dry_run)
+        raise ConfigError("sync.json", "source/target", f"not a resource name: {name!r}")
+
+    def system(self, name: str) -> System:
+        if name not in self._systems:
+            provisioner = self.project.provisioners.get(name)
+            if provisioner is None:
+                known = ", ".join(sorted(self.project.provisioners)) or "none"
+                raise ConfigError(str(self.project.settings.conf_dir), f"provisioner.openicf-{name}.json",
+                                  f"no such system (configured: {known})")
+            self._systems[name] = open_system(provisioner)
+        return self._systems[name]
+
+    def test_all(self) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        for name, p in sorted(self.project.provisioners.items()):
+            try:
+                results.append(dict(self.system(name).test()))
+            except Exception as exc:  # noqa: BLE001 - a test reports, never raises
+                results.append({"name": name, "enabled": p.enabled, "config": f"config/provisioner.openicf/{name}",
+                                "ok": False, "error": str(exc)})
+        return results
+
+    def close(self) -> None:
+        for system in self._systems.values():
+            system.close()
+        self._systems.clear()

@@ -1,0 +1,278 @@
+"""Deciding what to do with each object of a page: situation, action, change.
+
+Everything needed (links, linked targets, correlation candidates) has been
+fetched for the whole page before ``Assessor`` sees it; the Assessor only
+computes. Its output is a list of ``Plan``: what would be written, linked,
+deferred or reported, with a human message, which ``recon.py`` then carries
+out (or, in a dry run, the resources simulate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from idsync.config.mappings import MappingDef
+from idsync.connectors.base import Obj, WriteOp
+from idsync.errors import IdsyncError
+from idsync.query import matches
+from idsync.query.ast import And, Compare, Literal_, Not, Or, Present
+from idsync.scripts import Script
+from idsync.store.links import LinkSet
+from idsync.sync.properties import diff
+from idsync.sync.situations import Situation, assess_source, assess_target
+
+if TYPE_CHECKING:
+    from idsync.sync.correlation import Correlator
+    from idsync.sync.recon import ReconOptions
+    from idsync.sync.summary import Counters
+
+__all__ = ["Assessor", "Plan", "SECRET_NAMES"]
+
+SECRET_NAMES = frozenset({"password", "userpassword", "credentials", "secret", "clientsecret", "unicodepwd"})
+_MASK = "********"
+_NODES = (Compare, Present, And, Or, Not, Literal_)
+
+
+@dataclass
+class Plan:
+    situation: str
+    action: str
+    source_id: str | None
+    target_id: str | None
+    op: WriteOp | None = None
+    link: bool = False
+    defer: bool = False
+    change: str | None = None  # created, updated, unchanged, skipped
+    error: str | None = None
+    audit: bool = False
+    changes: dict[str, Any] | None = None
+    message: str = ""
+
+    def audit_row(self, run_id: str, mapping: str, target_id: str | None, dry_run: bool) -> dict[str, Any]:
+        return {"run_id": run_id, "mapping": mapping, "situation": self.situation, "action": self.action,
+                "source_id": self.source_id, "target_id": target_id or self.target_id,
+                "status": "DRY_RUN" if dry_run else "SUCCESS", "message": self.message or None,
+                "changes": self.changes}
+
+
+@dataclass
+class Assessor:
+    mapping: MappingDef
+    options: ReconOptions
+    counters: Counters
+    secrets: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        o, m = self.options, self.mapping
+        self.allow_create = m.allow_create if o.allow_create is None else o.allow_create
+        self.allow_update = m.allow_update if o.allow_update is None else o.allow_update
+        self.allow_delete = m.allow_delete if o.allow_delete is None else o.allow_delete
+        self.unordered = m.target.startswith("system/")
+        self.secret_names = SECRET_NAMES | {s.lower() for s in self.secrets}
+
+    # -- source phase -------------------------------------------------------
+
+    def assess_sources(self, objs: Sequence[Obj], linked: Mapping[str, str], targets: Mapping[str, Obj],
+                       correlator: Correlator | None, links: LinkSet) -> list[Plan]:
+        plans: list[Plan] = []
+        qualified: dict[str, bool] = {}
+        projections: dict[str, Obj] = {}
+
+        def projected(s: Obj) -> Obj:
+            if s["_id"] not in projections:
+                projections[s["_id"]] = self.project(s, None)
+            return projections[s["_id"]]
+
+        for s in objs:
+            try:
+                qualified[s["_id"]] = self.qualifies(s)
+            except IdsyncError as exc:
+                plans.append(Plan("SOURCE_IGNORED", "EXCEPTION", s["_id"], linked.get(s["_id"]),
+                                  error=f"validSource/sourceCondition failed: {exc}"))
+        to_correlate = [s for s in objs if qualified.get(s["_id"]) and s["_id"] not in linked]
+        candidates: dict[str, Any] = {}
+        if correlator is not None and to_correlate:
+            candidates = correlator.correlate(to_correlate, projected)
+        singles = [c[0]["_id"] for c in candidates.values() if isinstance(c, list) and len(c) == 1]
+        owners = links.sources_of(singles) if singles else {}
+        for s in objs:
+            sid = s["_id"]
+            if sid not in qualified:
+                continue
+            try:
+                plans.append(self._source_plan(s, qualified[sid], linked.get(sid), targets, candidates.get(sid),
+                                               owners))
+            except IdsyncError as exc:
+                plans.append(Plan("SOURCE_IGNORED", "EXCEPTION", sid, linked.get(sid), error=str(exc)))
+        return plans
+
+    def _source_plan(self, s: Obj, qualifies: bool, tid: str | None, targets: Mapping[str, Obj],
+                     found: Any, owners: Mapping[str, str]) -> Plan:
+        sid = s["_id"]
+        if isinstance(found, IdsyncError):
+            return Plan("AMBIGUOUS", "EXCEPTION", sid, None, error=f"correlation failed: {found}")
+        cands: list[Obj] = found or []
+        target = targets.get(tid) if tid else None
+        already = len(cands) == 1 and owners.get(cands[0]["_id"], sid) != sid
+        situation = assess_source(qualifies=qualifies, link_exists=tid is not None, target_found=target is not None,
+                                  correlated=len(cands), correlated_already_linked=already)
+        current = target if target is not None else (cands[0] if len(cands) == 1 else None)
+        context = {"source": s, "target": current, "linkQualifier": "default"}
+        action = self._decide(situation, context)
+        plan = Plan(str(situation), action, sid, tid or (current or {}).get("_id"))
+        return self._plan_action(plan, s, current, linked=tid is not None, candidates=len(cands))
+
+    # -- target phase -------------------------------------------------------
+
+    def assess_targets(self, unclaimed: Sequence[Obj], sources_of: Mapping[str, str],
+                       sources: Mapping[str, Obj]) -> list[Plan]:
+        plans: list[Plan] = []
+        for t in unclaimed:
+            tid = t["_id"]
+            sid = sources_of.get(tid)
+            src = sources.get(sid) if sid else None
+            try:
+                target_ok = self._truthy(self.mapping.valid_target, {"target": t, "object": t}) \
+                    if self.mapping.valid_target else True
+                source_ok = self.qualifies(src) if src is not None else False
+                situation = assess_target(target_qualifies=target_ok, link_exists=sid is not None,
+                                          source_found=src is not None, source_qualifies=source_ok)
+                action = self._decide(situation, {"source": src, "target": t, "linkQualifier": "default"})
+                plan = Plan(str(situation), action, sid, tid)
+                plans.append(self._plan_action(plan, src, t, linked=sid is not None, candidates=0))
+            except IdsyncError as exc:
+                plans.append(Plan("UNASSIGNED", "EXCEPTION", sid, tid, error=str(exc)))
+        return plans
+
+    # -- shared -------------------------------------------------------------
+
+    def _plan_action(self, plan: Plan, s: Obj | None, current: Obj | None, *, linked: bool,
+                     candidates: int) -> Plan:
+        action, m = plan.action, self.mapping
+        plan.audit = plan.situation != "CONFIRMED"
+        if action == "CREATE":
+            if s is None or current is not None:
+                plan.error = f"{plan.situation}: CREATE is not possible here (no source, or the target exists)"
+                return plan
+            if not self.allow_create:
+                plan.change, plan.message = "skipped", "create skipped: creates are switched off"
+                return plan
+            target = self.project(s, None)
+            if "onCreate" in m.hooks:
+                target = self._hook_target(m.hooks["onCreate"], {"source": s, "target": target,
+                                                                 "situation": plan.situation})
+            plan.op, plan.link, plan.change = WriteOp("create", values=target), True, "created"
+            plan.changes = self._mask(target)
+            plan.message = f"CREATE {m.target}"
+        elif action == "UPDATE":
+            if s is None or current is None:
+                plan.error = f"{plan.situation}: UPDATE needs both a source and a target"
+                return plan
+            target = self.project(s, current)
+            changes = diff(target, current, unordered=self.unordered)
+            plan.link = not linked
+            if not changes:
+                plan.change = "unchanged"
+                plan.audit = plan.audit or plan.link
+            elif not self.allow_update:
+                plan.change, plan.audit = "skipped", True
+                plan.message = "update skipped: updates are switched off"
+            else:
+                if "onUpdate" in m.hooks:
+                    hooked = self._hook_target(m.hooks["onUpdate"], {"source": s, "target": {**current, **target},
+                                                                     "oldTarget": current, "situation": plan.situation})
+                    changes = diff({k: hooked.get(k) for k in set(hooked) - {"_id", "_rev"}}, current,
+                                   unordered=self.unordered)
+                if changes:
+                    plan.op = WriteOp("update", id=current["_id"], values=changes, before=current,
+                                      rev=current.get("_rev"))
+                    plan.change, plan.audit = "updated", True
+                    plan.changes = self._mask(changes)
+                    plan.message = f"UPDATE {m.target}/{current['_id']}: {', '.join(sorted(changes))}"
+                else:
+                    plan.change = "unchanged"
+        elif action == "LINK":
+            if current is None or s is None:
+                plan.error = f"{plan.situation}: LINK needs a source and a target"
+            else:
+                plan.link, plan.audit = not linked, True
+        elif action in ("DELETE", "UNLINK"):
+            if action == "DELETE" and current is None:
+                plan.error = None if plan.situation in ("MISSING", "ALL_GONE") else \
+                    f"{plan.situation}: nothing to delete"
+                plan.defer = linked
+                plan.action = "UNLINK" if linked else action
+                return plan
+            if action == "DELETE" and not self.allow_delete:
+                plan.change, plan.audit = "skipped", True
+                plan.message = "delete skipped: deletes are switched off"
+                return plan
+            plan.defer = action == "DELETE" or linked
+            plan.message = f"{action} {m.target}/{plan.target_id}"
+        elif action == "EXCEPTION":
+            plan.error = _exception_message(plan.situation, candidates)
+        elif action == "REPORT":
+            plan.audit = True
+        else:  # IGNORE, NOREPORT, ASYNC
+            plan.audit = False
+        return plan
+
+    def qualifies(self, s: Obj) -> bool:
+        m = self.mapping
+        if m.valid_source is not None and not self._truthy(m.valid_source, {"source": s, "object": s}):
+            return False
+        cond = m.source_condition
+        if cond is None:
+            return True
+        if isinstance(cond, Script):
+            return self._truthy(cond, {"source": s, "object": s})
+        return matches(cond, {"source": s, "object": s, **s})
+
+    def project(self, s: Obj, existing: Obj | None) -> Obj:
+        return self.mapping.properties.project(
+            s, existing, run_transform=_run_transform, eval_condition=_eval_condition, link_qualifier="default")
+
+    def _decide(self, situation: Situation, context: dict[str, Any]) -> str:
+        decision = self.mapping.policies.decide(
+            situation,
+            evaluate_condition=lambda cond: _eval_condition(cond, {**context, "object": context.get("source")}),
+            evaluate_action_script=lambda script: str(script(**context, situation=str(situation))),
+        )
+        return str(decision.action)
+
+    def _hook_target(self, hook: Script, variables: dict[str, Any]) -> Obj:
+        result = hook.run_returning(variables, "target")
+        return result if isinstance(result, dict) else variables["target"]
+
+    def _truthy(self, script: Script, variables: dict[str, Any]) -> bool:
+        return bool(script(**variables, linkQualifier="default"))
+
+    def _mask(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: (_MASK if k.lower() in self.secret_names else v) for k, v in values.items() if not k.startswith("_")}
+
+
+def _run_transform(script: Script, variables: Mapping[str, Any]) -> Any:
+    return script(**variables)
+
+
+def _eval_condition(cond: Any, variables: Mapping[str, Any]) -> bool:
+    if isinstance(cond, Script):
+        return bool(cond(**variables))
+    if isinstance(cond, _NODES):
+        return matches(cond, variables)
+    return bool(cond)
+
+
+def _exception_message(situation: str, candidates: int) -> str:
+    return {
+        "AMBIGUOUS": f"AMBIGUOUS: correlation found {candidates} targets; link one by hand or refine the query",
+        "FOUND_ALREADY_LINKED": "FOUND_ALREADY_LINKED: the correlated target is linked to another source",
+        "MISSING": "MISSING: the linked target no longer exists",
+        "SOURCE_MISSING": "SOURCE_MISSING: the linked source no longer exists; target kept (no DELETE policy)",
+        "UNQUALIFIED": "UNQUALIFIED: the source no longer qualifies; target kept (no DELETE policy)",
+        "UNASSIGNED": "UNASSIGNED: target object has no link and no source",
+        "LINK_ONLY": "LINK_ONLY: a link exists but neither object was found",
+    }.get(situation, f"{situation}: policy says EXCEPTION")
+

@@ -1,0 +1,134 @@
+"""Correlation: finding the target of a source object that has no link yet.
+
+Per page, every source's correlation query is built first (a bound template, a
+script's answer, or an expression tree over the projected target); queries that
+are equalities of the same shape (``/userName eq X``) are then answered by one
+batched ``find_matching`` call per shape, so a page of 1000 costs one indexed
+query rather than 1000. Anything else (``co``, ``or``...) falls back to one
+query per object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from idsync.config.mappings import Correlation
+from idsync.connectors.base import Obj, QuerySpec, Resource
+from idsync.errors import IdsyncError, QueryError, ScriptError
+from idsync.query import bind, equality_terms, parse
+from idsync.query.ast import And, Compare, Node, Or, Path
+
+__all__ = ["Correlator", "lookup"]
+
+
+def lookup(root: Any, dotted: str) -> Any:
+    value = root
+    for part in dotted.replace("/", ".").split("."):
+        if not part:
+            continue
+        if isinstance(value, dict):
+            value = value.get(part)
+        else:
+            return None
+    return value
+
+
+class Correlator:
+    def __init__(self, correlation: Correlation, target: Resource, fields: Sequence[str] | None) -> None:
+        self.correlation = correlation
+        self.target = target
+        self.fields = fields
+
+    def correlate(
+        self, sources: Sequence[Obj], projected: Callable[[Obj], Obj]
+    ) -> dict[str, list[Obj] | IdsyncError]:
+        """source id -> the candidate targets (or the error that stopped correlating it)."""
+        out: dict[str, list[Obj] | IdsyncError] = {}
+        queries: dict[str, Node | None] = {}
+        self._build(sources, projected, queries, out)
+        groups: dict[tuple[Path, ...], list[tuple[str, tuple[Any, ...]]]] = {}
+        for sid, node in queries.items():
+            if node is None:
+                out[sid] = []
+                continue
+            terms = equality_terms(node)
+            if terms is None:
+                try:
+                    out[sid] = self.target.find(QuerySpec(filter=node, fields=self.fields), limit=10)
+                except IdsyncError as exc:
+                    out[sid] = exc
+                continue
+            paths = tuple(p for p, _ in terms)
+            groups.setdefault(paths, []).append((sid, tuple(v for _, v in terms)))
+        for paths, members in groups.items():
+            found = self.target.find_matching(paths, [v for _, v in members], self.fields)
+            for sid, values in members:
+                out[sid] = list(found.get(values, []))
+        return out
+
+    def _build(
+        self, sources: Sequence[Obj], projected: Callable[[Obj], Obj],
+        queries: dict[str, Node | None], out: dict[str, list[Obj] | IdsyncError],
+    ) -> None:
+        c = self.correlation
+        if c.kind == "filter" and c.template is not None:
+            template = c.template
+            for s in sources:
+                try:
+                    queries[s["_id"]] = bind(template, lambda expr, s=s: self._resolve(expr, s, projected))
+                except IdsyncError as exc:
+                    out[s["_id"]] = exc
+        elif c.kind == "tree":
+            for s in sources:
+                try:
+                    target = projected(s)
+                except IdsyncError as exc:
+                    out[s["_id"]] = exc
+                    continue
+                terms = [Compare((p,), "eq", target.get(p)) for p in c.tree_props if target.get(p) is not None]
+                if not terms or (c.tree_mode == "all" and len(terms) < len(c.tree_props)):
+                    queries[s["_id"]] = None
+                elif len(terms) == 1:
+                    queries[s["_id"]] = terms[0]
+                else:
+                    queries[s["_id"]] = And(tuple(terms)) if c.tree_mode == "all" else Or(tuple(terms))
+        elif c.script is not None:
+            answers = c.script.call_many([{"source": s, "linkQualifier": c.link_qualifier} for s in sources])
+            for s, answer in zip(sources, answers, strict=True):
+                sid = s["_id"]
+                if isinstance(answer, ScriptError):
+                    out[sid] = answer
+                elif isinstance(answer, list):
+                    out[sid] = [a for a in answer if isinstance(a, dict) and a.get("_id")]
+                elif answer is None:
+                    queries[sid] = None
+                else:
+                    try:
+                        queries[sid] = _query_of(answer)
+                    except IdsyncError as exc:
+                        out[sid] = exc
+
+    @staticmethod
+    def _resolve(expr: str, source: Obj, projected: Callable[[Obj], Obj]) -> Any:
+        head, _, rest = expr.partition(".")
+        if head == "source":
+            return lookup(source, rest)
+        if head == "target":
+            return lookup(projected(source), rest)
+        raise QueryError(f"unknown placeholder ${{{expr}}}: use ${{source.NAME}} or ${{target.NAME}}")
+
+
+def _query_of(answer: Any) -> Node:
+    if isinstance(answer, str):
+        return parse(answer)
+    if isinstance(answer, dict):
+        text = answer.get("_queryFilter", answer.get("queryFilter"))
+        if isinstance(text, str):
+            try:
+                return parse(text)
+            except QueryError as exc:
+                raise QueryError(f"the correlation script returned a bad _queryFilter: {exc}") from None
+        if answer.get("_queryId") in ("query-all-ids", "query-all"):
+            raise QueryError("a correlation query matching everything is not allowed")
+    raise QueryError("the correlation script must return {\"_queryFilter\": \"...\"}")

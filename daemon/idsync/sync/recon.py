@@ -1,0 +1,327 @@
+"""One reconciliation run of one mapping: source phase, target phase, deletes.
+
+The pipeline, per source page (``_source_page``):
+
+1. qualify every object (``validSource``, ``sourceCondition``);
+2. one query for the page's links, one ``get_many`` for the linked targets, one
+   batched correlation for the unlinked (``correlation.py``);
+3. assess each object (situation, then action from the policies) and plan its
+   change: a projected target and the diff against the current one; an
+   unchanged target plans nothing;
+4. write the page's creates and updates with one ``write_batch`` call, then, in
+   one store transaction, the links, the claims and the audit entries.
+
+The target phase streams the target's ids, skips those the source phase
+claimed (``recon_claims``, so no list of all ids is held here), and assesses
+the rest. Every DELETE and UNLINK, from either phase, is only recorded
+(``recon_deferred``); they run after both phases finished without a read error,
+and only if their number is within the mapping's ``maxDeletes``.
+
+Dry run needs nothing here: the target resource refuses to write (it answers
+what it would have done), and links are left alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from idsync.config.mappings import MappingDef
+from idsync.config.project import Project
+from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult
+from idsync.errors import IdsyncError, RunCanceled, SafetyLimitExceeded
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.links import LinkSet
+from idsync.store.runs import RunStore, owner_id
+from idsync.sync.assess import Assessor, Plan
+from idsync.sync.correlation import Correlator
+from idsync.sync.summary import Counters
+
+__all__ = ["ReconOptions", "ReconResult", "run_recon"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ReconOptions:
+    dry_run: bool = False
+    allow_create: bool | None = None  # None: as the mapping says
+    allow_update: bool | None = None
+    allow_delete: bool | None = None
+    max_deletes: int | float | None = None
+    page_size: int | None = None
+    job: str | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    on_progress: Callable[[Counters], None] | None = None
+
+
+@dataclass
+class ReconResult:
+    id: str
+    mapping: str
+    state: str
+    summary: dict[str, Any]
+    message: str | None = None
+
+
+def run_recon(project: Project, store: Store, mapping_name: str, options: ReconOptions | None = None) -> ReconResult:
+    """Run ``mapping_name`` once; the result is also recorded in the store."""
+    return _Run(project, store, project.mapping(mapping_name), options or ReconOptions()).run()
+
+
+class _Run:
+    def __init__(self, project: Project, store: Store, mapping: MappingDef, options: ReconOptions) -> None:
+        self.project = project
+        self.store = store
+        self.mapping = mapping
+        self.options = options
+        self.id = str(uuid.uuid4())
+        self.runs = RunStore(store)
+        self.owner = f"{owner_id()}:{self.id}"
+        self.lock = f"recon:{mapping.name}"
+        self.page_size = options.page_size or project.settings.recon.page_size
+        self.counters = Counters(mapping.name, mapping.source, mapping.target, dry_run=options.dry_run)
+        self.links = LinkSet(store, mapping.linkset, reversed=project.linkset_reversed(mapping))
+        self.log = log.bind(run_id=self.id, mapping=mapping.name, dry_run=options.dry_run)
+        self._deferred = 0
+        self._last_progress = 0.0
+
+    def run(self) -> ReconResult:
+        self.runs.fail_abandoned()
+        self.runs.acquire(self.lock, self.owner)
+        state, message = "FAILED", None
+        resources = Resources(self.project, self.store)
+        try:
+            self.runs.start(self.id, self.mapping.name, job=self.options.job, dry_run=self.options.dry_run,
+                            summary=self.counters.to_summary())
+            self.log.info("recon.start", source=self.mapping.source, target=self.mapping.target, job=self.options.job)
+            source = resources.open(self.mapping.source)
+            target = resources.open(self.mapping.target, dry_run=self.options.dry_run)
+            self._execute(source, target)
+            state = "SUCCESS"
+        except RunCanceled as exc:
+            state, message = "CANCELED", str(exc)
+        except IdsyncError as exc:
+            message = str(exc)
+        except KeyboardInterrupt:
+            state, message = "CANCELED", "interrupted"
+        except Exception as exc:  # noqa: BLE001 - a run records every failure
+            self.log.exception("recon.crash")
+            message = f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            resources.close()
+            self.counters.stage = f"COMPLETED_{state}" if state != "SUCCESS" else "COMPLETED"
+            summary = self.counters.to_summary()
+            summary["duration"] = round((time.monotonic() - self.counters.started) * 1000)
+            try:
+                self.runs.finish(self.id, state, self.counters.stage, summary, message)
+            finally:
+                self.runs.release(self.lock, self.owner)
+        self.log.info("recon.end", state=state, message=message, duration_ms=summary["duration"],
+                      situations={k: v for k, v in summary["situationSummary"].items() if v},
+                      changes={k: v for k, v in summary["changes"].items() if v},
+                      errors=self.counters.error_count)
+        return ReconResult(self.id, self.mapping.name, state, summary, message)
+
+    # -- phases -------------------------------------------------------------
+
+    def _execute(self, source: Resource, target: Resource) -> None:
+        m = self.mapping
+        self.counters.source_total = source.count()
+        assessor = Assessor(m, self.options, self.counters)
+        correlator = Correlator(m.correlation, target, m.default_target_fields) if m.correlation else None
+        self._stage("ACTIVE_RECONCILING_SOURCE")
+        started = time.monotonic()
+        spec = QuerySpec(filter=m.source_query.filter, native=m.source_query.native,
+                         fields=self._source_fields(), page_size=self.page_size)
+        for page in source.pages(spec):
+            self._check_cancel()
+            t0 = time.monotonic()
+            self._source_page(page, source, target, assessor, correlator)
+            self.counters.time("sourcePage", (time.monotonic() - t0) * 1000)
+        self.counters.phases["source"] = time.monotonic() - started
+        if self.counters.source_processed == 0 and not m.allow_empty_source_set:
+            raise SafetyLimitExceeded(
+                f"the source {m.source} returned no objects; refusing to continue "
+                "(set allowEmptySourceSet in the mapping if an empty source is expected)")
+        if m.run_target_phase:
+            self._stage("ACTIVE_RECONCILING_TARGET")
+            started = time.monotonic()
+            self._target_phase(source, target, assessor)
+            self.counters.phases["target"] = time.monotonic() - started
+        self._stage("ACTIVE_DELETING")
+        self._run_deferred(target)
+        if "result" in m.hooks:
+            m.hooks["result"](global_={"reconId": self.id, "mapping": m.name}, summary=self.counters.to_summary())
+
+    def _source_fields(self) -> list[str] | None:
+        m = self.mapping
+        if m.source_query.fields is not None:
+            return list(m.source_query.fields)
+        if m.default_source_fields is not None:
+            return list(m.default_source_fields)
+        return None
+
+    def _source_page(self, page: list[Obj], source: Resource, target: Resource,
+                     assessor: Assessor, correlator: Correlator | None) -> None:
+        unique: dict[str, Obj] = {}
+        for obj in page:
+            sid = obj.get("_id")
+            if not sid:
+                self._fail_object("a source object has no _id", None, None)
+                continue
+            if sid in unique:
+                self._fail_object(f"duplicate source id {sid} in one page; the second copy was skipped", sid, None)
+                continue
+            unique[sid] = obj
+        objs = list(unique.values())
+        self.counters.source_processed += len(page)
+        linked = self.links.targets_of(list(unique))
+        targets = target.get_many(list(linked.values()), self.mapping.default_target_fields) if linked else {}
+        plans = assessor.assess_sources(objs, linked, targets, correlator, self.links)
+        self._apply(plans, target, source)
+
+    def _target_phase(self, source: Resource, target: Resource, assessor: Assessor) -> None:
+        m = self.mapping
+        needs_objects = m.valid_target is not None
+        spec = QuerySpec(filter=m.target_query.filter, native=m.target_query.native,
+                         fields=None if needs_objects else [], page_size=self.page_size)
+        total = 0
+        for page in target.pages(spec):
+            self._check_cancel()
+            t0 = time.monotonic()
+            total += len(page)
+            ids = [o["_id"] for o in page if o.get("_id")]
+            claimed = self.runs.claimed(self.id, ids)
+            unclaimed = [o for o in page if o.get("_id") and o["_id"] not in claimed]
+            self.counters.target_processed += len(page)
+            if unclaimed:
+                sources_of = self.links.sources_of([o["_id"] for o in unclaimed])
+                sources = source.get_many(list(sources_of.values()), self._source_fields()) if sources_of else {}
+                plans = assessor.assess_targets(unclaimed, sources_of, sources)
+                self._apply(plans, target, source)
+            self.counters.time("targetPage", (time.monotonic() - t0) * 1000)
+        self.counters.target_total = total
+
+    # -- acting -------------------------------------------------------------
+
+    def _apply(self, plans: Sequence[Plan], target: Resource, source: Resource) -> None:
+        """Carry out one page's plans: target writes, then links, claims, audit."""
+        writes = [p for p in plans if p.op is not None and p.op.kind != "delete"]
+        results: dict[int, WriteResult] = {}
+        if writes:
+            for plan, result in zip(writes, target.write_batch([p.op for p in writes if p.op]), strict=True):
+                results[id(plan)] = result
+        new_links: list[tuple[str, str]] = []
+        claims: list[str] = []
+        audit: list[dict[str, Any]] = []
+        deferred: list[dict[str, Any]] = []
+        c = self.counters
+        for plan in plans:
+            c.situations[plan.situation] += 1
+            c.actions[plan.action] += 1
+            result = results.get(id(plan))
+            target_id = plan.target_id
+            if result is not None and result.ok:
+                target_id = result.id or target_id
+            error = plan.error or (str(result.error) if result is not None and not result.ok else None)
+            if target_id:
+                claims.append(target_id)
+            if error is not None:
+                self._count_failure(plan, error, audit)
+                continue
+            c.status["SUCCESS"] += 1
+            if plan.change:
+                c.changes[plan.change] += 1
+            if plan.defer:
+                deferred.append({"action": plan.action, "situation": plan.situation, "source_id": plan.source_id,
+                                 "target_id": plan.target_id})
+            if plan.link and plan.source_id and target_id:
+                new_links.append((plan.source_id, target_id))
+            if plan.audit:
+                audit.append(plan.audit_row(self.id, self.mapping.name, target_id, self.options.dry_run))
+        c.changes["linked"] += len(new_links)
+        c.links_created += len(new_links)
+        with self.store.begin() as conn:
+            if new_links and not self.options.dry_run:
+                self.links.add(conn, new_links)
+            self.runs.claim(conn, self.id, [c for c in claims if c])
+            self.runs.defer(conn, self.id, self._deferred, deferred)
+            self._deferred += len(deferred)
+            self.runs.audit(conn, audit)
+            now = time.monotonic()
+            if now - self._last_progress >= 1.0:
+                self._last_progress = now
+                self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
+        self.runs.refresh(self.lock, self.owner)
+        if self.options.on_progress:
+            self.options.on_progress(self.counters)
+
+    def _run_deferred(self, target: Resource) -> None:
+        count = self.runs.deferred_count(self.id)
+        if not count:
+            return
+        deletes = count
+        limit = self.options.max_deletes if self.options.max_deletes is not None else self.mapping.max_deletes
+        if limit is not None:
+            allowed = limit if isinstance(limit, int) else int(limit * (self.counters.target_total or 0))
+            if deletes > allowed:
+                raise SafetyLimitExceeded(
+                    f"the run would delete or unlink {deletes} target objects, more than maxDeletes allows "
+                    f"({allowed}); nothing was deleted")
+        for ops in self.runs.deferred_pages(self.id, self.page_size):
+            self._check_cancel()
+            to_delete = [o for o in ops if o["action"] == "DELETE" and o["target_id"]]
+            results = target.write_batch([WriteOp("delete", id=o["target_id"], rev=None) for o in to_delete])
+            failed = {r.op.id: r.error for r in results if not r.ok and type(r.error).__name__ != "NotFound"}
+            audit: list[dict[str, Any]] = []
+            unlink_targets: list[str] = []
+            for o in ops:
+                error = failed.get(o["target_id"]) if o["action"] == "DELETE" else None
+                status = "FAILURE" if error else "SUCCESS"
+                if error:
+                    self.counters.error(str(error), source_id=o["source_id"], target_id=o["target_id"])
+                    self.counters.changes["failed"] += 1
+                else:
+                    self.counters.changes["deleted" if o["action"] == "DELETE" else "unlinked"] += 1
+                    if o["target_id"]:
+                        unlink_targets.append(o["target_id"])
+                audit.append({"run_id": self.id, "mapping": self.mapping.name, "situation": o["situation"],
+                              "action": o["action"], "source_id": o["source_id"], "target_id": o["target_id"],
+                              "status": status if not self.options.dry_run else "DRY_RUN",
+                              "message": str(error) if error else None, "changes": None})
+            with self.store.begin() as conn:
+                if not self.options.dry_run:
+                    self.links.remove_targets(conn, unlink_targets)
+                self.runs.audit(conn, audit)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _count_failure(self, plan: Plan, message: str, audit: list[dict[str, Any]]) -> None:
+        self.counters.status["FAILURE"] += 1
+        self.counters.changes["failed"] += 1
+        self.counters.error(message, situation=plan.situation, source_id=plan.source_id, target_id=plan.target_id)
+        row = plan.audit_row(self.id, self.mapping.name, plan.target_id, self.options.dry_run)
+        row.update(status="FAILURE", message=message)
+        audit.append(row)
+
+    def _fail_object(self, message: str, source_id: str | None, target_id: str | None) -> None:
+        self.counters.status["FAILURE"] += 1
+        self.counters.error(message, source_id=source_id, target_id=target_id)
+
+    def _stage(self, stage: str) -> None:
+        self.counters.stage = stage
+        self.runs.progress(self.id, stage, self.counters.to_summary())
+        self.log.info("recon.phase", stage=stage)
+
+    def _check_cancel(self) -> None:
+        if self.options.cancel.is_set():
+            raise RunCanceled("canceled at a page boundary; nothing was deleted")
+

@@ -1,0 +1,153 @@
+"""The identity store on SQLite, PostgreSQL and MariaDB: managed objects,
+revisions, the searchable index, queries, links, run records and locks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dbs import BACKENDS, store_url
+from idsync.config.managed import DEFAULT_MANAGED, parse_managed
+from idsync.connectors.base import QuerySpec, WriteOp
+from idsync.errors import NotFound, RevisionMismatch, RunLocked
+from idsync.query.ast import And, Compare, Not, Or, Present
+from idsync.store.database import Store
+from idsync.store.links import LinkSet
+from idsync.store.objects import ManagedResource
+from idsync.store.runs import RunStore
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    s = Store.open(store_url(request.param, tmp_path))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def users(store: Store) -> ManagedResource:
+    return ManagedResource(store, parse_managed(DEFAULT_MANAGED).get("user"))
+
+
+def _ids(resource: ManagedResource, node) -> set[str]:
+    return {o["userName"] for page in resource.pages(QuerySpec(filter=node)) for o in page}
+
+
+def test_create_read_update_revision(users: ManagedResource) -> None:
+    """A created object gets a UUID _id and a _rev; an update that changes nothing
+    keeps the _rev, a real change moves it."""
+    created = users.create({"userName": "bjensen", "mail": "bjensen@example.com"})
+    assert len(created["_id"]) == 36 and created["_rev"]
+    same = users.update(created["_id"], {"mail": "bjensen@example.com"})
+    assert same["_rev"] == created["_rev"]
+    changed = users.update(created["_id"], {"mail": "babs@example.com", "sn": "Jensen"})
+    assert changed["_rev"] != created["_rev"]
+    assert users.get(created["_id"])["mail"] == "babs@example.com"
+
+
+def test_update_with_stale_revision_is_refused(users: ManagedResource) -> None:
+    """Optimistic concurrency: an update naming an old revision fails alone."""
+    obj = users.create({"userName": "a"})
+    users.update(obj["_id"], {"sn": "x"})
+    with pytest.raises(RevisionMismatch):
+        users.update(obj["_id"], {"sn": "y"}, rev=obj["_rev"])
+
+
+def test_missing_object_is_not_found(users: ManagedResource) -> None:
+    """Updating or deleting an object that does not exist fails that op only."""
+    results = users.write_batch([WriteOp("update", id="nope", values={"sn": "x"}),
+                                 WriteOp("create", values={"userName": "ok"})])
+    assert isinstance(results[0].error, NotFound)
+    assert results[1].ok
+
+
+def test_queries_on_searchable_and_other_properties(users: ManagedResource) -> None:
+    """_queryFilter works on indexed properties, JSON properties, with and/or/not and pr."""
+    users.write_batch([WriteOp("create", values=v) for v in (
+        {"userName": "alice", "sn": "Liddell", "mail": "alice@example.com", "description": "first"},
+        {"userName": "bob", "sn": "Builder", "description": "second"},
+        {"userName": "carol", "sn": "Danvers", "mail": "carol@example.com"},
+    )])
+    assert _ids(users, Compare(("userName",), "eq", "bob")) == {"bob"}
+    assert _ids(users, Compare(("mail",), "co", "example")) == {"alice", "carol"}
+    assert _ids(users, Compare(("sn",), "sw", "D")) == {"carol"}
+    assert _ids(users, Present(("mail",))) == {"alice", "carol"}
+    assert _ids(users, Not(Present(("mail",)))) == {"bob"}
+    assert _ids(users, Compare(("description",), "eq", "second")) == {"bob"}
+    assert _ids(users, Or((Compare(("userName",), "eq", "alice"), Compare(("description",), "eq", "second")))) == {
+        "alice", "bob"}
+    assert _ids(users, And((Compare(("userName",), "gt", "alice"), Compare(("userName",), "lt", "carol")))) == {"bob"}
+    assert _ids(users, Compare(("userName",), "eq", "Alice")) == set(), "comparisons are exact on every dialect"
+
+
+def test_like_wildcards_in_values_are_literal(users: ManagedResource) -> None:
+    """A % or _ in a co/sw value matches itself, not anything."""
+    users.write_batch([WriteOp("create", values={"userName": "50%_off"}), WriteOp("create", values={"userName": "500"})])
+    assert _ids(users, Compare(("userName",), "co", "%_")) == {"50%_off"}
+
+
+def test_pages_stream_by_keyset(users: ManagedResource) -> None:
+    """Pages come in the requested size and together hold every object once."""
+    users.write_batch([WriteOp("create", values={"userName": f"u{i:03}"}) for i in range(25)])
+    pages = list(users.pages(QuerySpec(page_size=10)))
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert len({o["_id"] for p in pages for o in p}) == 25
+    ids_only = next(users.pages(QuerySpec(fields=[], page_size=5)))
+    assert set(ids_only[0]) == {"_id", "_rev"}
+
+
+def test_find_matching_batches_correlation(users: ManagedResource) -> None:
+    """One batched lookup answers many equality correlations at once."""
+    users.write_batch([WriteOp("create", values={"userName": n}) for n in ("a", "b", "c")])
+    found = users.find_matching((("userName",),), [("a",), ("c",), ("zz",)])
+    assert {k: [o["userName"] for o in v] for k, v in found.items()} == {("a",): ["a"], ("c",): ["c"]}
+
+
+def test_defaults_and_secrets(users: ManagedResource) -> None:
+    """Schema defaults fill a created object; secret properties are never returned."""
+    obj = users.create({"userName": "x", "password": "S3cret!"})
+    assert obj["accountStatus"] == "active" and obj["effectiveRoles"] == []
+    assert "password" not in users.get(obj["_id"])
+
+
+def test_dry_run_resource_never_writes(store: Store) -> None:
+    """A resource opened for a dry run answers as if it wrote, and writes nothing."""
+    dry = ManagedResource(store, parse_managed(DEFAULT_MANAGED).get("user"), dry_run=True)
+    result = dry.create({"userName": "ghost"})
+    assert result["_id"]
+    assert dry.count() == 0
+
+
+def test_links_both_directions(store: Store) -> None:
+    """A link written by one mapping is read back reversed by the mapping sharing it."""
+    forward = LinkSet(store, "ldap_user")
+    backward = LinkSet(store, "ldap_user", reversed=True)
+    with store.begin() as conn:
+        forward.add(conn, [("ldap-1", "user-1"), ("ldap-2", "user-2")])
+    assert forward.targets_of(["ldap-1", "ldap-3"]) == {"ldap-1": "user-1"}
+    assert backward.targets_of(["user-2"]) == {"user-2": "ldap-2"}
+    with store.begin() as conn:
+        forward.add(conn, [("ldap-1", "user-9")])  # relinking replaces the old link
+        forward.remove_targets(conn, ["user-2"])
+    assert forward.targets_of(["ldap-1", "ldap-2"]) == {"ldap-1": "user-9"}
+
+
+def test_lock_is_exclusive(store: Store) -> None:
+    """A second holder of the same lock is refused until the first releases it."""
+    runs = RunStore(store)
+    runs.acquire("recon:m", "one")
+    with pytest.raises(RunLocked, match="already running"):
+        runs.acquire("recon:m", "two")
+    runs.release("recon:m", "one")
+    runs.acquire("recon:m", "two")
+
+
+def test_migrations_are_idempotent(tmp_path: Path) -> None:
+    """Opening an existing store again upgrades nothing and loses nothing."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    first = Store.open(url)
+    ManagedResource(first, parse_managed(DEFAULT_MANAGED).get("user")).create({"userName": "kept"})
+    first.close()
+    again = Store.open(url)
+    assert ManagedResource(again, parse_managed(DEFAULT_MANAGED).get("user")).count() == 1
