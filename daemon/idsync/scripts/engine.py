@@ -1,0 +1,334 @@
+"""Sandboxed ``text/javascript`` mapping scripts: transforms, conditions, correlation, hooks.
+
+A script object in a PingIDM configuration is ``{"type": "text/javascript", "source": ...}``
+or ``{"type": "text/javascript", "file": "script/cn.js"}`` (relative to the project
+directory, the parent of ``conf/``). Other keys, and the keys of a ``globals`` object,
+become global variables of the script. The script is a program whose result is the
+completion value of its last statement, as in PingIDM.
+
+``compile_script`` validates the object and checks the syntax at load time, so a typo
+is a ``ConfigError`` naming the file, key, line and column before any run starts. The
+returned ``Script`` runs in QuickJS with a time limit (``ScriptTimeout``) and a memory
+limit (``ScriptError``); results come back as plain JSON values (``undefined`` is
+``None``, a ``Date`` its ISO string).
+
+Documented differences from PingIDM:
+  * ``text/groovy`` is refused: rewrite the script in JavaScript.
+  * ``openidm.read/query/create/update/patch/delete/action`` exist but throw "openidm.read
+    is not available to mapping scripts in idsync": a mapping script is a pure function
+    of the objects it is given, so that a recon page can be assessed in one batch.
+  * ``logger`` (``debug``/``info``/``warn``/``error``/``trace``) writes ``script.log``
+    events through structlog; there is no ``console``, ``require``, ``fetch`` or I/O.
+  * The time limit counts the process's CPU time, so busy sibling threads shorten it.
+
+How a script is run: a program that is a single expression is compiled once per thread
+into a function; any other program goes through indirect ``eval`` (a few µs more per
+call), which is the only way to get a completion value. Variables are set on the global
+object for one call and swept away afterwards (see ``sandbox``).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import itertools
+import json
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import quickjs
+import structlog
+
+from idsync.errors import ConfigError, ScriptError, ScriptTimeout
+from idsync.scripts.sandbox import Sandbox, reserved_names
+
+__all__ = ["Script", "ScriptEngine", "compile_script"]
+
+log = structlog.get_logger("idsync.scripts")
+
+_JS_TYPES = frozenset({"text/javascript", "javascript"})
+_SCRIPT_KEYS = frozenset({"type", "source", "file", "globals"})
+_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
+# Statement-level starts where a program and the same text in parentheses differ.
+_NOT_EXPRESSION = re.compile(r"(\{|function\b|class\b|async\b|let\b)")
+_LEADING_COMMENTS = re.compile(r"(\s+|//[^\n]*|/\*.*?\*/)*", re.DOTALL)
+_SENTINEL = "_idsync_parsed_"
+_LOG_LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warning",
+               "error": "error"}
+_ids = itertools.count(1)
+_reserved: frozenset[str] | None = None
+
+
+class ScriptEngine:
+    """Limits shared by the scripts of one configuration, and each thread's sandbox.
+
+    Make one per loaded configuration: dropping it drops the compiled scripts with it.
+    """
+
+    def __init__(self, *, time_limit: float = 1.0, memory_limit: int = 64 * 1024 * 1024) -> None:
+        self.time_limit = time_limit
+        self.memory_limit = memory_limit
+        self._local = threading.local()
+
+    def compile(self, config: object, *, file: str, key: str, base_dir: Path) -> Script:
+        """Validate a script object and check its syntax; see ``compile_script``."""
+        if not isinstance(config, dict):
+            raise ConfigError(file, key, "a script must be an object with type and source or file")
+        kind = config.get("type")
+        if kind in ("text/groovy", "groovy"):
+            raise ConfigError(
+                file, key, "text/groovy scripts are not supported; rewrite it in text/javascript")
+        if kind not in _JS_TYPES:
+            raise ConfigError(file, key, f"script type {kind!r} is not supported; "
+                                         "use text/javascript")
+        if ("source" in config) == ("file" in config):
+            raise ConfigError(file, key, "a script needs exactly one of source and file")
+        origin = config.get("file")
+        if origin is None:
+            source = config["source"]
+            if not isinstance(source, str) or not source.strip():
+                raise ConfigError(file, key, "source must be a non-empty string")
+        else:
+            source = _read_file(origin, file, key, base_dir)
+        extras = _extras(config, file, key)
+        is_expression = _check_syntax(source, origin, file, key)
+        name = f"{file}: {key}" + (f" ({origin})" if origin else "")
+        return Script(self, name, source, extras, is_expression)
+
+    def sandbox(self) -> Sandbox:
+        """This thread's sandbox, made on first use."""
+        box: Sandbox | None = getattr(self._local, "sandbox", None)
+        if box is None:
+            box = Sandbox(time_limit=self.time_limit, memory_limit=self.memory_limit)
+            self._local.sandbox = box
+        return box
+
+    def discard_sandbox(self) -> None:
+        """Forget this thread's sandbox after the engine gave up inside it."""
+        self._local.sandbox = None
+
+
+
+class Script:
+    """A compiled script; call it with the variables it reads."""
+
+    def __init__(self, engine: ScriptEngine, name: str, source: str, extras: Mapping[str, Any],
+                 is_expression: bool) -> None:
+        self.name = name
+        self._engine = engine
+        self._id = next(_ids)
+        self._source = source
+        self._extras_json = json.dumps(extras)
+        self._is_expression = is_expression
+
+    def __repr__(self) -> str:
+        return f"<Script {self.name}>"
+
+    def returning(self, variable: str) -> Script:
+        """The same program, answering with ``variable`` after it ran: PingIDM hooks
+        such as ``onCreate`` change ``target`` in place rather than return it."""
+        if not variable.isidentifier():
+            raise ValueError(f"not a variable name: {variable!r}")
+        derived = Script(self._engine, self.name, f"{self._source}\n;{variable}", {}, is_expression=False)
+        derived._extras_json = self._extras_json
+        return derived
+
+    def run_returning(self, variables: Mapping[str, Any], variable: str) -> Any:
+        """Run with ``variables`` and answer the final value of ``variable``."""
+        cached: Script | None = self.__dict__.get(f"_returning_{variable}")
+        if cached is None:
+            cached = self.returning(variable)
+            self.__dict__[f"_returning_{variable}"] = cached
+        return cached(**variables)
+
+    def __call__(self, **variables: Any) -> Any:
+        """Run once with these variables; return the result as plain JSON values."""
+        _check_names(variables)
+        payload = _dumps(variables, self.name)
+        box = self._prepare()
+        try:
+            outcome = box.call(self._id, payload)
+        except quickjs.JSException as exc:
+            self._engine.discard_sandbox()
+            raise self._engine_failure(exc) from None
+        result, logs = json.loads(outcome)
+        self._emit(logs)
+        if result[0] == 0:
+            return result[1]
+        raise self._failure(result)
+
+    def call_many(self, variables: Sequence[Mapping[str, Any]]) -> list[Any | ScriptError]:
+        """Run once per item in as few calls into JavaScript as possible.
+
+        Each item's result or ``ScriptError`` is at its index. The whole batch has one
+        time limit; when it runs out the finished items are kept and the batch restarts
+        at the item that was running, which then has a full time limit of its own, so
+        only an item that exhausts the limit (or memory) on its own fails.
+        """
+        for item in variables:
+            _check_names(item)
+        results: list[Any | ScriptError] = []
+        start = 0
+        while start < len(variables):
+            payload = _dumps(variables[start:] if start else variables, self.name)
+            box = self._prepare()
+            try:
+                page = box.call_many(self._id, payload)
+            except quickjs.JSException as exc:
+                done = self._partial(box)
+                self._engine.discard_sandbox()
+                results.extend(done)
+                start += len(done)
+                if not done:
+                    results.append(self._engine_failure(exc))
+                    start += 1
+                continue
+            outcomes, logs = json.loads(page)
+            self._emit(logs)
+            results.extend(self._value(outcome) for outcome in outcomes)
+            break
+        return results
+
+    def _prepare(self) -> Sandbox:
+        box = self._engine.sandbox()
+        box.ensure(self._id, self._source, self._extras_json, self._is_expression)
+        return box
+
+    def _partial(self, box: Sandbox) -> list[Any | ScriptError]:
+        try:
+            outcomes, logs = json.loads(box.take_partial())
+        except quickjs.JSException:
+            return []
+        self._emit(logs)
+        return [self._value(outcome) for outcome in outcomes]
+
+    def _emit(self, logs: list[list[str]]) -> None:
+        for level, message in logs:
+            getattr(log, _LOG_LEVELS[level])("script.log", script=self.name, message=message)
+
+    def _value(self, outcome: list[Any]) -> Any | ScriptError:
+        return outcome[1] if outcome[0] == 0 else self._failure(outcome)
+
+    def _failure(self, outcome: list[Any]) -> ScriptError:
+        if outcome[0] == 2:
+            return ScriptError(f"{self.name}: the result is not JSON: {outcome[1]}")
+        _, kind, message, line, _column = outcome
+        if kind == "InternalError" and message == "out of memory":
+            self._engine.discard_sandbox()
+            return ScriptError(f"{self.name}: the script ran out of memory")
+        where = f" at line {line}" if line is not None else ""
+        return ScriptError(f"{self.name}: {kind}: {message}{where}")
+
+    def _engine_failure(self, exc: quickjs.JSException) -> ScriptError:
+        text = str(exc)
+        if text.startswith("InternalError: interrupted"):
+            return ScriptTimeout(f"{self.name}: ran past its time limit of "
+                                 f"{self._engine.time_limit:g} s")
+        if "out of memory" in text or text.startswith("null"):
+            return ScriptError(f"{self.name}: the script ran out of memory")
+        return ScriptError(f"{self.name}: {text.splitlines()[0] if text else 'failed'}")
+
+
+_default_engine = ScriptEngine()
+
+
+def compile_script(config: object, *, file: str, key: str, base_dir: Path,
+                   engine: ScriptEngine | None = None) -> Script:
+    """Validate a PingIDM script object and check its syntax; raise ConfigError if wrong.
+
+    ``file`` and ``key`` say where the object is (for messages); ``base_dir`` is the
+    project directory that ``"file"`` paths are relative to.
+    """
+    return (engine or _default_engine).compile(config, file=file, key=key, base_dir=base_dir)
+
+
+def _read_file(path: object, file: str, key: str, base_dir: Path) -> str:
+    if not isinstance(path, str) or not path:
+        raise ConfigError(file, key, "file must be a non-empty string")
+    full = base_dir / path
+    try:
+        return full.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, key, f"script file {path} not found in {base_dir}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(file, key, f"cannot read script file {path}: {reason}") from None
+
+
+def _extras(config: Mapping[str, Any], file: str, key: str) -> dict[str, Any]:
+    extras = {name: value for name, value in config.items() if name not in _SCRIPT_KEYS}
+    declared = config.get("globals", {})
+    if not isinstance(declared, dict):
+        raise ConfigError(file, key, "globals must be an object")
+    extras.update(declared)
+    for name in extras:
+        if not _IDENTIFIER.match(name) or name in _reserved_names():
+            raise ConfigError(file, key, f"{name!r} cannot be a script variable")
+    return extras
+
+
+def _check_syntax(source: str, origin: str | None, file: str, key: str) -> bool:
+    """Parse without running (a throw comes first); return whether it is one expression."""
+    # A throwaway context: hoisted declarations are the only thing the parse creates.
+    ctx = quickjs.Context()
+    ctx.set_time_limit(1.0)
+    ctx.set_memory_limit(64 * 1024 * 1024)
+    check = ctx.eval(f"""(function (src) {{
+      try {{ (0, eval)("throw {_SENTINEL};\\n" + src); }}
+      catch (e) {{
+        if (e !== {_SENTINEL}) return JSON.stringify([e.name, e.message, String(e.stack)]);
+      }}
+      try {{ (0, eval)("throw {_SENTINEL};\\n(" + src + "\\n)"); }}
+      catch (e) {{ return e === {_SENTINEL} ? "expression" : "program"; }}
+    }})""")
+    ctx.eval(f"var {_SENTINEL} = {{}};")
+    verdict = str(check(source))
+    if verdict in ("expression", "program"):
+        head = _LEADING_COMMENTS.match(source)
+        rest = source[head.end() if head else 0:]
+        return verdict == "expression" and not _NOT_EXPRESSION.match(rest)
+    kind, message, stack = json.loads(verdict)
+    at = re.search(r"<input>:(\d+):(\d+)", stack)
+    where = f" at line {int(at[1]) - 1}, column {at[2]}" if at else ""
+    what = "JavaScript syntax error" if kind == "SyntaxError" else f"script cannot load: {kind}"
+    raise ConfigError(file, key, f"{what}{where}" + (f" of {origin}" if origin else "")
+                      + f": {message}")
+
+
+def _reserved_names() -> frozenset[str]:
+    global _reserved
+    if _reserved is None:
+        _reserved = reserved_names()
+    return _reserved
+
+
+def _dumps(variables: object, name: str) -> str:
+    try:
+        return _ENCODER.encode(variables)
+    except (TypeError, ValueError) as exc:
+        raise ScriptError(f"{name}: a variable cannot be passed to JavaScript: {exc}") from None
+
+
+def _check_names(variables: Mapping[str, Any]) -> None:
+    # Only a clash matters: a name that is not an identifier is merely unreachable.
+    if not _reserved_names().isdisjoint(variables):
+        clash = sorted(_reserved_names().intersection(variables))
+        raise ValueError(f"{', '.join(clash)} cannot be a script variable (a JavaScript global)")
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+_ENCODER = json.JSONEncoder(default=_plain, separators=(",", ":"), allow_nan=False)

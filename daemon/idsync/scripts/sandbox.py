@@ -1,0 +1,199 @@
+"""One QuickJS context, owned by one thread, that runs compiled mapping scripts.
+
+A QuickJS runtime must only ever be touched by the thread that created it, so the
+engine keeps one ``Sandbox`` per thread. Everything the scripts must not reach is
+simply absent: a QuickJS context created from Python has no ``require``, ``std``,
+``os``, ``fetch`` or timers. The prelude below adds only ``logger`` and the
+``openidm`` stub, both non-enumerable and read-only. Log lines are buffered and handed
+back with the result, since QuickJS may not call into Python under a time limit.
+
+Variables live on the global object for the duration of one call and are swept away
+afterwards, together with whatever the script declared (``var``, function
+declarations, implicit globals): anything enumerable that was not there when the
+context was made is deleted, so nothing leaks from one object to the next.
+
+Every entry point returns one JSON string, ``[outcome or outcomes, log lines]``, so one
+crossing of the Python/JS boundary carries the result or the error; an outcome is:
+
+    [0, value]                              the script's completion value
+    [1, name, message, line, column]        the script threw
+    [2, message]                            the result is not JSON (BigInt, cycle)
+
+Only what JavaScript cannot catch escapes as ``quickjs.JSException``: the time
+limit ("interrupted"), and an out-of-memory raised while handling an error. After
+that the sandbox is spent and the engine makes a new one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import quickjs
+
+__all__ = ["OPENIDM_FUNCTIONS", "Sandbox", "reserved_names"]
+
+OPENIDM_FUNCTIONS = ("read", "query", "create", "update", "patch", "delete", "action")
+
+_PRELUDE = r"""
+(function (openidmNames) {
+  "use strict";
+  var MAX_LOGS = 1000, MAX_LOG_CHARS = 10000;
+  var G = globalThis, stringify = JSON.stringify, parse = JSON.parse;
+  var indirectEval = G.eval, Fn = G.Function, freeze = Object.freeze;
+  var base = Object.create(null), k;
+  for (k in G) base[k] = true;
+  var scripts = [], out = null, logs = [], dropped = 0;
+
+  function define(name, value) {
+    Object.defineProperty(G, name, {value: value, enumerable: false, writable: false,
+                                    configurable: false});
+  }
+  function text(v) {
+    if (typeof v === "string") return v;
+    try { var s = stringify(v); return s === undefined ? String(v) : s; }
+    catch (e) { return String(v); }
+  }
+  // SLF4J style, as PingIDM scripts write it: logger.info("user {} has {}", a, b).
+  function format(args) {
+    var msg = text(args[0]), i = 1;
+    msg = msg.replace(/\{\}/g, function (m) { return i < args.length ? text(args[i++]) : m; });
+    for (; i < args.length; i++) msg += " " + text(args[i]);
+    return msg;
+  }
+  // Python cannot be called while a time limit is set, so log lines wait here until
+  // the call returns; a bounded number, so a chatty loop cannot fill memory.
+  var logger = {};
+  ["trace", "debug", "info", "warn", "error"].forEach(function (level) {
+    logger[level] = function () {
+      if (logs.length < MAX_LOGS) logs.push([level, format(arguments).slice(0, MAX_LOG_CHARS)]);
+      else dropped++;
+    };
+  });
+  define("logger", freeze(logger));
+  function takeLogs() {
+    if (dropped) logs.push(["warn", dropped + " more log lines dropped"]);
+    var s = logs.length ? stringify(logs) : "[]";
+    logs = []; dropped = 0;
+    return s;
+  }
+  // Named functions, so that the line an error reports is the script's call site.
+  var openidm = {};
+  openidmNames.forEach(function (n) {
+    openidm[n] = indirectEval("(function _idsync_openidm_" + n + "() { throw new Error(" +
+      stringify("openidm." + n + " is not available to mapping scripts in idsync") + "); })");
+  });
+  define("openidm", freeze(openidm));
+
+  // A JSON array of outcome strings, built by join: the binding cannot read the rope
+  // strings that "+" makes in QuickJS-ng.
+  function flat(outcomes) {
+    return ["[", outcomes.join(","), "]"].join("");
+  }
+  function withLogs(outcomes) {
+    return ["[", outcomes, ",", takeLogs(), "]"].join("");
+  }
+  function bind(extras, vars) {
+    for (k in extras) G[k] = extras[k];
+    for (k in vars) G[k] = vars[k];
+  }
+  function sweep() {
+    for (var name in G) if (!(name in base)) delete G[name];
+  }
+  // The innermost frame that points into script code gives the line; frames of the
+  // prelude are named _idsync* and skipped.
+  function where(e, offset) {
+    var lines = String(e && e.stack || "").split("\n"), i, m;
+    for (i = 0; i < lines.length; i++) {
+      if (lines[i].indexOf("_idsync") >= 0) continue;
+      m = /<input>:(\d+):(\d+)/.exec(lines[i]);
+      if (m) return [Number(m[1]) - offset, Number(m[2])];
+    }
+    return [null, null];
+  }
+  function _idsyncOutcome(s, vars) {
+    var value;
+    bind(s.extras, vars);
+    try {
+      value = s.fn ? s.fn() : indirectEval(s.src);
+    } catch (e) {
+      var at = where(e, s.offset);
+      var name = e instanceof Error ? e.name : "Error";
+      var message = e instanceof Error ? e.message : text(e);
+      return stringify([1, name, message, at[0], at[1]]);
+    } finally {
+      sweep();
+    }
+    try { return stringify([0, value]); }
+    catch (e) { return stringify([2, String(e && e.message)]); }
+  }
+  define("_idsync_install", function _idsyncInstall(id, src, extras, isExpression) {
+    scripts[id] = {
+      // Lines of the function body start after "(function anonymous(\n) {\nreturn (\n".
+      fn: isExpression ? new Fn("return (\n" + src + "\n)") : null,
+      src: src, extras: parse(extras), offset: isExpression ? 3 : 0
+    };
+  });
+  define("_idsync_call", function _idsyncCall(id, vars) {
+    return withLogs(_idsyncOutcome(scripts[id], parse(vars)));
+  });
+  define("_idsync_many", function _idsyncMany(id, page) {
+    var s = scripts[id], items = parse(page), i;
+    out = [];
+    for (i = 0; i < items.length; i++) out.push(_idsyncOutcome(s, items[i]));
+    var result = withLogs(flat(out));
+    out = null;
+    return result;
+  });
+  // After an interrupted batch: the outcomes finished so far.
+  define("_idsync_take", function _idsyncTake() {
+    var done = out || [];
+    out = null;
+    return withLogs(flat(done));
+  });
+})
+"""
+
+class Sandbox:
+    """A QuickJS context with the prelude installed; never share it between threads."""
+
+    def __init__(self, *, time_limit: float, memory_limit: int) -> None:
+        self._ctx = quickjs.Context()
+        self._memory_limit = memory_limit
+        self._ctx.eval(f"{_PRELUDE}({json.dumps(OPENIDM_FUNCTIONS)});")
+        self._install = self._ctx.get("_idsync_install")
+        self._call = self._ctx.get("_idsync_call")
+        self._many = self._ctx.get("_idsync_many")
+        self._take = self._ctx.get("_idsync_take")
+        self._installed: set[int] = set()
+        # Limits go on last: the prelude itself must never be what trips them.
+        self._ctx.set_memory_limit(memory_limit)
+        self._ctx.set_time_limit(time_limit)
+
+    def ensure(self, script_id: int, source: str, extras_json: str, is_expression: bool) -> None:
+        """Compile a script into this context once."""
+        if script_id not in self._installed:
+            self._install(script_id, source, extras_json, is_expression)
+            self._installed.add(script_id)
+
+    def call(self, script_id: int, variables_json: str) -> str:
+        """Run once; return ``[outcome, logs]`` as JSON. JSException if the engine gave up."""
+        return str(self._call(script_id, variables_json))
+
+    def call_many(self, script_id: int, page_json: str) -> str:
+        """Run once per item of a JSON array; return ``[[outcome, ...], logs]`` as JSON."""
+        return str(self._many(script_id, page_json))
+
+    def take_partial(self) -> str:
+        """What a failed ``call_many`` finished: ``[[outcome, ...], logs]`` as JSON."""
+        # Room to serialise what is already done, even when memory is what ran out.
+        self._ctx.set_memory_limit(self._memory_limit * 2)
+        self._ctx.set_time_limit(-1)
+        self._ctx.gc()
+        return str(self._take())
+
+
+def reserved_names() -> frozenset[str]:
+    """Global names a variable must not take: built-ins and the sandbox's own."""
+    sandbox = Sandbox(time_limit=-1, memory_limit=-1)
+    names = sandbox._ctx.eval("Object.getOwnPropertyNames(globalThis).join(',')")
+    return frozenset(str(names).split(","))

@@ -1,0 +1,193 @@
+"""Tests of idsync.scripts: PingIDM-style JavaScript mapping scripts in a sandbox."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from idsync.errors import ConfigError, ScriptError, ScriptTimeout
+from idsync.scripts import Script, ScriptEngine, compile_script
+
+
+def _js(source: str, engine: ScriptEngine | None = None, **extra: Any) -> Script:
+    config = {"type": "text/javascript", "source": source, **extra}
+    return compile_script(config, file="conf/sync.json", key="mappings[0].transform",
+                          base_dir=Path("."), engine=engine)
+
+
+def test_expression_uses_variables() -> None:
+    """A one-expression transform sees the per-call variables and returns a string."""
+    script = _js("source.givenName + ' ' + source.sn")
+    assert script(source={"givenName": "Ada", "sn": "Lovelace"}) == "Ada Lovelace"
+
+
+def test_program_returns_completion_value() -> None:
+    """A multi-statement program returns the value of its last statement, as in PingIDM."""
+    assert _js("if (source.x) { 'a' } else { 'b' }")(source={"x": False}) == "b"
+    correlation = _js("var qry = {'_queryFilter': 'uid eq \"' + source.userName + '\"'}; qry")
+    assert correlation(source={"userName": "ada"}) == {"_queryFilter": 'uid eq "ada"'}
+
+
+def test_results_are_plain_json() -> None:
+    """undefined is None, a Date its ISO string, nested values plain dicts and lists."""
+    assert _js("undefined")() is None
+    assert _js("new Date(0)")() == "1970-01-01T00:00:00.000Z"
+    assert _js("({a: [1, 2.5, true, null]})")() == {"a": [1, 2.5, True, None]}
+
+
+def test_config_extra_keys_and_globals_are_variables() -> None:
+    """Extra keys of the script object, and the keys of globals, become script variables."""
+    script = _js("prefix + source.uid + suffix", globals={"suffix": "!"}, prefix="u-")
+    assert script(source={"uid": "ada"}) == "u-ada!"
+
+
+def test_file_script_relative_to_base_dir(tmp_path: Path) -> None:
+    """A "file" script is read relative to the project directory."""
+    (tmp_path / "script").mkdir()
+    (tmp_path / "script" / "cn.js").write_text("var cn = source.sn;\ncn.toUpperCase()\n")
+    script = compile_script({"type": "text/javascript", "file": "script/cn.js"},
+                            file="conf/sync.json", key="k", base_dir=tmp_path)
+    assert script(source={"sn": "lovelace"}) == "LOVELACE"
+
+
+@pytest.mark.parametrize(("config", "problem"), [
+    ({"type": "text/groovy", "source": "1"},
+     "text/groovy scripts are not supported; rewrite it in text/javascript"),
+    ({"type": "text/python", "source": "1"}, "script type 'text/python' is not supported"),
+    ({"type": "text/javascript"}, "exactly one of source and file"),
+    ({"type": "text/javascript", "source": "1", "file": "a.js"}, "exactly one of source and file"),
+    ({"type": "text/javascript", "file": "script/missing.js"}, "script/missing.js not found"),
+    ("source.x", "must be an object"),
+])
+def test_bad_configuration_is_config_error(config: object, problem: str) -> None:
+    """Each malformed script object is a ConfigError naming the file, the key and the problem."""
+    with pytest.raises(ConfigError) as caught:
+        compile_script(config, file="conf/sync.json", key="mappings[0].x",
+                       base_dir=Path("/nonexistent"))
+    assert caught.value.file == "conf/sync.json"
+    assert caught.value.key == "mappings[0].x"
+    assert problem in caught.value.problem
+
+
+def test_syntax_error_at_load_time_with_line() -> None:
+    """A syntax error is found when the script is compiled, with its line and column."""
+    with pytest.raises(ConfigError) as caught:
+        _js("var a = 1;\nvar b = ;\n")
+    assert "syntax error at line 2, column 9" in caught.value.problem
+
+
+def test_syntax_check_does_not_run_the_script() -> None:
+    """Compiling runs nothing, and text that would escape a function wrapper is refused."""
+    with structlog.testing.capture_logs() as logs:
+        _js("logger.error('ran'); 1")
+        with pytest.raises(ConfigError, match="syntax error"):
+            _js("}); logger.error('escaped'); (function(){")
+    assert logs == []
+
+
+def test_thrown_error_is_script_error_with_message_and_line() -> None:
+    """A thrown JS error raises ScriptError naming the script, the message and the line."""
+    script = _js("var a = 1;\nthrow new Error('no manager for ' + source.uid)")
+    with pytest.raises(ScriptError, match=r"conf/sync.json: mappings\[0\].transform: "
+                                          r"Error: no manager for ada at line 2"):
+        script(source={"uid": "ada"})
+
+
+def test_infinite_loop_times_out() -> None:
+    """A script that never ends raises ScriptTimeout after about the time limit."""
+    script = _js("for (;;) {}", ScriptEngine(time_limit=0.1))
+    started = time.monotonic()
+    with pytest.raises(ScriptTimeout):
+        script()
+    assert time.monotonic() - started < 1.0
+
+
+def test_memory_exhaustion_is_script_error_and_engine_recovers() -> None:
+    """Filling memory raises ScriptError; the next call runs in a fresh sandbox."""
+    engine = ScriptEngine(memory_limit=8 * 1024 * 1024)
+    hog = _js("var a = []; for (;;) a.push('x'.repeat(1000) + a.length); 1", engine)
+    with pytest.raises(ScriptError, match="memory"):
+        hog()
+    assert _js("1 + 1", engine)() == 2
+
+
+def test_no_host_access() -> None:
+    """The sandbox has no require, std, os, fetch, console or timers."""
+    names = ["require", "std", "os", "fetch", "console", "setTimeout", "process", "XMLHttpRequest"]
+    script = _js("[" + ", ".join(f"typeof {n}" for n in names) + "]")
+    assert script() == ["undefined"] * len(names)
+
+
+def test_openidm_functions_fail_clearly() -> None:
+    """openidm.read and friends throw a clear 'not available' error, not a ReferenceError."""
+    with pytest.raises(ScriptError, match=r"openidm\.read is not available to mapping scripts "
+                                          r"in idsync at line 1"):
+        _js("openidm.read('managed/user/' + source.uid)")(source={"uid": "x"})
+
+
+def test_logger_routes_to_structlog() -> None:
+    """logger.info with {} placeholders becomes a script.log event with level and message."""
+    script = _js("logger.info('user {} has {}', source.uid, {n: 2}); logger.warn('careful'); 1")
+    with structlog.testing.capture_logs() as logs:
+        assert script(source={"uid": "ada"}) == 1
+    assert [(e["event"], e["log_level"], e["message"]) for e in logs] == [
+        ("script.log", "info", 'user ada has {"n":2}'),
+        ("script.log", "warning", "careful"),
+    ]
+    assert logs[0]["script"] == "conf/sync.json: mappings[0].transform"
+
+
+def test_globals_do_not_leak_between_calls() -> None:
+    """Variables and globals a script creates are gone in the next call."""
+    script = _js("var seen = typeof target + typeof leaked + typeof declared; "
+                 "leaked = 1; var declared = 2; seen")
+    assert script(target={}) == "objectundefinedundefined"
+    assert script() == "undefinedundefinedundefined"
+
+
+def test_reserved_variable_name_is_refused() -> None:
+    """A variable named like a JavaScript built-in is refused rather than clobbering it."""
+    with pytest.raises(ValueError, match="JSON"):
+        _js("1")(JSON={})
+    with pytest.raises(ConfigError, match="'logger' cannot be a script variable"):
+        _js("1", logger="x")
+
+
+def test_call_many_isolates_a_failing_item() -> None:
+    """In a batch, one item that throws fails alone; the others get their results."""
+    script = _js("if (source.bad) { throw new Error('bad ' + source.uid) } source.uid")
+    results = script.call_many([{"source": {"uid": "a"}}, {"source": {"uid": "b", "bad": True}},
+                                {"source": {"uid": "c"}}])
+    assert results[0] == "a" and results[2] == "c"
+    assert isinstance(results[1], ScriptError) and "bad b" in str(results[1])
+
+
+def test_call_many_isolates_a_timeout() -> None:
+    """An item that loops forever times out alone; items before and after it succeed."""
+    script = _js("while (source.spin) {} source.uid", ScriptEngine(time_limit=0.1))
+    results = script.call_many([{"source": {"uid": "a"}}, {"source": {"uid": "b", "spin": True}},
+                                {"source": {"uid": "c"}}])
+    assert results[0] == "a" and results[2] == "c"
+    assert isinstance(results[1], ScriptTimeout)
+
+
+def test_two_threads_at_once() -> None:
+    """One script used from two threads at once gives each thread its own correct results."""
+    script = _js("source.n * 2")
+    outputs: dict[int, list[Any]] = {}
+
+    def work(offset: int) -> None:
+        outputs[offset] = [script(source={"n": offset + i}) for i in range(200)]
+        outputs[offset] += script.call_many([{"source": {"n": offset}}] * 50)
+
+    threads = [threading.Thread(target=work, args=(k * 1000,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for offset, got in outputs.items():
+        assert got == [2 * (offset + i) for i in range(200)] + [2 * offset] * 50
