@@ -1,0 +1,330 @@
+"""The LDAP connector: ``system/<name>/<objectType>`` over ldap3, configured by a
+PingIDM ``provisioner.openicf-<name>.json`` (see ``ldap_config`` for the keys).
+
+Reads are paged searches over each ``baseContextsToSynchronize`` asking only for the
+attributes behind the requested fields; ids come from ``uidAttribute`` (never the DN).
+A write batch first finds the DNs of the objects it updates or deletes in one
+search, then applies each op on its own: a refused op fails alone, a dead peer
+stops the batch with ``PeerUnavailable``.
+
+Thread-safety: each resource owns one connection and must be used by one thread at
+a time; two resources of one system may run in two threads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import ldap3
+import structlog
+from ldap3.utils.dn import escape_rdn, safe_dn
+
+from idsync.connectors.base import Obj, QuerySpec, Resource, System, WriteOp, WriteResult, failed
+from idsync.connectors.ldap_config import (
+    NAME_ATTRIBUTE,
+    LdapSettings,
+    ObjectTypeDef,
+    PropertyDef,
+    parse_ldap_config,
+)
+from idsync.connectors.ldap_connection import LdapConnection, SearchEntry
+from idsync.connectors.ldap_values import decode_entry, encode_values, id_filter, wanted_properties
+from idsync.errors import (
+    ConfigError,
+    IdsyncError,
+    NotFound,
+    ObjectError,
+    ObjectRejected,
+    QueryError,
+)
+from idsync.query.ast import Path
+from idsync.query.ldap import to_ldap
+
+__all__ = ["LdapResource", "LdapSystem", "open_ldap_system"]
+
+log = structlog.get_logger(__name__)
+
+_ID_CHUNK = 500
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*(;[A-Za-z0-9-]+)*|[0-9]+(\.[0-9]+)+")
+_NOT_FOUND = 32
+
+
+def _and(*filters: str) -> str:
+    """The AND of LDAP filters, skipping empty ones; bare ``a=b`` gets its parentheses."""
+    parts = [f if f.startswith("(") else f"({f})" for f in filters if f]
+    if not parts:
+        return "(objectClass=*)"
+    return parts[0] if len(parts) == 1 else f"(&{''.join(parts)})"
+
+
+def _norm_dn(dn: str) -> str:
+    try:
+        return str(safe_dn(dn)).lower()
+    except Exception:  # ldap3 raises several kinds for a malformed DN
+        return dn.strip().lower()
+
+
+def _rejected(kind: str, dn: str, result: Mapping[str, Any]) -> ObjectError:
+    description, message = result.get("description", "error"), result.get("message", "")
+    text = f"ldap: {kind} {dn} refused: {description}" + (f": {message}" if message else "")
+    return NotFound(text) if result.get("result") == _NOT_FOUND else ObjectRejected(text)
+
+
+class LdapResource(Resource):
+    """One object type of one LDAP system."""
+
+    def __init__(self, system: str, settings: LdapSettings, object_type: ObjectTypeDef,
+                 *, dry_run: bool = False) -> None:
+        self.name = f"system/{system}/{object_type.name}"
+        self.dry_run = dry_run
+        self._settings = settings
+        self._type = object_type
+        self._uid = settings.uid_attribute
+        self._conn = LdapConnection(system, settings)
+        self._class_filters = tuple(f"(objectClass={c})" for c in object_type.object_classes
+                                    if c.lower() != "top")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+        wanted = wanted_properties(self._type, spec.fields)
+        search_filter = _and(*self._class_filters, self._type.search_filter,
+                             self._spec_filter(spec))
+        size = spec.page_size or self._settings.block_size
+        for base in self._settings.sync_contexts:
+            pages = self._conn.search_pages(base, search_filter, self._attributes(wanted), size)
+            for entries in pages:
+                if entries:
+                    yield self._objects(entries, wanted)
+
+    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+        wanted = wanted_properties(self._type, fields)
+        found: dict[str, Obj] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), _ID_CHUNK):
+            for obj in self._search_ids(unique[start:start + _ID_CHUNK], wanted):
+                found[obj["_id"]] = obj
+        return found
+
+    def _search_ids(self, ids: Sequence[str], wanted: Sequence[PropertyDef]) -> list[Obj]:
+        ids_filter = id_filter(self._uid, ids)
+        if not ids_filter:
+            return []
+        search_filter = _and(*self._class_filters, self._type.search_filter, ids_filter)
+        objects: list[Obj] = []
+        for base in self._settings.sync_contexts:
+            entries = self._conn.search(base, search_filter, self._attributes(wanted))
+            objects.extend(self._objects(entries, wanted))
+        return objects
+
+    def _spec_filter(self, spec: QuerySpec) -> str:
+        if spec.native is not None:
+            return spec.native.strip()
+        return to_ldap(spec.filter, attribute=self._native_path) if spec.filter is not None else ""
+
+    def _native_path(self, path: Path) -> str:
+        if len(path) != 1:
+            raise QueryError(f"{self.name}: no LDAP attribute for /{'/'.join(path)}")
+        if path[0] == "_id":
+            return self._uid
+        prop = self._type.properties.get(path[0])
+        if prop is None:
+            return path[0]  # not declared: taken as an attribute name, as directories allow
+        # entryDN is OpenLDAP's searchable copy of the DN.
+        return "entryDN" if prop.is_dn else prop.native
+
+    def _attributes(self, wanted: Sequence[PropertyDef]) -> list[str]:
+        names = {self._uid.lower(): self._uid}
+        for prop in wanted:
+            if not prop.is_dn:
+                names.setdefault(prop.key, prop.native)
+        return list(names.values())
+
+    def _objects(self, entries: Sequence[SearchEntry], wanted: Sequence[PropertyDef]) -> list[Obj]:
+        uid_key = self._uid.lower()
+        return [decode_entry(dn, raw, wanted, uid_key) for dn, raw in entries]
+
+    # Writes -----------------------------------------------------------------
+
+    def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        dns = self._find_dns([op.id for op in ops if op.kind != "create" and op.id])
+        results: list[WriteResult] = []
+        for op in ops:
+            try:
+                if op.kind == "create":
+                    results.append(self._create(op))
+                    continue
+                entry = dns.get(op.id or "")
+                if entry is None:
+                    raise NotFound(f"ldap: {self._type.name} {op.id} not found")
+                if op.kind == "update":
+                    results.append(self._update(op, *entry))
+                else:
+                    self._delete(entry[0])
+                    results.append(WriteResult(op, id=op.id))
+            except ObjectError as error:
+                log.info("ldap.write_failed", resource=self.name, kind=op.kind, id=op.id,
+                         error=str(error))
+                results.append(failed(op, error))
+        return results
+
+    def _find_dns(self, ids: Sequence[str]) -> dict[str, tuple[str, Mapping[str, Sequence[bytes]]]]:
+        """id -> (DN, raw attributes of every property) for the objects to change."""
+        wanted = list(self._type.properties.values())
+        found: dict[str, tuple[str, Mapping[str, Sequence[bytes]]]] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), _ID_CHUNK):
+            ids_filter = id_filter(self._uid, unique[start:start + _ID_CHUNK])
+            if not ids_filter:
+                continue
+            for base in self._settings.sync_contexts:
+                for dn, raw in self._conn.search(base, _and(*self._class_filters, ids_filter),
+                                                 self._attributes(wanted)):
+                    obj_id = decode_entry(dn, raw, (), self._uid.lower())["_id"]
+                    found[obj_id] = (dn, raw)
+        return found
+
+    def _check(self, kind: str, dn: str, operation: Callable[[ldap3.Connection], Any]) -> None:
+        result = self._conn.call(kind, operation)
+        if result.get("result", 0) != 0:
+            raise _rejected(kind, dn, result)
+
+    def _delete(self, dn: str) -> None:
+        self._check("delete", dn, lambda c: c.delete(dn))
+
+    def _prop_for(self, native: str) -> PropertyDef | None:
+        return self._type.by_native(native)
+
+    def _create(self, op: WriteOp) -> WriteResult:
+        values = op.values
+        dn = self._new_dn(values)
+        classes_prop = self._prop_for("objectClass")
+        classes = encode_values(classes_prop, values.get(classes_prop.name)) if classes_prop else []
+        attributes: dict[str, list[str | bytes]] = {}
+        for name, value in values.items():
+            prop = self._type.properties.get(name)
+            if (prop is None or prop.is_dn or prop is classes_prop
+                    or "NOT_CREATABLE" in prop.flags):
+                continue
+            encoded = encode_values(prop, value)
+            if encoded:
+                attributes[prop.native] = encoded
+        object_class = [str(c) for c in classes] or list(self._type.object_classes)
+        self._check("create", dn, lambda c: c.add(dn, object_class, attributes))
+        entries = self._conn.search(dn, "(objectClass=*)", self._attributes(self._type.readable()),
+                                    scope=ldap3.BASE)
+        if not entries:
+            raise NotFound(f"ldap: created {dn} but cannot read it back")
+        obj = self._objects(entries, self._type.readable())[0]
+        return WriteResult(op, id=obj["_id"], obj=obj)
+
+    def _new_dn(self, values: Obj) -> str:
+        dn_prop = next((p for p in self._type.properties.values() if p.is_dn), None)
+        if dn_prop is not None and values.get(dn_prop.name):
+            return str(values[dn_prop.name])
+        naming = self._type.naming_attribute
+        prop = self._prop_for(naming)
+        value = values.get(prop.name) if prop else None
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value in (None, ""):
+            raise ObjectRejected(f"ldap: cannot name the new entry: no {naming} value")
+        return f"{naming}={escape_rdn(str(value))},{self._settings.sync_contexts[0]}"
+
+    def _update(self, op: WriteOp, dn: str, raw: Mapping[str, Sequence[bytes]]) -> WriteResult:
+        dn = self._rename(dn, op.values)
+        changes: dict[str, list[tuple[str, list[str | bytes]]]] = {}
+        for name, value in op.values.items():
+            prop = self._type.properties.get(name)
+            if prop is None or prop.is_dn or "NOT_UPDATEABLE" in prop.flags:
+                continue
+            encoded = encode_values(prop, value)
+            if encoded:
+                changes[prop.native] = [(ldap3.MODIFY_REPLACE, encoded)]
+            elif raw.get(prop.key):
+                # Deleting an absent attribute is an error in LDAP: only remove what is there.
+                changes[prop.native] = [(ldap3.MODIFY_DELETE, [])]
+        if changes:
+            self._check("update", dn, lambda c: c.modify(dn, changes))
+        found = self.get_many([op.id or ""])
+        return WriteResult(op, id=op.id, obj=found.get(op.id or ""))
+
+    def _rename(self, dn: str, values: Obj) -> str:
+        """Apply a change of DN or of the naming attribute first; the new DN."""
+        dn_prop = next((p for p in self._type.properties.values() if p.is_dn), None)
+        new_dn = str(values[dn_prop.name]) if dn_prop and values.get(dn_prop.name) else None
+        if new_dn is None:
+            prop = self._prop_for(self._type.naming_attribute)
+            value = values.get(prop.name) if prop else None
+            if isinstance(value, list):
+                value = value[0] if value else None
+            if value in (None, ""):
+                return dn
+            parent = dn.split(",", 1)[1] if "," in dn else ""
+            new_dn = f"{self._type.naming_attribute}={escape_rdn(str(value))},{parent}"
+        if _norm_dn(new_dn) == _norm_dn(dn):
+            return dn
+        rdn, _, parent = new_dn.partition(",")
+        old_parent = dn.split(",", 1)[1] if "," in dn else ""
+        superior = parent if _norm_dn(parent) != _norm_dn(old_parent) else None
+        self._check("rename", dn, lambda c: c.modify_dn(dn, rdn, delete_old_dn=True,
+                                                          new_superior=superior))
+        return new_dn
+
+
+class LdapSystem(System):
+    """One configured LDAP directory and its object types."""
+
+    def __init__(self, name: str, config: Mapping[str, Any], *, file: str) -> None:
+        self.name = name
+        self._file = file
+        self._config = config
+        self._settings, self._types = parse_ldap_config(file, config)
+        for key, obj_type in self._types.items():
+            for prop in obj_type.properties.values():
+                if prop.native != NAME_ATTRIBUTE and not _ATTRIBUTE_NAME.fullmatch(prop.native):
+                    raise ConfigError(file, f"objectTypes.{key}.properties.{prop.name}.nativeName",
+                                      "is not an LDAP attribute name")
+        self._resources: list[LdapResource] = []
+
+    def resource(self, object_type: str, *, dry_run: bool = False) -> LdapResource:
+        obj_type = self._types.get(object_type)
+        if obj_type is None:
+            raise ConfigError(self._file, "objectTypes",
+                              f"no object type {object_type!r} (known: {', '.join(self._types)})")
+        resource = LdapResource(self.name, self._settings, obj_type, dry_run=dry_run)
+        self._resources.append(resource)
+        return resource
+
+    def test(self) -> Mapping[str, Any]:
+        report: dict[str, Any] = {
+            "name": self.name,
+            "enabled": bool(self._config.get("enabled", True)),
+            "config": f"config/provisioner.openicf/{self.name}",
+            "objectTypes": [t.native_type for t in self._types.values()],
+            "connectorRef": dict(self._config.get("connectorRef") or {}),
+            "displayName": "LDAP Connector",
+            "ok": True,
+        }
+        connection = LdapConnection(self.name, self._settings)
+        try:
+            base = self._settings.base_contexts[0]
+            connection.search(base, "(objectClass=*)", [], scope=ldap3.BASE)
+        except IdsyncError as error:
+            report.update(ok=False, error=str(error))
+        finally:
+            connection.close()
+        return report
+
+    def close(self) -> None:
+        for resource in self._resources:
+            resource.close()
+        self._resources.clear()
+
+
+def open_ldap_system(name: str, config: Mapping[str, Any], *, file: str) -> LdapSystem:
+    """The connector registry's entry point for ``org.identityconnectors.ldap.LdapConnector``."""
+    return LdapSystem(name, config, file=file)

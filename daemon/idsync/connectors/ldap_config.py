@@ -1,0 +1,220 @@
+"""The LDAP connector's configuration: a ``provisioner.openicf-<name>.json`` read
+into frozen dataclasses, with every problem reported as a ``ConfigError`` naming the
+file and the key. Secrets arrive already substituted; they are never put in messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from idsync.errors import ConfigError
+
+__all__ = ["LdapSettings", "ObjectTypeDef", "PropertyDef", "parse_ldap_config"]
+
+NAME_ATTRIBUTE = "__NAME__"
+_BINARY_NATIVE_TYPES = {"JAVA_TYPE_BYTE_ARRAY", "byte[]", "binary"}
+
+
+@dataclass(frozen=True)
+class PropertyDef:
+    """One property of an object type and the LDAP attribute behind it."""
+
+    name: str
+    native: str  # attribute name as configured, or "__NAME__" for the DN
+    is_array: bool
+    binary: bool
+    flags: frozenset[str]
+
+    @property
+    def is_dn(self) -> bool:
+        return self.native == NAME_ATTRIBUTE
+
+    @property
+    def key(self) -> str:
+        """Attribute name as compared: LDAP attribute names ignore case."""
+        return self.native.lower()
+
+
+@dataclass(frozen=True)
+class ObjectTypeDef:
+    """One object type (``account``, ``group``...) and how to find and name its entries."""
+
+    name: str
+    native_type: str
+    object_classes: tuple[str, ...]
+    search_filter: str
+    naming_attribute: str
+    properties: Mapping[str, PropertyDef]
+
+    def readable(self) -> list[PropertyDef]:
+        """The properties returned when no fields are asked for."""
+        hidden = {"NOT_READABLE", "NOT_RETURNED_BY_DEFAULT"}
+        return [p for p in self.properties.values() if not p.flags & hidden]
+
+    def by_native(self, attribute: str) -> PropertyDef | None:
+        key = attribute.lower()
+        return next((p for p in self.properties.values() if p.key == key), None)
+
+
+@dataclass(frozen=True)
+class LdapSettings:
+    """``configurationProperties`` of one LDAP system."""
+
+    host: str
+    port: int
+    ssl: bool
+    start_tls: bool
+    principal: str | None
+    credentials: str | None
+    base_contexts: tuple[str, ...]
+    sync_contexts: tuple[str, ...]
+    uid_attribute: str
+    group_member_attribute: str
+    block_size: int
+    connect_timeout: float
+    read_timeout: float
+    ca_file: str | None
+    verify_certificate: bool
+
+    @property
+    def scheme(self) -> str:
+        return "ldaps" if self.ssl else "ldap"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+class _Reader:
+    """Typed access to one JSON object, raising ConfigError with the dotted key."""
+
+    def __init__(self, file: str, prefix: str, data: Mapping[str, Any]) -> None:
+        self.file, self.prefix, self.data = file, prefix, data
+
+    def _error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, f"{self.prefix}.{key}" if self.prefix else key, problem)
+
+    def str_(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.data.get(key, default)
+        if value in (None, "") and required:
+            raise self._error(key, "is required")
+        if value is not None and not isinstance(value, str):
+            raise self._error(key, "must be a string")
+        return value or default
+
+    def bool_(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._error(key, "must be true or false")
+        return value
+
+    def number(self, key: str, default: float, *, minimum: float = 1) -> float:
+        value = self.data.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            raise self._error(key, f"must be a number >= {minimum:g}")
+        return float(value)
+
+    def strings(self, key: str, default: Sequence[str] = ()) -> tuple[str, ...]:
+        value = self.data.get(key)
+        if value is None or value == []:
+            return tuple(default)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self._error(key, "must be a list of non-empty strings")
+        return tuple(value)
+
+
+def _settings(file: str, props: Mapping[str, Any]) -> LdapSettings:
+    read = _Reader(file, "configurationProperties", props)
+    ssl = read.bool_("ssl", False)
+    start_tls = read.bool_("startTLS", False)
+    if ssl and start_tls:
+        raise ConfigError(file, "configurationProperties.startTLS", "cannot be used with ssl: true")
+    base_contexts = read.strings("baseContexts")
+    if not base_contexts:
+        raise ConfigError(file, "configurationProperties.baseContexts", "is required")
+    credentials = props.get("credentials")
+    if credentials is not None and not isinstance(credentials, str):
+        # The value itself is left out on purpose: it is a secret.
+        raise ConfigError(file, "configurationProperties.credentials", "must be a string")
+    return LdapSettings(
+        host=str(read.str_("host", required=True)),
+        port=int(read.number("port", 636 if ssl else 389)),
+        ssl=ssl,
+        start_tls=start_tls,
+        principal=read.str_("principal"),
+        credentials=credentials or None,
+        base_contexts=base_contexts,
+        sync_contexts=read.strings("baseContextsToSynchronize", base_contexts),
+        uid_attribute=str(read.str_("uidAttribute", "entryUUID")),
+        group_member_attribute=str(read.str_("groupMemberAttribute", "uniqueMember")),
+        block_size=int(read.number("blockSize", 1000)),
+        connect_timeout=read.number("connectTimeout", 10, minimum=0.1),
+        read_timeout=read.number("readTimeout", 60, minimum=0.1),
+        ca_file=read.str_("caFile"),
+        verify_certificate=read.bool_("verifyCertificate", True),
+    )
+
+
+def _property(file: str, prefix: str, name: str, raw: Any) -> PropertyDef:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(file, prefix, "must be an object")
+    read = _Reader(file, prefix, raw)
+    flags = read.strings("flags")
+    native_type = read.str_("nativeType") or ""
+    return PropertyDef(
+        name=name,
+        native=str(read.str_("nativeName", name)),
+        is_array=read.str_("type") == "array",
+        binary=native_type in _BINARY_NATIVE_TYPES or read.str_("encoding") == "base64",
+        flags=frozenset(flags),
+    )
+
+
+def _object_type(file: str, name: str, raw: Any, props: Mapping[str, Any]) -> ObjectTypeDef:
+    prefix = f"objectTypes.{name}"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(file, prefix, "must be an object")
+    native_type = str(_Reader(file, prefix, raw).str_("nativeType", name))
+    read = _Reader(file, "configurationProperties", props)
+    if native_type == "__ACCOUNT__":
+        classes = read.strings("accountObjectClasses",
+                               ("top", "person", "organizationalPerson", "inetOrgPerson"))
+        search_filter = read.str_("accountSearchFilter") or ""
+        naming = read.strings("accountUserNameAttributes", ("uid",))[0]
+    elif native_type == "__GROUP__":
+        classes = read.strings("groupObjectClasses", ("top", "groupOfUniqueNames"))
+        search_filter = read.str_("groupSearchFilter") or ""
+        naming = read.strings("groupNameAttributes", ("cn",))[0]
+    else:
+        # Any other native type is an object class, named by cn as the LDAP
+        # connector does for generic object classes.
+        classes, search_filter, naming = ("top", native_type), "", "cn"
+    properties = raw.get("properties") or {}
+    if not isinstance(properties, Mapping):
+        raise ConfigError(file, f"{prefix}.properties", "must be an object")
+    defs = {key: _property(file, f"{prefix}.properties.{key}", key, value)
+            for key, value in properties.items()}
+    return ObjectTypeDef(name=name, native_type=native_type, object_classes=classes,
+                         search_filter=search_filter.strip(), naming_attribute=naming,
+                         properties=defs)
+
+
+def parse_ldap_config(
+    file: str, config: Mapping[str, Any]
+) -> tuple[LdapSettings, dict[str, ObjectTypeDef]]:
+    """Validate a provisioner configuration; ConfigError names the first bad key."""
+    props = config.get("configurationProperties")
+    if not isinstance(props, Mapping):
+        raise ConfigError(file, "configurationProperties", "is required and must be an object")
+    settings = _settings(file, props)
+    types = config.get("objectTypes")
+    if not isinstance(types, Mapping) or not types:
+        raise ConfigError(file, "objectTypes", "is required and must name at least one type")
+    return settings, {name: _object_type(file, name, raw, props) for name, raw in types.items()}

@@ -1,0 +1,134 @@
+"""Conversions between LDAP attribute values (bytes on the wire) and object values.
+
+Reading: text values are UTF-8; anything declared binary, or not valid UTF-8, becomes
+a base64 string, so one odd value never stops a page. Ids come from the configured
+uid attribute: ``objectGUID`` (Active Directory, 16 bytes) in AD's own canonical
+mixed-endian form, anything else (``entryUUID``, ``nsUniqueId``...) as text.
+Writing goes the other way, and a value that cannot be written rejects the object.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from idsync.connectors.ldap_config import ObjectTypeDef, PropertyDef
+from idsync.errors import ObjectRejected
+from idsync.query.ldap import escape_ldap_bytes, escape_ldap_value
+
+__all__ = [
+    "RawEntry",
+    "decode_entry",
+    "decode_id",
+    "encode_values",
+    "guid_from_bytes",
+    "guid_to_bytes",
+    "id_filter",
+    "wanted_properties",
+]
+
+# Attribute names in lower case -> the values as the server sent them.
+RawEntry = Mapping[str, Sequence[bytes]]
+
+_GUID_ATTRIBUTES = {"objectguid"}
+
+
+def guid_from_bytes(value: bytes) -> str:
+    """AD's string form of a 16-byte objectGUID: the first three groups are
+    little-endian, which is exactly how ``uuid`` reads ``bytes_le``."""
+    return str(uuid.UUID(bytes_le=value))
+
+
+def guid_to_bytes(text: str) -> bytes:
+    """The 16 bytes of an objectGUID written in AD's string form (for filters)."""
+    return uuid.UUID(text).bytes_le
+
+
+def _text(value: bytes, binary: bool) -> str:
+    if not binary:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(value).decode("ascii")
+
+
+def decode_id(uid_key: str, values: Sequence[bytes] | None) -> str | None:
+    """The object id from the raw values of the uid attribute (``uid_key`` lower case)."""
+    if not values:
+        return None
+    if uid_key in _GUID_ATTRIBUTES and len(values[0]) == 16:
+        return guid_from_bytes(values[0])
+    return _text(values[0], binary=False)
+
+
+def decode_entry(
+    dn: str, raw: RawEntry, wanted: Sequence[PropertyDef], uid_key: str
+) -> dict[str, Any]:
+    """One object: ``_id``, then each wanted property; arrays are always lists
+    (empty when the attribute is absent), single values are absent when missing."""
+    obj: dict[str, Any] = {"_id": decode_id(uid_key, raw.get(uid_key))}
+    for prop in wanted:
+        if prop.is_dn:
+            obj[prop.name] = dn
+            continue
+        values = raw.get(prop.key)
+        if prop.is_array:
+            obj[prop.name] = [_text(v, prop.binary) for v in values] if values else []
+        elif values:
+            obj[prop.name] = _text(values[0], prop.binary)
+    return obj
+
+
+def _one(prop: PropertyDef, value: Any) -> str | bytes:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        if not prop.binary:
+            return value
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ObjectRejected(f"ldap: {prop.name}: binary value is not base64") from None
+    if isinstance(value, bytes):
+        return value
+    raise ObjectRejected(f"ldap: {prop.name}: cannot store a {type(value).__name__} value")
+
+
+def encode_values(prop: PropertyDef, value: Any) -> list[str | bytes]:
+    """The attribute values to write for a property value; ``[]`` removes it."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list | tuple) else [value]
+    return [_one(prop, item) for item in items if item is not None and item != ""]
+
+
+def id_filter(uid_attribute: str, ids: Sequence[str]) -> str:
+    """``(|(uid=a)(uid=b)...)`` for ids as ``decode_id`` makes them."""
+    terms = []
+    for one in ids:
+        if uid_attribute.lower() in _GUID_ATTRIBUTES:
+            try:
+                escaped = escape_ldap_bytes(guid_to_bytes(one))
+            except ValueError:
+                continue  # not a GUID: cannot match any entry
+        else:
+            escaped = escape_ldap_value(one)
+        terms.append(f"({uid_attribute}={escaped})")
+    if not terms:
+        return ""
+    return terms[0] if len(terms) == 1 else f"(|{''.join(terms)})"
+
+
+def wanted_properties(obj_type: ObjectTypeDef, fields: Sequence[str] | None) -> list[PropertyDef]:
+    """The properties to read for ``fields`` (None: the type's default set);
+    unknown field names are ignored, as a directory has no such attribute."""
+    if fields is None:
+        return obj_type.readable()
+    tops = {f.split("/")[0] for f in fields}
+    return [p for name, p in obj_type.properties.items() if name in tops]

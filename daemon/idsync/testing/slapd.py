@@ -1,0 +1,274 @@
+"""A throwaway OpenLDAP server for tests, benchmarks and the demo.
+
+``Slapd`` builds a ``cn=config`` directory with ``slapadd -n0`` inside a temporary
+directory, starts ``slapd`` in the foreground on free ports of 127.0.0.1 and waits
+until it accepts connections. It never touches the system slapd (``/etc/ldap``,
+port 389): everything it writes lives under its own directory, which ``stop()``
+removes. It runs the same as root or as an ordinary user.
+
+With ``tls=True`` a throwaway CA and a server certificate (for ``localhost`` and
+``127.0.0.1`` by default) are made with the ``openssl`` command, and the server
+listens on an ``ldaps://`` port too; StartTLS works on the plain port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from idsync.testing.certs import make_test_certificates
+from idsync.testing.sample_users import sample_users_ldif
+
+__all__ = ["Slapd", "SlapdError", "sample_users_ldif"]
+
+_SLAPD = "/usr/sbin/slapd"
+_SCHEMA_DIR = Path("/etc/ldap/schema")
+_MODULE_DIR = Path("/usr/lib/ldap")
+_SCHEMAS = ("core", "cosine", "inetorgperson", "nis")
+
+
+class SlapdError(RuntimeError):
+    """slapd or one of its tools failed; the message carries their output."""
+
+
+def _free_port() -> int:
+    # The port is released before slapd binds it; start() retries if another
+    # process takes it in between.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if found is None:
+        raise SlapdError(f"{name} is not installed (Debian packages slapd and ldap-utils)")
+    return found
+
+
+def _run(args: list[str], what: str, stdin: str | None = None) -> None:
+    done = subprocess.run(args, input=stdin, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        output = done.stderr.strip() or done.stdout.strip()
+        raise SlapdError(f"{what} failed ({done.returncode}): {output}")
+
+
+class Slapd:
+    """One private slapd. Use as a context manager, or call ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        *,
+        base_dn: str = "dc=example,dc=com",
+        admin_password: str = "idsync-test-secret",
+        tls: bool = True,
+        tls_names: tuple[str, ...] = ("localhost", "127.0.0.1"),
+        directory: str | Path | None = None,
+    ) -> None:
+        self.base_dn = base_dn
+        self.admin_dn = f"cn=admin,{base_dn}"
+        self.admin_password = admin_password
+        self.tls = tls
+        self.tls_names = tls_names
+        self._own_directory = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="idsync-slapd-"))
+        self.port = 0
+        self.ldaps_port = 0
+        self.ca_file: str | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._configured = False
+
+    @staticmethod
+    def available() -> bool:
+        """Whether the slapd binary and its tools are installed."""
+        tools = ("slapadd", "ldapmodify")
+        return Path(_SLAPD).is_file() and all(
+            shutil.which(t) or shutil.which(t, path="/usr/sbin:/sbin") for t in tools)
+
+    @property
+    def url(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        if not self.tls:
+            raise SlapdError("this slapd was started without TLS")
+        return f"ldaps://127.0.0.1:{self.ldaps_port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> Slapd:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> Slapd:
+        """Configure (first time only), start and wait until the server answers."""
+        if not self._configured:
+            self._configure()
+        attempts = 1 if self.port else 3
+        for attempt in range(attempts):
+            if attempts > 1:
+                self.port, self.ldaps_port = _free_port(), _free_port()
+            try:
+                self._launch()
+                return self
+            except SlapdError:
+                if attempt == attempts - 1:
+                    raise
+        return self
+
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Stop the server; remove its directory unless ``keep_data`` (used by bulk_load)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if not keep_data and self._own_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self._configured = False
+
+    def add_ldif(self, text: str) -> None:
+        """Apply LDIF through the running server: plain entries are added, records
+        with a ``changetype`` are applied as written."""
+        password_file = self.directory / "admin.pw"
+        args = [_tool("ldapmodify"), "-x", "-H", self.url, "-D", self.admin_dn,
+                "-y", str(password_file), "-a"]
+        _run(args, "ldapmodify", stdin=text)
+
+    def bulk_load(self, ldif_path: str | Path) -> None:
+        """Load many entries with ``slapadd`` (the server is stopped meanwhile and
+        restarted on the same ports). The file must not repeat existing entries."""
+        was_running = self.running
+        self.stop(keep_data=True)
+        _run([_tool("slapadd"), "-F", str(self.directory / "config"), "-b", self.base_dn,
+              "-q", "-l", str(ldif_path)], "slapadd")
+        if was_running:
+            self._launch()
+
+    def _configure(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for sub in ("config", "data", "run"):
+            (self.directory / sub).mkdir(exist_ok=True)
+        (self.directory / "admin.pw").write_text(self.admin_password)
+        (self.directory / "admin.pw").chmod(0o600)
+        if self.tls:
+            certs = make_test_certificates(self.directory / "tls", self.tls_names)
+            self.ca_file = str(certs.ca_file)
+        _run([_tool("slapadd"), "-n0", "-F", str(self.directory / "config")], "slapadd -n0",
+             stdin=self._config_ldif())
+        _run([_tool("slapadd"), "-F", str(self.directory / "config"), "-b", self.base_dn, "-q"],
+             "slapadd (base entries)", stdin=self._base_ldif())
+        self.port, self.ldaps_port = _free_port(), _free_port()
+        self._configured = True
+
+    def _launch(self) -> None:
+        urls = [self.url + "/"]
+        if self.tls:
+            urls.append(self.ldaps_url + "/")
+        log_path = self.directory / "slapd.log"
+        (self.directory / "run" / "slapd.pid").unlink(missing_ok=True)
+        with log_path.open("wb") as log_file:
+            # -d makes slapd stay in the foreground (so stop() owns the process);
+            # level "none" still prints startup errors to stderr.
+            self._process = subprocess.Popen(
+                [_SLAPD, "-d", "none", "-h", " ".join(urls), "-F", str(self.directory / "config")],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                self._process = None
+                output = log_path.read_text(errors="replace").strip()
+                raise SlapdError(f"slapd exited at startup: {output}")
+            if self._accepting():
+                return
+            time.sleep(0.02)
+        self.stop(keep_data=True)
+        output = log_path.read_text(errors="replace").strip()
+        raise SlapdError(f"slapd did not accept connections within 15 s: {output}")
+
+    def _accepting(self) -> bool:
+        # slapd writes its pid file only once it holds its listeners, so a port
+        # answered by some other process does not count as started.
+        if not (self.directory / "run" / "slapd.pid").exists():
+            return False
+        ports = [self.port, self.ldaps_port] if self.tls else [self.port]
+        for port in ports:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                continue
+            return False
+        return True
+
+    def _config_ldif(self) -> str:
+        modules = ["back_mdb"] + [m for m in ("memberof", "ppolicy")
+                                  if (_MODULE_DIR / f"{m}.so").exists()]
+        tls = ""
+        if self.tls:
+            tls_dir = self.directory / "tls"
+            tls = (f"olcTLSCACertificateFile: {tls_dir / 'ca.crt'}\n"
+                   f"olcTLSCertificateFile: {tls_dir / 'server.crt'}\n"
+                   f"olcTLSCertificateKeyFile: {tls_dir / 'server.key'}\n")
+        parts = [
+            f"dn: cn=config\nobjectClass: olcGlobal\ncn: config\n"
+            f"olcPidFile: {self.directory / 'run' / 'slapd.pid'}\n{tls}",
+            "dn: cn=module{0},cn=config\nobjectClass: olcModuleList\ncn: module{0}\n"
+            f"olcModulePath: {_MODULE_DIR}\n" + "".join(f"olcModuleLoad: {m}\n" for m in modules),
+            "dn: cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: schema\n",
+            *(f"include: file://{_SCHEMA_DIR / name}.ldif\n" for name in _SCHEMAS),
+            "dn: olcDatabase={-1}frontend,cn=config\nobjectClass: olcDatabaseConfig\n"
+            "objectClass: olcFrontendConfig\nolcDatabase: {-1}frontend\n"
+            "olcSizeLimit: unlimited\n",
+            "dn: olcDatabase={0}config,cn=config\nobjectClass: olcDatabaseConfig\n"
+            "olcDatabase: {0}config\n",
+            "dn: olcDatabase={1}mdb,cn=config\nobjectClass: olcDatabaseConfig\n"
+            "objectClass: olcMdbConfig\nolcDatabase: {1}mdb\n"
+            f"olcDbDirectory: {self.directory / 'data'}\nolcSuffix: {self.base_dn}\n"
+            f"olcRootDN: {self.admin_dn}\nolcRootPW: {self.admin_password}\n"
+            # A sparse map: room for the 100k-user benchmark, costs nothing until used.
+            "olcDbMaxSize: 4294967296\nolcDbNoSync: TRUE\n"
+            "olcDbIndex: objectClass eq\nolcDbIndex: entryUUID eq\n"
+            "olcDbIndex: uid,mail eq\nolcDbIndex: cn eq,sub\n"
+            "olcLimits: * size=unlimited time=unlimited\n",
+        ]
+        if "memberof" in modules:
+            parts.append(
+                "dn: olcOverlay={0}memberof,olcDatabase={1}mdb,cn=config\n"
+                "objectClass: olcOverlayConfig\nobjectClass: olcMemberOf\n"
+                "olcOverlay: {0}memberof\nolcMemberOfGroupOC: groupOfUniqueNames\n"
+                "olcMemberOfMemberAD: uniqueMember\nolcMemberOfRefInt: TRUE\n")
+        if "ppolicy" in modules:
+            parts.append(
+                "dn: olcOverlay={1}ppolicy,olcDatabase={1}mdb,cn=config\n"
+                "objectClass: olcOverlayConfig\nobjectClass: olcPPolicyConfig\n"
+                "olcOverlay: {1}ppolicy\n")
+        return "\n".join(parts)
+
+    def _base_ldif(self) -> str:
+        top = self.base_dn.split(",")[0].split("=", 1)[1]
+        return (
+            f"dn: {self.base_dn}\nobjectClass: top\nobjectClass: dcObject\n"
+            f"objectClass: organization\ndc: {top}\no: {top}\n\n"
+            f"dn: ou=People,{self.base_dn}\nobjectClass: top\nobjectClass: organizationalUnit\n"
+            "ou: People\n\n"
+            f"dn: ou=Groups,{self.base_dn}\nobjectClass: top\nobjectClass: organizationalUnit\n"
+            "ou: Groups\n"
+        )

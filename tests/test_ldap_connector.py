@@ -1,0 +1,290 @@
+"""The LDAP connector against a real slapd: reading in pages, ids, value types,
+writes, errors and TLS, as a recon would see them."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from idsync.connectors.base import QuerySpec, WriteOp
+from idsync.connectors.ldap import LdapResource, LdapSystem, open_ldap_system
+from idsync.connectors.ldap_values import guid_from_bytes, guid_to_bytes, id_filter
+from idsync.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    NotFound,
+    ObjectRejected,
+    PeerUnavailable,
+    TLSError,
+)
+from idsync.query.ast import And, Compare
+from idsync.testing import Slapd, sample_users_ldif
+
+pytestmark = pytest.mark.slapd
+
+FILE = "conf/provisioner.openicf-ldap.json"
+ACCOUNT_PROPERTIES: dict[str, Any] = {
+    "dn": {"type": "string", "nativeName": "__NAME__"},
+    "uid": {"type": "string", "nativeName": "uid"},
+    "cn": {"type": "string"},
+    "sn": {"type": "string"},
+    "givenName": {"type": "string"},
+    "mail": {"type": "string"},
+    "telephoneNumber": {"type": "string"},
+    "description": {"type": "string"},
+    "employeeType": {"type": "array", "items": {"type": "string"}},
+    "objectClass": {"type": "array", "items": {"type": "string"}},
+    "jpegPhoto": {"type": "string", "nativeType": "JAVA_TYPE_BYTE_ARRAY",
+                  "flags": ["NOT_RETURNED_BY_DEFAULT"]},
+    "ldapGroups": {"type": "array", "nativeName": "memberOf",
+                   "flags": ["NOT_CREATABLE", "NOT_UPDATEABLE"]},
+}
+
+
+def make_config(slapd: Slapd, subtree: str, **props: Any) -> dict[str, Any]:
+    """A PingIDM-shaped provisioner for the test server, reading only ``subtree``."""
+    return {
+        "name": "ldap", "enabled": True,
+        "connectorRef": {"bundleName": "org.forgerock.openicf.connectors.ldap-connector",
+                         "connectorName": "org.identityconnectors.ldap.LdapConnector"},
+        "configurationProperties": {
+            "host": "127.0.0.1", "port": slapd.port, "ssl": False, "startTLS": False,
+            "principal": slapd.admin_dn, "credentials": slapd.admin_password,
+            "baseContexts": [slapd.base_dn], "baseContextsToSynchronize": [subtree],
+            "accountUserNameAttributes": ["uid"], "uidAttribute": "entryUUID",
+            "connectTimeout": 3, "readTimeout": 10, **props,
+        },
+        "objectTypes": {
+            "account": {"nativeType": "__ACCOUNT__", "properties": ACCOUNT_PROPERTIES},
+            "group": {"nativeType": "__GROUP__", "properties": {
+                "dn": {"type": "string", "nativeName": "__NAME__"}, "cn": {"type": "string"},
+                "uniqueMember": {"type": "array"}}},
+        },
+    }
+
+
+@pytest.fixture
+def accounts(slapd: Slapd, ldap_subtree: str) -> Iterator[LdapResource]:
+    """The account resource over this test's own subtree, holding the two sample users."""
+    slapd.add_ldif(sample_users_ldif(2, ldap_subtree))
+    system = LdapSystem("ldap", make_config(slapd, ldap_subtree), file=FILE)
+    yield system.resource("account")
+    system.close()
+
+
+def ldapsearch(slapd: Slapd, base: str, *attrs: str) -> str:
+    done = subprocess.run(["ldapsearch", "-x", "-LLL", "-H", slapd.url, "-D", slapd.admin_dn,
+                           "-w", slapd.admin_password, "-b", base, "-s", "base", *attrs],
+                          capture_output=True, text=True, check=False)
+    return done.stdout
+
+
+def test_pages_stream_in_page_size_chunks(slapd: Slapd, ldap_subtree: str) -> None:
+    """2500 entries read with a page size of 1000 come as three pages, none repeated."""
+    slapd.add_ldif(sample_users_ldif(2500, ldap_subtree))
+    resource = LdapSystem("ldap", make_config(slapd, ldap_subtree), file=FILE).resource("account")
+    sizes, ids = [], set()
+    for page in resource.pages(QuerySpec(fields=["uid"], page_size=1000)):
+        sizes.append(len(page))
+        ids.update(obj["_id"] for obj in page)
+    assert sizes == [1000, 1000, 500]
+    assert len(ids) == 2500
+
+
+def test_object_shape_id_dn_arrays_and_singles(slapd: Slapd, accounts: LdapResource) -> None:
+    """_id is the entry's entryUUID, dn is the DN, arrays are lists (empty when absent)
+    and single values are plain strings; hidden properties are not read by default."""
+    (bjensen,) = accounts.find(QuerySpec(native="(uid=bjensen)"))
+    uuid_line = next(line for line in ldapsearch(slapd, bjensen["dn"], "entryUUID").splitlines()
+                     if line.startswith("entryUUID:"))
+    assert bjensen["_id"] == uuid_line.split(": ")[1]
+    assert bjensen["dn"].lower().startswith("uid=bjensen,ou=t")
+    assert bjensen["cn"] == "Barbara Jensen"
+    assert bjensen["mail"] == "bjensen@example.com"
+    assert bjensen["telephoneNumber"] == "1-360-229-7105"
+    assert bjensen["description"] == "Created for OpenIDM"
+    assert bjensen["employeeType"] == ["employee"]
+    assert set(bjensen["objectClass"]) >= {"inetOrgPerson", "person"}
+    assert bjensen["ldapGroups"] == []
+    assert "jpegPhoto" not in bjensen
+
+
+def test_field_selection_reads_only_those_fields(accounts: LdapResource) -> None:
+    """Asking for fields returns exactly those plus _id; [] returns ids only."""
+    (page,) = list(accounts.pages(QuerySpec(fields=["mail", "ldapGroups"])))
+    assert {frozenset(obj) for obj in page} == {frozenset({"_id", "mail", "ldapGroups"})}
+    (ids_only,) = list(accounts.pages(QuerySpec(fields=[])))
+    assert all(set(obj) == {"_id"} for obj in ids_only)
+
+
+def test_get_many_returns_known_ids_and_skips_missing(accounts: LdapResource) -> None:
+    """get_many answers the ids that exist in one call; unknown ids are simply absent."""
+    ids = [obj["_id"] for obj in accounts.find(QuerySpec(fields=[]))]
+    missing = str(uuid.uuid4())
+    found = accounts.get_many([*ids, missing, "not-a-uuid*)(uid=*"], fields=["uid"])
+    assert set(found) == set(ids)
+    assert {obj["uid"] for obj in found.values()} == {"bjensen", "scarter"}
+    assert accounts.get(missing) is None
+
+
+def test_native_and_query_filters(accounts: LdapResource) -> None:
+    """A native LDAP filter and a _queryFilter tree (mapped to native names) both select."""
+    assert [o["uid"] for o in accounts.find(QuerySpec(native="(sn=Carter)"))] == ["scarter"]
+    node = And((Compare(("givenName",), "eq", "Barbara"), Compare(("mail",), "sw", "bjen")))
+    assert [o["uid"] for o in accounts.find(QuerySpec(filter=node))] == ["bjensen"]
+
+
+def test_create_update_rename_delete(accounts: LdapResource, ldap_subtree: str) -> None:
+    """A created entry is read back with its _id; an update writes only the given
+    attributes and removes those set to None; a new uid renames; delete removes it."""
+    created = accounts.create({"uid": "jdoe", "cn": "John Doe", "sn": "Doe",
+                               "mail": "jdoe@example.com", "description": "temp",
+                               "ldapGroups": ["cn=x"], "_id": "ignored"})
+    assert created["dn"].lower() == f"uid=jdoe,{ldap_subtree}".lower()
+    assert uuid.UUID(created["_id"])
+    updated = accounts.update(created["_id"], {"mail": "john@example.com", "description": None,
+                                               "telephoneNumber": None})
+    assert updated["mail"] == "john@example.com" and "description" not in updated
+    assert updated["cn"] == "John Doe"
+    renamed = accounts.update(created["_id"], {"uid": "john"})
+    assert renamed["dn"].lower() == f"uid=john,{ldap_subtree}".lower()
+    assert renamed["_id"] == created["_id"] and renamed["uid"] == "john"
+    accounts.delete(created["_id"])
+    assert accounts.get(created["_id"]) is None
+    with pytest.raises(NotFound):
+        accounts.delete(created["_id"])
+
+
+def test_batch_failures_fail_alone(accounts: LdapResource) -> None:
+    """In one batch a duplicate create and a schema violation fail with the LDAP
+    reason while the good op succeeds."""
+    results = accounts.write_batch([
+        WriteOp("create", values={"uid": "bjensen", "cn": "Dup", "sn": "Dup"}),
+        WriteOp("create", values={"uid": "nosn", "cn": "No Surname"}),
+        WriteOp("create", values={"uid": "ok1", "cn": "Ok", "sn": "Ok"}),
+    ])
+    assert isinstance(results[0].error, ObjectRejected)
+    assert "entryAlreadyExists" in str(results[0].error)
+    assert isinstance(results[1].error, ObjectRejected)
+    assert "objectClassViolation" in str(results[1].error)
+    assert results[2].ok and results[2].obj and results[2].obj["uid"] == "ok1"
+
+
+def test_dry_run_never_writes(slapd: Slapd, ldap_subtree: str, accounts: LdapResource) -> None:
+    """A dry-run resource answers as if it wrote, and the directory is unchanged."""
+    system = LdapSystem("ldap", make_config(slapd, ldap_subtree), file=FILE)
+    dry = system.resource("account", dry_run=True)
+    (bjensen,) = dry.find(QuerySpec(native="(uid=bjensen)"))
+    dry.create({"uid": "ghost", "cn": "Ghost", "sn": "Ghost"})
+    dry.update(bjensen["_id"], {"mail": "changed@example.com"}, before=bjensen)
+    dry.delete(bjensen["_id"])
+    assert [o["mail"] for o in accounts.find(QuerySpec(native="(|(uid=ghost)(uid=bjensen))"))] == [
+        "bjensen@example.com"]
+
+
+def test_binary_and_large_values(slapd: Slapd, accounts: LdapResource, ldap_subtree: str) -> None:
+    """Non-UTF-8 bytes (jpegPhoto) come back as base64 and a 1 MB value reads fine."""
+    photo = bytes(range(256)) * 4
+    big = "x" * 1_000_000
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\n"
+                   f"replace: jpegPhoto\njpegPhoto:: {base64.b64encode(photo).decode()}\n-\n"
+                   f"replace: description\ndescription: {big}\n")
+    (obj,) = accounts.find(QuerySpec(native="(uid=bjensen)", fields=["jpegPhoto", "description"]))
+    assert base64.b64decode(obj["jpegPhoto"]) == photo
+    assert obj["description"] == big
+
+
+def test_memberof_reads_as_ldap_groups(
+    slapd: Slapd, accounts: LdapResource, ldap_subtree: str
+) -> None:
+    """A group membership shows in the array property mapped to memberOf."""
+    (bjensen,) = accounts.find(QuerySpec(native="(uid=bjensen)"))
+    group = f"cn=admins,{ldap_subtree}"
+    slapd.add_ldif(f"dn: {group}\nobjectClass: groupOfUniqueNames\ncn: admins\n"
+                   f"uniqueMember: {bjensen['dn']}\n")
+    assert [g.lower() for g in accounts.get(bjensen["_id"])["ldapGroups"]] == [group.lower()]
+
+
+def test_wrong_password_is_authentication_failed(slapd: Slapd, ldap_subtree: str) -> None:
+    """A refused bind raises AuthenticationFailed naming the DN, never the password."""
+    config = make_config(slapd, ldap_subtree, credentials="wrong-secret-value")
+    with pytest.raises(AuthenticationFailed) as caught:
+        list(LdapSystem("ldap", config, file=FILE).resource("account").pages(QuerySpec()))
+    assert "invalidCredentials" in str(caught.value) and slapd.admin_dn in str(caught.value)
+    assert "wrong-secret-value" not in str(caught.value)
+
+
+def test_unreachable_port_is_peer_unavailable(slapd: Slapd, ldap_subtree: str) -> None:
+    """Nothing listening raises PeerUnavailable naming host and port; test() says ok False."""
+    config = make_config(slapd, ldap_subtree, port=1)
+    system = LdapSystem("ldap", config, file=FILE)
+    with pytest.raises(PeerUnavailable, match=r"cannot connect to 127\.0\.0\.1:1"):
+        system.resource("account").get("x")
+    report = system.test()
+    assert report["ok"] is False and "127.0.0.1:1" in report["error"]
+
+
+def test_test_action_reports_ok(slapd: Slapd, ldap_subtree: str) -> None:
+    """test() answers PingIDM's shape with ok True against a live server."""
+    report = open_ldap_system("ldap", make_config(slapd, ldap_subtree), file=FILE).test()
+    assert report == {
+        "name": "ldap", "enabled": True, "config": "config/provisioner.openicf/ldap",
+        "objectTypes": ["__ACCOUNT__", "__GROUP__"], "connectorRef": make_config(
+            slapd, ldap_subtree)["connectorRef"], "displayName": "LDAP Connector", "ok": True}
+
+
+def test_ldaps_and_starttls_with_test_ca(
+    slapd: Slapd, accounts: LdapResource, ldap_subtree: str
+) -> None:
+    """ldaps:// and StartTLS both verify the server against caFile and read."""
+    ldaps = make_config(slapd, ldap_subtree, ssl=True, port=slapd.ldaps_port, caFile=slapd.ca_file)
+    start_tls = make_config(slapd, ldap_subtree, startTLS=True, caFile=slapd.ca_file)
+    for config in (ldaps, start_tls):
+        resource = LdapSystem("ldap", config, file=FILE).resource("account")
+        assert len(resource.find(QuerySpec(fields=["uid"]))) == 2
+
+
+def test_tls_without_trusted_ca_fails(slapd: Slapd, ldap_subtree: str) -> None:
+    """With verification on and no CA file the test CA is unknown: TLSError, for
+    ldaps and StartTLS; with verifyCertificate false the same server is read."""
+    for props in ({"ssl": True, "port": slapd.ldaps_port}, {"startTLS": True}):
+        system = LdapSystem("ldap", make_config(slapd, ldap_subtree, **props), file=FILE)
+        with pytest.raises(TLSError, match=r"127\.0\.0\.1.*certificate verify failed"):
+            system.resource("account").get("x")
+    lax = make_config(slapd, ldap_subtree, ssl=True, port=slapd.ldaps_port, verifyCertificate=False)
+    assert LdapSystem("ldap", lax, file=FILE).resource("account").get("x") is None
+
+
+def test_certificate_for_another_name_fails(ldap_subtree: str) -> None:
+    """A certificate issued for localhost only is refused when connecting to 127.0.0.1."""
+    with Slapd(tls=True, tls_names=("localhost",)) as other:
+        config = make_config(other, "dc=example,dc=com", ssl=True, port=other.ldaps_port,
+                             caFile=other.ca_file)
+        with pytest.raises(TLSError, match=r"certificate is not valid for 127\.0\.0\.1"):
+            LdapSystem("ldap", config, file=FILE).resource("account").get("x")
+
+
+def test_configuration_errors_name_the_key(slapd: Slapd, ldap_subtree: str) -> None:
+    """Bad settings raise ConfigError naming the file and key; unknown types too."""
+    config = make_config(slapd, ldap_subtree)
+    del config["configurationProperties"]["host"]
+    with pytest.raises(ConfigError, match=r"configurationProperties\.host"):
+        LdapSystem("ldap", config, file=FILE)
+    both = make_config(slapd, ldap_subtree, ssl=True, startTLS=True)
+    with pytest.raises(ConfigError, match="startTLS"):
+        LdapSystem("ldap", both, file=FILE)
+    with pytest.raises(ConfigError, match="no object type 'printer'"):
+        LdapSystem("ldap", make_config(slapd, ldap_subtree), file=FILE).resource("printer")
+
+
+def test_object_guid_round_trip() -> None:
+    """objectGUID bytes read in AD's mixed-endian form, and filters use the same bytes."""
+    raw = bytes.fromhex("0a1b2c3d4e5f60718293a4b5c6d7e8f9")
+    assert guid_from_bytes(raw) == "3d2c1b0a-5f4e-7160-8293-a4b5c6d7e8f9"
+    assert guid_to_bytes("3d2c1b0a-5f4e-7160-8293-a4b5c6d7e8f9") == raw
+    assert id_filter("objectGUID", ["3d2c1b0a-5f4e-7160-8293-a4b5c6d7e8f9", "bad"]) == (
+        "(objectGUID=\\0a\\1b\\2c\\3d\\4e\\5f\\60\\71\\82\\93\\a4\\b5\\c6\\d7\\e8\\f9)")
