@@ -30,8 +30,8 @@ def main() -> int:
         return 69
     users = int(os.environ.get("IDSYNC_DEMO_USERS", "20"))
     password = secrets.token_urlsafe(16)
-    with Slapd(admin_password=password) as ldap:
-        ldap.add_ldif(sample_users_ldif(users, ldap.base_dn))
+    with Slapd(admin_password=password, tls=False) as ldap:
+        ldap.add_ldif(sample_users_ldif(users, f"ou=People,{ldap.base_dn}"))
         os.environ.update(IDSYNC_LDAP_HOST="127.0.0.1", IDSYNC_LDAP_PORT=str(ldap.port),
                           IDSYNC_LDAP_PASSWORD=password)
         print(f"demo: OpenLDAP on {ldap.url} with {users} users under ou=People,{ldap.base_dn}\n")

@@ -21,7 +21,7 @@ from idsync.config.files import load_json
 from idsync.errors import ConfigError, QueryError
 from idsync.query import parse
 from idsync.query.ast import Node
-from idsync.scripts import Script, compile_script
+from idsync.scripts import Script, ScriptEngine, compile_script
 from idsync.sync.policies import PolicySet, parse_policies
 from idsync.sync.properties import PropertyMap, compile_properties
 
@@ -103,7 +103,7 @@ class MappingDef:
         return self.links or self.name
 
 
-def load_mappings(conf_dir: Path) -> list[MappingDef]:
+def load_mappings(conf_dir: Path, engine: ScriptEngine | None = None) -> list[MappingDef]:
     """All mappings of a project, in processing order."""
     base = conf_dir.parent
     mappings: list[MappingDef] = []
@@ -113,13 +113,14 @@ def load_mappings(conf_dir: Path) -> list[MappingDef]:
         if not isinstance(data, dict) or not isinstance(data.get("mappings"), list):
             raise ConfigError(str(sync_file), "mappings", "expected a list of mappings")
         for i, raw in enumerate(data["mappings"]):
-            mappings.append(parse_mapping(raw, file=str(sync_file), key=f"mappings[{i}]", base_dir=base))
+            mappings.append(parse_mapping(raw, file=str(sync_file), key=f"mappings[{i}]", base_dir=base,
+                                          engine=engine))
     singles: list[MappingDef] = []
     for path in sorted(conf_dir.glob("mapping-*.json")):
         raw = load_json(path, project_dir=base)
         if isinstance(raw, dict) and "name" not in raw:
             raw = {**raw, "name": path.stem[len("mapping-"):]}
-        singles.append(parse_mapping(raw, file=str(path), key="", base_dir=base))
+        singles.append(parse_mapping(raw, file=str(path), key="", base_dir=base, engine=engine))
     mappings.extend(_order_sync_after(singles, {m.name for m in mappings}))
     seen: dict[str, str] = {}
     for m in mappings:
@@ -157,7 +158,8 @@ def _order_sync_after(singles: list[MappingDef], placed: set[str]) -> list[Mappi
     return ordered
 
 
-def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path) -> MappingDef:
+def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
+                  engine: ScriptEngine | None = None) -> MappingDef:
     def at(name: str) -> str:
         return f"{key}.{name}" if key else name
 
@@ -174,7 +176,7 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path) -> MappingDe
         log.warning("config.unknown_key", file=file, key=at(unknown))
 
     def script(value: Any, k: str) -> Script:
-        return compile_script(value, file=file, key=k, base_dir=base_dir)
+        return compile_script(value, file=file, key=k, base_dir=base_dir, engine=engine)
 
     def query(text: Any, k: str) -> Node:
         if not isinstance(text, str):

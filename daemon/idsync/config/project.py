@@ -17,6 +17,7 @@ from idsync.config.files import load_json
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
 from idsync.errors import ConfigError, IdsyncError
+from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
 __all__ = ["Project", "Provisioner", "load_project", "validate_project"]
@@ -68,7 +69,9 @@ def load_project(project_dir: Path) -> Project:
     managed_raw = load_json(managed_file, project_dir=project_dir) if managed_file.exists() else DEFAULT_MANAGED
     managed = parse_managed(managed_raw, file=str(managed_file))
     provisioners = {p.name: p for p in (_provisioner(f, project_dir) for f in _provisioner_files(conf))}
-    project = Project(settings, managed, load_mappings(conf), provisioners)
+    engine = ScriptEngine(time_limit=settings.scripts.time_limit,
+                          memory_limit=settings.scripts.memory_limit_mb * 1024 * 1024)
+    project = Project(settings, managed, load_mappings(conf, engine), provisioners)
     for m in project.mappings:
         _check_resources(project, m)
     return project

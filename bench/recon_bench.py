@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Reconciliation benchmark: N generated LDAP users into the SQL identity store.
+
+    .venv/bin/python bench/recon_bench.py [--users 100000] [--stores sqlite,postgresql]
+
+Loads N inetOrgPerson entries with slapadd into a throwaway slapd, then, for each
+store, runs ``idsync recon`` as a subprocess three times: the first recon (all
+creates), a second with no change, and one after 1% of the entries changed. It
+prints entries per second and the peak RSS of each run, next to the floor on
+the same data: ``ldapsearch -E pr=1000/noprompt`` paging everything into
+/dev/null. Figures on a shared machine are noisy: compare ratios within a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "daemon"))
+
+from idsync.testing.sample_users import iter_sample_users_ldif  # noqa: E402
+from idsync.testing.slapd import Slapd  # noqa: E402
+
+MAPPING = "systemLdapAccounts_managedUser"
+POSTGRES = os.environ.get("IDSYNC_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MARIADB = os.environ.get("IDSYNC_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+
+def _timed(cmd: list[str], env: dict[str, str] | None = None, stdout: int | None = None) -> tuple[float, int, int]:
+    """Wall seconds, peak RSS (MB) and exit code of a child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout or subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        print(f"  command failed ({code}): {' '.join(cmd)}\n{err[-2000:]}", file=sys.stderr)
+    return elapsed, usage.ru_maxrss // 1024, code
+
+
+def _reset_store(url: str) -> None:
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        names = set(inspect(conn).get_table_names())
+        for t in ("managed_properties", "managed_objects", "links", "audit", "recon_runs", "recon_claims",
+                  "recon_deferred", "locks", "store_meta", "alembic_version"):
+            if t in names:
+                conn.execute(text(f"DROP TABLE {t}"))
+    engine.dispose()
+
+
+def _change_one_percent(ldap: Slapd, users: int, workdir: Path) -> None:
+    step = 100
+    lines = []
+    for i in range(0, users - 2, step):
+        lines.append(f"dn: uid=user.{i},ou=People,{ldap.base_dn}\nchangetype: modify\n"
+                     f"replace: telephoneNumber\ntelephoneNumber: +1 555 {i:07d}\n")
+    path = workdir / "change.ldif"
+    path.write_text("\n".join(lines))
+    subprocess.run(["ldapmodify", "-x", "-H", ldap.url, "-D", ldap.admin_dn, "-w", ldap.admin_password,
+                    "-f", str(path)], check=True, stdout=subprocess.DEVNULL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--page-size", type=int, default=1000)
+    args = parser.parse_args()
+    idsync = str(Path(sys.executable).parent / "idsync")
+    work = Path(tempfile.mkdtemp(prefix="idsync-bench-"))
+    rows: list[tuple[str, str, float, int]] = []
+    try:
+        ldif = work / "users.ldif"
+        t0 = time.perf_counter()
+        with ldif.open("w") as f:
+            f.writelines(iter_sample_users_ldif(args.users, "ou=People,dc=example,dc=com"))
+        with Slapd(admin_password="bench-secret", tls=False, directory=work / "slapd") as ldap:
+            ldap.bulk_load(ldif)
+            print(f"loaded {args.users} users in {time.perf_counter() - t0:.1f}s; slapd at {ldap.url}")
+            floor, rss, _ = _timed(["ldapsearch", "-x", "-LLL", "-H", ldap.url, "-D", ldap.admin_dn,
+                                    "-w", ldap.admin_password, "-b", f"ou=People,{ldap.base_dn}",
+                                    "-E", "pr=1000/noprompt", "(objectClass=inetOrgPerson)"])
+            rows.append(("ldapsearch floor", "-", floor, rss))
+            for kind in [s.strip() for s in args.stores.split(",") if s.strip()]:
+                project = work / f"project-{kind}"
+                shutil.copytree(ROOT / "conf", project / "conf")
+                url = {"sqlite": f"sqlite:///{project / 'state' / 'idsync.db'}", "postgresql": POSTGRES,
+                       "mariadb": MARIADB}[kind]
+                if kind != "sqlite":
+                    try:
+                        _reset_store(url)
+                    except Exception as exc:  # noqa: BLE001
+                        print(f"skipping {kind}: {exc}")
+                        continue
+                env = {**os.environ, "IDSYNC_STORE__URL": url, "IDSYNC_LDAP_PORT": str(ldap.port),
+                       "IDSYNC_LDAP_PASSWORD": ldap.admin_password, "IDSYNC_LOG__LEVEL": "warning",
+                       "IDSYNC_RECON__PAGE_SIZE": str(args.page_size)}
+                cmd = [idsync, "-p", str(project), "recon", MAPPING, "--quiet", "--json"]
+                for label in ("first recon (creates)", "no-change recon", "after 1% changed"):
+                    if label.startswith("after"):
+                        _change_one_percent(ldap, args.users, work)
+                    seconds, rss, code = _timed(cmd, env=env)
+                    rows.append((label if code == 0 else f"{label} FAILED", kind, seconds, rss))
+                    print(f"  {kind:<10} {label:<24} {seconds:7.1f} s  {args.users / seconds:9,.0f} entries/s  "
+                          f"{rss:5d} MB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{args.users:,} users, page size {args.page_size}\n")
+    print("| run | store | seconds | entries/s | peak RSS |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for label, kind, seconds, rss in rows:
+        print(f"| {label} | {kind} | {seconds:.1f} | {args.users / seconds:,.0f} | {rss} MB |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""Job files: ``jobs.d/NAME.toml``, one scheduled job each.
+
+The file name is the job name; only ``*.toml`` files are jobs, so renaming one
+to ``NAME.toml.disabled`` takes it out. Every key is checked here, so a mistake
+is a ``file: key: problem`` error when the daemon starts or reloads, not a
+failed run at night. Unknown keys are errors too: a misspelt ``dry_run`` must
+not silently write.
+
+``load_jobs`` reads each file on its own and returns the good jobs and the
+errors separately, so the daemon can keep the previous version of a job whose
+file just broke while it applies the other files.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from idsync.daemon.schedule import CronSchedule, ScheduleError
+from idsync.errors import ConfigError
+
+__all__ = ["DEFAULT_MISFIRE_GRACE", "JobDef", "load_jobs", "parse_job"]
+
+# A fire missed while the daemon was down is still worth running within an hour;
+# older than that, the next regular fire is nearer than the missed one mattered.
+DEFAULT_MISFIRE_GRACE = 3600.0
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_KEYS = {
+    "description",
+    "schedule",
+    "timezone",
+    "mappings",
+    "enabled",
+    "misfire",
+    "misfire_grace",
+    "jitter",
+    "timeout",
+    "continue_on_failure",
+    "dry_run",
+    "allow_create",
+    "allow_update",
+    "allow_delete",
+    "max_deletes",
+    "page_size",
+}
+
+
+@dataclass(frozen=True)
+class JobDef:
+    """One job: what to run (mappings, options) and when (schedule)."""
+
+    name: str
+    file: str
+    schedule: CronSchedule
+    mappings: tuple[str, ...]
+    description: str = ""
+    enabled: bool = True
+    misfire: Literal["run_once", "skip"] = "run_once"
+    misfire_grace: float = DEFAULT_MISFIRE_GRACE
+    jitter: float = 0.0
+    timeout: float | None = None
+    continue_on_failure: bool = False
+    dry_run: bool = False
+    allow_create: bool | None = None
+    allow_update: bool | None = None
+    allow_delete: bool | None = None
+    max_deletes: int | float | None = None
+    page_size: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def timezone(self) -> str:
+        return self.schedule.timezone.key
+
+    def same_as(self, other: JobDef) -> bool:
+        """Whether a reload changed nothing of this job."""
+        return self.raw == other.raw and self.file == other.file
+
+
+def load_jobs(
+    jobs_dir: Path, known_mappings: Collection[str] | None = None
+) -> tuple[dict[str, JobDef], list[ConfigError]]:
+    """Every ``*.toml`` under ``jobs_dir``: the valid jobs by name, and the errors."""
+    jobs: dict[str, JobDef] = {}
+    errors: list[ConfigError] = []
+    if not jobs_dir.is_dir():
+        return jobs, errors
+    for path in sorted(jobs_dir.glob("*.toml")):
+        if not path.is_file():
+            continue
+        try:
+            job = parse_job(path, known_mappings)
+        except ConfigError as exc:
+            errors.append(exc)
+        else:
+            jobs[job.name] = job
+    return jobs, errors
+
+
+def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobDef:
+    file = str(path)
+    name = path.name[: -len(".toml")]
+    if not _NAME.match(name):
+        raise ConfigError(
+            file, "", "a job file name may only use letters, digits, '.', '_' and '-'"
+        )
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot be read: {exc.strerror}") from None
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise ConfigError(file, unknown[0], f"unknown key (known: {', '.join(sorted(_KEYS))})")
+    r = _Reader(file, raw)
+    expression = r.get("schedule", str, required=True)
+    try:
+        schedule = CronSchedule.parse(expression, r.get("timezone", str, "UTC"))
+    except ScheduleError as exc:
+        key = "timezone" if "time zone" in str(exc) else "schedule"
+        raise ConfigError(file, key, str(exc)) from None
+    mappings = r.mappings(known_mappings)
+    misfire = r.get("misfire", str, "run_once")
+    if misfire not in ("run_once", "skip"):
+        raise ConfigError(file, "misfire", f'expected "run_once" or "skip", not {misfire!r}')
+    timeout = r.number("timeout", None)
+    page_size = r.get("page_size", int, None)
+    if page_size is not None and page_size < 1:
+        raise ConfigError(file, "page_size", "must be at least 1")
+    return JobDef(
+        name=name,
+        file=file,
+        schedule=schedule,
+        mappings=mappings,
+        description=r.get("description", str, ""),
+        enabled=r.get("enabled", bool, True),
+        misfire=misfire,
+        misfire_grace=r.number("misfire_grace", DEFAULT_MISFIRE_GRACE) or 0.0,
+        jitter=r.number("jitter", 0.0) or 0.0,
+        timeout=timeout or None,
+        continue_on_failure=r.get("continue_on_failure", bool, False),
+        dry_run=r.get("dry_run", bool, False),
+        allow_create=r.get("allow_create", bool, None),
+        allow_update=r.get("allow_update", bool, None),
+        allow_delete=r.get("allow_delete", bool, None),
+        max_deletes=r.max_deletes(),
+        page_size=page_size,
+        raw=raw,
+    )
+
+
+class _Reader:
+    """Typed access to one job file's keys; every failure names the key."""
+
+    def __init__(self, file: str, raw: dict[str, Any]) -> None:
+        self.file = file
+        self.raw = raw
+
+    def get(self, key: str, kind: type, default: Any = None, *, required: bool = False) -> Any:
+        if key not in self.raw:
+            if required:
+                raise ConfigError(self.file, key, "required")
+            return default
+        value = self.raw[key]
+        # TOML booleans are ints to Python; keep them apart.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(
+                self.file, key, f"expected {_KIND_NAMES[kind]}, got {_toml_type(value)}"
+            )
+        return value
+
+    def number(self, key: str, default: float | None) -> float | None:
+        if key not in self.raw:
+            return default
+        value = self.raw[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(
+                self.file, key, f"expected a number of seconds, got {_toml_type(value)}"
+            )
+        if value < 0:
+            raise ConfigError(self.file, key, "must not be negative")
+        return float(value)
+
+    def mappings(self, known: Collection[str] | None) -> tuple[str, ...]:
+        value = self.raw.get("mappings")
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise ConfigError(self.file, "mappings", "expected a list of one or more mapping names")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                raise ConfigError(self.file, f"mappings[{i}]", "expected a mapping name")
+            if known is not None and item not in known:
+                names = ", ".join(sorted(known)) or "none configured"
+                raise ConfigError(
+                    self.file, f"mappings[{i}]", f"unknown mapping {item!r} (known: {names})"
+                )
+        return tuple(value)
+
+    def max_deletes(self) -> int | float | None:
+        value = self.raw.get("max_deletes")
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, str) and (m := _PERCENT.match(value)):
+            return float(m.group(1)) / 100
+        raise ConfigError(
+            self.file, "max_deletes", 'expected a number of objects or a percentage such as "5%"'
+        )
+
+
+_KIND_NAMES: dict[type, str] = {str: "a string", bool: "true or false", int: "a whole number"}
+
+
+def _toml_type(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)

@@ -1,0 +1,291 @@
+"""The property mapping: from a source object to the projected target, and the
+difference between that projection and the target as it is.
+
+Each item of a mapping's ``"properties"`` list is applied as PingIDM does:
+
+1. ``condition`` (a script, or a ``_queryFilter`` over ``object``,
+   ``linkQualifier``, ``target`` and ``oldTarget``): when false, the property is
+   skipped entirely, as if it were not mapped for this object;
+2. the value is the source value at ``source`` (a JSON pointer, ``"/name/givenName"``
+   or ``"name/givenName"``), or the whole source object when ``source`` is
+   omitted or ``""``;
+3. ``transform`` runs with ``source`` set to that value (and ``linkQualifier``);
+   its result becomes the value;
+4. a ``None`` value takes ``default`` when one is given;
+5. the value is put at ``target``; intermediate objects are created.
+
+Transforms see only their value, as in PingIDM: that is what lets
+``source_fields`` tell the connector which attributes to read.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from idsync.errors import ConfigError, ScriptError
+from idsync.query.ast import And, Compare, Literal_, Not, Or, Present
+
+__all__ = ["PropertyMap", "PropertyRule", "compile_properties", "diff"]
+
+_RULE_KEYS = frozenset({"source", "target", "transform", "condition", "default"})
+
+
+@dataclass(frozen=True)
+class PropertyRule:
+    """One compiled item of ``properties``. ``source=()`` means the whole source object."""
+
+    source: tuple[str, ...]
+    target: tuple[str, ...]
+    transform: object | None = None
+    condition: object | None = None
+    has_default: bool = False
+    default: Any = None
+
+    @property
+    def target_name(self) -> str:
+        return "/".join(self.target)
+
+
+@dataclass(frozen=True)
+class PropertyMap:
+    """A mapping's property rules, in order: a later rule for the same target wins."""
+
+    rules: tuple[PropertyRule, ...] = ()
+
+    def project(
+        self,
+        source_obj: Mapping[str, Any],
+        existing_target: Mapping[str, Any] | None,
+        *,
+        run_transform: Callable[[object, dict[str, Any]], Any],
+        eval_condition: Callable[[object, dict[str, Any]], bool],
+        link_qualifier: str = "default",
+    ) -> dict[str, Any]:
+        """The projected target: only the mapped properties, never the existing
+        target's other properties. Script failures name the target property."""
+        projected: dict[str, Any] = {}
+        for rule in self.rules:
+            if rule.condition is not None:
+                scope = {"object": source_obj, "linkQualifier": link_qualifier,
+                         "target": existing_target, "oldTarget": existing_target}
+                try:
+                    holds = eval_condition(rule.condition, scope)
+                except ScriptError as exc:
+                    raise _named(exc, "condition", rule) from exc
+                if not holds:
+                    continue
+            value = _at(source_obj, rule.source)
+            if rule.transform is not None:
+                try:
+                    value = run_transform(rule.transform, {"source": value,
+                                                           "linkQualifier": link_qualifier})
+                except ScriptError as exc:
+                    raise _named(exc, "transform", rule) from exc
+            if value is None and rule.has_default:
+                value = rule.default
+            _put(projected, rule.target, _copy(value))
+        return projected
+
+    def source_fields(self) -> set[str] | None:
+        """The top-level source attributes the rules read; ``None`` when a rule
+        needs the whole object (no ``source``, or a condition script)."""
+        fields: set[str] = set()
+        for rule in self.rules:
+            if not rule.source:
+                return None
+            fields.add(rule.source[0])
+            if rule.condition is not None:
+                referenced = _object_fields(rule.condition)
+                if referenced is None:
+                    return None
+                fields |= referenced
+        return fields
+
+    def target_fields(self) -> set[str]:
+        """The top-level target attributes the rules write."""
+        return {rule.target[0] for rule in self.rules}
+
+
+def compile_properties(
+    raw: object,
+    *,
+    file: str,
+    key: str,
+    compile_script: Callable[[object, str], Any],
+    compile_filter: Callable[[str, str], Any],
+) -> PropertyMap:
+    """Validate a mapping's ``"properties"`` list; errors name ``file`` and ``key[i].field``."""
+    if raw is None:
+        return PropertyMap()
+    if not isinstance(raw, list):
+        raise ConfigError(file, key, 'expected a list of {"source": ..., "target": ...} objects')
+    rules: list[PropertyRule] = []
+    for i, item in enumerate(raw):
+        at = f"{key}[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(file, at, "expected an object with at least \"target\"")
+        unknown = sorted(set(item) - _RULE_KEYS)
+        if unknown:
+            raise ConfigError(file, f"{at}.{unknown[0]}",
+                              f"unknown key; a property has {', '.join(sorted(_RULE_KEYS))}")
+        target = _pointer(item.get("target"), file, f"{at}.target", required=True)
+        source = _pointer(item.get("source", ""), file, f"{at}.source", required=False)
+        transform = item.get("transform")
+        if transform is not None and not isinstance(transform, dict):
+            raise ConfigError(file, f"{at}.transform", "expected a script object")
+        condition = item.get("condition")
+        if condition is not None and not isinstance(condition, str | dict):
+            raise ConfigError(file, f"{at}.condition",
+                              "expected a _queryFilter string or a script object")
+        rules.append(PropertyRule(
+            source=source,
+            target=target,
+            transform=(compile_script(transform, f"{at}.transform")
+                       if transform is not None else None),
+            condition=(compile_filter(condition, f"{at}.condition") if isinstance(condition, str)
+                       else compile_script(condition, f"{at}.condition") if condition is not None
+                       else None),
+            has_default="default" in item and item["default"] is not None,
+            default=item.get("default"),
+        ))
+    _check_targets(rules, file, key)
+    return PropertyMap(tuple(rules))
+
+
+def diff(
+    projected: Mapping[str, Any],
+    existing: Mapping[str, Any] | None,
+    *,
+    ignore_case_keys: bool = False,
+    unordered: bool = False,
+) -> dict[str, Any]:
+    """The properties of ``projected`` whose value differs from ``existing``'s: the update set.
+
+    ``None``, a missing property and ``[]`` are all "no value" and equal to each
+    other. Types matter: ``1`` differs from ``"1"`` and ``True`` from ``1``.
+    With ``unordered`` (LDAP and SCIM multi-valued attributes), lists compare as
+    multisets. ``_id`` and ``_rev`` are never part of an update. An empty result
+    means nothing to write, so the target's revision does not move.
+    """
+    current = existing or {}
+    if ignore_case_keys:
+        folded = {k.casefold(): v for k, v in current.items()}
+    changes: dict[str, Any] = {}
+    for name, value in projected.items():
+        if name in ("_id", "_rev"):
+            continue
+        old = folded.get(name.casefold()) if ignore_case_keys else current.get(name)
+        if _canon(value, unordered) != _canon(old, unordered):
+            changes[name] = value
+    return changes
+
+
+_EMPTY = ("empty",)
+
+
+def _canon(value: Any, unordered: bool) -> object:
+    """A hashable form of a JSON value in which equal values are equal and
+    differently typed ones are not."""
+    if value is None or (isinstance(value, list) and not value):
+        return _EMPTY
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("str", value)
+    if isinstance(value, Mapping):
+        return ("object", frozenset((k, c) for k, v in value.items()
+                                    if (c := _canon(v, unordered)) != _EMPTY))
+    if isinstance(value, list | tuple):
+        items = [_canon(v, unordered) for v in value]
+        if unordered:
+            return ("set", frozenset(Counter(items).items()))
+        return ("list", tuple(items))
+    return ("other", repr(value))
+
+
+def _pointer(value: object, file: str, key: str, *, required: bool) -> tuple[str, ...]:
+    if value is None and not required:
+        return ()
+    if not isinstance(value, str):
+        raise ConfigError(file, key, 'expected a property path such as "mail" or "/name/givenName"')
+    text = value[1:] if value.startswith("/") else value
+    if not text:
+        if required:
+            raise ConfigError(file, key, "a property needs a target path")
+        return ()
+    parts = tuple(p.replace("~1", "/").replace("~0", "~") for p in text.split("/"))
+    if any(not p for p in parts):
+        raise ConfigError(file, key, f"empty segment in path {value!r}")
+    return parts
+
+
+def _check_targets(rules: list[PropertyRule], file: str, key: str) -> None:
+    # "name" and "name/givenName" would each overwrite the other depending on order.
+    targets = {rule.target: i for i, rule in enumerate(rules)}
+    for i, rule in enumerate(rules):
+        for n in range(1, len(rule.target)):
+            if rule.target[:n] in targets:
+                other = targets[rule.target[:n]]
+                raise ConfigError(file, f"{key}[{i}].target",
+                                  f"{rule.target_name!r} is inside {rules[other].target_name!r}, "
+                                  f"mapped by {key}[{other}]; map one or the other")
+
+
+def _at(obj: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = obj
+    for part in path:
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def _put(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        child = obj.get(part)
+        if not isinstance(child, dict):
+            child = obj[part] = {}
+        obj = child
+    obj[path[-1]] = value
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _named(exc: ScriptError, what: str, rule: PropertyRule) -> ScriptError:
+    """The same kind of error (a timeout stays a timeout), naming the property."""
+    return type(exc)(f"{what} of property {rule.target_name!r}: {exc}")
+
+
+def _object_fields(condition: object) -> set[str] | None:
+    """Source attributes a filter condition reads through ``/object/...``;
+    ``None`` when it is a script (it may read anything)."""
+    if isinstance(condition, Compare | Present):
+        path = condition.path
+        return {path[1]} if len(path) > 1 and path[0] == "object" else set()
+    if isinstance(condition, And | Or):
+        fields: set[str] = set()
+        for item in condition.items:
+            found = _object_fields(item)
+            if found is None:
+                return None
+            fields |= found
+        return fields
+    if isinstance(condition, Not):
+        return _object_fields(condition.item)
+    if isinstance(condition, Literal_):
+        return set()
+    return None
