@@ -169,9 +169,9 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
             from idsync.store.runs import RunStore
 
             render_audit(RunStore(store).audit_entries(result.id, limit=200))
-    if result.state == "CANCELED":
-        return EX_CANCELED
-    return 0 if result.state == "SUCCESS" else 1
+    if result.state != "SUCCESS" and not args.json:
+        print(f"idsync: {result.mapping}: {result.state}: {result.message}", file=sys.stderr)
+    return result.exit_code
 
 
 def _max_deletes(text: str | None) -> int | float | None:

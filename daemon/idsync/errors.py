@@ -2,6 +2,7 @@
 
     IdsyncError                      base; never raised itself
     +-- ConfigError                  fix a file; carries file, key, problem (exit EX_CONFIG)
+    |   +-- ConfigErrors             several of them at once (``errors``)
     +-- QueryError                   a bad ``_queryFilter``; carries the position (exit EX_DATAERR)
     +-- ScriptError                  a script failed to compile or run
     |   +-- ScriptTimeout            it ran past its time limit
@@ -29,6 +30,7 @@ import os
 __all__ = [
     "AuthenticationFailed",
     "ConfigError",
+    "ConfigErrors",
     "IdsyncError",
     "NotFound",
     "ObjectError",
@@ -63,6 +65,19 @@ class ConfigError(IdsyncError):
         self.key = key
         self.problem = problem
         super().__init__(f"{file}: {key}: {problem}" if key else f"{file}: {problem}")
+
+
+class ConfigErrors(ConfigError):
+    """Several problems found in one file; ``errors`` lists each."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.file, first.key, first.problem)
+        self.args = ("\n".join(str(e) for e in errors),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class QueryError(IdsyncError):

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import structlog
 
 from idsync.config.files import load_json
-from idsync.errors import ConfigError, QueryError
+from idsync.errors import ConfigError, ConfigErrors, QueryError
 from idsync.query import parse
 from idsync.query.ast import Node
 from idsync.scripts import Script, ScriptEngine, compile_script
@@ -192,42 +192,57 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
     def condition(value: Any, k: str) -> Node | Script:
         return query(value, k) if isinstance(value, str) else script(value, k)
 
-    properties = compile_properties(
-        raw.get("properties", []), file=file, key=at("properties"), compile_script=script, compile_filter=query
-    )
-    policies = parse_policies(
-        raw.get("policies", []), file=file, key=at("policies"), compile_script=script, compile_filter=query
-    )
+    problems: list[ConfigError] = []
+
+    def attempt(build: Callable[[], Any], fallback: Any = None) -> Any:
+        # Keep going after a bad section so `idsync validate` reports every problem.
+        try:
+            return build()
+        except ConfigErrors as exc:
+            problems.extend(exc.errors)
+        except ConfigError as exc:
+            problems.append(exc)
+        return fallback
+
+    properties = attempt(lambda: compile_properties(
+        raw.get("properties", []), file=file, key=at("properties"), compile_script=script, compile_filter=query))
+    policies = attempt(lambda: parse_policies(
+        raw.get("policies", []), file=file, key=at("policies"), compile_script=script, compile_filter=query))
     links = raw.get("links")
     if links is not None and not isinstance(links, str):
-        raise ConfigError(file, at("links"), "expected the name of another mapping")
-    return MappingDef(
-        name=name,
-        source=raw["source"],
-        target=raw["target"],
-        file=file,
-        properties=properties,
-        policies=policies,
-        links=links,
-        enable_sync=_bool(raw, "enableSync", True, file, at),
-        valid_source=opt_script("validSource"),
-        source_condition=condition(raw["sourceCondition"], at("sourceCondition"))
+        problems.append(ConfigError(file, at("links"), "expected the name of another mapping"))
+    hooks: dict[str, Script] = {}
+    for h in _HOOKS:
+        if raw.get(h) is not None:
+            compiled = attempt(lambda h=h: script(raw[h], at(h)))
+            if compiled is not None:
+                hooks[h] = compiled
+    fields = {
+        "enable_sync": attempt(lambda: _bool(raw, "enableSync", True, file, at), True),
+        "valid_source": attempt(lambda: opt_script("validSource")),
+        "source_condition": attempt(lambda: condition(raw["sourceCondition"], at("sourceCondition")))
         if raw.get("sourceCondition") is not None else None,
-        valid_target=opt_script("validTarget"),
-        source_query=_query_def(raw.get("sourceQuery"), file, at("sourceQuery"), query),
-        target_query=_query_def(raw.get("targetQuery"), file, at("targetQuery"), query),
-        correlation=_correlation(raw, file, at, script, query),
-        hooks={h: script(raw[h], at(h)) for h in _HOOKS if raw.get(h) is not None},
-        default_source_fields=_fields(raw.get("defaultSourceFields"), file, at("defaultSourceFields")),
-        default_target_fields=_fields(raw.get("defaultTargetFields"), file, at("defaultTargetFields")),
-        sync_after=_names(raw.get("syncAfter"), file, at("syncAfter")),
-        allow_empty_source_set=_bool(raw, "allowEmptySourceSet", False, file, at),
-        max_deletes=_max_deletes(raw.get("maxDeletes"), file, at("maxDeletes")),
-        allow_create=_bool(raw, "allowCreate", True, file, at),
-        allow_update=_bool(raw, "allowUpdate", True, file, at),
-        allow_delete=_bool(raw, "allowDelete", True, file, at),
-        run_target_phase=_bool(raw, "runTargetPhase", True, file, at),
-        raw=raw,
+        "valid_target": attempt(lambda: opt_script("validTarget")),
+        "source_query": attempt(lambda: _query_def(raw.get("sourceQuery"), file, at("sourceQuery"), query), QueryDef()),
+        "target_query": attempt(lambda: _query_def(raw.get("targetQuery"), file, at("targetQuery"), query), QueryDef()),
+        "correlation": attempt(lambda: _correlation(raw, file, at, script, query)),
+        "default_source_fields": attempt(
+            lambda: _fields(raw.get("defaultSourceFields"), file, at("defaultSourceFields"))),
+        "default_target_fields": attempt(
+            lambda: _fields(raw.get("defaultTargetFields"), file, at("defaultTargetFields"))),
+        "sync_after": attempt(lambda: _names(raw.get("syncAfter"), file, at("syncAfter")), ()),
+        "allow_empty_source_set": attempt(lambda: _bool(raw, "allowEmptySourceSet", False, file, at), False),
+        "max_deletes": attempt(lambda: _max_deletes(raw.get("maxDeletes"), file, at("maxDeletes"))),
+        "allow_create": attempt(lambda: _bool(raw, "allowCreate", True, file, at), True),
+        "allow_update": attempt(lambda: _bool(raw, "allowUpdate", True, file, at), True),
+        "allow_delete": attempt(lambda: _bool(raw, "allowDelete", True, file, at), True),
+        "run_target_phase": attempt(lambda: _bool(raw, "runTargetPhase", True, file, at), True),
+    }
+    if problems:
+        raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
+    return MappingDef(
+        name=name, source=raw["source"], target=raw["target"], file=file, properties=properties,
+        policies=policies, links=links, hooks=hooks, raw=raw, **fields,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from idsync.config.files import load_json
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
-from idsync.errors import ConfigError, IdsyncError
+from idsync.errors import ConfigError, ConfigErrors, IdsyncError
 from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
@@ -110,6 +110,8 @@ def validate_project(project_dir: Path) -> list[IdsyncError]:
                         raw = {**raw, "name": f.stem[len("mapping-"):]}
                     parse_mapping(raw, file=str(f), key=f"mappings[{i}]" if f.name == "sync.json" else "",
                                   base_dir=project_dir)
+                except ConfigErrors as exc:
+                    problems.extend(exc.errors)
                 except IdsyncError as exc:
                     problems.append(exc)
         except IdsyncError as exc:

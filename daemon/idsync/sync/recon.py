@@ -69,6 +69,7 @@ class ReconResult:
     state: str
     summary: dict[str, Any]
     message: str | None = None
+    exit_code: int = 0  # for the CLI: the sysexits code of what stopped the run
 
 
 def run_recon(project: Project, store: Store, mapping_name: str, options: ReconOptions | None = None) -> ReconResult:
@@ -96,7 +97,7 @@ class _Run:
     def run(self) -> ReconResult:
         self.runs.fail_abandoned()
         self.runs.acquire(self.lock, self.owner)
-        state, message = "FAILED", None
+        state, message, exit_code = "FAILED", None, 1
         resources = Resources(self.project, self.store)
         try:
             self.runs.start(self.id, self.mapping.name, job=self.options.job, dry_run=self.options.dry_run,
@@ -109,7 +110,7 @@ class _Run:
         except RunCanceled as exc:
             state, message = "CANCELED", str(exc)
         except IdsyncError as exc:
-            message = str(exc)
+            message, exit_code = str(exc), exc.exit_code
         except KeyboardInterrupt:
             state, message = "CANCELED", "interrupted"
         except Exception as exc:  # noqa: BLE001 - a run records every failure
@@ -128,7 +129,11 @@ class _Run:
                       situations={k: v for k, v in summary["situationSummary"].items() if v},
                       changes={k: v for k, v in summary["changes"].items() if v},
                       errors=self.counters.error_count)
-        return ReconResult(self.id, self.mapping.name, state, summary, message)
+        if state == "SUCCESS":
+            exit_code = 0
+        elif state == "CANCELED":
+            exit_code = 130
+        return ReconResult(self.id, self.mapping.name, state, summary, message, exit_code)
 
     # -- phases -------------------------------------------------------------
 

@@ -1,0 +1,156 @@
+"""The ``idsync`` command as a user runs it: real binary, real slapd, SQLite store.
+Every user error is one clear line on stderr and a meaningful exit code, never a
+traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from idsync.testing.slapd import Slapd
+from projects import MAPPING, make_project, person
+
+IDSYNC = str(Path(sys.executable).parent / "idsync")
+
+
+def run(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([IDSYNC, "-p", str(project), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "IDSYNC_LOG__LEVEL": "warning", **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+def assert_one_clean_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("idsync:")]
+    assert lines, proc.stderr
+    return lines[-1]
+
+
+@pytest.fixture
+def project(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> Path:
+    slapd.add_ldif(person("bjensen", ldap_subtree, cn="Barbara Jensen") + person("scarter", ldap_subtree))
+    return make_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 'state.db'}")
+
+
+def test_recon_then_status_json(project: Path) -> None:
+    """`idsync recon` reconciles and `idsync status --json` shows the run with its counts."""
+    proc = run(project, "recon", MAPPING)
+    assert proc.returncode == 0, proc.stderr
+    assert "SUCCESS" in proc.stdout and "created 2" in proc.stdout
+    status = run(project, "status", "--json")
+    runs = json.loads(status.stdout)
+    assert runs[0]["mapping"] == MAPPING and runs[0]["state"] == "SUCCESS"
+    assert runs[0]["situationSummary"]["ABSENT"] == 2 and runs[0]["changes"]["created"] == 2
+    one = json.loads(run(project, "status", runs[0]["_id"], "--json").stdout)
+    assert {"progress", "situationSummary", "statusSummary", "durationSummary"} <= set(one)
+    assert len(one["audit"]) == 2
+    users = json.loads(run(project, "managed", "query", "user", "--filter", 'userName eq "bjensen"',
+                           "--fields", "displayName").stdout)
+    assert users[0]["displayName"] == "Barbara Jensen"
+    got = json.loads(run(project, "managed", "get", "user", users[0]["_id"]).stdout)
+    assert got["userName"] == "bjensen"
+    status_file = json.loads((project / "state" / "status.json").read_text())
+    assert MAPPING in json.dumps(status_file)
+
+
+def test_dry_run_prints_what_it_would_do(project: Path) -> None:
+    """`--dry-run` lists each would-be change and the store stays empty."""
+    proc = run(project, "recon", MAPPING, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "dry run" in proc.stdout and proc.stdout.count("DRY_RUN") == 2
+    assert json.loads(run(project, "managed", "query", "user").stdout) == []
+
+
+def test_unknown_mapping(project: Path) -> None:
+    """An unknown mapping name exits EX_CONFIG with the known names."""
+    proc = run(project, "recon", "nope")
+    assert proc.returncode == os.EX_CONFIG
+    assert "unknown mapping 'nope'" in assert_one_clean_line(proc)
+
+
+def test_bad_query_filter(project: Path) -> None:
+    """A malformed --filter exits EX_DATAERR and says where."""
+    proc = run(project, "managed", "query", "user", "--filter", 'userName eq "x" and')
+    assert proc.returncode == os.EX_DATAERR
+    assert "position" in assert_one_clean_line(proc)
+
+
+def test_wrong_bind_password(project: Path) -> None:
+    """A refused bind is EX_NOPERM, the run is recorded FAILED, the password is never printed."""
+    prov = project / "conf" / "provisioner.openicf-ldap.json"
+    data = json.loads(prov.read_text())
+    data["configurationProperties"]["credentials"] = "Wr0ng-Passw0rd"
+    prov.write_text(json.dumps(data))
+    proc = run(project, "recon", MAPPING)
+    assert proc.returncode == os.EX_NOPERM
+    assert "Wr0ng-Passw0rd" not in proc.stdout + proc.stderr
+    assert "FAILED" in assert_one_clean_line(proc)
+    assert json.loads(run(project, "status", "--json").stdout)[0]["state"] == "FAILED"
+
+
+def test_unreachable_ldap(project: Path) -> None:
+    """A closed port is EX_UNAVAILABLE with the host and port in the message."""
+    prov = project / "conf" / "provisioner.openicf-ldap.json"
+    data = json.loads(prov.read_text())
+    data["configurationProperties"]["port"] = 1
+    prov.write_text(json.dumps(data))
+    proc = run(project, "recon", MAPPING)
+    assert proc.returncode == os.EX_UNAVAILABLE
+    assert "127.0.0.1" in assert_one_clean_line(proc)
+    assert run(project, "test").returncode == os.EX_UNAVAILABLE
+
+
+def test_tls_certificate_mismatch(project: Path, slapd: Slapd) -> None:
+    """ldaps:// to a name the certificate does not cover fails, naming the certificate problem."""
+    prov = project / "conf" / "provisioner.openicf-ldap.json"
+    data = json.loads(prov.read_text())
+    data["configurationProperties"].update(ssl=True, port=slapd.ldaps_port, host="127.0.0.2")
+    prov.write_text(json.dumps(data))
+    proc = run(project, "recon", MAPPING)
+    assert proc.returncode != 0
+    line = assert_one_clean_line(proc)
+    assert "certificate" in line.lower() or "cannot connect" in line
+
+
+def test_validate_reports_every_problem(tmp_path: Path, project: Path) -> None:
+    """`idsync validate` prints file: key: problem for each bad file and exits EX_CONFIG."""
+    conf = project / "conf"
+    sync = json.loads((conf / "sync.json").read_text())
+    m = sync["mappings"][0]
+    m["policies"].append({"situation": "FOUNDD", "action": "UPDATE"})
+    m["properties"].append({"source": "cn", "target": "x", "transform": {"type": "text/groovy", "source": "1"}})
+    (conf / "sync.json").write_text(json.dumps(sync, indent=2))
+    (conf / "mapping-broken.json").write_text('{"name": "broken", "source": "managed/user",\n "target": }')
+    (conf / "mapping-badscript.json").write_text(json.dumps({
+        "source": "managed/user", "target": "system/ldap/account",
+        "properties": [{"source": "sn", "target": "sn", "transform": {"type": "text/javascript",
+                                                                      "source": "source +* 1"}}]}))
+    (conf / "mapping-badfilter.json").write_text(json.dumps({
+        "source": "managed/user", "target": "system/ldap/account", "sourceCondition": "/userName eq"}))
+    proc = run(project, "validate")
+    assert proc.returncode == os.EX_CONFIG
+    out = proc.stdout
+    assert "mapping-broken.json: line 2" in out
+    assert "policies" in out and "FOUNDD" in out
+    assert "text/groovy" in out
+    assert "mapping-badscript.json: properties[0].transform" in out
+    assert "mapping-badfilter.json: sourceCondition" in out
+
+
+def test_script_timeout_fails_the_object_not_the_run(project: Path) -> None:
+    """A transform stuck in a loop times out for each object; the run still ends and reports it."""
+    conf = project / "conf"
+    sync = json.loads((conf / "sync.json").read_text())
+    sync["mappings"][0]["properties"].append(
+        {"source": "sn", "target": "description", "transform": {"type": "text/javascript",
+                                                                "source": "while (true) {}"}})
+    (conf / "sync.json").write_text(json.dumps(sync))
+    (conf / "idsync.toml").write_text((conf / "idsync.toml").read_text() + "[scripts]\ntime_limit = 0.2\n")
+    proc = run(project, "recon", MAPPING, "--json")
+    summary = json.loads(proc.stdout)
+    assert summary["statusSummary"]["FAILURE"] == 2
+    assert "time" in summary["errors"][0]["message"].lower()

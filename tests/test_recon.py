@@ -1,0 +1,247 @@
+"""Reconciling a real slapd into a real store, end to end through the engine:
+creates, no-op reruns, updates, correlation, deletes and their safety limits,
+dry run, kill switches, cancellation and failed reads."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbs import BACKENDS, store_url
+from idsync.config.project import load_project
+from idsync.connectors.base import QuerySpec, Resource
+from idsync.errors import PeerUnavailable
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.runs import RunStore
+from idsync.sync.recon import ReconOptions, run_recon
+from idsync.testing.slapd import Slapd
+from projects import MAPPING, make_project, person
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class Env:
+    def __init__(self, slapd: Slapd, subtree: str, tmp_path: Path, url: str) -> None:
+        self.slapd, self.subtree, self.tmp_path, self.url = slapd, subtree, tmp_path, url
+        self.reconfigure()
+
+    def reconfigure(self, page_size: int = 1000, **mapping: Any) -> None:
+        if hasattr(self, "store"):
+            self.store.close()
+        path = self.tmp_path / f"p{id(mapping)}"
+        self.project = load_project(make_project(path, self.slapd, self.subtree, self.url, mapping, page_size))
+        self.store = Store.open(self.url)
+
+    def add(self, *uids: str, **attrs: str) -> None:
+        self.slapd.add_ldif("".join(person(u, self.subtree, **attrs) for u in uids))
+
+    def modify(self, uid: str, attr: str, value: str) -> None:
+        self.slapd.add_ldif(f"dn: uid={uid},{self.subtree}\nchangetype: modify\nreplace: {attr}\n{attr}: {value}\n")
+
+    def remove(self, *uids: str) -> None:
+        self.slapd.add_ldif("".join(f"dn: uid={u},{self.subtree}\nchangetype: delete\n\n" for u in uids))
+
+    def recon(self, **options: Any) -> Any:
+        return run_recon(self.project, self.store, MAPPING, ReconOptions(**options))
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        res = Resources(self.project, self.store).open("managed/user")
+        return {o["userName"]: o for page in res.pages(QuerySpec()) for o in page}
+
+
+@pytest.fixture(params=BACKENDS)
+def env(request: pytest.FixtureRequest, slapd: Slapd, ldap_subtree: str, tmp_path: Path) -> Iterator[Env]:
+    e = Env(slapd, ldap_subtree, tmp_path, store_url(request.param, tmp_path))
+    yield e
+    e.store.close()
+
+
+def test_first_recon_creates_managed_users_as_in_the_seed(env: Env) -> None:
+    """LDAP users become managed users with the seed's property names, a UUID _id and a _rev."""
+    env.add("bjensen", cn="Barbara Jensen", sn="Jensen", givenName="Barbara", mail="bjensen@example.com",
+            telephoneNumber="1-360-229-7105", description="Created for OpenIDM")
+    env.add("scarter")
+    result = env.recon()
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["situationSummary"]["ABSENT"] == 2
+    assert result.summary["changes"]["created"] == 2
+    users = env.users()
+    b = users["bjensen"]
+    assert UUID.match(b["_id"]) and b["_rev"]
+    assert {k: v for k, v in b.items() if not k.startswith("_")} == {
+        "displayName": "Barbara Jensen", "description": "Created for OpenIDM", "givenName": "Barbara",
+        "mail": "bjensen@example.com", "telephoneNumber": "1-360-229-7105", "sn": "Jensen",
+        "userName": "bjensen", "accountStatus": "active", "effectiveRoles": [], "effectiveAssignments": []}
+
+
+def test_second_recon_writes_nothing_and_keeps_revisions(env: Env) -> None:
+    """An unchanged source gives CONFIRMED no-ops: no write, _rev does not move."""
+    env.add("a1", "a2", "a3")
+    env.recon()
+    before = {u: o["_rev"] for u, o in env.users().items()}
+    result = env.recon()
+    assert result.summary["situationSummary"]["CONFIRMED"] == 3
+    assert result.summary["changes"]["unchanged"] == 3 and result.summary["changes"]["updated"] == 0
+    assert {u: o["_rev"] for u, o in env.users().items()} == before
+    assert RunStore(env.store).audit_entries(result.id) == []
+
+
+def test_changed_entry_updates_only_that_user(env: Env) -> None:
+    """A changed LDAP attribute updates that managed user and moves its _rev only."""
+    env.add("c1", "c2")
+    env.recon()
+    before = env.users()
+    env.modify("c1", "mail", "new@example.com")
+    result = env.recon()
+    assert result.summary["changes"]["updated"] == 1
+    after = env.users()
+    assert after["c1"]["mail"] == "new@example.com" and after["c1"]["_rev"] != before["c1"]["_rev"]
+    assert after["c2"]["_rev"] == before["c2"]["_rev"]
+    (entry,) = RunStore(env.store).audit_entries(result.id)
+    assert entry["action"] == "UPDATE" and entry["changes"] == {"mail": "new@example.com"}
+
+
+def test_correlation_links_an_existing_user(env: Env) -> None:
+    """A managed user that already exists with the same userName is FOUND, linked and updated, not duplicated."""
+    Resources(env.project, env.store).open("managed/user").create({"userName": "d1", "sn": "Old"})
+    env.add("d1")
+    result = env.recon()
+    assert result.summary["situationSummary"]["FOUND"] == 1
+    assert len(env.users()) == 1 and env.users()["d1"]["sn"] == "Test"
+    assert env.recon().summary["situationSummary"]["CONFIRMED"] == 1
+
+
+def test_ambiguous_correlation_is_an_exception_not_a_guess(env: Env) -> None:
+    """Two managed users matching one source: AMBIGUOUS, reported, nothing written."""
+    users = Resources(env.project, env.store).open("managed/user")
+    users.create({"userName": "e1"})
+    users.create({"userName": "e1"})
+    env.add("e1")
+    result = env.recon()
+    assert result.state == "SUCCESS"
+    assert result.summary["situationSummary"]["AMBIGUOUS"] == 1
+    assert result.summary["statusSummary"]["FAILURE"] == 1
+    assert "AMBIGUOUS" in result.summary["errors"][0]["message"]
+
+
+def test_deleted_entry_is_deleted_by_policy_after_the_source_phase(env: Env) -> None:
+    """SOURCE_MISSING with the seed's DELETE policy removes the managed user (within maxDeletes)."""
+    env.add(*[f"f{i}" for i in range(12)])
+    env.recon()
+    env.remove("f0")
+    result = env.recon()
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["situationSummary"]["SOURCE_MISSING"] == 1
+    assert result.summary["changes"]["deleted"] == 1
+    assert "f0" not in env.users()
+
+
+def test_max_deletes_trips_before_anything_is_deleted(env: Env) -> None:
+    """More deletes than maxDeletes allows fails the run with the number, and deletes nothing."""
+    env.add(*[f"g{i}" for i in range(10)])
+    env.recon()
+    env.remove("g0", "g1", "g2")
+    result = env.recon()  # conf says maxDeletes 10%: 3 of 10 is too many
+    assert result.state == "FAILED"
+    assert "would delete or unlink 3" in (result.message or "")
+    assert len(env.users()) == 10
+
+
+def test_no_delete_without_a_delete_policy(env: Env) -> None:
+    """With no policy for SOURCE_MISSING the safe default keeps the target and reports it."""
+    env.reconfigure(policies=[{"situation": "ABSENT", "action": "CREATE"}])
+    env.add("h1", "h2")
+    env.recon()
+    env.remove("h1")
+    result = env.recon()
+    assert result.summary["situationSummary"]["SOURCE_MISSING"] == 1
+    assert "h1" in env.users()
+    assert result.summary["statusSummary"]["FAILURE"] == 1
+
+
+def test_empty_source_fails_unless_allowed(env: Env) -> None:
+    """An empty source set fails the run; allowEmptySourceSet lets it through."""
+    result = env.recon()
+    assert result.state == "FAILED" and "no objects" in (result.message or "")
+    env.reconfigure(allowEmptySourceSet=True)
+    assert env.recon().state == "SUCCESS"
+
+
+def test_dry_run_lists_changes_and_writes_nothing(env: Env) -> None:
+    """A dry run counts and lists every would-be change, and leaves store and links alone."""
+    env.add("i1", "i2")
+    result = env.recon(dry_run=True)
+    assert result.state == "SUCCESS"
+    assert result.summary["changes"]["created"] == 2 and result.summary["dryRun"] is True
+    assert env.users() == {}
+    entries = RunStore(env.store).audit_entries(result.id)
+    assert {e["status"] for e in entries} == {"DRY_RUN"} and len(entries) == 2
+    assert env.recon().summary["changes"]["created"] == 2, "nothing was linked by the dry run"
+
+
+def test_kill_switch_no_create(env: Env) -> None:
+    """With creates switched off, ABSENT sources are counted as skipped, not created."""
+    env.add("j1")
+    result = env.recon(allow_create=False)
+    assert result.summary["changes"]["skipped"] == 1 and env.users() == {}
+
+
+def test_failed_source_read_deletes_nothing(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source that fails on its second page fails the run before the target phase: no deletes."""
+    env.reconfigure(page_size=2)
+    env.add(*[f"k{i}" for i in range(6)])
+    env.recon()
+    env.remove("k5")
+    original = Resources.open
+
+    def flaky(self: Resources, name: str, *, dry_run: bool = False) -> Resource:
+        res = original(self, name, dry_run=dry_run)
+        if name.startswith("system/"):
+            pages = res.pages
+
+            def broken(spec: QuerySpec) -> Iterator[list[dict[str, Any]]]:
+                for n, page in enumerate(pages(spec)):
+                    if n == 1:
+                        raise PeerUnavailable("ldap: connection reset")
+                    yield page
+            res.pages = broken  # type: ignore[method-assign]
+        return res
+
+    monkeypatch.setattr(Resources, "open", flaky)
+    result = env.recon()
+    assert result.state == "FAILED" and "connection reset" in (result.message or "")
+    assert len(env.users()) == 6
+
+
+def test_cancel_records_canceled(env: Env) -> None:
+    """A cancel request stops the run at a page boundary and records CANCELED."""
+    env.add("l1")
+    cancel = threading.Event()
+    cancel.set()
+    result = env.recon(cancel=cancel)
+    assert result.state == "CANCELED"
+    assert RunStore(env.store).get(result.id)["state"] == "CANCELED"
+
+
+def test_duplicate_ids_in_a_page_are_reported(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same source id twice in one page fails the copy, not the run."""
+    env.add("m1")
+    original = Resources.open
+
+    def doubled(self: Resources, name: str, *, dry_run: bool = False) -> Resource:
+        res = original(self, name, dry_run=dry_run)
+        if name.startswith("system/"):
+            pages = res.pages
+            res.pages = lambda spec: (p + p for p in pages(spec))  # type: ignore[method-assign]
+        return res
+
+    monkeypatch.setattr(Resources, "open", doubled)
+    result = env.recon()
+    assert result.state == "SUCCESS" and result.summary["changes"]["created"] == 1
+    assert "duplicate source id" in result.summary["errors"][0]["message"]
