@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from rich.table import Table
 
 __all__ = ["render_audit", "render_run", "render_runs"]
 
-_console = Console(highlight=False)
+_console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _nonzero(d: Mapping[str, Any] | None) -> str:

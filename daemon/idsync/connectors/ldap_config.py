@@ -107,6 +107,9 @@ class _Reader:
         value = self.data.get(key, default)
         if value is None:
             return default
+        # "&{LDAP_SSL|false}" substitutions arrive as strings.
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
         if not isinstance(value, bool):
             raise self._error(key, "must be true or false")
         return value
@@ -115,6 +118,11 @@ class _Reader:
         value = self.data.get(key, default)
         if value is None:
             return default
+        if isinstance(value, str):  # "&{LDAP_PORT|389}" substitutions arrive as strings
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise self._error(key, f"must be a number >= {minimum:g}") from None
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
             raise self._error(key, f"must be a number >= {minimum:g}")
         return float(value)
