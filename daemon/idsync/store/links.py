@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, select
 
 from idsync.store.database import Store, utcnow
 from idsync.store.tables import links as lt
@@ -79,7 +79,7 @@ class LinkSet:
             first, second = (target_id, source_id) if self.reversed else (source_id, target_id)
             rows.append({"id": str(uuid.uuid4()), "linkset": self.name, "source_id": first,
                          "target_id": second, "qualifier": self.qualifier, "created": now})
-        conn.execute(insert(lt), rows)
+        self.store.insert_many(conn, lt, rows)
 
     def remove_sources(self, conn: Connection, source_ids: Sequence[str]) -> None:
         self._remove(conn, self._mine, source_ids)

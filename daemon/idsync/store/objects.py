@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from idsync.config.managed import ManagedType
 from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult
@@ -196,11 +196,11 @@ class ManagedResource(Resource):
                         mp.c.object_type == self.object_type, mp.c.object_id.in_(reindex[start:start + _CHUNK])))
             if new_rows:
                 try:
-                    conn.execute(insert(mo), new_rows)
+                    self.store.insert_many(conn, mo, new_rows)
                 except Exception as exc:  # noqa: BLE001 - integrity errors differ per driver
                     raise ObjectRejected(f"{self.name}: create failed: {_first_line(exc)}") from None
             if new_props:
-                conn.execute(insert(mp), new_props)
+                self.store.insert_many(conn, mp, new_props)
         return results
 
     def _current(self, conn: Connection, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -236,7 +236,7 @@ class ManagedResource(Resource):
             count += len(page)
             if rows:
                 with self.store.begin() as conn:
-                    conn.execute(insert(mp), rows)
+                    self.store.insert_many(conn, mp, rows)
         return count
 
 

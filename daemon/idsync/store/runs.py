@@ -106,7 +106,7 @@ class RunStore:
     def audit(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             now = utcnow()
-            conn.execute(insert(audit), [{"ts": now, **r} for r in rows])
+            self.store.insert_many(conn, audit, [{"ts": now, **r} for r in rows])
 
     def audit_entries(self, run_id: str, limit: int = 1000, status: str | None = None) -> list[dict[str, Any]]:
         query = select(audit).where(audit.c.run_id == run_id).order_by(audit.c.seq).limit(limit)
@@ -118,13 +118,8 @@ class RunStore:
     # -- claims and deferred ops -------------------------------------------
 
     def claim(self, conn: Connection, run_id: str, target_ids: Sequence[str]) -> None:
-        unique = list(dict.fromkeys(target_ids))
-        if not unique:
-            return
-        already = self.claimed(run_id, unique, conn)
-        rows = [{"run_id": run_id, "target_id": t} for t in unique if t not in already]
-        if rows:
-            conn.execute(insert(claims), rows)
+        rows = [{"run_id": run_id, "target_id": t} for t in dict.fromkeys(target_ids)]
+        self.store.insert_many(conn, claims, rows, ignore_duplicates=True)
 
     def claimed(self, run_id: str, target_ids: Sequence[str], conn: Connection | None = None) -> set[str]:
         if conn is None:
@@ -138,9 +133,8 @@ class RunStore:
         return found
 
     def defer(self, conn: Connection, run_id: str, start_seq: int, ops: Sequence[Mapping[str, Any]]) -> None:
-        if ops:
-            conn.execute(insert(deferred), [
-                {"run_id": run_id, "seq": start_seq + i, "op": dict(op)} for i, op in enumerate(ops)])
+        self.store.insert_many(conn, deferred, [
+            {"run_id": run_id, "seq": start_seq + i, "op": dict(op)} for i, op in enumerate(ops)])
 
     def deferred_pages(self, run_id: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
         last = -1

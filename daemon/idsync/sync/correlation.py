@@ -10,6 +10,8 @@ query per object.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -76,7 +78,7 @@ class Correlator:
             template = c.template
             for s in sources:
                 try:
-                    queries[s["_id"]] = bind(template, lambda expr, s=s: self._resolve(expr, s, projected))
+                    queries[s["_id"]] = bind(template, functools.partial(self._resolve, source=s, projected=projected))
                 except IdsyncError as exc:
                     out[s["_id"]] = exc
         elif c.kind == "tree":
@@ -110,7 +112,7 @@ class Correlator:
                         out[sid] = exc
 
     @staticmethod
-    def _resolve(expr: str, source: Obj, projected: Callable[[Obj], Obj]) -> Any:
+    def _resolve(expr: str, *, source: Obj, projected: Callable[[Obj], Obj]) -> Any:
         head, _, rest = expr.partition(".")
         if head == "source":
             return lookup(source, rest)
@@ -119,14 +121,26 @@ class Correlator:
         raise QueryError(f"unknown placeholder ${{{expr}}}: use ${{source.NAME}} or ${{target.NAME}}")
 
 
+# Correlation scripts mostly answer `field eq "value"`; this skips the general
+# parser for that shape (it costs more than the lookup on a large first recon).
+_SIMPLE_EQ = re.compile(r'^\s*/?([A-Za-z_][\w-]*)\s+eq\s+"([^"\\]*)"\s*$')
+
+
+def _parse(text: str) -> Node:
+    simple = _SIMPLE_EQ.match(text)
+    if simple:
+        return Compare((simple.group(1),), "eq", simple.group(2))
+    return parse(text)
+
+
 def _query_of(answer: Any) -> Node:
     if isinstance(answer, str):
-        return parse(answer)
+        return _parse(answer)
     if isinstance(answer, dict):
         text = answer.get("_queryFilter", answer.get("queryFilter"))
         if isinstance(text, str):
             try:
-                return parse(text)
+                return _parse(text)
             except QueryError as exc:
                 raise QueryError(f"the correlation script returned a bad _queryFilter: {exc}") from None
         if answer.get("_queryId") in ("query-all-ids", "query-all"):

@@ -116,9 +116,17 @@ class PolicySet:
     policies: tuple[Policy, ...] = ()
     defaults: Mapping[Situation, Action] = field(default_factory=lambda: DEFAULT_ACTIONS)
 
+    def __post_init__(self) -> None:
+        # decide() runs once per object: index the policies by situation once.
+        index: dict[Situation, list[tuple[int, Policy]]] = {}
+        for i, p in enumerate(self.policies):
+            index.setdefault(p.situation, []).append((i, p))
+        object.__setattr__(self, "_index", index)
+
     def for_situation(self, situation: Situation) -> list[tuple[int, Policy]]:
         """The policies naming ``situation``, with their index in the list, in order."""
-        return [(i, p) for i, p in enumerate(self.policies) if p.situation is situation]
+        index: dict[Situation, list[tuple[int, Policy]]] = self._index  # type: ignore[attr-defined]
+        return index.get(Situation(situation), [])
 
     def decide(
         self,
