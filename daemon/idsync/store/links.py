@@ -8,13 +8,12 @@ here takes a whole page of ids: one query per page, never one per object.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, select
 
-from idsync.store.database import Store, utcnow
+from idsync.store.database import Store, new_id, utcnow
 from idsync.store.tables import links as lt
 
 __all__ = ["LinkSet"]
@@ -77,7 +76,7 @@ class LinkSet:
         rows = []
         for source_id, target_id in pairs:
             first, second = (target_id, source_id) if self.reversed else (source_id, target_id)
-            rows.append({"id": str(uuid.uuid4()), "linkset": self.name, "source_id": first,
+            rows.append({"id": new_id(), "linkset": self.name, "source_id": first,
                          "target_id": second, "qualifier": self.qualifier, "created": now})
         self.store.insert_many(conn, lt, rows)
 

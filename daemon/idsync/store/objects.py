@@ -10,7 +10,6 @@ and its ``_rev`` does not move. Searchable properties are kept in
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ from idsync.config.managed import ManagedType
 from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult
 from idsync.errors import NotFound, ObjectRejected, RevisionMismatch
 from idsync.query.ast import Path
-from idsync.store.database import Store, utcnow
+from idsync.store.database import Store, new_id, utcnow
 from idsync.store.filters import property_value, to_sql
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
@@ -147,12 +146,12 @@ class ManagedResource(Resource):
                     for name, default in self._defaults:
                         if name not in data:
                             data[name] = copy.deepcopy(default)
-                    new_id = str(op.values.get("_id") or uuid.uuid4())
+                    new_id_ = str(op.values.get("_id") or new_id())
                     rev = next_rev(None)
-                    new_rows.append({"object_type": self.object_type, "id": new_id, "rev": rev,
+                    new_rows.append({"object_type": self.object_type, "id": new_id_, "rev": rev,
                                      "data": data, "created": now, "updated": now})
-                    new_props.extend(self._props(new_id, data))
-                    results.append(WriteResult(op, id=new_id, obj=self._object(new_id, rev, data, None)))
+                    new_props.extend(self._props(new_id_, data))
+                    results.append(WriteResult(op, id=new_id_, obj=self._object(new_id_, rev, data, None)))
                     continue
                 row = current.get(op.id or "")
                 if row is None:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects import mysql
 
@@ -72,7 +73,9 @@ managed_properties = Table(
     Column("value", _Key, nullable=True),
     Column("value_num", Float, nullable=True),
     Index("ix_managed_properties_lookup", "object_type", "name", "value"),
-    Index("ix_managed_properties_num", "object_type", "name", "value_num"),
+    # Numbers are rare among identity attributes: index only the rows that have one.
+    Index("ix_managed_properties_num", "object_type", "name", "value_num",
+          sqlite_where=text("value_num IS NOT NULL"), postgresql_where=text("value_num IS NOT NULL")),
     Index("ix_managed_properties_object", "object_type", "object_id"),
 )
 

@@ -43,7 +43,8 @@ def upgrade() -> None:
         sa.Column("value_num", sa.Float, nullable=True),
     )
     op.create_index("ix_managed_properties_lookup", "managed_properties", ["object_type", "name", "value"])
-    op.create_index("ix_managed_properties_num", "managed_properties", ["object_type", "name", "value_num"])
+    op.create_index("ix_managed_properties_num", "managed_properties", ["object_type", "name", "value_num"],
+                    sqlite_where=sa.text("value_num IS NOT NULL"), postgresql_where=sa.text("value_num IS NOT NULL"))
     op.create_index("ix_managed_properties_object", "managed_properties", ["object_type", "object_id"])
     op.create_table(
         "links",
