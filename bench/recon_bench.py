@@ -29,8 +29,9 @@ from idsync.testing.sample_users import iter_sample_users_ldif  # noqa: E402
 from idsync.testing.slapd import Slapd  # noqa: E402
 
 MAPPING = "systemLdapAccounts_managedUser"
-POSTGRES = os.environ.get("IDSYNC_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-MARIADB = os.environ.get("IDSYNC_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
+# Own databases, so a test run on the same server cannot drop tables under the benchmark.
+POSTGRES = os.environ.get("IDSYNC_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/idsync_bench")
+MARIADB = os.environ.get("IDSYNC_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/idsync_bench")
 
 
 def _timed(cmd: list[str], env: dict[str, str] | None = None, stdout: int | None = None) -> tuple[float, int, int]:
@@ -48,7 +49,19 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None, stdout: int | None
 
 def _reset_store(url: str) -> None:
     from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy.engine import make_url
 
+    parsed = make_url(url)
+    server = create_engine(parsed.set(database="postgres" if parsed.get_backend_name() == "postgresql" else ""),
+                           isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        if parsed.get_backend_name() == "postgresql":
+            if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"),
+                                {"d": parsed.database}).scalar():
+                conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+        else:
+            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{parsed.database}`"))
+    server.dispose()
     engine = create_engine(url)
     with engine.begin() as conn:
         names = set(inspect(conn).get_table_names())

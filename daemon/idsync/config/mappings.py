@@ -96,6 +96,7 @@ class MappingDef:
     allow_update: bool = True
     allow_delete: bool = True
     run_target_phase: bool = True
+    correlate_empty_target_set: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -237,6 +238,8 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
         "allow_update": attempt(lambda: _bool(raw, "allowUpdate", True, file, at), True),
         "allow_delete": attempt(lambda: _bool(raw, "allowDelete", True, file, at), True),
         "run_target_phase": attempt(lambda: _bool(raw, "runTargetPhase", True, file, at), True),
+        "correlate_empty_target_set": attempt(
+            lambda: _bool(raw, "correlateEmptyTargetSet", False, file, at), False),
     }
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]

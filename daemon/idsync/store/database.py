@@ -22,7 +22,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import JSON, Connection, DateTime, Engine, Table, create_engine, event, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from idsync.errors import ConfigError, PeerUnavailable
 from idsync.store.tables import store_meta
@@ -112,7 +112,8 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except OperationalError as exc:
+        except (OperationalError, ProgrammingError, InterfaceError) as exc:
+            # The database went away or its schema was changed under us.
             raise PeerUnavailable(f"store: {_reason(exc)}") from None
 
     def insert_many(self, conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,
@@ -197,9 +198,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
-    # Ids are random UUIDs, so index inserts land all over the B-trees: with
-    # SQLite's 2 MB default page cache a 100k-object first recon ran 3x slower.
-    cursor.execute("PRAGMA cache_size=-131072")
+    cursor.execute("PRAGMA cache_size=-16384")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 

@@ -145,7 +145,7 @@ class ManagedResource(Resource):
                     data = {k: v for k, v in op.values.items() if not k.startswith("_") and v is not None}
                     for name, default in self._defaults:
                         if name not in data:
-                            data[name] = copy.deepcopy(default)
+                            data[name] = _fresh(default)
                     new_id_ = str(op.values.get("_id") or new_id())
                     rev = next_rev(None)
                     new_rows.append({"object_type": self.object_type, "id": new_id_, "rev": rev,
@@ -237,6 +237,13 @@ class ManagedResource(Resource):
                 with self.store.begin() as conn:
                     self.store.insert_many(conn, mp, rows)
         return count
+
+
+def _fresh(value: Any) -> Any:
+    """A default value no two objects share (lists and dicts are copied)."""
+    if isinstance(value, list | dict):
+        return copy.deepcopy(value)
+    return value
 
 
 def _first_line(exc: BaseException) -> str:

@@ -142,6 +142,10 @@ class _Run:
         self.counters.source_total = source.count()
         assessor = Assessor(m, self.options, self.counters)
         correlator = Correlator(m.correlation, target, m.default_target_fields) if m.correlation else None
+        if correlator is not None and not m.correlate_empty_target_set and target.count() == 0:
+            # PingIDM's correlateEmptyTargetSet (default false): nothing to find.
+            self.log.info("recon.correlation_skipped", reason="empty target")
+            correlator = None
         self._stage("ACTIVE_RECONCILING_SOURCE")
         started = time.monotonic()
         spec = QuerySpec(filter=m.source_query.filter, native=m.source_query.native,
