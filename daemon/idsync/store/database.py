@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import JSON, Connection, DateTime, Engine, Table, create_engine, event, select
+from sqlalchemy import JSON, Connection, DateTime, Engine, Table, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError, SQLAlchemyError
 
@@ -157,6 +157,22 @@ class Store:
             else:
                 verb = "INSERT IGNORE"
         conn.exec_driver_sql(f"{verb} INTO {self._quote(table.name)} ({cols}) VALUES ({values}){tail}", params)
+
+    def analyze(self) -> None:
+        """Refresh the planner's statistics after bulk writes.
+
+        A first recon grows the tables from nothing within one run, before
+        autovacuum looks at them; PostgreSQL then keeps planning for an empty
+        table and filters 100k link rows per lookup instead of using the index
+        (a no-change recon of 100k users went from 40 s to a few seconds).
+        """
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(text("ANALYZE managed_objects, managed_properties, links, recon_claims"))
+                conn.commit()
+        elif self.dialect in ("mysql", "mariadb"):
+            with self.engine.connect() as conn:
+                conn.execute(text("ANALYZE TABLE managed_objects, managed_properties, links, recon_claims"))
 
     def _quote(self, name: str) -> str:
         return str(self.engine.dialect.identifier_preparer.quote(name))

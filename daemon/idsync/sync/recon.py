@@ -93,6 +93,8 @@ class _Run:
         self.log = log.bind(run_id=self.id, mapping=mapping.name, dry_run=options.dry_run)
         self._deferred = 0
         self._last_progress = 0.0
+        self._written = 0
+        self._analyze_at = 2000
 
     def run(self) -> ReconResult:
         self.runs.fail_abandoned()
@@ -161,6 +163,7 @@ class _Run:
                 f"the source {m.source} returned no objects; refusing to continue "
                 "(set allowEmptySourceSet in the mapping if an empty source is expected)")
         if m.run_target_phase:
+            self.store.analyze()
             self._stage("ACTIVE_RECONCILING_TARGET")
             started = time.monotonic()
             self._target_phase(source, target, assessor)
@@ -269,6 +272,11 @@ class _Run:
             if now - self._last_progress >= 1.0:
                 self._last_progress = now
                 self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
+        self._written += len(writes) + len(new_links) + len(claims)
+        if self._written >= self._analyze_at:
+            # Tables that grow fast within one run need fresh planner statistics.
+            self._analyze_at *= 4
+            self.store.analyze()
         self.runs.refresh(self.lock, self.owner)
         if self.options.on_progress:
             self.options.on_progress(self.counters)
