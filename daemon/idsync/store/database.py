@@ -145,6 +145,14 @@ class Store:
                 params.append(tuple(values))
         else:
             params = [tuple(r[c] for c in columns) for r in rows]
+        if self.dialect == "postgresql" and not ignore_duplicates:
+            # COPY is 3-4x faster than executemany for the first recon's bulk rows.
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            names = ", ".join(self._quote(c) for c in columns)
+            with cursor.copy(f"COPY {self._quote(table.name)} ({names}) FROM STDIN") as copy:
+                for row in params:
+                    copy.write_row(row)
+            return
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         cols = ", ".join(self._quote(c) for c in columns)
         values = ", ".join([mark] * len(columns))
