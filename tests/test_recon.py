@@ -245,3 +245,40 @@ def test_duplicate_ids_in_a_page_are_reported(env: Env, monkeypatch: pytest.Monk
     result = env.recon()
     assert result.state == "SUCCESS" and result.summary["changes"]["created"] == 1
     assert "duplicate source id" in result.summary["errors"][0]["message"]
+
+
+def test_declarative_correlation_with_placeholders(env: Env) -> None:
+    """A declarative _queryFilter correlation binds ${source.x} as a value: a hostile
+    uid cannot widen the query, and a matching user is FOUND."""
+    env.reconfigure(correlationQuery={"_queryFilter": '/userName eq "${source.uid}"'})
+    users = Resources(env.project, env.store).open("managed/user")
+    users.create({"userName": "n1", "sn": "Before"})
+    users.create({"userName": 'x") or (true'})
+    env.add("n1")
+    result = env.recon()
+    assert result.summary["situationSummary"]["FOUND"] == 1
+    assert env.users()["n1"]["sn"] == "Test"
+
+
+def test_hooks_run_and_can_change_the_target(env: Env) -> None:
+    """onCreate may change the target before it is written; result and onLink run without failing the run."""
+    env.reconfigure(onCreate={"type": "text/javascript", "source": "target.description = 'hooked ' + source.uid;"},
+                    onLink={"type": "text/javascript", "source": "logger.info('linked {}', target._id)"},
+                    result={"type": "text/javascript", "source": "source.situationSummary.ABSENT"})
+    env.add("o1")
+    result = env.recon()
+    assert result.state == "SUCCESS" and result.summary["errorCount"] == 0, result.summary["errors"]
+    assert env.users()["o1"]["description"] == "hooked o1"
+
+
+def test_source_condition_and_source_query(env: Env) -> None:
+    """sourceQuery (a native LDAP filter) limits what is read; sourceCondition qualifies what is read."""
+    env.reconfigure(sourceQuery="(employeeType=staff)", sourceCondition='/object/sn eq "Keep"',
+                    policies=[{"situation": "ABSENT", "action": "CREATE"}])
+    env.add("p1", employeeType="staff", sn="Keep")
+    env.add("p2", employeeType="staff", sn="Other")
+    env.add("p3", employeeType="guest", sn="Keep")
+    result = env.recon()
+    assert set(env.users()) == {"p1"}
+    assert result.summary["situationSummary"]["SOURCE_IGNORED"] == 1
+    assert result.summary["progress"]["source"]["existing"]["processed"] == 2

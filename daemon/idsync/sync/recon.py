@@ -35,7 +35,7 @@ import structlog
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
 from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult
-from idsync.errors import IdsyncError, RunCanceled, SafetyLimitExceeded
+from idsync.errors import IdsyncError, NotFound, RunCanceled, SafetyLimitExceeded
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
@@ -171,7 +171,9 @@ class _Run:
         self._stage("ACTIVE_DELETING")
         self._run_deferred(target)
         if "result" in m.hooks:
-            m.hooks["result"](global_={"reconId": self.id, "mapping": m.name}, summary=self.counters.to_summary())
+            # PingIDM hands the result script the run's summary as `source` and `global`.
+            summary = self.counters.to_summary()
+            self._hook("result", {"source": summary, "global": {"reconId": self.id, "mapping": m.name}})
 
     def _source_fields(self) -> list[str] | None:
         m = self.mapping
@@ -243,6 +245,11 @@ class _Run:
             target_id = plan.target_id
             if result is not None and result.ok:
                 target_id = result.id or target_id
+            if result is not None and isinstance(result.error, NotFound) and plan.op and plan.op.kind == "update":
+                # The target went away after it was read: the next run sees MISSING.
+                c.status["SUCCESS"] += 1
+                c.changes["skipped"] += 1
+                continue
             error = plan.error or (str(result.error) if result is not None and not result.ok else None)
             if target_id:
                 claims.append(target_id)
@@ -261,6 +268,9 @@ class _Run:
                 audit.append(plan.audit_row(self.id, self.mapping.name, target_id, self.options.dry_run))
         c.changes["linked"] += len(new_links)
         c.links_created += len(new_links)
+        if "onLink" in self.mapping.hooks:
+            for source_id, target_id in new_links:
+                self._hook("onLink", {"source": {"_id": source_id}, "target": {"_id": target_id}})
         with self.store.begin() as conn:
             if new_links and not self.options.dry_run:
                 self.links.add(conn, new_links)
@@ -296,6 +306,11 @@ class _Run:
         for ops in self.runs.deferred_pages(self.id, self.page_size):
             self._check_cancel()
             to_delete = [o for o in ops if o["action"] == "DELETE" and o["target_id"]]
+            for o in ops:
+                hook = "onDelete" if o["action"] == "DELETE" else "onUnlink"
+                if hook in self.mapping.hooks:
+                    self._hook(hook, {"source": {"_id": o["source_id"]} if o["source_id"] else None,
+                                      "target": {"_id": o["target_id"]}, "situation": o["situation"]})
             results = target.write_batch([WriteOp("delete", id=o["target_id"], rev=None) for o in to_delete])
             failed = {r.op.id: r.error for r in results if not r.ok and type(r.error).__name__ != "NotFound"}
             audit: list[dict[str, Any]] = []
@@ -332,6 +347,13 @@ class _Run:
     def _fail_object(self, message: str, source_id: str | None, target_id: str | None) -> None:
         self.counters.status["FAILURE"] += 1
         self.counters.error(message, source_id=source_id, target_id=target_id)
+
+    def _hook(self, name: str, variables: dict[str, Any]) -> None:
+        """Run a side-effect hook; its failure is recorded, never fatal to the run."""
+        try:
+            self.mapping.hooks[name](**variables, linkQualifier="default", mapping=self.mapping.name)
+        except IdsyncError as exc:
+            self.counters.error(f"{name} hook failed: {exc}")
 
     def _stage(self, stage: str) -> None:
         self.counters.stage = stage
