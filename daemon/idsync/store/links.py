@@ -59,7 +59,7 @@ class LinkSet:
                 select(key, value).where(
                     lt.c.linkset == self.name,
                     lt.c.qualifier == self.qualifier,
-                    key.in_(unique[start : start + _CHUNK]),
+                    self.store.in_(key, unique[start : start + _CHUNK]),
                 )
             )
             for k, v in rows:

@@ -77,7 +77,7 @@ class ManagedResource(Resource):
                 chunk = unique[start : start + _CHUNK]
                 rows = conn.execute(
                     select(mo.c.id, mo.c.rev, mo.c.data).where(
-                        mo.c.object_type == self.object_type, mo.c.id.in_(chunk)
+                        mo.c.object_type == self.object_type, self.store.in_(mo.c.id, chunk)
                     )
                 )
                 for r in rows:
@@ -104,7 +104,7 @@ class ManagedResource(Resource):
                     select(mp.c.value, mp.c.object_id).where(
                         mp.c.object_type == self.object_type,
                         mp.c.name == name,
-                        mp.c.value.in_(keys[start : start + _CHUNK]),
+                        self.store.in_(mp.c.value, keys[start : start + _CHUNK]),
                     )
                 )
                 for value, object_id in rows:
@@ -207,7 +207,7 @@ class ManagedResource(Resource):
         for start in range(0, len(ids), _CHUNK):
             for r in conn.execute(
                 select(mo.c.id, mo.c.rev, mo.c.data).where(
-                    mo.c.object_type == self.object_type, mo.c.id.in_(ids[start : start + _CHUNK])
+                    mo.c.object_type == self.object_type, self.store.in_(mo.c.id, ids[start : start + _CHUNK])
                 )
             ):
                 rows[r.id] = (r.rev, r.data)

@@ -128,7 +128,7 @@ class RunStore:
         found: set[str] = set()
         for start in range(0, len(target_ids), _CHUNK):
             rows = conn.execute(select(claims.c.target_id).where(
-                claims.c.run_id == run_id, claims.c.target_id.in_(target_ids[start:start + _CHUNK])))
+                claims.c.run_id == run_id, self.store.in_(claims.c.target_id, target_ids[start:start + _CHUNK])))
             found.update(r[0] for r in rows)
         return found
 
