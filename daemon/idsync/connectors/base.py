@@ -42,6 +42,9 @@ class QuerySpec:
     native: str | None = None
     fields: Sequence[str] | None = None
     page_size: int = 1000
+    # Store resources only: leave out the ids a recon run has claimed (its target
+    # phase then reads only what is left, in one anti-join per page).
+    unclaimed_by: str | None = None
 
 
 @dataclass

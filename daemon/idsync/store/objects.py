@@ -13,7 +13,7 @@ import copy
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, exists, func, select, update
 
 from idsync.config.managed import ManagedType
 from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult
@@ -21,6 +21,7 @@ from idsync.errors import NotFound, ObjectRejected, RevisionMismatch
 from idsync.query.ast import Path
 from idsync.store.database import Store, new_id, utcnow
 from idsync.store.filters import property_value, to_sql
+from idsync.store.tables import claims
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
 
@@ -52,6 +53,9 @@ class ManagedResource(Resource):
         where = [mo.c.object_type == self.object_type]
         if spec.filter is not None:
             where.append(to_sql(spec.filter, self.object_type, self._searchable))
+        if spec.unclaimed_by is not None:
+            where.append(~exists(select(claims.c.target_id).where(
+                claims.c.run_id == spec.unclaimed_by, claims.c.target_id == mo.c.id)))
         last: str | None = None
         while True:
             query = select(*columns).where(*where).order_by(mo.c.id).limit(spec.page_size)

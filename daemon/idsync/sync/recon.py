@@ -39,6 +39,7 @@ from idsync.errors import IdsyncError, NotFound, RunCanceled, SafetyLimitExceede
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
+from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore, owner_id
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
@@ -205,15 +206,17 @@ class _Run:
     def _target_phase(self, source: Resource, target: Resource, assessor: Assessor) -> None:
         m = self.mapping
         needs_objects = m.valid_target is not None
+        in_store = isinstance(target, ManagedResource)
         spec = QuerySpec(filter=m.target_query.filter, native=m.target_query.native,
-                         fields=None if needs_objects else [], page_size=self.page_size)
+                         fields=None if needs_objects else [], page_size=self.page_size,
+                         unclaimed_by=self.id if in_store else None)
         total = 0
         for page in target.pages(spec):
             self._check_cancel()
             t0 = time.monotonic()
             total += len(page)
             ids = [o["_id"] for o in page if o.get("_id")]
-            claimed = self.runs.claimed(self.id, ids)
+            claimed = set() if in_store else self.runs.claimed(self.id, ids)
             unclaimed = [o for o in page if o.get("_id") and o["_id"] not in claimed]
             self.counters.target_processed += len(page)
             if unclaimed:
@@ -222,7 +225,8 @@ class _Run:
                 plans = assessor.assess_targets(unclaimed, sources_of, sources)
                 self._apply(plans, target, source)
             self.counters.time("targetPage", (time.monotonic() - t0) * 1000)
-        self.counters.target_total = total
+        # The share in maxDeletes is of the whole target, claimed objects included.
+        self.counters.target_total = (target.count() or total) if in_store else total
 
     # -- acting -------------------------------------------------------------
 
