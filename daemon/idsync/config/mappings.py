@@ -9,6 +9,7 @@ validate``, not a failed run at 3 a.m.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -215,7 +216,7 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
     hooks: dict[str, Script] = {}
     for h in _HOOKS:
         if raw.get(h) is not None:
-            compiled = attempt(lambda h=h: script(raw[h], at(h)))
+            compiled = attempt(functools.partial(script, raw[h], at(h)))
             if compiled is not None:
                 hooks[h] = compiled
     fields = {
@@ -334,7 +335,8 @@ def _correlation(
             raise ConfigError(file, f"{key}.expressionTree", "expected {\"all\": [...]} or {\"any\": [...]}")
         mode = next(iter(tree))
         props = _fields(tree[mode], file, f"{key}.expressionTree.{mode}") or ()
-        return Correlation(kind="tree", tree_mode=mode, tree_props=props, link_qualifier=qualifier)  # type: ignore[arg-type]
+        return Correlation(kind="tree", tree_mode="all" if mode == "all" else "any", tree_props=props,
+                           link_qualifier=qualifier)
     if "_queryFilter" in value:
         return Correlation(kind="filter", template=query(value["_queryFilter"], f"{key}._queryFilter"),
                            link_qualifier=qualifier)

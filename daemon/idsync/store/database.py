@@ -169,7 +169,7 @@ class Store:
             return
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         cols = ", ".join(self._quote(c) for c in columns)
-        values = ", ".join([mark] * len(columns))
+        marks = ", ".join([mark] * len(columns))
         verb, tail = "INSERT", ""
         if ignore_duplicates:
             if sqlite:
@@ -178,7 +178,7 @@ class Store:
                 tail = " ON CONFLICT DO NOTHING"
             else:
                 verb = "INSERT IGNORE"
-        conn.exec_driver_sql(f"{verb} INTO {self._quote(table.name)} ({cols}) VALUES ({values}){tail}", params)
+        conn.exec_driver_sql(f"{verb} INTO {self._quote(table.name)} ({cols}) VALUES ({marks}){tail}", params)
 
     def in_(self, column: Any, values: Sequence[Any]) -> Any:
         """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter

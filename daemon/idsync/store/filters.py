@@ -67,7 +67,8 @@ class _Translator:
             return true()
         if len(node.path) == 1 and node.path[0] in self.searchable:
             return self._exists(node.path[0], mp.c.value.is_not(None))
-        return mo.c.data[list(node.path)].as_string().is_not(None)
+        present: ColumnElement[bool] = mo.c.data[list(node.path)].as_string().is_not(None)
+        return present
 
     def _compare(self, node: Compare) -> ColumnElement[bool]:
         path, op, value = node.path, node.op, node.value

@@ -5,6 +5,10 @@ scans). A page of writes is one transaction: inserts with executemany, updates
 compared against the stored object first so an unchanged object is not written
 and its ``_rev`` does not move. Searchable properties are kept in
 ``managed_properties`` alongside, in the same transaction.
+
+Secret properties (``managed.json``) are hashed on the way in (``passwords.py``)
+and left out of every object read, unless the resource was opened
+``with_secrets`` (the sync engine, which pushes the hash to a target).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from idsync.errors import NotFound, ObjectRejected, RevisionMismatch
 from idsync.query.ast import Path
 from idsync.store.database import Store, new_id, utcnow
 from idsync.store.filters import property_value, to_sql
+from idsync.store.passwords import hash_secret
 from idsync.store.tables import claims
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
@@ -36,8 +41,10 @@ def next_rev(rev: str | None) -> str:
 
 
 class ManagedResource(Resource):
-    def __init__(self, store: Store, schema: ManagedType, *, dry_run: bool = False) -> None:
+    def __init__(self, store: Store, schema: ManagedType, *, dry_run: bool = False,
+                 with_secrets: bool = False) -> None:
         self.store = store
+        self.with_secrets = with_secrets
         self.schema = schema
         self.object_type = schema.name
         self.name = f"managed/{schema.name}"
@@ -130,8 +137,9 @@ class ManagedResource(Resource):
             obj = {"_id": id, "_rev": rev, **data}
         else:
             obj = {"_id": id, "_rev": rev, **{f: data[f] for f in fields if f in data}}
-        for secret in self.schema.secrets:
-            obj.pop(secret, None)
+        if not self.with_secrets:
+            for secret in self.schema.secrets:
+                obj.pop(secret, None)
         return obj
 
     # -- writing ---------------------------------------------------------
@@ -146,7 +154,8 @@ class ManagedResource(Resource):
             reindex: list[str] = []
             for op in ops:
                 if op.kind == "create":
-                    data = {k: v for k, v in op.values.items() if not k.startswith("_") and v is not None}
+                    data = {k: self._at_rest(k, v) for k, v in op.values.items()
+                            if not k.startswith("_") and v is not None}
                     for name, default in self._defaults:
                         if name not in data:
                             data[name] = _fresh(default)
@@ -178,7 +187,7 @@ class ManagedResource(Resource):
                     if value is None:
                         merged.pop(key, None)
                     else:
-                        merged[key] = value
+                        merged[key] = self._at_rest(key, value)
                 if merged == data:
                     results.append(WriteResult(op, id=op.id, obj=self._object(op.id or "", rev, data, None)))
                     continue
@@ -205,6 +214,9 @@ class ManagedResource(Resource):
             if new_props:
                 self.store.insert_many(conn, mp, new_props)
         return results
+
+    def _at_rest(self, name: str, value: Any) -> Any:
+        return hash_secret(value) if name in self.schema.secrets else value
 
     def _current(self, conn: Connection, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         rows: dict[str, tuple[str, dict[str, Any]]] = {}

@@ -95,7 +95,7 @@ class RunStore:
             return result.rowcount or 0
 
     @staticmethod
-    def _row(row: Mapping[str, Any]) -> dict[str, Any]:
+    def _row(row: Any) -> dict[str, Any]:
         out = dict(row)
         for key in ("started", "ended", "heartbeat"):
             out[key] = _aware(out[key])
