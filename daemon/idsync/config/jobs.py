@@ -107,9 +107,7 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobD
     file = str(path)
     name = path.name[: -len(".toml")]
     if not _NAME.match(name):
-        raise ConfigError(
-            file, "", "a job file name may only use letters, digits, '.', '_' and '-'"
-        )
+        raise ConfigError(file, "", "a job file name may only use letters, digits, '.', '_' and '-'")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -171,9 +169,7 @@ class _Reader:
         value = self.raw[key]
         # TOML booleans are ints to Python; keep them apart.
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(
-                self.file, key, f"expected {_KIND_NAMES[kind]}, got {_toml_type(value)}"
-            )
+            raise ConfigError(self.file, key, f"expected {_KIND_NAMES[kind]}, got {_toml_type(value)}")
         return value
 
     def number(self, key: str, default: float | None) -> float | None:
@@ -181,9 +177,7 @@ class _Reader:
             return default
         value = self.raw[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(
-                self.file, key, f"expected a number of seconds, got {_toml_type(value)}"
-            )
+            raise ConfigError(self.file, key, f"expected a number of seconds, got {_toml_type(value)}")
         if value < 0:
             raise ConfigError(self.file, key, "must not be negative")
         return float(value)
@@ -199,9 +193,7 @@ class _Reader:
                 raise ConfigError(self.file, f"mappings[{i}]", "expected a mapping name")
             if known is not None and item not in known:
                 names = ", ".join(sorted(known)) or "none configured"
-                raise ConfigError(
-                    self.file, f"mappings[{i}]", f"unknown mapping {item!r} (known: {names})"
-                )
+                raise ConfigError(self.file, f"mappings[{i}]", f"unknown mapping {item!r} (known: {names})")
         return tuple(value)
 
     def max_deletes(self) -> int | float | None:
@@ -212,9 +204,7 @@ class _Reader:
             return value
         if isinstance(value, str) and (m := _PERCENT.match(value)):
             return float(m.group(1)) / 100
-        raise ConfigError(
-            self.file, "max_deletes", 'expected a number of objects or a percentage such as "5%"'
-        )
+        raise ConfigError(self.file, "max_deletes", 'expected a number of objects or a percentage such as "5%"')
 
 
 _KIND_NAMES: dict[type, str] = {str: "a string", bool: "true or false", int: "a whole number"}

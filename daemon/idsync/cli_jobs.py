@@ -1,0 +1,210 @@
+"""The ``idsync`` commands about jobs: ``run`` (the daemon), ``jobs``, ``run-job``.
+
+``register(subparsers)`` adds them to the parser of ``cli.py``; each handler
+takes ``(args, project_dir)`` and returns the exit code, and raises
+``IdsyncError`` for ``cli.main`` to turn into one line and its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from idsync.errors import ConfigError
+
+__all__ = ["register"]
+
+EX_CANCELED = 130
+_EXIT = {"SUCCESS": 0, "FAILED": 1, "CANCELED": EX_CANCELED}
+
+
+def register(subparsers: Any) -> None:
+    """Add ``run``, ``jobs`` and ``run-job`` to ``idsync``'s subcommands."""
+    r = subparsers.add_parser(
+        "run",
+        help="the daemon: run the jobs of jobs.d/ on their schedules, in the foreground",
+        description="Run the jobs of jobs.d/ on their schedules until SIGTERM or Ctrl-C. "
+        "SIGHUP re-reads conf/ and jobs.d/. Logs go to stdout (JSON unless on a terminal).",
+    )
+    r.set_defaults(handler=_cmd_run)
+
+    j = subparsers.add_parser("jobs", help="every job: schedule, next fire times, last run")
+    j.add_argument("--json", action="store_true")
+    j.add_argument("--next", type=int, default=3, metavar="N", help="fire times to show per job (default 3)")
+    j.set_defaults(handler=_cmd_jobs)
+
+    rj = subparsers.add_parser("run-job", help="run one job now, with the same lock and records as the daemon")
+    rj.add_argument("name")
+    rj.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="compute every change of every mapping; write nothing",
+    )
+    rj.add_argument("--json", action="store_true", help="print the job's outcome as JSON")
+    rj.set_defaults(handler=_cmd_run_job)
+
+
+# -- idsync run ---------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.daemon.service import Daemon
+    from idsync.log import configure_logging
+    from idsync.settings import load_settings
+
+    settings = load_settings(project_dir)
+    # systemd gives stdout to journald; every field of a JSON line stays searchable there.
+    configure_logging(
+        args.log_format or os.environ.get("IDSYNC_LOG__FORMAT") or settings.log.format,  # type: ignore[arg-type]
+        args.log_level or settings.log.level,
+        stream=sys.stdout,
+    )
+    return Daemon(project_dir).run()
+
+
+# -- idsync jobs ---------------------------------------------------------------------
+
+
+def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.config.jobs import load_jobs
+    from idsync.config.project import load_project
+    from idsync.daemon.history import last_run_of_job
+    from idsync.store.database import Store, utcnow
+
+    project = load_project(project_dir)
+    jobs, errors = load_jobs(project.settings.jobs_dir, [m.name for m in project.mappings])
+    store = Store.open(project.settings.store_url())
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for name, job in jobs.items():
+        fires = job.schedule.next_fires(max(args.next, 0), now) if job.enabled and args.next else []
+        rows.append(
+            {
+                "name": name,
+                "description": job.description,
+                "enabled": job.enabled,
+                "schedule": job.schedule.expression,
+                "scheduleDescription": job.schedule.describe(),
+                "timezone": job.timezone,
+                "mappings": list(job.mappings),
+                "misfire": job.misfire,
+                "nextFires": [f.isoformat() for f in fires],
+                "lastRun": last_run_of_job(store, name),
+            }
+        )
+    if args.json:
+        print(json.dumps({"jobs": rows, "errors": [str(e) for e in errors]}, indent=2))
+    else:
+        _render_jobs(rows, project.settings.jobs_dir)
+        for e in errors:
+            print(f"{e}", file=sys.stderr)
+    return os.EX_CONFIG if errors else 0
+
+
+def _render_jobs(rows: list[dict[str, Any]], jobs_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if not rows:
+        console.print(f"no jobs in {jobs_dir}")
+        return
+    table = Table(show_lines=True)
+    for column in ("job", "schedule", "time zone", "next fires", "enabled", "last run"):
+        table.add_column(column)
+    for r in rows:
+        last = r["lastRun"]
+        last_text = f"{last['state']} {_short(last['started'])}" if last else "never"
+        if last and last.get("error"):
+            last_text += f"\n{last['error']}"
+        table.add_row(
+            f"[bold]{r['name']}[/bold]\n{r['description']}\n{', '.join(r['mappings'])}",
+            f"{r['schedule']}\n{r['scheduleDescription']}",
+            r["timezone"],
+            "\n".join(_short(f) for f in r["nextFires"]) or "-",
+            "yes" if r["enabled"] else "no",
+            last_text,
+        )
+    console.print(table)
+
+
+def _short(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    # Wall-clock time in the zone it was written in; the time zone has its own column.
+    return dt.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# -- idsync run-job -------------------------------------------------------------------
+
+
+def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.config.jobs import parse_job
+    from idsync.config.project import load_project
+    from idsync.daemon.runner import JobOutcome, run_job
+    from idsync.store.database import Store
+
+    project = load_project(project_dir)
+    path = project.settings.jobs_dir / f"{args.name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in project.settings.jobs_dir.glob("*.toml"))) or "none"
+        raise ConfigError(str(path), "", f"no such job (jobs: {known})")
+    job = parse_job(path, [m.name for m in project.mappings])
+    store = Store.open(project.settings.store_url())
+    cancel = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_job(
+                project,
+                store,
+                job,
+                trigger="manual",
+                dry_run=True if args.dry_run else None,
+                cancel=cancel,
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name=f"job-{job.name}")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        cancel.set()
+        print("\nidsync: canceling at the next page boundary", file=sys.stderr)
+        worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    result: JobOutcome = outcome["result"]
+    _write_status(project, store, job.name, result.to_json())
+    if args.json:
+        print(json.dumps({"job": job.name, **result.to_json()}, indent=2, default=str))
+    else:
+        dry = " (dry run)" if result.dry_run else ""
+        print(f"job {job.name}: {result.state}{dry}" + (f": {result.message}" if result.message else ""))
+        for m in result.mappings:
+            counts = ", ".join(f"{k} {v}" for k, v in m.counts.items()) or "no changes"
+            print(
+                f"  {m.mapping}: {m.state} ({counts})"
+                + (f"  run {m.run_id}" if m.run_id else "")
+                + (f"\n    {m.message}" if m.message and m.state != "SUCCESS" else "")
+            )
+    return _EXIT.get(result.state, 1)
+
+
+def _write_status(project: Any, store: Any, job: str, last_run: dict[str, Any]) -> None:
+    from idsync.status_file import read_status_file, write_status_file
+
+    jobs = read_status_file(project.settings.path(project.settings.status_file)).get("jobs") or {}
+    if isinstance(jobs.get(job), dict):
+        jobs[job]["lastRun"] = last_run
+    write_status_file(project, store, jobs=jobs)

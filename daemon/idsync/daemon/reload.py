@@ -1,0 +1,78 @@
+"""Reading configuration for the daemon, at start and at every SIGHUP.
+
+The rule is "a broken file never takes down what works": a ``conf/`` that does
+not load keeps the previous project as a whole (mappings depend on each other);
+a broken job file keeps the previous version of that one job, if there was one,
+while every other job file is applied. A job file that is gone is unscheduled.
+Every problem is logged as ``config.invalid`` with its ``file: key: problem``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from idsync.config.jobs import JobDef, load_jobs
+from idsync.config.project import Project, load_project
+from idsync.errors import ConfigError, IdsyncError
+
+__all__ = ["Configuration", "load_configuration"]
+
+log = structlog.get_logger("idsync.config")
+
+
+@dataclass
+class Configuration:
+    """What the daemon runs on: the project and its jobs, plus what was wrong when read."""
+
+    project: Project
+    jobs: dict[str, JobDef]
+    errors: list[str] = field(default_factory=list)
+
+
+def load_configuration(project_dir: Path, previous: Configuration | None = None) -> Configuration:
+    """Read ``conf/`` and ``jobs.d/``; with ``previous``, fall back to it file by file.
+
+    Without ``previous`` (daemon start) a broken ``conf/`` raises ``ConfigError``:
+    there is nothing to fall back to.
+    """
+    errors: list[str] = []
+    try:
+        project = load_project(project_dir)
+    except IdsyncError as exc:
+        if previous is None:
+            raise
+        _report(exc, "kept the previous configuration")
+        errors.append(str(exc))
+        project = previous.project
+    known = [m.name for m in project.mappings]
+    jobs, problems = load_jobs(project.settings.jobs_dir, known)
+    for problem in problems:
+        name = _job_name(problem)
+        kept = previous is not None and name in previous.jobs
+        if kept and previous is not None:
+            jobs[name] = previous.jobs[name]
+        _report(problem, "kept the previous version of this job" if kept else "job not scheduled")
+        errors.append(str(problem))
+    return Configuration(project, dict(sorted(jobs.items())), errors)
+
+
+def _job_name(problem: ConfigError) -> str:
+    name = Path(problem.file).name
+    return name[: -len(".toml")] if name.endswith(".toml") else name
+
+
+def _report(exc: IdsyncError, consequence: str) -> None:
+    if isinstance(exc, ConfigError):
+        log.error(
+            "config.invalid",
+            error=str(exc),
+            file=exc.file,
+            key=exc.key,
+            problem=exc.problem,
+            consequence=consequence,
+        )
+    else:
+        log.error("config.invalid", error=str(exc), consequence=consequence)

@@ -1,0 +1,239 @@
+"""Running one job: its mappings in order, under the job's store lock.
+
+The same code runs a scheduled fire and ``idsync run-job``, so both take the
+lock ``job:NAME`` in the store: one run of a job at a time across the daemon,
+manual runs and other daemons on the same database. The lock is refreshed
+while the job runs, so a crashed holder's lock expires on its own.
+
+A job stops at the first mapping that ends FAILED unless
+``continue_on_failure``; a cancel (SIGTERM, Ctrl-C, ``timeout``) stops it after
+the current recon recorded itself CANCELED at its next page boundary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from idsync.config.jobs import JobDef
+from idsync.errors import IdsyncError
+from idsync.store.database import Store, utcnow
+from idsync.store.runs import LOCK_TTL, RunStore, owner_id
+from idsync.sync.recon import ReconOptions, ReconResult, run_recon
+
+if TYPE_CHECKING:
+    from idsync.config.project import Project
+
+__all__ = ["JobOutcome", "MappingOutcome", "job_lock_name", "run_job"]
+
+log = structlog.get_logger("idsync.job")
+
+_REFRESH_EVERY = LOCK_TTL.total_seconds() / 5
+
+
+def job_lock_name(job: str) -> str:
+    return f"job:{job}"
+
+
+@dataclass
+class MappingOutcome:
+    """What one mapping of a job ended with (one recon run, or why it did not start)."""
+
+    mapping: str
+    state: str
+    run_id: str | None = None
+    message: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mapping": self.mapping,
+            "id": self.run_id,
+            "state": self.state,
+            "counts": self.counts,
+            "error": self.message,
+        }
+
+
+@dataclass
+class JobOutcome:
+    """One run of a job: overall state and each mapping's outcome."""
+
+    job: str
+    id: str
+    trigger: str
+    dry_run: bool
+    started: dt.datetime
+    ended: dt.datetime | None = None
+    state: str = "ACTIVE"
+    message: str | None = None
+    mappings: list[MappingOutcome] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        last = self.mappings[-1] if self.mappings else None
+        totals: dict[str, int] = {}
+        for m in self.mappings:
+            for key, value in m.counts.items():
+                totals[key] = totals.get(key, 0) + value
+        return {
+            "id": last.run_id if last else None,
+            "jobRun": self.id,
+            "state": self.state,
+            "trigger": self.trigger,
+            "dryRun": self.dry_run,
+            "started": self.started.isoformat(),
+            "ended": self.ended.isoformat() if self.ended else None,
+            "counts": totals,
+            "error": self.message,
+            "runs": [m.to_json() for m in self.mappings],
+        }
+
+
+def run_job(
+    project: Project,
+    store: Store,
+    job: JobDef,
+    *,
+    trigger: str = "schedule",
+    dry_run: bool | None = None,
+    cancel: threading.Event | None = None,
+    on_start: Callable[[JobOutcome], None] | None = None,
+) -> JobOutcome:
+    """Run ``job`` now in this thread; ``RunLocked`` if it already runs anywhere."""
+    cancel = cancel or threading.Event()
+    runs = RunStore(store)
+    outcome = JobOutcome(
+        job=job.name,
+        id=str(uuid.uuid4()),
+        trigger=trigger,
+        dry_run=job.dry_run if dry_run is None else dry_run,
+        started=utcnow(),
+    )
+    lock, owner = job_lock_name(job.name), f"{owner_id()}:{outcome.id}"
+    runs.acquire(lock, owner)
+    done = threading.Event()
+    timed_out = threading.Event()
+    refresher = threading.Thread(
+        target=_keep_lock, args=(runs, lock, owner, done), name=f"lock-{job.name}", daemon=True
+    )
+    refresher.start()
+    timer = _timeout_timer(job, cancel, timed_out)
+    bound = log.bind(job=job.name, job_run=outcome.id, trigger=trigger, dry_run=outcome.dry_run)
+    t0 = time.monotonic()
+    try:
+        with structlog.contextvars.bound_contextvars(job=job.name):
+            bound.info("job.start", mappings=list(job.mappings))
+            if on_start is not None:
+                on_start(outcome)
+            _run_mappings(project, store, job, outcome, cancel)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        done.set()
+        outcome.ended = utcnow()
+        outcome.state = _overall(outcome, len(job.mappings), cancel)
+        if timed_out.is_set():
+            outcome.message = f"timed out after {job.timeout:g} s; canceled at a page boundary"
+            _record_timeout(runs, outcome)
+        runs.release(lock, owner)
+        bound.info(
+            "job.end",
+            state=outcome.state,
+            duration_ms=round((time.monotonic() - t0) * 1000),
+            message=outcome.message,
+            runs=[m.to_json() for m in outcome.mappings],
+        )
+    return outcome
+
+
+def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutcome, cancel: threading.Event) -> None:
+    for name in job.mappings:
+        if cancel.is_set():
+            break
+        options = ReconOptions(
+            dry_run=outcome.dry_run,
+            allow_create=job.allow_create,
+            allow_update=job.allow_update,
+            allow_delete=job.allow_delete,
+            max_deletes=job.max_deletes,
+            page_size=job.page_size,
+            job=job.name,
+            cancel=cancel,
+        )
+        try:
+            result = run_recon(project, store, name, options)
+        except IdsyncError as exc:  # before the recon started: its lock, an unknown mapping
+            mapping = MappingOutcome(name, "FAILED", message=str(exc))
+        except Exception as exc:
+            log.exception("job.mapping_crash", job=job.name, mapping=name)
+            mapping = MappingOutcome(name, "FAILED", message=f"internal error: {type(exc).__name__}")
+        else:
+            mapping = _mapping_outcome(result)
+        outcome.mappings.append(mapping)
+        if mapping.state == "CANCELED":
+            break
+        if mapping.state == "FAILED" and not job.continue_on_failure:
+            outcome.message = f"{name}: {mapping.message or 'failed'}"
+            break
+    failed = [m for m in outcome.mappings if m.state == "FAILED"]
+    if failed and outcome.message is None:
+        outcome.message = "; ".join(f"{m.mapping}: {m.message or 'failed'}" for m in failed)
+
+
+def _mapping_outcome(result: ReconResult) -> MappingOutcome:
+    summary = result.summary or {}
+    counts = {k: v for k, v in (summary.get("changes") or {}).items() if v}
+    if summary.get("errorCount"):
+        counts["errors"] = int(summary["errorCount"])
+    return MappingOutcome(result.mapping, result.state, run_id=result.id, message=result.message, counts=counts)
+
+
+def _overall(outcome: JobOutcome, planned: int, cancel: threading.Event) -> str:
+    states = {m.state for m in outcome.mappings}
+    if "CANCELED" in states:
+        return "CANCELED"
+    if "FAILED" in states:
+        return "FAILED"
+    if cancel.is_set() and len(outcome.mappings) < planned:
+        return "CANCELED"
+    return "SUCCESS"
+
+
+def _timeout_timer(job: JobDef, cancel: threading.Event, timed_out: threading.Event) -> threading.Timer | None:
+    if not job.timeout:
+        return None
+
+    def expire() -> None:
+        timed_out.set()
+        cancel.set()
+        log.warning("job.timeout", job=job.name, timeout=job.timeout)
+
+    timer = threading.Timer(job.timeout, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _record_timeout(runs: RunStore, outcome: JobOutcome) -> None:
+    # The recon records a plain cancel; say in its record that the job's timeout caused it.
+    for m in outcome.mappings:
+        if m.state == "CANCELED" and m.run_id:
+            record = runs.get(m.run_id)
+            if record is not None:
+                m.message = outcome.message
+                runs.finish(m.run_id, "CANCELED", record["stage"], record["summary"] or {}, outcome.message)
+
+
+def _keep_lock(runs: RunStore, lock: str, owner: str, done: threading.Event) -> None:
+    while not done.wait(_REFRESH_EVERY):
+        try:
+            runs.refresh(lock, owner)
+        except Exception:
+            log.warning("job.lock_refresh_failed", lock=lock, exc_info=True)

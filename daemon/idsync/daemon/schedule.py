@@ -1,0 +1,205 @@
+"""Cron schedules: parsing a job's ``schedule`` and computing its fire times.
+
+Three notations are accepted, told apart by their shape:
+
+* ``@hourly``, ``@daily`` (``@midnight``), ``@weekly``, ``@monthly``, ``@yearly`` (``@annually``);
+* standard 5-field cron: minute hour day-of-month month day-of-week (0 or 7 = Sunday);
+* Quartz, 6 or 7 fields: second minute hour day-of-month month day-of-week [year],
+  with ``?``, ``L``, ``W`` and ``#``, and Quartz's day-of-week numbering
+  (1 = Sunday ... 7 = Saturday), which is rewritten to cron's before croniter
+  parses it.
+
+Time zones: croniter walks *wall-clock* times (naive datetimes in the job's
+zone) and each one is then placed on the real time line here, so daylight-saving
+changes follow one rule: a wall-clock time that happens twice (autumn) fires at
+its first occurrence only, and one that does not exist (spring) fires when the
+gap ends. Fire times are strictly increasing, so several times falling into one
+gap collapse into a single run: no run is skipped and none is doubled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cron_descriptor import Options, get_description
+from croniter import croniter
+
+__all__ = ["CronSchedule", "ScheduleError", "parse_timezone"]
+
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_UTC = dt.UTC
+# A wall-clock time inside a gap is moved forward minute by minute until it exists;
+# real gaps are at most a couple of hours.
+_GAP_SEARCH = dt.timedelta(hours=26)
+
+
+class ScheduleError(ValueError):
+    """The expression or time zone is not valid; the message says why (no file, no key)."""
+
+
+def parse_timezone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScheduleError(f"unknown time zone {name!r} (expected an IANA name such as Europe/Stockholm)") from None
+
+
+@dataclass(frozen=True)
+class CronSchedule:
+    """One parsed ``schedule`` in one time zone."""
+
+    expression: str
+    timezone: ZoneInfo
+    _cron: str
+    _seconds: bool
+
+    @classmethod
+    def parse(cls, expression: str, timezone: str | ZoneInfo = "UTC") -> CronSchedule:
+        tz = timezone if isinstance(timezone, ZoneInfo) else parse_timezone(timezone)
+        text = " ".join(expression.split())
+        if not text:
+            raise ScheduleError("empty schedule")
+        if text.startswith("@"):
+            if text.lower() not in _MACROS:
+                raise ScheduleError(f"unknown macro {text!r} (known: {', '.join(sorted(_MACROS))})")
+            cron, seconds = _MACROS[text.lower()], False
+        else:
+            fields = text.split(" ")
+            if len(fields) == 5:
+                cron, seconds = " ".join("*" if f == "?" else f for f in fields), False
+            elif len(fields) in (6, 7):
+                cron, seconds = _from_quartz(fields), True
+            else:
+                raise ScheduleError(
+                    f"{len(fields)} fields; expected 5 (cron: minute hour day month weekday), "
+                    "6 or 7 (Quartz: second minute hour day month weekday [year]) "
+                    "or a macro such as @hourly"
+                )
+        try:
+            # Walking once also catches expressions that parse but never match.
+            croniter(cron, dt.datetime(2000, 1, 1), second_at_beginning=seconds).get_next(dt.datetime)
+        except Exception as exc:
+            reason = str(exc).replace(f"[{cron}]", "").strip(" :") or type(exc).__name__
+            raise ScheduleError(f"invalid expression {expression!r}: {reason}") from None
+        return cls(expression, tz, cron, seconds)
+
+    # -- fire times ------------------------------------------------------------
+
+    def next_after(self, instant: dt.datetime) -> dt.datetime:
+        """The first fire time strictly after ``instant`` (an aware datetime), in the job's zone."""
+        return next(self.iter_after(instant))
+
+    def iter_after(self, instant: dt.datetime) -> Iterator[dt.datetime]:
+        if instant.tzinfo is None:
+            raise ValueError("instant must be timezone-aware")
+        # Walking from the instant's own wall-clock time is enough: an earlier wall-clock
+        # time is never a later instant, and a later one that lands at or before the
+        # instant (the repeated hour, a gap's end) is dropped by the strict comparison.
+        wall = instant.astimezone(self.timezone).replace(tzinfo=None, fold=0)
+        walker = croniter(self._cron, wall, second_at_beginning=self._seconds)
+        last = instant
+        while True:
+            candidate = self._place(walker.get_next(dt.datetime))
+            if candidate > last:
+                last = candidate
+                yield candidate
+
+    def next_fires(self, count: int, after: dt.datetime) -> list[dt.datetime]:
+        out: list[dt.datetime] = []
+        for fire in self.iter_after(after):
+            out.append(fire)
+            if len(out) == count:
+                break
+        return out
+
+    def previous_fire(self, before: dt.datetime, since: dt.datetime) -> dt.datetime | None:
+        """The last fire time in ``(since, before]``, or None."""
+        wall = before.astimezone(self.timezone).replace(tzinfo=None, fold=0)
+        walker = croniter(self._cron, wall + dt.timedelta(seconds=1), second_at_beginning=self._seconds)
+        while True:
+            candidate = self._place(walker.get_prev(dt.datetime))
+            if candidate <= since:
+                return None
+            if candidate <= before:
+                return candidate
+
+    def describe(self) -> str:
+        """A human sentence, e.g. "Every 15 minutes" (cron-descriptor)."""
+        options = Options()
+        options.use_24hour_time_format = True
+        # Quartz text is described as written (1 = Sunday); cron and macros from the cron form.
+        options.day_of_week_start_index_zero = not self._seconds
+        text = " ".join(self.expression.split()) if self._seconds else self._cron
+        try:
+            return str(get_description(text, options))
+        except Exception:
+            return self.expression
+
+    def _place(self, wall: dt.datetime) -> dt.datetime:
+        aware = wall.replace(tzinfo=self.timezone, fold=0)
+        if _exists(aware):
+            return aware
+        probe = wall.replace(second=0, microsecond=0)
+        limit = wall + _GAP_SEARCH
+        while probe < limit:
+            probe += dt.timedelta(minutes=1)
+            aware = probe.replace(tzinfo=self.timezone, fold=0)
+            if _exists(aware):
+                return aware
+        raise ScheduleError(f"no valid time after {wall.isoformat()} in {self.timezone.key}")
+
+
+def _exists(aware: dt.datetime) -> bool:
+    back = aware.astimezone(_UTC).astimezone(aware.tzinfo)
+    return back.replace(tzinfo=None) == aware.replace(tzinfo=None, fold=0)
+
+
+# -- Quartz -------------------------------------------------------------------
+
+_DOW_TOKEN = re.compile(r"^(?P<a>\d+)(?:-(?P<b>\d+))?(?:/(?P<step>\d+))?$")
+
+
+def _from_quartz(fields: list[str]) -> str:
+    """Quartz ``sec min hour dom mon dow [year]`` -> croniter's 6/7-field form."""
+    out = ["*" if f == "?" else f for f in fields]
+    out[5] = ",".join(_quartz_dow(item) for item in out[5].split(","))
+    return " ".join(out)
+
+
+def _quartz_dow(item: str) -> str:
+    upper = item.upper()
+    if upper == "L":  # Quartz: "L" alone in day-of-week is Saturday
+        return "6"
+    if upper.endswith("L") and upper[:-1].isdigit():
+        return f"L{_shift(upper[:-1])}"
+    if "#" in upper:
+        day, nth = upper.split("#", 1)
+        return f"{_shift(day) if day.isdigit() else day}#{nth}"
+    m = _DOW_TOKEN.match(upper)
+    if m is None:
+        return item  # names (MON-FRI), "*", "*/2": the same in both notations
+    text = _shift(m["a"])
+    if m["b"] is not None:
+        text += f"-{_shift(m['b'])}"
+    if m["step"] is not None:
+        text += f"/{m['step']}"
+    return text
+
+
+def _shift(day: str) -> str:
+    value = int(day)
+    if not 1 <= value <= 7:
+        raise ScheduleError(f"day of week {value} out of range (Quartz counts 1 = Sunday to 7 = Saturday)")
+    return str(value - 1)

@@ -1,0 +1,153 @@
+"""Putting jobs on APScheduler 3.x, with each job's semantics spelled out.
+
+Per job, as PingIDM's ``schedule-*.json`` has them:
+
+* **trigger**: ``CronScheduleTrigger``, the job's ``CronSchedule`` (croniter,
+  DST rules in ``schedule.py``) plus up to ``jitter`` seconds of random delay;
+* **one at a time**: ``max_instances=1``; a fire that comes while the job runs is
+  dropped and logged ``job.skipped reason=running`` (the store lock ``job:NAME``,
+  taken by the runner, extends this to manual runs and other daemons);
+* **misfire** ``run_once``: ``coalesce=True`` and ``misfire_grace_time`` = the
+  job's ``misfire_grace`` (default one hour), so fires missed while the process
+  was busy run once, late; fires missed while it was *down* are found from the
+  store at start (``missed_fire``) and run once at once. ``skip``: a fire more
+  than ``SKIP_TOLERANCE`` seconds late is dropped and logged ``job.skipped reason=misfire``.
+
+APScheduler's own default grace of one second would silently drop a fire
+whenever the event loop stalls for a moment; it is never used here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable
+
+import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.base import BaseTrigger
+
+from idsync.config.jobs import JobDef
+from idsync.daemon.schedule import CronSchedule
+
+__all__ = ["SKIP_TOLERANCE", "CronScheduleTrigger", "JobTable", "missed_fire"]
+
+log = structlog.get_logger("idsync.scheduler")
+
+# With misfire = "skip", how late a fire may still start: the event loop's own
+# latency, not a catch-up window.
+SKIP_TOLERANCE = 10
+
+
+class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]
+    """An APScheduler trigger backed by a ``CronSchedule``."""
+
+    def __init__(self, schedule: CronSchedule, jitter: float = 0.0) -> None:
+        self.schedule = schedule
+        self.jitter = jitter
+
+    def get_next_fire_time(self, previous_fire_time: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
+        # The previous fire time may carry jitter; jitter is below the interval,
+        # so the next regular time after it is still the right one.
+        after = previous_fire_time if previous_fire_time is not None else now - dt.timedelta(microseconds=1)
+        fire = self.schedule.next_after(after)
+        if self.jitter:
+            fire += dt.timedelta(seconds=random.uniform(0, self.jitter))
+        return fire
+
+    def __str__(self) -> str:
+        return f"cron[{self.schedule.expression}, {self.schedule.timezone.key}]"
+
+
+def missed_fire(job: JobDef, last_started: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
+    """The fire missed while the daemon was down that must run now, if any.
+
+    Only ``misfire = "run_once"`` jobs catch up, only fires after the job's last
+    recorded run (a job that never ran has missed nothing), and only the latest
+    missed fire, if it is at most ``misfire_grace`` seconds old.
+    """
+    if job.misfire != "run_once" or last_started is None or not job.enabled:
+        return None
+    fire = job.schedule.previous_fire(before=now, since=last_started)
+    if fire is None or (now - fire).total_seconds() > job.misfire_grace:
+        return None
+    return fire
+
+
+class JobTable:
+    """The jobs currently on the scheduler, kept equal to a set of ``JobDef``."""
+
+    def __init__(self, scheduler: BaseScheduler, fire: Callable[[str, str], None]) -> None:
+        self._scheduler = scheduler
+        self._fire = fire
+        self.jobs: dict[str, JobDef] = {}
+        scheduler.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+
+    def apply(self, jobs: dict[str, JobDef]) -> dict[str, list[str]]:
+        """Schedule ``jobs``: add new ones, replace changed ones, remove the rest."""
+        changes: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
+        for name in sorted(set(self.jobs) - set(jobs)):
+            self._remove(name)
+            changes["removed"].append(name)
+        for name, job in jobs.items():
+            old = self.jobs.get(name)
+            if old is not None and old.same_as(job):
+                continue
+            self._put(job)
+            changes["changed" if old is not None else "added"].append(name)
+        return changes
+
+    def next_fire(self, name: str) -> dt.datetime | None:
+        entry = self._scheduler.get_job(name)
+        return entry.next_run_time if entry is not None else None
+
+    def run_now(self, name: str) -> None:
+        """Fire ``name`` once now, outside its schedule (a misfire catch-up)."""
+        self._scheduler.add_job(
+            self._fire,
+            args=[name, "misfire"],
+            id=f"{name}#catch-up",
+            name=f"{name} (catch-up)",
+            max_instances=1,
+            misfire_grace_time=None,
+            replace_existing=True,
+        )
+
+    def _put(self, job: JobDef) -> None:
+        if self._scheduler.get_job(job.name) is not None:
+            self._scheduler.remove_job(job.name)
+        self.jobs[job.name] = job
+        if not job.enabled:
+            return
+        grace = int(job.misfire_grace) if job.misfire == "run_once" else SKIP_TOLERANCE
+        self._scheduler.add_job(
+            self._fire,
+            trigger=CronScheduleTrigger(job.schedule, job.jitter),
+            args=[job.name, "schedule"],
+            id=job.name,
+            name=job.name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(grace, 1),
+        )
+
+    def _remove(self, name: str) -> None:
+        self.jobs.pop(name, None)
+        if self._scheduler.get_job(name) is not None:
+            self._scheduler.remove_job(name)
+
+    def _on_event(self, event: JobEvent) -> None:
+        name = str(event.job_id).split("#", 1)[0]
+        times = getattr(event, "scheduled_run_times", None) or [getattr(event, "scheduled_run_time", None)]
+        fire_times = [t.isoformat() for t in times if isinstance(t, dt.datetime)]
+        if event.code == EVENT_JOB_MAX_INSTANCES:
+            log.warning("job.skipped", job=name, reason="running", fire_times=fire_times)
+        elif event.code == EVENT_JOB_MISSED:
+            log.warning(
+                "job.skipped",
+                job=name,
+                reason="misfire",
+                fire_times=fire_times,
+                policy=self.jobs[name].misfire if name in self.jobs else None,
+            )

@@ -1,0 +1,292 @@
+"""``idsync run``: the daemon's process, from start to exit.
+
+One asyncio loop owns the scheduler, the signals, the watchdog and the status
+file; recons run in worker threads (ldap3 and SQLAlchemy are synchronous).
+
+Start: read the configuration (a broken ``conf/`` stops here with EX_CONFIG),
+mark runs left ACTIVE by a dead process FAILED, schedule the jobs, catch up
+fires missed while down (``misfire = "run_once"``), then ``READY=1``.
+
+Signals, designed as a sequence:
+
+* SIGHUP: re-read ``conf/`` and ``jobs.d/`` (``reload.py``); running jobs finish
+  on the configuration they started with.
+* SIGTERM or SIGINT: no new runs; every running recon is asked to stop at its
+  next page boundary and records itself CANCELED; exit 0 once they have, or
+  after ``STOP_DEADLINE`` seconds, recording what is still running CANCELED.
+* A second SIGTERM or SIGINT: record this process's runs CANCELED and exit at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from idsync import __version__
+from idsync.daemon.history import last_run_of_job, last_started_by_job, recent_runs_of_job
+from idsync.daemon.notify import Notifier
+from idsync.daemon.recovery import recover_interrupted, release_own_runs
+from idsync.daemon.reload import Configuration, load_configuration
+from idsync.daemon.runner import JobOutcome, run_job
+from idsync.daemon.scheduler import JobTable, missed_fire
+from idsync.errors import RunLocked
+from idsync.status_file import write_status_file
+from idsync.store.database import Store, utcnow
+
+__all__ = ["EX_FORCED", "STOP_DEADLINE", "Daemon"]
+
+log = structlog.get_logger("idsync.daemon")
+
+# systemd's TimeoutStopSec in the shipped unit is longer; this leaves room to write the records.
+STOP_DEADLINE = 8.0
+EX_FORCED = 130
+_WORKERS = 8
+
+
+class Daemon:
+    """The long-running service. ``Daemon(project_dir).run()`` returns the exit code."""
+
+    def __init__(self, project_dir: Path, notifier: Notifier | None = None) -> None:
+        self.project_dir = project_dir
+        self.notifier = notifier or Notifier.from_env()
+        self.started = utcnow()
+        self.config: Configuration
+        self.store: Store
+        self._running: dict[str, tuple[JobOutcome | None, threading.Event]] = {}
+        self._last: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._status_writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="status")
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop
+
+    def run(self) -> int:
+        self.config = load_configuration(self.project_dir)
+        self.store = Store.open(self.config.project.settings.store_url())
+        recover_interrupted(self.store)
+        return asyncio.run(self._main())
+
+    async def _main(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        scheduler = AsyncIOScheduler(timezone=dt.UTC, executors={"default": ThreadPoolExecutor(_WORKERS)})
+        self.table = JobTable(scheduler, self._fire)
+        self.table.apply(self.config.jobs)
+        scheduler.start()
+        self._catch_up()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._on_stop, sig, stop)
+        self._loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+        watchdog = asyncio.create_task(self._watchdog())
+        log.info(
+            "daemon.start",
+            version=__version__,
+            pid=os.getpid(),
+            project=str(self.project_dir),
+            jobs=[n for n, j in self.config.jobs.items() if j.enabled],
+            store=self.store.describe(),
+        )
+        self._write_status(state="running")
+        self.notifier.ready(self._status_line())
+        try:
+            await stop.wait()
+            scheduler.shutdown(wait=False)
+            return await self._drain()
+        finally:
+            watchdog.cancel()
+            self.notifier.close()
+
+    # -- jobs --------------------------------------------------------------------
+
+    def _fire(self, name: str, trigger: str) -> None:
+        """Run in a worker thread by APScheduler at each fire of job ``name``."""
+        job = self.config.jobs.get(name)
+        if job is None or self._stopping:
+            return
+        cancel = threading.Event()
+        with self._lock:
+            if name in self._running:  # the catch-up and a regular fire at once
+                log.warning("job.skipped", job=name, reason="running", trigger=trigger)
+                return
+            self._running[name] = (None, cancel)
+
+        def started(outcome: JobOutcome) -> None:
+            with self._lock:
+                self._running[name] = (outcome, cancel)
+            self._changed_threadsafe()
+
+        try:
+            outcome = run_job(
+                self.config.project,
+                self.store,
+                job,
+                trigger=trigger,
+                cancel=cancel,
+                on_start=started,
+            )
+            self._last[name] = outcome.to_json()
+        except RunLocked as exc:
+            log.warning("job.skipped", job=name, reason="locked", holder=str(exc), trigger=trigger)
+        except Exception:
+            log.exception("job.crash", job=name)
+        finally:
+            with self._lock:
+                self._running.pop(name, None)
+            self._changed_threadsafe()
+
+    def _catch_up(self) -> None:
+        now = utcnow()
+        last = last_started_by_job(self.store)
+        for name, job in self.config.jobs.items():
+            fire = missed_fire(job, last.get(name), now)
+            if fire is not None:
+                log.info("job.misfire", job=name, fire_time=fire.isoformat(), policy=job.misfire)
+                self.table.run_now(name)
+
+    # -- signals -----------------------------------------------------------------
+
+    def _on_stop(self, sig: signal.Signals, stop: asyncio.Event) -> None:
+        if self._stopping:
+            log.warning("daemon.stop_now", signal=sig.name)
+            canceled = release_own_runs(self.store, "CANCELED", f"stopped at once by a second {sig.name}")
+            self._write_status(state="stopped")
+            log.warning("daemon.exit", code=EX_FORCED, canceled=canceled)
+            os._exit(EX_FORCED)
+        self._stopping = True
+        with self._lock:
+            running = dict(self._running)
+        log.info("daemon.stopping", signal=sig.name, running=sorted(running))
+        for _outcome, cancel in running.values():
+            cancel.set()
+        self.notifier.stopping("stopping: " + (", ".join(sorted(running)) or "nothing running"))
+        self._write_status_later(state="stopping")
+        stop.set()
+
+    async def _drain(self) -> int:
+        deadline = self._loop.time() + STOP_DEADLINE
+        while self._loop.time() < deadline:
+            with self._lock:
+                if not self._running:
+                    break
+            await asyncio.sleep(0.05)
+        with self._lock:
+            left = sorted(self._running)
+        self._status_writer.shutdown(wait=True)
+        if left:
+            # Worker threads cannot be interrupted mid-page: record them and leave.
+            canceled = release_own_runs(self.store, "CANCELED", "canceled at shutdown before its page ended")
+            self._write_status(state="stopped")
+            log.warning("daemon.exit", code=0, still_running=left, canceled=canceled)
+            os._exit(0)
+        self._write_status(state="stopped")
+        log.info("daemon.exit", code=0)
+        return 0
+
+    def _on_reload(self) -> None:
+        if self._stopping:
+            return
+        self.notifier.reloading()
+        log.info("daemon.reload")
+        self.config = load_configuration(self.project_dir, previous=self.config)
+        changes = self.table.apply(self.config.jobs)
+        log.info(
+            "daemon.reloaded",
+            errors=len(self.config.errors),
+            **{k: v for k, v in changes.items() if v},
+        )
+        self._changed()
+        self.notifier.ready(self._status_line())
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+        while True:
+            # Sent from the loop itself: if the loop hangs, systemd stops hearing from it.
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    # -- state -------------------------------------------------------------------
+
+    def _changed_threadsafe(self) -> None:
+        # Once the loop closed, the exit path has written the last status.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._changed)
+
+    def _changed(self) -> None:
+        if not self._stopping:
+            self.notifier.status(self._status_line())
+        self._write_status_later(state="stopping" if self._stopping else "running")
+
+    def _status_line(self) -> str:
+        with self._lock:
+            running = sorted(self._running)
+        if running:
+            return "running " + ", ".join(running)
+        upcoming = [(fire, name) for name in self.config.jobs if (fire := self.table.next_fire(name))]
+        if not upcoming:
+            return "idle; no job scheduled"
+        fire, name = min(upcoming)
+        at = fire.astimezone(dt.UTC)
+        return f"idle; {len(upcoming)} job(s) scheduled, next {name} at {at:%H:%M:%S} UTC"
+
+    def _write_status_later(self, state: str) -> None:
+        # File and database I/O (fsync can take a second on a busy disk) stays off the
+        # event loop, so the scheduler and the watchdog never wait for it.
+        with contextlib.suppress(RuntimeError):  # the writer already shut down: exiting
+            self._status_writer.submit(self._write_status, state)
+
+    def _write_status(self, state: str) -> None:
+        try:
+            write_status_file(
+                self.config.project,
+                self.store,
+                jobs=self._jobs_status(),
+                daemon={
+                    "pid": os.getpid(),
+                    "started": self.started.isoformat(),
+                    "state": state,
+                    "version": __version__,
+                    "configErrors": self.config.errors,
+                },
+            )
+        except Exception:
+            log.exception("status_file.failed")
+
+    def _jobs_status(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            running = dict(self._running)
+        out: dict[str, dict[str, Any]] = {}
+        for name, job in self.config.jobs.items():
+            fire = self.table.next_fire(name)
+            outcome = running.get(name, (None, None))[0]
+            if name not in self._last:
+                last = last_run_of_job(self.store, name)
+                if last is not None:
+                    self._last[name] = last
+            out[name] = {
+                "description": job.description,
+                "file": job.file,
+                "schedule": job.schedule.expression,
+                "scheduleDescription": job.schedule.describe(),
+                "timezone": job.timezone,
+                "enabled": job.enabled,
+                "mappings": list(job.mappings),
+                "misfire": job.misfire,
+                "nextFire": fire.isoformat() if fire else None,
+                "running": name in running,
+                "runningSince": outcome.started.isoformat() if outcome else None,
+                "lastRun": self._last.get(name),
+                "recentRuns": recent_runs_of_job(self.store, name),
+            }
+        return out

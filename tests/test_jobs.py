@@ -1,0 +1,131 @@
+"""Job files (``config/jobs.py``): what a valid file gives, and how each mistake is reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from idsync.config.jobs import DEFAULT_MISFIRE_GRACE, load_jobs, parse_job
+from idsync.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+MAPPINGS = ["a", "b"]
+
+
+def _job(tmp_path: Path, text: str, name: str = "nightly") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _error(tmp_path: Path, text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_job(_job(tmp_path, text), MAPPINGS)
+    return info.value
+
+
+def test_full_job_file_is_read_with_every_option(tmp_path: Path) -> None:
+    """Every documented key lands in the JobDef, with the file name as the job name."""
+    job = parse_job(
+        _job(
+            tmp_path,
+            """
+        description = "Nightly"
+        schedule = "0 30 2 * * ?"
+        timezone = "Europe/Stockholm"
+        mappings = ["a", "b"]
+        enabled = false
+        misfire = "skip"
+        misfire_grace = 120
+        jitter = 5
+        timeout = 600
+        continue_on_failure = true
+        dry_run = true
+        allow_delete = false
+        max_deletes = "5%"
+        page_size = 200
+    """,
+        ),
+        MAPPINGS,
+    )
+    assert job.name == "nightly"
+    assert job.mappings == ("a", "b")
+    assert job.timezone == "Europe/Stockholm"
+    assert (job.enabled, job.misfire, job.misfire_grace, job.jitter, job.timeout) == (
+        False,
+        "skip",
+        120,
+        5,
+        600,
+    )
+    assert job.continue_on_failure and job.dry_run and job.allow_delete is False
+    assert job.max_deletes == pytest.approx(0.05)
+    assert job.page_size == 200
+
+
+def test_defaults_are_utc_run_once_with_an_hour_of_grace(tmp_path: Path) -> None:
+    """A minimal job: UTC, enabled, misfire run_once within the documented grace, no timeout."""
+    job = parse_job(_job(tmp_path, 'schedule = "@hourly"\nmappings = "a"\n'), MAPPINGS)
+    assert job.timezone == "UTC"
+    assert job.enabled and job.misfire == "run_once"
+    assert job.misfire_grace == DEFAULT_MISFIRE_GRACE == 3600
+    assert job.timeout is None and job.max_deletes is None and job.mappings == ("a",)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ('schedule = "0 61 * * *"\nmappings = ["a"]', "schedule", "invalid expression"),
+        ('schedule = "1 2 3"\nmappings = ["a"]', "schedule", "3 fields"),
+        ('schedule = "@sometimes"\nmappings = ["a"]', "schedule", "unknown macro"),
+        ('schedule = "0 0 12 ? * 9"\nmappings = ["a"]', "schedule", "out of range"),
+        ('mappings = ["a"]', "schedule", "required"),
+        (
+            'schedule = "@daily"\ntimezone = "Mars/Olympus"\nmappings = ["a"]',
+            "timezone",
+            "unknown time zone",
+        ),
+        ('schedule = "@daily"\nmappings = ["a", "zzz"]', "mappings[1]", "unknown mapping 'zzz'"),
+        ('schedule = "@daily"\nmappings = []', "mappings", "one or more"),
+        ('schedule = "@daily"\nmappings = ["a"]\nmisfire = "later"', "misfire", "run_once"),
+        ('schedule = "@daily"\nmappings = ["a"]\ndry_run = "yes"', "dry_run", "true or false"),
+        ('schedule = "@daily"\nmappings = ["a"]\ntimeout = -1', "timeout", "negative"),
+        (
+            'schedule = "@daily"\nmappings = ["a"]\nmax_deletes = "lots"',
+            "max_deletes",
+            "percentage",
+        ),
+        ('schedule = "@daily"\nmappings = ["a"]\ndryrun = true', "dryrun", "unknown key"),
+    ],
+)
+def test_each_mistake_names_file_key_and_problem(tmp_path: Path, text: str, key: str, fragment: str) -> None:
+    """Invalid values are ConfigErrors whose text is ``file: key: problem``."""
+    err = _error(tmp_path, text)
+    assert err.key == key
+    assert fragment in err.problem
+    assert str(err).startswith(f"{tmp_path / 'nightly.toml'}: {key}: ")
+
+
+def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    """A file that is not TOML at all is reported against the file."""
+    err = _error(tmp_path, "schedule = \n")
+    assert err.file.endswith("nightly.toml") and "not valid TOML" in err.problem
+
+
+def test_load_jobs_keeps_good_files_and_reports_bad_ones(tmp_path: Path) -> None:
+    """One broken file does not hide the others; non-.toml files are not jobs."""
+    _job(tmp_path, 'schedule = "@daily"\nmappings = ["a"]', "good")
+    _job(tmp_path, 'schedule = "nope"\nmappings = ["a"]', "bad")
+    (tmp_path / "old.toml.disabled").write_text('schedule = "@daily"\nmappings = ["a"]')
+    jobs, errors = load_jobs(tmp_path, MAPPINGS)
+    assert list(jobs) == ["good"]
+    assert [Path(e.file).name for e in errors] == ["bad.toml"]
+
+
+def test_shipped_example_jobs_are_valid() -> None:
+    """The example jobs in jobs.d/ parse, and name the two Smart ID mappings."""
+    jobs, errors = load_jobs(REPO / "jobs.d")
+    assert errors == []
+    assert {"sync-active-ldap-users", "sync-inactive-ldap-users"} <= set(jobs)
+    assert jobs["sync-active-ldap-users"].mappings == ("systemLdapActiveAccounts_managedUser",)
+    assert jobs["sync-inactive-ldap-users"].mappings == ("systemLdapInactiveAccounts_managedUser",)
