@@ -115,8 +115,18 @@ class Store:
         config.set_main_option("script_location", str(_MIGRATIONS))
         try:
             with self.engine.begin() as conn:
+                # Two processes opening a new store at once (the daemon and a
+                # manual run) must not both create the tables.
+                if self.dialect == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                elif self.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7461032)"))
+                else:
+                    conn.execute(text("SELECT GET_LOCK('idsync_migrate', 60)"))
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
+                if self.dialect in ("mysql", "mariadb"):
+                    conn.execute(text("SELECT RELEASE_LOCK('idsync_migrate')"))
         except OperationalError as exc:
             raise PeerUnavailable(f"store: cannot open the database: {_reason(exc)}") from None
 
