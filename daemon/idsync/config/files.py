@@ -31,8 +31,9 @@ __all__ = ["load_json", "substitute"]
 _TOKEN = re.compile(r"&\{([^}|]+)(?:\|([^}]*))?\}|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def load_json(path: Path, *, project_dir: Path | None = None) -> Any:
-    """Parse ``path`` and substitute secrets; ConfigError with line and column."""
+def load_json(path: Path, *, project_dir: Path | None = None, secrets: bool = True) -> Any:
+    """Parse ``path`` and (unless ``secrets`` is false) substitute secrets;
+    ConfigError with line and column."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -43,6 +44,8 @@ def load_json(path: Path, *, project_dir: Path | None = None) -> Any:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(str(path), f"line {exc.lineno} column {exc.colno}", f"not valid JSON: {exc.msg}") from None
+    if not secrets:
+        return data
     return substitute(data, file=str(path), base=project_dir or path.parent.parent)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from idsync.config.files import load_json
+from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
 from idsync.errors import ConfigError, ConfigErrors, IdsyncError
@@ -30,11 +30,18 @@ class Provisioner:
     name: str
     file: str
     kind: str  # ldap, scim, salesforce, csv
-    config: Mapping[str, Any]
+    raw: Mapping[str, Any]  # as written: secrets not yet substituted
+    project_dir: Path = Path(".")
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The configuration with secrets substituted: only when a connection is
+        opened, so `idsync status` works without the system's secrets at hand."""
+        return substitute(self.raw, file=self.file, base=self.project_dir)  # type: ignore[no-any-return]
 
     @property
     def enabled(self) -> bool:
-        return self.config.get("enabled", True) is not False
+        return self.raw.get("enabled", True) is not False
 
 
 @dataclass
@@ -94,7 +101,7 @@ def validate_project(project_dir: Path) -> list[IdsyncError]:
             problems.append(exc)
     for f in _provisioner_files(conf):
         try:
-            _provisioner(f, project_dir)
+            _ = _provisioner(f, project_dir).config  # a missing secret is a problem too
         except IdsyncError as exc:
             problems.append(exc)
     files = ([conf / "sync.json"] if (conf / "sync.json").exists() else []) + sorted(conf.glob("mapping-*.json"))
@@ -129,7 +136,7 @@ def _provisioner_files(conf: Path) -> list[Path]:
 
 
 def _provisioner(path: Path, project_dir: Path) -> Provisioner:
-    raw = load_json(path, project_dir=project_dir)
+    raw = load_json(path, project_dir=project_dir, secrets=False)
     if not isinstance(raw, dict):
         raise ConfigError(str(path), "", "expected a JSON object")
     name = raw.get("name") or path.stem[len("provisioner.openicf-"):]
@@ -147,7 +154,7 @@ def _provisioner(path: Path, project_dir: Path) -> Provisioner:
                               "unknown connector (supported: LDAP, SCIM, Salesforce, CSV)")
     if not isinstance(raw.get("configurationProperties", {}), dict):
         raise ConfigError(str(path), "configurationProperties", "expected an object")
-    return Provisioner(name=name, file=str(path), kind=kind, config=raw)
+    return Provisioner(name=name, file=str(path), kind=kind, raw=raw, project_dir=project_dir)
 
 
 def _check_resources(project: Project, m: MappingDef) -> None:
@@ -161,7 +168,7 @@ def _check_resources(project: Project, m: MappingDef) -> None:
             known = ", ".join(sorted(project.provisioners)) or "none"
             raise ConfigError(m.file, key, f"no provisioner for system {parts[1]!r} (configured: {known})")
         else:
-            types = project.provisioners[parts[1]].config.get("objectTypes") or {}
+            types = project.provisioners[parts[1]].raw.get("objectTypes") or {}
             if isinstance(types, dict) and types and parts[2] not in types:
                 raise ConfigError(m.file, key, f"system {parts[1]} has no object type {parts[2]!r} "
                                   f"(it has: {', '.join(sorted(types))})")
