@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from idsync.testing.slapd import Slapd
 from projects import MAPPING, make_project, person
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from idsync.config.files import load_json
 from idsync.errors import ConfigError
 from idsync.settings import load_settings
@@ -82,5 +81,5 @@ def test_settings_environment_overrides_file(tmp_path: Path, monkeypatch: pytest
     assert load_settings(tmp_path).recon.page_size == 50
     _write(tmp_path / "conf" / "idsync.toml", "[recon]\npage_size = -1\n")
     monkeypatch.delenv("IDSYNC_RECON__PAGE_SIZE")
-    with pytest.raises(ConfigError, match="recon.page_size"):
+    with pytest.raises(ConfigError, match=r"recon\.page_size"):
         load_settings(tmp_path)

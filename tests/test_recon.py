@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from dbs import BACKENDS, store_url
 from idsync.config.project import load_project
 from idsync.connectors.base import QuerySpec, Resource

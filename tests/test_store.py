@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from dbs import BACKENDS, store_url
 from idsync.config.managed import DEFAULT_MANAGED, parse_managed
 from idsync.connectors.base import QuerySpec, WriteOp
@@ -83,7 +82,8 @@ def test_queries_on_searchable_and_other_properties(users: ManagedResource) -> N
 
 def test_like_wildcards_in_values_are_literal(users: ManagedResource) -> None:
     """A % or _ in a co/sw value matches itself, not anything."""
-    users.write_batch([WriteOp("create", values={"userName": "50%_off"}), WriteOp("create", values={"userName": "500"})])
+    users.write_batch([WriteOp("create", values={"userName": "50%_off"}),
+                       WriteOp("create", values={"userName": "500"})])
     assert _ids(users, Compare(("userName",), "co", "%_")) == {"50%_off"}
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 __all__ = ["And", "Compare", "Literal_", "Node", "Not", "Op", "Or", "Path", "Present", "Value"]
 
 Op = Literal["eq", "co", "sw", "gt", "ge", "lt", "le"]
-Value = Union[str, int, float, bool, None]
+Value = str | int | float | bool | None
 Path = tuple[str, ...]  # JSON pointer segments: "/name/givenName" -> ("name", "givenName")
 
 
@@ -46,4 +46,4 @@ class Literal_:
     value: bool
 
 
-Node = Union[Compare, Present, And, Or, Not, Literal_]
+Node = Compare | Present | And | Or | Not | Literal_

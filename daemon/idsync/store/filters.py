@@ -19,7 +19,7 @@ from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present, Val
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
 
-__all__ = ["to_sql", "property_value"]
+__all__ = ["property_value", "to_sql"]
 
 
 def property_value(value: Any) -> tuple[str | None, float | None]:

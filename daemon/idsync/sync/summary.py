@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Counters", "SITUATIONS", "ACTIONS"]
+__all__ = ["ACTIONS", "SITUATIONS", "Counters"]
 
 SITUATIONS = (
     "SOURCE_IGNORED", "FOUND_ALREADY_LINKED", "UNQUALIFIED", "ABSENT", "TARGET_IGNORED", "MISSING",
