@@ -1,13 +1,15 @@
 # Two commands on a fresh Debian 12 machine (as root, or with sudo available):
-#   make demo   - install, start a throwaway OpenLDAP with sample users, reconcile into SQLite
+#   make demo   - install, start a throwaway OpenLDAP with sample users and run the daemon
+#                 in the foreground with the example jobs every few seconds (Ctrl-C stops it)
 #   make test   - install, run the whole test suite
+# Also: make recon-demo (one reconciliation, then the summary and the users), make bench.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := slapd ldap-utils openssl python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test deps venv lint bench clean
+.PHONY: demo recon-demo test deps venv lint bench clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -27,6 +29,9 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: deps venv
+	$(PY) -m idsync.daemon.demo
+
+recon-demo: deps venv
 	$(PY) -m idsync.demo
 
 test: deps venv

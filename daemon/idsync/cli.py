@@ -20,8 +20,10 @@ from typing import Any
 import structlog
 
 from idsync import __version__
+from idsync.cli_jobs import register as register_job_commands
+from idsync.cli_managed import register as register_managed_commands
 from idsync.config.project import Project, load_project, validate_project
-from idsync.errors import ConfigError, IdsyncError, QueryError
+from idsync.errors import ConfigError, IdsyncError
 from idsync.log import configure_logging
 from idsync.store.database import Store
 
@@ -42,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         configure_logging(args.log_format or os.environ.get("IDSYNC_LOG__FORMAT", "auto"),  # type: ignore[arg-type]
                           args.log_level or os.environ.get("IDSYNC_LOG__LEVEL", "warning" if args.command in
-                                                           ("status", "managed", "mappings", "validate") else "info"))
+                                                           ("status", "managed", "mappings", "validate", "system", "sync", "jobs") else "info"))
         result: int = args.handler(args, project_dir)
         return result
     except IdsyncError as exc:
@@ -53,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_CANCELED
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback in the debug log
+        log.debug("cli.crash", exc_info=True)
+        print(f"idsync: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(run with --log-level debug for details)", file=sys.stderr)
+        return os.EX_SOFTWARE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,18 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     mp.add_argument("--json", action="store_true")
     mp.set_defaults(handler=_cmd_mappings)
 
-    m = sub.add_parser("managed", help="inspect managed objects in the store")
-    msub = m.add_subparsers(dest="managed_command", metavar="ACTION", required=True)
-    q = msub.add_parser("query", help="objects matching a _queryFilter")
-    q.add_argument("type")
-    q.add_argument("--filter", default="true", help="a _queryFilter (default: true)")
-    q.add_argument("--fields", help="comma-separated fields to show")
-    q.add_argument("--limit", type=int, default=0, help="stop after N objects (0: all)")
-    q.set_defaults(handler=_cmd_managed_query)
-    g = msub.add_parser("get", help="one object")
-    g.add_argument("type")
-    g.add_argument("id")
-    g.set_defaults(handler=_cmd_managed_get)
+    register_job_commands(sub)
+    register_managed_commands(sub)
     return p
 
 
@@ -171,7 +168,7 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
             render_audit(RunStore(store).audit_entries(result.id, limit=200))
     if result.state != "SUCCESS" and not args.json:
         print(f"idsync: {result.mapping}: {result.state}: {result.message}", file=sys.stderr)
-    return result.exit_code
+    return int(result.exit_code)
 
 
 def _max_deletes(text: str | None) -> int | float | None:
@@ -268,42 +265,4 @@ def _cmd_mappings(args: argparse.Namespace, project_dir: Path) -> int:
     else:
         for r in rows:
             print(f"{r['name']}: {r['source']} -> {r['target']}" + (f" (links of {r['links']})" if r["links"] else ""))
-    return 0
-
-
-def _cmd_managed_query(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.connectors.base import QuerySpec
-    from idsync.query import parse
-    from idsync.resources import Resources
-
-    project, store = _open(project_dir)
-    try:
-        node = parse(args.filter)
-    except QueryError as exc:
-        raise QueryError(f"--filter: {exc}") from None
-    resource = Resources(project, store).open(f"managed/{args.type}")
-    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
-    shown = 0
-    print("[")
-    for page in resource.pages(QuerySpec(filter=node, fields=fields)):
-        for obj in page:
-            print(("  " if shown == 0 else ", ") + json.dumps(obj, ensure_ascii=False))
-            shown += 1
-            if args.limit and shown >= args.limit:
-                break
-        if args.limit and shown >= args.limit:
-            break
-    print("]")
-    return 0
-
-
-def _cmd_managed_get(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.resources import Resources
-
-    project, store = _open(project_dir)
-    obj = Resources(project, store).open(f"managed/{args.type}").get(args.id)
-    if obj is None:
-        print(f"idsync: managed/{args.type}/{args.id} not found", file=sys.stderr)
-        return os.EX_DATAERR
-    print(json.dumps(obj, indent=2, ensure_ascii=False))
     return 0

@@ -5,7 +5,8 @@ Reads are paged searches over each ``baseContextsToSynchronize`` asking only for
 attributes behind the requested fields; ids come from ``uidAttribute`` (never the DN).
 A write batch first finds the DNs of the objects it updates or deletes in one
 search, then applies each op on its own: a refused op fails alone, a dead peer
-stops the batch with ``PeerUnavailable``.
+stops the batch with ``PeerUnavailable``. Multi-valued attributes and group
+membership are written as value adds and removes (``ldap_members``).
 
 Thread-safety: each resource owns one connection and must be used by one thread at
 a time; two resources of one system may run in two threads.
@@ -19,7 +20,7 @@ from typing import Any
 
 import ldap3
 import structlog
-from ldap3.utils.dn import escape_rdn, safe_dn
+from ldap3.utils.dn import escape_rdn
 
 from idsync.connectors.base import Obj, QuerySpec, Resource, System, WriteOp, WriteResult, failed
 from idsync.connectors.ldap_config import (
@@ -30,6 +31,7 @@ from idsync.connectors.ldap_config import (
     parse_ldap_config,
 )
 from idsync.connectors.ldap_connection import LdapConnection, SearchEntry
+from idsync.connectors.ldap_members import MEMBER_OF, group_changes, norm_dn, value_changes
 from idsync.connectors.ldap_values import decode_entry, encode_values, id_filter, wanted_properties
 from idsync.errors import (
     ConfigError,
@@ -57,13 +59,6 @@ def _and(*filters: str) -> str:
     if not parts:
         return "(objectClass=*)"
     return parts[0] if len(parts) == 1 else f"(&{''.join(parts)})"
-
-
-def _norm_dn(dn: str) -> str:
-    try:
-        return str(safe_dn(dn)).lower()
-    except Exception:  # ldap3 raises several kinds for a malformed DN
-        return dn.strip().lower()
 
 
 def _rejected(kind: str, dn: str, result: Mapping[str, Any]) -> ObjectError:
@@ -204,9 +199,10 @@ class LdapResource(Resource):
         classes_prop = self._prop_for("objectClass")
         classes = encode_values(classes_prop, values.get(classes_prop.name)) if classes_prop else []
         attributes: dict[str, list[str | bytes]] = {}
+        groups = self._groups_prop()
         for name, value in values.items():
             prop = self._type.properties.get(name)
-            if (prop is None or prop.is_dn or prop is classes_prop
+            if (prop is None or prop.is_dn or prop is classes_prop or prop is groups
                     or "NOT_CREATABLE" in prop.flags):
                 continue
             encoded = encode_values(prop, value)
@@ -214,6 +210,8 @@ class LdapResource(Resource):
                 attributes[prop.native] = encoded
         object_class = [str(c) for c in classes] or list(self._type.object_classes)
         self._check("create", dn, lambda c: c.add(dn, object_class, attributes))
+        if groups is not None and values.get(groups.name):
+            self._set_groups(dn, [], values[groups.name])
         entries = self._conn.search(dn, "(objectClass=*)", self._attributes(self._type.readable()),
                                     scope=ldap3.BASE)
         if not entries:
@@ -237,12 +235,20 @@ class LdapResource(Resource):
     def _update(self, op: WriteOp, dn: str, raw: Mapping[str, Sequence[bytes]]) -> WriteResult:
         dn = self._rename(dn, op.values)
         changes: dict[str, list[tuple[str, list[str | bytes]]]] = {}
+        groups = self._groups_prop()
         for name, value in op.values.items():
             prop = self._type.properties.get(name)
+            if prop is not None and prop is groups:
+                self._set_groups(dn, raw.get(MEMBER_OF) or [], value or [])
+                continue
             if prop is None or prop.is_dn or "NOT_UPDATEABLE" in prop.flags:
                 continue
             encoded = encode_values(prop, value)
-            if encoded:
+            if encoded and prop.is_array and raw.get(prop.key):
+                ops = value_changes(prop.native, raw[prop.key], encoded)
+                if ops:
+                    changes[prop.native] = ops
+            elif encoded:
                 changes[prop.native] = [(ldap3.MODIFY_REPLACE, encoded)]
             elif raw.get(prop.key):
                 # Deleting an absent attribute is an error in LDAP: only remove what is there.
@@ -251,6 +257,24 @@ class LdapResource(Resource):
             self._check("update", dn, lambda c: c.modify(dn, changes))
         found = self.get_many([op.id or ""])
         return WriteResult(op, id=op.id, obj=found.get(op.id or ""))
+
+    def _groups_prop(self) -> PropertyDef | None:
+        """The ``memberOf``-backed property, when group membership is written through it."""
+        if not self._settings.maintain_group_membership:
+            return None
+        return self._prop_for(MEMBER_OF)
+
+    def _set_groups(self, dn: str, current: Sequence[bytes | str], wanted: Any) -> None:
+        """Join and leave groups by adding or removing ``dn`` in each group's members."""
+        join, leave = group_changes(current, [str(g) for g in (wanted if isinstance(wanted, list) else [wanted])])
+        for group in join:
+            self._member(group, ldap3.MODIFY_ADD, dn)
+        for group in leave:
+            self._member(group, ldap3.MODIFY_DELETE, dn)
+
+    def _member(self, group: str, kind: str, dn: str) -> None:
+        change = {self._settings.group_member_attribute: [(kind, [dn])]}
+        self._check("update", group, lambda c: c.modify(group, change))
 
     def _rename(self, dn: str, values: Obj) -> str:
         """Apply a change of DN or of the naming attribute first; the new DN."""
@@ -265,11 +289,11 @@ class LdapResource(Resource):
                 return dn
             parent = dn.split(",", 1)[1] if "," in dn else ""
             new_dn = f"{self._type.naming_attribute}={escape_rdn(str(value))},{parent}"
-        if _norm_dn(new_dn) == _norm_dn(dn):
+        if norm_dn(new_dn) == norm_dn(dn):
             return dn
         rdn, _, parent = new_dn.partition(",")
         old_parent = dn.split(",", 1)[1] if "," in dn else ""
-        superior = parent if _norm_dn(parent) != _norm_dn(old_parent) else None
+        superior = parent if norm_dn(parent) != norm_dn(old_parent) else None
         self._check("rename", dn, lambda c: c.modify_dn(dn, rdn, delete_old_dn=True,
                                                           new_superior=superior))
         return new_dn

@@ -76,6 +76,7 @@ class LdapSettings:
     read_timeout: float
     ca_file: str | None
     verify_certificate: bool
+    maintain_group_membership: bool = False
 
     @property
     def scheme(self) -> str:
@@ -167,6 +168,7 @@ def _settings(file: str, props: Mapping[str, Any]) -> LdapSettings:
         read_timeout=read.number("readTimeout", 60, minimum=0.1),
         ca_file=read.str_("caFile"),
         verify_certificate=read.bool_("verifyCertificate", True),
+        maintain_group_membership=read.bool_("maintainLdapGroupMembership", False),
     )
 
 

@@ -52,6 +52,11 @@ class ManagedResource(Resource):
         self._searchable = schema.searchable
         self._defaults = [(p.name, p.default) for p in schema.properties.values() if p.default is not None]
 
+    def revealing_secrets(self) -> ManagedResource:
+        """The same resource, its objects read with their (hashed) secrets: for
+        the sync engine pushing them to a target, never for display."""
+        return ManagedResource(self.store, self.schema, dry_run=self.dry_run, with_secrets=True)
+
     # -- reading ---------------------------------------------------------
 
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:

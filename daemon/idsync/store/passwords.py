@@ -56,5 +56,5 @@ def hash_secret(value: Any) -> Any:
         return "{CRYPT}" + _crypt.crypt(text, _crypt.mksalt(_crypt.METHOD_SHA512, rounds=_ROUNDS))
     log.warning("passwords.weak_fallback", scheme="SSHA")  # pragma: no cover
     salt = os.urandom(8)  # pragma: no cover
-    digest = hashlib.sha1(text.encode() + salt).digest()  # noqa: S324 - LDAP's SSHA, fallback only
+    digest = hashlib.sha1(text.encode() + salt).digest()  # LDAP SSHA: the fallback only
     return "{SSHA}" + base64.b64encode(digest + salt).decode()  # pragma: no cover

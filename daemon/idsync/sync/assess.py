@@ -63,6 +63,8 @@ class Assessor:
     options: ReconOptions
     counters: Counters
     secrets: frozenset[str] = field(default_factory=frozenset)
+    # Implicit sync only: each source's value before the change, for "merge" lists.
+    previous: Mapping[str, Obj] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
@@ -171,6 +173,8 @@ class Assessor:
                 plan.error = f"{plan.situation}: UPDATE needs both a source and a target"
                 return plan
             target = self.project(s, current)
+            before = self.previous.get(s["_id"])
+            target = m.properties.merge_lists(target, current, self.project(before, current) if before else None)
             changes = diff(target, current, unordered=self.unordered)
             plan.link = not linked
             if not changes:
@@ -233,6 +237,15 @@ class Assessor:
     def project(self, s: Obj, existing: Obj | None) -> Obj:
         return self.mapping.properties.project(
             s, existing, run_transform=_run_transform, eval_condition=_eval_condition, link_qualifier="default")
+
+    def decide(self, situation: Situation, context: dict[str, Any]) -> str:
+        """The action the mapping's policies give ``situation`` (implicit sync's deletes)."""
+        return self._decide(situation, context)
+
+    def valid_target(self, target: Obj) -> bool:
+        """Whether ``target`` passes ``validTarget`` (true when there is none)."""
+        script = self.mapping.valid_target
+        return self._truthy(script, {"target": target, "object": target}) if script else True
 
     def _decide(self, situation: Situation, context: dict[str, Any]) -> str:
         decision = self.mapping.policies.decide(

@@ -16,10 +16,19 @@ Each item of a mapping's ``"properties"`` list is applied as PingIDM does:
 
 Transforms see only their value, as in PingIDM: that is what lets
 ``source_fields`` tell the connector which attributes to read.
+
+A list-valued target property has a policy (idsync's ``"multiValued"`` key):
+``"replace"`` (the default) makes the target's list equal the projected one;
+``"merge"`` keeps the values idsync did not put there (``merge_lists``): a
+recon only adds the projected values missing from the target, and an implicit
+sync, which knows the source's value before the change, also removes the
+values the change took away. Values are compared ignoring case and the spaces
+around ``,``, ``=`` and ``+``, so one DN written two ways is one value.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,7 +39,9 @@ from idsync.query.ast import And, Compare, Literal_, Not, Or, Present
 
 __all__ = ["PropertyMap", "PropertyRule", "compile_properties", "diff"]
 
-_RULE_KEYS = frozenset({"source", "target", "transform", "condition", "default"})
+_RULE_KEYS = frozenset({"source", "target", "transform", "condition", "default", "multiValued"})
+_MULTI_VALUED = ("replace", "merge")
+_SEPARATOR_SPACES = re.compile(r"\s*([,=+])\s*")
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class PropertyRule:
     condition: object | None = None
     has_default: bool = False
     default: Any = None
+    merge: bool = False  # "multiValued": "merge"
 
     @property
     def target_name(self) -> str:
@@ -88,6 +100,25 @@ class PropertyMap:
                 value = rule.default
             _put(projected, rule.target, _copy(value))
         return projected
+
+    def merge_lists(self, projected: Mapping[str, Any], current: Mapping[str, Any] | None,
+                    previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``projected`` with each ``merge`` property combined with the target's
+        ``current`` list: values of ``current`` stay, projected ones are added, and
+        those in ``previous`` (the projection before an implicit sync's change) but
+        no longer projected are removed."""
+        merged = dict(projected)
+        for rule in self.rules:
+            name = rule.target[0]
+            if not rule.merge or len(rule.target) != 1 or name not in merged:
+                continue
+            have = _as_list((current or {}).get(name))
+            want = _as_list(merged[name])
+            gone = {_value_key(v) for v in _as_list((previous or {}).get(name))} - {_value_key(v) for v in want}
+            kept = [v for v in have if _value_key(v) not in gone]
+            known = {_value_key(v) for v in kept}
+            merged[name] = kept + [v for v in want if _value_key(v) not in known]
+        return merged
 
     def source_fields(self) -> set[str] | None:
         """The top-level source attributes the rules read; ``None`` when a rule
@@ -150,6 +181,7 @@ def compile_properties(
                        else None),
             has_default="default" in item and item["default"] is not None,
             default=item.get("default"),
+            merge=_multi_valued(item.get("multiValued", "replace"), file, f"{at}.multiValued") == "merge",
         ))
     _check_targets(rules, file, key)
     return PropertyMap(tuple(rules))
@@ -206,6 +238,24 @@ def _canon(value: Any, unordered: bool) -> object:
             return ("set", frozenset(Counter(items).items()))
         return ("list", tuple(items))
     return ("other", repr(value))
+
+
+def _multi_valued(value: object, file: str, key: str) -> str:
+    if value not in _MULTI_VALUED:
+        raise ConfigError(file, key, f"expected one of {', '.join(_MULTI_VALUED)}")
+    return str(value)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _value_key(value: Any) -> object:
+    if isinstance(value, str):
+        return _SEPARATOR_SPACES.sub(r"\1", value.strip()).casefold()
+    return _canon(value, unordered=True)
 
 
 def _pointer(value: object, file: str, key: str, *, required: bool) -> tuple[str, ...]:

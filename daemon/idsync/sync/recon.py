@@ -107,6 +107,8 @@ class _Run:
                             summary=self.counters.to_summary())
             self.log.info("recon.start", source=self.mapping.source, target=self.mapping.target, job=self.options.job)
             source = resources.open(self.mapping.source)
+            if isinstance(source, ManagedResource):
+                source = source.revealing_secrets()  # a mapping may push a (hashed) password
             target = resources.open(self.mapping.target, dry_run=self.options.dry_run)
             self._execute(source, target)
             state = "SUCCESS"

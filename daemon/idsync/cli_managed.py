@@ -1,0 +1,277 @@
+"""``idsync managed``, ``idsync system`` and ``idsync sync``: objects by hand.
+
+    idsync managed query TYPE [--filter F] [--fields a,b] [--limit N]
+    idsync managed get TYPE ID
+    idsync managed create TYPE --data JSON|@FILE|- [--id ID] [--no-sync]
+    idsync managed update TYPE ID --data JSON|@FILE|- [--rev REV] [--no-sync]
+    idsync managed patch TYPE ID --operations JSON|@FILE|- [--rev REV] [--no-sync]
+    idsync managed delete TYPE ID [--rev REV] [--no-sync]
+    idsync system query SYSTEM TYPE [--filter F] [--fields a,b] [--limit N]
+    idsync system get SYSTEM TYPE ID
+    idsync sync retry [--mapping NAME]
+
+A change prints the object as stored (never a secret) and then pushes it
+through every mapping whose source it is (implicit synchronization). A push
+that fails leaves the store change in place, says so on stderr and exits 75
+(EX_TEMPFAIL): ``idsync sync retry`` or the next recon repairs the target.
+Bad data exits 65 (EX_DATAERR), an unknown id 66 (EX_NOINPUT), a stale
+``--rev`` 75 (re-read the object and try again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from idsync.config.project import Project, load_project
+from idsync.connectors.base import Obj, QuerySpec, Resource
+from idsync.errors import NotFound, QueryError, RevisionMismatch
+from idsync.managed.validation import InvalidObject
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.objects import ManagedResource
+from idsync.sync.assess import SECRET_NAMES
+from idsync.sync.implicit import PushResult
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add ``managed``, ``system`` and ``sync`` to the ``idsync`` subcommands."""
+    m = sub.add_parser("managed", help="query and change managed objects in the store")
+    msub = m.add_subparsers(dest="managed_command", metavar="ACTION", required=True)
+    q = msub.add_parser("query", help="objects matching a _queryFilter")
+    q.add_argument("type")
+    _query_args(q)
+    q.set_defaults(handler=_cmd_managed_query)
+    g = msub.add_parser("get", help="one object")
+    g.add_argument("type")
+    g.add_argument("id")
+    g.set_defaults(handler=_cmd_managed_get)
+    c = msub.add_parser("create", help="create an object, then sync it")
+    c.add_argument("type")
+    c.add_argument("--data", required=True, help="the object: JSON, @file or - for stdin")
+    c.add_argument("--id", help="the new object's _id (default: a new UUID)")
+    c.set_defaults(handler=_cmd_managed_change, action="create")
+    u = msub.add_parser("update", help="replace an object's properties, then sync it")
+    u.add_argument("type")
+    u.add_argument("id")
+    u.add_argument("--data", required=True, help="the whole object: JSON, @file or - for stdin")
+    u.set_defaults(handler=_cmd_managed_change, action="update")
+    pt = msub.add_parser("patch", help="apply patch operations, then sync the object")
+    pt.add_argument("type")
+    pt.add_argument("id")
+    pt.add_argument("--operations", required=True,
+                    help='[{"operation": "replace", "field": "/mail", "value": "..."}]: JSON, @file or -')
+    pt.set_defaults(handler=_cmd_managed_change, action="patch")
+    d = msub.add_parser("delete", help="delete an object, then sync the deletion")
+    d.add_argument("type")
+    d.add_argument("id")
+    d.set_defaults(handler=_cmd_managed_change, action="delete")
+    for parser in (c, u, pt, d):
+        if parser is not c:
+            parser.add_argument("--rev", help="fail unless the object is still at this revision")
+        parser.add_argument("--no-sync", action="store_true", help="change the store only (no implicit sync)")
+
+    s = sub.add_parser("system", help="read objects of an external system")
+    ssub = s.add_subparsers(dest="system_command", metavar="ACTION", required=True)
+    sq = ssub.add_parser("query", help="objects matching a _queryFilter")
+    sq.add_argument("system")
+    sq.add_argument("type")
+    _query_args(sq)
+    sq.set_defaults(handler=_cmd_system_query)
+    sg = ssub.add_parser("get", help="one object by _id")
+    sg.add_argument("system")
+    sg.add_argument("type")
+    sg.add_argument("id")
+    sg.set_defaults(handler=_cmd_system_get)
+
+    y = sub.add_parser("sync", help="implicit synchronization")
+    ysub = y.add_subparsers(dest="sync_command", metavar="ACTION", required=True)
+    r = ysub.add_parser("retry", help="push again the managed objects whose last push failed")
+    r.add_argument("--mapping", help="only this mapping")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(handler=_cmd_sync_retry)
+
+
+def _query_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--filter", default="true", help="a _queryFilter (default: true)")
+    p.add_argument("--fields", help="comma-separated fields to show")
+    p.add_argument("--limit", type=int, default=0, help="stop after N objects (0: all)")
+
+
+# -- reading ------------------------------------------------------------------
+
+
+def _open(project_dir: Path) -> tuple[Project, Store]:
+    project = load_project(project_dir)
+    return project, Store.open(project.settings.store_url())
+
+
+def _print_query(resource: Resource, args: argparse.Namespace) -> None:
+    from idsync.query import parse
+
+    try:
+        node = parse(args.filter)
+    except QueryError as exc:
+        raise QueryError(f"--filter: {exc}") from None
+    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    print("[")
+    for shown, obj in enumerate(_limited(resource.pages(QuerySpec(filter=node, fields=fields)), args.limit)):
+        print(("  " if shown == 0 else ", ") + json.dumps(_shown(obj), ensure_ascii=False))
+    print("]")
+
+
+def _limited(pages: Iterator[list[Obj]], limit: int) -> Iterator[Obj]:
+    count = 0
+    for page in pages:
+        for obj in page:
+            yield obj
+            count += 1
+            if limit and count >= limit:
+                return
+
+
+def _shown(obj: Obj) -> Obj:
+    """What a user may see: never a password, even a hashed one."""
+    return {k: v for k, v in obj.items() if k.lower() not in SECRET_NAMES}
+
+
+def _cmd_managed_query(args: argparse.Namespace, project_dir: Path) -> int:
+    project, store = _open(project_dir)
+    _print_query(Resources(project, store).open(f"managed/{args.type}"), args)
+    return 0
+
+
+def _cmd_managed_get(args: argparse.Namespace, project_dir: Path) -> int:
+    project, store = _open(project_dir)
+    obj = Resources(project, store).open(f"managed/{args.type}").get(args.id)
+    if obj is None:
+        print(f"idsync: managed/{args.type}/{args.id} not found", file=sys.stderr)
+        return os.EX_NOINPUT
+    print(json.dumps(_shown(obj), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_system_query(args: argparse.Namespace, project_dir: Path) -> int:
+    project = load_project(project_dir)
+    resources = Resources(project, store=None)  # type: ignore[arg-type]
+    try:
+        _print_query(resources.open(f"system/{args.system}/{args.type}"), args)
+    finally:
+        resources.close()
+    return 0
+
+
+def _cmd_system_get(args: argparse.Namespace, project_dir: Path) -> int:
+    project = load_project(project_dir)
+    resources = Resources(project, store=None)  # type: ignore[arg-type]
+    try:
+        obj = resources.open(f"system/{args.system}/{args.type}").get(args.id)
+    finally:
+        resources.close()
+    if obj is None:
+        print(f"idsync: system/{args.system}/{args.type}/{args.id} not found", file=sys.stderr)
+        return os.EX_NOINPUT
+    print(json.dumps(_shown(obj), indent=2, ensure_ascii=False))
+    return 0
+
+
+# -- changing -----------------------------------------------------------------
+
+
+def _cmd_managed_change(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.managed.service import ManagedObjects
+
+    project, store = _open(project_dir)
+    resources = Resources(project, store)
+    objects = ManagedObjects(project, store, resources, args.type, sync=not args.no_sync)
+    try:
+        if args.action == "create":
+            change = objects.create(_json_arg(args.data, "--data"), object_id=args.id)
+        elif args.action == "update":
+            change = objects.update(args.id, _json_arg(args.data, "--data"), rev=args.rev)
+        elif args.action == "patch":
+            change = objects.patch(args.id, _json_arg(args.operations, "--operations"), rev=args.rev)
+        else:
+            change = objects.delete(args.id, rev=args.rev)
+    except NotFound as exc:
+        print(f"idsync: {exc}", file=sys.stderr)
+        return os.EX_NOINPUT
+    except RevisionMismatch as exc:
+        print(f"idsync: {exc}; read the object again and retry", file=sys.stderr)
+        return os.EX_TEMPFAIL
+    finally:
+        resources.close()
+    if change.object is not None:
+        print(json.dumps(_shown(change.object), indent=2, ensure_ascii=False))
+    _report_pushes(change.pushes, f"managed/{args.type}")
+    if change.pushes:
+        _write_status_file(project, store)
+    return 0 if change.synced else os.EX_TEMPFAIL
+
+
+def _report_pushes(pushes: list[PushResult], resource: str) -> None:
+    for push in pushes:
+        if not push.ok:
+            print(f"idsync: {resource}/{push.source_id} is saved, but implicit sync through {push.mapping} "
+                  f"failed: {push.message} (run {push.run_id}; `idsync sync retry` pushes it again)",
+                  file=sys.stderr)
+
+
+def _json_arg(text: str, option: str) -> Any:
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        text = Path(text[1:]).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidObject(option, [f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
+
+
+def _cmd_sync_retry(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.sync.implicit import RETRY_JOB, ImplicitSync
+    from idsync.sync.retry import failed_pushes
+
+    project, store = _open(project_dir)
+    mappings = [project.mapping(args.mapping)] if args.mapping else \
+        [m for m in project.mappings if m.enable_sync and m.source.startswith("managed/")]
+    resources = Resources(project, store)
+    results: list[PushResult] = []
+    try:
+        pusher = ImplicitSync(project, store, resources)
+        for mapping in mappings:
+            ids = failed_pushes(store, mapping.name)
+            if not ids:
+                continue
+            source = resources.open(mapping.source)
+            if isinstance(source, ManagedResource):
+                source = source.revealing_secrets()
+            current = source.get_many(ids)
+            for sid in ids:
+                results.append(pusher.push_one(mapping, sid, current.get(sid), job=RETRY_JOB))
+    finally:
+        resources.close()
+    if results:
+        _write_status_file(project, store)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        for r in results:
+            outcome = "ok" if r.ok else f"FAILED: {r.message}"
+            print(f"{r.mapping}: {r.source_id}: {r.situation} {r.action}: {outcome}")
+        if not results:
+            print("nothing to retry")
+    return 0 if all(r.ok for r in results) else os.EX_TEMPFAIL
+
+
+def _write_status_file(project: Project, store: Store) -> None:
+    from idsync.status_file import write_status_file
+
+    write_status_file(project, store)

@@ -1,0 +1,121 @@
+"""PingIDM patch operations on one managed object.
+
+A patch is a list of ``{"operation": "add"|"remove"|"replace"|"increment",
+"field": "/a/b", "value": ...}``. ``field`` is a JSON pointer; ``/roles/-``
+appends to a list. ``add`` on a list property adds the value (or each value of
+a list) unless present; ``remove`` with a ``value`` removes only that value,
+without one the whole property; ``increment`` adds a number. The result is a
+new object; the input is left alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from idsync.errors import ObjectRejected
+
+__all__ = ["InvalidPatch", "apply_patch"]
+
+_OPERATIONS = ("add", "remove", "replace", "increment")
+
+
+class InvalidPatch(ObjectRejected):
+    """The patch itself is malformed or cannot apply: fix the operations."""
+
+    exit_code = os.EX_DATAERR
+
+
+def apply_patch(obj: Mapping[str, Any], operations: Sequence[Any]) -> dict[str, Any]:
+    """``obj`` with ``operations`` applied, in order."""
+    if not isinstance(operations, list):
+        raise InvalidPatch("a patch is a list of operations")
+    result = copy.deepcopy(dict(obj))
+    for i, op in enumerate(operations):
+        if not isinstance(op, dict) or op.get("operation") not in _OPERATIONS:
+            raise InvalidPatch(f"operation {i}: expected operation to be one of {', '.join(_OPERATIONS)}")
+        path = _pointer(op.get("field"), i)
+        parent, key = _parent(result, path, i, create=op["operation"] != "remove")
+        if parent is None:
+            continue  # removing below a missing property: nothing to do
+        _apply(op["operation"], parent, key, op, i)
+    return result
+
+
+def _pointer(field: Any, i: int) -> list[str]:
+    if not isinstance(field, str) or not field.strip("/"):
+        raise InvalidPatch(f"operation {i}: field must be a JSON pointer such as /mail")
+    return [p.replace("~1", "/").replace("~0", "~") for p in field.strip("/").split("/")]
+
+
+def _parent(obj: dict[str, Any], path: list[str], i: int, *, create: bool) -> tuple[Any, str]:
+    node: Any = obj
+    for part in path[:-1]:
+        if isinstance(node, dict):
+            if part not in node:
+                if not create:
+                    return None, path[-1]
+                node[part] = {}
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise InvalidPatch(f"operation {i}: /{'/'.join(path)} does not exist")
+    if path[0].startswith("_"):
+        raise InvalidPatch(f"operation {i}: {path[0]} cannot be patched")
+    return node, path[-1]
+
+
+def _apply(kind: str, parent: Any, key: str, op: Mapping[str, Any], i: int) -> None:
+    if isinstance(parent, list):
+        _apply_list_item(kind, parent, key, op, i)
+        return
+    value = op.get("value")
+    current = parent.get(key)
+    if kind == "replace":
+        if value is None:
+            parent.pop(key, None)
+        else:
+            parent[key] = copy.deepcopy(value)
+    elif kind == "add":
+        if isinstance(current, list):
+            for item in value if isinstance(value, list) else [value]:
+                if item not in current:
+                    current.append(copy.deepcopy(item))
+        else:
+            parent[key] = copy.deepcopy(value)
+    elif kind == "remove":
+        if "value" in op and isinstance(current, list):
+            drop = value if isinstance(value, list) else [value]
+            parent[key] = [item for item in current if item not in drop]
+        else:
+            parent.pop(key, None)
+    else:  # increment
+        if not _number(value) or not (current is None or _number(current)):
+            raise InvalidPatch(f"operation {i}: increment needs a number value and a numeric property")
+        parent[key] = (current or 0) + op["value"]
+
+
+def _apply_list_item(kind: str, items: list[Any], key: str, op: Mapping[str, Any], i: int) -> None:
+    if key == "-" and kind == "add":
+        items.append(copy.deepcopy(op.get("value")))
+        return
+    if not key.isdigit() or int(key) >= len(items) + (kind == "add"):
+        raise InvalidPatch(f"operation {i}: no list element {key}")
+    index = int(key)
+    if kind == "add":
+        items.insert(index, copy.deepcopy(op.get("value")))
+    elif kind == "remove":
+        del items[index]
+    elif kind == "replace":
+        items[index] = copy.deepcopy(op.get("value"))
+    else:
+        if not _number(op.get("value")) or not _number(items[index]):
+            raise InvalidPatch(f"operation {i}: increment needs numbers")
+        items[index] += op["value"]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

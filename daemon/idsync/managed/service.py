@@ -1,0 +1,122 @@
+"""Changing managed objects the way PingIDM's ``managed/`` endpoint does.
+
+``create``, ``update`` (replace), ``patch`` and ``delete`` each validate the
+result against ``managed.json``, honour an expected revision (optimistic
+concurrency: ``RevisionMismatch`` when the object moved on), write one store
+transaction, and then run implicit synchronization for the changed object
+(``sync/implicit.py``). The store change is committed before the push, so a
+target that fails never loses it; the push results say what happened.
+
+Secret properties are write-only: hashed by the store, never in a returned
+object. ``update`` keeps a secret the caller did not send (it cannot have read it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from idsync.config.managed import ManagedType
+from idsync.config.project import Project
+from idsync.connectors.base import Obj, WriteOp
+from idsync.errors import NotFound
+from idsync.managed.patch import apply_patch
+from idsync.managed.validation import InvalidObject, validate
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.objects import ManagedResource
+from idsync.sync.implicit import ImplicitSync, PushResult
+
+__all__ = ["Change", "ManagedObjects"]
+
+
+@dataclass
+class Change:
+    """The object as stored after a change (secrets left out; ``None`` after a
+    delete) and what implicit synchronization did with it."""
+
+    object: Obj | None
+    pushes: list[PushResult] = field(default_factory=list)
+
+    @property
+    def synced(self) -> bool:
+        return all(p.ok for p in self.pushes)
+
+
+class ManagedObjects:
+    """The managed objects of one type, changed with implicit synchronization."""
+
+    def __init__(self, project: Project, store: Store, resources: Resources, object_type: str,
+                 *, sync: bool = True) -> None:
+        self.schema: ManagedType = project.managed.get(object_type, key="type")
+        self.name = f"managed/{object_type}"
+        self._resource = ManagedResource(store, self.schema)
+        self._internal = ManagedResource(store, self.schema, with_secrets=True)
+        self._sync = ImplicitSync(project, store, resources) if sync else None
+
+    def get(self, object_id: str) -> Obj:
+        obj = self._resource.get(object_id)
+        if obj is None:
+            raise NotFound(f"{self.name}/{object_id} not found")
+        return obj
+
+    def create(self, data: Mapping[str, Any], *, object_id: str | None = None) -> Change:
+        values = _own(data)
+        validate(self.schema, values)
+        if object_id is not None:
+            if self._resource.get(object_id) is not None:
+                raise InvalidObject(self.name, [f"an object with _id {object_id} exists"])
+            values["_id"] = object_id
+        created = self._resource.create(values)
+        return self._pushed(created["_id"])
+
+    def update(self, object_id: str, data: Mapping[str, Any], *, rev: str | None = None) -> Change:
+        current = self._current(object_id)
+        values = _own(data)
+        validate(self.schema, values)
+        changes: dict[str, Any] = {k: v for k, v in values.items()}
+        for name in current:
+            if not name.startswith("_") and name not in values and name not in self.schema.secrets:
+                changes[name] = None  # a replace drops what it does not repeat
+        self._write(WriteOp("update", id=object_id, values=changes, rev=rev))
+        return self._pushed(object_id, current)
+
+    def patch(self, object_id: str, operations: Sequence[Any], *, rev: str | None = None) -> Change:
+        current = self._current(object_id)
+        patched = apply_patch(current, operations)
+        validate(self.schema, patched)
+        changes = {k: v for k, v in patched.items() if not k.startswith("_") and current.get(k) != v}
+        changes.update({k: None for k in current if not k.startswith("_") and k not in patched})
+        self._write(WriteOp("update", id=object_id, values=changes, rev=rev))
+        return self._pushed(object_id, current)
+
+    def delete(self, object_id: str, *, rev: str | None = None) -> Change:
+        self._current(object_id)
+        self._write(WriteOp("delete", id=object_id, rev=rev))
+        pushes = self._sync.push(self.name, object_id, None) if self._sync else []
+        return Change(None, pushes)
+
+    def _current(self, object_id: str) -> Obj:
+        obj = self._internal.get(object_id)
+        if obj is None:
+            raise NotFound(f"{self.name}/{object_id} not found")
+        return obj
+
+    def _write(self, op: WriteOp) -> None:
+        (result,) = self._resource.write_batch([op])
+        if result.error is not None:
+            raise result.error
+
+    def _pushed(self, object_id: str, before: Obj | None = None) -> Change:
+        """Push the object as stored (hashed secrets included) and answer it without them."""
+        stored = self._internal.get(object_id)
+        pushes = self._sync.push(self.name, object_id, stored, before=before) if self._sync and stored else []
+        return Change(self._resource.get(object_id), pushes)
+
+
+def _own(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The caller's properties: ``_id`` and ``_rev`` belong to the store."""
+    if not isinstance(data, Mapping):
+        raise InvalidObject("managed object", ["expected a JSON object"])
+    return {k: v for k, v in data.items() if not k.startswith("_")}

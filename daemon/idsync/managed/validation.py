@@ -1,0 +1,76 @@
+"""Checking a managed object against its type in ``managed.json``.
+
+Every problem of one object is reported at once (``InvalidObject`` lists them),
+named by property, never quoting a value: a secret must not end up in an error.
+Properties the schema does not declare are accepted, as PingIDM accepts them;
+``_id`` and ``_rev`` are the store's, never the caller's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from idsync.config.managed import ManagedType
+from idsync.errors import ObjectRejected
+
+__all__ = ["InvalidObject", "validate"]
+
+
+class InvalidObject(ObjectRejected):
+    """The object does not satisfy ``managed.json``: fix the data and send it again."""
+
+    exit_code = os.EX_DATAERR
+
+    def __init__(self, resource: str, problems: list[str]) -> None:
+        super().__init__(f"{resource}: " + "; ".join(problems))
+        self.problems = problems
+
+
+def _type_ok(kind: str, value: Any) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "array":
+        return isinstance(value, list)
+    if kind in ("object", "relationship"):
+        return isinstance(value, dict)
+    return True
+
+
+def validate(schema: ManagedType, obj: Mapping[str, Any]) -> None:
+    """Raise ``InvalidObject`` unless ``obj`` has every required property and
+    each declared property holds a value of its type (``null`` removes it)."""
+    problems: list[str] = []
+    for name in schema.required:
+        value = obj.get(name)
+        if value is None or value == "":
+            problems.append(f"{name} is required")
+    for name, value in obj.items():
+        prop = schema.properties.get(name)
+        if name.startswith("_") or prop is None or value is None:
+            continue
+        if not _type_ok(prop.type, value):
+            problems.append(f"{name} must be of type {prop.type}, not {_json_type(value)}")
+    if problems:
+        raise InvalidObject(f"managed/{schema.name}", problems)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

@@ -1,0 +1,187 @@
+"""Implicit synchronization: a managed object's change pushed at once through
+every mapping whose source is its resource (unless ``enableSync`` is false).
+
+One push is one object through one mapping, assessed exactly as a recon would
+(``Assessor``: link, correlation, situation, policy, projected target) and
+applied at once; a DELETE does not wait for the end of a run, as there is no
+run to wait for. A deleted source is assessed with ``assess_source_deleted``.
+
+Each push is recorded like a tiny recon run (job ``implicit``, or ``retry``)
+with one audit entry, so ``idsync status`` lists it and ``idsync sync retry``
+finds the failed ones again (``retry.py``). The store change was made before
+the push and stands whatever happens here: a target that refuses the object or
+cannot be reached fails the push, never the change. Audit entries hold masked
+values only (``Assessor`` masks secret names such as ``userPassword``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import structlog
+
+from idsync.config.mappings import MappingDef
+from idsync.config.project import Project
+from idsync.connectors.base import Obj, Resource, WriteOp
+from idsync.errors import IdsyncError, NotFound
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.links import LinkSet
+from idsync.store.runs import RunStore
+from idsync.sync.assess import Assessor, Plan
+from idsync.sync.correlation import Correlator
+from idsync.sync.recon import ReconOptions
+from idsync.sync.situations import assess_source_deleted
+from idsync.sync.summary import Counters
+
+__all__ = ["IMPLICIT_JOB", "RETRY_JOB", "ImplicitSync", "PushResult"]
+
+log = structlog.get_logger(__name__)
+
+IMPLICIT_JOB = "implicit"
+RETRY_JOB = "retry"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What one push did: the run recording it, the situation and action, and
+    the error that stopped it (``ok`` false), if any."""
+
+    mapping: str
+    run_id: str
+    source_id: str
+    situation: str
+    action: str
+    ok: bool
+    target_id: str | None = None
+    message: str | None = None
+
+
+class ImplicitSync:
+    """Pushes changes of managed objects to the targets of their mappings."""
+
+    def __init__(self, project: Project, store: Store, resources: Resources) -> None:
+        self.project = project
+        self.store = store
+        self.resources = resources
+        self.runs = RunStore(store)
+
+    def mappings(self, resource: str) -> list[MappingDef]:
+        """The mappings a change of ``resource`` is pushed through, in processing order."""
+        return [m for m in self.project.mappings if m.source == resource and m.enable_sync]
+
+    def push(self, resource: str, object_id: str, current: Obj | None, *, before: Obj | None = None,
+             job: str = IMPLICIT_JOB) -> list[PushResult]:
+        """Push ``current`` (``None``: the object was deleted) through every mapping;
+        ``before`` (the object before the change) lets "merge" lists drop what it lost."""
+        return [self.push_one(m, object_id, current, before=before, job=job) for m in self.mappings(resource)]
+
+    def push_one(self, mapping: MappingDef, object_id: str, current: Obj | None, *, before: Obj | None = None,
+                 job: str = IMPLICIT_JOB) -> PushResult:
+        run_id = str(uuid.uuid4())
+        counters = Counters(mapping.name, mapping.source, mapping.target)
+        bound = log.bind(run_id=run_id, mapping=mapping.name, source_id=object_id, job=job)
+        self.runs.start(run_id, mapping.name, job=job, dry_run=False, summary=counters.to_summary())
+        plan = Plan("SOURCE_IGNORED", "EXCEPTION", object_id, None)
+        error: str | None = None
+        try:
+            target = self.resources.open(mapping.target)
+            links = LinkSet(self.store, mapping.linkset, reversed=self.project.linkset_reversed(mapping))
+            assessor = Assessor(mapping, ReconOptions(), counters, previous={object_id: before} if before else {})
+            if current is None:
+                plan = self._assess_deleted(assessor, target, links, object_id)
+            else:
+                plan = self._assess_present(mapping, assessor, target, links, current)
+            error = self._apply(plan, target, links)
+        except IdsyncError as exc:
+            error = str(exc)
+        self._record(run_id, mapping, counters, plan, error)
+        if error is None:
+            bound.info("implicit_sync.pushed", situation=plan.situation, action=plan.action,
+                       target_id=plan.target_id, change=plan.change)
+        else:
+            bound.warning("implicit_sync.failed", situation=plan.situation, action=plan.action, error=error)
+        return PushResult(mapping.name, run_id, object_id, plan.situation, plan.action, error is None,
+                          plan.target_id, error)
+
+    # -- deciding -------------------------------------------------------------
+
+    def _assess_present(self, mapping: MappingDef, assessor: Assessor, target: Resource, links: LinkSet,
+                        current: Obj) -> Plan:
+        linked = links.targets_of([current["_id"]])
+        tid = linked.get(current["_id"])
+        targets = target.get_many([tid], mapping.default_target_fields) if tid else {}
+        correlator = Correlator(mapping.correlation, target, mapping.default_target_fields) \
+            if mapping.correlation else None
+        (plan,) = assessor.assess_sources([current], linked, targets, correlator, links)
+        if plan.defer and plan.action == "DELETE" and plan.target_id:
+            plan.op, plan.change = WriteOp("delete", id=plan.target_id), "deleted"
+        return plan
+
+    def _assess_deleted(self, assessor: Assessor, target: Resource, links: LinkSet, source_id: str) -> Plan:
+        tid = links.targets_of([source_id]).get(source_id)
+        found = target.get(tid, assessor.mapping.default_target_fields) if tid else None
+        situation = assess_source_deleted(link_exists=tid is not None, target_found=found is not None,
+                                          target_qualifies=found is not None and assessor.valid_target(found))
+        action = assessor.decide(situation, {"source": None, "target": found, "linkQualifier": "default"})
+        plan = Plan(str(situation), action, source_id, tid, audit=True)
+        if action == "DELETE" and found is not None and tid:
+            if assessor.allow_delete:
+                plan.op, plan.change = WriteOp("delete", id=tid), "deleted"
+                plan.message = f"DELETE {assessor.mapping.target}/{tid}"
+            else:
+                plan.change, plan.message = "skipped", "delete skipped: deletes are switched off"
+        elif action == "EXCEPTION":
+            plan.error = f"{situation}: policy says EXCEPTION"
+        # A link to a source that is gone is never useful, whatever the policy.
+        plan.defer = tid is not None and plan.change != "skipped"
+        return plan
+
+    # -- acting ---------------------------------------------------------------
+
+    def _apply(self, plan: Plan, target: Resource, links: LinkSet) -> str | None:
+        """Write the plan's change, then its link; the error, or ``None``."""
+        if plan.error is not None:
+            return plan.error
+        target_id = plan.target_id
+        op = plan.op
+        if op is not None:
+            (result,) = target.write_batch([op])
+            gone = op.kind == "delete" and isinstance(result.error, NotFound)
+            if not result.ok and not gone:
+                return str(result.error)
+            target_id = result.id or target_id
+        with self.store.begin() as conn:
+            # ``defer`` marks the plans whose link must go: DELETE, UNLINK, a source gone.
+            if plan.defer and target_id:
+                links.remove_targets(conn, [target_id])
+            elif plan.link and plan.source_id and target_id:
+                links.add(conn, [(plan.source_id, target_id)])
+        plan.target_id = target_id
+        return None
+
+    def _record(self, run_id: str, mapping: MappingDef, counters: Counters, plan: Plan, error: str | None) -> None:
+        counters.source_processed = 1
+        counters.situations[plan.situation] += 1
+        counters.actions[plan.action] += 1
+        counters.status["FAILURE" if error else "SUCCESS"] += 1
+        if error:
+            counters.changes["failed"] += 1
+            counters.error(error, situation=plan.situation, source_id=plan.source_id, target_id=plan.target_id)
+        elif plan.change:
+            counters.changes[plan.change] += 1
+        if plan.link and not error:
+            counters.links_created += 1
+        state = "FAILED" if error else "SUCCESS"
+        counters.stage = "COMPLETED" if not error else "COMPLETED_FAILED"
+        summary = counters.to_summary()
+        summary["duration"] = round((time.monotonic() - counters.started) * 1000)
+        row = plan.audit_row(run_id, mapping.name, plan.target_id, False)
+        if error:
+            row.update(status="FAILURE", message=error)
+        with self.store.begin() as conn:
+            # Every push is audited, even an unchanged one: retry reads the last word per object.
+            self.runs.audit(conn, [row])
+        self.runs.finish(run_id, state, counters.stage, summary, error)

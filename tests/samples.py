@@ -1,0 +1,75 @@
+"""The two-way LDAP sample (``samples/sync-with-ldap-bidirectional``) as a
+throwaway project: pointed at the test slapd, its DNs moved into the test's
+own subtree, a fresh store."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from idsync.testing.slapd import Slapd
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "sync-with-ldap-bidirectional"
+FORWARD = "systemLdapAccounts_managedUser"
+REVERSE = "managedUser_systemLdapAccounts"
+_PEOPLE = "ou=People,dc=example,dc=com"
+_GROUPS = "ou=Groups,dc=example,dc=com"
+
+
+def sample_project(tmp_path: Path, slapd: Slapd, subtree: str, store_url: str, *, load_data: bool = True) -> Path:
+    """A copy of the sample whose people and groups live in ``subtree``."""
+    project = tmp_path / "project"
+    shutil.copytree(SAMPLE / "conf", project / "conf")
+    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    prov["configurationProperties"].update(host="127.0.0.1", port=slapd.port, credentials=slapd.admin_password,
+                                           baseContextsToSynchronize=[subtree])
+    prov_file.write_text(json.dumps(prov, indent=2))
+    sync_file = project / "conf" / "sync.json"
+    sync_file.write_text(sync_file.read_text().replace(_PEOPLE, subtree).replace(_GROUPS, subtree))
+    (project / "conf" / "idsync.toml").write_text(
+        f'state_dir = "state"\n[store]\nurl = "{store_url}"\n[log]\nformat = "json"\nlevel = "warning"\n')
+    if load_data:
+        ldif = (SAMPLE / "data" / "Example.ldif").read_text()
+        slapd.add_ldif(ldif.replace(_PEOPLE, subtree).replace(_GROUPS, subtree))
+    return project
+
+
+IDSYNC = str(Path(sys.executable).parent / "idsync")
+
+
+def idsync(project: Path, *args: str, stdin: str | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real ``idsync`` command on ``project``; logs at info, as JSON, on stderr."""
+    return subprocess.run([IDSYNC, "-p", str(project), *args], capture_output=True, text=True, timeout=120,
+                          input=stdin, env={**os.environ, "IDSYNC_LOG__LEVEL": "info", **(env or {})})
+
+
+def ldap_entry(slapd: Slapd, dn: str) -> dict[str, list[str]] | None:
+    """The entry at ``dn`` as the directory holds it (attribute names lower-cased), or ``None``."""
+    import ldap3
+
+    conn = ldap3.Connection(ldap3.Server(slapd.url), slapd.admin_dn, slapd.admin_password, auto_bind=True)
+    try:
+        if not conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["*", "+"]):
+            return None
+        attrs = conn.entries[0].entry_attributes_as_dict
+        return {k.lower(): [v.decode() if isinstance(v, bytes) else str(v) for v in vals]
+                for k, vals in attrs.items()}
+    finally:
+        conn.unbind()
+
+
+def can_bind(slapd: Slapd, dn: str, password: str) -> bool:
+    import ldap3
+
+    conn = ldap3.Connection(ldap3.Server(slapd.url), dn, password)
+    try:
+        return bool(conn.bind())
+    finally:
+        conn.unbind()

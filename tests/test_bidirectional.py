@@ -1,0 +1,179 @@
+"""The two-way LDAP sample end to end through the real CLI: the seed walkthrough,
+the store-to-LDAP recon on its own, and convergence (second passes write nothing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from idsync.config.project import load_project
+from idsync.connectors.base import QuerySpec
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.sync.recon import ReconOptions, run_recon
+from idsync.testing.slapd import Slapd
+
+from samples import FORWARD, REVERSE, idsync, ldap_entry, sample_project
+
+
+@pytest.fixture
+def project(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> Path:
+    return sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+
+
+def _recon(project: Path, mapping: str, max_deletes: int | None = None) -> dict[str, Any]:
+    """One recon run in this process (the CLI's own recon is covered by the walkthrough)."""
+    loaded = load_project(project)
+    result = run_recon(loaded, Store.open(loaded.settings.store_url()), mapping, ReconOptions(max_deletes=max_deletes))
+    assert result.state == "SUCCESS", result.message
+    return result.summary
+
+
+def _query(project: Path, object_type: str) -> list[dict[str, Any]]:
+    loaded = load_project(project)
+    resource = Resources(loaded, Store.open(loaded.settings.store_url())).open(f"managed/{object_type}")
+    return [obj for page in resource.pages(QuerySpec()) for obj in page]
+
+
+def _users(project: Path) -> dict[str, dict[str, Any]]:
+    return {u["userName"]: u for u in _query(project, "user")}
+
+
+def _writes(summary: dict[str, Any]) -> int:
+    c = summary["changes"]
+    return int(c["created"] + c["updated"] + c["deleted"] + c["linked"] + c["unlinked"] + c["failed"])
+
+
+def test_seed_walkthrough(project: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """The seed's steps: recon LDAP to the store, list and read users, create fdoe
+    in the store, find the new entry in LDAP with the seed's attributes."""
+    recon = idsync(project, "recon", FORWARD, "--json")
+    assert recon.returncode == 0, recon.stderr
+    assert json.loads(recon.stdout)["situationSummary"]["ABSENT"] == 2
+    ids = json.loads(idsync(project, "managed", "query", "user", "--fields", "_id").stdout)
+    assert len(ids) == 2 and all(set(o) == {"_id", "_rev"} for o in ids)
+    users = [json.loads(idsync(project, "managed", "get", "user", o["_id"]).stdout) for o in ids]
+    bjensen = next(u for u in users if u["userName"] == "bjensen")
+    assert bjensen == {**bjensen, "displayName": "Barbara Jensen", "description": "Created for OpenIDM",
+                       "givenName": "Barbara", "mail": "bjensen@example.com", "telephoneNumber": "1-360-229-7105",
+                       "sn": "Jensen", "accountStatus": "active", "effectiveRoles": [], "effectiveAssignments": []}
+
+    fdoe = {"mail": "fdoe@example.com", "sn": "Doe", "telephoneNumber": "555-1234", "userName": "fdoe",
+            "givenName": "Felicitas", "description": "Felicitas Doe", "displayName": "fdoe"}
+    created = idsync(project, "managed", "create", "user", "--data", json.dumps(fdoe))
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout) == {**json.loads(created.stdout), **fdoe, "accountStatus": "active"}
+
+    accounts = json.loads(idsync(project, "system", "query", "ldap", "account", "--fields", "_id").stdout)
+    assert len(accounts) == 3
+    found = json.loads(idsync(project, "system", "query", "ldap", "account", "--filter", 'uid eq "fdoe"').stdout)
+    assert len(found) == 1
+    account = json.loads(idsync(project, "system", "get", "ldap", "account", found[0]["_id"]).stdout)
+    assert account == {**account, "dn": f"uid=fdoe,{ldap_subtree}", "givenName": "Felicitas", "uid": "fdoe",
+                       "mail": "fdoe@example.com", "telephoneNumber": "555-1234", "cn": "fdoe", "sn": "Doe",
+                       "description": "Felicitas Doe", "ldapGroups": []}
+    assert {"person", "organizationalPerson", "inetOrgPerson", "top"} <= set(account["objectClass"])
+    missing = idsync(project, "system", "get", "ldap", "account", "00000000-0000-0000-0000-000000000000")
+    assert missing.returncode == 66
+
+
+def test_store_to_ldap_recon(project: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """The reverse recon alone creates a missing entry, repairs a drifted attribute,
+    and deletes the entry of a user deleted without sync (SOURCE_MISSING: DELETE),
+    but only within maxDeletes."""
+    _recon(project, FORWARD)
+    users = _users(project)
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: drift@example.com\n")
+    new = idsync(project, "managed", "create", "user", "--no-sync", "--data", '{"userName": "nsync", "sn": "N"}')
+    assert new.returncode == 0 and ldap_entry(slapd, f"uid=nsync,{ldap_subtree}") is None
+    deleted = idsync(project, "managed", "delete", "user", users["scarter"]["_id"], "--no-sync")
+    assert deleted.returncode == 0, deleted.stderr
+    capped = idsync(project, "recon", REVERSE, "--json")
+    assert capped.returncode == 1 and "more than maxDeletes allows" in capped.stdout  # 10% of 3 is 0
+    # Creates and updates are written page by page; only the deletes wait for the cap.
+    assert json.loads(capped.stdout)["changes"] == {**json.loads(capped.stdout)["changes"], "created": 1,
+                                                     "updated": 1, "deleted": 0}
+    assert ldap_entry(slapd, f"uid=scarter,{ldap_subtree}") is not None
+    summary = _recon(project, REVERSE, max_deletes=1)
+    assert summary["changes"] == {**summary["changes"], "created": 0, "updated": 0, "deleted": 1}
+    assert ldap_entry(slapd, f"uid=bjensen,{ldap_subtree}")["mail"] == ["bjensen@example.com"]  # type: ignore[index]
+    nsync = ldap_entry(slapd, f"uid=nsync,{ldap_subtree}")
+    assert nsync is not None and nsync["cn"] == ["N"]  # no displayName: givenName and sn, joined
+    assert ldap_entry(slapd, f"uid=scarter,{ldap_subtree}") is None
+    assert _writes(_recon(project, REVERSE)) == 0
+
+
+def test_convergence(project: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """After changes on both sides, one pass of each mapping in sync.json order
+    converges: the second pass of each writes nothing. A value changed on both
+    sides between two runs ends as the first mapping (LDAP to store) says."""
+    _recon(project, FORWARD)
+    _recon(project, REVERSE)
+    users = _users(project)
+    slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modify\nreplace: telephoneNumber\n"
+                   "telephoneNumber: 555-0001\n")
+    patch = [{"operation": "replace", "field": "/telephoneNumber", "value": "555-0002"},
+             {"operation": "replace", "field": "/mail", "value": "barbara@example.com"}]
+    for name in ("scarter", "bjensen"):
+        proc = idsync(project, "managed", "patch", "user", users[name]["_id"], "--no-sync",
+                      "--operations", json.dumps(patch if name == "bjensen" else patch[:1]))
+        assert proc.returncode == 0, proc.stderr
+    _recon(project, FORWARD)
+    _recon(project, REVERSE)
+    assert _writes(_recon(project, FORWARD)) == 0
+    assert _writes(_recon(project, REVERSE)) == 0
+    final = _users(project)
+    assert final["scarter"]["telephoneNumber"] == "555-0001"  # changed on both sides: LDAP's run came first
+    assert final["bjensen"]["mail"] == "bjensen@example.com"  # the store-only change was overwritten too
+    assert ldap_entry(slapd, f"uid=bjensen,{ldap_subtree}")["mail"] == ["bjensen@example.com"]  # type: ignore[index]
+
+
+def _odd(dn: str) -> str:
+    """The same DN as another tool might write it: upper case, spaces after commas."""
+    return dn.upper().replace(",", ", ")
+
+
+def test_groups_and_memberships(project: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """Groups become roles and back; a user's ldapGroups is written as member adds and
+    removes on the groups; DNs differing only in case or spacing are the same member;
+    after a full cycle the second pass of every mapping writes nothing."""
+    group_dn = f"cn=openidm,{ldap_subtree}"
+    mappings = [m["name"] for m in json.loads(idsync(project, "mappings", "--json").stdout)]
+    assert mappings == [FORWARD, "systemLdapGroups_managedRole", REVERSE, "managedRole_systemLdapGroups"]
+    for mapping in mappings[:2]:
+        _recon(project, mapping)
+    users = _users(project)
+    assert [g.lower() for g in users["bjensen"]["ldapGroups"]] == [group_dn.lower()]
+    roles = _query(project, "role")
+    assert [(r["name"], [m.lower() for m in r["members"]]) for r in roles] == \
+        [("openidm", [f"uid=bjensen,{ldap_subtree}".lower()])]
+
+    def patch(user: str, *ops: dict[str, Any]) -> None:
+        proc = idsync(project, "managed", "patch", "user", users[user]["_id"], "--operations", json.dumps(ops))
+        assert proc.returncode == 0, proc.stderr
+
+    # Joining through an odd spelling of the group's DN; restating a membership in another spelling.
+    patch("scarter", {"operation": "add", "field": "/ldapGroups", "value": _odd(group_dn)})
+    patch("bjensen", {"operation": "replace", "field": "/ldapGroups", "value": [_odd(group_dn)]})
+    members = ldap_entry(slapd, group_dn)["uniquemember"]  # type: ignore[index]
+    assert sorted(m.lower() for m in members) == sorted(f"uid={u},{ldap_subtree}".lower()
+                                                        for u in ("bjensen", "scarter"))
+    # A new role makes a new group, its first member given in an odd spelling.
+    role = {"name": "staff", "description": "Staff", "members": [_odd(f"uid=scarter,{ldap_subtree}")]}
+    created = idsync(project, "managed", "create", "role", "--data", json.dumps(role))
+    assert created.returncode == 0, created.stderr
+    staff = ldap_entry(slapd, f"cn=staff,{ldap_subtree}")
+    assert staff is not None and staff["description"] == ["Staff"]
+    # Leaving a group removes one member value; the group and its other member stay.
+    patch("scarter", {"operation": "remove", "field": "/ldapGroups", "value": _odd(group_dn)})
+    assert [m.lower() for m in ldap_entry(slapd, group_dn)["uniquemember"]] == \
+        [f"uid=bjensen,{ldap_subtree}".lower()]  # type: ignore[index]
+
+    for mapping in mappings:
+        _recon(project, mapping)
+    assert [_writes(_recon(project, mapping)) for mapping in mappings] == [0, 0, 0, 0]
+    final = _users(project)
+    assert [g.lower() for g in final["scarter"]["ldapGroups"]] == [f"cn=staff,{ldap_subtree}".lower()]
+    assert [g.lower() for g in final["bjensen"]["ldapGroups"]] == [group_dn.lower()]
