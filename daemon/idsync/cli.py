@@ -32,6 +32,8 @@ __all__ = ["main"]
 log = structlog.get_logger("idsync.cli")
 
 EX_CANCELED = 130
+# Commands that answer a question: their output is the answer, not log lines.
+_QUIET_COMMANDS = ("status", "managed", "mappings", "validate", "system", "sync", "jobs")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,9 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return os.EX_USAGE
     project_dir = Path(args.project or os.environ.get("IDSYNC_PROJECT") or ".").resolve()
     try:
+        quiet = args.command in _QUIET_COMMANDS
         configure_logging(args.log_format or os.environ.get("IDSYNC_LOG__FORMAT", "auto"),  # type: ignore[arg-type]
-                          args.log_level or os.environ.get("IDSYNC_LOG__LEVEL", "warning" if args.command in
-                                                           ("status", "managed", "mappings", "validate", "system", "sync", "jobs") else "info"))
+                          args.log_level or os.environ.get("IDSYNC_LOG__LEVEL", "warning" if quiet else "info"))
         result: int = args.handler(args, project_dir)
         return result
     except IdsyncError as exc:
@@ -55,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_CANCELED
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback in the debug log
+    except Exception as exc:  # one line for the user, the traceback in the debug log
         log.debug("cli.crash", exc_info=True)
         print(f"idsync: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               "(run with --log-level debug for details)", file=sys.stderr)
@@ -65,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="idsync", description="Identity synchronization daemon and tools.")
     p.add_argument("--version", action="version", version=f"idsync {__version__}")
-    p.add_argument("-p", "--project", help="project directory holding conf/ and jobs.d/ (default: $IDSYNC_PROJECT or .)")
+    p.add_argument("-p", "--project",
+                   help="project directory holding conf/ and jobs.d/ (default: $IDSYNC_PROJECT or .)")
     p.add_argument("--log-format", choices=["auto", "console", "json"], default=None)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -187,7 +190,7 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli_render import render_audit, render_run, render_runs
     from idsync.store.runs import RunStore
 
-    project, store = _open(project_dir)
+    _, store = _open(project_dir)
     runs = RunStore(store)
     if args.run_id:
         run = runs.get(args.run_id)

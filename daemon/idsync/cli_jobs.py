@@ -170,7 +170,7 @@ def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
                 dry_run=True if args.dry_run else None,
                 cancel=cancel,
             )
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             outcome["error"] = exc
 
     worker = threading.Thread(target=work, name=f"job-{job.name}")

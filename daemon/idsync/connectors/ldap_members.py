@@ -33,7 +33,7 @@ def norm_dn(dn: str) -> str:
     """A DN's comparison form: no spaces around separators, lower case."""
     try:
         parts = parse_dn(dn.strip(), escape=True, strip=True)
-    except Exception:  # ldap3 raises several kinds for a malformed DN
+    except Exception:  # noqa: BLE001 - ldap3 raises several kinds for a malformed DN
         return dn.strip().lower()
     text = "".join(f"{attr.strip()}={value.strip()}{sep}" for attr, value, sep in parts)
     return text.lower()

@@ -90,7 +90,7 @@ class CronSchedule:
         try:
             # Walking once also catches expressions that parse but never match.
             croniter(cron, dt.datetime(2000, 1, 1), second_at_beginning=seconds).get_next(dt.datetime)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - croniter raises many kinds
             reason = str(exc).replace(f"[{cron}]", "").strip(" :") or type(exc).__name__
             raise ScheduleError(f"invalid expression {expression!r}: {reason}") from None
         return cls(expression, tz, cron, seconds)
@@ -144,7 +144,7 @@ class CronSchedule:
         text = " ".join(self.expression.split()) if self._seconds else self._cron
         try:
             return str(get_description(text, options))
-        except Exception:
+        except Exception:  # noqa: BLE001 - croniter raises many kinds
             return self.expression
 
     def _place(self, wall: dt.datetime) -> dt.datetime:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from idsync.sync.recon import ReconOptions
     from idsync.sync.summary import Counters
 
-__all__ = ["Assessor", "Plan", "SECRET_NAMES"]
+__all__ = ["SECRET_NAMES", "Assessor", "Plan"]
 
 SECRET_NAMES = frozenset({"password", "userpassword", "credentials", "secret", "clientsecret", "unicodepwd"})
 _MASK = "********"
@@ -251,7 +251,7 @@ class Assessor:
         decision = self.mapping.policies.decide(
             situation,
             evaluate_condition=lambda cond: _eval_condition(cond, {**context, "object": context.get("source")}),
-            evaluate_action_script=lambda script: str(script(**context, situation=str(situation))),
+            evaluate_action_script=lambda script: str(_run_transform(script, {**context, "situation": str(situation)})),
         )
         return str(decision.action)
 
@@ -266,7 +266,9 @@ class Assessor:
         return {k: (_MASK if k.lower() in self.secret_names else v) for k, v in values.items() if not k.startswith("_")}
 
 
-def _run_transform(script: Script, variables: Mapping[str, Any]) -> Any:
+def _run_transform(script: object, variables: Mapping[str, Any]) -> Any:
+    if not isinstance(script, Script):
+        raise TypeError(f"not a compiled script: {script!r}")
     return script(**variables)
 
 

@@ -118,7 +118,7 @@ class _Run:
             message, exit_code = str(exc), exc.exit_code
         except KeyboardInterrupt:
             state, message = "CANCELED", "interrupted"
-        except Exception as exc:  # noqa: BLE001 - a run records every failure
+        except Exception as exc:
             self.log.exception("recon.crash")
             message = f"internal error: {type(exc).__name__}: {exc}"
         finally:
@@ -237,8 +237,8 @@ class _Run:
         writes = [p for p in plans if p.op is not None and p.op.kind != "delete"]
         results: dict[int, WriteResult] = {}
         if writes:
-            for plan, result in zip(writes, target.write_batch([p.op for p in writes if p.op]), strict=True):
-                results[id(plan)] = result
+            for plan, written in zip(writes, target.write_batch([p.op for p in writes if p.op]), strict=True):
+                results[id(plan)] = written
         new_links: list[tuple[str, str]] = []
         claims: list[str] = []
         audit: list[dict[str, Any]] = []
