@@ -153,3 +153,32 @@ def test_script_timeout_fails_the_object_not_the_run(project: Path) -> None:
     summary = json.loads(proc.stdout)
     assert summary["statusSummary"]["FAILURE"] == 2
     assert "time" in summary["errors"][0]["message"].lower()
+
+
+def test_ctrl_c_cancels_at_a_page_boundary(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """SIGINT during `idsync recon` stops it at the next page and records the run CANCELED."""
+    import signal
+    import time
+
+    slapd.add_ldif("".join(person(f"slow{i}", ldap_subtree) for i in range(60)))
+    project = make_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 'state.db'}", page_size=1)
+    conf = project / "conf"
+    sync = json.loads((conf / "sync.json").read_text())
+    sync["mappings"][0]["properties"].append({"source": "sn", "target": "description", "transform": {
+        "type": "text/javascript", "source": "var t = Date.now(); while (Date.now() - t < 100) {} source"}})
+    (conf / "sync.json").write_text(json.dumps(sync))
+    proc = subprocess.Popen([IDSYNC, "-p", str(project), "recon", MAPPING, "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "IDSYNC_LOG__LEVEL": "warning"})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        runs = json.loads(run(project, "status", "--json").stdout or "[]")
+        if runs and runs[0]["state"] == "ACTIVE" and runs[0]["progress"]["source"]["existing"]["processed"]:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    last = json.loads(run(project, "status", "--json").stdout)[0]
+    assert last["state"] == "CANCELED"
+    assert last["progress"]["source"]["existing"]["processed"] < 60

@@ -136,21 +136,27 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
     options.on_progress = progress.update
     outcome: dict[str, Any] = {}
 
+    done = threading.Event()
+
     def work() -> None:
         try:
             outcome["result"] = run_recon(project, store, args.mapping, options)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             outcome["error"] = exc
+        finally:
+            done.set()
 
-    worker = threading.Thread(target=work, name=f"recon-{args.mapping}")
-    worker.start()
+    # Wait on an Event, not Thread.join: a join interrupted by Ctrl-C can return
+    # at once on the next call (CPython), before the run has recorded CANCELED.
+    threading.Thread(target=work, name=f"recon-{args.mapping}", daemon=True).start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
+        while not done.wait(0.2):
+            pass
     except KeyboardInterrupt:
         options.cancel.set()
         print("\nidsync: canceling at the next page boundary (Ctrl-C again to stop now)", file=sys.stderr)
-        worker.join()
+        while not done.wait(0.2):
+            pass
     finally:
         progress.close()
     if "error" in outcome:
