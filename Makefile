@@ -38,7 +38,6 @@ test: deps venv
 	$(VENV)/bin/pytest -q
 
 lint: venv
-	$(VENV)/bin/pip install -q -e '.[dev]'
 	$(VENV)/bin/ruff check daemon tests bench
 	$(VENV)/bin/mypy
 

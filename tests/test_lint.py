@@ -1,0 +1,33 @@
+"""The code base stays clean: ruff's rules and mypy in strict mode, as configured
+in pyproject.toml, over the package, the tests and the benchmark."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        pytest.skip(f"{name} is not installed in this environment (pip install -e '.[test]')")
+    return str(path)
+
+
+def test_ruff() -> None:
+    """ruff finds nothing to complain about."""
+    proc = subprocess.run([_tool("ruff"), "check", "--output-format", "concise", "daemon", "tests", "bench"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_strict() -> None:
+    """mypy --strict (pyproject's [tool.mypy]) passes on the package."""
+    proc = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
