@@ -24,7 +24,19 @@ def _ldap(p: Provisioner) -> System:
     return open_ldap_system(p.name, p.config, file=p.file)
 
 
-_OPENERS: Mapping[str, Callable[[Provisioner], System]] = {"ldap": _ldap}
+def _salesforce(p: Provisioner) -> System:
+    from idsync.connectors.salesforce import open_salesforce_system
+
+    return open_salesforce_system(p.name, p.config, file=p.file)
+
+
+def _scim(p: Provisioner) -> System:
+    from idsync.connectors.scim import open_scim_system
+
+    return open_scim_system(p.name, p.config, file=p.file)
+
+
+_OPENERS: Mapping[str, Callable[[Provisioner], System]] = {"ldap": _ldap, "salesforce": _salesforce, "scim": _scim}
 
 
 def open_system(provisioner: Provisioner) -> System:

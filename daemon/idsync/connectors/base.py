@@ -65,6 +65,7 @@ class WriteResult:
     id: str | None = None
     obj: Obj | None = None
     error: IdsyncError | None = None
+    message: str | None = None  # what the peer did instead of the op, for the audit (a deactivation)
 
     @property
     def ok(self) -> bool:
@@ -177,6 +178,20 @@ class System(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+def system_test_report(name: str, config: Mapping[str, Any], display_name: str,
+                       object_types: list[str]) -> dict[str, Any]:
+    """The ``system?_action=test`` answer of a system that works; the caller sets ``ok``/``error``."""
+    return {
+        "name": name,
+        "enabled": bool(config.get("enabled", True)),
+        "config": f"config/provisioner.openicf/{name}",
+        "connectorRef": dict(config.get("connectorRef") or {}),
+        "displayName": display_name,
+        "objectTypes": object_types,
+        "ok": True,
+    }
 
 
 def failed(op: WriteOp, error: ObjectError) -> WriteResult:

@@ -22,7 +22,7 @@ import ldap3
 import structlog
 from ldap3.utils.dn import escape_rdn
 
-from idsync.connectors.base import Obj, QuerySpec, Resource, System, WriteOp, WriteResult, failed
+from idsync.connectors.base import Obj, QuerySpec, Resource, System, WriteOp, WriteResult, failed, system_test_report
 from idsync.connectors.ldap_config import (
     NAME_ATTRIBUTE,
     LdapSettings,
@@ -324,15 +324,8 @@ class LdapSystem(System):
         return resource
 
     def test(self) -> Mapping[str, Any]:
-        report: dict[str, Any] = {
-            "name": self.name,
-            "enabled": bool(self._config.get("enabled", True)),
-            "config": f"config/provisioner.openicf/{self.name}",
-            "objectTypes": [t.native_type for t in self._types.values()],
-            "connectorRef": dict(self._config.get("connectorRef") or {}),
-            "displayName": "LDAP Connector",
-            "ok": True,
-        }
+        report = system_test_report(self.name, self._config, "LDAP Connector",
+                                    [t.native_type for t in self._types.values()])
         connection = LdapConnection(self.name, self._settings)
         try:
             base = self._settings.base_contexts[0]

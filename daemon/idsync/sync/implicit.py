@@ -153,6 +153,7 @@ class ImplicitSync:
             if not result.ok and not gone:
                 return str(result.error)
             target_id = result.id or target_id
+            plan.message = result.message or plan.message
         with self.store.begin() as conn:
             # ``defer`` marks the plans whose link must go: DELETE, UNLINK, a source gone.
             if plan.defer and target_id:

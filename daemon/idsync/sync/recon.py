@@ -61,6 +61,7 @@ class ReconOptions:
     job: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[Counters], None] | None = None
+    run_id: str | None = None  # chosen by the caller that must answer with it before the run ends
 
 
 @dataclass
@@ -84,7 +85,7 @@ class _Run:
         self.store = store
         self.mapping = mapping
         self.options = options
-        self.id = str(uuid.uuid4())
+        self.id = options.run_id or str(uuid.uuid4())
         self.runs = RunStore(store)
         self.owner = f"{owner_id()}:{self.id}"
         self.lock = f"recon:{mapping.name}"
@@ -319,6 +320,7 @@ class _Run:
                                       "target": {"_id": o["target_id"]}, "situation": o["situation"]})
             results = target.write_batch([WriteOp("delete", id=o["target_id"], rev=None) for o in to_delete])
             failed = {r.op.id: r.error for r in results if not r.ok and type(r.error).__name__ != "NotFound"}
+            notes = {r.op.id: r.message for r in results if r.message}
             audit: list[dict[str, Any]] = []
             unlink_targets: list[str] = []
             for o in ops:
@@ -334,7 +336,7 @@ class _Run:
                 audit.append({"run_id": self.id, "mapping": self.mapping.name, "situation": o["situation"],
                               "action": o["action"], "source_id": o["source_id"], "target_id": o["target_id"],
                               "status": status if not self.options.dry_run else "DRY_RUN",
-                              "message": str(error) if error else None, "changes": None})
+                              "message": str(error) if error else notes.get(o["target_id"]), "changes": None})
             with self.store.begin() as conn:
                 if not self.options.dry_run:
                     self.links.remove_targets(conn, unlink_targets)

@@ -1,0 +1,176 @@
+"""The Salesforce connector: ``system/<name>/User`` (and other sObjects declared in
+``objectTypes``) over the REST API, configured by a PingIDM
+``provisioner.openicf-<name>.json`` (keys in ``salesforce_config``).
+
+Objects are the sObject's fields under their API names (``Username``,
+``LastName``...) with ``_id`` the record Id. Reads are SOQL over the ``query``
+endpoint selecting only the requested fields, one page per server batch,
+following ``nextRecordsUrl`` until ``done``; ``_queryFilter`` becomes a SOQL
+``WHERE`` (``query.soql``, values escaped); a native query is a ``WHERE``
+condition or a whole ``SELECT``. Writes are in ``salesforce_writes``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from idsync.connectors.base import Obj, QuerySpec, Resource, System, WriteOp, WriteResult, system_test_report
+from idsync.connectors.salesforce_client import SalesforceClient, error_text, errors_of
+from idsync.connectors.salesforce_config import SalesforceSettings, parse_salesforce_config
+from idsync.connectors.salesforce_writes import RecordWriter
+from idsync.errors import ConfigError, IdsyncError, PeerUnavailable, QueryError
+from idsync.query.ast import Path
+from idsync.query.soql import escape_soql_string, to_soql
+
+__all__ = ["SalesforceResource", "SalesforceSystem", "open_salesforce_system"]
+
+log = structlog.get_logger(__name__)
+
+_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*")
+_RECORD_ID = re.compile(r"[A-Za-z0-9]{15}([A-Za-z0-9]{3})?")
+_ID_CHUNK = 200  # ids per SOQL "Id IN (...)": keeps the URL far below its limit
+
+
+class SalesforceResource(Resource):
+    """One sObject type of one org."""
+
+    def __init__(self, system: str, client: SalesforceClient, settings: SalesforceSettings, sobject: str,
+                 *, dry_run: bool = False) -> None:
+        self.name = f"system/{system}/{sobject}"
+        self.dry_run = dry_run
+        self._client = client
+        self._settings = settings
+        self._type = sobject
+        self._defaults = settings.object_types.get(sobject, ())
+        self._writer = RecordWriter(client, sobject, self.name)
+
+    # -- reading --------------------------------------------------------------
+
+    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+        fields = self._fields(spec.fields)
+        if spec.native is not None and spec.native.strip().upper().startswith("SELECT"):
+            soql = spec.native.strip()
+        else:
+            where = spec.native.strip() if spec.native is not None else (
+                to_soql(spec.filter, field=self._native_path) if spec.filter is not None else "")
+            soql = f"SELECT {', '.join(fields)} FROM {self._type}" + (f" WHERE {where}" if where else "")
+        yield from self._query(soql, spec.page_size)
+
+    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+        # Ids that cannot be Salesforce ids cannot exist: they are absent, not an injection.
+        valid = [i for i in dict.fromkeys(ids) if isinstance(i, str) and _RECORD_ID.fullmatch(i)]
+        found: dict[str, Obj] = {}
+        select = ", ".join(self._fields(fields))
+        for start in range(0, len(valid), _ID_CHUNK):
+            chunk = valid[start:start + _ID_CHUNK]
+            in_list = ", ".join(escape_soql_string(i) for i in chunk)
+            for page in self._query(f"SELECT {select} FROM {self._type} WHERE Id IN ({in_list})", None):
+                for obj in page:
+                    found[obj["_id"]] = obj
+        # A 15-character id is answered by the record with its 18-character form.
+        short = {obj_id[:15]: obj for obj_id, obj in found.items()}
+        return {i: found.get(i) or short[i] for i in valid if i in found or i in short}
+
+    def get(self, id: str, fields: Sequence[str] | None = None) -> Obj | None:
+        if not _RECORD_ID.fullmatch(id or ""):
+            return None
+        response = self._client.call("GET", f"{self._client.base}/sobjects/{self._type}/{id}",
+                                     params={"fields": ",".join(self._fields(fields))})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise PeerUnavailable(f"salesforce: reading {self._type} {id}: {error_text(errors_of(response))}")
+        return _object(response.json())
+
+    def _query(self, soql: str, page_size: int | None) -> Iterator[list[Obj]]:
+        batch = self._settings.query_batch_size or (max(200, min(2000, page_size)) if page_size else None)
+        headers = {"Sforce-Query-Options": f"batchSize={batch}"} if batch else {}
+        log.debug("salesforce.query", resource=self.name, soql=soql)
+        response = self._client.call("GET", f"{self._client.base}/query", params={"q": soql}, headers=headers)
+        while True:
+            if response.status_code != 200:
+                text = error_text(errors_of(response))
+                if response.status_code == 400:
+                    raise QueryError(f"salesforce: the query was refused: {text}")
+                raise PeerUnavailable(f"salesforce: query failed: {text}")
+            body = response.json()
+            records = body.get("records") or []
+            if records:
+                yield [_object(r) for r in records]
+            next_url = body.get("nextRecordsUrl")
+            if body.get("done", True) or not next_url:
+                return
+            response = self._client.call("GET", urlsplit(next_url).path, headers=headers)
+
+    def _fields(self, requested: Sequence[str] | None) -> list[str]:
+        names = self._defaults if requested is None else requested
+        fields = {"Id": "Id"}
+        for name in names:
+            native = name.split("/")[0]
+            if native in ("_id", "Id", "") or native.startswith("_"):
+                continue
+            if not _FIELD.fullmatch(native):
+                raise QueryError(f"{self.name}: {native!r} is not a Salesforce field name")
+            fields.setdefault(native.lower(), native)
+        return list(fields.values())
+
+    def _native_path(self, path: Path) -> str:
+        if path == ("_id",):
+            return "Id"
+        return ".".join(path)
+
+    # -- writing --------------------------------------------------------------
+
+    def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        return self._writer.write(ops)
+
+
+class SalesforceSystem(System):
+    """One configured Salesforce org."""
+
+    def __init__(self, name: str, config: Mapping[str, Any], *, file: str) -> None:
+        self.name = name
+        self._file = file
+        self._config = config
+        self._settings = parse_salesforce_config(file, config)
+        self._client = SalesforceClient(name, self._settings)
+
+    def resource(self, object_type: str, *, dry_run: bool = False) -> SalesforceResource:
+        if object_type not in self._settings.object_types:
+            raise ConfigError(self._file, "objectTypes", f"no object type {object_type!r} "
+                              f"(known: {', '.join(self._settings.object_types)})")
+        return SalesforceResource(self.name, self._client, self._settings, object_type, dry_run=dry_run)
+
+    def test(self) -> Mapping[str, Any]:
+        report = system_test_report(self.name, self._config, "Salesforce Connector",
+                                    ["__ALL__", *self._settings.object_types])
+        try:
+            self._client.authenticate()
+            response = self._client.call("GET", f"{self._client.base}/query",
+                                         params={"q": "SELECT Id FROM User LIMIT 1"})
+            if response.status_code != 200:
+                report.update(ok=False, error=f"salesforce: {error_text(errors_of(response))}")
+        except IdsyncError as error:
+            report.update(ok=False, error=str(error))
+        return report
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _object(record: Mapping[str, Any]) -> Obj:
+    obj: Obj = {"_id": record.get("Id")}
+    for key, value in record.items():
+        if key not in ("attributes", "Id"):
+            obj[key] = value
+    return obj
+
+
+def open_salesforce_system(name: str, config: Mapping[str, Any], *, file: str) -> SalesforceSystem:
+    """The connector registry's entry point for ``...salesforce.SalesforceConnector``."""
+    return SalesforceSystem(name, config, file=file)

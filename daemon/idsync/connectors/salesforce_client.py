@@ -1,0 +1,174 @@
+"""One authenticated HTTP session with a Salesforce org's REST API.
+
+Every call goes through ``SalesforceClient.call``, which owns the three things
+the API makes the caller handle:
+
+* the access token: fetched with the refresh-token grant on first use, and
+  fetched again once when a call answers 401 ``INVALID_SESSION_ID`` (sessions
+  expire on Salesforce's schedule, not ours);
+* limits: 403 ``REQUEST_LIMIT_EXCEEDED``, 429 and 503 are retried with
+  exponential backoff (``Retry-After`` honoured), then become ``PeerUnavailable``
+  so the run stops cleanly before any delete;
+* errors: the JSON arrays ``[{"message", "errorCode", "fields"}]`` are turned
+  into readable text; the caller decides whether that fails one object
+  (``ObjectRejected``) or the pass.
+
+Tokens never reach a log line or an exception. Thread-safe: a lock guards the
+token, httpx's client is shared.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import structlog
+
+from idsync.connectors.salesforce_auth import refresh_access_token, transport_error
+from idsync.connectors.salesforce_config import SalesforceSettings
+from idsync.errors import AuthenticationFailed, PeerUnavailable
+
+__all__ = ["SalesforceClient", "error_text", "errors_of", "tls_verify"]
+
+log = structlog.get_logger(__name__)
+
+_RETRIED_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW"})
+_MAX_DELAY = 60.0
+
+
+def tls_verify(verify: bool | str) -> bool | ssl.SSLContext:
+    """httpx's ``verify``: on, off (only when configured so), or trusting one CA bundle."""
+    return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+
+
+def errors_of(response: httpx.Response) -> list[dict[str, Any]]:
+    """The error objects of a failed response (``errorCode``, or ``statusCode`` in SaveResults)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return [{"errorCode": f"HTTP_{response.status_code}", "message": response.text[:200]}]
+    items = body if isinstance(body, list) else [body]
+    return [i for i in items if isinstance(i, dict)]
+
+
+def error_text(errors: list[dict[str, Any]]) -> str:
+    """``DUPLICATE_USERNAME: Duplicate Username (fields: Username)``, one per error."""
+    parts = []
+    for e in errors:
+        code = e.get("errorCode") or e.get("statusCode") or e.get("error") or "ERROR"
+        message = e.get("message") or e.get("error_description") or ""
+        fields = e.get("fields") or []
+        parts.append(f"{code}: {message}" + (f" (fields: {', '.join(map(str, fields))})" if fields else ""))
+    return "; ".join(parts) or "unknown error"
+
+
+class SalesforceClient:
+    """Calls ``/services/data/vXX.X/...`` with a valid session."""
+
+    def __init__(self, system: str, settings: SalesforceSettings) -> None:
+        self.system = system
+        self._settings = settings
+        self._http = httpx.Client(
+            verify=tls_verify(settings.verify),
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            headers={"Accept": "application/json", "User-Agent": "idsync"},
+        )
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._instance: str | None = settings.instance_url
+        self.calls = 0
+
+    @property
+    def base(self) -> str:
+        """``/services/data/vXX.X``: what every REST path starts with."""
+        return f"/services/data/{self._settings.version}"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def authenticate(self) -> None:
+        """Get a fresh access token (the refresh-token grant)."""
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        s = self._settings
+        token = refresh_access_token(self._http, s.token_url, s.client_id, s.client_secret, s.refresh_token)
+        self._token = token.access_token
+        if not s.instance_url and token.instance_url:
+            self._instance = token.instance_url.rstrip("/")
+        if not self._instance:
+            raise AuthenticationFailed("salesforce: no instanceUrl configured and none in the token response")
+
+    def _session(self) -> tuple[str, str]:
+        with self._lock:
+            if self._token is None:
+                self._refresh()
+            assert self._token is not None and self._instance is not None
+            return self._token, self._instance
+
+    def call(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+             json: Any = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """Send one request (``path`` absolute on the instance, e.g. ``nextRecordsUrl``).
+        Any answer other than a session or limit problem is returned as is."""
+        attempt = 0
+        renewed = False
+        while True:
+            token, instance = self._session()
+            try:
+                response = self._http.request(method, instance + path, params=params, json=json,
+                                              headers={**(headers or {}), "Authorization": f"Bearer {token}"})
+            except httpx.TransportError as exc:
+                raise transport_error(f"{method} {path.split('?')[0]}", exc) from None
+            self.calls += 1
+            if response.status_code == 401 and not renewed:
+                # An expired session: one new token, then the same request again.
+                log.info("salesforce.session_expired", system=self.system,
+                         error=_first_code(response) or "HTTP_401")
+                with self._lock:
+                    if self._token == token:
+                        self._refresh()
+                renewed = True
+                continue
+            if response.status_code == 401:
+                raise AuthenticationFailed(f"salesforce: the API refused a fresh session: "
+                                           f"{error_text(errors_of(response))}")
+            if _retriable(response):
+                attempt += 1
+                code = _first_code(response) or f"HTTP_{response.status_code}"
+                if attempt > self._settings.max_retries:
+                    log.warning("salesforce.gave_up", system=self.system, error=code, attempts=attempt)
+                    raise PeerUnavailable(f"salesforce: {code} after {attempt} attempts "
+                                          f"({method} {path.split('?')[0]}); try again later")
+                delay = _delay(response, self._settings.retry_backoff, attempt)
+                log.warning("salesforce.retry", system=self.system, error=code, attempt=attempt,
+                            delay_s=round(delay, 3))
+                time.sleep(delay)
+                continue
+            log.debug("salesforce.call", system=self.system, method=method, path=path.split("?")[0],
+                      status=response.status_code, limits=response.headers.get("Sforce-Limit-Info"))
+            return response
+
+
+def _first_code(response: httpx.Response) -> str | None:
+    errors = errors_of(response)
+    return str(errors[0].get("errorCode") or "") or None if errors else None
+
+
+def _retriable(response: httpx.Response) -> bool:
+    if response.status_code in (429, 502, 503, 504):
+        return True
+    if response.status_code in (400, 403, 500):
+        return _first_code(response) in _RETRIED_CODES
+    return False
+
+
+def _delay(response: httpx.Response, backoff: float, attempt: int) -> float:
+    after = response.headers.get("Retry-After", "")
+    if after.isdigit():
+        return min(float(after), _MAX_DELAY)
+    return min(backoff * 2.0 ** (attempt - 1), _MAX_DELAY)

@@ -1,0 +1,156 @@
+"""The keys of a Salesforce ``provisioner.openicf-<name>.json``.
+
+PingIDM's ``configurationProperties`` are read as documented for its Salesforce
+connector: ``loginUrl`` (the OAuth token endpoint of production, a sandbox or a
+My Domain; a bare host gets ``/services/oauth2/token`` appended), ``clientId``,
+``clientSecret``, ``refreshToken``, ``instanceUrl`` (optional: the token response
+names the instance too), ``version`` (API version, ``44`` or ``"44.0"``),
+``connectTimeout`` (ms) and ``idleCheckInterval`` (ms, accepted; sessions are
+refreshed when Salesforce says they expired rather than by polling).
+
+idsync adds ``readTimeout`` (ms), ``caFile`` (a PEM bundle to trust instead of
+the system's), ``verifyTls`` (true unless explicitly false), ``maxRetries`` and
+``retryBackoff`` (ms, doubled per attempt) for REQUEST_LIMIT_EXCEEDED and 503,
+``queryBatchSize`` (200 to 2000 records per query page) and ``objectTypes``
+(``{"User": {"properties": {"Email": {}, ...}}}``: the fields read by default).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from idsync.errors import ConfigError
+
+__all__ = ["DEFAULT_USER_FIELDS", "SalesforceSettings", "parse_salesforce_config", "token_url"]
+
+_TOKEN_PATH = "/services/oauth2/token"
+_PRESETS = {
+    "production": "https://login.salesforce.com",
+    "sandbox": "https://test.salesforce.com",
+}
+_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_OBJECT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+# What a Salesforce User carries that identity sync usually needs; read when
+# neither the mapping nor the provisioner names the fields.
+DEFAULT_USER_FIELDS: tuple[str, ...] = (
+    "Username", "FirstName", "LastName", "Email", "Alias", "IsActive", "Phone", "MobilePhone", "Title",
+    "Department", "CompanyName", "FederationIdentifier", "CommunityNickname", "TimeZoneSidKey",
+    "LocaleSidKey", "EmailEncodingKey", "LanguageLocaleKey", "ProfileId", "LastModifiedDate",
+)
+
+
+@dataclass(frozen=True)
+class SalesforceSettings:
+    token_url: str
+    client_id: str
+    client_secret: str
+    refresh_token: str
+    instance_url: str | None
+    version: str  # "v44.0"
+    connect_timeout: float  # seconds
+    read_timeout: float
+    verify: bool | str  # True, False, or a CA bundle path
+    max_retries: int
+    retry_backoff: float  # seconds
+    query_batch_size: int | None
+    object_types: Mapping[str, tuple[str, ...]]  # type -> default fields
+
+    def __repr__(self) -> str:  # never print the secrets
+        return f"SalesforceSettings(token_url={self.token_url!r}, instance_url={self.instance_url!r})"
+
+
+def token_url(login_url: str, file: str, key: str = "configurationProperties.loginUrl") -> str:
+    """The OAuth token endpoint for a ``loginUrl`` written as a preset, a host or the full URL."""
+    url = _PRESETS.get(login_url.strip().lower(), login_url.strip())
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ConfigError(file, key, "must be an https URL (or 'production' / 'sandbox')")
+    path = parts.path.rstrip("/")
+    if not path.endswith(_TOKEN_PATH):
+        path += _TOKEN_PATH
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _ms(props: Mapping[str, Any], key: str, default: int, file: str) -> float:
+    value = props.get(key, default)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(file, f"configurationProperties.{key}", "must be a number of milliseconds")
+    return value / 1000
+
+
+def _version(value: Any, file: str) -> str:
+    text = str(value if value is not None else "59.0").strip().lstrip("vV")
+    if not re.fullmatch(r"\d{2,3}(\.0)?", text):
+        raise ConfigError(file, "configurationProperties.version", "must be an API version such as 44 or 59.0")
+    return f"v{text if '.' in text else text + '.0'}"
+
+
+def _required(props: Mapping[str, Any], key: str, file: str) -> str:
+    value = props.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(file, f"configurationProperties.{key}", "is required")
+    return value.strip()
+
+
+def _object_types(raw: Any, file: str) -> dict[str, tuple[str, ...]]:
+    types: dict[str, tuple[str, ...]] = {"User": DEFAULT_USER_FIELDS}
+    if raw is None:
+        return types
+    if not isinstance(raw, Mapping):
+        raise ConfigError(file, "objectTypes", "must be an object of object types")
+    for name, definition in raw.items():
+        if name == "__ALL__":
+            continue
+        if not _OBJECT_TYPE.fullmatch(name):
+            raise ConfigError(file, f"objectTypes.{name}", "is not an sObject name")
+        props = (definition or {}).get("properties") if isinstance(definition, Mapping) else None
+        fields = [f for f in (props or {}) if f not in ("__NAME__", "__UID__", "Id", "_id")]
+        for field in fields:
+            if not _FIELD.fullmatch(field):
+                raise ConfigError(file, f"objectTypes.{name}.properties.{field}", "is not a field name")
+        types[name] = tuple(fields) or types.get(name, ())
+    return types
+
+
+def parse_salesforce_config(file: str, config: Mapping[str, Any]) -> SalesforceSettings:
+    """Validate the provisioner's configuration; errors name the key, never a value."""
+    props = config.get("configurationProperties") or {}
+    if not isinstance(props, Mapping):
+        raise ConfigError(file, "configurationProperties", "must be an object")
+    instance = props.get("instanceUrl")
+    if instance:
+        parts = urlsplit(str(instance).strip())
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise ConfigError(file, "configurationProperties.instanceUrl", "must be an https URL")
+        instance = f"{parts.scheme}://{parts.netloc}"
+    verify: bool | str = props.get("verifyTls", True) is not False
+    if props.get("caFile"):
+        verify = str(props["caFile"]) if verify else False
+    batch = props.get("queryBatchSize")
+    if batch is not None and (not isinstance(batch, int) or not 200 <= batch <= 2000):
+        raise ConfigError(file, "configurationProperties.queryBatchSize", "must be a number from 200 to 2000")
+    retries = props.get("maxRetries", 5)
+    if not isinstance(retries, int) or retries < 0:
+        raise ConfigError(file, "configurationProperties.maxRetries", "must be a number of retries")
+    return SalesforceSettings(
+        token_url=token_url(str(props.get("loginUrl") or "production"), file),
+        client_id=_required(props, "clientId", file),
+        client_secret=_required(props, "clientSecret", file),
+        refresh_token=_required(props, "refreshToken", file),
+        instance_url=str(instance) if instance else None,
+        version=_version(props.get("version"), file),
+        connect_timeout=_ms(props, "connectTimeout", 120000, file),
+        read_timeout=_ms(props, "readTimeout", 120000, file),
+        verify=verify,
+        max_retries=retries,
+        retry_backoff=_ms(props, "retryBackoff", 1000, file),
+        query_batch_size=batch,
+        object_types=_object_types(config.get("objectTypes"), file),
+    )

@@ -1,0 +1,216 @@
+"""The SCIM connector's configuration: a ``provisioner.openicf-<name>.json`` read into
+frozen dataclasses, every problem a ``ConfigError`` naming the file and the key.
+
+``configurationProperties`` keeps the OpenICF SCIM connector's names (``SCIMEndpoint``,
+``SCIMVersion``, ``authenticationMethod`` OAUTH/TOKEN/BASIC, ``clientId``,
+``clientSecret``, ``tokenEndpoint``, ``authToken``, ``user``, ``password``); ``null``
+is accepted for whatever the chosen method does not use. ``objectTypes`` maps each
+property to a SCIM attribute path (``nativeName``): ``userName``, ``name.givenName``,
+``emails[type eq "work"].value``, an extension's ``urn:...:User:employeeNumber``,
+or a group's ``members``. Without ``objectTypes`` a default ``account`` and ``group``
+are served. Secrets arrive substituted and never appear in messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from idsync.connectors.scim_paths import AttrPath, parse_path
+from idsync.errors import ConfigError
+
+__all__ = [
+    "ScimObjectType",
+    "ScimProperty",
+    "ScimSettings",
+    "parse_scim_config",
+    "schema_urns",
+]
+
+_ENTERPRISE = {
+    1: "urn:scim:schemas:extension:enterprise:1.0",
+    2: "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+}
+_CORE = {
+    1: {"User": "urn:scim:schemas:core:1.0", "Group": "urn:scim:schemas:core:1.0"},
+    2: {"User": "urn:ietf:params:scim:schemas:core:2.0:User", "Group": "urn:ietf:params:scim:schemas:core:2.0:Group"},
+}
+_NATIVE_TYPES = {"__ACCOUNT__": ("Users", "User"), "__GROUP__": ("Groups", "Group")}
+_DEFAULT_TYPES: Mapping[str, Any] = {
+    "account": {"nativeType": "__ACCOUNT__", "properties": {
+        "userName": {"type": "string", "required": True},
+        "displayName": {"type": "string"},
+        "givenName": {"type": "string", "nativeName": "name.givenName"},
+        "familyName": {"type": "string", "nativeName": "name.familyName"},
+        "email": {"type": "string", "nativeName": 'emails[primary eq true].value'},
+        "active": {"type": "boolean"},
+    }},
+    "group": {"nativeType": "__GROUP__", "properties": {
+        "displayName": {"type": "string", "required": True},
+        "members": {"type": "array", "memberReference": "userName"},
+    }},
+}
+
+
+@dataclass(frozen=True)
+class ScimProperty:
+    """One property of an object type and the SCIM attribute path behind it."""
+
+    name: str
+    path: AttrPath
+    is_array: bool
+    flags: frozenset[str]
+    # For a Group's ``members``: the User attribute members are named by
+    # (``userName``), or None for the SCIM ids themselves.
+    member_reference: str | None = None
+
+    @property
+    def is_members(self) -> bool:
+        return self.path.attribute == "members" and self.path.urn is None
+
+
+@dataclass(frozen=True)
+class ScimObjectType:
+    """One object type (``account``, ``group``) and the SCIM endpoint it lives at."""
+
+    name: str
+    native_type: str
+    endpoint: str  # "Users", "Groups"
+    resource_type: str  # "User", "Group"
+    properties: Mapping[str, ScimProperty]
+
+    def readable(self) -> list[ScimProperty]:
+        hidden = {"NOT_READABLE", "NOT_RETURNED_BY_DEFAULT"}
+        return [p for p in self.properties.values() if not p.flags & hidden]
+
+    def members(self) -> ScimProperty | None:
+        return next((p for p in self.properties.values() if p.is_members), None)
+
+
+@dataclass(frozen=True)
+class ScimSettings:
+    """``configurationProperties`` of one SCIM system."""
+
+    endpoint: str
+    version: int
+    auth_method: str  # OAUTH, TOKEN, BASIC, NONE
+    client_id: str | None
+    client_secret: str | None
+    token_endpoint: str | None
+    scope: str | None
+    auth_token: str | None
+    user: str | None
+    password: str | None
+    verify_tls: bool
+    ca_file: str | None
+    connect_timeout: float
+    read_timeout: float
+    page_size: int
+    max_retries: int
+    max_retry_wait: float
+    token_renew_seconds: float
+
+
+def schema_urns(version: int, resource_type: str) -> tuple[str, str]:
+    """(core schema URN, enterprise extension URN) of a SCIM version."""
+    return _CORE[version][resource_type], _ENTERPRISE[version]
+
+
+def _str(file: str, props: Mapping[str, Any], key: str, default: str | None = None) -> str | None:
+    value = props.get(key, default)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise ConfigError(file, f"configurationProperties.{key}", "must be a string")
+    return value
+
+
+def _number(file: str, props: Mapping[str, Any], key: str, default: float, *, millis: bool = False) -> float:
+    value = props.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(file, f"configurationProperties.{key}", "must be a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(file, f"configurationProperties.{key}", "must be a number") from None
+    if number < 0:
+        raise ConfigError(file, f"configurationProperties.{key}", "must not be negative")
+    # OpenICF writes timeouts in milliseconds; a value above 1000 is taken as such.
+    return number / 1000 if millis and number > 1000 else number
+
+
+def _settings(file: str, props: Mapping[str, Any]) -> ScimSettings:
+    endpoint = _str(file, props, "SCIMEndpoint")
+    if not endpoint or not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(file, "configurationProperties.SCIMEndpoint", "must be an http(s) URL")
+    raw_version = str(props.get("SCIMVersion") or "2").strip()
+    version = {"1": 1, "1.1": 1, "2": 2, "2.0": 2}.get(raw_version)
+    if version is None:
+        raise ConfigError(file, "configurationProperties.SCIMVersion", "must be 1 (SCIM 1.1) or 2 (SCIM 2.0)")
+    client_id, auth_token, user = (_str(file, props, k) for k in ("clientId", "authToken", "user"))
+    method = (_str(file, props, "authenticationMethod") or "").upper()
+    if not method:  # inferred from what is filled in
+        method = "OAUTH" if client_id else "TOKEN" if auth_token else "BASIC" if user else "NONE"
+    needed = {"OAUTH": ("clientId", "clientSecret", "tokenEndpoint"), "TOKEN": ("authToken",),
+              "BASIC": ("user", "password"), "NONE": ()}
+    if method not in needed:
+        raise ConfigError(file, "configurationProperties.authenticationMethod", "must be OAUTH, TOKEN, BASIC or NONE")
+    for key in needed[method]:
+        if not props.get(key):
+            raise ConfigError(file, f"configurationProperties.{key}", f"is required with authenticationMethod {method}")
+    grant = _str(file, props, "grantType", "client_credentials")
+    if method == "OAUTH" and grant != "client_credentials":
+        raise ConfigError(file, "configurationProperties.grantType", "only client_credentials is supported")
+    return ScimSettings(
+        endpoint=endpoint.rstrip("/"), version=version, auth_method=method, scope=_str(file, props, "scope"),
+        verify_tls=not bool(props.get("acceptSelfSignedCertificates", False)),
+        ca_file=_str(file, props, "caFile"),
+        connect_timeout=_number(file, props, "connectTimeout", 10.0, millis=True),
+        read_timeout=_number(file, props, "readTimeout", 30.0, millis=True),
+        page_size=int(_number(file, props, "pageSize", 100)) or 100,
+        max_retries=int(_number(file, props, "maximumRetries", 4)),
+        max_retry_wait=_number(file, props, "maximumRetryWait", 60.0),
+        token_renew_seconds=_number(file, props, "tokenRenewSeconds", 60.0),
+        client_id=client_id, client_secret=_str(file, props, "clientSecret"),
+        token_endpoint=_str(file, props, "tokenEndpoint"), auth_token=auth_token,
+        user=user, password=_str(file, props, "password"),
+    )
+
+
+def _object_type(file: str, name: str, raw: Any) -> ScimObjectType:
+    where = f"objectTypes.{name}"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(file, where, "must be an object")
+    native = str(raw.get("nativeType") or ("__GROUP__" if name == "group" else "__ACCOUNT__"))
+    if native not in _NATIVE_TYPES:
+        raise ConfigError(file, f"{where}.nativeType", "must be __ACCOUNT__ or __GROUP__")
+    endpoint, resource_type = _NATIVE_TYPES[native]
+    props: dict[str, ScimProperty] = {}
+    for prop_name, spec in (raw.get("properties") or {}).items():
+        if prop_name in ("_id", "__UID__", "__NAME__") or not isinstance(spec, Mapping):
+            continue
+        native_name = str(spec.get("nativeName") or prop_name)
+        try:
+            path = parse_path(native_name)
+        except ValueError as exc:
+            raise ConfigError(file, f"{where}.properties.{prop_name}.nativeName", str(exc)) from None
+        flags = frozenset(str(f) for f in spec.get("flags") or ())
+        reference = spec.get("memberReference")
+        props[prop_name] = ScimProperty(prop_name, path, spec.get("type") == "array", flags,
+                                        str(reference) if reference else None)
+    return ScimObjectType(name, native, endpoint, resource_type, props)
+
+
+def parse_scim_config(file: str, config: Mapping[str, Any]) -> tuple[ScimSettings, dict[str, ScimObjectType]]:
+    """The settings and object types of a SCIM provisioner file."""
+    props = config.get("configurationProperties")
+    if not isinstance(props, Mapping):
+        raise ConfigError(file, "configurationProperties", "must be an object")
+    settings = _settings(file, props)
+    raw_types = config.get("objectTypes") or _DEFAULT_TYPES
+    if not isinstance(raw_types, Mapping):
+        raise ConfigError(file, "objectTypes", "must be an object")
+    return settings, {name: _object_type(file, name, raw) for name, raw in raw_types.items()}

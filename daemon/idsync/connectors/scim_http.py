@@ -1,0 +1,228 @@
+"""The SCIM protocol over httpx: one client per system, its errors mapped onto
+idsync's exception tree, throttling retried, list responses paged.
+
+    HTTP status                       raised as                  what the run does
+    401, 403                          AuthenticationFailed       stops (PeerError)
+    network failure, 5xx              PeerUnavailable            stops before deletes
+    429, 503                          retried maximumRetries times, waiting Retry-After
+                                      (seconds or HTTP date) or an exponential backoff
+    404                               NotFound                   that object only
+    412                               RevisionMismatch           that object (re-read once)
+    400, 409, other 4xx               ObjectRejected             that object only
+
+Messages carry the method, the path and the provider's ``scimType``/``detail``,
+never a header value.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ssl
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+
+from idsync.connectors.scim_auth import make_auth
+from idsync.connectors.scim_config import ScimSettings
+from idsync.errors import (
+    AuthenticationFailed,
+    NotFound,
+    ObjectRejected,
+    PeerError,
+    PeerUnavailable,
+    RevisionMismatch,
+    TLSError,
+)
+
+__all__ = ["ProviderFeatures", "ScimClient"]
+
+log = structlog.get_logger(__name__)
+
+_RETRIED = {429, 503}
+_SCIM_JSON = "application/scim+json"
+
+
+@dataclass(frozen=True)
+class ProviderFeatures:
+    """What the provider's ``ServiceProviderConfig`` announces."""
+
+    patch: bool
+    etag: bool
+    filter: bool
+    max_results: int | None
+
+
+def _retry_after(response: httpx.Response, attempt: int, cap: float) -> float:
+    header = response.headers.get("Retry-After")
+    if header:
+        try:
+            return min(max(float(header), 0.0), cap)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(header)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None:
+                return min(max(float(when.timestamp()) - time.time(), 0.0), cap)
+    return min(0.5 * 2.0**attempt, cap)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase
+    if not isinstance(body, dict):
+        return response.reason_phrase
+    parts = [str(body[k]) for k in ("scimType", "detail") if body.get(k)]
+    errors = body.get("Errors")  # SCIM 1.1's error shape
+    if not parts and isinstance(errors, list):
+        parts = [str(e.get("description")) for e in errors if isinstance(e, dict) and e.get("description")]
+    return ": ".join(parts) or response.reason_phrase
+
+
+class ScimClient:
+    """One SCIM provider: requests, errors, paging, discovery. Thread-safe (httpx)."""
+
+    def __init__(self, system: str, settings: ScimSettings) -> None:
+        self.system = system
+        self.settings = settings
+        self.auth = make_auth(settings)
+        verify: ssl.SSLContext | bool = settings.verify_tls
+        if settings.verify_tls and settings.ca_file:
+            verify = ssl.create_default_context(cafile=settings.ca_file)
+        media = _SCIM_JSON if settings.version == 2 else "application/json"
+        self._http = httpx.Client(
+            base_url=settings.endpoint + "/", auth=self.auth, verify=verify,
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            headers={"Accept": f"{media}, application/json"},
+        )
+        self._media = media
+        self._features: ProviderFeatures | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    # Requests ---------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                body: Any = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """Send one request, retrying throttling; raise for any error status."""
+        what = f"{method} {path}"
+        extra = dict(headers or {})
+        if body is not None:
+            extra["Content-Type"] = self._media
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, path.lstrip("/"), params=params, headers=extra,
+                                              json=body)
+            except httpx.ConnectError as exc:
+                if isinstance(exc.__context__, ssl.SSLError) or "CERTIFICATE" in str(exc).upper():
+                    raise TLSError(f"scim {self.system}: TLS verification failed for {self.settings.endpoint}") \
+                        from None
+                raise PeerUnavailable(f"scim {self.system}: cannot reach {self.settings.endpoint}: {what}") from None
+            except httpx.TransportError as exc:
+                raise PeerUnavailable(f"scim {self.system}: {what} failed: {type(exc).__name__}") from None
+            if response.status_code in _RETRIED and attempt < self.settings.max_retries:
+                wait = _retry_after(response, attempt, self.settings.max_retry_wait)
+                log.info("scim.throttled", system=self.system, request=what, status=response.status_code,
+                         wait=wait, attempt=attempt + 1)
+                time.sleep(wait)
+                attempt += 1
+                continue
+            self._raise_for(response, what)
+            return response
+
+    def _raise_for(self, response: httpx.Response, what: str) -> None:
+        code = response.status_code
+        if code < 400:
+            return
+        text = f"scim {self.system}: {what}: HTTP {code}: {_detail(response)}"
+        if code in (401, 403):
+            raise AuthenticationFailed(f"scim {self.system}: authentication refused ({what}: HTTP {code})")
+        if code == 404:
+            raise NotFound(text)
+        if code == 412:
+            raise RevisionMismatch(text)
+        if code >= 500 or code in _RETRIED:
+            raise PeerUnavailable(text)
+        raise ObjectRejected(text)
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise PeerError(f"scim {self.system}: {method} {path}: the answer is not JSON") from None
+
+    # Discovery and paging -------------------------------------------------------
+
+    def features(self) -> ProviderFeatures:
+        """The provider's ``ServiceProviderConfig``, read once; PeerError when absent or malformed."""
+        if self._features is None:
+            path = "ServiceProviderConfig" if self.settings.version == 2 else "ServiceProviderConfigs"
+            body = self.json("GET", path)
+            if not isinstance(body, dict):
+                raise PeerError(f"scim {self.system}: GET {path}: not a ServiceProviderConfig")
+            if self.settings.version == 2:
+                self._features = _features_v2(self.system, body)
+            else:
+                self._features = _features(body)
+        return self._features
+
+    def list_pages(self, endpoint: str, *, filter: str | None, attributes: Sequence[str] | None,
+                   count: int) -> Iterator[list[dict[str, Any]]]:
+        """The resources of ``endpoint`` matching ``filter``, a page at a time
+        (``startIndex``/``count`` until ``totalResults``)."""
+        start = 1
+        while True:
+            params: dict[str, Any] = {"startIndex": start, "count": count}
+            if filter:
+                params["filter"] = filter
+            if attributes:
+                params["attributes"] = ",".join(attributes)
+            body = self.json("GET", endpoint, params=params)
+            if not isinstance(body, dict):
+                raise PeerError(f"scim {self.system}: GET {endpoint}: not a ListResponse")
+            # Some providers leave out "Resources" on an empty page.
+            resources = [r for r in body.get("Resources") or [] if isinstance(r, dict)]
+            total = int(body.get("totalResults") or 0)
+            if resources:
+                yield resources
+            start += len(resources)
+            if not resources or start > total:
+                return
+
+
+def _features(body: Mapping[str, Any]) -> ProviderFeatures:
+    def supported(key: str) -> bool:
+        section = body.get(key)
+        return bool(isinstance(section, Mapping) and section.get("supported"))
+
+    filter_section = body.get("filter")
+    max_results = filter_section.get("maxResults") if isinstance(filter_section, Mapping) else None
+    return ProviderFeatures(supported("patch"), supported("etag"), supported("filter"),
+                            int(max_results) if isinstance(max_results, int) and max_results > 0 else None)
+
+
+def _features_v2(system: str, body: Mapping[str, Any]) -> ProviderFeatures:
+    """Checked against RFC 7643's model (scim2-models), so a broken document is named
+    as such by ``idsync test``."""
+    from pydantic import ValidationError
+    from scim2_models import ServiceProviderConfig
+
+    try:
+        ServiceProviderConfig.model_validate(dict(body))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise PeerError(f"scim {system}: GET ServiceProviderConfig: bad schema at {where or 'top'}: "
+                        f"{first.get('msg')}") from None
+    return _features(body)

@@ -1,0 +1,369 @@
+"""A local stand-in for a Salesforce org, written from the REST API documentation.
+
+HTTPS on loopback with a self-signed certificate (made with ``openssl``), serving:
+
+* ``POST /services/oauth2/token``: the ``refresh_token`` and ``authorization_code``
+  grants (form-encoded; answers ``access_token``, ``instance_url``, ``id``,
+  ``token_type``, ``issued_at``, ``signature``, ``scope``, and ``refresh_token``
+  for a code); errors ``{"error": "invalid_grant" | "invalid_client" |
+  "unsupported_grant_type", "error_description"}`` with 400.
+* ``GET /services/data/vXX.X/query`` and ``queryAll`` with ``?q=`` SOQL (``SELECT
+  fields FROM User [WHERE ...] [LIMIT n]``; ``= != < <= > >= LIKE IN``, ``AND OR
+  NOT``, ``null``, booleans, case-insensitive text comparison), batches sized by
+  ``Sforce-Query-Options: batchSize=N``, ``totalSize``/``done``/``nextRecordsUrl``
+  and ``GET`` on that URL for the next batch.
+* ``GET``/``PATCH``/``DELETE /sobjects/User/{id}`` (``?fields=``), ``POST /sobjects/User``.
+* ``POST``/``PATCH /composite/sobjects`` (sObject Collections, at most 200
+  records, ``allOrNone``, SaveResults with ``statusCode``/``message``/``fields``).
+* Errors as ``[{"message", "errorCode", "fields"}]``: ``INVALID_SESSION_ID`` (401)
+  for an unknown or expired session (a session dies after ``session_calls``
+  calls), ``REQUEST_LIMIT_EXCEEDED`` (403) when the API allowance is spent,
+  ``REQUIRED_FIELD_MISSING``, ``DUPLICATE_USERNAME``, ``INVALID_FIELD``,
+  ``MALFORMED_QUERY``, ``NOT_FOUND``; ``fail_next`` injects any answer (e.g. 503).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import secrets
+import ssl
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from fake_soql import SoqlError, parse_select
+
+__all__ = ["REQUIRED_USER_FIELDS", "FakeSalesforce"]
+
+REQUIRED_USER_FIELDS = ("Username", "LastName", "Email", "Alias", "TimeZoneSidKey", "LocaleSidKey",
+                        "EmailEncodingKey", "ProfileId", "LanguageLocaleKey")
+USER_FIELDS = frozenset({*REQUIRED_USER_FIELDS, "Id", "FirstName", "IsActive", "Phone", "MobilePhone", "Title",
+                         "Department", "CompanyName", "FederationIdentifier", "CommunityNickname", "Name",
+                         "CreatedDate", "LastModifiedDate"})
+_READ_ONLY = frozenset({"Id", "Name", "CreatedDate", "LastModifiedDate"})
+_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+_ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _id18(id15: str) -> str:
+    """Salesforce's case-safe 18-character id: a checksum of upper-case letters."""
+    suffix = ""
+    for block in (id15[0:5], id15[5:10], id15[10:15]):
+        bits = sum(1 << i for i, ch in enumerate(block) if ch.isupper())
+        suffix += _CHARS[bits]
+    return id15 + suffix
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "salesforce.crt", directory / "salesforce.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+@dataclass
+class FakeSalesforce:
+    """The org's state, and the server; ``start(tmp_dir)`` then ``url``, ``ca_file``."""
+
+    client_id: str = "3MVG9fake-client-id"
+    client_secret: str = "fake-client-secret"
+    refresh_tokens: set[str] = field(default_factory=lambda: {"5Aep861fake-refresh-token"})
+    codes: dict[str, str] = field(default_factory=dict)  # authorization code -> redirect_uri
+    session_calls: int | None = None  # a session expires after this many API calls
+    api_allowance: int | None = None  # REQUEST_LIMIT_EXCEEDED once this many API calls were made
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fail_next: list[tuple[int, Any]] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of API calls
+    bodies: list[Any] = field(default_factory=list)  # their JSON bodies
+    tokens_issued: int = 0
+    access_tokens: list[str] = field(default_factory=list)
+    version: str = "v44.0"
+
+    def __post_init__(self) -> None:
+        self._sessions: dict[str, int] = {}
+        self._cursors: dict[str, tuple[list[dict[str, Any]], int]] = {}
+        self._lock = threading.RLock()
+        self._seq = itertools.count(1)
+        self._server: ThreadingHTTPServer | None = None
+        self.ca_file = Path()
+        self.api_calls = 0
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self, directory: Path) -> FakeSalesforce:
+        cert, key = _self_signed(directory)
+        self.ca_file = cert
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        server.daemon_threads = True
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"https://127.0.0.1:{self._server.server_address[1]}"
+
+    # -- data -----------------------------------------------------------------
+
+    def add_user(self, **fields: Any) -> str:
+        with self._lock:
+            record = {"IsActive": True, "TimeZoneSidKey": "America/Los_Angeles", "LocaleSidKey": "en_US",
+                      "EmailEncodingKey": "UTF-8", "LanguageLocaleKey": "en_US", "ProfileId": "00e000000000001AAA",
+                      **fields}
+            return self._insert(record)
+
+    def _insert(self, record: dict[str, Any]) -> str:
+        new_id = _id18("005" + f"{next(self._seq):012d}")
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
+        record = {**record, "Id": new_id, "CreatedDate": now, "LastModifiedDate": now}
+        record["Name"] = " ".join(str(record[k]) for k in ("FirstName", "LastName") if record.get(k))
+        self.users[new_id] = record
+        return new_id
+
+    def by_username(self, username: str) -> dict[str, Any] | None:
+        return next((u for u in self.users.values() if u.get("Username") == username), None)
+
+    def expire_sessions(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
+    def count(self, method: str, path_part: str) -> int:
+        return sum(1 for m, p in self.requests if m == method and path_part in p)
+
+    # -- OAuth ----------------------------------------------------------------
+
+    def token(self, form: dict[str, str]) -> tuple[int, Any]:
+        grant = form.get("grant_type")
+        if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+            return 400, {"error": "invalid_client", "error_description": "invalid client credentials"}
+        body: dict[str, Any] = {}
+        if grant == "refresh_token":
+            if form.get("refresh_token") not in self.refresh_tokens:
+                return 400, {"error": "invalid_grant", "error_description": "expired access/refresh token"}
+        elif grant == "authorization_code":
+            redirect = self.codes.pop(form.get("code", ""), None)
+            if redirect is None:
+                return 400, {"error": "invalid_grant", "error_description": "invalid authorization code"}
+            if redirect != form.get("redirect_uri"):
+                return 400, {"error": "redirect_uri_mismatch",
+                             "error_description": "redirect_uri must match configuration"}
+            refresh = "5Aep861" + secrets.token_urlsafe(24)
+            self.refresh_tokens.add(refresh)
+            body["refresh_token"] = refresh
+        else:
+            return 400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"}
+        access = "00Dfake!" + secrets.token_urlsafe(32)
+        with self._lock:
+            self._sessions[access] = 0
+            self.access_tokens.append(access)
+            self.tokens_issued += 1
+        return 200, {**body, "access_token": access, "signature": secrets.token_urlsafe(16),
+                     "scope": "refresh_token id api", "instance_url": self.url,
+                     "id": f"{self.url}/id/00D000000000001AAA/005000000000001AAA", "token_type": "Bearer",
+                     "issued_at": str(int(time.time() * 1000))}
+
+    # -- API ------------------------------------------------------------------
+
+    def api(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
+            body: Any) -> tuple[int, Any]:
+        auth = headers.get("authorization", "")
+        with self._lock:
+            token = auth[7:] if auth.startswith("Bearer ") else ""
+            if token not in self._sessions or (self.session_calls is not None
+                                               and self._sessions[token] >= self.session_calls):
+                self._sessions.pop(token, None)
+                return 401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+            self._sessions[token] += 1
+            if self.fail_next:
+                return self.fail_next.pop(0)
+            if self.api_allowance is not None and self.api_calls >= self.api_allowance:
+                return 403, [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+            self.api_calls += 1
+            self.requests.append((method, path))
+            self.bodies.append(body)
+            return self._route(method, path, query, headers, body)
+
+    def _route(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
+               body: Any) -> tuple[int, Any]:
+        base = f"/services/data/{self.version}"
+        if not path.startswith(base):
+            return 404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
+        rest = path[len(base):]
+        if rest in ("/query", "/queryAll") and method == "GET":
+            return self._query(query.get("q", ""), headers)
+        if m := re.fullmatch(r"/query(?:All)?/(01g[A-Za-z0-9]+)-(\d+)", rest):
+            return self._next_batch(m.group(1), int(m.group(2)))
+        if rest == "/composite/sobjects" and method in ("POST", "PATCH"):
+            return self._collection(method, body)
+        if rest == "/sobjects/User" and method == "POST":
+            result = self._save(None, body)
+            return (201, result) if result["success"] else (400, _as_errors(result["errors"]))
+        if m := re.fullmatch(r"/sobjects/User/([A-Za-z0-9]{15,18})", rest):
+            return self._record(method, m.group(1), query, body)
+        return 404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
+
+    def _query(self, soql: str, headers: dict[str, str]) -> tuple[int, Any]:
+        try:
+            select = parse_select(soql)
+        except SoqlError as exc:
+            return 400, [{"message": str(exc), "errorCode": "MALFORMED_QUERY"}]
+        if select.sobject != "User":
+            return 400, [{"message": f"sObject type '{select.sobject}' is not supported.", "errorCode": "INVALID_TYPE"}]
+        for name in select.fields + select.referenced:
+            if name not in USER_FIELDS:
+                return 400, [{"message": f"No such column '{name}' on entity 'User'.", "errorCode": "INVALID_FIELD"}]
+        rows = [r for r in self.users.values() if select.matches(r)][:select.limit]
+        records = [{"attributes": {"type": "User", "url": f"/services/data/{self.version}/sobjects/User/{r['Id']}"},
+                    **{f: r.get(f) for f in select.fields}} for r in rows]
+        options = headers.get("sforce-query-options", "")
+        m = re.search(r"batchSize=(\d+)", options)
+        batch = max(200, min(2000, int(m.group(1)))) if m else 2000
+        cursor = "01g" + secrets.token_hex(6).upper()
+        self._cursors[cursor] = (records, batch)
+        return self._next_batch(cursor, 0)
+
+    def _next_batch(self, cursor: str, start: int) -> tuple[int, Any]:
+        if cursor not in self._cursors:
+            return 400, [{"message": "invalid query locator", "errorCode": "INVALID_QUERY_LOCATOR"}]
+        records, batch = self._cursors[cursor]
+        end = start + batch
+        body: dict[str, Any] = {"totalSize": len(records), "done": end >= len(records),
+                                "records": records[start:end]}
+        if end < len(records):
+            body["nextRecordsUrl"] = f"/services/data/{self.version}/query/{cursor}-{end}"
+        return 200, body
+
+    def _record(self, method: str, record_id: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        record = self.users.get(record_id) or next((u for i, u in self.users.items() if i[:15] == record_id), None)
+        if record is None:
+            return 404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
+        if method == "GET":
+            fields = query.get("fields", "").split(",") if query.get("fields") else sorted(USER_FIELDS)
+            return 200, {"attributes": {"type": "User"}, **{f: record.get(f) for f in fields}}
+        if method == "PATCH":
+            result = self._save(record["Id"], body)
+            return (204, None) if result["success"] else (400, _as_errors(result["errors"]))
+        if method == "DELETE":
+            return 400, [{"errorCode": "INVALID_TYPE_FOR_OPERATION", "message": "entity type cannot be deleted"}]
+        return 405, [{"errorCode": "METHOD_NOT_ALLOWED", "message": f"HTTP Method '{method}' not allowed."}]
+
+    def _collection(self, method: str, body: Any) -> tuple[int, Any]:
+        records = body.get("records") if isinstance(body, dict) else None
+        if not isinstance(records, list):
+            return 400, [{"message": "records is required", "errorCode": "JSON_PARSER_ERROR"}]
+        if len(records) > 200:
+            return 400, [{"message": "Record limit reached. Cannot submit more than 200 records into this call",
+                          "errorCode": "EXCEEDED_ID_LIMIT"}]
+        snapshot = {k: dict(v) for k, v in self.users.items()}
+        results = []
+        for rec in records:
+            values = {k: v for k, v in rec.items() if k not in ("attributes", "id")}
+            if (rec.get("attributes") or {}).get("type") != "User":
+                results.append({"success": False, "errors": [{"statusCode": "INVALID_TYPE", "message":
+                                "Must send a concrete entity type.", "fields": []}]})
+            elif method == "POST" and rec.get("id"):
+                results.append({"success": False, "errors": [{"statusCode": "INVALID_FIELD", "message":
+                                "cannot specify Id in an insert call", "fields": ["Id"]}]})
+            else:
+                results.append(self._save(rec.get("id") if method == "PATCH" else None, values))
+        if body.get("allOrNone") and not all(r["success"] for r in results):
+            self.users = snapshot
+            results = [r if not r["success"] else {"id": r.get("id"), "success": False, "errors": [
+                {"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK", "message": "Record rolled back because not all "
+                 "records were valid and the request was using AllOrNone header", "fields": []}]} for r in results]
+        return 200, results
+
+    def _save(self, record_id: str | None, values: Any) -> dict[str, Any]:
+        def error(code: str, message: str, fields: list[str]) -> dict[str, Any]:
+            return {"id": record_id, "success": False,
+                    "errors": [{"statusCode": code, "message": message, "fields": fields}]}
+
+        if not isinstance(values, dict):
+            return error("JSON_PARSER_ERROR", "expected an object", [])
+        for name in values:
+            if name not in USER_FIELDS:
+                return error("INVALID_FIELD", f"No such column '{name}' on sobject of type User", [name])
+            if name in _READ_ONLY:
+                return error("INVALID_FIELD_FOR_INSERT_UPDATE", f"Unable to create/update fields: {name}.", [name])
+        current = self.users.get(record_id, {}) if record_id else {}
+        if record_id and not current:
+            return error("ENTITY_IS_DELETED", "entity is deleted", [])
+        merged = {**current, **values}
+        missing = [f for f in REQUIRED_USER_FIELDS if merged.get(f) in (None, "")]
+        if missing:
+            return error("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)
+        if len(str(merged["Alias"])) > 8:
+            return error("STRING_TOO_LONG", "Alias: data value too large", ["Alias"])
+        if "@" not in str(merged["Username"]):
+            return error("INVALID_NEW_VALUE", "Username: invalid format", ["Username"])
+        for other_id, other in self.users.items():
+            if other_id != record_id and str(other.get("Username")).lower() == str(merged["Username"]).lower():
+                return error("DUPLICATE_USERNAME", "Duplicate Username.<br>The username already exists in this "
+                             "or another Salesforce organization.", ["Username"])
+        if record_id:
+            merged["LastModifiedDate"] = time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
+            self.users[record_id] = merged
+            return {"id": record_id, "success": True, "errors": []}
+        return {"id": self._insert(merged), "success": True, "errors": []}
+
+
+def _as_errors(save_errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A SaveResult's errors as a single-record endpoint answers them."""
+    return [{"message": e["message"], "errorCode": e["statusCode"], "fields": e.get("fields", [])}
+            for e in save_errors]
+
+
+def _handler(org: FakeSalesforce) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _answer(self, status: int, body: Any) -> None:
+            data = b"" if body is None else json.dumps(body).encode()
+            self.send_response(status)
+            if data:
+                self.send_header("Content-Type", "application/json;charset=UTF-8")
+            self.send_header("Content-Length", str(len(data)))
+            if org.api_allowance is not None:
+                self.send_header("Sforce-Limit-Info", f"api-usage={org.api_calls}/{org.api_allowance}")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _handle(self) -> None:
+            parts = urlsplit(self.path)
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            if parts.path == "/services/oauth2/token" and self.command == "POST":
+                form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+                self._answer(*org.token(form))
+                return
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                self._answer(400, [{"message": "malformed JSON", "errorCode": "JSON_PARSER_ERROR"}])
+                return
+            self._answer(*org.api(self.command, parts.path, query, headers, body))
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _handle
+
+    return Handler

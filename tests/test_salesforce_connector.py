@@ -1,0 +1,211 @@
+"""The Salesforce connector against the local stand-in: sessions, reads, writes, limits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_salesforce import FakeSalesforce
+from idsync.connectors.base import QuerySpec, WriteOp
+from idsync.connectors.salesforce import SalesforceResource, SalesforceSystem
+from idsync.errors import AuthenticationFailed, ConfigError, NotFound, ObjectRejected, PeerUnavailable, TLSError
+from idsync.query import parse as parse_filter
+from salesforce_sample import PROFILE_ID, running_org, sample_project, sf_env
+
+from samples import idsync
+
+
+@pytest.fixture
+def org(tmp_path: Path) -> Iterator[FakeSalesforce]:
+    yield from running_org(tmp_path)
+
+_REQUIRED = {"TimeZoneSidKey": "Europe/Paris", "LocaleSidKey": "fr_FR", "EmailEncodingKey": "UTF-8",
+             "LanguageLocaleKey": "fr", "ProfileId": PROFILE_ID}
+
+
+def _config(org: FakeSalesforce, **props: object) -> dict[str, object]:
+    return {"enabled": True, "configurationProperties": {
+        "loginUrl": f"{org.url}/services/oauth2/token", "clientId": org.client_id, "clientSecret": org.client_secret,
+        "refreshToken": next(iter(org.refresh_tokens)), "instanceUrl": org.url, "version": 44,
+        "caFile": str(org.ca_file), "retryBackoff": 5, "maxRetries": 2, **props}}
+
+
+@pytest.fixture
+def system(org: FakeSalesforce) -> Iterator[SalesforceSystem]:
+    sf = SalesforceSystem("salesforce", _config(org), file="provisioner.openicf-salesforce.json")
+    yield sf
+    sf.close()
+
+
+@pytest.fixture
+def users(system: SalesforceSystem) -> SalesforceResource:
+    return system.resource("User")
+
+
+def _new(name: str, **extra: object) -> dict[str, object]:
+    return {"Username": f"{name}@example.com", "LastName": name.title(), "Email": f"{name}@example.com",
+            "Alias": name[:8], **_REQUIRED, **extra}
+
+
+def test_refresh_token_grant_and_session_renewal(org: FakeSalesforce, users: SalesforceResource) -> None:
+    """The first call gets a token with the refresh-token grant; a 401 INVALID_SESSION_ID
+    later gets one new token and the same request succeeds."""
+    org.add_user(**_new("ada"))
+    assert [o["Username"] for p in users.pages(QuerySpec(fields=["Username"])) for o in p] == ["ada@example.com"]
+    assert org.tokens_issued == 1
+    org.expire_sessions()
+    assert users.get(next(iter(org.users)), ["Username"])["Username"] == "ada@example.com"  # type: ignore[index]
+    assert org.tokens_issued == 2
+
+
+def test_refused_refresh_token_is_a_clear_authentication_error(org: FakeSalesforce) -> None:
+    """invalid_grant becomes AuthenticationFailed naming the cause, without the token."""
+    sf = SalesforceSystem("salesforce", _config(org, refreshToken="5Aep-revoked-secret"), file="p.json")
+    with pytest.raises(AuthenticationFailed) as caught:
+        list(sf.resource("User").pages(QuerySpec()))
+    assert "invalid_grant" in str(caught.value) and "refresh token was refused" in str(caught.value)
+    assert "5Aep-revoked-secret" not in str(caught.value)
+    report = sf.test()
+    assert report["ok"] is False and "invalid_grant" in report["error"]
+    assert "5Aep-revoked-secret" not in json.dumps(report)
+    sf.close()
+
+
+def test_tls_is_verified_by_default(org: FakeSalesforce) -> None:
+    """Without the stand-in's CA, the self-signed certificate is refused as a TLS error."""
+    config = _config(org)
+    del config["configurationProperties"]["caFile"]  # type: ignore[attr-defined]
+    sf = SalesforceSystem("salesforce", config, file="p.json")
+    with pytest.raises(TLSError):
+        list(sf.resource("User").pages(QuerySpec()))
+    sf.close()
+
+
+def test_missing_configuration_names_the_key(org: FakeSalesforce) -> None:
+    """A missing clientSecret is a ConfigError naming the key."""
+    config = _config(org)
+    del config["configurationProperties"]["clientSecret"]  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"configurationProperties\.clientSecret: is required"):
+        SalesforceSystem("salesforce", config, file="p.json")
+
+
+def test_paging_follows_next_records_url(org: FakeSalesforce, users: SalesforceResource) -> None:
+    """450 users in batches of 200 come as three pages, read via nextRecordsUrl; only
+    the requested fields are selected."""
+    for i in range(450):
+        org.add_user(**_new(f"u{i:03d}"))
+    pages = list(users.pages(QuerySpec(fields=["Username", "Email"], page_size=200)))
+    assert [len(p) for p in pages] == [200, 200, 50]
+    assert set(pages[0][0]) == {"_id", "Username", "Email"}
+    assert org.count("GET", "/query/01g") == 2
+
+
+def test_query_filter_becomes_escaped_soql(org: FakeSalesforce, users: SalesforceResource) -> None:
+    """_queryFilter comparisons, sw, and a quote in the value select exactly the matching users."""
+    org.add_user(**_new("obrien", LastName="O'Brien"))
+    org.add_user(**_new("smith"))
+    found = users.find(QuerySpec(filter=parse_filter("LastName eq \"O'Brien\""), fields=["LastName"]))
+    assert [o["LastName"] for o in found] == ["O'Brien"]
+    found = users.find(QuerySpec(filter=parse_filter('Username sw "smi" and IsActive eq true'), fields=["Username"]))
+    assert [o["Username"] for o in found] == ["smith@example.com"]
+    found = users.find(QuerySpec(filter=parse_filter('LastName eq "x\' OR Id != null OR LastName = \'y"')))
+    assert found == []
+
+
+def test_get_many_and_get_by_id(org: FakeSalesforce, users: SalesforceResource) -> None:
+    """Ids are read in one query; unknown or malformed ids are absent; a 15-character id works."""
+    a, b = org.add_user(**_new("ada")), org.add_user(**_new("bob"))
+    got = users.get_many([a, b, "005000000000999AAA", "bad'id"], ["Username"])
+    assert {k: v["Username"] for k, v in got.items()} == {a: "ada@example.com", b: "bob@example.com"}
+    assert users.get(a[:15], ["Email"]) == {"_id": a, "Email": "ada@example.com"}
+    assert users.get("005000000000999AAA") is None
+
+
+def test_batched_writes_use_collections(org: FakeSalesforce, users: SalesforceResource) -> None:
+    """250 creates cost two composite requests; updates send only the changed fields."""
+    results = users.write_batch([WriteOp("create", values=_new(f"n{i:03d}")) for i in range(250)])
+    assert all(r.ok for r in results) and len(org.users) == 250
+    assert org.count("POST", "/composite/sobjects") == 2
+    ids = [r.id for r in results[:3]]
+    updates = users.write_batch([WriteOp("update", id=i, values={"Title": "Engineer"}) for i in ids if i])
+    assert all(r.ok for r in updates)
+    assert org.count("PATCH", "/composite/sobjects") == 1
+    assert all(org.users[i]["Title"] == "Engineer" for i in ids if i)
+
+
+def test_single_writes_use_sobject_endpoints(org: FakeSalesforce, users: SalesforceResource) -> None:
+    """One op alone uses POST sobjects/User and PATCH sobjects/User/{id}."""
+    created = users.create(_new("solo"))
+    users.update(created["_id"], {"Phone": "555-0100"})
+    assert org.count("POST", "/sobjects/User") == 1 and org.count("PATCH", "/sobjects/User/") == 1
+    assert org.users[created["_id"]]["Phone"] == "555-0100"
+
+
+def test_field_errors_fail_their_object_only(org: FakeSalesforce, users: SalesforceResource) -> None:
+    """In one batch, a missing required field and a duplicate username fail those
+    records with Salesforce's code and fields; the others are written."""
+    org.add_user(**_new("taken"))
+    bad = _new("nolast")
+    del bad["LastName"]
+    results = users.write_batch([WriteOp("create", values=_new("good")), WriteOp("create", values=bad),
+                                 WriteOp("create", values=_new("taken"))])
+    assert [r.ok for r in results] == [True, False, False]
+    assert isinstance(results[1].error, ObjectRejected)
+    assert "REQUIRED_FIELD_MISSING" in str(results[1].error) and "(fields: LastName)" in str(results[1].error)
+    assert "DUPLICATE_USERNAME" in str(results[2].error)
+    with pytest.raises(ObjectRejected, match="REQUIRED_FIELD_MISSING"):
+        users.create(bad)
+    with pytest.raises(NotFound):
+        users.update("005000000000999AAA", {"Title": "x"})
+
+
+def test_delete_deactivates(org: FakeSalesforce, users: SalesforceResource) -> None:
+    """A delete never deletes a user: it sets IsActive false."""
+    uid = org.add_user(**_new("leaver"))
+    users.delete(uid)
+    assert org.users[uid]["IsActive"] is False
+    assert org.count("DELETE", "/sobjects") == 0
+
+
+def test_request_limit_is_retried_then_fails_cleanly(org: FakeSalesforce, users: SalesforceResource) -> None:
+    """REQUEST_LIMIT_EXCEEDED and 503 are retried with backoff; when they persist the
+    call fails with PeerUnavailable naming the code."""
+    org.add_user(**_new("ada"))
+    org.fail_next = [(503, [{"errorCode": "SERVER_UNAVAILABLE", "message": "down"}]),
+                     (403, [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}])]
+    assert len(users.find(QuerySpec())) == 1
+    org.api_allowance = org.api_calls
+    with pytest.raises(PeerUnavailable, match="REQUEST_LIMIT_EXCEEDED after 3 attempts"):
+        users.find(QuerySpec())
+
+
+def test_idsync_test_reports_ok_or_the_reason(tmp_path: Path, org: FakeSalesforce) -> None:
+    """`idsync test` on the sample says ok with the stand-in, and the reason (no
+    secret) when the client secret is wrong."""
+    project = sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}")
+    ok = idsync(project, "test", "--json", env=sf_env(org))
+    assert ok.returncode == 0, ok.stderr
+    (report,) = json.loads(ok.stdout)
+    assert report["ok"] is True and report["name"] == "salesforce" and "User" in report["objectTypes"]
+    bad = idsync(project, "test", "--json", env={**sf_env(org), "SALESFORCE_CLIENT_SECRET": "wrong-s3cret"})
+    (report,) = json.loads(bad.stdout)
+    assert report["ok"] is False and "invalid_client" in report["error"]
+    assert "wrong-s3cret" not in bad.stdout + bad.stderr
+    assert next(iter(org.refresh_tokens)) not in ok.stdout + ok.stderr + bad.stdout + bad.stderr
+
+
+def test_system_query_and_get_through_the_cli(tmp_path: Path, org: FakeSalesforce) -> None:
+    """`idsync system query/get salesforce User` read users by _queryFilter and by id."""
+    uid = org.add_user(**_new("ada"))
+    org.add_user(**_new("bob"))
+    project = sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}")
+    found = idsync(project, "system", "query", "salesforce", "User", "--filter", 'Email eq "ADA@example.com"',
+                   env=sf_env(org))
+    assert found.returncode == 0, found.stderr
+    assert [u["_id"] for u in json.loads(found.stdout)] == [uid]
+    got = idsync(project, "system", "get", "salesforce", "User", uid, env=sf_env(org))
+    assert json.loads(got.stdout)["Username"] == "ada@example.com"
+    missing = idsync(project, "system", "get", "salesforce", "User", "005000000000999AAA", env=sf_env(org))
+    assert missing.returncode == 66

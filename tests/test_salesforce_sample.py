@@ -1,0 +1,181 @@
+"""The Salesforce sample end to end through the real engine and CLI against the
+local stand-in: both mappings, implicit sync, deactivation, refresh mid-run, limits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_salesforce import FakeSalesforce
+from idsync.config.project import load_project
+from idsync.connectors.base import QuerySpec
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.sync.recon import ReconOptions, ReconResult, run_recon
+from salesforce_sample import FORWARD, PROFILE_ID, REVERSE, running_org, sample_project, sf_env
+
+from samples import idsync
+
+
+@pytest.fixture
+def org(tmp_path: Path) -> Iterator[FakeSalesforce]:
+    yield from running_org(tmp_path)
+
+
+@pytest.fixture
+def project(tmp_path: Path, org: FakeSalesforce, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key, value in sf_env(org).items():
+        monkeypatch.setenv(key, value)
+    return sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}")
+
+
+def _seed(org: FakeSalesforce, count: int) -> None:
+    for i in range(count):
+        org.add_user(Username=f"user{i:03d}@example.com", FirstName=f"First{i}", LastName=f"Last{i}",
+                     Email=f"user{i:03d}@example.com", Alias=f"user{i:03d}", Phone=f"555-{i:04d}")
+
+
+def _recon(project: Path, mapping: str, max_deletes: int | None = None) -> ReconResult:
+    loaded = load_project(project)
+    return run_recon(loaded, Store.open(loaded.settings.store_url()), mapping, ReconOptions(max_deletes=max_deletes))
+
+
+def _managed(project: Path) -> dict[str, dict[str, Any]]:
+    loaded = load_project(project)
+    resource = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
+    return {u["userName"]: u for page in resource.pages(QuerySpec()) for u in page}
+
+
+def test_forward_recon_then_implicit_sync_back(project: Path, org: FakeSalesforce) -> None:
+    """Salesforce users become managed users; then a managed user created, changed and
+    deleted with the CLI is created, patched (changed fields only) and deactivated in Salesforce."""
+    _seed(org, 3)
+    org.add_user(Username="gone@example.com", LastName="Gone", Email="gone@example.com", Alias="gone",
+                 IsActive=False)
+    recon = idsync(project, "recon", FORWARD, "--json", env={**sf_env(org), "IDSYNC_LOG__LEVEL": "debug"})
+    assert recon.returncode == 0, recon.stderr
+    output = recon.stdout + recon.stderr
+    assert "salesforce.token_issued" in output and "salesforce.query" in output
+    assert not any(secret in output for secret in (org.client_secret, *org.refresh_tokens, *org.access_tokens))
+    assert json.loads(recon.stdout)["situationSummary"]["ABSENT"] == 4
+    users = _managed(project)
+    assert users["user001@example.com"] == {**users["user001@example.com"], "givenName": "First1", "sn": "Last1",
+                                            "mail": "user001@example.com", "telephoneNumber": "555-0001",
+                                            "displayName": "First1 Last1", "accountStatus": "active"}
+    assert users["gone@example.com"]["accountStatus"] == "inactive"
+
+    fdoe = {"userName": "fdoe@example.com", "givenName": "Felicitas", "sn": "Doe", "mail": "fdoe@example.com"}
+    created = idsync(project, "managed", "create", "user", "--data", json.dumps(fdoe), env=sf_env(org))
+    assert created.returncode == 0, created.stderr
+    record = org.by_username("fdoe@example.com")
+    assert record is not None and record == {**record, "FirstName": "Felicitas", "LastName": "Doe", "Alias": "fdoe",
+                                             "ProfileId": PROFILE_ID, "TimeZoneSidKey": "America/Los_Angeles",
+                                             "LocaleSidKey": "en_US", "EmailEncodingKey": "UTF-8",
+                                             "LanguageLocaleKey": "en_US", "IsActive": True}
+    managed_id = json.loads(created.stdout)["_id"]
+    patches_before = org.count("PATCH", "/sobjects/User/")
+    patched = idsync(project, "managed", "patch", "user", managed_id, "--operations",
+                     json.dumps([{"operation": "replace", "field": "/telephoneNumber", "value": "555-9999"}]),
+                     env=sf_env(org))
+    assert patched.returncode == 0, patched.stderr
+    assert org.by_username("fdoe@example.com")["Phone"] == "555-9999"  # type: ignore[index]
+    assert org.count("PATCH", "/sobjects/User/") == patches_before + 1
+    assert org.bodies[-1] == {"Phone": "555-9999"}
+
+    deleted = idsync(project, "managed", "delete", "user", managed_id, env=sf_env(org))
+    assert deleted.returncode == 0, deleted.stderr
+    assert org.by_username("fdoe@example.com")["IsActive"] is False  # type: ignore[index]
+    assert org.count("DELETE", "/sobjects") == 0
+    last = json.loads(idsync(project, "status", "--json", "--limit", "1").stdout)[0]
+    audit = json.loads(idsync(project, "status", last["_id"], "--json").stdout)["audit"]
+    assert audit[-1]["action"] == "DELETE" and "deactivated (IsActive = false)" in audit[-1]["message"]
+
+
+def test_reverse_recon_deactivates_users_whose_source_is_gone(project: Path, org: FakeSalesforce) -> None:
+    """A Salesforce user linked to a deleted managed user is deactivated by the
+    store-to-Salesforce recon, never deleted, and the audit says so."""
+    _seed(org, 3)
+    assert _recon(project, FORWARD).state == "SUCCESS"
+    users = _managed(project)
+    gone = idsync(project, "managed", "delete", "user", users["user001@example.com"]["_id"], "--no-sync")
+    assert gone.returncode == 0, gone.stderr
+    result = _recon(project, REVERSE, max_deletes=1)  # the sample's 10% of 3 users allows none
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"]["deleted"] == 1
+    assert org.by_username("user001@example.com")["IsActive"] is False  # type: ignore[index]
+    assert org.by_username("user000@example.com")["IsActive"] is True  # type: ignore[index]
+    assert len(org.users) == 3 and org.count("DELETE", "/sobjects") == 0
+    audit = json.loads(idsync(project, "status", result.id, "--json").stdout)["audit"]
+    assert any("deactivated (IsActive = false)" in (a["message"] or "") for a in audit)
+
+
+def test_reverse_recon_creates_and_converges(project: Path, org: FakeSalesforce) -> None:
+    """The store-to-Salesforce recon creates new users in one collection request, and
+    second passes of both mappings write nothing."""
+    _seed(org, 2)
+    assert _recon(project, FORWARD).state == "SUCCESS"
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    managed = Resources(loaded, store).open("managed/user")
+    for i in range(5):
+        managed.create({"userName": f"new{i}@example.com", "sn": f"New{i}", "mail": f"new{i}@example.com",
+                        "accountStatus": "active"})
+    result = _recon(project, REVERSE)
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"]["created"] == 5
+    assert org.count("POST", "/composite/sobjects") == 1
+    assert org.by_username("new3@example.com")["Alias"] == "new3"  # type: ignore[index]
+    again = _recon(project, REVERSE)
+    changes = again.summary["changes"]
+    assert again.state == "SUCCESS" and changes["created"] == changes["updated"] == changes["failed"] == 0
+    assert _recon(project, FORWARD).state == "SUCCESS"  # fills displayName and the like in the store
+    forward = _recon(project, FORWARD)
+    assert forward.summary["changes"]["created"] == 0 and forward.summary["changes"]["updated"] == 0
+
+
+def test_forward_recon_pages_with_a_token_refresh_mid_run(tmp_path: Path, org: FakeSalesforce,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,100 users over several query batches with sessions expiring every few calls:
+    the run renews its token and reconciles everyone."""
+    for key, value in sf_env(org).items():
+        monkeypatch.setenv(key, value)
+    project = sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}", queryBatchSize=200)
+    _seed(org, 1100)
+    org.session_calls = 3
+    result = _recon(project, FORWARD)
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"]["created"] == 1100
+    assert org.tokens_issued >= 2
+    assert org.count("GET", "/query/01g") >= 5
+
+
+def test_reverse_updates_and_field_errors(project: Path, org: FakeSalesforce) -> None:
+    """Store changes reach Salesforce in one collection PATCH; a user Salesforce refuses
+    fails alone with its error code in the run's errors."""
+    _seed(org, 3)
+    assert _recon(project, FORWARD).state == "SUCCESS"
+    loaded = load_project(project)
+    managed = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
+    users = _managed(project)
+    for name in ("user000@example.com", "user001@example.com"):
+        managed.update(users[name]["_id"], {"description": "Engineer"})
+    managed.update(users["user002@example.com"]["_id"], {"userName": "not-an-email"})
+    result = _recon(project, REVERSE)
+    assert result.summary["changes"]["updated"] == 2 and result.summary["changes"]["failed"] == 1
+    assert org.count("PATCH", "/composite/sobjects") == 1
+    assert org.by_username("user000@example.com")["Title"] == "Engineer"  # type: ignore[index]
+    assert "INVALID_NEW_VALUE" in json.dumps(result.summary)
+
+
+def test_exhausted_api_limit_fails_the_run_cleanly(project: Path, org: FakeSalesforce) -> None:
+    """When REQUEST_LIMIT_EXCEEDED persists past the retries, the recon is FAILED with
+    the reason and nothing is deleted from the store."""
+    _seed(org, 3)
+    assert _recon(project, FORWARD).state == "SUCCESS"
+    org.api_allowance = org.api_calls
+    result = _recon(project, FORWARD)
+    assert result.state == "FAILED" and "REQUEST_LIMIT_EXCEEDED" in (result.message or "")
+    assert len(_managed(project)) == 3

@@ -1,0 +1,242 @@
+"""The SCIM connector against a real SCIM 2.0 provider (scim2-server on loopback):
+paging, filters, attribute paths, writes by PATCH or PUT, ETags, per-object errors,
+throttling, and what ``test`` reports."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from idsync.connectors.base import QuerySpec, WriteOp
+from idsync.connectors.scim import ScimSystem, open_scim_system
+from idsync.errors import AuthenticationFailed, ConfigError, ObjectRejected, PeerUnavailable
+from idsync.query.parser import parse
+from scim_server import CLIENT_ID, CLIENT_SECRET, ENTERPRISE, STATIC_TOKEN, ScimServer, running
+
+_TYPES: dict[str, Any] = {
+    "account": {"nativeType": "__ACCOUNT__", "properties": {
+        "userName": {}, "givenName": {"nativeName": "name.givenName"},
+        "familyName": {"nativeName": "name.familyName"},
+        "workEmail": {"nativeName": 'emails[type eq "work"].value'},
+        "primaryEmail": {"nativeName": "emails[primary eq true].value"},
+        "employeeNumber": {"nativeName": f"{ENTERPRISE}:employeeNumber"},
+    }},
+    "group": {"nativeType": "__GROUP__", "properties": {
+        "displayName": {}, "members": {"type": "array", "memberReference": "userName"}}},
+}
+
+
+@pytest.fixture
+def server() -> Iterator[ScimServer]:
+    yield from running()
+
+
+def _system(server: ScimServer, **props: Any) -> ScimSystem:
+    config = {"configurationProperties": {"SCIMEndpoint": server.url, "authenticationMethod": "TOKEN",
+                                          "authToken": STATIC_TOKEN, "maximumRetryWait": 2, **props},
+              "objectTypes": _TYPES}
+    return open_scim_system("scim", config, file="provisioner.openicf-scim.json")
+
+
+def _oauth(server: ScimServer, **props: Any) -> ScimSystem:
+    oauth: dict[str, Any] = {"authenticationMethod": "OAUTH", "authToken": None, "clientId": CLIENT_ID,
+                             "clientSecret": CLIENT_SECRET, "tokenEndpoint": server.token_url}
+    return _system(server, **{**oauth, **props})
+
+
+def _lists(server: ScimServer) -> list[dict[str, list[str]]]:
+    return [parse_qs(q) for m, p, q in server.requests if m == "GET" and p == "/v2/Users"]
+
+
+def test_pages_follow_total_results_and_ask_only_mapped_attributes(server: ScimServer) -> None:
+    """Seven users read three at a time come in three pages through startIndex 1, 4, 7,
+    each asking with attributes= for the mapped top-level attributes only."""
+    for i in range(7):
+        server.add_user(f"user{i}", name={"givenName": f"G{i}"})
+    resource = _system(server, pageSize=3).resource("account")
+    pages = list(resource.pages(QuerySpec(fields=["userName", "givenName"])))
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert sorted(o["userName"] for p in pages for o in p) == [f"user{i}" for i in range(7)]
+    queries = _lists(server)
+    assert [q["startIndex"] for q in queries] == [["1"], ["4"], ["7"]]
+    assert queries[0]["attributes"] == ["id,userName,name"]
+
+
+def test_complex_multi_valued_and_extension_paths_read_and_write(server: ScimServer) -> None:
+    """name.givenName, emails[type eq "work"].value, emails[primary eq true].value and the
+    enterprise employeeNumber read into properties and write back into the right places."""
+    server.add_user("bjensen", name={"givenName": "Barbara"},
+                    emails=[{"value": "b@home", "type": "home", "primary": True},
+                            {"value": "b@work", "type": "work"}], **{ENTERPRISE: {"employeeNumber": "42"}})
+    resource = _system(server).resource("account")
+    (obj,) = resource.find(QuerySpec(filter=parse('userName eq "bjensen"')))
+    assert obj == {**obj, "givenName": "Barbara", "workEmail": "b@work", "primaryEmail": "b@home",
+                   "employeeNumber": "42"}
+    resource.update(obj["_id"], {"workEmail": "barbara@work", "employeeNumber": "43"})
+    stored = server.get("Users", obj["_id"])
+    assert stored is not None
+    assert {"value": "barbara@work", "type": "work"} in stored["emails"]
+    assert {"value": "b@home", "type": "home", "primary": True} in stored["emails"]
+    assert stored[ENTERPRISE]["employeeNumber"] == "43"
+
+
+def test_query_filter_becomes_escaped_scim_filter_and_get_many(server: ScimServer) -> None:
+    """A _queryFilter value with a quote is escaped in the SCIM filter; get_many reads
+    several ids in one id-eq-or filter and leaves out unknown ids."""
+    odd = server.add_user('o"neil')
+    plain = server.add_user("plain")
+    resource = _system(server).resource("account")
+    found = resource.find(QuerySpec(filter=parse('userName eq "o\\"neil"')))
+    assert [o["_id"] for o in found] == [odd["id"]]
+    assert parse_qs(server.requests[-1][2])["filter"] == ['userName eq "o\\"neil"']
+    many = resource.get_many([odd["id"], plain["id"], "nope"], ["userName"])
+    assert {k: v["userName"] for k, v in many.items()} == {odd["id"]: 'o"neil', plain["id"]: "plain"}
+
+
+def test_update_patches_only_changed_attributes_with_if_match(server: ScimServer) -> None:
+    """With PATCH and ETags announced, an update sends one PatchOp replacing only the
+    changed attribute, under If-Match with the version read; an unchanged value sends nothing."""
+    user = server.add_user("alice", name={"givenName": "Alice", "familyName": "A"})
+    resource = _system(server).resource("account")
+    resource.update(user["id"], {"givenName": "Alicia"})
+    method, body = server.bodies[-1]
+    assert method == f"PATCH /v2/Users/{user['id']}"
+    assert body["Operations"] == [{"op": "replace", "path": "name",
+                                   "value": {"givenName": "Alicia", "familyName": "A"}}]
+    assert server.if_match == [user["meta"]["version"]]
+    writes = len(server.bodies)
+    resource.update(user["id"], {"givenName": "Alicia"})
+    assert len(server.bodies) == writes
+
+
+def test_etag_conflict_is_retried_once_after_reading_again(server: ScimServer) -> None:
+    """A 412 on the PATCH re-reads the resource and sends the PATCH again, once."""
+    user = server.add_user("alice")
+    resource = _system(server).resource("account")
+    server.fail_next("PATCH", 412, retry_after=None)
+    resource.update(user["id"], {"givenName": "Alicia"})
+    stored = server.get("Users", user["id"])
+    assert stored is not None and stored["name"]["givenName"] == "Alicia"
+    assert [m for m, p, _ in server.requests if p.endswith(user["id"])][:4] == ["GET", "PATCH", "GET", "PATCH"]
+
+
+def test_put_when_patch_is_not_announced() -> None:
+    """A provider whose ServiceProviderConfig says no PATCH gets the whole resource by PUT."""
+    for server in running(patch=False):
+        user = server.add_user("alice", name={"givenName": "Alice"})
+        _system(server).resource("account").update(user["id"], {"givenName": "Alicia"})
+        method, body = server.bodies[-1]
+        assert method == f"PUT /v2/Users/{user['id']}"
+        assert body["userName"] == "alice" and body["name"] == {"givenName": "Alicia"} and "meta" not in body
+
+
+def test_duplicate_user_name_fails_that_object_only(server: ScimServer) -> None:
+    """A 409 (uniqueness) on one create is that object's ObjectRejected; the next op in
+    the batch is still written."""
+    server.add_user("taken")
+    resource = _system(server).resource("account")
+    results = resource.write_batch([WriteOp("create", values={"userName": "taken"}),
+                                    WriteOp("create", values={"userName": "fresh"})])
+    assert isinstance(results[0].error, ObjectRejected) and "409" in str(results[0].error)
+    assert "uniqueness" in str(results[0].error)
+    assert results[1].ok and [u["userName"] for u in server.list("Users", 'userName eq "fresh"')] == ["fresh"]
+
+
+def test_group_membership_changes_are_patch_add_and_remove(server: ScimServer) -> None:
+    """Members are named by userName; a change adds and removes single members, and a
+    member that is not a user (another group) is left in place."""
+    alice, bob, carol = (server.add_user(n) for n in ("alice", "bob", "carol"))
+    inner = server.add_group("inner")
+    group = server.add_group("staff", [alice["id"], bob["id"], inner["id"]])
+    resource = _system(server).resource("group")
+    (obj,) = resource.find(QuerySpec(filter=parse('displayName eq "staff"')))
+    assert sorted(obj["members"]) == ["alice", "bob"]
+    resource.update(group["id"], {"members": ["alice", "carol"]})
+    _, body = server.bodies[-1]
+    assert body["Operations"] == [
+        {"op": "add", "path": "members", "value": [{"value": carol["id"]}]},
+        {"op": "remove", "path": f'members[value eq "{bob["id"]}"]'},
+    ]
+    stored = server.get("Groups", group["id"])
+    assert stored is not None
+    assert sorted(m["value"] for m in stored["members"]) == sorted([alice["id"], carol["id"], inner["id"]])
+
+
+def test_throttling_is_retried_honouring_retry_after(server: ScimServer) -> None:
+    """A 429 with Retry-After: 1 waits about a second and retries; a 503 that never ends
+    becomes PeerUnavailable after the configured retries."""
+    server.add_user("alice")
+    resource = _system(server, maximumRetries=2).resource("account")
+    server.fail_next("GET", 429, retry_after="1")
+    started = time.monotonic()
+    assert len(resource.find(QuerySpec())) == 1
+    assert 0.9 <= time.monotonic() - started < 5
+    for _ in range(3):
+        server.fail_next("GET", 503)
+    with pytest.raises(PeerUnavailable, match="503"):
+        resource.find(QuerySpec())
+
+
+def test_oauth_token_cached_renewed_and_refetched_after_401(server: ScimServer) -> None:
+    """One client-credentials token serves many requests; it is renewed tokenRenewSeconds
+    before expiry; a token the provider revoked is replaced and the request resent."""
+    server.token_lifetime = 61
+    server.add_user("alice")
+    resource = _oauth(server, tokenRenewSeconds=60).resource("account")
+    resource.find(QuerySpec())
+    resource.find(QuerySpec())
+    assert server.tokens_issued == 1
+    time.sleep(1.1)
+    resource.find(QuerySpec())
+    assert server.tokens_issued == 2
+    server.token_lifetime = 3600
+    server.revoke_tokens()
+    assert len(resource.find(QuerySpec())) == 1
+    assert server.tokens_issued == 3
+
+
+def test_refused_credentials_fail_with_authentication_message(server: ScimServer) -> None:
+    """A wrong client secret or a wrong static token is AuthenticationFailed; the message
+    names the endpoint and the status, never the secret."""
+    with pytest.raises(AuthenticationFailed, match="invalid_client") as caught:
+        _oauth(server, clientSecret="wrong-secret").resource("account").find(QuerySpec())
+    assert "wrong-secret" not in str(caught.value)
+    with pytest.raises(AuthenticationFailed, match="HTTP 401"):
+        _system(server, authToken="bad-token").resource("account").find(QuerySpec())
+
+
+def test_test_reports_ok_or_the_precise_reason(server: ScimServer) -> None:
+    """`test` is ok with features listed; else it names a 401, a malformed
+    ServiceProviderConfig, or an unreachable endpoint."""
+    report = _oauth(server).test()
+    assert report["ok"] is True and report["scim"] == {"version": "2.0", "patch": True, "etag": True,
+                                                       "filter": True}
+    bad = _system(server, authToken="bad-token").test()
+    assert bad["ok"] is False and "authentication refused" in bad["error"] and "401" in bad["error"]
+    server.broken_config = True
+    broken = _system(server).test()
+    assert broken["ok"] is False and "bad schema" in broken["error"]
+    server.stop()
+    gone = _system(server).test()
+    assert gone["ok"] is False and "cannot reach" in gone["error"]
+
+
+def test_configuration_errors_name_the_key() -> None:
+    """A missing endpoint, an unknown version or a missing OAuth secret is a ConfigError
+    naming the key; null is accepted for what the chosen method does not use."""
+    def config(**props: Any) -> dict[str, Any]:
+        return {"configurationProperties": {"SCIMEndpoint": "https://scim.example.com/v2", **props}}
+
+    with pytest.raises(ConfigError, match="SCIMEndpoint"):
+        open_scim_system("scim", {"configurationProperties": {"SCIMEndpoint": None}}, file="f.json")
+    with pytest.raises(ConfigError, match="SCIMVersion"):
+        open_scim_system("scim", config(SCIMVersion=3), file="f.json")
+    with pytest.raises(ConfigError, match="clientSecret"):
+        open_scim_system("scim", config(authenticationMethod="OAUTH", clientId="x", clientSecret=None,
+                                        tokenEndpoint="https://t"), file="f.json")
+    system = open_scim_system("scim", config(authenticationMethod="BASIC", user="u", password="p",
+                                             clientId=None, tokenEndpoint=None, authToken=None), file="f.json")
+    assert system.resource("account").name == "system/scim/account"

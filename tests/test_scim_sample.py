@@ -1,0 +1,160 @@
+"""The SCIM sample end to end through the real CLI and engine against a real SCIM 2.0
+provider (scim2-server): its four mappings both ways, users then groups, implicit
+sync of managed changes, deletes, and a provider that stops mid-run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from idsync.config.project import load_project
+from idsync.connectors.base import QuerySpec
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.sync.recon import ReconOptions, ReconResult, run_recon
+from scim_sample import GROUPS_IN, GROUPS_OUT, USERS_IN, USERS_OUT, sample_project, scim_env
+from scim_server import CLIENT_SECRET, ENTERPRISE, ScimServer, running
+
+from samples import idsync
+
+
+@pytest.fixture
+def server() -> Iterator[ScimServer]:
+    yield from running()
+
+
+@pytest.fixture
+def project(tmp_path: Path, server: ScimServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key, value in scim_env(server).items():
+        monkeypatch.setenv(key, value)
+    return sample_project(tmp_path, f"sqlite:///{tmp_path / 's.db'}")
+
+
+def _cli(project: Path, server: ScimServer, *args: str) -> Any:
+    result = idsync(project, *args, env=scim_env(server))
+    assert result.returncode == 0, result.stderr
+    assert CLIENT_SECRET not in result.stdout + result.stderr
+    return json.loads(result.stdout) if result.stdout.lstrip().startswith(("{", "[")) else result.stdout
+
+
+def _managed(project: Path, kind: str, key: str) -> dict[str, dict[str, Any]]:
+    loaded = load_project(project)
+    resource = Resources(loaded, Store.open(loaded.settings.store_url())).open(f"managed/{kind}")
+    return {o[key]: o for page in resource.pages(QuerySpec()) for o in page}
+
+
+def _recon(project: Path, mapping: str, max_deletes: int | None = None) -> ReconResult:
+    loaded = load_project(project)
+    return run_recon(loaded, Store.open(loaded.settings.store_url()), mapping, ReconOptions(max_deletes=max_deletes))
+
+
+def _seed(server: ScimServer) -> dict[str, dict[str, Any]]:
+    users = {
+        "bjensen": server.add_user("bjensen", name={"givenName": "Barbara", "familyName": "Jensen"},
+                                   emails=[{"value": "bjensen@example.com", "type": "work"}],
+                                   phoneNumbers=[{"value": "555-0101", "type": "work"}],
+                                   **{ENTERPRISE: {"employeeNumber": "701"}}),
+        "jdoe": server.add_user("jdoe", name={"givenName": "John", "familyName": "Doe"}, active=False,
+                                emails=[{"value": "jdoe@example.com", "primary": True}]),
+        "kcarter": server.add_user("kcarter", name={"givenName": "Kim", "familyName": "Carter"}),
+    }
+    server.add_group("admins", [users["bjensen"]["id"], users["jdoe"]["id"]])
+    server.add_group("auditors", [users["kcarter"]["id"]])
+    return users
+
+
+def test_users_then_groups_into_the_store_and_changes_back(project: Path, server: ScimServer) -> None:
+    """The seed's walk-through: `idsync test` is ok; SCIM users become managed users
+    (complex, multi-valued and enterprise attributes), groups become roles whose members
+    are those users; a managed user changed with the CLI is PATCHed in the provider;
+    a user added to a role becomes a member of the group by a PATCH add, and leaves by
+    a PATCH remove; reverse recons then find everything CONFIRMED."""
+    users = _seed(server)
+    assert "scim: ok" in _cli(project, server, "test")
+
+    assert _cli(project, server, "recon", USERS_IN, "--json")["situationSummary"]["ABSENT"] == 3
+    assert _cli(project, server, "recon", GROUPS_IN, "--json")["situationSummary"]["ABSENT"] == 2
+    managed = _managed(project, "user", "userName")
+    assert managed["bjensen"] == {**managed["bjensen"], "givenName": "Barbara", "sn": "Jensen",
+                                  "mail": "bjensen@example.com", "telephoneNumber": "555-0101",
+                                  "employeeNumber": "701", "displayName": "Barbara Jensen",
+                                  "accountStatus": "active"}
+    assert managed["jdoe"]["mail"] == "jdoe@example.com" and managed["jdoe"]["accountStatus"] == "inactive"
+    roles = _managed(project, "role", "name")
+    assert sorted(roles["admins"]["members"]) == ["bjensen", "jdoe"]
+
+    patch = json.dumps([{"operation": "replace", "field": "/telephoneNumber", "value": "555-0199"}])
+    _cli(project, server, "managed", "patch", "user", managed["bjensen"]["_id"], "--operations", patch)
+    stored = server.get("Users", users["bjensen"]["id"])
+    assert stored is not None and stored["phoneNumbers"] == [{"value": "555-0199", "type": "work"}]
+    assert server.bodies[-1][0] == f"PATCH /v2/Users/{users['bjensen']['id']}"
+
+    add = json.dumps([{"operation": "add", "field": "/members/-", "value": "kcarter"}])
+    _cli(project, server, "managed", "patch", "role", roles["admins"]["_id"], "--operations", add)
+    group = server.list("Groups", 'displayName eq "admins"')[0]
+    assert sorted(m["value"] for m in group["members"]) == sorted(
+        users[n]["id"] for n in ("bjensen", "jdoe", "kcarter"))
+    assert server.bodies[-1][1]["Operations"] == [
+        {"op": "add", "path": "members", "value": [{"value": users["kcarter"]["id"]}]}]
+    remove = json.dumps([{"operation": "remove", "field": "/members", "value": "jdoe"}])
+    _cli(project, server, "managed", "patch", "role", roles["admins"]["_id"], "--operations", remove)
+    group = server.list("Groups", 'displayName eq "admins"')[0]
+    assert sorted(m["value"] for m in group["members"]) == sorted(users[n]["id"] for n in ("bjensen", "kcarter"))
+    assert not any(method.startswith("PUT") for method, _ in server.bodies)
+
+    for mapping in (USERS_OUT, GROUPS_OUT):
+        summary = _cli(project, server, "recon", mapping, "--json")
+        assert summary["situationSummary"]["CONFIRMED"] == (3 if mapping == USERS_OUT else 2), mapping
+        assert summary["changes"]["failed"] == 0
+
+
+def test_store_side_users_and_roles_are_created_and_deleted_in_the_provider(
+        project: Path, server: ScimServer) -> None:
+    """A managed user and a role created in the store are POSTed by the reverse mappings
+    (the user first, so the group can name it); a user deleted in the provider is
+    deleted from the store by the next forward recon."""
+    _seed(server)
+    _recon(project, USERS_IN)
+    _recon(project, GROUPS_IN)
+    _cli(project, server, "managed", "create", "user", "--data",
+         json.dumps({"userName": "mnew", "givenName": "Mia", "sn": "New", "mail": "mnew@example.com",
+                     "employeeNumber": "900"}))
+    _cli(project, server, "managed", "create", "role", "--data", json.dumps({"name": "ops", "members": ["mnew"]}))
+    (created,) = server.list("Users", 'userName eq "mnew"')
+    assert created["name"] == {"givenName": "Mia", "familyName": "New"}
+    assert created["emails"] == [{"type": "work", "value": "mnew@example.com"}]
+    assert created[ENTERPRISE] == {"employeeNumber": "900"}
+    (ops,) = server.list("Groups", 'displayName eq "ops"')
+    assert [m["value"] for m in ops["members"]] == [created["id"]]
+
+    gone = server.list("Users", 'userName eq "kcarter"')[0]
+    with server.client() as c:
+        assert c.delete(f"Users/{gone['id']}").status_code == 204
+    result = _recon(project, USERS_IN, max_deletes=1)  # the sample's 10% of 4 users allows none
+    assert result.state == "SUCCESS", result.message
+    assert "kcarter" not in _managed(project, "user", "userName")
+
+
+def test_provider_stopping_mid_run_fails_the_run_and_deletes_nothing(tmp_path: Path, server: ScimServer,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read two users a page, the provider goes away after the first page: the run is
+    FAILED with an unreachable message and no managed user is deleted, although a user
+    missing from the provider would otherwise have been."""
+    for key, value in scim_env(server).items():
+        monkeypatch.setenv(key, value)
+    project = sample_project(tmp_path, f"sqlite:///{tmp_path / 's.db'}", pageSize=2)
+    for i in range(6):
+        server.add_user(f"user{i}")
+    assert _recon(project, USERS_IN).state == "SUCCESS"
+    victim = server.list("Users", 'userName eq "user5"')[0]
+    with server.client() as c:
+        c.delete(f"Users/{victim['id']}")
+    server.requests.clear()
+    server.stop_after = 2  # the token, then the first page
+    result = _recon(project, USERS_IN, max_deletes=6)
+    assert result.state == "FAILED"
+    assert "cannot reach" in (result.message or "")
+    assert len(_managed(project, "user", "userName")) == 6
