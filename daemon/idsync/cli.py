@@ -20,8 +20,10 @@ from typing import Any
 import structlog
 
 from idsync import __version__
+from idsync.api.cli import register as register_api_commands
 from idsync.cli_jobs import register as register_job_commands
 from idsync.cli_managed import register as register_managed_commands
+from idsync.cli_salesforce import register as register_salesforce_commands
 from idsync.config.project import Project, load_project, validate_project
 from idsync.errors import ConfigError, IdsyncError
 from idsync.log import configure_logging
@@ -33,7 +35,7 @@ log = structlog.get_logger("idsync.cli")
 
 EX_CANCELED = 130
 # Commands that answer a question: their output is the answer, not log lines.
-_QUIET_COMMANDS = ("status", "managed", "mappings", "validate", "system", "sync", "jobs")
+_QUIET_COMMANDS = ("status", "managed", "mappings", "validate", "system", "sync", "jobs", "api", "salesforce")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
 
     register_job_commands(sub)
     register_managed_commands(sub)
+    register_salesforce_commands(sub)
+    register_api_commands(sub)
     return p
 
 

@@ -42,6 +42,21 @@ class ScriptSettings(BaseModel):
     memory_limit_mb: int = Field(64, ge=4)
 
 
+class ApiSettings(BaseModel):
+    """``[api]``: the HTTP API served by ``idsync run`` (``docs/api.md``)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # user name -> argon2 hash (``idsync api hash-password``); or a file of ``name:hash`` lines
+    accounts: dict[str, str] = Field(default_factory=dict)
+    accounts_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_failed_logins: int = Field(10, ge=1)  # per client address and minute
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IDSYNC_", env_nested_delimiter="__", extra="forbid")
 
@@ -52,6 +67,7 @@ class Settings(BaseSettings):
     recon: ReconSettings = ReconSettings()
     log: LogSettings = LogSettings()
     scripts: ScriptSettings = ScriptSettings()
+    api: ApiSettings = ApiSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -34,6 +34,8 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from idsync import __version__
+from idsync.api import ApiContext, ApiServer
+from idsync.api.jobs import DaemonJobs
 from idsync.daemon.history import last_run_of_job, last_started_by_job, recent_runs_of_job
 from idsync.daemon.notify import Notifier
 from idsync.daemon.recovery import recover_interrupted, release_own_runs
@@ -96,15 +98,48 @@ class Daemon:
             jobs=[n for n, j in self.config.jobs.items() if j.enabled],
             store=self.store.describe(),
         )
+        api = await self._start_api()
         self._write_status(state="running")
         self.notifier.ready(self._status_line())
         try:
             await stop.wait()
             scheduler.shutdown(wait=False)
+            if api is not None:
+                await api.stop()
             return await self._drain()
         finally:
             watchdog.cancel()
             self.notifier.close()
+
+    async def _start_api(self) -> ApiServer | None:
+        settings = self.config.project.settings
+        if not settings.api.enabled:
+            return None
+        ctx = ApiContext(project=lambda: self.config.project, store=self.store, settings=settings.api,
+                         jobs=DaemonJobs(self))
+        api = ApiServer(ctx, config_file=str(settings.conf_dir / "idsync.toml"))
+        await api.start()
+        return api
+
+    # -- seen from the API (scheduler/job) -----------------------------------------
+
+    def jobs_status(self) -> dict[str, dict[str, Any]]:
+        return self._jobs_status()
+
+    def is_running(self, name: str) -> bool:
+        with self._lock:
+            return name in self._running
+
+    def fire(self, name: str, trigger: str) -> None:
+        self._fire(name, trigger)
+
+    def cancel_job(self, name: str) -> bool:
+        with self._lock:
+            entry = self._running.get(name)
+        if entry is None:
+            return False
+        entry[1].set()
+        return True
 
     # -- jobs --------------------------------------------------------------------
 

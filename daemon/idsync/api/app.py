@@ -1,0 +1,147 @@
+"""The API as an ASGI application, and the server ``idsync run`` starts in its loop.
+
+Every route lives under ``/openidm/`` as in PingIDM, apart from ``/metrics``.
+Authentication wraps everything (``auth.py``); errors leave in PingIDM's shape
+(``errors.py``). Handlers do their blocking work (SQL, LDAP, recons) in worker
+threads so the loop, which also drives the scheduler, never waits on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from idsync import __version__
+from idsync.api.auth import Accounts, AuthMiddleware, load_accounts
+from idsync.api.context import ApiContext
+from idsync.api.errors import exception_handlers
+from idsync.api.jobs import job_routes
+from idsync.api.managed import managed_routes
+from idsync.api.mappings import mapping_routes
+from idsync.api.metrics import Metrics
+from idsync.api.openapi import openapi
+from idsync.api.recon import recon_routes
+from idsync.api.system import system_routes
+
+__all__ = ["ApiServer", "create_app"]
+
+log = structlog.get_logger("idsync.api")
+
+
+async def _ping(_request: Request) -> JSONResponse:
+    return JSONResponse({"_id": "", "state": "ACTIVE_READY", "shortDesc": "OpenIDM ready"})
+
+
+async def _version(_request: Request) -> JSONResponse:
+    return JSONResponse({"_id": "version", "productVersion": __version__, "product": "idsync"})
+
+
+class _Counting:
+    """Counts answers by method and status for ``/metrics``."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.requests.labels(scope["method"], str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+
+def create_app(ctx: ApiContext, accounts: Accounts) -> Starlette:
+    """The API over ``ctx``, open only to ``accounts``."""
+    metrics = Metrics(ctx.store)
+    openidm = [
+        Route("/info/ping", _ping, methods=["GET"]),
+        Route("/info/version", _version, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *recon_routes,
+        *managed_routes,
+        *system_routes,
+        *mapping_routes,
+        *job_routes,
+    ]
+    app = Starlette(
+        routes=[Mount("/openidm", routes=openidm), Route("/metrics", metrics.endpoint, methods=["GET"])],
+        exception_handlers=exception_handlers,
+    )
+    app.state.ctx = ctx
+    app.add_middleware(AuthMiddleware, accounts=accounts, max_failed_logins=ctx.settings.max_failed_logins)
+    app.add_middleware(_Counting, metrics=metrics)
+    return app
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handling: the daemon owns SIGTERM and SIGINT
+    (uvicorn would otherwise capture them and raise them again once it stopped)."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()
+
+    def install_signal_handlers(self) -> None:
+        return None
+
+
+class ApiServer:
+    """uvicorn serving the API inside an already running asyncio loop."""
+
+    def __init__(self, ctx: ApiContext, *, config_file: str) -> None:
+        settings = ctx.settings
+        project_dir = ctx.project().settings.project_dir
+        accounts = load_accounts(settings, project_dir, config_file)
+        if not len(accounts):
+            log.warning("api.no_accounts", hint="every request but info/ping will be refused; add [api.accounts]")
+        tls: dict[str, str] = {}
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            tls = {"ssl_certfile": str(_path(project_dir, settings.tls_cert)),
+                   "ssl_keyfile": str(_path(project_dir, settings.tls_key))}
+        self.ctx = ctx
+        config = uvicorn.Config(create_app(ctx, accounts), host=settings.host, port=settings.port,
+                                log_config=None, access_log=False, lifespan="off", server_header=False,
+                                **tls)  # type: ignore[arg-type]
+        self._server = _QuietServer(config)
+        self._task: asyncio.Task[None] | None = None
+        self.tls = bool(tls)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # a bind error surfaces here
+                raise RuntimeError("the API server stopped while starting")
+            await asyncio.sleep(0.02)
+        log.info("api.listening", host=self.ctx.settings.host, port=self.port, tls=self.tls)
+
+    @property
+    def port(self) -> int:
+        for server in self._server.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self.ctx.settings.port
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=5)
+        self.ctx.close()
+
+
+def _path(base: Path, value: Path) -> Path:
+    return value if value.is_absolute() else base / value

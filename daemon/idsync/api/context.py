@@ -1,0 +1,80 @@
+"""What the routes work on: the current configuration, the store, running recons,
+and (inside ``idsync run``) the daemon's scheduler.
+
+The project is read through a callable so a SIGHUP reload is seen by the next
+request. Recons started over HTTP run in this process's worker threads; their
+cancel events are kept here so ``recon/ID?_action=cancel`` reaches them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from idsync.config.project import Project
+from idsync.settings import ApiSettings
+from idsync.store.database import Store
+from idsync.sync.recon import ReconOptions, ReconResult, run_recon
+
+__all__ = ["ApiContext", "JobControl"]
+
+log = structlog.get_logger("idsync.api")
+
+
+class JobControl(Protocol):
+    """The scheduler's side of ``scheduler/job``: implemented by the daemon."""
+
+    def job_list(self) -> list[dict[str, Any]]: ...
+
+    def trigger(self, name: str) -> bool: ...
+
+    def cancel_job(self, name: str) -> bool: ...
+
+
+@dataclass
+class ApiContext:
+    project: Callable[[], Project]
+    store: Store
+    settings: ApiSettings
+    jobs: JobControl | None = None
+    _cancels: dict[str, threading.Event] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pool: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="api-recon"))
+
+    def start_recon(self, mapping: str, run_id: str) -> concurrent.futures.Future[ReconResult]:
+        """Run ``mapping`` in a worker thread under the run id ``run_id``."""
+        project = self.project()
+        project.mapping(mapping)  # an unknown mapping is refused before a thread starts
+        cancel = threading.Event()
+        with self._lock:
+            self._cancels[run_id] = cancel
+
+        def work() -> ReconResult:
+            try:
+                return run_recon(project, self.store, mapping, ReconOptions(run_id=run_id, cancel=cancel))
+            finally:
+                with self._lock:
+                    self._cancels.pop(run_id, None)
+
+        return self._pool.submit(work)
+
+    def cancel(self, run_id: str, job: str | None) -> bool:
+        """Ask a running recon (started here, or by job ``job``) to stop at its next page boundary."""
+        with self._lock:
+            event = self._cancels.get(run_id)
+        if event is not None:
+            event.set()
+            return True
+        return self.jobs.cancel_job(job) if self.jobs is not None and job else False
+
+    def close(self) -> None:
+        with self._lock:
+            for event in self._cancels.values():
+                event.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,96 @@
+"""Errors in PingIDM's shape: ``{"code": 404, "reason": "Not Found", "message": "..."}``.
+
+Every failure of a request ends here: an ``ApiError`` raised by a route, or an
+``IdsyncError`` from the engine mapped to the status a PingIDM client expects
+(a bad filter 400 with its position, a lost revision race 412, a running recon
+409). Messages come from the engine's exceptions, which never carry secrets.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from idsync.errors import (
+    ConfigError,
+    IdsyncError,
+    NotFound,
+    ObjectRejected,
+    PeerError,
+    QueryError,
+    RevisionMismatch,
+    RunLocked,
+)
+from idsync.managed.validation import InvalidObject
+
+__all__ = ["ApiError", "error_response", "exception_handlers"]
+
+log = structlog.get_logger("idsync.api")
+
+
+class ApiError(Exception):
+    """A request the API answers with an error status and a message."""
+
+    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+        self.code = code
+        self.message = message
+        self.headers = headers
+        super().__init__(message)
+
+
+def error_response(code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "reason": HTTPStatus(code).phrase, "message": message}
+    return JSONResponse(body, status_code=code, headers=headers)
+
+
+def _status(exc: IdsyncError) -> int:
+    if isinstance(exc, QueryError | InvalidObject | ObjectRejected):
+        return 400
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, RevisionMismatch):
+        return 412
+    if isinstance(exc, RunLocked):
+        return 409
+    if isinstance(exc, ConfigError):
+        return 404 if "unknown mapping" in exc.problem or "no such system" in exc.problem else 500
+    if isinstance(exc, PeerError):
+        return 503
+    return 500
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.code, exc.message, exc.headers)
+
+
+async def _idsync_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, IdsyncError)
+    code = _status(exc)
+    if code >= 500:
+        log.warning("api.error", path=request.url.path, code=code, error=type(exc).__name__, message=str(exc))
+    return error_response(code, str(exc))
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, exc.detail if exc.status_code != 404 else "Resource not found",
+                          dict(exc.headers) if exc.headers else None)
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    log.error("api.crash", path=request.url.path, error=type(exc).__name__, exc_info=exc)
+    return error_response(500, "internal error")
+
+
+exception_handlers: dict[Any, Any] = {
+    ApiError: _api_error,
+    IdsyncError: _idsync_error,
+    HTTPException: _http_error,
+    Exception: _crash,
+}

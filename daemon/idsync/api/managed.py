@@ -1,0 +1,194 @@
+"""``/openidm/managed/TYPE``: managed users and roles, read and changed as PingIDM does.
+
+Changes go through ``managed.service.ManagedObjects`` (validation against
+``managed.json``, revisions, secrets hashed) and each runs implicit
+synchronization before the answer. Queries page by keyset on ``_id``: the
+cookie is the last ``_id`` of the page, so paging stays cheap and stable while
+objects are added; ``_pagedResultsOffset`` and ``_sortKeys`` are honoured too
+(sorting reads every match, so it is meant for small result sets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from idsync.api.context import ApiContext
+from idsync.api.errors import ApiError
+from idsync.api.query import QueryParams, envelope, read_json, sort_objects
+from idsync.config.managed import ManagedType
+from idsync.errors import NotFound
+from idsync.managed.service import Change, ManagedObjects
+from idsync.resources import Resources
+from idsync.store.filters import to_sql
+from idsync.store.tables import managed_objects as mo
+
+__all__ = ["managed_routes"]
+
+log = structlog.get_logger("idsync.api")
+
+
+def _schema(ctx: ApiContext, object_type: str) -> ManagedType:
+    types = ctx.project().managed.types
+    if object_type not in types:
+        raise ApiError(404, f"Resource 'managed/{object_type}' not found")
+    return types[object_type]
+
+
+def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, Any]:
+    schema = _schema(ctx, object_type)
+    where = [mo.c.object_type == object_type]
+    if params.filter is not None:
+        where.append(to_sql(params.filter, object_type, schema.searchable))
+    columns = [mo.c.id, mo.c.rev] if params.ids_only and not params.sort_keys else [mo.c.id, mo.c.rev, mo.c.data]
+    query = select(*columns).where(*where).order_by(mo.c.id)
+    sorted_mode = bool(params.sort_keys)
+    if not sorted_mode:
+        if params.cookie:
+            query = query.where(mo.c.id > params.cookie)
+        elif params.offset:
+            query = query.offset(params.offset)
+        if params.paged:
+            query = query.limit(params.page_size + 1)
+    with ctx.store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+        total = (conn.execute(select(func.count()).select_from(mo).where(*where)).scalar_one()
+                 if params.exact_total else None)
+    objects = [_object(schema, r) for r in rows]
+    cookie: str | None = None
+    if sorted_mode:
+        start = int(params.cookie) if params.cookie and params.cookie.isdigit() else params.offset
+        objects = sort_objects(objects, params.sort_keys)
+        end = start + params.page_size if params.paged else len(objects)
+        cookie = str(end) if params.paged and end < len(objects) else None
+        objects = objects[start:end]
+    elif params.paged and len(objects) > params.page_size:
+        objects = objects[: params.page_size]
+        cookie = objects[-1]["_id"]
+    return envelope([params.shape(o) for o in objects], cookie=cookie, params=params, total=total)
+
+
+def _object(schema: ManagedType, row: Any) -> dict[str, Any]:
+    data = getattr(row, "data", None) or {}
+    obj = {"_id": row.id, "_rev": row.rev, **{k: v for k, v in data.items() if k not in schema.secrets}}
+    return obj
+
+
+def _service(ctx: ApiContext, object_type: str) -> tuple[ManagedObjects, Resources]:
+    _schema(ctx, object_type)
+    project = ctx.project()
+    resources = Resources(project, ctx.store)
+    return ManagedObjects(project, ctx.store, resources, object_type), resources
+
+
+def _change(ctx: ApiContext, object_type: str, kind: str, object_id: str | None, body: Any,
+            rev: str | None) -> dict[str, Any]:
+    service, resources = _service(ctx, object_type)
+    try:
+        if kind == "create":
+            change = service.create(body, object_id=object_id)
+        elif kind == "upsert":
+            try:
+                service.get(object_id or "")
+            except NotFound:
+                change = service.create(body, object_id=object_id)
+            else:
+                change = service.update(object_id or "", body)
+        elif kind == "update":
+            change = service.update(object_id or "", body, rev=rev)
+        elif kind == "patch":
+            if not isinstance(body, list):
+                raise ApiError(400, "a PATCH body is a JSON array of operations")
+            change = service.patch(object_id or "", body, rev=rev)
+        else:
+            before = service.get(object_id or "")
+            change = service.delete(object_id or "", rev=rev)
+            change = Change(before, change.pushes)
+    finally:
+        resources.close()
+    _log_pushes(service.name, change)
+    assert change.object is not None
+    return change.object
+
+
+def _log_pushes(resource: str, change: Change) -> None:
+    for push in change.pushes:
+        if not push.ok:
+            log.warning("api.implicit_sync_failed", resource=resource, mapping=push.mapping, run_id=push.run_id,
+                        source_id=push.source_id, message=push.message)
+
+
+def _rev(request: Request) -> str | None:
+    value = request.headers.get("if-match")
+    if value is None or value.strip() == "*":
+        return None
+    return value.strip().strip('"')
+
+
+def _answer(obj: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse(obj, status_code=status, headers={"ETag": f'"{obj.get("_rev", "")}"'})
+
+
+async def _collection(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    object_type = request.path_params["type"]
+    if request.method == "GET":
+        params = QueryParams.of(request)
+        return JSONResponse(await run_in_threadpool(_query, ctx, object_type, params))
+    action = request.query_params.get("_action", "create")
+    if action != "create":
+        raise ApiError(400, f"unknown _action {action!r} (supported: create)")
+    body = await read_json(request, ctx.settings.max_body_bytes)
+    new_id = request.query_params.get("_id") or None
+    return _answer(await run_in_threadpool(_change, ctx, object_type, "create", new_id, body, None), 201)
+
+
+async def _one(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    object_type, object_id = request.path_params["type"], request.path_params["id"]
+    method = request.method
+    if method == "GET":
+        service, resources = await run_in_threadpool(_service, ctx, object_type)
+        resources.close()
+        obj = await run_in_threadpool(service.get, object_id)
+        fields = request.query_params.get("_fields")
+        if fields:
+            keep = {"_id", "_rev", *(f.strip().strip("/") for f in fields.split(","))}
+            obj = {k: v for k, v in obj.items() if k in keep}
+        return _answer(obj)
+    if method == "DELETE":
+        return _answer(await run_in_threadpool(_change, ctx, object_type, "delete", object_id, None, _rev(request)))
+    body = await read_json(request, ctx.settings.max_body_bytes)
+    if method == "PATCH":
+        return _answer(await run_in_threadpool(_change, ctx, object_type, "patch", object_id, body, _rev(request)))
+    # PUT: If-None-Match: * creates (412 if it exists), If-Match updates, neither upserts.
+    if request.headers.get("if-none-match", "").strip() == "*":
+        exists = await run_in_threadpool(_exists, ctx, object_type, object_id)
+        if exists:
+            raise ApiError(412, f"managed/{object_type}/{object_id} already exists")
+        return _answer(await run_in_threadpool(_change, ctx, object_type, "create", object_id, body, None), 201)
+    if request.headers.get("if-match") is not None:
+        return _answer(await run_in_threadpool(_change, ctx, object_type, "update", object_id, body, _rev(request)))
+    return _answer(await run_in_threadpool(_change, ctx, object_type, "upsert", object_id, body, None))
+
+
+def _exists(ctx: ApiContext, object_type: str, object_id: str) -> bool:
+    service, resources = _service(ctx, object_type)
+    resources.close()
+    try:
+        service.get(object_id)
+    except NotFound:
+        return False
+    return True
+
+
+managed_routes = [
+    Route("/managed/{type}", _collection, methods=["GET", "POST"]),
+    Route("/managed/{type}/{id}", _one, methods=["GET", "PUT", "PATCH", "DELETE"]),
+]

@@ -1,0 +1,135 @@
+"""The common query parameters of a collection and the envelope of its answer.
+
+``_queryFilter`` (or ``_queryId=query-all-ids``), ``_fields``, ``_sortKeys``,
+``_pageSize``, ``_pagedResultsCookie``, ``_pagedResultsOffset`` and
+``_totalPagedResultsPolicy`` (``NONE`` or ``EXACT``), answered as PingIDM does:
+``result``, ``resultCount``, ``pagedResultsCookie``, ``totalPagedResultsPolicy``,
+``totalPagedResults``, ``remainingPagedResults``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from idsync.api.errors import ApiError
+from idsync.query import parse
+from idsync.query.ast import Node
+
+__all__ = ["QueryParams", "envelope", "read_json", "sort_objects"]
+
+_MAX_PAGE = 10_000
+
+
+@dataclass(frozen=True)
+class QueryParams:
+    filter: Node | None
+    ids_only: bool
+    fields: list[str] | None
+    sort_keys: list[str]
+    page_size: int
+    cookie: str | None
+    offset: int
+    exact_total: bool
+
+    @property
+    def paged(self) -> bool:
+        return self.page_size > 0
+
+    @classmethod
+    def of(cls, request: Request) -> QueryParams:
+        q = request.query_params
+        text = q.get("_queryFilter")
+        query_id = q.get("_queryId")
+        if text is None and query_id is None:
+            raise ApiError(400, "a query needs _queryFilter or _queryId")
+        if query_id is not None and query_id not in ("query-all-ids", "query-all"):
+            raise ApiError(400, f"unknown _queryId {query_id}")
+        node = None if text is None or text.strip() == "true" else parse(text)
+        fields = [f.strip() for f in q["_fields"].split(",") if f.strip()] if q.get("_fields") else None
+        ids_only = query_id == "query-all-ids" or (fields is not None and set(fields) <= {"_id", "_rev"})
+        policy = q.get("_totalPagedResultsPolicy", "NONE").upper()
+        if policy not in ("NONE", "EXACT", "ESTIMATE"):
+            raise ApiError(400, f"unknown _totalPagedResultsPolicy {policy}")
+        return cls(
+            filter=node,
+            ids_only=ids_only,
+            fields=fields,
+            sort_keys=[k.strip() for k in q.get("_sortKeys", "").split(",") if k.strip()],
+            page_size=_int(q, "_pageSize", 0, _MAX_PAGE),
+            cookie=q.get("_pagedResultsCookie") or None,
+            offset=_int(q, "_pagedResultsOffset", 0, None),
+            exact_total=policy != "NONE",
+        )
+
+    def shape(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """The object with only the requested fields (``_id`` and ``_rev`` always)."""
+        if self.ids_only:
+            return {k: obj[k] for k in ("_id", "_rev") if k in obj}
+        if self.fields is None or "*" in self.fields:
+            return obj
+        keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in self.fields)}
+        return {k: v for k, v in obj.items() if k in keep}
+
+
+def _int(q: Any, name: str, default: int, maximum: int | None) -> int:
+    raw = q.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer") from None
+    if value < 0 or (maximum is not None and value > maximum):
+        raise ApiError(400, f"{name} must be between 0 and {maximum if maximum is not None else 'any'}")
+    return value
+
+
+def sort_objects(objects: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Sort by ``_sortKeys`` (``-name`` descends); missing values sort first."""
+    for key in reversed(keys):
+        name = key.lstrip("+-").strip("/")
+
+        def order(obj: dict[str, Any], name: str = name) -> tuple[bool, str]:
+            return obj.get(name) is not None, str(obj.get(name, ""))
+
+        objects.sort(key=order, reverse=key.startswith("-"))
+    return objects
+
+
+def envelope(result: list[dict[str, Any]], *, cookie: str | None, params: QueryParams | None,
+             total: int | None, remaining: int = -1) -> dict[str, Any]:
+    exact = params is not None and params.exact_total and total is not None
+    return {
+        "result": result,
+        "resultCount": len(result),
+        "pagedResultsCookie": cookie,
+        "totalPagedResultsPolicy": "EXACT" if exact else "NONE",
+        "totalPagedResults": total if exact else -1,
+        "remainingPagedResults": remaining,
+    }
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body as JSON; 413 past ``limit`` bytes, 400 with the position when malformed."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise ApiError(413, f"request body larger than {limit} bytes")
+    if not body.strip():
+        raise ApiError(400, "a JSON body is required")
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+                            f"(position {exc.pos})") from None
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid JSON: not UTF-8") from None

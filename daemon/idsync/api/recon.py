@@ -1,0 +1,156 @@
+"""``/openidm/recon``: start, list, read and cancel reconciliation runs.
+
+``POST recon?_action=reconById&mapping=M&id=ID`` reconciles one source object
+at once. ``POST recon?_action=recon&mapping=M`` answers ``{"_id", "state"}`` as soon as
+the run is recorded ACTIVE (or, with ``waitForCompletion=true``, once it
+ended). A mapping already running, here or in any process on the same store,
+is refused with 409: the recon's own store lock decides, as for the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from idsync.api.context import ApiContext
+from idsync.api.errors import ApiError
+from idsync.resources import Resources
+from idsync.store.objects import ManagedResource
+from idsync.store.runs import RunStore
+from idsync.sync.implicit import ImplicitSync, PushResult
+
+__all__ = ["recon_routes", "run_summary"]
+
+_LIST_LIMIT = 100
+_START_TIMEOUT = 30.0
+
+
+def run_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """A run record in PingIDM's ``recon/ID`` shape."""
+    summary = dict(row.get("summary") or {})
+    started, ended = row["started"], row.get("ended")
+    duration = int((ended - started).total_seconds() * 1000) if ended else None
+    out: dict[str, Any] = {
+        "_id": row["id"],
+        "mapping": row["mapping"],
+        "state": row["state"],
+        "stage": row["stage"],
+        "stageDescription": _STAGES.get(row["stage"], row["stage"].replace("_", " ").lower()),
+        "progress": summary.get("progress", {}),
+        "situationSummary": summary.get("situationSummary", {}),
+        "statusSummary": summary.get("statusSummary", {}),
+        "durationSummary": summary.get("durationSummary", {}),
+        "parameters": {"sourceQuery": {"resourceName": summary.get("sourceObject")},
+                       "targetQuery": {"resourceName": summary.get("targetObject")}},
+        "started": started.isoformat(),
+        "ended": ended.isoformat() if ended else "",
+        "duration": duration,
+    }
+    for key in ("actionSummary", "changes", "dryRun", "errorCount", "errors"):
+        if key in summary:
+            out[key] = summary[key]
+    if row.get("job"):
+        out["job"] = row["job"]
+    if row.get("message"):
+        out["message"] = row["message"]
+    return out
+
+
+_STAGES = {
+    "ACTIVE_INITIALIZED": "initialized",
+    "ACTIVE_QUERY_ENTRIES": "querying source and target entries",
+    "ACTIVE_RECONCILING_SOURCE": "reconciling source entries",
+    "ACTIVE_RECONCILING_TARGET": "reconciling target entries",
+    "COMPLETED_SUCCESS": "reconciliation completed.",
+    "COMPLETED_FAILED": "reconciliation failed",
+    "COMPLETED_CANCELED": "reconciliation aborted.",
+}
+
+
+async def _collection(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    if request.method == "GET":
+        mapping = request.query_params.get("mapping")
+        rows = await run_in_threadpool(RunStore(ctx.store).recent, _LIST_LIMIT, mapping)
+        return JSONResponse({"reconciliations": [run_summary(r) for r in rows]})
+    action = request.query_params.get("_action")
+    if action == "recon":
+        return await _start(request, ctx)
+    if action == "reconById":
+        mapping, object_id = request.query_params.get("mapping"), request.query_params.get("id")
+        if not mapping or not object_id:
+            raise ApiError(400, "reconById needs the mapping and id parameters")
+        push = await run_in_threadpool(_recon_by_id, ctx, mapping, object_id)
+        return JSONResponse({"_id": push.run_id, "state": "SUCCESS" if push.ok else "FAILED"})
+    raise ApiError(400, f"unknown _action {action!r} (supported: recon, reconById)")
+
+
+def _recon_by_id(ctx: ApiContext, mapping_name: str, object_id: str) -> PushResult:
+    """One source object through one mapping, recorded as a run like an implicit sync."""
+    project = ctx.project()
+    mapping = project.mapping(mapping_name)
+    resources = Resources(project, ctx.store)
+    try:
+        source = resources.open(mapping.source)
+        if isinstance(source, ManagedResource):
+            source = source.revealing_secrets()  # the mapping may push a (hashed) password
+        current = source.get(object_id, mapping.default_source_fields)
+        if current is None:
+            raise ApiError(404, f"{mapping.source}/{object_id} not found")
+        return ImplicitSync(project, ctx.store, resources).push_one(mapping, object_id, current, job="api")
+    finally:
+        resources.close()
+
+
+async def _start(request: Request, ctx: ApiContext) -> JSONResponse:
+    mapping = request.query_params.get("mapping")
+    if not mapping:
+        raise ApiError(400, "the mapping parameter is required")
+    run_id = str(uuid.uuid4())
+    runs = RunStore(ctx.store)
+    future = await run_in_threadpool(ctx.start_recon, mapping, run_id)
+    wrapped = asyncio.wrap_future(future)
+    if request.query_params.get("waitForCompletion", "").lower() == "true":
+        result = await wrapped  # RunLocked surfaces here as 409
+        return JSONResponse({"_id": result.id, "state": result.state})
+    # Answer once the run is recorded: a lock refused before that is still a 409.
+    deadline = asyncio.get_running_loop().time() + _START_TIMEOUT
+    while asyncio.get_running_loop().time() < deadline:
+        if wrapped.done():
+            result = wrapped.result()
+            return JSONResponse({"_id": result.id, "state": result.state})
+        row = await run_in_threadpool(runs.get, run_id)
+        if row is not None:
+            return JSONResponse({"_id": run_id, "state": row["state"]})
+        await asyncio.wait({wrapped}, timeout=0.05)
+    return JSONResponse({"_id": run_id, "state": "ACTIVE"})
+
+
+async def _one(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    run_id = request.path_params["run_id"]
+    row = await run_in_threadpool(RunStore(ctx.store).get, run_id)
+    if row is None:
+        raise ApiError(404, f"Reconciliation with id {run_id} not found.")
+    if request.method == "GET":
+        return JSONResponse(run_summary(row))
+    action = request.query_params.get("_action")
+    if action != "cancel":
+        raise ApiError(400, f"unknown _action {action!r} (supported: cancel)")
+    if row["state"] != "ACTIVE":
+        raise ApiError(409, f"Reconciliation {run_id} is not running ({row['state']})")
+    if not ctx.cancel(run_id, row.get("job")):
+        raise ApiError(409, f"Reconciliation {run_id} runs in another process; cancel it there")
+    return JSONResponse({"_id": run_id, "action": "cancel", "status": "INITIATED"})
+
+
+recon_routes = [
+    Route("/recon", _collection, methods=["GET", "POST"]),
+    Route("/recon/{run_id}", _one, methods=["GET", "POST"]),
+]

@@ -1,0 +1,126 @@
+"""``/openidm/system``: external systems, tested and read through their connectors.
+
+``POST system?_action=test`` answers one entry per configured system (``name``,
+``enabled``, ``config``, ``objectTypes``, ``ok``, ``error``). Queries read the
+system page by page; the paging cookie is the offset of the next result, since
+connectors do not hand out resumable positions of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from idsync.api.context import ApiContext
+from idsync.api.errors import ApiError
+from idsync.api.query import QueryParams, envelope, sort_objects
+from idsync.connectors.base import QuerySpec, Resource
+from idsync.resources import Resources
+
+__all__ = ["system_routes"]
+
+_READ_PAGE = 500
+
+
+def _test(ctx: ApiContext) -> list[dict[str, Any]]:
+    resources = Resources(ctx.project(), ctx.store)
+    try:
+        return resources.test_all()
+    finally:
+        resources.close()
+
+
+def _open(ctx: ApiContext, system: str, object_type: str) -> tuple[Resource, Resources]:
+    project = ctx.project()
+    if system not in project.provisioners:
+        raise ApiError(404, f"Resource 'system/{system}' not found")
+    resources = Resources(project, ctx.store)
+    try:
+        return resources.open(f"system/{system}/{object_type}"), resources
+    except Exception:
+        resources.close()
+        raise
+
+
+def _query(ctx: ApiContext, system: str, object_type: str, params: QueryParams) -> dict[str, Any]:
+    resource, resources = _open(ctx, system, object_type)
+    try:
+        start = int(params.cookie) if params.cookie and params.cookie.isdigit() else params.offset
+        spec = QuerySpec(filter=params.filter, fields=[] if params.ids_only else params.fields, page_size=_READ_PAGE)
+        wanted_end = start + params.page_size if params.paged and not params.sort_keys else None
+        matched: list[dict[str, Any]] = []
+        seen = 0
+        more = False
+        for page in resource.pages(spec):
+            for obj in page:
+                if wanted_end is not None and seen >= wanted_end:
+                    more = True
+                    if not params.exact_total:
+                        break
+                elif params.sort_keys or seen >= start:
+                    matched.append(obj)
+                seen += 1
+            if more and not params.exact_total:
+                break
+        if params.sort_keys:
+            matched = sort_objects(matched, params.sort_keys)
+            total = len(matched)
+            end = start + params.page_size if params.paged else total
+            more = end < total
+            matched = matched[start:end]
+        else:
+            total = seen
+            end = start + len(matched)
+        cookie = str(end) if params.paged and more else None
+        exact = total if params.exact_total else None
+        return envelope([params.shape(o) for o in matched], cookie=cookie, params=params, total=exact)
+    finally:
+        resources.close()
+
+
+def _get(ctx: ApiContext, system: str, object_type: str, object_id: str) -> dict[str, Any]:
+    resource, resources = _open(ctx, system, object_type)
+    try:
+        obj = resource.get(object_id)
+    finally:
+        resources.close()
+    if obj is None:
+        raise ApiError(404, f"Object {object_id} not found on system/{system}/{object_type}")
+    return obj
+
+
+async def _root(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    action = request.query_params.get("_action")
+    if request.method == "POST" and action == "test":
+        return JSONResponse(await run_in_threadpool(_test, ctx))
+    if request.method == "GET":
+        project = ctx.project()
+        return JSONResponse([{"name": n, "enabled": p.enabled, "config": f"config/provisioner.openicf/{n}",
+                              "connectorRef": p.raw.get("connectorRef", {})}
+                             for n, p in sorted(project.provisioners.items())])
+    raise ApiError(400, f"unknown _action {action!r} (supported: test)")
+
+
+async def _collection(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    params = QueryParams.of(request)
+    p = request.path_params
+    return JSONResponse(await run_in_threadpool(_query, ctx, p["system"], p["type"], params))
+
+
+async def _one(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    p = request.path_params
+    return JSONResponse(await run_in_threadpool(_get, ctx, p["system"], p["type"], p["id"]))
+
+
+system_routes = [
+    Route("/system", _root, methods=["GET", "POST"]),
+    Route("/system/{system}/{type}", _collection, methods=["GET"]),
+    Route("/system/{system}/{type}/{id:path}", _one, methods=["GET"]),
+]

@@ -1,0 +1,108 @@
+"""Authentication of the API: PingIDM's headers and HTTP Basic, bare 401s, the open
+ping, the per-address throttle on failed logins, and the sample-password guard."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from api_server import ADMIN, ADMIN_HASH, serve
+from idsync.api import hash_password, load_accounts
+from idsync.errors import ConfigError
+from idsync.settings import ApiSettings
+
+
+def _project(tmp_path: Path) -> Path:
+    project = tmp_path / "p"
+    (project / "conf").mkdir(parents=True)
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "a.db"}"\n')
+    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    return project
+
+
+def test_headers_basic_and_refusals(tmp_path: Path) -> None:
+    """Headers and Basic both authenticate; no or wrong credentials get a 401 that
+    says nothing more; info/ping needs no credentials."""
+    with serve(_project(tmp_path)) as api:
+        assert api.get("/openidm/info/ping").json()["state"] == "ACTIVE_READY"
+        assert api.get("/openidm/sync/mappings?_queryFilter=true", headers=ADMIN).status_code == 200
+        basic = "Basic " + base64.b64encode(b"openidm-admin:openidm-admin").decode()
+        assert api.get("/openidm/config/sync", headers={"Authorization": basic}).status_code == 200
+        anonymous = api.get("/openidm/config/sync")
+        assert anonymous.status_code == 401
+        assert anonymous.json() == {"code": 401, "reason": "Unauthorized", "message": "Access Denied"}
+        wrong = api.get("/openidm/config/sync", headers={**ADMIN, "X-OpenIDM-Password": "nope"})
+        unknown = api.get("/openidm/config/sync", headers={**ADMIN, "X-OpenIDM-Username": "nobody"})
+        assert wrong.json() == unknown.json() == anonymous.json()
+
+
+def test_failed_logins_are_throttled(tmp_path: Path) -> None:
+    """After max_failed_logins failures within a minute the address gets 429, even
+    with the right password, until the minute passes."""
+    with serve(_project(tmp_path), max_failed_logins=3) as api:
+        bad = {**ADMIN, "X-OpenIDM-Password": "guess"}
+        assert [api.get("/openidm/config/sync", headers=bad).status_code for _ in range(3)] == [401] * 3
+        blocked = api.get("/openidm/config/sync", headers=ADMIN)
+        assert blocked.status_code == 429 and blocked.headers["Retry-After"] == "60"
+        assert api.get("/openidm/info/ping").status_code == 200
+
+
+def test_sample_password_refused_off_loopback(tmp_path: Path) -> None:
+    """An account with a sample password may serve on loopback only; a real one anywhere."""
+    weak = ApiSettings(host="0.0.0.0", accounts={"openidm-admin": ADMIN_HASH})
+    with pytest.raises(ConfigError, match="sample password"):
+        load_accounts(weak, tmp_path, "idsync.toml")
+    assert len(load_accounts(ApiSettings(accounts={"openidm-admin": ADMIN_HASH}), tmp_path, "idsync.toml")) == 1
+    strong = ApiSettings(host="0.0.0.0", accounts={"ops": hash_password("a long and private one")})
+    assert load_accounts(strong, tmp_path, "idsync.toml").verify("ops", "a long and private one")
+    with pytest.raises(ConfigError, match="argon2"):
+        load_accounts(ApiSettings(accounts={"ops": "plain"}), tmp_path, "idsync.toml")
+
+
+def test_tls_and_accounts_file(tmp_path: Path) -> None:
+    """With tls_cert and tls_key the server speaks HTTPS only, verified against its CA;
+    accounts come from accounts_file (name:hash lines)."""
+    import asyncio
+    import ssl
+    import threading
+
+    import httpx
+    from api_server import free_port
+    from idsync.api import ApiContext, ApiServer
+    from idsync.config.project import load_project
+    from idsync.store.database import Store
+    from idsync.testing.certs import make_test_certificates
+
+    project = _project(tmp_path)
+    certs = make_test_certificates(tmp_path / "tls", ("127.0.0.1",))
+    (project / "conf" / "api-accounts").write_text(f"# the API's accounts\nops:{hash_password('s3cret-ops')}\n")
+    port = free_port()
+    settings = ApiSettings(port=port, accounts_file=Path("conf/api-accounts"), tls_cert=certs.cert_file,
+                           tls_key=certs.key_file)
+    loaded = load_project(project)
+    ctx = ApiContext(project=lambda: loaded, store=Store.open(loaded.settings.store_url()), settings=settings)
+    server = ApiServer(ctx, config_file="idsync.toml")
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def serve() -> None:
+        loop.run_until_complete(server.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        trust = ssl.create_default_context(cafile=str(certs.ca_file))
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust) as api:
+            assert api.get("/openidm/config/sync", auth=("ops", "s3cret-ops")).status_code == 200
+            assert api.get("/openidm/config/sync", auth=("ops", "wrong")).status_code == 401
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/openidm/info/ping", timeout=5)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)

@@ -1,0 +1,68 @@
+"""``idsync salesforce authorize`` against the local stand-in: the consent URL, the
+code exchange, and a refused code."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from fake_salesforce import FakeSalesforce
+from salesforce_sample import running_org, sample_project, sf_env
+
+from samples import idsync
+
+_CALLBACK = "https://localhost/callback"
+
+
+@pytest.fixture
+def org(tmp_path: Path) -> Iterator[FakeSalesforce]:
+    yield from running_org(tmp_path)
+
+
+@pytest.fixture
+def project(tmp_path: Path, org: FakeSalesforce) -> Path:
+    return sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}")
+
+
+def _env(org: FakeSalesforce) -> dict[str, str]:
+    env = sf_env(org)
+    del env["SALESFORCE_REFRESH_TOKEN"]  # not known yet: that is what authorize is for
+    return env
+
+
+def test_prints_the_consent_url(project: Path, org: FakeSalesforce) -> None:
+    """Without a code, the command prints the authorize URL with the seed's scopes."""
+    proc = idsync(project, "salesforce", "authorize", "--redirect-uri", _CALLBACK, env=_env(org))
+    assert proc.returncode == 0, proc.stderr
+    url = urlsplit(proc.stdout.strip())
+    assert f"{url.scheme}://{url.netloc}{url.path}" == f"{org.url}/services/oauth2/authorize"
+    query = parse_qs(url.query)
+    assert query["client_id"] == [org.client_id] and query["redirect_uri"] == [_CALLBACK]
+    assert set(query["scope"][0].split()) == {"api", "id", "profile", "email", "address", "phone",
+                                              "refresh_token", "offline_access"}
+
+
+def test_exchanges_a_code_for_a_refresh_token(project: Path, org: FakeSalesforce, tmp_path: Path) -> None:
+    """A pasted redirect URL is exchanged; the refresh token lands in a 0600 file and works."""
+    org.codes["aPrxCode%3D%3D"] = _CALLBACK
+    out = tmp_path / "refresh-token"
+    proc = idsync(project, "salesforce", "authorize", "--redirect-uri", _CALLBACK, "--output", str(out),
+                  "--code", f"{_CALLBACK}?code=aPrxCode%253D%253D", env=_env(org))
+    assert proc.returncode == 0, proc.stderr
+    token = out.read_text().strip()
+    assert token in org.refresh_tokens and token not in proc.stdout + proc.stderr
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    check = idsync(project, "test", env={**sf_env(org), "SALESFORCE_REFRESH_TOKEN": token})
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_refused_code_is_an_authentication_error(project: Path, org: FakeSalesforce) -> None:
+    """An unknown or reused code exits 77 with Salesforce's error, no secret printed."""
+    proc = idsync(project, "salesforce", "authorize", "--redirect-uri", _CALLBACK, "--code", "used-code",
+                  env=_env(org))
+    assert proc.returncode == 77
+    assert "invalid_grant" in proc.stderr and org.client_secret not in proc.stdout + proc.stderr
