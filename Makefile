@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := slapd ldap-utils openssl python3-venv
+APT_PACKAGES := slapd ldap-utils openssl python3-venv systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo recon-demo test deps venv lint bench clean

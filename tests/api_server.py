@@ -1,25 +1,32 @@
-"""The API served for a test: uvicorn in a thread on a free port, over a real
-project and store, with one account (``openidm-admin``, the seeds' credentials)."""
+"""The API served for a test: the daemon's own ``ApiServer`` on a free port in a
+thread with its own event loop, over a real project and store, with one account
+(``openidm-admin``, the seeds' credentials)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import uvicorn
-from idsync.api import Accounts, ApiContext, create_app, hash_password
+from idsync.api import ApiContext, ApiServer, hash_password
 from idsync.config.project import load_project
 from idsync.settings import ApiSettings
 from idsync.store.database import Store
+from idsync.testing.slapd import Slapd
 
 ADMIN = {"X-OpenIDM-Username": "openidm-admin", "X-OpenIDM-Password": "openidm-admin",
          "Accept-API-Version": "resource=1.0"}
 ADMIN_HASH = hash_password("openidm-admin")
+
+
+def add_users(slapd: Slapd, subtree: str, count: int) -> None:
+    """``count`` plain inetOrgPerson entries ``uid=bulkN`` under ``subtree``: a recon long enough to watch."""
+    slapd.add_ldif("\n".join(f"dn: uid=bulk{i},{subtree}\nobjectClass: inetOrgPerson\nuid: bulk{i}\n"
+                             f"cn: Bulk {i}\nsn: B{i}\nmail: bulk{i}@example.com\n" for i in range(count)))
 
 
 def free_port() -> int:
@@ -29,25 +36,39 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(project_dir: Path, **settings: object) -> Iterator[httpx.Client]:
-    """A client for the API over ``project_dir``, served until the block ends."""
+def running(project_dir: Path, **settings: object) -> Iterator[int]:
+    """The API over ``project_dir`` with ``[api]`` ``settings``, served until the block
+    ends; yields its port."""
     project = load_project(project_dir)
     store = Store.open(project.settings.store_url())
-    api_settings = ApiSettings(**{"max_failed_logins": 5, **settings})  # type: ignore[arg-type]
-    ctx = ApiContext(project=lambda: project, store=store, settings=api_settings)
-    app = create_app(ctx, Accounts({"openidm-admin": ADMIN_HASH}))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    defaults: dict[str, object] = {"max_failed_logins": 5, "port": free_port(),
+                                   "accounts": {"openidm-admin": ADMIN_HASH}}
+    api_settings = ApiSettings(**{**defaults, **settings})  # type: ignore[arg-type]
+    server = ApiServer(ApiContext(project=lambda: project, store=store, settings=api_settings),
+                       config_file="idsync.toml")
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def serve_forever() -> None:
+        loop.run_until_complete(server.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve_forever, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert started.wait(10), "the API did not start"
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            yield client
+        yield server.port
     finally:
-        server.should_exit = True
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
-        ctx.close()
         store.close()
+
+
+@contextmanager
+def serve(project_dir: Path, **settings: object) -> Iterator[httpx.Client]:
+    """A client for the API over ``project_dir``, served until the block ends."""
+    with running(project_dir, **settings) as port, \
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        yield client

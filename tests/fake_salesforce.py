@@ -83,6 +83,7 @@ class FakeSalesforce:
     fail_next: list[tuple[int, Any]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of API calls
     bodies: list[Any] = field(default_factory=list)  # their JSON bodies
+    queries: list[str] = field(default_factory=list)  # the SOQL of query calls, in order
     tokens_issued: int = 0
     access_tokens: list[str] = field(default_factory=list)
     version: str = "v44.0"
@@ -198,6 +199,8 @@ class FakeSalesforce:
             self.api_calls += 1
             self.requests.append((method, path))
             self.bodies.append(body)
+            if "q" in query:
+                self.queries.append(query["q"])
             return self._route(method, path, query, headers, body)
 
     def _route(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
@@ -272,6 +275,7 @@ class FakeSalesforce:
             return 400, [{"message": "Record limit reached. Cannot submit more than 200 records into this call",
                           "errorCode": "EXCEEDED_ID_LIMIT"}]
         snapshot = {k: dict(v) for k, v in self.users.items()}
+        taken = self._usernames()
         results = []
         for rec in records:
             values = {k: v for k, v in rec.items() if k not in ("attributes", "id")}
@@ -282,7 +286,7 @@ class FakeSalesforce:
                 results.append({"success": False, "errors": [{"statusCode": "INVALID_FIELD", "message":
                                 "cannot specify Id in an insert call", "fields": ["Id"]}]})
             else:
-                results.append(self._save(rec.get("id") if method == "PATCH" else None, values))
+                results.append(self._save(rec.get("id") if method == "PATCH" else None, values, taken))
         if body.get("allOrNone") and not all(r["success"] for r in results):
             self.users = snapshot
             results = [r if not r["success"] else {"id": r.get("id"), "success": False, "errors": [
@@ -290,7 +294,11 @@ class FakeSalesforce:
                  "records were valid and the request was using AllOrNone header", "fields": []}]} for r in results]
         return 200, results
 
-    def _save(self, record_id: str | None, values: Any) -> dict[str, Any]:
+    def _usernames(self) -> dict[str, str]:
+        """Lower-cased Username -> Id: Usernames are unique without regard to case."""
+        return {str(u.get("Username")).lower(): i for i, u in self.users.items()}
+
+    def _save(self, record_id: str | None, values: Any, taken: dict[str, str] | None = None) -> dict[str, Any]:
         def error(code: str, message: str, fields: list[str]) -> dict[str, Any]:
             return {"id": record_id, "success": False,
                     "errors": [{"statusCode": code, "message": message, "fields": fields}]}
@@ -313,15 +321,19 @@ class FakeSalesforce:
             return error("STRING_TOO_LONG", "Alias: data value too large", ["Alias"])
         if "@" not in str(merged["Username"]):
             return error("INVALID_NEW_VALUE", "Username: invalid format", ["Username"])
-        for other_id, other in self.users.items():
-            if other_id != record_id and str(other.get("Username")).lower() == str(merged["Username"]).lower():
-                return error("DUPLICATE_USERNAME", "Duplicate Username.<br>The username already exists in this "
-                             "or another Salesforce organization.", ["Username"])
+        taken = self._usernames() if taken is None else taken
+        username = str(merged["Username"]).lower()
+        if taken.get(username, record_id) != record_id:
+            return error("DUPLICATE_USERNAME", "Duplicate Username.<br>The username already exists in this "
+                         "or another Salesforce organization.", ["Username"])
         if record_id:
+            taken.pop(str(current.get("Username")).lower(), None)
             merged["LastModifiedDate"] = time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
             self.users[record_id] = merged
-            return {"id": record_id, "success": True, "errors": []}
-        return {"id": self._insert(merged), "success": True, "errors": []}
+        else:
+            record_id = self._insert(merged)
+        taken[username] = record_id
+        return {"id": record_id, "success": True, "errors": []}
 
 
 def _as_errors(save_errors: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
-"""A small SCIM 1.1 provider stand-in: Users only, ``ServiceProviderConfigs`` (plural,
-as 1.1 names it) announcing no PATCH, 1.0 schema URNs, HTTP basic authentication,
-``eq`` filters joined by ``or``, and PUT for updates."""
+"""A small SCIM 1.1 provider stand-in: Users and Groups, ``ServiceProviderConfigs``
+(plural, as 1.1 names it) announcing no PATCH, 1.0 schema URNs, HTTP basic
+authentication, ``eq`` filters joined by ``or``, PUT for updates, and no
+``Resources`` on an empty page."""
 
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ class _Quiet(WSGIRequestHandler):
 
 class Scim11Server:
     def __init__(self) -> None:
-        self.users: dict[str, dict[str, Any]] = {}
+        self.stored: dict[str, dict[str, dict[str, Any]]] = {"Users": {}, "Groups": {}}
+        self.users = self.stored["Users"]
+        self.groups = self.stored["Groups"]
         self.methods: list[str] = []
+        self.discovery = True  # False: no ServiceProviderConfigs (404), as some 1.1 providers
         self._server: WSGIServer = make_server("127.0.0.1", 0, self._app, handler_class=_Quiet)
         self.url = f"http://127.0.0.1:{self._server.server_port}/v1"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -44,13 +48,17 @@ class Scim11Server:
             return self._send(start, 401, {"Errors": [{"description": "unauthorized", "code": "401"}]})
         size = int(environ.get("CONTENT_LENGTH") or 0)
         body = json.loads(environ["wsgi.input"].read(size) or b"null")
-        if path == "/ServiceProviderConfigs":
+        if path == "/ServiceProviderConfigs" and self.discovery:
             return self._send(start, 200, {"schemas": [CORE], "patch": {"supported": False},
                                            "filter": {"supported": True, "maxResults": 100},
                                            "etag": {"supported": False}})
-        if path == "/Users" and method == "GET":
+        endpoint, _, object_id = path.strip("/").partition("/")
+        if endpoint not in self.stored:
+            return self._send(start, 404, {"Errors": [{"description": "not found", "code": "404"}]})
+        objects = self.stored[endpoint]
+        if not object_id and method == "GET":
             query = parse_qs(environ.get("QUERY_STRING", ""))
-            found = list(self.users.values())
+            found = list(objects.values())
             if "filter" in query:
                 terms = _TERM.findall(query["filter"][0])
                 found = [u for u in found if any(str(u.get(k)) == json.loads(f'"{v}"') for k, v in terms)]
@@ -59,19 +67,18 @@ class Scim11Server:
             return self._send(start, 200, {"schemas": [CORE], "totalResults": len(found),
                                            "startIndex": start_index, "itemsPerPage": len(page),
                                            **({"Resources": page} if page else {})})
-        if path == "/Users" and method == "POST":
-            user = {**body, "id": uuid.uuid4().hex}
-            self.users[user["id"]] = user
-            return self._send(start, 201, user)
-        user_id = path.removeprefix("/Users/")
-        if user_id not in self.users:
+        if not object_id and method == "POST":
+            created = {**body, "id": uuid.uuid4().hex}
+            objects[created["id"]] = created
+            return self._send(start, 201, created)
+        if object_id not in objects:
             return self._send(start, 404, {"Errors": [{"description": "not found", "code": "404"}]})
         if method == "PUT":
-            self.users[user_id] = {**body, "id": user_id}
+            objects[object_id] = {**body, "id": object_id}
         elif method == "DELETE":
-            del self.users[user_id]
+            del objects[object_id]
             return self._send(start, 200, None)
-        return self._send(start, 200, self.users[user_id])
+        return self._send(start, 200, objects[object_id])
 
     @staticmethod
     def _send(start: Callable[..., Any], status: int, body: Any) -> Iterable[bytes]:

@@ -2,7 +2,8 @@
 a thread on a free loopback port, behind a thin front that adds what a provider in
 the field has and scim2-server leaves to its host: an OAuth 2.0 token endpoint
 (client credentials, tokens that expire or are revoked), throttling answers
-(429/503 with ``Retry-After``) queued by a test, and a log of the requests."""
+(429/503 with ``Retry-After``) queued by a test, another writer's change slipped in
+before a request (a real ETag conflict), and a log of the requests and answers."""
 
 from __future__ import annotations
 
@@ -50,8 +51,11 @@ class ScimServer:
     if_match: list[str] = field(default_factory=list)
     bodies: list[tuple[str, Any]] = field(default_factory=list)
     broken_config: bool = False
+    refuse_or: bool = False  # answer a filter joined by "or" with 400 invalidFilter, as some providers do
     stop_after: int | None = None
     faults: list[tuple[str, int, dict[str, str]]] = field(default_factory=list)
+    before: list[tuple[str, Callable[[], Any]]] = field(default_factory=list)
+    answers: list[tuple[str, str, int]] = field(default_factory=list)
     tokens_issued: int = 0
 
     def __post_init__(self) -> None:
@@ -91,9 +95,21 @@ class ScimServer:
         """Answer the next ``method`` request with ``status`` (a throttling answer)."""
         self.faults.append((method, status, {"Retry-After": retry_after} if retry_after else {}))
 
+    def before_next(self, method: str, action: Callable[[], Any]) -> None:
+        """Run ``action`` (another writer's change) just before serving the next ``method`` request."""
+        self.before.append((method, action))
+
     def _front(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         self.requests.append((method, path, environ.get("QUERY_STRING", "")))
+
+        def answer(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+            self.answers.append((method, path, int(status.split()[0])))
+            return start_response(status, headers, *rest)
+
+        return self._serve(method, path, environ, answer)
+
+    def _serve(self, method: str, path: str, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("HTTP_IF_MATCH"):
             self.if_match.append(environ["HTTP_IF_MATCH"])
         if path == "/oauth/token":
@@ -112,6 +128,16 @@ class ScimServer:
                 # The provider goes away: this request is the last one answered.
                 self.stop_after = None
                 self.stop()
+        if self.refuse_or and " or " in parse_qs(environ.get("QUERY_STRING", "")).get("filter", [""])[0]:
+            start_response("400 Bad Request", [("Content-Type", "application/scim+json")])
+            error = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "400",
+                     "scimType": "invalidFilter", "detail": "or is not supported"}
+            return [json.dumps(error).encode()]
+        for hook in self.before:
+            if hook[0] == method:
+                self.before.remove(hook)
+                hook[1]()
+                break
         for fault in self.faults:
             if fault[0] == method:
                 self.faults.remove(fault)
@@ -153,6 +179,13 @@ class ScimServer:
             response = c.post("Groups", json=body)
             response.raise_for_status()
             return dict(response.json())
+
+    def change(self, endpoint: str, id: str, path: str, value: Any) -> None:
+        """Replace one attribute by PATCH, as another writer would."""
+        body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": path, "value": value}]}
+        with self.client() as c:
+            c.patch(f"{endpoint}/{id}", json=body).raise_for_status()
 
     def list(self, endpoint: str, filter: str | None = None) -> list[dict[str, Any]]:
         params = {"count": 1000, **({"filter": filter} if filter else {})}

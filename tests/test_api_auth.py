@@ -47,6 +47,19 @@ def test_failed_logins_are_throttled(tmp_path: Path) -> None:
         blocked = api.get("/openidm/config/sync", headers=ADMIN)
         assert blocked.status_code == 429 and blocked.headers["Retry-After"] == "60"
         assert api.get("/openidm/info/ping").status_code == 200
+        # A forwarded-for header from an untrusted peer names nobody: still this address.
+        spoofed = api.get("/openidm/config/sync", headers={**ADMIN, "X-Forwarded-For": "192.0.2.7"})
+        assert spoofed.status_code == 429
+
+
+def test_trusted_proxy_clients_are_throttled_apart(tmp_path: Path) -> None:
+    """Behind a trusted reverse proxy the throttle counts each forwarded client on its
+    own: one guessing client does not lock the others out."""
+    with serve(_project(tmp_path), max_failed_logins=2, trusted_proxies=["127.0.0.1"]) as api:
+        guesser = {**ADMIN, "X-OpenIDM-Password": "guess", "X-Forwarded-For": "192.0.2.7"}
+        assert [api.get("/openidm/config/sync", headers=guesser).status_code for _ in range(3)] == [401, 401, 429]
+        other = api.get("/openidm/config/sync", headers={**ADMIN, "X-Forwarded-For": "192.0.2.8"})
+        assert other.status_code == 200
 
 
 def test_sample_password_refused_off_loopback(tmp_path: Path) -> None:
@@ -64,45 +77,63 @@ def test_sample_password_refused_off_loopback(tmp_path: Path) -> None:
 def test_tls_and_accounts_file(tmp_path: Path) -> None:
     """With tls_cert and tls_key the server speaks HTTPS only, verified against its CA;
     accounts come from accounts_file (name:hash lines)."""
-    import asyncio
     import ssl
-    import threading
 
     import httpx
-    from api_server import free_port
-    from idsync.api import ApiContext, ApiServer
-    from idsync.config.project import load_project
-    from idsync.store.database import Store
+    from api_server import running
     from idsync.testing.certs import make_test_certificates
 
     project = _project(tmp_path)
     certs = make_test_certificates(tmp_path / "tls", ("127.0.0.1",))
     (project / "conf" / "api-accounts").write_text(f"# the API's accounts\nops:{hash_password('s3cret-ops')}\n")
-    port = free_port()
-    settings = ApiSettings(port=port, accounts_file=Path("conf/api-accounts"), tls_cert=certs.cert_file,
-                           tls_key=certs.key_file)
-    loaded = load_project(project)
-    ctx = ApiContext(project=lambda: loaded, store=Store.open(loaded.settings.store_url()), settings=settings)
-    server = ApiServer(ctx, config_file="idsync.toml")
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-
-    def serve() -> None:
-        loop.run_until_complete(server.start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(10)
-    try:
+    with running(project, accounts={}, accounts_file=Path("conf/api-accounts"), tls_cert=certs.cert_file,
+                 tls_key=certs.key_file) as port:
         trust = ssl.create_default_context(cafile=str(certs.ca_file))
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust) as api:
             assert api.get("/openidm/config/sync", auth=("ops", "s3cret-ops")).status_code == 200
             assert api.get("/openidm/config/sync", auth=("ops", "wrong")).status_code == 401
+            assert api.get("/openidm/config/sync", headers=ADMIN).status_code == 401
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/openidm/info/ping", timeout=5)
+
+
+def test_run_refuses_unsafe_or_unusable_api(tmp_path: Path) -> None:
+    """``idsync run`` stops with EX_CONFIG and a message saying why, before any job
+    fires: a sample password on a non-loopback address, a taken port, half a TLS
+    pair, a certificate that does not load, a misspelt [api] key."""
+    import os
+    import socket
+
+    from samples import idsync
+
+    project = _project(tmp_path)
+    toml = project / "conf" / "idsync.toml"
+    base = toml.read_text()
+    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": [
+        {"name": "roles_users", "source": "managed/role", "target": "managed/user"}]}))
+    (project / "jobs.d").mkdir()
+    (project / "jobs.d" / "often.toml").write_text('schedule = "* * * * * ?"\nmappings = ["roles_users"]\n')
+    (project / "junk.pem").write_text("not a certificate\n")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    cases = {
+        f'host = "0.0.0.0"\nport = {port}\n': "refusing to listen on 0.0.0.0: account(s) openidm-admin still have "
+                                               "a sample password",
+        f"port = {port}\n": f"cannot listen on 127.0.0.1:{port}",
+        'tls_cert = "api.crt"\n': "tls_cert and tls_key go together",
+        'tls_cert = "junk.pem"\ntls_key = "junk.pem"\n': "api.tls_cert: cannot load the certificate and key",
+        'tls_crt = "api.crt"\n': "api.tls_crt: Extra inputs are not permitted",
+    }
+    try:
+        for api, message in cases.items():
+            toml.write_text(base + f'[api]\nenabled = true\n{api}[api.accounts]\n"openidm-admin" = "{ADMIN_HASH}"\n')
+            result = idsync(project, "run")
+            assert result.returncode == os.EX_CONFIG and message in result.stderr, (api, result.stderr)
+            assert "job.start" not in result.stderr and "Traceback" not in result.stderr
+            if "0.0.0.0" in api or "tls" in api:  # what `idsync validate` can tell before a restart
+                checked = idsync(project, "validate")
+                assert checked.returncode == os.EX_CONFIG and message in checked.stdout + checked.stderr, checked
     finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+        taken.close()

@@ -1,9 +1,11 @@
 """The API inside the real ``idsync run`` process: it listens where ``[api]`` says,
 lists the scheduler's jobs, triggers one (which runs under the job lock, like a
-scheduled fire) and answers while the recon runs; SIGTERM still exits cleanly."""
+scheduled fire) and answers while the recon runs, many clients at once during a
+scheduled recon; SIGTERM still exits cleanly and no password reaches the logs."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import subprocess
@@ -11,7 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
-from api_server import ADMIN, ADMIN_HASH, free_port
+from api_server import ADMIN, ADMIN_HASH, add_users, free_port
 from idsync.testing.slapd import Slapd
 
 from samples import FORWARD, IDSYNC, sample_project
@@ -56,3 +58,110 @@ def test_daemon_serves_api(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> N
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "Traceback" not in out
+
+
+def _start(project: Path, port: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info"})
+    for _ in range(200):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/openidm/info/ping", timeout=5).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(proc.communicate()[0])
+
+
+def _cancel_a_scheduled_run(api: httpx.Client, after: str) -> dict[str, object]:
+    """Cancel the next scheduled run of the job through recon/ID (which reaches the
+    daemon's job); a run that ended before the cancel arrived is a 409, and the
+    one after it is tried."""
+    tried = {after}
+    for _ in range(600):
+        runs = api.get(f"/openidm/recon?mapping={FORWARD}").json()["reconciliations"]
+        active = [r for r in runs if r["state"] == "ACTIVE" and r["_id"] not in tried]
+        if active:
+            run_id = active[0]["_id"]
+            tried.add(run_id)
+            if api.post(f"/openidm/recon/{run_id}?_action=cancel").status_code == 200:
+                for _ in range(600):
+                    summary: dict[str, object] = api.get(f"/openidm/recon/{run_id}").json()
+                    if summary["state"] != "ACTIVE":
+                        return summary
+                    time.sleep(0.05)
+        time.sleep(0.02)
+    raise AssertionError("no scheduled run could be canceled")
+
+
+def test_requests_during_scheduled_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """While a scheduled fire reconciles a directory of 1500 users page by page, twelve
+    clients at once read, query, create users (implicit sync to LDAP) and ask for a
+    recon of the same mapping: every answer comes, a recon start is a 409 from the
+    job's lock, the run ends SUCCESS and /metrics records the job's success; a later
+    scheduled run is canceled through recon/ID; neither a password sent nor a wrong
+    login password appears in the daemon's logs."""
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    add_users(slapd, ldap_subtree, 1500)
+    port = free_port()
+    with (project / "conf" / "idsync.toml").open("a") as f:
+        f.write(f'[recon]\npage_size = 5\n[api]\nenabled = true\nport = {port}\n'
+                f'[api.accounts]\n"openidm-admin" = "{ADMIN_HASH}"\n')
+    (project / "jobs.d").mkdir()
+    (project / "jobs.d" / "ldap-users.toml").write_text(
+        f'schedule = "*/2 * * * * ?"\nmappings = ["{FORWARD}"]\nmisfire = "skip"\n')
+    secret, wrong = "Conc-urrent-s3cret", "not-the-Passw0rd"
+    proc = _start(project, port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=ADMIN) as api:
+            for _ in range(200):
+                (job,) = api.get("/openidm/scheduler/job").json()["result"]
+                if job["running"]:
+                    break
+                time.sleep(0.05)
+            assert job["running"], job
+
+            def request(i: int) -> tuple[str, int, float]:
+                began = time.monotonic()
+                kind = ("query", "read-runs", "create", "recon", "jobs", "metrics")[i % 6]
+                if kind == "query":
+                    r = api.get("/openidm/managed/user?_queryFilter=true&_pageSize=50")
+                elif kind == "read-runs":
+                    r = api.get("/openidm/recon")
+                elif kind == "create":
+                    r = api.post("/openidm/managed/user?_action=create", json={
+                        "userName": f"c{i}", "sn": "C", "givenName": "C", "mail": f"c{i}@example.com",
+                        "password": secret})
+                elif kind == "recon":
+                    r = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}")
+                elif kind == "jobs":
+                    r = api.get("/openidm/scheduler/job")
+                else:
+                    r = api.get("/metrics")
+                return kind, r.status_code, time.monotonic() - began
+
+            with concurrent.futures.ThreadPoolExecutor(12) as pool:
+                answers = list(pool.map(request, range(36)))
+            expected = {"query": 200, "read-runs": 200, "create": 201, "recon": 409, "jobs": 200, "metrics": 200}
+            assert [(k, c) for k, c, _ in answers] == [(k, expected[k]) for k, _, _ in answers]
+            assert max(t for _, _, t in answers) < 30
+            assert httpx.get(f"http://127.0.0.1:{port}/openidm/config/sync",
+                             headers={**ADMIN, "X-OpenIDM-Password": wrong}).status_code == 401
+            for _ in range(600):
+                runs = [r for r in api.get(f"/openidm/recon?mapping={FORWARD}").json()["reconciliations"]
+                        if r.get("job") == "ldap-users"]
+                if runs and runs[-1]["state"] != "ACTIVE":
+                    break
+                time.sleep(0.05)
+            first = runs[-1]
+            assert first["state"] == "SUCCESS" and first["situationSummary"]["ABSENT"] >= 1500, first
+            created = api.get("/openidm/system/ldap/account?_queryFilter=uid+sw+'c'&_fields=uid").json()
+            assert sorted(a["uid"] for a in created["result"]) == sorted(f"c{i}" for i in range(2, 36, 6))
+            metrics = api.get("/metrics").text
+            assert 'idsync_job_last_success_timestamp_seconds{job="ldap-users"}' in metrics
+            assert _cancel_a_scheduled_run(api, first["_id"])["state"] == "CANCELED"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-3000:]
+    assert "Traceback" not in out and secret not in out and wrong not in out

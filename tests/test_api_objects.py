@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_server import ADMIN, serve
+from api_server import ADMIN, add_users, serve
+from dbs import BACKENDS, store_url
 from idsync.config.project import load_project
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
@@ -47,6 +48,8 @@ def test_recon_async_summary_and_conflict(api: httpx.Client, project: Path) -> N
     assert summary["state"] == "SUCCESS" and summary["mapping"] == FORWARD
     assert summary["situationSummary"]["ABSENT"] == 2 and summary["statusSummary"]["SUCCESS"] >= 2
     assert {"stage", "progress", "durationSummary", "started", "ended", "duration"} <= set(summary)
+    assert summary["stage"] == "COMPLETED_SUCCESS" and summary["stageDescription"] == "reconciliation completed."
+    assert summary["progress"]["source"]["existing"]["processed"] == 2 and summary["duration"] >= 0
     listed = api.get("/openidm/recon", headers=ADMIN).json()["reconciliations"]
     assert [r["_id"] for r in listed] == [run_id]
 
@@ -99,7 +102,17 @@ def test_managed_changes_with_revisions(api: httpx.Client, slapd: Slapd, ldap_su
     deleted = api.delete("/openidm/managed/user/jdoe-1", headers=ADMIN)
     assert deleted.status_code == 200 and deleted.json()["userName"] == "jdoe"
     assert api.get("/openidm/managed/user/jdoe-1", headers=ADMIN).status_code == 404
+    assert ldap_entry(slapd, f"uid=jdoe,{ldap_subtree}") is None
     assert api.get("/openidm/managed/nothing/x", headers=ADMIN).status_code == 404
+    moved = api.patch("/openidm/managed/user/jdoe-1", headers=JSON, json=[{"operation": "move", "field": "/mail"}])
+    assert moved.status_code == 404  # deleted above; an unknown operation on a live object is a 400:
+    api.put("/openidm/managed/user/jdoe-2", headers=JSON, json=user)
+    for body in ([{"operation": "move", "field": "/mail"}], {"operation": "add"},
+                 [{"operation": "replace", "field": "/userName", "value": 5}]):
+        bad = api.patch("/openidm/managed/user/jdoe-2", headers=JSON, json=body)
+        assert bad.status_code == 400 and bad.json()["reason"] == "Bad Request", body
+    slash = api.post("/openidm/managed/user?_action=create&_id=a/b", headers=JSON, json={**user, "userName": "ab"})
+    assert slash.status_code == 400
 
 
 def test_managed_queries_paging_and_errors(api: httpx.Client) -> None:
@@ -134,11 +147,15 @@ def test_managed_queries_paging_and_errors(api: httpx.Client) -> None:
     huge = api.post("/openidm/managed/role?_action=create", headers=JSON,
                     content=json.dumps({"name": "x" * 2_000_000}))
     assert huge.status_code == 413
+    chunked = api.post("/openidm/managed/role?_action=create", headers=JSON,
+                       content=iter([b'{"name": "', b"x" * 2_000_000, b'"}']))  # no Content-Length
+    assert chunked.status_code == 413 and chunked.json()["code"] == 413
 
 
 def test_system_test_and_metrics(api: httpx.Client) -> None:
     """system?_action=test reports each system; /metrics needs credentials and counts
-    runs by state and objects by situation."""
+    runs by state, objects by situation and action, and durations, each run once
+    however many scrapes see it."""
     systems = api.post("/openidm/system?_action=test", headers=ADMIN).json()
     assert [(s["name"], s["ok"]) for s in systems] == [("ldap", True)]
     assert {"name", "enabled", "config", "objectTypes", "ok"} <= set(systems[0])
@@ -148,3 +165,154 @@ def test_system_test_and_metrics(api: httpx.Client) -> None:
     assert f'idsync_recon_runs{{mapping="{FORWARD}",state="SUCCESS"}} 1.0' in text
     assert f'idsync_recon_situations_total{{mapping="{FORWARD}",situation="ABSENT"}} 2.0' in text
     assert "idsync_recon_last_duration_seconds" in text and "idsync_http_requests_total" in text
+    assert f'idsync_recon_actions_total{{action="CREATE",mapping="{FORWARD}"}} 2.0' in text
+    assert f'idsync_recon_duration_seconds_count{{mapping="{FORWARD}"}} 1.0' in text
+    # A later scrape adds the runs since, and only those.
+    api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=ADMIN)
+    again = api.get("/metrics", headers=ADMIN).text
+    assert f'idsync_recon_runs{{mapping="{FORWARD}",state="SUCCESS"}} 2.0' in again
+    assert f'idsync_recon_situations_total{{mapping="{FORWARD}",situation="ABSENT"}} 2.0' in again
+    assert f'idsync_recon_situations_total{{mapping="{FORWARD}",situation="CONFIRMED"}} 2.0' in again
+    assert f'idsync_recon_duration_seconds_count{{mapping="{FORWARD}"}} 2.0' in again
+
+
+def test_cancel_running_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """recon/ID?_action=cancel stops a running recon at its next page boundary: it is
+    recorded CANCELED with what it did so far, its lock is released, and the next
+    start runs to SUCCESS; meanwhile a second start of the mapping is a 409."""
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    with (project / "conf" / "idsync.toml").open("a") as f:
+        f.write("[recon]\npage_size = 2\n")
+    add_users(slapd, ldap_subtree, 800)
+    with serve(project) as api:
+        started = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}", headers=ADMIN).json()
+        assert started["state"] == "ACTIVE", started
+        busy = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}", headers=ADMIN)
+        assert busy.status_code == 409 and busy.json()["reason"] == "Conflict"
+        cancel = api.post(f"/openidm/recon/{started['_id']}?_action=cancel", headers=ADMIN)
+        assert cancel.json() == {"_id": started["_id"], "action": "cancel", "status": "INITIATED"}
+        for _ in range(400):
+            summary = api.get(f"/openidm/recon/{started['_id']}", headers=ADMIN).json()
+            if summary["state"] != "ACTIVE":
+                break
+            time.sleep(0.05)
+        assert summary["state"] == "CANCELED" and summary["stage"] == "COMPLETED_CANCELED", summary
+        assert summary["progress"]["source"]["existing"]["processed"] < 802 and summary["ended"]
+        again = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=ADMIN)
+        assert again.json()["state"] == "SUCCESS", again.text
+        assert api.post(f"/openidm/recon/{started['_id']}?_action=cancel", headers=ADMIN).status_code == 409
+
+
+def test_secrets_never_answered(api: httpx.Client) -> None:
+    """A password given to create, replace or patch is stored (hashed) but never part
+    of an answer: not in the created object, a read, a query, a patch or a delete; one
+    with a NUL character is refused with a 400."""
+    secret = "Sup3r-secret-passw0rd"
+    user = {"userName": "sdoe", "sn": "Doe", "givenName": "S", "mail": "sdoe@example.com", "password": secret}
+    answers = [api.post("/openidm/managed/user?_action=create", headers=JSON, json=user)]
+    user_id = answers[0].json()["_id"]
+    answers.append(api.get(f"/openidm/managed/user/{user_id}", headers=ADMIN))
+    answers.append(api.get(f"/openidm/managed/user/{user_id}?_fields=password,userName", headers=ADMIN))
+    answers.append(api.get("/openidm/managed/user?_queryFilter=true&_fields=*", headers=ADMIN))
+    answers.append(api.patch(f"/openidm/managed/user/{user_id}", headers=JSON,
+                             json=[{"operation": "replace", "field": "/password", "value": secret + "2"}]))
+    answers.append(api.put(f"/openidm/managed/user/{user_id}", headers=JSON, json=user))
+    answers.append(api.delete(f"/openidm/managed/user/{user_id}", headers=ADMIN))
+    for answer in answers:
+        assert answer.status_code in (200, 201), answer.text
+        assert secret not in answer.text and '"password"' not in answer.text, answer.text
+    nul = api.post("/openidm/managed/user?_action=create", headers=JSON, json={**user, "password": "a\x00b"})
+    assert nul.status_code == 400 and "NUL" in nul.json()["message"]  # crypt(3) would cut it short
+
+
+def test_unreachable_system(project: Path, slapd: Slapd) -> None:
+    """A system that cannot be reached tests ok false with the error, and a query of it
+    is a 503 in PingIDM's shape; neither answer carries its credentials."""
+    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    prov["configurationProperties"]["port"] = 1
+    prov_file.write_text(json.dumps(prov))
+    with serve(project) as api:
+        (report,) = api.post("/openidm/system?_action=test", headers=ADMIN).json()
+        assert report["ok"] is False and report["name"] == "ldap" and "127.0.0.1:1" in report["error"]
+        query = api.get("/openidm/system/ldap/account?_queryId=query-all-ids", headers=ADMIN)
+        assert query.status_code == 503 and query.json()["reason"] == "Service Unavailable"
+        for answer in (json.dumps(report), query.text):
+            assert slapd.admin_password not in answer
+
+
+def test_managed_paging_edges(api: httpx.Client) -> None:
+    """Paging at the edges: a page size equal to the count ends with no cookie, an
+    offset past the end is an empty page, query-all-ids pages like a filter, a sorted
+    query pages by its numeric cookie, and bad paging values are 400s."""
+    for i in range(4):
+        api.post("/openidm/managed/role?_action=create", headers=JSON, json={"name": f"r{i}"})
+    base = "/openidm/managed/role?_queryFilter=true"
+    exact = api.get(base + "&_pageSize=4&_totalPagedResultsPolicy=EXACT", headers=ADMIN).json()
+    assert exact["resultCount"] == 4 and exact["pagedResultsCookie"] is None and exact["totalPagedResults"] == 4
+    assert api.get(base + "&_pageSize=0", headers=ADMIN).json()["resultCount"] == 4
+    past = api.get(base + "&_pageSize=2&_pagedResultsOffset=10", headers=ADMIN).json()
+    assert past["result"] == [] and past["pagedResultsCookie"] is None
+    ids = api.get("/openidm/managed/role?_queryId=query-all-ids&_pageSize=3", headers=ADMIN).json()
+    assert ids["resultCount"] == 3 and all(set(o) == {"_id", "_rev"} for o in ids["result"])
+    rest = api.get(f"/openidm/managed/role?_queryId=query-all-ids&_pageSize=3&_pagedResultsCookie="
+                   f"{ids['pagedResultsCookie']}", headers=ADMIN).json()
+    assert rest["resultCount"] == 1 and rest["pagedResultsCookie"] is None
+    assert {o["_id"] for o in ids["result"] + rest["result"]} == {o["_id"] for o in exact["result"]}
+    names: list[str] = []
+    cookie = None
+    while True:
+        page = api.get(base + "&_sortKeys=-name&_pageSize=3" + (f"&_pagedResultsCookie={cookie}" if cookie else ""),
+                       headers=ADMIN).json()
+        names += [o["name"] for o in page["result"]]
+        cookie = page["pagedResultsCookie"]
+        if cookie is None:
+            break
+    assert names == ["r3", "r2", "r1", "r0"]
+    for bad in ("_pageSize=-1", "_pageSize=x", "_pagedResultsOffset=-2", "_totalPagedResultsPolicy=SOME",
+                "_queryId=nothing"):
+        answer = api.get(f"/openidm/managed/role?_queryFilter=true&{bad}", headers=ADMIN)
+        assert answer.status_code == 400 and answer.json()["code"] == 400, bad
+    assert api.get("/openidm/managed/role", headers=ADMIN).status_code == 400
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_managed_api_on_each_store(tmp_path: Path, backend: str) -> None:
+    """The managed endpoints answer alike on SQLite, PostgreSQL and MariaDB: filters,
+    keyset paging with EXACT totals (mixed-case ids included), sorting, revisions."""
+    project = tmp_path / "p"
+    (project / "conf").mkdir(parents=True)
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "{store_url(backend, tmp_path)}"\n')
+    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    with serve(project) as api:
+        for i, name in enumerate(["alice", "Bob", "carol", "dave", "Eve", "frank", "grace"]):
+            r = api.put(f"/openidm/managed/user/{name}-{i}", headers={**JSON, "If-None-Match": "*"},
+                        json={"userName": name, "sn": name.title(), "givenName": "G", "mail": f"{name}@example.com",
+                              "description": "odd" if i % 2 else "even"})
+            assert r.status_code == 201, r.text
+        seen: list[str] = []
+        cookie = ""
+        while True:
+            page = api.get("/openidm/managed/user?_queryFilter=true&_pageSize=3&_totalPagedResultsPolicy=EXACT"
+                           + (f"&_pagedResultsCookie={cookie}" if cookie else ""), headers=ADMIN).json()
+            assert page["totalPagedResults"] == 7
+            seen += [o["_id"] for o in page["result"]]
+            cookie = page["pagedResultsCookie"]
+            if cookie is None:
+                break
+        assert sorted(seen) == sorted(set(seen)) and len(seen) == 7
+
+        def names(query: str) -> list[str]:
+            answer = api.get(f"/openidm/managed/user?_queryFilter={query}&_sortKeys=userName", headers=ADMIN)
+            assert answer.status_code == 200, answer.text
+            return [o["userName"] for o in answer.json()["result"]]
+
+        assert names('description eq "odd"') == ["Bob", "dave", "frank"]
+        assert names('userName sw "c" or (description eq "odd" and mail co "ank")') == ["carol", "frank"]
+        assert names('!(description eq "even")') == ["Bob", "dave", "frank"]
+        assert names("userName pr") == ["Bob", "Eve", "alice", "carol", "dave", "frank", "grace"]
+        stale = api.get("/openidm/managed/user/alice-0", headers=ADMIN).json()["_rev"]
+        api.patch("/openidm/managed/user/alice-0", headers=JSON,
+                  json=[{"operation": "replace", "field": "/description", "value": "odd"}])
+        assert api.delete("/openidm/managed/user/alice-0", headers={**ADMIN, "If-Match": stale}).status_code == 412
+        assert names('description eq "odd"') == ["Bob", "alice", "dave", "frank"]

@@ -40,7 +40,10 @@ def test_seed_000_walkthrough(api: httpx.Client, ldap_subtree: str) -> None:
     users = [api.get(f"/openidm/managed/user/{o['_id']}", headers=ADMIN).json() for o in body["result"]]
     bjensen = next(u for u in users if u["userName"] == "bjensen")
     assert bjensen == {**bjensen, "displayName": "Barbara Jensen", "givenName": "Barbara", "sn": "Jensen",
-                       "mail": "bjensen@example.com", "accountStatus": "active", "effectiveRoles": []}
+                       "description": "Created for OpenIDM", "telephoneNumber": "1-360-229-7105",
+                       "userName": "bjensen", "mail": "bjensen@example.com", "accountStatus": "active",
+                       "effectiveRoles": [], "effectiveAssignments": []}
+    assert bjensen["_rev"] == next(o["_rev"] for o in body["result"] if o["_id"] == bjensen["_id"])
 
     fdoe = {"mail": "fdoe@example.com", "sn": "Doe", "telephoneNumber": "555-1234", "userName": "fdoe",
             "givenName": "Felicitas", "description": "Felicitas Doe", "displayName": "fdoe"}
@@ -48,7 +51,8 @@ def test_seed_000_walkthrough(api: httpx.Client, ldap_subtree: str) -> None:
                  content=json.dumps(fdoe))
     assert r.status_code == 201, r.text
     created = r.json()
-    assert created == {**created, **fdoe, "accountStatus": "active"} and created["_id"] and created["_rev"]
+    assert created == {**created, **fdoe, "accountStatus": "active", "effectiveRoles": [],
+                       "effectiveAssignments": []} and created["_id"] and created["_rev"]
 
     r = api.get("/openidm/system/ldap/account?_queryId=query-all-ids", headers=ADMIN)
     assert r.status_code == 200, r.text
@@ -62,6 +66,19 @@ def test_seed_000_walkthrough(api: httpx.Client, ldap_subtree: str) -> None:
     r = api.get("/openidm/system/ldap/account?_queryFilter=uid+eq+'fdoe'", headers=ADMIN)
     assert [a["uid"] for a in r.json()["result"]] == ["fdoe"]
     assert api.get("/openidm/system/ldap/account/no-such-id", headers=ADMIN).status_code == 404
+    assert api.get("/openidm/system/ldap/nothing?_queryId=query-all-ids", headers=ADMIN).status_code == 404
+    mappings = api.get("/openidm/sync/mappings?_queryFilter=true", headers=ADMIN).json()["result"]
+    assert all(m["sourceRouteReady"] and m["targetRouteReady"] for m in mappings) and len(mappings) == 4
+
+
+def test_seed_000_system_test(api: httpx.Client) -> None:
+    """system?_action=test answers each system in the seeds' shape: PingIDM's object
+    type names (``__ALL__`` first), the connector reference, ok."""
+    (ldap,) = api.post("/openidm/system?_action=test", headers=ADMIN).json()
+    assert ldap == {"name": "ldap", "enabled": True, "config": "config/provisioner.openicf/ldap",
+                    "connectorRef": ldap["connectorRef"], "displayName": "LDAP Connector",
+                    "objectTypes": ["__ALL__", "account", "group"], "ok": True}
+    assert ldap["connectorRef"]["connectorName"] == "org.identityconnectors.ldap.LdapConnector"
 
 
 _SEED_003 = [("mapping0", "source0", "target0"), ("mapping1", "source1", "target1"),
@@ -69,39 +86,63 @@ _SEED_003 = [("mapping0", "source0", "target0"), ("mapping1", "source1", "target
              ("mapping5", "source0", "target2"), ("mapping7", "source1", "target3")]
 
 
+def _resource(name: str) -> str:
+    return f"system/{name}/account"
+
+
 def _mapping_project(tmp_path: Path) -> Path:
-    """Mappings shaped as the seed's (source1 chosen by a filter), over managed types."""
+    """The seed's six mappings; its bare names become systems whose provisioners are
+    disabled, so no route is ready, as in the seed's answers."""
     project = tmp_path / "mappings"
     (project / "conf").mkdir(parents=True)
-    types = sorted({t for _, s, t in _SEED_003} | {s for _, s, _t in _SEED_003})
-    managed = {"objects": [{"name": t, "schema": {"properties": {"name": {"type": "string"}}}} for t in types]}
-    (project / "conf" / "managed.json").write_text(json.dumps(managed))
-    sync = {"mappings": [{"name": n, "source": f"managed/{s}", "target": f"managed/{t}"} for n, s, t in _SEED_003]}
+    for name in sorted({t for _, s, t in _SEED_003} | {s for _, s, _t in _SEED_003}):
+        (project / "conf" / f"provisioner.openicf-{name}.json").write_text(json.dumps({
+            "name": name, "enabled": False, "configurationProperties": {},
+            "connectorRef": {"connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"},
+            "objectTypes": {"account": {"properties": {}}}}))
+    sync = {"mappings": [{"name": n, "source": _resource(s), "target": _resource(t)} for n, s, t in _SEED_003]}
     (project / "conf" / "sync.json").write_text(json.dumps(sync))
     (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n')
     return project
 
 
+def _seed_entry(name: str, source: str, target: str) -> dict[str, object]:
+    return {"_id": name, "source": _resource(source), "target": _resource(target), "name": name,
+            "sourceRouteReady": False, "targetRouteReady": False}
+
+
+# The seed's two answers, field by field; only the resource names are full paths here.
+_FIRST_PAGE = {
+    "result": [_seed_entry("mapping1", "source1", "target1"), _seed_entry("mapping4", "source1", "target0")],
+    "resultCount": 2, "pagedResultsCookie": "mapping7", "totalPagedResultsPolicy": "EXACT",
+    "totalPagedResults": 2, "remainingPagedResults": -1,
+}
+_SECOND_PAGE = {
+    "result": [_seed_entry("mapping7", "source1", "target3")],
+    "resultCount": 1, "pagedResultsCookie": None, "totalPagedResultsPolicy": "EXACT",
+    "totalPagedResults": 1, "remainingPagedResults": -1,
+}
+
+
 def test_seed_003_mapping_paging(tmp_path: Path) -> None:
-    """sync/mappings pages by cookie and by offset exactly as seed 003 shows: the
-    cookie names the next page's first mapping, totalPagedResults is the page's size."""
+    """sync/mappings pages by cookie and by offset exactly as seed 003 shows: the same
+    four answers, key for key and in the same order, for the cookie and the offset
+    sequences; the cookie names the next page's first mapping."""
     with serve(_mapping_project(tmp_path)) as api:
-        base = "/openidm/sync/mappings?_queryFilter=/source+eq+'managed/source1'&_pageSize=2"
-        first = api.get(base, headers=ADMIN).json()
-        assert [m["_id"] for m in first["result"]] == ["mapping1", "mapping4"]
-        assert first["result"][0] == {"_id": "mapping1", "source": "managed/source1", "target": "managed/target1",
-                                      "name": "mapping1", "sourceRouteReady": True, "targetRouteReady": True}
-        assert {k: v for k, v in first.items() if k != "result"} == {
-            "resultCount": 2, "pagedResultsCookie": "mapping7", "totalPagedResultsPolicy": "EXACT",
-            "totalPagedResults": 2, "remainingPagedResults": -1}
-        second = api.get(base + "&_pagedResultsCookie=mapping7", headers=ADMIN).json()
-        assert [m["_id"] for m in second["result"]] == ["mapping7"]
-        assert {k: v for k, v in second.items() if k != "result"} == {
-            "resultCount": 1, "pagedResultsCookie": None, "totalPagedResultsPolicy": "EXACT",
-            "totalPagedResults": 1, "remainingPagedResults": -1}
-        assert api.get(base + "&_pagedResultsOffset=0", headers=ADMIN).json() == first
-        assert api.get(base + "&_pagedResultsOffset=2", headers=ADMIN).json() == second
+        base = "/openidm/sync/mappings?_queryFilter=/source+eq+'system/source1/account'&_pageSize=2"
+        first = api.get(base, headers=ADMIN)
+        assert first.status_code == 200 and first.json() == _FIRST_PAGE
+        assert list(first.json()) == list(_FIRST_PAGE) and list(first.json()["result"][0]) == list(
+            _FIRST_PAGE["result"][0])  # type: ignore[index]
+        assert api.get(base + "&_pagedResultsCookie=mapping7", headers=ADMIN).json() == _SECOND_PAGE
+        assert api.get(base + "&_pagedResultsOffset=0", headers=ADMIN).json() == _FIRST_PAGE
+        assert api.get(base + "&_pagedResultsOffset=2", headers=ADMIN).json() == _SECOND_PAGE
         everything = api.get("/openidm/sync/mappings?_queryFilter=true", headers=ADMIN).json()
         assert [m["_id"] for m in everything["result"]] == [n for n, _, _ in _SEED_003]
+        assert everything["pagedResultsCookie"] is None and everything["resultCount"] == len(_SEED_003)
+        past = api.get(base + "&_pagedResultsOffset=3", headers=ADMIN).json()
+        assert past["result"] == [] and past["pagedResultsCookie"] is None
+        unknown = api.get(base + "&_pagedResultsCookie=nope", headers=ADMIN)
+        assert unknown.status_code == 400 and unknown.json()["code"] == 400
         config = api.get("/openidm/config/sync", headers=ADMIN).json()
-        assert config["_id"] == "sync" and len(config["mappings"]) == len(_SEED_003)
+        assert config["_id"] == "sync" and [m["name"] for m in config["mappings"]] == [n for n, _, _ in _SEED_003]

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from idsync.config.project import load_project
 from idsync.connectors.base import QuerySpec
+from idsync.connectors.ldap_members import norm_dn as norm
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.sync.recon import ReconOptions, run_recon
 from idsync.testing.slapd import Slapd
 
-from samples import FORWARD, REVERSE, idsync, ldap_entry, sample_project
+from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, sample_project
 
 
 @pytest.fixture
@@ -177,3 +178,57 @@ def test_groups_and_memberships(project: Path, slapd: Slapd, ldap_subtree: str) 
     final = _users(project)
     assert [g.lower() for g in final["scarter"]["ldapGroups"]] == [f"cn=staff,{ldap_subtree}".lower()]
     assert [g.lower() for g in final["bjensen"]["ldapGroups"]] == [group_dn.lower()]
+
+
+def test_password_changed_in_ldap_is_kept(project: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A password set in the store reaches LDAP; one changed later in LDAP (in clear,
+    as a self-service tool might write it) is read back into the store as a hash and
+    is not reverted by the store-to-LDAP recon; then both directions write nothing."""
+    _recon(project, FORWARD)
+    dn = f"uid=bjensen,{ldap_subtree}"
+    patch = [{"operation": "replace", "field": "/password", "value": "Set-in-Store-1"}]
+    proc = idsync(project, "managed", "patch", "user", _users(project)["bjensen"]["_id"], "--operations",
+                  json.dumps(patch))
+    assert proc.returncode == 0 and can_bind(slapd, dn, "Set-in-Store-1")
+    assert [_writes(_recon(project, m)) for m in (FORWARD, REVERSE)] == [0, 0]
+    slapd.add_ldif(f"dn: {dn}\nchangetype: modify\nreplace: userPassword\nuserPassword: Set-in-Ldap-2\n")
+    _recon(project, FORWARD)
+    _recon(project, REVERSE)
+    assert can_bind(slapd, dn, "Set-in-Ldap-2") and not can_bind(slapd, dn, "Set-in-Store-1")
+    assert ldap_entry(slapd, dn)["userpassword"][0].startswith("{CRYPT}")  # type: ignore[index]
+    assert [_writes(_recon(project, m)) for m in (FORWARD, REVERSE)] == [0, 0]
+    assert "Set-in-Ldap-2" not in json.dumps(_query(project, "user"))
+
+
+def test_group_of_names(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """The same sample with groupOfNames groups (member instead of uniqueMember):
+    a group becomes a role with its members, a role becomes a group, and a user
+    joining through ldapGroups adds one `member` value. (Leaving needs the user's
+    memberOf, which this test directory keeps for groupOfUniqueNames only.)"""
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=False)
+    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    prov["configurationProperties"].update(groupObjectClasses=["top", "groupOfNames"], groupMemberAttribute="member")
+    prov["objectTypes"]["group"]["properties"]["uniqueMember"]["nativeName"] = "member"
+    prov_file.write_text(json.dumps(prov))
+    people = [f"uid={u},{ldap_subtree}" for u in ("gon1", "gon2")]
+    slapd.add_ldif("\n".join(f"dn: {dn}\nobjectClass: inetOrgPerson\nuid: {dn[4:8]}\ncn: {dn[4:8]}\nsn: G\n"
+                             for dn in people))
+    group_dn = f"cn=gon,{ldap_subtree}"
+    slapd.add_ldif(f"dn: {group_dn}\nobjectClass: groupOfNames\ncn: gon\nmember: {_odd(people[0])}\n")
+    for mapping in (FORWARD, "systemLdapGroups_managedRole"):
+        _recon(project, mapping)
+    roles = _query(project, "role")
+    assert [(r["name"], [norm(m) for m in r["members"]]) for r in roles] == [("gon", [norm(people[0])])]
+
+    users = _users(project)
+    joined = [{"operation": "add", "field": "/ldapGroups", "value": _odd(group_dn)}]
+    proc = idsync(project, "managed", "patch", "user", users["gon2"]["_id"], "--operations", json.dumps(joined))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(norm(m) for m in ldap_entry(slapd, group_dn)["member"]) == sorted(map(norm, people))  # type: ignore[index]
+
+    role = {"name": "gon-new", "members": [people[1]]}
+    created = idsync(project, "managed", "create", "role", "--data", json.dumps(role))
+    assert created.returncode == 0, created.stderr
+    group = ldap_entry(slapd, f"cn=gon-new,{ldap_subtree}")
+    assert group is not None and "groupOfNames" in group["objectclass"] and group["member"] == [people[1]]

@@ -29,6 +29,18 @@ def assert_one_clean_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[-1]
 
 
+def slow_project(tmp_path: Path, slapd: Slapd, subtree: str, *, users: int, delay_ms: int) -> Path:
+    """A project reading ``users`` entries one per page, each taking ``delay_ms`` in a transform."""
+    slapd.add_ldif("".join(person(f"slow{i}", subtree) for i in range(users)))
+    project = make_project(tmp_path, slapd, subtree, f"sqlite:///{tmp_path / 'state.db'}", page_size=1)
+    conf = project / "conf"
+    sync = json.loads((conf / "sync.json").read_text())
+    sync["mappings"][0]["properties"].append({"source": "sn", "target": "description", "transform": {
+        "type": "text/javascript", "source": f"var t = Date.now(); while (Date.now() - t < {delay_ms}) {{}} source"}})
+    (conf / "sync.json").write_text(json.dumps(sync))
+    return project
+
+
 @pytest.fixture
 def project(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> Path:
     slapd.add_ldif(person("bjensen", ldap_subtree, cn="Barbara Jensen") + person("scarter", ldap_subtree))
@@ -69,6 +81,14 @@ def test_unknown_mapping(project: Path) -> None:
     proc = run(project, "recon", "nope")
     assert proc.returncode == os.EX_CONFIG
     assert "unknown mapping 'nope'" in assert_one_clean_line(proc)
+
+
+def test_unknown_managed_type(project: Path) -> None:
+    """`idsync managed query` of a type managed.json does not define names the argument and the known types."""
+    proc = run(project, "managed", "query", "nosuch")
+    assert proc.returncode == os.EX_CONFIG
+    assert "command line: TYPE: managed/nosuch is not a managed object type (managed.json defines role, user)" \
+        in assert_one_clean_line(proc)
 
 
 def test_bad_query_filter(project: Path) -> None:
@@ -160,13 +180,7 @@ def test_ctrl_c_cancels_at_a_page_boundary(tmp_path: Path, slapd: Slapd, ldap_su
     import signal
     import time
 
-    slapd.add_ldif("".join(person(f"slow{i}", ldap_subtree) for i in range(60)))
-    project = make_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 'state.db'}", page_size=1)
-    conf = project / "conf"
-    sync = json.loads((conf / "sync.json").read_text())
-    sync["mappings"][0]["properties"].append({"source": "sn", "target": "description", "transform": {
-        "type": "text/javascript", "source": "var t = Date.now(); while (Date.now() - t < 100) {} source"}})
-    (conf / "sync.json").write_text(json.dumps(sync))
+    project = slow_project(tmp_path, slapd, ldap_subtree, users=60, delay_ms=100)
     proc = subprocess.Popen([IDSYNC, "-p", str(project), "recon", MAPPING, "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "IDSYNC_LOG__LEVEL": "warning"})
     deadline = time.monotonic() + 30
@@ -182,3 +196,108 @@ def test_ctrl_c_cancels_at_a_page_boundary(tmp_path: Path, slapd: Slapd, ldap_su
     last = json.loads(run(project, "status", "--json").stdout)[0]
     assert last["state"] == "CANCELED"
     assert last["progress"]["source"]["existing"]["processed"] < 60
+
+
+def test_test_command_reports_each_system(project: Path) -> None:
+    """`idsync test` connects to every system and says ok, or FAILED with the reason."""
+    proc = run(project, "test")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ldap: ok"
+    report = json.loads(run(project, "test", "--json").stdout)
+    assert report[0]["name"] == "ldap" and report[0]["ok"] is True
+
+
+@pytest.mark.parametrize(("file", "text", "where"), [
+    ("sync.json", '{"mappings": [\n  {"name": "x",}\n]}', ("sync.json: line 2 column",)),
+    ("managed.json", '{"objects": [}', ("managed.json: line 1 column",)),
+    ("idsync.toml", 'state_dir = "state"\n[store\n', ("idsync.toml: not valid TOML", "line 2")),
+])
+def test_malformed_files_are_one_line_with_the_place(project: Path, file: str, text: str,
+                                                     where: tuple[str, ...]) -> None:
+    """Malformed JSON or TOML stops a recon with EX_CONFIG and one line naming the file
+    and line; `idsync status` needs only the settings, so a broken mapping file does not hide the runs."""
+    (project / "conf" / file).write_text(text)
+    proc = run(project, "recon", MAPPING)
+    assert proc.returncode == os.EX_CONFIG, proc.stderr
+    line = assert_one_clean_line(proc)
+    assert all(w in line for w in where), line
+    status = run(project, "status")
+    assert status.returncode == (os.EX_CONFIG if file == "idsync.toml" else 0), status.stderr
+
+
+def test_status_lists_runs_with_their_counts(project: Path) -> None:
+    """`idsync status` shows each run's state, times, situations, actions and changes."""
+    assert run(project, "recon", MAPPING).returncode == 0
+    assert run(project, "recon", MAPPING).returncode == 0
+    out = run(project, "status").stdout
+    header, newest, oldest = out.splitlines()[:3]
+    assert header.split() == ["run", "mapping", "state", "started", "ended", "duration", "situations", "actions",
+                              "changes", "errors"]
+    assert "SUCCESS" in newest and "CONFIRMED 2" in newest and "UPDATE 2" in newest and "unchanged 2" in newest
+    assert "ABSENT 2" in oldest and "CREATE 2" in oldest and "created 2" in oldest
+
+
+def test_logs_are_json_events_when_not_a_terminal(project: Path) -> None:
+    """Off a terminal, `idsync recon` logs JSON lines: one start and one end event with
+    the counts, and progress events, and stays off stdout."""
+    proc = run(project, "recon", MAPPING, "--json", env={"IDSYNC_LOG__LEVEL": "info"})
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    names = [e["event"] for e in events]
+    assert names.count("recon.start") == 1 and names.count("recon.end") == 1 and "recon.progress" in names
+    end = next(e for e in events if e["event"] == "recon.end")
+    assert end["state"] == "SUCCESS" and end["changes"] == {"created": 2, "linked": 2}
+    assert all({"timestamp", "level", "logger"} <= set(e) for e in events)
+    assert json.loads(proc.stdout)["state"] == "SUCCESS"
+
+
+def test_live_progress_on_a_terminal(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """On a terminal `idsync recon` shows a live line with the phase, the objects
+    processed and the rate, and logs no progress events there."""
+    import pty
+
+    project = slow_project(tmp_path, slapd, ldap_subtree, users=8, delay_ms=150)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([IDSYNC, "-p", str(project), "--log-level", "warning", "recon", MAPPING],
+                            stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL, text=True)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    text = shown.decode(errors="replace")
+    assert f"{MAPPING} [source]" in text and "objects" in text and "/s" in text, text
+    assert "recon.progress" not in text
+    assert "created 8" in out
+
+
+def test_validate_checks_connector_settings_and_jobs(project: Path) -> None:
+    """`idsync validate` also lets each connector read its settings (without connecting)
+    and reads the job files."""
+    prov = project / "conf" / "provisioner.openicf-ldap.json"
+    data = json.loads(prov.read_text())
+    data["configurationProperties"].update(ssl=True, startTLS=True)
+    prov.write_text(json.dumps(data))
+    jobs = project / "jobs.d"
+    jobs.mkdir(exist_ok=True)
+    (jobs / "nightly.toml").write_text('schedule = "0 2 * * *"\nmappings = ["systemLdapAccounts_managedUser"]\n')
+    proc = run(project, "validate")
+    assert proc.returncode == os.EX_CONFIG
+    assert "provisioner.openicf-ldap.json: configurationProperties.startTLS: cannot be used with ssl" in proc.stdout
+    data["configurationProperties"].update(ssl=False, startTLS=False)
+    prov.write_text(json.dumps(data))
+    (jobs / "broken.toml").write_text('schedule = "whenever"\nmappings = ["systemLdapAccounts_managedUser"]\n')
+    proc = run(project, "validate")
+    assert proc.returncode == os.EX_CONFIG
+    (line,) = proc.stdout.splitlines()
+    assert "jobs.d/broken.toml: schedule" in line
+    (jobs / "broken.toml").unlink()
+    assert run(project, "validate").returncode == 0

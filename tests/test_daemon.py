@@ -1,35 +1,37 @@
-"""The daemon's process: job runner and its lock, crash recovery, sd_notify, the unit
-file, and ``idsync run`` end to end as a subprocess against a real slapd."""
+"""The daemon's parts: job runner and its lock, crash recovery, reload, the daemon's own
+state (status, catch-up, logs), sd_notify and the unit file. End to end: test_daemon_e2e.py."""
 
 from __future__ import annotations
 
-import itertools
+import datetime as dt
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 from idsync.config.jobs import parse_job
 from idsync.daemon import runner as runner_module
 from idsync.daemon.notify import Notifier
 from idsync.daemon.recovery import recover_interrupted
 from idsync.daemon.reload import load_configuration
 from idsync.daemon.runner import job_lock_name, run_job
+from idsync.daemon.scheduler import JobTable
+from idsync.daemon.service import Daemon
 from idsync.errors import ConfigError, RunLocked
+from idsync.settings import load_settings
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import RunStore
-from idsync.store.tables import locks
-from sqlalchemy import insert
+from idsync.store.tables import locks, recon_runs
+from sqlalchemy import insert, update
 
 REPO = Path(__file__).resolve().parent.parent
 IDSYNC = Path(sys.executable).parent / "idsync"
@@ -104,6 +106,33 @@ def test_job_stops_at_first_failure_unless_told_otherwise(
         _job(tmp_path, 'mappings = ["m1", "m2", "m3"]\ncontinue_on_failure = true'),
     )
     assert (calls, outcome.state) == (["m1", "m2", "m3"], "FAILED")
+
+
+def test_job_passes_its_run_options_to_every_recon(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job file's dry_run, kill switches, max_deletes and page_size reach each of its recons,
+    under the job's name; ``run-job --dry-run`` (``dry_run=True``) overrides the file."""
+    seen: list[Any] = []
+    recon = _fake_recon(store, {}, [])
+
+    def spy(project: Any, store_: Store, mapping: str, options: Any) -> Any:
+        seen.append(options)
+        return recon(project, store_, mapping, options)
+
+    monkeypatch.setattr(runner_module, "run_recon", spy)
+    job = _job(
+        tmp_path,
+        'mappings = ["m1", "m2"]\nallow_create = false\nallow_update = true\nallow_delete = false\n'
+        'max_deletes = "5%"\npage_size = 50\n',
+    )
+    run_job(_PROJECT, store, job)
+    options = [(o.job, o.dry_run, o.allow_create, o.allow_update, o.allow_delete, o.max_deletes, o.page_size)
+               for o in seen]
+    assert options == [("job1", False, False, True, False, pytest.approx(0.05), 50)] * 2
+    seen.clear()
+    outcome = run_job(_PROJECT, store, job, dry_run=True)
+    assert outcome.dry_run and [o.dry_run for o in seen] == [True, True]
 
 
 def test_second_run_of_a_job_is_refused_by_the_store_lock(
@@ -205,6 +234,109 @@ def test_start_with_broken_conf_is_a_config_error(tmp_path: Path) -> None:
     assert info.value.exit_code == os.EX_CONFIG
 
 
+# -- the daemon's state: status, catch-up at start, logs ----------------------------------
+
+_PausedDaemon = Callable[[dict[str, str]], tuple[Daemon, BackgroundScheduler]]
+
+
+@pytest.fixture
+def paused_daemon(tmp_path: Path) -> Iterator[_PausedDaemon]:
+    """``start({job: toml})``: a ``Daemon`` of a small project with these jobs, on a paused
+    scheduler (nothing fires), and that scheduler."""
+    root = _mini_project(tmp_path, ["m1"])
+    scheduler = BackgroundScheduler(timezone=dt.UTC)
+    scheduler.start(paused=True)
+
+    def start(jobs: dict[str, str]) -> tuple[Daemon, BackgroundScheduler]:
+        for name, body in jobs.items():
+            (root / "jobs.d" / f"{name}.toml").write_text(f'mappings = ["m1"]\n{body}')
+        daemon = Daemon(root, Notifier(None, None))
+        daemon.store = Store.open(f"sqlite:///{tmp_path / 'idsync.db'}")
+        daemon.config = load_configuration(root)
+        daemon.table = JobTable(scheduler, daemon.fire)
+        daemon.table.apply(daemon.config.jobs)
+        return daemon, scheduler
+
+    yield start
+    scheduler.shutdown(wait=False)
+
+
+def test_status_shows_the_newest_run_also_when_made_elsewhere(
+    paused_daemon: _PausedDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's ``lastRun`` in the status is the daemon's own last run until the job is run
+    elsewhere (``idsync run-job``, another daemon): then that newer run, once it has ended."""
+    daemon, _scheduler = paused_daemon({"job1": 'schedule = "@hourly"\n'})
+    calls: list[str] = []
+    monkeypatch.setattr(runner_module, "run_recon", _fake_recon(daemon.store, {}, calls))
+    own = run_job(_PROJECT, daemon.store, daemon.config.jobs["job1"])
+    daemon._last["job1"] = own.to_json()
+    assert daemon.jobs_status()["job1"]["lastRun"]["jobRun"] == own.id
+
+    runs = RunStore(daemon.store)
+    runs.start("manual", "m1", job="job1", dry_run=False, summary={})
+    assert daemon.jobs_status()["job1"]["lastRun"]["jobRun"] == own.id  # still running elsewhere
+    runs.finish("manual", "FAILED", "COMPLETED_FAILED", {}, "source unreachable")
+    last = daemon.jobs_status()["job1"]["lastRun"]
+    assert (last["id"], last["state"], last["error"]) == ("manual", "FAILED", "source unreachable")
+
+
+def test_start_catches_up_a_missed_fire_once(paused_daemon: _PausedDaemon) -> None:
+    """At start, a ``run_once`` job whose latest fire came after its last recorded run (within
+    grace) is put on the scheduler once, now; a ``skip`` job and a job that never ran are not."""
+    every_minute = 'schedule = "* * * * *"\n'
+    daemon, scheduler = paused_daemon(
+        {"once": every_minute, "skip": every_minute + 'misfire = "skip"\n', "never": every_minute}
+    )
+    runs = RunStore(daemon.store)
+    for job in ("once", "skip"):
+        runs.start(f"{job}-1", "m1", job=job, dry_run=False, summary={})
+        runs.finish(f"{job}-1", "SUCCESS", "COMPLETED_SUCCESS", {}, None)
+    with daemon.store.begin() as conn:
+        conn.execute(update(recon_runs).values(started=utcnow() - dt.timedelta(minutes=5)))
+    daemon._catch_up()
+    assert sorted(j.id for j in scheduler.get_jobs() if "#" in j.id) == ["once#catch-up"]
+
+
+def test_status_file_defaults_to_the_state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The status file is ``STATE_DIR/status.json`` unless set on its own (file or environment)."""
+    for key in ("IDSYNC_STATE_DIR", "IDSYNC_STATUS_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    assert load_settings(tmp_path).status_file == Path("state/status.json")
+    monkeypatch.setenv("IDSYNC_STATE_DIR", "/var/lib/idsync")
+    assert load_settings(tmp_path).status_file == Path("/var/lib/idsync/status.json")
+    monkeypatch.setenv("IDSYNC_STATUS_FILE", "/run/idsync/status.json")
+    assert load_settings(tmp_path).status_file == Path("/run/idsync/status.json")
+
+
+def test_log_lines_carry_their_priority_for_the_journal(tmp_path: Path) -> None:
+    """On systemd's journal stream (``JOURNAL_STREAM`` = its dev:inode) every JSON line starts
+    with its syslog priority, which journald strips; on any other stream lines are plain JSON."""
+    path = tmp_path / "journal"
+    script = (
+        "import logging, os, sys\n"
+        "from idsync.log import configure_logging\n"
+        "import structlog\n"
+        "configure_logging('json', 'info', stream=sys.stdout)\n"
+        "structlog.get_logger('t').warning('job.skipped', job='a')\n"
+        "logging.getLogger('apscheduler.scheduler').error('from the library')\n"
+        "structlog.get_logger('t').info('job.end')\n"
+    )
+    for journal in (True, False):
+        with path.open("w") as out:
+            st = os.fstat(out.fileno())
+            env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}" if journal else ""}
+            subprocess.run([sys.executable, "-c", script], stdout=out, env=env, check=True, timeout=60)
+        lines = path.read_text(encoding="utf-8").splitlines()
+        prefixes = [line[: line.index("{")] for line in lines]
+        assert prefixes == (["<4>", "<3>", "<6>"] if journal else ["", "", ""])
+        assert [json.loads(line[len(p) :])["event"] for line, p in zip(lines, prefixes, strict=True)] == [
+            "job.skipped",
+            "from the library",
+            "job.end",
+        ]
+
+
 # -- sd_notify ---------------------------------------------------------------------------
 
 
@@ -269,410 +401,3 @@ def test_unit_file_verifies_clean(tmp_path: Path) -> None:
         "User=idsync",
     ):
         assert needle in text
-
-
-# -- end to end: `idsync run` as a subprocess against a real slapd --------------------------
-
-ACTIVE = "systemLdapActiveAccounts_managedUser"
-INACTIVE = "systemLdapInactiveAccounts_managedUser"
-# Each user costs ~10 ms in this transform, so a run lasts seconds and SIGTERM finds it busy.
-_SLOW_MAPPING = {
-    "name": "slowLdap_managedUser",
-    "source": "system/ldap/account",
-    "target": "managed/user",
-    "links": ACTIVE,
-    "defaultSourceFields": ["uid", "cn"],
-    "correlationQuery": {"_queryFilter": 'userName eq "${source.uid}"'},
-    "properties": [
-        {"source": "uid", "target": "userName"},
-        {
-            "source": "cn",
-            "target": "displayName",
-            "transform": {
-                "type": "text/javascript",
-                "source": "var t = Date.now(); while (Date.now() - t < 10) {} source",
-            },
-        },
-    ],
-    "policies": [
-        {"situation": s, "action": a}
-        for s, a in [
-            ("ABSENT", "CREATE"),
-            ("FOUND", "UPDATE"),
-            ("CONFIRMED", "UPDATE"),
-            ("MISSING", "CREATE"),
-            ("SOURCE_MISSING", "IGNORE"),
-            ("UNQUALIFIED", "IGNORE"),
-            ("UNASSIGNED", "IGNORE"),
-            ("AMBIGUOUS", "EXCEPTION"),
-        ]
-    ],
-    "runTargetPhase": False,
-}
-
-
-class _Daemon:
-    """``idsync run`` in a subprocess, its JSON log lines in a file."""
-
-    def __init__(self, project: Path, env: dict[str, str]) -> None:
-        self.project = project
-        self.env = env
-        self.log_path = project / "daemon.log"
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [str(IDSYNC), "-p", str(project), "--log-format", "json", "run"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                out.append({"event": "(not json)", "line": line})
-        return out
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> tuple[int, float]:
-        started = time.monotonic()
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
-        self._log.close()
-        return code, time.monotonic() - started
-
-    def kill(self) -> None:
-        """After a failed test: dump the threads' stacks into the log (faulthandler), then kill."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGABRT)
-            try:
-                self.proc.wait(2)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-class _NotifyReader:
-    """A stand-in for systemd's notification socket: keeps every datagram with its arrival time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.messages: list[tuple[float, str]] = []
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(path))
-        self._sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self._sock.recv(4096)
-            except TimeoutError:
-                continue
-            self.messages.append((time.monotonic(), data.decode()))
-
-    def watchdogs(self) -> list[float]:
-        return [t for t, m in self.messages if m == "WATCHDOG=1"]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sock.close()
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _idsync(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(IDSYNC), "-p", str(project), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-
-
-def _runs(project: Path, env: dict[str, str]) -> list[dict[str, Any]]:
-    done = _idsync(project, env, "status", "--json", "--limit", "100")
-    assert done.returncode == 0, done.stderr
-    return list(json.loads(done.stdout))
-
-
-def _status_file(project: Path) -> dict[str, Any]:
-    path = project / "state" / "status.json"
-    return dict(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else {}
-
-
-@pytest.fixture
-def project(tmp_path: Path, slapd: Any, ldap_subtree: str) -> tuple[Path, dict[str, str]]:
-    """The repository's conf/, reading only this test's LDAP subtree, and an empty jobs.d/."""
-    root = tmp_path / "project"
-    shutil.copytree(REPO / "conf", root / "conf")
-    (root / "jobs.d").mkdir()
-    (root / "conf" / "idsync.toml").write_text(
-        'state_dir = "state"\nstatus_file = "state/status.json"\n', encoding="utf-8"
-    )
-    prov_path = root / "conf" / "provisioner.openicf-ldap.json"
-    prov = json.loads(prov_path.read_text(encoding="utf-8"))
-    prov["configurationProperties"]["baseContextsToSynchronize"] = [ldap_subtree]
-    prov["configurationProperties"]["port"] = slapd.port
-    prov_path.write_text(json.dumps(prov, indent=2), encoding="utf-8")
-    from idsync.testing.slapd import sample_users_ldif
-
-    slapd.add_ldif(sample_users_ldif(20, ldap_subtree))
-    # Create the schema first: the daemon and the polling `idsync status` would otherwise
-    # both migrate a brand-new database at once.
-    Store.open(f"sqlite:///{root / 'state' / 'idsync.db'}").engine.dispose()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDSYNC_", "NOTIFY_", "WATCHDOG_"))}
-    env.update(
-        PYTHONFAULTHANDLER="1",
-        IDSYNC_LDAP_HOST="127.0.0.1",
-        IDSYNC_LDAP_PORT=str(slapd.port),
-        IDSYNC_LDAP_PASSWORD=slapd.admin_password,
-    )
-    return root, env
-
-
-def _secret_free(texts: list[str], secret: str) -> None:
-    for text in texts:
-        assert secret not in text
-
-
-@pytest.mark.slapd
-def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str]], slapd: Any, tmp_path: Path) -> None:
-    """A job every 2 s runs repeatedly and shows in ``status --json`` and the status file;
-    READY=1 then WATCHDOG=1 reach NOTIFY_SOCKET; SIGHUP with a broken job file keeps the old
-    schedule and logs ``file: key: problem``; SIGHUP with a fixed file applies it; SIGTERM
-    exits 0; the LDAP password is in no log line and not in the status file."""
-    root, env = project
-    job = root / "jobs.d" / "every2.toml"
-    job.write_text(
-        f'description = "test"\nschedule = "*/2 * * * * ?"\nmappings = ["{ACTIVE}"]\n',
-        encoding="utf-8",
-    )
-    notices = _NotifyReader(tmp_path / "notify.sock")
-    env = {**env, "NOTIFY_SOCKET": str(notices.path), "WATCHDOG_USEC": "1500000"}
-    daemon = _Daemon(root, env)
-    try:
-        _wait(lambda: len(notices.watchdogs()) >= 4, 20, "four watchdog pings")
-        assert notices.messages[0][1].startswith("READY=1\n")  # nothing comes before READY=1
-
-        def job_runs() -> list[dict[str, Any]]:
-            return [r for r in _runs(root, env) if r["job"] == "every2" and r["state"] == "SUCCESS"]
-
-        two = {r["_id"] for r in _wait(lambda: job_runs()[-2:] if len(job_runs()) >= 2 else None, 20, "runs")}
-
-        def in_status_file() -> set[str]:
-            job_status = _status_file(root).get("jobs", {}).get("every2", {})
-            return {r["id"] for r in job_status.get("recentRuns", [])}
-
-        _wait(lambda: in_status_file() >= two, 10, "both runs in the status file")
-        status = _wait(
-            lambda: (_status_file(root).get("jobs") or {}).get("every2", {}).get("lastRun"),
-            10,
-            "the job's last run in the status file",
-        )
-        assert status["state"] == "SUCCESS"
-        doc = _status_file(root)
-        assert doc["daemon"]["state"] == "running" and doc["jobs"]["every2"]["nextFire"]
-        assert doc["mappings"][ACTIVE]["state"] == "SUCCESS"
-
-        job.write_text('schedule = "every now and then"\nmappings = ["x"]\n', encoding="utf-8")
-        daemon.proc.send_signal(signal.SIGHUP)
-        invalid = _wait(
-            lambda: [e for e in daemon.events() if e.get("event") == "config.invalid"],
-            10,
-            "the reload error",
-        )
-        assert invalid[0]["error"].startswith(f"{job}: schedule: 4 fields; expected 5")
-        before = len(job_runs())
-        _wait(lambda: len(job_runs()) > before, 10, "a run on the kept schedule")
-        assert _status_file(root)["jobs"]["every2"]["schedule"] == "*/2 * * * * ?"
-
-        job.write_text(
-            f'description = "fixed"\nschedule = "*/3 * * * * ?"\nmappings = ["{ACTIVE}"]\n',
-            encoding="utf-8",
-        )
-        daemon.proc.send_signal(signal.SIGHUP)
-        _wait(
-            lambda: _status_file(root).get("jobs", {}).get("every2", {}).get("schedule") == "*/3 * * * * ?",
-            10,
-            "the fixed schedule",
-        )
-        assert _status_file(root)["jobs"]["every2"]["description"] == "fixed"
-
-        code, took = daemon.stop()
-        assert code == 0 and took < 10
-        pings = notices.watchdogs()
-        t0 = notices.messages[0][0]
-        assert max(b - a for a, b in itertools.pairwise(pings)) < 0.75, (
-            " ".join(  # half of WATCHDOG_USEC
-                f"{t - t0:.2f}:{m.splitlines()[0][:12]}" for t, m in notices.messages
-            )
-        )
-    finally:
-        daemon.kill()
-        notices.close()
-    assert _status_file(root)["daemon"]["state"] == "stopped"
-    events = daemon.events()
-    assert {
-        "daemon.start",
-        "job.start",
-        "job.end",
-        "recon.end",
-        "daemon.reloaded",
-        "daemon.exit",
-    } <= {e.get("event") for e in events}
-    assert all(e["event"] != "(not json)" for e in events), [e for e in events if e["event"] == "(not json)"]
-    _secret_free(
-        [daemon.log_path.read_text(), (root / "state" / "status.json").read_text()],
-        slapd.admin_password,
-    )
-
-
-def _start_slow_job(root: Path, env: dict[str, str], slapd: Any, subtree: str, page: int) -> _Daemon:
-    slapd.add_ldif(_more_users(300, subtree))
-    (root / "conf" / "mapping-slowLdap_managedUser.json").write_text(json.dumps(_SLOW_MAPPING), encoding="utf-8")
-    (root / "jobs.d" / "slow.toml").write_text(
-        f'schedule = "*/2 * * * * ?"\nmappings = ["slowLdap_managedUser"]\npage_size = {page}\n',
-        encoding="utf-8",
-    )
-    daemon = _Daemon(root, env)
-    _wait(
-        lambda: any(r["state"] == "ACTIVE" and r["job"] == "slow" for r in _runs(root, env)),
-        20,
-        "a running recon",
-    )
-    return daemon
-
-
-@pytest.mark.slapd
-def test_sigterm_during_a_long_run_cancels_it(
-    project: tuple[Path, dict[str, str]], slapd: Any, ldap_subtree: str
-) -> None:
-    """SIGTERM while a recon runs: exit 0 within 10 s, and the run is recorded CANCELED."""
-    root, env = project
-    daemon = _start_slow_job(root, env, slapd, ldap_subtree, page=5)
-    try:
-        time.sleep(0.5)
-        code, took = daemon.stop()
-    finally:
-        daemon.kill()
-    assert code == 0 and took < 10
-    runs = [r for r in _runs(root, env) if r["job"] == "slow"]
-    assert runs and runs[0]["state"] == "CANCELED"
-    assert all(r["state"] != "ACTIVE" for r in runs)
-    assert _idsync(root, env, "status").returncode == 0  # works with the daemon gone
-
-
-@pytest.mark.slapd
-def test_second_signal_exits_at_once(project: tuple[Path, dict[str, str]], slapd: Any, ldap_subtree: str) -> None:
-    """SIGTERM then SIGINT during a seconds-long page: exit 130 at once, CANCELED, locks freed."""
-    root, env = project
-    daemon = _start_slow_job(root, env, slapd, ldap_subtree, page=300)
-    try:
-        daemon.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        code, took = daemon.stop(signal.SIGINT)
-    finally:
-        daemon.kill()
-    assert code == 130 and took < 2
-    runs = [r for r in _runs(root, env) if r["job"] == "slow"]
-    assert runs[0]["state"] == "CANCELED" and "second SIGINT" in runs[0]["message"]
-    store = Store.open(f"sqlite:///{root / 'state' / 'idsync.db'}")
-    assert RunStore(store).lock_holder("job:slow") is None
-    assert RunStore(store).lock_holder("recon:slowLdap_managedUser") is None
-
-
-@pytest.mark.slapd
-def test_example_jobs_move_a_locked_user_to_inactive(
-    project: tuple[Path, dict[str, str]],
-    slapd: Any,
-    ldap_subtree: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The shipped jobs: active users end ``active``; once locked in LDAP (ppolicy), the inactive
-    job turns the same managed user ``inactive`` with its roles withdrawn."""
-    root, env = project
-    shutil.copy(REPO / "jobs.d" / "sync-active-ldap-users.toml", root / "jobs.d")
-    shutil.copy(REPO / "jobs.d" / "sync-inactive-ldap-users.toml", root / "jobs.d")
-    listed = _idsync(root, env, "jobs", "--json")
-    assert listed.returncode == 0, listed.stderr
-    jobs = {j["name"]: j for j in json.loads(listed.stdout)["jobs"]}
-    assert len(jobs["sync-active-ldap-users"]["nextFires"]) == 3
-    assert jobs["sync-active-ldap-users"]["scheduleDescription"] == "Every 15 minutes"
-
-    done = _idsync(root, env, "run-job", "sync-active-ldap-users")
-    assert done.returncode == 0, done.stdout + done.stderr
-    before = _user(root, env, "bjensen")
-    assert before["accountStatus"] == "active"
-    _grant_roles(root, env, before["_id"], monkeypatch)
-    assert _user(root, env, "bjensen")["roles"] == ["managed/role/approvers"]
-
-    _lock_user(slapd, f"uid=bjensen,{ldap_subtree}")
-    done = _idsync(root, env, "run-job", "sync-inactive-ldap-users")
-    assert done.returncode == 0, done.stdout + done.stderr
-    after = _user(root, env, "bjensen")
-    assert after["_id"] == before["_id"]
-    assert after["accountStatus"] == "inactive"
-    # Withdrawn: [] and a missing property are the same "no value" to the store.
-    assert not after.get("roles") and not after.get("effectiveRoles")
-    assert _user(root, env, "scarter")["accountStatus"] == "active"
-
-    dry = _idsync(root, env, "run-job", "sync-active-ldap-users", "--dry-run", "--json")
-    assert dry.returncode == 0 and json.loads(dry.stdout)["dryRun"] is True
-
-
-def _user(root: Path, env: dict[str, str], uid: str) -> dict[str, Any]:
-    done = _idsync(root, env, "managed", "query", "user", "--filter", f'userName eq "{uid}"')
-    assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout)
-    assert len(found) == 1
-    return dict(found[0])
-
-
-def _grant_roles(root: Path, env: dict[str, str], user_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from idsync.config.project import load_project
-    from idsync.resources import Resources
-
-    for key in ("IDSYNC_LDAP_HOST", "IDSYNC_LDAP_PORT", "IDSYNC_LDAP_PASSWORD"):
-        monkeypatch.setenv(key, env[key])
-    project = load_project(root)
-    store = Store.open(project.settings.store_url())
-    roles = ["managed/role/approvers"]
-    Resources(project, store).open("managed/user").update(user_id, {"roles": roles, "effectiveRoles": roles})
-
-
-def _lock_user(slapd: Any, dn: str) -> None:
-    import ldap3
-
-    conn = ldap3.Connection(
-        ldap3.Server(f"ldap://127.0.0.1:{slapd.port}"),
-        slapd.admin_dn,
-        slapd.admin_password,
-        auto_bind=True,
-    )
-    try:
-        assert conn.modify(dn, {"pwdAccountLockedTime": [(ldap3.MODIFY_REPLACE, ["000001010000Z"])]}), conn.result
-    finally:
-        conn.unbind()
-
-
-def _more_users(n: int, base: str) -> str:
-    from idsync.testing.sample_users import iter_sample_users_ldif
-
-    # Skip the two named users the fixture already loaded.
-    return "".join(list(iter_sample_users_ldif(n + 22, base))[22:])

@@ -5,11 +5,14 @@ the store change, is audited, and is repaired by `idsync sync retry`."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dbs import BACKENDS, store_url
 from idsync.config.project import Project, load_project
+from idsync.connectors.base import QuerySpec
 from idsync.managed import ManagedObjects
 from idsync.resources import Resources
 from idsync.store.database import Store
@@ -85,10 +88,14 @@ def test_enable_sync_false_pushes_nothing(project_dir: Path, slapd: Slapd, ldap_
     assert change.pushes == [] and ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}") is None
 
 
-def test_failed_push_keeps_change_and_retry_repairs(project_dir: Path, slapd: Slapd, ldap_subtree: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_failed_push_keeps_change_and_retry_repairs(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
+                                                    backend: str) -> None:
     """With slapd stopped, `managed create` keeps the user, exits 75 with one clear
-    line, audits the failure and `idsync status` shows it; once slapd is back,
-    `idsync sync retry` creates the entry, and a second retry has nothing to do."""
+    line, audits the failure, and `idsync status` and the status file show it (the
+    run, and the object waiting for a retry); once slapd is back, `idsync sync
+    retry` creates the entry, and a second retry has nothing to do. On every store backend."""
+    project_dir = sample_project(tmp_path, slapd, ldap_subtree, store_url(backend, tmp_path), load_data=False)
     slapd.stop(keep_data=True)
     try:
         proc = idsync(project_dir, "managed", "create", "user", "--data", json.dumps(FDOE))
@@ -102,14 +109,21 @@ def test_failed_push_keeps_change_and_retry_repairs(project_dir: Path, slapd: Sl
     runs = json.loads(idsync(project_dir, "status", "--json").stdout)
     assert runs[0]["state"] == "FAILED" and runs[0]["job"] == "implicit"
     detail = json.loads(idsync(project_dir, "status", runs[0]["_id"], "--json").stdout)
-    assert [a["status"] for a in detail["audit"]] == ["FAILURE"]
+    assert [(a["status"], a["situation"], a["action"]) for a in detail["audit"]] == [("FAILURE", None, None)]
+    assert not any(detail["situationSummary"].values())  # LDAP was down: nothing was assessed
     assert ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}") is None
+    pending = f"{REVERSE}: 1 object(s) changed in the store did not reach the target: run `idsync sync retry`"
+    assert pending in idsync(project_dir, "status").stdout
+    status_file = project_dir / "state" / "status.json"
+    assert json.loads(status_file.read_text())["mappings"][REVERSE]["pendingPushes"] == 1
 
     retry = idsync(project_dir, "sync", "retry")
     assert retry.returncode == 0, retry.stderr
     assert "managedUser_systemLdapAccounts" in retry.stdout and "ABSENT CREATE: ok" in retry.stdout
     assert ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}") is not None
     assert idsync(project_dir, "sync", "retry").stdout.strip() == "nothing to retry"
+    assert "did not reach" not in idsync(project_dir, "status").stdout
+    assert "pendingPushes" not in json.loads(status_file.read_text())["mappings"][REVERSE]
 
 
 def test_failed_push_repaired_by_recon(project_dir: Path, slapd: Slapd, ldap_subtree: str) -> None:
@@ -129,9 +143,12 @@ def test_failed_push_repaired_by_recon(project_dir: Path, slapd: Slapd, ldap_sub
 
 def test_password_reaches_ldap_and_never_shows(project_dir: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """The password is pushed as a {CRYPT} hash LDAP binds with, and the clear value
-    appears in no output, log line, audit entry, status file or store row."""
+    appears in no output, log line (debug included), audit entry, status file or
+    store row, in either direction of the sync."""
     secret = "Corr3ct-Horse-Battery"
-    proc = idsync(project_dir, "managed", "create", "user", "--data", json.dumps({**FDOE, "password": secret}))
+    debug = {"IDSYNC_LOG__LEVEL": "debug"}
+    proc = idsync(project_dir, "managed", "create", "user", "--data", json.dumps({**FDOE, "password": secret}),
+                  env=debug)
     assert proc.returncode == 0, proc.stderr
     user_id = json.loads(proc.stdout)["_id"]
     dn = f"uid=fdoe,{ldap_subtree}"
@@ -140,13 +157,14 @@ def test_password_reaches_ldap_and_never_shows(project_dir: Path, slapd: Slapd, 
     assert entry is not None and entry["userpassword"][0].startswith("{CRYPT}$6$")
     new_secret = "An0ther-Secret-Value"
     patch = [{"operation": "replace", "field": "/password", "value": new_secret}]
-    patched = idsync(project_dir, "managed", "patch", "user", user_id, "--operations", json.dumps(patch))
+    patched = idsync(project_dir, "managed", "patch", "user", user_id, "--operations", json.dumps(patch), env=debug)
     assert patched.returncode == 0 and can_bind(slapd, dn, new_secret)
     outputs = [proc, patched,
                idsync(project_dir, "managed", "get", "user", user_id),
                idsync(project_dir, "managed", "query", "user"),
                idsync(project_dir, "system", "query", "ldap", "account"),
-               idsync(project_dir, "recon", "managedUser_systemLdapAccounts", "--json"),
+               idsync(project_dir, "recon", "managedUser_systemLdapAccounts", "--json", env=debug),
+               idsync(project_dir, "recon", FORWARD, "--json", env=debug),
                idsync(project_dir, "status", "--json")]
     runs = json.loads(outputs[-1].stdout)
     outputs.append(idsync(project_dir, "status", runs[-1]["_id"], "--json"))
@@ -161,3 +179,164 @@ def test_password_reaches_ldap_and_never_shows(project_dir: Path, slapd: Slapd, 
     assert any(a["changes"] and a["changes"].get("userPassword") == "********" for a in audits)
     # Second recon pass: the hash read back from LDAP equals the stored one, nothing to write.
     assert json.loads(outputs[5].stdout)["changes"]["updated"] == 0
+    assert json.loads(outputs[6].stdout)["changes"]["updated"] == 0  # and back: LDAP's hash is the store's
+
+
+@pytest.fixture
+def seeded_dir(tmp_path: Path, slapd: Slapd, ldap_subtree: str, request: pytest.FixtureRequest) -> Path:
+    """The sample with the seed's LDAP data (bjensen, scarter, cn=openidm), on the
+    store backend a test's ``backend`` parameter names (SQLite by default)."""
+    backend = getattr(request, "param", "sqlite")
+    return sample_project(tmp_path, slapd, ldap_subtree, store_url(backend, tmp_path))
+
+
+def _changes(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return dict(json.loads(proc.stdout)["changes"])
+
+
+@pytest.mark.parametrize("seeded_dir", BACKENDS, indirect=True)
+def test_pending_push_is_not_overwritten_by_ldap_recon(seeded_dir: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """While a store change has not reached LDAP (the push failed), the LDAP-to-store
+    recon holds that object instead of taking LDAP's older values: a changed mail is
+    not reverted, a deleted user is not unlinked (and so not brought back later).
+    `idsync sync retry` then pushes both, and every mapping's next pass writes nothing."""
+    assert idsync(seeded_dir, "recon", FORWARD).returncode == 0
+    users = {u["userName"]: u for u in json.loads(idsync(seeded_dir, "managed", "query", "user").stdout)}
+    patch = [{"operation": "replace", "field": "/mail", "value": "barbara@example.com"}]
+    slapd.stop(keep_data=True)
+    try:
+        patched = idsync(seeded_dir, "managed", "patch", "user", users["bjensen"]["_id"],
+                         "--operations", json.dumps(patch))
+        deleted = idsync(seeded_dir, "managed", "delete", "user", users["scarter"]["_id"])
+    finally:
+        slapd.start()
+    assert patched.returncode == 75 and deleted.returncode == 75
+    assert f"managed/user/{users['scarter']['_id']} is deleted, but implicit sync" in deleted.stderr
+
+    recon = idsync(seeded_dir, "recon", FORWARD, "--json")
+    assert _changes(recon) == {**_changes(recon), "updated": 0, "unlinked": 0, "deleted": 0, "skipped": 2}
+    bjensen = json.loads(idsync(seeded_dir, "managed", "get", "user", users["bjensen"]["_id"]).stdout)
+    assert bjensen["mail"] == "barbara@example.com"
+    detail = json.loads(idsync(seeded_dir, "status", json.loads(recon.stdout)["_id"], "--json").stdout)
+    assert sorted(a["message"].split(":")[0] for a in detail["audit"]) == ["unlink held", "update held"]
+
+    retry = idsync(seeded_dir, "sync", "retry")
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    assert "CONFIRMED UPDATE: ok" in retry.stdout and "SOURCE_MISSING DELETE: ok" in retry.stdout
+    assert ldap_entry(slapd, f"uid=bjensen,{ldap_subtree}")["mail"] == ["barbara@example.com"]  # type: ignore[index]
+    assert ldap_entry(slapd, f"uid=scarter,{ldap_subtree}") is None
+    for mapping in (FORWARD, REVERSE):
+        changes = _changes(idsync(seeded_dir, "recon", mapping, "--json"))
+        assert changes == {**changes, "created": 0, "updated": 0, "deleted": 0, "unlinked": 0, "skipped": 0}
+
+
+def test_unchanged_object_is_not_pushed(project_dir: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A patch or update that changes nothing keeps _rev and records no push."""
+    created = json.loads(idsync(project_dir, "managed", "create", "user", "--data", json.dumps(FDOE)).stdout)
+    runs = len(json.loads(idsync(project_dir, "status", "--json").stdout))
+    same = [{"operation": "replace", "field": "/mail", "value": FDOE["mail"]}]
+    patched = idsync(project_dir, "managed", "patch", "user", created["_id"], "--operations", json.dumps(same))
+    updated = idsync(project_dir, "managed", "update", "user", created["_id"], "--data", json.dumps(FDOE))
+    for proc in (patched, updated):
+        assert proc.returncode == 0 and json.loads(proc.stdout)["_rev"] == created["_rev"]
+    assert len(json.loads(idsync(project_dir, "status", "--json").stdout)) == runs
+
+
+def test_roles_pushed_to_groups(seeded_dir: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A role's change reaches its LDAP group at once: a new description, a new
+    name (the group is renamed, its entryUUID and members kept, and the members'
+    ldapGroups follow at the next LDAP-to-store recon), and a delete, after which a
+    member's unrelated change still goes through."""
+    for mapping in (FORWARD, "systemLdapGroups_managedRole"):
+        assert idsync(seeded_dir, "recon", mapping).returncode == 0
+    (role,) = json.loads(idsync(seeded_dir, "managed", "query", "role").stdout)
+    before = ldap_entry(slapd, f"cn=openidm,{ldap_subtree}")
+    assert before is not None
+    ops = [{"operation": "replace", "field": "/description", "value": "Staff"},
+           {"operation": "replace", "field": "/name", "value": "staff"}]
+    patched = idsync(seeded_dir, "managed", "patch", "role", role["_id"], "--operations", json.dumps(ops))
+    assert patched.returncode == 0, patched.stderr
+    assert ldap_entry(slapd, f"cn=openidm,{ldap_subtree}") is None
+    group = ldap_entry(slapd, f"cn=staff,{ldap_subtree}")
+    assert group is not None and group["description"] == ["Staff"] and group["entryuuid"] == before["entryuuid"]
+    assert group["uniquemember"] == [f"uid=bjensen,{ldap_subtree}"]
+    assert idsync(seeded_dir, "recon", FORWARD).returncode == 0
+    users = {u["userName"]: u for u in json.loads(idsync(seeded_dir, "managed", "query", "user").stdout)}
+    assert [g.lower() for g in users["bjensen"]["ldapGroups"]] == [f"cn=staff,{ldap_subtree}".lower()]
+    deleted = idsync(seeded_dir, "managed", "delete", "role", role["_id"])
+    assert deleted.returncode == 0, deleted.stderr
+    assert ldap_entry(slapd, f"cn=staff,{ldap_subtree}") is None
+    # bjensen's ldapGroups still names the deleted group until the next LDAP-to-store
+    # recon; an unrelated change of hers is pushed without trying to rejoin it.
+    phone = [{"operation": "replace", "field": "/telephoneNumber", "value": "555-0100"}]
+    proc = idsync(seeded_dir, "managed", "patch", "user", users["bjensen"]["_id"], "--operations", json.dumps(phone))
+    assert proc.returncode == 0, proc.stderr
+    assert ldap_entry(slapd, f"uid=bjensen,{ldap_subtree}")["telephonenumber"] == ["555-0100"]  # type: ignore[index]
+
+
+def test_memberships_written_as_value_adds_and_removes(seeded_dir: Path, slapd: Slapd, ldap_subtree: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every modify idsync sends to join or leave a group adds or deletes the one
+    member DN (never a replace of the member list), for a new user created with
+    ldapGroups, a user joining with an odd spelling of the group DN, and leaving."""
+    import ldap3
+
+    for mapping in (FORWARD, "systemLdapGroups_managedRole"):
+        assert idsync(seeded_dir, "recon", mapping).returncode == 0
+    sent: list[tuple[str, dict[str, list[tuple[str, list[object]]]]]] = []
+    modify = ldap3.Connection.modify
+
+    def recording(self: ldap3.Connection, dn: str, changes: dict[str, list[tuple[str, list[object]]]],
+                  *args: object, **kwargs: object) -> object:
+        sent.append((dn, changes))
+        return modify(self, dn, changes, *args, **kwargs)
+
+    monkeypatch.setattr(ldap3.Connection, "modify", recording)
+    project = load_project(seeded_dir)
+    store = Store.open(project.settings.store_url())
+    resources = Resources(project, store)
+    users = ManagedObjects(project, store, resources, "user")
+    group_dn = f"cn=openidm,{ldap_subtree}"
+    try:
+        created = users.create({**FDOE, "ldapGroups": [group_dn]})
+        assert created.synced and created.object is not None
+        scarter = next(u for page in users._resource.pages(QuerySpec()) for u in page if u["userName"] == "scarter")
+        odd = group_dn.upper().replace(",", ", ")
+        assert users.patch(scarter["_id"], [{"operation": "add", "field": "/ldapGroups", "value": odd}]).synced
+        assert users.patch(created.object["_id"], [{"operation": "remove", "field": "/ldapGroups"}]).synced
+    finally:
+        resources.close()
+    members = [(dn, changes["uniqueMember"]) for dn, changes in sent if "uniqueMember" in changes]
+    assert [(dn.lower(), kind, [str(v).lower() for v in values]) for dn, ops in members for kind, values in ops] == [
+        (group_dn.lower(), ldap3.MODIFY_ADD, [f"uid=fdoe,{ldap_subtree}".lower()]),
+        (odd.lower(), ldap3.MODIFY_ADD, [f"uid=scarter,{ldap_subtree}".lower()]),
+        (group_dn.lower(), ldap3.MODIFY_DELETE, [f"uid=fdoe,{ldap_subtree}".lower()]),
+    ]
+    group = ldap_entry(slapd, group_dn)
+    assert group is not None and sorted(m.lower() for m in group["uniquemember"]) == \
+        sorted(f"uid={u},{ldap_subtree}".lower() for u in ("bjensen", "scarter"))
+
+
+def test_membership_of_failed_push_arrives_with_next_change(seeded_dir: Path, slapd: Slapd,
+                                                             ldap_subtree: str) -> None:
+    """A group joined by a change whose push failed is joined by the next push of
+    that user, even though that next change is about something else."""
+    for mapping in (FORWARD, "systemLdapGroups_managedRole"):
+        assert idsync(seeded_dir, "recon", mapping).returncode == 0
+    users = {u["userName"]: u for u in json.loads(idsync(seeded_dir, "managed", "query", "user").stdout)}
+    group_dn = f"cn=openidm,{ldap_subtree}"
+    join = [{"operation": "add", "field": "/ldapGroups", "value": group_dn}]
+    slapd.stop(keep_data=True)
+    try:
+        failed = idsync(seeded_dir, "managed", "patch", "user", users["scarter"]["_id"], "--operations",
+                        json.dumps(join))
+    finally:
+        slapd.start()
+    assert failed.returncode == 75
+    phone = [{"operation": "replace", "field": "/telephoneNumber", "value": "555-0101"}]
+    proc = idsync(seeded_dir, "managed", "patch", "user", users["scarter"]["_id"], "--operations", json.dumps(phone))
+    assert proc.returncode == 0, proc.stderr
+    members = ldap_entry(slapd, group_dn)["uniquemember"]  # type: ignore[index]
+    assert f"uid=scarter,{ldap_subtree}".lower() in [m.lower() for m in members]
+    assert idsync(seeded_dir, "sync", "retry").stdout.strip() == "nothing to retry"

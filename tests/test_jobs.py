@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,8 @@ def test_defaults_are_utc_run_once_with_an_hour_of_grace(tmp_path: Path) -> None
             "percentage",
         ),
         ('schedule = "@daily"\nmappings = ["a"]\ndryrun = true', "dryrun", "unknown key"),
+        ('schedule = "*/2 * * * * ?"\nmappings = ["a"]\njitter = 2', "jitter", "below the schedule's interval (2 s)"),
+        ('schedule = "0 0 12 1 * MON"\nmappings = ["a"]', "schedule", "'?' in one of them"),
     ],
 )
 def test_each_mistake_names_file_key_and_problem(tmp_path: Path, text: str, key: str, fragment: str) -> None:
@@ -129,3 +133,30 @@ def test_shipped_example_jobs_are_valid() -> None:
     assert {"sync-active-ldap-users", "sync-inactive-ldap-users"} <= set(jobs)
     assert jobs["sync-active-ldap-users"].mappings == ("systemLdapActiveAccounts_managedUser",)
     assert jobs["sync-inactive-ldap-users"].mappings == ("systemLdapInactiveAccounts_managedUser",)
+
+
+def test_inactive_filter_presets_are_valid_and_complementary() -> None:
+    """The README's per-directory "inactive" presets (OpenLDAP, 389 DS, Active Directory) are
+    valid LDAP filters; each active filter is exactly its inactive filter's negation; and the
+    shipped Smart ID mappings use the OpenLDAP row."""
+    from ldap3.operation.search import parse_filter
+
+    rows: dict[str, tuple[str, str]] = {}
+    for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[1].startswith("`(") and cells[2].startswith("`("):
+            rows[cells[0].split(" ")[0]] = (cells[1].strip("`"), cells[2].strip("`"))
+    assert {"OpenLDAP", "389", "Active"} <= set(rows)
+    assert "1.2.840.113556.1.4.803" in rows["Active"][0]
+    for directory, (inactive, active) in rows.items():
+        for text in (inactive, active):
+            parse_filter(text, None, True, True, None, False)  # raises on a malformed filter
+        m = re.fullmatch(r"\(&(?P<base>.*)(?P<cond>\([^()]*\))\)", inactive)
+        assert m is not None, directory
+        assert active == f"(&{m['base']}(!{m['cond']}))", directory
+    shipped = {}
+    for name in ("systemLdapInactiveAccounts_managedUser", "systemLdapActiveAccounts_managedUser"):
+        mapping = json.loads((REPO / "conf" / f"mapping-{name}.json").read_text(encoding="utf-8"))
+        shipped[name] = mapping["sourceQuery"]["nativeQuery"]
+    assert tuple(shipped.values()) == rows["OpenLDAP"]
+

@@ -233,7 +233,7 @@ def test_test_action_reports_ok(slapd: Slapd, ldap_subtree: str) -> None:
     report = open_ldap_system("ldap", make_config(slapd, ldap_subtree), file=FILE).test()
     assert report == {
         "name": "ldap", "enabled": True, "config": "config/provisioner.openicf/ldap",
-        "objectTypes": ["__ACCOUNT__", "__GROUP__"], "connectorRef": make_config(
+        "objectTypes": ["__ALL__", "account", "group"], "connectorRef": make_config(
             slapd, ldap_subtree)["connectorRef"], "displayName": "LDAP Connector", "ok": True}
 
 

@@ -3,6 +3,7 @@ expected revisions, write-only hashed passwords (no LDAP push here)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from idsync.store.tables import managed_objects
 from idsync.testing.slapd import Slapd
 from sqlalchemy import select
 
-from samples import sample_project
+from samples import idsync, sample_project
 
 
 @pytest.fixture
@@ -40,6 +41,9 @@ def test_create_validates_types_and_required(users: ManagedObjects) -> None:
     assert caught.value.problems == ["userName is required", "givenName must be of type string, not number"]
     assert caught.value.exit_code == 65
     assert users._resource.count() == 0
+    with pytest.raises(InvalidObject, match=r"ldapGroups\[1\] must be of type string, not number"):
+        users.create({"userName": "ann", "ldapGroups": ["cn=a,dc=x", 7]})
+    assert users._resource.count() == 0
 
 
 def test_update_replaces_and_checks_revision(users: ManagedObjects) -> None:
@@ -52,6 +56,7 @@ def test_update_replaces_and_checks_revision(users: ManagedObjects) -> None:
     updated = users.update(created["_id"], {"userName": "ada", "sn": "Byron"}, rev=created["_rev"]).object
     assert updated is not None
     assert updated["_rev"] > created["_rev"] and updated["sn"] == "Byron" and "mail" not in updated
+    assert updated["accountStatus"] == "active"  # left out: back to its managed.json default, as at create
 
 
 def test_patch_operations() -> None:
@@ -93,11 +98,17 @@ def test_password_is_hashed_and_write_only(users: ManagedObjects) -> None:
     users.update(created["_id"], {"userName": "carol", "sn": "C"})
     assert _stored(users, created["_id"])["password"] == stored["password"]
     assert "password" not in users.get(created["_id"])
+    # The same password again is the same secret: the hash, its salt and _rev stay.
+    rev = users.get(created["_id"])["_rev"]
+    users.patch(created["_id"], [{"operation": "replace", "field": "/password", "value": "Tr0ub4dor&3"}])
+    assert _stored(users, created["_id"])["password"] == stored["password"]
+    assert users.get(created["_id"])["_rev"] == rev
 
 
 def test_merge_lists_policy() -> None:
     """"multiValued": "merge" keeps values idsync did not put there: a recon only adds;
-    an implicit sync also removes what the change took away; DN spellings are one value."""
+    an implicit sync applies just the change (adds what it brought, removes what it
+    took away, leaves the rest as the target has it); DN spellings are one value."""
     from idsync.sync.properties import PropertyMap, PropertyRule
 
     rules = PropertyMap((PropertyRule(("g",), ("g",), merge=True), PropertyRule(("r",), ("r",))))
@@ -105,6 +116,10 @@ def test_merge_lists_policy() -> None:
     assert rules.merge_lists({"g": ["CN=A, DC=X", "cn=b,dc=x"], "r": ["1"]}, current) == \
         {"g": ["cn=a,dc=x", "cn=other,dc=x", "cn=b,dc=x"], "r": ["1"]}
     assert rules.merge_lists({"g": []}, current, previous={"g": ["cn=a,dc=x"]}) == {"g": ["cn=other,dc=x"]}
+    # Only the change is applied: a value the change did not touch stays as the target has it.
+    assert rules.merge_lists({"g": ["cn=a,dc=x", "cn=gone,dc=x", "cn=new,dc=x"]}, current,
+                             previous={"g": ["cn=a,dc=x", "cn=gone,dc=x"]}) == \
+        {"g": ["cn=a,dc=x", "cn=other,dc=x", "cn=new,dc=x"]}
 
 
 def test_dn_values_compare_as_dns() -> None:
@@ -119,3 +134,23 @@ def test_dn_values_compare_as_dns() -> None:
     assert value_changes("uniqueMember", current, [c.decode().upper() for c in current]) == []
     assert value_changes("mail", [b"a@x"], ["A@x"]) == [("MODIFY_DELETE", [b"a@x"]), ("MODIFY_ADD", ["A@x"])]
     assert group_changes([b"cn=g1,dc=x"], ["CN=G1 ,DC=X", "cn=g2,dc=x"]) == (["cn=g2,dc=x"], [])
+
+
+def test_cli_change_errors(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """`idsync managed` says what is wrong and exits by kind: bad data or JSON 65
+    (nothing stored), unknown id 66, a stale --rev 75 (the object is left as it was)."""
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=False)
+    bad = idsync(project, "managed", "create", "user", "--data", '{"givenName": 3}', "--no-sync")
+    assert bad.returncode == 65 and "userName is required; givenName must be of type string" in bad.stderr
+    assert idsync(project, "managed", "create", "user", "--data", "{nope", "--no-sync").returncode == 65
+    assert json.loads(idsync(project, "managed", "query", "user").stdout) == []
+    created = json.loads(idsync(project, "managed", "create", "user", "--no-sync", "--data",
+                                '{"userName": "ann", "sn": "A"}').stdout)
+    missing = idsync(project, "managed", "delete", "user", "no-such-id", "--no-sync")
+    assert missing.returncode == 66 and "not found" in missing.stderr
+    ops = json.dumps([{"operation": "replace", "field": "/sn", "value": "B"}])
+    assert idsync(project, "managed", "patch", "user", created["_id"], "--operations", ops, "--no-sync").returncode == 0
+    for args in (("patch", "user", created["_id"], "--operations", ops), ("delete", "user", created["_id"])):
+        stale = idsync(project, "managed", *args, "--rev", created["_rev"], "--no-sync")
+        assert stale.returncode == 75 and "read the object again" in stale.stderr
+    assert json.loads(idsync(project, "managed", "get", "user", created["_id"]).stdout)["sn"] == "B"

@@ -10,7 +10,6 @@ from idsync.sync.policies import (
     ALLOWED_ACTIONS,
     DEFAULT_ACTIONS,
     PINGIDM_DEFAULT_ACTIONS,
-    Change,
     Decision,
     PolicySet,
     parse_policies,
@@ -160,20 +159,3 @@ def test_compiled_conditions_and_scripts_are_kept() -> None:
     assert policy.condition == ("F", "/object/x pr", "p[0].condition")
     assert policy.post_action == "compiled" and keys == ["p[0].postAction"]
     assert _parse(None).policies == ()
-
-
-def test_change_messages_say_what_would_happen() -> None:
-    """The per-object line of a dry run names the action, resource, object and properties."""
-    update = Change.of(Decision(Situation.CONFIRMED, Action.UPDATE), target_resource="managed/user",
-                       source_id="u1", target_id="abc",
-                       changes={"telephoneNumber": "1", "mail": "a@b"})
-    assert update.message == "UPDATE managed/user abc: mail, telephoneNumber" and update.writes
-    same = Change.of(Decision(Situation.CONFIRMED, Action.UPDATE), target_resource="managed/user",
-                     source_id="u1", target_id="abc")
-    assert same.message.endswith("no change") and not same.writes
-    create = Change.of(Decision(Situation.ABSENT, Action.CREATE), target_resource="managed/user",
-                       source_id="u1", target_id=None, projected={"_id": "x", "mail": "m"})
-    assert create.message == "CREATE managed/user from u1: mail" and create.writes
-    report = Change.of(Decision(Situation.AMBIGUOUS, Action.EXCEPTION),
-                       target_resource="managed/user", source_id="u1", target_id=None)
-    assert report.message == "EXCEPTION AMBIGUOUS u1" and not report.writes

@@ -12,46 +12,14 @@ from typing import Any
 
 import pytest
 from dbs import BACKENDS, store_url
-from idsync.config.project import load_project
 from idsync.connectors.base import QuerySpec, Resource
 from idsync.errors import PeerUnavailable
 from idsync.resources import Resources
-from idsync.store.database import Store
 from idsync.store.runs import RunStore
-from idsync.sync.recon import ReconOptions, run_recon
 from idsync.testing.slapd import Slapd
-from projects import MAPPING, make_project, person
+from recon_env import Env
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-class Env:
-    def __init__(self, slapd: Slapd, subtree: str, tmp_path: Path, url: str) -> None:
-        self.slapd, self.subtree, self.tmp_path, self.url = slapd, subtree, tmp_path, url
-        self.reconfigure()
-
-    def reconfigure(self, page_size: int = 1000, **mapping: Any) -> None:
-        if hasattr(self, "store"):
-            self.store.close()
-        path = self.tmp_path / f"p{id(mapping)}"
-        self.project = load_project(make_project(path, self.slapd, self.subtree, self.url, mapping, page_size))
-        self.store = Store.open(self.url)
-
-    def add(self, *uids: str, **attrs: str) -> None:
-        self.slapd.add_ldif("".join(person(u, self.subtree, **attrs) for u in uids))
-
-    def modify(self, uid: str, attr: str, value: str) -> None:
-        self.slapd.add_ldif(f"dn: uid={uid},{self.subtree}\nchangetype: modify\nreplace: {attr}\n{attr}: {value}\n")
-
-    def remove(self, *uids: str) -> None:
-        self.slapd.add_ldif("".join(f"dn: uid={u},{self.subtree}\nchangetype: delete\n\n" for u in uids))
-
-    def recon(self, **options: Any) -> Any:
-        return run_recon(self.project, self.store, MAPPING, ReconOptions(**options))
-
-    def users(self) -> dict[str, dict[str, Any]]:
-        res = Resources(self.project, self.store).open("managed/user")
-        return {o["userName"]: o for page in res.pages(QuerySpec()) for o in page}
 
 
 @pytest.fixture(params=BACKENDS)

@@ -3,6 +3,7 @@ code exchange, and a refused code."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -66,3 +67,13 @@ def test_refused_code_is_an_authentication_error(project: Path, org: FakeSalesfo
                   env=_env(org))
     assert proc.returncode == 77
     assert "invalid_grant" in proc.stderr and org.client_secret not in proc.stdout + proc.stderr
+
+
+def test_a_bare_code_copied_url_encoded_is_decoded(project: Path, org: FakeSalesforce) -> None:
+    """A code pasted on its own as the address bar shows it (``%3D%3D``) is decoded
+    before the exchange, as Salesforce requires; the refresh token is printed."""
+    org.codes["aPrxBare=="] = _CALLBACK
+    proc = idsync(project, "salesforce", "authorize", "--redirect-uri", _CALLBACK, "--code", "aPrxBare%3D%3D",
+                  "--json", env=_env(org))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["refreshToken"] in org.refresh_tokens

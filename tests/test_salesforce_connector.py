@@ -10,6 +10,7 @@ import pytest
 from fake_salesforce import FakeSalesforce
 from idsync.connectors.base import QuerySpec, WriteOp
 from idsync.connectors.salesforce import SalesforceResource, SalesforceSystem
+from idsync.connectors.salesforce_config import parse_salesforce_config
 from idsync.errors import AuthenticationFailed, ConfigError, NotFound, ObjectRejected, PeerUnavailable, TLSError
 from idsync.query import parse as parse_filter
 from salesforce_sample import PROFILE_ID, running_org, sample_project, sf_env
@@ -60,6 +61,26 @@ def test_refresh_token_grant_and_session_renewal(org: FakeSalesforce, users: Sal
     assert org.tokens_issued == 2
 
 
+def test_access_token_is_shared_by_clients_of_one_connection(org: FakeSalesforce) -> None:
+    """Clients opened one after another for the same connection (the HTTP API opens
+    one per managed change) reuse one access token; once it expires, the first to
+    notice gets a new one and the other adopts it instead of asking again."""
+    org.add_user(**_new("ada"))
+    first = SalesforceSystem("salesforce", _config(org), file="p.json")
+    second = SalesforceSystem("salesforce", _config(org), file="p.json")
+    try:
+        for sf in (first, second, first):
+            assert len(sf.resource("User").find(QuerySpec(fields=["Username"]))) == 1
+        assert org.tokens_issued == 1
+        org.expire_sessions()
+        for sf in (second, first):
+            assert len(sf.resource("User").find(QuerySpec(fields=["Username"]))) == 1
+        assert org.tokens_issued == 2
+    finally:
+        first.close()
+        second.close()
+
+
 def test_refused_refresh_token_is_a_clear_authentication_error(org: FakeSalesforce) -> None:
     """invalid_grant becomes AuthenticationFailed naming the cause, without the token."""
     sf = SalesforceSystem("salesforce", _config(org, refreshToken="5Aep-revoked-secret"), file="p.json")
@@ -71,6 +92,20 @@ def test_refused_refresh_token_is_a_clear_authentication_error(org: FakeSalesfor
     assert report["ok"] is False and "invalid_grant" in report["error"]
     assert "5Aep-revoked-secret" not in json.dumps(report)
     sf.close()
+
+
+def test_recon_with_a_revoked_refresh_token_stops_with_an_authentication_error(
+        tmp_path: Path, org: FakeSalesforce) -> None:
+    """`idsync recon` with a refresh token Salesforce refuses exits 77 (EX_NOPERM),
+    says the refresh token was refused and how to get a new one, and prints no secret."""
+    project = sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}")
+    env = {**sf_env(org), "SALESFORCE_REFRESH_TOKEN": "5Aep861-revoked-token"}
+    recon = idsync(project, "recon", "systemSalesforceUser_managedUser", env=env)
+    output = recon.stdout + recon.stderr
+    assert recon.returncode == 77, output
+    assert "refresh token was refused" in output and "idsync salesforce authorize" in output
+    assert "5Aep861-revoked-token" not in output and org.client_secret not in output
+    assert org.requests == []
 
 
 def test_tls_is_verified_by_default(org: FakeSalesforce) -> None:
@@ -89,6 +124,43 @@ def test_missing_configuration_names_the_key(org: FakeSalesforce) -> None:
     del config["configurationProperties"]["clientSecret"]  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match=r"configurationProperties\.clientSecret: is required"):
         SalesforceSystem("salesforce", config, file="p.json")
+
+
+def test_seed_configuration_properties_are_read() -> None:
+    """The seed's configurationProperties: loginUrl as a preset, a My Domain / test
+    tenant host or the full token URL; version 44; timeouts in milliseconds; a bad
+    interval names its key; the secrets stay out of the settings' repr."""
+    props = {"loginUrl": "https://eu26.lightning.force.com", "clientId": "3MVG9id", "clientSecret": "4850s3cret",
+             "refreshToken": "5Aep861r3fresh", "instanceUrl": "https://example-com.cs1.my.salesforce.com/",
+             "version": 44, "connectTimeout": 120000, "idleCheckInterval": 10000}
+    s = parse_salesforce_config("p.json", {"enabled": True, "configurationProperties": props})
+    assert s.token_url == "https://eu26.lightning.force.com/services/oauth2/token"
+    assert s.instance_url == "https://example-com.cs1.my.salesforce.com" and s.version == "v44.0"
+    assert (s.connect_timeout, s.idle_check_interval) == (120.0, 10.0)
+    assert "s3cret" not in repr(s) and "r3fresh" not in repr(s)
+    for login, url in (("sandbox", "https://test.salesforce.com/services/oauth2/token"),
+                       ("https://login.salesforce.com/services/oauth2/token",
+                        "https://login.salesforce.com/services/oauth2/token")):
+        assert parse_salesforce_config("p.json", {"configurationProperties": {**props, "loginUrl": login}}
+                                       ).token_url == url
+    with pytest.raises(ConfigError, match=r"configurationProperties\.idleCheckInterval"):
+        parse_salesforce_config("p.json", {"configurationProperties": {**props, "idleCheckInterval": "soon"}})
+    with pytest.raises(ConfigError, match=r"configurationProperties\.version"):
+        parse_salesforce_config("p.json", {"configurationProperties": {**props, "version": "latest"}})
+
+
+def test_disabled_system_is_refused(tmp_path: Path, org: FakeSalesforce) -> None:
+    """With "enabled": false the connector is not used: `idsync test` says it is
+    disabled and a recon stops with a configuration error, before any request."""
+    project = sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}")
+    prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
+    prov_file.write_text(json.dumps({**json.loads(prov_file.read_text()), "enabled": False}))
+    tested = idsync(project, "test", "--json", env=sf_env(org))
+    (report,) = json.loads(tested.stdout)
+    assert tested.returncode == 69 and report["ok"] is False and "disabled" in report["error"]
+    recon = idsync(project, "recon", "systemSalesforceUser_managedUser", env=sf_env(org))
+    assert recon.returncode == 78 and "disabled" in recon.stderr
+    assert org.tokens_issued == 0 and org.requests == []
 
 
 def test_paging_follows_next_records_url(org: FakeSalesforce, users: SalesforceResource) -> None:
@@ -141,6 +213,25 @@ def test_single_writes_use_sobject_endpoints(org: FakeSalesforce, users: Salesfo
     users.update(created["_id"], {"Phone": "555-0100"})
     assert org.count("POST", "/sobjects/User") == 1 and org.count("PATCH", "/sobjects/User/") == 1
     assert org.users[created["_id"]]["Phone"] == "555-0100"
+
+
+def test_api_versions_without_collections_write_record_by_record(org: FakeSalesforce) -> None:
+    """Before API 42.0 there are no sObject Collections: a batch is written with one
+    single-record request per op, and each still fails alone."""
+    org.version = "v41.0"
+    sf = SalesforceSystem("salesforce", _config(org, version=41), file="p.json")
+    try:
+        taken = org.add_user(**_new("taken"))
+        ops = [WriteOp("create", values=_new("one")), WriteOp("create", values=_new("taken")),
+               WriteOp("update", id=taken, values={"Title": "Boss"}), WriteOp("delete", id=taken)]
+        results = sf.resource("User").write_batch(ops)
+        assert [r.ok for r in results] == [True, False, True, True]
+        assert org.count("POST", "/sobjects/User") == 2 and org.count("PATCH", "/sobjects/User/") == 2
+        assert org.count("POST", "/composite") == org.count("PATCH", "/composite") == 0
+        assert org.users[taken]["Title"] == "Boss" and org.users[taken]["IsActive"] is False
+        assert results[3].message is not None and "deactivated" in results[3].message
+    finally:
+        sf.close()
 
 
 def test_field_errors_fail_their_object_only(org: FakeSalesforce, users: SalesforceResource) -> None:

@@ -4,6 +4,7 @@ local stand-in: both mappings, implicit sync, deactivation, refresh mid-run, lim
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from idsync.connectors.base import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.sync.recon import ReconOptions, ReconResult, run_recon
-from salesforce_sample import FORWARD, PROFILE_ID, REVERSE, running_org, sample_project, sf_env
+from salesforce_sample import FORWARD, PROFILE_ID, REVERSE, SAMPLE, running_org, sample_project, sf_env
 
 from samples import idsync
 
@@ -179,3 +180,83 @@ def test_exhausted_api_limit_fails_the_run_cleanly(project: Path, org: FakeSales
     result = _recon(project, FORWARD)
     assert result.state == "FAILED" and "REQUEST_LIMIT_EXCEEDED" in (result.message or "")
     assert len(_managed(project)) == 3
+
+
+def test_ten_thousand_updates_cost_fifty_collection_requests(project: Path, org: FakeSalesforce) -> None:
+    """A recon that changes 10,000 Salesforce users sends them in 50 sObject Collections
+    PATCHes of 200 records holding only the changed field, renews its session when it
+    expires mid-run, and reads with SOQL selecting only the mapped fields."""
+    _seed(org, 10_000)
+    assert _recon(project, FORWARD).state == "SUCCESS"
+    assert org.queries[0] == ("SELECT Id, Username, FirstName, LastName, Email, Phone, Title, IsActive "
+                              "FROM User")
+    for record in org.users.values():
+        record["Title"] = "Changed in Salesforce"
+    requests_before, tokens_before = len(org.requests), org.tokens_issued
+    org.session_calls = 40
+    result = _recon(project, REVERSE)
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"]["updated"] == 10_000 and result.summary["changes"]["failed"] == 0
+    calls = org.requests[requests_before:]
+    patches = [i for i, (method, path) in enumerate(calls) if method == "PATCH"]
+    assert len(patches) == 50 and all(path.endswith("/composite/sobjects") for _, path in
+                                      (calls[i] for i in patches))
+    bodies = [org.bodies[requests_before + i] for i in patches]
+    assert all(len(b["records"]) == 200 for b in bodies)
+    assert all(set(r) == {"attributes", "id", "Title"} and r["Title"] is None for b in bodies for r in b["records"])
+    assert len(calls) < 150  # the patches, 200-id reads of the linked users, the target phase's pages
+    assert org.tokens_issued > tokens_before
+    assert all(u["Title"] is None for u in org.users.values())
+
+
+def test_reverse_correlation_finds_existing_users_by_escaped_soql(project: Path, org: FakeSalesforce) -> None:
+    """Managed users that already exist in Salesforce under the same Username (any
+    case, quotes included) are linked by a SOQL correlation query, not created again."""
+    org.add_user(Username="o'brien@example.com", LastName="O'Brien", Email="o'brien@example.com", Alias="obrien")
+    org.add_user(Username="ada@example.com", LastName="Lovelace", Email="ada@example.com", Alias="ada")
+    loaded = load_project(project)
+    managed = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
+    managed.create({"userName": "o'brien@example.com", "sn": "O'Brien", "mail": "o'brien@example.com"})
+    managed.create({"userName": "ADA@example.com", "sn": "Lovelace", "mail": "ada@example.com"})
+    result = _recon(project, REVERSE)
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["situationSummary"]["FOUND"] == 2 and result.summary["changes"]["created"] == 0
+    assert result.summary["changes"]["linked"] == 2 and len(org.users) == 2
+    correlation = [q for q in org.queries if "WHERE" in q]
+    assert any("Username = 'o\\'brien@example.com'" in q for q in correlation), correlation
+    again = _recon(project, REVERSE)
+    assert again.summary["situationSummary"]["CONFIRMED"] == 2 and again.summary["changes"]["created"] == 0
+
+
+def test_sample_jobs_schedule_both_mappings(project: Path, org: FakeSalesforce) -> None:
+    """The sample's job files are valid: Salesforce into the store every 15 minutes,
+    the nightly push back to Salesforce, both naming mappings of the sample."""
+    shutil.copytree(SAMPLE / "jobs.d", project / "jobs.d")
+    listed = idsync(project, "jobs", "--json", env=sf_env(org))
+    assert listed.returncode == 0, listed.stderr
+    jobs = {j["name"]: j for j in json.loads(listed.stdout)["jobs"]}
+    assert jobs["sync-salesforce-users"]["mappings"] == [FORWARD]
+    assert jobs["sync-salesforce-users"]["scheduleDescription"] == "Every 15 minutes"
+    assert jobs["push-users-to-salesforce"]["mappings"] == [REVERSE]
+    assert all(j["enabled"] for j in jobs.values())
+
+
+def test_limit_exceeded_while_writing_fails_the_run_before_any_deactivation(project: Path,
+                                                                            org: FakeSalesforce) -> None:
+    """When the API allowance runs out between the read of a page and its writes, the
+    store-to-Salesforce recon retries, then stops FAILED naming the limit; the user
+    whose managed user is gone is not deactivated by the failed run."""
+    _seed(org, 3)
+    assert _recon(project, FORWARD).state == "SUCCESS"
+    loaded = load_project(project)
+    managed = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
+    users = _managed(project)
+    managed.delete(users["user001@example.com"]["_id"])
+    for name in ("user000@example.com", "user002@example.com"):
+        managed.update(users[name]["_id"], {"description": "Engineer"})
+    org.api_allowance = org.api_calls + 1  # the page's read, then no more
+    result = _recon(project, REVERSE, max_deletes=1)
+    assert result.state == "FAILED" and "REQUEST_LIMIT_EXCEEDED" in (result.message or ""), result.message
+    assert "PATCH /services/data/v44.0/composite/sobjects" in (result.message or "")
+    assert org.count("PATCH", "/composite/sobjects") == 0
+    assert all(u["IsActive"] is True and not u.get("Title") for u in org.users.values())

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import apscheduler.executors.base
+import apscheduler.schedulers.base
 import pytest
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
 from idsync.config.jobs import JobDef, parse_job
 from idsync.daemon.schedule import CronSchedule, ScheduleError
 from idsync.daemon.scheduler import SKIP_TOLERANCE, CronScheduleTrigger, JobTable, missed_fire
@@ -130,11 +135,42 @@ def test_fire_times_strictly_increase_through_a_dst_year() -> None:
     assert all(dt.timedelta(0) < g <= dt.timedelta(minutes=90) for g in gaps)
 
 
-@pytest.mark.parametrize("bad", ["0 0 12 LW * ?", "0 0 30 2 *", "* * *", ""])
-def test_invalid_expressions_raise(bad: str) -> None:
-    """What croniter cannot walk is a ScheduleError, never a crash later."""
-    with pytest.raises(ScheduleError):
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ("0 0 12 LW * ?", "day of month 'LW' is not supported"),
+        ("0 0 12 L-3 * ?", "day of month 'L-3' is not supported"),
+        ("0 0 12 1 * MON", "Quartz needs '?' in one of them"),
+        ("0 0 30 2 *", "'0 0 30 2 *': matches no date"),
+        ("0 61 * * * ?", "'0 61 * * * ?': out of range"),
+        ("JAN * * * *", "not a month or day name"),
+        ("* * *", "3 fields; expected 5"),
+        ("", "empty schedule"),
+    ],
+)
+def test_invalid_expressions_raise(bad: str, says: str) -> None:
+    """What croniter cannot walk is a ScheduleError saying what is wrong in the user's own
+    text (never croniter's rewritten form), not a crash later."""
+    with pytest.raises(ScheduleError) as info:
         CronSchedule.parse(bad)
+    assert says in str(info.value)
+    assert "acceptable" not in str(info.value)  # croniter's wording about its own form
+
+
+def test_quartz_examples_from_its_documentation() -> None:
+    """Quartz's tutorial examples fire as Quartz documents them."""
+    start = _at("2026-01-01T00:00")
+    assert _fires("0 0/5 14 * * ?", start, 2) == ["2026-01-01T14:00:00+00:00", "2026-01-01T14:05:00+00:00"]
+    assert _fires("0 15 10 ? * 6#3", start, 1) == ["2026-01-16T10:15:00+00:00"]  # third Friday
+    assert _fires("0 0 12 1/5 * ?", start, 3)[1:] == ["2026-01-06T12:00:00+00:00", "2026-01-11T12:00:00+00:00"]
+    assert _fires("0 15 10 ? * 6L 2026-2027", start, 1) == ["2026-01-30T10:15:00+00:00"]
+    assert _fires("0 0 0 1W * ?", start, 1) == ["2026-02-02T00:00:00+00:00"]  # 1 Feb is a Sunday
+    assert _fires("0 0 0 ? * 1-7/2", start, 3) == [  # Sunday, Tuesday, Thursday, Saturday
+        "2026-01-03T00:00:00+00:00",
+        "2026-01-04T00:00:00+00:00",
+        "2026-01-06T00:00:00+00:00",
+    ]
+    assert _fires("0 0 12 * * MON", start, 1) == ["2026-01-05T12:00:00+00:00"]  # "*" for "?" is accepted
 
 
 def test_trigger_follows_the_schedule_with_bounded_jitter() -> None:
@@ -216,17 +252,141 @@ def test_apply_adds_changes_and_removes(tmp_path: Path) -> None:
     assert scheduler.get_job("hourly") is None and "hourly" in table.jobs
 
 
-def test_overlapping_fire_is_skipped_and_logged(tmp_path: Path) -> None:
-    """A fire arriving while the job still runs is dropped with ``job.skipped reason=running``."""
-    _scheduler, table = _table(tmp_path)
+# -- the jobs on a real APScheduler, its clock driven by the test ----------------------------
+
+
+class _Clock:
+    """The one "now" both APScheduler's scheduler loop and its executor read."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+        clock = self
+
+        class _Now(dt.datetime):
+            @classmethod
+            def now(cls, tz: dt.tzinfo | None = None) -> _Now:  # type: ignore[override]
+                return clock.now.astimezone(tz)  # type: ignore[return-value]
+
+        self.datetime = _Now
+
+
+class _HeldExecutor(BaseExecutor):  # type: ignore[misc]
+    """Runs a job at once but keeps it counted as running until ``finish`` (a long recon)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: list[tuple[str, list[Any]]] = []
+
+    def _do_submit_job(self, job: Any, run_times: list[dt.datetime]) -> None:
+        self._held.append((job.id, run_job(job, job._jobstore_alias, run_times, self._logger.name)))
+
+    def finish(self) -> None:
+        held, self._held = self._held, []
+        for job_id, events in held:
+            self._run_job_success(job_id, events)
+
+
+class _SteppedScheduler(BaseScheduler):  # type: ignore[misc]
+    """A scheduler with no thread of its own: the test calls ``step`` after moving the clock."""
+
+    def wakeup(self) -> None:
+        pass
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+
+    def step(self) -> None:
+        self._process_jobs()
+
+
+@pytest.fixture
+def stepped(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    clock = _Clock(_at("2026-01-01T10:30"))
+    monkeypatch.setattr(apscheduler.schedulers.base, "datetime", clock.datetime)
+    monkeypatch.setattr(apscheduler.executors.base, "datetime", clock.datetime)
+    executor = _HeldExecutor()
+    scheduler = _SteppedScheduler(timezone=UTC, executors={"default": executor})
+    fired: list[tuple[str, str]] = []
+    table = JobTable(scheduler, lambda name, _trigger: fired.append((name, clock.now.strftime("%H:%M"))))
+    scheduler.start()
+    scheduler.table = table
+    yield clock, scheduler, executor, fired
+    scheduler.shutdown(wait=False)
+
+
+def _move(clock: _Clock, scheduler: _SteppedScheduler, executor: _HeldExecutor, to: str) -> None:
+    clock.now = _at(to)
+    scheduler.step()
+    executor.finish()
+
+
+def test_on_time_fires_run_and_a_stalled_loop_runs_once_or_skips(tmp_path: Path, stepped: Any) -> None:
+    """The loop stalls from 11:00 to 13:20: the ``run_once`` job runs once for the two fires
+    it missed (coalesced, the latest within grace); the ``skip`` job drops them and logs ``reason=misfire``."""
+    clock, scheduler, executor, fired = stepped
+    once = _jobdef(tmp_path)
+    (tmp_path / "skip.toml").write_text('schedule = "0 * * * *"\nmappings = ["m"]\nmisfire = "skip"\n')
+    skip = parse_job(tmp_path / "skip.toml", ["m"])
+    scheduler.table.apply({"hourly": once, "skip": skip})
+    _move(clock, scheduler, executor, "2026-01-01T10:59:59")
+    assert fired == []
+    _move(clock, scheduler, executor, "2026-01-01T11:00:03")  # a few seconds late is on time
+    assert sorted(fired) == [("hourly", "11:00"), ("skip", "11:00")]
+    fired.clear()
     with capture_logs() as logs:
-        table._on_event(JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, "hourly", "default", [_at("2026-01-01T12:00")]))
-    assert logs == [
-        {
-            "event": "job.skipped",
-            "job": "hourly",
-            "reason": "running",
-            "fire_times": ["2026-01-01T12:00:00+00:00"],
-            "log_level": "warning",
-        }
+        _move(clock, scheduler, executor, "2026-01-01T13:20")
+    assert fired == [("hourly", "13:20")]
+    assert [(e["job"], e["reason"], e["fire_times"]) for e in logs if e["event"] == "job.skipped"] == [
+        ("skip", "misfire", ["2026-01-01T13:00:00+00:00"])
     ]
+    assert scheduler.get_job("hourly").next_run_time == _at("2026-01-01T14:00")
+    fired.clear()
+    _move(clock, scheduler, executor, "2026-01-01T14:00:20")  # past the skip tolerance of 10 s
+    assert fired == [("hourly", "14:00")]
+
+
+def test_run_once_grace_limits_a_late_fire(tmp_path: Path, stepped: Any) -> None:
+    """A fire delayed by more than ``misfire_grace`` is not run, even with ``run_once``."""
+    clock, scheduler, executor, fired = stepped
+    scheduler.table.apply({"hourly": _jobdef(tmp_path, "misfire_grace = 600\n")})
+    with capture_logs() as logs:
+        _move(clock, scheduler, executor, "2026-01-01T11:09")
+        _move(clock, scheduler, executor, "2026-01-01T12:11")
+    assert fired == [("hourly", "11:09")]
+    assert [e["reason"] for e in logs if e["event"] == "job.skipped"] == ["misfire"]
+
+
+def test_overlapping_fire_is_skipped_and_logged(tmp_path: Path, stepped: Any) -> None:
+    """A fire arriving while the job still runs is dropped with ``job.skipped reason=running``;
+    once the run ended, the next fire runs again."""
+    clock, scheduler, executor, fired = stepped
+    scheduler.table.apply({"hourly": _jobdef(tmp_path, schedule="*/5 * * * *")})
+    clock.now = _at("2026-01-01T10:35")
+    scheduler.step()  # runs, and is still running at the next fire
+    with capture_logs() as logs:
+        clock.now = _at("2026-01-01T10:40")
+        scheduler.step()
+    executor.finish()
+    _move(clock, scheduler, executor, "2026-01-01T10:45")
+    assert fired == [("hourly", "10:35"), ("hourly", "10:45")]
+    assert [(e["event"], e["reason"], e["fire_times"]) for e in logs] == [
+        ("job.skipped", "running", ["2026-01-01T10:40:00+00:00"])
+    ]
+
+
+def test_fires_follow_the_zone_across_a_dst_change_on_the_scheduler(tmp_path: Path, stepped: Any) -> None:
+    """Driven hour by hour through the spring-forward night, a 02:30 Stockholm job runs
+    once, at 03:00 local (01:00 UTC), and the next night at 02:30 local again."""
+    clock, scheduler, executor, fired = stepped
+    job = _jobdef(tmp_path, 'timezone = "Europe/Stockholm"\n', schedule="30 2 * * *")
+    clock.now = _at("2026-03-28T12:00")
+    scheduler.table.apply({"hourly": job})
+    seen: list[str] = []
+    instant = clock.now
+    while instant < _at("2026-03-30T12:00"):
+        instant += dt.timedelta(minutes=10)
+        before = len(fired)
+        _move(clock, scheduler, executor, instant.isoformat())
+        if len(fired) > before:
+            seen.append(instant.isoformat())
+    assert seen == ["2026-03-29T01:00:00+00:00", "2026-03-30T00:30:00+00:00"]

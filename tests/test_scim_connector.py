@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 import pytest
 from idsync.connectors.base import QuerySpec, WriteOp
 from idsync.connectors.scim import ScimSystem, open_scim_system
-from idsync.errors import AuthenticationFailed, ConfigError, ObjectRejected, PeerUnavailable
+from idsync.errors import AuthenticationFailed, ConfigError, ObjectRejected, PeerUnavailable, RevisionMismatch
 from idsync.query.parser import parse
 from scim_server import CLIENT_ID, CLIENT_SECRET, ENTERPRISE, STATIC_TOKEN, ScimServer, running
 
@@ -23,6 +23,7 @@ _TYPES: dict[str, Any] = {
         "workEmail": {"nativeName": 'emails[type eq "work"].value'},
         "primaryEmail": {"nativeName": "emails[primary eq true].value"},
         "employeeNumber": {"nativeName": f"{ENTERPRISE}:employeeNumber"},
+        "login": {"nativeName": "urn:ietf:params:scim:schemas:core:2.0:User:userName"},
     }},
     "group": {"nativeType": "__GROUP__", "properties": {
         "displayName": {}, "members": {"type": "array", "memberReference": "userName"}}},
@@ -65,16 +66,32 @@ def test_pages_follow_total_results_and_ask_only_mapped_attributes(server: ScimS
     assert queries[0]["attributes"] == ["id,userName,name"]
 
 
+def test_a_list_that_shrinks_while_it_is_read_stops_the_read(server: ScimServer) -> None:
+    """A user deleted in the provider between two pages shifts the later users back one
+    index, so one of them would never be seen (and look deleted to a recon): the read
+    stops with PeerUnavailable saying the list shrank, instead of ending as if complete."""
+    for i in range(6):
+        server.add_user(f"user{i}")
+    pages = _system(server, pageSize=2).resource("account").pages(QuerySpec(fields=["userName"]))
+    first = next(pages)
+    assert len(first) == 2
+    with server.client() as c:
+        c.delete(f"Users/{first[0]['_id']}").raise_for_status()
+    with pytest.raises(PeerUnavailable, match="shrank from 6 to 5"):
+        next(pages)
+
+
 def test_complex_multi_valued_and_extension_paths_read_and_write(server: ScimServer) -> None:
-    """name.givenName, emails[type eq "work"].value, emails[primary eq true].value and the
-    enterprise employeeNumber read into properties and write back into the right places."""
+    """name.givenName, emails[type eq "work"].value, emails[primary eq true].value, the
+    enterprise employeeNumber and a core attribute written with its schema URN read into
+    properties and write back into the right places."""
     server.add_user("bjensen", name={"givenName": "Barbara"},
                     emails=[{"value": "b@home", "type": "home", "primary": True},
                             {"value": "b@work", "type": "work"}], **{ENTERPRISE: {"employeeNumber": "42"}})
     resource = _system(server).resource("account")
     (obj,) = resource.find(QuerySpec(filter=parse('userName eq "bjensen"')))
     assert obj == {**obj, "givenName": "Barbara", "workEmail": "b@work", "primaryEmail": "b@home",
-                   "employeeNumber": "42"}
+                   "employeeNumber": "42", "login": "bjensen"}
     resource.update(obj["_id"], {"workEmail": "barbara@work", "employeeNumber": "43"})
     stored = server.get("Users", obj["_id"])
     assert stored is not None
@@ -96,6 +113,45 @@ def test_query_filter_becomes_escaped_scim_filter_and_get_many(server: ScimServe
     assert {k: v["userName"] for k, v in many.items()} == {odd["id"]: 'o"neil', plain["id"]: "plain"}
 
 
+def test_filter_on_one_item_of_a_multi_valued_attribute_matches_that_item_only(server: ScimServer) -> None:
+    """`workEmail eq X` (emails[type eq "work"].value) finds the user whose work e-mail is
+    X, not the one whose home e-mail is X, also under `!` and with only other fields
+    asked for; the provider is sent the widened `emails.value` filter."""
+    work = server.add_user("work", emails=[{"value": "x@example.com", "type": "work"}])
+    home = server.add_user("home", emails=[{"value": "x@example.com", "type": "home"},
+                                           {"value": "h@example.com", "type": "work"}])
+    resource = _system(server).resource("account")
+    found = resource.find(QuerySpec(filter=parse('workEmail eq "X@example.com"'), fields=["userName"]))
+    assert found == [{"_id": work["id"], "userName": "work"}]
+    assert parse_qs(server.requests[-1][2])["filter"] == ['emails.value eq "X@example.com"']
+    others = resource.find(QuerySpec(filter=parse('!(workEmail eq "x@example.com") and userName pr')))
+    assert [o["_id"] for o in others] == [home["id"]]
+    either = resource.find(QuerySpec(filter=parse('workEmail co "@example.com" or userName eq "nobody"')))
+    assert sorted(o["userName"] for o in either) == ["home", "work"]
+
+
+def test_lookups_go_one_term_a_request_when_the_provider_refuses_or(server: ScimServer) -> None:
+    """A provider that answers 400 invalidFilter to `or` still serves get_many, batched
+    correlation and group member names: after the first refusal ids are read by their
+    URL and other values with one `eq` a request, and `or` is not tried again."""
+    users = [server.add_user(n) for n in ("alice", "bob", "carol")]
+    server.add_group("staff", [u["id"] for u in users])
+    server.refuse_or = True
+    system = _system(server)
+    accounts = system.resource("account")
+    server.requests.clear()
+    many = accounts.get_many([u["id"] for u in users] + ["gone"], ["userName"])
+    assert sorted(many) == sorted(u["id"] for u in users)
+    assert [p for m, p, _ in server.requests[1:]] == [f"/v2/Users/{i}" for i in [*(u["id"] for u in users), "gone"]]
+    refused = [s for m, _, s in server.answers if s == 400]
+    assert len(refused) == 1
+    found = accounts.find_matching((("userName",),), [("alice",), ("carol",), ("nobody",)], ["userName"])
+    assert {k: [o["userName"] for o in v] for k, v in found.items()} == {("alice",): ["alice"], ("carol",): ["carol"]}
+    (group,) = system.resource("group").find(QuerySpec(filter=parse('displayName eq "staff"')))
+    assert sorted(group["members"]) == ["alice", "bob", "carol"]
+    assert len([s for m, _, s in server.answers if s == 400]) == 1
+
+
 def test_update_patches_only_changed_attributes_with_if_match(server: ScimServer) -> None:
     """With PATCH and ETags announced, an update sends one PatchOp replacing only the
     changed attribute, under If-Match with the version read; an unchanged value sends nothing."""
@@ -113,14 +169,35 @@ def test_update_patches_only_changed_attributes_with_if_match(server: ScimServer
 
 
 def test_etag_conflict_is_retried_once_after_reading_again(server: ScimServer) -> None:
-    """A 412 on the PATCH re-reads the resource and sends the PATCH again, once."""
-    user = server.add_user("alice")
+    """Another writer changes the user between the connector's read and its PATCH: the
+    provider answers 412 to the stale If-Match, the connector reads again and PATCHes
+    once more under the new version, and both changes survive."""
+    user = server.add_user("alice", name={"givenName": "Alice", "familyName": "A"})
     resource = _system(server).resource("account")
-    server.fail_next("PATCH", 412, retry_after=None)
+    server.before_next("PATCH", lambda: server.change("Users", user["id"], "name.familyName", "B"))
     resource.update(user["id"], {"givenName": "Alicia"})
     stored = server.get("Users", user["id"])
-    assert stored is not None and stored["name"]["givenName"] == "Alicia"
-    assert [m for m, p, _ in server.requests if p.endswith(user["id"])][:4] == ["GET", "PATCH", "GET", "PATCH"]
+    assert stored is not None and stored["name"] == {"givenName": "Alicia", "familyName": "B"}
+    # The other writer's PATCH, the connector's stale one, and its second one.
+    patches = [status for m, _, status in server.answers if m == "PATCH"]
+    assert len(patches) == 3 and patches[1] == 412 and patches[0] < 300 and patches[2] < 300
+    assert len(server.if_match) == 2 and server.if_match[0] == user["meta"]["version"] != server.if_match[1]
+
+
+def test_a_second_etag_conflict_fails_that_object_only(server: ScimServer) -> None:
+    """When the PATCH sent after re-reading is refused with 412 too, that update is the
+    object's RevisionMismatch (no third try) and the next op of the batch is written."""
+    alice, bob = server.add_user("alice"), server.add_user("bob")
+    resource = _system(server).resource("account")
+    server.fail_next("PATCH", 412, retry_after=None)
+    server.fail_next("PATCH", 412, retry_after=None)
+    results = resource.write_batch([WriteOp("update", id=alice["id"], values={"givenName": "Alicia"}),
+                                    WriteOp("update", id=bob["id"], values={"givenName": "Robert"})])
+    assert isinstance(results[0].error, RevisionMismatch) and "412" in str(results[0].error)
+    assert results[1].ok
+    assert [m for m, p, _ in server.requests if p.endswith(alice["id"])] == ["GET", "PATCH", "GET", "PATCH"]
+    stored = server.get("Users", bob["id"])
+    assert stored is not None and stored["name"]["givenName"] == "Robert"
 
 
 def test_put_when_patch_is_not_announced() -> None:
@@ -134,15 +211,20 @@ def test_put_when_patch_is_not_announced() -> None:
 
 
 def test_duplicate_user_name_fails_that_object_only(server: ScimServer) -> None:
-    """A 409 (uniqueness) on one create is that object's ObjectRejected; the next op in
-    the batch is still written."""
+    """A 409 (uniqueness) on one create and a 400 (a value of the wrong type) on another
+    are those objects' ObjectRejected, with the provider's reason; the next op in the
+    batch is still written."""
     server.add_user("taken")
-    resource = _system(server).resource("account")
+    resource = open_scim_system("scim", {"configurationProperties": {
+        "SCIMEndpoint": server.url, "authToken": STATIC_TOKEN}, "objectTypes": {"account": {"properties": {
+            "userName": {}, "active": {"type": "boolean"}}}}}, file="f.json").resource("account")
     results = resource.write_batch([WriteOp("create", values={"userName": "taken"}),
+                                    WriteOp("create", values={"userName": "odd", "active": {"not": "boolean"}}),
                                     WriteOp("create", values={"userName": "fresh"})])
     assert isinstance(results[0].error, ObjectRejected) and "409" in str(results[0].error)
     assert "uniqueness" in str(results[0].error)
-    assert results[1].ok and [u["userName"] for u in server.list("Users", 'userName eq "fresh"')] == ["fresh"]
+    assert isinstance(results[1].error, ObjectRejected) and "HTTP 400" in str(results[1].error)
+    assert results[2].ok and [u["userName"] for u in server.list("Users", 'userName eq "fresh"')] == ["fresh"]
 
 
 def test_group_membership_changes_are_patch_add_and_remove(server: ScimServer) -> None:
@@ -199,21 +281,27 @@ def test_oauth_token_cached_renewed_and_refetched_after_401(server: ScimServer) 
 
 
 def test_refused_credentials_fail_with_authentication_message(server: ScimServer) -> None:
-    """A wrong client secret or a wrong static token is AuthenticationFailed; the message
-    names the endpoint and the status, never the secret."""
+    """A wrong client secret, a wrong static token or a 403 is AuthenticationFailed; the
+    message names the endpoint and the status, never the secret."""
     with pytest.raises(AuthenticationFailed, match="invalid_client") as caught:
         _oauth(server, clientSecret="wrong-secret").resource("account").find(QuerySpec())
     assert "wrong-secret" not in str(caught.value)
     with pytest.raises(AuthenticationFailed, match="HTTP 401"):
         _system(server, authToken="bad-token").resource("account").find(QuerySpec())
+    server.fail_next("GET", 403, retry_after=None)
+    with pytest.raises(AuthenticationFailed, match=r"authentication refused.*HTTP 403"):
+        _system(server).resource("account").find(QuerySpec())
 
 
 def test_test_reports_ok_or_the_precise_reason(server: ScimServer) -> None:
-    """`test` is ok with features listed; else it names a 401, a malformed
-    ServiceProviderConfig, or an unreachable endpoint."""
+    """`test` is ok with features listed; else it names a 401, an unreachable token
+    endpoint, a malformed ServiceProviderConfig, or an unreachable SCIM endpoint."""
     report = _oauth(server).test()
     assert report["ok"] is True and report["scim"] == {"version": "2.0", "patch": True, "etag": True,
                                                        "filter": True}
+    no_token = _oauth(server, tokenEndpoint="http://127.0.0.1:1/oauth/token").test()
+    assert no_token["ok"] is False
+    assert "cannot reach the token endpoint http://127.0.0.1:1/oauth/token" in no_token["error"]
     bad = _system(server, authToken="bad-token").test()
     assert bad["ok"] is False and "authentication refused" in bad["error"] and "401" in bad["error"]
     server.broken_config = True

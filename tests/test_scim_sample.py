@@ -1,21 +1,27 @@
 """The SCIM sample end to end through the real CLI and engine against a real SCIM 2.0
-provider (scim2-server): its four mappings both ways, users then groups, implicit
-sync of managed changes, deletes, and a provider that stops mid-run."""
+provider (scim2-server): its four mappings both ways (on each store backend), users
+then groups and the sample's job, implicit sync of managed changes, correlation by
+SCIM filter, deletes, a duplicate userName, refused credentials, and a provider that
+stops mid-run."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
+from dbs import BACKENDS, store_url
 from idsync.config.project import load_project
 from idsync.connectors.base import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.sync.recon import ReconOptions, ReconResult, run_recon
-from scim_sample import GROUPS_IN, GROUPS_OUT, USERS_IN, USERS_OUT, sample_project, scim_env
+from scim_sample import GROUPS_IN, GROUPS_OUT, SAMPLE, USERS_IN, USERS_OUT, sample_project, scim_env
 from scim_server import CLIENT_SECRET, ENTERPRISE, ScimServer, running
 
 from samples import idsync
@@ -27,10 +33,12 @@ def server() -> Iterator[ScimServer]:
 
 
 @pytest.fixture
-def project(tmp_path: Path, server: ScimServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, server: ScimServer, monkeypatch: pytest.MonkeyPatch,
+            request: pytest.FixtureRequest) -> Path:
+    """The sample on a fresh store: SQLite, or the backend a test asks for by parameter."""
     for key, value in scim_env(server).items():
         monkeypatch.setenv(key, value)
-    return sample_project(tmp_path, f"sqlite:///{tmp_path / 's.db'}")
+    return sample_project(tmp_path, store_url(getattr(request, "param", "sqlite"), tmp_path))
 
 
 def _cli(project: Path, server: ScimServer, *args: str) -> Any:
@@ -66,6 +74,7 @@ def _seed(server: ScimServer) -> dict[str, dict[str, Any]]:
     return users
 
 
+@pytest.mark.parametrize("project", BACKENDS, indirect=True)
 def test_users_then_groups_into_the_store_and_changes_back(project: Path, server: ScimServer) -> None:
     """The seed's walk-through: `idsync test` is ok; SCIM users become managed users
     (complex, multi-valued and enterprise attributes), groups become roles whose members
@@ -158,3 +167,109 @@ def test_provider_stopping_mid_run_fails_the_run_and_deletes_nothing(tmp_path: P
     assert result.state == "FAILED"
     assert "cannot reach" in (result.message or "")
     assert len(_managed(project, "user", "userName")) == 6
+
+
+def _without_push(project: Path, *, correlation: bool = True) -> None:
+    """Turn off implicit sync of managed users (and their correlation query, when asked),
+    so that only a recon writes users to the provider."""
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    for mapping in sync["mappings"]:
+        if mapping["name"] == USERS_OUT:
+            mapping["enableSync"] = False
+            if not correlation:
+                del mapping["correlationQuery"]
+    sync_file.write_text(json.dumps(sync, indent=2))
+
+
+def test_reverse_recon_correlates_existing_accounts_by_scim_filter(project: Path, server: ScimServer) -> None:
+    """A managed user whose userName an unlinked SCIM user already has (in another case,
+    or with a quote in it) is correlated through an escaped SCIM `userName eq` filter
+    and linked, not POSTed again; a managed user with no SCIM account is created; the
+    forward recon then finds all of them CONFIRMED through the shared link set, with no
+    duplicate managed user."""
+    _without_push(project)
+    existing = server.add_user("BJensen", name={"givenName": "Barbara"})
+    server.add_user('o"neil')
+    for name in ("bjensen", 'o"neil', "mnew"):
+        _cli(project, server, "managed", "create", "user", "--data", json.dumps({"userName": name, "sn": "X"}))
+    assert sorted(u["userName"] for u in server.list("Users")) == ["BJensen", 'o"neil']
+    server.requests.clear()
+    server.bodies.clear()
+    summary = _cli(project, server, "recon", USERS_OUT, "--json")
+    assert summary["situationSummary"]["FOUND"] == 2 and summary["situationSummary"]["ABSENT"] == 1
+    assert summary["changes"]["created"] == 1 and summary["changes"]["failed"] == 0
+    filters = [parse_qs(q).get("filter", [""])[0] for m, p, q in server.requests if m == "GET" and p == "/v2/Users"]
+    assert any('userName eq "bjensen"' in f for f in filters), filters
+    assert any('userName eq "o\\"neil"' in f for f in filters), filters
+    posted = [b.get("userName") for m, b in server.bodies if m == "POST /v2/Users"]
+    assert posted == ["mnew"]
+    forward = _cli(project, server, "recon", USERS_IN, "--json")
+    assert forward["situationSummary"]["CONFIRMED"] == 3 and forward["situationSummary"]["ABSENT"] == 0
+    # One managed user per person; the forward mapping takes the provider's spelling.
+    assert sorted(_managed(project, "user", "userName")) == ["BJensen", "mnew", 'o"neil']
+    assert server.get("Users", existing["id"]) is not None
+
+
+def test_duplicate_user_name_fails_that_user_and_the_run_goes_on(project: Path, server: ScimServer) -> None:
+    """Without a correlation query a managed user whose userName the provider already
+    has is POSTed and refused with 409: that user is the run's one failure, recorded
+    with the provider's uniqueness message; the other user is created and the run ends
+    SUCCESS."""
+    _without_push(project, correlation=False)
+    server.add_user("alice")
+    for name in ("alice", "bob"):
+        _cli(project, server, "managed", "create", "user", "--data", json.dumps({"userName": name, "sn": "X"}))
+    summary = _cli(project, server, "recon", USERS_OUT, "--json")
+    assert summary["state"] == "SUCCESS"
+    assert summary["changes"]["created"] == 1 and summary["changes"]["failed"] == 1
+    (error,) = summary["errors"]
+    assert "409" in error["message"] and "uniqueness" in error["message"]
+    assert sorted(u["userName"] for u in server.list("Users")) == ["alice", "bob"]
+
+
+def test_deleting_a_managed_user_and_role_deletes_them_in_the_provider(project: Path, server: ScimServer) -> None:
+    """Deleting a managed user or role pushes a DELETE of the linked SCIM user or group;
+    the other users and groups stay."""
+    users = _seed(server)
+    _recon(project, USERS_IN)
+    _recon(project, GROUPS_IN)
+    managed = _managed(project, "user", "userName")
+    roles = _managed(project, "role", "name")
+    _cli(project, server, "managed", "delete", "role", roles["auditors"]["_id"])
+    _cli(project, server, "managed", "delete", "user", managed["kcarter"]["_id"])
+    deletes = [p for m, p, _ in server.requests if m == "DELETE"]
+    group = server.list("Groups", 'displayName eq "auditors"')
+    assert group == [] and [g["displayName"] for g in server.list("Groups")] == ["admins"]
+    assert f"/v2/Users/{users['kcarter']['id']}" in deletes and len(deletes) == 2
+    assert server.get("Users", users["kcarter"]["id"]) is None
+    assert sorted(u["userName"] for u in server.list("Users")) == ["bjensen", "jdoe"]
+
+
+def test_refused_credentials_fail_the_run_with_an_authentication_message(
+        project: Path, server: ScimServer) -> None:
+    """A client secret the token endpoint refuses fails the recon (exit EX_NOPERM) with
+    a message naming the token endpoint and the OAuth error, never the secret; nothing
+    reaches the store."""
+    _seed(server)
+    result = idsync(project, "recon", USERS_IN, env={**scim_env(server), "SCIM_CLIENT_SECRET": "not-the-secret"})
+    assert result.returncode == os.EX_NOPERM, result.stdout + result.stderr
+    assert "FAILED" in result.stdout and "refused the client credentials" in result.stdout
+    assert "invalid_client" in result.stdout and "not-the-secret" not in result.stdout + result.stderr
+    assert _managed(project, "user", "userName") == {}
+
+
+def test_the_sample_job_runs_users_then_groups(project: Path, server: ScimServer) -> None:
+    """The sample's job reconciles users first and groups second, so one run of it
+    leaves every role with its members, who are managed users."""
+    shutil.copytree(SAMPLE / "jobs.d", project / "jobs.d")
+    _seed(server)
+    result = idsync(project, "run-job", "sync-scim", "--json", env=scim_env(server))
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = [line["mapping"] for line in map(json.loads, result.stderr.splitlines())
+           if line.get("event") == "recon.end"]
+    assert ran == [USERS_IN, GROUPS_IN]
+    users = _managed(project, "user", "userName")
+    roles = _managed(project, "role", "name")
+    assert sorted(roles["admins"]["members"]) == ["bjensen", "jdoe"] and roles["auditors"]["members"] == ["kcarter"]
+    assert all(m in users for r in roles.values() for m in r["members"])

@@ -9,7 +9,8 @@ import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.managed import DEFAULT_MANAGED, parse_managed
 from idsync.connectors.base import QuerySpec, WriteOp
-from idsync.errors import NotFound, RevisionMismatch, RunLocked
+from idsync.errors import ConfigError, NotFound, RevisionMismatch, RunLocked
+from idsync.query import parse
 from idsync.query.ast import And, Compare, Not, Or, Present
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
@@ -151,3 +152,69 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
     first.close()
     again = Store.open(url)
     assert ManagedResource(again, parse_managed(DEFAULT_MANAGED).get("user")).count() == 1
+
+
+def test_store_of_an_older_release_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A store left at the first schema revision is brought to the newest one when
+    opened, keeping its objects (the upgrade path of a release)."""
+    from alembic import command
+    from alembic.config import Config
+    from idsync.store import database
+    from sqlalchemy import create_engine, inspect
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(database._MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.exec_driver_sql("INSERT INTO recon_runs (id, mapping, state, stage, started, dry_run, summary) "
+                             "VALUES ('r1', 'm', 'SUCCESS', 'COMPLETED_SUCCESS', '2026-01-01 00:00:00', 0, '{}')")
+    assert "ix_audit_source" not in {i["name"] for i in inspect(engine).get_indexes("audit")}
+    engine.dispose()
+
+    upgraded = Store.open(url)
+    try:
+        indexes = {i["name"] for i in inspect(upgraded.engine).get_indexes("audit")}
+        assert "ix_audit_source" in indexes
+        assert RunStore(upgraded).get("r1") is not None
+    finally:
+        upgraded.close()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_migrations_build_exactly_the_declared_schema(kind: str, tmp_path: Path) -> None:
+    """The Alembic migrations give every dialect the tables, columns, types and
+    indexes ``tables.py`` declares: a change to one without the other fails here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from idsync.store.tables import metadata
+
+    s = Store.open(store_url(kind, tmp_path))
+    try:
+        with s.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+            assert context.get_current_revision() is not None
+    finally:
+        s.close()
+
+
+def test_string_filters_match_case_alike_on_every_store(users: ManagedResource) -> None:
+    """eq, sw and co compare strings exactly on SQLite as on PostgreSQL and MariaDB,
+    indexed or not: one filter selects the same objects whatever the store."""
+    users.create({"userName": "bjensen", "description": "Barbara Jensen"})
+    for text in ('userName sw "BJ"', 'userName co "JEN"', 'userName eq "BJensen"', 'description co "barbara"'):
+        assert _ids(users, parse(text)) == set(), text
+    for text in ('userName sw "bj"', 'userName co "jen"', 'description co "Barbara"'):
+        assert _ids(users, parse(text)) == {"bjensen"}, text
+
+
+@pytest.mark.parametrize(("url", "problem"), [("notaurl", "not a database URL"),
+                                              ("bogus://x", "unsupported database 'bogus'")])
+def test_bad_store_url_is_a_configuration_error(url: str, problem: str) -> None:
+    """A store URL idsync cannot use is a ConfigError naming store.url, not a crash."""
+    with pytest.raises(ConfigError, match=problem) as raised:
+        Store.open(url)
+    assert raised.value.key == "store.url"

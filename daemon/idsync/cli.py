@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from idsync import __version__
+from idsync.api.cli import api_problems
 from idsync.api.cli import register as register_api_commands
 from idsync.cli_jobs import register as register_job_commands
 from idsync.cli_managed import register as register_managed_commands
@@ -27,6 +28,7 @@ from idsync.cli_salesforce import register as register_salesforce_commands
 from idsync.config.project import Project, load_project, validate_project
 from idsync.errors import ConfigError, IdsyncError
 from idsync.log import configure_logging
+from idsync.settings import load_settings
 from idsync.store.database import Store
 
 __all__ = ["main"]
@@ -135,7 +137,7 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
         max_deletes=_max_deletes(args.max_deletes),
         page_size=args.page_size,
     )
-    progress = Progress(enabled=not args.quiet and not args.json,
+    progress = Progress(display=not args.quiet and not args.json,
                         interval=project.settings.recon.progress_interval)
     options.on_progress = progress.update
     outcome: dict[str, Any] = {}
@@ -200,7 +202,8 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli_render import render_audit, render_run, render_runs
     from idsync.store.runs import RunStore
 
-    _, store = _open(project_dir)
+    # The runs are in the store: a broken mapping file must not hide them.
+    store = Store.open(load_settings(project_dir).store_url())
     runs = RunStore(store)
     if args.run_id:
         run = runs.get(args.run_id)
@@ -211,7 +214,8 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
         if args.json:
             print(json.dumps({**_run_json(run), "audit": audit}, indent=2, default=str))
         else:
-            render_run(run["id"], run["state"], run["message"], run["summary"], dry_run=run["dry_run"])
+            render_run(run["id"], run["state"], run["message"], run["summary"], dry_run=run["dry_run"],
+                       started=run["started"], ended=run["ended"])
             render_audit(audit)
         return 0
     recent = runs.recent(limit=args.limit, mapping=args.mapping)
@@ -219,7 +223,15 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
         print(json.dumps([_run_json(r) for r in recent], indent=2, default=str))
     else:
         render_runs(recent)
+        _print_pending(store)
     return 0
+
+
+def _print_pending(store: Store) -> None:
+    from idsync.sync.retry import pending_counts
+
+    for mapping, count in pending_counts(store).items():
+        print(f"{mapping}: {count} object(s) changed in the store did not reach the target: run `idsync sync retry`")
 
 
 def _run_json(run: dict[str, Any]) -> dict[str, Any]:
@@ -242,6 +254,8 @@ def _write_status_file(project: Project, store: Store) -> None:
 
 def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
     problems = validate_project(project_dir)
+    if not problems:
+        problems = api_problems(project_dir)
     for problem in problems:
         print(problem)
     if problems:

@@ -11,12 +11,17 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from idsync.errors import ConfigError
+
+if TYPE_CHECKING:
+    from idsync.config.jobs import JobDef
 
 __all__ = ["register"]
 
@@ -87,13 +92,7 @@ def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
         rows.append(
             {
                 "name": name,
-                "description": job.description,
-                "enabled": job.enabled,
-                "schedule": job.schedule.expression,
-                "scheduleDescription": job.schedule.describe(),
-                "timezone": job.timezone,
-                "mappings": list(job.mappings),
-                "misfire": job.misfire,
+                **job.summary(),
                 "nextFires": [f.isoformat() for f in fires],
                 "lastRun": last_run_of_job(store, name),
             }
@@ -120,25 +119,28 @@ def _render_jobs(rows: list[dict[str, Any]], jobs_dir: Path) -> None:
         table.add_column(column)
     for r in rows:
         last = r["lastRun"]
-        last_text = f"{last['state']} {_short(last['started'])}" if last else "never"
+        last_text = f"{last['state']} {_short(last['started'], r['timezone'])}" if last else "never"
         if last and last.get("error"):
             last_text += f"\n{last['error']}"
         table.add_row(
             f"[bold]{r['name']}[/bold]\n{r['description']}\n{', '.join(r['mappings'])}",
             f"{r['schedule']}\n{r['scheduleDescription']}",
             r["timezone"],
-            "\n".join(_short(f) for f in r["nextFires"]) or "-",
+            "\n".join(_short(f, r["timezone"]) for f in r["nextFires"]) or "-",
             "yes" if r["enabled"] else "no",
             last_text,
         )
     console.print(table)
 
 
-def _short(iso: str | None) -> str:
+def _short(iso: str | None, timezone: str) -> str:
     if not iso:
         return "-"
-    # Wall-clock time in the zone it was written in; the time zone has its own column.
-    return dt.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S")
+    # Wall-clock time in the job's zone, which has its own column.
+    value = dt.datetime.fromisoformat(iso)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # -- idsync run-job -------------------------------------------------------------------
@@ -173,6 +175,13 @@ def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             outcome["error"] = exc
 
+    def on_term(_signum: int, _frame: Any) -> None:
+        # ``kill`` or a service manager stopping the shell: cancel like Ctrl-C; a second one kills.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        cancel.set()
+        print("idsync: SIGTERM, canceling at the next page boundary", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     worker = threading.Thread(target=work, name=f"job-{job.name}")
     worker.start()
     try:
@@ -182,10 +191,12 @@ def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
         cancel.set()
         print("\nidsync: canceling at the next page boundary", file=sys.stderr)
         worker.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if "error" in outcome:
         raise outcome["error"]
     result: JobOutcome = outcome["result"]
-    _write_status(project, store, job.name, result.to_json())
+    _write_status(project, store, job, result.to_json())
     if args.json:
         print(json.dumps({"job": job.name, **result.to_json()}, indent=2, default=str))
     else:
@@ -201,10 +212,13 @@ def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
     return _EXIT.get(result.state, 1)
 
 
-def _write_status(project: Any, store: Any, job: str, last_run: dict[str, Any]) -> None:
+def _write_status(project: Any, store: Any, job: JobDef, last_run: dict[str, Any]) -> None:
     from idsync.status_file import read_status_file, write_status_file
 
     jobs = read_status_file(project.settings.path(project.settings.status_file)).get("jobs") or {}
-    if isinstance(jobs.get(job), dict):
-        jobs[job]["lastRun"] = last_run
+    # What a running daemon wrote (next fire, recent runs) stays; the definition and last run are this one's.
+    previous = jobs.get(job.name)
+    if not isinstance(previous, dict):
+        previous = {"running": False}
+    jobs[job.name] = {**previous, **job.summary(), "lastRun": last_run}
     write_status_file(project, store, jobs=jobs)

@@ -142,15 +142,20 @@ def _shown(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k.lower() not in SECRET_NAMES}
 
 
+def _managed(project: Project, store: Store, object_type: str) -> Resource:
+    project.managed.get(object_type, file="command line", key="TYPE")  # an unknown type names the argument
+    return Resources(project, store).open(f"managed/{object_type}")
+
+
 def _cmd_managed_query(args: argparse.Namespace, project_dir: Path) -> int:
     project, store = _open(project_dir)
-    _print_query(Resources(project, store).open(f"managed/{args.type}"), args)
+    _print_query(_managed(project, store, args.type), args)
     return 0
 
 
 def _cmd_managed_get(args: argparse.Namespace, project_dir: Path) -> int:
     project, store = _open(project_dir)
-    obj = Resources(project, store).open(f"managed/{args.type}").get(args.id)
+    obj = _managed(project, store, args.type).get(args.id)
     if obj is None:
         print(f"idsync: managed/{args.type}/{args.id} not found", file=sys.stderr)
         return os.EX_NOINPUT
@@ -210,16 +215,17 @@ def _cmd_managed_change(args: argparse.Namespace, project_dir: Path) -> int:
         resources.close()
     if change.object is not None:
         print(json.dumps(_shown(change.object), indent=2, ensure_ascii=False))
-    _report_pushes(change.pushes, f"managed/{args.type}")
+    _report_pushes(change.pushes, f"managed/{args.type}", deleted=args.action == "delete")
     if change.pushes:
         _write_status_file(project, store)
     return 0 if change.synced else os.EX_TEMPFAIL
 
 
-def _report_pushes(pushes: list[PushResult], resource: str) -> None:
+def _report_pushes(pushes: list[PushResult], resource: str, *, deleted: bool = False) -> None:
+    done = "is deleted" if deleted else "is saved"
     for push in pushes:
         if not push.ok:
-            print(f"idsync: {resource}/{push.source_id} is saved, but implicit sync through {push.mapping} "
+            print(f"idsync: {resource}/{push.source_id} {done}, but implicit sync through {push.mapping} "
                   f"failed: {push.message} (run {push.run_id}; `idsync sync retry` pushes it again)",
                   file=sys.stderr)
 
@@ -265,7 +271,7 @@ def _cmd_sync_retry(args: argparse.Namespace, project_dir: Path) -> int:
     else:
         for r in results:
             outcome = "ok" if r.ok else f"FAILED: {r.message}"
-            print(f"{r.mapping}: {r.source_id}: {r.situation} {r.action}: {outcome}")
+            print(f"{r.mapping}: {r.source_id}: {f'{r.situation} {r.action}'.strip() or 'not assessed'}: {outcome}")
         if not results:
             print("nothing to retry")
     return 0 if all(r.ok for r in results) else os.EX_TEMPFAIL

@@ -19,9 +19,11 @@ log = structlog.get_logger("idsync.progress")
 
 
 class Progress:
-    def __init__(self, *, enabled: bool, interval: float) -> None:
-        self.tty = enabled and sys.stderr.isatty()
-        self.enabled = enabled
+    """``display``: show the status line when stderr is a terminal. Whenever it is
+    not shown, progress goes to the log instead (its level decides if it appears)."""
+
+    def __init__(self, *, display: bool, interval: float) -> None:
+        self.tty = display and sys.stderr.isatty()
         self.interval = interval
         self._last = 0.0
         self._live: Live | None = None
@@ -30,11 +32,9 @@ class Progress:
             self._live.start()
 
     def update(self, c: Counters) -> None:
-        if not self.enabled:
-            return
-        phase = "target" if c.stage.endswith("TARGET") else "source"
-        done = c.target_processed if phase == "target" else c.source_processed
-        total = c.target_total if phase == "target" else c.source_total
+        phase = {"ACTIVE_RECONCILING_TARGET": "target", "ACTIVE_DELETING": "deleting"}.get(c.stage, "source")
+        done = c.source_processed if phase == "source" else c.target_processed
+        total = c.source_total if phase == "source" else c.target_total
         counts = ", ".join(f"{k} {v}" for k, v in sorted(c.changes.items()) if v)
         if self._live is not None:
             of = f"/{total}" if total else ""

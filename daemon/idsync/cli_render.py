@@ -19,11 +19,14 @@ def _nonzero(d: Mapping[str, Any] | None) -> str:
     return ", ".join(f"{k} {v}" for k, v in (d or {}).items() if v) or "-"
 
 
-def render_run(run_id: str, state: str, message: str | None, summary: Mapping[str, Any], *, dry_run: bool) -> None:
+def render_run(run_id: str, state: str, message: str | None, summary: Mapping[str, Any], *, dry_run: bool,
+               started: dt.datetime | None = None, ended: dt.datetime | None = None) -> None:
     c = _console
     c.print(f"run {run_id}: {summary.get('mapping', '')} [bold]{state}[/bold]" + (" (dry run)" if dry_run else ""))
     if message:
         c.print(f"  message:    {message}")
+    if started is not None:
+        c.print(f"  started:    {_time(started)}" + (f"   ended: {_time(ended)}" if ended else "   (running)"))
     progress = summary.get("progress", {})
     src = progress.get("source", {}).get("existing", {})
     tgt = progress.get("target", {}).get("existing", {})
@@ -44,12 +47,17 @@ def render_run(run_id: str, state: str, message: str | None, summary: Mapping[st
             c.print(f"    - {e.get('message')}" + (f"  [{ids}]" if ids else ""))
 
 
+def _time(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def render_runs(runs: Sequence[Mapping[str, Any]]) -> None:
     if not runs:
         _console.print("no runs recorded yet")
         return
     table = Table(box=None, pad_edge=False)
-    for col in ("run", "mapping", "state", "started", "duration", "changes", "errors"):
+    for col in ("run", "mapping", "state", "started", "ended", "duration", "situations", "actions", "changes",
+                "errors"):
         table.add_column(col)
     for r in runs:
         started: dt.datetime = r["started"]
@@ -57,8 +65,9 @@ def render_runs(runs: Sequence[Mapping[str, Any]]) -> None:
         duration = f"{(ended - started).total_seconds():.1f}s" if ended else "running"
         summary = r["summary"] or {}
         table.add_row(r["id"][:8], r["mapping"], r["state"] + (" (dry)" if r["dry_run"] else ""),
-                      started.strftime("%Y-%m-%d %H:%M:%S"), duration, _nonzero(summary.get("changes")),
-                      str(summary.get("errorCount", 0)))
+                      _time(started), _time(ended) if ended else "-", duration,
+                      _nonzero(summary.get("situationSummary")), _nonzero(summary.get("actionSummary")),
+                      _nonzero(summary.get("changes")), str(summary.get("errorCount", 0)))
     _console.print(table)
 
 

@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from idsync.config.files import substitute
 from idsync.config.project import load_project
@@ -83,7 +83,9 @@ def _code(text: str) -> str:
         if not found:
             raise ConfigError("--code", "", "the redirect URL has no code parameter")
         return found[0]
-    return text
+    # A code copied from the address bar is still URL-encoded (``...%3D%3D``);
+    # Salesforce's codes never hold a literal '%'.
+    return unquote(text)
 
 
 def _cmd_authorize(args: argparse.Namespace, project_dir: Path) -> int:

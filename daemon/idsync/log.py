@@ -1,9 +1,14 @@
 """Logging: structlog everywhere, stdlib loggers (APScheduler, SQLAlchemy, ldap3) routed
-through the same pipeline. Readable console lines on a terminal, JSON lines otherwise."""
+through the same pipeline. Readable console lines on a terminal, JSON lines otherwise.
+
+Under systemd, when the stream is the journal's (``JOURNAL_STREAM``), each line starts
+with its syslog priority (``<4>`` for a warning), which journald strips and records, so
+``journalctl -p warning -u idsync`` works."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Literal
 
@@ -42,7 +47,7 @@ def configure_logging(fmt: Literal["auto", "console", "json"] = "auto", level: s
             renderer,
         ],
     )
-    handler = logging.StreamHandler(out)  # type: ignore[arg-type]
+    handler = _JournalStreamHandler(out) if _is_journal(out) else logging.StreamHandler(out)  # type: ignore[arg-type]
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -55,3 +60,22 @@ def configure_logging(fmt: Literal["auto", "console", "json"] = "auto", level: s
 
 def _identity(_logger: object, _name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
     return event
+
+
+# syslog priorities by stdlib level, as sd-daemon(3) prefixes expect them.
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _JournalStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def _is_journal(stream: object) -> bool:
+    """Whether ``stream`` is the journal stream systemd names in ``JOURNAL_STREAM`` (dev:inode)."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(stream.fileno())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from idsync.errors import ConfigError
@@ -45,6 +45,9 @@ class ScriptSettings(BaseModel):
 class ApiSettings(BaseModel):
     """``[api]``: the HTTP API served by ``idsync run`` (``docs/api.md``)."""
 
+    # A misspelt key (``tls_crt``) must not quietly leave the API on plain HTTP.
+    model_config = ConfigDict(extra="forbid")
+
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -55,6 +58,15 @@ class ApiSettings(BaseModel):
     tls_key: Path | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_failed_logins: int = Field(10, ge=1)  # per client address and minute
+    # Reverse proxies whose X-Forwarded-For names the client (for the login throttle); none by default,
+    # so a local process cannot pick the address its failed logins are counted under.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both for HTTPS, or neither")
+        return self
 
 
 class Settings(BaseSettings):
@@ -80,6 +92,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment beats the file, which beats the defaults.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _status_file_in_state_dir(self) -> Settings:
+        # Unless set on its own, the status file lives in the state directory, wherever that is.
+        if "status_file" not in self.model_fields_set:
+            self.status_file = self.state_dir / "status.json"
+        return self
 
     @property
     def conf_dir(self) -> Path:

@@ -18,9 +18,11 @@ change (start, reload, a job starting or ending, stop). It is replaced with
                              "counts": {"created": 3}, "error": null, "runs": [...]},
                  "recentRuns": [{"id": "...", "mapping": "...", "state": "SUCCESS", ...}]}
       },
-      "mappings": {"NAME": {"lastRun": "...", "state": "...", ...}}
+      "mappings": {"NAME": {"lastRun": "...", "state": "...", ..., "pendingPushes": 2}}
     }
 
+``pendingPushes`` (only when there are any) counts the managed objects whose
+implicit sync through that mapping failed and waits for ``idsync sync retry``.
 Only names, times, states, counts and error messages go in; error messages are
 built from names, never from configuration values, so no secret can land here.
 """
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from idsync import __version__
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import RunStore
+from idsync.sync.retry import pending_counts
 
 if TYPE_CHECKING:
     from idsync.config.project import Project
@@ -95,6 +98,9 @@ def _mappings(project: Project, store: Store) -> dict[str, Any]:
             "errorCount": s.get("errorCount", 0),
             "message": r["message"],
         }
+    pushed = [m.name for m in project.mappings if m.name in out and m.source.startswith("managed/")]
+    for name, count in pending_counts(store, pushed).items():
+        out[name]["pendingPushes"] = count  # objects whose implicit sync failed: `idsync sync retry`
     return out
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import ssl
 from pathlib import Path
 
 import structlog
@@ -31,8 +33,10 @@ from idsync.api.metrics import Metrics
 from idsync.api.openapi import openapi
 from idsync.api.recon import recon_routes
 from idsync.api.system import system_routes
+from idsync.errors import ConfigError
+from idsync.settings import ApiSettings
 
-__all__ = ["ApiServer", "create_app"]
+__all__ = ["ApiServer", "create_app", "tls_files"]
 
 log = structlog.get_logger("idsync.api")
 
@@ -100,7 +104,12 @@ class _QuietServer(uvicorn.Server):
 
 
 class ApiServer:
-    """uvicorn serving the API inside an already running asyncio loop."""
+    """uvicorn serving the API inside an already running asyncio loop.
+
+    Building one checks everything that could refuse the API (accounts, sample
+    passwords off loopback, TLS files, the address being free) and binds the
+    socket, so the daemon can do it before any job fires and stop with a
+    configuration error instead of a half-started service."""
 
     def __init__(self, ctx: ApiContext, *, config_file: str) -> None:
         settings = ctx.settings
@@ -108,20 +117,20 @@ class ApiServer:
         accounts = load_accounts(settings, project_dir, config_file)
         if not len(accounts):
             log.warning("api.no_accounts", hint="every request but info/ping will be refused; add [api.accounts]")
-        tls: dict[str, str] = {}
-        if settings.tls_cert is not None and settings.tls_key is not None:
-            tls = {"ssl_certfile": str(_path(project_dir, settings.tls_cert)),
-                   "ssl_keyfile": str(_path(project_dir, settings.tls_key))}
+        tls = tls_files(settings, project_dir, config_file)
         self.ctx = ctx
         config = uvicorn.Config(create_app(ctx, accounts), host=settings.host, port=settings.port,
                                 log_config=None, access_log=False, lifespan="off", server_header=False,
+                                proxy_headers=bool(settings.trusted_proxies),
+                                forwarded_allow_ips=settings.trusted_proxies or None,
                                 **tls)  # type: ignore[arg-type]
+        self._socket = _bind(settings.host, settings.port, config_file)
         self._server = _QuietServer(config)
         self._task: asyncio.Task[None] | None = None
         self.tls = bool(tls)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve())
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         while not self._server.started:
             if self._task.done():
                 self._task.result()  # a bind error surfaces here
@@ -131,16 +140,42 @@ class ApiServer:
 
     @property
     def port(self) -> int:
-        for server in self._server.servers:
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
-        return self.ctx.settings.port
+        return int(self._socket.getsockname()[1])
 
     async def stop(self) -> None:
         self._server.should_exit = True
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=5)
+        self._socket.close()
         self.ctx.close()
+
+
+def tls_files(settings: ApiSettings, project_dir: Path, config_file: str) -> dict[str, str]:
+    """uvicorn's TLS arguments for ``[api]`` (none without ``tls_cert``); the pair is
+    loaded once here, so a wrong file is a configuration error, not a failed start."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return {}
+    cert, key = _path(project_dir, settings.tls_cert), _path(project_dir, settings.tls_key)
+    for name, path in (("api.tls_cert", cert), ("api.tls_key", key)):
+        if not path.is_file():
+            raise ConfigError(config_file, name, f"no such file {path}")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(config_file, "api.tls_cert", f"cannot load the certificate and key: {exc}") from None
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+
+
+def _bind(host: str, port: int, config_file: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(config_file, "api.port", f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
 
 
 def _path(base: Path, value: Path) -> Path:

@@ -1,4 +1,5 @@
-"""``idsync api hash-password``: the argon2 hash for an ``[api.accounts]`` entry."""
+"""``idsync api hash-password``: the argon2 hash for an ``[api.accounts]`` entry; and
+what ``idsync validate`` checks of ``[api]`` beyond its syntax."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+from idsync.errors import ConfigError, IdsyncError
+
+__all__ = ["api_problems", "register"]
 
 
 def register(subparsers: Any) -> None:
@@ -35,3 +38,23 @@ def _cmd_hash_password(_args: argparse.Namespace, _project_dir: Path) -> int:
         return 1
     print(hash_password(password))
     return 0
+
+
+def api_problems(project_dir: Path) -> list[IdsyncError]:
+    """What would stop ``idsync run`` from serving the enabled API: unreadable or
+    non-argon2 accounts, a sample password on a non-loopback address, a TLS pair
+    that does not load."""
+    from idsync.api.app import tls_files
+    from idsync.api.auth import load_accounts
+    from idsync.config.project import load_project
+
+    settings = load_project(project_dir).settings
+    if not settings.api.enabled:
+        return []
+    file = str(settings.conf_dir / "idsync.toml")
+    try:
+        load_accounts(settings.api, settings.project_dir, file)
+        tls_files(settings.api, settings.project_dir, file)
+    except ConfigError as exc:
+        return [exc]
+    return []

@@ -58,10 +58,15 @@ def _status(exc: IdsyncError) -> int:
     if isinstance(exc, RunLocked):
         return 409
     if isinstance(exc, ConfigError):
-        return 404 if "unknown mapping" in exc.problem or "no such system" in exc.problem else 500
+        return 404 if _names_unknown(exc) else 500
     if isinstance(exc, PeerError):
         return 503
     return 500
+
+
+def _names_unknown(exc: ConfigError) -> bool:
+    """A request naming a mapping, system or object type the configuration lacks."""
+    return any(m in exc.problem for m in ("unknown mapping", "no such system", "no object type"))
 
 
 async def _api_error(_request: Request, exc: Exception) -> Response:
@@ -74,7 +79,9 @@ async def _idsync_error(request: Request, exc: Exception) -> Response:
     code = _status(exc)
     if code >= 500:
         log.warning("api.error", path=request.url.path, code=code, error=type(exc).__name__, message=str(exc))
-    return error_response(code, str(exc))
+    # A name the client got wrong is its problem; where the configuration lives is not its business.
+    message = exc.problem if isinstance(exc, ConfigError) and code == 404 else str(exc)
+    return error_response(code, message)
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:

@@ -146,6 +146,8 @@ async def _collection(request: Request) -> JSONResponse:
         raise ApiError(400, f"unknown _action {action!r} (supported: create)")
     body = await read_json(request, ctx.settings.max_body_bytes)
     new_id = request.query_params.get("_id") or None
+    if new_id is not None and "/" in new_id:
+        raise ApiError(400, "an _id cannot contain '/': the object could not be addressed as managed/TYPE/ID")
     return _answer(await run_in_threadpool(_change, ctx, object_type, "create", new_id, body, None), 201)
 
 

@@ -37,7 +37,9 @@ def _ready(project: Project, resource: str) -> bool:
 def _mappings(project: Project) -> list[dict[str, Any]]:
     out = []
     for m in project.mappings:
-        entry: dict[str, Any] = {"_id": m.name, **m.raw, "name": m.name}
+        # Keys in the order PingIDM answers them (seed 003), then the rest of the mapping.
+        entry: dict[str, Any] = {"_id": m.name, "source": m.source, "target": m.target, "name": m.name, **m.raw}
+        entry["name"] = m.name
         entry["sourceRouteReady"] = _ready(project, m.source)
         entry["targetRouteReady"] = _ready(project, m.target)
         out.append(entry)

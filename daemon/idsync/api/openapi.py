@@ -2,7 +2,12 @@
 
 Written as a table of operations rather than generated from the handlers, so
 the description says what clients may rely on (PingIDM's parameters and
-shapes), not whatever a handler happens to accept.
+shapes), not whatever a handler happens to accept. The answer schemas name the
+fields a PingIDM script reads (the query envelope, a recon's ``_id`` and
+``state``), so a property-based run checks them on every generated request.
+Names that come from the configuration (managed types, systems, mappings) and
+the ``_action`` of each operation are listed as enums, so a client (or a
+generator of requests) sees what this deployment serves.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from idsync import __version__
+from idsync.config.managed import ManagedType, PropertyDef
+from idsync.config.project import Project
 
 __all__ = ["openapi", "spec"]
 
@@ -20,57 +27,219 @@ _QUERY = ["_queryFilter", "_queryId", "_fields", "_sortKeys", "_pageSize", "_pag
           "_pagedResultsOffset", "_totalPagedResultsPolicy"]
 _INTEGER = {"_pageSize", "_pagedResultsOffset"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_OBJECT = {"type": "object", "additionalProperties": True}
+_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
+_MANAGED = {"$ref": "#/components/schemas/ManagedObject"}
+_PAGED = {"$ref": "#/components/schemas/QueryResult"}
+_RUN = {"type": "object", "required": ["_id", "state"], "properties": {
+    "_id": {"type": "string"}, "state": {"type": "string"}}}
+_RUNS = {"type": "object", "required": ["reconciliations"], "properties": {
+    "reconciliations": {"type": "array", "items": {"$ref": "#/components/schemas/ReconSummary"}}}}
+_SYSTEMS = {"type": "array", "items": {"type": "object", "required": ["name", "enabled", "config"], "properties": {
+    "name": {"type": "string"}, "enabled": {"type": "boolean"}, "config": {"type": "string"},
+    "objectTypes": {"type": "array", "items": {"type": "string"}}, "ok": {"type": "boolean"},
+    "error": {"type": "string"}}}}
+_ACTION = {"type": "object", "required": ["_id", "status"], "properties": {
+    "_id": {"type": "string"}, "status": {"type": "string"}}}
+_PATCH = {"type": "array", "items": {"type": "object", "required": ["operation", "field"], "properties": {
+    "operation": {"type": "string"}, "field": {"type": "string"}, "value": {}}}}
 
-_LIST = {"type": "array", "items": _OBJECT}
-
-# path, method, summary, query parameters, request body, success status
-_OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, str]] = [
-    ("/openidm/info/ping", "get", "Health check (no credentials needed)", [], None, "200"),
-    ("/openidm/recon", "get", "List recent reconciliation runs", ["mapping"], None, "200"),
+# path, method, summary, query parameters, request body, {success status: answer schema}
+_OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[str, dict[str, Any]]]] = [
+    ("/openidm/info/ping", "get", "Health check (no credentials needed)", [], None, {"200": {
+        "type": "object", "required": ["state"], "properties": {"state": {"type": "string"}}}}),
+    ("/openidm/info/version", "get", "The daemon's version", [], None, {"200": _OBJECT}),
+    ("/openidm/openapi.json", "get", "This description", [], None, {"200": _OBJECT}),
+    ("/openidm/recon", "get", "List recent reconciliation runs", ["mapping"], None, {"200": _RUNS}),
     ("/openidm/recon", "post", "Start a reconciliation (_action=recon) or reconcile one object (_action=reconById)",
-     ["_action", "mapping", "id", "waitForCompletion"], None, "200"),
-    ("/openidm/recon/{id}", "get", "One run's summary in PingIDM's shape", [], None, "200"),
-    ("/openidm/recon/{id}", "post", "Cancel a running reconciliation (_action=cancel)", ["_action"], None, "200"),
-    ("/openidm/managed/{type}", "get", "Query managed objects", _QUERY, None, "200"),
-    ("/openidm/managed/{type}", "post", "Create a managed object (_action=create)", ["_action"], _OBJECT, "201"),
-    ("/openidm/managed/{type}/{id}", "get", "Read a managed object", ["_fields"], None, "200"),
+     ["_action", "mapping", "id", "waitForCompletion"], None, {"200": _RUN}),
+    ("/openidm/recon/{id}", "get", "One run's summary in PingIDM's shape", [], None,
+     {"200": {"$ref": "#/components/schemas/ReconSummary"}}),
+    ("/openidm/recon/{id}", "post", "Cancel a running reconciliation (_action=cancel)", ["_action"], None,
+     {"200": _ACTION}),
+    ("/openidm/managed/{type}", "get", "Query managed objects", _QUERY, None, {"200": _PAGED}),
+    ("/openidm/managed/{type}", "post", "Create a managed object (_action=create)", ["_action", "_id"], _OBJECT,
+     {"201": _MANAGED}),
+    ("/openidm/managed/{type}/{id}", "get", "Read a managed object", ["_fields"], None, {"200": _MANAGED}),
     ("/openidm/managed/{type}/{id}", "put", "Create (If-None-Match: *) or replace (If-Match) a managed object",
-     [], _OBJECT, "200"),
-    ("/openidm/managed/{type}/{id}", "patch", "Patch a managed object (PingIDM patch operations)", [],
-     {"type": "array", "items": _OBJECT}, "200"),
-    ("/openidm/managed/{type}/{id}", "delete", "Delete a managed object", [], None, "200"),
-    ("/openidm/system", "post", "Test every configured system (_action=test)", ["_action"], None, "200"),
-    ("/openidm/system/{system}/{type}", "get", "Query an external system's objects", _QUERY, None, "200"),
-    ("/openidm/system/{system}/{type}/{id}", "get", "Read one external object", [], None, "200"),
-    ("/openidm/sync/mappings", "get", "The mappings in processing order", _QUERY, None, "200"),
-    ("/openidm/config/sync", "get", "The mappings of conf/sync.json", [], None, "200"),
-    ("/openidm/scheduler/job", "get", "The daemon's jobs, next fire times and last runs", [], None, "200"),
-    ("/openidm/scheduler/job/{name}", "post", "Run a job now (_action=trigger)", ["_action"], None, "200"),
+     [], _OBJECT, {"200": _MANAGED, "201": _MANAGED}),
+    ("/openidm/managed/{type}/{id}", "patch", "Patch a managed object (PingIDM patch operations)", [], _PATCH,
+     {"200": _MANAGED}),
+    ("/openidm/managed/{type}/{id}", "delete", "Delete a managed object (answers it as it was)", [], None,
+     {"200": _MANAGED}),
+    ("/openidm/system", "get", "The configured systems", [], None, {"200": _SYSTEMS}),
+    ("/openidm/system", "post", "Test every configured system (_action=test)", ["_action"], None,
+     {"200": _SYSTEMS}),
+    ("/openidm/system/{system}/{type}", "get", "Query an external system's objects", _QUERY, None,
+     {"200": _PAGED}),
+    ("/openidm/system/{system}/{type}/{id}", "get", "Read one external object", [], None, {"200": {
+        "type": "object", "required": ["_id"], "properties": {"_id": {"type": "string"}}}}),
+    ("/openidm/sync/mappings", "get", "The mappings in processing order", _QUERY, None, {"200": _PAGED}),
+    ("/openidm/config/sync", "get", "The mappings of conf/sync.json", [], None, {"200": {
+        "type": "object", "required": ["_id", "mappings"], "properties": {
+            "_id": {"type": "string"}, "mappings": {"type": "array", "items": _OBJECT}}}}),
+    ("/openidm/scheduler/job", "get", "The daemon's jobs, next fire times and last runs", [], None,
+     {"200": _PAGED}),
+    ("/openidm/scheduler/job/{name}", "get", "One job", [], None, {"200": {"$ref": "#/components/schemas/Job"}}),
+    ("/openidm/scheduler/job/{name}", "post", "Run a job now (_action=trigger)", ["_action"], None,
+     {"200": _ACTION}),
 ]
+# Optimistic concurrency, as PingIDM takes it: a revision, or * for "must (not) exist".
+_CONDITIONS = {"put": ["If-Match", "If-None-Match"], "patch": ["If-Match"], "delete": ["If-Match"]}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["code", "reason", "message"], "properties": {
+        "code": {"type": "integer"}, "reason": {"type": "string"}, "message": {"type": "string"}}},
+    "ManagedObject": {"type": "object", "required": ["_id", "_rev"], "additionalProperties": True,
+                      "properties": {"_id": {"type": "string"}, "_rev": {"type": "string"}}},
+    "QueryResult": {
+        "type": "object",
+        "required": ["result", "resultCount", "pagedResultsCookie", "totalPagedResultsPolicy", "totalPagedResults",
+                     "remainingPagedResults"],
+        "properties": {
+            "result": {"type": "array", "items": {"type": "object", "required": ["_id"]}},
+            "resultCount": {"type": "integer", "minimum": 0},
+            "pagedResultsCookie": {"type": ["string", "null"]},
+            "totalPagedResultsPolicy": {"enum": ["NONE", "EXACT"]},
+            "totalPagedResults": {"type": "integer", "minimum": -1},
+            "remainingPagedResults": {"type": "integer", "minimum": -1},
+        },
+    },
+    "ReconSummary": {
+        "type": "object",
+        "required": ["_id", "mapping", "state", "stage", "progress", "situationSummary", "statusSummary",
+                     "durationSummary", "started", "ended", "duration"],
+        "properties": {
+            "_id": {"type": "string"}, "mapping": {"type": "string"},
+            "state": {"enum": ["ACTIVE", "SUCCESS", "FAILED", "CANCELED"]}, "stage": {"type": "string"},
+            "progress": _OBJECT, "situationSummary": _OBJECT, "statusSummary": _OBJECT, "durationSummary": _OBJECT,
+            "started": {"type": "string"}, "ended": {"type": "string"}, "duration": {"type": ["integer", "null"]},
+        },
+    },
+    "Job": {"type": "object", "required": ["_id", "enabled", "schedule", "nextRunDate", "running", "lastRun"],
+            "properties": {"_id": {"type": "string"}, "enabled": {"type": "boolean"},
+                           "schedule": {"type": "string"}, "nextRunDate": {"type": ["string", "null"]},
+                           "running": {"type": "boolean"}, "lastRun": {"type": ["object", "null"]}}},
+}
 
 
-def spec() -> dict[str, Any]:
+_ACTIONS = {("/openidm/recon", "post"): ["recon", "reconById"], ("/openidm/recon/{id}", "post"): ["cancel"],
+            ("/openidm/managed/{type}", "post"): ["create"], ("/openidm/system", "post"): ["test"],
+            ("/openidm/scheduler/job/{name}", "post"): ["trigger"]}
+_OPTIONAL_ACTION = {("/openidm/managed/{type}", "post")}  # create is also what a bare POST does
+_ENUMS = {"_queryId": ["query-all-ids"], "_totalPagedResultsPolicy": ["NONE", "EXACT"],
+          "waitForCompletion": ["true", "false"]}
+
+
+def _schema(name: str, path: str, method: str, names: dict[str, list[str]]) -> dict[str, Any]:
+    if name in _INTEGER:
+        return {"type": "integer", "minimum": 0}
+    if name == "_action" and (path, method) in _ACTIONS:
+        return {"enum": _ACTIONS[(path, method)]}
+    if name in ("system", "mapping") and names[name]:
+        return {"enum": names[name]}
+    if name in _ENUMS:
+        return {"enum": _ENUMS[name]}
+    return {"type": "string"}
+
+
+def _parameters(path: str, generic: str, method: str, query: list[str],
+                names: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """``path``'s parameters; ``generic`` is its row in the table (``managed/{type}`` for a managed type)."""
+    out = [{"name": p.strip("{}"), "in": "path", "required": True, "schema": _schema(p.strip("{}"), path, method,
+                                                                                        names)}
+           for p in path.split("/") if p.startswith("{")]
+    path = generic
+    required = (path, method) in _ACTIONS and (path, method) not in _OPTIONAL_ACTION
+    out += [{"name": p, "in": "query", "required": p == "_action" and required,
+             "schema": _schema(p, path, method, names)} for p in query]
+    if path.startswith("/openidm/managed/"):
+        out += [{"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
+                for h in _CONDITIONS.get(method, [])]
+    return out
+
+
+def _property(prop: PropertyDef) -> dict[str, Any] | None:
+    if prop.type == "relationship":
+        return None
+    if prop.type == "array":
+        return {"type": "array", "items": {"type": prop.items}} if prop.items not in (None, "relationship") else {
+            "type": "array"}
+    return {"type": prop.type}
+
+
+def _managed_body(managed: ManagedType) -> dict[str, Any]:
+    """What managed.json says an object of this type holds (validated the same way on write)."""
+    properties = {n: schema for n, p in managed.properties.items() if (schema := _property(p)) is not None}
+    return {"type": "object", "required": list(managed.required), "properties": properties,
+            "additionalProperties": True}
+
+
+def _managed_answer(managed: ManagedType) -> dict[str, Any]:
+    """An object as answered: ``_id`` and ``_rev`` always, a secret property never."""
+    properties: dict[str, Any] = {"_id": {"type": "string"}, "_rev": {"type": "string"}}
+    properties.update({name: False for name in sorted(managed.secrets)})
+    return {"type": "object", "required": ["_id", "_rev"], "properties": properties, "additionalProperties": True}
+
+
+def _operation_id(path: str, method: str) -> str:
+    words = [w.strip("{}_") for w in path.removeprefix("/openidm/").replace(".", "/").split("/") if w]
+    return method + "".join(w[:1].upper() + w[1:] for w in words)
+
+
+def _operations(project: Project) -> list[tuple[str, str, str, list[str], dict[str, Any] | None,
+                                                dict[str, dict[str, Any]]]]:
+    """The table, with one path per managed type of managed.json (each with its own body and answer)."""
+    out = []
+    for path, method, summary, params, body, answers in _OPERATIONS:
+        if not path.startswith("/openidm/managed/{type}"):
+            out.append((path, method, summary, params, body, answers))
+            continue
+        for name, managed in sorted(project.managed.types.items()):
+            typed = {status: _managed_answer(managed) if schema is _MANAGED else schema
+                     for status, schema in answers.items()}
+            typed_body = _managed_body(managed) if body is _OBJECT else body
+            out.append((path.replace("{type}", name), method, summary, params, typed_body, typed))
+    return out
+
+
+def _links(path: str, method: str, status: str) -> dict[str, Any]:
+    """Where the ``_id`` of a created object or a started run can be used next (OpenAPI links)."""
+    if path.startswith("/openidm/managed/") and path.count("/") == 3 and method == "post":
+        return {m: {"operationId": _operation_id(path + "/{id}", m), "parameters": {"id": "$response.body#/_id"}}
+                for m in ("get", "put", "patch", "delete")}
+    if path == "/openidm/recon" and method == "post" and status == "200":
+        return {m: {"operationId": _operation_id("/openidm/recon/{id}", m),
+                    "parameters": {"id": "$response.body#/_id"}} for m in ("get", "post")}
+    return {}
+
+
+def spec(project: Project) -> dict[str, Any]:
+    """The description of the API serving ``project``."""
+    names = {"system": sorted(project.provisioners), "mapping": [m.name for m in project.mappings]}
     paths: dict[str, dict[str, Any]] = {}
-    for path, method, summary, params, body, status in _OPERATIONS:
-        parameters = [{"name": p.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
-                      for p in path.split("/") if p.startswith("{")]
-        parameters += [{"name": p, "in": "query", "required": False,
-                        "schema": {"type": "integer", "minimum": 0} if p in _INTEGER else {"type": "string"}}
-                       for p in params]
-        operation: dict[str, Any] = {
-            "summary": summary,
-            "parameters": parameters,
-            "responses": {status: {"description": "success", "content": {"application/json": {
-                "schema": _LIST if path == "/openidm/system" else _OBJECT}}},
-                          "default": {"description": "error",
-                                      "content": {"application/json": {"schema": _ERROR}}}},
-        }
+    for path, method, summary, params, body, answers in _operations(project):
+        generic = path.replace(path.split("/")[3], "{type}", 1) if path.startswith("/openidm/managed/") else path
+        responses: dict[str, Any] = {}
+        for status, schema in answers.items():
+            responses[status] = {"description": "success", "content": {"application/json": {"schema": schema}}}
+            if links := _links(path, method, status):
+                responses[status]["links"] = links
+        responses["default"] = {"description": "error", "content": {"application/json": {"schema": _ERROR}}}
+        operation: dict[str, Any] = {"operationId": _operation_id(path, method), "summary": summary,
+                                     "parameters": _parameters(path, generic, method, params, names),
+                                     "responses": responses}
         if path != "/openidm/info/ping":
             operation["security"] = [{"openidmHeaders": [], "openidmPassword": []}, {"basic": []}]
         if body is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         paths.setdefault(path, {})[method] = operation
+    paths["/metrics"] = {"get": {
+        "operationId": "getMetrics",
+        "summary": "Prometheus metrics (runs by state, objects by situation and action, durations, job successes)",
+        "security": [{"basic": []}, {"openidmHeaders": [], "openidmPassword": []}],
+        "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                      "default": {"description": "error", "content": {"application/json": {"schema": _ERROR}}}},
+    }}
     return {
         "openapi": "3.1.0",
         "info": {"title": "idsync", "version": __version__,
@@ -82,11 +251,10 @@ def spec() -> dict[str, Any]:
                 "openidmPassword": {"type": "apiKey", "in": "header", "name": "X-OpenIDM-Password"},
                 "basic": {"type": "http", "scheme": "basic"},
             },
-            "schemas": {"Error": {"type": "object", "required": ["code", "reason", "message"], "properties": {
-                "code": {"type": "integer"}, "reason": {"type": "string"}, "message": {"type": "string"}}}},
+            "schemas": _SCHEMAS,
         },
     }
 
 
-async def openapi(_request: Request) -> JSONResponse:
-    return JSONResponse(spec())
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(spec(request.app.state.ctx.project()))

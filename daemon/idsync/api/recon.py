@@ -36,12 +36,14 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
     summary = dict(row.get("summary") or {})
     started, ended = row["started"], row.get("ended")
     duration = int((ended - started).total_seconds() * 1000) if ended else None
+    # The store records a success as plain COMPLETED; PingIDM names every end COMPLETED_<state>.
+    stage = f"COMPLETED_{row['state']}" if row["stage"] == "COMPLETED" else row["stage"]
     out: dict[str, Any] = {
         "_id": row["id"],
         "mapping": row["mapping"],
         "state": row["state"],
-        "stage": row["stage"],
-        "stageDescription": _STAGES.get(row["stage"], row["stage"].replace("_", " ").lower()),
+        "stage": stage,
+        "stageDescription": _STAGES.get(stage, stage.replace("_", " ").lower()),
         "progress": summary.get("progress", {}),
         "situationSummary": summary.get("situationSummary", {}),
         "statusSummary": summary.get("statusSummary", {}),
@@ -67,6 +69,7 @@ _STAGES = {
     "ACTIVE_QUERY_ENTRIES": "querying source and target entries",
     "ACTIVE_RECONCILING_SOURCE": "reconciling source entries",
     "ACTIVE_RECONCILING_TARGET": "reconciling target entries",
+    "ACTIVE_DELETING": "deleting target entries no source claims",
     "COMPLETED_SUCCESS": "reconciliation completed.",
     "COMPLETED_FAILED": "reconciliation failed",
     "COMPLETED_CANCELED": "reconciliation aborted.",

@@ -13,6 +13,8 @@ file just broke while it applies the other files.
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import re
 import tomllib
 from collections.abc import Collection
@@ -78,6 +80,19 @@ class JobDef:
     def timezone(self) -> str:
         return self.schedule.timezone.key
 
+    def summary(self) -> dict[str, Any]:
+        """What ``idsync jobs`` and the status file show of the job's definition."""
+        return {
+            "description": self.description,
+            "file": self.file,
+            "schedule": self.schedule.expression,
+            "scheduleDescription": self.schedule.describe(),
+            "timezone": self.timezone,
+            "enabled": self.enabled,
+            "mappings": list(self.mappings),
+            "misfire": self.misfire,
+        }
+
     def same_as(self, other: JobDef) -> bool:
         """Whether a reload changed nothing of this job."""
         return self.raw == other.raw and self.file == other.file
@@ -129,6 +144,10 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobD
     if misfire not in ("run_once", "skip"):
         raise ConfigError(file, "misfire", f'expected "run_once" or "skip", not {misfire!r}')
     timeout = r.number("timeout", None)
+    jitter = r.number("jitter", 0.0) or 0.0
+    if jitter and jitter >= (interval := _shortest_interval(schedule)):
+        # A delay past the next fire would reorder fires and skip some.
+        raise ConfigError(file, "jitter", f"must be below the schedule's interval ({interval:g} s)")
     page_size = r.get("page_size", int, None)
     if page_size is not None and page_size < 1:
         raise ConfigError(file, "page_size", "must be at least 1")
@@ -141,7 +160,7 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobD
         enabled=r.get("enabled", bool, True),
         misfire=misfire,
         misfire_grace=r.number("misfire_grace", DEFAULT_MISFIRE_GRACE) or 0.0,
-        jitter=r.number("jitter", 0.0) or 0.0,
+        jitter=jitter,
         timeout=timeout or None,
         continue_on_failure=r.get("continue_on_failure", bool, False),
         dry_run=r.get("dry_run", bool, False),
@@ -152,6 +171,11 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobD
         page_size=page_size,
         raw=raw,
     )
+
+
+def _shortest_interval(schedule: CronSchedule) -> float:
+    fires = schedule.next_fires(12, dt.datetime.now(dt.UTC))
+    return min((b - a).total_seconds() for a, b in itertools.pairwise(fires))
 
 
 class _Reader:

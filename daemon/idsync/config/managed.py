@@ -4,7 +4,8 @@ The shape is PingIDM's (``{"objects": [{"name": "user", "schema": {"properties":
 {...}, "required": [...]}}]}``). idsync uses from it: which properties are
 ``searchable`` (indexed in the store), which are secret (``encryption``,
 ``secureHash`` or ``"secret": true``: never logged, audited or returned), each
-property's ``type``, ``required``, and the per-object ``default`` values.
+property's ``type`` (and an array's ``items.type``), ``required``, and the
+per-object ``default`` values.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class PropertyDef:
     searchable: bool = False
     secret: bool = False
     default: Any = None
+    items: str | None = None  # an array's item type, when managed.json says
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,23 @@ def parse_managed(raw: Any, *, file: str = "managed.json") -> ManagedSchema:
                 searchable=bool(pdef.get("searchable", False)) and not secret,
                 secret=secret,
                 default=pdef.get("default"),
+                items=_item_type(pdef, file, pkey),
             )
         required = schema.get("required") or []
         if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
             raise ConfigError(file, f"{key}.schema.required", "expected a list of property names")
         types[name] = ManagedType(name=name, properties=props, required=tuple(required))
     return ManagedSchema(types)
+
+
+def _item_type(pdef: Mapping[str, Any], file: str, key: str) -> str | None:
+    items = pdef.get("items")
+    kind = items.get("type") if isinstance(items, dict) else None
+    if isinstance(kind, list):
+        kind = next((t for t in kind if t != "null"), None)
+    if kind is not None and kind not in _TYPES:
+        raise ConfigError(file, f"{key}.items.type", f"unknown type {kind!r}")
+    return kind if isinstance(kind, str) else None
 
 
 def _props(**kinds: str) -> dict[str, Any]:

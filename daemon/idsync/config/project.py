@@ -59,6 +59,21 @@ class Project:
         raise ConfigError(str(self.settings.conf_dir / "sync.json"), "mappings",
                           f"unknown mapping {name!r} (known: {known})")
 
+    def secret_properties(self, mapping: MappingDef) -> frozenset[str]:
+        """The target properties of ``mapping`` that hold a secret, to be masked in audit
+        entries: the secrets of a managed target, and whatever a managed source's
+        secret is mapped to."""
+        names: set[str] = set()
+        for side in (mapping.source, mapping.target):
+            kind, _, type_name = side.partition("/")
+            if kind == "managed" and type_name in self.managed.types:
+                names |= self.managed.types[type_name].secrets
+        source_secrets = names if mapping.source.startswith("managed/") else set()
+        for rule in mapping.properties.rules:
+            if rule.source and rule.source[0] in source_secrets:
+                names.add(rule.target[0])
+        return frozenset(names)
+
     def linkset_reversed(self, mapping: MappingDef) -> bool:
         """Whether ``mapping`` sees its link set from the other side."""
         if mapping.links is None:
@@ -101,7 +116,7 @@ def validate_project(project_dir: Path) -> list[IdsyncError]:
             problems.append(exc)
     for f in _provisioner_files(conf):
         try:
-            _ = _provisioner(f, project_dir).config  # a missing secret is a problem too
+            _check_connector(_provisioner(f, project_dir))
         except IdsyncError as exc:
             problems.append(exc)
     files = ([conf / "sync.json"] if (conf / "sync.json").exists() else []) + sorted(conf.glob("mapping-*.json"))
@@ -125,10 +140,23 @@ def validate_project(project_dir: Path) -> list[IdsyncError]:
             problems.append(exc)
     if not problems:
         try:
-            load_project(project_dir)
+            project = load_project(project_dir)
         except IdsyncError as exc:
             problems.append(exc)
+        else:
+            from idsync.config.jobs import load_jobs
+
+            problems.extend(load_jobs(settings.jobs_dir, [m.name for m in project.mappings])[1])
     return problems
+
+
+def _check_connector(provisioner: Provisioner) -> None:
+    """Substitute the secrets (a missing one is a problem) and let the connector read
+    its configuration, without connecting."""
+    from idsync.resources import open_system
+
+    if provisioner.enabled:
+        open_system(provisioner).close()
 
 
 def _provisioner_files(conf: Path) -> list[Path]:

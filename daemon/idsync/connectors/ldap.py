@@ -324,8 +324,7 @@ class LdapSystem(System):
         return resource
 
     def test(self) -> Mapping[str, Any]:
-        report = system_test_report(self.name, self._config, "LDAP Connector",
-                                    [t.native_type for t in self._types.values()])
+        report = system_test_report(self.name, self._config, "LDAP Connector", ["__ALL__", *self._types])
         connection = LdapConnection(self.name, self._settings)
         try:
             base = self._settings.base_contexts[0]

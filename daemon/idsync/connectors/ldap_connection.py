@@ -158,7 +158,13 @@ class LdapConnection:
             code = result.get("result", 0)
             if code == 32:  # noSuchObject: the base is gone, so nothing is under it
                 return
-            if code not in (0, 4):
+            if code == 4:
+                # A server-side size limit cut the answer short: what came back is
+                # not the whole source, and treating it as such would delete the rest.
+                raise PeerError(f"{self._system}: search under {base} stopped at the server's size limit "
+                                "(sizeLimitExceeded), so the read is incomplete; raise the size limit for the bind DN "
+                                "or use a blockSize the server pages within")
+            if code != 0:
                 raise PeerError(f"{self._system}: search under {base} failed: "
                                 f"{result.get('description')}: {result.get('message', '')}")
             yield [(e["dn"], e["raw"]) for e in conn.response or ()

@@ -5,7 +5,10 @@ the API makes the caller handle:
 
 * the access token: fetched with the refresh-token grant on first use, and
   fetched again once when a call answers 401 ``INVALID_SESSION_ID`` (sessions
-  expire on Salesforce's schedule, not ours);
+  expire on Salesforce's schedule, not ours). Tokens are kept per connection
+  for the whole process (``_Sessions``): the HTTP API opens a client for each
+  managed change, and a token request per change would be slow and spend the
+  org's login allowance for nothing;
 * limits: 403 ``REQUEST_LIMIT_EXCEEDED``, 429 and 503 are retried with
   exponential backoff (``Retry-After`` honoured), then become ``PeerUnavailable``
   so the run stops cleanly before any delete;
@@ -19,6 +22,7 @@ token, httpx's client is shared.
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 import threading
 import time
@@ -66,6 +70,31 @@ def error_text(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "unknown error"
 
 
+class _Sessions:
+    """The access token (and instance URL) last issued for each connection, by a
+    digest of the connection's settings: secrets never become a readable key."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[str, tuple[str, str]] = {}
+
+    @staticmethod
+    def key(s: SalesforceSettings) -> str:
+        parts = (s.token_url, s.client_id, s.client_secret, s.refresh_token, s.instance_url or "")
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+    def get(self, key: str) -> tuple[str, str] | None:
+        with self._lock:
+            return self._tokens.get(key)
+
+    def put(self, key: str, token: str, instance: str) -> None:
+        with self._lock:
+            self._tokens[key] = (token, instance)
+
+
+_SESSIONS = _Sessions()
+
+
 class SalesforceClient:
     """Calls ``/services/data/vXX.X/...`` with a valid session."""
 
@@ -75,17 +104,25 @@ class SalesforceClient:
         self._http = httpx.Client(
             verify=tls_verify(settings.verify),
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                                keepalive_expiry=settings.idle_check_interval),
             headers={"Accept": "application/json", "User-Agent": "idsync"},
         )
         self._lock = threading.Lock()
         self._token: str | None = None
         self._instance: str | None = settings.instance_url
+        self._key = _Sessions.key(settings)
         self.calls = 0
 
     @property
     def base(self) -> str:
         """``/services/data/vXX.X``: what every REST path starts with."""
         return f"/services/data/{self._settings.version}"
+
+    @property
+    def has_collections(self) -> bool:
+        """Whether the configured API version has sObject Collections (42.0 and later)."""
+        return float(self._settings.version[1:]) >= 42.0
 
     def close(self) -> None:
         self._http.close()
@@ -103,13 +140,23 @@ class SalesforceClient:
             self._instance = token.instance_url.rstrip("/")
         if not self._instance:
             raise AuthenticationFailed("salesforce: no instanceUrl configured and none in the token response")
+        _SESSIONS.put(self._key, self._token, self._instance)
 
     def _session(self) -> tuple[str, str]:
         with self._lock:
             if self._token is None:
-                self._refresh()
+                self._adopt_or_refresh(None)
             assert self._token is not None and self._instance is not None
             return self._token, self._instance
+
+    def _adopt_or_refresh(self, expired: str | None) -> None:
+        """Use the process's current token for this connection unless it is the one
+        that just expired (or there is none); then get a new one. Lock held."""
+        cached = _SESSIONS.get(self._key)
+        if cached is not None and cached[0] != expired:
+            self._token, self._instance = cached
+        else:
+            self._refresh()
 
     def call(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
              json: Any = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
@@ -131,7 +178,7 @@ class SalesforceClient:
                          error=_first_code(response) or "HTTP_401")
                 with self._lock:
                     if self._token == token:
-                        self._refresh()
+                        self._adopt_or_refresh(token)
                 renewed = True
                 continue
             if response.status_code == 401:

@@ -5,8 +5,9 @@ connector: ``loginUrl`` (the OAuth token endpoint of production, a sandbox or a
 My Domain; a bare host gets ``/services/oauth2/token`` appended), ``clientId``,
 ``clientSecret``, ``refreshToken``, ``instanceUrl`` (optional: the token response
 names the instance too), ``version`` (API version, ``44`` or ``"44.0"``),
-``connectTimeout`` (ms) and ``idleCheckInterval`` (ms, accepted; sessions are
-refreshed when Salesforce says they expired rather than by polling).
+``connectTimeout`` (ms) and ``idleCheckInterval`` (ms: a kept-alive connection
+idle for longer is not reused; sessions themselves are refreshed when Salesforce
+says they expired rather than by polling).
 
 idsync adds ``readTimeout`` (ms), ``caFile`` (a PEM bundle to trust instead of
 the system's), ``verifyTls`` (true unless explicitly false), ``maxRetries`` and
@@ -54,6 +55,7 @@ class SalesforceSettings:
     version: str  # "v44.0"
     connect_timeout: float  # seconds
     read_timeout: float
+    idle_check_interval: float  # seconds an idle kept-alive connection may be reused
     verify: bool | str  # True, False, or a CA bundle path
     max_retries: int
     retry_backoff: float  # seconds
@@ -148,6 +150,7 @@ def parse_salesforce_config(file: str, config: Mapping[str, Any]) -> SalesforceS
         version=_version(props.get("version"), file),
         connect_timeout=_ms(props, "connectTimeout", 120000, file),
         read_timeout=_ms(props, "readTimeout", 120000, file),
+        idle_check_interval=_ms(props, "idleCheckInterval", 10000, file),
         verify=verify,
         max_retries=retries,
         retry_backoff=_ms(props, "retryBackoff", 1000, file),

@@ -4,8 +4,9 @@ A batch of one op uses the single-record endpoints (``POST sobjects/User``,
 ``PATCH sobjects/User/{id}``); larger batches go through sObject Collections
 (``POST``/``PATCH composite/sobjects``, 200 records a request, ``allOrNone``
 false), so each record succeeds or fails on its own and 10,000 updates cost 50
-requests. Salesforce users cannot be deleted: a delete becomes ``IsActive =
-false`` and the result says so. Field errors (``[{"statusCode" | "errorCode",
+requests (API versions before 42.0 have no Collections: one request a record).
+Salesforce users cannot be deleted: a delete becomes ``IsActive = false`` and
+the result says so. Field errors (``[{"statusCode" | "errorCode",
 "message", "fields"}]``) become ``ObjectRejected`` for that record alone.
 """
 
@@ -59,10 +60,11 @@ class RecordWriter:
                 results[id(op)] = self._done(op, op.id, {})
                 continue
             changes.append((op, fields))
-        if len(ops) == 1 and creates:
-            results[id(creates[0])] = self._create_one(creates[0])
-        elif len(ops) == 1 and changes:
-            results[id(changes[0][0])] = self._patch_one(*changes[0])
+        if len(ops) == 1 or not self._client.has_collections:
+            for op in creates:
+                results[id(op)] = self._create_one(op)
+            for op, fields in changes:
+                results[id(op)] = self._patch_one(op, fields)
         else:
             for start in range(0, len(creates), COLLECTION_SIZE):
                 chunk = creates[start:start + COLLECTION_SIZE]
@@ -131,7 +133,7 @@ class RecordWriter:
         text = f"salesforce: {what} {self._type}" + (f" {op.id}" if op.id else "") + f": {error_text(errors)}"
         error: ObjectError = NotFound(text) if status == 404 or codes & {"NOT_FOUND", "ENTITY_IS_DELETED"} \
             else ObjectRejected(text)
-        log.info("salesforce.write_failed", resource=self._resource, kind=op.kind, id=op.id,
+        log.warning("salesforce.write_failed", resource=self._resource, kind=op.kind, id=op.id,
                  errors=sorted(codes))
         return failed(op, error)
 

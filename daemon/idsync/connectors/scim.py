@@ -3,7 +3,8 @@ extension) and ``system/<name>/group`` (Groups) of a SCIM 2.0 or 1.1 provider,
 configured by ``provisioner.openicf-<name>.json`` (see ``scim_config``).
 
 Reads page through ``startIndex``/``count`` asking with ``attributes=`` only for
-the mapped attributes; ``_queryFilter`` becomes a SCIM filter. Ids are the
+the mapped attributes; ``_queryFilter`` becomes a SCIM filter (widened on properties
+that pick one item of a multi-valued attribute, the answers then narrowed). Ids are the
 provider's ``id``. A group's ``members`` property names its members by a User
 attribute (``memberReference``, ``userName`` by default in the sample) so that a
 managed role's members are the same people as the managed users linked to them;
@@ -27,9 +28,25 @@ from idsync.connectors.base import Obj, QuerySpec, Resource, System, WriteOp, Wr
 from idsync.connectors.scim_config import ScimObjectType, ScimProperty, parse_scim_config
 from idsync.connectors.scim_http import ScimClient
 from idsync.connectors.scim_paths import read_path
-from idsync.connectors.scim_writes import apply_changes, member_ids, new_resource, patch_operations, put_body
-from idsync.errors import ConfigError, IdsyncError, ObjectError, QueryError, RevisionMismatch
-from idsync.query.ast import Compare, Node, Or, Path
+from idsync.connectors.scim_writes import (
+    apply_changes,
+    member_ids,
+    new_resource,
+    patch_operations,
+    put_body,
+    with_members,
+)
+from idsync.errors import (
+    ConfigError,
+    IdsyncError,
+    NotFound,
+    ObjectError,
+    ObjectRejected,
+    QueryError,
+    RevisionMismatch,
+)
+from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Path, Present
+from idsync.query.evaluate import matches
 from idsync.query.scim import to_scim
 
 __all__ = ["ScimResource", "ScimSystem", "open_scim_system"]
@@ -42,6 +59,38 @@ _CHUNK = 50
 def _or_eq(attribute: str, values: Sequence[str]) -> str:
     terms: list[Node] = [Compare((attribute,), "eq", v) for v in values]
     return to_scim(Or(tuple(terms)) if len(terms) > 1 else terms[0], lambda p: p[0])
+
+
+def _refused_filter(error: ObjectRejected) -> bool:
+    """Whether a 400 says the filter was too much for the provider (an ``or`` it does not take)."""
+    return "HTTP 400" in str(error)
+
+
+def _names_in(node: Node) -> list[str]:
+    """The first segment of every path the filter names."""
+    match node:
+        case Compare(path=path) | Present(path=path):
+            return [path[0]] if path else []
+        case Not(item=item):
+            return _names_in(item)
+        case And(items=items) | Or(items=items):
+            return [n for i in items for n in _names_in(i)]
+    return []
+
+
+def _widened(node: Node, picked: set[str], *, negated: bool) -> Node:
+    """``node`` with each term on a ``picked`` property kept as is where it is asserted
+    (sent wider) and made ``false`` where it is denied, so the result matches a superset."""
+    match node:
+        case Compare(path=path) | Present(path=path) if path and path[0] in picked:
+            return Literal_(False) if negated else node
+        case Not(item=item):
+            return Not(_widened(item, picked, negated=not negated))
+        case And(items=items):
+            return And(tuple(_widened(i, picked, negated=negated) for i in items))
+        case Or(items=items):
+            return Or(tuple(_widened(i, picked, negated=negated) for i in items))
+    return node
 
 
 class ScimResource(Resource):
@@ -60,24 +109,101 @@ class ScimResource(Resource):
 
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         wanted = self._wanted(spec.fields)
-        search = spec.native.strip() if spec.native is not None else (
-            to_scim(spec.filter, self._filter_name) if spec.filter is not None else None)
+        search, check = self._search(spec)
+        fetched = wanted
+        if check is not None:
+            fetched = [*wanted, *(self._type.properties[n] for n in _names_in(check) if n in self._type.properties
+                                  and self._type.properties[n] not in wanted)]
         size = min(spec.page_size or self._client.settings.page_size, self._client.settings.page_size)
         for page in self._client.list_pages(self._type.endpoint, filter=search,
-                                            attributes=self._attributes(wanted), count=size):
-            yield self._objects(page, wanted)
+                                            attributes=self._attributes(fetched), count=size):
+            objects = self._objects(page, fetched)
+            if check is not None:
+                keep = {"_id", *(p.name for p in wanted)}
+                objects = [{k: v for k, v in o.items() if k in keep} for o in objects
+                           if matches(check, o, ignore_case=True)]
+            if objects:
+                yield objects
+
+    def _search(self, spec: QuerySpec) -> tuple[str | None, Node | None]:
+        """The SCIM filter to send, and the ``_queryFilter`` to check the answers against.
+
+        A SCIM filter cannot name one item of a multi-valued attribute and a sub-attribute
+        of it at once (``emails[type eq "work"].value eq X`` is not in RFC 7644's grammar),
+        so a term on such a property is sent widened to ``emails.value eq X`` (dropped to
+        ``false`` under a ``not``, so the answer stays a superset), and the answers are
+        narrowed here with the filter as written."""
+        if spec.native is not None:
+            return spec.native.strip(), None
+        if spec.filter is None:
+            return None, None
+        names = _names_in(spec.filter)
+        picked = {n for n in names if n in self._type.properties
+                  and self._type.properties[n].path.filter_sub is not None}
+        if not picked:
+            return to_scim(spec.filter, self._filter_name), None
+        widened = to_scim(_widened(spec.filter, picked, negated=False), self._filter_name)
+        # Narrowing needs every property the filter names; a raw SCIM attribute is not read back.
+        local = all(n == "_id" or n in self._type.properties for n in names)
+        return widened, spec.filter if local else None
 
     def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         wanted = self._wanted(fields)
-        found: dict[str, Obj] = {}
-        unique = [i for i in dict.fromkeys(ids) if i]
-        for start in range(0, len(unique), _CHUNK):
-            chunk = unique[start:start + _CHUNK]
-            for page in self._client.list_pages(self._type.endpoint, filter=_or_eq("id", chunk),
-                                                attributes=self._attributes(wanted), count=len(chunk)):
-                for obj in self._objects(page, wanted):
-                    found[obj["_id"]] = obj
+        resources = list(self._lookup(self._type.endpoint, "id", ids, self._attributes(wanted)))
+        return {obj["_id"]: obj for obj in self._objects(resources, wanted)}
+
+    def find_matching(self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]],
+                      fields: Sequence[str] | None = None) -> dict[tuple[Any, ...], list[Obj]]:
+        if not self._client.single_terms:
+            try:
+                return super().find_matching(paths, values, fields)
+            except ObjectRejected as error:
+                if len(set(values)) < 2 or not _refused_filter(error):
+                    raise
+                self._single_terms(error)
+        found: dict[tuple[Any, ...], list[Obj]] = {}
+        for vals in dict.fromkeys(values):
+            found.update(super().find_matching(paths, [vals], fields))
         return found
+
+    def _lookup(self, endpoint: str, attribute: str, values: Sequence[str],
+                attributes: list[str]) -> Iterator[dict[str, Any]]:
+        """The resources whose ``attribute`` equals one of ``values``: ``or`` filters of
+        50 terms, or one term a request once the provider has refused an ``or`` (RFC 7644
+        lets a provider support filters only in part); ids are then read by their URL,
+        which needs no filter support at all."""
+        unique = [v for v in dict.fromkeys(values) if v]
+        start = 0
+        while start < len(unique):
+            if self._client.single_terms and attribute == "id":
+                yield from self._by_url(endpoint, unique[start:], attributes)
+                return
+            chunk = unique[start:start + (1 if self._client.single_terms else _CHUNK)]
+            try:
+                pages = list(self._client.list_pages(endpoint, filter=_or_eq(attribute, chunk),
+                                                     attributes=attributes, count=len(chunk)))
+            except ObjectRejected as error:
+                if len(chunk) == 1 or not _refused_filter(error):
+                    raise
+                self._single_terms(error)
+                continue
+            for page in pages:
+                yield from page
+            start += len(chunk)
+
+    def _by_url(self, endpoint: str, ids: Sequence[str], attributes: list[str]) -> Iterator[dict[str, Any]]:
+        for object_id in ids:
+            try:
+                found = self._client.json("GET", f"{endpoint}/{object_id}", params={"attributes": ",".join(attributes)})
+            except NotFound:
+                continue
+            if isinstance(found, dict):
+                yield found
+
+    def _single_terms(self, error: ObjectRejected) -> None:
+        log.warning("scim.or_filter_refused", resource=self.name, error=str(error),
+                    hint="looking objects up one filter term a request from now on")
+        self._client.single_terms = True
 
     def _wanted(self, fields: Sequence[str] | None) -> list[ScimProperty]:
         if fields is None:
@@ -118,16 +244,12 @@ class ScimResource(Resource):
 
     def _resolve_names(self, ids: Sequence[str]) -> None:
         """Learn the reference value of each member id (members that are not users stay unknown)."""
-        reference = self._members.member_reference if self._members else None
+        reference = (self._members.member_reference if self._members else None) or "id"
         todo = [i for i in dict.fromkeys(ids) if i not in self._names]
-        for start in range(0, len(todo), _CHUNK):
-            chunk = todo[start:start + _CHUNK]
-            for page in self._client.list_pages("Users", filter=_or_eq("id", chunk),
-                                                attributes=["id", reference or "id"], count=len(chunk)):
-                for user in page:
-                    value = user.get(reference or "id")
-                    if value is not None:
-                        self._names[str(user["id"])] = str(value)
+        for user in self._lookup("Users", "id", todo, ["id", reference]):
+            value = user.get(reference)
+            if value is not None:
+                self._names[str(user["id"])] = str(value)
 
     def _member_ids(self, references: Sequence[Any]) -> list[str]:
         """The SCIM ids of the users named by ``references``; unknown ones are left out."""
@@ -137,14 +259,10 @@ class ScimResource(Resource):
             return wanted
         by_name = {v.lower(): k for k, v in self._names.items()}
         todo = [r for r in dict.fromkeys(wanted) if r.lower() not in by_name]
-        for start in range(0, len(todo), _CHUNK):
-            chunk = todo[start:start + _CHUNK]
-            for page in self._client.list_pages("Users", filter=_or_eq(prop.member_reference, chunk),
-                                                attributes=["id", prop.member_reference], count=len(chunk)):
-                for user in page:
-                    name = str(user.get(prop.member_reference))
-                    self._names[str(user["id"])] = name
-                    by_name[name.lower()] = str(user["id"])
+        for user in self._lookup("Users", prop.member_reference, todo, ["id", prop.member_reference]):
+            name = str(user.get(prop.member_reference))
+            self._names[str(user["id"])] = name
+            by_name[name.lower()] = str(user["id"])
         missing = [r for r in wanted if r.lower() not in by_name]
         if missing:
             log.warning("scim.members_unknown", resource=self.name, count=len(missing), members=missing[:10])
@@ -168,7 +286,7 @@ class ScimResource(Resource):
                     self._client.request("DELETE", f"{self._type.endpoint}/{op.id}")
                     results.append(WriteResult(op, id=op.id))
             except ObjectError as error:
-                log.info("scim.write_failed", resource=self.name, kind=op.kind, id=op.id, error=str(error))
+                log.warning("scim.write_failed", resource=self.name, kind=op.kind, id=op.id, error=str(error))
                 results.append(failed(op, error))
         return results
 
@@ -209,8 +327,9 @@ class ScimResource(Resource):
                 return WriteResult(op, id=op.id, obj=self._objects([current], self._type.readable())[0])
             updated = self._client.json("PUT", path, body=put_body(self._type, self._version, new, add, remove),
                                         headers=headers)
-        if not isinstance(updated, dict):  # 204 No Content
-            updated = self._client.json("GET", path)
+        if not isinstance(updated, dict):
+            # 204 No Content: the provider holds what was sent, so no read is spent on it.
+            updated = with_members(new, add, remove)
         return WriteResult(op, id=op.id, obj=self._objects([updated], self._type.readable())[0])
 
 

@@ -81,7 +81,7 @@ class OAuthClientCredentials(httpx.Auth):
             body = {}
         if response.status_code != 200 or not isinstance(body, dict) or not body.get("access_token"):
             code = body.get("error") if isinstance(body, dict) else None
-            if response.status_code >= 500:
+            if response.status_code >= 500 or response.status_code == 429:
                 raise PeerUnavailable(f"scim: token endpoint {self._endpoint} answered HTTP {response.status_code}")
             raise AuthenticationFailed(f"scim: token endpoint {self._endpoint} refused the client credentials "
                                        f"(HTTP {response.status_code}{': ' + str(code) if code else ''})")

@@ -7,14 +7,15 @@ frozen dataclasses, every problem a ``ConfigError`` naming the file and the key.
 is accepted for whatever the chosen method does not use. ``objectTypes`` maps each
 property to a SCIM attribute path (``nativeName``): ``userName``, ``name.givenName``,
 ``emails[type eq "work"].value``, an extension's ``urn:...:User:employeeNumber``,
-or a group's ``members``. Without ``objectTypes`` a default ``account`` and ``group``
-are served. Secrets arrive substituted and never appear in messages.
+or a group's ``members`` (a core attribute may carry its schema URN; the enterprise
+URN of either version is read as the configured version's). Without ``objectTypes`` a
+default ``account`` and ``group`` are served. Secrets arrive substituted and never appear in messages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from idsync.connectors.scim_paths import AttrPath, parse_path
@@ -180,7 +181,21 @@ def _settings(file: str, props: Mapping[str, Any]) -> ScimSettings:
     )
 
 
-def _object_type(file: str, name: str, raw: Any) -> ScimObjectType:
+def _native_path(path: AttrPath, version: int, resource_type: str) -> AttrPath:
+    """``path`` as the provider's SCIM version spells it: a core attribute written with
+    its schema URN (``urn:...:core:2.0:User:userName``) is the top-level attribute, and
+    the enterprise extension's URN is the version's own, so one mapping serves both."""
+    if path.urn is None:
+        return path
+    urn = path.urn.lower()
+    if urn in (_CORE[1][resource_type].lower(), _CORE[2][resource_type].lower()):
+        return replace(path, urn=None)
+    if urn in (_ENTERPRISE[1].lower(), _ENTERPRISE[2].lower()) and resource_type == "User":
+        return replace(path, urn=_ENTERPRISE[version])
+    return path
+
+
+def _object_type(file: str, name: str, raw: Any, version: int) -> ScimObjectType:
     where = f"objectTypes.{name}"
     if not isinstance(raw, Mapping):
         raise ConfigError(file, where, "must be an object")
@@ -194,7 +209,7 @@ def _object_type(file: str, name: str, raw: Any) -> ScimObjectType:
             continue
         native_name = str(spec.get("nativeName") or prop_name)
         try:
-            path = parse_path(native_name)
+            path = _native_path(parse_path(native_name), version, resource_type)
         except ValueError as exc:
             raise ConfigError(file, f"{where}.properties.{prop_name}.nativeName", str(exc)) from None
         flags = frozenset(str(f) for f in spec.get("flags") or ())
@@ -213,4 +228,4 @@ def parse_scim_config(file: str, config: Mapping[str, Any]) -> tuple[ScimSetting
     raw_types = config.get("objectTypes") or _DEFAULT_TYPES
     if not isinstance(raw_types, Mapping):
         raise ConfigError(file, "objectTypes", "must be an object")
-    return settings, {name: _object_type(file, name, raw) for name, raw in raw_types.items()}
+    return settings, {name: _object_type(file, name, raw, settings.version) for name, raw in raw_types.items()}

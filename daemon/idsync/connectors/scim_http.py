@@ -103,6 +103,8 @@ class ScimClient:
         )
         self._media = media
         self._features: ProviderFeatures | None = None
+        # Set once the provider refuses a filter joined by "or": lookups go one term a request.
+        self.single_terms = False
 
     def close(self) -> None:
         self._http.close()
@@ -122,12 +124,13 @@ class ScimClient:
                 response = self._http.request(method, path.lstrip("/"), params=params, headers=extra,
                                               json=body)
             except httpx.ConnectError as exc:
+                peer = self._peer(exc)
                 if isinstance(exc.__context__, ssl.SSLError) or "CERTIFICATE" in str(exc).upper():
-                    raise TLSError(f"scim {self.system}: TLS verification failed for {self.settings.endpoint}") \
-                        from None
-                raise PeerUnavailable(f"scim {self.system}: cannot reach {self.settings.endpoint}: {what}") from None
+                    raise TLSError(f"scim {self.system}: TLS verification failed for {peer}") from None
+                raise PeerUnavailable(f"scim {self.system}: cannot reach {peer}: {what}") from None
             except httpx.TransportError as exc:
-                raise PeerUnavailable(f"scim {self.system}: {what} failed: {type(exc).__name__}") from None
+                raise PeerUnavailable(f"scim {self.system}: {what} failed: {type(exc).__name__} "
+                                      f"from {self._peer(exc)}") from None
             if response.status_code in _RETRIED and attempt < self.settings.max_retries:
                 wait = _retry_after(response, attempt, self.settings.max_retry_wait)
                 log.info("scim.throttled", system=self.system, request=what, status=response.status_code,
@@ -137,6 +140,18 @@ class ScimClient:
                 continue
             self._raise_for(response, what)
             return response
+
+    def _peer(self, exc: httpx.TransportError) -> str:
+        """What could not be reached: the SCIM endpoint, or the OAuth token endpoint
+        when the failed request was the token request."""
+        try:
+            url = str(exc.request.url)
+        except RuntimeError:
+            url = ""
+        token = self.settings.token_endpoint
+        if token and url.rstrip("/") == token.rstrip("/"):
+            return f"the token endpoint {token}"
+        return self.settings.endpoint
 
     def _raise_for(self, response: httpx.Response, what: str) -> None:
         code = response.status_code
@@ -165,10 +180,18 @@ class ScimClient:
     # Discovery and paging -------------------------------------------------------
 
     def features(self) -> ProviderFeatures:
-        """The provider's ``ServiceProviderConfig``, read once; PeerError when absent or malformed."""
+        """The provider's ``ServiceProviderConfig``, read once; PeerError when malformed.
+        A provider without one (404) is taken to have neither PATCH nor ETags: updates
+        are PUT, which every provider takes."""
         if self._features is None:
             path = "ServiceProviderConfig" if self.settings.version == 2 else "ServiceProviderConfigs"
-            body = self.json("GET", path)
+            try:
+                body = self.json("GET", path)
+            except NotFound:
+                log.warning("scim.no_service_provider_config", system=self.system, request=f"GET {path}",
+                            assumed="no PATCH, no ETags")
+                self._features = ProviderFeatures(patch=False, etag=False, filter=True, max_results=None)
+                return self._features
             if not isinstance(body, dict):
                 raise PeerError(f"scim {self.system}: GET {path}: not a ServiceProviderConfig")
             if self.settings.version == 2:
@@ -180,8 +203,15 @@ class ScimClient:
     def list_pages(self, endpoint: str, *, filter: str | None, attributes: Sequence[str] | None,
                    count: int) -> Iterator[list[dict[str, Any]]]:
         """The resources of ``endpoint`` matching ``filter``, a page at a time
-        (``startIndex``/``count`` until ``totalResults``)."""
+        (``startIndex``/``count`` until ``totalResults``).
+
+        Index paging is not a snapshot: a resource deleted behind the read position
+        moves every later one back by one, and one of them is never seen. Seen from a
+        recon, that unseen resource looks deleted, so a ``totalResults`` that shrinks
+        between pages stops the read with ``PeerUnavailable`` rather than let a
+        complete-looking listing through (the run fails before its deletes)."""
         start = 1
+        first_total: int | None = None
         while True:
             params: dict[str, Any] = {"startIndex": start, "count": count}
             if filter:
@@ -194,6 +224,12 @@ class ScimClient:
             # Some providers leave out "Resources" on an empty page.
             resources = [r for r in body.get("Resources") or [] if isinstance(r, dict)]
             total = int(body.get("totalResults") or 0)
+            if first_total is None:
+                first_total = total
+            elif total < first_total:
+                raise PeerUnavailable(f"scim {self.system}: GET {endpoint}: the list shrank from {first_total} to "
+                                      f"{total} while it was read, so some resources may have been skipped; "
+                                      f"read it again in the next run")
             if resources:
                 yield resources
             start += len(resources)

@@ -13,13 +13,14 @@ added by others in between are kept.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from idsync.connectors.scim_config import ScimObjectType, ScimProperty, schema_urns
 from idsync.connectors.scim_paths import read_path, write_path
 
-__all__ = ["apply_changes", "member_ids", "new_resource", "patch_operations", "put_body"]
+__all__ = ["apply_changes", "member_ids", "new_resource", "patch_operations", "put_body", "with_members"]
 
 _PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 _READ_ONLY = ("meta", "id", "groups")
@@ -100,20 +101,28 @@ def patch_operations(current: Mapping[str, Any], new: Mapping[str, Any], changed
             operations.append({"op": "replace", "path": top, "value": value})
     if add_members:
         operations.append({"op": "add", "path": "members", "value": [{"value": m} for m in add_members]})
-    operations.extend({"op": "remove", "path": f'members[value eq "{m}"]'} for m in remove_members)
+    operations.extend({"op": "remove", "path": f"members[value eq {json.dumps(m)}]"} for m in remove_members)
     if not operations:
         return None
     return {"schemas": [_PATCH_SCHEMA], "Operations": operations}
+
+
+def with_members(resource: Mapping[str, Any], add_members: list[str], remove_members: list[str]) -> dict[str, Any]:
+    """``resource`` with the leavers taken out of ``members`` and the joiners added."""
+    out = dict(resource)
+    if add_members or remove_members:
+        gone = set(remove_members)
+        kept = [m for m in resource.get("members") or [] if isinstance(m, Mapping) and m.get("value") not in gone]
+        out["members"] = [{"value": m["value"]} for m in kept] + [{"value": m} for m in add_members]
+    return out
 
 
 def put_body(obj_type: ScimObjectType, version: int, new: Mapping[str, Any],
              add_members: list[str], remove_members: list[str]) -> dict[str, Any]:
     """The body of a PUT: the whole new resource without its read-only attributes."""
     body = {k: copy.deepcopy(v) for k, v in new.items() if k not in _READ_ONLY}
-    if obj_type.members() is not None and (add_members or remove_members):
-        gone = set(remove_members)
-        kept = [m for m in new.get("members") or [] if isinstance(m, Mapping) and m.get("value") not in gone]
-        body["members"] = [{"value": m["value"]} for m in kept] + [{"value": m} for m in add_members]
+    if obj_type.members() is not None:
+        body = with_members(body, add_members, remove_members)
     if version == 2:
         body["schemas"] = _schemas(obj_type, version, body)
     if "id" in new:

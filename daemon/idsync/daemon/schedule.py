@@ -7,7 +7,8 @@ Three notations are accepted, told apart by their shape:
 * Quartz, 6 or 7 fields: second minute hour day-of-month month day-of-week [year],
   with ``?``, ``L``, ``W`` and ``#``, and Quartz's day-of-week numbering
   (1 = Sunday ... 7 = Saturday), which is rewritten to cron's before croniter
-  parses it.
+  parses it. As in Quartz, day of month and day of week are not both set
+  (croniter would read that as cron's "either day").
 
 Time zones: croniter walks *wall-clock* times (naive datetimes in the job's
 zone) and each one is then placed on the real time line here, so daylight-saving
@@ -43,6 +44,8 @@ _UTC = dt.UTC
 # A wall-clock time inside a gap is moved forward minute by minute until it exists;
 # real gaps are at most a couple of hours.
 _GAP_SEARCH = dt.timedelta(hours=26)
+# croniter's messages quote its own rewritten form of the expression in brackets.
+_BRACKETED = re.compile(r"\[[^\]]*\]")
 
 
 class ScheduleError(ValueError):
@@ -91,8 +94,7 @@ class CronSchedule:
             # Walking once also catches expressions that parse but never match.
             croniter(cron, dt.datetime(2000, 1, 1), second_at_beginning=seconds).get_next(dt.datetime)
         except Exception as exc:  # noqa: BLE001 - croniter raises many kinds
-            reason = str(exc).replace(f"[{cron}]", "").strip(" :") or type(exc).__name__
-            raise ScheduleError(f"invalid expression {expression!r}: {reason}") from None
+            raise ScheduleError(f"invalid expression {expression!r}: {_reason(exc)}") from None
         return cls(expression, tz, cron, seconds)
 
     # -- fire times ------------------------------------------------------------
@@ -161,6 +163,15 @@ class CronSchedule:
         raise ScheduleError(f"no valid time after {wall.isoformat()} in {self.timezone.key}")
 
 
+def _reason(exc: Exception) -> str:
+    """croniter's complaint, without its own rewritten form of the expression (in brackets)."""
+    text = _BRACKETED.sub("", str(exc)).strip(" :.")
+    text = re.sub(r"^is not acceptable[,.]?\s*", "", text).replace("failed to find next date", "matches no date")
+    if not text and type(exc).__name__ == "CroniterNotAlphaError":
+        return "a field holds a name that is not a month or day name"
+    return text or type(exc).__name__
+
+
 def _exists(aware: dt.datetime) -> bool:
     back = aware.astimezone(_UTC).astimezone(aware.tzinfo)
     return back.replace(tzinfo=None) == aware.replace(tzinfo=None, fold=0)
@@ -173,6 +184,15 @@ _DOW_TOKEN = re.compile(r"^(?P<a>\d+)(?:-(?P<b>\d+))?(?:/(?P<step>\d+))?$")
 
 def _from_quartz(fields: list[str]) -> str:
     """Quartz ``sec min hour dom mon dow [year]`` -> croniter's 6/7-field form."""
+    dom, dow = fields[3].upper(), fields[5].upper()
+    if dom not in ("*", "?") and dow not in ("*", "?"):
+        # croniter would fire on either day (cron's rule); Quartz refuses the expression.
+        raise ScheduleError(
+            f"day of month {fields[3]!r} and day of week {fields[5]!r} are both set; "
+            "Quartz needs '?' in one of them"
+        )
+    if dom == "LW" or dom.startswith("L-"):
+        raise ScheduleError(f"day of month {fields[3]!r} is not supported (L, nW and a day-of-week nL are)")
     out = ["*" if f == "?" else f for f in fields]
     out[5] = ",".join(_quartz_dow(item) for item in out[5].split(","))
     return " ".join(out)

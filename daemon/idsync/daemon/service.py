@@ -70,6 +70,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._status_writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="status")
         self._stopping = False
+        self._stopped = False
         self._loop: asyncio.AbstractEventLoop
 
     def run(self) -> int:
@@ -84,6 +85,7 @@ class Daemon:
         scheduler = AsyncIOScheduler(timezone=dt.UTC, executors={"default": ThreadPoolExecutor(_WORKERS)})
         self.table = JobTable(scheduler, self._fire)
         self.table.apply(self.config.jobs)
+        api = self._api_server()  # before any job fires: a refused [api] stops the daemon first
         scheduler.start()
         self._catch_up()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,7 +100,8 @@ class Daemon:
             jobs=[n for n, j in self.config.jobs.items() if j.enabled],
             store=self.store.describe(),
         )
-        api = await self._start_api()
+        if api is not None:
+            await api.start()
         self._write_status(state="running")
         self.notifier.ready(self._status_line())
         try:
@@ -111,15 +114,13 @@ class Daemon:
             watchdog.cancel()
             self.notifier.close()
 
-    async def _start_api(self) -> ApiServer | None:
+    def _api_server(self) -> ApiServer | None:
         settings = self.config.project.settings
         if not settings.api.enabled:
             return None
         ctx = ApiContext(project=lambda: self.config.project, store=self.store, settings=settings.api,
                          jobs=DaemonJobs(self))
-        api = ApiServer(ctx, config_file=str(settings.conf_dir / "idsync.toml"))
-        await api.start()
-        return api
+        return ApiServer(ctx, config_file=str(settings.conf_dir / "idsync.toml"))
 
     # -- seen from the API (scheduler/job) -----------------------------------------
 
@@ -191,6 +192,8 @@ class Daemon:
     # -- signals -----------------------------------------------------------------
 
     def _on_stop(self, sig: signal.Signals, stop: asyncio.Event) -> None:
+        if self._stopped:
+            return  # everything is recorded and the process is on its way out
         if self._stopping:
             log.warning("daemon.stop_now", signal=sig.name)
             canceled = release_own_runs(self.store, "CANCELED", f"stopped at once by a second {sig.name}")
@@ -224,6 +227,7 @@ class Daemon:
             log.warning("daemon.exit", code=0, still_running=left, canceled=canceled)
             os._exit(0)
         self._write_status(state="stopped")
+        self._stopped = True
         log.info("daemon.exit", code=0)
         return 0
 
@@ -305,23 +309,32 @@ class Daemon:
         for name, job in self.config.jobs.items():
             fire = self.table.next_fire(name)
             outcome = running.get(name, (None, None))[0]
-            if name not in self._last:
-                last = last_run_of_job(self.store, name)
-                if last is not None:
-                    self._last[name] = last
+            last = self._last.get(name)
+            stored = last_run_of_job(self.store, name)
+            if stored is not None and _newer(stored, last):
+                # Run elsewhere (``idsync run-job``, another daemon) since this daemon's last run.
+                last = self._last[name] = stored
             out[name] = {
-                "description": job.description,
-                "file": job.file,
-                "schedule": job.schedule.expression,
-                "scheduleDescription": job.schedule.describe(),
-                "timezone": job.timezone,
-                "enabled": job.enabled,
-                "mappings": list(job.mappings),
-                "misfire": job.misfire,
+                **job.summary(),
                 "nextFire": fire.isoformat() if fire else None,
                 "running": name in running,
                 "runningSince": outcome.started.isoformat() if outcome else None,
-                "lastRun": self._last.get(name),
+                "lastRun": last,
                 "recentRuns": recent_runs_of_job(self.store, name),
             }
         return out
+
+
+def _newer(stored: dict[str, Any], last: dict[str, Any] | None) -> bool:
+    """Whether the store's latest finished run of a job is newer than ``last``."""
+    if stored["state"] == "ACTIVE":
+        return False
+    if last is None:
+        return True
+    own = {r.get("id") for r in last.get("runs") or []} | {last.get("id")}
+    return stored["id"] not in own and _instant(stored["started"]) > _instant(last["started"])
+
+
+def _instant(iso: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(iso)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

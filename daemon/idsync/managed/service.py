@@ -8,11 +8,14 @@ transaction, and then run implicit synchronization for the changed object
 target that fails never loses it; the push results say what happened.
 
 Secret properties are write-only: hashed by the store, never in a returned
-object. ``update`` keeps a secret the caller did not send (it cannot have read it).
+object. ``update`` keeps a secret the caller did not send (it cannot have read it),
+and gives a property it leaves out its ``managed.json`` default, as a create would.
+A change that changes nothing (same values, ``_rev`` unmoved) is not pushed.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,13 +77,15 @@ class ManagedObjects:
     def update(self, object_id: str, data: Mapping[str, Any], *, rev: str | None = None) -> Change:
         current = self._current(object_id)
         values = _own(data)
+        for name, prop in self.schema.properties.items():
+            if prop.default is not None and values.get(name) is None:
+                values[name] = copy.deepcopy(prop.default)  # as a create with the same data would have it
         validate(self.schema, values)
         changes: dict[str, Any] = {k: v for k, v in values.items()}
         for name in current:
             if not name.startswith("_") and name not in values and name not in self.schema.secrets:
                 changes[name] = None  # a replace drops what it does not repeat
-        self._write(WriteOp("update", id=object_id, values=changes, rev=rev))
-        return self._pushed(object_id, current)
+        return self._updated(object_id, current, WriteOp("update", id=object_id, values=changes, rev=rev))
 
     def patch(self, object_id: str, operations: Sequence[Any], *, rev: str | None = None) -> Change:
         current = self._current(object_id)
@@ -88,8 +93,7 @@ class ManagedObjects:
         validate(self.schema, patched)
         changes = {k: v for k, v in patched.items() if not k.startswith("_") and current.get(k) != v}
         changes.update({k: None for k in current if not k.startswith("_") and k not in patched})
-        self._write(WriteOp("update", id=object_id, values=changes, rev=rev))
-        return self._pushed(object_id, current)
+        return self._updated(object_id, current, WriteOp("update", id=object_id, values=changes, rev=rev))
 
     def delete(self, object_id: str, *, rev: str | None = None) -> Change:
         self._current(object_id)
@@ -103,10 +107,18 @@ class ManagedObjects:
             raise NotFound(f"{self.name}/{object_id} not found")
         return obj
 
-    def _write(self, op: WriteOp) -> None:
+    def _write(self, op: WriteOp) -> Obj | None:
         (result,) = self._resource.write_batch([op])
         if result.error is not None:
             raise result.error
+        return result.obj
+
+    def _updated(self, object_id: str, current: Obj, op: WriteOp) -> Change:
+        """Write an update; push it unless it changed nothing (``_rev`` did not move)."""
+        written = self._write(op)
+        if written is not None and written.get("_rev") == current.get("_rev"):
+            return Change(self._resource.get(object_id))
+        return self._pushed(object_id, current)
 
     def _pushed(self, object_id: str, before: Obj | None = None) -> Change:
         """Push the object as stored (hashed secrets included) and answer it without them."""

@@ -46,7 +46,8 @@ def _type_ok(kind: str, value: Any) -> bool:
 
 def validate(schema: ManagedType, obj: Mapping[str, Any]) -> None:
     """Raise ``InvalidObject`` unless ``obj`` has every required property and
-    each declared property holds a value of its type (``null`` removes it)."""
+    each declared property holds a value of its type (``null`` removes it), the
+    items of an array included."""
     problems: list[str] = []
     for name in schema.required:
         value = obj.get(name)
@@ -58,11 +59,17 @@ def validate(schema: ManagedType, obj: Mapping[str, Any]) -> None:
             continue
         if not _type_ok(prop.type, value):
             problems.append(f"{name} must be of type {prop.type}, not {_json_type(value)}")
+        elif prop.items is not None and isinstance(value, list):
+            wrong = next((i for i, item in enumerate(value) if item is None or not _type_ok(prop.items, item)), None)
+            if wrong is not None:
+                problems.append(f"{name}[{wrong}] must be of type {prop.items}, not {_json_type(value[wrong])}")
     if problems:
         raise InvalidObject(f"managed/{schema.name}", problems)
 
 
 def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int | float):

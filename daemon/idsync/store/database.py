@@ -36,7 +36,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 
 from idsync.errors import ConfigError, PeerUnavailable
 from idsync.store.tables import store_meta
@@ -102,6 +109,9 @@ class Store:
             raise ConfigError(
                 "idsync.toml", "store.url", f"the database driver is not installed ({exc.name})"
             ) from None
+        except (NoSuchModuleError, ArgumentError):
+            raise ConfigError("idsync.toml", "store.url",
+                              f"unsupported database {parsed.drivername!r} (use sqlite, postgresql or mysql)") from None
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine)
@@ -255,6 +265,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA cache_size=-16384")
     cursor.execute("PRAGMA temp_store=MEMORY")
+    # `co` and `sw` match case as they do on PostgreSQL and MariaDB (utf8mb4_bin),
+    # so one filter selects the same objects whatever the store.
+    cursor.execute("PRAGMA case_sensitive_like=ON")
     cursor.close()
 
 

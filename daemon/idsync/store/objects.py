@@ -13,11 +13,13 @@ and left out of every object read, unless the resource was opened
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, func, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, func, select, update
 
 from idsync.config.managed import ManagedType
 from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult
@@ -25,7 +27,7 @@ from idsync.errors import NotFound, ObjectRejected, RevisionMismatch
 from idsync.query.ast import Path
 from idsync.store.database import Store, new_id, utcnow
 from idsync.store.filters import property_value, to_sql
-from idsync.store.passwords import hash_secret
+from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.tables import claims
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
@@ -51,6 +53,20 @@ class ManagedResource(Resource):
         self.dry_run = dry_run
         self._searchable = schema.searchable
         self._defaults = [(p.name, p.default) for p in schema.properties.values() if p.default is not None]
+        self._joined: Connection | None = None
+
+    @contextlib.contextmanager
+    def joined(self, conn: Connection) -> Iterator[None]:
+        """Within the block, writes go into ``conn``'s transaction (the caller
+        commits them with its own rows) instead of one of their own."""
+        self._joined = conn
+        try:
+            yield
+        finally:
+            self._joined = None
+
+    def _transaction(self) -> AbstractContextManager[Connection]:
+        return contextlib.nullcontext(self._joined) if self._joined is not None else self.store.begin()
 
     def revealing_secrets(self) -> ManagedResource:
         """The same resource, its objects read with their (hashed) secrets: for
@@ -152,11 +168,13 @@ class ManagedResource(Resource):
     def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         now = utcnow()
         results: list[WriteResult] = []
-        with self.store.begin() as conn:
+        with self._transaction() as conn:
             current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id])
             new_rows: list[dict[str, Any]] = []
             new_props: list[dict[str, Any]] = []
             reindex: list[str] = []
+            changed: list[dict[str, Any]] = []
+            removed: list[str] = []
             for op in ops:
                 if op.kind == "create":
                     data = {k: self._at_rest(k, v) for k, v in op.values.items()
@@ -181,7 +199,7 @@ class ManagedResource(Resource):
                         f"{self.name}/{op.id}: revision {op.rev} expected, {rev} found")))
                     continue
                 if op.kind == "delete":
-                    conn.execute(delete(mo).where(mo.c.object_type == self.object_type, mo.c.id == op.id))
+                    removed.append(op.id or "")
                     reindex.append(op.id or "")
                     results.append(WriteResult(op, id=op.id))
                     continue
@@ -192,21 +210,25 @@ class ManagedResource(Resource):
                     if value is None:
                         merged.pop(key, None)
                     else:
-                        merged[key] = self._at_rest(key, value)
+                        merged[key] = self._at_rest(key, value, data.get(key))
                 if merged == data:
                     results.append(WriteResult(op, id=op.id, obj=self._object(op.id or "", rev, data, None)))
                     continue
                 new_rev = next_rev(rev)
-                conn.execute(
-                    update(mo)
-                    .where(mo.c.object_type == self.object_type, mo.c.id == op.id)
-                    .values(rev=new_rev, data=merged, updated=now)
-                )
+                changed.append({"b_id": op.id, "b_rev": new_rev, "b_data": merged})
                 current[op.id or ""] = (new_rev, merged)
                 if any(data.get(k) != merged.get(k) for k in self._searchable):
                     reindex.append(op.id or "")
                     new_props.extend(self._props(op.id or "", merged))
                 results.append(WriteResult(op, id=op.id, obj=self._object(op.id or "", new_rev, merged, None)))
+            if changed:
+                # One executemany for the page's updates, not a round trip per object.
+                conn.execute(update(mo).where(mo.c.object_type == self.object_type, mo.c.id == bindparam("b_id"))
+                             .values(rev=bindparam("b_rev"), data=bindparam("b_data", type_=mo.c.data.type),
+                                     updated=now), changed)
+            for start in range(0, len(removed), _CHUNK):
+                conn.execute(delete(mo).where(mo.c.object_type == self.object_type,
+                                              mo.c.id.in_(removed[start:start + _CHUNK])))
             if reindex:
                 for start in range(0, len(reindex), _CHUNK):
                     conn.execute(delete(mp).where(
@@ -220,8 +242,10 @@ class ManagedResource(Resource):
                 self.store.insert_many(conn, mp, new_props)
         return results
 
-    def _at_rest(self, name: str, value: Any) -> Any:
-        return hash_secret(value) if name in self.schema.secrets else value
+    def _at_rest(self, name: str, value: Any, stored: Any = None) -> Any:
+        if name not in self.schema.secrets:
+            return value
+        return stored if stored is not None and same_secret(value, stored) else hash_secret(value)
 
     def _current(self, conn: Connection, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         rows: dict[str, tuple[str, dict[str, Any]]] = {}

@@ -9,7 +9,10 @@ binds against it. That is why a hash, and not reversible encryption, is used:
 nothing in idsync ever needs the clear password back, and no key has to be kept.
 
 A value that already carries a ``{SCHEME}`` prefix is taken as hashed and kept
-as it is (imports from another directory keep working).
+as it is (imports from another directory keep working). A clear value that the
+stored hash verifies is the same secret (``same_secret``): the stored hash is
+kept, so setting a password again, or reading one back in clear from a
+directory, does not make a new salt and a new revision every time.
 
 Where the C ``crypt`` module is missing (Python 3.13 removed it), ``{SSHA}``
 (salted SHA-1, understood by every LDAP server) is the fallback; it is weaker
@@ -19,7 +22,9 @@ against offline guessing, so the fallback is logged once.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
 import os
 import re
 import warnings
@@ -27,7 +32,9 @@ from typing import Any
 
 import structlog
 
-__all__ = ["hash_secret", "is_hashed"]
+from idsync.errors import ObjectRejected
+
+__all__ = ["hash_secret", "is_hashed", "same_secret"]
 
 log = structlog.get_logger(__name__)
 
@@ -52,9 +59,30 @@ def hash_secret(value: Any) -> Any:
     if value is None or is_hashed(value):
         return value
     text = value if isinstance(value, str) else str(value)
+    if "\x00" in text:  # crypt(3) ends a key at NUL: refuse it rather than hash a shorter secret
+        raise ObjectRejected("a secret cannot contain a NUL character")
     if _crypt is not None and _crypt.METHOD_SHA512 in _crypt.methods:
         return "{CRYPT}" + _crypt.crypt(text, _crypt.mksalt(_crypt.METHOD_SHA512, rounds=_ROUNDS))
     log.warning("passwords.weak_fallback", scheme="SSHA")  # pragma: no cover
     salt = os.urandom(8)  # pragma: no cover
     digest = hashlib.sha1(text.encode() + salt).digest()  # LDAP SSHA: the fallback only
     return "{SSHA}" + base64.b64encode(digest + salt).decode()  # pragma: no cover
+
+
+def same_secret(value: Any, stored: Any) -> bool:
+    """Whether ``value`` (clear or hashed) is the secret ``stored`` holds."""
+    if value == stored:
+        return True
+    if not isinstance(value, str) or not isinstance(stored, str) or is_hashed(value) or "\x00" in value:
+        return False
+    scheme, _, hashed = stored.partition("}")
+    if scheme.upper() == "{CRYPT" and _crypt is not None and hashed:
+        return hmac.compare_digest(_crypt.crypt(value, hashed) or "", hashed)
+    if scheme.upper() == "{SSHA":
+        try:
+            raw = base64.b64decode(hashed, validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        digest, salt = raw[:20], raw[20:]
+        return len(raw) > 20 and hmac.compare_digest(hashlib.sha1(value.encode() + salt).digest(), digest)
+    return False

@@ -108,6 +108,7 @@ recon_runs = Table(
     Column("message", _LongText, nullable=True),
     Index("ix_recon_runs_started", "started"),
     Index("ix_recon_runs_mapping", "mapping", "started"),
+    Index("ix_recon_runs_ended", "ended"),  # migration 0002
 )
 
 audit = Table(
@@ -126,6 +127,7 @@ audit = Table(
     Column("changes", _Json, nullable=True),
     Index("ix_audit_run", "run_id", "seq"),
     Index("ix_audit_ts", "ts"),
+    Index("ix_audit_source", "source_id", "seq"),  # migration 0002
 )
 
 # Target ids a run's source phase accounted for; the target phase skips them.

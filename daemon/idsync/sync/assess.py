@@ -49,6 +49,11 @@ class Plan:
     audit: bool = False
     changes: dict[str, Any] | None = None
     message: str = ""
+    post_action: Script | None = None
+    source_phase: bool = True
+    # Targets this source correlated to without being linked (AMBIGUOUS): they belong
+    # to a live source, so the target phase must not take them for orphans.
+    candidates: tuple[str, ...] = ()
 
     def audit_row(self, run_id: str, mapping: str, target_id: str | None, dry_run: bool) -> dict[str, Any]:
         return {"run_id": run_id, "mapping": mapping, "situation": self.situation, "action": self.action,
@@ -122,8 +127,9 @@ class Assessor:
                                   correlated=len(cands), correlated_already_linked=already)
         current = target if target is not None else (cands[0] if len(cands) == 1 else None)
         context = {"source": s, "target": current, "linkQualifier": "default"}
-        action = self._decide(situation, context)
-        plan = Plan(str(situation), action, sid, tid or (current or {}).get("_id"))
+        action, post = self._decide(situation, context)
+        plan = Plan(str(situation), action, sid, tid or (current or {}).get("_id"), post_action=post,
+                    candidates=tuple(c["_id"] for c in cands) if len(cands) > 1 else ())
         return self._plan_action(plan, s, current, linked=tid is not None, candidates=len(cands))
 
     # -- target phase -------------------------------------------------------
@@ -141,8 +147,8 @@ class Assessor:
                 source_ok = self.qualifies(src) if src is not None else False
                 situation = assess_target(target_qualifies=target_ok, link_exists=sid is not None,
                                           source_found=src is not None, source_qualifies=source_ok)
-                action = self._decide(situation, {"source": src, "target": t, "linkQualifier": "default"})
-                plan = Plan(str(situation), action, sid, tid)
+                action, post = self._decide(situation, {"source": src, "target": t, "linkQualifier": "default"})
+                plan = Plan(str(situation), action, sid, tid, post_action=post, source_phase=False)
                 plans.append(self._plan_action(plan, src, t, linked=sid is not None, candidates=0))
             except IdsyncError as exc:
                 plans.append(Plan("UNASSIGNED", "EXCEPTION", sid, tid, error=str(exc)))
@@ -203,6 +209,11 @@ class Assessor:
             else:
                 plan.link, plan.audit = not linked, True
         elif action in ("DELETE", "UNLINK"):
+            if not self.allow_delete:
+                # The kill switch covers unlinks too: either one loses what ties the objects.
+                plan.change, plan.audit = "skipped", True
+                plan.message = f"{action.lower()} skipped: deletes are switched off"
+                return plan
             if action == "DELETE" and current is None:
                 plan.error = None if plan.situation in ("MISSING", "ALL_GONE") else \
                     f"{plan.situation}: nothing to delete"
@@ -240,20 +251,22 @@ class Assessor:
 
     def decide(self, situation: Situation, context: dict[str, Any]) -> str:
         """The action the mapping's policies give ``situation`` (implicit sync's deletes)."""
-        return self._decide(situation, context)
+        return self._decide(situation, context)[0]
 
     def valid_target(self, target: Obj) -> bool:
         """Whether ``target`` passes ``validTarget`` (true when there is none)."""
         script = self.mapping.valid_target
         return self._truthy(script, {"target": target, "object": target}) if script else True
 
-    def _decide(self, situation: Situation, context: dict[str, Any]) -> str:
+    def _decide(self, situation: Situation, context: dict[str, Any]) -> tuple[str, Script | None]:
+        """The action, and the policy's ``postAction`` script (run once the action is done)."""
         decision = self.mapping.policies.decide(
             situation,
             evaluate_condition=lambda cond: _eval_condition(cond, {**context, "object": context.get("source")}),
             evaluate_action_script=lambda script: str(_run_transform(script, {**context, "situation": str(situation)})),
         )
-        return str(decision.action)
+        post = decision.post_action if isinstance(decision.post_action, Script) else None
+        return str(decision.action), post
 
     def _hook_target(self, hook: Script, variables: dict[str, Any]) -> Obj:
         result = hook.run_returning(variables, "target")

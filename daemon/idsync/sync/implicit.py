@@ -33,6 +33,7 @@ from idsync.store.runs import RunStore
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
 from idsync.sync.recon import ReconOptions
+from idsync.sync.retry import last_push_failed
 from idsync.sync.situations import assess_source_deleted
 from idsync.sync.summary import Counters
 
@@ -46,8 +47,9 @@ RETRY_JOB = "retry"
 
 @dataclass(frozen=True)
 class PushResult:
-    """What one push did: the run recording it, the situation and action, and
-    the error that stopped it (``ok`` false), if any."""
+    """What one push did: the run recording it, the situation and action (empty
+    when the push failed before it could assess the object, e.g. the target was
+    unreachable), and the error that stopped it (``ok`` false), if any."""
 
     mapping: str
     run_id: str
@@ -80,16 +82,22 @@ class ImplicitSync:
 
     def push_one(self, mapping: MappingDef, object_id: str, current: Obj | None, *, before: Obj | None = None,
                  job: str = IMPLICIT_JOB) -> PushResult:
+        if before is not None and mapping.properties.has_merge() and last_push_failed(self.store, mapping.name,
+                                                                                       object_id):
+            # An earlier change never arrived: push the whole lists, not only this change.
+            before = None
         run_id = str(uuid.uuid4())
         counters = Counters(mapping.name, mapping.source, mapping.target)
         bound = log.bind(run_id=run_id, mapping=mapping.name, source_id=object_id, job=job)
         self.runs.start(run_id, mapping.name, job=job, dry_run=False, summary=counters.to_summary())
-        plan = Plan("SOURCE_IGNORED", "EXCEPTION", object_id, None)
+        # Until assessed (the target may be unreachable) a push has no situation or action.
+        plan = Plan("", "", object_id, None)
         error: str | None = None
         try:
             target = self.resources.open(mapping.target)
             links = LinkSet(self.store, mapping.linkset, reversed=self.project.linkset_reversed(mapping))
-            assessor = Assessor(mapping, ReconOptions(), counters, previous={object_id: before} if before else {})
+            assessor = Assessor(mapping, ReconOptions(), counters, secrets=self.project.secret_properties(mapping),
+                                previous={object_id: before} if before else {})
             if current is None:
                 plan = self._assess_deleted(assessor, target, links, object_id)
             else:
@@ -165,12 +173,14 @@ class ImplicitSync:
 
     def _record(self, run_id: str, mapping: MappingDef, counters: Counters, plan: Plan, error: str | None) -> None:
         counters.source_processed = 1
-        counters.situations[plan.situation] += 1
-        counters.actions[plan.action] += 1
+        if plan.situation:
+            counters.situations[plan.situation] += 1
+            counters.actions[plan.action] += 1
         counters.status["FAILURE" if error else "SUCCESS"] += 1
         if error:
             counters.changes["failed"] += 1
-            counters.error(error, situation=plan.situation, source_id=plan.source_id, target_id=plan.target_id)
+            counters.error(error, situation=plan.situation or None, source_id=plan.source_id,
+                           target_id=plan.target_id)
         elif plan.change:
             counters.changes[plan.change] += 1
         if plan.link and not error:
@@ -180,6 +190,7 @@ class ImplicitSync:
         summary = counters.to_summary()
         summary["duration"] = round((time.monotonic() - counters.started) * 1000)
         row = plan.audit_row(run_id, mapping.name, plan.target_id, False)
+        row.update(situation=plan.situation or None, action=plan.action or None)
         if error:
             row.update(status="FAILURE", message=error)
         with self.store.begin() as conn:

@@ -11,8 +11,6 @@ target of a source that stops qualifying (UNQUALIFIED -> DELETE); idsync never
 deletes unless a mapping's policies say DELETE, so its default for UNQUALIFIED
 is EXCEPTION: the object is kept and shows up in the run's errors, which is
 where an administrator looks, rather than in a REPORT nobody reads.
-
-``Change`` is what dry run prints and the run applies for one object.
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ __all__ = [
     "ALLOWED_ACTIONS",
     "DEFAULT_ACTIONS",
     "PINGIDM_DEFAULT_ACTIONS",
-    "Change",
     "Decision",
     "Policy",
     "PolicySet",
@@ -123,6 +120,11 @@ class PolicySet:
             index.setdefault(p.situation, []).append((i, p))
         object.__setattr__(self, "_index", index)
 
+    @property
+    def reads_objects(self) -> bool:
+        """Whether deciding looks at the objects themselves (a condition or an action script)."""
+        return any(p.condition is not None or not isinstance(p.action, Action) for p in self.policies)
+
     def for_situation(self, situation: Situation) -> list[tuple[int, Policy]]:
         """The policies naming ``situation``, with their index in the list, in order."""
         index: dict[Situation, list[tuple[int, Policy]]] = self._index  # type: ignore[attr-defined]
@@ -150,47 +152,6 @@ class PolicySet:
                 action = _scripted_action(situation, evaluate_action_script(policy.action), index)
             return Decision(situation, action, index, policy.post_action)
         return Decision(situation, self.defaults[situation])
-
-
-@dataclass(frozen=True)
-class Change:
-    """What the run will do about one object: the decision, the objects concerned
-    and, for a create or an update, the values written. ``message`` is the line
-    a dry run prints, e.g. ``UPDATE managed/user abc: mail, telephoneNumber``."""
-
-    situation: Situation
-    action: Action
-    source_id: str | None
-    target_id: str | None
-    link_id: str | None = None
-    projected: dict[str, Any] | None = None
-    changes: dict[str, Any] = field(default_factory=dict)
-    message: str = ""
-
-    @classmethod
-    def of(
-        cls,
-        decision: Decision,
-        *,
-        target_resource: str,
-        source_id: str | None,
-        target_id: str | None,
-        link_id: str | None = None,
-        projected: dict[str, Any] | None = None,
-        changes: Mapping[str, Any] | None = None,
-    ) -> Change:
-        """A change with its human message built from the other fields."""
-        delta = dict(changes or {})
-        message = _message(decision, target_resource, source_id, target_id, projected, delta)
-        return cls(decision.situation, decision.action, source_id, target_id, link_id, projected,
-                   delta, message)
-
-    @property
-    def writes(self) -> bool:
-        """Whether applying this change writes to the target resource."""
-        if self.action is Action.UPDATE:
-            return bool(self.changes)
-        return self.action in (Action.CREATE, Action.DELETE)
 
 
 def parse_policies(
@@ -297,21 +258,3 @@ def _unknown(what: str, value: str, valid: Sequence[str]) -> str:
 
 def _names(values: Any) -> str:
     return ", ".join(str(v) for v in values)
-
-
-def _message(
-    decision: Decision, resource: str, source_id: str | None, target_id: str | None,
-    projected: Mapping[str, Any] | None, changes: Mapping[str, Any],
-) -> str:
-    action = decision.action
-    if action is Action.CREATE:
-        names = sorted(k for k in (projected or {}) if not k.startswith("_"))
-        return f"CREATE {resource} from {source_id}: {', '.join(names) or 'no properties'}"
-    if action is Action.UPDATE:
-        return f"UPDATE {resource} {target_id}: {', '.join(sorted(changes)) or 'no change'}"
-    if action in (Action.DELETE, Action.UNLINK):
-        return f"{action} {resource} {target_id}"
-    if action is Action.LINK:
-        return f"LINK {source_id} -> {resource} {target_id}"
-    subject = target_id if source_id is None else source_id
-    return f"{action} {decision.situation} {subject}"

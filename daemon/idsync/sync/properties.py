@@ -21,9 +21,10 @@ A list-valued target property has a policy (idsync's ``"multiValued"`` key):
 ``"replace"`` (the default) makes the target's list equal the projected one;
 ``"merge"`` keeps the values idsync did not put there (``merge_lists``): a
 recon only adds the projected values missing from the target, and an implicit
-sync, which knows the source's value before the change, also removes the
-values the change took away. Values are compared ignoring case and the spaces
-around ``,``, ``=`` and ``+``, so one DN written two ways is one value.
+sync, which knows the source's value before the change, applies just that
+change: it adds the values the change brought and removes those it took away.
+Values are compared ignoring case and the spaces around ``,``, ``=`` and
+``+``, so one DN written two ways is one value.
 """
 
 from __future__ import annotations
@@ -104,9 +105,11 @@ class PropertyMap:
     def merge_lists(self, projected: Mapping[str, Any], current: Mapping[str, Any] | None,
                     previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``projected`` with each ``merge`` property combined with the target's
-        ``current`` list: values of ``current`` stay, projected ones are added, and
-        those in ``previous`` (the projection before an implicit sync's change) but
-        no longer projected are removed."""
+        ``current`` list: values of ``current`` stay and projected ones are added.
+        With ``previous`` (the projection before an implicit sync's change) only
+        the change is applied: the values it took away are removed, the values it
+        brought are added, and a value it did not touch is left as the target has
+        it (a group the user left in LDAP, or that was deleted, is not re-added)."""
         merged = dict(projected)
         for rule in self.rules:
             name = rule.target[0]
@@ -114,11 +117,16 @@ class PropertyMap:
                 continue
             have = _as_list((current or {}).get(name))
             want = _as_list(merged[name])
-            gone = {_value_key(v) for v in _as_list((previous or {}).get(name))} - {_value_key(v) for v in want}
+            before = {_value_key(v) for v in _as_list(previous.get(name))} if previous is not None else set()
+            gone = before - {_value_key(v) for v in want}
             kept = [v for v in have if _value_key(v) not in gone]
-            known = {_value_key(v) for v in kept}
+            known = {_value_key(v) for v in kept} | before
             merged[name] = kept + [v for v in want if _value_key(v) not in known]
         return merged
+
+    def has_merge(self) -> bool:
+        """Whether any list property is ``"multiValued": "merge"``."""
+        return any(rule.merge for rule in self.rules)
 
     def source_fields(self) -> set[str] | None:
         """The top-level source attributes the rules read; ``None`` when a rule

@@ -9,7 +9,8 @@ The pipeline, per source page (``_source_page``):
    change: a projected target and the diff against the current one; an
    unchanged target plans nothing;
 4. write the page's creates and updates with one ``write_batch`` call, then, in
-   one store transaction, the links, the claims and the audit entries.
+   one store transaction, the links, the claims and the audit entries (the
+   same transaction as the writes when the target is the store).
 
 The target phase streams the target's ids, skips those the source phase
 claimed (``recon_claims``, so no list of all ids is held here), and assesses
@@ -23,26 +24,31 @@ what it would have done), and links are left alone.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from sqlalchemy import Connection
 
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
 from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult
 from idsync.errors import IdsyncError, NotFound, RunCanceled, SafetyLimitExceeded
 from idsync.resources import Resources
+from idsync.scripts import Script
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore, owner_id
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
+from idsync.sync.retry import hold_pending, pending_targets
 from idsync.sync.summary import Counters
 
 __all__ = ["ReconOptions", "ReconResult", "run_recon"]
@@ -94,6 +100,8 @@ class _Run:
         self.links = LinkSet(store, mapping.linkset, reversed=project.linkset_reversed(mapping))
         self.log = log.bind(run_id=self.id, mapping=mapping.name, dry_run=options.dry_run)
         self._deferred = 0
+        self._pending: dict[str, str] = {}
+        self._unidentified = 0  # source objects without an id: their targets cannot be told apart
         self._last_progress = 0.0
         self._written = 0
         self._analyze_at = 2000
@@ -111,6 +119,8 @@ class _Run:
             if isinstance(source, ManagedResource):
                 source = source.revealing_secrets()  # a mapping may push a (hashed) password
             target = resources.open(self.mapping.target, dry_run=self.options.dry_run)
+            if isinstance(target, ManagedResource):
+                target = target.revealing_secrets()  # compared with a (hashed) password read from the source
             self._execute(source, target)
             state = "SUCCESS"
         except RunCanceled as exc:
@@ -146,7 +156,9 @@ class _Run:
     def _execute(self, source: Resource, target: Resource) -> None:
         m = self.mapping
         self.counters.source_total = source.count()
-        assessor = Assessor(m, self.options, self.counters)
+        assessor = Assessor(m, self.options, self.counters, secrets=self.project.secret_properties(m))
+        # Store objects whose change the reverse mapping has not delivered yet are not overwritten.
+        self._pending = pending_targets(self.store, self.project, m) if isinstance(target, ManagedResource) else {}
         correlator = Correlator(m.correlation, target, m.default_target_fields) if m.correlation else None
         if correlator is not None and not m.correlate_empty_target_set and target.count() == 0:
             # PingIDM's correlateEmptyTargetSet (default false): nothing to find.
@@ -166,6 +178,11 @@ class _Run:
             raise SafetyLimitExceeded(
                 f"the source {m.source} returned no objects; refusing to continue "
                 "(set allowEmptySourceSet in the mapping if an empty source is expected)")
+        if self._unidentified:
+            # Their targets would look orphaned in the target phase: stop before it.
+            raise SafetyLimitExceeded(
+                f"{self._unidentified} source objects had no id (is the id attribute readable?); "
+                "the target phase was skipped and nothing was deleted")
         if m.run_target_phase:
             self.store.analyze()
             self._stage("ACTIVE_RECONCILING_TARGET")
@@ -193,7 +210,9 @@ class _Run:
         for obj in page:
             sid = obj.get("_id")
             if not sid:
-                self._fail_object("a source object has no _id", None, None)
+                self._unidentified += 1
+                where = f" ({obj['dn']})" if obj.get("dn") else ""
+                self._fail_object(f"a source object has no _id{where}", None, None)
                 continue
             if sid in unique:
                 self._fail_object(f"duplicate source id {sid} in one page; the second copy was skipped", sid, None)
@@ -208,7 +227,9 @@ class _Run:
 
     def _target_phase(self, source: Resource, target: Resource, assessor: Assessor) -> None:
         m = self.mapping
-        needs_objects = m.valid_target is not None
+        # Ids are enough unless something looks at the targets: validTarget, or a
+        # policy condition or action script.
+        needs_objects = m.valid_target is not None or m.policies.reads_objects
         in_store = isinstance(target, ManagedResource)
         spec = QuerySpec(filter=m.target_query.filter, native=m.target_query.native,
                          fields=None if needs_objects else [], page_size=self.page_size,
@@ -234,7 +255,23 @@ class _Run:
     # -- acting -------------------------------------------------------------
 
     def _apply(self, plans: Sequence[Plan], target: Resource, source: Resource) -> None:
-        """Carry out one page's plans: target writes, then links, claims, audit."""
+        """Carry out one page's plans: target writes, then links, claims, audit.
+
+        With the store as the target it is all one transaction, so a crash between
+        the writes and the links cannot leave created objects that nothing links."""
+        with self.store.begin() as conn, _joined(target, conn):
+            self._written += self._apply_page(plans, target, conn)
+        if self._written >= self._analyze_at:
+            # Tables that grow fast within one run need fresh planner statistics.
+            self._analyze_at *= 4
+            self.store.analyze()
+        self.runs.refresh(self.lock, self.owner)
+        if self.options.on_progress:
+            self.options.on_progress(self.counters)
+
+    def _apply_page(self, plans: Sequence[Plan], target: Resource, conn: Connection) -> int:
+        """``_apply`` within ``conn``'s transaction; the number of rows it wrote."""
+        hold_pending(plans, self._pending)
         writes = [p for p in plans if p.op is not None and p.op.kind != "delete"]
         results: dict[int, WriteResult] = {}
         if writes:
@@ -244,6 +281,7 @@ class _Run:
         claims: list[str] = []
         audit: list[dict[str, Any]] = []
         deferred: list[dict[str, Any]] = []
+        done: list[tuple[Plan, str | None]] = []
         c = self.counters
         for plan in plans:
             c.situations[plan.situation] += 1
@@ -260,6 +298,7 @@ class _Run:
             error = plan.error or (str(result.error) if result is not None and not result.ok else None)
             if target_id:
                 claims.append(target_id)
+            claims.extend(plan.candidates)
             if error is not None:
                 self._count_failure(plan, error, audit)
                 continue
@@ -273,30 +312,31 @@ class _Run:
                 new_links.append((plan.source_id, target_id))
             if plan.audit:
                 audit.append(plan.audit_row(self.id, self.mapping.name, target_id, self.options.dry_run))
+            if plan.post_action is not None:
+                done.append((plan, target_id))
         c.changes["linked"] += len(new_links)
         c.links_created += len(new_links)
         if "onLink" in self.mapping.hooks:
             for source_id, target_id in new_links:
                 self._hook("onLink", {"source": {"_id": source_id}, "target": {"_id": target_id}})
-        with self.store.begin() as conn:
-            if new_links and not self.options.dry_run:
-                self.links.add(conn, new_links)
-            self.runs.claim(conn, self.id, [c for c in claims if c])
-            self.runs.defer(conn, self.id, self._deferred, deferred)
-            self._deferred += len(deferred)
-            self.runs.audit(conn, audit)
-            now = time.monotonic()
-            if now - self._last_progress >= 1.0:
-                self._last_progress = now
-                self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
-        self._written += len(writes) + len(new_links) + len(claims)
-        if self._written >= self._analyze_at:
-            # Tables that grow fast within one run need fresh planner statistics.
-            self._analyze_at *= 4
-            self.store.analyze()
-        self.runs.refresh(self.lock, self.owner)
-        if self.options.on_progress:
-            self.options.on_progress(self.counters)
+        for plan, target_id in done:
+            # PingIDM's postAction: after the policy's action, with the ids and what was decided.
+            self._run_script("postAction", plan.post_action, {
+                "source": {"_id": plan.source_id} if plan.source_id else None,
+                "target": {"_id": target_id} if target_id else None,
+                "situation": plan.situation, "action": plan.action, "sourceAction": plan.source_phase,
+                "reconId": self.id})
+        if new_links and not self.options.dry_run:
+            self.links.add(conn, new_links)
+        self.runs.claim(conn, self.id, [c for c in claims if c])
+        self.runs.defer(conn, self.id, self._deferred, deferred)
+        self._deferred += len(deferred)
+        self.runs.audit(conn, audit)
+        now = time.monotonic()
+        if now - self._last_progress >= 1.0:
+            self._last_progress = now
+            self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
+        return len(writes) + len(new_links) + len(claims)
 
     def _run_deferred(self, target: Resource) -> None:
         count = self.runs.deferred_count(self.id)
@@ -318,26 +358,27 @@ class _Run:
                 if hook in self.mapping.hooks:
                     self._hook(hook, {"source": {"_id": o["source_id"]} if o["source_id"] else None,
                                       "target": {"_id": o["target_id"]}, "situation": o["situation"]})
-            results = target.write_batch([WriteOp("delete", id=o["target_id"], rev=None) for o in to_delete])
-            failed = {r.op.id: r.error for r in results if not r.ok and type(r.error).__name__ != "NotFound"}
-            notes = {r.op.id: r.message for r in results if r.message}
-            audit: list[dict[str, Any]] = []
-            unlink_targets: list[str] = []
-            for o in ops:
-                error = failed.get(o["target_id"]) if o["action"] == "DELETE" else None
-                status = "FAILURE" if error else "SUCCESS"
-                if error:
-                    self.counters.error(str(error), source_id=o["source_id"], target_id=o["target_id"])
-                    self.counters.changes["failed"] += 1
-                else:
-                    self.counters.changes["deleted" if o["action"] == "DELETE" else "unlinked"] += 1
-                    if o["target_id"]:
-                        unlink_targets.append(o["target_id"])
-                audit.append({"run_id": self.id, "mapping": self.mapping.name, "situation": o["situation"],
-                              "action": o["action"], "source_id": o["source_id"], "target_id": o["target_id"],
-                              "status": status if not self.options.dry_run else "DRY_RUN",
-                              "message": str(error) if error else notes.get(o["target_id"]), "changes": None})
-            with self.store.begin() as conn:
+            # A store target deletes in the same transaction that drops the links.
+            with self.store.begin() as conn, _joined(target, conn):
+                results = target.write_batch([WriteOp("delete", id=o["target_id"], rev=None) for o in to_delete])
+                failed = {r.op.id: r.error for r in results if not r.ok and type(r.error).__name__ != "NotFound"}
+                notes = {r.op.id: r.message for r in results if r.message}
+                audit: list[dict[str, Any]] = []
+                unlink_targets: list[str] = []
+                for o in ops:
+                    error = failed.get(o["target_id"]) if o["action"] == "DELETE" else None
+                    status = "FAILURE" if error else "SUCCESS"
+                    if error:
+                        self.counters.error(str(error), source_id=o["source_id"], target_id=o["target_id"])
+                        self.counters.changes["failed"] += 1
+                    else:
+                        self.counters.changes["deleted" if o["action"] == "DELETE" else "unlinked"] += 1
+                        if o["target_id"]:
+                            unlink_targets.append(o["target_id"])
+                    audit.append({"run_id": self.id, "mapping": self.mapping.name, "situation": o["situation"],
+                                  "action": o["action"], "source_id": o["source_id"], "target_id": o["target_id"],
+                                  "status": status if not self.options.dry_run else "DRY_RUN",
+                                  "message": str(error) if error else notes.get(o["target_id"]), "changes": None})
                 if not self.options.dry_run:
                     self.links.remove_targets(conn, unlink_targets)
                 self.runs.audit(conn, audit)
@@ -357,11 +398,16 @@ class _Run:
         self.counters.error(message, source_id=source_id, target_id=target_id)
 
     def _hook(self, name: str, variables: dict[str, Any]) -> None:
-        """Run a side-effect hook; its failure is recorded, never fatal to the run."""
+        self._run_script(name, self.mapping.hooks[name], variables)
+
+    def _run_script(self, name: str, script: Script | None, variables: dict[str, Any]) -> None:
+        """Run a side-effect script; its failure is recorded, never fatal to the run."""
+        if script is None:
+            return
         try:
-            self.mapping.hooks[name](**variables, linkQualifier="default", mapping=self.mapping.name)
+            script(**variables, linkQualifier="default", mapping=self.mapping.name)
         except IdsyncError as exc:
-            self.counters.error(f"{name} hook failed: {exc}")
+            self.counters.error(f"{name} script failed: {exc}")
 
     def _stage(self, stage: str) -> None:
         self.counters.stage = stage
@@ -372,3 +418,7 @@ class _Run:
         if self.options.cancel.is_set():
             raise RunCanceled("canceled at a page boundary; nothing was deleted")
 
+
+def _joined(target: Resource, conn: Connection) -> AbstractContextManager[None]:
+    """The store target writes into the page's transaction; other targets write on their own."""
+    return target.joined(conn) if isinstance(target, ManagedResource) else contextlib.nullcontext()

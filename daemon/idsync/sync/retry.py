@@ -1,45 +1,112 @@
-"""Finding the implicit-sync pushes that failed and were not repaired since.
+"""Finding the implicit-sync pushes that failed and were not repaired since,
+and keeping the other direction from overwriting them meanwhile.
 
 A push records one audit entry (``implicit.py``). An object needs a retry when
 the last push or retry of it through a mapping failed, and no complete,
 successful recon of that mapping has run since the failure: such a recon
 re-applied every source object, so it repaired the target or recorded its own
 failure (then the recon is what to run again).
+
+Until then, the store holds a change the target has not seen. A recon of the
+reverse mapping (the one sharing the link set, target to store) would take the
+target's older value for the newer one and lose the change (or, for a deletion
+not yet pushed, unlink the target entry and later bring the object back), so it
+holds those objects: their UPDATE, DELETE and UNLINK are skipped and audited
+(``hold_pending``), and the store-to-target recon or ``idsync sync retry``
+pushes them as they are.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, Select, select
 
 from idsync.store.database import Store
 from idsync.store.tables import audit, recon_runs
 
-__all__ = ["failed_pushes"]
+if TYPE_CHECKING:
+    from idsync.config.mappings import MappingDef
+    from idsync.config.project import Project
+    from idsync.sync.assess import Plan
+
+__all__ = ["failed_pushes", "hold_pending", "last_push_failed", "pending_counts", "pending_targets"]
 
 _PUSH_JOBS = ("implicit", "retry")
+_HELD_ACTIONS = ("UPDATE", "DELETE", "UNLINK")
+
+
+def _pushes_since_recon(conn: Connection, mapping: str) -> Select[str, str]:
+    """The audit entries (source id, status) of pushes through ``mapping`` since
+    its last complete recon, oldest first."""
+    since = conn.execute(
+        select(recon_runs.c.started)
+        .where(recon_runs.c.mapping == mapping, recon_runs.c.state == "SUCCESS",
+               recon_runs.c.dry_run.is_(False),
+               (recon_runs.c.job.is_(None)) | (recon_runs.c.job.not_in(_PUSH_JOBS)))
+        .order_by(recon_runs.c.started.desc()).limit(1)
+    ).scalar()
+    query = (
+        select(audit.c.source_id, audit.c.status)
+        .join(recon_runs, recon_runs.c.id == audit.c.run_id)
+        .where(recon_runs.c.mapping == mapping, recon_runs.c.job.in_(_PUSH_JOBS),
+               audit.c.source_id.is_not(None))
+        .order_by(audit.c.seq)
+    )
+    return query.where(audit.c.ts >= since) if since is not None else query
+
+
+def last_push_failed(store: Store, mapping: str, source_id: str) -> bool:
+    """Whether the last push of ``source_id`` through ``mapping`` failed and is not repaired yet."""
+    with store.engine.connect() as conn:
+        query = _pushes_since_recon(conn, mapping).where(audit.c.source_id == source_id)
+        last = conn.execute(query.order_by(None).order_by(audit.c.seq.desc()).limit(1)).first()
+    return last is not None and last.status == "FAILURE"
 
 
 def failed_pushes(store: Store, mapping: str) -> list[str]:
     """Source ids whose last push through ``mapping`` failed, oldest first."""
     with store.engine.connect() as conn:
-        since = conn.execute(
-            select(recon_runs.c.started)
-            .where(recon_runs.c.mapping == mapping, recon_runs.c.state == "SUCCESS",
-                   recon_runs.c.dry_run.is_(False),
-                   (recon_runs.c.job.is_(None)) | (recon_runs.c.job.not_in(_PUSH_JOBS)))
-            .order_by(recon_runs.c.started.desc()).limit(1)
-        ).scalar()
-        query = (
-            select(audit.c.source_id, audit.c.status)
-            .join(recon_runs, recon_runs.c.id == audit.c.run_id)
-            .where(recon_runs.c.mapping == mapping, recon_runs.c.job.in_(_PUSH_JOBS),
-                   audit.c.source_id.is_not(None))
-            .order_by(audit.c.seq)
-        )
-        if since is not None:
-            query = query.where(audit.c.ts >= since)
+        query = _pushes_since_recon(conn, mapping)
         last: dict[str, str] = {}
         for source_id, status in conn.execute(query):
             last.pop(source_id, None)  # keep the order of each object's last word
             last[source_id] = status
     return [sid for sid, status in last.items() if status == "FAILURE"]
+
+
+def pending_counts(store: Store, mappings: Sequence[str] | None = None) -> dict[str, int]:
+    """Mapping name -> how many objects wait for ``idsync sync retry`` (only those
+    with any), among ``mappings`` (default: every mapping a push ever failed through)."""
+    if mappings is None:
+        with store.engine.connect() as conn:
+            names = conn.execute(select(recon_runs.c.mapping).distinct().where(
+                recon_runs.c.job.in_(_PUSH_JOBS), recon_runs.c.state == "FAILED")).scalars()
+            mappings = sorted(str(n) for n in names)
+    counts = {name: len(failed_pushes(store, name)) for name in mappings}
+    return {name: n for name, n in counts.items() if n}
+
+
+def pending_targets(store: Store, project: Project, mapping: MappingDef) -> dict[str, str]:
+    """Target ids of ``mapping`` (store objects) holding a change that a push
+    through a reverse mapping failed to deliver -> the name of that mapping."""
+    pending: dict[str, str] = {}
+    for other in project.mappings:
+        if other.name != mapping.name and other.source == mapping.target and other.linkset == mapping.linkset:
+            for object_id in failed_pushes(store, other.name):
+                pending.setdefault(object_id, other.name)
+    return pending
+
+
+def hold_pending(plans: Sequence[Plan], pending: dict[str, str]) -> None:
+    """Turn the UPDATE, DELETE or UNLINK of a pending object into an audited skip."""
+    if not pending:
+        return
+    for plan in plans:
+        through = pending.get(plan.target_id or "")
+        if through is None or plan.action not in _HELD_ACTIONS or (plan.op is None and not plan.defer):
+            continue
+        plan.op, plan.defer, plan.change, plan.audit, plan.changes = None, False, "skipped", True, None
+        plan.message = (f"{plan.action.lower()} held: a change of this object has not reached the target of "
+                        f"{through} yet (`idsync sync retry` or a recon of {through} pushes it)")
