@@ -301,3 +301,12 @@ def test_validate_checks_connector_settings_and_jobs(project: Path) -> None:
     assert "jobs.d/broken.toml: schedule" in line
     (jobs / "broken.toml").unlink()
     assert run(project, "validate").returncode == 0
+
+
+def test_commands_do_not_load_the_http_stack() -> None:
+    """``idsync recon`` and the other commands start without importing Starlette,
+    uvicorn or argon2: only ``idsync run`` with ``[api]`` enabled needs them."""
+    probe = ("import sys, idsync.cli; "
+             "print(sorted(m for m in ('starlette', 'uvicorn', 'argon2', 'prometheus_client') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -9,6 +9,7 @@ Exit codes follow sysexits: 0 ok, 1 a run FAILED, 65 bad query (EX_DATAERR),
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -29,7 +30,7 @@ from idsync.config.project import Project, load_project, validate_project
 from idsync.errors import ConfigError, IdsyncError
 from idsync.log import configure_logging
 from idsync.settings import load_settings
-from idsync.store.database import Store
+from idsync.store.database import Store, utcnow
 
 __all__ = ["main"]
 
@@ -37,7 +38,7 @@ log = structlog.get_logger("idsync.cli")
 
 EX_CANCELED = 130
 # Commands that answer a question: their output is the answer, not log lines.
-_QUIET_COMMANDS = ("status", "managed", "mappings", "validate", "system", "sync", "jobs", "api", "salesforce")
+_QUIET_COMMANDS = ("status", "prune", "managed", "mappings", "validate", "system", "sync", "jobs", "api", "salesforce")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     mp = sub.add_parser("mappings", help="the mappings in processing order")
     mp.add_argument("--json", action="store_true")
     mp.set_defaults(handler=_cmd_mappings)
+
+    pr = sub.add_parser("prune", help="delete old run records and their audit entries")
+    pr.add_argument("--days", type=int, default=None,
+                    help="keep runs that ended within this many days (default: [store] keep_runs_days)")
+    pr.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    pr.set_defaults(handler=_cmd_prune)
 
     register_job_commands(sub)
     register_managed_commands(sub)
@@ -196,6 +203,21 @@ def _max_deletes(text: str | None) -> int | float | None:
         return int(text)
     except ValueError:
         raise ConfigError("command line", "--max-deletes", "expected a number or a percentage such as 5%") from None
+
+
+def _cmd_prune(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.store.retention import prune
+
+    settings = load_settings(project_dir)
+    days = settings.store.keep_runs_days if args.days is None else args.days
+    if days <= 0:
+        print("idsync: nothing to prune: runs are kept forever (keep_runs_days = 0)")
+        return 0
+    store = Store.open(settings.store_url())
+    pruned = prune(store, utcnow() - dt.timedelta(days=days), dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {pruned.runs} runs and {pruned.audit} audit entries that ended more than {days} days ago")
+    return 0
 
 
 def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:

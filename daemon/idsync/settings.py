@@ -24,6 +24,8 @@ class StoreSettings(BaseModel):
     url: str = ""  # default: sqlite:///<state_dir>/idsync.db
     url_file: Path | None = None
     echo: bool = False
+    # Finished runs and their audit entries older than this are pruned (``store/retention.py``); 0 keeps all.
+    keep_runs_days: int = Field(90, ge=0)
 
 
 class ReconSettings(BaseModel):

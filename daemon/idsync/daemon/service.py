@@ -42,9 +42,10 @@ from idsync.daemon.recovery import recover_interrupted, release_own_runs
 from idsync.daemon.reload import Configuration, load_configuration
 from idsync.daemon.runner import JobOutcome, run_job
 from idsync.daemon.scheduler import JobTable, missed_fire
-from idsync.errors import RunLocked
+from idsync.errors import IdsyncError, RunLocked
 from idsync.status_file import write_status_file
 from idsync.store.database import Store, utcnow
+from idsync.store.retention import prune
 
 __all__ = ["EX_FORCED", "STOP_DEADLINE", "Daemon"]
 
@@ -54,6 +55,7 @@ log = structlog.get_logger("idsync.daemon")
 STOP_DEADLINE = 8.0
 EX_FORCED = 130
 _WORKERS = 8
+_FIRST_PRUNE = dt.timedelta(minutes=1)  # not at the very start: the first fires come first
 
 
 class Daemon:
@@ -88,6 +90,9 @@ class Daemon:
         api = self._api_server()  # before any job fires: a refused [api] stops the daemon first
         scheduler.start()
         self._catch_up()
+        # Housekeeping, not a job of jobs.d/ (``#`` is in no job file's name).
+        scheduler.add_job(self._prune, "interval", hours=6, id="#prune", max_instances=1, coalesce=True,
+                          next_run_time=dt.datetime.now(dt.UTC) + _FIRST_PRUNE)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._on_stop, sig, stop)
         self._loop.add_signal_handler(signal.SIGHUP, self._on_reload)
@@ -179,6 +184,18 @@ class Daemon:
             with self._lock:
                 self._running.pop(name, None)
             self._changed_threadsafe()
+
+    def _prune(self) -> None:
+        days = self.config.project.settings.store.keep_runs_days
+        if days <= 0:
+            return
+        try:
+            pruned = prune(self.store, utcnow() - dt.timedelta(days=days))
+        except IdsyncError as exc:
+            log.warning("store.prune_failed", error=str(exc))
+            return
+        if pruned.runs:
+            log.info("store.pruned", runs=pruned.runs, audit=pruned.audit, keep_runs_days=days)
 
     def _catch_up(self) -> None:
         now = utcnow()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Select, select
 
 from idsync.store.database import Store
+from idsync.store.retention import PUSH_JOBS as _PUSH_JOBS
 from idsync.store.tables import audit, recon_runs
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["failed_pushes", "hold_pending", "last_push_failed", "pending_counts", "pending_targets"]
 
-_PUSH_JOBS = ("implicit", "retry")
 _HELD_ACTIONS = ("UPDATE", "DELETE", "UNLINK")
 
 
