@@ -200,6 +200,20 @@ def test_percentage_cap_counts_against_the_whole_target(any_env: Env) -> None:
     assert allowed.summary["changes"]["deleted"] == 2 and len(env.users()) == 8
 
 
+def test_percentage_cap_is_of_the_target_before_the_run(env: Env) -> None:
+    """Objects created by the same run do not widen a percentage cap: 10 targets
+    and 20% allow 2 deletes even while the run creates 10 more."""
+    env.reconfigure(maxDeletes="20%")
+    env.add(*[f"w{i}" for i in range(10)])
+    env.recon()
+    env.remove("w0", "w1", "w2")
+    env.add(*[f"n{i}" for i in range(10)])
+    refused = env.recon()
+    assert refused.state == "FAILED" and "would delete or unlink 3" in (refused.message or "")
+    assert "(2)" in (refused.message or "")
+    assert {"w0", "w1", "w2"} <= set(env.users())
+
+
 def test_target_deleted_during_the_run_is_not_an_error(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A target removed by someone else between its read and its update is skipped;
     the run succeeds and the next run sees MISSING."""

@@ -345,7 +345,9 @@ class _Run:
         deletes = count
         limit = self.options.max_deletes if self.options.max_deletes is not None else self.mapping.max_deletes
         if limit is not None:
-            allowed = limit if isinstance(limit, int) else int(limit * (self.counters.target_total or 0))
+            # A share is of the target as it was before this run: objects it created do not widen the cap.
+            before = max((self.counters.target_total or 0) - self.counters.changes["created"], 0)
+            allowed = limit if isinstance(limit, int) else int(limit * before)
             if deletes > allowed:
                 raise SafetyLimitExceeded(
                     f"the run would delete or unlink {deletes} target objects, more than maxDeletes allows "
