@@ -200,20 +200,30 @@ def test_password_changed_in_ldap_is_kept(project: Path, slapd: Slapd, ldap_subt
     assert "Set-in-Ldap-2" not in json.dumps(_query(project, "user"))
 
 
-def test_group_of_names(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
-    """The same sample with groupOfNames groups (member instead of uniqueMember):
-    a group becomes a role with its members, a role becomes a group, and a user
-    joining through ldapGroups adds one `member` value. (Leaving needs the user's
-    memberOf, which this test directory keeps for groupOfUniqueNames only.)"""
+def _group_of_names_project(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> Path:
+    """The sample without its data, its groups groupOfNames (member instead of uniqueMember)."""
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=False)
     prov_file = project / "conf" / "provisioner.openicf-ldap.json"
     prov = json.loads(prov_file.read_text())
     prov["configurationProperties"].update(groupObjectClasses=["top", "groupOfNames"], groupMemberAttribute="member")
     prov["objectTypes"]["group"]["properties"]["uniqueMember"]["nativeName"] = "member"
     prov_file.write_text(json.dumps(prov))
-    people = [f"uid={u},{ldap_subtree}" for u in ("gon1", "gon2")]
-    slapd.add_ldif("\n".join(f"dn: {dn}\nobjectClass: inetOrgPerson\nuid: {dn[4:8]}\ncn: {dn[4:8]}\nsn: G\n"
-                             for dn in people))
+    return project
+
+
+def _people(slapd: Slapd, ldap_subtree: str, *uids: str) -> list[str]:
+    """Add one inetOrgPerson per uid; their DNs."""
+    slapd.add_ldif("\n".join(f"dn: uid={u},{ldap_subtree}\nobjectClass: inetOrgPerson\nuid: {u}\ncn: {u}\nsn: G\n"
+                             for u in uids))
+    return [f"uid={u},{ldap_subtree}" for u in uids]
+
+
+def test_group_of_names(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """The same sample with groupOfNames groups (member instead of uniqueMember):
+    a group becomes a role with its members, a role becomes a group, and a user
+    joining through ldapGroups adds one `member` value."""
+    project = _group_of_names_project(tmp_path, slapd, ldap_subtree)
+    people = _people(slapd, ldap_subtree, "gon1", "gon2")
     group_dn = f"cn=gon,{ldap_subtree}"
     slapd.add_ldif(f"dn: {group_dn}\nobjectClass: groupOfNames\ncn: gon\nmember: {_odd(people[0])}\n")
     for mapping in (FORWARD, "systemLdapGroups_managedRole"):
@@ -232,3 +242,53 @@ def test_group_of_names(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None
     assert created.returncode == 0, created.stderr
     group = ldap_entry(slapd, f"cn=gon-new,{ldap_subtree}")
     assert group is not None and "groupOfNames" in group["objectclass"] and group["member"] == [people[1]]
+
+
+def test_leaving_group_of_names(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """Leaving a groupOfNames group both ways, its DNs in odd spellings. Store to LDAP:
+    a group taken out of a user's ldapGroups deletes that one `member` value (the
+    other members keep their values as written) and the user's memberOf loses it.
+    LDAP to store: a member value deleted by another tool leaves the user's
+    ldapGroups and the role's members at the next recon. Then every mapping's
+    second pass writes nothing and nobody is put back."""
+    project = _group_of_names_project(tmp_path, slapd, ldap_subtree)
+    people = _people(slapd, ldap_subtree, "gol1", "gol2", "gol3")
+    group_dn = f"cn=Gol Team,{ldap_subtree}"
+    other_dn = f"cn=gol-other,{ldap_subtree}"
+    slapd.add_ldif(f"dn: {group_dn}\nobjectClass: groupOfNames\ncn: Gol Team\n"
+                   + "".join(f"member: {_odd(dn)}\n" for dn in people) + "\n"
+                   f"dn: {other_dn}\nobjectClass: groupOfNames\ncn: gol-other\nmember: {people[0]}\n")
+    mappings = [FORWARD, "systemLdapGroups_managedRole", REVERSE, "managedRole_systemLdapGroups"]
+    for mapping in mappings[:2]:
+        _recon(project, mapping)
+    users = _users(project)
+    assert sorted(map(norm, users["gol1"]["ldapGroups"])) == sorted(map(norm, [group_dn, other_dn]))
+    assert [norm(g) for g in users["gol2"]["ldapGroups"]] == [norm(group_dn)]
+    before = ldap_entry(slapd, group_dn)["member"]  # type: ignore[index]
+
+    # Store to LDAP: gol1's groups become just the other one, named in another spelling.
+    leave = [{"operation": "replace", "field": "/ldapGroups", "value": [other_dn.upper().replace(",", " , ")]}]
+    proc = idsync(project, "managed", "patch", "user", users["gol1"]["_id"], "--operations", json.dumps(leave))
+    assert proc.returncode == 0, proc.stderr
+    members = ldap_entry(slapd, group_dn)["member"]  # type: ignore[index]
+    assert members == [m for m in before if norm(m) != norm(people[0])] and len(members) == 2
+    assert ldap_entry(slapd, other_dn)["member"] == [people[0]]  # type: ignore[index]  # not left and rejoined
+    gol1 = ldap_entry(slapd, people[0])
+    assert [norm(g) for g in gol1["memberof"]] == [norm(other_dn)]  # type: ignore[index]
+    assert [norm(g) for g in _users(project)["gol1"]["ldapGroups"]] == [norm(other_dn)]
+
+    # LDAP to store: another tool removes gol3, naming it in an odd spelling.
+    slapd.add_ldif(f"dn: {group_dn}\nchangetype: modify\ndelete: member\nmember: {_odd(people[2])}\n")
+    assert "memberof" not in ldap_entry(slapd, people[2])  # type: ignore[operator]
+    _recon(project, FORWARD)
+    users = _users(project)
+    assert users["gol3"]["ldapGroups"] == []
+    assert [norm(g) for g in users["gol2"]["ldapGroups"]] == [norm(group_dn)]
+    _recon(project, "systemLdapGroups_managedRole")
+    roles = {r["name"]: [norm(m) for m in r["members"]] for r in _query(project, "role")}
+    assert roles == {"Gol Team": [norm(people[1])], "gol-other": [norm(people[0])]}
+
+    for mapping in mappings:
+        _recon(project, mapping)
+    assert [_writes(_recon(project, mapping)) for mapping in mappings] == [0, 0, 0, 0]
+    assert [norm(m) for m in ldap_entry(slapd, group_dn)["member"]] == [norm(people[1])]  # type: ignore[index]

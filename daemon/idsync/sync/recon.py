@@ -16,7 +16,7 @@ The target phase streams the target's ids, skips those the source phase
 claimed (``recon_claims``, so no list of all ids is held here), and assesses
 the rest. Every DELETE and UNLINK, from either phase, is only recorded
 (``recon_deferred``); they run after both phases finished without a read error,
-and only if their number is within the mapping's ``maxDeletes``.
+and only if their number is within the mapping's ``maxDeletes`` (``deletes.py``).
 
 Dry run needs nothing here: the target resource refuses to write (it answers
 what it would have done), and links are left alone.
@@ -24,12 +24,10 @@ what it would have done), and links are left alone.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +36,7 @@ from sqlalchemy import Connection
 
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
-from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult
+from idsync.connectors.base import Obj, QuerySpec, Resource, WriteResult
 from idsync.errors import IdsyncError, NotFound, RunCanceled, SafetyLimitExceeded
 from idsync.resources import Resources
 from idsync.scripts import Script
@@ -48,6 +46,7 @@ from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore, owner_id
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
+from idsync.sync.deletes import DeferredDeletes, joined
 from idsync.sync.retry import hold_pending, pending_targets
 from idsync.sync.summary import Counters
 
@@ -190,7 +189,11 @@ class _Run:
             self._target_phase(source, target, assessor)
             self.counters.phases["target"] = time.monotonic() - started
         self._stage("ACTIVE_DELETING")
-        self._run_deferred(target)
+        DeferredDeletes(
+            run_id=self.id, mapping=m, store=self.store, runs=self.runs, links=self.links,
+            counters=self.counters, dry_run=self.options.dry_run, max_deletes=self.options.max_deletes,
+            page_size=self.page_size, hook=self._hook, check_cancel=self._check_cancel,
+        ).run(target)
         if "result" in m.hooks:
             # PingIDM hands the result script the run's summary as `source` and `global`.
             summary = self.counters.to_summary()
@@ -259,7 +262,7 @@ class _Run:
 
         With the store as the target it is all one transaction, so a crash between
         the writes and the links cannot leave created objects that nothing links."""
-        with self.store.begin() as conn, _joined(target, conn):
+        with self.store.begin() as conn, joined(target, conn):
             self._written += self._apply_page(plans, target, conn)
         if self._written >= self._analyze_at:
             # Tables that grow fast within one run need fresh planner statistics.
@@ -338,53 +341,6 @@ class _Run:
             self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
         return len(writes) + len(new_links) + len(claims)
 
-    def _run_deferred(self, target: Resource) -> None:
-        count = self.runs.deferred_count(self.id)
-        if not count:
-            return
-        deletes = count
-        limit = self.options.max_deletes if self.options.max_deletes is not None else self.mapping.max_deletes
-        if limit is not None:
-            # A share is of the target as it was before this run: objects it created do not widen the cap.
-            before = max((self.counters.target_total or 0) - self.counters.changes["created"], 0)
-            allowed = limit if isinstance(limit, int) else int(limit * before)
-            if deletes > allowed:
-                raise SafetyLimitExceeded(
-                    f"the run would delete or unlink {deletes} target objects, more than maxDeletes allows "
-                    f"({allowed}); nothing was deleted")
-        for ops in self.runs.deferred_pages(self.id, self.page_size):
-            self._check_cancel()
-            to_delete = [o for o in ops if o["action"] == "DELETE" and o["target_id"]]
-            for o in ops:
-                hook = "onDelete" if o["action"] == "DELETE" else "onUnlink"
-                if hook in self.mapping.hooks:
-                    self._hook(hook, {"source": {"_id": o["source_id"]} if o["source_id"] else None,
-                                      "target": {"_id": o["target_id"]}, "situation": o["situation"]})
-            # A store target deletes in the same transaction that drops the links.
-            with self.store.begin() as conn, _joined(target, conn):
-                results = target.write_batch([WriteOp("delete", id=o["target_id"], rev=None) for o in to_delete])
-                failed = {r.op.id: r.error for r in results if not r.ok and type(r.error).__name__ != "NotFound"}
-                notes = {r.op.id: r.message for r in results if r.message}
-                audit: list[dict[str, Any]] = []
-                unlink_targets: list[str] = []
-                for o in ops:
-                    error = failed.get(o["target_id"]) if o["action"] == "DELETE" else None
-                    status = "FAILURE" if error else "SUCCESS"
-                    if error:
-                        self.counters.error(str(error), source_id=o["source_id"], target_id=o["target_id"])
-                        self.counters.changes["failed"] += 1
-                    else:
-                        self.counters.changes["deleted" if o["action"] == "DELETE" else "unlinked"] += 1
-                        if o["target_id"]:
-                            unlink_targets.append(o["target_id"])
-                    audit.append({"run_id": self.id, "mapping": self.mapping.name, "situation": o["situation"],
-                                  "action": o["action"], "source_id": o["source_id"], "target_id": o["target_id"],
-                                  "status": status if not self.options.dry_run else "DRY_RUN",
-                                  "message": str(error) if error else notes.get(o["target_id"]), "changes": None})
-                if not self.options.dry_run:
-                    self.links.remove_targets(conn, unlink_targets)
-                self.runs.audit(conn, audit)
-
     # -- helpers ------------------------------------------------------------
 
     def _count_failure(self, plan: Plan, message: str, audit: list[dict[str, Any]]) -> None:
@@ -419,8 +375,3 @@ class _Run:
     def _check_cancel(self) -> None:
         if self.options.cancel.is_set():
             raise RunCanceled("canceled at a page boundary; nothing was deleted")
-
-
-def _joined(target: Resource, conn: Connection) -> AbstractContextManager[None]:
-    """The store target writes into the page's transaction; other targets write on their own."""
-    return target.joined(conn) if isinstance(target, ManagedResource) else contextlib.nullcontext()

@@ -6,6 +6,10 @@ until it accepts connections. It never touches the system slapd (``/etc/ldap``,
 port 389): everything it writes lives under its own directory, which ``stop()``
 removes. It runs the same as root or as an ordinary user.
 
+Users get ``memberOf`` for their ``groupOfUniqueNames`` (``uniqueMember``) and
+``groupOfNames`` (``member``) groups alike: the memberof overlay is configured
+once per group class, with referential integrity, and ppolicy is loaded.
+
 With ``tls=True`` a throwaway CA and a server certificate (for ``localhost`` and
 ``127.0.0.1`` by default) are made with the ``openssl`` command, and the server
 listens on an ``ldaps://`` port too; StartTLS works on the plain port.
@@ -31,6 +35,8 @@ _SLAPD = "/usr/sbin/slapd"
 _SCHEMA_DIR = Path("/etc/ldap/schema")
 _MODULE_DIR = Path("/usr/lib/ldap")
 _SCHEMAS = ("core", "cosine", "inetorgperson", "nis")
+# (group object class, member attribute) pairs whose members get memberOf.
+_MEMBER_OF_GROUPS = (("groupOfUniqueNames", "uniqueMember"), ("groupOfNames", "member"))
 
 
 class SlapdError(RuntimeError):
@@ -249,17 +255,20 @@ class Slapd:
             "olcDbIndex: uid,mail eq\nolcDbIndex: cn eq,sub\n"
             "olcLimits: * size=unlimited time=unlimited\n",
         ]
+        # (overlay, its configuration lines); slapd numbers them in this order.
+        overlays: list[tuple[str, str]] = []
         if "memberof" in modules:
-            parts.append(
-                "dn: olcOverlay={0}memberof,olcDatabase={1}mdb,cn=config\n"
-                "objectClass: olcOverlayConfig\nobjectClass: olcMemberOf\n"
-                "olcOverlay: {0}memberof\nolcMemberOfGroupOC: groupOfUniqueNames\n"
-                "olcMemberOfMemberAD: uniqueMember\nolcMemberOfRefInt: TRUE\n")
+            # One memberof instance per group class: a user's memberOf lists both
+            # its groupOfUniqueNames and its groupOfNames groups, and the groups of
+            # both follow a rename or delete of the user (refint).
+            overlays += [("memberof", f"objectClass: olcMemberOf\nolcMemberOfGroupOC: {oc}\n"
+                                      f"olcMemberOfMemberAD: {attr}\nolcMemberOfRefInt: TRUE\n")
+                         for oc, attr in _MEMBER_OF_GROUPS]
         if "ppolicy" in modules:
-            parts.append(
-                "dn: olcOverlay={1}ppolicy,olcDatabase={1}mdb,cn=config\n"
-                "objectClass: olcOverlayConfig\nobjectClass: olcPPolicyConfig\n"
-                "olcOverlay: {1}ppolicy\n")
+            overlays.append(("ppolicy", "objectClass: olcPPolicyConfig\n"))
+        for index, (name, lines) in enumerate(overlays):
+            parts.append(f"dn: olcOverlay={{{index}}}{name},olcDatabase={{1}}mdb,cn=config\n"
+                         f"objectClass: olcOverlayConfig\nolcOverlay: {{{index}}}{name}\n{lines}")
         return "\n".join(parts)
 
     def _base_ldif(self) -> str:

@@ -1,0 +1,120 @@
+"""The deferred step of a reconciliation run: its deletes and unlinks.
+
+Neither phase deletes or unlinks anything; each only records the DELETE or
+UNLINK it decided (``recon_deferred``). Once both phases finished without a read
+error, this step counts them against the mapping's ``maxDeletes`` (or the run's
+own cap) and either refuses the lot, before touching anything, or carries them
+out page by page: the onDelete/onUnlink hooks, one ``write_batch`` of deletes,
+then, in one store transaction, the dropped links and the audit entries (the
+same transaction as the deletes when the target is the store).
+
+A delete that fails fails that object: its link is kept, so the next run sees
+it again. A target already gone counts as deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from idsync.config.mappings import MappingDef
+from idsync.connectors.base import Resource, WriteOp
+from idsync.errors import SafetyLimitExceeded
+from idsync.store.database import Store
+from idsync.store.links import LinkSet
+from idsync.store.objects import ManagedResource
+from idsync.store.runs import RunStore
+from idsync.sync.summary import Counters
+
+__all__ = ["DeferredDeletes", "delete_cap", "joined"]
+
+
+def delete_cap(limit: int | float | None, target_total: int | None, created: int) -> int | None:
+    """How many deletes and unlinks a run may make; None: no cap.
+
+    ``limit`` is a count, or a share of the target as it was before this run:
+    objects the run created itself do not widen the cap."""
+    if limit is None:
+        return None
+    if isinstance(limit, int):
+        return limit
+    return int(limit * max((target_total or 0) - created, 0))
+
+
+@dataclass(frozen=True)
+class DeferredDeletes:
+    """What the deferred step needs from its run, and nothing more."""
+
+    run_id: str
+    mapping: MappingDef
+    store: Store
+    runs: RunStore
+    links: LinkSet
+    counters: Counters
+    dry_run: bool
+    max_deletes: int | float | None  # the run's own cap; None: the mapping's maxDeletes
+    page_size: int
+    hook: Callable[[str, dict[str, Any]], None]  # runs one of the mapping's hooks, recording its failure
+    check_cancel: Callable[[], None]  # raises RunCanceled once the run is asked to stop
+
+    def run(self, target: Resource) -> None:
+        """Refuse every recorded delete and unlink if they exceed the cap, else carry them out."""
+        count = self.runs.deferred_count(self.run_id)
+        if not count:
+            return
+        limit = self.max_deletes if self.max_deletes is not None else self.mapping.max_deletes
+        allowed = delete_cap(limit, self.counters.target_total, self.counters.changes["created"])
+        if allowed is not None and count > allowed:
+            raise SafetyLimitExceeded(
+                f"the run would delete or unlink {count} target objects, more than maxDeletes allows "
+                f"({allowed}); nothing was deleted")
+        for ops in self.runs.deferred_pages(self.run_id, self.page_size):
+            self.check_cancel()
+            self._run_hooks(ops)
+            self._apply_page(ops, target)
+
+    def _run_hooks(self, ops: Sequence[dict[str, Any]]) -> None:
+        for o in ops:
+            hook = "onDelete" if o["action"] == "DELETE" else "onUnlink"
+            if hook in self.mapping.hooks:
+                self.hook(hook, {"source": {"_id": o["source_id"]} if o["source_id"] else None,
+                                 "target": {"_id": o["target_id"]}, "situation": o["situation"]})
+
+    def _apply_page(self, ops: Sequence[dict[str, Any]], target: Resource) -> None:
+        to_delete = [o for o in ops if o["action"] == "DELETE" and o["target_id"]]
+        # A store target deletes in the same transaction that drops the links.
+        with self.store.begin() as conn, joined(target, conn):
+            results = target.write_batch([WriteOp("delete", id=o["target_id"], rev=None) for o in to_delete])
+            failed = {r.op.id: r.error for r in results if not r.ok and type(r.error).__name__ != "NotFound"}
+            notes = {r.op.id: r.message for r in results if r.message}
+            audit: list[dict[str, Any]] = []
+            unlink_targets: list[str] = []
+            for o in ops:
+                error = failed.get(o["target_id"]) if o["action"] == "DELETE" else None
+                if error:
+                    self.counters.error(str(error), source_id=o["source_id"], target_id=o["target_id"])
+                    self.counters.changes["failed"] += 1
+                else:
+                    self.counters.changes["deleted" if o["action"] == "DELETE" else "unlinked"] += 1
+                    if o["target_id"]:
+                        unlink_targets.append(o["target_id"])
+                audit.append(self._audit_row(o, str(error) if error else notes.get(o["target_id"]), bool(error)))
+            if not self.dry_run:
+                self.links.remove_targets(conn, unlink_targets)
+            self.runs.audit(conn, audit)
+
+    def _audit_row(self, op: dict[str, Any], message: str | None, failed: bool) -> dict[str, Any]:
+        status = "DRY_RUN" if self.dry_run else "FAILURE" if failed else "SUCCESS"
+        return {"run_id": self.run_id, "mapping": self.mapping.name, "situation": op["situation"],
+                "action": op["action"], "source_id": op["source_id"], "target_id": op["target_id"],
+                "status": status, "message": message, "changes": None}
+
+
+def joined(target: Resource, conn: Connection) -> AbstractContextManager[None]:
+    """The store target writes into the page's transaction; other targets write on their own."""
+    return target.joined(conn) if isinstance(target, ManagedResource) else contextlib.nullcontext()
