@@ -18,7 +18,10 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
+from idsync.store.tables import audit
+from idsync.sync.retry import unrepaired_befores
 from idsync.testing.slapd import Slapd
+from sqlalchemy import select
 
 from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, sample_project
 
@@ -340,3 +343,131 @@ def test_membership_of_failed_push_arrives_with_next_change(seeded_dir: Path, sl
     members = ldap_entry(slapd, group_dn)["uniquemember"]  # type: ignore[index]
     assert f"uid=scarter,{ldap_subtree}".lower() in [m.lower() for m in members]
     assert idsync(seeded_dir, "sync", "retry").stdout.strip() == "nothing to retry"
+
+
+def _membership_fixture(seeded_dir: Path, slapd: Slapd, subtree: str) -> tuple[str, dict[str, str]]:
+    """bjensen in groups staff and openidm, scarter in staff and ops (groups need a
+    member), after the LDAP-to-store recon: bjensen's id and the group DNs by cn."""
+    groups = {cn: f"cn={cn},{subtree}" for cn in ("openidm", "staff", "ops")}
+    members = {"staff": ("bjensen", "scarter"), "ops": ("scarter",)}
+    slapd.add_ldif("".join(
+        f"dn: {groups[cn]}\nobjectClass: top\nobjectClass: groupOfUniqueNames\ncn: {cn}\n"
+        + "".join(f"uniqueMember: uid={u},{subtree}\n" for u in uids) + "\n" for cn, uids in members.items()))
+    assert idsync(seeded_dir, "recon", FORWARD).returncode == 0
+    users = {u["userName"]: u for u in json.loads(idsync(seeded_dir, "managed", "query", "user").stdout)}
+    assert sorted(g.lower() for g in users["bjensen"]["ldapGroups"]) == sorted(
+        groups[cn].lower() for cn in ("openidm", "staff"))
+    return users["bjensen"]["_id"], groups
+
+
+def _members(slapd: Slapd, dn: str) -> list[str]:
+    entry = ldap_entry(slapd, dn)
+    assert entry is not None
+    return sorted(m.lower().split(",")[0] for m in entry["uniquemember"])
+
+
+def _ldap_groups(project_dir: Path, user_id: str) -> list[str]:
+    user = json.loads(idsync(project_dir, "managed", "get", "user", user_id).stdout)
+    return sorted(g.lower().split(",")[0] for g in user.get("ldapGroups") or [])
+
+
+def _patch_while_down(project_dir: Path, slapd: Slapd, user_id: str, *patches: list[dict[str, str]]) -> None:
+    """Apply each patch to the user with slapd stopped: each is saved, its push fails."""
+    slapd.stop(keep_data=True)
+    try:
+        for ops in patches:
+            proc = idsync(project_dir, "managed", "patch", "user", user_id, "--operations", json.dumps(ops))
+            assert proc.returncode == 75, proc.stderr
+    finally:
+        slapd.start()
+
+
+@pytest.mark.parametrize("repair", ["retry", "next change"])
+def test_group_left_during_failed_push_is_left(seeded_dir: Path, slapd: Slapd, ldap_subtree: str,
+                                               repair: str) -> None:
+    """A user who leaves a group while LDAP is down leaves it once the push is
+    repaired, by `idsync sync retry` or by the user's next (unrelated) change: only
+    that member value goes (the group keeps its other member, the user keeps her
+    other group), and the LDAP-to-store recon does not bring the group back."""
+    user_id, groups = _membership_fixture(seeded_dir, slapd, ldap_subtree)
+    leave = [{"operation": "remove", "field": "/ldapGroups", "value": groups["staff"]}]
+    _patch_while_down(seeded_dir, slapd, user_id, leave)
+    project = load_project(seeded_dir)
+    kept = unrepaired_befores(Store.open(project.settings.store_url()), REVERSE)
+    assert list(kept) == [user_id] and groups["staff"] in kept[user_id]["ldapGroups"]
+    if repair == "retry":
+        proc = idsync(seeded_dir, "sync", "retry")
+        assert "CONFIRMED UPDATE: ok" in proc.stdout
+    else:
+        phone = [{"operation": "replace", "field": "/telephoneNumber", "value": "555-0102"}]
+        proc = idsync(seeded_dir, "managed", "patch", "user", user_id, "--operations", json.dumps(phone))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _members(slapd, groups["staff"]) == ["uid=scarter"]
+    assert _members(slapd, groups["openidm"]) == ["uid=bjensen"]
+    assert idsync(seeded_dir, "sync", "retry").stdout.strip() == "nothing to retry"
+    assert idsync(seeded_dir, "recon", FORWARD).returncode == 0
+    assert _ldap_groups(seeded_dir, user_id) == ["cn=openidm"]
+
+
+def test_group_left_during_failed_push_is_left_by_recon(seeded_dir: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A group left while LDAP was down is left by the next store-to-LDAP recon
+    too (a "merge" list otherwise only gains values in a recon), and the
+    LDAP-to-store recon after it does not bring the group back."""
+    user_id, groups = _membership_fixture(seeded_dir, slapd, ldap_subtree)
+    leave = [{"operation": "remove", "field": "/ldapGroups", "value": groups["staff"]}]
+    _patch_while_down(seeded_dir, slapd, user_id, leave)
+    assert idsync(seeded_dir, "recon", REVERSE).returncode == 0
+    assert idsync(seeded_dir, "recon", FORWARD).returncode == 0
+    assert _ldap_groups(seeded_dir, user_id) == ["cn=openidm"]
+    assert _members(slapd, groups["staff"]) == ["uid=scarter"]
+
+
+@pytest.mark.parametrize("seeded_dir", BACKENDS, indirect=True)
+def test_changes_made_while_ldap_down_all_arrive(seeded_dir: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """Two changes whose pushes both failed (leave staff, then join ops) arrive
+    together with the retry: staff loses the user, ops gains her, openidm keeps her;
+    and both recons then write nothing. On every store backend."""
+    user_id, groups = _membership_fixture(seeded_dir, slapd, ldap_subtree)
+    leave = [{"operation": "remove", "field": "/ldapGroups", "value": groups["staff"]}]
+    join = [{"operation": "add", "field": "/ldapGroups", "value": groups["ops"]}]
+    _patch_while_down(seeded_dir, slapd, user_id, leave, join)
+    retry = idsync(seeded_dir, "sync", "retry")
+    assert retry.returncode == 0 and "CONFIRMED UPDATE: ok" in retry.stdout, retry.stdout + retry.stderr
+    assert _members(slapd, groups["staff"]) == ["uid=scarter"]
+    assert _members(slapd, groups["ops"]) == ["uid=bjensen", "uid=scarter"]
+    assert _members(slapd, groups["openidm"]) == ["uid=bjensen"]
+    for mapping in (FORWARD, REVERSE):
+        changes = _changes(idsync(seeded_dir, "recon", mapping, "--json"))
+        assert changes == {**changes, "created": 0, "updated": 0, "deleted": 0, "unlinked": 0}
+    assert _ldap_groups(seeded_dir, user_id) == ["cn=openidm", "cn=ops"]
+
+
+def test_failed_push_records_no_secret(seeded_dir: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """The object a failed push keeps for its repair holds no secret, neither clear
+    nor hashed, in any audit row as stored; `idsync status` shows no trace of it;
+    and the retry delivers both the group left and the password set while LDAP was down."""
+    user_id, groups = _membership_fixture(seeded_dir, slapd, ldap_subtree)
+    first, second = "Fir5t-Secret-Value", "Sec0nd-Secret-Value"
+    set_password = [{"operation": "replace", "field": "/password", "value": first}]
+    assert idsync(seeded_dir, "managed", "patch", "user", user_id, "--operations",
+                  json.dumps(set_password)).returncode == 0
+    leave = [{"operation": "remove", "field": "/ldapGroups", "value": groups["staff"]}]
+    change_password = [{"operation": "replace", "field": "/password", "value": second}]
+    _patch_while_down(seeded_dir, slapd, user_id, leave, change_password)
+    runs = json.loads(idsync(seeded_dir, "status", "--json").stdout)
+    shown = "".join(idsync(seeded_dir, "status", r["_id"], "--json").stdout for r in runs[:3])
+    shown += idsync(seeded_dir, "status").stdout + "".join(idsync(seeded_dir, "status", r["_id"]).stdout
+                                                           for r in runs[:3])
+    assert "_sourceBefore" not in shown and "ldapGroups" not in shown
+    retry = idsync(seeded_dir, "sync", "retry")
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    dn = f"uid=bjensen,{ldap_subtree}"
+    assert can_bind(slapd, dn, second) and _members(slapd, groups["staff"]) == ["uid=scarter"]
+    project = load_project(seeded_dir)
+    with Store.open(project.settings.store_url()).engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(select(audit)).mappings()]
+    kept = [r["changes"]["_sourceBefore"] for r in rows if r["changes"] and "_sourceBefore" in r["changes"]]
+    assert len(kept) == 1 and groups["staff"] in kept[0]["ldapGroups"] and "password" not in kept[0]
+    text = json.dumps(rows, default=str)
+    for value in (first, second, "$6$", "{CRYPT}", "{SSHA}"):
+        assert value not in text

@@ -3,6 +3,10 @@
 * ``recon_runs``: one row per run, its state and a PingIDM-shaped summary,
   refreshed at every page so ``idsync status`` shows a live run.
 * ``audit``: one row per non-trivial per-object outcome (never secret values).
+  A failed implicit-sync push may keep, under ``AUDIT_BEFORE`` in its
+  ``changes``, the source object before its change (secrets removed) for the
+  push that repairs it; it is bookkeeping, not a change, and readers of the
+  trail do not see it.
 * ``recon_claims``: target ids the source phase accounted for.
 * ``recon_deferred``: deletes and unlinks waiting for the end of the run.
 * ``locks``: one holder per name (a mapping, a job) across processes and hosts;
@@ -24,10 +28,11 @@ from idsync.errors import RunLocked
 from idsync.store.database import Store, utcnow
 from idsync.store.tables import audit, claims, deferred, locks, recon_runs
 
-__all__ = ["RunStore", "owner_id"]
+__all__ = ["AUDIT_BEFORE", "RunStore", "owner_id"]
 
 _CHUNK = 500
 LOCK_TTL = dt.timedelta(minutes=10)
+AUDIT_BEFORE = "_sourceBefore"
 
 
 def owner_id() -> str:
@@ -39,6 +44,15 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value
+
+
+def _shown(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """An audit row as its readers see it: without the bookkeeping of ``AUDIT_BEFORE``."""
+    out = dict(row)
+    changes = out.get("changes")
+    if isinstance(changes, dict) and AUDIT_BEFORE in changes:
+        out["changes"] = {k: v for k, v in changes.items() if k != AUDIT_BEFORE} or None
+    return out
 
 
 class RunStore:
@@ -113,7 +127,7 @@ class RunStore:
         if status:
             query = query.where(audit.c.status == status)
         with self.store.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [_shown(r) for r in conn.execute(query).mappings()]
 
     # -- claims and deferred ops -------------------------------------------
 

@@ -12,6 +12,12 @@ finds the failed ones again (``retry.py``). The store change was made before
 the push and stands whatever happens here: a target that refuses the object or
 cannot be reached fails the push, never the change. Audit entries hold masked
 values only (``Assessor`` masks secret names such as ``userPassword``).
+
+A "merge" list is changed by what the change itself added and removed, found by
+comparing with the object before it. The failed push that begins a run of
+failures keeps that earlier object, secrets removed, in its audit entry; the
+next push or retry of the object compares with it instead, so the removals of
+every change that never arrived are applied too (``retry.unrepaired``).
 """
 
 from __future__ import annotations
@@ -29,11 +35,11 @@ from idsync.errors import IdsyncError, NotFound
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
-from idsync.store.runs import RunStore
-from idsync.sync.assess import Assessor, Plan
+from idsync.store.runs import AUDIT_BEFORE, RunStore
+from idsync.sync.assess import SECRET_NAMES, Assessor, Plan
 from idsync.sync.correlation import Correlator
 from idsync.sync.recon import ReconOptions
-from idsync.sync.retry import last_push_failed
+from idsync.sync.retry import unrepaired
 from idsync.sync.situations import assess_source_deleted
 from idsync.sync.summary import Counters
 
@@ -82,10 +88,8 @@ class ImplicitSync:
 
     def push_one(self, mapping: MappingDef, object_id: str, current: Obj | None, *, before: Obj | None = None,
                  job: str = IMPLICIT_JOB) -> PushResult:
-        if before is not None and mapping.properties.has_merge() and last_push_failed(self.store, mapping.name,
-                                                                                       object_id):
-            # An earlier change never arrived: push the whole lists, not only this change.
-            before = None
+        secrets = self.project.secret_properties(mapping)
+        before, begins_run = self._compared_with(mapping, object_id, current, before, secrets)
         run_id = str(uuid.uuid4())
         counters = Counters(mapping.name, mapping.source, mapping.target)
         bound = log.bind(run_id=run_id, mapping=mapping.name, source_id=object_id, job=job)
@@ -96,7 +100,7 @@ class ImplicitSync:
         try:
             target = self.resources.open(mapping.target)
             links = LinkSet(self.store, mapping.linkset, reversed=self.project.linkset_reversed(mapping))
-            assessor = Assessor(mapping, ReconOptions(), counters, secrets=self.project.secret_properties(mapping),
+            assessor = Assessor(mapping, ReconOptions(), counters, secrets=secrets,
                                 previous={object_id: before} if before else {})
             if current is None:
                 plan = self._assess_deleted(assessor, target, links, object_id)
@@ -105,7 +109,9 @@ class ImplicitSync:
             error = self._apply(plan, target, links)
         except IdsyncError as exc:
             error = str(exc)
-        self._record(run_id, mapping, counters, plan, error)
+        # The first failure of a run keeps what the push repairing it must compare with.
+        keep = _without_secrets(before, secrets) if error and begins_run and before is not None else None
+        self._record(run_id, mapping, counters, plan, error, keep)
         if error is None:
             bound.info("implicit_sync.pushed", situation=plan.situation, action=plan.action,
                        target_id=plan.target_id, change=plan.change)
@@ -115,6 +121,18 @@ class ImplicitSync:
                           plan.target_id, error)
 
     # -- deciding -------------------------------------------------------------
+
+    def _compared_with(self, mapping: MappingDef, object_id: str, current: Obj | None, before: Obj | None,
+                       secrets: frozenset[str]) -> tuple[Obj | None, bool]:
+        """The object the "merge" lists of ``current`` are compared with, and whether
+        a failure of this push begins a run of failures (then it keeps that object)."""
+        if current is None or not mapping.properties.has_merge():
+            return before, False
+        pending = unrepaired(self.store, mapping.name, object_id)
+        if pending is None:
+            return before, True
+        # Earlier changes never arrived: compare with the object before the first of them.
+        return (_with_secrets(pending.before, current, secrets) if pending.before is not None else None), False
 
     def _assess_present(self, mapping: MappingDef, assessor: Assessor, target: Resource, links: LinkSet,
                         current: Obj) -> Plan:
@@ -171,7 +189,8 @@ class ImplicitSync:
         plan.target_id = target_id
         return None
 
-    def _record(self, run_id: str, mapping: MappingDef, counters: Counters, plan: Plan, error: str | None) -> None:
+    def _record(self, run_id: str, mapping: MappingDef, counters: Counters, plan: Plan, error: str | None,
+                before: Obj | None = None) -> None:
         counters.source_processed = 1
         if plan.situation:
             counters.situations[plan.situation] += 1
@@ -193,7 +212,24 @@ class ImplicitSync:
         row.update(situation=plan.situation or None, action=plan.action or None)
         if error:
             row.update(status="FAILURE", message=error)
+        if before is not None:
+            row["changes"] = {**(row["changes"] or {}), AUDIT_BEFORE: before}
         with self.store.begin() as conn:
             # Every push is audited, even an unchanged one: retry reads the last word per object.
             self.runs.audit(conn, [row])
         self.runs.finish(run_id, state, counters.stage, summary, error)
+
+
+def _secret(name: str, secrets: frozenset[str]) -> bool:
+    return name.lower() in SECRET_NAMES or name.lower() in {s.lower() for s in secrets}
+
+
+def _without_secrets(obj: Obj, secrets: frozenset[str]) -> Obj:
+    """``obj`` fit for an audit entry: no secret property, hashed or not."""
+    return {k: v for k, v in obj.items() if not _secret(k, secrets)}
+
+
+def _with_secrets(recorded: Obj, current: Obj, secrets: frozenset[str]) -> Obj:
+    """A recorded earlier object with the current secrets, which it lacks: a
+    secret compares as unchanged rather than as removed."""
+    return {**recorded, **{k: v for k, v in current.items() if _secret(k, secrets)}}

@@ -47,7 +47,7 @@ from idsync.store.runs import RunStore, owner_id
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import DeferredDeletes, joined
-from idsync.sync.retry import hold_pending, pending_targets
+from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
 from idsync.sync.summary import Counters
 
 __all__ = ["ReconOptions", "ReconResult", "run_recon"]
@@ -155,7 +155,11 @@ class _Run:
     def _execute(self, source: Resource, target: Resource) -> None:
         m = self.mapping
         self.counters.source_total = source.count()
-        assessor = Assessor(m, self.options, self.counters, secrets=self.project.secret_properties(m))
+        # Objects whose pushes failed are compared with the object the first failure recorded,
+        # so "merge" lists also lose what those changes took away (``sync/retry.py``).
+        previous = unrepaired_befores(self.store, m.name) if m.properties.has_merge() else {}
+        assessor = Assessor(m, self.options, self.counters, secrets=self.project.secret_properties(m),
+                            previous=previous)
         # Store objects whose change the reverse mapping has not delivered yet are not overwritten.
         self._pending = pending_targets(self.store, self.project, m) if isinstance(target, ManagedResource) else {}
         correlator = Correlator(m.correlation, target, m.default_target_fields) if m.correlation else None

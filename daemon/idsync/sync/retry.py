@@ -14,17 +14,27 @@ not yet pushed, unlink the target entry and later bring the object back), so it
 holds those objects: their UPDATE, DELETE and UNLINK are skipped and audited
 (``hold_pending``), and the store-to-target recon or ``idsync sync retry``
 pushes them as they are.
+
+A "merge" list of the target keeps the values idsync did not put there, so a
+push removes only the values its change took away, by comparing the object
+with the object before the change. A failed push that begins a run of failures
+records that earlier object (secrets removed) in its audit entry
+(``AUDIT_BEFORE``); the next push or retry compares with it (``unrepaired``), so
+the values every change of the run removed are removed too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Select, func, select
 
+from idsync.connectors.base import Obj
 from idsync.store.database import Store
 from idsync.store.retention import PUSH_JOBS as _PUSH_JOBS
+from idsync.store.runs import AUDIT_BEFORE
 from idsync.store.tables import audit, recon_runs
 
 if TYPE_CHECKING:
@@ -32,7 +42,8 @@ if TYPE_CHECKING:
     from idsync.config.project import Project
     from idsync.sync.assess import Plan
 
-__all__ = ["failed_pushes", "hold_pending", "last_push_failed", "pending_counts", "pending_targets"]
+__all__ = ["Unrepaired", "failed_pushes", "hold_pending", "pending_counts", "pending_targets",
+           "unrepaired", "unrepaired_befores"]
 
 _HELD_ACTIONS = ("UPDATE", "DELETE", "UNLINK")
 
@@ -57,12 +68,39 @@ def _pushes_since_recon(conn: Connection, mapping: str) -> Select[str, str]:
     return query.where(audit.c.ts >= since) if since is not None else query
 
 
-def last_push_failed(store: Store, mapping: str, source_id: str) -> bool:
-    """Whether the last push of ``source_id`` through ``mapping`` failed and is not repaired yet."""
+@dataclass(frozen=True)
+class Unrepaired:
+    """The last push of an object failed and is not repaired yet. ``before``: the
+    object before the change whose push began this run of failures, as that push
+    recorded it (without secrets), or ``None`` when it recorded none (a create,
+    or an entry written before pushes recorded it)."""
+
+    before: Obj | None
+
+
+def unrepaired(store: Store, mapping: str, source_id: str) -> Unrepaired | None:
+    """Whether the last push of ``source_id`` through ``mapping`` failed and is not
+    repaired yet (``None``: it did not), and what it left to deliver."""
     with store.engine.connect() as conn:
-        query = _pushes_since_recon(conn, mapping).where(audit.c.source_id == source_id)
-        last = conn.execute(query.order_by(None).order_by(audit.c.seq.desc()).limit(1)).first()
-    return last is not None and last.status == "FAILURE"
+        pushes = _pushes_since_recon(conn, mapping).where(audit.c.source_id == source_id).order_by(None)
+        # The run of failures is what follows the last push that did not fail; its first entry kept the object.
+        last_ok = conn.execute(pushes.with_only_columns(func.max(audit.c.seq))
+                               .where(audit.c.status != "FAILURE")).scalar()
+        run = pushes.add_columns(audit.c.changes).order_by(audit.c.seq).limit(1)
+        first = conn.execute(run.where(audit.c.seq > last_ok) if last_ok is not None else run).first()
+    if first is None:
+        return None
+    recorded = (first.changes or {}).get(AUDIT_BEFORE) if isinstance(first.changes, dict) else None
+    return Unrepaired(dict(recorded) if isinstance(recorded, dict) else None)
+
+
+def unrepaired_befores(store: Store, mapping: str) -> dict[str, Obj]:
+    """Source id -> the object its unrepaired pushes through ``mapping`` must be
+    compared with (``unrepaired``), for the objects that recorded one: what a
+    store-to-target recon needs as the assessor's ``previous`` so that it also
+    removes from "merge" lists the values those failed changes took away."""
+    found = {sid: unrepaired(store, mapping, sid) for sid in failed_pushes(store, mapping)}
+    return {sid: u.before for sid, u in found.items() if u is not None and u.before is not None}
 
 
 def failed_pushes(store: Store, mapping: str) -> list[str]:
