@@ -13,6 +13,7 @@ from idsync.connectors.base import QuerySpec
 from idsync.connectors.ldap_members import norm_dn as norm
 from idsync.resources import Resources
 from idsync.store.database import Store
+from idsync.store.runs import RunStore
 from idsync.sync.recon import ReconOptions, run_recon
 from idsync.testing.slapd import Slapd
 
@@ -104,6 +105,29 @@ def test_store_to_ldap_recon(project: Path, slapd: Slapd, ldap_subtree: str) -> 
     assert nsync is not None and nsync["cn"] == ["N"]  # no displayName: givenName and sn, joined
     assert ldap_entry(slapd, f"uid=scarter,{ldap_subtree}") is None
     assert _writes(_recon(project, REVERSE)) == 0
+
+
+def test_delete_refused_by_ldap_fails_that_object_only(project: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """LDAP refuses to delete an entry that has children: that object fails (audited,
+    counted), the run goes on and succeeds, the link stays, and the next recon
+    deletes the entry once the child is gone."""
+    _recon(project, FORWARD)
+    users = _users(project)
+    child = f"cn=laptop,uid=scarter,{ldap_subtree}"
+    slapd.add_ldif(f"dn: {child}\nobjectClass: device\ncn: laptop\n")
+    assert idsync(project, "managed", "delete", "user", users["scarter"]["_id"], "--no-sync").returncode == 0
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    result = run_recon(loaded, store, REVERSE, ReconOptions(max_deletes=1))
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"]["deleted"] == 0 and result.summary["changes"]["failed"] == 1
+    assert ldap_entry(slapd, f"uid=scarter,{ldap_subtree}") is not None
+    audit = RunStore(store).audit_entries(result.id, limit=50)
+    (failure,) = [a for a in audit if a["status"] == "FAILURE"]
+    assert failure["action"] == "DELETE" and failure["situation"] == "SOURCE_MISSING"
+    slapd.add_ldif(f"dn: {child}\nchangetype: delete\n")
+    again = _recon(project, REVERSE, max_deletes=1)
+    assert again["changes"]["deleted"] == 1 and ldap_entry(slapd, f"uid=scarter,{ldap_subtree}") is None
 
 
 def test_convergence(project: Path, slapd: Slapd, ldap_subtree: str) -> None:
