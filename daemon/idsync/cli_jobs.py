@@ -110,7 +110,7 @@ def _render_jobs(rows: list[dict[str, Any]], jobs_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
     if not rows:
         console.print(f"no jobs in {jobs_dir}")
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,7 +13,7 @@ from rich.table import Table
 
 __all__ = ["render_audit", "render_run", "render_runs"]
 
-_console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+_console = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 
 
 def _nonzero(d: Mapping[str, Any] | None) -> str:
