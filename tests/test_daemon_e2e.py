@@ -8,6 +8,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.store.database import Store
@@ -593,6 +595,12 @@ def test_demo_runs_the_example_jobs_until_ctrl_c(tmp_path: Path) -> None:
             }
 
         _wait(both_ran, 30, "both example jobs to run")
+        # The seeds' curl, against the demo's API (its port is in the printed curl line).
+        url = re.search(r"'(http://127\.0\.0\.1:\d+/openidm/[^']+)'", (tmp_path / "demo.out").read_text()).group(1)
+        seed_headers = {"X-OpenIDM-Username": "openidm-admin", "X-OpenIDM-Password": "openidm-admin"}
+        ids = httpx.get(url, headers=seed_headers, timeout=10)
+        assert ids.status_code == 200 and ids.json()["resultCount"] == 20, ids.text
+        assert httpx.get(url, timeout=10).status_code == 401
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(15)
     finally:

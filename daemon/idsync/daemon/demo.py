@@ -6,15 +6,21 @@ inactive job has work), builds a demo project in a temporary directory from
 ``conf/`` and ``jobs.d/`` with the schedules shortened to every few seconds,
 and runs ``idsync run`` on it. Runs are recorded in ``state/`` of the current
 project, so ``idsync status`` and ``state/status.json`` fill up while it runs.
-Ctrl-C stops it cleanly; slapd and the temporary directory go with it.
+The HTTP API listens on 127.0.0.1 (port 8080, or a free one when 8080 is
+taken) with the seeds' account ``openidm-admin`` / ``openidm-admin``, so their
+``curl`` commands work as written; a sample password is refused anywhere but
+on loopback. Ctrl-C stops it cleanly; slapd and the temporary directory go
+with it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -28,9 +34,11 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _LOCKED = ("user.3", "user.7")
+_API_USER = "openidm-admin"  # the seeds' account; its password is the same, as in PingIDM's samples
 
 
 def main() -> int:
+    from idsync.api.auth import hash_password
     from idsync.testing.slapd import Slapd, sample_users_ldif
 
     project = Path(os.environ.get("IDSYNC_PROJECT") or Path.cwd()).resolve()
@@ -46,7 +54,12 @@ def main() -> int:
         locked = _lock(ldap, people)
         demo = Path(tmp) / "project"
         _demo_project(project, demo, every)
+        api_port = _api_port()
         os.environ.update(
+            IDSYNC_API__ENABLED="true",
+            IDSYNC_API__HOST="127.0.0.1",
+            IDSYNC_API__PORT=str(api_port),
+            IDSYNC_API__ACCOUNTS=json.dumps({_API_USER: hash_password(_API_USER)}),
             IDSYNC_LDAP_HOST="127.0.0.1",
             IDSYNC_LDAP_PORT=str(ldap.port),
             IDSYNC_LDAP_PASSWORD=password,
@@ -58,12 +71,26 @@ def main() -> int:
             f"demo: jobs every {every} s from {demo / 'jobs.d'}; in another terminal try\n"
             f"  .venv/bin/idsync -p {project} status\n"
             f"  cat {project / 'state' / 'status.json'}\n"
+            f"  curl -H 'X-OpenIDM-Username: {_API_USER}' -H 'X-OpenIDM-Password: {_API_USER}' "
+            f"'http://127.0.0.1:{api_port}/openidm/managed/user?_queryId=query-all-ids'\n"
             "demo: Ctrl-C stops the daemon\n"
         )
         code = idsync(["-p", str(demo), "run"])
         print()
         idsync(["-p", str(demo), "status", "--limit", "6"])
         return code
+
+
+def _api_port() -> int:
+    """8080 as in the seeds' ``curl`` commands, or any free port when it is taken."""
+    for port in (8080, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
 
 
 def _demo_project(project: Path, demo: Path, every: int) -> None:
