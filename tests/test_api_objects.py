@@ -16,9 +16,10 @@ from dbs import BACKENDS, store_url
 from idsync.config.project import load_project
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
+from idsync.sync.retry import failed_pushes
 from idsync.testing.slapd import Slapd
 
-from samples import FORWARD, ldap_entry, sample_project
+from samples import FORWARD, REVERSE, idsync, ldap_entry, sample_project
 
 JSON = {**ADMIN, "Content-Type": "application/json"}
 
@@ -76,6 +77,27 @@ def test_recon_by_id(api: httpx.Client, slapd: Slapd, ldap_subtree: str) -> None
     assert api.get(f"/openidm/recon/{r.json()['_id']}", headers=ADMIN).json()["mapping"] == FORWARD
     missing = api.post(f"/openidm/recon?_action=reconById&mapping={FORWARD}&id=nope", headers=ADMIN)
     assert missing.status_code == 404
+
+
+def test_recon_by_id_repairs_a_failed_push(api: httpx.Client, project: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A push LDAP refused (a user without ``sn``) waits for a retry; once the data is
+    fixed, a reconById through the store-to-LDAP mapping delivers it and counts as
+    the repair of that object only, like ``idsync sync retry`` (not as a whole recon:
+    the other user's failed push still waits)."""
+    ids = []
+    for name in ("nosn", "other"):
+        created = api.post("/openidm/managed/user?_action=create", headers=JSON, json={"userName": name})
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["_id"])
+    store = Store.open(load_project(project).settings.store_url())
+    assert failed_pushes(store, REVERSE) == ids
+    fixed = idsync(project, "managed", "patch", "user", ids[0], "--no-sync",
+                   "--operations", '[{"operation": "add", "field": "/sn", "value": "Nosn"}]')
+    assert fixed.returncode == 0, fixed.stderr
+    r = api.post(f"/openidm/recon?_action=reconById&mapping={REVERSE}&id={ids[0]}", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["state"] == "SUCCESS", r.text
+    assert ldap_entry(slapd, f"uid=nosn,{ldap_subtree}") is not None
+    assert failed_pushes(store, REVERSE) == [ids[1]]
 
 
 def test_managed_changes_with_revisions(api: httpx.Client, slapd: Slapd, ldap_subtree: str) -> None:

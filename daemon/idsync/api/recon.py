@@ -23,7 +23,7 @@ from idsync.api.errors import ApiError
 from idsync.resources import Resources
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
-from idsync.sync.implicit import ImplicitSync, PushResult
+from idsync.sync.implicit import RECON_BY_ID_JOB, ImplicitSync, PushResult
 
 __all__ = ["recon_routes", "run_summary"]
 
@@ -106,7 +106,7 @@ def _recon_by_id(ctx: ApiContext, mapping_name: str, object_id: str) -> PushResu
         current = source.get(object_id, mapping.default_source_fields)
         if current is None:
             raise ApiError(404, f"{mapping.source}/{object_id} not found")
-        return ImplicitSync(project, ctx.store, resources).push_one(mapping, object_id, current, job="api")
+        return ImplicitSync(project, ctx.store, resources).push_one(mapping, object_id, current, job=RECON_BY_ID_JOB)
     finally:
         resources.close()
 

@@ -7,7 +7,7 @@ what idsync still reads:
 
 * the newest complete, successful, non-dry-run recon of each mapping: it is the
   point from which ``sync/retry.py`` looks for failed pushes;
-* every push (``implicit``, ``retry``) since that recon, whatever its age: the
+* every push (``implicit``, ``retry``, ``reconById``) since that recon, whatever its age: the
   last push of each object says whether it is still waiting for a retry, and
   dropping any of them could turn a repaired object back into a pending one, or
   forget one that is pending. A mapping that only ever pushes keeps its pushes
@@ -28,7 +28,8 @@ from idsync.store.tables import audit, recon_runs
 
 __all__ = ["PUSH_JOBS", "Pruned", "prune"]
 
-PUSH_JOBS = ("implicit", "retry")
+# The single-object runs: implicit sync, ``idsync sync retry``, the API's ``reconById``.
+PUSH_JOBS = ("implicit", "retry", "reconById")
 _CHUNK = 500
 
 

@@ -43,12 +43,13 @@ from idsync.sync.retry import unrepaired
 from idsync.sync.situations import assess_source_deleted
 from idsync.sync.summary import Counters
 
-__all__ = ["IMPLICIT_JOB", "RETRY_JOB", "ImplicitSync", "PushResult"]
+__all__ = ["IMPLICIT_JOB", "RECON_BY_ID_JOB", "RETRY_JOB", "ImplicitSync", "PushResult"]
 
 log = structlog.get_logger(__name__)
 
 IMPLICIT_JOB = "implicit"
 RETRY_JOB = "retry"
+RECON_BY_ID_JOB = "reconById"  # the API's one-object recon: a push like the others (``sync/retry.py``)
 
 
 @dataclass(frozen=True)
