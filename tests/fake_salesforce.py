@@ -32,6 +32,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -81,12 +82,15 @@ class FakeSalesforce:
     api_allowance: int | None = None  # REQUEST_LIMIT_EXCEEDED once this many API calls were made
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     fail_next: list[tuple[int, Any]] = field(default_factory=list)
+    # Each rewrites the next query batch answered (an org answering out of line).
+    batch_edits: list[Callable[[dict[str, Any]], dict[str, Any]]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of API calls
     bodies: list[Any] = field(default_factory=list)  # their JSON bodies
     queries: list[str] = field(default_factory=list)  # the SOQL of query calls, in order
     tokens_issued: int = 0
     access_tokens: list[str] = field(default_factory=list)
     version: str = "v44.0"
+    instance_url: str | None = None  # what token responses name as instance_url (default: this org)
 
     def __post_init__(self) -> None:
         self._sessions: dict[str, int] = {}
@@ -176,7 +180,7 @@ class FakeSalesforce:
             self.access_tokens.append(access)
             self.tokens_issued += 1
         return 200, {**body, "access_token": access, "signature": secrets.token_urlsafe(16),
-                     "scope": "refresh_token id api", "instance_url": self.url,
+                     "scope": "refresh_token id api", "instance_url": self.instance_url or self.url,
                      "id": f"{self.url}/id/00D000000000001AAA/005000000000001AAA", "token_type": "Bearer",
                      "issued_at": str(int(time.time() * 1000))}
 
@@ -251,6 +255,8 @@ class FakeSalesforce:
                                 "records": records[start:end]}
         if end < len(records):
             body["nextRecordsUrl"] = f"/services/data/{self.version}/query/{cursor}-{end}"
+        if self.batch_edits:
+            body = self.batch_edits.pop(0)(body)
         return 200, body
 
     def _record(self, method: str, record_id: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
@@ -350,7 +356,8 @@ def _handler(org: FakeSalesforce) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _answer(self, status: int, body: Any) -> None:
-            data = b"" if body is None else json.dumps(body).encode()
+            # bytes are sent as they are: an answer that is not JSON
+            data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             if data:
                 self.send_header("Content-Type", "application/json;charset=UTF-8")

@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import secrets
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -56,7 +57,12 @@ class ScimServer:
     faults: list[tuple[str, int, dict[str, str]]] = field(default_factory=list)
     before: list[tuple[str, Callable[[], Any]]] = field(default_factory=list)
     answers: list[tuple[str, str, int]] = field(default_factory=list)
+    # Each answers the next request of that method with 200 and a body that is not JSON.
+    garbled: list[str] = field(default_factory=list)
+    # Each rewrites the next ListResponse served (a provider answering out of line).
+    list_edits: list[Callable[[dict[str, Any]], dict[str, Any]]] = field(default_factory=list)
     tokens_issued: int = 0
+    tls: tuple[str, str] | None = None  # (certificate, key) PEM files: serve HTTPS
 
     def __post_init__(self) -> None:
         config = load_default_service_provider_config()
@@ -69,12 +75,16 @@ class ScimServer:
         self._server = make_server("127.0.0.1", self.port, self._front, server_class=ThreadingWSGIServer,
                                    handler_class=_Quiet)
         self.port = self._server.server_port
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
@@ -143,7 +153,26 @@ class ScimServer:
                 self.faults.remove(fault)
                 start_response(f"{fault[1]} Busy", [("Content-Type", "application/json"), *fault[2].items()])
                 return [b'{"detail": "busy"}']
+        if method in self.garbled:
+            self.garbled.remove(method)
+            start_response("200 OK", [("Content-Type", "text/html")])
+            return [b"<html>maintenance</html>"]
+        if method == "GET" and self.list_edits and "startIndex=" in environ.get("QUERY_STRING", ""):
+            return self._edited_list(self.list_edits.pop(0), environ, start_response)
         return self.app(environ, start_response)
+
+    def _edited_list(self, edit: Callable[[dict[str, Any]], dict[str, Any]], environ: Environ,
+                     start_response: StartResponse) -> Iterable[bytes]:
+        answered: dict[str, Any] = {}
+
+        def keep(status: str, headers: list[tuple[str, str]], *rest: Any) -> Callable[[bytes], object]:
+            answered.update(status=status, headers=headers)
+            return lambda _: None
+
+        raw = json.dumps(edit(json.loads(b"".join(self.app(environ, keep))))).encode()
+        headers = [(k, v) for k, v in answered["headers"] if k.lower() != "content-length"]
+        start_response(answered["status"], [*headers, ("Content-Length", str(len(raw)))])
+        return [raw]
 
     def _token(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
@@ -163,7 +192,8 @@ class ScimServer:
     # Direct access, as an administrator of the provider would have -----------
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url + "/", headers={"Authorization": f"Bearer {STATIC_TOKEN}"})
+        return httpx.Client(base_url=self.url + "/", headers={"Authorization": f"Bearer {STATIC_TOKEN}"},
+                            verify=self.tls is None)
 
     def add_user(self, user_name: str, **attrs: Any) -> dict[str, Any]:
         body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name, **attrs}

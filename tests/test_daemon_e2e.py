@@ -24,6 +24,9 @@ import pytest
 from dbs import BACKENDS, store_url
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
+from scim_sample import USERS_IN, scim_env
+from scim_sample import sample_project as scim_project
+from scim_server import running
 
 REPO = Path(__file__).resolve().parent.parent
 IDSYNC = Path(sys.executable).parent / "idsync"
@@ -662,3 +665,39 @@ def _more_users(n: int, base: str) -> str:
 
     # Skip the two named users the fixture already loaded.
     return "".join(list(iter_sample_users_ldif(n + 22, base))[22:])
+
+
+def test_reload_with_a_broken_scim_provisioner_keeps_the_previous_one(tmp_path: Path) -> None:
+    """SIGHUP after the SCIM provisioner became invalid (an endpoint that is not a URL)
+    logs ``config.invalid`` naming the file and the key, and the job goes on succeeding
+    on the previous configuration."""
+    root = scim_project(tmp_path, store_url("sqlite", tmp_path))
+    (root / "jobs.d").mkdir()
+    (root / "jobs.d" / "every2.toml").write_text(f'schedule = "*/2 * * * * ?"\nmappings = ["{USERS_IN}"]\n',
+                                                 encoding="utf-8")
+    provider = running()
+    server = next(provider)
+    server.add_user("bjensen", name={"givenName": "Barbara", "familyName": "Jensen"})
+    env = {**os.environ, **scim_env(server)}
+    daemon = _Daemon(root, env)
+
+    def successes() -> int:
+        done = _idsync(root, env, "status", "--json", "--limit", "100")
+        return sum(r["state"] == "SUCCESS" for r in json.loads(done.stdout)) if done.returncode == 0 else 0
+
+    try:
+        _wait(successes, 20, "a first run")
+        provisioner = root / "conf" / "provisioner.openicf-scim.json"
+        config = json.loads(provisioner.read_text(encoding="utf-8"))
+        config["configurationProperties"]["SCIMEndpoint"] = 5
+        provisioner.write_text(json.dumps(config), encoding="utf-8")
+        daemon.proc.send_signal(signal.SIGHUP)
+        invalid = _wait(lambda: [e for e in daemon.events() if e.get("event") == "config.invalid"], 10,
+                        "the reload error")
+        assert (invalid[0]["file"], invalid[0]["key"]) == (str(provisioner), "configurationProperties.SCIMEndpoint")
+        before = successes()
+        _wait(lambda: successes() > before, 15, "a successful run on the kept configuration")
+        assert daemon.stop()[0] == 0
+    finally:
+        daemon.kill()
+        provider.close()

@@ -110,6 +110,14 @@ def test_each_mistake_names_file_key_and_problem(tmp_path: Path, text: str, key:
     assert str(err).startswith(f"{tmp_path / 'nightly.toml'}: {key}: ")
 
 
+@pytest.mark.parametrize("name", ["implicit", "retry", "reconById"])
+def test_job_names_of_pushes_are_refused(tmp_path: Path, name: str) -> None:
+    """A job file named like the runs of one-object pushes is refused: its full recons
+    would not count as complete ones, and their failures would be retried as pushes."""
+    with pytest.raises(ConfigError, match="single-object pushes"):
+        parse_job(_job(tmp_path, 'schedule = "0 2 * * *"\nmappings = ["m"]\n', name=name))
+
+
 def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
     """A file that is not TOML at all is reported against the file."""
     err = _error(tmp_path, "schedule = \n")

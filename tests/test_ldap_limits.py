@@ -95,3 +95,24 @@ def test_text_ids_are_kept_as_the_directory_writes_them() -> None:
     assert decode_id("entryuuid", [b"01a2305e-affb-10a7-8f5c-2727c2d82eff"]) == "01a2305e-affb-10a7-8f5c-2727c2d82eff"
     assert decode_id("objectguid", [bytes(range(16))]) == "03020100-0504-0706-0809-0a0b0c0d0e0f"
     assert decode_id("entryuuid", []) is None
+
+
+def test_a_missing_base_context_fails_the_read(slapd: Slapd, ldap_subtree: str) -> None:
+    """A baseContextsToSynchronize entry that does not exist (an OU renamed, a typo)
+    fails the paged read with PeerError naming it, instead of reading as an empty
+    subtree whose entries would all look deleted to a recon; a lookup by id over the
+    same bases still finds the entries of the bases that exist."""
+    slapd.add_ldif(sample_users_ldif(2, ldap_subtree))
+    missing = f"ou=Gone,{ldap_subtree}"
+    config = make_config(slapd, ldap_subtree, baseContextsToSynchronize=[ldap_subtree, missing])
+    system = LdapSystem("ldap", config, file=FILE)
+    plain = LdapSystem("ldap", make_config(slapd, ldap_subtree), file=FILE)
+    try:
+        accounts = system.resource("account")
+        with pytest.raises(PeerError, match=f"search under {missing} failed: the base context does not exist"):
+            list(accounts.pages(QuerySpec(fields=["uid"])))
+        ids = [o["_id"] for page in plain.resource("account").pages(QuerySpec(fields=["uid"])) for o in page]
+        assert len(ids) == 2 and len(accounts.get_many(ids)) == 2
+    finally:
+        system.close()
+        plain.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -60,3 +62,25 @@ def test_level_filters_events() -> None:
     structlog.get_logger("idsync.test").info("quiet")
     structlog.get_logger("idsync.test").warning("loud")
     assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["loud"]
+
+
+def _bind_and_fail(password: str) -> None:
+    credentials = {"principal": "cn=idsync", "credentials": password}
+    raise RuntimeError(f"bind as {credentials['principal']} broke")
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_a_logged_traceback_shows_no_local_variables(fmt: str) -> None:
+    """A crash logged with its traceback (``job.mapping_crash``, ``cli.crash`` at debug)
+    shows the frames and the exception but not the frames' local variables, where a
+    bind password, a client secret or an access token may sit; on a terminal too."""
+    out = _Terminal()
+    configure_logging(fmt, "debug", stream=out)  # type: ignore[arg-type]
+    secret = "Pa55-" + os.urandom(4).hex()
+    try:
+        _bind_and_fail(secret)
+    except RuntimeError:
+        structlog.get_logger("idsync.test").exception("job.mapping_crash")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())  # the terminal's colours
+    assert "job.mapping_crash" in text and "bind as cn=idsync broke" in text and "_bind_and_fail" in text
+    assert secret not in text, text

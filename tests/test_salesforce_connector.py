@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,6 +119,26 @@ def test_tls_is_verified_by_default(org: FakeSalesforce) -> None:
     sf.close()
 
 
+def test_an_access_token_is_never_sent_to_a_plain_http_instance(org: FakeSalesforce) -> None:
+    """Without a configured instanceUrl, the token response names the instance; when
+    the (verified, HTTPS) token endpoint names an http:// one, no API call is made
+    there with the access token: the read fails naming the reason, not the token."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.5)
+        org.instance_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        config = _config(org, readTimeout=2000)
+        del config["configurationProperties"]["instanceUrl"]  # type: ignore[attr-defined]
+        sf = SalesforceSystem("salesforce", config, file="p.json")
+        with pytest.raises(AuthenticationFailed, match="not https") as caught:
+            list(sf.resource("User").pages(QuerySpec()))
+        sf.close()
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nobody came
+    assert org.access_tokens and org.access_tokens[-1] not in str(caught.value)
+
+
 def test_missing_configuration_names_the_key(org: FakeSalesforce) -> None:
     """A missing clientSecret is a ConfigError naming the key."""
     config = _config(org)
@@ -172,6 +193,31 @@ def test_paging_follows_next_records_url(org: FakeSalesforce, users: SalesforceR
     assert [len(p) for p in pages] == [200, 200, 50]
     assert set(pages[0][0]) == {"_id", "Username", "Email"}
     assert org.count("GET", "/query/01g") == 2
+
+
+def test_a_batch_not_done_without_next_records_url_stops_the_read(
+        org: FakeSalesforce, users: SalesforceResource) -> None:
+    """A batch that says it is not done but gives no nextRecordsUrl cannot be followed:
+    the read stops with PeerUnavailable after the first page instead of ending as if
+    complete (the records never read would look deleted to a recon)."""
+    for i in range(450):
+        org.add_user(**_new(f"u{i:03d}"))
+    org.batch_edits = [lambda body: {k: v for k, v in body.items() if k != "nextRecordsUrl"}]
+    pages = users.pages(QuerySpec(fields=["Username"], page_size=200))
+    assert len(next(pages)) == 200
+    with pytest.raises(PeerUnavailable, match="without a nextRecordsUrl"):
+        next(pages)
+
+
+def test_a_query_done_short_of_its_total_size_stops_the_read(
+        org: FakeSalesforce, users: SalesforceResource) -> None:
+    """A query whose batches end (done) with fewer records than its totalSize is an
+    incomplete read: PeerUnavailable names both numbers."""
+    for i in range(450):
+        org.add_user(**_new(f"u{i:03d}"))
+    org.batch_edits = [lambda body: {**{k: v for k, v in body.items() if k != "nextRecordsUrl"}, "done": True}]
+    with pytest.raises(PeerUnavailable, match="after 200 of its 450 records"):
+        list(users.pages(QuerySpec(fields=["Username"], page_size=200)))
 
 
 def test_query_filter_becomes_escaped_soql(org: FakeSalesforce, users: SalesforceResource) -> None:

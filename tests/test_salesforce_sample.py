@@ -113,6 +113,31 @@ def test_reverse_recon_deactivates_users_whose_source_is_gone(project: Path, org
     assert any("deactivated (IsActive = false)" in (a["message"] or "") for a in audit)
 
 
+def test_a_dry_run_sends_the_org_no_write(project: Path, org: FakeSalesforce) -> None:
+    """A dry-run store-to-Salesforce recon that would create, update and deactivate
+    users reports those changes, but the org receives only GET requests: no POST,
+    PATCH or DELETE, and no record changes."""
+    _seed(org, 3)
+    assert _recon(project, FORWARD).state == "SUCCESS"
+    users = _managed(project)
+    gone = idsync(project, "managed", "delete", "user", users["user001@example.com"]["_id"], "--no-sync")
+    assert gone.returncode == 0, gone.stderr
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    managed = Resources(loaded, store).open("managed/user")
+    managed.create({"userName": "new0@example.com", "sn": "New0", "mail": "new0@example.com",
+                    "accountStatus": "active"})
+    managed.update(users["user002@example.com"]["_id"], {"telephoneNumber": "555-9999"})
+    before = {i: dict(u) for i, u in org.users.items()}
+    org.requests.clear()
+    result = run_recon(loaded, store, REVERSE, ReconOptions(dry_run=True, max_deletes=1))
+    assert result.state == "SUCCESS", result.message
+    changes = result.summary["changes"]
+    assert (changes["created"], changes["updated"], changes["deleted"]) == (1, 1, 1), changes
+    assert [r for r in org.requests if r[0] != "GET"] == []
+    assert org.users == before
+
+
 def test_reverse_recon_creates_and_converges(project: Path, org: FakeSalesforce) -> None:
     """The store-to-Salesforce recon creates new users in one collection request, and
     second passes of both mappings write nothing."""

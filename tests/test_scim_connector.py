@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 from idsync.connectors.base import QuerySpec, WriteOp
 from idsync.connectors.scim import ScimSystem, open_scim_system
-from idsync.errors import AuthenticationFailed, ConfigError, ObjectRejected, PeerUnavailable, RevisionMismatch
+from idsync.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    ObjectRejected,
+    PeerError,
+    PeerUnavailable,
+    RevisionMismatch,
+)
 from idsync.query.parser import parse
 from scim_server import CLIENT_ID, CLIENT_SECRET, ENTERPRISE, STATIC_TOKEN, ScimServer, running
 
@@ -79,6 +87,44 @@ def test_a_list_that_shrinks_while_it_is_read_stops_the_read(server: ScimServer)
         c.delete(f"Users/{first[0]['_id']}").raise_for_status()
     with pytest.raises(PeerUnavailable, match="shrank from 6 to 5"):
         next(pages)
+
+
+def test_an_empty_page_before_total_results_stops_the_read(server: ScimServer) -> None:
+    """A provider that answers an empty page while totalResults says more are left has
+    cut the list short: the read stops with PeerUnavailable instead of ending as if
+    complete (the users never read would look deleted to a recon)."""
+    for i in range(6):
+        server.add_user(f"user{i}")
+    pages = _system(server, pageSize=2).resource("account").pages(QuerySpec(fields=["userName"]))
+    assert len(next(pages)) == 2
+    server.list_edits.append(lambda body: {**body, "Resources": []})
+    with pytest.raises(PeerUnavailable, match="empty page at startIndex 3 of 6"):
+        next(pages)
+
+
+def test_a_list_response_without_total_results_stops_the_read(server: ScimServer) -> None:
+    """totalResults is what tells the last page from one that stops short: a
+    ListResponse without it (with resources) fails the read (PeerError), rather than
+    being read as a one-page list."""
+    for i in range(5):
+        server.add_user(f"user{i}")
+    server.list_edits.append(lambda body: {k: v for k, v in body.items() if k != "totalResults"})
+    pages = _system(server, pageSize=2).resource("account").pages(QuerySpec(fields=["userName"]))
+    with pytest.raises(PeerError, match="no totalResults"):
+        list(pages)
+
+
+def test_a_resource_without_an_id_reads_with_no_id(server: ScimServer) -> None:
+    """A resource answered without its id reads with ``_id`` None (never the text
+    "None"), so a recon counts it as an object it cannot tell apart and skips its
+    target phase and deletes."""
+    server.add_user("user0")
+    server.add_user("user1")
+    server.list_edits.append(lambda body: {**body, "Resources": [
+        {k: v for k, v in r.items() if k != "id" or r.get("userName") != "user1"} for r in body["Resources"]]})
+    (page,) = _system(server).resource("account").pages(QuerySpec(fields=["userName"]))
+    by_name = {o["userName"]: o["_id"] for o in page}
+    assert by_name["user1"] is None and by_name["user0"]
 
 
 def test_complex_multi_valued_and_extension_paths_read_and_write(server: ScimServer) -> None:
@@ -328,3 +374,35 @@ def test_configuration_errors_name_the_key() -> None:
     system = open_scim_system("scim", config(authenticationMethod="BASIC", user="u", password="p",
                                              clientId=None, tokenEndpoint=None, authToken=None), file="f.json")
     assert system.resource("account").name == "system/scim/account"
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[ScimServer, str]]:
+    from idsync.testing.certs import make_test_certificates
+
+    certs = make_test_certificates(tmp_path / "tls", ("127.0.0.1",))
+    for server in running(tls=(str(certs.cert_file), str(certs.key_file))):
+        yield server, str(certs.ca_file)
+
+
+def test_tls_certificates_are_verified_unless_explicitly_accepted(tls_server: tuple[ScimServer, str]) -> None:
+    """Against an HTTPS provider whose certificate comes from a private CA, the
+    connector (and its OAuth token request) refuses the certificate by default and when
+    ``acceptSelfSignedCertificates`` is ``false``, also as the string a ``&{VAR|false}``
+    substitution leaves; ``caFile`` naming the CA, or ``acceptSelfSignedCertificates``
+    true, connects."""
+    server, ca_file = tls_server
+    server.add_user("alice")
+    for props in ({}, {"acceptSelfSignedCertificates": False}, {"acceptSelfSignedCertificates": "false"},
+                  {"acceptSelfSignedCertificates": " False "}):
+        for open_system in (_system, _oauth):
+            report = open_system(server, **props).test()
+            assert report["ok"] is False, props
+            assert "TLS verification failed" in report["error"], report
+    for props in ({"caFile": ca_file}, {"acceptSelfSignedCertificates": True},
+                  {"acceptSelfSignedCertificates": "true"}):
+        for open_system in (_system, _oauth):
+            report = open_system(server, **props).test()
+            assert report["ok"] is True, (props, report)
+    with pytest.raises(ConfigError, match="acceptSelfSignedCertificates"):
+        _system(server, acceptSelfSignedCertificates="no")

@@ -147,17 +147,23 @@ def test_store_side_users_and_roles_are_created_and_deleted_in_the_provider(
     assert "kcarter" not in _managed(project, "user", "userName")
 
 
+def _synced_two_a_page(tmp_path: Path, server: ScimServer, monkeypatch: pytest.MonkeyPatch, users: int) -> Path:
+    """A sample project reading two users a page, after a first recon of ``users`` users."""
+    for key, value in scim_env(server).items():
+        monkeypatch.setenv(key, value)
+    project = sample_project(tmp_path, f"sqlite:///{tmp_path / 's.db'}", pageSize=2)
+    for i in range(users):
+        server.add_user(f"user{i}")
+    assert _recon(project, USERS_IN).state == "SUCCESS"
+    return project
+
+
 def test_provider_stopping_mid_run_fails_the_run_and_deletes_nothing(tmp_path: Path, server: ScimServer,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Read two users a page, the provider goes away after the first page: the run is
     FAILED with an unreachable message and no managed user is deleted, although a user
     missing from the provider would otherwise have been."""
-    for key, value in scim_env(server).items():
-        monkeypatch.setenv(key, value)
-    project = sample_project(tmp_path, f"sqlite:///{tmp_path / 's.db'}", pageSize=2)
-    for i in range(6):
-        server.add_user(f"user{i}")
-    assert _recon(project, USERS_IN).state == "SUCCESS"
+    project = _synced_two_a_page(tmp_path, server, monkeypatch, 6)
     victim = server.list("Users", 'userName eq "user5"')[0]
     with server.client() as c:
         c.delete(f"Users/{victim['id']}")
@@ -167,6 +173,26 @@ def test_provider_stopping_mid_run_fails_the_run_and_deletes_nothing(tmp_path: P
     assert result.state == "FAILED"
     assert "cannot reach" in (result.message or "")
     assert len(_managed(project, "user", "userName")) == 6
+
+
+def test_users_answered_without_an_id_fail_the_run_and_delete_nothing(tmp_path: Path, server: ScimServer,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider that answers one user without its id (in the listing and in the
+    lookup by id): the run fails before its target phase and no managed user is
+    deleted, where the user's managed copy would otherwise look orphaned."""
+    project = _synced_two_a_page(tmp_path, server, monkeypatch, 4)
+
+    def without_id(body: dict[str, Any]) -> dict[str, Any]:
+        resources = body.get("Resources") or []
+        return {**body, "Resources": [{k: v for k, v in r.items() if k != "id" or r.get("userName") != "user1"}
+                                      for r in resources]}
+
+    server.list_edits.extend([without_id] * 20)
+    result = _recon(project, USERS_IN, max_deletes=4)
+    assert result.state == "FAILED"
+    assert "had no id" in (result.message or "")
+    assert result.summary["changes"]["deleted"] == 0
+    assert len(_managed(project, "user", "userName")) == 4
 
 
 def _without_push(project: Path, *, correlation: bool = True) -> None:
@@ -180,6 +206,30 @@ def _without_push(project: Path, *, correlation: bool = True) -> None:
             if not correlation:
                 del mapping["correlationQuery"]
     sync_file.write_text(json.dumps(sync, indent=2))
+
+
+def test_a_dry_run_sends_the_provider_no_write(project: Path, server: ScimServer) -> None:
+    """A dry-run recon of the store into the provider that would create, update and
+    delete users reports those changes, but the provider receives only GET requests
+    (and token requests): no POST, PUT, PATCH or DELETE of a resource."""
+    _seed(server)
+    _recon(project, USERS_IN)
+    _without_push(project)
+    _cli(project, server, "managed", "create", "user", "--data",
+         json.dumps({"userName": "mnew", "givenName": "Mia", "sn": "New", "mail": "mnew@example.com"}))
+    managed = _managed(project, "user", "userName")
+    patch = json.dumps([{"operation": "replace", "field": "/telephoneNumber", "value": "555-0199"}])
+    _cli(project, server, "managed", "patch", "user", managed["bjensen"]["_id"], "--operations", patch)
+    _cli(project, server, "managed", "delete", "user", managed["kcarter"]["_id"])
+    server.requests.clear()
+    summary = _cli(project, server, "recon", USERS_OUT, "--dry-run", "--max-deletes", "1", "--json")
+    assert summary["state"] == "SUCCESS" and summary["dryRun"] is True
+    changes = summary["changes"]
+    assert (changes["created"], changes["deleted"]) == (1, 1) and changes["updated"] >= 1, changes
+    writes = [(m, p) for m, p, _ in server.requests if m != "GET" and p != "/oauth/token"]
+    assert writes == []
+    assert server.list("Users", 'userName eq "mnew"') == []
+    assert server.list("Users", 'userName eq "kcarter"') != []
 
 
 def test_reverse_recon_correlates_existing_accounts_by_scim_filter(project: Path, server: ScimServer) -> None:

@@ -218,3 +218,22 @@ def test_bad_store_url_is_a_configuration_error(url: str, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem) as raised:
         Store.open(url)
     assert raised.value.key == "store.url"
+
+
+@pytest.mark.postgresql
+def test_describe_hides_the_password_in_the_url_and_in_its_query(tmp_path: Path) -> None:
+    """What the daemon logs and the status file records of the store URL names the
+    server and database but no password: neither the one in the URL's user part nor
+    the ``?password=`` / ``?sslpassword=`` that libpq also reads from a URL (the
+    PostgreSQL here trusts loopback, so the store opens with either)."""
+    base = store_url("postgresql", tmp_path)
+    user = base.replace("postgres@", "postgres:S3cret-user@", 1)
+    for url in (user, f"{base}?password=S3cret-query&sslmode=prefer", f"{user}?sslpassword=S3cret-key"):
+        store = Store.open(url)
+        try:
+            shown = store.describe()
+        finally:
+            store.close()
+        assert "S3cret" not in shown, shown
+        assert shown.startswith("postgresql+psycopg://postgres") and "127.0.0.1:5432" in shown, shown
+    assert "sslmode=prefer" in Store.open(f"{base}?sslmode=prefer", migrate=False).describe()

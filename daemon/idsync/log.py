@@ -29,7 +29,9 @@ def configure_logging(fmt: Literal["auto", "console", "json"] = "auto", level: s
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.dev.ConsoleRenderer(colors=getattr(out, "isatty", lambda: False)())
+        # Tracebacks without the frames' local variables: a password or token may be one.
+        structlog.dev.ConsoleRenderer(colors=getattr(out, "isatty", lambda: False)(),
+                                      exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False))
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )

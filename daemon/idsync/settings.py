@@ -21,6 +21,9 @@ __all__ = ["Settings", "load_settings"]
 
 
 class StoreSettings(BaseModel):
+    # A misspelt key (``urll``) must not quietly leave the store on the SQLite default.
+    model_config = ConfigDict(extra="forbid")
+
     url: str = ""  # default: sqlite:///<state_dir>/idsync.db
     url_file: Path | None = None
     echo: bool = False
@@ -115,7 +118,12 @@ class Settings(BaseSettings):
 
     def store_url(self) -> str:
         if self.store.url_file is not None:
-            return self.path(self.store.url_file).read_text(encoding="utf-8").strip()
+            try:
+                return self.path(self.store.url_file).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                raise ConfigError(str(self.conf_dir / "idsync.toml"), "store.url_file",
+                                  f"cannot read {self.path(self.store.url_file)}: {reason}") from None
         if self.store.url:
             return self.store.url
         return f"sqlite:///{self.path(self.state_dir) / 'idsync.db'}"

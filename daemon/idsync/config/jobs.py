@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from idsync.daemon.schedule import CronSchedule, ScheduleError
 from idsync.errors import ConfigError
+from idsync.store.retention import PUSH_JOBS
 
 __all__ = ["DEFAULT_MISFIRE_GRACE", "JobDef", "load_jobs", "parse_job"]
 
@@ -123,6 +124,10 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobD
     name = path.name[: -len(".toml")]
     if not _NAME.match(name):
         raise ConfigError(file, "", "a job file name may only use letters, digits, '.', '_' and '-'")
+    if name in PUSH_JOBS:
+        # Runs are told from one-object pushes by their job name: a full recon named so would not count as one.
+        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes are recorded under; "
+                                    "name the job file otherwise")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

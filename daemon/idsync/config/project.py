@@ -20,7 +20,7 @@ from idsync.errors import ConfigError, ConfigErrors, IdsyncError
 from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
-__all__ = ["Project", "Provisioner", "load_project", "validate_project"]
+__all__ = ["Project", "Provisioner", "check_connectors", "load_project", "validate_project"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,10 @@ def validate_project(project_dir: Path) -> list[IdsyncError]:
     conf = settings.conf_dir
     if not conf.is_dir():
         return [ConfigError(str(conf), "", "the configuration directory does not exist")]
+    try:
+        settings.store_url()
+    except IdsyncError as exc:
+        problems.append(exc)
     if (conf / "managed.json").exists():
         try:
             parse_managed(load_json(conf / "managed.json", project_dir=project_dir), file=str(conf / "managed.json"))
@@ -150,6 +154,13 @@ def validate_project(project_dir: Path) -> list[IdsyncError]:
     return problems
 
 
+def check_connectors(project: Project) -> None:
+    """Let every enabled system read its configuration, secrets substituted, without
+    connecting: the first problem raises ``ConfigError``."""
+    for provisioner in project.provisioners.values():
+        _check_connector(provisioner)
+
+
 def _check_connector(provisioner: Provisioner) -> None:
     """Substitute the secrets (a missing one is a problem) and let the connector read
     its configuration, without connecting."""
@@ -171,6 +182,8 @@ def _provisioner(path: Path, project_dir: Path) -> Provisioner:
     if not isinstance(name, str) or not name:
         raise ConfigError(str(path), "name", "expected the system's name")
     ref = raw.get("connectorRef") or {}
+    if not isinstance(ref, dict):
+        raise ConfigError(str(path), "connectorRef", "expected an object")
     connector = f"{ref.get('connectorName', '')} {ref.get('bundleName', '')}".lower()
     for kind in ("ldap", "scim", "salesforce", "csv"):
         if kind in connector:

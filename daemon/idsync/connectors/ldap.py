@@ -90,7 +90,7 @@ class LdapResource(Resource):
                              self._spec_filter(spec))
         size = spec.page_size or self._settings.block_size
         for base in self._settings.sync_contexts:
-            pages = self._conn.search_pages(base, search_filter, self._attributes(wanted), size)
+            pages = self._conn.search_pages(base, search_filter, self._attributes(wanted), size, base_required=True)
             for entries in pages:
                 if entries:
                     yield self._objects(entries, wanted)

@@ -142,8 +142,11 @@ class LdapConnection:
         return next(self.search_pages(base, search_filter, attributes, 0, scope=scope), [])
 
     def search_pages(self, base: str, search_filter: str, attributes: Sequence[str],
-                     page_size: int, *, scope: str = ldap3.SUBTREE) -> Iterator[list[SearchEntry]]:
-        """Paged search (RFC 2696) when ``page_size`` > 0; one list per page."""
+                     page_size: int, *, scope: str = ldap3.SUBTREE,
+                     base_required: bool = False) -> Iterator[list[SearchEntry]]:
+        """Paged search (RFC 2696) when ``page_size`` > 0; one list per page.
+        ``base_required``: a base that does not exist fails the read (a listing
+        taken for complete would make everything under it look deleted)."""
         self._log_command(base, search_filter, attributes, page_size, scope)
         cookie: bytes | None = None
         while True:
@@ -156,6 +159,9 @@ class LdapConnection:
 
             result = self.call("search", run)
             code = result.get("result", 0)
+            if code == 32 and base_required:
+                raise PeerError(f"{self._system}: search under {base} failed: the base context does not exist "
+                                "(noSuchObject), so nothing under it can be read; check baseContextsToSynchronize")
             if code == 32:  # noSuchObject: the base is gone, so nothing is under it
                 return
             if code == 4:

@@ -92,6 +92,7 @@ class SalesforceResource(Resource):
         headers = {"Sforce-Query-Options": f"batchSize={batch}"} if batch else {}
         log.debug("salesforce.query", resource=self.name, soql=soql)
         response = self._client.call("GET", f"{self._client.base}/query", params={"q": soql}, headers=headers)
+        read = 0
         while True:
             if response.status_code != 200:
                 text = error_text(errors_of(response))
@@ -100,11 +101,20 @@ class SalesforceResource(Resource):
                 raise PeerUnavailable(f"salesforce: query failed: {text}")
             body = response.json()
             records = body.get("records") or []
+            read += len(records)
             if records:
                 yield [_object(r) for r in records]
             next_url = body.get("nextRecordsUrl")
-            if body.get("done", True) or not next_url:
+            if body.get("done", True):
+                total = body.get("totalSize")
+                if isinstance(total, int) and read < total:
+                    # A read taken for complete would make the records never seen look deleted.
+                    raise PeerUnavailable(f"salesforce: the query ended after {read} of its {total} records; "
+                                          "the read is incomplete")
                 return
+            if not next_url:
+                raise PeerUnavailable(f"salesforce: the query stopped after {read} records without a "
+                                      "nextRecordsUrl though it was not done; the read is incomplete")
             response = self._client.call("GET", urlsplit(next_url).path, headers=headers)
 
     def _fields(self, requested: Sequence[str] | None) -> list[str]:

@@ -137,6 +137,10 @@ class SalesforceClient:
         token = refresh_access_token(self._http, s.token_url, s.client_id, s.client_secret, s.refresh_token)
         self._token = token.access_token
         if not s.instance_url and token.instance_url:
+            if s.token_url.startswith("https://") and not token.instance_url.startswith("https://"):
+                # The access token would travel in clear: only a configured instanceUrl may be http.
+                raise AuthenticationFailed(f"salesforce: the token response names an instance_url that is not "
+                                           f"https ({token.instance_url.split('?')[0]}); set instanceUrl")
             self._instance = token.instance_url.rstrip("/")
         if not self._instance:
             raise AuthenticationFailed("salesforce: no instanceUrl configured and none in the token response")

@@ -21,8 +21,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from idsync.errors import ConfigError
 
@@ -69,13 +70,23 @@ class SalesforceSettings:
 def token_url(login_url: str, file: str, key: str = "configurationProperties.loginUrl") -> str:
     """The OAuth token endpoint for a ``loginUrl`` written as a preset, a host or the full URL."""
     url = _PRESETS.get(login_url.strip().lower(), login_url.strip())
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
+    parts = _split(url)
+    if parts is None:
         raise ConfigError(file, key, "must be an https URL (or 'production' / 'sandbox')")
     path = parts.path.rstrip("/")
     if not path.endswith(_TOKEN_PATH):
         path += _TOKEN_PATH
     return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _split(url: str) -> SplitResult | None:
+    """``url`` split, or None unless it is an http(s) URL with a host and a valid port."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return None
+    return parts if parts.scheme in ("https", "http") and parts.hostname else None
 
 
 def _ms(props: Mapping[str, Any], key: str, default: int, file: str) -> float:
@@ -128,13 +139,15 @@ def parse_salesforce_config(file: str, config: Mapping[str, Any]) -> SalesforceS
         raise ConfigError(file, "configurationProperties", "must be an object")
     instance = props.get("instanceUrl")
     if instance:
-        parts = urlsplit(str(instance).strip())
-        if parts.scheme not in ("https", "http") or not parts.netloc:
+        parts = _split(str(instance).strip())
+        if parts is None:
             raise ConfigError(file, "configurationProperties.instanceUrl", "must be an https URL")
         instance = f"{parts.scheme}://{parts.netloc}"
     verify: bool | str = props.get("verifyTls", True) is not False
     if props.get("caFile"):
-        verify = str(props["caFile"]) if verify else False
+        if not isinstance(props["caFile"], str) or not Path(props["caFile"]).is_file():
+            raise ConfigError(file, "configurationProperties.caFile", "must name an existing CA certificate file")
+        verify = props["caFile"] if verify else False
     batch = props.get("queryBatchSize")
     if batch is not None and (not isinstance(batch, int) or not 200 <= batch <= 2000):
         raise ConfigError(file, "configurationProperties.queryBatchSize", "must be a number from 200 to 2000")

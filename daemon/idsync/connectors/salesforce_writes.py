@@ -84,7 +84,10 @@ class RecordWriter:
         response = self._client.call("POST", f"{self._client.base}/sobjects/{self._type}",
                                      json=_writable(op.values))
         if response.status_code in (200, 201):
-            body = response.json()
+            try:
+                body = response.json()
+            except ValueError:
+                return failed(op, ObjectRejected(f"salesforce: creating {self._type}: the answer is not JSON"))
             return self._outcome(op, body if isinstance(body, dict) else {})
         return self._rejected(op, response.status_code, errors_of(response))
 
@@ -103,7 +106,10 @@ class RecordWriter:
             # A malformed request fails the whole batch: nothing in it was written.
             raise PeerUnavailable(f"salesforce: {method} composite/sobjects refused: "
                                   f"{error_text(errors_of(response))}")
-        body = response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
         if not isinstance(body, list) or len(body) != len(records):
             raise PeerUnavailable("salesforce: composite/sobjects answered with the wrong number of results")
         return [r if isinstance(r, dict) else {} for r in body]

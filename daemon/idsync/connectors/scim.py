@@ -231,7 +231,8 @@ class ScimResource(Resource):
             self._resolve_names([m for r in resources for m in member_ids(r)])
         objects: list[Obj] = []
         for resource in resources:
-            obj: Obj = {"_id": str(resource.get("id"))}
+            # No id (never str(None)): the recon must see the object as one it cannot tell apart.
+            obj: Obj = {"_id": str(resource["id"]) if resource.get("id") not in (None, "") else None}
             for prop in wanted:
                 if prop is members:
                     ids = member_ids(resource)
@@ -295,14 +296,18 @@ class ScimResource(Resource):
         if self._members is not None and op.values.get(self._members.name):
             members = self._member_ids(op.values[self._members.name])
         body = new_resource(self._type, self._version, op.values, members)
-        created = self._client.json("POST", self._type.endpoint, body=body)
+        created = self._client.json("POST", self._type.endpoint, body=body, one_object=True)
+        if not isinstance(created, dict):
+            raise ObjectRejected(f"scim {self.name}: POST {self._type.endpoint}: the answer is not a resource")
         obj = self._objects([created], self._type.readable())[0]
         return WriteResult(op, id=obj["_id"], obj=obj)
 
     def _update(self, op: WriteOp) -> WriteResult:
         path = f"{self._type.endpoint}/{op.id}"
         response = self._client.request("GET", path)
-        current = response.json()
+        current = self._client.body("GET", path, response, one_object=True)
+        if not isinstance(current, dict):
+            raise ObjectRejected(f"scim {self.name}: GET {path}: the answer is not a resource")
         features = self._client.features()
         etag = response.headers.get("ETag") or (current.get("meta") or {}).get("version")
         headers = {"If-Match": etag} if features.etag and etag else {}
@@ -321,12 +326,12 @@ class ScimResource(Resource):
             body = patch_operations(current, new, changed, add, remove)
             if body is None:
                 return WriteResult(op, id=op.id, obj=self._objects([current], self._type.readable())[0])
-            updated = self._client.json("PATCH", path, body=body, headers=headers)
+            updated = self._client.json("PATCH", path, body=body, headers=headers, one_object=True)
         else:
             if not changed and not add and not remove:
                 return WriteResult(op, id=op.id, obj=self._objects([current], self._type.readable())[0])
             updated = self._client.json("PUT", path, body=put_body(self._type, self._version, new, add, remove),
-                                        headers=headers)
+                                        headers=headers, one_object=True)
         if not isinstance(updated, dict):
             # 204 No Content: the provider holds what was sent, so no read is spent on it.
             updated = with_members(new, add, remove)

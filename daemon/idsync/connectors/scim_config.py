@@ -14,9 +14,12 @@ default ``account`` and ``group`` are served. Secrets arrive substituted and nev
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from idsync.connectors.scim_paths import AttrPath, parse_path
 from idsync.errors import ConfigError
@@ -127,6 +130,16 @@ def _str(file: str, props: Mapping[str, Any], key: str, default: str | None = No
     return value
 
 
+def _flag(file: str, props: Mapping[str, Any], key: str) -> bool:
+    """A true/false key, off when absent; ``"&{VAR|false}"`` substitutions arrive as strings."""
+    value = props.get(key)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ConfigError(file, f"configurationProperties.{key}", "must be true or false")
+
+
 def _number(file: str, props: Mapping[str, Any], key: str, default: float, *, millis: bool = False) -> float:
     value = props.get(key)
     if value is None:
@@ -137,15 +150,40 @@ def _number(file: str, props: Mapping[str, Any], key: str, default: float, *, mi
         number = float(value)
     except ValueError:
         raise ConfigError(file, f"configurationProperties.{key}", "must be a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(file, f"configurationProperties.{key}", "must be a finite number")
     if number < 0:
         raise ConfigError(file, f"configurationProperties.{key}", "must not be negative")
     # OpenICF writes timeouts in milliseconds; a value above 1000 is taken as such.
     return number / 1000 if millis and number > 1000 else number
 
 
+def _url(file: str, props: Mapping[str, Any], key: str) -> str | None:
+    """An http(s) URL with a host (and a valid port, if any), or None when absent."""
+    value = _str(file, props, key)
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(file, f"configurationProperties.{key}", "must be an http(s) URL")
+    return value
+
+
+def _ca_file(file: str, props: Mapping[str, Any]) -> str | None:
+    value = _str(file, props, "caFile")
+    if value is not None and not Path(value).is_file():
+        raise ConfigError(file, "configurationProperties.caFile", f"file {value} not found")
+    return value
+
+
 def _settings(file: str, props: Mapping[str, Any]) -> ScimSettings:
-    endpoint = _str(file, props, "SCIMEndpoint")
-    if not endpoint or not endpoint.startswith(("http://", "https://")):
+    endpoint = _url(file, props, "SCIMEndpoint")
+    if not endpoint:
         raise ConfigError(file, "configurationProperties.SCIMEndpoint", "must be an http(s) URL")
     raw_version = str(props.get("SCIMVersion") or "2").strip()
     version = {"1": 1, "1.1": 1, "2": 2, "2.0": 2}.get(raw_version)
@@ -167,8 +205,8 @@ def _settings(file: str, props: Mapping[str, Any]) -> ScimSettings:
         raise ConfigError(file, "configurationProperties.grantType", "only client_credentials is supported")
     return ScimSettings(
         endpoint=endpoint.rstrip("/"), version=version, auth_method=method, scope=_str(file, props, "scope"),
-        verify_tls=not bool(props.get("acceptSelfSignedCertificates", False)),
-        ca_file=_str(file, props, "caFile"),
+        verify_tls=not _flag(file, props, "acceptSelfSignedCertificates"),
+        ca_file=_ca_file(file, props),
         connect_timeout=_number(file, props, "connectTimeout", 10.0, millis=True),
         read_timeout=_number(file, props, "readTimeout", 30.0, millis=True),
         page_size=int(_number(file, props, "pageSize", 100)) or 100,
@@ -176,7 +214,7 @@ def _settings(file: str, props: Mapping[str, Any]) -> ScimSettings:
         max_retry_wait=_number(file, props, "maximumRetryWait", 60.0),
         token_renew_seconds=_number(file, props, "tokenRenewSeconds", 60.0),
         client_id=client_id, client_secret=_str(file, props, "clientSecret"),
-        token_endpoint=_str(file, props, "tokenEndpoint"), auth_token=auth_token,
+        token_endpoint=_url(file, props, "tokenEndpoint"), auth_token=auth_token,
         user=user, password=_str(file, props, "password"),
     )
 
@@ -212,7 +250,10 @@ def _object_type(file: str, name: str, raw: Any, version: int) -> ScimObjectType
             path = _native_path(parse_path(native_name), version, resource_type)
         except ValueError as exc:
             raise ConfigError(file, f"{where}.properties.{prop_name}.nativeName", str(exc)) from None
-        flags = frozenset(str(f) for f in spec.get("flags") or ())
+        raw_flags = spec.get("flags") or []
+        if not isinstance(raw_flags, list):
+            raise ConfigError(file, f"{where}.properties.{prop_name}.flags", "must be a list of flags")
+        flags = frozenset(str(f) for f in raw_flags)
         reference = spec.get("memberReference")
         props[prop_name] = ScimProperty(prop_name, path, spec.get("type") == "array", flags,
                                         str(reference) if reference else None)

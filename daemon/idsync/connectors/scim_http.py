@@ -168,14 +168,19 @@ class ScimClient:
             raise PeerUnavailable(text)
         raise ObjectRejected(text)
 
-    def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.request(method, path, **kwargs)
+    def json(self, method: str, path: str, *, one_object: bool = False, **kwargs: Any) -> Any:
+        return self.body(method, path, self.request(method, path, **kwargs), one_object=one_object)
+
+    def body(self, method: str, path: str, response: httpx.Response, *, one_object: bool = False) -> Any:
+        """The JSON of ``response``, None when empty; an answer that is not JSON fails the
+        one object it is about (``one_object``), or else the whole read."""
         if response.status_code == 204 or not response.content:
             return None
         try:
             return response.json()
         except ValueError:
-            raise PeerError(f"scim {self.system}: {method} {path}: the answer is not JSON") from None
+            error = ObjectRejected if one_object else PeerError
+            raise error(f"scim {self.system}: {method} {path}: the answer is not JSON") from None
 
     # Discovery and paging -------------------------------------------------------
 
@@ -223,6 +228,10 @@ class ScimClient:
                 raise PeerError(f"scim {self.system}: GET {endpoint}: not a ListResponse")
             # Some providers leave out "Resources" on an empty page.
             resources = [r for r in body.get("Resources") or [] if isinstance(r, dict)]
+            if resources and body.get("totalResults") is None:
+                # Without it the end of the list cannot be told from a page that stops short.
+                raise PeerError(f"scim {self.system}: GET {endpoint}: the ListResponse has no totalResults, "
+                                "so whether the read is complete cannot be told")
             total = int(body.get("totalResults") or 0)
             if first_total is None:
                 first_total = total
@@ -230,6 +239,9 @@ class ScimClient:
                 raise PeerUnavailable(f"scim {self.system}: GET {endpoint}: the list shrank from {first_total} to "
                                       f"{total} while it was read, so some resources may have been skipped; "
                                       f"read it again in the next run")
+            if not resources and start <= total:
+                raise PeerUnavailable(f"scim {self.system}: GET {endpoint}: an empty page at startIndex {start} "
+                                      f"of {total} resources; the read is incomplete")
             if resources:
                 yield resources
             start += len(resources)

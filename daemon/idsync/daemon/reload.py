@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 
 from idsync.config.jobs import JobDef, load_jobs
-from idsync.config.project import Project, load_project
+from idsync.config.project import Project, check_connectors, load_project
 from idsync.errors import ConfigError, IdsyncError
 
 __all__ = ["Configuration", "load_configuration"]
@@ -41,6 +41,7 @@ def load_configuration(project_dir: Path, previous: Configuration | None = None)
     errors: list[str] = []
     try:
         project = load_project(project_dir)
+        check_connectors(project)  # a provisioner that does not parse must not replace one that does
     except IdsyncError as exc:
         if previous is None:
             raise

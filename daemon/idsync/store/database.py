@@ -238,8 +238,11 @@ class Store:
         self.engine.dispose()
 
     def describe(self) -> str:
-        """The URL without its password, for logs and status."""
-        return self.engine.url.render_as_string(hide_password=True)
+        """The URL without its password (nor one passed as a query parameter, as libpq
+        and the MySQL drivers also take it), for logs and status."""
+        url = self.engine.url
+        hidden = {k: "***" for k in url.query if "pass" in k.lower()}
+        return url.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
 def _is_json(kind: Any) -> bool:
