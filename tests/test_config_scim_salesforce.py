@@ -15,7 +15,7 @@ from fake_salesforce import FakeSalesforce
 from idsync.connectors.base import WriteOp
 from idsync.connectors.salesforce import SalesforceSystem
 from idsync.connectors.scim import open_scim_system
-from idsync.errors import ObjectError, ObjectRejected
+from idsync.errors import ObjectError, ObjectRejected, PeerUnavailable
 from salesforce_sample import PROFILE_ID, running_org, sf_env
 from salesforce_sample import sample_project as sf_project
 from scim_sample import sample_project
@@ -156,5 +156,22 @@ def test_a_salesforce_create_answered_with_no_json_fails_that_record_only(org: F
         assert isinstance(first[0].error, ObjectRejected) and "not JSON" in str(first[0].error)
         assert users.write_batch([WriteOp("create", values=new("fresh"))])[0].ok
         assert org.by_username("fresh@example.com") is not None
+    finally:
+        system.close()
+
+
+def test_a_salesforce_read_answered_with_no_json_is_a_peer_error(org: FakeSalesforce) -> None:
+    """Reading one user whose answer is 200 with a body that is not JSON says so as an
+    unavailable peer (exit 69 on the command line), not as an internal error."""
+    system = SalesforceSystem("salesforce", {"configurationProperties": {
+        "loginUrl": f"{org.url}/services/oauth2/token", "clientId": org.client_id, "clientSecret": org.client_secret,
+        "refreshToken": next(iter(org.refresh_tokens)), "instanceUrl": org.url, "version": 44,
+        "caFile": str(org.ca_file), "retryBackoff": 5, "maxRetries": 2}}, file="provisioner.openicf-salesforce.json")
+    try:
+        users = system.resource("User")
+        system.test()
+        org.fail_next = [(200, b"<html>maintenance</html>")]
+        with pytest.raises(PeerUnavailable, match="not JSON"):
+            users.get("005000000000001AAA")
     finally:
         system.close()

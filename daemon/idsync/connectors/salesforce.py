@@ -85,7 +85,13 @@ class SalesforceResource(Resource):
             return None
         if response.status_code != 200:
             raise PeerUnavailable(f"salesforce: reading {self._type} {id}: {error_text(errors_of(response))}")
-        return _object(response.json())
+        try:
+            record = response.json()
+        except ValueError:
+            raise PeerUnavailable(f"salesforce: reading {self._type} {id}: the answer is not JSON") from None
+        if not isinstance(record, dict):
+            raise PeerUnavailable(f"salesforce: reading {self._type} {id}: the answer is not a record")
+        return _object(record)
 
     def _query(self, soql: str, page_size: int | None) -> Iterator[list[Obj]]:
         batch = self._settings.query_batch_size or (max(200, min(2000, page_size)) if page_size else None)
