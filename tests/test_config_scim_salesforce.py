@@ -135,6 +135,14 @@ def test_a_scim_answer_that_is_not_json_fails_that_object_only(server: ScimServe
     assert results[1].ok and [u["userName"] for u in server.list("Users", 'userName eq "fresh"')] == ["fresh"]
 
 
+def _salesforce(org: FakeSalesforce) -> SalesforceSystem:
+    """A connector signed in to the stand-in ``org``, with short retries."""
+    return SalesforceSystem("salesforce", {"configurationProperties": {
+        "loginUrl": f"{org.url}/services/oauth2/token", "clientId": org.client_id, "clientSecret": org.client_secret,
+        "refreshToken": next(iter(org.refresh_tokens)), "instanceUrl": org.url, "version": 44,
+        "caFile": str(org.ca_file), "retryBackoff": 5, "maxRetries": 2}}, file="provisioner.openicf-salesforce.json")
+
+
 def test_a_salesforce_create_answered_with_no_json_fails_that_record_only(org: FakeSalesforce) -> None:
     """A create answered 201 with a body that is not JSON is that record's ObjectRejected;
     the next create goes through."""
@@ -144,10 +152,7 @@ def test_a_salesforce_create_answered_with_no_json_fails_that_record_only(org: F
                 "Alias": name[:8], "TimeZoneSidKey": "Europe/Paris", "LocaleSidKey": "fr_FR",
                 "EmailEncodingKey": "UTF-8", "LanguageLocaleKey": "fr", "ProfileId": PROFILE_ID}
 
-    system = SalesforceSystem("salesforce", {"configurationProperties": {
-        "loginUrl": f"{org.url}/services/oauth2/token", "clientId": org.client_id, "clientSecret": org.client_secret,
-        "refreshToken": next(iter(org.refresh_tokens)), "instanceUrl": org.url, "version": 44,
-        "caFile": str(org.ca_file), "retryBackoff": 5, "maxRetries": 2}}, file="provisioner.openicf-salesforce.json")
+    system = _salesforce(org)
     try:
         users = system.resource("User")
         system.test()  # signed in: the garbled answer is the create's own
@@ -163,10 +168,7 @@ def test_a_salesforce_create_answered_with_no_json_fails_that_record_only(org: F
 def test_a_salesforce_read_answered_with_no_json_is_a_peer_error(org: FakeSalesforce) -> None:
     """Reading one user whose answer is 200 with a body that is not JSON says so as an
     unavailable peer (exit 69 on the command line), not as an internal error."""
-    system = SalesforceSystem("salesforce", {"configurationProperties": {
-        "loginUrl": f"{org.url}/services/oauth2/token", "clientId": org.client_id, "clientSecret": org.client_secret,
-        "refreshToken": next(iter(org.refresh_tokens)), "instanceUrl": org.url, "version": 44,
-        "caFile": str(org.ca_file), "retryBackoff": 5, "maxRetries": 2}}, file="provisioner.openicf-salesforce.json")
+    system = _salesforce(org)
     try:
         users = system.resource("User")
         system.test()
