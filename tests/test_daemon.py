@@ -309,14 +309,15 @@ def test_status_file_defaults_to_the_state_directory(tmp_path: Path, monkeypatch
 
 
 def test_log_lines_carry_their_priority_for_the_journal(tmp_path: Path) -> None:
-    """On systemd's journal stream (``JOURNAL_STREAM`` = its dev:inode) every JSON line starts
-    with its syslog priority, which journald strips; on any other stream lines are plain JSON."""
+    """On systemd's journal stream (``JOURNAL_STREAM`` = its dev:inode) whose native socket
+    cannot be written, every JSON line starts with its syslog priority, which journald strips;
+    on any other stream lines are plain JSON."""
     path = tmp_path / "journal"
     script = (
         "import logging, os, sys\n"
         "from idsync.log import configure_logging\n"
         "import structlog\n"
-        "configure_logging('json', 'info', stream=sys.stdout)\n"
+        f"configure_logging('json', 'info', stream=sys.stdout, journal_socket={str(tmp_path / 'none')!r})\n"
         "structlog.get_logger('t').warning('job.skipped', job='a')\n"
         "logging.getLogger('apscheduler.scheduler').error('from the library')\n"
         "structlog.get_logger('t').info('job.end')\n"
