@@ -4,9 +4,10 @@ The store is the record of every run (this process's, ``idsync recon``'s and
 other daemons' on the same database), so the figures come from it rather than
 from in-process counters that a restart would reset:
 
-* ``idsync_recon_runs{mapping,state}``: runs recorded;
-* ``idsync_recon_situations_total{mapping,situation}`` and
-  ``idsync_recon_actions_total{mapping,action}``: objects over all finished runs;
+* ``idsync_recon_runs{mapping,state}``: runs recorded (a gauge: pruning lowers it);
+* ``idsync_recon_runs_finished_total{mapping,state}``, ``idsync_recon_situations_total{mapping,situation}``
+  and ``idsync_recon_actions_total{mapping,action}``: runs and objects over all finished runs,
+  pruned ones included (``store/totals.py``), so these counters never go down;
 * ``idsync_recon_duration_seconds{mapping}`` (``_count``, ``_sum``): every
   finished run, and ``idsync_recon_last_duration_seconds{mapping}`` the latest;
 * ``idsync_job_last_success_timestamp_seconds{job}``: when each job last ended
@@ -37,6 +38,7 @@ from starlette.responses import Response
 
 from idsync.store.database import Store
 from idsync.store.tables import recon_runs
+from idsync.store.totals import Key, contributions, read_totals
 
 __all__ = ["Metrics"]
 
@@ -45,34 +47,38 @@ _MARGIN = dt.timedelta(minutes=10)
 
 
 class _Finished:
-    """Sums over the finished runs, brought up to date from the store incrementally."""
+    """Sums over the finished runs (``store/totals.py``): the totals pruned runs left behind,
+    plus the runs still held, brought up to date from the store incrementally."""
 
     def __init__(self) -> None:
-        self.sums: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.sums: dict[Key, float] = defaultdict(float)
         self.latest: dict[str, float] = {}
-        self.durations: dict[str, tuple[int, float]] = {}
+        self._totals: dict[Key, float] | None = None
         self._counted: dict[str, Any] = {}  # run id -> ended, for the runs inside the margin
         self._since: Any = None
         self.lock = threading.Lock()
 
     def update(self, conn: Connection) -> None:
-        query = select(recon_runs.c.id, recon_runs.c.mapping, recon_runs.c.summary, recon_runs.c.started,
-                       recon_runs.c.ended).where(recon_runs.c.ended.is_not(None))
+        totals = read_totals(conn)
+        if totals != self._totals:
+            # A prune moved runs from the table into the totals (one transaction): count again
+            # from the new totals and the runs that are left, so nothing is counted twice.
+            self.sums = defaultdict(float, totals)
+            self._totals = totals
+            self._counted, self._since = {}, None
+        query = select(recon_runs.c.id, recon_runs.c.mapping, recon_runs.c.state, recon_runs.c.summary,
+                       recon_runs.c.started, recon_runs.c.ended).where(recon_runs.c.ended.is_not(None))
         if self._since is not None:
             query = query.where(recon_runs.c.ended >= self._since)
         newest = None
-        for run_id, mapping, summary, started, ended in conn.execute(query.order_by(recon_runs.c.ended)):
+        for run_id, mapping, state, summary, started, ended in conn.execute(query.order_by(recon_runs.c.ended)):
             newest = ended
             if run_id in self._counted:
                 continue
             self._counted[run_id] = ended
-            for kind in ("situationSummary", "actionSummary"):
-                for name, value in ((summary or {}).get(kind) or {}).items():
-                    self.sums[(mapping, kind)][name] += int(value or 0)
-            seconds = (ended - started).total_seconds()
-            self.latest[mapping] = seconds
-            count, total = self.durations.get(mapping, (0, 0.0))
-            self.durations[mapping] = (count + 1, total + seconds)
+            for key, value in contributions(mapping, state, summary, started, ended):
+                self.sums[key] += value
+            self.latest[mapping] = (ended - started).total_seconds()
         if newest is not None:
             self._since = newest - _MARGIN
             self._counted = {i: e for i, e in self._counted.items() if e >= self._since}
@@ -84,8 +90,10 @@ class _StoreCollector(Collector):
         self.finished = _Finished()
 
     def collect(self) -> Iterator[Metric]:
-        runs = GaugeMetricFamily("idsync_recon_runs", "Recon runs recorded, by mapping and state",
+        runs = GaugeMetricFamily("idsync_recon_runs", "Recon runs held (not pruned), by mapping and state",
                                  labels=["mapping", "state"])
+        finished_runs = CounterMetricFamily("idsync_recon_runs_finished", "Recon runs finished, by mapping and state",
+                                            labels=["mapping", "state"])
         situations = CounterMetricFamily("idsync_recon_situations", "Objects by situation over all runs",
                                          labels=["mapping", "situation"])
         actions = CounterMetricFamily("idsync_recon_actions", "Objects by action over all runs",
@@ -108,15 +116,19 @@ class _StoreCollector(Collector):
                 if ended is not None:
                     success.add_metric([job], _epoch(ended))
             finished.update(conn)
-            for (mapping, kind), values in sorted(finished.sums.items()):
-                family = situations if kind == "situationSummary" else actions
-                for name, value in sorted(values.items()):
-                    family.add_metric([mapping, name], value)
+            families = {"runs": finished_runs, "situationSummary": situations, "actionSummary": actions}
+            timings: dict[str, dict[str, float]] = defaultdict(dict)
+            for (mapping, metric, name), value in sorted(finished.sums.items()):
+                if metric == "duration":
+                    timings[mapping][name] = value
+                elif metric in families:
+                    families[metric].add_metric([mapping, name], value)
             for mapping, seconds in sorted(finished.latest.items()):
                 durations.add_metric([mapping], seconds)
-                count, total = finished.durations[mapping]
-                all_durations.add_metric([mapping], count_value=count, sum_value=total)
-        yield from (runs, situations, actions, durations, all_durations, success)
+            for mapping, timing in sorted(timings.items()):
+                all_durations.add_metric([mapping], count_value=int(timing.get("count", 0.0)),
+                                         sum_value=timing.get("sum", 0.0))
+        yield from (runs, finished_runs, situations, actions, durations, all_durations, success)
 
 
 def _epoch(value: dt.datetime) -> float:

@@ -13,7 +13,9 @@ what idsync still reads:
   forget one that is pending. A mapping that only ever pushes keeps its pushes
   until a recon of it succeeds; schedule one.
 
-Runs still ACTIVE are never touched.
+Runs still ACTIVE are never touched. What the deleted runs counted is folded into
+``run_totals`` (``store/totals.py``) in the same transaction, so the metrics' counters
+never go down.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy import Connection, and_, delete, func, not_, or_, select
 
 from idsync.store.database import Store
 from idsync.store.tables import audit, recon_runs
+from idsync.store.totals import fold
 
 __all__ = ["PUSH_JOBS", "Pruned", "prune"]
 
@@ -66,6 +69,9 @@ def prune(store: Store, older_than: dt.datetime, *, dry_run: bool = False) -> Pr
         if not dry_run:
             for i in range(0, len(doomed), _CHUNK):
                 chunk = doomed[i:i + _CHUNK]
+                fold(conn, conn.execute(select(recon_runs.c.mapping, recon_runs.c.state, recon_runs.c.summary,
+                                               recon_runs.c.started, recon_runs.c.ended)
+                                        .where(recon_runs.c.id.in_(chunk))).tuples())
                 removed_audit += conn.execute(delete(audit).where(audit.c.run_id.in_(chunk))).rowcount or 0
                 conn.execute(delete(recon_runs).where(recon_runs.c.id.in_(chunk)))
         else:

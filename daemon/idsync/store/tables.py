@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Double,
     Float,
     Index,
     Integer,
@@ -40,6 +41,7 @@ __all__ = [
     "managed_properties",
     "metadata",
     "recon_runs",
+    "run_totals",
     "store_meta",
 ]
 
@@ -155,6 +157,18 @@ locks = Table(
     Column("owner", String(191), nullable=False),
     Column("acquired", DateTime(timezone=True), nullable=False),
     Column("expires", DateTime(timezone=True), nullable=False),
+)
+
+# What pruned runs counted, so the metrics' counters never go down (migration 0003):
+# per mapping, ``runs``/STATE, ``situationSummary``/SITUATION, ``actionSummary``/ACTION,
+# ``duration``/``count`` and ``duration``/``sum`` (seconds).
+run_totals = Table(
+    "run_totals",
+    metadata,
+    Column("mapping", String(128), primary_key=True),
+    Column("metric", String(32), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("value", Double, nullable=False),
 )
 
 store_meta = Table(
