@@ -24,12 +24,16 @@ HTTPS on loopback with a self-signed certificate (made with ``openssl``), servin
 
 from __future__ import annotations
 
+import atexit
+import functools
 import itertools
 import json
 import re
 import secrets
+import shutil
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -62,7 +66,11 @@ def _id18(id15: str) -> str:
     return id15 + suffix
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
+@functools.cache
+def _self_signed() -> tuple[Path, Path]:
+    """One certificate per test process: making an RSA key costs more than most tests."""
+    directory = Path(tempfile.mkdtemp(prefix="idsync-salesforce-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     cert, key = directory / "salesforce.crt", directory / "salesforce.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
                     "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
@@ -103,8 +111,8 @@ class FakeSalesforce:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def start(self, directory: Path) -> FakeSalesforce:
-        cert, key = _self_signed(directory)
+    def start(self, _directory: Path | None = None) -> FakeSalesforce:
+        cert, key = _self_signed()
         self.ca_file = cert
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
@@ -112,7 +120,7 @@ class FakeSalesforce:
         server.daemon_threads = True
         server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self) -> None:

@@ -34,7 +34,7 @@ class Scim11Server:
         self.discovery = True  # False: no ServiceProviderConfigs (404), as some 1.1 providers
         self._server: WSGIServer = make_server("127.0.0.1", 0, self._app, handler_class=_Quiet)
         self.url = f"http://127.0.0.1:{self._server.server_port}/v1"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def stop(self) -> None:
         self._server.shutdown()

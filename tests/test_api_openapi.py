@@ -5,7 +5,9 @@ envelope, recon ids and states, errors in PingIDM's shape)."""
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ class _Jobs:
 
 
 _DIR = Path(tempfile.mkdtemp(prefix="idsync-openapi-"))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 (_DIR / "conf").mkdir()
 (_DIR / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{_DIR / "o.db"}"\n')
 # A real mapping over the store alone, so generated recon starts really run.
