@@ -5,13 +5,20 @@ deleted runs counted into ``run_totals`` in the same transaction, and a restarte
 from __future__ import annotations
 
 import datetime as dt
+import json
+import platform
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from api_server import ADMIN, ADMIN_HASH, serve
 from dbs import BACKENDS, store_url
+from idsync import __version__
+from idsync.api import hash_password, load_accounts
 from idsync.api.metrics import Metrics
+from idsync.errors import ConfigError
+from idsync.settings import ApiSettings
 from idsync.store.database import Store
 from idsync.store.retention import prune
 from idsync.store.tables import recon_runs
@@ -66,3 +73,28 @@ def test_counters_do_not_decrease_across_prune_and_restart(store: Store) -> None
     assert after['idsync_recon_situations_total{mapping="m",situation="CONFIRMED"}'] == 60
     assert all(after[key] >= value for key, value in before.items())
     assert _counters(Metrics(store)) == after
+
+
+def test_scrape_account_build_process_and_latency_metrics(tmp_path: Path) -> None:
+    """A 401 carries a Basic challenge; an account of ``[api.metrics_accounts]`` scrapes
+    ``/metrics`` (build info, process and Python figures, request latency) and gets 403
+    everywhere else; a name in both account tables is a configuration error."""
+    project = tmp_path / "p"
+    (project / "conf").mkdir(parents=True)
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "a.db"}"\n')
+    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    scraper = ("prometheus", "scrape-secret")
+    with serve(project, metrics_accounts={"prometheus": hash_password("scrape-secret")}) as api:
+        refused = api.get("/metrics")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Basic realm=")
+        assert api.get("/openidm/info/version", headers=ADMIN).status_code == 200
+        assert api.get("/openidm/managed/user?_queryId=query-all-ids", auth=scraper).status_code == 403
+        text = api.get("/metrics", auth=scraper).text
+    assert f'idsync_build_info{{python="{platform.python_version()}",version="{__version__}"}} 1.0' in text
+    assert "process_resident_memory_bytes" in text
+    assert "python_gc_objects_collected_total" in text
+    assert 'idsync_http_request_duration_seconds_count{method="GET"}' in text
+    with pytest.raises(ConfigError, match=r"api\.metrics_accounts\.openidm-admin: already an account"):
+        both = {"openidm-admin": ADMIN_HASH}
+        load_accounts(ApiSettings(accounts=both, metrics_accounts=both), project, "idsync.toml")

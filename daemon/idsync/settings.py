@@ -59,6 +59,8 @@ class ApiSettings(BaseModel):
     # user name -> argon2 hash (``idsync api hash-password``); or a file of ``name:hash`` lines
     accounts: dict[str, str] = Field(default_factory=dict)
     accounts_file: Path | None = None
+    # user name -> argon2 hash of accounts that may scrape /metrics and nothing else
+    metrics_accounts: dict[str, str] = Field(default_factory=dict)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)

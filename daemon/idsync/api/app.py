@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from pathlib import Path
 
 import structlog
@@ -61,9 +62,12 @@ class _Counting:
             await self.app(scope, receive, send)
             return
 
+        started = time.perf_counter()
+
         async def counted(message: Message) -> None:
             if message["type"] == "http.response.start":
                 self.metrics.requests.labels(scope["method"], str(message["status"])).inc()
+                self.metrics.latency.labels(scope["method"]).observe(time.perf_counter() - started)
             await send(message)
 
         await self.app(scope, receive, counted)

@@ -2,8 +2,9 @@
 
 Credentials come as PingIDM's ``X-OpenIDM-Username`` / ``X-OpenIDM-Password``
 headers or as HTTP Basic. A failure is a bare 401 (no hint whether the name
-exists); only ``info/ping`` is open (Prometheus
-scrapes ``/metrics`` with Basic credentials). Failed logins are counted per
+exists, with ``WWW-Authenticate: Basic``); only ``info/ping`` is open. Prometheus
+scrapes ``/metrics`` with Basic credentials: an admin's, or better an account of
+``[api.metrics_accounts]``, which may read ``/metrics`` and nothing else (403). Failed logins are counted per
 client address over a sliding minute: past the limit, that address gets 429
 until the minute passes, without a hash being computed, so guessing stays slow
 and cannot pin the CPU.
@@ -63,8 +64,9 @@ def _matches(hash_: str, password: str) -> bool:
 class Accounts:
     """The API's accounts: user name to argon2 hash."""
 
-    def __init__(self, hashes: Mapping[str, str]) -> None:
-        self._hashes = dict(hashes)
+    def __init__(self, hashes: Mapping[str, str], metrics_only: Mapping[str, str] | None = None) -> None:
+        self._hashes = {**hashes, **(metrics_only or {})}
+        self.metrics_only = frozenset(metrics_only or ())
         self._key = secrets.token_bytes(32)
         self._verified: dict[tuple[str, bytes], float] = {}
         self._lock = threading.Lock()
@@ -98,6 +100,9 @@ def load_accounts(settings: ApiSettings, project_dir: Path, file: str) -> Accoun
     """``[api.accounts]`` plus ``accounts_file`` (``name:hash`` lines, ``#`` comments);
     refuses a non-loopback bind while any account has a sample password."""
     hashes = dict(settings.accounts)
+    for user in settings.metrics_accounts:
+        if user in hashes:
+            raise ConfigError(file, f"api.metrics_accounts.{user}", "already an account of [api.accounts]")
     if settings.accounts_file is not None:
         path = settings.accounts_file if settings.accounts_file.is_absolute() else project_dir / settings.accounts_file
         try:
@@ -111,10 +116,11 @@ def load_accounts(settings: ApiSettings, project_dir: Path, file: str) -> Accoun
             if not sep or not hash_.startswith("$argon2"):
                 raise ConfigError(str(path), f"line {number}", "expected name:argon2-hash")
             hashes[user] = hash_
-    for user, hash_ in hashes.items():
-        if not hash_.startswith("$argon2"):
-            raise ConfigError(file, f"api.accounts.{user}", "not an argon2 hash (use `idsync api hash-password`)")
-    accounts = Accounts(hashes)
+    for section, table in (("accounts", hashes), ("metrics_accounts", settings.metrics_accounts)):
+        for user, hash_ in table.items():
+            if not hash_.startswith("$argon2"):
+                raise ConfigError(file, f"api.{section}.{user}", "not an argon2 hash (use `idsync api hash-password`)")
+    accounts = Accounts(hashes, settings.metrics_accounts)
     if not _loopback(settings.host):
         weak = accounts.with_sample_password()
         if weak:
@@ -170,6 +176,9 @@ def _credentials(headers: Mapping[str, str]) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="idsync", charset="UTF-8"'}
+
+
 class AuthMiddleware:
     """Lets a request through only with valid credentials (or to an open path)."""
 
@@ -194,8 +203,11 @@ class AuthMiddleware:
         if not ok:
             self.failures.add(client)
             log.info("api.login_failed", client=client, user=creds[0] if creds else None)
-            await error_response(401, "Access Denied")(scope, receive, send)
+            await error_response(401, "Access Denied", _CHALLENGE)(scope, receive, send)
             return
         assert creds is not None
+        if creds[0] in self.accounts.metrics_only and scope["path"] != "/metrics":
+            await error_response(403, "Forbidden: a metrics account reads /metrics only")(scope, receive, send)
+            return
         scope.setdefault("state", {})["user"] = creds[0]
         await self.app(scope, receive, send)

@@ -12,7 +12,9 @@ from in-process counters that a restart would reset:
   finished run, and ``idsync_recon_last_duration_seconds{mapping}`` the latest;
 * ``idsync_job_last_success_timestamp_seconds{job}``: when each job last ended
   a run in SUCCESS;
-* ``idsync_http_requests_total{method,code}``: this process's API requests.
+* ``idsync_http_requests_total{method,code}`` and ``idsync_http_request_duration_seconds{method}``:
+  this process's API requests;
+* ``idsync_build_info{version,python}``, ``process_*`` and ``python_*``: this process.
 
 Every implicit sync is a run too, so the store may hold millions of them: the
 per-run sums are kept here and each scrape reads only the runs that ended since
@@ -23,12 +25,22 @@ never the whole history again.
 from __future__ import annotations
 
 import datetime as dt
+import platform
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, func, select
@@ -36,6 +48,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from idsync import __version__
 from idsync.store.database import Store
 from idsync.store.tables import recon_runs
 from idsync.store.totals import Key, contributions, read_totals
@@ -137,13 +150,22 @@ def _epoch(value: dt.datetime) -> float:
 
 
 class Metrics:
-    """The registry of one API instance and its ``/metrics`` endpoint."""
+    """The registry of one API instance and its ``/metrics`` endpoint: the store's figures,
+    this process's (``process_*``, ``python_*``), the build and the API's own requests."""
 
     def __init__(self, store: Store) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_StoreCollector(store))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        Info("idsync_build", "The running idsync", registry=self.registry).info(
+            {"version": __version__, "python": platform.python_version()})
         self.requests = Counter("idsync_http_requests", "API requests answered", ["method", "code"],
                                 registry=self.registry)
+        self.latency = Histogram("idsync_http_request_duration_seconds", "Time to answer an API request",
+                                 ["method"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 
     async def endpoint(self, _request: Request) -> Response:
         body = await run_in_threadpool(generate_latest, self.registry)

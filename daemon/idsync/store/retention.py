@@ -71,7 +71,7 @@ def prune(store: Store, older_than: dt.datetime, *, dry_run: bool = False) -> Pr
                 chunk = doomed[i:i + _CHUNK]
                 fold(conn, conn.execute(select(recon_runs.c.mapping, recon_runs.c.state, recon_runs.c.summary,
                                                recon_runs.c.started, recon_runs.c.ended)
-                                        .where(recon_runs.c.id.in_(chunk))).tuples())
+                                        .where(recon_runs.c.id.in_(chunk))))
                 removed_audit += conn.execute(delete(audit).where(audit.c.run_id.in_(chunk))).rowcount or 0
                 conn.execute(delete(recon_runs).where(recon_runs.c.id.in_(chunk)))
         else:

@@ -35,11 +35,11 @@ def contributions(mapping: str, state: str, summary: dict[str, Any] | None, star
     yield (mapping, "duration", "sum"), max((ended - started).total_seconds(), 0.0)
 
 
-def fold(conn: Connection, runs: Iterable[tuple[str, str, dict[str, Any] | None, dt.datetime, dt.datetime]]) -> None:
-    """Add the contributions of ``runs`` (mapping, state, summary, started, ended) to the table."""
+def fold(conn: Connection, runs: Iterable[Any]) -> None:
+    """Add the contributions of ``runs`` (rows of mapping, state, summary, started, ended) to the table."""
     added: dict[Key, float] = defaultdict(float)
-    for run in runs:
-        for key, value in contributions(*run):
+    for mapping, state, summary, started, ended in runs:
+        for key, value in contributions(mapping, state, summary, started, ended):
             added[key] += value
     if not added:
         return
