@@ -6,8 +6,11 @@ scheduled recon; SIGTERM still exits cleanly and no password reaches the logs.""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +23,9 @@ from samples import FORWARD, IDSYNC, sample_project
 
 
 def test_daemon_serves_api(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
-    """ping, scheduler/job, trigger, recon list and managed queries during the run, then SIGTERM."""
+    """ping, scheduler/job, trigger, recon list and managed queries during the run; the job's
+    gauges in /metrics; a reload with a broken job file is an error event, shows in STATUS= and
+    in the metrics, and keeps the job; then SIGTERM."""
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
     port = free_port()
     with (project / "conf" / "idsync.toml").open("a") as f:
@@ -28,8 +33,12 @@ def test_daemon_serves_api(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> N
     (project / "jobs.d").mkdir()
     (project / "jobs.d" / "ldap-users.toml").write_text(
         f'schedule = "0 0 1 1 *"\nmappings = ["{FORWARD}"]\nmisfire = "skip"\n')
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(10)
     proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "IDSYNC_LOG__FORMAT": "json"})
+                            text=True, env={**os.environ, "IDSYNC_LOG__FORMAT": "json",
+                                            "NOTIFY_SOCKET": str(tmp_path / "notify")})
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
             for _ in range(200):
@@ -53,11 +62,37 @@ def test_daemon_serves_api(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> N
             assert runs[0]["state"] == "SUCCESS" and runs[0]["job"] == "ldap-users"
             users = api.get("/openidm/managed/user?_queryId=query-all-ids", headers=ADMIN).json()
             assert users["resultCount"] == 2
+            metrics = api.get("/metrics", headers=ADMIN).text
+            assert 'idsync_job_running{job="ldap-users"} 0.0' in metrics
+            assert 'idsync_job_next_fire_timestamp_seconds{job="ldap-users"}' in metrics
+            assert "idsync_config_errors 0.0" in metrics
+            assert "idsync_config_last_reload" not in metrics  # no reload yet
+            # A reload with a broken job file: the job keeps its previous version, systemd's
+            # STATUS= and the metrics say the reload failed.
+            (project / "jobs.d" / "ldap-users.toml").write_text('schedule = "not a cron"\nmappings = []\n')
+            proc.send_signal(signal.SIGHUP)
+            for _ in range(200):
+                metrics = api.get("/metrics", headers=ADMIN).text
+                if "idsync_config_last_reload_successful" in metrics:
+                    break
+                time.sleep(0.05)
+            assert "idsync_config_last_reload_successful 0.0" in metrics
+            assert "idsync_config_errors 1.0" in metrics
+            assert [j["_id"] for j in api.get("/openidm/scheduler/job", headers=ADMIN).json()["result"]] == [
+                "ldap-users"]
+            statuses = []
+            with contextlib.suppress(TimeoutError):
+                while not any(s.startswith("STATUS=reload failed: 1 problem(s)") for s in statuses):
+                    statuses.append(notify.recv(4096).decode())
+            assert any(s.startswith("STATUS=reload failed: 1 problem(s), previous version kept") for s in statuses)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
+        notify.close()
     assert proc.returncode == 0, out
     assert "Traceback" not in out
+    failed = [json.loads(line) for line in out.splitlines() if '"daemon.reload_failed"' in line]
+    assert [(e["level"], e["errors"]) for e in failed] == [("error", 1)]
 
 
 def _start(project: Path, port: int) -> subprocess.Popen[str]:

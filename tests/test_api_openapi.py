@@ -33,6 +33,9 @@ class _Jobs:
                  "nextRunDate": "2030-01-01T02:00:00+00:00", "running": False, "lastRun": None,
                  "invokeContext": {"action": "reconcile", "mappings": ["roles_users"]}}]
 
+    def config_state(self) -> dict[str, Any]:
+        return {"errors": 0, "lastReload": None, "lastReloadOk": None}
+
     def trigger(self, name: str) -> bool:
         if name != "nightly":
             raise ApiError(404, f"Job {name} not found")

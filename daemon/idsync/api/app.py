@@ -75,7 +75,7 @@ class _Counting:
 
 def create_app(ctx: ApiContext, accounts: Accounts) -> Starlette:
     """The API over ``ctx``, open only to ``accounts``."""
-    metrics = Metrics(ctx.store)
+    metrics = Metrics(ctx.store, ctx.jobs)
     openidm = [
         Route("/info/ping", _ping, methods=["GET"]),
         Route("/info/version", _version, methods=["GET"]),

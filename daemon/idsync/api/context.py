@@ -35,6 +35,11 @@ class JobControl(Protocol):
 
     def cancel_job(self, name: str) -> bool: ...
 
+    def config_state(self) -> dict[str, Any]:
+        """``errors`` (count since the last load), ``lastReload`` (a datetime or None) and
+        ``lastReloadOk`` (None before any reload)."""
+        ...
+
 
 @dataclass
 class ApiContext:

@@ -45,6 +45,11 @@ class DaemonJobs:
     def cancel_job(self, name: str) -> bool:
         return self._daemon.cancel_job(name)
 
+    def config_state(self) -> dict[str, Any]:
+        reload = self._daemon.last_reload
+        return {"errors": len(self._daemon.config.errors), "lastReload": reload[0] if reload else None,
+                "lastReloadOk": reload[1] if reload else None}
+
 
 def _shape(name: str, status: dict[str, Any]) -> dict[str, Any]:
     return {

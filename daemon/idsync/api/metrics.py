@@ -14,6 +14,10 @@ from in-process counters that a restart would reset:
   a run in SUCCESS;
 * ``idsync_http_requests_total{method,code}`` and ``idsync_http_request_duration_seconds{method}``:
   this process's API requests;
+* ``idsync_job_last_failure_timestamp_seconds{job}``, ``idsync_sync_pending_pushes{mapping}``;
+  inside ``idsync run`` also ``idsync_job_running{job}``, ``idsync_job_enabled{job}``,
+  ``idsync_job_next_fire_timestamp_seconds{job}``, ``idsync_config_errors`` and, once reloaded,
+  ``idsync_config_last_reload_successful`` and ``idsync_config_last_reload_timestamp_seconds``;
 * ``idsync_build_info{version,python}``, ``process_*`` and ``python_*``: this process.
 
 Every implicit sync is a run too, so the store may hold millions of them: the
@@ -49,9 +53,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from idsync import __version__
+from idsync.api.context import JobControl
 from idsync.store.database import Store
 from idsync.store.tables import recon_runs
 from idsync.store.totals import Key, contributions, read_totals
+from idsync.sync.retry import pending_counts
 
 __all__ = ["Metrics"]
 
@@ -144,6 +150,53 @@ class _StoreCollector(Collector):
         yield from (runs, finished_runs, situations, actions, durations, all_durations, success)
 
 
+class _DaemonCollector(Collector):
+    """The scheduler's state (inside ``idsync run``), the jobs' failures and the pushes
+    waiting for ``idsync sync retry``."""
+
+    def __init__(self, store: Store, jobs: JobControl | None) -> None:
+        self.store = store
+        self.jobs = jobs
+
+    def collect(self) -> Iterator[Metric]:
+        failure = GaugeMetricFamily("idsync_job_last_failure_timestamp_seconds",
+                                    "When each job last ended a run in FAILED", labels=["job"])
+        pending = GaugeMetricFamily("idsync_sync_pending_pushes", "Objects waiting for idsync sync retry",
+                                    labels=["mapping"])
+        with self.store.engine.connect() as conn:
+            for job, ended in conn.execute(
+                    select(recon_runs.c.job, func.max(recon_runs.c.ended)).where(
+                        recon_runs.c.state == "FAILED", recon_runs.c.job.is_not(None)).group_by(recon_runs.c.job)):
+                if ended is not None:
+                    failure.add_metric([job], _epoch(ended))
+        for mapping, count in sorted(pending_counts(self.store).items()):
+            pending.add_metric([mapping], count)
+        yield from (failure, pending)
+        if self.jobs is None:
+            return
+        running = GaugeMetricFamily("idsync_job_running", "1 while the job runs", labels=["job"])
+        next_fire = GaugeMetricFamily("idsync_job_next_fire_timestamp_seconds", "The job's next scheduled fire",
+                                      labels=["job"])
+        enabled = GaugeMetricFamily("idsync_job_enabled", "1 when the job is scheduled", labels=["job"])
+        for job in self.jobs.job_list():
+            running.add_metric([job["_id"]], 1 if job["running"] else 0)
+            enabled.add_metric([job["_id"]], 1 if job["enabled"] else 0)
+            if job.get("nextRunDate"):
+                next_fire.add_metric([job["_id"]], _epoch(dt.datetime.fromisoformat(job["nextRunDate"])))
+        state = self.jobs.config_state()
+        errors = GaugeMetricFamily("idsync_config_errors",
+                                   "Configuration problems since the last (re)load; their files' previous version "
+                                   "is in force")
+        errors.add_metric([], state["errors"])
+        yield from (running, next_fire, enabled, errors)
+        if state["lastReload"] is not None:
+            ok = GaugeMetricFamily("idsync_config_last_reload_successful", "1 when the last reload had no error")
+            ok.add_metric([], 1 if state["lastReloadOk"] else 0)
+            at = GaugeMetricFamily("idsync_config_last_reload_timestamp_seconds", "When the last reload happened")
+            at.add_metric([], _epoch(state["lastReload"]))
+            yield from (ok, at)
+
+
 def _epoch(value: dt.datetime) -> float:
     aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
     return aware.timestamp()
@@ -153,9 +206,10 @@ class Metrics:
     """The registry of one API instance and its ``/metrics`` endpoint: the store's figures,
     this process's (``process_*``, ``python_*``), the build and the API's own requests."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, jobs: JobControl | None = None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_StoreCollector(store))
+        self.registry.register(_DaemonCollector(store, jobs))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)

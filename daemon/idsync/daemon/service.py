@@ -69,6 +69,8 @@ class Daemon:
         self.store: Store
         self._running: dict[str, tuple[JobOutcome | None, threading.Event]] = {}
         self._last: dict[str, dict[str, Any]] = {}
+        # The last reload: when, and whether it was taken whole (no configuration error).
+        self.last_reload: tuple[dt.datetime, bool] | None = None
         self._lock = threading.Lock()
         self._status_writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="status")
         self._stopping = False
@@ -255,11 +257,13 @@ class Daemon:
         log.info("daemon.reload")
         self.config = load_configuration(self.project_dir, previous=self.config)
         changes = self.table.apply(self.config.jobs)
-        log.info(
-            "daemon.reloaded",
-            errors=len(self.config.errors),
-            **{k: v for k, v in changes.items() if v},
-        )
+        self.last_reload = (utcnow(), not self.config.errors)
+        if self.config.errors:
+            # What the broken files defined keeps its previous version; say so where operators look.
+            log.error("daemon.reload_failed", errors=len(self.config.errors), problems=self.config.errors,
+                      **{k: v for k, v in changes.items() if v})
+        else:
+            log.info("daemon.reloaded", errors=0, **{k: v for k, v in changes.items() if v})
         self._changed()
         self.notifier.ready(self._status_line())
 
@@ -285,6 +289,18 @@ class Daemon:
         self._write_status_later(state="stopping" if self._stopping else "running")
 
     def _status_line(self) -> str:
+        return self._health() + self._activity()
+
+    def _health(self) -> str:
+        """What ``systemctl status`` must show first: configuration errors since the last
+        (re)load, which left the broken files' previous versions in force."""
+        errors = len(self.config.errors)
+        if not errors:
+            return ""
+        what = "reload failed" if self.last_reload is not None else "configuration errors"
+        return f"{what}: {errors} problem(s), previous version kept (idsync validate); "
+
+    def _activity(self) -> str:
         with self._lock:
             running = sorted(self._running)
         if running:
