@@ -4,6 +4,7 @@ tmpfiles.d entries that create the account and directories it expects."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -33,13 +34,17 @@ def _directives(text: str) -> dict[str, list[str]]:
 
 
 @needs_systemd
+@pytest.mark.skipif(shutil.which("man") is None, reason="man is not installed")
 def test_unit_file_verifies_clean(tmp_path: Path) -> None:
-    """``systemd-analyze verify`` says nothing about the unit (ExecStart set to this idsync; the
-    man page its Documentation= names is checked by the man page test, not here)."""
+    """``systemd-analyze verify`` says nothing about the unit (ExecStart set to this idsync),
+    with the page its ``Documentation=man:idsync(1)`` names installed from ``idsync man``."""
     unit = tmp_path / "idsync.service"
     unit.write_text(_unit_text().replace("/opt/idsync/bin/idsync", str(IDSYNC)), encoding="utf-8")
-    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+    (tmp_path / "man" / "man1").mkdir(parents=True)
+    page = subprocess.run([str(IDSYNC), "man"], capture_output=True, text=True, check=True, timeout=60).stdout
+    (tmp_path / "man" / "man1" / "idsync.1").write_text(page, encoding="utf-8")
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=60, check=False, env={**os.environ, "MANPATH": str(tmp_path / "man")})
     assert done.stderr == ""
     assert done.returncode == 0
 

@@ -23,6 +23,8 @@ import structlog
 from idsync import __version__
 from idsync.api.cli import api_problems
 from idsync.api.cli import register as register_api_commands
+from idsync.cli_docs import EPILOG
+from idsync.cli_docs import register as register_doc_commands
 from idsync.cli_jobs import register as register_job_commands
 from idsync.cli_managed import register as register_managed_commands
 from idsync.cli_salesforce import register as register_salesforce_commands
@@ -38,7 +40,8 @@ log = structlog.get_logger("idsync.cli")
 
 EX_CANCELED = 130
 # Commands that answer a question: their output is the answer, not log lines.
-_QUIET_COMMANDS = ("status", "prune", "managed", "mappings", "validate", "system", "sync", "jobs", "api", "salesforce")
+_QUIET_COMMANDS = ("status", "prune", "managed", "mappings", "validate", "system", "sync", "jobs", "api", "salesforce",
+                   "man", "completion")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="idsync", description="Identity synchronization daemon and tools.")
+    p = argparse.ArgumentParser(prog="idsync", description="Identity synchronization daemon and tools.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"idsync {__version__}")
     p.add_argument("-p", "--project",
                    help="project directory holding conf/ and jobs.d/ (default: $IDSYNC_PROJECT or .)")
@@ -119,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     register_managed_commands(sub)
     register_salesforce_commands(sub)
     register_api_commands(sub)
+    register_doc_commands(sub, p)
     return p
 
 

@@ -1,0 +1,68 @@
+"""The manual page, shell completion and help are generated from the parser, so they name
+every command and option the command line really has."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from idsync.cli import _parser
+from idsync.cli_docs import EXIT_STATUS, _options, _subcommands
+
+IDSYNC = str(Path(sys.executable).parent / "idsync")
+
+
+def _run(*args: str) -> str:
+    return subprocess.run([IDSYNC, *args], capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+@pytest.mark.skipif(shutil.which("groff") is None, reason="groff is not installed")
+def test_man_page_renders_cleanly_and_names_every_command_and_option(tmp_path: Path) -> None:
+    """``idsync man`` is roff that groff renders without a warning; the rendered page names
+    every command, every option of every command, and every exit status."""
+    page = tmp_path / "idsync.1"
+    page.write_text(_run("man"), encoding="utf-8")
+    done = subprocess.run(["groff", "-man", "-Tutf8", "-ww", str(page)], capture_output=True, text=True, check=True,
+                          env={"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert done.stderr == ""
+    text = subprocess.run(["col", "-bx"], input=done.stdout, capture_output=True, text=True, check=True).stdout
+    text = text.replace("\u2010", "-").replace("\u2212", "-")
+    parser = _parser()
+    for path, child, _ in _subcommands(parser):
+        assert f"idsync {path}" in text
+        for action in _options(child):
+            for option in action.option_strings:
+                assert option in text, (path, option)
+    for code, _ in EXIT_STATUS:
+        assert re.search(rf"^ +{code} ", text, re.MULTILINE), code
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+@pytest.mark.parametrize(("line", "expected"), [
+    ("idsync ma", {"managed", "mappings", "man"}),
+    ("idsync managed q", {"query"}),
+    ("idsync -p /etc/idsync recon --dr", {"--dry-run"}),
+    ("idsync status --", {"--json", "--limit", "--mapping", "--audit"}),
+    ("idsync completion ", {"bash", "zsh"}),
+])
+def test_bash_completion(line: str, expected: set[str]) -> None:
+    """Completing a command line in bash with ``idsync completion bash`` loaded offers the
+    commands, nested commands and options the parser has."""
+    script = _run("completion", "bash")
+    words = line.split(" ")
+    probe = (f"{script}\nCOMP_WORDS=({' '.join(repr(w) for w in words)})\nCOMP_CWORD={len(words) - 1}\n"
+             "_idsync\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n")
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert set(done.stdout.split()) == expected
+
+
+def test_help_shows_examples_and_exit_status() -> None:
+    """``idsync --help`` ends with examples and the exit status table."""
+    text = _run("--help")
+    assert "examples:" in text and "idsync recon systemLdapAccounts_managedUser --dry-run" in text
+    for code, what in EXIT_STATUS:
+        assert f"  {code:<4} {what}" in text
