@@ -136,7 +136,7 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
 
 
 def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.cli_progress import Progress
+    from idsync.cli_progress import Progress, expected_counts
     from idsync.sync.recon import ReconOptions, run_recon
 
     project, store = _open(project_dir)
@@ -150,7 +150,8 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
         page_size=args.page_size,
     )
     progress = Progress(display=not args.quiet and not args.json,
-                        interval=project.settings.recon.progress_interval)
+                        interval=project.settings.recon.progress_interval,
+                        expected=expected_counts(store, args.mapping))
     options.on_progress = progress.update
     outcome: dict[str, Any] = {}
 
