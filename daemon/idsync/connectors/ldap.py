@@ -330,7 +330,7 @@ class LdapSystem(System):
             base = self._settings.base_contexts[0]
             connection.search(base, "(objectClass=*)", [], scope=ldap3.BASE)
         except IdsyncError as error:
-            report.update(ok=False, error=str(error))
+            report.failed(error)
         finally:
             connection.close()
         return report
