@@ -10,7 +10,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.measure import Measurement
 from rich.table import Table
 
 __all__ = ["fits", "render_audit", "render_run", "render_runs"]
@@ -82,8 +81,13 @@ def render_runs(runs: Sequence[Mapping[str, Any]]) -> None:
 
 
 def fits(console: Console, table: Table) -> bool:
-    """Whether ``table`` fits the terminal without cutting a column that must not wrap."""
-    return Measurement.get(console, console.options, table).minimum <= console.width
+    """Whether ``table`` fits the terminal with no cell cut short (its columns end cut words
+    with an ellipsis rather than folding them, so a cut shows)."""
+    for column in table.columns:
+        column.overflow = "ellipsis"
+    with console.capture() as captured:
+        console.print(table)
+    return "…" not in captured.get()
 
 
 def _print_run_block(r: Mapping[str, Any]) -> None:

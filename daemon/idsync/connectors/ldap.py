@@ -327,8 +327,9 @@ class LdapSystem(System):
         report = system_test_report(self.name, self._config, "LDAP Connector", ["__ALL__", *self._types])
         connection = LdapConnection(self.name, self._settings)
         try:
-            base = self._settings.base_contexts[0]
-            connection.search(base, "(objectClass=*)", [], scope=ldap3.BASE)
+            for base in dict.fromkeys((*self._settings.base_contexts, *self._settings.sync_contexts)):  # each must exist
+                next(connection.search_pages(base, "(objectClass=*)", [], 0, scope=ldap3.BASE, base_required=True),
+                     None)
         except IdsyncError as error:
             report.failed(error)
         finally:
