@@ -16,6 +16,7 @@ from dbs import store_url
 from idsync.config.project import load_project
 from idsync.status_file import update_status_file
 from idsync.store.database import Store
+from idsync.store.runs import RunStore
 from idsync.testing.slapd import Slapd
 from projects import MAPPING, make_project, person
 from sqlalchemy import inspect
@@ -164,7 +165,7 @@ def test_status_shows_failed_runs_with_their_reason(project: Path) -> None:
     _provisioner(project, port=1)
     assert run(project, "recon", MAPPING).returncode == os.EX_UNAVAILABLE
     out = run(project, "status").stdout
-    header, row = out.splitlines()[:2]
+    row = out.splitlines()[1]
     assert "FAILED" in row and row.split()[-1] == "1", out
     assert any(line.startswith(f"run {row.split()[0]} FAILED: ") and "127.0.0.1:1" in line
                for line in out.splitlines()), out
@@ -181,18 +182,22 @@ def test_status_accepts_the_short_run_id(project: Path) -> None:
 
 
 def test_status_ambiguous_run_id_lists_the_candidates(project: Path) -> None:
-    """A prefix two runs share is a usage error (64) listing both full ids."""
-    assert run(project, "recon", MAPPING).returncode == 0
-    assert run(project, "recon", MAPPING).returncode == 0
-    ids = [r["_id"] for r in json.loads(run(project, "status", "--json").stdout)]
-    common = os.path.commonprefix(ids)
-    proc = run(project, "status", common)
-    if common:
-        assert proc.returncode == os.EX_USAGE
-        line = one_line(proc)
-        assert "ambiguous" in line and all(i in line for i in ids)
-    else:  # no shared first character: the empty prefix is no id at all
-        assert proc.returncode in (os.EX_NOINPUT, 0)
+    """A prefix two runs share is a usage error (64) listing both full ids; one more
+    character picks the run."""
+    assert run(project, "recon", MAPPING).returncode == 0  # creates the store
+    store = Store.open(load_project(project).settings.store_url())
+    runs = RunStore(store)
+    ids = ["abcd0001-0000-4000-8000-000000000000", "abcd0002-0000-4000-8000-000000000000"]
+    for run_id in ids:
+        runs.start(run_id, MAPPING, job=None, dry_run=False, summary={})
+        runs.finish(run_id, "SUCCESS", "COMPLETED", {}, None)
+    store.close()
+    proc = run(project, "status", "abcd")
+    assert proc.returncode == os.EX_USAGE, proc.stderr
+    line = one_line(proc)
+    assert "ambiguous" in line and all(i in line for i in ids)
+    one = run(project, "status", "abcd0002", "--json")
+    assert one.returncode == 0 and json.loads(one.stdout)["_id"] == ids[1]
 
 
 def test_status_and_jobs_keep_names_whole_at_80_columns(project: Path) -> None:

@@ -1,6 +1,8 @@
 """The ``idsync`` command.
 
-Exit codes follow sysexits: 0 ok, 1 a run FAILED, 65 bad query (EX_DATAERR),
+Exit codes follow sysexits (the README has the table): 0 ok, 1 a run FAILED, 2 bad usage
+(argparse), 64 unusable command line (EX_USAGE), 65 bad query (EX_DATAERR), 66 no such
+object (EX_NOINPUT),
 69 peer unreachable (EX_UNAVAILABLE), 75 already running (EX_TEMPFAIL),
 77 credentials refused (EX_NOPERM), 78 bad configuration (EX_CONFIG),
 130 canceled. User errors print one line on stderr, never a traceback.
