@@ -220,6 +220,7 @@ def test_malformed_files_are_one_line_with_the_place(project: Path, file: str, t
                                                      where: tuple[str, ...]) -> None:
     """Malformed JSON or TOML stops a recon with EX_CONFIG and one line naming the file
     and line; `idsync status` needs only the settings, so a broken mapping file does not hide the runs."""
+    assert run(project, "recon", MAPPING).returncode == 0  # a run to show
     (project / "conf" / file).write_text(text)
     proc = run(project, "recon", MAPPING)
     assert proc.returncode == os.EX_CONFIG, proc.stderr
