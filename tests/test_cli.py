@@ -123,16 +123,20 @@ def test_unreachable_ldap(project: Path) -> None:
     assert run(project, "test").returncode == os.EX_UNAVAILABLE
 
 
-def test_tls_certificate_mismatch(project: Path, slapd: Slapd) -> None:
-    """ldaps:// to a name the certificate does not cover fails, naming the certificate problem."""
-    prov = project / "conf" / "provisioner.openicf-ldap.json"
-    data = json.loads(prov.read_text())
-    data["configurationProperties"].update(ssl=True, port=slapd.ldaps_port, host="127.0.0.2")
-    prov.write_text(json.dumps(data))
-    proc = run(project, "recon", MAPPING)
-    assert proc.returncode != 0
+def test_tls_certificate_mismatch(project: Path) -> None:
+    """ldaps:// to a server whose certificate (from a trusted CA) names another host fails with
+    EX_UNAVAILABLE and one line naming the certificate verification failure: a wrong port or TLS
+    verification turned off would fail this test, not pass it."""
+    with Slapd(tls=True, tls_names=("localhost",)) as other:
+        prov = project / "conf" / "provisioner.openicf-ldap.json"
+        data = json.loads(prov.read_text())
+        data["configurationProperties"].update(ssl=True, port=other.ldaps_port, host="127.0.0.1",
+                                               caFile=str(other.ca_file))
+        prov.write_text(json.dumps(data))
+        proc = run(project, "recon", MAPPING)
+    assert proc.returncode == os.EX_UNAVAILABLE, proc.stderr
     line = assert_one_clean_line(proc)
-    assert "certificate" in line.lower() or "cannot connect" in line
+    assert "certificate is not valid for 127.0.0.1" in line, line
 
 
 def test_validate_reports_every_problem(tmp_path: Path, project: Path) -> None:
@@ -216,6 +220,7 @@ def test_malformed_files_are_one_line_with_the_place(project: Path, file: str, t
                                                      where: tuple[str, ...]) -> None:
     """Malformed JSON or TOML stops a recon with EX_CONFIG and one line naming the file
     and line; `idsync status` needs only the settings, so a broken mapping file does not hide the runs."""
+    assert run(project, "recon", MAPPING).returncode == 0  # a run to show
     (project / "conf" / file).write_text(text)
     proc = run(project, "recon", MAPPING)
     assert proc.returncode == os.EX_CONFIG, proc.stderr
@@ -229,7 +234,7 @@ def test_status_lists_runs_with_their_counts(project: Path) -> None:
     """`idsync status` shows each run's state, times, situations, actions and changes."""
     assert run(project, "recon", MAPPING).returncode == 0
     assert run(project, "recon", MAPPING).returncode == 0
-    out = run(project, "status").stdout
+    out = run(project, "status", env={"COLUMNS": "200"}).stdout  # the table layout; narrower gets blocks
     header, newest, oldest = out.splitlines()[:3]
     assert header.split() == ["run", "mapping", "state", "started", "ended", "duration", "situations", "actions",
                               "changes", "errors"]

@@ -587,10 +587,11 @@ def test_demo_runs_the_example_jobs_until_ctrl_c(tmp_path: Path) -> None:
         [sys.executable, "-m", "idsync.daemon.demo"], stdout=out, stderr=subprocess.STDOUT, env=env,
         start_new_session=True,
     )
+    demo = root / "state" / "demo"  # the demo's own project, wiped at each start
     try:
 
         def both_ran() -> bool:
-            done = _idsync(root, env, "status", "--json", "--limit", "20")
+            done = _idsync(demo, env, "status", "--json", "--limit", "20")
             runs = json.loads(done.stdout) if done.returncode == 0 else []
             return {r["job"] for r in runs if r["state"] == "SUCCESS"} >= {
                 "sync-active-ldap-users",
@@ -618,9 +619,9 @@ def test_demo_runs_the_example_jobs_until_ctrl_c(tmp_path: Path) -> None:
     assert len(exits) == 1 and json.loads(lines[exits[0]])["code"] == 0, text
     table = "\n".join(lines[exits[0] + 1 :])
     assert "mapping" in table and "SUCCESS" in table, text  # the last status table
-    status = json.loads((root / "state" / "status.json").read_text(encoding="utf-8"))
+    status = json.loads((demo / "state" / "status.json").read_text(encoding="utf-8"))
     assert status["daemon"]["state"] == "stopped"
-    inactive = _idsync(root, env, "managed", "query", "user", "--filter", 'accountStatus eq "inactive"')
+    inactive = _idsync(demo, env, "managed", "query", "user", "--filter", 'accountStatus eq "inactive"')
     assert sorted(u["userName"] for u in json.loads(inactive.stdout)) == ["user.3", "user.7"]
 
 

@@ -1,6 +1,8 @@
 """The ``idsync`` command.
 
-Exit codes follow sysexits: 0 ok, 1 a run FAILED, 65 bad query (EX_DATAERR),
+Exit codes follow sysexits (the README has the table): 0 ok, 1 a run FAILED, 2 bad usage
+(argparse), 64 unusable command line (EX_USAGE), 65 bad query (EX_DATAERR), 66 no such
+object (EX_NOINPUT),
 69 peer unreachable (EX_UNAVAILABLE), 75 already running (EX_TEMPFAIL),
 77 credentials refused (EX_NOPERM), 78 bad configuration (EX_CONFIG),
 130 canceled. User errors print one line on stderr, never a traceback.
@@ -28,8 +30,9 @@ from idsync.cli_docs import register as register_doc_commands
 from idsync.cli_jobs import register as register_job_commands
 from idsync.cli_managed import register as register_managed_commands
 from idsync.cli_salesforce import register as register_salesforce_commands
+from idsync.cli_store import open_existing_store
 from idsync.config.project import Project, load_project, validate_project
-from idsync.errors import ConfigError, IdsyncError
+from idsync.errors import ConfigError, IdsyncError, UsageError
 from idsync.log import configure_logging
 from idsync.settings import load_settings
 from idsync.store.database import Store, utcnow
@@ -219,7 +222,7 @@ def _cmd_prune(args: argparse.Namespace, project_dir: Path) -> int:
     if days <= 0:
         print("idsync: nothing to prune: runs are kept forever (keep_runs_days = 0)")
         return 0
-    store = Store.open(settings.store_url())
+    store = open_existing_store(settings)
     pruned = prune(store, utcnow() - dt.timedelta(days=days), dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb} {pruned.runs} runs and {pruned.audit} audit entries that ended more than {days} days ago")
@@ -231,14 +234,16 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.store.runs import RunStore
 
     # The runs are in the store: a broken mapping file must not hide them.
-    store = Store.open(load_settings(project_dir).store_url())
+    store = open_existing_store(load_settings(project_dir))
     runs = RunStore(store)
     if args.run_id:
-        run = runs.get(args.run_id)
-        if run is None:
-            print(f"idsync: no run with id {args.run_id}", file=sys.stderr)
-            return os.EX_DATAERR
-        audit = runs.audit_entries(args.run_id, limit=args.audit)
+        run_id = _resolve_run_id(store, args.run_id)
+        if run_id is None:
+            print(f"idsync: no run with id {args.run_id} in {store.describe()}", file=sys.stderr)
+            return os.EX_NOINPUT
+        run = runs.get(run_id)
+        assert run is not None
+        audit = runs.audit_entries(run_id, limit=args.audit)
         if args.json:
             print(json.dumps({**_run_json(run), "audit": audit}, indent=2, default=str))
         else:
@@ -253,6 +258,30 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
         render_runs(recent)
         _print_pending(store)
     return 0
+
+
+def _resolve_run_id(store: Store, text: str) -> str | None:
+    """The run whose id is ``text`` or starts with it (the table shows 8 characters);
+    a prefix several runs share is a usage error listing them."""
+    from sqlalchemy import select
+
+    from idsync.store.tables import recon_runs
+
+    text = text.strip()
+    if not text:
+        return None
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    query = (select(recon_runs.c.id, recon_runs.c.mapping, recon_runs.c.state, recon_runs.c.started)
+             .where(recon_runs.c.id.like(f"{escaped}%", escape="\\"))
+             .order_by(recon_runs.c.started.desc()).limit(11))
+    with store.begin() as conn:
+        rows = conn.execute(query).all()
+    exact = [r.id for r in rows if r.id == text]
+    if exact or len(rows) <= 1:
+        return exact[0] if exact else (rows[0].id if rows else None)
+    shown = "; ".join(f"{r.id} ({r.mapping}, {r.state}, {r.started:%Y-%m-%d %H:%M:%S})" for r in rows[:10])
+    more = " and more" if len(rows) > 10 else ""
+    raise UsageError(f"run id {text!r} is ambiguous, it matches {shown}{more}: give more characters")
 
 
 def _print_pending(store: Store) -> None:
@@ -275,9 +304,9 @@ def _run_json(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_status_file(project: Project, store: Store) -> None:
-    from idsync.status_file import write_status_file
+    from idsync.status_file import update_status_file
 
-    write_status_file(project, store)
+    update_status_file(project, store)
 
 
 def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
@@ -293,6 +322,7 @@ def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_test(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.connectors.base import SystemTestReport
     from idsync.resources import Resources
 
     project = load_project(project_dir)
@@ -308,7 +338,12 @@ def _cmd_test(args: argparse.Namespace, project_dir: Path) -> int:
             print(f"{r['name']}: {'ok' if r.get('ok') else 'FAILED: ' + str(r.get('error'))}")
         if not results:
             print("no systems configured")
-    return 0 if all(r.get("ok") for r in results) else os.EX_UNAVAILABLE
+    # The first failure decides, with the codes of a run: 77 refused credentials, 78 configuration, 69 unreachable.
+    failures = [r for r in results if not r.get("ok")]
+    if not failures:
+        return 0
+    first = failures[0]
+    return (first.exit_code if isinstance(first, SystemTestReport) else 0) or os.EX_UNAVAILABLE
 
 
 def _cmd_mappings(args: argparse.Namespace, project_dir: Path) -> int:

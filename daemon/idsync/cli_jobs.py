@@ -77,14 +77,15 @@ def _cmd_run(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.cli_store import open_existing_store
     from idsync.config.jobs import load_jobs
     from idsync.config.project import load_project
     from idsync.daemon.history import last_run_of_job
-    from idsync.store.database import Store, utcnow
+    from idsync.store.database import utcnow
 
     project = load_project(project_dir)
     jobs, errors = load_jobs(project.settings.jobs_dir, [m.name for m in project.mappings])
-    store = Store.open(project.settings.store_url())
+    store = open_existing_store(project.settings)
     now = utcnow()
     rows: list[dict[str, Any]] = []
     for name, job in jobs.items():
@@ -107,30 +108,51 @@ def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _render_jobs(rows: list[dict[str, Any]], jobs_dir: Path) -> None:
+    """A table, or one block per job when the table would not fit: job and mapping names are never cut."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from idsync.cli_render import fits
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
     if not rows:
         console.print(f"no jobs in {jobs_dir}")
         return
+    names = [n for r in rows for n in (r["name"], *r["mappings"])]
     table = Table(show_lines=True)
-    for column in ("job", "schedule", "time zone", "next fires", "enabled", "last run"):
+    table.add_column("job", min_width=max(len(n) for n in names))
+    for column in ("schedule", "time zone", "next fires", "enabled", "last run"):
         table.add_column(column)
     for r in rows:
-        last = r["lastRun"]
-        last_text = f"{last['state']} {_short(last['started'], r['timezone'])}" if last else "never"
-        if last and last.get("error"):
-            last_text += f"\n{last['error']}"
         table.add_row(
-            f"[bold]{r['name']}[/bold]\n{r['description']}\n{', '.join(r['mappings'])}",
+            f"[bold]{escape(r['name'])}[/bold]\n{escape(r['description'])}\n" + "\n".join(r["mappings"]),
             f"{r['schedule']}\n{r['scheduleDescription']}",
             r["timezone"],
             "\n".join(_short(f, r["timezone"]) for f in r["nextFires"]) or "-",
             "yes" if r["enabled"] else "no",
-            last_text,
+            escape(_last_run_text(r)),
         )
-    console.print(table)
+    if fits(console, table):
+        console.print(table)
+        return
+    for r in rows:
+        console.print(f"[bold]{escape(r['name'])}[/bold]" + ("" if r["enabled"] else " (disabled)"), soft_wrap=True)
+        if r["description"]:
+            console.print(f"  {escape(r['description'])}")
+        for m in r["mappings"]:
+            console.print(f"  mapping:    {m}", soft_wrap=True)
+        console.print(f"  schedule:   {r['schedule']} ({r['scheduleDescription']}), time zone {r['timezone']}")
+        console.print("  next fires: " + (", ".join(_short(f, r["timezone"]) for f in r["nextFires"]) or "-"))
+        console.print("  last run:   " + escape(_last_run_text(r)).replace("\n", "\n              "))
+
+
+def _last_run_text(r: dict[str, Any]) -> str:
+    last = r["lastRun"]
+    text = f"{last['state']} {_short(last['started'], r['timezone'])}" if last else "never"
+    if last and last.get("error"):
+        text += f"\n{last['error']}"
+    return text
 
 
 def _short(iso: str | None, timezone: str) -> str:
@@ -213,7 +235,7 @@ def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _write_status(project: Any, store: Any, job: JobDef, last_run: dict[str, Any]) -> None:
-    from idsync.status_file import read_status_file, write_status_file
+    from idsync.status_file import read_status_file, update_status_file
 
     jobs = read_status_file(project.settings.path(project.settings.status_file)).get("jobs") or {}
     # What a running daemon wrote (next fire, recent runs) stays; the definition and last run are this one's.
@@ -221,4 +243,4 @@ def _write_status(project: Any, store: Any, job: JobDef, last_run: dict[str, Any
     if not isinstance(previous, dict):
         previous = {"running": False}
     jobs[job.name] = {**previous, **job.summary(), "lastRun": last_run}
-    write_status_file(project, store, jobs=jobs)
+    update_status_file(project, store, jobs=jobs)

@@ -113,6 +113,22 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
     return project, Store.open(project.settings.store_url())
 
 
+def _open_reading(project_dir: Path, args: argparse.Namespace) -> tuple[Project, Store]:
+    """For a command that only reads: a missing store is an error, never created. The
+    type and filter are checked first, so a typo is reported as such even before any run."""
+    from idsync.cli_store import open_existing_store
+    from idsync.query import parse
+
+    project = load_project(project_dir)
+    project.managed.get(args.type, file="command line", key="TYPE")
+    if getattr(args, "filter", None) is not None:
+        try:
+            parse(args.filter)
+        except QueryError as exc:
+            raise QueryError(f"--filter: {exc}") from None
+    return project, open_existing_store(project.settings)
+
+
 def _print_query(resource: Resource, args: argparse.Namespace) -> None:
     from idsync.query import parse
 
@@ -148,13 +164,13 @@ def _managed(project: Project, store: Store, object_type: str) -> Resource:
 
 
 def _cmd_managed_query(args: argparse.Namespace, project_dir: Path) -> int:
-    project, store = _open(project_dir)
+    project, store = _open_reading(project_dir, args)
     _print_query(_managed(project, store, args.type), args)
     return 0
 
 
 def _cmd_managed_get(args: argparse.Namespace, project_dir: Path) -> int:
-    project, store = _open(project_dir)
+    project, store = _open_reading(project_dir, args)
     obj = _managed(project, store, args.type).get(args.id)
     if obj is None:
         print(f"idsync: managed/{args.type}/{args.id} not found", file=sys.stderr)
@@ -278,6 +294,6 @@ def _cmd_sync_retry(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _write_status_file(project: Project, store: Store) -> None:
-    from idsync.status_file import write_status_file
+    from idsync.status_file import update_status_file
 
-    write_status_file(project, store)
+    update_status_file(project, store)

@@ -9,9 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["render_audit", "render_run", "render_runs"]
+__all__ = ["fits", "render_audit", "render_run", "render_runs"]
 
 _console = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 
@@ -53,23 +54,66 @@ def _time(when: dt.datetime) -> str:
 
 
 def render_runs(runs: Sequence[Mapping[str, Any]]) -> None:
+    """The runs as a table, or one block per run when the table would not fit the terminal:
+    mapping names are never cut, whatever the width. Failed runs end with their reason."""
     if not runs:
         _console.print("no runs recorded yet")
         return
     table = Table(box=None, pad_edge=False)
     for col in ("run", "mapping", "state", "started", "ended", "duration", "situations", "actions", "changes",
                 "errors"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("run", "mapping"))
     for r in runs:
-        started: dt.datetime = r["started"]
-        ended: dt.datetime | None = r["ended"]
-        duration = f"{(ended - started).total_seconds():.1f}s" if ended else "running"
         summary = r["summary"] or {}
-        table.add_row(r["id"][:8], r["mapping"], r["state"] + (" (dry)" if r["dry_run"] else ""),
-                      _time(started), _time(ended) if ended else "-", duration,
-                      _nonzero(summary.get("situationSummary")), _nonzero(summary.get("actionSummary")),
-                      _nonzero(summary.get("changes")), str(summary.get("errorCount", 0)))
-    _console.print(table)
+        ended: dt.datetime | None = r["ended"]
+        table.add_row(r["id"][:8], r["mapping"], _state(r), _time(r["started"]), _time(ended) if ended else "-",
+                      _duration(r), _nonzero(summary.get("situationSummary")),
+                      _nonzero(summary.get("actionSummary")), _nonzero(summary.get("changes")),
+                      str(_error_count(r)))
+    if fits(_console, table):
+        _console.print(table)
+    else:
+        for r in runs:
+            _print_run_block(r)
+    for r in runs:
+        if r["state"] == "FAILED" and r["message"]:
+            _console.print(f"run {r['id'][:8]} FAILED: {escape(r['message'])}")
+
+
+def fits(console: Console, table: Table) -> bool:
+    """Whether ``table`` fits the terminal with no cell cut short (its columns end cut words
+    with an ellipsis rather than folding them, so a cut shows)."""
+    for column in table.columns:
+        column.overflow = "ellipsis"
+    with console.capture() as captured:
+        console.print(table)
+    return "…" not in captured.get()
+
+
+def _print_run_block(r: Mapping[str, Any]) -> None:
+    summary = r["summary"] or {}
+    ended: dt.datetime | None = r["ended"]
+    _console.print(f"{r['id'][:8]}  {r['mapping']}", soft_wrap=True)
+    _console.print(f"  {_state(r)}  started {_time(r['started'])}"
+                   + (f"  ended {_time(ended)}" if ended else "") + f"  ({_duration(r)})  errors {_error_count(r)}")
+    for label, key in (("situations", "situationSummary"), ("actions", "actionSummary"), ("changes", "changes")):
+        _console.print(f"  {label + ':':<11} {_nonzero(summary.get(key))}")
+
+
+def _state(r: Mapping[str, Any]) -> str:
+    return str(r["state"]) + (" (dry)" if r["dry_run"] else "")
+
+
+def _duration(r: Mapping[str, Any]) -> str:
+    started: dt.datetime = r["started"]
+    ended: dt.datetime | None = r["ended"]
+    return f"{(ended - started).total_seconds():.1f}s" if ended else "running"
+
+
+def _error_count(r: Mapping[str, Any]) -> int:
+    """The objects that failed, plus the run's own failure: a FAILED run never shows 0 errors."""
+    count = int((r["summary"] or {}).get("errorCount", 0))
+    return count + 1 if r["state"] == "FAILED" and r["message"] else count
 
 
 def render_audit(entries: Sequence[Mapping[str, Any]]) -> None:

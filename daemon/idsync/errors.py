@@ -1,6 +1,7 @@
 """The exceptions idsync raises, named by what the caller must do.
 
     IdsyncError                      base; never raised itself
+    +-- UsageError                   a command line that cannot be acted on (exit EX_USAGE)
     +-- ConfigError                  fix a file; carries file, key, problem (exit EX_CONFIG)
     |   +-- ConfigErrors             several of them at once (``errors``)
     +-- QueryError                   a bad ``_queryFilter``; carries the position (exit EX_DATAERR)
@@ -14,6 +15,8 @@
     |   +-- PeerUnavailable          unreachable, timed out (exit EX_UNAVAILABLE); retry later
     |   +-- AuthenticationFailed     credentials refused (exit EX_NOPERM)
     |   +-- TLSError                 certificate verification failed (exit EX_UNAVAILABLE)
+    |   +-- PeerMisconfigured        the peer answered, but has not what the configuration names,
+    |                                such as a base context; fix the configuration (exit EX_CONFIG)
     +-- RunAborted                   the run must stop now (safety limit, cancel, lock held)
         +-- SafetyLimitExceeded      empty source set or too many deletes
         +-- RunCanceled              Ctrl-C, SIGTERM, timeout
@@ -36,6 +39,7 @@ __all__ = [
     "ObjectError",
     "ObjectRejected",
     "PeerError",
+    "PeerMisconfigured",
     "PeerUnavailable",
     "QueryError",
     "RevisionMismatch",
@@ -46,6 +50,7 @@ __all__ = [
     "ScriptError",
     "ScriptTimeout",
     "TLSError",
+    "UsageError",
 ]
 
 
@@ -53,6 +58,12 @@ class IdsyncError(Exception):
     """Base of every error idsync raises on purpose."""
 
     exit_code: int = 1
+
+
+class UsageError(IdsyncError):
+    """The command line names something ambiguous or impossible: say what to type instead."""
+
+    exit_code = os.EX_USAGE
 
 
 class ConfigError(IdsyncError):
@@ -135,6 +146,13 @@ class AuthenticationFailed(PeerError):
 
 class TLSError(PeerError):
     """The peer's certificate did not verify."""
+
+
+class PeerMisconfigured(PeerError):
+    """The peer is up and answered, but lacks what the configuration points at (a base
+    context that does not exist): a configuration error, not an outage."""
+
+    exit_code = os.EX_CONFIG
 
 
 class RunAborted(IdsyncError):

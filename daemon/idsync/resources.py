@@ -6,12 +6,13 @@ one CLI command), so one LDAP connection serves a whole run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from idsync.config.project import Project, Provisioner
-from idsync.connectors.base import Resource, System
-from idsync.errors import ConfigError
+from idsync.connectors.base import Resource, System, SystemTestReport
+from idsync.errors import ConfigError, IdsyncError
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 
@@ -73,13 +74,17 @@ class Resources:
         return self._systems[name]
 
     def test_all(self) -> list[dict[str, Any]]:
+        """Each system's test answer, a ``SystemTestReport`` carrying the exit code of its failure."""
         results: list[dict[str, Any]] = []
         for name, p in sorted(self.project.provisioners.items()):
             try:
-                results.append(dict(self.system(name).test()))
+                report = self.system(name).test()
+                results.append(report if isinstance(report, SystemTestReport) else SystemTestReport(report))
             except Exception as exc:  # noqa: BLE001 - a test reports, never raises
-                results.append({"name": name, "enabled": p.enabled, "config": f"config/provisioner.openicf/{name}",
-                                "ok": False, "error": str(exc)})
+                failure = SystemTestReport(name=name, enabled=p.enabled, config=f"config/provisioner.openicf/{name}")
+                failure.failed(exc if isinstance(exc, IdsyncError) else f"internal error: {exc}",
+                               None if isinstance(exc, IdsyncError) else os.EX_SOFTWARE)
+                results.append(failure)
         return results
 
     def close(self) -> None:

@@ -25,6 +25,13 @@ change (start, reload, a job starting or ending, stop). It is replaced with
 implicit sync through that mapping failed and waits for ``idsync sync retry``.
 Only names, times, states, counts and error messages go in; error messages are
 built from names, never from configuration values, so no secret can land here.
+
+The file is a report, not part of a run: ``update_status_file`` is what commands
+and the daemon call, and a file that cannot be written (read-only directory, a
+directory in its place, the store gone at exit) is a ``status_file.failed``
+warning, never a changed exit code. When the full document cannot be built (the
+store is unavailable), the daemon's own state is still written over the previous
+document, so a stopped daemon is not left described as running.
 """
 
 from __future__ import annotations
@@ -36,7 +43,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from idsync import __version__
+from idsync.errors import IdsyncError
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import RunStore
 from idsync.sync.retry import pending_counts
@@ -44,7 +54,9 @@ from idsync.sync.retry import pending_counts
 if TYPE_CHECKING:
     from idsync.config.project import Project
 
-__all__ = ["read_status_file", "write_status_file"]
+__all__ = ["read_status_file", "update_status_file", "write_status_file"]
+
+log = structlog.get_logger("idsync.status_file")
 
 
 def write_status_file(
@@ -71,6 +83,49 @@ def write_status_file(
         doc["daemon"] = _previous(path).get("daemon")
     _replace(path, doc)
     return path
+
+
+def update_status_file(
+    project: Project,
+    store: Store,
+    *,
+    jobs: Mapping[str, dict[str, Any]] | None = None,
+    daemon: dict[str, Any] | None = None,
+) -> Path | None:
+    """``write_status_file`` for callers whose own outcome must not depend on it.
+
+    A failure is logged (``status_file.failed``, a warning) and ``None`` returned. With
+    ``daemon``, a failure to build the whole document falls back to writing the daemon's
+    state over the previous document; if even that fails, the event says which state the
+    file could not record.
+    """
+    path = project.settings.path(project.settings.status_file)
+    try:
+        return write_status_file(project, store, jobs=jobs, daemon=daemon)
+    except Exception as exc:  # noqa: BLE001 - the file is a report: never fail the caller
+        first = exc
+    if daemon is not None:
+        try:
+            _replace(path, {**_previous(path), "updated": utcnow().isoformat(), "daemon": daemon})
+        except Exception as exc:  # noqa: BLE001 - logged below with the first failure
+            _log_failure(path, first, daemon_state=daemon.get("state"), fallback=_reason(exc))
+            return None
+        _log_failure(path, first, daemon_state=daemon.get("state"), fallback="daemon state written")
+        return path
+    _log_failure(path, first)
+    return None
+
+
+def _log_failure(path: Path, exc: BaseException, **fields: Any) -> None:
+    expected = isinstance(exc, (OSError, IdsyncError))
+    # Expected failures are one line; anything else keeps its traceback for a bug report.
+    log.warning("status_file.failed", path=str(path), error=_reason(exc), exc_info=not expected, **fields)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def read_status_file(path: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from os import EX_UNAVAILABLE
 from typing import Any, Literal
 
 from idsync.errors import IdsyncError, ObjectError
@@ -180,10 +181,21 @@ class System(ABC):
         pass
 
 
+class SystemTestReport(dict[str, Any]):
+    """A ``system?_action=test`` answer. ``exit_code`` (not in the answer) is the exit code of
+    the failure for ``idsync test``: 77 refused credentials, 78 configuration, 69 unreachable."""
+
+    exit_code: int = 0
+
+    def failed(self, error: IdsyncError | str, exit_code: int | None = None) -> None:
+        self.update(ok=False, error=str(error))
+        self.exit_code = exit_code or (error.exit_code if isinstance(error, IdsyncError) else EX_UNAVAILABLE)
+
+
 def system_test_report(name: str, config: Mapping[str, Any], display_name: str,
-                       object_types: list[str]) -> dict[str, Any]:
-    """The ``system?_action=test`` answer of a system that works; the caller sets ``ok``/``error``."""
-    return {
+                       object_types: list[str]) -> SystemTestReport:
+    """The ``system?_action=test`` answer of a system that works; ``failed`` records a failure."""
+    return SystemTestReport({
         "name": name,
         "enabled": bool(config.get("enabled", True)),
         "config": f"config/provisioner.openicf/{name}",
@@ -191,7 +203,7 @@ def system_test_report(name: str, config: Mapping[str, Any], display_name: str,
         "displayName": display_name,
         "objectTypes": object_types,
         "ok": True,
-    }
+    })
 
 
 def failed(op: WriteOp, error: ObjectError) -> WriteResult:

@@ -327,10 +327,12 @@ class LdapSystem(System):
         report = system_test_report(self.name, self._config, "LDAP Connector", ["__ALL__", *self._types])
         connection = LdapConnection(self.name, self._settings)
         try:
-            base = self._settings.base_contexts[0]
-            connection.search(base, "(objectClass=*)", [], scope=ldap3.BASE)
+            # Each base must exist: a missing one is a configuration error, not an outage.
+            for base in dict.fromkeys((*self._settings.base_contexts, *self._settings.sync_contexts)):
+                next(connection.search_pages(base, "(objectClass=*)", [], 0, scope=ldap3.BASE, base_required=True),
+                     None)
         except IdsyncError as error:
-            report.update(ok=False, error=str(error))
+            report.failed(error)
         finally:
             connection.close()
         return report

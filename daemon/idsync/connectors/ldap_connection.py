@@ -28,7 +28,7 @@ from ldap3.core import exceptions as ldap_errors
 
 from idsync.connectors.ldap_config import LdapSettings
 from idsync.connectors.ldap_values import RawEntry
-from idsync.errors import AuthenticationFailed, PeerError, PeerUnavailable, TLSError
+from idsync.errors import AuthenticationFailed, PeerError, PeerMisconfigured, PeerUnavailable, TLSError
 
 __all__ = ["LdapConnection", "SearchEntry"]
 
@@ -160,7 +160,7 @@ class LdapConnection:
             result = self.call("search", run)
             code = result.get("result", 0)
             if code == 32 and base_required:
-                raise PeerError(f"{self._system}: search under {base} failed: the base context does not exist "
+                raise PeerMisconfigured(f"{self._system}: search under {base} failed: the base context does not exist "
                                 "(noSuchObject), so nothing under it can be read; check baseContextsToSynchronize")
             if code == 32:  # noSuchObject: the base is gone, so nothing is under it
                 return

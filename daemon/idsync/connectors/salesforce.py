@@ -170,9 +170,9 @@ class SalesforceSystem(System):
             response = self._client.call("GET", f"{self._client.base}/query",
                                          params={"q": "SELECT Id FROM User LIMIT 1"})
             if response.status_code != 200:
-                report.update(ok=False, error=f"salesforce: {error_text(errors_of(response))}")
+                report.failed(f"salesforce: {error_text(errors_of(response))}")
         except IdsyncError as error:
-            report.update(ok=False, error=str(error))
+            report.failed(error)
         return report
 
     def close(self) -> None:

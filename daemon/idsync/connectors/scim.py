@@ -371,7 +371,7 @@ class ScimSystem(System):
             report["scim"] = {"version": "2.0" if self._settings.version == 2 else "1.1", "patch": features.patch,
                               "etag": features.etag, "filter": features.filter}
         except IdsyncError as error:
-            report.update(ok=False, error=str(error))
+            report.failed(error)
         return report
 
     def close(self) -> None:

@@ -2,10 +2,13 @@
 jobs, on a short schedule, against a throwaway OpenLDAP and the SQLite store.
 
 It starts slapd on 127.0.0.1 with sample users (a few of them locked, so the
-inactive job has work), builds a demo project in a temporary directory from
-``conf/`` and ``jobs.d/`` with the schedules shortened to every few seconds,
-and runs ``idsync run`` on it. Runs are recorded in ``state/`` of the current
-project, so ``idsync status`` and ``state/status.json`` fill up while it runs.
+inactive job has work), builds a demo project in ``state/demo/`` of the current
+project from ``conf/`` and ``jobs.d/`` with the schedules shortened to every few
+seconds, and runs ``idsync run`` on it. The demo project, its store and its status
+file are wiped at each start: every slapd is new, with new entryUUIDs, so links
+kept from a previous demo would point at entries that no longer exist and fail
+every user. ``idsync -p state/demo status`` and ``state/demo/state/status.json``
+fill up while it runs; the project's own ``state/`` is never touched.
 The HTTP API listens on 127.0.0.1 (port 8080, or a free one when 8080 is
 taken) with the seeds' account ``openidm-admin`` / ``openidm-admin``, so their
 ``curl`` commands work as written; a sample password is refused anywhere but
@@ -22,7 +25,6 @@ import secrets
 import shutil
 import socket
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,12 +50,12 @@ def main() -> int:
     users = int(os.environ.get("IDSYNC_DEMO_USERS", "20"))
     every = int(os.environ.get("IDSYNC_DEMO_EVERY", "10"))
     password = secrets.token_urlsafe(16)
-    with Slapd(admin_password=password, tls=False) as ldap, tempfile.TemporaryDirectory() as tmp:
+    with Slapd(admin_password=password, tls=False) as ldap:
         people = f"ou=People,{ldap.base_dn}"
         ldap.add_ldif(sample_users_ldif(users, people))
         locked = _lock(ldap, people)
-        demo = Path(tmp) / "project"
-        _demo_project(project, demo, every)
+        demo = fresh_demo_project(project, "demo")
+        _demo_jobs(project, demo, every)
         api_port = _api_port()
         os.environ.update(
             IDSYNC_API__ENABLED="true",
@@ -63,14 +65,13 @@ def main() -> int:
             IDSYNC_LDAP_HOST="127.0.0.1",
             IDSYNC_LDAP_PORT=str(ldap.port),
             IDSYNC_LDAP_PASSWORD=password,
-            IDSYNC_STATE_DIR=str(project / "state"),
-            IDSYNC_STATUS_FILE=str(project / "state" / "status.json"),
+            **demo_state_env(demo),
         )
         print(f"demo: OpenLDAP on {ldap.url} with {users} users under {people} ({', '.join(locked) or 'none'} locked)")
         print(
             f"demo: jobs every {every} s from {demo / 'jobs.d'}; in another terminal try\n"
-            f"  .venv/bin/idsync -p {project} status\n"
-            f"  cat {project / 'state' / 'status.json'}\n"
+            f"  .venv/bin/idsync -p {demo} status\n"
+            f"  cat {demo / 'state' / 'status.json'}\n"
             f"  curl -H 'X-OpenIDM-Username: {_API_USER}' -H 'X-OpenIDM-Password: {_API_USER}' "
             f"'http://127.0.0.1:{api_port}/openidm/managed/user?_queryId=query-all-ids'\n"
             "demo: Ctrl-C stops the daemon\n"
@@ -93,8 +94,25 @@ def _api_port() -> int:
     raise OSError("no free port on 127.0.0.1")
 
 
-def _demo_project(project: Path, demo: Path, every: int) -> None:
+def fresh_demo_project(project: Path, name: str) -> Path:
+    """``state/NAME/`` of ``project``, wiped, with a copy of its ``conf/``: a demo's own
+    throwaway project, whose store starts empty each time."""
+    demo = project / "state" / name
+    shutil.rmtree(demo, ignore_errors=True)
     shutil.copytree(project / "conf", demo / "conf")
+    return demo
+
+
+def demo_state_env(demo: Path) -> dict[str, str]:
+    """The variables that keep a demo's records in its own project, whatever the environment says."""
+    return {
+        "IDSYNC_STATE_DIR": str(demo / "state"),
+        "IDSYNC_STATUS_FILE": str(demo / "state" / "status.json"),
+        "IDSYNC_STORE__URL": f"sqlite:///{demo / 'state' / 'idsync.db'}",
+    }
+
+
+def _demo_jobs(project: Path, demo: Path, every: int) -> None:
     (demo / "jobs.d").mkdir()
     offset = 0
     for job in sorted((project / "jobs.d").glob("*.toml")):

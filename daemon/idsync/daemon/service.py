@@ -43,7 +43,7 @@ from idsync.daemon.reload import Configuration, load_configuration
 from idsync.daemon.runner import JobOutcome, run_job
 from idsync.daemon.scheduler import JobTable, missed_fire
 from idsync.errors import IdsyncError, RunLocked
-from idsync.status_file import write_status_file
+from idsync.status_file import update_status_file
 from idsync.store.database import Store, utcnow
 from idsync.store.retention import prune
 
@@ -319,21 +319,19 @@ class Daemon:
             self._status_writer.submit(self._write_status, state)
 
     def _write_status(self, state: str) -> None:
+        daemon = {
+            "pid": os.getpid(),
+            "started": self.started.isoformat(),
+            "state": state,
+            "version": __version__,
+            "configErrors": self.config.errors,
+        }
         try:
-            write_status_file(
-                self.config.project,
-                self.store,
-                jobs=self._jobs_status(),
-                daemon={
-                    "pid": os.getpid(),
-                    "started": self.started.isoformat(),
-                    "state": state,
-                    "version": __version__,
-                    "configErrors": self.config.errors,
-                },
-            )
-        except Exception:
-            log.exception("status_file.failed")
+            jobs: dict[str, dict[str, Any]] | None = self._jobs_status()
+        except Exception as exc:  # noqa: BLE001 - the store is gone: the daemon's state still goes in
+            log.warning("status_file.jobs_unavailable", error=str(exc))
+            jobs = None
+        update_status_file(self.config.project, self.store, jobs=jobs, daemon=daemon)
 
     def _jobs_status(self) -> dict[str, dict[str, Any]]:
         with self._lock:

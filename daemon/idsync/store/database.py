@@ -45,7 +45,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from idsync.errors import ConfigError, PeerUnavailable
+from idsync.errors import AuthenticationFailed, ConfigError, PeerError, PeerUnavailable
 from idsync.store.tables import store_meta
 
 __all__ = ["Store", "new_id", "utcnow"]
@@ -138,7 +138,7 @@ class Store:
                 if self.dialect in ("mysql", "mariadb"):
                     conn.execute(text("SELECT RELEASE_LOCK('idsync_migrate')"))
         except OperationalError as exc:
-            raise PeerUnavailable(f"store: cannot open the database: {_reason(exc)}") from None
+            raise _store_error(exc, "store: cannot open the database: ") from None
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -148,7 +148,7 @@ class Store:
                 yield conn
         except (OperationalError, ProgrammingError, InterfaceError) as exc:
             # The database went away or its schema was changed under us.
-            raise PeerUnavailable(f"store: {_reason(exc)}") from None
+            raise _store_error(exc, "store: ") from None
 
     def insert_many(self, conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,
                     ignore_duplicates: bool = False) -> None:
@@ -272,6 +272,22 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # so one filter selects the same objects whatever the store.
     cursor.execute("PRAGMA case_sensitive_like=ON")
     cursor.close()
+
+
+# The server refused the account: MySQL/MariaDB access denied, PostgreSQL password, role or pg_hba refusal.
+_REFUSED_MYSQL = (1044, 1045, 1698)
+_REFUSED_POSTGRES = ("password authentication failed", "role \"", "no pg_hba.conf entry", "SSPI authentication",
+                     "GSSAPI authentication", "peer authentication failed", "certificate authentication failed")
+
+
+def _store_error(exc: SQLAlchemyError, prefix: str) -> PeerError:
+    """Refused credentials exit 77 like any peer's; anything else is the store being unavailable (69)."""
+    reason = _reason(exc)
+    orig = getattr(exc, "orig", None)
+    code = orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], int) else None
+    if code in _REFUSED_MYSQL or any(marker in reason for marker in _REFUSED_POSTGRES):
+        return AuthenticationFailed(f"{prefix}credentials refused: {reason}")
+    return PeerUnavailable(prefix + reason)
 
 
 def _reason(exc: SQLAlchemyError) -> str:

@@ -37,7 +37,7 @@ from sqlalchemy import Connection
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
 from idsync.connectors.base import Obj, QuerySpec, Resource, WriteResult
-from idsync.errors import IdsyncError, NotFound, RunCanceled, SafetyLimitExceeded
+from idsync.errors import IdsyncError, NotFound, RunAborted, RunCanceled, SafetyLimitExceeded
 from idsync.resources import Resources
 from idsync.scripts import Script
 from idsync.store.database import Store
@@ -121,6 +121,9 @@ class _Run:
             if isinstance(target, ManagedResource):
                 target = target.revealing_secrets()  # compared with a (hashed) password read from the source
             self._execute(source, target)
+            if self.counters.all_failed():
+                first = self.counters.errors[0]["message"] if self.counters.errors else ""
+                raise RunAborted(f"every object failed ({self.counters.error_count} errors; the first: {first})")
             state = "SUCCESS"
         except RunCanceled as exc:
             state, message = "CANCELED", str(exc)

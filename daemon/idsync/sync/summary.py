@@ -76,6 +76,11 @@ class Counters:
         if len(self.errors) < _MAX_ERRORS:
             self.errors.append({"message": message, **{k: v for k, v in ids.items() if v is not None}})
 
+    def all_failed(self) -> bool:
+        """Objects failed and not one went through: such a run did nothing it was meant to,
+        and is FAILED, not a SUCCESS with errors."""
+        return self.error_count > 0 and self.status["SUCCESS"] == 0
+
     @property
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started

@@ -1,0 +1,260 @@
+"""The ``idsync`` command line as an operator meets it: exit codes from the README's
+table, read-only commands that never create a store, a status file that cannot be
+written, run ids by prefix, failed runs with their reason, names kept whole on an
+80-column terminal, the demo run twice. Real binary, real slapd, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dbs import store_url
+from idsync.config.project import load_project
+from idsync.status_file import update_status_file
+from idsync.store.database import Store
+from idsync.store.runs import RunStore
+from idsync.testing.slapd import Slapd
+from projects import MAPPING, make_project, person
+from sqlalchemy import inspect
+
+IDSYNC = str(Path(sys.executable).parent / "idsync")
+STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+
+
+def run(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([IDSYNC, "-p", str(project), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "IDSYNC_LOG__LEVEL": "warning", "COLUMNS": "200", **(env or {})},
+                          stdin=subprocess.DEVNULL)
+
+
+def one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("idsync:")]
+    assert lines, proc.stderr
+    return lines[-1]
+
+
+@pytest.fixture(params=STORES)
+def project(request: pytest.FixtureRequest, tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> Path:
+    slapd.add_ldif(person("bjensen", ldap_subtree) + person("scarter", ldap_subtree))
+    return make_project(tmp_path, slapd, ldap_subtree, store_url(request.param, tmp_path))
+
+
+def _provisioner(project: Path, **changes: object) -> None:
+    prov = project / "conf" / "provisioner.openicf-ldap.json"
+    data = json.loads(prov.read_text())
+    data["configurationProperties"].update(changes)
+    prov.write_text(json.dumps(data))
+
+
+# -- the status file ---------------------------------------------------------------
+
+
+def test_unwritable_status_file_leaves_a_successful_recon_successful(project: Path, tmp_path: Path) -> None:
+    """A status file that cannot be written (a directory stands at its path) is a
+    ``status_file.failed`` warning: the recon still exits 0 and prints its summary."""
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    proc = run(project, "recon", MAPPING, env={"IDSYNC_STATUS_FILE": str(blocked)})
+    assert proc.returncode == 0, proc.stderr
+    assert "SUCCESS" in proc.stdout and "created 2" in proc.stdout
+    assert "status_file.failed" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_daemon_state_reaches_the_status_file_when_the_store_is_gone(project: Path) -> None:
+    """When the store is unavailable at the daemon's exit, the ``stopped`` state is still written
+    over the previous document, so the file does not describe a dead daemon as running."""
+    assert run(project, "recon", MAPPING).returncode == 0
+    loaded = load_project(project)
+    status = project / "state" / "status.json"
+    store = Store.open(loaded.settings.store_url())
+    update_status_file(loaded, store, daemon={"pid": 1, "state": "running"})
+    assert json.loads(status.read_text())["daemon"]["state"] == "running"
+    gone = Store.open("postgresql+psycopg://postgres@127.0.0.1:1/gone", migrate=False)
+    assert update_status_file(loaded, gone, daemon={"pid": 1, "state": "stopped"}) == status
+    written = json.loads(status.read_text())
+    assert written["daemon"]["state"] == "stopped" and MAPPING in written["mappings"]
+
+
+# -- read-only commands ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [("status",), ("status", "abc"), ("jobs",), ("mappings",), ("validate",),
+                                     ("managed", "query", "user"), ("managed", "get", "user", "x"),
+                                     ("system", "query", "ldap", "account"), ("prune",)])
+def test_read_only_commands_in_an_empty_directory(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """A command that only reads, run where there is no project, creates nothing (no store, no
+    ``state/``), names the directory it looked in and exits 78."""
+    proc = run(tmp_path, *command)
+    assert proc.returncode == os.EX_CONFIG, proc.stdout + proc.stderr
+    assert str(tmp_path) in proc.stdout + proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_commands_never_create_the_store(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """In a project that has not run yet, ``status``, ``jobs`` and ``managed query`` name the
+    store they looked for and exit 78, and leave no SQLite file nor ``state/`` behind."""
+    project = make_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 'project' / 'state' / 'i.db'}")
+    for command in (("status",), ("jobs",), ("managed", "query", "user")):
+        proc = run(project, *command)
+        assert proc.returncode == os.EX_CONFIG, proc.stderr
+        assert str(project / "state" / "i.db") in one_line(proc)
+    assert not (project / "state").exists()
+
+
+@pytest.mark.postgresql
+def test_read_only_commands_never_create_tables(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """On a PostgreSQL database without idsync's tables, ``status`` exits 78 and creates none."""
+    url = store_url("postgresql", tmp_path)
+    project = make_project(tmp_path, slapd, ldap_subtree, url)
+    proc = run(project, "status")
+    assert proc.returncode == os.EX_CONFIG and "holds no idsync tables" in one_line(proc)
+    store = Store.open(url, migrate=False)
+    try:
+        assert not inspect(store.engine).has_table("recon_runs")
+    finally:
+        store.close()
+
+
+# -- exit codes --------------------------------------------------------------------
+
+
+def test_idsync_test_exit_codes(project: Path, slapd: Slapd) -> None:
+    """``idsync test``: 0 when it connects, 77 for refused credentials, 78 for a base context
+    the server does not have (it answered: a configuration error), 69 when unreachable."""
+    assert run(project, "test").returncode == 0
+    _provisioner(project, credentials="Wr0ng-Passw0rd")
+    refused = run(project, "test")
+    assert refused.returncode == os.EX_NOPERM and "Wr0ng-Passw0rd" not in refused.stdout + refused.stderr
+    _provisioner(project, credentials=slapd.admin_password, baseContextsToSynchronize=[f"ou=nope,{slapd.base_dn}"])
+    assert run(project, "test").returncode == os.EX_CONFIG
+    _provisioner(project, port=1)
+    assert run(project, "test").returncode == os.EX_UNAVAILABLE
+
+
+def test_missing_base_context_is_a_configuration_error(project: Path, slapd: Slapd) -> None:
+    """A recon whose base context does not exist exits 78 (not 69, "unreachable"), names the base."""
+    _provisioner(project, baseContextsToSynchronize=[f"ou=nope,{slapd.base_dn}"])
+    proc = run(project, "recon", MAPPING)
+    assert proc.returncode == os.EX_CONFIG, proc.stderr
+    assert "base context does not exist" in one_line(proc)
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://nosuchrole:pw-Secret1@127.0.0.1:5432/test",
+                                 "mysql+pymysql://root:pw-Secret1@127.0.0.1:3306/test"])
+def test_refused_store_credentials_exit_77(tmp_path: Path, slapd: Slapd, ldap_subtree: str, url: str) -> None:
+    """A database that refuses idsync's account exits 77 (credentials refused), not 69, and the
+    password is not printed."""
+    kind = "postgresql" if url.startswith("postgresql") else "mariadb"
+    store_url(kind, tmp_path)  # the server is up (or the test skips, or fails under CI)
+    project = make_project(tmp_path, slapd, ldap_subtree, url)
+    proc = run(project, "recon", MAPPING)
+    assert proc.returncode == os.EX_NOPERM, proc.stderr
+    assert "credentials refused" in one_line(proc) and "pw-Secret1" not in proc.stdout + proc.stderr
+
+
+# -- idsync status -----------------------------------------------------------------
+
+
+def test_status_shows_failed_runs_with_their_reason(project: Path) -> None:
+    """A FAILED run counts its failure in the errors column and the listing says why."""
+    _provisioner(project, port=1)
+    assert run(project, "recon", MAPPING).returncode == os.EX_UNAVAILABLE
+    out = run(project, "status").stdout
+    row = out.splitlines()[1]
+    assert "FAILED" in row and row.split()[-1] == "1", out
+    assert any(line.startswith(f"run {row.split()[0]} FAILED: ") and "127.0.0.1:1" in line
+               for line in out.splitlines()), out
+
+
+def test_status_accepts_the_short_run_id(project: Path) -> None:
+    """The 8 characters ``idsync status`` prints find the run; an unknown id exits 66."""
+    assert run(project, "recon", MAPPING).returncode == 0
+    short = run(project, "status").stdout.splitlines()[1].split()[0]
+    assert len(short) == 8
+    one = run(project, "status", short, "--json")
+    assert one.returncode == 0 and json.loads(one.stdout)["_id"].startswith(short)
+    assert run(project, "status", "zzzzzzzz").returncode == os.EX_NOINPUT
+
+
+def test_status_ambiguous_run_id_lists_the_candidates(project: Path) -> None:
+    """A prefix two runs share is a usage error (64) listing both full ids; one more
+    character picks the run."""
+    assert run(project, "recon", MAPPING).returncode == 0  # creates the store
+    store = Store.open(load_project(project).settings.store_url())
+    runs = RunStore(store)
+    ids = ["abcd0001-0000-4000-8000-000000000000", "abcd0002-0000-4000-8000-000000000000"]
+    for run_id in ids:
+        runs.start(run_id, MAPPING, job=None, dry_run=False, summary={})
+        runs.finish(run_id, "SUCCESS", "COMPLETED", {}, None)
+    store.close()
+    proc = run(project, "status", "abcd")
+    assert proc.returncode == os.EX_USAGE, proc.stderr
+    line = one_line(proc)
+    assert "ambiguous" in line and all(i in line for i in ids)
+    one = run(project, "status", "abcd0002", "--json")
+    assert one.returncode == 0 and json.loads(one.stdout)["_id"] == ids[1]
+
+
+def test_status_and_jobs_keep_names_whole_at_80_columns(project: Path) -> None:
+    """At COLUMNS=80 (as parallel test workers export) ``status`` and ``jobs`` print every
+    mapping and job name whole, never cut with an ellipsis."""
+    jobs = project / "jobs.d"
+    jobs.mkdir()
+    (jobs / "a-rather-long-job-name-for-testing.toml").write_text(
+        f'description = "x"\nschedule = "0 0 * * * ?"\nmappings = ["{MAPPING}"]\n')
+    assert run(project, "recon", MAPPING).returncode == 0
+    narrow = {"COLUMNS": "80"}
+    status = run(project, "status", env=narrow)
+    assert status.returncode == 0 and MAPPING in status.stdout and "…" not in status.stdout, status.stdout
+    listed = run(project, "jobs", env=narrow)
+    assert listed.returncode == 0, listed.stderr
+    assert "a-rather-long-job-name-for-testing" in listed.stdout and MAPPING in listed.stdout, listed.stdout
+    assert all(len(line) <= 80 for line in status.stdout.splitlines() + listed.stdout.splitlines())
+
+
+# -- a run where every object fails ------------------------------------------------
+
+
+def test_a_run_where_every_object_fails_is_failed(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """Every object failing (a transform that throws for each) makes the run FAILED, exit 1,
+    with the count and the first error, not a SUCCESS with errors."""
+    slapd.add_ldif(person("afail", ldap_subtree) + person("bfail", ldap_subtree))
+    project = make_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 'state.db'}")
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    sync["mappings"][0]["properties"].append(
+        {"source": "sn", "target": "description", "transform": {"type": "text/javascript", "source": "throw 'boom'"}})
+    sync_file.write_text(json.dumps(sync))
+    proc = run(project, "recon", MAPPING)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    runs = json.loads(run(project, "status", "--json").stdout)
+    assert runs[0]["state"] == "FAILED" and "every object failed (2 errors" in runs[0]["message"]
+
+
+# -- the demo ----------------------------------------------------------------------
+
+
+@pytest.mark.slapd
+def test_recon_demo_twice_in_the_same_checkout(tmp_path: Path) -> None:
+    """``make recon-demo`` run twice: each run starts from its own empty store (a new slapd has
+    new entryUUIDs), so the second run creates every user again instead of failing them all;
+    the project's own store is never created."""
+    root = tmp_path / "project"
+    (root / "conf").mkdir(parents=True)
+    for f in (Path(__file__).resolve().parent.parent / "conf").iterdir():
+        (root / "conf" / f.name).write_text(f.read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDSYNC_")}
+    env.update(IDSYNC_PROJECT=str(root), IDSYNC_DEMO_USERS="5", COLUMNS="200", IDSYNC_LOG__LEVEL="warning")
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-m", "idsync.demo"], capture_output=True, text=True, env=env,
+                              timeout=120, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "created 5" in proc.stdout and "FAILED" not in proc.stdout, proc.stdout
+    assert not (root / "state" / "idsync.db").exists()
+    runs = json.loads(run(root / "state" / "recon-demo", "status", "--json").stdout)
+    assert len(runs) == 1 and runs[0]["state"] == "SUCCESS"
