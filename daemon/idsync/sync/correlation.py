@@ -44,8 +44,9 @@ class Correlator:
 
     def correlate(
         self, sources: Sequence[Obj], projected: Callable[[Obj], Obj]
-    ) -> dict[str, list[Obj] | IdsyncError]:
-        """source id -> the candidate targets (or the error that stopped correlating it)."""
+    ) -> tuple[dict[str, list[Obj] | IdsyncError], dict[str, Node]]:
+        """source id -> the candidate targets (or the error that stopped correlating it);
+        and source id -> the query that found them (none for a script's own answer)."""
         out: dict[str, list[Obj] | IdsyncError] = {}
         queries: dict[str, Node | None] = {}
         self._build(sources, projected, queries, out)
@@ -67,7 +68,7 @@ class Correlator:
             found = self.target.find_matching(paths, [v for _, v in members], self.fields)
             for sid, values in members:
                 out[sid] = list(found.get(values, []))
-        return out
+        return out, {sid: node for sid, node in queries.items() if node is not None}
 
     def _build(
         self, sources: Sequence[Obj], projected: Callable[[Obj], Obj],
@@ -145,4 +146,7 @@ def _query_of(answer: Any) -> Node:
                 raise QueryError(f"the correlation script returned a bad _queryFilter: {exc}") from None
         if answer.get("_queryId") in ("query-all-ids", "query-all"):
             raise QueryError("a correlation query matching everything is not allowed")
+        if "_queryId" in answer:
+            raise QueryError(f"the correlation script returned _queryId {answer['_queryId']!r}: named queries "
+                             "are not supported; return {\"_queryFilter\": \"...\"}")
     raise QueryError("the correlation script must return {\"_queryFilter\": \"...\"}")
