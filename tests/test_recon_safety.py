@@ -14,9 +14,12 @@ import ldap3
 import pytest
 from dbs import store_url
 from idsync.config.project import validate_project
+from idsync.query import parse
 from idsync.resources import Resources
 from idsync.store.runs import RunStore
 from idsync.store.tables import links
+from idsync.sync.correlation import PlannedTargets
+from idsync.sync.deletes import delete_cap
 from idsync.sync.recon import ReconOptions, ReconResult, run_recon
 from idsync.testing.slapd import Slapd
 from recon_env import Env
@@ -127,6 +130,24 @@ def test_same_uid_twice_gives_one_user_whatever_the_page_size(env: Env, page_siz
     assert _situations(again) == {"CONFIRMED": 2, "FOUND_ALREADY_LINKED": 1, "UNASSIGNED": 1}
 
 
+def test_planned_targets_answer_like_the_target_would() -> None:
+    """A page's planned creates are found by equality queries whatever the case or
+    which value of a list matches, by other shapes through the filter itself, and
+    not by queries for other values."""
+    planned = PlannedTargets()
+    assert not planned.matched_by(parse('userName eq "a"'))
+    planned.add({"userName": "Alice", "mail": ["a@example.com", "alice@example.com"], "name": {"given": "A"}})
+    planned.add({"userName": "bob"})
+    assert planned.matched_by(parse('userName eq "alice"'))
+    assert planned.matched_by(parse('userName eq "BOB"'))
+    assert planned.matched_by(parse('mail eq "alice@example.com" and userName eq "Alice"'))
+    assert planned.matched_by(parse('/name/given eq "a"'))
+    assert planned.matched_by(parse('userName sw "bo" or mail eq "x"'))
+    assert not planned.matched_by(parse('userName eq "carol"'))
+    assert not planned.matched_by(parse('mail eq "bob@example.com" and userName eq "bob"'))
+    planned.add({"userName": "carol"})
+    assert planned.matched_by(parse('userName eq "carol"')), "a shape already looked up sees later creates"
+
 # -- one audit row per delete, saying what happened -------------------------------
 
 def test_deletes_stopped_by_max_deletes_are_audited_once_as_not_done(env: Env) -> None:
@@ -166,6 +187,14 @@ def test_a_max_deletes_share_is_rounded_down_end_to_end(env: Env) -> None:
     allowed = env.recon()
     assert allowed.state == "SUCCESS", allowed.message
     assert allowed.summary["changes"]["deleted"] == 1 and "rd0" not in env.users()
+
+
+def test_delete_cap_rounds_a_share_down() -> None:
+    """15% of 10 allows 1 delete and 19% of 10 allows 1: a share is truncated, so
+    rounding (1.5 to 2, 1.9 to 2) would let a run delete more than maxDeletes says."""
+    assert delete_cap(0.15, 10, 0) == 1
+    assert delete_cap(0.19, 10, 0) == 1
+    assert delete_cap(0.15, 20, 10) == 1
 
 
 # -- a dry run writes nothing, whatever it would do ---------------------------------
@@ -236,3 +265,4 @@ def test_progress_counts_the_existing_links_processed(env: Env) -> None:
     assert second.summary["progress"]["links"]["existing"]["processed"] == 3  # lp1, lp2; lp3's target
     stored = RunStore(env.store).get(second.id)
     assert stored is not None and stored["summary"]["progress"]["links"]["existing"]["processed"] == 3
+
