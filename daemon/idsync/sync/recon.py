@@ -17,6 +17,9 @@ claimed (``recon_claims``, so no list of all ids is held here), and assesses
 the rest. Every DELETE and UNLINK, from either phase, is only recorded
 (``recon_deferred``); they run after both phases finished without a read error,
 and only if their number is within the mapping's ``maxDeletes`` (``deletes.py``).
+In a run where an unlinked source object could not be correlated or assessed,
+the target phase's are held instead (that object may own any unclaimed target):
+each is an error of its target, and the run fails once the rest is done.
 
 Dry run needs nothing here: the target resource refuses to write (it answers
 what it would have done), and links are left alone.
