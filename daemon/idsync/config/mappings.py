@@ -340,6 +340,10 @@ def _correlation(
     if "_queryFilter" in value:
         return Correlation(kind="filter", template=query(value["_queryFilter"], f"{key}._queryFilter"),
                            link_qualifier=qualifier)
+    if "_queryId" in value or "_queryId" in str(value.get("source", "")):
+        # PingIDM's named queries (`for-userName`...) do not exist here: every source would fail to correlate.
+        raise ConfigError(file, key, "a correlation by _queryId (a named query) is not supported; "
+                          "use {\"_queryFilter\": ...} (or a script returning one)")
     return Correlation(kind="script", script=script(value, key), link_qualifier=qualifier)
 
 

@@ -17,7 +17,7 @@ from idsync.config.mappings import MappingDef
 from idsync.connectors.base import Obj, WriteOp
 from idsync.errors import IdsyncError
 from idsync.query import matches
-from idsync.query.ast import And, Compare, Literal_, Not, Or, Present
+from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
 from idsync.sync.properties import diff
@@ -54,9 +54,16 @@ class Plan:
     # Targets this source correlated to without being linked (AMBIGUOUS): they belong
     # to a live source, so the target phase must not take them for orphans.
     candidates: tuple[str, ...] = ()
+    # An unlinked source whose correlation or assessment failed: it may own a target
+    # nothing claims, so the run's target phase must not delete or unlink.
+    unresolved: bool = False
+    # A source whose correlation matches a target created earlier in the same batch:
+    # assessed again once that create is written, as it would be in a later page.
+    retry: bool = False
 
     def audit_row(self, run_id: str, mapping: str, target_id: str | None, dry_run: bool) -> dict[str, Any]:
-        return {"run_id": run_id, "mapping": mapping, "situation": self.situation, "action": self.action,
+        return {"run_id": run_id, "mapping": mapping, "situation": self.situation or None,
+                "action": self.action or None,
                 "source_id": self.source_id, "target_id": target_id or self.target_id,
                 "status": "DRY_RUN" if dry_run else "SUCCESS", "message": self.message or None,
                 "changes": self.changes}
@@ -92,34 +99,44 @@ class Assessor:
                 projections[s["_id"]] = self.project(s, None)
             return projections[s["_id"]]
 
+        # A failure below leaves the object without a situation: it is an error of that
+        # object, and (unlinked) a source that might own any unclaimed target.
         for s in objs:
             try:
                 qualified[s["_id"]] = self.qualifies(s)
             except IdsyncError as exc:
-                plans.append(Plan("SOURCE_IGNORED", "EXCEPTION", s["_id"], linked.get(s["_id"]),
+                plans.append(Plan("", "", s["_id"], linked.get(s["_id"]), unresolved=s["_id"] not in linked,
                                   error=f"validSource/sourceCondition failed: {exc}"))
         to_correlate = [s for s in objs if qualified.get(s["_id"]) and s["_id"] not in linked]
         candidates: dict[str, Any] = {}
+        queries: Mapping[str, Node] = {}
         if correlator is not None and to_correlate:
-            candidates = correlator.correlate(to_correlate, projected)
+            candidates, queries = correlator.correlate(to_correlate, projected)
         singles = [c[0]["_id"] for c in candidates.values() if isinstance(c, list) and len(c) == 1]
         owners = links.sources_of(singles) if singles else {}
+        creating: list[Obj] = []  # what this batch creates, in order: later sources must find it
         for s in objs:
             sid = s["_id"]
             if sid not in qualified:
                 continue
+            query = queries.get(sid)
+            if query is not None and any(matches(query, c, ignore_case=True) for c in creating):
+                plans.append(Plan("", "", sid, None, retry=True))
+                continue
             try:
-                plans.append(self._source_plan(s, qualified[sid], linked.get(sid), targets, candidates.get(sid),
-                                               owners))
+                plan = self._source_plan(s, qualified[sid], linked.get(sid), targets, candidates.get(sid), owners)
             except IdsyncError as exc:
-                plans.append(Plan("SOURCE_IGNORED", "EXCEPTION", sid, linked.get(sid), error=str(exc)))
+                plan = Plan("", "", sid, linked.get(sid), unresolved=sid not in linked, error=str(exc))
+            if plan.op is not None and plan.op.kind == "create":
+                creating.append(plan.op.values)
+            plans.append(plan)
         return plans
 
     def _source_plan(self, s: Obj, qualifies: bool, tid: str | None, targets: Mapping[str, Obj],
                      found: Any, owners: Mapping[str, str]) -> Plan:
         sid = s["_id"]
         if isinstance(found, IdsyncError):
-            return Plan("AMBIGUOUS", "EXCEPTION", sid, None, error=f"correlation failed: {found}")
+            return Plan("", "", sid, None, unresolved=True, error=f"correlation failed: {found}")
         cands: list[Obj] = found or []
         target = targets.get(tid) if tid else None
         already = len(cands) == 1 and owners.get(cands[0]["_id"], sid) != sid

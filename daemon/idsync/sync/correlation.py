@@ -6,22 +6,29 @@ are equalities of the same shape (``/userName eq X``) are then answered by one
 batched ``find_matching`` call per shape, so a page of 1000 costs one indexed
 query rather than 1000. Anything else (``co``, ``or``...) falls back to one
 query per object.
+
+A page's sources are correlated together, before any of the page is written, so
+``PlannedTargets`` lets the later sources of a page see the targets planned for
+earlier ones: a source whose query matches one is assessed again once it is
+written, as it would be had it come in a later page.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from idsync.config.mappings import Correlation
 from idsync.connectors.base import Obj, QuerySpec, Resource
 from idsync.errors import IdsyncError, QueryError, ScriptError
-from idsync.query import bind, equality_terms, parse
+from idsync.query import bind, equality_terms, matches, parse
 from idsync.query.ast import And, Compare, Node, Or, Path
+from idsync.query.evaluate import values_at
 
-__all__ = ["Correlator", "lookup"]
+__all__ = ["Correlator", "PlannedTargets", "lookup"]
 
 
 def lookup(root: Any, dotted: str) -> Any:
@@ -44,8 +51,9 @@ class Correlator:
 
     def correlate(
         self, sources: Sequence[Obj], projected: Callable[[Obj], Obj]
-    ) -> dict[str, list[Obj] | IdsyncError]:
-        """source id -> the candidate targets (or the error that stopped correlating it)."""
+    ) -> tuple[dict[str, list[Obj] | IdsyncError], dict[str, Node]]:
+        """source id -> the candidate targets (or the error that stopped correlating it);
+        and source id -> the query that found them (none for a script's own answer)."""
         out: dict[str, list[Obj] | IdsyncError] = {}
         queries: dict[str, Node | None] = {}
         self._build(sources, projected, queries, out)
@@ -67,7 +75,7 @@ class Correlator:
             found = self.target.find_matching(paths, [v for _, v in members], self.fields)
             for sid, values in members:
                 out[sid] = list(found.get(values, []))
-        return out
+        return out, {sid: node for sid, node in queries.items() if node is not None}
 
     def _build(
         self, sources: Sequence[Obj], projected: Callable[[Obj], Obj],
@@ -121,6 +129,41 @@ class Correlator:
         raise QueryError(f"unknown placeholder ${{{expr}}}: use ${{source.NAME}} or ${{target.NAME}}")
 
 
+class PlannedTargets:
+    """The targets a batch plans to create, in order, and whether a correlation query
+    would find one of them. Case is ignored (a directory compares that way): a false
+    match only costs the source a second assessment against the written target."""
+
+    def __init__(self) -> None:
+        self._objs: list[Obj] = []
+        self._keys: dict[tuple[Path, ...], set[tuple[Hashable, ...]]] = {}
+
+    def add(self, obj: Obj) -> None:
+        self._objs.append(obj)
+        for paths, keys in self._keys.items():
+            keys.update(_keys(obj, paths))
+
+    def matched_by(self, query: Node) -> bool:
+        if not self._objs:
+            return False
+        terms = equality_terms(query)
+        if terms is None:
+            return any(matches(query, o, ignore_case=True) for o in self._objs)
+        paths = tuple(p for p, _ in terms)
+        if paths not in self._keys:  # equality queries of one shape: a set lookup, not a scan
+            self._keys[paths] = {k for o in self._objs for k in _keys(o, paths)}
+        return tuple(_folded(v) for _, v in terms) in self._keys[paths]
+
+
+def _keys(obj: Obj, paths: tuple[Path, ...]) -> list[tuple[Hashable, ...]]:
+    per_path = [[_folded(v) for v in values_at(obj, p) if v is not None] for p in paths]
+    return [k for k in itertools.product(*per_path) if all(isinstance(v, Hashable) for v in k)]
+
+
+def _folded(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
+
+
 # Correlation scripts mostly answer `field eq "value"`; this skips the general
 # parser for that shape (it costs more than the lookup on a large first recon).
 _SIMPLE_EQ = re.compile(r'^\s*/?([A-Za-z_][\w-]*)\s+eq\s+"([^"\\]*)"\s*$')
@@ -145,4 +188,7 @@ def _query_of(answer: Any) -> Node:
                 raise QueryError(f"the correlation script returned a bad _queryFilter: {exc}") from None
         if answer.get("_queryId") in ("query-all-ids", "query-all"):
             raise QueryError("a correlation query matching everything is not allowed")
+        if "_queryId" in answer:
+            raise QueryError(f"the correlation script returned _queryId {answer['_queryId']!r}: named queries "
+                             "are not supported; return {\"_queryFilter\": \"...\"}")
     raise QueryError("the correlation script must return {\"_queryFilter\": \"...\"}")

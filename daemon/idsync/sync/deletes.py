@@ -6,7 +6,9 @@ error, this step counts them against the mapping's ``maxDeletes`` (or the run's
 own cap) and either refuses the lot, before touching anything, or carries them
 out page by page: the onDelete/onUnlink hooks, one ``write_batch`` of deletes,
 then, in one store transaction, the dropped links and the audit entries (the
-same transaction as the deletes when the target is the store).
+same transaction as the deletes when the target is the store). Each delete and
+unlink has one audit entry, written here with what became of it: done
+(``SUCCESS``), failed or refused by the cap (``FAILURE``), or ``DRY_RUN``.
 
 A delete that fails fails that object: its link is kept, so the next run sees
 it again. A target already gone counts as deleted.
@@ -70,13 +72,21 @@ class DeferredDeletes:
         limit = self.max_deletes if self.max_deletes is not None else self.mapping.max_deletes
         allowed = delete_cap(limit, self.counters.target_total, self.counters.changes["created"])
         if allowed is not None and count > allowed:
-            raise SafetyLimitExceeded(
-                f"the run would delete or unlink {count} target objects, more than maxDeletes allows "
-                f"({allowed}); nothing was deleted")
+            message = (f"the run would delete or unlink {count} target objects, more than maxDeletes allows "
+                       f"({allowed}); nothing was deleted")
+            self._refuse(message)
+            raise SafetyLimitExceeded(message)
         for ops in self.runs.deferred_pages(self.run_id, self.page_size):
             self.check_cancel()
             self._run_hooks(ops)
             self._apply_page(ops, target)
+
+    def _refuse(self, message: str) -> None:
+        """Audit every recorded delete and unlink as not carried out, and why."""
+        for ops in self.runs.deferred_pages(self.run_id, self.page_size):
+            with self.store.begin() as conn:
+                self.runs.audit(conn, [{**self._audit_row(o, f"not carried out: {message}", True),
+                                        "status": "FAILURE"} for o in ops])
 
     def _run_hooks(self, ops: Sequence[dict[str, Any]]) -> None:
         for o in ops:
@@ -103,7 +113,8 @@ class DeferredDeletes:
                     self.counters.changes["deleted" if o["action"] == "DELETE" else "unlinked"] += 1
                     if o["target_id"]:
                         unlink_targets.append(o["target_id"])
-                audit.append(self._audit_row(o, str(error) if error else notes.get(o["target_id"]), bool(error)))
+                message = str(error) if error else notes.get(o["target_id"]) or o.get("message")
+                audit.append(self._audit_row(o, message, bool(error)))
             if not self.dry_run:
                 self.links.remove_targets(conn, unlink_targets)
             self.runs.audit(conn, audit)

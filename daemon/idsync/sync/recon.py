@@ -17,6 +17,9 @@ claimed (``recon_claims``, so no list of all ids is held here), and assesses
 the rest. Every DELETE and UNLINK, from either phase, is only recorded
 (``recon_deferred``); they run after both phases finished without a read error,
 and only if their number is within the mapping's ``maxDeletes`` (``deletes.py``).
+In a run where an unlinked source object could not be correlated or assessed,
+the target phase's are held instead (that object may own any unclaimed target):
+each is an error of its target, and the run fails once the rest is done.
 
 Dry run needs nothing here: the target resource refuses to write (it answers
 what it would have done), and links are left alone.
@@ -101,6 +104,8 @@ class _Run:
         self._deferred = 0
         self._pending: dict[str, str] = {}
         self._unidentified = 0  # source objects without an id: their targets cannot be told apart
+        self._unresolved = 0  # unlinked source objects whose correlation or assessment failed
+        self._held = 0  # target-phase deletes and unlinks not carried out because of them
         self._last_progress = 0.0
         self._written = 0
         self._analyze_at = 2000
@@ -201,6 +206,11 @@ class _Run:
             counters=self.counters, dry_run=self.options.dry_run, max_deletes=self.options.max_deletes,
             page_size=self.page_size, hook=self._hook, check_cancel=self._check_cancel,
         ).run(target)
+        if self._held:
+            raise SafetyLimitExceeded(
+                f"{self._unresolved} source objects could not be correlated or assessed (see the run's errors); "
+                f"any of them may own a target no link ties to it, so the target phase's {self._held} deletes "
+                "and unlinks were held; fix those objects and run again")
         if "result" in m.hooks:
             # PingIDM hands the result script the run's summary as `source` and `global`.
             summary = self.counters.to_summary()
@@ -230,10 +240,16 @@ class _Run:
             unique[sid] = obj
         objs = list(unique.values())
         self.counters.source_processed += len(page)
-        linked = self.links.targets_of(list(unique))
-        targets = target.get_many(list(linked.values()), self.mapping.default_target_fields) if linked else {}
-        plans = assessor.assess_sources(objs, linked, targets, correlator, self.links)
-        self._apply(plans, target, source)
+        while objs:
+            # A source whose correlation would find a target created earlier in this page
+            # is assessed again once that create is written, as in a later page.
+            linked = self.links.targets_of([o["_id"] for o in objs])
+            self.counters.links_processed += len(linked)
+            targets = target.get_many(list(linked.values()), self.mapping.default_target_fields) if linked else {}
+            plans = assessor.assess_sources(objs, linked, targets, correlator, self.links)
+            retry = {p.source_id for p in plans if p.retry}
+            self._apply([p for p in plans if not p.retry], target, source)
+            objs = [o for o in objs if o["_id"] in retry]
 
     def _target_phase(self, source: Resource, target: Resource, assessor: Assessor) -> None:
         m = self.mapping
@@ -255,6 +271,7 @@ class _Run:
             self.counters.target_processed += len(page)
             if unclaimed:
                 sources_of = self.links.sources_of([o["_id"] for o in unclaimed])
+                self.counters.links_processed += len(sources_of)
                 sources = source.get_many(list(sources_of.values()), self._source_fields()) if sources_of else {}
                 plans = assessor.assess_targets(unclaimed, sources_of, sources)
                 self._apply(plans, target, source)
@@ -294,8 +311,9 @@ class _Run:
         done: list[tuple[Plan, str | None]] = []
         c = self.counters
         for plan in plans:
-            c.situations[plan.situation] += 1
-            c.actions[plan.action] += 1
+            if plan.situation:  # none when assessing the object failed
+                c.situations[plan.situation] += 1
+                c.actions[plan.action] += 1
             result = results.get(id(plan))
             target_id = plan.target_id
             if result is not None and result.ok:
@@ -309,6 +327,12 @@ class _Run:
             if target_id:
                 claims.append(target_id)
             claims.extend(plan.candidates)
+            if plan.unresolved:
+                self._unresolved += 1
+            if error is None and plan.defer and not plan.source_phase and self._unresolved:
+                self._held += 1
+                error = (f"{plan.action} held: {self._unresolved} source objects could not be correlated or "
+                         "assessed in this run, and one of them may own this target")
             if error is not None:
                 self._count_failure(plan, error, audit)
                 continue
@@ -316,11 +340,12 @@ class _Run:
             if plan.change:
                 c.changes[plan.change] += 1
             if plan.defer:
+                # Audited once, by the deferred step, with what became of it.
                 deferred.append({"action": plan.action, "situation": plan.situation, "source_id": plan.source_id,
-                                 "target_id": plan.target_id})
+                                 "target_id": plan.target_id, "message": plan.message or None})
             if plan.link and plan.source_id and target_id:
                 new_links.append((plan.source_id, target_id))
-            if plan.audit:
+            if plan.audit and not plan.defer:
                 audit.append(plan.audit_row(self.id, self.mapping.name, target_id, self.options.dry_run))
             if plan.post_action is not None:
                 done.append((plan, target_id))
@@ -353,7 +378,8 @@ class _Run:
     def _count_failure(self, plan: Plan, message: str, audit: list[dict[str, Any]]) -> None:
         self.counters.status["FAILURE"] += 1
         self.counters.changes["failed"] += 1
-        self.counters.error(message, situation=plan.situation, source_id=plan.source_id, target_id=plan.target_id)
+        self.counters.error(message, situation=plan.situation or None, source_id=plan.source_id,
+                            target_id=plan.target_id)
         row = plan.audit_row(self.id, self.mapping.name, plan.target_id, self.options.dry_run)
         row.update(status="FAILURE", message=message)
         audit.append(row)

@@ -62,6 +62,7 @@ class Counters:
     target_processed: int = 0
     target_total: int | None = None
     links_created: int = 0
+    links_processed: int = 0  # existing links the run looked at, in either phase
     errors: list[dict[str, Any]] = field(default_factory=list)
     error_count: int = 0
     phases: dict[str, float] = field(default_factory=dict)
@@ -100,7 +101,8 @@ class Counters:
                                         "total": "?" if self.target_total is None else str(self.target_total)},
                            "created": self.changes["created"], "unchanged": self.changes["unchanged"],
                            "updated": self.changes["updated"], "deleted": self.changes["deleted"]},
-                "links": {"created": self.links_created, "existing": {"processed": 0, "total": "?"}},
+                "links": {"created": self.links_created, "existing": {"processed": self.links_processed,
+                                                                    "total": "?"}},
             },
             "situationSummary": {s: self.situations[s] for s in SITUATIONS},
             "actionSummary": {a: self.actions[a] for a in ACTIONS},
