@@ -139,7 +139,8 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
 
 
 def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.cli_progress import Progress, expected_counts
+    from idsync.cli_progress import Progress
+    from idsync.sync.progress import expected_counts
     from idsync.sync.recon import ReconOptions, run_recon
 
     project, store = _open(project_dir)

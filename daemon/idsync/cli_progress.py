@@ -12,33 +12,14 @@ import sys
 import time
 from typing import Any
 
-import structlog
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from idsync.store.database import Store
-from idsync.store.retention import PUSH_JOBS
-from idsync.store.runs import RunStore
+from idsync.sync.progress import ProgressLog, snapshot
 from idsync.sync.summary import Counters
 
-__all__ = ["Progress", "expected_counts"]
-
-log = structlog.get_logger("idsync.progress")
-
-
-def expected_counts(store: Store, mapping: str) -> dict[str, int]:
-    """Objects per phase (``source``, ``target``) of the mapping's last complete recon: the
-    best estimate of this run's totals when the source does not say."""
-    for run in RunStore(store).recent(limit=20, mapping=mapping):
-        summary = run.get("summary") or run
-        if run.get("state") != "SUCCESS" or summary.get("dryRun") or run.get("job") in PUSH_JOBS:
-            continue
-        progress = summary.get("progress") or {}
-        return {phase: int(((progress.get(phase) or {}).get("existing") or {}).get("processed") or 0)
-                for phase in ("source", "target")}
-    return {}
-
+__all__ = ["Progress"]
 
 class _AboveLive:
     """A text stream whose lines rich prints above its live display, unwrapped."""
@@ -72,7 +53,7 @@ class Progress:
         self.interval = interval
         self.expected = expected or {}
         self._started = time.monotonic()
-        self._last = 0.0
+        self._log = ProgressLog(interval, self.expected)
         self._live: Live | None = None
         self._redirected: list[tuple[logging.StreamHandler[Any], Any]] = []
         if self.tty:
@@ -90,29 +71,16 @@ class Progress:
                 self._redirected.append((handler, handler.setStream(stream)))
 
     def update(self, c: Counters) -> None:
-        phase = {"ACTIVE_RECONCILING_TARGET": "target", "ACTIVE_DELETING": "deleting"}.get(c.stage, "source")
-        done = c.source_processed if phase == "source" else c.target_processed
-        total = c.source_total if phase == "source" else c.target_total
-        estimate = total is None and phase in self.expected and self.expected[phase] > 0
-        if estimate:
-            total = self.expected[phase]
-        elapsed = time.monotonic() - self._started
-        rate = c.rate
-        eta = (total - done) / rate if total and rate > 0 and done < total else None
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(c.changes.items()) if v)
-        if self._live is not None:
-            of = f"/{'~' if estimate else ''}{total:,}" if total else ""
-            self._live.update(Text(f"{c.mapping} [{phase}] {done:,}{of} objects, {rate:,.0f}/s, "
-                                   f"elapsed {_clock(elapsed)}" + (f", ETA {_clock(eta)}" if eta is not None else "")
-                                   + (f"  ({counts})" if counts else "")
-                                   + (f"  errors {c.error_count}" if c.error_count else "")))
+        if self._live is None:
+            self._log.update(c)
             return
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            log.info("recon.progress", mapping=c.mapping, phase=phase, processed=done, total=total,
-                     total_estimated=estimate, rate=round(rate), elapsed_s=round(elapsed, 1),
-                     eta_s=None if eta is None else round(eta, 1), changes=dict(c.changes), errors=c.error_count)
+        s = snapshot(c, self.expected, self._started)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(c.changes.items()) if v)
+        of = f"/{'~' if s.estimated else ''}{s.total:,}" if s.total else ""
+        self._live.update(Text(f"{c.mapping} [{s.phase}] {s.done:,}{of} objects, {s.rate:,.0f}/s, "
+                               f"elapsed {_clock(s.elapsed)}" + (f", ETA {_clock(s.eta)}" if s.eta is not None else "")
+                               + (f"  ({counts})" if counts else "")
+                               + (f"  errors {c.error_count}" if c.error_count else "")))
 
     def close(self) -> None:
         if self._live is not None:

@@ -26,6 +26,7 @@ from idsync.config.jobs import JobDef
 from idsync.errors import IdsyncError
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import LOCK_TTL, RunStore, owner_id
+from idsync.sync.progress import ProgressLog, expected_counts
 from idsync.sync.recon import ReconOptions, ReconResult, run_recon
 
 if TYPE_CHECKING:
@@ -143,7 +144,9 @@ def run_job(
             outcome.message = f"timed out after {job.timeout:g} s; canceled at a page boundary"
             _record_timeout(runs, outcome)
         runs.release(lock, owner)
-        bound.info(
+        # A failed job is an error, a canceled one a warning: ``journalctl -p warning`` shows both.
+        end = {"SUCCESS": bound.info, "CANCELED": bound.warning}.get(outcome.state, bound.error)
+        end(
             "job.end",
             state=outcome.state,
             duration_ms=round((time.monotonic() - t0) * 1000),
@@ -167,6 +170,8 @@ def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutco
             job=job.name,
             cancel=cancel,
         )
+        options.on_progress = ProgressLog(project.settings.recon.progress_interval,
+                                          expected_counts(store, name)).update
         try:
             result = run_recon(project, store, name, options)
         except IdsyncError as exc:  # before the recon started: its lock, an unknown mapping

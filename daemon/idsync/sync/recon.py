@@ -111,6 +111,11 @@ class _Run:
         self._analyze_at = 2000
 
     def run(self) -> ReconResult:
+        # Every event of the run, the connectors' and the progress callback's included, names it.
+        with structlog.contextvars.bound_contextvars(run_id=self.id, mapping=self.mapping.name):
+            return self._run()
+
+    def _run(self) -> ReconResult:
         self.runs.fail_abandoned()
         self.runs.acquire(self.lock, self.owner)
         state, message, exit_code = "FAILED", None, 1
@@ -148,7 +153,9 @@ class _Run:
                 self.runs.finish(self.id, state, self.counters.stage, summary, message)
             finally:
                 self.runs.release(self.lock, self.owner)
-        self.log.info("recon.end", state=state, message=message, duration_ms=summary["duration"],
+        # A failed run is an error, a canceled one a warning: ``journalctl -p warning`` shows both.
+        end = {"SUCCESS": self.log.info, "CANCELED": self.log.warning}.get(state, self.log.error)
+        end("recon.end", state=state, message=message, duration_ms=summary["duration"],
                       situations={k: v for k, v in summary["situationSummary"].items() if v},
                       changes={k: v for k, v in summary["changes"].items() if v},
                       errors=self.counters.error_count)
