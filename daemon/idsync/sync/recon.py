@@ -37,7 +37,7 @@ from sqlalchemy import Connection
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
 from idsync.connectors.base import Obj, QuerySpec, Resource, WriteResult
-from idsync.errors import IdsyncError, NotFound, RunCanceled, SafetyLimitExceeded
+from idsync.errors import IdsyncError, NotFound, RunCanceled, SafetyLimitExceeded, internal_message
 from idsync.resources import Resources
 from idsync.scripts import Script
 from idsync.store.database import Store
@@ -130,7 +130,7 @@ class _Run:
             state, message = "CANCELED", "interrupted"
         except Exception as exc:
             self.log.exception("recon.crash")
-            message = f"internal error: {type(exc).__name__}: {exc}"
+            message = f"internal error: {internal_message(exc)}"
         finally:
             resources.close()
             self.counters.stage = f"COMPLETED_{state}" if state != "SUCCESS" else "COMPLETED"
