@@ -20,6 +20,7 @@ from idsync.status_file import write_status_file
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
+from idsync.sync.recon import run_recon
 from idsync.testing.slapd import Slapd
 from projects import MAPPING
 from recon_env import Env
@@ -75,6 +76,28 @@ def test_nul_in_an_entry_fails_that_entry_alone(env: Env) -> None:
     # The next run fails the same two again, and only them.
     again = env.recon()
     assert again.state == "SUCCESS" and again.summary["changes"]["failed"] == 2
+
+
+def test_nul_in_an_id_fails_that_object_alone(env: Env) -> None:
+    """With ids read from an attribute that holds a NUL in one entry, that entry
+    fails alone, named with the NUL spelt ``\\u0000``, in the LDAP-to-store recon
+    (source phase) and in the store-to-LDAP recon (target phase); the other
+    entries are synced and linked, and both runs succeed."""
+    env.change_conf("provisioner.openicf-ldap.json",
+                    lambda prov: prov["configurationProperties"].update(uidAttribute="employeeNumber"))
+    env.add("ok1", employeeNumber="e1")
+    env.add("ok2", employeeNumber="e2")
+    env.slapd.add_ldif(f"dn: uid=odd,{env.subtree}\nobjectClass: inetOrgPerson\nuid: odd\ncn: Odd\nsn: Odd\n"
+                       f"employeeNumber:: {_nul('e3')}\n\n")
+    expected = "id e3\\u0000value contains a NUL character, which the store cannot hold; the object was skipped"
+    forward = env.recon()
+    assert forward.state == "SUCCESS", forward.message
+    assert [e["message"] for e in forward.summary["errors"]] == [f"the source {expected}"]
+    assert sorted(env.users()) == ["ok1", "ok2"] and forward.summary["changes"]["linked"] == 2
+    reverse = run_recon(env.project, env.store, "managedUser_systemLdapAccounts")
+    assert reverse.state == "SUCCESS", reverse.message
+    assert [e["message"] for e in reverse.summary["errors"]] == [f"the target {expected}"]
+    assert reverse.summary["situationSummary"]["CONFIRMED"] == 2
 
 
 def test_lookups_with_a_nul_find_nothing(env: Env) -> None:
