@@ -29,8 +29,9 @@ PIN, NEW_PIN, BADGE = "pin-4711-clear", "pin-0815-clear", "badge-9999-clear"
 
 @pytest.fixture(params=BACKENDS)
 def project_dir(request: pytest.FixtureRequest, tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> Path:
-    """The two-way sample whose managed users also have a ``pin`` (``"secret": true``)
-    and a ``badge`` (``"encryption"``), neither called anything like a password."""
+    """The two-way sample whose managed users also have a ``pin`` (``"secret": true``),
+    pushed to LDAP's ``employeeNumber``, and a ``badge`` (``"encryption"``), neither
+    called anything like a password."""
     project = sample_project(tmp_path, slapd, ldap_subtree, store_url(request.param, tmp_path))
     managed_file = project / "conf" / "managed.json"
     managed = json.loads(managed_file.read_text())
@@ -38,6 +39,16 @@ def project_dir(request: pytest.FixtureRequest, tmp_path: Path, slapd: Slapd, ld
     props["pin"] = {"type": "string", "secret": True}
     props["badge"] = {"type": "string", "encryption": {"key": "openidm-sym-default"}}
     managed_file.write_text(json.dumps(managed, indent=2))
+    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    account = prov["objectTypes"]["account"]["properties"]
+    account["employeeNumber"] = {"type": "string", "nativeName": "employeeNumber"}
+    prov_file.write_text(json.dumps(prov, indent=2))
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    (reverse,) = [m for m in sync["mappings"] if m["name"] == REVERSE]
+    reverse["properties"].append({"source": "pin", "target": "employeeNumber"})
+    sync_file.write_text(json.dumps(sync, indent=2))
     return project
 
 
@@ -78,6 +89,8 @@ def test_failed_push_keeps_no_custom_secret(project_dir: Path, store: Store, sla
     with store.engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(select(audit)).mappings()]
         runs = [dict(r) for r in conn.execute(select(recon_runs)).mappings()]
+    pushed = [r["changes"] for r in rows if r["changes"] and "employeeNumber" in r["changes"]]
+    assert pushed and all(c["employeeNumber"] != PIN for c in pushed)  # the pin's push is audited, masked
     kept = [r["changes"]["_sourceBefore"] for r in rows if r["changes"] and "_sourceBefore" in r["changes"]]
     assert len(kept) == 1 and f"cn=staff,{ldap_subtree}" in kept[0]["ldapGroups"]
     assert not {"pin", "badge", "password"} & set(kept[0])

@@ -7,7 +7,6 @@
 * A NUL character in the path or the query string (``%00``): no id, filter or
   parameter can hold one (the store refuses it), so it is a bad request, not a
   failed one.
-
 * A request line and headers longer than ``MAX_HEAD_BYTES`` together: 431 and
   the connection closed. The HTTP parser (h11, ``app.py``) also refuses a head
   that is still incomplete past that size with a 400, which bounds what a client
@@ -29,7 +28,7 @@ MAX_HEAD_BYTES = 16 * 1024
 
 
 class RequestGuard:
-    """Refuses the requests above with a PingIDM-shaped 400."""
+    """Refuses the requests above with a PingIDM-shaped error, closing the connection."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

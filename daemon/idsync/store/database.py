@@ -72,14 +72,14 @@ def new_id() -> str:
     return str(uuid.UUID(int=value))
 
 
-def nul_at(value: Any, where: str = "") -> str | None:
+def nul_at(value: Any) -> str | None:
     """Where in ``value`` (a JSON pointer) a string holds a NUL character, or ``None``.
 
     No store takes one alike: PostgreSQL refuses it in any text column, SQLite and
     MariaDB keep it, and a C client reading the value back would cut it there. So
     idsync refuses such a value on every store, naming where it was (never the value).
     """
-    stack: list[tuple[str, Any]] = [(where, value)]
+    stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         at, item = stack.pop()
         if isinstance(item, str):
