@@ -139,3 +139,25 @@ def test_database_errors_say_no_sql_nor_parameters(kind: str, tmp_path: Path) ->
     told = internal_message(caught.value)
     assert "SELECT" not in told and "[SQL" not in told and "\n" not in told
     assert told.split(":")[0] in ("OperationalError", "UndefinedColumn")
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_a_message_quoting_a_nul_is_recorded(kind: str, tmp_path: Path) -> None:
+    """An error message that quotes a value with a NUL (a script's or a peer's) is
+    recorded in the audit and the run record, the NUL spelt ``\\u0000``, instead of
+    failing the page's audit write or the run's end on PostgreSQL."""
+    store = Store.open(store_url(kind, tmp_path))
+    runs = RunStore(store)
+    try:
+        runs.start("r1", MAPPING, job=None, dry_run=False, summary={})
+        with store.begin() as conn:
+            runs.audit(conn, [{"run_id": "r1", "mapping": MAPPING, "situation": "ABSENT", "action": "CREATE",
+                               "source_id": "s1", "target_id": None, "status": "FAILURE",
+                               "message": "script failed: bad value 'a\x00b'", "changes": None}])
+        runs.finish("r1", "FAILED", "COMPLETED_FAILED", {}, "peer said 'a\x00b'")
+        (entry,) = runs.audit_entries("r1")
+        record = runs.get("r1")
+    finally:
+        store.close()
+    assert entry["message"] == "script failed: bad value 'a\\u0000b'"
+    assert record is not None and record["message"] == "peer said 'a\\u0000b'"
