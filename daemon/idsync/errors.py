@@ -23,7 +23,9 @@
         +-- RunLocked                another run of the same mapping or job holds the lock
 
 Messages never contain secret values: callers build them from names, never from
-configuration values that might be passwords or tokens.
+configuration values that might be passwords or tokens. An exception idsync did
+not raise on purpose is told with ``internal_message``, which keeps a database
+driver's SQL text and parameters (values of the objects) out of what it says.
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ __all__ = [
     "ScriptTimeout",
     "TLSError",
     "UsageError",
+    "internal_message",
 ]
+
+_MAX_DETAIL = 200
 
 
 class IdsyncError(Exception):
@@ -171,3 +176,20 @@ class RunLocked(RunAborted):
     """Another run holds the lock."""
 
     exit_code = os.EX_TEMPFAIL
+
+
+def internal_message(exc: BaseException) -> str:
+    """An unexpected exception as a run record, a status file or an answer may
+    show it: its class and the first line of what it says, never more.
+
+    SQLAlchemy's errors print the statement and its parameters after the
+    driver's message (``[SQL: ...]``, ``[parameters: ...]``); the driver's own
+    exception (``orig``) has the message alone, so that is the one told.
+    """
+    orig = getattr(exc, "orig", None)
+    inner = orig if isinstance(orig, BaseException) else exc
+    lines = str(inner).strip().splitlines()
+    first = lines[0].split("[SQL:")[0].strip() if lines else ""
+    if len(first) > _MAX_DETAIL:
+        first = first[:_MAX_DETAIL] + "..."
+    return f"{type(inner).__name__}: {first}" if first else type(inner).__name__

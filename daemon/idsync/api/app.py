@@ -27,6 +27,7 @@ from idsync import __version__
 from idsync.api.auth import Accounts, AuthMiddleware, load_accounts
 from idsync.api.context import ApiContext
 from idsync.api.errors import exception_handlers
+from idsync.api.guard import MAX_HEAD_BYTES, RequestGuard
 from idsync.api.jobs import job_routes
 from idsync.api.managed import managed_routes
 from idsync.api.mappings import mapping_routes
@@ -93,6 +94,7 @@ def create_app(ctx: ApiContext, accounts: Accounts) -> Starlette:
     app.state.ctx = ctx
     app.add_middleware(AuthMiddleware, accounts=accounts, max_failed_logins=ctx.settings.max_failed_logins)
     app.add_middleware(_Counting, metrics=metrics)
+    app.add_middleware(RequestGuard)  # outermost: a smuggling attempt gets no further, not even to auth
     return app
 
 
@@ -123,7 +125,10 @@ class ApiServer:
             log.warning("api.no_accounts", hint="every request but info/ping will be refused; add [api.accounts]")
         tls = tls_files(settings, project_dir, config_file)
         self.ctx = ctx
+        # h11, always (never httptools, whatever is installed): the parser whose limits
+        # ``guard.py`` and the tests rely on; the request line and headers are capped.
         config = uvicorn.Config(create_app(ctx, accounts), host=settings.host, port=settings.port,
+                                http="h11", h11_max_incomplete_event_size=MAX_HEAD_BYTES,
                                 log_config=None, access_log=False, lifespan="off", server_header=False,
                                 proxy_headers=bool(settings.trusted_proxies),
                                 forwarded_allow_ips=settings.trusted_proxies or None,

@@ -19,10 +19,12 @@ from starlette.requests import Request
 from idsync.api.errors import ApiError
 from idsync.query import parse
 from idsync.query.ast import Node
+from idsync.store.database import nul_at
 
-__all__ = ["QueryParams", "envelope", "read_json", "sort_objects"]
+__all__ = ["MAX_JSON_DEPTH", "QueryParams", "envelope", "read_json", "sort_objects"]
 
 _MAX_PAGE = 10_000
+MAX_JSON_DEPTH = 64  # arrays and objects in a request body; no managed object nests anywhere near it
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ def envelope(result: list[dict[str, Any]], *, cookie: str | None, params: QueryP
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON; 413 past ``limit`` bytes, 400 with the position when malformed."""
+    """The request body as JSON; 413 past ``limit`` bytes, 400 with the position when
+    malformed, nested deeper than ``MAX_JSON_DEPTH`` or holding a NUL character."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body larger than {limit} bytes")
@@ -127,9 +130,30 @@ async def read_json(request: Request, limit: int) -> Any:
     if not body.strip():
         raise ApiError(400, "a JSON body is required")
     try:
-        return json.loads(body)
+        value = json.loads(body)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
                             f"(position {exc.pos})") from None
     except UnicodeDecodeError:
         raise ApiError(400, "invalid JSON: not UTF-8") from None
+    except RecursionError:
+        raise ApiError(400, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+    unfit = nul_at(value)
+    if unfit is not None:
+        raise ApiError(400, f"the value at {unfit} contains a NUL character, which the store cannot hold")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in ``value`` (a scalar: 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            stack.extend((inner, depth) for inner in (item.values() if isinstance(item, dict) else item))
+    return deepest

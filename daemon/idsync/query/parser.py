@@ -17,6 +17,11 @@ The text is first cut into tokens (parentheses, ``!``, quoted strings, and
 "words": runs of anything else up to whitespace or a parenthesis), then a
 recursive descent builds the tree. Every error names the 0-based position of
 the offending character.
+
+A filter is bounded: parentheses nest at most ``MAX_DEPTH`` deep (the descent
+recurses once per level) and it has at most ``MAX_TERMS`` terms (comparisons,
+``pr``, ``true``/``false``): a 3,000-term OR took 14 s to plan and run on
+PostgreSQL. Past either, the error names the limit.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from typing import Literal, cast, get_args
 from idsync.errors import QueryError
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Op, Or, Path, Present, Value
 
-__all__ = ["parse", "parse_pointer"]
+__all__ = ["MAX_DEPTH", "MAX_TERMS", "parse", "parse_pointer"]
+
+MAX_DEPTH = 32
+MAX_TERMS = 256
 
 _OPS: frozenset[str] = frozenset(get_args(Op))
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?P<frac>\.[0-9]+)?(?P<exp>[eE][+-]?[0-9]+)?")
@@ -100,6 +108,8 @@ class _Parser:
         self._text = text
         self._tokens = tokens
         self._i = 0
+        self._depth = 0
+        self._terms = 0
 
     def peek(self, ahead: int = 0) -> _Token:
         return self._tokens[min(self._i + ahead, len(self._tokens) - 1)]
@@ -136,7 +146,11 @@ class _Parser:
     def _primary(self) -> Node:
         token = self._next()
         if token.kind == "(":
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise QueryError(f"parentheses nest deeper than {MAX_DEPTH} levels", self._text, token.pos)
             inner = self.expr()
+            self._depth -= 1
             close = self._next()
             if close.kind != ")":
                 raise QueryError(
@@ -151,6 +165,9 @@ class _Parser:
                 self._text,
                 token.pos,
             )
+        self._terms += 1
+        if self._terms > MAX_TERMS:
+            raise QueryError(f"more than {MAX_TERMS} terms in one filter", self._text, token.pos)
         after = self.peek()
         is_operator = after.kind == "word" and (
             after.text.lower() in _OPS or after.text.lower() == "pr"

@@ -48,7 +48,7 @@ from sqlalchemy.exc import (
 from idsync.errors import AuthenticationFailed, ConfigError, PeerError, PeerUnavailable
 from idsync.store.tables import store_meta
 
-__all__ = ["Store", "new_id", "utcnow"]
+__all__ = ["Store", "new_id", "nul_at", "utcnow"]
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +72,31 @@ def new_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+def nul_at(value: Any) -> str | None:
+    """Where in ``value`` (a JSON pointer) a string holds a NUL character, or ``None``.
+
+    No store takes one alike: PostgreSQL refuses it in any text column, SQLite and
+    MariaDB keep it, and a C client reading the value back would cut it there. So
+    idsync refuses such a value on every store, naming where it was (never the value).
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        at, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return at or "/"
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                shown = str(key).replace("~", "~0").replace("/", "~1").replace("\x00", "\\u0000")
+                name = f"{at}/{shown}"
+                if "\x00" in str(key):
+                    return name
+                stack.append((name, inner))
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{at}/{i}", inner) for i, inner in enumerate(item))
+    return None
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -89,7 +114,8 @@ class Store:
             parsed = make_url(url)
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several kinds
             raise ConfigError("idsync.toml", "store.url", f"not a database URL ({exc})") from None
-        kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _dumps}
+        # An error's text never lists the statement's parameters: they are the values of objects.
+        kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _dumps, "hide_parameters": True}
         if parsed.get_backend_name() == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:":
@@ -202,7 +228,11 @@ class Store:
 
     def in_(self, column: Any, values: Sequence[Any]) -> Any:
         """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter
-        instead of a thousand, planned in half the time for a page of ids."""
+        instead of a thousand, planned in half the time for a page of ids.
+
+        A value with a NUL character is left out: no key the store holds has one
+        (``nul_at``), and PostgreSQL refuses it even as a parameter."""
+        values = [v for v in values if not (isinstance(v, str) and "\x00" in v)]
         if self.dialect == "postgresql":
             return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
         return column.in_(values)

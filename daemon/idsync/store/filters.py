@@ -5,6 +5,10 @@ A comparison on a searchable property becomes an ``EXISTS`` over the
 matches when any value does); ``_id`` is the primary key; anything else goes
 through the dialect's JSON functions (correct, but not indexed). Values are
 always bound parameters, never spliced into SQL text.
+
+No stored value holds a NUL character (``database.nul_at``), so a string with
+one equals, contains or starts no stored value, and orders as its part before
+the NUL does; it never reaches the database, which may refuse it.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class _Translator:
         return self._compare(node)
 
     def _present(self, node: Present) -> ColumnElement[bool]:
+        if any("\x00" in p for p in node.path):
+            return false()
         if node.path == ("_id",):
             return true()
         if len(node.path) == 1 and node.path[0] in self.searchable:
@@ -72,6 +78,13 @@ class _Translator:
 
     def _compare(self, node: Compare) -> ColumnElement[bool]:
         path, op, value = node.path, node.op, node.value
+        if any("\x00" in p for p in path):
+            return false()
+        if isinstance(value, str) and "\x00" in value:
+            if op in ("eq", "co", "sw"):
+                return false()
+            # "x" < "x\0..." < any longer stored string: past the NUL only the prefix counts.
+            value, op = value.split("\x00", 1)[0], ("gt" if op in ("gt", "ge") else "le")
         if path == ("_id",):
             return _apply(mo.c.id, op, value)
         if len(path) == 1 and path[0] in self.searchable:

@@ -6,6 +6,9 @@ compared against the stored object first so an unchanged object is not written
 and its ``_rev`` does not move. Searchable properties are kept in
 ``managed_properties`` alongside, in the same transaction.
 
+A value with a NUL character fails its object alone, on every store
+(``nul_at``): PostgreSQL cannot hold one, and one entry must not stop a page.
+
 Secret properties (``managed.json``) are hashed on the way in (``passwords.py``)
 and left out of every object read, unless the resource was opened
 ``with_secrets`` (the sync engine, which pushes the hash to a target).
@@ -23,9 +26,9 @@ from sqlalchemy import Connection, bindparam, delete, exists, func, select, upda
 
 from idsync.config.managed import ManagedType
 from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult
-from idsync.errors import NotFound, ObjectRejected, RevisionMismatch
+from idsync.errors import NotFound, ObjectRejected, RevisionMismatch, internal_message
 from idsync.query.ast import Path
-from idsync.store.database import Store, new_id, utcnow
+from idsync.store.database import Store, new_id, nul_at, utcnow
 from idsync.store.filters import property_value, to_sql
 from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.tables import claims
@@ -176,6 +179,12 @@ class ManagedResource(Resource):
             changed: list[dict[str, Any]] = []
             removed: list[str] = []
             for op in ops:
+                unfit = nul_at(op.values) if op.kind != "delete" else None
+                if unfit is not None:
+                    where = f"{self.name}/{op.id}" if op.id else self.name
+                    results.append(WriteResult(op, id=op.id, error=ObjectRejected(
+                        f"{where}: the value at {unfit} contains a NUL character, which the store cannot hold")))
+                    continue
                 if op.kind == "create":
                     data = {k: self._at_rest(k, v) for k, v in op.values.items()
                             if not k.startswith("_") and v is not None}
@@ -237,7 +246,7 @@ class ManagedResource(Resource):
                 try:
                     self.store.insert_many(conn, mo, new_rows)
                 except Exception as exc:  # noqa: BLE001 - integrity errors differ per driver
-                    raise ObjectRejected(f"{self.name}: create failed: {_first_line(exc)}") from None
+                    raise ObjectRejected(f"{self.name}: create failed: {internal_message(exc)}") from None
             if new_props:
                 self.store.insert_many(conn, mp, new_props)
         return results
@@ -264,8 +273,8 @@ class ManagedResource(Resource):
             value = data.get(name)
             for item in value if isinstance(value, list) else [value]:
                 text, number = property_value(item)
-                if text is None and number is None:
-                    continue
+                if (text is None and number is None) or (text is not None and "\x00" in text):
+                    continue  # a NUL: kept by an earlier release, it can match no filter anyway
                 rows.append({"object_type": self.object_type, "object_id": object_id,
                              "name": name, "value": text, "value_num": number})
         return rows
@@ -289,9 +298,4 @@ def _fresh(value: Any) -> Any:
     if isinstance(value, list | dict):
         return copy.deepcopy(value)
     return value
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", exc)).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 

@@ -46,6 +46,12 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+def _told(message: str | None) -> str | None:
+    """A message as a text column takes it on every store: a NUL character (from a
+    value an error quotes) spelt ``\\u0000``, since PostgreSQL refuses it."""
+    return message.replace("\x00", "\\u0000") if message else message
+
+
 def _shown(row: Mapping[Any, Any]) -> dict[str, Any]:
     """An audit row as its readers see it: without the bookkeeping of ``AUDIT_BEFORE``."""
     out = dict(row)
@@ -80,7 +86,7 @@ class RunStore:
     def finish(self, run_id: str, state: str, stage: str, summary: Mapping[str, Any], message: str | None) -> None:
         with self.store.begin() as conn:
             conn.execute(update(recon_runs).where(recon_runs.c.id == run_id).values(
-                state=state, stage=stage, summary=dict(summary), message=message, ended=utcnow()))
+                state=state, stage=stage, summary=dict(summary), message=_told(message), ended=utcnow()))
             conn.execute(delete(claims).where(claims.c.run_id == run_id))
             conn.execute(delete(deferred).where(deferred.c.run_id == run_id))
 
@@ -120,7 +126,7 @@ class RunStore:
     def audit(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             now = utcnow()
-            self.store.insert_many(conn, audit, [{"ts": now, **r} for r in rows])
+            self.store.insert_many(conn, audit, [{"ts": now, **r, "message": _told(r.get("message"))} for r in rows])
 
     def audit_entries(self, run_id: str, limit: int = 1000, status: str | None = None) -> list[dict[str, Any]]:
         query = select(audit).where(audit.c.run_id == run_id).order_by(audit.c.seq).limit(limit)

@@ -40,7 +40,7 @@ from sqlalchemy import Connection
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
 from idsync.connectors.base import Obj, QuerySpec, Resource, WriteResult
-from idsync.errors import IdsyncError, NotFound, RunAborted, RunCanceled, SafetyLimitExceeded
+from idsync.errors import IdsyncError, NotFound, RunAborted, RunCanceled, SafetyLimitExceeded, internal_message
 from idsync.resources import Resources
 from idsync.scripts import Script
 from idsync.store.database import Store
@@ -143,7 +143,7 @@ class _Run:
             state, message = "CANCELED", "interrupted"
         except Exception as exc:
             self.log.exception("recon.crash")
-            message = f"internal error: {type(exc).__name__}: {exc}"
+            message = f"internal error: {internal_message(exc)}"
         finally:
             resources.close()
             self.counters.stage = f"COMPLETED_{state}" if state != "SUCCESS" else "COMPLETED"
@@ -244,6 +244,9 @@ class _Run:
             if sid in unique:
                 self._fail_object(f"duplicate source id {sid} in one page; the second copy was skipped", sid, None)
                 continue
+            if "\x00" in sid:  # no store holds one (``store.database.nul_at``): the id could not be linked
+                self._fail_object(_nul_id("source", sid), None, None)
+                continue
             unique[sid] = obj
         objs = list(unique.values())
         self.counters.source_processed += len(page)
@@ -274,7 +277,9 @@ class _Run:
             total += len(page)
             ids = [o["_id"] for o in page if o.get("_id")]
             claimed = set() if in_store else self.runs.claimed(self.id, ids)
-            unclaimed = [o for o in page if o.get("_id") and o["_id"] not in claimed]
+            unclaimed = [o for o in page if o.get("_id") and o["_id"] not in claimed and "\x00" not in o["_id"]]
+            for odd in (o["_id"] for o in page if "\x00" in (o.get("_id") or "")):
+                self._fail_object(_nul_id("target", odd), None, None)
             self.counters.target_processed += len(page)
             if unclaimed:
                 sources_of = self.links.sources_of([o["_id"] for o in unclaimed])
@@ -415,3 +420,8 @@ class _Run:
     def _check_cancel(self) -> None:
         if self.options.cancel.is_set():
             raise RunCanceled("canceled at a page boundary; nothing was deleted")
+
+
+def _nul_id(side: str, object_id: str) -> str:
+    shown = object_id.replace("\x00", "\\u0000")
+    return f"the {side} id {shown} contains a NUL character, which the store cannot hold; the object was skipped"
