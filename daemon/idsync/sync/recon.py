@@ -101,7 +101,6 @@ class _Run:
         self._deferred = 0
         self._pending: dict[str, str] = {}
         self._unidentified = 0  # source objects without an id: their targets cannot be told apart
-        self._last_progress = 0.0
         self._written = 0
         self._analyze_at = 2000
 
@@ -339,10 +338,8 @@ class _Run:
         self.runs.defer(conn, self.id, self._deferred, deferred)
         self._deferred += len(deferred)
         self.runs.audit(conn, audit)
-        now = time.monotonic()
-        if now - self._last_progress >= 1.0:
-            self._last_progress = now
-            self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
+        # The counts commit with the page they count: a run whose process dies says what it wrote.
+        self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
         return len(writes) + len(new_links) + len(claims)
 
     # -- helpers ------------------------------------------------------------
