@@ -134,16 +134,21 @@ def test_a_refreshed_lock_is_not_taken_over(store: Store) -> None:
 
 def test_fail_abandoned_fails_silent_runs_past_the_cutoff_only(store: Store) -> None:
     """A run ACTIVE with no heartbeat for longer than the cutoff is FAILED (claims and deferred
-    rows dropped, counts kept); one whose heartbeat is within the cutoff stays ACTIVE."""
+    rows dropped, counts kept); one whose heartbeat is within the cutoff stays ACTIVE, and so
+    does a silent one whose page's progress just renewed its heartbeat."""
     now = utcnow()
     _active_run(store, "old", created=7, heartbeat=now - dt.timedelta(minutes=11))
     _active_run(store, "recent", heartbeat=now - dt.timedelta(minutes=9))
+    _active_run(store, "revived", heartbeat=now - dt.timedelta(minutes=11))
+    RunStore(store).progress("revived", "ACTIVE_RECONCILING_SOURCE", {})
     assert RunStore(store).fail_abandoned() == 1
+    revived = RunStore(store).get("revived")
+    assert revived is not None and revived["state"] == "ACTIVE"
     old, recent = RunStore(store).get("old"), RunStore(store).get("recent")
     assert old is not None and old["state"] == "FAILED" and "no sign of life for 10 minutes" in old["message"]
     assert old["summary"]["changes"]["created"] == 7 and _leftovers(store, "old") == 0
     assert recent is not None and recent["state"] == "ACTIVE" and _leftovers(store, "recent") == 3
-    assert RunStore(store).fail_abandoned(dt.timedelta(minutes=5)) == 1
+    assert RunStore(store).fail_abandoned(dt.timedelta(minutes=5)) == 1  # revived is within 5 minutes
     recent = RunStore(store).get("recent")
     assert recent is not None and recent["state"] == "FAILED"
 
@@ -152,17 +157,23 @@ def test_fail_abandoned_fails_silent_runs_past_the_cutoff_only(store: Store) -> 
 def test_a_release_that_failed_while_the_store_was_down_is_not_held_against_this_process(tmp_path: Path) -> None:
     """When releasing fails because the database is unreachable (connections cut server-side),
     the next acquire in the same process, once the database is back, takes the lock at once and
-    records the run whose end could not be written FAILED."""
+    records the run whose end could not be written FAILED; it also retries the other releases
+    that failed, so no lock of this process is left behind for other processes to wait on."""
     url = store_url("postgresql", tmp_path)
     store = Store.open(url)
     runs = RunStore(store)
     owner = f"{owner_id()}:r1"
     runs.acquire("recon:m", owner)
+    runs.acquire("job:j", f"{owner_id()}:jr")
     _active_run(store, "r1", created=5)
-    with outage(url), pytest.raises(PeerUnavailable):
-        runs.release("recon:m", owner)
-    assert runs.lock_holder("recon:m") == owner
+    with outage(url):
+        with pytest.raises(PeerUnavailable):
+            runs.release("recon:m", owner)
+        with pytest.raises(PeerUnavailable):
+            runs.release("job:j", f"{owner_id()}:jr")
+    assert runs.lock_holder("recon:m") == owner and runs.lock_holder("job:j") is not None
     runs.acquire("recon:m", f"{owner_id()}:r2")
+    assert runs.lock_holder("job:j") is None
     run = runs.get("r1")
     assert run is not None and run["state"] == "FAILED" and "could not record the end" in run["message"]
     assert run["summary"]["changes"]["created"] == 5

@@ -47,9 +47,11 @@ log = structlog.get_logger(__name__)
 
 LOCK_TTL = dt.timedelta(minutes=10)
 
-# The owners this process holds now. Process state by nature: it tells a lock this
-# process still uses from one whose release failed while the store was down.
+# The owners this process holds now, and the locks whose release failed (name: owner).
+# Process state by nature: it tells a lock this process still uses from one whose
+# release failed while the store was down, and which releases to retry.
 _held: set[str] = set()
+_unreleased: dict[str, str] = {}
 _held_guard = threading.Lock()
 
 
@@ -171,6 +173,7 @@ class Locks:
 
     def acquire(self, name: str, owner: str, ttl: dt.timedelta = LOCK_TTL) -> None:
         """Take ``name`` for ``owner``, breaking the lock of a gone holder; ``RunLocked`` if it lives."""
+        self._retry_releases()
         for _attempt in range(3):
             now = utcnow()
             try:
@@ -200,8 +203,27 @@ class Locks:
         to keep: the next ``acquire`` of it, in this process or another, breaks it."""
         with _held_guard:
             _held.discard(owner)
-        with self.store.begin() as conn:
-            conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
+        try:
+            with self.store.begin() as conn:
+                conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
+        except Exception:
+            with _held_guard:
+                _unreleased[name] = owner
+            raise
+
+    def _retry_releases(self) -> None:
+        """Release now what failed to release before (and fail the run it guarded)."""
+        with _held_guard:
+            pending = dict(_unreleased)
+        for name, owner in pending.items():
+            holder = self.holder(name)
+            if holder is not None and holder.owner == owner:
+                reason = holder.gone(utcnow())
+                if reason is not None:
+                    self.break_(name, holder, reason)
+            with _held_guard:
+                if _unreleased.get(name) == owner:
+                    del _unreleased[name]
 
     def holder(self, name: str) -> Holder | None:
         with self.store.engine.connect() as conn:
