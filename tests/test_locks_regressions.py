@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from dbs import BACKENDS, store_url
+from idsync.daemon.recovery import recover_interrupted
 from idsync.errors import PeerUnavailable, RunLocked
 from idsync.store.database import Store, utcnow
 from idsync.store.locks import Locks, _start_ticks
@@ -151,6 +152,20 @@ def test_fail_abandoned_fails_silent_runs_past_the_cutoff_only(store: Store) -> 
     assert RunStore(store).fail_abandoned(dt.timedelta(minutes=5)) == 1  # revived is within 5 minutes
     recent = RunStore(store).get("recent")
     assert recent is not None and recent["state"] == "FAILED"
+
+
+def test_daemon_start_drops_claims_and_deferred_rows_of_ended_runs(store: Store) -> None:
+    """At daemon start, claims and deferred deletes of runs that are no longer ACTIVE (an older
+    version failed them without) are dropped; those of a live run are kept."""
+    _active_run(store, "ended")
+    with store.begin() as conn:
+        conn.execute(update(recon_runs).where(recon_runs.c.id == "ended").values(state="FAILED"))
+    _active_run(store, "live")
+    _hold(store, "recon:m", "otherhost:1@1:live")
+    recover_interrupted(store)
+    assert _leftovers(store, "ended") == 0 and _leftovers(store, "live") == 3
+    live = RunStore(store).get("live")
+    assert live is not None and live["state"] == "ACTIVE"
 
 
 @pytest.mark.postgresql

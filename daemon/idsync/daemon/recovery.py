@@ -3,9 +3,10 @@ process's own runs at a forced exit.
 
 At start, every lock whose holder is gone is broken and the run it guarded
 marked FAILED ("interrupted", ``store/locks.py``); so is a run still ACTIVE whose
-lock is gone or belongs to another run, and one silent for ``LOCK_TTL``. Runs
-and locks held by live processes, or by another host within their expiry, are
-left alone.
+lock is gone or belongs to another run, and one silent for ``LOCK_TTL``. Claims
+and deferred rows of runs no longer ACTIVE (left by older versions) are dropped.
+Runs and locks held by live processes, or by another host within their expiry,
+are left alone.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy import delete, select
 from idsync.store.database import Store
 from idsync.store.locks import Locks, end_runs, forget_own, process_owner
 from idsync.store.runs import RunStore
-from idsync.store.tables import locks, recon_runs
+from idsync.store.tables import claims, deferred, locks, recon_runs
 
 __all__ = ["recover_interrupted", "release_own_runs"]
 
@@ -37,9 +38,11 @@ def recover_interrupted(store: Store) -> list[str]:
         holder = holders.get(f"recon:{run.mapping}")
         if holder is None or holder.run_id != run.id:
             orphans.append(run.id)
-    if orphans:
-        with store.begin() as conn:
-            end_runs(conn, orphans, "FAILED", INTERRUPTED)
+    live = select(recon_runs.c.id).where(recon_runs.c.state == "ACTIVE")
+    with store.begin() as conn:
+        end_runs(conn, orphans, "FAILED", INTERRUPTED)
+        conn.execute(delete(claims).where(claims.c.run_id.not_in(live)))
+        conn.execute(delete(deferred).where(deferred.c.run_id.not_in(live)))
     for run_id in failed + orphans:
         log.warning("run.interrupted", run_id=run_id)
     return failed + orphans
