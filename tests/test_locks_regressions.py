@@ -133,6 +133,15 @@ def test_a_refreshed_lock_is_not_taken_over(store: Store) -> None:
     assert holder is not None and holder.expires > utcnow() + dt.timedelta(minutes=9)
 
 
+def test_a_lock_in_use_by_this_process_is_not_broken_by_it(store: Store) -> None:
+    """Within the process holding it (the daemon and the API share one), a lock in use stays
+    held even past its expiry, as after a store outage that kept it from being refreshed."""
+    RunStore(store).acquire("recon:m", f"{owner_id()}:r1", ttl=dt.timedelta(seconds=-1))
+    with pytest.raises(RunLocked, match=f"held by process {os.getpid()} on {HOST}"):
+        RunStore(store).acquire("recon:m", f"{owner_id()}:r2")
+    RunStore(store).release("recon:m", f"{owner_id()}:r1")
+
+
 def test_fail_abandoned_fails_silent_runs_past_the_cutoff_only(store: Store) -> None:
     """A run ACTIVE with no heartbeat for longer than the cutoff is FAILED (claims and deferred
     rows dropped, counts kept); one whose heartbeat is within the cutoff stays ACTIVE, and so

@@ -110,17 +110,16 @@ class Holder:
 
     def gone(self, now: dt.datetime) -> str | None:
         """Why this holder is gone (the message its run is failed with), or None while it may live."""
-        if self.expires < now:
-            return f"interrupted: owner {self.describe()} stopped refreshing its lock"
-        if self.host != socket.gethostname() or self.pid is None:
-            return None
-        if self.pid == os.getpid() and self.started == _start_ticks(self.pid):
+        local = self.host == socket.gethostname() and self.pid is not None
+        if local and self.pid == os.getpid() and self.started == _start_ticks(os.getpid()):
             with _held_guard:
                 if self.owner in _held:
-                    return None
+                    return None  # in use here, even if a store outage kept it from being refreshed
             return f"interrupted: owner {self.describe()} could not record the end (the store was unreachable)"
-        if not _alive(self.pid, self.started):
+        if local and self.pid is not None and not _alive(self.pid, self.started):
             return f"interrupted: owner {self.describe()} is gone"
+        if self.expires < now:
+            return f"interrupted: owner {self.describe()} stopped refreshing its lock"
         return None
 
 
