@@ -165,14 +165,18 @@ def test_fail_abandoned_fails_silent_runs_past_the_cutoff_only(store: Store) -> 
 
 def test_daemon_start_drops_claims_and_deferred_rows_of_ended_runs(store: Store) -> None:
     """At daemon start, claims and deferred deletes of runs that are no longer ACTIVE (an older
-    version failed them without) are dropped; those of a live run are kept."""
+    version failed them without) are dropped; those of a live run are kept, and a one-object
+    push in progress elsewhere (it takes no lock) is not taken for an interrupted recon."""
     _active_run(store, "ended")
     with store.begin() as conn:
         conn.execute(update(recon_runs).where(recon_runs.c.id == "ended").values(state="FAILED"))
     _active_run(store, "live")
     _hold(store, "recon:m", "otherhost:1@1:live")
-    recover_interrupted(store)
+    RunStore(store).start("push", "m", job="implicit", dry_run=False, summary={})  # pushes take no lock
+    assert recover_interrupted(store) == []
     assert _leftovers(store, "ended") == 0 and _leftovers(store, "live") == 3
+    push = RunStore(store).get("push")
+    assert push is not None and push["state"] == "ACTIVE"
     live = RunStore(store).get("live")
     assert live is not None and live["state"] == "ACTIVE"
 

@@ -2,8 +2,9 @@
 process's own runs at a forced exit.
 
 At start, every lock whose holder is gone is broken and the run it guarded
-marked FAILED ("interrupted", ``store/locks.py``); so is a run still ACTIVE whose
-lock is gone or belongs to another run, and one silent for ``LOCK_TTL``. Claims
+marked FAILED ("interrupted", ``store/locks.py``); so is a recon still ACTIVE
+whose lock is gone or belongs to another run, and any run silent for
+``LOCK_TTL`` (a one-object push takes no lock: only its silence counts). Claims
 and deferred rows of runs no longer ACTIVE (left by older versions) are dropped.
 Runs and locks held by live processes, or by another host within their expiry,
 are left alone.
@@ -12,10 +13,11 @@ are left alone.
 from __future__ import annotations
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from idsync.store.database import Store
 from idsync.store.locks import Locks, end_runs, forget_own, process_owner
+from idsync.store.retention import PUSH_JOBS
 from idsync.store.runs import RunStore
 from idsync.store.tables import claims, deferred, locks, recon_runs
 
@@ -32,7 +34,8 @@ def recover_interrupted(store: Store) -> list[str]:
     RunStore(store).fail_abandoned()
     holders = Locks(store).holders()
     with store.engine.connect() as conn:
-        active = list(conn.execute(select(recon_runs.c.id, recon_runs.c.mapping).where(recon_runs.c.state == "ACTIVE")))
+        active = list(conn.execute(select(recon_runs.c.id, recon_runs.c.mapping).where(
+            recon_runs.c.state == "ACTIVE", func.coalesce(recon_runs.c.job, "").not_in(PUSH_JOBS))))
     orphans = []
     for run in active:
         holder = holders.get(f"recon:{run.mapping}")
