@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import os
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from idsync.cli_jobs import register as register_job_commands
 from idsync.cli_managed import register as register_managed_commands
 from idsync.cli_salesforce import register as register_salesforce_commands
 from idsync.cli_store import open_existing_store
+from idsync.cli_unlock import register as register_unlock_command
 from idsync.config.project import Project, load_project, validate_project
 from idsync.errors import ConfigError, IdsyncError, UsageError
 from idsync.log import configure_logging
@@ -127,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     register_salesforce_commands(sub)
     register_api_commands(sub)
     register_doc_commands(sub, p)
+    register_unlock_command(sub)
     return p
 
 
@@ -140,6 +141,7 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
 
 def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli_progress import Progress
+    from idsync.cli_signals import run_in_foreground
     from idsync.sync.progress import expected_counts
     from idsync.sync.recon import ReconOptions, run_recon
 
@@ -157,34 +159,11 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
                         interval=project.settings.recon.progress_interval,
                         expected=expected_counts(store, args.mapping))
     options.on_progress = progress.update
-    outcome: dict[str, Any] = {}
-
-    done = threading.Event()
-
-    def work() -> None:
-        try:
-            outcome["result"] = run_recon(project, store, args.mapping, options)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    # Wait on an Event, not Thread.join: a join interrupted by Ctrl-C can return
-    # at once on the next call (CPython), before the run has recorded CANCELED.
-    threading.Thread(target=work, name=f"recon-{args.mapping}", daemon=True).start()
     try:
-        while not done.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        options.cancel.set()
-        print("\nidsync: canceling at the next page boundary (Ctrl-C again to stop now)", file=sys.stderr)
-        while not done.wait(0.2):
-            pass
+        result = run_in_foreground(lambda: run_recon(project, store, args.mapping, options), options.cancel, store,
+                                   f"recon-{args.mapping}")
     finally:
         progress.close()
-    if "error" in outcome:
-        raise outcome["error"]
-    result = outcome["result"]
     _write_status_file(project, store)
     if args.json:
         print(json.dumps({"_id": result.id, "state": result.state, "message": result.message, **result.summary},

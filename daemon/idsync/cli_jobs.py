@@ -11,7 +11,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -169,6 +168,7 @@ def _short(iso: str | None, timezone: str) -> str:
 
 
 def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.cli_signals import run_in_foreground
     from idsync.config.jobs import parse_job
     from idsync.config.project import load_project
     from idsync.daemon.runner import JobOutcome, run_job
@@ -182,42 +182,12 @@ def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
     job = parse_job(path, [m.name for m in project.mappings])
     store = Store.open(project.settings.store_url())
     cancel = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            outcome["result"] = run_job(
-                project,
-                store,
-                job,
-                trigger="manual",
-                dry_run=True if args.dry_run else None,
-                cancel=cancel,
-            )
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            outcome["error"] = exc
-
-    def on_term(_signum: int, _frame: Any) -> None:
-        # ``kill`` or a service manager stopping the shell: cancel like Ctrl-C; a second one kills.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        cancel.set()
-        print("idsync: SIGTERM, canceling at the next page boundary", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    worker = threading.Thread(target=work, name=f"job-{job.name}")
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:
-        cancel.set()
-        print("\nidsync: canceling at the next page boundary", file=sys.stderr)
-        worker.join()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if "error" in outcome:
-        raise outcome["error"]
-    result: JobOutcome = outcome["result"]
+    result: JobOutcome = run_in_foreground(
+        lambda: run_job(project, store, job, trigger="manual", dry_run=True if args.dry_run else None, cancel=cancel),
+        cancel,
+        store,
+        f"job-{job.name}",
+    )
     _write_status(project, store, job, result.to_json())
     if args.json:
         print(json.dumps({"job": job.name, **result.to_json()}, indent=2, default=str))

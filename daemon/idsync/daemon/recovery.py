@@ -1,25 +1,25 @@
-"""Cleaning up after a process that died mid-run, at daemon start.
+"""Cleaning up after a process that died mid-run, at daemon start, and this
+process's own runs at a forced exit.
 
-A run's lock in the store is owned by ``host:pid:run-id``. When the daemon
-starts, a run still ACTIVE is left over from a crash if its lock is gone,
-belongs to another run, or is owned by a process of this host that no longer
-exists: it is marked FAILED ("interrupted") and the dead process's locks are
-released, so the next fire is not turned away by a lock nobody refreshes. Runs
-and locks held by live processes, or by another host, are left alone (a lock of
-another host expires by itself when its holder stops refreshing it).
+At start, every lock whose holder is gone is broken and the run it guarded
+marked FAILED ("interrupted", ``store/locks.py``); so is a recon still ACTIVE
+whose lock is gone or belongs to another run, and any run silent for
+``LOCK_TTL`` (a one-object push takes no lock: only its silence counts). Claims
+and deferred rows of runs no longer ACTIVE (left by older versions) are dropped.
+Runs and locks held by live processes, or by another host within their expiry,
+are left alone.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select
 
-from idsync.store.database import Store, utcnow
+from idsync.store.database import Store
+from idsync.store.locks import Locks, end_runs, forget_own, process_owner
+from idsync.store.retention import PUSH_JOBS
 from idsync.store.runs import RunStore
-from idsync.store.tables import locks, recon_runs
+from idsync.store.tables import claims, deferred, locks, recon_runs
 
 __all__ = ["recover_interrupted", "release_own_runs"]
 
@@ -30,66 +30,35 @@ INTERRUPTED = "interrupted: the process running it stopped before the run ended"
 
 def recover_interrupted(store: Store) -> list[str]:
     """Mark runs of dead processes FAILED and drop their locks; returns the run ids."""
+    failed = Locks(store).break_gone()
     RunStore(store).fail_abandoned()
-    host = socket.gethostname()
+    holders = Locks(store).holders()
     with store.engine.connect() as conn:
-        holders = {row.name: row.owner for row in conn.execute(select(locks.c.name, locks.c.owner))}
-        active = list(conn.execute(select(recon_runs.c.id, recon_runs.c.mapping).where(recon_runs.c.state == "ACTIVE")))
-    dead_locks = [name for name, owner in holders.items() if _dead_local(owner, host)]
-    failed: list[str] = []
+        active = list(conn.execute(select(recon_runs.c.id, recon_runs.c.mapping).where(
+            recon_runs.c.state == "ACTIVE", func.coalesce(recon_runs.c.job, "").not_in(PUSH_JOBS))))
+    orphans = []
     for run in active:
-        owner = holders.get(f"recon:{run.mapping}")
-        if owner is None or not owner.endswith(f":{run.id}") or _dead_local(owner, host):
-            failed.append(run.id)
+        holder = holders.get(f"recon:{run.mapping}")
+        if holder is None or holder.run_id != run.id:
+            orphans.append(run.id)
+    live = select(recon_runs.c.id).where(recon_runs.c.state == "ACTIVE")
     with store.begin() as conn:
-        if failed:
-            conn.execute(
-                update(recon_runs)
-                .where(recon_runs.c.id.in_(failed), recon_runs.c.state == "ACTIVE")
-                .values(state="FAILED", stage="COMPLETED_FAILED", ended=utcnow(), message=INTERRUPTED)
-            )
-        if dead_locks:
-            conn.execute(delete(locks).where(locks.c.name.in_(dead_locks)))
-    for run_id in failed:
+        end_runs(conn, orphans, "FAILED", INTERRUPTED)
+        conn.execute(delete(claims).where(claims.c.run_id.not_in(live)))
+        conn.execute(delete(deferred).where(deferred.c.run_id.not_in(live)))
+    for run_id in failed + orphans:
         log.warning("run.interrupted", run_id=run_id)
-    for name in dead_locks:
-        log.warning("lock.released_stale", lock=name, owner=holders[name])
-    return failed
+    return failed + orphans
 
 
 def release_own_runs(store: Store, state: str, message: str) -> list[str]:
     """At a forced exit: record this process's ACTIVE runs as ``state`` and drop its locks."""
-    prefix = f"{socket.gethostname()}:{os.getpid()}:"
-    with store.engine.connect() as conn:
-        mine = {
-            row.name: row.owner
-            for row in conn.execute(select(locks.c.name, locks.c.owner))
-            if row.owner.startswith(prefix)
-        }
-    run_ids = [owner.rsplit(":", 1)[1] for name, owner in mine.items() if name.startswith("recon:")]
+    prefix = f"{process_owner()}:"
+    mine = {name: holder for name, holder in Locks(store).holders().items() if holder.owner.startswith(prefix)}
+    run_ids = [h.run_id for name, h in mine.items() if name.startswith("recon:") and h.run_id]
+    forget_own([h.owner for h in mine.values()])
     with store.begin() as conn:
-        if run_ids:
-            conn.execute(
-                update(recon_runs)
-                .where(recon_runs.c.id.in_(run_ids), recon_runs.c.state == "ACTIVE")
-                .values(state=state, stage=f"COMPLETED_{state}", ended=utcnow(), message=message)
-            )
+        end_runs(conn, run_ids, state, message)
         if mine:
             conn.execute(delete(locks).where(locks.c.name.in_(list(mine))))
     return run_ids
-
-
-def _dead_local(owner: str, host: str) -> bool:
-    parts = owner.split(":")
-    if len(parts) < 2 or parts[0] != host or not parts[1].isdigit():
-        return False
-    pid = int(parts[1])
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

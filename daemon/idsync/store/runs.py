@@ -10,33 +10,32 @@
 * ``recon_claims``: target ids the source phase accounted for.
 * ``recon_deferred``: deletes and unlinks waiting for the end of the run.
 * ``locks``: one holder per name (a mapping, a job) across processes and hosts;
-  a lock whose holder stopped refreshing it expires.
+  the lock of a holder that is gone is broken by the next one wanting it
+  (``locks.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
-from idsync.errors import RunLocked
 from idsync.store.database import Store, utcnow
-from idsync.store.tables import audit, claims, deferred, locks, recon_runs
+from idsync.store.locks import LOCK_TTL, Locks, end_runs, process_owner
+from idsync.store.tables import audit, claims, deferred, recon_runs
 
-__all__ = ["AUDIT_BEFORE", "RunStore", "owner_id"]
+__all__ = ["AUDIT_BEFORE", "LOCK_TTL", "RunStore", "owner_id"]
 
 _CHUNK = 500
-LOCK_TTL = dt.timedelta(minutes=10)
 AUDIT_BEFORE = "_sourceBefore"
+SILENT = "interrupted: the process running it gave no sign of life for {minutes} minutes"
 
 
 def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process as a lock owner (``locks.py``); a run appends ``:RUN_ID``."""
+    return process_owner()
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -102,17 +101,16 @@ class RunStore:
         with self.store.engine.connect() as conn:
             return [self._row(r) for r in conn.execute(query).mappings()]
 
-    def fail_abandoned(self) -> int:
-        """Runs left ACTIVE by a process that died: their heartbeat stopped."""
-        cutoff = utcnow() - LOCK_TTL
+    def fail_abandoned(self, silent_for: dt.timedelta = LOCK_TTL) -> int:
+        """Fail the runs left ACTIVE by a process that is gone: the holder of their lock is
+        (``locks.py``), or their heartbeat stopped ``silent_for`` ago; the number failed."""
+        failed = len(Locks(self.store).break_gone())
+        cutoff = utcnow() - silent_for
+        message = SILENT.format(minutes=round(silent_for.total_seconds() / 60))
         with self.store.begin() as conn:
-            result = conn.execute(
-                update(recon_runs)
-                .where(recon_runs.c.state == "ACTIVE", recon_runs.c.heartbeat < cutoff)
-                .values(state="FAILED", stage="COMPLETED_FAILED", ended=utcnow(),
-                        message="the process running this recon stopped before it ended")
-            )
-            return result.rowcount or 0
+            silent = [r[0] for r in conn.execute(select(recon_runs.c.id).where(
+                recon_runs.c.state == "ACTIVE", recon_runs.c.heartbeat < cutoff))]
+            return failed + end_runs(conn, silent, "FAILED", message)
 
     @staticmethod
     def _row(row: Any) -> dict[str, Any]:
@@ -174,27 +172,17 @@ class RunStore:
             return conn.execute(select(func.count()).select_from(deferred).where(
                 deferred.c.run_id == run_id)).scalar_one()
 
-    # -- locks -----------------------------------------------------------
+    # -- locks (``locks.py``) ----------------------------------------------
 
     def acquire(self, name: str, owner: str, ttl: dt.timedelta = LOCK_TTL) -> None:
-        now = utcnow()
-        try:
-            with self.store.begin() as conn:
-                conn.execute(delete(locks).where(locks.c.name == name, locks.c.expires < now))
-                conn.execute(insert(locks).values(name=name, owner=owner, acquired=now, expires=now + ttl))
-        except IntegrityError:
-            holder = self.lock_holder(name)
-            raise RunLocked(f"{name} is already running (held by {holder or 'another process'})") from None
+        Locks(self.store).acquire(name, owner, ttl)
 
     def refresh(self, name: str, owner: str, ttl: dt.timedelta = LOCK_TTL) -> None:
-        with self.store.begin() as conn:
-            conn.execute(update(locks).where(locks.c.name == name, locks.c.owner == owner).values(
-                expires=utcnow() + ttl))
+        Locks(self.store).refresh(name, owner, ttl)
 
     def release(self, name: str, owner: str) -> None:
-        with self.store.begin() as conn:
-            conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
+        Locks(self.store).release(name, owner)
 
     def lock_holder(self, name: str) -> str | None:
-        with self.store.engine.connect() as conn:
-            return conn.execute(select(locks.c.owner).where(locks.c.name == name)).scalar()
+        holder = Locks(self.store).holder(name)
+        return holder.owner if holder else None

@@ -118,6 +118,7 @@ class DeferredDeletes:
             if not self.dry_run:
                 self.links.remove_targets(conn, unlink_targets)
             self.runs.audit(conn, audit)
+            self.runs.progress(self.run_id, self.counters.stage, self.counters.to_summary(), conn)
 
     def _audit_row(self, op: dict[str, Any], message: str | None, failed: bool) -> dict[str, Any]:
         status = "DRY_RUN" if self.dry_run else "FAILURE" if failed else "SUCCESS"

@@ -106,7 +106,6 @@ class _Run:
         self._unidentified = 0  # source objects without an id: their targets cannot be told apart
         self._unresolved = 0  # unlinked source objects whose correlation or assessment failed
         self._held = 0  # target-phase deletes and unlinks not carried out because of them
-        self._last_progress = 0.0
         self._written = 0
         self._analyze_at = 2000
 
@@ -379,10 +378,8 @@ class _Run:
         self.runs.defer(conn, self.id, self._deferred, deferred)
         self._deferred += len(deferred)
         self.runs.audit(conn, audit)
-        now = time.monotonic()
-        if now - self._last_progress >= 1.0:
-            self._last_progress = now
-            self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
+        # The counts commit with the page they count: a run whose process dies says what it wrote.
+        self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
         return len(writes) + len(new_links) + len(claims)
 
     # -- helpers ------------------------------------------------------------

@@ -1,0 +1,246 @@
+"""Runs that end abnormally, end to end against the test slapd and real stores: a recon
+killed with ``kill -9``, a database outage during a job, and the signals that cancel
+``idsync recon`` and ``idsync run-job``. What must hold: the next run starts at once
+and converges, the interrupted run is recorded with what it wrote, and every way of
+canceling exits 130."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dbs import store_url
+from idsync.config.jobs import parse_job
+from idsync.config.project import load_project
+from idsync.daemon.runner import JobOutcome, run_job
+from idsync.errors import PeerUnavailable
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.runs import RunStore
+from idsync.testing.slapd import Slapd
+from pg_outage import outage
+from projects import MAPPING, make_project, person
+
+IDSYNC = str(Path(sys.executable).parent / "idsync")
+HOST = socket.gethostname()
+ENV = {**os.environ, "IDSYNC_LOG__LEVEL": "warning"}
+
+
+def _project(tmp_path: Path, slapd: Slapd, subtree: str, url: str, *, users: int, page_size: int,
+             delay_ms: float) -> Path:
+    """``users`` entries read ``page_size`` at a time, each taking ``delay_ms`` in a transform;
+    a job ``nightly`` runs the mapping."""
+    for start in range(0, users, 500):
+        slapd.add_ldif("".join(person(f"u{i:05d}", subtree) for i in range(start, min(users, start + 500))))
+    project = make_project(tmp_path, slapd, subtree, url, page_size=page_size)
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    sync["mappings"][0]["properties"].append({"source": "sn", "target": "description", "transform": {
+        "type": "text/javascript",
+        "source": f"var t = Date.now(); while (Date.now() - t < {delay_ms}) {{}} source"}})
+    sync_file.write_text(json.dumps(sync))
+    (project / "jobs.d").mkdir()
+    (project / "jobs.d" / "nightly.toml").write_text(f'schedule = "@hourly"\nmappings = ["{MAPPING}"]\n')
+    return project
+
+
+def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _latest(runs: RunStore) -> dict[str, Any]:
+    recent = runs.recent(1)
+    return recent[0] if recent else {}
+
+
+def _processed(run: dict[str, Any]) -> int:
+    summary = run.get("summary") or {}
+    return int(((summary.get("progress") or {}).get("source") or {}).get("existing", {}).get("processed") or 0)
+
+
+def _users(project: Path, store: Store) -> int:
+    return Resources(load_project(project), store).open("managed/user").count() or 0
+
+
+def _idsync(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([IDSYNC, "-p", str(project), *args], capture_output=True, text=True, env=ENV, timeout=300)
+
+
+@pytest.mark.slapd
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def test_kill_9_of_a_recon_mid_run_does_not_block_the_next_one(
+    kind: str, tmp_path: Path, slapd: Slapd, ldap_subtree: str
+) -> None:
+    """``kill -9`` of ``idsync recon`` part way through 3,000 entries leaves its run ACTIVE and its
+    lock held. The next ``idsync recon`` starts at once (no "already running" for 10 minutes),
+    records the killed run FAILED naming its pid and host, with created counts equal to what it
+    actually wrote, and completes the work: a third run changes nothing."""
+    total = 3000
+    url = store_url(kind, tmp_path)
+    project = _project(tmp_path, slapd, ldap_subtree, url, users=total, page_size=50, delay_ms=0)
+    store = Store.open(url)
+    runs = RunStore(store)
+    proc = subprocess.Popen([IDSYNC, "-p", str(project), "recon", MAPPING, "--quiet"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: _processed(_latest(runs)) >= 400, 120, "a recon part way through")
+    finally:
+        proc.kill()
+        proc.wait()
+    killed = _latest(runs)
+    assert killed["state"] == "ACTIVE" and runs.lock_holder(f"recon:{MAPPING}") is not None
+    written = _users(project, store)
+    assert 0 < written < total
+    assert killed["summary"]["changes"]["created"] == written  # the counts commit with their page
+
+    started = time.monotonic()
+    second = _idsync(project, "recon", MAPPING, "--json")
+    assert second.returncode == 0, second.stderr
+    assert time.monotonic() - started < 120
+    dead = runs.get(killed["id"])
+    assert dead is not None and dead["state"] == "FAILED"
+    assert dead["message"] == f"interrupted: owner process {proc.pid} on {HOST} is gone"
+    assert dead["summary"]["changes"]["created"] == written
+    assert json.loads(second.stdout)["changes"]["created"] == total - written
+    assert _users(project, store) == total
+    third = json.loads(_idsync(project, "recon", MAPPING, "--json").stdout)
+    assert third["state"] == "SUCCESS"
+    assert {k: v for k, v in third["changes"].items() if v} == {"unchanged": total}
+    store.close()
+
+
+@pytest.mark.slapd
+def test_kill_9_of_run_job_does_not_block_the_next_one(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """``kill -9`` of ``idsync run-job`` leaves ``job:NAME`` and ``recon:MAPPING`` held by a dead
+    process; the next ``idsync run-job`` takes both at once and succeeds (not 75)."""
+    project = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 'idsync.db'}", users=300,
+                       page_size=10, delay_ms=5)
+    store = Store.open(f"sqlite:///{tmp_path / 'idsync.db'}")
+    runs = RunStore(store)
+    proc = subprocess.Popen([IDSYNC, "-p", str(project), "run-job", "nightly"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: _processed(_latest(runs)) > 0, 60, "a job's recon part way through")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert runs.lock_holder("job:nightly") is not None
+    again = _idsync(project, "run-job", "nightly")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{MAPPING}: SUCCESS" in again.stdout
+    states = sorted(r["state"] for r in runs.recent(5))
+    assert states == ["FAILED", "SUCCESS"]
+
+
+@pytest.mark.slapd
+@pytest.mark.postgresql
+def test_a_database_outage_during_a_job_does_not_lock_out_the_next_fire(
+    tmp_path: Path, slapd: Slapd, ldap_subtree: str
+) -> None:
+    """The database goes away during a daemon job (its connections cut server-side, new ones
+    refused): the recon fails and neither its end nor the releases of ``recon:MAPPING`` and
+    ``job:NAME`` can be written. Once the database is back, the next fire of the job in the same
+    process runs at once (the daemon's fire is turned away as "locked" only by a RunLocked here)
+    and succeeds; the interrupted run is recorded FAILED."""
+    url = store_url("postgresql", tmp_path)
+    project_dir = _project(tmp_path, slapd, ldap_subtree, url, users=600, page_size=10, delay_ms=5)
+    project = load_project(project_dir)
+    job = parse_job(project_dir / "jobs.d" / "nightly.toml", [m.name for m in project.mappings])
+    store = Store.open(url)
+    runs = RunStore(store)
+    ended: list[JobOutcome | BaseException] = []
+
+    def fire() -> None:
+        try:
+            ended.append(run_job(project, store, job))
+        except BaseException as exc:  # noqa: BLE001 - looked at below
+            ended.append(exc)
+
+    first = threading.Thread(target=fire)
+    first.start()
+    _wait(lambda: _processed(_latest(runs)) > 0, 60, "a job's recon part way through")
+    interrupted = _latest(runs)["id"]
+    with outage(url):
+        first.join(60)
+        assert not first.is_alive()
+    assert isinstance(ended[0], PeerUnavailable), ended
+    assert runs.lock_holder("job:nightly") is not None  # the release could not be written
+    outcome = run_job(project, store, job)
+    assert outcome.state == "SUCCESS", outcome.to_json()
+    run = runs.get(interrupted)
+    assert run is not None and run["state"] == "FAILED", run
+    assert runs.lock_holder("job:nightly") is None and runs.lock_holder(f"recon:{MAPPING}") is None
+    assert _users(project_dir, store) == 600
+    store.close()
+
+
+@pytest.mark.slapd
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_cancels_a_recon_at_a_page_boundary(
+    sig: signal.Signals, tmp_path: Path, slapd: Slapd, ldap_subtree: str
+) -> None:
+    """SIGTERM, SIGHUP and SIGINT (Ctrl-C) stop ``idsync recon`` at the next page boundary: the
+    run is recorded CANCELED, its lock freed, and the exit code is 130 for each."""
+    url = f"sqlite:///{tmp_path / 'idsync.db'}"
+    project = _project(tmp_path, slapd, ldap_subtree, url, users=60, page_size=1, delay_ms=100)
+    runs = RunStore(Store.open(url))
+    proc = subprocess.Popen([IDSYNC, "-p", str(project), "recon", MAPPING, "--quiet"], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: _processed(_latest(runs)) > 0, 60, "a recon part way through")
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert f"{sig.name}: canceling at the next page boundary" in err and "Traceback" not in err
+    run = _latest(runs)
+    assert run["state"] == "CANCELED" and _processed(run) < 60
+    assert runs.lock_holder(f"recon:{MAPPING}") is None
+
+
+@pytest.mark.slapd
+@pytest.mark.parametrize("command", [["recon", MAPPING, "--quiet"], ["run-job", "nightly"]])
+def test_a_second_sigterm_stops_at_once_and_records_the_run(
+    command: list[str], tmp_path: Path, slapd: Slapd, ldap_subtree: str
+) -> None:
+    """A second SIGTERM during a page of several seconds stops ``idsync recon`` / ``run-job`` at
+    once, with the same exit code as the first (130), the run recorded CANCELED and every lock
+    freed (before, ``run-job`` died of the signal and left its run ACTIVE)."""
+    url = f"sqlite:///{tmp_path / 'idsync.db'}"
+    project = _project(tmp_path, slapd, ldap_subtree, url, users=60, page_size=1000, delay_ms=100)
+    runs = RunStore(Store.open(url))
+    proc = subprocess.Popen([IDSYNC, "-p", str(project), *command], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: _latest(runs).get("state") == "ACTIVE", 60, "a running recon")
+        time.sleep(0.5)  # inside the page
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert time.monotonic() - stopped < 3
+    run = _latest(runs)
+    assert run["state"] == "CANCELED" and run["message"] == "stopped at once by a second SIGTERM"
+    assert runs.lock_holder(f"recon:{MAPPING}") is None and runs.lock_holder("job:nightly") is None
