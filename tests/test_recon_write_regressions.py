@@ -111,3 +111,52 @@ def test_store_refuses_a_direct_write_that_breaks_managed_json(env: Env) -> None
     (result,) = users.write_batch([WriteOp("update", id=good.id, values={"givenName": 3})])
     assert "givenName must be of type string, not number" in str(result.error)
     assert users.get(good.id or "") == {**(good.obj or {})}
+
+
+# -- a target created without an id is not done ---------------------------------
+
+
+def _ids_unreadable(env: Env) -> None:
+    """Store-to-LDAP into the test subtree, with an id attribute new entries do not have."""
+    def reverse(sync: dict[str, Any]) -> None:
+        mapping = next(m for m in sync["mappings"] if m["name"] == REVERSE)
+        mapping["onCreate"] = {"type": "text/javascript",
+                               "source": f"target.dn = 'uid=' + source.userName + ',{env.subtree}';"}
+    env.change_conf("sync.json", reverse)
+    env.change_conf("provisioner.openicf-ldap.json",
+                    lambda p: p["configurationProperties"].update(uidAttribute="employeeNumber"))
+
+
+def test_created_target_whose_id_cannot_be_read_back_is_a_failure_not_a_create(env: Env) -> None:
+    """An LDAP entry created for a user but whose id cannot be read back cannot be
+    linked: the object fails with that reason (not SUCCESS/created), nothing is
+    linked, and the next run fails it again instead of counting it done."""
+    _ids_unreadable(env)
+    user = env.create_user(userName="noid1", sn="Noid", givenName="No")
+    result = run_recon(env.project, env.store, REVERSE, ReconOptions())
+    assert result.state == "SUCCESS", result.message
+    changes = result.summary["changes"]
+    assert changes["created"] == 0 and changes["linked"] == 0 and changes["failed"] == 1
+    assert result.summary["statusSummary"] == {**result.summary["statusSummary"], "SUCCESS": 0, "FAILURE": 1}
+    (error,) = _failures(result)
+    assert "id could not be read back" in error["message"] and f"uid=noid1,{env.subtree}" in error["message"]
+    assert error["source_id"] == user["_id"]
+    (row,) = _audit_failures(env, result)
+    assert row["action"] == "CREATE" and "not linked" in row["message"]
+    links = LinkSet(env.store, env.project.mapping(REVERSE).linkset, reversed=True)
+    assert links.targets_of([user["_id"]]) == {}
+    again = run_recon(env.project, env.store, REVERSE, ReconOptions())
+    assert again.summary["changes"]["failed"] == 1 and again.summary["statusSummary"]["SUCCESS"] == 0
+    assert again.summary["changes"]["created"] == again.summary["changes"]["linked"] == 0
+
+
+def test_implicit_push_that_creates_a_target_without_a_readable_id_fails(env: Env) -> None:
+    """The same rule for implicit sync: a managed create pushed to LDAP whose new
+    entry's id cannot be read back is a failed push, not a pushed one."""
+    from idsync.managed import ManagedObjects
+
+    _ids_unreadable(env)
+    change = ManagedObjects(env.project, env.store, Resources(env.project, env.store), "user").create(
+        {"userName": "noid2", "sn": "Noid", "givenName": "No"})
+    (push,) = change.pushes
+    assert not push.ok and push.message and "id could not be read back" in push.message

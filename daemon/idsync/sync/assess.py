@@ -55,6 +55,19 @@ class Plan:
     # to a live source, so the target phase must not take them for orphans.
     candidates: tuple[str, ...] = ()
 
+    def unlinked(self, target: str, target_id: str | None, written: Obj | None) -> str | None:
+        """Why a plan is not done although nothing failed: it must link its source,
+        and there is no target id to link to (the target's id attribute could not
+        be read, after a create or on the target found). ``None`` when nothing is missing."""
+        if not self.link or not self.source_id or target_id:
+            return None
+        if self.op is not None and self.op.kind == "create":
+            where = f" {written['dn']}" if written and written.get("dn") else ""
+            return (f"CREATE {target}{where}: created, but its id could not be read back, so it was not "
+                    "linked to its source (is the id attribute readable?)")
+        return (f"{self.situation}: the {target} object found has no id, so it cannot be linked to its source "
+                "(is the id attribute readable?)")
+
     def audit_row(self, run_id: str, mapping: str, target_id: str | None, dry_run: bool) -> dict[str, Any]:
         return {"run_id": run_id, "mapping": mapping, "situation": self.situation, "action": self.action,
                 "source_id": self.source_id, "target_id": target_id or self.target_id,

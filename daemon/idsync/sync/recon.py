@@ -303,6 +303,8 @@ class _Run:
                 c.changes["skipped"] += 1
                 continue
             error = plan.error or (str(result.error) if result is not None and not result.ok else None)
+            if error is None:
+                error = plan.unlinked(self.mapping.target, target_id, result.obj if result is not None else None)
             if target_id:
                 claims.append(target_id)
             claims.extend(plan.candidates)
