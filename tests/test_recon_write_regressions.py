@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from dbs import BACKENDS, store_url
-from idsync.connectors.base import WriteOp
+from idsync.connectors.base import QuerySpec, WriteOp
 from idsync.resources import Resources
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
@@ -160,3 +160,65 @@ def test_implicit_push_that_creates_a_target_without_a_readable_id_fails(env: En
         {"userName": "noid2", "sn": "Noid", "givenName": "No"})
     (push,) = change.pushes
     assert not push.ok and push.message and "id could not be read back" in push.message
+
+
+# -- targets linked to sources outside sourceQuery --------------------------------
+
+
+def test_linked_targets_outside_source_query_get_their_real_situation_and_writes(env: Env) -> None:
+    """With a sourceQuery narrower than the linked set, the target phase reads each
+    linked source by id, as PingIDM does: a source that still qualifies is CONFIRMED
+    and its target really updated (removals included), one that no longer qualifies
+    is UNQUALIFIED, one that is gone SOURCE_MISSING; ``updated`` counts real writes
+    only, so a second run updates nothing and moves no ``_rev``."""
+    env.add("staff1", employeeType="staff")
+    env.add("guest1", employeeType="guest", description="Old description")
+    env.add("guest2", employeeType="guest")
+    env.add("guest3", employeeType="guest")
+    assert env.recon().summary["changes"]["created"] == 4
+    env.reconfigure(sourceQuery="(employeeType=staff)", sourceCondition='/object/sn eq "Test"',
+                    policies=[{"situation": "CONFIRMED", "action": "UPDATE"}])
+    env.slapd.add_ldif(f"dn: uid=guest1,{env.subtree}\nchangetype: modify\nreplace: mail\nmail: new@example.com\n"
+                       "-\ndelete: description\n\n")
+    env.modify("guest2", "sn", "Other")
+    env.remove("guest3")
+    before = env.users()
+    result = env.recon()
+    assert result.state == "SUCCESS", result.message
+    situations = {k: v for k, v in result.summary["situationSummary"].items() if v}
+    assert situations == {"CONFIRMED": 2, "UNQUALIFIED": 1, "SOURCE_MISSING": 1}
+    changes = result.summary["changes"]
+    assert changes["updated"] == 1 and changes["unchanged"] == 1
+    after = env.users()
+    assert after["guest1"]["mail"] == "new@example.com" and "description" not in after["guest1"]
+    assert after["guest1"]["_rev"] != before["guest1"]["_rev"]
+    assert {u: after[u]["_rev"] for u in ("staff1", "guest2", "guest3")} == \
+        {u: before[u]["_rev"] for u in ("staff1", "guest2", "guest3")}
+    (update,) = [r for r in RunStore(env.store).audit_entries(result.id) if r["action"] == "UPDATE"]
+    assert update["target_id"] == before["guest1"]["_id"]
+    assert update["changes"] == {"mail": "new@example.com", "description": None}
+    again = env.recon()
+    assert again.summary["changes"]["updated"] == 0 and again.summary["changes"]["unchanged"] == 2
+    assert {u: o["_rev"] for u, o in env.users().items()} == {u: o["_rev"] for u, o in after.items()}
+
+
+def test_ldap_targets_linked_outside_source_query_are_compared_with_their_entries(env: Env) -> None:
+    """The same from the store to LDAP: an entry whose user is outside sourceQuery is
+    compared with what the entry holds, so a change is written (a removed value
+    deleted from the entry) and counted once; the next run counts it unchanged."""
+    env.add("a1", "b1")
+    env.recon()
+    env.change_conf("sync.json", lambda sync: next(m for m in sync["mappings"] if m["name"] == REVERSE).update(
+        sourceQuery={"_queryFilter": 'userName sw "a"'}))
+    users = Resources(env.project, env.store).open("managed/user")
+    users.update(env.users()["b1"]["_id"], {"mail": "b1new@example.com", "telephoneNumber": None})
+    result = run_recon(env.project, env.store, REVERSE, ReconOptions())
+    assert result.state == "SUCCESS", result.message
+    assert {k: v for k, v in result.summary["situationSummary"].items() if v} == {"CONFIRMED": 2}
+    assert result.summary["changes"]["updated"] == 1 and result.summary["changes"]["unchanged"] == 1
+    accounts = Resources(env.project, env.store).open("system/ldap/account")
+    entries = {o["uid"]: o for page in accounts.pages(QuerySpec()) for o in page}
+    assert entries["b1"]["mail"] == "b1new@example.com" and "telephoneNumber" not in entries["b1"]
+    assert entries["a1"]["telephoneNumber"] == "555-0100"
+    again = run_recon(env.project, env.store, REVERSE, ReconOptions())
+    assert again.summary["changes"]["updated"] == 0 and again.summary["changes"]["unchanged"] == 2
