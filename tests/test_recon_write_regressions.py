@@ -222,3 +222,48 @@ def test_ldap_targets_linked_outside_source_query_are_compared_with_their_entrie
     assert entries["a1"]["telephoneNumber"] == "555-0100"
     again = run_recon(env.project, env.store, REVERSE, ReconOptions())
     assert again.summary["changes"]["updated"] == 0 and again.summary["changes"]["unchanged"] == 2
+
+
+# -- several values never silently become one ---------------------------------
+
+
+def _add_value(env: Env, uid: str, attr: str, value: str) -> None:
+    env.slapd.add_ldif(f"dn: uid={uid},{env.subtree}\nchangetype: modify\nadd: {attr}\n{attr}: {value}\n\n")
+
+
+def test_entry_with_two_uids_fails_instead_of_creating_a_user_from_the_first(env: Env) -> None:
+    """An LDAP entry with two ``uid`` values mapped to ``userName`` (type string in
+    managed.json) is not cut to its first value: that object fails with an error
+    naming the property and the source attribute, and nothing is created for it."""
+    env.add("two1", "one1")
+    _add_value(env, "two1", "uid", "two1alt")
+    result = env.recon()
+    assert result.state == "SUCCESS", result.message
+    assert set(env.users()) == {"one1"}
+    assert result.summary["changes"]["created"] == 1 and result.summary["changes"]["failed"] == 1
+    (error,) = _failures(result)
+    assert "userName is single-valued (type string) but source 'uid' gives 2 values" in error["message"]
+    (row,) = _audit_failures(env, result)
+    assert row["action"] == "CREATE" and "userName is single-valued" in row["message"]
+
+
+def test_linked_entry_that_gains_a_second_uid_fails_and_keeps_its_user(env: Env) -> None:
+    """A linked entry that gains a second ``uid`` fails its update (the user keeps its
+    values and ``_rev``), and the store-to-LDAP direction does not replace the two
+    values with one either: the entry keeps both and that object fails."""
+    env.add("two2")
+    env.recon()
+    before = env.users()
+    _add_value(env, "two2", "uid", "two2alt")
+    env.modify("two2", "mail", "changed@example.com")
+    result = env.recon()
+    assert result.summary["changes"]["failed"] == 1 and result.summary["changes"]["updated"] == 0
+    assert "userName is single-valued" in _failures(result)[0]["message"]
+    assert env.users() == before
+    reverse = run_recon(env.project, env.store, REVERSE, ReconOptions())
+    assert reverse.summary["changes"]["failed"] == 1 and reverse.summary["changes"]["updated"] == 0
+    assert "uid of" in _failures(reverse)[0]["message"] and "declared single-valued" in \
+        _failures(reverse)[0]["message"]
+    accounts = Resources(env.project, env.store).open("system/ldap/account")
+    (entry,) = [o for page in accounts.pages(QuerySpec()) for o in page]
+    assert sorted(entry["uid"]) == ["two2", "two2alt"]

@@ -159,7 +159,8 @@ class _Run:
         # so "merge" lists also lose what those changes took away (``sync/retry.py``).
         previous = unrepaired_befores(self.store, m.name) if m.properties.has_merge() else {}
         assessor = Assessor(m, self.options, self.counters, secrets=self.project.secret_properties(m),
-                            previous=previous)
+                            previous=previous, target_schema=target.schema if isinstance(target, ManagedResource)
+                            else None)
         # Store objects whose change the reverse mapping has not delivered yet are not overwritten.
         self._pending = pending_targets(self.store, self.project, m) if isinstance(target, ManagedResource) else {}
         correlator = Correlator(m.correlation, target, m.default_target_fields) if m.correlation else None
