@@ -81,8 +81,8 @@ def test_recon_create_without_a_required_property_fails_in_a_dry_run_too(env: En
 
 def test_recon_update_that_removes_a_required_property_fails_that_object(env: Env) -> None:
     """A linked entry that loses its ``uid`` would update its user to no ``userName``:
-    the update is refused for that object, the user keeps its values and ``_rev``,
-    and another user's update in the same page is written."""
+    the update is refused for that object (a dry run says so too), the user keeps
+    its values and ``_rev``, and another user's update in the same page is written."""
     _add_cn_entry(env, "Gone Uid", uid="goneuid", mail="a@example.com")
     _add_cn_entry(env, "Kept Uid", uid="keptuid", mail="b@example.com")
     assert env.recon().summary["changes"]["created"] == 2
@@ -90,6 +90,9 @@ def test_recon_update_that_removes_a_required_property_fails_that_object(env: En
     env.slapd.add_ldif(f"dn: cn=Gone Uid,{env.subtree}\nchangetype: modify\ndelete: uid\n-\n"
                        "replace: mail\nmail: new@example.com\n\n")
     env.slapd.add_ldif(f"dn: cn=Kept Uid,{env.subtree}\nchangetype: modify\nreplace: mail\nmail: c@example.com\n\n")
+    dry = env.recon(dry_run=True)
+    assert dry.summary["changes"]["updated"] == 1 and dry.summary["changes"]["failed"] == 1
+    assert "userName is required" in _failures(dry)[0]["message"] and env.users() == before
     result = env.recon()
     assert result.state == "SUCCESS", result.message
     assert result.summary["changes"]["updated"] == 1 and result.summary["changes"]["failed"] == 1

@@ -246,20 +246,27 @@ class ManagedResource(Resource):
                 self.store.insert_many(conn, mp, new_props)
         return results
 
-    def _simulate(self, op: WriteOp) -> WriteResult:
-        """A dry run's answer, refused as the real write would refuse it."""
-        try:
-            if op.kind == "create":
-                self._created(op)
-            elif op.kind == "update":
-                with self._transaction() as conn:
-                    row = self._current(conn, [op.id or ""]).get(op.id or "")
-                merged = _changed(row[1], op) if row is not None else None
-                if row is not None and merged != row[1]:
-                    validate(self.schema, merged or {})
-        except ObjectError as exc:
-            return failed(op, exc)
-        return super()._simulate(op)
+    def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        if not self.dry_run:
+            return self._write(ops)
+        # A dry run's answers, refused as the real write would refuse them.
+        with self._transaction() as conn:
+            current = self._current(conn, [op.id for op in ops if op.kind == "update" and op.id])
+        results: list[WriteResult] = []
+        for op in ops:
+            try:
+                if op.kind == "create":
+                    self._created(op)
+                elif op.id in current:
+                    data = current[op.id][1]
+                    merged = _changed(data, op)
+                    if merged != data:
+                        validate(self.schema, merged)
+            except ObjectError as exc:
+                results.append(failed(op, exc))
+                continue
+            results.append(self._simulate(op))
+        return results
 
     def _created(self, op: WriteOp) -> dict[str, Any]:
         """The properties of the object ``op`` creates, defaults filled, checked
