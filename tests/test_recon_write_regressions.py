@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.connectors.base import QuerySpec, WriteOp
+from idsync.managed import ManagedObjects
 from idsync.resources import Resources
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
+from idsync.sync.properties import compile_properties
 from idsync.sync.recon import ReconOptions, ReconResult, run_recon
 from idsync.testing.slapd import Slapd
 from recon_env import Env
@@ -156,8 +158,6 @@ def test_created_target_whose_id_cannot_be_read_back_is_a_failure_not_a_create(e
 def test_implicit_push_that_creates_a_target_without_a_readable_id_fails(env: Env) -> None:
     """The same rule for implicit sync: a managed create pushed to LDAP whose new
     entry's id cannot be read back is a failed push, not a pushed one."""
-    from idsync.managed import ManagedObjects
-
     _ids_unreadable(env)
     change = ManagedObjects(env.project, env.store, Resources(env.project, env.store), "user").create(
         {"userName": "noid2", "sn": "Noid", "givenName": "No"})
@@ -270,3 +270,21 @@ def test_linked_entry_that_gains_a_second_uid_fails_and_keeps_its_user(env: Env)
     accounts = Resources(env.project, env.store).open("system/ldap/account")
     (entry,) = [o for page in accounts.pages(QuerySpec()) for o in page]
     assert sorted(entry["uid"]) == ["two2", "two2alt"]
+
+
+def test_several_values_names_each_single_valued_property_once() -> None:
+    """The check behind the failures above: one problem per single-valued target given
+    two or more values, naming where they came from (the source attribute or a
+    transform); a later rule for the same target is the one that counts; one value,
+    or a list-typed target, is no problem."""
+    rules = compile_properties(
+        [{"source": "uid", "target": "userName"}, {"source": "cn", "target": "userName"},
+         {"source": "x", "target": "mail", "transform": {"type": "text/javascript", "source": "source"}},
+         {"source": "sn", "target": "sn"}, {"source": "groups", "target": "roles"}],
+        file="sync.json", key="properties", compile_script=lambda raw, key: object(),
+        compile_filter=lambda text, key: None)
+    projected = {"userName": ["a", "b"], "mail": ["m1", "m2", "m3"], "sn": ["one"], "roles": ["r1", "r2"]}
+    single = {"userName": "string", "mail": "string", "sn": "string"}
+    assert rules.several_values(projected, single) == [
+        "userName is single-valued (type string) but source 'cn' gives 2 values",
+        "mail is single-valued (type string) but its transform gives 3 values"]

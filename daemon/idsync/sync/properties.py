@@ -135,7 +135,8 @@ class PropertyMap:
         """A problem for each property of ``single`` (name -> its type) to which
         ``projected`` gives several values: one value is never picked silently."""
         problems: list[str] = []
-        for rule in self.rules:
+        last = {rule.target: rule for rule in self.rules}  # a later rule for the same target wins
+        for rule in last.values():
             name = rule.target[0]
             value = projected.get(name)
             if len(rule.target) != 1 or name not in single or not isinstance(value, list) or len(value) < 2:
