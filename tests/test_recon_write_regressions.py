@@ -135,7 +135,8 @@ def _ids_unreadable(env: Env) -> None:
 def test_created_target_whose_id_cannot_be_read_back_is_a_failure_not_a_create(env: Env) -> None:
     """An LDAP entry created for a user but whose id cannot be read back cannot be
     linked: the object fails with that reason (not SUCCESS/created), nothing is
-    linked, and the next run fails it again instead of counting it done."""
+    linked, and the next runs fail it again (the entry, found by correlation, has no
+    id to link or update) instead of counting it done."""
     _ids_unreadable(env)
     user = env.create_user(userName="noid1", sn="Noid", givenName="No")
     result = run_recon(env.project, env.store, REVERSE, ReconOptions())
@@ -153,6 +154,13 @@ def test_created_target_whose_id_cannot_be_read_back_is_a_failure_not_a_create(e
     again = run_recon(env.project, env.store, REVERSE, ReconOptions())
     assert again.summary["changes"]["failed"] == 1 and again.summary["statusSummary"]["SUCCESS"] == 0
     assert again.summary["changes"]["created"] == again.summary["changes"]["linked"] == 0
+    assert "has no id" in _failures(again)[0]["message"]
+    env.change_conf("sync.json", lambda sync: next(m for m in sync["mappings"] if m["name"] == REVERSE).update(
+        policies=[{"situation": "FOUND", "action": "UPDATE"}, {"situation": "ABSENT", "action": "CREATE"}]))
+    updating = run_recon(env.project, env.store, REVERSE, ReconOptions())
+    assert updating.summary["changes"]["failed"] == 1 and updating.summary["statusSummary"]["SUCCESS"] == 0
+    assert updating.summary["changes"]["updated"] == updating.summary["changes"]["linked"] == 0
+    assert "neither updated nor linked" in _failures(updating)[0]["message"]
 
 
 def test_implicit_push_that_creates_a_target_without_a_readable_id_fails(env: Env) -> None:

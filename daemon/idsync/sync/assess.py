@@ -199,6 +199,10 @@ class Assessor:
             if s is None or current is None:
                 plan.error = f"{plan.situation}: UPDATE needs both a source and a target"
                 return plan
+            if not current.get("_id"):
+                plan.error = (f"{plan.situation}: the {m.target} object found has no id, so it can be neither "
+                              "updated nor linked (is the id attribute readable?)")
+                return plan
             target = self.project(s, current)
             if self._several_values(plan, target):
                 return plan
