@@ -31,10 +31,10 @@ from typing import Any
 from idsync.config.project import Project, load_project
 from idsync.connectors.base import Obj, QuerySpec, Resource
 from idsync.errors import NotFound, QueryError, RevisionMismatch
-from idsync.managed.validation import InvalidObject
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
+from idsync.store.validation import InvalidObject
 from idsync.sync.assess import SECRET_NAMES
 from idsync.sync.implicit import PushResult
 

@@ -26,7 +26,7 @@ from idsync.errors import (
     RevisionMismatch,
     RunLocked,
 )
-from idsync.managed.validation import InvalidObject
+from idsync.store.validation import InvalidObject
 
 __all__ = ["ApiError", "error_response", "exception_handlers"]
 

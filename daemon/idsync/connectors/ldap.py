@@ -249,6 +249,10 @@ class LdapResource(Resource):
                 if ops:
                     changes[prop.native] = ops
             elif encoded:
+                if not prop.is_array and len(raw.get(prop.key) or ()) > 1 and not isinstance(value, list):
+                    # Replacing would drop values idsync was never shown as separate ones.
+                    raise ObjectRejected(f"ldap: {prop.name} of {dn} holds {len(raw[prop.key])} values but is "
+                                         "declared single-valued; it was not replaced")
                 changes[prop.native] = [(ldap3.MODIFY_REPLACE, encoded)]
             elif raw.get(prop.key):
                 # Deleting an absent attribute is an error in LDAP: only remove what is there.

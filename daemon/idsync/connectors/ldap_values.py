@@ -69,7 +69,10 @@ def decode_entry(
     dn: str, raw: RawEntry, wanted: Sequence[PropertyDef], uid_key: str
 ) -> dict[str, Any]:
     """One object: ``_id``, then each wanted property; arrays are always lists
-    (empty when the attribute is absent), single values are absent when missing."""
+    (empty when the attribute is absent), single values are absent when missing.
+    A single-valued property whose attribute holds several values is read as the
+    list of them, never cut to one: what receives it decides (a single-valued
+    target property refuses it, as PingIDM's connector refuses to read it)."""
     obj: dict[str, Any] = {"_id": decode_id(uid_key, raw.get(uid_key))}
     for prop in wanted:
         if prop.is_dn:
@@ -78,6 +81,8 @@ def decode_entry(
         values = raw.get(prop.key)
         if prop.is_array:
             obj[prop.name] = [_text(v, prop.binary) for v in values] if values else []
+        elif len(values or ()) > 1:
+            obj[prop.name] = [_text(v, prop.binary) for v in values or ()]
         elif values:
             obj[prop.name] = _text(values[0], prop.binary)
     return obj

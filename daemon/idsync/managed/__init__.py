@@ -5,6 +5,6 @@ from __future__ import annotations
 
 from idsync.managed.patch import InvalidPatch, apply_patch
 from idsync.managed.service import Change, ManagedObjects
-from idsync.managed.validation import InvalidObject, validate
+from idsync.store.validation import InvalidObject, validate
 
 __all__ = ["Change", "InvalidObject", "InvalidPatch", "ManagedObjects", "apply_patch", "validate"]

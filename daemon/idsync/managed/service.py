@@ -25,10 +25,10 @@ from idsync.config.project import Project
 from idsync.connectors.base import Obj, WriteOp
 from idsync.errors import NotFound
 from idsync.managed.patch import apply_patch
-from idsync.managed.validation import InvalidObject, validate
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
+from idsync.store.validation import InvalidObject, validate
 from idsync.sync.implicit import ImplicitSync, PushResult
 
 __all__ = ["Change", "ManagedObjects"]

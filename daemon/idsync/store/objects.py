@@ -9,6 +9,10 @@ and its ``_rev`` does not move. Searchable properties are kept in
 A value with a NUL character fails its object alone, on every store
 (``nul_at``): PostgreSQL cannot hold one, and one entry must not stop a page.
 
+Every object written is checked against its type in ``managed.json`` first
+(``validation.py``): a create or an update that would break it fails alone
+(``InvalidObject``), in a dry run as in a real one.
+
 Secret properties (``managed.json``) are hashed on the way in (``passwords.py``)
 and left out of every object read, unless the resource was opened
 ``with_secrets`` (the sync engine, which pushes the hash to a target).
@@ -25,8 +29,8 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, exists, func, select, update
 
 from idsync.config.managed import ManagedType
-from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult
-from idsync.errors import NotFound, ObjectRejected, RevisionMismatch, internal_message
+from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.errors import NotFound, ObjectError, ObjectRejected, RevisionMismatch, internal_message
 from idsync.query.ast import Path
 from idsync.store.database import Store, new_id, nul_at, utcnow
 from idsync.store.filters import property_value, to_sql
@@ -34,6 +38,7 @@ from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.tables import claims
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
+from idsync.store.validation import validate
 
 __all__ = ["ManagedResource", "next_rev"]
 
@@ -179,18 +184,16 @@ class ManagedResource(Resource):
             changed: list[dict[str, Any]] = []
             removed: list[str] = []
             for op in ops:
-                unfit = nul_at(op.values) if op.kind != "delete" else None
+                unfit = self._unfit(op)
                 if unfit is not None:
-                    where = f"{self.name}/{op.id}" if op.id else self.name
-                    results.append(WriteResult(op, id=op.id, error=ObjectRejected(
-                        f"{where}: the value at {unfit} contains a NUL character, which the store cannot hold")))
+                    results.append(unfit)
                     continue
                 if op.kind == "create":
-                    data = {k: self._at_rest(k, v) for k, v in op.values.items()
-                            if not k.startswith("_") and v is not None}
-                    for name, default in self._defaults:
-                        if name not in data:
-                            data[name] = _fresh(default)
+                    try:
+                        data = self._at_rest_all(self._created(op), {})
+                    except ObjectError as exc:
+                        results.append(failed(op, exc))
+                        continue
                     new_id_ = str(op.values.get("_id") or new_id())
                     rev = next_rev(None)
                     new_rows.append({"object_type": self.object_type, "id": new_id_, "rev": rev,
@@ -212,14 +215,13 @@ class ManagedResource(Resource):
                     reindex.append(op.id or "")
                     results.append(WriteResult(op, id=op.id))
                     continue
-                merged = dict(data)
-                for key, value in op.values.items():
-                    if key.startswith("_"):
-                        continue
-                    if value is None:
-                        merged.pop(key, None)
-                    else:
-                        merged[key] = self._at_rest(key, value, data.get(key))
+                try:
+                    merged = self._at_rest_all(_changed(data, op), data)
+                    if merged != data:
+                        validate(self.schema, merged)
+                except ObjectError as exc:
+                    results.append(failed(op, exc))
+                    continue
                 if merged == data:
                     results.append(WriteResult(op, id=op.id, obj=self._object(op.id or "", rev, data, None)))
                     continue
@@ -250,6 +252,54 @@ class ManagedResource(Resource):
             if new_props:
                 self.store.insert_many(conn, mp, new_props)
         return results
+
+    def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        if not self.dry_run:
+            return self._write(ops)
+        # A dry run's answers, refused as the real write would refuse them.
+        with self._transaction() as conn:
+            current = self._current(conn, [op.id for op in ops if op.kind == "update" and op.id])
+        results: list[WriteResult] = []
+        for op in ops:
+            unfit = self._unfit(op)
+            if unfit is not None:
+                results.append(unfit)
+                continue
+            try:
+                if op.kind == "create":
+                    self._created(op)
+                elif op.id in current:
+                    data = current[op.id][1]
+                    merged = _changed(data, op)
+                    if merged != data:
+                        validate(self.schema, merged)
+            except ObjectError as exc:
+                results.append(failed(op, exc))
+                continue
+            results.append(self._simulate(op))
+        return results
+
+    def _unfit(self, op: WriteOp) -> WriteResult | None:
+        """The refusal of a write carrying a value the store cannot hold (a NUL character)."""
+        at = nul_at(op.values) if op.kind != "delete" else None
+        if at is None:
+            return None
+        where = f"{self.name}/{op.id}" if op.id else self.name
+        return WriteResult(op, id=op.id, error=ObjectRejected(
+            f"{where}: the value at {at} contains a NUL character, which the store cannot hold"))
+
+    def _created(self, op: WriteOp) -> dict[str, Any]:
+        """The properties of the object ``op`` creates, defaults filled, checked
+        against ``managed.json`` (``InvalidObject``)."""
+        data = {k: v for k, v in op.values.items() if not k.startswith("_") and v is not None}
+        for name, default in self._defaults:
+            if name not in data:
+                data[name] = _fresh(default)
+        validate(self.schema, data)
+        return data
+
+    def _at_rest_all(self, data: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+        return {k: self._at_rest(k, v, stored.get(k)) for k, v in data.items()}
 
     def _at_rest(self, name: str, value: Any, stored: Any = None) -> Any:
         if name not in self.schema.secrets:
@@ -291,6 +341,19 @@ class ManagedResource(Resource):
                 with self.store.begin() as conn:
                     self.store.insert_many(conn, mp, rows)
         return count
+
+
+def _changed(data: dict[str, Any], op: WriteOp) -> dict[str, Any]:
+    """``data`` with the changes of ``op`` (``None`` removes a property)."""
+    merged = dict(data)
+    for key, value in op.values.items():
+        if key.startswith("_"):
+            continue
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _fresh(value: Any) -> Any:

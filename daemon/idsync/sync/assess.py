@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from idsync.config.managed import ManagedType
 from idsync.config.mappings import MappingDef
 from idsync.connectors.base import Obj, WriteOp
 from idsync.errors import IdsyncError
@@ -32,6 +33,7 @@ __all__ = ["SECRET_NAMES", "Assessor", "Plan"]
 
 SECRET_NAMES = frozenset({"password", "userpassword", "credentials", "secret", "clientsecret", "unicodepwd"})
 _MASK = "********"
+_SCALAR_TYPES = frozenset({"string", "number", "integer", "boolean"})
 _NODES = (Compare, Present, And, Or, Not, Literal_)
 
 
@@ -61,6 +63,19 @@ class Plan:
     # assessed again once that create is written, as it would be in a later page.
     retry: bool = False
 
+    def unlinked(self, target: str, target_id: str | None, written: Obj | None) -> str | None:
+        """Why a plan is not done although nothing failed: it must link its source,
+        and there is no target id to link to (the target's id attribute could not
+        be read, after a create or on the target found). ``None`` when nothing is missing."""
+        if not self.link or not self.source_id or target_id:
+            return None
+        if self.op is not None and self.op.kind == "create":
+            where = f" {written['dn']}" if written and written.get("dn") else ""
+            return (f"CREATE {target}{where}: created, but its id could not be read back, so it was not "
+                    "linked to its source (is the id attribute readable?)")
+        return (f"{self.situation}: the {target} object found has no id, so it cannot be linked to its source "
+                "(is the id attribute readable?)")
+
     def audit_row(self, run_id: str, mapping: str, target_id: str | None, dry_run: bool) -> dict[str, Any]:
         return {"run_id": run_id, "mapping": mapping, "situation": self.situation or None,
                 "action": self.action or None,
@@ -77,9 +92,13 @@ class Assessor:
     secrets: frozenset[str] = field(default_factory=frozenset)
     # Implicit sync only: each source's value before the change, for "merge" lists.
     previous: Mapping[str, Obj] = field(default_factory=dict)
+    # A managed target's type: its single-valued properties never take several values.
+    target_schema: ManagedType | None = None
 
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
+        self.single_valued = {p.name: p.type for p in self.target_schema.properties.values()
+                              if p.type in _SCALAR_TYPES} if self.target_schema is not None else {}
         self.allow_create = m.allow_create if o.allow_create is None else o.allow_create
         self.allow_update = m.allow_update if o.allow_update is None else o.allow_update
         self.allow_delete = m.allow_delete if o.allow_delete is None else o.allow_delete
@@ -188,6 +207,8 @@ class Assessor:
             if "onCreate" in m.hooks:
                 target = self._hook_target(m.hooks["onCreate"], {"source": s, "target": target,
                                                                  "situation": plan.situation})
+            if self._several_values(plan, target):
+                return plan
             plan.op, plan.link, plan.change = WriteOp("create", values=target), True, "created"
             plan.changes = self._mask(target)
             plan.message = f"CREATE {m.target}"
@@ -195,7 +216,13 @@ class Assessor:
             if s is None or current is None:
                 plan.error = f"{plan.situation}: UPDATE needs both a source and a target"
                 return plan
+            if not current.get("_id"):
+                plan.error = (f"{plan.situation}: the {m.target} object found has no id, so it can be neither "
+                              "updated nor linked (is the id attribute readable?)")
+                return plan
             target = self.project(s, current)
+            if self._several_values(plan, target):
+                return plan
             before = self.previous.get(s["_id"])
             target = m.properties.merge_lists(target, current, self.project(before, current) if before else None)
             changes = diff(target, current, unordered=self.unordered)
@@ -250,6 +277,13 @@ class Assessor:
         else:  # IGNORE, NOREPORT, ASYNC
             plan.audit = False
         return plan
+
+    def _several_values(self, plan: Plan, target: Obj) -> bool:
+        """Refuse (``plan.error``) a target giving several values to a single-valued property."""
+        problems = self.mapping.properties.several_values(target, self.single_valued)
+        if problems:
+            plan.error = f"{self.mapping.target}: {'; '.join(problems)}; nothing was written"
+        return bool(problems)
 
     def qualifies(self, s: Obj) -> bool:
         m = self.mapping

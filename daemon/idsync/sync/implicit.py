@@ -174,13 +174,17 @@ class ImplicitSync:
             return plan.error
         target_id = plan.target_id
         op = plan.op
+        written: Obj | None = None
         if op is not None:
             (result,) = target.write_batch([op])
             gone = op.kind == "delete" and isinstance(result.error, NotFound)
             if not result.ok and not gone:
                 return str(result.error)
-            target_id = result.id or target_id
+            target_id, written = result.id or target_id, result.obj
             plan.message = result.message or plan.message
+        unlinked = plan.unlinked(target.name, target_id, written)
+        if unlinked is not None:
+            return unlinked
         with self.store.begin() as conn:
             # ``defer`` marks the plans whose link must go: DELETE, UNLINK, a source gone.
             if plan.defer and target_id:

@@ -17,6 +17,9 @@ Each item of a mapping's ``"properties"`` list is applied as PingIDM does:
 Transforms see only their value, as in PingIDM: that is what lets
 ``source_fields`` tell the connector which attributes to read.
 
+Several values given to a single-valued target property (``several_values``)
+fail the object: no value is picked for it.
+
 A list-valued target property has a policy (idsync's ``"multiValued"`` key):
 ``"replace"`` (the default) makes the target's list equal the projected one;
 ``"merge"`` keeps the values idsync did not put there (``merge_lists``): a
@@ -60,6 +63,10 @@ class PropertyRule:
     @property
     def target_name(self) -> str:
         return "/".join(self.target)
+
+    @property
+    def source_name(self) -> str:
+        return "/".join(self.source)
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,22 @@ class PropertyMap:
             known = {_value_key(v) for v in kept} | before
             merged[name] = kept + [v for v in want if _value_key(v) not in known]
         return merged
+
+    def several_values(self, projected: Mapping[str, Any], single: Mapping[str, str]) -> list[str]:
+        """A problem for each property of ``single`` (name -> its type) to which
+        ``projected`` gives several values: one value is never picked silently."""
+        problems: list[str] = []
+        last = {rule.target: rule for rule in self.rules}  # a later rule for the same target wins
+        for rule in last.values():
+            name = rule.target[0]
+            value = projected.get(name)
+            if len(rule.target) != 1 or name not in single or not isinstance(value, list) or len(value) < 2:
+                continue
+            origin = "its transform" if rule.transform is not None else \
+                f"source {rule.source_name!r}" if rule.source else "the source object"
+            problems.append(f"{name} is single-valued (type {single[name]}) but {origin} gives "
+                            f"{len(value)} values")
+        return problems
 
     def has_merge(self) -> bool:
         """Whether any list property is ``"multiValued": "merge"``."""

@@ -173,7 +173,8 @@ class _Run:
         # so "merge" lists also lose what those changes took away (``sync/retry.py``).
         previous = unrepaired_befores(self.store, m.name) if m.properties.has_merge() else {}
         assessor = Assessor(m, self.options, self.counters, secrets=self.project.secret_properties(m),
-                            previous=previous)
+                            previous=previous, target_schema=target.schema if isinstance(target, ManagedResource)
+                            else None)
         # Store objects whose change the reverse mapping has not delivered yet are not overwritten.
         self._pending = pending_targets(self.store, self.project, m) if isinstance(target, ManagedResource) else {}
         correlator = Correlator(m.correlation, target, m.default_target_fields) if m.correlation else None
@@ -283,12 +284,28 @@ class _Run:
             if unclaimed:
                 sources_of = self.links.sources_of([o["_id"] for o in unclaimed])
                 self.counters.links_processed += len(sources_of)
+                # PingIDM reads each linked source by id, whatever sourceQuery selected.
                 sources = source.get_many(list(sources_of.values()), self._source_fields()) if sources_of else {}
+                if not needs_objects:
+                    unclaimed = self._with_values(target, unclaimed, sources_of, sources)
                 plans = assessor.assess_targets(unclaimed, sources_of, sources)
                 self._apply(plans, target, source)
             self.counters.time("targetPage", (time.monotonic() - t0) * 1000)
         # The share in maxDeletes is of the whole target, claimed objects included.
         self.counters.target_total = (target.count() or total) if in_store else total
+
+    def _with_values(self, target: Resource, page: list[Obj], sources_of: dict[str, str],
+                     sources: dict[str, Obj]) -> list[Obj]:
+        """``page`` (ids only) with the targets whose linked source was found read
+        in full: they may be updated from it (CONFIRMED), which needs what they hold.
+        A target gone since its id was read is left out."""
+        wanted = [o["_id"] for o in page if sources_of.get(o["_id"]) in sources]
+        if not wanted:
+            return page
+        found = target.get_many(wanted, self.mapping.default_target_fields)
+        wanted_ids = set(wanted)
+        return [found[o["_id"]] if o["_id"] in wanted_ids else o for o in page
+                if o["_id"] not in wanted_ids or o["_id"] in found]
 
     # -- acting -------------------------------------------------------------
 
@@ -335,6 +352,8 @@ class _Run:
                 c.changes["skipped"] += 1
                 continue
             error = plan.error or (str(result.error) if result is not None and not result.ok else None)
+            if error is None:
+                error = plan.unlinked(self.mapping.target, target_id, result.obj if result is not None else None)
             if target_id:
                 claims.append(target_id)
             claims.extend(plan.candidates)

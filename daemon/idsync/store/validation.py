@@ -1,5 +1,9 @@
 """Checking a managed object against its type in ``managed.json``.
 
+The store checks every object it writes (``ManagedResource``), whoever writes
+it: the command line, the HTTP API, a recon; those check first as well, to
+answer before anything is written.
+
 Every problem of one object is reported at once (``InvalidObject`` lists them),
 named by property, never quoting a value: a secret must not end up in an error.
 Properties the schema does not declare are accepted, as PingIDM accepts them;
