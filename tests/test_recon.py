@@ -85,13 +85,16 @@ def test_correlation_links_an_existing_user(env: Env) -> None:
 
 
 def test_ambiguous_correlation_is_an_exception_not_a_guess(env: Env) -> None:
-    """Two managed users matching one source: AMBIGUOUS, reported, nothing written."""
+    """Two managed users matching one source: AMBIGUOUS, reported, nothing written for it
+    (another source of the run is created, so the run is a SUCCESS with one failure)."""
     users = Resources(env.project, env.store).open("managed/user")
     users.create({"userName": "e1"})
     users.create({"userName": "e1"})
     env.add("e1")
+    env.add("e2")
     result = env.recon()
     assert result.state == "SUCCESS"
+    assert "e2" in env.users()
     assert result.summary["situationSummary"]["AMBIGUOUS"] == 1
     assert result.summary["statusSummary"]["FAILURE"] == 1
     assert "AMBIGUOUS" in result.summary["errors"][0]["message"]

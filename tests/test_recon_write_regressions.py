@@ -140,7 +140,7 @@ def test_created_target_whose_id_cannot_be_read_back_is_a_failure_not_a_create(e
     _ids_unreadable(env)
     user = env.create_user(userName="noid1", sn="Noid", givenName="No")
     result = run_recon(env.project, env.store, REVERSE, ReconOptions())
-    assert result.state == "SUCCESS", result.message
+    assert result.state == "FAILED"  # its only object failed
     changes = result.summary["changes"]
     assert changes["created"] == 0 and changes["linked"] == 0 and changes["failed"] == 1
     assert result.summary["statusSummary"] == {**result.summary["statusSummary"], "SUCCESS": 0, "FAILURE": 1}
