@@ -244,3 +244,32 @@ def test_a_second_sigterm_stops_at_once_and_records_the_run(
     run = _latest(runs)
     assert run["state"] == "CANCELED" and run["message"] == "stopped at once by a second SIGTERM"
     assert runs.lock_holder(f"recon:{MAPPING}") is None and runs.lock_holder("job:nightly") is None
+
+
+@pytest.mark.slapd
+@pytest.mark.postgresql
+def test_a_database_outage_mid_page_exits_69_without_a_traceback(
+    tmp_path: Path, slapd: Slapd, ldap_subtree: str
+) -> None:
+    """PostgreSQL goes away while ``idsync recon`` is part way through: the command exits 69
+    (the store is unreachable) with one line naming the store, and logs no ``recon.crash``
+    and no traceback: an outage is not a bug."""
+    url = store_url("postgresql", tmp_path)
+    project = _project(tmp_path, slapd, ldap_subtree, url, users=600, page_size=10, delay_ms=5)
+    store = Store.open(url)
+    runs = RunStore(store)
+    proc = subprocess.Popen([IDSYNC, "-p", str(project), "recon", MAPPING, "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "IDSYNC_LOG__LEVEL": "info", "IDSYNC_LOG__FORMAT": "json"})
+    try:
+        _wait(lambda: _processed(_latest(runs)) > 0, 60, "the recon part way through")
+        with outage(url):
+            _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        store.close()
+    assert proc.returncode == 69, err
+    assert "Traceback" not in err and "recon.crash" not in err
+    assert err.strip().splitlines()[-1].startswith("idsync: store: ")

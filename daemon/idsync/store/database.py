@@ -48,7 +48,7 @@ from sqlalchemy.exc import (
 from idsync.errors import AuthenticationFailed, ConfigError, PeerError, PeerUnavailable
 from idsync.store.tables import store_meta
 
-__all__ = ["Store", "new_id", "nul_at", "utcnow"]
+__all__ = ["Store", "new_id", "nul_at", "store_error", "utcnow"]
 
 log = structlog.get_logger(__name__)
 
@@ -164,7 +164,7 @@ class Store:
                 if self.dialect in ("mysql", "mariadb"):
                     conn.execute(text("SELECT RELEASE_LOCK('idsync_migrate')"))
         except OperationalError as exc:
-            raise _store_error(exc, "store: cannot open the database: ") from None
+            raise store_error(exc, "store: cannot open the database: ") from None
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -174,7 +174,7 @@ class Store:
                 yield conn
         except (OperationalError, ProgrammingError, InterfaceError) as exc:
             # The database went away or its schema was changed under us.
-            raise _store_error(exc, "store: ") from None
+            raise store_error(exc, "store: ") from None
 
     def insert_many(self, conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,
                     ignore_duplicates: bool = False) -> None:
@@ -310,7 +310,7 @@ _REFUSED_POSTGRES = ("password authentication failed", "role \"", "no pg_hba.con
                      "GSSAPI authentication", "peer authentication failed", "certificate authentication failed")
 
 
-def _store_error(exc: SQLAlchemyError, prefix: str) -> PeerError:
+def store_error(exc: SQLAlchemyError, prefix: str = "store: ") -> PeerError:
     """Refused credentials exit 77 like any peer's; anything else is the store being unavailable (69)."""
     reason = _reason(exc)
     orig = getattr(exc, "orig", None)

@@ -36,6 +36,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
@@ -43,7 +44,7 @@ from idsync.connectors.base import Obj, QuerySpec, Resource, WriteResult
 from idsync.errors import IdsyncError, NotFound, RunAborted, RunCanceled, SafetyLimitExceeded, internal_message
 from idsync.resources import Resources
 from idsync.scripts import Script
-from idsync.store.database import Store
+from idsync.store.database import Store, store_error
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore, owner_id
@@ -140,6 +141,10 @@ class _Run:
             message, exit_code = str(exc), exc.exit_code
         except KeyboardInterrupt:
             state, message = "CANCELED", "interrupted"
+        except (OperationalError, InterfaceError) as exc:
+            # The store went away mid-run (a connection cut, a restart): the operator's problem, not a bug.
+            unavailable = store_error(exc)
+            message, exit_code = str(unavailable), unavailable.exit_code
         except Exception as exc:
             self.log.exception("recon.crash")
             message = f"internal error: {internal_message(exc)}"
