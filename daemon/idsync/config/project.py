@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from idsync.config.files import load_json, substitute
 from idsync.config.keys import unknown_keys
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
@@ -23,6 +25,8 @@ from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
 __all__ = ["Project", "Provisioner", "check_connectors", "load_project", "validate_project"]
+
+log = structlog.get_logger(__name__)
 
 # A provisioner's own keys, PingIDM's and idsync's (``connectorType``); what is inside
 # ``configurationProperties`` is the connector's to judge (OpenICF connectors carry many).
@@ -128,6 +132,11 @@ def validate_project(project_dir: Path) -> list[IdsyncError]:
             parse_managed(load_json(conf / "managed.json", project_dir=project_dir), file=str(conf / "managed.json"))
         except IdsyncError as exc:
             problems.append(exc)
+    else:
+        # Not an error (a project of systems only needs none), but a file left out of a
+        # deployment would run with other secrets, defaults and indexes than the operator's.
+        log.warning("config.managed_default", file=str(conf / "managed.json"),
+                    problem="file not found: the built-in managed/user and managed/role types are used")
     for f in _provisioner_files(conf):
         try:
             _check_connector(_provisioner(f, project_dir))

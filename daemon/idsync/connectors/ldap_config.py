@@ -259,7 +259,8 @@ def filter_problem(text: str) -> str | None:
         parse_filter(text if text.startswith("(") else f"({text})", None, auto_escape=True, auto_encode=True,
                      validator=None, check_names=False)
     except LDAPException as exc:
-        return f"not a valid LDAP filter ({exc}): check the parentheses and escape ( ) * \\ in values as \\28 \\29 \\2a \\5c"
+        return (f"not a valid LDAP filter ({exc}): check the parentheses, and write ( ) * \\ "
+                "inside values as \\28 \\29 \\2a \\5c")
     return None
 
 
