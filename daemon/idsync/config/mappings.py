@@ -363,7 +363,14 @@ def concatenates_values(script_source: str) -> bool:
 def _warn_concatenation(value: Any, file: str, key: str) -> None:
     text = value.get("source") if isinstance(value, dict) else None
     if isinstance(text, str) and concatenates_values(text):
-        log.warning("config.correlation_concatenates", file=file, key=key,
+        _warn_once(file, key, text)
+
+
+@functools.cache
+def _warn_once(file: str, key: str, text: str) -> None:
+    # A project is loaded several times by one command (validate reads each file, then the
+    # whole); one line per script is enough.
+    log.warning("config.correlation_concatenates", file=file, key=key,
                     problem="the correlation script pastes a value into the filter text: a value holding a "
                             "quote or a backslash changes the filter or breaks it; use the declarative form, "
                             f"whose placeholders are bound as values: \"correlationQuery\": {SAFE_CORRELATION}")
