@@ -27,7 +27,7 @@ from idsync.scripts import Script, ScriptEngine, compile_script
 from idsync.sync.policies import PolicySet, parse_policies
 from idsync.sync.properties import PropertyMap, compile_properties
 
-__all__ = ["SAFE_CORRELATION", "Correlation", "MappingDef", "QueryDef", "concatenates_values", "load_mappings",
+__all__ = ["Correlation", "MappingDef", "QueryDef", "concatenates_values", "load_mappings",
            "parse_mapping"]
 
 log = structlog.get_logger(__name__)
@@ -52,7 +52,7 @@ _CONCATENATION = re.compile(
     r"""['"`]\s*\+\s*(?:JSON\.stringify\s*\(\s*|String\s*\(\s*)?(?:source|target|object)\b"""
     r"""|\b(?:source|target|object)(?:\.\w+|\[[^\]]*\])*\s*\)?\s*\+\s*['"`]"""
     r"""|\$\{\s*(?:JSON\.stringify\s*\(\s*)?(?:source|target|object)\b""")
-SAFE_CORRELATION = '{"_queryFilter": "/userName eq \\"${source.uid}\\""}'
+_SAFE_CORRELATION = '{"_queryFilter": "/userName eq \\"${source.uid}\\""}'
 
 
 @dataclass(frozen=True)
@@ -371,9 +371,9 @@ def _warn_once(file: str, key: str, text: str) -> None:
     # A project is loaded several times by one command (validate reads each file, then the
     # whole); one line per script is enough.
     log.warning("config.correlation_concatenates", file=file, key=key,
-                    problem="the correlation script pastes a value into the filter text: a value holding a "
-                            "quote or a backslash changes the filter or breaks it; use the declarative form, "
-                            f"whose placeholders are bound as values: \"correlationQuery\": {SAFE_CORRELATION}")
+                problem="the correlation script pastes a value into the filter text: a value holding a "
+                        "quote or a backslash changes the filter or breaks it; use the declarative form, "
+                        f"whose placeholders are bound as values: \"correlationQuery\": {_SAFE_CORRELATION}")
 
 
 
