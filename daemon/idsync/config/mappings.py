@@ -45,6 +45,7 @@ _KNOWN = {
     "sourceIdsCaseSensitive", "targetIdsCaseSensitive", *_HOOKS,
     # PingIDM's, accepted and not acted on
     "enableLinking", "linkQualifiers", "onMapping", "postMapping", "optimizeAssignmentSync", "feedSize",
+    "clusteredSourceReconEnabled",
 }
 # A correlation script that pastes a value into the filter text: a value holding a quote
 # changes the filter (``evil" or userName eq "victim``) instead of being compared.
