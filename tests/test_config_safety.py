@@ -18,6 +18,8 @@ from idsync.config.project import check_connectors, load_project
 from idsync.connectors import ldap_connection
 from idsync.connectors.base import QuerySpec
 from idsync.connectors.ldap import LdapSystem
+from idsync.connectors.salesforce_config import parse_salesforce_config
+from idsync.connectors.scim_config import parse_scim_config
 from idsync.errors import ConfigError
 from idsync.settings import load_settings
 from idsync.testing.slapd import Slapd
@@ -284,6 +286,23 @@ def test_validate_catches_what_the_run_would_fail_on(tmp_path: Path, monkeypatch
     with pytest.raises(ConfigError) as raised:
         check_connectors(load_project(project))  # what a run does before it reads anything
     assert str(raised.value).startswith(where)
+
+
+@pytest.mark.parametrize(("sample", "parse"), [
+    ("sync-with-scim/conf/provisioner.openicf-scim.json", parse_scim_config),
+    ("sync-with-salesforce/conf/provisioner.openicf-salesforce.json", parse_salesforce_config),
+])
+def test_scim_and_salesforce_timeouts_are_bounded(sample: str, parse: Callable[[str, Any], Any]) -> None:
+    """A readTimeout of 1e15 (which overflowed the HTTP client's clock at the first request)
+    is a ``file: key: problem`` error when the provisioner is read."""
+    config = json.loads((ROOT / "samples" / sample).read_text())
+    props = config["configurationProperties"]
+    for key, value in props.items():  # the sample's environment tokens, given plausible values
+        if isinstance(value, str) and "&{" in value:
+            props[key] = "https://peer.example.com/x" if re.search("url|endpoint", key, re.I) else "x"
+    props["readTimeout"] = 10**15
+    with pytest.raises(ConfigError, match=r"^f: configurationProperties\.readTimeout: must be .*a day"):
+        parse("f", config)
 
 
 def test_a_missing_managed_json_is_a_warning_and_the_built_in_types(tmp_path: Path) -> None:
