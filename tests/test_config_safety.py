@@ -231,6 +231,15 @@ def test_unknown_environment_names_do_not_break_loading(tmp_path: Path, monkeypa
     assert load_settings(tmp_path).recon.page_size == 1000
 
 
+def test_a_misspelt_section_variable_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IDSYNC_RECON__PAGE_SISE is reported as the variable it is, not as a key of a file
+    that does not hold it."""
+    monkeypatch.setenv("IDSYNC_RECON__PAGE_SISE", "10")
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path)
+    assert str(err.value) == "environment: IDSYNC_RECON__PAGE_SISE: unknown setting, did you mean page_size?"
+
+
 # -- values validate let through and the run could not use --------------------------------------
 
 
