@@ -124,7 +124,7 @@ def test_run_refuses_unsafe_or_unusable_api(tmp_path: Path) -> None:
         f"port = {port}\n": f"cannot listen on 127.0.0.1:{port}",
         'tls_cert = "api.crt"\n': "tls_cert and tls_key go together",
         'tls_cert = "junk.pem"\ntls_key = "junk.pem"\n': "api.tls_cert: cannot load the certificate and key",
-        'tls_crt = "api.crt"\n': "api.tls_crt: Extra inputs are not permitted",
+        'tls_crt = "api.crt"\n': "api.tls_crt: unknown setting, did you mean tls_cert?",
     }
     try:
         for api, message in cases.items():

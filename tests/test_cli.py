@@ -184,7 +184,7 @@ def test_ctrl_c_cancels_at_a_page_boundary(tmp_path: Path, slapd: Slapd, ldap_su
     import signal
     import time
 
-    project = slow_project(tmp_path, slapd, ldap_subtree, users=60, delay_ms=100)
+    project = slow_project(tmp_path, slapd, ldap_subtree, users=60, delay_ms=300)
     proc = subprocess.Popen([IDSYNC, "-p", str(project), "recon", MAPPING, "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "IDSYNC_LOG__LEVEL": "warning"})
     deadline = time.monotonic() + 30

@@ -103,7 +103,7 @@ def test_validate_names_the_salesforce_provisioner_key(tmp_path: Path, org: Fake
 @pytest.mark.parametrize(("store", "expected"), [
     ('url_file = "missing.txt"', "store.url_file: cannot read"),
     ('url_file = "conf"', "store.url_file: cannot read"),
-    ('urll = "postgresql://db/idsync"', "store.urll: Extra inputs are not permitted"),
+    ('urll = "postgresql://db/idsync"', "store.urll: unknown setting, did you mean url?"),
 ])
 @pytest.mark.parametrize("command", ["validate", "status"])
 def test_a_bad_store_section_is_a_configuration_error(tmp_path: Path, store: str, expected: str, command: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from idsync.config.keys import suggest
 from idsync.errors import ConfigError
 
 __all__ = ["Settings", "load_settings"]
@@ -32,19 +33,26 @@ class StoreSettings(BaseModel):
 
 
 class ReconSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     page_size: int = Field(1000, ge=1, le=100_000)
     audit_unchanged: bool = False
-    progress_interval: float = Field(10.0, gt=0)
+    progress_interval: float = Field(10.0, gt=0, le=86_400)
 
 
 class LogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     format: Literal["auto", "console", "json"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class ScriptSettings(BaseModel):
-    time_limit: float = Field(1.0, gt=0)
-    memory_limit_mb: int = Field(64, ge=4)
+    model_config = ConfigDict(extra="forbid")
+
+    # A script call that may run for hours is a hung run; larger values also overflow the clock.
+    time_limit: float = Field(1.0, gt=0, le=3600)
+    memory_limit_mb: int = Field(64, ge=4, le=65_536)
 
 
 class ApiSettings(BaseModel):
@@ -146,4 +154,31 @@ def load_settings(project_dir: Path) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(str(file), key, err["msg"]) from None
+        if err["type"] != "extra_forbidden":
+            raise ConfigError(str(file), key, err["msg"]) from None
+        *section, name = (str(p) for p in err["loc"])
+        if not _in_file(data, [*section, name]):
+            # Not in the file, so an IDSYNC_* variable brought it.
+            variable = "IDSYNC_" + "__".join(p.upper() for p in [*section, name])
+            raise ConfigError("environment", variable, suggest(name, _fields(section))) from None
+        raise ConfigError(str(file), key, suggest(name, _fields(section))) from None
+
+
+def _in_file(data: dict[str, Any], path: list[str]) -> bool:
+    node: Any = data
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _fields(section: list[str]) -> list[str]:
+    """The setting names of ``[section]`` (the top level when empty)."""
+    model: type[BaseModel] = Settings
+    for part in section:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [n for n in model.model_fields if n != "project_dir"]

@@ -32,6 +32,7 @@ __all__ = ["DEFAULT_MISFIRE_GRACE", "JobDef", "load_jobs", "parse_job"]
 # older than that, the next regular fire is nearer than the missed one mattered.
 DEFAULT_MISFIRE_GRACE = 3600.0
 
+_MAX_SECONDS = 366 * 86_400.0
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 _KEYS = {
@@ -209,6 +210,8 @@ class _Reader:
             raise ConfigError(self.file, key, f"expected a number of seconds, got {_toml_type(value)}")
         if value < 0:
             raise ConfigError(self.file, key, "must not be negative")
+        if not value <= _MAX_SECONDS:  # also NaN; beyond it the scheduler's clock arithmetic overflows
+            raise ConfigError(self.file, key, f"must be at most {_MAX_SECONDS:g} seconds (a year)")
         return float(value)
 
     def mappings(self, known: Collection[str] | None) -> tuple[str, ...]:

@@ -99,6 +99,12 @@ def parse_managed(raw: Any, *, file: str = "managed.json") -> ManagedSchema:
         required = schema.get("required") or []
         if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
             raise ConfigError(file, f"{key}.schema.required", "expected a list of property names")
+        for j, required_name in enumerate(required):
+            if required_name not in props:
+                # Every create would fail on it, one object at a time, in the middle of a run.
+                raise ConfigError(file, f"{key}.schema.required[{j}]",
+                                  f"{required_name!r} is not a property of managed/{name} "
+                                  f"(it has: {', '.join(sorted(props)) or 'none'})")
         types[name] = ManagedType(name=name, properties=props, required=tuple(required))
     return ManagedSchema(types)
 

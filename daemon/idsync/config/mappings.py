@@ -19,6 +19,7 @@ from typing import Any, Literal
 import structlog
 
 from idsync.config.files import load_json
+from idsync.config.keys import unknown_keys
 from idsync.errors import ConfigError, ConfigErrors, QueryError
 from idsync.query import parse
 from idsync.query.ast import Node
@@ -26,7 +27,8 @@ from idsync.scripts import Script, ScriptEngine, compile_script
 from idsync.sync.policies import PolicySet, parse_policies
 from idsync.sync.properties import PropertyMap, compile_properties
 
-__all__ = ["Correlation", "MappingDef", "QueryDef", "load_mappings", "parse_mapping"]
+__all__ = ["Correlation", "MappingDef", "QueryDef", "concatenates_values", "load_mappings",
+           "parse_mapping"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +43,17 @@ _KNOWN = {
     "taskThreads", "prefetchLinks", "sourceQueryFullEntry", "targetQueryFullEntry",
     "reconSourceQueryPaging", "reconSourceQueryPageSize", "correlateEmptyTargetSet",
     "sourceIdsCaseSensitive", "targetIdsCaseSensitive", *_HOOKS,
+    # PingIDM's, accepted and not acted on
+    "enableLinking", "linkQualifiers", "onMapping", "postMapping", "optimizeAssignmentSync", "feedSize",
+    "clusteredSourceReconEnabled",
 }
+# A correlation script that pastes a value into the filter text: a value holding a quote
+# changes the filter (``evil" or userName eq "victim``) instead of being compared.
+_CONCATENATION = re.compile(
+    r"""['"`]\s*\+\s*(?:JSON\.stringify\s*\(\s*|String\s*\(\s*)?(?:source|target|object)\b"""
+    r"""|\b(?:source|target|object)(?:\.\w+|\[[^\]]*\])*\s*\)?\s*\+\s*['"`]"""
+    r"""|\$\{\s*(?:JSON\.stringify\s*\(\s*)?(?:source|target|object)\b""")
+_SAFE_CORRELATION = '{"_queryFilter": "/userName eq \\"${source.uid}\\""}'
 
 
 @dataclass(frozen=True)
@@ -174,8 +186,7 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
         value = raw.get(required)
         if not isinstance(value, str) or not re.match(r"^(managed/[\w-]+|system/[\w.-]+/[\w.-]+)$", value):
             raise ConfigError(file, at(required), "expected a resource such as managed/user or system/ldap/account")
-    for unknown in sorted(set(raw) - _KNOWN):
-        log.warning("config.unknown_key", file=file, key=at(unknown))
+    problems: list[ConfigError] = unknown_keys(raw, _KNOWN, file=file, prefix=key)
 
     def script(value: Any, k: str) -> Script:
         return compile_script(value, file=file, key=k, base_dir=base_dir, engine=engine)
@@ -193,8 +204,6 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
 
     def condition(value: Any, k: str) -> Node | Script:
         return query(value, k) if isinstance(value, str) else script(value, k)
-
-    problems: list[ConfigError] = []
 
     def attempt(build: Callable[[], Any], fallback: Any = None) -> Any:
         # Keep going after a bad section so `idsync validate` reports every problem.
@@ -317,6 +326,7 @@ def _correlation(
     value = raw.get("correlationQuery")
     key = at("correlationQuery")
     if value is None and raw.get("correlationScript") is not None:
+        _warn_concatenation(raw["correlationScript"], file, at("correlationScript"))
         return Correlation(kind="script", script=script(raw["correlationScript"], at("correlationScript")))
     if value is None:
         return None
@@ -344,7 +354,31 @@ def _correlation(
         # PingIDM's named queries (`for-userName`...) do not exist here: every source would fail to correlate.
         raise ConfigError(file, key, "a correlation by _queryId (a named query) is not supported; "
                           "use {\"_queryFilter\": ...} (or a script returning one)")
-    return Correlation(kind="script", script=script(value, key), link_qualifier=qualifier)
+    compiled = script(value, key)
+    _warn_concatenation(value, file, key)
+    return Correlation(kind="script", script=compiled, link_qualifier=qualifier)
+
+
+def concatenates_values(script_source: str) -> bool:
+    """Whether a correlation script builds its filter text by pasting in a source,
+    target or object value (``'userName eq "' + source.uid + '"'``)."""
+    return _CONCATENATION.search(script_source) is not None
+
+
+def _warn_concatenation(value: Any, file: str, key: str) -> None:
+    text = value.get("source") if isinstance(value, dict) else None
+    if isinstance(text, str) and concatenates_values(text):
+        _warn_once(file, key, text)
+
+
+@functools.cache
+def _warn_once(file: str, key: str, text: str) -> None:
+    # A project is loaded several times by one command (validate reads each file, then the
+    # whole); one line per script is enough.
+    log.warning("config.correlation_concatenates", file=file, key=key,
+                problem="the correlation script pastes a value into the filter text: a value holding a "
+                        "quote or a backslash changes the filter or breaks it; use the declarative form, "
+                        f"whose placeholders are bound as values: \"correlationQuery\": {_SAFE_CORRELATION}")
 
 
 

@@ -13,14 +13,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from idsync.config.files import load_json, substitute
+from idsync.config.keys import unknown_keys
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
+from idsync.connectors.ldap_config import filter_problem
 from idsync.errors import ConfigError, ConfigErrors, IdsyncError
 from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
 __all__ = ["Project", "Provisioner", "check_connectors", "load_project", "validate_project"]
+
+log = structlog.get_logger(__name__)
+
+# A provisioner's own keys, PingIDM's and idsync's (``connectorType``); what is inside
+# ``configurationProperties`` is the connector's to judge (OpenICF connectors carry many).
+_PROVISIONER_KEYS = {
+    "name", "enabled", "connectorRef", "connectorType", "configurationProperties", "objectTypes",
+    "operationOptions", "poolConfigOption", "operationTimeout", "resultsHandlerConfig", "syncFailureHandler",
+    "producerBufferSize", "systemActions", "displayName", "description", "_id",
+}
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,11 @@ def validate_project(project_dir: Path) -> list[IdsyncError]:
             parse_managed(load_json(conf / "managed.json", project_dir=project_dir), file=str(conf / "managed.json"))
         except IdsyncError as exc:
             problems.append(exc)
+    else:
+        # Not an error (a project of systems only needs none), but a file left out of a
+        # deployment would run with other secrets, defaults and indexes than the operator's.
+        log.warning("config.managed_default", file=str(conf / "managed.json"),
+                    problem="file not found: the built-in managed/user and managed/role types are used")
     for f in _provisioner_files(conf):
         try:
             _check_connector(_provisioner(f, project_dir))
@@ -195,7 +214,17 @@ def _provisioner(path: Path, project_dir: Path) -> Provisioner:
                               "unknown connector (supported: LDAP, SCIM, Salesforce, CSV)")
     if not isinstance(raw.get("configurationProperties", {}), dict):
         raise ConfigError(str(path), "configurationProperties", "expected an object")
+    problems = unknown_keys(raw, _PROVISIONER_KEYS, file=str(path))
+    if problems:
+        raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
     return Provisioner(name=name, file=str(path), kind=kind, raw=raw, project_dir=project_dir)
+
+
+def _native_key(m: MappingDef, side: str) -> str:
+    name = f"{side}Query"
+    if isinstance(m.raw.get(name), dict):
+        name += ".nativeQuery" if "nativeQuery" in m.raw[name] else "._nativeQuery"
+    return name if m.file.endswith(f"mapping-{m.name}.json") else f"mappings[{m.name}].{name}"
 
 
 def _check_resources(project: Project, m: MappingDef) -> None:
@@ -209,7 +238,15 @@ def _check_resources(project: Project, m: MappingDef) -> None:
             known = ", ".join(sorted(project.provisioners)) or "none"
             raise ConfigError(m.file, key, f"no provisioner for system {parts[1]!r} (configured: {known})")
         else:
-            types = project.provisioners[parts[1]].raw.get("objectTypes") or {}
+            provisioner = project.provisioners[parts[1]]
+            types = provisioner.raw.get("objectTypes") or {}
             if isinstance(types, dict) and types and parts[2] not in types:
                 raise ConfigError(m.file, key, f"system {parts[1]} has no object type {parts[2]!r} "
                                   f"(it has: {', '.join(sorted(types))})")
+            query = m.source_query if side == "source" else m.target_query
+            if provisioner.kind == "ldap" and query.native is not None:
+                # Checked here, not at the first search of a run: a typo in a filter must not
+                # wait for the night's run to surface as a failed read.
+                problem = filter_problem(query.native)
+                if problem:
+                    raise ConfigError(m.file, _native_key(m, side), problem)

@@ -88,12 +88,20 @@ class LdapResource(Resource):
         wanted = wanted_properties(self._type, spec.fields)
         search_filter = _and(*self._class_filters, self._type.search_filter,
                              self._spec_filter(spec))
-        size = spec.page_size or self._settings.block_size
+        # The directory pages by blockSize (what the server is asked for, RFC 2696); the
+        # caller gets batches of its own page size, cut from those pages as they stream in.
+        batch = spec.page_size or self._settings.block_size
+        pending: list[SearchEntry] = []
         for base in self._settings.sync_contexts:
-            pages = self._conn.search_pages(base, search_filter, self._attributes(wanted), size, base_required=True)
+            pages = self._conn.search_pages(base, search_filter, self._attributes(wanted),
+                                            self._settings.block_size, base_required=True)
             for entries in pages:
-                if entries:
-                    yield self._objects(entries, wanted)
+                pending.extend(entries)
+                while len(pending) >= batch:
+                    yield self._objects(pending[:batch], wanted)
+                    del pending[:batch]
+        if pending:
+            yield self._objects(pending, wanted)
 
     def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         wanted = wanted_properties(self._type, fields)

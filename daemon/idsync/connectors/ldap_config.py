@@ -10,9 +10,13 @@ from typing import Any
 
 from idsync.errors import ConfigError
 
-__all__ = ["LdapSettings", "ObjectTypeDef", "PropertyDef", "parse_ldap_config"]
+__all__ = ["LdapSettings", "ObjectTypeDef", "PropertyDef", "filter_problem", "parse_ldap_config"]
 
 NAME_ATTRIBUTE = "__NAME__"
+# Past a day a timeout means "never" and only overflows the clock arithmetic below it.
+_MAX_TIMEOUT = 86_400.0
+# RFC 2696's page size is an LDAP INTEGER (0 .. 2**31-1).
+_MAX_BLOCK_SIZE = 2**31 - 1
 _BINARY_NATIVE_TYPES = {"JAVA_TYPE_BYTE_ARRAY", "byte[]", "binary"}
 
 
@@ -115,18 +119,28 @@ class _Reader:
             raise self._error(key, "must be true or false")
         return value
 
-    def number(self, key: str, default: float, *, minimum: float = 1) -> float:
+    def number(self, key: str, default: float, *, minimum: float = 1, maximum: float) -> float:
         value = self.data.get(key, default)
         if value is None:
             return default
+        problem = f"must be a number from {minimum:g} to {maximum:g}"
         if isinstance(value, str):  # "&{LDAP_PORT|389}" substitutions arrive as strings
             try:
                 value = float(value.strip())
             except ValueError:
-                raise self._error(key, f"must be a number >= {minimum:g}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise self._error(key, f"must be a number >= {minimum:g}")
+                raise self._error(key, problem) from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not minimum <= value <= maximum:
+            raise self._error(key, problem)
         return float(value)
+
+    def dns(self, key: str, default: Sequence[str] = ()) -> tuple[str, ...]:
+        """A list of DNs, each checked for DN syntax (RFC 4514)."""
+        values = self.strings(key, default)
+        for i, dn in enumerate(values):
+            problem = dn_problem(dn)
+            if problem:
+                raise self._error(f"{key}[{i}]", f"{dn!r} is not a DN: {problem}")
+        return values
 
     def strings(self, key: str, default: Sequence[str] = ()) -> tuple[str, ...]:
         value = self.data.get(key)
@@ -145,7 +159,7 @@ def _settings(file: str, props: Mapping[str, Any]) -> LdapSettings:
     start_tls = read.bool_("startTLS", False)
     if ssl and start_tls:
         raise ConfigError(file, "configurationProperties.startTLS", "cannot be used with ssl: true")
-    base_contexts = read.strings("baseContexts")
+    base_contexts = read.dns("baseContexts")
     if not base_contexts:
         raise ConfigError(file, "configurationProperties.baseContexts", "is required")
     credentials = props.get("credentials")
@@ -154,18 +168,18 @@ def _settings(file: str, props: Mapping[str, Any]) -> LdapSettings:
         raise ConfigError(file, "configurationProperties.credentials", "must be a string")
     return LdapSettings(
         host=str(read.str_("host", required=True)),
-        port=int(read.number("port", 636 if ssl else 389)),
+        port=int(read.number("port", 636 if ssl else 389, maximum=65535)),
         ssl=ssl,
         start_tls=start_tls,
         principal=read.str_("principal"),
         credentials=credentials or None,
         base_contexts=base_contexts,
-        sync_contexts=read.strings("baseContextsToSynchronize", base_contexts),
+        sync_contexts=read.dns("baseContextsToSynchronize", base_contexts),
         uid_attribute=str(read.str_("uidAttribute", "entryUUID")),
         group_member_attribute=str(read.str_("groupMemberAttribute", "uniqueMember")),
-        block_size=int(read.number("blockSize", 1000)),
-        connect_timeout=read.number("connectTimeout", 10, minimum=0.1),
-        read_timeout=read.number("readTimeout", 60, minimum=0.1),
+        block_size=int(read.number("blockSize", 1000, maximum=_MAX_BLOCK_SIZE)),
+        connect_timeout=read.number("connectTimeout", 10, minimum=0.1, maximum=_MAX_TIMEOUT),
+        read_timeout=read.number("readTimeout", 60, minimum=0.1, maximum=_MAX_TIMEOUT),
         ca_file=read.str_("caFile"),
         verify_certificate=read.bool_("verifyCertificate", True),
         maintain_group_membership=read.bool_("maintainLdapGroupMembership", False),
@@ -211,6 +225,9 @@ def _object_type(file: str, name: str, raw: Any, props: Mapping[str, Any]) -> Ob
         raise ConfigError(file, f"{prefix}.properties", "must be an object")
     defs = {key: _property(file, f"{prefix}.properties.{key}", key, value)
             for key, value in properties.items()}
+    search_key = "accountSearchFilter" if native_type == "__ACCOUNT__" else "groupSearchFilter"
+    if search_filter.strip() and (problem := filter_problem(search_filter)):
+        raise ConfigError(file, f"configurationProperties.{search_key}", problem)
     return ObjectTypeDef(name=name, native_type=native_type, object_classes=classes,
                          search_filter=search_filter.strip(), naming_attribute=naming,
                          properties=defs)
@@ -228,3 +245,32 @@ def parse_ldap_config(
     if not isinstance(types, Mapping) or not types:
         raise ConfigError(file, "objectTypes", "is required and must name at least one type")
     return settings, {name: _object_type(file, name, raw, props) for name, raw in types.items()}
+
+
+def filter_problem(text: str) -> str | None:
+    """Why ``text`` is not an LDAP search filter (RFC 4515) as ldap3 will read it, or None.
+
+    A bare ``a=b`` is accepted: the connector puts it in parentheses."""
+    from ldap3.core.exceptions import LDAPException
+    from ldap3.operation.search import parse_filter
+
+    text = text.strip()
+    try:
+        parse_filter(text if text.startswith("(") else f"({text})", None, auto_escape=True, auto_encode=True,
+                     validator=None, check_names=False)
+    except LDAPException as exc:
+        return (f"not a valid LDAP filter ({exc}): check the parentheses, and write ( ) * \\ "
+                "inside values as \\28 \\29 \\2a \\5c")
+    return None
+
+
+def dn_problem(dn: str) -> str | None:
+    """Why ``dn`` is not a DN (RFC 4514), or None."""
+    from ldap3.core.exceptions import LDAPException
+    from ldap3.utils.dn import parse_dn
+
+    try:
+        parse_dn(dn)
+    except LDAPException as exc:
+        return str(exc)
+    return None

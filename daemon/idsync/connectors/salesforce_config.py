@@ -93,8 +93,9 @@ def _ms(props: Mapping[str, Any], key: str, default: int, file: str) -> float:
     value = props.get(key, default)
     if isinstance(value, str) and value.isdigit():
         value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(file, f"configurationProperties.{key}", "must be a number of milliseconds")
+    # Past a day a duration means "never" and only overflows the clock arithmetic below it.
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 86_400_000:
+        raise ConfigError(file, f"configurationProperties.{key}", "must be a number of milliseconds up to a day")
     return value / 1000
 
 

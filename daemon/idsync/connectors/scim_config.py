@@ -155,7 +155,11 @@ def _number(file: str, props: Mapping[str, Any], key: str, default: float, *, mi
     if number < 0:
         raise ConfigError(file, f"configurationProperties.{key}", "must not be negative")
     # OpenICF writes timeouts in milliseconds; a value above 1000 is taken as such.
-    return number / 1000 if millis and number > 1000 else number
+    seconds = number / 1000 if millis and number > 1000 else number
+    if seconds > 86_400:
+        # Past a day a timeout means "never" and only overflows the clock arithmetic below it.
+        raise ConfigError(file, f"configurationProperties.{key}", "must be at most a day")
+    return seconds
 
 
 def _url(file: str, props: Mapping[str, Any], key: str) -> str | None:

@@ -1,0 +1,382 @@
+"""Configuration that would pass ``validate`` and then hurt at run time: correlation
+filters built by pasting source values, misspelt safety keys, values the run could
+not use, and the LDAP ``blockSize`` that the connector must honour."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dbs import BACKENDS, store_url
+from idsync.config.mappings import concatenates_values
+from idsync.config.project import check_connectors, load_project
+from idsync.connectors import ldap_connection
+from idsync.connectors.base import QuerySpec
+from idsync.connectors.ldap import LdapSystem
+from idsync.connectors.salesforce_config import parse_salesforce_config
+from idsync.connectors.scim_config import parse_scim_config
+from idsync.errors import ConfigError
+from idsync.settings import load_settings
+from idsync.testing.slapd import Slapd
+from projects import ROOT
+from recon_env import Env
+
+from samples import idsync
+
+_PROVISIONER = "provisioner.openicf-ldap.json"
+
+
+def _project(tmp_path: Path) -> Path:
+    """The repository's ``conf/`` as a project on a SQLite store (nothing is connected to)."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "conf", project / "conf")
+    (project / "conf" / "idsync.toml").write_text(
+        f'state_dir = "state"\n[store]\nurl = "sqlite:///{project}/idsync.db"\n[log]\nformat = "json"\n')
+    return project
+
+
+def _edit(project: Path, file: str, change: Callable[[Any], None]) -> None:
+    path = project / "conf" / file
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def _validate(project: Path) -> tuple[int, str, str]:
+    result = idsync(project, "validate", env={"IDSYNC_LDAP_PASSWORD": "unused"})
+    return result.returncode, result.stdout, result.stderr
+
+
+# -- correlation: declarative everywhere, a warning for concatenation ------------------------
+
+
+def _shipped_json() -> list[Path]:
+    return sorted([*(ROOT / "conf").glob("*.json"), *(ROOT / "samples").rglob("*.json")])
+
+
+def _correlations(data: Any) -> Iterator[Any]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in ("correlationQuery", "correlationScript"):
+                yield value
+            else:
+                yield from _correlations(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _correlations(item)
+
+
+def _fenced_blocks(text: str) -> list[str]:
+    return re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S)
+
+
+def test_no_shipped_correlation_builds_its_filter_by_concatenation() -> None:
+    """Every correlation shipped in conf/, samples/ and the examples of README.md and
+    docs/ is declarative (or a script that pastes no value into filter text): an operator
+    who copies one gets a correlation a hostile source value cannot rewrite."""
+    offenders: list[str] = []
+    found = 0
+    for path in _shipped_json():
+        for correlation in _correlations(json.loads(path.read_text())):
+            found += 1
+            for item in correlation if isinstance(correlation, list) else [correlation]:
+                source = item.get("source") if isinstance(item, dict) else None
+                if isinstance(source, str) and concatenates_values(source):
+                    offenders.append(f"{path.relative_to(ROOT)}: {source}")
+                if isinstance(item, dict) and "_queryFilter" not in item and "expressionTree" not in item:
+                    offenders.append(f"{path.relative_to(ROOT)}: not declarative: {item}")
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in _fenced_blocks(doc.read_text()):
+            # A declarative placeholder (a JSON string holding \"${source.x}\") is not a script.
+            block = re.sub(r'\\"\$\{[^}]*\}\\"', "", block)
+            if ("_queryFilter" in block or "correlation" in block) and concatenates_values(block):
+                offenders.append(f"{doc.relative_to(ROOT)}: {block.strip()[:200]}")
+    assert found >= 10  # the scan saw the shipped mappings
+    assert offenders == []
+
+
+@pytest.mark.parametrize("script", [
+    "var qry = {'_queryFilter': 'userName eq \"' + source.uid + '\"'}; qry",
+    "({'_queryFilter': 'userName eq ' + JSON.stringify(source.userName)})",
+    "({_queryFilter: `mail eq \"${source.mail}\"`})",
+])
+def test_validate_warns_on_a_concatenating_correlation_script(tmp_path: Path, script: str) -> None:
+    """A correlation script that pastes a source value into its filter is a warning,
+    not a failure: validate still says ok, and the warning names the declarative form."""
+    project = _project(tmp_path)
+    _edit(project, "sync.json", lambda d: d["mappings"][0].update(
+        correlationQuery={"type": "text/javascript", "source": script}))
+    code, out, err = _validate(project)
+    assert code == 0, out + err
+    assert "configuration ok" in out
+    assert "config.correlation_concatenates" in err and "mappings[0].correlationQuery" in err
+    assert '{\\"_queryFilter\\": \\"/userName eq \\\\\\"${source.uid}\\\\\\"\\"}' in err
+
+
+def test_validate_is_quiet_about_the_declarative_form(tmp_path: Path) -> None:
+    """The shipped configuration validates without the concatenation warning."""
+    code, out, err = _validate(_project(tmp_path))
+    assert code == 0, out + err
+    assert "correlation_concatenates" not in err
+
+
+_HOSTILE_QUOTE = 'evil" or userName eq "victim'
+_HOSTILE_BACKSLASH = "back\\slash"
+
+
+@pytest.fixture(params=BACKENDS)
+def env(request: pytest.FixtureRequest, slapd: Slapd, ldap_subtree: str, tmp_path: Path) -> Iterator[Env]:
+    e = Env(slapd, ldap_subtree, tmp_path, store_url(request.param, tmp_path))
+    yield e
+    e.store.close()
+
+
+def test_hostile_source_uid_is_a_plain_value_with_the_shipped_mapping(env: Env) -> None:
+    """With the shipped conf/sync.json, an LDAP entry whose uid is
+    ``evil" or userName eq "victim`` does not correlate with the unlinked managed user
+    ``victim`` (left untouched, same _rev), and neither it nor a uid with a backslash
+    fails: both are ABSENT and created with their literal userName, and the next run
+    confirms them."""
+    victim = env.create_user(userName="victim", sn="Original", givenName="Vic")
+    env.slapd.add_ldif(
+        f"dn: cn=hostile-quote,{env.subtree}\nobjectClass: inetOrgPerson\ncn: hostile-quote\nsn: Hostile\n"
+        f"uid: {_HOSTILE_QUOTE}\n\n"
+        f"dn: cn=hostile-backslash,{env.subtree}\nobjectClass: inetOrgPerson\ncn: hostile-backslash\nsn: Hostile\n"
+        f"uid: {_HOSTILE_BACKSLASH}\n\n")
+    result = env.recon()
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["errorCount"] == 0, result.summary["errors"]
+    assert result.summary["situationSummary"]["ABSENT"] == 2
+    assert result.summary["situationSummary"]["FOUND"] == 0
+    users = env.users()
+    assert users["victim"]["sn"] == "Original" and users["victim"]["_rev"] == victim["_rev"]
+    assert users[_HOSTILE_QUOTE]["sn"] == "Hostile" and users[_HOSTILE_BACKSLASH]["sn"] == "Hostile"
+    assert users[_HOSTILE_QUOTE]["_id"] != victim["_id"]
+    again = env.recon()
+    assert again.summary["errorCount"] == 0, again.summary["errors"]
+    assert again.summary["situationSummary"]["CONFIRMED"] == 2
+    assert env.users()["victim"]["_rev"] == victim["_rev"]
+
+
+# -- unknown keys ------------------------------------------------------------------------------
+
+
+def test_a_misspelt_mapping_key_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
+    """``"maxDelete": "5%"`` no longer passes validate (it left the mapping without a
+    delete cap): validate exits 78 with a suggestion, and loading for a run refuses it."""
+    project = _project(tmp_path)
+    _edit(project, "sync.json", lambda d: d["mappings"][0].update(maxDelete="5%"))
+    code, out, _ = _validate(project)
+    assert code == 78
+    assert f"{project / 'conf' / 'sync.json'}: mappings[0].maxDelete: unknown setting, did you mean maxDeletes?" \
+        in out
+    with pytest.raises(ConfigError, match=r"maxDelete: unknown setting, did you mean maxDeletes\?"):
+        load_project(project)
+
+
+def test_pingidm_mapping_keys_are_accepted(tmp_path: Path) -> None:
+    """Keys PingIDM documents for a mapping, even those idsync does not act on, validate."""
+    project = _project(tmp_path)
+    _edit(project, "sync.json", lambda d: d["mappings"][0].update(
+        taskThreads=10, prefetchLinks=True, enableLinking=True, linkQualifiers=["default"], icon="",
+        consentRequired=False, reconSourceQueryPaging=True, reconSourceQueryPageSize=500))
+    code, out, err = _validate(project)
+    assert code == 0, out + err
+
+
+def test_provisioner_top_level_keys(tmp_path: Path) -> None:
+    """PingIDM's provisioner keys and unknown OpenICF configurationProperties are accepted;
+    a misspelt top-level key is an error with a suggestion."""
+    project = _project(tmp_path)
+
+    def pingidm_keys(d: dict[str, Any]) -> None:
+        d.update(poolConfigOption={"maxObjects": 10}, operationTimeout={"CREATE": -1},
+                 resultsHandlerConfig={"enableNormalizingResultsHandler": True},
+                 syncFailureHandler={"maxRetries": 5}, operationOptions={})
+        d["configurationProperties"]["passwordHashAlgorithm"] = "SSHA"
+
+    _edit(project, _PROVISIONER, pingidm_keys)
+    code, out, err = _validate(project)
+    assert code == 0, out + err
+    _edit(project, _PROVISIONER, lambda d: d.update(objectType=d["objectTypes"]))
+    code, out, err = _validate(project)
+    assert code == 78
+    assert f"{project / 'conf' / _PROVISIONER}: objectType: unknown setting, did you mean objectTypes?" in out
+
+
+@pytest.mark.parametrize(("toml", "expected"), [
+    ("[recon]\npage_sise = 10\n", "recon.page_sise: unknown setting, did you mean page_size?"),
+    ("[scripts]\ntime_limt = 2\n", "scripts.time_limt: unknown setting, did you mean time_limit?"),
+    ("[log]\nlevle = \"debug\"\n", "log.levle: unknown setting, did you mean level?"),
+    ("stat_dir = \"x\"\n", "stat_dir: unknown setting, did you mean state_dir?"),
+])
+def test_unknown_idsync_toml_keys_name_the_nearest_setting(tmp_path: Path, toml: str, expected: str) -> None:
+    """A misspelt setting in any section of idsync.toml is an error (it used to be ignored)."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "idsync.toml").write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path)
+    assert str(err.value) == f"{tmp_path / 'conf' / 'idsync.toml'}: {expected}"
+
+
+def test_unknown_environment_names_do_not_break_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An IDSYNC_* variable that names no setting (another tool's, a test's) is ignored."""
+    monkeypatch.setenv("IDSYNC_SOMETHING_ELSE", "1")
+    monkeypatch.setenv("IDSYNC_LDAP_HOST", "ldap.example.com")
+    assert load_settings(tmp_path).recon.page_size == 1000
+
+
+def test_a_misspelt_section_variable_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IDSYNC_RECON__PAGE_SISE is reported as the variable it is, not as a key of a file
+    that does not hold it."""
+    monkeypatch.setenv("IDSYNC_RECON__PAGE_SISE", "10")
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path)
+    assert str(err.value) == "environment: IDSYNC_RECON__PAGE_SISE: unknown setting, did you mean page_size?"
+
+
+# -- values validate let through and the run could not use --------------------------------------
+
+
+def _prov(**props: Any) -> Callable[[Path], None]:
+    return lambda p: _edit(p, _PROVISIONER, lambda d: d["configurationProperties"].update(props))
+
+
+def _mapping(**keys: Any) -> Callable[[Path], None]:
+    return lambda p: _edit(p, "sync.json", lambda d: d["mappings"][0].update(keys))
+
+
+def _required_unknown(project: Path) -> None:
+    _edit(project, "managed.json", lambda d: d["objects"][0]["schema"]["required"].append("nosuch"))
+
+
+def _toml(text: str) -> Callable[[Path], None]:
+    def change(project: Path) -> None:
+        path = project / "conf" / "idsync.toml"
+        path.write_text(path.read_text() + text)
+    return change
+
+
+@pytest.mark.parametrize(("change", "file", "key"), [
+    (_mapping(sourceQuery="(&(uid=a*)"), "sync.json", "mappings[systemLdapAccounts_managedUser].sourceQuery"),
+    (_mapping(sourceQuery={"nativeQuery": "(uid=a*))"}), "sync.json",
+     "mappings[systemLdapAccounts_managedUser].sourceQuery.nativeQuery"),
+    (lambda p: _edit(p, "sync.json", lambda d: d["mappings"][1].update(targetQuery="(|(uid=a)")), "sync.json",
+     "mappings[managedUser_systemLdapAccounts].targetQuery"),
+    (_prov(accountSearchFilter="(uid=a"), _PROVISIONER, "configurationProperties.accountSearchFilter"),
+    (_prov(port=99999), _PROVISIONER, "configurationProperties.port"),
+    (_prov(port="&{LDAP_PORT|99999}"), _PROVISIONER, "configurationProperties.port"),
+    (_prov(readTimeout=1e15), _PROVISIONER, "configurationProperties.readTimeout"),
+    (_prov(connectTimeout=1e15), _PROVISIONER, "configurationProperties.connectTimeout"),
+    (_prov(baseContexts=["dc=example,,dc=com"]), _PROVISIONER, "configurationProperties.baseContexts[0]"),
+    (_prov(baseContextsToSynchronize=["not a dn"]), _PROVISIONER,
+     "configurationProperties.baseContextsToSynchronize[0]"),
+    (_toml("[scripts]\ntime_limit = 1e308\n"), "idsync.toml", "scripts.time_limit"),
+    (_required_unknown, "managed.json", "objects[0].schema.required[1]"),
+], ids=["unbalanced-source", "unbalanced-native", "unbalanced-target", "account-filter", "port", "port-token",
+        "read-timeout", "connect-timeout", "base-dn", "sync-dn", "script-time-limit", "required-unknown"])
+def test_validate_catches_what_the_run_would_fail_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     change: Callable[[Path], None], file: str, key: str) -> None:
+    """Each of these used to pass validate and fail the run (an "internal error", or every
+    object failing): now validate exits 78 with ``file: key: problem``, and loading the
+    project for a run raises the same ConfigError."""
+    monkeypatch.setenv("IDSYNC_LDAP_PASSWORD", "unused")
+    project = _project(tmp_path)
+    change(project)
+    code, out, err = _validate(project)
+    where = f"{project / 'conf' / file}: {key}: "
+    assert code == 78, out + err
+    assert where in out, out
+    with pytest.raises(ConfigError) as raised:
+        check_connectors(load_project(project))  # what a run does before it reads anything
+    assert str(raised.value).startswith(where)
+
+
+@pytest.mark.parametrize(("sample", "parse"), [
+    ("sync-with-scim/conf/provisioner.openicf-scim.json", parse_scim_config),
+    ("sync-with-salesforce/conf/provisioner.openicf-salesforce.json", parse_salesforce_config),
+])
+def test_scim_and_salesforce_timeouts_are_bounded(sample: str, parse: Callable[[str, Any], Any]) -> None:
+    """A readTimeout of 1e15 (which overflowed the HTTP client's clock at the first request)
+    is a ``file: key: problem`` error when the provisioner is read."""
+    config = json.loads((ROOT / "samples" / sample).read_text())
+    props = config["configurationProperties"]
+    for key, value in props.items():  # the sample's environment tokens, given plausible values
+        if isinstance(value, str) and "&{" in value:
+            props[key] = "https://peer.example.com/x" if re.search("url|endpoint", key, re.I) else "x"
+    props["readTimeout"] = 10**15
+    with pytest.raises(ConfigError, match=r"^f: configurationProperties\.readTimeout: must be .*a day"):
+        parse("f", config)
+
+
+def test_a_missing_managed_json_is_a_warning_and_the_built_in_types(tmp_path: Path) -> None:
+    """Without conf/managed.json the built-in user and role types are used (the run works
+    on them); validate says so, so a file left out of a deployment is noticed."""
+    project = _project(tmp_path)
+    (project / "conf" / "managed.json").unlink()
+    code, out, err = _validate(project)
+    assert code == 0, out + err
+    assert "config.managed_default" in err and "built-in managed/user and managed/role" in err
+    assert sorted(load_project(project).managed.types) == ["role", "user"]
+
+
+# -- blockSize is the LDAP page size ----------------------------------------------------------
+
+
+def _observe_pages(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """(page size asked, entries slapd answered) for each page of each paged search."""
+    seen: list[tuple[int, int]] = []
+    real = ldap_connection.LdapConnection.search_pages
+
+    def observed(self: ldap_connection.LdapConnection, base: str, search_filter: str, attributes: Any,
+                 page_size: int, **kw: Any) -> Iterator[list[ldap_connection.SearchEntry]]:
+        for page in real(self, base, search_filter, attributes, page_size, **kw):
+            seen.append((page_size, len(page)))
+            yield page
+
+    monkeypatch.setattr(ldap_connection.LdapConnection, "search_pages", observed)
+    return seen
+
+
+def _ldap_config(slapd: Slapd, subtree: str, block_size: int) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads((ROOT / "conf" / _PROVISIONER).read_text())
+    config["configurationProperties"].update(
+        host="127.0.0.1", port=slapd.port, credentials=slapd.admin_password, baseContextsToSynchronize=[subtree],
+        blockSize=block_size)
+    return config
+
+
+def test_block_size_is_the_page_size_asked_of_the_directory(
+        slapd: Slapd, ldap_subtree: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With blockSize 3, slapd answers 7 entries in pages of 3, 3 and 1 (RFC 2696 paging
+    as the server did it), while the caller still gets batches of its own page size."""
+    slapd.add_ldif("".join(f"dn: uid=b{i},{ldap_subtree}\nobjectClass: inetOrgPerson\nuid: b{i}\ncn: b{i}\nsn: B\n\n"
+                           for i in range(7)))
+    seen = _observe_pages(monkeypatch)
+    system = LdapSystem("ldap", _ldap_config(slapd, ldap_subtree, 3), file=_PROVISIONER)
+    try:
+        batches = [len(page) for page in system.resource("account").pages(QuerySpec(fields=["uid"], page_size=5))]
+    finally:
+        system.close()
+    assert seen == [(3, 3), (3, 3), (3, 1)]
+    assert batches == [5, 2]
+
+
+def test_a_recon_pages_the_directory_by_block_size(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recon with ``[recon] page_size`` 1000 and the provisioner's blockSize 2 reads the
+    directory two entries per page and still creates every user."""
+    env.change_conf(_PROVISIONER, lambda d: d["configurationProperties"].update(blockSize=2))
+    env.add("c1", "c2", "c3", "c4", "c5")
+    seen = _observe_pages(monkeypatch)
+    result = env.recon()
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"]["created"] == 5
+    source_pages = [answered for asked, answered in seen if asked == 2]
+    assert source_pages[:3] == [2, 2, 1]
+    assert all(asked == 2 for asked, _ in seen if asked)
