@@ -68,9 +68,9 @@ def test_help_shows_examples_and_exit_status() -> None:
         assert f"  {code:<4} {what}" in text
 
 
-def test_readme_exit_codes_are_the_commands() -> None:
-    """The README's exit-code table lists exactly the codes the help and the man page list."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+def test_documented_exit_codes_are_the_commands() -> None:
+    """docs/command-line.md's exit-code table lists exactly the codes the help and the man page list."""
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "command-line.md").read_text(encoding="utf-8")
     table = readme[readme.index("Exit codes, for every command:"):]
     table = table[: table.index("\n\n", table.index("| 0 |"))]
     assert [int(c) for c in re.findall(r"^\| (\d+) \|", table, re.MULTILINE)] == [c for c, _ in EXIT_STATUS]

@@ -144,13 +144,13 @@ def test_shipped_example_jobs_are_valid() -> None:
 
 
 def test_inactive_filter_presets_are_valid_and_complementary() -> None:
-    """The README's per-directory "inactive" presets (OpenLDAP, 389 DS, Active Directory) are
+    """docs/jobs.md's per-directory "inactive" presets (OpenLDAP, 389 DS, Active Directory) are
     valid LDAP filters; each active filter is exactly its inactive filter's negation; and the
     shipped Smart ID mappings use the OpenLDAP row."""
     from ldap3.operation.search import parse_filter
 
     rows: dict[str, tuple[str, str]] = {}
-    for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines():
+    for line in (REPO / "docs" / "jobs.md").read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 3 and cells[1].startswith("`(") and cells[2].startswith("`("):
             rows[cells[0].split(" ")[0]] = (cells[1].strip("`"), cells[2].strip("`"))

@@ -24,6 +24,7 @@ import structlog
 from idsync import __version__
 from idsync.api.cli import api_problems
 from idsync.api.cli import register as register_api_commands
+from idsync.cli_config import register as register_config_commands
 from idsync.cli_docs import EPILOG
 from idsync.cli_docs import register as register_doc_commands
 from idsync.cli_jobs import register as register_job_commands
@@ -44,7 +45,7 @@ log = structlog.get_logger("idsync.cli")
 EX_CANCELED = 130
 # Commands that answer a question: their output is the answer, not log lines.
 _QUIET_COMMANDS = ("status", "prune", "managed", "mappings", "validate", "system", "sync", "jobs", "api", "salesforce",
-                   "man", "completion")
+                   "man", "completion", "config")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(handler=_cmd_status)
 
     v = sub.add_parser("validate", help="check every configuration file")
+    v.add_argument("--json", action="store_true", help="the problems as JSON: file, key, problem")
     v.set_defaults(handler=_cmd_validate)
 
     t = sub.add_parser("test", help="connect to every configured system")
@@ -126,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     register_managed_commands(sub)
     register_salesforce_commands(sub)
     register_api_commands(sub)
+    register_config_commands(sub)
     register_doc_commands(sub, p)
     register_unlock_command(sub)
     return p
@@ -293,12 +296,27 @@ def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
     problems = validate_project(project_dir)
     if not problems:
         problems = api_problems(project_dir)
+    if args.json:
+        print(json.dumps({"project": str(project_dir), "ok": not problems, "problems": [
+            {"file": getattr(p, "file", None), "key": getattr(p, "key", None) or None,
+             "problem": getattr(p, "problem", str(p))} for p in _each(problems)]}, indent=2))
+        return os.EX_CONFIG if problems else 0
     for problem in problems:
         print(problem)
     if problems:
         return os.EX_CONFIG
     print(f"{project_dir}: configuration ok")
     return 0
+
+
+def _each(problems: Sequence[Exception]) -> list[Exception]:
+    """Problems one by one: a file's ``ConfigErrors`` holds several."""
+    from idsync.errors import ConfigErrors
+
+    out: list[Exception] = []
+    for p in problems:
+        out.extend(p.errors if isinstance(p, ConfigErrors) else [p])
+    return out
 
 
 def _cmd_test(args: argparse.Namespace, project_dir: Path) -> int:

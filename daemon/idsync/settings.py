@@ -18,41 +18,49 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from idsync.config.keys import suggest
 from idsync.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "settings_reference"]
 
 
 class StoreSettings(BaseModel):
     # A misspelt key (``urll``) must not quietly leave the store on the SQLite default.
     model_config = ConfigDict(extra="forbid")
 
-    url: str = ""  # default: sqlite:///<state_dir>/idsync.db
-    url_file: Path | None = None
-    echo: bool = False
+    url: str = Field("", description="the store's SQLAlchemy URL: `sqlite:///path`, `postgresql://user@host/db`, "
+                     "`mysql://user@host/db`; empty: `sqlite:///<state_dir>/idsync.db`. A password belongs in "
+                     "`url_file` or `IDSYNC_STORE__URL`")
+    url_file: Path | None = Field(None, description="a file holding the URL (with its password), e.g. a systemd "
+                                  "credential; relative to the project directory")
+    echo: bool = Field(False, description="log every SQL statement (parameters hidden), for debugging")
     # Finished runs and their audit entries older than this are pruned (``store/retention.py``); 0 keeps all.
-    keep_runs_days: int = Field(90, ge=0)
+    keep_runs_days: int = Field(90, ge=0, description="finished runs and their audit entries older than this many "
+                                "days are pruned by the daemon every six hours and by `idsync prune`; 0 keeps all")
 
 
 class ReconSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    page_size: int = Field(1000, ge=1, le=100_000)
-    audit_unchanged: bool = False
-    progress_interval: float = Field(10.0, gt=0, le=86_400)
+    page_size: int = Field(1000, ge=1, le=100_000, description="objects the engine assesses and writes per batch "
+                           "(LDAP reads use the provisioner's `blockSize`)")
+    audit_unchanged: bool = Field(False, description="write an audit entry for objects a run leaves unchanged too")
+    progress_interval: float = Field(10.0, gt=0, le=86_400, description="seconds between `recon.progress` events "
+                                     "off a terminal")
 
 
 class LogSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["auto", "console", "json"] = "auto"
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = Field("auto", description="`console` lines, `json` lines, or "
+                                                       "`auto`: console on a terminal, JSON otherwise (native "
+                                                       "journal entries under systemd)")
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="the lowest level logged")
 
 
 class ScriptSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # A script call that may run for hours is a hung run; larger values also overflow the clock.
-    time_limit: float = Field(1.0, gt=0, le=3600)
-    memory_limit_mb: int = Field(64, ge=4, le=65_536)
+    time_limit: float = Field(1.0, gt=0, le=3600, description="seconds one script call may run")
+    memory_limit_mb: int = Field(64, ge=4, le=65_536, description="memory of one script context, in MB")
 
 
 class ApiSettings(BaseModel):
@@ -61,21 +69,24 @@ class ApiSettings(BaseModel):
     # A misspelt key (``tls_crt``) must not quietly leave the API on plain HTTP.
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    enabled: bool = Field(False, description="serve the HTTP API inside `idsync run`")
+    host: str = Field("127.0.0.1", description="the address to listen on")
+    port: int = Field(8080, ge=0, le=65535, description="the port to listen on")
     # user name -> argon2 hash (``idsync api hash-password``); or a file of ``name:hash`` lines
-    accounts: dict[str, str] = Field(default_factory=dict)
-    accounts_file: Path | None = None
+    accounts: dict[str, str] = Field(default_factory=dict, description="`[api.accounts]`: user name = argon2 hash "
+                                     "(`idsync api hash-password`) of the administrators")
+    accounts_file: Path | None = Field(None, description="a file of `name:hash` lines, added to `accounts`")
     # user name -> argon2 hash of accounts that may scrape /metrics and nothing else
-    metrics_accounts: dict[str, str] = Field(default_factory=dict)
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    max_body_bytes: int = Field(1_048_576, ge=1024)
-    max_failed_logins: int = Field(10, ge=1)  # per client address and minute
+    metrics_accounts: dict[str, str] = Field(default_factory=dict, description="`[api.metrics_accounts]`: "
+                                             "accounts that may read `/metrics` and nothing else")
+    tls_cert: Path | None = Field(None, description="a PEM certificate: with `tls_key`, the API speaks HTTPS only")
+    tls_key: Path | None = Field(None, description="the certificate's PEM private key")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
+    max_failed_logins: int = Field(10, ge=1, description="failed logins per client address and minute before 429")
     # Reverse proxies whose X-Forwarded-For names the client (for the login throttle); none by default,
     # so a local process cannot pick the address its failed logins are counted under.
-    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_proxies: list[str] = Field(default_factory=list, description="reverse proxies whose "
+                                       "`X-Forwarded-For` names the client")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSettings:
@@ -87,9 +98,10 @@ class ApiSettings(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IDSYNC_", env_nested_delimiter="__", extra="forbid")
 
-    project_dir: Path = Path(".")
-    state_dir: Path = Path("state")
-    status_file: Path = Path("state/status.json")
+    project_dir: Path = Field(Path("."), description="the project directory (`-p`, `IDSYNC_PROJECT`)")
+    state_dir: Path = Field(Path("state"), description="where the default SQLite store and the status file live")
+    status_file: Path = Field(Path("state/status.json"), description="the status file; default "
+                              "`<state_dir>/status.json`")
     store: StoreSettings = StoreSettings()
     recon: ReconSettings = ReconSettings()
     log: LogSettings = LogSettings()
@@ -182,3 +194,26 @@ def _fields(section: list[str]) -> list[str]:
             return []
         model = annotation
     return [n for n in model.model_fields if n != "project_dir"]
+
+
+_SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
+    ("", Settings), ("store", StoreSettings), ("recon", ReconSettings), ("log", LogSettings),
+    ("scripts", ScriptSettings), ("api", ApiSettings))
+
+
+def settings_reference() -> str:
+    """Every setting of ``conf/idsync.toml`` as Markdown tables, from the models themselves:
+    key, default, the environment variable that overrides it, and what it does."""
+    out: list[str] = []
+    for section, model in _SECTIONS:
+        out += [f"### `[{section}]`" if section else "### Top level", "",
+                "| key | default | variable | meaning |", "| --- | --- | --- | --- |"]
+        for name, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                continue
+            default = field.get_default(call_default_factory=True)
+            shown = "(none)" if default in (None, "", {}, []) else f"`{default}`"
+            variable = "IDSYNC_" + (f"{section.upper()}__" if section else "") + name.upper()
+            out.append(f"| `{name}` | {shown} | `{variable}` | {field.description or ''} |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,57 @@
+"""``idsync config show`` prints the settings in force with every secret masked;
+``idsync validate --json`` gives the problems as data; ``config reference`` is the
+configuration page's table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+IDSYNC = str(Path(sys.executable).parent / "idsync")
+
+
+def _idsync(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([IDSYNC, "-p", str(project), *args], capture_output=True, text=True, timeout=60,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("IDSYNC_")}, **env})
+
+
+def test_config_show_masks_secrets_and_shows_the_environment(tmp_path: Path) -> None:
+    """The store URL's password (in the user part or a query parameter) and the API's hashes are
+    masked; a value from the environment wins over the file and shows as such."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "idsync.toml").write_text(
+        '[store]\nurl = "postgresql://idsync:S3cret-pw@db.example/idsync?sslpassword=K3y-pw"\n'
+        '[api.accounts]\n"admin" = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"\n')
+    done = _idsync(tmp_path, "config", "show", "--json", IDSYNC_RECON__PAGE_SIZE="250")
+    assert done.returncode == 0, done.stderr
+    assert "S3cret-pw" not in done.stdout and "K3y-pw" not in done.stdout and "argon2" not in done.stdout
+    shown = json.loads(done.stdout)
+    assert shown["store"]["url"].startswith("postgresql://idsync:***@db.example/idsync")
+    assert shown["api"]["accounts"] == {"admin": "***"}
+    assert shown["recon"]["page_size"] == 250
+    text = _idsync(tmp_path, "config", "show").stdout
+    assert "[recon]\npage_size = 1000" in text and "S3cret-pw" not in text
+
+
+def test_validate_json_lists_each_problem(tmp_path: Path) -> None:
+    """``validate --json`` exits 78 with one entry per problem: file, key and problem."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "idsync.toml").write_text("[recon]\npage_sise = 5\n")
+    done = _idsync(tmp_path, "validate", "--json")
+    assert done.returncode == 78
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    (problem,) = report["problems"]
+    assert problem["file"].endswith("conf/idsync.toml") and problem["key"] == "recon.page_sise"
+    assert "did you mean page_size" in problem["problem"]
+
+
+def test_config_reference_is_the_documented_table(tmp_path: Path) -> None:
+    """``config reference`` prints the tables docs/configuration.md holds."""
+    done = _idsync(tmp_path, "config", "reference")
+    assert done.returncode == 0
+    page = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert done.stdout.strip() in page
