@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-_EVENT = re.compile(r"""(?:log|self\.log|bound|end)\.?(?:info|warning|error|debug|exception)?\(\s*"([a-z_]+\.[a-z_]+)"[,)]""")
+_EVENT = re.compile(r"""(?:log|self\.log|bound|end)\.?(?:info|warning|error|debug|exception)?"""
+                    r"""\(\s*"([a-z_]+\.[a-z_]+)"[,)]""")
 
 
 def test_every_log_event_is_in_the_reference() -> None:
