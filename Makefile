@@ -46,7 +46,7 @@ test: deps venv test-lowest
 # Unit tests with every runtime dependency at its floor (constraints-lowest.txt), on
 # each of Python 3.11, 3.12 and 3.13 that is installed; venvs kept in .venv-lowest/.
 test-lowest: venv
-	.ci/lowest-versions
+	bash .ci/lowest-versions
 
 # Newest versions pyproject.toml allows, in a scratch venv, frozen into requirements.lock.
 lock:
