@@ -1,15 +1,19 @@
 # Two commands on a fresh Debian 12 machine (as root, or with sudo available):
 #   make demo   - install, start a throwaway OpenLDAP with sample users and run the daemon
 #                 in the foreground with the example jobs every few seconds (Ctrl-C stops it)
-#   make test   - install, run the whole test suite
-# Also: make recon-demo (one reconciliation, then the summary and the users), make bench.
+#   make test   - install, run the unit tests at the lowest supported dependency versions on
+#                 each Python 3.11-3.13 found, then the whole test suite
+# Also: make recon-demo (one reconciliation, then the summary and the users), make bench,
+# make lock (refresh requirements.lock), make sdist. CONTRIBUTING.md explains the two
+# dependency files.
 SHELL := /bin/bash
+PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := slapd ldap-utils openssl python3-venv systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo recon-demo test deps venv lint bench clean
+.PHONY: demo recon-demo test test-lowest deps venv lock sdist lint bench clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -19,11 +23,13 @@ deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
-	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(VENV)/bin/pip install -q -e '.[test]'
+# pip >= 25.1 installs PEP 735 dependency groups (--group); requirements.lock pins
+# every package to the versions the suite last passed with.
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q 'pip>=25.1'
+	$(VENV)/bin/pip install -q -c requirements.lock -e '.[postgresql,mysql]' --group dev
 	touch $@
 
 venv: $(VENV)/.installed
@@ -34,8 +40,27 @@ demo: deps venv
 recon-demo: deps venv
 	$(PY) -m idsync.demo
 
-test: deps venv
+test: deps venv test-lowest
 	$(VENV)/bin/pytest -q
+
+# Unit tests with every runtime dependency at its floor (constraints-lowest.txt), on
+# each of Python 3.11, 3.12 and 3.13 that is installed; venvs kept in .venv-lowest/.
+test-lowest: venv
+	bash .ci/lowest-versions
+
+# Newest versions pyproject.toml allows, in a scratch venv, frozen into requirements.lock.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q 'pip>=25.1'
+	.venv-lock/bin/pip install -q -e '.[postgresql,mysql]' --group dev
+	{ echo "# The versions idsync's tests pass with: make venv installs with -c requirements.lock."; \
+	  echo "# Refresh with make lock, then run make test."; \
+	  .venv-lock/bin/pip freeze --all --exclude-editable --exclude pip; } > requirements.lock
+	rm -rf .venv-lock
+
+sdist: venv
+	$(PY) -m build --sdist --no-isolation
 
 lint: venv
 	$(VENV)/bin/ruff check daemon tests bench
@@ -45,4 +70,4 @@ bench: deps venv
 	$(PY) bench/recon_bench.py
 
 clean:
-	rm -rf $(VENV) state build *.egg-info
+	rm -rf $(VENV) .venv-lowest .venv-lock state build dist *.egg-info daemon/*.egg-info

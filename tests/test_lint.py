@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
 def _tool(name: str) -> str:
     path = BIN / name
     if not path.exists():
-        pytest.skip(f"{name} is not installed in this environment (pip install -e '.[test]')")
+        pytest.skip(f"{name} is not installed in this environment (pip install --group lint)")
     return str(path)
 
 
