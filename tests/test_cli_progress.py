@@ -4,6 +4,7 @@ never glued to a stale status line or cut by it."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -54,6 +55,13 @@ def test_progress_line_and_log_lines_on_a_terminal(tmp_path: Path, slapd: Slapd,
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
     add_users(slapd, ldap_subtree, 600)
     _on_terminal(project)
+    # The second run takes a few seconds (3 ms per entry in a transform), so the line is drawn with an ETA.
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    forward = next(m for m in sync["mappings"] if m["name"] == FORWARD)
+    forward["properties"].append({"source": "sn", "target": "description", "transform": {
+        "type": "text/javascript", "source": "var t = Date.now(); while (Date.now() - t < 3) {} source"}})
+    sync_file.write_text(json.dumps(sync))
     shown = _ANSI.sub("", _on_terminal(project)).replace("\r\n", "\n")
     assert re.search(r"\[source\] [0-9,]+/~602 objects, [0-9,]+/s, elapsed \d+:\d\d", shown), shown[-2000:]
     assert ", ETA " in shown

@@ -96,13 +96,20 @@ def test_read_only_commands_in_an_empty_directory(tmp_path: Path, command: tuple
 
 
 def test_read_only_commands_never_create_the_store(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
-    """In a project that has not run yet, ``status``, ``jobs`` and ``managed query`` name the
-    store they looked for and exit 78, and leave no SQLite file nor ``state/`` behind."""
+    """In a project that has not run yet, ``status`` and ``managed query`` name the store they
+    looked for and exit 78; ``jobs`` lists the schedules (the install steps run it before the
+    daemon ever ran), with no last run; none leaves a SQLite file or ``state/`` behind."""
     project = make_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 'project' / 'state' / 'i.db'}")
-    for command in (("status",), ("jobs",), ("managed", "query", "user")):
+    (project / "jobs.d").mkdir()
+    (project / "jobs.d" / "nightly.toml").write_text(
+        'schedule = "@daily"\nmappings = ["systemLdapAccounts_managedUser"]\n')
+    for command in (("status",), ("managed", "query", "user")):
         proc = run(project, *command)
         assert proc.returncode == os.EX_CONFIG, proc.stderr
         assert str(project / "state" / "i.db") in one_line(proc)
+    listed = run(project, "jobs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(j["name"], j["lastRun"]) for j in json.loads(listed.stdout)["jobs"]] == [("nightly", None)]
     assert not (project / "state").exists()
 
 

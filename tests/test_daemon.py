@@ -34,8 +34,8 @@ from sqlalchemy import insert, update
 
 REPO = Path(__file__).resolve().parent.parent
 IDSYNC = Path(sys.executable).parent / "idsync"
-# The stand-in recon never looks at the project.
-_PROJECT: Any = SimpleNamespace()
+# The stand-in recon never looks at the project; the runner reads only its progress interval.
+_PROJECT: Any = SimpleNamespace(settings=SimpleNamespace(recon=SimpleNamespace(progress_interval=10.0)))
 
 
 # -- runner, with a stand-in recon ----------------------------------------------------

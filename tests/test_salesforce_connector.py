@@ -172,13 +172,13 @@ def test_seed_configuration_properties_are_read() -> None:
 
 def test_disabled_system_is_refused(tmp_path: Path, org: FakeSalesforce) -> None:
     """With "enabled": false the connector is not used: `idsync test` says it is
-    disabled and a recon stops with a configuration error, before any request."""
+    disabled (a configuration error, 78) and a recon stops with one, before any request."""
     project = sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}")
     prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
     prov_file.write_text(json.dumps({**json.loads(prov_file.read_text()), "enabled": False}))
     tested = idsync(project, "test", "--json", env=sf_env(org))
     (report,) = json.loads(tested.stdout)
-    assert tested.returncode == 69 and report["ok"] is False and "disabled" in report["error"]
+    assert tested.returncode == 78 and report["ok"] is False and "disabled" in report["error"]
     recon = idsync(project, "recon", "systemSalesforceUser_managedUser", env=sf_env(org))
     assert recon.returncode == 78 and "disabled" in recon.stderr
     assert org.tokens_issued == 0 and org.requests == []

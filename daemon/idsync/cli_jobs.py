@@ -76,15 +76,18 @@ def _cmd_run(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.cli_store import open_existing_store
+    from idsync.cli_store import NoStoreYet, open_existing_store
     from idsync.config.jobs import load_jobs
     from idsync.config.project import load_project
     from idsync.daemon.history import last_run_of_job
-    from idsync.store.database import utcnow
+    from idsync.store.database import Store, utcnow
 
     project = load_project(project_dir)
     jobs, errors = load_jobs(project.settings.jobs_dir, [m.name for m in project.mappings])
-    store = open_existing_store(project.settings)
+    try:
+        store: Store | None = open_existing_store(project.settings)
+    except NoStoreYet:
+        store = None  # nothing has run yet: the schedules are still worth showing (and creating no store)
     now = utcnow()
     rows: list[dict[str, Any]] = []
     for name, job in jobs.items():
@@ -94,7 +97,7 @@ def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
                 "name": name,
                 **job.summary(),
                 "nextFires": [f.isoformat() for f in fires],
-                "lastRun": last_run_of_job(store, name),
+                "lastRun": last_run_of_job(store, name) if store is not None else None,
             }
         )
     if args.json:

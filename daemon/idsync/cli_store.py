@@ -20,9 +20,13 @@ from idsync.errors import ConfigError, PeerUnavailable
 from idsync.settings import Settings
 from idsync.store.database import Store
 
-__all__ = ["open_existing_store", "require_project"]
+__all__ = ["NoStoreYet", "open_existing_store", "require_project"]
 
 _HINT = "give the project directory with -p PROJECT or IDSYNC_PROJECT"
+
+
+class NoStoreYet(ConfigError):
+    """The project is there, its store not yet: nothing has run."""
 
 
 def require_project(settings: Settings) -> None:
@@ -44,7 +48,7 @@ def open_existing_store(settings: Settings) -> Store:
     if parsed is not None and parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not Path(database).is_file():
-            raise ConfigError(str(settings.conf_dir / "idsync.toml"), "store.url",
+            raise NoStoreYet(str(settings.conf_dir / "idsync.toml"), "store.url",
                               f"{where}: no store at {database}: nothing has run here yet "
                               f"(`idsync recon MAPPING` or `idsync run` creates it), or state_dir/store.url "
                               f"points elsewhere; {_HINT}")
@@ -58,8 +62,8 @@ def open_existing_store(settings: Settings) -> Store:
             from None
     if not created:
         store.close()
-        raise ConfigError(str(settings.conf_dir / "idsync.toml"), "store.url",
-                          f"{where}: the store {store.describe()} holds no idsync tables: nothing has run "
+        raise NoStoreYet(str(settings.conf_dir / "idsync.toml"), "store.url",
+                         f"{where}: the store {store.describe()} holds no idsync tables: nothing has run "
                           "with it yet (`idsync recon MAPPING` or `idsync run` creates them)")
     store.migrate()
     return store
