@@ -40,8 +40,9 @@ demo: deps venv
 recon-demo: deps venv
 	$(PY) -m idsync.demo
 
+# Two workers or more (one per core; each has its own slapd and databases test_gwN).
 test: deps venv test-lowest
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n auto --dist worksteal
 
 # Unit tests with every runtime dependency at its floor (constraints-lowest.txt), on
 # each of Python 3.11, 3.12 and 3.13 that is installed; venvs kept in .venv-lowest/.

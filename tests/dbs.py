@@ -2,10 +2,14 @@
 when they answer on this machine (skipped with the reason otherwise).
 
 Under ``CI=true`` a database that does not answer fails the test instead: a CI host
-without PostgreSQL or MariaDB must not go green with their tests quietly skipped."""
+without PostgreSQL or MariaDB must not go green with their tests quietly skipped.
+
+Under pytest-xdist each worker gets a database of its own (``test_gw0``, ``test_gw1``, made
+on first use next to the configured one), since the tests drop idsync's tables."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from pathlib import Path
@@ -49,6 +53,27 @@ def _reset(url: str) -> None:
     engine.dispose()
 
 
+@functools.cache
+def _worker_url(url: str) -> str:
+    """``url``, or under an xdist worker the worker's own database beside it (created once)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    parsed = make_url(url)
+    if not worker or not parsed.database:
+        return url
+    name = f"{parsed.database}_{worker}"
+    admin = create_engine(parsed, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if parsed.get_backend_name() == "postgresql":
+                if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+            else:
+                conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
+    finally:
+        admin.dispose()
+    return parsed.set(database=name).render_as_string(hide_password=False)
+
+
 def store_url(kind: str, tmp_path: Path) -> str:
     """A fresh, empty store of ``kind`` (sqlite, postgresql, mariadb)."""
     if kind == "sqlite":
@@ -59,6 +84,7 @@ def store_url(kind: str, tmp_path: Path) -> str:
     if not _port_open(host, port):
         _unavailable(kind, url, f"nothing answers on {host}:{port}")
     try:
+        url = _worker_url(url)
         _reset(url)
     except Exception as exc:  # noqa: BLE001 - any failure means: not usable here
         _unavailable(kind, url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
