@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := slapd ldap-utils openssl python3-venv systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo recon-demo test test-lowest deps venv lock sdist lint bench clean
+.PHONY: demo recon-demo test test-lowest deps venv lock sdist wheel lint bench clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -72,3 +72,7 @@ bench: deps venv
 
 clean:
 	rm -rf $(VENV) .venv-lowest .venv-lock state build dist *.egg-info daemon/*.egg-info
+
+# The wheel the install steps (docs/install.md) take: the program, its unit and examples.
+wheel: venv
+	$(PY) -m build --wheel --no-isolation --outdir dist

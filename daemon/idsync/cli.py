@@ -27,6 +27,7 @@ from idsync.api.cli import register as register_api_commands
 from idsync.cli_config import register as register_config_commands
 from idsync.cli_docs import EPILOG
 from idsync.cli_docs import register as register_doc_commands
+from idsync.cli_install import register as register_install_command
 from idsync.cli_jobs import register as register_job_commands
 from idsync.cli_managed import register as register_managed_commands
 from idsync.cli_salesforce import register as register_salesforce_commands
@@ -45,7 +46,7 @@ log = structlog.get_logger("idsync.cli")
 EX_CANCELED = 130
 # Commands that answer a question: their output is the answer, not log lines.
 _QUIET_COMMANDS = ("status", "prune", "managed", "mappings", "validate", "system", "sync", "jobs", "api", "salesforce",
-                   "man", "completion", "config")
+                   "man", "completion", "config", "install-files")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     register_api_commands(sub)
     register_config_commands(sub)
     register_doc_commands(sub, p)
+    register_install_command(sub, p)
     register_unlock_command(sub)
     return p
 
