@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from idsync.config.project import load_project
-from idsync.connectors.base import QuerySpec
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.sync.recon import ReconOptions, ReconResult, run_recon

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.project import load_project
-from idsync.connectors.base import QuerySpec
 from idsync.managed import ManagedObjects
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.status_file import write_status_file
 from idsync.store.database import Store

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from idsync.config.project import load_project
-from idsync.connectors.base import QuerySpec
 from idsync.connectors.ldap_members import norm_dn as norm
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.runs import RunStore

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.project import Project, load_project
-from idsync.connectors.base import QuerySpec
 from idsync.managed import ManagedObjects
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from idsync.connectors.base import QuerySpec, WriteOp
 from idsync.connectors.ldap import LdapResource, LdapSystem, open_ldap_system
 from idsync.connectors.ldap_values import guid_from_bytes, guid_to_bytes, id_filter
 from idsync.errors import (
@@ -22,6 +21,7 @@ from idsync.errors import (
     TLSError,
 )
 from idsync.query.ast import And, Compare
+from idsync.resource import QuerySpec, WriteOp
 from idsync.testing import Slapd, sample_users_ldif
 
 pytestmark = pytest.mark.slapd

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from dbs import BACKENDS, store_url
-from idsync.connectors.base import QuerySpec, Resource
 from idsync.errors import PeerUnavailable
+from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
 from idsync.store.runs import RunStore
 from idsync.testing.slapd import Slapd

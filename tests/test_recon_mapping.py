@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import structlog
 from dbs import BACKENDS, store_url
-from idsync.connectors.base import QuerySpec, WriteOp, WriteResult
 from idsync.errors import PeerUnavailable
+from idsync.resource import QuerySpec, WriteOp, WriteResult
 from idsync.resources import Resources
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource

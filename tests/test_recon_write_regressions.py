@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from dbs import BACKENDS, store_url
-from idsync.connectors.base import QuerySpec, WriteOp
 from idsync.managed import ManagedObjects
+from idsync.resource import QuerySpec, WriteOp
 from idsync.resources import Resources
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fake_salesforce import FakeSalesforce
 from idsync.config.project import load_project
-from idsync.connectors.base import QuerySpec
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.sync.recon import ReconOptions, ReconResult, run_recon

@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from idsync.connectors.base import QuerySpec, WriteOp
 from idsync.connectors.scim import ScimSystem, open_scim_system
 from idsync.errors import (
     AuthenticationFailed,
@@ -22,6 +21,7 @@ from idsync.errors import (
     RevisionMismatch,
 )
 from idsync.query.parser import parse
+from idsync.resource import QuerySpec, WriteOp
 from scim_server import CLIENT_ID, CLIENT_SECRET, ENTERPRISE, STATIC_TOKEN, ScimServer, running
 
 _TYPES: dict[str, Any] = {

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.project import load_project
-from idsync.connectors.base import QuerySpec
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.sync.recon import ReconOptions, ReconResult, run_recon

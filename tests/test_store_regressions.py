@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from dbs import BACKENDS, store_url
-from idsync.connectors.base import QuerySpec
 from idsync.errors import internal_message
 from idsync.query import parse
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.status_file import write_status_file
 from idsync.store.database import Store

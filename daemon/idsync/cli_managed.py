@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from idsync.config.project import Project, load_project
-from idsync.connectors.base import Obj, QuerySpec, Resource
 from idsync.errors import NotFound, QueryError, RevisionMismatch
+from idsync.resource import Obj, QuerySpec, Resource
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource

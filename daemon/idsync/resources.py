@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from idsync.config.project import Project, Provisioner
-from idsync.connectors.base import Resource, System, SystemTestReport
+from idsync.connectors.base import System, SystemTestReport
 from idsync.errors import ConfigError, IdsyncError
+from idsync.resource import Resource
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 

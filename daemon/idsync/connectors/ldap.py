@@ -22,7 +22,7 @@ import ldap3
 import structlog
 from ldap3.utils.dn import escape_rdn
 
-from idsync.connectors.base import Obj, QuerySpec, Resource, System, WriteOp, WriteResult, failed, system_test_report
+from idsync.connectors.base import System, system_test_report
 from idsync.connectors.ldap_config import (
     NAME_ATTRIBUTE,
     LdapSettings,
@@ -43,6 +43,7 @@ from idsync.errors import (
 )
 from idsync.query.ast import Path
 from idsync.query.ldap import to_ldap
+from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 
 __all__ = ["LdapResource", "LdapSystem", "open_ldap_system"]
 

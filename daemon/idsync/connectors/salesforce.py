@@ -19,13 +19,14 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from idsync.connectors.base import Obj, QuerySpec, Resource, System, WriteOp, WriteResult, system_test_report
+from idsync.connectors.base import System, system_test_report
 from idsync.connectors.salesforce_client import SalesforceClient, error_text, errors_of
 from idsync.connectors.salesforce_config import SalesforceSettings, parse_salesforce_config
 from idsync.connectors.salesforce_writes import RecordWriter
 from idsync.errors import ConfigError, IdsyncError, PeerUnavailable, QueryError
 from idsync.query.ast import Path
 from idsync.query.soql import escape_soql_string, to_soql
+from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult
 
 __all__ = ["SalesforceResource", "SalesforceSystem", "open_salesforce_system"]
 

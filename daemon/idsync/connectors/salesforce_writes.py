@@ -17,9 +17,9 @@ from typing import Any
 
 import structlog
 
-from idsync.connectors.base import Obj, WriteOp, WriteResult, failed
 from idsync.connectors.salesforce_client import SalesforceClient, error_text, errors_of
 from idsync.errors import NotFound, ObjectError, ObjectRejected, PeerUnavailable
+from idsync.resource import Obj, WriteOp, WriteResult, failed
 
 __all__ = ["COLLECTION_SIZE", "UNDELETABLE", "RecordWriter"]
 

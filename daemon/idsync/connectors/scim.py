@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from idsync.connectors.base import Obj, QuerySpec, Resource, System, WriteOp, WriteResult, failed, system_test_report
+from idsync.connectors.base import System, system_test_report
 from idsync.connectors.scim_config import ScimObjectType, ScimProperty, parse_scim_config
 from idsync.connectors.scim_http import ScimClient
 from idsync.connectors.scim_paths import read_path
@@ -48,6 +48,7 @@ from idsync.errors import (
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Path, Present
 from idsync.query.evaluate import matches
 from idsync.query.scim import to_scim
+from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 
 __all__ = ["ScimResource", "ScimSystem", "open_scim_system"]
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from idsync.config.managed import ManagedType
 from idsync.config.mappings import MappingDef
-from idsync.connectors.base import Obj, WriteOp
 from idsync.errors import IdsyncError
 from idsync.query import matches
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
+from idsync.resource import Obj, WriteOp
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
 from idsync.sync.properties import diff

@@ -30,8 +30,8 @@ import structlog
 
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
-from idsync.connectors.base import Obj, Resource, WriteOp
 from idsync.errors import IdsyncError, NotFound
+from idsync.resource import Obj, Resource, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet

@@ -40,8 +40,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
-from idsync.connectors.base import Obj, QuerySpec, Resource, WriteResult
 from idsync.errors import IdsyncError, NotFound, RunAborted, RunCanceled, SafetyLimitExceeded, internal_message
+from idsync.resource import Obj, QuerySpec, Resource, WriteResult
 from idsync.resources import Resources
 from idsync.scripts import Script
 from idsync.store.database import Store, store_error
