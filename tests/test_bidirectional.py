@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from idsync.config.project import load_project
-from idsync.connectors.ldap_members import norm_dn as norm
+from idsync.connectors.ldap.members import norm_dn as norm
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store

@@ -16,9 +16,9 @@ from dbs import BACKENDS, store_url
 from idsync.config.mappings import concatenates_values
 from idsync.config.project import check_connectors, load_project
 from idsync.connectors import ldap_connection
-from idsync.connectors.ldap import LdapSystem
-from idsync.connectors.salesforce_config import parse_salesforce_config
-from idsync.connectors.scim_config import parse_scim_config
+from idsync.connectors.ldap.connector import LdapSystem
+from idsync.connectors.salesforce.config import parse_salesforce_config
+from idsync.connectors.scim.config import parse_scim_config
 from idsync.errors import ConfigError
 from idsync.resource import QuerySpec
 from idsync.settings import load_settings

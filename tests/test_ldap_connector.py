@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from idsync.connectors.ldap import LdapResource, LdapSystem, open_ldap_system
-from idsync.connectors.ldap_values import guid_from_bytes, guid_to_bytes, id_filter
+from idsync.connectors.ldap.connector import LdapResource, LdapSystem, open_ldap_system
+from idsync.connectors.ldap.values import guid_from_bytes, guid_to_bytes, id_filter
 from idsync.errors import (
     AuthenticationFailed,
     ConfigError,

@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from idsync.connectors.ldap import LdapSystem
-from idsync.connectors.ldap_values import decode_id
+from idsync.connectors.ldap.connector import LdapSystem
+from idsync.connectors.ldap.values import decode_id
 from idsync.errors import PeerError, PeerUnavailable
 from idsync.resource import QuerySpec
 from idsync.testing import Slapd, sample_users_ldif

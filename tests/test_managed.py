@@ -125,7 +125,7 @@ def test_merge_lists_policy() -> None:
 def test_dn_values_compare_as_dns() -> None:
     """Member values differing only in case or spacing are the same member: no LDAP
     operation for them, one add or delete for each real change."""
-    from idsync.connectors.ldap_members import group_changes, norm_dn, value_changes
+    from idsync.connectors.ldap.members import group_changes, norm_dn, value_changes
 
     assert norm_dn("UID=Ann , OU=People,DC=Example, DC=com") == "uid=ann,ou=people,dc=example,dc=com"
     current = [b"uid=ann,ou=People,dc=example,dc=com", b"uid=bob,ou=People,dc=example,dc=com"]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from idsync.connectors.scim import ScimSystem, open_scim_system
+from idsync.connectors.scim.connector import ScimSystem, open_scim_system
 from idsync.errors import AuthenticationFailed
 from idsync.query.parser import parse
 from idsync.resource import QuerySpec

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from idsync.connectors.scim import ScimSystem, open_scim_system
+from idsync.connectors.scim.connector import ScimSystem, open_scim_system
 from idsync.errors import (
     AuthenticationFailed,
     ConfigError,

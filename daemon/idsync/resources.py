@@ -21,19 +21,19 @@ __all__ = ["Resources", "open_system"]
 
 
 def _ldap(p: Provisioner) -> System:
-    from idsync.connectors.ldap import open_ldap_system
+    from idsync.connectors.ldap.connector import open_ldap_system
 
     return open_ldap_system(p.name, p.config, file=p.file)
 
 
 def _salesforce(p: Provisioner) -> System:
-    from idsync.connectors.salesforce import open_salesforce_system
+    from idsync.connectors.salesforce.connector import open_salesforce_system
 
     return open_salesforce_system(p.name, p.config, file=p.file)
 
 
 def _scim(p: Provisioner) -> System:
-    from idsync.connectors.scim import open_scim_system
+    from idsync.connectors.scim.connector import open_scim_system
 
     return open_scim_system(p.name, p.config, file=p.file)
 
