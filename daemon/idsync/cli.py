@@ -34,6 +34,7 @@ from idsync.cli_unlock import register as register_unlock_command
 from idsync.config.project import Project, load_project, validate_project
 from idsync.errors import ConfigError, IdsyncError, UsageError
 from idsync.log import configure_logging
+from idsync.resources import check_system
 from idsync.settings import load_settings
 from idsync.store.database import Store, utcnow
 
@@ -290,7 +291,7 @@ def _write_status_file(project: Project, store: Store) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
-    problems = validate_project(project_dir)
+    problems = validate_project(project_dir, check_system)
     if not problems:
         problems = api_problems(project_dir)
     for problem in problems:

@@ -17,7 +17,7 @@ from idsync.resource import Resource
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 
-__all__ = ["Resources", "open_system"]
+__all__ = ["Resources", "check_connectors", "check_system", "open_system"]
 
 
 def _ldap(p: Provisioner) -> System:
@@ -48,6 +48,20 @@ def open_system(provisioner: Provisioner) -> System:
     if not provisioner.enabled:
         raise ConfigError(provisioner.file, "enabled", f"system {provisioner.name} is disabled")
     return opener(provisioner)
+
+
+def check_connectors(project: Project) -> None:
+    """Let every enabled system read its configuration, secrets substituted, without
+    connecting: the first problem raises ``ConfigError``."""
+    for provisioner in project.provisioners.values():
+        check_system(provisioner)
+
+
+def check_system(provisioner: Provisioner) -> None:
+    """Substitute the secrets (a missing one is a problem) and let the connector read
+    its configuration, without connecting."""
+    if provisioner.enabled:
+        open_system(provisioner).close()
 
 
 class Resources:
