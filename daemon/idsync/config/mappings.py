@@ -19,8 +19,8 @@ from typing import Any, Literal
 import structlog
 
 from idsync.config.files import load_json
-from idsync.config.keys import unknown_keys
 from idsync.errors import ConfigError, ConfigErrors, QueryError
+from idsync.keys import unknown_keys
 from idsync.query import parse
 from idsync.query.ast import Node
 from idsync.scripts import Script, ScriptEngine, compile_script

@@ -16,10 +16,10 @@ from typing import Any
 import structlog
 
 from idsync.config.files import load_json, substitute
-from idsync.config.keys import unknown_keys
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
 from idsync.errors import ConfigError, ConfigErrors, IdsyncError
+from idsync.keys import unknown_keys
 from idsync.query.ldap import filter_problem
 from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
