@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from idsync.daemon.schedule import CronSchedule, ScheduleError
+from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.errors import ConfigError
 from idsync.store.retention import PUSH_JOBS
 

@@ -29,7 +29,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from idsync.config.jobs import JobDef
-from idsync.daemon.schedule import CronSchedule
+from idsync.config.schedule import CronSchedule
 
 __all__ = ["SKIP_TOLERANCE", "CronScheduleTrigger", "JobTable", "missed_fire"]
 
