@@ -14,7 +14,8 @@ from idsync.config.project import load_project
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
-from idsync.sync.recon import ReconOptions, ReconResult, run_recon
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import ReconResult, run_recon
 from idsync.testing.slapd import Slapd
 from projects import MAPPING, make_project, person
 

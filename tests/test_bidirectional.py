@@ -14,7 +14,8 @@ from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
-from idsync.sync.recon import ReconOptions, run_recon
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import run_recon
 from idsync.testing.slapd import Slapd
 
 from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, sample_project

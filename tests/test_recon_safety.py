@@ -20,7 +20,8 @@ from idsync.store.runs import RunStore
 from idsync.store.tables import links
 from idsync.sync.correlation import PlannedTargets
 from idsync.sync.deletes import delete_cap
-from idsync.sync.recon import ReconOptions, ReconResult, run_recon
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import ReconResult, run_recon
 from idsync.testing.slapd import Slapd
 from recon_env import Env
 from sqlalchemy import select

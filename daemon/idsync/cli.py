@@ -143,8 +143,9 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
 def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli_progress import Progress
     from idsync.cli_signals import run_in_foreground
+    from idsync.sync.options import ReconOptions
     from idsync.sync.progress import expected_counts
-    from idsync.sync.recon import ReconOptions, run_recon
+    from idsync.sync.recon import run_recon
 
     project, store = _open(project_dir)
     project.mapping(args.mapping)  # unknown mapping: EX_CONFIG before anything starts

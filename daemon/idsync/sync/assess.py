@@ -26,7 +26,7 @@ from idsync.sync.situations import Situation, assess_source, assess_target
 
 if TYPE_CHECKING:
     from idsync.sync.correlation import Correlator
-    from idsync.sync.recon import ReconOptions
+    from idsync.sync.options import ReconOptions
     from idsync.sync.summary import Counters
 
 __all__ = ["SECRET_NAMES", "Assessor", "Plan"]

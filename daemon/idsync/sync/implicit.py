@@ -38,7 +38,7 @@ from idsync.store.links import LinkSet
 from idsync.store.runs import AUDIT_BEFORE, RunStore
 from idsync.sync.assess import SECRET_NAMES, Assessor, Plan
 from idsync.sync.correlation import Correlator
-from idsync.sync.recon import ReconOptions
+from idsync.sync.options import ReconOptions
 from idsync.sync.retry import unrepaired
 from idsync.sync.situations import assess_source_deleted
 from idsync.sync.summary import Counters
