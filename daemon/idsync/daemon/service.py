@@ -35,8 +35,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from idsync import __version__
 from idsync.api import ApiContext, ApiServer
-from idsync.api.jobs import DaemonJobs
 from idsync.daemon.history import last_run_of_job, last_started_by_job, recent_runs_of_job
+from idsync.daemon.jobs import DaemonJobs
 from idsync.daemon.notify import Notifier
 from idsync.daemon.recovery import recover_interrupted, release_own_runs
 from idsync.daemon.reload import Configuration, load_configuration
