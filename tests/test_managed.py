@@ -109,7 +109,7 @@ def test_merge_lists_policy() -> None:
     """"multiValued": "merge" keeps values idsync did not put there: a recon only adds;
     an implicit sync applies just the change (adds what it brought, removes what it
     took away, leaves the rest as the target has it); DN spellings are one value."""
-    from idsync.sync.properties import PropertyMap, PropertyRule
+    from idsync.config.properties import PropertyMap, PropertyRule
 
     rules = PropertyMap((PropertyRule(("g",), ("g",), merge=True), PropertyRule(("r",), ("r",))))
     current = {"g": ["cn=a,dc=x", "cn=other,dc=x"], "r": ["1", "2"]}
