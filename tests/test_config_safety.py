@@ -15,7 +15,7 @@ import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.mappings import concatenates_values
 from idsync.config.project import load_project
-from idsync.connectors import ldap_connection
+from idsync.connectors.ldap import connection as ldap_connection
 from idsync.connectors.ldap.connector import LdapSystem
 from idsync.connectors.salesforce.config import parse_salesforce_config
 from idsync.connectors.scim.config import parse_scim_config
