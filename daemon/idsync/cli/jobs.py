@@ -76,7 +76,7 @@ def _cmd_run(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.cli_store import open_existing_store
+    from idsync.cli.store import open_existing_store
     from idsync.config.jobs import load_jobs
     from idsync.config.project import load_project
     from idsync.daemon.history import last_run_of_job
@@ -112,7 +112,7 @@ def _render_jobs(rows: list[dict[str, Any]], jobs_dir: Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from idsync.cli_render import fits
+    from idsync.cli.render import fits
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
     if not rows:
@@ -168,7 +168,7 @@ def _short(iso: str | None, timezone: str) -> str:
 
 
 def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.cli_signals import run_in_foreground
+    from idsync.cli.signals import run_in_foreground
     from idsync.config.jobs import parse_job
     from idsync.config.project import load_project
     from idsync.daemon.runner import JobOutcome, run_job

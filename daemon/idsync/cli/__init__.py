@@ -22,15 +22,15 @@ from typing import Any
 import structlog
 
 from idsync import __version__
-from idsync.api.cli import api_problems
-from idsync.api.cli import register as register_api_commands
-from idsync.cli_docs import EPILOG
-from idsync.cli_docs import register as register_doc_commands
-from idsync.cli_jobs import register as register_job_commands
-from idsync.cli_managed import register as register_managed_commands
-from idsync.cli_salesforce import register as register_salesforce_commands
-from idsync.cli_store import open_existing_store
-from idsync.cli_unlock import register as register_unlock_command
+from idsync.cli.api import api_problems
+from idsync.cli.api import register as register_api_commands
+from idsync.cli.docs import EPILOG
+from idsync.cli.docs import register as register_doc_commands
+from idsync.cli.jobs import register as register_job_commands
+from idsync.cli.managed import register as register_managed_commands
+from idsync.cli.salesforce import register as register_salesforce_commands
+from idsync.cli.store import open_existing_store
+from idsync.cli.unlock import register as register_unlock_command
 from idsync.config.project import Project, load_project, validate_project
 from idsync.errors import ConfigError, IdsyncError, UsageError
 from idsync.log import configure_logging
@@ -141,8 +141,8 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
 
 
 def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.cli_progress import Progress
-    from idsync.cli_signals import run_in_foreground
+    from idsync.cli.progress import Progress
+    from idsync.cli.signals import run_in_foreground
     from idsync.sync.options import ReconOptions
     from idsync.sync.progress import expected_counts
     from idsync.sync.recon import run_recon
@@ -171,11 +171,11 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
         print(json.dumps({"_id": result.id, "state": result.state, "message": result.message, **result.summary},
                          indent=2, default=str))
     else:
-        from idsync.cli_render import render_run
+        from idsync.cli.render import render_run
 
         render_run(result.id, result.state, result.message, result.summary, dry_run=args.dry_run)
         if args.dry_run:
-            from idsync.cli_render import render_audit
+            from idsync.cli.render import render_audit
             from idsync.store.runs import RunStore
 
             render_audit(RunStore(store).audit_entries(result.id, limit=200))
@@ -212,7 +212,7 @@ def _cmd_prune(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.cli_render import render_audit, render_run, render_runs
+    from idsync.cli.render import render_audit, render_run, render_runs
     from idsync.store.runs import RunStore
 
     # The runs are in the store: a broken mapping file must not hide them.

@@ -116,7 +116,7 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
 def _open_reading(project_dir: Path, args: argparse.Namespace) -> tuple[Project, Store]:
     """For a command that only reads: a missing store is an error, never created. The
     type and filter are checked first, so a typo is reported as such even before any run."""
-    from idsync.cli_store import open_existing_store
+    from idsync.cli.store import open_existing_store
     from idsync.query import parse
 
     project = load_project(project_dir)
