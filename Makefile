@@ -29,16 +29,16 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: deps venv
-	$(PY) -m idsync.daemon.demo
+	PYTHONPATH=devtools $(PY) -m idsync_dev.daemon_demo
 
 recon-demo: deps venv
-	$(PY) -m idsync.demo
+	PYTHONPATH=devtools $(PY) -m idsync_dev.recon_demo
 
 test: deps venv
 	$(VENV)/bin/pytest -q
 
 lint: venv
-	$(VENV)/bin/ruff check daemon tests bench
+	$(VENV)/bin/ruff check daemon devtools tests bench
 	$(VENV)/bin/mypy
 
 bench: deps venv

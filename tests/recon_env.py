@@ -16,7 +16,7 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, run_recon
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from projects import MAPPING, make_project, person
 
 _projects = itertools.count(1)

@@ -19,7 +19,7 @@ from idsync.status_file import write_status_file
 from idsync.store.database import Store
 from idsync.store.tables import audit, recon_runs
 from idsync.sync.recon import run_recon
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from sqlalchemy import select
 
 from samples import FORWARD, REVERSE, sample_project

@@ -16,7 +16,7 @@ from idsync.store.database import Store
 from idsync.store.runs import RunStore
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import run_recon
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 
 from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, sample_project
 

@@ -23,7 +23,7 @@ from idsync.errors import ConfigError
 from idsync.resource import QuerySpec
 from idsync.resources import check_connectors
 from idsync.settings import load_settings
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from projects import ROOT
 from recon_env import Env
 

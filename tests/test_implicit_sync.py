@@ -20,7 +20,7 @@ from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
 from idsync.store.tables import audit
 from idsync.sync.retry import unrepaired_befores
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from sqlalchemy import select
 
 from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, sample_project

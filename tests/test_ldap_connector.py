@@ -22,7 +22,7 @@ from idsync.errors import (
 )
 from idsync.query.ast import And, Compare
 from idsync.resource import QuerySpec, WriteOp
-from idsync.testing import Slapd, sample_users_ldif
+from idsync_dev import Slapd, sample_users_ldif
 
 pytestmark = pytest.mark.slapd
 

@@ -13,7 +13,7 @@ from idsync.connectors.ldap.connector import LdapSystem
 from idsync.connectors.ldap.values import decode_id
 from idsync.errors import PeerError, PeerUnavailable
 from idsync.resource import QuerySpec
-from idsync.testing import Slapd, sample_users_ldif
+from idsync_dev import Slapd, sample_users_ldif
 from test_ldap_connector import FILE, make_config
 
 pytestmark = pytest.mark.slapd

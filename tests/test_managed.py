@@ -13,7 +13,7 @@ from idsync.managed import InvalidObject, InvalidPatch, ManagedObjects, apply_pa
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.tables import managed_objects
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from sqlalchemy import select
 
 from samples import idsync, sample_project

@@ -16,7 +16,7 @@ from idsync.errors import PeerUnavailable
 from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
 from idsync.store.runs import RunStore
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from recon_env import Env
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

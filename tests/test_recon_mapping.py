@@ -20,7 +20,7 @@ from idsync.resources import Resources
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from recon_env import Env
 
 _JS = "text/javascript"

@@ -22,7 +22,7 @@ from idsync.sync.correlation import PlannedTargets
 from idsync.sync.deletes import delete_cap
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, run_recon
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from recon_env import Env
 from sqlalchemy import select
 

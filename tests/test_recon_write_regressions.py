@@ -20,7 +20,7 @@ from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, run_recon
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from recon_env import Env
 
 REVERSE = "managedUser_systemLdapAccounts"

@@ -378,7 +378,7 @@ def test_configuration_errors_name_the_key() -> None:
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[ScimServer, str]]:
-    from idsync.testing.certs import make_test_certificates
+    from idsync_dev.certs import make_test_certificates
 
     certs = make_test_certificates(tmp_path / "tls", ("127.0.0.1",))
     for server in running(tls=(str(certs.cert_file), str(certs.key_file))):

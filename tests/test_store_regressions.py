@@ -21,7 +21,7 @@ from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
 from idsync.sync.recon import run_recon
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from projects import MAPPING
 from recon_env import Env
 from sqlalchemy import text
