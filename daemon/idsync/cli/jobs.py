@@ -1,6 +1,6 @@
 """The ``idsync`` commands about jobs: ``run`` (the daemon), ``jobs``, ``run-job``.
 
-``register(subparsers)`` adds them to the parser of ``cli.py``; each handler
+``register(subparsers)`` adds them to the parser of ``cli/__init__.py``; each handler
 takes ``(args, project_dir)`` and returns the exit code, and raises
 ``IdsyncError`` for ``cli.main`` to turn into one line and its exit code.
 """

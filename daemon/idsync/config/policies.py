@@ -6,6 +6,10 @@ returning one), an optional ``condition`` and an optional ``postAction``.
 picks the action for one object: the first policy of that situation whose
 condition holds wins, and when none does, the default applies.
 
+The names a policy uses, ``Situation`` and ``Action``, are defined here, as
+mapping files spell them; ``idsync.sync.situations`` tells which situation an
+object is in.
+
 Defaults differ from PingIDM's in one place on purpose. PingIDM deletes the
 target of a source that stops qualifying (UNQUALIFIED -> DELETE); idsync never
 deletes unless a mapping's policies say DELETE, so its default for UNQUALIFIED
