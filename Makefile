@@ -35,10 +35,10 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 venv: $(VENV)/.installed
 
 demo: deps venv
-	$(PY) -m idsync.daemon.demo
+	PYTHONPATH=devtools $(PY) -m idsync_dev.daemon_demo
 
 recon-demo: deps venv
-	$(PY) -m idsync.demo
+	PYTHONPATH=devtools $(PY) -m idsync_dev.recon_demo
 
 # Two workers or more (one per core; each has its own slapd and databases test_gwN).
 test: deps venv test-lowest
@@ -64,7 +64,7 @@ sdist: venv
 	$(PY) -m build --sdist --no-isolation
 
 lint: venv
-	$(VENV)/bin/ruff check daemon tests bench
+	$(VENV)/bin/ruff check daemon devtools tests bench
 	$(VENV)/bin/mypy
 
 bench: deps venv

@@ -24,9 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "daemon"))
+sys.path.insert(0, str(ROOT / "devtools"))  # the test directory (not part of the package)
 
-from idsync.testing.sample_users import iter_sample_users_ldif  # noqa: E402
-from idsync.testing.slapd import Slapd  # noqa: E402
+from idsync_dev.sample_users import iter_sample_users_ldif  # noqa: E402
+from idsync_dev.slapd import Slapd  # noqa: E402
 
 MAPPING = "systemLdapAccounts_managedUser"
 # Own databases, so a test run on the same server cannot drop tables under the benchmark.

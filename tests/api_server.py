@@ -16,7 +16,7 @@ from idsync.api import ApiContext, ApiServer, hash_password
 from idsync.config.project import load_project
 from idsync.settings import ApiSettings
 from idsync.store.database import Store
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 
 ADMIN = {"X-OpenIDM-Username": "openidm-admin", "X-OpenIDM-Password": "openidm-admin",
          "Accept-API-Version": "resource=1.0"}

@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Iterator
 
 import pytest
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 
 _subtree_numbers = itertools.count(1)
 

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPING = "systemLdapAccounts_managedUser"

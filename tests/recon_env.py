@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from idsync.config.project import load_project
-from idsync.connectors.base import QuerySpec
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
-from idsync.sync.recon import ReconOptions, ReconResult, run_recon
-from idsync.testing.slapd import Slapd
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import ReconResult, run_recon
+from idsync_dev.slapd import Slapd
 from projects import MAPPING, make_project, person
 
 _projects = itertools.count(1)

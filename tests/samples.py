@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "sync-with-ldap-bidirectional"

@@ -81,7 +81,7 @@ def test_tls_and_accounts_file(tmp_path: Path) -> None:
 
     import httpx
     from api_server import running
-    from idsync.testing.certs import make_test_certificates
+    from idsync_dev.certs import make_test_certificates
 
     project = _project(tmp_path)
     certs = make_test_certificates(tmp_path / "tls", ("127.0.0.1",))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 from api_server import ADMIN, ADMIN_HASH, add_users, free_port
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 
 from samples import FORWARD, IDSYNC, sample_project
 

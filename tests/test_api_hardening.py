@@ -15,7 +15,7 @@ import httpx
 import pytest
 from api_server import ADMIN, running
 from dbs import store_url
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 
 from samples import sample_project
 

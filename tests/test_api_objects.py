@@ -17,7 +17,7 @@ from idsync.config.project import load_project
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
 from idsync.sync.retry import failed_pushes
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 
 from samples import FORWARD, REVERSE, idsync, ldap_entry, sample_project
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from api_server import ADMIN, serve
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 
 from samples import FORWARD, sample_project
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.project import load_project
-from idsync.connectors.base import QuerySpec
 from idsync.managed import ManagedObjects
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.status_file import write_status_file
 from idsync.store.database import Store
 from idsync.store.tables import audit, recon_runs
 from idsync.sync.recon import run_recon
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from sqlalchemy import select
 
 from samples import FORWARD, REVERSE, sample_project

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 from idsync.config.project import load_project
-from idsync.connectors.base import QuerySpec
-from idsync.connectors.ldap_members import norm_dn as norm
+from idsync.connectors.ldap.members import norm_dn as norm
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
-from idsync.sync.recon import ReconOptions, run_recon
-from idsync.testing.slapd import Slapd
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import run_recon
+from idsync_dev.slapd import Slapd
 
 from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, sample_project
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from projects import MAPPING, make_project, person
 
 IDSYNC = str(Path(sys.executable).parent / "idsync")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from idsync.cli import _parser
-from idsync.cli_docs import EXIT_STATUS, _options, _subcommands
+from idsync.cli.docs import EXIT_STATUS, _options, _subcommands
 
 IDSYNC = str(Path(sys.executable).parent / "idsync")
 

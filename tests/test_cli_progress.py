@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from api_server import add_users
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 
 from samples import FORWARD, IDSYNC, sample_project
 

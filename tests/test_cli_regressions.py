@@ -17,7 +17,7 @@ from idsync.config.project import load_project
 from idsync.status_file import update_status_file
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from projects import MAPPING, make_project, person
 from sqlalchemy import inspect
 
@@ -256,9 +256,10 @@ def test_recon_demo_twice_in_the_same_checkout(tmp_path: Path) -> None:
     for f in (Path(__file__).resolve().parent.parent / "conf").iterdir():
         (root / "conf" / f.name).write_text(f.read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDSYNC_")}
-    env.update(IDSYNC_PROJECT=str(root), IDSYNC_DEMO_USERS="5", COLUMNS="200", IDSYNC_LOG__LEVEL="warning")
+    env.update(IDSYNC_PROJECT=str(root), IDSYNC_DEMO_USERS="5", COLUMNS="200", IDSYNC_LOG__LEVEL="warning",
+               PYTHONPATH=str(Path(__file__).resolve().parent.parent / "devtools"))
     for _ in range(2):
-        proc = subprocess.run([sys.executable, "-m", "idsync.demo"], capture_output=True, text=True, env=env,
+        proc = subprocess.run([sys.executable, "-m", "idsync_dev.recon_demo"], capture_output=True, text=True, env=env,
                               timeout=120, stdin=subprocess.DEVNULL)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "created 5" in proc.stdout and "FAILED" not in proc.stdout, proc.stdout

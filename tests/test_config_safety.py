@@ -14,15 +14,16 @@ from typing import Any
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.mappings import concatenates_values
-from idsync.config.project import check_connectors, load_project
-from idsync.connectors import ldap_connection
-from idsync.connectors.base import QuerySpec
-from idsync.connectors.ldap import LdapSystem
-from idsync.connectors.salesforce_config import parse_salesforce_config
-from idsync.connectors.scim_config import parse_scim_config
+from idsync.config.project import load_project
+from idsync.connectors.ldap import connection as ldap_connection
+from idsync.connectors.ldap.connector import LdapSystem
+from idsync.connectors.salesforce.config import parse_salesforce_config
+from idsync.connectors.scim.config import parse_scim_config
 from idsync.errors import ConfigError
+from idsync.resource import QuerySpec
+from idsync.resources import check_connectors
 from idsync.settings import load_settings
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from projects import ROOT
 from recon_env import Env
 

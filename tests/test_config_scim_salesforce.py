@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from dbs import store_url
 from fake_salesforce import FakeSalesforce
-from idsync.connectors.base import WriteOp
-from idsync.connectors.salesforce import SalesforceSystem
-from idsync.connectors.scim import open_scim_system
+from idsync.connectors.salesforce.connector import SalesforceSystem
+from idsync.connectors.scim.connector import open_scim_system
 from idsync.errors import ObjectError, ObjectRejected, PeerUnavailable
+from idsync.resource import WriteOp
 from salesforce_sample import PROFILE_ID, running_org, sf_env
 from salesforce_sample import sample_project as sf_project
 from scim_sample import sample_project

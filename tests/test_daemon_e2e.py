@@ -188,7 +188,7 @@ def project(tmp_path: Path, slapd: Any, ldap_subtree: str) -> tuple[Path, dict[s
     prov["configurationProperties"]["baseContextsToSynchronize"] = [ldap_subtree]
     prov["configurationProperties"]["port"] = slapd.port
     prov_path.write_text(json.dumps(prov, indent=2), encoding="utf-8")
-    from idsync.testing.slapd import sample_users_ldif
+    from idsync_dev.slapd import sample_users_ldif
 
     slapd.add_ldif(sample_users_ldif(20, ldap_subtree))
     # Create the schema first: the daemon and the polling `idsync status` would otherwise
@@ -574,17 +574,18 @@ def test_example_jobs_move_a_locked_user_to_inactive(
 
 @pytest.mark.slapd
 def test_demo_runs_the_example_jobs_until_ctrl_c(tmp_path: Path) -> None:
-    """``make demo`` (``python -m idsync.daemon.demo``): the two example jobs run on the short
+    """``make demo`` (``python -m idsync_dev.daemon_demo``): the two example jobs run on the short
     schedule against the demo's own slapd, ``idsync status`` fills up, and Ctrl-C (SIGINT to the
     whole foreground process group, slapd included) stops it with exit 0 and a last status table."""
     root = tmp_path / "project"
     shutil.copytree(REPO / "conf", root / "conf")
     shutil.copytree(REPO / "jobs.d", root / "jobs.d")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDSYNC_", "NOTIFY_", "WATCHDOG_"))}
-    env.update(IDSYNC_PROJECT=str(root), IDSYNC_DEMO_EVERY="2", IDSYNC_LOG__FORMAT="json")
+    env.update(IDSYNC_PROJECT=str(root), IDSYNC_DEMO_EVERY="2", IDSYNC_LOG__FORMAT="json",
+               PYTHONPATH=str(REPO / "devtools"))
     out = (tmp_path / "demo.out").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "idsync.daemon.demo"], stdout=out, stderr=subprocess.STDOUT, env=env,
+        [sys.executable, "-m", "idsync_dev.daemon_demo"], stdout=out, stderr=subprocess.STDOUT, env=env,
         start_new_session=True,
     )
     demo = root / "state" / "demo"  # the demo's own project, wiped at each start
@@ -662,7 +663,7 @@ def _lock_user(slapd: Any, dn: str, *, locked: bool = True) -> None:
 
 
 def _more_users(n: int, base: str) -> str:
-    from idsync.testing.sample_users import iter_sample_users_ldif
+    from idsync_dev.sample_users import iter_sample_users_ldif
 
     # Skip the two named users the fixture already loaded.
     return "".join(list(iter_sample_users_ldif(n + 22, base))[22:])

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.project import Project, load_project
-from idsync.connectors.base import QuerySpec
 from idsync.managed import ManagedObjects
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
 from idsync.store.tables import audit
 from idsync.sync.retry import unrepaired_befores
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from sqlalchemy import select
 
 from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, sample_project

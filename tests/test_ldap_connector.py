@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from idsync.connectors.base import QuerySpec, WriteOp
-from idsync.connectors.ldap import LdapResource, LdapSystem, open_ldap_system
-from idsync.connectors.ldap_values import guid_from_bytes, guid_to_bytes, id_filter
+from idsync.connectors.ldap.connector import LdapResource, LdapSystem, open_ldap_system
+from idsync.connectors.ldap.values import guid_from_bytes, guid_to_bytes, id_filter
 from idsync.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -22,7 +21,8 @@ from idsync.errors import (
     TLSError,
 )
 from idsync.query.ast import And, Compare
-from idsync.testing import Slapd, sample_users_ldif
+from idsync.resource import QuerySpec, WriteOp
+from idsync_dev import Slapd, sample_users_ldif
 
 pytestmark = pytest.mark.slapd
 

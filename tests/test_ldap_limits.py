@@ -9,11 +9,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from idsync.connectors.base import QuerySpec
-from idsync.connectors.ldap import LdapSystem
-from idsync.connectors.ldap_values import decode_id
+from idsync.connectors.ldap.connector import LdapSystem
+from idsync.connectors.ldap.values import decode_id
 from idsync.errors import PeerError, PeerUnavailable
-from idsync.testing import Slapd, sample_users_ldif
+from idsync.resource import QuerySpec
+from idsync_dev import Slapd, sample_users_ldif
 from test_ldap_connector import FILE, make_config
 
 pytestmark = pytest.mark.slapd

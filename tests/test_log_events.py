@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from projects import MAPPING, make_project, person
 
 from samples import IDSYNC

@@ -13,7 +13,7 @@ from idsync.managed import InvalidObject, InvalidPatch, ManagedObjects, apply_pa
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.tables import managed_objects
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from sqlalchemy import select
 
 from samples import idsync, sample_project
@@ -109,7 +109,7 @@ def test_merge_lists_policy() -> None:
     """"multiValued": "merge" keeps values idsync did not put there: a recon only adds;
     an implicit sync applies just the change (adds what it brought, removes what it
     took away, leaves the rest as the target has it); DN spellings are one value."""
-    from idsync.sync.properties import PropertyMap, PropertyRule
+    from idsync.config.properties import PropertyMap, PropertyRule
 
     rules = PropertyMap((PropertyRule(("g",), ("g",), merge=True), PropertyRule(("r",), ("r",))))
     current = {"g": ["cn=a,dc=x", "cn=other,dc=x"], "r": ["1", "2"]}
@@ -125,7 +125,7 @@ def test_merge_lists_policy() -> None:
 def test_dn_values_compare_as_dns() -> None:
     """Member values differing only in case or spacing are the same member: no LDAP
     operation for them, one add or delete for each real change."""
-    from idsync.connectors.ldap_members import group_changes, norm_dn, value_changes
+    from idsync.connectors.ldap.members import group_changes, norm_dn, value_changes
 
     assert norm_dn("UID=Ann , OU=People,DC=Example, DC=com") == "uid=ann,ou=people,dc=example,dc=com"
     current = [b"uid=ann,ou=People,dc=example,dc=com", b"uid=bob,ou=People,dc=example,dc=com"]

@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from idsync.errors import ConfigError, ScriptError
-from idsync.sync.policies import (
+from idsync.config.policies import (
     ALLOWED_ACTIONS,
     DEFAULT_ACTIONS,
     PINGIDM_DEFAULT_ACTIONS,
+    Action,
     Decision,
     PolicySet,
+    Situation,
     parse_policies,
 )
-from idsync.sync.situations import Action, Situation
+from idsync.errors import ConfigError, ScriptError
 
 
 def _script(config: object, key: str) -> tuple[str, Any]:

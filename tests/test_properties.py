@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from idsync.config.properties import PropertyMap, compile_properties, diff
 from idsync.errors import ConfigError, ScriptError, ScriptTimeout
 from idsync.query.ast import And, Compare, Present
-from idsync.sync.properties import PropertyMap, compile_properties, diff
 
 
 def _script(config: object, key: str) -> object:

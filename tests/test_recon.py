@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from dbs import BACKENDS, store_url
-from idsync.connectors.base import QuerySpec, Resource
 from idsync.errors import PeerUnavailable
+from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
 from idsync.store.runs import RunStore
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from recon_env import Env
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

@@ -27,7 +27,7 @@ from idsync.errors import PeerUnavailable
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from pg_outage import outage
 from projects import MAPPING, make_project, person
 

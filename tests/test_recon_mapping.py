@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import structlog
 from dbs import BACKENDS, store_url
-from idsync.connectors.base import QuerySpec, WriteOp, WriteResult
 from idsync.errors import PeerUnavailable
+from idsync.resource import QuerySpec, WriteOp, WriteResult
 from idsync.resources import Resources
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from recon_env import Env
 
 _JS = "text/javascript"

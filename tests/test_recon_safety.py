@@ -15,13 +15,14 @@ import pytest
 from dbs import store_url
 from idsync.config.project import validate_project
 from idsync.query import parse
-from idsync.resources import Resources
+from idsync.resources import Resources, check_system
 from idsync.store.runs import RunStore
 from idsync.store.tables import links
 from idsync.sync.correlation import PlannedTargets
 from idsync.sync.deletes import delete_cap
-from idsync.sync.recon import ReconOptions, ReconResult, run_recon
-from idsync.testing.slapd import Slapd
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import ReconResult, run_recon
+from idsync_dev.slapd import Slapd
 from recon_env import Env
 from sqlalchemy import select
 
@@ -102,7 +103,7 @@ def test_validate_refuses_a_named_query_correlation(env: Env) -> None:
         sync = json.loads(path.read_text())
         sync["mappings"][0]["correlationQuery"] = query
         path.write_text(json.dumps(sync))
-        problems = [str(p) for p in validate_project(env.project.settings.conf_dir.parent)]
+        problems = [str(p) for p in validate_project(env.project.settings.conf_dir.parent, check_system)]
         assert len(problems) == 1, problems
         assert "sync.json: mappings[0].correlationQuery: a correlation by _queryId" in problems[0], problems
 

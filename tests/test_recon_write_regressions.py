@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 from dbs import BACKENDS, store_url
-from idsync.connectors.base import QuerySpec, WriteOp
+from idsync.config.properties import compile_properties
 from idsync.managed import ManagedObjects
+from idsync.resource import QuerySpec, WriteOp
 from idsync.resources import Resources
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
-from idsync.sync.properties import compile_properties
-from idsync.sync.recon import ReconOptions, ReconResult, run_recon
-from idsync.testing.slapd import Slapd
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import ReconResult, run_recon
+from idsync_dev.slapd import Slapd
 from recon_env import Env
 
 REVERSE = "managedUser_systemLdapAccounts"

@@ -101,7 +101,7 @@ def test_dry_run_counts_and_deletes_nothing(store: Store) -> None:
 def test_push_jobs_are_the_single_object_runs() -> None:
     """What retention keeps as pushes is exactly what implicit sync, retry and the
     API's reconById record."""
-    from idsync.store.retention import PUSH_JOBS
+    from idsync.config.jobs import PUSH_JOBS
     from idsync.sync.implicit import IMPLICIT_JOB, RECON_BY_ID_JOB, RETRY_JOB
 
     assert set(PUSH_JOBS) == {IMPLICIT_JOB, RETRY_JOB, RECON_BY_ID_JOB}

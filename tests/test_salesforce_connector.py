@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from fake_salesforce import FakeSalesforce
-from idsync.connectors.base import QuerySpec, WriteOp
-from idsync.connectors.salesforce import SalesforceResource, SalesforceSystem
-from idsync.connectors.salesforce_config import parse_salesforce_config
+from idsync.connectors.salesforce.config import parse_salesforce_config
+from idsync.connectors.salesforce.connector import SalesforceResource, SalesforceSystem
 from idsync.errors import AuthenticationFailed, ConfigError, NotFound, ObjectRejected, PeerUnavailable, TLSError
 from idsync.query import parse as parse_filter
+from idsync.resource import QuerySpec, WriteOp
 from salesforce_sample import PROFILE_ID, running_org, sample_project, sf_env
 
 from samples import idsync

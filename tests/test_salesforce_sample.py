@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from fake_salesforce import FakeSalesforce
 from idsync.config.project import load_project
-from idsync.connectors.base import QuerySpec
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
-from idsync.sync.recon import ReconOptions, ReconResult, run_recon
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import ReconResult, run_recon
 from salesforce_sample import FORWARD, PROFILE_ID, REVERSE, SAMPLE, running_org, sample_project, sf_env
 
 from samples import idsync

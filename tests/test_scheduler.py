@@ -16,7 +16,7 @@ from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from idsync.config.jobs import JobDef, parse_job
-from idsync.daemon.schedule import CronSchedule, ScheduleError
+from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.daemon.scheduler import SKIP_TOLERANCE, CronScheduleTrigger, JobTable, missed_fire
 from structlog.testing import capture_logs
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from idsync.connectors.base import QuerySpec
-from idsync.connectors.scim import ScimSystem, open_scim_system
+from idsync.connectors.scim.connector import ScimSystem, open_scim_system
 from idsync.errors import AuthenticationFailed
 from idsync.query.parser import parse
+from idsync.resource import QuerySpec
 from scim11_server import CORE, PASSWORD, USER, Scim11Server, running11
 
 ENTERPRISE_20 = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"

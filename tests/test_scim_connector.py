@@ -11,8 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from idsync.connectors.base import QuerySpec, WriteOp
-from idsync.connectors.scim import ScimSystem, open_scim_system
+from idsync.connectors.scim.connector import ScimSystem, open_scim_system
 from idsync.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -22,6 +21,7 @@ from idsync.errors import (
     RevisionMismatch,
 )
 from idsync.query.parser import parse
+from idsync.resource import QuerySpec, WriteOp
 from scim_server import CLIENT_ID, CLIENT_SECRET, ENTERPRISE, STATIC_TOKEN, ScimServer, running
 
 _TYPES: dict[str, Any] = {
@@ -378,7 +378,7 @@ def test_configuration_errors_name_the_key() -> None:
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[ScimServer, str]]:
-    from idsync.testing.certs import make_test_certificates
+    from idsync_dev.certs import make_test_certificates
 
     certs = make_test_certificates(tmp_path / "tls", ("127.0.0.1",))
     for server in running(tls=(str(certs.cert_file), str(certs.key_file))):

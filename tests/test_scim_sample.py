@@ -17,10 +17,11 @@ from urllib.parse import parse_qs
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.project import load_project
-from idsync.connectors.base import QuerySpec
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
-from idsync.sync.recon import ReconOptions, ReconResult, run_recon
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import ReconResult, run_recon
 from scim_sample import GROUPS_IN, GROUPS_OUT, SAMPLE, USERS_IN, USERS_OUT, sample_project, scim_env
 from scim_server import CLIENT_SECRET, ENTERPRISE, ScimServer, running
 

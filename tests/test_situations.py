@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from idsync.sync.situations import (
-    Situation,
-    assess_source,
-    assess_source_deleted,
-    assess_target,
-)
+from idsync.config.policies import Situation
+from idsync.sync.situations import assess_source, assess_source_deleted, assess_target
 
 S = Situation
 

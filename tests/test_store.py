@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.managed import DEFAULT_MANAGED, parse_managed
-from idsync.connectors.base import QuerySpec, WriteOp
 from idsync.errors import ConfigError, NotFound, RevisionMismatch, RunLocked
 from idsync.query import parse
 from idsync.query.ast import And, Compare, Not, Or, Present
+from idsync.resource import QuerySpec, WriteOp
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource

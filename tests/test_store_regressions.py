@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 from dbs import BACKENDS, store_url
-from idsync.connectors.base import QuerySpec
 from idsync.errors import internal_message
 from idsync.query import parse
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.status_file import write_status_file
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
 from idsync.sync.recon import run_recon
-from idsync.testing.slapd import Slapd
+from idsync_dev.slapd import Slapd
 from projects import MAPPING
 from recon_env import Env
 from sqlalchemy import text

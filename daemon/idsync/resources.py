@@ -11,28 +11,29 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from idsync.config.project import Project, Provisioner
-from idsync.connectors.base import Resource, System, SystemTestReport
+from idsync.connectors.base import System, SystemTestReport
 from idsync.errors import ConfigError, IdsyncError
+from idsync.resource import Resource
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 
-__all__ = ["Resources", "open_system"]
+__all__ = ["Resources", "check_connectors", "check_system", "open_system"]
 
 
 def _ldap(p: Provisioner) -> System:
-    from idsync.connectors.ldap import open_ldap_system
+    from idsync.connectors.ldap.connector import open_ldap_system
 
     return open_ldap_system(p.name, p.config, file=p.file)
 
 
 def _salesforce(p: Provisioner) -> System:
-    from idsync.connectors.salesforce import open_salesforce_system
+    from idsync.connectors.salesforce.connector import open_salesforce_system
 
     return open_salesforce_system(p.name, p.config, file=p.file)
 
 
 def _scim(p: Provisioner) -> System:
-    from idsync.connectors.scim import open_scim_system
+    from idsync.connectors.scim.connector import open_scim_system
 
     return open_scim_system(p.name, p.config, file=p.file)
 
@@ -47,6 +48,20 @@ def open_system(provisioner: Provisioner) -> System:
     if not provisioner.enabled:
         raise ConfigError(provisioner.file, "enabled", f"system {provisioner.name} is disabled")
     return opener(provisioner)
+
+
+def check_connectors(project: Project) -> None:
+    """Let every enabled system read its configuration, secrets substituted, without
+    connecting: the first problem raises ``ConfigError``."""
+    for provisioner in project.provisioners.values():
+        check_system(provisioner)
+
+
+def check_system(provisioner: Provisioner) -> None:
+    """Substitute the secrets (a missing one is a problem) and let the connector read
+    its configuration, without connecting."""
+    if provisioner.enabled:
+        open_system(provisioner).close()
 
 
 class Resources:

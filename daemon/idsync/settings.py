@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from idsync.config.keys import suggest
 from idsync.errors import ConfigError
+from idsync.keys import suggest
 
 __all__ = ["Settings", "load_settings", "settings_reference"]
 

@@ -1,8 +1,8 @@
 """The HTTP API in PingIDM's shape under ``/openidm/`` (``docs/api.md``).
 
-The names below load on first use: ``idsync recon`` and the other commands
-import ``idsync.api.cli`` and must not pay for Starlette, uvicorn and argon2
-(half a second and 40 MB of a run's start).
+The names below load on first use: a command that needs one module of this
+package (``idsync validate`` checks ``[api]``) must not pay for Starlette,
+uvicorn and argon2 (half a second and 40 MB of a run's start).
 """
 
 from __future__ import annotations

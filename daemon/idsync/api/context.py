@@ -19,7 +19,8 @@ import structlog
 from idsync.config.project import Project
 from idsync.settings import ApiSettings
 from idsync.store.database import Store
-from idsync.sync.recon import ReconOptions, ReconResult, run_recon
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import ReconResult, run_recon
 
 __all__ = ["ApiContext", "JobControl"]
 

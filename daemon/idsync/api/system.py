@@ -18,7 +18,7 @@ from starlette.routing import Route
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, sort_objects
-from idsync.connectors.base import QuerySpec, Resource
+from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
 
 __all__ = ["system_routes"]

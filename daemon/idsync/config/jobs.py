@@ -22,11 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from idsync.daemon.schedule import CronSchedule, ScheduleError
+from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.errors import ConfigError
-from idsync.store.retention import PUSH_JOBS
 
-__all__ = ["DEFAULT_MISFIRE_GRACE", "JobDef", "load_jobs", "parse_job"]
+__all__ = ["DEFAULT_MISFIRE_GRACE", "PUSH_JOBS", "JobDef", "load_jobs", "parse_job"]
+
+# The single-object runs: implicit sync, ``idsync sync retry``, the API's ``reconById``.
+# Their names are reserved: no job file may take one.
+PUSH_JOBS = ("implicit", "retry", "reconById")
 
 # A fire missed while the daemon was down is still worth running within an hour;
 # older than that, the next regular fire is nearer than the missed one mattered.

@@ -19,13 +19,13 @@ from typing import Any, Literal
 import structlog
 
 from idsync.config.files import load_json
-from idsync.config.keys import unknown_keys
+from idsync.config.policies import PolicySet, parse_policies
+from idsync.config.properties import PropertyMap, compile_properties
 from idsync.errors import ConfigError, ConfigErrors, QueryError
+from idsync.keys import unknown_keys
 from idsync.query import parse
 from idsync.query.ast import Node
 from idsync.scripts import Script, ScriptEngine, compile_script
-from idsync.sync.policies import PolicySet, parse_policies
-from idsync.sync.properties import PropertyMap, compile_properties
 
 __all__ = ["Correlation", "MappingDef", "QueryDef", "concatenates_values", "load_mappings",
            "parse_mapping"]

@@ -8,7 +8,7 @@ returns every problem it finds, for ``idsync validate``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,15 +16,15 @@ from typing import Any
 import structlog
 
 from idsync.config.files import load_json, substitute
-from idsync.config.keys import unknown_keys
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
-from idsync.connectors.ldap_config import filter_problem
 from idsync.errors import ConfigError, ConfigErrors, IdsyncError
+from idsync.keys import unknown_keys
+from idsync.query.ldap import filter_problem
 from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
-__all__ = ["Project", "Provisioner", "check_connectors", "load_project", "validate_project"]
+__all__ = ["Project", "Provisioner", "load_project", "validate_project"]
 
 log = structlog.get_logger(__name__)
 
@@ -113,8 +113,11 @@ def load_project(project_dir: Path) -> Project:
     return project
 
 
-def validate_project(project_dir: Path) -> list[IdsyncError]:
-    """Every problem of every file (each file is read on its own)."""
+def validate_project(project_dir: Path, check_system: Callable[[Provisioner], object]) -> list[IdsyncError]:
+    """Every problem of every file (each file is read on its own). ``check_system``
+    lets the connector read an enabled provisioner's configuration, secrets substituted,
+    without connecting (``idsync.resources.check_system``): connectors sit above
+    the configuration, so it is handed in."""
     problems: list[IdsyncError] = []
     try:
         settings = load_settings(project_dir)
@@ -139,7 +142,7 @@ def validate_project(project_dir: Path) -> list[IdsyncError]:
                     problem="file not found: the built-in managed/user and managed/role types are used")
     for f in _provisioner_files(conf):
         try:
-            _check_connector(_provisioner(f, project_dir))
+            check_system(_provisioner(f, project_dir))
         except IdsyncError as exc:
             problems.append(exc)
     files = ([conf / "sync.json"] if (conf / "sync.json").exists() else []) + sorted(conf.glob("mapping-*.json"))
@@ -171,22 +174,6 @@ def validate_project(project_dir: Path) -> list[IdsyncError]:
 
             problems.extend(load_jobs(settings.jobs_dir, [m.name for m in project.mappings])[1])
     return problems
-
-
-def check_connectors(project: Project) -> None:
-    """Let every enabled system read its configuration, secrets substituted, without
-    connecting: the first problem raises ``ConfigError``."""
-    for provisioner in project.provisioners.values():
-        _check_connector(provisioner)
-
-
-def _check_connector(provisioner: Provisioner) -> None:
-    """Substitute the secrets (a missing one is a problem) and let the connector read
-    its configuration, without connecting."""
-    from idsync.resources import open_system
-
-    if provisioner.enabled:
-        open_system(provisioner).close()
 
 
 def _provisioner_files(conf: Path) -> list[Path]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import structlog
 from sqlalchemy import delete, func, select
 
+from idsync.config.jobs import PUSH_JOBS
 from idsync.store.database import Store
 from idsync.store.locks import Locks, end_runs, forget_own, process_owner
-from idsync.store.retention import PUSH_JOBS
 from idsync.store.runs import RunStore
 from idsync.store.tables import claims, deferred, locks, recon_runs
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import structlog
 
 from idsync.config.jobs import JobDef, load_jobs
-from idsync.config.project import Project, check_connectors, load_project
+from idsync.config.project import Project, load_project
 from idsync.errors import ConfigError, IdsyncError
+from idsync.resources import check_connectors
 
 __all__ = ["Configuration", "load_configuration"]
 

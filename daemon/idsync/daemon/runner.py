@@ -26,8 +26,9 @@ from idsync.config.jobs import JobDef
 from idsync.errors import IdsyncError
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import LOCK_TTL, RunStore, owner_id
+from idsync.sync.options import ReconOptions
 from idsync.sync.progress import ProgressLog, expected_counts
-from idsync.sync.recon import ReconOptions, ReconResult, run_recon
+from idsync.sync.recon import ReconResult, run_recon
 
 if TYPE_CHECKING:
     from idsync.config.project import Project

@@ -3,7 +3,7 @@
 Per job, as PingIDM's ``schedule-*.json`` has them:
 
 * **trigger**: ``CronScheduleTrigger``, the job's ``CronSchedule`` (croniter,
-  DST rules in ``schedule.py``) plus up to ``jitter`` seconds of random delay;
+  DST rules in ``config/schedule.py``) plus up to ``jitter`` seconds of random delay;
 * **one at a time**: ``max_instances=1``; a fire that comes while the job runs is
   dropped and logged ``job.skipped reason=running`` (the store lock ``job:NAME``,
   taken by the runner, extends this to manual runs and other daemons);
@@ -29,7 +29,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from idsync.config.jobs import JobDef
-from idsync.daemon.schedule import CronSchedule
+from idsync.config.schedule import CronSchedule
 
 __all__ = ["SKIP_TOLERANCE", "CronScheduleTrigger", "JobTable", "missed_fire"]
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from idsync.config.managed import ManagedType
 from idsync.config.project import Project
-from idsync.connectors.base import Obj, WriteOp
 from idsync.errors import NotFound
 from idsync.managed.patch import apply_patch
+from idsync.resource import Obj, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource

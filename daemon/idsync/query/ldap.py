@@ -29,7 +29,7 @@ from idsync.errors import QueryError
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Path, Present, Value
 from idsync.query.text import display_pointer
 
-__all__ = ["escape_ldap_bytes", "escape_ldap_value", "to_ldap"]
+__all__ = ["escape_ldap_bytes", "escape_ldap_value", "filter_problem", "to_ldap"]
 
 _ALL = "(objectClass=*)"
 _NONE = "(!(objectClass=*))"
@@ -119,3 +119,20 @@ def _attribute(path: Path, name_of: Callable[[Path], str]) -> str:
 
 def _last_segment(path: Path) -> str:
     return path[-1]
+
+
+def filter_problem(text: str) -> str | None:
+    """Why ``text`` is not an LDAP search filter (RFC 4515) as ldap3 will read it, or None.
+
+    A bare ``a=b`` is accepted: the connector puts it in parentheses."""
+    from ldap3.core.exceptions import LDAPException
+    from ldap3.operation.search import parse_filter
+
+    text = text.strip()
+    try:
+        parse_filter(text if text.startswith("(") else f"({text})", None, auto_escape=True, auto_encode=True,
+                     validator=None, check_names=False)
+    except LDAPException as exc:
+        return (f"not a valid LDAP filter ({exc}): check the parentheses, and write ( ) * \\ "
+                "inside values as \\28 \\29 \\2a \\5c")
+    return None

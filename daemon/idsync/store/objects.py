@@ -29,9 +29,9 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, exists, func, select, update
 
 from idsync.config.managed import ManagedType
-from idsync.connectors.base import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 from idsync.errors import NotFound, ObjectError, ObjectRejected, RevisionMismatch, internal_message
 from idsync.query.ast import Path
+from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 from idsync.store.database import Store, new_id, nul_at, utcnow
 from idsync.store.filters import property_value, to_sql
 from idsync.store.passwords import hash_secret, same_secret

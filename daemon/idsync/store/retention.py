@@ -25,14 +25,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, delete, func, not_, or_, select
 
+from idsync.config.jobs import PUSH_JOBS
 from idsync.store.database import Store
 from idsync.store.tables import audit, recon_runs
 from idsync.store.totals import fold
 
-__all__ = ["PUSH_JOBS", "Pruned", "prune"]
+__all__ = ["Pruned", "prune"]
 
-# The single-object runs: implicit sync, ``idsync sync retry``, the API's ``reconById``.
-PUSH_JOBS = ("implicit", "retry", "reconById")
 _CHUNK = 500
 
 

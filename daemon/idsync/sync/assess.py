@@ -15,18 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from idsync.config.managed import ManagedType
 from idsync.config.mappings import MappingDef
-from idsync.connectors.base import Obj, WriteOp
+from idsync.config.policies import Situation
+from idsync.config.properties import diff
 from idsync.errors import IdsyncError
 from idsync.query import matches
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
+from idsync.resource import Obj, WriteOp
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
-from idsync.sync.properties import diff
-from idsync.sync.situations import Situation, assess_source, assess_target
+from idsync.sync.situations import assess_source, assess_target
 
 if TYPE_CHECKING:
     from idsync.sync.correlation import Correlator
-    from idsync.sync.recon import ReconOptions
+    from idsync.sync.options import ReconOptions
     from idsync.sync.summary import Counters
 
 __all__ = ["SECRET_NAMES", "Assessor", "Plan"]

@@ -22,11 +22,11 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from idsync.config.mappings import Correlation
-from idsync.connectors.base import Obj, QuerySpec, Resource
 from idsync.errors import IdsyncError, QueryError, ScriptError
 from idsync.query import bind, equality_terms, matches, parse
 from idsync.query.ast import And, Compare, Node, Or, Path
 from idsync.query.evaluate import values_at
+from idsync.resource import Obj, QuerySpec, Resource
 
 __all__ = ["Correlator", "PlannedTargets", "lookup"]
 

@@ -25,8 +25,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from idsync.config.mappings import MappingDef
-from idsync.connectors.base import Resource, WriteOp
 from idsync.errors import SafetyLimitExceeded
+from idsync.resource import Resource, WriteOp
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource

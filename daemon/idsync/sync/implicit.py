@@ -30,15 +30,15 @@ import structlog
 
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
-from idsync.connectors.base import Obj, Resource, WriteOp
 from idsync.errors import IdsyncError, NotFound
+from idsync.resource import Obj, Resource, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.runs import AUDIT_BEFORE, RunStore
 from idsync.sync.assess import SECRET_NAMES, Assessor, Plan
 from idsync.sync.correlation import Correlator
-from idsync.sync.recon import ReconOptions
+from idsync.sync.options import ReconOptions
 from idsync.sync.retry import unrepaired
 from idsync.sync.situations import assess_source_deleted
 from idsync.sync.summary import Counters

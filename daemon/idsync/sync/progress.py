@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from idsync.config.jobs import PUSH_JOBS
 from idsync.store.database import Store
-from idsync.store.retention import PUSH_JOBS
 from idsync.store.runs import RunStore
 from idsync.sync.summary import Counters
 

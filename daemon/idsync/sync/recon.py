@@ -27,11 +27,10 @@ what it would have done), and links are left alone.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -40,8 +39,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
-from idsync.connectors.base import Obj, QuerySpec, Resource, WriteResult
 from idsync.errors import IdsyncError, NotFound, RunAborted, RunCanceled, SafetyLimitExceeded, internal_message
+from idsync.resource import Obj, QuerySpec, Resource, WriteResult
 from idsync.resources import Resources
 from idsync.scripts import Script
 from idsync.store.database import Store, store_error
@@ -51,26 +50,13 @@ from idsync.store.runs import RunStore, owner_id
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import DeferredDeletes, joined
+from idsync.sync.options import ReconOptions
 from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
 from idsync.sync.summary import Counters
 
-__all__ = ["ReconOptions", "ReconResult", "run_recon"]
+__all__ = ["ReconResult", "run_recon"]
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class ReconOptions:
-    dry_run: bool = False
-    allow_create: bool | None = None  # None: as the mapping says
-    allow_update: bool | None = None
-    allow_delete: bool | None = None
-    max_deletes: int | float | None = None
-    page_size: int | None = None
-    job: str | None = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    on_progress: Callable[[Counters], None] | None = None
-    run_id: str | None = None  # chosen by the caller that must answer with it before the run ends
 
 
 @dataclass

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Select, func, select
 
-from idsync.connectors.base import Obj
+from idsync.config.jobs import PUSH_JOBS as _PUSH_JOBS
+from idsync.resource import Obj
 from idsync.store.database import Store
-from idsync.store.retention import PUSH_JOBS as _PUSH_JOBS
 from idsync.store.runs import AUDIT_BEFORE
 from idsync.store.tables import audit, recon_runs
 

@@ -16,42 +16,9 @@ those of PingIDM (and of OpenIDM's ``SourceSyncOperation`` /
 
 from __future__ import annotations
 
-from enum import StrEnum
+from idsync.config.policies import Situation
 
-__all__ = ["Action", "Situation", "assess_source", "assess_source_deleted", "assess_target"]
-
-
-class Situation(StrEnum):
-    """The synchronization situations, spelled as in PingIDM's ``policies``."""
-
-    CONFIRMED = "CONFIRMED"
-    FOUND = "FOUND"
-    FOUND_ALREADY_LINKED = "FOUND_ALREADY_LINKED"
-    ABSENT = "ABSENT"
-    AMBIGUOUS = "AMBIGUOUS"
-    MISSING = "MISSING"
-    UNQUALIFIED = "UNQUALIFIED"
-    SOURCE_IGNORED = "SOURCE_IGNORED"
-    TARGET_IGNORED = "TARGET_IGNORED"
-    UNASSIGNED = "UNASSIGNED"
-    SOURCE_MISSING = "SOURCE_MISSING"
-    LINK_ONLY = "LINK_ONLY"
-    ALL_GONE = "ALL_GONE"
-
-
-class Action(StrEnum):
-    """What a policy does about a situation, spelled as in PingIDM's ``policies``."""
-
-    CREATE = "CREATE"
-    UPDATE = "UPDATE"
-    DELETE = "DELETE"
-    LINK = "LINK"
-    UNLINK = "UNLINK"
-    EXCEPTION = "EXCEPTION"
-    IGNORE = "IGNORE"
-    REPORT = "REPORT"
-    NOREPORT = "NOREPORT"
-    ASYNC = "ASYNC"
+__all__ = ["assess_source", "assess_source_deleted", "assess_target"]
 
 
 def assess_source(

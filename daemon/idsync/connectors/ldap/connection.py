@@ -26,13 +26,13 @@ import ldap3
 import structlog
 from ldap3.core import exceptions as ldap_errors
 
-from idsync.connectors.ldap_config import LdapSettings
-from idsync.connectors.ldap_values import RawEntry
+from idsync.connectors.ldap.config import LdapSettings
+from idsync.connectors.ldap.values import RawEntry
 from idsync.errors import AuthenticationFailed, PeerError, PeerMisconfigured, PeerUnavailable, TLSError
 
 __all__ = ["LdapConnection", "SearchEntry"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("idsync.connectors.ldap_connection")
 
 SearchEntry = tuple[str, RawEntry]
 _PAGED_RESULTS = "1.2.840.113556.1.4.319"

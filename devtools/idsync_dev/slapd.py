@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from idsync.testing.certs import make_test_certificates
-from idsync.testing.sample_users import sample_users_ldif
+from idsync_dev.certs import make_test_certificates
+from idsync_dev.sample_users import sample_users_ldif
 
 __all__ = ["Slapd", "SlapdError", "sample_users_ldif"]
 

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from idsync.cli import main as idsync
-from idsync.daemon.demo import demo_state_env, fresh_demo_project
+
+from idsync_dev.daemon_demo import demo_state_env, fresh_demo_project
 
 __all__ = ["main"]
 
@@ -25,7 +26,7 @@ MAPPING = "systemLdapAccounts_managedUser"
 
 
 def main() -> int:
-    from idsync.testing.slapd import Slapd, sample_users_ldif
+    from idsync_dev.slapd import Slapd, sample_users_ldif
 
     project = Path(os.environ.get("IDSYNC_PROJECT") or Path.cwd())
     if not Slapd.available():

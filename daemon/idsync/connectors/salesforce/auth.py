@@ -21,7 +21,7 @@ from idsync.errors import AuthenticationFailed, PeerError, PeerUnavailable, TLSE
 
 __all__ = ["TokenResponse", "exchange_code", "refresh_access_token", "transport_error"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("idsync.connectors.salesforce_auth")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,10 @@ returning one), an optional ``condition`` and an optional ``postAction``.
 picks the action for one object: the first policy of that situation whose
 condition holds wins, and when none does, the default applies.
 
+The names a policy uses, ``Situation`` and ``Action``, are defined here, as
+mapping files spell them; ``idsync.sync.situations`` tells which situation an
+object is in.
+
 Defaults differ from PingIDM's in one place on purpose. PingIDM deletes the
 target of a source that stops qualifying (UNQUALIFIED -> DELETE); idsync never
 deletes unless a mapping's policies say DELETE, so its default for UNQUALIFIED
@@ -18,21 +22,56 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
 from idsync.errors import ConfigError, ScriptError
-from idsync.sync.situations import Action, Situation
 
 __all__ = [
     "ALLOWED_ACTIONS",
     "DEFAULT_ACTIONS",
     "PINGIDM_DEFAULT_ACTIONS",
+    "Action",
     "Decision",
     "Policy",
     "PolicySet",
+    "Situation",
     "parse_policies",
 ]
+
+
+class Situation(StrEnum):
+    """The synchronization situations, spelled as in PingIDM's ``policies``."""
+
+    CONFIRMED = "CONFIRMED"
+    FOUND = "FOUND"
+    FOUND_ALREADY_LINKED = "FOUND_ALREADY_LINKED"
+    ABSENT = "ABSENT"
+    AMBIGUOUS = "AMBIGUOUS"
+    MISSING = "MISSING"
+    UNQUALIFIED = "UNQUALIFIED"
+    SOURCE_IGNORED = "SOURCE_IGNORED"
+    TARGET_IGNORED = "TARGET_IGNORED"
+    UNASSIGNED = "UNASSIGNED"
+    SOURCE_MISSING = "SOURCE_MISSING"
+    LINK_ONLY = "LINK_ONLY"
+    ALL_GONE = "ALL_GONE"
+
+
+class Action(StrEnum):
+    """What a policy does about a situation, spelled as in PingIDM's ``policies``."""
+
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    LINK = "LINK"
+    UNLINK = "UNLINK"
+    EXCEPTION = "EXCEPTION"
+    IGNORE = "IGNORE"
+    REPORT = "REPORT"
+    NOREPORT = "NOREPORT"
+    ASYNC = "ASYNC"
 
 _S, _A = Situation, Action
 

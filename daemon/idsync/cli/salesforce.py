@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from idsync.config.files import substitute
 from idsync.config.project import load_project
-from idsync.connectors.salesforce_config import token_url
+from idsync.connectors.salesforce.config import token_url
 from idsync.errors import ConfigError
 
 __all__ = ["SCOPES", "register"]
@@ -92,8 +92,8 @@ def _cmd_authorize(args: argparse.Namespace, project_dir: Path) -> int:
     # httpx is imported only when used: every other command starts faster without it.
     import httpx
 
-    from idsync.connectors.salesforce_auth import exchange_code
-    from idsync.connectors.salesforce_client import tls_verify
+    from idsync.connectors.salesforce.auth import exchange_code
+    from idsync.connectors.salesforce.client import tls_verify
 
     url, client_id, secret, verify = _settings(args, project_dir)
     if not args.code:

@@ -22,20 +22,21 @@ from typing import Any
 import structlog
 
 from idsync import __version__
-from idsync.api.cli import api_problems
-from idsync.api.cli import register as register_api_commands
-from idsync.cli_config import register as register_config_commands
-from idsync.cli_docs import EPILOG
-from idsync.cli_docs import register as register_doc_commands
-from idsync.cli_install import register as register_install_command
-from idsync.cli_jobs import register as register_job_commands
-from idsync.cli_managed import register as register_managed_commands
-from idsync.cli_salesforce import register as register_salesforce_commands
-from idsync.cli_store import open_existing_store
-from idsync.cli_unlock import register as register_unlock_command
+from idsync.cli.api import api_problems
+from idsync.cli.api import register as register_api_commands
+from idsync.cli.config import register as register_config_commands
+from idsync.cli.docs import EPILOG
+from idsync.cli.docs import register as register_doc_commands
+from idsync.cli.install import register as register_install_command
+from idsync.cli.jobs import register as register_job_commands
+from idsync.cli.managed import register as register_managed_commands
+from idsync.cli.salesforce import register as register_salesforce_commands
+from idsync.cli.store import open_existing_store
+from idsync.cli.unlock import register as register_unlock_command
 from idsync.config.project import Project, load_project, validate_project
 from idsync.errors import ConfigError, IdsyncError, UsageError
 from idsync.log import configure_logging
+from idsync.resources import check_system
 from idsync.settings import load_settings
 from idsync.store.database import Store, utcnow
 
@@ -145,10 +146,11 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
 
 
 def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.cli_progress import Progress
-    from idsync.cli_signals import run_in_foreground
+    from idsync.cli.progress import Progress
+    from idsync.cli.signals import run_in_foreground
+    from idsync.sync.options import ReconOptions
     from idsync.sync.progress import expected_counts
-    from idsync.sync.recon import ReconOptions, run_recon
+    from idsync.sync.recon import run_recon
 
     project, store = _open(project_dir)
     project.mapping(args.mapping)  # unknown mapping: EX_CONFIG before anything starts
@@ -174,11 +176,11 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
         print(json.dumps({"_id": result.id, "state": result.state, "message": result.message, **result.summary},
                          indent=2, default=str))
     else:
-        from idsync.cli_render import render_run
+        from idsync.cli.render import render_run
 
         render_run(result.id, result.state, result.message, result.summary, dry_run=args.dry_run)
         if args.dry_run:
-            from idsync.cli_render import render_audit
+            from idsync.cli.render import render_audit
             from idsync.store.runs import RunStore
 
             render_audit(RunStore(store).audit_entries(result.id, limit=200))
@@ -215,7 +217,7 @@ def _cmd_prune(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.cli_render import render_audit, render_run, render_runs
+    from idsync.cli.render import render_audit, render_run, render_runs
     from idsync.store.runs import RunStore
 
     # The runs are in the store: a broken mapping file must not hide them.
@@ -295,7 +297,7 @@ def _write_status_file(project: Project, store: Store) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
-    problems = validate_project(project_dir)
+    problems = validate_project(project_dir, check_system)
     if not problems:
         problems = api_problems(project_dir)
     if args.json:

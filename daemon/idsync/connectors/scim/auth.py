@@ -17,12 +17,12 @@ from collections.abc import Generator
 import httpx
 import structlog
 
-from idsync.connectors.scim_config import ScimSettings
+from idsync.connectors.scim.config import ScimSettings
 from idsync.errors import AuthenticationFailed, PeerUnavailable
 
 __all__ = ["OAuthClientCredentials", "make_auth"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("idsync.connectors.scim_auth")
 
 
 class _Bearer(httpx.Auth):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from idsync.connectors.scim_paths import AttrPath, parse_path
+from idsync.connectors.scim.paths import AttrPath, parse_path
 from idsync.errors import ConfigError
 
 __all__ = [

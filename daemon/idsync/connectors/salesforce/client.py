@@ -32,13 +32,13 @@ from typing import Any
 import httpx
 import structlog
 
-from idsync.connectors.salesforce_auth import refresh_access_token, transport_error
-from idsync.connectors.salesforce_config import SalesforceSettings
+from idsync.connectors.salesforce.auth import refresh_access_token, transport_error
+from idsync.connectors.salesforce.config import SalesforceSettings
 from idsync.errors import AuthenticationFailed, PeerUnavailable
 
 __all__ = ["SalesforceClient", "error_text", "errors_of", "tls_verify"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("idsync.connectors.salesforce_client")
 
 _RETRIED_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW"})
 _MAX_DELAY = 60.0

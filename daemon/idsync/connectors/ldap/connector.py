@@ -1,12 +1,12 @@
 """The LDAP connector: ``system/<name>/<objectType>`` over ldap3, configured by a
-PingIDM ``provisioner.openicf-<name>.json`` (see ``ldap_config`` for the keys).
+PingIDM ``provisioner.openicf-<name>.json`` (see ``config`` for the keys).
 
 Reads are paged searches over each ``baseContextsToSynchronize`` asking only for the
 attributes behind the requested fields; ids come from ``uidAttribute`` (never the DN).
 A write batch first finds the DNs of the objects it updates or deletes in one
 search, then applies each op on its own: a refused op fails alone, a dead peer
 stops the batch with ``PeerUnavailable``. Multi-valued attributes and group
-membership are written as value adds and removes (``ldap_members``).
+membership are written as value adds and removes (``members``).
 
 Thread-safety: each resource owns one connection and must be used by one thread at
 a time; two resources of one system may run in two threads.
@@ -22,17 +22,17 @@ import ldap3
 import structlog
 from ldap3.utils.dn import escape_rdn
 
-from idsync.connectors.base import Obj, QuerySpec, Resource, System, WriteOp, WriteResult, failed, system_test_report
-from idsync.connectors.ldap_config import (
+from idsync.connectors.base import System, system_test_report
+from idsync.connectors.ldap.config import (
     NAME_ATTRIBUTE,
     LdapSettings,
     ObjectTypeDef,
     PropertyDef,
     parse_ldap_config,
 )
-from idsync.connectors.ldap_connection import LdapConnection, SearchEntry
-from idsync.connectors.ldap_members import MEMBER_OF, group_changes, norm_dn, value_changes
-from idsync.connectors.ldap_values import decode_entry, encode_values, id_filter, wanted_properties
+from idsync.connectors.ldap.connection import LdapConnection, SearchEntry
+from idsync.connectors.ldap.members import MEMBER_OF, group_changes, norm_dn, value_changes
+from idsync.connectors.ldap.values import decode_entry, encode_values, id_filter, wanted_properties
 from idsync.errors import (
     ConfigError,
     IdsyncError,
@@ -43,10 +43,11 @@ from idsync.errors import (
 )
 from idsync.query.ast import Path
 from idsync.query.ldap import to_ldap
+from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 
 __all__ = ["LdapResource", "LdapSystem", "open_ldap_system"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("idsync.connectors.ldap")
 
 _ID_CHUNK = 500
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*(;[A-Za-z0-9-]+)*|[0-9]+(\.[0-9]+)+")

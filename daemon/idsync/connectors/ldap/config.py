@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from idsync.errors import ConfigError
+from idsync.query.ldap import filter_problem
 
-__all__ = ["LdapSettings", "ObjectTypeDef", "PropertyDef", "filter_problem", "parse_ldap_config"]
+__all__ = ["LdapSettings", "ObjectTypeDef", "PropertyDef", "parse_ldap_config"]
 
 NAME_ATTRIBUTE = "__NAME__"
 # Past a day a timeout means "never" and only overflows the clock arithmetic below it.
@@ -245,23 +246,6 @@ def parse_ldap_config(
     if not isinstance(types, Mapping) or not types:
         raise ConfigError(file, "objectTypes", "is required and must name at least one type")
     return settings, {name: _object_type(file, name, raw, props) for name, raw in types.items()}
-
-
-def filter_problem(text: str) -> str | None:
-    """Why ``text`` is not an LDAP search filter (RFC 4515) as ldap3 will read it, or None.
-
-    A bare ``a=b`` is accepted: the connector puts it in parentheses."""
-    from ldap3.core.exceptions import LDAPException
-    from ldap3.operation.search import parse_filter
-
-    text = text.strip()
-    try:
-        parse_filter(text if text.startswith("(") else f"({text})", None, auto_escape=True, auto_encode=True,
-                     validator=None, check_names=False)
-    except LDAPException as exc:
-        return (f"not a valid LDAP filter ({exc}): check the parentheses, and write ( ) * \\ "
-                "inside values as \\28 \\29 \\2a \\5c")
-    return None
 
 
 def dn_problem(dn: str) -> str | None:

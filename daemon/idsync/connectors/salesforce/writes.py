@@ -17,13 +17,13 @@ from typing import Any
 
 import structlog
 
-from idsync.connectors.base import Obj, WriteOp, WriteResult, failed
-from idsync.connectors.salesforce_client import SalesforceClient, error_text, errors_of
+from idsync.connectors.salesforce.client import SalesforceClient, error_text, errors_of
 from idsync.errors import NotFound, ObjectError, ObjectRejected, PeerUnavailable
+from idsync.resource import Obj, WriteOp, WriteResult, failed
 
 __all__ = ["COLLECTION_SIZE", "UNDELETABLE", "RecordWriter"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("idsync.connectors.salesforce_writes")
 
 COLLECTION_SIZE = 200
 # sObjects whose records cannot be deleted through the API, only deactivated.

@@ -17,8 +17,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from idsync.connectors.scim_config import ScimObjectType, ScimProperty, schema_urns
-from idsync.connectors.scim_paths import read_path, write_path
+from idsync.connectors.scim.config import ScimObjectType, ScimProperty, schema_urns
+from idsync.connectors.scim.paths import read_path, write_path
 
 __all__ = ["apply_changes", "member_ids", "new_resource", "patch_operations", "put_body", "with_members"]
 

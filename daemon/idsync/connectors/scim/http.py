@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import structlog
 
-from idsync.connectors.scim_auth import make_auth
-from idsync.connectors.scim_config import ScimSettings
+from idsync.connectors.scim.auth import make_auth
+from idsync.connectors.scim.config import ScimSettings
 from idsync.errors import (
     AuthenticationFailed,
     NotFound,
@@ -40,7 +40,7 @@ from idsync.errors import (
 
 __all__ = ["ProviderFeatures", "ScimClient"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("idsync.connectors.scim_http")
 
 _RETRIED = {429, 503}
 _SCIM_JSON = "application/scim+json"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from idsync.testing.sample_users import iter_sample_users_ldif, sample_users_ldif
-from idsync.testing.slapd import Slapd, SlapdError
+from idsync_dev.sample_users import iter_sample_users_ldif, sample_users_ldif
+from idsync_dev.slapd import Slapd, SlapdError
 
 __all__ = ["Slapd", "SlapdError", "iter_sample_users_ldif", "sample_users_ldif"]

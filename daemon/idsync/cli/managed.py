@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from idsync.config.project import Project, load_project
-from idsync.connectors.base import Obj, QuerySpec, Resource
 from idsync.errors import NotFound, QueryError, RevisionMismatch
+from idsync.resource import Obj, QuerySpec, Resource
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
@@ -116,7 +116,7 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
 def _open_reading(project_dir: Path, args: argparse.Namespace) -> tuple[Project, Store]:
     """For a command that only reads: a missing store is an error, never created. The
     type and filter are checked first, so a typo is reported as such even before any run."""
-    from idsync.cli_store import open_existing_store
+    from idsync.cli.store import open_existing_store
     from idsync.query import parse
 
     project = load_project(project_dir)

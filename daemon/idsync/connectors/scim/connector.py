@@ -1,6 +1,6 @@
 """The SCIM connector: ``system/<name>/account`` (Users, with the enterprise
 extension) and ``system/<name>/group`` (Groups) of a SCIM 2.0 or 1.1 provider,
-configured by ``provisioner.openicf-<name>.json`` (see ``scim_config``).
+configured by ``provisioner.openicf-<name>.json`` (see ``config``).
 
 Reads page through ``startIndex``/``count`` asking with ``attributes=`` only for
 the mapped attributes; ``_queryFilter`` becomes a SCIM filter (widened on properties
@@ -24,11 +24,11 @@ from typing import Any
 
 import structlog
 
-from idsync.connectors.base import Obj, QuerySpec, Resource, System, WriteOp, WriteResult, failed, system_test_report
-from idsync.connectors.scim_config import ScimObjectType, ScimProperty, parse_scim_config
-from idsync.connectors.scim_http import ScimClient
-from idsync.connectors.scim_paths import read_path
-from idsync.connectors.scim_writes import (
+from idsync.connectors.base import System, system_test_report
+from idsync.connectors.scim.config import ScimObjectType, ScimProperty, parse_scim_config
+from idsync.connectors.scim.http import ScimClient
+from idsync.connectors.scim.paths import read_path
+from idsync.connectors.scim.writes import (
     apply_changes,
     member_ids,
     new_resource,
@@ -48,10 +48,11 @@ from idsync.errors import (
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Path, Present
 from idsync.query.evaluate import matches
 from idsync.query.scim import to_scim
+from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 
 __all__ = ["ScimResource", "ScimSystem", "open_scim_system"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("idsync.connectors.scim")
 
 _CHUNK = 50
 

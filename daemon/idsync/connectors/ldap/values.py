@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from idsync.connectors.ldap_config import ObjectTypeDef, PropertyDef
+from idsync.connectors.ldap.config import ObjectTypeDef, PropertyDef
 from idsync.errors import ObjectRejected
 from idsync.query.ldap import escape_ldap_bytes, escape_ldap_value
 

@@ -47,7 +47,7 @@ def _share() -> Traversable:
 
 def install_files(root: Path, parser: argparse.ArgumentParser, *, force: bool = False) -> list[tuple[str, Path]]:
     """Write the files under ``root``; what was done to each (``wrote``, ``kept``)."""
-    from idsync.cli_docs import bash_completion, manpage
+    from idsync.cli.docs import bash_completion, manpage
 
     idsync = str(Path(sys.executable).parent / "idsync")
     share = _share()

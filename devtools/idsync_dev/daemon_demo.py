@@ -1,4 +1,4 @@
-"""``python -m idsync.daemon.demo``: the daemon in the foreground with the example
+"""``python -m idsync_dev.daemon_demo``: the daemon in the foreground with the example
 jobs, on a short schedule, against a throwaway OpenLDAP and the SQLite store.
 
 It starts slapd on 127.0.0.1 with sample users (a few of them locked, so the
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from idsync.cli import main as idsync
 
 if TYPE_CHECKING:
-    from idsync.testing.slapd import Slapd
+    from idsync_dev.slapd import Slapd
 
 __all__ = ["main"]
 
@@ -41,7 +41,8 @@ _API_USER = "openidm-admin"  # the seeds' account; its password is the same, as 
 
 def main() -> int:
     from idsync.api.auth import hash_password
-    from idsync.testing.slapd import Slapd, sample_users_ldif
+
+    from idsync_dev.slapd import Slapd, sample_users_ldif
 
     project = Path(os.environ.get("IDSYNC_PROJECT") or Path.cwd()).resolve()
     if not Slapd.available():

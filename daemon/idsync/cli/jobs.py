@@ -1,6 +1,6 @@
 """The ``idsync`` commands about jobs: ``run`` (the daemon), ``jobs``, ``run-job``.
 
-``register(subparsers)`` adds them to the parser of ``cli.py``; each handler
+``register(subparsers)`` adds them to the parser of ``cli/__init__.py``; each handler
 takes ``(args, project_dir)`` and returns the exit code, and raises
 ``IdsyncError`` for ``cli.main`` to turn into one line and its exit code.
 """
@@ -76,7 +76,7 @@ def _cmd_run(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.cli_store import NoStoreYet, open_existing_store
+    from idsync.cli.store import NoStoreYet, open_existing_store
     from idsync.config.jobs import load_jobs
     from idsync.config.project import load_project
     from idsync.daemon.history import last_run_of_job
@@ -115,7 +115,7 @@ def _render_jobs(rows: list[dict[str, Any]], jobs_dir: Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from idsync.cli_render import fits
+    from idsync.cli.render import fits
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
     if not rows:
@@ -171,7 +171,7 @@ def _short(iso: str | None, timezone: str) -> str:
 
 
 def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
-    from idsync.cli_signals import run_in_foreground
+    from idsync.cli.signals import run_in_foreground
     from idsync.config.jobs import parse_job
     from idsync.config.project import load_project
     from idsync.daemon.runner import JobOutcome, run_job

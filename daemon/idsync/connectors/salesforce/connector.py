@@ -1,13 +1,13 @@
 """The Salesforce connector: ``system/<name>/User`` (and other sObjects declared in
 ``objectTypes``) over the REST API, configured by a PingIDM
-``provisioner.openicf-<name>.json`` (keys in ``salesforce_config``).
+``provisioner.openicf-<name>.json`` (keys in ``config``).
 
 Objects are the sObject's fields under their API names (``Username``,
 ``LastName``...) with ``_id`` the record Id. Reads are SOQL over the ``query``
 endpoint selecting only the requested fields, one page per server batch,
 following ``nextRecordsUrl`` until ``done``; ``_queryFilter`` becomes a SOQL
 ``WHERE`` (``query.soql``, values escaped); a native query is a ``WHERE``
-condition or a whole ``SELECT``. Writes are in ``salesforce_writes``.
+condition or a whole ``SELECT``. Writes are in ``writes``.
 """
 
 from __future__ import annotations
@@ -19,17 +19,18 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from idsync.connectors.base import Obj, QuerySpec, Resource, System, WriteOp, WriteResult, system_test_report
-from idsync.connectors.salesforce_client import SalesforceClient, error_text, errors_of
-from idsync.connectors.salesforce_config import SalesforceSettings, parse_salesforce_config
-from idsync.connectors.salesforce_writes import RecordWriter
+from idsync.connectors.base import System, system_test_report
+from idsync.connectors.salesforce.client import SalesforceClient, error_text, errors_of
+from idsync.connectors.salesforce.config import SalesforceSettings, parse_salesforce_config
+from idsync.connectors.salesforce.writes import RecordWriter
 from idsync.errors import ConfigError, IdsyncError, PeerUnavailable, QueryError
 from idsync.query.ast import Path
 from idsync.query.soql import escape_soql_string, to_soql
+from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult
 
 __all__ = ["SalesforceResource", "SalesforceSystem", "open_salesforce_system"]
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("idsync.connectors.salesforce")
 
 _FIELD = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*")
 _RECORD_ID = re.compile(r"[A-Za-z0-9]{15}([A-Za-z0-9]{3})?")

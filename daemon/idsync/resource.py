@@ -1,0 +1,187 @@
+"""The one small protocol every resource speaks: the store's managed objects and
+each external system's object types alike.
+
+A recon reads a resource in pages (``pages``), looks up known ids in one call per
+page (``get_many``), correlates with ``find`` and writes a page's changes with one
+``write_batch`` call. Dry run is enforced here, at the lowest write layer: a
+resource opened with ``dry_run=True`` never reaches ``_write``; it answers with
+the results the write would have had, so nothing upstream needs an ``if dry_run``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from idsync.errors import IdsyncError, ObjectError
+from idsync.query.ast import And, Compare, Node, Or, Path
+
+__all__ = [
+    "Obj",
+    "QuerySpec",
+    "Resource",
+    "WriteOp",
+    "WriteResult",
+    "failed",
+]
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """What to read: a ``_queryFilter`` AST or a native query, and which fields.
+
+    ``fields=None`` means the resource's default set; ``[]`` means ids only.
+    """
+
+    filter: Node | None = None
+    native: str | None = None
+    fields: Sequence[str] | None = None
+    page_size: int = 1000
+    # Store resources only: leave out the ids a recon run has claimed (its target
+    # phase then reads only what is left, in one anti-join per page).
+    unclaimed_by: str | None = None
+
+
+@dataclass
+class WriteOp:
+    """One change to one object. ``values`` holds the full projected object for a
+    create, and only the changed properties for an update (``None`` removes one)."""
+
+    kind: Literal["create", "update", "delete"]
+    id: str | None = None
+    values: Obj = field(default_factory=dict)
+    before: Obj | None = None
+    rev: str | None = None  # expected revision, when the resource has revisions
+
+
+@dataclass
+class WriteResult:
+    op: WriteOp
+    id: str | None = None
+    obj: Obj | None = None
+    error: IdsyncError | None = None
+    message: str | None = None  # what the peer did instead of the op, for the audit (a deactivation)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Resource(ABC):
+    """One collection of objects: ``managed/user``, ``system/ldap/account``..."""
+
+    name: str
+    dry_run: bool = False
+
+    @abstractmethod
+    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+        """Yield the matching objects, one page (a list) at a time."""
+
+    @abstractmethod
+    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+        """Read the objects with these ids; ids that do not exist are absent."""
+
+    def get(self, id: str, fields: Sequence[str] | None = None) -> Obj | None:
+        return self.get_many([id], fields).get(id)
+
+    def find(self, spec: QuerySpec, limit: int | None = None) -> list[Obj]:
+        """All objects matching ``spec`` (used for correlation: expect few)."""
+        found: list[Obj] = []
+        for page in self.pages(spec):
+            found.extend(page)
+            if limit is not None and len(found) >= limit:
+                return found[:limit]
+        return found
+
+    def find_matching(
+        self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]], fields: Sequence[str] | None = None
+    ) -> dict[tuple[Any, ...], list[Obj]]:
+        """Batched correlation: for each tuple of values (one per path), the objects
+        whose properties at ``paths`` equal them. The default asks ``find`` with an
+        OR of the tuples, 50 at a time, and matches the answers back here;
+        resources with an index override it."""
+        result: dict[tuple[Any, ...], list[Obj]] = {}
+        unique = list(dict.fromkeys(values))
+        for start in range(0, len(unique), 50):
+            chunk = unique[start : start + 50]
+            terms = [
+                And(tuple(Compare(p, "eq", v) for p, v in zip(paths, vals, strict=True)))
+                if len(paths) > 1 else Compare(paths[0], "eq", vals[0])
+                for vals in chunk
+            ]
+            node: Node = Or(tuple(terms)) if len(terms) > 1 else terms[0]
+            for obj in self.find(QuerySpec(filter=node, fields=fields)):
+                for vals in chunk:
+                    if all(_equal(_at(obj, p), v) for p, v in zip(paths, vals, strict=True)):
+                        result.setdefault(vals, []).append(obj)
+        return result
+
+    def count(self) -> int | None:
+        """How many objects there are, when cheap to know (for progress)."""
+        return None
+
+    def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        """Apply ``ops``; a failed op fails alone (its result carries the error)."""
+        if self.dry_run:
+            return [self._simulate(op) for op in ops]
+        return self._write(ops)
+
+    def create(self, values: Obj) -> Obj:
+        return self._one(WriteOp("create", values=values))
+
+    def update(self, id: str, values: Obj, before: Obj | None = None, rev: str | None = None) -> Obj:
+        return self._one(WriteOp("update", id=id, values=values, before=before, rev=rev))
+
+    def delete(self, id: str, before: Obj | None = None, rev: str | None = None) -> None:
+        self._one(WriteOp("delete", id=id, before=before, rev=rev))
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def _one(self, op: WriteOp) -> Obj:
+        (result,) = self.write_batch([op])
+        if result.error is not None:
+            raise result.error
+        return result.obj or {}
+
+    @abstractmethod
+    def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        """Really write. Per-object failures go in the result as ``ObjectError``;
+        a failure of the whole peer raises ``PeerError``."""
+
+    def _simulate(self, op: WriteOp) -> WriteResult:
+        if op.kind == "create":
+            new_id = op.values.get("_id") or f"dry-run-{uuid.uuid4()}"
+            return WriteResult(op, id=new_id, obj={**op.values, "_id": new_id})
+        if op.kind == "update":
+            return WriteResult(op, id=op.id, obj={**(op.before or {}), **op.values, "_id": op.id})
+        return WriteResult(op, id=op.id)
+
+
+def failed(op: WriteOp, error: ObjectError) -> WriteResult:
+    """The result of an op that failed on its own."""
+    return WriteResult(op, id=op.id, error=error)
+
+
+def _at(obj: Obj, path: Path) -> Any:
+    value: Any = obj
+    for part in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _equal(found: Any, wanted: Any) -> bool:
+    """Equality as directories see it: any value of a multi-valued attribute,
+    strings without regard to case."""
+    if isinstance(found, list):
+        return any(_equal(item, wanted) for item in found)
+    if isinstance(found, str) and isinstance(wanted, str):
+        return found.casefold() == wanted.casefold()
+    return bool(found == wanted)

@@ -1,0 +1,26 @@
+"""What a caller may change about one recon run (``idsync recon`` options, a job's
+settings, an API request): ``ReconOptions``, shared by the run and its assessor."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from idsync.sync.summary import Counters
+
+__all__ = ["ReconOptions"]
+
+
+@dataclass
+class ReconOptions:
+    dry_run: bool = False
+    allow_create: bool | None = None  # None: as the mapping says
+    allow_update: bool | None = None
+    allow_delete: bool | None = None
+    max_deletes: int | float | None = None
+    page_size: int | None = None
+    job: str | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    on_progress: Callable[[Counters], None] | None = None
+    run_id: str | None = None  # chosen by the caller that must answer with it before the run ends
