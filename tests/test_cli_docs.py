@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from idsync.cli import _parser
-from idsync.cli.docs import EXIT_STATUS, _options, _subcommands
+from idsync.cli.docs import EXIT_STATUS, _options, _positionals, _subcommands
 
 IDSYNC = str(Path(sys.executable).parent / "idsync")
 
@@ -74,3 +74,12 @@ def test_documented_exit_codes_are_the_commands() -> None:
     table = readme[readme.index("Exit codes, for every command:"):]
     table = table[: table.index("\n\n", table.index("| 0 |"))]
     assert [int(c) for c in re.findall(r"^\| (\d+) \|", table, re.MULTILINE)] == [c for c, _ in EXIT_STATUS]
+
+
+def test_every_command_and_option_has_help() -> None:
+    """Each command, each of its options and each positional argument carries a help text."""
+    parser = _parser()
+    missing = [(path, a.option_strings or a.dest) for path, child, _ in [("", parser, ""), *_subcommands(parser)]
+               for a in [*_options(child), *_positionals(child)] if not a.help]
+    missing += [(path, "(command)") for path, _, text in _subcommands(parser) if not text]
+    assert missing == []

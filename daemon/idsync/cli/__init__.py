@@ -84,27 +84,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"idsync {__version__}")
     p.add_argument("-p", "--project",
                    help="project directory holding conf/ and jobs.d/ (default: $IDSYNC_PROJECT or .)")
-    p.add_argument("--log-format", choices=["auto", "console", "json"], default=None)
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    p.add_argument("--log-format", choices=["auto", "console", "json"], default=None,
+                   help="log lines as console text or JSON (default [log] format: auto, console on a terminal)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
+                   help="the lowest level logged (default [log] level; warning for commands that answer a question)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("recon", help="reconcile one mapping now")
-    r.add_argument("mapping")
+    r.add_argument("mapping", help="the mapping's name (idsync mappings lists them)")
     r.add_argument("--dry-run", "--analyze", action="store_true", help="compute and list every change; write nothing")
     r.add_argument("--no-create", action="store_true", help="kill switch: create nothing")
     r.add_argument("--no-update", action="store_true", help="kill switch: update nothing")
     r.add_argument("--no-delete", action="store_true", help="kill switch: delete or unlink nothing")
     r.add_argument("--max-deletes", help="fail the run if it would delete more (a number or a percentage)")
-    r.add_argument("--page-size", type=int)
+    r.add_argument("--page-size", type=int, help="objects per batch for this run (default [recon] page_size)")
     r.add_argument("--json", action="store_true", help="print the run summary as JSON")
     r.add_argument("--quiet", action="store_true", help="no progress display")
     r.set_defaults(handler=_cmd_recon)
 
     s = sub.add_parser("status", help="the last runs, or one run in full")
-    s.add_argument("run_id", nargs="?")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--limit", type=int, default=20)
-    s.add_argument("--mapping")
+    s.add_argument("run_id", nargs="?", help="one run in full: its id or any unique prefix (as listed)")
+    s.add_argument("--json", action="store_true", help="as JSON")
+    s.add_argument("--limit", type=int, default=20, help="how many runs to list (default 20)")
+    s.add_argument("--mapping", help="only the runs of this mapping")
     s.add_argument("--audit", type=int, default=50, metavar="N", help="audit entries to show for one run")
     s.set_defaults(handler=_cmd_status)
 
@@ -113,11 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     v.set_defaults(handler=_cmd_validate)
 
     t = sub.add_parser("test", help="connect to every configured system")
-    t.add_argument("--json", action="store_true")
+    t.add_argument("--json", action="store_true", help="one report per system, as JSON")
     t.set_defaults(handler=_cmd_test)
 
     mp = sub.add_parser("mappings", help="the mappings in processing order")
-    mp.add_argument("--json", action="store_true")
+    mp.add_argument("--json", action="store_true", help="as JSON")
     mp.set_defaults(handler=_cmd_mappings)
 
     pr = sub.add_parser("prune", help="delete old run records and their audit entries")

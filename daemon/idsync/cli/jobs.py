@@ -39,12 +39,12 @@ def register(subparsers: Any) -> None:
     r.set_defaults(handler=_cmd_run)
 
     j = subparsers.add_parser("jobs", help="every job: schedule, next fire times, last run")
-    j.add_argument("--json", action="store_true")
+    j.add_argument("--json", action="store_true", help="as JSON")
     j.add_argument("--next", type=int, default=3, metavar="N", help="fire times to show per job (default 3)")
     j.set_defaults(handler=_cmd_jobs)
 
     rj = subparsers.add_parser("run-job", help="run one job now, with the same lock and records as the daemon")
-    rj.add_argument("name")
+    rj.add_argument("name", help="the job's name: its file in jobs.d/ without .toml (idsync jobs lists them)")
     rj.add_argument(
         "--dry-run",
         action="store_true",
