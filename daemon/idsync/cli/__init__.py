@@ -17,12 +17,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from idsync import __version__
-from idsync.cli.api import api_problems
 from idsync.cli.api import register as register_api_commands
 from idsync.cli.config import register as register_config_commands
 from idsync.cli.docs import EPILOG
@@ -31,14 +30,13 @@ from idsync.cli.install import register as register_install_command
 from idsync.cli.jobs import register as register_job_commands
 from idsync.cli.managed import register as register_managed_commands
 from idsync.cli.salesforce import register as register_salesforce_commands
-from idsync.cli.store import open_existing_store
 from idsync.cli.unlock import register as register_unlock_command
-from idsync.config.project import Project, load_project, validate_project
 from idsync.errors import ConfigError, IdsyncError, UsageError
 from idsync.log import configure_logging
-from idsync.resources import check_system
-from idsync.settings import load_settings
-from idsync.store.database import Store, utcnow
+
+if TYPE_CHECKING:  # the commands import what they need: `idsync --help` loads no database code
+    from idsync.config.project import Project
+    from idsync.store.database import Store
 
 __all__ = ["main"]
 
@@ -143,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _open(project_dir: Path) -> tuple[Project, Store]:
+    from idsync.config.project import load_project
+    from idsync.store.database import Store
     project = load_project(project_dir)
     return project, Store.open(project.settings.store_url())
 
@@ -204,6 +204,9 @@ def _max_deletes(text: str | None) -> int | float | None:
 
 
 def _cmd_prune(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.cli.store import open_existing_store
+    from idsync.settings import load_settings
+    from idsync.store.database import utcnow
     from idsync.store.retention import prune
 
     settings = load_settings(project_dir)
@@ -220,6 +223,8 @@ def _cmd_prune(args: argparse.Namespace, project_dir: Path) -> int:
 
 def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.render import render_audit, render_run, render_runs
+    from idsync.cli.store import open_existing_store
+    from idsync.settings import load_settings
     from idsync.store.runs import RunStore
 
     # The runs are in the store: a broken mapping file must not hide them.
@@ -299,6 +304,10 @@ def _write_status_file(project: Project, store: Store) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.cli.api import api_problems
+    from idsync.config.project import validate_project
+    from idsync.resources import check_system
+
     problems = validate_project(project_dir, check_system)
     if not problems:
         problems = api_problems(project_dir)
@@ -326,6 +335,7 @@ def _each(problems: Sequence[Exception]) -> list[Exception]:
 
 
 def _cmd_test(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.config.project import load_project
     from idsync.connectors.base import SystemTestReport
     from idsync.resources import Resources
 
@@ -351,6 +361,8 @@ def _cmd_test(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_mappings(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.config.project import load_project
+
     project = load_project(project_dir)
     rows = [{"name": m.name, "source": m.source, "target": m.target, "links": m.links, "file": m.file}
             for m in project.mappings]

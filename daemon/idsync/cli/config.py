@@ -7,13 +7,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from typing import TYPE_CHECKING, Any
 
 from idsync.errors import IdsyncError
-from idsync.settings import Settings, load_settings, settings_reference
+
+if TYPE_CHECKING:
+    from idsync.settings import Settings
 
 __all__ = ["register"]
 
@@ -27,12 +26,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     show.add_argument("--json", action="store_true", help="as JSON rather than TOML-like lines")
     show.set_defaults(handler=_cmd_show)
     ref = commands.add_parser("reference", help="every setting with its default, variable and meaning (Markdown)")
-    ref.set_defaults(handler=lambda _args, _dir: print(settings_reference()) or 0)
+    ref.set_defaults(handler=_cmd_reference)
+
+
+def _cmd_reference(_args: argparse.Namespace, _project_dir: Path) -> int:
+    from idsync.settings import settings_reference
+
+    print(settings_reference())
+    return 0
 
 
 def effective(settings: Settings) -> dict[str, Any]:
     """The settings as a plain dict, with what could be a secret masked: the store URL's password
     (and password-like query parameters), the API's password hashes."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     data = settings.model_dump(mode="json")
     data.pop("project_dir", None)
     try:
@@ -47,6 +56,8 @@ def effective(settings: Settings) -> dict[str, Any]:
 
 
 def _cmd_show(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.settings import load_settings
+
     data = effective(load_settings(project_dir))
     if args.json:
         print(json.dumps(data, indent=2))

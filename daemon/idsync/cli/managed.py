@@ -26,17 +26,15 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from idsync.config.project import Project, load_project
 from idsync.errors import NotFound, QueryError, RevisionMismatch
-from idsync.resource import Obj, QuerySpec, Resource
-from idsync.resources import Resources
-from idsync.store.database import Store
-from idsync.store.objects import ManagedResource
-from idsync.store.validation import InvalidObject
-from idsync.sync.assess import SECRET_NAMES
-from idsync.sync.implicit import PushResult
+
+if TYPE_CHECKING:  # the commands import the store and the engine when they run, not at `idsync --help`
+    from idsync.config.project import Project
+    from idsync.resource import Obj, Resource
+    from idsync.store.database import Store
+    from idsync.sync.implicit import PushResult
 
 __all__ = ["register"]
 
@@ -109,6 +107,9 @@ def _query_args(p: argparse.ArgumentParser) -> None:
 
 
 def _open(project_dir: Path) -> tuple[Project, Store]:
+    from idsync.config.project import load_project
+    from idsync.store.database import Store
+
     project = load_project(project_dir)
     return project, Store.open(project.settings.store_url())
 
@@ -117,6 +118,7 @@ def _open_reading(project_dir: Path, args: argparse.Namespace) -> tuple[Project,
     """For a command that only reads: a missing store is an error, never created. The
     type and filter are checked first, so a typo is reported as such even before any run."""
     from idsync.cli.store import open_existing_store
+    from idsync.config.project import load_project
     from idsync.query import parse
 
     project = load_project(project_dir)
@@ -131,6 +133,7 @@ def _open_reading(project_dir: Path, args: argparse.Namespace) -> tuple[Project,
 
 def _print_query(resource: Resource, args: argparse.Namespace) -> None:
     from idsync.query import parse
+    from idsync.resource import QuerySpec
 
     try:
         node = parse(args.filter)
@@ -155,10 +158,14 @@ def _limited(pages: Iterator[list[Obj]], limit: int) -> Iterator[Obj]:
 
 def _shown(obj: Obj) -> Obj:
     """What a user may see: never a password, even a hashed one."""
+    from idsync.sync.assess import SECRET_NAMES
+
     return {k: v for k, v in obj.items() if k.lower() not in SECRET_NAMES}
 
 
 def _managed(project: Project, store: Store, object_type: str) -> Resource:
+    from idsync.resources import Resources
+
     project.managed.get(object_type, file="command line", key="TYPE")  # an unknown type names the argument
     return Resources(project, store).open(f"managed/{object_type}")
 
@@ -180,6 +187,9 @@ def _cmd_managed_get(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_system_query(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.config.project import load_project
+    from idsync.resources import Resources
+
     project = load_project(project_dir)
     resources = Resources(project, store=None)  # type: ignore[arg-type]
     try:
@@ -190,6 +200,9 @@ def _cmd_system_query(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_system_get(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.config.project import load_project
+    from idsync.resources import Resources
+
     project = load_project(project_dir)
     resources = Resources(project, store=None)  # type: ignore[arg-type]
     try:
@@ -208,6 +221,7 @@ def _cmd_system_get(args: argparse.Namespace, project_dir: Path) -> int:
 
 def _cmd_managed_change(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.managed.service import ManagedObjects
+    from idsync.resources import Resources
 
     project, store = _open(project_dir)
     resources = Resources(project, store)
@@ -247,6 +261,8 @@ def _report_pushes(pushes: list[PushResult], resource: str, *, deleted: bool = F
 
 
 def _json_arg(text: str, option: str) -> Any:
+    from idsync.store.validation import InvalidObject
+
     if text == "-":
         text = sys.stdin.read()
     elif text.startswith("@"):
@@ -258,6 +274,8 @@ def _json_arg(text: str, option: str) -> Any:
 
 
 def _cmd_sync_retry(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.resources import Resources
+    from idsync.store.objects import ManagedResource
     from idsync.sync.implicit import RETRY_JOB, ImplicitSync
     from idsync.sync.retry import failed_pushes
 

@@ -21,9 +21,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from idsync.config.files import substitute
-from idsync.config.project import load_project
-from idsync.connectors.salesforce.config import token_url
 from idsync.errors import ConfigError
 
 __all__ = ["SCOPES", "register"]
@@ -53,6 +50,10 @@ def register(sub: Any) -> None:
 
 def _settings(args: argparse.Namespace, project_dir: Path) -> tuple[str, str, str | None, str | bool]:
     """(token URL, client id, client secret or None, TLS verification) from options and the provisioner."""
+    from idsync.config.files import substitute
+    from idsync.config.project import load_project
+    from idsync.connectors.salesforce.config import token_url
+
     props: dict[str, Any] = {}
     file = f"provisioner.openicf-{args.system}.json"
     if (project_dir / "conf" / file).exists():

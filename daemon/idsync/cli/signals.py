@@ -16,11 +16,12 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
-from idsync.store.database import Store
+if TYPE_CHECKING:
+    from idsync.store.database import Store
 
 __all__ = ["EX_CANCELED", "run_in_foreground"]
 

@@ -16,12 +16,12 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from idsync.errors import RunLocked
-from idsync.settings import load_settings
-from idsync.store.database import Store, utcnow
-from idsync.store.locks import Holder, Locks
+
+if TYPE_CHECKING:
+    from idsync.store.locks import Holder
 
 __all__ = ["register"]
 
@@ -42,6 +42,10 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_unlock(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.settings import load_settings
+    from idsync.store.database import Store, utcnow
+    from idsync.store.locks import Locks
+
     store = Store.open(load_settings(project_dir).store_url())
     locks = Locks(store)
     names = [args.name] if args.name.startswith(_PREFIXES) else [p + args.name for p in _PREFIXES]
