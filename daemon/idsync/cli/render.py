@@ -26,7 +26,8 @@ def render_run(run_id: str, state: str, message: str | None, summary: Mapping[st
     c = _console
     c.print(f"run {run_id}: {summary.get('mapping', '')} [bold]{state}[/bold]" + (" (dry run)" if dry_run else ""))
     if message:
-        c.print(f"  message:    {message}")
+        # Whole and literal: an operator searches for it, and it may quote a source value.
+        c.print(f"  message:    {escape(message)}", soft_wrap=True)
     if started is not None:
         c.print(f"  started:    {_time(started)}" + (f"   ended: {_time(ended)}" if ended else "   (running)"))
     progress = summary.get("progress", {})
@@ -46,7 +47,7 @@ def render_run(run_id: str, state: str, message: str | None, summary: Mapping[st
         c.print(f"  errors ({summary.get('errorCount', len(errors))}):")
         for e in errors[:20]:
             ids = " ".join(f"{k}={e[k]}" for k in ("source_id", "target_id") if e.get(k))
-            c.print(f"    - {e.get('message')}" + (f"  [{ids}]" if ids else ""))
+            c.print(escape(f"    - {e.get('message')}" + (f"  [{ids}]" if ids else "")), soft_wrap=True)
 
 
 def _time(when: dt.datetime) -> str:
@@ -77,7 +78,7 @@ def render_runs(runs: Sequence[Mapping[str, Any]]) -> None:
             _print_run_block(r)
     for r in runs:
         if r["state"] == "FAILED" and r["message"]:
-            _console.print(f"run {r['id'][:8]} FAILED: {escape(r['message'])}")
+            _console.print(f"run {r['id'][:8]} FAILED: {escape(r['message'])}", soft_wrap=True)
 
 
 def fits(console: Console, table: Table) -> bool:
