@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -222,6 +223,9 @@ def test_status_and_jobs_keep_names_whole_at_80_columns(project: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "a-rather-long-job-name-for-testing" in listed.stdout and MAPPING in listed.stdout, listed.stdout
     assert all(len(line) <= 80 for line in status.stdout.splitlines() + listed.stdout.splitlines())
+    # Times name their zone: the machine's for runs (TZ), the job's own for fires.
+    in_paris = run(project, "status", env={"COLUMNS": "200", "TZ": "Europe/Paris"}).stdout
+    assert re.search(r"\d\d:\d\d:\d\d CES?T", in_paris), in_paris
 
 
 # -- a run where every object fails ------------------------------------------------

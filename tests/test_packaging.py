@@ -137,7 +137,8 @@ def test_sdist_carries_the_tests_and_they_collect(tmp_path: Path) -> None:
     with tarfile.open(archive) as tar:
         tar.extractall(tmp_path, filter="data")
     unpacked = tmp_path / archive.name.removesuffix(".tar.gz")
-    for path in ("tests/conftest.py", "tests/samples.py", "tests/scim_server.py", "samples/sync-with-scim",
+    for path in ("devtools/idsync_dev/slapd.py", "tests/conftest.py", "tests/samples.py", "tests/scim_server.py",
+                 "samples/sync-with-scim", "CHANGELOG.md",
                  "conf/sync.json", "jobs.d", "systemd/idsync.service", "bench/recon_bench.py", "docs/api.md",
                  "Makefile", ".ci/run", ".ci/lowest-versions", "LICENSE", "CONTRIBUTING.md",
                  "constraints-lowest.txt", "requirements.lock", "daemon/idsync/store/migrations/env.py"):

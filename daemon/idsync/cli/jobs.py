@@ -164,7 +164,7 @@ def _short(iso: str | None, timezone: str) -> str:
     value = dt.datetime.fromisoformat(iso)
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M:%S")
+    return value.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 # -- idsync run-job -------------------------------------------------------------------

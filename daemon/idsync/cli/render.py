@@ -51,7 +51,9 @@ def render_run(run_id: str, state: str, message: str | None, summary: Mapping[st
 
 
 def _time(when: dt.datetime) -> str:
-    return when.strftime("%Y-%m-%d %H:%M:%S")
+    """In this machine's time zone (``TZ``), named: a time without its zone misleads across hosts."""
+    aware = when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+    return aware.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def render_runs(runs: Sequence[Mapping[str, Any]]) -> None:
