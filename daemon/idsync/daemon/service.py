@@ -42,7 +42,7 @@ from idsync.daemon.recovery import recover_interrupted, release_own_runs
 from idsync.daemon.reload import Configuration, load_configuration
 from idsync.daemon.runner import JobOutcome, run_job
 from idsync.daemon.scheduler import JobTable, missed_fire
-from idsync.errors import IdsyncError, RunLocked
+from idsync.errors import IdsyncError, RunLocked, internal_message
 from idsync.status_file import update_status_file
 from idsync.store.database import Store, utcnow
 from idsync.store.retention import prune
@@ -195,6 +195,9 @@ class Daemon:
             pruned = prune(self.store, utcnow() - dt.timedelta(days=days))
         except IdsyncError as exc:
             log.warning("store.prune_failed", error=str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - housekeeping retries in six hours; never SQL in the log
+            log.warning("store.prune_failed", error=internal_message(exc))
             return
         if pruned.runs:
             log.info("store.pruned", runs=pruned.runs, audit=pruned.audit, keep_runs_days=days)
