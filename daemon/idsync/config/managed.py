@@ -10,6 +10,7 @@ per-object ``default`` values.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,11 +38,12 @@ class ManagedType:
     properties: Mapping[str, PropertyDef] = field(default_factory=dict)
     required: tuple[str, ...] = ()
 
-    @property
+    # Computed once: the store asks for each property of each object it writes.
+    @functools.cached_property
     def searchable(self) -> frozenset[str]:
         return frozenset(p.name for p in self.properties.values() if p.searchable)
 
-    @property
+    @functools.cached_property
     def secrets(self) -> frozenset[str]:
         return frozenset(p.name for p in self.properties.values() if p.secret)
 

@@ -70,6 +70,16 @@ def new_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+def _has_nul(item: Any) -> bool:
+    if isinstance(item, str):
+        return "\x00" in item
+    if isinstance(item, dict):
+        return any("\x00" in str(k) or _has_nul(v) for k, v in item.items())
+    if isinstance(item, list | tuple):
+        return any(_has_nul(v) for v in item)
+    return False
+
+
 def nul_at(value: Any) -> str | None:
     """Where in ``value`` (a JSON pointer) a string holds a NUL character, or ``None``.
 
@@ -77,6 +87,8 @@ def nul_at(value: Any) -> str | None:
     MariaDB keep it, and a C client reading the value back would cut it there. So
     idsync refuses such a value on every store, naming where it was (never the value).
     """
+    if not _has_nul(value):  # the common case, without building a pointer per value
+        return None
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         at, item = stack.pop()
