@@ -198,7 +198,8 @@ def test_provisioner_top_level_keys(tmp_path: Path) -> None:
     def pingidm_keys(d: dict[str, Any]) -> None:
         d.update(poolConfigOption={"maxObjects": 10}, operationTimeout={"CREATE": -1},
                  resultsHandlerConfig={"enableNormalizingResultsHandler": True},
-                 syncFailureHandler={"maxRetries": 5}, operationOptions={})
+                 syncFailureHandler={"maxRetries": 5}, operationOptions={}, connectorPoolingSupported=True,
+                 excludeUnmodified=False, producerBufferSize=100)
         d["configurationProperties"]["passwordHashAlgorithm"] = "SSHA"
 
     _edit(project, _PROVISIONER, pingidm_keys)

@@ -33,7 +33,8 @@ log = structlog.get_logger(__name__)
 _PROVISIONER_KEYS = {
     "name", "enabled", "connectorRef", "connectorType", "configurationProperties", "objectTypes",
     "operationOptions", "poolConfigOption", "operationTimeout", "resultsHandlerConfig", "syncFailureHandler",
-    "producerBufferSize", "systemActions", "displayName", "description", "_id",
+    "producerBufferSize", "systemActions", "displayName", "description", "_id", "connectorPoolingSupported",
+    "excludeUnmodified",
 }
 
 
