@@ -25,7 +25,7 @@ from typing import Any, Literal
 from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.errors import ConfigError
 
-__all__ = ["DEFAULT_MISFIRE_GRACE", "PUSH_JOBS", "JobDef", "load_jobs", "parse_job"]
+__all__ = ["DEFAULT_MISFIRE_GRACE", "PUSH_JOBS", "JobDef", "job_name_problem", "load_jobs", "parse_job"]
 
 # The single-object runs: implicit sync, ``idsync sync retry``, the API's ``reconById``.
 # Their names are reserved: no job file may take one.
@@ -104,14 +104,14 @@ class JobDef:
 
 
 def load_jobs(
-    jobs_dir: Path, known_mappings: Collection[str] | None = None
+    jobs_dir: Path, known_mappings: Collection[str] | None = None, conf_dir: Path | None = None
 ) -> tuple[dict[str, JobDef], list[ConfigError]]:
-    """Every ``*.toml`` under ``jobs_dir``: the valid jobs by name, and the errors."""
+    """Every ``*.toml`` under ``jobs_dir`` and, with ``conf_dir``, every PingIDM
+    ``schedule-*.json`` in it: the valid jobs by name, and the errors (an
+    ``UnsupportedSchedule`` among them is a warning)."""
     jobs: dict[str, JobDef] = {}
     errors: list[ConfigError] = []
-    if not jobs_dir.is_dir():
-        return jobs, errors
-    for path in sorted(jobs_dir.glob("*.toml")):
+    for path in sorted(jobs_dir.glob("*.toml")) if jobs_dir.is_dir() else []:
         if not path.is_file():
             continue
         try:
@@ -120,14 +120,33 @@ def load_jobs(
             errors.append(exc)
         else:
             jobs[job.name] = job
+    if conf_dir is not None:
+        from idsync.config.pingidm_schedules import load_schedules
+
+        schedules, problems = load_schedules(conf_dir, known_mappings)
+        errors.extend(problems)
+        for name, job in schedules.items():
+            if name in jobs:
+                errors.append(ConfigError(job.file, "", f"job {name!r} is also defined by {jobs[name].file}; "
+                                                        "rename or remove one of them"))
+            else:
+                jobs[name] = job
+        jobs = dict(sorted(jobs.items()))
     return jobs, errors
+
+
+def job_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a job, or None."""
+    if not _NAME.match(name):
+        return "a job file name may only use letters, digits, '.', '_' and '-'"
+    return None
 
 
 def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobDef:
     file = str(path)
     name = path.name[: -len(".toml")]
-    if not _NAME.match(name):
-        raise ConfigError(file, "", "a job file name may only use letters, digits, '.', '_' and '-'")
+    if problem := job_name_problem(name):
+        raise ConfigError(file, "", problem)
     if name in PUSH_JOBS:
         # Runs are told from one-object pushes by their job name: a full recon named so would not count as one.
         raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes are recorded under; "

@@ -172,7 +172,7 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
         else:
             from idsync.config.jobs import load_jobs
 
-            problems.extend(load_jobs(settings.jobs_dir, [m.name for m in project.mappings])[1])
+            problems.extend(load_jobs(settings.jobs_dir, [m.name for m in project.mappings], settings.conf_dir)[1])
     return problems
 
 
