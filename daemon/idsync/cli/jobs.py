@@ -78,13 +78,12 @@ def _cmd_run(args: argparse.Namespace, project_dir: Path) -> int:
 def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.store import NoStoreYet, open_existing_store
     from idsync.config.jobs import load_jobs
+    from idsync.config.pingidm_schedules import UnsupportedSchedule
     from idsync.config.project import load_project
     from idsync.daemon.history import last_run_of_job
     from idsync.store.database import Store, utcnow
 
     project = load_project(project_dir)
-    from idsync.config.pingidm_schedules import UnsupportedSchedule
-
     jobs, problems = load_jobs(project.settings.jobs_dir, [m.name for m in project.mappings],
                                project.settings.conf_dir)
     errors = [p for p in problems if not isinstance(p, UnsupportedSchedule)]
@@ -181,11 +180,10 @@ def _short(iso: str | None, timezone: str) -> str:
 def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.signals import run_in_foreground
     from idsync.config.jobs import parse_job
+    from idsync.config.pingidm_schedules import parse_schedule, schedule_files, schedule_path
     from idsync.config.project import load_project
     from idsync.daemon.runner import JobOutcome, run_job
     from idsync.store.database import Store
-
-    from idsync.config.pingidm_schedules import parse_schedule, schedule_files, schedule_path
 
     project = load_project(project_dir)
     conf_dir = project.settings.conf_dir
