@@ -16,8 +16,7 @@ import httpx
 import pytest
 from api_server import ADMIN, ADMIN_HASH, free_port
 from dbs import BACKENDS, store_url
-from idsync.config.jobs import load_jobs
-from idsync.config.pingidm_schedules import UnsupportedSchedule, parse_schedule
+from idsync.config.pingidm_schedules import UnsupportedSchedule, load_all_jobs, parse_schedule
 from idsync.daemon.reload import load_configuration
 from idsync.errors import ConfigError
 from idsync_dev.slapd import Slapd
@@ -117,7 +116,7 @@ def test_a_schedule_idsync_cannot_run_yet_is_named_as_unsupported(tmp_path: Path
 
 
 def test_schedules_load_beside_job_files_and_a_clash_is_an_error(tmp_path: Path) -> None:
-    """load_jobs gives jobs.d and conf/schedule-* jobs together; a bad schedule fails only
+    """load_all_jobs gives jobs.d and conf/schedule-* jobs together; a bad schedule fails only
     itself; a schedule named like a job file is an error and the job file's job stays."""
     root = _mini_project(tmp_path)
     conf = root / "conf"
@@ -127,7 +126,7 @@ def test_schedules_load_beside_job_files_and_a_clash_is_an_error(tmp_path: Path)
     clash = _write(conf, "clash", _RECON)
     bad = _write(conf, "c", {**_RECON, "schedule": "every now and then"})
     live = _write(conf, "live", {**_RECON, "invokeContext": {"action": "liveSync", "source": "system/x/y"}})
-    jobs, errors = load_jobs(root / "jobs.d", ["m1", "m2"], conf)
+    jobs, errors = load_all_jobs(root / "jobs.d", conf, ["m1", "m2"])
     assert list(jobs) == ["a", "b", "clash"] and jobs["clash"].mappings == ("m2",)
     assert sorted(e.file for e in errors) == sorted([str(bad), str(clash), str(live)])
     assert [e.file for e in errors if isinstance(e, UnsupportedSchedule)] == [str(live)]

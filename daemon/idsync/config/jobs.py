@@ -104,14 +104,14 @@ class JobDef:
 
 
 def load_jobs(
-    jobs_dir: Path, known_mappings: Collection[str] | None = None, conf_dir: Path | None = None
+    jobs_dir: Path, known_mappings: Collection[str] | None = None
 ) -> tuple[dict[str, JobDef], list[ConfigError]]:
-    """Every ``*.toml`` under ``jobs_dir`` and, with ``conf_dir``, every PingIDM
-    ``schedule-*.json`` in it: the valid jobs by name, and the errors (an
-    ``UnsupportedSchedule`` among them is a warning)."""
+    """Every ``*.toml`` under ``jobs_dir``: the valid jobs by name, and the errors."""
     jobs: dict[str, JobDef] = {}
     errors: list[ConfigError] = []
-    for path in sorted(jobs_dir.glob("*.toml")) if jobs_dir.is_dir() else []:
+    if not jobs_dir.is_dir():
+        return jobs, errors
+    for path in sorted(jobs_dir.glob("*.toml")):
         if not path.is_file():
             continue
         try:
@@ -120,18 +120,6 @@ def load_jobs(
             errors.append(exc)
         else:
             jobs[job.name] = job
-    if conf_dir is not None:
-        from idsync.config.pingidm_schedules import load_schedules
-
-        schedules, problems = load_schedules(conf_dir, known_mappings)
-        errors.extend(problems)
-        for name, job in schedules.items():
-            if name in jobs:
-                errors.append(ConfigError(job.file, "", f"job {name!r} is also defined by {jobs[name].file}; "
-                                                        "rename or remove one of them"))
-            else:
-                jobs[name] = job
-        jobs = dict(sorted(jobs.items()))
     return jobs, errors
 
 

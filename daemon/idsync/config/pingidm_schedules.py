@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from idsync.config.files import load_json
-from idsync.config.jobs import PUSH_JOBS, JobDef, job_name_problem
+from idsync.config.jobs import PUSH_JOBS, JobDef, job_name_problem, load_jobs
 from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.errors import ConfigError
 
-__all__ = ["UnsupportedSchedule", "load_schedules", "parse_schedule", "schedule_path"]
+__all__ = ["UnsupportedSchedule", "load_all_jobs", "load_schedules", "parse_schedule", "schedule_path"]
 
 _PREFIX = "schedule-"
 _SUFFIX = ".json"
@@ -56,6 +56,23 @@ def schedule_path(conf_dir: Path, name: str) -> Path:
 
 def schedule_files(conf_dir: Path) -> list[Path]:
     return sorted(p for p in conf_dir.glob(f"{_PREFIX}*{_SUFFIX}") if p.is_file()) if conf_dir.is_dir() else []
+
+
+def load_all_jobs(
+    jobs_dir: Path, conf_dir: Path, known_mappings: Collection[str] | None = None
+) -> tuple[dict[str, JobDef], list[ConfigError]]:
+    """The ``jobs.d/*.toml`` jobs and the ``conf/schedule-*.json`` ones, by name, and the
+    errors (an ``UnsupportedSchedule`` among them is a warning)."""
+    jobs, errors = load_jobs(jobs_dir, known_mappings)
+    schedules, problems = load_schedules(conf_dir, known_mappings)
+    errors.extend(problems)
+    for name, job in schedules.items():
+        if name in jobs:
+            errors.append(ConfigError(job.file, "", f"job {name!r} is also defined by {jobs[name].file}; "
+                                                    "rename or remove one of them"))
+        else:
+            jobs[name] = job
+    return dict(sorted(jobs.items())), errors
 
 
 def load_schedules(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import structlog
 
-from idsync.config.jobs import JobDef, load_jobs
-from idsync.config.pingidm_schedules import UnsupportedSchedule
+from idsync.config.jobs import JobDef
+from idsync.config.pingidm_schedules import UnsupportedSchedule, load_all_jobs
 from idsync.config.project import Project, load_project
 from idsync.errors import ConfigError, IdsyncError
 from idsync.resources import check_connectors
@@ -51,7 +51,7 @@ def load_configuration(project_dir: Path, previous: Configuration | None = None)
         errors.append(str(exc))
         project = previous.project
     known = [m.name for m in project.mappings]
-    jobs, problems = load_jobs(project.settings.jobs_dir, known, project.settings.conf_dir)
+    jobs, problems = load_all_jobs(project.settings.jobs_dir, project.settings.conf_dir, known)
     for problem in problems:
         if isinstance(problem, UnsupportedSchedule):
             log.warning("job.unsupported", file=problem.file, key=problem.key, problem=problem.problem)
