@@ -305,17 +305,24 @@ def _write_status_file(project: Project, store: Store) -> None:
 
 def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.api import api_problems
+    from idsync.config.pingidm_schedules import UnsupportedSchedule
     from idsync.config.project import validate_project
     from idsync.resources import check_system
 
-    problems = validate_project(project_dir, check_system)
+    found = validate_project(project_dir, check_system)
+    warnings = [p for p in found if isinstance(p, UnsupportedSchedule)]
+    problems = [p for p in found if not isinstance(p, UnsupportedSchedule)]
     if not problems:
         problems = api_problems(project_dir)
     if args.json:
         print(json.dumps({"project": str(project_dir), "ok": not problems, "problems": [
             {"file": getattr(p, "file", None), "key": getattr(p, "key", None) or None,
-             "problem": getattr(p, "problem", str(p))} for p in _each(problems)]}, indent=2))
+             "problem": getattr(p, "problem", str(p))} for p in _each(problems)],
+            "warnings": [{"file": w.file, "key": w.key or None, "problem": w.problem} for w in warnings]},
+            indent=2))
         return os.EX_CONFIG if problems else 0
+    for warning in warnings:
+        print(f"warning: {warning}")
     for problem in problems:
         print(problem)
     if problems:

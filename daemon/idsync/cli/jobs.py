@@ -77,13 +77,16 @@ def _cmd_run(args: argparse.Namespace, project_dir: Path) -> int:
 
 def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.store import NoStoreYet, open_existing_store
-    from idsync.config.jobs import load_jobs
+    from idsync.config.pingidm_schedules import UnsupportedSchedule, load_all_jobs
     from idsync.config.project import load_project
     from idsync.daemon.history import last_run_of_job
     from idsync.store.database import Store, utcnow
 
     project = load_project(project_dir)
-    jobs, errors = load_jobs(project.settings.jobs_dir, [m.name for m in project.mappings])
+    jobs, problems = load_all_jobs(project.settings.jobs_dir, project.settings.conf_dir,
+                                   [m.name for m in project.mappings])
+    errors = [p for p in problems if not isinstance(p, UnsupportedSchedule)]
+    warnings = [p for p in problems if isinstance(p, UnsupportedSchedule)]
     try:
         store: Store | None = open_existing_store(project.settings)
     except NoStoreYet:
@@ -101,11 +104,14 @@ def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
             }
         )
     if args.json:
-        print(json.dumps({"jobs": rows, "errors": [str(e) for e in errors]}, indent=2))
+        print(json.dumps({"jobs": rows, "errors": [str(e) for e in errors],
+                          "warnings": [str(w) for w in warnings]}, indent=2))
     else:
         _render_jobs(rows, project.settings.jobs_dir)
         for e in errors:
             print(f"{e}", file=sys.stderr)
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
     return os.EX_CONFIG if errors else 0
 
 
@@ -173,16 +179,27 @@ def _short(iso: str | None, timezone: str) -> str:
 def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.signals import run_in_foreground
     from idsync.config.jobs import parse_job
+    from idsync.config.pingidm_schedules import parse_schedule, schedule_files, schedule_path
     from idsync.config.project import load_project
     from idsync.daemon.runner import JobOutcome, run_job
     from idsync.store.database import Store
 
     project = load_project(project_dir)
+    conf_dir = project.settings.conf_dir
     path = project.settings.jobs_dir / f"{args.name}.toml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in project.settings.jobs_dir.glob("*.toml"))) or "none"
+    known_mappings = [m.name for m in project.mappings]
+    if path.is_file():
+        if schedule_path(conf_dir, args.name).is_file():
+            raise ConfigError(str(schedule_path(conf_dir, args.name)), "",
+                              f"job {args.name!r} is also defined by {path}; rename or remove one of them")
+        job = parse_job(path, known_mappings)
+    elif schedule_path(conf_dir, args.name).is_file():
+        job = parse_schedule(schedule_path(conf_dir, args.name), known_mappings)
+    else:
+        names = [p.stem for p in project.settings.jobs_dir.glob("*.toml")]
+        names += [p.stem[len("schedule-"):] for p in schedule_files(conf_dir)]
+        known = ", ".join(sorted(names)) or "none"
         raise ConfigError(str(path), "", f"no such job (jobs: {known})")
-    job = parse_job(path, [m.name for m in project.mappings])
     store = Store.open(project.settings.store_url())
     cancel = threading.Event()
     result: JobOutcome = run_in_foreground(

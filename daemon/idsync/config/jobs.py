@@ -25,7 +25,7 @@ from typing import Any, Literal
 from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.errors import ConfigError
 
-__all__ = ["DEFAULT_MISFIRE_GRACE", "PUSH_JOBS", "JobDef", "load_jobs", "parse_job"]
+__all__ = ["DEFAULT_MISFIRE_GRACE", "PUSH_JOBS", "JobDef", "job_name_problem", "load_jobs", "parse_job"]
 
 # The single-object runs: implicit sync, ``idsync sync retry``, the API's ``reconById``.
 # Their names are reserved: no job file may take one.
@@ -123,11 +123,18 @@ def load_jobs(
     return jobs, errors
 
 
+def job_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a job, or None."""
+    if not _NAME.match(name):
+        return "a job file name may only use letters, digits, '.', '_' and '-'"
+    return None
+
+
 def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobDef:
     file = str(path)
     name = path.name[: -len(".toml")]
-    if not _NAME.match(name):
-        raise ConfigError(file, "", "a job file name may only use letters, digits, '.', '_' and '-'")
+    if problem := job_name_problem(name):
+        raise ConfigError(file, "", problem)
     if name in PUSH_JOBS:
         # Runs are told from one-object pushes by their job name: a full recon named so would not count as one.
         raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes are recorded under; "

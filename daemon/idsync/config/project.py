@@ -171,9 +171,9 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
         except IdsyncError as exc:
             problems.append(exc)
         else:
-            from idsync.config.jobs import load_jobs
+            from idsync.config.pingidm_schedules import load_all_jobs
 
-            problems.extend(load_jobs(settings.jobs_dir, [m.name for m in project.mappings])[1])
+            problems.extend(load_all_jobs(settings.jobs_dir, settings.conf_dir, [m.name for m in project.mappings])[1])
     return problems
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import structlog
 
-from idsync.config.jobs import JobDef, load_jobs
+from idsync.config.jobs import JobDef
+from idsync.config.pingidm_schedules import UnsupportedSchedule, load_all_jobs
 from idsync.config.project import Project, load_project
 from idsync.errors import ConfigError, IdsyncError
 from idsync.resources import check_connectors
@@ -50,10 +51,13 @@ def load_configuration(project_dir: Path, previous: Configuration | None = None)
         errors.append(str(exc))
         project = previous.project
     known = [m.name for m in project.mappings]
-    jobs, problems = load_jobs(project.settings.jobs_dir, known)
+    jobs, problems = load_all_jobs(project.settings.jobs_dir, project.settings.conf_dir, known)
     for problem in problems:
+        if isinstance(problem, UnsupportedSchedule):
+            log.warning("job.unsupported", file=problem.file, key=problem.key, problem=problem.problem)
+            continue
         name = _job_name(problem)
-        kept = previous is not None and name in previous.jobs
+        kept = previous is not None and name in previous.jobs and name not in jobs
         if kept and previous is not None:
             jobs[name] = previous.jobs[name]
         _report(problem, "kept the previous version of this job" if kept else "job not scheduled")
@@ -63,6 +67,8 @@ def load_configuration(project_dir: Path, previous: Configuration | None = None)
 
 def _job_name(problem: ConfigError) -> str:
     name = Path(problem.file).name
+    if name.startswith("schedule-") and name.endswith(".json"):
+        return name[len("schedule-"): -len(".json")]
     return name[: -len(".toml")] if name.endswith(".toml") else name
 
 

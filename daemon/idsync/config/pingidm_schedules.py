@@ -1,0 +1,219 @@
+"""PingIDM schedules: ``conf/schedule-NAME.json``, each a job named ``NAME``.
+
+A schedule that runs a reconciliation (``invokeService`` sync or recon,
+``invokeContext.action`` ``reconcile``) becomes a ``JobDef`` like a
+``jobs.d/NAME.toml`` job. One that PingIDM runs but idsync does not yet
+(liveSync, scripts, the task scanner, start and end times, simple repeat
+intervals) is an ``UnsupportedSchedule``: a warning naming the schedule, and
+the job is not scheduled. Anything else wrong is a ``ConfigError`` naming the
+file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any, Literal
+
+from idsync.config.files import load_json
+from idsync.config.jobs import PUSH_JOBS, JobDef, job_name_problem, load_jobs
+from idsync.config.schedule import CronSchedule, ScheduleError
+from idsync.errors import ConfigError
+
+__all__ = ["UnsupportedSchedule", "load_all_jobs", "load_schedules", "parse_schedule", "schedule_path"]
+
+_PREFIX = "schedule-"
+_SUFFIX = ".json"
+_KEYS = {
+    "enabled",
+    "type",
+    "schedule",
+    "timeZone",
+    "misfirePolicy",
+    "concurrentExecution",
+    "persisted",
+    "startTime",
+    "endTime",
+    "repeatInterval",
+    "repeatCount",
+    "invokeService",
+    "invokeContext",
+    "invokeLogLevel",
+}
+_SYNC_SERVICES = ("sync", "org.forgerock.openidm.sync", "recon", "org.forgerock.openidm.recon")
+_MISFIRE: dict[str, Literal["run_once", "skip"]] = {"fireAndProceed": "run_once", "doNothing": "skip"}
+_LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
+
+
+class UnsupportedSchedule(ConfigError):
+    """A valid PingIDM schedule idsync does not run yet: a warning, and the job is not scheduled."""
+
+
+def schedule_path(conf_dir: Path, name: str) -> Path:
+    return conf_dir / f"{_PREFIX}{name}{_SUFFIX}"
+
+
+def schedule_files(conf_dir: Path) -> list[Path]:
+    return sorted(p for p in conf_dir.glob(f"{_PREFIX}*{_SUFFIX}") if p.is_file()) if conf_dir.is_dir() else []
+
+
+def load_all_jobs(
+    jobs_dir: Path, conf_dir: Path, known_mappings: Collection[str] | None = None
+) -> tuple[dict[str, JobDef], list[ConfigError]]:
+    """The ``jobs.d/*.toml`` jobs and the ``conf/schedule-*.json`` ones, by name, and the
+    errors (an ``UnsupportedSchedule`` among them is a warning)."""
+    jobs, errors = load_jobs(jobs_dir, known_mappings)
+    schedules, problems = load_schedules(conf_dir, known_mappings)
+    errors.extend(problems)
+    for name, job in schedules.items():
+        if name in jobs:
+            errors.append(ConfigError(job.file, "", f"job {name!r} is also defined by {jobs[name].file}; "
+                                                    "rename or remove one of them"))
+        else:
+            jobs[name] = job
+    return dict(sorted(jobs.items())), errors
+
+
+def load_schedules(
+    conf_dir: Path, known_mappings: Collection[str] | None = None
+) -> tuple[dict[str, JobDef], list[ConfigError]]:
+    """Every ``schedule-*.json`` under ``conf_dir``: the jobs by name, and the errors and warnings."""
+    jobs: dict[str, JobDef] = {}
+    errors: list[ConfigError] = []
+    for path in schedule_files(conf_dir):
+        try:
+            job = parse_schedule(path, known_mappings)
+        except ConfigError as exc:
+            errors.append(exc)
+        else:
+            jobs[job.name] = job
+    return jobs, errors
+
+
+def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) -> JobDef:
+    file = str(path)
+    name = path.name[len(_PREFIX): -len(_SUFFIX)]
+    if problem := job_name_problem(name):
+        raise ConfigError(file, "", problem.replace("a job file name", "the name after 'schedule-'"))
+    if name in PUSH_JOBS:
+        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes are recorded under; "
+                                    "name the schedule file otherwise")
+    raw = load_json(path, project_dir=path.parent.parent, secrets=False)
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "", "expected a JSON object")
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise ConfigError(file, unknown[0], f"unknown key (known: {', '.join(sorted(_KEYS))})")
+    r = _Reader(file, raw)
+    enabled = r.get("enabled", bool, True)
+    for key in ("concurrentExecution", "persisted"):
+        r.get(key, bool, False)
+    level = r.get("invokeLogLevel", str, "info")
+    if level.lower() not in _LOG_LEVELS:
+        raise ConfigError(file, "invokeLogLevel", f"expected one of {', '.join(_LOG_LEVELS)}, not {level!r}")
+    misfire_policy = r.get("misfirePolicy", str, "fireAndProceed")
+    if misfire_policy not in _MISFIRE:
+        raise ConfigError(file, "misfirePolicy", f'expected "fireAndProceed" or "doNothing", not {misfire_policy!r}')
+    mappings = _invocation(r, name, known_mappings)
+    kind = r.get("type", str, "cron")
+    if kind == "simple":
+        raise UnsupportedSchedule(file, "type", f"schedule {name!r}: type \"simple\" (a repeat interval) is not "
+                                                "supported yet; not scheduled (use type \"cron\")")
+    if kind != "cron":
+        raise ConfigError(file, "type", f'expected "cron" or "simple", not {kind!r}')
+    for key in ("repeatInterval", "repeatCount"):
+        if key in raw:
+            raise ConfigError(file, key, 'only for type "simple"')
+    for key in ("startTime", "endTime"):
+        if key in raw:
+            _iso_date(file, key, raw[key])
+            raise UnsupportedSchedule(file, key, f"schedule {name!r}: {key} is not supported yet; not scheduled")
+    expression = r.get("schedule", str, required=True)
+    if len(expression.split()) not in (6, 7):
+        # PingIDM reads Quartz only: a 5-field cron line would mean something else to it.
+        raise ConfigError(file, "schedule", f"{len(expression.split())} fields; expected a Quartz expression "
+                                            "(6 or 7 fields, seconds first, such as \"0 0/15 * * * ?\")")
+    try:
+        schedule = CronSchedule.parse(expression, r.get("timeZone", str, "UTC"))
+    except ScheduleError as exc:
+        key = "timeZone" if "time zone" in str(exc) else "schedule"
+        raise ConfigError(file, key, str(exc)) from None
+    return JobDef(
+        name=name,
+        file=file,
+        schedule=schedule,
+        mappings=mappings,
+        enabled=enabled,
+        misfire=_MISFIRE[misfire_policy],
+        raw=raw,
+    )
+
+
+def _invocation(r: _Reader, name: str, known: Collection[str] | None) -> tuple[str, ...]:
+    """The mappings a reconcile schedule runs; a schedule idsync cannot run is an ``UnsupportedSchedule``."""
+    file = r.file
+    service = r.get("invokeService", str, required=True)
+    context = r.get("invokeContext", dict, required=True)
+    action = context.get("action")
+    if service not in _SYNC_SERVICES:
+        raise UnsupportedSchedule(file, "invokeService", f"schedule {name!r}: invokeService {service!r} (only sync "
+                                                         "and recon run) is not supported yet; not scheduled")
+    if action == "liveSync":
+        raise UnsupportedSchedule(file, "invokeContext.action", f"schedule {name!r}: liveSync is not supported "
+                                                                "yet; not scheduled")
+    if action != "reconcile":
+        raise ConfigError(file, "invokeContext.action", f'expected "reconcile", not {action!r}')
+    if "mapping" in context and "mappings" in context:
+        raise ConfigError(file, "invokeContext", 'give "mapping" or "mappings", not both')
+    key = "invokeContext.mappings" if "mappings" in context else "invokeContext.mapping"
+    value = context.get("mappings", context.get("mapping"))
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(file, key, "expected a mapping name or a list of one or more")
+    for i, item in enumerate(value):
+        item_key = f"{key}[{i}]" if "mappings" in context else key
+        if not isinstance(item, str) or not item:
+            raise ConfigError(file, item_key, "expected a mapping name")
+        if known is not None and item not in known:
+            names = ", ".join(sorted(known)) or "none configured"
+            raise ConfigError(file, item_key, f"unknown mapping {item!r} (known: {names})")
+    return tuple(value)
+
+
+def _iso_date(file: str, key: str, value: object) -> None:
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(file, key, "expected an ISO 8601 date and time such as 2026-01-01T00:00:00Z") from None
+
+
+class _Reader:
+    """Typed access to one schedule file's keys; every failure names the key."""
+
+    def __init__(self, file: str, raw: dict[str, Any]) -> None:
+        self.file = file
+        self.raw = raw
+
+    def get(self, key: str, kind: type, default: Any = None, *, required: bool = False) -> Any:
+        if key not in self.raw:
+            if required:
+                raise ConfigError(self.file, key, "required")
+            return default
+        value = self.raw[key]
+        if not isinstance(value, kind):
+            raise ConfigError(self.file, key, f"expected {_KIND_NAMES[kind]}, got {_json_type(value)}")
+        return value
+
+
+_KIND_NAMES: dict[type, str] = {str: "a string", bool: "true or false", dict: "an object"}
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
+            dict: "an object"}.get(type(value), type(value).__name__)
