@@ -58,14 +58,17 @@ def test_plain_nested_and_slashed_sources() -> None:
 
 
 def test_whole_object_source_and_transform() -> None:
-    """Without source the transform sees the whole object as 'source'; its result is the value."""
-    pm = _compile([{"target": "cn", "transform": {"fn": lambda s: s["source"]["uid"].upper()}},
+    """With ``"source": ""`` the transform sees the whole object as 'source', without a
+    source key it sees None (as in PingIDM); its result is the value."""
+    pm = _compile([{"source": "", "target": "cn", "transform": {"fn": lambda s: s["source"]["uid"].upper()}},
+                   {"target": "none", "transform": {"fn": lambda s: repr(s["source"])}},
                    {"source": "", "target": "keys",
                     "transform": {"fn": lambda s: sorted(s["source"])}},
                    {"source": "mail", "target": "mail",
                     "transform": {"fn": lambda s: s["source"].lower() + "/" + s["linkQualifier"]}}])
     out = _project(pm, SRC, qualifier="q1")
     assert out["cn"] == "JDOE" and out["mail"] == "j@x.org/q1" and "uid" in out["keys"]
+    assert out["none"] == "None"
 
 
 def test_condition_skips_the_property_entirely() -> None:
@@ -122,7 +125,8 @@ def test_source_and_target_fields() -> None:
                                      key="k", compile_script=_script,
                                      compile_filter=lambda t, k: cond)
     assert with_filter.source_fields() == {"uid", "dept", "mail"}
-    assert _compile([{"target": "c"}]).source_fields() is None
+    assert _compile([{"source": "", "target": "c"}]).source_fields() is None
+    assert _compile([{"source": "uid", "target": "u"}, {"target": "c", "default": 1}]).source_fields() == {"uid"}
     assert _compile([{"source": "uid", "target": "c", "condition": {}}]).source_fields() is None
 
 

@@ -7,6 +7,11 @@ the JSON around it):
 * ``&{NAME}`` / ``&{NAME|default}`` (PingIDM's property tokens) and ``${NAME}``
   take the environment variable NAME; ``&{a.b}`` also tries ``A_B``. ``${...}``
   with a dot (``${source.uid}``) is left alone: it is a correlation placeholder.
+  PingIDM's built-in tokens resolve without a variable (one that is set still wins):
+  ``launcher.project.location`` and ``idm.instance.dir`` are the project directory,
+  ``launcher.working.location`` too (idsync keeps no separate working directory),
+  ``launcher.install.location`` and ``idm.install.dir`` its parent (where PingIDM's
+  own install directory holds its projects).
 * A key ``X_file`` (``credentials_file``, ``clientSecret_file``) is replaced by
   ``X`` holding the file's contents, trailing newline removed; a relative path is
   looked up in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``) first.
@@ -50,8 +55,10 @@ def load_json(path: Path, *, project_dir: Path | None = None, secrets: bool = Tr
 
 
 def substitute(value: Any, *, file: str, base: Path, key: str = "") -> Any:
+    """``value`` with its tokens and ``X_file`` keys substituted; ``base`` is the
+    project directory (built-in tokens, relative secret files)."""
     if isinstance(value, str):
-        return _tokens(value, file=file, key=key)
+        return _tokens(value, file=file, key=key, base=base)
     if isinstance(value, list):
         return [substitute(v, file=file, base=base, key=f"{key}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, dict):
@@ -69,7 +76,19 @@ def substitute(value: Any, *, file: str, base: Path, key: str = "") -> Any:
     return out
 
 
-def _tokens(text: str, *, file: str, key: str) -> str:
+_PROJECT_TOKENS = ("launcher.project.location", "launcher.working.location", "idm.instance.dir")
+_INSTALL_TOKENS = ("launcher.install.location", "idm.install.dir")
+
+
+def _builtin(name: str, base: Path) -> str | None:
+    if name in _PROJECT_TOKENS:
+        return str(base.absolute())
+    if name in _INSTALL_TOKENS:
+        return str(base.absolute().parent)
+    return None
+
+
+def _tokens(text: str, *, file: str, key: str, base: Path) -> str:
     if "{" not in text:
         return text
 
@@ -79,6 +98,9 @@ def _tokens(text: str, *, file: str, key: str) -> str:
         for candidate in (name, name.upper().replace(".", "_")):
             if candidate in os.environ:
                 return os.environ[candidate]
+        builtin = _builtin(name, base) if match.group(1) else None
+        if builtin is not None:
+            return builtin
         if default is not None:
             return default
         raise ConfigError(file, key, f"environment variable {name} is not set")

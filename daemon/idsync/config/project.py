@@ -191,21 +191,37 @@ def _provisioner(path: Path, project_dir: Path) -> Provisioner:
     ref = raw.get("connectorRef") or {}
     if not isinstance(ref, dict):
         raise ConfigError(str(path), "connectorRef", "expected an object")
-    connector = f"{ref.get('connectorName', '')} {ref.get('bundleName', '')}".lower()
-    for kind in ("ldap", "scim", "salesforce", "csv"):
-        if kind in connector:
-            break
-    else:
-        kind = str(raw.get("connectorType") or name).lower()
-        if kind not in ("ldap", "scim", "salesforce", "csv"):
-            raise ConfigError(str(path), "connectorRef.connectorName",
-                              "unknown connector (supported: LDAP, SCIM, Salesforce, CSV)")
+    kind = _connector_kind(ref, str(raw.get("connectorType") or name), file=str(path))
     if not isinstance(raw.get("configurationProperties", {}), dict):
         raise ConfigError(str(path), "configurationProperties", "expected an object")
     problems = unknown_keys(raw, _PROVISIONER_KEYS, file=str(path))
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
     return Provisioner(name=name, file=str(path), kind=kind, raw=raw, project_dir=project_dir)
+
+
+_KINDS = ("ldap", "scim", "salesforce", "csv")
+
+
+def _connector_kind(ref: Mapping[str, Any], fallback: str, *, file: str) -> str:
+    """The connector a provisioner uses. ``connectorRef`` decides when it names one
+    (``connectorName`` or ``bundleName``), whatever the system is called: an XML
+    connector in ``provisioner.openicf-ldap.json`` is not LDAP. Without it,
+    idsync's ``connectorType``, then the system's name."""
+    named = [str(ref[k]) for k in ("connectorName", "bundleName") if isinstance(ref.get(k), str) and ref[k]]
+    if named:
+        text = " ".join(named).lower()
+        for kind in _KINDS:
+            if kind in text:
+                return kind
+        raise ConfigError(file, "connectorRef.connectorName" if ref.get("connectorName") else "connectorRef.bundleName",
+                          f"unsupported connector {named[0]} (supported: LDAP, SCIM, Salesforce, CSV)")
+    kind = fallback.lower()
+    if kind not in _KINDS:
+        raise ConfigError(file, "connectorRef.connectorName",
+                          "unknown connector: no connectorRef.connectorName, and the connectorType or system "
+                          f"name {fallback!r} is not one of LDAP, SCIM, Salesforce, CSV")
+    return kind
 
 
 def _native_key(m: MappingDef, side: str) -> str:

@@ -7,8 +7,9 @@ Each item of a mapping's ``"properties"`` list is applied as PingIDM does:
    ``linkQualifier``, ``target`` and ``oldTarget``): when false, the property is
    skipped entirely, as if it were not mapped for this object;
 2. the value is the source value at ``source`` (a JSON pointer, ``"/name/givenName"``
-   or ``"name/givenName"``), or the whole source object when ``source`` is
-   omitted or ``""``;
+   or ``"name/givenName"``), the whole source object when ``source`` is ``""``,
+   and no value (``None``) when the property has no ``source`` key, so that
+   ``{"target": "accountStatus", "default": "active"}`` stores ``"active"``;
 3. ``transform`` runs with ``source`` set to that value (and ``linkQualifier``);
    its result becomes the value;
 4. a ``None`` value takes ``default`` when one is given;
@@ -50,9 +51,10 @@ _SEPARATOR_SPACES = re.compile(r"\s*([,=+])\s*")
 
 @dataclass(frozen=True)
 class PropertyRule:
-    """One compiled item of ``properties``. ``source=()`` means the whole source object."""
+    """One compiled item of ``properties``. ``source=()`` means the whole source object,
+    ``source=None`` no source value (the item has no ``source`` key)."""
 
-    source: tuple[str, ...]
+    source: tuple[str, ...] | None
     target: tuple[str, ...]
     transform: object | None = None
     condition: object | None = None
@@ -66,7 +68,7 @@ class PropertyRule:
 
     @property
     def source_name(self) -> str:
-        return "/".join(self.source)
+        return "/".join(self.source or ())
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class PropertyMap:
                     raise _named(exc, "condition", rule) from exc
                 if not holds:
                     continue
-            value = _at(source_obj, rule.source)
+            value = _at(source_obj, rule.source) if rule.source is not None else None
             if rule.transform is not None:
                 try:
                     value = run_transform(rule.transform, {"source": value,
@@ -142,7 +144,8 @@ class PropertyMap:
             if len(rule.target) != 1 or name not in single or not isinstance(value, list) or len(value) < 2:
                 continue
             origin = "its transform" if rule.transform is not None else \
-                f"source {rule.source_name!r}" if rule.source else "the source object"
+                f"source {rule.source_name!r}" if rule.source else \
+                "the source object" if rule.source is not None else "its default"
             problems.append(f"{name} is single-valued (type {single[name]}) but {origin} gives "
                             f"{len(value)} values")
         return problems
@@ -153,12 +156,13 @@ class PropertyMap:
 
     def source_fields(self) -> set[str] | None:
         """The top-level source attributes the rules read; ``None`` when a rule
-        needs the whole object (no ``source``, or a condition script)."""
+        needs the whole object (``"source": ""``, or a condition script)."""
         fields: set[str] = set()
         for rule in self.rules:
-            if not rule.source:
+            if rule.source == ():
                 return None
-            fields.add(rule.source[0])
+            if rule.source is not None:
+                fields.add(rule.source[0])
             if rule.condition is not None:
                 referenced = _object_fields(rule.condition)
                 if referenced is None:
@@ -194,7 +198,8 @@ def compile_properties(
             raise ConfigError(file, f"{at}.{unknown[0]}",
                               f"unknown key; a property has {', '.join(sorted(_RULE_KEYS))}")
         target = _pointer(item.get("target"), file, f"{at}.target", required=True)
-        source = _pointer(item.get("source", ""), file, f"{at}.source", required=False)
+        source = (_pointer(item["source"], file, f"{at}.source", required=False)
+                  if item.get("source") is not None else None)
         transform = item.get("transform")
         if transform is not None and not isinstance(transform, dict):
             raise ConfigError(file, f"{at}.transform", "expected a script object")
