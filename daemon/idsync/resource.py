@@ -25,6 +25,7 @@ __all__ = [
     "Resource",
     "WriteOp",
     "WriteResult",
+    "renamed",
     "failed",
 ]
 
@@ -70,6 +71,12 @@ class WriteResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def renamed(op_id: str | None, result_id: str | None) -> bool:
+    """Whether a write gave its object a new id (a DN id whose entry was renamed):
+    the link to it must then follow, under the new id."""
+    return bool(op_id and result_id and op_id != result_id)
 
 
 class Resource(ABC):

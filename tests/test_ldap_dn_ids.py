@@ -1,0 +1,118 @@
+"""``uidAttribute: "dn"``: the LDAP provisioner's ids are the entries' DNs, as in
+every stock OpenICF LDAP provisioner. Against the real slapd and real stores:
+reads, get by id, recon both ways, and renames that keep the link."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from dbs import store_url
+from idsync.resource import QuerySpec
+from idsync.resources import Resources
+from idsync.store.tables import links
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import run_recon
+from idsync_dev.slapd import Slapd
+from recon_env import Env
+
+REVERSE = "managedUser_systemLdapAccounts"
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+
+
+def _dn_ids(prov: dict[str, Any]) -> None:
+    prov["configurationProperties"]["uidAttribute"] = "dn"
+
+
+@pytest.fixture(params=BACKENDS)
+def env(request: pytest.FixtureRequest, slapd: Slapd, ldap_subtree: str, tmp_path: Path) -> Iterator[Env]:
+    e = Env(slapd, ldap_subtree, tmp_path, store_url(request.param, tmp_path))
+    e.change_conf("provisioner.openicf-ldap.json", _dn_ids)
+    yield e
+    e.store.close()
+
+
+def _links(env: Env) -> list[tuple[str, str]]:
+    """(LDAP DN, managed user id) of every link of the mapping pair."""
+    with env.store.engine.connect() as conn:
+        rows = conn.execute(select(links.c.source_id, links.c.target_id)).all()
+    return sorted((str(s), str(t)) for s, t in rows)
+
+
+def _accounts(env: Env) -> dict[str, dict[str, Any]]:
+    res = Resources(env.project, env.store).open("system/ldap/account")
+    return {o["_id"]: o for page in res.pages(QuerySpec()) for o in page}
+
+
+def test_reads_and_get_by_id_use_the_dn(env: Env) -> None:
+    """Paged reads give each entry its DN as ``_id``; get_many by DN (any case or
+    spacing of attribute types) is a base-scope read of that DN; a DN outside the
+    base contexts or of no entry is absent."""
+    env.add("jdoe", "asmith")
+    accounts = _accounts(env)
+    jdoe = f"uid=jdoe,{env.subtree}"
+    assert set(accounts) == {jdoe, f"uid=asmith,{env.subtree}"}
+    res = Resources(env.project, env.store).open("system/ldap/account")
+    loose = "UID=jdoe , " + env.subtree.replace(",", ", ").upper().replace("OU=", "ou=")
+    got = res.get_many([jdoe, loose, f"uid=nobody,{env.subtree}", "uid=x,dc=elsewhere"])
+    assert set(got) == {jdoe, loose}
+    assert got[jdoe]["_id"] == jdoe and got[jdoe]["uid"] == "jdoe"
+    assert got[loose]["_id"] == jdoe  # the DN as the directory spells it
+
+
+def test_ldap_to_store_recon_links_dns_and_second_run_changes_nothing(env: Env) -> None:
+    """LDAP-to-store recon with DN ids creates and links each entry; a second run
+    finds everything CONFIRMED and writes nothing."""
+    env.add("jdoe", "asmith")
+    first = env.recon()
+    assert first.state == "SUCCESS", first.summary
+    users = env.users()
+    assert set(users) == {"jdoe", "asmith"}
+    assert _links(env) == sorted([(f"uid=jdoe,{env.subtree}", users["jdoe"]["_id"]),
+                                  (f"uid=asmith,{env.subtree}", users["asmith"]["_id"])])
+    second = env.recon()
+    assert second.state == "SUCCESS", second.summary
+    assert second.summary["situationSummary"].get("CONFIRMED") == 2
+    assert not any(second.summary["changes"].get(k) for k in ("created", "updated", "deleted", "linked"))
+    assert _links(env) == sorted([(f"uid=jdoe,{env.subtree}", users["jdoe"]["_id"]),
+                                  (f"uid=asmith,{env.subtree}", users["asmith"]["_id"])])
+
+
+def _no_on_create(sync: dict[str, Any]) -> None:
+    """The seed's onCreate names entries under ou=People; this test's entries go in its own subtree."""
+    next(m for m in sync["mappings"] if m["name"] == REVERSE).pop("onCreate")
+
+
+def _push(env: Env) -> Any:
+    result = run_recon(env.project, env.store, REVERSE, ReconOptions())
+    assert result.state == "SUCCESS", result.summary
+    return result
+
+
+def test_store_to_ldap_create_links_the_new_dn_and_a_rename_follows(env: Env) -> None:
+    """A managed user pushed to LDAP is created at ``uid=<userName>,<base>`` and linked
+    by that DN; a later change of userName renames the entry (modify DN) and the link
+    moves to the new DN: one entry, one link, no delete and no create."""
+    env.change_conf("sync.json", _no_on_create)
+    user = env.create_user(userName="bnew", givenName="B", sn="New", mail="bnew@example.com")
+    first = _push(env)
+    assert first.summary["changes"].get("created") == 1
+    old_dn = f"uid=bnew,{env.subtree}"
+    assert set(_accounts(env)) == {old_dn}
+    assert _links(env) == [(old_dn, user["_id"])]
+    assert _push(env).summary["situationSummary"].get("CONFIRMED") == 1
+
+    Resources(env.project, env.store).open("managed/user").update(user["_id"], {**user, "userName": "brenamed"})
+    renamed = _push(env)
+    new_dn = f"uid=brenamed,{env.subtree}"
+    assert set(_accounts(env)) == {new_dn}
+    assert _links(env) == [(new_dn, user["_id"])]
+    changes = renamed.summary["changes"]
+    assert not changes.get("created") and not changes.get("deleted"), changes
+    after = _push(env)
+    assert after.summary["situationSummary"].get("CONFIRMED") == 1
+    assert not after.summary["changes"].get("created") and not after.summary["changes"].get("deleted")
