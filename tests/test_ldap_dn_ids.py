@@ -116,3 +116,37 @@ def test_store_to_ldap_create_links_the_new_dn_and_a_rename_follows(env: Env) ->
     after = _push(env)
     assert after.summary["situationSummary"].get("CONFIRMED") == 1
     assert not after.summary["changes"].get("created") and not after.summary["changes"].get("deleted")
+
+
+def _correlate_by_mail(sync: dict[str, Any]) -> None:
+    sync["mappings"][0]["correlationQuery"] = {"_queryFilter": '/mail eq "${source.mail}"'}
+
+
+@pytest.mark.parametrize("move", [False, True], ids=["modrdn", "move"])
+def test_renamed_ldap_entry_keeps_its_link_and_managed_user(env: Env, move: bool) -> None:
+    """An entry renamed in the directory (a new RDN, or moved to another container)
+    is found again by correlation on a stable attribute; the stale link (its old DN
+    is gone) is taken over by the new DN: the managed user is updated, not deleted
+    and created again, and one link remains."""
+    env.change_conf("sync.json", _correlate_by_mail)
+    env.add("jdoe")
+    assert env.recon().state == "SUCCESS"
+    user_id = env.users()["jdoe"]["_id"]
+    if move:
+        env.slapd.add_ldif(f"dn: ou=moved,{env.subtree}\nobjectClass: organizationalUnit\nou: moved\n\n"
+                           f"dn: uid=jdoe,{env.subtree}\nchangetype: modrdn\nnewrdn: uid=jdoe\n"
+                           f"deleteoldrdn: 1\nnewsuperior: ou=moved,{env.subtree}\n")
+        new_dn, name = f"uid=jdoe,ou=moved,{env.subtree}", "jdoe"
+    else:
+        env.slapd.add_ldif(f"dn: uid=jdoe,{env.subtree}\nchangetype: modrdn\nnewrdn: uid=jdoe2\ndeleteoldrdn: 1\n")
+        new_dn, name = f"uid=jdoe2,{env.subtree}", "jdoe2"
+    result = env.recon()
+    assert result.state == "SUCCESS", result.summary
+    assert result.summary["situationSummary"].get("FOUND") == 1, result.summary
+    changes = result.summary["changes"]
+    assert not changes.get("created") and not changes.get("deleted"), changes
+    users = env.users()
+    assert list(users) == [name] and users[name]["_id"] == user_id
+    assert _links(env) == [(new_dn, user_id)]
+    again = env.recon()
+    assert {k: v for k, v in again.summary["situationSummary"].items() if v} == {"CONFIRMED": 1}

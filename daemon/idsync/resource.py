@@ -84,6 +84,9 @@ class Resource(ABC):
 
     name: str
     dry_run: bool = False
+    # Ids that change when the object is renamed (LDAP DNs): a link to an id that no
+    # longer exists may belong to an object now under another id.
+    renames_ids: bool = False
 
     @abstractmethod
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:

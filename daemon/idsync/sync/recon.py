@@ -247,7 +247,7 @@ class _Run:
             linked = self.links.targets_of([o["_id"] for o in objs])
             self.counters.links_processed += len(linked)
             targets = target.get_many(list(linked.values()), self.mapping.default_target_fields) if linked else {}
-            plans = assessor.assess_sources(objs, linked, targets, correlator, self.links)
+            plans = assessor.assess_sources(objs, linked, targets, correlator, self.links, source)
             retry = {p.source_id for p in plans if p.retry}
             self._apply([p for p in plans if not p.retry], target, source)
             objs = [o for o in objs if o["_id"] in retry]

@@ -82,6 +82,7 @@ class LdapResource(Resource):
         self._type = object_type
         self._uid = settings.uid_attribute
         self._dn_ids = settings.uid_attribute.lower() == "dn"
+        self.renames_ids = self._dn_ids
         self._conn = LdapConnection(system, settings)
         self._class_filters = tuple(f"(objectClass={c})" for c in object_type.object_classes
                                     if c.lower() != "top")
