@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-
 from dbs import store_url
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
@@ -19,6 +17,7 @@ from idsync.sync.options import ReconOptions
 from idsync.sync.recon import run_recon
 from idsync_dev.slapd import Slapd
 from recon_env import Env
+from sqlalchemy import select
 
 REVERSE = "managedUser_systemLdapAccounts"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]

@@ -25,8 +25,8 @@ __all__ = [
     "Resource",
     "WriteOp",
     "WriteResult",
-    "renamed",
     "failed",
+    "renamed",
 ]
 
 Obj = dict[str, Any]
