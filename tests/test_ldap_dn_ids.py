@@ -4,20 +4,27 @@ reads, get by id, recon both ways, and renames that keep the link."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dbs import store_url
+from idsync.config.project import load_project
+from idsync.managed import ManagedObjects
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.links import LinkSet
 from idsync.store.tables import links
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import run_recon
 from idsync_dev.slapd import Slapd
 from recon_env import Env
-from sqlalchemy import select
+from sqlalchemy import func, select
+
+from samples import FORWARD, ldap_entry, sample_project
 
 REVERSE = "managedUser_systemLdapAccounts"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
@@ -149,3 +156,38 @@ def test_renamed_ldap_entry_keeps_its_link_and_managed_user(env: Env, move: bool
     assert _links(env) == [(new_dn, user_id)]
     again = env.recon()
     assert {k: v for k, v in again.summary["situationSummary"].items() if v} == {"CONFIRMED": 1}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_implicit_sync_rename_moves_the_link_to_the_new_dn(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
+                                                           backend: str) -> None:
+    """A managed user created and then renamed through the store is pushed at once:
+    the link holds the new entry's DN, and after the new userName renames the entry
+    the one link holds the new DN (the entry was renamed, not recreated)."""
+    project_dir = sample_project(tmp_path, slapd, ldap_subtree, store_url(backend, tmp_path), load_data=False)
+    prov_file = project_dir / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    _dn_ids(prov)
+    prov_file.write_text(json.dumps(prov))
+    project = load_project(project_dir)
+    store = Store.open(project.settings.store_url())
+    resources = Resources(project, store)
+    try:
+        users = ManagedObjects(project, store, resources, "user")
+        change = users.create({"userName": "fdoe", "givenName": "F", "sn": "Doe", "mail": "fdoe@example.com"})
+        assert change.synced and change.object is not None
+        uid = change.object["_id"]
+        linkset = LinkSet(store, FORWARD)
+        old_dn = f"uid=fdoe,{ldap_subtree}"
+        assert linkset.sources_of([uid]) == {uid: old_dn}
+        uuid_before = (ldap_entry(slapd, old_dn) or {})["entryuuid"]
+        assert users.patch(uid, [{"operation": "replace", "field": "/userName", "value": "fdoe2"}]).synced
+        new_dn = f"uid=fdoe2,{ldap_subtree}"
+        assert ldap_entry(slapd, old_dn) is None
+        assert (ldap_entry(slapd, new_dn) or {})["entryuuid"] == uuid_before
+        assert linkset.sources_of([uid]) == {uid: new_dn}
+        with store.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(links)).scalar() == 1
+    finally:
+        resources.close()
+        store.close()
