@@ -57,14 +57,15 @@ def _accounts(env: Env) -> dict[str, dict[str, Any]]:
 def test_reads_and_get_by_id_use_the_dn(env: Env) -> None:
     """Paged reads give each entry its DN as ``_id``; get_many by DN (any case or
     spacing of attribute types) is a base-scope read of that DN; a DN outside the
-    base contexts or of no entry is absent."""
+    base contexts, of no entry, or that is not a DN at all is absent (not an error)."""
     env.add("jdoe", "asmith")
     accounts = _accounts(env)
     jdoe = f"uid=jdoe,{env.subtree}"
     assert set(accounts) == {jdoe, f"uid=asmith,{env.subtree}"}
     res = Resources(env.project, env.store).open("system/ldap/account")
     loose = "UID=jdoe , " + env.subtree.replace(",", ", ").upper().replace("OU=", "ou=")
-    got = res.get_many([jdoe, loose, f"uid=nobody,{env.subtree}", "uid=x,dc=elsewhere"])
+    got = res.get_many([jdoe, loose, f"uid=nobody,{env.subtree}", "uid=x,dc=elsewhere", "",
+                        f"no equals sign,{env.subtree}", f"uid=a=b=,{env.subtree}"])
     assert set(got) == {jdoe, loose}
     assert got[jdoe]["_id"] == jdoe and got[jdoe]["uid"] == "jdoe"
     assert got[loose]["_id"] == jdoe  # the DN as the directory spells it

@@ -23,7 +23,7 @@ from typing import Any
 
 import ldap3
 import structlog
-from ldap3.utils.dn import escape_rdn
+from ldap3.utils.dn import escape_rdn, parse_dn
 
 from idsync.connectors.base import System, system_test_report
 from idsync.connectors.ldap.config import (
@@ -63,6 +63,14 @@ def _and(*filters: str) -> str:
     if not parts:
         return "(objectClass=*)"
     return parts[0] if len(parts) == 1 else f"(&{''.join(parts)})"
+
+
+def _valid_dn(text: str) -> bool:
+    """Whether ``text`` parses as a DN (a search based on anything else is refused)."""
+    try:
+        return bool(text.strip()) and bool(parse_dn(text, escape=True, strip=True))
+    except Exception:  # noqa: BLE001 - ldap3 raises several kinds for a malformed DN
+        return False
 
 
 def _rejected(kind: str, dn: str, result: Mapping[str, Any]) -> ObjectError:
@@ -130,7 +138,7 @@ class LdapResource(Resource):
         found: dict[str, SearchEntry] = {}
         for dn in dns:
             key = norm_dn(dn)
-            if not dn.strip() or not any(key == b or key.endswith("," + b) for b in bases):
+            if not _valid_dn(dn) or not any(key == b or key.endswith("," + b) for b in bases):
                 continue  # not an entry this resource reads
             entries = self._conn.search(dn, search_filter, attributes, scope=ldap3.BASE)
             if entries:
