@@ -13,6 +13,7 @@ import pytest
 from dbs import store_url
 from idsync.config.project import load_project
 from idsync.managed import ManagedObjects
+from idsync.query import parse
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
@@ -192,3 +193,18 @@ def test_implicit_sync_rename_moves_the_link_to_the_new_dn(tmp_path: Path, slapd
     finally:
         resources.close()
         store.close()
+
+
+def test_query_update_and_delete_by_dn(env: Env) -> None:
+    """``_id eq <DN>`` queries the entry (through entryDN); an update by DN id
+    writes the entry and answers with the same DN id; a delete by DN removes it."""
+    env.add("jdoe", "asmith")
+    jdoe = f"uid=jdoe,{env.subtree}"
+    res = Resources(env.project, env.store).open("system/ldap/account")
+    found = [o["_id"] for page in res.pages(QuerySpec(filter=parse(f'_id eq "{jdoe}"'))) for o in page]
+    assert found == [jdoe]
+    updated = res.update(jdoe, {"telephoneNumber": "555-0199"})
+    assert updated["_id"] == jdoe and updated["telephoneNumber"] == "555-0199"
+    assert (ldap_entry(env.slapd, jdoe) or {})["telephonenumber"] == ["555-0199"]
+    res.delete(jdoe)
+    assert ldap_entry(env.slapd, jdoe) is None and set(_accounts(env)) == {f"uid=asmith,{env.subtree}"}
