@@ -26,6 +26,7 @@ __all__ = [
     "WriteOp",
     "WriteResult",
     "failed",
+    "renamed",
 ]
 
 Obj = dict[str, Any]
@@ -72,11 +73,20 @@ class WriteResult:
         return self.error is None
 
 
+def renamed(op_id: str | None, result_id: str | None) -> bool:
+    """Whether a write gave its object a new id (a DN id whose entry was renamed):
+    the link to it must then follow, under the new id."""
+    return bool(op_id and result_id and op_id != result_id)
+
+
 class Resource(ABC):
     """One collection of objects: ``managed/user``, ``system/ldap/account``..."""
 
     name: str
     dry_run: bool = False
+    # Ids that change when the object is renamed (LDAP DNs): a link to an id that no
+    # longer exists may belong to an object now under another id.
+    renames_ids: bool = False
 
     @abstractmethod
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:

@@ -20,7 +20,7 @@ from idsync.config.properties import diff
 from idsync.errors import IdsyncError
 from idsync.query import matches
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
-from idsync.resource import Obj, WriteOp
+from idsync.resource import Obj, Resource, WriteOp
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
 from idsync.sync.situations import assess_source, assess_target
@@ -109,7 +109,7 @@ class Assessor:
     # -- source phase -------------------------------------------------------
 
     def assess_sources(self, objs: Sequence[Obj], linked: Mapping[str, str], targets: Mapping[str, Obj],
-                       correlator: Correlator | None, links: LinkSet) -> list[Plan]:
+                       correlator: Correlator | None, links: LinkSet, source: Resource | None = None) -> list[Plan]:
         plans: list[Plan] = []
         qualified: dict[str, bool] = {}
         projections: dict[str, Obj] = {}
@@ -134,6 +134,8 @@ class Assessor:
             candidates, queries = correlator.correlate(to_correlate, projected)
         singles = [c[0]["_id"] for c in candidates.values() if isinstance(c, list) and len(c) == 1]
         owners = links.sources_of(singles) if singles else {}
+        if source is not None and source.renames_ids:
+            owners = _live_owners(owners, source, {s["_id"] for s in objs})
         creating: list[Obj] = []  # what this batch creates, in order: later sources must find it
         for s in objs:
             sid = s["_id"]
@@ -356,3 +358,12 @@ def _exception_message(situation: str, candidates: int) -> str:
         "LINK_ONLY": "LINK_ONLY: a link exists but neither object was found",
     }.get(situation, f"{situation}: policy says EXCEPTION")
 
+
+def _live_owners(owners: Mapping[str, str], source: Resource, present: set[str]) -> dict[str, str]:
+    """``owners`` (target id -> linked source id) without the links whose source id is
+    gone from a source whose ids change on rename: the entry was renamed, and the
+    source now correlating to that target takes the link over (FOUND, not
+    FOUND_ALREADY_LINKED) instead of a delete of the target and a create."""
+    unknown = [sid for sid in owners.values() if sid not in present]
+    existing = set(source.get_many(unknown, [])) if unknown else set()
+    return {tid: sid for tid, sid in owners.items() if sid in present or sid in existing}

@@ -31,7 +31,7 @@ import structlog
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
 from idsync.errors import IdsyncError, NotFound
-from idsync.resource import Obj, Resource, WriteOp
+from idsync.resource import Obj, Resource, WriteOp, renamed
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
@@ -189,7 +189,8 @@ class ImplicitSync:
             # ``defer`` marks the plans whose link must go: DELETE, UNLINK, a source gone.
             if plan.defer and target_id:
                 links.remove_targets(conn, [target_id])
-            elif plan.link and plan.source_id and target_id:
+            elif (plan.link or renamed(plan.target_id, target_id)) and plan.source_id and target_id:
+                # A target renamed by the write (a DN id) keeps its link under its new id.
                 links.add(conn, [(plan.source_id, target_id)])
         plan.target_id = target_id
         return None

@@ -40,7 +40,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
 from idsync.errors import IdsyncError, NotFound, RunAborted, RunCanceled, SafetyLimitExceeded, internal_message
-from idsync.resource import Obj, QuerySpec, Resource, WriteResult
+from idsync.resource import Obj, QuerySpec, Resource, WriteResult, renamed
 from idsync.resources import Resources
 from idsync.scripts import Script
 from idsync.store.database import Store, store_error
@@ -247,7 +247,7 @@ class _Run:
             linked = self.links.targets_of([o["_id"] for o in objs])
             self.counters.links_processed += len(linked)
             targets = target.get_many(list(linked.values()), self.mapping.default_target_fields) if linked else {}
-            plans = assessor.assess_sources(objs, linked, targets, correlator, self.links)
+            plans = assessor.assess_sources(objs, linked, targets, correlator, self.links, source)
             retry = {p.source_id for p in plans if p.retry}
             self._apply([p for p in plans if not p.retry], target, source)
             objs = [o for o in objs if o["_id"] in retry]
@@ -324,6 +324,7 @@ class _Run:
             for plan, written in zip(writes, target.write_batch([p.op for p in writes if p.op]), strict=True):
                 results[id(plan)] = written
         new_links: list[tuple[str, str]] = []
+        relinks: list[tuple[str, str]] = []
         claims: list[str] = []
         audit: list[dict[str, Any]] = []
         deferred: list[dict[str, Any]] = []
@@ -366,6 +367,9 @@ class _Run:
                                  "target_id": plan.target_id, "message": plan.message or None})
             if plan.link and plan.source_id and target_id:
                 new_links.append((plan.source_id, target_id))
+            elif plan.source_id and target_id and renamed(plan.target_id, target_id):
+                # The write renamed the target (a DN id): its link follows it, nothing is recreated.
+                relinks.append((plan.source_id, target_id))
             if plan.audit and not plan.defer:
                 audit.append(plan.audit_row(self.id, self.mapping.name, target_id, self.options.dry_run))
             if plan.post_action is not None:
@@ -382,8 +386,8 @@ class _Run:
                 "target": {"_id": target_id} if target_id else None,
                 "situation": plan.situation, "action": plan.action, "sourceAction": plan.source_phase,
                 "reconId": self.id})
-        if new_links and not self.options.dry_run:
-            self.links.add(conn, new_links)
+        if (new_links or relinks) and not self.options.dry_run:
+            self.links.add(conn, new_links + relinks)
         self.runs.claim(conn, self.id, [c for c in claims if c])
         self.runs.defer(conn, self.id, self._deferred, deferred)
         self._deferred += len(deferred)

@@ -2,7 +2,10 @@
 PingIDM ``provisioner.openicf-<name>.json`` (see ``config`` for the keys).
 
 Reads are paged searches over each ``baseContextsToSynchronize`` asking only for the
-attributes behind the requested fields; ids come from ``uidAttribute`` (never the DN).
+attributes behind the requested fields; ids come from ``uidAttribute``, or are the
+entry's DN when it is ``dn`` (as OpenICF's LDAP connector allows): such an id is read
+back with a base-scope search of that DN, compared as a DN (case and spacing aside),
+and changes when the entry is renamed (the write result carries the new DN).
 A write batch first finds the DNs of the objects it updates or deletes in one
 search, then applies each op on its own: a refused op fails alone, a dead peer
 stops the batch with ``PeerUnavailable``. Multi-valued attributes and group
@@ -20,7 +23,7 @@ from typing import Any
 
 import ldap3
 import structlog
-from ldap3.utils.dn import escape_rdn
+from ldap3.utils.dn import escape_rdn, parse_dn
 
 from idsync.connectors.base import System, system_test_report
 from idsync.connectors.ldap.config import (
@@ -62,6 +65,14 @@ def _and(*filters: str) -> str:
     return parts[0] if len(parts) == 1 else f"(&{''.join(parts)})"
 
 
+def _valid_dn(text: str) -> bool:
+    """Whether ``text`` parses as a DN (a search based on anything else is refused)."""
+    try:
+        return bool(text.strip()) and bool(parse_dn(text, escape=True, strip=True))
+    except Exception:  # noqa: BLE001 - ldap3 raises several kinds for a malformed DN
+        return False
+
+
 def _rejected(kind: str, dn: str, result: Mapping[str, Any]) -> ObjectError:
     description, message = result.get("description", "error"), result.get("message", "")
     text = f"ldap: {kind} {dn} refused: {description}" + (f": {message}" if message else "")
@@ -78,6 +89,8 @@ class LdapResource(Resource):
         self._settings = settings
         self._type = object_type
         self._uid = settings.uid_attribute
+        self._dn_ids = settings.uid_attribute.lower() == "dn"
+        self.renames_ids = self._dn_ids
         self._conn = LdapConnection(system, settings)
         self._class_filters = tuple(f"(objectClass={c})" for c in object_type.object_classes
                                     if c.lower() != "top")
@@ -108,9 +121,28 @@ class LdapResource(Resource):
         wanted = wanted_properties(self._type, fields)
         found: dict[str, Obj] = {}
         unique = list(dict.fromkeys(ids))
+        if self._dn_ids:
+            for dn, raw in self._read_dns(unique, self._attributes(wanted)).items():
+                found[dn] = self._objects([raw], wanted)[0]
+            return found
         for start in range(0, len(unique), _ID_CHUNK):
             for obj in self._search_ids(unique[start:start + _ID_CHUNK], wanted):
                 found[obj["_id"]] = obj
+        return found
+
+    def _read_dns(self, dns: Sequence[str], attributes: Sequence[str]) -> dict[str, SearchEntry]:
+        """requested DN -> the entry at that DN (one base-scope search each), for the
+        DNs under a base context that hold an object of this type."""
+        bases = [norm_dn(b) for b in self._settings.sync_contexts]
+        search_filter = _and(*self._class_filters, self._type.search_filter)
+        found: dict[str, SearchEntry] = {}
+        for dn in dns:
+            key = norm_dn(dn)
+            if not _valid_dn(dn) or not any(key == b or key.endswith("," + b) for b in bases):
+                continue  # not an entry this resource reads
+            entries = self._conn.search(dn, search_filter, attributes, scope=ldap3.BASE)
+            if entries:
+                found[dn] = entries[0]
         return found
 
     def _search_ids(self, ids: Sequence[str], wanted: Sequence[PropertyDef]) -> list[Obj]:
@@ -133,7 +165,7 @@ class LdapResource(Resource):
         if len(path) != 1:
             raise QueryError(f"{self.name}: no LDAP attribute for /{'/'.join(path)}")
         if path[0] == "_id":
-            return self._uid
+            return "entryDN" if self._dn_ids else self._uid
         prop = self._type.properties.get(path[0])
         if prop is None:
             return path[0]  # not declared: taken as an attribute name, as directories allow
@@ -141,7 +173,7 @@ class LdapResource(Resource):
         return "entryDN" if prop.is_dn else prop.native
 
     def _attributes(self, wanted: Sequence[PropertyDef]) -> list[str]:
-        names = {self._uid.lower(): self._uid}
+        names = {} if self._dn_ids else {self._uid.lower(): self._uid}
         for prop in wanted:
             if not prop.is_dn:
                 names.setdefault(prop.key, prop.native)
@@ -149,7 +181,11 @@ class LdapResource(Resource):
 
     def _objects(self, entries: Sequence[SearchEntry], wanted: Sequence[PropertyDef]) -> list[Obj]:
         uid_key = self._uid.lower()
-        return [decode_entry(dn, raw, wanted, uid_key) for dn, raw in entries]
+        objects = [decode_entry(dn, raw, wanted, uid_key) for dn, raw in entries]
+        if self._dn_ids:
+            for obj, (dn, _) in zip(objects, entries, strict=True):
+                obj["_id"] = dn
+        return objects
 
     # Writes -----------------------------------------------------------------
 
@@ -180,6 +216,8 @@ class LdapResource(Resource):
         wanted = list(self._type.properties.values())
         found: dict[str, tuple[str, Mapping[str, Sequence[bytes]]]] = {}
         unique = list(dict.fromkeys(ids))
+        if self._dn_ids:
+            return self._read_dns(unique, self._attributes(wanted))
         for start in range(0, len(unique), _ID_CHUNK):
             ids_filter = id_filter(self._uid, unique[start:start + _ID_CHUNK])
             if not ids_filter:
@@ -268,8 +306,10 @@ class LdapResource(Resource):
                 changes[prop.native] = [(ldap3.MODIFY_DELETE, [])]
         if changes:
             self._check("update", dn, lambda c: c.modify(dn, changes))
-        found = self.get_many([op.id or ""])
-        return WriteResult(op, id=op.id, obj=found.get(op.id or ""))
+        # A renamed entry has a new DN: with DN ids that is its new id.
+        new_id = dn if self._dn_ids else op.id or ""
+        obj = self.get_many([new_id]).get(new_id)
+        return WriteResult(op, id=obj["_id"] if obj and self._dn_ids else new_id, obj=obj)
 
     def _groups_prop(self) -> PropertyDef | None:
         """The ``memberOf``-backed property, when group membership is written through it."""
