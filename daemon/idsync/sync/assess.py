@@ -23,6 +23,7 @@ from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
 from idsync.resource import Obj, Resource, WriteOp
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
+from idsync.store.passwords import same_secret
 from idsync.sync.situations import assess_source, assess_target
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ class Assessor:
                 return plan
             before = self.previous.get(s["_id"])
             target = m.properties.merge_lists(target, current, self.project(before, current) if before else None)
-            changes = diff(target, current, unordered=self.unordered)
+            changes = self._secrets_kept(diff(target, current, unordered=self.unordered), current)
             plan.link = not linked
             if not changes:
                 plan.change = "unchanged"
@@ -240,8 +241,8 @@ class Assessor:
                 if "onUpdate" in m.hooks:
                     hooked = self._hook_target(m.hooks["onUpdate"], {"source": s, "target": {**current, **target},
                                                                      "oldTarget": current, "situation": plan.situation})
-                    changes = diff({k: hooked.get(k) for k in set(hooked) - {"_id", "_rev"}}, current,
-                                   unordered=self.unordered)
+                    changes = self._secrets_kept(diff({k: hooked.get(k) for k in set(hooked) - {"_id", "_rev"}},
+                                                      current, unordered=self.unordered), current)
                 if changes:
                     plan.op = WriteOp("update", id=current["_id"], values=changes, before=current,
                                       rev=current.get("_rev"))
@@ -328,6 +329,14 @@ class Assessor:
 
     def _truthy(self, script: Script, variables: dict[str, Any]) -> bool:
         return bool(script(**variables, linkQualifier="default"))
+
+    def _secrets_kept(self, changes: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+        """``changes`` without the secrets the target already holds: a clear password (a mapping's
+        ``default``, an LDAP value) against the hash the target stores is no change, so a run that
+        changes nothing says so (the store would keep the hash anyway)."""
+        return {k: v for k, v in changes.items()
+                if not (k.lower() in self.secret_names and current.get(k) is not None
+                        and same_secret(v, current.get(k)))}
 
     def _mask(self, values: Mapping[str, Any]) -> dict[str, Any]:
         return {k: (_MASK if k.lower() in self.secret_names else v) for k, v in values.items() if not k.startswith("_")}
