@@ -17,6 +17,7 @@ from idsync.store.runs import RunStore
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import run_recon
 from idsync_dev.slapd import Slapd
+from ldap3.utils.dn import parse_dn
 
 from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, sample_project
 
@@ -317,3 +318,19 @@ def test_leaving_group_of_names(tmp_path: Path, slapd: Slapd, ldap_subtree: str)
         _recon(project, mapping)
     assert [_writes(_recon(project, mapping)) for mapping in mappings] == [0, 0, 0, 0]
     assert [norm(m) for m in ldap_entry(slapd, group_dn)["member"]] == [norm(people[1])]  # type: ignore[index]
+
+
+def test_a_user_name_with_dn_syntax_stays_one_rdn(project: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """The shipped onCreate names the new entry with ``ldapDn.child``: a userName holding a
+    comma and an equals sign (``evil,ou=Admins``) becomes one escaped RDN value under the
+    people container, never an entry in another container."""
+    created = idsync(project, "managed", "create", "user", "--data", json.dumps(
+        {"userName": "evil,ou=Admins", "sn": "Evil", "givenName": "E", "mail": "evil@example.com"}))
+    assert created.returncode == 0, created.stderr
+    found = json.loads(idsync(project, "system", "query", "ldap", "account", "--filter", 'sn eq "Evil"').stdout)
+    assert len(found) == 1
+    account = json.loads(idsync(project, "system", "get", "ldap", "account", found[0]["_id"]).stdout)
+    rdns = parse_dn(account["dn"], escape=False)
+    assert len(rdns) == len(parse_dn(ldap_subtree)) + 1 and rdns[0][0] == "uid"  # one RDN under the container
+    assert norm(account["dn"]).endswith("," + norm(ldap_subtree))
+    assert account["uid"] == "evil,ou=Admins"

@@ -101,6 +101,32 @@ def test_no_shipped_correlation_builds_its_filter_by_concatenation() -> None:
     assert offenders == []
 
 
+def _script_sources(data: Any) -> Iterator[str]:
+    if isinstance(data, dict):
+        if isinstance(data.get("source"), str) and data.get("type") == "text/javascript":
+            yield data["source"]
+        for value in data.values():
+            yield from _script_sources(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _script_sources(item)
+
+
+def test_no_shipped_script_builds_a_dn_by_concatenation() -> None:
+    """A shipped hook that names a new LDAP entry builds its DN with ``ldapDn`` (values
+    escaped), never by pasting a source value between 'uid=' and ',ou=...': a userName
+    holding a comma would otherwise place the entry in another container."""
+    offenders, found = [], 0
+    for path in _shipped_json():
+        for source in _script_sources(json.loads(path.read_text())):
+            if ".dn" in source or "dn =" in source:
+                found += 1
+                if concatenates_values(source) or "ldapDn." not in source:
+                    offenders.append(f"{path.relative_to(ROOT)}: {source}")
+    assert found >= 3
+    assert offenders == []
+
+
 @pytest.mark.parametrize("script", [
     "var qry = {'_queryFilter': 'userName eq \"' + source.uid + '\"'}; qry",
     "({'_queryFilter': 'userName eq ' + JSON.stringify(source.userName)})",

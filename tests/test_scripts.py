@@ -191,3 +191,22 @@ def test_two_threads_at_once() -> None:
         thread.join()
     for offset, got in outputs.items():
         assert got == [2 * (offset + i) for i in range(200)] + [2 * offset] * 50
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("jdoe", "uid=jdoe,ou=People,dc=example,dc=com"),
+    ("evil,ou=Admins", "uid=evil\\,ou\\=Admins,ou=People,dc=example,dc=com"),
+    ('a+b=c"<>;\\x', 'uid=a\\+b\\=c\\"\\<\\>\\;\\\\x,ou=People,dc=example,dc=com'),
+    ("#lead trail ", "uid=\\#lead trail\\ ,ou=People,dc=example,dc=com"),
+    (" lead", "uid=\\ lead,ou=People,dc=example,dc=com"),
+])
+def test_ldap_dn_helper_escapes_values(value: str, expected: str) -> None:
+    """``ldapDn.child`` escapes the value as RFC 4514 says, so a source value holding a comma,
+    plus, equals sign, quote or backslash stays one RDN value under the parent given; the DN
+    it builds parses back to that value."""
+    from ldap3.utils.dn import parse_dn
+
+    built = _js("ldapDn.child('ou=People,dc=example,dc=com', 'uid', v)")(v=value)
+    assert built == expected
+    assert parse_dn(built, escape=False)[0][:2] == ("uid", expected.split(",ou=People")[0][4:])
+    assert _js("ldapDn.rdn('cn', v)")(v="x,y") == "cn=x\\,y"

@@ -3,8 +3,8 @@
 A QuickJS runtime must only ever be touched by the thread that created it, so the
 engine keeps one ``Sandbox`` per thread. Everything the scripts must not reach is
 simply absent: a QuickJS context created from Python has no ``require``, ``std``,
-``os``, ``fetch`` or timers. The prelude below adds only ``logger`` and the
-``openidm`` stub, both non-enumerable and read-only. Log lines are buffered and handed
+``os``, ``fetch`` or timers. The prelude below adds only ``logger``, ``ldapDn`` (DN
+building with RFC 4514 escaping) and the ``openidm`` stub, all non-enumerable and read-only. Log lines are buffered and handed
 back with the result, since QuickJS may not call into Python under a time limit.
 
 Variables live on the global object for the duration of one call and are swept away
@@ -83,6 +83,28 @@ _PRELUDE = r"""
       stringify("openidm." + n + " is not available to mapping scripts in idsync") + "); })");
   });
   define("openidm", freeze(openidm));
+
+  // DNs built from source values, escaped as RFC 4514 says, so that a value holding a
+  // comma, a plus or an equals sign stays one value and cannot move the entry elsewhere:
+  // ldapDn.child("ou=People,dc=example,dc=com", "uid", source.userName).
+  function escapeDnValue(value) {
+    var s = String(value), out = [], i, c;
+    for (i = 0; i < s.length; i++) {
+      c = s.charAt(i);
+      if ("\\,+\"<>;=".indexOf(c) >= 0) out.push("\\" + c);
+      else if (c === "\u0000") out.push("\\00");
+      else if ((c === "#" && i === 0) || (c === " " && (i === 0 || i === s.length - 1))) out.push("\\" + c);
+      else out.push(c);
+    }
+    return out.join("");
+  }
+  define("ldapDn", freeze({
+    escape: escapeDnValue,
+    rdn: function (attribute, value) { return [attribute, "=", escapeDnValue(value)].join(""); },
+    child: function (parent, attribute, value) {
+      return [attribute, "=", escapeDnValue(value), parent ? "," + parent : ""].join("");
+    }
+  }));
 
   // A JSON array of outcome strings, built by join: the binding cannot read the rope
   // strings that "+" makes in QuickJS-ng.
