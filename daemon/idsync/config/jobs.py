@@ -17,7 +17,7 @@ import datetime as dt
 import itertools
 import re
 import tomllib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +25,7 @@ from typing import Any, Literal
 from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.errors import ConfigError
 
-__all__ = ["DEFAULT_MISFIRE_GRACE", "PUSH_JOBS", "JobDef", "job_name_problem", "load_jobs", "parse_job"]
+__all__ = ["DEFAULT_MISFIRE_GRACE", "PUSH_JOBS", "JobDef", "KeyReader", "job_name_problem", "load_jobs", "parse_job"]
 
 # The single-object runs: implicit sync, ``idsync sync retry``, the API's ``reconById``.
 # Their names are reserved: no job file may take one.
@@ -148,7 +148,7 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobD
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
         raise ConfigError(file, unknown[0], f"unknown key (known: {', '.join(sorted(_KEYS))})")
-    r = _Reader(file, raw)
+    r = KeyReader(file, raw)
     expression = r.get("schedule", str, required=True)
     try:
         schedule = CronSchedule.parse(expression, r.get("timezone", str, "UTC"))
@@ -194,12 +194,15 @@ def _shortest_interval(schedule: CronSchedule) -> float:
     return min((b - a).total_seconds() for a, b in itertools.pairwise(fires))
 
 
-class _Reader:
-    """Typed access to one job file's keys; every failure names the key."""
+class KeyReader:
+    """Typed access to one file's keys (a job file here, a PingIDM schedule in
+    ``pingidm_schedules.py``); every failure names the key, and the value's type as the
+    file's format calls it (``type_name``)."""
 
-    def __init__(self, file: str, raw: dict[str, Any]) -> None:
+    def __init__(self, file: str, raw: dict[str, Any], type_name: Callable[[object], str] | None = None) -> None:
         self.file = file
         self.raw = raw
+        self._type_name = type_name or _toml_type
 
     def get(self, key: str, kind: type, default: Any = None, *, required: bool = False) -> Any:
         if key not in self.raw:
@@ -209,7 +212,7 @@ class _Reader:
         value = self.raw[key]
         # TOML booleans are ints to Python; keep them apart.
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(self.file, key, f"expected {_KIND_NAMES[kind]}, got {_toml_type(value)}")
+            raise ConfigError(self.file, key, f"expected {_KIND_NAMES[kind]}, got {self._type_name(value)}")
         return value
 
     def number(self, key: str, default: float | None) -> float | None:
@@ -249,7 +252,7 @@ class _Reader:
         raise ConfigError(self.file, "max_deletes", 'expected a number of objects or a percentage such as "5%"')
 
 
-_KIND_NAMES: dict[type, str] = {str: "a string", bool: "true or false", int: "a whole number"}
+_KIND_NAMES: dict[type, str] = {str: "a string", bool: "true or false", int: "a whole number", dict: "an object"}
 
 
 def _toml_type(value: object) -> str:

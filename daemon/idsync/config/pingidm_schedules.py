@@ -14,10 +14,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from idsync.config.files import load_json
-from idsync.config.jobs import PUSH_JOBS, JobDef, job_name_problem, load_jobs
+from idsync.config.jobs import PUSH_JOBS, JobDef, KeyReader, job_name_problem, load_jobs
 from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.errors import ConfigError
 
@@ -105,7 +105,7 @@ def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) ->
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
         raise ConfigError(file, unknown[0], f"unknown key (known: {', '.join(sorted(_KEYS))})")
-    r = _Reader(file, raw)
+    r = KeyReader(file, raw, _json_type)
     enabled = r.get("enabled", bool, True)
     for key in ("concurrentExecution", "persisted"):
         r.get(key, bool, False)
@@ -150,7 +150,7 @@ def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) ->
     )
 
 
-def _invocation(r: _Reader, name: str, known: Collection[str] | None) -> tuple[str, ...]:
+def _invocation(r: KeyReader, name: str, known: Collection[str] | None) -> tuple[str, ...]:
     """The mappings a reconcile schedule runs; a schedule idsync cannot run is an ``UnsupportedSchedule``."""
     file = r.file
     service = r.get("invokeService", str, required=True)
@@ -190,26 +190,6 @@ def _iso_date(file: str, key: str, value: object) -> None:
     except ValueError:
         raise ConfigError(file, key, "expected an ISO 8601 date and time such as 2026-01-01T00:00:00Z") from None
 
-
-class _Reader:
-    """Typed access to one schedule file's keys; every failure names the key."""
-
-    def __init__(self, file: str, raw: dict[str, Any]) -> None:
-        self.file = file
-        self.raw = raw
-
-    def get(self, key: str, kind: type, default: Any = None, *, required: bool = False) -> Any:
-        if key not in self.raw:
-            if required:
-                raise ConfigError(self.file, key, "required")
-            return default
-        value = self.raw[key]
-        if not isinstance(value, kind):
-            raise ConfigError(self.file, key, f"expected {_KIND_NAMES[kind]}, got {_json_type(value)}")
-        return value
-
-
-_KIND_NAMES: dict[type, str] = {str: "a string", bool: "true or false", dict: "an object"}
 
 
 def _json_type(value: object) -> str:

@@ -4,8 +4,9 @@ A QuickJS runtime must only ever be touched by the thread that created it, so th
 engine keeps one ``Sandbox`` per thread. Everything the scripts must not reach is
 simply absent: a QuickJS context created from Python has no ``require``, ``std``,
 ``os``, ``fetch`` or timers. The prelude below adds only ``logger``, ``ldapDn`` (DN
-building with RFC 4514 escaping) and the ``openidm`` stub, all non-enumerable and read-only. Log lines are buffered and handed
-back with the result, since QuickJS may not call into Python under a time limit.
+building with RFC 4514 escaping) and the ``openidm`` stub, all non-enumerable and
+read-only. Log lines are buffered and handed back with the result, since QuickJS
+may not call into Python under a time limit.
 
 Variables live on the global object for the duration of one call and are swept away
 afterwards, together with whatever the script declared (``var``, function
