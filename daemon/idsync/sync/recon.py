@@ -39,6 +39,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
+from idsync.config.source_fields import source_fields
 from idsync.errors import IdsyncError, NotFound, RunAborted, RunCanceled, SafetyLimitExceeded, internal_message
 from idsync.resource import Obj, QuerySpec, Resource, WriteResult, renamed
 from idsync.resources import Resources
@@ -215,12 +216,9 @@ class _Run:
             self._hook("result", {"source": summary, "global": {"reconId": self.id, "mapping": m.name}})
 
     def _source_fields(self) -> list[str] | None:
-        m = self.mapping
-        if m.source_query.fields is not None:
-            return list(m.source_query.fields)
-        if m.default_source_fields is not None:
-            return list(m.default_source_fields)
-        return None
+        """What to read of each source object: only what the mapping uses (``config.source_fields``)."""
+        fields = source_fields(self.mapping)
+        return None if fields is None else list(fields)
 
     def _source_page(self, page: list[Obj], source: Resource, target: Resource,
                      assessor: Assessor, correlator: Correlator | None) -> None:

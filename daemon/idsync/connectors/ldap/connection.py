@@ -1,15 +1,17 @@
-"""One ldap3 connection to one directory: open (TLS, bind), paged search, writes,
-and the translation of ldap3's failures into idsync's errors.
+"""One directory as the connector sees it: searches through python-ldap
+(``reader``: C decoding, pages asked for ahead), writes through ldap3, and the
+translation of ldap3's failures into idsync's errors.
+
+Two clients, on purpose: reads are where the client's CPU goes (a recon decodes
+every entry), and python-ldap decodes several times faster than ldap3; a write
+costs the directory far more than the client, so writes keep ldap3's operations,
+whose errors and value handling the connector was built on (docs/ldap.md,
+"One client or two", has the measurements). The write connection opens only when
+something is written: a recon that only reads never opens it.
 
 A connection is not thread-safe: it belongs to one resource, and a resource is used
-by one thread at a time. It opens on first use and is dropped when the peer fails,
-so the next call opens a fresh one.
-
-Reading speed: ldap3 turns every entry into two case-insensitive dicts, decoding
-each value by guessing its syntax. We only need the raw bytes of a few attributes,
-so each connection gets its own search-entry decoder that builds one plain dict
-(lower-case names -> bytes). With the BER parsing left to ldap3, this reads about
-2.5 times faster than ldap3's own decoding.
+by one thread at a time. Each side opens on first use and is dropped when the peer
+fails, so the next call opens a fresh one.
 """
 
 from __future__ import annotations
@@ -27,15 +29,13 @@ import structlog
 from ldap3.core import exceptions as ldap_errors
 
 from idsync.connectors.ldap.config import LdapSettings
-from idsync.connectors.ldap.values import RawEntry
-from idsync.errors import AuthenticationFailed, PeerError, PeerMisconfigured, PeerUnavailable, TLSError
+from idsync.connectors.ldap.reader import LdapReader, Scope, SearchEntry
+from idsync.errors import AuthenticationFailed, PeerUnavailable, TLSError
 
-__all__ = ["LdapConnection", "SearchEntry"]
+__all__ = ["LdapConnection", "Scope", "SearchEntry"]
 
 log = structlog.get_logger("idsync.connectors.ldap_connection")
 
-SearchEntry = tuple[str, RawEntry]
-_PAGED_RESULTS = "1.2.840.113556.1.4.319"
 # Result codes that say the server cannot serve at all, rather than "not this object".
 _PEER_DOWN = {51: "busy", 52: "unavailable", 3: "timeLimitExceeded", 80: "other"}
 
@@ -61,12 +61,14 @@ class LdapConnection:
         self._system = system
         self._settings = settings
         self._conn: ldap3.Connection | None = None
+        self._reader = LdapReader(system, settings)
 
     @property
     def where(self) -> str:
         return f"{self._settings.host}:{self._settings.port}"
 
     def close(self) -> None:
+        self._reader.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             # Closing a dead connection: nothing is left to release.
@@ -74,7 +76,7 @@ class LdapConnection:
                 conn.unbind()
 
     def open(self) -> ldap3.Connection:
-        """The bound connection, opened now if needed; raises PeerError."""
+        """The bound write connection, opened now if needed; raises PeerError."""
         if self._conn is not None and not self._conn.closed:
             return self._conn
         s = self._settings
@@ -112,7 +114,6 @@ class LdapConnection:
                                f"{_tls_reason(error, s.host)}") from None
             raise PeerUnavailable(
                 f"{self._system}: cannot connect to {self.where}: {error}") from None
-        _install_fast_entry_decoder(conn)
         log.debug("ldap.connected", system=self._system, url=s.url, start_tls=s.start_tls,
                   principal=s.principal)
         self._conn = conn
@@ -137,58 +138,30 @@ class LdapConnection:
         return result
 
     def search(self, base: str, search_filter: str, attributes: Sequence[str], *,
-               scope: str = ldap3.SUBTREE) -> list[SearchEntry]:
+               scope: Scope = "sub") -> list[SearchEntry]:
         """One unpaged search (for small, bounded answers: ids, one DN)."""
         return next(self.search_pages(base, search_filter, attributes, 0, scope=scope), [])
 
     def search_pages(self, base: str, search_filter: str, attributes: Sequence[str],
-                     page_size: int, *, scope: str = ldap3.SUBTREE,
+                     page_size: int, *, scope: Scope = "sub",
                      base_required: bool = False) -> Iterator[list[SearchEntry]]:
-        """Paged search (RFC 2696) when ``page_size`` > 0; one list per page.
+        """Paged search (RFC 2696) when ``page_size`` > 0; one list per page, the
+        next page requested before this one is yielded (``reader``).
         ``base_required``: a base that does not exist fails the read (a listing
         taken for complete would make everything under it look deleted)."""
         self._log_command(base, search_filter, attributes, page_size, scope)
-        cookie: bytes | None = None
-        while True:
-            conn = self.open()
-
-            def run(c: ldap3.Connection, cookie: bytes | None = cookie) -> None:
-                c.search(base, search_filter, scope,
-                         attributes=list(attributes) or ldap3.NO_ATTRIBUTES,
-                         paged_size=page_size or None, paged_cookie=cookie)
-
-            result = self.call("search", run)
-            code = result.get("result", 0)
-            if code == 32 and base_required:
-                raise PeerMisconfigured(f"{self._system}: search under {base} failed: the base context does not exist "
-                                "(noSuchObject), so nothing under it can be read; check baseContextsToSynchronize")
-            if code == 32:  # noSuchObject: the base is gone, so nothing is under it
-                return
-            if code == 4:
-                # A server-side size limit cut the answer short: what came back is
-                # not the whole source, and treating it as such would delete the rest.
-                raise PeerError(f"{self._system}: search under {base} stopped at the server's size limit "
-                                "(sizeLimitExceeded), so the read is incomplete; raise the size limit for the bind DN "
-                                "or use a blockSize the server pages within")
-            if code != 0:
-                raise PeerError(f"{self._system}: search under {base} failed: "
-                                f"{result.get('description')}: {result.get('message', '')}")
-            yield [(e["dn"], e["raw"]) for e in conn.response or ()
-                   if e.get("type") == "searchResEntry"]
-            control = (result.get("controls") or {}).get(_PAGED_RESULTS)
-            cookie = control["value"]["cookie"] if page_size and control else None
-            if not cookie:
-                return
+        return self._reader.search_pages(base, search_filter, attributes, page_size, scope=scope,
+                                         base_required=base_required)
 
     def _log_command(self, base: str, search_filter: str, attributes: Sequence[str],
-                     page_size: int, scope: str) -> None:
+                     page_size: int, scope: Scope) -> None:
         s = self._settings
         args = ["ldapsearch", "-H", s.url, "-x"]
         if s.principal:
             args += ["-D", s.principal, "-W"]
         if s.start_tls:
             args.append("-ZZ")
-        args += ["-b", base, "-s", {ldap3.BASE: "base", ldap3.LEVEL: "one"}.get(scope, "sub")]
+        args += ["-b", base, "-s", scope]
         if page_size:
             args += ["-E", f"pr={page_size}/noprompt"]
         args += [search_filter, *(attributes or ["1.1"])]
@@ -199,20 +172,3 @@ class LdapConnection:
             command = f"LDAPTLS_CACERT={shlex.quote(s.ca_file)} {command}"
         log.debug("ldap.search", system=self._system, command=command)
 
-
-def _install_fast_entry_decoder(conn: ldap3.Connection) -> None:
-    """Replace, on this connection only, ldap3's decoding of search entries."""
-    strategy = conn.strategy
-    generic = strategy.decode_response_fast
-
-    def decode(message: dict[str, Any]) -> dict[str, Any]:
-        if message["protocolOp"] != 4:  # not a searchResEntry: ldap3's own path
-            return generic(message)  # type: ignore[no-any-return]
-        payload = message["payload"]
-        raw: dict[str, list[bytes]] = {}
-        for attribute in payload[1][3]:
-            name = attribute[3][0][3].decode("utf-8").lower()
-            raw[name] = [value[3] for value in attribute[3][1][3]]
-        return {"type": "searchResEntry", "dn": payload[0][3].decode("utf-8"), "raw": raw}
-
-    strategy.decode_response_fast = decode

@@ -140,7 +140,7 @@ class LdapResource(Resource):
             key = norm_dn(dn)
             if not _valid_dn(dn) or not any(key == b or key.endswith("," + b) for b in bases):
                 continue  # not an entry this resource reads
-            entries = self._conn.search(dn, search_filter, attributes, scope=ldap3.BASE)
+            entries = self._conn.search(dn, search_filter, attributes, scope="base")
             if entries:
                 found[dn] = entries[0]
         return found
@@ -260,7 +260,7 @@ class LdapResource(Resource):
         if groups is not None and values.get(groups.name):
             self._set_groups(dn, [], values[groups.name])
         entries = self._conn.search(dn, "(objectClass=*)", self._attributes(self._type.readable()),
-                                    scope=ldap3.BASE)
+                                    scope="base")
         if not entries:
             raise NotFound(f"ldap: created {dn} but cannot read it back")
         obj = self._objects(entries, self._type.readable())[0]
@@ -382,7 +382,7 @@ class LdapSystem(System):
         try:
             # Each base must exist: a missing one is a configuration error, not an outage.
             for base in dict.fromkeys((*self._settings.base_contexts, *self._settings.sync_contexts)):
-                next(connection.search_pages(base, "(objectClass=*)", [], 0, scope=ldap3.BASE, base_required=True),
+                next(connection.search_pages(base, "(objectClass=*)", [], 0, scope="base", base_required=True),
                      None)
         except IdsyncError as error:
             report.failed(error)

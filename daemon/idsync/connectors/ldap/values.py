@@ -12,11 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from idsync.connectors.ldap.config import ObjectTypeDef, PropertyDef
-from idsync.errors import ObjectRejected
+from idsync.errors import ObjectRejected, PeerError
 from idsync.query.ldap import escape_ldap_bytes, escape_ldap_value
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "guid_from_bytes",
     "guid_to_bytes",
     "id_filter",
+    "merge_ranges",
     "wanted_properties",
 ]
 
@@ -137,3 +138,34 @@ def wanted_properties(obj_type: ObjectTypeDef, fields: Sequence[str] | None) -> 
         return obj_type.readable()
     tops = {f.split("/")[0] for f in fields}
     return [p for name, p in obj_type.properties.items() if name in tops]
+
+
+def merge_ranges(dn: str, raw: RawEntry, fetch: Callable[[str, str], RawEntry]) -> RawEntry:
+    """``raw`` with each ranged attribute (Active Directory's ``member;range=0-1499``,
+    sent when an attribute holds more values than the server's MaxValRange) made
+    whole under its plain name: ``fetch(dn, "member;range=1500-*")`` reads the next
+    range until the server marks the last one with ``*``. A range that does not
+    come back, or does not continue where the previous one stopped, raises
+    ``PeerError``: half a group's members must never pass for all of them."""
+    merged: dict[str, Sequence[bytes]] = {}
+    for key, values in raw.items():
+        name, ranged, bounds = key.partition(";range=")
+        if not ranged:
+            merged.setdefault(key, values)
+            continue
+        collected = list(values)
+        high = bounds.partition("-")[2]
+        while high != "*":
+            if not high.isdigit():
+                raise PeerError(f"ldap: {dn}: unreadable value range {key!r}")
+            wanted = f"{name};range={int(high) + 1}-*"
+            answer = next(((k, v) for k, v in fetch(dn, wanted).items()
+                           if k.partition(";range=")[0] == name and ";range=" in k), None)
+            low, _, next_high = answer[0].partition(";range=")[2].partition("-") if answer else ("", "", "")
+            if answer is None or low != str(int(high) + 1):
+                raise PeerError(f"ldap: {dn}: the values of {name} from {int(high) + 1} on could not be read "
+                                f"({wanted} was not answered), so the entry would be incomplete")
+            collected.extend(answer[1])
+            high = next_high
+        merged[name] = collected
+    return merged

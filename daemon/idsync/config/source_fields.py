@@ -1,0 +1,68 @@
+"""Which source attributes a mapping reads, so a recon asks a directory for those
+and no others.
+
+A directory answers faster, and idsync decodes faster, when a search names the
+attributes it wants (docs/performance.md): eight attributes instead of all of them
+halve the client's work. What to read is, in order: ``sourceQuery``'s ``_fields``,
+``defaultSourceFields``, and else what the mapping itself uses: the source of each
+property rule, the attributes its declarative conditions compare, the
+``${source.NAME}`` placeholders of a declarative correlation query and the
+attributes of a declarative ``sourceCondition``. Anything that hands a script the
+whole source object (``validSource``, a script ``sourceCondition``, a correlation
+script, a policy condition or action script, the per-object hooks, a rule with
+``"source": ""`` or a condition script) may read any attribute: then the
+connector's default set is read, as before.
+"""
+
+from __future__ import annotations
+
+from idsync.config.mappings import MappingDef
+from idsync.query.ast import And, Compare, Node, Not, Or, Present
+from idsync.query.bind import placeholders
+from idsync.scripts import Script
+
+__all__ = ["source_fields"]
+
+# Hooks that are given the source object (``result`` is given the run's summary).
+_OBJECT_HOOKS = ("onCreate", "onUpdate", "onDelete", "onLink", "onUnlink")
+
+
+def _condition_fields(node: Node) -> set[str]:
+    """Top-level source attributes a ``sourceCondition`` filter compares: it sees the
+    source as ``/source/NAME``, ``/object/NAME`` and ``/NAME``."""
+    if isinstance(node, Compare | Present):
+        path = node.path
+        return {path[1]} if len(path) > 1 and path[0] in ("source", "object") else {path[0]}
+    if isinstance(node, And | Or):
+        return set().union(*(_condition_fields(item) for item in node.items))
+    if isinstance(node, Not):
+        return _condition_fields(node.item)
+    return set()
+
+
+def source_fields(mapping: MappingDef) -> tuple[str, ...] | None:
+    """The source fields a recon of ``mapping`` reads; ``None``: the source's default set."""
+    if mapping.source_query.fields is not None:
+        return mapping.source_query.fields
+    if mapping.default_source_fields is not None:
+        return mapping.default_source_fields
+    whole_object = (
+        mapping.valid_source is not None
+        or isinstance(mapping.source_condition, Script)
+        or mapping.policies.reads_objects
+        or any(hook in mapping.hooks for hook in _OBJECT_HOOKS)
+        or (mapping.correlation is not None and mapping.correlation.kind == "script")
+    )
+    used = None if whole_object else mapping.properties.source_fields()
+    if used is None:
+        return None
+    if isinstance(mapping.source_condition, Node):
+        used |= _condition_fields(mapping.source_condition)
+    correlation = mapping.correlation
+    if correlation is not None and correlation.template is not None:
+        for expr in placeholders(correlation.template):
+            head, _, rest = expr.partition(".")
+            if head == "source" and rest:
+                used.add(rest.replace("/", ".").split(".")[0])
+    used.discard("_id")
+    return tuple(sorted(used))
