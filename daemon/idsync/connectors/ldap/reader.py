@@ -146,8 +146,8 @@ class LdapReader:
         msgid: int | None = request(b"")
         try:
             while msgid is not None:
-                answer = self._receive(conn, msgid, base, base_required)
-                msgid = None
+                current, msgid = msgid, None
+                answer = self._receive(conn, current, base, base_required)
                 if answer is None:
                     return  # noSuchObject: the base is gone, so nothing is under it
                 entries, cookie = answer
@@ -156,7 +156,7 @@ class LdapReader:
                     msgid = request(cookie)  # the next page is on its way while this one is processed
                 yield entries
         finally:
-            if msgid is not None:
+            if msgid is not None and self._conn is conn:
                 # The caller stopped early: the directory need not send the rest.
                 with contextlib.suppress(ldap.LDAPError):
                     conn.abandon_ext(msgid)
