@@ -33,6 +33,7 @@ Values are compared ignoring case and the spaces around ``,``, ``=`` and
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -137,11 +138,10 @@ class PropertyMap:
         """A problem for each property of ``single`` (name -> its type) to which
         ``projected`` gives several values: one value is never picked silently."""
         problems: list[str] = []
-        last = {rule.target: rule for rule in self.rules}  # a later rule for the same target wins
-        for rule in last.values():
+        for rule in self._last_rules:
             name = rule.target[0]
             value = projected.get(name)
-            if len(rule.target) != 1 or name not in single or not isinstance(value, list) or len(value) < 2:
+            if type(value) is not list or len(value) < 2 or len(rule.target) != 1 or name not in single:
                 continue
             origin = "its transform" if rule.transform is not None else \
                 f"source {rule.source_name!r}" if rule.source else \
@@ -149,6 +149,11 @@ class PropertyMap:
             problems.append(f"{name} is single-valued (type {single[name]}) but {origin} gives "
                             f"{len(value)} values")
         return problems
+
+    @functools.cached_property
+    def _last_rules(self) -> tuple[PropertyRule, ...]:
+        """One rule per target: a later rule for the same target wins."""
+        return tuple({rule.target: rule for rule in self.rules}.values())
 
     def has_merge(self) -> bool:
         """Whether any list property is ``"multiValued": "merge"``."""
@@ -246,7 +251,10 @@ def diff(
         if name in ("_id", "_rev"):
             continue
         old = folded.get(name.casefold()) if ignore_case_keys else current.get(name)
-        if _canon(value, unordered) != _canon(old, unordered):
+        if type(value) is str and type(old) is str:  # the common case, decided without _canon
+            if value != old:
+                changes[name] = value
+        elif _canon(value, unordered) != _canon(old, unordered):
             changes[name] = value
     return changes
 
@@ -257,6 +265,8 @@ _EMPTY = ("empty",)
 def _canon(value: Any, unordered: bool) -> object:
     """A hashable form of a JSON value in which equal values are equal and
     differently typed ones are not."""
+    if type(value) is str:
+        return ("str", value)
     if value is None or (isinstance(value, list) and not value):
         return _EMPTY
     if isinstance(value, bool):
@@ -325,7 +335,7 @@ def _check_targets(rules: list[PropertyRule], file: str, key: str) -> None:
 def _at(obj: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = obj
     for part in path:
-        if isinstance(value, Mapping):
+        if type(value) is dict or isinstance(value, Mapping):
             value = value.get(part)
         elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
@@ -344,6 +354,8 @@ def _put(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 
 def _copy(value: Any) -> Any:
+    if value is None or type(value) is str:
+        return value
     if isinstance(value, Mapping):
         return {k: _copy(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

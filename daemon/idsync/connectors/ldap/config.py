@@ -4,6 +4,7 @@ file and the key. Secrets arrive already substituted; they are never put in mess
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +32,11 @@ class PropertyDef:
     binary: bool
     flags: frozenset[str]
 
-    @property
+    @functools.cached_property
     def is_dn(self) -> bool:
         return self.native == NAME_ATTRIBUTE
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """Attribute name as compared: LDAP attribute names ignore case."""
         return self.native.lower()

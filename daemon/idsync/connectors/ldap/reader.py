@@ -151,15 +151,14 @@ class LdapReader:
                 if answer is None:
                     return  # noSuchObject: the base is gone, so nothing is under it
                 entries, cookie = answer
-                entries = self._complete_ranges(conn, entries)
                 if page_size and cookie:
                     msgid = request(cookie)  # the next page is on its way while this one is processed
                 yield entries
         finally:
-            if msgid is not None and self._conn is conn:
+            if msgid is not None and self._conn is not None:
                 # The caller stopped early: the directory need not send the rest.
                 with contextlib.suppress(ldap.LDAPError):
-                    conn.abandon_ext(msgid)
+                    self._conn.abandon_ext(msgid)
 
     def _requester(self, conn: ldap.ldapobject.LDAPObject, base: str, scope: int, search_filter: str,
                    attrlist: list[str], page_size: int) -> Callable[[bytes], int]:
@@ -191,17 +190,28 @@ class LdapReader:
                                   f"{self._settings.read_timeout:g} s (readTimeout)") from None
         except ldap.LDAPError as error:
             self._fail(error, base)
-        entries: list[SearchEntry] = [(dn, {name.lower(): values for name, values in attrs.items()})
-                   for dn, attrs in data or () if dn is not None and isinstance(attrs, dict)]
+        entries: list[SearchEntry] = []
+        names: dict[str, str] = {}  # attribute name as the server spells it -> lower case
+        ranged = False
+        for dn, attrs in data or ():
+            if dn is None or type(attrs) is not dict:
+                continue  # a search reference
+            raw: dict[str, list[bytes]] = {}
+            for name, values in attrs.items():
+                key = names.get(name)
+                if key is None:
+                    key = names[name] = name.lower()
+                    ranged = ranged or ";range=" in key
+                raw[key] = values
+            entries.append((dn, raw))
+        if ranged:
+            entries = self._complete_ranges(conn, entries)
         cookie = next((c.cookie for c in controls or () if isinstance(c, SimplePagedResultsControl)), b"")
         return entries, bytes(cookie or b"")
 
     def _complete_ranges(self, conn: ldap.ldapobject.LDAPObject, entries: list[SearchEntry]) -> list[SearchEntry]:
         """Entries whose large attributes came in ranges (Active Directory's
         ``member;range=0-1499``) with the remaining ranges read and merged."""
-        if not any(";range=" in name for _, raw in entries for name in raw):
-            return entries
-
         def fetch(dn: str, attribute: str) -> RawEntry:
             page = next(self.search_pages(dn, "(objectClass=*)", [attribute], 0, scope="base"), [])
             return page[0][1] if page else {}
