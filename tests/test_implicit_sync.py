@@ -283,19 +283,19 @@ def test_memberships_written_as_value_adds_and_removes(seeded_dir: Path, slapd: 
     """Every modify idsync sends to join or leave a group adds or deletes the one
     member DN (never a replace of the member list), for a new user created with
     ldapGroups, a user joining with an odd spelling of the group DN, and leaving."""
-    import ldap3
+    import ldap.ldapobject
 
     for mapping in (FORWARD, "systemLdapGroups_managedRole"):
         assert idsync(seeded_dir, "recon", mapping).returncode == 0
-    sent: list[tuple[str, dict[str, list[tuple[str, list[object]]]]]] = []
-    modify = ldap3.Connection.modify
+    sent: list[tuple[str, list[tuple[int, str, list[bytes] | None]]]] = []
+    modify = ldap.ldapobject.SimpleLDAPObject.modify_ext_s
 
-    def recording(self: ldap3.Connection, dn: str, changes: dict[str, list[tuple[str, list[object]]]],
+    def recording(self: ldap.ldapobject.SimpleLDAPObject, dn: str, modlist: list[tuple[int, str, list[bytes] | None]],
                   *args: object, **kwargs: object) -> object:
-        sent.append((dn, changes))
-        return modify(self, dn, changes, *args, **kwargs)
+        sent.append((dn, modlist))
+        return modify(self, dn, modlist, *args, **kwargs)
 
-    monkeypatch.setattr(ldap3.Connection, "modify", recording)
+    monkeypatch.setattr(ldap.ldapobject.SimpleLDAPObject, "modify_ext_s", recording)
     project = load_project(seeded_dir)
     store = Store.open(project.settings.store_url())
     resources = Resources(project, store)
@@ -310,11 +310,12 @@ def test_memberships_written_as_value_adds_and_removes(seeded_dir: Path, slapd: 
         assert users.patch(created.object["_id"], [{"operation": "remove", "field": "/ldapGroups"}]).synced
     finally:
         resources.close()
-    members = [(dn, changes["uniqueMember"]) for dn, changes in sent if "uniqueMember" in changes]
-    assert [(dn.lower(), kind, [str(v).lower() for v in values]) for dn, ops in members for kind, values in ops] == [
-        (group_dn.lower(), ldap3.MODIFY_ADD, [f"uid=fdoe,{ldap_subtree}".lower()]),
-        (odd.lower(), ldap3.MODIFY_ADD, [f"uid=scarter,{ldap_subtree}".lower()]),
-        (group_dn.lower(), ldap3.MODIFY_DELETE, [f"uid=fdoe,{ldap_subtree}".lower()]),
+    members = [(dn.lower(), kind, [v.decode().lower() for v in values or ()])
+               for dn, modlist in sent for kind, attribute, values in modlist if attribute == "uniqueMember"]
+    assert members == [
+        (group_dn.lower(), ldap.MOD_ADD, [f"uid=fdoe,{ldap_subtree}".lower()]),
+        (odd.lower(), ldap.MOD_ADD, [f"uid=scarter,{ldap_subtree}".lower()]),
+        (group_dn.lower(), ldap.MOD_DELETE, [f"uid=fdoe,{ldap_subtree}".lower()]),
     ]
     group = ldap_entry(slapd, group_dn)
     assert group is not None and sorted(m.lower() for m in group["uniquemember"]) == \

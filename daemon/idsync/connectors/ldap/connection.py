@@ -1,57 +1,71 @@
-"""One directory as the connector sees it: searches through python-ldap
-(``reader``: C decoding, pages asked for ahead), writes through ldap3, and the
-translation of ldap3's failures into idsync's errors.
+"""One python-ldap connection to one directory: open (TLS, bind), searches
+(``reader``: C decoding, pages asked for ahead), writes, and the translation of
+libldap's failures into idsync's errors.
 
-Two clients, on purpose: reads are where the client's CPU goes (a recon decodes
-every entry), and python-ldap decodes several times faster than ldap3; a write
-costs the directory far more than the client, so writes keep ldap3's operations,
-whose errors and value handling the connector was built on (docs/ldap.md,
-"One client or two", has the measurements). The write connection opens only when
-something is written: a recon that only reads never opens it.
+python-ldap wraps OpenLDAP's C client library: it decodes entries and encodes
+operations in C, several times cheaper than ldap3's pure-Python BER, for reads
+and writes alike (docs/ldap.md, "One client", has the measurements). ldap3 is
+still used, without a connection, to check filter and DN syntax.
 
 A connection is not thread-safe: it belongs to one resource, and a resource is used
-by one thread at a time. Each side opens on first use and is dropped when the peer
-fails, so the next call opens a fresh one.
+by one thread at a time. It opens on first use and is dropped when the peer fails,
+so the next call opens a fresh one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import re
 import shlex
-import ssl
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-import ldap3
+import ldap
 import structlog
-from ldap3.core import exceptions as ldap_errors
 
 from idsync.connectors.ldap.config import LdapSettings
-from idsync.connectors.ldap.reader import LdapReader, Scope, SearchEntry
-from idsync.errors import AuthenticationFailed, PeerUnavailable, TLSError
+from idsync.connectors.ldap.reader import Scope, SearchEntry, read_pages
+from idsync.connectors.ldap.tls import tls_failure
+from idsync.errors import (
+    AuthenticationFailed,
+    NotFound,
+    ObjectRejected,
+    PeerError,
+    PeerMisconfigured,
+    PeerUnavailable,
+    TLSError,
+)
 
 __all__ = ["LdapConnection", "Scope", "SearchEntry"]
 
 log = structlog.get_logger("idsync.connectors.ldap_connection")
 
-# Result codes that say the server cannot serve at all, rather than "not this object".
-_PEER_DOWN = {51: "busy", 52: "unavailable", 3: "timeLimitExceeded", 80: "other"}
+# RFC 4511 names of result codes, as messages name them.
+_CODE_NAMES = {
+    1: "operationsError", 2: "protocolError", 3: "timeLimitExceeded", 4: "sizeLimitExceeded",
+    7: "authMethodNotSupported", 8: "strongerAuthRequired", 11: "adminLimitExceeded",
+    12: "unavailableCriticalExtension", 13: "confidentialityRequired", 16: "noSuchAttribute",
+    17: "undefinedAttributeType", 18: "inappropriateMatching", 19: "constraintViolation",
+    20: "attributeOrValueExists", 21: "invalidAttributeSyntax", 32: "noSuchObject", 34: "invalidDNSyntax",
+    48: "inappropriateAuthentication", 49: "invalidCredentials", 50: "insufficientAccessRights", 51: "busy",
+    52: "unavailable", 53: "unwillingToPerform", 54: "loopDetect", 64: "namingViolation",
+    65: "objectClassViolation", 66: "notAllowedOnNonLeaf", 67: "notAllowedOnRDN", 68: "entryAlreadyExists",
+    69: "objectClassModsProhibited", 71: "affectsMultipleDSAs", 80: "other",
+}
+# Failures that say the server cannot serve at all, rather than "not this object".
+_PEER_DOWN = (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.BUSY, ldap.UNAVAILABLE, ldap.TIMELIMIT_EXCEEDED, ldap.OTHER,
+              ldap.CONNECT_ERROR)
 
 
-def _tls_failure(error: Exception) -> bool:
-    text = str(error).lower()
-    return any(word in text for word in ("ssl", "certificate", "tls", "hostname"))
+def _details(error: ldap.LDAPError) -> tuple[str, str]:
+    """(RFC 4511 name or libldap's description, the server's or libldap's message)."""
+    info: dict[str, Any] = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+    code = info.get("result")
+    name = _CODE_NAMES.get(code) if isinstance(code, int) else None
+    return name or str(info.get("desc") or type(error).__name__), str(info.get("info") or "").strip()
 
 
-def _tls_reason(error: Exception, host: str) -> str:
-    """The useful part of ldap3's TLS error text (which can embed the whole certificate)."""
-    text = str(error)
-    if "doesn't match" in text:
-        return f"certificate is not valid for {host}"
-    found = re.search(r"\[SSL: [A-Z_]+\] ([^(]+?)\s*\(", text)
-    return found.group(1) if found else text
+def _said(name: str, message: str) -> str:
+    return f"{name}: {message}" if message else name
 
 
 class LdapConnection:
@@ -60,82 +74,81 @@ class LdapConnection:
     def __init__(self, system: str, settings: LdapSettings) -> None:
         self._system = system
         self._settings = settings
-        self._conn: ldap3.Connection | None = None
-        self._reader = LdapReader(system, settings)
+        self._conn: ldap.ldapobject.LDAPObject | None = None
 
     @property
     def where(self) -> str:
         return f"{self._settings.host}:{self._settings.port}"
 
     def close(self) -> None:
-        self._reader.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             # Closing a dead connection: nothing is left to release.
-            with contextlib.suppress(ldap_errors.LDAPException):
-                conn.unbind()
+            with contextlib.suppress(ldap.LDAPError):
+                conn.unbind_ext()
 
-    def open(self) -> ldap3.Connection:
-        """The bound write connection, opened now if needed; raises PeerError."""
-        if self._conn is not None and not self._conn.closed:
+    def open(self) -> ldap.ldapobject.LDAPObject:
+        """The bound connection, opened now if needed; raises PeerError."""
+        if self._conn is not None:
             return self._conn
         s = self._settings
-        tls = None
+        conn = ldap.initialize(s.url)
+        conn.protocol_version = ldap.VERSION3
+        conn.set_option(ldap.OPT_REFERRALS, 0)
+        conn.set_option(ldap.OPT_NETWORK_TIMEOUT, s.connect_timeout)
+        conn.set_option(ldap.OPT_TIMEOUT, s.read_timeout)
+        conn.timeout = s.read_timeout  # python-ldap's own wait in its synchronous calls (bind, writes)
         if s.ssl or s.start_tls:
-            tls = ldap3.Tls(
-                validate=ssl.CERT_REQUIRED if s.verify_certificate else ssl.CERT_NONE,
-                ca_certs_file=s.ca_file,
-                sni=s.host,
-            )
-        server = ldap3.Server(s.host, port=s.port, use_ssl=s.ssl, tls=tls, get_info=ldap3.NONE,
-                              connect_timeout=s.connect_timeout)
-        conn = ldap3.Connection(
-            server, user=s.principal, password=s.credentials, auto_bind=ldap3.AUTO_BIND_NONE,
-            # ldap3 packs the receive timeout as an integer.
-            receive_timeout=math.ceil(s.read_timeout), raise_exceptions=False, check_names=False,
-            return_empty_attributes=False, auto_range=False, read_only=False,
-        )
+            conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT,
+                            ldap.OPT_X_TLS_DEMAND if s.verify_certificate else ldap.OPT_X_TLS_NEVER)
+            if s.ca_file:
+                conn.set_option(ldap.OPT_X_TLS_CACERTFILE, s.ca_file)
+            conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)  # last: makes the options above this connection's own
         try:
-            conn.open()
-            if s.start_tls and not conn.start_tls():
-                raise TLSError(f"{self._system}: StartTLS refused by {self.where}: "
-                               f"{conn.result and conn.result.get('description')}")
-            if not conn.bind():
-                description = (conn.result or {}).get("description", "refused")
-                conn.unbind()
-                raise AuthenticationFailed(
-                    f"{self._system}: bind as {s.principal or 'anonymous'} refused: {description}")
-        except (ldap_errors.LDAPStartTLSError, ldap_errors.LDAPCertificateError) as error:
-            raise TLSError(f"{self._system}: TLS with {self.where} failed: "
-                               f"{_tls_reason(error, s.host)}") from None
-        except ldap_errors.LDAPException as error:
-            if (s.ssl or s.start_tls) and _tls_failure(error):
-                raise TLSError(f"{self._system}: TLS with {self.where} failed: "
-                               f"{_tls_reason(error, s.host)}") from None
-            raise PeerUnavailable(
-                f"{self._system}: cannot connect to {self.where}: {error}") from None
-        log.debug("ldap.connected", system=self._system, url=s.url, start_tls=s.start_tls,
-                  principal=s.principal)
+            if s.start_tls:
+                conn.start_tls_s()
+            conn.simple_bind_s(s.principal or "", s.credentials or "")
+        except ldap.LDAPError as error:
+            with contextlib.suppress(ldap.LDAPError):
+                conn.unbind_ext()
+            self._open_failed(error)
+        log.debug("ldap.connected", system=self._system, url=s.url, start_tls=s.start_tls, principal=s.principal)
         self._conn = conn
         return conn
 
-    def call(self, what: str, operation: Callable[[ldap3.Connection], Any]) -> dict[str, Any]:
-        """Run one operation and return ldap3's result dict; a dead or refusing
-        peer raises PeerError (and the connection is dropped)."""
+    def _open_failed(self, error: ldap.LDAPError) -> NoReturn:
+        s = self._settings
+        name, message = _details(error)
+        who = s.principal or "anonymous"
+        if isinstance(error, ldap.INVALID_CREDENTIALS | ldap.INAPPROPRIATE_AUTH | ldap.STRONG_AUTH_REQUIRED):
+            # libldap's message is left out: a refused bind says nothing more useful.
+            raise AuthenticationFailed(f"{self._system}: bind as {who} refused: {name}") from None
+        tls = (s.ssl or s.start_tls) and isinstance(error, ldap.SERVER_DOWN | ldap.CONNECT_ERROR | ldap.PROTOCOL_ERROR)
+        reason = tls_failure(s) if tls else None
+        if reason is not None:
+            raise TLSError(f"{self._system}: TLS with {self.where} failed: {reason}") from None
+        if isinstance(error, _PEER_DOWN):
+            raise PeerUnavailable(f"{self._system}: cannot connect to {self.where}: {_said(name, message)}") from None
+        raise AuthenticationFailed(f"{self._system}: bind as {who} refused: {_said(name, message)}") from None
+
+    # Writes ------------------------------------------------------------------
+
+    def write(self, kind: str, dn: str, operation: Callable[[ldap.ldapobject.LDAPObject], object]) -> None:
+        """Run one write (``kind`` names it in messages). The directory refusing it
+        raises ``ObjectRejected`` (``NotFound`` for noSuchObject); a dead or refusing
+        peer raises ``PeerUnavailable`` (and the connection is dropped)."""
         conn = self.open()
         try:
             operation(conn)
-        except ldap_errors.LDAPCommunicationError as error:
+        except _PEER_DOWN as error:
             self.close()
-            raise PeerUnavailable(
-                f"{self._system}: {what} on {self.where} failed: {error}") from None
-        result: dict[str, Any] = dict(conn.result or {})
-        code = result.get("result", 0)
-        if code in _PEER_DOWN:
-            self.close()
-            raise PeerUnavailable(f"{self._system}: {what} on {self.where}: "
-                                  f"{result.get('description')}")
-        return result
+            raise PeerUnavailable(f"{self._system}: {kind} on {self.where} failed: "
+                                  f"{_said(*_details(error))}") from None
+        except ldap.LDAPError as error:
+            text = f"ldap: {kind} {dn} refused: {_said(*_details(error))}"
+            raise (NotFound(text) if isinstance(error, ldap.NO_SUCH_OBJECT) else ObjectRejected(text)) from None
+
+    # Searches ----------------------------------------------------------------
 
     def search(self, base: str, search_filter: str, attributes: Sequence[str], *,
                scope: Scope = "sub") -> list[SearchEntry]:
@@ -145,13 +158,39 @@ class LdapConnection:
     def search_pages(self, base: str, search_filter: str, attributes: Sequence[str],
                      page_size: int, *, scope: Scope = "sub",
                      base_required: bool = False) -> Iterator[list[SearchEntry]]:
-        """Paged search (RFC 2696) when ``page_size`` > 0; one list per page, the
-        next page requested before this one is yielded (``reader``).
-        ``base_required``: a base that does not exist fails the read (a listing
-        taken for complete would make everything under it look deleted)."""
+        """Paged search (RFC 2696) when ``page_size`` > 0; one list per page, in the
+        directory's order, the next page asked for before this one is yielded
+        (``reader``). ``base_required``: a base that does not exist fails the read
+        (a listing taken for complete would make everything under it look deleted)."""
         self._log_command(base, search_filter, attributes, page_size, scope)
-        return self._reader.search_pages(base, search_filter, attributes, page_size, scope=scope,
-                                         base_required=base_required)
+        conn = self.open()
+
+        def failed(error: ldap.LDAPError) -> NoReturn:
+            self._search_failed(error, base)
+
+        return read_pages(conn, base, scope, search_filter, attributes, page_size,
+                          timeout=self._settings.read_timeout, base_required=base_required, failed=failed)
+
+    def _search_failed(self, error: ldap.LDAPError, base: str) -> NoReturn:
+        name, message = _details(error)
+        if isinstance(error, ldap.NO_SUCH_OBJECT):
+            raise PeerMisconfigured(f"{self._system}: search under {base} failed: the base context does not exist "
+                                    "(noSuchObject), so nothing under it can be read; check "
+                                    "baseContextsToSynchronize") from None
+        if isinstance(error, ldap.TIMEOUT):
+            self.close()
+            raise PeerUnavailable(f"{self._system}: search on {self.where} failed: no answer within "
+                                  f"{self._settings.read_timeout:g} s (readTimeout)") from None
+        if isinstance(error, _PEER_DOWN):
+            self.close()
+            raise PeerUnavailable(f"{self._system}: search on {self.where} failed: {_said(name, message)}") from None
+        if isinstance(error, ldap.SIZELIMIT_EXCEEDED):
+            # A server-side size limit cut the answer short: what came back is
+            # not the whole source, and treating it as such would delete the rest.
+            raise PeerError(f"{self._system}: search under {base} stopped at the server's size limit "
+                            "(sizeLimitExceeded), so the read is incomplete; raise the size limit for the bind DN "
+                            "or use a blockSize the server pages within") from None
+        raise PeerError(f"{self._system}: search under {base} failed: {_said(name, message)}") from None
 
     def _log_command(self, base: str, search_filter: str, attributes: Sequence[str],
                      page_size: int, scope: Scope) -> None:
@@ -171,4 +210,3 @@ class LdapConnection:
         elif s.ca_file and (s.ssl or s.start_tls):
             command = f"LDAPTLS_CACERT={shlex.quote(s.ca_file)} {command}"
         log.debug("ldap.search", system=self._system, command=command)
-

@@ -1,4 +1,4 @@
-"""The LDAP connector: ``system/<name>/<objectType>`` over ldap3, configured by a
+"""The LDAP connector: ``system/<name>/<objectType>`` over python-ldap, configured by a
 PingIDM ``provisioner.openicf-<name>.json`` (see ``config`` for the keys).
 
 Reads are paged searches over each ``baseContextsToSynchronize`` asking only for the
@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import ldap3
+import ldap
 import structlog
 from ldap3.utils.dn import escape_rdn, parse_dn
 
@@ -34,7 +34,7 @@ from idsync.connectors.ldap.config import (
     parse_ldap_config,
 )
 from idsync.connectors.ldap.connection import LdapConnection, SearchEntry
-from idsync.connectors.ldap.members import MEMBER_OF, group_changes, norm_dn, value_changes
+from idsync.connectors.ldap.members import ADD, DELETE, MEMBER_OF, group_changes, norm_dn, value_changes
 from idsync.connectors.ldap.values import decode_entry, encode_values, id_filter, wanted_properties
 from idsync.errors import (
     ConfigError,
@@ -54,7 +54,7 @@ log = structlog.get_logger("idsync.connectors.ldap")
 
 _ID_CHUNK = 500
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*(;[A-Za-z0-9-]+)*|[0-9]+(\.[0-9]+)+")
-_NOT_FOUND = 32
+_MODIFY = {ADD: ldap.MOD_ADD, DELETE: ldap.MOD_DELETE}
 
 
 def _and(*filters: str) -> str:
@@ -65,18 +65,17 @@ def _and(*filters: str) -> str:
     return parts[0] if len(parts) == 1 else f"(&{''.join(parts)})"
 
 
+def _wire(values: Sequence[str | bytes]) -> list[bytes]:
+    """Attribute values as sent: text in UTF-8."""
+    return [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+
+
 def _valid_dn(text: str) -> bool:
     """Whether ``text`` parses as a DN (a search based on anything else is refused)."""
     try:
         return bool(text.strip()) and bool(parse_dn(text, escape=True, strip=True))
     except Exception:  # noqa: BLE001 - ldap3 raises several kinds for a malformed DN
         return False
-
-
-def _rejected(kind: str, dn: str, result: Mapping[str, Any]) -> ObjectError:
-    description, message = result.get("description", "error"), result.get("message", "")
-    text = f"ldap: {kind} {dn} refused: {description}" + (f": {message}" if message else "")
-    return NotFound(text) if result.get("result") == _NOT_FOUND else ObjectRejected(text)
 
 
 class LdapResource(Resource):
@@ -229,13 +228,11 @@ class LdapResource(Resource):
                     found[obj_id] = (dn, raw)
         return found
 
-    def _check(self, kind: str, dn: str, operation: Callable[[ldap3.Connection], Any]) -> None:
-        result = self._conn.call(kind, operation)
-        if result.get("result", 0) != 0:
-            raise _rejected(kind, dn, result)
+    def _check(self, kind: str, dn: str, operation: Callable[[ldap.ldapobject.LDAPObject], object]) -> None:
+        self._conn.write(kind, dn, operation)
 
     def _delete(self, dn: str) -> None:
-        self._check("delete", dn, lambda c: c.delete(dn))
+        self._check("delete", dn, lambda c: c.delete_ext_s(dn))
 
     def _prop_for(self, native: str) -> PropertyDef | None:
         return self._type.by_native(native)
@@ -245,7 +242,7 @@ class LdapResource(Resource):
         dn = self._new_dn(values)
         classes_prop = self._prop_for("objectClass")
         classes = encode_values(classes_prop, values.get(classes_prop.name)) if classes_prop else []
-        attributes: dict[str, list[str | bytes]] = {}
+        attributes: dict[str, list[bytes]] = {}
         groups = self._groups_prop()
         for name, value in values.items():
             prop = self._type.properties.get(name)
@@ -254,9 +251,10 @@ class LdapResource(Resource):
                 continue
             encoded = encode_values(prop, value)
             if encoded:
-                attributes[prop.native] = encoded
-        object_class = [str(c) for c in classes] or list(self._type.object_classes)
-        self._check("create", dn, lambda c: c.add(dn, object_class, attributes))
+                attributes[prop.native] = _wire(encoded)
+        object_class = _wire([str(c) for c in classes] or list(self._type.object_classes))
+        entry = [("objectClass", object_class), *attributes.items()]
+        self._check("create", dn, lambda c: c.add_ext_s(dn, entry))
         if groups is not None and values.get(groups.name):
             self._set_groups(dn, [], values[groups.name])
         entries = self._conn.search(dn, "(objectClass=*)", self._attributes(self._type.readable()),
@@ -281,7 +279,7 @@ class LdapResource(Resource):
 
     def _update(self, op: WriteOp, dn: str, raw: Mapping[str, Sequence[bytes]]) -> WriteResult:
         dn = self._rename(dn, op.values)
-        changes: dict[str, list[tuple[str, list[str | bytes]]]] = {}
+        changes: list[tuple[int, str, list[bytes] | None]] = []
         groups = self._groups_prop()
         for name, value in op.values.items():
             prop = self._type.properties.get(name)
@@ -292,20 +290,19 @@ class LdapResource(Resource):
                 continue
             encoded = encode_values(prop, value)
             if encoded and prop.is_array and raw.get(prop.key):
-                ops = value_changes(prop.native, raw[prop.key], encoded)
-                if ops:
-                    changes[prop.native] = ops
+                changes += [(_MODIFY[kind], prop.native, _wire(values))
+                            for kind, values in value_changes(prop.native, raw[prop.key], encoded)]
             elif encoded:
                 if not prop.is_array and len(raw.get(prop.key) or ()) > 1 and not isinstance(value, list):
                     # Replacing would drop values idsync was never shown as separate ones.
                     raise ObjectRejected(f"ldap: {prop.name} of {dn} holds {len(raw[prop.key])} values but is "
                                          "declared single-valued; it was not replaced")
-                changes[prop.native] = [(ldap3.MODIFY_REPLACE, encoded)]
+                changes.append((ldap.MOD_REPLACE, prop.native, _wire(encoded)))
             elif raw.get(prop.key):
                 # Deleting an absent attribute is an error in LDAP: only remove what is there.
-                changes[prop.native] = [(ldap3.MODIFY_DELETE, [])]
+                changes.append((ldap.MOD_DELETE, prop.native, None))
         if changes:
-            self._check("update", dn, lambda c: c.modify(dn, changes))
+            self._check("update", dn, lambda c: c.modify_ext_s(dn, changes))
         # A renamed entry has a new DN: with DN ids that is its new id.
         new_id = dn if self._dn_ids else op.id or ""
         obj = self.get_many([new_id]).get(new_id)
@@ -321,13 +318,13 @@ class LdapResource(Resource):
         """Join and leave groups by adding or removing ``dn`` in each group's members."""
         join, leave = group_changes(current, [str(g) for g in (wanted if isinstance(wanted, list) else [wanted])])
         for group in join:
-            self._member(group, ldap3.MODIFY_ADD, dn)
+            self._member(group, ldap.MOD_ADD, dn)
         for group in leave:
-            self._member(group, ldap3.MODIFY_DELETE, dn)
+            self._member(group, ldap.MOD_DELETE, dn)
 
-    def _member(self, group: str, kind: str, dn: str) -> None:
-        change = {self._settings.group_member_attribute: [(kind, [dn])]}
-        self._check("update", group, lambda c: c.modify(group, change))
+    def _member(self, group: str, kind: int, dn: str) -> None:
+        change = [(kind, self._settings.group_member_attribute, _wire([dn]))]
+        self._check("update", group, lambda c: c.modify_ext_s(group, change))
 
     def _rename(self, dn: str, values: Obj) -> str:
         """Apply a change of DN or of the naming attribute first; the new DN."""
@@ -347,8 +344,7 @@ class LdapResource(Resource):
         rdn, _, parent = new_dn.partition(",")
         old_parent = dn.split(",", 1)[1] if "," in dn else ""
         superior = parent if norm_dn(parent) != norm_dn(old_parent) else None
-        self._check("rename", dn, lambda c: c.modify_dn(dn, rdn, delete_old_dn=True,
-                                                          new_superior=superior))
+        self._check("rename", dn, lambda c: c.rename_s(dn, rdn, newsuperior=superior, delold=1))
         return new_dn
 
 

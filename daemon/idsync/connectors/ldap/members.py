@@ -19,10 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import ldap3
 from ldap3.utils.dn import parse_dn
 
-__all__ = ["DN_ATTRIBUTES", "MEMBER_OF", "group_changes", "norm_dn", "value_changes"]
+__all__ = ["ADD", "DELETE", "DN_ATTRIBUTES", "MEMBER_OF", "group_changes", "norm_dn", "value_changes"]
+
+# The kinds of value change, as LDAP's modify operation names them.
+ADD, DELETE = "MODIFY_ADD", "MODIFY_DELETE"
 
 DN_ATTRIBUTES = frozenset({"member", "uniquemember", "memberof", "owner", "manager", "seealso",
                            "roleoccupant", "secretary", "ismemberof"})
@@ -59,9 +61,9 @@ def value_changes(attribute: str, current: Sequence[bytes], wanted: Sequence[str
     adds = [v for k, v in want.items() if k not in have]
     ops: list[tuple[str, list[str | bytes]]] = []
     if removes:
-        ops.append((ldap3.MODIFY_DELETE, removes))
+        ops.append((DELETE, removes))
     if adds:
-        ops.append((ldap3.MODIFY_ADD, adds))
+        ops.append((ADD, adds))
     return ops
 
 
