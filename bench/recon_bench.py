@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Reconciliation benchmark: N generated LDAP users into the SQL identity store.
 
-    .venv/bin/python bench/recon_bench.py [--users 100000] [--stores sqlite,postgresql]
+    .venv/bin/python bench/recon_bench.py [--users 100000] [--stores sqlite,postgresql] [--repeat 3]
 
 Loads N inetOrgPerson entries with slapadd into a throwaway slapd, then, for each
 store, runs ``idsync recon`` as a subprocess three times: the first recon (all
 creates), a second with no change, and one after 1% of the entries changed. It
 prints entries per second and the peak RSS of each run, next to the floor on
 the same data: ``ldapsearch -E pr=1000/noprompt`` paging everything into
-/dev/null. Figures on a shared machine are noisy: compare ratios within a run.
+/dev/null. With ``--repeat N`` the floor and each store's three recons run N
+times (the store emptied in between) and the table gives the median and the
+range. Figures on a shared machine are noisy: compare ratios within a run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,12 +76,12 @@ def _reset_store(url: str) -> None:
     engine.dispose()
 
 
-def _change_one_percent(ldap: Slapd, users: int, workdir: Path) -> None:
+def _change_one_percent(ldap: Slapd, users: int, workdir: Path, round_: int) -> None:
     step = 100
     lines = []
     for i in range(0, users - 2, step):
         lines.append(f"dn: uid=user.{i},ou=People,{ldap.base_dn}\nchangetype: modify\n"
-                     f"replace: telephoneNumber\ntelephoneNumber: +1 555 {i:07d}\n")
+                     f"replace: telephoneNumber\ntelephoneNumber: +1 555 {round_} {i:07d}\n")
     path = workdir / "change.ldif"
     path.write_text("\n".join(lines))
     subprocess.run(["ldapmodify", "-x", "-H", ldap.url, "-D", ldap.admin_dn, "-w", ldap.admin_password,
@@ -90,10 +93,11 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     idsync = str(Path(sys.executable).parent / "idsync")
     work = Path(tempfile.mkdtemp(prefix="idsync-bench-"))
-    rows: list[tuple[str, str, float, int]] = []
+    rows: dict[tuple[str, str], list[tuple[float, int]]] = {}
     try:
         ldif = work / "users.ldif"
         t0 = time.perf_counter()
@@ -102,12 +106,15 @@ def main() -> int:
         with Slapd(admin_password="bench-secret", tls=False, directory=work / "slapd") as ldap:
             ldap.bulk_load(ldif)
             print(f"loaded {args.users} users in {time.perf_counter() - t0:.1f}s; slapd at {ldap.url}")
-            floor, rss, _ = _timed(["ldapsearch", "-x", "-LLL", "-H", ldap.url, "-D", ldap.admin_dn,
-                                    "-w", ldap.admin_password, "-b", f"ou=People,{ldap.base_dn}",
-                                    "-E", "pr=1000/noprompt", "(objectClass=inetOrgPerson)"])
-            rows.append(("ldapsearch floor", "-", floor, rss))
-            for kind in [s.strip() for s in args.stores.split(",") if s.strip()]:
+            for _ in range(args.repeat):
+                floor, rss, _ = _timed(["ldapsearch", "-x", "-LLL", "-H", ldap.url, "-D", ldap.admin_dn,
+                                        "-w", ldap.admin_password, "-b", f"ou=People,{ldap.base_dn}",
+                                        "-E", "pr=1000/noprompt", "(objectClass=inetOrgPerson)"])
+                rows.setdefault(("ldapsearch floor", "-"), []).append((floor, rss))
+            kinds = [s.strip() for s in args.stores.split(",") if s.strip()]
+            for round_, kind in enumerate(kinds * args.repeat):
                 project = work / f"project-{kind}"
+                shutil.rmtree(project, ignore_errors=True)
                 shutil.copytree(ROOT / "conf", project / "conf")
                 url = {"sqlite": f"sqlite:///{project / 'state' / 'idsync.db'}", "postgresql": POSTGRES,
                        "mariadb": MARIADB}[kind]
@@ -123,18 +130,23 @@ def main() -> int:
                 cmd = [idsync, "-p", str(project), "recon", MAPPING, "--quiet", "--json"]
                 for label in ("first recon (creates)", "no-change recon", "after 1% changed"):
                     if label.startswith("after"):
-                        _change_one_percent(ldap, args.users, work)
+                        _change_one_percent(ldap, args.users, work, round_)
                     seconds, rss, code = _timed(cmd, env=env)
-                    rows.append((label if code == 0 else f"{label} FAILED", kind, seconds, rss))
+                    rows.setdefault((label if code == 0 else f"{label} FAILED", kind), []).append((seconds, rss))
                     print(f"  {kind:<10} {label:<24} {seconds:7.1f} s  {args.users / seconds:9,.0f} entries/s  "
                           f"{rss:5d} MB")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{args.users:,} users, page size {args.page_size}\n")
+    print(f"\n{args.users:,} users, page size {args.page_size}, medians of {args.repeat} (range)\n")
     print("| run | store | seconds | entries/s | peak RSS |")
     print("| --- | --- | ---: | ---: | ---: |")
-    for label, kind, seconds, rss in rows:
-        print(f"| {label} | {kind} | {seconds:.1f} | {args.users / seconds:,.0f} | {rss} MB |")
+    for (label, kind), runs in rows.items():
+        seconds = statistics.median(s for s, _ in runs)
+        fast, slow = min(s for s, _ in runs), max(s for s, _ in runs)
+        spread = f" ({fast:.1f}-{slow:.1f})" if len(runs) > 1 else ""
+        rate = f"{args.users / seconds:,.0f}" + (f" ({args.users / slow:,.0f}-{args.users / fast:,.0f})"
+                                                 if len(runs) > 1 else "")
+        print(f"| {label} | {kind} | {seconds:.1f}{spread} | {rate} | {max(r for _, r in runs)} MB |")
     return 0
 
 
