@@ -6,7 +6,8 @@
 Loads N inetOrgPerson entries with slapadd into a throwaway slapd, then, for each
 store, runs ``idsync recon`` as a subprocess three times: the first recon (all
 creates), a second with no change, and one after 1% of the entries changed. It
-prints entries per second and the peak RSS of each run, next to the floor on
+prints entries per second, the peak RSS and the CPU seconds of each run (idsync's
+own, which a busy machine inflates far less than wall time), next to the floor on
 the same data: ``ldapsearch -E pr=1000/noprompt`` paging everything into
 /dev/null. With ``--repeat N`` the floor and each store's three recons run N
 times (the store emptied in between) and the table gives the median and the
@@ -38,8 +39,9 @@ POSTGRES = os.environ.get("IDSYNC_BENCH_POSTGRES", "postgresql+psycopg://postgre
 MARIADB = os.environ.get("IDSYNC_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/idsync_bench")
 
 
-def _timed(cmd: list[str], env: dict[str, str] | None = None, stdout: int | None = None) -> tuple[float, int, int]:
-    """Wall seconds, peak RSS (MB) and exit code of a child process."""
+def _timed(cmd: list[str], env: dict[str, str] | None = None,
+           stdout: int | None = None) -> tuple[float, int, int, float]:
+    """Wall seconds, peak RSS (MB), exit code and CPU seconds of a child process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=stdout or subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -48,7 +50,7 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None, stdout: int | None
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         print(f"  command failed ({code}): {' '.join(cmd)}\n{err[-2000:]}", file=sys.stderr)
-    return elapsed, usage.ru_maxrss // 1024, code
+    return elapsed, usage.ru_maxrss // 1024, code, usage.ru_utime + usage.ru_stime
 
 
 def _reset_store(url: str) -> None:
@@ -97,7 +99,7 @@ def main() -> int:
     args = parser.parse_args()
     idsync = str(Path(sys.executable).parent / "idsync")
     work = Path(tempfile.mkdtemp(prefix="idsync-bench-"))
-    rows: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    rows: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
     try:
         ldif = work / "users.ldif"
         t0 = time.perf_counter()
@@ -107,10 +109,10 @@ def main() -> int:
             ldap.bulk_load(ldif)
             print(f"loaded {args.users} users in {time.perf_counter() - t0:.1f}s; slapd at {ldap.url}")
             for _ in range(args.repeat):
-                floor, rss, _ = _timed(["ldapsearch", "-x", "-LLL", "-H", ldap.url, "-D", ldap.admin_dn,
+                floor, rss, _, cpu = _timed(["ldapsearch", "-x", "-LLL", "-H", ldap.url, "-D", ldap.admin_dn,
                                         "-w", ldap.admin_password, "-b", f"ou=People,{ldap.base_dn}",
                                         "-E", "pr=1000/noprompt", "(objectClass=inetOrgPerson)"])
-                rows.setdefault(("ldapsearch floor", "-"), []).append((floor, rss))
+                rows.setdefault(("ldapsearch floor", "-"), []).append((floor, rss, cpu))
             kinds = [s.strip() for s in args.stores.split(",") if s.strip()]
             for round_, kind in enumerate(kinds * args.repeat):
                 project = work / f"project-{kind}"
@@ -131,22 +133,23 @@ def main() -> int:
                 for label in ("first recon (creates)", "no-change recon", "after 1% changed"):
                     if label.startswith("after"):
                         _change_one_percent(ldap, args.users, work, round_)
-                    seconds, rss, code = _timed(cmd, env=env)
-                    rows.setdefault((label if code == 0 else f"{label} FAILED", kind), []).append((seconds, rss))
+                    seconds, rss, code, cpu = _timed(cmd, env=env)
+                    rows.setdefault((label if code == 0 else f"{label} FAILED", kind), []).append((seconds, rss, cpu))
                     print(f"  {kind:<10} {label:<24} {seconds:7.1f} s  {args.users / seconds:9,.0f} entries/s  "
-                          f"{rss:5d} MB")
+                          f"{rss:5d} MB  {cpu:6.1f} s CPU", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.users:,} users, page size {args.page_size}, medians of {args.repeat} (range)\n")
-    print("| run | store | seconds | entries/s | peak RSS |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    print("| run | store | seconds | entries/s | peak RSS | CPU s |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
     for (label, kind), runs in rows.items():
-        seconds = statistics.median(s for s, _ in runs)
-        fast, slow = min(s for s, _ in runs), max(s for s, _ in runs)
+        seconds = statistics.median(s for s, _, _ in runs)
+        fast, slow = min(s for s, _, _ in runs), max(s for s, _, _ in runs)
         spread = f" ({fast:.1f}-{slow:.1f})" if len(runs) > 1 else ""
         rate = f"{args.users / seconds:,.0f}" + (f" ({args.users / slow:,.0f}-{args.users / fast:,.0f})"
                                                  if len(runs) > 1 else "")
-        print(f"| {label} | {kind} | {seconds:.1f}{spread} | {rate} | {max(r for _, r in runs)} MB |")
+        cpu = statistics.median(c for _, _, c in runs)
+        print(f"| {label} | {kind} | {seconds:.1f}{spread} | {rate} | {max(r for _, r, _ in runs)} MB | {cpu:.1f} |")
     return 0
 
 
