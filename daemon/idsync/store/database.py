@@ -8,6 +8,7 @@ by a migration, never by ``metadata.create_all``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import time
@@ -71,13 +72,20 @@ def new_id() -> str:
 
 
 def _has_nul(item: Any) -> bool:
-    if isinstance(item, str):
+    # Loops rather than any(generator): this runs on every value a recon writes.
+    if type(item) is str:
         return "\x00" in item
     if isinstance(item, dict):
-        return any("\x00" in str(k) or _has_nul(v) for k, v in item.items())
+        for key, value in item.items():  # noqa: SIM110
+            if "\x00" in str(key) or _has_nul(value):
+                return True
+        return False
     if isinstance(item, list | tuple):
-        return any(_has_nul(v) for v in item)
-    return False
+        for value in item:  # noqa: SIM110
+            if _has_nul(value):
+                return True
+        return False
+    return isinstance(item, str) and "\x00" in item
 
 
 def nul_at(value: Any) -> str | None:
@@ -313,6 +321,7 @@ def _is_datetime(kind: Any) -> bool:
     return isinstance(getattr(kind, "impl", kind), DateTime)
 
 
+@functools.lru_cache(maxsize=64)  # a batch's rows mostly share the page's timestamps
 def _sqlite_time(value: dt.datetime) -> str:
     # SQLAlchemy's own SQLite DATETIME text format, so its reads parse it back.
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")

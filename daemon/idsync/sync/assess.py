@@ -24,6 +24,7 @@ from idsync.resource import Obj, Resource, WriteOp
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
 from idsync.store.passwords import same_secret
+from idsync.sync.correlation import PlannedTargets
 from idsync.sync.situations import assess_source, assess_target
 
 if TYPE_CHECKING:
@@ -137,13 +138,13 @@ class Assessor:
         owners = links.sources_of(singles) if singles else {}
         if source is not None and source.renames_ids:
             owners = _live_owners(owners, source, {s["_id"] for s in objs})
-        creating: list[Obj] = []  # what this batch creates, in order: later sources must find it
+        creating = PlannedTargets()  # what this batch creates, in order: later sources must find it
         for s in objs:
             sid = s["_id"]
             if sid not in qualified:
                 continue
             query = queries.get(sid)
-            if query is not None and any(matches(query, c, ignore_case=True) for c in creating):
+            if query is not None and creating.matched_by(query):
                 plans.append(Plan("", "", sid, None, retry=True))
                 continue
             try:
@@ -151,7 +152,7 @@ class Assessor:
             except IdsyncError as exc:
                 plan = Plan("", "", sid, linked.get(sid), unresolved=sid not in linked, error=str(exc))
             if plan.op is not None and plan.op.kind == "create":
-                creating.append(plan.op.values)
+                creating.add(plan.op.values)
             plans.append(plan)
         return plans
 
