@@ -1,7 +1,7 @@
 """``idsync run``: the daemon's process, from start to exit.
 
 One asyncio loop owns the scheduler, the signals, the watchdog and the status
-file; recons run in worker threads (ldap3 and SQLAlchemy are synchronous).
+file; recons run in worker threads (python-ldap and SQLAlchemy are synchronous).
 
 Start: read the configuration (a broken ``conf/`` stops here with EX_CONFIG),
 mark runs left ACTIVE by a dead process FAILED, schedule the jobs, catch up
