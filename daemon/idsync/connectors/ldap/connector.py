@@ -35,7 +35,7 @@ from idsync.connectors.ldap.config import (
 )
 from idsync.connectors.ldap.connection import LdapConnection, SearchEntry
 from idsync.connectors.ldap.members import ADD, DELETE, MEMBER_OF, group_changes, norm_dn, value_changes
-from idsync.connectors.ldap.values import decode_entry, encode_values, id_filter, wanted_properties
+from idsync.connectors.ldap.values import decode_entries, decode_entry, encode_values, id_filter, wanted_properties
 from idsync.errors import (
     ConfigError,
     IdsyncError,
@@ -179,8 +179,7 @@ class LdapResource(Resource):
         return list(names.values())
 
     def _objects(self, entries: Sequence[SearchEntry], wanted: Sequence[PropertyDef]) -> list[Obj]:
-        uid_key = self._uid.lower()
-        objects = [decode_entry(dn, raw, wanted, uid_key) for dn, raw in entries]
+        objects = decode_entries(entries, wanted, self._uid.lower())
         if self._dn_ids:
             for obj, (dn, _) in zip(objects, entries, strict=True):
                 obj["_id"] = dn

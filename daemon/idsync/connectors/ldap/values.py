@@ -21,6 +21,7 @@ from idsync.query.ldap import escape_ldap_bytes, escape_ldap_value
 
 __all__ = [
     "RawEntry",
+    "decode_entries",
     "decode_entry",
     "decode_id",
     "encode_values",
@@ -74,19 +75,31 @@ def decode_entry(
     A single-valued property whose attribute holds several values is read as the
     list of them, never cut to one: what receives it decides (a single-valued
     target property refuses it, as PingIDM's connector refuses to read it)."""
-    obj: dict[str, Any] = {"_id": decode_id(uid_key, raw.get(uid_key))}
-    for prop in wanted:
-        if prop.is_dn:
-            obj[prop.name] = dn
-            continue
-        values = raw.get(prop.key)
-        if prop.is_array:
-            obj[prop.name] = [_text(v, prop.binary) for v in values] if values else []
-        elif len(values or ()) > 1:
-            obj[prop.name] = [_text(v, prop.binary) for v in values or ()]
-        elif values:
-            obj[prop.name] = _text(values[0], prop.binary)
-    return obj
+    return decode_entries([(dn, raw)], wanted, uid_key)[0]
+
+
+def decode_entries(
+    entries: Sequence[tuple[str, RawEntry]], wanted: Sequence[PropertyDef], uid_key: str
+) -> list[dict[str, Any]]:
+    """``decode_entry`` for a page of entries (what to read of each is worked out once)."""
+    plan = [(p.name, p.key, p.is_dn, p.is_array, p.binary) for p in wanted]
+    objects: list[dict[str, Any]] = []
+    for dn, raw in entries:
+        obj: dict[str, Any] = {"_id": decode_id(uid_key, raw.get(uid_key))}
+        for name, key, is_dn, is_array, binary in plan:
+            if is_dn:
+                obj[name] = dn
+                continue
+            values = raw.get(key)
+            if not values:
+                if is_array:
+                    obj[name] = []
+            elif is_array or len(values) > 1:
+                obj[name] = [_text(v, binary) for v in values]
+            else:
+                obj[name] = _text(values[0], binary)
+        objects.append(obj)
+    return objects
 
 
 def _one(prop: PropertyDef, value: Any) -> str | bytes:
