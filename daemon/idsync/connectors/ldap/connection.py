@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 import ldap
 import structlog
 
 from idsync.connectors.ldap.config import LdapSettings
+from idsync.connectors.ldap.members import ADD, DELETE, REPLACE, Changes
 from idsync.connectors.ldap.reader import Scope, SearchEntry, read_pages
 from idsync.connectors.ldap.tls import tls_failure
 from idsync.errors import (
@@ -35,7 +36,7 @@ from idsync.errors import (
     TLSError,
 )
 
-__all__ = ["LdapConnection", "Scope", "SearchEntry"]
+__all__ = ["LdapConnection", "LdapRefused", "Scope", "SearchEntry"]
 
 log = structlog.get_logger("idsync.connectors.ldap_connection")
 
@@ -51,6 +52,7 @@ _CODE_NAMES = {
     65: "objectClassViolation", 66: "notAllowedOnNonLeaf", 67: "notAllowedOnRDN", 68: "entryAlreadyExists",
     69: "objectClassModsProhibited", 71: "affectsMultipleDSAs", 80: "other",
 }
+_MODIFY = {ADD: ldap.MOD_ADD, DELETE: ldap.MOD_DELETE, REPLACE: ldap.MOD_REPLACE}
 # Failures that say the server cannot serve at all, rather than "not this object".
 _PEER_DOWN = (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.BUSY, ldap.UNAVAILABLE, ldap.TIMELIMIT_EXCEEDED, ldap.OTHER,
               ldap.CONNECT_ERROR)
@@ -66,6 +68,20 @@ def _details(error: ldap.LDAPError) -> tuple[str, str]:
 
 def _said(name: str, message: str) -> str:
     return f"{name}: {message}" if message else name
+
+
+def _wire(values: Sequence[str | bytes]) -> list[bytes]:
+    """Attribute values as sent: text in UTF-8."""
+    return [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+
+
+class LdapRefused(ObjectRejected):
+    """The directory refused a write to one entry; ``result`` is the RFC 4511 name
+    of the reason (``entryAlreadyExists``, ``attributeOrValueExists``...)."""
+
+    def __init__(self, message: str, result: str) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class LdapConnection:
@@ -132,11 +148,28 @@ class LdapConnection:
         raise AuthenticationFailed(f"{self._system}: bind as {who} refused: {_said(name, message)}") from None
 
     # Writes ------------------------------------------------------------------
+    # The directory refusing a write raises ``LdapRefused`` (``NotFound`` for an entry
+    # that is not there); a dead or refusing peer raises ``PeerUnavailable`` (and the
+    # connection is dropped).
 
-    def write(self, kind: str, dn: str, operation: Callable[[ldap.ldapobject.LDAPObject], object]) -> None:
-        """Run one write (``kind`` names it in messages). The directory refusing it
-        raises ``ObjectRejected`` (``NotFound`` for noSuchObject); a dead or refusing
-        peer raises ``PeerUnavailable`` (and the connection is dropped)."""
+    def add(self, dn: str, attributes: Mapping[str, Sequence[str | bytes]]) -> None:
+        """Create the entry ``dn`` with these attributes (``objectClass`` among them)."""
+        entry = [(name, _wire(values)) for name, values in attributes.items()]
+        self._write("create", dn, lambda c: c.add_ext_s(dn, entry))
+
+    def modify(self, dn: str, changes: Changes, *, kind: str = "update") -> None:
+        """Apply ``changes`` to the entry ``dn`` in one modify operation."""
+        modlist = [(_MODIFY[op], name, _wire(values) or None) for name, ops in changes.items() for op, values in ops]
+        self._write(kind, dn, lambda c: c.modify_ext_s(dn, modlist))
+
+    def delete(self, dn: str) -> None:
+        self._write("delete", dn, lambda c: c.delete_ext_s(dn))
+
+    def rename(self, dn: str, rdn: str, new_superior: str | None) -> None:
+        """Give the entry ``dn`` the new RDN (the old one's value removed), under ``new_superior`` if given."""
+        self._write("rename", dn, lambda c: c.rename_s(dn, rdn, newsuperior=new_superior, delold=1))
+
+    def _write(self, kind: str, dn: str, operation: Callable[[ldap.ldapobject.LDAPObject], object]) -> None:
         conn = self.open()
         try:
             operation(conn)
@@ -145,8 +178,9 @@ class LdapConnection:
             raise PeerUnavailable(f"{self._system}: {kind} on {self.where} failed: "
                                   f"{_said(*_details(error))}") from None
         except ldap.LDAPError as error:
-            text = f"ldap: {kind} {dn} refused: {_said(*_details(error))}"
-            raise (NotFound(text) if isinstance(error, ldap.NO_SUCH_OBJECT) else ObjectRejected(text)) from None
+            name, message = _details(error)
+            text = f"ldap: {kind} {dn} refused: {_said(name, message)}"
+            raise (NotFound(text) if isinstance(error, ldap.NO_SUCH_OBJECT) else LdapRefused(text, name)) from None
 
     # Searches ----------------------------------------------------------------
 

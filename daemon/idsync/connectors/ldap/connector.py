@@ -18,10 +18,9 @@ a time; two resources of one system may run in two threads.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import ldap
 import structlog
 from ldap3.utils.dn import escape_rdn, parse_dn
 
@@ -34,7 +33,16 @@ from idsync.connectors.ldap.config import (
     parse_ldap_config,
 )
 from idsync.connectors.ldap.connection import LdapConnection, SearchEntry
-from idsync.connectors.ldap.members import ADD, DELETE, MEMBER_OF, group_changes, norm_dn, value_changes
+from idsync.connectors.ldap.members import (
+    ADD,
+    DELETE,
+    MEMBER_OF,
+    REPLACE,
+    Changes,
+    group_changes,
+    norm_dn,
+    value_changes,
+)
 from idsync.connectors.ldap.values import decode_entries, decode_entry, encode_values, id_filter, wanted_properties
 from idsync.errors import (
     ConfigError,
@@ -54,7 +62,6 @@ log = structlog.get_logger("idsync.connectors.ldap")
 
 _ID_CHUNK = 500
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*(;[A-Za-z0-9-]+)*|[0-9]+(\.[0-9]+)+")
-_MODIFY = {ADD: ldap.MOD_ADD, DELETE: ldap.MOD_DELETE}
 
 
 def _and(*filters: str) -> str:
@@ -63,11 +70,6 @@ def _and(*filters: str) -> str:
     if not parts:
         return "(objectClass=*)"
     return parts[0] if len(parts) == 1 else f"(&{''.join(parts)})"
-
-
-def _wire(values: Sequence[str | bytes]) -> list[bytes]:
-    """Attribute values as sent: text in UTF-8."""
-    return [v.encode("utf-8") if isinstance(v, str) else v for v in values]
 
 
 def _valid_dn(text: str) -> bool:
@@ -227,11 +229,8 @@ class LdapResource(Resource):
                     found[obj_id] = (dn, raw)
         return found
 
-    def _check(self, kind: str, dn: str, operation: Callable[[ldap.ldapobject.LDAPObject], object]) -> None:
-        self._conn.write(kind, dn, operation)
-
     def _delete(self, dn: str) -> None:
-        self._check("delete", dn, lambda c: c.delete_ext_s(dn))
+        self._conn.delete(dn)
 
     def _prop_for(self, native: str) -> PropertyDef | None:
         return self._type.by_native(native)
@@ -241,7 +240,7 @@ class LdapResource(Resource):
         dn = self._new_dn(values)
         classes_prop = self._prop_for("objectClass")
         classes = encode_values(classes_prop, values.get(classes_prop.name)) if classes_prop else []
-        attributes: dict[str, list[bytes]] = {}
+        attributes: dict[str, list[str | bytes]] = {}
         groups = self._groups_prop()
         for name, value in values.items():
             prop = self._type.properties.get(name)
@@ -250,10 +249,9 @@ class LdapResource(Resource):
                 continue
             encoded = encode_values(prop, value)
             if encoded:
-                attributes[prop.native] = _wire(encoded)
-        object_class = _wire([str(c) for c in classes] or list(self._type.object_classes))
-        entry = [("objectClass", object_class), *attributes.items()]
-        self._check("create", dn, lambda c: c.add_ext_s(dn, entry))
+                attributes[prop.native] = encoded
+        object_class: list[str | bytes] = [str(c) for c in classes] or list(self._type.object_classes)
+        self._conn.add(dn, {"objectClass": object_class, **attributes})
         if groups is not None and values.get(groups.name):
             self._set_groups(dn, [], values[groups.name])
         entries = self._conn.search(dn, "(objectClass=*)", self._attributes(self._type.readable()),
@@ -278,7 +276,7 @@ class LdapResource(Resource):
 
     def _update(self, op: WriteOp, dn: str, raw: Mapping[str, Sequence[bytes]]) -> WriteResult:
         dn = self._rename(dn, op.values)
-        changes: list[tuple[int, str, list[bytes] | None]] = []
+        changes: Changes = {}
         groups = self._groups_prop()
         for name, value in op.values.items():
             prop = self._type.properties.get(name)
@@ -289,19 +287,20 @@ class LdapResource(Resource):
                 continue
             encoded = encode_values(prop, value)
             if encoded and prop.is_array and raw.get(prop.key):
-                changes += [(_MODIFY[kind], prop.native, _wire(values))
-                            for kind, values in value_changes(prop.native, raw[prop.key], encoded)]
+                ops = value_changes(prop.native, raw[prop.key], encoded)
+                if ops:
+                    changes[prop.native] = ops
             elif encoded:
                 if not prop.is_array and len(raw.get(prop.key) or ()) > 1 and not isinstance(value, list):
                     # Replacing would drop values idsync was never shown as separate ones.
                     raise ObjectRejected(f"ldap: {prop.name} of {dn} holds {len(raw[prop.key])} values but is "
                                          "declared single-valued; it was not replaced")
-                changes.append((ldap.MOD_REPLACE, prop.native, _wire(encoded)))
+                changes[prop.native] = [(REPLACE, encoded)]
             elif raw.get(prop.key):
                 # Deleting an absent attribute is an error in LDAP: only remove what is there.
-                changes.append((ldap.MOD_DELETE, prop.native, None))
+                changes[prop.native] = [(DELETE, [])]
         if changes:
-            self._check("update", dn, lambda c: c.modify_ext_s(dn, changes))
+            self._conn.modify(dn, changes)
         # A renamed entry has a new DN: with DN ids that is its new id.
         new_id = dn if self._dn_ids else op.id or ""
         obj = self.get_many([new_id]).get(new_id)
@@ -317,13 +316,9 @@ class LdapResource(Resource):
         """Join and leave groups by adding or removing ``dn`` in each group's members."""
         join, leave = group_changes(current, [str(g) for g in (wanted if isinstance(wanted, list) else [wanted])])
         for group in join:
-            self._member(group, ldap.MOD_ADD, dn)
+            self._conn.modify(group, {self._settings.group_member_attribute: [(ADD, [dn])]})
         for group in leave:
-            self._member(group, ldap.MOD_DELETE, dn)
-
-    def _member(self, group: str, kind: int, dn: str) -> None:
-        change = [(kind, self._settings.group_member_attribute, _wire([dn]))]
-        self._check("update", group, lambda c: c.modify_ext_s(group, change))
+            self._conn.modify(group, {self._settings.group_member_attribute: [(DELETE, [dn])]})
 
     def _rename(self, dn: str, values: Obj) -> str:
         """Apply a change of DN or of the naming attribute first; the new DN."""
@@ -343,7 +338,7 @@ class LdapResource(Resource):
         rdn, _, parent = new_dn.partition(",")
         old_parent = dn.split(",", 1)[1] if "," in dn else ""
         superior = parent if norm_dn(parent) != norm_dn(old_parent) else None
-        self._check("rename", dn, lambda c: c.rename_s(dn, rdn, newsuperior=superior, delold=1))
+        self._conn.rename(dn, rdn, superior)
         return new_dn
 
 

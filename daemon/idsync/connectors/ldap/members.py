@@ -21,10 +21,13 @@ from typing import Any
 
 from ldap3.utils.dn import parse_dn
 
-__all__ = ["ADD", "DELETE", "DN_ATTRIBUTES", "MEMBER_OF", "group_changes", "norm_dn", "value_changes"]
+__all__ = ["ADD", "DELETE", "DN_ATTRIBUTES", "MEMBER_OF", "REPLACE", "Changes", "group_changes", "norm_dn",
+           "value_changes"]
 
 # The kinds of value change, as LDAP's modify operation names them.
-ADD, DELETE = "MODIFY_ADD", "MODIFY_DELETE"
+ADD, DELETE, REPLACE = "MODIFY_ADD", "MODIFY_DELETE", "MODIFY_REPLACE"
+# One modify: attribute -> its changes, in order (DELETE with no values removes the attribute).
+Changes = dict[str, list[tuple[str, list[str | bytes]]]]
 
 DN_ATTRIBUTES = frozenset({"member", "uniquemember", "memberof", "owner", "manager", "seealso",
                            "roleoccupant", "secretary", "ismemberof"})
