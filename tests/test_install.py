@@ -179,3 +179,4 @@ def test_install_steps_as_written_on_debian_12(debian12: DebianRoot, wheel: Path
     assert json.loads(status_json)
     assert "NAME" in manual and "idsync" in manual
     assert chroot.run("find /var/lib/idsync ! -user idsync -o ! -group idsync").stdout == ""
+    shutil.rmtree(tmp_path / "chroot")  # 200 MB; a failed run keeps it to look at

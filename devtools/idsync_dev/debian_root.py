@@ -114,7 +114,7 @@ def _key(*parts: str) -> str:
 
 def _paths(repo: Path) -> tuple[Path, Path, DocumentedInstall]:
     install = DocumentedInstall.read(repo)
-    root_key = _key(SUITE, MIRROR, "debootstrap default variant", install.apt_line)
+    root_key = _key(SUITE, MIRROR, "debootstrap default variant, apt caches kept", install.apt_line)
     constraints = (repo / "requirements.lock").read_text(encoding="utf-8")
     wheel_key = _key(root_key, *install.requirements(repo), constraints)
     return CACHE / f"{SUITE}-{root_key}", CACHE / f"wheelhouse-{wheel_key}", install
@@ -218,7 +218,8 @@ def _build_root(final: Path, apt_line: str) -> None:
           "debootstrap", SUITE, str(rootfs), MIRROR], "debootstrap", timeout=1800)
     apt = Chroot(rootfs, binds={"/run/idsync-apt": _apt_config(partial / "apt")},
                  read_only=frozenset({"/run/idsync-apt"}))
-    apt.run(f"apt-get clean\n{apt_line}\napt-get clean", timeout=900,
+    # The downloaded packages go; apt's package cache stays (else every run rebuilds it).
+    apt.run(f"apt-get clean\n{apt_line}\nrm -f /var/cache/apt/archives/*.deb", timeout=900,
             env={"DEBIAN_FRONTEND": "noninteractive", "APT_CONFIG": "/run/idsync-apt/assume-yes.conf"})
     shutil.rmtree(partial / "apt")
     (partial / "complete").write_text(f"debootstrap {SUITE} {MIRROR}, then: {apt_line}\n"
