@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from idsync_dev.chroot import Chroot
-from idsync_dev.debian_root import APT_ASSUME_YES, DebianRoot, DocumentedInstall, ensure, unavailable
+from idsync_dev.debian_root import DebianRoot, DocumentedInstall, apt_config, ensure, unavailable
 from idsync_dev.sample_users import sample_users_ldif
 from idsync_dev.slapd import Slapd
 
@@ -86,11 +86,8 @@ def test_install_steps_as_written_on_debian_12(debian12: DebianRoot, wheel: Path
     ``systemctl enable`` and ``systemd-analyze verify`` accept the unit; step 7's
     ``status``, ``jobs``, ``run-job --dry-run``, status.json and ``man idsync`` answer."""
     steps = DocumentedInstall.read(ROOT).steps
-    apt = tmp_path / "apt"
-    apt.mkdir()
-    (apt / "assume-yes.conf").write_text(APT_ASSUME_YES)
     chroot = Chroot(debian12.rootfs, tmp_path / "chroot", binds={"/run/wheelhouse": debian12.wheelhouse,
-                                                                 "/run/idsync-apt": apt},
+                                                                 "/run/idsync-apt": apt_config(tmp_path / "apt")},
                     read_only=frozenset({"/run/wheelhouse", "/run/idsync-apt"}))
     # The documented command lines, with pip kept off the network: the wheelhouse
     # holds every dependency. apt-get answers its question as an administrator would.
@@ -153,7 +150,7 @@ def test_install_steps_as_written_on_debian_12(debian12: DebianRoot, wheel: Path
     assert "/etc/idsync: configuration ok" in out and "sync-active-ldap-users" in out
     # The daemon's first fire, by hand: a real run writes the store and status file.
     out = chroot.run("idsync run-job sync-active-ldap-users").stdout
-    assert "job sync-active-ldap-users: SUCCESS" in out, out
+    assert "job sync-active-ldap-users: SUCCESS" in out and "(created 2, linked 2)" in out, out
     # Written as the idsync user with the unit's UMask; the status file is for monitoring
     # agents to read (the directory keeps others out).
     assert _stat(chroot, "/var/lib/idsync/idsync.db", "/var/lib/idsync/status.json") == {
@@ -176,7 +173,7 @@ def test_install_steps_as_written_on_debian_12(debian12: DebianRoot, wheel: Path
     assert "systemLdapActiveAccounts_managedUser" in status and "SUCCESS" in status, status
     assert "sync-active-ldap-users" in jobs and "never" not in jobs.split("sync-inactive")[0]
     assert "job sync-active-ldap-users: SUCCESS (dry run)" in dry_run, dry_run
-    assert json.loads(status_json)
+    assert json.loads(status_json)["jobs"]["sync-active-ldap-users"]["lastRun"]["state"] == "SUCCESS"
     assert "NAME" in manual and "idsync" in manual
     assert chroot.run("find /var/lib/idsync ! -user idsync -o ! -group idsync").stdout == ""
     shutil.rmtree(tmp_path / "chroot")  # 200 MB; a failed run keeps it to look at

@@ -44,13 +44,11 @@ from pathlib import Path
 
 from idsync_dev.chroot import Chroot
 
-__all__ = ["APT_ASSUME_YES", "CACHE", "DebianRoot", "DocumentedInstall", "ensure", "start_background", "unavailable"]
+__all__ = ["CACHE", "DebianRoot", "DocumentedInstall", "apt_config", "ensure", "start_background", "unavailable"]
 
 CACHE = Path(os.environ.get("IDSYNC_TEST_CACHE", "/var/cache/idsync-tests"))
 SUITE = "bookworm"
 MIRROR = os.environ.get("IDSYNC_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-# apt-get asks before installing; an administrator answers yes, a test sets this up.
-APT_ASSUME_YES = 'APT::Get::Assume-Yes "true";\n'
 _UNUSED_DAYS = 14
 _HOST_CERTS = Path("/etc/ssl/certs")
 
@@ -200,9 +198,11 @@ def _run(args: list[str], what: str, timeout: float) -> None:
         raise RuntimeError(f"{what} failed ({done.returncode}): {done.stderr.strip()[-3000:] or done.stdout[-3000:]}")
 
 
-def _apt_config(directory: Path) -> Path:
+def apt_config(directory: Path) -> Path:
+    """``directory`` holding ``assume-yes.conf``, for ``APT_CONFIG``: apt-get asks before
+    installing, and an administrator answers yes."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "assume-yes.conf").write_text(APT_ASSUME_YES)
+    (directory / "assume-yes.conf").write_text('APT::Get::Assume-Yes "true";\n')
     return directory
 
 
@@ -216,7 +216,7 @@ def _build_root(final: Path, apt_line: str) -> None:
     # and a killed build must not leave them mounted on the host.
     _run(["unshare", "--mount", "--propagation", "private", "--fork", "--kill-child",
           "debootstrap", SUITE, str(rootfs), MIRROR], "debootstrap", timeout=1800)
-    apt = Chroot(rootfs, binds={"/run/idsync-apt": _apt_config(partial / "apt")},
+    apt = Chroot(rootfs, binds={"/run/idsync-apt": apt_config(partial / "apt")},
                  read_only=frozenset({"/run/idsync-apt"}))
     # The downloaded packages go; apt's package cache stays (else every run rebuilds it).
     apt.run(f"apt-get clean\n{apt_line}\nrm -f /var/cache/apt/archives/*.deb", timeout=900,
