@@ -156,8 +156,9 @@ def ensure(repo: Path) -> DebianRoot:
     (waiting for a build another process has begun)."""
     root, wheels, install = _paths(repo)
     with _locked():
-        if not _complete(root):
+        if not _complete(root, wheels):
             _prune()
+        if not _complete(root):
             _build_root(root, install.apt_line)
         if not _complete(wheels):
             _build_wheelhouse(wheels, root / "rootfs", install.requirements(repo), repo / "requirements.lock")
