@@ -14,16 +14,24 @@ is reachable from the chroot.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Chroot", "ChrootError"]
+__all__ = ["Chroot", "ChrootError", "host_env"]
 
 # What a root shell on the system starts from; bash -l adds PATH from /etc/profile.
 _BASE_ENV = {"HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb", "USER": "root", "LOGNAME": "root"}
+_SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
+
+
+def host_env() -> dict[str, str]:
+    """The environment for the host's tools (unshare, mount, chroot, debootstrap): this
+    one, with the sbin directories a non-login PATH may lack."""
+    return {**os.environ, "PATH": f"{os.environ.get('PATH', '/usr/bin:/bin')}:{_SBIN}"}
 
 
 class ChrootError(RuntimeError):
@@ -72,7 +80,7 @@ class Chroot:
         command = ["unshare", "--mount", "--propagation", "private", "--fork", "--kill-child",
                    "sh", "-e", "-c", self._mounts() + ' exec chroot "$0" "$@"', str(self._target()), *inner]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env=host_env())
         if check and done.returncode != 0:
             raise ChrootError(f"in the chroot, exit {done.returncode}:\n{script}\n--- stdout\n{done.stdout}"
                               f"--- stderr\n{done.stderr}")

@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from idsync_dev.chroot import Chroot
+from idsync_dev.chroot import Chroot, host_env
 
 __all__ = ["CACHE", "DebianRoot", "DocumentedInstall", "apt_config", "ensure", "start_background", "unavailable"]
 
@@ -126,12 +126,13 @@ def unavailable(repo: Path) -> str | None:
     """Why the root cannot be had on this machine, or None."""
     if os.geteuid() != 0:
         return "following the install steps in a Debian 12 chroot needs root (debootstrap, mount namespaces)"
+    path = host_env()["PATH"]
     for tool in ("unshare", "chroot"):
-        if shutil.which(tool) is None:
+        if shutil.which(tool, path=path) is None:
             return f"{tool} is not installed (Debian package util-linux, coreutils)"
     if _complete(*_paths(repo)[:2]):
         return None
-    if shutil.which("debootstrap") is None:
+    if shutil.which("debootstrap", path=path) is None:
         return "debootstrap is not installed (make deps installs it)"
     try:
         urllib.request.urlopen(f"{MIRROR}/dists/{SUITE}/Release", timeout=10).close()
@@ -194,7 +195,7 @@ def start_background(repo: Path) -> subprocess.Popen[bytes] | None:
 
 
 def _run(args: list[str], what: str, timeout: float) -> None:
-    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False, env=host_env())
     if done.returncode != 0:
         raise RuntimeError(f"{what} failed ({done.returncode}): {done.stderr.strip()[-3000:] or done.stdout[-3000:]}")
 
