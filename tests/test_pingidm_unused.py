@@ -66,7 +66,8 @@ _MANAGED = {"objects": [{
                            "onRetrieve": {"type": _JS, "source": "[]"}},
         "manager": {"type": "relationship", "reverseRelationship": True, "reversePropertyName": "reports"},
         "roles": {"type": "array", "items": {"type": "relationship"}},
-        "password": {"type": "string", "encryption": {"key": "openidm-sym-default"}},
+        "password": {"type": "string", "encryption": {"key": "openidm-sym-default"}, "scope": "private"},
+        "lastSync": {"type": "object", "scope": "private"},
     }},
 }]}
 
@@ -153,6 +154,7 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     one(f"{managed}: objects[0].schema.properties.{{effectiveRoles.onRetrieve,effectiveRoles.isVirtual}}: ",
         "not computed")
     one(f"{managed}: objects[0].schema.properties.{{manager,roles}}: ", "relationships are kept as plain values")
+    one(f"{managed}: objects[0].schema.properties.lastSync.scope: ", "hides only secrets")
     sync = conf / "sync.json"
     one(f"{sync}: comment: ", "idsync reads only mappings")
     one(f"{sync}: mappings[0].onRecon: ", "not run")
@@ -165,8 +167,8 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     one(f"{prov}: systemActions: ", "not served")
     one(f"{prov}: operationOptions.DELETE.denied: ", "allowDelete")
     # Nothing else: the files idsync reads get no line of their own, no key is told twice.
-    assert len(lines) == len(set(_FILES.values())) + 1 + 5 + 5 + 1 + 3, "\n".join(lines)
-    assert not any("encryption" in line or "idsync.toml:" in line for line in lines)
+    assert len(lines) == len(set(_FILES.values())) + 1 + 6 + 5 + 1 + 3, "\n".join(lines)
+    assert not any("password.scope" in line or "idsync.toml:" in line for line in lines)
 
     answer = json.loads(idsync(project, "validate", "--json").stdout)
     assert answer["ok"] and answer["problems"] == []

@@ -148,7 +148,8 @@ def load_project(project_dir: Path) -> Project:
 
 
 def validate_project(project_dir: Path, check_system: Callable[[Provisioner], object]) -> list[IdsyncError]:
-    """Every problem of every file (each file is read on its own). ``check_system``
+    """Every problem of every file (each file is read on its own), then the warnings
+    (``ConfigWarning``) about what idsync does not act on. ``check_system``
     lets the connector read an enabled provisioner's configuration, secrets substituted,
     without connecting (``idsync.resources.check_system``): connectors sit above
     the configuration, so it is handed in."""
@@ -184,30 +185,7 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
         except IdsyncError as exc:
             problems.append(exc)
     needing: dict[str, list[str]] = {name: [] for name in unsupported}
-    files = ([conf / "sync.json"] if (conf / "sync.json").exists() else []) + sorted(conf.glob("mapping-*.json"))
-    for f in files:
-        try:
-            data = load_json(f, project_dir=project_dir)
-            items = data.get("mappings") if f.name == "sync.json" and isinstance(data, dict) else [data]
-            if not isinstance(items, list):
-                raise ConfigError(str(f), "mappings", "expected a list of mappings")
-            for i, raw in enumerate(items):
-                try:
-                    if f.name != "sync.json" and isinstance(raw, dict) and "name" not in raw:
-                        raw = {**raw, "name": f.stem[len("mapping-"):]}
-                    if systems := (mapping_systems(raw) if isinstance(raw, dict) else set()) & set(unsupported):
-                        # It cannot run anyway: the connector's error names it, its own problems wait.
-                        for system in sorted(systems):
-                            needing[system].append(str(raw.get("name") or f"mappings[{i}]"))
-                        continue
-                    parse_mapping(raw, file=str(f), key=f"mappings[{i}]" if f.name == "sync.json" else "",
-                                  base_dir=project_dir)
-                except ConfigErrors as exc:
-                    problems.extend(exc.errors)
-                except IdsyncError as exc:
-                    problems.append(exc)
-        except IdsyncError as exc:
-            problems.append(exc)
+    problems += _mapping_problems(conf, project_dir, needing)
     problems = [p.with_mappings(needing[p.system]) if isinstance(p, UnsupportedConnector) else p for p in problems]
     if not problems:
         try:
@@ -219,6 +197,37 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
 
             problems.extend(load_all_jobs(settings.jobs_dir, settings.conf_dir, [m.name for m in project.mappings])[1])
     return problems + unused_configuration(conf, skip={name: exc.file for name, exc in unsupported.items()})
+
+
+def _mapping_problems(conf: Path, project_dir: Path, needing: dict[str, list[str]]) -> list[IdsyncError]:
+    """The problems of every mapping, each read on its own. A mapping that uses a system
+    in ``needing`` (one whose connector idsync does not have) is not read: it cannot run
+    anyway, and its name goes to that system's list for the connector's one error."""
+    problems: list[IdsyncError] = []
+    files = ([conf / "sync.json"] if (conf / "sync.json").exists() else []) + sorted(conf.glob("mapping-*.json"))
+    for f in files:
+        try:
+            data = load_json(f, project_dir=project_dir)
+            items = data.get("mappings") if f.name == "sync.json" and isinstance(data, dict) else [data]
+            if not isinstance(items, list):
+                raise ConfigError(str(f), "mappings", "expected a list of mappings")
+            for i, raw in enumerate(items):
+                try:
+                    if f.name != "sync.json" and isinstance(raw, dict) and "name" not in raw:
+                        raw = {**raw, "name": f.stem[len("mapping-"):]}
+                    if isinstance(raw, dict) and (systems := mapping_systems(raw) & set(needing)):
+                        for system in sorted(systems):
+                            needing[system].append(str(raw.get("name") or f"mappings[{i}]"))
+                        continue
+                    parse_mapping(raw, file=str(f), key=f"mappings[{i}]" if f.name == "sync.json" else "",
+                                  base_dir=project_dir)
+                except ConfigErrors as exc:
+                    problems.extend(exc.errors)
+                except IdsyncError as exc:
+                    problems.append(exc)
+        except IdsyncError as exc:
+            problems.append(exc)
+    return problems
 
 
 def _provisioner_files(conf: Path) -> list[Path]:

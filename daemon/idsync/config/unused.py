@@ -204,10 +204,12 @@ def _managed(path: Path) -> list[NotUsed]:
 
 
 def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any]) -> list[NotUsed]:
-    policies, scripted, relations = [], [], []
+    policies, scripted, relations, private = [], [], [], []
     for pname, pdef in props.items():
         if not isinstance(pdef, dict):
             continue
+        if pdef.get("scope") == "private" and not any(pdef.get(k) for k in ("secret", "encryption", "secureHash")):
+            private.append(pname)
         policies += [f"{pname}.{k}" for k in _PROPERTY_POLICIES if pdef.get(k) not in (None, [], {})]
         scripted += [f"{pname}.{k}" for k in _PROPERTY_SCRIPTS if pdef.get(k) not in (None, False)]
         items = pdef.get("items")
@@ -221,6 +223,10 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
         found.append(NotUsed(file, _keys(at, scripted), f"not computed: virtual and scripted properties of {name} "
                              "(PingIDM runs these scripts when the object is read or stored); idsync stores what "
                              "a mapping or a client writes"))
+    if private:
+        found.append(NotUsed(file, _keys(at, [f"{p}.scope" for p in private]), "not followed: PingIDM hides "
+                             "private properties from REST callers; idsync's HTTP API hides only secrets (add "
+                             "\"secret\": true to hide a property)"))
     if relations:
         found.append(NotUsed(file, _keys(at, relations), "relationships are kept as plain values: PingIDM "
                              "maintains both sides (reversePropertyName) and drops references to deleted "
