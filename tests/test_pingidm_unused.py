@@ -219,10 +219,11 @@ def test_an_unsupported_connector_is_one_error_naming_the_mappings_that_need_it(
     assert done.returncode == os.EX_CONFIG, done.stdout + done.stderr
     assert done.stdout.splitlines() == [
         f"{csv}: connectorRef.connectorName: unsupported connector org.forgerock.openicf.csvfile.CSVFileConnector "
-        "(idsync has LDAP, SCIM and Salesforce connectors); mapping hrToManaged cannot run without it",
+        "(idsync has LDAP, SCIM and Salesforce connectors); the mappings using system 'hr' cannot run and are "
+        "not checked further (found: hrToManaged)",
         f"{xml}: connectorRef.connectorName: unsupported connector org.forgerock.openicf.connectors.xml.XMLConnector "
-        "(idsync has LDAP, SCIM and Salesforce connectors); mappings systemXmlAccounts_managedUser, "
-        "managedUser_systemXmlAccounts cannot run without it",
+        "(idsync has LDAP, SCIM and Salesforce connectors); the mappings using system 'xmlfile' cannot run and "
+        "are not checked further (found: systemXmlAccounts_managedUser, managedUser_systemXmlAccounts)",
     ]
     assert "poolConfigOption" not in done.stderr and "taskThreads" not in done.stderr
 

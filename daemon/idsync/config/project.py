@@ -55,7 +55,8 @@ class UnsupportedConnector(ConfigError):
         self.needed_by = tuple(needed_by)
         problem = f"unsupported connector {connector} ({_AVAILABLE})"
         if needed_by:
-            problem += f"; mapping{'s' if len(needed_by) > 1 else ''} {', '.join(needed_by)} cannot run without it"
+            problem += (f"; the mappings using system {system!r} cannot run and are not checked further "
+                        f"(found: {', '.join(needed_by)})")
         super().__init__(file, key, problem)
 
     def with_mappings(self, names: Sequence[str]) -> UnsupportedConnector:
