@@ -127,7 +127,7 @@ def mapping_systems(raw: Mapping[str, Any]) -> set[str]:
 
 
 def _files(conf: Path) -> Iterator[NotUsed]:
-    names = sorted(p.relative_to(conf).as_posix() for p in _conf_files(conf))
+    names = sorted(p.relative_to(conf).as_posix() + ("/" if p.is_dir() else "") for p in _conf_files(conf))
     claimed: set[str] = {n for n in names if _matches(n, _READ)}
     for kind in _KINDS:
         group = [n for n in names if n not in claimed and _matches(n, kind.patterns)]
@@ -213,7 +213,7 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
         policies += [f"{pname}.{k}" for k in _PROPERTY_POLICIES if pdef.get(k) not in (None, [], {})]
         scripted += [f"{pname}.{k}" for k in _PROPERTY_SCRIPTS if pdef.get(k) not in (None, False)]
         items = pdef.get("items")
-        if pdef.get("type") == "relationship" or (isinstance(items, dict) and items.get("type") == "relationship"):
+        if _is_relationship(pdef) or (isinstance(items, dict) and _is_relationship(items)):
             relations.append(pname)
     found = []
     if policies:
@@ -232,6 +232,11 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
                              "maintains both sides (reversePropertyName) and drops references to deleted "
                              "objects; idsync stores the value as written"))
     return found
+
+
+def _is_relationship(schema: Mapping[str, Any]) -> bool:
+    kind = schema.get("type")
+    return kind == "relationship" or (isinstance(kind, list) and "relationship" in kind)
 
 
 def _sync(path: Path, skip: Collection[str]) -> list[NotUsed]:
