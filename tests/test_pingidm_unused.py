@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 from dbs import BACKENDS, store_url
+from idsync.daemon.reload import load_configuration
 from idsync_dev.slapd import Slapd
+from structlog.testing import capture_logs
 
 from samples import idsync, ldap_entry
 
@@ -310,3 +312,27 @@ def test_two_ldap_systems_reconcile_and_converge(tmp_path: Path, slapd: Slapd, l
     for mapping in ("systemAdAccounts_managedUser", "managedUser_systemLdapAccounts"):
         again = _recon(project, mapping)
         assert _wrote(again) == 0, again
+
+
+def test_the_daemon_says_once_per_load_that_something_is_not_used(tmp_path: Path) -> None:
+    """At start and at a reload, the daemon logs one ``config.not_used`` line with the
+    count of ``validate`` warnings; a reload that keeps the previous project (its conf/
+    broke) and a project without PingIDM extras log none."""
+    root = tmp_path / "project"
+    _write(root / "conf" / "sync.json", {"mappings": [{"name": "m", "source": "managed/user",
+                                                       "target": "managed/role"}]})
+    with capture_logs() as logs:
+        plain = load_configuration(root)
+    assert not [e for e in logs if e["event"] == "config.not_used"]
+
+    _write(root / "conf" / "ui-configuration.json", {})
+    _write(root / "conf" / "jetty.xml", "<Configure/>")
+    with capture_logs() as logs:
+        first = load_configuration(root, previous=plain)
+    assert [(e["log_level"], e["count"]) for e in logs if e["event"] == "config.not_used"] == [("warning", 2)]
+
+    (root / "conf" / "sync.json").write_text("{ not json")
+    with capture_logs() as logs:
+        kept = load_configuration(root, previous=first)
+    assert kept.project is first.project
+    assert not [e for e in logs if e["event"] == "config.not_used"]
