@@ -55,8 +55,8 @@ def _project(tmp_path: Path, url: str) -> Path:
 
 # -- files and keys idsync does not act on -------------------------------------------------------
 
-_MANAGED = {"objects": [{
-    "name": "user",
+_MANAGED = {"_comment": "from PingIDM", "objects": [{
+    "name": "user", "iconClass": "fa fa-user", "meta": {"property": "_meta"},
     "onCreate": {"type": _JS, "source": "object.created = true;"},
     "postUpdate": {"type": _JS, "file": "script/onUpdateUser.js"},
     "actions": {"unlock": {"type": _JS, "source": "1"}},
@@ -151,6 +151,8 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     managed = conf / "managed.json"
     one(f"{managed}: objects[0].{{onCreate,postUpdate}}: ", "not run", "managed/user")
     one(f"{managed}: objects[0].actions: ", "not served")
+    one(f"{managed}: _comment: ", "reads only objects")
+    one(f"{managed}: objects[0].meta: ", "does not use these keys of managed/user")
     one(f"{managed}: objects[0].schema.properties.{{userName.policies,userName.minLength,mail.pattern}}: ",
         "not enforced", "required only")
     one(f"{managed}: objects[0].schema.properties.{{effectiveRoles.onRetrieve,effectiveRoles.isVirtual}}: ",
@@ -169,7 +171,7 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     one(f"{prov}: systemActions: ", "not served")
     one(f"{prov}: operationOptions.DELETE.denied: ", "allowDelete")
     # Nothing else: the files idsync reads get no line of their own, no key is told twice.
-    assert len(lines) == len(set(_FILES.values())) + 1 + 6 + 5 + 1 + 3, "\n".join(lines)
+    assert len(lines) == len(set(_FILES.values())) + 1 + 8 + 5 + 1 + 3, "\n".join(lines)
     assert not any("password.scope" in line or "idsync.toml:" in line for line in lines)
 
     answer = json.loads(idsync(project, "validate", "--json").stdout)

@@ -87,6 +87,8 @@ _KINDS = (
 
 _MANAGED_EVENTS = ("onCreate", "onRead", "onUpdate", "onDelete", "onValidate", "onRetrieve", "onStore", "onSync",
                    "postCreate", "postUpdate", "postDelete")
+# A managed type's keys idsync uses, or that only describe it in PingIDM's UI.
+_MANAGED_KEYS = ("name", "schema", "title", "description", "displayName", "iconClass", "iconSrc", "type")
 _PROPERTY_POLICIES = ("policies", "conditionalPolicies", "fallbackPolicies", "minLength", "pattern")
 _PROPERTY_SCRIPTS = ("onRetrieve", "onStore", "onValidate", "isVirtual", "queryConfig")
 _MAPPING_SCRIPTS = ("onRecon", "defaultMapping", "postMapping", "onMapping")
@@ -178,16 +180,19 @@ def _json(path: Path) -> Any:
 
 def _managed(path: Path) -> list[NotUsed]:
     raw = _json(path) if path.is_file() else None
-    objects = raw.get("objects") if isinstance(raw, dict) else None
-    if not isinstance(objects, list):
+    if not isinstance(raw, dict) or not isinstance(objects := raw.get("objects"), list):
         return []
     file = str(path)
-    found: list[NotUsed] = []
+    found = [NotUsed(file, key, "not read: idsync reads only objects from managed.json") for key in raw
+             if key != "objects"]
     for i, obj in enumerate(objects):
         if not isinstance(obj, dict):
             continue
         name = f"managed/{obj.get('name')}"
         at = f"objects[{i}]"
+        others = [k for k in obj if k not in (*_MANAGED_KEYS, *_MANAGED_EVENTS, "actions")]
+        if others:
+            found.append(NotUsed(file, _keys(at, others), f"not read: idsync does not use these keys of {name}"))
         events = [k for k in _MANAGED_EVENTS if obj.get(k) is not None]
         if events:
             found.append(NotUsed(file, _keys(at, events), f"not run: scripts PingIDM runs on {name}'s events "
