@@ -164,7 +164,7 @@ def test_validate_and_jobs_report_schedules(tmp_path: Path, slapd: Slapd, ldap_s
 
     done = idsync(project, "validate")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "warning:" in done.stdout and "schedule 'liveSyncLdap'" in done.stdout and "not supported yet" in done.stdout
+    assert "warning:" in done.stderr and "schedule 'liveSyncLdap'" in done.stderr and "not supported yet" in done.stderr
     answer = json.loads(idsync(project, "validate", "--json").stdout)
     assert answer["ok"] and [w["key"] for w in answer["warnings"]] == ["invokeService"]
 

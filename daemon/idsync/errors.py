@@ -4,6 +4,7 @@
     +-- UsageError                   a command line that cannot be acted on (exit EX_USAGE)
     +-- ConfigError                  fix a file; carries file, key, problem (exit EX_CONFIG)
     |   +-- ConfigErrors             several of them at once (``errors``)
+    |   +-- ConfigWarning            valid, but idsync does not act on it: told, never fatal
     +-- QueryError                   a bad ``_queryFilter``; carries the position (exit EX_DATAERR)
     +-- ScriptError                  a script failed to compile or run
     |   +-- ScriptTimeout            it ran past its time limit
@@ -36,6 +37,7 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigError",
     "ConfigErrors",
+    "ConfigWarning",
     "IdsyncError",
     "NotFound",
     "ObjectError",
@@ -94,6 +96,12 @@ class ConfigErrors(ConfigError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class ConfigWarning(ConfigError):
+    """Valid configuration that idsync reads and does not act on (a PingIDM feature it
+    does not have, a schedule it does not run): ``idsync validate`` prints it as a warning
+    and still exits 0."""
 
 
 class QueryError(IdsyncError):

@@ -44,7 +44,7 @@ _OPENERS: Mapping[str, Callable[[Provisioner], System]] = {"ldap": _ldap, "sales
 def open_system(provisioner: Provisioner) -> System:
     opener = _OPENERS.get(provisioner.kind)
     if opener is None:
-        raise ConfigError(provisioner.file, "connectorRef", f"the {provisioner.kind} connector is not available yet")
+        raise provisioner.unsupported()
     if not provisioner.enabled:
         raise ConfigError(provisioner.file, "enabled", f"system {provisioner.name} is disabled")
     return opener(provisioner)

@@ -43,9 +43,9 @@ _KNOWN = {
     "taskThreads", "prefetchLinks", "sourceQueryFullEntry", "targetQueryFullEntry",
     "reconSourceQueryPaging", "reconSourceQueryPageSize", "correlateEmptyTargetSet",
     "sourceIdsCaseSensitive", "targetIdsCaseSensitive", *_HOOKS,
-    # PingIDM's, accepted and not acted on
+    # PingIDM's, accepted and not acted on (``idsync validate`` says so: config/unused.py)
     "enableLinking", "linkQualifiers", "onMapping", "postMapping", "optimizeAssignmentSync", "feedSize",
-    "clusteredSourceReconEnabled",
+    "clusteredSourceReconEnabled", "onRecon", "defaultMapping",
 }
 # A correlation script that pastes a value into the filter text: a value holding a quote
 # changes the filter (``evil" or userName eq "victim``) instead of being compared.

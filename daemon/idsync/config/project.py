@@ -3,12 +3,15 @@ provisioners) and ``jobs.d/``.
 
 ``load_project`` stops at the first problem (a run must not start on a broken
 configuration); ``validate_project`` reads every file independently and
-returns every problem it finds, for ``idsync validate``.
+returns every problem it finds, for ``idsync validate``, with a warning
+(``ConfigWarning``) for each PingIDM file or key idsync does not act on
+(``config/unused.py``). A provisioner whose connector idsync does not have is
+one error naming the mappings that need it; their own problems wait.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +21,14 @@ import structlog
 from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
+from idsync.config.unused import mapping_systems, unused_configuration
 from idsync.errors import ConfigError, ConfigErrors, IdsyncError
 from idsync.keys import unknown_keys
 from idsync.query.ldap import filter_problem
 from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
-__all__ = ["Project", "Provisioner", "load_project", "validate_project"]
+__all__ = ["Project", "Provisioner", "UnsupportedConnector", "load_project", "validate_project"]
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +40,27 @@ _PROVISIONER_KEYS = {
     "producerBufferSize", "systemActions", "displayName", "description", "_id", "connectorPoolingSupported",
     "excludeUnmodified",
 }
+
+
+_AVAILABLE = "idsync has LDAP, SCIM and Salesforce connectors"
+
+
+class UnsupportedConnector(ConfigError):
+    """A provisioner whose connector idsync does not have. ``validate`` gives one line
+    for it, naming the mappings that need the system instead of their own problems."""
+
+    def __init__(self, file: str, key: str, connector: str, system: str, needed_by: Sequence[str] = ()) -> None:
+        self.connector = connector
+        self.system = system
+        self.needed_by = tuple(needed_by)
+        problem = f"unsupported connector {connector} ({_AVAILABLE})"
+        if needed_by:
+            problem += (f"; the mappings using system {system!r} cannot run and are not checked further "
+                        f"(found: {', '.join(needed_by)})")
+        super().__init__(file, key, problem)
+
+    def with_mappings(self, names: Sequence[str]) -> UnsupportedConnector:
+        return UnsupportedConnector(self.file, self.key, self.connector, self.system, names)
 
 
 @dataclass(frozen=True)
@@ -57,6 +82,15 @@ class Provisioner:
     @property
     def enabled(self) -> bool:
         return self.raw.get("enabled", True) is not False
+
+    def unsupported(self) -> UnsupportedConnector:
+        """The error for a connector idsync knows by name but does not have yet."""
+        ref = self.raw.get("connectorRef")
+        ref = ref if isinstance(ref, dict) else {}
+        for key in ("connectorName", "bundleName"):
+            if isinstance(ref.get(key), str) and ref[key]:
+                return UnsupportedConnector(self.file, f"connectorRef.{key}", ref[key], self.name)
+        return UnsupportedConnector(self.file, "connectorRef", self.kind, self.name)
 
 
 @dataclass
@@ -115,7 +149,8 @@ def load_project(project_dir: Path) -> Project:
 
 
 def validate_project(project_dir: Path, check_system: Callable[[Provisioner], object]) -> list[IdsyncError]:
-    """Every problem of every file (each file is read on its own). ``check_system``
+    """Every problem of every file (each file is read on its own), then the warnings
+    (``ConfigWarning``) about what idsync does not act on. ``check_system``
     lets the connector read an enabled provisioner's configuration, secrets substituted,
     without connecting (``idsync.resources.check_system``): connectors sit above
     the configuration, so it is handed in."""
@@ -141,11 +176,35 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
         # deployment would run with other secrets, defaults and indexes than the operator's.
         log.warning("config.managed_default", file=str(conf / "managed.json"),
                     problem="file not found: the built-in managed/user and managed/role types are used")
+    unsupported: dict[str, UnsupportedConnector] = {}
     for f in _provisioner_files(conf):
         try:
             check_system(_provisioner(f, project_dir))
+        except UnsupportedConnector as exc:
+            unsupported[exc.system] = exc
+            problems.append(exc)
         except IdsyncError as exc:
             problems.append(exc)
+    needing: dict[str, list[str]] = {name: [] for name in unsupported}
+    problems += _mapping_problems(conf, project_dir, needing)
+    problems = [p.with_mappings(needing[p.system]) if isinstance(p, UnsupportedConnector) else p for p in problems]
+    if not problems:
+        try:
+            project = load_project(project_dir)
+        except IdsyncError as exc:
+            problems.append(exc)
+        else:
+            from idsync.config.pingidm_schedules import load_all_jobs
+
+            problems.extend(load_all_jobs(settings.jobs_dir, settings.conf_dir, [m.name for m in project.mappings])[1])
+    return problems + unused_configuration(conf, skip={name: exc.file for name, exc in unsupported.items()})
+
+
+def _mapping_problems(conf: Path, project_dir: Path, needing: dict[str, list[str]]) -> list[IdsyncError]:
+    """The problems of every mapping, each read on its own. A mapping that uses a system
+    in ``needing`` (one whose connector idsync does not have) is not read: it cannot run
+    anyway, and its name goes to that system's list for the connector's one error."""
+    problems: list[IdsyncError] = []
     files = ([conf / "sync.json"] if (conf / "sync.json").exists() else []) + sorted(conf.glob("mapping-*.json"))
     for f in files:
         try:
@@ -157,6 +216,10 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
                 try:
                     if f.name != "sync.json" and isinstance(raw, dict) and "name" not in raw:
                         raw = {**raw, "name": f.stem[len("mapping-"):]}
+                    if isinstance(raw, dict) and (systems := mapping_systems(raw) & set(needing)):
+                        for system in sorted(systems):
+                            needing[system].append(str(raw.get("name") or f"mappings[{i}]"))
+                        continue
                     parse_mapping(raw, file=str(f), key=f"mappings[{i}]" if f.name == "sync.json" else "",
                                   base_dir=project_dir)
                 except ConfigErrors as exc:
@@ -165,15 +228,6 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
                     problems.append(exc)
         except IdsyncError as exc:
             problems.append(exc)
-    if not problems:
-        try:
-            project = load_project(project_dir)
-        except IdsyncError as exc:
-            problems.append(exc)
-        else:
-            from idsync.config.pingidm_schedules import load_all_jobs
-
-            problems.extend(load_all_jobs(settings.jobs_dir, settings.conf_dir, [m.name for m in project.mappings])[1])
     return problems
 
 
@@ -191,7 +245,7 @@ def _provisioner(path: Path, project_dir: Path) -> Provisioner:
     ref = raw.get("connectorRef") or {}
     if not isinstance(ref, dict):
         raise ConfigError(str(path), "connectorRef", "expected an object")
-    kind = _connector_kind(ref, str(raw.get("connectorType") or name), file=str(path))
+    kind = _connector_kind(ref, str(raw.get("connectorType") or name), file=str(path), system=name)
     if not isinstance(raw.get("configurationProperties", {}), dict):
         raise ConfigError(str(path), "configurationProperties", "expected an object")
     problems = unknown_keys(raw, _PROVISIONER_KEYS, file=str(path))
@@ -203,7 +257,7 @@ def _provisioner(path: Path, project_dir: Path) -> Provisioner:
 _KINDS = ("ldap", "scim", "salesforce", "csv")
 
 
-def _connector_kind(ref: Mapping[str, Any], fallback: str, *, file: str) -> str:
+def _connector_kind(ref: Mapping[str, Any], fallback: str, *, file: str, system: str) -> str:
     """The connector a provisioner uses. ``connectorRef`` decides when it names one
     (``connectorName`` or ``bundleName``), whatever the system is called: an XML
     connector in ``provisioner.openicf-ldap.json`` is not LDAP. Without it,
@@ -214,13 +268,13 @@ def _connector_kind(ref: Mapping[str, Any], fallback: str, *, file: str) -> str:
         for kind in _KINDS:
             if kind in text:
                 return kind
-        raise ConfigError(file, "connectorRef.connectorName" if ref.get("connectorName") else "connectorRef.bundleName",
-                          f"unsupported connector {named[0]} (supported: LDAP, SCIM, Salesforce, CSV)")
+        raise UnsupportedConnector(file, "connectorRef.connectorName" if ref.get("connectorName")
+                                   else "connectorRef.bundleName", named[0], system)
     kind = fallback.lower()
     if kind not in _KINDS:
         raise ConfigError(file, "connectorRef.connectorName",
                           "unknown connector: no connectorRef.connectorName, and the connectorType or system "
-                          f"name {fallback!r} is not one of LDAP, SCIM, Salesforce, CSV")
+                          f"name {fallback!r} is not one of LDAP, SCIM, Salesforce")
     return kind
 
 
