@@ -4,6 +4,7 @@
     +-- UsageError                   a command line that cannot be acted on (exit EX_USAGE)
     +-- ConfigError                  fix a file; carries file, key, problem (exit EX_CONFIG)
     |   +-- ConfigErrors             several of them at once (``errors``)
+    |   +-- ConfigWarning            not an error: a setting idsync reads but does not act on
     +-- QueryError                   a bad ``_queryFilter``; carries the position (exit EX_DATAERR)
     +-- ScriptError                  a script failed to compile or run
     |   +-- ScriptTimeout            it ran past its time limit
@@ -36,6 +37,7 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigError",
     "ConfigErrors",
+    "ConfigWarning",
     "IdsyncError",
     "NotFound",
     "ObjectError",
@@ -94,6 +96,11 @@ class ConfigErrors(ConfigError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class ConfigWarning(ConfigError):
+    """Something a file asks for that idsync does not do: ``validate`` shows it as a
+    warning (file, key, why) and the configuration still loads."""
 
 
 class QueryError(IdsyncError):

@@ -305,13 +305,13 @@ def _write_status_file(project: Project, store: Store) -> None:
 
 def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.api import api_problems
-    from idsync.config.pingidm_schedules import UnsupportedSchedule
     from idsync.config.project import validate_project
+    from idsync.errors import ConfigWarning
     from idsync.resources import check_system
 
     found = validate_project(project_dir, check_system)
-    warnings = [p for p in found if isinstance(p, UnsupportedSchedule)]
-    problems = [p for p in found if not isinstance(p, UnsupportedSchedule)]
+    warnings = [p for p in found if isinstance(p, ConfigWarning)]
+    problems = [p for p in found if not isinstance(p, ConfigWarning)]
     if not problems:
         problems = api_problems(project_dir)
     if args.json:

@@ -19,7 +19,7 @@ from typing import Literal
 from idsync.config.files import load_json
 from idsync.config.jobs import PUSH_JOBS, JobDef, KeyReader, job_name_problem, load_jobs
 from idsync.config.schedule import CronSchedule, ScheduleError
-from idsync.errors import ConfigError
+from idsync.errors import ConfigError, ConfigWarning
 
 __all__ = ["UnsupportedSchedule", "load_all_jobs", "load_schedules", "parse_schedule", "schedule_path"]
 
@@ -46,7 +46,7 @@ _MISFIRE: dict[str, Literal["run_once", "skip"]] = {"fireAndProceed": "run_once"
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
 
 
-class UnsupportedSchedule(ConfigError):
+class UnsupportedSchedule(ConfigWarning):
     """A valid PingIDM schedule idsync does not run yet: a warning, and the job is not scheduled."""
 
 

@@ -8,7 +8,7 @@ returns every problem it finds, for ``idsync validate``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import structlog
 from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
-from idsync.errors import ConfigError, ConfigErrors, IdsyncError
+from idsync.errors import ConfigError, ConfigErrors, ConfigWarning, IdsyncError
 from idsync.keys import unknown_keys
 from idsync.query.ldap import filter_problem
 from idsync.scripts import ScriptEngine
@@ -114,11 +114,13 @@ def load_project(project_dir: Path) -> Project:
     return project
 
 
-def validate_project(project_dir: Path, check_system: Callable[[Provisioner], object]) -> list[IdsyncError]:
-    """Every problem of every file (each file is read on its own). ``check_system``
-    lets the connector read an enabled provisioner's configuration, secrets substituted,
-    without connecting (``idsync.resources.check_system``): connectors sit above
-    the configuration, so it is handed in."""
+def validate_project(project_dir: Path,
+                     check_system: Callable[[Provisioner], Sequence[IdsyncError]]) -> list[IdsyncError]:
+    """Every problem of every file (each file is read on its own), warnings
+    (``ConfigWarning``) among them. ``check_system`` lets the connector read an
+    enabled provisioner's configuration, secrets substituted, without connecting,
+    and returns its warnings (``idsync.resources.check_system``): connectors sit
+    above the configuration, so it is handed in."""
     problems: list[IdsyncError] = []
     try:
         settings = load_settings(project_dir)
@@ -143,7 +145,7 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
                     problem="file not found: the built-in managed/user and managed/role types are used")
     for f in _provisioner_files(conf):
         try:
-            check_system(_provisioner(f, project_dir))
+            problems.extend(check_system(_provisioner(f, project_dir)))
         except IdsyncError as exc:
             problems.append(exc)
     files = ([conf / "sync.json"] if (conf / "sync.json").exists() else []) + sorted(conf.glob("mapping-*.json"))
@@ -165,7 +167,7 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
                     problems.append(exc)
         except IdsyncError as exc:
             problems.append(exc)
-    if not problems:
+    if all(isinstance(p, ConfigWarning) for p in problems):
         try:
             project = load_project(project_dir)
         except IdsyncError as exc:
