@@ -86,16 +86,19 @@ class Memberships:
         self._settings = settings
         self._member = settings.group_member_attribute
         self._index: GroupIndex | None = None
+        self._listing_started = False
 
     # Reading ----------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Forget the index: the next listing takes a new one (a new run sees new groups)."""
+        """A listing starts: its pages are answered from a new index, whatever their
+        size (a new run sees the groups as they are now)."""
         self._index = None
+        self._listing_started = True
 
     def groups_of(self, dns: Sequence[str]) -> dict[str, list[str]]:
         """DN -> the DNs of its groups, for each of ``dns``."""
-        if len(dns) <= _DIRECT_LOOKUPS and self._index is None:
+        if len(dns) <= _DIRECT_LOOKUPS and self._index is None and not self._listing_started:
             return {dn: self.current(dn) for dn in dns}
         index = self._listing()
         return {dn: index.of(dn) for dn in dns}
