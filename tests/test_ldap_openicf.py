@@ -120,9 +120,20 @@ def test_ldap_groups_from_member_of(slapd: Slapd) -> None:
         assert sorted(map(norm_dn, listed[uid]["ldapGroups"])) == sorted(map(norm_dn, searched[uid]["ldapGroups"]))
 
 
+def test_groups_under_openicf_predefined_name(server: Slapd) -> None:
+    """``__GROUPS__`` (OpenICF's predefined name) is the same as ``ldapGroups``."""
+    base = subtree(server)
+    PROPERTIES["groups"] = {"type": "array", "nativeName": "__GROUPS__"}
+    try:
+        u2 = by_uid(system(server, base).resource("account"))["u2"]
+    finally:
+        del PROPERTIES["groups"]
+    assert sorted(u2["groups"]) == sorted(u2["ldapGroups"]) and len(u2["groups"]) == 3
+
+
 def test_a_listing_searches_the_groups_once(server: Slapd, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reading 60 users with their ldapGroups costs one search of the groups for the
-    whole listing, not one per user, and every user still gets its own groups."""
+    whole run, not one per user or per page, and every user still gets its own groups."""
     base = subtree(server, users=60)
     searches: list[str] = []
     real = LdapConnection.search_pages
@@ -132,10 +143,15 @@ def test_a_listing_searches_the_groups_once(server: Slapd, monkeypatch: pytest.M
         return real(self, base_dn, search_filter, *args, **kwargs)
 
     monkeypatch.setattr(LdapConnection, "search_pages", counted)
-    users = by_uid(system(server, base).resource("account"), page_size=7)
+    resource = system(server, base).resource("account")
+    users = by_uid(resource, page_size=7)
     assert len(users) == 60
     assert len(searches) == 2, searches  # the users, then every group once
     assert users["u1"]["ldapGroups"] and users["u2"]["ldapGroups"] and users["u60"]["ldapGroups"] == []
+    # Later queries of the same run (correlation) and reads by id use what was listed.
+    assert by_uid(resource, native="(uid=u2)")["u2"]["ldapGroups"] == users["u2"]["ldapGroups"]
+    assert len(resource.get_many([users[f"u{i}"]["_id"] for i in range(1, 21)])) == 20
+    assert len(searches) == 4, searches
 
 
 def test_ldap_groups_written_on_the_groups(server: Slapd) -> None:

@@ -105,7 +105,7 @@ class LdapResource(Resource):
         wanted = wanted_properties(self._type, spec.fields)
         search_filter = _and(*self._class_filters, self._type.search_filter,
                              self._spec_filter(spec))
-        self._memberships.refresh()  # each listing sees the groups as they are now
+        self._memberships.start_listing()
         # The directory pages by blockSize (what the server is asked for, RFC 2696); the
         # caller gets batches of its own page size, cut from those pages as they stream in.
         batch = spec.page_size or self._settings.block_size
@@ -287,7 +287,8 @@ class LdapResource(Resource):
         self._check("create", dn, lambda c: c.add(dn, object_class, attributes))
         if special:  # a lock attribute is operational: set once the entry exists
             self._check("update", dn, lambda c: c.modify(dn, special))
-        if groups is not None and values.get(groups.name):
+        if groups is not None and values.get(groups.name) and not (
+                groups.special and "NOT_CREATABLE" in groups.flags):
             self._memberships.set_groups(dn, _as_list(values[groups.name]), current=[])
         entries = self._conn.search(dn, "(objectClass=*)", self._attributes(self._type.readable()),
                                     scope=ldap3.BASE)
@@ -318,7 +319,8 @@ class LdapResource(Resource):
         for name, value in op.values.items():
             prop = self._type.properties.get(name)
             if prop is not None and prop is groups:
-                self._memberships.set_groups(dn, _as_list(value), current=self._listed_groups(prop, raw))
+                if not (prop.special and "NOT_UPDATEABLE" in prop.flags):
+                    self._memberships.set_groups(dn, _as_list(value), current=self._listed_groups(prop, raw))
                 continue
             if prop is None or prop.is_dn or "NOT_UPDATEABLE" in prop.flags:
                 continue

@@ -9,8 +9,9 @@ list on the entry is read instead, and nothing is searched.
 
 Reading is done per run, not per entry: a listing (a recon page, or a read of
 many ids) is answered from one paged search of every group, taken when first
-needed, that maps each member DN to its groups (``GroupIndex``); only a read of
-a few entries (an implicit sync of one object) searches their groups directly.
+needed and kept for the life of the resource (one run, one request), that maps
+each member DN to its groups (``GroupIndex``); only a read of a few entries (an
+implicit sync of one object) searches their groups directly.
 Writes change the groups: joining adds the entry's DN to a group's member
 attribute, leaving removes that one value (never a replace of the member list).
 A change always starts from the entry's groups read afresh, and the index is
@@ -90,10 +91,10 @@ class Memberships:
 
     # Reading ----------------------------------------------------------------
 
-    def refresh(self) -> None:
-        """A listing starts: its pages are answered from a new index, whatever their
-        size (a new run sees the groups as they are now)."""
-        self._index = None
+    def start_listing(self) -> None:
+        """A listing starts: its pages are answered from the index, whatever their size.
+        The index is taken once per resource, which lives for one run (or one request):
+        the correlation queries of a run do not list the groups again."""
         self._listing_started = True
 
     def groups_of(self, dns: Sequence[str]) -> dict[str, list[str]]:
