@@ -180,6 +180,7 @@ def test_validate_warns_about_what_is_not_acted_on(project: tuple[Path, str]) ->
     prov["operationOptions"] = {"DELETE": {"denied": True, "onDeny": "DO_NOTHING"}}
     prov["objectTypes"]["account"]["properties"]["smartcard"] = {"type": "boolean",
                                                                  "nativeName": "__SMARTCARD_REQUIRED__"}
+    prov["objectTypes"]["account"]["properties"]["posix"] = {"type": "array", "nativeName": "posixGroups"}
     prov_file.write_text(json.dumps(prov))
     validated = _run(path, "validate", "--json")
     assert validated["ok"], validated
@@ -188,7 +189,8 @@ def test_validate_warns_about_what_is_not_acted_on(project: tuple[Path, str]) ->
     assert set(warnings) == {
         "configurationProperties.readSchema", "configurationProperties.synchronizePasswords",
         "configurationProperties.failover", "configurationProperties.usePagedResultsControl",
-        "operationOptions.DELETE.denied", "objectTypes.account.properties.smartcard.nativeName"}
+        "operationOptions.DELETE.denied", "objectTypes.account.properties.smartcard.nativeName",
+        "objectTypes.account.properties.posix.nativeName"}
     assert "liveSync" in warnings["configurationProperties.synchronizePasswords"]
     assert "did you mean usePagedResultControl?" in warnings["configurationProperties.usePagedResultsControl"]
     assert "never read or written" in warnings["objectTypes.account.properties.smartcard.nativeName"]

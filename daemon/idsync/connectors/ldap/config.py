@@ -25,6 +25,8 @@ _MAX_TIMEOUT = 86_400.0
 # RFC 2696's page size is an LDAP INTEGER (0 .. 2**31-1).
 _MAX_BLOCK_SIZE = 2**31 - 1
 _BINARY_NATIVE_TYPES = {"JAVA_TYPE_BYTE_ARRAY", "byte[]", "binary"}
+# OpenICF virtual attributes idsync does not implement (besides the ``_``-prefixed names).
+_UNSUPPORTED = {"posixgroups"}
 
 
 @dataclass(frozen=True)
@@ -298,7 +300,8 @@ def _object_type(file: str, name: str, raw: Any, props: Mapping[str, Any]) -> Ob
         raise ConfigError(file, f"{prefix}.properties", "must be an object")
     defs = {key: _property(file, f"{prefix}.properties.{key}", key, value)
             for key, value in properties.items()}
-    unsupported = {key: p.native for key, p in defs.items() if p.special is None and p.native.startswith("_")}
+    unsupported = {key: p.native for key, p in defs.items()
+                   if p.special is None and (p.native.startswith("_") or p.native.lower() in _UNSUPPORTED)}
     defs = {key: p for key, p in defs.items() if key not in unsupported}
     search_key = "accountSearchFilter" if native_type == "__ACCOUNT__" else "groupSearchFilter"
     if search_filter.strip() and (problem := filter_problem(search_filter)):
