@@ -35,7 +35,7 @@ import ldap3
 from idsync.connectors.ldap.config import LdapSettings
 from idsync.connectors.ldap.connection import LdapConnection
 from idsync.connectors.ldap.members import group_changes, norm_dn
-from idsync.errors import ObjectRejected
+from idsync.errors import ObjectRejected, PeerError
 from idsync.query.ldap import escape_ldap_value
 
 __all__ = ["GroupIndex", "Memberships", "dn_key", "uid_values"]
@@ -46,6 +46,11 @@ _DIRECT_LOOKUPS = 8
 _SEPARATORS = re.compile(r"\s*([,=+])\s*")
 _EXISTS, _NO_SUCH_VALUE = 20, 16
 _POSIX_MEMBER = "memberUid"
+# Active Directory hands out a large group's members in ranges (``member;range=0-1499``):
+# a listing that read only the first range would drop the others from ldapGroups.
+_RANGED = ("the directory returned only part of the {attribute} values of {group} (ranged retrieval), "
+           "so the groups of its other members are unknown; read ldapGroups from the entries instead "
+           "(\"ldapGroupsAttribute\": \"memberOf\")")
 
 
 def dn_key(dn: str) -> str:
@@ -117,6 +122,8 @@ class Memberships:
                 for page in self._conn.search_pages(base, search_filter, [self._member],
                                                     self._settings.block_size, base_required=True):
                     for group_dn, raw in page:
+                        if any(key.startswith(f"{member_key};range=") for key in raw):
+                            raise PeerError(_RANGED.format(group=group_dn, attribute=self._member))
                         for member in raw.get(member_key) or ():
                             index.add(member.decode("utf-8", "replace"), group_dn)
             self._index = index
