@@ -176,7 +176,7 @@ def test_validate_warns_about_what_is_not_acted_on(project: tuple[Path, str]) ->
     prov_file = path / "conf" / "provisioner.openicf-ldap.json"
     prov = json.loads(prov_file.read_text())
     prov["configurationProperties"].update(readSchema=True, synchronizePasswords=True, failover=["ldap://b"],
-                                           usePagedResultsControl=True)
+                                           usePagedResultsControl=True, attributesToSynchronize=["uid"])
     prov["operationOptions"] = {"DELETE": {"denied": True, "onDeny": "DO_NOTHING"}}
     prov["objectTypes"]["account"]["properties"]["smartcard"] = {"type": "boolean",
                                                                  "nativeName": "__SMARTCARD_REQUIRED__"}
@@ -186,8 +186,9 @@ def test_validate_warns_about_what_is_not_acted_on(project: tuple[Path, str]) ->
     assert validated["ok"], validated
     warnings = {w["key"]: w["problem"] for w in validated["warnings"]}
     assert all(w["file"] == str(prov_file) for w in validated["warnings"])
+    # readSchema and the keys only liveSync reads ask for nothing idsync would do otherwise.
     assert set(warnings) == {
-        "configurationProperties.readSchema", "configurationProperties.synchronizePasswords",
+        "configurationProperties.synchronizePasswords",
         "configurationProperties.failover", "configurationProperties.usePagedResultsControl",
         "operationOptions.DELETE.denied", "objectTypes.account.properties.smartcard.nativeName",
         "objectTypes.account.properties.posix.nativeName"}

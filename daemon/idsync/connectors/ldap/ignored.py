@@ -5,9 +5,11 @@ no connection pool, no VLV searches) and some it does not implement. A stock
 provisioner carries all of them, mostly at values that ask for nothing; a key is
 reported only when its value asks for something idsync would not do, so a
 project copied from PingIDM gets one warning per real difference, naming the
-file, the key and why. Properties under an OpenICF special name idsync does not
-implement are reported too (they are never read or written), and so is a key
-unknown to both, with the nearest known one.
+file, the key and why. Keys only liveSync reads are not: without liveSync
+nothing reads them, and a schedule that would run liveSync is a warning itself.
+Properties under an OpenICF special name idsync does not implement are reported
+too (they are never read or written), and so is a key unknown to both, with the
+nearest known one.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from idsync.keys import suggest
 
 __all__ = ["ignored_settings"]
 
-_LIVE_SYNC = "liveSync (incremental sync) is not implemented: every run reads the whole directory"
-
 # Keys idsync reads and acts on (``config``), and its own.
 _USED = {
     "host", "port", "ssl", "startTLS", "principal", "credentials", "baseContexts",
@@ -33,6 +33,8 @@ _USED = {
     "passwordAttribute", "ldapGroupsAttribute", "accountLockAttribute", "accountLockValue",
     # Paging is always RFC 2696's; these only say so, or tune what it replaces.
     "usePagedResultControl", "useBlocks", "vlvSortAttribute",
+    # Property types come from objectTypes (values that are not UTF-8 read as base64).
+    "readSchema",
 }
 
 
@@ -46,18 +48,19 @@ def _is(expected: Any) -> Callable[[Any], bool]:
     return asks_nothing
 
 
+# Keys only liveSync reads: idsync has no liveSync, and a schedule that would run it
+# is a warning of its own, so they ask for nothing here.
+_LIVE_SYNC_ONLY = {
+    "accountSynchronizationFilter", "groupSynchronizationFilter", "attributesToSynchronize",
+    "modifiersNamesToFilterOut", "passwordAttributeToSynchronize", "passwordDecryptionKey",
+    "passwordDecryptionInitializationVector", "filterWithOrInsteadOfAnd", "useTimestampsForSync",
+    "objectClassesToSynchronize", "changeLogBlockSize", "changeNumberAttribute",
+    "removeLogEntryObjectClassFromFilter",
+}
+
 # key -> (whether its value asks for nothing, why idsync does not act on it)
 _NOT_ACTED_ON: Mapping[str, tuple[Callable[[Any], bool], str]] = {
-    **{key: (_unset, _LIVE_SYNC) for key in (
-        "accountSynchronizationFilter", "groupSynchronizationFilter", "attributesToSynchronize",
-        "modifiersNamesToFilterOut", "passwordAttributeToSynchronize", "passwordDecryptionKey",
-        "passwordDecryptionInitializationVector", "synchronizePasswords", "filterWithOrInsteadOfAnd",
-        "useTimestampsForSync")},
-    # Present in every stock provisioner, with values that only matter to liveSync.
-    **{key: (lambda _value: True, _LIVE_SYNC) for key in (
-        "objectClassesToSynchronize", "changeLogBlockSize", "changeNumberAttribute",
-        "removeLogEntryObjectClassFromFilter")},
-    "readSchema": (_unset, "the directory's schema is not read: only the properties the objectTypes declare exist"),
+    "synchronizePasswords": (_unset, "passwords changed in the directory are not synchronized (no liveSync)"),
     "failover": (_unset, "failover servers are not used: only host and port are"),
     "passwordHashAlgorithm": (lambda v: _unset(v) or str(v).upper() == "WIN-AD",
                               "passwords are not hashed by the connector: the mapped value is written as it is "
@@ -78,12 +81,14 @@ def ignored_settings(file: str, config: Mapping[str, Any], types: Mapping[str, O
     props = config.get("configurationProperties") or {}
     for key, value in props.items():
         prefix = f"configurationProperties.{key}"
+        if key in _LIVE_SYNC_ONLY:
+            continue
         if key in _NOT_ACTED_ON:
             asks_nothing, why = _NOT_ACTED_ON[key]
             if not asks_nothing(value):
                 warnings.append(ConfigWarning(file, prefix, f"not acted on: {why}"))
         elif key not in _USED:
-            known = {*_USED, *_NOT_ACTED_ON}
+            known = {*_USED, *_NOT_ACTED_ON, *_LIVE_SYNC_ONLY}
             warnings.append(ConfigWarning(file, prefix, f"{suggest(key, known)}; it is ignored"))
     if props.get("useBlocks") is True and props.get("usePagedResultControl") is False:
         warnings.append(ConfigWarning(file, "configurationProperties.useBlocks",
