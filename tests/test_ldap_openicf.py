@@ -152,6 +152,16 @@ def test_a_listing_searches_the_groups_once(server: Slapd, monkeypatch: pytest.M
     assert by_uid(resource, native="(uid=u2)")["u2"]["ldapGroups"] == users["u2"]["ldapGroups"]
     assert len(resource.get_many([users[f"u{i}"]["_id"] for i in range(1, 21)])) == 20
     assert len(searches) == 4, searches
+    # A query of one user (an implicit sync) searches that user's groups, not every group.
+    alone = system(server, base).resource("account")
+    assert by_uid(alone, native="(uid=u2)")["u2"]["ldapGroups"] == users["u2"]["ldapGroups"]
+    assert len(searches) == 6 and searches[5] == f"(uniqueMember=uid=u2,{base})", searches[4:]
+    # Many small reads switch to the listing: at most 64 users' groups are searched one by one.
+    del searches[:]
+    for i in [*range(1, 61), *range(1, 61)]:
+        assert alone.get_many([users[f"u{i}"]["_id"]])[users[f"u{i}"]["_id"]]["ldapGroups"] == \
+            users[f"u{i}"]["ldapGroups"]
+    assert len([f for f in searches if f.startswith("(uniqueMember=")]) <= 64
 
 
 def test_ldap_groups_written_on_the_groups(server: Slapd) -> None:

@@ -105,7 +105,8 @@ class LdapResource(Resource):
         wanted = wanted_properties(self._type, spec.fields)
         search_filter = _and(*self._class_filters, self._type.search_filter,
                              self._spec_filter(spec))
-        self._memberships.start_listing()
+        if spec.filter is None and spec.native is None:
+            self._memberships.start_listing()
         # The directory pages by blockSize (what the server is asked for, RFC 2696); the
         # caller gets batches of its own page size, cut from those pages as they stream in.
         batch = spec.page_size or self._settings.block_size

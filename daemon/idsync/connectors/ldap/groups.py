@@ -41,8 +41,10 @@ from idsync.query.ldap import escape_ldap_value
 __all__ = ["GroupIndex", "Memberships", "dn_key", "uid_values"]
 
 # Up to this many entries, their groups are searched one entry at a time; a
-# larger read is answered from the index of every group.
+# larger read, or reads past _DIRECT_TOTAL entries in all, are answered from the
+# index of every group.
 _DIRECT_LOOKUPS = 8
+_DIRECT_TOTAL = 64
 _SEPARATORS = re.compile(r"\s*([,=+])\s*")
 _EXISTS, _NO_SUCH_VALUE = 20, 16
 _POSIX_MEMBER = "memberUid"
@@ -93,18 +95,23 @@ class Memberships:
         self._member = settings.group_member_attribute
         self._index: GroupIndex | None = None
         self._listing_started = False
+        self._direct = 0
 
     # Reading ----------------------------------------------------------------
 
     def start_listing(self) -> None:
-        """A listing starts: its pages are answered from the index, whatever their size.
-        The index is taken once per resource, which lives for one run (or one request):
-        the correlation queries of a run do not list the groups again."""
+        """A listing of every entry starts: its pages are answered from the index,
+        whatever their size. The index is taken once per resource, which lives for one
+        run (or one request): the correlation queries of a run do not list the groups
+        again, and an implicit sync of one object, which lists nothing, never lists them."""
         self._listing_started = True
 
     def groups_of(self, dns: Sequence[str]) -> dict[str, list[str]]:
         """DN -> the DNs of its groups, for each of ``dns``."""
-        if len(dns) <= _DIRECT_LOOKUPS and self._index is None and not self._listing_started:
+        direct = (self._index is None and not self._listing_started and len(dns) <= _DIRECT_LOOKUPS
+                  and self._direct + len(dns) <= _DIRECT_TOTAL)
+        if direct:
+            self._direct += len(dns)
             return {dn: self.current(dn) for dn in dns}
         index = self._listing()
         return {dn: index.of(dn) for dn in dns}
