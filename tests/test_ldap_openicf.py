@@ -226,6 +226,22 @@ def test_enable_false_locks_and_true_unlocks(server: Slapd) -> None:
     assert isinstance(bad.error, ObjectRejected)
 
 
+def test_enable_through_a_configured_lock_attribute(slapd: Slapd) -> None:
+    """``accountLockAttribute``/``accountLockValue`` choose where __ENABLE__ lives (as
+    nsAccountLock or ds-pwp-account-disabled would on 389 DS or PingDS): false writes
+    the value, true removes the attribute, and only that value reads as disabled."""
+    base = subtree(slapd)
+    resource = system(slapd, base, accountLockAttribute="employeeType", accountLockValue="LOCKED").resource("account")
+    dn, uid = f"uid=u1,{base}", by_uid(resource)["u1"]["_id"]
+    update(resource, uid, enabled=False)
+    assert (ldap_entry(slapd, dn) or {})["employeetype"] == ["LOCKED"]
+    assert by_uid(resource)["u1"]["enabled"] is False
+    slapd.add_ldif(f"dn: uid=u2,{base}\nchangetype: modify\nadd: employeeType\nemployeeType: contractor\n")
+    assert by_uid(resource)["u2"]["enabled"] is True
+    update(resource, uid, enabled=True)
+    assert "employeetype" not in (ldap_entry(slapd, dn) or {})
+
+
 def test_rename_and_delete_keep_groups_right(plain_slapd: Slapd) -> None:
     """On a directory without referential integrity, maintainLdapGroupMembership moves a
     renamed entry's DN in its groups and takes a deleted entry out of them; without
