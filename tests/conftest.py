@@ -35,6 +35,16 @@ def slapd() -> Iterator[Slapd]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def plain_slapd() -> Iterator[Slapd]:
+    """A slapd without the memberof overlay (no memberOf, no referential integrity):
+    only a search of the groups tells an entry's groups."""
+    if not Slapd.available():
+        pytest.skip("slapd is not installed (Debian packages slapd and ldap-utils)")
+    with Slapd(tls=False, member_of=False) as server:
+        yield server
+
+
 @pytest.fixture
 def ldap_subtree(slapd: Slapd) -> str:
     """The DN of a new, empty ``ou`` under ``ou=People``, unique to this test:

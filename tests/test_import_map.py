@@ -34,7 +34,7 @@ MAP: Mapping[str, tuple[str, ...]] = {
     "resource": ("errors", "query"),
     "config": ("idsync", "errors", "keys", "query", "scripts", "settings"),
     "store": ("idsync", "errors", "log", "query", "resource", "settings", "config"),
-    "connectors": ("idsync", "errors", "log", "query", "resource"),
+    "connectors": ("idsync", "errors", "log", "keys", "query", "resource"),
     "resources": ("errors", "resource", "config", "store", "connectors"),
     "sync": ("idsync", "errors", "log", "query", "scripts", "resource", "settings", "config", "store", "resources"),
     "managed": ("errors", "query", "resource", "config", "store", "resources", "sync"),

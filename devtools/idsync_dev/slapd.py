@@ -8,7 +8,10 @@ removes. It runs the same as root or as an ordinary user.
 
 Users get ``memberOf`` for their ``groupOfUniqueNames`` (``uniqueMember``) and
 ``groupOfNames`` (``member``) groups alike: the memberof overlay is configured
-once per group class, with referential integrity, and ppolicy is loaded.
+once per group class, with referential integrity (``member_of=False`` leaves it
+out: a directory whose groups alone know their members). ppolicy is loaded with
+a default policy (``cn=default,ou=Policies``) that honours ``pwdAccountLockedTime``:
+an entry holding ``000001010000Z`` there cannot bind.
 
 With ``tls=True`` a throwaway CA and a server certificate (for ``localhost`` and
 ``127.0.0.1`` by default) are made with the ``openssl`` command, and the server
@@ -76,8 +79,10 @@ class Slapd:
         tls: bool = True,
         tls_names: tuple[str, ...] = ("localhost", "127.0.0.1"),
         directory: str | Path | None = None,
+        member_of: bool = True,
     ) -> None:
         self.base_dn = base_dn
+        self.member_of = member_of
         self.admin_dn = f"cn=admin,{base_dn}"
         self.admin_password = admin_password
         self.tls = tls
@@ -225,8 +230,8 @@ class Slapd:
         return True
 
     def _config_ldif(self) -> str:
-        modules = ["back_mdb"] + [m for m in ("memberof", "ppolicy")
-                                  if (_MODULE_DIR / f"{m}.so").exists()]
+        wanted = ("memberof", "ppolicy") if self.member_of else ("ppolicy",)
+        modules = ["back_mdb"] + [m for m in wanted if (_MODULE_DIR / f"{m}.so").exists()]
         tls = ""
         if self.tls:
             tls_dir = self.directory / "tls"
@@ -265,19 +270,30 @@ class Slapd:
                                       f"olcMemberOfMemberAD: {attr}\nolcMemberOfRefInt: TRUE\n")
                          for oc, attr in _MEMBER_OF_GROUPS]
         if "ppolicy" in modules:
-            overlays.append(("ppolicy", "objectClass: olcPPolicyConfig\n"))
+            overlays.append(("ppolicy", "objectClass: olcPPolicyConfig\n"
+                                        f"olcPPolicyDefault: {self.policy_dn}\n"))
         for index, (name, lines) in enumerate(overlays):
             parts.append(f"dn: olcOverlay={{{index}}}{name},olcDatabase={{1}}mdb,cn=config\n"
                          f"objectClass: olcOverlayConfig\nolcOverlay: {{{index}}}{name}\n{lines}")
         return "\n".join(parts)
 
+    @property
+    def policy_dn(self) -> str:
+        return f"cn=default,ou=Policies,{self.base_dn}"
+
     def _base_ldif(self) -> str:
         top = self.base_dn.split(",")[0].split("=", 1)[1]
+        # pwdLockout makes ppolicy refuse binds of an entry locked by pwdAccountLockedTime;
+        # with pwdMaxFailure 0, failed binds never lock anyone.
+        policy = (f"dn: ou=Policies,{self.base_dn}\nobjectClass: top\nobjectClass: organizationalUnit\n"
+                  f"ou: Policies\n\ndn: {self.policy_dn}\nobjectClass: top\nobjectClass: device\n"
+                  "objectClass: pwdPolicy\ncn: default\npwdAttribute: userPassword\npwdLockout: TRUE\n"
+                  "pwdMaxFailure: 0\n") if (_MODULE_DIR / "ppolicy.so").exists() else ""
         return (
             f"dn: {self.base_dn}\nobjectClass: top\nobjectClass: dcObject\n"
             f"objectClass: organization\ndc: {top}\no: {top}\n\n"
             f"dn: ou=People,{self.base_dn}\nobjectClass: top\nobjectClass: organizationalUnit\n"
             "ou: People\n\n"
             f"dn: ou=Groups,{self.base_dn}\nobjectClass: top\nobjectClass: organizationalUnit\n"
-            "ou: Groups\n"
+            "ou: Groups\n\n" + policy
         )

@@ -22,7 +22,7 @@ from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
 from idsync.config.unused import mapping_systems, unused_configuration
-from idsync.errors import ConfigError, ConfigErrors, IdsyncError
+from idsync.errors import ConfigError, ConfigErrors, ConfigWarning, IdsyncError
 from idsync.keys import unknown_keys
 from idsync.query.ldap import filter_problem
 from idsync.scripts import ScriptEngine
@@ -148,12 +148,13 @@ def load_project(project_dir: Path) -> Project:
     return project
 
 
-def validate_project(project_dir: Path, check_system: Callable[[Provisioner], object]) -> list[IdsyncError]:
+def validate_project(project_dir: Path,
+                     check_system: Callable[[Provisioner], Sequence[IdsyncError]]) -> list[IdsyncError]:
     """Every problem of every file (each file is read on its own), then the warnings
-    (``ConfigWarning``) about what idsync does not act on. ``check_system``
-    lets the connector read an enabled provisioner's configuration, secrets substituted,
-    without connecting (``idsync.resources.check_system``): connectors sit above
-    the configuration, so it is handed in."""
+    (``ConfigWarning``) about what idsync does not act on. ``check_system`` lets the connector read an
+    enabled provisioner's configuration, secrets substituted, without connecting,
+    and returns its warnings (``idsync.resources.check_system``): connectors sit
+    above the configuration, so it is handed in."""
     problems: list[IdsyncError] = []
     try:
         settings = load_settings(project_dir)
@@ -179,7 +180,7 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
     unsupported: dict[str, UnsupportedConnector] = {}
     for f in _provisioner_files(conf):
         try:
-            check_system(_provisioner(f, project_dir))
+            problems.extend(check_system(_provisioner(f, project_dir)))
         except UnsupportedConnector as exc:
             unsupported[exc.system] = exc
             problems.append(exc)
@@ -188,7 +189,7 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
     needing: dict[str, list[str]] = {name: [] for name in unsupported}
     problems += _mapping_problems(conf, project_dir, needing)
     problems = [p.with_mappings(needing[p.system]) if isinstance(p, UnsupportedConnector) else p for p in problems]
-    if not problems:
+    if all(isinstance(p, ConfigWarning) for p in problems):
         try:
             project = load_project(project_dir)
         except IdsyncError as exc:

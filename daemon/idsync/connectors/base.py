@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from os import EX_UNAVAILABLE
 from typing import Any
 
-from idsync.errors import IdsyncError
+from idsync.errors import ConfigError, IdsyncError
 from idsync.resource import Resource
 
 __all__ = ["System", "SystemTestReport", "system_test_report"]
@@ -27,6 +27,10 @@ class System(ABC):
     @abstractmethod
     def test(self) -> Mapping[str, Any]:
         """PingIDM's ``system?_action=test`` shape: name, enabled, config, objectTypes, ok, error."""
+
+    def warnings(self) -> list[ConfigError]:
+        """What the provisioner asks for that the connector does not do (``ConfigWarning``)."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
