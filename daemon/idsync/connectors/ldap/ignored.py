@@ -98,26 +98,4 @@ def ignored_settings(file: str, config: Mapping[str, Any], types: Mapping[str, O
             warnings.append(ConfigWarning(file, f"objectTypes.{name}.properties.{prop}.nativeName",
                                           f"not acted on: {native} is not implemented, so {prop} is never "
                                           "read or written"))
-    warnings.extend(_operation_options(file, config))
-    return warnings
-
-
-def _operation_options(file: str, config: Mapping[str, Any]) -> list[ConfigError]:
-    warnings: list[ConfigError] = []
-    options = config.get("operationOptions") or {}
-    if isinstance(options, Mapping):
-        for operation, option in options.items():
-            if isinstance(option, Mapping) and option.get("denied") is True:
-                warnings.append(ConfigWarning(file, f"operationOptions.{operation}.denied",
-                                              f"not acted on: {operation} operations are not refused"))
-    timeouts = config.get("operationTimeout") or {}
-    if isinstance(timeouts, Mapping):
-        for operation, value in timeouts.items():
-            if value not in (None, -1, "-1"):
-                warnings.append(ConfigWarning(file, f"operationTimeout.{operation}",
-                                              "not acted on: use configurationProperties.readTimeout"))
-    handler = config.get("resultsHandlerConfig") or {}
-    if isinstance(handler, Mapping) and handler.get("enableCaseInsensitiveFilter") is True:
-        warnings.append(ConfigWarning(file, "resultsHandlerConfig.enableCaseInsensitiveFilter",
-                                      "not acted on: filters match as the directory's matching rules say"))
     return warnings
