@@ -23,7 +23,7 @@ from idsync.sync.recon import ReconResult, run_recon
 from idsync_dev.slapd import Slapd
 from recon_env import Env
 
-from samples import ldap_entry
+from samples import idsync, ldap_entry
 
 _JS = "text/javascript"
 LINKS = "systemLdapAccounts_managedUser"
@@ -106,6 +106,7 @@ def test_two_qualifiers_make_two_entries_and_converge(env: Env) -> None:
     first = _recon(env)
     assert _situations(first) == {"ABSENT": 4}
     assert _changes(first) == {"created": 3, "linked": 3}
+    assert first.summary["linkQualifierSummary"] == {"customer": {"ABSENT": 2}, "staff": {"ABSENT": 2}}
     staff, customer = _entry(env, "mq1", "staff"), _entry(env, "mq1", "customer")
     assert staff is not None and staff["cn"] == ["mq1 staff"] and staff["description"] == ["d1"]
     assert customer is not None and customer["cn"] == ["mq1 customer"] and "description" not in customer
@@ -132,6 +133,12 @@ def test_two_qualifiers_make_two_entries_and_converge(env: Env) -> None:
     dry = _recon(env, dry_run=True)
     assert _situations(dry)["ABSENT"] == 3 and _changes(dry)["created"] == 2
     assert _entry(env, "mq3", "staff") is None and _entry(env, "mq3", "customer") is None
+    preview = idsync(env.project.settings.conf_dir.parent, "recon", REVERSE, "--dry-run", env={"COLUMNS": "400"})
+    assert preview.returncode == 0, preview.stderr
+    planned = [line.split() for line in preview.stdout.splitlines() if line.strip().startswith("DRY_RUN")]
+    assert sorted((words[1], words[2], *(w for w in words if w.startswith("linkQualifier="))) for words in planned) == [
+        ("ABSENT", "CREATE", "linkQualifier=customer"), ("ABSENT", "CREATE", "linkQualifier=staff")]
+    assert _entry(env, "mq3", "staff") is None
 
 
 def test_found_entries_are_linked_per_qualifier(env: Env) -> None:

@@ -72,6 +72,7 @@ def test_for_username_finds_the_managed_user(env: Env, correlation: dict[str, An
     result = env.recon()
     assert result.state == "SUCCESS", result.message
     assert _situations(result) == {"FOUND": 1, "ABSENT": 1, "UNASSIGNED": 1}
+    assert "linkQualifierSummary" not in result.summary  # a mapping without qualifiers
     users = env.users()
     assert users["nq1"]["_id"] == kept["_id"] and users["nq1"]["sn"] == "Test"
     assert users[_SQL_HOSTILE]["_id"] not in (kept["_id"], bystander["_id"])

@@ -231,8 +231,7 @@ class ImplicitSync:
                 before: Obj | None = None) -> None:
         counters.source_processed = 1
         if plan.situation:
-            counters.situations[plan.situation] += 1
-            counters.actions[plan.action] += 1
+            counters.assessed(plan.situation, plan.action, plan.qualifier)
         counters.status["FAILURE" if error else "SUCCESS"] += 1
         if error:
             counters.changes["failed"] += 1

@@ -339,8 +339,7 @@ class _Run:
         c = self.counters
         for plan in plans:
             if plan.situation:  # none when assessing the object failed
-                c.situations[plan.situation] += 1
-                c.actions[plan.action] += 1
+                c.assessed(plan.situation, plan.action, plan.qualifier)
             result = results.get(id(plan))
             target_id = plan.target_id
             if result is not None and result.ok:
@@ -411,7 +410,7 @@ class _Run:
         self.counters.status["FAILURE"] += 1
         self.counters.changes["failed"] += 1
         self.counters.error(message, situation=plan.situation or None, source_id=plan.source_id,
-                            target_id=plan.target_id)
+                            target_id=plan.target_id, linkQualifier=_shown(plan.qualifier))
         row = plan.audit_row(self.id, self.mapping.name, plan.target_id, self.options.dry_run)
         row.update(status="FAILURE", message=message)
         audit.append(row)
@@ -440,6 +439,11 @@ class _Run:
     def _check_cancel(self) -> None:
         if self.options.cancel.is_set():
             raise RunCanceled("canceled at a page boundary; nothing was deleted")
+
+
+def _shown(qualifier: str) -> str | None:
+    """A link qualifier as errors name it: not at all for a mapping without qualifiers."""
+    return None if qualifier == "default" else qualifier
 
 
 def _nul_id(side: str, object_id: str) -> str:
