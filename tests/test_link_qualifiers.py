@@ -20,6 +20,7 @@ from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, run_recon
+from idsync.sync.retry import failed_pushes
 from idsync_dev.slapd import Slapd
 from recon_env import Env
 
@@ -190,6 +191,28 @@ def test_implicit_sync_pushes_each_qualifier(env: Env) -> None:
             ("customer", "SOURCE_MISSING", "DELETE"), ("staff", "SOURCE_MISSING", "DELETE")]
         assert _entry(env, "mq7", "staff") is None and _entry(env, "mq7", "customer") is None
         assert _linked(env, "staff", uid) == {} and _linked(env, "customer", uid) == {}
+    finally:
+        resources.close()
+
+
+def test_a_failed_push_of_one_qualifier_waits_for_retry(env: Env) -> None:
+    """When the staff entry cannot be made (its container is missing) but the customer
+    entry is, the user waits for `sync retry` although its last push succeeded; the
+    retry makes the staff entry and clears it."""
+    env.slapd.add_ldif(f"dn: {_OUS['staff']},{env.subtree}\nchangetype: delete\n\n")
+    resources = Resources(env.project, env.store)
+    users = ManagedObjects(env.project, env.store, resources, "user")
+    try:
+        made = users.create({"userName": "mq8", "sn": "Half"})
+        assert made.object is not None
+        uid = made.object["_id"]
+        assert sorted((p.qualifier, p.ok) for p in made.pushes) == [("customer", True), ("staff", False)]
+        assert failed_pushes(env.store, REVERSE) == [uid]
+        env.slapd.add_ldif(f"dn: {_OUS['staff']},{env.subtree}\nobjectClass: organizationalUnit\nou: staff\n\n")
+        retried = idsync(env.project.settings.conf_dir.parent, "sync", "retry", "--mapping", REVERSE)
+        assert retried.returncode == 0, retried.stderr
+        assert failed_pushes(env.store, REVERSE) == []
+        assert _entry(env, "mq8", "staff") is not None and set(_linked(env, "staff", uid)) == {uid}
     finally:
         resources.close()
 

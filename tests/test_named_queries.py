@@ -134,6 +134,28 @@ def test_a_project_query_correlates_and_bad_ones_are_reported(env: Env) -> None:
         load_project(conf.parent)
 
 
+def test_a_source_query_by_query_id(env: Env) -> None:
+    """sourceQuery {"_queryId": "get-by-field-value", ...} selects the LDAP entries the
+    query names (an LDAP filter with the value escaped); an unknown id in it is a
+    validate error naming the key."""
+    env.reconfigure(sourceQuery={"_queryId": "get-by-field-value", "field": "sn", "value": "Pick(me)*"},
+                    allowEmptySourceSet=True)
+    env.add("sq1", sn="Pick(me)*")
+    env.add("sq2", sn="Pick(me)and more")
+    env.add("sq3", sn="Other")
+    result = env.recon()
+    assert result.state == "SUCCESS", result.message
+    assert set(env.users()) == {"sq1"}
+    path = env.project.settings.conf_dir / "sync.json"
+    sync = json.loads(path.read_text())
+    sync["mappings"][0]["sourceQuery"] = {"_queryId": "by-sn", "sn": "x"}
+    path.write_text(json.dumps(sync))
+    assert _problems(env) == [f"{env.project.settings.conf_dir / 'sync.json'}: mappings[{MAPPING}].sourceQuery."
+                              "_queryId: unknown _queryId by-sn (known: credential-query, for-userName, "
+                              "get-by-field-value, query-all, query-all-ids, scan-tasks; a project defines more in "
+                              "conf/repo.*.json \"queries\")"]
+
+
 @pytest.mark.parametrize(("query", "problem"), [
     ({"_queryId": "for-username", "uid": "${source.uid}"}, "unknown _queryId for-username (known: credential-query"),
     ({"_queryId": "for-userName"}, "_queryId for-userName needs the parameter uid"),

@@ -59,11 +59,16 @@ _SAFE_CORRELATION = '{"_queryFilter": "/userName eq \\"${source.uid}\\""}'
 
 @dataclass(frozen=True)
 class QueryDef:
-    """``sourceQuery``/``targetQuery``: a ``_queryFilter`` or a native query, and fields."""
+    """``sourceQuery``/``targetQuery``: a ``_queryFilter`` or a native query, and fields.
+
+    A named query (``{"_queryId": ..., params}``) keeps its id and parameters until the
+    project's named queries are known; loading the project turns it into ``filter``."""
 
     filter: Node | None = None
     native: str | None = None
     fields: tuple[str, ...] | None = None
+    query_id: str | None = None
+    query_params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -348,9 +353,13 @@ def _query_def(value: Any, file: str, key: str, query: Callable[[Any, str], Node
     native = value.get("nativeQuery", value.get("_nativeQuery"))
     if isinstance(native, str):
         return QueryDef(native=native.strip(), fields=fields)
-    if value.get("_queryId") in ("query-all-ids", "query-all", None):
+    query_id = value.get("_queryId")
+    if query_id in ("query-all-ids", "query-all", None):
         return QueryDef(fields=fields)
-    raise ConfigError(file, key, f"unsupported _queryId {value.get('_queryId')!r}; use _queryFilter")
+    if not isinstance(query_id, str) or not query_id:
+        raise ConfigError(file, f"{key}._queryId", "expected the name of a query")
+    params = {k: v for k, v in value.items() if not k.startswith("_") and k not in ("fields", "queryFilter")}
+    return QueryDef(fields=fields, query_id=query_id, query_params=params)
 
 
 def _link_qualifiers(value: Any, file: str, key: str, script: Callable[[Any, str], Script],

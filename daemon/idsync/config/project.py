@@ -8,6 +8,7 @@ returns every problem it finds, for ``idsync validate``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,11 @@ import structlog
 
 from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
-from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
+from idsync.config.mappings import MappingDef, QueryDef, load_mappings, parse_mapping
 from idsync.config.queries import load_queries
 from idsync.errors import ConfigError, ConfigErrors, IdsyncError, QueryError
 from idsync.keys import unknown_keys
+from idsync.query.ast import Literal_
 from idsync.query.ldap import filter_problem
 from idsync.query.named import NamedQueries
 from idsync.scripts import ScriptEngine
@@ -242,7 +244,20 @@ def _native_key(m: MappingDef, side: str) -> str:
 
 
 def _check_named_queries(project: Project, m: MappingDef) -> None:
-    """A correlation naming a query (``_queryId``) names one that exists, with every parameter."""
+    """A correlation naming a query (``_queryId``) names one that exists, with every
+    parameter; a ``sourceQuery``/``targetQuery`` naming one becomes its filter."""
+    for side in ("source", "target"):
+        query: QueryDef = getattr(m, f"{side}_query")
+        if query.query_id is None:
+            continue
+        key = f"{side}Query._queryId" if m.file.endswith(f"mapping-{m.name}.json") \
+            else f"mappings[{m.name}].{side}Query._queryId"
+        try:
+            bound = project.queries.get(query.query_id).bind(query.query_params)
+        except QueryError as exc:
+            raise ConfigError(m.file, key, str(exc)) from None
+        setattr(m, f"{side}_query", dataclasses.replace(
+            query, filter=None if bound == Literal_(True) else Literal_(False) if bound is None else bound))
     for c in m.correlations:
         if c.kind != "named":
             continue
