@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbs import store_url
 from idsync.config.project import load_project, validate_project
 from idsync.errors import ConfigError
 from idsync.managed import ManagedObjects
@@ -22,25 +21,23 @@ from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, run_recon
 from idsync.sync.retry import failed_pushes
 from idsync_dev.slapd import Slapd
-from recon_env import Env
+from recon_env import STORES, Env, env_on
 
 from samples import idsync, ldap_entry
 
 _JS = "text/javascript"
 LINKS = "systemLdapAccounts_managedUser"
 REVERSE = "managedUser_systemLdapAccounts"
-_STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 _OUS = {"staff": "ou=staff", "customer": "ou=customers"}
 
 
-@pytest.fixture(params=_STORES)
+@pytest.fixture(params=STORES)
 def env(request: pytest.FixtureRequest, slapd: Slapd, ldap_subtree: str, tmp_path: Path) -> Iterator[Env]:
-    e = Env(slapd, ldap_subtree, tmp_path, store_url(request.param, tmp_path))
-    slapd.add_ldif("".join(f"dn: {ou},{ldap_subtree}\nobjectClass: organizationalUnit\n{ou.replace('=', ': ')}\n\n"
-                           for ou in _OUS.values()))
-    _qualified(e)
-    yield e
-    e.store.close()
+    with env_on(request.param, slapd, ldap_subtree, tmp_path) as e:
+        slapd.add_ldif("".join(f"dn: {ou},{ldap_subtree}\nobjectClass: organizationalUnit\n"
+                               f"{ou.replace('=', ': ')}\n\n" for ou in _OUS.values()))
+        _qualified(e)
+        yield e
 
 
 def _qualified(env: Env, qualifiers: Any = None) -> None:

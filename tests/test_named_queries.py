@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 from api_server import ADMIN, serve
-from dbs import store_url
 from idsync.config.project import load_project, validate_project
 from idsync.errors import ConfigError
 from idsync.resources import check_system
@@ -22,23 +21,21 @@ from idsync.store.links import LinkSet
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, run_recon
 from idsync_dev.slapd import Slapd
-from recon_env import Env
+from recon_env import STORES, Env, env_on
 
 from samples import sample_project
 
 _JS = "text/javascript"
 MAPPING = "systemLdapAccounts_managedUser"
 REVERSE = "managedUser_systemLdapAccounts"
-_STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 _SQL_HOSTILE = "' OR 1=1 --"
 _LDAP_HOSTILE = "*)(uid=*"
 
 
-@pytest.fixture(params=_STORES)
+@pytest.fixture(params=STORES)
 def env(request: pytest.FixtureRequest, slapd: Slapd, ldap_subtree: str, tmp_path: Path) -> Iterator[Env]:
-    e = Env(slapd, ldap_subtree, tmp_path, store_url(request.param, tmp_path))
-    yield e
-    e.store.close()
+    with env_on(request.param, slapd, ldap_subtree, tmp_path) as e:
+        yield e
 
 
 def _situations(result: ReconResult) -> dict[str, int]:
