@@ -76,6 +76,9 @@ def test_unknown_and_internal_ids_are_named() -> None:
           Not(Compare(("accountStatus",), "eq", "inactive")), Present(("manager",))))),
     ("SELECT * FROM t WHERE sn LIKE 'Jen%' AND NOT cn LIKE '%test%' AND age >= 18",
      And((Compare(("sn",), "sw", "Jen"), Not(Compare(("cn",), "co", "test")), Compare(("age",), "ge", 18)))),
+    ("SELECT * FROM ${unquoted:_resource} WHERE ${dotnotation:property} < ${condition.before} AND "
+     "${dotnotation:taskState.completed} is NULL", And((
+         Compare(("${property}",), "lt", "${condition.before}"), Not(Present(("${taskState.completed}",)))))),
     ("SELECT * FROM t", Literal_(True)),
 ])
 def test_project_sql_reads_as_a_filter(sql: str, expected: object) -> None:

@@ -179,10 +179,9 @@ class _Parser:
             if not self.word("NULL"):
                 raise QueryError("expected NULL after IS", position=start.pos if start else None)
             self.i += 1
-            f = self._field(left, start)
-            if f is None:
+            if _collection(left):
                 return Literal_(True)
-            present = Present(f)
+            present = Present(self._field(left, start))
             return present if negated else Not(present)
         negated = self.word("NOT")
         if negated:
@@ -204,13 +203,9 @@ class _Parser:
             op_text = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}.get(op_tok.text, op_tok.text)
         else:
             op_text = op_tok.text
-        if isinstance(left, _Val) and left.param is not None and isinstance(right, _Val) and not right.collection:
-            left = self._as_field(left, start)  # ${unquoted:field} = ${value}
         if _collection(left) or _collection(right):
             return Literal_(True)
-        path = self._field(left, start)
-        if path is None:
-            return Literal_(True)
+        path = self._field(left, start)  # a parameter there names the field: ${unquoted:field} = ${value}
         if not isinstance(right, _Val):
             raise QueryError("a field can only be compared with a parameter or a literal, not another field",
                              position=op_tok.pos)
@@ -225,8 +220,6 @@ class _Parser:
         if _collection(left) or _collection(right):
             return Literal_(True)
         path = self._field(left, start)
-        if path is None:
-            return Literal_(True)
         if not isinstance(right, _Val) or (right.param is None and not isinstance(right.value, str)):
             raise QueryError("LIKE needs a parameter or a string pattern", position=start.pos if start else None)
         if right.param is not None:
@@ -237,19 +230,15 @@ class _Parser:
         except QueryError as exc:
             raise QueryError(str(exc), position=start.pos if start else None) from None
 
-    def _as_field(self, v: _Val, start: _Tok | None) -> _Field:
-        assert v.param is not None
-        return _Field((), v.param)
-
-    def _field(self, operand: _Field | _Val, start: _Tok | None) -> Path | None:
-        if isinstance(operand, _Val):
-            if operand.param is not None:
-                operand = self._as_field(operand, start)
-            else:
-                raise QueryError("a comparison needs a field on one side", position=start.pos if start else None)
-        if operand.param is not None:
-            self.params.add(operand.param)
-            return (field_param(operand.param),)
+    def _field(self, operand: _Field | _Val, start: _Tok | None) -> Path:
+        """The path a comparison's field side names; a parameter there is a field parameter."""
+        param = operand.param
+        if isinstance(operand, _Val) and param is None:
+            raise QueryError("a comparison needs a field on one side", position=start.pos if start else None)
+        if param is not None:
+            self.params.add(param)
+            return (field_param(param),)
+        assert isinstance(operand, _Field)
         return operand.path
 
     def _operand(self) -> _Field | _Val:
