@@ -139,7 +139,7 @@ async def _collection(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     object_type = request.path_params["type"]
     if request.method == "GET":
-        params = QueryParams.of(request)
+        params = QueryParams.of(request, ctx.project().queries)
         return JSONResponse(await run_in_threadpool(_query, ctx, object_type, params))
     action = request.query_params.get("_action", "create")
     if action != "create":

@@ -108,7 +108,7 @@ async def _root(request: Request) -> JSONResponse:
 
 async def _collection(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
-    params = QueryParams.of(request)
+    params = QueryParams.of(request, ctx.project().queries)
     p = request.path_params
     return JSONResponse(await run_in_threadpool(_query, ctx, p["system"], p["type"], params))
 

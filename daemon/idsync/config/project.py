@@ -11,6 +11,7 @@ one error naming the mappings that need it; their own problems wait.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,14 @@ import structlog
 
 from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
-from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
+from idsync.config.mappings import MappingDef, QueryDef, load_mappings, parse_mapping
+from idsync.config.queries import load_queries
 from idsync.config.unused import mapping_systems, unused_configuration
-from idsync.errors import ConfigError, ConfigErrors, ConfigWarning, IdsyncError
+from idsync.errors import ConfigError, ConfigErrors, ConfigWarning, IdsyncError, QueryError
 from idsync.keys import unknown_keys
+from idsync.query.ast import Literal_
 from idsync.query.ldap import filter_problem
+from idsync.query.named import NamedQueries
 from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
@@ -99,6 +103,8 @@ class Project:
     managed: ManagedSchema
     mappings: list[MappingDef]
     provisioners: dict[str, Provisioner] = field(default_factory=dict)
+    # Named queries (``_queryId``): the stock ones and the project's ``repo.*.json`` ones.
+    queries: NamedQueries = field(default_factory=NamedQueries)
 
     def mapping(self, name: str) -> MappingDef:
         for m in self.mappings:
@@ -142,9 +148,11 @@ def load_project(project_dir: Path) -> Project:
     provisioners = {p.name: p for p in (_provisioner(f, project_dir) for f in _provisioner_files(conf))}
     engine = ScriptEngine(time_limit=settings.scripts.time_limit,
                           memory_limit=settings.scripts.memory_limit_mb * 1024 * 1024)
-    project = Project(settings, managed, load_mappings(conf, engine), provisioners)
+    queries, _ = load_queries(conf)
+    project = Project(settings, managed, load_mappings(conf, engine), provisioners, queries)
     for m in project.mappings:
         _check_resources(project, m)
+        _check_named_queries(project, m)
     return project
 
 
@@ -186,6 +194,10 @@ def validate_project(project_dir: Path,
             problems.append(exc)
         except IdsyncError as exc:
             problems.append(exc)
+    try:
+        problems.extend(load_queries(conf)[1])
+    except IdsyncError as exc:
+        problems.append(exc)
     needing: dict[str, list[str]] = {name: [] for name in unsupported}
     problems += _mapping_problems(conf, project_dir, needing)
     problems = [p.with_mappings(needing[p.system]) if isinstance(p, UnsupportedConnector) else p for p in problems]
@@ -284,6 +296,36 @@ def _native_key(m: MappingDef, side: str) -> str:
     if isinstance(m.raw.get(name), dict):
         name += ".nativeQuery" if "nativeQuery" in m.raw[name] else "._nativeQuery"
     return name if m.file.endswith(f"mapping-{m.name}.json") else f"mappings[{m.name}].{name}"
+
+
+def _check_named_queries(project: Project, m: MappingDef) -> None:
+    """A correlation naming a query (``_queryId``) names one that exists, with every
+    parameter; a ``sourceQuery``/``targetQuery`` naming one becomes its filter."""
+    for side in ("source", "target"):
+        query: QueryDef = getattr(m, f"{side}_query")
+        if query.query_id is None:
+            continue
+        key = f"{side}Query._queryId" if m.file.endswith(f"mapping-{m.name}.json") \
+            else f"mappings[{m.name}].{side}Query._queryId"
+        try:
+            bound = project.queries.get(query.query_id).bind(query.query_params)
+        except QueryError as exc:
+            raise ConfigError(m.file, key, str(exc)) from None
+        setattr(m, f"{side}_query", dataclasses.replace(
+            query, filter=None if bound == Literal_(True) else Literal_(False) if bound is None else bound))
+    for c in m.correlations:
+        if c.kind != "named":
+            continue
+        try:
+            named = project.queries.get(c.query_id)
+            # Placeholders (${source.x}) are bound per object; checked here with a stand-in value.
+            named.bind({p: "x" if isinstance(v, str) and v.startswith("${") else v
+                        for p, v in c.query_params.items()})
+        except QueryError as exc:
+            raise ConfigError(m.file, f"{c.key}._queryId", str(exc)) from None
+        if named.matches_all:
+            raise ConfigError(m.file, f"{c.key}._queryId", f"{c.query_id} matches every object: a correlation "
+                              "must find the one target of a source")
 
 
 def _check_resources(project: Project, m: MappingDef) -> None:

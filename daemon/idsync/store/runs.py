@@ -124,7 +124,8 @@ class RunStore:
     def audit(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             now = utcnow()
-            self.store.insert_many(conn, audit, [{"ts": now, **r, "message": _told(r.get("message"))} for r in rows])
+            self.store.insert_many(conn, audit, [{"ts": now, **r, "message": _told(r.get("message")),
+                                                  "link_qualifier": r.get("link_qualifier")} for r in rows])
 
     def audit_entries(self, run_id: str, limit: int = 1000, status: str | None = None) -> list[dict[str, Any]]:
         query = select(audit).where(audit.c.run_id == run_id).order_by(audit.c.seq).limit(limit)

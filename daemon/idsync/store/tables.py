@@ -127,6 +127,7 @@ audit = Table(
     Column("status", String(16), nullable=False),
     Column("message", _LongText, nullable=True),
     Column("changes", _Json, nullable=True),
+    Column("link_qualifier", String(64), nullable=True),  # migration 0004
     Index("ix_audit_run", "run_id", "seq"),
     Index("ix_audit_ts", "ts"),
     Index("ix_audit_source", "source_id", "seq"),  # migration 0002
