@@ -123,9 +123,8 @@ def test_no_host_access() -> None:
 
 
 def test_openidm_functions_fail_clearly() -> None:
-    """openidm.read and friends throw a clear 'not available' error, not a ReferenceError."""
-    with pytest.raises(ScriptError, match=r"openidm\.read is not available to mapping scripts "
-                                          r"in idsync at line 1"):
+    """Without a router bound, openidm.read throws a clear 'not available' error naming the line."""
+    with pytest.raises(ScriptError, match=r"openidm\.read is not available here: .* at line 1"):
         _js("openidm.read('managed/user/' + source.uid)")(source={"uid": "x"})
 
 

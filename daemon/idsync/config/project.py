@@ -18,13 +18,14 @@ import structlog
 from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
+from idsync.crypto import CryptoCalls, Keyring, create_key_file, decode_key, load_key
 from idsync.errors import ConfigError, ConfigErrors, IdsyncError
 from idsync.keys import unknown_keys
 from idsync.query.ldap import filter_problem
 from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
-__all__ = ["Project", "Provisioner", "load_project", "validate_project"]
+__all__ = ["Project", "Provisioner", "keyring", "load_project", "validate_project"]
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +66,10 @@ class Project:
     managed: ManagedSchema
     mappings: list[MappingDef]
     provisioners: dict[str, Provisioner] = field(default_factory=dict)
+    # The engine of the mappings' scripts (bind an ``openidm`` router to it) and the keys of
+    # ``$crypto`` values; a project made by hand (tests) gets its own.
+    scripts: ScriptEngine = field(default_factory=ScriptEngine)
+    keyring: Keyring | None = None
 
     def mapping(self, name: str) -> MappingDef:
         for m in self.mappings:
@@ -97,18 +102,38 @@ class Project:
         return owner.source == mapping.target and owner.target == mapping.source
 
 
+def keyring(settings: Settings) -> Keyring:
+    """The project's key, read (or, by default, made) on first use: ``[crypto]``."""
+    alias = settings.crypto.key_alias
+    file = str(settings.conf_dir / "idsync.toml")
+
+    def load() -> dict[str, bytes]:
+        if settings.crypto.key:
+            return {alias: decode_key(settings.crypto.key, file=file, key="crypto.key")}
+        if settings.crypto.key_file is not None:
+            return {alias: load_key(settings.path(settings.crypto.key_file), file=file, key="crypto.key_file")}
+        path = settings.path(settings.state_dir) / "keys" / f"{alias}.key"
+        if create_key_file(path):
+            log.warning("crypto.key_created", file=str(path), alias=alias)
+        return {alias: load_key(path, file=file, key="crypto.key_file")}
+
+    return Keyring(default_alias=alias, loader=load)
+
+
 def load_project(project_dir: Path) -> Project:
     settings = load_settings(project_dir)
     conf = settings.conf_dir
     if not conf.is_dir():
         raise ConfigError(str(conf), "", "the configuration directory does not exist")
+    keys = keyring(settings)
     managed_file = conf / "managed.json"
     managed_raw = load_json(managed_file, project_dir=project_dir) if managed_file.exists() else DEFAULT_MANAGED
-    managed = parse_managed(managed_raw, file=str(managed_file))
+    managed = parse_managed(managed_raw, file=str(managed_file), keyring=keys)
     provisioners = {p.name: p for p in (_provisioner(f, project_dir) for f in _provisioner_files(conf))}
     engine = ScriptEngine(time_limit=settings.scripts.time_limit,
-                          memory_limit=settings.scripts.memory_limit_mb * 1024 * 1024)
-    project = Project(settings, managed, load_mappings(conf, engine), provisioners)
+                          memory_limit=settings.scripts.memory_limit_mb * 1024 * 1024,
+                          max_calls=settings.scripts.max_calls, router=CryptoCalls(keys))
+    project = Project(settings, managed, load_mappings(conf, engine), provisioners, scripts=engine, keyring=keys)
     for m in project.mappings:
         _check_resources(project, m)
     return project
@@ -131,6 +156,11 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
         settings.store_url()
     except IdsyncError as exc:
         problems.append(exc)
+    if settings.crypto.key or settings.crypto.key_file is not None:
+        try:
+            keyring(settings).check()  # reads the key: a wrong one is told now, not mid-run
+        except IdsyncError as exc:
+            problems.append(exc)
     if (conf / "managed.json").exists():
         try:
             parse_managed(load_json(conf / "managed.json", project_dir=project_dir), file=str(conf / "managed.json"))
