@@ -209,3 +209,41 @@ def test_ldap_dn_helper_escapes_values(value: str, expected: str) -> None:
     assert built == expected
     assert parse_dn(built, escape=False)[0][:2] == ("uid", expected.split(",ou=People")[0][4:])
     assert _js("ldapDn.rdn('cn', v)")(v="x,y") == "cn=x\\,y"
+
+
+def test_file_scripts_are_looked_up_in_pingidm_order(tmp_path: Path) -> None:
+    """A relative "file" is read from the project directory first, then its script/
+    directory, then the engine's default scripts."""
+    project, defaults = tmp_path / "project", tmp_path / "defaults"
+    for place, answer in ((project, "'project'"), (project / "script", "'script'"), (defaults, "'default'")):
+        (place / "lib").mkdir(parents=True)
+        (place / "lib" / "who.js").write_text(answer)
+    engine = ScriptEngine(defaults=defaults)
+
+    def who() -> Any:
+        return engine.compile({"type": "text/javascript", "file": "lib/who.js"}, file="conf/sync.json",
+                              key="k", base_dir=project)()
+
+    assert who() == "project"
+    (project / "lib" / "who.js").unlink()
+    assert who() == "script"
+    (project / "script" / "lib" / "who.js").unlink()
+    assert who() == "default"
+
+
+def test_missing_file_script_names_every_place_looked(tmp_path: Path) -> None:
+    """A script file found nowhere is a ConfigError listing the three places; a PingIDM
+    bundled script says what idsync does instead; '..' may not climb out."""
+    engine = ScriptEngine(defaults=tmp_path / "defaults")
+    with pytest.raises(ConfigError) as caught:
+        engine.compile({"type": "text/javascript", "file": "script/gone.js"}, file="conf/sync.json",
+                       key="mappings[0].onCreate", base_dir=tmp_path)
+    assert str(caught.value) == (
+        f"conf/sync.json: mappings[0].onCreate: script file script/gone.js not found; looked in "
+        f"{tmp_path}/script/gone.js, {tmp_path}/script/script/gone.js, {tmp_path}/defaults/script/gone.js")
+    with pytest.raises(ConfigError, match="PingIDM bundles: idsync has no workflow engine"):
+        engine.compile({"type": "text/javascript", "file": "workflow/triggerWorkflowFromSync.js"},
+                       file="conf/sync.json", key="k", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"may not contain '\.\.'"):
+        engine.compile({"type": "text/javascript", "file": "../etc/passwd"}, file="conf/sync.json", key="k",
+                       base_dir=tmp_path)
