@@ -247,3 +247,49 @@ def test_missing_file_script_names_every_place_looked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"may not contain '\.\.'"):
         engine.compile({"type": "text/javascript", "file": "../etc/passwd"}, file="conf/sync.json", key="k",
                        base_dir=tmp_path)
+
+
+class _Directory:
+    """An ``OpenidmRouter`` over a dict, counting calls: enough to see the engine's replay."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[Any]]] = []
+
+    def call(self, function: str, arguments: list[Any]) -> Any:
+        from idsync.errors import NotFound
+
+        self.calls.append((function, arguments))
+        if arguments[0] == "managed/user/gone":
+            raise NotFound("managed/user/gone not found")
+        return {"_id": arguments[0].rsplit("/", 1)[-1], "n": len(self.calls)}
+
+
+def test_openidm_calls_are_answered_by_replay_once_each() -> None:
+    """Each openidm call is asked of the router once; the script runs again with the answers,
+    its log lines come once, a router error is thrown in the script (which may catch it), and
+    in a batch only the items that call are run again, the others keep their batch result."""
+    router = _Directory()
+    engine = ScriptEngine(router=router)
+    script = _js("logger.info('for {}', source.uid); var a = openidm.read('managed/user/' + source.uid); "
+                 "var b; try { openidm.read('managed/user/gone'); } catch (e) { b = e.message; } [a.n, b]", engine)
+    with structlog.testing.capture_logs() as logs:
+        assert script(source={"uid": "ada"}) == [1, "managed/user/gone not found"]
+    assert [e["message"] for e in logs] == ["for ada"]
+    assert [c[0] for c in router.calls] == ["read", "read"]
+
+    router.calls.clear()
+    batch = _js("source.uid ? openidm.read('managed/user/' + source.uid)._id : 'none'", engine)
+    assert batch.call_many([{"source": {"uid": "a"}}, {"source": {}}, {"source": {"uid": "b"}}]) == ["a", "none", "b"]
+    assert [c[1][0] for c in router.calls] == ["managed/user/a", "managed/user/b"]
+
+
+def test_openidm_calls_that_change_between_runs_fail_clearly() -> None:
+    """A script whose calls differ from one run to the next (here through state it hides on a
+    prototype, as the clock or chance would make them differ) fails with a clear error rather
+    than getting another call's answer."""
+    engine = ScriptEngine(router=_Directory())
+    script = _js("Array.prototype.runs = (Array.prototype.runs || 0) + 1; "
+                 "openidm.read(Array.prototype.runs % 2 ? 'managed/user/a' : 'managed/user/b')._id", engine)
+    with pytest.raises(ScriptError, match=r"openidm\.read managed/user/b differs from the call the previous run "
+                                          r"of this script made here \(openidm\.read managed/user/a\)"):
+        script()

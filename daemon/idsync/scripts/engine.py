@@ -193,8 +193,10 @@ class Script:
         """Run with these variables (again after each ``openidm`` call, with the answers so
         far); return the result as plain JSON values."""
         _check_names(variables)
-        payload = _dumps(variables, self.name)
-        answers: list[str] = []
+        return self._replayed(_dumps(variables, self.name), [])
+
+    def _replayed(self, payload: str, answers: list[str]) -> Any:
+        """Run until the script ends without an unanswered ``openidm`` call."""
         while True:
             box = self._prepare()
             try:
@@ -228,11 +230,11 @@ class Script:
         return _dumps([function, resource, 0, value], self.name)
 
     def _settled(self, outcome: list[Any], variables: Mapping[str, Any]) -> Any | ScriptError:
-        """A batch outcome; one that waits for an openidm answer is run on its own."""
+        """A batch outcome; one that waits for an openidm answer goes on on its own."""
         if outcome[0] != 3:
             return self._value(outcome)
         try:
-            return self(**variables)
+            return self._replayed(_dumps(variables, self.name), [self._answer(outcome, 0)])
         except ScriptError as exc:
             return exc
 

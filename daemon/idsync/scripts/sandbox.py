@@ -92,8 +92,9 @@ _PRELUDE = r"""
     if (answers !== null && asked < answers.length) {
       var a = answers[asked++];
       if (a[0] !== name || a[1] !== resource)
-        throw new Error("openidm." + name + " differs from the call the previous run of this script made here ("
-                        + "openidm." + a[0] + "): a script's openidm calls must not depend on the clock or chance");
+        throw new Error(["openidm.", name, " ", resource || "", " differs from the call the previous run of this ",
+                         "script made here (openidm.", a[0], " ", a[1] || "", "): a script's openidm calls must ",
+                         "not depend on the clock or chance"].join(""));
       if (a[2] === 0) return a[3];
       throw new Error(a[3]);
     }
