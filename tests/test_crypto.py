@@ -104,3 +104,14 @@ def test_key_from_settings_file_and_default(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(ConfigError, match=r"crypto\.key: the key holds 9 bytes") as caught:
         keyring(load_settings(tmp_path)).check()
     assert "bm90IGEga2V5" not in str(caught.value)
+
+
+def test_config_show_masks_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`idsync config show` (``effective``) never prints the key."""
+    from idsync.cli.config import effective
+
+    (tmp_path / "conf").mkdir()
+    monkeypatch.setenv("IDSYNC_CRYPTO__KEY", base64.b64encode(KEY).decode())
+    shown = effective(load_settings(tmp_path))
+    assert shown["crypto"]["key"] != base64.b64encode(KEY).decode() and shown["crypto"]["key"]
+    assert base64.b64encode(KEY).decode() not in json.dumps(shown)

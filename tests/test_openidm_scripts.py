@@ -189,3 +189,25 @@ def test_validate_names_every_place_a_missing_script_was_looked_for(tmp_path: Pa
     (project / "script").mkdir()
     (project / "script" / "naming.js").write_text("target.dn = 'uid=' + source.userName;")
     assert idsync(project, "validate", env=env).returncode == 0
+
+
+def test_api_change_runs_hooks_that_query_the_store(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A user created over the HTTP API is pushed through a mapping whose onCreate hook asks
+    openidm.query how many users share the surname: the LDAP entry carries the answer."""
+    from api_server import ADMIN, serve
+
+    project = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+
+    def counting(mapping: dict[str, Any]) -> None:
+        mapping["onCreate"]["source"] += (
+            " target.description = 'namesakes: ' + openidm.query('managed/user', "
+            "{_queryFilter: 'sn eq \"' + source.sn + '\"'}).resultCount;")
+
+    _edit_mapping(project, REVERSE, counting)
+    with serve(project) as api:
+        for user in ({**FDOE, "userName": "adoe"}, FDOE):
+            created = api.post("/openidm/managed/user?_action=create", json=user,
+                               headers={**ADMIN, "Content-Type": "application/json"})
+            assert created.status_code == 201, created.text
+    entry = ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}")
+    assert entry is not None and entry["description"] == ["namesakes: 2"]
