@@ -115,3 +115,27 @@ def test_config_show_masks_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     shown = effective(load_settings(tmp_path))
     assert shown["crypto"]["key"] != base64.b64encode(KEY).decode() and shown["crypto"]["key"]
     assert base64.b64encode(KEY).decode() not in json.dumps(shown)
+
+
+def test_store_encrypts_encryption_properties_and_keeps_crypto_values(tmp_path: Path) -> None:
+    """In the store, an ``encryption`` property is encrypted (the same value again keeps the stored
+    form); a ``$crypto`` value from a PingIDM export is kept as it is, for an encrypted and a
+    hashed property alike, rather than hashed as text."""
+    from idsync.config.managed import parse_managed
+    from idsync.store.database import Store
+    from idsync.store.objects import ManagedResource
+
+    schema = parse_managed({"objects": [{"name": "user", "schema": {"properties": {
+        "userName": {"type": "string"}, "password": {"type": "string", "encryption": {"key": "openidm-sym-default"}},
+        "answer": {"type": "string", "secureHash": {"algorithm": "SHA-256"}}}}}]},
+        keyring=Keyring({"openidm-sym-default": KEY})).types["user"]
+    users = ManagedResource(Store.open(f"sqlite:///{tmp_path / 's.db'}"), schema, with_secrets=True)
+    made = users.create({"userName": "ada", "password": "Passw0rd", "answer": "blue"})
+    stored = users.get(made["_id"]) or {}
+    assert Keyring({"openidm-sym-default": KEY}).decrypt(stored["password"]) == "Passw0rd"
+    assert stored["answer"].startswith("{")  # a one-way hash
+    again = users.update(made["_id"], {"password": "Passw0rd"})
+    assert again["_rev"] == made["_rev"]
+    imported = users.create({"userName": "bob", "password": OPENSSL_VALUE, "answer": SHA256_VALUE})
+    kept = users.get(imported["_id"]) or {}
+    assert kept["password"] == OPENSSL_VALUE and kept["answer"] == SHA256_VALUE

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -228,15 +229,26 @@ def decode_key(text: str, *, file: str, key: str, where: str = "the key") -> byt
 
 
 def create_key_file(path: Path) -> bool:
-    """Write a new random 256-bit key to ``path`` (mode 0600) unless one is there; whether it did."""
+    """Write a new random 256-bit key to ``path`` (mode 0600) unless one is there; whether it did.
+
+    The key is written to a file of its own first and linked into place, so a process
+    reading ``path`` at the same moment sees a whole key or none, and two processes
+    making one at once agree on the one that was linked first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return False
-    with os.fdopen(fd, "w", encoding="ascii") as out:
-        out.write(base64.b64encode(os.urandom(32)).decode() + "\n")
-    return True
+    fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=".key-")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+        os.chmod(scratch, 0o600)
+        try:
+            os.link(scratch, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(scratch)
 
 
 class CryptoCalls:

@@ -311,6 +311,8 @@ class ManagedResource(Resource):
         prop = self.schema.properties[name]
         if prop.encrypted:
             return self._encrypted(prop, value, stored)
+        if is_encrypted(value):
+            return value  # PingIDM's own $crypto form (an export): kept, never hashed as text
         return stored if stored is not None and same_secret(value, stored) else hash_secret(value)
 
     def _encrypted(self, prop: PropertyDef, value: Any, stored: Any) -> Any:
