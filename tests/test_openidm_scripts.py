@@ -104,7 +104,8 @@ def test_recon_hook_creates_managed_object_that_implicit_sync_pushes(tmp_path: P
                                                                      ldap_subtree: str) -> None:
     """An onCreate hook of a recon (LDAP -> managed) calls openidm.create on managed/role; the
     role is validated and stored, and implicit sync pushes it to LDAP as a group whose member is
-    the account, as a change from the command line would be."""
+    the account, as a change from the command line would be. A dry run creates nothing: the
+    hook's write is refused with a clear message."""
     project = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
     slapd.add_ldif(f"dn: uid=hook1,{ldap_subtree}\nobjectClass: inetOrgPerson\nuid: hook1\ncn: Hook One\n"
                    "sn: One\n")
@@ -112,6 +113,10 @@ def test_recon_hook_creates_managed_object_that_implicit_sync_pushes(tmp_path: P
         "type": "text/javascript",
         "source": "openidm.create('managed/role', null, {name: 'home-' + source.uid, "
                   f"members: [ldapDn.child('{ldap_subtree}', 'uid', source.uid)]}});"}))
+
+    preview = idsync(project, "recon", FORWARD, "--dry-run", "--json")
+    assert "openidm.create managed/role: not carried out in a dry run" in preview.stdout + preview.stderr
+    assert json.loads(idsync(project, "managed", "query", "role", "--filter", "true").stdout) == []
 
     recon = idsync(project, "recon", FORWARD, "--json")
     assert recon.returncode == 0, recon.stderr
