@@ -100,13 +100,14 @@ def test_encrypted_password_reaches_ldap_in_clear_and_binds(tmp_path: Path, slap
     assert can_bind(slapd, dn, "N3w-pw!y") and not can_bind(slapd, dn, SECRET)
 
 
+@pytest.mark.parametrize("backend", SQL_STORES)
 def test_recon_hook_creates_managed_object_that_implicit_sync_pushes(tmp_path: Path, slapd: Slapd,
-                                                                     ldap_subtree: str) -> None:
+                                                                     ldap_subtree: str, backend: str) -> None:
     """An onCreate hook of a recon (LDAP -> managed) calls openidm.create on managed/role; the
     role is validated and stored, and implicit sync pushes it to LDAP as a group whose member is
     the account, as a change from the command line would be. A dry run creates nothing: the
     hook's write is refused with a clear message."""
-    project = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    project = _project(tmp_path, slapd, ldap_subtree, store_url(backend, tmp_path))
     slapd.add_ldif(f"dn: uid=hook1,{ldap_subtree}\nobjectClass: inetOrgPerson\nuid: hook1\ncn: Hook One\n"
                    "sn: One\n")
     _edit_mapping(project, FORWARD, lambda m: m.__setitem__("onCreate", {
@@ -127,10 +128,11 @@ def test_recon_hook_creates_managed_object_that_implicit_sync_pushes(tmp_path: P
     assert [r["name"] for r in json.loads(roles.stdout)] == ["home-hook1"], roles.stderr
 
 
-def test_correlation_script_queries_the_store(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+@pytest.mark.parametrize("backend", SQL_STORES)
+def test_correlation_script_queries_the_store(tmp_path: Path, slapd: Slapd, ldap_subtree: str, backend: str) -> None:
     """A correlation script that answers with openidm.query's result links the LDAP account to the
     managed user it finds (FOUND, one user afterwards, where the query alone decided)."""
-    project = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    project = _project(tmp_path, slapd, ldap_subtree, store_url(backend, tmp_path))
     slapd.add_ldif(f"dn: uid=corr1,{ldap_subtree}\nobjectClass: inetOrgPerson\nuid: corr1\ncn: Corr One\n"
                    "sn: One\n")
 
