@@ -293,3 +293,18 @@ def test_openidm_calls_that_change_between_runs_fail_clearly() -> None:
     with pytest.raises(ScriptError, match=r"openidm\.read managed/user/b differs from the call the previous run "
                                           r"of this script made here \(openidm\.read managed/user/a\)"):
         script()
+
+
+def test_openidm_calls_nest_only_so_deep() -> None:
+    """A call whose answer runs the script again (a hook whose change runs the same hook) is
+    stopped at max_depth with a clear error, instead of recursing until the stack runs out."""
+    engine = ScriptEngine(max_depth=3)
+    script = _js("openidm.create('managed/user', null, {})", engine)
+
+    class Again:
+        def call(self, function: str, arguments: list[Any]) -> Any:
+            return script()
+
+    engine.router = Again()
+    with pytest.raises(ScriptError, match=r"openidm\.create would nest scripts 4 deep .*the limit is 3"):
+        script()
