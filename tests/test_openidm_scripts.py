@@ -171,7 +171,7 @@ def test_a_script_calling_openidm_in_a_loop_is_stopped(tmp_path: Path, slapd: Sl
             "try { openidm.query('managed/user', {_queryFilter: 'userName eq'}); 'no' } catch (e) { e.message }")},
         file="test", key="caught", base_dir=project_dir)
     with scripting(project, store):
-        with pytest.raises(ScriptError, match=r"stopped at its 8th openidm call: a script run may make 7"):
+        with pytest.raises(ScriptError, match=r"stopped at openidm call 8: a script run may make 7"):
             loop()
         assert "openidm.query managed/user" in caught()
     with pytest.raises(ScriptError, match="not available here"):  # no router bound: only crypto answers

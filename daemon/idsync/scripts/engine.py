@@ -103,7 +103,7 @@ class ScriptEngine:
     def answer(self, script: str, function: str, arguments: list[Any], made: int) -> Any:
         """The answer to one ``openidm`` call of a script run that made ``made`` before it."""
         if made >= self.max_calls:
-            raise ScriptError(f"{script}: stopped at its {made + 1}th openidm call: a script run may make "
+            raise ScriptError(f"{script}: stopped at openidm call {made + 1}: a script run may make "
                               f"{self.max_calls} ([scripts] max_calls)")
         router = self.current_router()
         if router is None:
