@@ -12,6 +12,7 @@
     |   +-- NotFound                 the object is gone (deleted between pages: not an error in recon)
     |   +-- RevisionMismatch         optimistic concurrency lost; re-read and retry
     |   +-- ObjectRejected           the peer refused this object (schema, uniqueness, value)
+    |   +-- CryptoFailed             a value cannot be encrypted, decrypted or hashed (no key, wrong key)
     +-- PeerError                    the peer cannot be used; stop the pass before any delete
     |   +-- PeerUnavailable          unreachable, timed out (exit EX_UNAVAILABLE); retry later
     |   +-- AuthenticationFailed     credentials refused (exit EX_NOPERM)
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigError",
     "ConfigErrors",
     "ConfigWarning",
+    "CryptoFailed",
     "IdsyncError",
     "NotFound",
     "ObjectError",
@@ -139,6 +141,10 @@ class RevisionMismatch(ObjectError):
 
 class ObjectRejected(ObjectError):
     """The peer refused this one object."""
+
+
+class CryptoFailed(ObjectError):
+    """A value could not be encrypted, decrypted or hashed; the message names the key alias, never the value."""
 
 
 class PeerError(IdsyncError):

@@ -17,10 +17,11 @@ from typing import Any, Protocol
 import structlog
 
 from idsync.config.project import Project
+from idsync.managed.router import run_recon_scripted
 from idsync.settings import ApiSettings
 from idsync.store.database import Store
 from idsync.sync.options import ReconOptions
-from idsync.sync.recon import ReconResult, run_recon
+from idsync.sync.recon import ReconResult
 
 __all__ = ["ApiContext", "JobControl"]
 
@@ -63,7 +64,7 @@ class ApiContext:
 
         def work() -> ReconResult:
             try:
-                return run_recon(project, self.store, mapping, ReconOptions(run_id=run_id, cancel=cancel))
+                return run_recon_scripted(project, self.store, mapping, ReconOptions(run_id=run_id, cancel=cancel))
             finally:
                 with self._lock:
                     self._cancels.pop(run_id, None)

@@ -150,9 +150,9 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
 def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.progress import Progress
     from idsync.cli.signals import run_in_foreground
+    from idsync.managed.router import run_recon_scripted
     from idsync.sync.options import ReconOptions
     from idsync.sync.progress import expected_counts
-    from idsync.sync.recon import run_recon
 
     project, store = _open(project_dir)
     project.mapping(args.mapping)  # unknown mapping: EX_CONFIG before anything starts
@@ -169,8 +169,8 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
                         expected=expected_counts(store, args.mapping))
     options.on_progress = progress.update
     try:
-        result = run_in_foreground(lambda: run_recon(project, store, args.mapping, options), options.cancel, store,
-                                   f"recon-{args.mapping}")
+        result = run_in_foreground(lambda: run_recon_scripted(project, store, args.mapping, options),
+                                   options.cancel, store, f"recon-{args.mapping}")
     finally:
         progress.close()
     _write_status_file(project, store)

@@ -24,6 +24,7 @@ from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, QueryDef, load_mappings, parse_mapping
 from idsync.config.queries import load_queries
 from idsync.config.unused import mapping_systems, unused_configuration
+from idsync.crypto import CryptoCalls, Keyring, create_key_file, decode_key, load_key
 from idsync.errors import ConfigError, ConfigErrors, ConfigWarning, IdsyncError, QueryError
 from idsync.keys import unknown_keys
 from idsync.query.ast import Literal_
@@ -32,7 +33,7 @@ from idsync.query.named import NamedQueries
 from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
-__all__ = ["Project", "Provisioner", "UnsupportedConnector", "load_project", "validate_project"]
+__all__ = ["Project", "Provisioner", "UnsupportedConnector", "keyring", "load_project", "validate_project"]
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +106,10 @@ class Project:
     provisioners: dict[str, Provisioner] = field(default_factory=dict)
     # Named queries (``_queryId``): the stock ones and the project's ``repo.*.json`` ones.
     queries: NamedQueries = field(default_factory=NamedQueries)
+    # The engine of the mappings' scripts (bind an ``openidm`` router to it) and the keys of
+    # ``$crypto`` values; a project made by hand (tests) gets its own.
+    scripts: ScriptEngine = field(default_factory=ScriptEngine)
+    keyring: Keyring | None = None
 
     def mapping(self, name: str) -> MappingDef:
         for m in self.mappings:
@@ -137,19 +142,40 @@ class Project:
         return owner.source == mapping.target and owner.target == mapping.source
 
 
+def keyring(settings: Settings) -> Keyring:
+    """The project's key, read (or, by default, made) on first use: ``[crypto]``."""
+    alias = settings.crypto.key_alias
+    file = str(settings.conf_dir / "idsync.toml")
+
+    def load() -> dict[str, bytes]:
+        if settings.crypto.key:
+            return {alias: decode_key(settings.crypto.key, file=file, key="crypto.key")}
+        if settings.crypto.key_file is not None:
+            return {alias: load_key(settings.path(settings.crypto.key_file), file=file, key="crypto.key_file")}
+        path = settings.path(settings.state_dir) / "keys" / f"{alias}.key"
+        if create_key_file(path):
+            log.warning("crypto.key_created", file=str(path), alias=alias)
+        return {alias: load_key(path, file=file, key="crypto.key_file")}
+
+    return Keyring(default_alias=alias, loader=load)
+
+
 def load_project(project_dir: Path) -> Project:
     settings = load_settings(project_dir)
     conf = settings.conf_dir
     if not conf.is_dir():
         raise ConfigError(str(conf), "", "the configuration directory does not exist")
+    keys = keyring(settings)
     managed_file = conf / "managed.json"
     managed_raw = load_json(managed_file, project_dir=project_dir) if managed_file.exists() else DEFAULT_MANAGED
-    managed = parse_managed(managed_raw, file=str(managed_file))
+    managed = parse_managed(managed_raw, file=str(managed_file), keyring=keys)
     provisioners = {p.name: p for p in (_provisioner(f, project_dir) for f in _provisioner_files(conf))}
     engine = ScriptEngine(time_limit=settings.scripts.time_limit,
-                          memory_limit=settings.scripts.memory_limit_mb * 1024 * 1024)
+                          memory_limit=settings.scripts.memory_limit_mb * 1024 * 1024,
+                          max_calls=settings.scripts.max_calls, router=CryptoCalls(keys))
     queries, _ = load_queries(conf)
-    project = Project(settings, managed, load_mappings(conf, engine), provisioners, queries)
+    project = Project(settings, managed, load_mappings(conf, engine), provisioners, queries, scripts=engine,
+                      keyring=keys)
     for m in project.mappings:
         _check_resources(project, m)
         _check_named_queries(project, m)
@@ -175,6 +201,11 @@ def validate_project(project_dir: Path,
         settings.store_url()
     except IdsyncError as exc:
         problems.append(exc)
+    if settings.crypto.key or settings.crypto.key_file is not None:
+        try:
+            keyring(settings).check()  # reads the key: a wrong one is told now, not mid-run
+        except IdsyncError as exc:
+            problems.append(exc)
     if (conf / "managed.json").exists():
         try:
             parse_managed(load_json(conf / "managed.json", project_dir=project_dir), file=str(conf / "managed.json"))

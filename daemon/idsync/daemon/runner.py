@@ -24,11 +24,12 @@ import structlog
 
 from idsync.config.jobs import JobDef
 from idsync.errors import IdsyncError
+from idsync.managed.router import run_recon_scripted
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import LOCK_TTL, RunStore, owner_id
 from idsync.sync.options import ReconOptions
 from idsync.sync.progress import ProgressLog, expected_counts
-from idsync.sync.recon import ReconResult, run_recon
+from idsync.sync.recon import ReconResult
 
 if TYPE_CHECKING:
     from idsync.config.project import Project
@@ -174,7 +175,7 @@ def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutco
         options.on_progress = ProgressLog(project.settings.recon.progress_interval,
                                           expected_counts(store, name)).update
         try:
-            result = run_recon(project, store, name, options)
+            result = run_recon_scripted(project, store, name, options)
         except IdsyncError as exc:  # before the recon started: its lock, an unknown mapping
             mapping = MappingOutcome(name, "FAILED", message=str(exc))
         except Exception as exc:

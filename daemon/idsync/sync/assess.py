@@ -342,9 +342,10 @@ class Assessor:
         """``changes`` without the secrets the target already holds: a clear password (a mapping's
         ``default``, an LDAP value) against the hash the target stores is no change, so a run that
         changes nothing says so (the store would keep the hash anyway)."""
+        keyring = self.target_schema.keyring if self.target_schema is not None else None
         return {k: v for k, v in changes.items()
                 if not (k.lower() in self.secret_names and current.get(k) is not None
-                        and same_secret(v, current.get(k)))}
+                        and same_secret(v, current.get(k), keyring))}
 
     def _mask(self, values: Mapping[str, Any]) -> dict[str, Any]:
         return {k: (_MASK if k.lower() in self.secret_names else v) for k, v in values.items() if not k.startswith("_")}
