@@ -75,7 +75,8 @@ _KINDS = (
     _Kind(("identityProviders.json",), "not used by idsync: social sign-in to PingIDM's UI"),
     _Kind(("provisioner.openicf.connectorinfoprovider.json",), "not used by idsync: OpenICF remote connector "
           "servers; idsync's connectors are built in"),
-    _Kind(("repo.*.json", "datasource.*.json"), "not read: PingIDM's repository; idsync keeps managed objects, "
+    _Kind(("repo.*.json", "datasource.*.json"), "not read but for a repo file's queries (named queries, "
+          "_queryId): PingIDM's repository; idsync keeps managed objects, "
           "links and runs in its own store ([store] url in conf/idsync.toml), and no data moves by itself"),
     _Kind(("boot/boot.properties",), "not read: PingIDM's startup properties (ports, keystores, node id); "
           "a &{name} token in a file idsync reads takes the environment variable name (or NAME with _ for .)"),
@@ -130,7 +131,7 @@ def mapping_systems(raw: Mapping[str, Any]) -> set[str]:
 
 def _files(conf: Path) -> Iterator[NotUsed]:
     names = sorted(p.relative_to(conf).as_posix() + ("/" if p.is_dir() else "") for p in _conf_files(conf))
-    claimed: set[str] = {n for n in names if _matches(n, _READ)}
+    claimed: set[str] = {n for n in names if _matches(n, _READ) or _only_queries(conf, n)}
     for kind in _KINDS:
         group = [n for n in names if n not in claimed and _matches(n, kind.patterns)]
         claimed.update(group)
@@ -139,6 +140,14 @@ def _files(conf: Path) -> Iterator[NotUsed]:
     others = [n for n in names if n not in claimed]
     if others:
         yield _group(conf, others, "not read: not a file idsync knows (PingIDM may read it; idsync does not)")
+
+
+def _only_queries(conf: Path, name: str) -> bool:
+    """A ``repo.*.json`` holding nothing but ``queries``, which idsync reads (``_queryId``)."""
+    if not fnmatch.fnmatchcase(name, "repo.*.json"):
+        return False
+    raw = _json(conf / name)
+    return isinstance(raw, dict) and set(raw) == {"queries"}
 
 
 def _conf_files(conf: Path) -> Iterator[Path]:
