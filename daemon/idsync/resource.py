@@ -217,6 +217,10 @@ class ChangeFeed:
     method: str
     reports_deletes: bool = True
     note: str | None = None  # said once in the run's summary (why deletes are not seen, say)
+    # When the read also told every object that exists (an LDAP present phase), all their
+    # ids, read once the batches are consumed: an object idsync links that is not among
+    # them was deleted. ``None``: the read told deletes itself, or cannot.
+    complete_ids: frozenset[str] | None = None
 
 
 class ChangeSource(ABC):

@@ -10,6 +10,10 @@ Users get ``memberOf`` for their ``groupOfUniqueNames`` (``uniqueMember``) and
 ``groupOfNames`` (``member``) groups alike: the memberof overlay is configured
 once per group class, with referential integrity, and ppolicy is loaded.
 
+With ``syncprov=True`` (the default) the database is a sync provider (RFC 4533,
+for liveSync) keeping a session log of ``session_log`` deletes; ``syncprov=False``
+makes a server without one (liveSync then polls ``entryCSN``).
+
 With ``tls=True`` a throwaway CA and a server certificate (for ``localhost`` and
 ``127.0.0.1`` by default) are made with the ``openssl`` command, and the server
 listens on an ``ldaps://`` port too; StartTLS works on the plain port.
@@ -76,12 +80,16 @@ class Slapd:
         tls: bool = True,
         tls_names: tuple[str, ...] = ("localhost", "127.0.0.1"),
         directory: str | Path | None = None,
+        syncprov: bool = True,
+        session_log: int = 1000,
     ) -> None:
         self.base_dn = base_dn
         self.admin_dn = f"cn=admin,{base_dn}"
         self.admin_password = admin_password
         self.tls = tls
         self.tls_names = tls_names
+        self.syncprov = syncprov
+        self.session_log = session_log
         self._own_directory = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="idsync-slapd-"))
         self.port = 0
@@ -225,8 +233,8 @@ class Slapd:
         return True
 
     def _config_ldif(self) -> str:
-        modules = ["back_mdb"] + [m for m in ("memberof", "ppolicy")
-                                  if (_MODULE_DIR / f"{m}.so").exists()]
+        wanted = ("memberof", "ppolicy", "syncprov") if self.syncprov else ("memberof", "ppolicy")
+        modules = ["back_mdb"] + [m for m in wanted if (_MODULE_DIR / f"{m}.so").exists()]
         tls = ""
         if self.tls:
             tls_dir = self.directory / "tls"
@@ -251,7 +259,7 @@ class Slapd:
             f"olcRootDN: {self.admin_dn}\nolcRootPW: {self.admin_password}\n"
             # A sparse map: room for the 100k-user benchmark, costs nothing until used.
             "olcDbMaxSize: 4294967296\nolcDbNoSync: TRUE\n"
-            "olcDbIndex: objectClass eq\nolcDbIndex: entryUUID eq\n"
+            "olcDbIndex: objectClass eq\nolcDbIndex: entryUUID,entryCSN eq\n"
             "olcDbIndex: uid,mail eq\nolcDbIndex: cn eq,sub\n"
             "olcLimits: * size=unlimited time=unlimited\n",
         ]
@@ -266,6 +274,10 @@ class Slapd:
                          for oc, attr in _MEMBER_OF_GROUPS]
         if "ppolicy" in modules:
             overlays.append(("ppolicy", "objectClass: olcPPolicyConfig\n"))
+        if "syncprov" in modules:
+            # The session log answers a refresh with the deletes since the consumer's cookie.
+            overlays.append(("syncprov", "objectClass: olcSyncProvConfig\n"
+                                         f"olcSpSessionlog: {self.session_log}\nolcSpCheckpoint: 100 1\n"))
         for index, (name, lines) in enumerate(overlays):
             parts.append(f"dn: olcOverlay={{{index}}}{name},olcDatabase={{1}}mdb,cn=config\n"
                          f"objectClass: olcOverlayConfig\nolcOverlay: {{{index}}}{name}\n{lines}")

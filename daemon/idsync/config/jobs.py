@@ -25,11 +25,16 @@ from typing import Any, Literal
 from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.errors import ConfigError
 
-__all__ = ["DEFAULT_MISFIRE_GRACE", "PUSH_JOBS", "JobDef", "KeyReader", "job_name_problem", "load_jobs", "parse_job"]
+__all__ = ["DEFAULT_MISFIRE_GRACE", "LIVESYNC_JOB", "NOT_RECON_JOBS", "PUSH_JOBS", "JobDef", "KeyReader",
+           "job_name_problem", "load_jobs", "parse_job"]
 
 # The single-object runs: implicit sync, ``idsync sync retry``, the API's ``reconById``.
 # Their names are reserved: no job file may take one.
 PUSH_JOBS = ("implicit", "retry", "reconById")
+# The runs of liveSync (one per mapping that had changes to apply): neither a push nor a recon.
+LIVESYNC_JOB = "liveSync"
+# Runs that are not full recons: never the "last complete recon" of a mapping.
+NOT_RECON_JOBS = (*PUSH_JOBS, LIVESYNC_JOB)
 
 # A fire missed while the daemon was down is still worth running within an hour;
 # older than that, the next regular fire is nearer than the missed one mattered.
@@ -135,10 +140,10 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobD
     name = path.name[: -len(".toml")]
     if problem := job_name_problem(name):
         raise ConfigError(file, "", problem)
-    if name in PUSH_JOBS:
+    if name in NOT_RECON_JOBS:
         # Runs are told from one-object pushes by their job name: a full recon named so would not count as one.
-        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes are recorded under; "
-                                    "name the job file otherwise")
+        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes or liveSync are "
+                                    "recorded under; name the job file otherwise")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

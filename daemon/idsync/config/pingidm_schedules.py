@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from idsync.config.files import load_json
-from idsync.config.jobs import PUSH_JOBS, JobDef, KeyReader, job_name_problem, load_jobs
+from idsync.config.jobs import NOT_RECON_JOBS, JobDef, KeyReader, job_name_problem, load_jobs
 from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.errors import ConfigError
 
@@ -96,9 +96,9 @@ def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) ->
     name = path.name[len(_PREFIX): -len(_SUFFIX)]
     if problem := job_name_problem(name):
         raise ConfigError(file, "", problem.replace("a job file name", "the name after 'schedule-'"))
-    if name in PUSH_JOBS:
-        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes are recorded under; "
-                                    "name the schedule file otherwise")
+    if name in NOT_RECON_JOBS:
+        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes or liveSync are "
+                                    "recorded under; name the schedule file otherwise")
     raw = load_json(path, project_dir=path.parent.parent, secrets=False)
     if not isinstance(raw, dict):
         raise ConfigError(file, "", "expected a JSON object")

@@ -26,6 +26,7 @@ import structlog
 from ldap3.utils.dn import escape_rdn, parse_dn
 
 from idsync.connectors.base import System, system_test_report
+from idsync.connectors.ldap.changes import LdapChanges
 from idsync.connectors.ldap.config import (
     NAME_ATTRIBUTE,
     LdapSettings,
@@ -46,7 +47,7 @@ from idsync.errors import (
 )
 from idsync.query.ast import Path
 from idsync.query.ldap import to_ldap
-from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 
 __all__ = ["LdapResource", "LdapSystem", "open_ldap_system"]
 
@@ -79,8 +80,8 @@ def _rejected(kind: str, dn: str, result: Mapping[str, Any]) -> ObjectError:
     return NotFound(text) if result.get("result") == _NOT_FOUND else ObjectRejected(text)
 
 
-class LdapResource(Resource):
-    """One object type of one LDAP system."""
+class LdapResource(Resource, ChangeSource):
+    """One object type of one LDAP system; its changes are read by ``changes.py``."""
 
     def __init__(self, system: str, settings: LdapSettings, object_type: ObjectTypeDef,
                  *, dry_run: bool = False) -> None:
@@ -94,9 +95,20 @@ class LdapResource(Resource):
         self._conn = LdapConnection(system, settings)
         self._class_filters = tuple(f"(objectClass={c})" for c in object_type.object_classes
                                     if c.lower() != "top")
+        self._changes = LdapChanges(system, settings, _and(*self._class_filters, object_type.search_filter),
+                                    settings.uid_attribute)
 
     def close(self) -> None:
         self._conn.close()
+        self._changes.close()
+
+    def latest_token(self) -> str:
+        return self._changes.latest_token()
+
+    def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
+        wanted = wanted_properties(self._type, fields)
+        return self._changes.read(token, self._attributes(wanted), lambda entries: self._objects(entries, wanted),
+                                  page_size)
 
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         wanted = wanted_properties(self._type, spec.fields)
