@@ -3,6 +3,7 @@ against a real slapd, with and without a sync provider, on the two-way LDAP samp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from idsync.store.tokens import SyncTokens
 from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync_dev.slapd import Slapd
 
-from samples import FORWARD, sample_project
+from samples import FORWARD, idsync, ldap_entry, sample_project
 
 SOURCE = "system/ldap/account"
 
@@ -97,3 +98,158 @@ def test_first_run_reconciles_in_full_then_applies_only_changes(tmp_path: Path, 
     record = RunStore(Store.open(load_project(project).settings.store_url())).get(run["id"])
     assert record is not None and record["job"] == "liveSync" and record["state"] == "SUCCESS"
     assert _live(project).changes == 0
+
+
+def _set_token(project: Path, token: str) -> None:
+    from idsync.store.tables import sync_tokens
+    from sqlalchemy import update
+
+    store = Store.open(load_project(project).settings.store_url())
+    with store.begin() as conn:
+        conn.execute(update(sync_tokens).where(sync_tokens.c.source == SOURCE).values(token=token))
+
+
+def test_rename_is_an_update_of_the_same_object(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A renamed entry (modrdn uid=bjensen -> uid=barbara) keeps its entryUUID id: liveSync
+    updates the linked user's userName and creates no second user."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    before = _users(project)["bjensen"]
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modrdn\nnewrdn: uid=barbara\ndeleteoldrdn: 1\n")
+    done = _live(project)
+    assert done.state == "SUCCESS" and done.changes == 1
+    users = _users(project)
+    assert set(users) == {"barbara", "scarter"}
+    assert users["barbara"]["_id"] == before["_id"]
+
+
+def test_restored_server_token_is_answered_by_a_full_recon(tmp_path: Path, slapd: Slapd,
+                                                           ldap_subtree: str) -> None:
+    """A cookie the server refuses (newer than its own state: a server restored from a
+    backup) is not skipped: the run logs livesync.token_expired, reconciles in full,
+    applying what changed meanwhile, and stores a fresh token the next run reads from."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    stored = json.loads(_state(project).token)
+    stored["cookies"] = dict.fromkeys(stored["cookies"], "rid=000,csn=20991231000000.000000Z#000000#000#000000")
+    _set_token(project, json.dumps(stored))
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: restored@example.org\n")
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert done.full_recon is not None and "can no longer be honoured" in done.full_recon
+    assert "consumer state is newer" in done.full_recon
+    assert _users(project)["bjensen"]["mail"] == "restored@example.org"
+    fresh = _state(project)
+    assert fresh.token is not None and "2099" not in fresh.token and fresh.full_recons == 2
+    again = _live(project)
+    assert again.full_recon is None and again.state == "SUCCESS"
+
+
+def test_a_token_of_another_kind_is_never_sent(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A stored token the connector did not make (a garbled cookie, which slapd would
+    take for none and answer with the whole content, its deletes unseen) is expired."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    _set_token(project, json.dumps({"v": 1, "kind": "syncrepl", "cookies": {ldap_subtree: "garbage"}}))
+    done = _live(project)
+    assert done.state == "SUCCESS" and done.full_recon and "not one this connector makes" in done.full_recon
+
+
+@pytest.fixture(scope="module")
+def short_log_slapd() -> Iterator[Slapd]:
+    """A sync provider whose session log keeps only two deletes."""
+    if not Slapd.available():
+        pytest.skip("slapd is not installed (Debian packages slapd and ldap-utils)")
+    with Slapd(tls=False, session_log=2) as server:
+        yield server
+
+
+def _subtree(slapd: Slapd, name: str) -> str:
+    dn = f"ou={name},ou=People,{slapd.base_dn}"
+    slapd.add_ldif(f"dn: {dn}\nobjectClass: organizationalUnit\nou: {name}\n")
+    return dn
+
+
+def test_trimmed_session_log_deletes_from_the_present_phase(tmp_path: Path, short_log_slapd: Slapd) -> None:
+    """More deletes than the session log keeps: the server answers with a present phase
+    (every unchanged entry's entryUUID). liveSync warns, and deletes exactly the linked
+    users whose entries are not among them; the others stay."""
+    slapd = short_log_slapd
+    subtree = _subtree(slapd, "trim")
+    project = _project(tmp_path, slapd, subtree)
+    slapd.add_ldif("".join(_person(f"u{i}", subtree) for i in range(5)))
+    assert _live(project).state == "SUCCESS"
+    assert len(_users(project)) == 7
+    slapd.add_ldif("".join(f"dn: uid=u{i},{subtree}\nchangetype: delete\n\n" for i in range(4)))
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert set(_users(project)) == {"bjensen", "scarter", "u4"}
+    (run,) = done.runs
+    assert run["counts"]["deleted"] == 4
+
+
+def test_server_without_sync_provider_polls_entry_csn(tmp_path: Path, plain_slapd: Slapd) -> None:
+    """Without syncprov, liveSync finds changes by entryCSN: a modify and an add are
+    applied; a delete is not seen, and the run says deletes are left to the next full recon."""
+    subtree = _subtree(plain_slapd, "poll")
+    project = _project(tmp_path, plain_slapd, subtree)
+    assert _live(project).state == "SUCCESS"
+    assert json.loads(_state(project).token)["attribute"] == "entryCSN"
+    _changes(plain_slapd, subtree)
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert done.method == "entryCSN" and "deletes are left to the next full recon" in (done.note or "")
+    users = _users(project)
+    assert set(users) == {"bjensen", "scarter", "newbie"}
+    assert users["bjensen"]["mail"] == "barbara@example.org"
+    assert _live(project).changes == 0
+
+
+def test_dry_run_writes_nothing_and_keeps_the_token(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A dry run assesses the changes (its run says what it would do) but writes no
+    object, no link and no token: the next real run applies the same changes."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    token = _state(project).token
+    _changes(slapd, ldap_subtree)
+    dry = _live(project, dry_run=True)
+    assert dry.state == "SUCCESS" and dry.changes == 3
+    assert dry.runs[0]["counts"] == {"created": 1, "updated": 1, "deleted": 1}
+    assert set(_users(project)) == {"bjensen", "scarter"}
+    assert _state(project).token == token
+    audit = RunStore(Store.open(load_project(project).settings.store_url())).audit_entries(dry.runs[0]["id"])
+    assert audit and {a["status"] for a in audit} == {"DRY_RUN"}
+    real = _live(project)
+    assert real.changes == 3 and set(_users(project)) == {"bjensen", "newbie"}
+
+
+def test_own_writes_read_back_are_not_echoed(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """Ping-pong: the LDAP-to-store mapping here marks descriptions (a transform the reverse
+    mapping does not undo). A store change pushed to LDAP by implicit sync and read back
+    by liveSync is recognized as idsync's own write and skipped, so the store keeps its
+    value; a change made in LDAP by someone else is still applied."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    sync = project / "conf" / "sync.json"
+    conf = json.loads(sync.read_text())
+    forward = next(m for m in conf["mappings"] if m["name"] == FORWARD)
+    rule = next(p for p in forward["properties"] if p["target"] == "description")
+    rule["transform"] = {"type": "text/javascript", "source": "source + ' (from ldap)'"}
+    sync.write_text(json.dumps(conf))
+    assert _live(project).state == "SUCCESS"
+    user = _users(project)["bjensen"]
+    patched = idsync(project, "managed", "patch", "user", user["_id"], "--operations",
+                     json.dumps([{"operation": "replace", "field": "/description", "value": "set in the store"}]))
+    assert patched.returncode == 0, patched.stderr
+    dn = f"uid=bjensen,{ldap_subtree}"
+    assert (ldap_entry(slapd, dn) or {})["description"] == ["set in the store"]
+    done = _live(project)
+    assert done.state == "SUCCESS" and done.changes == 1
+    (run,) = done.runs
+    assert run["echoes"] == 1 and run["counts"] == {}
+    assert _users(project)["bjensen"]["description"] == "set in the store"
+    assert _users(project)["bjensen"]["_rev"] == json.loads(patched.stdout)["_rev"]
+
+    slapd.add_ldif(f"dn: {dn}\nchangetype: modify\nreplace: description\ndescription: set in ldap\n")
+    done = _live(project)
+    assert done.runs[0]["echoes"] == 0
+    assert _users(project)["bjensen"]["description"] == "set in ldap (from ldap)"

@@ -60,12 +60,14 @@ _KEYS = {
     "allow_delete",
     "max_deletes",
     "page_size",
+    "livesync",
 }
+_SOURCE = re.compile(r"^(system/[^/\s]+/[^/\s]+|managed/[^/\s]+)$")
 
 
 @dataclass(frozen=True)
 class JobDef:
-    """One job: what to run (mappings, options) and when (schedule)."""
+    """One job: what to run (mappings to reconcile, or sources to liveSync; options) and when (schedule)."""
 
     name: str
     file: str
@@ -84,6 +86,8 @@ class JobDef:
     allow_delete: bool | None = None
     max_deletes: int | float | None = None
     page_size: int | None = None
+    # Sources whose changes the job applies (liveSync) instead of reconciling ``mappings``.
+    livesync: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -100,6 +104,7 @@ class JobDef:
             "timezone": self.timezone,
             "enabled": self.enabled,
             "mappings": list(self.mappings),
+            "liveSync": list(self.livesync),
             "misfire": self.misfire,
         }
 
@@ -160,7 +165,10 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobD
     except ScheduleError as exc:
         key = "timezone" if "time zone" in str(exc) else "schedule"
         raise ConfigError(file, key, str(exc)) from None
-    mappings = r.mappings(known_mappings)
+    livesync = r.sources("livesync") if "livesync" in raw else ()
+    if livesync and "mappings" in raw:
+        raise ConfigError(file, "livesync", "a job runs liveSync of sources or reconciles mappings, not both")
+    mappings = () if livesync else r.mappings(known_mappings)
     misfire = r.get("misfire", str, "run_once")
     if misfire not in ("run_once", "skip"):
         raise ConfigError(file, "misfire", f'expected "run_once" or "skip", not {misfire!r}')
@@ -190,6 +198,7 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobD
         allow_delete=r.get("allow_delete", bool, None),
         max_deletes=r.max_deletes(),
         page_size=page_size,
+        livesync=livesync,
         raw=raw,
     )
 
@@ -245,6 +254,19 @@ class KeyReader:
                 names = ", ".join(sorted(known)) or "none configured"
                 raise ConfigError(self.file, f"mappings[{i}]", f"unknown mapping {item!r} (known: {names})")
         return tuple(value)
+
+    def sources(self, key: str) -> tuple[str, ...]:
+        """A resource name or a list of them (``system/ldap/account``, ``managed/user``)."""
+        value = self.raw.get(key)
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            raise ConfigError(self.file, key, "expected a source such as \"system/ldap/account\", or a list of them")
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or not _SOURCE.match(item):
+                where = key if isinstance(value, str) else f"{key}[{i}]"
+                raise ConfigError(self.file, where, f"expected a resource name such as \"system/ldap/account\", "
+                                                    f"not {item!r}")
+        return tuple(items)
 
     def max_deletes(self) -> int | float | None:
         value = self.raw.get("max_deletes")
