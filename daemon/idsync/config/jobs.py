@@ -255,9 +255,11 @@ class KeyReader:
                 raise ConfigError(self.file, f"mappings[{i}]", f"unknown mapping {item!r} (known: {names})")
         return tuple(value)
 
-    def sources(self, key: str) -> tuple[str, ...]:
-        """A resource name or a list of them (``system/ldap/account``, ``managed/user``)."""
+    def sources(self, key: str, shown: str | None = None) -> tuple[str, ...]:
+        """A resource name or a list of them (``system/ldap/account``, ``managed/user``); errors
+        name the key as ``shown`` (its path in the file) when given."""
         value = self.raw.get(key)
+        key = shown or key
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items:
             raise ConfigError(self.file, key, "expected a source such as \"system/ldap/account\", or a list of them")

@@ -163,7 +163,7 @@ def _invocation(r: KeyReader, name: str, known: Collection[str] | None) -> tuple
     if action == "liveSync":
         if service not in _PROVISIONER_SERVICES:
             raise ConfigError(file, "invokeService", f'a liveSync schedule invokes "provisioner", not {service!r}')
-        sources = KeyReader(file, context, _json_type).sources("source")
+        sources = KeyReader(file, context, _json_type).sources("source", "invokeContext.source")
         if len(sources) != 1:
             raise ConfigError(file, "invokeContext.source", 'expected one source such as "system/ldap/account"')
         return (), sources
