@@ -4,10 +4,12 @@ against a real slapd, with and without a sync provider, on the two-way LDAP samp
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from idsync.config.project import load_project
 from idsync.resource import QuerySpec
@@ -253,3 +255,97 @@ def test_own_writes_read_back_are_not_echoed(tmp_path: Path, slapd: Slapd, ldap_
     done = _live(project)
     assert done.runs[0]["echoes"] == 0
     assert _users(project)["bjensen"]["description"] == "set in ldap (from ldap)"
+
+
+def test_command_line_status_and_status_file(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """``idsync livesync SOURCE`` runs as the engine does (first a full recon, then only the
+    changes, --dry-run writing nothing and not counted); ``idsync status`` lists the liveSync runs beside
+    the recons and prints the source's counts; the status file carries them too."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    first = idsync(project, "livesync", SOURCE, "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["fullRecon"].startswith("no token yet")
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: cli@example.org\n")
+    dry = idsync(project, "livesync", SOURCE, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "1 change(s) read by syncrepl" in dry.stdout and "updated 1" in dry.stdout
+    assert _users(project)["bjensen"]["mail"] == "bjensen@example.com"
+    done = idsync(project, "livesync", SOURCE)
+    assert done.returncode == 0 and "updated 1" in done.stdout, done.stdout + done.stderr
+    assert _users(project)["bjensen"]["mail"] == "cli@example.org"
+    status = idsync(project, "status")
+    assert status.returncode == 0, status.stderr
+    # The dry run is listed as a run, but not counted: it read nothing for good.
+    assert f"liveSync {SOURCE}: last run" in status.stdout and "2 runs, 1 changes, 0 failed, 1 full recons" \
+        in status.stdout
+    runs = json.loads(idsync(project, "status", "--json").stdout)
+    assert [r["job"] for r in runs].count("liveSync") == 2
+    doc = json.loads((project / "state" / "status.json").read_text())
+    assert doc["liveSync"][SOURCE]["runs"] == 2 and doc["liveSync"][SOURCE]["hasToken"]
+    assert "token" not in doc["liveSync"][SOURCE]
+
+    unknown = idsync(project, "livesync", "system/ldap/nothing")
+    assert unknown.returncode == os.EX_CONFIG and "no mapping has system/ldap/nothing" in unknown.stderr
+    reset = idsync(project, "livesync", SOURCE, "--reset", "--json")
+    assert reset.returncode == 0 and json.loads(reset.stdout)["fullRecon"].startswith("no token yet")
+
+
+def test_api_action_and_metrics(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """``POST system/ldap/account?_action=liveSync`` runs liveSync and answers its outcome;
+    /metrics counts the source's runs and changes; an unknown action is a 400."""
+    from api_server import ADMIN, running
+
+    project = _project(tmp_path, slapd, ldap_subtree)
+    with running(project) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}/openidm", headers=ADMIN) as api:
+        first = api.post("/system/ldap/account", params={"_action": "liveSync"})
+        assert first.status_code == 200, first.text
+        assert first.json()["state"] == "SUCCESS" and first.json()["fullRecon"]
+        _changes(slapd, ldap_subtree)
+        second = api.post("/system/ldap/account", params={"_action": "liveSync"}).json()
+        assert second["changes"] == 3 and second["method"] == "syncrepl"
+        assert second["runs"][0]["counts"] == {"created": 1, "updated": 1, "deleted": 1}
+        assert api.post("/system/ldap/account", params={"_action": "sync"}).status_code == 400
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=ADMIN).text
+    assert f'idsync_livesync_runs_total{{source="{SOURCE}"}} 2.0' in metrics
+    assert f'idsync_livesync_changes_total{{source="{SOURCE}"}} 3.0' in metrics
+    assert f'idsync_livesync_full_recons_total{{source="{SOURCE}"}} 1.0' in metrics
+
+
+def test_daemon_runs_a_livesync_job_every_second(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """``idsync run`` with a jobs.d job ``livesync = SOURCE`` every second: a change in LDAP
+    reaches the store within seconds; idle runs are counted but log nothing at info."""
+    import signal
+    import subprocess
+    import time
+
+    from samples import IDSYNC
+
+    project = _project(tmp_path, slapd, ldap_subtree)
+    (project / "jobs.d").mkdir()
+    (project / "jobs.d" / "live.toml").write_text(f'schedule = "* * * * * ?"\nlivesync = "{SOURCE}"\n'
+                                                  'misfire = "skip"\n')
+    log = (tmp_path / "daemon.log").open("w")
+    proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info"})
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (_state(project) and _state(project).token):
+            time.sleep(0.2)
+        assert _state(project).token, "the first liveSync did not store a token within 30 s"
+        slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: daemon@example.org\n")
+        changed = time.monotonic()
+        while time.monotonic() < changed + 15 and _users(project)["scarter"].get("mail") != "daemon@example.org":
+            time.sleep(0.1)
+        assert _users(project)["scarter"]["mail"] == "daemon@example.org"
+        time.sleep(3)  # some idle runs
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        log.close()
+    assert code == 0
+    state = _state(project)
+    assert state.runs >= 4 and state.changes == 1 and state.failed == 0 and state.full_recons == 1
+    events = [json.loads(line) for line in (tmp_path / "daemon.log").read_text().splitlines() if line.startswith("{")]
+    ends = [e for e in events if e.get("event") == "job.end" and e.get("job") == "live"]
+    assert len(ends) == 2, ends  # the full recon, and the run that applied the change
+    assert all(e.get("event") != "job.start" for e in events)
