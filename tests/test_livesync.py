@@ -349,3 +349,25 @@ def test_daemon_runs_a_livesync_job_every_second(tmp_path: Path, slapd: Slapd, l
     ends = [e for e in events if e.get("event") == "job.end" and e.get("job") == "live"]
     assert len(ends) == 2, ends  # the full recon, and the run that applied the change
     assert all(e.get("event") != "job.start" for e in events)
+
+
+def test_a_mapping_takes_only_the_changes_its_source_query_takes(tmp_path: Path, slapd: Slapd,
+                                                                  ldap_subtree: str) -> None:
+    """A mapping with a native sourceQuery applies only the changed entries that query
+    matches (the directory is asked, narrowed to the changed ids): a change to an entry
+    outside it leaves the store alone, as the recon of that mapping would."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    sync = project / "conf" / "sync.json"
+    conf = json.loads(sync.read_text())
+    next(m for m in conf["mappings"] if m["name"] == FORWARD)["sourceQuery"] = {
+        "nativeQuery": "(!(description=outside*))"}
+    sync.write_text(json.dumps(conf))
+    assert _live(project).state == "SUCCESS"
+    slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modify\nreplace: description\n"
+                   "description: outside the mapping\n-\nreplace: mail\nmail: ignored@example.org\n\n"
+                   f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: taken@example.org\n")
+    done = _live(project)
+    assert done.state == "SUCCESS" and done.changes == 2
+    users = _users(project)
+    assert users["bjensen"]["mail"] == "taken@example.org"
+    assert users["scarter"]["mail"] == "scarter@example.com"

@@ -59,8 +59,18 @@ from idsync.errors import (
     SyncTokenExpired,
     internal_message,
 )
-from idsync.query import matches
-from idsync.resource import Change, ChangeBatch, ChangeSource, Obj, Resource, WriteOp, WriteResult, renamed
+from idsync.query.ast import And, Compare, Node, Or
+from idsync.resource import (
+    Change,
+    ChangeBatch,
+    ChangeSource,
+    Obj,
+    QuerySpec,
+    Resource,
+    WriteOp,
+    WriteResult,
+    renamed,
+)
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
@@ -299,7 +309,7 @@ class _Applier:
     # -- deciding -------------------------------------------------------------
 
     def apply(self, changes: Sequence[Change], save: Callable[[Connection], None] | None) -> None:
-        present = [c.obj for c in changes if c.obj is not None and self._in_scope(c.obj)]
+        present = self._in_scope([c.obj for c in changes if c.obj is not None])
         deleted = [c.id for c in changes if c.obj is None]
         if not present and not deleted:
             if save is not None:
@@ -354,10 +364,20 @@ class _Applier:
             plans.append(plan)
         return plans
 
-    def _in_scope(self, obj: Obj) -> bool:
-        """Whether the mapping's ``sourceQuery`` (a ``_queryFilter``) takes this object."""
-        query = self.mapping.source_query.filter
-        return query is None or matches(query, obj, ignore_case=True)
+    def _in_scope(self, objs: list[Obj]) -> list[Obj]:
+        """The objects the mapping's ``sourceQuery`` takes. The source answers (a native
+        query is its own language, and a filter may name what the change did not read):
+        one search of the query narrowed to these ids, 50 at a time."""
+        query = self.mapping.source_query
+        if not objs or (query.filter is None and query.native is None):
+            return objs
+        taken: set[str] = set()
+        for start in range(0, len(objs), 50):
+            terms = tuple(Compare(("_id",), "eq", o["_id"]) for o in objs[start:start + 50])
+            ids: Node = Or(terms) if len(terms) > 1 else terms[0]
+            node = And((query.filter, ids)) if query.filter is not None else ids
+            taken.update(o["_id"] for o in self.source.find(QuerySpec(filter=node, native=query.native, fields=[])))
+        return [o for o in objs if o["_id"] in taken]
 
     def _echo(self, s: Obj, linked_target: Obj | None) -> bool:
         """Whether ``s`` holds exactly what the reverse mapping would write to it from its

@@ -108,8 +108,10 @@ class LdapChanges:
         conn = self._open()
         bases = self._settings.sync_contexts
         csn = self._context_csn(conn, bases[0])
-        if self._has_sync_provider(conn, bases[0], csn):
-            cookie = f"rid=000,csn={';'.join(csn)}" if csn else None
+        provider, answered = self._probe(conn, bases[0], csn)
+        # A database loaded offline may have no contextCSN yet: the probe's own cookie is the position.
+        cookie = f"rid=000,csn={';'.join(csn)}" if csn else answered
+        if provider and cookie is not None and _COOKIE.fullmatch(cookie):
             return _dump({"kind": "syncrepl", "cookies": dict.fromkeys(bases, cookie)})
         if csn:
             return _dump({"kind": "poll", "attribute": "entryCSN", "since": max(csn)})
@@ -132,11 +134,11 @@ class LdapChanges:
 
     def _read_syncrepl(self, state: dict[str, Any], attributes: Sequence[str],
                        decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int) -> ChangeFeed:
-        cookies: dict[str, str | None] = dict(state.get("cookies") or {})
+        cookies: dict[str, str] = dict(state.get("cookies") or {})
         if set(cookies) != set(self._settings.sync_contexts):
             raise SyncTokenExpired(f"{self._system}: the stored token was made for other base contexts "
                                    f"({', '.join(cookies) or 'none'})")
-        if any(c is not None and not _COOKIE.fullmatch(c) for c in cookies.values()):
+        if any(c is None or not _COOKIE.fullmatch(c) for c in cookies.values()):
             raise SyncTokenExpired(f"{self._system}: the stored sync cookie is not one this connector makes")
         conn = self._open()
         refreshes = {base: self._refresh(conn, base, cookie, attributes) for base, cookie in cookies.items()}
@@ -268,20 +270,22 @@ class LdapChanges:
             raise self._failure("read of entryCSN", base, error) from None
         return bool(found and found[0][1].get("entryCSN"))
 
-    def _has_sync_provider(self, conn: Any, base: str, csn: list[str]) -> bool:
-        """Whether a refresh under ``base`` is answered: a base-scope probe, so it costs one entry."""
+    def _probe(self, conn: Any, base: str, csn: list[str]) -> tuple[bool, str | None]:
+        """Whether a refresh under ``base`` is answered (a base-scope probe, so it costs one
+        entry), and the cookie the answer ends with."""
         cookie = f"rid=000,csn={';'.join(csn)}" if csn else None
         try:
             msgid = conn.search_ext(base, ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"],
                                     serverctrls=[SyncRequestControl(cookie=cookie, mode="refreshOnly")])
-            conn.result3(msgid, timeout=self._settings.read_timeout)
+            controls = conn.result4(msgid, all=1, add_ctrls=1, timeout=self._settings.read_timeout)[3]
         except ldap.UNAVAILABLE_CRITICAL_EXTENSION:
-            return False
+            return False, None
         except ldap.LDAPError as error:
             if _code(error) == _UNAVAILABLE_EXTENSION:
-                return False
+                return False, None
             raise self._failure("sync probe", base, error) from None
-        return True
+        done = next((c for c in controls if isinstance(c, SyncDoneControl)), None)
+        return True, done.cookie if done is not None else None
 
     def _open(self) -> Any:
         if self._conn is not None:

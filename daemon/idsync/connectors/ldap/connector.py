@@ -169,9 +169,11 @@ class LdapResource(Resource, ChangeSource):
         return objects
 
     def _spec_filter(self, spec: QuerySpec) -> str:
+        # Both given (liveSync: a mapping's native sourceQuery narrowed to some ids): both must match.
+        translated = to_ldap(spec.filter, attribute=self._native_path) if spec.filter is not None else ""
         if spec.native is not None:
-            return spec.native.strip()
-        return to_ldap(spec.filter, attribute=self._native_path) if spec.filter is not None else ""
+            return _and(spec.native.strip(), translated) if translated else spec.native.strip()
+        return translated
 
     def _native_path(self, path: Path) -> str:
         if len(path) != 1:
