@@ -173,8 +173,10 @@ class Slapd:
         restarted on the same ports). The file must not repeat existing entries."""
         was_running = self.running
         self.stop(keep_data=True)
+        # -w: the database's contextCSN moves to the newest entry, as a write through the
+        # server would move it (liveSync's first token is read from it).
         _run([_tool("slapadd"), "-F", str(self.directory / "config"), "-b", self.base_dn,
-              "-q", "-l", str(ldif_path)], "slapadd")
+              "-q", "-w", "-l", str(ldif_path)], "slapadd")
         if was_running:
             self._launch()
 

@@ -194,16 +194,27 @@ class _LiveRun:
             self._full_recon(source, result, f"the stored token can no longer be honoured: {exc}")
             return
         result.method, result.note = feed.method, feed.note
-        appliers.extend(_Applier(self, m, resources, feed.method, feed.note) for m in self.mappings)
+
+        def ready() -> list[_Applier]:
+            # Made for the first change only: a run that reads nothing costs nothing more.
+            if not appliers:
+                appliers.extend(_Applier(self, m, resources, feed.method, feed.note) for m in self.mappings)
+            return appliers
+
         batches: Iterable[ChangeBatch] = feed.batches
         if feed.complete_ids is not None:
-            batches = self._with_gone(appliers, feed.complete_ids, batches)
+            batches = self._with_gone(ready(), feed.complete_ids, batches)
         for batch in batches:
             if self.options.cancel.is_set():
                 raise RunCanceled("canceled between two batches of changes; the token stays where it was")
             result.changes += len(batch.changes)
             save = batch.token is not None and batch.token != stored.token and not self.options.dry_run
-            for index, applier in enumerate(appliers):
+            if not batch.changes:
+                if save:
+                    with self.store.begin() as conn:
+                        self._saver(batch.token, feed.method)(conn)
+                continue
+            for index, applier in enumerate(ready()):
                 last = index == len(appliers) - 1
                 applier.apply(batch.changes, self._saver(batch.token, feed.method) if save and last else None)
         if any(a.counters.error_count for a in appliers) and not any(a.counters.status["SUCCESS"] for a in appliers):
@@ -301,9 +312,7 @@ class _Applier:
         self.correlator = Correlator(mapping.correlation, target, mapping.default_target_fields) \
             if mapping.correlation else None
         self.pending = pending_targets(self.store, project, mapping) if isinstance(target, ManagedResource) else {}
-        limit = mapping.max_deletes
-        total = target.count() if isinstance(limit, float) else None
-        self.cap = delete_cap(limit, total, 0) if not isinstance(limit, float) or total is not None else None
+        self._cap: tuple[int | None] | None = None  # worked out at the first delete (a share counts the target)
         self.reverse = _reverse_assessor(project, mapping, self.counters)
 
     # -- deciding -------------------------------------------------------------
@@ -357,12 +366,21 @@ class _Applier:
             plan = self.assessor.plan_deleted(sid, tid, found.get(tid))
             if plan.op is not None and plan.op.kind == "delete":
                 self.deletes += 1
-                if self.cap is not None and self.deletes > self.cap:
+                cap = self.cap()
+                if cap is not None and self.deletes > cap:
                     raise SafetyLimitExceeded(
-                        f"{self.mapping.name}: the changes would delete more than maxDeletes ({self.cap}) target "
+                        f"{self.mapping.name}: the changes would delete more than maxDeletes ({cap}) target "
                         "objects in one liveSync run; stopped before that delete, the token was not moved")
             plans.append(plan)
         return plans
+
+    def cap(self) -> int | None:
+        """How many deletes the mapping's ``maxDeletes`` allows one run (a share: of the target now)."""
+        if self._cap is None:
+            limit = self.mapping.max_deletes
+            total = self.target.count() if isinstance(limit, float) else None
+            self._cap = (delete_cap(limit, total, 0) if not isinstance(limit, float) or total is not None else None,)
+        return self._cap[0]
 
     def _in_scope(self, objs: list[Obj]) -> list[Obj]:
         """The objects the mapping's ``sourceQuery`` takes. The source answers (a native
