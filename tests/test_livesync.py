@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from dbs import BACKENDS, store_url
 from idsync.config.project import load_project
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
@@ -72,12 +73,14 @@ def _state(project: Path) -> Any:
     return SyncTokens(Store.open(loaded.settings.store_url())).get(SOURCE)
 
 
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_first_run_reconciles_in_full_then_applies_only_changes(tmp_path: Path, slapd: Slapd,
-                                                                 ldap_subtree: str) -> None:
+                                                                 ldap_subtree: str, kind: str) -> None:
     """Without a token, liveSync reconciles in full and stores the position taken before
     that recon; the next run reads nothing; after a modify, an add and a delete in LDAP,
-    the next run applies exactly those through the mapping (update, create, delete)."""
-    project = _project(tmp_path, slapd, ldap_subtree)
+    the next run applies exactly those through the mapping (update, create, delete).
+    On SQLite, PostgreSQL and MariaDB alike."""
+    project = _project(tmp_path, slapd, ldap_subtree, store_url(kind, tmp_path))
     first = _live(project)
     assert first.state == "SUCCESS", first.message
     assert first.full_recon and "no token yet" in first.full_recon
@@ -371,3 +374,18 @@ def test_a_mapping_takes_only_the_changes_its_source_query_takes(tmp_path: Path,
     users = _users(project)
     assert users["bjensen"]["mail"] == "taken@example.org"
     assert users["scarter"]["mail"] == "scarter@example.com"
+
+
+def test_a_source_that_cannot_tell_its_changes_is_a_configuration_error(tmp_path: Path, slapd: Slapd,
+                                                                         ldap_subtree: str) -> None:
+    """liveSync of a source without a change feed (here the store's managed/user, the
+    reverse mapping's source) is refused with exit 78 and the reason, before any write; the
+    failed run is counted, so ``idsync status`` shows it."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    done = idsync(project, "livesync", "managed/user")
+    assert done.returncode == os.EX_CONFIG
+    assert "managed/user cannot tell its changes" in done.stderr
+    tokens = SyncTokens(Store.open(load_project(project).settings.store_url()))
+    failed = tokens.get("managed/user")
+    assert failed is not None and failed.last_state == "FAILED" and failed.token is None
+    assert "cannot tell its changes" in (failed.last_message or "")
