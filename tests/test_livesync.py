@@ -389,3 +389,23 @@ def test_a_source_that_cannot_tell_its_changes_is_a_configuration_error(tmp_path
     failed = tokens.get("managed/user")
     assert failed is not None and failed.last_state == "FAILED" and failed.token is None
     assert "cannot tell its changes" in (failed.last_message or "")
+
+
+def test_max_deletes_stops_the_run_before_the_batch_and_keeps_the_token(tmp_path: Path, slapd: Slapd,
+                                                                         ldap_subtree: str) -> None:
+    """The sample's maxDeletes "10%" of two users allows no delete: the run fails naming the
+    limit, writes nothing of the batch (the modify in it waits too) and keeps the token,
+    so once the limit is raised the next run applies the same changes."""
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    assert _live(project).state == "SUCCESS"
+    token = _state(project).token
+    _changes(slapd, ldap_subtree)
+    refused = _live(project)
+    assert refused.state == "FAILED" and "more than maxDeletes (10% of the target)" in (refused.message or "")
+    assert _state(project).token == token
+    assert set(_users(project)) == {"bjensen", "scarter"}
+    assert _users(project)["bjensen"]["mail"] == "bjensen@example.com"
+    sync = project / "conf" / "sync.json"
+    sync.write_text(sync.read_text().replace('"maxDeletes": "10%"', '"maxDeletes": "50%"'))
+    done = _live(project)
+    assert done.state == "SUCCESS" and set(_users(project)) == {"bjensen", "newbie"}

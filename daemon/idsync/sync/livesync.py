@@ -36,6 +36,7 @@ audit entries, like a recon; a run that read nothing records only its count in
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 import uuid
@@ -80,7 +81,7 @@ from idsync.store.runs import RunStore, owner_id
 from idsync.store.tokens import SyncTokens
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
-from idsync.sync.deletes import delete_cap, joined
+from idsync.sync.deletes import joined
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, run_recon
 from idsync.sync.retry import hold_pending, pending_targets
@@ -313,7 +314,7 @@ class _Applier:
         self.correlator = Correlator(mapping.correlation, target, mapping.default_target_fields) \
             if mapping.correlation else None
         self.pending = pending_targets(self.store, project, mapping) if isinstance(target, ManagedResource) else {}
-        self._cap: tuple[int | None] | None = None  # worked out at the first delete (a share counts the target)
+        self._at_least = 0  # how many objects the target is known to hold (for a maxDeletes share)
         self.reverse = _reverse_assessor(project, mapping, self.counters)
 
     # -- deciding -------------------------------------------------------------
@@ -367,21 +368,34 @@ class _Applier:
             plan = self.assessor.plan_deleted(sid, tid, found.get(tid))
             if plan.op is not None and plan.op.kind == "delete":
                 self.deletes += 1
-                cap = self.cap()
-                if cap is not None and self.deletes > cap:
-                    raise SafetyLimitExceeded(
-                        f"{self.mapping.name}: the changes would delete more than maxDeletes ({cap}) target "
-                        "objects in one liveSync run; stopped before that delete, the token was not moved")
             plans.append(plan)
+        if not self._within_max_deletes():
+            raise SafetyLimitExceeded(
+                f"{self.mapping.name}: the changes would delete {self.deletes} target objects in one liveSync run, "
+                f"more than maxDeletes ({_shown(self.mapping.max_deletes)}) allows; nothing of this batch was "
+                "written and the token was not moved")
         return plans
 
-    def cap(self) -> int | None:
-        """How many deletes the mapping's ``maxDeletes`` allows one run (a share: of the target now)."""
-        if self._cap is None:
-            limit = self.mapping.max_deletes
-            total = self.target.count() if isinstance(limit, float) else None
-            self._cap = (delete_cap(limit, total, 0) if not isinstance(limit, float) or total is not None else None,)
-        return self._cap[0]
+    def _within_max_deletes(self) -> bool:
+        """Whether the run's deletes so far are within the mapping's ``maxDeletes``. A share is
+        of the target as it is: rather than counting it all (a scan of a million rows each
+        run), the target is read until it holds enough objects for the deletes to be within it."""
+        limit = self.mapping.max_deletes
+        if limit is None or not self.deletes:
+            return True
+        if not isinstance(limit, float):
+            return self.deletes <= limit
+        if limit <= 0:
+            return False
+        need = math.ceil(self.deletes / limit - 1e-9)
+        if self._at_least < need:
+            seen = 0
+            for page in self.target.pages(QuerySpec(fields=[], page_size=min(need, 5000))):
+                seen += len(page)
+                if seen >= need:
+                    break
+            self._at_least = max(self._at_least, seen)
+        return self._at_least >= need
 
     def _in_scope(self, objs: list[Obj]) -> list[Obj]:
         """The objects the mapping's ``sourceQuery`` takes. The source answers (a native
@@ -506,6 +520,10 @@ class _Applier:
         result.runs.append({"mapping": self.mapping.name, "id": self.run_id, "state": state,
                             "counts": {k: v for k, v in summary["changes"].items() if v},
                             "echoes": self.echoes, "errors": self.counters.error_count})
+
+
+def _shown(limit: int | float | None) -> str:
+    return f"{limit:.0%} of the target" if isinstance(limit, float) else str(limit)
 
 
 def _reverse_assessor(project: Project, mapping: MappingDef, counters: Counters) -> Assessor | None:
