@@ -113,7 +113,8 @@ def _runs(tokens: Any) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--store", default="sqlite", help="sqlite, or a SQLAlchemy URL")
+    parser.add_argument("--store", default="sqlite",
+                        help="sqlite, or the SQLAlchemy URL of a database the benchmark may empty")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle daemon to measure (0: skip)")
     args = parser.parse_args()
 
@@ -133,6 +134,10 @@ def main() -> int:
             ldap.bulk_load(ldif)
             print(f"loaded {args.users:,} users in {time.perf_counter() - t0:.1f} s; slapd at {ldap.url}")
             url = f"sqlite:///{work / 'idsync.db'}" if args.store == "sqlite" else args.store
+            if args.store != "sqlite":
+                from recon_bench import _reset_store  # a database of its own, emptied
+
+                _reset_store(url)
             project = _project(work, ldap, url)
             loaded = load_project(project)
             store = Store.open(loaded.settings.store_url())
