@@ -73,33 +73,29 @@ class SyncTokens:
 
     def save(self, conn: Connection, source: str, token: str, method: str | None) -> None:
         """Store ``token`` as the source's position, in the caller's transaction."""
-        self._ensure(conn, source)
-        conn.execute(update(sync_tokens).where(sync_tokens.c.source == source).values(
-            token=token, method=method, updated=utcnow()))
+        self._update(conn, source, token=token, method=method, updated=utcnow())
 
     def forget(self, source: str) -> None:
         """Drop the source's token: its next run starts with a full recon."""
         with self.store.begin() as conn:
-            self._ensure(conn, source)
-            conn.execute(update(sync_tokens).where(sync_tokens.c.source == source).values(
-                token=None, method=None, updated=utcnow()))
+            self._update(conn, source, token=None, method=None, updated=utcnow())
 
     def record_run(self, source: str, state: str, message: str | None, *, changes: int,
                    full_recon: bool) -> None:
         """Count one liveSync run of ``source`` and keep how it ended."""
+        c = sync_tokens.c
         with self.store.begin() as conn:
-            self._ensure(conn, source)
-            c = sync_tokens.c
-            conn.execute(update(sync_tokens).where(c.source == source).values(
-                last_run=utcnow(), last_state=state, last_message=message, runs=c.runs + 1,
-                failed=c.failed + (1 if state == "FAILED" else 0), changes=c.changes + changes,
-                full_recons=c.full_recons + (1 if full_recon else 0)))
+            self._update(conn, source, last_run=utcnow(), last_state=state, last_message=message, runs=c.runs + 1,
+                         failed=c.failed + (1 if state == "FAILED" else 0), changes=c.changes + changes,
+                         full_recons=c.full_recons + (1 if full_recon else 0))
 
     @staticmethod
-    def _ensure(conn: Connection, source: str) -> None:
-        found = conn.execute(select(sync_tokens.c.source).where(sync_tokens.c.source == source)).first()
-        if found is None:
+    def _update(conn: Connection, source: str, **values: object) -> None:
+        """Update the source's row, made first if it has none (one statement when it has)."""
+        stmt = update(sync_tokens).where(sync_tokens.c.source == source).values(**values)
+        if conn.execute(stmt).rowcount == 0:
             conn.execute(insert(sync_tokens).values(source=source, runs=0, failed=0, changes=0, full_recons=0))
+            conn.execute(stmt)
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
