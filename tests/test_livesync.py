@@ -20,6 +20,7 @@ from idsync.store.runs import RunStore
 from idsync.store.tokens import SyncTokens
 from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync_dev.slapd import Slapd
+from sync_tokens import replace_token, token_state
 
 from samples import FORWARD, idsync, ldap_entry, sample_project
 
@@ -69,8 +70,7 @@ def _changes(slapd: Slapd, subtree: str) -> None:
 
 
 def _state(project: Path) -> Any:
-    loaded = load_project(project)
-    return SyncTokens(Store.open(loaded.settings.store_url())).get(SOURCE)
+    return token_state(project, SOURCE)
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -105,15 +105,6 @@ def test_first_run_reconciles_in_full_then_applies_only_changes(tmp_path: Path, 
     assert _live(project).changes == 0
 
 
-def _set_token(project: Path, token: str) -> None:
-    from idsync.store.tables import sync_tokens
-    from sqlalchemy import update
-
-    store = Store.open(load_project(project).settings.store_url())
-    with store.begin() as conn:
-        conn.execute(update(sync_tokens).where(sync_tokens.c.source == SOURCE).values(token=token))
-
-
 def test_rename_is_an_update_of_the_same_object(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """A renamed entry (modrdn uid=bjensen -> uid=barbara) keeps its entryUUID id: liveSync
     updates the linked user's userName and creates no second user."""
@@ -137,7 +128,7 @@ def test_restored_server_token_is_answered_by_a_full_recon(tmp_path: Path, slapd
     assert _live(project).state == "SUCCESS"
     stored = json.loads(_state(project).token)
     stored["cookies"] = dict.fromkeys(stored["cookies"], "rid=000,csn=20991231000000.000000Z#000000#000#000000")
-    _set_token(project, json.dumps(stored))
+    replace_token(project, SOURCE, json.dumps(stored))
     slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: restored@example.org\n")
     done = _live(project)
     assert done.state == "SUCCESS", done.message
@@ -155,7 +146,7 @@ def test_a_token_of_another_kind_is_never_sent(tmp_path: Path, slapd: Slapd, lda
     take for none and answer with the whole content, its deletes unseen) is expired."""
     project = _project(tmp_path, slapd, ldap_subtree)
     assert _live(project).state == "SUCCESS"
-    _set_token(project, json.dumps({"v": 1, "kind": "syncrepl", "cookies": {ldap_subtree: "garbage"}}))
+    replace_token(project, SOURCE, json.dumps({"v": 1, "kind": "syncrepl", "cookies": {ldap_subtree: "garbage"}}))
     done = _live(project)
     assert done.state == "SUCCESS" and done.full_recon and "not one this connector makes" in done.full_recon
 

@@ -4,7 +4,6 @@ stand-in: the first run reconciles in full, later runs read only the users whose
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,9 @@ from idsync.config.project import load_project
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
-from idsync.store.tokens import SyncTokens
 from idsync.sync.livesync import LiveSyncResult, run_livesync
 from salesforce_sample import FORWARD, running_org, sample_project, sf_env
+from sync_tokens import tamper
 
 SOURCE = "system/salesforce/User"
 
@@ -76,15 +75,6 @@ def test_a_token_the_connector_did_not_make_is_answered_by_a_full_recon(project:
     one of Salesforce's stamps, which would go into the query) expires: full recon."""
     _user(org, "ann")
     assert _live(project).state == "SUCCESS"
-    loaded = load_project(project)
-    tokens = SyncTokens(Store.open(loaded.settings.store_url()))
-    state = tokens.get(SOURCE)
-    assert state is not None and state.token is not None
-    from idsync.store.tables import sync_tokens
-    from sqlalchemy import update
-
-    bad = json.dumps({**json.loads(state.token), "since": "2026-01-01T00:00:00Z OR Id != null"})
-    with tokens.store.begin() as conn:
-        conn.execute(update(sync_tokens).where(sync_tokens.c.source == SOURCE).values(token=bad))
+    tamper(project, SOURCE, since="2026-01-01T00:00:00Z OR Id != null")
     done = _live(project)
     assert done.state == "SUCCESS" and done.full_recon and "not one this connector makes" in done.full_recon

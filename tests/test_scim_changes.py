@@ -4,7 +4,6 @@ provider: the first run reconciles in full, later runs read only the users whose
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +14,10 @@ from idsync.config.project import load_project
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
-from idsync.store.tables import sync_tokens
-from idsync.store.tokens import SyncTokens
 from idsync.sync.livesync import LiveSyncResult, run_livesync
 from scim_sample import sample_project, scim_env
 from scim_server import ScimServer, running
-from sqlalchemy import update
+from sync_tokens import tamper
 
 SOURCE = "system/scim/account"
 FORWARD = "systemScimAccount_managedUser"
@@ -87,12 +84,6 @@ def test_a_token_the_connector_did_not_make_is_answered_by_a_full_recon(project:
     """A stored token whose stamp is not a dateTime (it would go into the filter) expires."""
     _user(server, "ann")
     assert _live(project).state == "SUCCESS"
-    loaded = load_project(project)
-    tokens = SyncTokens(Store.open(loaded.settings.store_url()))
-    state = tokens.get(SOURCE)
-    assert state is not None and state.token is not None
-    bad = json.dumps({**json.loads(state.token), "since": '2026-01-01T00:00:00Z" or userName pr or "'})
-    with tokens.store.begin() as conn:
-        conn.execute(update(sync_tokens).where(sync_tokens.c.source == SOURCE).values(token=bad))
+    tamper(project, SOURCE, since='2026-01-01T00:00:00Z" or userName pr or "')
     done = _live(project)
     assert done.state == "SUCCESS" and done.full_recon and "not one this connector makes" in done.full_recon
