@@ -286,7 +286,8 @@ def test_command_line_status_and_status_file(tmp_path: Path, slapd: Slapd, ldap_
 
 def test_api_action_and_metrics(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """``POST system/ldap/account?_action=liveSync`` runs liveSync and answers its outcome;
-    /metrics counts the source's runs and changes; an unknown action is a 400."""
+    /metrics counts the source's runs and changes; an unknown action, or a source no
+    mapping reads, is a 400."""
     from api_server import ADMIN, running
 
     project = _project(tmp_path, slapd, ldap_subtree)
@@ -299,6 +300,7 @@ def test_api_action_and_metrics(tmp_path: Path, slapd: Slapd, ldap_subtree: str)
         assert second["changes"] == 3 and second["method"] == "syncrepl"
         assert second["runs"][0]["counts"] == {"created": 1, "updated": 1, "deleted": 1}
         assert api.post("/system/ldap/account", params={"_action": "sync"}).status_code == 400
+        assert api.post("/system/ldap/nothing", params={"_action": "liveSync"}).status_code == 400
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=ADMIN).text
     assert f'idsync_livesync_runs_total{{source="{SOURCE}"}} 2.0' in metrics
     assert f'idsync_livesync_changes_total{{source="{SOURCE}"}} 3.0' in metrics

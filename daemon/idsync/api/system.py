@@ -25,7 +25,7 @@ from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, sort_objects
 from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
-from idsync.sync.livesync import run_livesync
+from idsync.sync.livesync import livesync_mappings, run_livesync
 
 __all__ = ["system_routes"]
 
@@ -128,8 +128,11 @@ def _livesync(ctx: ApiContext, system: str, object_type: str) -> dict[str, Any]:
     project = ctx.project()
     if system not in project.provisioners:
         raise ApiError(404, f"Resource 'system/{system}' not found")
-    result = run_livesync(project, ctx.store, f"system/{system}/{object_type}")
-    return result.to_json()
+    source = f"system/{system}/{object_type}"
+    if not livesync_mappings(project, source):
+        raise ApiError(400, f"no mapping has {source} as its source, so liveSync has nothing to apply its changes "
+                            "through")
+    return run_livesync(project, ctx.store, source).to_json()
 
 
 async def _one(request: Request) -> JSONResponse:
