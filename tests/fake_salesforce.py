@@ -51,10 +51,16 @@ REQUIRED_USER_FIELDS = ("Username", "LastName", "Email", "Alias", "TimeZoneSidKe
                         "EmailEncodingKey", "ProfileId", "LanguageLocaleKey")
 USER_FIELDS = frozenset({*REQUIRED_USER_FIELDS, "Id", "FirstName", "IsActive", "Phone", "MobilePhone", "Title",
                          "Department", "CompanyName", "FederationIdentifier", "CommunityNickname", "Name",
-                         "CreatedDate", "LastModifiedDate"})
-_READ_ONLY = frozenset({"Id", "Name", "CreatedDate", "LastModifiedDate"})
+                         "CreatedDate", "LastModifiedDate", "SystemModstamp"})
+_READ_ONLY = frozenset({"Id", "Name", "CreatedDate", "LastModifiedDate", "SystemModstamp"})
 _CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 _ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _stamp() -> str:
+    """``SystemModstamp`` as Salesforce writes it: milliseconds, UTC."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}+0000"
 
 
 def _id18(id15: str) -> str:
@@ -142,10 +148,16 @@ class FakeSalesforce:
                       **fields}
             return self._insert(record)
 
+    def change_user(self, record_id: str, **fields: Any) -> None:
+        """Change a user as someone working in Salesforce would: its modification stamps move."""
+        with self._lock:
+            self.users[record_id] = {**self.users[record_id], **fields, "SystemModstamp": _stamp(),
+                                     "LastModifiedDate": time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())}
+
     def _insert(self, record: dict[str, Any]) -> str:
         new_id = _id18("005" + f"{next(self._seq):012d}")
         now = time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
-        record = {**record, "Id": new_id, "CreatedDate": now, "LastModifiedDate": now}
+        record = {**record, "Id": new_id, "CreatedDate": now, "LastModifiedDate": now, "SystemModstamp": _stamp()}
         record["Name"] = " ".join(str(record[k]) for k in ("FirstName", "LastName") if record.get(k))
         self.users[new_id] = record
         return new_id
@@ -244,7 +256,7 @@ class FakeSalesforce:
         for name in select.fields + select.referenced:
             if name not in USER_FIELDS:
                 return 400, [{"message": f"No such column '{name}' on entity 'User'.", "errorCode": "INVALID_FIELD"}]
-        rows = [r for r in self.users.values() if select.matches(r)][:select.limit]
+        rows = select.rows(list(self.users.values()))
         records = [{"attributes": {"type": "User", "url": f"/services/data/{self.version}/sobjects/User/{r['Id']}"},
                     **{f: r.get(f) for f in select.fields}} for r in rows]
         options = headers.get("sforce-query-options", "")
@@ -343,6 +355,7 @@ class FakeSalesforce:
         if record_id:
             taken.pop(str(current.get("Username")).lower(), None)
             merged["LastModifiedDate"] = time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
+            merged["SystemModstamp"] = _stamp()
             self.users[record_id] = merged
         else:
             record_id = self._insert(merged)

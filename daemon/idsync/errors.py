@@ -19,6 +19,8 @@
     |   +-- TLSError                 certificate verification failed (exit EX_UNAVAILABLE)
     |   +-- PeerMisconfigured        the peer answered, but has not what the configuration names,
     |                                such as a base context; fix the configuration (exit EX_CONFIG)
+    |   +-- SyncTokenExpired         liveSync: the peer can no longer tell the changes since the
+    |                                stored token; reconcile in full and start from a fresh token
     +-- RunAborted                   the run must stop now (safety limit, cancel, lock held)
         +-- SafetyLimitExceeded      empty source set or too many deletes
         +-- RunCanceled              Ctrl-C, SIGTERM, timeout
@@ -55,6 +57,7 @@ __all__ = [
     "SafetyLimitExceeded",
     "ScriptError",
     "ScriptTimeout",
+    "SyncTokenExpired",
     "TLSError",
     "UsageError",
     "internal_message",
@@ -172,6 +175,12 @@ class PeerMisconfigured(PeerError):
     context that does not exist): a configuration error, not an outage."""
 
     exit_code = os.EX_CONFIG
+
+
+class SyncTokenExpired(PeerError):
+    """liveSync: the peer cannot honour the stored sync token any more (its change log
+    was trimmed, the server was restored, the token is unknown to it). Nothing was
+    applied from it; the caller reconciles in full and takes a fresh token."""
 
 
 class RunAborted(IdsyncError):

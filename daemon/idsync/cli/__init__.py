@@ -28,6 +28,7 @@ from idsync.cli.docs import EPILOG
 from idsync.cli.docs import register as register_doc_commands
 from idsync.cli.install import register as register_install_command
 from idsync.cli.jobs import register as register_job_commands
+from idsync.cli.livesync import register as register_livesync_command
 from idsync.cli.managed import register as register_managed_commands
 from idsync.cli.salesforce import register as register_salesforce_commands
 from idsync.cli.unlock import register as register_unlock_command
@@ -126,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     pr.set_defaults(handler=_cmd_prune)
 
+    register_livesync_command(sub)
     register_job_commands(sub)
     register_managed_commands(sub)
     register_salesforce_commands(sub)
@@ -251,6 +253,7 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
     else:
         render_runs(recent)
         _print_pending(store)
+        _print_livesync(store)
     return 0
 
 
@@ -283,6 +286,13 @@ def _print_pending(store: Store) -> None:
 
     for mapping, count in pending_counts(store).items():
         print(f"{mapping}: {count} object(s) changed in the store did not reach the target: run `idsync sync retry`")
+
+
+def _print_livesync(store: Store) -> None:
+    from idsync.cli.livesync import render_livesync_sources
+    from idsync.store.tokens import SyncTokens
+
+    render_livesync_sources([s.to_json() for s in SyncTokens(store).all()])
 
 
 def _run_json(run: dict[str, Any]) -> dict[str, Any]:

@@ -397,8 +397,9 @@ def _shape(name: str, status: dict[str, Any]) -> dict[str, Any]:
         "scheduleDescription": status["scheduleDescription"],
         "timezone": status["timezone"],
         "misfirePolicy": "fireAndProceed" if status["misfire"] == "run_once" else "doNothing",
-        "invokeService": "sync",
-        "invokeContext": {"action": "reconcile", "mappings": status["mappings"]},
+        **({"invokeService": "provisioner", "invokeContext": {"action": "liveSync", "source": status["liveSync"][0]}}
+           if status.get("liveSync") else
+           {"invokeService": "sync", "invokeContext": {"action": "reconcile", "mappings": status["mappings"]}}),
         "description": status["description"],
         "nextRunDate": status["nextFire"],
         "running": status["running"],

@@ -24,7 +24,7 @@ from idsync.resource import Obj, Resource, WriteOp
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
 from idsync.store.passwords import same_secret
-from idsync.sync.situations import assess_source, assess_target
+from idsync.sync.situations import assess_source, assess_source_deleted, assess_target
 
 if TYPE_CHECKING:
     from idsync.sync.correlation import Correlator
@@ -198,6 +198,28 @@ class Assessor:
             except IdsyncError as exc:
                 plans.append(Plan("UNASSIGNED", "EXCEPTION", sid, tid, error=str(exc), qualifier=q))
         return plans
+
+    # -- deletion events (implicit sync, liveSync) ----------------------------
+
+    def plan_deleted(self, source_id: str, tid: str | None, found: Obj | None, qualifier: str = "default") -> Plan:
+        """The plan for a source object that was deleted: ``tid`` its linked target's id
+        (through the link of ``qualifier``), ``found`` that target as read (``None``: gone).
+        ``defer`` marks a link that must go."""
+        situation = assess_source_deleted(link_exists=tid is not None, target_found=found is not None,
+                                          target_qualifies=found is not None and self.valid_target(found, qualifier))
+        action = self.decide(situation, {"source": None, "target": found, "linkQualifier": qualifier})
+        plan = Plan(str(situation), action, source_id, tid, audit=True, qualifier=qualifier)
+        if action == "DELETE" and found is not None and tid:
+            if self.allow_delete:
+                plan.op, plan.change = WriteOp("delete", id=tid), "deleted"
+                plan.message = f"DELETE {self.mapping.target}/{tid}"
+            else:
+                plan.change, plan.message = "skipped", "delete skipped: deletes are switched off"
+        elif action == "EXCEPTION":
+            plan.error = f"{situation}: policy says EXCEPTION"
+        # A link to a source that is gone is never useful, whatever the policy.
+        plan.defer = tid is not None and plan.change != "skipped"
+        return plan
 
     # -- shared -------------------------------------------------------------
 

@@ -41,7 +41,6 @@ from idsync.sync.correlation import Correlator
 from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import unrepaired
-from idsync.sync.situations import assess_source_deleted
 from idsync.sync.summary import Counters
 
 __all__ = ["IMPLICIT_JOB", "RECON_BY_ID_JOB", "RETRY_JOB", "ImplicitSync", "PushResult"]
@@ -181,22 +180,7 @@ class ImplicitSync:
     def _assess_deleted(self, assessor: Assessor, target: Resource, links: LinkSet, source_id: str) -> Plan:
         tid = links.targets_of([source_id]).get(source_id)
         found = target.get(tid, assessor.mapping.default_target_fields) if tid else None
-        q = links.qualifier
-        situation = assess_source_deleted(link_exists=tid is not None, target_found=found is not None,
-                                          target_qualifies=found is not None and assessor.valid_target(found, q))
-        action = assessor.decide(situation, {"source": None, "target": found, "linkQualifier": q})
-        plan = Plan(str(situation), action, source_id, tid, audit=True, qualifier=q)
-        if action == "DELETE" and found is not None and tid:
-            if assessor.allow_delete:
-                plan.op, plan.change = WriteOp("delete", id=tid), "deleted"
-                plan.message = f"DELETE {assessor.mapping.target}/{tid}"
-            else:
-                plan.change, plan.message = "skipped", "delete skipped: deletes are switched off"
-        elif action == "EXCEPTION":
-            plan.error = f"{situation}: policy says EXCEPTION"
-        # A link to a source that is gone is never useful, whatever the policy.
-        plan.defer = tid is not None and plan.change != "skipped"
-        return plan
+        return assessor.plan_deleted(source_id, tid, found, links.qualifier)
 
     # -- acting ---------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Select, func, select
 
+from idsync.config.jobs import NOT_RECON_JOBS as _NOT_RECON_JOBS
 from idsync.config.jobs import PUSH_JOBS as _PUSH_JOBS
 from idsync.resource import Obj
 from idsync.store.database import Store
@@ -55,7 +56,7 @@ def _pushes_since_recon(conn: Connection, mapping: str) -> Select[str, str, str 
         select(recon_runs.c.started)
         .where(recon_runs.c.mapping == mapping, recon_runs.c.state == "SUCCESS",
                recon_runs.c.dry_run.is_(False),
-               (recon_runs.c.job.is_(None)) | (recon_runs.c.job.not_in(_PUSH_JOBS)))
+               (recon_runs.c.job.is_(None)) | (recon_runs.c.job.not_in(_NOT_RECON_JOBS)))
         .order_by(recon_runs.c.started.desc()).limit(1)
     ).scalar()
     query = (

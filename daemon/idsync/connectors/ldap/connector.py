@@ -26,6 +26,7 @@ import structlog
 from ldap3.utils.dn import escape_rdn, parse_dn
 
 from idsync.connectors.base import System, system_test_report
+from idsync.connectors.ldap.changes import LdapChanges
 from idsync.connectors.ldap.config import (
     LdapSettings,
     ObjectTypeDef,
@@ -48,7 +49,7 @@ from idsync.errors import (
 )
 from idsync.query.ast import Path
 from idsync.query.ldap import to_ldap
-from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 
 __all__ = ["LdapResource", "LdapSystem", "open_ldap_system"]
 
@@ -81,8 +82,8 @@ def _rejected(kind: str, dn: str, result: Mapping[str, Any]) -> ObjectError:
     return NotFound(text) if result.get("result") == _NOT_FOUND else ObjectRejected(text)
 
 
-class LdapResource(Resource):
-    """One object type of one LDAP system."""
+class LdapResource(Resource, ChangeSource):
+    """One object type of one LDAP system; its changes are read by ``changes.py``."""
 
     def __init__(self, system: str, settings: LdapSettings, object_type: ObjectTypeDef,
                  *, dry_run: bool = False) -> None:
@@ -97,9 +98,20 @@ class LdapResource(Resource):
         self._memberships = Memberships(self._conn, settings)
         self._class_filters = tuple(f"(objectClass={c})" for c in object_type.object_classes
                                     if c.lower() != "top")
+        self._changes = LdapChanges(system, settings, _and(*self._class_filters, object_type.search_filter),
+                                    settings.uid_attribute)
 
     def close(self) -> None:
         self._conn.close()
+        self._changes.close()
+
+    def latest_token(self) -> str:
+        return self._changes.latest_token()
+
+    def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
+        wanted = wanted_properties(self._type, fields)
+        return self._changes.read(token, self._attributes(wanted), lambda entries: self._objects(entries, wanted),
+                                  page_size)
 
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         wanted = wanted_properties(self._type, spec.fields)
@@ -162,9 +174,11 @@ class LdapResource(Resource):
         return objects
 
     def _spec_filter(self, spec: QuerySpec) -> str:
+        # Both given (liveSync: a mapping's native sourceQuery narrowed to some ids): both must match.
+        translated = to_ldap(spec.filter, attribute=self._native_path) if spec.filter is not None else ""
         if spec.native is not None:
-            return spec.native.strip()
-        return to_ldap(spec.filter, attribute=self._native_path) if spec.filter is not None else ""
+            return _and(spec.native.strip(), translated) if translated else spec.native.strip()
+        return translated
 
     def _native_path(self, path: Path) -> str:
         if len(path) != 1:

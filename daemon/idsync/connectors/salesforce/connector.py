@@ -20,13 +20,14 @@ from urllib.parse import urlsplit
 import structlog
 
 from idsync.connectors.base import System, system_test_report
+from idsync.connectors.salesforce.changes import SalesforceChanges
 from idsync.connectors.salesforce.client import SalesforceClient, error_text, errors_of
 from idsync.connectors.salesforce.config import SalesforceSettings, parse_salesforce_config
 from idsync.connectors.salesforce.writes import RecordWriter
 from idsync.errors import ConfigError, IdsyncError, PeerUnavailable, QueryError
 from idsync.query.ast import Path
 from idsync.query.soql import escape_soql_string, to_soql
-from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult
+from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult
 
 __all__ = ["SalesforceResource", "SalesforceSystem", "open_salesforce_system"]
 
@@ -37,8 +38,8 @@ _RECORD_ID = re.compile(r"[A-Za-z0-9]{15}([A-Za-z0-9]{3})?")
 _ID_CHUNK = 200  # ids per SOQL "Id IN (...)": keeps the URL far below its limit
 
 
-class SalesforceResource(Resource):
-    """One sObject type of one org."""
+class SalesforceResource(Resource, ChangeSource):
+    """One sObject type of one org; its changes are read by ``changes.py``."""
 
     def __init__(self, system: str, client: SalesforceClient, settings: SalesforceSettings, sobject: str,
                  *, dry_run: bool = False) -> None:
@@ -49,6 +50,13 @@ class SalesforceResource(Resource):
         self._type = sobject
         self._defaults = settings.object_types.get(sobject, ())
         self._writer = RecordWriter(client, sobject, self.name)
+        self._changes = SalesforceChanges(system, sobject, self._query)
+
+    def latest_token(self) -> str:
+        return self._changes.latest_token()
+
+    def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
+        return self._changes.read(token, self._fields(fields), page_size)
 
     # -- reading --------------------------------------------------------------
 
