@@ -182,7 +182,8 @@ class _LiveRun:
         source = resources.open(self.source)
         if not isinstance(source, ChangeSource):
             raise ConfigError("sync.json", "source", f"{self.source} cannot tell its changes: liveSync reads "
-                                                     "LDAP systems (a periodic recon covers the others)")
+                                                     "LDAP, SCIM and Salesforce systems (a periodic recon covers "
+                                                     "the others)")
         stored = self.tokens.get(self.source)
         if stored is None or stored.token is None:
             self._full_recon(source, result, "no token yet: the first liveSync of a source starts with a full recon")

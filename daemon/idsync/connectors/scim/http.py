@@ -54,6 +54,7 @@ class ProviderFeatures:
     etag: bool
     filter: bool
     max_results: int | None
+    sort: bool = False
 
 
 def _retry_after(response: httpx.Response, attempt: int, cap: float) -> float:
@@ -257,7 +258,8 @@ def _features(body: Mapping[str, Any]) -> ProviderFeatures:
     filter_section = body.get("filter")
     max_results = filter_section.get("maxResults") if isinstance(filter_section, Mapping) else None
     return ProviderFeatures(supported("patch"), supported("etag"), supported("filter"),
-                            int(max_results) if isinstance(max_results, int) and max_results > 0 else None)
+                            int(max_results) if isinstance(max_results, int) and max_results > 0 else None,
+                            supported("sort"))
 
 
 def _features_v2(system: str, body: Mapping[str, Any]) -> ProviderFeatures:
