@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import structlog
 from idsync.config.project import load_project
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
@@ -25,6 +26,18 @@ def managed_users(project: Path) -> dict[str, dict[str, Any]]:
     loaded = load_project(project)
     resource = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
     return {u["userName"]: u for page in resource.pages(QuerySpec()) for u in page}
+
+
+def live_after_expiry(project: Path, source: str, why: str) -> LiveSyncResult:
+    """A run whose stored token the source no longer honours: it must log
+    ``livesync.token_expired`` at warning, saying ``why``, and reconcile in full."""
+    with structlog.testing.capture_logs() as logs:
+        done = live(project, source)
+    assert done.state == "SUCCESS", done.message
+    assert done.full_recon and why in done.full_recon
+    assert any(e["event"] == "livesync.token_expired" and e["log_level"] == "warning" and why in e["reason"]
+               for e in logs)
+    return done
 
 
 def stored_token(project: Path, source: str) -> str | None:

@@ -43,6 +43,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from idsync.connectors.base import utc_datetime
 from idsync.connectors.scim.http import ScimClient
 from idsync.errors import ObjectRejected, PeerError, PeerMisconfigured, SyncTokenExpired
 from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj
@@ -159,7 +160,7 @@ class ScimChanges:
     def _stamp(self, resource: Mapping[str, Any]) -> dt.datetime:
         meta = resource.get("meta")
         value = meta.get("lastModified") if isinstance(meta, Mapping) else None
-        parsed = _parse(value) if isinstance(value, str) else None
+        parsed = utc_datetime(value) if isinstance(value, str) else None
         if parsed is None:
             raise PeerMisconfigured(f"{self._name}: the provider answers resources without a readable {_STAMP} "
                                     f"(resource {resource.get('id')!r}), so liveSync cannot tell what changed; "
@@ -190,7 +191,7 @@ class _Window:
 
     def token(self) -> str:
         floor = self.since - self.overlap
-        self.seen = {k: v for k, v in self.seen.items() if (_parse(v.split("#", 1)[0]) or _EPOCH) >= floor}
+        self.seen = {k: v for k, v in self.seen.items() if (utc_datetime(v.split("#", 1)[0]) or _EPOCH) >= floor}
         return _dump(self.since, self.seen)
 
 
@@ -206,14 +207,6 @@ def _resources(name: str, endpoint: str, body: Any) -> list[dict[str, Any]]:
     if not isinstance(body, dict):
         raise PeerError(f"{name}: GET {endpoint}: not a ListResponse")
     return [r for r in body.get("Resources") or [] if isinstance(r, dict)]
-
-
-def _parse(value: str) -> dt.datetime | None:
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
 
 
 def _text(moment: dt.datetime) -> str:
@@ -233,7 +226,7 @@ def _load(name: str, token: str) -> tuple[dt.datetime, dict[str, str]]:
         state = None
     if not isinstance(state, dict) or state.get("v") != _TOKEN_VERSION or state.get("kind") != _KIND:
         raise SyncTokenExpired(f"{name}: the stored token is not one this connector makes")
-    since = _parse(str(state.get("since")))
+    since = utc_datetime(str(state.get("since")))
     seen = state.get("seen")
     if since is None or not isinstance(seen, dict):
         raise SyncTokenExpired(f"{name}: the stored token is not one this connector makes")
