@@ -173,6 +173,24 @@ def test_token_not_made_by_the_connector_is_answered_by_a_full_recon(
     assert _live(project).full_recon is None
 
 
+def test_token_ahead_of_the_providers_clock_is_answered_by_a_full_recon(
+        tmp_path: Path, server: ScimServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token stamped after the provider's own clock (a provider restored from a backup:
+    its changes since are stamped before the token, and a filter from the token would
+    never show them) is expired: a full recon applies what changed, and a fresh token
+    the next run reads from is stored."""
+    users = _seed(server)
+    project = _project(tmp_path, server, monkeypatch)
+    assert _live(project).state == "SUCCESS"
+    token = json.loads(_token(project) or "{}")
+    set_token(project, SOURCE, json.dumps({**token, "since": "2099-01-01T00:00:00.000000Z"}))
+    server.change("Users", users["jdoe"]["id"], "name.givenName", "Johnny")
+    live_after_expiry(project, SOURCE, "ahead of the provider's clock")
+    assert _users(project)["jdoe"]["givenName"] == "Johnny"
+    assert "2099" not in (_token(project) or "")
+    assert _live(project).full_recon is None
+
+
 def test_provider_that_cannot_filter_fails_clearly_before_any_recon(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A provider whose ServiceProviderConfig does not announce filtering cannot say what

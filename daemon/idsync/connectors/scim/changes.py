@@ -31,6 +31,10 @@ announced, the filter refused, resources without the attribute) fails the first
 liveSync with ``PeerMisconfigured`` naming that limitation, before any recon: a
 recon on a schedule is the way to follow such a provider.
 
+A token ahead of the provider's clock (the ``Date`` of its answers) by more than the
+overlap belongs to a provider restored from a backup, or to another one: it raises
+``SyncTokenExpired`` (a full recon follows), as a token this connector did not make.
+
 SCIM filters do not show deleted resources: the feed says deletes are left to the
 next full recon (as LDAP's polling does).
 """
@@ -89,9 +93,7 @@ class ScimChanges:
         if resources and features.sort:
             position = self._stamp(resources[0])
         else:
-            clock = email.utils.parsedate_to_datetime(response.headers["Date"]) if "Date" in response.headers \
-                else None
-            position = clock.astimezone(dt.UTC) if clock is not None else dt.datetime.now(dt.UTC)
+            position = self._clock() or dt.datetime.now(dt.UTC)
         # What the overlap holds now is what the recon that follows reads (unless it changes
         # again, and then its stamp or version differs): seen, so the next read skips it.
         window = _Window(position, {}, self._overlap)
@@ -100,6 +102,14 @@ class ScimChanges:
         for _ in reader(window, ["id", _STAMP, _VERSION], lambda _: [], size):
             pass
         return window.token()
+
+    def _clock(self) -> dt.datetime | None:
+        """The provider's time, from the Date of its last answer (this run's)."""
+        try:
+            clock = email.utils.parsedate_to_datetime(self._client.last_date) if self._client.last_date else None
+        except (TypeError, ValueError):
+            return None
+        return clock.astimezone(dt.UTC) if clock is not None else None
 
     def _unsupported(self, why: str) -> PeerMisconfigured:
         return PeerMisconfigured(f"{self._name}: liveSync needs a provider that filters on {_STAMP}, and "
@@ -112,6 +122,11 @@ class ScimChanges:
         features = self._client.features()
         if not features.filter:
             raise self._unsupported("its ServiceProviderConfig does not announce filtering")
+        clock = self._clock()
+        if clock is not None and since > clock + self._overlap:
+            raise SyncTokenExpired(f"{self._name}: the stored token ({_text(since)}) is ahead of the provider's clock "
+                                   f"({_text(clock)}): restored from a backup, or another provider; what changed "
+                                   "since cannot be told")
         window = _Window(since, seen, self._overlap)
         wanted = list(dict.fromkeys([*attributes, _STAMP, _VERSION]))
         size = self._page_size(page_size)

@@ -106,6 +106,8 @@ class ScimClient:
         self._features: ProviderFeatures | None = None
         # Set once the provider refuses a filter joined by "or": lookups go one term a request.
         self.single_terms = False
+        # The provider's clock: the Date of its last answer (liveSync's first token, and its sanity check).
+        self.last_date: str | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -139,6 +141,7 @@ class ScimClient:
                 time.sleep(wait)
                 attempt += 1
                 continue
+            self.last_date = response.headers.get("Date") or self.last_date
             self._raise_for(response, what)
             return response
 
