@@ -18,6 +18,8 @@ from idsync.sync.livesync import LiveSyncResult
 from livesync_env import live, live_after_expiry, managed_users, stored_token
 from salesforce_sample import FORWARD, sample_project, sf_env
 
+from samples import idsync
+
 SOURCE = "system/salesforce/User"
 LAG = -3600.0
 
@@ -183,3 +185,16 @@ def test_stand_in_answers_as_the_documentation_says(org: FakeSalesforce) -> None
         assert c.get(f"{base}/updated/", params=old).json()[0]["errorCode"] == "INVALID_REPLICATION_DATE"
         org.id_limit = 0
         assert c.get(f"{base}/updated/", params=window).json()[0]["errorCode"] == "EXCEEDED_ID_LIMIT"
+
+
+def test_command_line_applies_a_delete(project: Path, org: FakeSalesforce) -> None:
+    """``idsync livesync system/salesforce/User`` prints the changes read by updated/deleted
+    and applies a record deleted in the org as the deletion of its managed user."""
+    ids = _seed(org)
+    assert idsync(project, "livesync", SOURCE, env=sf_env(org)).returncode == 0
+    org.delete_user(ids["bob"])
+    org.advance(120)
+    done = idsync(project, "livesync", SOURCE, env=sf_env(org))
+    assert done.returncode == 0, done.stderr
+    assert "1 change(s) read by updated/deleted" in done.stdout and "deleted 1" in done.stdout
+    assert "bob@example.com" not in managed_users(project)

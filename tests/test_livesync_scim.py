@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from idsync.sync.livesync import LiveSyncResult
 from livesync_env import live, live_after_expiry, managed_users, set_token, stored_token
 from scim_sample import USERS_IN, sample_project, scim_env
 from scim_server import ScimServer, running
+
+from samples import idsync
 
 SOURCE = "system/scim/account"
 
@@ -223,3 +226,24 @@ def test_dry_run_writes_nothing_and_keeps_the_token(
     real = _live(project)
     assert real.runs[0]["counts"] == {"created": 1, "updated": 1}
     assert "newbie" in _users(project)
+
+
+def test_command_line_says_deletes_are_left_to_the_recon(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``idsync livesync system/scim/account`` prints the changes read by lastModified and the
+    note on deletes; against a provider that cannot filter it exits 78 (a configuration
+    to change) with the provider's limitation on stderr."""
+    for server in running():
+        users = _seed(server)
+        project = _project(tmp_path, server, monkeypatch)
+        assert idsync(project, "livesync", SOURCE, env=scim_env(server)).returncode == 0
+        server.change("Users", users["jdoe"]["id"], "name.givenName", "Johnny")
+        done = idsync(project, "livesync", SOURCE, env=scim_env(server))
+        assert done.returncode == 0, done.stderr
+        assert "1 change(s) read by lastModified" in done.stdout and "updated 1" in done.stdout
+        assert "note: SCIM filters on meta.lastModified do not show deleted resources" in done.stdout
+    for server in running(filter=False):
+        project = _project(tmp_path / "unfiltered", server, monkeypatch)
+        refused = idsync(project, "livesync", SOURCE, env=scim_env(server))
+        assert refused.returncode == os.EX_CONFIG
+        assert "does not announce filtering" in refused.stderr and "scheduled recon" in refused.stderr
