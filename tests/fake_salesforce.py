@@ -23,7 +23,7 @@ HTTPS on loopback with a self-signed certificate (made with ``openssl``), servin
   (400) when start does not precede end, when start is more than 30 days back
   (updated) or before what the delete log still holds (deleted: 15 days, or the last
   purge, ``purge_delete_log``), ``EXCEEDED_ID_LIMIT`` past ``id_limit`` ids. The
-  org's clock is this host's moved by ``clock_offset`` seconds (``advance``), and
+  org's clock is this host's moved by ``clock_offset`` seconds (``advance``; ``freeze`` stops it), and
   ``delete_user`` removes a record as an org deletes one (a real org deactivates
   Users instead; the deleted window is the same for every sObject).
 * Errors as ``[{"message", "errorCode", "fields"}]``: ``INVALID_SESSION_ID`` (401)
@@ -126,6 +126,7 @@ class FakeSalesforce:
         self.ca_file = Path()
         self.api_calls = 0
         self._purged_at: float | None = None
+        self._frozen_at: float | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -162,10 +163,16 @@ class FakeSalesforce:
 
     def now(self) -> float:
         """The org's clock."""
-        return time.time() + self.clock_offset
+        return self._frozen_at if self._frozen_at is not None else time.time() + self.clock_offset
+
+    def freeze(self) -> None:
+        """Stop the org's clock (``advance`` still moves it)."""
+        self._frozen_at = self.now()
 
     def advance(self, seconds: float) -> None:
         """Move the org's clock forward."""
+        if self._frozen_at is not None:
+            self._frozen_at += seconds
         self.clock_offset += seconds
 
     def stamp(self) -> str:
