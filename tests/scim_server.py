@@ -58,6 +58,9 @@ class ScimServer:
     faults: list[tuple[str, int, dict[str, str]]] = field(default_factory=list)
     before: list[tuple[str, Callable[[], Any]]] = field(default_factory=list)
     before_matching: list[tuple[Callable[[str, str, str], bool], Callable[[], Any]]] = field(default_factory=list)
+    # Each rewrites every ListResponse whose request (method, path, query string) matches.
+    edit_matching: list[tuple[Callable[[str, str, str], bool], Callable[[dict[str, Any]], dict[str, Any]]]] = \
+        field(default_factory=list)
     answers: list[tuple[str, str, int]] = field(default_factory=list)
     # Each answers the next request of that method with 200 and a body that is not JSON.
     garbled: list[str] = field(default_factory=list)
@@ -172,6 +175,9 @@ class ScimServer:
             return [b"<html>maintenance</html>"]
         if method == "GET" and self.list_edits and "startIndex=" in environ.get("QUERY_STRING", ""):
             return self._edited_list(self.list_edits.pop(0), environ, start_response)
+        for matches, rewrite in self.edit_matching:
+            if matches(method, path, environ.get("QUERY_STRING", "")):
+                return self._edited_list(rewrite, environ, start_response)
         return self.app(environ, start_response)
 
     def _edited_list(self, edit: Callable[[dict[str, Any]], dict[str, Any]], environ: Environ,

@@ -119,6 +119,26 @@ def test_equal_stamps_across_pages_and_at_the_boundary(
         assert filters, "the run of equal stamps was read by index"
 
 
+def test_stamps_finer_than_a_filter_can_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider whose stamps are finer than a microsecond answers ``eq`` with nothing for
+    a run of equal-looking stamps longer than a page: the rest of the window is read by
+    index, and every change of the run is applied."""
+    instant = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    for server in running(clock=lambda: instant):
+        users = _seed(server)
+        extra = [server.add_user(f"user{i}") for i in range(3)]
+        project = _project(tmp_path, server, monkeypatch)
+        assert _live(project).state == "SUCCESS"
+        for user in [users["jdoe"], users["kcarter"], *extra]:
+            server.change("Users", user["id"], "name.familyName", "Changed")
+        server.edit_matching.append((lambda m, p, q: "meta.lastModified+eq" in q,
+                                     lambda body: {**body, "totalResults": 0, "Resources": []}))
+        done = _live(project, page_size=2)
+        assert done.state == "SUCCESS", done.message
+        assert done.runs[0]["counts"] == {"updated": 5}
+        assert any("meta.lastModified+eq" in q for _, _, q in server.requests)
+
+
 def test_change_made_while_the_read_runs_is_not_missed(
         tmp_path: Path, server: ScimServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Objects already read modified before the next page is asked for move to the end of

@@ -18,8 +18,10 @@ from the newest stamp of the page before (``ge``), so a change made while the re
 runs (which moves an object to the end) never shifts an unread object out of an
 index page; each page's batch carries the token that covers it. A run of equal
 stamps longer than a page is read by index (``eq``), the list's shrinking stopping
-the read as in a recon. Without sorting, the window is read by index like a recon
-and only the read's last batch carries the token.
+the read as in a recon; when ``eq`` does not find them (stamps finer than the
+microsecond a filter here can name), the rest of the window is read as without
+sorting. Without sorting, the window is read by index like a recon and only the
+read's last batch carries the token.
 
 The first position (``latest_token``) is the newest ``meta.lastModified`` at the
 provider (one resource asked for, sorted descending), or the provider's clock (the
@@ -159,15 +161,24 @@ class ScimChanges:
             if stamps[0] == last:
                 # More objects share one stamp than a page holds: read them by index, then go past them.
                 equal = f'{_STAMP} eq "{_text(last)}"'
+                found = 0
                 for page in self._client.list_pages(self._endpoint, filter=equal, attributes=attributes, count=size):
+                    found += len(page)
                     yield window.batch(page, [self._stamp(r) for r in page], decode, with_token=True)
+                if found < len(resources):
+                    # The provider's stamps are finer than a microsecond (eq never matches them
+                    # exactly): the rest of the window is read by index, as without sorting.
+                    yield from self._unsorted(window, attributes, decode, size, since=last)
+                    return
                 op, bound = "gt", last
             else:
                 op, bound = "ge", last
 
-    def _unsorted(self, window: _Window, attributes: list[str], decode: Decode, size: int) -> Iterator[ChangeBatch]:
-        """The window by index, like a recon; the token only once it is all read."""
-        search = f'{_STAMP} ge "{_text(window.start)}"'
+    def _unsorted(self, window: _Window, attributes: list[str], decode: Decode, size: int,
+                  since: dt.datetime | None = None) -> Iterator[ChangeBatch]:
+        """The window (or its rest from ``since``) by index, like a recon; the token only
+        once it is all read."""
+        search = f'{_STAMP} ge "{_text(since or window.start)}"'
         for page in self._client.list_pages(self._endpoint, filter=search, attributes=attributes, count=size):
             yield window.batch(page, [self._stamp(r) for r in page], decode, with_token=False)
         yield ChangeBatch([], window.token())
