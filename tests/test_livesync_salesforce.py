@@ -124,25 +124,31 @@ def test_a_change_is_told_once_the_orgs_minute_has_passed(project: Path, org: Fa
     assert org.count("GET", "/updated") == asked
 
 
-@pytest.mark.parametrize("why", ["16 days later", "recycle bin purged"])
+@pytest.mark.parametrize(("why", "answer"), [("16 days later", "INVALID_REPLICATION_DATE"),
+                                             ("recycle bin purged", "INVALID_REPLICATION_DATE"),
+                                             ("too many changes", "EXCEEDED_ID_LIMIT")])
 def test_token_past_what_the_org_keeps_is_answered_by_a_full_recon(project: Path, org: FakeSalesforce,
-                                                                   why: str) -> None:
+                                                                   why: str, answer: str) -> None:
     """A token older than the delete log (15 days, or an administrator's purge of the
-    recycle bin) gets INVALID_REPLICATION_DATE: the run logs livesync.token_expired at
-    warning, reconciles in full (applying what changed meanwhile) and stores a fresh token
-    the next run reads from."""
+    recycle bin) gets INVALID_REPLICATION_DATE, and more changed ids than the resources
+    list EXCEEDED_ID_LIMIT: the run logs livesync.token_expired at warning, reconciles in
+    full (applying what changed meanwhile) and stores a fresh token the next run reads from."""
     ids = _seed(org)
     assert _live(project).state == "SUCCESS"
     token = stored_token(project, SOURCE)
     org.update_user(ids["alice"], Phone="555-0199")
     if why == "16 days later":
         org.advance(16 * 86400)
-    else:
+    elif why == "recycle bin purged":
         org.advance(120)
         org.purge_delete_log()
-    live_after_expiry(project, SOURCE, "INVALID_REPLICATION_DATE")
+    else:
+        org.advance(120)
+        org.id_limit = 0
+    live_after_expiry(project, SOURCE, answer)
     assert managed_users(project)["alice@example.com"]["telephoneNumber"] == "555-0199"
     assert stored_token(project, SOURCE) not in (None, token)
+    org.id_limit = 600_000
     org.advance(120)
     again = _live(project)
     assert again.state == "SUCCESS" and again.full_recon is None

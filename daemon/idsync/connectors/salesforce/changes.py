@@ -44,8 +44,8 @@ _KIND = "replication"
 _METHOD = "updated/deleted"
 # "start must precede end by more than one minute"; a second more for the two clocks' rounding.
 _SHORTEST = dt.timedelta(seconds=61)
-# The first position is asked for a window this long, ending now.
-_PROBE = dt.timedelta(minutes=5)
+# The first position is asked for a window this long, ending now (the shortest one taken).
+_PROBE = dt.timedelta(minutes=2)
 _EXPIRED = frozenset({"INVALID_REPLICATION_DATE", "EXCEEDED_ID_LIMIT"})
 
 Fetch = Callable[[Sequence[str]], dict[str, Obj]]
@@ -105,7 +105,7 @@ class SalesforceChanges:
                                    f"{_text(start)}: {text}")
         if response.status_code == 404 or "NOT_FOUND" in codes or "INVALID_TYPE" in codes:
             raise PeerMisconfigured(f"{self._name}: Salesforce has no {kind} records resource for {self._type} "
-                                    f"(not replicable?): {text}")
+                                    f"(an API version before 29.0, or an sObject that is not replicable): {text}")
         if response.status_code == 400:
             raise PeerError(f"{self._name}: GET .../{kind}/ was refused: {text}")
         raise PeerUnavailable(f"{self._name}: GET .../{kind}/ failed: {text}")
