@@ -229,8 +229,8 @@ class ChangeSource(ABC):
     The point is a *token*: an opaque text the source makes and reads back (an LDAP
     sync cookie, a CSN, a timestamp), stored by idsync per source. It must hold no
     secret. The protocol, which every implementation (LDAP's syncrepl and polling
-    readers, and next SCIM's ``meta.lastModified`` filter and Salesforce's
-    ``SystemModstamp`` query with its ``getDeleted`` call) keeps:
+    readers, SCIM's ``meta.lastModified`` filter, Salesforce's Get Updated and Get
+    Deleted resources) keeps:
 
     * ``latest_token()`` answers the position of the source *now* without reading any
       object (one cheap round trip: OpenLDAP's ``contextCSN``, the server's clock).

@@ -1,68 +1,165 @@
-"""liveSync for Salesforce: the records modified since a token (``ChangeSource``).
+"""liveSync for Salesforce: what changed in an sObject since a token (``ChangeSource``),
+read with the REST replication resources, sObject Get Updated and sObject Get Deleted
+(``/sobjects/<type>/updated/`` and ``/deleted/``, ``?start=&end=``).
 
-Salesforce stamps every record it changes with ``SystemModstamp`` (indexed; the
-field its replication guide reads). A read asks for ``SystemModstamp >= <token>``
-with the mapped fields; the token is a ``connectors.stamps.StampToken`` (the
-newest stamp read and the ids at it). The first token is the newest stamp of the
-object type (one query of one record) and the records sharing it.
+Why these and not a ``SystemModstamp`` query: they are Salesforce's own answer to
+"what changed since", and the only one that tells deletes (a query sees no deleted
+record, and ``queryAll`` only those still in the recycle bin); their
+``latestDateCovered`` is a position Salesforce vouches for, held back while a
+long transaction is still open, where a query's newest stamp can pass a change
+committed later with an earlier stamp. The changed ids are then read in one SOQL
+``Id IN (...)`` query per batch, with the fields the mappings need.
 
-Deletes are not read: Salesforce deactivates users (``IsActive`` false, an update
-that liveSync applies) rather than deleting them; the deletes of other objects
-are left to the next full recon, which each run's summary says.
+The token is the ``latestDateCovered`` of the last read (the smaller of the two
+resources' answers), stored as Salesforce wrote it. The resources take their dates
+to the minute and want ``start`` more than a minute before ``end``: a read less
+than that after the token asks nothing and reports no change (changes show up to
+a minute or two after they are made). ``end`` is this host's clock; the answer
+never covers more than the org's own clock has passed.
+
+A token Salesforce can no longer honour raises ``SyncTokenExpired``: it answers
+``INVALID_REPLICATION_DATE`` for a start more than 30 days back (updated) or
+before what its delete log still holds (15 days, less when an administrator
+purged the recycle bin), and ``earliestDateAvailable`` after the start says the
+same; more than 600,000 changed ids (``EXCEEDED_ID_LIMIT``) is answered by a full
+recon too. The caller then reconciles in full and starts from a fresh token.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from idsync.connectors.stamps import StampToken, batches, moment
-from idsync.resource import Change, ChangeFeed, Obj
+from idsync.connectors.base import utc_datetime
+from idsync.connectors.salesforce.client import SalesforceClient, error_text, errors_of
+from idsync.errors import PeerError, PeerMisconfigured, PeerUnavailable, SyncTokenExpired
+from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj
 
-__all__ = ["STAMP", "SalesforceChanges"]
+__all__ = ["SalesforceChanges"]
 
-STAMP = "SystemModstamp"
-# Salesforce's own form (``2026-12-05T10:00:00.000+0000``); nothing else goes into a query.
-_FORM = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}(Z|[+-]\d{4})")
-_EPOCH = "1970-01-01T00:00:00.000+0000"
+_TOKEN_VERSION = 1
+_KIND = "replication"
+_METHOD = "updated/deleted"
+# "start must precede end by more than one minute"; a second more for the two clocks' rounding.
+_SHORTEST = dt.timedelta(seconds=61)
+# The first position is asked for a window this long, ending now (the shortest one taken).
+_PROBE = dt.timedelta(minutes=2)
+_EXPIRED = frozenset({"INVALID_REPLICATION_DATE", "EXCEEDED_ID_LIMIT"})
 
-Query = Callable[[str, int | None], Iterator[list[Obj]]]
+Fetch = Callable[[Sequence[str]], dict[str, Obj]]
 
 
 class SalesforceChanges:
-    """Reads the changes of one sObject type; ``query`` runs SOQL and yields pages of objects."""
+    """Reads the changes of one sObject type of one org."""
 
-    def __init__(self, system: str, sobject: str, query: Query) -> None:
-        self._system = system
+    def __init__(self, resource: str, client: SalesforceClient, sobject: str) -> None:
+        self._name = resource
+        self._client = client
         self._type = sobject
-        self._query = query
 
     def latest_token(self) -> str:
-        newest = next(self._query(f"SELECT Id, {STAMP} FROM {self._type} ORDER BY {STAMP} DESC LIMIT 1", None), [])
-        stamp = str(newest[0].get(STAMP)) if newest and _FORM.fullmatch(str(newest[0].get(STAMP))) else _EPOCH
-        # Every record of that very stamp (changed in the same millisecond) counts as read.
-        same = [o for page in self._query(f"SELECT Id, {STAMP} FROM {self._type} WHERE {STAMP} >= "
-                                          f"{_literal(stamp)}", None) for o in page]
-        return StampToken(STAMP, stamp, frozenset(str(o["_id"]) for o in same if o.get(STAMP) == stamp)).dump()
+        """The org's position now: the ``latestDateCovered`` of a short window ending now."""
+        end = _now()
+        body = self._window("updated", end - _PROBE, end)
+        return _dump(_covered(self._name, body)[0])
 
-    def read(self, token: str, fields: list[str], page_size: int) -> ChangeFeed:
-        since = StampToken.load(self._system, STAMP, token, _FORM)
-        soql = (f"SELECT {', '.join(dict.fromkeys([*fields, STAMP]))} FROM {self._type} "
-                f"WHERE {STAMP} >= {_literal(since.since)} ORDER BY {STAMP}")
-        found = [o for page in self._query(soql, page_size) for o in page if o.get("_id")]
-        fresh, after = since.new(found, lambda o: str(o["_id"]), lambda o: _stamp(o), _FORM)
-        note = None if self._type == "User" else (
-            f"deleted {self._type} records are not read: deletes are left to the next full recon")
-        changes = [Change(str(o["_id"]), o) for o in fresh]
-        return ChangeFeed(batches(changes, page_size, after.dump()), STAMP, reports_deletes=False, note=note)
+    def read(self, token: str, fetch: Fetch, page_size: int) -> ChangeFeed:
+        since_text = _load(self._name, token)
+        since = utc_datetime(since_text)
+        if since is None:
+            raise SyncTokenExpired(f"{self._name}: the stored token is not one this connector makes")
+        end = _now()
+        if end - since <= _SHORTEST:
+            return ChangeFeed(iter([ChangeBatch([], None)]), _METHOD)
+        updated = self._window("updated", since, end)
+        deleted = self._window("deleted", since, end)
+        earliest = utc_datetime(str(deleted.get("earliestDateAvailable") or ""))
+        if earliest is not None and earliest > since:
+            raise SyncTokenExpired(f"{self._name}: Salesforce's delete log starts at {earliest.isoformat()}, after "
+                                   f"the stored token ({since_text}): deletes made before it are no longer told")
+        covered = min(_covered(self._name, updated), _covered(self._name, deleted), key=lambda c: c[1])
+        token = _dump(covered[0]) if covered[1] > since else token
+        gone = list(dict.fromkeys(str(r.get("id")) for r in deleted.get("deletedRecords") or []
+                                  if isinstance(r, dict) and r.get("id")))
+        changed = [str(i) for i in dict.fromkeys(updated.get("ids") or []) if i and str(i) not in set(gone)]
+        return ChangeFeed(_batches(changed, gone, fetch, page_size, token), _METHOD)
+
+    def _window(self, kind: str, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
+        path = f"{self._client.base}/sobjects/{self._type}/{kind}/"
+        response = self._client.call("GET", path, params={"start": _text(start), "end": _text(end)})
+        if response.status_code == 200:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                raise PeerError(f"{self._name}: GET .../{kind}/: the answer is not a JSON object")
+            return body
+        errors = errors_of(response)
+        codes = {str(e.get("errorCode") or "") for e in errors}
+        text = error_text(errors)
+        if codes & _EXPIRED:
+            raise SyncTokenExpired(f"{self._name}: Salesforce cannot tell the {kind} records since "
+                                   f"{_text(start)}: {text}")
+        if response.status_code == 404 or "NOT_FOUND" in codes or "INVALID_TYPE" in codes:
+            raise PeerMisconfigured(f"{self._name}: Salesforce has no {kind} records resource for {self._type} "
+                                    f"(an API version before 29.0, or an sObject that is not replicable): {text}")
+        if response.status_code == 400:
+            raise PeerError(f"{self._name}: GET .../{kind}/ was refused: {text}")
+        raise PeerUnavailable(f"{self._name}: GET .../{kind}/ failed: {text}")
 
 
-def _stamp(obj: Obj) -> str | None:
-    value = obj.get(STAMP)
-    return str(value) if value is not None else None
+def _batches(changed: list[str], gone: list[str], fetch: Fetch, page_size: int, token: str) -> Iterator[ChangeBatch]:
+    """The records read by id a batch at a time, then the deletes; the token with the last
+    batch (the ids are in no order the window can be cut by). A changed id no query finds
+    was deleted after the window: the next read tells it."""
+    size = max(page_size, 1)
+    pending: list[Change] = []
+    for start in range(0, len(changed), size):
+        ids = changed[start:start + size]
+        found = fetch(ids)
+        pending.extend(Change(i, found[i]) for i in ids if i in found)
+        if len(pending) >= size:
+            yield ChangeBatch(pending, None)
+            pending = []
+    pending.extend(Change(i, None) for i in gone)
+    while len(pending) > size:
+        yield ChangeBatch(pending[:size], None)
+        del pending[:size]
+    yield ChangeBatch(pending, token)
 
 
-def _literal(stamp: str) -> str:
-    """A SOQL dateTime literal (``2026-12-05T10:00:00.123Z``) for a stamp of Salesforce's form."""
-    return moment(stamp).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def _covered(name: str, body: dict[str, Any]) -> tuple[str, dt.datetime]:
+    """``latestDateCovered`` as Salesforce wrote it (the token keeps that), and as a date."""
+    covered = body.get("latestDateCovered")
+    moment = utc_datetime(covered) if isinstance(covered, str) else None
+    if not isinstance(covered, str) or moment is None:
+        raise PeerError(f"{name}: Salesforce's answer has no latestDateCovered")
+    return covered, moment
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _text(moment: dt.datetime) -> str:
+    """A date as the resources take it (UTC, ISO 8601; the query string encodes the ``+``)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def _dump(covered: str) -> str:
+    return json.dumps({"v": _TOKEN_VERSION, "kind": _KIND, "latestDateCovered": covered},
+                      sort_keys=True, separators=(",", ":"))
+
+
+def _load(name: str, token: str) -> str:
+    try:
+        state = json.loads(token)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict) or state.get("v") != _TOKEN_VERSION or state.get("kind") != _KIND \
+            or not isinstance(state.get("latestDateCovered"), str):
+        raise SyncTokenExpired(f"{name}: the stored token is not one this connector makes")
+    return str(state["latestDateCovered"])

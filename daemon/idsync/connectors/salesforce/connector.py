@@ -7,7 +7,8 @@ Objects are the sObject's fields under their API names (``Username``,
 endpoint selecting only the requested fields, one page per server batch,
 following ``nextRecordsUrl`` until ``done``; ``_queryFilter`` becomes a SOQL
 ``WHERE`` (``query.soql``, values escaped); a native query is a ``WHERE``
-condition or a whole ``SELECT``. Writes are in ``writes``.
+condition or a whole ``SELECT``. Writes are in ``writes``; liveSync's reading of
+changes (sObject Get Updated and Get Deleted) in ``changes``.
 """
 
 from __future__ import annotations
@@ -50,13 +51,15 @@ class SalesforceResource(Resource, ChangeSource):
         self._type = sobject
         self._defaults = settings.object_types.get(sobject, ())
         self._writer = RecordWriter(client, sobject, self.name)
-        self._changes = SalesforceChanges(system, sobject, self._query)
+        self._changes = SalesforceChanges(self.name, client, sobject)
+
+    # -- liveSync -------------------------------------------------------------
 
     def latest_token(self) -> str:
         return self._changes.latest_token()
 
     def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
-        return self._changes.read(token, self._fields(fields), page_size)
+        return self._changes.read(token, lambda ids: self.get_many(ids, fields), page_size)
 
     # -- reading --------------------------------------------------------------
 

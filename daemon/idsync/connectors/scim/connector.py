@@ -106,15 +106,17 @@ class ScimResource(Resource, ChangeSource):
         self._version = client.settings.version
         self._members = obj_type.members()
         self._names: dict[str, str] = {}  # member SCIM id -> reference value
-        self._changes = ScimChanges(system, client, obj_type.endpoint)
+        self._changes = ScimChanges(self.name, client, obj_type.endpoint, client.settings.live_sync_overlap)
+
+    # liveSync ----------------------------------------------------------------
 
     def latest_token(self) -> str:
         return self._changes.latest_token()
 
     def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
         wanted = self._wanted(fields)
-        size = min(page_size or self._client.settings.page_size, self._client.settings.page_size)
-        return self._changes.read(token, self._attributes(wanted), lambda found: self._objects(found, wanted), size)
+        return self._changes.read(token, self._attributes(wanted), lambda page: self._objects(page, wanted),
+                                  page_size)
 
     # Reads ------------------------------------------------------------------
 
