@@ -37,8 +37,13 @@ class JobControl(Protocol):
     def cancel_job(self, name: str) -> bool: ...
 
     def config_state(self) -> dict[str, Any]:
-        """``errors`` (count since the last load), ``lastReload`` (a datetime or None) and
-        ``lastReloadOk`` (None before any reload)."""
+        """``errors`` (count since the last load), ``problems`` (their messages), ``lastReload``
+        (a datetime or None), ``lastReloadOk`` (None before any reload) and ``state``
+        (``running``, ``reloading`` or ``stopping``)."""
+        ...
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read ``conf/`` and ``jobs.d/`` as SIGHUP does, waiting for it; ``config_state()`` after."""
         ...
 
 

@@ -1,0 +1,178 @@
+"""The admin console in a real browser against the real ``idsync run``: logging in (and
+being refused), the dashboard, Batch synchronization's Save of a cron expression
+(the file on disk and ``idsync jobs`` show it, comments kept, a broken expression
+never written), running a job and watching it finish, and the CSRF refusal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from api_server import ADMIN_HASH, free_port
+from console_browser import chromium
+from idsync_dev.slapd import Slapd
+
+from samples import FORWARD, IDSYNC, idsync, sample_project
+
+JOB = "ldap-users"
+JOB_TEXT = f"""# Synchronize active LDAP users to the identity store.
+description = "Synchronize active LDAP users to Identity Manager"
+schedule = "0 0 1 1 *"       # once a year until someone picks a time
+timezone = "UTC"
+mappings = ["{FORWARD}"]
+misfire = "skip"             # keep this comment
+"""
+
+
+class Console:
+    """The daemon's console and a browser pointed at it."""
+
+    def __init__(self, project: Path, base: str, browser: Any) -> None:
+        self.project = project
+        self.base = base
+        self.browser = browser
+
+    def open(self, path: str) -> None:
+        self.browser.get(self.base + path)
+
+    def find(self, css: str) -> Any:
+        from selenium.webdriver.common.by import By
+
+        return self.browser.find_element(By.CSS_SELECTOR, css)
+
+    def text(self, css: str) -> str:
+        return str(self.find(css).text)
+
+    def wait(self, check: Callable[[], bool], seconds: float = 20.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if check():
+                    return
+            except Exception:  # noqa: BLE001 - an element replaced under us: look again
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"timed out on {self.browser.current_url}:\n{self.browser.page_source[:3000]}")
+
+    def login(self, user: str = "openidm-admin", password: str = "openidm-admin") -> None:
+        self.open("/admin/login")
+        self.find("#username").send_keys(user)
+        self.find("#password").send_keys(password)
+        self.find("form button[type=submit]").click()
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[Console]:
+    tmp = tmp_path_factory.mktemp("console")
+    subtree = f"ou=console,ou=People,{slapd.base_dn}"
+    slapd.add_ldif(f"dn: {subtree}\nobjectClass: top\nobjectClass: organizationalUnit\nou: console\n")
+    project = sample_project(tmp, slapd, subtree, f"sqlite:///{tmp / 's.db'}")
+    port = free_port()
+    with (project / "conf" / "idsync.toml").open("a") as f:
+        f.write(f'[api]\nenabled = true\nport = {port}\nmax_failed_logins = 3\n'
+                f'[api.accounts]\n"openidm-admin" = "{ADMIN_HASH}"\n')
+    (project / "jobs.d").mkdir()
+    (project / "jobs.d" / f"{JOB}.toml").write_text(JOB_TEXT)
+    with chromium() as browser:
+        proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info"})
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{base}/openidm/info/ping", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            yield Console(project, base, browser)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out
+        assert "openidm-admin\"" not in out.replace('"user": "openidm-admin"', "")  # no password in the log
+        assert '"console.job_saved"' in out and '"user": "openidm-admin"' in out
+
+
+def test_login_refused_then_accepted(console: Console) -> None:
+    """A wrong password shows an error and no session; the right one opens the dashboard,
+    whose answers carry the strict Content-Security-Policy and a Strict, HttpOnly cookie."""
+    console.open("/admin/")
+    assert console.browser.current_url.startswith(console.base + "/admin/login")
+    console.login(password="wrong")
+    assert "Wrong user name or password" in console.text("#login-error")
+    console.login()
+    console.wait(lambda: console.text("h1") == "Dashboard")
+    assert JOB in console.text("#dashboard")
+    assert console.text("#daemon-state") == "running"
+    cookie = console.browser.get_cookie("idsync_console")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    answer = httpx.get(console.base + "/admin/", cookies={"idsync_console": cookie["value"]})
+    assert answer.status_code == 200
+    assert "script-src 'self'" in answer.headers["content-security-policy"]
+    assert "<script>" not in answer.text
+
+
+def test_save_cron_expression(console: Console) -> None:
+    """Batch synchronization > the job: a broken expression is refused with its reason as it is
+    typed and again on Save, and never reaches the file; a good one is described in words with
+    its next fires, Save writes it (comments kept), the running daemon takes it without a
+    restart (the page's next fire, ``idsync jobs``) and the log names the account."""
+    job_file = console.project / "jobs.d" / f"{JOB}.toml"
+    console.open("/admin/jobs")
+    console.find(f'a[href="/admin/jobs/{JOB}"]').click()
+    console.wait(lambda: "Synchronize active LDAP users" in console.text("#job-title"))
+    field = console.find("#schedule")
+    field.clear()
+    field.send_keys("0 61 * * * ?")
+    console.wait(lambda: "61" in console.text("#cron-problem"))
+    console.find("#save").click()
+    console.wait(lambda: "schedule" in console.text("#save-error"))
+    assert job_file.read_text() == JOB_TEXT
+    field = console.find("#schedule")
+    field.clear()
+    field.send_keys("0 30 2 * * ?")
+    console.wait(lambda: "02:30" in console.text("#cron-description"))
+    assert len(console.find("#cron-fires").find_elements("css selector", "li")) == 5
+    console.find("#save").click()
+    console.wait(lambda: "Saved ldap-users" in console.text(".flash.ok"))
+    assert "T02:30:00" in console.text(".flash.ok")
+    text = job_file.read_text()
+    assert 'schedule = "0 30 2 * * ?"       # once a year until someone picks a time' in text
+    assert 'misfire = "skip"             # keep this comment' in text
+    assert text.startswith("# Synchronize active LDAP users")
+    listed = idsync(console.project, "jobs")
+    assert "0 30 2 * * ?" in listed.stdout, listed.stdout + listed.stderr
+    assert "02:30" in console.text("#job-next")
+
+
+def test_run_now_and_watch_it_finish(console: Console) -> None:
+    """Run now starts the job; the page's state updates by itself until the run succeeded,
+    and its link opens the run."""
+    console.open(f"/admin/jobs/{JOB}")
+    console.find("#run-now").click()
+    console.wait(lambda: "Started" in console.text(".flash.ok"))
+    console.wait(lambda: "SUCCESS" in console.text("#job-last"), seconds=60)
+
+
+def test_csrf_refused(console: Console) -> None:
+    """A POST with the session's cookie but without its CSRF token (as a forged form from
+    another site would send) is refused with 403 and changes nothing."""
+    cookie = console.browser.get_cookie("idsync_console")
+    before = (console.project / "jobs.d" / f"{JOB}.toml").read_text()
+    with httpx.Client(base_url=console.base, cookies={"idsync_console": cookie["value"]}) as client:
+        for path, form in ((f"/admin/jobs/{JOB}", {"schedule": "@hourly"}), (f"/admin/jobs/{JOB}/run", {}),
+                           (f"/admin/jobs/{JOB}/delete", {}), ("/admin/logout", {})):
+            refused = client.post(path, data={**form, "csrf": "forged"})
+            assert refused.status_code == 403, path
+            assert "security token" in refused.text
+        assert client.get("/admin/").status_code == 200  # the session survived
+    assert (console.project / "jobs.d" / f"{JOB}.toml").read_text() == before
