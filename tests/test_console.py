@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from api_server import ADMIN_HASH, free_port
+from api_server import ADMIN, ADMIN_HASH, free_port
 from console_browser import chromium
 from idsync_dev.slapd import Slapd
 
@@ -34,10 +34,12 @@ misfire = "skip"             # keep this comment
 class Console:
     """The daemon's console and a browser pointed at it."""
 
-    def __init__(self, project: Path, base: str, browser: Any) -> None:
+    def __init__(self, project: Path, base: str, browser: Any, slapd: Slapd, subtree: str) -> None:
         self.project = project
         self.base = base
         self.browser = browser
+        self.slapd = slapd
+        self.subtree = subtree
 
     def open(self, path: str) -> None:
         self.browser.get(self.base + path)
@@ -92,7 +94,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[
                         break
                 except httpx.TransportError:
                     time.sleep(0.05)
-            yield Console(project, base, browser)
+            yield Console(project, base, browser, slapd, subtree)
         finally:
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=30)
@@ -155,12 +157,53 @@ def test_save_cron_expression(console: Console) -> None:
 
 
 def test_run_now_and_watch_it_finish(console: Console) -> None:
-    """Run now starts the job; the page's state updates by itself until the run succeeded,
-    and its link opens the run."""
+    """Run now starts the job; the page's state updates by itself until the run succeeded;
+    its link opens the run's summary and audit, which links each entry to its objects, can
+    be searched, and is listed under Runs with the state filter."""
     console.open(f"/admin/jobs/{JOB}")
     console.find("#run-now").click()
     console.wait(lambda: "Started" in console.text(".flash.ok"))
     console.wait(lambda: "SUCCESS" in console.text("#job-last"), seconds=60)
+    console.find("#job-last a").click()
+    console.wait(lambda: console.text("#run-state") == "SUCCESS")
+    assert FORWARD in console.text("h1")
+    rows = console.find("#audit").find_elements("css selector", "tbody tr")
+    assert len(rows) >= 2 and "ABSENT" in console.text("#audit") and "CREATE" in console.text("#audit")
+    links = [a.get_attribute("href") for a in console.find("#audit").find_elements("css selector", "a")]
+    assert any("/admin/managed/user/" in h for h in links) and any("/admin/system/ldap/" in h for h in links)
+    console.find("#a-status").send_keys("FAILURE")
+    console.find("form[role=search] button").click()
+    console.wait(lambda: "No audit entries match" in console.text("#audit"))
+    console.open("/admin/runs?state=SUCCESS")
+    assert FORWARD in console.text("#runs") and "SUCCESS" in console.text("#runs")
+    console.open("/admin/runs?state=FAILED")
+    assert "No runs match" in console.text("#runs")
+
+
+def test_preview_then_reconcile(console: Console) -> None:
+    """Mappings > the mapping shows its properties and policies; Preview of a directory with
+    a new user records that it would create it, and why, without creating it; Reconcile
+    then creates it."""
+    console.slapd.add_ldif(f"dn: uid=newcomer,{console.subtree}\nobjectClass: inetOrgPerson\nuid: newcomer\n"
+                           "cn: New Comer\nsn: Comer\ngivenName: New\nmail: newcomer@example.com\n")
+    console.open(f"/admin/mappings/{FORWARD}")
+    assert "uid" in console.text("#properties") and "userName" in console.text("#properties")
+    console.find("#preview").click()
+    console.wait(lambda: console.text("#run-state") == "SUCCESS")
+    assert "preview" in console.text("h1")
+    assert "Would change" in console.text("#run-summary") and console.text("#run-created") == "1"
+    console.find("#a-situation").send_keys("ABSENT")
+    console.find("form[role=search] button").click()
+    console.wait(lambda: "ABSENT" in console.text("#audit") and "CREATE" in console.text("#audit"))
+    assert len(console.find("#audit").find_elements("css selector", "tbody tr")) == 1
+    with httpx.Client(base_url=console.base, headers=ADMIN) as api:
+        query = "/openidm/managed/user?_queryFilter=userName+eq+%22newcomer%22"
+        assert api.get(query).json()["resultCount"] == 0
+        console.open(f"/admin/mappings/{FORWARD}")
+        console.find("#reconcile").click()
+        console.wait(lambda: console.text("#run-state") == "SUCCESS")
+        assert console.text("#run-created") == "1"
+        assert api.get(query).json()["resultCount"] == 1
 
 
 def test_csrf_refused(console: Console) -> None:

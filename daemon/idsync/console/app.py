@@ -32,6 +32,8 @@ from idsync.api.auth import Accounts, LoginLimit, client_address
 from idsync.api.context import ApiContext
 from idsync.console.dashboard import dashboard_routes
 from idsync.console.jobs import job_routes
+from idsync.console.mappings import mapping_routes
+from idsync.console.runs import run_routes
 from idsync.console.session import COOKIE, LOGIN_COOKIE
 from idsync.console.web import HEADERS, Console, Form, console_of, cookie_path, page, redirect, set_cookie, user_of
 
@@ -142,6 +144,8 @@ def create_console(ctx: ApiContext, accounts: Accounts, limit: LoginLimit) -> AS
         Mount("/static", app=StaticFiles(packages=[("idsync.console", "static")]), name="static"),
         *dashboard_routes,
         *job_routes,
+        *run_routes,
+        *mapping_routes,
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _error})
     app.state.console = console
