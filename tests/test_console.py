@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from api_server import ADMIN, ADMIN_HASH, free_port
 from console_browser import chromium
 from idsync_dev.slapd import Slapd
 
-from samples import FORWARD, IDSYNC, idsync, sample_project
+from samples import FORWARD, IDSYNC, idsync, ldap_entry, sample_project
 
 JOB = "ldap-users"
 JOB_TEXT = f"""# Synchronize active LDAP users to the identity store.
@@ -206,6 +207,49 @@ def test_preview_then_reconcile(console: Console) -> None:
         assert api.get(query).json()["resultCount"] == 1
 
 
+def test_edit_user_pushes_to_ldap(console: Console) -> None:
+    """Identities: the search box finds bjensen; her page shows her linked LDAP entry; a
+    changed telephone number is saved with implicit sync, reaches the directory, and the
+    page says so; an invalid value is refused with the managed.json reason."""
+    console.open("/admin/managed/user")
+    console.find("#q").send_keys("bjen")
+    console.find("form[role=search] button").click()
+    console.wait(lambda: "bjensen" in console.text("#objects"))
+    assert "scarter" not in console.text("#objects")
+    console.find("#objects tbody a").click()
+    console.wait(lambda: "system/ldap/account" in console.text("#linked"))
+    phone = console.find("#p-telephoneNumber")
+    phone.clear()
+    phone.send_keys("+1 408 555 0199")
+    console.find("#save").click()
+    console.wait(lambda: "pushed" in console.text(".flash.ok"))
+    assert "managedUser_systemLdapAccounts: pushed" in console.text(".flash.ok")
+    entry = ldap_entry(console.slapd, f"uid=bjensen,{console.subtree}")
+    assert entry is not None and entry["telephonenumber"] == ["+1 408 555 0199"]
+    page = console.browser.current_url
+    console.find("#p-userName").clear()
+    console.find("#save").click()
+    console.wait(lambda: "userName" in console.text(".flash.bad"))
+    assert ldap_entry(console.slapd, f"uid=bjensen,{console.subtree}") is not None
+    console.browser.get(page.split("?")[0])
+    assert console.find("#p-userName").get_attribute("value") == "bjensen"
+    console.open("/admin/managed/user?_queryFilter=" + quote('telephoneNumber eq "+1 408 555 0199"'))
+    assert "bjensen" in console.text("#objects")
+
+
+def test_systems(console: Console) -> None:
+    """Systems: the LDAP connection tested OK (and again with Test); its accounts browsed
+    read-only, one opened."""
+    console.open("/admin/systems")
+    assert "ldap" in console.text("#systems") and "OK" in console.text("#systems")
+    console.find("#test").click()
+    console.wait(lambda: "Every system answered" in console.text(".flash.ok"))
+    console.find('#systems a[href$="/system/ldap/account"]').click()
+    console.wait(lambda: "bjensen" in console.text("#objects"))
+    console.find("#objects tbody a").click()
+    console.wait(lambda: "uid" in console.text("#object"))
+
+
 def test_csrf_refused(console: Console) -> None:
     """A POST with the session's cookie but without its CSRF token (as a forged form from
     another site would send) is refused with 403 and changes nothing."""
@@ -213,9 +257,16 @@ def test_csrf_refused(console: Console) -> None:
     before = (console.project / "jobs.d" / f"{JOB}.toml").read_text()
     with httpx.Client(base_url=console.base, cookies={"idsync_console": cookie["value"]}) as client:
         for path, form in ((f"/admin/jobs/{JOB}", {"schedule": "@hourly"}), (f"/admin/jobs/{JOB}/run", {}),
-                           (f"/admin/jobs/{JOB}/delete", {}), ("/admin/logout", {})):
+                           (f"/admin/jobs/{JOB}/delete", {}), ("/admin/logout", {}),
+                           (f"/admin/mappings/{FORWARD}/reconcile", {}), ("/admin/systems/test", {}),
+                           ("/admin/jobs/new", {"name": "forged", "schedule": "@hourly", "mappings": FORWARD})):
             refused = client.post(path, data={**form, "csrf": "forged"})
             assert refused.status_code == 403, path
             assert "security token" in refused.text
+        users = client.get("/admin/managed/user?q=bjensen")
+        user_path = users.text.split('href="/admin/managed/user/', 1)[1].split('"', 1)[0]
+        refused = client.post(f"/admin/managed/user/{user_path}", data={"p.description": "forged"})
+        assert refused.status_code == 403
         assert client.get("/admin/").status_code == 200  # the session survived
+    assert not (console.project / "jobs.d" / "forged.toml").exists()
     assert (console.project / "jobs.d" / f"{JOB}.toml").read_text() == before

@@ -31,10 +31,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from idsync.api.auth import Accounts, LoginLimit, client_address
 from idsync.api.context import ApiContext
 from idsync.console.dashboard import dashboard_routes
+from idsync.console.identities import identity_routes
 from idsync.console.jobs import job_routes
 from idsync.console.mappings import mapping_routes
 from idsync.console.runs import run_routes
 from idsync.console.session import COOKIE, LOGIN_COOKIE
+from idsync.console.systems import system_routes
 from idsync.console.web import HEADERS, Console, Form, console_of, cookie_path, page, redirect, set_cookie, user_of
 
 __all__ = ["create_console"]
@@ -146,6 +148,8 @@ def create_console(ctx: ApiContext, accounts: Accounts, limit: LoginLimit) -> AS
         *job_routes,
         *run_routes,
         *mapping_routes,
+        *identity_routes,
+        *system_routes,
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _error})
     app.state.console = console

@@ -49,6 +49,8 @@ class Console:
         self.accounts = accounts
         self.limit = limit
         self.sessions = Sessions(ctx.settings.console_idle_minutes * 60.0)
+        # The last test of every system (the Systems page): when, and each system's answer.
+        self.tested: tuple[dt.datetime, list[dict[str, Any]]] | None = None
         self.templates = Environment(loader=PackageLoader("idsync.console", "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
         self.templates.globals["version"] = __version__
