@@ -1,0 +1,118 @@
+"""The console's job file edits and sessions, without a browser: Save keeps the rest of
+the file and its comments, refuses a broken job before writing, swaps the file in
+atomically; PingIDM schedules are edited as JSON; sessions end when idle."""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+from idsync.config.jobs import load_jobs
+from idsync.console.jobfile import create_job, edit_toml, job_file, remove_job, save_job
+from idsync.console.session import Sessions
+from idsync.errors import ConfigError
+
+MAPPING = "systemLdapAccounts_managedUser"
+TEXT = f"""# Nightly.
+description = "Nightly"  # shown in the console
+schedule = '0 0 * * * ?'           # every hour
+mappings = ["{MAPPING}"]
+enabled = true
+"""
+
+
+def test_edit_keeps_comments_and_appends_missing_keys() -> None:
+    """Each changed value is replaced on its own line, its comment kept; a key the file
+    lacks is added; nothing else moves."""
+    new = edit_toml(TEXT, {"schedule": "0 30 2 * * ?", "enabled": False, "timezone": "Europe/Stockholm"})
+    assert new.splitlines() == [
+        "# Nightly.",
+        'description = "Nightly"  # shown in the console',
+        'schedule = "0 30 2 * * ?"           # every hour',
+        f'mappings = ["{MAPPING}"]',
+        "enabled = false",
+        'timezone = "Europe/Stockholm"',
+    ]
+
+
+def test_a_value_with_quotes_stays_one_toml_string() -> None:
+    """A value typed with quotes, a '#' or a backslash cannot end the string or start a key."""
+    new = edit_toml(TEXT, {"description": 'a "b" # c \\ d\nschedule = "@hourly"'})
+    parsed = tomllib.loads(new)
+    assert parsed["description"] == 'a "b" # c \\ d\nschedule = "@hourly"'
+    assert parsed["schedule"] == "0 0 * * * ?"
+
+
+def test_save_refuses_a_broken_expression_and_leaves_the_file(tmp_path: Path) -> None:
+    """A broken expression, time zone or misfire policy is refused with file, key and reason;
+    the file is byte for byte what it was, and no temporary file is left behind."""
+    path = tmp_path / "nightly.toml"
+    path.write_text(TEXT)
+    for edits, key in (({"schedule": "0 61 * * * ?"}, "schedule"), ({"timezone": "Mars/Olympus"}, "timezone"),
+                       ({"misfire": "sometimes"}, "misfire")):
+        with pytest.raises(ConfigError) as caught:
+            save_job(path, edits, [MAPPING])
+        assert caught.value.key == key and caught.value.file == str(path)
+    assert path.read_text() == TEXT
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nightly.toml"]
+
+
+def test_save_writes_a_job_the_daemon_loads(tmp_path: Path) -> None:
+    """A saved file loads as the daemon loads it, with the new schedule, and keeps its mode."""
+    path = tmp_path / "nightly.toml"
+    path.write_text(TEXT)
+    path.chmod(0o640)
+    job = save_job(path, {"schedule": "0 30 2 * * ?", "misfire": "skip"}, [MAPPING])
+    assert job.schedule.expression == "0 30 2 * * ?" and job.misfire == "skip"
+    jobs, errors = load_jobs(tmp_path, [MAPPING])
+    assert not errors and jobs["nightly"].schedule.expression == "0 30 2 * * ?"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert "# every hour" in path.read_text()
+
+
+def test_pingidm_schedule_is_edited_as_json(tmp_path: Path) -> None:
+    """A job from conf/schedule-NAME.json is found and saved with PingIDM's key names, other keys kept."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    schedule = {"enabled": True, "type": "cron", "schedule": "0 0 * * * ?", "persisted": True,
+                "invokeService": "sync", "invokeContext": {"action": "reconcile", "mapping": MAPPING}}
+    (conf / "schedule-recon.json").write_text(json.dumps(schedule))
+    path = job_file(tmp_path / "jobs.d", conf, "recon")
+    save_job(path, {"schedule": "0 15 3 * * ?", "timezone": "UTC", "misfire": "skip"}, [MAPPING])
+    saved = json.loads(path.read_text())
+    assert saved["schedule"] == "0 15 3 * * ?" and saved["misfirePolicy"] == "doNothing"
+    assert saved["timeZone"] == "UTC" and saved["persisted"] is True and saved["invokeContext"]["mapping"] == MAPPING
+    with pytest.raises(ConfigError):
+        save_job(path, {"schedule": "nope"}, [MAPPING])
+    assert json.loads(path.read_text()) == saved
+
+
+def test_create_and_remove(tmp_path: Path) -> None:
+    """A new job is written only if it loads and its name is free; Remove keeps the file aside."""
+    jobs_dir = tmp_path / "jobs.d"
+    create_job(jobs_dir, "hourly", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+    assert load_jobs(jobs_dir, [MAPPING])[0]["hourly"].mappings == (MAPPING,)
+    with pytest.raises(ConfigError, match="exists already"):
+        create_job(jobs_dir, "hourly", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+    with pytest.raises(ConfigError, match="mappings"):
+        create_job(jobs_dir, "none", {"schedule": "@hourly"}, [MAPPING], [])
+    with pytest.raises(ConfigError, match="letters, digits"):
+        create_job(jobs_dir, "../escape", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+    kept = remove_job(jobs_dir / "hourly.toml")
+    assert kept.name == "hourly.toml.removed" and load_jobs(jobs_dir, [MAPPING])[0] == {}
+    assert not (jobs_dir / "none.toml").exists()
+
+
+def test_sessions_end_when_idle() -> None:
+    """A session is found while used, and gone once idle longer than the limit or closed."""
+    sessions = Sessions(idle_seconds=0.2)
+    sid, session = sessions.open("admin")
+    assert sessions.get(sid) is session and session.csrf_ok(session.csrf) and not session.csrf_ok("x")
+    time.sleep(0.3)
+    assert sessions.get(sid) is None
+    sid, _ = sessions.open("admin")
+    sessions.close(sid)
+    assert sessions.get(sid) is None and sessions.get(None) is None
