@@ -1,9 +1,11 @@
 """Identities: managed users and roles, browsed, searched, viewed with their linked
 objects in each system and their audit history, and edited.
 
-The search box looks for the start of a searchable property's value (a syntax
-tree is built from it, never query text); the ``_queryFilter`` field takes
-PingIDM's language as the API does. Lists page by keyset on ``_id``.
+The search box looks for the start of a searchable property's value
+(case-sensitive), each property by a range on the store's property index, so
+it answers at once in 100,000 users; the text is a bound value, never query
+syntax. The ``_queryFilter`` field takes PingIDM's language as the API does.
+Lists page by keyset on ``_id``.
 
 An edit goes through ``ManagedObjects`` like a PATCH of the API: the same
 validation against ``managed.json``, the revision the form was read at (a
@@ -17,7 +19,7 @@ import json
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -29,11 +31,11 @@ from idsync.config.managed import ManagedType
 from idsync.console.web import Form, page, redirect, user_of
 from idsync.errors import IdsyncError
 from idsync.managed.service import ManagedObjects
-from idsync.query import Compare, Node, Or, parse
+from idsync.query import parse
 from idsync.resources import Resources
 from idsync.store.filters import to_sql
 from idsync.store.links import LinkSet
-from idsync.store.tables import audit, managed_objects
+from idsync.store.tables import audit, managed_objects, managed_properties
 
 __all__ = ["identity_routes"]
 
@@ -41,6 +43,9 @@ log = structlog.get_logger("idsync.console")
 
 _PAGE = 50
 _HISTORY = 50
+# The search box looks at this many matches per property at most (then asks for more letters).
+_CANDIDATES = 1000
+_LAST_CHAR = "\U0010ffff"
 _COLUMNS = ("userName", "name", "givenName", "sn", "mail", "accountStatus", "description")
 
 
@@ -56,34 +61,46 @@ def _schema(ctx: ApiContext, object_type: str) -> ManagedType:
     return types[object_type]
 
 
-def _filter(schema: ManagedType, text: str, query_filter: str) -> Node | None:
-    if query_filter:
-        try:
-            return parse(query_filter)
-        except IdsyncError as exc:
-            raise HTTPException(400, f"_queryFilter: {exc}") from None
-    if text:
-        fields = sorted(schema.searchable) or ["_id"]
-        return Or(tuple(Compare((f,), "sw", text) for f in fields))
-    return None
+def _candidates(conn: Connection, object_type: str, schema: ManagedType, text: str) -> tuple[set[str], bool]:
+    """Ids of objects with a searchable property starting with ``text`` (case-sensitive), up to
+    ``_CANDIDATES`` per property, each found by a range on the property index; and whether
+    a property had more."""
+    mp = managed_properties
+    ids: set[str] = set()
+    capped = False
+    for name in sorted(schema.searchable):
+        query = (select(mp.c.object_id).where(mp.c.object_type == object_type, mp.c.name == name,
+                                              mp.c.value >= text, mp.c.value < text + _LAST_CHAR)
+                 .order_by(mp.c.value).limit(_CANDIDATES + 1))
+        found = [r[0] for r in conn.execute(query)]
+        capped = capped or len(found) > _CANDIDATES
+        ids.update(found[:_CANDIDATES])
+    return ids, capped
 
 
-def _search(ctx: ApiContext, object_type: str, text: str, query_filter: str, after: str) -> list[dict[str, Any]]:
+def _search(ctx: ApiContext, object_type: str, text: str, query_filter: str,
+            after: str) -> tuple[list[dict[str, Any]], bool]:
+    """A page of objects (by ``_id``) matching the search box or the ``_queryFilter``, and
+    whether the search box matched more than it could look at."""
     schema = _schema(ctx, object_type)
     mo = managed_objects
     query = select(mo.c.id, mo.c.data).where(mo.c.object_type == object_type)
-    node = _filter(schema, text, query_filter)
-    if node is not None:
-        try:
-            query = query.where(to_sql(node, object_type, schema.searchable))
-        except IdsyncError as exc:
-            raise HTTPException(400, f"_queryFilter: {exc}") from None
-    if after:
-        query = query.where(mo.c.id > after)
-    query = query.order_by(mo.c.id).limit(_PAGE + 1)
+    capped = False
     with ctx.store.engine.connect() as conn:
-        return [{"_id": r.id, **{k: v for k, v in (r.data or {}).items() if k not in schema.secrets}}
+        if query_filter:
+            try:
+                query = query.where(to_sql(parse(query_filter), object_type, schema.searchable))
+            except IdsyncError as exc:
+                raise HTTPException(400, f"_queryFilter: {exc}") from None
+        elif text:
+            ids, capped = _candidates(conn, object_type, schema, text)
+            query = query.where(mo.c.id.in_(sorted(i for i in ids if i > after)[: _PAGE + 1]))
+        if after:
+            query = query.where(mo.c.id > after)
+        query = query.order_by(mo.c.id).limit(_PAGE + 1)
+        rows = [{"_id": r.id, **{k: v for k, v in (r.data or {}).items() if k not in schema.secrets}}
                 for r in conn.execute(query)]
+    return rows, capped
 
 
 async def _list(request: Request) -> Response:
@@ -91,13 +108,13 @@ async def _list(request: Request) -> Response:
     object_type = request.path_params["type"]
     q = request.query_params
     text, query_filter, after = q.get("q", "").strip(), q.get("_queryFilter", "").strip(), q.get("after", "")
-    rows = await run_in_threadpool(_search, ctx, object_type, text, query_filter, after)
+    rows, capped = await run_in_threadpool(_search, ctx, object_type, text, query_filter, after)
     more = len(rows) > _PAGE
     rows = rows[:_PAGE]
     schema = _schema(ctx, object_type)
     columns = [c for c in _COLUMNS if c in schema.properties][:5]
     return page(request, "identities.html", object_type=object_type, rows=rows, columns=columns, text=text,
-                query_filter=query_filter, next_after=rows[-1]["_id"] if more else None,
+                query_filter=query_filter, next_after=rows[-1]["_id"] if more else None, capped=capped,
                 types=sorted(ctx.project().managed.types))
 
 
