@@ -250,6 +250,31 @@ def test_systems(console: Console) -> None:
     console.wait(lambda: "uid" in console.text("#object"))
 
 
+def test_pages_fit_a_phone_and_a_laptop(console: Console) -> None:
+    """The dashboard, the jobs page and a run fit a phone's width (no sideways scrolling of
+    the page) and a laptop's; every form field has a label. With IDSYNC_SCREENSHOTS=DIR the
+    laptop views are saved there (the README's pictures)."""
+    console.open(f"/admin/runs?job={JOB}&state=SUCCESS")
+    run_href = console.find("#runs tbody a").get_attribute("href")
+    pages = {"dashboard": "/admin/", "jobs": f"/admin/jobs/{JOB}", "run": run_href.replace(console.base, "")}
+    shots = os.environ.get("IDSYNC_SCREENSHOTS")
+    for width, height in ((390, 844), (1280, 900)):
+        console.browser.set_window_size(width, height)
+        for name, path in pages.items():
+            console.open(path)
+            console.wait(lambda: console.text("h1") != "")
+            overflow = console.browser.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 0, f"{name} is {overflow}px wider than a {width}px screen"
+            unlabeled = console.browser.execute_script(
+                "return [...document.querySelectorAll('input:not([type=hidden]), select')]"
+                ".filter(e => !(e.labels && e.labels.length)).map(e => e.name)")
+            assert unlabeled == [], f"{name}: fields without a label: {unlabeled}"
+            if shots and width > 1000:
+                Path(shots).mkdir(parents=True, exist_ok=True)
+                console.browser.save_screenshot(str(Path(shots) / f"console-{name}.png"))
+
+
 def test_csrf_refused(console: Console) -> None:
     """A POST with the session's cookie but without its CSRF token (as a forged form from
     another site would send) is refused with 403 and changes nothing."""
