@@ -4,11 +4,14 @@ atomically; PingIDM schedules are edited as JSON; sessions end when idle."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import time
 import tomllib
 from pathlib import Path
 
+import httpx
 import pytest
 from idsync.config.jobs import load_jobs
 from idsync.console.jobfile import create_job, edit_toml, job_file, remove_job, save_job
@@ -116,3 +119,48 @@ def test_sessions_end_when_idle() -> None:
     sid, _ = sessions.open("admin")
     sessions.close(sid)
     assert sessions.get(sid) is None and sessions.get(None) is None
+
+
+def test_console_pages_render_without_javascript(tmp_path: Path) -> None:
+    """In process, over a SQLite store: the login form carries the CSP and a Strict cookie;
+    a login without the form's token is refused, with it the dashboard renders; a request
+    without a session is sent to the login form (the templates and Starlette at their floors)."""
+    from idsync.api import ApiContext, create_app, hash_password, load_accounts
+    from idsync.config.project import load_project
+    from idsync.console import create_console
+    from idsync.settings import ApiSettings
+    from idsync.store.database import Store
+
+    from samples import SAMPLE
+
+    project_dir = tmp_path / "project"
+    shutil.copytree(SAMPLE / "conf", project_dir / "conf")
+    (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    project = load_project(project_dir)
+    store = Store.open(project.settings.store_url())
+    settings = ApiSettings(accounts={"admin": hash_password("a-long-password")})  # type: ignore[call-arg]
+    ctx = ApiContext(project=lambda: project, store=store, settings=settings)
+    app = create_app(ctx, load_accounts(settings, project_dir, "idsync.toml"), create_console)
+    async def visit() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            assert (await client.get("/admin/")).headers["location"].startswith("/admin/login")
+            form = await client.get("/admin/login")
+            assert "script-src 'self'" in form.headers["content-security-policy"]
+            assert "samesite=strict" in form.headers["set-cookie"].lower()
+            token = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            login = {"username": "admin", "password": "a-long-password"}
+            assert (await client.post("/admin/login", data=login)).status_code == 403
+            answer = await client.post("/admin/login", data={**login, "csrf": token})
+            assert answer.status_code == 303 and "httponly" in answer.headers["set-cookie"].lower()
+            page = await client.get("/admin/")
+            assert page.status_code == 200 and "<h1>Dashboard</h1>" in page.text
+            assert "<script>" not in page.text and "managed/user" in page.text
+            assert (await client.get("/admin/static/console.js")).status_code == 200
+
+    try:
+        asyncio.run(visit())
+    finally:
+        ctx.close()
+        store.close()
+
