@@ -5,6 +5,7 @@ never written), running a job and watching it finish, and the CSRF refusal."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,13 +17,14 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from api_server import ADMIN, ADMIN_HASH, free_port
+from api_server import ADMIN, ADMIN_HASH, add_users, free_port
 from console_browser import chromium
 from idsync_dev.slapd import Slapd
 
 from samples import FORWARD, IDSYNC, idsync, ldap_entry, sample_project
 
 JOB = "ldap-users"
+SLOW = "slow-users"  # small pages: a run long enough to watch and cancel
 JOB_TEXT = f"""# Synchronize active LDAP users to the identity store.
 description = "Synchronize active LDAP users to Identity Manager"
 schedule = "0 0 1 1 *"       # once a year until someone picks a time
@@ -50,6 +52,12 @@ class Console:
 
         return self.browser.find_element(By.CSS_SELECTOR, css)
 
+    def type(self, css: str, text: str) -> None:
+        """Replace what the field holds with ``text``, as typed."""
+        field = self.find(css)
+        field.clear()
+        field.send_keys(text)
+
     def text(self, css: str) -> str:
         return str(self.find(css).text)
 
@@ -62,7 +70,8 @@ class Console:
             except Exception:  # noqa: BLE001 - an element replaced under us: look again
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"timed out on {self.browser.current_url}:\n{self.browser.page_source[:3000]}")
+        main = self.browser.execute_script("var m = document.querySelector('main'); return m ? m.innerText : ''")
+        raise AssertionError(f"timed out on {self.browser.current_url}:\n{main[:2000]}")
 
     def login(self, user: str = "openidm-admin", password: str = "openidm-admin") -> None:
         self.open("/admin/login")
@@ -83,6 +92,8 @@ def console(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[
                 f'[api.accounts]\n"openidm-admin" = "{ADMIN_HASH}"\n')
     (project / "jobs.d").mkdir()
     (project / "jobs.d" / f"{JOB}.toml").write_text(JOB_TEXT)
+    (project / "jobs.d" / f"{SLOW}.toml").write_text(
+        f'schedule = "0 0 1 1 *"\nmappings = ["{FORWARD}"]\nmisfire = "skip"\npage_size = 25\n')
     with chromium() as browser:
         proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True,
@@ -101,8 +112,18 @@ def console(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[
             out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
         assert "Traceback" not in out
-        assert "openidm-admin\"" not in out.replace('"user": "openidm-admin"', "")  # no password in the log
-        assert '"console.job_saved"' in out and '"user": "openidm-admin"' in out
+        # Every change made in the console is logged with the account that made it.
+        events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        changes = [e for e in events if e["event"].startswith(("console.job_", "console.object_", "console.recon_"))]
+        assert all(e["user"] == "openidm-admin" for e in changes), changes
+
+
+@pytest.fixture(autouse=True)
+def _logged_in(request: pytest.FixtureRequest, console: Console) -> None:
+    """Every test but the login test starts logged in (whichever tests run)."""
+    if request.node.name != "test_login_refused_then_accepted" and console.browser.get_cookie(
+            "idsync_console") is None:
+        console.login()
 
 
 def test_login_refused_then_accepted(console: Console) -> None:
@@ -133,16 +154,12 @@ def test_save_cron_expression(console: Console) -> None:
     console.open("/admin/jobs")
     console.find(f'a[href="/admin/jobs/{JOB}"]').click()
     console.wait(lambda: "Synchronize active LDAP users" in console.text("#job-title"))
-    field = console.find("#schedule")
-    field.clear()
-    field.send_keys("0 61 * * * ?")
+    console.type("#schedule", "0 61 * * * ?")
     console.wait(lambda: "61" in console.text("#cron-problem"))
     console.find("#save").click()
     console.wait(lambda: "schedule" in console.text("#save-error"))
     assert job_file.read_text() == JOB_TEXT
-    field = console.find("#schedule")
-    field.clear()
-    field.send_keys("0 30 2 * * ?")
+    console.type("#schedule", "0 30 2 * * ?")
     console.wait(lambda: "02:30" in console.text("#cron-description"))
     assert len(console.find("#cron-fires").find_elements("css selector", "li")) == 5
     console.find("#save").click()
@@ -218,9 +235,7 @@ def test_edit_user_pushes_to_ldap(console: Console) -> None:
     assert "scarter" not in console.text("#objects")
     console.find("#objects tbody a").click()
     console.wait(lambda: "system/ldap/account" in console.text("#linked"))
-    phone = console.find("#p-telephoneNumber")
-    phone.clear()
-    phone.send_keys("+1 408 555 0199")
+    console.type("#p-telephoneNumber", "+1 408 555 0199")
     console.find("#save").click()
     console.wait(lambda: "pushed" in console.text(".flash.ok"))
     assert "managedUser_systemLdapAccounts: pushed" in console.text(".flash.ok")
@@ -295,3 +310,48 @@ def test_csrf_refused(console: Console) -> None:
         assert client.get("/admin/").status_code == 200  # the session survived
     assert not (console.project / "jobs.d" / "forged.toml").exists()
     assert (console.project / "jobs.d" / f"{JOB}.toml").read_text() == before
+
+
+def test_add_and_remove_a_job(console: Console) -> None:
+    """Add a job: a bad expression is refused with its reason and writes nothing; a good one
+    creates jobs.d/NAME.toml, which the scheduler takes at once; Remove takes it out again,
+    keeping the file aside."""
+    console.open("/admin/jobs/new")
+    console.find("#name").send_keys("nightly")
+    console.find(f'input[name=mappings][value="{FORWARD}"]').click()
+    console.type("#schedule", "0 0 25 * * ?")
+    console.find("form.card button[type=submit]").click()
+    console.wait(lambda: "out of range" in console.text("#save-error"))
+    assert not (console.project / "jobs.d" / "nightly.toml").exists()
+    console.type("#schedule", "0 0 3 * * ?")
+    console.find("form.card button[type=submit]").click()
+    console.wait(lambda: "Added nightly" in console.text(".flash.ok"))
+    assert "03:00:00" in console.text("#job-next")
+    assert 'schedule = "0 0 3 * * ?"' in (console.project / "jobs.d" / "nightly.toml").read_text()
+    console.browser.execute_script("window.confirm = () => true")
+    console.find("#remove").click()
+    console.wait(lambda: "Removed nightly" in console.text(".flash.ok"))
+    assert not (console.project / "jobs.d" / "nightly.toml").exists()
+    assert (console.project / "jobs.d" / "nightly.toml.removed").exists()
+    assert "nightly" not in idsync(console.project, "jobs").stdout
+
+
+def test_watch_a_long_run_and_cancel_a_job(console: Console) -> None:
+    """With 1500 more directory users: a preview's page shows a progress bar and follows the
+    run by itself until it ends; a job run in small pages shows as running and Cancel stops
+    it at a page boundary (CANCELED)."""
+    add_users(console.slapd, console.subtree, 1500)
+    console.open(f"/admin/jobs/{SLOW}")
+    console.find("#run-now").click()
+    console.wait(lambda: "running" in console.text("#job-running"))
+    console.find("#cancel").click()
+    console.wait(lambda: "stop" in console.text(".flash.ok"))
+    console.wait(lambda: "CANCELED" in console.text("#job-last"), seconds=60)
+    console.open(f"/admin/mappings/{FORWARD}")
+    console.find("#preview").click()
+    console.wait(lambda: "/admin/runs/" in console.browser.current_url)
+    seen_active = console.text("#run-state") == "ACTIVE"
+    if seen_active:
+        assert console.find("#run-progress").get_attribute("max") == "100"
+    console.wait(lambda: console.text("#run-state") == "SUCCESS", seconds=60)  # no reload by the test
+    assert seen_active, "the preview ended before its page showed it running"
