@@ -241,6 +241,8 @@ def test_edit_user_pushes_to_ldap(console: Console) -> None:
     assert "managedUser_systemLdapAccounts: pushed" in console.text(".flash.ok")
     entry = ldap_entry(console.slapd, f"uid=bjensen,{console.subtree}")
     assert entry is not None and entry["telephonenumber"] == ["+1 408 555 0199"]
+    history = console.text("#history")  # the edit, by whom, beside the push it started
+    assert "openidm-admin: edited managed/user/" in history and "managedUser_systemLdapAccounts" in history
     page = console.browser.current_url
     console.find("#p-userName").clear()
     console.find("#save").click()

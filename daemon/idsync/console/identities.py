@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import structlog
 from sqlalchemy import Connection, select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -28,6 +27,7 @@ from starlette.routing import Route
 
 from idsync.api.context import ApiContext
 from idsync.config.managed import ManagedType
+from idsync.console.record import record
 from idsync.console.web import Form, page, redirect, user_of
 from idsync.errors import IdsyncError
 from idsync.managed.service import ManagedObjects
@@ -38,8 +38,6 @@ from idsync.store.links import LinkSet
 from idsync.store.tables import audit, managed_objects, managed_properties
 
 __all__ = ["identity_routes"]
-
-log = structlog.get_logger("idsync.console")
 
 _PAGE = 50
 _HISTORY = 50
@@ -227,8 +225,10 @@ async def _post(request: Request) -> Response:
         return redirect(request, f"/managed/{object_type}/{object_id}", problem=str(exc))
     if not outcome:
         return redirect(request, f"/managed/{object_type}/{object_id}", done="Nothing changed")
-    log.info("console.object_changed", user=user_of(request), resource=f"managed/{object_type}", id=object_id,
-             outcome=outcome)
+    await run_in_threadpool(lambda: record(
+        ctx, "console.object_changed", user=user_of(request), action="UPDATE", subject=object_id,
+        message=f"edited managed/{object_type}/{object_id}", resource=f"managed/{object_type}", id=object_id,
+        outcome=outcome))
     return redirect(request, f"/managed/{object_type}/{object_id}", done="Saved; " + "; ".join(outcome))
 
 

@@ -24,6 +24,7 @@ from idsync.api.context import ApiContext, JobControl
 from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.console.dashboard import job_rows
 from idsync.console.jobfile import JobEdit, create_job, job_file, remove_job, save_job
+from idsync.console.record import record
 from idsync.console.web import Form, page, redirect, user_of
 from idsync.errors import ConfigError
 
@@ -127,7 +128,9 @@ async def _post(request: Request) -> Response:
         return page(request, "jobs.html", status=400, jobs=jobs, selected=job, form=values, scheduler=True,
                     error=f"{key}: {problem}",
                     preview=cron_preview(form.get("schedule"), form.get("timezone") or "UTC"))
-    log.info("console.job_saved", user=user_of(request), job=name, **edits)
+    await run_in_threadpool(lambda: record(
+        ctx, "console.job_saved", user=user_of(request), action="UPDATE", subject=f"job/{name}",
+        message=f"saved job {name}: schedule {edits['schedule']!r}", job=name, **edits))
     saved = await run_in_threadpool(_find, ctx, name)
     nxt = saved["nextRunDate"]
     message = f"Saved {name}: " + (f"next fire {nxt}" if nxt else "not scheduled (disabled)")
@@ -142,7 +145,8 @@ async def _run(request: Request) -> Response:
     await run_in_threadpool(_find, ctx, name)
     if not await run_in_threadpool(control.trigger, name):
         return redirect(request, f"/jobs/{name}", problem=f"{name} is already running")
-    log.info("console.job_triggered", user=user_of(request), job=name)
+    await run_in_threadpool(lambda: record(ctx, "console.job_triggered", user=user_of(request), action="RUN",
+                                           subject=f"job/{name}", message=f"ran job {name} now", job=name))
     return redirect(request, f"/jobs/{name}", done=f"Started {name}")
 
 
@@ -152,7 +156,8 @@ async def _cancel(request: Request) -> Response:
     await Form.read(request)
     if not _control(ctx).cancel_job(name):
         return redirect(request, f"/jobs/{name}", problem=f"{name} is not running")
-    log.info("console.job_canceled", user=user_of(request), job=name)
+    await run_in_threadpool(lambda: record(ctx, "console.job_canceled", user=user_of(request), action="CANCEL",
+                                           subject=f"job/{name}", message=f"canceled job {name}", job=name))
     return redirect(request, f"/jobs/{name}", done=f"Asked {name} to stop at its next page")
 
 
@@ -185,7 +190,9 @@ async def _new(request: Request) -> Response:
                   "description": form.get("description"), "mappings": chosen}
         return page(request, "job_new.html", status=400, mappings=mappings, form=values, error=problem,
                     preview=cron_preview(form.get("schedule"), form.get("timezone") or "UTC"))
-    log.info("console.job_added", user=user_of(request), job=name, mappings=chosen)
+    await run_in_threadpool(lambda: record(ctx, "console.job_added", user=user_of(request), action="CREATE",
+                                           subject=f"job/{name}", message=f"added job {name}", job=name,
+                                           mappings=chosen, **edits))
     return redirect(request, f"/jobs/{name}", done=f"Added {name}")
 
 
@@ -203,7 +210,9 @@ async def _delete(request: Request) -> Response:
     await Form.read(request)
     await run_in_threadpool(_find, ctx, name)
     kept = await run_in_threadpool(_remove, ctx, name)
-    log.info("console.job_removed", user=user_of(request), job=name, kept_as=kept)
+    await run_in_threadpool(lambda: record(ctx, "console.job_removed", user=user_of(request), action="DELETE",
+                                           subject=f"job/{name}", message=f"removed job {name}", job=name,
+                                           kept_as=kept))
     return redirect(request, "/jobs", done=f"Removed {name} (the file is kept as {kept})")
 
 

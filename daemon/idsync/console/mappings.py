@@ -13,7 +13,6 @@ import json
 import uuid
 from typing import Any
 
-import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -22,13 +21,12 @@ from starlette.routing import Route
 
 from idsync.api.context import ApiContext
 from idsync.config.mappings import MappingDef
+from idsync.console.record import record
 from idsync.console.web import Form, page, redirect, user_of
 from idsync.errors import IdsyncError
 from idsync.store.runs import RunStore
 
 __all__ = ["mapping_routes"]
-
-log = structlog.get_logger("idsync.console")
 
 _START_TIMEOUT = 15.0
 _LAST_RUNS = 10
@@ -103,7 +101,10 @@ async def _start(request: Request, dry_run: bool) -> Response:
             break
         await asyncio.wait({future}, timeout=0.05)
     what = "preview" if dry_run else "reconciliation"
-    log.info("console.recon_started", user=user_of(request), mapping=name, run_id=run_id, dry_run=dry_run)
+    await run_in_threadpool(lambda: record(
+        ctx, "console.recon_started", user=user_of(request), action="PREVIEW" if dry_run else "RECONCILE",
+        subject=f"mapping/{name}", message=f"started a {what} of {name} (run {run_id})", mapping=name,
+        run_id=run_id, dry_run=dry_run))
     return redirect(request, f"/runs/{run_id}", done=f"Started a {what} of {name}")
 
 
