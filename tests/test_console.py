@@ -254,6 +254,22 @@ def test_edit_user_pushes_to_ldap(console: Console) -> None:
     assert "bjensen" in console.text("#objects")
 
 
+def test_new_user_is_pushed_to_ldap(console: Console) -> None:
+    """Identities > New user: Save creates the managed user, implicit sync creates the
+    directory entry, and the user's page lists it under linked objects."""
+    console.open("/admin/managed/user")
+    console.find("#new-object").click()
+    for field, value in (("userName", "fdoe"), ("givenName", "Felicitas"), ("sn", "Doe"),
+                         ("mail", "fdoe@example.com"), ("description", "Felicitas Doe")):
+        console.type(f"#p-{field}", value)
+    console.find("#save").click()
+    console.wait(lambda: "Created" in console.text(".flash.ok"))
+    assert "managedUser_systemLdapAccounts: pushed" in console.text(".flash.ok")
+    assert "system/ldap/account" in console.text("#linked")
+    entry = ldap_entry(console.slapd, f"uid=fdoe,{console.subtree}")
+    assert entry is not None and entry["mail"] == ["fdoe@example.com"]
+
+
 def test_systems(console: Console) -> None:
     """Systems: the LDAP connection tested OK (and again with Test); its accounts browsed
     read-only, one opened."""

@@ -177,6 +177,55 @@ def _parsed(text: str, kind: str) -> Any:
         raise HTTPException(400, f"expected JSON for a property of type {kind}: {text[:80]!r}") from None
 
 
+def _fields_of(schema: ManagedType, form: Form) -> dict[str, Any]:
+    """The form's non-empty property values, typed as ``managed.json`` says."""
+    values: dict[str, Any] = {}
+    for prop in schema.properties.values():
+        if form.has(f"p.{prop.name}") and form.get(f"p.{prop.name}") != "":
+            values[prop.name] = _parsed(form.get(f"p.{prop.name}"), prop.type)
+    return values
+
+
+async def _new_form(request: Request) -> Response:
+    ctx = _ctx(request)
+    object_type = request.path_params["type"]
+    schema = _schema(ctx, object_type)
+    fields = [{"name": p.name, "type": p.type, "value": "", "secret": p.secret} for p in schema.properties.values()]
+    return page(request, "identity_new.html", object_type=object_type, fields=fields, required=schema.required)
+
+
+def _create(ctx: ApiContext, object_type: str, form: Form) -> tuple[str, list[str]]:
+    schema = _schema(ctx, object_type)
+    project = ctx.project()
+    resources = Resources(project, ctx.store)
+    try:
+        values = _fields_of(schema, form)
+        for prop in schema.properties.values():  # a secret (a password) is typed, never shown
+            if prop.secret and form.get(f"s.{prop.name}"):
+                values[prop.name] = form.get(f"s.{prop.name}")
+        change = ManagedObjects(project, ctx.store, resources, object_type).create(values)
+    finally:
+        resources.close()
+    assert change.object is not None
+    return str(change.object["_id"]), [f"{p.mapping}: {'pushed' if p.ok else 'push failed: ' + (p.message or '')}"
+                                       for p in change.pushes]
+
+
+async def _new(request: Request) -> Response:
+    ctx = _ctx(request)
+    object_type = request.path_params["type"]
+    form = await Form.read(request)
+    try:
+        new_id, outcome = await run_in_threadpool(_create, ctx, object_type, form)
+    except IdsyncError as exc:
+        return redirect(request, f"/managed/{object_type}/new", problem=str(exc))
+    await run_in_threadpool(lambda: record(
+        ctx, "console.object_created", user=user_of(request), action="CREATE", subject=new_id,
+        message=f"created managed/{object_type}/{new_id}", resource=f"managed/{object_type}", id=new_id,
+        outcome=outcome))
+    return redirect(request, f"/managed/{object_type}/{new_id}", done="Created; " + "; ".join(outcome or ["saved"]))
+
+
 async def _one(request: Request) -> Response:
     ctx = _ctx(request)
     object_type, object_id = request.path_params["type"], request.path_params["id"]
@@ -234,6 +283,8 @@ async def _post(request: Request) -> Response:
 
 identity_routes = [
     Route("/managed/{type}", _list, methods=["GET"]),
+    Route("/managed/{type}/new", _new_form, methods=["GET"]),
+    Route("/managed/{type}/new", _new, methods=["POST"]),
     Route("/managed/{type}/{id}", _one, methods=["GET"]),
     Route("/managed/{type}/{id}", _post, methods=["POST"]),
 ]
