@@ -270,6 +270,27 @@ def test_new_user_is_pushed_to_ldap(console: Console) -> None:
     assert entry is not None and entry["mail"] == ["fdoe@example.com"]
 
 
+def test_add_a_user_to_a_role(console: Console) -> None:
+    """Identities > role: a new role with bjensen as a member becomes an LDAP group with her
+    in it; scarter added on the role's page (members, as JSON) is a member of the managed role
+    (the sample maps members to the group only when it creates it, as PingIDM's does)."""
+    bjensen, scarter = (f"uid={u},{console.subtree}" for u in ("bjensen", "scarter"))
+    console.open("/admin/managed/role/new")
+    console.type("#p-name", "auditors")
+    console.type("#p-members", json.dumps([bjensen]))
+    console.find("#save").click()
+    console.wait(lambda: "Created" in console.text(".flash.ok"))
+    assert "managedRole_systemLdapGroups: pushed" in console.text(".flash.ok")
+    group = ldap_entry(console.slapd, f"cn=auditors,{console.subtree}")
+    assert group is not None and [m.lower() for m in group["uniquemember"]] == [bjensen.lower()]
+    console.type("#p-members", json.dumps([bjensen, scarter]))
+    console.find("#save").click()
+    console.wait(lambda: "Saved" in console.text(".flash.ok"))
+    with httpx.Client(base_url=console.base, headers=ADMIN) as api:
+        roles = api.get("/openidm/managed/role?_queryFilter=" + quote('name eq "auditors"')).json()["result"]
+    assert roles[0]["members"] == [bjensen, scarter]
+
+
 def test_systems(console: Console) -> None:
     """Systems: the LDAP connection tested OK (and again with Test); its accounts browsed
     read-only, one opened."""
