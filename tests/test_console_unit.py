@@ -1,6 +1,7 @@
-"""The console's job file edits and sessions, without a browser: Save keeps the rest of
-the file and its comments, refuses a broken job before writing, swaps the file in
-atomically; PingIDM schedules are edited as JSON; sessions end when idle."""
+"""The console without a browser: Save keeps the rest of a job file and its comments,
+refuses a broken job before writing, swaps the file in atomically; PingIDM schedules
+are edited as JSON; sessions end when idle; pages render, cookies are Secure under
+TLS, and failed console logins count under the API's limit."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import json
 import shutil
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -121,10 +125,9 @@ def test_sessions_end_when_idle() -> None:
     assert sessions.get(sid) is None and sessions.get(None) is None
 
 
-def test_console_pages_render_without_javascript(tmp_path: Path) -> None:
-    """In process, over a SQLite store: the login form carries the CSP and a Strict cookie;
-    a login without the form's token is refused, with it the dashboard renders; a request
-    without a session is sent to the login form (the templates and Starlette at their floors)."""
+@contextmanager
+def _app(tmp_path: Path, **settings: Any) -> Iterator[Any]:
+    """The API with the console, in process, over the sample's conf/ and a SQLite store."""
     from idsync.api import ApiContext, create_app, hash_password, load_accounts
     from idsync.config.project import load_project
     from idsync.console import create_console
@@ -138,17 +141,32 @@ def test_console_pages_render_without_javascript(tmp_path: Path) -> None:
     (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
     project = load_project(project_dir)
     store = Store.open(project.settings.store_url())
-    settings = ApiSettings(accounts={"admin": hash_password("a-long-password")})  # type: ignore[call-arg]
-    ctx = ApiContext(project=lambda: project, store=store, settings=settings)
-    app = create_app(ctx, load_accounts(settings, project_dir, "idsync.toml"), create_console)
-    async def visit() -> None:
+    api = ApiSettings(accounts={"admin": hash_password("a-long-password")}, **settings)
+    ctx = ApiContext(project=lambda: project, store=store, settings=api)
+    try:
+        yield create_app(ctx, load_accounts(api, project_dir, "idsync.toml"), create_console)
+    finally:
+        ctx.close()
+        store.close()
+
+
+def _login_token(form: httpx.Response) -> str:
+    return form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+def test_console_pages_render_without_javascript(tmp_path: Path) -> None:
+    """In process, over a SQLite store: the login form carries the CSP and a Strict cookie;
+    a login without the form's token is refused, with it the dashboard renders; a request
+    without a session is sent to the login form (the templates and Starlette at their floors)."""
+
+    async def visit(app: Any) -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             assert (await client.get("/admin/")).headers["location"].startswith("/admin/login")
             form = await client.get("/admin/login")
             assert "script-src 'self'" in form.headers["content-security-policy"]
             assert "samesite=strict" in form.headers["set-cookie"].lower()
-            token = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            token = _login_token(form)
             login = {"username": "admin", "password": "a-long-password"}
             assert (await client.post("/admin/login", data=login)).status_code == 403
             answer = await client.post("/admin/login", data={**login, "csrf": token})
@@ -158,9 +176,30 @@ def test_console_pages_render_without_javascript(tmp_path: Path) -> None:
             assert "<script>" not in page.text and "managed/user" in page.text
             assert (await client.get("/admin/static/console.js")).status_code == 200
 
-    try:
-        asyncio.run(visit())
-    finally:
-        ctx.close()
-        store.close()
+    with _app(tmp_path) as app:
+        asyncio.run(visit(app))
+
+
+def test_secure_cookie_under_tls_and_the_shared_login_limit(tmp_path: Path) -> None:
+    """Over HTTPS the session cookie is Secure; failed console logins count under the API's
+    limit per address: past it the console answers 429, and so does the API."""
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+            token = _login_token(await client.get("/admin/login"))
+            answer = await client.post("/admin/login", data={"csrf": token, "username": "admin",
+                                                             "password": "a-long-password"})
+            assert answer.status_code == 303 and "secure" in answer.headers["set-cookie"].lower()
+            client.cookies.clear()
+            token = _login_token(await client.get("/admin/login"))
+            wrong = {"csrf": token, "username": "admin", "password": "wrong"}
+            assert [(await client.post("/admin/login", data=wrong)).status_code for _ in range(3)] == [401] * 3
+            assert (await client.post("/admin/login", data=wrong)).status_code == 429
+            api = await client.get("/openidm/managed/user?_queryFilter=true",
+                                   headers={"X-OpenIDM-Username": "admin", "X-OpenIDM-Password": "a-long-password"})
+            assert api.status_code == 429
+
+    with _app(tmp_path, max_failed_logins=3) as app:
+        asyncio.run(visit(app))
 
