@@ -33,8 +33,9 @@ def skip_reason() -> str | None:
 
 
 @contextmanager
-def chromium() -> Iterator[Any]:
-    """A headless Chromium session; skips the test (fails under CI=true) when there is none."""
+def chromium(*, javascript: bool = True) -> Iterator[Any]:
+    """A headless Chromium session (without JavaScript if asked); skips the test (fails under
+    CI=true) when there is none."""
     reason = skip_reason()
     if reason is not None:
         if os.environ.get("CI") == "true":
@@ -46,7 +47,8 @@ def chromium() -> Iterator[Any]:
     profile = tempfile.mkdtemp(prefix="idsync-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in (*_FLAGS, f"--user-data-dir={profile}"):
+    flags = (*_FLAGS, f"--user-data-dir={profile}", *(() if javascript else ("--blink-settings=scriptEnabled=false",)))
+    for flag in flags:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     driver.implicitly_wait(0)

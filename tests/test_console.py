@@ -410,3 +410,30 @@ def test_watch_a_long_run_and_cancel_a_job(console: Console) -> None:
         assert console.find("#run-progress").get_attribute("max") == "100"
     console.wait(lambda: console.text("#run-state") == "SUCCESS", seconds=60)  # no reload by the test
     assert seen_active, "the preview ended before its page showed it running"
+
+
+def test_every_change_works_without_javascript(console: Console) -> None:
+    """In a browser with JavaScript off: log in, save a job's expression (the file changes),
+    Run now, Preview a mapping, edit a user; each is a plain form answered with a page."""
+    console.reconciled()
+    with chromium(javascript=False) as plain:
+        other = Console(console.project, console.base, plain, console.slapd, console.subtree)
+        other.login()
+        other.wait(lambda: other.text("h1") == "Dashboard")
+        other.open(f"/admin/jobs/{JOB}")
+        other.type("#schedule", "0 45 4 * * ?")
+        time.sleep(0.5)
+        assert "04:45" not in other.text("#cron-preview")  # no script previews it: JavaScript is off
+        other.find("#save").click()
+        other.wait(lambda: "Saved" in other.text(".flash.ok"))
+        assert 'schedule = "0 45 4 * * ?"' in (console.project / "jobs.d" / f"{JOB}.toml").read_text()
+        other.find("#run-now").click()
+        other.wait(lambda: "Started" in other.text(".flash.ok"))
+        other.open(f"/admin/mappings/{FORWARD}")
+        other.find("#preview").click()
+        other.wait(lambda: "preview" in other.text("h1"))
+        other.open("/admin/managed/user?q=scarter")
+        other.find("#objects tbody a").click()
+        other.type("#p-description", "edited without JavaScript")
+        other.find("#save").click()
+        other.wait(lambda: "Saved" in other.text(".flash.ok"))
