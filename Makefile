@@ -10,7 +10,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := slapd ldap-utils openssl python3-venv systemd debootstrap libldap2-dev libsasl2-dev
+APT_PACKAGES := slapd ldap-utils openssl python3-venv systemd debootstrap libldap2-dev libsasl2-dev chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo recon-demo test test-lowest deps venv lock sdist wheel lint bench clean

@@ -42,8 +42,10 @@ MAP: Mapping[str, tuple[str, ...]] = {
     "status_file": ("idsync", "errors", "config", "store", "sync"),
     "api": ("idsync", "errors", "log", "query", "resource", "settings", "config", "store", "resources", "sync",
             "managed"),
+    "console": ("idsync", "errors", "log", "query", "resource", "settings", "config", "store", "resources", "sync",
+                "managed", "api"),
     "daemon": ("idsync", "errors", "log", "settings", "config", "store", "resources", "sync", "managed",
-               "status_file", "api"),
+               "status_file", "api", "console"),
     "cli": ("*",),
     "__main__": ("cli",),
 }

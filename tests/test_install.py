@@ -57,12 +57,14 @@ def debian12() -> DebianRoot:
 
 def test_the_wheel_carries_the_unit_and_examples_and_no_test_code(wheel: Path) -> None:
     """The wheel holds the systemd files, the example conf/ and jobs.d/ (as package data),
-    and no test helpers."""
+    the console's templates and assets, and no test helpers."""
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("systemd/idsync.service", "systemd/idsync.sysusers", "systemd/idsync.tmpfiles", "conf/sync.json",
                    "conf/provisioner.openicf-ldap.json", "jobs.d/sync-active-ldap-users.toml"):
         needed = f"idsync/share/{needed}"
         assert needed in names, needed
+    for page in ("templates/base.html", "templates/jobs.html", "static/console.js", "static/console.css"):
+        assert f"idsync/console/{page}" in names, page  # the console's templates and assets
     assert not [n for n in names if n.startswith(("idsync/testing/", "tests/"))]
 
 

@@ -103,6 +103,9 @@ class ApiSettings(BaseModel):
     # so a local process cannot pick the address its failed logins are counted under.
     trusted_proxies: list[str] = Field(default_factory=list, description="reverse proxies whose "
                                        "`X-Forwarded-For` names the client")
+    console: bool = Field(True, description="serve the admin console under `/admin/` (console.md)")
+    console_idle_minutes: int = Field(30, ge=1, le=1440, description="a console session ends after this many "
+                                      "minutes without a request")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSettings:

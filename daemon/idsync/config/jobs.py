@@ -140,7 +140,8 @@ def job_name_problem(name: str) -> str | None:
     return None
 
 
-def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobDef:
+def parse_job(path: Path, known_mappings: Collection[str] | None = None, text: str | None = None) -> JobDef:
+    """The job of file ``path``; with ``text``, as if the file held it (a check before writing)."""
     file = str(path)
     name = path.name[: -len(".toml")]
     if problem := job_name_problem(name):
@@ -150,7 +151,7 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobD
         raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes or liveSync are "
                                     "recorded under; name the job file otherwise")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(path.read_text(encoding="utf-8") if text is None else text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"not valid TOML: {exc}") from None
     except OSError as exc:
