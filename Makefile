@@ -11,7 +11,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # libldap2-dev, libsasl2-dev, gcc and python3-dev: python-ldap ships no wheels; pip builds it.
-APT_PACKAGES := slapd ldap-utils openssl python3-venv systemd libldap2-dev libsasl2-dev gcc python3-dev
+APT_PACKAGES := slapd ldap-utils openssl python3-venv systemd debootstrap libldap2-dev libsasl2-dev gcc python3-dev chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo recon-demo test test-lowest deps venv lock sdist wheel lint bench clean

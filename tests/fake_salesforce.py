@@ -15,6 +15,17 @@ HTTPS on loopback with a self-signed certificate (made with ``openssl``), servin
 * ``GET``/``PATCH``/``DELETE /sobjects/User/{id}`` (``?fields=``), ``POST /sobjects/User``.
 * ``POST``/``PATCH /composite/sobjects`` (sObject Collections, at most 200
   records, ``allOrNone``, SaveResults with ``statusCode``/``message``/``fields``).
+* ``GET /sobjects/User/updated/`` and ``/deleted/`` with ``?start=&end=`` (ISO 8601;
+  the seconds are ignored: both are taken to the minute): the ids whose
+  ``SystemModstamp`` falls in the window, or ``deletedRecords`` (``id``,
+  ``deletedDate``) with ``earliestDateAvailable``, and ``latestDateCovered`` (the
+  window's end, never past the org's current minute). ``INVALID_REPLICATION_DATE``
+  (400) when start does not precede end, when start is more than 30 days back
+  (updated) or before what the delete log still holds (deleted: 15 days, or the last
+  purge, ``purge_delete_log``), ``EXCEEDED_ID_LIMIT`` past ``id_limit`` ids. The
+  org's clock is this host's moved by ``clock_offset`` seconds (``advance``; ``freeze`` stops it), and
+  ``delete_user`` removes a record as an org deletes one (a real org deactivates
+  Users instead; the deleted window is the same for every sObject).
 * Errors as ``[{"message", "errorCode", "fields"}]``: ``INVALID_SESSION_ID`` (401)
   for an unknown or expired session (a session dies after ``session_calls``
   calls), ``REQUEST_LIMIT_EXCEEDED`` (403) when the API allowance is spent,
@@ -38,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -45,14 +57,16 @@ from urllib.parse import parse_qs, urlsplit
 
 from fake_soql import SoqlError, parse_select
 
-__all__ = ["REQUIRED_USER_FIELDS", "FakeSalesforce"]
+__all__ = ["REQUIRED_USER_FIELDS", "FakeSalesforce", "sf_datetime"]
 
 REQUIRED_USER_FIELDS = ("Username", "LastName", "Email", "Alias", "TimeZoneSidKey", "LocaleSidKey",
                         "EmailEncodingKey", "ProfileId", "LanguageLocaleKey")
 USER_FIELDS = frozenset({*REQUIRED_USER_FIELDS, "Id", "FirstName", "IsActive", "Phone", "MobilePhone", "Title",
                          "Department", "CompanyName", "FederationIdentifier", "CommunityNickname", "Name",
-                         "CreatedDate", "LastModifiedDate"})
-_READ_ONLY = frozenset({"Id", "Name", "CreatedDate", "LastModifiedDate"})
+                         "CreatedDate", "LastModifiedDate", "SystemModstamp"})
+_READ_ONLY = frozenset({"Id", "Name", "CreatedDate", "LastModifiedDate", "SystemModstamp"})
+_UPDATED_DAYS = 30  # how far back sObject Get Updated answers
+_DELETED_DAYS = 15  # how far back sObject Get Deleted answers (the delete log)
 _CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 _ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -99,6 +113,9 @@ class FakeSalesforce:
     access_tokens: list[str] = field(default_factory=list)
     version: str = "v44.0"
     instance_url: str | None = None  # what token responses name as instance_url (default: this org)
+    clock_offset: float = 0.0  # the org's clock is this host's plus this many seconds
+    id_limit: int = 600_000  # EXCEEDED_ID_LIMIT past this many ids in one window
+    deleted_log: list[tuple[str, float]] = field(default_factory=list)  # (Id, when) of deleted records
 
     def __post_init__(self) -> None:
         self._sessions: dict[str, int] = {}
@@ -108,6 +125,8 @@ class FakeSalesforce:
         self._server: ThreadingHTTPServer | None = None
         self.ca_file = Path()
         self.api_calls = 0
+        self._purged_at: float | None = None
+        self._frozen_at: float | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -142,13 +161,49 @@ class FakeSalesforce:
                       **fields}
             return self._insert(record)
 
+    def now(self) -> float:
+        """The org's clock."""
+        return self._frozen_at if self._frozen_at is not None else time.time() + self.clock_offset
+
+    def freeze(self) -> None:
+        """Stop the org's clock (``advance`` still moves it)."""
+        self._frozen_at = self.now()
+
+    def advance(self, seconds: float) -> None:
+        """Move the org's clock forward."""
+        if self._frozen_at is not None:
+            self._frozen_at += seconds
+        self.clock_offset += seconds
+
+    def stamp(self) -> str:
+        """The org's time now, as Salesforce writes a dateTime."""
+        return sf_datetime(self.now())
+
+    def delete_user(self, record_id: str) -> None:
+        """Delete a record (into the delete log that sObject Get Deleted reads)."""
+        with self._lock:
+            del self.users[record_id]
+            self.deleted_log.append((record_id, self.now()))
+
+    def purge_delete_log(self) -> None:
+        """An administrator empties the recycle bin: what was deleted so far is no longer told."""
+        with self._lock:
+            self.deleted_log.clear()
+            self._purged_at = self.now()
+
     def _insert(self, record: dict[str, Any]) -> str:
         new_id = _id18("005" + f"{next(self._seq):012d}")
-        now = time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
-        record = {**record, "Id": new_id, "CreatedDate": now, "LastModifiedDate": now}
+        now = self.stamp()
+        record = {**record, "Id": new_id, "CreatedDate": now, "LastModifiedDate": now, "SystemModstamp": now}
         record["Name"] = " ".join(str(record[k]) for k in ("FirstName", "LastName") if record.get(k))
         self.users[new_id] = record
         return new_id
+
+    def update_user(self, record_id: str, **fields: Any) -> None:
+        """Change a record as a user of the org would (its SystemModstamp moves)."""
+        with self._lock:
+            result = self._save(record_id, fields)
+        assert result["success"], result["errors"]
 
     def by_username(self, username: str) -> dict[str, Any] | None:
         return next((u for u in self.users.values() if u.get("Username") == username), None)
@@ -230,9 +285,43 @@ class FakeSalesforce:
         if rest == "/sobjects/User" and method == "POST":
             result = self._save(None, body)
             return (201, result) if result["success"] else (400, _as_errors(result["errors"]))
+        if (m := re.fullmatch(r"/sobjects/User/(updated|deleted)/?", rest)) and method == "GET":
+            return self._replication(m.group(1), query)
         if m := re.fullmatch(r"/sobjects/User/([A-Za-z0-9]{15,18})", rest):
             return self._record(method, m.group(1), query, body)
         return 404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
+
+    def _replication(self, kind: str, query: dict[str, str]) -> tuple[int, Any]:
+        """sObject Get Updated / Get Deleted: what changed in [start, end), to the minute."""
+        def refused(message: str) -> tuple[int, Any]:
+            return 400, [{"message": message, "errorCode": "INVALID_REPLICATION_DATE"}]
+
+        try:
+            start, end = (_minute(datetime.fromisoformat(query[k]).timestamp()) for k in ("start", "end"))
+        except (KeyError, ValueError):
+            return refused("start and end must be ISO 8601 dates")
+        if start >= end:
+            return refused("start must chronologically precede end")
+        now = self.now()
+        if kind == "updated" and start < now - _UPDATED_DAYS * 86400:
+            return refused(f"start is more than {_UPDATED_DAYS} days before the current date")
+        earliest = max(now - _DELETED_DAYS * 86400, self._purged_at or 0.0)
+        if kind == "deleted" and start < _minute(earliest):
+            return refused(f"start is before the earliest date available, {sf_datetime(_minute(earliest))}")
+        covered = min(end, _minute(now))
+        if kind == "updated":
+            ids = [i for i, r in self.users.items()
+                   if start <= datetime.fromisoformat(r["SystemModstamp"]).timestamp() < covered]
+            body: dict[str, Any] = {"ids": ids, "latestDateCovered": sf_datetime(covered)}
+        else:
+            ids = [i for i, when in self.deleted_log if start <= when < covered]
+            body = {"deletedRecords": [{"id": i, "deletedDate": sf_datetime(w)} for i, w in self.deleted_log
+                                       if start <= w < covered],
+                    "earliestDateAvailable": sf_datetime(_minute(earliest)), "latestDateCovered": sf_datetime(covered)}
+        if len(ids) > self.id_limit:
+            return 400, [{"message": f"More than {self.id_limit} ids in the window; choose start and end dates "
+                                     "closer together", "errorCode": "EXCEEDED_ID_LIMIT"}]
+        return 200, body
 
     def _query(self, soql: str, headers: dict[str, str]) -> tuple[int, Any]:
         try:
@@ -342,12 +431,23 @@ class FakeSalesforce:
                          "or another Salesforce organization.", ["Username"])
         if record_id:
             taken.pop(str(current.get("Username")).lower(), None)
-            merged["LastModifiedDate"] = time.strftime("%Y-%m-%dT%H:%M:%S.000+0000", time.gmtime())
+            merged["LastModifiedDate"] = merged["SystemModstamp"] = self.stamp()
             self.users[record_id] = merged
         else:
             record_id = self._insert(merged)
         taken[username] = record_id
         return {"id": record_id, "success": True, "errors": []}
+
+
+def _minute(when: float) -> float:
+    """A time with its seconds dropped, as the replication resources take their dates."""
+    return float(int(when // 60) * 60)
+
+
+def sf_datetime(when: float) -> str:
+    """``2013-05-08T21:20:00.000+0000``: how the REST API writes a dateTime."""
+    moment = datetime.fromtimestamp(when, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
 
 
 def _as_errors(save_errors: list[dict[str, Any]]) -> list[dict[str, Any]]:

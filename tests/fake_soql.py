@@ -1,10 +1,12 @@
 """Just enough SOQL for the Salesforce stand-in: ``SELECT f, ... FROM T [WHERE c]
-[ORDER BY ...] [LIMIT n]`` with ``= != < <= > >= LIKE IN``, ``AND OR NOT``,
-parentheses, ``null``/``true``/``false``, numbers and quoted strings with SOQL's
-backslash escapes. Text compares without regard to case, as Salesforce does."""
+[ORDER BY f [ASC|DESC]] [LIMIT n]`` with ``= != < <= > >= LIKE IN``, ``AND OR NOT``,
+parentheses, ``null``/``true``/``false``, numbers, dateTime literals
+(``2026-12-05T10:00:00Z``, ``...T10:00:00.123+00:00``) and quoted strings with
+SOQL's backslash escapes. Text compares without regard to case, as Salesforce does."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +14,9 @@ from typing import Any
 
 __all__ = ["Select", "SoqlError", "parse_select"]
 
-_TOKEN = re.compile(r"\s*(?:(?P<str>'(?:\\.|[^'\\])*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<op>!=|<=|>=|[=<>(),])"
+_TOKEN = re.compile(r"\s*(?:(?P<str>'(?:\\.|[^'\\])*')"
+                    r"|(?P<dt>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?(?:Z|[+-]\d{2}:?\d{2}))"
+                    r"|(?P<num>-?\d+(?:\.\d+)?)|(?P<op>!=|<=|>=|[=<>(),])"
                     r"|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))")
 _SIMPLE = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "'": "'", '"': '"', "\\": "\\"}
 Row = dict[str, Any]
@@ -76,6 +80,16 @@ class Select:
     matches: Callable[[Row], bool] = lambda row: True
     limit: int | None = None
     referenced: list[str] = field(default_factory=list)
+    order_by: str | None = None
+    descending: bool = False
+
+    def rows(self, rows: list[Row]) -> list[Row]:
+        """The matching rows, ordered and limited as the query says."""
+        found = [r for r in rows if self.matches(r)]
+        if self.order_by is not None:
+            key = self.order_by
+            found.sort(key=lambda r: (r.get(key) is None, _sortable(r.get(key))), reverse=self.descending)
+        return found[:self.limit]
 
 
 def parse_select(soql: str) -> Select:
@@ -98,6 +112,8 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
         value = m.group(kind)
         if kind == "str":
             out.append(("val", _Str(value[1:-1])))
+        elif kind == "dt":
+            out.append(("val", _datetime(value)))
         elif kind == "num":
             out.append(("val", float(value) if "." in value else int(value)))
         elif kind == "word" and value.lower() in ("null", "true", "false"):
@@ -144,8 +160,9 @@ class _Parser:
             result.matches = self.disjunction()
         if self.peek() == ("kw", "ORDER"):
             self.i += 2
-            self.take("word")
+            result.order_by = self.take("word")
             if self.peek()[0] == "kw" and self.peek()[1] in ("ASC", "DESC"):
+                result.descending = self.peek()[1] == "DESC"
                 self.i += 1
         if self.peek() == ("kw", "LIMIT"):
             self.i += 1
@@ -211,10 +228,28 @@ class _Parser:
         return value.text() if isinstance(value, _Str) else value
 
 
+def _datetime(text: str) -> dt.datetime:
+    """A dateTime as SOQL writes it or a record holds it (``2026-12-05T10:00:00.000+0000``)."""
+    text = text.replace("Z", "+00:00")
+    if re.search(r"[+-]\d{4}$", text):
+        text = text[:-2] + ":" + text[-2:]
+    return dt.datetime.fromisoformat(text)
+
+
+def _sortable(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-][\d:]+)", value):
+        return _datetime(value)
+    return _norm(value)
+
+
 def _compare(found: Any, op: str, wanted: Any) -> bool:
     if wanted is None or found is None:
         same = found is None and wanted is None
         return same if op == "=" else (not same) if op == "!=" else False
+    if isinstance(wanted, dt.datetime):
+        if not isinstance(found, str):
+            return False
+        found = _datetime(found)
     a, b = _norm(found), _norm(wanted)
     try:
         return {"=": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]

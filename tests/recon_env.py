@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+from dbs import store_url
 from idsync.config.project import load_project
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
@@ -20,6 +23,8 @@ from idsync_dev.slapd import Slapd
 from projects import MAPPING, make_project, person
 
 _projects = itertools.count(1)
+
+STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 
 
 class Env:
@@ -62,3 +67,13 @@ class Env:
     def create_user(self, **values: Any) -> dict[str, Any]:
         """A managed user made directly in the store (no link)."""
         return Resources(self.project, self.store).open("managed/user").create(values)
+
+
+@contextmanager
+def env_on(store: str, slapd: Slapd, subtree: str, tmp_path: Path) -> Iterator[Env]:
+    """An ``Env`` on a fresh store of kind ``store`` (one of ``STORES``), closed afterwards."""
+    env = Env(slapd, subtree, tmp_path, store_url(store, tmp_path))
+    try:
+        yield env
+    finally:
+        env.store.close()

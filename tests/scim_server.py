@@ -8,6 +8,7 @@ before a request (a real ETag conflict), and a log of the requests and answers."
 from __future__ import annotations
 
 import base64
+import datetime
 import io
 import json
 import secrets
@@ -56,6 +57,10 @@ class ScimServer:
     stop_after: int | None = None
     faults: list[tuple[str, int, dict[str, str]]] = field(default_factory=list)
     before: list[tuple[str, Callable[[], Any]]] = field(default_factory=list)
+    before_matching: list[tuple[Callable[[str, str, str], bool], Callable[[], Any]]] = field(default_factory=list)
+    # Each rewrites every ListResponse whose request (method, path, query string) matches.
+    edit_matching: list[tuple[Callable[[str, str, str], bool], Callable[[dict[str, Any]], dict[str, Any]]]] = \
+        field(default_factory=list)
     answers: list[tuple[str, str, int]] = field(default_factory=list)
     # Each answers the next request of that method with 200 and a body that is not JSON.
     garbled: list[str] = field(default_factory=list)
@@ -63,14 +68,20 @@ class ScimServer:
     list_edits: list[Callable[[dict[str, Any]], dict[str, Any]]] = field(default_factory=list)
     tokens_issued: int = 0
     tls: tuple[str, str] | None = None  # (certificate, key) PEM files: serve HTTPS
+    sort: bool = True  # what the ServiceProviderConfig announces
+    filter: bool = True
+    clock: Callable[[], datetime.datetime] | None = None  # the dates of meta.lastModified (a fixed one: ties)
 
     def __post_init__(self) -> None:
         config = load_default_service_provider_config()
         config.patch.supported = self.patch  # type: ignore[union-attr]
+        config.sort.supported = self.sort  # type: ignore[union-attr]
+        config.filter.supported = self.filter  # type: ignore[union-attr]
         config.authentication_schemes = [*(config.authentication_schemes or []), BEARER_TOKEN_SCHEME]
         provider = ScimProvider.from_discovery(load_default_schemas().values(),
                                                load_default_resource_types().values(), config=config)
-        self.app = BearerTokenApplication(InMemoryStorage(), provider, service=ScimService(provider),
+        storage = InMemoryStorage(clock=self.clock) if self.clock is not None else InMemoryStorage()
+        self.app = BearerTokenApplication(storage, provider, service=ScimService(provider),
                                           bearer_tokens=[STATIC_TOKEN])
         self._server = make_server("127.0.0.1", self.port, self._front, server_class=ThreadingWSGIServer,
                                    handler_class=_Quiet)
@@ -143,6 +154,11 @@ class ScimServer:
             error = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "400",
                      "scimType": "invalidFilter", "detail": "or is not supported"}
             return [json.dumps(error).encode()]
+        for matching in self.before_matching:
+            if matching[0](method, path, environ.get("QUERY_STRING", "")):
+                self.before_matching.remove(matching)
+                matching[1]()
+                break
         for hook in self.before:
             if hook[0] == method:
                 self.before.remove(hook)
@@ -159,6 +175,9 @@ class ScimServer:
             return [b"<html>maintenance</html>"]
         if method == "GET" and self.list_edits and "startIndex=" in environ.get("QUERY_STRING", ""):
             return self._edited_list(self.list_edits.pop(0), environ, start_response)
+        for matches, rewrite in self.edit_matching:
+            if matches(method, path, environ.get("QUERY_STRING", "")):
+                return self._edited_list(rewrite, environ, start_response)
         return self.app(environ, start_response)
 
     def _edited_list(self, edit: Callable[[dict[str, Any]], dict[str, Any]], environ: Environ,

@@ -81,7 +81,7 @@ def _fake_recon(store: Store, states: dict[str, str], calls: list[str], seconds:
 def test_job_runs_its_mappings_in_order(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every mapping runs, in file order, under the job's name; the outcome totals their counts."""
     calls: list[str] = []
-    monkeypatch.setattr(runner_module, "run_recon", _fake_recon(store, {}, calls))
+    monkeypatch.setattr(runner_module, "run_recon_scripted", _fake_recon(store, {}, calls))
     outcome = run_job(_PROJECT, store, _job(tmp_path, 'mappings = ["m1", "m2"]'))
     assert calls == ["m1", "m2"]
     assert outcome.state == "SUCCESS"
@@ -95,7 +95,7 @@ def test_job_stops_at_first_failure_unless_told_otherwise(
 ) -> None:
     """A FAILED mapping ends the job; ``continue_on_failure`` runs the rest, still FAILED."""
     calls: list[str] = []
-    monkeypatch.setattr(runner_module, "run_recon", _fake_recon(store, {"m2": "FAILED"}, calls))
+    monkeypatch.setattr(runner_module, "run_recon_scripted", _fake_recon(store, {"m2": "FAILED"}, calls))
     outcome = run_job(_PROJECT, store, _job(tmp_path, 'mappings = ["m1", "m2", "m3"]'))
     assert (calls, outcome.state) == (["m1", "m2"], "FAILED")
     calls.clear()
@@ -119,7 +119,7 @@ def test_job_passes_its_run_options_to_every_recon(
         seen.append(options)
         return recon(project, store_, mapping, options)
 
-    monkeypatch.setattr(runner_module, "run_recon", spy)
+    monkeypatch.setattr(runner_module, "run_recon_scripted", spy)
     job = _job(
         tmp_path,
         'mappings = ["m1", "m2"]\nallow_create = false\nallow_update = true\nallow_delete = false\n'
@@ -139,7 +139,7 @@ def test_second_run_of_a_job_is_refused_by_the_store_lock(
 ) -> None:
     """While ``job:NAME`` is held (here by another process), a second run raises RunLocked."""
     calls: list[str] = []
-    monkeypatch.setattr(runner_module, "run_recon", _fake_recon(store, {}, calls))
+    monkeypatch.setattr(runner_module, "run_recon_scripted", _fake_recon(store, {}, calls))
     RunStore(store).acquire(job_lock_name("job1"), "otherhost:1:x")
     with pytest.raises(RunLocked, match="job:job1"):
         run_job(_PROJECT, store, _job(tmp_path, 'mappings = ["m1"]'))
@@ -149,7 +149,7 @@ def test_second_run_of_a_job_is_refused_by_the_store_lock(
 def test_timeout_cancels_and_is_recorded(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """A job past its ``timeout`` is canceled; the run record says CANCELED and why."""
     calls: list[str] = []
-    monkeypatch.setattr(runner_module, "run_recon", _fake_recon(store, {}, calls, seconds=5))
+    monkeypatch.setattr(runner_module, "run_recon_scripted", _fake_recon(store, {}, calls, seconds=5))
     started = time.monotonic()
     outcome = run_job(_PROJECT, store, _job(tmp_path, 'mappings = ["m1", "m2"]\ntimeout = 0.2'))
     assert time.monotonic() - started < 2
@@ -267,7 +267,7 @@ def test_status_shows_the_newest_run_also_when_made_elsewhere(
     elsewhere (``idsync run-job``, another daemon): then that newer run, once it has ended."""
     daemon, _scheduler = paused_daemon({"job1": 'schedule = "@hourly"\n'})
     calls: list[str] = []
-    monkeypatch.setattr(runner_module, "run_recon", _fake_recon(daemon.store, {}, calls))
+    monkeypatch.setattr(runner_module, "run_recon_scripted", _fake_recon(daemon.store, {}, calls))
     own = run_job(_PROJECT, daemon.store, daemon.config.jobs["job1"])
     daemon._last["job1"] = own.to_json()
     assert daemon.jobs_status()["job1"]["lastRun"]["jobRun"] == own.id

@@ -236,8 +236,25 @@ def test_source_fields_fall_back_to_everything_when_a_script_sees_the_source() -
                   {"correlationQuery": {"type": _JS, "source": "({_queryFilter: 'true'})"}},
                   {"properties": [{"source": "", "target": "userName", "transform": {"type": _JS,
                                                                                     "source": "source.uid"}}]},
-                  {"policies": [{"situation": "ABSENT", "action": {"type": _JS, "source": "'CREATE'"}}]}):
+                  {"policies": [{"situation": "ABSENT", "action": {"type": _JS, "source": "'CREATE'"}}]},
+                  {"linkQualifiers": {"type": _JS, "source": "['default']"}},
+                  {"linkQualifiers": ["a", "b"], "correlationQuery": [
+                      {"linkQualifier": "a", "_queryFilter": '/userName eq "${source.cn}"'},
+                      {"linkQualifier": "b", "type": _JS, "source": "({_queryFilter: 'true'})"}]}):
         assert source_fields(_mapping(**whole)) is None, whole
+
+
+def test_source_fields_of_every_link_qualifier_and_named_query() -> None:
+    """Each link qualifier's correlation query and a named query's ``${source.NAME}``
+    parameters add what they bind; special names (ldapGroups) are fields like any other."""
+    mapping = _mapping(
+        linkQualifiers=["a", "b", "c"],
+        properties=[{"source": "uid", "target": "userName"}, {"source": "ldapGroups", "target": "groups"}],
+        correlationQuery=[{"linkQualifier": "a", "_queryFilter": '/userName eq "${source.cn}"'},
+                          {"linkQualifier": "b", "_queryId": "for-userName", "uid": "${source.mail}"},
+                          {"linkQualifier": "c", "expressionTree": {"all": ["userName"]}}],
+        sourceCondition='/linkQualifier eq "a" or /object/sn pr')
+    assert source_fields(mapping) == ("cn", "ldapGroups", "mail", "sn", "uid")
 
 
 def test_ranged_attributes_are_read_whole() -> None:

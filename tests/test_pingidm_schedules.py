@@ -1,6 +1,7 @@
 """PingIDM's ``conf/schedule-NAME.json``: each is a job named ``NAME`` beside the
-``jobs.d/*.toml`` jobs, listed by ``idsync jobs``, run by ``idsync run-job`` and
-scheduled by the daemon; what idsync cannot run yet is a warning naming it."""
+``jobs.d/*.toml`` jobs (a reconciliation, or a provisioner liveSync), listed by
+``idsync jobs``, run by ``idsync run-job`` and scheduled by the daemon; what idsync
+cannot run yet is a warning naming it."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from idsync_dev.slapd import Slapd
 
 from samples import FORWARD, IDSYNC, idsync, sample_project
 
+_SCRIPT = {"invokeService": "script", "invokeContext": {"script": {"type": "text/javascript", "source": "1"}}}
+_LIVE = {"invokeService": "provisioner", "invokeContext": {"action": "liveSync", "source": "system/ldap/account"}}
 _RECON = {
     "enabled": True,
     "type": "cron",
@@ -94,9 +97,6 @@ def test_a_bad_schedule_names_file_key_and_problem(tmp_path: Path, change: dict[
 
 
 @pytest.mark.parametrize(("change", "key", "what"), [
-    ({"invokeService": "provisioner", "invokeContext": {"action": "liveSync", "source": "system/ldap/account"}},
-     "invokeService", "invokeService 'provisioner'"),
-    ({"invokeContext": {"action": "liveSync", "source": "system/ldap/account"}}, "invokeContext.action", "liveSync"),
     ({"invokeService": "script", "invokeContext": {"script": {"type": "text/javascript", "source": "1"}}},
      "invokeService", "invokeService 'script'"),
     ({"invokeService": "taskscanner", "invokeContext": {"waitForCompletion": False}}, "invokeService",
@@ -106,13 +106,32 @@ def test_a_bad_schedule_names_file_key_and_problem(tmp_path: Path, change: dict[
 ])
 def test_a_schedule_idsync_cannot_run_yet_is_named_as_unsupported(tmp_path: Path, change: dict[str, Any], key: str,
                                                                   what: str) -> None:
-    """liveSync, scripts, the task scanner, simple repeat intervals and start/end times are an
+    """Scripts, the task scanner, simple repeat intervals and start/end times are an
     UnsupportedSchedule (a warning) that names the schedule and says it is not scheduled."""
     path = _write(tmp_path, "other", {**_RECON, **change})
     with pytest.raises(UnsupportedSchedule) as info:
         parse_schedule(path, ["m1"])
     assert info.value.key == key and what in info.value.problem
     assert "schedule 'other'" in info.value.problem and "not supported yet; not scheduled" in info.value.problem
+
+
+def test_a_livesync_schedule_is_a_livesync_job(tmp_path: Path) -> None:
+    """PingIDM's schedule-liveSync.json shape (invokeService provisioner, action liveSync, a
+    source) is a job that runs liveSync of that source; liveSync through another service, or
+    without a resource name as its source, is an error naming the key."""
+    job = parse_schedule(_write(tmp_path, "liveSyncLdap", {**_RECON, **_LIVE, "schedule": "*/5 * * * * ?"}), ["m1"])
+    assert job.livesync == ("system/ldap/account",) and job.mappings == ()
+    assert job.summary()["liveSync"] == ["system/ldap/account"]
+    for change, key, problem in (
+            ({"invokeContext": _LIVE["invokeContext"]}, "invokeService", 'invokes "provisioner"'),
+            ({**_LIVE, "invokeContext": {"action": "liveSync"}}, "invokeContext.source", "expected a source"),
+            ({**_LIVE, "invokeContext": {"action": "liveSync", "source": "ldap"}}, "invokeContext.source",
+             "expected a resource name")):
+        path = _write(tmp_path, "bad", {**_RECON, **change})
+        with pytest.raises(ConfigError) as info:
+            parse_schedule(path, ["m1"])
+        assert not isinstance(info.value, UnsupportedSchedule)
+        assert info.value.key == key and problem in info.value.problem, info.value
 
 
 def test_schedules_load_beside_job_files_and_a_clash_is_an_error(tmp_path: Path) -> None:
@@ -125,7 +144,7 @@ def test_schedules_load_beside_job_files_and_a_clash_is_an_error(tmp_path: Path)
     _write(conf, "b", _RECON)
     clash = _write(conf, "clash", _RECON)
     bad = _write(conf, "c", {**_RECON, "schedule": "every now and then"})
-    live = _write(conf, "live", {**_RECON, "invokeContext": {"action": "liveSync", "source": "system/x/y"}})
+    live = _write(conf, "live", {**_RECON, **_SCRIPT})
     jobs, errors = load_all_jobs(root / "jobs.d", conf, ["m1", "m2"])
     assert list(jobs) == ["a", "b", "clash"] and jobs["clash"].mappings == ("m2",)
     assert sorted(e.file for e in errors) == sorted([str(bad), str(clash), str(live)])
@@ -138,7 +157,7 @@ def test_reload_keeps_a_schedule_whose_file_broke(tmp_path: Path) -> None:
     previous version; an unsupported one is not scheduled and is no error."""
     root = _mini_project(tmp_path)
     path = _write(root / "conf", "nightly", _RECON)
-    _write(root / "conf", "live", {**_RECON, "invokeContext": {"action": "liveSync"}})
+    _write(root / "conf", "live", {**_RECON, **_SCRIPT})
     first = load_configuration(root)
     assert list(first.jobs) == ["nightly"] and first.errors == []
     _write(root / "conf", "nightly", {**_RECON, "timeZone": "Nowhere/Town"})
@@ -152,19 +171,19 @@ def test_reload_keeps_a_schedule_whose_file_broke(tmp_path: Path) -> None:
 
 def test_validate_and_jobs_report_schedules(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """``idsync validate`` warns about an unsupported schedule by name and still says ok;
-    ``idsync jobs`` lists the schedule's job beside a jobs.d job; a bad schedule fails validate
+    ``idsync jobs`` lists the schedules' jobs (a recon, a liveSync) beside a jobs.d job; a bad schedule fails validate
     with file: key: problem while ``idsync jobs`` still lists the others."""
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=False)
     conf = project / "conf"
     _write(conf, "reconLdap", {**_RECON, "invokeContext": {"action": "reconcile", "mapping": FORWARD}})
-    _write(conf, "liveSyncLdap", {**_RECON, "invokeService": "provisioner",
-                                  "invokeContext": {"action": "liveSync", "source": "system/ldap/account"}})
+    _write(conf, "liveSyncLdap", {**_RECON, **_LIVE})
+    _write(conf, "scriptJob", {**_RECON, **_SCRIPT})
     (project / "jobs.d").mkdir()
     (project / "jobs.d" / "hourly.toml").write_text(f'schedule = "@hourly"\nmappings = ["{FORWARD}"]\n')
 
     done = idsync(project, "validate")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "warning:" in done.stdout and "schedule 'liveSyncLdap'" in done.stdout and "not supported yet" in done.stdout
+    assert "warning:" in done.stderr and "schedule 'scriptJob'" in done.stderr and "not supported yet" in done.stderr
     answer = json.loads(idsync(project, "validate", "--json").stdout)
     assert answer["ok"] and [w["key"] for w in answer["warnings"]] == ["invokeService"]
 
@@ -172,23 +191,25 @@ def test_validate_and_jobs_report_schedules(tmp_path: Path, slapd: Slapd, ldap_s
     assert done.returncode == 0, done.stderr
     listing = json.loads(done.stdout)
     rows = {r["name"]: r for r in listing["jobs"]}
-    assert sorted(rows) == ["hourly", "reconLdap"]
+    assert sorted(rows) == ["hourly", "liveSyncLdap", "reconLdap"]
+    assert rows["liveSyncLdap"]["liveSync"] == ["system/ldap/account"]
     assert rows["reconLdap"]["mappings"] == [FORWARD] and rows["reconLdap"]["misfire"] == "skip"
     assert rows["reconLdap"]["timezone"] == "Europe/Stockholm" and rows["reconLdap"]["nextFires"]
-    assert listing["errors"] == [] and "liveSyncLdap" in listing["warnings"][0]
+    assert listing["errors"] == [] and "scriptJob" in listing["warnings"][0]
 
     bad = _write(conf, "broken", {**_RECON, "misfirePolicy": "sometimes"})
     done = idsync(project, "validate")
     assert done.returncode == os.EX_CONFIG and f"{bad}: misfirePolicy: expected" in done.stdout
     done = idsync(project, "jobs", "--json")
     assert done.returncode == os.EX_CONFIG
-    assert sorted(r["name"] for r in json.loads(done.stdout)["jobs"]) == ["hourly", "reconLdap"]
+    assert sorted(r["name"] for r in json.loads(done.stdout)["jobs"]) == ["hourly", "liveSyncLdap", "reconLdap"]
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_run_job_runs_a_schedule_as_a_real_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str, kind: str) -> None:
     """``idsync run-job NAME`` runs ``schedule-NAME.json``'s reconciliation against slapd
-    into the store; an unsupported schedule is refused with its reason (exit 78)."""
+    into the store, and a liveSync schedule's liveSync (its first run a full recon that
+    stores a token); an unsupported schedule is refused with its reason (exit 78)."""
     project = sample_project(tmp_path, slapd, ldap_subtree, store_url(kind, tmp_path))
     conf = project / "conf"
     _write(conf, "reconLdap", {**_RECON, "invokeContext": {"action": "reconcile", "mapping": FORWARD}})
@@ -200,9 +221,15 @@ def test_run_job_runs_a_schedule_as_a_real_recon(tmp_path: Path, slapd: Slapd, l
     runs = json.loads(idsync(project, "status", "--json").stdout)
     assert any(r["job"] == "reconLdap" and r["mapping"] == FORWARD and r["state"] == "SUCCESS" for r in runs)
 
-    _write(conf, "live", {**_RECON, "invokeContext": {"action": "liveSync"}})
-    done = idsync(project, "run-job", "live")
-    assert done.returncode == os.EX_CONFIG and "liveSync is not supported yet" in done.stderr
+    _write(conf, "live", {**_RECON, **_LIVE})
+    done = idsync(project, "run-job", "live", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["state"] == "SUCCESS" and outcome["runs"][0]["mapping"] == "system/ldap/account", outcome
+    assert outcome["counts"].get("fullRecons") == 1
+    _write(conf, "script", {**_RECON, **_SCRIPT})
+    done = idsync(project, "run-job", "script")
+    assert done.returncode == os.EX_CONFIG and "not supported yet" in done.stderr
     done = idsync(project, "run-job", "nope")
     assert done.returncode == os.EX_CONFIG and "reconLdap" in done.stderr
 
@@ -219,7 +246,7 @@ def test_daemon_schedules_and_serves_a_schedule(tmp_path: Path, slapd: Slapd, ld
     (project / "jobs.d" / "yearly.toml").write_text(f'schedule = "0 0 1 1 *"\nmappings = ["{FORWARD}"]\n')
     _write(project / "conf", "every2", {**_RECON, "schedule": "*/2 * * * * ?",
                                         "invokeContext": {"action": "reconcile", "mappings": [FORWARD]}})
-    _write(project / "conf", "live", {**_RECON, "invokeContext": {"action": "liveSync"}})
+    _write(project / "conf", "live", {**_RECON, **_SCRIPT})
     log = (tmp_path / "daemon.log").open("w")
     proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info"})

@@ -53,6 +53,7 @@ def _audit(env: Env, result: ReconResult) -> list[dict[str, Any]]:
 # -- a failed correlation never leads to a delete ---------------------------
 
 _QUERY_ID_SCRIPT = "var q = {'_queryId': 'for-userName', 'uid': source.uid}; q"  # as PingIDM samples do
+_UNKNOWN_QUERY_SCRIPT = "var q = {'_queryId': 'for-uid', 'uid': source.uid}; q"  # no such named query
 
 
 @pytest.mark.parametrize("script", [
@@ -60,7 +61,7 @@ _QUERY_ID_SCRIPT = "var q = {'_queryId': 'for-userName', 'uid': source.uid}; q" 
     pytest.param({"type": _JS, "source": "throw new Error('directory of record unavailable')"}, id="script-error"),
 ])
 def test_failed_correlation_holds_the_target_phase_deletes(env: Env, script: dict[str, str]) -> None:
-    """Correlation failing for every source (a named _queryId query, or a script that
+    """Correlation failing for every source (an unknown _queryId, or a script that
     throws) leaves the existing unlinked user alone even though UNASSIGNED says
     DELETE: the correlation failure is an error of that source (no AMBIGUOUS), the
     held delete is listed in the errors and as one FAILURE audit row, the run ends
@@ -68,7 +69,7 @@ def test_failed_correlation_holds_the_target_phase_deletes(env: Env, script: dic
     env.reconfigure(policies=_UNASSIGNED_DELETE, maxDeletes=None)
     scripts = env.project.settings.conf_dir.parent / "script"
     scripts.mkdir(exist_ok=True)
-    (scripts / "correlate.js").write_text(_QUERY_ID_SCRIPT)
+    (scripts / "correlate.js").write_text(_UNKNOWN_QUERY_SCRIPT)
     env.change_conf("sync.json", lambda s: s["mappings"][0].update(correlationQuery=script))
     kept = env.create_user(userName="cf1", sn="Before")
     env.add("cf1")
@@ -95,17 +96,15 @@ def test_failed_correlation_holds_the_target_phase_deletes(env: Env, script: dic
     assert env.users()["cf1"]["_id"] == kept["_id"] and env.users()["cf1"]["sn"] == "Test"
 
 
-def test_validate_refuses_a_named_query_correlation(env: Env) -> None:
-    """`idsync validate` names the file and key of a correlationQuery by _queryId,
-    declarative or returned by an inline script, since no source could correlate."""
+def test_validate_accepts_a_named_query_correlation(env: Env) -> None:
+    """`idsync validate` accepts a correlationQuery by the stock _queryId
+    for-userName, declarative or returned by an inline script."""
     for query in ({"_queryId": "for-userName", "uid": "${source.uid}"}, {"type": _JS, "source": _QUERY_ID_SCRIPT}):
         path = env.project.settings.conf_dir / "sync.json"
         sync = json.loads(path.read_text())
         sync["mappings"][0]["correlationQuery"] = query
         path.write_text(json.dumps(sync))
-        problems = [str(p) for p in validate_project(env.project.settings.conf_dir.parent, check_system)]
-        assert len(problems) == 1, problems
-        assert "sync.json: mappings[0].correlationQuery: a correlation by _queryId" in problems[0], problems
+        assert validate_project(env.project.settings.conf_dir.parent, check_system) == []
 
 
 # -- correlation sees what the run created, whatever the page size ---------------

@@ -123,9 +123,8 @@ def test_no_host_access() -> None:
 
 
 def test_openidm_functions_fail_clearly() -> None:
-    """openidm.read and friends throw a clear 'not available' error, not a ReferenceError."""
-    with pytest.raises(ScriptError, match=r"openidm\.read is not available to mapping scripts "
-                                          r"in idsync at line 1"):
+    """Without a router bound, openidm.read throws a clear 'not available' error naming the line."""
+    with pytest.raises(ScriptError, match=r"openidm\.read is not available here: .* at line 1"):
         _js("openidm.read('managed/user/' + source.uid)")(source={"uid": "x"})
 
 
@@ -210,3 +209,102 @@ def test_ldap_dn_helper_escapes_values(value: str, expected: str) -> None:
     assert built == expected
     assert parse_dn(built, escape=False)[0][:2] == ("uid", expected.split(",ou=People")[0][4:])
     assert _js("ldapDn.rdn('cn', v)")(v="x,y") == "cn=x\\,y"
+
+
+def test_file_scripts_are_looked_up_in_pingidm_order(tmp_path: Path) -> None:
+    """A relative "file" is read from the project directory first, then its script/
+    directory, then the engine's default scripts."""
+    project, defaults = tmp_path / "project", tmp_path / "defaults"
+    for place, answer in ((project, "'project'"), (project / "script", "'script'"), (defaults, "'default'")):
+        (place / "lib").mkdir(parents=True)
+        (place / "lib" / "who.js").write_text(answer)
+    engine = ScriptEngine(defaults=defaults)
+
+    def who() -> Any:
+        return engine.compile({"type": "text/javascript", "file": "lib/who.js"}, file="conf/sync.json",
+                              key="k", base_dir=project)()
+
+    assert who() == "project"
+    (project / "lib" / "who.js").unlink()
+    assert who() == "script"
+    (project / "script" / "lib" / "who.js").unlink()
+    assert who() == "default"
+
+
+def test_missing_file_script_names_every_place_looked(tmp_path: Path) -> None:
+    """A script file found nowhere is a ConfigError listing the three places; a PingIDM
+    bundled script says what idsync does instead; '..' may not climb out."""
+    engine = ScriptEngine(defaults=tmp_path / "defaults")
+    with pytest.raises(ConfigError) as caught:
+        engine.compile({"type": "text/javascript", "file": "script/gone.js"}, file="conf/sync.json",
+                       key="mappings[0].onCreate", base_dir=tmp_path)
+    assert str(caught.value) == (
+        f"conf/sync.json: mappings[0].onCreate: script file script/gone.js not found; looked in "
+        f"{tmp_path}/script/gone.js, {tmp_path}/script/script/gone.js, {tmp_path}/defaults/script/gone.js")
+    with pytest.raises(ConfigError, match="PingIDM bundles: idsync has no workflow engine"):
+        engine.compile({"type": "text/javascript", "file": "workflow/triggerWorkflowFromSync.js"},
+                       file="conf/sync.json", key="k", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"may not contain '\.\.'"):
+        engine.compile({"type": "text/javascript", "file": "../etc/passwd"}, file="conf/sync.json", key="k",
+                       base_dir=tmp_path)
+
+
+class _Directory:
+    """An ``OpenidmRouter`` over a dict, counting calls: enough to see the engine's replay."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[Any]]] = []
+
+    def call(self, function: str, arguments: list[Any]) -> Any:
+        from idsync.errors import NotFound
+
+        self.calls.append((function, arguments))
+        if arguments[0] == "managed/user/gone":
+            raise NotFound("managed/user/gone not found")
+        return {"_id": arguments[0].rsplit("/", 1)[-1], "n": len(self.calls)}
+
+
+def test_openidm_calls_are_answered_by_replay_once_each() -> None:
+    """Each openidm call is asked of the router once; the script runs again with the answers,
+    its log lines come once, a router error is thrown in the script (which may catch it), and
+    in a batch only the items that call are run again, the others keep their batch result."""
+    router = _Directory()
+    engine = ScriptEngine(router=router)
+    script = _js("logger.info('for {}', source.uid); var a = openidm.read('managed/user/' + source.uid); "
+                 "var b; try { openidm.read('managed/user/gone'); } catch (e) { b = e.message; } [a.n, b]", engine)
+    with structlog.testing.capture_logs() as logs:
+        assert script(source={"uid": "ada"}) == [1, "managed/user/gone not found"]
+    assert [e["message"] for e in logs] == ["for ada"]
+    assert [c[0] for c in router.calls] == ["read", "read"]
+
+    router.calls.clear()
+    batch = _js("source.uid ? openidm.read('managed/user/' + source.uid)._id : 'none'", engine)
+    assert batch.call_many([{"source": {"uid": "a"}}, {"source": {}}, {"source": {"uid": "b"}}]) == ["a", "none", "b"]
+    assert [c[1][0] for c in router.calls] == ["managed/user/a", "managed/user/b"]
+
+
+def test_openidm_calls_that_change_between_runs_fail_clearly() -> None:
+    """A script whose calls differ from one run to the next (here through state it hides on a
+    prototype, as the clock or chance would make them differ) fails with a clear error rather
+    than getting another call's answer."""
+    engine = ScriptEngine(router=_Directory())
+    script = _js("Array.prototype.runs = (Array.prototype.runs || 0) + 1; "
+                 "openidm.read(Array.prototype.runs % 2 ? 'managed/user/a' : 'managed/user/b')._id", engine)
+    with pytest.raises(ScriptError, match=r"openidm\.read managed/user/b differs from the call the previous run "
+                                          r"of this script made here \(openidm\.read managed/user/a\)"):
+        script()
+
+
+def test_openidm_calls_nest_only_so_deep() -> None:
+    """A call whose answer runs the script again (a hook whose change runs the same hook) is
+    stopped at max_depth with a clear error, instead of recursing until the stack runs out."""
+    engine = ScriptEngine(max_depth=3)
+    script = _js("openidm.create('managed/user', null, {})", engine)
+
+    class Again:
+        def call(self, function: str, arguments: list[Any]) -> Any:
+            return script()
+
+    engine.router = Again()
+    with pytest.raises(ScriptError, match=r"openidm\.create would nest scripts 4 deep .*the limit is 3"):
+        script()

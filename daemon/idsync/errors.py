@@ -4,6 +4,7 @@
     +-- UsageError                   a command line that cannot be acted on (exit EX_USAGE)
     +-- ConfigError                  fix a file; carries file, key, problem (exit EX_CONFIG)
     |   +-- ConfigErrors             several of them at once (``errors``)
+    |   +-- ConfigWarning            valid, but idsync does not act on it: told, never fatal
     +-- QueryError                   a bad ``_queryFilter``; carries the position (exit EX_DATAERR)
     +-- ScriptError                  a script failed to compile or run
     |   +-- ScriptTimeout            it ran past its time limit
@@ -11,12 +12,15 @@
     |   +-- NotFound                 the object is gone (deleted between pages: not an error in recon)
     |   +-- RevisionMismatch         optimistic concurrency lost; re-read and retry
     |   +-- ObjectRejected           the peer refused this object (schema, uniqueness, value)
+    |   +-- CryptoFailed             a value cannot be encrypted, decrypted or hashed (no key, wrong key)
     +-- PeerError                    the peer cannot be used; stop the pass before any delete
     |   +-- PeerUnavailable          unreachable, timed out (exit EX_UNAVAILABLE); retry later
     |   +-- AuthenticationFailed     credentials refused (exit EX_NOPERM)
     |   +-- TLSError                 certificate verification failed (exit EX_UNAVAILABLE)
     |   +-- PeerMisconfigured        the peer answered, but has not what the configuration names,
     |                                such as a base context; fix the configuration (exit EX_CONFIG)
+    |   +-- SyncTokenExpired         liveSync: the peer can no longer tell the changes since the
+    |                                stored token; reconcile in full and start from a fresh token
     +-- RunAborted                   the run must stop now (safety limit, cancel, lock held)
         +-- SafetyLimitExceeded      empty source set or too many deletes
         +-- RunCanceled              Ctrl-C, SIGTERM, timeout
@@ -36,6 +40,8 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigError",
     "ConfigErrors",
+    "ConfigWarning",
+    "CryptoFailed",
     "IdsyncError",
     "NotFound",
     "ObjectError",
@@ -51,6 +57,7 @@ __all__ = [
     "SafetyLimitExceeded",
     "ScriptError",
     "ScriptTimeout",
+    "SyncTokenExpired",
     "TLSError",
     "UsageError",
     "internal_message",
@@ -96,6 +103,12 @@ class ConfigErrors(ConfigError):
         return str(self.args[0])
 
 
+class ConfigWarning(ConfigError):
+    """Valid configuration that idsync reads and does not act on (a PingIDM feature it
+    does not have, a schedule it does not run): ``idsync validate`` prints it as a warning
+    and still exits 0."""
+
+
 class QueryError(IdsyncError):
     """A ``_queryFilter`` (or native query) does not parse."""
 
@@ -133,6 +146,10 @@ class ObjectRejected(ObjectError):
     """The peer refused this one object."""
 
 
+class CryptoFailed(ObjectError):
+    """A value could not be encrypted, decrypted or hashed; the message names the key alias, never the value."""
+
+
 class PeerError(IdsyncError):
     """The external system or store cannot be used at all."""
 
@@ -158,6 +175,12 @@ class PeerMisconfigured(PeerError):
     context that does not exist): a configuration error, not an outage."""
 
     exit_code = os.EX_CONFIG
+
+
+class SyncTokenExpired(PeerError):
+    """liveSync: the peer cannot honour the stored sync token any more (its change log
+    was trimmed, the server was restored, the token is unknown to it). Nothing was
+    applied from it; the caller reconciles in full and takes a fresh token."""
 
 
 class RunAborted(IdsyncError):

@@ -6,13 +6,16 @@ page (``get_many``), correlates with ``find`` and writes a page's changes with o
 ``write_batch`` call. Dry run is enforced here, at the lowest write layer: a
 resource opened with ``dry_run=True`` never reaches ``_write``; it answers with
 the results the write would have had, so nothing upstream needs an ``if dry_run``.
+
+A resource that can tell what changed since a point in time also speaks
+``ChangeSource`` (liveSync; the protocol is in its docstring).
 """
 
 from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +23,10 @@ from idsync.errors import IdsyncError, ObjectError
 from idsync.query.ast import And, Compare, Node, Or, Path
 
 __all__ = [
+    "Change",
+    "ChangeBatch",
+    "ChangeFeed",
+    "ChangeSource",
     "Obj",
     "QuerySpec",
     "Resource",
@@ -171,6 +178,88 @@ class Resource(ABC):
         if op.kind == "update":
             return WriteResult(op, id=op.id, obj={**(op.before or {}), **op.values, "_id": op.id})
         return WriteResult(op, id=op.id)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object that changed since a token: ``obj`` is the object as it is now (created,
+    modified or renamed; the fields asked for, ``_id`` included), ``None`` when it was
+    deleted, and ``id`` is its id (for a delete, the id it had)."""
+
+    id: str
+    obj: Obj | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.obj is None
+
+
+@dataclass(frozen=True)
+class ChangeBatch:
+    """Some changes, and the token that covers them: once every change of the batch is
+    applied, ``token`` is stored in the same transaction as the last of them. ``None``:
+    the source gives no position inside the read (an LDAP refresh tells its cookie only
+    at its end); the stored token then stays as it was until a later batch of the read."""
+
+    changes: list[Change]
+    token: str | None
+
+
+@dataclass
+class ChangeFeed:
+    """The answer of ``ChangeSource.read_changes``: the batches, read lazily, and what the
+    read can see. ``method`` names how the changes are read (``syncrepl``,
+    ``modifyTimestamp``...) for the run's summary and the logs. ``reports_deletes``
+    false: deletes are not seen this way and are left to the next full recon, which
+    the run's summary says."""
+
+    batches: Iterable[ChangeBatch]
+    method: str
+    reports_deletes: bool = True
+    note: str | None = None  # said once in the run's summary (why deletes are not seen, say)
+    # When the read also told every object that exists (an LDAP present phase), all their
+    # ids, read once the batches are consumed: an object idsync links that is not among
+    # them was deleted. ``None``: the read told deletes itself, or cannot.
+    complete_ids: frozenset[str] | None = None
+
+
+class ChangeSource(ABC):
+    """A resource that can tell what changed since a point in time (liveSync).
+
+    The point is a *token*: an opaque text the source makes and reads back (an LDAP
+    sync cookie, a CSN, a timestamp), stored by idsync per source. It must hold no
+    secret. The protocol, which every implementation (LDAP's syncrepl and polling
+    readers, SCIM's ``meta.lastModified`` filter, Salesforce's Get Updated and Get
+    Deleted resources) keeps:
+
+    * ``latest_token()`` answers the position of the source *now* without reading any
+      object (one cheap round trip: OpenLDAP's ``contextCSN``, the server's clock).
+      It is taken before a full reconciliation and stored once that recon ended, so
+      nothing changed during the recon is missed; a change the recon saw already is
+      seen again, which is harmless (applying a change is idempotent: the assessment
+      compares states).
+    * ``read_changes(token, fields, page_size)`` yields the objects created, modified,
+      renamed or deleted since ``token``, as ``ChangeBatch``es of at most ``page_size``
+      changes, each object once per read, in its state at read time. A read with no
+      change costs one round trip and yields at most one empty batch (which may carry
+      a new token). Deletes carry the id only.
+    * A token the source can no longer honour (change log trimmed, server restored
+      from a backup, the token unknown or from another kind of read, a retention window
+      passed) raises ``SyncTokenExpired`` before the first batch: never a silent
+      skip, never a partial answer taken for complete. The caller then reconciles in
+      full and stores a fresh token from ``latest_token()``.
+    * A failure mid-read raises ``PeerError``; batches already applied stay applied
+      and the token stored with the last of them stays valid.
+    * Dry run needs nothing here: reading never writes.
+    """
+
+    @abstractmethod
+    def latest_token(self) -> str:
+        """The source's position now, without reading objects."""
+
+    @abstractmethod
+    def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
+        """The changes since ``token``; ``fields`` as in ``QuerySpec`` (None: the default set)."""
 
 
 def failed(op: WriteOp, error: ObjectError) -> WriteResult:

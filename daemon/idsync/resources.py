@@ -44,7 +44,7 @@ _OPENERS: Mapping[str, Callable[[Provisioner], System]] = {"ldap": _ldap, "sales
 def open_system(provisioner: Provisioner) -> System:
     opener = _OPENERS.get(provisioner.kind)
     if opener is None:
-        raise ConfigError(provisioner.file, "connectorRef", f"the {provisioner.kind} connector is not available yet")
+        raise provisioner.unsupported()
     if not provisioner.enabled:
         raise ConfigError(provisioner.file, "enabled", f"system {provisioner.name} is disabled")
     return opener(provisioner)
@@ -57,11 +57,16 @@ def check_connectors(project: Project) -> None:
         check_system(provisioner)
 
 
-def check_system(provisioner: Provisioner) -> None:
+def check_system(provisioner: Provisioner) -> list[ConfigError]:
     """Substitute the secrets (a missing one is a problem) and let the connector read
-    its configuration, without connecting."""
-    if provisioner.enabled:
-        open_system(provisioner).close()
+    its configuration, without connecting; the warnings (``ConfigWarning``) it has."""
+    if not provisioner.enabled:
+        return []
+    system = open_system(provisioner)
+    try:
+        return system.warnings()
+    finally:
+        system.close()
 
 
 class Resources:

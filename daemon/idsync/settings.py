@@ -61,6 +61,22 @@ class ScriptSettings(BaseModel):
     # A script call that may run for hours is a hung run; larger values also overflow the clock.
     time_limit: float = Field(1.0, gt=0, le=3600, description="seconds one script call may run")
     memory_limit_mb: int = Field(64, ge=4, le=65_536, description="memory of one script context, in MB")
+    max_calls: int = Field(100, ge=1, le=100_000, description="`openidm.*` calls one script run may make; each "
+                           "call runs the script once more from the start (docs/mappings.md)")
+
+
+class CryptoSettings(BaseModel):
+    """``[crypto]``: the symmetric key of PingIDM's ``$crypto`` values (``docs/pingidm.md``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field("", description="the AES key (16, 24 or 32 bytes) in base64; set it with "
+                     "`IDSYNC_CRYPTO__KEY` or `key_file`, not in the file")
+    key_file: Path | None = Field(None, description="a file holding the key in base64 (e.g. a systemd "
+                                  "credential); relative to the project directory. With neither, "
+                                  "`<state_dir>/keys/<key_alias>.key` is used, made on first use")
+    key_alias: str = Field("openidm-sym-default", min_length=1, description="the key's alias, written into "
+                           "encrypted values and matched when they are decrypted")
 
 
 class ApiSettings(BaseModel):
@@ -87,6 +103,9 @@ class ApiSettings(BaseModel):
     # so a local process cannot pick the address its failed logins are counted under.
     trusted_proxies: list[str] = Field(default_factory=list, description="reverse proxies whose "
                                        "`X-Forwarded-For` names the client")
+    console: bool = Field(True, description="serve the admin console under `/admin/` (console.md)")
+    console_idle_minutes: int = Field(30, ge=1, le=1440, description="a console session ends after this many "
+                                      "minutes without a request")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSettings:
@@ -106,6 +125,7 @@ class Settings(BaseSettings):
     recon: ReconSettings = ReconSettings()
     log: LogSettings = LogSettings()
     scripts: ScriptSettings = ScriptSettings()
+    crypto: CryptoSettings = CryptoSettings()
     api: ApiSettings = ApiSettings()
 
     @classmethod
@@ -198,7 +218,7 @@ def _fields(section: list[str]) -> list[str]:
 
 _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("", Settings), ("store", StoreSettings), ("recon", ReconSettings), ("log", LogSettings),
-    ("scripts", ScriptSettings), ("api", ApiSettings))
+    ("scripts", ScriptSettings), ("crypto", CryptoSettings), ("api", ApiSettings))
 
 
 def settings_reference() -> str:

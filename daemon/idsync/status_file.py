@@ -18,7 +18,9 @@ change (start, reload, a job starting or ending, stop). It is replaced with
                              "counts": {"created": 3}, "error": null, "runs": [...]},
                  "recentRuns": [{"id": "...", "mapping": "...", "state": "SUCCESS", ...}]}
       },
-      "mappings": {"NAME": {"lastRun": "...", "state": "...", ..., "pendingPushes": 2}}
+      "mappings": {"NAME": {"lastRun": "...", "state": "...", ..., "pendingPushes": 2}},
+      "liveSync": {"system/ldap/account": {"method": "syncrepl", "hasToken": true, "lastRun": "...",
+                                           "lastState": "SUCCESS", "runs": 1200, "changes": 31, ...}}
     }
 
 ``pendingPushes`` (only when there are any) counts the managed objects whose
@@ -49,6 +51,7 @@ from idsync import __version__
 from idsync.errors import IdsyncError
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import RunStore
+from idsync.store.tokens import SyncTokens
 from idsync.sync.retry import pending_counts
 
 if TYPE_CHECKING:
@@ -76,6 +79,7 @@ def write_status_file(
         "daemon": daemon,
         "jobs": dict(jobs) if jobs is not None else _previous_jobs(path),
         "mappings": _mappings(project, store),
+        "liveSync": {s.source: s.to_json() for s in SyncTokens(store).all()},
         **(extra or {}),
     }
     if daemon is None:

@@ -8,7 +8,14 @@ removes. It runs the same as root or as an ordinary user.
 
 Users get ``memberOf`` for their ``groupOfUniqueNames`` (``uniqueMember``) and
 ``groupOfNames`` (``member``) groups alike: the memberof overlay is configured
-once per group class, with referential integrity, and ppolicy is loaded.
+once per group class, with referential integrity (``member_of=False`` leaves it
+out: a directory whose groups alone know their members). ppolicy is loaded with
+a default policy (``cn=default,ou=Policies``) that honours ``pwdAccountLockedTime``:
+an entry holding ``000001010000Z`` there cannot bind.
+
+With ``syncprov=True`` (the default) the database is a sync provider (RFC 4533,
+for liveSync) keeping a session log of ``session_log`` deletes; ``syncprov=False``
+makes a server without one (liveSync then polls ``entryCSN``).
 
 With ``tls=True`` a throwaway CA and a server certificate (for ``localhost`` and
 ``127.0.0.1`` by default) are made with the ``openssl`` command, and the server
@@ -76,12 +83,18 @@ class Slapd:
         tls: bool = True,
         tls_names: tuple[str, ...] = ("localhost", "127.0.0.1"),
         directory: str | Path | None = None,
+        member_of: bool = True,
+        syncprov: bool = True,
+        session_log: int = 1000,
     ) -> None:
         self.base_dn = base_dn
+        self.member_of = member_of
         self.admin_dn = f"cn=admin,{base_dn}"
         self.admin_password = admin_password
         self.tls = tls
         self.tls_names = tls_names
+        self.syncprov = syncprov
+        self.session_log = session_log
         self._own_directory = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="idsync-slapd-"))
         self.port = 0
@@ -165,8 +178,10 @@ class Slapd:
         restarted on the same ports). The file must not repeat existing entries."""
         was_running = self.running
         self.stop(keep_data=True)
+        # -w: the database's contextCSN moves to the newest entry, as a write through the
+        # server would move it (liveSync's first token is read from it).
         _run([_tool("slapadd"), "-F", str(self.directory / "config"), "-b", self.base_dn,
-              "-q", "-l", str(ldif_path)], "slapadd")
+              "-q", "-w", "-l", str(ldif_path)], "slapadd")
         if was_running:
             self._launch()
 
@@ -225,8 +240,8 @@ class Slapd:
         return True
 
     def _config_ldif(self) -> str:
-        modules = ["back_mdb"] + [m for m in ("memberof", "ppolicy")
-                                  if (_MODULE_DIR / f"{m}.so").exists()]
+        wanted = [*(["memberof"] if self.member_of else []), "ppolicy", *(["syncprov"] if self.syncprov else [])]
+        modules = ["back_mdb"] + [m for m in wanted if (_MODULE_DIR / f"{m}.so").exists()]
         tls = ""
         if self.tls:
             tls_dir = self.directory / "tls"
@@ -251,7 +266,7 @@ class Slapd:
             f"olcRootDN: {self.admin_dn}\nolcRootPW: {self.admin_password}\n"
             # A sparse map: room for the 100k-user benchmark, costs nothing until used.
             "olcDbMaxSize: 4294967296\nolcDbNoSync: TRUE\n"
-            "olcDbIndex: objectClass eq\nolcDbIndex: entryUUID eq\n"
+            "olcDbIndex: objectClass eq\nolcDbIndex: entryUUID,entryCSN eq\n"
             "olcDbIndex: uid,mail eq\nolcDbIndex: cn eq,sub\n"
             "olcLimits: * size=unlimited time=unlimited\n",
         ]
@@ -265,19 +280,34 @@ class Slapd:
                                       f"olcMemberOfMemberAD: {attr}\nolcMemberOfRefInt: TRUE\n")
                          for oc, attr in _MEMBER_OF_GROUPS]
         if "ppolicy" in modules:
-            overlays.append(("ppolicy", "objectClass: olcPPolicyConfig\n"))
+            overlays.append(("ppolicy", "objectClass: olcPPolicyConfig\n"
+                                        f"olcPPolicyDefault: {self.policy_dn}\n"))
+        if "syncprov" in modules:
+            # The session log answers a refresh with the deletes since the consumer's cookie.
+            overlays.append(("syncprov", "objectClass: olcSyncProvConfig\n"
+                                         f"olcSpSessionlog: {self.session_log}\nolcSpCheckpoint: 100 1\n"))
         for index, (name, lines) in enumerate(overlays):
             parts.append(f"dn: olcOverlay={{{index}}}{name},olcDatabase={{1}}mdb,cn=config\n"
                          f"objectClass: olcOverlayConfig\nolcOverlay: {{{index}}}{name}\n{lines}")
         return "\n".join(parts)
 
+    @property
+    def policy_dn(self) -> str:
+        return f"cn=default,ou=Policies,{self.base_dn}"
+
     def _base_ldif(self) -> str:
         top = self.base_dn.split(",")[0].split("=", 1)[1]
+        # pwdLockout makes ppolicy refuse binds of an entry locked by pwdAccountLockedTime;
+        # with pwdMaxFailure 0, failed binds never lock anyone.
+        policy = (f"dn: ou=Policies,{self.base_dn}\nobjectClass: top\nobjectClass: organizationalUnit\n"
+                  f"ou: Policies\n\ndn: {self.policy_dn}\nobjectClass: top\nobjectClass: device\n"
+                  "objectClass: pwdPolicy\ncn: default\npwdAttribute: userPassword\npwdLockout: TRUE\n"
+                  "pwdMaxFailure: 0\n") if (_MODULE_DIR / "ppolicy.so").exists() else ""
         return (
             f"dn: {self.base_dn}\nobjectClass: top\nobjectClass: dcObject\n"
             f"objectClass: organization\ndc: {top}\no: {top}\n\n"
             f"dn: ou=People,{self.base_dn}\nobjectClass: top\nobjectClass: organizationalUnit\n"
             "ou: People\n\n"
             f"dn: ou=Groups,{self.base_dn}\nobjectClass: top\nobjectClass: organizationalUnit\n"
-            "ou: Groups\n"
+            "ou: Groups\n\n" + policy
         )

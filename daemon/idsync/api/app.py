@@ -13,6 +13,7 @@ import contextlib
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -24,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idsync import __version__
-from idsync.api.auth import Accounts, AuthMiddleware, load_accounts
+from idsync.api.auth import Accounts, AuthMiddleware, LoginLimit, load_accounts
 from idsync.api.context import ApiContext
 from idsync.api.errors import exception_handlers
 from idsync.api.guard import MAX_HEAD_BYTES, RequestGuard
@@ -38,7 +39,12 @@ from idsync.api.system import system_routes
 from idsync.errors import ConfigError
 from idsync.settings import ApiSettings
 
-__all__ = ["ApiServer", "create_app", "tls_files"]
+__all__ = ["CONSOLE_PATH", "ApiServer", "ConsoleFactory", "create_app", "tls_files"]
+
+# Where the admin console (``idsync.console``, mounted by the daemon) is served.
+CONSOLE_PATH = "/admin"
+# Builds the console's ASGI app over the API's context, accounts and login limit.
+ConsoleFactory = Callable[[ApiContext, Accounts, LoginLimit], ASGIApp]
 
 log = structlog.get_logger("idsync.api")
 
@@ -74,8 +80,9 @@ class _Counting:
         await self.app(scope, receive, counted)
 
 
-def create_app(ctx: ApiContext, accounts: Accounts) -> Starlette:
-    """The API over ``ctx``, open only to ``accounts``."""
+def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | None = None) -> Starlette:
+    """The API over ``ctx``, open only to ``accounts``; with ``console``, the admin console
+    under ``/admin/`` (its own login form and session, the same accounts and login limit)."""
     metrics = Metrics(ctx.store, ctx.jobs)
     openidm = [
         Route("/info/ping", _ping, methods=["GET"]),
@@ -87,12 +94,14 @@ def create_app(ctx: ApiContext, accounts: Accounts) -> Starlette:
         *mapping_routes,
         *job_routes,
     ]
-    app = Starlette(
-        routes=[Mount("/openidm", routes=openidm), Route("/metrics", metrics.endpoint, methods=["GET"])],
-        exception_handlers=exception_handlers,
-    )
+    limit = LoginLimit(ctx.settings.max_failed_logins)
+    routes = [Mount("/openidm", routes=openidm), Route("/metrics", metrics.endpoint, methods=["GET"])]
+    if console is not None:
+        routes.append(Mount(CONSOLE_PATH, app=console(ctx, accounts, limit)))
+    app = Starlette(routes=routes, exception_handlers=exception_handlers)
     app.state.ctx = ctx
-    app.add_middleware(AuthMiddleware, accounts=accounts, max_failed_logins=ctx.settings.max_failed_logins)
+    app.add_middleware(AuthMiddleware, accounts=accounts, failures=limit,
+                       own_login=(CONSOLE_PATH + "/",) if console is not None else ())
     app.add_middleware(_Counting, metrics=metrics)
     app.add_middleware(RequestGuard)  # outermost: a smuggling attempt gets no further, not even to auth
     return app
@@ -117,7 +126,7 @@ class ApiServer:
     socket, so the daemon can do it before any job fires and stop with a
     configuration error instead of a half-started service."""
 
-    def __init__(self, ctx: ApiContext, *, config_file: str) -> None:
+    def __init__(self, ctx: ApiContext, *, config_file: str, console: ConsoleFactory | None = None) -> None:
         settings = ctx.settings
         project_dir = ctx.project().settings.project_dir
         accounts = load_accounts(settings, project_dir, config_file)
@@ -127,7 +136,7 @@ class ApiServer:
         self.ctx = ctx
         # h11, always (never httptools, whatever is installed): the parser whose limits
         # ``guard.py`` and the tests rely on; the request line and headers are capped.
-        config = uvicorn.Config(create_app(ctx, accounts), host=settings.host, port=settings.port,
+        config = uvicorn.Config(create_app(ctx, accounts, console), host=settings.host, port=settings.port,
                                 http="h11", h11_max_incomplete_event_size=MAX_HEAD_BYTES,
                                 log_config=None, access_log=False, lifespan="off", server_header=False,
                                 proxy_headers=bool(settings.trusted_proxies),
@@ -177,7 +186,9 @@ def tls_files(settings: ApiSettings, project_dir: Path, config_file: str) -> dic
 
 def _bind(host: str, port: int, config_file: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say
+    # they are TCP; with Nagle on, a kept-alive connection waits 40 ms for each answer's body.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

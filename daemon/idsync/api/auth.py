@@ -37,7 +37,8 @@ from idsync.api.errors import error_response
 from idsync.errors import ConfigError
 from idsync.settings import ApiSettings
 
-__all__ = ["OPEN_PATHS", "SAMPLE_PASSWORDS", "Accounts", "AuthMiddleware", "hash_password", "load_accounts"]
+__all__ = ["OPEN_PATHS", "SAMPLE_PASSWORDS", "Accounts", "AuthMiddleware", "LoginLimit", "client_address",
+           "hash_password", "load_accounts"]
 
 log = structlog.get_logger("idsync.api")
 
@@ -138,8 +139,9 @@ def _loopback(host: str) -> bool:
         return False
 
 
-class _Failures:
-    """Failed logins per client address within the last minute."""
+class LoginLimit:
+    """Failed logins per client address within the last minute (the API's credentials and the
+    console's login form count together)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -162,6 +164,11 @@ class _Failures:
             self._seen.setdefault(client, deque()).append(now)
 
 
+def client_address(scope: Scope) -> str:
+    """The address failed logins are counted under."""
+    return scope["client"][0] if scope.get("client") else "unknown"
+
+
 def _credentials(headers: Mapping[str, str]) -> tuple[str, str] | None:
     user = headers.get("x-openidm-username")
     if user is not None:
@@ -182,16 +189,19 @@ _CHALLENGE = {"WWW-Authenticate": 'Basic realm="idsync", charset="UTF-8"'}
 class AuthMiddleware:
     """Lets a request through only with valid credentials (or to an open path)."""
 
-    def __init__(self, app: ASGIApp, accounts: Accounts, max_failed_logins: int) -> None:
+    def __init__(self, app: ASGIApp, accounts: Accounts, failures: LoginLimit,
+                 own_login: tuple[str, ...] = ()) -> None:
         self.app = app
         self.accounts = accounts
-        self.failures = _Failures(max_failed_logins)
+        self.failures = failures
+        # Paths with a login of their own (the console's form and session), under the same limit.
+        self._own_login = own_login
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or (scope["path"] + "/").startswith(self._own_login):
             await self.app(scope, receive, send)
             return
-        client = scope["client"][0] if scope.get("client") else "unknown"
+        client = client_address(scope)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if self.failures.blocked(client):
             log.warning("api.login_throttled", client=client)

@@ -17,10 +17,11 @@ from typing import Any, Protocol
 import structlog
 
 from idsync.config.project import Project
+from idsync.managed.router import run_recon_scripted
 from idsync.settings import ApiSettings
 from idsync.store.database import Store
 from idsync.sync.options import ReconOptions
-from idsync.sync.recon import ReconResult, run_recon
+from idsync.sync.recon import ReconResult
 
 __all__ = ["ApiContext", "JobControl"]
 
@@ -37,8 +38,13 @@ class JobControl(Protocol):
     def cancel_job(self, name: str) -> bool: ...
 
     def config_state(self) -> dict[str, Any]:
-        """``errors`` (count since the last load), ``lastReload`` (a datetime or None) and
-        ``lastReloadOk`` (None before any reload)."""
+        """``errors`` (count since the last load), ``problems`` (their messages), ``lastReload``
+        (a datetime or None), ``lastReloadOk`` (None before any reload) and ``state``
+        (``running``, ``reloading`` or ``stopping``)."""
+        ...
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read ``conf/`` and ``jobs.d/`` as SIGHUP does, waiting for it; ``config_state()`` after."""
         ...
 
 
@@ -53,8 +59,10 @@ class ApiContext:
     _pool: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="api-recon"))
 
-    def start_recon(self, mapping: str, run_id: str) -> concurrent.futures.Future[ReconResult]:
-        """Run ``mapping`` in a worker thread under the run id ``run_id``."""
+    def start_recon(self, mapping: str, run_id: str, *,
+                    dry_run: bool = False) -> concurrent.futures.Future[ReconResult]:
+        """Run ``mapping`` in a worker thread under the run id ``run_id`` (a preview that
+        writes nothing but its run and audit with ``dry_run``)."""
         project = self.project()
         project.mapping(mapping)  # an unknown mapping is refused before a thread starts
         cancel = threading.Event()
@@ -63,7 +71,8 @@ class ApiContext:
 
         def work() -> ReconResult:
             try:
-                return run_recon(project, self.store, mapping, ReconOptions(run_id=run_id, cancel=cancel))
+                options = ReconOptions(run_id=run_id, cancel=cancel, dry_run=dry_run)
+                return run_recon_scripted(project, self.store, mapping, options)
             finally:
                 with self._lock:
                     self._cancels.pop(run_id, None)

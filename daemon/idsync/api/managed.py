@@ -24,6 +24,7 @@ from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, read_json, sort_objects
 from idsync.config.managed import ManagedType
 from idsync.errors import NotFound
+from idsync.managed.router import scripting
 from idsync.managed.service import Change, ManagedObjects
 from idsync.resources import Resources
 from idsync.store.filters import to_sql
@@ -91,25 +92,26 @@ def _change(ctx: ApiContext, object_type: str, kind: str, object_id: str | None,
             rev: str | None) -> dict[str, Any]:
     service, resources = _service(ctx, object_type)
     try:
-        if kind == "create":
-            change = service.create(body, object_id=object_id)
-        elif kind == "upsert":
-            try:
-                service.get(object_id or "")
-            except NotFound:
+        with scripting(ctx.project(), ctx.store, resources=resources):
+            if kind == "create":
                 change = service.create(body, object_id=object_id)
+            elif kind == "upsert":
+                try:
+                    service.get(object_id or "")
+                except NotFound:
+                    change = service.create(body, object_id=object_id)
+                else:
+                    change = service.update(object_id or "", body)
+            elif kind == "update":
+                change = service.update(object_id or "", body, rev=rev)
+            elif kind == "patch":
+                if not isinstance(body, list):
+                    raise ApiError(400, "a PATCH body is a JSON array of operations")
+                change = service.patch(object_id or "", body, rev=rev)
             else:
-                change = service.update(object_id or "", body)
-        elif kind == "update":
-            change = service.update(object_id or "", body, rev=rev)
-        elif kind == "patch":
-            if not isinstance(body, list):
-                raise ApiError(400, "a PATCH body is a JSON array of operations")
-            change = service.patch(object_id or "", body, rev=rev)
-        else:
-            before = service.get(object_id or "")
-            change = service.delete(object_id or "", rev=rev)
-            change = Change(before, change.pushes)
+                before = service.get(object_id or "")
+                change = service.delete(object_id or "", rev=rev)
+                change = Change(before, change.pushes)
     finally:
         resources.close()
     _log_pushes(service.name, change)
@@ -139,7 +141,7 @@ async def _collection(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     object_type = request.path_params["type"]
     if request.method == "GET":
-        params = QueryParams.of(request)
+        params = QueryParams.of(request, ctx.project().queries)
         return JSONResponse(await run_in_threadpool(_query, ctx, object_type, params))
     action = request.query_params.get("_action", "create")
     if action != "create":

@@ -56,6 +56,7 @@ from idsync import __version__
 from idsync.api.context import JobControl
 from idsync.store.database import Store
 from idsync.store.tables import recon_runs
+from idsync.store.tokens import SyncTokens
 from idsync.store.totals import Key, contributions, read_totals
 from idsync.sync.retry import pending_counts
 
@@ -172,6 +173,7 @@ class _DaemonCollector(Collector):
         for mapping, count in sorted(pending_counts(self.store).items()):
             pending.add_metric([mapping], count)
         yield from (failure, pending)
+        yield from _livesync_metrics(self.store)
         if self.jobs is None:
             return
         running = GaugeMetricFamily("idsync_job_running", "1 while the job runs", labels=["job"])
@@ -195,6 +197,29 @@ class _DaemonCollector(Collector):
             at = GaugeMetricFamily("idsync_config_last_reload_timestamp_seconds", "When the last reload happened")
             at.add_metric([], _epoch(state["lastReload"]))
             yield from (ok, at)
+
+
+def _livesync_metrics(store: Store) -> Iterator[Metric]:
+    """Per liveSync source: its runs, failures, changes and full recons (counts kept in
+    ``sync_tokens``, never pruned), and when it last ran."""
+    families = {
+        "runs": CounterMetricFamily("idsync_livesync_runs", "liveSync runs, by source", labels=["source"]),
+        "failed": CounterMetricFamily("idsync_livesync_failed_runs", "liveSync runs that ended FAILED, by source",
+                                      labels=["source"]),
+        "changes": CounterMetricFamily("idsync_livesync_changes", "Changes liveSync read, by source",
+                                       labels=["source"]),
+        "full_recons": CounterMetricFamily("idsync_livesync_full_recons",
+                                           "liveSync runs that reconciled in full (no token, or one the source "
+                                           "no longer honoured), by source", labels=["source"]),
+    }
+    last = GaugeMetricFamily("idsync_livesync_last_run_timestamp_seconds", "When the source's last liveSync ended",
+                             labels=["source"])
+    for state in SyncTokens(store).all():
+        for key, family in families.items():
+            family.add_metric([state.source], getattr(state, key))
+        if state.last_run is not None:
+            last.add_metric([state.source], _epoch(state.last_run))
+    yield from (*families.values(), last)
 
 
 def _epoch(value: dt.datetime) -> float:

@@ -1,6 +1,8 @@
 """The common query parameters of a collection and the envelope of its answer.
 
-``_queryFilter`` (or ``_queryId=query-all-ids``), ``_fields``, ``_sortKeys``,
+``_queryFilter`` or ``_queryId`` (a named query: the stock ones, the project's
+``repo.*.json`` ones; its parameters are the other request parameters, bound as
+values), ``_fields``, ``_sortKeys``,
 ``_pageSize``, ``_pagedResultsCookie``, ``_pagedResultsOffset`` and
 ``_totalPagedResultsPolicy`` (``NONE`` or ``EXACT``), answered as PingIDM does:
 ``result``, ``resultCount``, ``pagedResultsCookie``, ``totalPagedResultsPolicy``,
@@ -18,7 +20,8 @@ from starlette.requests import Request
 
 from idsync.api.errors import ApiError
 from idsync.query import parse
-from idsync.query.ast import Node
+from idsync.query.ast import Literal_, Node
+from idsync.query.named import NamedQueries
 from idsync.store.database import nul_at
 
 __all__ = ["MAX_JSON_DEPTH", "QueryParams", "envelope", "read_json", "sort_objects"]
@@ -43,17 +46,28 @@ class QueryParams:
         return self.page_size > 0
 
     @classmethod
-    def of(cls, request: Request) -> QueryParams:
+    def of(cls, request: Request, queries: NamedQueries | None = None) -> QueryParams:
+        """The parameters of ``request``; ``queries``: the named queries it may use
+        (none given: only ``query-all`` and ``query-all-ids``)."""
         q = request.query_params
         text = q.get("_queryFilter")
         query_id = q.get("_queryId")
         if text is None and query_id is None:
             raise ApiError(400, "a query needs _queryFilter or _queryId")
-        if query_id is not None and query_id not in ("query-all-ids", "query-all"):
-            raise ApiError(400, f"unknown _queryId {query_id}")
+        if text is not None and query_id is not None:
+            raise ApiError(400, "a query takes _queryFilter or _queryId, not both")
         node = None if text is None or text.strip() == "true" else parse(text)
+        ids_only = False
+        if query_id is not None:
+            if queries is None and query_id not in ("query-all-ids", "query-all"):
+                raise ApiError(400, f"unknown _queryId {query_id} (known here: query-all, query-all-ids)")
+            named = (queries or NamedQueries()).get(query_id)
+            # The request's other parameters are the query's: values in the filter, never its text.
+            bound = named.bind({k: v for k, v in q.items() if not k.startswith("_")})
+            node = None if bound == Literal_(True) else Literal_(False) if bound is None else bound
+            ids_only = named.ids_only
         fields = [f.strip() for f in q["_fields"].split(",") if f.strip()] if q.get("_fields") else None
-        ids_only = query_id == "query-all-ids" or (fields is not None and set(fields) <= {"_id", "_rev"})
+        ids_only = ids_only or (fields is not None and set(fields) <= {"_id", "_rev"})
         policy = q.get("_totalPagedResultsPolicy", "NONE").upper()
         if policy not in ("NONE", "EXACT", "ESTIMATE"):
             raise ApiError(400, f"unknown _totalPagedResultsPolicy {policy}")

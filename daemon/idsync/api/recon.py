@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
+from idsync.managed.router import scripting
 from idsync.resources import Resources
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
@@ -106,7 +107,9 @@ def _recon_by_id(ctx: ApiContext, mapping_name: str, object_id: str) -> PushResu
         current = source.get(object_id, mapping.default_source_fields)
         if current is None:
             raise ApiError(404, f"{mapping.source}/{object_id} not found")
-        return ImplicitSync(project, ctx.store, resources).push_one(mapping, object_id, current, job=RECON_BY_ID_JOB)
+        with scripting(project, ctx.store, resources=resources):
+            return ImplicitSync(project, ctx.store, resources).push_one(mapping, object_id, current,
+                                                                        job=RECON_BY_ID_JOB)
     finally:
         resources.close()
 

@@ -4,6 +4,11 @@
 ``enabled``, ``config``, ``objectTypes``, ``ok``, ``error``). Queries read the
 system page by page; the paging cookie is the offset of the next result, since
 connectors do not hand out resumable positions of their own.
+
+``POST system/NAME/TYPE?_action=liveSync`` runs one liveSync of that source now
+(``sync/livesync.py``) and answers its outcome once it ended; 409 while another
+liveSync of the source runs, 400 for a source no mapping reads or that cannot
+tell its changes.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, sort_objects
 from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
+from idsync.sync.livesync import livesync_mappings, run_livesync
 
 __all__ = ["system_routes"]
 
@@ -108,9 +114,26 @@ async def _root(request: Request) -> JSONResponse:
 
 async def _collection(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
-    params = QueryParams.of(request)
+    params = QueryParams.of(request, ctx.project().queries)
     p = request.path_params
+    if request.method == "POST":
+        action = request.query_params.get("_action")
+        if action != "liveSync":
+            raise ApiError(400, f"unknown _action {action!r} (supported: liveSync)")
+        return JSONResponse(await run_in_threadpool(_livesync, ctx, p["system"], p["type"]))
+    params = QueryParams.of(request)
     return JSONResponse(await run_in_threadpool(_query, ctx, p["system"], p["type"], params))
+
+
+def _livesync(ctx: ApiContext, system: str, object_type: str) -> dict[str, Any]:
+    project = ctx.project()
+    if system not in project.provisioners:
+        raise ApiError(404, f"Resource 'system/{system}' not found")
+    source = f"system/{system}/{object_type}"
+    if not livesync_mappings(project, source):
+        raise ApiError(400, f"no mapping has {source} as its source, so liveSync has nothing to apply its changes "
+                            "through")
+    return run_livesync(project, ctx.store, source).to_json()
 
 
 async def _one(request: Request) -> JSONResponse:
@@ -121,6 +144,6 @@ async def _one(request: Request) -> JSONResponse:
 
 system_routes = [
     Route("/system", _root, methods=["GET", "POST"]),
-    Route("/system/{system}/{type}", _collection, methods=["GET"]),
+    Route("/system/{system}/{type}", _collection, methods=["GET", "POST"]),
     Route("/system/{system}/{type}/{id:path}", _one, methods=["GET"]),
 ]

@@ -28,6 +28,7 @@ from idsync.cli.docs import EPILOG
 from idsync.cli.docs import register as register_doc_commands
 from idsync.cli.install import register as register_install_command
 from idsync.cli.jobs import register as register_job_commands
+from idsync.cli.livesync import register as register_livesync_command
 from idsync.cli.managed import register as register_managed_commands
 from idsync.cli.salesforce import register as register_salesforce_commands
 from idsync.cli.unlock import register as register_unlock_command
@@ -126,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     pr.set_defaults(handler=_cmd_prune)
 
+    register_livesync_command(sub)
     register_job_commands(sub)
     register_managed_commands(sub)
     register_salesforce_commands(sub)
@@ -150,9 +152,9 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
 def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.progress import Progress
     from idsync.cli.signals import run_in_foreground
+    from idsync.managed.router import run_recon_scripted
     from idsync.sync.options import ReconOptions
     from idsync.sync.progress import expected_counts
-    from idsync.sync.recon import run_recon
 
     project, store = _open(project_dir)
     project.mapping(args.mapping)  # unknown mapping: EX_CONFIG before anything starts
@@ -169,8 +171,8 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
                         expected=expected_counts(store, args.mapping))
     options.on_progress = progress.update
     try:
-        result = run_in_foreground(lambda: run_recon(project, store, args.mapping, options), options.cancel, store,
-                                   f"recon-{args.mapping}")
+        result = run_in_foreground(lambda: run_recon_scripted(project, store, args.mapping, options),
+                                   options.cancel, store, f"recon-{args.mapping}")
     finally:
         progress.close()
     _write_status_file(project, store)
@@ -251,6 +253,7 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
     else:
         render_runs(recent)
         _print_pending(store)
+        _print_livesync(store)
     return 0
 
 
@@ -285,6 +288,13 @@ def _print_pending(store: Store) -> None:
         print(f"{mapping}: {count} object(s) changed in the store did not reach the target: run `idsync sync retry`")
 
 
+def _print_livesync(store: Store) -> None:
+    from idsync.cli.livesync import render_livesync_sources
+    from idsync.store.tokens import SyncTokens
+
+    render_livesync_sources([s.to_json() for s in SyncTokens(store).all()])
+
+
 def _run_json(run: dict[str, Any]) -> dict[str, Any]:
     summary = dict(run["summary"] or {})
     started, ended = run["started"], run["ended"]
@@ -305,13 +315,13 @@ def _write_status_file(project: Project, store: Store) -> None:
 
 def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.api import api_problems
-    from idsync.config.pingidm_schedules import UnsupportedSchedule
     from idsync.config.project import validate_project
+    from idsync.errors import ConfigWarning
     from idsync.resources import check_system
 
     found = validate_project(project_dir, check_system)
-    warnings = [p for p in found if isinstance(p, UnsupportedSchedule)]
-    problems = [p for p in found if not isinstance(p, UnsupportedSchedule)]
+    warnings = [p for p in found if isinstance(p, ConfigWarning)]
+    problems = [p for p in found if not isinstance(p, ConfigWarning)]
     if not problems:
         problems = api_problems(project_dir)
     if args.json:
@@ -321,8 +331,9 @@ def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
             "warnings": [{"file": w.file, "key": w.key or None, "problem": w.problem} for w in warnings]},
             indent=2))
         return os.EX_CONFIG if problems else 0
+    # Warnings on stderr: stdout is the verdict (the problems, or "configuration ok").
     for warning in warnings:
-        print(f"warning: {warning}")
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in problems:
         print(problem)
     if problems:

@@ -38,7 +38,7 @@ def _cmd_reference(_args: argparse.Namespace, _project_dir: Path) -> int:
 
 def effective(settings: Settings) -> dict[str, Any]:
     """The settings as a plain dict, with what could be a secret masked: the store URL's password
-    (and password-like query parameters), the API's password hashes."""
+    (and password-like query parameters), the crypto key, the API's password hashes."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -50,6 +50,8 @@ def effective(settings: Settings) -> dict[str, Any]:
         data["store"]["url"] = url.update_query_dict(hidden).render_as_string(hide_password=True)
     except (ArgumentError, IdsyncError, ValueError):
         data["store"]["url"] = _MASK if settings.store.url else ""
+    if data["crypto"]["key"]:
+        data["crypto"]["key"] = _MASK
     for table in ("accounts", "metrics_accounts"):
         data["api"][table] = {user: _MASK for user in data["api"][table]}
     return data

@@ -20,6 +20,8 @@ __all__ = ["install_files", "register"]
 
 _WRAPPER = """#!/bin/sh
 # idsync as the service sees things: its user, credentials and state (idsync install-files).
+# The unit's UMask: the store and status file the command writes are not world-readable.
+umask 0077
 exec runuser -u idsync -- env CREDENTIALS_DIRECTORY=/etc/idsync/credentials IDSYNC_STATE_DIR=/var/lib/idsync \\
   IDSYNC_STATUS_FILE=/var/lib/idsync/status.json {idsync} -p /etc/idsync "$@"
 """

@@ -220,6 +220,7 @@ def _cmd_system_get(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_managed_change(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.managed.router import scripting
     from idsync.managed.service import ManagedObjects
     from idsync.resources import Resources
 
@@ -227,14 +228,15 @@ def _cmd_managed_change(args: argparse.Namespace, project_dir: Path) -> int:
     resources = Resources(project, store)
     objects = ManagedObjects(project, store, resources, args.type, sync=not args.no_sync)
     try:
-        if args.action == "create":
-            change = objects.create(_json_arg(args.data, "--data"), object_id=args.id)
-        elif args.action == "update":
-            change = objects.update(args.id, _json_arg(args.data, "--data"), rev=args.rev)
-        elif args.action == "patch":
-            change = objects.patch(args.id, _json_arg(args.operations, "--operations"), rev=args.rev)
-        else:
-            change = objects.delete(args.id, rev=args.rev)
+        with scripting(project, store, resources=resources):
+            if args.action == "create":
+                change = objects.create(_json_arg(args.data, "--data"), object_id=args.id)
+            elif args.action == "update":
+                change = objects.update(args.id, _json_arg(args.data, "--data"), rev=args.rev)
+            elif args.action == "patch":
+                change = objects.patch(args.id, _json_arg(args.operations, "--operations"), rev=args.rev)
+            else:
+                change = objects.delete(args.id, rev=args.rev)
     except NotFound as exc:
         print(f"idsync: {exc}", file=sys.stderr)
         return os.EX_NOINPUT
@@ -274,6 +276,7 @@ def _json_arg(text: str, option: str) -> Any:
 
 
 def _cmd_sync_retry(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.managed.router import scripting
     from idsync.resources import Resources
     from idsync.store.objects import ManagedResource
     from idsync.sync.implicit import RETRY_JOB, ImplicitSync
@@ -294,8 +297,9 @@ def _cmd_sync_retry(args: argparse.Namespace, project_dir: Path) -> int:
             if isinstance(source, ManagedResource):
                 source = source.revealing_secrets()
             current = source.get_many(ids)
-            for sid in ids:
-                results.append(pusher.push_one(mapping, sid, current.get(sid), job=RETRY_JOB))
+            with scripting(project, store, resources=resources):
+                for sid in ids:
+                    results.append(pusher.push_one(mapping, sid, current.get(sid), job=RETRY_JOB))
     finally:
         resources.close()
     if results:

@@ -47,6 +47,8 @@ def render_run(run_id: str, state: str, message: str | None, summary: Mapping[st
         c.print(f"  errors ({summary.get('errorCount', len(errors))}):")
         for e in errors[:20]:
             ids = " ".join(f"{k}={e[k]}" for k in ("source_id", "target_id") if e.get(k))
+        if e.get("link_qualifier") not in (None, "default"):  # a mapping with several link qualifiers
+            ids += f" linkQualifier={e['link_qualifier']}"
             c.print(escape(f"    - {e.get('message')}" + (f"  [{ids}]" if ids else "")), soft_wrap=True)
 
 
@@ -125,6 +127,8 @@ def render_audit(entries: Sequence[Mapping[str, Any]]) -> None:
     _console.print(f"  objects ({len(entries)} shown):")
     for e in entries:
         ids = " ".join(f"{k}={e[k]}" for k in ("source_id", "target_id") if e.get(k))
+        if e.get("link_qualifier") not in (None, "default"):  # a mapping with several link qualifiers
+            ids += f" linkQualifier={e['link_qualifier']}"
         what = e.get("message") or ""
         changes = e.get("changes")
         if changes and not what:

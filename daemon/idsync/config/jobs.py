@@ -25,11 +25,16 @@ from typing import Any, Literal
 from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.errors import ConfigError
 
-__all__ = ["DEFAULT_MISFIRE_GRACE", "PUSH_JOBS", "JobDef", "KeyReader", "job_name_problem", "load_jobs", "parse_job"]
+__all__ = ["DEFAULT_MISFIRE_GRACE", "LIVESYNC_JOB", "NOT_RECON_JOBS", "PUSH_JOBS", "JobDef", "KeyReader",
+           "job_name_problem", "load_jobs", "parse_job"]
 
 # The single-object runs: implicit sync, ``idsync sync retry``, the API's ``reconById``.
 # Their names are reserved: no job file may take one.
 PUSH_JOBS = ("implicit", "retry", "reconById")
+# The runs of liveSync (one per mapping that had changes to apply): neither a push nor a recon.
+LIVESYNC_JOB = "liveSync"
+# Runs that are not full recons: never the "last complete recon" of a mapping.
+NOT_RECON_JOBS = (*PUSH_JOBS, LIVESYNC_JOB)
 
 # A fire missed while the daemon was down is still worth running within an hour;
 # older than that, the next regular fire is nearer than the missed one mattered.
@@ -55,12 +60,14 @@ _KEYS = {
     "allow_delete",
     "max_deletes",
     "page_size",
+    "livesync",
 }
+_SOURCE = re.compile(r"^(system/[^/\s]+/[^/\s]+|managed/[^/\s]+)$")
 
 
 @dataclass(frozen=True)
 class JobDef:
-    """One job: what to run (mappings, options) and when (schedule)."""
+    """One job: what to run (mappings to reconcile, or sources to liveSync; options) and when (schedule)."""
 
     name: str
     file: str
@@ -79,6 +86,8 @@ class JobDef:
     allow_delete: bool | None = None
     max_deletes: int | float | None = None
     page_size: int | None = None
+    # Sources whose changes the job applies (liveSync) instead of reconciling ``mappings``.
+    livesync: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -95,6 +104,7 @@ class JobDef:
             "timezone": self.timezone,
             "enabled": self.enabled,
             "mappings": list(self.mappings),
+            "liveSync": list(self.livesync),
             "misfire": self.misfire,
         }
 
@@ -130,17 +140,18 @@ def job_name_problem(name: str) -> str | None:
     return None
 
 
-def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobDef:
+def parse_job(path: Path, known_mappings: Collection[str] | None = None, text: str | None = None) -> JobDef:
+    """The job of file ``path``; with ``text``, as if the file held it (a check before writing)."""
     file = str(path)
     name = path.name[: -len(".toml")]
     if problem := job_name_problem(name):
         raise ConfigError(file, "", problem)
-    if name in PUSH_JOBS:
+    if name in NOT_RECON_JOBS:
         # Runs are told from one-object pushes by their job name: a full recon named so would not count as one.
-        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes are recorded under; "
-                                    "name the job file otherwise")
+        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes or liveSync are "
+                                    "recorded under; name the job file otherwise")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(path.read_text(encoding="utf-8") if text is None else text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"not valid TOML: {exc}") from None
     except OSError as exc:
@@ -155,7 +166,10 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobD
     except ScheduleError as exc:
         key = "timezone" if "time zone" in str(exc) else "schedule"
         raise ConfigError(file, key, str(exc)) from None
-    mappings = r.mappings(known_mappings)
+    livesync = r.sources("livesync") if "livesync" in raw else ()
+    if livesync and "mappings" in raw:
+        raise ConfigError(file, "livesync", "a job runs liveSync of sources or reconciles mappings, not both")
+    mappings = () if livesync else r.mappings(known_mappings)
     misfire = r.get("misfire", str, "run_once")
     if misfire not in ("run_once", "skip"):
         raise ConfigError(file, "misfire", f'expected "run_once" or "skip", not {misfire!r}')
@@ -185,6 +199,7 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None) -> JobD
         allow_delete=r.get("allow_delete", bool, None),
         max_deletes=r.max_deletes(),
         page_size=page_size,
+        livesync=livesync,
         raw=raw,
     )
 
@@ -240,6 +255,21 @@ class KeyReader:
                 names = ", ".join(sorted(known)) or "none configured"
                 raise ConfigError(self.file, f"mappings[{i}]", f"unknown mapping {item!r} (known: {names})")
         return tuple(value)
+
+    def sources(self, key: str, shown: str | None = None) -> tuple[str, ...]:
+        """A resource name or a list of them (``system/ldap/account``, ``managed/user``); errors
+        name the key as ``shown`` (its path in the file) when given."""
+        value = self.raw.get(key)
+        key = shown or key
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            raise ConfigError(self.file, key, "expected a source such as \"system/ldap/account\", or a list of them")
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or not _SOURCE.match(item):
+                where = key if isinstance(value, str) else f"{key}[{i}]"
+                raise ConfigError(self.file, where, f"expected a resource name such as \"system/ldap/account\", "
+                                                    f"not {item!r}")
+        return tuple(items)
 
     def max_deletes(self) -> int | float | None:
         value = self.raw.get("max_deletes")

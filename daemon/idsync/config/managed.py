@@ -6,6 +6,11 @@ The shape is PingIDM's (``{"objects": [{"name": "user", "schema": {"properties":
 ``secureHash`` or ``"secret": true``: never logged, audited or returned), each
 property's ``type`` (and an array's ``items.type``), ``required``, and the
 per-object ``default`` values.
+
+How a secret is kept at rest: a property with ``encryption`` is encrypted with the
+project's keyring (``idsync.crypto``, reversible, as in PingIDM, so that a mapping
+can ``openidm.decrypt`` it towards a directory); ``secureHash`` and ``"secret":
+true`` are one-way hashes (``store/passwords.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from idsync.crypto import DEFAULT_CIPHER, Keyring
 from idsync.errors import ConfigError
 
 __all__ = ["DEFAULT_MANAGED", "ManagedSchema", "ManagedType", "PropertyDef", "parse_managed"]
@@ -30,6 +36,9 @@ class PropertyDef:
     secret: bool = False
     default: Any = None
     items: str | None = None  # an array's item type, when managed.json says
+    encrypted: bool = False  # ``encryption``: reversible, with the keyring's key ``key_alias``
+    key_alias: str | None = None  # ``encryption.key``; None: the keyring's default
+    cipher: str = DEFAULT_CIPHER
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,8 @@ class ManagedType:
     name: str
     properties: Mapping[str, PropertyDef] = field(default_factory=dict)
     required: tuple[str, ...] = ()
+    # What encrypts and decrypts the ``encryption`` properties (None: the project has none).
+    keyring: Keyring | None = field(default=None, compare=False, repr=False)
 
     # Computed once: the store asks for each property of each object it writes.
     @functools.cached_property
@@ -62,7 +73,7 @@ class ManagedSchema:
             ) from None
 
 
-def parse_managed(raw: Any, *, file: str = "managed.json") -> ManagedSchema:
+def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | None = None) -> ManagedSchema:
     if not isinstance(raw, dict) or not isinstance(raw.get("objects"), list):
         raise ConfigError(file, "objects", "expected a list of managed object types")
     types: dict[str, ManagedType] = {}
@@ -90,6 +101,17 @@ def parse_managed(raw: Any, *, file: str = "managed.json") -> ManagedSchema:
             if ptype not in _TYPES:
                 raise ConfigError(file, f"{pkey}.type", f"unknown type {ptype!r}")
             secret = bool(pdef.get("secret") or pdef.get("encryption") or pdef.get("secureHash"))
+            encryption = pdef.get("encryption")
+            if encryption is not None and not isinstance(encryption, dict):
+                raise ConfigError(file, f"{pkey}.encryption", "expected an object, such as "
+                                  "{\"key\": \"openidm-sym-default\"}")
+            encryption = encryption or {}
+            alias, cipher = encryption.get("key"), encryption.get("cipher", DEFAULT_CIPHER)
+            if alias is not None and (not isinstance(alias, str) or not alias):
+                raise ConfigError(file, f"{pkey}.encryption.key", "expected the alias of a key")
+            if cipher != DEFAULT_CIPHER:
+                raise ConfigError(file, f"{pkey}.encryption.cipher",
+                                  f"cipher {cipher!r} is not supported (only {DEFAULT_CIPHER})")
             props[pname] = PropertyDef(
                 name=pname,
                 type=ptype,
@@ -97,6 +119,8 @@ def parse_managed(raw: Any, *, file: str = "managed.json") -> ManagedSchema:
                 secret=secret,
                 default=pdef.get("default"),
                 items=_item_type(pdef, file, pkey),
+                encrypted=bool(pdef.get("encryption")) and not pdef.get("secureHash"),
+                key_alias=alias,
             )
         required = schema.get("required") or []
         if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
@@ -107,7 +131,7 @@ def parse_managed(raw: Any, *, file: str = "managed.json") -> ManagedSchema:
                 raise ConfigError(file, f"{key}.schema.required[{j}]",
                                   f"{required_name!r} is not a property of managed/{name} "
                                   f"(it has: {', '.join(sorted(props)) or 'none'})")
-        types[name] = ManagedType(name=name, properties=props, required=tuple(required))
+        types[name] = ManagedType(name=name, properties=props, required=tuple(required), keyring=keyring)
     return ManagedSchema(types)
 
 

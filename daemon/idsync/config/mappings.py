@@ -43,9 +43,10 @@ _KNOWN = {
     "taskThreads", "prefetchLinks", "sourceQueryFullEntry", "targetQueryFullEntry",
     "reconSourceQueryPaging", "reconSourceQueryPageSize", "correlateEmptyTargetSet",
     "sourceIdsCaseSensitive", "targetIdsCaseSensitive", *_HOOKS,
-    # PingIDM's, accepted and not acted on
-    "enableLinking", "linkQualifiers", "onMapping", "postMapping", "optimizeAssignmentSync", "feedSize",
-    "clusteredSourceReconEnabled",
+    "linkQualifiers",
+    # PingIDM's, accepted and not acted on (``idsync validate`` says so: config/unused.py)
+    "enableLinking", "onMapping", "postMapping", "optimizeAssignmentSync", "feedSize",
+    "clusteredSourceReconEnabled", "onRecon", "defaultMapping",
 }
 # A correlation script that pastes a value into the filter text: a value holding a quote
 # changes the filter (``evil" or userName eq "victim``) instead of being compared.
@@ -58,11 +59,16 @@ _SAFE_CORRELATION = '{"_queryFilter": "/userName eq \\"${source.uid}\\""}'
 
 @dataclass(frozen=True)
 class QueryDef:
-    """``sourceQuery``/``targetQuery``: a ``_queryFilter`` or a native query, and fields."""
+    """``sourceQuery``/``targetQuery``: a ``_queryFilter`` or a native query, and fields.
+
+    A named query (``{"_queryId": ..., params}``) keeps its id and parameters until the
+    project's named queries are known; loading the project turns it into ``filter``."""
 
     filter: Node | None = None
     native: str | None = None
     fields: tuple[str, ...] | None = None
+    query_id: str | None = None
+    query_params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,16 +77,24 @@ class Correlation:
 
     ``filter``: a ``_queryFilter`` with ``${source.x}`` placeholders (declarative,
     batched per page); ``script``: PingIDM's script returning ``{"_queryFilter":
-    ...}``; ``tree``: PingIDM's ``expressionTree`` (``all``/``any`` of target
-    properties, compared with the projected target's values).
+    ...}`` or ``{"_queryId": ..., params}``; ``tree``: PingIDM's ``expressionTree``
+    (``all``/``any`` of target properties, compared with the projected target's
+    values); ``named``: ``{"_queryId": "for-userName", "uid": "${source.uid}"}``,
+    a named query whose parameters are values or placeholders (``query_params``).
+
+    ``link_qualifier``: the link qualifier it correlates for; ``None`` (a string
+    filter, a ``correlationScript``) for every qualifier of the mapping.
     """
 
-    kind: Literal["filter", "script", "tree"]
+    kind: Literal["filter", "script", "tree", "named"]
     template: Node | None = None
     script: Script | None = None
     tree_mode: Literal["all", "any"] = "all"
     tree_props: tuple[str, ...] = ()
-    link_qualifier: str = "default"
+    link_qualifier: str | None = "default"
+    query_id: str | None = None
+    query_params: Mapping[str, Any] = field(default_factory=dict)
+    key: str = "correlationQuery"
 
 
 @dataclass
@@ -99,6 +113,10 @@ class MappingDef:
     source_query: QueryDef = QueryDef()
     target_query: QueryDef = QueryDef()
     correlation: Correlation | None = None
+    # One per link qualifier (``correlationQuery`` as a list); ``correlation`` is the first.
+    correlations: tuple[Correlation, ...] = ()
+    # ``linkQualifiers``: a static list, or a script answering one per source object.
+    link_qualifiers: tuple[str, ...] | Script = ("default",)
     hooks: dict[str, Script] = field(default_factory=dict)
     default_source_fields: tuple[str, ...] | None = None
     default_target_fields: tuple[str, ...] | None = None
@@ -115,6 +133,21 @@ class MappingDef:
     @property
     def linkset(self) -> str:
         return self.links or self.name
+
+    @property
+    def qualified(self) -> bool:
+        """Whether the mapping links a source to several targets (link qualifiers)."""
+        return isinstance(self.link_qualifiers, Script) or self.link_qualifiers != ("default",)
+
+    def correlation_for(self, qualifier: str) -> Correlation | None:
+        """The correlation of ``qualifier`` (PingIDM: the ``correlationQuery`` entry naming
+        it; a script or a bare filter serves every qualifier)."""
+        if not self.qualified:
+            return self.correlation
+        for c in self.correlations:
+            if c.link_qualifier is None or c.link_qualifier == qualifier:
+                return c
+        return None
 
 
 def load_mappings(conf_dir: Path, engine: ScriptEngine | None = None) -> list[MappingDef]:
@@ -236,7 +269,9 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
         "valid_target": attempt(lambda: opt_script("validTarget")),
         "source_query": attempt(lambda: _query_def(raw.get("sourceQuery"), file, at("sourceQuery"), query), QueryDef()),
         "target_query": attempt(lambda: _query_def(raw.get("targetQuery"), file, at("targetQuery"), query), QueryDef()),
-        "correlation": attempt(lambda: _correlation(raw, file, at, script, query)),
+        "correlations": attempt(lambda: _correlations(raw, file, at, script, query), ()),
+        "link_qualifiers": attempt(lambda: _link_qualifiers(raw.get("linkQualifiers"), file,
+                                                            at("linkQualifiers"), script), ("default",)),
         "default_source_fields": attempt(
             lambda: _fields(raw.get("defaultSourceFields"), file, at("defaultSourceFields"))),
         "default_target_fields": attempt(
@@ -251,8 +286,12 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
         "correlate_empty_target_set": attempt(
             lambda: _bool(raw, "correlateEmptyTargetSet", False, file, at), False),
     }
+    if not problems:
+        attempt(lambda: _check_qualifiers(fields["link_qualifiers"], fields["correlations"], file,
+                                          at("correlationQuery")))
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
+    fields["correlation"] = fields["correlations"][0] if fields["correlations"] else None
     return MappingDef(
         name=name, source=raw["source"], target=raw["target"], file=file, properties=properties,
         policies=policies, links=links, hooks=hooks, raw=raw, **fields,
@@ -314,31 +353,77 @@ def _query_def(value: Any, file: str, key: str, query: Callable[[Any, str], Node
     native = value.get("nativeQuery", value.get("_nativeQuery"))
     if isinstance(native, str):
         return QueryDef(native=native.strip(), fields=fields)
-    if value.get("_queryId") in ("query-all-ids", "query-all", None):
+    query_id = value.get("_queryId")
+    if query_id in ("query-all-ids", "query-all", None):
         return QueryDef(fields=fields)
-    raise ConfigError(file, key, f"unsupported _queryId {value.get('_queryId')!r}; use _queryFilter")
+    if not isinstance(query_id, str) or not query_id:
+        raise ConfigError(file, f"{key}._queryId", "expected the name of a query")
+    params = {k: v for k, v in value.items() if not k.startswith("_") and k not in ("fields", "queryFilter")}
+    return QueryDef(fields=fields, query_id=query_id, query_params=params)
 
 
-def _correlation(
+def _link_qualifiers(value: Any, file: str, key: str, script: Callable[[Any, str], Script],
+                     ) -> tuple[str, ...] | Script:
+    if value is None:
+        return ("default",)
+    if isinstance(value, dict):
+        return script(value, key)
+    if not isinstance(value, list) or not value:
+        raise ConfigError(file, key, "expected a list of link qualifiers, or a script returning one")
+    for i, q in enumerate(value):
+        if not isinstance(q, str) or not _NAME.match(q) or len(q) > 64:
+            raise ConfigError(file, f"{key}[{i}]", "a link qualifier is a name of letters, digits, _ . - "
+                              "(at most 64)")
+    if len(set(value)) != len(value):
+        raise ConfigError(file, key, "a link qualifier is listed twice")
+    return tuple(value)
+
+
+def _check_qualifiers(qualifiers: tuple[str, ...] | Script, correlations: tuple[Correlation, ...],
+                      file: str, key: str) -> None:
+    seen: set[str | None] = set()
+    if len(correlations) > 1 and qualifiers == ("default",):
+        raise ConfigError(file, key, "several correlation queries need the mapping's linkQualifiers, "
+                          "one per query's linkQualifier")
+    for c in correlations:
+        if c.link_qualifier in seen:
+            raise ConfigError(file, c.key, f"a second correlation for link qualifier {c.link_qualifier}")
+        seen.add(c.link_qualifier)
+        if (isinstance(qualifiers, tuple) and qualifiers != ("default",) and c.link_qualifier is not None
+                and c.link_qualifier not in qualifiers):
+            raise ConfigError(file, f"{c.key}.linkQualifier",
+                              f"link qualifier {c.link_qualifier!r} is not one of the mapping's linkQualifiers "
+                              f"({', '.join(qualifiers)})")
+
+
+def _correlations(
     raw: Mapping[str, Any], file: str, at: Callable[[str], str],
     script: Callable[[Any, str], Script], query: Callable[[Any, str], Node],
-) -> Correlation | None:
+) -> tuple[Correlation, ...]:
     value = raw.get("correlationQuery")
     key = at("correlationQuery")
     if value is None and raw.get("correlationScript") is not None:
         _warn_concatenation(raw["correlationScript"], file, at("correlationScript"))
-        return Correlation(kind="script", script=script(raw["correlationScript"], at("correlationScript")))
+        return (Correlation(kind="script", script=script(raw["correlationScript"], at("correlationScript")),
+                            link_qualifier=None, key=at("correlationScript")),)
     if value is None:
-        return None
+        return ()
     if isinstance(value, list):
-        if len(value) != 1:
-            raise ConfigError(file, key, "several link qualifiers are not supported yet; give one query")
-        value, key = value[0], f"{key}[0]"
+        if not value:
+            raise ConfigError(file, key, "expected at least one correlation query")
+        return tuple(_correlation(v, file, f"{key}[{i}]", script, query) for i, v in enumerate(value))
+    return (_correlation(value, file, key, script, query),)
+
+
+def _correlation(value: Any, file: str, key: str, script: Callable[[Any, str], Script],
+                 query: Callable[[Any, str], Node]) -> Correlation:
     if isinstance(value, str):
-        return Correlation(kind="filter", template=query(value, key))
+        return Correlation(kind="filter", template=query(value, key), link_qualifier=None, key=key)
     if not isinstance(value, dict):
-        raise ConfigError(file, key, "expected a script or {\"_queryFilter\": ...}")
-    qualifier = str(value.get("linkQualifier", "default"))
+        raise ConfigError(file, key, "expected a script, {\"_queryFilter\": ...} or {\"_queryId\": ...}")
+    qualifier = value.get("linkQualifier", "default")
+    if not isinstance(qualifier, str) or not qualifier:
+        raise ConfigError(file, f"{key}.linkQualifier", "expected the name of a link qualifier")
     if "expressionTree" in value:
         tree = value["expressionTree"]
         if not isinstance(tree, dict) or len(tree) != 1 or next(iter(tree)) not in ("all", "any"):
@@ -346,17 +431,19 @@ def _correlation(
         mode = next(iter(tree))
         props = _fields(tree[mode], file, f"{key}.expressionTree.{mode}") or ()
         return Correlation(kind="tree", tree_mode="all" if mode == "all" else "any", tree_props=props,
-                           link_qualifier=qualifier)
+                           link_qualifier=qualifier, key=key)
     if "_queryFilter" in value:
         return Correlation(kind="filter", template=query(value["_queryFilter"], f"{key}._queryFilter"),
-                           link_qualifier=qualifier)
-    if "_queryId" in value or "_queryId" in str(value.get("source", "")):
-        # PingIDM's named queries (`for-userName`...) do not exist here: every source would fail to correlate.
-        raise ConfigError(file, key, "a correlation by _queryId (a named query) is not supported; "
-                          "use {\"_queryFilter\": ...} (or a script returning one)")
+                           link_qualifier=qualifier, key=key)
+    if "_queryId" in value:
+        query_id = value["_queryId"]
+        if not isinstance(query_id, str) or not query_id:
+            raise ConfigError(file, f"{key}._queryId", "expected the name of a query")
+        params = {k: v for k, v in value.items() if not k.startswith("_") and k != "linkQualifier"}
+        return Correlation(kind="named", query_id=query_id, query_params=params, link_qualifier=qualifier, key=key)
     compiled = script(value, key)
     _warn_concatenation(value, file, key)
-    return Correlation(kind="script", script=compiled, link_qualifier=qualifier)
+    return Correlation(kind="script", script=compiled, link_qualifier=qualifier, key=key)
 
 
 def concatenates_values(script_source: str) -> bool:

@@ -1,9 +1,10 @@
 """PingIDM schedules: ``conf/schedule-NAME.json``, each a job named ``NAME``.
 
 A schedule that runs a reconciliation (``invokeService`` sync or recon,
-``invokeContext.action`` ``reconcile``) becomes a ``JobDef`` like a
-``jobs.d/NAME.toml`` job. One that PingIDM runs but idsync does not yet
-(liveSync, scripts, the task scanner, start and end times, simple repeat
+``invokeContext.action`` ``reconcile``) or a liveSync (``invokeService``
+provisioner, ``invokeContext`` ``{"action": "liveSync", "source": ...}``) becomes
+a ``JobDef`` like a ``jobs.d/NAME.toml`` job. One that PingIDM runs but idsync
+does not yet (scripts, the task scanner, start and end times, simple repeat
 intervals) is an ``UnsupportedSchedule``: a warning naming the schedule, and
 the job is not scheduled. Anything else wrong is a ``ConfigError`` naming the
 file, the key and the problem.
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 from idsync.config.files import load_json
-from idsync.config.jobs import PUSH_JOBS, JobDef, KeyReader, job_name_problem, load_jobs
+from idsync.config.jobs import NOT_RECON_JOBS, JobDef, KeyReader, job_name_problem, load_jobs
 from idsync.config.schedule import CronSchedule, ScheduleError
-from idsync.errors import ConfigError
+from idsync.errors import ConfigError, ConfigWarning
 
 __all__ = ["UnsupportedSchedule", "load_all_jobs", "load_schedules", "parse_schedule", "schedule_path"]
 
@@ -41,12 +42,13 @@ _KEYS = {
     "invokeContext",
     "invokeLogLevel",
 }
+_PROVISIONER_SERVICES = ("provisioner", "org.forgerock.openidm.provisioner")
 _SYNC_SERVICES = ("sync", "org.forgerock.openidm.sync", "recon", "org.forgerock.openidm.recon")
 _MISFIRE: dict[str, Literal["run_once", "skip"]] = {"fireAndProceed": "run_once", "doNothing": "skip"}
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
 
 
-class UnsupportedSchedule(ConfigError):
+class UnsupportedSchedule(ConfigWarning):
     """A valid PingIDM schedule idsync does not run yet: a warning, and the job is not scheduled."""
 
 
@@ -96,9 +98,9 @@ def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) ->
     name = path.name[len(_PREFIX): -len(_SUFFIX)]
     if problem := job_name_problem(name):
         raise ConfigError(file, "", problem.replace("a job file name", "the name after 'schedule-'"))
-    if name in PUSH_JOBS:
-        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes are recorded under; "
-                                    "name the schedule file otherwise")
+    if name in NOT_RECON_JOBS:
+        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes or liveSync are "
+                                    "recorded under; name the schedule file otherwise")
     raw = load_json(path, project_dir=path.parent.parent, secrets=False)
     if not isinstance(raw, dict):
         raise ConfigError(file, "", "expected a JSON object")
@@ -115,7 +117,7 @@ def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) ->
     misfire_policy = r.get("misfirePolicy", str, "fireAndProceed")
     if misfire_policy not in _MISFIRE:
         raise ConfigError(file, "misfirePolicy", f'expected "fireAndProceed" or "doNothing", not {misfire_policy!r}')
-    mappings = _invocation(r, name, known_mappings)
+    mappings, livesync = _invocation(r, name, known_mappings)
     kind = r.get("type", str, "cron")
     if kind == "simple":
         raise UnsupportedSchedule(file, "type", f"schedule {name!r}: type \"simple\" (a repeat interval) is not "
@@ -146,22 +148,29 @@ def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) ->
         mappings=mappings,
         enabled=enabled,
         misfire=_MISFIRE[misfire_policy],
+        livesync=livesync,
         raw=raw,
     )
 
 
-def _invocation(r: KeyReader, name: str, known: Collection[str] | None) -> tuple[str, ...]:
-    """The mappings a reconcile schedule runs; a schedule idsync cannot run is an ``UnsupportedSchedule``."""
+def _invocation(r: KeyReader, name: str, known: Collection[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The mappings a reconcile schedule runs, or the source a liveSync schedule reads; a
+    schedule idsync cannot run is an ``UnsupportedSchedule``."""
     file = r.file
     service = r.get("invokeService", str, required=True)
     context = r.get("invokeContext", dict, required=True)
     action = context.get("action")
-    if service not in _SYNC_SERVICES:
-        raise UnsupportedSchedule(file, "invokeService", f"schedule {name!r}: invokeService {service!r} (only sync "
-                                                         "and recon run) is not supported yet; not scheduled")
     if action == "liveSync":
-        raise UnsupportedSchedule(file, "invokeContext.action", f"schedule {name!r}: liveSync is not supported "
-                                                                "yet; not scheduled")
+        if service not in _PROVISIONER_SERVICES:
+            raise ConfigError(file, "invokeService", f'a liveSync schedule invokes "provisioner", not {service!r}')
+        sources = KeyReader(file, context, _json_type).sources("source", "invokeContext.source")
+        if len(sources) != 1:
+            raise ConfigError(file, "invokeContext.source", 'expected one source such as "system/ldap/account"')
+        return (), sources
+    if service not in _SYNC_SERVICES:
+        raise UnsupportedSchedule(file, "invokeService", f"schedule {name!r}: invokeService {service!r} (only sync, "
+                                                         "recon and provisioner liveSync run) is not supported yet; "
+                                                         "not scheduled")
     if action != "reconcile":
         raise ConfigError(file, "invokeContext.action", f'expected "reconcile", not {action!r}')
     if "mapping" in context and "mappings" in context:
@@ -179,7 +188,7 @@ def _invocation(r: KeyReader, name: str, known: Collection[str] | None) -> tuple
         if known is not None and item not in known:
             names = ", ".join(sorted(known)) or "none configured"
             raise ConfigError(file, item_key, f"unknown mapping {item!r} (known: {names})")
-    return tuple(value)
+    return tuple(value), ()
 
 
 def _iso_date(file: str, key: str, value: object) -> None:

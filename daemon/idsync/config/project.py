@@ -3,12 +3,16 @@ provisioners) and ``jobs.d/``.
 
 ``load_project`` stops at the first problem (a run must not start on a broken
 configuration); ``validate_project`` reads every file independently and
-returns every problem it finds, for ``idsync validate``.
+returns every problem it finds, for ``idsync validate``, with a warning
+(``ConfigWarning``) for each PingIDM file or key idsync does not act on
+(``config/unused.py``). A provisioner whose connector idsync does not have is
+one error naming the mappings that need it; their own problems wait.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,14 +21,19 @@ import structlog
 
 from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
-from idsync.config.mappings import MappingDef, load_mappings, parse_mapping
-from idsync.errors import ConfigError, ConfigErrors, IdsyncError
+from idsync.config.mappings import MappingDef, QueryDef, load_mappings, parse_mapping
+from idsync.config.queries import load_queries
+from idsync.config.unused import mapping_systems, unused_configuration
+from idsync.crypto import CryptoCalls, Keyring, create_key_file, decode_key, load_key
+from idsync.errors import ConfigError, ConfigErrors, ConfigWarning, IdsyncError, QueryError
 from idsync.keys import unknown_keys
+from idsync.query.ast import Literal_
 from idsync.query.ldap import filter_problem
+from idsync.query.named import NamedQueries
 from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
-__all__ = ["Project", "Provisioner", "load_project", "validate_project"]
+__all__ = ["Project", "Provisioner", "UnsupportedConnector", "keyring", "load_project", "validate_project"]
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +45,27 @@ _PROVISIONER_KEYS = {
     "producerBufferSize", "systemActions", "displayName", "description", "_id", "connectorPoolingSupported",
     "excludeUnmodified",
 }
+
+
+_AVAILABLE = "idsync has LDAP, SCIM and Salesforce connectors"
+
+
+class UnsupportedConnector(ConfigError):
+    """A provisioner whose connector idsync does not have. ``validate`` gives one line
+    for it, naming the mappings that need the system instead of their own problems."""
+
+    def __init__(self, file: str, key: str, connector: str, system: str, needed_by: Sequence[str] = ()) -> None:
+        self.connector = connector
+        self.system = system
+        self.needed_by = tuple(needed_by)
+        problem = f"unsupported connector {connector} ({_AVAILABLE})"
+        if needed_by:
+            problem += (f"; the mappings using system {system!r} cannot run and are not checked further "
+                        f"(found: {', '.join(needed_by)})")
+        super().__init__(file, key, problem)
+
+    def with_mappings(self, names: Sequence[str]) -> UnsupportedConnector:
+        return UnsupportedConnector(self.file, self.key, self.connector, self.system, names)
 
 
 @dataclass(frozen=True)
@@ -58,6 +88,15 @@ class Provisioner:
     def enabled(self) -> bool:
         return self.raw.get("enabled", True) is not False
 
+    def unsupported(self) -> UnsupportedConnector:
+        """The error for a connector idsync knows by name but does not have yet."""
+        ref = self.raw.get("connectorRef")
+        ref = ref if isinstance(ref, dict) else {}
+        for key in ("connectorName", "bundleName"):
+            if isinstance(ref.get(key), str) and ref[key]:
+                return UnsupportedConnector(self.file, f"connectorRef.{key}", ref[key], self.name)
+        return UnsupportedConnector(self.file, "connectorRef", self.kind, self.name)
+
 
 @dataclass
 class Project:
@@ -65,6 +104,12 @@ class Project:
     managed: ManagedSchema
     mappings: list[MappingDef]
     provisioners: dict[str, Provisioner] = field(default_factory=dict)
+    # Named queries (``_queryId``): the stock ones and the project's ``repo.*.json`` ones.
+    queries: NamedQueries = field(default_factory=NamedQueries)
+    # The engine of the mappings' scripts (bind an ``openidm`` router to it) and the keys of
+    # ``$crypto`` values; a project made by hand (tests) gets its own.
+    scripts: ScriptEngine = field(default_factory=ScriptEngine)
+    keyring: Keyring | None = None
 
     def mapping(self, name: str) -> MappingDef:
         for m in self.mappings:
@@ -97,28 +142,53 @@ class Project:
         return owner.source == mapping.target and owner.target == mapping.source
 
 
+def keyring(settings: Settings) -> Keyring:
+    """The project's key, read (or, by default, made) on first use: ``[crypto]``."""
+    alias = settings.crypto.key_alias
+    file = str(settings.conf_dir / "idsync.toml")
+
+    def load() -> dict[str, bytes]:
+        if settings.crypto.key:
+            return {alias: decode_key(settings.crypto.key, file=file, key="crypto.key")}
+        if settings.crypto.key_file is not None:
+            return {alias: load_key(settings.path(settings.crypto.key_file), file=file, key="crypto.key_file")}
+        path = settings.path(settings.state_dir) / "keys" / f"{alias}.key"
+        if create_key_file(path):
+            log.warning("crypto.key_created", file=str(path), alias=alias)
+        return {alias: load_key(path, file=file, key="crypto.key_file")}
+
+    return Keyring(default_alias=alias, loader=load)
+
+
 def load_project(project_dir: Path) -> Project:
     settings = load_settings(project_dir)
     conf = settings.conf_dir
     if not conf.is_dir():
         raise ConfigError(str(conf), "", "the configuration directory does not exist")
+    keys = keyring(settings)
     managed_file = conf / "managed.json"
     managed_raw = load_json(managed_file, project_dir=project_dir) if managed_file.exists() else DEFAULT_MANAGED
-    managed = parse_managed(managed_raw, file=str(managed_file))
+    managed = parse_managed(managed_raw, file=str(managed_file), keyring=keys)
     provisioners = {p.name: p for p in (_provisioner(f, project_dir) for f in _provisioner_files(conf))}
     engine = ScriptEngine(time_limit=settings.scripts.time_limit,
-                          memory_limit=settings.scripts.memory_limit_mb * 1024 * 1024)
-    project = Project(settings, managed, load_mappings(conf, engine), provisioners)
+                          memory_limit=settings.scripts.memory_limit_mb * 1024 * 1024,
+                          max_calls=settings.scripts.max_calls, router=CryptoCalls(keys))
+    queries, _ = load_queries(conf)
+    project = Project(settings, managed, load_mappings(conf, engine), provisioners, queries, scripts=engine,
+                      keyring=keys)
     for m in project.mappings:
         _check_resources(project, m)
+        _check_named_queries(project, m)
     return project
 
 
-def validate_project(project_dir: Path, check_system: Callable[[Provisioner], object]) -> list[IdsyncError]:
-    """Every problem of every file (each file is read on its own). ``check_system``
-    lets the connector read an enabled provisioner's configuration, secrets substituted,
-    without connecting (``idsync.resources.check_system``): connectors sit above
-    the configuration, so it is handed in."""
+def validate_project(project_dir: Path,
+                     check_system: Callable[[Provisioner], Sequence[IdsyncError]]) -> list[IdsyncError]:
+    """Every problem of every file (each file is read on its own), then the warnings
+    (``ConfigWarning``) about what idsync does not act on. ``check_system`` lets the connector read an
+    enabled provisioner's configuration, secrets substituted, without connecting,
+    and returns its warnings (``idsync.resources.check_system``): connectors sit
+    above the configuration, so it is handed in."""
     problems: list[IdsyncError] = []
     try:
         settings = load_settings(project_dir)
@@ -131,6 +201,11 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
         settings.store_url()
     except IdsyncError as exc:
         problems.append(exc)
+    if settings.crypto.key or settings.crypto.key_file is not None:
+        try:
+            keyring(settings).check()  # reads the key: a wrong one is told now, not mid-run
+        except IdsyncError as exc:
+            problems.append(exc)
     if (conf / "managed.json").exists():
         try:
             parse_managed(load_json(conf / "managed.json", project_dir=project_dir), file=str(conf / "managed.json"))
@@ -141,11 +216,39 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
         # deployment would run with other secrets, defaults and indexes than the operator's.
         log.warning("config.managed_default", file=str(conf / "managed.json"),
                     problem="file not found: the built-in managed/user and managed/role types are used")
+    unsupported: dict[str, UnsupportedConnector] = {}
     for f in _provisioner_files(conf):
         try:
-            check_system(_provisioner(f, project_dir))
+            problems.extend(check_system(_provisioner(f, project_dir)))
+        except UnsupportedConnector as exc:
+            unsupported[exc.system] = exc
+            problems.append(exc)
         except IdsyncError as exc:
             problems.append(exc)
+    try:
+        problems.extend(load_queries(conf)[1])
+    except IdsyncError as exc:
+        problems.append(exc)
+    needing: dict[str, list[str]] = {name: [] for name in unsupported}
+    problems += _mapping_problems(conf, project_dir, needing)
+    problems = [p.with_mappings(needing[p.system]) if isinstance(p, UnsupportedConnector) else p for p in problems]
+    if all(isinstance(p, ConfigWarning) for p in problems):
+        try:
+            project = load_project(project_dir)
+        except IdsyncError as exc:
+            problems.append(exc)
+        else:
+            from idsync.config.pingidm_schedules import load_all_jobs
+
+            problems.extend(load_all_jobs(settings.jobs_dir, settings.conf_dir, [m.name for m in project.mappings])[1])
+    return problems + unused_configuration(conf, skip={name: exc.file for name, exc in unsupported.items()})
+
+
+def _mapping_problems(conf: Path, project_dir: Path, needing: dict[str, list[str]]) -> list[IdsyncError]:
+    """The problems of every mapping, each read on its own. A mapping that uses a system
+    in ``needing`` (one whose connector idsync does not have) is not read: it cannot run
+    anyway, and its name goes to that system's list for the connector's one error."""
+    problems: list[IdsyncError] = []
     files = ([conf / "sync.json"] if (conf / "sync.json").exists() else []) + sorted(conf.glob("mapping-*.json"))
     for f in files:
         try:
@@ -157,6 +260,10 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
                 try:
                     if f.name != "sync.json" and isinstance(raw, dict) and "name" not in raw:
                         raw = {**raw, "name": f.stem[len("mapping-"):]}
+                    if isinstance(raw, dict) and (systems := mapping_systems(raw) & set(needing)):
+                        for system in sorted(systems):
+                            needing[system].append(str(raw.get("name") or f"mappings[{i}]"))
+                        continue
                     parse_mapping(raw, file=str(f), key=f"mappings[{i}]" if f.name == "sync.json" else "",
                                   base_dir=project_dir)
                 except ConfigErrors as exc:
@@ -165,15 +272,6 @@ def validate_project(project_dir: Path, check_system: Callable[[Provisioner], ob
                     problems.append(exc)
         except IdsyncError as exc:
             problems.append(exc)
-    if not problems:
-        try:
-            project = load_project(project_dir)
-        except IdsyncError as exc:
-            problems.append(exc)
-        else:
-            from idsync.config.pingidm_schedules import load_all_jobs
-
-            problems.extend(load_all_jobs(settings.jobs_dir, settings.conf_dir, [m.name for m in project.mappings])[1])
     return problems
 
 
@@ -191,7 +289,7 @@ def _provisioner(path: Path, project_dir: Path) -> Provisioner:
     ref = raw.get("connectorRef") or {}
     if not isinstance(ref, dict):
         raise ConfigError(str(path), "connectorRef", "expected an object")
-    kind = _connector_kind(ref, str(raw.get("connectorType") or name), file=str(path))
+    kind = _connector_kind(ref, str(raw.get("connectorType") or name), file=str(path), system=name)
     if not isinstance(raw.get("configurationProperties", {}), dict):
         raise ConfigError(str(path), "configurationProperties", "expected an object")
     problems = unknown_keys(raw, _PROVISIONER_KEYS, file=str(path))
@@ -203,7 +301,7 @@ def _provisioner(path: Path, project_dir: Path) -> Provisioner:
 _KINDS = ("ldap", "scim", "salesforce", "csv")
 
 
-def _connector_kind(ref: Mapping[str, Any], fallback: str, *, file: str) -> str:
+def _connector_kind(ref: Mapping[str, Any], fallback: str, *, file: str, system: str) -> str:
     """The connector a provisioner uses. ``connectorRef`` decides when it names one
     (``connectorName`` or ``bundleName``), whatever the system is called: an XML
     connector in ``provisioner.openicf-ldap.json`` is not LDAP. Without it,
@@ -214,13 +312,13 @@ def _connector_kind(ref: Mapping[str, Any], fallback: str, *, file: str) -> str:
         for kind in _KINDS:
             if kind in text:
                 return kind
-        raise ConfigError(file, "connectorRef.connectorName" if ref.get("connectorName") else "connectorRef.bundleName",
-                          f"unsupported connector {named[0]} (supported: LDAP, SCIM, Salesforce, CSV)")
+        raise UnsupportedConnector(file, "connectorRef.connectorName" if ref.get("connectorName")
+                                   else "connectorRef.bundleName", named[0], system)
     kind = fallback.lower()
     if kind not in _KINDS:
         raise ConfigError(file, "connectorRef.connectorName",
                           "unknown connector: no connectorRef.connectorName, and the connectorType or system "
-                          f"name {fallback!r} is not one of LDAP, SCIM, Salesforce, CSV")
+                          f"name {fallback!r} is not one of LDAP, SCIM, Salesforce")
     return kind
 
 
@@ -229,6 +327,36 @@ def _native_key(m: MappingDef, side: str) -> str:
     if isinstance(m.raw.get(name), dict):
         name += ".nativeQuery" if "nativeQuery" in m.raw[name] else "._nativeQuery"
     return name if m.file.endswith(f"mapping-{m.name}.json") else f"mappings[{m.name}].{name}"
+
+
+def _check_named_queries(project: Project, m: MappingDef) -> None:
+    """A correlation naming a query (``_queryId``) names one that exists, with every
+    parameter; a ``sourceQuery``/``targetQuery`` naming one becomes its filter."""
+    for side in ("source", "target"):
+        query: QueryDef = getattr(m, f"{side}_query")
+        if query.query_id is None:
+            continue
+        key = f"{side}Query._queryId" if m.file.endswith(f"mapping-{m.name}.json") \
+            else f"mappings[{m.name}].{side}Query._queryId"
+        try:
+            bound = project.queries.get(query.query_id).bind(query.query_params)
+        except QueryError as exc:
+            raise ConfigError(m.file, key, str(exc)) from None
+        setattr(m, f"{side}_query", dataclasses.replace(
+            query, filter=None if bound == Literal_(True) else Literal_(False) if bound is None else bound))
+    for c in m.correlations:
+        if c.kind != "named":
+            continue
+        try:
+            named = project.queries.get(c.query_id)
+            # Placeholders (${source.x}) are bound per object; checked here with a stand-in value.
+            named.bind({p: "x" if isinstance(v, str) and v.startswith("${") else v
+                        for p, v in c.query_params.items()})
+        except QueryError as exc:
+            raise ConfigError(m.file, f"{c.key}._queryId", str(exc)) from None
+        if named.matches_all:
+            raise ConfigError(m.file, f"{c.key}._queryId", f"{c.query_id} matches every object: a correlation "
+                              "must find the one target of a source")
 
 
 def _check_resources(project: Project, m: MappingDef) -> None:

@@ -6,17 +6,23 @@ attributes it wants (docs/performance.md): eight attributes instead of all of th
 halve the client's work. What to read is, in order: ``sourceQuery``'s ``_fields``,
 ``defaultSourceFields``, and else what the mapping itself uses: the source of each
 property rule, the attributes its declarative conditions compare, the
-``${source.NAME}`` placeholders of a declarative correlation query and the
-attributes of a declarative ``sourceCondition``. Anything that hands a script the
-whole source object (``validSource``, a script ``sourceCondition``, a correlation
-script, a policy condition or action script, the per-object hooks, a rule with
-``"source": ""`` or a condition script) may read any attribute: then the
-connector's default set is read, as before.
+``${source.NAME}`` placeholders of every declarative correlation query (one per
+link qualifier) and named-query parameter, and the attributes of a declarative
+``sourceCondition``. Anything that hands a script the whole source object
+(``validSource``, a script ``sourceCondition``, a correlation script, a
+``linkQualifiers`` script, a policy condition or action script, the per-object
+hooks, a rule with ``"source": ""`` or a condition script) may read any
+attribute, and may pass it on (to ``openidm`` calls): then the connector's
+default set is read, as before. A property under an OpenICF special name
+(``ldapGroups``, ``__ENABLE__``...) is a field like any other: the connector
+knows what to ask the directory for it.
 """
 
 from __future__ import annotations
 
-from idsync.config.mappings import MappingDef
+import re
+
+from idsync.config.mappings import Correlation, MappingDef
 from idsync.query.ast import And, Compare, Node, Not, Or, Present
 from idsync.query.bind import placeholders
 from idsync.scripts import Script
@@ -25,6 +31,8 @@ __all__ = ["source_fields"]
 
 # Hooks that are given the source object (``result`` is given the run's summary).
 _OBJECT_HOOKS = ("onCreate", "onUpdate", "onDelete", "onLink", "onUnlink")
+# A named query's parameter taken from the source: ``"${source.uid}"``, the whole value.
+_PARAMETER = re.compile(r"^\$\{\s*source\.([^{}]+?)\s*\}$")
 
 
 def _condition_fields(node: Node) -> set[str]:
@@ -46,23 +54,39 @@ def source_fields(mapping: MappingDef) -> tuple[str, ...] | None:
         return mapping.source_query.fields
     if mapping.default_source_fields is not None:
         return mapping.default_source_fields
+    correlations = mapping.correlations or ((mapping.correlation,) if mapping.correlation else ())
     whole_object = (
         mapping.valid_source is not None
         or isinstance(mapping.source_condition, Script)
+        or isinstance(mapping.link_qualifiers, Script)
         or mapping.policies.reads_objects
         or any(hook in mapping.hooks for hook in _OBJECT_HOOKS)
-        or (mapping.correlation is not None and mapping.correlation.kind == "script")
+        or any(c.kind == "script" for c in correlations)
     )
     used = None if whole_object else mapping.properties.source_fields()
     if used is None:
         return None
     if isinstance(mapping.source_condition, Node):
         used |= _condition_fields(mapping.source_condition)
-    correlation = mapping.correlation
-    if correlation is not None and correlation.template is not None:
-        for expr in placeholders(correlation.template):
-            head, _, rest = expr.partition(".")
-            if head == "source" and rest:
-                used.add(rest.replace("/", ".").split(".")[0])
-    used.discard("_id")
+    for correlation in correlations:
+        used |= _correlation_fields(correlation)
+    used -= {"_id", "linkQualifier"}
     return tuple(sorted(used))
+
+
+def _correlation_fields(correlation: Correlation) -> set[str]:
+    """The source attributes a declarative or named correlation binds (``${source.NAME}``);
+    an ``expressionTree`` compares the projected target, which the property rules make."""
+    exprs: list[str] = []
+    if correlation.template is not None:
+        exprs = [expr.strip() for expr in placeholders(correlation.template)]
+    for value in correlation.query_params.values():
+        found = _PARAMETER.match(value) if isinstance(value, str) else None
+        if found:
+            exprs.append(f"source.{found.group(1)}")
+    fields: set[str] = set()
+    for expr in exprs:
+        head, _, rest = expr.partition(".")
+        if head == "source" and rest:
+            fields.add(rest.replace("/", ".").split(".")[0])
+    return fields

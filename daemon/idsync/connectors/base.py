@@ -4,15 +4,16 @@ answer of its ``system?_action=test``. The objects a system serves are
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from os import EX_UNAVAILABLE
 from typing import Any
 
-from idsync.errors import IdsyncError
+from idsync.errors import ConfigError, IdsyncError
 from idsync.resource import Resource
 
-__all__ = ["System", "SystemTestReport", "system_test_report"]
+__all__ = ["System", "SystemTestReport", "system_test_report", "utc_datetime"]
 
 
 class System(ABC):
@@ -27,6 +28,10 @@ class System(ABC):
     @abstractmethod
     def test(self) -> Mapping[str, Any]:
         """PingIDM's ``system?_action=test`` shape: name, enabled, config, objectTypes, ok, error."""
+
+    def warnings(self) -> list[ConfigError]:
+        """What the provisioner asks for that the connector does not do (``ConfigWarning``)."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -55,3 +60,13 @@ def system_test_report(name: str, config: Mapping[str, Any], display_name: str,
         "objectTypes": object_types,
         "ok": True,
     })
+
+
+def utc_datetime(value: str) -> dt.datetime | None:
+    """An ISO 8601 date a peer wrote (``Z``, ``+00:00`` or ``+0000``; none: UTC) in UTC,
+    or None when it is not one."""
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import structlog
 from sqlalchemy import delete, func, select
 
-from idsync.config.jobs import PUSH_JOBS
+from idsync.config.jobs import NOT_RECON_JOBS
 from idsync.store.database import Store
 from idsync.store.locks import Locks, end_runs, forget_own, process_owner
 from idsync.store.runs import RunStore
@@ -35,7 +35,7 @@ def recover_interrupted(store: Store) -> list[str]:
     holders = Locks(store).holders()
     with store.engine.connect() as conn:
         active = list(conn.execute(select(recon_runs.c.id, recon_runs.c.mapping).where(
-            recon_runs.c.state == "ACTIVE", func.coalesce(recon_runs.c.job, "").not_in(PUSH_JOBS))))
+            recon_runs.c.state == "ACTIVE", func.coalesce(recon_runs.c.job, "").not_in(NOT_RECON_JOBS))))
     orphans = []
     for run in active:
         holder = holders.get(f"recon:{run.mapping}")

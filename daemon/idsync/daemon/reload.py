@@ -17,6 +17,7 @@ import structlog
 from idsync.config.jobs import JobDef
 from idsync.config.pingidm_schedules import UnsupportedSchedule, load_all_jobs
 from idsync.config.project import Project, load_project
+from idsync.config.unused import unused_configuration
 from idsync.errors import ConfigError, IdsyncError
 from idsync.resources import check_connectors
 
@@ -50,6 +51,8 @@ def load_configuration(project_dir: Path, previous: Configuration | None = None)
         _report(exc, "kept the previous configuration")
         errors.append(str(exc))
         project = previous.project
+    if previous is None or project is not previous.project:  # not again for a kept project
+        _report_unused(project)
     known = [m.name for m in project.mappings]
     jobs, problems = load_all_jobs(project.settings.jobs_dir, project.settings.conf_dir, known)
     for problem in problems:
@@ -63,6 +66,15 @@ def load_configuration(project_dir: Path, previous: Configuration | None = None)
         _report(problem, "kept the previous version of this job" if kept else "job not scheduled")
         errors.append(str(problem))
     return Configuration(project, dict(sorted(jobs.items())), errors)
+
+
+def _report_unused(project: Project) -> None:
+    """One line for what the project holds and idsync does not act on: ``idsync validate``
+    says it key by key, the daemon's log only that it is there."""
+    unused = unused_configuration(project.settings.conf_dir)
+    if unused:
+        log.warning("config.not_used", count=len(unused),
+                    problem="PingIDM files or keys idsync does not act on; `idsync validate` names each and why")
 
 
 def _job_name(problem: ConfigError) -> str:

@@ -1,4 +1,4 @@
-"""Running one job: its mappings in order, under the job's store lock.
+"""Running one job: its mappings in order (or its liveSync sources), under the job's store lock.
 
 The same code runs a scheduled fire and ``idsync run-job``, so both take the
 lock ``job:NAME`` in the store: one run of a job at a time across the daemon,
@@ -8,6 +8,10 @@ while the job runs, so a crashed holder's lock expires on its own.
 A job stops at the first mapping that ends FAILED unless
 ``continue_on_failure``; a cancel (SIGTERM, Ctrl-C, ``timeout``) stops it after
 the current recon recorded itself CANCELED at its next page boundary.
+
+A liveSync job (``livesync`` sources) runs every few seconds: its start, and its
+end when it found nothing, are logged at debug, so an idle directory does not
+fill the journal.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import structlog
 
 from idsync.config.jobs import JobDef
 from idsync.errors import IdsyncError
+from idsync.managed.router import run_recon_scripted
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import LOCK_TTL, RunStore, owner_id
+from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync.sync.options import ReconOptions
 from idsync.sync.progress import ProgressLog, expected_counts
-from idsync.sync.recon import ReconResult, run_recon
+from idsync.sync.recon import ReconResult
 
 if TYPE_CHECKING:
     from idsync.config.project import Project
@@ -131,22 +137,28 @@ def run_job(
     t0 = time.monotonic()
     try:
         with structlog.contextvars.bound_contextvars(job=job.name):
-            bound.info("job.start", mappings=list(job.mappings))
+            (bound.debug if job.livesync else bound.info)("job.start", mappings=list(job.mappings),
+                                                          livesync=list(job.livesync))
             if on_start is not None:
                 on_start(outcome)
-            _run_mappings(project, store, job, outcome, cancel)
+            if job.livesync:
+                _run_livesync(project, store, job, outcome, cancel)
+            else:
+                _run_mappings(project, store, job, outcome, cancel)
     finally:
         if timer is not None:
             timer.cancel()
         done.set()
         outcome.ended = utcnow()
-        outcome.state = _overall(outcome, len(job.mappings), cancel)
+        outcome.state = _overall(outcome, len(job.mappings) or len(job.livesync), cancel)
         if timed_out.is_set():
             outcome.message = f"timed out after {job.timeout:g} s; canceled at a page boundary"
             _record_timeout(runs, outcome)
         runs.release(lock, owner)
         # A failed job is an error, a canceled one a warning: ``journalctl -p warning`` shows both.
-        end = {"SUCCESS": bound.info, "CANCELED": bound.warning}.get(outcome.state, bound.error)
+        idle = job.livesync and not any(m.counts for m in outcome.mappings)
+        end = {"SUCCESS": bound.debug if idle else bound.info, "CANCELED": bound.warning}.get(outcome.state,
+                                                                                              bound.error)
         end(
             "job.end",
             state=outcome.state,
@@ -174,7 +186,7 @@ def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutco
         options.on_progress = ProgressLog(project.settings.recon.progress_interval,
                                           expected_counts(store, name)).update
         try:
-            result = run_recon(project, store, name, options)
+            result = run_recon_scripted(project, store, name, options)
         except IdsyncError as exc:  # before the recon started: its lock, an unknown mapping
             mapping = MappingOutcome(name, "FAILED", message=str(exc))
         except Exception as exc:
@@ -191,6 +203,37 @@ def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutco
     failed = [m for m in outcome.mappings if m.state == "FAILED"]
     if failed and outcome.message is None:
         outcome.message = "; ".join(f"{m.mapping}: {m.message or 'failed'}" for m in failed)
+
+
+def _run_livesync(project: Project, store: Store, job: JobDef, outcome: JobOutcome, cancel: threading.Event) -> None:
+    for source in job.livesync:
+        if cancel.is_set():
+            break
+        options = LiveSyncOptions(dry_run=outcome.dry_run, page_size=job.page_size, job=job.name, cancel=cancel)
+        try:
+            result = run_livesync(project, store, source, options)
+        except IdsyncError as exc:  # before the run started: its lock, a source no mapping reads
+            one = MappingOutcome(source, "FAILED", message=str(exc))
+        else:
+            one = _livesync_outcome(result)
+        outcome.mappings.append(one)
+        if one.state == "CANCELED":
+            break
+        if one.state == "FAILED" and not job.continue_on_failure:
+            outcome.message = f"{source}: {one.message or 'failed'}"
+            break
+
+
+def _livesync_outcome(result: LiveSyncResult) -> MappingOutcome:
+    """A liveSync run as a job's outcome: the source in place of a mapping, the counts of its runs."""
+    counts: dict[str, int] = {}
+    for run in result.runs:
+        for key, value in (run.get("counts") or {}).items():
+            counts[key] = counts.get(key, 0) + int(value)
+    if result.full_recon:
+        counts["fullRecons"] = len(result.runs)
+    last = result.runs[-1]["id"] if result.runs else None
+    return MappingOutcome(result.source, result.state, run_id=last, message=result.message, counts=counts)
 
 
 def _mapping_outcome(result: ReconResult) -> MappingOutcome:

@@ -5,7 +5,7 @@ Per job, as PingIDM's ``schedule-*.json`` has them:
 * **trigger**: ``CronScheduleTrigger``, the job's ``CronSchedule`` (croniter,
   DST rules in ``config/schedule.py``) plus up to ``jitter`` seconds of random delay;
 * **one at a time**: ``max_instances=1``; a fire that comes while the job runs is
-  dropped and logged ``job.skipped reason=running`` (the store lock ``job:NAME``,
+  dropped and logged ``job.skipped reason=running`` (at info for a liveSync job) (the store lock ``job:NAME``,
   taken by the runner, extends this to manual runs and other daemons);
 * **misfire** ``run_once``: ``coalesce=True`` and ``misfire_grace_time`` = the
   job's ``misfire_grace`` (default one hour), so fires missed while the process
@@ -142,7 +142,10 @@ class JobTable:
         times = getattr(event, "scheduled_run_times", None) or [getattr(event, "scheduled_run_time", None)]
         fire_times = [t.isoformat() for t in times if isinstance(t, dt.datetime)]
         if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning("job.skipped", job=name, reason="running", fire_times=fire_times)
+            # A liveSync job fires every few seconds: a run outlasting some fires (a full recon) is expected.
+            frequent = name in self.jobs and bool(self.jobs[name].livesync)
+            (log.info if frequent else log.warning)("job.skipped", job=name, reason="running",
+                                                    fire_times=fire_times)
         elif event.code == EVENT_JOB_MISSED:
             log.warning(
                 "job.skipped",

@@ -75,6 +75,7 @@ class Daemon:
         self._status_writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="status")
         self._stopping = False
         self._stopped = False
+        self.reloading = False
         self._loop: asyncio.AbstractEventLoop
 
     def run(self) -> int:
@@ -125,14 +126,21 @@ class Daemon:
         settings = self.config.project.settings
         if not settings.api.enabled:
             return None
+        from idsync.console import create_console  # Jinja2 and the templates only with [api]
+
         ctx = ApiContext(project=lambda: self.config.project, store=self.store, settings=settings.api,
                          jobs=DaemonJobs(self))
-        return ApiServer(ctx, config_file=str(settings.conf_dir / "idsync.toml"))
+        return ApiServer(ctx, config_file=str(settings.conf_dir / "idsync.toml"),
+                         console=create_console if settings.api.console else None)
 
     # -- seen from the API (scheduler/job) -----------------------------------------
 
     def jobs_status(self) -> dict[str, dict[str, Any]]:
         return self._jobs_status()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def is_running(self, name: str) -> bool:
         with self._lock:
@@ -140,6 +148,20 @@ class Daemon:
 
     def fire(self, name: str, trigger: str) -> None:
         self._fire(name, trigger)
+
+    def reload(self) -> None:
+        """A SIGHUP's reload, run on the daemon's loop; returns once it is done (from a worker thread)."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def reload_now() -> None:
+            try:
+                self._on_reload()
+                done.set_result(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                done.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(reload_now)
+        done.result(timeout=120)
 
     def cancel_job(self, name: str) -> bool:
         with self._lock:
@@ -258,7 +280,11 @@ class Daemon:
             return
         self.notifier.reloading()
         log.info("daemon.reload")
-        self.config = load_configuration(self.project_dir, previous=self.config)
+        self.reloading = True
+        try:
+            self.config = load_configuration(self.project_dir, previous=self.config)
+        finally:
+            self.reloading = False
         changes = self.table.apply(self.config.jobs)
         self.last_reload = (utcnow(), not self.config.errors)
         if self.config.errors:
@@ -383,9 +409,16 @@ class DaemonJobs:
         return self._daemon.cancel_job(name)
 
     def config_state(self) -> dict[str, Any]:
-        reload = self._daemon.last_reload
-        return {"errors": len(self._daemon.config.errors), "lastReload": reload[0] if reload else None,
-                "lastReloadOk": reload[1] if reload else None}
+        daemon = self._daemon
+        reload = daemon.last_reload
+        state = "stopping" if daemon.stopping else "reloading" if daemon.reloading else "running"
+        return {"errors": len(daemon.config.errors), "problems": list(daemon.config.errors),
+                "lastReload": reload[0] if reload else None, "lastReloadOk": reload[1] if reload else None,
+                "state": state}
+
+    def reload(self) -> dict[str, Any]:
+        self._daemon.reload()
+        return self.config_state()
 
 
 def _shape(name: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -397,8 +430,9 @@ def _shape(name: str, status: dict[str, Any]) -> dict[str, Any]:
         "scheduleDescription": status["scheduleDescription"],
         "timezone": status["timezone"],
         "misfirePolicy": "fireAndProceed" if status["misfire"] == "run_once" else "doNothing",
-        "invokeService": "sync",
-        "invokeContext": {"action": "reconcile", "mappings": status["mappings"]},
+        **({"invokeService": "provisioner", "invokeContext": {"action": "liveSync", "source": status["liveSync"][0]}}
+           if status.get("liveSync") else
+           {"invokeService": "sync", "invokeContext": {"action": "reconcile", "mappings": status["mappings"]}}),
         "description": status["description"],
         "nextRunDate": status["nextFire"],
         "running": status["running"],

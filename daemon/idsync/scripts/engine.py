@@ -14,9 +14,13 @@ limit (``ScriptError``); results come back as plain JSON values (``undefined`` i
 
 Documented differences from PingIDM:
   * ``text/groovy`` is refused: rewrite the script in JavaScript.
-  * ``openidm.read/query/create/update/patch/delete/action`` exist but throw "openidm.read
-    is not available to mapping scripts in idsync": a mapping script is a pure function
-    of the objects it is given, so that a recon page can be assessed in one batch.
+  * ``openidm.*`` calls are answered by an ``OpenidmRouter`` (``scripts.router``) that the
+    layer owning managed objects and systems binds (``ScriptEngine.routing``); without
+    one only the crypto functions answer, if the project has a keyring. A run that makes
+    a call ends there, Python answers, and the script runs again from the start with
+    the answers so far (``sandbox``): each call costs one more run of the script, the
+    time and memory limits apply to each run, and ``max_calls`` bounds the calls of one
+    script run. Scripts that make no call keep the batch fast path of ``call_many``.
   * ``logger`` (``debug``/``info``/``warn``/``error``/``trace``) writes ``script.log``
     events through structlog; there is no ``console``, ``require``, ``fetch`` or I/O.
   * The time limit counts the process's CPU time, so busy sibling threads shorten it.
@@ -30,19 +34,22 @@ object for one call and swept away afterwards (see ``sandbox``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import itertools
 import json
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import quickjs
 import structlog
 
-from idsync.errors import ConfigError, ScriptError, ScriptTimeout
+from idsync.errors import ConfigError, IdsyncError, ScriptError, ScriptTimeout
+from idsync.scripts.paths import ScriptPaths
+from idsync.scripts.router import OpenidmRouter
 from idsync.scripts.sandbox import Sandbox, reserved_names
 
 __all__ = ["Script", "ScriptEngine", "compile_script"]
@@ -68,10 +75,48 @@ class ScriptEngine:
     Make one per loaded configuration: dropping it drops the compiled scripts with it.
     """
 
-    def __init__(self, *, time_limit: float = 1.0, memory_limit: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, *, time_limit: float = 1.0, memory_limit: int = 64 * 1024 * 1024,
+                 max_calls: int = 100, max_depth: int = 8, router: OpenidmRouter | None = None,
+                 defaults: Path | None = None) -> None:
         self.time_limit = time_limit
         self.memory_limit = memory_limit
+        self.max_calls = max_calls
+        self.max_depth = max_depth
+        self.router = router  # every thread's, unless one is bound with ``routing``
+        self.defaults = defaults
         self._local = threading.local()
+
+    @contextlib.contextmanager
+    def routing(self, router: OpenidmRouter) -> Iterator[None]:
+        """Within the block, this thread's scripts' ``openidm`` calls go to ``router``."""
+        previous = getattr(self._local, "router", None)
+        self._local.router = router
+        try:
+            yield
+        finally:
+            self._local.router = previous
+
+    def current_router(self) -> OpenidmRouter | None:
+        bound: OpenidmRouter | None = getattr(self._local, "router", None)
+        return bound or self.router
+
+    def answer(self, script: str, function: str, arguments: list[Any], made: int) -> Any:
+        """The answer to one ``openidm`` call of a script run that made ``made`` before it."""
+        if made >= self.max_calls:
+            raise ScriptError(f"{script}: stopped at openidm call {made + 1}: a script run may make "
+                              f"{self.max_calls} ([scripts] max_calls)")
+        router = self.current_router()
+        if router is None:
+            raise ScriptError(f"{script}: openidm.{function} is not available here")  # see Script._answer
+        depth = getattr(self._local, "depth", 0)
+        if depth >= self.max_depth:
+            raise ScriptError(f"{script}: openidm.{function} would nest scripts {depth + 1} deep (a hook whose "
+                              f"change runs the hook again?); the limit is {self.max_depth}")
+        self._local.depth = depth + 1
+        try:
+            return router.call(function, arguments)
+        finally:
+            self._local.depth = depth
 
     def compile(self, config: object, *, file: str, key: str, base_dir: Path) -> Script:
         """Validate a script object and check its syntax; see ``compile_script``."""
@@ -92,7 +137,7 @@ class ScriptEngine:
             if not isinstance(source, str) or not source.strip():
                 raise ConfigError(file, key, "source must be a non-empty string")
         else:
-            source = _read_file(origin, file, key, base_dir)
+            source = ScriptPaths(base_dir, self.defaults).read(origin, file, key)
         extras = _extras(config, file, key)
         is_expression = _check_syntax(source, origin, file, key)
         name = f"{file}: {key}" + (f" ({origin})" if origin else "")
@@ -145,20 +190,53 @@ class Script:
         return cached(**variables)
 
     def __call__(self, **variables: Any) -> Any:
-        """Run once with these variables; return the result as plain JSON values."""
+        """Run with these variables (again after each ``openidm`` call, with the answers so
+        far); return the result as plain JSON values."""
         _check_names(variables)
-        payload = _dumps(variables, self.name)
-        box = self._prepare()
+        return self._replayed(_dumps(variables, self.name), [])
+
+    def _replayed(self, payload: str, answers: list[str]) -> Any:
+        """Run until the script ends without an unanswered ``openidm`` call."""
+        while True:
+            box = self._prepare()
+            try:
+                outcome = box.call(self._id, payload, f"[{','.join(answers)}]" if answers else "")
+            except quickjs.JSException as exc:
+                self._engine.discard_sandbox()
+                raise self._engine_failure(exc) from None
+            result, logs = json.loads(outcome)
+            self._emit(logs)
+            if result[0] == 3:
+                answers.append(self._answer(result, len(answers)))
+                continue
+            if result[0] == 0:
+                return result[1]
+            raise self._failure(result)
+
+    def _answer(self, request: list[Any], made: int) -> str:
+        """One ``openidm`` call's answer as the sandbox replays it: a failure the router
+        reports (``IdsyncError``) is thrown in the script, which may catch it."""
+        _, function, resource, arguments = request
+        if self._engine.current_router() is None:
+            # Thrown in the script, so that the message names the line of the call.
+            return json.dumps([function, resource, 1, f"openidm.{function} is not available here: "
+                               "no store or system is bound to this script's engine"])
         try:
-            outcome = box.call(self._id, payload)
-        except quickjs.JSException as exc:
-            self._engine.discard_sandbox()
-            raise self._engine_failure(exc) from None
-        result, logs = json.loads(outcome)
-        self._emit(logs)
-        if result[0] == 0:
-            return result[1]
-        raise self._failure(result)
+            value = self._engine.answer(self.name, function, arguments, made)
+        except ScriptError:
+            raise
+        except IdsyncError as exc:
+            return json.dumps([function, resource, 1, str(exc)])
+        return _dumps([function, resource, 0, value], self.name)
+
+    def _settled(self, outcome: list[Any], variables: Mapping[str, Any]) -> Any | ScriptError:
+        """A batch outcome; one that waits for an openidm answer goes on on its own."""
+        if outcome[0] != 3:
+            return self._value(outcome)
+        try:
+            return self._replayed(_dumps(variables, self.name), [self._answer(outcome, 0)])
+        except ScriptError as exc:
+            return exc
 
     def call_many(self, variables: Sequence[Mapping[str, Any]]) -> list[Any | ScriptError]:
         """Run once per item in as few calls into JavaScript as possible.
@@ -178,7 +256,7 @@ class Script:
             try:
                 page = box.call_many(self._id, payload)
             except quickjs.JSException as exc:
-                done = self._partial(box)
+                done = self._partial(box, variables[start:])
                 self._engine.discard_sandbox()
                 results.extend(done)
                 start += len(done)
@@ -188,7 +266,7 @@ class Script:
                 continue
             outcomes, logs = json.loads(page)
             self._emit(logs)
-            results.extend(self._value(outcome) for outcome in outcomes)
+            results.extend(self._settled(outcome, variables[start + i]) for i, outcome in enumerate(outcomes))
             break
         return results
 
@@ -197,13 +275,13 @@ class Script:
         box.ensure(self._id, self._source, self._extras_json, self._is_expression)
         return box
 
-    def _partial(self, box: Sandbox) -> list[Any | ScriptError]:
+    def _partial(self, box: Sandbox, variables: Sequence[Mapping[str, Any]]) -> list[Any | ScriptError]:
         try:
             outcomes, logs = json.loads(box.take_partial())
         except quickjs.JSException:
             return []
         self._emit(logs)
-        return [self._value(outcome) for outcome in outcomes]
+        return [self._settled(outcome, variables[i]) for i, outcome in enumerate(outcomes)]
 
     def _emit(self, logs: list[list[str]]) -> None:
         for level, message in logs:
@@ -243,19 +321,6 @@ def compile_script(config: object, *, file: str, key: str, base_dir: Path,
     project directory that ``"file"`` paths are relative to.
     """
     return (engine or _default_engine).compile(config, file=file, key=key, base_dir=base_dir)
-
-
-def _read_file(path: object, file: str, key: str, base_dir: Path) -> str:
-    if not isinstance(path, str) or not path:
-        raise ConfigError(file, key, "file must be a non-empty string")
-    full = base_dir / path
-    try:
-        return full.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(file, key, f"script file {path} not found in {base_dir}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(file, key, f"cannot read script file {path}: {reason}") from None
 
 
 def _extras(config: Mapping[str, Any], file: str, key: str) -> dict[str, Any]:

@@ -4,9 +4,9 @@ A QuickJS runtime must only ever be touched by the thread that created it, so th
 engine keeps one ``Sandbox`` per thread. Everything the scripts must not reach is
 simply absent: a QuickJS context created from Python has no ``require``, ``std``,
 ``os``, ``fetch`` or timers. The prelude below adds only ``logger``, ``ldapDn`` (DN
-building with RFC 4514 escaping) and the ``openidm`` stub, all non-enumerable and
-read-only. Log lines are buffered and handed back with the result, since QuickJS
-may not call into Python under a time limit.
+building with RFC 4514 escaping) and ``openidm`` (answered by Python through
+replays, see below), all non-enumerable and read-only. Log lines are buffered and
+handed back with the result, since QuickJS may not call into Python under a time limit.
 
 Variables live on the global object for the duration of one call and are swept away
 afterwards, together with whatever the script declared (``var``, function
@@ -19,6 +19,7 @@ crossing of the Python/JS boundary carries the result or the error; an outcome i
     [0, value]                              the script's completion value
     [1, name, message, line, column]        the script threw
     [2, message]                            the result is not JSON (BigInt, cycle)
+    [3, function, resource, arguments]      an openidm call waits for its answer
 
 Only what JavaScript cannot catch escapes as ``quickjs.JSException``: the time
 limit ("interrupted"), and an out-of-memory raised while handling an error. After
@@ -31,9 +32,11 @@ import json
 
 import quickjs
 
-__all__ = ["OPENIDM_FUNCTIONS", "Sandbox", "reserved_names"]
+__all__ = ["OPENIDM_CRYPTO", "OPENIDM_FUNCTIONS", "Sandbox", "reserved_names"]
 
 OPENIDM_FUNCTIONS = ("read", "query", "create", "update", "patch", "delete", "action")
+# Answered without touching data: PingIDM's crypto functions.
+OPENIDM_CRYPTO = ("encrypt", "decrypt", "isEncrypted", "hash", "isHashed", "matches")
 
 _PRELUDE = r"""
 (function (openidmNames) {
@@ -77,12 +80,40 @@ _PRELUDE = r"""
     logs = []; dropped = 0;
     return s;
   }
-  // Named functions, so that the line an error reports is the script's call site.
-  var openidm = {};
-  openidmNames.forEach(function (n) {
-    openidm[n] = indirectEval("(function _idsync_openidm_" + n + "() { throw new Error(" +
-      stringify("openidm." + n + " is not available to mapping scripts in idsync") + "); })");
+  // openidm.*: a call is answered by Python, which QuickJS may not call while a time
+  // limit is set. So the first unanswered call suspends the run: it is recorded in
+  // `pending`, the run ends with outcome 3, Python answers, and the script runs again
+  // from the start with the answers so far, which the same calls then return in order.
+  // A script that catches the suspension and carries on is still suspended.
+  var answers = null, asked = 0, pending = null;
+  function _idsyncOpenidm(name, args) {
+    if (pending !== null) throw new Error("openidm." + name + " cannot run: an earlier openidm call is unanswered");
+    var resource = typeof args[0] === "string" && dataCalls[name] ? args[0] : null;
+    if (answers !== null && asked < answers.length) {
+      var a = answers[asked++];
+      if (a[0] !== name || a[1] !== resource)
+        throw new Error(["openidm.", name, " ", resource || "", " differs from the call the previous run of this ",
+                         "script made here (openidm.", a[0], " ", a[1] || "", "): a script's openidm calls must ",
+                         "not depend on the clock or chance"].join(""));
+      if (a[2] === 0) return a[3];
+      throw new Error(a[3]);
+    }
+    var list = [], i, json;
+    for (i = 0; i < args.length; i++) list.push(args[i] === undefined ? null : args[i]);
+    try { json = stringify(list); }
+    catch (e) { throw new TypeError("the arguments of openidm." + name + " are not JSON"); }
+    asked++;
+    pending = ["[3,", stringify(name), ",", stringify(resource), ",", json, "]"].join("");
+    throw new Error("openidm." + name + " is being answered");
+  }
+  var dataCalls = {}, openidm = {};
+  openidmNames[0].forEach(function (n) { dataCalls[n] = true; });
+  openidmNames[0].concat(openidmNames[1]).forEach(function (n) {
+    // Named functions, so that the line an error reports is the script's call site.
+    openidm[n] = indirectEval("(function _idsync_openidm_" + n + "() { return _idsync_openidm(" +
+      stringify(n) + ", Array.prototype.slice.call(arguments)); })");
   });
+  define("_idsync_openidm", _idsyncOpenidm);
   define("openidm", freeze(openidm));
 
   // DNs built from source values, escaped as RFC 4514 says, so that a value holding a
@@ -133,19 +164,29 @@ _PRELUDE = r"""
     }
     return [null, null];
   }
-  function _idsyncOutcome(s, vars) {
-    var value;
+  function _idsyncOutcome(s, vars, given) {
+    var value, mark = logs.length, failed = null;
+    answers = given || null; asked = 0; pending = null;
     bind(s.extras, vars);
     try {
       value = s.fn ? s.fn() : indirectEval(s.src);
     } catch (e) {
+      // Told here, before the sweep: out of memory, this throws and the engine starts over.
       var at = where(e, s.offset);
       var name = e instanceof Error ? e.name : "Error";
       var message = e instanceof Error ? e.message : text(e);
-      return stringify([1, name, message, at[0], at[1]]);
+      failed = stringify([1, name, message, at[0], at[1]]);
     } finally {
       sweep();
+      answers = null;
     }
+    if (pending !== null) {
+      // The run is replayed once answered: its log lines would come twice.
+      var p = pending;
+      pending = null; logs.length = mark;
+      return p;
+    }
+    if (failed !== null) return failed;
     try { return stringify([0, value]); }
     catch (e) { return stringify([2, String(e && e.message)]); }
   }
@@ -156,8 +197,8 @@ _PRELUDE = r"""
       src: src, extras: parse(extras), offset: isExpression ? 3 : 0
     };
   });
-  define("_idsync_call", function _idsyncCall(id, vars) {
-    return withLogs(_idsyncOutcome(scripts[id], parse(vars)));
+  define("_idsync_call", function _idsyncCall(id, vars, given) {
+    return withLogs(_idsyncOutcome(scripts[id], parse(vars), given ? parse(given) : null));
   });
   define("_idsync_many", function _idsyncMany(id, page) {
     var s = scripts[id], items = parse(page), i;
@@ -182,7 +223,7 @@ class Sandbox:
     def __init__(self, *, time_limit: float, memory_limit: int) -> None:
         self._ctx = quickjs.Context()
         self._memory_limit = memory_limit
-        self._ctx.eval(f"{_PRELUDE}({json.dumps(OPENIDM_FUNCTIONS)});")
+        self._ctx.eval(f"{_PRELUDE}({json.dumps([OPENIDM_FUNCTIONS, OPENIDM_CRYPTO])});")
         self._install = self._ctx.get("_idsync_install")
         self._call = self._ctx.get("_idsync_call")
         self._many = self._ctx.get("_idsync_many")
@@ -198,9 +239,10 @@ class Sandbox:
             self._install(script_id, source, extras_json, is_expression)
             self._installed.add(script_id)
 
-    def call(self, script_id: int, variables_json: str) -> str:
-        """Run once; return ``[outcome, logs]`` as JSON. JSException if the engine gave up."""
-        return str(self._call(script_id, variables_json))
+    def call(self, script_id: int, variables_json: str, answers_json: str = "") -> str:
+        """Run once, the openidm calls answered by ``answers_json`` (a JSON array, see
+        ``engine``); return ``[outcome, logs]`` as JSON. JSException if the engine gave up."""
+        return str(self._call(script_id, variables_json, answers_json))
 
     def call_many(self, script_id: int, page_json: str) -> str:
         """Run once per item of a JSON array; return ``[[outcome, ...], logs]`` as JSON."""

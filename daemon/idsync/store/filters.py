@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, false, not_, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement as _CE
 
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present, Value
@@ -105,10 +105,11 @@ class _Translator:
         return _apply(element.as_string(), op, value)
 
     def _exists(self, name: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
-        return exists(
+        # ``id IN (...)``, not a correlated EXISTS: SQLite then starts from the property index
+        # and reads only the matches, where EXISTS walked every object of the type (0.3 s at 100k).
+        return mo.c.id.in_(
             select(mp.c.object_id).where(
                 mp.c.object_type == self.object_type,
-                mp.c.object_id == mo.c.id,
                 mp.c.name == name,
                 condition,
             )

@@ -8,7 +8,7 @@ here takes a whole page of ids: one query per page, never one per object.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, select
@@ -65,6 +65,20 @@ class LinkSet:
             for k, v in rows:
                 found[k] = v
         return found
+
+    def source_ids(self, page_size: int = 5000) -> Iterator[str]:
+        """Every linked source id, read a page at a time (in id order)."""
+        last: str | None = None
+        while True:
+            query = select(self._mine).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier)
+            if last is not None:
+                query = query.where(self._mine > last)
+            with self.store.engine.connect() as conn:
+                page = [r[0] for r in conn.execute(query.order_by(self._mine).limit(page_size))]
+            yield from page
+            if len(page) < page_size:
+                return
+            last = page[-1]
 
     def add(self, conn: Connection, pairs: Sequence[tuple[str, str]]) -> None:
         """Link (source id, target id) pairs, replacing any link either side had."""

@@ -13,9 +13,12 @@ Every object written is checked against its type in ``managed.json`` first
 (``validation.py``): a create or an update that would break it fails alone
 (``InvalidObject``), in a dry run as in a real one.
 
-Secret properties (``managed.json``) are hashed on the way in (``passwords.py``)
-and left out of every object read, unless the resource was opened
-``with_secrets`` (the sync engine, which pushes the hash to a target).
+Secret properties (``managed.json``) are protected on the way in: those with
+``encryption`` are encrypted with the project's keyring into PingIDM's ``$crypto``
+form (reversible, so that a mapping can ``openidm.decrypt`` them towards a
+directory), the others hashed (``passwords.py``). They are left out of every
+object read, unless the resource was opened ``with_secrets`` (the sync engine,
+which pushes the stored form to a target, or decrypts it in a transform).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, exists, func, select, update
 
-from idsync.config.managed import ManagedType
-from idsync.errors import NotFound, ObjectError, ObjectRejected, RevisionMismatch, internal_message
+from idsync.config.managed import ManagedType, PropertyDef
+from idsync.crypto import is_encrypted
+from idsync.errors import CryptoFailed, NotFound, ObjectError, ObjectRejected, RevisionMismatch, internal_message
 from idsync.query.ast import Path
 from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 from idsync.store.database import Store, new_id, nul_at, utcnow
@@ -304,7 +308,24 @@ class ManagedResource(Resource):
     def _at_rest(self, name: str, value: Any, stored: Any = None) -> Any:
         if name not in self.schema.secrets:
             return value
+        prop = self.schema.properties[name]
+        if prop.encrypted:
+            return self._encrypted(prop, value, stored)
+        if is_encrypted(value):
+            return value  # PingIDM's own $crypto form (an export): kept, never hashed as text
         return stored if stored is not None and same_secret(value, stored) else hash_secret(value)
+
+    def _encrypted(self, prop: PropertyDef, value: Any, stored: Any) -> Any:
+        """``value`` encrypted; the stored form kept when it holds the same value (no new IV,
+        no new revision), a value already in ``$crypto`` form kept as it is (imports)."""
+        if value is None or is_encrypted(value):
+            return value
+        keyring = self.schema.keyring
+        if keyring is None:
+            raise CryptoFailed(f"{self.name}: {prop.name} is encrypted (managed.json) but no key is configured")
+        if is_encrypted(stored) and same_secret(value, stored, keyring):
+            return stored
+        return keyring.encrypt(value, prop.cipher, prop.key_alias)
 
     def _current(self, conn: Connection, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         rows: dict[str, tuple[str, dict[str, Any]]] = {}

@@ -1,12 +1,12 @@
 """Secret properties at rest: one-way hashes in a scheme LDAP servers verify.
 
-A managed property marked secret in ``managed.json`` (``"secret": true``,
-``secureHash`` or ``encryption``) is hashed before it reaches the store, so the
-store never holds a clear value. The hash is written in RFC 3112 form,
-``{CRYPT}$6$rounds=N$salt$hash`` (SHA-512 crypt): the same string can be pushed
-unchanged to an LDAP ``userPassword``, where OpenLDAP, 389-ds and PingDS verify
-binds against it. That is why a hash, and not reversible encryption, is used:
-nothing in idsync ever needs the clear password back, and no key has to be kept.
+A managed property marked secret in ``managed.json`` (``"secret": true`` or
+``secureHash``) is hashed before it reaches the store, so the store never holds a
+clear value. (``encryption`` asks for reversible encryption, as in PingIDM: those
+are encrypted with the project's key instead, see ``objects.py`` and ``idsync.crypto``.)
+The hash is written in RFC 3112 form, ``{CRYPT}$6$rounds=N$salt$hash`` (SHA-512
+crypt): the same string can be pushed unchanged to an LDAP ``userPassword``, where OpenLDAP, 389-ds and PingDS verify
+binds against it: nothing needs the clear password back, and no key has to be kept.
 
 A value that already carries a ``{SCHEME}`` prefix is taken as hashed and kept
 as it is (imports from another directory keep working). A clear value that the
@@ -32,7 +32,8 @@ from typing import Any
 
 import structlog
 
-from idsync.errors import ObjectRejected
+from idsync.crypto import Keyring, is_encrypted
+from idsync.errors import CryptoFailed, ObjectRejected
 
 __all__ = ["hash_secret", "is_hashed", "same_secret"]
 
@@ -69,10 +70,21 @@ def hash_secret(value: Any) -> Any:
     return "{SSHA}" + base64.b64encode(digest + salt).decode()  # pragma: no cover
 
 
-def same_secret(value: Any, stored: Any) -> bool:
-    """Whether ``value`` (clear or hashed) is the secret ``stored`` holds."""
+def same_secret(value: Any, stored: Any, keyring: Keyring | None = None) -> bool:
+    """Whether ``value`` (clear or hashed) is the secret ``stored`` holds; an encrypted
+    ``stored`` (``$crypto``) is decrypted with ``keyring`` to compare."""
     if value == stored:
         return True
+    if is_encrypted(stored):
+        if keyring is None or is_encrypted(value):
+            return False
+        try:
+            clear = keyring.decrypt_if_encrypted(stored)
+        except CryptoFailed:
+            return False
+        if isinstance(clear, str) and isinstance(value, str):
+            return hmac.compare_digest(clear.encode(), value.encode())
+        return bool(clear == value)
     if not isinstance(value, str) or not isinstance(stored, str) or is_hashed(value) or "\x00" in value:
         return False
     scheme, _, hashed = stored.partition("}")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, delete, func, not_, or_, select
 
-from idsync.config.jobs import PUSH_JOBS
+from idsync.config.jobs import NOT_RECON_JOBS, PUSH_JOBS
 from idsync.store.database import Store
 from idsync.store.tables import audit, recon_runs
 from idsync.store.totals import fold
@@ -44,7 +44,7 @@ class Pruned:
 def _anchors(conn: Connection) -> dict[str, dt.datetime]:
     """Mapping -> start of its newest complete, successful recon."""
     full = and_(recon_runs.c.state == "SUCCESS", recon_runs.c.dry_run.is_(False),
-                or_(recon_runs.c.job.is_(None), recon_runs.c.job.not_in(PUSH_JOBS)))
+                or_(recon_runs.c.job.is_(None), recon_runs.c.job.not_in(NOT_RECON_JOBS)))
     rows = conn.execute(select(recon_runs.c.mapping, func.max(recon_runs.c.started))
                         .where(full).group_by(recon_runs.c.mapping))
     return {mapping: started for mapping, started in rows}

@@ -20,7 +20,7 @@ import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from idsync.store.database import Store, utcnow
 from idsync.store.locks import LOCK_TTL, Locks, end_runs, process_owner
@@ -101,6 +101,24 @@ class RunStore:
         with self.store.engine.connect() as conn:
             return [self._row(r) for r in conn.execute(query).mappings()]
 
+    def search(self, *, mapping: str | None = None, job: str | None = None, state: str | None = None,
+               since: dt.datetime | None = None, until: dt.datetime | None = None,
+               before: tuple[dt.datetime, str] | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Runs newest first, filtered; ``before`` (started, id) continues a previous page."""
+        rr = recon_runs
+        query = select(rr).order_by(rr.c.started.desc(), rr.c.id.desc()).limit(limit)
+        for column, value in ((rr.c.mapping, mapping), (rr.c.job, job), (rr.c.state, state)):
+            if value:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(rr.c.started >= since)
+        if until is not None:
+            query = query.where(rr.c.started < until)
+        if before is not None:
+            query = query.where(or_(rr.c.started < before[0], and_(rr.c.started == before[0], rr.c.id < before[1])))
+        with self.store.engine.connect() as conn:
+            return [self._row(r) for r in conn.execute(query).mappings()]
+
     def fail_abandoned(self, silent_for: dt.timedelta = LOCK_TTL) -> int:
         """Fail the runs left ACTIVE by a process that is gone: the holder of their lock is
         (``locks.py``), or their heartbeat stopped ``silent_for`` ago; the number failed."""
@@ -124,10 +142,25 @@ class RunStore:
     def audit(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             now = utcnow()
-            self.store.insert_many(conn, audit, [{"ts": now, **r, "message": _told(r.get("message"))} for r in rows])
+            self.store.insert_many(conn, audit, [{"ts": now, **r, "message": _told(r.get("message")),
+                                                  "link_qualifier": r.get("link_qualifier")} for r in rows])
 
     def audit_entries(self, run_id: str, limit: int = 1000, status: str | None = None) -> list[dict[str, Any]]:
         query = select(audit).where(audit.c.run_id == run_id).order_by(audit.c.seq).limit(limit)
+        if status:
+            query = query.where(audit.c.status == status)
+        with self.store.engine.connect() as conn:
+            return [_shown(r) for r in conn.execute(query).mappings()]
+
+    def audit_page(self, run_id: str, *, after: int = 0, limit: int = 50, text: str | None = None,
+                   situation: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """A run's audit in order from ``after`` (a ``seq``); ``text`` is the start of a source or target id."""
+        query = select(audit).where(audit.c.run_id == run_id, audit.c.seq > after).order_by(audit.c.seq).limit(limit)
+        if text:
+            query = query.where(or_(audit.c.source_id.startswith(text, autoescape=True),
+                                    audit.c.target_id.startswith(text, autoescape=True)))
+        if situation:
+            query = query.where(audit.c.situation == situation)
         if status:
             query = query.where(audit.c.status == status)
         with self.store.engine.connect() as conn:

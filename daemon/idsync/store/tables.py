@@ -43,6 +43,7 @@ __all__ = [
     "recon_runs",
     "run_totals",
     "store_meta",
+    "sync_tokens",
 ]
 
 metadata = MetaData()
@@ -127,6 +128,7 @@ audit = Table(
     Column("status", String(16), nullable=False),
     Column("message", _LongText, nullable=True),
     Column("changes", _Json, nullable=True),
+    Column("link_qualifier", String(64), nullable=True),  # migration 0004
     Index("ix_audit_run", "run_id", "seq"),
     Index("ix_audit_ts", "ts"),
     Index("ix_audit_source", "source_id", "seq"),  # migration 0002
@@ -169,6 +171,23 @@ run_totals = Table(
     Column("metric", String(32), primary_key=True),
     Column("name", String(64), primary_key=True),
     Column("value", Double, nullable=False),
+)
+
+# liveSync's position per source and the counts of its runs (migration 0005): ``tokens.py``.
+sync_tokens = Table(
+    "sync_tokens",
+    metadata,
+    Column("source", String(191), primary_key=True),
+    Column("token", _LongText, nullable=True),
+    Column("method", String(32), nullable=True),
+    Column("updated", DateTime(timezone=True), nullable=True),
+    Column("last_run", DateTime(timezone=True), nullable=True),
+    Column("last_state", String(16), nullable=True),
+    Column("last_message", _LongText, nullable=True),
+    Column("runs", BigInteger, nullable=False, server_default="0"),
+    Column("failed", BigInteger, nullable=False, server_default="0"),
+    Column("changes", BigInteger, nullable=False, server_default="0"),
+    Column("full_recons", BigInteger, nullable=False, server_default="0"),
 )
 
 store_meta = Table(

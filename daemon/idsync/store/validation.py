@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from idsync.config.managed import ManagedType
+from idsync.crypto import is_encrypted
 from idsync.errors import ObjectRejected
 
 __all__ = ["InvalidObject", "validate"]
@@ -59,7 +60,7 @@ def validate(schema: ManagedType, obj: Mapping[str, Any]) -> None:
             problems.append(f"{name} is required")
     for name, value in obj.items():
         prop = schema.properties.get(name)
-        if name.startswith("_") or prop is None or value is None:
+        if name.startswith("_") or prop is None or value is None or (prop.secret and is_encrypted(value)):
             continue
         if not _type_ok(prop.type, value):
             problems.append(f"{name} must be of type {prop.type}, not {_json_type(value)}")

@@ -25,7 +25,7 @@ from idsync.scripts import Script
 from idsync.store.links import LinkSet
 from idsync.store.passwords import same_secret
 from idsync.sync.correlation import PlannedTargets
-from idsync.sync.situations import assess_source, assess_target
+from idsync.sync.situations import assess_source, assess_source_deleted, assess_target
 
 if TYPE_CHECKING:
     from idsync.sync.correlation import Correlator
@@ -65,6 +65,8 @@ class Plan:
     # A source whose correlation matches a target created earlier in the same batch:
     # assessed again once that create is written, as it would be in a later page.
     retry: bool = False
+    # The link qualifier this plan was assessed for: its link, its situation, its target.
+    qualifier: str = "default"
 
     def unlinked(self, target: str, target_id: str | None, written: Obj | None) -> str | None:
         """Why a plan is not done although nothing failed: it must link its source,
@@ -84,7 +86,7 @@ class Plan:
                 "action": self.action or None,
                 "source_id": self.source_id, "target_id": target_id or self.target_id,
                 "status": "DRY_RUN" if dry_run else "SUCCESS", "message": self.message or None,
-                "changes": self.changes}
+                "changes": self.changes, "link_qualifier": self.qualifier}
 
 
 @dataclass
@@ -112,23 +114,25 @@ class Assessor:
 
     def assess_sources(self, objs: Sequence[Obj], linked: Mapping[str, str], targets: Mapping[str, Obj],
                        correlator: Correlator | None, links: LinkSet, source: Resource | None = None) -> list[Plan]:
+        """The plans of ``objs`` for the link qualifier of ``links`` (one plan per object)."""
         plans: list[Plan] = []
         qualified: dict[str, bool] = {}
         projections: dict[str, Obj] = {}
+        q = links.qualifier
 
         def projected(s: Obj) -> Obj:
             if s["_id"] not in projections:
-                projections[s["_id"]] = self.project(s, None)
+                projections[s["_id"]] = self.project(s, None, q)
             return projections[s["_id"]]
 
         # A failure below leaves the object without a situation: it is an error of that
         # object, and (unlinked) a source that might own any unclaimed target.
         for s in objs:
             try:
-                qualified[s["_id"]] = self.qualifies(s)
+                qualified[s["_id"]] = self.qualifies(s, q)
             except IdsyncError as exc:
                 plans.append(Plan("", "", s["_id"], linked.get(s["_id"]), unresolved=s["_id"] not in linked,
-                                  error=f"validSource/sourceCondition failed: {exc}"))
+                                  error=f"validSource/sourceCondition failed: {exc}", qualifier=q))
         to_correlate = [s for s in objs if qualified.get(s["_id"]) and s["_id"] not in linked]
         candidates: dict[str, Any] = {}
         queries: Mapping[str, Node] = {}
@@ -145,55 +149,78 @@ class Assessor:
                 continue
             query = queries.get(sid)
             if query is not None and creating.matched_by(query):
-                plans.append(Plan("", "", sid, None, retry=True))
+                plans.append(Plan("", "", sid, None, retry=True, qualifier=q))
                 continue
             try:
-                plan = self._source_plan(s, qualified[sid], linked.get(sid), targets, candidates.get(sid), owners)
+                plan = self._source_plan(s, qualified[sid], linked.get(sid), targets, candidates.get(sid), owners, q)
             except IdsyncError as exc:
-                plan = Plan("", "", sid, linked.get(sid), unresolved=sid not in linked, error=str(exc))
+                plan = Plan("", "", sid, linked.get(sid), unresolved=sid not in linked, error=str(exc), qualifier=q)
             if plan.op is not None and plan.op.kind == "create":
                 creating.add(plan.op.values)
             plans.append(plan)
         return plans
 
     def _source_plan(self, s: Obj, qualifies: bool, tid: str | None, targets: Mapping[str, Obj],
-                     found: Any, owners: Mapping[str, str]) -> Plan:
+                     found: Any, owners: Mapping[str, str], qualifier: str) -> Plan:
         sid = s["_id"]
         if isinstance(found, IdsyncError):
-            return Plan("", "", sid, None, unresolved=True, error=f"correlation failed: {found}")
+            return Plan("", "", sid, None, unresolved=True, error=f"correlation failed: {found}", qualifier=qualifier)
         cands: list[Obj] = found or []
         target = targets.get(tid) if tid else None
         already = len(cands) == 1 and owners.get(cands[0]["_id"], sid) != sid
         situation = assess_source(qualifies=qualifies, link_exists=tid is not None, target_found=target is not None,
                                   correlated=len(cands), correlated_already_linked=already)
         current = target if target is not None else (cands[0] if len(cands) == 1 else None)
-        context = {"source": s, "target": current, "linkQualifier": "default"}
+        context = {"source": s, "target": current, "linkQualifier": qualifier}
         action, post = self._decide(situation, context)
         plan = Plan(str(situation), action, sid, tid or (current or {}).get("_id"), post_action=post,
-                    candidates=tuple(c["_id"] for c in cands) if len(cands) > 1 else ())
+                    candidates=tuple(c["_id"] for c in cands) if len(cands) > 1 else (), qualifier=qualifier)
         return self._plan_action(plan, s, current, linked=tid is not None, candidates=len(cands))
 
     # -- target phase -------------------------------------------------------
 
     def assess_targets(self, unclaimed: Sequence[Obj], sources_of: Mapping[str, str],
-                       sources: Mapping[str, Obj]) -> list[Plan]:
+                       sources: Mapping[str, Obj], qualifier: str = "default") -> list[Plan]:
         plans: list[Plan] = []
+        q = qualifier
         for t in unclaimed:
             tid = t["_id"]
             sid = sources_of.get(tid)
             src = sources.get(sid) if sid else None
             try:
-                target_ok = self._truthy(self.mapping.valid_target, {"target": t, "object": t}) \
+                target_ok = self._truthy(self.mapping.valid_target, {"target": t, "object": t}, q) \
                     if self.mapping.valid_target else True
-                source_ok = self.qualifies(src) if src is not None else False
+                source_ok = self.qualifies(src, q) if src is not None else False
                 situation = assess_target(target_qualifies=target_ok, link_exists=sid is not None,
                                           source_found=src is not None, source_qualifies=source_ok)
-                action, post = self._decide(situation, {"source": src, "target": t, "linkQualifier": "default"})
-                plan = Plan(str(situation), action, sid, tid, post_action=post, source_phase=False)
+                action, post = self._decide(situation, {"source": src, "target": t, "linkQualifier": q})
+                plan = Plan(str(situation), action, sid, tid, post_action=post, source_phase=False, qualifier=q)
                 plans.append(self._plan_action(plan, src, t, linked=sid is not None, candidates=0))
             except IdsyncError as exc:
-                plans.append(Plan("UNASSIGNED", "EXCEPTION", sid, tid, error=str(exc)))
+                plans.append(Plan("UNASSIGNED", "EXCEPTION", sid, tid, error=str(exc), qualifier=q))
         return plans
+
+    # -- deletion events (implicit sync, liveSync) ----------------------------
+
+    def plan_deleted(self, source_id: str, tid: str | None, found: Obj | None, qualifier: str = "default") -> Plan:
+        """The plan for a source object that was deleted: ``tid`` its linked target's id
+        (through the link of ``qualifier``), ``found`` that target as read (``None``: gone).
+        ``defer`` marks a link that must go."""
+        situation = assess_source_deleted(link_exists=tid is not None, target_found=found is not None,
+                                          target_qualifies=found is not None and self.valid_target(found, qualifier))
+        action = self.decide(situation, {"source": None, "target": found, "linkQualifier": qualifier})
+        plan = Plan(str(situation), action, source_id, tid, audit=True, qualifier=qualifier)
+        if action == "DELETE" and found is not None and tid:
+            if self.allow_delete:
+                plan.op, plan.change = WriteOp("delete", id=tid), "deleted"
+                plan.message = f"DELETE {self.mapping.target}/{tid}"
+            else:
+                plan.change, plan.message = "skipped", "delete skipped: deletes are switched off"
+        elif action == "EXCEPTION":
+            plan.error = f"{situation}: policy says EXCEPTION"
+        # A link to a source that is gone is never useful, whatever the policy.
+        plan.defer = tid is not None and plan.change != "skipped"
+        return plan
 
     # -- shared -------------------------------------------------------------
 
@@ -208,10 +235,11 @@ class Assessor:
             if not self.allow_create:
                 plan.change, plan.message = "skipped", "create skipped: creates are switched off"
                 return plan
-            target = self.project(s, None)
+            target = self.project(s, None, plan.qualifier)
             if "onCreate" in m.hooks:
                 target = self._hook_target(m.hooks["onCreate"], {"source": s, "target": target,
-                                                                 "situation": plan.situation})
+                                                                 "situation": plan.situation,
+                                                                 "linkQualifier": plan.qualifier})
             if self._several_values(plan, target):
                 return plan
             plan.op, plan.link, plan.change = WriteOp("create", values=target), True, "created"
@@ -225,11 +253,12 @@ class Assessor:
                 plan.error = (f"{plan.situation}: the {m.target} object found has no id, so it can be neither "
                               "updated nor linked (is the id attribute readable?)")
                 return plan
-            target = self.project(s, current)
+            target = self.project(s, current, plan.qualifier)
             if self._several_values(plan, target):
                 return plan
             before = self.previous.get(s["_id"])
-            target = m.properties.merge_lists(target, current, self.project(before, current) if before else None)
+            target = m.properties.merge_lists(target, current,
+                                              self.project(before, current, plan.qualifier) if before else None)
             changes = self._secrets_kept(diff(target, current, unordered=self.unordered), current)
             plan.link = not linked
             if not changes:
@@ -241,7 +270,8 @@ class Assessor:
             else:
                 if "onUpdate" in m.hooks:
                     hooked = self._hook_target(m.hooks["onUpdate"], {"source": s, "target": {**current, **target},
-                                                                     "oldTarget": current, "situation": plan.situation})
+                                                                     "oldTarget": current, "situation": plan.situation,
+                                                                     "linkQualifier": plan.qualifier})
                     changes = self._secrets_kept(diff({k: hooked.get(k) for k in set(hooked) - {"_id", "_rev"}},
                                                       current, unordered=self.unordered), current)
                 if changes:
@@ -290,29 +320,29 @@ class Assessor:
             plan.error = f"{self.mapping.target}: {'; '.join(problems)}; nothing was written"
         return bool(problems)
 
-    def qualifies(self, s: Obj) -> bool:
+    def qualifies(self, s: Obj, qualifier: str = "default") -> bool:
         m = self.mapping
-        if m.valid_source is not None and not self._truthy(m.valid_source, {"source": s, "object": s}):
+        if m.valid_source is not None and not self._truthy(m.valid_source, {"source": s, "object": s}, qualifier):
             return False
         cond = m.source_condition
         if cond is None:
             return True
         if isinstance(cond, Script):
-            return self._truthy(cond, {"source": s, "object": s})
-        return matches(cond, {"source": s, "object": s, **s})
+            return self._truthy(cond, {"source": s, "object": s}, qualifier)
+        return matches(cond, {"source": s, "object": s, "linkQualifier": qualifier, **s})
 
-    def project(self, s: Obj, existing: Obj | None) -> Obj:
+    def project(self, s: Obj, existing: Obj | None, qualifier: str = "default") -> Obj:
         return self.mapping.properties.project(
-            s, existing, run_transform=_run_transform, eval_condition=_eval_condition, link_qualifier="default")
+            s, existing, run_transform=_run_transform, eval_condition=_eval_condition, link_qualifier=qualifier)
 
     def decide(self, situation: Situation, context: dict[str, Any]) -> str:
         """The action the mapping's policies give ``situation`` (implicit sync's deletes)."""
         return self._decide(situation, context)[0]
 
-    def valid_target(self, target: Obj) -> bool:
+    def valid_target(self, target: Obj, qualifier: str = "default") -> bool:
         """Whether ``target`` passes ``validTarget`` (true when there is none)."""
         script = self.mapping.valid_target
-        return self._truthy(script, {"target": target, "object": target}) if script else True
+        return self._truthy(script, {"target": target, "object": target}, qualifier) if script else True
 
     def _decide(self, situation: Situation, context: dict[str, Any]) -> tuple[str, Script | None]:
         """The action, and the policy's ``postAction`` script (run once the action is done)."""
@@ -328,16 +358,17 @@ class Assessor:
         result = hook.run_returning(variables, "target")
         return result if isinstance(result, dict) else variables["target"]
 
-    def _truthy(self, script: Script, variables: dict[str, Any]) -> bool:
-        return bool(script(**variables, linkQualifier="default"))
+    def _truthy(self, script: Script, variables: dict[str, Any], qualifier: str = "default") -> bool:
+        return bool(script(**variables, linkQualifier=qualifier))
 
     def _secrets_kept(self, changes: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
         """``changes`` without the secrets the target already holds: a clear password (a mapping's
         ``default``, an LDAP value) against the hash the target stores is no change, so a run that
         changes nothing says so (the store would keep the hash anyway)."""
+        keyring = self.target_schema.keyring if self.target_schema is not None else None
         return {k: v for k, v in changes.items()
                 if not (k.lower() in self.secret_names and current.get(k) is not None
-                        and same_secret(v, current.get(k)))}
+                        and same_secret(v, current.get(k), keyring))}
 
     def _mask(self, values: Mapping[str, Any]) -> dict[str, Any]:
         return {k: (_MASK if k.lower() in self.secret_names else v) for k, v in values.items() if not k.startswith("_")}

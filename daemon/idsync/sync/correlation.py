@@ -26,6 +26,7 @@ from idsync.errors import IdsyncError, QueryError, ScriptError
 from idsync.query import bind, equality_terms, matches, parse
 from idsync.query.ast import And, Compare, Node, Or, Path
 from idsync.query.evaluate import values_at
+from idsync.query.named import NamedQueries
 from idsync.resource import Obj, QuerySpec, Resource
 
 __all__ = ["Correlator", "PlannedTargets", "lookup"]
@@ -43,11 +44,19 @@ def lookup(root: Any, dotted: str) -> Any:
     return value
 
 
+_PLACEHOLDER = re.compile(r"^\$\{([^{}]+)\}$")
+
+
 class Correlator:
-    def __init__(self, correlation: Correlation, target: Resource, fields: Sequence[str] | None) -> None:
+    """Finds the candidate targets of a page of sources, for one link qualifier."""
+
+    def __init__(self, correlation: Correlation, target: Resource, fields: Sequence[str] | None,
+                 queries: NamedQueries | None = None, qualifier: str = "default") -> None:
         self.correlation = correlation
         self.target = target
         self.fields = fields
+        self.queries = queries or NamedQueries()
+        self.qualifier = qualifier
 
     def correlate(
         self, sources: Sequence[Obj], projected: Callable[[Obj], Obj]
@@ -103,8 +112,17 @@ class Correlator:
                     queries[s["_id"]] = terms[0]
                 else:
                     queries[s["_id"]] = And(tuple(terms)) if c.tree_mode == "all" else Or(tuple(terms))
+        elif c.kind == "named":
+            named = self.queries.get(c.query_id)
+            for s in sources:
+                resolve = functools.partial(self._resolve, source=s, projected=projected)
+                try:
+                    params = {k: _param(v, resolve) for k, v in c.query_params.items()}
+                    queries[s["_id"]] = named.bind(params)
+                except IdsyncError as exc:
+                    out[s["_id"]] = exc
         elif c.script is not None:
-            answers = c.script.call_many([{"source": s, "linkQualifier": c.link_qualifier} for s in sources])
+            answers = c.script.call_many([{"source": s, "linkQualifier": self.qualifier} for s in sources])
             for s, answer in zip(sources, answers, strict=True):
                 sid = s["_id"]
                 if isinstance(answer, ScriptError):
@@ -115,7 +133,7 @@ class Correlator:
                     queries[sid] = None
                 else:
                     try:
-                        queries[sid] = _query_of(answer)
+                        queries[sid] = _query_of(answer, self.queries)
                     except IdsyncError as exc:
                         out[sid] = exc
 
@@ -176,7 +194,13 @@ def _parse(text: str) -> Node:
     return parse(text)
 
 
-def _query_of(answer: Any) -> Node:
+def _param(value: Any, resolve: Callable[[str], Any]) -> Any:
+    """A named query's parameter as the mapping gives it: ``${source.x}`` is that value."""
+    found = _PLACEHOLDER.match(value) if isinstance(value, str) else None
+    return resolve(found.group(1).strip()) if found else value
+
+
+def _query_of(answer: Any, named: NamedQueries) -> Node | None:
     if isinstance(answer, str):
         return _parse(answer)
     if isinstance(answer, dict):
@@ -186,9 +210,12 @@ def _query_of(answer: Any) -> Node:
                 return _parse(text)
             except QueryError as exc:
                 raise QueryError(f"the correlation script returned a bad _queryFilter: {exc}") from None
-        if answer.get("_queryId") in ("query-all-ids", "query-all"):
-            raise QueryError("a correlation query matching everything is not allowed")
         if "_queryId" in answer:
-            raise QueryError(f"the correlation script returned _queryId {answer['_queryId']!r}: named queries "
-                             "are not supported; return {\"_queryFilter\": \"...\"}")
-    raise QueryError("the correlation script must return {\"_queryFilter\": \"...\"}")
+            query = named.get(answer["_queryId"])
+            if query.matches_all:
+                raise QueryError(f"the correlation script returned _queryId {query.name}, which matches every "
+                                 "object: a correlation must find the one target of a source")
+            # The other keys are the query's parameters, bound as values (never as query text).
+            return query.bind({k: v for k, v in answer.items() if not k.startswith("_")})
+    raise QueryError("the correlation script must return {\"_queryFilter\": \"...\"} or "
+                     "{\"_queryId\": \"...\", parameters}")

@@ -28,9 +28,9 @@ from idsync.config.mappings import MappingDef
 from idsync.errors import SafetyLimitExceeded
 from idsync.resource import Resource, WriteOp
 from idsync.store.database import Store
-from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
+from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.summary import Counters
 
 __all__ = ["DeferredDeletes", "delete_cap", "joined"]
@@ -56,7 +56,7 @@ class DeferredDeletes:
     mapping: MappingDef
     store: Store
     runs: RunStore
-    links: LinkSet
+    links: LinkQualifiers
     counters: Counters
     dry_run: bool
     max_deletes: int | float | None  # the run's own cap; None: the mapping's maxDeletes
@@ -93,7 +93,8 @@ class DeferredDeletes:
             hook = "onDelete" if o["action"] == "DELETE" else "onUnlink"
             if hook in self.mapping.hooks:
                 self.hook(hook, {"source": {"_id": o["source_id"]} if o["source_id"] else None,
-                                 "target": {"_id": o["target_id"]}, "situation": o["situation"]})
+                                 "target": {"_id": o["target_id"]}, "situation": o["situation"],
+                                 "linkQualifier": o.get("qualifier", "default")})
 
     def _apply_page(self, ops: Sequence[dict[str, Any]], target: Resource) -> None:
         to_delete = [o for o in ops if o["action"] == "DELETE" and o["target_id"]]
@@ -103,7 +104,7 @@ class DeferredDeletes:
             failed = {r.op.id: r.error for r in results if not r.ok and type(r.error).__name__ != "NotFound"}
             notes = {r.op.id: r.message for r in results if r.message}
             audit: list[dict[str, Any]] = []
-            unlink_targets: list[str] = []
+            unlink_targets: list[tuple[str, str]] = []
             for o in ops:
                 error = failed.get(o["target_id"]) if o["action"] == "DELETE" else None
                 if error:
@@ -112,7 +113,7 @@ class DeferredDeletes:
                 else:
                     self.counters.changes["deleted" if o["action"] == "DELETE" else "unlinked"] += 1
                     if o["target_id"]:
-                        unlink_targets.append(o["target_id"])
+                        unlink_targets.append((o.get("qualifier", "default"), o["target_id"]))
                 message = str(error) if error else notes.get(o["target_id"]) or o.get("message")
                 audit.append(self._audit_row(o, message, bool(error)))
             if not self.dry_run:
@@ -124,7 +125,8 @@ class DeferredDeletes:
         status = "DRY_RUN" if self.dry_run else "FAILURE" if failed else "SUCCESS"
         return {"run_id": self.run_id, "mapping": self.mapping.name, "situation": op["situation"],
                 "action": op["action"], "source_id": op["source_id"], "target_id": op["target_id"],
-                "status": status, "message": message, "changes": None}
+                "status": status, "message": message, "changes": None,
+                "link_qualifier": op.get("qualifier", "default")}
 
 
 def joined(target: Resource, conn: Connection) -> AbstractContextManager[None]:

@@ -39,8 +39,8 @@ from idsync.store.runs import AUDIT_BEFORE, RunStore
 from idsync.sync.assess import SECRET_NAMES, Assessor, Plan
 from idsync.sync.correlation import Correlator
 from idsync.sync.options import ReconOptions
+from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import unrepaired
-from idsync.sync.situations import assess_source_deleted
 from idsync.sync.summary import Counters
 
 __all__ = ["IMPLICIT_JOB", "RECON_BY_ID_JOB", "RETRY_JOB", "ImplicitSync", "PushResult"]
@@ -66,6 +66,7 @@ class PushResult:
     ok: bool
     target_id: str | None = None
     message: str | None = None
+    qualifier: str = "default"
 
 
 class ImplicitSync:
@@ -85,29 +86,60 @@ class ImplicitSync:
              job: str = IMPLICIT_JOB) -> list[PushResult]:
         """Push ``current`` (``None``: the object was deleted) through every mapping;
         ``before`` (the object before the change) lets "merge" lists drop what it lost."""
-        return [self.push_one(m, object_id, current, before=before, job=job) for m in self.mappings(resource)]
+        return [r for m in self.mappings(resource)
+                for r in self.push_qualified(m, object_id, current, before=before, job=job)]
 
     def push_one(self, mapping: MappingDef, object_id: str, current: Obj | None, *, before: Obj | None = None,
                  job: str = IMPLICIT_JOB) -> PushResult:
+        """``push_qualified`` told as one result: the first failed push, else the first."""
+        results = self.push_qualified(mapping, object_id, current, before=before, job=job)
+        failed = [r for r in results if not r.ok]
+        if failed or results:
+            return (failed or results)[0]
+        return PushResult(mapping.name, "", object_id, "", "", True, message="no link qualifier applies")
+
+    def push_qualified(self, mapping: MappingDef, object_id: str, current: Obj | None, *,
+                       before: Obj | None = None, job: str = IMPLICIT_JOB) -> list[PushResult]:
+        """One push per link qualifier of the object (``linkQualifiers``; ``default`` without)."""
+        links = LinkSet(self.store, mapping.linkset, reversed=self.project.linkset_reversed(mapping))
+        qualifiers = LinkQualifiers(mapping, links)
+        try:
+            if current is None:
+                # A deleted source: every qualifier it is linked by (it has no value to ask a script about).
+                names = tuple(n for n in qualifiers.all() if qualifiers.links(n).targets_of([object_id]))
+                names = names or qualifiers.all()[:1]
+            else:
+                names = qualifiers.of_source(current, before)
+        except IdsyncError as exc:
+            return [self._push(mapping, object_id, current, before, job, qualifiers, "default",
+                               f"linkQualifiers script failed: {exc}")]
+        return [self._push(mapping, object_id, current, before, job, qualifiers, name) for name in names]
+
+    def _push(self, mapping: MappingDef, object_id: str, current: Obj | None, before: Obj | None, job: str,
+              qualifiers: LinkQualifiers, qualifier: str, failure: str | None = None) -> PushResult:
         secrets = self.project.secret_properties(mapping)
         before, begins_run = self._compared_with(mapping, object_id, current, before, secrets)
         run_id = str(uuid.uuid4())
         counters = Counters(mapping.name, mapping.source, mapping.target)
         bound = log.bind(run_id=run_id, mapping=mapping.name, source_id=object_id, job=job)
+        if mapping.qualified:
+            bound = bound.bind(link_qualifier=qualifier)
         self.runs.start(run_id, mapping.name, job=job, dry_run=False, summary=counters.to_summary())
         # Until assessed (the target may be unreachable) a push has no situation or action.
-        plan = Plan("", "", object_id, None)
-        error: str | None = None
+        plan = Plan("", "", object_id, None, qualifier=qualifier)
+        error: str | None = failure
         try:
-            target = self.resources.open(mapping.target)
-            links = LinkSet(self.store, mapping.linkset, reversed=self.project.linkset_reversed(mapping))
-            assessor = Assessor(mapping, ReconOptions(), counters, secrets=secrets,
-                                previous={object_id: before} if before else {})
-            if current is None:
-                plan = self._assess_deleted(assessor, target, links, object_id)
-            else:
-                plan = self._assess_present(mapping, assessor, target, links, current)
-            error = self._apply(plan, target, links)
+            if failure is None:
+                target = self.resources.open(mapping.target)
+                links = qualifiers.links(qualifier)
+                assessor = Assessor(mapping, ReconOptions(), counters, secrets=secrets,
+                                    previous={object_id: before} if before else {})
+                if current is None:
+                    plan = self._assess_deleted(assessor, target, links, object_id)
+                else:
+                    correlator = qualifiers.correlators(target, self.project.queries).get(qualifier)
+                    plan = self._assess_present(mapping, assessor, target, links, current, correlator)
+                error = self._apply(plan, target, links)
         except IdsyncError as exc:
             error = str(exc)
         # The first failure of a run keeps what the push repairing it must compare with.
@@ -119,7 +151,7 @@ class ImplicitSync:
         else:
             bound.warning("implicit_sync.failed", situation=plan.situation, action=plan.action, error=error)
         return PushResult(mapping.name, run_id, object_id, plan.situation, plan.action, error is None,
-                          plan.target_id, error)
+                          plan.target_id, error, qualifier)
 
     # -- deciding -------------------------------------------------------------
 
@@ -136,12 +168,10 @@ class ImplicitSync:
         return (_with_secrets(pending.before, current, secrets) if pending.before is not None else None), False
 
     def _assess_present(self, mapping: MappingDef, assessor: Assessor, target: Resource, links: LinkSet,
-                        current: Obj) -> Plan:
+                        current: Obj, correlator: Correlator | None) -> Plan:
         linked = links.targets_of([current["_id"]])
         tid = linked.get(current["_id"])
         targets = target.get_many([tid], mapping.default_target_fields) if tid else {}
-        correlator = Correlator(mapping.correlation, target, mapping.default_target_fields) \
-            if mapping.correlation else None
         (plan,) = assessor.assess_sources([current], linked, targets, correlator, links)
         if plan.defer and plan.action == "DELETE" and plan.target_id:
             plan.op, plan.change = WriteOp("delete", id=plan.target_id), "deleted"
@@ -150,21 +180,7 @@ class ImplicitSync:
     def _assess_deleted(self, assessor: Assessor, target: Resource, links: LinkSet, source_id: str) -> Plan:
         tid = links.targets_of([source_id]).get(source_id)
         found = target.get(tid, assessor.mapping.default_target_fields) if tid else None
-        situation = assess_source_deleted(link_exists=tid is not None, target_found=found is not None,
-                                          target_qualifies=found is not None and assessor.valid_target(found))
-        action = assessor.decide(situation, {"source": None, "target": found, "linkQualifier": "default"})
-        plan = Plan(str(situation), action, source_id, tid, audit=True)
-        if action == "DELETE" and found is not None and tid:
-            if assessor.allow_delete:
-                plan.op, plan.change = WriteOp("delete", id=tid), "deleted"
-                plan.message = f"DELETE {assessor.mapping.target}/{tid}"
-            else:
-                plan.change, plan.message = "skipped", "delete skipped: deletes are switched off"
-        elif action == "EXCEPTION":
-            plan.error = f"{situation}: policy says EXCEPTION"
-        # A link to a source that is gone is never useful, whatever the policy.
-        plan.defer = tid is not None and plan.change != "skipped"
-        return plan
+        return assessor.plan_deleted(source_id, tid, found, links.qualifier)
 
     # -- acting ---------------------------------------------------------------
 
@@ -199,8 +215,7 @@ class ImplicitSync:
                 before: Obj | None = None) -> None:
         counters.source_processed = 1
         if plan.situation:
-            counters.situations[plan.situation] += 1
-            counters.actions[plan.action] += 1
+            counters.assessed(plan.situation, plan.action, plan.qualifier)
         counters.status["FAILURE" if error else "SUCCESS"] += 1
         if error:
             counters.changes["failed"] += 1

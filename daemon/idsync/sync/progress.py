@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from idsync.config.jobs import PUSH_JOBS
+from idsync.config.jobs import NOT_RECON_JOBS
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
 from idsync.sync.summary import Counters
@@ -27,7 +27,7 @@ def expected_counts(store: Store, mapping: str) -> dict[str, int]:
     best estimate of this run's totals when the source does not say."""
     for run in RunStore(store).recent(limit=20, mapping=mapping):
         summary = run.get("summary") or {}
-        if run.get("state") != "SUCCESS" or run.get("dry_run") or run.get("job") in PUSH_JOBS:
+        if run.get("state") != "SUCCESS" or run.get("dry_run") or run.get("job") in NOT_RECON_JOBS:
             continue
         progress = summary.get("progress") or {}
         return {phase: int(((progress.get(phase) or {}).get("existing") or {}).get("processed") or 0)

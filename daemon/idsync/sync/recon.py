@@ -52,6 +52,7 @@ from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import DeferredDeletes, joined
 from idsync.sync.options import ReconOptions
+from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
 from idsync.sync.summary import Counters
 
@@ -88,6 +89,7 @@ class _Run:
         self.page_size = options.page_size or project.settings.recon.page_size
         self.counters = Counters(mapping.name, mapping.source, mapping.target, dry_run=options.dry_run)
         self.links = LinkSet(store, mapping.linkset, reversed=project.linkset_reversed(mapping))
+        self.qualifiers = LinkQualifiers(mapping, self.links)
         self.log = log.bind(run_id=self.id, mapping=mapping.name, dry_run=options.dry_run)
         self._deferred = 0
         self._pending: dict[str, str] = {}
@@ -169,11 +171,11 @@ class _Run:
                             else None)
         # Store objects whose change the reverse mapping has not delivered yet are not overwritten.
         self._pending = pending_targets(self.store, self.project, m) if isinstance(target, ManagedResource) else {}
-        correlator = Correlator(m.correlation, target, m.default_target_fields) if m.correlation else None
-        if correlator is not None and not m.correlate_empty_target_set and target.count() == 0:
+        correlators = self.qualifiers.correlators(target, self.project.queries)
+        if correlators and not m.correlate_empty_target_set and target.count() == 0:
             # PingIDM's correlateEmptyTargetSet (default false): nothing to find.
             self.log.info("recon.correlation_skipped", reason="empty target")
-            correlator = None
+            correlators = {}
         self._stage("ACTIVE_RECONCILING_SOURCE")
         started = time.monotonic()
         spec = QuerySpec(filter=m.source_query.filter, native=m.source_query.native,
@@ -181,7 +183,7 @@ class _Run:
         for page in source.pages(spec):
             self._check_cancel()
             t0 = time.monotonic()
-            self._source_page(page, source, target, assessor, correlator)
+            self._source_page(page, source, target, assessor, correlators)
             self.counters.time("sourcePage", (time.monotonic() - t0) * 1000)
         self.counters.phases["source"] = time.monotonic() - started
         if self.counters.source_processed == 0 and not m.allow_empty_source_set:
@@ -201,7 +203,7 @@ class _Run:
             self.counters.phases["target"] = time.monotonic() - started
         self._stage("ACTIVE_DELETING")
         DeferredDeletes(
-            run_id=self.id, mapping=m, store=self.store, runs=self.runs, links=self.links,
+            run_id=self.id, mapping=m, store=self.store, runs=self.runs, links=self.qualifiers,
             counters=self.counters, dry_run=self.options.dry_run, max_deletes=self.options.max_deletes,
             page_size=self.page_size, hook=self._hook, check_cancel=self._check_cancel,
         ).run(target)
@@ -221,7 +223,7 @@ class _Run:
         return None if fields is None else list(fields)
 
     def _source_page(self, page: list[Obj], source: Resource, target: Resource,
-                     assessor: Assessor, correlator: Correlator | None) -> None:
+                     assessor: Assessor, correlators: dict[str, Correlator]) -> None:
         unique: dict[str, Obj] = {}
         for obj in page:
             sid = obj.get("_id")
@@ -237,18 +239,24 @@ class _Run:
                 self._fail_object(_nul_id("source", sid), None, None)
                 continue
             unique[sid] = obj
-        objs = list(unique.values())
         self.counters.source_processed += len(page)
-        while objs:
-            # A source whose correlation would find a target created earlier in this page
-            # is assessed again once that create is written, as in a later page.
-            linked = self.links.targets_of([o["_id"] for o in objs])
-            self.counters.links_processed += len(linked)
-            targets = target.get_many(list(linked.values()), self.mapping.default_target_fields) if linked else {}
-            plans = assessor.assess_sources(objs, linked, targets, correlator, self.links, source)
-            retry = {p.source_id for p in plans if p.retry}
-            self._apply([p for p in plans if not p.retry], target, source)
-            objs = [o for o in objs if o["_id"] in retry]
+        groups, failed = self.qualifiers.of_sources(list(unique.values()))
+        for sid, error in failed.items():
+            self._unresolved += 1  # its targets are unknown: the target phase must not take them for orphans
+            self._fail_object(f"linkQualifiers script failed: {error}", sid, None)
+        for qualifier, objs in groups.items():
+            # One assessment per source and link qualifier: its own link, situation and target.
+            links = self.qualifiers.links(qualifier)
+            while objs:
+                # A source whose correlation would find a target created earlier in this page
+                # is assessed again once that create is written, as in a later page.
+                linked = links.targets_of([o["_id"] for o in objs])
+                self.counters.links_processed += len(linked)
+                targets = target.get_many(list(linked.values()), self.mapping.default_target_fields) if linked else {}
+                plans = assessor.assess_sources(objs, linked, targets, correlators.get(qualifier), links, source)
+                retry = {p.source_id for p in plans if p.retry}
+                self._apply([p for p in plans if not p.retry], target, source)
+                objs = [o for o in objs if o["_id"] in retry]
 
     def _target_phase(self, source: Resource, target: Resource, assessor: Assessor) -> None:
         m = self.mapping
@@ -271,14 +279,13 @@ class _Run:
                 self._fail_object(_nul_id("target", odd), None, None)
             self.counters.target_processed += len(page)
             if unclaimed:
-                sources_of = self.links.sources_of([o["_id"] for o in unclaimed])
-                self.counters.links_processed += len(sources_of)
-                # PingIDM reads each linked source by id, whatever sourceQuery selected.
-                sources = source.get_many(list(sources_of.values()), self._source_fields()) if sources_of else {}
-                if not needs_objects:
-                    unclaimed = self._with_values(target, unclaimed, sources_of, sources)
-                plans = assessor.assess_targets(unclaimed, sources_of, sources)
-                self._apply(plans, target, source)
+                for qualifier, targets, sources_of in self.qualifiers.of_targets(unclaimed):
+                    self.counters.links_processed += len(sources_of)
+                    # PingIDM reads each linked source by id, whatever sourceQuery selected.
+                    sources = source.get_many(list(sources_of.values()), self._source_fields()) if sources_of else {}
+                    if not needs_objects:
+                        targets = self._with_values(target, targets, sources_of, sources)
+                    self._apply(assessor.assess_targets(targets, sources_of, sources, qualifier), target, source)
             self.counters.time("targetPage", (time.monotonic() - t0) * 1000)
         # The share in maxDeletes is of the whole target, claimed objects included.
         self.counters.target_total = (target.count() or total) if in_store else total
@@ -321,8 +328,8 @@ class _Run:
         if writes:
             for plan, written in zip(writes, target.write_batch([p.op for p in writes if p.op]), strict=True):
                 results[id(plan)] = written
-        new_links: list[tuple[str, str]] = []
-        relinks: list[tuple[str, str]] = []
+        new_links: list[tuple[str, str, str]] = []
+        relinks: list[tuple[str, str, str]] = []
         claims: list[str] = []
         audit: list[dict[str, Any]] = []
         deferred: list[dict[str, Any]] = []
@@ -330,8 +337,7 @@ class _Run:
         c = self.counters
         for plan in plans:
             if plan.situation:  # none when assessing the object failed
-                c.situations[plan.situation] += 1
-                c.actions[plan.action] += 1
+                c.assessed(plan.situation, plan.action, plan.qualifier)
             result = results.get(id(plan))
             target_id = plan.target_id
             if result is not None and result.ok:
@@ -362,12 +368,13 @@ class _Run:
             if plan.defer:
                 # Audited once, by the deferred step, with what became of it.
                 deferred.append({"action": plan.action, "situation": plan.situation, "source_id": plan.source_id,
-                                 "target_id": plan.target_id, "message": plan.message or None})
+                                 "target_id": plan.target_id, "message": plan.message or None,
+                                 "qualifier": plan.qualifier})
             if plan.link and plan.source_id and target_id:
-                new_links.append((plan.source_id, target_id))
+                new_links.append((plan.qualifier, plan.source_id, target_id))
             elif plan.source_id and target_id and renamed(plan.target_id, target_id):
                 # The write renamed the target (a DN id): its link follows it, nothing is recreated.
-                relinks.append((plan.source_id, target_id))
+                relinks.append((plan.qualifier, plan.source_id, target_id))
             if plan.audit and not plan.defer:
                 audit.append(plan.audit_row(self.id, self.mapping.name, target_id, self.options.dry_run))
             if plan.post_action is not None:
@@ -375,17 +382,18 @@ class _Run:
         c.changes["linked"] += len(new_links)
         c.links_created += len(new_links)
         if "onLink" in self.mapping.hooks:
-            for source_id, target_id in new_links:
-                self._hook("onLink", {"source": {"_id": source_id}, "target": {"_id": target_id}})
+            for qualifier, source_id, target_id in new_links:
+                self._hook("onLink", {"source": {"_id": source_id}, "target": {"_id": target_id},
+                                      "linkQualifier": qualifier})
         for plan, target_id in done:
             # PingIDM's postAction: after the policy's action, with the ids and what was decided.
             self._run_script("postAction", plan.post_action, {
                 "source": {"_id": plan.source_id} if plan.source_id else None,
                 "target": {"_id": target_id} if target_id else None,
                 "situation": plan.situation, "action": plan.action, "sourceAction": plan.source_phase,
-                "reconId": self.id})
+                "reconId": self.id, "linkQualifier": plan.qualifier})
         if (new_links or relinks) and not self.options.dry_run:
-            self.links.add(conn, new_links + relinks)
+            self.qualifiers.add_links(conn, new_links + relinks)
         self.runs.claim(conn, self.id, [c for c in claims if c])
         self.runs.defer(conn, self.id, self._deferred, deferred)
         self._deferred += len(deferred)
@@ -400,7 +408,7 @@ class _Run:
         self.counters.status["FAILURE"] += 1
         self.counters.changes["failed"] += 1
         self.counters.error(message, situation=plan.situation or None, source_id=plan.source_id,
-                            target_id=plan.target_id)
+                            target_id=plan.target_id, linkQualifier=_shown(plan.qualifier))
         row = plan.audit_row(self.id, self.mapping.name, plan.target_id, self.options.dry_run)
         row.update(status="FAILURE", message=message)
         audit.append(row)
@@ -417,7 +425,7 @@ class _Run:
         if script is None:
             return
         try:
-            script(**variables, linkQualifier="default", mapping=self.mapping.name)
+            script(**{"linkQualifier": "default", **variables}, mapping=self.mapping.name)
         except IdsyncError as exc:
             self.counters.error(f"{name} script failed: {exc}")
 
@@ -429,6 +437,11 @@ class _Run:
     def _check_cancel(self) -> None:
         if self.options.cancel.is_set():
             raise RunCanceled("canceled at a page boundary; nothing was deleted")
+
+
+def _shown(qualifier: str) -> str | None:
+    """A link qualifier as errors name it: not at all for a mapping without qualifiers."""
+    return None if qualifier == "default" else qualifier
 
 
 def _nul_id(side: str, object_id: str) -> str:

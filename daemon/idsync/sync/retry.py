@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Select, func, select
 
+from idsync.config.jobs import NOT_RECON_JOBS as _NOT_RECON_JOBS
 from idsync.config.jobs import PUSH_JOBS as _PUSH_JOBS
 from idsync.resource import Obj
 from idsync.store.database import Store
@@ -48,18 +49,18 @@ __all__ = ["Unrepaired", "failed_pushes", "hold_pending", "pending_counts", "pen
 _HELD_ACTIONS = ("UPDATE", "DELETE", "UNLINK")
 
 
-def _pushes_since_recon(conn: Connection, mapping: str) -> Select[str, str]:
-    """The audit entries (source id, status) of pushes through ``mapping`` since
-    its last complete recon, oldest first."""
+def _pushes_since_recon(conn: Connection, mapping: str) -> Select[str, str, str | None]:
+    """The audit entries (source id, status, link qualifier) of pushes through
+    ``mapping`` since its last complete recon, oldest first."""
     since = conn.execute(
         select(recon_runs.c.started)
         .where(recon_runs.c.mapping == mapping, recon_runs.c.state == "SUCCESS",
                recon_runs.c.dry_run.is_(False),
-               (recon_runs.c.job.is_(None)) | (recon_runs.c.job.not_in(_PUSH_JOBS)))
+               (recon_runs.c.job.is_(None)) | (recon_runs.c.job.not_in(_NOT_RECON_JOBS)))
         .order_by(recon_runs.c.started.desc()).limit(1)
     ).scalar()
     query = (
-        select(audit.c.source_id, audit.c.status)
+        select(audit.c.source_id, audit.c.status, audit.c.link_qualifier)
         .join(recon_runs, recon_runs.c.id == audit.c.run_id)
         .where(recon_runs.c.mapping == mapping, recon_runs.c.job.in_(_PUSH_JOBS),
                audit.c.source_id.is_not(None))
@@ -104,14 +105,17 @@ def unrepaired_befores(store: Store, mapping: str) -> dict[str, Obj]:
 
 
 def failed_pushes(store: Store, mapping: str) -> list[str]:
-    """Source ids whose last push through ``mapping`` failed, oldest first."""
+    """Source ids whose last push through ``mapping`` failed, oldest first; with link
+    qualifiers, whose last push of any qualifier failed (a push of one qualifier does
+    not repair another's)."""
     with store.engine.connect() as conn:
         query = _pushes_since_recon(conn, mapping)
-        last: dict[str, str] = {}
-        for source_id, status in conn.execute(query):
-            last.pop(source_id, None)  # keep the order of each object's last word
-            last[source_id] = status
-    return [sid for sid, status in last.items() if status == "FAILURE"]
+        last: dict[tuple[str, str], str] = {}
+        for source_id, status, qualifier in conn.execute(query):
+            key = (source_id, qualifier or "default")
+            last.pop(key, None)  # keep the order of each object's last word
+            last[key] = status
+    return list(dict.fromkeys(sid for (sid, _), status in last.items() if status == "FAILURE"))
 
 
 def pending_counts(store: Store, mappings: Sequence[str] | None = None) -> dict[str, int]:

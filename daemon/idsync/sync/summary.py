@@ -2,7 +2,9 @@
 
 ``to_summary`` gives what ``GET recon/ID`` answers in PingIDM (``progress``,
 ``situationSummary``, ``statusSummary``, ``durationSummary``) plus idsync's own
-``actionSummary``, ``changes`` and ``errors`` (first 50, never secret values).
+``actionSummary``, ``changes`` and ``errors`` (first 50, never secret values); a
+mapping with link qualifiers also gets ``linkQualifierSummary``, the situations of
+each qualifier.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Counters:
     dry_run: bool = False
     started: float = field(default_factory=time.monotonic)
     situations: Counter[str] = field(default_factory=Counter)
+    qualified: Counter[tuple[str, str]] = field(default_factory=Counter)  # (link qualifier, situation)
     actions: Counter[str] = field(default_factory=Counter)
     status: Counter[str] = field(default_factory=Counter)
     changes: Counter[str] = field(default_factory=Counter)
@@ -68,6 +71,12 @@ class Counters:
     phases: dict[str, float] = field(default_factory=dict)
     timings: dict[str, _Timing] = field(default_factory=dict)
     stage: str = "ACTIVE_INITIALIZED"
+
+    def assessed(self, situation: str, action: str, qualifier: str = "default") -> None:
+        """Count one assessment: its situation and action, per link qualifier too."""
+        self.situations[situation] += 1
+        self.actions[action] += 1
+        self.qualified[(qualifier, situation)] += 1
 
     def time(self, name: str, ms: float) -> None:
         self.timings.setdefault(name, _Timing()).add(ms)
@@ -112,4 +121,12 @@ class Counters:
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
             "errorCount": self.error_count,
             "errors": list(self.errors),
-        }
+        } | self._qualifier_summary()
+
+    def _qualifier_summary(self) -> dict[str, Any]:
+        if all(q == "default" for q, _ in self.qualified):
+            return {}
+        out: dict[str, dict[str, int]] = {}
+        for (qualifier, situation), n in sorted(self.qualified.items()):
+            out.setdefault(qualifier, {})[situation] = n
+        return {"linkQualifierSummary": out}

@@ -5,8 +5,9 @@ file and the key. Secrets arrive already substituted; they are never put in mess
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from idsync.errors import ConfigError
@@ -15,11 +16,18 @@ from idsync.query.ldap import filter_problem
 __all__ = ["LdapSettings", "ObjectTypeDef", "PropertyDef", "parse_ldap_config"]
 
 NAME_ATTRIBUTE = "__NAME__"
+# OpenICF's special attribute names (lower case) -> what they stand for in an LDAP entry:
+# the DN, the uidAttribute's value, the account's lock state, the password attribute
+# (write-only), and the groups whose member attribute holds the entry's DN.
+SPECIAL_NAMES = {"__name__": "name", "__uid__": "uid", "__enable__": "enable",
+                 "__password__": "password", "ldapgroups": "groups", "__groups__": "groups"}
 # Past a day a timeout means "never" and only overflows the clock arithmetic below it.
 _MAX_TIMEOUT = 86_400.0
 # RFC 2696's page size is an LDAP INTEGER (0 .. 2**31-1).
 _MAX_BLOCK_SIZE = 2**31 - 1
 _BINARY_NATIVE_TYPES = {"JAVA_TYPE_BYTE_ARRAY", "byte[]", "binary"}
+# OpenICF virtual attributes idsync does not implement (besides the ``_``-prefixed names).
+_UNSUPPORTED = {"posixgroups"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,12 @@ class PropertyDef:
         return self.native == NAME_ATTRIBUTE
 
     @functools.cached_property
+    def special(self) -> str | None:
+        """``name``, ``uid``, ``enable``, ``password`` or ``groups`` for OpenICF's
+        special names (``SPECIAL_NAMES``), None for a plain attribute."""
+        return SPECIAL_NAMES.get(self.native.lower())
+
+    @functools.cached_property
     def key(self) -> str:
         """Attribute name as compared: LDAP attribute names ignore case."""
         return self.native.lower()
@@ -52,11 +66,15 @@ class ObjectTypeDef:
     search_filter: str
     naming_attribute: str
     properties: Mapping[str, PropertyDef]
+    # Properties under an OpenICF special name idsync does not implement
+    # (``__CURRENT_PASSWORD__``, ``_memberId``...): name -> nativeName. They are
+    # left out of ``properties`` (never read or written) and ``validate`` warns.
+    unsupported: Mapping[str, str] = field(default_factory=dict)
 
     def readable(self) -> list[PropertyDef]:
         """The properties returned when no fields are asked for."""
         hidden = {"NOT_READABLE", "NOT_RETURNED_BY_DEFAULT"}
-        return [p for p in self.properties.values() if not p.flags & hidden]
+        return [p for p in self.properties.values() if not p.flags & hidden and p.special != "password"]
 
     def by_native(self, attribute: str) -> PropertyDef | None:
         key = attribute.lower()
@@ -83,6 +101,21 @@ class LdapSettings:
     ca_file: str | None
     verify_certificate: bool
     maintain_group_membership: bool = False
+    maintain_posix_group_membership: bool = False
+    group_search_filter: str = ""
+    # The attribute ``__PASSWORD__`` writes (OpenICF's ``passwordAttribute``).
+    password_attribute: str = "userPassword"
+    # idsync's own keys. ``ldapGroupsAttribute``: an attribute the directory keeps on
+    # each entry listing its groups (memberOf, isMemberOf), read for ``ldapGroups``
+    # instead of searching the groups. ``accountLockAttribute``/``accountLockValue``:
+    # what ``__ENABLE__`` false sets (``userAccountControl`` means AD's bit 2).
+    groups_attribute: str | None = None
+    lock_attribute: str = "pwdAccountLockedTime"
+    lock_value: str = "000001010000Z"
+
+    @property
+    def active_directory_lock(self) -> bool:
+        return self.lock_attribute.lower() == "useraccountcontrol"
 
     @property
     def scheme(self) -> str:
@@ -164,6 +197,9 @@ def _settings(file: str, props: Mapping[str, Any]) -> LdapSettings:
     base_contexts = read.dns("baseContexts")
     if not base_contexts:
         raise ConfigError(file, "configurationProperties.baseContexts", "is required")
+    lock_attribute = str(_attribute_name(
+        file, read, "accountLockAttribute",
+        "userAccountControl" if _active_directory(props) else "pwdAccountLockedTime"))
     credentials = props.get("credentials")
     if credentials is not None and not isinstance(credentials, str):
         # The value itself is left out on purpose: it is a secret.
@@ -185,7 +221,45 @@ def _settings(file: str, props: Mapping[str, Any]) -> LdapSettings:
         ca_file=read.str_("caFile"),
         verify_certificate=read.bool_("verifyCertificate", True),
         maintain_group_membership=read.bool_("maintainLdapGroupMembership", False),
+        maintain_posix_group_membership=read.bool_("maintainPosixGroupMembership", False),
+        group_search_filter=_group_filter(file, read),
+        password_attribute=str(_attribute_name(file, read, "passwordAttribute", _password_default(props))),
+        groups_attribute=_attribute_name(file, read, "ldapGroupsAttribute", None) or None,
+        lock_attribute=lock_attribute,
+        lock_value=str(read.str_("accountLockValue", _lock_default(lock_attribute))),
     )
+
+
+_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*(;[A-Za-z0-9-]+)*|[0-9]+(\.[0-9]+)+")
+
+
+def _attribute_name(file: str, read: _Reader, key: str, default: str | None) -> str | None:
+    value = read.str_(key, default)
+    if value and not _ATTRIBUTE.fullmatch(value):
+        raise ConfigError(file, f"configurationProperties.{key}", f"{value!r} is not an LDAP attribute name")
+    return value
+
+
+def _active_directory(props: Mapping[str, Any]) -> bool:
+    """Whether the provisioner reads Active Directory (or AD LDS), as its objectGUID ids tell."""
+    return str(props.get("uidAttribute") or "").lower() == "objectguid"
+
+
+def _password_default(props: Mapping[str, Any]) -> str:
+    return "unicodePwd" if _active_directory(props) else "userPassword"
+
+
+def _lock_default(attribute: str) -> str:
+    """``__ENABLE__`` false as each directory spells it: ppolicy's permanent lock
+    (OpenLDAP), TRUE for nsAccountLock (389 DS) and ds-pwp-account-disabled (PingDS)."""
+    return "000001010000Z" if attribute.lower() == "pwdaccountlockedtime" else "TRUE"
+
+
+def _group_filter(file: str, read: _Reader) -> str:
+    text = (read.str_("groupSearchFilter") or "").strip()
+    if text and (problem := filter_problem(text)):
+        raise ConfigError(file, "configurationProperties.groupSearchFilter", problem)
+    return text
 
 
 def _property(file: str, prefix: str, name: str, raw: Any) -> PropertyDef:
@@ -227,12 +301,15 @@ def _object_type(file: str, name: str, raw: Any, props: Mapping[str, Any]) -> Ob
         raise ConfigError(file, f"{prefix}.properties", "must be an object")
     defs = {key: _property(file, f"{prefix}.properties.{key}", key, value)
             for key, value in properties.items()}
+    unsupported = {key: p.native for key, p in defs.items()
+                   if p.special is None and (p.native.startswith("_") or p.native.lower() in _UNSUPPORTED)}
+    defs = {key: p for key, p in defs.items() if key not in unsupported}
     search_key = "accountSearchFilter" if native_type == "__ACCOUNT__" else "groupSearchFilter"
     if search_filter.strip() and (problem := filter_problem(search_filter)):
         raise ConfigError(file, f"configurationProperties.{search_key}", problem)
     return ObjectTypeDef(name=name, native_type=native_type, object_classes=classes,
                          search_filter=search_filter.strip(), naming_attribute=naming,
-                         properties=defs)
+                         properties=defs, unsupported=unsupported)
 
 
 def parse_ldap_config(

@@ -25,24 +25,18 @@ import structlog
 from ldap3.utils.dn import escape_rdn, parse_dn
 
 from idsync.connectors.base import System, system_test_report
+from idsync.connectors.ldap.changes import LdapChanges
 from idsync.connectors.ldap.config import (
-    NAME_ATTRIBUTE,
     LdapSettings,
     ObjectTypeDef,
     PropertyDef,
     parse_ldap_config,
 )
 from idsync.connectors.ldap.connection import LdapConnection, SearchEntry
-from idsync.connectors.ldap.members import (
-    ADD,
-    DELETE,
-    MEMBER_OF,
-    REPLACE,
-    Changes,
-    group_changes,
-    norm_dn,
-    value_changes,
-)
+from idsync.connectors.ldap.groups import Memberships, uid_values
+from idsync.connectors.ldap.ignored import ignored_settings
+from idsync.connectors.ldap.members import DELETE, MEMBER_OF, REPLACE, Changes, norm_dn, value_changes
+from idsync.connectors.ldap.special import encode_special, read_attributes, read_special
 from idsync.connectors.ldap.values import decode_entries, decode_entry, encode_values, id_filter, wanted_properties
 from idsync.errors import (
     ConfigError,
@@ -54,7 +48,7 @@ from idsync.errors import (
 )
 from idsync.query.ast import Path
 from idsync.query.ldap import to_ldap
-from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 
 __all__ = ["LdapResource", "LdapSystem", "open_ldap_system"]
 
@@ -80,8 +74,8 @@ def _valid_dn(text: str) -> bool:
         return False
 
 
-class LdapResource(Resource):
-    """One object type of one LDAP system."""
+class LdapResource(Resource, ChangeSource):
+    """One object type of one LDAP system; its changes are read by ``changes.py``."""
 
     def __init__(self, system: str, settings: LdapSettings, object_type: ObjectTypeDef,
                  *, dry_run: bool = False) -> None:
@@ -93,16 +87,30 @@ class LdapResource(Resource):
         self._dn_ids = settings.uid_attribute.lower() == "dn"
         self.renames_ids = self._dn_ids
         self._conn = LdapConnection(system, settings)
+        self._memberships = Memberships(self._conn, settings)
         self._class_filters = tuple(f"(objectClass={c})" for c in object_type.object_classes
                                     if c.lower() != "top")
+        self._changes = LdapChanges(system, settings, _and(*self._class_filters, object_type.search_filter),
+                                    settings.uid_attribute)
 
     def close(self) -> None:
         self._conn.close()
+        self._changes.close()
+
+    def latest_token(self) -> str:
+        return self._changes.latest_token()
+
+    def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
+        wanted = wanted_properties(self._type, fields)
+        return self._changes.read(token, self._attributes(wanted), lambda entries: self._objects(entries, wanted),
+                                  page_size)
 
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         wanted = wanted_properties(self._type, spec.fields)
         search_filter = _and(*self._class_filters, self._type.search_filter,
                              self._spec_filter(spec))
+        if spec.filter is None and spec.native is None:
+            self._memberships.start_listing()
         # The directory pages by blockSize (what the server is asked for, RFC 2696); the
         # caller gets batches of its own page size, cut from those pages as they stream in.
         batch = spec.page_size or self._settings.block_size
@@ -158,9 +166,11 @@ class LdapResource(Resource):
         return objects
 
     def _spec_filter(self, spec: QuerySpec) -> str:
+        # Both given (liveSync: a mapping's native sourceQuery narrowed to some ids): both must match.
+        translated = to_ldap(spec.filter, attribute=self._native_path) if spec.filter is not None else ""
         if spec.native is not None:
-            return spec.native.strip()
-        return to_ldap(spec.filter, attribute=self._native_path) if spec.filter is not None else ""
+            return _and(spec.native.strip(), translated) if translated else spec.native.strip()
+        return translated
 
     def _native_path(self, path: Path) -> str:
         if len(path) != 1:
@@ -170,14 +180,19 @@ class LdapResource(Resource):
         prop = self._type.properties.get(path[0])
         if prop is None:
             return path[0]  # not declared: taken as an attribute name, as directories allow
+        if prop.special in ("uid", "groups", "enable", "password"):
+            attributes = read_attributes(prop, self._settings)
+            if prop.special not in ("uid", "groups") or not attributes:
+                raise QueryError(f"{self.name}: {path[0]} ({prop.native}) cannot be used in a query filter")
+            return attributes[0]
         # entryDN is OpenLDAP's searchable copy of the DN.
         return "entryDN" if prop.is_dn else prop.native
 
     def _attributes(self, wanted: Sequence[PropertyDef]) -> list[str]:
         names = {} if self._dn_ids else {self._uid.lower(): self._uid}
         for prop in wanted:
-            if not prop.is_dn:
-                names.setdefault(prop.key, prop.native)
+            for name in read_attributes(prop, self._settings):
+                names.setdefault(name.lower(), name)
         return list(names.values())
 
     def _objects(self, entries: Sequence[SearchEntry], wanted: Sequence[PropertyDef]) -> list[Obj]:
@@ -185,6 +200,16 @@ class LdapResource(Resource):
         if self._dn_ids:
             for obj, (dn, _) in zip(objects, entries, strict=True):
                 obj["_id"] = dn
+        specials = [p for p in wanted if p.special]
+        if not specials:
+            return objects
+        for obj, (dn, raw) in zip(objects, entries, strict=True):
+            read_special(obj, dn, raw, specials, self._settings)
+        searched = [p for p in specials if p.special == "groups" and not self._settings.groups_attribute]
+        if searched and entries:
+            groups = self._memberships.groups_of([dn for dn, _ in entries])
+            for obj, (dn, _) in zip(objects, entries, strict=True):
+                obj.update({p.name: groups[dn] for p in searched})
         return objects
 
     # Writes -----------------------------------------------------------------
@@ -203,7 +228,7 @@ class LdapResource(Resource):
                 if op.kind == "update":
                     results.append(self._update(op, *entry))
                 else:
-                    self._delete(entry[0])
+                    self._delete(*entry)
                     results.append(WriteResult(op, id=op.id))
             except ObjectError as error:
                 log.info("ldap.write_failed", resource=self.name, kind=op.kind, id=op.id,
@@ -216,20 +241,26 @@ class LdapResource(Resource):
         wanted = list(self._type.properties.values())
         found: dict[str, tuple[str, Mapping[str, Sequence[bytes]]]] = {}
         unique = list(dict.fromkeys(ids))
+        attributes = self._attributes(wanted)
+        if self._settings.maintain_posix_group_membership:
+            attributes.append("uid")  # what its POSIX groups name it by
         if self._dn_ids:
-            return self._read_dns(unique, self._attributes(wanted))
+            return self._read_dns(unique, attributes)
         for start in range(0, len(unique), _ID_CHUNK):
             ids_filter = id_filter(self._uid, unique[start:start + _ID_CHUNK])
             if not ids_filter:
                 continue
             for base in self._settings.sync_contexts:
-                for dn, raw in self._conn.search(base, _and(*self._class_filters, ids_filter),
-                                                 self._attributes(wanted)):
+                for dn, raw in self._conn.search(base, _and(*self._class_filters, ids_filter), attributes):
                     obj_id = decode_entry(dn, raw, (), self._uid.lower())["_id"]
                     found[obj_id] = (dn, raw)
         return found
 
-    def _delete(self, dn: str) -> None:
+    def _delete(self, dn: str, raw: Mapping[str, Sequence[bytes]]) -> None:
+        if self._settings.maintain_group_membership:
+            self._memberships.leave_all(dn)
+        if self._settings.maintain_posix_group_membership:
+            self._memberships.posix_follow(uid_values(raw), [])
         self._conn.delete(dn)
 
     def _prop_for(self, native: str) -> PropertyDef | None:
@@ -242,18 +273,26 @@ class LdapResource(Resource):
         classes = encode_values(classes_prop, values.get(classes_prop.name)) if classes_prop else []
         attributes: dict[str, list[str | bytes]] = {}
         groups = self._groups_prop()
+        special: Changes = {}
         for name, value in values.items():
             prop = self._type.properties.get(name)
             if (prop is None or prop.is_dn or prop is classes_prop or prop is groups
                     or "NOT_CREATABLE" in prop.flags):
                 continue
-            encoded = encode_values(prop, value)
-            if encoded:
+            if prop.special == "password":
+                password = encode_special(prop, value, None, self._settings)
+                attributes.update({a: ops[0][1] for a, ops in password.items()})
+            elif prop.special:
+                special.update(encode_special(prop, value, None, self._settings))
+            elif encoded := encode_values(prop, value):
                 attributes[prop.native] = encoded
         object_class: list[str | bytes] = [str(c) for c in classes] or list(self._type.object_classes)
         self._conn.add(dn, {"objectClass": object_class, **attributes})
-        if groups is not None and values.get(groups.name):
-            self._set_groups(dn, [], values[groups.name])
+        if special:  # a lock attribute is operational: set once the entry exists
+            self._conn.modify(dn, special)
+        if groups is not None and values.get(groups.name) and not (
+                groups.special and "NOT_CREATABLE" in groups.flags):
+            self._memberships.set_groups(dn, _as_list(values[groups.name]), current=[])
         entries = self._conn.search(dn, "(objectClass=*)", self._attributes(self._type.readable()),
                                     scope="base")
         if not entries:
@@ -275,15 +314,21 @@ class LdapResource(Resource):
         return f"{naming}={escape_rdn(str(value))},{self._settings.sync_contexts[0]}"
 
     def _update(self, op: WriteOp, dn: str, raw: Mapping[str, Sequence[bytes]]) -> WriteResult:
-        dn = self._rename(dn, op.values)
+        old_dn, dn = dn, self._rename(dn, op.values)
+        if dn != old_dn and self._settings.maintain_group_membership:
+            self._memberships.follow_rename(old_dn, dn)
         changes: Changes = {}
         groups = self._groups_prop()
         for name, value in op.values.items():
             prop = self._type.properties.get(name)
             if prop is not None and prop is groups:
-                self._set_groups(dn, raw.get(MEMBER_OF) or [], value or [])
+                if not (prop.special and "NOT_UPDATEABLE" in prop.flags):
+                    self._memberships.set_groups(dn, _as_list(value), current=self._listed_groups(prop, raw))
                 continue
             if prop is None or prop.is_dn or "NOT_UPDATEABLE" in prop.flags:
+                continue
+            if prop.special:
+                changes.update(encode_special(prop, value, raw, self._settings))
                 continue
             encoded = encode_values(prop, value)
             if encoded and prop.is_array and raw.get(prop.key):
@@ -301,24 +346,33 @@ class LdapResource(Resource):
                 changes[prop.native] = [(DELETE, [])]
         if changes:
             self._conn.modify(dn, changes)
+        if self._settings.maintain_posix_group_membership and "uid" in raw and (
+                dn != old_dn or any(p.key == "uid" for p in map(self._type.properties.get, op.values) if p)):
+            self._memberships.posix_follow(uid_values(raw), self._uids(dn))
         # A renamed entry has a new DN: with DN ids that is its new id.
         new_id = dn if self._dn_ids else op.id or ""
         obj = self.get_many([new_id]).get(new_id)
         return WriteResult(op, id=obj["_id"] if obj and self._dn_ids else new_id, obj=obj)
 
     def _groups_prop(self) -> PropertyDef | None:
-        """The ``memberOf``-backed property, when group membership is written through it."""
-        if not self._settings.maintain_group_membership:
-            return None
+        """The property group membership is written through: ``ldapGroups``, or with
+        ``maintainLdapGroupMembership`` a ``memberOf``-backed one."""
+        virtual = next((p for p in self._type.properties.values() if p.special == "groups"), None)
+        if virtual is not None or not self._settings.maintain_group_membership:
+            return virtual
         return self._prop_for(MEMBER_OF)
 
-    def _set_groups(self, dn: str, current: Sequence[bytes | str], wanted: Any) -> None:
-        """Join and leave groups by adding or removing ``dn`` in each group's members."""
-        join, leave = group_changes(current, [str(g) for g in (wanted if isinstance(wanted, list) else [wanted])])
-        for group in join:
-            self._conn.modify(group, {self._settings.group_member_attribute: [(ADD, [dn])]})
-        for group in leave:
-            self._conn.modify(group, {self._settings.group_member_attribute: [(DELETE, [dn])]})
+    def _listed_groups(self, prop: PropertyDef, raw: Mapping[str, Sequence[bytes]]) -> Sequence[bytes] | None:
+        """The entry's groups as the entry itself lists them, or None to search them."""
+        if prop.special is None:
+            return raw.get(MEMBER_OF) or []
+        if self._settings.groups_attribute:
+            return raw.get(self._settings.groups_attribute.lower()) or []
+        return None
+
+    def _uids(self, dn: str) -> list[str]:
+        entries = self._conn.search(dn, "(objectClass=*)", ["uid"], scope="base")
+        return uid_values(entries[0][1]) if entries else []
 
     def _rename(self, dn: str, values: Obj) -> str:
         """Apply a change of DN or of the naming attribute first; the new DN."""
@@ -352,10 +406,13 @@ class LdapSystem(System):
         self._settings, self._types = parse_ldap_config(file, config)
         for key, obj_type in self._types.items():
             for prop in obj_type.properties.values():
-                if prop.native != NAME_ATTRIBUTE and not _ATTRIBUTE_NAME.fullmatch(prop.native):
+                if prop.special is None and not _ATTRIBUTE_NAME.fullmatch(prop.native):
                     raise ConfigError(file, f"objectTypes.{key}.properties.{prop.name}.nativeName",
                                       "is not an LDAP attribute name")
         self._resources: list[LdapResource] = []
+
+    def warnings(self) -> list[ConfigError]:
+        return ignored_settings(self._file, self._config, self._types)
 
     def resource(self, object_type: str, *, dry_run: bool = False) -> LdapResource:
         obj_type = self._types.get(object_type)
@@ -384,6 +441,11 @@ class LdapSystem(System):
         for resource in self._resources:
             resource.close()
         self._resources.clear()
+
+
+def _as_list(value: Any) -> list[str]:
+    items = value if isinstance(value, list | tuple) else [value]
+    return [str(v) for v in items if v not in (None, "")]
 
 
 def open_ldap_system(name: str, config: Mapping[str, Any], *, file: str) -> LdapSystem:

@@ -8,10 +8,8 @@ added at the same time is not lost. Values of DN-valued attributes
 (``uniqueMember``, ``member``, ``memberOf``...) are compared as DNs: case and
 spacing do not make a different member.
 
-With ``maintainLdapGroupMembership`` (PingIDM's name), an account's
-``memberOf``-backed property (``ldapGroups``) is writable: each group gained or
-lost becomes an add or remove of the account's DN in that group's member
-attribute; the directory's memberOf overlay then shows it on the account.
+``group_changes`` turns an entry's groups into the groups to join and to leave,
+which ``groups`` writes on the groups (``ldapGroups``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ Objects are the sObject's fields under their API names (``Username``,
 endpoint selecting only the requested fields, one page per server batch,
 following ``nextRecordsUrl`` until ``done``; ``_queryFilter`` becomes a SOQL
 ``WHERE`` (``query.soql``, values escaped); a native query is a ``WHERE``
-condition or a whole ``SELECT``. Writes are in ``writes``.
+condition or a whole ``SELECT``. Writes are in ``writes``; liveSync's reading of
+changes (sObject Get Updated and Get Deleted) in ``changes``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from urllib.parse import urlsplit
 import structlog
 
 from idsync.connectors.base import System, system_test_report
+from idsync.connectors.salesforce.changes import SalesforceChanges
 from idsync.connectors.salesforce.client import SalesforceClient, error_text, errors_of
 from idsync.connectors.salesforce.config import SalesforceSettings, parse_salesforce_config
 from idsync.connectors.salesforce.writes import RecordWriter
 from idsync.errors import ConfigError, IdsyncError, PeerUnavailable, QueryError
 from idsync.query.ast import Path
 from idsync.query.soql import escape_soql_string, to_soql
-from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult
+from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult
 
 __all__ = ["SalesforceResource", "SalesforceSystem", "open_salesforce_system"]
 
@@ -37,8 +39,8 @@ _RECORD_ID = re.compile(r"[A-Za-z0-9]{15}([A-Za-z0-9]{3})?")
 _ID_CHUNK = 200  # ids per SOQL "Id IN (...)": keeps the URL far below its limit
 
 
-class SalesforceResource(Resource):
-    """One sObject type of one org."""
+class SalesforceResource(Resource, ChangeSource):
+    """One sObject type of one org; its changes are read by ``changes.py``."""
 
     def __init__(self, system: str, client: SalesforceClient, settings: SalesforceSettings, sobject: str,
                  *, dry_run: bool = False) -> None:
@@ -49,6 +51,15 @@ class SalesforceResource(Resource):
         self._type = sobject
         self._defaults = settings.object_types.get(sobject, ())
         self._writer = RecordWriter(client, sobject, self.name)
+        self._changes = SalesforceChanges(self.name, client, sobject)
+
+    # -- liveSync -------------------------------------------------------------
+
+    def latest_token(self) -> str:
+        return self._changes.latest_token()
+
+    def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
+        return self._changes.read(token, lambda ids: self.get_many(ids, fields), page_size)
 
     # -- reading --------------------------------------------------------------
 

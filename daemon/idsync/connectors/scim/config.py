@@ -114,6 +114,8 @@ class ScimSettings:
     max_retries: int
     max_retry_wait: float
     token_renew_seconds: float
+    # liveSync asks this far back before its high-water mark (see ``changes``).
+    live_sync_overlap: float = 60.0
 
 
 def schema_urns(version: int, resource_type: str) -> tuple[str, str]:
@@ -217,6 +219,7 @@ def _settings(file: str, props: Mapping[str, Any]) -> ScimSettings:
         max_retries=int(_number(file, props, "maximumRetries", 4)),
         max_retry_wait=_number(file, props, "maximumRetryWait", 60.0),
         token_renew_seconds=_number(file, props, "tokenRenewSeconds", 60.0),
+        live_sync_overlap=_number(file, props, "liveSyncOverlap", 60.0),
         client_id=client_id, client_secret=_str(file, props, "clientSecret"),
         token_endpoint=_url(file, props, "tokenEndpoint"), auth_token=auth_token,
         user=user, password=_str(file, props, "password"),

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from idsync.connectors.base import System, system_test_report
+from idsync.connectors.scim.changes import ScimChanges
 from idsync.connectors.scim.config import ScimObjectType, ScimProperty, parse_scim_config
 from idsync.connectors.scim.http import ScimClient
 from idsync.connectors.scim.paths import read_path
@@ -48,7 +49,7 @@ from idsync.errors import (
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Path, Present
 from idsync.query.evaluate import matches
 from idsync.query.scim import to_scim
-from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 
 __all__ = ["ScimResource", "ScimSystem", "open_scim_system"]
 
@@ -94,8 +95,8 @@ def _widened(node: Node, picked: set[str], *, negated: bool) -> Node:
     return node
 
 
-class ScimResource(Resource):
-    """One object type of one SCIM provider."""
+class ScimResource(Resource, ChangeSource):
+    """One object type of one SCIM provider; its changes are read by ``changes.py``."""
 
     def __init__(self, system: str, client: ScimClient, obj_type: ScimObjectType, *, dry_run: bool = False) -> None:
         self.name = f"system/{system}/{obj_type.name}"
@@ -105,6 +106,17 @@ class ScimResource(Resource):
         self._version = client.settings.version
         self._members = obj_type.members()
         self._names: dict[str, str] = {}  # member SCIM id -> reference value
+        self._changes = ScimChanges(self.name, client, obj_type.endpoint, client.settings.live_sync_overlap)
+
+    # liveSync ----------------------------------------------------------------
+
+    def latest_token(self) -> str:
+        return self._changes.latest_token()
+
+    def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
+        wanted = self._wanted(fields)
+        return self._changes.read(token, self._attributes(wanted), lambda page: self._objects(page, wanted),
+                                  page_size)
 
     # Reads ------------------------------------------------------------------
 

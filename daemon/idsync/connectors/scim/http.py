@@ -54,6 +54,7 @@ class ProviderFeatures:
     etag: bool
     filter: bool
     max_results: int | None
+    sort: bool = False
 
 
 def _retry_after(response: httpx.Response, attempt: int, cap: float) -> float:
@@ -105,6 +106,8 @@ class ScimClient:
         self._features: ProviderFeatures | None = None
         # Set once the provider refuses a filter joined by "or": lookups go one term a request.
         self.single_terms = False
+        # The provider's clock: the Date of its last answer (liveSync's first token, and its sanity check).
+        self.last_date: str | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -138,6 +141,7 @@ class ScimClient:
                 time.sleep(wait)
                 attempt += 1
                 continue
+            self.last_date = response.headers.get("Date") or self.last_date
             self._raise_for(response, what)
             return response
 
@@ -257,7 +261,8 @@ def _features(body: Mapping[str, Any]) -> ProviderFeatures:
     filter_section = body.get("filter")
     max_results = filter_section.get("maxResults") if isinstance(filter_section, Mapping) else None
     return ProviderFeatures(supported("patch"), supported("etag"), supported("filter"),
-                            int(max_results) if isinstance(max_results, int) and max_results > 0 else None)
+                            int(max_results) if isinstance(max_results, int) and max_results > 0 else None,
+                            supported("sort"))
 
 
 def _features_v2(system: str, body: Mapping[str, Any]) -> ProviderFeatures:

@@ -1,0 +1,87 @@
+"""``idsync livesync SOURCE``: one liveSync run of a source, now, in the foreground.
+
+The run reads the changes of ``SOURCE`` (``system/ldap/account``) since its stored
+token and applies them through every mapping whose source it is; without a
+token, or with one the source no longer honours, it reconciles those mappings in
+full and stores a fresh token (``sync/livesync.py``). Exit 0 when the run
+succeeded, 1 when it failed, 75 when another liveSync of the source runs, 130
+when canceled; the error codes of an unreachable or refusing peer as ``recon``.
+``--reset`` forgets the stored token first: the run then reconciles in full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "render_livesync_sources"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``livesync`` to ``idsync``'s subcommands."""
+    ls = subparsers.add_parser(
+        "livesync", help="apply a source's changes since its last liveSync now",
+        description="Read the changes of SOURCE since its stored token and apply them through every mapping "
+        "whose source it is. Without a token (the first run) or with one the source can no longer honour, "
+        "reconcile those mappings in full and store a fresh token.")
+    ls.add_argument("source", help="the source resource, such as system/ldap/account")
+    ls.add_argument("--dry-run", action="store_true", help="assess and list the changes; write nothing, "
+                                                           "keep the token")
+    ls.add_argument("--reset", action="store_true", help="forget the stored token first: reconcile in full")
+    ls.add_argument("--page-size", type=int, help="changes per batch (default [recon] page_size)")
+    ls.add_argument("--json", action="store_true", help="print the run's outcome as JSON")
+    ls.set_defaults(handler=_cmd_livesync)
+
+
+def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.cli.signals import run_in_foreground
+    from idsync.config.project import load_project
+    from idsync.status_file import update_status_file
+    from idsync.store.database import Store
+    from idsync.store.runs import RunStore
+    from idsync.store.tokens import SyncTokens
+    from idsync.sync.livesync import LiveSyncOptions, run_livesync
+
+    project = load_project(project_dir)
+    store = Store.open(project.settings.store_url())
+    options = LiveSyncOptions(dry_run=args.dry_run, page_size=args.page_size)
+    if args.reset and not args.dry_run:
+        SyncTokens(store).forget(args.source)
+    result = run_in_foreground(lambda: run_livesync(project, store, args.source, options), options.cancel, store,
+                               f"livesync-{args.source}")
+    update_status_file(project, store)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, default=str))
+        return result.exit_code
+    how = f" by {result.method}" if result.method else ""
+    print(f"{result.source}: {result.state}: {result.changes} change(s) read{how} in {result.duration_ms} ms")
+    if result.full_recon:
+        print(f"  full recon: {result.full_recon}")
+    if result.note:
+        print(f"  note: {result.note}")
+    for run in result.runs:
+        counts = ", ".join(f"{k} {v}" for k, v in (run.get("counts") or {}).items()) or "nothing to write"
+        echoes = f", {run['echoes']} echo(es) of idsync's own writes skipped" if run.get("echoes") else ""
+        kind = "full recon" if run.get("fullRecon") else "liveSync"
+        print(f"  {run['mapping']}: {kind} run {run['id'][:8]} {run['state']}: {counts}{echoes}")
+    if args.dry_run:
+        from idsync.cli.render import render_audit
+
+        for run in result.runs:
+            render_audit(RunStore(store).audit_entries(run["id"], limit=200))
+    if result.state != "SUCCESS":
+        print(f"idsync: livesync {result.source}: {result.state}: {result.message}", file=sys.stderr)
+    return result.exit_code
+
+
+def render_livesync_sources(sources: list[dict[str, Any]]) -> None:
+    """``idsync status``'s liveSync lines: per source, its last run and its counts."""
+    for s in sources:
+        state = s["lastState"] or "never run"
+        token = "token stored" if s["hasToken"] else "no token (the next run reconciles in full)"
+        print(f"liveSync {s['source']}: last run {s['lastRun'] or '-'} {state}; {s['runs']} runs, "
+              f"{s['changes']} changes, {s['failed']} failed, {s['fullRecons']} full recons; {token}"
+              + (f"; {s['lastMessage']}" if s["lastMessage"] and s["lastState"] != "SUCCESS" else ""))

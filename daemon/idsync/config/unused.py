@@ -1,0 +1,311 @@
+"""What of a PingIDM project idsync reads and does not act on.
+
+A PingIDM project's ``conf/`` holds far more than idsync implements: the admin UI,
+self-service, workflows, custom endpoints, the policy service, managed-object
+scripts, the server's own plumbing. Passing over them in silence would let an
+administrator believe that a password policy or an ``onCreate`` script still runs.
+So ``idsync validate`` names each of them as a warning (``NotUsed``) saying what
+PingIDM does with it and what idsync does instead:
+
+* files idsync does not read, one line per kind of file (all the ``ui-*.json``
+  files on one line), the server's plumbing (web server, OSGi, logging, cluster)
+  on one terse line;
+* keys of the files idsync does read (``managed.json``, ``sync.json`` and
+  ``mapping-*.json``, provisioners), one line per object and reason, the keys
+  written ``objects[0].{onCreate,postCreate}``.
+
+These are warnings only: nothing here changes how a project loads, and a file
+that does not parse is left to the code that reads it to report.
+docs/pingidm.md lists the same table.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from idsync.config.files import load_json
+from idsync.errors import ConfigError, ConfigWarning
+
+__all__ = ["NotUsed", "mapping_systems", "unused_configuration"]
+
+
+class NotUsed(ConfigWarning):
+    """A PingIDM file or key idsync does not act on: the file, the key and why."""
+
+
+@dataclass(frozen=True)
+class _Kind:
+    patterns: tuple[str, ...]  # file names under conf/, fnmatch patterns
+    why: str
+
+
+# The files idsync reads; anything else under conf/ gets a line.
+_READ = ("idsync.toml", "managed.json", "sync.json", "mapping-*.json", "provisioner.openicf-*.json",
+         "schedule-*.json")
+
+_UI = "the admin and end-user UI's configuration; idsync has the command line, the HTTP API and the status file"
+_KINDS = (
+    _Kind(("authentication.json",), "not used by idsync: how PingIDM authenticates callers of its REST API; "
+          "idsync's HTTP API has its own accounts ([api] in conf/idsync.toml)"),
+    _Kind(("audit.json",), "not used by idsync: PingIDM's audit event handlers and topics; idsync records every "
+          "run and every change in its store (idsync status, the HTTP API) and logs events"),
+    _Kind(("router.json",), "not run: scripts PingIDM runs around requests (authorization, policy enforcement); "
+          "idsync's HTTP API authorizes with its own accounts and runs no request scripts"),
+    _Kind(("endpoint-*.json",), "not served: custom REST endpoints (PingIDM runs their scripts at "
+          "openidm/endpoint/NAME)"),
+    _Kind(("policy.json",), "not enforced: PingIDM's policy service, which checks every create and update of a "
+          "managed object against the policies managed.json names; idsync checks property types and required only"),
+    _Kind(("script.json",), "not read: PingIDM's script engine settings (script directories, Groovy options); "
+          "idsync runs text/javascript in its own sandbox ([scripts] in conf/idsync.toml)"),
+    _Kind(("workflow.json", "process-*.json"), "not used by idsync: the embedded workflow engine and who may "
+          "start which process; idsync has no workflows"),
+    _Kind(("selfservice*.json", "consent.json"), "not used by idsync: end-user self-service (registration, "
+          "password reset, security questions); idsync has no end-user UI"),
+    _Kind(("ui-*.json", "ui.context-*.json", "themeconfig.json"), f"not used by idsync: {_UI}"),
+    _Kind(("info-*.json",), "not served: PingIDM's info endpoints (openidm/info/...); idsync tells its health "
+          "by idsync status, the status file and the HTTP API"),
+    _Kind(("servletfilter-*.json",), "not used by idsync: filters of PingIDM's web server (CORS, trusted "
+          "headers)"),
+    _Kind(("external.*.json", "messaging.json"), "not used by idsync: services PingIDM's scripts and "
+          "workflows call (outbound email, REST, JMS messages); idsync's scripts cannot call them"),
+    _Kind(("identityProviders.json",), "not used by idsync: social sign-in to PingIDM's UI"),
+    _Kind(("provisioner.openicf.connectorinfoprovider.json",), "not used by idsync: OpenICF remote connector "
+          "servers; idsync's connectors are built in"),
+    _Kind(("repo.*.json", "datasource.*.json"), "not read but for a repo file's queries (named queries, "
+          "_queryId): PingIDM's repository; idsync keeps managed objects, "
+          "links and runs in its own store ([store] url in conf/idsync.toml), and no data moves by itself"),
+    _Kind(("boot/boot.properties",), "not read: PingIDM's startup properties (ports, keystores, node id); "
+          "a &{name} token in a file idsync reads takes the environment variable name (or NAME with _ for .)"),
+    _Kind(("jetty.xml", "logging.properties", "config.properties", "system.properties", "felix.webconsole.json",
+           "cluster.json", "scheduler.json", "jaas.conf", "webserver*.json", "metrics.json"),
+          "not read: PingIDM's server plumbing (web server, OSGi framework, logging, cluster, scheduler threads); "
+          "idsync's own settings are in conf/idsync.toml"),
+)
+
+_MANAGED_EVENTS = ("onCreate", "onRead", "onUpdate", "onDelete", "onValidate", "onRetrieve", "onStore", "onSync",
+                   "postCreate", "postUpdate", "postDelete")
+# A managed type's keys idsync uses, or that only describe it in PingIDM's UI.
+_MANAGED_KEYS = ("name", "schema", "title", "description", "displayName", "iconClass", "iconSrc", "type")
+_PROPERTY_POLICIES = ("policies", "conditionalPolicies", "fallbackPolicies", "minLength", "pattern")
+_PROPERTY_SCRIPTS = ("onRetrieve", "onStore", "onValidate", "isVirtual", "queryConfig")
+_MAPPING_SCRIPTS = ("onRecon", "defaultMapping", "postMapping", "onMapping")
+_MAPPING_TUNING = ("taskThreads", "prefetchLinks", "feedSize", "reconSourceQueryPaging", "reconSourceQueryPageSize",
+                   "sourceQueryFullEntry", "targetQueryFullEntry", "clusteredSourceReconEnabled",
+                   "optimizeAssignmentSync")
+_CONNECTOR_TUNING = ("poolConfigOption", "operationTimeout", "resultsHandlerConfig", "producerBufferSize",
+                     "connectorPoolingSupported", "excludeUnmodified")
+
+
+def unused_configuration(conf_dir: Path, skip: Mapping[str, str] | None = None) -> list[NotUsed]:
+    """Every PingIDM file and key under ``conf_dir`` that idsync does not act on.
+    ``skip`` maps systems whose connector idsync does not have to their provisioner
+    files: their error says enough, so neither those files' keys nor the keys of the
+    mappings that use them are gone through."""
+    if not conf_dir.is_dir():
+        return []
+    skip = skip or {}
+    found = list(_files(conf_dir))
+    found += _managed(conf_dir / "managed.json")
+    for path in ([conf_dir / "sync.json"] if (conf_dir / "sync.json").is_file() else []):
+        found += _sync(path, set(skip))
+    for path in sorted(conf_dir.glob("mapping-*.json")):
+        raw = _json(path)
+        if isinstance(raw, dict) and not mapping_systems(raw) & set(skip):
+            found += _mapping(str(path), "", raw)
+    for path in sorted(conf_dir.glob("provisioner.openicf-*.json")):
+        if str(path) not in skip.values():
+            found += _provisioner(path)
+    return found
+
+
+def mapping_systems(raw: Mapping[str, Any]) -> set[str]:
+    """The systems a mapping's source and target name (``system/NAME/type``)."""
+    sides = (raw.get("source"), raw.get("target"))
+    return {side.split("/")[1] for side in sides
+            if isinstance(side, str) and side.startswith("system/") and side.count("/") == 2}
+
+
+def _files(conf: Path) -> Iterator[NotUsed]:
+    names = sorted(p.relative_to(conf).as_posix() + ("/" if p.is_dir() else "") for p in _conf_files(conf))
+    claimed: set[str] = {n for n in names if _matches(n, _READ) or _only_queries(conf, n)}
+    for kind in _KINDS:
+        group = [n for n in names if n not in claimed and _matches(n, kind.patterns)]
+        claimed.update(group)
+        if group:
+            yield _group(conf, group, kind.why)
+    others = [n for n in names if n not in claimed]
+    if others:
+        yield _group(conf, others, "not read: not a file idsync knows (PingIDM may read it; idsync does not)")
+
+
+def _only_queries(conf: Path, name: str) -> bool:
+    """A ``repo.*.json`` holding nothing but ``queries``, which idsync reads (``_queryId``)."""
+    if not fnmatch.fnmatchcase(name, "repo.*.json"):
+        return False
+    raw = _json(conf / name)
+    return isinstance(raw, dict) and set(raw) == {"queries"}
+
+
+def _conf_files(conf: Path) -> Iterator[Path]:
+    for path in conf.iterdir():
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            # Only boot/ is PingIDM's; another folder is named whole.
+            if path.name == "boot":
+                yield from (p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            else:
+                yield path
+        else:
+            yield path
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _group(conf: Path, names: list[str], why: str) -> NotUsed:
+    if len(names) == 1:
+        return NotUsed(str(conf / names[0]), "", why)
+    return NotUsed(str(conf), ", ".join(names), why)
+
+
+def _keys(prefix: str, names: Sequence[str]) -> str:
+    """``objects[0].onCreate``, or ``objects[0].{onCreate,postCreate}`` for several."""
+    inner = names[0] if len(names) == 1 else "{" + ",".join(names) + "}"
+    return f"{prefix}.{inner}" if prefix else inner
+
+
+def _json(path: Path) -> Any:
+    try:
+        return load_json(path, secrets=False)
+    except ConfigError:
+        return None  # reported by the code that reads the file
+
+
+def _managed(path: Path) -> list[NotUsed]:
+    raw = _json(path) if path.is_file() else None
+    if not isinstance(raw, dict) or not isinstance(objects := raw.get("objects"), list):
+        return []
+    file = str(path)
+    found = [NotUsed(file, key, "not read: idsync reads only objects from managed.json") for key in raw
+             if key != "objects"]
+    for i, obj in enumerate(objects):
+        if not isinstance(obj, dict):
+            continue
+        name = f"managed/{obj.get('name')}"
+        at = f"objects[{i}]"
+        others = [k for k in obj if k not in (*_MANAGED_KEYS, *_MANAGED_EVENTS, "actions")]
+        if others:
+            found.append(NotUsed(file, _keys(at, others), f"not read: idsync does not use these keys of {name}"))
+        events = [k for k in _MANAGED_EVENTS if obj.get(k) is not None]
+        if events:
+            found.append(NotUsed(file, _keys(at, events), f"not run: scripts PingIDM runs on {name}'s events "
+                                 "(create, read, update, delete, sync); idsync keeps managed objects as plain "
+                                 "documents: put the logic in a mapping (a transform, its onCreate or onUpdate)"))
+        if obj.get("actions"):
+            found.append(NotUsed(file, f"{at}.actions", f"not served: custom actions of {name} "
+                                 "(POST ...?_action=NAME)"))
+        schema = obj.get("schema")
+        props = schema.get("properties") if isinstance(schema, dict) else None
+        if isinstance(props, dict):
+            found += _managed_properties(file, f"{at}.schema.properties", name, props)
+    return found
+
+
+def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any]) -> list[NotUsed]:
+    policies, scripted, relations, private = [], [], [], []
+    for pname, pdef in props.items():
+        if not isinstance(pdef, dict):
+            continue
+        if pdef.get("scope") == "private" and not any(pdef.get(k) for k in ("secret", "encryption", "secureHash")):
+            private.append(pname)
+        policies += [f"{pname}.{k}" for k in _PROPERTY_POLICIES if pdef.get(k) not in (None, [], {})]
+        scripted += [f"{pname}.{k}" for k in _PROPERTY_SCRIPTS if pdef.get(k) not in (None, False)]
+        items = pdef.get("items")
+        if _is_relationship(pdef) or (isinstance(items, dict) and _is_relationship(items)):
+            relations.append(pname)
+    found = []
+    if policies:
+        found.append(NotUsed(file, _keys(at, policies), f"not enforced: PingIDM's policy service checks these on "
+                             f"every create and update of {name}; idsync checks property types and required only"))
+    if scripted:
+        found.append(NotUsed(file, _keys(at, scripted), f"not computed: virtual and scripted properties of {name} "
+                             "(PingIDM runs these scripts when the object is read or stored); idsync stores what "
+                             "a mapping or a client writes"))
+    if private:
+        found.append(NotUsed(file, _keys(at, [f"{p}.scope" for p in private]), "not followed: PingIDM hides "
+                             "private properties from REST callers; idsync's HTTP API hides only secrets (add "
+                             "\"secret\": true to hide a property)"))
+    if relations:
+        found.append(NotUsed(file, _keys(at, relations), "relationships are kept as plain values: PingIDM "
+                             "maintains both sides (reversePropertyName) and drops references to deleted "
+                             "objects; idsync stores the value as written"))
+    return found
+
+
+def _is_relationship(schema: Mapping[str, Any]) -> bool:
+    kind = schema.get("type")
+    return kind == "relationship" or (isinstance(kind, list) and "relationship" in kind)
+
+
+def _sync(path: Path, skip: Collection[str]) -> list[NotUsed]:
+    raw = _json(path)
+    if not isinstance(raw, dict):
+        return []
+    file = str(path)
+    found = [NotUsed(file, key, "not read: idsync reads only mappings from sync.json") for key in raw
+             if key != "mappings"]
+    mappings = raw.get("mappings")
+    for i, mapping in enumerate(mappings if isinstance(mappings, list) else []):
+        if isinstance(mapping, dict) and not mapping_systems(mapping) & set(skip):
+            found += _mapping(file, f"mappings[{i}]", mapping)
+    return found
+
+
+def _mapping(file: str, at: str, raw: Mapping[str, Any]) -> list[NotUsed]:
+    found = []
+    scripts = [k for k in _MAPPING_SCRIPTS if raw.get(k) is not None]
+    if scripts:
+        found.append(NotUsed(file, _keys(at, scripts), "not run: PingIDM runs onRecon when a reconciliation "
+                             "starts and defaultMapping/postMapping for role assignments; idsync has neither"))
+    tuning = [k for k in _MAPPING_TUNING if k in raw]
+    if tuning:
+        found.append(NotUsed(file, _keys(at, tuning), "not used: PingIDM's reconciliation tuning; idsync reads and "
+                             "writes a page at a time ([recon] page_size in conf/idsync.toml, the LDAP "
+                             "provisioner's blockSize) and looks links up once per page"))
+    if raw.get("enableLinking") is False:
+        found.append(NotUsed(file, _keys(at, ["enableLinking"]), "not followed: idsync always records links, "
+                             "so a target it creates or updates is linked to its source"))
+    for side in ("sourceIdsCaseSensitive", "targetIdsCaseSensitive"):
+        if raw.get(side) is False:
+            found.append(NotUsed(file, _keys(at, [side]), "not followed: idsync compares ids exactly as the "
+                                 "system returns them"))
+    return found
+
+
+def _provisioner(path: Path) -> list[NotUsed]:
+    raw = _json(path)
+    if not isinstance(raw, dict):
+        return []
+    file = str(path)
+    found = []
+    tuning = [k for k in _CONNECTOR_TUNING if k in raw]
+    if tuning:
+        found.append(NotUsed(file, _keys("", tuning), "not used: OpenICF framework settings (connection pools, "
+                             "timeouts, buffers); idsync's connectors are built in"))
+    if raw.get("systemActions"):
+        found.append(NotUsed(file, "systemActions", "not served: scripts PingIDM runs on the system "
+                             "(POST system/NAME?_action=script)"))
+    options = raw.get("operationOptions")
+    denied = [op for op, opt in options.items() if isinstance(opt, dict) and opt.get("denied") is True] \
+        if isinstance(options, dict) else []
+    if denied:
+        found.append(NotUsed(file, _keys("operationOptions", [f"{op}.denied" for op in denied]),
+                             "not followed: PingIDM refuses these operations on the system, idsync does not; "
+                             "use the mappings' allowCreate, allowUpdate or allowDelete (false)"))
+    return found

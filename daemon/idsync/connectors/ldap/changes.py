@@ -1,0 +1,361 @@
+"""liveSync for LDAP: what changed in a directory since a token (``ChangeSource``).
+
+Two ways of reading, chosen when the token is made (``latest_token``) and written
+in it, so a token never silently changes meaning:
+
+* ``syncrepl``: RFC 4533 content synchronization in refreshOnly mode against a
+  server with a sync provider (OpenLDAP's ``syncprov``, 389 DS's content sync
+  plugin). The token holds the sync cookie. The first one is made from the
+  database's ``contextCSN``, read before the full recon that starts liveSync (a
+  full refresh through the control would be slow: its decoding is pure Python).
+  A refresh the server can answer from its session log sends the changed entries
+  and the entryUUIDs of the deleted ones; when the log no longer covers the
+  cookie (trimmed) or the server keeps none, it answers with a *present phase*:
+  the changed entries and the entryUUID of every unchanged one, anything else
+  being gone. That answer is complete too: ``ChangeFeed.complete_ids`` carries it,
+  and the caller deletes what it links and the server no longer has (the
+  ``livesync.present_phase`` warning says it happened, as it costs a read of
+  every id). A server that asks for a full reload (``e-syncRefreshRequired``) or
+  refuses the cookie raises ``SyncTokenExpired``.
+* ``poll``: a server without a sync provider is searched for entries whose
+  ``entryCSN`` (OpenLDAP) or ``modifyTimestamp`` (others) is newer than the token.
+  Deletes are not seen; the feed says so and the next full recon finds them.
+
+Deleted entries are known by their entryUUID only: they become deletes of
+objects when ``uidAttribute`` is ``entryUUID`` (OpenICF's default); with any
+other id, deletes are left to the next full recon, and the feed says so.
+
+The reading uses python-ldap's sync controls on a connection of its own
+(``LdapConnection``: the resource's TLS, bind and error handling), opened per
+reader; polling pages with the resource's reader (``reader.read_pages``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import ldap
+import structlog
+from ldap.syncrepl import SyncDoneControl, SyncInfoMessage, SyncRequestControl, SyncStateControl
+
+from idsync.connectors.ldap.config import LdapSettings
+from idsync.connectors.ldap.connection import LdapConnection
+from idsync.connectors.ldap.reader import read_pages
+from idsync.connectors.ldap.values import RawEntry
+from idsync.errors import PeerError, PeerUnavailable, SyncTokenExpired
+from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj
+
+__all__ = ["LdapChanges"]
+
+log = structlog.get_logger("idsync.connectors.ldap")
+
+_REFRESH_REQUIRED = 4096  # e-syncRefreshRequired (RFC 4533)
+_UNAVAILABLE_EXTENSION = 12  # unavailableCriticalExtension: no sync provider on this database
+_UNWILLING = 53
+# What this connector writes in a token: a cookie the server ignored (it would answer with
+# the whole content, deletes unseen) must never be sent.
+_COOKIE = re.compile(r"rid=\d{3}(,sid=[0-9a-f]{3})?,csn=\d{14}\.\d{6}Z#[0-9a-f]{6}#[0-9a-f]{3}#[0-9a-f]{6}"
+                     r"(;\d{14}\.\d{6}Z#[0-9a-f]{6}#[0-9a-f]{3}#[0-9a-f]{6})*")
+_CSN = re.compile(r"\d{14}\.\d{6}Z#[0-9a-f]{6}#[0-9a-f]{3}#[0-9a-f]{6}")
+_TIMESTAMP = re.compile(r"\d{14}Z")
+# A token made from this host's clock (no contextCSN to read) starts this far back:
+# a change is seen again rather than missed when the clocks disagree.
+_CLOCK_MARGIN = dt.timedelta(minutes=5)
+_TOKEN_VERSION = 1
+
+
+@dataclass
+class _Refresh:
+    """What one refreshOnly search answered."""
+
+    changed: dict[str, tuple[str, RawEntry]] = field(default_factory=dict)  # entryUUID -> (DN, attributes)
+    deleted: set[str] = field(default_factory=set)
+    present: set[str] = field(default_factory=set)
+    present_phase: bool = False
+    cookie: str | None = None
+
+
+class LdapChanges:
+    """Reads the changes of one object type of one directory.
+
+    ``decode`` turns (DN, raw attributes) entries into objects with the resource's own
+    decoding; ``search_filter`` is the object type's filter (object classes and
+    ``searchFilter``); ``uid_attribute`` tells whether deleted entryUUIDs are ids."""
+
+    def __init__(self, system: str, settings: LdapSettings, search_filter: str, uid_attribute: str) -> None:
+        self._system = system
+        self._settings = settings
+        self._filter = search_filter
+        self._uuid_ids = uid_attribute.lower() == "entryuuid"
+        self._conn = LdapConnection(system, settings)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _open(self) -> Any:
+        """The bound connection (``LdapConnection.open``: AuthenticationFailed, TLSError
+        saying why, PeerUnavailable)."""
+        return self._conn.open()
+
+    # -- the token ----------------------------------------------------------
+
+    def latest_token(self) -> str:
+        """A syncrepl cookie from ``contextCSN`` when the server has a sync provider for
+        the sync contexts, else a polling position (``entryCSN`` when the server keeps
+        one, else ``modifyTimestamp``) taken from the server's newest CSN or this host's clock."""
+        conn = self._open()
+        bases = self._settings.sync_contexts
+        csn = self._context_csn(conn, bases[0])
+        provider, answered = self._probe(conn, bases[0], csn)
+        # A database loaded offline may have no contextCSN yet: the probe's own cookie is the position.
+        cookie = f"rid=000,csn={';'.join(csn)}" if csn else answered
+        if provider and cookie is not None and _COOKIE.fullmatch(cookie):
+            return _dump({"kind": "syncrepl", "cookies": dict.fromkeys(bases, cookie)})
+        if csn:
+            return _dump({"kind": "poll", "attribute": "entryCSN", "since": max(csn)})
+        start = dt.datetime.now(dt.UTC) - _CLOCK_MARGIN
+        if self._keeps_entry_csn(conn, bases[0]):
+            return _dump({"kind": "poll", "attribute": "entryCSN",
+                          "since": start.strftime("%Y%m%d%H%M%S.%fZ#000000#000#000000")})
+        return _dump({"kind": "poll", "attribute": "modifyTimestamp", "since": start.strftime("%Y%m%d%H%M%SZ")})
+
+    def read(self, token: str, attributes: Sequence[str], decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]],
+             page_size: int) -> ChangeFeed:
+        state = _load(token)
+        if state.get("kind") == "syncrepl":
+            return self._read_syncrepl(state, attributes, decode, page_size)
+        if state.get("kind") == "poll":
+            return self._read_poll(state, attributes, decode, page_size)
+        raise SyncTokenExpired(f"{self._system}: the stored token is not one this connector makes")
+
+    # -- syncrepl -------------------------------------------------------------
+
+    def _read_syncrepl(self, state: dict[str, Any], attributes: Sequence[str],
+                       decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int) -> ChangeFeed:
+        cookies: dict[str, str] = dict(state.get("cookies") or {})
+        if set(cookies) != set(self._settings.sync_contexts):
+            raise SyncTokenExpired(f"{self._system}: the stored token was made for other base contexts "
+                                   f"({', '.join(cookies) or 'none'})")
+        if any(c is None or not _COOKIE.fullmatch(c) for c in cookies.values()):
+            raise SyncTokenExpired(f"{self._system}: the stored sync cookie is not one this connector makes")
+        conn = self._open()
+        refreshes = {base: self._refresh(conn, base, cookie, attributes) for base, cookie in cookies.items()}
+        new_token = _dump({"kind": "syncrepl", "cookies": {b: r.cookie or cookies[b] for b, r in refreshes.items()}})
+        present_phase = any(r.present_phase for r in refreshes.values())
+        if present_phase:
+            log.warning("livesync.present_phase", system=self._system,
+                        reason="the server's session log does not cover the stored cookie (trimmed, or none kept)",
+                        present=sum(len(r.present) for r in refreshes.values()))
+        entries = [e for r in refreshes.values() for e in r.changed.values()]
+        deleted = sorted({u for r in refreshes.values() for u in r.deleted})
+        complete: frozenset[str] | None = None
+        note = None
+        if present_phase and self._uuid_ids:
+            complete = frozenset(u for r in refreshes.values() for u in (*r.present, *r.changed))
+        if not self._uuid_ids:
+            deleted = []
+            note = ("deleted entries are known by entryUUID only and uidAttribute is not entryUUID: "
+                    "deletes are left to the next full recon")
+        return ChangeFeed(_batches(entries, deleted, decode, page_size, new_token), "syncrepl",
+                          reports_deletes=self._uuid_ids, note=note, complete_ids=complete)
+
+    def _refresh(self, conn: Any, base: str, cookie: str | None, attributes: Sequence[str]) -> _Refresh:
+        """One refreshOnly search under ``base``; the whole answer (a delta is small)."""
+        out = _Refresh()
+        control = SyncRequestControl(cookie=cookie, mode="refreshOnly")
+        try:
+            msgid = conn.search_ext(base, ldap.SCOPE_SUBTREE, self._filter, list(attributes) or ["1.1"],
+                                    serverctrls=[control])
+            while True:
+                kind, messages, _, controls = conn.result4(msgid, all=0, add_ctrls=1, add_intermediates=1,
+                                                           timeout=self._settings.read_timeout)[:4]
+                if kind == ldap.RES_SEARCH_ENTRY:
+                    for dn, attrs, entry_controls in messages:
+                        self._entry(out, dn, attrs, entry_controls)
+                elif kind == ldap.RES_INTERMEDIATE:
+                    for name, value, _ in messages:
+                        if name == SyncInfoMessage.responseName:
+                            _info(out, SyncInfoMessage(value))
+                elif kind == ldap.RES_SEARCH_RESULT:
+                    for c in controls:
+                        if isinstance(c, SyncDoneControl):
+                            out.cookie = c.cookie or out.cookie
+                            out.present_phase = out.present_phase or not c.refreshDeletes
+                    return out
+        except ldap.LDAPError as error:
+            raise self._failure("sync refresh", base, error) from None
+
+    @staticmethod
+    def _entry(out: _Refresh, dn: str, attrs: dict[str, list[bytes]], controls: Sequence[Any]) -> None:
+        for c in controls:
+            if not isinstance(c, SyncStateControl):
+                continue
+            if c.state == "present":
+                out.present.add(c.entryUUID)
+            elif c.state == "delete":
+                out.deleted.add(c.entryUUID)
+            else:
+                out.changed[c.entryUUID] = (dn, {k.lower(): v for k, v in attrs.items()})
+            out.cookie = c.cookie or out.cookie
+
+    # -- polling --------------------------------------------------------------
+
+    def _read_poll(self, state: dict[str, Any], attributes: Sequence[str],
+                   decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int) -> ChangeFeed:
+        attribute, since = str(state.get("attribute")), str(state.get("since"))
+        form = {"entryCSN": _CSN, "modifyTimestamp": _TIMESTAMP}.get(attribute)
+        if form is None or not form.fullmatch(since):
+            raise SyncTokenExpired(f"{self._system}: the stored polling token is not one this connector makes")
+        # A CSN is unique to one change: strictly newer. A timestamp has one-second steps:
+        # the same second again (changes made after the last read within it).
+        newer = f"(&({attribute}>={since})(!({attribute}={since})))" if attribute == "entryCSN" \
+            else f"({attribute}>={since})"
+        search_filter = f"(&{self._filter}{newer})"
+        conn = self._open()
+        wanted = [*attributes, attribute]
+        entries: list[tuple[str, RawEntry]] = []
+        newest = since
+        for base in self._settings.sync_contexts:
+            for dn, raw in self._paged(conn, base, search_filter, wanted):
+                stamp = raw.get(attribute.lower())
+                if stamp:
+                    newest = max(newest, stamp[0].decode("ascii", "replace"))
+                entries.append((dn, raw))
+        token = _dump({"kind": "poll", "attribute": attribute, "since": newest})
+        note = (f"the server has no sync provider: changes are found by {attribute}, "
+                "and deletes are left to the next full recon")
+        return ChangeFeed(_batches(entries, [], decode, page_size, token), attribute,
+                          reports_deletes=False, note=note)
+
+    def _paged(self, conn: Any, base: str, search_filter: str,
+               attributes: Sequence[str]) -> Iterator[tuple[str, RawEntry]]:
+        def failed(error: ldap.LDAPError) -> NoReturn:
+            if isinstance(error, ldap.NO_SUCH_OBJECT):
+                raise PeerError(f"{self._system}: the base context {base} does not exist") from None
+            raise self._failure("search", base, error) from None
+
+        for page in read_pages(conn, base, "sub", search_filter, attributes, self._settings.block_size,
+                               timeout=self._settings.read_timeout, base_required=True, failed=failed):
+            yield from page
+
+    # -- the server -----------------------------------------------------------
+
+    def _context_csn(self, conn: Any, base: str) -> list[str]:
+        """The ``contextCSN`` values of the database holding ``base`` (none when the server keeps none)."""
+        try:
+            root = conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["namingContexts"])
+            contexts = [v.decode() for v in (root[0][1].get("namingContexts") or [])] if root else []
+            suffix = max((c for c in contexts if _under(base, c)), key=len, default=base)
+            found = conn.search_s(suffix, ldap.SCOPE_BASE, "(objectClass=*)", ["contextCSN"])
+        except ldap.LDAPError as error:
+            raise self._failure("read of contextCSN", base, error) from None
+        values = found[0][1].get("contextCSN") if found else None
+        return sorted(v.decode("ascii", "replace") for v in values or ())
+
+    def _keeps_entry_csn(self, conn: Any, base: str) -> bool:
+        try:
+            found = conn.search_s(base, ldap.SCOPE_BASE, "(objectClass=*)", ["entryCSN"])
+        except ldap.LDAPError as error:
+            raise self._failure("read of entryCSN", base, error) from None
+        return bool(found and found[0][1].get("entryCSN"))
+
+    def _probe(self, conn: Any, base: str, csn: list[str]) -> tuple[bool, str | None]:
+        """Whether a refresh under ``base`` is answered (a base-scope probe, so it costs one
+        entry), and the cookie the answer ends with."""
+        cookie = f"rid=000,csn={';'.join(csn)}" if csn else None
+        try:
+            msgid = conn.search_ext(base, ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"],
+                                    serverctrls=[SyncRequestControl(cookie=cookie, mode="refreshOnly")])
+            controls = conn.result4(msgid, all=1, add_ctrls=1, timeout=self._settings.read_timeout)[3]
+        except ldap.UNAVAILABLE_CRITICAL_EXTENSION:
+            return False, None
+        except ldap.LDAPError as error:
+            if _code(error) == _UNAVAILABLE_EXTENSION:
+                return False, None
+            raise self._failure("sync probe", base, error) from None
+        done = next((c for c in controls if isinstance(c, SyncDoneControl)), None)
+        return True, done.cookie if done is not None else None
+
+    def _failure(self, what: str, base: str, error: ldap.LDAPError) -> PeerError:
+        """The error a failed read raises; the connection is dropped (the next read opens another)."""
+        code = _code(error)
+        if code == _REFRESH_REQUIRED:
+            return SyncTokenExpired(f"{self._system}: the server asks for a full reload under {base} "
+                                    "(e-syncRefreshRequired): it cannot tell the changes since the stored cookie")
+        self.close()
+        if isinstance(error, ldap.SERVER_DOWN | ldap.TIMEOUT | ldap.UNAVAILABLE | ldap.BUSY):
+            return PeerUnavailable(f"{self._system}: {what} under {base} failed: {_describe(error)}")
+        if code == _UNWILLING and what == "sync refresh":
+            # slapd: "consumer state is newer than provider" (restored from a backup, or another server).
+            return SyncTokenExpired(f"{self._system}: the server refused the stored cookie under {base}: "
+                                    f"{_describe(error)}")
+        return PeerError(f"{self._system}: {what} under {base} failed: {_describe(error)}")
+
+
+def _info(out: _Refresh, message: SyncInfoMessage) -> None:
+    if message.newcookie is not None:
+        out.cookie = message.newcookie
+        return
+    for phase, present in ((message.refreshPresent, True), (message.refreshDelete, False)):
+        if phase is not None:
+            out.present_phase = out.present_phase or present
+            out.cookie = phase.get("cookie") or out.cookie
+    if message.syncIdSet is not None:
+        ids = message.syncIdSet
+        (out.deleted if ids["refreshDeletes"] else out.present).update(ids["syncUUIDs"])
+        out.cookie = ids.get("cookie") or out.cookie
+
+
+def _batches(entries: list[tuple[str, RawEntry]], deleted: list[str],
+             decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int,
+             token: str) -> Iterator[ChangeBatch]:
+    """The changes in batches of ``page_size``; only the last one carries the new token
+    (a refresh's cookie covers the whole refresh)."""
+    size = max(page_size, 1)
+    changes: list[Change] = []
+    for start in range(0, len(entries), size):
+        changes.extend(Change(o["_id"], o) for o in decode(entries[start:start + size]) if o.get("_id"))
+        while len(changes) > size:
+            yield ChangeBatch(changes[:size], None)
+            del changes[:size]
+    changes.extend(Change(uuid, None) for uuid in deleted)
+    while len(changes) > size:
+        yield ChangeBatch(changes[:size], None)
+        del changes[:size]
+    yield ChangeBatch(changes, token)
+
+
+def _dump(state: dict[str, Any]) -> str:
+    return json.dumps({"v": _TOKEN_VERSION, **state}, sort_keys=True, separators=(",", ":"))
+
+
+def _load(token: str) -> dict[str, Any]:
+    try:
+        state = json.loads(token)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict) or state.get("v") != _TOKEN_VERSION:
+        raise SyncTokenExpired("the stored token is not one this connector makes")
+    return state
+
+
+def _under(dn: str, suffix: str) -> bool:
+    d, s = dn.lower().replace(" ", ""), suffix.lower().replace(" ", "")
+    return bool(s) and (d == s or d.endswith("," + s))
+
+
+def _code(error: ldap.LDAPError) -> int | None:
+    info = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+    code = info.get("result")
+    return int(code) if isinstance(code, int) else None
+
+
+def _describe(error: ldap.LDAPError) -> str:
+    info = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+    text = str(info.get("desc") or type(error).__name__)
+    return f"{text}: {info['info']}" if info.get("info") else text

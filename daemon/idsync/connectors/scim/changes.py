@@ -1,0 +1,259 @@
+"""liveSync for SCIM: what changed at a provider since a token (``ChangeSource``), asked
+with a filter on ``meta.lastModified`` (RFC 7643 §3.1; RFC 7644 §3.4.2.2).
+
+The token holds a high-water mark (``since``: the newest ``meta.lastModified`` seen)
+and the ids seen at the end of the window with their ``meta.lastModified`` and
+``meta.version`` (``seen``; the version tells two writes within one tick of a
+coarse clock apart). A read asks for ``meta.lastModified ge (since - overlap)``: a change
+stamped just before the mark but committed after the last read (a provider's
+transaction, another node's clock, two changes in the same instant at the window's
+boundary) is still asked for, and the objects of the overlap already applied are
+recognised by their unchanged ``meta.lastModified`` and skipped. Nothing is missed,
+and a run without changes applies nothing. ``liveSyncOverlap`` (seconds, default
+60) must cover how late a provider may commit a change after stamping it.
+
+Reading, when the provider announces sorting (``ServiceProviderConfig``
+``sort.supported``): pages sorted by ``meta.lastModified`` ascending, each one asked
+from the newest stamp of the page before (``ge``), so a change made while the read
+runs (which moves an object to the end) never shifts an unread object out of an
+index page; each page's batch carries the token that covers it. A run of equal
+stamps longer than a page is read by index (``eq``), the list's shrinking stopping
+the read as in a recon; when ``eq`` does not find them (stamps finer than the
+microsecond a filter here can name), the rest of the window is read as without
+sorting. Without sorting, the window is read by index like a recon and only the
+read's last batch carries the token.
+
+The first position (``latest_token``) is the newest ``meta.lastModified`` at the
+provider (one resource asked for, sorted descending), or the provider's clock (the
+``Date`` of its answer) when it does not sort; the ids and stamps of the overlap
+before it are read too (ids and ``meta`` only), as the full recon that follows
+reads them in that state. The first request checks that the
+provider filters on ``meta.lastModified``: one that does not (filtering not
+announced, the filter refused, resources without the attribute) fails the first
+liveSync with ``PeerMisconfigured`` naming that limitation, before any recon: a
+recon on a schedule is the way to follow such a provider.
+
+A token ahead of the provider's clock (the ``Date`` of its answers) by more than the
+overlap belongs to a provider restored from a backup, or to another one: it raises
+``SyncTokenExpired`` (a full recon follows), as a token this connector did not make.
+
+SCIM filters do not show deleted resources: the feed says deletes are left to the
+next full recon (as LDAP's polling does).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from idsync.connectors.base import utc_datetime
+from idsync.connectors.scim.http import ScimClient
+from idsync.errors import ObjectRejected, PeerError, PeerMisconfigured, SyncTokenExpired
+from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj
+
+__all__ = ["ScimChanges"]
+
+_TOKEN_VERSION = 1
+_KIND = "lastModified"
+_STAMP = "meta.lastModified"
+_VERSION = "meta.version"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NOTE = ("SCIM filters on meta.lastModified do not show deleted resources: "
+         "deletes are left to the next full recon")
+
+Decode = Callable[[Sequence[Mapping[str, Any]]], list[Obj]]
+
+
+class ScimChanges:
+    """Reads the changes of one endpoint (``Users``, ``Groups``) of one provider."""
+
+    def __init__(self, resource: str, client: ScimClient, endpoint: str, overlap: float) -> None:
+        self._name = resource
+        self._client = client
+        self._endpoint = endpoint
+        self._overlap = dt.timedelta(seconds=overlap)
+
+    # -- the token ----------------------------------------------------------
+
+    def latest_token(self) -> str:
+        features = self._client.features()
+        if not features.filter:
+            raise self._unsupported("its ServiceProviderConfig does not announce filtering")
+        params: dict[str, Any] = {"filter": f'{_STAMP} gt "{_text(_EPOCH)}"', "attributes": f"id,{_STAMP}",
+                                  "startIndex": 1, "count": 1}
+        if features.sort:
+            params.update(sortBy=_STAMP, sortOrder="descending")
+        try:
+            response = self._client.request("GET", self._endpoint, params=params)
+        except ObjectRejected as error:
+            raise self._unsupported(f"it refuses a filter on {_STAMP} ({error})") from None
+        body = self._client.body("GET", self._endpoint, response)
+        resources = _resources(self._name, self._endpoint, body)
+        if resources and features.sort:
+            position = self._stamp(resources[0])
+        else:
+            position = self._clock() or dt.datetime.now(dt.UTC)
+        # What the overlap holds now is what the recon that follows reads (unless it changes
+        # again, and then its stamp or version differs): seen, so the next read skips it.
+        window = _Window(position, {}, self._overlap)
+        size = self._page_size(self._client.settings.page_size)
+        reader = self._sorted if features.sort else self._unsorted
+        for _ in reader(window, ["id", _STAMP, _VERSION], lambda _: [], size):
+            pass
+        return window.token()
+
+    def _clock(self) -> dt.datetime | None:
+        """The provider's time, from the Date of its last answer (this run's)."""
+        try:
+            clock = email.utils.parsedate_to_datetime(self._client.last_date) if self._client.last_date else None
+        except (TypeError, ValueError):
+            return None
+        return clock.astimezone(dt.UTC) if clock is not None else None
+
+    def _unsupported(self, why: str) -> PeerMisconfigured:
+        return PeerMisconfigured(f"{self._name}: liveSync needs a provider that filters on {_STAMP}, and "
+                                 f"this one cannot: {why}; follow it with a scheduled recon instead")
+
+    # -- reading --------------------------------------------------------------
+
+    def read(self, token: str, attributes: Sequence[str], decode: Decode, page_size: int) -> ChangeFeed:
+        since, seen = _load(self._name, token)
+        features = self._client.features()
+        if not features.filter:
+            raise self._unsupported("its ServiceProviderConfig does not announce filtering")
+        clock = self._clock()
+        if clock is not None and since > clock + self._overlap:
+            raise SyncTokenExpired(f"{self._name}: the stored token ({_text(since)}) is ahead of the provider's clock "
+                                   f"({_text(clock)}): restored from a backup, or another provider; what changed "
+                                   "since cannot be told")
+        window = _Window(since, seen, self._overlap)
+        wanted = list(dict.fromkeys([*attributes, _STAMP, _VERSION]))
+        size = self._page_size(page_size)
+        batches = self._sorted(window, wanted, decode, size) if features.sort \
+            else self._unsorted(window, wanted, decode, size)
+        return ChangeFeed(batches, _KIND, reports_deletes=False, note=_NOTE)
+
+    def _page_size(self, wanted: int) -> int:
+        size = max(1, min(wanted, self._client.settings.page_size))
+        limit = self._client.features().max_results
+        return min(size, limit) if limit else size
+
+    def _sorted(self, window: _Window, attributes: list[str], decode: Decode, size: int) -> Iterator[ChangeBatch]:
+        """Keyset pages: each asked from the newest stamp of the one before."""
+        op, bound = "ge", window.start
+        while True:
+            body = self._client.json("GET", self._endpoint, params={
+                "filter": f'{_STAMP} {op} "{_text(bound)}"', "sortBy": _STAMP, "sortOrder": "ascending",
+                "attributes": ",".join(attributes), "startIndex": 1, "count": size})
+            resources = _resources(self._name, self._endpoint, body)
+            stamps = [self._stamp(r) for r in resources]
+            if stamps != sorted(stamps):
+                raise PeerError(f"{self._name}: the provider announces sorting but answered a list not sorted "
+                                f"by {_STAMP}; the changes cannot be read in order")
+            yield window.batch(resources, stamps, decode, with_token=True)
+            total = int(body.get("totalResults") or 0) if isinstance(body, dict) else 0
+            if not resources or len(resources) >= total:
+                return
+            last = stamps[-1]
+            if stamps[0] == last:
+                # More objects share one stamp than a page holds: read them by index, then go past them.
+                equal = f'{_STAMP} eq "{_text(last)}"'
+                found = 0
+                for page in self._client.list_pages(self._endpoint, filter=equal, attributes=attributes, count=size):
+                    found += len(page)
+                    yield window.batch(page, [self._stamp(r) for r in page], decode, with_token=True)
+                if found < len(resources):
+                    # The provider's stamps are finer than a microsecond (eq never matches them
+                    # exactly): the rest of the window is read by index, as without sorting.
+                    yield from self._unsorted(window, attributes, decode, size, since=last)
+                    return
+                op, bound = "gt", last
+            else:
+                op, bound = "ge", last
+
+    def _unsorted(self, window: _Window, attributes: list[str], decode: Decode, size: int,
+                  since: dt.datetime | None = None) -> Iterator[ChangeBatch]:
+        """The window (or its rest from ``since``) by index, like a recon; the token only
+        once it is all read."""
+        search = f'{_STAMP} ge "{_text(since or window.start)}"'
+        for page in self._client.list_pages(self._endpoint, filter=search, attributes=attributes, count=size):
+            yield window.batch(page, [self._stamp(r) for r in page], decode, with_token=False)
+        yield ChangeBatch([], window.token())
+
+    def _stamp(self, resource: Mapping[str, Any]) -> dt.datetime:
+        meta = resource.get("meta")
+        value = meta.get("lastModified") if isinstance(meta, Mapping) else None
+        parsed = utc_datetime(value) if isinstance(value, str) else None
+        if parsed is None:
+            raise PeerMisconfigured(f"{self._name}: the provider answers resources without a readable {_STAMP} "
+                                    f"(resource {resource.get('id')!r}), so liveSync cannot tell what changed; "
+                                    "follow it with a scheduled recon instead")
+        return parsed
+
+
+class _Window:
+    """The read's position: the high-water mark and the stamps seen near it."""
+
+    def __init__(self, since: dt.datetime, seen: dict[str, str], overlap: dt.timedelta) -> None:
+        self.since = since
+        self.seen = dict(seen)
+        self.overlap = overlap
+        self.start = since - overlap
+
+    def batch(self, resources: Sequence[Mapping[str, Any]], stamps: Sequence[dt.datetime], decode: Decode,
+              *, with_token: bool) -> ChangeBatch:
+        fresh: list[Mapping[str, Any]] = []
+        for resource, stamp in zip(resources, stamps, strict=True):
+            key, value = str(resource.get("id")), _text(stamp) + _version(resource)
+            if self.seen.get(key) != value:
+                fresh.append(resource)
+            self.seen[key] = value
+            self.since = max(self.since, stamp)
+        changes = [Change(o["_id"], o) for o in decode(fresh) if o.get("_id")]
+        return ChangeBatch(changes, self.token() if with_token else None)
+
+    def token(self) -> str:
+        floor = self.since - self.overlap
+        self.seen = {k: v for k, v in self.seen.items() if (utc_datetime(v.split("#", 1)[0]) or _EPOCH) >= floor}
+        return _dump(self.since, self.seen)
+
+
+def _version(resource: Mapping[str, Any]) -> str:
+    """``#`` and the resource's ``meta.version`` when it has one: two writes within one
+    stamp of a coarse clock still differ there."""
+    meta = resource.get("meta")
+    version = meta.get("version") if isinstance(meta, Mapping) else None
+    return f"#{version}" if isinstance(version, str) and version else ""
+
+
+def _resources(name: str, endpoint: str, body: Any) -> list[dict[str, Any]]:
+    if not isinstance(body, dict):
+        raise PeerError(f"{name}: GET {endpoint}: not a ListResponse")
+    return [r for r in body.get("Resources") or [] if isinstance(r, dict)]
+
+
+def _text(moment: dt.datetime) -> str:
+    """A stamp as the filter sends it: made here from a parsed date, never the provider's text."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dump(since: dt.datetime, seen: dict[str, str]) -> str:
+    return json.dumps({"v": _TOKEN_VERSION, "kind": _KIND, "since": _text(since), "seen": seen},
+                      sort_keys=True, separators=(",", ":"))
+
+
+def _load(name: str, token: str) -> tuple[dt.datetime, dict[str, str]]:
+    try:
+        state = json.loads(token)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict) or state.get("v") != _TOKEN_VERSION or state.get("kind") != _KIND:
+        raise SyncTokenExpired(f"{name}: the stored token is not one this connector makes")
+    since = utc_datetime(str(state.get("since")))
+    seen = state.get("seen")
+    if since is None or not isinstance(seen, dict):
+        raise SyncTokenExpired(f"{name}: the stored token is not one this connector makes")
+    return since, {str(k): str(v) for k, v in seen.items()}

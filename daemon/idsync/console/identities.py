@@ -1,0 +1,290 @@
+"""Identities: managed users and roles, browsed, searched, viewed with their linked
+objects in each system and their audit history, and edited.
+
+The search box looks for the start of a searchable property's value
+(case-sensitive), each property by a range on the store's property index, so
+it answers at once in 100,000 users; the text is a bound value, never query
+syntax. The ``_queryFilter`` field takes PingIDM's language as the API does.
+Lists page by keyset on ``_id``.
+
+An edit goes through ``ManagedObjects`` like a PATCH of the API: the same
+validation against ``managed.json``, the revision the form was read at (a
+change made meanwhile is refused, not overwritten), and implicit
+synchronization to every target before the answer, whose outcome the page shows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, select
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from idsync.api.context import ApiContext
+from idsync.config.managed import ManagedType
+from idsync.console.record import record
+from idsync.console.web import Form, page, redirect, user_of
+from idsync.errors import IdsyncError
+from idsync.managed.service import ManagedObjects
+from idsync.query import parse
+from idsync.resources import Resources
+from idsync.store.filters import to_sql
+from idsync.store.links import LinkSet
+from idsync.store.tables import audit, managed_objects, managed_properties
+
+__all__ = ["identity_routes"]
+
+_PAGE = 50
+_HISTORY = 50
+# The search box looks at this many matches per property at most (then asks for more letters).
+_CANDIDATES = 1000
+_LAST_CHAR = "\U0010ffff"
+_COLUMNS = ("userName", "name", "givenName", "sn", "mail", "accountStatus", "description")
+
+
+def _ctx(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.console.ctx
+    return ctx
+
+
+def _schema(ctx: ApiContext, object_type: str) -> ManagedType:
+    types = ctx.project().managed.types
+    if object_type not in types:
+        raise HTTPException(404, f"no managed object type {object_type!r}")
+    return types[object_type]
+
+
+def _candidates(conn: Connection, object_type: str, schema: ManagedType, text: str) -> tuple[set[str], bool]:
+    """Ids of objects with a searchable property starting with ``text`` (case-sensitive), up to
+    ``_CANDIDATES`` per property, each found by a range on the property index; and whether
+    a property had more."""
+    mp = managed_properties
+    ids: set[str] = set()
+    capped = False
+    for name in sorted(schema.searchable):
+        query = (select(mp.c.object_id).where(mp.c.object_type == object_type, mp.c.name == name,
+                                              mp.c.value >= text, mp.c.value < text + _LAST_CHAR)
+                 .order_by(mp.c.value).limit(_CANDIDATES + 1))
+        found = [r[0] for r in conn.execute(query)]
+        capped = capped or len(found) > _CANDIDATES
+        ids.update(found[:_CANDIDATES])
+    return ids, capped
+
+
+def _search(ctx: ApiContext, object_type: str, text: str, query_filter: str,
+            after: str) -> tuple[list[dict[str, Any]], bool]:
+    """A page of objects (by ``_id``) matching the search box or the ``_queryFilter``, and
+    whether the search box matched more than it could look at."""
+    schema = _schema(ctx, object_type)
+    mo = managed_objects
+    query = select(mo.c.id, mo.c.data).where(mo.c.object_type == object_type)
+    capped = False
+    with ctx.store.engine.connect() as conn:
+        if query_filter:
+            try:
+                query = query.where(to_sql(parse(query_filter), object_type, schema.searchable))
+            except IdsyncError as exc:
+                raise HTTPException(400, f"_queryFilter: {exc}") from None
+        elif text:
+            ids, capped = _candidates(conn, object_type, schema, text)
+            query = query.where(mo.c.id.in_(sorted(i for i in ids if i > after)[: _PAGE + 1]))
+        if after:
+            query = query.where(mo.c.id > after)
+        query = query.order_by(mo.c.id).limit(_PAGE + 1)
+        rows = [{"_id": r.id, **{k: v for k, v in (r.data or {}).items() if k not in schema.secrets}}
+                for r in conn.execute(query)]
+    return rows, capped
+
+
+async def _list(request: Request) -> Response:
+    ctx = _ctx(request)
+    object_type = request.path_params["type"]
+    q = request.query_params
+    text, query_filter, after = q.get("q", "").strip(), q.get("_queryFilter", "").strip(), q.get("after", "")
+    rows, capped = await run_in_threadpool(_search, ctx, object_type, text, query_filter, after)
+    more = len(rows) > _PAGE
+    rows = rows[:_PAGE]
+    schema = _schema(ctx, object_type)
+    columns = [c for c in _COLUMNS if c in schema.properties][:5]
+    return page(request, "identities.html", object_type=object_type, rows=rows, columns=columns, text=text,
+                query_filter=query_filter, next_after=rows[-1]["_id"] if more else None, capped=capped,
+                types=sorted(ctx.project().managed.types))
+
+
+def _linked(ctx: ApiContext, resource: str, object_id: str) -> list[dict[str, str]]:
+    """The objects linked to this one, through every mapping that has it as source or target."""
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for mapping in ctx.project().mappings:
+        reversed_ = mapping.links is not None
+        if mapping.source == resource:
+            found = LinkSet(ctx.store, mapping.linkset, reversed=reversed_).targets_of([object_id])
+            other = mapping.target
+        elif mapping.target == resource:
+            found = LinkSet(ctx.store, mapping.linkset, reversed=reversed_).sources_of([object_id])
+            other = mapping.source
+        else:
+            continue
+        for linked in found.values():
+            out.setdefault((other, linked), {"resource": other, "id": linked, "mapping": mapping.name})
+    return list(out.values())
+
+
+def _history(ctx: ApiContext, ids: list[str]) -> list[dict[str, Any]]:
+    """Audit entries naming the object or an object linked to it as their source (indexed), newest first."""
+    query = (select(audit).where(audit.c.source_id.in_(ids)).order_by(audit.c.seq.desc()).limit(_HISTORY))
+    with ctx.store.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _view(ctx: ApiContext, object_type: str, object_id: str) -> dict[str, Any]:
+    schema = _schema(ctx, object_type)
+    project = ctx.project()
+    resources = Resources(project, ctx.store)
+    try:
+        obj = ManagedObjects(project, ctx.store, resources, object_type, sync=False).get(object_id)
+    finally:
+        resources.close()
+    resource = f"managed/{object_type}"
+    linked = _linked(ctx, resource, object_id)
+    fields = [{"name": p.name, "type": p.type, "value": _shown(obj.get(p.name), p.type)}
+              for p in schema.properties.values() if not p.secret]
+    return {"object": obj, "fields": fields, "linked": linked,
+            "history": _history(ctx, [object_id, *(link["id"] for link in linked)]),
+            "required": schema.required}
+
+
+def _shown(value: Any, kind: str) -> str:
+    if value is None:
+        return ""
+    if kind in ("string",) and isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _parsed(text: str, kind: str) -> Any:
+    if kind == "string":
+        return text
+    if text.strip() == "":
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise HTTPException(400, f"expected JSON for a property of type {kind}: {text[:80]!r}") from None
+
+
+def _fields_of(schema: ManagedType, form: Form) -> dict[str, Any]:
+    """The form's non-empty property values, typed as ``managed.json`` says."""
+    values: dict[str, Any] = {}
+    for prop in schema.properties.values():
+        if form.has(f"p.{prop.name}") and form.get(f"p.{prop.name}") != "":
+            values[prop.name] = _parsed(form.get(f"p.{prop.name}"), prop.type)
+    return values
+
+
+async def _new_form(request: Request) -> Response:
+    ctx = _ctx(request)
+    object_type = request.path_params["type"]
+    schema = _schema(ctx, object_type)
+    fields = [{"name": p.name, "type": p.type, "value": "", "secret": p.secret} for p in schema.properties.values()]
+    return page(request, "identity_new.html", object_type=object_type, fields=fields, required=schema.required)
+
+
+def _create(ctx: ApiContext, object_type: str, form: Form) -> tuple[str, list[str]]:
+    schema = _schema(ctx, object_type)
+    project = ctx.project()
+    resources = Resources(project, ctx.store)
+    try:
+        values = _fields_of(schema, form)
+        for prop in schema.properties.values():  # a secret (a password) is typed, never shown
+            if prop.secret and form.get(f"s.{prop.name}"):
+                values[prop.name] = form.get(f"s.{prop.name}")
+        change = ManagedObjects(project, ctx.store, resources, object_type).create(values)
+    finally:
+        resources.close()
+    assert change.object is not None
+    return str(change.object["_id"]), [f"{p.mapping}: {'pushed' if p.ok else 'push failed: ' + (p.message or '')}"
+                                       for p in change.pushes]
+
+
+async def _new(request: Request) -> Response:
+    ctx = _ctx(request)
+    object_type = request.path_params["type"]
+    form = await Form.read(request)
+    try:
+        new_id, outcome = await run_in_threadpool(_create, ctx, object_type, form)
+    except IdsyncError as exc:
+        return redirect(request, f"/managed/{object_type}/new", problem=str(exc))
+    await run_in_threadpool(lambda: record(
+        ctx, "console.object_created", user=user_of(request), action="CREATE", subject=new_id,
+        message=f"created managed/{object_type}/{new_id}", resource=f"managed/{object_type}", id=new_id,
+        outcome=outcome))
+    return redirect(request, f"/managed/{object_type}/{new_id}", done="Created; " + "; ".join(outcome or ["saved"]))
+
+
+async def _one(request: Request) -> Response:
+    ctx = _ctx(request)
+    object_type, object_id = request.path_params["type"], request.path_params["id"]
+    try:
+        values = await run_in_threadpool(_view, ctx, object_type, object_id)
+    except IdsyncError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return page(request, "identity.html", object_type=object_type, **values)
+
+
+def _edit(ctx: ApiContext, object_type: str, object_id: str, form: Form) -> list[str]:
+    """Apply the form's changed fields as one patch; what implicit sync did, per mapping."""
+    schema = _schema(ctx, object_type)
+    project = ctx.project()
+    resources = Resources(project, ctx.store)
+    try:
+        service = ManagedObjects(project, ctx.store, resources, object_type)
+        current = service.get(object_id)
+        ops: list[dict[str, Any]] = []
+        for prop in schema.properties.values():
+            if prop.secret or not form.has(f"p.{prop.name}"):
+                continue
+            new = _parsed(form.get(f"p.{prop.name}"), prop.type)
+            if new == current.get(prop.name) or (new in ("", None) and prop.name not in current):
+                continue
+            if new in ("", None):
+                ops.append({"operation": "remove", "field": f"/{prop.name}"})
+            else:
+                ops.append({"operation": "replace", "field": f"/{prop.name}", "value": new})
+        if not ops:
+            return []
+        change = service.patch(object_id, ops, rev=form.get("_rev") or None)
+    finally:
+        resources.close()
+    return [f"{p.mapping}: {'pushed' if p.ok else 'push failed: ' + (p.message or '')}" for p in change.pushes] or [
+        "saved"]
+
+
+async def _post(request: Request) -> Response:
+    ctx = _ctx(request)
+    object_type, object_id = request.path_params["type"], request.path_params["id"]
+    form = await Form.read(request)
+    try:
+        outcome = await run_in_threadpool(_edit, ctx, object_type, object_id, form)
+    except IdsyncError as exc:
+        return redirect(request, f"/managed/{object_type}/{object_id}", problem=str(exc))
+    if not outcome:
+        return redirect(request, f"/managed/{object_type}/{object_id}", done="Nothing changed")
+    await run_in_threadpool(lambda: record(
+        ctx, "console.object_changed", user=user_of(request), action="UPDATE", subject=object_id,
+        message=f"edited managed/{object_type}/{object_id}", resource=f"managed/{object_type}", id=object_id,
+        outcome=outcome))
+    return redirect(request, f"/managed/{object_type}/{object_id}", done="Saved; " + "; ".join(outcome))
+
+
+identity_routes = [
+    Route("/managed/{type}", _list, methods=["GET"]),
+    Route("/managed/{type}/new", _new_form, methods=["GET"]),
+    Route("/managed/{type}/new", _new, methods=["POST"]),
+    Route("/managed/{type}/{id}", _one, methods=["GET"]),
+    Route("/managed/{type}/{id}", _post, methods=["POST"]),
+]

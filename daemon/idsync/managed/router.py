@@ -1,0 +1,248 @@
+"""The ``openidm`` object of mapping scripts: managed objects, systems, crypto.
+
+``ScriptRouter`` answers ``openidm.read/query/create/update/patch/delete`` on
+``managed/<type>[/<id>]`` and ``system/<name>/<type>[/<id>]``, and the crypto
+functions (``idsync.crypto.CryptoCalls``). A managed change goes through
+``ManagedObjects``, so it is validated against ``managed.json`` and pushed by
+implicit synchronization exactly as from the command line or the API; a system
+change is one write to the connector. Reads of managed objects leave secrets out,
+as the API does.
+
+``scripting(project, store)`` binds a router to this thread's scripts for a unit
+of work (a recon run, one managed change) and closes its connections afterwards.
+In a dry run the router reads but refuses every write, so a preview changes nothing.
+
+PingIDM's signatures, with what idsync takes from them::
+
+    read(resourceName, params, fields)                      null when not found
+    query(resourceName, params, fields)                     {"result": [...], "resultCount": n}
+        params: {"_queryFilter": "..."} or {"_queryId": "query-all" | "query-all-ids"}, "_pageSize"
+    create(resourceName, newResourceId, content, params, fields)
+    update(resourceName, rev, value, params, fields)        rev null or "*": any revision
+    patch(resourceName, rev, patch, params, fields)
+    delete(resourceName, rev, params, fields)               the object as it was
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from idsync.config.project import Project
+from idsync.crypto import CryptoCalls
+from idsync.errors import NotFound, ObjectRejected, QueryError
+from idsync.managed.patch import apply_patch
+from idsync.managed.service import ManagedObjects
+from idsync.query import parse
+from idsync.resource import Obj, QuerySpec, Resource
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import ReconResult, run_recon
+
+__all__ = ["MAX_QUERY_RESULTS", "ScriptRouter", "run_recon_scripted", "scripting"]
+
+# A query answering more than this fails rather than fill the script's memory or come back cut short.
+MAX_QUERY_RESULTS = 10_000
+_WRITES = frozenset({"create", "update", "patch", "delete"})
+
+
+class ScriptRouter:
+    """Answers one thread's scripts' ``openidm`` calls; ``close`` when done."""
+
+    def __init__(self, project: Project, store: Store, *, dry_run: bool = False,
+                 resources: Resources | None = None) -> None:
+        self.project = project
+        self.store = store
+        self.dry_run = dry_run
+        self._own = resources is None
+        self.resources = resources or Resources(project, store)
+        self._crypto = CryptoCalls(project.keyring) if project.keyring is not None else None
+        self._managed: dict[str, ManagedObjects] = {}
+
+    def close(self) -> None:
+        if self._own:
+            self.resources.close()
+
+    def call(self, function: str, arguments: list[Any]) -> Any:
+        if function in CryptoCalls.FUNCTIONS:
+            if self._crypto is None:
+                raise ObjectRejected(f"openidm.{function}: the project has no key ([crypto])")
+            return self._crypto.call(function, arguments)
+        name, *rest = [*arguments, None, None, None, None, None]
+        if not isinstance(name, str) or not name:
+            raise ObjectRejected(f"openidm.{function}: the first argument must name a resource, such as "
+                                 "managed/user/<id> or system/ldap/account")
+        if function in _WRITES and self.dry_run:
+            raise ObjectRejected(f"openidm.{function} {name}: not carried out in a dry run")
+        kind, collection, object_id = _split(name, function)
+        if function == "read":
+            return self._read(kind, collection, object_id, _fields(rest[1]))
+        if function == "query":
+            if object_id is not None:
+                raise ObjectRejected(f"openidm.query {name}: query a collection (managed/<type>, "
+                                     "system/<name>/<type>), not one object or a relationship")
+            return self._query(collection, rest[0], _fields(rest[1]))
+        if function == "action":
+            raise ObjectRejected(f"openidm.action {name}: actions are not supported in idsync's scripts")
+        if function == "create":
+            if object_id is not None:
+                raise ObjectRejected(f"openidm.create {name}: create in a collection; give the new _id as "
+                                     "the second argument")
+            return self._create(kind, collection, rest[0], rest[1])
+        if object_id is None:
+            raise ObjectRejected(f"openidm.{function} {name}: name one object (<collection>/<id>)")
+        rev = rest[0] if isinstance(rest[0], str) and rest[0] != "*" else None
+        if function == "update":
+            return self._update(kind, collection, object_id, rev, rest[1])
+        if function == "patch":
+            return self._patch(kind, collection, object_id, rev, rest[1])
+        if function == "delete":
+            return self._delete(kind, collection, object_id, rev)
+        raise ObjectRejected(f"openidm.{function} is not a function of openidm")
+
+    # -- one function each ---------------------------------------------------
+
+    def _read(self, kind: str, collection: str, object_id: str | None, fields: list[str] | None) -> Obj | None:
+        if object_id is None:
+            raise ObjectRejected(f"openidm.read {collection}: name one object (<collection>/<id>); "
+                                 "openidm.query reads a collection")
+        if kind == "managed":
+            try:
+                return self._objects(collection).get(object_id)
+            except NotFound:
+                return None
+        return self._resource(collection).get(object_id, fields)
+
+    def _query(self, collection: str, params: Any, fields: list[str] | None) -> dict[str, Any]:
+        spec, limit = _spec(collection, params, fields)
+        found = self._resource(collection).find(spec, MAX_QUERY_RESULTS + 1)
+        if len(found) > MAX_QUERY_RESULTS:
+            raise ObjectRejected(f"openidm.query {collection}: more than {MAX_QUERY_RESULTS} results; narrow "
+                                 "the _queryFilter")
+        result = found[:limit] if limit is not None else found
+        return {"result": result, "resultCount": len(result), "pagedResultsCookie": None,
+                "totalPagedResultsPolicy": "NONE", "totalPagedResults": -1, "remainingPagedResults": -1}
+
+    def _create(self, kind: str, collection: str, new_id: Any, content: Any) -> Obj | None:
+        values = _content(content, "create", collection)
+        if new_id is not None and not isinstance(new_id, str):
+            raise ObjectRejected(f"openidm.create {collection}: the new _id must be a string")
+        if kind == "managed":
+            return self._objects(collection).create(values, object_id=new_id or None).object
+        if new_id:
+            values = {**values, "_id": new_id}
+        return self._resource(collection).create(values)
+
+    def _update(self, kind: str, collection: str, object_id: str, rev: str | None, content: Any) -> Obj | None:
+        values = _content(content, "update", collection)
+        if kind == "managed":
+            return self._objects(collection).update(object_id, values, rev=rev).object
+        resource = self._resource(collection)
+        return resource.update(object_id, values, before=resource.get(object_id), rev=rev)
+
+    def _patch(self, kind: str, collection: str, object_id: str, rev: str | None, operations: Any) -> Obj | None:
+        if kind == "managed":
+            return self._objects(collection).patch(object_id, operations, rev=rev).object
+        resource = self._resource(collection)
+        current = resource.get(object_id)
+        if current is None:
+            raise NotFound(f"{collection}/{object_id} not found")
+        patched = apply_patch(current, operations)
+        changes = {k: v for k, v in patched.items() if current.get(k) != v}
+        changes.update({k: None for k in current if k not in patched})
+        return resource.update(object_id, changes, before=current, rev=rev)
+
+    def _delete(self, kind: str, collection: str, object_id: str, rev: str | None) -> Obj | None:
+        if kind == "managed":
+            objects = self._objects(collection)
+            gone = objects.get(object_id)
+            objects.delete(object_id, rev=rev)
+            return gone
+        resource = self._resource(collection)
+        before = resource.get(object_id)
+        if before is None:
+            raise NotFound(f"{collection}/{object_id} not found")
+        resource.delete(object_id, before=before, rev=rev)
+        return before
+
+    def _objects(self, collection: str) -> ManagedObjects:
+        if collection not in self._managed:
+            self._managed[collection] = ManagedObjects(self.project, self.store, self.resources,
+                                                       collection.split("/", 1)[1])
+        return self._managed[collection]
+
+    def _resource(self, collection: str) -> Resource:
+        return self.resources.open(collection)
+
+
+@contextlib.contextmanager
+def scripting(project: Project, store: Store, *, dry_run: bool = False,
+              resources: Resources | None = None) -> Iterator[ScriptRouter]:
+    """Bind a ``ScriptRouter`` to this thread's scripts of ``project`` for the block."""
+    router = ScriptRouter(project, store, dry_run=dry_run, resources=resources)
+    try:
+        with project.scripts.routing(router):
+            yield router
+    finally:
+        router.close()
+
+
+def _split(name: str, function: str) -> tuple[str, str, str | None]:
+    """``managed/user/42`` -> ("managed", "managed/user", "42"); ids may hold slashes (DNs)."""
+    parts = name.strip("/").split("/")
+    if parts[0] == "managed" and len(parts) >= 2 and parts[1]:
+        rest = "/".join(parts[2:]) or None
+        if rest is not None and "/" in rest:
+            raise ObjectRejected(f"openidm.{function} {name}: relationship paths are not supported")
+        return "managed", f"managed/{parts[1]}", rest
+    if parts[0] == "system" and len(parts) >= 3 and parts[1] and parts[2]:
+        return "system", f"system/{parts[1]}/{parts[2]}", "/".join(parts[3:]) or None
+    raise ObjectRejected(f"openidm.{function} {name}: idsync's scripts reach managed/<type>[/<id>] and "
+                         "system/<name>/<type>[/<id>] only")
+
+
+def _fields(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [f.strip() for f in value.split(",") if f.strip()] or None
+    if isinstance(value, list) and all(isinstance(f, str) for f in value):
+        return list(value) or None
+    raise ObjectRejected("openidm: fields must be a list of names or a comma-separated string")
+
+
+def _content(value: Any, function: str, collection: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ObjectRejected(f"openidm.{function} {collection}: the content must be an object")
+    return value
+
+
+def _spec(collection: str, params: Any, fields: list[str] | None) -> tuple[QuerySpec, int | None]:
+    if not isinstance(params, dict):
+        raise ObjectRejected(f"openidm.query {collection}: params must be an object with _queryFilter")
+    limit = params.get("_pageSize")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ObjectRejected(f"openidm.query {collection}: _pageSize must be a positive integer")
+    text, query_id = params.get("_queryFilter"), params.get("_queryId")
+    if isinstance(text, str):
+        try:
+            node = None if text.strip() == "true" else parse(text)
+        except QueryError as exc:
+            raise ObjectRejected(f"openidm.query {collection}: {exc}") from None
+        return QuerySpec(filter=node, fields=fields), limit
+    if query_id in ("query-all", "query-all-ids"):
+        return QuerySpec(fields=[] if query_id == "query-all-ids" else fields), limit
+    if query_id is not None:
+        raise ObjectRejected(f"openidm.query {collection}: the named query {query_id!r} does not exist in "
+                             "idsync; use _queryFilter")
+    raise ObjectRejected(f"openidm.query {collection}: params need _queryFilter (or _queryId query-all)")
+
+
+
+def run_recon_scripted(project: Project, store: Store, mapping: str, options: ReconOptions) -> ReconResult:
+    """``run_recon`` with this thread's scripts' ``openidm`` bound: what every command and
+    the daemon run, so that a hook or a correlation script reaches the store and systems."""
+    with scripting(project, store, dry_run=options.dry_run):
+        return run_recon(project, store, mapping, options)

@@ -1,0 +1,293 @@
+"""Applying a source's changes through one mapping (liveSync, ``livesync.py``).
+
+A batch of changes is assessed as a source page of a recon (``Assessor``: link,
+correlation, situation, policy, projected target) and a deleted object as a
+deletion event (``Assessor.plan_deleted``), then written at once: the target's
+writes, then in one store transaction the links, the audit entries and what the
+caller adds (the token, with the batch that carries it). Deletes do not wait for
+the end of a run (there is no target phase); they count against the mapping's
+``maxDeletes`` over the run. A change the reverse mapping would have written
+itself (an echo of idsync's own write) is skipped. The mapping's run is recorded
+(job ``liveSync``) at its first change only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+
+from idsync.config.jobs import LIVESYNC_JOB
+from idsync.config.mappings import MappingDef
+from idsync.config.project import Project
+from idsync.config.properties import diff
+from idsync.errors import IdsyncError, NotFound, SafetyLimitExceeded
+from idsync.query.ast import And, Compare, Node, Or
+from idsync.resource import Change, Obj, QuerySpec, Resource, WriteOp, WriteResult, renamed
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.links import LinkSet
+from idsync.store.objects import ManagedResource
+from idsync.store.passwords import same_secret
+from idsync.store.runs import RunStore
+from idsync.sync.assess import Assessor, Plan
+from idsync.sync.correlation import Correlator
+from idsync.sync.deletes import joined
+from idsync.sync.options import ReconOptions
+from idsync.sync.retry import hold_pending, pending_targets
+from idsync.sync.summary import Counters
+
+__all__ = ["ChangeApplier"]
+
+
+class ChangeApplier:
+    """Applies changes of a source through one mapping; records its run on first use."""
+
+    def __init__(self, project: Project, store: Store, mapping: MappingDef, resources: Resources, *,
+                 dry_run: bool, method: str, note: str | None) -> None:
+        self.mapping = mapping
+        self.store = store
+        self.runs = RunStore(store)
+        self.dry_run = dry_run
+        self.method, self.note = method, note
+        self.run_id: str | None = None
+        self.counters = Counters(mapping.name, mapping.source, mapping.target, dry_run=self.dry_run)
+        self.echoes = 0
+        self.deletes = 0
+        self.source = resources.open(mapping.source)
+        target = resources.open(mapping.target, dry_run=self.dry_run)
+        if isinstance(target, ManagedResource):
+            target = target.revealing_secrets()  # compared with a (hashed) password read from the source
+        self.target: Resource = target
+        self.links = LinkSet(self.store, mapping.linkset, reversed=project.linkset_reversed(mapping))
+        self.assessor = Assessor(mapping, ReconOptions(dry_run=self.dry_run), self.counters,
+                                 secrets=project.secret_properties(mapping),
+                                 target_schema=target.schema if isinstance(target, ManagedResource) else None)
+        self.correlator = Correlator(mapping.correlation, target, mapping.default_target_fields) \
+            if mapping.correlation else None
+        self.pending = pending_targets(self.store, project, mapping) if isinstance(target, ManagedResource) else {}
+        self._at_least = 0  # how many objects the target is known to hold (for a maxDeletes share)
+        self.reverse = _reverse_assessor(project, mapping, self.counters)
+
+    # -- deciding -------------------------------------------------------------
+
+    def apply(self, changes: Sequence[Change], save: Callable[[Connection], None] | None) -> None:
+        present = self._in_scope([c.obj for c in changes if c.obj is not None])
+        deleted = [c.id for c in changes if c.obj is None]
+        if not present and not deleted:
+            if save is not None:
+                with self.store.begin() as conn:
+                    save(conn)
+            return
+        self._start()
+        t0 = time.monotonic()
+        plans: list[Plan] = []
+        objs = present
+        while objs:
+            linked = self.links.targets_of([o["_id"] for o in objs])
+            targets = self.target.get_many(list(linked.values()), self.mapping.default_target_fields) \
+                if linked else {}
+            mine = [o for o in objs if not self._echo(o, targets.get(linked.get(o["_id"], "")))]
+            self.echoes += len(objs) - len(mine)
+            found = self.assessor.assess_sources(mine, linked, targets, self.correlator, self.links, self.source)
+            retry = {p.source_id for p in found if p.retry}
+            done = [p for p in found if not p.retry]
+            for plan in done:
+                if plan.defer and plan.action == "DELETE" and plan.target_id and plan.op is None:
+                    plan.op, plan.change = WriteOp("delete", id=plan.target_id), "deleted"
+            if retry:
+                # A source correlating to a target created in this batch: assessed again once it exists.
+                self._write(done, None)
+                objs = [o for o in objs if o["_id"] in retry]
+                continue
+            plans.extend(done)
+            objs = []
+        plans.extend(self._deleted(deleted))
+        self._write(plans, save)
+        self.counters.source_processed += len(present) + len(deleted)
+        self.counters.time("liveSyncBatch", (time.monotonic() - t0) * 1000)
+
+    def _deleted(self, ids: Sequence[str]) -> list[Plan]:
+        if not ids:
+            return []
+        linked = self.links.targets_of(ids)
+        found = self.target.get_many(list(linked.values()), self.mapping.default_target_fields) if linked else {}
+        plans = []
+        for sid in ids:
+            tid = linked.get(sid)
+            if tid is None:
+                continue  # never linked through this mapping (out of its scope): nothing to do
+            plan = self.assessor.plan_deleted(sid, tid, found.get(tid))
+            if plan.op is not None and plan.op.kind == "delete":
+                self.deletes += 1
+            plans.append(plan)
+        if not self._within_max_deletes():
+            raise SafetyLimitExceeded(
+                f"{self.mapping.name}: the changes would delete {self.deletes} target objects in one liveSync run, "
+                f"more than maxDeletes ({_shown(self.mapping.max_deletes)}) allows; nothing of this batch was "
+                "written and the token was not moved")
+        return plans
+
+    def _within_max_deletes(self) -> bool:
+        """Whether the run's deletes so far are within the mapping's ``maxDeletes``. A share is
+        of the target as it is: rather than counting it all (a scan of a million rows each
+        run), the target is read until it holds enough objects for the deletes to be within it."""
+        limit = self.mapping.max_deletes
+        if limit is None or not self.deletes:
+            return True
+        if not isinstance(limit, float):
+            return self.deletes <= limit
+        if limit <= 0:
+            return False
+        need = math.ceil(self.deletes / limit - 1e-9)
+        if self._at_least < need:
+            seen = 0
+            for page in self.target.pages(QuerySpec(fields=[], page_size=min(need, 5000))):
+                seen += len(page)
+                if seen >= need:
+                    break
+            self._at_least = max(self._at_least, seen)
+        return self._at_least >= need
+
+    def _in_scope(self, objs: list[Obj]) -> list[Obj]:
+        """The objects the mapping's ``sourceQuery`` takes. The source answers (a native
+        query is its own language, and a filter may name what the change did not read):
+        one search of the query narrowed to these ids, 50 at a time."""
+        query = self.mapping.source_query
+        if not objs or (query.filter is None and query.native is None):
+            return objs
+        taken: set[str] = set()
+        for start in range(0, len(objs), 50):
+            terms = tuple(Compare(("_id",), "eq", o["_id"]) for o in objs[start:start + 50])
+            ids: Node = Or(terms) if len(terms) > 1 else terms[0]
+            node = And((query.filter, ids)) if query.filter is not None else ids
+            taken.update(o["_id"] for o in self.source.find(QuerySpec(filter=node, native=query.native, fields=[])))
+        return [o for o in objs if o["_id"] in taken]
+
+    def _echo(self, s: Obj, linked_target: Obj | None) -> bool:
+        """Whether ``s`` holds exactly what the reverse mapping would write to it from its
+        linked object: then the change is idsync's own write read back, and says nothing new."""
+        if self.reverse is None or linked_target is None:
+            return False
+        reads = self.mapping.properties.source_fields()
+        if reads is None or not reads <= self.reverse.mapping.properties.target_fields():
+            return False  # the change may hold something the reverse mapping never writes
+        try:
+            projected = self.reverse.project(linked_target, s)
+        except IdsyncError:
+            return False
+        changed = diff({k: v for k, v in projected.items() if k in reads}, s, unordered=True)
+        # A secret the source holds hashed is the same when it verifies against the clear one.
+        return all(k.lower() in self.reverse.secret_names and same_secret(v, s.get(k)) for k, v in changed.items())
+
+    # -- acting ---------------------------------------------------------------
+
+    def _write(self, plans: Sequence[Plan], save: Callable[[Connection], None] | None) -> None:
+        """Write the plans' changes, then in one store transaction their links, audit and ``save``."""
+        hold_pending(plans, self.pending)
+        with self.store.begin() as conn, joined(self.target, conn):
+            ops = [p for p in plans if p.op is not None]
+            results: dict[int, WriteResult] = {}
+            if ops:
+                for plan, written in zip(ops, self.target.write_batch([p.op for p in ops if p.op]), strict=True):
+                    results[id(plan)] = written
+            add: list[tuple[str, str]] = []
+            drop: list[str] = []
+            audit: list[dict[str, Any]] = []
+            for plan in plans:
+                target_id = self._outcome(plan, results.get(id(plan)), audit)
+                if target_id is None:
+                    continue
+                if plan.defer:
+                    drop.append(target_id)
+                elif plan.source_id and (plan.link or renamed(plan.target_id, target_id)):
+                    add.append((plan.source_id, target_id))
+            if not self.dry_run:
+                self.links.remove_targets(conn, drop)
+                self.links.add(conn, add)
+            self.counters.links_created += len([p for p in plans if p.link and not p.error])
+            self.runs.audit(conn, audit)
+            if self.run_id is not None:
+                self.runs.progress(self.run_id, "ACTIVE_LIVESYNC", self._summary(), conn)
+            if save is not None:
+                save(conn)
+
+    def _outcome(self, plan: Plan, result: WriteResult | None, audit: list[dict[str, Any]]) -> str | None:
+        """Count one plan and add its audit row; the target id to link or unlink, if done."""
+        c = self.counters
+        if plan.situation:
+            c.situations[plan.situation] += 1
+            c.actions[plan.action] += 1
+        target_id = (result.id if result is not None and result.ok else None) or plan.target_id
+        gone = result is not None and isinstance(result.error, NotFound)
+        error = plan.error
+        if error is None and result is not None and not result.ok and not gone:
+            error = str(result.error)
+        if error is None:
+            error = plan.unlinked(self.mapping.target, target_id, result.obj if result is not None else None)
+        row = plan.audit_row(self.run_id or "", self.mapping.name, target_id, self.dry_run)
+        if error is not None:
+            c.status["FAILURE"] += 1
+            c.changes["failed"] += 1
+            c.error(error, situation=plan.situation or None, source_id=plan.source_id, target_id=plan.target_id)
+            audit.append({**row, "status": "FAILURE", "message": error})
+            return None
+        c.status["SUCCESS"] += 1
+        if gone and plan.op is not None and plan.op.kind == "update":
+            c.changes["skipped"] += 1  # the target went away since it was read: the next read sees MISSING
+            return None
+        if plan.change:
+            c.changes[plan.change] += 1
+        elif plan.defer:
+            c.changes["unlinked"] += 1
+        if plan.audit or plan.defer:
+            audit.append(row)
+        return target_id
+
+    def _start(self) -> None:
+        if self.run_id is None:
+            self.run_id = str(uuid.uuid4())
+            self.runs.start(self.run_id, self.mapping.name, job=LIVESYNC_JOB, dry_run=self.dry_run,
+                                 summary=self._summary())
+
+    def _summary(self) -> dict[str, Any]:
+        summary = self.counters.to_summary()
+        summary["liveSync"] = {"source": self.mapping.source, "method": self.method, "echoes": self.echoes,
+                               "note": self.note}
+        return summary
+
+    def finish(self, state: str, message: str | None) -> dict[str, Any] | None:
+        """End this mapping's run record (when it had one) as the liveSync run ended
+        (``state``, ``message``); what the liveSync result lists of it."""
+        if self.run_id is None:
+            return None
+        state = state if state in ("SUCCESS", "CANCELED") else "FAILED"
+        if state == "SUCCESS" and self.counters.error_count and not self.counters.status["SUCCESS"]:
+            state = "FAILED"
+        self.counters.stage = "COMPLETED" if state == "SUCCESS" else f"COMPLETED_{state}"
+        summary = self._summary()
+        summary["duration"] = round((time.monotonic() - self.counters.started) * 1000)
+        with contextlib.suppress(IdsyncError):
+            self.runs.finish(self.run_id, state, self.counters.stage, summary,
+                             message if state != "SUCCESS" else self.note)
+        return {"mapping": self.mapping.name, "id": self.run_id, "state": state,
+                "counts": {k: v for k, v in summary["changes"].items() if v},
+                "echoes": self.echoes, "errors": self.counters.error_count}
+
+
+def _shown(limit: int | float | None) -> str:
+    return f"{limit:.0%} of the target" if isinstance(limit, float) else str(limit)
+
+
+def _reverse_assessor(project: Project, mapping: MappingDef, counters: Counters) -> Assessor | None:
+    """The assessor of the mapping writing the other way over the same links, if any."""
+    for other in project.mappings:
+        if (other.name != mapping.name and other.source == mapping.target and other.target == mapping.source
+                and other.linkset == mapping.linkset):
+            return Assessor(other, ReconOptions(dry_run=True), counters, secrets=project.secret_properties(other))
+    return None

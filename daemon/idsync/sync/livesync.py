@@ -1,0 +1,267 @@
+"""liveSync: one source's changes since its stored token, applied at once.
+
+A run of one source (``system/ldap/account``):
+
+1. reads the token stored for the source (``store/tokens.py``). Without one, or
+   when the source says it can no longer honour it (``SyncTokenExpired``: a
+   trimmed change log, a restored server; logged at warning), the run takes the
+   source's position *first* (``latest_token``), reconciles every mapping of the
+   source in full, and stores that position once every recon succeeded: nothing
+   changed during the recon is missed, and a failed recon leaves no token, so
+   the next run tries again. Never a silent skip;
+2. reads the changes (``ChangeSource.read_changes``) with the fields its mappings
+   need, and applies each batch through every mapping whose source it is, with
+   the assessment of implicit sync (``Assessor``: link, correlation, situation,
+   policy, projected target): creates, updates and renames as a source page of
+   a recon, deletes as PingIDM's deletion events (``Assessor.plan_deleted``).
+   One batch of one mapping is one store transaction (its links, its audit, the
+   store target's writes); the transaction of the last mapping for the batch
+   that carries the new token stores the token too;
+3. when the source listed every object it holds (an LDAP present phase), the
+   objects a mapping links that are not among them are deletes too.
+
+Applying one mapping's share of a batch is ``changes.py``: deletes run at once,
+within the mapping's ``maxDeletes`` counted over the run. A change idsync itself
+wrote to the source and reads back (a bidirectional project: the reverse mapping
+pushed it) is an *echo*: when everything the mapping reads from the source is
+what the reverse mapping would write there from the linked object, the change
+says nothing new and is skipped, so the two mappings never bounce a value
+between them. Store objects whose push to the source failed are held as in a recon.
+
+Each mapping that had changes to apply records a run (job ``liveSync``) with its
+audit entries, like a recon; a run that read nothing records only its count in
+``sync_tokens``. Dry run: the targets simulate, no link and no token is written.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection
+
+from idsync.config.mappings import MappingDef
+from idsync.config.project import Project
+from idsync.errors import (
+    ConfigError,
+    IdsyncError,
+    RunCanceled,
+    SafetyLimitExceeded,
+    SyncTokenExpired,
+    internal_message,
+)
+from idsync.resource import Change, ChangeBatch, ChangeSource
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.runs import RunStore, owner_id
+from idsync.store.tokens import SyncTokens
+from idsync.sync.changes import ChangeApplier
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import ReconResult, run_recon
+
+__all__ = ["LiveSyncOptions", "LiveSyncResult", "livesync_mappings", "run_livesync"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class LiveSyncOptions:
+    dry_run: bool = False
+    page_size: int | None = None
+    job: str | None = None  # the job that started the run, for its full recons
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class LiveSyncResult:
+    """What one liveSync run of a source did: ``state`` SUCCESS, FAILED or CANCELED;
+    ``runs`` the recorded runs (one per mapping that had changes, or the full recons)."""
+
+    source: str
+    state: str
+    changes: int = 0
+    method: str | None = None
+    full_recon: str | None = None  # why the run reconciled in full instead
+    note: str | None = None
+    message: str | None = None
+    exit_code: int = 0
+    duration_ms: int = 0
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "state": self.state, "changes": self.changes, "method": self.method,
+                "fullRecon": self.full_recon, "note": self.note, "error": self.message,
+                "duration": self.duration_ms, "runs": self.runs}
+
+
+def livesync_mappings(project: Project, source: str) -> list[MappingDef]:
+    """The mappings a change of ``source`` goes through, in processing order."""
+    return [m for m in project.mappings if m.source == source]
+
+
+def run_livesync(project: Project, store: Store, source: str, options: LiveSyncOptions | None = None) -> LiveSyncResult:
+    """One liveSync run of ``source``; ``RunLocked`` if one already runs."""
+    return _LiveRun(project, store, source, options or LiveSyncOptions()).run()
+
+
+class _LiveRun:
+    def __init__(self, project: Project, store: Store, source: str, options: LiveSyncOptions) -> None:
+        self.project = project
+        self.store = store
+        self.source = source
+        self.options = options
+        self.mappings = livesync_mappings(project, source)
+        if not self.mappings:
+            raise ConfigError("sync.json", "source", f"no mapping has {source} as its source, so liveSync "
+                                                     "has nothing to apply its changes through")
+        self.runs = RunStore(store)
+        self.tokens = SyncTokens(store)
+        self.lock = f"livesync:{source}"
+        self.owner = f"{owner_id()}:{uuid.uuid4()}"
+        self.page_size = options.page_size or project.settings.recon.page_size
+        self.log = log.bind(source=source, dry_run=options.dry_run)
+
+    def run(self) -> LiveSyncResult:
+        started = time.monotonic()
+        self.runs.acquire(self.lock, self.owner)
+        result = LiveSyncResult(self.source, "FAILED", exit_code=1)
+        resources = Resources(self.project, self.store)
+        appliers: list[ChangeApplier] = []
+        try:
+            with structlog.contextvars.bound_contextvars(livesync=self.source):
+                self._run(resources, result, appliers)
+        except RunCanceled as exc:
+            result.state, result.message, result.exit_code = "CANCELED", str(exc), 130
+        except IdsyncError as exc:
+            result.message, result.exit_code = str(exc), exc.exit_code
+        except Exception as exc:
+            self.log.exception("livesync.crash")
+            result.message = f"internal error: {internal_message(exc)}"
+        finally:
+            try:
+                for applier in appliers:
+                    run = applier.finish(result.state, result.message)
+                    if run is not None:
+                        result.runs.append(run)
+                resources.close()
+            finally:
+                self.runs.release(self.lock, self.owner)
+        result.duration_ms = round((time.monotonic() - started) * 1000)
+        if not self.options.dry_run:
+            self.tokens.record_run(self.source, result.state, result.message, changes=result.changes,
+                                   full_recon=result.full_recon is not None)
+        self._log_end(result)
+        return result
+
+    def _run(self, resources: Resources, result: LiveSyncResult, appliers: list[ChangeApplier]) -> None:
+        source = resources.open(self.source)
+        if not isinstance(source, ChangeSource):
+            raise ConfigError("sync.json", "source", f"{self.source} cannot tell its changes: liveSync reads "
+                                                     "LDAP, SCIM and Salesforce systems (managed changes are "
+                                                     "pushed at once by implicit sync)")
+        stored = self.tokens.get(self.source)
+        if stored is None or stored.token is None:
+            self._full_recon(source, result, "no token yet: the first liveSync of a source starts with a full recon")
+            return
+        try:
+            feed = source.read_changes(stored.token, self._fields(), self.page_size)
+        except SyncTokenExpired as exc:
+            self.log.warning("livesync.token_expired", reason=str(exc))
+            self._full_recon(source, result, f"the stored token can no longer be honoured: {exc}")
+            return
+        result.method, result.note = feed.method, feed.note
+
+        def ready() -> list[ChangeApplier]:
+            # Made for the first change only: a run that reads nothing costs nothing more.
+            if not appliers:
+                appliers.extend(ChangeApplier(self.project, self.store, m, resources, dry_run=self.options.dry_run,
+                                              method=feed.method, note=feed.note) for m in self.mappings)
+            return appliers
+
+        batches: Iterable[ChangeBatch] = feed.batches
+        if feed.complete_ids is not None:
+            batches = self._with_gone(ready(), feed.complete_ids, batches)
+        for batch in batches:
+            if self.options.cancel.is_set():
+                raise RunCanceled("canceled between two batches of changes; the token stays where it was")
+            result.changes += len(batch.changes)
+            save = batch.token is not None and batch.token != stored.token and not self.options.dry_run
+            if not batch.changes:
+                if save:
+                    with self.store.begin() as conn:
+                        self._saver(batch.token, feed.method)(conn)
+                continue
+            for index, applier in enumerate(ready()):
+                last = index == len(appliers) - 1
+                applier.apply(batch.changes, self._saver(batch.token, feed.method) if save and last else None)
+        if any(a.counters.error_count for a in appliers) and not any(a.counters.status["SUCCESS"] for a in appliers):
+            raise SafetyLimitExceeded("every change failed (see the runs' errors)")
+        result.state, result.exit_code = "SUCCESS", 0
+
+    def _with_gone(self, appliers: Sequence[ChangeApplier], present: frozenset[str],
+                   batches: Iterable[ChangeBatch]) -> Iterable[ChangeBatch]:
+        """The batches, after one per mapping with the linked objects the source no longer lists."""
+        for applier in appliers:
+            gone = [sid for sid in applier.links.source_ids() if sid not in present]
+            for start in range(0, len(gone), self.page_size):
+                applier.apply([Change(sid, None) for sid in gone[start:start + self.page_size]], None)
+        yield from batches
+
+    def _saver(self, token: str | None, method: str) -> Callable[[Connection], None]:
+        def save(conn: Connection) -> None:
+            if token is not None:
+                self.tokens.save(conn, self.source, token, method)
+        return save
+
+    def _fields(self) -> list[str] | None:
+        """What to read of a changed object: everything some mapping of the source reads."""
+        fields: set[str] = set()
+        for m in self.mappings:
+            wanted = m.source_query.fields if m.source_query.fields is not None else m.default_source_fields
+            if wanted is None:
+                return None
+            fields.update(wanted)
+        return sorted(fields)
+
+    def _full_recon(self, source: ChangeSource, result: LiveSyncResult, reason: str) -> None:
+        """Take the source's position, reconcile every mapping in full, then store the position."""
+        result.full_recon = reason
+        self.log.info("livesync.full_recon", reason=reason)
+        token = source.latest_token()
+        recons: list[ReconResult] = []
+        for m in self.mappings:
+            if self.options.cancel.is_set():
+                raise RunCanceled("canceled before the full recon of " + m.name)
+            recon = run_recon(self.project, self.store, m.name, ReconOptions(
+                dry_run=self.options.dry_run, page_size=self.options.page_size, job=self.options.job,
+                cancel=self.options.cancel))
+            recons.append(recon)
+            result.runs.append({"mapping": m.name, "id": recon.id, "state": recon.state, "fullRecon": True})
+            if recon.state != "SUCCESS":
+                result.exit_code = recon.exit_code
+                result.message = (f"the full recon of {m.name} ended {recon.state}: {recon.message}; "
+                                  "no token was stored, the next liveSync run reconciles again")
+                result.state = "CANCELED" if recon.state == "CANCELED" else "FAILED"
+                return
+        if not self.options.dry_run:
+            with self.store.begin() as conn:
+                self.tokens.save(conn, self.source, token, None)
+        result.state, result.exit_code = "SUCCESS", 0
+
+    def _log_end(self, result: LiveSyncResult) -> None:
+        fields = {"state": result.state, "changes": result.changes, "method": result.method,
+                  "duration_ms": result.duration_ms, "full_recon": result.full_recon, "message": result.message}
+        if result.state == "FAILED":
+            self.log.error("livesync.end", **fields)
+        elif result.state == "CANCELED":
+            self.log.warning("livesync.end", **fields)
+        elif result.changes or result.full_recon:
+            self.log.info("livesync.end", **fields)
+        else:
+            # A run every few seconds that found nothing: not worth a line a run at info.
+            self.log.debug("livesync.end", **fields)

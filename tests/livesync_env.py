@@ -1,0 +1,56 @@
+"""What the liveSync tests of each kind of source share: a run of the engine in
+process, the managed users it leaves, and the token stored for the source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import structlog
+from idsync.config.project import load_project
+from idsync.resource import QuerySpec
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.tokens import SyncTokens
+from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
+
+
+def live(project: Path, source: str, **options: Any) -> LiveSyncResult:
+    """One liveSync run of ``source`` (``options`` as in ``LiveSyncOptions``)."""
+    loaded = load_project(project)
+    return run_livesync(loaded, Store.open(loaded.settings.store_url()), source, LiveSyncOptions(**options))
+
+
+def managed_users(project: Path) -> dict[str, dict[str, Any]]:
+    """The managed users by userName."""
+    loaded = load_project(project)
+    resource = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
+    return {u["userName"]: u for page in resource.pages(QuerySpec()) for u in page}
+
+
+def live_after_expiry(project: Path, source: str, why: str) -> LiveSyncResult:
+    """A run whose stored token the source no longer honours: it must log
+    ``livesync.token_expired`` at warning, saying ``why``, and reconcile in full."""
+    with structlog.testing.capture_logs() as logs:
+        done = live(project, source)
+    assert done.state == "SUCCESS", done.message
+    assert done.full_recon and why in done.full_recon
+    assert any(e["event"] == "livesync.token_expired" and e["log_level"] == "warning" and why in e["reason"]
+               for e in logs)
+    return done
+
+
+def stored_token(project: Path, source: str) -> str | None:
+    loaded = load_project(project)
+    state = SyncTokens(Store.open(loaded.settings.store_url())).get(source)
+    return state.token if state is not None else None
+
+
+def set_token(project: Path, source: str, token: str) -> None:
+    """Overwrite the stored token, as a restored database or another version would leave it."""
+    from idsync.store.tables import sync_tokens
+    from sqlalchemy import update
+
+    store = Store.open(load_project(project).settings.store_url())
+    with store.begin() as conn:
+        conn.execute(update(sync_tokens).where(sync_tokens.c.source == source).values(token=token))

@@ -1,0 +1,221 @@
+"""The console without a browser: Save keeps the rest of a job file and its comments,
+refuses a broken job before writing, swaps the file in atomically; PingIDM schedules
+are edited as JSON; sessions end when idle; pages render, cookies are Secure under
+TLS, and failed console logins count under the API's limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from idsync.config.jobs import load_jobs
+from idsync.console.jobfile import create_job, edit_toml, job_file, remove_job, save_job
+from idsync.console.session import Sessions
+from idsync.errors import ConfigError
+
+MAPPING = "systemLdapAccounts_managedUser"
+TEXT = f"""# Nightly.
+description = "Nightly"  # shown in the console
+schedule = '0 0 * * * ?'           # every hour
+mappings = ["{MAPPING}"]
+enabled = true
+"""
+
+
+def test_edit_keeps_comments_and_appends_missing_keys() -> None:
+    """Each changed value is replaced on its own line, its comment kept; a key the file
+    lacks is added; nothing else moves."""
+    new = edit_toml(TEXT, {"schedule": "0 30 2 * * ?", "enabled": False, "timezone": "Europe/Stockholm"})
+    assert new.splitlines() == [
+        "# Nightly.",
+        'description = "Nightly"  # shown in the console',
+        'schedule = "0 30 2 * * ?"           # every hour',
+        f'mappings = ["{MAPPING}"]',
+        "enabled = false",
+        'timezone = "Europe/Stockholm"',
+    ]
+
+
+def test_a_value_with_quotes_stays_one_toml_string() -> None:
+    """A value typed with quotes, a '#' or a backslash cannot end the string or start a key."""
+    new = edit_toml(TEXT, {"description": 'a "b" # c \\ d\nschedule = "@hourly"'})
+    parsed = tomllib.loads(new)
+    assert parsed["description"] == 'a "b" # c \\ d\nschedule = "@hourly"'
+    assert parsed["schedule"] == "0 0 * * * ?"
+
+
+def test_save_refuses_a_broken_expression_and_leaves_the_file(tmp_path: Path) -> None:
+    """A broken expression, time zone or misfire policy is refused with file, key and reason;
+    the file is byte for byte what it was, and no temporary file is left behind."""
+    path = tmp_path / "nightly.toml"
+    path.write_text(TEXT)
+    for edits, key in (({"schedule": "0 61 * * * ?"}, "schedule"), ({"timezone": "Mars/Olympus"}, "timezone"),
+                       ({"misfire": "sometimes"}, "misfire")):
+        with pytest.raises(ConfigError) as caught:
+            save_job(path, edits, [MAPPING])
+        assert caught.value.key == key and caught.value.file == str(path)
+    assert path.read_text() == TEXT
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nightly.toml"]
+
+
+def test_save_writes_a_job_the_daemon_loads(tmp_path: Path) -> None:
+    """A saved file loads as the daemon loads it, with the new schedule, and keeps its mode."""
+    path = tmp_path / "nightly.toml"
+    path.write_text(TEXT)
+    path.chmod(0o640)
+    job = save_job(path, {"schedule": "0 30 2 * * ?", "misfire": "skip"}, [MAPPING])
+    assert job.schedule.expression == "0 30 2 * * ?" and job.misfire == "skip"
+    jobs, errors = load_jobs(tmp_path, [MAPPING])
+    assert not errors and jobs["nightly"].schedule.expression == "0 30 2 * * ?"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert "# every hour" in path.read_text()
+
+
+def test_pingidm_schedule_is_edited_as_json(tmp_path: Path) -> None:
+    """A job from conf/schedule-NAME.json is found and saved with PingIDM's key names, other keys kept."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    schedule = {"enabled": True, "type": "cron", "schedule": "0 0 * * * ?", "persisted": True,
+                "invokeService": "sync", "invokeContext": {"action": "reconcile", "mapping": MAPPING}}
+    (conf / "schedule-recon.json").write_text(json.dumps(schedule))
+    path = job_file(tmp_path / "jobs.d", conf, "recon")
+    save_job(path, {"schedule": "0 15 3 * * ?", "timezone": "UTC", "misfire": "skip"}, [MAPPING])
+    saved = json.loads(path.read_text())
+    assert saved["schedule"] == "0 15 3 * * ?" and saved["misfirePolicy"] == "doNothing"
+    assert saved["timeZone"] == "UTC" and saved["persisted"] is True and saved["invokeContext"]["mapping"] == MAPPING
+    with pytest.raises(ConfigError):
+        save_job(path, {"schedule": "nope"}, [MAPPING])
+    assert json.loads(path.read_text()) == saved
+
+
+def test_create_and_remove(tmp_path: Path) -> None:
+    """A new job is written only if it loads and its name is free; Remove keeps the file aside."""
+    jobs_dir = tmp_path / "jobs.d"
+    create_job(jobs_dir, "hourly", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+    assert load_jobs(jobs_dir, [MAPPING])[0]["hourly"].mappings == (MAPPING,)
+    with pytest.raises(ConfigError, match="exists already"):
+        create_job(jobs_dir, "hourly", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+    with pytest.raises(ConfigError, match="mappings"):
+        create_job(jobs_dir, "none", {"schedule": "@hourly"}, [MAPPING], [])
+    with pytest.raises(ConfigError, match="letters, digits"):
+        create_job(jobs_dir, "../escape", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+    kept = remove_job(jobs_dir / "hourly.toml")
+    assert kept.name == "hourly.toml.removed" and load_jobs(jobs_dir, [MAPPING])[0] == {}
+    assert not (jobs_dir / "none.toml").exists()
+
+
+def test_sessions_end_when_idle() -> None:
+    """A session is found while used, and gone once idle longer than the limit or closed."""
+    sessions = Sessions(idle_seconds=0.2)
+    sid, session = sessions.open("admin")
+    assert sessions.get(sid) is session and session.csrf_ok(session.csrf) and not session.csrf_ok("x")
+    time.sleep(0.3)
+    assert sessions.get(sid) is None
+    sid, _ = sessions.open("admin")
+    sessions.close(sid)
+    assert sessions.get(sid) is None and sessions.get(None) is None
+
+
+@contextmanager
+def _app(tmp_path: Path, **settings: Any) -> Iterator[Any]:
+    """The API with the console, in process, over the sample's conf/ and a SQLite store."""
+    from idsync.api import ApiContext, create_app, hash_password, load_accounts
+    from idsync.config.project import load_project
+    from idsync.console import create_console
+    from idsync.settings import ApiSettings
+    from idsync.store.database import Store
+
+    from samples import SAMPLE
+
+    project_dir = tmp_path / "project"
+    shutil.copytree(SAMPLE / "conf", project_dir / "conf")
+    (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    project = load_project(project_dir)
+    store = Store.open(project.settings.store_url())
+    api = ApiSettings(accounts={"admin": hash_password("a-long-password")}, **settings)
+    ctx = ApiContext(project=lambda: project, store=store, settings=api)
+    try:
+        yield create_app(ctx, load_accounts(api, project_dir, "idsync.toml"), create_console)
+    finally:
+        ctx.close()
+        store.close()
+
+
+def _login_token(form: httpx.Response) -> str:
+    return form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+def test_console_pages_render_without_javascript(tmp_path: Path) -> None:
+    """In process, over a SQLite store: the login form carries the CSP and a Strict cookie;
+    a login without the form's token is refused, with it the dashboard renders; a request
+    without a session is sent to the login form (the templates and Starlette at their floors)."""
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            assert (await client.get("/admin/")).headers["location"].startswith("/admin/login")
+            form = await client.get("/admin/login")
+            assert "script-src 'self'" in form.headers["content-security-policy"]
+            assert "samesite=strict" in form.headers["set-cookie"].lower()
+            token = _login_token(form)
+            login = {"username": "admin", "password": "a-long-password"}
+            assert (await client.post("/admin/login", data=login)).status_code == 403
+            answer = await client.post("/admin/login", data={**login, "csrf": token})
+            assert answer.status_code == 303 and "httponly" in answer.headers["set-cookie"].lower()
+            page = await client.get("/admin/")
+            assert page.status_code == 200 and "<h1>Dashboard</h1>" in page.text
+            assert "<script>" not in page.text and "managed/user" in page.text
+            assert (await client.get("/admin/static/console.js")).status_code == 200
+
+    with _app(tmp_path) as app:
+        asyncio.run(visit(app))
+
+
+def test_secure_cookie_under_tls_and_the_shared_login_limit(tmp_path: Path) -> None:
+    """Over HTTPS the session cookie is Secure; failed console logins count under the API's
+    limit per address: past it the console answers 429, and so does the API."""
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+            token = _login_token(await client.get("/admin/login"))
+            answer = await client.post("/admin/login", data={"csrf": token, "username": "admin",
+                                                             "password": "a-long-password"})
+            assert answer.status_code == 303 and "secure" in answer.headers["set-cookie"].lower()
+            client.cookies.clear()
+            token = _login_token(await client.get("/admin/login"))
+            wrong = {"csrf": token, "username": "admin", "password": "wrong"}
+            assert [(await client.post("/admin/login", data=wrong)).status_code for _ in range(3)] == [401] * 3
+            assert (await client.post("/admin/login", data=wrong)).status_code == 429
+            api = await client.get("/openidm/managed/user?_queryFilter=true",
+                                   headers={"X-OpenIDM-Username": "admin", "X-OpenIDM-Password": "a-long-password"})
+            assert api.status_code == 429
+
+    with _app(tmp_path, max_failed_logins=3) as app:
+        asyncio.run(visit(app))
+
+
+
+@pytest.mark.parametrize("name", ["sync-active-ldap-users", "sync-inactive-ldap-users"])
+def test_save_on_the_example_jobs_changes_only_the_schedule(tmp_path: Path, name: str) -> None:
+    """Save on the daemon's own example jobs: only the schedule line's value changes, its
+    comment and every other line stay as written."""
+    example = Path(__file__).resolve().parent.parent / "jobs.d" / f"{name}.toml"
+    path = tmp_path / example.name
+    shutil.copy(example, path)
+    mappings = list(tomllib.loads(example.read_text())["mappings"])
+    save_job(path, {"schedule": "0 0/10 6-20 ? * MON-FRI"}, mappings)
+    before, after = example.read_text().splitlines(), path.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    assert len(changed) == 1
+    old, new = changed[0]
+    assert new.startswith('schedule = "0 0/10 6-20 ? * MON-FRI"') and new.split("#")[1] == old.split("#")[1]

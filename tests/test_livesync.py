@@ -1,0 +1,404 @@
+"""liveSync (``idsync livesync``, ``sync/livesync.py``, ``connectors/ldap/changes.py``)
+against a real slapd, with and without a sync provider, on the two-way LDAP sample."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from dbs import BACKENDS, store_url
+from idsync.config.project import load_project
+from idsync.resource import QuerySpec
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.runs import RunStore
+from idsync.store.tokens import SyncTokens
+from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
+from idsync_dev.slapd import Slapd
+from sync_tokens import replace_token, token_state
+
+from samples import FORWARD, idsync, ldap_entry, sample_project
+
+SOURCE = "system/ldap/account"
+
+
+@pytest.fixture(scope="module")
+def plain_slapd() -> Iterator[Slapd]:
+    """A slapd without a sync provider: liveSync polls ``entryCSN`` there."""
+    if not Slapd.available():
+        pytest.skip("slapd is not installed (Debian packages slapd and ldap-utils)")
+    with Slapd(tls=False, syncprov=False) as server:
+        yield server
+
+
+def _project(tmp_path: Path, slapd: Slapd, subtree: str, store_url: str | None = None) -> Path:
+    """The sample, its "10%" maxDeletes made a count: a handful of test users is not a large directory."""
+    project = sample_project(tmp_path, slapd, subtree, store_url or f"sqlite:///{tmp_path / 's.db'}")
+    sync = project / "conf" / "sync.json"
+    sync.write_text(sync.read_text().replace('"maxDeletes": "10%"', '"maxDeletes": 5'))
+    return project
+
+
+def _live(project: Path, **options: Any) -> LiveSyncResult:
+    loaded = load_project(project)
+    return run_livesync(loaded, Store.open(loaded.settings.store_url()), SOURCE, LiveSyncOptions(**options))
+
+
+def _users(project: Path) -> dict[str, dict[str, Any]]:
+    loaded = load_project(project)
+    resource = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
+    return {u["userName"]: u for page in resource.pages(QuerySpec()) for u in page}
+
+
+def _person(uid: str, subtree: str, mail: str | None = None) -> str:
+    return (f"dn: uid={uid},{subtree}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid.title()}\n"
+            f"sn: {uid.title()}\ngivenName: {uid}\nmail: {mail or uid + '@example.com'}\n\n")
+
+
+def _changes(slapd: Slapd, subtree: str) -> None:
+    """A modify, an add, a delete and a rename: what every reader must report."""
+    slapd.add_ldif(
+        f"dn: uid=bjensen,{subtree}\nchangetype: modify\nreplace: mail\nmail: barbara@example.org\n\n"
+        + _person("newbie", subtree).replace(f"dn: uid=newbie,{subtree}\n",
+                                              f"dn: uid=newbie,{subtree}\nchangetype: add\n")
+        + f"dn: uid=scarter,{subtree}\nchangetype: delete\n\n")
+
+
+def _state(project: Path) -> Any:
+    return token_state(project, SOURCE)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_first_run_reconciles_in_full_then_applies_only_changes(tmp_path: Path, slapd: Slapd,
+                                                                 ldap_subtree: str, kind: str) -> None:
+    """Without a token, liveSync reconciles in full and stores the position taken before
+    that recon; the next run reads nothing; after a modify, an add and a delete in LDAP,
+    the next run applies exactly those through the mapping (update, create, delete).
+    On SQLite, PostgreSQL and MariaDB alike."""
+    project = _project(tmp_path, slapd, ldap_subtree, store_url(kind, tmp_path))
+    first = _live(project)
+    assert first.state == "SUCCESS", first.message
+    assert first.full_recon and "no token yet" in first.full_recon
+    assert set(_users(project)) == {"bjensen", "scarter"}
+    assert _state(project).token is not None
+
+    idle = _live(project)
+    assert idle.state == "SUCCESS" and idle.full_recon is None and idle.method == "syncrepl"
+    assert idle.changes == 0 and idle.runs == []
+
+    _changes(slapd, ldap_subtree)
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert done.changes == 3
+    users = _users(project)
+    assert set(users) == {"bjensen", "newbie"}
+    assert users["bjensen"]["mail"] == "barbara@example.org"
+    (run,) = done.runs
+    assert run["mapping"] == FORWARD and run["counts"] == {"created": 1, "updated": 1, "deleted": 1}
+    record = RunStore(Store.open(load_project(project).settings.store_url())).get(run["id"])
+    assert record is not None and record["job"] == "liveSync" and record["state"] == "SUCCESS"
+    assert _live(project).changes == 0
+
+
+def test_rename_is_an_update_of_the_same_object(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A renamed entry (modrdn uid=bjensen -> uid=barbara) keeps its entryUUID id: liveSync
+    updates the linked user's userName and creates no second user."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    before = _users(project)["bjensen"]
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modrdn\nnewrdn: uid=barbara\ndeleteoldrdn: 1\n")
+    done = _live(project)
+    assert done.state == "SUCCESS" and done.changes == 1
+    users = _users(project)
+    assert set(users) == {"barbara", "scarter"}
+    assert users["barbara"]["_id"] == before["_id"]
+
+
+def test_restored_server_token_is_answered_by_a_full_recon(tmp_path: Path, slapd: Slapd,
+                                                           ldap_subtree: str) -> None:
+    """A cookie the server refuses (newer than its own state: a server restored from a
+    backup) is not skipped: the run logs livesync.token_expired, reconciles in full,
+    applying what changed meanwhile, and stores a fresh token the next run reads from."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    stored = json.loads(_state(project).token)
+    stored["cookies"] = dict.fromkeys(stored["cookies"], "rid=000,csn=20991231000000.000000Z#000000#000#000000")
+    replace_token(project, SOURCE, json.dumps(stored))
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: restored@example.org\n")
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert done.full_recon is not None and "can no longer be honoured" in done.full_recon
+    assert "consumer state is newer" in done.full_recon
+    assert _users(project)["bjensen"]["mail"] == "restored@example.org"
+    fresh = _state(project)
+    assert fresh.token is not None and "2099" not in fresh.token and fresh.full_recons == 2
+    again = _live(project)
+    assert again.full_recon is None and again.state == "SUCCESS"
+
+
+def test_a_token_of_another_kind_is_never_sent(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A stored token the connector did not make (a garbled cookie, which slapd would
+    take for none and answer with the whole content, its deletes unseen) is expired."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    replace_token(project, SOURCE, json.dumps({"v": 1, "kind": "syncrepl", "cookies": {ldap_subtree: "garbage"}}))
+    done = _live(project)
+    assert done.state == "SUCCESS" and done.full_recon and "not one this connector makes" in done.full_recon
+
+
+@pytest.fixture(scope="module")
+def short_log_slapd() -> Iterator[Slapd]:
+    """A sync provider whose session log keeps only two deletes."""
+    if not Slapd.available():
+        pytest.skip("slapd is not installed (Debian packages slapd and ldap-utils)")
+    with Slapd(tls=False, session_log=2) as server:
+        yield server
+
+
+def _subtree(slapd: Slapd, name: str) -> str:
+    dn = f"ou={name},ou=People,{slapd.base_dn}"
+    slapd.add_ldif(f"dn: {dn}\nobjectClass: organizationalUnit\nou: {name}\n")
+    return dn
+
+
+def test_trimmed_session_log_deletes_from_the_present_phase(tmp_path: Path, short_log_slapd: Slapd) -> None:
+    """More deletes than the session log keeps: the server answers with a present phase
+    (every unchanged entry's entryUUID). liveSync warns, and deletes exactly the linked
+    users whose entries are not among them; the others stay."""
+    slapd = short_log_slapd
+    subtree = _subtree(slapd, "trim")
+    project = _project(tmp_path, slapd, subtree)
+    slapd.add_ldif("".join(_person(f"u{i}", subtree) for i in range(5)))
+    assert _live(project).state == "SUCCESS"
+    assert len(_users(project)) == 7
+    slapd.add_ldif("".join(f"dn: uid=u{i},{subtree}\nchangetype: delete\n\n" for i in range(4)))
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert set(_users(project)) == {"bjensen", "scarter", "u4"}
+    (run,) = done.runs
+    assert run["counts"]["deleted"] == 4
+
+
+def test_server_without_sync_provider_polls_entry_csn(tmp_path: Path, plain_slapd: Slapd) -> None:
+    """Without syncprov, liveSync finds changes by entryCSN: a modify and an add are
+    applied; a delete is not seen, and the run says deletes are left to the next full recon."""
+    subtree = _subtree(plain_slapd, "poll")
+    project = _project(tmp_path, plain_slapd, subtree)
+    assert _live(project).state == "SUCCESS"
+    assert json.loads(_state(project).token)["attribute"] == "entryCSN"
+    _changes(plain_slapd, subtree)
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert done.method == "entryCSN" and "deletes are left to the next full recon" in (done.note or "")
+    users = _users(project)
+    assert set(users) == {"bjensen", "scarter", "newbie"}
+    assert users["bjensen"]["mail"] == "barbara@example.org"
+    assert _live(project).changes == 0
+
+
+def test_dry_run_writes_nothing_and_keeps_the_token(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A dry run assesses the changes (its run says what it would do) but writes no
+    object, no link and no token: the next real run applies the same changes."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    token = _state(project).token
+    _changes(slapd, ldap_subtree)
+    dry = _live(project, dry_run=True)
+    assert dry.state == "SUCCESS" and dry.changes == 3
+    assert dry.runs[0]["counts"] == {"created": 1, "updated": 1, "deleted": 1}
+    assert set(_users(project)) == {"bjensen", "scarter"}
+    assert _state(project).token == token
+    audit = RunStore(Store.open(load_project(project).settings.store_url())).audit_entries(dry.runs[0]["id"])
+    assert audit and {a["status"] for a in audit} == {"DRY_RUN"}
+    real = _live(project)
+    assert real.changes == 3 and set(_users(project)) == {"bjensen", "newbie"}
+
+
+def test_own_writes_read_back_are_not_echoed(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """Ping-pong: the LDAP-to-store mapping here marks descriptions (a transform the reverse
+    mapping does not undo). A store change pushed to LDAP by implicit sync and read back
+    by liveSync is recognized as idsync's own write and skipped, so the store keeps its
+    value; a change made in LDAP by someone else is still applied."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    sync = project / "conf" / "sync.json"
+    conf = json.loads(sync.read_text())
+    forward = next(m for m in conf["mappings"] if m["name"] == FORWARD)
+    rule = next(p for p in forward["properties"] if p["target"] == "description")
+    rule["transform"] = {"type": "text/javascript", "source": "source + ' (from ldap)'"}
+    sync.write_text(json.dumps(conf))
+    assert _live(project).state == "SUCCESS"
+    user = _users(project)["bjensen"]
+    patched = idsync(project, "managed", "patch", "user", user["_id"], "--operations",
+                     json.dumps([{"operation": "replace", "field": "/description", "value": "set in the store"}]))
+    assert patched.returncode == 0, patched.stderr
+    dn = f"uid=bjensen,{ldap_subtree}"
+    assert (ldap_entry(slapd, dn) or {})["description"] == ["set in the store"]
+    done = _live(project)
+    assert done.state == "SUCCESS" and done.changes == 1
+    (run,) = done.runs
+    assert run["echoes"] == 1 and run["counts"] == {}
+    assert _users(project)["bjensen"]["description"] == "set in the store"
+    assert _users(project)["bjensen"]["_rev"] == json.loads(patched.stdout)["_rev"]
+
+    slapd.add_ldif(f"dn: {dn}\nchangetype: modify\nreplace: description\ndescription: set in ldap\n")
+    done = _live(project)
+    assert done.runs[0]["echoes"] == 0
+    assert _users(project)["bjensen"]["description"] == "set in ldap (from ldap)"
+
+
+def test_command_line_status_and_status_file(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """``idsync livesync SOURCE`` runs as the engine does (first a full recon, then only the
+    changes, --dry-run writing nothing and not counted); ``idsync status`` lists the liveSync runs beside
+    the recons and prints the source's counts; the status file carries them too."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    first = idsync(project, "livesync", SOURCE, "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["fullRecon"].startswith("no token yet")
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: cli@example.org\n")
+    dry = idsync(project, "livesync", SOURCE, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "1 change(s) read by syncrepl" in dry.stdout and "updated 1" in dry.stdout
+    assert _users(project)["bjensen"]["mail"] == "bjensen@example.com"
+    done = idsync(project, "livesync", SOURCE)
+    assert done.returncode == 0 and "updated 1" in done.stdout, done.stdout + done.stderr
+    assert _users(project)["bjensen"]["mail"] == "cli@example.org"
+    status = idsync(project, "status")
+    assert status.returncode == 0, status.stderr
+    # The dry run is listed as a run, but not counted: it read nothing for good.
+    assert f"liveSync {SOURCE}: last run" in status.stdout and "2 runs, 1 changes, 0 failed, 1 full recons" \
+        in status.stdout
+    runs = json.loads(idsync(project, "status", "--json").stdout)
+    assert [r["job"] for r in runs].count("liveSync") == 2
+    doc = json.loads((project / "state" / "status.json").read_text())
+    assert doc["liveSync"][SOURCE]["runs"] == 2 and doc["liveSync"][SOURCE]["hasToken"]
+    assert "token" not in doc["liveSync"][SOURCE]
+
+    unknown = idsync(project, "livesync", "system/ldap/nothing")
+    assert unknown.returncode == os.EX_CONFIG and "no mapping has system/ldap/nothing" in unknown.stderr
+    reset = idsync(project, "livesync", SOURCE, "--reset", "--json")
+    assert reset.returncode == 0 and json.loads(reset.stdout)["fullRecon"].startswith("no token yet")
+
+
+def test_api_action_and_metrics(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """``POST system/ldap/account?_action=liveSync`` runs liveSync and answers its outcome;
+    /metrics counts the source's runs and changes; an unknown action, or a source no
+    mapping reads, is a 400."""
+    from api_server import ADMIN, running
+
+    project = _project(tmp_path, slapd, ldap_subtree)
+    with running(project) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}/openidm", headers=ADMIN) as api:
+        first = api.post("/system/ldap/account", params={"_action": "liveSync"})
+        assert first.status_code == 200, first.text
+        assert first.json()["state"] == "SUCCESS" and first.json()["fullRecon"]
+        _changes(slapd, ldap_subtree)
+        second = api.post("/system/ldap/account", params={"_action": "liveSync"}).json()
+        assert second["changes"] == 3 and second["method"] == "syncrepl"
+        assert second["runs"][0]["counts"] == {"created": 1, "updated": 1, "deleted": 1}
+        assert api.post("/system/ldap/account", params={"_action": "sync"}).status_code == 400
+        assert api.post("/system/ldap/nothing", params={"_action": "liveSync"}).status_code == 400
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=ADMIN).text
+    assert f'idsync_livesync_runs_total{{source="{SOURCE}"}} 2.0' in metrics
+    assert f'idsync_livesync_changes_total{{source="{SOURCE}"}} 3.0' in metrics
+    assert f'idsync_livesync_full_recons_total{{source="{SOURCE}"}} 1.0' in metrics
+
+
+def test_daemon_runs_a_livesync_job_every_second(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """``idsync run`` with a jobs.d job ``livesync = SOURCE`` every second: a change in LDAP
+    reaches the store within seconds; idle runs are counted but log nothing at info."""
+    import signal
+    import subprocess
+    import time
+
+    from samples import IDSYNC
+
+    project = _project(tmp_path, slapd, ldap_subtree)
+    (project / "jobs.d").mkdir()
+    (project / "jobs.d" / "live.toml").write_text(f'schedule = "* * * * * ?"\nlivesync = "{SOURCE}"\n'
+                                                  'misfire = "skip"\n')
+    log = (tmp_path / "daemon.log").open("w")
+    proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info"})
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (_state(project) and _state(project).token):
+            time.sleep(0.2)
+        assert _state(project).token, "the first liveSync did not store a token within 30 s"
+        slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: daemon@example.org\n")
+        changed = time.monotonic()
+        while time.monotonic() < changed + 15 and _users(project)["scarter"].get("mail") != "daemon@example.org":
+            time.sleep(0.1)
+        assert _users(project)["scarter"]["mail"] == "daemon@example.org"
+        time.sleep(3)  # some idle runs
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        log.close()
+    assert code == 0
+    state = _state(project)
+    assert state.runs >= 4 and state.changes == 1 and state.failed == 0 and state.full_recons == 1
+    events = [json.loads(line) for line in (tmp_path / "daemon.log").read_text().splitlines() if line.startswith("{")]
+    ends = [e for e in events if e.get("event") == "job.end" and e.get("job") == "live"]
+    assert len(ends) == 2, ends  # the full recon, and the run that applied the change
+    assert all(e.get("event") != "job.start" for e in events)
+
+
+def test_a_mapping_takes_only_the_changes_its_source_query_takes(tmp_path: Path, slapd: Slapd,
+                                                                  ldap_subtree: str) -> None:
+    """A mapping with a native sourceQuery applies only the changed entries that query
+    matches (the directory is asked, narrowed to the changed ids): a change to an entry
+    outside it leaves the store alone, as the recon of that mapping would."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    sync = project / "conf" / "sync.json"
+    conf = json.loads(sync.read_text())
+    next(m for m in conf["mappings"] if m["name"] == FORWARD)["sourceQuery"] = {
+        "nativeQuery": "(!(description=outside*))"}
+    sync.write_text(json.dumps(conf))
+    assert _live(project).state == "SUCCESS"
+    slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modify\nreplace: description\n"
+                   "description: outside the mapping\n-\nreplace: mail\nmail: ignored@example.org\n\n"
+                   f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: taken@example.org\n")
+    done = _live(project)
+    assert done.state == "SUCCESS" and done.changes == 2
+    users = _users(project)
+    assert users["bjensen"]["mail"] == "taken@example.org"
+    assert users["scarter"]["mail"] == "scarter@example.com"
+
+
+def test_a_source_that_cannot_tell_its_changes_is_a_configuration_error(tmp_path: Path, slapd: Slapd,
+                                                                         ldap_subtree: str) -> None:
+    """liveSync of a source without a change feed (here the store's managed/user, the
+    reverse mapping's source) is refused with exit 78 and the reason, before any write; the
+    failed run is counted, so ``idsync status`` shows it."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    done = idsync(project, "livesync", "managed/user")
+    assert done.returncode == os.EX_CONFIG
+    assert "managed/user cannot tell its changes" in done.stderr
+    tokens = SyncTokens(Store.open(load_project(project).settings.store_url()))
+    failed = tokens.get("managed/user")
+    assert failed is not None and failed.last_state == "FAILED" and failed.token is None
+    assert "cannot tell its changes" in (failed.last_message or "")
+
+
+def test_max_deletes_stops_the_run_before_the_batch_and_keeps_the_token(tmp_path: Path, slapd: Slapd,
+                                                                         ldap_subtree: str) -> None:
+    """The sample's maxDeletes "10%" of two users allows no delete: the run fails naming the
+    limit, writes nothing of the batch (the modify in it waits too) and keeps the token,
+    so once the limit is raised the next run applies the same changes."""
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    assert _live(project).state == "SUCCESS"
+    token = _state(project).token
+    _changes(slapd, ldap_subtree)
+    refused = _live(project)
+    assert refused.state == "FAILED" and "more than maxDeletes (10% of the target)" in (refused.message or "")
+    assert _state(project).token == token
+    assert set(_users(project)) == {"bjensen", "scarter"}
+    assert _users(project)["bjensen"]["mail"] == "bjensen@example.com"
+    sync = project / "conf" / "sync.json"
+    sync.write_text(sync.read_text().replace('"maxDeletes": "10%"', '"maxDeletes": "50%"'))
+    done = _live(project)
+    assert done.state == "SUCCESS" and set(_users(project)) == {"bjensen", "newbie"}

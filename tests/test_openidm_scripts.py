@@ -1,0 +1,220 @@
+"""The ``openidm`` object of mapping scripts against the real store and slapd: an
+encrypted managed password reaching LDAP in clear through ``openidm.decrypt``, a
+recon hook creating a managed object that implicit sync pushes to LDAP, a
+correlation script asking ``openidm.query``, and the call limit of a script run."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dbs import BACKENDS, store_url
+from idsync.config.project import load_project
+from idsync.crypto import Keyring
+from idsync.errors import ScriptError
+from idsync.managed.router import scripting
+from idsync.store.database import Store
+from idsync.store.tables import managed_objects as mo
+from idsync_dev.slapd import Slapd
+from sqlalchemy import select
+
+from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, sample_project
+
+KEY = bytes(range(32))
+SECRET = "S3cret-pw!x"
+FDOE = {"userName": "fdoe", "givenName": "Felicitas", "sn": "Doe", "mail": "fdoe@example.com"}
+SQL_STORES = [b for b in BACKENDS if getattr(b, "values", (b,))[0] in ("sqlite", "postgresql")]
+
+
+def _project(tmp_path: Path, slapd: Slapd, subtree: str, url: str) -> Path:
+    """The bidirectional LDAP sample with the managed password encrypted (PingIDM's
+    ``encryption``) under a key the test knows, given in a key file."""
+    project = sample_project(tmp_path, slapd, subtree, url, load_data=False)
+    (project / "sym.key").write_text(base64.b64encode(KEY).decode() + "\n")
+    toml = project / "conf" / "idsync.toml"
+    toml.write_text(toml.read_text() + '[crypto]\nkey_file = "sym.key"\n')
+    managed_file = project / "conf" / "managed.json"
+    managed = json.loads(managed_file.read_text())
+    user = next(o for o in managed["objects"] if o["name"] == "user")
+    user["schema"]["properties"]["password"] = {"type": "string", "encryption": {"key": "openidm-sym-default"}}
+    managed_file.write_text(json.dumps(managed))
+    return project
+
+
+def _edit_mapping(project: Path, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    change(next(m for m in sync["mappings"] if m["name"] == name))
+    sync_file.write_text(json.dumps(sync))
+
+
+def _decrypting(mapping: dict[str, Any]) -> None:
+    rule = next(p for p in mapping["properties"] if p["target"] == "userPassword")
+    rule["transform"] = {"type": "text/javascript", "source": "openidm.decrypt(source);"}
+
+
+@pytest.mark.parametrize("backend", SQL_STORES)
+def test_encrypted_password_reaches_ldap_in_clear_and_binds(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
+                                                            backend: str) -> None:
+    """A password set on a managed user is stored encrypted in PingIDM's $crypto form (the key
+    decrypts it), pushed by implicit sync through an ``openidm.decrypt(source)`` transform, and
+    the LDAP entry binds with it; the secret is in no command output, answer or audit entry.
+    Setting the same password again changes nothing; a new one reaches LDAP too."""
+    project = _project(tmp_path, slapd, ldap_subtree, store_url(backend, tmp_path))
+    _edit_mapping(project, REVERSE, _decrypting)
+
+    created = idsync(project, "managed", "create", "user", "--data", json.dumps({**FDOE, "password": SECRET}))
+    assert created.returncode == 0, created.stderr
+    dn = f"uid=fdoe,{ldap_subtree}"
+    assert can_bind(slapd, dn, SECRET)
+    user_id = json.loads(created.stdout)["_id"]
+
+    store = Store.open(load_project(project).settings.store_url())
+    with store.begin() as conn:
+        data = conn.execute(select(mo.c.data).where(mo.c.id == user_id)).scalar_one()
+    stored = data["password"]["$crypto"]
+    assert stored["type"] == "x-simple-encryption" and stored["value"]["key"] == "openidm-sym-default"
+    assert Keyring({"openidm-sym-default": KEY}).decrypt(data["password"]) == SECRET
+
+    shown = idsync(project, "managed", "get", "user", user_id)
+    status = idsync(project, "status", "--json")
+    run_id = json.loads(status.stdout)[0]["_id"]
+    detail = idsync(project, "status", run_id, "--json")
+    for proc in (created, shown, status, detail):
+        assert SECRET not in proc.stdout + proc.stderr
+    assert "password" not in json.loads(shown.stdout)
+
+    again = idsync(project, "managed", "patch", "user", user_id, "--operations",
+                   json.dumps([{"operation": "replace", "field": "/password", "value": SECRET}]))
+    assert again.returncode == 0, again.stderr
+    with store.begin() as conn:
+        assert conn.execute(select(mo.c.data).where(mo.c.id == user_id)).scalar_one()["password"] == data["password"]
+
+    changed = idsync(project, "managed", "patch", "user", user_id, "--operations",
+                     json.dumps([{"operation": "replace", "field": "/password", "value": "N3w-pw!y"}]))
+    assert changed.returncode == 0, changed.stderr
+    assert can_bind(slapd, dn, "N3w-pw!y") and not can_bind(slapd, dn, SECRET)
+
+
+@pytest.mark.parametrize("backend", SQL_STORES)
+def test_recon_hook_creates_managed_object_that_implicit_sync_pushes(tmp_path: Path, slapd: Slapd,
+                                                                     ldap_subtree: str, backend: str) -> None:
+    """An onCreate hook of a recon (LDAP -> managed) calls openidm.create on managed/role; the
+    role is validated and stored, and implicit sync pushes it to LDAP as a group whose member is
+    the account, as a change from the command line would be. A dry run creates nothing: the
+    hook's write is refused with a clear message."""
+    project = _project(tmp_path, slapd, ldap_subtree, store_url(backend, tmp_path))
+    slapd.add_ldif(f"dn: uid=hook1,{ldap_subtree}\nobjectClass: inetOrgPerson\nuid: hook1\ncn: Hook One\n"
+                   "sn: One\n")
+    _edit_mapping(project, FORWARD, lambda m: m.__setitem__("onCreate", {
+        "type": "text/javascript",
+        "source": "openidm.create('managed/role', null, {name: 'home-' + source.uid, "
+                  f"members: [ldapDn.child('{ldap_subtree}', 'uid', source.uid)]}});"}))
+
+    preview = idsync(project, "recon", FORWARD, "--dry-run", "--json")
+    assert "openidm.create managed/role: not carried out in a dry run" in preview.stdout + preview.stderr
+    assert json.loads(idsync(project, "managed", "query", "role", "--filter", "true").stdout) == []
+
+    recon = idsync(project, "recon", FORWARD, "--json")
+    assert recon.returncode == 0, recon.stderr
+    assert json.loads(recon.stdout)["situationSummary"]["ABSENT"] == 1
+    group = ldap_entry(slapd, f"cn=home-hook1,{ldap_subtree}")
+    assert group is not None and group["uniquemember"] == [f"uid=hook1,{ldap_subtree}"]
+    roles = idsync(project, "managed", "query", "role", "--filter", 'name eq "home-hook1"')
+    assert [r["name"] for r in json.loads(roles.stdout)] == ["home-hook1"], roles.stderr
+
+
+@pytest.mark.parametrize("backend", SQL_STORES)
+def test_correlation_script_queries_the_store(tmp_path: Path, slapd: Slapd, ldap_subtree: str, backend: str) -> None:
+    """A correlation script that answers with openidm.query's result links the LDAP account to the
+    managed user it finds (FOUND, one user afterwards, where the query alone decided)."""
+    project = _project(tmp_path, slapd, ldap_subtree, store_url(backend, tmp_path))
+    slapd.add_ldif(f"dn: uid=corr1,{ldap_subtree}\nobjectClass: inetOrgPerson\nuid: corr1\ncn: Corr One\n"
+                   "sn: One\n")
+
+    def correlate(mapping: dict[str, Any]) -> None:
+        del mapping["correlationQuery"]
+        mapping["correlationScript"] = {"type": "text/javascript", "source": (
+            "openidm.query('managed/user', {_queryFilter: 'userName eq \"' + source.uid.toUpperCase() + '\"'"
+            " + ' or userName eq \"' + source.uid + '\"'}).result")}
+
+    _edit_mapping(project, FORWARD, correlate)
+    made = idsync(project, "managed", "create", "user", "--no-sync", "--data",
+                  json.dumps({"userName": "corr1", "sn": "Before"}))
+    assert made.returncode == 0, made.stderr
+
+    recon = idsync(project, "recon", FORWARD, "--json")
+    assert recon.returncode == 0, recon.stderr
+    assert json.loads(recon.stdout)["situationSummary"]["FOUND"] == 1
+    users = idsync(project, "managed", "query", "user", "--filter", 'userName eq "corr1"')
+    found = json.loads(users.stdout)
+    assert len(found["result"] if isinstance(found, dict) else found) == 1
+
+
+def test_a_script_calling_openidm_in_a_loop_is_stopped(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A transform that queries in an endless loop stops at [scripts] max_calls with a clear
+    error; an exception the script catches is what the router said (a bad filter)."""
+    project_dir = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    toml = project_dir / "conf" / "idsync.toml"
+    toml.write_text(toml.read_text().replace("[crypto]", "[scripts]\nmax_calls = 7\n[crypto]"))
+    project = load_project(project_dir)
+    store = Store.open(project.settings.store_url())
+    loop = project.scripts.compile(
+        {"type": "text/javascript", "source": "for (;;) { openidm.query('managed/user', {_queryFilter: 'true'}); }"},
+        file="test", key="loop", base_dir=project_dir)
+    caught = project.scripts.compile(
+        {"type": "text/javascript", "source": (
+            "try { openidm.query('managed/user', {_queryFilter: 'userName eq'}); 'no' } catch (e) { e.message }")},
+        file="test", key="caught", base_dir=project_dir)
+    with scripting(project, store):
+        with pytest.raises(ScriptError, match=r"stopped at openidm call 8: a script run may make 7"):
+            loop()
+        assert "openidm.query managed/user" in caught()
+    with pytest.raises(ScriptError, match="not available here"):  # no router bound: only crypto answers
+        loop()
+
+
+def test_validate_names_every_place_a_missing_script_was_looked_for(tmp_path: Path) -> None:
+    """`idsync validate` reports a script file found nowhere with the project directory, its
+    script/ directory and idsync's defaults, and exits 78."""
+    import shutil
+
+    from samples import SAMPLE
+
+    project = tmp_path / "project"
+    shutil.copytree(SAMPLE / "conf", project / "conf")
+    _edit_mapping(project, REVERSE, lambda m: m.__setitem__("onCreate", {"type": "text/javascript",
+                                                                         "file": "script/naming.js"}))
+    env = {"IDSYNC_LDAP_PASSWORD": "x"}
+    proc = idsync(project, "validate", env=env)
+    assert proc.returncode == 78
+    assert f"looked in {project}/script/naming.js, {project}/script/script/naming.js, " in proc.stdout + proc.stderr
+    (project / "script").mkdir()
+    (project / "script" / "naming.js").write_text("target.dn = 'uid=' + source.userName;")
+    assert idsync(project, "validate", env=env).returncode == 0
+
+
+def test_api_change_runs_hooks_that_query_the_store(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A user created over the HTTP API is pushed through a mapping whose onCreate hook asks
+    openidm.query how many users share the surname: the LDAP entry carries the answer."""
+    from api_server import ADMIN, serve
+
+    project = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+
+    def counting(mapping: dict[str, Any]) -> None:
+        mapping["onCreate"]["source"] += (
+            " target.description = 'namesakes: ' + openidm.query('managed/user', "
+            "{_queryFilter: 'sn eq \"' + source.sn + '\"'}).resultCount;")
+
+    _edit_mapping(project, REVERSE, counting)
+    with serve(project) as api:
+        for user in ({**FDOE, "userName": "adoe"}, FDOE):
+            created = api.post("/openidm/managed/user?_action=create", json=user,
+                               headers={**ADMIN, "Content-Type": "application/json"})
+            assert created.status_code == 201, created.text
+    entry = ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}")
+    assert entry is not None and entry["description"] == ["namesakes: 2"]
