@@ -343,7 +343,9 @@ def test_daemon_runs_a_livesync_job_every_second(tmp_path: Path, slapd: Slapd, l
     assert state.runs >= 4 and state.changes == 1 and state.failed == 0 and state.full_recons == 1
     events = [json.loads(line) for line in (tmp_path / "daemon.log").read_text().splitlines() if line.startswith("{")]
     ends = [e for e in events if e.get("event") == "job.end" and e.get("job") == "live"]
-    assert len(ends) == 2, ends  # the full recon, and the run that applied the change
+    # The full recon, and the run that applied the change; on a loaded machine the SIGTERM
+    # may also cancel a run in progress, which is logged (at warning) too.
+    assert len([e for e in ends if e.get("state") != "CANCELED"]) == 2, ends
     assert all(e.get("event") != "job.start" for e in events)
 
 

@@ -114,14 +114,13 @@ async def _root(request: Request) -> JSONResponse:
 
 async def _collection(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
-    params = QueryParams.of(request, ctx.project().queries)
     p = request.path_params
     if request.method == "POST":
         action = request.query_params.get("_action")
         if action != "liveSync":
             raise ApiError(400, f"unknown _action {action!r} (supported: liveSync)")
         return JSONResponse(await run_in_threadpool(_livesync, ctx, p["system"], p["type"]))
-    params = QueryParams.of(request)
+    params = QueryParams.of(request, ctx.project().queries)
     return JSONResponse(await run_in_threadpool(_query, ctx, p["system"], p["type"], params))
 
 
