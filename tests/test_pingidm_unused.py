@@ -295,13 +295,15 @@ def _wrote(result: dict[str, Any]) -> int:
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_two_ldap_systems_reconcile_and_converge(tmp_path: Path, slapd: Slapd, ldap_subtree: str, kind: str) -> None:
     """Shaped like OpenIDM's sample 6 with its fake-AD provisioner copied in: systems
-    ``ad`` and ``ldap`` in one project validate (the liveSync schedule is a warning);
+    ``ad`` and ``ldap`` in one project validate, their liveSync schedule a job;
     AD's people reach the store, then the directory, with AD's values; a second pass
     of both mappings writes nothing."""
     project, directory = _two_directories_project(tmp_path, slapd, ldap_subtree, store_url(kind, tmp_path))
     done = idsync(project, "validate")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "warning:" in done.stderr and "activeSynchroniser_systemAdAccount" in done.stderr
+    assert "activeSynchroniser_systemAdAccount" not in done.stderr, done.stderr
+    jobs = idsync(project, "jobs")
+    assert "activeSynchroniser_systemAdAccount" in jobs.stdout, jobs.stdout + jobs.stderr
 
     first = _recon(project, "systemAdAccounts_managedUser")
     assert first["changes"]["created"] == 2, first
