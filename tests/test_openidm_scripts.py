@@ -178,6 +178,29 @@ def test_a_script_calling_openidm_in_a_loop_is_stopped(tmp_path: Path, slapd: Sl
         loop()
 
 
+def test_openidm_action_creates_and_patches_and_names_what_it_does_not_answer(tmp_path: Path, slapd: Slapd,
+                                                                             ldap_subtree: str) -> None:
+    """``openidm.action`` answers PingIDM's create (on a collection, ``_id`` in the
+    params) and patch (on an object) through the managed service; any other action
+    throws, naming it."""
+    project_dir = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    project = load_project(project_dir)
+    store = Store.open(project.settings.store_url())
+    script = project.scripts.compile({"type": "text/javascript", "source": (
+        "var made = openidm.action('managed/role', 'create', {name: 'auditors'}, {_id: 'auditors'});"
+        "var patched = openidm.action('managed/role/auditors', 'patch',"
+        " [{operation: 'replace', field: 'description', value: 'read only'}]);"
+        "var refused; try { openidm.action('managed/user', 'resetPassword', {}); } catch (e) { refused = e.message }"
+        "[made._id, patched.description, refused]")}, file="test", key="action", base_dir=project_dir)
+    with scripting(project, store):
+        made, description, refused = script()
+    assert (made, description) == ("auditors", "read only")
+    assert "managed/user" in refused and "'resetPassword'" in refused and "not available" in refused
+    with store.engine.connect() as conn:
+        found = conn.execute(select(mo.c.data).where(mo.c.object_type == "role", mo.c.id == "auditors")).first()
+    assert found is not None and found.data["description"] == "read only"
+
+
 def test_validate_names_every_place_a_missing_script_was_looked_for(tmp_path: Path) -> None:
     """`idsync validate` reports a script file found nowhere with the project directory, its
     script/ directory and idsync's defaults, and exits 78."""

@@ -85,7 +85,7 @@ class ScriptRouter:
                                      "system/<name>/<type>), not one object or a relationship")
             return self._query(collection, rest[0], _fields(rest[1]))
         if function == "action":
-            raise ObjectRejected(f"openidm.action {name}: actions are not supported in idsync's scripts")
+            return self._action(kind, collection, object_id, rest[0], rest[1], rest[2])
         if function == "create":
             if object_id is not None:
                 raise ObjectRejected(f"openidm.create {name}: create in a collection; give the new _id as "
@@ -103,6 +103,24 @@ class ScriptRouter:
         raise ObjectRejected(f"openidm.{function} is not a function of openidm")
 
     # -- one function each ---------------------------------------------------
+
+    def _action(self, kind: str, collection: str, object_id: str | None, action: Any, content: Any,
+                params: Any) -> Obj | None:
+        """PingIDM's ``create`` (``managed/TYPE``, ``_id`` in params) and ``patch``
+        (``managed/TYPE/ID``) actions; others throw, naming what idsync answers."""
+        name = collection + (f"/{object_id}" if object_id else "")
+        new_id = params.get("_id") if isinstance(params, dict) else None
+        if action == "create" and object_id is None:
+            if self.dry_run:
+                raise ObjectRejected(f"openidm.action {name} create: not carried out in a dry run")
+            return self._create(kind, collection, new_id, content)
+        if action == "patch" and object_id is not None:
+            if self.dry_run:
+                raise ObjectRejected(f"openidm.action {name} patch: not carried out in a dry run")
+            return self._patch(kind, collection, object_id, None, content)
+        raise ObjectRejected(f"openidm.action {name} {action!r}: not available in idsync's scripts (actions "
+                             "answered: create on a collection, patch on an object; external services such "
+                             "as email are not available)")
 
     def _read(self, kind: str, collection: str, object_id: str | None, fields: list[str] | None) -> Obj | None:
         if object_id is None:
