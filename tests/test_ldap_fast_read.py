@@ -5,6 +5,7 @@ for the attributes its mapping uses."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
@@ -78,6 +79,10 @@ class _CuttingProxy:
         except OSError:
             pass
         for sock in (source, sink):
+            # shutdown, not only close: the other relay thread, blocked in recv, keeps
+            # the socket open, and the client would wait for its read timeout.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
     def close(self) -> None:
