@@ -48,9 +48,14 @@ class Console:
         self.browser.get(self.base + path)
 
     def find(self, css: str) -> Any:
+        """The element ``css`` selects, waiting up to 15 s for it: a click's answer may
+        still be loading."""
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import WebDriverWait
 
-        return self.browser.find_element(By.CSS_SELECTOR, css)
+        return WebDriverWait(self.browser, 15).until(
+            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css)))
 
     def type(self, css: str, text: str) -> None:
         """Replace what the field holds with ``text``, as typed."""
@@ -89,7 +94,15 @@ class Console:
         self.open("/admin/login")
         self.find("#username").send_keys(user)
         self.find("#password").send_keys(password)
-        self.find("form button[type=submit]").click()
+        self.submit(self.find("form button[type=submit]"))
+
+    def submit(self, button: Any) -> None:
+        """Click ``button`` and wait until the page it leaves is gone (the answer loaded)."""
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        button.click()
+        WebDriverWait(self.browser, 20).until(expected_conditions.staleness_of(button))
 
 
 @pytest.fixture(scope="module")
