@@ -122,6 +122,10 @@ def test_a_livesync_schedule_is_a_livesync_job(tmp_path: Path) -> None:
     job = parse_schedule(_write(tmp_path, "liveSyncLdap", {**_RECON, **_LIVE, "schedule": "*/5 * * * * ?"}), ["m1"])
     assert job.livesync == ("system/ldap/account",) and job.mappings == ()
     assert job.summary()["liveSync"] == ["system/ldap/account"]
+    # PingIDM's stock file name: runs of liveSync's changes are recorded as job liveSync, so
+    # the schedule's job takes the file's name.
+    stock = parse_schedule(_write(tmp_path, "liveSync", {**_RECON, **_LIVE}), ["m1"])
+    assert stock.name == "schedule-liveSync" and stock.livesync == ("system/ldap/account",)
     for change, key, problem in (
             ({"invokeContext": _LIVE["invokeContext"]}, "invokeService", 'invokes "provisioner"'),
             ({**_LIVE, "invokeContext": {"action": "liveSync"}}, "invokeContext.source", "expected a source"),

@@ -99,8 +99,9 @@ def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) ->
     if problem := job_name_problem(name):
         raise ConfigError(file, "", problem.replace("a job file name", "the name after 'schedule-'"))
     if name in NOT_RECON_JOBS:
-        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes or liveSync are "
-                                    "recorded under; name the schedule file otherwise")
+        # PingIDM's stock liveSync schedule is schedule-liveSync.json, but runs of liveSync's
+        # changes (and of pushes) are recorded under these names: the job takes the file's.
+        name = path.name[: -len(_SUFFIX)]
     raw = load_json(path, project_dir=path.parent.parent, secrets=False)
     if not isinstance(raw, dict):
         raise ConfigError(file, "", "expected a JSON object")
