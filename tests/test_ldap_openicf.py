@@ -62,7 +62,11 @@ def subtree(server: Slapd, users: int = 2) -> str:
 
 
 def system(server: Slapd, base: str, **props: Any) -> LdapSystem:
-    config = {
+    return LdapSystem("ldap", config_of(server, base, **props), file=FILE)
+
+
+def config_of(server: Slapd, base: str, **props: Any) -> dict[str, Any]:
+    return {
         "name": "ldap",
         "connectorRef": {"connectorName": "org.identityconnectors.ldap.LdapConnector"},
         "configurationProperties": {
@@ -73,7 +77,6 @@ def system(server: Slapd, base: str, **props: Any) -> LdapSystem:
         },
         "objectTypes": {"account": {"nativeType": "__ACCOUNT__", "properties": PROPERTIES}},
     }
-    return LdapSystem("ldap", config, file=FILE)
 
 
 def members(server: Slapd, group: str, attribute: str = "uniquemember") -> list[str]:
@@ -324,3 +327,33 @@ def test_active_directory_enable_and_password_encoding() -> None:
         "unicodePwd": [(ldap3.MODIFY_REPLACE, ['"Pa55"'.encode("utf-16-le")])]}
     with pytest.raises(ObjectRejected, match="clear password"):
         encode_special(password, "{CRYPT}$6$x", None, settings)
+
+
+def test_member_ids_of_a_group_are_its_members_ids(server: Slapd) -> None:
+    """``_memberId`` on a group (``getGroupMemberId``) reads the ``uidAttribute`` value of
+    each entry its ``groupMemberAttribute`` names: the members' entryUUIDs, or their DNs
+    with DN ids; a member DN naming no entry is left out; it is never written."""
+    base = subtree(server)
+    server.add_ldif(f"dn: cn=g1,ou=groups,{base}\nchangetype: modify\nadd: uniqueMember\n"
+                    f"uniqueMember: uid=gone,{base}\n")
+    group_properties = {"cn": {"type": "string"},
+                        "members": {"type": "array", "items": {"type": "string"}, "nativeName": "_memberId",
+                                    "flags": ["NOT_CREATABLE", "NOT_UPDATEABLE"]}}
+
+    def groups(uid_attribute: str) -> dict[str, dict[str, Any]]:
+        config = {**config_of(server, base, uidAttribute=uid_attribute, getGroupMemberId=True,
+                              accountSearchFilter=None), "objectTypes": {"group": {
+            "nativeType": "__GROUP__", "objectClass": ["groupOfUniqueNames"], "properties": group_properties}}}
+        resource = LdapSystem("ldap", config, file=FILE).resource("group")
+        try:
+            return {o["cn"]: o for page in resource.pages(QuerySpec()) for o in page}
+        finally:
+            resource.close()
+
+    accounts = by_uid(system(server, base).resource("account"))
+    by_uuid = groups("entryUUID")
+    assert sorted(by_uuid["g1"]["members"]) == sorted(accounts[u]["_id"] for u in ("u1", "u2"))
+    assert by_uuid["g2"]["members"] == [accounts["u2"]["_id"]]
+    by_dn = groups("dn")
+    assert sorted(map(norm_dn, by_dn["g1"]["members"])) == sorted(
+        norm_dn(f"uid={u},{base}") for u in ("u1", "u2", "gone"))

@@ -18,9 +18,11 @@ __all__ = ["LdapSettings", "ObjectTypeDef", "PropertyDef", "parse_ldap_config"]
 NAME_ATTRIBUTE = "__NAME__"
 # OpenICF's special attribute names (lower case) -> what they stand for in an LDAP entry:
 # the DN, the uidAttribute's value, the account's lock state, the password attribute
-# (write-only), and the groups whose member attribute holds the entry's DN.
+# (write-only), the groups whose member attribute holds the entry's DN, and (on a group)
+# the uidAttribute values of its members (read-only).
 SPECIAL_NAMES = {"__name__": "name", "__uid__": "uid", "__enable__": "enable",
-                 "__password__": "password", "ldapgroups": "groups", "__groups__": "groups"}
+                 "__password__": "password", "ldapgroups": "groups", "__groups__": "groups",
+                 "_memberid": "member_ids"}
 # Past a day a timeout means "never" and only overflows the clock arithmetic below it.
 _MAX_TIMEOUT = 86_400.0
 # RFC 2696's page size is an LDAP INTEGER (0 .. 2**31-1).
@@ -46,7 +48,7 @@ class PropertyDef:
 
     @functools.cached_property
     def special(self) -> str | None:
-        """``name``, ``uid``, ``enable``, ``password`` or ``groups`` for OpenICF's
+        """``name``, ``uid``, ``enable``, ``password``, ``groups`` or ``member_ids`` for OpenICF's
         special names (``SPECIAL_NAMES``), None for a plain attribute."""
         return SPECIAL_NAMES.get(self.native.lower())
 

@@ -37,7 +37,14 @@ from idsync.connectors.ldap.groups import Memberships, uid_values
 from idsync.connectors.ldap.ignored import ignored_settings
 from idsync.connectors.ldap.members import DELETE, MEMBER_OF, REPLACE, Changes, norm_dn, value_changes
 from idsync.connectors.ldap.special import encode_special, read_attributes, read_special
-from idsync.connectors.ldap.values import decode_entries, decode_entry, encode_values, id_filter, wanted_properties
+from idsync.connectors.ldap.values import (
+    decode_entries,
+    decode_entry,
+    decode_id,
+    encode_values,
+    id_filter,
+    wanted_properties,
+)
 from idsync.errors import (
     ConfigError,
     IdsyncError,
@@ -88,6 +95,7 @@ class LdapResource(Resource, ChangeSource):
         self.renames_ids = self._dn_ids
         self._conn = LdapConnection(system, settings)
         self._memberships = Memberships(self._conn, settings)
+        self._member_id_cache: dict[str, str | None] = {}  # member DN -> its id (``_memberId``)
         self._class_filters = tuple(f"(objectClass={c})" for c in object_type.object_classes
                                     if c.lower() != "top")
         self._changes = LdapChanges(system, settings, _and(*self._class_filters, object_type.search_filter),
@@ -180,7 +188,7 @@ class LdapResource(Resource, ChangeSource):
         prop = self._type.properties.get(path[0])
         if prop is None:
             return path[0]  # not declared: taken as an attribute name, as directories allow
-        if prop.special in ("uid", "groups", "enable", "password"):
+        if prop.special in ("uid", "groups", "enable", "password", "member_ids"):
             attributes = read_attributes(prop, self._settings)
             if prop.special not in ("uid", "groups") or not attributes:
                 raise QueryError(f"{self.name}: {path[0]} ({prop.native}) cannot be used in a query filter")
@@ -210,7 +218,30 @@ class LdapResource(Resource, ChangeSource):
             groups = self._memberships.groups_of([dn for dn, _ in entries])
             for obj, (dn, _) in zip(objects, entries, strict=True):
                 obj.update({p.name: groups[dn] for p in searched})
+        member_ids = [p for p in specials if p.special == "member_ids"]
+        if member_ids:
+            key = self._settings.group_member_attribute.lower()
+            for obj, (_, raw) in zip(objects, entries, strict=True):
+                ids = self._member_ids([v.decode("utf-8", "replace") for v in raw.get(key) or ()])
+                obj.update({p.name: ids for p in member_ids})
         return objects
+
+    def _member_ids(self, dns: Sequence[str]) -> list[str]:
+        """The ``uidAttribute`` values of the entries at ``dns`` (OpenICF's ``_memberId``):
+        the DNs themselves with DN ids, else one base read per DN not seen before in this
+        resource's life; a DN naming no entry is left out."""
+        if self._dn_ids:
+            return list(dns)
+        uid_key = self._uid.lower()
+        ids: list[str] = []
+        for dn in dns:
+            key = norm_dn(dn)
+            if key not in self._member_id_cache:
+                found = self._conn.search(dn, "(objectClass=*)", [self._uid], scope="base") if _valid_dn(dn) else []
+                self._member_id_cache[key] = decode_id(uid_key, found[0][1].get(uid_key)) if found else None
+            if (member_id := self._member_id_cache[key]) is not None:
+                ids.append(member_id)
+        return ids
 
     # Writes -----------------------------------------------------------------
 

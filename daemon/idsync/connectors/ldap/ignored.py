@@ -68,7 +68,6 @@ _NOT_ACTED_ON: Mapping[str, tuple[Callable[[Any], bool], str]] = {
     "respectResourcePasswordPolicyChangeAfterReset": (
         _unset, "the password policy's change-after-reset is not applied to password writes"),
     "referralsHandling": (_is("ignore"), "referrals are not followed"),
-    "getGroupMemberId": (_unset, "_memberId (the ids of a group's members) is not implemented"),
     "alternateKeyStore": (_unset, "use caFile for the certificate authority"),
     "alternateKeyStorePassword": (_unset, "use caFile for the certificate authority"),
     "alternateKeyStoreType": (_unset, "use caFile for the certificate authority"),

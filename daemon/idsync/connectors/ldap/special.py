@@ -13,7 +13,9 @@ names OpenICF gives to what every connector has:
   removes the attribute (which also lifts a lockout after failed binds);
 - ``__PASSWORD__``: ``passwordAttribute``, write-only: never read, never listed.
   ``unicodePwd`` (AD) is written as AD wants it, the quoted password in UTF-16LE;
-- ``ldapGroups`` / ``__GROUPS__``: the groups the entry belongs to (``groups``).
+- ``ldapGroups`` / ``__GROUPS__``: the groups the entry belongs to (``groups``);
+- ``_memberId`` (on a group, read-only): the ``uidAttribute`` values of the entries
+  its ``groupMemberAttribute`` names, resolved by the connector (``member_ids``).
 
 This module turns the raw attributes of an entry into those values and back; it
 holds no connection.
@@ -46,6 +48,8 @@ def read_attributes(prop: PropertyDef, settings: LdapSettings) -> list[str]:
         return [] if settings.uid_attribute.lower() == "dn" else [settings.uid_attribute]
     if kind == "groups" and settings.groups_attribute:
         return [settings.groups_attribute]
+    if kind == "member_ids":
+        return [settings.group_member_attribute]
     return []  # the DN comes with every entry; a password is never read; groups are searched
 
 
