@@ -20,7 +20,7 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -170,9 +170,7 @@ def run_job(
 
 
 def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutcome, cancel: threading.Event) -> None:
-    for name in job.mappings:
-        if cancel.is_set():
-            break
+    def one(name: str) -> MappingOutcome:
         options = ReconOptions(
             dry_run=outcome.dry_run,
             allow_create=job.allow_create,
@@ -185,15 +183,33 @@ def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutco
         )
         options.on_progress = ProgressLog(project.settings.recon.progress_interval,
                                           expected_counts(store, name)).update
+        return _mapping_outcome(run_recon_scripted(project, store, name, options))
+
+    _run_each(job.mappings, one, job, outcome, cancel)
+
+
+def _run_livesync(project: Project, store: Store, job: JobDef, outcome: JobOutcome, cancel: threading.Event) -> None:
+    def one(source: str) -> MappingOutcome:
+        options = LiveSyncOptions(dry_run=outcome.dry_run, page_size=job.page_size, job=job.name, cancel=cancel)
+        return _livesync_outcome(run_livesync(project, store, source, options))
+
+    _run_each(job.livesync, one, job, outcome, cancel)
+
+
+def _run_each(names: Sequence[str], run_one: Callable[[str], MappingOutcome], job: JobDef, outcome: JobOutcome,
+              cancel: threading.Event) -> None:
+    """Run each mapping (or liveSync source) of ``job`` in turn: a cancel stops before the
+    next, a failure too unless ``continueOnFailure``; the failures make the job's message."""
+    for name in names:
+        if cancel.is_set():
+            break
         try:
-            result = run_recon_scripted(project, store, name, options)
-        except IdsyncError as exc:  # before the recon started: its lock, an unknown mapping
+            mapping = run_one(name)
+        except IdsyncError as exc:  # before the run started: its lock, an unknown mapping or source
             mapping = MappingOutcome(name, "FAILED", message=str(exc))
         except Exception as exc:
             log.exception("job.mapping_crash", job=job.name, mapping=name)
             mapping = MappingOutcome(name, "FAILED", message=f"internal error: {type(exc).__name__}")
-        else:
-            mapping = _mapping_outcome(result)
         outcome.mappings.append(mapping)
         if mapping.state == "CANCELED":
             break
@@ -203,25 +219,6 @@ def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutco
     failed = [m for m in outcome.mappings if m.state == "FAILED"]
     if failed and outcome.message is None:
         outcome.message = "; ".join(f"{m.mapping}: {m.message or 'failed'}" for m in failed)
-
-
-def _run_livesync(project: Project, store: Store, job: JobDef, outcome: JobOutcome, cancel: threading.Event) -> None:
-    for source in job.livesync:
-        if cancel.is_set():
-            break
-        options = LiveSyncOptions(dry_run=outcome.dry_run, page_size=job.page_size, job=job.name, cancel=cancel)
-        try:
-            result = run_livesync(project, store, source, options)
-        except IdsyncError as exc:  # before the run started: its lock, a source no mapping reads
-            one = MappingOutcome(source, "FAILED", message=str(exc))
-        else:
-            one = _livesync_outcome(result)
-        outcome.mappings.append(one)
-        if one.state == "CANCELED":
-            break
-        if one.state == "FAILED" and not job.continue_on_failure:
-            outcome.message = f"{source}: {one.message or 'failed'}"
-            break
 
 
 def _livesync_outcome(result: LiveSyncResult) -> MappingOutcome:
