@@ -21,6 +21,7 @@ from idsync.config.jobs import load_jobs
 from idsync.console.jobfile import create_job, edit_toml, job_file, remove_job, save_job
 from idsync.console.session import Sessions
 from idsync.errors import ConfigError
+from idsync_dev.slapd import Slapd
 
 MAPPING = "systemLdapAccounts_managedUser"
 TEXT = f"""# Nightly.
@@ -126,8 +127,9 @@ def test_sessions_end_when_idle() -> None:
 
 
 @contextmanager
-def _app(tmp_path: Path, **settings: Any) -> Iterator[Any]:
-    """The API with the console, in process, over the sample's conf/ and a SQLite store."""
+def _app(tmp_path: Path, project_dir: Path | None = None, **settings: Any) -> Iterator[Any]:
+    """The API with the console, in process, over ``project_dir`` (by default the sample's
+    conf/ and a SQLite store)."""
     from idsync.api import ApiContext, create_app, hash_password, load_accounts
     from idsync.config.project import load_project
     from idsync.console import create_console
@@ -136,9 +138,10 @@ def _app(tmp_path: Path, **settings: Any) -> Iterator[Any]:
 
     from samples import SAMPLE
 
-    project_dir = tmp_path / "project"
-    shutil.copytree(SAMPLE / "conf", project_dir / "conf")
-    (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    if project_dir is None:
+        project_dir = tmp_path / "project"
+        shutil.copytree(SAMPLE / "conf", project_dir / "conf")
+        (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
     project = load_project(project_dir)
     store = Store.open(project.settings.store_url())
     api = ApiSettings(accounts={"admin": hash_password("a-long-password")}, **settings)
@@ -152,6 +155,56 @@ def _app(tmp_path: Path, **settings: Any) -> Iterator[Any]:
 
 def _login_token(form: httpx.Response) -> str:
     return form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+async def _logged_in(client: httpx.AsyncClient) -> None:
+    token = _login_token(await client.get("/admin/login"))
+    answer = await client.post("/admin/login", data={"csrf": token, "username": "admin",
+                                                     "password": "a-long-password"})
+    assert answer.status_code == 303, answer.text
+
+
+def test_console_changes_run_scripts_with_the_openidm_router(tmp_path: Path, slapd: Slapd,
+                                                              ldap_subtree: str) -> None:
+    """A user created and then edited in the console is pushed through a mapping whose
+    property transform asks ``openidm.query``: the directory entry carries the script's answer
+    after each, exactly as after the same change over the API (same router, same implicit sync)."""
+    from samples import REVERSE, ldap_entry, sample_project
+
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=False)
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    mapping = next(m for m in sync["mappings"] if m["name"] == REVERSE)
+    mapping["properties"] = [r for r in mapping["properties"] if r["target"] != "description"] + [{
+        "source": "", "target": "description", "transform": {"type": "text/javascript", "source": (
+            "'namesakes: ' + openidm.query('managed/user', {_queryFilter: 'sn eq \"' + source.sn + '\"'})"
+            ".resultCount")}}]
+    sync_file.write_text(json.dumps(sync))
+    user = {"userName": "fdoe", "givenName": "Felicitas", "sn": "Doe", "mail": "fdoe@example.com"}
+    dn = f"uid=fdoe,{ldap_subtree}"
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            csrf = _login_token(await client.get("/admin/managed/user/new"))
+            created = await client.post("/admin/managed/user/new",
+                                        data={"csrf": csrf, **{f"p.{k}": v for k, v in user.items()}})
+            assert created.status_code == 303 and "pushed" in created.headers["location"], created.headers
+            assert (ldap_entry(slapd, dn) or {}).get("description") == ["namesakes: 1"]
+            api = {"X-OpenIDM-Username": "admin", "X-OpenIDM-Password": "a-long-password"}
+            other = await client.post("/openidm/managed/user?_action=create", headers=api,
+                                      json={**user, "userName": "adoe", "sn": "Roe"})
+            assert other.status_code == 201, other.text
+            user_page = created.headers["location"].split("?")[0]
+            form = await client.get(user_page)
+            rev = form.text.split('name="_rev" value="', 1)[1].split('"', 1)[0]
+            edited = await client.post(user_page, data={"csrf": _login_token(form), "_rev": rev, "p.sn": "Roe"})
+            assert edited.status_code == 303 and "pushed" in edited.headers["location"], edited.headers
+            assert (ldap_entry(slapd, dn) or {}).get("description") == ["namesakes: 2"]
+
+    with _app(tmp_path, project) as app:
+        asyncio.run(visit(app))
 
 
 def test_console_pages_render_without_javascript(tmp_path: Path) -> None:
