@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import ssl
 import time
 import tomllib
 from collections.abc import Iterator
@@ -272,3 +273,127 @@ def test_save_on_the_example_jobs_changes_only_the_schedule(tmp_path: Path, name
     assert len(changed) == 1
     old, new = changed[0]
     assert new.startswith('schedule = "0 0/10 6-20 ? * MON-FRI"') and new.split("#")[1] == old.split("#")[1]
+
+
+@pytest.fixture
+def sf_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Any]]:
+    """The Salesforce sample without a refresh token, against a fresh stand-in whose
+    Connected App lists the in-process console's callback URL."""
+    from salesforce_sample import running_org, sample_project, sf_env
+
+    for org in running_org(tmp_path):
+        org.callback_urls.add("http://testserver/admin/oauth/callback")
+        for name, value in sf_env(org).items():
+            if name != "SALESFORCE_REFRESH_TOKEN":
+                monkeypatch.setenv(name, value)
+        project = sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}")
+        prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
+        prov = json.loads(prov_file.read_text())
+        del prov["configurationProperties"]["refreshToken"]
+        prov_file.write_text(json.dumps(prov))
+        yield project, org
+
+
+async def _consent(client: httpx.AsyncClient, org: Any) -> tuple[str, str]:
+    """Authorize pressed on the Systems page and access allowed at the stand-in: the
+    callback URL the provider sends the browser to, and the consent cookie."""
+    systems = await client.get("/admin/systems")
+    started = await client.post("/admin/systems/salesforce/authorize", data={"csrf": _login_token(systems)})
+    assert started.status_code == 303 and started.headers["location"].startswith(org.url), started.text
+    cookie = started.headers["set-cookie"]
+    assert "samesite=lax" in cookie.lower() and "httponly" in cookie.lower()
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=org.ca_file)) as provider:
+        allowed = await provider.post(started.headers["location"].split("?")[0],
+                                      data={**dict(httpx.URL(started.headers["location"]).params),
+                                            "username": "admin@example.com", "password": "fake-password-1",
+                                            "decision": "allow"})
+    assert allowed.status_code == 302, allowed.text
+    return allowed.headers["location"], client.cookies["idsync_console_consent"]
+
+
+def test_consent_keeps_the_refresh_token_in_the_state_directory(sf_project: tuple[Path, Any]) -> None:
+    """Systems shows the Salesforce system as needing consent, with the provider's origin
+    allowed as a form target; Authorize (refused without the CSRF token) sends the browser to
+    the provider's authorize page with a state and a PKCE challenge; the callback exchanges
+    the code, keeps the refresh token in state/oauth/ (0600, directory 0700) and never shows
+    it; the connector then connects with it; the same callback again is refused."""
+    project, org = sf_project
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            systems = await client.get("/admin/systems")
+            assert "needs consent" in systems.text
+            assert f"form-action 'self' {org.url}" in systems.headers["content-security-policy"]
+            assert (await client.post("/admin/systems/salesforce/authorize", data={})).status_code == 403
+            callback, _ = await _consent(client, org)
+            query = dict(httpx.URL(callback).params)
+            assert callback.startswith("http://testserver/admin/oauth/callback?") and query["state"]
+            done = await client.get(callback)
+            assert done.status_code == 200, done.text
+            assert "salesforce is authorized" in done.text and "OK" in done.text
+            stored = project / "state" / "oauth" / "salesforce.refresh-token"
+            token = stored.read_text().strip()
+            assert token in org.refresh_tokens and token not in done.text and query["code"] not in done.text
+            assert stored.stat().st_mode & 0o777 == 0o600 and stored.parent.stat().st_mode & 0o777 == 0o700
+            again = await client.get(callback)
+            assert again.status_code == 400 and "already used" in again.text
+            assert "authorized" in (await client.get("/admin/systems")).text
+            assert token not in (await client.get("/admin/managed/user")).text
+
+    with _app(project.parent, project) as app:
+        asyncio.run(visit(app))
+    from idsync.config.project import load_project
+    from idsync.resources import Resources
+
+    resources = Resources(load_project(project), None)  # type: ignore[arg-type]
+    try:
+        assert resources.system("salesforce").test()["ok"]
+    finally:
+        resources.close()
+
+
+def test_consent_callback_refuses_a_wrong_state_another_browser_and_a_denial(sf_project: tuple[Path, Any]) -> None:
+    """A callback with a forged state, or with the right state in a browser without the
+    consent cookie that started it, or after the session that started it logged out, is
+    refused and stores nothing; so is the provider's access_denied, whose reason the page
+    shows. The right callback still works after a forged one was refused."""
+    project, org = sf_project
+    stored = project / "state" / "oauth" / "salesforce.refresh-token"
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            callback, _ = await _consent(client, org)
+            state = dict(httpx.URL(callback).params)["state"]
+            forged = await client.get(callback.replace(state, "forged-" + state[7:]))
+            assert forged.status_code == 400 and "refused" in forged.text
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
+                stolen = await other.get(callback)
+                assert stolen.status_code == 400 and "another browser" in stolen.text
+            assert not stored.exists()
+            callback, _ = await _consent(client, org)
+            good = await client.get(callback)
+            assert good.status_code == 200 and stored.exists()
+            stored.unlink()
+            callback, _ = await _consent(client, org)
+            systems = await client.get("/admin/systems")
+            await client.post("/admin/logout", data={"csrf": _login_token(systems)})
+            ended = await client.get(callback)
+            assert ended.status_code == 400 and "session that started it has ended" in ended.text
+            assert not stored.exists()
+            await _logged_in(client)
+            systems = await client.get("/admin/systems")
+            started = await client.post("/admin/systems/salesforce/authorize", data={"csrf": _login_token(systems)})
+            denied_at = httpx.URL(started.headers["location"])
+            async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=org.ca_file)) as provider:
+                denied = await provider.post(str(denied_at.copy_with(query=None)), data={
+                    **dict(denied_at.params), "username": "admin@example.com", "password": "fake-password-1",
+                    "decision": "deny"})
+            refused = await client.get(denied.headers["location"])
+            assert refused.status_code == 400 and "access_denied" in refused.text and not stored.exists()
+
+    with _app(project.parent, project) as app:
+        asyncio.run(visit(app))
