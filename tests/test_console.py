@@ -37,7 +37,7 @@ misfire = "skip"             # keep this comment
 class Console:
     """The daemon's console and a browser pointed at it."""
 
-    def __init__(self, project: Path, base: str, browser: Any, slapd: Slapd, subtree: str) -> None:
+    def __init__(self, project: Path, base: str, browser: Any, slapd: Slapd | None, subtree: str) -> None:
         self.project = project
         self.base = base
         self.browser = browser
@@ -106,7 +106,41 @@ class Console:
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[Console]:
+def browser() -> Iterator[Any]:
+    """One browser for the module's tests (it trusts the Salesforce stand-in's certificate)."""
+    with chromium(accept_insecure_certs=True) as driver:
+        yield driver
+
+
+class Daemon:
+    """A running ``idsync run``; ``output`` is what it wrote, once stopped."""
+
+    def __init__(self, project: Path, base: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info",
+                                          **(env or {})})
+        self.output = ""
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/openidm/info/ping", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM, which the daemon must survive cleanly (exit 0, no traceback)."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.output = self.proc.communicate(timeout=30)[0]
+        assert self.proc.returncode == 0, self.output
+        assert "Traceback" not in self.output
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.output.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd, browser: Any) -> Iterator[Console]:
     tmp = tmp_path_factory.mktemp("console")
     subtree = f"ou=console,ou=People,{slapd.base_dn}"
     slapd.add_ldif(f"dn: {subtree}\nobjectClass: top\nobjectClass: organizationalUnit\nou: console\n")
@@ -119,36 +153,62 @@ def console(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[
     (project / "jobs.d" / f"{JOB}.toml").write_text(JOB_TEXT)
     (project / "jobs.d" / f"{SLOW}.toml").write_text(
         f'schedule = "0 0 1 1 *"\nmappings = ["{FORWARD}"]\nmisfire = "skip"\npage_size = 25\n')
-    with chromium() as browser:
-        proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info"})
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{base}/openidm/info/ping", timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-            yield Console(project, base, browser, slapd, subtree)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
-        assert "Traceback" not in out
-        # Every change made in the console is logged with the account that made it.
-        events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        changes = [e for e in events if e["event"].startswith(("console.job_", "console.object_", "console.recon_"))]
-        assert all(e["user"] == "openidm-admin" for e in changes), changes
+    base = f"http://127.0.0.1:{port}"
+    daemon = Daemon(project, base)
+    try:
+        yield Console(project, base, browser, slapd, subtree)
+    finally:
+        daemon.stop()
+    # Every change made in the console is logged with the account that made it.
+    changes = [e for e in daemon.events()
+               if e["event"].startswith(("console.job_", "console.object_", "console.recon_"))]
+    assert all(e["user"] == "openidm-admin" for e in changes), changes
 
 
 @pytest.fixture(autouse=True)
-def _logged_in(request: pytest.FixtureRequest, console: Console) -> None:
-    """Every test but the login test starts logged in (whichever tests run)."""
-    if request.node.name != "test_login_refused_then_accepted" and console.browser.get_cookie(
-            "idsync_console") is None:
+def _logged_in(request: pytest.FixtureRequest) -> None:
+    """Every test of the LDAP sample's console but the login test starts logged in (whichever
+    tests run)."""
+    if request.node.name in ("test_login_refused_then_accepted", "test_authorize_salesforce"):
+        return
+    console: Console = request.getfixturevalue("console")
+    if console.browser.get_cookie("idsync_console") is None:
         console.login()
+
+
+@pytest.fixture(scope="module")
+def sf_console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[tuple[Console, Any]]:
+    """The Salesforce sample's daemon with its console on 127.0.0.2 (cookies of its own, in the
+    same browser) and no refresh token configured, against the local Salesforce stand-in,
+    whose Connected App lists the console's callback URL."""
+    from salesforce_sample import running_org, sf_env
+    from salesforce_sample import sample_project as salesforce_project
+
+    tmp = tmp_path_factory.mktemp("console-salesforce")
+    for org in running_org(tmp):
+        org.add_user(Username="ada@example.com", LastName="Lovelace", Email="ada@example.com", Alias="ada")
+        project = salesforce_project(tmp, org, f"sqlite:///{tmp / 's.db'}")
+        prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
+        prov = json.loads(prov_file.read_text())
+        del prov["configurationProperties"]["refreshToken"]
+        prov_file.write_text(json.dumps(prov))
+        port = free_port()
+        with (project / "conf" / "idsync.toml").open("a") as f:
+            f.write(f'[api]\nenabled = true\nhost = "127.0.0.2"\nport = {port}\n'
+                    f'[api.accounts]\n"openidm-admin" = "{ADMIN_HASH}"\n')
+        base = f"http://127.0.0.2:{port}"
+        org.callback_urls.add(f"{base}/admin/oauth/callback")
+        env = {k: v for k, v in sf_env(org).items() if k != "SALESFORCE_REFRESH_TOKEN"}
+        daemon = Daemon(project, base, env)
+        try:
+            yield Console(project, base, browser, None, ""), org
+        finally:
+            daemon.stop()
+        # The code and the token are in no log line.
+        token = (project / "state" / "oauth" / "salesforce.refresh-token").read_text().strip()
+        assert token not in daemon.output and "aPrx" not in daemon.output
+        assert any(e["event"] == "console.system_authorized" and e["user"] == "openidm-admin"
+                   for e in daemon.events())
 
 
 def test_login_refused_then_accepted(console: Console) -> None:
@@ -450,3 +510,43 @@ def test_every_change_works_without_javascript(console: Console) -> None:
         other.type("#p-description", "edited without JavaScript")
         other.find("#save").click()
         other.wait(lambda: "Saved" in other.text(".flash.ok"))
+
+
+def test_authorize_salesforce(sf_console: tuple[Console, Any]) -> None:
+    """Systems shows the Salesforce system needing consent; Authorize sends the browser to the
+    provider's login and consent page; Allow brings it back to the console, which keeps the
+    refresh token in the state directory (0600), never on the page, and tests the connection;
+    Back to Systems is logged in again (the session cookie is sent once the navigation is the
+    console's own), shows it authorized, and browses Salesforce users with the kept token;
+    the same callback opened again is refused."""
+    console, org = sf_console
+    browser = console.browser
+    try:
+        console.login()
+        console.open("/admin/systems")
+        assert "needs consent" in console.text("#consent-salesforce")
+        assert "no refresh token yet" in console.text("#systems")
+        console.submit(console.find("#authorize-salesforce"))
+        assert browser.current_url.startswith(org.url + "/services/oauth2/authorize?")
+        console.find("#username").send_keys("admin@example.com")
+        console.find("#password").send_keys("fake-password-1")
+        console.submit(console.find("#oaapprove"))
+        console.wait(lambda: "salesforce is authorized" in console.text("#consent-outcome"))
+        assert "OK" in console.text("#consent-test")
+        callback = browser.current_url
+        assert callback.startswith(console.base + "/admin/oauth/callback?code=")
+        stored = console.project / "state" / "oauth" / "salesforce.refresh-token"
+        token = stored.read_text().strip()
+        assert token in org.refresh_tokens and stored.stat().st_mode & 0o777 == 0o600
+        assert token not in browser.page_source
+        console.submit(console.find("#back-to-systems"))
+        console.wait(lambda: "authorized" in console.text("#consent-salesforce"))
+        console.submit(console.find("#test"))
+        console.wait(lambda: "Every system answered" in console.text(".flash.ok"))
+        console.open("/admin/system/salesforce/User")
+        console.wait(lambda: "ada@example.com" in console.text("#objects"))
+        browser.get(callback)
+        assert "refused" in console.text("#consent-failure")
+        assert stored.read_text().strip() == token and org.consents == 1
+    finally:
+        browser.get("about:blank")
