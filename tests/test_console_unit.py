@@ -82,6 +82,31 @@ def test_save_writes_a_job_the_daemon_loads(tmp_path: Path) -> None:
     assert "# every hour" in path.read_text()
 
 
+def test_a_job_directory_the_daemon_may_not_write_is_a_clear_error(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the daemon may not write jobs.d/ (a read-only /etc under systemd without the unit's
+    ReadWritePaths=), Save and Remove fail with a ConfigError naming the file, the reason and
+    what allows it; the job file is left as it was."""
+    import errno
+
+    import idsync.console.jobfile as jobfile
+
+    path = tmp_path / "nightly.toml"
+    path.write_text(TEXT)
+
+    def read_only(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(jobfile.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(jobfile.os, "replace", read_only)
+    for attempt in (lambda: save_job(path, {"schedule": "0 30 2 * * ?"}, [MAPPING]), lambda: remove_job(path)):
+        with pytest.raises(ConfigError) as caught:
+            attempt()
+        assert caught.value.file == str(path)
+        assert "Read-only file system" in caught.value.problem and "ReadWritePaths=" in caught.value.problem
+    assert path.read_text() == TEXT
+
+
 def test_pingidm_schedule_is_edited_as_json(tmp_path: Path) -> None:
     """A job from conf/schedule-NAME.json is found and saved with PingIDM's key names, other keys kept."""
     conf = tmp_path / "conf"
