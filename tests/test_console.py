@@ -502,6 +502,12 @@ def test_every_change_works_without_javascript(console: Console) -> None:
         assert 'schedule = "0 45 4 * * ?"' in (console.project / "jobs.d" / f"{JOB}.toml").read_text()
         other.find("#run-now").click()
         other.wait(lambda: "Started" in other.text(".flash.ok"))
+
+        def idle() -> bool:  # no script refreshes the page: look again until the run ended
+            other.open(f"/admin/jobs/{JOB}")
+            return other.text("#job-running") == "idle"
+
+        other.wait(idle, seconds=60)  # a preview of a mapping that is running is refused
         other.open(f"/admin/mappings/{FORWARD}")
         other.find("#preview").click()
         other.wait(lambda: "preview" in other.text("h1"))
@@ -541,6 +547,10 @@ def test_authorize_salesforce(sf_console: tuple[Console, Any]) -> None:
         assert token not in browser.page_source
         console.submit(console.find("#back-to-systems"))
         console.wait(lambda: "authorized" in console.text("#consent-salesforce"))
+        browser.set_window_size(390, 844)  # the callback URL to register fits a phone too
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+        browser.set_window_size(1280, 900)
         console.submit(console.find("#test"))
         console.wait(lambda: "Every system answered" in console.text(".flash.ok"))
         console.open("/admin/system/salesforce/User")
