@@ -68,7 +68,8 @@ def consent_systems(ctx: ApiContext) -> dict[str, dict[str, Any]]:
                 if needed is None:
                     continue
                 parts = urlsplit(system.consent_url("", "", ""))
-                out[name] = {"needed": needed, "origin": f"{parts.scheme}://{parts.netloc}", "error": None}
+                port = f":{parts.port}" if parts.port else ""  # never a user name or password of the URL
+                out[name] = {"needed": needed, "origin": f"{parts.scheme}://{parts.hostname}{port}", "error": None}
             except IdsyncError as exc:
                 out[name] = {"needed": True, "origin": None, "error": str(exc)}
     finally:
