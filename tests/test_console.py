@@ -213,7 +213,9 @@ def sf_console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterat
 
 def test_login_refused_then_accepted(console: Console) -> None:
     """A wrong password shows an error and no session; the right one opens the dashboard,
-    whose answers carry the strict Content-Security-Policy and a Strict, HttpOnly cookie."""
+    whose answers carry the strict Content-Security-Policy and a Strict, HttpOnly cookie; when
+    the session ends, the refreshing dashboard turns into the login form (not a login form
+    inside the dashboard)."""
     console.browser.delete_all_cookies()
     console.open("/admin/")
     assert console.browser.current_url.startswith(console.base + "/admin/login")
@@ -229,6 +231,10 @@ def test_login_refused_then_accepted(console: Console) -> None:
     assert answer.status_code == 200
     assert "script-src 'self'" in answer.headers["content-security-policy"]
     assert "<script>" not in answer.text
+    # The session ends while the dashboard refreshes itself: the page becomes the login form.
+    console.browser.delete_cookie("idsync_console")
+    console.wait(lambda: console.browser.current_url.startswith(console.base + "/admin/login"), seconds=10)
+    assert console.find("#username") and not console.browser.find_elements("css selector", "#dashboard")
 
 
 def test_save_cron_expression(console: Console) -> None:
