@@ -34,6 +34,28 @@ misfire = "skip"             # keep this comment
 """
 
 
+# Visible text whose contrast with the first opaque background behind it is below WCAG AA.
+_LOW_CONTRAST = """
+const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
+const lum = ([r, g, b]) => [r, g, b]
+  .map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+  .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+const behind = e => { for (; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor);
+  if (c.length === 3 || c[3] > 0) return c.slice(0, 3); } return [255, 255, 255]; };
+const out = [];
+for (const e of document.querySelectorAll('body *')) {
+  const own = [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+  const st = getComputedStyle(e);
+  if (!own || !e.getClientRects().length || st.visibility === 'hidden' || e.closest('.skip')) continue;
+  const [a, b] = [lum(rgb(st.color).slice(0, 3)), lum(behind(e))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  const large = parseFloat(st.fontSize) >= 24 || (parseFloat(st.fontSize) >= 18.66 && Number(st.fontWeight) >= 700);
+  if (ratio < (large ? 3 : 4.5)) out.push(e.tagName + ' ' + e.textContent.trim().slice(0, 30) + ' ' + ratio.toFixed(2));
+}
+return out;
+"""
+
+
 class Console:
     """The daemon's console and a browser pointed at it."""
 
@@ -398,13 +420,16 @@ def test_systems(console: Console) -> None:
 
 
 def test_pages_fit_a_phone_and_a_laptop(console: Console) -> None:
-    """The dashboard, the jobs page and a run fit a phone's width (no sideways scrolling of
-    the page) and a laptop's; every form field has a label. With IDSYNC_SCREENSHOTS=DIR the
-    laptop views are saved there (the README's pictures)."""
+    """The dashboard, the jobs page, a run, a mapping, the users and the systems fit a
+    phone's width (no sideways scrolling of the page) and a laptop's; every form field has a
+    label, every text has WCAG AA contrast with what is behind it, and the keyboard's first
+    stop is the link to the content. With IDSYNC_SCREENSHOTS=DIR the laptop views of the
+    first three are saved there (the README's pictures)."""
     console.reconciled()
     console.open(f"/admin/runs?mapping={FORWARD}&state=SUCCESS")
     run_href = console.find("#runs tbody a").get_attribute("href")
-    pages = {"dashboard": "/admin/", "jobs": f"/admin/jobs/{JOB}", "run": run_href.replace(console.base, "")}
+    pages = {"dashboard": "/admin/", "jobs": f"/admin/jobs/{JOB}", "run": run_href.replace(console.base, ""),
+             "mapping": f"/admin/mappings/{FORWARD}", "users": "/admin/managed/user", "systems": "/admin/systems"}
     shots = os.environ.get("IDSYNC_SCREENSHOTS")
     for width, height in ((390, 844), (1280, 900)):
         console.browser.set_window_size(width, height)
@@ -418,7 +443,17 @@ def test_pages_fit_a_phone_and_a_laptop(console: Console) -> None:
                 "return [...document.querySelectorAll('input:not([type=hidden]), select')]"
                 ".filter(e => !(e.labels && e.labels.length)).map(e => e.name)")
             assert unlabeled == [], f"{name}: fields without a label: {unlabeled}"
-            if shots and width > 1000:
+            faint = console.browser.execute_script(_LOW_CONTRAST)
+            assert faint == [], f"{name}: text below WCAG AA contrast (4.5:1, 3:1 when large): {faint}"
+            if width < 1000:
+                continue
+            from selenium.webdriver.common.keys import Keys
+
+            console.find("body").send_keys(Keys.TAB)  # the keyboard's first stop skips to the content
+            assert console.browser.switch_to.active_element.text == "Skip to content"
+            console.browser.switch_to.active_element.send_keys(Keys.ENTER)
+            assert console.browser.current_url.endswith("#main")
+            if shots and name in ("dashboard", "jobs", "run"):
                 Path(shots).mkdir(parents=True, exist_ok=True)
                 console.browser.save_screenshot(str(Path(shots) / f"console-{name}.png"))
 
