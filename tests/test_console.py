@@ -443,6 +443,9 @@ def test_pages_fit_a_phone_and_a_laptop(console: Console) -> None:
                 "return [...document.querySelectorAll('input:not([type=hidden]), select')]"
                 ".filter(e => !(e.labels && e.labels.length)).map(e => e.name)")
             assert unlabeled == [], f"{name}: fields without a label: {unlabeled}"
+            if shots and width > 1000 and name in ("dashboard", "jobs", "run"):
+                Path(shots).mkdir(parents=True, exist_ok=True)
+                console.browser.save_screenshot(str(Path(shots) / f"console-{name}.png"))
             faint = console.browser.execute_script(_LOW_CONTRAST)
             assert faint == [], f"{name}: text below WCAG AA contrast (4.5:1, 3:1 when large): {faint}"
             if width < 1000:
@@ -453,9 +456,6 @@ def test_pages_fit_a_phone_and_a_laptop(console: Console) -> None:
             assert console.browser.switch_to.active_element.text == "Skip to content"
             console.browser.switch_to.active_element.send_keys(Keys.ENTER)
             assert console.browser.current_url.endswith("#main")
-            if shots and name in ("dashboard", "jobs", "run"):
-                Path(shots).mkdir(parents=True, exist_ok=True)
-                console.browser.save_screenshot(str(Path(shots) / f"console-{name}.png"))
 
 
 def test_csrf_refused(console: Console) -> None:
