@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import ssl
 import time
 import tomllib
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from idsync.config.jobs import load_jobs
 from idsync.console.jobfile import create_job, edit_toml, job_file, remove_job, save_job
 from idsync.console.session import Sessions
 from idsync.errors import ConfigError
+from idsync_dev.slapd import Slapd
 
 MAPPING = "systemLdapAccounts_managedUser"
 TEXT = f"""# Nightly.
@@ -80,6 +82,31 @@ def test_save_writes_a_job_the_daemon_loads(tmp_path: Path) -> None:
     assert "# every hour" in path.read_text()
 
 
+def test_a_job_directory_the_daemon_may_not_write_is_a_clear_error(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the daemon may not write jobs.d/ (a read-only /etc under systemd without the unit's
+    ReadWritePaths=), Save and Remove fail with a ConfigError naming the file, the reason and
+    what allows it; the job file is left as it was."""
+    import errno
+
+    import idsync.console.jobfile as jobfile
+
+    path = tmp_path / "nightly.toml"
+    path.write_text(TEXT)
+
+    def read_only(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(jobfile.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(jobfile.os, "replace", read_only)
+    for attempt in (lambda: save_job(path, {"schedule": "0 30 2 * * ?"}, [MAPPING]), lambda: remove_job(path)):
+        with pytest.raises(ConfigError) as caught:
+            attempt()
+        assert caught.value.file == str(path)
+        assert "Read-only file system" in caught.value.problem and "ReadWritePaths=" in caught.value.problem
+    assert path.read_text() == TEXT
+
+
 def test_pingidm_schedule_is_edited_as_json(tmp_path: Path) -> None:
     """A job from conf/schedule-NAME.json is found and saved with PingIDM's key names, other keys kept."""
     conf = tmp_path / "conf"
@@ -126,8 +153,9 @@ def test_sessions_end_when_idle() -> None:
 
 
 @contextmanager
-def _app(tmp_path: Path, **settings: Any) -> Iterator[Any]:
-    """The API with the console, in process, over the sample's conf/ and a SQLite store."""
+def _app(tmp_path: Path, project_dir: Path | None = None, **settings: Any) -> Iterator[Any]:
+    """The API with the console, in process, over ``project_dir`` (by default the sample's
+    conf/ and a SQLite store)."""
     from idsync.api import ApiContext, create_app, hash_password, load_accounts
     from idsync.config.project import load_project
     from idsync.console import create_console
@@ -136,9 +164,10 @@ def _app(tmp_path: Path, **settings: Any) -> Iterator[Any]:
 
     from samples import SAMPLE
 
-    project_dir = tmp_path / "project"
-    shutil.copytree(SAMPLE / "conf", project_dir / "conf")
-    (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    if project_dir is None:
+        project_dir = tmp_path / "project"
+        shutil.copytree(SAMPLE / "conf", project_dir / "conf")
+        (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
     project = load_project(project_dir)
     store = Store.open(project.settings.store_url())
     api = ApiSettings(accounts={"admin": hash_password("a-long-password")}, **settings)
@@ -152,6 +181,56 @@ def _app(tmp_path: Path, **settings: Any) -> Iterator[Any]:
 
 def _login_token(form: httpx.Response) -> str:
     return form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+async def _logged_in(client: httpx.AsyncClient) -> None:
+    token = _login_token(await client.get("/admin/login"))
+    answer = await client.post("/admin/login", data={"csrf": token, "username": "admin",
+                                                     "password": "a-long-password"})
+    assert answer.status_code == 303, answer.text
+
+
+def test_console_changes_run_scripts_with_the_openidm_router(tmp_path: Path, slapd: Slapd,
+                                                              ldap_subtree: str) -> None:
+    """A user created and then edited in the console is pushed through a mapping whose
+    property transform asks ``openidm.query``: the directory entry carries the script's answer
+    after each, exactly as after the same change over the API (same router, same implicit sync)."""
+    from samples import REVERSE, ldap_entry, sample_project
+
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=False)
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    mapping = next(m for m in sync["mappings"] if m["name"] == REVERSE)
+    mapping["properties"] = [r for r in mapping["properties"] if r["target"] != "description"] + [{
+        "source": "", "target": "description", "transform": {"type": "text/javascript", "source": (
+            "'namesakes: ' + openidm.query('managed/user', {_queryFilter: 'sn eq \"' + source.sn + '\"'})"
+            ".resultCount")}}]
+    sync_file.write_text(json.dumps(sync))
+    user = {"userName": "fdoe", "givenName": "Felicitas", "sn": "Doe", "mail": "fdoe@example.com"}
+    dn = f"uid=fdoe,{ldap_subtree}"
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            csrf = _login_token(await client.get("/admin/managed/user/new"))
+            created = await client.post("/admin/managed/user/new",
+                                        data={"csrf": csrf, **{f"p.{k}": v for k, v in user.items()}})
+            assert created.status_code == 303 and "pushed" in created.headers["location"], created.headers
+            assert (ldap_entry(slapd, dn) or {}).get("description") == ["namesakes: 1"]
+            api = {"X-OpenIDM-Username": "admin", "X-OpenIDM-Password": "a-long-password"}
+            other = await client.post("/openidm/managed/user?_action=create", headers=api,
+                                      json={**user, "userName": "adoe", "sn": "Roe"})
+            assert other.status_code == 201, other.text
+            user_page = created.headers["location"].split("?")[0]
+            form = await client.get(user_page)
+            rev = form.text.split('name="_rev" value="', 1)[1].split('"', 1)[0]
+            edited = await client.post(user_page, data={"csrf": _login_token(form), "_rev": rev, "p.sn": "Roe"})
+            assert edited.status_code == 303 and "pushed" in edited.headers["location"], edited.headers
+            assert (ldap_entry(slapd, dn) or {}).get("description") == ["namesakes: 2"]
+
+    with _app(tmp_path, project) as app:
+        asyncio.run(visit(app))
 
 
 def test_console_pages_render_without_javascript(tmp_path: Path) -> None:
@@ -219,3 +298,127 @@ def test_save_on_the_example_jobs_changes_only_the_schedule(tmp_path: Path, name
     assert len(changed) == 1
     old, new = changed[0]
     assert new.startswith('schedule = "0 0/10 6-20 ? * MON-FRI"') and new.split("#")[1] == old.split("#")[1]
+
+
+@pytest.fixture
+def sf_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Any]]:
+    """The Salesforce sample without a refresh token, against a fresh stand-in whose
+    Connected App lists the in-process console's callback URL."""
+    from salesforce_sample import running_org, sample_project, sf_env
+
+    for org in running_org(tmp_path):
+        org.callback_urls.add("http://testserver/admin/oauth/callback")
+        for name, value in sf_env(org).items():
+            if name != "SALESFORCE_REFRESH_TOKEN":
+                monkeypatch.setenv(name, value)
+        project = sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}")
+        prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
+        prov = json.loads(prov_file.read_text())
+        del prov["configurationProperties"]["refreshToken"]
+        prov_file.write_text(json.dumps(prov))
+        yield project, org
+
+
+async def _consent(client: httpx.AsyncClient, org: Any) -> tuple[str, str]:
+    """Authorize pressed on the Systems page and access allowed at the stand-in: the
+    callback URL the provider sends the browser to, and the consent cookie."""
+    systems = await client.get("/admin/systems")
+    started = await client.post("/admin/systems/salesforce/authorize", data={"csrf": _login_token(systems)})
+    assert started.status_code == 303 and started.headers["location"].startswith(org.url), started.text
+    cookie = started.headers["set-cookie"]
+    assert "samesite=lax" in cookie.lower() and "httponly" in cookie.lower()
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=org.ca_file)) as provider:
+        allowed = await provider.post(started.headers["location"].split("?")[0],
+                                      data={**dict(httpx.URL(started.headers["location"]).params),
+                                            "username": "admin@example.com", "password": "fake-password-1",
+                                            "decision": "allow"})
+    assert allowed.status_code == 302, allowed.text
+    return allowed.headers["location"], client.cookies["idsync_console_consent"]
+
+
+def test_consent_keeps_the_refresh_token_in_the_state_directory(sf_project: tuple[Path, Any]) -> None:
+    """Systems shows the Salesforce system as needing consent, with the provider's origin
+    allowed as a form target; Authorize (refused without the CSRF token) sends the browser to
+    the provider's authorize page with a state and a PKCE challenge; the callback exchanges
+    the code, keeps the refresh token in state/oauth/ (0600, directory 0700) and never shows
+    it; the connector then connects with it; the same callback again is refused."""
+    project, org = sf_project
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            systems = await client.get("/admin/systems")
+            assert "needs consent" in systems.text
+            assert f"form-action 'self' {org.url}" in systems.headers["content-security-policy"]
+            assert (await client.post("/admin/systems/salesforce/authorize", data={})).status_code == 403
+            callback, _ = await _consent(client, org)
+            query = dict(httpx.URL(callback).params)
+            assert callback.startswith("http://testserver/admin/oauth/callback?") and query["state"]
+            done = await client.get(callback)
+            assert done.status_code == 200, done.text
+            assert "salesforce is authorized" in done.text and "OK" in done.text
+            stored = project / "state" / "oauth" / "salesforce.refresh-token"
+            token = stored.read_text().strip()
+            assert token in org.refresh_tokens and token not in done.text and query["code"] not in done.text
+            assert stored.stat().st_mode & 0o777 == 0o600 and stored.parent.stat().st_mode & 0o777 == 0o700
+            again = await client.get(callback)
+            assert again.status_code == 400 and "already used" in again.text
+            assert "authorized" in (await client.get("/admin/systems")).text
+            assert token not in (await client.get("/admin/managed/user")).text
+
+    with _app(project.parent, project) as app:
+        asyncio.run(visit(app))
+    from idsync.config.project import load_project
+    from idsync.resources import Resources
+
+    resources = Resources(load_project(project), None)  # type: ignore[arg-type]
+    try:
+        assert resources.system("salesforce").test()["ok"]
+    finally:
+        resources.close()
+
+
+def test_consent_callback_refuses_a_wrong_state_another_browser_and_a_denial(sf_project: tuple[Path, Any]) -> None:
+    """A callback with a forged state, or with the right state in a browser without the
+    consent cookie that started it, or after the session that started it logged out, is
+    refused and stores nothing; so is the provider's access_denied, whose reason the page
+    shows. The right callback still works after a forged one was refused."""
+    project, org = sf_project
+    stored = project / "state" / "oauth" / "salesforce.refresh-token"
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            callback, _ = await _consent(client, org)
+            state = dict(httpx.URL(callback).params)["state"]
+            forged = await client.get(callback.replace(state, "forged-" + state[7:]))
+            assert forged.status_code == 400 and "refused" in forged.text
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
+                stolen = await other.get(callback)
+                assert stolen.status_code == 400 and "another browser" in stolen.text
+            assert not stored.exists()
+            callback, _ = await _consent(client, org)
+            good = await client.get(callback)
+            assert good.status_code == 200 and stored.exists()
+            stored.unlink()
+            callback, _ = await _consent(client, org)
+            systems = await client.get("/admin/systems")
+            await client.post("/admin/logout", data={"csrf": _login_token(systems)})
+            ended = await client.get(callback)
+            assert ended.status_code == 400 and "session that started it has ended" in ended.text
+            assert not stored.exists()
+            await _logged_in(client)
+            systems = await client.get("/admin/systems")
+            started = await client.post("/admin/systems/salesforce/authorize", data={"csrf": _login_token(systems)})
+            denied_at = httpx.URL(started.headers["location"])
+            async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=org.ca_file)) as provider:
+                denied = await provider.post(str(denied_at.copy_with(query=None)), data={
+                    **dict(denied_at.params), "username": "admin@example.com", "password": "fake-password-1",
+                    "decision": "deny"})
+            refused = await client.get(denied.headers["location"])
+            assert refused.status_code == 400 and "access_denied" in refused.text and not stored.exists()
+
+    with _app(project.parent, project) as app:
+        asyncio.run(visit(app))

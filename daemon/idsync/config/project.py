@@ -77,6 +77,14 @@ class Provisioner:
     kind: str  # ldap, scim, salesforce, csv
     raw: Mapping[str, Any]  # as written: secrets not yet substituted
     project_dir: Path = Path(".")
+    # The daemon's state directory: the one place the daemon may write under its systemd unit.
+    state_dir: Path | None = None
+
+    @property
+    def token_file(self) -> Path | None:
+        """Where the refresh token an administrator's consent obtained (the console's
+        OAuth step) is kept: ``<state_dir>/oauth/<name>.refresh-token``, mode 0600."""
+        return self.state_dir / "oauth" / f"{self.name}.refresh-token" if self.state_dir is not None else None
 
     @property
     def config(self) -> Mapping[str, Any]:
@@ -169,7 +177,8 @@ def load_project(project_dir: Path) -> Project:
     managed_file = conf / "managed.json"
     managed_raw = load_json(managed_file, project_dir=project_dir) if managed_file.exists() else DEFAULT_MANAGED
     managed = parse_managed(managed_raw, file=str(managed_file), keyring=keys)
-    provisioners = {p.name: p for p in (_provisioner(f, project_dir) for f in _provisioner_files(conf))}
+    state_dir = settings.path(settings.state_dir)
+    provisioners = {p.name: p for p in (_provisioner(f, project_dir, state_dir) for f in _provisioner_files(conf))}
     engine = ScriptEngine(time_limit=settings.scripts.time_limit,
                           memory_limit=settings.scripts.memory_limit_mb * 1024 * 1024,
                           max_calls=settings.scripts.max_calls, router=CryptoCalls(keys))
@@ -219,7 +228,7 @@ def validate_project(project_dir: Path,
     unsupported: dict[str, UnsupportedConnector] = {}
     for f in _provisioner_files(conf):
         try:
-            problems.extend(check_system(_provisioner(f, project_dir)))
+            problems.extend(check_system(_provisioner(f, project_dir, settings.path(settings.state_dir))))
         except UnsupportedConnector as exc:
             unsupported[exc.system] = exc
             problems.append(exc)
@@ -279,7 +288,7 @@ def _provisioner_files(conf: Path) -> list[Path]:
     return sorted(conf.glob("provisioner.openicf-*.json"))
 
 
-def _provisioner(path: Path, project_dir: Path) -> Provisioner:
+def _provisioner(path: Path, project_dir: Path, state_dir: Path | None = None) -> Provisioner:
     raw = load_json(path, project_dir=project_dir, secrets=False)
     if not isinstance(raw, dict):
         raise ConfigError(str(path), "", "expected a JSON object")
@@ -295,7 +304,7 @@ def _provisioner(path: Path, project_dir: Path) -> Provisioner:
     problems = unknown_keys(raw, _PROVISIONER_KEYS, file=str(path))
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
-    return Provisioner(name=name, file=str(path), kind=kind, raw=raw, project_dir=project_dir)
+    return Provisioner(name=name, file=str(path), kind=kind, raw=raw, project_dir=project_dir, state_dir=state_dir)
 
 
 _KINDS = ("ldap", "scim", "salesforce", "csv")
