@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import ldap.dn
 import structlog
 from ldap3.utils.dn import escape_rdn, parse_dn
 
@@ -350,8 +351,14 @@ class LdapResource(Resource, ChangeSource):
             self._memberships.follow_rename(old_dn, dn)
         changes: Changes = {}
         groups = self._groups_prop()
+        naming = _rdn(dn)
         for name, value in op.values.items():
             prop = self._type.properties.get(name)
+            if prop is not None and naming is not None and prop.key == naming[0] and \
+                    [str(v).lower() for v in _as_list(value)] == [naming[1].lower()]:
+                # The RDN already holds it (Active Directory refuses any modify of an RDN
+                # attribute, even to its own value: notAllowedOnRDN).
+                continue
             if prop is not None and prop is groups:
                 if not (prop.special and "NOT_UPDATEABLE" in prop.flags):
                     self._memberships.set_groups(dn, _as_list(value), current=self._listed_groups(prop, raw))
@@ -472,6 +479,15 @@ class LdapSystem(System):
         for resource in self._resources:
             resource.close()
         self._resources.clear()
+
+
+def _rdn(dn: str) -> tuple[str, str] | None:
+    """(attribute in lower case, value) of the DN's first RDN when it has one value."""
+    try:
+        first = ldap.dn.str2dn(dn)[0]
+    except (IndexError, ldap.DECODING_ERROR):
+        return None
+    return (first[0][0].lower(), first[0][1]) if len(first) == 1 else None
 
 
 def _as_list(value: Any) -> list[str]:
