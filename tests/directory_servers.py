@@ -14,15 +14,16 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pytest
+from idsync.resource import ChangeSource
 from idsync_dev.dirsrv import DirSrv
 from idsync_dev.samba_ad import SambaDC
 
 T = TypeVar("T", SambaDC, DirSrv)
 
-__all__ = ["BackgroundServer", "dirsrv_server", "samba_server", "unusable"]
+__all__ = ["BackgroundServer", "changes_since", "dirsrv_server", "samba_server", "unusable"]
 
 
 def unusable(what: str, why: str) -> None:
@@ -31,6 +32,18 @@ def unusable(what: str, why: str) -> None:
     if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
         pytest.fail(f"{message} (CI=true: a peer the suite expects must be there)", pytrace=False)
     pytest.skip(message)
+
+
+def changes_since(resource: ChangeSource, token: str, fields: list[str]) -> tuple[dict[str, Any], str, str, bool]:
+    """What liveSync reads from ``token``: id -> the object now (None: deleted), the new
+    token, the feed's method and whether it reports deletes."""
+    feed = resource.read_changes(token, fields, 100)
+    found: dict[str, Any] = {}
+    last = token
+    for batch in feed.batches:
+        found.update({c.id: c.obj for c in batch.changes})
+        last = batch.token or last
+    return found, last, feed.method, feed.reports_deletes
 
 
 class BackgroundServer(Generic[T]):

@@ -4,12 +4,14 @@ server's storage scheme and password policy, memberOf, large groups, paged reads
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import ldap
 import pytest
+from directory_servers import changes_since
 from idsync.connectors.ldap.connector import LdapSystem
 from idsync.errors import ObjectRejected
 from idsync.resource import QuerySpec, WriteOp
@@ -167,3 +169,33 @@ def test_paged_reads_return_every_entry_once(dirsrv: DirSrv, dirsrv_subtree: str
     assert [len(p) for p in pages] == [2, 2, 1]
     assert sorted(o["uid"] for p in pages for o in p) == [f"p{i}" for i in range(5)]
     system.close()
+
+
+def test_livesync_uses_content_synchronization(dirsrv: DirSrv, ds: LdapSystem, dirsrv_subtree: str) -> None:
+    """liveSync against 389 DS reads through its content synchronization plugin (RFC 4533,
+    the retro changelog behind it): the token is 389's own cookie; a refresh from it
+    answers the changed and created entries with their nsUniqueId ids and the deleted
+    ones by nsUniqueId; from the new token, nothing."""
+    accounts = ds.resource("account")
+    kept = accounts.create(person("kept"))
+    gone = accounts.create(person("gone"))
+    token = accounts.latest_token()
+    assert json.loads(token)["kind"] == "syncrepl"
+    accounts.update(kept["_id"], {"description": "changed"})
+    accounts.delete(gone["_id"])
+    new = accounts.create(person("newcomer"))
+    dirsrv.add_ldif(f"dn: uid=elsewhere,ou=People,{dirsrv.base_dn}\nobjectClass: inetOrgPerson\n"
+                    "uid: elsewhere\ncn: e\nsn: e\n")
+    found, last, method, deletes = changes_since(accounts, token, ["uid", "description"])
+    assert (method, deletes) == ("syncrepl", True)
+    assert set(found) == {kept["_id"], gone["_id"], new["_id"]}
+    assert found[kept["_id"]] == {"_id": kept["_id"], "uid": "kept", "description": "changed"}
+    assert found[gone["_id"]] is None and found[new["_id"]]["uid"] == "newcomer"
+    assert changes_since(accounts, last, ["uid"])[0] == {}
+
+
+def test_test_action_recognizes_389_ds(dirsrv: DirSrv, dirsrv_subtree: str) -> None:
+    """The system test names 389 DS from its root DSE's vendorName and vendorVersion."""
+    report = LdapSystem("ds", ds_config(dirsrv, dirsrv_subtree), file=FILE).test()
+    assert report["ok"] is True and report["server"].startswith("389 Directory Server (389 Project 389-Directory/")
+    assert "warning" not in report

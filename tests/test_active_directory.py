@@ -5,12 +5,14 @@ moves, userAccountControl, unicodePwd, large groups read in ranges, memberOf."""
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import ldap
 import pytest
+from directory_servers import changes_since
 from idsync.connectors.ldap.config import parse_ldap_config
 from idsync.connectors.ldap.connection import LdapConnection
 from idsync.connectors.ldap.connector import LdapSystem
@@ -244,3 +246,40 @@ def test_object_category_filter_leaves_out_computers(samba_ad: SambaDC, ad: Ldap
                       f"dn: CN=human,{ad_ou}\nobjectClass: user\nsAMAccountName: human\n")
     names = [o["sAMAccountName"] for o in ad.resource("account").find(QuerySpec(fields=["sAMAccountName"]))]
     assert names == ["human"]
+
+
+def test_livesync_reads_usn_changes_and_tombstones(samba_ad: SambaDC, ad: LdapSystem, ad_ou: str) -> None:
+    """liveSync against AD keeps the domain controller's highestCommittedUSN as its token
+    and reads the users changed after it (uSNChanged) and the users deleted after it
+    (tombstones under CN=Deleted Objects, by objectGUID, only those last under the OU);
+    read again from the new token, nothing."""
+    accounts = ad.resource("account")
+    kept = accounts.create(new_user("kept", password="Idsync-Pass-0010"))
+    gone = accounts.create(new_user("gone", password="Idsync-Pass-0011"))
+    samba_ad.add_ldif(f"dn: OU=elsewhere,{samba_ad.base_dn}\nobjectClass: organizationalUnit\n\n"
+                      f"dn: CN=outside,OU=elsewhere,{samba_ad.base_dn}\nobjectClass: user\nsAMAccountName: outside\n")
+    token = accounts.latest_token()
+    assert json.loads(token)["kind"] == "usn"
+    accounts.update(kept["_id"], {"description": "changed"})
+    accounts.delete(gone["_id"])
+    new = accounts.create(new_user("newcomer", password="Idsync-Pass-0012"))
+    samba_ad.add_ldif(f"dn: CN=outside,OU=elsewhere,{samba_ad.base_dn}\nchangetype: delete\n")
+    found, last, method, deletes = changes_since(accounts, token, ["cn", "description"])
+    assert (method, deletes) == ("uSNChanged", True)
+    assert set(found) == {kept["_id"], gone["_id"], new["_id"]}
+    assert found[kept["_id"]] == {"_id": kept["_id"], "cn": "kept", "description": "changed"}
+    assert found[gone["_id"]] is None
+    assert changes_since(accounts, last, ["cn"])[0] == {}
+
+
+def test_test_action_recognizes_active_directory(samba_ad: SambaDC, ad_ou: str) -> None:
+    """The system test names the server from its root DSE (AD's capability OID, Samba's
+    vendorName) and warns when uidAttribute is not AD's objectGUID."""
+    config = ad_config(samba_ad, ad_ou)
+    report = LdapSystem("ad", config, file=FILE).test()
+    assert report["ok"] is True and report["server"].startswith("Active Directory (Samba Team")
+    assert "warning" not in report
+    config["configurationProperties"]["uidAttribute"] = "entryUUID"
+    report = LdapSystem("ad", config, file=FILE).test()
+    assert report["warning"] == ("uidAttribute: the server is Active Directory, whose entries' stable id "
+                                 "is objectguid, not entryUUID")

@@ -37,6 +37,7 @@ from idsync.connectors.ldap.connection import LdapConnection, SearchEntry
 from idsync.connectors.ldap.groups import Memberships, uid_values
 from idsync.connectors.ldap.ignored import ignored_settings
 from idsync.connectors.ldap.members import DELETE, MEMBER_OF, REPLACE, Changes, norm_dn, value_changes
+from idsync.connectors.ldap.rootdse import ROOT_DSE_ATTRIBUTES, describe_server, preset_mismatch
 from idsync.connectors.ldap.special import encode_special, read_attributes, read_special
 from idsync.connectors.ldap.values import (
     decode_entries,
@@ -100,7 +101,7 @@ class LdapResource(Resource, ChangeSource):
         self._class_filters = tuple(f"(objectClass={c})" for c in object_type.object_classes
                                     if c.lower() != "top")
         self._changes = LdapChanges(system, settings, _and(*self._class_filters, object_type.search_filter),
-                                    settings.uid_attribute)
+                                    settings.uid_attribute, class_filter=_and(*self._class_filters))
 
     def close(self) -> None:
         self._conn.close()
@@ -469,6 +470,11 @@ class LdapSystem(System):
             for base in dict.fromkeys((*self._settings.base_contexts, *self._settings.sync_contexts)):
                 next(connection.search_pages(base, "(objectClass=*)", [], 0, scope="base", base_required=True),
                      None)
+            root = connection.search("", "(objectClass=*)", ROOT_DSE_ATTRIBUTES, scope="base")
+            if root:
+                report["server"] = describe_server(root[0][1])
+                if hint := preset_mismatch(root[0][1], self._settings.uid_attribute):
+                    report["warning"] = f"uidAttribute: {hint}"
         except IdsyncError as error:
             report.failed(error)
         finally:
