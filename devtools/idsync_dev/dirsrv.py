@@ -17,7 +17,8 @@ The instance is made for idsync's tests:
   8 characters), so a weak password is refused with the server's reason;
 - the retro changelog (with ``nsuniqueid`` kept as ``targetUniqueId``) and the content
   synchronization plugin (RFC 4533) are enabled, for liveSync;
-- the referential integrity and memberOf plugins are on (``memberOf`` on users).
+- the referential integrity and memberOf plugins are on (``memberOf`` on users, for
+  ``groupOfNames`` and ``groupOfUniqueNames`` groups alike).
 
 Binding ports is unprivileged here, but ``dscreate`` and ``ns-slapd`` change to the
 ``dirsrv`` user, which needs root: ``unavailable()`` says why an instance cannot run.
@@ -175,6 +176,8 @@ class DirSrv:
                 block = block.replace("nsslapd-pluginEnabled: off", "nsslapd-pluginEnabled: on")
                 if "retro changelog" in head:
                     block += "\nnsslapd-attribute: nsuniqueid:targetUniqueId"
+                if "memberof plugin" in head:
+                    block += "\nmemberOfGroupAttr: uniqueMember"
             blocks[i] = block
         dse.write_text("\n\n".join(blocks))
 
