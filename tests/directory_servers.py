@@ -36,13 +36,15 @@ def unusable(what: str, why: str) -> None:
 
 def changes_since(resource: ChangeSource, token: str, fields: list[str]) -> tuple[dict[str, Any], str, str, bool]:
     """What liveSync reads from ``token``: id -> the object now (None: deleted), the new
-    token, the feed's method and whether it reports deletes."""
+    token, the feed's method and whether it reports deletes. A read that claims to list
+    every entry (a present phase) fails: these are deltas."""
     feed = resource.read_changes(token, fields, 100)
     found: dict[str, Any] = {}
     last = token
     for batch in feed.batches:
         found.update({c.id: c.obj for c in batch.changes})
         last = batch.token or last
+    assert feed.complete_ids is None, "a delta read as a present phase would delete every unchanged object"
     return found, last, feed.method, feed.reports_deletes
 
 

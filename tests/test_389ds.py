@@ -138,13 +138,17 @@ def test_clear_password_is_hashed_by_the_server(dirsrv: DirSrv, ds: LdapSystem) 
 
 def test_password_policy_refusal_fails_only_that_entry(dirsrv: DirSrv, ds: LdapSystem) -> None:
     """A password shorter than the policy's minimum fails its entry with the server's
-    reason; the other writes of the batch succeed."""
+    reason; the other writes of the batch succeed. A pre-hashed password from an account
+    that is not a password administrator is refused with the server's reason."""
     accounts = ds.resource("account")
     results = accounts.write_batch([WriteOp("create", values=person("weak", password="short")),
                                     WriteOp("create", values=person("strong", password="Zebra-Quartz-72"))])
     assert isinstance(results[0].error, ObjectRejected)
     assert "constraintViolation" in str(results[0].error) and "8" in str(results[0].error)
     assert results[1].ok
+    hashed = accounts.update(results[1].id or "", {"description": "kept"})
+    with pytest.raises(ObjectRejected, match="passwords with storage scheme are not allowed"):
+        accounts.update(hashed["_id"], {"password": "{SSHA}abcdefghijklmnopqrstuvwxyz012345"})
 
 
 def test_member_of_and_a_group_of_ten_thousand(dirsrv: DirSrv, ds: LdapSystem, dirsrv_subtree: str) -> None:

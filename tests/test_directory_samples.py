@@ -17,6 +17,7 @@ from idsync.query.ast import Compare
 from idsync.resource import QuerySpec
 from idsync.resources import Resources, check_system
 from idsync.store.database import Store
+from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import run_recon
 from idsync_dev.dirsrv import DirSrv
@@ -28,6 +29,8 @@ _AD_USERS = "CN=Users,DC=idsync,DC=test"
 _DS_PEOPLE, _DS_GROUPS = "ou=People,dc=example,dc=com", "ou=Groups,dc=example,dc=com"
 ACTIVE, INACTIVE = "systemLdapActiveAccounts_managedUser", "systemLdapInactiveAccounts_managedUser"
 FORWARD, REVERSE = "systemLdapAccounts_managedUser", "managedUser_systemLdapAccounts"
+# The samples' "10%" of three users allows no delete: a count, as for a handful of test users.
+_FEW_DELETES = {'"maxDeletes": "10%"': '"maxDeletes": 5'}
 
 
 def _project(tmp_path: Path, conf: Path, connection: dict[str, Any], moves: dict[str, str]) -> Path:
@@ -74,14 +77,37 @@ def _recon(project: Path, mapping: str) -> dict[str, int]:
     return dict(result.summary["changes"])
 
 
+def _livesync(project: Path) -> LiveSyncResult:
+    loaded = load_project(project)
+    return run_livesync(loaded, Store.open(loaded.settings.store_url()), "system/ldap/account", LiveSyncOptions())
+
+
+def _managed_users(project: Path) -> dict[str, dict[str, Any]]:
+    loaded = load_project(project)
+    users = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
+    return {u["userName"]: u for page in users.pages(QuerySpec()) for u in page}
+
+
+def _livesync_one_change_one_delete(project: Path, server: SambaDC | DirSrv, changed: str, deleted: str,
+                                    method: str) -> None:
+    """liveSync after the walkthrough: its first run reconciles in full and keeps a token;
+    then bjensen's new mail and scarter's deletion arrive by ``method``, and nothing else
+    in the store moves."""
+    assert _livesync(project).full_recon is not None
+    server.add_ldif(f"dn: {changed}\nchangetype: modify\nreplace: mail\nmail: bj@example.com\n\n"
+                    f"dn: {deleted}\nchangetype: delete\n")
+    result = _livesync(project)
+    assert (result.state, result.method, result.full_recon) == ("SUCCESS", method, None), result.message
+    assert {u: v["mail"] for u, v in _managed_users(project).items()} == {
+        "bjensen": "bj@example.com", "fdoe": "fdoe@example.com"}
+
+
 def _walkthrough(project: Path) -> dict[str, Any]:
     """The seed's steps on a sample: recon the directory into the store (two users),
     create fdoe in the store (pushed to the directory at once), read the account back;
     then each direction again writes nothing. Returns fdoe's account."""
     assert _json(project, "recon", FORWARD, "--json")["situationSummary"]["ABSENT"] == 2
-    loaded = load_project(project)
-    resources = Resources(loaded, Store.open(loaded.settings.store_url()))
-    users = {u["userName"]: u for page in resources.open("managed/user").pages(QuerySpec()) for u in page}
+    users = _managed_users(project)
     assert users["bjensen"] == {**users["bjensen"], "displayName": "Barbara Jensen", "givenName": "Barbara",
                                 "sn": "Jensen", "mail": "bjensen@example.com", "accountStatus": "active"}
     assert len(users["bjensen"]["ldapGroups"]) == 1
@@ -89,6 +115,8 @@ def _walkthrough(project: Path) -> dict[str, Any]:
             "givenName": "Felicitas", "description": "Felicitas Doe", "displayName": "Felicitas Doe"}
     created = idsync(project, "managed", "create", "user", "--data", json.dumps(fdoe))
     assert created.returncode == 0, created.stderr
+    loaded = load_project(project)
+    resources = Resources(loaded, Store.open(loaded.settings.store_url()))
     (account,) = resources.open("system/ldap/account").find(QuerySpec(filter=Compare(("uid",), "eq", "fdoe")))
     resources.close()
     assert account == {**account, "uid": "fdoe", "cn": "Felicitas Doe", "sn": "Doe", "mail": "fdoe@example.com"}
@@ -107,10 +135,13 @@ def test_active_directory_sample_walkthrough(tmp_path: Path, samba_ad: SambaDC, 
     its id an objectGUID; second passes both ways write nothing."""
     sample = ROOT / "samples" / "sync-with-active-directory"
     samba_ad.add_ldif((sample / "data" / "Example.ldif").read_text().replace(_AD_USERS, ad_ou))
-    project = _project(tmp_path, sample / "conf", _ad_connection(samba_ad, ad_ou), {_AD_USERS: ad_ou})
+    moves = {_AD_USERS: ad_ou, **_FEW_DELETES}
+    project = _project(tmp_path, sample / "conf", _ad_connection(samba_ad, ad_ou), moves)
     account = _walkthrough(project)
     assert account["dn"] == f"CN=Felicitas Doe,{ad_ou}" and account["userPrincipalName"] == "fdoe@idsync.test"
     assert re.fullmatch(r"[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}", account["_id"])
+    _livesync_one_change_one_delete(project, samba_ad, f"CN=Barbara Jensen,{ad_ou}", f"CN=Sam Carter,{ad_ou}",
+                                    "uSNChanged")
 
 
 def test_389ds_sample_walkthrough(tmp_path: Path, dirsrv: DirSrv, dirsrv_subtree: str) -> None:
@@ -120,11 +151,13 @@ def test_389ds_sample_walkthrough(tmp_path: Path, dirsrv: DirSrv, dirsrv_subtree
     sample = ROOT / "samples" / "sync-with-389ds"
     dirsrv.add_ldif((sample / "data" / "Example.ldif").read_text()
                     .replace(_DS_PEOPLE, dirsrv_subtree).replace(_DS_GROUPS, dirsrv_subtree))
-    moves = {_DS_PEOPLE: dirsrv_subtree, _DS_GROUPS: dirsrv_subtree}
+    moves = {_DS_PEOPLE: dirsrv_subtree, _DS_GROUPS: dirsrv_subtree, **_FEW_DELETES}
     project = _project(tmp_path, sample / "conf", _ds_connection(dirsrv, dirsrv_subtree), moves)
     account = _walkthrough(project)
     assert account["dn"] == f"uid=fdoe,{dirsrv_subtree}"
     assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{8}){3}", account["_id"])
+    _livesync_one_change_one_delete(project, dirsrv, f"uid=bjensen,{dirsrv_subtree}", f"uid=scarter,{dirsrv_subtree}",
+                                    "syncrepl")
 
 
 def _documented_filters(directory: str) -> tuple[str, str]:
@@ -149,9 +182,7 @@ def _statuses(project: Path) -> dict[str, str]:
     """The jobs' runs (the active mapping, then the inactive one), then each user's accountStatus."""
     for mapping in (ACTIVE, INACTIVE):
         _recon(project, mapping)
-    loaded = load_project(project)
-    users = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
-    return {u["userName"]: u["accountStatus"] for page in users.pages(QuerySpec()) for u in page}
+    return {name: user["accountStatus"] for name, user in _managed_users(project).items()}
 
 
 def test_active_and_inactive_jobs_on_active_directory(tmp_path: Path, samba_ad: SambaDC, ad_ou: str) -> None:

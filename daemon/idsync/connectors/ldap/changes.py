@@ -103,7 +103,6 @@ class LdapChanges:
         self._filter = search_filter
         self._class_filter = class_filter or search_filter
         self._uid_key = uid_attribute.lower()
-        self._uuid_ids = self._uid_key in ("entryuuid", "nsuniqueid")
         self._conn = LdapConnection(system, settings)
 
     def close(self) -> None:
@@ -168,26 +167,34 @@ class LdapChanges:
                                    f"({', '.join(cookies) or 'none'})")
         if any(c is None or not (_COOKIE.fullmatch(c) or _DS389_COOKIE.fullmatch(c)) for c in cookies.values()):
             raise SyncTokenExpired(f"{self._system}: the stored sync cookie is not one this connector makes")
+        # 389 DS names entries by nsUniqueId in the sync UUIDs, and ends every refresh, a
+        # delta from its retro changelog included, as if it were a present phase.
+        ds389 = any(_DS389_COOKIE.fullmatch(c) for c in cookies.values())
+        sync_ids = "nsuniqueid" if ds389 else "entryuuid"
         conn = self._open()
         refreshes = {base: self._refresh(conn, base, cookie, attributes) for base, cookie in cookies.items()}
         new_token = _dump({"kind": "syncrepl", "cookies": {b: r.cookie or cookies[b] for b, r in refreshes.items()}})
-        present_phase = any(r.present_phase for r in refreshes.values())
+        present_phase = not ds389 and any(r.present_phase for r in refreshes.values())
         if present_phase:
             log.warning("livesync.present_phase", system=self._system,
                         reason="the server's session log does not cover the stored cookie (trimmed, or none kept)",
                         present=sum(len(r.present) for r in refreshes.values()))
-        entries = [self._with_id(u, e) for r in refreshes.values() for u, e in r.changed.items()]
-        deleted = sorted({self._sync_id(u) for r in refreshes.values() for u in r.deleted})
+        uuid_ids = self._uid_key == sync_ids
+        entries = [_with_id(u, e) if ds389 and uuid_ids else e
+                   for r in refreshes.values() for u, e in r.changed.items()]
+        as_id = _ns_unique_id if ds389 else str
+        deleted = sorted({as_id(u) for r in refreshes.values() for u in r.deleted})
         complete: frozenset[str] | None = None
         note = None
-        if present_phase and self._uuid_ids:
-            complete = frozenset(self._sync_id(u) for r in refreshes.values() for u in (*r.present, *r.changed))
-        if not self._uuid_ids:
+        if present_phase and uuid_ids:
+            complete = frozenset(u for r in refreshes.values() for u in (*r.present, *r.changed))
+        if not uuid_ids:
             deleted = []
-            note = ("deleted entries are known by entryUUID only and uidAttribute is not entryUUID: "
+            known = "nsUniqueId" if ds389 else "entryUUID"
+            note = (f"deleted entries are known by {known} only and uidAttribute is not {known}: "
                     "deletes are left to the next full recon")
         return ChangeFeed(_batches(entries, deleted, decode, page_size, new_token), "syncrepl",
-                          reports_deletes=self._uuid_ids, note=note, complete_ids=complete)
+                          reports_deletes=uuid_ids, note=note, complete_ids=complete)
 
     def _refresh(self, conn: Any, base: str, cookie: str | None, attributes: Sequence[str]) -> _Refresh:
         """One refreshOnly search under ``base``; the whole answer (a delta is small)."""
@@ -214,21 +221,6 @@ class LdapChanges:
                     return out
         except ldap.LDAPError as error:
             raise self._failure("sync refresh", base, error) from None
-
-    def _sync_id(self, sync_uuid: str) -> str:
-        """The id of an entry named by its sync UUID: the UUID itself (entryUUID), or the
-        same 16 bytes in nsUniqueId's form (389 DS sends nsUniqueId as the sync UUID)."""
-        if self._uid_key != "nsuniqueid":
-            return sync_uuid
-        digits = sync_uuid.replace("-", "")
-        return "-".join(digits[i:i + 8] for i in range(0, 32, 8))
-
-    def _with_id(self, sync_uuid: str, entry: tuple[str, RawEntry]) -> tuple[str, RawEntry]:
-        """The entry with its id attribute, which 389 DS leaves out of a refresh's changed entries."""
-        dn, raw = entry
-        if self._uid_key == "nsuniqueid" and not raw.get("nsuniqueid"):
-            raw = {**raw, "nsuniqueid": [self._sync_id(sync_uuid).encode("ascii")]}
-        return dn, raw
 
     # -- Active Directory -------------------------------------------------------
 
@@ -382,6 +374,18 @@ def _info(out: _Refresh, message: SyncInfoMessage) -> None:
         ids = message.syncIdSet
         (out.deleted if ids["refreshDeletes"] else out.present).update(ids["syncUUIDs"])
         out.cookie = ids.get("cookie") or out.cookie
+
+
+def _ns_unique_id(sync_uuid: str) -> str:
+    """389 DS's nsUniqueId (four groups of eight hex digits) from the same 16 bytes as a UUID."""
+    digits = sync_uuid.replace("-", "")
+    return "-".join(digits[i:i + 8] for i in range(0, 32, 8))
+
+
+def _with_id(sync_uuid: str, entry: tuple[str, RawEntry]) -> tuple[str, RawEntry]:
+    """The entry with its nsUniqueId, which 389 DS leaves out of a refresh's changed entries."""
+    dn, raw = entry
+    return (dn, raw) if raw.get("nsuniqueid") else (dn, {**raw, "nsuniqueid": [_ns_unique_id(sync_uuid).encode()]})
 
 
 def _batches(entries: list[tuple[str, RawEntry]], deleted: list[str],
