@@ -283,3 +283,28 @@ def test_test_action_recognizes_active_directory(samba_ad: SambaDC, ad_ou: str) 
     report = LdapSystem("ad", config, file=FILE).test()
     assert report["warning"] == ("uidAttribute: the server is Active Directory, whose entries' stable id "
                                  "is objectguid, not entryUUID")
+
+
+def test_global_catalog_reads_and_refuses_writes(samba_ad: SambaDC, ad: LdapSystem, ad_ou: str) -> None:
+    """Pointed at the global catalog port (3268), the connector reads the users of the
+    domain with their objectGUID ids; a write there fails that object with the server's
+    reason (the catalog is read-only)."""
+    user = ad.resource("account").create(new_user("gcuser", password="Idsync-Pass-0013"))
+    catalog = LdapSystem("gc", ad_config(samba_ad, ad_ou, ssl=False, port=samba_ad.global_catalog_port), file=FILE)
+    accounts = catalog.resource("account")
+    assert accounts.get(user["_id"], fields=["sAMAccountName"]) == {"_id": user["_id"], "sAMAccountName": "gcuser"}
+    with pytest.raises(ObjectRejected):
+        accounts.update(user["_id"], {"description": "through the catalog"})
+    catalog.close()
+
+
+def test_referrals_are_not_chased(samba_ad: SambaDC, ad: LdapSystem, ad_ou: str) -> None:
+    """Reading from the domain's root, where the DC answers the Configuration partition with
+    a search reference (ldap://idsync.test/..., a name that does not resolve here),
+    returns the domain's users and follows no reference."""
+    user = ad.resource("account").create(new_user("rootread", password="Idsync-Pass-0014"))
+    config = ad_config(samba_ad, ad_ou, baseContextsToSynchronize=[samba_ad.base_dn])
+    whole = LdapSystem("ad", config, file=FILE)
+    names = {o["sAMAccountName"] for o in whole.resource("account").find(QuerySpec(fields=["sAMAccountName"]))}
+    assert "rootread" in names and user["_id"]
+    whole.close()

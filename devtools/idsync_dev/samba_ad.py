@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from idsync_dev.certs import make_test_certificates
 from idsync_dev.processes import end_process, ldapmodify
@@ -90,6 +91,7 @@ class SambaDC:
         self.ca_file = ""
         self.provision_seconds = 0.0
         self._process: subprocess.Popen[bytes] | None = None
+        self._address_lock: IO[str] | None = None
 
     @staticmethod
     def unavailable() -> str | None:
@@ -138,7 +140,7 @@ class SambaDC:
 
     def _prepare(self, template: Path) -> None:
         shutil.copytree(template, self.directory, dirs_exist_ok=True, symlinks=True)
-        self.address = self.address or self._free_address()
+        self.address = self.address or self._reserve_address()
         certs = make_test_certificates(self.directory / "tls", (self.address,))
         self.ca_file = str(certs.ca_file)
         conf = self.directory / "etc" / "smb.conf"
@@ -156,6 +158,9 @@ class SambaDC:
         process, self._process = self._process, None
         end_process(process, 10)
         shutil.rmtree(self.directory, ignore_errors=True)
+        lock, self._address_lock = self._address_lock, None
+        if lock is not None:
+            lock.close()
 
     def add_ldif(self, text: str) -> None:
         """Apply LDIF as the administrator: plain entries are added, records with a
@@ -230,11 +235,20 @@ class SambaDC:
 
     # -- running ----------------------------------------------------------------
 
-    @staticmethod
-    def _free_address() -> str:
+    def _reserve_address(self) -> str:
+        """A loopback address whose LDAP ports are free, held (a lock file per address)
+        until ``stop()``: parallel test workers never pick the same one."""
         for address in _ADDRESSES:
+            lock = (Path(tempfile.gettempdir()) / f"idsync-samba-{address}.lock").open("w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock.close()
+                continue
             if all(_port_free(address, port) for port in _LDAP_PORTS):
+                self._address_lock = lock
                 return address
+            lock.close()
         raise SambaError(f"no loopback address from {_ADDRESSES[0]} to {_ADDRESSES[-1]} has ports "
                          f"{', '.join(map(str, _LDAP_PORTS))} free")
 
