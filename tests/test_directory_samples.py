@@ -29,6 +29,7 @@ _AD_USERS = "CN=Users,DC=idsync,DC=test"
 _DS_PEOPLE, _DS_GROUPS = "ou=People,dc=example,dc=com", "ou=Groups,dc=example,dc=com"
 ACTIVE, INACTIVE = "systemLdapActiveAccounts_managedUser", "systemLdapInactiveAccounts_managedUser"
 FORWARD, REVERSE = "systemLdapAccounts_managedUser", "managedUser_systemLdapAccounts"
+GROUPS, REVERSE_GROUPS = "systemLdapGroups_managedRole", "managedRole_systemLdapGroups"
 # The samples' "10%" of three users allows no delete: a count, as for a handful of test users.
 _FEW_DELETES = {'"maxDeletes": "10%"': '"maxDeletes": 5'}
 
@@ -102,10 +103,11 @@ def _livesync_one_change_one_delete(project: Path, server: SambaDC | DirSrv, cha
         "bjensen": "bj@example.com", "fdoe": "fdoe@example.com"}
 
 
-def _walkthrough(project: Path) -> dict[str, Any]:
+def _walkthrough(project: Path, bjensen_dn: str) -> dict[str, Any]:
     """The seed's steps on a sample: recon the directory into the store (two users),
     create fdoe in the store (pushed to the directory at once), read the account back;
-    then each direction again writes nothing. Returns fdoe's account."""
+    then each direction again writes nothing. The group becomes a role whose member is
+    bjensen, and the groups' mappings both ways then write nothing. Returns fdoe's account."""
     assert _json(project, "recon", FORWARD, "--json")["situationSummary"]["ABSENT"] == 2
     users = _managed_users(project)
     assert users["bjensen"] == {**users["bjensen"], "displayName": "Barbara Jensen", "givenName": "Barbara",
@@ -126,6 +128,14 @@ def _walkthrough(project: Path) -> dict[str, Any]:
     for mapping in (FORWARD, REVERSE):
         changes = _recon(project, mapping)
         assert changes["created"] + changes["updated"] + changes["deleted"] == 0, (mapping, changes)
+    assert _recon(project, GROUPS)["created"] == 1
+    resources = Resources(loaded, Store.open(loaded.settings.store_url()))
+    (role,) = [r for page in resources.open("managed/role").pages(QuerySpec()) for r in page]
+    resources.close()
+    assert role["name"] == "openidm" and [m.lower() for m in role["members"]] == [bjensen_dn.lower()]
+    for mapping in (GROUPS, REVERSE_GROUPS):
+        changes = _recon(project, mapping)
+        assert changes["created"] + changes["updated"] + changes["deleted"] + changes["failed"] == 0, changes
     return dict(account)
 
 
@@ -137,7 +147,7 @@ def test_active_directory_sample_walkthrough(tmp_path: Path, samba_ad: SambaDC, 
     samba_ad.add_ldif((sample / "data" / "Example.ldif").read_text().replace(_AD_USERS, ad_ou))
     moves = {_AD_USERS: ad_ou, **_FEW_DELETES}
     project = _project(tmp_path, sample / "conf", _ad_connection(samba_ad, ad_ou), moves)
-    account = _walkthrough(project)
+    account = _walkthrough(project, f"CN=Barbara Jensen,{ad_ou}")
     assert account["dn"] == f"CN=Felicitas Doe,{ad_ou}" and account["userPrincipalName"] == "fdoe@idsync.test"
     assert re.fullmatch(r"[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}", account["_id"])
     _livesync_one_change_one_delete(project, samba_ad, f"CN=Barbara Jensen,{ad_ou}", f"CN=Sam Carter,{ad_ou}",
@@ -153,7 +163,7 @@ def test_389ds_sample_walkthrough(tmp_path: Path, dirsrv: DirSrv, dirsrv_subtree
                     .replace(_DS_PEOPLE, dirsrv_subtree).replace(_DS_GROUPS, dirsrv_subtree))
     moves = {_DS_PEOPLE: dirsrv_subtree, _DS_GROUPS: dirsrv_subtree, **_FEW_DELETES}
     project = _project(tmp_path, sample / "conf", _ds_connection(dirsrv, dirsrv_subtree), moves)
-    account = _walkthrough(project)
+    account = _walkthrough(project, f"uid=bjensen,{dirsrv_subtree}")
     assert account["dn"] == f"uid=fdoe,{dirsrv_subtree}"
     assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{8}){3}", account["_id"])
     _livesync_one_change_one_delete(project, dirsrv, f"uid=bjensen,{dirsrv_subtree}", f"uid=scarter,{dirsrv_subtree}",
