@@ -13,7 +13,7 @@ import ldap
 import pytest
 from directory_servers import changes_since
 from idsync.connectors.ldap.connector import LdapSystem
-from idsync.errors import ObjectRejected
+from idsync.errors import ObjectRejected, PeerError
 from idsync.resource import QuerySpec, WriteOp
 from idsync_dev.dirsrv import DirSrv
 
@@ -203,3 +203,20 @@ def test_test_action_recognizes_389_ds(dirsrv: DirSrv, dirsrv_subtree: str) -> N
     report = LdapSystem("ds", ds_config(dirsrv, dirsrv_subtree), file=FILE).test()
     assert report["ok"] is True and report["server"].startswith("389 Directory Server (389 Project 389-Directory/")
     assert "warning" not in report
+
+
+def test_administrative_limit_fails_the_read_with_the_fix(dirsrv: DirSrv, dirsrv_subtree: str) -> None:
+    """A bind DN whose look-through limit is below the entries to read gets
+    adminLimitExceeded: the read fails (nothing is taken for the whole directory) and
+    the message names the limits to raise on 389 DS."""
+    dirsrv.add_ldif("".join(f"dn: uid=l{i},{dirsrv_subtree}\nobjectClass: inetOrgPerson\nuid: l{i}\ncn: l\nsn: l\n\n"
+                            for i in range(4)) +
+                    f"dn: uid=limited,ou=Services,{dirsrv.base_dn}\nobjectClass: account\n"
+                    f"objectClass: simpleSecurityObject\nuid: limited\nuserPassword: Zebra-Quartz-74\n"
+                    "nsLookThroughLimit: 2\nnsPagedLookThroughLimit: 2\n")
+    config = ds_config(dirsrv, dirsrv_subtree, principal=f"uid=limited,ou=Services,{dirsrv.base_dn}",
+                       credentials="Zebra-Quartz-74")
+    system = LdapSystem("ds", config, file=FILE)
+    with pytest.raises(PeerError, match=r"adminLimitExceeded.*nsLookThroughLimit"):
+        list(system.resource("account").pages(QuerySpec(fields=["uid"])))
+    system.close()

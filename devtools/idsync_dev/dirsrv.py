@@ -11,8 +11,8 @@ The instance is made for idsync's tests:
 
 - suffix ``dc=example,dc=com`` with ``ou=People`` and ``ou=Groups``;
 - ``service_dn`` (``uid=idsync,ou=Services,...``), an ordinary account that an ACI
-  lets read and write everything, ``nsAccountLock`` included: the Directory Manager
-  bypasses password policy, an ordinary account does not;
+  lets read and write everything, ``nsAccountLock`` included, without look-through or
+  size limits: the Directory Manager bypasses password policy, an ordinary account does not;
 - the global password policy checks syntax (``passwordCheckSyntax``, at least
   8 characters), so a weak password is refused with the server's reason;
 - the retro changelog (with ``nsuniqueid`` kept as ``targetUniqueId``) and the content
@@ -48,6 +48,12 @@ _INSTANCE = "idsync"
 _MOVED = re.compile(r"^(\w+) = (/(?:etc|var|run|dev/shm|tmp)\b.*)$")
 _PLUGINS = ("Retro Changelog Plugin", "Content Synchronization", "MemberOf Plugin",
             "referential integrity postoperation")
+
+
+# The service account reads whole directories: no look-through or size limit of its own
+# (an ordinary account stops at 5,000 candidate entries: adminLimitExceeded).
+_UNLIMITED = "".join(f"{limit}: -1\n" for limit in ("nsLookThroughLimit", "nsPagedLookThroughLimit",
+                                                    "nsSizeLimit", "nsPagedSizeLimit"))
 
 
 class DirSrvError(RuntimeError):
@@ -247,7 +253,7 @@ class DirSrv:
             f"dn: {self.base_dn}\nchangetype: modify\nadd: aci\naci: {self._aci()}\n\n"
             f"dn: ou=Services,{self.base_dn}\nobjectClass: top\nobjectClass: organizationalUnit\nou: Services\n\n"
             f"dn: {self.service_dn}\nobjectClass: top\nobjectClass: account\nobjectClass: simpleSecurityObject\n"
-            f"uid: idsync\nuserPassword: {self.service_password}\n\n"
+            f"uid: idsync\nuserPassword: {self.service_password}\n{_UNLIMITED}\n"
             f"dn: ou=People,{self.base_dn}\nobjectClass: top\nobjectClass: organizationalUnit\nou: People\n\n"
             f"dn: ou=Groups,{self.base_dn}\nobjectClass: top\nobjectClass: organizationalUnit\nou: Groups\n"
         )
