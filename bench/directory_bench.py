@@ -10,7 +10,7 @@ into /dev/null (the floor: what the server and libldap cost) and ``idsync recon`
 of the example configuration (conf/) creates them in a SQLite store, then runs again
 with no change. 389 DS is read as docs/389ds.md says: ``nsUniqueId`` ids, bound as
 the service account. Active Directory is not in it: Samba adds about 150 users a
-second here, online or with ``ldbadd``, so 100,000 would take most of an hour to load.
+second here (``ldbadd`` offline is slower), so 100,000 would take most of an hour to load.
 Figures on a shared machine are noisy: compare ratios within a run.
 """
 
