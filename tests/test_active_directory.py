@@ -180,6 +180,29 @@ def test_unicode_pwd_over_ldaps_sets_the_password(samba_ad: SambaDC, ad: LdapSys
     assert not bind_works(samba_ad, created["dn"], "Idsync-Pass-0005")
 
 
+def test_unicode_pwd_over_start_tls(samba_ad: SambaDC, ad_ou: str) -> None:
+    """On the plain port with startTLS, a password is written (the connection is encrypted)
+    and the user binds with it."""
+    system = LdapSystem("ad", ad_config(samba_ad, ad_ou, ssl=False, startTLS=True), file=FILE)
+    created = system.resource("account").create(new_user("starttls", password="Idsync-Pass-0016", enabled=True))
+    assert bind_works(samba_ad, created["dn"], "Idsync-Pass-0016")
+    system.close()
+
+
+def test_users_container_is_the_default_home(samba_ad: SambaDC) -> None:
+    """Synchronizing CN=Users (AD's default container, not an OU), a user is created there
+    and read back among the domain's own users; it is deleted again."""
+    users = f"CN=Users,{samba_ad.base_dn}"
+    system = LdapSystem("ad", ad_config(samba_ad, users), file=FILE)
+    accounts = system.resource("account")
+    created = accounts.create(new_user("incontainer", password="Idsync-Pass-0017"))
+    assert created["dn"] == f"CN=incontainer,{users}"
+    names = {o["sAMAccountName"] for o in accounts.find(QuerySpec(fields=["sAMAccountName"]))}
+    assert {"incontainer", "Administrator"} <= names
+    accounts.delete(created["_id"])
+    system.close()
+
+
 def test_unicode_pwd_in_clear_is_refused_by_idsync(samba_ad: SambaDC, ad_ou: str) -> None:
     """Over plain LDAP (no ssl, no startTLS) a password is never sent: the object fails
     with a message naming the fix, and the rest of the object is not written either."""
@@ -203,20 +226,24 @@ def test_password_policy_refusal_fails_that_user_with_the_reason(ad: LdapSystem)
 
 def test_group_of_ten_thousand_members_written_and_read_in_ranges(
         samba_ad: SambaDC, ad: LdapSystem, ad_ou: str) -> None:
-    """A group created with 10,000 members holds all of them and reads whole. Read in
-    ranges (member;range=0-1499, as AD sends a large attribute), the reader follows the
-    server's ranges to the one marked ``*`` and hands on all 10,000 under ``member``."""
+    """A group created with 10,000 members holds all of them and reads whole; an update
+    that swaps one member keeps the other 9,999. Read in ranges (member;range=0-1499, as
+    AD sends a large attribute), the reader follows the server's ranges to the one marked
+    ``*`` and hands on all 10,000 under ``member``."""
     members = [f"CN=c{i:05d},{LARGE_OU}" for i in range(LARGE_COUNT)]
     groups = ad.resource("group")
     created = groups.create({"cn": "large", "sAMAccountName": "large", "member": members})
     assert len(raw_attribute(samba_ad, created["dn"], "member")) == LARGE_COUNT
     (read,) = groups.find(QuerySpec(native="(cn=large)", fields=["member"]))
     assert sorted(read["member"]) == sorted(members)
+    user = ad.resource("account").create(new_user("joins-large", password="Idsync-Pass-0015"))
+    changed = [*members[1:], user["dn"]]  # one member leaves, one joins: a two-value modify
+    assert sorted(groups.update(created["_id"], {"member": changed})["member"]) == sorted(changed)
     connection = LdapConnection("ad", parse_ldap_config(FILE, ad_config(samba_ad, ad_ou))[0])
     ((_, raw),) = connection.search(created["dn"], "(objectClass=*)", ["member;range=0-1499"], scope="base")
     connection.close()
     assert list(raw) == ["member"]
-    assert sorted(v.decode() for v in raw["member"]) == sorted(members)
+    assert sorted(v.decode() for v in raw["member"]) == sorted(changed)
 
 
 def test_member_of_lists_the_groups_of_a_user(ad: LdapSystem) -> None:
