@@ -367,7 +367,10 @@ def _cmd_test(args: argparse.Namespace, project_dir: Path) -> int:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(f"{r['name']}: {'ok' if r.get('ok') else 'FAILED: ' + str(r.get('error'))}")
+            server = f" ({r['server']})" if r.get("server") else ""
+            print(f"{r['name']}: {'ok' if r.get('ok') else 'FAILED: ' + str(r.get('error'))}{server}")
+            if r.get("warning"):
+                print(f"{r['name']}: warning: {r['warning']}")
         if not results:
             print("no systems configured")
     # The first failure decides, with the codes of a run: 77 refused credentials, 78 configuration, 69 unreachable.
