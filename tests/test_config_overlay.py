@@ -139,3 +139,17 @@ def test_validate_tells_settings_of_a_system_that_is_gone(sf: tuple[Path, Any]) 
     notes = {n["file"].rsplit("/", 1)[1]: n["note"] for n in json.loads(validated.stdout)["notes"]}
     assert notes["retired.json"] == "no provisioner for system retired: these console settings are not used"
     assert "set in the admin console" in notes["provisioner.openicf-salesforce.json"]
+
+
+def test_an_overlay_the_user_may_not_read_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run by a user who may not read the service's state directory gets a
+    ConfigError naming the file and what to do, not a traceback."""
+    import errno
+
+    def refused(self: Path, **_kwargs: Any) -> Any:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "stat", refused)
+    with pytest.raises(ConfigError, match="Permission denied; run idsync as the service's user") as caught:
+        read_overlay(tmp_path, "sf")
+    assert caught.value.file == str(tmp_path / "connectors" / "sf.json")

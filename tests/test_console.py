@@ -590,6 +590,10 @@ def test_enable_and_authorize_salesforce(sf_console: tuple[Console, Any]) -> Non
                                                                          "set", "Settings"]
         console.submit(console.find("#settings-salesforce"))
         assert "not set" in console.text("#secret-state")
+        browser.set_window_size(390, 844)  # the form fits a phone
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+        browser.set_window_size(1280, 900)
         console.find("#enabled").click()
         console.find("#login-custom").click()
         console.type("#custom-url", org.url.replace("https:", "http:"))

@@ -94,8 +94,12 @@ def read_overlay(state_dir: Path | None, name: str) -> dict[str, Any]:
     if state_dir is None:
         return {}
     path = overlay_file(state_dir, name)
-    if not path.exists():
+    try:
+        path.stat()
+    except FileNotFoundError:
         return {}
+    except OSError as exc:  # the state directory is the service's own (0700): run as its user
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}; run idsync as the service's user") from None
     raw = load_json(path, secrets=False)  # a secret in it is encrypted, never a token to substitute
     return _checked(raw, file=str(path))
 
