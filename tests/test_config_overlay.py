@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from idsync.config.overlay import read_overlay, write_overlay
+from idsync.config.overlay import clear_properties, read_overlay, write_overlay
 from idsync.config.project import load_project
 from idsync.crypto import Keyring
 from idsync.errors import ConfigError
@@ -53,7 +53,9 @@ def test_written_whole_0600_in_0700_and_read_back(tmp_path: Path) -> None:
 
 
 def test_a_damaged_overlay_names_file_and_key(tmp_path: Path) -> None:
-    """Broken JSON names the line; a clear secret written by hand names the key; no file is {}."""
+    """Broken JSON names the line; a clear secret written by hand names the key; no file is {};
+    a secret that idsync's present key cannot decrypt names the file and the key, and says to
+    save it again."""
     assert read_overlay(tmp_path, "sf") == {} and read_overlay(None, "sf") == {}
     (tmp_path / "connectors").mkdir()
     path = tmp_path / "connectors" / "sf.json"
@@ -65,6 +67,11 @@ def test_a_damaged_overlay_names_file_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         read_overlay(tmp_path, "sf")
     assert caught.value.key == "clientSecret" and "typed-by-hand" not in str(caught.value)
+    write_overlay(tmp_path, "sf", {"clientSecret": KEYRING.encrypt("s3cret")})
+    other = Keyring({"openidm-sym-default": b"o" * 32})
+    with pytest.raises(ConfigError, match="save it again in the console") as caught:
+        clear_properties(read_overlay(tmp_path, "sf"), other, file=str(path))
+    assert (caught.value.file, caught.value.key) == (str(path), "clientSecret")
 
 
 @pytest.fixture

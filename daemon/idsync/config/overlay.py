@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from idsync.config.files import load_json
 from idsync.crypto import Keyring, is_encrypted
-from idsync.errors import ConfigError
+from idsync.errors import ConfigError, CryptoFailed
 
 __all__ = ["OVERLAY_KEYS", "PROPERTY_KEYS", "SECRET_KEYS", "check_login_url", "clear_properties", "overlay_file",
            "read_overlay", "write_overlay"]
@@ -113,7 +113,10 @@ def clear_properties(overlay: Mapping[str, Any], keyring: Keyring | None, *, fil
         if key in SECRET_KEYS:
             if keyring is None:
                 raise ConfigError(file, key, "is encrypted and idsync's key is not at hand")
-            out[key] = keyring.decrypt(overlay[key])
+            try:
+                out[key] = keyring.decrypt(overlay[key])
+            except CryptoFailed as exc:  # idsync's key changed since it was saved
+                raise ConfigError(file, key, f"{exc}; save it again in the console") from None
         else:
             out[key] = overlay[key]
     return out
