@@ -160,3 +160,17 @@ def test_an_overlay_the_user_may_not_read_is_a_clear_error(tmp_path: Path, monke
     with pytest.raises(ConfigError, match="Permission denied; run idsync as the service's user") as caught:
         read_overlay(tmp_path, "sf")
     assert caught.value.file == str(tmp_path / "connectors" / "sf.json")
+
+
+def test_salesforce_authorize_uses_the_console_settings(sf: tuple[Path, Any]) -> None:
+    """`idsync salesforce authorize` (the consent by hand) takes the login URL and the
+    Consumer Key the console saved, which the provisioner file does not have."""
+    from urllib.parse import parse_qs, urlsplit
+
+    project, org = sf
+    _overlay(project, org)
+    proc = idsync(project, "salesforce", "authorize", "--redirect-uri", "https://idsync.example.com/cb")
+    assert proc.returncode == 0, proc.stderr
+    url = urlsplit(proc.stdout.strip())
+    assert f"{url.scheme}://{url.netloc}{url.path}" == f"{org.url}/services/oauth2/authorize"
+    assert parse_qs(url.query)["client_id"] == [org.client_id]

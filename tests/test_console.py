@@ -1,7 +1,8 @@
 """The admin console in a real browser against the real ``idsync run``: logging in (and
 being refused), the dashboard, Batch synchronization's Save of a cron expression
 (the file on disk and ``idsync jobs`` show it, comments kept, a broken expression
-never written), running a job and watching it finish, and the CSRF refusal."""
+never written), running a job and watching it finish, the CSRF refusal, and PingIDM's
+Salesforce walkthrough (Settings, Authorize, test, reconcile)."""
 
 from __future__ import annotations
 

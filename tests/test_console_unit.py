@@ -1,7 +1,8 @@
 """The console without a browser: Save keeps the rest of a job file and its comments,
 refuses a broken job before writing, swaps the file in atomically; PingIDM schedules
 are edited as JSON; sessions end when idle; pages render, cookies are Secure under
-TLS, and failed console logins count under the API's limit."""
+TLS, and failed console logins count under the API's limit; a system's connection
+settings are kept encrypted, never shown, and refused with nothing written when bad."""
 
 from __future__ import annotations
 
