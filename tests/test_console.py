@@ -1,7 +1,8 @@
 """The admin console in a real browser against the real ``idsync run``: logging in (and
 being refused), the dashboard, Batch synchronization's Save of a cron expression
 (the file on disk and ``idsync jobs`` show it, comments kept, a broken expression
-never written), running a job and watching it finish, and the CSRF refusal."""
+never written), running a job and watching it finish, the CSRF refusal, and PingIDM's
+Salesforce walkthrough (Settings, Authorize, test, reconcile)."""
 
 from __future__ import annotations
 
@@ -191,7 +192,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd, browser: Any
 def _logged_in(request: pytest.FixtureRequest) -> None:
     """Every test of the LDAP sample's console but the login test starts logged in (whichever
     tests run)."""
-    if request.node.name in ("test_login_refused_then_accepted", "test_authorize_salesforce"):
+    if request.node.name in ("test_login_refused_then_accepted", "test_enable_and_authorize_salesforce"):
         return
     console: Console = request.getfixturevalue("console")
     if console.browser.get_cookie("idsync_console") is None:
@@ -201,8 +202,9 @@ def _logged_in(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="module")
 def sf_console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[tuple[Console, Any]]:
     """The Salesforce sample's daemon with its console on 127.0.0.2 (cookies of its own, in the
-    same browser) and no refresh token configured, against the local Salesforce stand-in,
-    whose Connected App lists the console's callback URL."""
+    same browser), its Salesforce system disabled and without a Consumer Key, Secret or refresh
+    token (the environment names none), against the local Salesforce stand-in, whose Connected
+    App lists the console's callback URL."""
     from salesforce_sample import running_org, sf_env
     from salesforce_sample import sample_project as salesforce_project
 
@@ -212,7 +214,9 @@ def sf_console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterat
         project = salesforce_project(tmp, org, f"sqlite:///{tmp / 's.db'}")
         prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
         prov = json.loads(prov_file.read_text())
-        del prov["configurationProperties"]["refreshToken"]
+        prov["enabled"] = False
+        for key in ("refreshToken", "clientId", "clientSecret"):
+            del prov["configurationProperties"][key]
         prov_file.write_text(json.dumps(prov))
         port = free_port()
         with (project / "conf" / "idsync.toml").open("a") as f:
@@ -220,7 +224,7 @@ def sf_console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterat
                     f'[api.accounts]\n"openidm-admin" = "{ADMIN_HASH}"\n')
         base = f"http://127.0.0.2:{port}"
         org.callback_urls.add(f"{base}/admin/oauth/callback")
-        env = {k: v for k, v in sf_env(org).items() if k != "SALESFORCE_REFRESH_TOKEN"}
+        env = {k: v for k, v in sf_env(org).items() if k == "SALESFORCE_INSTANCE_URL"}
         daemon = Daemon(project, base, env)
         try:
             yield Console(project, base, browser, None, ""), org
@@ -228,7 +232,9 @@ def sf_console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterat
             daemon.stop()
         # The code and the token are in no log line.
         token = (project / "state" / "oauth" / "salesforce.refresh-token").read_text().strip()
-        assert token not in daemon.output and "aPrx" not in daemon.output
+        assert token not in daemon.output and "aPrx" not in daemon.output and org.client_secret not in daemon.output
+        assert any(e["event"] == "console.system_settings_saved" and e["user"] == "openidm-admin"
+                   for e in daemon.events())
         assert any(e["event"] == "console.system_authorized" and e["user"] == "openidm-admin"
                    for e in daemon.events())
 
@@ -559,17 +565,55 @@ def test_every_change_works_without_javascript(console: Console) -> None:
         other.wait(lambda: "Saved" in other.text(".flash.ok"))
 
 
-def test_authorize_salesforce(sf_console: tuple[Console, Any]) -> None:
-    """Systems shows the Salesforce system needing consent; Authorize sends the browser to the
+def test_enable_and_authorize_salesforce(sf_console: tuple[Console, Any]) -> None:
+    """PingIDM's admin UI walkthrough of the Salesforce sample. Systems shows the disabled
+    Salesforce system's settings as not set; its Settings page refuses a Custom login URL that
+    is not https, with the reason, writing nothing; Enable, Custom pointing at the stand-in,
+    Consumer Key and Secret, Save: the settings are kept in the state directory (0700/0600,
+    the secret encrypted), the daemon reloads, Systems says they come from the console and the
+    secret is never on a page. Then the system needs consent; Authorize sends the browser to the
     provider's login and consent page; Allow brings it back to the console, which keeps the
     refresh token in the state directory (0600), never on the page, and tests the connection;
     Back to Systems is logged in again (the session cookie is sent once the navigation is the
     console's own), shows it authorized, and browses Salesforce users with the kept token;
-    the same callback opened again is refused."""
+    the same callback opened again is refused; Reconcile of the Salesforce mapping brings the
+    org's user into the store."""
+    from salesforce_sample import FORWARD as SF_FORWARD
+
     console, org = sf_console
     browser = console.browser
+    overlay = console.project / "state" / "connectors" / "salesforce.json"
     try:
         console.login()
+        console.open("/admin/systems")
+        assert "disabled" in console.text("#systems")
+        assert console.text("#settings-row-salesforce").split()[1:] == ["conf/", "conf/", "not", "set", "not",
+                                                                         "set", "Settings"]
+        console.submit(console.find("#settings-salesforce"))
+        assert "not set" in console.text("#secret-state")
+        browser.set_window_size(390, 844)  # the form fits a phone
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+        browser.set_window_size(1280, 900)
+        console.find("#enabled").click()
+        console.find("#login-custom").click()
+        console.type("#custom-url", org.url.replace("https:", "http:"))
+        console.type("#client-id", org.client_id)
+        console.type("#client-secret", org.client_secret)
+        console.submit(console.find("#save"))
+        assert "must be an https URL" in console.text("#settings-error")
+        assert not overlay.exists() and console.find("#enabled").is_selected()
+        console.type("#custom-url", org.url)
+        console.type("#client-secret", org.client_secret)
+        console.submit(console.find("#save"))
+        console.wait(lambda: "Saved the settings of salesforce (enabled)" in console.text(".flash.ok"))
+        assert overlay.stat().st_mode & 0o777 == 0o600 and overlay.parent.stat().st_mode & 0o777 == 0o700
+        assert org.client_secret not in overlay.read_text() and org.client_id in overlay.read_text()
+        assert console.text("#settings-row-salesforce").split()[1:5] == ["console"] * 4
+        assert org.client_secret not in browser.page_source
+        console.submit(console.find("#settings-salesforce"))
+        assert console.find("#login-custom").is_selected() and "set (from console)" in console.text("#secret-state")
+        assert org.client_secret not in browser.page_source
         console.open("/admin/systems")
         assert "needs consent" in console.text("#consent-salesforce")
         assert "no refresh token yet" in console.text("#systems")
@@ -599,5 +643,9 @@ def test_authorize_salesforce(sf_console: tuple[Console, Any]) -> None:
         browser.get(callback)
         assert "refused" in console.text("#consent-failure")
         assert stored.read_text().strip() == token and org.consents == 1
+        console.open(f"/admin/mappings/{SF_FORWARD}")
+        console.submit(console.find("#reconcile"))
+        console.wait(lambda: console.text("#run-state") == "SUCCESS")
+        assert int(console.text("#run-created")) >= 1
     finally:
         browser.get("about:blank")

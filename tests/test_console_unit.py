@@ -1,7 +1,8 @@
 """The console without a browser: Save keeps the rest of a job file and its comments,
 refuses a broken job before writing, swaps the file in atomically; PingIDM schedules
 are edited as JSON; sessions end when idle; pages render, cookies are Secure under
-TLS, and failed console logins count under the API's limit."""
+TLS, and failed console logins count under the API's limit; a system's connection
+settings are kept encrypted, never shown, and refused with nothing written when bad."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import shutil
 import ssl
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -153,9 +155,10 @@ def test_sessions_end_when_idle() -> None:
 
 
 @contextmanager
-def _app(tmp_path: Path, project_dir: Path | None = None, **settings: Any) -> Iterator[Any]:
+def _app(tmp_path: Path, project_dir: Path | None = None, *, reread: bool = False, **settings: Any) -> Iterator[Any]:
     """The API with the console, in process, over ``project_dir`` (by default the sample's
-    conf/ and a SQLite store)."""
+    conf/ and a SQLite store); with ``reread``, the project is read again at each use, as
+    the daemon's reload after a change would."""
     from idsync.api import ApiContext, create_app, hash_password, load_accounts
     from idsync.config.project import load_project
     from idsync.console import create_console
@@ -171,7 +174,8 @@ def _app(tmp_path: Path, project_dir: Path | None = None, **settings: Any) -> It
     project = load_project(project_dir)
     store = Store.open(project.settings.store_url())
     api = ApiSettings(accounts={"admin": hash_password("a-long-password")}, **settings)
-    ctx = ApiContext(project=lambda: project, store=store, settings=api)
+    ctx = ApiContext(project=(lambda: load_project(project_dir)) if reread else (lambda: project), store=store,
+                     settings=api)
     try:
         yield create_app(ctx, load_accounts(api, project_dir, "idsync.toml"), create_console)
     finally:
@@ -422,3 +426,133 @@ def test_consent_callback_refuses_a_wrong_state_another_browser_and_a_denial(sf_
 
     with _app(project.parent, project) as app:
         asyncio.run(visit(app))
+
+
+def _as_admin(project: Path, steps: Callable[[httpx.AsyncClient], Awaitable[None]], *, reread: bool = False) -> None:
+    """``steps`` with a client logged in to the in-process console over ``project``."""
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            await steps(client)
+
+    with _app(project.parent, project, reread=reread) as app:
+        asyncio.run(visit(app))
+
+
+def _settings_form(page: httpx.Response, **fields: str) -> dict[str, str]:
+    return {"csrf": _login_token(page), "loginUrl": "production", "customLoginUrl": "", "clientId": "",
+            "clientSecret": "", **fields}
+
+
+def test_connection_settings_are_kept_encrypted_and_never_shown(sf_project: tuple[Path, Any],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Systems, Settings, Save of a Salesforce system (Custom login URL, Consumer Key and
+    Secret): the overlay is state/connectors/salesforce.json, 0600 in a 0700 directory, the
+    secret a $crypto value that idsync's key decrypts and nowhere in clear; no page shows the
+    secret (the form says "set"), Systems says each key comes from the console; the change is
+    audited with the account's name and without the secret. The project as loaded again uses
+    the console's values over the file's, without reading the variables the file's tokens
+    name; saving again without a secret keeps the one saved."""
+    from idsync.config.project import load_project
+    from idsync.console.record import CONSOLE_AUDIT
+    from idsync.store.database import Store
+    from idsync.store.tables import audit
+
+    project, org = sf_project
+    secret = "console-secret-7f3a"
+    overlay = project / "state" / "connectors" / "salesforce.json"
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        form = await client.get("/admin/systems/salesforce/settings")
+        assert form.status_code == 200 and 'id="client-secret"' in form.text
+        assert org.client_secret not in form.text and "set (from conf/)" in form.text
+        saved = await client.post("/admin/systems/salesforce/settings", data=_settings_form(
+            form, enabled="1", loginUrl="custom", customLoginUrl=org.url, clientId="console-key",
+            clientSecret=secret))
+        assert saved.status_code == 303 and "Saved the settings of salesforce" in unquote(saved.headers["location"])
+        for path in ("/admin/systems", "/admin/systems/salesforce/settings"):
+            shown = await client.get(path)
+            assert secret not in shown.text and org.client_secret not in shown.text
+        assert "set (from console)" in shown.text and 'value="console-key"' in shown.text
+        row = (await client.get("/admin/systems")).text.split('id="settings-row-salesforce"', 1)[1]
+        assert row.split("</tr>", 1)[0].count("<td>console</td>") == 4
+        again = await client.post("/admin/systems/salesforce/settings", data=_settings_form(
+            shown, enabled="1", loginUrl="custom", customLoginUrl=org.url, clientId="console-key"))
+        assert again.status_code == 303
+
+    _as_admin(project, steps, reread=True)
+    assert overlay.stat().st_mode & 0o777 == 0o600 and overlay.parent.stat().st_mode & 0o777 == 0o700
+    assert secret not in overlay.read_text() and sorted(p.name for p in overlay.parent.iterdir()) == [overlay.name]
+    stored = json.loads(overlay.read_text())
+    assert stored["enabled"] is True and stored["loginUrl"] == org.url and "$crypto" in stored["clientSecret"]
+    monkeypatch.delenv("SALESFORCE_CLIENT_SECRET")
+    monkeypatch.delenv("SALESFORCE_CLIENT_ID")
+    loaded = load_project(project)
+    assert loaded.keyring is not None and loaded.keyring.decrypt(stored["clientSecret"]) == secret
+    props = loaded.provisioners["salesforce"].config["configurationProperties"]
+    assert (props["clientSecret"], props["clientId"], props["loginUrl"]) == (secret, "console-key", org.url)
+    assert props["version"] == 44  # the file's other keys stay in force
+    store = Store.open(loaded.settings.store_url())
+    try:
+        with store.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(audit.select().where(audit.c.mapping == CONSOLE_AUDIT))]
+    finally:
+        store.close()
+    assert [(r["source_id"], r["action"]) for r in rows] == [("system/salesforce", "UPDATE")] * 2
+    assert all(r["changes"]["user"] == "admin" and secret not in json.dumps(r, default=str) for r in rows)
+    assert rows[0]["changes"]["secretChanged"] is True and rows[1]["changes"]["secretChanged"] is False
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"loginUrl": "custom", "customLoginUrl": "http://login.example.com"}, "loginUrl: must be an https URL"),
+    ({"loginUrl": "custom", "customLoginUrl": "https://user:pw@login.example.com"}, "must not hold a user name"),
+    ({"loginUrl": "custom", "customLoginUrl": ""}, "Custom needs a URL"),
+    ({"loginUrl": "elsewhere"}, "expected Production, Sandbox or Custom"),
+    ({"clientId": "two\nlines"}, "clientId: must be one line"),
+])
+def test_connection_settings_refuse_bad_input_and_write_nothing(sf_project: tuple[Path, Any],
+                                                                fields: dict[str, str], reason: str) -> None:
+    """A login URL that is not https (or carries a user, or is missing), an unknown choice or a
+    Consumer Key of two lines is refused with the reason on the form, status 400, and no file
+    is written; without the session's CSRF token the form is refused with 403."""
+    project, _org = sf_project
+    overlay = project / "state" / "connectors" / "salesforce.json"
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        form = await client.get("/admin/systems/salesforce/settings")
+        refused = await client.post("/admin/systems/salesforce/settings",
+                                    data=_settings_form(form, enabled="1", clientSecret="s", **fields))
+        assert refused.status_code == 400 and reason in refused.text, refused.text
+        assert 'id="settings-error"' in refused.text and 'value="s"' not in refused.text
+        forged = await client.post("/admin/systems/salesforce/settings",
+                                   data={**_settings_form(form, enabled="1"), "csrf": "forged"})
+        assert forged.status_code == 403
+
+    _as_admin(project, steps)
+    assert not overlay.exists() and not (project / "state" / "connectors").exists()
+
+
+def test_enabling_without_a_consumer_key_is_refused(sf_project: tuple[Path, Any],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Enabled with no Consumer Key in the form nor in the provisioner: the connector's own
+    check refuses it (naming clientId) before anything is written; disabled, it is saved."""
+    project, _org = sf_project
+    prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
+    prov = json.loads(prov_file.read_text())
+    del prov["configurationProperties"]["clientId"]
+    prov_file.write_text(json.dumps(prov))
+    overlay = project / "state" / "connectors" / "salesforce.json"
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        form = await client.get("/admin/systems/salesforce/settings")
+        refused = await client.post("/admin/systems/salesforce/settings", data=_settings_form(form, enabled="1"))
+        assert refused.status_code == 400 and "clientId: is required" in refused.text
+        assert not overlay.exists()
+        saved = await client.post("/admin/systems/salesforce/settings", data=_settings_form(form))
+        assert saved.status_code == 303 and "(disabled)" in unquote(saved.headers["location"])
+
+    _as_admin(project, steps)
+    assert json.loads(overlay.read_text()) == {"enabled": False,
+                                               "loginUrl": "https://login.salesforce.com/services/oauth2/token"}

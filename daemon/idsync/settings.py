@@ -119,8 +119,10 @@ class Settings(BaseSettings):
 
     project_dir: Path = Field(Path("."), description="the project directory (`-p`, `IDSYNC_PROJECT`)")
     state_dir: Path = Field(Path("state"), description="where the default SQLite store, the status file, the key "
-                            "made by default (`keys/`) and the refresh tokens of the consents given in the admin "
-                            "console (`oauth/`) live")
+                            "made by default (`keys/`), the refresh tokens of the consents given in the admin "
+                            "console (`oauth/`) and the connection settings saved in it (`connectors/`, which take "
+                            "precedence over the provisioners' values: [console.md](console.md#connection-settings)) "
+                            "live")
     status_file: Path = Field(Path("state/status.json"), description="the status file; default "
                               "`<state_dir>/status.json`")
     store: StoreSettings = StoreSettings()

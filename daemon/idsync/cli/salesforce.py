@@ -54,14 +54,18 @@ def _settings(args: argparse.Namespace, project_dir: Path) -> tuple[str, str, st
     from idsync.connectors.salesforce.config import token_url
 
     props: dict[str, Any] = {}
+    console: dict[str, Any] = {}
     file = f"provisioner.openicf-{args.system}.json"
     if (project_dir / "conf" / file).exists():
         provisioner = load_project(project_dir).provisioners.get(args.system)
         if provisioner is not None:
             file = provisioner.file
             props = dict(provisioner.raw.get("configurationProperties") or {})
+            console = provisioner.console_properties()  # what the console saved wins
 
     def value(key: str) -> Any:
+        if key in console:
+            return console[key]
         # Only the keys this command needs are substituted: the refresh token may not exist yet.
         if key not in props and f"{key}_file" not in props:
             return None

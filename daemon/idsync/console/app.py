@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idsync.api.auth import Accounts, LoginLimit, client_address
 from idsync.api.context import ApiContext
+from idsync.console.connection import connection_routes
 from idsync.console.consent import CALLBACK, consent_routes
 from idsync.console.dashboard import dashboard_routes
 from idsync.console.identities import identity_routes
@@ -152,6 +153,7 @@ def create_console(ctx: ApiContext, accounts: Accounts, limit: LoginLimit) -> AS
         *identity_routes,
         *system_routes,
         *consent_routes,
+        *connection_routes,
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _error})
     app.state.console = console

@@ -1,5 +1,6 @@
-"""Systems: each connection with its last test result and a Test button, an
-Authorize button for a system that takes an administrator's consent
+"""Systems: each connection with its last test result and a Test button, where each
+key the console can set comes from (``conf/`` or the console) with a link to the
+system's settings (``connection.py``), an Authorize button for a system that takes an administrator's consent
 (``consent.py``), and a read-only browse of a system's objects (first page by
 page, then one object).
 
@@ -20,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from idsync.api.context import ApiContext
+from idsync.console.connection import settable_systems
 from idsync.console.consent import consent_systems, csp_allowing
 from idsync.console.web import Console, Form, console_of, page, redirect, user_of
 from idsync.errors import IdsyncError
@@ -62,7 +64,7 @@ async def _list(request: Request) -> Response:
         tested = await run_in_threadpool(_test, console)
     consents = await run_in_threadpool(consent_systems, ctx)
     response = page(request, "systems.html", tested_at=tested[0], results=tested[1], object_types=_object_types(ctx),
-                    consents=consents)
+                    consents=consents, settable=settable_systems(ctx.project()))
     response.headers["Content-Security-Policy"] = csp_allowing([c["origin"] for c in consents.values() if c["origin"]])
     return response
 
