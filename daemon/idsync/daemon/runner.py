@@ -113,6 +113,8 @@ def run_job(
     dry_run: bool | None = None,
     cancel: threading.Event | None = None,
     on_start: Callable[[JobOutcome], None] | None = None,
+    node: str | None = None,
+    fire: dt.datetime | None = None,
 ) -> JobOutcome:
     """Run ``job`` now in this thread; ``RunLocked`` if it already runs anywhere."""
     cancel = cancel or threading.Event()
@@ -144,7 +146,7 @@ def run_job(
             if job.livesync:
                 _run_livesync(project, store, job, outcome, cancel)
             else:
-                _run_mappings(project, store, job, outcome, cancel)
+                _run_mappings(project, store, job, outcome, cancel, node=node, fire=fire)
     finally:
         if timer is not None:
             timer.cancel()
@@ -169,7 +171,8 @@ def run_job(
     return outcome
 
 
-def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutcome, cancel: threading.Event) -> None:
+def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutcome, cancel: threading.Event,
+                  node: str | None, fire: dt.datetime | None) -> None:
     def one(name: str) -> MappingOutcome:
         options = ReconOptions(
             dry_run=outcome.dry_run,
@@ -180,6 +183,8 @@ def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutco
             page_size=job.page_size,
             job=job.name,
             cancel=cancel,
+            node=node,
+            fire=fire,
         )
         options.on_progress = ProgressLog(project.settings.recon.progress_interval,
                                           expected_counts(store, name)).update

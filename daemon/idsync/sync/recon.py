@@ -111,7 +111,7 @@ class _Run:
         resources = Resources(self.project, self.store)
         try:
             self.runs.start(self.id, self.mapping.name, job=self.options.job, dry_run=self.options.dry_run,
-                            summary=self.counters.to_summary())
+                            summary=self.counters.to_summary(), node=self.options.node, fire=self.options.fire)
             self.log.info("recon.start", source=self.mapping.source, target=self.mapping.target, job=self.options.job)
             source = resources.open(self.mapping.source)
             if isinstance(source, ManagedResource):
