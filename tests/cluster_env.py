@@ -34,7 +34,7 @@ def reset_queue(url: str) -> None:
 
 
 def cluster_project(root: Path, url: str, jobs: dict[str, str], *, cluster: str = "",
-                    mapping: dict[str, Any] | None = None) -> Path:
+                    mapping: dict[str, Any] | None = None, job_extra: str = "") -> Path:
     """A project on ``url`` with one mapping ``m_JOB`` (managed/user -> managed/account) per job
     of ``jobs`` (name -> schedule), in cluster mode with 1 s heartbeats."""
     conf = root / "conf"
@@ -54,12 +54,37 @@ def cluster_project(root: Path, url: str, jobs: dict[str, str], *, cluster: str 
             "policies": [{"situation": s, "action": a} for s, a in _POLICIES],
             "allowEmptySourceSet": True, **(mapping or {})})
         (root / "jobs.d" / f"{job}.toml").write_text(
-            f'schedule = "{schedule}"\nmappings = ["m_{job}"]\nmisfire = "skip"\n', encoding="utf-8")
+            f'schedule = "{schedule}"\nmappings = ["m_{job}"]\nmisfire = "skip"\n{job_extra}', encoding="utf-8")
     (conf / "sync.json").write_text(json.dumps({"mappings": mappings}), encoding="utf-8")
     (conf / "idsync.toml").write_text(
         f'state_dir = "state"\n[store]\nurl = "{url}"\n[cluster]\nenabled = true\nheartbeat = 1\n'
         f'stall_timeout = 3\n{cluster}', encoding="utf-8")
     return root
+
+
+# A transform that busies the interpreter for about 5 ms per object: a run long enough to kill mid-way.
+SLOW = [{"source": "userName", "target": "name"},
+        {"source": "mail", "target": "mail", "transform": {
+            "type": "text/javascript", "source": "var t = Date.now(); while (Date.now() - t < 5) {} source"}}]
+
+
+def add_managed_users(project: Path, count: int) -> None:
+    """``count`` managed users ``u0``.. in the project's store."""
+    from idsync.config.project import load_project
+    from idsync.resource import WriteOp
+    from idsync.resources import Resources
+    from idsync.store.database import Store
+
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    try:
+        users = Resources(loaded, store).open("managed/user")
+        for start in range(0, count, 500):
+            ops = [WriteOp("create", values={"userName": f"u{i}", "mail": f"u{i}@example.com"})
+                   for i in range(start, min(count, start + 500))]
+            assert all(r.ok for r in users.write_batch(ops))
+    finally:
+        store.engine.dispose()
 
 
 def node_env(name: str, **extra: str) -> dict[str, str]:

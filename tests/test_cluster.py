@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_env import IDSYNC, Node, cluster_project, node_env, reset_queue, wait_for
+from cluster_env import IDSYNC, SLOW, Node, add_managed_users, cluster_project, node_env, reset_queue, wait_for
 from dbs import store_url
 from idsync.store.database import Store
 from sqlalchemy import create_engine, text
@@ -102,3 +102,46 @@ def test_cluster_needs_a_postgresql_store(tmp_path: Path) -> None:
         assert done.returncode == 78, done.stdout + done.stderr
         said = done.stdout + done.stderr
         assert "idsync.toml" in said and "cluster.enabled" in said and "PostgreSQL" in said
+
+
+def test_a_killed_nodes_run_is_taken_over(tmp_path: Path, pg_url: str) -> None:
+    """A node killed with SIGKILL in the middle of a recon (some pages committed) has its run
+    failed ("interrupted") and the job run again by the other node within ``stall_timeout``
+    (3 s) plus two heartbeats (1 s) plus the queue's poll, with a margin for a loaded
+    machine; the second run completes, and the store ends as one run would leave it: one
+    account and one link per user, each account created once (no second create in the
+    audit of either run)."""
+    users = 300
+    project = cluster_project(tmp_path / "project", pg_url, {"big": "*/4 * * * * ?"},
+                              mapping={"properties": SLOW}, job_extra="page_size = 20\n")
+    add_managed_users(project, users)
+    nodes = [Node(project, "n0"), Node(project, "n1")]
+    try:
+        def busy() -> Any:
+            rows = _rows(pg_url, "SELECT id, node, summary FROM recon_runs WHERE state = 'ACTIVE'")
+            return next((r for r in rows if sum(((r.summary or {}).get("situationSummary") or {}).values()) >= 40),
+                        None)
+
+        first = wait_for(busy, 60, "a run with some pages committed")
+        victim = next(n for n in nodes if n.name == first.node)
+        survivor = next(n for n in nodes if n is not victim)
+        victim.kill()
+        killed = dt.datetime.now(dt.UTC)
+        done = wait_for(lambda: _rows(pg_url, "SELECT id, started, ended FROM recon_runs WHERE state = 'SUCCESS'"),
+                        60, "a run completed by the survivor")[0]
+        codes = _stop_all([survivor])
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0]
+    runs = {r.id: r for r in _rows(pg_url, "SELECT id, node, state, message, started FROM recon_runs")}
+    assert runs[first.id].state == "FAILED" and "interrupted" in runs[first.id].message
+    assert runs[done.id].node == survivor.name
+    took = (done.started - killed).total_seconds()
+    assert took <= 3 + 2 * 1 + 1 + 6, took
+    assert _rows(pg_url, "SELECT count(*), count(DISTINCT data->>'name') FROM managed_objects "
+                         "WHERE object_type = 'account'")[0] == (users, users)
+    assert _rows(pg_url, "SELECT count(*) FROM links")[0][0] == users
+    creates = _rows(pg_url, "SELECT target_id, count(*) FROM audit WHERE action = 'CREATE' "
+                            "AND status = 'SUCCESS' GROUP BY target_id")
+    assert len(creates) == users and {c[1] for c in creates} == {1}

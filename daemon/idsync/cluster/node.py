@@ -10,10 +10,11 @@ Every ``heartbeat`` seconds each node, on the daemon's event loop:
 1. writes its heartbeat (``cluster_nodes.seen``, and Procrastinate's own);
 2. breaks the locks of nodes silent for ``stall_timeout`` (their recon runs end
    FAILED "interrupted") and hands their recon partitions back (``Nodes.take_over``);
-3. puts the queue jobs of workers silent for ``stall_timeout`` back in the queue, so a
-   live node runs them again.
+3. puts the queue jobs of workers silent for ``stall_timeout`` plus one ``heartbeat``
+   back in the queue, so a live node runs them again (the extra beat: the dead node's
+   locks are broken first, by step 2 of some node).
 
-So a node killed mid-run has its run taken over within ``stall_timeout`` plus one
+So a node killed mid-run has its run taken over within ``stall_timeout`` plus two
 ``heartbeat`` (plus the queue's one-second poll), and the run starts again on another
 node; what the dead node committed page by page is already in the store and the
 target, and is seen as unchanged by the new run.
@@ -161,7 +162,9 @@ class ClusterNode:
                 failed = await asyncio.to_thread(self.nodes.take_over)
                 for run_id in failed:
                     log.warning("cluster.run_taken_over", node=self.name, run_id=run_id)
-                requeued = await self.queue.requeue_stalled(stall)
+                # One heartbeat later than the nodes' own: the dead node's locks are broken
+                # (just above, by this node or another) before its jobs run again elsewhere.
+                requeued = await self.queue.requeue_stalled(stall + self.settings.heartbeat)
                 if requeued:
                     log.warning("cluster.jobs_requeued", node=self.name, queue_jobs=requeued)
             except asyncio.CancelledError:

@@ -18,13 +18,15 @@ puts it back, and another node runs it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from procrastinate import App, PsycopgConnector, RetryStrategy
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException, UniqueViolation
+from procrastinate.jobs import Status
 from psycopg.conninfo import make_conninfo
 from sqlalchemy import text
 
@@ -150,15 +152,22 @@ class Queue:
                                         shutdown_graceful_timeout=1.0)
 
     async def requeue_stalled(self, stall: float) -> list[int]:
-        """Put the jobs of workers silent for ``stall`` seconds back in the queue; their ids."""
+        """Put the jobs of workers silent for ``stall`` seconds back in the queue; their ids.
+
+        A job whose next run already waits in the queue (same queueing lock) is ended as
+        failed instead: the waiting run does its work, and the job's queue lock is free."""
         manager = self.app.job_manager
         stalled = list(await manager.get_stalled_jobs(seconds_since_heartbeat=stall))
         requeued = []
         for job in stalled:
             try:
                 await manager.retry_job(job)
-            except Exception:  # noqa: BLE001 - another node requeued it first
+            except UniqueViolation:
+                with contextlib.suppress(ConnectorException):
+                    await manager.finish_job(job, Status.FAILED, delete_job=False)
                 continue
+            except ConnectorException:
+                continue  # another node requeued it first
             if job.id is not None:
                 requeued.append(job.id)
         await manager.prune_stalled_workers(seconds_since_heartbeat=stall)
