@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 REPO = Path(__file__).resolve().parent.parent
 IDSYNC = Path(sys.executable).parent / "idsync"
@@ -23,6 +23,22 @@ _POLICIES = [("ABSENT", "CREATE"), ("FOUND", "UPDATE"), ("CONFIRMED", "UPDATE"),
              ("SOURCE_MISSING", "DELETE"), ("UNQUALIFIED", "DELETE"), ("UNASSIGNED", "IGNORE"),
              ("AMBIGUOUS", "EXCEPTION"), ("SOURCE_IGNORED", "IGNORE"), ("TARGET_IGNORED", "IGNORE"),
              ("LINK_ONLY", "UNLINK"), ("ALL_GONE", "IGNORE"), ("FOUND_ALREADY_LINKED", "EXCEPTION")]
+
+
+def second_database(url: str, suffix: str = "1") -> str:
+    """A database beside ``url``'s (its name plus ``suffix``), made if missing, without idsync's tables."""
+    from dbs import _reset
+
+    parsed = make_url(url)
+    name = f"{parsed.database}{suffix}"
+    admin = create_engine(parsed, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    other = parsed.set(database=name).render_as_string(hide_password=False)
+    _reset(other)
+    return other
 
 
 def reset_queue(url: str) -> None:
@@ -34,7 +50,7 @@ def reset_queue(url: str) -> None:
 
 
 def cluster_project(root: Path, url: str, jobs: dict[str, str], *, cluster: str = "",
-                    mapping: dict[str, Any] | None = None, job_extra: str = "") -> Path:
+                    mapping: dict[str, Any] | None = None, job_extra: str = "", enabled: bool = True) -> Path:
     """A project on ``url`` with one mapping ``m_JOB`` (managed/user -> managed/account) per job
     of ``jobs`` (name -> schedule), in cluster mode with 1 s heartbeats."""
     conf = root / "conf"
@@ -57,7 +73,7 @@ def cluster_project(root: Path, url: str, jobs: dict[str, str], *, cluster: str 
             f'schedule = "{schedule}"\nmappings = ["m_{job}"]\nmisfire = "skip"\n{job_extra}', encoding="utf-8")
     (conf / "sync.json").write_text(json.dumps({"mappings": mappings}), encoding="utf-8")
     (conf / "idsync.toml").write_text(
-        f'state_dir = "state"\n[store]\nurl = "{url}"\n[cluster]\nenabled = true\nheartbeat = 1\n'
+        f'state_dir = "state"\n[store]\nurl = "{url}"\n[cluster]\nenabled = {str(enabled).lower()}\nheartbeat = 1\n'
         f'stall_timeout = 3\n{cluster}', encoding="utf-8")
     return root
 

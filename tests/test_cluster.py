@@ -12,9 +12,22 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from cluster_env import IDSYNC, SLOW, Node, add_managed_users, cluster_project, node_env, reset_queue, wait_for
+from api_server import ADMIN, ADMIN_HASH, free_port
+from cluster_env import (
+    IDSYNC,
+    SLOW,
+    Node,
+    add_managed_users,
+    cluster_project,
+    node_env,
+    reset_queue,
+    second_database,
+    wait_for,
+)
 from dbs import store_url
+from idsync.resource import QuerySpec
 from idsync.store.database import Store
 from sqlalchemy import create_engine, text
 
@@ -145,3 +158,80 @@ def test_a_killed_nodes_run_is_taken_over(tmp_path: Path, pg_url: str) -> None:
     creates = _rows(pg_url, "SELECT target_id, count(*) FROM audit WHERE action = 'CREATE' "
                             "AND status = 'SUCCESS' GROUP BY target_id")
     assert len(creates) == users and {c[1] for c in creates} == {1}
+
+
+def _delete_users(project: Path, names: list[str]) -> None:
+    from idsync.config.project import load_project
+    from idsync.resource import WriteOp
+    from idsync.resources import Resources
+
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    try:
+        users = Resources(loaded, store).open("managed/user")
+        ids = [u["_id"] for page in users.pages(QuerySpec(fields=["userName"])) for u in page
+               if u.get("userName") in set(names)]
+        assert all(r.ok for r in users.write_batch([WriteOp("delete", id=i) for i in ids]))
+    finally:
+        store.engine.dispose()
+
+
+def _outcome(url: str) -> dict[str, Any]:
+    """What a store holds after the runs: accounts, links, each run's state and audit counts."""
+    runs = _rows(url, "SELECT id, state FROM recon_runs ORDER BY started")
+    audit = {r.id: Counter({(a.action, a.status): a.n for a in _rows(
+        url, f"SELECT action, status, count(*) AS n FROM audit WHERE run_id = '{r.id}' GROUP BY 1, 2")})
+        for r in runs}
+    return {"accounts": sorted(r[0] for r in _rows(url, "SELECT data->>'name' FROM managed_objects "
+                                                       "WHERE object_type = 'account'")),
+            "links": _rows(url, "SELECT count(*) FROM links")[0][0],
+            "runs": [(r.state, audit[r.id]) for r in runs]}
+
+
+def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> None:
+    """A recon of 400 users split into four id ranges on two nodes (each node reads some)
+    leaves the store as one run on a single daemon does, run after run: the same accounts
+    and links, the same audit counts per action; then, with 25 users deleted, the same 25
+    deletes (the target phase and the deletes once, after every partition); then, with 75
+    more deleted and ``max_deletes = 50``, the same FAILED run with nothing deleted, though
+    each partition's share stays under the limit: it holds for the run's total."""
+    users, jobs = 400, {"big": "@yearly"}
+    extra = "max_deletes = 50\npage_size = 20\n"
+    split = cluster_project(tmp_path / "cluster", pg_url, jobs, mapping={"properties": SLOW}, job_extra=extra,
+                            cluster="partitions = 4\nmin_partition_size = 50\n")
+    single_url = second_database(pg_url)
+    single = cluster_project(tmp_path / "single", single_url, jobs, mapping={"properties": SLOW},
+                             job_extra=extra, enabled=False)
+    for project in (split, single):
+        add_managed_users(project, users)
+    port = free_port()
+    nodes = [Node(split, "n0", IDSYNC_API__ENABLED="true", IDSYNC_API__PORT=str(port),
+                  IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH})), Node(split, "n1")]
+    try:
+        wait_for(lambda: all(n.events("daemon.start") for n in nodes), 60, "two nodes started")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
+            for step, deleted in enumerate([[], [f"u{i}" for i in range(25)], [f"u{i}" for i in range(25, 100)]]):
+                if deleted:
+                    _delete_users(split, deleted)
+                    _delete_users(single, deleted)
+                r = api.post("/openidm/scheduler/job/big?_action=trigger", headers=ADMIN)
+                assert r.status_code == 200, r.text
+                wait_for(lambda n=step + 1: len(_rows(pg_url, "SELECT id FROM recon_runs WHERE state <> 'ACTIVE'"))
+                         == n, 90, f"split run {step + 1}")
+                done = subprocess.run([str(IDSYNC), "-p", str(single), "run-job", "big"], capture_output=True,
+                                      text=True, env=node_env("single"), timeout=120, check=False)
+                assert done.returncode in (0, 1), done.stderr
+        codes = _stop_all(nodes)
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0, 0]
+    ours, theirs = _outcome(pg_url), _outcome(single_url)
+    assert ours == theirs
+    assert [state for state, _ in ours["runs"]] == ["SUCCESS", "SUCCESS", "FAILED"]
+    assert len(ours["accounts"]) == users - 25
+    assert ours["runs"][1][1][("DELETE", "SUCCESS")] == 25
+    summaries = [r.summary for r in _rows(pg_url, "SELECT summary FROM recon_runs ORDER BY started")]
+    parts = [p for s in summaries for p in s["partitions"]]
+    assert {p["state"] for p in parts} == {"SUCCESS"} and len(parts) == 12
+    assert {p["node"] for p in parts} == {"n0", "n1"}

@@ -43,7 +43,7 @@ async def _one(request: Request) -> JSONResponse:
     action = request.query_params.get("_action")
     if action != "trigger":
         raise ApiError(400, f"unknown _action {action!r} (supported: trigger)")
-    if not control.trigger(name):
+    if not await run_in_threadpool(control.trigger, name):  # cluster mode: a write to the queue
         raise ApiError(409, f"Job {name} is already running")
     return JSONResponse({"_id": name, "action": "trigger", "status": "TRIGGERED"})
 

@@ -43,9 +43,11 @@ from idsync.daemon.reload import Configuration, load_configuration
 from idsync.daemon.runner import JobOutcome, run_job
 from idsync.daemon.scheduler import SKIP_TOLERANCE, JobTable, missed_fire
 from idsync.errors import IdsyncError, RunLocked, internal_message
+from idsync.managed.router import help_partitions_scripted
 from idsync.status_file import update_status_file
 from idsync.store.database import Store, utcnow
 from idsync.store.retention import prune
+from idsync.sync.partitions import Splitter
 
 if TYPE_CHECKING:
     from idsync.cluster.node import ClusterNode
@@ -82,6 +84,7 @@ class Daemon:
         self.reloading = False
         self._loop: asyncio.AbstractEventLoop
         self.cluster: ClusterNode | None = None
+        self._helping: set[threading.Event] = set()  # cancels of the partitions this node works on
 
     def run(self) -> int:
         self.config = load_configuration(self.project_dir)
@@ -227,6 +230,7 @@ class Daemon:
                 on_start=started,
                 node=self.cluster.name if self.cluster is not None else None,
                 fire=fire,
+                splitter=self._splitter(),
             )
             self._last[name] = outcome.to_json()
             return outcome.state == "CANCELED" and self._stopping
@@ -272,8 +276,32 @@ class Daemon:
             return False
         return self._fire(name, trigger, fire)
 
+    def _splitter(self) -> Splitter | None:
+        """How a recon may split its source over the cluster (None: not in cluster mode)."""
+        cluster = self.cluster
+        if cluster is None:
+            return None
+        settings = self.config.project.settings.cluster
+
+        def partitions() -> int:
+            return settings.partitions or max(len(cluster.alive()), 1) * settings.concurrency
+
+        return Splitter(partitions=partitions, min_size=settings.min_partition_size,
+                        spread=cluster.defer_partition_helpers, node=cluster.name)
+
     def _help_partitions(self, run_id: str) -> bool:
-        return False
+        """A queue job asking this node to work on the partitions of a split run; whether this
+        node's shutdown stopped it (its partition is then handed back)."""
+        if self._stopping or self.cluster is None:
+            return self._stopping
+        cancel = threading.Event()
+        with self._lock:
+            self._helping.add(cancel)
+        try:
+            return help_partitions_scripted(self.config.project, self.store, run_id, self.cluster.name, cancel)
+        finally:
+            with self._lock:
+                self._helping.discard(cancel)
 
     def _running_names(self) -> list[str]:
         with self._lock:
@@ -322,8 +350,11 @@ class Daemon:
             self.cluster.stop_taking()  # what this node runs is handed back, not taken again here
         with self._lock:
             running = dict(self._running)
+            helping = list(self._helping)
         log.info("daemon.stopping", signal=sig.name, running=sorted(running))
         for _outcome, cancel in running.values():
+            cancel.set()
+        for cancel in helping:
             cancel.set()
         self.notifier.stopping("stopping: " + (", ".join(sorted(running)) or "nothing running"))
         self._write_status_later(state="stopping")

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from idsync.sync.partitions import Splitter
 from idsync.sync.summary import Counters
 
 __all__ = ["ReconOptions"]
@@ -27,3 +28,4 @@ class ReconOptions:
     run_id: str | None = None  # chosen by the caller that must answer with it before the run ends
     node: str | None = None  # the cluster node running it (recorded with the run); None: the host name
     fire: dt.datetime | None = None  # the scheduled fire it runs for; None: started by hand
+    splitter: Splitter | None = None  # cluster mode: the source phase may be split over the nodes
