@@ -235,3 +235,52 @@ def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> Non
     parts = [p for s in summaries for p in s["partitions"]]
     assert {p["state"] for p in parts} == {"SUCCESS"} and len(parts) == 12
     assert {p["node"] for p in parts} == {"n0", "n1"}
+
+
+def test_a_killed_nodes_partition_is_read_by_another(tmp_path: Path, pg_url: str) -> None:
+    """A split recon whose helper node is killed with SIGKILL in the middle of its partition:
+    the partition goes back to the queue of ranges within ``stall_timeout`` plus a heartbeat,
+    the node running the job reads it again, and the same run ends SUCCESS with one account
+    and one link per user, each account created once."""
+    users = 600
+    project = cluster_project(tmp_path / "project", pg_url, {"big": "@yearly"}, mapping={"properties": SLOW},
+                              job_extra="page_size = 20\n",
+                              cluster="partitions = 2\nmin_partition_size = 100\nconcurrency = 1\n")
+    add_managed_users(project, users)
+    port = free_port()
+    nodes = [Node(project, "n0", IDSYNC_API__ENABLED="true", IDSYNC_API__PORT=str(port),
+                  IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH})), Node(project, "n1")]
+    try:
+        wait_for(lambda: all(n.events("daemon.start") for n in nodes), 60, "two nodes started")
+        r = httpx.post(f"http://127.0.0.1:{port}/openidm/scheduler/job/big?_action=trigger", headers=ADMIN,
+                       timeout=30)
+        assert r.status_code == 200, r.text
+
+        def helper_busy() -> Any:
+            rows = _rows(pg_url, "SELECT p.node, p.part, r.node AS runner, p.summary FROM recon_partitions p "
+                                 "JOIN recon_runs r ON r.id = p.run_id WHERE p.state = 'ACTIVE'")
+            return next((p for p in rows if p.node != p.runner
+                         and (p.summary or {}).get("tally", {}).get("source_processed", 0) >= 40), None)
+
+        busy = wait_for(helper_busy, 60, "a partition read on the other node")
+        victim = next(n for n in nodes if n.name == busy.node)
+        victim.kill()
+        killed = time.monotonic()
+        wait_for(lambda: _rows(pg_url, "SELECT id FROM recon_runs WHERE state <> 'ACTIVE'"), 60, "the run's end")
+        took = time.monotonic() - killed
+        codes = _stop_all([n for n in nodes if n is not victim])
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0]
+    (run,) = _rows(pg_url, "SELECT state, summary FROM recon_runs")
+    assert run.state == "SUCCESS", run.summary.get("errors")
+    taken = next(p for p in run.summary["partitions"] if p["partition"] == busy.part)
+    assert taken["attempts"] == 2 and taken["node"] != busy.node
+    assert took <= 3 + 1 + 1 + 15, took  # the takeover, then the rest of the partition read again
+    assert _rows(pg_url, "SELECT count(*), count(DISTINCT data->>'name') FROM managed_objects "
+                         "WHERE object_type = 'account'")[0] == (users, users)
+    assert _rows(pg_url, "SELECT count(*) FROM links")[0][0] == users
+    creates = _rows(pg_url, "SELECT target_id, count(*) FROM audit WHERE action = 'CREATE' "
+                            "AND status = 'SUCCESS' GROUP BY target_id")
+    assert len(creates) == users and {c[1] for c in creates} == {1}
