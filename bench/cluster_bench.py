@@ -5,7 +5,7 @@ recon on two nodes, in one run on one machine.
     .venv/bin/python bench/cluster_bench.py [--users 100000] [--nodes 2]
 
 Loads N inetOrgPerson entries into a throwaway slapd, then into an empty PostgreSQL
-store (``IDSYNC_BENCH_POSTGRES``, default database ``idsync_bench``):
+store (``IDSYNC_BENCH_CLUSTER_POSTGRES``, default database ``idsync_bench_cluster``):
 
 1. one daemon's recon: ``idsync recon`` as a subprocess;
 2. the same recon split over ``--nodes`` ``idsync run`` nodes in cluster mode, one queue
@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "devtools"))
@@ -35,9 +36,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from api_server import ADMIN, ADMIN_HASH, free_port  # noqa: E402
 from idsync_dev.sample_users import iter_sample_users_ldif  # noqa: E402
 from idsync_dev.slapd import Slapd  # noqa: E402
-from recon_bench import MAPPING, POSTGRES, _reset_store, _timed  # noqa: E402
+from recon_bench import MAPPING, _reset_store, _timed  # noqa: E402
 
 IDSYNC = str(Path(sys.executable).parent / "idsync")
+# A database of its own: recon_bench.py's, or a test run's, must not be dropped under it.
+POSTGRES = os.environ.get("IDSYNC_BENCH_CLUSTER_POSTGRES",
+                          "postgresql+psycopg://postgres@127.0.0.1:5432/idsync_bench_cluster")
 
 
 def _fresh_store(url: str) -> None:
@@ -52,15 +56,19 @@ def _fresh_store(url: str) -> None:
     engine.dispose()
 
 
-def _last_run(url: str) -> tuple[str, float, dict[str, object]]:
+def _last_run(url: str) -> tuple[str, float, dict[str, Any]]:
+    """The latest run's state, seconds (so far) and summary; ("NONE", 0, {}) before the first."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(url)
     with engine.connect() as conn:
         row = conn.execute(text("SELECT state, started, ended, summary FROM recon_runs "
-                                "ORDER BY started DESC LIMIT 1")).one()
+                                "ORDER BY started DESC LIMIT 1")).first()
     engine.dispose()
-    return row.state, (row.ended - row.started).total_seconds(), row.summary
+    if row is None:
+        return "NONE", 0.0, {}
+    ended = row.ended or row.started
+    return row.state, (ended - row.started).total_seconds(), row.summary
 
 
 def _project(work: Path, name: str, cluster: str) -> Path:
@@ -100,8 +108,7 @@ def _cluster_run(project: Path, env: dict[str, str], url: str, nodes: int) -> No
             time.sleep(0.5)
         httpx.post(f"http://127.0.0.1:{port}/openidm/scheduler/job/first?_action=trigger", headers=ADMIN,
                    timeout=30).raise_for_status()
-        time.sleep(1)
-        while _last_run(url)[0] == "ACTIVE":
+        while _last_run(url)[0] in ("NONE", "ACTIVE"):
             time.sleep(0.5)
     finally:
         for proc in procs:

@@ -291,3 +291,34 @@ def test_a_killed_nodes_partition_is_read_by_another(tmp_path: Path, pg_url: str
     creates = _rows(pg_url, "SELECT target_id, count(*) FROM audit WHERE action = 'CREATE' "
                             "AND status = 'SUCCESS' GROUP BY target_id")
     assert len(creates) == users and {c[1] for c in creates} == {1}
+
+
+def test_a_fire_missed_while_every_node_was_down_runs_once(tmp_path: Path, pg_url: str) -> None:
+    """With ``misfire = "run_once"``, a fire missed while every node was down runs once when
+    two nodes start together: both find it, the queue keeps one, and its run records that
+    fire."""
+    project = cluster_project(tmp_path / "project", pg_url, {"tick": "*/10 * * * * ?"})
+    job = project / "jobs.d" / "tick.toml"
+    job.write_text(job.read_text(encoding="utf-8").replace('misfire = "skip"', 'misfire = "run_once"'),
+                   encoding="utf-8")
+    first = Node(project, "n0")
+    try:
+        wait_for(lambda: _rows(pg_url, "SELECT id FROM recon_runs WHERE state = 'SUCCESS'"), 60, "a first run")
+        assert first.stop() == 0
+        last = _rows(pg_url, "SELECT max(fire) FROM recon_runs")[0][0]
+        missed = last + dt.timedelta(seconds=10)
+        time.sleep(max((missed - dt.datetime.now(dt.UTC)).total_seconds(), 0) + 1)
+        nodes = [Node(project, "n1"), Node(project, "n2")]
+        try:
+            wait_for(lambda: _rows(pg_url, f"SELECT id FROM recon_runs WHERE fire = '{missed.isoformat()}' "
+                                           "AND state <> 'ACTIVE'"), 60, "the missed fire's run")
+            time.sleep(1)
+            codes = _stop_all(nodes)
+        finally:
+            for n in nodes:
+                n.kill()
+    finally:
+        first.kill()
+    assert codes == [0, 0]
+    assert len(_rows(pg_url, f"SELECT id FROM recon_runs WHERE fire = '{missed.isoformat()}'")) == 1
+    assert sum(len(n.events("job.misfire")) for n in nodes) >= 1

@@ -87,6 +87,10 @@ class RunStore:
         with self.store.begin() as own:
             own.execute(stmt)
 
+    def beat(self, conn: Connection, run_id: str) -> None:
+        """Show the run alive without touching its counts (a split run's pages count in their partition)."""
+        conn.execute(update(recon_runs).where(recon_runs.c.id == run_id).values(heartbeat=utcnow()))
+
     def finish(self, run_id: str, state: str, stage: str, summary: Mapping[str, Any], message: str | None) -> None:
         with self.store.begin() as conn:
             conn.execute(update(recon_runs).where(recon_runs.c.id == run_id).values(

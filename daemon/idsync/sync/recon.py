@@ -570,6 +570,7 @@ class _Run:
             tally = self.counters.tally() | {"unidentified": self._unidentified, "unresolved": self._unresolved}
             Partitions(self.store).progress(conn, self.id, self._partition.part, owner_id(),
                                             {"plan": self._plan(), "tally": tally})
+            self.runs.beat(conn, self.id)  # a long partition must not look like a silent run
         else:
             self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
         return len(writes) + len(new_links) + len(claims)
