@@ -63,8 +63,8 @@ def test_each_fire_runs_once_on_three_nodes(tmp_path: Path, pg_url: str) -> None
     60 fires): every fire is queued once and runs once cluster-wide (one recon run per job
     and fire in the store, one queue job per fire), no fire in that window is lost but the
     ones dropped because a run of the job was already waiting, the work is spread over all
-    three nodes, and ``idsync status --nodes``, the API's ``cluster`` and the status file show
-    three nodes alive."""
+    three nodes, and ``idsync status --nodes``, the API's ``cluster``, the metrics and the
+    status file show three nodes alive."""
     jobs = {f"j{i}": "* * * * * ?" for i in range(6)}
     project = cluster_project(tmp_path / "project", pg_url, jobs)
     port = free_port()
@@ -77,6 +77,7 @@ def test_each_fire_runs_once_on_three_nodes(tmp_path: Path, pg_url: str) -> None
         time.sleep(10)
         end = dt.datetime.now(dt.UTC).replace(microsecond=0)
         instances = httpx.get(f"http://127.0.0.1:{port}/openidm/cluster", headers=ADMIN, timeout=30).json()
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=ADMIN, timeout=30).text
         status = subprocess.run([str(IDSYNC), "-p", str(project), "status", "--nodes", "--json"],
                                 capture_output=True, text=True, env=node_env("x"), timeout=30, check=True)
         shown = json.loads(status.stdout)
@@ -90,6 +91,7 @@ def test_each_fire_runs_once_on_three_nodes(tmp_path: Path, pg_url: str) -> None
     assert status_file["daemon"]["cluster"]["alive"] == 3
     assert sorted((i["instanceId"], i["state"]) for i in instances["result"]) == [
         ("n0", "running"), ("n1", "running"), ("n2", "running")]
+    assert all(f'idsync_cluster_node_last_seen_timestamp_seconds{{node="{n}"}}' in metrics for n in ("n0", "n1"))
     # The fires before the first node began to stop: the last ones may have been handed over.
     runs = _rows(pg_url, f"SELECT job, fire, node, state FROM recon_runs WHERE fire < '{end.isoformat()}'")
     per_fire = Counter((r.job, r.fire) for r in runs)

@@ -42,7 +42,7 @@ from idsync.daemon.recovery import recover_interrupted, release_own_runs
 from idsync.daemon.reload import Configuration, load_configuration
 from idsync.daemon.runner import JobOutcome, run_job
 from idsync.daemon.scheduler import SKIP_TOLERANCE, JobTable, missed_fire
-from idsync.errors import IdsyncError, RunLocked, internal_message
+from idsync.errors import ConfigError, IdsyncError, RunLocked, internal_message
 from idsync.managed.router import help_partitions_scripted
 from idsync.status_file import update_status_file
 from idsync.store.database import Store, utcnow
@@ -92,7 +92,12 @@ class Daemon:
         recover_interrupted(self.store)
         settings = self.config.project.settings
         if settings.cluster.enabled:
-            from idsync.cluster.node import ClusterNode  # Procrastinate only in cluster mode
+            try:
+                from idsync.cluster.node import ClusterNode  # Procrastinate only in cluster mode
+            except ImportError as exc:
+                raise ConfigError(str(settings.conf_dir / "idsync.toml"), "cluster.enabled",
+                                  f"cluster mode needs the postgresql extra (pip install 'idsync[postgresql]'): "
+                                  f"{exc.name or 'procrastinate'} is not installed") from None
 
             self.cluster = ClusterNode(self.store, settings.cluster, __version__, self._run_queued,
                                        self._help_partitions, self._running_names)
