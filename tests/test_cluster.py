@@ -203,7 +203,8 @@ def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> Non
     and links, the same audit counts per action; then, with 20 users deleted, the same 20
     deletes (the target phase and the deletes once, after every partition); then, with 60
     more deleted and ``max_deletes = 40``, the same FAILED run with nothing deleted, though
-    each partition's share stays under the limit: it holds for the run's total."""
+    each partition's share stays under the limit: it holds for the run's total. The console's
+    page of a run names its node and lists its partitions."""
     users, jobs = 300, {"big": "@yearly"}
     extra = "max_deletes = 40\npage_size = 15\n"
     split = cluster_project(tmp_path / "cluster", pg_url, jobs, mapping={"properties": SLOW}, job_extra=extra,
@@ -230,6 +231,12 @@ def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> Non
                 done = subprocess.run([str(IDSYNC), "-p", str(single), "run-job", "big"], capture_output=True,
                                       text=True, env=node_env("single"), timeout=120, check=False)
                 assert done.returncode in (0, 1), done.stderr
+            # The console's page of the first run names its node and lists its partitions.
+            api.get("/admin/login")
+            token = next(v for k, v in api.cookies.items() if k == "idsync_console_login")
+            api.post("/admin/login", data={"username": "openidm-admin", "password": "openidm-admin", "csrf": token})
+            first_run = _rows(pg_url, "SELECT id, node FROM recon_runs ORDER BY started LIMIT 1")[0]
+            page = api.get(f"/admin/runs/{first_run.id}").text
         codes = _stop_all(nodes)
     finally:
         for n in nodes:
@@ -244,6 +251,7 @@ def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> Non
     parts = [p for s in summaries for p in s["partitions"]]
     assert {p["state"] for p in parts} == {"SUCCESS"} and len(parts) == 12
     assert {p["node"] for p in parts} == {"n0", "n1"}
+    assert f"node {first_run.node}" in page and "<h2>Partitions</h2>" in page
 
 
 def test_a_killed_nodes_partition_is_read_by_another(tmp_path: Path, pg_url: str) -> None:
