@@ -163,3 +163,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def api_up(port: int) -> bool:
+    """Whether a node's API answers (it starts listening after ``daemon.start``)."""
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/openidm/info/ping", timeout=2).status_code < 500
+    except httpx.HTTPError:
+        return False

@@ -20,6 +20,7 @@ from cluster_env import (
     SLOW,
     Node,
     add_managed_users,
+    api_up,
     cluster_project,
     node_env,
     reset_queue,
@@ -72,7 +73,7 @@ def test_each_fire_runs_once_on_three_nodes(tmp_path: Path, pg_url: str) -> None
                   IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH})), Node(project, "n1"),
              Node(project, "n2")]
     try:
-        wait_for(lambda: all(n.events("daemon.start") for n in nodes), 30, "three nodes started")
+        wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 30, "three nodes started")
         start = dt.datetime.now(dt.UTC)
         time.sleep(10)
         end = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -218,7 +219,7 @@ def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> Non
     nodes = [Node(split, "n0", IDSYNC_API__ENABLED="true", IDSYNC_API__PORT=str(port),
                   IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH})), Node(split, "n1")]
     try:
-        wait_for(lambda: all(n.events("daemon.start") for n in nodes), 60, "two nodes started")
+        wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 60, "two nodes started")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
             for step, deleted in enumerate([[], [f"u{i}" for i in range(20)], [f"u{i}" for i in range(20, 80)]]):
                 if deleted:
@@ -268,7 +269,7 @@ def test_a_killed_nodes_partition_is_read_by_another(tmp_path: Path, pg_url: str
     nodes = [Node(project, "n0", IDSYNC_API__ENABLED="true", IDSYNC_API__PORT=str(port),
                   IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH})), Node(project, "n1")]
     try:
-        wait_for(lambda: all(n.events("daemon.start") for n in nodes), 60, "two nodes started")
+        wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 60, "two nodes started")
         r = httpx.post(f"http://127.0.0.1:{port}/openidm/scheduler/job/big?_action=trigger", headers=ADMIN,
                        timeout=30)
         assert r.status_code == 200, r.text
