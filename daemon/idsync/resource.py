@@ -94,6 +94,9 @@ class Resource(ABC):
     # Ids that change when the object is renamed (LDAP DNs): a link to an id that no
     # longer exists may belong to an object now under another id.
     renames_ids: bool = False
+    # Ids that never change and that a query can range over (``_id ge A and _id lt B``) in
+    # the order the source itself compares them: a recon may be split into id ranges.
+    ranged_ids: bool = False
 
     @abstractmethod
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:

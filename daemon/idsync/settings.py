@@ -114,6 +114,34 @@ class ApiSettings(BaseModel):
         return self
 
 
+class ClusterSettings(BaseModel):
+    """``[cluster]``: several daemons on one PostgreSQL store share the jobs (``docs/cluster.md``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="run as one node of a cluster: every fire and every manual run "
+                          "goes through a job queue in the PostgreSQL store, run once by whichever node is free; "
+                          "needs a PostgreSQL store")
+    node_name: str = Field("", max_length=64, description="this node's name in `idsync status`, the API and "
+                           "the runs it records; empty: the host name")
+    concurrency: int = Field(2, ge=1, le=64, description="queue jobs (job runs and recon partitions) this node "
+                             "runs at once")
+    heartbeat: float = Field(5.0, gt=0, le=300, description="seconds between a node's heartbeats in the store")
+    stall_timeout: float = Field(20.0, gt=0, le=3600, description="seconds without a heartbeat after which a "
+                                 "node counts as dead and its runs and partitions are taken over by another; "
+                                 "at least twice `heartbeat`")
+    partitions: int = Field(0, ge=0, le=64, description="source partitions of one recon; 0: one per queue slot "
+                            "of the nodes alive (`concurrency` times the nodes); 1: never split")
+    min_partition_size: int = Field(10_000, ge=1, description="a source with fewer objects than twice this is "
+                                    "read as one partition")
+
+    @model_validator(mode="after")
+    def _stall_after_heartbeats(self) -> ClusterSettings:
+        if self.stall_timeout < 2 * self.heartbeat:
+            raise ValueError("stall_timeout must be at least twice heartbeat, or a live node is taken for dead")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IDSYNC_", env_nested_delimiter="__", extra="forbid")
 
@@ -131,6 +159,7 @@ class Settings(BaseSettings):
     scripts: ScriptSettings = ScriptSettings()
     crypto: CryptoSettings = CryptoSettings()
     api: ApiSettings = ApiSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -163,6 +192,18 @@ class Settings(BaseSettings):
         return value if value.is_absolute() else self.project_dir / value
 
     def store_url(self) -> str:
+        """The store's URL; a ``ConfigError`` when it cannot be read, or when cluster mode
+        is on and the store is not PostgreSQL (the job queue lives in the store)."""
+        url = self._store_url()
+        if self.cluster.enabled:
+            scheme = url.partition(":")[0].partition("+")[0].lower()
+            if scheme not in ("postgresql", "postgres"):
+                raise ConfigError(str(self.conf_dir / "idsync.toml"), "cluster.enabled",
+                                  f"cluster mode needs a PostgreSQL store; [store] url is a {scheme or 'sqlite'} "
+                                  "URL (set [store] url to postgresql://..., or enabled = false)")
+        return url
+
+    def _store_url(self) -> str:
         if self.store.url_file is not None:
             try:
                 return self.path(self.store.url_file).read_text(encoding="utf-8").strip()
@@ -222,7 +263,8 @@ def _fields(section: list[str]) -> list[str]:
 
 _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("", Settings), ("store", StoreSettings), ("recon", ReconSettings), ("log", LogSettings),
-    ("scripts", ScriptSettings), ("crypto", CryptoSettings), ("api", ApiSettings))
+    ("scripts", ScriptSettings), ("crypto", CryptoSettings), ("api", ApiSettings),
+    ("cluster", ClusterSettings))
 
 
 def settings_reference() -> str:

@@ -150,6 +150,7 @@ def _mappings(project: Project, store: Store) -> dict[str, Any]:
             "job": r["job"],
             "state": r["state"],
             "dryRun": r["dry_run"],
+            "node": r["node"],
             "started": r["started"].isoformat(),
             "ended": r["ended"].isoformat() if r["ended"] else None,
             "situationSummary": {k: v for k, v in (s.get("situationSummary") or {}).items() if v},

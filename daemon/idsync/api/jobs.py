@@ -1,4 +1,5 @@
-"""``/openidm/scheduler/job``: the daemon's jobs, listed and triggered.
+"""``/openidm/scheduler/job``: the daemon's jobs, listed and triggered; ``/openidm/cluster``:
+the nodes of a cluster (``docs/cluster.md``), in the shape of PingIDM's cluster instances.
 
 Only ``idsync run`` has a scheduler; it hands the API its side of the
 ``JobControl`` protocol (``idsync.daemon.jobs.DaemonJobs``). A trigger runs the
@@ -8,6 +9,9 @@ job at once in a worker thread, under the same job lock as a scheduled fire
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -15,6 +19,7 @@ from starlette.routing import Route
 
 from idsync.api.context import ApiContext, JobControl
 from idsync.api.errors import ApiError
+from idsync.store.nodes import Node, Nodes
 
 __all__ = ["job_routes"]
 
@@ -43,12 +48,32 @@ async def _one(request: Request) -> JSONResponse:
     action = request.query_params.get("_action")
     if action != "trigger":
         raise ApiError(400, f"unknown _action {action!r} (supported: trigger)")
-    if not control.trigger(name):
+    if not await run_in_threadpool(control.trigger, name):  # cluster mode: a write to the queue
         raise ApiError(409, f"Job {name} is already running")
     return JSONResponse({"_id": name, "action": "trigger", "status": "TRIGGERED"})
+
+
+async def _cluster(request: Request) -> JSONResponse:
+    """Every node that joined the cluster (none outside cluster mode): alive or not, what it runs."""
+    ctx: ApiContext = request.app.state.ctx
+    settings = ctx.project().settings.cluster
+    if not settings.enabled:
+        nodes: list[Node] = []
+    else:
+        nodes = await run_in_threadpool(Nodes(ctx.store, dt.timedelta(seconds=settings.stall_timeout)).all)
+    results = [_instance(n) for n in nodes]
+    return JSONResponse({"result": results, "resultCount": len(results), "pagedResultsCookie": None,
+                         "totalPagedResultsPolicy": "NONE", "totalPagedResults": -1, "remainingPagedResults": -1})
+
+
+def _instance(node: Node) -> dict[str, Any]:
+    return {"_id": node.name, "instanceId": node.name, "state": "running" if node.alive else "down",
+            "startup": node.started.isoformat(), "shutdown": "" if node.alive else node.seen.isoformat(),
+            **node.to_json()}
 
 
 job_routes = [
     Route("/scheduler/job", _list, methods=["GET"]),
     Route("/scheduler/job/{name}", _one, methods=["GET", "POST"]),
+    Route("/cluster", _cluster, methods=["GET"]),
 ]

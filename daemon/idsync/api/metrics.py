@@ -55,7 +55,7 @@ from starlette.responses import Response
 from idsync import __version__
 from idsync.api.context import JobControl
 from idsync.store.database import Store
-from idsync.store.tables import recon_runs
+from idsync.store.tables import cluster_nodes, recon_runs
 from idsync.store.tokens import SyncTokens
 from idsync.store.totals import Key, contributions, read_totals
 from idsync.sync.retry import pending_counts
@@ -174,6 +174,7 @@ class _DaemonCollector(Collector):
             pending.add_metric([mapping], count)
         yield from (failure, pending)
         yield from _livesync_metrics(self.store)
+        yield from _cluster_metrics(self.store)
         if self.jobs is None:
             return
         running = GaugeMetricFamily("idsync_job_running", "1 while the job runs", labels=["job"])
@@ -220,6 +221,17 @@ def _livesync_metrics(store: Store) -> Iterator[Metric]:
         if state.last_run is not None:
             last.add_metric([state.source], _epoch(state.last_run))
     yield from (*families.values(), last)
+
+
+def _cluster_metrics(store: Store) -> Iterator[Metric]:
+    """Each cluster node's last heartbeat (none outside cluster mode): a node is dead once
+    ``time() - this`` passes ``[cluster] stall_timeout``."""
+    seen = GaugeMetricFamily("idsync_cluster_node_last_seen_timestamp_seconds",
+                             "When each cluster node last wrote its heartbeat", labels=["node"])
+    with store.engine.connect() as conn:
+        for name, at in conn.execute(select(cluster_nodes.c.name, cluster_nodes.c.seen)):
+            seen.add_metric([name], _epoch(at))
+    yield seen
 
 
 def _epoch(value: dt.datetime) -> float:

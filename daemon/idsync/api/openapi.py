@@ -82,6 +82,8 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
     ("/openidm/scheduler/job/{name}", "get", "One job", [], None, {"200": {"$ref": "#/components/schemas/Job"}}),
     ("/openidm/scheduler/job/{name}", "post", "Run a job now (_action=trigger)", ["_action"], None,
      {"200": _ACTION}),
+    ("/openidm/cluster", "get", "The nodes of a cluster, alive or down, and what each runs", [], None,
+     {"200": _PAGED}),
 ]
 # Optimistic concurrency, as PingIDM takes it: a revision, or * for "must (not) exist".
 _CONDITIONS = {"put": ["If-Match", "If-None-Match"], "patch": ["If-Match"], "delete": ["If-Match"]}

@@ -55,11 +55,13 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "ended": ended.isoformat() if ended else "",
         "duration": duration,
     }
-    for key in ("actionSummary", "changes", "dryRun", "errorCount", "errors"):
+    for key in ("actionSummary", "changes", "dryRun", "errorCount", "errors", "partitions"):
         if key in summary:
             out[key] = summary[key]
     if row.get("job"):
         out["job"] = row["job"]
+    if row.get("node"):
+        out["node"] = row["node"]
     if row.get("message"):
         out["message"] = row["message"]
     return out

@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=20, help="how many runs to list (default 20)")
     s.add_argument("--mapping", help="only the runs of this mapping")
     s.add_argument("--audit", type=int, default=50, metavar="N", help="audit entries to show for one run")
+    s.add_argument("--nodes", action="store_true", help="the cluster's nodes instead: alive or not, what each runs")
     s.set_defaults(handler=_cmd_status)
 
     v = sub.add_parser("validate", help="check every configuration file")
@@ -230,7 +231,10 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.store.runs import RunStore
 
     # The runs are in the store: a broken mapping file must not hide them.
-    store = open_existing_store(load_settings(project_dir))
+    settings = load_settings(project_dir)
+    store = open_existing_store(settings)
+    if args.nodes:
+        return _print_nodes(store, settings.cluster.stall_timeout, as_json=args.json)
     runs = RunStore(store)
     if args.run_id:
         run_id = _resolve_run_id(store, args.run_id)
@@ -254,6 +258,27 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
         render_runs(recent)
         _print_pending(store)
         _print_livesync(store)
+        if settings.cluster.enabled:
+            _print_nodes(store, settings.cluster.stall_timeout, as_json=False)
+    return 0
+
+
+def _print_nodes(store: Store, stall: float, *, as_json: bool) -> int:
+    import datetime as dt
+
+    from idsync.store.nodes import Nodes
+
+    nodes = Nodes(store, dt.timedelta(seconds=stall)).all()
+    if as_json:
+        print(json.dumps([n.to_json() for n in nodes], indent=2))
+        return 0
+    alive = [n for n in nodes if n.alive]
+    print(f"cluster: {len(alive)} node(s) alive")
+    for n in nodes:
+        doing = ", ".join(n.running) or "idle"
+        state = "alive" if n.alive else "gone"
+        print(f"  {n.name}  {state}  {doing}  (process {n.owner}, version {n.version}, "
+              f"seen {n.seen:%Y-%m-%d %H:%M:%S} UTC)")
     return 0
 
 
@@ -300,7 +325,8 @@ def _run_json(run: dict[str, Any]) -> dict[str, Any]:
     started, ended = run["started"], run["ended"]
     return {
         "_id": run["id"], "mapping": run["mapping"], "job": run["job"], "state": run["state"],
-        "stage": run["stage"], "dryRun": run["dry_run"], "message": run["message"],
+        "stage": run["stage"], "dryRun": run["dry_run"], "message": run["message"], "node": run["node"],
+        "fire": run["fire"].isoformat() if run["fire"] else None,
         "started": started.isoformat() if started else None, "ended": ended.isoformat() if ended else None,
         "duration": int((ended - started).total_seconds() * 1000) if started and ended else None,
         **{k: v for k, v in summary.items() if k not in ("mapping", "stage")},

@@ -50,6 +50,7 @@ def last_run_of_job(store: Store, job: str) -> dict[str, Any] | None:
         "state": run["state"],
         "mapping": run["mapping"],
         "dryRun": run["dry_run"],
+        "node": run["node"],
         "started": run["started"].isoformat() if run["started"] else None,
         "ended": run["ended"].isoformat() if run["ended"] else None,
         "counts": counts,

@@ -33,6 +33,7 @@ from idsync.store.database import Store, utcnow
 from idsync.store.runs import LOCK_TTL, RunStore, owner_id
 from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync.sync.options import ReconOptions
+from idsync.sync.partitions import Splitter
 from idsync.sync.progress import ProgressLog, expected_counts
 from idsync.sync.recon import ReconResult
 
@@ -113,6 +114,9 @@ def run_job(
     dry_run: bool | None = None,
     cancel: threading.Event | None = None,
     on_start: Callable[[JobOutcome], None] | None = None,
+    node: str | None = None,
+    fire: dt.datetime | None = None,
+    splitter: Splitter | None = None,
 ) -> JobOutcome:
     """Run ``job`` now in this thread; ``RunLocked`` if it already runs anywhere."""
     cancel = cancel or threading.Event()
@@ -144,7 +148,7 @@ def run_job(
             if job.livesync:
                 _run_livesync(project, store, job, outcome, cancel)
             else:
-                _run_mappings(project, store, job, outcome, cancel)
+                _run_mappings(project, store, job, outcome, cancel, node=node, fire=fire, splitter=splitter)
     finally:
         if timer is not None:
             timer.cancel()
@@ -169,7 +173,8 @@ def run_job(
     return outcome
 
 
-def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutcome, cancel: threading.Event) -> None:
+def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutcome, cancel: threading.Event,
+                  node: str | None, fire: dt.datetime | None, splitter: Splitter | None) -> None:
     def one(name: str) -> MappingOutcome:
         options = ReconOptions(
             dry_run=outcome.dry_run,
@@ -180,6 +185,9 @@ def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutco
             page_size=job.page_size,
             job=job.name,
             cancel=cancel,
+            node=node,
+            fire=fire,
+            splitter=splitter,
         )
         options.on_progress = ProgressLog(project.settings.recon.progress_interval,
                                           expected_counts(store, name)).update

@@ -78,9 +78,12 @@ def missed_fire(job: JobDef, last_started: dt.datetime | None, now: dt.datetime)
 class JobTable:
     """The jobs currently on the scheduler, kept equal to a set of ``JobDef``."""
 
-    def __init__(self, scheduler: BaseScheduler, fire: Callable[[str, str], None]) -> None:
+    def __init__(self, scheduler: BaseScheduler, fire: Callable[[str, str], object], instances: int = 1) -> None:
+        # ``instances`` > 1 where a fire only queues the run (cluster mode): a slow queueing
+        # must not drop the next fire, and the queue keeps runs of a job one at a time.
         self._scheduler = scheduler
         self._fire = fire
+        self._instances = instances
         self.jobs: dict[str, JobDef] = {}
         scheduler.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
 
@@ -127,7 +130,7 @@ class JobTable:
             args=[job.name, "schedule"],
             id=job.name,
             name=job.name,
-            max_instances=1,
+            max_instances=self._instances,
             coalesce=True,
             misfire_grace_time=max(grace, 1),
         )

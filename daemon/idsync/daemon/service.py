@@ -27,7 +27,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -41,11 +41,16 @@ from idsync.daemon.notify import Notifier
 from idsync.daemon.recovery import recover_interrupted, release_own_runs
 from idsync.daemon.reload import Configuration, load_configuration
 from idsync.daemon.runner import JobOutcome, run_job
-from idsync.daemon.scheduler import JobTable, missed_fire
-from idsync.errors import IdsyncError, RunLocked, internal_message
+from idsync.daemon.scheduler import SKIP_TOLERANCE, JobTable, missed_fire
+from idsync.errors import ConfigError, IdsyncError, RunLocked, internal_message
+from idsync.managed.router import help_partitions_scripted
 from idsync.status_file import update_status_file
 from idsync.store.database import Store, utcnow
 from idsync.store.retention import prune
+from idsync.sync.partitions import Splitter
+
+if TYPE_CHECKING:
+    from idsync.cluster.node import ClusterNode
 
 __all__ = ["EX_FORCED", "STOP_DEADLINE", "Daemon"]
 
@@ -73,26 +78,49 @@ class Daemon:
         self.last_reload: tuple[dt.datetime, bool] | None = None
         self._lock = threading.Lock()
         self._status_writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="status")
+        self._status_wanted: str | None = None  # the state of the write queued, if one is
         self._stopping = False
         self._stopped = False
         self.reloading = False
         self._loop: asyncio.AbstractEventLoop
+        self.cluster: ClusterNode | None = None
+        self._helping: set[threading.Event] = set()  # cancels of the partitions this node works on
 
     def run(self) -> int:
         self.config = load_configuration(self.project_dir)
         self.store = Store.open(self.config.project.settings.store_url())
         recover_interrupted(self.store)
+        settings = self.config.project.settings
+        if settings.cluster.enabled:
+            try:
+                from idsync.cluster.node import ClusterNode  # Procrastinate only in cluster mode
+            except ImportError as exc:
+                raise ConfigError(str(settings.conf_dir / "idsync.toml"), "cluster.enabled",
+                                  f"cluster mode needs the postgresql extra (pip install 'idsync[postgresql]'): "
+                                  f"{exc.name or 'procrastinate'} is not installed") from None
+
+            self.cluster = ClusterNode(self.store, settings.cluster, __version__, self._run_queued,
+                                       self._help_partitions, self._running_names)
+            self.cluster.prepare()
         return asyncio.run(self._main())
 
     async def _main(self) -> int:
         self._loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         scheduler = AsyncIOScheduler(timezone=dt.UTC, executors={"default": ThreadPoolExecutor(_WORKERS)})
-        self.table = JobTable(scheduler, self._fire)
+        if self.cluster is None:
+            self.table = JobTable(scheduler, self._fire)
+        else:
+            self.table = JobTable(scheduler, self._queue_fire, instances=3)
         self.table.apply(self.config.jobs)
         api = self._api_server()  # before any job fires: a refused [api] stops the daemon first
+        if self.cluster is not None:
+            await self.cluster.start()
         scheduler.start()
-        self._catch_up()
+        if self.cluster is None:
+            self._catch_up()
+        else:
+            self._loop.run_in_executor(None, self._catch_up)
         # Housekeeping, not a job of jobs.d/ (``#`` is in no job file's name).
         scheduler.add_job(self._prune, "interval", hours=6, id="#prune", max_instances=1, coalesce=True,
                           next_run_time=dt.datetime.now(dt.UTC) + _FIRST_PRUNE)
@@ -107,6 +135,7 @@ class Daemon:
             project=str(self.project_dir),
             jobs=[n for n, j in self.config.jobs.items() if j.enabled],
             store=self.store.describe(),
+            node=self.cluster.name if self.cluster is not None else None,
         )
         if api is not None:
             await api.start()
@@ -117,6 +146,8 @@ class Daemon:
             scheduler.shutdown(wait=False)
             if api is not None:
                 await api.stop()
+            if self.cluster is not None:
+                return await self._drain(self.cluster)
             return await self._drain()
         finally:
             watchdog.cancel()
@@ -147,7 +178,10 @@ class Daemon:
             return name in self._running
 
     def fire(self, name: str, trigger: str) -> None:
-        self._fire(name, trigger)
+        if self.cluster is not None:
+            self.cluster.trigger(name, trigger)
+        else:
+            self._fire(name, trigger)
 
     def reload(self) -> None:
         """A SIGHUP's reload, run on the daemon's loop; returns once it is done (from a worker thread)."""
@@ -173,16 +207,17 @@ class Daemon:
 
     # -- jobs --------------------------------------------------------------------
 
-    def _fire(self, name: str, trigger: str) -> None:
-        """Run in a worker thread by APScheduler at each fire of job ``name``."""
+    def _fire(self, name: str, trigger: str, fire: dt.datetime | None = None) -> bool:
+        """Run job ``name`` in this thread: APScheduler's at each fire, or (cluster mode) the
+        queue's. Whether the run was stopped by this daemon's shutdown."""
         job = self.config.jobs.get(name)
         if job is None or self._stopping:
-            return
+            return self._stopping
         cancel = threading.Event()
         with self._lock:
             if name in self._running:  # the catch-up and a regular fire at once
                 log.warning("job.skipped", job=name, reason="running", trigger=trigger)
-                return
+                return False
             self._running[name] = (None, cancel)
 
         def started(outcome: JobOutcome) -> None:
@@ -198,8 +233,12 @@ class Daemon:
                 trigger=trigger,
                 cancel=cancel,
                 on_start=started,
+                node=self.cluster.name if self.cluster is not None else None,
+                fire=fire,
+                splitter=self._splitter(),
             )
             self._last[name] = outcome.to_json()
+            return outcome.state == "CANCELED" and self._stopping
         except RunLocked as exc:
             log.warning("job.skipped", job=name, reason="locked", holder=str(exc), trigger=trigger)
         except Exception:
@@ -208,6 +247,70 @@ class Daemon:
             with self._lock:
                 self._running.pop(name, None)
             self._changed_threadsafe()
+        return False
+
+    # -- cluster mode --------------------------------------------------------------
+
+    def _queue_fire(self, name: str, trigger: str) -> None:
+        """Run in a worker thread by APScheduler at each fire of job ``name`` in cluster mode:
+        queue the fire, keyed by its scheduled instant, so it runs once in the cluster."""
+        job = self.config.jobs.get(name)
+        if job is None or self._stopping or self.cluster is None:
+            return
+        now = utcnow()
+        # The regular fire this one is (a late or jittered fire is after it): every node finds the same.
+        fire = job.schedule.previous_fire(before=now, since=now - dt.timedelta(days=400)) or now
+        try:
+            queued = self.cluster.fire(name, fire)
+        except Exception as exc:  # noqa: BLE001 - another node may queue it; the next fire comes anyway
+            log.warning("cluster.fire_failed", job=name, fire_time=fire.isoformat(), error=internal_message(exc))
+            return
+        if queued is None:
+            log.info("job.skipped", job=name, reason="queued", fire_time=fire.isoformat(), trigger=trigger)
+
+    def _run_queued(self, name: str, trigger: str, fire: dt.datetime | None) -> bool:
+        """A run the queue gave this node; whether this node's shutdown stopped it (to hand it over)."""
+        job = self.config.jobs.get(name)
+        if job is None:
+            log.warning("job.skipped", job=name, reason="unknown", trigger=trigger)
+            return False
+        late = (utcnow() - fire).total_seconds() if fire is not None else 0.0
+        if job.misfire == "skip" and late > SKIP_TOLERANCE + job.jitter:
+            log.warning("job.skipped", job=name, reason="misfire", fire_times=[fire.isoformat()] if fire else [],
+                        policy=job.misfire)
+            return False
+        return self._fire(name, trigger, fire)
+
+    def _splitter(self) -> Splitter | None:
+        """How a recon may split its source over the cluster (None: not in cluster mode)."""
+        cluster = self.cluster
+        if cluster is None:
+            return None
+        settings = self.config.project.settings.cluster
+
+        def partitions() -> int:
+            return settings.partitions or max(len(cluster.alive()), 1) * settings.concurrency
+
+        return Splitter(partitions=partitions, min_size=settings.min_partition_size,
+                        spread=cluster.defer_partition_helpers, node=cluster.name)
+
+    def _help_partitions(self, run_id: str) -> bool:
+        """A queue job asking this node to work on the partitions of a split run; whether this
+        node's shutdown stopped it (its partition is then handed back)."""
+        if self._stopping or self.cluster is None:
+            return self._stopping
+        cancel = threading.Event()
+        with self._lock:
+            self._helping.add(cancel)
+        try:
+            return help_partitions_scripted(self.config.project, self.store, run_id, self.cluster.name, cancel)
+        finally:
+            with self._lock:
+                self._helping.discard(cancel)
+
+    def _running_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._running)
 
     def _prune(self) -> None:
         days = self.config.project.settings.store.keep_runs_days
@@ -231,7 +334,10 @@ class Daemon:
             fire = missed_fire(job, last.get(name), now)
             if fire is not None:
                 log.info("job.misfire", job=name, fire_time=fire.isoformat(), policy=job.misfire)
-                self.table.run_now(name)
+                if self.cluster is None:
+                    self.table.run_now(name)
+                else:  # the nodes starting together queue it once
+                    self.cluster.fire(name, fire)
 
     # -- signals -----------------------------------------------------------------
 
@@ -245,16 +351,21 @@ class Daemon:
             log.warning("daemon.exit", code=EX_FORCED, canceled=canceled)
             os._exit(EX_FORCED)
         self._stopping = True
+        if self.cluster is not None:
+            self.cluster.stop_taking()  # what this node runs is handed back, not taken again here
         with self._lock:
             running = dict(self._running)
+            helping = list(self._helping)
         log.info("daemon.stopping", signal=sig.name, running=sorted(running))
         for _outcome, cancel in running.values():
+            cancel.set()
+        for cancel in helping:
             cancel.set()
         self.notifier.stopping("stopping: " + (", ".join(sorted(running)) or "nothing running"))
         self._write_status_later(state="stopping")
         stop.set()
 
-    async def _drain(self) -> int:
+    async def _drain(self, cluster: ClusterNode | None = None) -> int:
         deadline = self._loop.time() + STOP_DEADLINE
         while self._loop.time() < deadline:
             with self._lock:
@@ -263,6 +374,8 @@ class Daemon:
             await asyncio.sleep(0.05)
         with self._lock:
             left = sorted(self._running)
+        if cluster is not None:
+            await cluster.stop(max(deadline - self._loop.time(), 0.5))
         self._status_writer.shutdown(wait=True)
         if left:
             # Worker threads cannot be interrupted mid-page: record them and leave.
@@ -344,8 +457,21 @@ class Daemon:
     def _write_status_later(self, state: str) -> None:
         # File and database I/O (fsync can take a second on a busy disk) stays off the
         # event loop, so the scheduler and the watchdog never wait for it.
+        # Changes that come while a write waits are taken by that write: jobs ending many times
+        # a second must not queue a write each.
+        with self._lock:
+            queued = self._status_wanted is not None
+            self._status_wanted = state
+        if queued:
+            return
         with contextlib.suppress(RuntimeError):  # the writer already shut down: exiting
-            self._status_writer.submit(self._write_status, state)
+            self._status_writer.submit(self._write_wanted_status)
+
+    def _write_wanted_status(self) -> None:
+        with self._lock:
+            state, self._status_wanted = self._status_wanted, None
+        if state is not None:
+            self._write_status(state)
 
     def _write_status(self, state: str) -> None:
         daemon = {
@@ -355,6 +481,11 @@ class Daemon:
             "version": __version__,
             "configErrors": self.config.errors,
         }
+        if self.cluster is not None:
+            try:
+                daemon["cluster"] = self.cluster.status()
+            except Exception as exc:  # noqa: BLE001 - the store is gone: said by the jobs' part below
+                log.debug("status_file.cluster_unavailable", error=type(exc).__name__)
         try:
             jobs: dict[str, dict[str, Any]] | None = self._jobs_status()
         except Exception as exc:  # noqa: BLE001 - the store is gone: the daemon's state still goes in
@@ -402,6 +533,8 @@ class DaemonJobs:
             raise ApiError(404, f"Job {name} not found")
         if daemon.is_running(name):
             return False
+        if daemon.cluster is not None:
+            return daemon.cluster.trigger(name, "api")  # queued once: whichever node is free runs it
         threading.Thread(target=daemon.fire, args=(name, "api"), name=f"api-{name}", daemon=True).start()
         return True
 

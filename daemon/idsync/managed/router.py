@@ -26,6 +26,7 @@ PingIDM's signatures, with what idsync takes from them::
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,8 +39,9 @@ from idsync.query import parse
 from idsync.resource import Obj, QuerySpec, Resource
 from idsync.resources import Resources
 from idsync.store.database import Store
+from idsync.store.runs import RunStore
 from idsync.sync.options import ReconOptions
-from idsync.sync.recon import ReconResult, run_recon
+from idsync.sync.recon import ReconResult, help_partitions, run_recon
 
 __all__ = ["MAX_QUERY_RESULTS", "ScriptRouter", "run_recon_scripted", "scripting"]
 
@@ -264,3 +266,10 @@ def run_recon_scripted(project: Project, store: Store, mapping: str, options: Re
     the daemon run, so that a hook or a correlation script reaches the store and systems."""
     with scripting(project, store, dry_run=options.dry_run):
         return run_recon(project, store, mapping, options)
+
+
+def help_partitions_scripted(project: Project, store: Store, run_id: str, node: str, cancel: threading.Event) -> bool:
+    """``help_partitions`` with the scripts' ``openidm`` bound as for the run it helps (its dry run)."""
+    run = RunStore(store).get(run_id)
+    with scripting(project, store, dry_run=bool(run and run["dry_run"])):
+        return help_partitions(project, store, run_id, node, cancel)

@@ -173,23 +173,32 @@ class Locks:
     def acquire(self, name: str, owner: str, ttl: dt.timedelta = LOCK_TTL) -> None:
         """Take ``name`` for ``owner``, breaking the lock of a gone holder; ``RunLocked`` if it lives."""
         self._retry_releases()
-        for _attempt in range(3):
-            now = utcnow()
-            try:
-                with self.store.begin() as conn:
-                    conn.execute(insert(locks).values(name=name, owner=owner, acquired=now, expires=now + ttl))
-            except IntegrityError:
-                holder = self.holder(name)
-                if holder is None:
-                    continue  # released in between
-                reason = holder.gone(now)
-                if reason is None:
-                    raise RunLocked(f"{name} is already running (held by {holder.describe()})") from None
-                self.break_(name, holder, reason)
-                continue
+        # Held from before the row exists: another thread of this process checking the lock
+        # between the insert and this would take it for one whose release failed, and break it.
+        with _held_guard:
+            _held.add(owner)
+        try:
+            for _attempt in range(3):
+                now = utcnow()
+                try:
+                    with self.store.begin() as conn:
+                        conn.execute(insert(locks).values(name=name, owner=owner, acquired=now, expires=now + ttl))
+                except IntegrityError:
+                    holder = self.holder(name)
+                    if holder is None:
+                        continue  # released in between
+                    reason = holder.gone(now)
+                    if reason is None:
+                        raise RunLocked(f"{name} is already running (held by {holder.describe()})") from None
+                    self.break_(name, holder, reason)
+                    continue
+                return
+        except BaseException:
             with _held_guard:
-                _held.add(owner)
-            return
+                _held.discard(owner)
+            raise
+        with _held_guard:
+            _held.discard(owner)
         raise RunLocked(f"{name} is already running (held by {self.holder(name) or 'another process'})")
 
     def refresh(self, name: str, owner: str, ttl: dt.timedelta = LOCK_TTL) -> None:
@@ -200,15 +209,16 @@ class Locks:
     def release(self, name: str, owner: str) -> None:
         """Give ``name`` up. Should the store fail here, the lock is no longer this process's
         to keep: the next ``acquire`` of it, in this process or another, breaks it."""
-        with _held_guard:
-            _held.discard(owner)
         try:
             with self.store.begin() as conn:
                 conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
         except Exception:
             with _held_guard:
+                _held.discard(owner)
                 _unreleased[name] = owner
             raise
+        with _held_guard:  # only now: until the row is gone, it is a lock this process holds
+            _held.discard(owner)
 
     def _retry_releases(self) -> None:
         """Release now what failed to release before (and fail the run it guarded)."""

@@ -55,6 +55,8 @@ def next_rev(rev: str | None) -> str:
 
 
 class ManagedResource(Resource):
+    ranged_ids = True  # UUIDs the store made, never changed
+
     def __init__(self, store: Store, schema: ManagedType, *, dry_run: bool = False,
                  with_secrets: bool = False) -> None:
         self.store = store

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -66,12 +67,16 @@ class RunStore:
 
     # -- runs ------------------------------------------------------------
 
-    def start(self, run_id: str, mapping: str, *, job: str | None, dry_run: bool, summary: Mapping[str, Any]) -> None:
+    def start(self, run_id: str, mapping: str, *, job: str | None, dry_run: bool, summary: Mapping[str, Any],
+              node: str | None = None, fire: dt.datetime | None = None) -> None:
+        """Record a new ACTIVE run; ``node`` defaults to this host's name, ``fire`` is the scheduled
+        fire it runs for (none when started by hand)."""
         now = utcnow()
         with self.store.begin() as conn:
             conn.execute(insert(recon_runs).values(
                 id=run_id, mapping=mapping, job=job, state="ACTIVE", stage="ACTIVE_INITIALIZED",
-                dry_run=dry_run, started=now, heartbeat=now, summary=dict(summary)))
+                dry_run=dry_run, started=now, heartbeat=now, summary=dict(summary),
+                node=node or socket.gethostname(), fire=fire))
 
     def progress(self, run_id: str, stage: str, summary: Mapping[str, Any], conn: Connection | None = None) -> None:
         stmt = update(recon_runs).where(recon_runs.c.id == run_id).values(
@@ -81,6 +86,10 @@ class RunStore:
             return
         with self.store.begin() as own:
             own.execute(stmt)
+
+    def beat(self, conn: Connection, run_id: str) -> None:
+        """Show the run alive without touching its counts (a split run's pages count in their partition)."""
+        conn.execute(update(recon_runs).where(recon_runs.c.id == run_id).values(heartbeat=utcnow()))
 
     def finish(self, run_id: str, state: str, stage: str, summary: Mapping[str, Any], message: str | None) -> None:
         with self.store.begin() as conn:
@@ -133,7 +142,7 @@ class RunStore:
     @staticmethod
     def _row(row: Any) -> dict[str, Any]:
         out = dict(row)
-        for key in ("started", "ended", "heartbeat"):
+        for key in ("started", "ended", "heartbeat", "fire"):
             out[key] = _aware(out[key])
         return out
 

@@ -34,12 +34,14 @@ from sqlalchemy.dialects import mysql
 __all__ = [
     "audit",
     "claims",
+    "cluster_nodes",
     "deferred",
     "links",
     "locks",
     "managed_objects",
     "managed_properties",
     "metadata",
+    "recon_partitions",
     "recon_runs",
     "run_totals",
     "store_meta",
@@ -109,6 +111,10 @@ recon_runs = Table(
     Column("heartbeat", DateTime(timezone=True), nullable=True),
     Column("summary", _Json, nullable=False),
     Column("message", _LongText, nullable=True),
+    # Migration 0006: the node that ran it (cluster mode; the host name otherwise) and the
+    # scheduled fire it ran for (none for a run started by hand).
+    Column("node", String(191), nullable=True),
+    Column("fire", DateTime(timezone=True), nullable=True),
     Index("ix_recon_runs_started", "started"),
     Index("ix_recon_runs_mapping", "mapping", "started"),
     Index("ix_recon_runs_ended", "ended"),  # migration 0002
@@ -188,6 +194,39 @@ sync_tokens = Table(
     Column("failed", BigInteger, nullable=False, server_default="0"),
     Column("changes", BigInteger, nullable=False, server_default="0"),
     Column("full_recons", BigInteger, nullable=False, server_default="0"),
+)
+
+# Cluster mode (migration 0006): the nodes that joined the cluster, their queue worker
+# (whose heartbeat, in the queue's own table, tells whether the node is alive).
+cluster_nodes = Table(
+    "cluster_nodes",
+    metadata,
+    Column("name", String(191), primary_key=True),
+    Column("owner", String(191), nullable=False),
+    Column("worker_id", BigInteger, nullable=True),
+    Column("version", String(32), nullable=False),
+    Column("started", DateTime(timezone=True), nullable=False),
+    Column("seen", DateTime(timezone=True), nullable=False),
+    Column("running", _Json, nullable=True),
+)
+
+# The source partitions of a recon split over the nodes (migration 0006): bounds on the
+# source id, who works on it, and the counts it committed.
+recon_partitions = Table(
+    "recon_partitions",
+    metadata,
+    Column("run_id", _Id, primary_key=True),
+    Column("part", Integer, primary_key=True, autoincrement=False),
+    Column("low", _Key, nullable=True),
+    Column("high", _Key, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("node", String(191), nullable=True),
+    Column("owner", String(191), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("started", DateTime(timezone=True), nullable=True),
+    Column("ended", DateTime(timezone=True), nullable=True),
+    Column("summary", _Json, nullable=True),
+    Column("message", _LongText, nullable=True),
 )
 
 store_meta = Table(

@@ -3,10 +3,12 @@ settings, an API request): ``ReconOptions``, shared by the run and its assessor.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from idsync.sync.partitions import Splitter
 from idsync.sync.summary import Counters
 
 __all__ = ["ReconOptions"]
@@ -24,3 +26,6 @@ class ReconOptions:
     cancel: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[Counters], None] | None = None
     run_id: str | None = None  # chosen by the caller that must answer with it before the run ends
+    node: str | None = None  # the cluster node running it (recorded with the run); None: the host name
+    fire: dt.datetime | None = None  # the scheduled fire it runs for; None: started by hand
+    splitter: Splitter | None = None  # cluster mode: the source phase may be split over the nodes

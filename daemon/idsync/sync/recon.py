@@ -27,10 +27,11 @@ what it would have done), and links are left alone.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -47,16 +48,18 @@ from idsync.scripts import Script
 from idsync.store.database import Store, store_error
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
+from idsync.store.partitions import Partition, Partitions
 from idsync.store.runs import RunStore, owner_id
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import DeferredDeletes, joined
 from idsync.sync.options import ReconOptions
+from idsync.sync.partitions import SEQ_SPAN, cut, range_filter
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
 from idsync.sync.summary import Counters
 
-__all__ = ["ReconResult", "run_recon"]
+__all__ = ["ReconResult", "help_partitions", "run_recon"]
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +77,21 @@ class ReconResult:
 def run_recon(project: Project, store: Store, mapping_name: str, options: ReconOptions | None = None) -> ReconResult:
     """Run ``mapping_name`` once; the result is also recorded in the store."""
     return _Run(project, store, project.mapping(mapping_name), options or ReconOptions()).run()
+
+
+def help_partitions(project: Project, store: Store, run_id: str, node: str, cancel: threading.Event) -> bool:
+    """Work on the PENDING partitions of the split run ``run_id`` (another node runs the rest
+    of it) until none is left; whether ``cancel`` stopped it (its partition is handed back)."""
+    plan = Partitions(store).plan(run_id)
+    run = RunStore(store).get(run_id)
+    if plan is None or run is None or run["state"] != "ACTIVE":
+        return False
+    options = ReconOptions(dry_run=bool(run["dry_run"]), allow_create=plan.get("allow_create"),
+                           allow_update=plan.get("allow_update"), allow_delete=plan.get("allow_delete"),
+                           page_size=plan.get("page_size"), job=run["job"], cancel=cancel, run_id=run_id, node=node)
+    helper = _Run(project, store, project.mapping(run["mapping"]), options)
+    with structlog.contextvars.bound_contextvars(run_id=run_id, mapping=run["mapping"]):
+        return helper.help()
 
 
 class _Run:
@@ -98,6 +116,10 @@ class _Run:
         self._held = 0  # target-phase deletes and unlinks not carried out because of them
         self._written = 0
         self._analyze_at = 2000
+        self._partition: Partition | None = None  # the partition this run works on, when split
+        self._helper = False  # working on another node's split run
+        self._expected = 0  # objects in the id-only read of a split run
+        self._partitions: list[dict[str, Any]] = []  # the partitions of a split run, for its summary
 
     def run(self) -> ReconResult:
         # Every event of the run, the connectors' and the progress callback's included, names it.
@@ -111,15 +133,9 @@ class _Run:
         resources = Resources(self.project, self.store)
         try:
             self.runs.start(self.id, self.mapping.name, job=self.options.job, dry_run=self.options.dry_run,
-                            summary=self.counters.to_summary())
+                            summary=self.counters.to_summary(), node=self.options.node, fire=self.options.fire)
             self.log.info("recon.start", source=self.mapping.source, target=self.mapping.target, job=self.options.job)
-            source = resources.open(self.mapping.source)
-            if isinstance(source, ManagedResource):
-                source = source.revealing_secrets()  # a mapping may push a (hashed) password
-            target = resources.open(self.mapping.target, dry_run=self.options.dry_run)
-            if isinstance(target, ManagedResource):
-                target = target.revealing_secrets()  # compared with a (hashed) password read from the source
-            self._execute(source, target)
+            self._execute(*self._open(resources))
             if self.counters.all_failed():
                 first = self.counters.errors[0]["message"] if self.counters.errors else ""
                 raise RunAborted(f"every object failed ({self.counters.error_count} errors; the first: {first})")
@@ -142,6 +158,8 @@ class _Run:
             self.counters.stage = f"COMPLETED_{state}" if state != "SUCCESS" else "COMPLETED"
             summary = self.counters.to_summary()
             summary["duration"] = round((time.monotonic() - self.counters.started) * 1000)
+            if self._partitions:
+                summary["partitions"] = self._partitions
             try:
                 self.runs.finish(self.id, state, self.counters.stage, summary, message)
             finally:
@@ -160,9 +178,39 @@ class _Run:
 
     # -- phases -------------------------------------------------------------
 
-    def _execute(self, source: Resource, target: Resource) -> None:
+    def help(self) -> bool:
+        """``help_partitions``: this run's share of another node's split run."""
+        self._helper = True
+        resources = Resources(self.project, self.store)
+        try:
+            source, target = self._open(resources)
+            assessor, correlators = self._prepare(source, target)
+            spec = self._source_spec()
+            self._work_partitions(Partitions(self.store), source, target, assessor, correlators, spec)
+        except RunCanceled:
+            return self.options.cancel.is_set()
+        except Exception:
+            self.log.exception("recon.partition_crash")
+        finally:
+            resources.close()
+        return False
+
+    def _open(self, resources: Resources) -> tuple[Resource, Resource]:
+        source = resources.open(self.mapping.source)
+        if isinstance(source, ManagedResource):
+            source = source.revealing_secrets()  # a mapping may push a (hashed) password
+        target = resources.open(self.mapping.target, dry_run=self.options.dry_run)
+        if isinstance(target, ManagedResource):
+            target = target.revealing_secrets()  # compared with a (hashed) password read from the source
+        return source, target
+
+    def _source_spec(self) -> QuerySpec:
         m = self.mapping
-        self.counters.source_total = source.count()
+        return QuerySpec(filter=m.source_query.filter, native=m.source_query.native,
+                         fields=self._source_fields(), page_size=self.page_size)
+
+    def _prepare(self, source: Resource, target: Resource) -> tuple[Assessor, dict[str, Correlator]]:
+        m = self.mapping
         # Objects whose pushes failed are compared with the object the first failure recorded,
         # so "merge" lists also lose what those changes took away (``sync/retry.py``).
         previous = unrepaired_befores(self.store, m.name) if m.properties.has_merge() else {}
@@ -176,15 +224,24 @@ class _Run:
             # PingIDM's correlateEmptyTargetSet (default false): nothing to find.
             self.log.info("recon.correlation_skipped", reason="empty target")
             correlators = {}
+        return assessor, correlators
+
+    def _execute(self, source: Resource, target: Resource) -> None:
+        m = self.mapping
+        self.counters.source_total = source.count()
+        assessor, correlators = self._prepare(source, target)
         self._stage("ACTIVE_RECONCILING_SOURCE")
         started = time.monotonic()
-        spec = QuerySpec(filter=m.source_query.filter, native=m.source_query.native,
-                         fields=self._source_fields(), page_size=self.page_size)
-        for page in source.pages(spec):
-            self._check_cancel()
-            t0 = time.monotonic()
-            self._source_page(page, source, target, assessor, correlators)
-            self.counters.time("sourcePage", (time.monotonic() - t0) * 1000)
+        spec = self._source_spec()
+        bounds = self._split(source, spec)
+        if bounds is None:
+            for page in source.pages(spec):
+                self._check_cancel()
+                t0 = time.monotonic()
+                self._source_page(page, source, target, assessor, correlators)
+                self.counters.time("sourcePage", (time.monotonic() - t0) * 1000)
+        else:
+            self._partitioned(bounds, source, target, assessor, correlators, spec)
         self.counters.phases["source"] = time.monotonic() - started
         if self.counters.source_processed == 0 and not m.allow_empty_source_set:
             raise SafetyLimitExceeded(
@@ -216,6 +273,116 @@ class _Run:
             # PingIDM hands the result script the run's summary as `source` and `global`.
             summary = self.counters.to_summary()
             self._hook("result", {"source": summary, "global": {"reconId": self.id, "mapping": m.name}})
+
+    # -- a source phase split over the cluster (``partitions.py``) -----------------
+
+    def _split(self, source: Resource, spec: QuerySpec) -> list[tuple[str | None, str | None]] | None:
+        """The id ranges to split this run's source phase into, or None to read it whole."""
+        splitter = self.options.splitter
+        if splitter is None or not source.ranged_ids:
+            return None
+        total = self.counters.source_total
+        if total is not None and total < 2 * splitter.min_size:
+            return None
+        ids = [o["_id"] for page in source.pages(replace(spec, fields=[])) for o in page if o.get("_id")]
+        count = min(splitter.partitions(), len(ids) // splitter.min_size)
+        if count < 2:
+            return None
+        self._expected = len(ids)
+        return cut(ids, count)
+
+    def _plan(self) -> dict[str, Any]:
+        o = self.options
+        return {"allow_create": o.allow_create, "allow_update": o.allow_update, "allow_delete": o.allow_delete,
+                "page_size": self.page_size}
+
+    def _partitioned(self, bounds: list[tuple[str | None, str | None]], source: Resource, target: Resource,
+                     assessor: Assessor, correlators: dict[str, Correlator], spec: QuerySpec) -> None:
+        """Split the source phase: queue helpers for the other nodes, work on partitions here
+        too, wait for the last, then count what all of them did into this run."""
+        assert self.options.splitter is not None
+        parts = Partitions(self.store)
+        parts.create(self.id, bounds, self._plan())
+        self.log.info("recon.split", partitions=len(bounds), objects=self._expected)
+        self.options.splitter.spread(self.id, len(bounds) - 1)
+        own = self.counters
+        try:
+            while True:
+                self._work_partitions(parts, source, target, assessor, correlators, spec)
+                states = parts.all(self.id)
+                failed = next((p for p in states if p.state == "FAILED"), None)
+                if failed is not None:
+                    raise RunAborted(f"partition {failed.part} failed: {failed.message or 'read error'}; "
+                                     "the target phase was skipped and nothing was deleted")
+                if all(p.state == "SUCCESS" for p in states):
+                    break
+                self._check_cancel()
+                self._show_partitions(states)
+                time.sleep(0.2)
+        finally:
+            self.counters = assessor.counters = own
+        for p in states:
+            tally = (p.summary or {}).get("tally") or {}
+            own.absorb(tally)
+            self._unidentified += int(tally.get("unidentified", 0))
+            self._unresolved += int(tally.get("unresolved", 0))
+        self._partitions = [p.to_json() for p in states]
+        if own.source_processed < self._expected:
+            raise SafetyLimitExceeded(
+                f"the partitions read {own.source_processed} objects where the source listed {self._expected} "
+                "ids: some may have been missed; the target phase was skipped and nothing was deleted")
+
+    def _show_partitions(self, states: list[Partition]) -> None:
+        """The run's record while its partitions run: their counts added up, and each one's state."""
+        shown = Counters(self.mapping.name, self.mapping.source, self.mapping.target, dry_run=self.options.dry_run)
+        shown.source_total = self.counters.source_total
+        for p in states:
+            shown.absorb((p.summary or {}).get("tally") or {})
+        shown.stage = "ACTIVE_RECONCILING_SOURCE"
+        self.runs.progress(self.id, shown.stage, shown.to_summary() | {"partitions": [p.to_json() for p in states]})
+        self.runs.refresh(self.lock, self.owner)
+
+    def _work_partitions(self, parts: Partitions, source: Resource, target: Resource, assessor: Assessor,
+                         correlators: dict[str, Correlator], spec: QuerySpec) -> None:
+        node = self.options.node or owner_id()
+        while (part := parts.claim(self.id, owner_id(), node)) is not None:
+            self._one_partition(parts, part, source, target, assessor, correlators, spec)
+
+    def _one_partition(self, parts: Partitions, part: Partition, source: Resource, target: Resource,
+                       assessor: Assessor, correlators: dict[str, Correlator], spec: QuerySpec) -> None:
+        """Read one id range: its counts are its own (in its row), its deletes numbered apart."""
+        saved = self.counters, self._deferred, self._unidentified, self._unresolved
+        self.counters = assessor.counters = Counters(self.mapping.name, self.mapping.source, self.mapping.target,
+                                                     dry_run=self.options.dry_run)
+        self._deferred, self._unidentified, self._unresolved = part.part * SEQ_SPAN, 0, 0
+        self._partition = part
+        state, message = "FAILED", None
+        ranged = replace(spec, filter=range_filter(spec.filter, part.low, part.high))
+        try:
+            for page in source.pages(ranged):
+                self._check_cancel()
+                t0 = time.monotonic()
+                self._source_page(page, source, target, assessor, correlators)
+                self.counters.time("sourcePage", (time.monotonic() - t0) * 1000)
+            state = "SUCCESS"
+        except RunCanceled:
+            state = "PENDING"  # handed back: another worker reads it
+            raise
+        except IdsyncError as exc:
+            message = str(exc)
+        except (OperationalError, InterfaceError) as exc:
+            message = str(store_error(exc))
+        except Exception as exc:
+            self.log.exception("recon.partition_crash", partition=part.part)
+            message = f"internal error: {internal_message(exc)}"
+        finally:
+            tally = self.counters.tally() | {"unidentified": self._unidentified, "unresolved": self._unresolved}
+            parts.finish(self.id, part.part, owner_id(), state, {"plan": self._plan(), "tally": tally}, message)
+            self.counters, self._deferred, self._unidentified, self._unresolved = saved
+            assessor.counters = self.counters
+            self._partition = None
+        self.log.info("recon.partition_end", partition=part.part, state=state, message=message,
+                      objects=tally["source_processed"])
 
     def _source_fields(self) -> list[str] | None:
         """What to read of each source object: only what the mapping uses (``config.source_fields``)."""
@@ -399,7 +566,13 @@ class _Run:
         self._deferred += len(deferred)
         self.runs.audit(conn, audit)
         # The counts commit with the page they count: a run whose process dies says what it wrote.
-        self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
+        if self._partition is not None:
+            tally = self.counters.tally() | {"unidentified": self._unidentified, "unresolved": self._unresolved}
+            Partitions(self.store).progress(conn, self.id, self._partition.part, owner_id(),
+                                            {"plan": self._plan(), "tally": tally})
+            self.runs.beat(conn, self.id)  # a long partition must not look like a silent run
+        else:
+            self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
         return len(writes) + len(new_links) + len(claims)
 
     # -- helpers ------------------------------------------------------------
@@ -437,6 +610,10 @@ class _Run:
     def _check_cancel(self) -> None:
         if self.options.cancel.is_set():
             raise RunCanceled("canceled at a page boundary; nothing was deleted")
+        if self._helper:
+            run = self.runs.get(self.id)
+            if run is None or run["state"] != "ACTIVE":
+                raise RunCanceled("the run ended on the node that split it")
 
 
 def _shown(qualifier: str) -> str | None:

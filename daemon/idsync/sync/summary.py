@@ -86,6 +86,28 @@ class Counters:
         if len(self.errors) < _MAX_ERRORS:
             self.errors.append({"message": message, **{k: v for k, v in ids.items() if v is not None}})
 
+    def tally(self) -> dict[str, Any]:
+        """What was counted, as JSON: a partition's share of a split run (``absorb``)."""
+        return {"situations": dict(self.situations), "actions": dict(self.actions), "status": dict(self.status),
+                "changes": dict(self.changes), "qualified": [[q, s, n] for (q, s), n in self.qualified.items()],
+                "source_processed": self.source_processed, "links_created": self.links_created,
+                "links_processed": self.links_processed, "errors": list(self.errors),
+                "error_count": self.error_count}
+
+    def absorb(self, tally: dict[str, Any]) -> None:
+        """Add a partition's ``tally`` to these counters."""
+        self.situations.update(tally.get("situations") or {})
+        self.actions.update(tally.get("actions") or {})
+        self.status.update(tally.get("status") or {})
+        self.changes.update(tally.get("changes") or {})
+        for qualifier, situation, n in tally.get("qualified") or []:
+            self.qualified[(qualifier, situation)] += n
+        self.source_processed += int(tally.get("source_processed", 0))
+        self.links_created += int(tally.get("links_created", 0))
+        self.links_processed += int(tally.get("links_processed", 0))
+        self.error_count += int(tally.get("error_count", 0))
+        self.errors.extend((tally.get("errors") or [])[:max(_MAX_ERRORS - len(self.errors), 0)])
+
     def all_failed(self) -> bool:
         """Objects failed and not one went through: such a run did nothing it was meant to,
         and is FAILED, not a SUCCESS with errors."""

@@ -93,6 +93,8 @@ class LdapResource(Resource, ChangeSource):
         self._settings = settings
         self._type = object_type
         self._uid = settings.uid_attribute
+        # entryUUID never changes and has an ordering rule (RFC 4530): a recon may range over it.
+        self.ranged_ids = self._uid.lower() == "entryuuid"
         self._dn_ids = settings.uid_attribute.lower() == "dn"
         self.renames_ids = self._dn_ids
         self._conn = LdapConnection(system, settings)

@@ -1,0 +1,1 @@
+"""Cluster mode: several ``idsync run`` on one PostgreSQL store (``docs/cluster.md``)."""

@@ -1,0 +1,187 @@
+"""The cluster's job queue: Procrastinate, in the schema ``idsync_queue`` of the store's database.
+
+Procrastinate is a PostgreSQL task queue: a job is a row, workers take one with
+``FOR UPDATE SKIP LOCKED``, each worker writes a heartbeat, and the jobs of a worker
+whose heartbeat stopped can be found and put back in the queue. idsync uses it for
+what must happen once in the cluster, whichever node does it:
+
+* ``idsync.job``: one run of a job of ``jobs.d/``. A scheduled fire is deferred
+  with Procrastinate's periodic-defer function, keyed by the job and the fire's
+  instant, which inserts the key and the job in one statement: however many nodes
+  see the fire, one job is queued. The key is the fire as idsync's own schedule
+  computes it (time zone, Quartz syntax, DST rules), not Procrastinate's UTC cron.
+* ``idsync.partition``: help with the partitions of a split recon (``sync/partitions.py``).
+
+A job whose run was stopped by its node's shutdown raises ``HandedOver``: the queue
+puts it back, and another node runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from procrastinate import App, PsycopgConnector, RetryStrategy
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException, UniqueViolation
+from procrastinate.jobs import Status
+from psycopg.conninfo import make_conninfo
+from sqlalchemy import text
+
+from idsync.store.database import Store
+
+__all__ = ["SCHEMA", "HandedOver", "Queue"]
+
+log = structlog.get_logger("idsync.cluster")
+
+SCHEMA = "idsync_queue"
+JOB_TASK = "idsync.job"
+PARTITION_TASK = "idsync.partition"
+_SCHEMA_LOCK = 7461033  # pg_advisory_xact_lock: one node creates the queue's schema
+
+
+class HandedOver(Exception):
+    """The run was stopped by this node's shutdown: the queue gives the job to another node."""
+
+
+def _conninfo(store: Store) -> str:
+    url = store.engine.url
+    params: dict[str, Any] = {k: v for k, v in url.query.items() if isinstance(v, str)}
+    for key, value in (("host", url.host), ("port", url.port), ("user", url.username),
+                       ("password", url.password), ("dbname", url.database)):
+        if value is not None:
+            params[key] = value
+    return make_conninfo("", **params)
+
+
+def _periodic_id(job: str, timestamp: int) -> str:
+    # One key per fire: Procrastinate forgets a key's older timestamps when a newer one is
+    # deferred, which would let a late node queue an older fire again.
+    name = job if len(job) <= 100 else hashlib.sha256(job.encode()).hexdigest()
+    return f"{name}@{timestamp}"
+
+
+def _lock(job: str) -> str:
+    # The queue runs one job of a name at a time, and keeps at most one more waiting.
+    return f"job:{job}"
+
+
+class Queue:
+    """Procrastinate on the store's database, with idsync's two tasks."""
+
+    def __init__(self, store: Store, max_connections: int) -> None:
+        self.store = store
+        connector = PsycopgConnector(conninfo=_conninfo(store), min_size=1, max_size=max_connections,
+                                     kwargs={"options": f"-c search_path={SCHEMA}"})
+        self.app = App(connector=connector)
+        self._handlers: dict[str, Callable[..., Awaitable[None]]] = {}
+        handed_over = RetryStrategy(max_attempts=10, wait=0, retry_exceptions={HandedOver})
+
+        @self.app.task(name=JOB_TASK, retry=handed_over)
+        async def job_task(job: str, trigger: str, fire: str | None = None, timestamp: int | None = None) -> None:
+            await self._handlers[JOB_TASK](job=job, trigger=trigger, fire=fire)
+
+        @self.app.task(name=PARTITION_TASK, retry=handed_over)
+        async def partition_task(run_id: str) -> None:
+            await self._handlers[PARTITION_TASK](run_id=run_id)
+
+    def prepare(self) -> None:
+        """Create the queue's schema and tables unless they exist (one node at a time)."""
+        schema_sql = self.app.schema_manager.get_schema()
+        with self.store.engine.begin() as conn:
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})"))
+            conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+            exists = conn.execute(text("SELECT to_regclass(:t)"), {"t": f"{SCHEMA}.procrastinate_jobs"}).scalar()
+            if exists is None:
+                conn.execute(text(f"SET LOCAL search_path = {SCHEMA}"))
+                # The driver's own execute: the schema holds many statements and literal % signs.
+                conn.connection.driver_connection.execute(schema_sql)  # type: ignore[union-attr]
+                log.info("cluster.queue_created", schema=SCHEMA)
+
+    def on(self, task: str, handler: Callable[..., Awaitable[None]]) -> None:
+        self._handlers[task] = handler
+
+    async def open(self) -> None:
+        await self.app.open_async()
+
+    async def close(self) -> None:
+        await self.app.close_async()
+
+    async def defer_fire(self, job: str, timestamp: int, fire: str) -> bool | None:
+        """Queue the fire of ``job`` at ``timestamp`` (epoch seconds) unless a node already did:
+        True if this call queued it, False if another node had, None if a run of the job
+        already waits in the queue (the fire is dropped, as a fire during a run is by one daemon)."""
+        deferrer = self.app.configure_task(JOB_TASK, lock=_lock(job), queueing_lock=_lock(job), task_kwargs={
+            "job": job, "trigger": "schedule", "fire": fire, "timestamp": timestamp})
+        try:
+            job_id = await deferrer.job_manager.defer_periodic_job(
+                job=deferrer.job, periodic_id=_periodic_id(job, timestamp), defer_timestamp=timestamp)
+        except AlreadyEnqueued:
+            return None
+        return job_id is not None
+
+    async def defer_run(self, job: str, trigger: str, fire: str | None = None) -> bool:
+        """Queue one run of ``job`` (by hand, or a fire missed while every node was down);
+        False if a run of the job already waits in the queue."""
+        deferrer = self.app.configure_task(JOB_TASK, lock=_lock(job), queueing_lock=_lock(job))
+        try:
+            await deferrer.defer_async(job=job, trigger=trigger, fire=fire)
+        except AlreadyEnqueued:
+            return False
+        return True
+
+    async def waiting(self, job: str) -> bool:
+        """Whether a run of ``job`` waits in the queue (a handed-over run is then not queued again)."""
+        row = await self.app.connector.execute_query_one_async(
+            "SELECT count(*) AS n FROM procrastinate_jobs WHERE queueing_lock = %(lock)s AND status = 'todo'",
+            lock=_lock(job))
+        return bool(row["n"])
+
+    async def defer_partition_helpers(self, run_id: str, count: int) -> None:
+        deferrer = self.app.configure_task(PARTITION_TASK)
+        for _ in range(count):
+            await deferrer.defer_async(run_id=run_id)
+
+    async def work(self, name: str, concurrency: int, heartbeat: float, stall: float) -> None:
+        """Run this node's worker until cancelled."""
+        await self.app.run_worker_async(name=name, concurrency=concurrency, wait=True,
+                                        install_signal_handlers=False, update_heartbeat_interval=heartbeat,
+                                        stalled_worker_timeout=stall, fetch_job_polling_interval=1.0,
+                                        shutdown_graceful_timeout=1.0)
+
+    async def requeue_stalled(self, stall: float) -> list[int]:
+        """Put the jobs of workers silent for ``stall`` seconds back in the queue; their ids.
+
+        A job whose next run already waits in the queue (same queueing lock) is ended as
+        failed instead: the waiting run does its work, and the job's queue lock is free."""
+        manager = self.app.job_manager
+        stalled = list(await manager.get_stalled_jobs(seconds_since_heartbeat=stall))
+        requeued = []
+        for job in stalled:
+            try:
+                await manager.retry_job(job)
+            except UniqueViolation:
+                with contextlib.suppress(ConnectorException):
+                    await manager.finish_job(job, Status.FAILED, delete_job=False)
+                continue
+            except ConnectorException:
+                continue  # another node requeued it first
+            if job.id is not None:
+                requeued.append(job.id)
+        await manager.prune_stalled_workers(seconds_since_heartbeat=stall)
+        return requeued
+
+    def prune(self, older_than_hours: int) -> None:
+        """Forget finished queue jobs and fire keys older than this."""
+        with self.store.engine.begin() as conn:
+            conn.execute(text(f"DELETE FROM {SCHEMA}.procrastinate_periodic_defers "
+                              "WHERE defer_timestamp < extract(epoch from now())::bigint - :s"),
+                         {"s": older_than_hours * 3600})
+            conn.execute(text(f"DELETE FROM {SCHEMA}.procrastinate_jobs WHERE status IN "
+                              "('succeeded', 'failed', 'cancelled', 'aborted') AND id NOT IN "
+                              f"(SELECT job_id FROM {SCHEMA}.procrastinate_periodic_defers "
+                              "WHERE job_id IS NOT NULL) AND id IN (SELECT job_id FROM "
+                              f"{SCHEMA}.procrastinate_events WHERE at < now() - make_interval(hours => :h))"),
+                         {"h": older_than_hours})

@@ -1,0 +1,118 @@
+"""The nodes of a cluster (``cluster_nodes``): who joined, which process it is, and when it
+was last seen.
+
+A node writes ``seen`` at every heartbeat (``[cluster] heartbeat``); a node not seen for
+``[cluster] stall_timeout`` is dead: any node then breaks its locks (failing the recon runs
+they guarded) and hands its partitions back (``take_over``). A node's row outlives the
+process by a day, so ``idsync status`` still shows a node that died.
+
+A name belongs to one live process at a time: a node that starts under the name of a
+node still alive is refused (``claim``); a name whose process is gone (its heartbeat
+stopped, or on this host its pid is gone) is taken over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from idsync.errors import ConfigError
+from idsync.store.database import Store, utcnow
+from idsync.store.locks import Holder, Locks
+from idsync.store.tables import cluster_nodes, recon_partitions
+
+__all__ = ["Node", "Nodes"]
+
+_FORGET_AFTER = dt.timedelta(days=1)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    owner: str
+    version: str
+    started: dt.datetime
+    seen: dt.datetime
+    alive: bool
+    running: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "process": self.owner, "version": self.version,
+                "started": self.started.isoformat(), "seen": self.seen.isoformat(), "alive": self.alive,
+                "running": self.running}
+
+
+class Nodes:
+    """The ``cluster_nodes`` table of a store, with ``stall`` as the time that makes a node dead."""
+
+    def __init__(self, store: Store, stall: dt.timedelta) -> None:
+        self.store = store
+        self.stall = stall
+
+    def claim(self, name: str, owner: str, version: str) -> None:
+        """Register this process as node ``name``; ``ConfigError`` if a live node has the name."""
+        now = utcnow()
+        with self.store.begin() as conn:
+            row = conn.execute(select(cluster_nodes).where(cluster_nodes.c.name == name)
+                               .with_for_update()).mappings().first()
+            if row is not None and row["owner"] != owner:
+                holder = Holder(row["owner"], _aware(row["seen"]) + self.stall)
+                if holder.gone(now) is None:
+                    raise ConfigError("conf/idsync.toml", "cluster.node_name",
+                                      f"node name {name!r} is in use by {holder.describe()}, a node still alive; "
+                                      "give each node a name of its own")
+                conn.execute(delete(cluster_nodes).where(cluster_nodes.c.name == name))
+            elif row is not None:
+                conn.execute(delete(cluster_nodes).where(cluster_nodes.c.name == name))
+            conn.execute(insert(cluster_nodes).values(name=name, owner=owner, version=version, started=now,
+                                                      seen=now, running=[]))
+
+    def beat(self, name: str, owner: str, running: list[str]) -> None:
+        with self.store.begin() as conn:
+            conn.execute(update(cluster_nodes).where(cluster_nodes.c.name == name, cluster_nodes.c.owner == owner)
+                         .values(seen=utcnow(), running=running))
+
+    def leave(self, name: str, owner: str) -> None:
+        """A node stopping cleanly: it is not alive any more (its row stays a day)."""
+        with self.store.begin() as conn:
+            conn.execute(update(cluster_nodes).where(cluster_nodes.c.name == name, cluster_nodes.c.owner == owner)
+                         .values(seen=utcnow() - self.stall - dt.timedelta(seconds=1), running=[]))
+
+    def all(self) -> list[Node]:
+        now = utcnow()
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(select(cluster_nodes).order_by(cluster_nodes.c.name)).mappings().all()
+        return [Node(r["name"], r["owner"], r["version"], _aware(r["started"]), _aware(r["seen"]),
+                     _aware(r["seen"]) >= now - self.stall, list(r["running"] or [])) for r in rows]
+
+    def alive(self) -> list[Node]:
+        return [n for n in self.all() if n.alive]
+
+    def take_over(self) -> list[str]:
+        """Break the locks of every dead node and hand its ACTIVE partitions back; the
+        recon runs this failed. Forgets nodes dead for a day."""
+        now = utcnow()
+        dead = [n for n in self.all() if not n.alive]
+        failed: list[str] = []
+        if not dead:
+            return failed
+        owners = {n.owner: n.name for n in dead}
+        lock_rows = Locks(self.store).holders()
+        for lock_name, holder in lock_rows.items():
+            node_owner = holder.owner.rsplit(":", 1)[0] if holder.run_id else holder.owner
+            if node_owner in owners:
+                failed += Locks(self.store).break_(
+                    lock_name, holder, f"interrupted: node {owners[node_owner]} stopped its heartbeat")
+        with self.store.begin() as conn:
+            conn.execute(update(recon_partitions).where(
+                recon_partitions.c.state == "ACTIVE",
+                recon_partitions.c.owner.in_(list(owners))).values(state="PENDING", owner=None))
+            conn.execute(delete(cluster_nodes).where(cluster_nodes.c.seen < now - _FORGET_AFTER))
+        return failed

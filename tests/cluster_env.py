@@ -1,0 +1,175 @@
+"""A cluster for the tests: a project whose jobs reconcile managed/user into managed/account
+(no directory needed, so a run takes milliseconds), and ``idsync run`` nodes on one
+PostgreSQL store, each a subprocess writing JSON log lines to a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, make_url, text
+
+REPO = Path(__file__).resolve().parent.parent
+IDSYNC = Path(sys.executable).parent / "idsync"
+
+_POLICIES = [("ABSENT", "CREATE"), ("FOUND", "UPDATE"), ("CONFIRMED", "UPDATE"), ("MISSING", "CREATE"),
+             ("SOURCE_MISSING", "DELETE"), ("UNQUALIFIED", "DELETE"), ("UNASSIGNED", "IGNORE"),
+             ("AMBIGUOUS", "EXCEPTION"), ("SOURCE_IGNORED", "IGNORE"), ("TARGET_IGNORED", "IGNORE"),
+             ("LINK_ONLY", "UNLINK"), ("ALL_GONE", "IGNORE"), ("FOUND_ALREADY_LINKED", "EXCEPTION")]
+
+
+def second_database(url: str, suffix: str = "1") -> str:
+    """A database beside ``url``'s (its name plus ``suffix``), made if missing, without idsync's tables."""
+    from dbs import _reset
+
+    parsed = make_url(url)
+    name = f"{parsed.database}{suffix}"
+    admin = create_engine(parsed, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    other = parsed.set(database=name).render_as_string(hide_password=False)
+    _reset(other)
+    return other
+
+
+def reset_queue(url: str) -> None:
+    """Drop the cluster's queue (its own schema) from the test database."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS idsync_queue CASCADE"))
+    engine.dispose()
+
+
+def cluster_project(root: Path, url: str, jobs: dict[str, str], *, cluster: str = "",
+                    mapping: dict[str, Any] | None = None, job_extra: str = "", enabled: bool = True) -> Path:
+    """A project on ``url`` with one mapping ``m_JOB`` (managed/user -> managed/account) per job
+    of ``jobs`` (name -> schedule), in cluster mode with 1 s heartbeats."""
+    conf = root / "conf"
+    (root / "jobs.d").mkdir(parents=True)
+    conf.mkdir()
+    managed = json.loads((REPO / "conf" / "managed.json").read_text(encoding="utf-8"))
+    managed["objects"].append({"name": "account", "schema": {
+        "properties": {"name": {"type": "string", "searchable": True}, "mail": {"type": "string"}},
+        "required": ["name"]}})
+    (conf / "managed.json").write_text(json.dumps(managed), encoding="utf-8")
+    mappings = []
+    for job, schedule in jobs.items():
+        mappings.append({
+            "name": f"m_{job}", "source": "managed/user", "target": "managed/account",
+            "properties": [{"source": "userName", "target": "name"}, {"source": "mail", "target": "mail"}],
+            "correlationQuery": {"_queryFilter": 'name eq "${source.userName}"'},
+            "policies": [{"situation": s, "action": a} for s, a in _POLICIES],
+            "allowEmptySourceSet": True, **(mapping or {})})
+        (root / "jobs.d" / f"{job}.toml").write_text(
+            f'schedule = "{schedule}"\nmappings = ["m_{job}"]\nmisfire = "skip"\n{job_extra}', encoding="utf-8")
+    (conf / "sync.json").write_text(json.dumps({"mappings": mappings}), encoding="utf-8")
+    (conf / "idsync.toml").write_text(
+        f'state_dir = "state"\n[store]\nurl = "{url}"\n[cluster]\nenabled = {str(enabled).lower()}\nheartbeat = 1\n'
+        f'stall_timeout = 3\n{cluster}', encoding="utf-8")
+    return root
+
+
+# A transform that busies the interpreter for about 5 ms per object: a run long enough to kill mid-way.
+SLOW = [{"source": "userName", "target": "name"},
+        {"source": "mail", "target": "mail", "transform": {
+            "type": "text/javascript", "source": "var t = Date.now(); while (Date.now() - t < 5) {} source"}}]
+
+
+def add_managed_users(project: Path, count: int) -> None:
+    """``count`` managed users ``u0``.. in the project's store."""
+    from idsync.config.project import load_project
+    from idsync.resource import WriteOp
+    from idsync.resources import Resources
+    from idsync.store.database import Store
+
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    try:
+        users = Resources(loaded, store).open("managed/user")
+        for start in range(0, count, 500):
+            ops = [WriteOp("create", values={"userName": f"u{i}", "mail": f"u{i}@example.com"})
+                   for i in range(start, min(count, start + 500))]
+            assert all(r.ok for r in users.write_batch(ops))
+    finally:
+        store.engine.dispose()
+
+
+def node_env(name: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDSYNC_", "NOTIFY_", "WATCHDOG_"))}
+    env.update(PYTHONFAULTHANDLER="1", IDSYNC_CLUSTER__NODE_NAME=name, **extra)
+    return env
+
+
+class Node:
+    """``idsync run`` as one node, its JSON log lines in ``<name>.log`` beside the project."""
+
+    def __init__(self, project: Path, name: str, **env: str) -> None:
+        self.name = name
+        self.log_path = project.parent / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([str(IDSYNC), "-p", str(project), "--log-format", "json", "run"],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=node_env(name, **env))
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = {"event": "(not json)", "line": line}
+            if name is None or event.get("event") == name:
+                out.append(event)
+        return out
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+    def wait(self, timeout: float = 20) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack to the log
+            self.proc.wait(5)
+            raise
+        self._log.close()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: the node is gone at once, as with a host that died."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def api_up(port: int) -> bool:
+    """Whether a node's API answers (it starts listening after ``daemon.start``)."""
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/openidm/info/ping", timeout=2).status_code < 500
+    except httpx.HTTPError:
+        return False

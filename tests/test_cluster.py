@@ -1,0 +1,335 @@
+"""Cluster mode end to end: several ``idsync run`` nodes on one PostgreSQL store, as
+subprocesses, observed through the store (each run records its node and its fire),
+the queue's own tables, ``idsync status --nodes`` and the status file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from api_server import ADMIN, ADMIN_HASH, free_port
+from cluster_env import (
+    IDSYNC,
+    SLOW,
+    Node,
+    add_managed_users,
+    api_up,
+    cluster_project,
+    node_env,
+    reset_queue,
+    second_database,
+    wait_for,
+)
+from dbs import store_url
+from idsync.resource import QuerySpec
+from idsync.store.database import Store
+from sqlalchemy import create_engine, text
+
+pytestmark = pytest.mark.postgresql
+
+
+@pytest.fixture
+def pg_url(tmp_path: Path) -> str:
+    url = store_url("postgresql", tmp_path)
+    reset_queue(url)
+    Store.open(url).engine.dispose()  # the schema, before the nodes race to create it
+    return url
+
+
+def _rows(url: str, sql: str) -> list[Any]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql)))
+    finally:
+        engine.dispose()
+
+
+def _stop_all(nodes: list[Node]) -> list[int]:
+    for n in nodes:
+        if n.proc.poll() is None:
+            n.proc.send_signal(15)
+    return [n.wait() for n in nodes]
+
+
+def test_each_fire_runs_once_on_three_nodes(tmp_path: Path, pg_url: str) -> None:
+    """Three nodes schedule the same six every-second jobs for ten seconds (some
+    60 fires): every fire is queued once and runs once cluster-wide (one recon run per job
+    and fire in the store, one queue job per fire), no fire in that window is lost but the
+    ones dropped because a run of the job was already waiting, the work is spread over all
+    three nodes, and ``idsync status --nodes``, the API's ``cluster``, the metrics and the
+    status file show three nodes alive."""
+    jobs = {f"j{i}": "* * * * * ?" for i in range(6)}
+    project = cluster_project(tmp_path / "project", pg_url, jobs)
+    port = free_port()
+    nodes = [Node(project, "n0", IDSYNC_API__ENABLED="true", IDSYNC_API__PORT=str(port),
+                  IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH})), Node(project, "n1"),
+             Node(project, "n2")]
+    try:
+        wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 30, "three nodes started")
+        start = dt.datetime.now(dt.UTC)
+        time.sleep(10)
+        end = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        instances = httpx.get(f"http://127.0.0.1:{port}/openidm/cluster", headers=ADMIN, timeout=30).json()
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=ADMIN, timeout=30).text
+        status = subprocess.run([str(IDSYNC), "-p", str(project), "status", "--nodes", "--json"],
+                                capture_output=True, text=True, env=node_env("x"), timeout=30, check=True)
+        shown = json.loads(status.stdout)
+        status_file = json.loads((project / "state" / "status.json").read_text(encoding="utf-8"))
+        codes = _stop_all(nodes)
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0, 0, 0]
+    assert sorted(n["name"] for n in shown if n["alive"]) == ["n0", "n1", "n2"]
+    assert status_file["daemon"]["cluster"]["alive"] == 3
+    assert sorted((i["instanceId"], i["state"]) for i in instances["result"]) == [
+        ("n0", "running"), ("n1", "running"), ("n2", "running")]
+    assert all(f'idsync_cluster_node_last_seen_timestamp_seconds{{node="{n}"}}' in metrics for n in ("n0", "n1"))
+    # The fires before the first node began to stop: the last ones may have been handed over.
+    runs = _rows(pg_url, f"SELECT job, fire, node, state FROM recon_runs WHERE fire < '{end.isoformat()}'")
+    per_fire = Counter((r.job, r.fire) for r in runs)
+    assert max(per_fire.values()) == 1, [k for k, v in per_fire.items() if v > 1]
+    assert {r.state for r in runs} == {"SUCCESS"}
+    assert {r.node for r in runs} == {"n0", "n1", "n2"}
+    queued = _rows(pg_url, "SELECT args->>'job' AS job, args->>'timestamp' AS ts, status, attempts "
+                           "FROM idsync_queue.procrastinate_jobs WHERE (args->>'timestamp')::bigint < "
+                           f"{int(end.timestamp())}")
+    assert max(Counter((q.job, q.ts) for q in queued).values()) == 1
+    assert {q.status for q in queued} == {"succeeded"}
+    assert len(runs) == len(queued)  # every queued fire ran, once
+    dropped = {(e["job"], dt.datetime.fromisoformat(e["fire_time"])) for n in nodes
+               for e in n.events("job.skipped") if e.get("reason") == "queued"}
+    window = [start.replace(microsecond=0) + dt.timedelta(seconds=s + 1)
+              for s in range(int((end - start).total_seconds()) - 1)]
+    fires = {(r.job, r.fire) for r in runs}
+    missing = [(j, f) for j in jobs for f in window if (j, f) not in fires and (j, f) not in dropped]
+    assert not missing
+    assert len(runs) >= 30
+
+
+def test_cluster_needs_a_postgresql_store(tmp_path: Path) -> None:
+    """``[cluster] enabled = true`` on a SQLite store is a configuration error naming the file
+    and key: ``idsync run`` exits 78 before it starts, ``idsync validate`` says the same."""
+    project = cluster_project(tmp_path / "project", f"sqlite:///{tmp_path / 'idsync.db'}", {"j": "@hourly"})
+    for command in (["run"], ["validate"]):
+        done = subprocess.run([str(IDSYNC), "-p", str(project), *command], capture_output=True, text=True,
+                              env=node_env("n0"), timeout=60, check=False)
+        assert done.returncode == 78, done.stdout + done.stderr
+        said = done.stdout + done.stderr
+        assert "idsync.toml" in said and "cluster.enabled" in said and "PostgreSQL" in said
+
+
+def test_a_killed_nodes_run_is_taken_over(tmp_path: Path, pg_url: str) -> None:
+    """A node killed with SIGKILL in the middle of a recon (some pages committed) has its run
+    failed ("interrupted") and the job run again by the other node within ``stall_timeout``
+    (3 s) plus two heartbeats (1 s) plus the queue's poll, with a margin for a loaded
+    machine; the second run completes, and the store ends as one run would leave it: one
+    account and one link per user, each account created once (no second create in the
+    audit of either run)."""
+    users = 300
+    project = cluster_project(tmp_path / "project", pg_url, {"big": "*/4 * * * * ?"},
+                              mapping={"properties": SLOW}, job_extra="page_size = 20\n")
+    add_managed_users(project, users)
+    nodes = [Node(project, "n0"), Node(project, "n1")]
+    try:
+        def busy() -> Any:
+            rows = _rows(pg_url, "SELECT id, node, summary FROM recon_runs WHERE state = 'ACTIVE'")
+            return next((r for r in rows if sum(((r.summary or {}).get("situationSummary") or {}).values()) >= 40),
+                        None)
+
+        first = wait_for(busy, 60, "a run with some pages committed")
+        victim = next(n for n in nodes if n.name == first.node)
+        survivor = next(n for n in nodes if n is not victim)
+        victim.kill()
+        killed = dt.datetime.now(dt.UTC)
+        done = wait_for(lambda: _rows(pg_url, "SELECT id, started, ended FROM recon_runs WHERE state = 'SUCCESS'"),
+                        60, "a run completed by the survivor")[0]
+        codes = _stop_all([survivor])
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0]
+    runs = {r.id: r for r in _rows(pg_url, "SELECT id, node, state, message, started FROM recon_runs")}
+    assert runs[first.id].state == "FAILED" and "interrupted" in runs[first.id].message
+    assert runs[done.id].node == survivor.name
+    took = (done.started - killed).total_seconds()
+    assert took <= 3 + 2 * 1 + 1 + 6, took
+    assert _rows(pg_url, "SELECT count(*), count(DISTINCT data->>'name') FROM managed_objects "
+                         "WHERE object_type = 'account'")[0] == (users, users)
+    assert _rows(pg_url, "SELECT count(*) FROM links")[0][0] == users
+    creates = _rows(pg_url, "SELECT target_id, count(*) FROM audit WHERE action = 'CREATE' "
+                            "AND status = 'SUCCESS' GROUP BY target_id")
+    assert len(creates) == users and {c[1] for c in creates} == {1}
+
+
+def _delete_users(project: Path, names: list[str]) -> None:
+    from idsync.config.project import load_project
+    from idsync.resource import WriteOp
+    from idsync.resources import Resources
+
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    try:
+        users = Resources(loaded, store).open("managed/user")
+        ids = [u["_id"] for page in users.pages(QuerySpec(fields=["userName"])) for u in page
+               if u.get("userName") in set(names)]
+        assert all(r.ok for r in users.write_batch([WriteOp("delete", id=i) for i in ids]))
+    finally:
+        store.engine.dispose()
+
+
+def _outcome(url: str) -> dict[str, Any]:
+    """What a store holds after the runs: accounts, links, each run's state and audit counts."""
+    runs = _rows(url, "SELECT id, state FROM recon_runs ORDER BY started")
+    audit = {r.id: Counter({(a.action, a.status): a.n for a in _rows(
+        url, f"SELECT action, status, count(*) AS n FROM audit WHERE run_id = '{r.id}' GROUP BY 1, 2")})
+        for r in runs}
+    return {"accounts": sorted(r[0] for r in _rows(url, "SELECT data->>'name' FROM managed_objects "
+                                                       "WHERE object_type = 'account'")),
+            "links": _rows(url, "SELECT count(*) FROM links")[0][0],
+            "runs": [(r.state, audit[r.id]) for r in runs]}
+
+
+def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> None:
+    """A recon of 300 users split into four id ranges on two nodes (each node reads some)
+    leaves the store as one run on a single daemon does, run after run: the same accounts
+    and links, the same audit counts per action; then, with 20 users deleted, the same 20
+    deletes (the target phase and the deletes once, after every partition); then, with 60
+    more deleted and ``max_deletes = 40``, the same FAILED run with nothing deleted, though
+    each partition's share stays under the limit: it holds for the run's total. The console's
+    page of a run names its node and lists its partitions."""
+    users, jobs = 300, {"big": "@yearly"}
+    extra = "max_deletes = 40\npage_size = 15\n"
+    split = cluster_project(tmp_path / "cluster", pg_url, jobs, mapping={"properties": SLOW}, job_extra=extra,
+                            cluster="partitions = 4\nmin_partition_size = 40\n")
+    single_url = second_database(pg_url)
+    single = cluster_project(tmp_path / "single", single_url, jobs, mapping={"properties": SLOW},
+                             job_extra=extra, enabled=False)
+    for project in (split, single):
+        add_managed_users(project, users)
+    port = free_port()
+    nodes = [Node(split, "n0", IDSYNC_API__ENABLED="true", IDSYNC_API__PORT=str(port),
+                  IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH})), Node(split, "n1")]
+    try:
+        wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 60, "two nodes started")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
+            for step, deleted in enumerate([[], [f"u{i}" for i in range(20)], [f"u{i}" for i in range(20, 80)]]):
+                if deleted:
+                    _delete_users(split, deleted)
+                    _delete_users(single, deleted)
+                r = api.post("/openidm/scheduler/job/big?_action=trigger", headers=ADMIN)
+                assert r.status_code == 200, r.text
+                wait_for(lambda n=step + 1: len(_rows(pg_url, "SELECT id FROM recon_runs WHERE state <> 'ACTIVE'"))
+                         == n, 90, f"split run {step + 1}")
+                done = subprocess.run([str(IDSYNC), "-p", str(single), "run-job", "big"], capture_output=True,
+                                      text=True, env=node_env("single"), timeout=120, check=False)
+                assert done.returncode in (0, 1), done.stderr
+            # The console's page of the first run names its node and lists its partitions.
+            api.get("/admin/login")
+            token = next(v for k, v in api.cookies.items() if k == "idsync_console_login")
+            api.post("/admin/login", data={"username": "openidm-admin", "password": "openidm-admin", "csrf": token})
+            first_run = _rows(pg_url, "SELECT id, node FROM recon_runs ORDER BY started LIMIT 1")[0]
+            page = api.get(f"/admin/runs/{first_run.id}").text
+        codes = _stop_all(nodes)
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0, 0]
+    ours, theirs = _outcome(pg_url), _outcome(single_url)
+    assert ours == theirs
+    assert [state for state, _ in ours["runs"]] == ["SUCCESS", "SUCCESS", "FAILED"]
+    assert len(ours["accounts"]) == users - 20
+    assert ours["runs"][1][1][("DELETE", "SUCCESS")] == 20
+    summaries = [r.summary for r in _rows(pg_url, "SELECT summary FROM recon_runs ORDER BY started")]
+    parts = [p for s in summaries for p in s["partitions"]]
+    assert {p["state"] for p in parts} == {"SUCCESS"} and len(parts) == 12
+    assert {p["node"] for p in parts} == {"n0", "n1"}
+    assert f"node {first_run.node}" in page and "<h2>Partitions</h2>" in page
+
+
+def test_a_killed_nodes_partition_is_read_by_another(tmp_path: Path, pg_url: str) -> None:
+    """A split recon whose helper node is killed with SIGKILL in the middle of its partition:
+    the partition goes back to the queue of ranges within ``stall_timeout`` plus a heartbeat,
+    the node running the job reads it again, and the same run ends SUCCESS with one account
+    and one link per user, each account created once."""
+    users = 600
+    project = cluster_project(tmp_path / "project", pg_url, {"big": "@yearly"}, mapping={"properties": SLOW},
+                              job_extra="page_size = 20\n",
+                              cluster="partitions = 2\nmin_partition_size = 100\nconcurrency = 1\n")
+    add_managed_users(project, users)
+    port = free_port()
+    nodes = [Node(project, "n0", IDSYNC_API__ENABLED="true", IDSYNC_API__PORT=str(port),
+                  IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH})), Node(project, "n1")]
+    try:
+        wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 60, "two nodes started")
+        r = httpx.post(f"http://127.0.0.1:{port}/openidm/scheduler/job/big?_action=trigger", headers=ADMIN,
+                       timeout=30)
+        assert r.status_code == 200, r.text
+
+        def helper_busy() -> Any:
+            rows = _rows(pg_url, "SELECT p.node, p.part, r.node AS runner, p.summary FROM recon_partitions p "
+                                 "JOIN recon_runs r ON r.id = p.run_id WHERE p.state = 'ACTIVE'")
+            return next((p for p in rows if p.node != p.runner
+                         and (p.summary or {}).get("tally", {}).get("source_processed", 0) >= 40), None)
+
+        busy = wait_for(helper_busy, 60, "a partition read on the other node")
+        victim = next(n for n in nodes if n.name == busy.node)
+        victim.kill()
+        killed = time.monotonic()
+        wait_for(lambda: _rows(pg_url, "SELECT id FROM recon_runs WHERE state <> 'ACTIVE'"), 60, "the run's end")
+        took = time.monotonic() - killed
+        codes = _stop_all([n for n in nodes if n is not victim])
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0]
+    (run,) = _rows(pg_url, "SELECT state, summary FROM recon_runs")
+    assert run.state == "SUCCESS", run.summary.get("errors")
+    taken = next(p for p in run.summary["partitions"] if p["partition"] == busy.part)
+    assert taken["attempts"] == 2 and taken["node"] != busy.node
+    assert took <= 3 + 1 + 1 + 15, took  # the takeover, then the rest of the partition read again
+    assert _rows(pg_url, "SELECT count(*), count(DISTINCT data->>'name') FROM managed_objects "
+                         "WHERE object_type = 'account'")[0] == (users, users)
+    assert _rows(pg_url, "SELECT count(*) FROM links")[0][0] == users
+    creates = _rows(pg_url, "SELECT target_id, count(*) FROM audit WHERE action = 'CREATE' "
+                            "AND status = 'SUCCESS' GROUP BY target_id")
+    assert len(creates) == users and {c[1] for c in creates} == {1}
+
+
+def test_a_fire_missed_while_every_node_was_down_runs_once(tmp_path: Path, pg_url: str) -> None:
+    """With ``misfire = "run_once"``, a fire missed while every node was down runs once when
+    two nodes start together: both find it, the queue keeps one, and its run records that
+    fire."""
+    project = cluster_project(tmp_path / "project", pg_url, {"tick": "*/10 * * * * ?"})
+    job = project / "jobs.d" / "tick.toml"
+    job.write_text(job.read_text(encoding="utf-8").replace('misfire = "skip"', 'misfire = "run_once"'),
+                   encoding="utf-8")
+    first = Node(project, "n0")
+    try:
+        wait_for(lambda: _rows(pg_url, "SELECT id FROM recon_runs WHERE state = 'SUCCESS'"), 60, "a first run")
+        assert first.stop() == 0
+        last = _rows(pg_url, "SELECT max(fire) FROM recon_runs")[0][0]
+        missed = last + dt.timedelta(seconds=10)
+        time.sleep(max((missed - dt.datetime.now(dt.UTC)).total_seconds(), 0) + 1)
+        nodes = [Node(project, "n1"), Node(project, "n2")]
+        try:
+            wait_for(lambda: _rows(pg_url, f"SELECT id FROM recon_runs WHERE fire = '{missed.isoformat()}' "
+                                           "AND state <> 'ACTIVE'"), 60, "the missed fire's run")
+            time.sleep(1)
+            codes = _stop_all(nodes)
+        finally:
+            for n in nodes:
+                n.kill()
+    finally:
+        first.kill()
+    assert codes == [0, 0]
+    assert len(_rows(pg_url, f"SELECT id FROM recon_runs WHERE fire = '{missed.isoformat()}'")) == 1
+    assert sum(len(n.events("job.misfire")) for n in nodes) >= 1
