@@ -9,8 +9,9 @@ per-object ``default`` values.
 
 How a secret is kept at rest: a property with ``encryption`` is encrypted with the
 project's keyring (``idsync.crypto``, reversible, as in PingIDM, so that a mapping
-can ``openidm.decrypt`` it towards a directory); ``secureHash`` and ``"secret":
-true`` are one-way hashes (``store/passwords.py``).
+can ``openidm.decrypt`` it towards a directory); ``secureHash`` is PingIDM's salted hash
+(``$crypto``), ``"secret": true`` alone a ``{CRYPT}`` hash (``store/passwords.py``).
+Object scripts and policies are compiled by ``objectmodel.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from idsync.config.objectmodel import TypeModel, secure_hash
 from idsync.crypto import DEFAULT_CIPHER, Keyring
 from idsync.errors import ConfigError
 
@@ -39,6 +41,7 @@ class PropertyDef:
     encrypted: bool = False  # ``encryption``: reversible, with the keyring's key ``key_alias``
     key_alias: str | None = None  # ``encryption.key``; None: the keyring's default
     cipher: str = DEFAULT_CIPHER
+    hash_algorithm: str | None = None  # ``secureHash.algorithm``: PingIDM's salted hash instead of {CRYPT}
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class ManagedType:
     required: tuple[str, ...] = ()
     # What encrypts and decrypts the ``encryption`` properties (None: the project has none).
     keyring: Keyring | None = field(default=None, compare=False, repr=False)
+    # Object scripts and policies (``config/objectmodel.py``), attached once the project's script engine exists.
+    model: TypeModel | None = field(default=None, compare=False, repr=False)
 
     # Computed once: the store asks for each property of each object it writes.
     @functools.cached_property
@@ -121,6 +126,7 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
                 items=_item_type(pdef, file, pkey),
                 encrypted=bool(pdef.get("encryption")) and not pdef.get("secureHash"),
                 key_alias=alias,
+                hash_algorithm=secure_hash(pdef, file, pkey),
             )
         required = schema.get("required") or []
         if not isinstance(required, list) or not all(isinstance(r, str) for r in required):

@@ -50,7 +50,7 @@ from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore, owner_id
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
-from idsync.sync.deletes import DeferredDeletes, joined
+from idsync.sync.deletes import DeferredDeletes, writing
 from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
@@ -310,7 +310,7 @@ class _Run:
 
         With the store as the target it is all one transaction, so a crash between
         the writes and the links cannot leave created objects that nothing links."""
-        with self.store.begin() as conn, joined(target, conn):
+        with writing(self.store, target) as conn:
             self._written += self._apply_page(plans, target, conn)
         if self._written >= self._analyze_at:
             # Tables that grow fast within one run need fresh planner statistics.
