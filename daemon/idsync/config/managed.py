@@ -155,7 +155,19 @@ def _props(**kinds: str) -> dict[str, Any]:
     return {n: {"type": t, "searchable": True} for n, t in kinds.items()}
 
 
-# Used when a project has no managed.json: PingIDM's user and role, trimmed.
+# PingIDM's default policies of a user's userName, mail and password.
+PINGIDM_USER_POLICIES: dict[str, Any] = {
+    "userName": {"type": "string", "searchable": True, "policies": [
+        {"policyId": "unique"}, {"policyId": "cannot-contain-characters", "params": {"forbiddenChars": ["/"]}}]},
+    "mail": {"type": "string", "searchable": True, "policies": [{"policyId": "valid-email-address-format"}]},
+    "password": {"type": "string", "secret": True, "policies": [
+        {"policyId": "minimum-length", "params": {"minLength": 8}},
+        {"policyId": "at-least-X-capitals", "params": {"numCaps": 1}},
+        {"policyId": "at-least-X-numbers", "params": {"numNums": 1}},
+        {"policyId": "cannot-contain-others", "params": {"disallowedFields": ["userName", "givenName", "sn"]}}]},
+}
+
+# Used when a project has no managed.json: PingIDM's user and role, trimmed, with its default policies.
 DEFAULT_MANAGED: dict[str, Any] = {
     "objects": [
         {
@@ -164,9 +176,9 @@ DEFAULT_MANAGED: dict[str, Any] = {
                 "properties": {
                     **_props(userName="string", givenName="string", sn="string", mail="string",
                              displayName="string", telephoneNumber="string"),
+                    **PINGIDM_USER_POLICIES,
                     "accountStatus": {"type": "string", "searchable": True, "default": "active"},
                     "description": {"type": "string"},
-                    "password": {"type": "string", "secret": True},
                     "effectiveRoles": {"type": "array", "default": []},
                     "effectiveAssignments": {"type": "array", "default": []},
                     "roles": {"type": "array"},
