@@ -259,13 +259,13 @@ def test_recon_and_implicit_sync_writes_obey_the_model(project: Path) -> None:
 
 def test_secrets_hash_long_values_and_secure_hash(service: tuple[ManagedObjects, ManagedObjects]) -> None:
     """A secret of 600 bytes is hashed as SHA-512 crypt and verified (libxcrypt answered
-    *0 for it), one beyond 4096 bytes is refused, and secureHash keeps PingIDM's salted
+    *0 for it), one beyond 1024 bytes is refused, and secureHash keeps PingIDM's salted
     hash, verified again on the next write instead of rehashed."""
     long = "Aa1" + "x" * 600
     hashed = hash_secret(long)
     assert hashed.startswith("{CRYPT}$6$rounds=") and same_secret(long, hashed) and not same_secret(long[:-1], hashed)
-    with pytest.raises(ObjectRejected, match="at most 4096 bytes"):
-        hash_secret("y" * 5000)
+    with pytest.raises(ObjectRejected, match="at most 1024 bytes"):
+        hash_secret("y" * 1100)
     users, _ = service
     made = users.create({"userName": "ivy", "password": long, "answer": "blue"}).object
     assert made is not None and "password" not in made and "answer" not in made
@@ -274,6 +274,14 @@ def test_secrets_hash_long_values_and_secure_hash(service: tuple[ManagedObjects,
     assert is_hashed(stored["answer"]) and matches("blue", stored["answer"])
     again = users.patch(made["_id"], [{"operation": "replace", "field": "/answer", "value": "blue"}]).object
     assert again is not None and again["_rev"] == made["_rev"]
+    # A hash imported as it is skips the policies; the same password sent again in clear
+    # changes nothing and is not refused, though it breaks them.
+    weak = users.create({"userName": "jo", "password": hash_secret("weak")}).object
+    assert weak is not None
+    same = users.patch(weak["_id"], [{"operation": "replace", "field": "/password", "value": "weak"}]).object
+    assert same is not None and same["_rev"] == weak["_rev"]
+    with pytest.raises(PolicyFailed, match="MIN_LENGTH"):
+        users.patch(weak["_id"], [{"operation": "replace", "field": "/password", "value": "weaker"}])
 
 
 def test_bad_policy_configuration_is_an_error(tmp_path: Path) -> None:

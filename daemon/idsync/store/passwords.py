@@ -46,8 +46,9 @@ __all__ = ["MAX_SECRET_BYTES", "hash_secret", "is_hashed", "same_secret"]
 
 _HASHED = re.compile(r"^\{[A-Za-z0-9.-]+\}.+", re.DOTALL)
 _ROUNDS = 20_000
-# libpass's own bound: hashing a longer text only costs time, it adds nothing to a secret.
-MAX_SECRET_BYTES = 4096
+# SHA-512 crypt's work grows with the secret's length (each of its 20,000 rounds hashes
+# the whole secret): a bound keeps one write from costing seconds of CPU.
+MAX_SECRET_BYTES = 1024
 _SHA512_CRYPT = sha512_crypt.using(rounds=_ROUNDS)
 # What a stored {CRYPT} may hold: SHA-512 crypt, and what an imported directory may have.
 _VERIFIED = CryptContext(schemes=["sha512_crypt", "sha256_crypt", "md5_crypt"])
