@@ -229,7 +229,8 @@ def test_cli_names_each_broken_policy(project: Path) -> None:
 def test_recon_and_implicit_sync_writes_obey_the_model(project: Path) -> None:
     """A recon into the store runs the object scripts and the policies: a source object
     whose mail breaks a policy, and one whose number lands in a number property as text,
-    fail alone, the others are created and the run goes on; implicit synchronization of
+    fail alone, as does a second source taking a user name the same page created; the
+    others are created and the run goes on; implicit synchronization of
     a change that breaks a policy fails its push, not the change."""
     loaded = load_project(project)
     store = Store.open(loaded.settings.store_url())
@@ -239,14 +240,16 @@ def test_recon_and_implicit_sync_writes_obey_the_model(project: Path) -> None:
         staff.create({"login": "fay", "email": "fay@example.com", "number": "7"}, object_id="s1")
         staff.create({"login": "gus", "email": "not-an-email"}, object_id="s2")
         staff.create({"login": "hal", "number": "NaN"}, object_id="s3")
+        staff.create({"login": "fay", "email": "fay2@example.com"}, object_id="s4")  # the same page
     done = idsync(project, "recon", "staff_user", "--json")
     summary = json.loads(done.stdout)
-    assert summary["state"] == "SUCCESS" and summary["changes"]["failed"] == 2, done.stdout
+    assert summary["state"] == "SUCCESS" and summary["changes"]["failed"] == 3, done.stdout
     users = {u["userName"]: u for u in json.loads(idsync(project, "managed", "query", "user").stdout)}
     assert set(users) == {"fay"} and users["fay"]["createdBy"] == "onCreate" and users["fay"]["employeeNumber"] == 7
     errors = json.dumps(summary)
     assert "mail must be an email address (VALID_EMAIL_ADDRESS_FORMAT)" in errors
     assert "employeeNumber must be of type number, not string" in errors
+    assert "userName must be unique: another object has this value (UNIQUE)" in errors
     pushed = idsync(project, "managed", "patch", "staff", "s1", "--operations",
                     json.dumps([{"operation": "replace", "field": "/email", "value": "broken"}]))
     assert pushed.returncode == 75 and json.loads(pushed.stdout)["email"] == "broken"

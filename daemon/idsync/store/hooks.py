@@ -51,6 +51,9 @@ class ObjectHooks:
         self.schema = schema
         self.name = f"managed/{schema.name}"
         self.model: TypeModel = schema.model or TypeModel()
+        # The properties whose values no two objects may share (``unique`` and ``valid-username``).
+        self.unique = frozenset(name for name, prop in self.model.properties.items()
+                                if any(u.policy_id in ("unique", "valid-username") for u in prop.policies))
 
     def _request(self, method: str, object_id: str | None) -> dict[str, Any]:
         path = f"{self.name}/{object_id}" if object_id else self.name

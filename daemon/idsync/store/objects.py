@@ -197,7 +197,7 @@ class ManagedResource(Resource):
         now = utcnow()
         results: list[WriteResult] = []
         with self._transaction() as conn:
-            taken = self._taken(conn)
+            taken = self._taken(conn, ops)
             current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id])
             new_rows: list[dict[str, Any]] = []
             new_props: list[dict[str, Any]] = []
@@ -287,7 +287,7 @@ class ManagedResource(Resource):
         results: list[WriteResult] = []
         with self._transaction() as conn:
             current = self._current(conn, [op.id for op in ops if op.kind == "update" and op.id])
-            taken = self._taken(conn)
+            taken = self._taken(conn, ops)
             for op in ops:
                 unfit = self._unfit(op)
                 if unfit is not None:
@@ -355,16 +355,28 @@ class ManagedResource(Resource):
             return None
         return {k: v for k, v in data.items() if k not in self.schema.secrets}
 
-    def _taken(self, conn: Connection) -> Taken:
+    def _taken(self, conn: Connection, ops: Sequence[WriteOp] = ()) -> Taken:
         """``unique``'s question, asked in the write's own transaction, and of the
-        values the same batch has taken so far."""
+        values the same batch has taken so far. The values ``ops`` write to a
+        searchable unique property are looked up in one query for the batch."""
         seen: dict[tuple[str, str], str | None] = {}
+        holders: dict[tuple[str, str], set[str]] = {}
+        for name in self.hooks.unique & self._searchable:
+            values = list({v for op in ops if isinstance(v := op.values.get(name), str) and len(v) <= 255})
+            for start in range(0, len(values), _CHUNK):
+                chunk = values[start:start + _CHUNK]
+                holders.update({(name, v): set() for v in chunk})
+                for value, object_id in conn.execute(select(mp.c.value, mp.c.object_id).where(
+                        mp.c.object_type == self.object_type, mp.c.name == name, self.store.in_(mp.c.value, chunk))):
+                    holders[(name, value)].add(object_id)
 
         def taken(name: str, value: Any, object_id: str | None) -> bool:
             key = (name, str(value))
             if key in seen and seen[key] != object_id:
                 return True
             seen[key] = object_id
+            if key in holders:
+                return bool(holders[key] - {object_id})
             query = select(mo.c.id).where(mo.c.object_type == self.object_type,
                                           to_sql(Compare((name,), "eq", value), self.object_type, self._searchable))
             if object_id:
