@@ -289,8 +289,8 @@ def test_secrets_hash_long_values_and_secure_hash(service: tuple[ManagedObjects,
 
 def test_bad_policy_configuration_is_an_error(tmp_path: Path) -> None:
     """An unknown policy id, a policy missing its params and a Groovy object script are
-    errors naming file and key; PingIDM policies idsync does not enforce are warnings of
-    idsync validate."""
+    errors naming file and key; PingIDM policies idsync does not enforce, and the scripts
+    PingIDM bundles that its managed.json names, are warnings of idsync validate."""
     project = _project(tmp_path)
     managed = project / "conf" / "managed.json"
     raw = json.loads(managed.read_text())
@@ -304,11 +304,13 @@ def test_bad_policy_configuration_is_an_error(tmp_path: Path) -> None:
         load_project(project)
     raw["objects"][0]["schema"]["properties"]["sn"]["policies"] = [{"policyId": "valid-phone-format"}]
     raw["objects"][0]["onSync"] = {"type": _JS, "source": "1"}
+    raw["objects"][0]["onDelete"] = {"type": _JS, "file": "ui/onDelete-user-cleanup.js"}
     managed.write_text(json.dumps(raw))
     done = idsync(project, "validate")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "objects[0].schema.properties.sn.policies[0]: not enforced: policy valid-phone-format" in done.stderr
     assert "objects[0].onSync: not run" in done.stderr
+    assert "objects[0].onDelete: not run: ui/onDelete-user-cleanup.js is a script PingIDM bundles" in done.stderr
     raw["objects"][0]["onCreate"] = {"type": "groovy", "source": "object.x = 1"}
     managed.write_text(json.dumps(raw))
     done = idsync(project, "validate")

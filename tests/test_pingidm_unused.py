@@ -160,7 +160,8 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
         "not enforced", "JSON schema's minLength and pattern")
     one(f"{managed}: objects[0].schema.properties.telephoneNumber.policies[0]: ",
         "not enforced: policy valid-phone-format")
-    one(f"{managed}: objects[0].schema.properties.effectiveRoles.onRetrieve: ", "not run", "effective roles")
+    one(f"{managed}: objects[0].schema.properties.effectiveRoles.onRetrieve: ", "not run",
+        "loads PingIDM's modules (require)")
     policy = conf / "policy.json"
     one(f"{policy}: comment: ", "reads resources and additionalFiles")
     one(f"{policy}: file: ", "built-in policies")

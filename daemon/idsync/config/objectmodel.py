@@ -16,9 +16,9 @@ and a missing file are errors, as in mappings), a policy id must be one of
 PingIDM's built-in policies or a custom one. ``store/policy.py`` evaluates the
 policies and ``store/hooks.py`` runs the scripts, on every write of a managed object.
 
-PingIDM's stock ``onRetrieve`` of ``effectiveRoles`` and ``effectiveAssignments``
-(its ``roles/effective*`` scripts) is not compiled: those properties are idsync's
-own to compute.
+PingIDM's own scripts that its default ``managed.json`` names (``ui/``, ``roles/``
+files it bundles, programs that ``require`` its modules) are not compiled nor run
+(``not_run``): ``idsync validate`` names each.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ __all__ = [
     "PropertyModel",
     "TypeModel",
     "load_object_models",
+    "not_run",
     "secure_hash",
 ]
 
@@ -255,11 +256,31 @@ def _check_params(policy_id: str, params: Mapping[str, Any], file: str, key: str
         raise ConfigError(file, f"{key}.params", f"policy {policy_id} needs params.{needed}")
 
 
-def stock_effective(name: str, config: Any) -> bool:
-    """PingIDM's own computation of ``effectiveRoles``/``effectiveAssignments``."""
-    if name not in ("effectiveRoles", "effectiveAssignments") or not isinstance(config, dict):
-        return False
-    return "roles/effective" in str(config.get("file", "")) + str(config.get("source", ""))
+# PingIDM's own scripts that its default managed.json names (user clean-up, role grants,
+# effective roles): idsync does not ship them.
+_PINGIDM_SCRIPTS = ("ui/", "roles/", "postDelete-idp-cleanup.js", "onCreateUser", "onUpdateUser")
+
+
+def not_run(config: Any, paths: ScriptPaths) -> str | None:
+    """Why a managed.json script is not run, if it is PingIDM's own: a bundled file the
+    project does not have, or a program that loads PingIDM's modules (``require``), which
+    idsync's sandbox does not have. ``None``: it is compiled and run."""
+    if not isinstance(config, dict) or config.get("type") not in ("text/javascript", None):
+        return None
+    name = config.get("file")
+    if isinstance(name, str):
+        found = paths.find(name)
+        if found is None:
+            return f"{name} is a script PingIDM bundles" if name.startswith(_PINGIDM_SCRIPTS) else None
+        try:
+            source = found.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None  # compiling reports it
+    else:
+        source = str(config.get("source", ""))
+    if "require(" in source:
+        return f"{name or 'the script'} loads PingIDM's modules (require), which idsync's sandbox does not have"
+    return None
 
 
 def _resource_policies(raw: Any, type_name: str, file: str) -> dict[str, list[tuple[Any, str]]]:
@@ -281,6 +302,7 @@ def load_object_models(managed_raw: Any, conf: Path, project_dir: Path, engine: 
                        *, file: str) -> dict[str, TypeModel]:
     """Each managed type's compiled scripts and policies (types with none are left out)."""
     custom, policy_raw = _custom_policies(conf, project_dir, engine)
+    paths = ScriptPaths(project_dir, engine.defaults)
     policy_file = str(conf / "policy.json")
     models: dict[str, TypeModel] = {}
     objects = managed_raw.get("objects") if isinstance(managed_raw, dict) else None
@@ -289,7 +311,7 @@ def load_object_models(managed_raw: Any, conf: Path, project_dir: Path, engine: 
             continue
         at = f"objects[{i}]"
         scripts = {event: engine.compile(obj[event], file=file, key=f"{at}.{event}", base_dir=project_dir)
-                   for event in OBJECT_EVENTS if obj.get(event) is not None}
+                   for event in OBJECT_EVENTS if obj.get(event) is not None and not_run(obj[event], paths) is None}
         schema: dict[str, Any] = obj["schema"] if isinstance(obj.get("schema"), dict) else {}
         props_raw: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
         from_policy_json = _resource_policies(policy_raw, str(obj.get("name")), policy_file)
@@ -306,7 +328,7 @@ def load_object_models(managed_raw: Any, conf: Path, project_dir: Path, engine: 
             prop_scripts = {event: engine.compile(pdef[event], file=file, key=f"{pkey}.{event}",
                                                   base_dir=project_dir)
                             for event in PROPERTY_EVENTS
-                            if pdef.get(event) is not None and not stock_effective(name, pdef[event])}
+                            if pdef.get(event) is not None and not_run(pdef[event], paths) is None}
             policies = tuple(u for u in uses if u is not None)
             if policies or prop_scripts:
                 properties[name] = PropertyModel(name, policies, prop_scripts)

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from idsync.config.files import load_json
-from idsync.config.objectmodel import NOT_ENFORCED_POLICIES, stock_effective
+from idsync.config.objectmodel import NOT_ENFORCED_POLICIES, not_run
 from idsync.errors import ConfigError, ConfigWarning
+from idsync.scripts.paths import ScriptPaths
 
 __all__ = ["NotUsed", "mapping_systems", "unused_configuration"]
 
@@ -203,6 +204,9 @@ def _managed(path: Path) -> list[NotUsed]:
         others = [k for k in obj if k not in (*_MANAGED_KEYS, *_MANAGED_EVENTS, "actions")]
         if others:
             found.append(NotUsed(file, _keys(at, others), f"not read: idsync does not use these keys of {name}"))
+        paths = ScriptPaths(path.parent.parent)
+        found += [NotUsed(file, f"{at}.{k}", f"not run: {why}") for k in _MANAGED_EVENTS
+                  if k not in _NOT_RUN_EVENTS and (why := not_run(obj.get(k), paths)) is not None]
         events = [k for k in _NOT_RUN_EVENTS if obj.get(k) is not None]
         if events:
             found.append(NotUsed(file, _keys(at, events), f"not run: PingIDM runs onSync after {name}'s changes are "
@@ -218,7 +222,9 @@ def _managed(path: Path) -> list[NotUsed]:
 
 
 def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any]) -> list[NotUsed]:
-    policies, scripted, relations, private, stock = [], [], [], [], []
+    policies, scripted, relations, private = [], [], [], []
+    stock: list[tuple[str, str]] = []
+    paths = ScriptPaths(Path(file).parent.parent)
     found_policies: list[NotUsed] = []
     for pname, pdef in props.items():
         if not isinstance(pdef, dict):
@@ -228,8 +234,8 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
         policies += [f"{pname}.{k}" for k in _PROPERTY_POLICIES if pdef.get(k) not in (None, [], {})]
         scripted += [f"{pname}.{k}" for k in _PROPERTY_SCRIPTS if pdef.get(k) not in (None, False)]
         found_policies += _policy_ids(file, f"{at}.{pname}.policies", pdef.get("policies"))
-        if stock_effective(pname, pdef.get("onRetrieve")):
-            stock.append(f"{pname}.onRetrieve")
+        stock += [(f"{pname}.{k}", why) for k in ("onRetrieve", "onStore", "onValidate")
+                  if (why := not_run(pdef.get(k), paths)) is not None]
         items = pdef.get("items")
         if _is_relationship(pdef) or (isinstance(items, dict) and _is_relationship(items)):
             relations.append(pname)
@@ -240,9 +246,7 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
                              "enforces the policies listed in policies, the types and required"))
     if scripted:
         found.append(NotUsed(file, _keys(at, scripted), f"not used: how PingIDM queries virtual properties of {name}"))
-    if stock:
-        found.append(NotUsed(file, _keys(at, stock), "not run: PingIDM's own computation of the effective roles "
-                             "and assignments (its roles/ scripts, which idsync does not ship)"))
+    found += [NotUsed(file, f"{at}.{key}", f"not run: {why}") for key, why in stock]
     if private:
         found.append(NotUsed(file, _keys(at, [f"{p}.scope" for p in private]), "not followed: PingIDM hides "
                              "private properties from REST callers; idsync's HTTP API hides only secrets (add "
