@@ -97,8 +97,10 @@ def _project(tmp_path: Path) -> Path:
     (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
     (conf / "managed.json").write_text(json.dumps({"objects": [USER, STAFF, EVENT]}))
     (conf / "sync.json").write_text(json.dumps({"mappings": [MAPPING]}))
-    (conf / "policy.json").write_text(json.dumps({"type": _JS, "file": "policy.js",
-                                                  "additionalFiles": ["script/colour.js"]}))
+    (conf / "policy.json").write_text(json.dumps({
+        "type": _JS, "file": "policy.js", "additionalFiles": ["script/colour.js"],
+        "resources": [{"resource": "managed/user/*", "properties": [
+            {"name": "givenName", "policies": [{"policyId": "maximum-length", "params": {"maxLength": 8}}]}]}]}))
     (project / "script" / "colour.js").write_text(CUSTOM_POLICY)
     return project
 
@@ -125,7 +127,8 @@ def test_default_policies_refuse_bad_values_naming_each_property(
         service: tuple[ManagedObjects, ManagedObjects]) -> None:
     """A weak password and a malformed mail and date are refused together, one
     requirement each, without the values; a good object passes, and the same user
-    name twice is refused (unique); a custom policy from policy.json applies."""
+    name twice is refused (unique); a custom policy and a resource's policies from
+    policy.json apply."""
     users, _ = service
     with pytest.raises(PolicyFailed) as caught:
         users.create({"userName": "ann", "password": "x", "mail": "not-an-email", "birthDate": "yesterday"})
@@ -147,6 +150,10 @@ def test_default_policies_refuse_bad_values_naming_each_property(
     with pytest.raises(PolicyFailed) as caught:
         users.create({"userName": "red/one"})
     assert _requirements(caught.value) == {"userName": ["CANNOT_CONTAIN_CHARACTERS", "NO_COLOUR"]}
+    with pytest.raises(PolicyFailed) as caught:  # policy.json's resources
+        users.create({"userName": "bart", "givenName": "Bartholomew"})
+    assert caught.value.failures == [{"property": "givenName", "policyRequirements": [
+        {"policyRequirement": "MAX_LENGTH", "params": {"maxLength": 8}}]}]
     # An update checks what it changes: the stored (hashed) password is not checked again.
     changed = users.patch(made["_id"], [{"operation": "replace", "field": "/sn", "value": "Smith"}]).object
     assert changed is not None and changed["sn"] == "Smith"
@@ -244,7 +251,8 @@ def test_recon_and_implicit_sync_writes_obey_the_model(project: Path) -> None:
     done = idsync(project, "recon", "staff_user", "--json")
     summary = json.loads(done.stdout)
     assert summary["state"] == "SUCCESS" and summary["changes"]["failed"] == 3, done.stdout
-    users = {u["userName"]: u for u in json.loads(idsync(project, "managed", "query", "user").stdout)}
+    user_objects = ManagedObjects(loaded, store, resources, "user", sync=False)
+    users = {u["userName"]: u for u in user_objects._resource.find(QuerySpec())}
     assert set(users) == {"fay"} and users["fay"]["createdBy"] == "onCreate" and users["fay"]["employeeNumber"] == 7
     errors = json.dumps(summary)
     assert "mail must be an email address (VALID_EMAIL_ADDRESS_FORMAT)" in errors
@@ -254,10 +262,8 @@ def test_recon_and_implicit_sync_writes_obey_the_model(project: Path) -> None:
                     json.dumps([{"operation": "replace", "field": "/email", "value": "broken"}]))
     assert pushed.returncode == 75 and json.loads(pushed.stdout)["email"] == "broken"
     assert "implicit sync through staff_user failed: managed/user: mail must be an email address" in pushed.stderr
-    staff_now = json.loads(idsync(project, "managed", "get", "staff", "s1").stdout)
-    assert staff_now["email"] == "broken"  # the change stands; its push failed
-    fay = json.loads(idsync(project, "managed", "get", "user", users["fay"]["_id"]).stdout)
-    assert fay["mail"] == "fay@example.com"
+    assert staff.get("s1")["email"] == "broken"  # the change stands; its push failed
+    assert user_objects.get(users["fay"]["_id"])["mail"] == "fay@example.com"
 
 
 def test_secrets_hash_long_values_and_secure_hash(service: tuple[ManagedObjects, ManagedObjects]) -> None:
