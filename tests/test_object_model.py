@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from api_server import ADMIN, serve
+from idsync.config.managed import DEFAULT_MANAGED, parse_managed
+from idsync.config.objectmodel import load_object_models
 from idsync.config.project import load_project
 from idsync.crypto import is_hashed, matches
 from idsync.errors import ConfigError, ObjectRejected
@@ -21,12 +24,15 @@ from idsync.managed import ManagedObjects
 from idsync.managed.router import scripting
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
+from idsync.scripts import ScriptEngine
 from idsync.store.database import Store
+from idsync.store.objects import ManagedResource
 from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.validation import PolicyFailed
 
 from samples import idsync
 
+ROOT = Path(__file__).resolve().parent.parent
 JSON = {**ADMIN, "Content-Type": "application/json"}
 _JS = "text/javascript"
 
@@ -321,3 +327,18 @@ def test_bad_policy_configuration_is_an_error(tmp_path: Path) -> None:
     managed.write_text(json.dumps(raw))
     done = idsync(project, "validate")
     assert done.returncode == 78 and "objects[0].onCreate: text/groovy scripts are not supported" in done.stdout
+
+
+@pytest.mark.parametrize("which", ["built-in", "example"])
+def test_pingidm_default_policies_apply_out_of_the_box(tmp_path: Path, which: str) -> None:
+    """The built-in types of a project without managed.json and the example
+    conf/managed.json refuse a password "x" and a mail "not-an-email", as PingIDM's
+    default policies do, and accept a user that keeps them."""
+    raw = DEFAULT_MANAGED if which == "built-in" else json.loads((ROOT / "conf" / "managed.json").read_text())
+    schema = parse_managed(raw).types["user"]
+    model = load_object_models(raw, tmp_path, tmp_path, ScriptEngine(), file="managed.json")["user"]
+    users = ManagedResource(Store.open(f"sqlite:///{tmp_path / 's.db'}"), replace(schema, model=model))
+    with pytest.raises(PolicyFailed) as caught:
+        users.create({"userName": "ann", "password": "x", "mail": "not-an-email"})
+    assert {f["property"] for f in caught.value.failures} == {"password", "mail"}
+    assert users.create({"userName": "ann", "password": "Secret123", "mail": "ann@example.com"})["_id"]
