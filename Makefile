@@ -12,6 +12,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # libldap2-dev, libsasl2-dev, gcc and python3-dev: python-ldap ships no wheels; pip builds it.
 APT_PACKAGES := slapd ldap-utils openssl python3-venv systemd debootstrap libldap2-dev libsasl2-dev gcc python3-dev chromium chromium-driver
+# The Active Directory and 389 DS test peers, without what they only recommend (a
+# desktop's worth for 389-ds-base); samba-ad-provision is only recommended but needed.
+APT_PEERS := samba samba-ad-dc samba-ad-provision ldb-tools 389-ds-base
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo recon-demo test test-lowest deps venv lock sdist wheel lint bench clean
@@ -22,6 +25,12 @@ deps:
 	  echo "installing:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@missing=""; for p in $(APT_PEERS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 # pip >= 25.1 installs PEP 735 dependency groups (--group); requirements.lock pins

@@ -9,7 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from directory_servers import dirsrv_server, samba_server
 from idsync_dev.debian_root import start_background
+from idsync_dev.dirsrv import DirSrv
+from idsync_dev.samba_ad import SambaDC
 from idsync_dev.slapd import Slapd
 
 _subtree_numbers = itertools.count(1)
@@ -24,6 +27,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         started = start_background(Path(__file__).resolve().parent.parent)
         if started is not None:
             session.config.stash[_BACKGROUND_BUILD] = started
+    # The Samba AD DC and the 389 DS instance take seconds to make: start them now, on
+    # threads, when a selected test wants one; the fixtures wait for them.
+    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    if "samba_ad" in wanted:
+        samba_server.begin()
+    if "dirsrv" in wanted:
+        dirsrv_server.begin()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    samba_server.stop()
+    dirsrv_server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +60,41 @@ def plain_slapd() -> Iterator[Slapd]:
         yield server
 
 
+def _people_subtree(server: Slapd | DirSrv) -> str:
+    ou = f"t{next(_subtree_numbers)}"
+    dn = f"ou={ou},ou=People,{server.base_dn}"
+    server.add_ldif(f"dn: {dn}\nobjectClass: top\nobjectClass: organizationalUnit\nou: {ou}\n")
+    return dn
+
+
 @pytest.fixture
 def ldap_subtree(slapd: Slapd) -> str:
     """The DN of a new, empty ``ou`` under ``ou=People``, unique to this test:
     faster than wiping the directory, and tests never see each other's entries."""
-    ou = f"t{next(_subtree_numbers)}"
-    dn = f"ou={ou},ou=People,{slapd.base_dn}"
-    slapd.add_ldif(f"dn: {dn}\nobjectClass: top\nobjectClass: organizationalUnit\nou: {ou}\n")
+    return _people_subtree(slapd)
+
+
+@pytest.fixture(scope="session")
+def samba_ad() -> SambaDC:
+    """A running Samba AD domain controller (``directory_servers``), shared by the session."""
+    return samba_server.get()
+
+
+@pytest.fixture
+def ad_ou(samba_ad: SambaDC) -> str:
+    """The DN of a new, empty organizational unit in the AD domain, unique to this test."""
+    dn = f"OU=t{next(_subtree_numbers)},{samba_ad.base_dn}"
+    samba_ad.add_ldif(f"dn: {dn}\nobjectClass: organizationalUnit\n")
     return dn
+
+
+@pytest.fixture(scope="session")
+def dirsrv() -> DirSrv:
+    """A running 389 Directory Server instance (``directory_servers``), shared by the session."""
+    return dirsrv_server.get()
+
+
+@pytest.fixture
+def dirsrv_subtree(dirsrv: DirSrv) -> str:
+    """The DN of a new, empty ``ou`` under ``ou=People`` of the 389 DS instance, unique to this test."""
+    return _people_subtree(dirsrv)

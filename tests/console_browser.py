@@ -33,8 +33,9 @@ def skip_reason() -> str | None:
 
 
 @contextmanager
-def chromium(*, javascript: bool = True) -> Iterator[Any]:
-    """A headless Chromium session (without JavaScript if asked); skips the test (fails under
+def chromium(*, javascript: bool = True, accept_insecure_certs: bool = False) -> Iterator[Any]:
+    """A headless Chromium session (without JavaScript if asked; accepting self-signed
+    certificates if asked: the local Salesforce stand-in's); skips the test (fails under
     CI=true) when there is none."""
     reason = skip_reason()
     if reason is not None:
@@ -50,6 +51,8 @@ def chromium(*, javascript: bool = True) -> Iterator[Any]:
     flags = (*_FLAGS, f"--user-data-dir={profile}", *(() if javascript else ("--blink-settings=scriptEnabled=false",)))
     for flag in flags:
         options.add_argument(flag)
+    if accept_insecure_certs:
+        options.set_capability("acceptInsecureCerts", True)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     driver.implicitly_wait(0)
     try:

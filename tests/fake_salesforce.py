@@ -2,11 +2,25 @@
 
 HTTPS on loopback with a self-signed certificate (made with ``openssl``), serving:
 
+* ``GET /services/oauth2/authorize`` (the web server flow's consent): ``response_type=code``,
+  ``client_id``, ``redirect_uri`` (one of the Connected App's ``callback_urls``),
+  ``scope``, ``state``, ``code_challenge`` (PKCE, SHA-256, base64url), ``prompt``;
+  answers an HTML login-and-allow page whose form POSTs back to the same path with the
+  org user's ``username``/``password`` (``logins``) and ``decision`` (``allow`` or
+  ``deny``). Allow redirects (302) to ``redirect_uri?code=...&state=...``: the code is
+  single use and lives 15 minutes; Deny to ``redirect_uri?error=access_denied&
+  error_description=end-user+denied+authorization&state=...``. An unknown client is an
+  error page (``invalid_client_id``), so is a ``redirect_uri`` not among the callbacks
+  (``redirect_uri_mismatch``): neither is redirected; another ``response_type`` is
+  redirected as ``unsupported_response_type``.
 * ``POST /services/oauth2/token``: the ``refresh_token`` and ``authorization_code``
   grants (form-encoded; answers ``access_token``, ``instance_url``, ``id``,
   ``token_type``, ``issued_at``, ``signature``, ``scope``, and ``refresh_token``
-  for a code); errors ``{"error": "invalid_grant" | "invalid_client" |
-  "unsupported_grant_type", "error_description"}`` with 400.
+  for a code whose scopes include ``refresh_token``); a code must come with the
+  ``redirect_uri`` it was issued for and, when it was asked with a ``code_challenge``,
+  the matching ``code_verifier``; errors ``{"error": "invalid_grant" |
+  "invalid_client" | "redirect_uri_mismatch" | "unsupported_grant_type",
+  "error_description"}`` with 400.
 * ``GET /services/data/vXX.X/query`` and ``queryAll`` with ``?q=`` SOQL (``SELECT
   fields FROM User [WHERE ...] [LIMIT n]``; ``= != < <= > >= LIKE IN``, ``AND OR
   NOT``, ``null``, booleans, case-insensitive text comparison), batches sized by
@@ -36,7 +50,10 @@ HTTPS on loopback with a self-signed certificate (made with ``openssl``), servin
 from __future__ import annotations
 
 import atexit
+import base64
 import functools
+import hashlib
+import html
 import itertools
 import json
 import re
@@ -53,7 +70,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fake_soql import SoqlError, parse_select
 
@@ -100,6 +117,9 @@ class FakeSalesforce:
     client_secret: str = "fake-client-secret"
     refresh_tokens: set[str] = field(default_factory=lambda: {"5Aep861fake-refresh-token"})
     codes: dict[str, str] = field(default_factory=dict)  # authorization code -> redirect_uri
+    callback_urls: set[str] = field(default_factory=set)  # the Connected App's callback URLs
+    logins: dict[str, str] = field(default_factory=lambda: {"admin@example.com": "fake-password-1"})
+    consents: int = 0  # how many times a user allowed access
     session_calls: int | None = None  # a session expires after this many API calls
     api_allowance: int | None = None  # REQUEST_LIMIT_EXCEEDED once this many API calls were made
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -119,6 +139,8 @@ class FakeSalesforce:
 
     def __post_init__(self) -> None:
         self._sessions: dict[str, int] = {}
+        # authorization code -> (its code_challenge, the scopes asked, when it was issued)
+        self._code_details: dict[str, tuple[str | None, str, float]] = {}
         self._cursors: dict[str, tuple[list[dict[str, Any]], int]] = {}
         self._lock = threading.RLock()
         self._seq = itertools.count(1)
@@ -226,15 +248,20 @@ class FakeSalesforce:
             if form.get("refresh_token") not in self.refresh_tokens:
                 return 400, {"error": "invalid_grant", "error_description": "expired access/refresh token"}
         elif grant == "authorization_code":
-            redirect = self.codes.pop(form.get("code", ""), None)
-            if redirect is None:
+            code = form.get("code", "")
+            redirect = self.codes.pop(code, None)
+            challenge, scope, issued = self._code_details.pop(code, (None, "refresh_token", self.now()))
+            if redirect is None or self.now() - issued > 15 * 60:
                 return 400, {"error": "invalid_grant", "error_description": "invalid authorization code"}
             if redirect != form.get("redirect_uri"):
                 return 400, {"error": "redirect_uri_mismatch",
                              "error_description": "redirect_uri must match configuration"}
-            refresh = "5Aep861" + secrets.token_urlsafe(24)
-            self.refresh_tokens.add(refresh)
-            body["refresh_token"] = refresh
+            if challenge is not None and _s256(form.get("code_verifier", "")) != challenge:
+                return 400, {"error": "invalid_grant", "error_description": "invalid code verifier"}
+            if "refresh_token" in scope.split() or "full" in scope.split():
+                refresh = "5Aep861" + secrets.token_urlsafe(24)
+                self.refresh_tokens.add(refresh)
+                body["refresh_token"] = refresh
         else:
             return 400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"}
         access = "00Dfake!" + secrets.token_urlsafe(32)
@@ -246,6 +273,32 @@ class FakeSalesforce:
                      "scope": "refresh_token id api", "instance_url": self.instance_url or self.url,
                      "id": f"{self.url}/id/00D000000000001AAA/005000000000001AAA", "token_type": "Bearer",
                      "issued_at": str(int(time.time() * 1000))}
+
+    def authorize(self, method: str, query: dict[str, str], form: dict[str, str]) -> tuple[int, Any, str | None]:
+        """The consent page: (status, HTML body, Location to redirect to)."""
+        ask = {**query, **{k: v for k, v in form.items() if k not in ("username", "password", "decision")}}
+        if ask.get("client_id") != self.client_id:
+            return 400, _page("error=invalid_client_id&amp;error_description=client%20identifier%20invalid"), None
+        callback = ask.get("redirect_uri", "")
+        if callback not in self.callback_urls:
+            return 400, _page("error=redirect_uri_mismatch&amp;error_description=redirect_uri%20must%20match%20"
+                              "configuration"), None
+        state = {"state": ask["state"]} if "state" in ask else {}
+        if ask.get("response_type") != "code":
+            return 302, b"", _with_query(callback, {"error": "unsupported_response_type",
+                                                    "error_description": "response type not supported", **state})
+        if method == "GET" or self.logins.get(form.get("username", "")) != form.get("password"):
+            problem = "" if method == "GET" else "Please check your username and password."
+            return 200, _consent_page(ask, problem), None
+        if form.get("decision") != "allow":
+            return 302, b"", _with_query(callback, {"error": "access_denied",
+                                                    "error_description": "end-user denied authorization", **state})
+        code = "aPrx" + secrets.token_urlsafe(36)
+        with self._lock:
+            self.codes[code] = callback
+            self._code_details[code] = (ask.get("code_challenge"), ask.get("scope", ""), self.now())
+            self.consents += 1
+        return 302, b"", _with_query(callback, {"code": code, **state})
 
     # -- API ------------------------------------------------------------------
 
@@ -456,6 +509,35 @@ def _as_errors(save_errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for e in save_errors]
 
 
+def _s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    return url + ("&" if "?" in url else "?") + urlencode(params)
+
+
+def _page(text: str) -> bytes:
+    return (f"<!doctype html><html><head><title>Error</title></head><body><p id=\"error\">{text}</p>"
+            "</body></html>").encode()
+
+
+def _consent_page(ask: dict[str, str], problem: str) -> bytes:
+    hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+                     for k, v in ask.items())
+    return (
+        "<!doctype html><html><head><title>Login | Salesforce</title></head><body>"
+        f'<p id="problem">{html.escape(problem)}</p>'
+        '<form method="post" action="/services/oauth2/authorize">' + hidden +
+        '<label>Username <input id="username" name="username"></label>'
+        '<label>Password <input id="password" name="password" type="password"></label>'
+        "<p>idsync is requesting access to: Access the identity URL service; Manage user data via APIs; "
+        "Perform requests at any time</p>"
+        '<button id="oaapprove" name="decision" value="allow" type="submit">Allow</button>'
+        '<button id="oadeny" name="decision" value="deny" type="submit">Deny</button>'
+        "</form></body></html>").encode()
+
+
 def _handler(org: FakeSalesforce) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -463,12 +545,16 @@ def _handler(org: FakeSalesforce) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def _answer(self, status: int, body: Any) -> None:
+        def _answer(self, status: int, body: Any, location: str | None = None) -> None:
             # bytes are sent as they are: an answer that is not JSON
             data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
+            if location is not None:
+                self.send_header("Location", location)
             if data:
-                self.send_header("Content-Type", "application/json;charset=UTF-8")
+                html_page = isinstance(body, bytes) and body.startswith(b"<!doctype html>")
+                self.send_header("Content-Type", "text/html;charset=UTF-8" if html_page
+                                 else "application/json;charset=UTF-8")
             self.send_header("Content-Length", str(len(data)))
             if org.api_allowance is not None:
                 self.send_header("Sforce-Limit-Info", f"api-usage={org.api_calls}/{org.api_allowance}")
@@ -480,6 +566,11 @@ def _handler(org: FakeSalesforce) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
             headers = {k.lower(): v for k, v in self.headers.items()}
+            if parts.path == "/services/oauth2/authorize" and self.command in ("GET", "POST"):
+                form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+                status, page, location = org.authorize(self.command, query, form)
+                self._answer(status, page, location)
+                return
             if parts.path == "/services/oauth2/token" and self.command == "POST":
                 form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
                 self._answer(*org.token(form))

@@ -73,11 +73,11 @@ def test_seed_000_walkthrough(api: httpx.Client, ldap_subtree: str) -> None:
 
 def test_seed_000_system_test(api: httpx.Client) -> None:
     """system?_action=test answers each system in the seeds' shape: PingIDM's object
-    type names (``__ALL__`` first), the connector reference, ok."""
+    type names (``__ALL__`` first), the connector reference, ok; and what the server is."""
     (ldap,) = api.post("/openidm/system?_action=test", headers=ADMIN).json()
     assert ldap == {"name": "ldap", "enabled": True, "config": "config/provisioner.openicf/ldap",
                     "connectorRef": ldap["connectorRef"], "displayName": "LDAP Connector",
-                    "objectTypes": ["__ALL__", "account", "group"], "ok": True}
+                    "objectTypes": ["__ALL__", "account", "group"], "ok": True, "server": "OpenLDAP"}
     assert ldap["connectorRef"]["connectorName"] == "org.identityconnectors.ldap.LdapConnector"
 
 

@@ -203,10 +203,11 @@ def test_ctrl_c_cancels_at_a_page_boundary(tmp_path: Path, slapd: Slapd, ldap_su
 
 
 def test_test_command_reports_each_system(project: Path) -> None:
-    """`idsync test` connects to every system and says ok, or FAILED with the reason."""
+    """`idsync test` connects to every system and says ok, or FAILED with the reason,
+    and which server answers (OpenLDAP, from its root DSE)."""
     proc = run(project, "test")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "ldap: ok"
+    assert proc.stdout.strip() == "ldap: ok (OpenLDAP)"
     report = json.loads(run(project, "test", "--json").stdout)
     assert report[0]["name"] == "ldap" and report[0]["ok"] is True
 

@@ -1,7 +1,8 @@
 """The admin console in a real browser against the real ``idsync run``: logging in (and
 being refused), the dashboard, Batch synchronization's Save of a cron expression
 (the file on disk and ``idsync jobs`` show it, comments kept, a broken expression
-never written), running a job and watching it finish, and the CSRF refusal."""
+never written), running a job and watching it finish, the CSRF refusal, and PingIDM's
+Salesforce walkthrough (Settings, Authorize, test, reconcile)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,32 @@ misfire = "skip"             # keep this comment
 """
 
 
+# Visible text whose contrast with the first opaque background behind it is below WCAG AA.
+_LOW_CONTRAST = """
+const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
+const lum = ([r, g, b]) => [r, g, b]
+  .map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+  .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+const behind = e => { for (; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor);
+  if (c.length === 3 || c[3] > 0) return c.slice(0, 3); } return [255, 255, 255]; };
+const out = [];
+for (const e of document.querySelectorAll('body *')) {
+  const own = [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+  const st = getComputedStyle(e);
+  if (!own || !e.getClientRects().length || st.visibility === 'hidden' || e.closest('.skip')) continue;
+  const [a, b] = [lum(rgb(st.color).slice(0, 3)), lum(behind(e))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  const large = parseFloat(st.fontSize) >= 24 || (parseFloat(st.fontSize) >= 18.66 && Number(st.fontWeight) >= 700);
+  if (ratio < (large ? 3 : 4.5)) out.push(e.tagName + ' ' + e.textContent.trim().slice(0, 30) + ' ' + ratio.toFixed(2));
+}
+return out;
+"""
+
+
 class Console:
     """The daemon's console and a browser pointed at it."""
 
-    def __init__(self, project: Path, base: str, browser: Any, slapd: Slapd, subtree: str) -> None:
+    def __init__(self, project: Path, base: str, browser: Any, slapd: Slapd | None, subtree: str) -> None:
         self.project = project
         self.base = base
         self.browser = browser
@@ -106,7 +129,41 @@ class Console:
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[Console]:
+def browser() -> Iterator[Any]:
+    """One browser for the module's tests (it trusts the Salesforce stand-in's certificate)."""
+    with chromium(accept_insecure_certs=True) as driver:
+        yield driver
+
+
+class Daemon:
+    """A running ``idsync run``; ``output`` is what it wrote, once stopped."""
+
+    def __init__(self, project: Path, base: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info",
+                                          **(env or {})})
+        self.output = ""
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/openidm/info/ping", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM, which the daemon must survive cleanly (exit 0, no traceback)."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.output = self.proc.communicate(timeout=30)[0]
+        assert self.proc.returncode == 0, self.output
+        assert "Traceback" not in self.output
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.output.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd, browser: Any) -> Iterator[Console]:
     tmp = tmp_path_factory.mktemp("console")
     subtree = f"ou=console,ou=People,{slapd.base_dn}"
     slapd.add_ldif(f"dn: {subtree}\nobjectClass: top\nobjectClass: organizationalUnit\nou: console\n")
@@ -119,41 +176,74 @@ def console(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[
     (project / "jobs.d" / f"{JOB}.toml").write_text(JOB_TEXT)
     (project / "jobs.d" / f"{SLOW}.toml").write_text(
         f'schedule = "0 0 1 1 *"\nmappings = ["{FORWARD}"]\nmisfire = "skip"\npage_size = 25\n')
-    with chromium() as browser:
-        proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info"})
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{base}/openidm/info/ping", timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-            yield Console(project, base, browser, slapd, subtree)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
-        assert "Traceback" not in out
-        # Every change made in the console is logged with the account that made it.
-        events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        changes = [e for e in events if e["event"].startswith(("console.job_", "console.object_", "console.recon_"))]
-        assert all(e["user"] == "openidm-admin" for e in changes), changes
+    base = f"http://127.0.0.1:{port}"
+    daemon = Daemon(project, base)
+    try:
+        yield Console(project, base, browser, slapd, subtree)
+    finally:
+        daemon.stop()
+    # Every change made in the console is logged with the account that made it.
+    changes = [e for e in daemon.events()
+               if e["event"].startswith(("console.job_", "console.object_", "console.recon_"))]
+    assert all(e["user"] == "openidm-admin" for e in changes), changes
 
 
 @pytest.fixture(autouse=True)
-def _logged_in(request: pytest.FixtureRequest, console: Console) -> None:
-    """Every test but the login test starts logged in (whichever tests run)."""
-    if request.node.name != "test_login_refused_then_accepted" and console.browser.get_cookie(
-            "idsync_console") is None:
+def _logged_in(request: pytest.FixtureRequest) -> None:
+    """Every test of the LDAP sample's console but the login test starts logged in (whichever
+    tests run)."""
+    if request.node.name in ("test_login_refused_then_accepted", "test_enable_and_authorize_salesforce"):
+        return
+    console: Console = request.getfixturevalue("console")
+    if console.browser.get_cookie("idsync_console") is None:
         console.login()
+
+
+@pytest.fixture(scope="module")
+def sf_console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[tuple[Console, Any]]:
+    """The Salesforce sample's daemon with its console on 127.0.0.2 (cookies of its own, in the
+    same browser), its Salesforce system disabled and without a Consumer Key, Secret or refresh
+    token (the environment names none), against the local Salesforce stand-in, whose Connected
+    App lists the console's callback URL."""
+    from salesforce_sample import running_org, sf_env
+    from salesforce_sample import sample_project as salesforce_project
+
+    tmp = tmp_path_factory.mktemp("console-salesforce")
+    for org in running_org(tmp):
+        org.add_user(Username="ada@example.com", LastName="Lovelace", Email="ada@example.com", Alias="ada")
+        project = salesforce_project(tmp, org, f"sqlite:///{tmp / 's.db'}")
+        prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
+        prov = json.loads(prov_file.read_text())
+        prov["enabled"] = False
+        for key in ("refreshToken", "clientId", "clientSecret"):
+            del prov["configurationProperties"][key]
+        prov_file.write_text(json.dumps(prov))
+        port = free_port()
+        with (project / "conf" / "idsync.toml").open("a") as f:
+            f.write(f'[api]\nenabled = true\nhost = "127.0.0.2"\nport = {port}\n'
+                    f'[api.accounts]\n"openidm-admin" = "{ADMIN_HASH}"\n')
+        base = f"http://127.0.0.2:{port}"
+        org.callback_urls.add(f"{base}/admin/oauth/callback")
+        env = {k: v for k, v in sf_env(org).items() if k == "SALESFORCE_INSTANCE_URL"}
+        daemon = Daemon(project, base, env)
+        try:
+            yield Console(project, base, browser, None, ""), org
+        finally:
+            daemon.stop()
+        # The code and the token are in no log line.
+        token = (project / "state" / "oauth" / "salesforce.refresh-token").read_text().strip()
+        assert token not in daemon.output and "aPrx" not in daemon.output and org.client_secret not in daemon.output
+        assert any(e["event"] == "console.system_settings_saved" and e["user"] == "openidm-admin"
+                   for e in daemon.events())
+        assert any(e["event"] == "console.system_authorized" and e["user"] == "openidm-admin"
+                   for e in daemon.events())
 
 
 def test_login_refused_then_accepted(console: Console) -> None:
     """A wrong password shows an error and no session; the right one opens the dashboard,
-    whose answers carry the strict Content-Security-Policy and a Strict, HttpOnly cookie."""
+    whose answers carry the strict Content-Security-Policy and a Strict, HttpOnly cookie; when
+    the session ends, the refreshing dashboard turns into the login form (not a login form
+    inside the dashboard)."""
     console.browser.delete_all_cookies()
     console.open("/admin/")
     assert console.browser.current_url.startswith(console.base + "/admin/login")
@@ -169,6 +259,10 @@ def test_login_refused_then_accepted(console: Console) -> None:
     assert answer.status_code == 200
     assert "script-src 'self'" in answer.headers["content-security-policy"]
     assert "<script>" not in answer.text
+    # The session ends while the dashboard refreshes itself: the page becomes the login form.
+    console.browser.delete_cookie("idsync_console")
+    console.wait(lambda: console.browser.current_url.startswith(console.base + "/admin/login"), seconds=10)
+    assert console.find("#username") and not console.browser.find_elements("css selector", "#dashboard")
 
 
 def test_save_cron_expression(console: Console) -> None:
@@ -332,13 +426,16 @@ def test_systems(console: Console) -> None:
 
 
 def test_pages_fit_a_phone_and_a_laptop(console: Console) -> None:
-    """The dashboard, the jobs page and a run fit a phone's width (no sideways scrolling of
-    the page) and a laptop's; every form field has a label. With IDSYNC_SCREENSHOTS=DIR the
-    laptop views are saved there (the README's pictures)."""
+    """The dashboard, the jobs page, a run, a mapping, the users and the systems fit a
+    phone's width (no sideways scrolling of the page) and a laptop's; every form field has a
+    label, every text has WCAG AA contrast with what is behind it, and the keyboard's first
+    stop is the link to the content. With IDSYNC_SCREENSHOTS=DIR the laptop views of the
+    first three are saved there (the README's pictures)."""
     console.reconciled()
     console.open(f"/admin/runs?mapping={FORWARD}&state=SUCCESS")
     run_href = console.find("#runs tbody a").get_attribute("href")
-    pages = {"dashboard": "/admin/", "jobs": f"/admin/jobs/{JOB}", "run": run_href.replace(console.base, "")}
+    pages = {"dashboard": "/admin/", "jobs": f"/admin/jobs/{JOB}", "run": run_href.replace(console.base, ""),
+             "mapping": f"/admin/mappings/{FORWARD}", "users": "/admin/managed/user", "systems": "/admin/systems"}
     shots = os.environ.get("IDSYNC_SCREENSHOTS")
     for width, height in ((390, 844), (1280, 900)):
         console.browser.set_window_size(width, height)
@@ -352,9 +449,19 @@ def test_pages_fit_a_phone_and_a_laptop(console: Console) -> None:
                 "return [...document.querySelectorAll('input:not([type=hidden]), select')]"
                 ".filter(e => !(e.labels && e.labels.length)).map(e => e.name)")
             assert unlabeled == [], f"{name}: fields without a label: {unlabeled}"
-            if shots and width > 1000:
+            if shots and width > 1000 and name in ("dashboard", "jobs", "run"):
                 Path(shots).mkdir(parents=True, exist_ok=True)
                 console.browser.save_screenshot(str(Path(shots) / f"console-{name}.png"))
+            faint = console.browser.execute_script(_LOW_CONTRAST)
+            assert faint == [], f"{name}: text below WCAG AA contrast (4.5:1, 3:1 when large): {faint}"
+            if width < 1000:
+                continue
+            from selenium.webdriver.common.keys import Keys
+
+            console.find("body").send_keys(Keys.TAB)  # the keyboard's first stop skips to the content
+            assert console.browser.switch_to.active_element.text == "Skip to content"
+            console.browser.switch_to.active_element.send_keys(Keys.ENTER)
+            assert console.browser.current_url.endswith("#main")
 
 
 def test_csrf_refused(console: Console) -> None:
@@ -442,6 +549,12 @@ def test_every_change_works_without_javascript(console: Console) -> None:
         assert 'schedule = "0 45 4 * * ?"' in (console.project / "jobs.d" / f"{JOB}.toml").read_text()
         other.find("#run-now").click()
         other.wait(lambda: "Started" in other.text(".flash.ok"))
+
+        def idle() -> bool:  # no script refreshes the page: look again until the run ended
+            other.open(f"/admin/jobs/{JOB}")
+            return other.text("#job-running") == "idle"
+
+        other.wait(idle, seconds=60)  # a preview of a mapping that is running is refused
         other.open(f"/admin/mappings/{FORWARD}")
         other.find("#preview").click()
         other.wait(lambda: "preview" in other.text("h1"))
@@ -450,3 +563,89 @@ def test_every_change_works_without_javascript(console: Console) -> None:
         other.type("#p-description", "edited without JavaScript")
         other.find("#save").click()
         other.wait(lambda: "Saved" in other.text(".flash.ok"))
+
+
+def test_enable_and_authorize_salesforce(sf_console: tuple[Console, Any]) -> None:
+    """PingIDM's admin UI walkthrough of the Salesforce sample. Systems shows the disabled
+    Salesforce system's settings as not set; its Settings page refuses a Custom login URL that
+    is not https, with the reason, writing nothing; Enable, Custom pointing at the stand-in,
+    Consumer Key and Secret, Save: the settings are kept in the state directory (0700/0600,
+    the secret encrypted), the daemon reloads, Systems says they come from the console and the
+    secret is never on a page. Then the system needs consent; Authorize sends the browser to the
+    provider's login and consent page; Allow brings it back to the console, which keeps the
+    refresh token in the state directory (0600), never on the page, and tests the connection;
+    Back to Systems is logged in again (the session cookie is sent once the navigation is the
+    console's own), shows it authorized, and browses Salesforce users with the kept token;
+    the same callback opened again is refused; Reconcile of the Salesforce mapping brings the
+    org's user into the store."""
+    from salesforce_sample import FORWARD as SF_FORWARD
+
+    console, org = sf_console
+    browser = console.browser
+    overlay = console.project / "state" / "connectors" / "salesforce.json"
+    try:
+        console.login()
+        console.open("/admin/systems")
+        assert "disabled" in console.text("#systems")
+        assert console.text("#settings-row-salesforce").split()[1:] == ["conf/", "conf/", "not", "set", "not",
+                                                                         "set", "Settings"]
+        console.submit(console.find("#settings-salesforce"))
+        assert "not set" in console.text("#secret-state")
+        browser.set_window_size(390, 844)  # the form fits a phone
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+        browser.set_window_size(1280, 900)
+        console.find("#enabled").click()
+        console.find("#login-custom").click()
+        console.type("#custom-url", org.url.replace("https:", "http:"))
+        console.type("#client-id", org.client_id)
+        console.type("#client-secret", org.client_secret)
+        console.submit(console.find("#save"))
+        assert "must be an https URL" in console.text("#settings-error")
+        assert not overlay.exists() and console.find("#enabled").is_selected()
+        console.type("#custom-url", org.url)
+        console.type("#client-secret", org.client_secret)
+        console.submit(console.find("#save"))
+        console.wait(lambda: "Saved the settings of salesforce (enabled)" in console.text(".flash.ok"))
+        assert overlay.stat().st_mode & 0o777 == 0o600 and overlay.parent.stat().st_mode & 0o777 == 0o700
+        assert org.client_secret not in overlay.read_text() and org.client_id in overlay.read_text()
+        assert console.text("#settings-row-salesforce").split()[1:5] == ["console"] * 4
+        assert org.client_secret not in browser.page_source
+        console.submit(console.find("#settings-salesforce"))
+        assert console.find("#login-custom").is_selected() and "set (from console)" in console.text("#secret-state")
+        assert org.client_secret not in browser.page_source
+        console.open("/admin/systems")
+        assert "needs consent" in console.text("#consent-salesforce")
+        assert "no refresh token yet" in console.text("#systems")
+        console.submit(console.find("#authorize-salesforce"))
+        assert browser.current_url.startswith(org.url + "/services/oauth2/authorize?")
+        console.find("#username").send_keys("admin@example.com")
+        console.find("#password").send_keys("fake-password-1")
+        console.submit(console.find("#oaapprove"))
+        console.wait(lambda: "salesforce is authorized" in console.text("#consent-outcome"))
+        assert "OK" in console.text("#consent-test")
+        callback = browser.current_url
+        assert callback.startswith(console.base + "/admin/oauth/callback?code=")
+        stored = console.project / "state" / "oauth" / "salesforce.refresh-token"
+        token = stored.read_text().strip()
+        assert token in org.refresh_tokens and stored.stat().st_mode & 0o777 == 0o600
+        assert token not in browser.page_source
+        console.submit(console.find("#back-to-systems"))
+        console.wait(lambda: "authorized" in console.text("#consent-salesforce"))
+        browser.set_window_size(390, 844)  # the callback URL to register fits a phone too
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+        browser.set_window_size(1280, 900)
+        console.submit(console.find("#test"))
+        console.wait(lambda: "Every system answered" in console.text(".flash.ok"))
+        console.open("/admin/system/salesforce/User")
+        console.wait(lambda: "ada@example.com" in console.text("#objects"))
+        browser.get(callback)
+        assert "refused" in console.text("#consent-failure")
+        assert stored.read_text().strip() == token and org.consents == 1
+        console.open(f"/admin/mappings/{SF_FORWARD}")
+        console.submit(console.find("#reconcile"))
+        console.wait(lambda: console.text("#run-state") == "SUCCESS")
+        assert int(console.text("#run-created")) >= 1
+    finally:
+        browser.get("about:blank")

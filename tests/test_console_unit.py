@@ -1,19 +1,22 @@
 """The console without a browser: Save keeps the rest of a job file and its comments,
 refuses a broken job before writing, swaps the file in atomically; PingIDM schedules
 are edited as JSON; sessions end when idle; pages render, cookies are Secure under
-TLS, and failed console logins count under the API's limit."""
+TLS, and failed console logins count under the API's limit; a system's connection
+settings are kept encrypted, never shown, and refused with nothing written when bad."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import shutil
+import ssl
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -21,6 +24,7 @@ from idsync.config.jobs import load_jobs
 from idsync.console.jobfile import create_job, edit_toml, job_file, remove_job, save_job
 from idsync.console.session import Sessions
 from idsync.errors import ConfigError
+from idsync_dev.slapd import Slapd
 
 MAPPING = "systemLdapAccounts_managedUser"
 TEXT = f"""# Nightly.
@@ -80,6 +84,31 @@ def test_save_writes_a_job_the_daemon_loads(tmp_path: Path) -> None:
     assert "# every hour" in path.read_text()
 
 
+def test_a_job_directory_the_daemon_may_not_write_is_a_clear_error(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the daemon may not write jobs.d/ (a read-only /etc under systemd without the unit's
+    ReadWritePaths=), Save and Remove fail with a ConfigError naming the file, the reason and
+    what allows it; the job file is left as it was."""
+    import errno
+
+    import idsync.console.jobfile as jobfile
+
+    path = tmp_path / "nightly.toml"
+    path.write_text(TEXT)
+
+    def read_only(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(jobfile.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(jobfile.os, "replace", read_only)
+    for attempt in (lambda: save_job(path, {"schedule": "0 30 2 * * ?"}, [MAPPING]), lambda: remove_job(path)):
+        with pytest.raises(ConfigError) as caught:
+            attempt()
+        assert caught.value.file == str(path)
+        assert "Read-only file system" in caught.value.problem and "ReadWritePaths=" in caught.value.problem
+    assert path.read_text() == TEXT
+
+
 def test_pingidm_schedule_is_edited_as_json(tmp_path: Path) -> None:
     """A job from conf/schedule-NAME.json is found and saved with PingIDM's key names, other keys kept."""
     conf = tmp_path / "conf"
@@ -126,8 +155,10 @@ def test_sessions_end_when_idle() -> None:
 
 
 @contextmanager
-def _app(tmp_path: Path, **settings: Any) -> Iterator[Any]:
-    """The API with the console, in process, over the sample's conf/ and a SQLite store."""
+def _app(tmp_path: Path, project_dir: Path | None = None, *, reread: bool = False, **settings: Any) -> Iterator[Any]:
+    """The API with the console, in process, over ``project_dir`` (by default the sample's
+    conf/ and a SQLite store); with ``reread``, the project is read again at each use, as
+    the daemon's reload after a change would."""
     from idsync.api import ApiContext, create_app, hash_password, load_accounts
     from idsync.config.project import load_project
     from idsync.console import create_console
@@ -136,13 +167,15 @@ def _app(tmp_path: Path, **settings: Any) -> Iterator[Any]:
 
     from samples import SAMPLE
 
-    project_dir = tmp_path / "project"
-    shutil.copytree(SAMPLE / "conf", project_dir / "conf")
-    (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    if project_dir is None:
+        project_dir = tmp_path / "project"
+        shutil.copytree(SAMPLE / "conf", project_dir / "conf")
+        (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
     project = load_project(project_dir)
     store = Store.open(project.settings.store_url())
     api = ApiSettings(accounts={"admin": hash_password("a-long-password")}, **settings)
-    ctx = ApiContext(project=lambda: project, store=store, settings=api)
+    ctx = ApiContext(project=(lambda: load_project(project_dir)) if reread else (lambda: project), store=store,
+                     settings=api)
     try:
         yield create_app(ctx, load_accounts(api, project_dir, "idsync.toml"), create_console)
     finally:
@@ -152,6 +185,56 @@ def _app(tmp_path: Path, **settings: Any) -> Iterator[Any]:
 
 def _login_token(form: httpx.Response) -> str:
     return form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+async def _logged_in(client: httpx.AsyncClient) -> None:
+    token = _login_token(await client.get("/admin/login"))
+    answer = await client.post("/admin/login", data={"csrf": token, "username": "admin",
+                                                     "password": "a-long-password"})
+    assert answer.status_code == 303, answer.text
+
+
+def test_console_changes_run_scripts_with_the_openidm_router(tmp_path: Path, slapd: Slapd,
+                                                              ldap_subtree: str) -> None:
+    """A user created and then edited in the console is pushed through a mapping whose
+    property transform asks ``openidm.query``: the directory entry carries the script's answer
+    after each, exactly as after the same change over the API (same router, same implicit sync)."""
+    from samples import REVERSE, ldap_entry, sample_project
+
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=False)
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    mapping = next(m for m in sync["mappings"] if m["name"] == REVERSE)
+    mapping["properties"] = [r for r in mapping["properties"] if r["target"] != "description"] + [{
+        "source": "", "target": "description", "transform": {"type": "text/javascript", "source": (
+            "'namesakes: ' + openidm.query('managed/user', {_queryFilter: 'sn eq \"' + source.sn + '\"'})"
+            ".resultCount")}}]
+    sync_file.write_text(json.dumps(sync))
+    user = {"userName": "fdoe", "givenName": "Felicitas", "sn": "Doe", "mail": "fdoe@example.com"}
+    dn = f"uid=fdoe,{ldap_subtree}"
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            csrf = _login_token(await client.get("/admin/managed/user/new"))
+            created = await client.post("/admin/managed/user/new",
+                                        data={"csrf": csrf, **{f"p.{k}": v for k, v in user.items()}})
+            assert created.status_code == 303 and "pushed" in created.headers["location"], created.headers
+            assert (ldap_entry(slapd, dn) or {}).get("description") == ["namesakes: 1"]
+            api = {"X-OpenIDM-Username": "admin", "X-OpenIDM-Password": "a-long-password"}
+            other = await client.post("/openidm/managed/user?_action=create", headers=api,
+                                      json={**user, "userName": "adoe", "sn": "Roe"})
+            assert other.status_code == 201, other.text
+            user_page = created.headers["location"].split("?")[0]
+            form = await client.get(user_page)
+            rev = form.text.split('name="_rev" value="', 1)[1].split('"', 1)[0]
+            edited = await client.post(user_page, data={"csrf": _login_token(form), "_rev": rev, "p.sn": "Roe"})
+            assert edited.status_code == 303 and "pushed" in edited.headers["location"], edited.headers
+            assert (ldap_entry(slapd, dn) or {}).get("description") == ["namesakes: 2"]
+
+    with _app(tmp_path, project) as app:
+        asyncio.run(visit(app))
 
 
 def test_console_pages_render_without_javascript(tmp_path: Path) -> None:
@@ -219,3 +302,257 @@ def test_save_on_the_example_jobs_changes_only_the_schedule(tmp_path: Path, name
     assert len(changed) == 1
     old, new = changed[0]
     assert new.startswith('schedule = "0 0/10 6-20 ? * MON-FRI"') and new.split("#")[1] == old.split("#")[1]
+
+
+@pytest.fixture
+def sf_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Any]]:
+    """The Salesforce sample without a refresh token, against a fresh stand-in whose
+    Connected App lists the in-process console's callback URL."""
+    from salesforce_sample import running_org, sample_project, sf_env
+
+    for org in running_org(tmp_path):
+        org.callback_urls.add("http://testserver/admin/oauth/callback")
+        for name, value in sf_env(org).items():
+            if name != "SALESFORCE_REFRESH_TOKEN":
+                monkeypatch.setenv(name, value)
+        project = sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}")
+        prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
+        prov = json.loads(prov_file.read_text())
+        del prov["configurationProperties"]["refreshToken"]
+        prov_file.write_text(json.dumps(prov))
+        yield project, org
+
+
+async def _consent(client: httpx.AsyncClient, org: Any) -> tuple[str, str]:
+    """Authorize pressed on the Systems page and access allowed at the stand-in: the
+    callback URL the provider sends the browser to, and the consent cookie."""
+    systems = await client.get("/admin/systems")
+    started = await client.post("/admin/systems/salesforce/authorize", data={"csrf": _login_token(systems)})
+    assert started.status_code == 303 and started.headers["location"].startswith(org.url), started.text
+    cookie = started.headers["set-cookie"]
+    assert "samesite=lax" in cookie.lower() and "httponly" in cookie.lower()
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=org.ca_file)) as provider:
+        allowed = await provider.post(started.headers["location"].split("?")[0],
+                                      data={**dict(httpx.URL(started.headers["location"]).params),
+                                            "username": "admin@example.com", "password": "fake-password-1",
+                                            "decision": "allow"})
+    assert allowed.status_code == 302, allowed.text
+    return allowed.headers["location"], client.cookies["idsync_console_consent"]
+
+
+def test_consent_keeps_the_refresh_token_in_the_state_directory(sf_project: tuple[Path, Any]) -> None:
+    """Systems shows the Salesforce system as needing consent, with the provider's origin
+    allowed as a form target; Authorize (refused without the CSRF token) sends the browser to
+    the provider's authorize page with a state and a PKCE challenge; the callback exchanges
+    the code, keeps the refresh token in state/oauth/ (0600, directory 0700) and never shows
+    it; the connector then connects with it; the same callback again is refused."""
+    project, org = sf_project
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            systems = await client.get("/admin/systems")
+            assert "needs consent" in systems.text
+            assert f"form-action 'self' {org.url}" in systems.headers["content-security-policy"]
+            assert (await client.post("/admin/systems/salesforce/authorize", data={})).status_code == 403
+            callback, _ = await _consent(client, org)
+            query = dict(httpx.URL(callback).params)
+            assert callback.startswith("http://testserver/admin/oauth/callback?") and query["state"]
+            done = await client.get(callback)
+            assert done.status_code == 200, done.text
+            assert "salesforce is authorized" in done.text and "OK" in done.text
+            stored = project / "state" / "oauth" / "salesforce.refresh-token"
+            token = stored.read_text().strip()
+            assert token in org.refresh_tokens and token not in done.text and query["code"] not in done.text
+            assert stored.stat().st_mode & 0o777 == 0o600 and stored.parent.stat().st_mode & 0o777 == 0o700
+            again = await client.get(callback)
+            assert again.status_code == 400 and "already used" in again.text
+            assert "authorized" in (await client.get("/admin/systems")).text
+            assert token not in (await client.get("/admin/managed/user")).text
+
+    with _app(project.parent, project) as app:
+        asyncio.run(visit(app))
+    from idsync.config.project import load_project
+    from idsync.resources import Resources
+
+    resources = Resources(load_project(project), None)  # type: ignore[arg-type]
+    try:
+        assert resources.system("salesforce").test()["ok"]
+    finally:
+        resources.close()
+
+
+def test_consent_callback_refuses_a_wrong_state_another_browser_and_a_denial(sf_project: tuple[Path, Any]) -> None:
+    """A callback with a forged state, or with the right state in a browser without the
+    consent cookie that started it, or after the session that started it logged out, is
+    refused and stores nothing; so is the provider's access_denied, whose reason the page
+    shows. The right callback still works after a forged one was refused."""
+    project, org = sf_project
+    stored = project / "state" / "oauth" / "salesforce.refresh-token"
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            callback, _ = await _consent(client, org)
+            state = dict(httpx.URL(callback).params)["state"]
+            forged = await client.get(callback.replace(state, "forged-" + state[7:]))
+            assert forged.status_code == 400 and "refused" in forged.text
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
+                stolen = await other.get(callback)
+                assert stolen.status_code == 400 and "another browser" in stolen.text
+            assert not stored.exists()
+            callback, _ = await _consent(client, org)
+            good = await client.get(callback)
+            assert good.status_code == 200 and stored.exists()
+            stored.unlink()
+            callback, _ = await _consent(client, org)
+            systems = await client.get("/admin/systems")
+            await client.post("/admin/logout", data={"csrf": _login_token(systems)})
+            ended = await client.get(callback)
+            assert ended.status_code == 400 and "session that started it has ended" in ended.text
+            assert not stored.exists()
+            await _logged_in(client)
+            systems = await client.get("/admin/systems")
+            started = await client.post("/admin/systems/salesforce/authorize", data={"csrf": _login_token(systems)})
+            denied_at = httpx.URL(started.headers["location"])
+            async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=org.ca_file)) as provider:
+                denied = await provider.post(str(denied_at.copy_with(query=None)), data={
+                    **dict(denied_at.params), "username": "admin@example.com", "password": "fake-password-1",
+                    "decision": "deny"})
+            refused = await client.get(denied.headers["location"])
+            assert refused.status_code == 400 and "access_denied" in refused.text and not stored.exists()
+
+    with _app(project.parent, project) as app:
+        asyncio.run(visit(app))
+
+
+def _as_admin(project: Path, steps: Callable[[httpx.AsyncClient], Awaitable[None]], *, reread: bool = False) -> None:
+    """``steps`` with a client logged in to the in-process console over ``project``."""
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            await steps(client)
+
+    with _app(project.parent, project, reread=reread) as app:
+        asyncio.run(visit(app))
+
+
+def _settings_form(page: httpx.Response, **fields: str) -> dict[str, str]:
+    return {"csrf": _login_token(page), "loginUrl": "production", "customLoginUrl": "", "clientId": "",
+            "clientSecret": "", **fields}
+
+
+def test_connection_settings_are_kept_encrypted_and_never_shown(sf_project: tuple[Path, Any],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Systems, Settings, Save of a Salesforce system (Custom login URL, Consumer Key and
+    Secret): the overlay is state/connectors/salesforce.json, 0600 in a 0700 directory, the
+    secret a $crypto value that idsync's key decrypts and nowhere in clear; no page shows the
+    secret (the form says "set"), Systems says each key comes from the console; the change is
+    audited with the account's name and without the secret. The project as loaded again uses
+    the console's values over the file's, without reading the variables the file's tokens
+    name; saving again without a secret keeps the one saved."""
+    from idsync.config.project import load_project
+    from idsync.console.record import CONSOLE_AUDIT
+    from idsync.store.database import Store
+    from idsync.store.tables import audit
+
+    project, org = sf_project
+    secret = "console-secret-7f3a"
+    overlay = project / "state" / "connectors" / "salesforce.json"
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        form = await client.get("/admin/systems/salesforce/settings")
+        assert form.status_code == 200 and 'id="client-secret"' in form.text
+        assert org.client_secret not in form.text and "set (from conf/)" in form.text
+        saved = await client.post("/admin/systems/salesforce/settings", data=_settings_form(
+            form, enabled="1", loginUrl="custom", customLoginUrl=org.url, clientId="console-key",
+            clientSecret=secret))
+        assert saved.status_code == 303 and "Saved the settings of salesforce" in unquote(saved.headers["location"])
+        for path in ("/admin/systems", "/admin/systems/salesforce/settings"):
+            shown = await client.get(path)
+            assert secret not in shown.text and org.client_secret not in shown.text
+        assert "set (from console)" in shown.text and 'value="console-key"' in shown.text
+        row = (await client.get("/admin/systems")).text.split('id="settings-row-salesforce"', 1)[1]
+        assert row.split("</tr>", 1)[0].count("<td>console</td>") == 4
+        again = await client.post("/admin/systems/salesforce/settings", data=_settings_form(
+            shown, enabled="1", loginUrl="custom", customLoginUrl=org.url, clientId="console-key"))
+        assert again.status_code == 303
+
+    _as_admin(project, steps, reread=True)
+    assert overlay.stat().st_mode & 0o777 == 0o600 and overlay.parent.stat().st_mode & 0o777 == 0o700
+    assert secret not in overlay.read_text() and sorted(p.name for p in overlay.parent.iterdir()) == [overlay.name]
+    stored = json.loads(overlay.read_text())
+    assert stored["enabled"] is True and stored["loginUrl"] == org.url and "$crypto" in stored["clientSecret"]
+    monkeypatch.delenv("SALESFORCE_CLIENT_SECRET")
+    monkeypatch.delenv("SALESFORCE_CLIENT_ID")
+    loaded = load_project(project)
+    assert loaded.keyring is not None and loaded.keyring.decrypt(stored["clientSecret"]) == secret
+    props = loaded.provisioners["salesforce"].config["configurationProperties"]
+    assert (props["clientSecret"], props["clientId"], props["loginUrl"]) == (secret, "console-key", org.url)
+    assert props["version"] == 44  # the file's other keys stay in force
+    store = Store.open(loaded.settings.store_url())
+    try:
+        with store.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(audit.select().where(audit.c.mapping == CONSOLE_AUDIT))]
+    finally:
+        store.close()
+    assert [(r["source_id"], r["action"]) for r in rows] == [("system/salesforce", "UPDATE")] * 2
+    assert all(r["changes"]["user"] == "admin" and secret not in json.dumps(r, default=str) for r in rows)
+    assert rows[0]["changes"]["secretChanged"] is True and rows[1]["changes"]["secretChanged"] is False
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"loginUrl": "custom", "customLoginUrl": "http://login.example.com"}, "loginUrl: must be an https URL"),
+    ({"loginUrl": "custom", "customLoginUrl": "https://user:pw@login.example.com"}, "must not hold a user name"),
+    ({"loginUrl": "custom", "customLoginUrl": ""}, "Custom needs a URL"),
+    ({"loginUrl": "elsewhere"}, "expected Production, Sandbox or Custom"),
+    ({"clientId": "two\nlines"}, "clientId: must be one line"),
+])
+def test_connection_settings_refuse_bad_input_and_write_nothing(sf_project: tuple[Path, Any],
+                                                                fields: dict[str, str], reason: str) -> None:
+    """A login URL that is not https (or carries a user, or is missing), an unknown choice or a
+    Consumer Key of two lines is refused with the reason on the form, status 400, and no file
+    is written; without the session's CSRF token the form is refused with 403."""
+    project, _org = sf_project
+    overlay = project / "state" / "connectors" / "salesforce.json"
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        form = await client.get("/admin/systems/salesforce/settings")
+        refused = await client.post("/admin/systems/salesforce/settings",
+                                    data=_settings_form(form, enabled="1", clientSecret="s", **fields))
+        assert refused.status_code == 400 and reason in refused.text, refused.text
+        assert 'id="settings-error"' in refused.text and 'value="s"' not in refused.text
+        forged = await client.post("/admin/systems/salesforce/settings",
+                                   data={**_settings_form(form, enabled="1"), "csrf": "forged"})
+        assert forged.status_code == 403
+
+    _as_admin(project, steps)
+    assert not overlay.exists() and not (project / "state" / "connectors").exists()
+
+
+def test_enabling_without_a_consumer_key_is_refused(sf_project: tuple[Path, Any],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Enabled with no Consumer Key in the form nor in the provisioner: the connector's own
+    check refuses it (naming clientId) before anything is written; disabled, it is saved."""
+    project, _org = sf_project
+    prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
+    prov = json.loads(prov_file.read_text())
+    del prov["configurationProperties"]["clientId"]
+    prov_file.write_text(json.dumps(prov))
+    overlay = project / "state" / "connectors" / "salesforce.json"
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        form = await client.get("/admin/systems/salesforce/settings")
+        refused = await client.post("/admin/systems/salesforce/settings", data=_settings_form(form, enabled="1"))
+        assert refused.status_code == 400 and "clientId: is required" in refused.text
+        assert not overlay.exists()
+        saved = await client.post("/admin/systems/salesforce/settings", data=_settings_form(form))
+        assert saved.status_code == 303 and "(disabled)" in unquote(saved.headers["location"])
+
+    _as_admin(project, steps)
+    assert json.loads(overlay.read_text()) == {"enabled": False,
+                                               "loginUrl": "https://login.salesforce.com/services/oauth2/token"}

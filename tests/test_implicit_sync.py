@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dbs import BACKENDS, store_url
+from dbs import WITH_MARIADB, WITH_POSTGRESQL, store_url
 from idsync.config.project import Project, load_project
 from idsync.managed import ManagedObjects
 from idsync.resource import QuerySpec
@@ -91,7 +91,7 @@ def test_enable_sync_false_pushes_nothing(project_dir: Path, slapd: Slapd, ldap_
     assert change.pushes == [] and ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}") is None
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", WITH_POSTGRESQL)
 def test_failed_push_keeps_change_and_retry_repairs(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
                                                     backend: str) -> None:
     """With slapd stopped, `managed create` keeps the user, exits 75 with one clear
@@ -198,7 +198,7 @@ def _changes(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
     return dict(json.loads(proc.stdout)["changes"])
 
 
-@pytest.mark.parametrize("seeded_dir", BACKENDS, indirect=True)
+@pytest.mark.parametrize("seeded_dir", WITH_MARIADB, indirect=True)
 def test_pending_push_is_not_overwritten_by_ldap_recon(seeded_dir: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """While a store change has not reached LDAP (the push failed), the LDAP-to-store
     recon holds that object instead of taking LDAP's older values: a changed mail is
@@ -423,7 +423,7 @@ def test_group_left_during_failed_push_is_left_by_recon(seeded_dir: Path, slapd:
     assert _members(slapd, groups["staff"]) == ["uid=scarter"]
 
 
-@pytest.mark.parametrize("seeded_dir", BACKENDS, indirect=True)
+@pytest.mark.parametrize("seeded_dir", WITH_POSTGRESQL, indirect=True)
 def test_changes_made_while_ldap_down_all_arrive(seeded_dir: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """Two changes whose pushes both failed (leave staff, then join ops) arrive
     together with the retry: staff loses the user, ops gains her, openidm keeps her;

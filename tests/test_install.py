@@ -126,7 +126,7 @@ def test_install_steps_as_written_on_debian_12(debian12: DebianRoot, wheel: Path
                  "/etc/idsync/conf/sync.json", "/etc/idsync/jobs.d/sync-active-ldap-users.toml",
                  "/var/lib/idsync") == {
         "/etc/idsync": "root:idsync 750", "/etc/idsync/conf": "root:idsync 750",
-        "/etc/idsync/jobs.d": "root:idsync 750", "/etc/idsync/credentials": "root:idsync 750",
+        "/etc/idsync/jobs.d": "root:idsync 770", "/etc/idsync/credentials": "root:idsync 750",
         "/etc/idsync/conf/sync.json": "root:idsync 640",
         "/etc/idsync/jobs.d/sync-active-ldap-users.toml": "root:idsync 640",
         "/var/lib/idsync": "idsync:idsync 750"}

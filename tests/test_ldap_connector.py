@@ -229,12 +229,13 @@ def test_unreachable_port_is_peer_unavailable(slapd: Slapd, ldap_subtree: str) -
 
 
 def test_test_action_reports_ok(slapd: Slapd, ldap_subtree: str) -> None:
-    """test() answers PingIDM's shape with ok True against a live server."""
+    """test() answers PingIDM's shape with ok True against a live server, and names it."""
     report = open_ldap_system("ldap", make_config(slapd, ldap_subtree), file=FILE).test()
     assert report == {
         "name": "ldap", "enabled": True, "config": "config/provisioner.openicf/ldap",
         "objectTypes": ["__ALL__", "account", "group"], "connectorRef": make_config(
-            slapd, ldap_subtree)["connectorRef"], "displayName": "LDAP Connector", "ok": True}
+            slapd, ldap_subtree)["connectorRef"], "displayName": "LDAP Connector", "ok": True,
+        "server": "OpenLDAP"}
 
 
 def test_ldaps_and_starttls_with_test_ca(

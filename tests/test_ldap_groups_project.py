@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbs import BACKENDS, store_url
+from dbs import WITH_MARIADB, store_url
 from idsync.connectors.ldap.members import norm_dn
 from idsync_dev import Slapd
 
@@ -86,7 +86,7 @@ _MANAGED = {"objects": [{"name": "user", "schema": {"properties": {
     "required": ["userName"]}}]}
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=WITH_MARIADB)
 def project(request: pytest.FixtureRequest, tmp_path: Path, plain_slapd: Slapd) -> tuple[Path, str]:
     """The project and its directory subtree: jdoe in group openidm, bjensen in
     openidm2, nobody in Employees."""

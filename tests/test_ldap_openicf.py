@@ -312,8 +312,9 @@ def test_queries_on_special_names(server: Slapd) -> None:
 def test_active_directory_enable_and_password_encoding() -> None:
     """With objectGUID ids (Active Directory) __ENABLE__ is userAccountControl's bit 2,
     the other bits kept, and __PASSWORD__ is unicodePwd, the quoted password in
-    UTF-16LE; a hash is refused, since AD would take it for the password."""
-    config = {"configurationProperties": {"host": "ad", "baseContexts": ["dc=ad"], "uidAttribute": "objectGUID"},
+    UTF-16LE (over LDAPS); a hash is refused, since AD would take it for the password."""
+    config = {"configurationProperties": {"host": "ad", "baseContexts": ["dc=ad"], "uidAttribute": "objectGUID",
+                                          "ssl": True},
               "objectTypes": {"account": {"nativeType": "__ACCOUNT__", "properties": PROPERTIES}}}
     settings, types = parse_ldap_config(FILE, config)
     enabled, password = types["account"].properties["enabled"], types["account"].properties["password"]

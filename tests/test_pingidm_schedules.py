@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from api_server import ADMIN, ADMIN_HASH, free_port
-from dbs import BACKENDS, store_url
+from dbs import WITH_MARIADB, store_url
 from idsync.config.pingidm_schedules import UnsupportedSchedule, load_all_jobs, parse_schedule
 from idsync.daemon.reload import load_configuration
 from idsync.errors import ConfigError
@@ -209,7 +209,7 @@ def test_validate_and_jobs_report_schedules(tmp_path: Path, slapd: Slapd, ldap_s
     assert sorted(r["name"] for r in json.loads(done.stdout)["jobs"]) == ["hourly", "liveSyncLdap", "reconLdap"]
 
 
-@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("kind", WITH_MARIADB)
 def test_run_job_runs_a_schedule_as_a_real_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str, kind: str) -> None:
     """``idsync run-job NAME`` runs ``schedule-NAME.json``'s reconciliation against slapd
     into the store, and a liveSync schedule's liveSync (its first run a full recon that

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbs import BACKENDS, store_url
+from dbs import WITH_POSTGRESQL, store_url
 from idsync.daemon.reload import load_configuration
 from idsync_dev.slapd import Slapd
 from structlog.testing import capture_logs
@@ -300,7 +300,7 @@ def _wrote(result: dict[str, Any]) -> int:
     return sum(changes[k] for k in ("created", "updated", "deleted", "linked", "unlinked"))
 
 
-@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("kind", WITH_POSTGRESQL)
 def test_two_ldap_systems_reconcile_and_converge(tmp_path: Path, slapd: Slapd, ldap_subtree: str, kind: str) -> None:
     """Shaped like OpenIDM's sample 6 with its fake-AD provisioner copied in: systems
     ``ad`` and ``ldap`` in one project validate, their liveSync schedule a job;

@@ -77,3 +77,27 @@ def test_a_bare_code_copied_url_encoded_is_decoded(project: Path, org: FakeSales
                   "--json", env=_env(org))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["refreshToken"] in org.refresh_tokens
+
+
+def test_the_token_of_a_consent_in_the_state_directory_is_what_the_connector_uses(
+        project: Path, org: FakeSalesforce) -> None:
+    """Without a refreshToken, ``idsync validate`` warns that the system waits for a consent
+    (exit 0) and ``idsync test`` fails saying so (exit 77); once a consent's token is kept in
+    state/oauth/salesforce.refresh-token, as the console keeps it, ``idsync test`` connects
+    with it, even when the provisioner names a revoked one (the consent is the newer)."""
+    prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
+    prov = json.loads(prov_file.read_text())
+    del prov["configurationProperties"]["refreshToken"]
+    prov_file.write_text(json.dumps(prov))
+    validated = idsync(project, "validate", env=_env(org))
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    assert "refreshToken" in validated.stdout + validated.stderr and "authorize" in validated.stdout + validated.stderr
+    refused = idsync(project, "test", env=_env(org))
+    assert refused.returncode == 77 and "no refresh token yet" in refused.stdout + refused.stderr
+    kept = project / "state" / "oauth" / "salesforce.refresh-token"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(next(iter(org.refresh_tokens)) + "\n")
+    prov["configurationProperties"]["refreshToken"] = "5Aep861revoked"
+    prov_file.write_text(json.dumps(prov))
+    connected = idsync(project, "test", env=_env(org))
+    assert connected.returncode == 0, connected.stdout + connected.stderr

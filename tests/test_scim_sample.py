@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from dbs import BACKENDS, store_url
+from dbs import WITH_POSTGRESQL, store_url
 from idsync.config.project import load_project
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
@@ -75,7 +75,7 @@ def _seed(server: ScimServer) -> dict[str, dict[str, Any]]:
     return users
 
 
-@pytest.mark.parametrize("project", BACKENDS, indirect=True)
+@pytest.mark.parametrize("project", WITH_POSTGRESQL, indirect=True)
 def test_users_then_groups_into_the_store_and_changes_back(project: Path, server: ScimServer) -> None:
     """The seed's walk-through: `idsync test` is ok; SCIM users become managed users
     (complex, multi-valued and enterprise attributes), groups become roles whose members

@@ -115,6 +115,15 @@ def test_memory_exhaustion_is_script_error_and_engine_recovers() -> None:
     assert _js("1 + 1", engine)() == 2
 
 
+def test_thrown_null_is_named_with_memory_as_a_possible_cause() -> None:
+    """A thrown null (what the engine throws when memory runs out before an error fits) says
+    so, and the next call runs in a fresh sandbox."""
+    engine = ScriptEngine()
+    with pytest.raises(ScriptError, match=r"the script threw null \(or ran out of memory\)"):
+        _js("throw null", engine)()
+    assert _js("1 + 1", engine)() == 2
+
+
 def test_no_host_access() -> None:
     """The sandbox has no require, std, os, fetch, console or timers."""
     names = ["require", "std", "os", "fetch", "console", "setTimeout", "process", "XMLHttpRequest"]

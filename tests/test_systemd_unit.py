@@ -64,7 +64,8 @@ def test_unit_exposure_is_at_most_1_1(tmp_path: Path) -> None:
 def test_unit_stops_on_a_broken_configuration_and_validates_before_reload() -> None:
     """Exit 78 (a broken conf/) is not restarted; a reload runs ``idsync validate`` before the
     SIGHUP, so ``systemctl reload`` fails on a broken configuration; the directories it names
-    are the ones the tmpfiles entry creates, with the mode that entry gives them."""
+    are the ones the tmpfiles entry creates, with the mode that entry gives them; of /etc it
+    may write jobs.d/ only (the console's job files)."""
     directives = _directives(_unit_text())
     assert directives["RestartPreventExitStatus"] == ["78"]
     assert directives["Restart"] == ["on-failure"]
@@ -76,6 +77,9 @@ def test_unit_stops_on_a_broken_configuration_and_validates_before_reload() -> N
     assert directives["Type"] == ["notify"]
     assert directives["User"] == ["idsync"]
     assert "LogsDirectory" not in directives  # idsync logs to the journal only
+    # The console writes job files and nothing else of /etc; its consents go to the state directory.
+    assert directives["ReadWritePaths"] == ["/etc/idsync/jobs.d"]
+    assert directives["ProtectSystem"] == ["strict"] and directives["StateDirectory"] == ["idsync"]
     for needle in ("NoNewPrivileges", "ProtectSystem", "PrivateUsers", "MemoryDenyWriteExecute",
                    "IPAddressDeny", "IPAddressAllow", "LoadCredential", "WatchdogSec"):
         assert needle in directives
@@ -85,7 +89,8 @@ def test_unit_stops_on_a_broken_configuration_and_validates_before_reload() -> N
 def test_sysusers_and_tmpfiles_create_the_account_and_directories(tmp_path: Path) -> None:
     """Applied to an empty root, the sysusers.d entry creates the system account ``idsync``
     (no login shell, home /var/lib/idsync), and the tmpfiles.d entry the configuration
-    directories (root:idsync 0750) and the state directory (idsync:idsync 0750)."""
+    directories (root:idsync 0750; jobs.d/ 0770, which the console writes) and the state
+    directory (idsync:idsync 0750)."""
     etc = tmp_path / "etc"
     etc.mkdir()
     for name in ("passwd", "group", "shadow", "gshadow"):
@@ -99,8 +104,9 @@ def test_sysusers_and_tmpfiles_create_the_account_and_directories(tmp_path: Path
     assert uid < 1000  # a system account
     subprocess.run(["systemd-tmpfiles", f"--root={tmp_path}", "--create", str(SYSTEMD / "idsync.tmpfiles")],
                    check=True, capture_output=True, timeout=60)
-    for path in ("etc/idsync", "etc/idsync/conf", "etc/idsync/jobs.d", "etc/idsync/credentials"):
+    for path, mode in (("etc/idsync", 0o750), ("etc/idsync/conf", 0o750), ("etc/idsync/jobs.d", 0o770),
+                       ("etc/idsync/credentials", 0o750)):
         st = (tmp_path / path).stat()
-        assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o750, 0, gid), path
+        assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (mode, 0, gid), path
     state = (tmp_path / "var/lib/idsync").stat()
     assert (state.st_mode & 0o777, state.st_uid, state.st_gid) == (0o750, uid, gid)

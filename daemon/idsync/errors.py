@@ -5,6 +5,7 @@
     +-- ConfigError                  fix a file; carries file, key, problem (exit EX_CONFIG)
     |   +-- ConfigErrors             several of them at once (``errors``)
     |   +-- ConfigWarning            valid, but idsync does not act on it: told, never fatal
+    |       +-- ConfigNote           valid and acted on, worth knowing (a value set elsewhere)
     +-- QueryError                   a bad ``_queryFilter``; carries the position (exit EX_DATAERR)
     +-- ScriptError                  a script failed to compile or run
     |   +-- ScriptTimeout            it ran past its time limit
@@ -40,6 +41,7 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigError",
     "ConfigErrors",
+    "ConfigNote",
     "ConfigWarning",
     "CryptoFailed",
     "IdsyncError",
@@ -107,6 +109,11 @@ class ConfigWarning(ConfigError):
     """Valid configuration that idsync reads and does not act on (a PingIDM feature it
     does not have, a schedule it does not run): ``idsync validate`` prints it as a warning
     and still exits 0."""
+
+
+class ConfigNote(ConfigWarning):
+    """Valid configuration that idsync acts on and the operator should know of, such as
+    a value the admin console set over a file's: ``idsync validate`` prints it as a note."""
 
 
 class QueryError(IdsyncError):

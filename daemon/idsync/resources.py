@@ -29,7 +29,7 @@ def _ldap(p: Provisioner) -> System:
 def _salesforce(p: Provisioner) -> System:
     from idsync.connectors.salesforce.connector import open_salesforce_system
 
-    return open_salesforce_system(p.name, p.config, file=p.file)
+    return open_salesforce_system(p.name, p.config, file=p.file, token_file=p.token_file)
 
 
 def _scim(p: Provisioner) -> System:
@@ -39,6 +39,8 @@ def _scim(p: Provisioner) -> System:
 
 
 _OPENERS: Mapping[str, Callable[[Provisioner], System]] = {"ldap": _ldap, "salesforce": _salesforce, "scim": _scim}
+# The connectors whose systems take an administrator's consent (``System.needs_consent``).
+_CONSENTING = frozenset({"salesforce"})
 
 
 def open_system(provisioner: Provisioner) -> System:
@@ -92,6 +94,10 @@ class Resources:
                                   f"no such system (configured: {known})")
             self._systems[name] = open_system(provisioner)
         return self._systems[name]
+
+    def consent_systems(self) -> list[str]:
+        """The enabled systems whose connector takes an administrator's consent (OAuth)."""
+        return sorted(n for n, p in self.project.provisioners.items() if p.kind in _CONSENTING and p.enabled)
 
     def test_all(self) -> list[dict[str, Any]]:
         """Each system's test answer, a ``SystemTestReport`` carrying the exit code of its failure."""

@@ -118,7 +118,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IDSYNC_", env_nested_delimiter="__", extra="forbid")
 
     project_dir: Path = Field(Path("."), description="the project directory (`-p`, `IDSYNC_PROJECT`)")
-    state_dir: Path = Field(Path("state"), description="where the default SQLite store and the status file live")
+    state_dir: Path = Field(Path("state"), description="where the default SQLite store, the status file, the key "
+                            "made by default (`keys/`), the refresh tokens of the consents given in the admin "
+                            "console (`oauth/`) and the connection settings saved in it (`connectors/`, which take "
+                            "precedence over the provisioners' values: [console.md](console.md#connection-settings)) "
+                            "live")
     status_file: Path = Field(Path("state/status.json"), description="the status file; default "
                               "`<state_dir>/status.json`")
     store: StoreSettings = StoreSettings()

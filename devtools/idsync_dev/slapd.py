@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 
 from idsync_dev.certs import make_test_certificates
+from idsync_dev.processes import end_process
 from idsync_dev.sample_users import sample_users_ldif
 
 __all__ = ["Slapd", "SlapdError", "sample_users_ldif"]
@@ -154,13 +155,7 @@ class Slapd:
     def stop(self, *, keep_data: bool = False) -> None:
         """Stop the server; remove its directory unless ``keep_data`` (used by bulk_load)."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        end_process(process, 10)
         if not keep_data and self._own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
             self._configured = False

@@ -31,7 +31,7 @@ from idsync.store.filters import to_sql
 from idsync.store.hooks import ObjectHooks
 from idsync.store.tables import managed_objects as mo
 
-__all__ = ["managed_routes"]
+__all__ = ["change_managed", "managed_routes"]
 
 log = structlog.get_logger("idsync.api")
 
@@ -92,8 +92,13 @@ def _service(ctx: ApiContext, object_type: str) -> tuple[ManagedObjects, Resourc
     return ManagedObjects(project, ctx.store, resources, object_type), resources
 
 
-def _change(ctx: ApiContext, object_type: str, kind: str, object_id: str | None, body: Any,
-            rev: str | None) -> dict[str, Any]:
+def change_managed(ctx: ApiContext, object_type: str, kind: str, object_id: str | None, body: Any,
+                   rev: str | None) -> Change:
+    """Create, update, upsert, patch or delete one managed object as every caller over HTTP
+    does (the API and the console): validated against ``managed.json``, at revision ``rev``,
+    with the ``openidm`` router bound for the scripts that the change and its implicit
+    synchronization run; a failed push is logged. ``Change.object`` is the object after
+    the change (before it, for a delete)."""
     service, resources = _service(ctx, object_type)
     try:
         with scripting(ctx.project(), ctx.store, resources=resources):
@@ -120,7 +125,14 @@ def _change(ctx: ApiContext, object_type: str, kind: str, object_id: str | None,
         resources.close()
     _log_pushes(service.name, change)
     assert change.object is not None
-    return change.object
+    return change
+
+
+def _change(ctx: ApiContext, object_type: str, kind: str, object_id: str | None, body: Any,
+            rev: str | None) -> dict[str, Any]:
+    obj = change_managed(ctx, object_type, kind, object_id, body, rev).object
+    assert obj is not None
+    return obj
 
 
 def _log_pushes(resource: str, change: Change) -> None:

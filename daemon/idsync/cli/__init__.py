@@ -323,11 +323,12 @@ def _write_status_file(project: Project, store: Store) -> None:
 def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.api import api_problems
     from idsync.config.project import validate_project
-    from idsync.errors import ConfigWarning
+    from idsync.errors import ConfigNote, ConfigWarning
     from idsync.resources import check_system
 
     found = validate_project(project_dir, check_system)
-    warnings = [p for p in found if isinstance(p, ConfigWarning)]
+    notes = [p for p in found if isinstance(p, ConfigNote)]
+    warnings = [p for p in found if isinstance(p, ConfigWarning) and not isinstance(p, ConfigNote)]
     problems = [p for p in found if not isinstance(p, ConfigWarning)]
     if not problems:
         problems = api_problems(project_dir)
@@ -335,12 +336,15 @@ def _cmd_validate(args: argparse.Namespace, project_dir: Path) -> int:
         print(json.dumps({"project": str(project_dir), "ok": not problems, "problems": [
             {"file": getattr(p, "file", None), "key": getattr(p, "key", None) or None,
              "problem": getattr(p, "problem", str(p))} for p in _each(problems)],
-            "warnings": [{"file": w.file, "key": w.key or None, "problem": w.problem} for w in warnings]},
+            "warnings": [{"file": w.file, "key": w.key or None, "problem": w.problem} for w in warnings],
+            "notes": [{"file": n.file, "key": n.key or None, "note": n.problem} for n in notes]},
             indent=2))
         return os.EX_CONFIG if problems else 0
     # Warnings on stderr: stdout is the verdict (the problems, or "configuration ok").
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     for problem in problems:
         print(problem)
     if problems:
@@ -374,7 +378,10 @@ def _cmd_test(args: argparse.Namespace, project_dir: Path) -> int:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(f"{r['name']}: {'ok' if r.get('ok') else 'FAILED: ' + str(r.get('error'))}")
+            server = f" ({r['server']})" if r.get("server") else ""
+            print(f"{r['name']}: {'ok' if r.get('ok') else 'FAILED: ' + str(r.get('error'))}{server}")
+            if r.get("warning"):
+                print(f"{r['name']}: warning: {r['warning']}")
         if not results:
             print("no systems configured")
     # The first failure decides, with the codes of a run: 77 refused credentials, 78 configuration, 69 unreachable.

@@ -19,13 +19,12 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from idsync.errors import ConfigError
 
-__all__ = ["SCOPES", "register"]
+__all__ = ["register"]
 
-SCOPES = "api id profile email address phone refresh_token offline_access"
 _DEFAULT_CALLBACK = "https://login.salesforce.com/services/oauth2/success"
 
 
@@ -55,14 +54,18 @@ def _settings(args: argparse.Namespace, project_dir: Path) -> tuple[str, str, st
     from idsync.connectors.salesforce.config import token_url
 
     props: dict[str, Any] = {}
+    console: dict[str, Any] = {}
     file = f"provisioner.openicf-{args.system}.json"
     if (project_dir / "conf" / file).exists():
         provisioner = load_project(project_dir).provisioners.get(args.system)
         if provisioner is not None:
             file = provisioner.file
             props = dict(provisioner.raw.get("configurationProperties") or {})
+            console = provisioner.console_properties()  # what the console saved wins
 
     def value(key: str) -> Any:
+        if key in console:
+            return console[key]
         # Only the keys this command needs are substituted: the refresh token may not exist yet.
         if key not in props and f"{key}_file" not in props:
             return None
@@ -93,14 +96,12 @@ def _cmd_authorize(args: argparse.Namespace, project_dir: Path) -> int:
     # httpx is imported only when used: every other command starts faster without it.
     import httpx
 
-    from idsync.connectors.salesforce.auth import exchange_code
+    from idsync.connectors.salesforce.auth import authorize_url, exchange_code
     from idsync.connectors.salesforce.client import tls_verify
 
     url, client_id, secret, verify = _settings(args, project_dir)
     if not args.code:
-        query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": args.redirect_uri,
-                           "scope": SCOPES, "prompt": "login consent"})
-        print(url.removesuffix("/token") + "/authorize?" + query)
+        print(authorize_url(url, client_id, args.redirect_uri))
         print("Open this URL, log in and allow access; then run this command again with "
               "--code 'THE URL YOU WERE REDIRECTED TO'.", file=sys.stderr)
         return 0

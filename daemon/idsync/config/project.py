@@ -23,10 +23,11 @@ from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, QueryDef, load_mappings, parse_mapping
 from idsync.config.objectmodel import load_object_models
+from idsync.config.overlay import PROPERTY_KEYS, clear_properties, overlay_file, read_overlay
 from idsync.config.queries import load_queries
 from idsync.config.unused import mapping_systems, unused_configuration
 from idsync.crypto import CryptoCalls, Keyring, create_key_file, decode_key, load_key
-from idsync.errors import ConfigError, ConfigErrors, ConfigWarning, IdsyncError, QueryError
+from idsync.errors import ConfigError, ConfigErrors, ConfigNote, ConfigWarning, IdsyncError, QueryError
 from idsync.keys import unknown_keys
 from idsync.query.ast import Literal_
 from idsync.query.ldap import filter_problem
@@ -78,15 +79,51 @@ class Provisioner:
     kind: str  # ldap, scim, salesforce, csv
     raw: Mapping[str, Any]  # as written: secrets not yet substituted
     project_dir: Path = Path(".")
+    # The daemon's state directory: the one place the daemon may write under its systemd unit.
+    state_dir: Path | None = None
+    # What the console saved for this system (``config/overlay.py``), its secret encrypted,
+    # and the key that decrypts it.
+    overlay: Mapping[str, Any] = field(default_factory=dict)
+    keyring: Keyring | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def token_file(self) -> Path | None:
+        """Where the refresh token an administrator's consent obtained (the console's
+        OAuth step) is kept: ``<state_dir>/oauth/<name>.refresh-token``, mode 0600."""
+        return self.state_dir / "oauth" / f"{self.name}.refresh-token" if self.state_dir is not None else None
+
+    @property
+    def overlay_path(self) -> Path | None:
+        return overlay_file(self.state_dir, self.name) if self.state_dir is not None else None
+
+    def console_keys(self) -> list[str]:
+        """The keys whose value comes from the console's overlay, not from the file."""
+        return [k for k in ("enabled", *PROPERTY_KEYS) if k in self.overlay]
+
+    def console_properties(self) -> dict[str, Any]:
+        """The overlay's ``configurationProperties`` keys, the secret decrypted."""
+        return clear_properties(self.overlay, self.keyring, file=str(self.overlay_path))
 
     @property
     def config(self) -> Mapping[str, Any]:
-        """The configuration with secrets substituted: only when a connection is
-        opened, so `idsync status` works without the system's secrets at hand."""
-        return substitute(self.raw, file=self.file, base=self.project_dir)  # type: ignore[no-any-return]
+        """The configuration with secrets substituted and the console's overlay laid
+        over it: only when a connection is opened, so `idsync status` works without
+        the system's secrets at hand. A key the overlay sets is not read from the file
+        (nor its ``KEY_file``, nor the variable its token names)."""
+        if not self.overlay:
+            return substitute(self.raw, file=self.file, base=self.project_dir)  # type: ignore[no-any-return]
+        props = {k: v for k, v in (self.raw.get("configurationProperties") or {}).items()
+                 if k not in self.overlay and k.removesuffix("_file") not in self.overlay}
+        out = substitute({**self.raw, "configurationProperties": props}, file=self.file, base=self.project_dir)
+        out["configurationProperties"].update(self.console_properties())
+        if "enabled" in self.overlay:
+            out["enabled"] = self.overlay["enabled"]
+        return out  # type: ignore[no-any-return]
 
     @property
     def enabled(self) -> bool:
+        if "enabled" in self.overlay:
+            return self.overlay["enabled"] is True
         return self.raw.get("enabled", True) is not False
 
     def unsupported(self) -> UnsupportedConnector:
@@ -170,7 +207,9 @@ def load_project(project_dir: Path) -> Project:
     managed_file = conf / "managed.json"
     managed_raw = load_json(managed_file, project_dir=project_dir) if managed_file.exists() else DEFAULT_MANAGED
     managed = parse_managed(managed_raw, file=str(managed_file), keyring=keys)
-    provisioners = {p.name: p for p in (_provisioner(f, project_dir) for f in _provisioner_files(conf))}
+    state_dir = settings.path(settings.state_dir)
+    provisioners = {p.name: p for p in (_provisioner(f, project_dir, state_dir, keys)
+                                        for f in _provisioner_files(conf))}
     engine = ScriptEngine(time_limit=settings.scripts.time_limit,
                           memory_limit=settings.scripts.memory_limit_mb * 1024 * 1024,
                           max_calls=settings.scripts.max_calls, router=CryptoCalls(keys))
@@ -220,14 +259,20 @@ def validate_project(project_dir: Path,
         log.warning("config.managed_default", file=str(conf / "managed.json"),
                     problem="file not found: the built-in managed/user and managed/role types are used")
     unsupported: dict[str, UnsupportedConnector] = {}
+    state_dir = settings.path(settings.state_dir)
+    systems: set[str] = set()
     for f in _provisioner_files(conf):
         try:
-            problems.extend(check_system(_provisioner(f, project_dir)))
+            provisioner = _provisioner(f, project_dir, state_dir, keyring(settings))
+            systems.add(provisioner.name)
+            problems.extend(_overlay_notes(provisioner))
+            problems.extend(check_system(provisioner))
         except UnsupportedConnector as exc:
             unsupported[exc.system] = exc
             problems.append(exc)
         except IdsyncError as exc:
             problems.append(exc)
+    problems.extend(_stray_overlays(state_dir, systems))
     try:
         problems.extend(load_queries(conf)[1])
     except IdsyncError as exc:
@@ -245,6 +290,24 @@ def validate_project(project_dir: Path,
 
             problems.extend(load_all_jobs(settings.jobs_dir, settings.conf_dir, [m.name for m in project.mappings])[1])
     return problems + unused_configuration(conf, skip={name: exc.file for name, exc in unsupported.items()})
+
+
+def _overlay_notes(provisioner: Provisioner) -> list[ConfigNote]:
+    keys = provisioner.console_keys()
+    if not keys:
+        return []
+    named = ", ".join(k if k == "enabled" else f"configurationProperties.{k}" for k in keys)
+    return [ConfigNote(provisioner.file, "", f"system {provisioner.name}: {named} set in the admin console "
+                       f"({provisioner.overlay_path}), which take precedence over this file")]
+
+
+def _stray_overlays(state_dir: Path, systems: set[str]) -> list[ConfigNote]:
+    """Console settings of a system that has no provisioner any more: told, not used."""
+    folder = state_dir / "connectors"
+    if not folder.is_dir():
+        return []
+    return [ConfigNote(str(f), "", f"no provisioner for system {f.stem}: these console settings are not used")
+            for f in sorted(folder.glob("*.json")) if f.stem not in systems]
 
 
 def _mapping_problems(conf: Path, project_dir: Path, needing: dict[str, list[str]]) -> list[IdsyncError]:
@@ -282,7 +345,8 @@ def _provisioner_files(conf: Path) -> list[Path]:
     return sorted(conf.glob("provisioner.openicf-*.json"))
 
 
-def _provisioner(path: Path, project_dir: Path) -> Provisioner:
+def _provisioner(path: Path, project_dir: Path, state_dir: Path | None = None,
+                 keys: Keyring | None = None) -> Provisioner:
     raw = load_json(path, project_dir=project_dir, secrets=False)
     if not isinstance(raw, dict):
         raise ConfigError(str(path), "", "expected a JSON object")
@@ -298,7 +362,8 @@ def _provisioner(path: Path, project_dir: Path) -> Provisioner:
     problems = unknown_keys(raw, _PROVISIONER_KEYS, file=str(path))
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
-    return Provisioner(name=name, file=str(path), kind=kind, raw=raw, project_dir=project_dir)
+    return Provisioner(name=name, file=str(path), kind=kind, raw=raw, project_dir=project_dir, state_dir=state_dir,
+                       overlay=read_overlay(state_dir, name), keyring=keys)
 
 
 _KINDS = ("ldap", "scim", "salesforce", "csv")

@@ -33,6 +33,22 @@ class System(ABC):
         """What the provisioner asks for that the connector does not do (``ConfigWarning``)."""
         return []
 
+    # An administrator's consent (OAuth 2.0 authorization code): a system that takes one
+    # answers ``needs_consent`` with a bool and implements the two steps.
+
+    def needs_consent(self) -> bool | None:
+        """None when the system takes no consent; else whether it has no credential yet."""
+        return None
+
+    def consent_url(self, redirect_uri: str, state: str, code_challenge: str) -> str:
+        """The provider's page where the administrator logs in and allows access."""
+        raise ConfigError("", "", f"system {self.name} takes no consent")
+
+    def complete_consent(self, code: str, redirect_uri: str, code_verifier: str) -> str:
+        """Exchange the code the provider sent back and keep the credential where this
+        system reads it; a description of the outcome, without any secret."""
+        raise ConfigError("", "", f"system {self.name} takes no consent")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 

@@ -30,6 +30,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idsync.api.auth import Accounts, LoginLimit, client_address
 from idsync.api.context import ApiContext
+from idsync.console.connection import connection_routes
+from idsync.console.consent import CALLBACK, consent_routes
 from idsync.console.dashboard import dashboard_routes
 from idsync.console.identities import identity_routes
 from idsync.console.jobs import job_routes
@@ -43,7 +45,7 @@ __all__ = ["create_console"]
 
 log = structlog.get_logger("idsync.console")
 
-_OPEN = ("/login", "/static/")
+_OPEN = ("/login", "/static/", CALLBACK)
 
 
 # -- login -------------------------------------------------------------------
@@ -150,6 +152,8 @@ def create_console(ctx: ApiContext, accounts: Accounts, limit: LoginLimit) -> AS
         *mapping_routes,
         *identity_routes,
         *system_routes,
+        *consent_routes,
+        *connection_routes,
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _error})
     app.state.console = console

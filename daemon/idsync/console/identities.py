@@ -7,10 +7,12 @@ it answers at once in 100,000 users; the text is a bound value, never query
 syntax. The ``_queryFilter`` field takes PingIDM's language as the API does.
 Lists page by keyset on ``_id``.
 
-An edit goes through ``ManagedObjects`` like a PATCH of the API: the same
-validation against ``managed.json``, the revision the form was read at (a
-change made meanwhile is refused, not overwritten), and implicit
+An edit is a PATCH of the API, made by the API's own code
+(``api.managed.change_managed``): the same validation against ``managed.json``,
+the revision the form was read at (a change made meanwhile is refused, not
+overwritten), the ``openidm`` router bound for the scripts it runs, and implicit
 synchronization to every target before the answer, whose outcome the page shows.
+A new object is the API's create the same way.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from idsync.api.context import ApiContext
+from idsync.api.managed import change_managed
 from idsync.config.managed import ManagedType
 from idsync.console.record import record
 from idsync.console.web import Form, page, redirect, user_of
 from idsync.errors import IdsyncError
-from idsync.managed.service import ManagedObjects
+from idsync.managed.service import Change, ManagedObjects
 from idsync.query import parse
 from idsync.resources import Resources
 from idsync.store.filters import to_sql
@@ -141,14 +144,19 @@ def _history(ctx: ApiContext, ids: list[str]) -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute(query).mappings()]
 
 
-def _view(ctx: ApiContext, object_type: str, object_id: str) -> dict[str, Any]:
-    schema = _schema(ctx, object_type)
+def _read(ctx: ApiContext, object_type: str, object_id: str) -> dict[str, Any]:
+    """The object as the API reads it (secrets left out)."""
     project = ctx.project()
     resources = Resources(project, ctx.store)
     try:
-        obj = ManagedObjects(project, ctx.store, resources, object_type, sync=False).get(object_id)
+        return ManagedObjects(project, ctx.store, resources, object_type, sync=False).get(object_id)
     finally:
         resources.close()
+
+
+def _view(ctx: ApiContext, object_type: str, object_id: str) -> dict[str, Any]:
+    schema = _schema(ctx, object_type)
+    obj = _read(ctx, object_type, object_id)
     resource = f"managed/{object_type}"
     linked = _linked(ctx, resource, object_id)
     fields = [{"name": p.name, "type": p.type, "value": _shown(obj.get(p.name), p.type)}
@@ -196,19 +204,18 @@ async def _new_form(request: Request) -> Response:
 
 def _create(ctx: ApiContext, object_type: str, form: Form) -> tuple[str, list[str]]:
     schema = _schema(ctx, object_type)
-    project = ctx.project()
-    resources = Resources(project, ctx.store)
-    try:
-        values = _fields_of(schema, form)
-        for prop in schema.properties.values():  # a secret (a password) is typed, never shown
-            if prop.secret and form.get(f"s.{prop.name}"):
-                values[prop.name] = form.get(f"s.{prop.name}")
-        change = ManagedObjects(project, ctx.store, resources, object_type).create(values)
-    finally:
-        resources.close()
+    values = _fields_of(schema, form)
+    for prop in schema.properties.values():  # a secret (a password) is typed, never shown
+        if prop.secret and form.get(f"s.{prop.name}"):
+            values[prop.name] = form.get(f"s.{prop.name}")
+    change = change_managed(ctx, object_type, "create", None, values, None)
     assert change.object is not None
-    return str(change.object["_id"]), [f"{p.mapping}: {'pushed' if p.ok else 'push failed: ' + (p.message or '')}"
-                                       for p in change.pushes]
+    return str(change.object["_id"]), _outcome(change) or ["saved"]
+
+
+def _outcome(change: Change) -> list[str]:
+    """What implicit synchronization did, per mapping."""
+    return [f"{p.mapping}: {'pushed' if p.ok else 'push failed: ' + (p.message or '')}" for p in change.pushes]
 
 
 async def _new(request: Request) -> Response:
@@ -237,31 +244,24 @@ async def _one(request: Request) -> Response:
 
 
 def _edit(ctx: ApiContext, object_type: str, object_id: str, form: Form) -> list[str]:
-    """Apply the form's changed fields as one patch; what implicit sync did, per mapping."""
+    """Apply the form's changed fields as one PATCH, exactly as the API's; what implicit sync
+    did, per mapping (nothing when no field changed)."""
     schema = _schema(ctx, object_type)
-    project = ctx.project()
-    resources = Resources(project, ctx.store)
-    try:
-        service = ManagedObjects(project, ctx.store, resources, object_type)
-        current = service.get(object_id)
-        ops: list[dict[str, Any]] = []
-        for prop in schema.properties.values():
-            if prop.secret or not form.has(f"p.{prop.name}"):
-                continue
-            new = _parsed(form.get(f"p.{prop.name}"), prop.type)
-            if new == current.get(prop.name) or (new in ("", None) and prop.name not in current):
-                continue
-            if new in ("", None):
-                ops.append({"operation": "remove", "field": f"/{prop.name}"})
-            else:
-                ops.append({"operation": "replace", "field": f"/{prop.name}", "value": new})
-        if not ops:
-            return []
-        change = service.patch(object_id, ops, rev=form.get("_rev") or None)
-    finally:
-        resources.close()
-    return [f"{p.mapping}: {'pushed' if p.ok else 'push failed: ' + (p.message or '')}" for p in change.pushes] or [
-        "saved"]
+    current = _read(ctx, object_type, object_id)
+    ops: list[dict[str, Any]] = []
+    for prop in schema.properties.values():
+        if prop.secret or not form.has(f"p.{prop.name}"):
+            continue
+        new = _parsed(form.get(f"p.{prop.name}"), prop.type)
+        if new == current.get(prop.name) or (new in ("", None) and prop.name not in current):
+            continue
+        if new in ("", None):
+            ops.append({"operation": "remove", "field": f"/{prop.name}"})
+        else:
+            ops.append({"operation": "replace", "field": f"/{prop.name}", "value": new})
+    if not ops:
+        return []
+    return _outcome(change_managed(ctx, object_type, "patch", object_id, ops, form.get("_rev") or None)) or ["saved"]
 
 
 async def _post(request: Request) -> Response:

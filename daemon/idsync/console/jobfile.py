@@ -125,8 +125,18 @@ def create_job(jobs_dir: Path, name: str, edits: JobEdit, known_mappings: Collec
 def remove_job(path: Path) -> Path:
     """Take a job out by renaming its file to ``*.removed`` (kept for an undo by hand)."""
     target = path.with_name(path.name + ".removed")
-    os.replace(path, target)
+    try:
+        os.replace(path, target)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
     return target
+
+
+def _unwritable(path: Path, exc: OSError) -> ConfigError:
+    """The error of a job file the daemon may not write: the reason, and what allows it."""
+    return ConfigError(str(path), "", f"cannot be written by the daemon ({exc.strerror or exc}): it needs write "
+                                      f"access to {path.parent} (the systemd unit's ReadWritePaths= and group write "
+                                      "on jobs.d/, as docs/install.md sets up)")
 
 
 def _check(path: Path, text: str, parse: Callable[[Path], JobDef]) -> JobDef:
@@ -142,7 +152,10 @@ def _check(path: Path, text: str, parse: Callable[[Path], JobDef]) -> JobDef:
 
 
 def _write_atomically(path: Path, text: str, *, exclusive: bool = False) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # a read-only or foreign directory: nothing was written
+        raise _unwritable(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

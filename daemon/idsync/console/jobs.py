@@ -121,12 +121,12 @@ async def _post(request: Request) -> Response:
         await run_in_threadpool(_save, ctx, name, edits)
     except (ConfigError, ScheduleError) as exc:
         problem = exc.problem if isinstance(exc, ConfigError) else str(exc)
-        key = exc.key if isinstance(exc, ConfigError) and exc.key else "schedule"
+        key = exc.key if isinstance(exc, ConfigError) else "schedule"
         jobs = await run_in_threadpool(job_rows, ctx)
         values = {"schedule": form.get("schedule"), "timezone": form.get("timezone"),
                   "enabled": form.has("enabled"), "misfire": form.get("misfire")}
         return page(request, "jobs.html", status=400, jobs=jobs, selected=job, form=values, scheduler=True,
-                    error=f"{key}: {problem}",
+                    error=f"{key}: {problem}" if key else problem,
                     preview=cron_preview(form.get("schedule"), form.get("timezone") or "UTC"))
     await run_in_threadpool(lambda: record(
         ctx, "console.job_saved", user=user_of(request), action="UPDATE", subject=f"job/{name}",
@@ -209,7 +209,10 @@ async def _delete(request: Request) -> Response:
     name = request.path_params["name"]
     await Form.read(request)
     await run_in_threadpool(_find, ctx, name)
-    kept = await run_in_threadpool(_remove, ctx, name)
+    try:
+        kept = await run_in_threadpool(_remove, ctx, name)
+    except ConfigError as exc:
+        return redirect(request, f"/jobs/{name}", problem=exc.problem)
     await run_in_threadpool(lambda: record(ctx, "console.job_removed", user=user_of(request), action="DELETE",
                                            subject=f"job/{name}", message=f"removed job {name}", job=name,
                                            kept_as=kept))

@@ -1,5 +1,8 @@
-"""Systems: each connection with its last test result and a Test button, and a
-read-only browse of a system's objects (first page by page, then one object).
+"""Systems: each connection with its last test result and a Test button, where each
+key the console can set comes from (``conf/`` or the console) with a link to the
+system's settings (``connection.py``), an Authorize button for a system that takes an administrator's consent
+(``consent.py``), and a read-only browse of a system's objects (first page by
+page, then one object).
 
 Testing reaches every peer, which can take a connection timeout, so the page
 shows the last result (tested on the first visit) and Test tests again.
@@ -18,6 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from idsync.api.context import ApiContext
+from idsync.console.connection import settable_systems
+from idsync.console.consent import consent_systems, csp_allowing
 from idsync.console.web import Console, Form, console_of, page, redirect, user_of
 from idsync.errors import IdsyncError
 from idsync.query import parse
@@ -57,7 +62,11 @@ async def _list(request: Request) -> Response:
     tested = console.tested
     if tested is None:
         tested = await run_in_threadpool(_test, console)
-    return page(request, "systems.html", tested_at=tested[0], results=tested[1], object_types=_object_types(ctx))
+    consents = await run_in_threadpool(consent_systems, ctx)
+    response = page(request, "systems.html", tested_at=tested[0], results=tested[1], object_types=_object_types(ctx),
+                    consents=consents, settable=settable_systems(ctx.project()))
+    response.headers["Content-Security-Policy"] = csp_allowing([c["origin"] for c in consents.values() if c["origin"]])
+    return response
 
 
 async def _retest(request: Request) -> Response:

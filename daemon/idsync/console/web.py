@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, quote
 
 import structlog
@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from idsync import __version__
 from idsync.api.auth import Accounts, LoginLimit, client_address
 from idsync.api.context import ApiContext
-from idsync.console.session import LOGIN_COOKIE, Session, Sessions
+from idsync.console.session import LOGIN_COOKIE, Consents, Session, Sessions
 
 __all__ = ["CSP", "HEADERS", "Console", "Form", "console_of", "cookie_path", "page", "redirect", "set_cookie",
            "user_of"]
@@ -49,6 +49,7 @@ class Console:
         self.accounts = accounts
         self.limit = limit
         self.sessions = Sessions(ctx.settings.console_idle_minutes * 60.0)
+        self.consents = Consents()
         # The last test of every system (the Systems page): when, and each system's answer.
         self.tested: tuple[dt.datetime, list[dict[str, Any]]] | None = None
         self.templates = Environment(loader=PackageLoader("idsync.console", "templates"),
@@ -137,6 +138,7 @@ def cookie_path(request: Request) -> str:
     return (request.scope.get("root_path") or "") + "/"
 
 
-def set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None = None) -> None:
+def set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None = None,
+               samesite: Literal["strict", "lax"] = "strict") -> None:
     response.set_cookie(name, value, max_age=max_age, path=cookie_path(request), httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
+                        samesite=samesite, secure=request.url.scheme == "https")

@@ -294,9 +294,13 @@ class Script:
         if outcome[0] == 2:
             return ScriptError(f"{self.name}: the result is not JSON: {outcome[1]}")
         _, kind, message, line, _column = outcome
-        if kind == "InternalError" and message == "out of memory":
+        if kind == "InternalError" and message in ("out of memory", ""):
             self._engine.discard_sandbox()
             return ScriptError(f"{self.name}: the script ran out of memory")
+        if kind == "Nothing":
+            # A script may throw null itself; the engine does when memory ran out.
+            self._engine.discard_sandbox()
+            return ScriptError(f"{self.name}: the script threw {message} (or ran out of memory)")
         where = f" at line {line}" if line is not None else ""
         return ScriptError(f"{self.name}: {kind}: {message}{where}")
 

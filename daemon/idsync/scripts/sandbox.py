@@ -173,7 +173,8 @@ _PRELUDE = r"""
     } catch (e) {
       // Told here, before the sweep: out of memory, this throws and the engine starts over.
       var at = where(e, s.offset);
-      var name = e instanceof Error ? e.name : "Error";
+      // Out of memory, the engine may have had no room for an error: null is thrown.
+      var name = e instanceof Error ? e.name : e === null || e === undefined ? "Nothing" : "Error";
       var message = e instanceof Error ? e.message : text(e);
       failed = stringify([1, name, message, at[0], at[1]]);
     } finally {

@@ -3,11 +3,16 @@
 Two ways of reading, chosen when the token is made (``latest_token``) and written
 in it, so a token never silently changes meaning:
 
+* ``usn``: Active Directory (``usn.py``): the entries whose ``uSNChanged`` is above
+  the token's, and the tombstones above it (deletes, by objectGUID).
 * ``syncrepl``: RFC 4533 content synchronization in refreshOnly mode against a
   server with a sync provider (OpenLDAP's ``syncprov``, 389 DS's content sync
   plugin). The token holds the sync cookie. The first one is made from the
   database's ``contextCSN``, read before the full recon that starts liveSync (a
-  full refresh through the control would be slow: its decoding is pure Python).
+  full refresh through the control would be slow: its decoding is pure Python);
+  389 DS keeps no contextCSN, and the cookie of a probe (a base-scope refresh with
+  the object type's filter, which 389 DS's cookie names along with the bind DN and
+  base) is the first one.
   A refresh the server can answer from its session log sends the changed entries
   and the entryUUIDs of the deleted ones; when the log no longer covers the
   cookie (trimmed) or the server keeps none, it answers with a *present phase*:
@@ -21,9 +26,10 @@ in it, so a token never silently changes meaning:
   ``entryCSN`` (OpenLDAP) or ``modifyTimestamp`` (others) is newer than the token.
   Deletes are not seen; the feed says so and the next full recon finds them.
 
-Deleted entries are known by their entryUUID only: they become deletes of
-objects when ``uidAttribute`` is ``entryUUID`` (OpenICF's default); with any
-other id, deletes are left to the next full recon, and the feed says so.
+Deleted entries are known by their entryUUID only (389 DS sends its nsUniqueId
+there, as a UUID): they become deletes of objects when ``uidAttribute`` is
+``entryUUID`` (OpenICF's default) or ``nsUniqueId``; with any other id, deletes are
+left to the next full recon, and the feed says so.
 
 The reading uses python-ldap's sync controls on a connection of its own
 (``LdapConnection``: the resource's TLS, bind and error handling), opened per
@@ -46,6 +52,7 @@ from ldap.syncrepl import SyncDoneControl, SyncInfoMessage, SyncRequestControl, 
 from idsync.connectors.ldap.config import LdapSettings
 from idsync.connectors.ldap.connection import LdapConnection
 from idsync.connectors.ldap.reader import read_pages
+from idsync.connectors.ldap.usn import read_usn_changes, usn_server
 from idsync.connectors.ldap.values import RawEntry
 from idsync.errors import PeerError, PeerUnavailable, SyncTokenExpired
 from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj
@@ -61,6 +68,8 @@ _UNWILLING = 53
 # the whole content, deletes unseen) must never be sent.
 _COOKIE = re.compile(r"rid=\d{3}(,sid=[0-9a-f]{3})?,csn=\d{14}\.\d{6}Z#[0-9a-f]{6}#[0-9a-f]{3}#[0-9a-f]{6}"
                      r"(;\d{14}\.\d{6}Z#[0-9a-f]{6}#[0-9a-f]{3}#[0-9a-f]{6})*")
+# 389 DS's: its host:port, then the bind DN, base and filter of the search, then a change number.
+_DS389_COOKIE = re.compile(r"[^#\s]+:\d+#[^#]*#\d+")
 _CSN = re.compile(r"\d{14}\.\d{6}Z#[0-9a-f]{6}#[0-9a-f]{3}#[0-9a-f]{6}")
 _TIMESTAMP = re.compile(r"\d{14}Z")
 # A token made from this host's clock (no contextCSN to read) starts this far back:
@@ -87,11 +96,13 @@ class LdapChanges:
     decoding; ``search_filter`` is the object type's filter (object classes and
     ``searchFilter``); ``uid_attribute`` tells whether deleted entryUUIDs are ids."""
 
-    def __init__(self, system: str, settings: LdapSettings, search_filter: str, uid_attribute: str) -> None:
+    def __init__(self, system: str, settings: LdapSettings, search_filter: str, uid_attribute: str,
+                 *, class_filter: str = "") -> None:
         self._system = system
         self._settings = settings
         self._filter = search_filter
-        self._uuid_ids = uid_attribute.lower() == "entryuuid"
+        self._class_filter = class_filter or search_filter
+        self._uid_key = uid_attribute.lower()
         self._conn = LdapConnection(system, settings)
 
     def close(self) -> None:
@@ -110,7 +121,18 @@ class LdapChanges:
         one, else ``modifyTimestamp``) taken from the server's newest CSN or this host's clock."""
         conn = self._open()
         bases = self._settings.sync_contexts
+        try:
+            ad = usn_server(conn)
+        except ldap.LDAPError as error:
+            raise self._failure("read of the root DSE", bases[0], error) from None
+        if ad is not None:
+            return _dump({"kind": "usn", "dc": ad.service, "since": ad.highest})
         csn = self._context_csn(conn, bases[0])
+        if not csn:
+            # 389 DS's cookies name the search: one probe per base, each a cookie of its own.
+            cookies = {base: self._probe(conn, base, [])[1] for base in bases}
+            if all(c is not None and _DS389_COOKIE.fullmatch(c) for c in cookies.values()):
+                return _dump({"kind": "syncrepl", "cookies": cookies})
         provider, answered = self._probe(conn, bases[0], csn)
         # A database loaded offline may have no contextCSN yet: the probe's own cookie is the position.
         cookie = f"rid=000,csn={';'.join(csn)}" if csn else answered
@@ -131,6 +153,8 @@ class LdapChanges:
             return self._read_syncrepl(state, attributes, decode, page_size)
         if state.get("kind") == "poll":
             return self._read_poll(state, attributes, decode, page_size)
+        if state.get("kind") == "usn":
+            return self._read_usn(state, attributes, decode, page_size)
         raise SyncTokenExpired(f"{self._system}: the stored token is not one this connector makes")
 
     # -- syncrepl -------------------------------------------------------------
@@ -141,28 +165,36 @@ class LdapChanges:
         if set(cookies) != set(self._settings.sync_contexts):
             raise SyncTokenExpired(f"{self._system}: the stored token was made for other base contexts "
                                    f"({', '.join(cookies) or 'none'})")
-        if any(c is None or not _COOKIE.fullmatch(c) for c in cookies.values()):
+        if any(c is None or not (_COOKIE.fullmatch(c) or _DS389_COOKIE.fullmatch(c)) for c in cookies.values()):
             raise SyncTokenExpired(f"{self._system}: the stored sync cookie is not one this connector makes")
+        # 389 DS names entries by nsUniqueId in the sync UUIDs, and ends every refresh, a
+        # delta from its retro changelog included, as if it were a present phase.
+        ds389 = any(_DS389_COOKIE.fullmatch(c) for c in cookies.values())
+        sync_ids = "nsuniqueid" if ds389 else "entryuuid"
         conn = self._open()
         refreshes = {base: self._refresh(conn, base, cookie, attributes) for base, cookie in cookies.items()}
         new_token = _dump({"kind": "syncrepl", "cookies": {b: r.cookie or cookies[b] for b, r in refreshes.items()}})
-        present_phase = any(r.present_phase for r in refreshes.values())
+        present_phase = not ds389 and any(r.present_phase for r in refreshes.values())
         if present_phase:
             log.warning("livesync.present_phase", system=self._system,
                         reason="the server's session log does not cover the stored cookie (trimmed, or none kept)",
                         present=sum(len(r.present) for r in refreshes.values()))
-        entries = [e for r in refreshes.values() for e in r.changed.values()]
-        deleted = sorted({u for r in refreshes.values() for u in r.deleted})
+        uuid_ids = self._uid_key == sync_ids
+        entries = [_with_id(u, e) if ds389 and uuid_ids else e
+                   for r in refreshes.values() for u, e in r.changed.items()]
+        as_id = _ns_unique_id if ds389 else str
+        deleted = sorted({as_id(u) for r in refreshes.values() for u in r.deleted})
         complete: frozenset[str] | None = None
         note = None
-        if present_phase and self._uuid_ids:
+        if present_phase and uuid_ids:
             complete = frozenset(u for r in refreshes.values() for u in (*r.present, *r.changed))
-        if not self._uuid_ids:
+        if not uuid_ids:
             deleted = []
-            note = ("deleted entries are known by entryUUID only and uidAttribute is not entryUUID: "
+            known = "nsUniqueId" if ds389 else "entryUUID"
+            note = (f"deleted entries are known by {known} only and uidAttribute is not {known}: "
                     "deletes are left to the next full recon")
         return ChangeFeed(_batches(entries, deleted, decode, page_size, new_token), "syncrepl",
-                          reports_deletes=self._uuid_ids, note=note, complete_ids=complete)
+                          reports_deletes=uuid_ids, note=note, complete_ids=complete)
 
     def _refresh(self, conn: Any, base: str, cookie: str | None, attributes: Sequence[str]) -> _Refresh:
         """One refreshOnly search under ``base``; the whole answer (a delta is small)."""
@@ -189,6 +221,38 @@ class LdapChanges:
                     return out
         except ldap.LDAPError as error:
             raise self._failure("sync refresh", base, error) from None
+
+    # -- Active Directory -------------------------------------------------------
+
+    def _read_usn(self, state: dict[str, Any], attributes: Sequence[str],
+                  decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int) -> ChangeFeed:
+        since, dc = state.get("since"), state.get("dc")
+        if not isinstance(since, int) or not isinstance(dc, str):
+            raise SyncTokenExpired(f"{self._system}: the stored USN token is not one this connector makes")
+        conn = self._open()
+        bases = self._settings.sync_contexts
+        try:
+            server = usn_server(conn)
+        except ldap.LDAPError as error:
+            raise self._failure("read of the root DSE", bases[0], error) from None
+        if server is None or server.service.lower() != dc.lower():
+            raise SyncTokenExpired(f"{self._system}: the stored USN is of the domain controller {dc}, and "
+                                   f"{self._conn.where} is {server.service if server else 'not Active Directory'}: "
+                                   "USNs are per domain controller")
+
+        def failed(error: ldap.LDAPError) -> NoReturn:
+            raise self._failure("search", bases[0], error) from None
+
+        found = read_usn_changes(conn, server, since, bases=bases, search_filter=self._filter,
+                                 class_filter=self._class_filter, attributes=attributes,
+                                 page_size=self._settings.block_size, timeout=self._settings.read_timeout,
+                                 failed=failed)
+        token = _dump({"kind": "usn", "dc": dc, "since": found.highest})
+        guids = self._uid_key == "objectguid"
+        note = None if guids else ("deleted entries are known by objectGUID and uidAttribute is not objectGUID: "
+                                   "deletes are left to the next full recon")
+        return ChangeFeed(_batches(found.entries, found.deleted if guids else [], decode, page_size, token),
+                          "uSNChanged", reports_deletes=guids, note=note)
 
     @staticmethod
     def _entry(out: _Refresh, dn: str, attrs: dict[str, list[bytes]], controls: Sequence[Any]) -> None:
@@ -266,10 +330,11 @@ class LdapChanges:
 
     def _probe(self, conn: Any, base: str, csn: list[str]) -> tuple[bool, str | None]:
         """Whether a refresh under ``base`` is answered (a base-scope probe, so it costs one
-        entry), and the cookie the answer ends with."""
+        entry at most), and the cookie the answer ends with (with the object type's filter,
+        which 389 DS's cookie names)."""
         cookie = f"rid=000,csn={';'.join(csn)}" if csn else None
         try:
-            msgid = conn.search_ext(base, ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"],
+            msgid = conn.search_ext(base, ldap.SCOPE_BASE, self._filter, ["1.1"],
                                     serverctrls=[SyncRequestControl(cookie=cookie, mode="refreshOnly")])
             controls = conn.result4(msgid, all=1, add_ctrls=1, timeout=self._settings.read_timeout)[3]
         except ldap.UNAVAILABLE_CRITICAL_EXTENSION:
@@ -309,6 +374,18 @@ def _info(out: _Refresh, message: SyncInfoMessage) -> None:
         ids = message.syncIdSet
         (out.deleted if ids["refreshDeletes"] else out.present).update(ids["syncUUIDs"])
         out.cookie = ids.get("cookie") or out.cookie
+
+
+def _ns_unique_id(sync_uuid: str) -> str:
+    """389 DS's nsUniqueId (four groups of eight hex digits) from the same 16 bytes as a UUID."""
+    digits = sync_uuid.replace("-", "")
+    return "-".join(digits[i:i + 8] for i in range(0, 32, 8))
+
+
+def _with_id(sync_uuid: str, entry: tuple[str, RawEntry]) -> tuple[str, RawEntry]:
+    """The entry with its nsUniqueId, which 389 DS leaves out of a refresh's changed entries."""
+    dn, raw = entry
+    return (dn, raw) if raw.get("nsuniqueid") else (dn, {**raw, "nsuniqueid": [_ns_unique_id(sync_uuid).encode()]})
 
 
 def _batches(entries: list[tuple[str, RawEntry]], deleted: list[str],

@@ -199,9 +199,7 @@ def _settings(file: str, props: Mapping[str, Any]) -> LdapSettings:
     base_contexts = read.dns("baseContexts")
     if not base_contexts:
         raise ConfigError(file, "configurationProperties.baseContexts", "is required")
-    lock_attribute = str(_attribute_name(
-        file, read, "accountLockAttribute",
-        "userAccountControl" if _active_directory(props) else "pwdAccountLockedTime"))
+    lock_attribute = str(_attribute_name(file, read, "accountLockAttribute", _lock_attribute_default(props)))
     credentials = props.get("credentials")
     if credentials is not None and not isinstance(credentials, str):
         # The value itself is left out on purpose: it is a secret.
@@ -245,6 +243,16 @@ def _attribute_name(file: str, read: _Reader, key: str, default: str | None) -> 
 def _active_directory(props: Mapping[str, Any]) -> bool:
     """Whether the provisioner reads Active Directory (or AD LDS), as its objectGUID ids tell."""
     return str(props.get("uidAttribute") or "").lower() == "objectguid"
+
+
+def _lock_attribute_default(props: Mapping[str, Any]) -> str:
+    """Where ``__ENABLE__`` lives, as the ids tell the directory: AD's userAccountControl
+    (objectGUID), 389 DS's nsAccountLock (nsUniqueId), else OpenLDAP ppolicy's lock."""
+    if _active_directory(props):
+        return "userAccountControl"
+    if str(props.get("uidAttribute") or "").lower() == "nsuniqueid":
+        return "nsAccountLock"
+    return "pwdAccountLockedTime"
 
 
 def _password_default(props: Mapping[str, Any]) -> str:

@@ -224,6 +224,10 @@ class LdapConnection:
             raise PeerError(f"{self._system}: search under {base} stopped at the server's size limit "
                             "(sizeLimitExceeded), so the read is incomplete; raise the size limit for the bind DN "
                             "or use a blockSize the server pages within") from None
+        if isinstance(error, ldap.ADMINLIMIT_EXCEEDED):
+            raise PeerError(f"{self._system}: search under {base} stopped at an administrative limit of the server "
+                            "(adminLimitExceeded), so the read is incomplete; raise the bind DN's limits (389 DS: "
+                            "nsLookThroughLimit and nsPagedLookThroughLimit -1 on its entry)") from None
         raise PeerError(f"{self._system}: search under {base} failed: {_said(name, message)}") from None
 
     def _log_command(self, base: str, search_filter: str, attributes: Sequence[str],

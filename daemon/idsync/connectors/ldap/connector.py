@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import ldap.dn
 import structlog
 from ldap3.utils.dn import escape_rdn, parse_dn
 
@@ -36,6 +37,7 @@ from idsync.connectors.ldap.connection import LdapConnection, SearchEntry
 from idsync.connectors.ldap.groups import Memberships, uid_values
 from idsync.connectors.ldap.ignored import ignored_settings
 from idsync.connectors.ldap.members import DELETE, MEMBER_OF, REPLACE, Changes, norm_dn, value_changes
+from idsync.connectors.ldap.rootdse import ROOT_DSE_ATTRIBUTES, describe_server, preset_mismatch
 from idsync.connectors.ldap.special import encode_special, read_attributes, read_special
 from idsync.connectors.ldap.values import (
     decode_entries,
@@ -99,7 +101,7 @@ class LdapResource(Resource, ChangeSource):
         self._class_filters = tuple(f"(objectClass={c})" for c in object_type.object_classes
                                     if c.lower() != "top")
         self._changes = LdapChanges(system, settings, _and(*self._class_filters, object_type.search_filter),
-                                    settings.uid_attribute)
+                                    settings.uid_attribute, class_filter=_and(*self._class_filters))
 
     def close(self) -> None:
         self._conn.close()
@@ -350,8 +352,14 @@ class LdapResource(Resource, ChangeSource):
             self._memberships.follow_rename(old_dn, dn)
         changes: Changes = {}
         groups = self._groups_prop()
+        naming = _rdn(dn)
         for name, value in op.values.items():
             prop = self._type.properties.get(name)
+            if prop is not None and naming is not None and prop.key == naming[0] and \
+                    [str(v).lower() for v in _as_list(value)] == [naming[1].lower()]:
+                # The RDN already holds it (Active Directory refuses any modify of an RDN
+                # attribute, even to its own value: notAllowedOnRDN).
+                continue
             if prop is not None and prop is groups:
                 if not (prop.special and "NOT_UPDATEABLE" in prop.flags):
                     self._memberships.set_groups(dn, _as_list(value), current=self._listed_groups(prop, raw))
@@ -462,6 +470,11 @@ class LdapSystem(System):
             for base in dict.fromkeys((*self._settings.base_contexts, *self._settings.sync_contexts)):
                 next(connection.search_pages(base, "(objectClass=*)", [], 0, scope="base", base_required=True),
                      None)
+            root = connection.search("", "(objectClass=*)", ROOT_DSE_ATTRIBUTES, scope="base")
+            if root:
+                report["server"] = describe_server(root[0][1])
+                if hint := preset_mismatch(root[0][1], self._settings.uid_attribute):
+                    report["warning"] = f"uidAttribute: {hint}"
         except IdsyncError as error:
             report.failed(error)
         finally:
@@ -472,6 +485,15 @@ class LdapSystem(System):
         for resource in self._resources:
             resource.close()
         self._resources.clear()
+
+
+def _rdn(dn: str) -> tuple[str, str] | None:
+    """(attribute in lower case, value) of the DN's first RDN when it has one value."""
+    try:
+        first = ldap.dn.str2dn(dn)[0]
+    except (IndexError, ldap.DECODING_ERROR):
+        return None
+    return (first[0][0].lower(), first[0][1]) if len(first) == 1 else None
 
 
 def _as_list(value: Any) -> list[str]:

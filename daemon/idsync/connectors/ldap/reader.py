@@ -39,10 +39,11 @@ _PAGED = {SimplePagedResultsControl.controlType: SimplePagedResultsControl}
 
 def read_pages(conn: ldap.ldapobject.LDAPObject, base: str, scope: Scope, search_filter: str,
                attributes: Sequence[str], page_size: int, *, timeout: float, base_required: bool,
-               failed: Callable[[ldap.LDAPError], NoReturn]) -> Iterator[list[SearchEntry]]:
+               failed: Callable[[ldap.LDAPError], NoReturn], whole: bool = True) -> Iterator[list[SearchEntry]]:
     """The entries under ``base``, one list per page (one list when ``page_size`` is
     0). A base that does not exist is no entries, unless ``base_required``; any
-    other failure is passed to ``failed``."""
+    other failure is passed to ``failed``. ``whole``: ranged attributes are read to
+    their end (False hands on the one range answered: the reading of the next range)."""
     attrlist = list(attributes) or ["1.1"]
 
     def request(cookie: bytes) -> int:
@@ -55,7 +56,7 @@ def read_pages(conn: ldap.ldapobject.LDAPObject, base: str, scope: Scope, search
     def fetch(dn: str, attribute: str) -> RawEntry:
         """One entry's next range of an attribute (a base search of that entry)."""
         page = next(read_pages(conn, dn, "base", "(objectClass=*)", [attribute], 0, timeout=timeout,
-                               base_required=False, failed=failed), [])
+                               base_required=False, failed=failed, whole=False), [])
         return page[0][1] if page else {}
 
     msgid: int | None = request(b"")
@@ -75,7 +76,7 @@ def read_pages(conn: ldap.ldapobject.LDAPObject, base: str, scope: Scope, search
             except ldap.LDAPError as error:
                 failed(error)
             entries, ranged = _entries(data)
-            if ranged:
+            if ranged and whole:
                 entries = [(dn, merge_ranges(dn, raw, fetch)) for dn, raw in entries]
             cookie = next((c.cookie for c in controls or () if isinstance(c, SimplePagedResultsControl)), b"")
             if page_size and cookie:

@@ -12,7 +12,8 @@ names OpenICF gives to what every connector has:
   holding ``accountLockValue`` when disabled. False sets the lock value; true
   removes the attribute (which also lifts a lockout after failed binds);
 - ``__PASSWORD__``: ``passwordAttribute``, write-only: never read, never listed.
-  ``unicodePwd`` (AD) is written as AD wants it, the quoted password in UTF-16LE;
+  ``unicodePwd`` (AD) is written as AD wants it, the quoted password in UTF-16LE,
+  and only over LDAPS or StartTLS;
 - ``ldapGroups`` / ``__GROUPS__``: the groups the entry belongs to (``groups``);
 - ``_memberId`` (on a group, read-only): the ``uidAttribute`` values of the entries
   its ``groupMemberAttribute`` names, resolved by the connector (``member_ids``).
@@ -125,6 +126,10 @@ def _password(prop: PropertyDef, value: Any, settings: LdapSettings) -> str | by
         raise ObjectRejected(f"ldap: {prop.name} (__PASSWORD__) must be a string")
     if settings.password_attribute.lower() != "unicodepwd":
         return value
+    if not (settings.ssl or settings.start_tls):
+        # AD refuses it anyway (Samba does not): a password is never sent in clear.
+        raise ObjectRejected(f"ldap: {prop.name} (__PASSWORD__): Active Directory's unicodePwd is written only "
+                             "over LDAPS or StartTLS; set ssl or startTLS in configurationProperties")
     if value.startswith("{") and "}" in value:
         # AD hashes what it is given: a hash written as a password would become the password.
         raise ObjectRejected(f"ldap: {prop.name} (__PASSWORD__): Active Directory's unicodePwd needs the "

@@ -1,11 +1,13 @@
 """OAuth 2.0 against Salesforce's token endpoint (``/services/oauth2/token``).
 
 Two grants: ``refresh_token`` (every connection: the refresh token of a Connected
-App, kept in configuration, buys short-lived access tokens) and
-``authorization_code`` (once, by ``idsync salesforce authorize``, to obtain that
-refresh token). Errors come back as ``{"error", "error_description"}``; a refused
-grant is ``AuthenticationFailed`` whose message names the grant and Salesforce's
-error code, never a token or secret.
+App, kept in configuration or in the state directory, buys short-lived access
+tokens) and ``authorization_code`` (once, after an administrator's consent at
+``/services/oauth2/authorize``: by ``idsync salesforce authorize`` or the console's
+Authorize button, to obtain that refresh token: the web server flow). Errors come
+back as ``{"error", "error_description"}``; a refused grant is
+``AuthenticationFailed`` whose message names the grant and Salesforce's error
+code, never a token or secret.
 """
 
 from __future__ import annotations
@@ -13,15 +15,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import structlog
 
 from idsync.errors import AuthenticationFailed, PeerError, PeerUnavailable, TLSError
 
-__all__ = ["TokenResponse", "exchange_code", "refresh_access_token", "transport_error"]
+__all__ = ["SCOPES", "TokenResponse", "authorize_url", "exchange_code", "refresh_access_token", "transport_error"]
 
 log = structlog.get_logger("idsync.connectors.salesforce_auth")
+
+# What idsync asks the administrator to allow: the REST API, who they are, and a refresh token.
+SCOPES = "api id profile email address phone refresh_token offline_access"
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,19 @@ def refresh_access_token(client: httpx.Client, url: str, client_id: str, client_
     form = {"grant_type": "refresh_token", "client_id": client_id, "client_secret": client_secret,
             "refresh_token": refresh_token, "format": "json"}
     return _token(client, url, form, "refresh_token")
+
+
+def authorize_url(token_url: str, client_id: str, redirect_uri: str, *, state: str | None = None,
+                  code_challenge: str | None = None) -> str:
+    """The consent page of the web server flow (``.../services/oauth2/authorize``, beside
+    the token endpoint), asking for ``SCOPES``, a fresh login and the consent prompt."""
+    query = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "scope": SCOPES,
+             "prompt": "login consent"}
+    if state is not None:
+        query["state"] = state
+    if code_challenge is not None:
+        query["code_challenge"] = code_challenge
+    return token_url.removesuffix("/token") + "/authorize?" + urlencode(query)
 
 
 def exchange_code(client: httpx.Client, url: str, client_id: str, client_secret: str, code: str,

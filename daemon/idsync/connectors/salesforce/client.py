@@ -124,6 +124,11 @@ class SalesforceClient:
         """Whether the configured API version has sObject Collections (42.0 and later)."""
         return float(self._settings.version[1:]) >= 42.0
 
+    @property
+    def http(self) -> httpx.Client:
+        """The connection to the org's hosts (the token endpoint's too), TLS as configured."""
+        return self._http
+
     def close(self) -> None:
         self._http.close()
 
@@ -134,6 +139,9 @@ class SalesforceClient:
 
     def _refresh(self) -> None:
         s = self._settings
+        if not s.refresh_token:
+            raise AuthenticationFailed(f"salesforce: system {self.system} has no refresh token yet: authorize it "
+                                       "in the console (Systems, Authorize) or with `idsync salesforce authorize`")
         token = refresh_access_token(self._http, s.token_url, s.client_id, s.client_secret, s.refresh_token)
         self._token = token.access_token
         if not s.instance_url and token.instance_url:

@@ -51,7 +51,7 @@ class SalesforceSettings:
     token_url: str
     client_id: str
     client_secret: str
-    refresh_token: str
+    refresh_token: str  # empty until an administrator's consent supplies one (``needs_consent``)
     instance_url: str | None
     version: str  # "v44.0"
     connect_timeout: float  # seconds
@@ -133,8 +133,12 @@ def _object_types(raw: Any, file: str) -> dict[str, tuple[str, ...]]:
     return types
 
 
-def parse_salesforce_config(file: str, config: Mapping[str, Any]) -> SalesforceSettings:
-    """Validate the provisioner's configuration; errors name the key, never a value."""
+def parse_salesforce_config(file: str, config: Mapping[str, Any], *,
+                            stored_token: str | None = None) -> SalesforceSettings:
+    """Validate the provisioner's configuration; errors name the key, never a value.
+    ``stored_token``, the refresh token of an administrator's consent in the console, is
+    used instead of ``refreshToken``; ``""`` says a consent can supply one, so none need be
+    configured yet; None (no state directory to keep one in) makes ``refreshToken`` required."""
     props = config.get("configurationProperties") or {}
     if not isinstance(props, Mapping):
         raise ConfigError(file, "configurationProperties", "must be an object")
@@ -159,7 +163,8 @@ def parse_salesforce_config(file: str, config: Mapping[str, Any]) -> SalesforceS
         token_url=token_url(str(props.get("loginUrl") or "production"), file),
         client_id=_required(props, "clientId", file),
         client_secret=_required(props, "clientSecret", file),
-        refresh_token=_required(props, "refreshToken", file),
+        refresh_token=stored_token or (_required(props, "refreshToken", file) if stored_token is None
+                                       else str(props.get("refreshToken") or "").strip()),
         instance_url=str(instance) if instance else None,
         version=_version(props.get("version"), file),
         connect_timeout=_ms(props, "connectTimeout", 120000, file),

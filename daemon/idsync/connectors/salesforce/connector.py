@@ -13,20 +13,25 @@ changes (sObject Get Updated and Get Deleted) in ``changes``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 
 from idsync.connectors.base import System, system_test_report
+from idsync.connectors.salesforce.auth import authorize_url, exchange_code
 from idsync.connectors.salesforce.changes import SalesforceChanges
 from idsync.connectors.salesforce.client import SalesforceClient, error_text, errors_of
 from idsync.connectors.salesforce.config import SalesforceSettings, parse_salesforce_config
 from idsync.connectors.salesforce.writes import RecordWriter
-from idsync.errors import ConfigError, IdsyncError, PeerUnavailable, QueryError
-from idsync.query.ast import Path
+from idsync.errors import AuthenticationFailed, ConfigError, ConfigWarning, IdsyncError, PeerUnavailable, QueryError
+from idsync.query.ast import Path as FieldPath
 from idsync.query.soql import escape_soql_string, to_soql
 from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult
 
@@ -147,7 +152,7 @@ class SalesforceResource(Resource, ChangeSource):
             fields.setdefault(native.lower(), native)
         return list(fields.values())
 
-    def _native_path(self, path: Path) -> str:
+    def _native_path(self, path: FieldPath) -> str:
         if path == ("_id",):
             return "Id"
         return ".".join(path)
@@ -159,13 +164,20 @@ class SalesforceResource(Resource, ChangeSource):
 
 
 class SalesforceSystem(System):
-    """One configured Salesforce org."""
+    """One configured Salesforce org.
 
-    def __init__(self, name: str, config: Mapping[str, Any], *, file: str) -> None:
+    Its refresh token is ``refreshToken`` in the provisioner, or, once an administrator
+    allowed access in the console, the one kept in ``token_file`` (in the daemon's state
+    directory, mode 0600), which wins: it is the newer consent. Each opening reads the file
+    again, so a new consent is used by the next run or request without a restart."""
+
+    def __init__(self, name: str, config: Mapping[str, Any], *, file: str, token_file: Path | None = None) -> None:
         self.name = name
         self._file = file
         self._config = config
-        self._settings = parse_salesforce_config(file, config)
+        self._token_file = token_file
+        stored = _read_token(token_file) if token_file is not None else None
+        self._settings = parse_salesforce_config(file, config, stored_token=stored)
         self._client = SalesforceClient(name, self._settings)
 
     def resource(self, object_type: str, *, dry_run: bool = False) -> SalesforceResource:
@@ -187,8 +199,65 @@ class SalesforceSystem(System):
             report.failed(error)
         return report
 
+    def warnings(self) -> list[ConfigError]:
+        if self._settings.refresh_token:
+            return []
+        return [ConfigWarning(self._file, "configurationProperties.refreshToken",
+                              f"not set, and no consent kept in {self._token_file}: system {self.name} cannot "
+                              "connect until an administrator authorizes it (console: Systems, Authorize; or "
+                              "`idsync salesforce authorize`)")]
+
+    def needs_consent(self) -> bool | None:
+        return None if self._token_file is None else not self._settings.refresh_token
+
+    def consent_url(self, redirect_uri: str, state: str, code_challenge: str) -> str:
+        s = self._settings
+        return authorize_url(s.token_url, s.client_id, redirect_uri, state=state, code_challenge=code_challenge)
+
+    def complete_consent(self, code: str, redirect_uri: str, code_verifier: str) -> str:
+        if self._token_file is None:
+            raise ConfigError(self._file, "", "no state directory to keep the refresh token in")
+        s = self._settings
+        token = exchange_code(self._client.http, s.token_url, s.client_id, s.client_secret, code, redirect_uri,
+                              code_verifier)
+        if not token.refresh_token:
+            raise AuthenticationFailed("salesforce: Salesforce issued no refresh token: give the Connected App the "
+                                       "scope 'Perform requests at any time (refresh_token, offline_access)'")
+        write_secret(self._token_file, token.refresh_token)
+        log.info("salesforce.refresh_token_stored", system=self.name, file=str(self._token_file),
+                 instance_url=token.instance_url)
+        return f"refresh token kept in {self._token_file}; instance {token.instance_url or s.instance_url}"
+
     def close(self) -> None:
         self._client.close()
+
+
+def _read_token(path: Path) -> str:
+    """The refresh token kept in ``path`` by a consent; ``""`` when there is none yet."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(str(path), "", f"cannot read the stored refresh token: {reason}") from None
+
+
+def write_secret(path: Path, text: str) -> None:
+    """``text`` into ``path`` readable by this user only (0600, its directory 0700),
+    swapped in whole: a reader sees the old token or the new one."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # made 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _object(record: Mapping[str, Any]) -> Obj:
@@ -199,6 +268,7 @@ def _object(record: Mapping[str, Any]) -> Obj:
     return obj
 
 
-def open_salesforce_system(name: str, config: Mapping[str, Any], *, file: str) -> SalesforceSystem:
+def open_salesforce_system(name: str, config: Mapping[str, Any], *, file: str,
+                           token_file: Path | None = None) -> SalesforceSystem:
     """The connector registry's entry point for ``...salesforce.SalesforceConnector``."""
-    return SalesforceSystem(name, config, file=file)
+    return SalesforceSystem(name, config, file=file, token_file=token_file)

@@ -9,6 +9,8 @@
     setInterval(function () {
       if (document.hidden) { return; }
       fetch(el.getAttribute("data-refresh"), {credentials: "same-origin"}).then(function (r) {
+        // Sent to the login form: the session ended. Show that page, not a login form inside this one.
+        if (r.redirected) { window.location.reload(); throw new Error("session ended"); }
         if (r.ok) { return r.text(); }
         throw new Error(r.status);
       }).then(function (html) { el.innerHTML = html; }).catch(function () {});

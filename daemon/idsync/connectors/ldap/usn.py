@@ -1,0 +1,116 @@
+"""liveSync for Active Directory: the changes since an update sequence number.
+
+Every write on a domain controller takes the next USN of that DC and stamps it on the
+entry's ``uSNChanged``; the rootDSE's ``highestCommittedUSN`` is the newest one. The
+position (the token) is that number. A read asks for the entries whose ``uSNChanged``
+is above it under the sync contexts, and for the tombstones above it (the
+*show deleted* control, 1.2.840.113556.1.4.417): a deleted entry keeps its
+``objectGUID``, its ``objectClass`` and ``lastKnownParent``, which tells whether it
+was under a sync context. The new position is the ``highestCommittedUSN`` read before
+the searches (every change up to it is visible to them) or a newer ``uSNChanged``
+seen, so a change made during the read is read again next time rather than missed.
+
+USNs are per domain controller: a token is only good against the DC that made it,
+which the token names (``dsServiceName``); another DC's answer raises
+``SyncTokenExpired`` and liveSync reconciles in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import ldap
+from ldap.controls import LDAPControl
+
+from idsync.connectors.ldap.reader import read_pages
+from idsync.connectors.ldap.values import RawEntry, decode_id
+
+__all__ = ["AD_CAPABILITY", "UsnChanges", "UsnServer", "usn_server"]
+
+AD_CAPABILITY = "1.2.840.113556.1.4.800"  # LDAP_CAP_ACTIVE_DIRECTORY_OID
+_SHOW_DELETED = "1.2.840.113556.1.4.417"
+
+
+@dataclass(frozen=True)
+class UsnServer:
+    """A domain controller's position: which DC, its newest USN, its domain's DN."""
+
+    service: str
+    highest: int
+    domain: str
+
+
+@dataclass
+class UsnChanges:
+    """What one read found: changed entries, the objectGUIDs (string form) of the
+    deleted ones, and the position to store."""
+
+    entries: list[tuple[str, RawEntry]]
+    deleted: list[str]
+    highest: int
+
+
+def usn_server(conn: Any) -> UsnServer | None:
+    """The DC's position when ``conn`` talks to Active Directory (or Samba AD), else None."""
+    found = conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)",
+                          ["supportedCapabilities", "highestCommittedUSN", "dsServiceName",
+                           "defaultNamingContext"])
+    attrs = {k.lower(): v for k, v in (found[0][1] if found else {}).items()}
+    capabilities = {v.decode("ascii", "replace") for v in attrs.get("supportedcapabilities") or ()}
+    usn = attrs.get("highestcommittedusn")
+    if AD_CAPABILITY not in capabilities or not usn or not usn[0].isdigit():
+        return None
+    service = (attrs.get("dsservicename") or [b""])[0].decode("utf-8", "replace")
+    domain = (attrs.get("defaultnamingcontext") or [b""])[0].decode("utf-8", "replace")
+    return UsnServer(service, int(usn[0]), domain)
+
+
+def read_usn_changes(conn: Any, server: UsnServer, since: int, *, bases: Sequence[str], search_filter: str,
+                     class_filter: str, attributes: Sequence[str], page_size: int, timeout: float,
+                     failed: Callable[[ldap.LDAPError], NoReturn]) -> UsnChanges:
+    """The entries changed and the entries deleted after USN ``since`` (``server``: the
+    position read just before)."""
+    above = f"(uSNChanged>={since + 1})"
+    wanted = [*attributes, "uSNChanged"]
+    highest = server.highest
+    entries: list[tuple[str, RawEntry]] = []
+    for base in bases:
+        for page in read_pages(conn, base, "sub", f"(&{search_filter}{above})", wanted, page_size,
+                               timeout=timeout, base_required=True, failed=failed):
+            for dn, raw in page:
+                highest = max(highest, _usn(raw))
+                entries.append((dn, raw))
+    deleted: list[str] = []
+    for _dn, raw in _tombstones(conn, server.domain, f"(&(isDeleted=TRUE){class_filter}{above})", timeout, failed):
+        highest = max(highest, _usn(raw))
+        parent = (raw.get("lastknownparent") or [b""])[0].decode("utf-8", "replace")
+        guid = decode_id("objectguid", raw.get("objectguid"))
+        if guid and any(_under(parent, base) for base in bases):
+            deleted.append(guid)
+    return UsnChanges(entries, deleted, highest)
+
+
+def _tombstones(conn: Any, domain: str, search_filter: str, timeout: float,
+                failed: Callable[[ldap.LDAPError], NoReturn]) -> Iterator[tuple[str, RawEntry]]:
+    control = LDAPControl(_SHOW_DELETED, True, None)
+    try:
+        msgid = conn.search_ext(domain, ldap.SCOPE_SUBTREE, search_filter,
+                                ["objectGUID", "lastKnownParent", "uSNChanged"], serverctrls=[control])
+        _, data, _, _ = conn.result3(msgid, all=1, timeout=timeout)
+    except ldap.LDAPError as error:
+        failed(error)
+    for dn, attrs in data or ():
+        if dn is not None and isinstance(attrs, dict):
+            yield dn, {k.lower(): v for k, v in attrs.items()}
+
+
+def _usn(raw: RawEntry) -> int:
+    value = (raw.get("usnchanged") or [b"0"])[0]
+    return int(value) if value.isdigit() else 0
+
+
+def _under(dn: str, base: str) -> bool:
+    d, b = dn.lower().replace(" ", ""), base.lower().replace(" ", "")
+    return bool(b) and (d == b or d.endswith("," + b))
