@@ -8,6 +8,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from idsync.config.project import load_project
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
+from idsync.store.objects import ManagedResource
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, run_recon
 from idsync_dev.slapd import Slapd
@@ -65,8 +67,10 @@ class Env:
         return {o["userName"]: o for page in res.pages(QuerySpec()) for o in page}
 
     def create_user(self, **values: Any) -> dict[str, Any]:
-        """A managed user made directly in the store (no link)."""
-        return Resources(self.project, self.store).open("managed/user").create(values)
+        """A managed user made directly in the store (no link), as data stored before
+        managed.json's scripts and policies were: they do not run."""
+        schema = replace(self.project.managed.get("user"), model=None)
+        return ManagedResource(self.store, schema).create(values)
 
 
 @contextmanager

@@ -129,10 +129,15 @@ def test_managed_changes_with_revisions(api: httpx.Client, slapd: Slapd, ldap_su
     moved = api.patch("/openidm/managed/user/jdoe-1", headers=JSON, json=[{"operation": "move", "field": "/mail"}])
     assert moved.status_code == 404  # deleted above; an unknown operation on a live object is a 400:
     api.put("/openidm/managed/user/jdoe-2", headers=JSON, json=user)
-    for body in ([{"operation": "move", "field": "/mail"}], {"operation": "add"},
-                 [{"operation": "replace", "field": "/userName", "value": 5}]):
+    for body in ([{"operation": "move", "field": "/mail"}], {"operation": "add"}):
         bad = api.patch("/openidm/managed/user/jdoe-2", headers=JSON, json=body)
         assert bad.status_code == 400 and bad.json()["reason"] == "Bad Request", body
+    # A value of the wrong type breaks the valid-type policy: PingIDM's 403.
+    typed = api.patch("/openidm/managed/user/jdoe-2", headers=JSON,
+                      json=[{"operation": "replace", "field": "/userName", "value": 5}])
+    assert typed.status_code == 403 and typed.json()["detail"]["failedPolicyRequirements"] == [
+        {"property": "userName", "policyRequirements": [{"policyRequirement": "VALID_TYPE", "params": {
+            "invalidType": "number", "validTypes": ["string", "null"]}}]}]
     slash = api.post("/openidm/managed/user?_action=create&_id=a/b", headers=JSON, json={**user, "userName": "ab"})
     assert slash.status_code == 400
 

@@ -141,7 +141,7 @@ def test_cli_change_errors(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> N
     (nothing stored), unknown id 66, a stale --rev 75 (the object is left as it was)."""
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=False)
     bad = idsync(project, "managed", "create", "user", "--data", '{"givenName": 3}', "--no-sync")
-    assert bad.returncode == 65 and "userName is required; givenName must be of type string" in bad.stderr
+    assert bad.returncode == 65 and "  userName is required\n  givenName must be of type string" in bad.stderr
     assert idsync(project, "managed", "create", "user", "--data", "{nope", "--no-sync").returncode == 65
     assert json.loads(idsync(project, "managed", "query", "user").stdout) == []
     created = json.loads(idsync(project, "managed", "create", "user", "--no-sync", "--data",

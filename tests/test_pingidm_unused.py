@@ -59,17 +59,20 @@ _MANAGED = {"_comment": "from PingIDM", "objects": [{
     "name": "user", "iconClass": "fa fa-user", "meta": {"property": "_meta"},
     "onCreate": {"type": _JS, "source": "object.created = true;"},
     "postUpdate": {"type": _JS, "file": "script/onUpdateUser.js"},
+    "onSync": {"type": _JS, "source": "1"},
     "actions": {"unlock": {"type": _JS, "source": "1"}},
     "schema": {"required": ["userName"], "properties": {
         "userName": {"type": "string", "searchable": True, "minLength": 2,
                      "policies": [{"policyId": "unique"}]},
         "mail": {"type": "string", "pattern": ".+@.+"},
         "effectiveRoles": {"type": "array", "isVirtual": True,
-                           "onRetrieve": {"type": _JS, "source": "[]"}},
+                           "onRetrieve": {"type": _JS, "source": "require('roles/effectiveRoles')"
+                                                                  ".calculateEffectiveRoles(object, 'roles');"}},
         "manager": {"type": "relationship", "reverseRelationship": True, "reversePropertyName": "reports"},
         "roles": {"type": "array", "items": {"type": "relationship"}},
         "password": {"type": "string", "encryption": {"key": "openidm-sym-default"}, "scope": "private"},
         "lastSync": {"type": "object", "scope": "private"},
+        "telephoneNumber": {"type": "string", "policies": [{"policyId": "valid-phone-format"}]},
     }},
 }]}
 
@@ -80,7 +83,6 @@ _FILES = {
     "router.json": "scripts PingIDM runs around requests",
     "endpoint-echo.json": "custom REST endpoints",
     "endpoint-linkedView.json": "custom REST endpoints",
-    "policy.json": "PingIDM's policy service",
     "script.json": "script engine settings",
     "workflow.json": "workflow engine",
     "selfservice-reset.json": "self-service",
@@ -105,6 +107,7 @@ def _unused_project(tmp_path: Path, slapd: Slapd, subtree: str) -> Path:
                "x=1\n" if name.endswith(".properties") else {"filters": []} if name == "router.json" else {})
     _write(conf / "boot" / "boot.properties", "openidm.port.http=8080\n")
     _write(conf / "managed.json", _MANAGED)
+    _write(conf / "policy.json", {"type": _JS, "file": "policy-custom.js", "comment": "from PingIDM"})
     _write(project / "script" / "onUpdateUser.js", "object.updated = true;\n")
     _write(conf / "provisioner.openicf-ldap.json", _ldap_provisioner(
         "ldap", slapd, subtree, poolConfigOption={"maxObjects": 10}, operationTimeout={"CREATE": -1},
@@ -149,14 +152,19 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
             one(f"{conf}: {', '.join(same)}: ", why)
     one(f"{conf / 'boot' / 'boot.properties'}: ", "startup properties", "environment variable")
     managed = conf / "managed.json"
-    one(f"{managed}: objects[0].{{onCreate,postUpdate}}: ", "not run", "managed/user")
+    one(f"{managed}: objects[0].onSync: ", "not run", "managed/user")
     one(f"{managed}: objects[0].actions: ", "not served")
     one(f"{managed}: _comment: ", "reads only objects")
     one(f"{managed}: objects[0].meta: ", "does not use these keys of managed/user")
-    one(f"{managed}: objects[0].schema.properties.{{userName.policies,userName.minLength,mail.pattern}}: ",
-        "not enforced", "required only")
-    one(f"{managed}: objects[0].schema.properties.{{effectiveRoles.onRetrieve,effectiveRoles.isVirtual}}: ",
-        "not computed")
+    one(f"{managed}: objects[0].schema.properties.{{userName.minLength,mail.pattern}}: ",
+        "not enforced", "JSON schema's minLength and pattern")
+    one(f"{managed}: objects[0].schema.properties.telephoneNumber.policies[0]: ",
+        "not enforced: policy valid-phone-format")
+    one(f"{managed}: objects[0].schema.properties.effectiveRoles.onRetrieve: ", "not run",
+        "loads PingIDM's modules (require)")
+    policy = conf / "policy.json"
+    one(f"{policy}: comment: ", "reads resources and additionalFiles")
+    one(f"{policy}: file: ", "built-in policies")
     one(f"{managed}: objects[0].schema.properties.{{manager,roles}}: ", "relationships are kept as plain values")
     one(f"{managed}: objects[0].schema.properties.lastSync.scope: ", "hides only secrets")
     sync = conf / "sync.json"
@@ -171,7 +179,7 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     one(f"{prov}: systemActions: ", "not served")
     one(f"{prov}: operationOptions.DELETE.denied: ", "allowDelete")
     # Nothing else: the files idsync reads get no line of their own, no key is told twice.
-    assert len(lines) == len(set(_FILES.values())) + 1 + 8 + 5 + 1 + 3, "\n".join(lines)
+    assert len(lines) == len(set(_FILES.values())) + 1 + 9 + 5 + 1 + 3 + 2, "\n".join(lines)
     assert not any("password.scope" in line or "idsync.toml:" in line for line in lines)
 
     answer = json.loads(idsync(project, "validate", "--json").stdout)

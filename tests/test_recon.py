@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from dbs import BACKENDS, store_url
 from idsync.errors import PeerUnavailable
 from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
+from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
 from idsync_dev.slapd import Slapd
 from recon_env import Env
@@ -87,7 +89,8 @@ def test_correlation_links_an_existing_user(env: Env) -> None:
 def test_ambiguous_correlation_is_an_exception_not_a_guess(env: Env) -> None:
     """Two managed users matching one source: AMBIGUOUS, reported, nothing written for it
     (another source of the run is created, so the run is a SUCCESS with one failure)."""
-    users = Resources(env.project, env.store).open("managed/user")
+    # Two users of one name: a store filled before managed.json made userName unique.
+    users = ManagedResource(env.store, replace(env.project.managed.get("user"), model=None))
     users.create({"userName": "e1"})
     users.create({"userName": "e1"})
     env.add("e1")

@@ -26,9 +26,9 @@ from idsync.errors import (
     RevisionMismatch,
     RunLocked,
 )
-from idsync.store.validation import InvalidObject
+from idsync.store.validation import InvalidObject, PolicyFailed
 
-__all__ = ["ApiError", "error_response", "exception_handlers"]
+__all__ = ["ApiError", "error_response", "exception_handlers", "policy_failure"]
 
 log = structlog.get_logger("idsync.api")
 
@@ -69,6 +69,13 @@ def _names_unknown(exc: ConfigError) -> bool:
     return any(m in exc.problem for m in ("unknown mapping", "no such system", "no object type"))
 
 
+def policy_failure(failures: list[dict[str, Any]]) -> JSONResponse:
+    """PingIDM's answer to a change that breaks a policy: 403, the failed requirements in ``detail``."""
+    body = {"code": 403, "reason": "Forbidden", "message": "Failed policy validation",
+            "detail": {"result": False, "failedPolicyRequirements": failures}}
+    return JSONResponse(body, status_code=403)
+
+
 async def _api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc.code, exc.message, exc.headers)
@@ -76,6 +83,8 @@ async def _api_error(_request: Request, exc: Exception) -> Response:
 
 async def _idsync_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IdsyncError)
+    if isinstance(exc, PolicyFailed):
+        return policy_failure(exc.failures)
     code = _status(exc)
     if code >= 500:
         log.warning("api.error", path=request.url.path, code=code, error=type(exc).__name__, message=str(exc))

@@ -28,6 +28,7 @@ from idsync.managed.router import scripting
 from idsync.managed.service import Change, ManagedObjects
 from idsync.resources import Resources
 from idsync.store.filters import to_sql
+from idsync.store.hooks import ObjectHooks
 from idsync.store.tables import managed_objects as mo
 
 __all__ = ["change_managed", "managed_routes"]
@@ -62,6 +63,9 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
         total = (conn.execute(select(func.count()).select_from(mo).where(*where)).scalar_one()
                  if params.exact_total else None)
     objects = [_object(schema, r) for r in rows]
+    hooks = ObjectHooks(schema)
+    if hooks.reads:
+        objects = [hooks.retrieved(o, "query") for o in objects]
     cookie: str | None = None
     if sorted_mode:
         start = int(params.cookie) if params.cookie and params.cookie.isdigit() else params.offset

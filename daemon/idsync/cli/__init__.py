@@ -34,6 +34,7 @@ from idsync.cli.salesforce import register as register_salesforce_commands
 from idsync.cli.unlock import register as register_unlock_command
 from idsync.errors import ConfigError, IdsyncError, UsageError
 from idsync.log import configure_logging
+from idsync.store.validation import PolicyFailed
 
 if TYPE_CHECKING:  # the commands import what they need: `idsync --help` loads no database code
     from idsync.config.project import Project
@@ -62,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                           args.log_level or os.environ.get("IDSYNC_LOG__LEVEL", "warning" if quiet else "info"))
         result: int = args.handler(args, project_dir)
         return result
+    except PolicyFailed as exc:
+        # One line per broken requirement: the operator fixes them one property at a time.
+        print(f"idsync: {exc.resource}: the object breaks its policies:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return exc.exit_code
     except IdsyncError as exc:
         print(f"idsync: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -142,7 +142,7 @@ def _print_query(resource: Resource, args: argparse.Namespace) -> None:
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
     print("[")
     for shown, obj in enumerate(_limited(resource.pages(QuerySpec(filter=node, fields=fields)), args.limit)):
-        print(("  " if shown == 0 else ", ") + json.dumps(_shown(obj), ensure_ascii=False))
+        print(("  " if shown == 0 else ", ") + json.dumps(_shown(_read(resource, obj, "query")), ensure_ascii=False))
     print("]")
 
 
@@ -154,6 +154,15 @@ def _limited(pages: Iterator[list[Obj]], limit: int) -> Iterator[Obj]:
             count += 1
             if limit and count >= limit:
                 return
+
+
+def _read(resource: Resource, obj: Obj, method: str) -> Obj:
+    """A managed object as a client reads it: after its type's onRetrieve (and onRead) scripts."""
+    from idsync.store.objects import ManagedResource
+
+    if isinstance(resource, ManagedResource) and resource.hooks.reads:
+        return resource.hooks.retrieved(obj, method)
+    return obj
 
 
 def _shown(obj: Obj) -> Obj:
@@ -178,11 +187,12 @@ def _cmd_managed_query(args: argparse.Namespace, project_dir: Path) -> int:
 
 def _cmd_managed_get(args: argparse.Namespace, project_dir: Path) -> int:
     project, store = _open_reading(project_dir, args)
-    obj = _managed(project, store, args.type).get(args.id)
+    resource = _managed(project, store, args.type)
+    obj = resource.get(args.id)
     if obj is None:
         print(f"idsync: managed/{args.type}/{args.id} not found", file=sys.stderr)
         return os.EX_NOINPUT
-    print(json.dumps(_shown(obj), indent=2, ensure_ascii=False))
+    print(json.dumps(_shown(_read(resource, obj, "read")), indent=2, ensure_ascii=False))
     return 0
 
 

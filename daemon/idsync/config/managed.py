@@ -9,8 +9,9 @@ per-object ``default`` values.
 
 How a secret is kept at rest: a property with ``encryption`` is encrypted with the
 project's keyring (``idsync.crypto``, reversible, as in PingIDM, so that a mapping
-can ``openidm.decrypt`` it towards a directory); ``secureHash`` and ``"secret":
-true`` are one-way hashes (``store/passwords.py``).
+can ``openidm.decrypt`` it towards a directory); ``secureHash`` is PingIDM's salted hash
+(``$crypto``), ``"secret": true`` alone a ``{CRYPT}`` hash (``store/passwords.py``).
+Object scripts and policies are compiled by ``objectmodel.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from idsync.config.objectmodel import TypeModel, secure_hash
 from idsync.crypto import DEFAULT_CIPHER, Keyring
 from idsync.errors import ConfigError
 
@@ -39,6 +41,7 @@ class PropertyDef:
     encrypted: bool = False  # ``encryption``: reversible, with the keyring's key ``key_alias``
     key_alias: str | None = None  # ``encryption.key``; None: the keyring's default
     cipher: str = DEFAULT_CIPHER
+    hash_algorithm: str | None = None  # ``secureHash.algorithm``: PingIDM's salted hash instead of {CRYPT}
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class ManagedType:
     required: tuple[str, ...] = ()
     # What encrypts and decrypts the ``encryption`` properties (None: the project has none).
     keyring: Keyring | None = field(default=None, compare=False, repr=False)
+    # Object scripts and policies (``config/objectmodel.py``), attached once the project's script engine exists.
+    model: TypeModel | None = field(default=None, compare=False, repr=False)
 
     # Computed once: the store asks for each property of each object it writes.
     @functools.cached_property
@@ -121,6 +126,7 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
                 items=_item_type(pdef, file, pkey),
                 encrypted=bool(pdef.get("encryption")) and not pdef.get("secureHash"),
                 key_alias=alias,
+                hash_algorithm=secure_hash(pdef, file, pkey),
             )
         required = schema.get("required") or []
         if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
@@ -149,7 +155,19 @@ def _props(**kinds: str) -> dict[str, Any]:
     return {n: {"type": t, "searchable": True} for n, t in kinds.items()}
 
 
-# Used when a project has no managed.json: PingIDM's user and role, trimmed.
+# PingIDM's default policies of a user's userName, mail and password.
+PINGIDM_USER_POLICIES: dict[str, Any] = {
+    "userName": {"type": "string", "searchable": True, "policies": [
+        {"policyId": "unique"}, {"policyId": "cannot-contain-characters", "params": {"forbiddenChars": ["/"]}}]},
+    "mail": {"type": "string", "searchable": True, "policies": [{"policyId": "valid-email-address-format"}]},
+    "password": {"type": "string", "secret": True, "policies": [
+        {"policyId": "minimum-length", "params": {"minLength": 8}},
+        {"policyId": "at-least-X-capitals", "params": {"numCaps": 1}},
+        {"policyId": "at-least-X-numbers", "params": {"numNums": 1}},
+        {"policyId": "cannot-contain-others", "params": {"disallowedFields": ["userName", "givenName", "sn"]}}]},
+}
+
+# Used when a project has no managed.json: PingIDM's user and role, trimmed, with its default policies.
 DEFAULT_MANAGED: dict[str, Any] = {
     "objects": [
         {
@@ -158,9 +176,9 @@ DEFAULT_MANAGED: dict[str, Any] = {
                 "properties": {
                     **_props(userName="string", givenName="string", sn="string", mail="string",
                              displayName="string", telephoneNumber="string"),
+                    **PINGIDM_USER_POLICIES,
                     "accountStatus": {"type": "string", "searchable": True, "default": "active"},
                     "description": {"type": "string"},
-                    "password": {"type": "string", "secret": True},
                     "effectiveRoles": {"type": "array", "default": []},
                     "effectiveAssignments": {"type": "array", "default": []},
                     "roles": {"type": "array"},

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import structlog
 from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, QueryDef, load_mappings, parse_mapping
+from idsync.config.objectmodel import load_object_models
 from idsync.config.overlay import PROPERTY_KEYS, clear_properties, overlay_file, read_overlay
 from idsync.config.queries import load_queries
 from idsync.config.unused import mapping_systems, unused_configuration
@@ -212,6 +213,8 @@ def load_project(project_dir: Path) -> Project:
     engine = ScriptEngine(time_limit=settings.scripts.time_limit,
                           memory_limit=settings.scripts.memory_limit_mb * 1024 * 1024,
                           max_calls=settings.scripts.max_calls, router=CryptoCalls(keys))
+    models = load_object_models(managed_raw, conf, project_dir, engine, file=str(managed_file))
+    managed = ManagedSchema({name: replace(t, model=models.get(name)) for name, t in managed.types.items()})
     queries, _ = load_queries(conf)
     project = Project(settings, managed, load_mappings(conf, engine), provisioners, queries, scripts=engine,
                       keyring=keys)

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from idsync.config.files import load_json
+from idsync.config.objectmodel import NOT_ENFORCED_POLICIES, not_run
 from idsync.errors import ConfigError, ConfigWarning
+from idsync.scripts.paths import ScriptPaths
 
 __all__ = ["NotUsed", "mapping_systems", "unused_configuration"]
 
@@ -45,7 +47,7 @@ class _Kind:
 
 # The files idsync reads; anything else under conf/ gets a line.
 _READ = ("idsync.toml", "managed.json", "sync.json", "mapping-*.json", "provisioner.openicf-*.json",
-         "schedule-*.json")
+         "schedule-*.json", "policy.json")
 
 _UI = "the admin and end-user UI's configuration; idsync has the command line, the HTTP API and the status file"
 _KINDS = (
@@ -57,8 +59,6 @@ _KINDS = (
           "idsync's HTTP API authorizes with its own accounts and runs no request scripts"),
     _Kind(("endpoint-*.json",), "not served: custom REST endpoints (PingIDM runs their scripts at "
           "openidm/endpoint/NAME)"),
-    _Kind(("policy.json",), "not enforced: PingIDM's policy service, which checks every create and update of a "
-          "managed object against the policies managed.json names; idsync checks property types and required only"),
     _Kind(("script.json",), "not read: PingIDM's script engine settings (script directories, Groovy options); "
           "idsync runs text/javascript in its own sandbox ([scripts] in conf/idsync.toml)"),
     _Kind(("workflow.json", "process-*.json"), "not used by idsync: the embedded workflow engine and who may "
@@ -88,10 +88,11 @@ _KINDS = (
 
 _MANAGED_EVENTS = ("onCreate", "onRead", "onUpdate", "onDelete", "onValidate", "onRetrieve", "onStore", "onSync",
                    "postCreate", "postUpdate", "postDelete")
+_NOT_RUN_EVENTS = ("onSync",)
 # A managed type's keys idsync uses, or that only describe it in PingIDM's UI.
 _MANAGED_KEYS = ("name", "schema", "title", "description", "displayName", "iconClass", "iconSrc", "type")
-_PROPERTY_POLICIES = ("policies", "conditionalPolicies", "fallbackPolicies", "minLength", "pattern")
-_PROPERTY_SCRIPTS = ("onRetrieve", "onStore", "onValidate", "isVirtual", "queryConfig")
+_PROPERTY_POLICIES = ("conditionalPolicies", "fallbackPolicies", "minLength", "pattern")
+_PROPERTY_SCRIPTS = ("queryConfig",)
 _MAPPING_SCRIPTS = ("onRecon", "defaultMapping", "postMapping", "onMapping")
 _MAPPING_TUNING = ("taskThreads", "prefetchLinks", "feedSize", "reconSourceQueryPaging", "reconSourceQueryPageSize",
                    "sourceQueryFullEntry", "targetQueryFullEntry", "clusteredSourceReconEnabled",
@@ -110,6 +111,7 @@ def unused_configuration(conf_dir: Path, skip: Mapping[str, str] | None = None) 
     skip = skip or {}
     found = list(_files(conf_dir))
     found += _managed(conf_dir / "managed.json")
+    found += _policy_json(conf_dir / "policy.json")
     for path in ([conf_dir / "sync.json"] if (conf_dir / "sync.json").is_file() else []):
         found += _sync(path, set(skip))
     for path in sorted(conf_dir.glob("mapping-*.json")):
@@ -202,11 +204,13 @@ def _managed(path: Path) -> list[NotUsed]:
         others = [k for k in obj if k not in (*_MANAGED_KEYS, *_MANAGED_EVENTS, "actions")]
         if others:
             found.append(NotUsed(file, _keys(at, others), f"not read: idsync does not use these keys of {name}"))
-        events = [k for k in _MANAGED_EVENTS if obj.get(k) is not None]
+        paths = ScriptPaths(path.parent.parent)
+        found += [NotUsed(file, f"{at}.{k}", f"not run: {why}") for k in _MANAGED_EVENTS
+                  if k not in _NOT_RUN_EVENTS and (why := not_run(obj.get(k), paths)) is not None]
+        events = [k for k in _NOT_RUN_EVENTS if obj.get(k) is not None]
         if events:
-            found.append(NotUsed(file, _keys(at, events), f"not run: scripts PingIDM runs on {name}'s events "
-                                 "(create, read, update, delete, sync); idsync keeps managed objects as plain "
-                                 "documents: put the logic in a mapping (a transform, its onCreate or onUpdate)"))
+            found.append(NotUsed(file, _keys(at, events), f"not run: PingIDM runs onSync after {name}'s changes are "
+                                 "synchronized; idsync records each push in its runs instead (idsync status)"))
         if obj.get("actions"):
             found.append(NotUsed(file, f"{at}.actions", f"not served: custom actions of {name} "
                                  "(POST ...?_action=NAME)"))
@@ -219,6 +223,9 @@ def _managed(path: Path) -> list[NotUsed]:
 
 def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any]) -> list[NotUsed]:
     policies, scripted, relations, private = [], [], [], []
+    stock: list[tuple[str, str]] = []
+    paths = ScriptPaths(Path(file).parent.parent)
+    found_policies: list[NotUsed] = []
     for pname, pdef in props.items():
         if not isinstance(pdef, dict):
             continue
@@ -226,17 +233,20 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
             private.append(pname)
         policies += [f"{pname}.{k}" for k in _PROPERTY_POLICIES if pdef.get(k) not in (None, [], {})]
         scripted += [f"{pname}.{k}" for k in _PROPERTY_SCRIPTS if pdef.get(k) not in (None, False)]
+        found_policies += _policy_ids(file, f"{at}.{pname}.policies", pdef.get("policies"))
+        stock += [(f"{pname}.{k}", why) for k in ("onRetrieve", "onStore", "onValidate")
+                  if (why := not_run(pdef.get(k), paths)) is not None]
         items = pdef.get("items")
         if _is_relationship(pdef) or (isinstance(items, dict) and _is_relationship(items)):
             relations.append(pname)
-    found = []
+    found = found_policies
     if policies:
-        found.append(NotUsed(file, _keys(at, policies), f"not enforced: PingIDM's policy service checks these on "
-                             f"every create and update of {name}; idsync checks property types and required only"))
+        found.append(NotUsed(file, _keys(at, policies), f"not enforced: conditional and fallback policies, and the "
+                             f"JSON schema's minLength and pattern (PingIDM's UI checks these) of {name}; idsync "
+                             "enforces the policies listed in policies, the types and required"))
     if scripted:
-        found.append(NotUsed(file, _keys(at, scripted), f"not computed: virtual and scripted properties of {name} "
-                             "(PingIDM runs these scripts when the object is read or stored); idsync stores what "
-                             "a mapping or a client writes"))
+        found.append(NotUsed(file, _keys(at, scripted), f"not used: how PingIDM queries virtual properties of {name}"))
+    found += [NotUsed(file, f"{at}.{key}", f"not run: {why}") for key, why in stock]
     if private:
         found.append(NotUsed(file, _keys(at, [f"{p}.scope" for p in private]), "not followed: PingIDM hides "
                              "private properties from REST callers; idsync's HTTP API hides only secrets (add "
@@ -245,6 +255,30 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
         found.append(NotUsed(file, _keys(at, relations), "relationships are kept as plain values: PingIDM "
                              "maintains both sides (reversePropertyName) and drops references to deleted "
                              "objects; idsync stores the value as written"))
+    return found
+
+
+def _policy_ids(file: str, at: str, entries: Any) -> list[NotUsed]:
+    """The policies idsync accepts but does not enforce (PingIDM's UI and internal ones)."""
+    found = []
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        policy_id = entry.get("policyId") if isinstance(entry, dict) else None
+        why = NOT_ENFORCED_POLICIES.get(policy_id) if isinstance(policy_id, str) else None
+        if why is not None:
+            found.append(NotUsed(file, f"{at}[{i}]", f"not enforced: policy {policy_id}: {why}"))
+    return found
+
+
+def _policy_json(path: Path) -> list[NotUsed]:
+    raw = _json(path) if path.is_file() else None
+    if not isinstance(raw, dict):
+        return []
+    file = str(path)
+    found = [NotUsed(file, key, "not read: idsync reads resources and additionalFiles from policy.json")
+             for key in raw if key not in ("resources", "additionalFiles", "type", "file")]
+    if raw.get("file") not in (None, "policy.js"):
+        found.append(NotUsed(file, "file", "not run: idsync has PingIDM's built-in policies itself and adds the "
+                             "custom ones of additionalFiles; put custom policies there"))
     return found
 
 

@@ -7,6 +7,10 @@ transaction, and then run implicit synchronization for the changed object
 (``sync/implicit.py``). The store change is committed before the push, so a
 target that fails never loses it; the push results say what happened.
 
+Every write goes through the store's object scripts and policies (``store/hooks.py``),
+which refuse what breaks them; reads (``get``, ``retrieved``) run the type's
+``onRetrieve`` and ``onRead`` scripts.
+
 Secret properties are write-only: hashed by the store, never in a returned
 object. ``update`` keeps a secret the caller did not send (it cannot have read it),
 and gives a property it leaves out its ``managed.json`` default, as a create would.
@@ -28,7 +32,7 @@ from idsync.resource import Obj, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
-from idsync.store.validation import InvalidObject, validate
+from idsync.store.validation import InvalidObject
 from idsync.sync.implicit import ImplicitSync, PushResult
 
 __all__ = ["Change", "ManagedObjects"]
@@ -59,14 +63,19 @@ class ManagedObjects:
         self._sync = ImplicitSync(project, store, resources) if sync else None
 
     def get(self, object_id: str) -> Obj:
+        """The object as a client reads it: its ``onRetrieve`` and ``onRead`` scripts run."""
         obj = self._resource.get(object_id)
         if obj is None:
             raise NotFound(f"{self.name}/{object_id} not found")
-        return obj
+        return self.retrieved(obj)
+
+    def retrieved(self, obj: Obj, method: str = "read") -> Obj:
+        """``obj`` (as stored) after the type's read scripts (``store/hooks.py``)."""
+        hooks = self._resource.hooks
+        return hooks.retrieved(obj, method) if hooks.reads else obj
 
     def create(self, data: Mapping[str, Any], *, object_id: str | None = None) -> Change:
         values = _own(data)
-        validate(self.schema, values)
         if object_id is not None:
             if self._resource.get(object_id) is not None:
                 raise InvalidObject(self.name, [f"an object with _id {object_id} exists"])
@@ -80,7 +89,6 @@ class ManagedObjects:
         for name, prop in self.schema.properties.items():
             if prop.default is not None and values.get(name) is None:
                 values[name] = copy.deepcopy(prop.default)  # as a create with the same data would have it
-        validate(self.schema, values)
         changes: dict[str, Any] = {k: v for k, v in values.items()}
         for name in current:
             if not name.startswith("_") and name not in values and name not in self.schema.secrets:
@@ -90,7 +98,6 @@ class ManagedObjects:
     def patch(self, object_id: str, operations: Sequence[Any], *, rev: str | None = None) -> Change:
         current = self._current(object_id)
         patched = apply_patch(current, operations)
-        validate(self.schema, patched)
         changes = {k: v for k, v in patched.items() if not k.startswith("_") and current.get(k) != v}
         changes.update({k: None for k in current if not k.startswith("_") and k not in patched})
         return self._updated(object_id, current, WriteOp("update", id=object_id, values=changes, rev=rev))
@@ -117,14 +124,16 @@ class ManagedObjects:
         """Write an update; push it unless it changed nothing (``_rev`` did not move)."""
         written = self._write(op)
         if written is not None and written.get("_rev") == current.get("_rev"):
-            return Change(self._resource.get(object_id))
+            answer = self._resource.get(object_id)
+            return Change(self.retrieved(answer) if answer is not None else None)
         return self._pushed(object_id, current)
 
     def _pushed(self, object_id: str, before: Obj | None = None) -> Change:
         """Push the object as stored (hashed secrets included) and answer it without them."""
         stored = self._internal.get(object_id)
         pushes = self._sync.push(self.name, object_id, stored, before=before) if self._sync and stored else []
-        return Change(self._resource.get(object_id), pushes)
+        answer = self._resource.get(object_id)
+        return Change(self.retrieved(answer) if answer is not None else None, pushes)
 
 
 def _own(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -34,15 +34,17 @@ from sqlalchemy import Connection, bindparam, delete, exists, func, select, upda
 from idsync.config.managed import ManagedType, PropertyDef
 from idsync.crypto import is_encrypted
 from idsync.errors import CryptoFailed, NotFound, ObjectError, ObjectRejected, RevisionMismatch, internal_message
-from idsync.query.ast import Path
+from idsync.query.ast import Compare, Path
 from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 from idsync.store.database import Store, new_id, nul_at, utcnow
 from idsync.store.filters import property_value, to_sql
+from idsync.store.hooks import ObjectHooks, PostScript
 from idsync.store.passwords import hash_secret, same_secret
+from idsync.store.policy import Taken, check
 from idsync.store.tables import claims
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
-from idsync.store.validation import validate
+from idsync.store.validation import failures_list
 
 __all__ = ["ManagedResource", "next_rev"]
 
@@ -68,6 +70,8 @@ class ManagedResource(Resource):
         self._searchable = schema.searchable
         self._defaults = [(p.name, p.default) for p in schema.properties.values() if p.default is not None]
         self._joined: Connection | None = None
+        self.hooks = ObjectHooks(schema)
+        self._posts: list[PostScript] = []
 
     @contextlib.contextmanager
     def joined(self, conn: Connection) -> Iterator[None]:
@@ -179,10 +183,23 @@ class ManagedResource(Resource):
 
     # -- writing ---------------------------------------------------------
 
+    def after_commit(self) -> None:
+        """Run the ``post`` scripts of the writes committed since (``hooks.py``)."""
+        posts, self._posts = self._posts, []
+        if posts:
+            self.hooks.run_posts(posts)
+
     def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        results = self._write_all(ops)
+        if self._joined is None:
+            self.after_commit()
+        return results
+
+    def _write_all(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         now = utcnow()
         results: list[WriteResult] = []
         with self._transaction() as conn:
+            taken = self._taken(conn, ops)
             current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id])
             new_rows: list[dict[str, Any]] = []
             new_props: list[dict[str, Any]] = []
@@ -195,12 +212,13 @@ class ManagedResource(Resource):
                     results.append(unfit)
                     continue
                 if op.kind == "create":
+                    new_id_ = str(op.values.get("_id") or new_id())
                     try:
-                        data = self._at_rest_all(self._created(op), {})
+                        data = self._at_rest_all(self._created(op, new_id_, taken), {})
                     except ObjectError as exc:
                         results.append(failed(op, exc))
                         continue
-                    new_id_ = str(op.values.get("_id") or new_id())
+                    self._post("postCreate", new_id_, None, data)
                     rev = next_rev(None)
                     new_rows.append({"object_type": self.object_type, "id": new_id_, "rev": rev,
                                      "data": data, "created": now, "updated": now})
@@ -217,14 +235,18 @@ class ManagedResource(Resource):
                         f"{self.name}/{op.id}: revision {op.rev} expected, {rev} found")))
                     continue
                 if op.kind == "delete":
+                    try:
+                        self.hooks.deleting(data, op.id or "")
+                    except ObjectError as exc:
+                        results.append(failed(op, exc))
+                        continue
+                    self._post("postDelete", op.id or "", data, None)
                     removed.append(op.id or "")
                     reindex.append(op.id or "")
                     results.append(WriteResult(op, id=op.id))
                     continue
                 try:
-                    merged = self._at_rest_all(_changed(data, op), data)
-                    if merged != data:
-                        validate(self.schema, merged)
+                    merged = self._updated(data, op, taken)
                 except ObjectError as exc:
                     results.append(failed(op, exc))
                     continue
@@ -238,6 +260,7 @@ class ManagedResource(Resource):
                     reindex.append(op.id or "")
                     new_props.extend(self._props(op.id or "", merged))
                 results.append(WriteResult(op, id=op.id, obj=self._object(op.id or "", new_rev, merged, None)))
+                self._post("postUpdate", op.id or "", data, merged)
             if changed:
                 # One executemany for the page's updates, not a round trip per object.
                 conn.execute(update(mo).where(mo.c.object_type == self.object_type, mo.c.id == bindparam("b_id"))
@@ -263,26 +286,24 @@ class ManagedResource(Resource):
         if not self.dry_run:
             return self._write(ops)
         # A dry run's answers, refused as the real write would refuse them.
+        results: list[WriteResult] = []
         with self._transaction() as conn:
             current = self._current(conn, [op.id for op in ops if op.kind == "update" and op.id])
-        results: list[WriteResult] = []
-        for op in ops:
-            unfit = self._unfit(op)
-            if unfit is not None:
-                results.append(unfit)
-                continue
-            try:
-                if op.kind == "create":
-                    self._created(op)
-                elif op.id in current:
-                    data = current[op.id][1]
-                    merged = _changed(data, op)
-                    if merged != data:
-                        validate(self.schema, merged)
-            except ObjectError as exc:
-                results.append(failed(op, exc))
-                continue
-            results.append(self._simulate(op))
+            taken = self._taken(conn, ops)
+            for op in ops:
+                unfit = self._unfit(op)
+                if unfit is not None:
+                    results.append(unfit)
+                    continue
+                try:
+                    if op.kind == "create":
+                        self._created(op, op.values.get("_id"), taken)
+                    elif op.id in current:
+                        self._updated(current[op.id][1], op, taken)
+                except ObjectError as exc:
+                    results.append(failed(op, exc))
+                    continue
+                results.append(self._simulate(op))
         return results
 
     def _unfit(self, op: WriteOp) -> WriteResult | None:
@@ -294,15 +315,76 @@ class ManagedResource(Resource):
         return WriteResult(op, id=op.id, error=ObjectRejected(
             f"{where}: the value at {at} contains a NUL character, which the store cannot hold"))
 
-    def _created(self, op: WriteOp) -> dict[str, Any]:
-        """The properties of the object ``op`` creates, defaults filled, checked
-        against ``managed.json`` (``InvalidObject``)."""
+    def _created(self, op: WriteOp, object_id: Any, taken: Taken) -> dict[str, Any]:
+        """The properties of the object ``op`` creates, defaults filled, through its
+        scripts and policies (``hooks.py``: ``PolicyFailed``, ``ObjectRejected``)."""
         data = {k: v for k, v in op.values.items() if not k.startswith("_") and v is not None}
         for name, default in self._defaults:
             if name not in data:
                 data[name] = _fresh(default)
-        validate(self.schema, data)
-        return data
+        return self.hooks.creating(data, str(object_id) if object_id else None, taken)
+
+    def _updated(self, data: dict[str, Any], op: WriteOp, taken: Taken) -> dict[str, Any]:
+        """The stored ``data`` with the changes of ``op``, through the scripts and policies
+        (only when something changed: an unchanged object runs nothing), secrets protected."""
+        wanted = _changed(data, op)
+        rested = self._at_rest_all(wanted, data)
+        if rested == data:
+            return data  # a secret given again in clear verifies as the stored one: nothing changes
+        # Such a secret is not checked (or hashed) again: the scripts and policies see the stored form.
+        given = {k: rested[k] if rested[k] == data.get(k) else v for k, v in wanted.items()}
+        checked = self.hooks.updating(data, given, op.id, taken)
+        return {k: rested[k] if k in rested and k in given and given[k] == v else self._at_rest(k, v, data.get(k))
+                for k, v in checked.items()}
+
+    def check_policies(self, values: dict[str, Any], object_id: str | None = None, *,
+                       only: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The failed policy requirements of ``values`` as the object ``object_id`` (or a
+        new one), in PingIDM's ``failedPolicyRequirements`` shape; nothing is written."""
+        with self.store.engine.connect() as conn:
+            found = check(self.schema, values, object_id=object_id, taken=self._taken(conn), only=only)
+        return failures_list(found)
+
+    def _post(self, event: str, object_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        if self.dry_run:
+            return
+        post = self.hooks.post(event, object_id, self._shown(old), self._shown(new))
+        if post is not None:
+            self._posts.append(post)
+
+    def _shown(self, data: dict[str, Any] | None) -> dict[str, Any] | None:
+        if data is None:
+            return None
+        return {k: v for k, v in data.items() if k not in self.schema.secrets}
+
+    def _taken(self, conn: Connection, ops: Sequence[WriteOp] = ()) -> Taken:
+        """``unique``'s question, asked in the write's own transaction, and of the
+        values the same batch has taken so far. The values ``ops`` write to a
+        searchable unique property are looked up in one query for the batch."""
+        seen: dict[tuple[str, str], str | None] = {}
+        holders: dict[tuple[str, str], set[str]] = {}
+        for name in self.hooks.unique & self._searchable:
+            values = list({v for op in ops if isinstance(v := op.values.get(name), str) and len(v) <= 255})
+            for start in range(0, len(values), _CHUNK):
+                chunk = values[start:start + _CHUNK]
+                holders.update({(name, v): set() for v in chunk})
+                for value, object_id in conn.execute(select(mp.c.value, mp.c.object_id).where(
+                        mp.c.object_type == self.object_type, mp.c.name == name, self.store.in_(mp.c.value, chunk))):
+                    holders[(name, value)].add(object_id)
+
+        def taken(name: str, value: Any, object_id: str | None) -> bool:
+            key = (name, str(value))
+            if key in seen and seen[key] != object_id:
+                return True
+            seen[key] = object_id
+            if key in holders:
+                return bool(holders[key] - {object_id})
+            query = select(mo.c.id).where(mo.c.object_type == self.object_type,
+                                          to_sql(Compare((name,), "eq", value), self.object_type, self._searchable))
+            if object_id:
+                query = query.where(mo.c.id != object_id)
+            return conn.execute(query.limit(1)).first() is not None
+        return taken
 
     def _at_rest_all(self, data: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
         return {k: self._at_rest(k, v, stored.get(k)) for k, v in data.items()}
@@ -315,7 +397,7 @@ class ManagedResource(Resource):
             return self._encrypted(prop, value, stored)
         if is_encrypted(value):
             return value  # PingIDM's own $crypto form (an export): kept, never hashed as text
-        return stored if stored is not None and same_secret(value, stored) else hash_secret(value)
+        return stored if stored is not None and same_secret(value, stored) else hash_secret(value, prop.hash_algorithm)
 
     def _encrypted(self, prop: PropertyDef, value: Any, stored: Any) -> Any:
         """``value`` encrypted; the stored form kept when it holds the same value (no new IV,

@@ -1,22 +1,29 @@
-"""Secret properties at rest: one-way hashes in a scheme LDAP servers verify.
+"""Secret properties at rest: one-way hashes.
 
-A managed property marked secret in ``managed.json`` (``"secret": true`` or
-``secureHash``) is hashed before it reaches the store, so the store never holds a
-clear value. (``encryption`` asks for reversible encryption, as in PingIDM: those
-are encrypted with the project's key instead, see ``objects.py`` and ``idsync.crypto``.)
-The hash is written in RFC 3112 form, ``{CRYPT}$6$rounds=N$salt$hash`` (SHA-512
-crypt): the same string can be pushed unchanged to an LDAP ``userPassword``, where OpenLDAP, 389-ds and PingDS verify
-binds against it: nothing needs the clear password back, and no key has to be kept.
+Three settings of a managed property (``managed.json``) keep a secret, as in PingIDM:
+
+* ``encryption`` asks for reversible encryption with the project's key
+  (``objects.py`` and ``idsync.crypto``);
+* ``secureHash`` (``{"algorithm": "SHA-256"}``) is PingIDM's salted hash, stored in
+  its ``$crypto`` ``salted-hash`` form (``idsync.crypto.hash_value``), so that a store
+  exported from PingIDM, or to it, keeps verifying;
+* ``"secret": true`` alone is idsync's own: an RFC 3112 ``{CRYPT}$6$rounds=N$salt$hash``
+  (SHA-512 crypt), which can be pushed unchanged to an LDAP ``userPassword``, where
+  OpenLDAP, 389-ds and PingDS verify binds against it: nothing needs the clear
+  password back, and no key has to be kept.
+
+SHA-512 crypt is computed by libpass (the maintained fork of passlib), not by the C
+``crypt`` module: that module is gone from Python 3.13, and libxcrypt refuses keys of
+512 bytes and more (it answers ``*0``, which would have stored a hash no password
+matches). libpass runs the same algorithm on ``hashlib`` on every Python idsync
+supports, for secrets up to ``MAX_SECRET_BYTES``; a longer one is refused with a
+message rather than cut.
 
 A value that already carries a ``{SCHEME}`` prefix is taken as hashed and kept
 as it is (imports from another directory keep working). A clear value that the
 stored hash verifies is the same secret (``same_secret``): the stored hash is
 kept, so setting a password again, or reading one back in clear from a
 directory, does not make a new salt and a new revision every time.
-
-Where the C ``crypt`` module is missing (Python 3.13 removed it), ``{SSHA}``
-(salted SHA-1, understood by every LDAP server) is the fallback; it is weaker
-against offline guessing, so the fallback is logged once.
 """
 
 from __future__ import annotations
@@ -25,29 +32,26 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import re
-import warnings
 from typing import Any
 
-import structlog
+from passlib.context import CryptContext
+from passlib.hash import sha512_crypt
 
-from idsync.crypto import Keyring, is_encrypted
+from idsync.crypto import Keyring, hash_value, is_encrypted, matches
+from idsync.crypto import is_hashed as is_salted_hash
 from idsync.errors import CryptoFailed, ObjectRejected
 
-__all__ = ["hash_secret", "is_hashed", "same_secret"]
-
-log = structlog.get_logger(__name__)
+__all__ = ["MAX_SECRET_BYTES", "hash_secret", "is_hashed", "same_secret"]
 
 _HASHED = re.compile(r"^\{[A-Za-z0-9.-]+\}.+", re.DOTALL)
 _ROUNDS = 20_000
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    try:
-        import crypt as _crypt
-    except ImportError:  # pragma: no cover - Python 3.13+
-        _crypt = None  # type: ignore[assignment]
+# SHA-512 crypt's work grows with the secret's length (each of its 20,000 rounds hashes
+# the whole secret): a bound keeps one write from costing seconds of CPU.
+MAX_SECRET_BYTES = 1024
+_SHA512_CRYPT = sha512_crypt.using(rounds=_ROUNDS)
+# What a stored {CRYPT} may hold: SHA-512 crypt, and what an imported directory may have.
+_VERIFIED = CryptContext(schemes=["sha512_crypt", "sha256_crypt", "md5_crypt"])
 
 
 def is_hashed(value: Any) -> bool:
@@ -55,26 +59,37 @@ def is_hashed(value: Any) -> bool:
     return isinstance(value, str) and bool(_HASHED.match(value))
 
 
-def hash_secret(value: Any) -> Any:
-    """The at-rest form of a secret: ``None`` and hashed values pass through."""
-    if value is None or is_hashed(value):
-        return value
+def _clear_text(value: Any) -> str:
     text = value if isinstance(value, str) else str(value)
-    if "\x00" in text:  # crypt(3) ends a key at NUL: refuse it rather than hash a shorter secret
+    if "\x00" in text:  # no LDAP server takes one in a crypt hash: refuse it rather than hash another secret
         raise ObjectRejected("a secret cannot contain a NUL character")
-    if _crypt is not None and _crypt.METHOD_SHA512 in _crypt.methods:
-        return "{CRYPT}" + _crypt.crypt(text, _crypt.mksalt(_crypt.METHOD_SHA512, rounds=_ROUNDS))
-    log.warning("passwords.weak_fallback", scheme="SSHA")  # pragma: no cover
-    salt = os.urandom(8)  # pragma: no cover
-    digest = hashlib.sha1(text.encode() + salt).digest()  # LDAP SSHA: the fallback only
-    return "{SSHA}" + base64.b64encode(digest + salt).decode()  # pragma: no cover
+    if len(text.encode()) > MAX_SECRET_BYTES:
+        raise ObjectRejected(f"a secret can be at most {MAX_SECRET_BYTES} bytes long")
+    return text
+
+
+def hash_secret(value: Any, algorithm: str | None = None) -> Any:
+    """The at-rest form of a secret: ``None`` and hashed values pass through.
+    ``algorithm`` (``secureHash``'s) makes PingIDM's ``$crypto`` salted hash instead of
+    ``{CRYPT}``."""
+    if value is None or is_hashed(value) or is_encrypted(value):
+        return value
+    text = _clear_text(value)
+    if algorithm is not None:
+        try:
+            return hash_value(text, algorithm)
+        except CryptoFailed as exc:
+            raise ObjectRejected(str(exc)) from None
+    return "{CRYPT}" + _SHA512_CRYPT.hash(text)
 
 
 def same_secret(value: Any, stored: Any, keyring: Keyring | None = None) -> bool:
     """Whether ``value`` (clear or hashed) is the secret ``stored`` holds; an encrypted
-    ``stored`` (``$crypto``) is decrypted with ``keyring`` to compare."""
+    ``stored`` (``$crypto``) is decrypted with ``keyring`` to compare, a salted hash verified."""
     if value == stored:
         return True
+    if is_salted_hash(stored):
+        return isinstance(value, str) and matches(value, stored)
     if is_encrypted(stored):
         if keyring is None or is_encrypted(value):
             return False
@@ -87,10 +102,16 @@ def same_secret(value: Any, stored: Any, keyring: Keyring | None = None) -> bool
         return bool(clear == value)
     if not isinstance(value, str) or not isinstance(stored, str) or is_hashed(value) or "\x00" in value:
         return False
+    if len(value.encode()) > MAX_SECRET_BYTES:
+        return False
     scheme, _, hashed = stored.partition("}")
-    if scheme.upper() == "{CRYPT" and _crypt is not None and hashed:
-        return hmac.compare_digest(_crypt.crypt(value, hashed) or "", hashed)
+    if scheme.upper() == "{CRYPT":
+        try:
+            return bool(_VERIFIED.identify(hashed)) and bool(_VERIFIED.verify(value, hashed))
+        except ValueError:  # not a well-formed crypt string
+            return False
     if scheme.upper() == "{SSHA":
+        # Written by earlier releases where the C crypt module was missing.
         try:
             raw = base64.b64decode(hashed, validate=True)
         except (binascii.Error, ValueError):

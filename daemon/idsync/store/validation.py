@@ -13,14 +13,14 @@ Properties the schema does not declare are accepted, as PingIDM accepts them;
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from idsync.config.managed import ManagedType
 from idsync.crypto import is_encrypted
 from idsync.errors import ObjectRejected
 
-__all__ = ["InvalidObject", "validate"]
+__all__ = ["InvalidObject", "PolicyFailed", "explain", "failures_list", "json_type", "type_failures", "validate"]
 
 
 class InvalidObject(ObjectRejected):
@@ -30,7 +30,53 @@ class InvalidObject(ObjectRejected):
 
     def __init__(self, resource: str, problems: list[str]) -> None:
         super().__init__(f"{resource}: " + "; ".join(problems))
+        self.resource = resource
         self.problems = problems
+
+
+class PolicyFailed(InvalidObject):
+    """The object breaks a policy (``required`` and the property types included):
+    ``failures`` in PingIDM's ``failedPolicyRequirements`` shape, one entry per property."""
+
+    def __init__(self, resource: str, failures: list[dict[str, Any]]) -> None:
+        super().__init__(resource, [explain(f["property"], r) for f in failures for r in f["policyRequirements"]])
+        self.failures = failures
+
+
+_TEXTS = {
+    "UNIQUE": "must be unique: another object has this value",
+    "VALID_USERNAME": "must be unique: another object has this value",
+    "VALID_EMAIL_ADDRESS_FORMAT": "must be an email address",
+    "VALID_DATE": "must be a date",
+    "VALID_DATETIME": "must be a date and time (ISO 8601)",
+    "MIN_LENGTH": "must be at least {minLength} characters long",
+    "MAX_LENGTH": "must be at most {maxLength} characters long",
+    "AT_LEAST_X_CAPITAL_LETTERS": "must contain at least {numCaps} capital letters",
+    "AT_LEAST_X_NUMBERS": "must contain at least {numNums} digits",
+    "CANNOT_CONTAIN_OTHERS": "must not contain the value of {disallowedFields}",
+    "CANNOT_CONTAIN_CHARACTERS": "must not contain any of {forbiddenChars}",
+    "CANNOT_CONTAIN_DUPLICATES": "must not contain the same value twice",
+    "MATCH_REGEXP": "must match {regexp}",
+}
+
+
+def explain(name: str, requirement: Mapping[str, Any]) -> str:
+    """One failed requirement in words, never quoting the value (it may be a secret)."""
+    code = str(requirement.get("policyRequirement"))
+    params = requirement.get("params") or {}
+    if code == "REQUIRED":
+        return f"{name} is required"
+    if code == "VALID_TYPE":
+        where = f"[{params['index']}]" if "index" in params else ""
+        return f"{name}{where} must be of type {params.get('validTypes', ['?'])[0]}, not {params.get('invalidType')}"
+    text = _TEXTS.get(code)
+    if text is None:
+        return f"{name} fails the policy requirement {code}"
+    shown = {k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in params.items()}
+    try:
+        return f"{name} {text.format(**shown)} ({code})"
+    except (KeyError, IndexError):
+        return f"{name} {text.split(' {')[0]} ({code})"
 
 
 def _type_ok(kind: str, value: Any) -> bool:
@@ -49,30 +95,47 @@ def _type_ok(kind: str, value: Any) -> bool:
     return True
 
 
-def validate(schema: ManagedType, obj: Mapping[str, Any]) -> None:
-    """Raise ``InvalidObject`` unless ``obj`` has every required property and
-    each declared property holds a value of its type (``null`` removes it), the
-    items of an array included."""
-    problems: list[str] = []
+def type_failures(schema: ManagedType, obj: Mapping[str, Any],
+                  names: Collection[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The ``REQUIRED`` and ``VALID_TYPE`` failures of ``obj``, by property; ``names``
+    limits the type checks to those properties (the changed ones)."""
+    found: dict[str, list[dict[str, Any]]] = {}
     for name in schema.required:
         value = obj.get(name)
         if value is None or value == "":
-            problems.append(f"{name} is required")
-    for name, value in obj.items():
+            found.setdefault(name, []).append({"policyRequirement": "REQUIRED"})
+    for name in obj if names is None else names:
         prop = schema.properties.get(name)
+        value = obj.get(name)
         if name.startswith("_") or prop is None or value is None or (prop.secret and is_encrypted(value)):
             continue
         if not _type_ok(prop.type, value):
-            problems.append(f"{name} must be of type {prop.type}, not {_json_type(value)}")
+            found.setdefault(name, []).append({"policyRequirement": "VALID_TYPE", "params": {
+                "invalidType": json_type(value), "validTypes": [prop.type, "null"]}})
         elif prop.items is not None and isinstance(value, list):
             wrong = next((i for i, item in enumerate(value) if item is None or not _type_ok(prop.items, item)), None)
             if wrong is not None:
-                problems.append(f"{name}[{wrong}] must be of type {prop.items}, not {_json_type(value[wrong])}")
-    if problems:
-        raise InvalidObject(f"managed/{schema.name}", problems)
+                found.setdefault(name, []).append({"policyRequirement": "VALID_TYPE", "params": {
+                    "invalidType": json_type(value[wrong]), "validTypes": [prop.items], "index": wrong}})
+    return found
 
 
-def _json_type(value: Any) -> str:
+def failures_list(found: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``{property: [requirement, ...]}`` in PingIDM's ``failedPolicyRequirements`` shape."""
+    return [{"property": name, "policyRequirements": requirements} for name, requirements in found.items()]
+
+
+def validate(schema: ManagedType, obj: Mapping[str, Any]) -> None:
+    """Raise ``PolicyFailed`` unless ``obj`` has every required property and
+    each declared property holds a value of its type (``null`` removes it), the
+    items of an array included."""
+    found = type_failures(schema, obj)
+    if found:
+        raise PolicyFailed(f"managed/{schema.name}", failures_list(found))
+
+
+def json_type(value: Any) -> str:
+    """A value's JSON type, as JavaScript's typeof names it (``array`` and ``null`` apart)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -37,7 +37,7 @@ from idsync.store.passwords import same_secret
 from idsync.store.runs import RunStore
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
-from idsync.sync.deletes import joined
+from idsync.sync.deletes import writing
 from idsync.sync.options import ReconOptions
 from idsync.sync.retry import hold_pending, pending_targets
 from idsync.sync.summary import Counters
@@ -190,7 +190,7 @@ class ChangeApplier:
     def _write(self, plans: Sequence[Plan], save: Callable[[Connection], None] | None) -> None:
         """Write the plans' changes, then in one store transaction their links, audit and ``save``."""
         hold_pending(plans, self.pending)
-        with self.store.begin() as conn, joined(self.target, conn):
+        with writing(self.store, self.target) as conn:
             ops = [p for p in plans if p.op is not None]
             results: dict[int, WriteResult] = {}
             if ops:

@@ -17,7 +17,7 @@ it again. A target already gone counts as deleted.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +33,7 @@ from idsync.store.runs import RunStore
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.summary import Counters
 
-__all__ = ["DeferredDeletes", "delete_cap", "joined"]
+__all__ = ["DeferredDeletes", "delete_cap", "joined", "writing"]
 
 
 def delete_cap(limit: int | float | None, target_total: int | None, created: int) -> int | None:
@@ -99,7 +99,7 @@ class DeferredDeletes:
     def _apply_page(self, ops: Sequence[dict[str, Any]], target: Resource) -> None:
         to_delete = [o for o in ops if o["action"] == "DELETE" and o["target_id"]]
         # A store target deletes in the same transaction that drops the links.
-        with self.store.begin() as conn, joined(target, conn):
+        with writing(self.store, target) as conn:
             results = target.write_batch([WriteOp("delete", id=o["target_id"], rev=None) for o in to_delete])
             failed = {r.op.id: r.error for r in results if not r.ok and type(r.error).__name__ != "NotFound"}
             notes = {r.op.id: r.message for r in results if r.message}
@@ -127,6 +127,16 @@ class DeferredDeletes:
                 "action": op["action"], "source_id": op["source_id"], "target_id": op["target_id"],
                 "status": status, "message": message, "changes": None,
                 "link_qualifier": op.get("qualifier", "default")}
+
+
+@contextlib.contextmanager
+def writing(store: Store, target: Resource) -> Iterator[Connection]:
+    """One store transaction that a store target writes into too; once it is committed,
+    the ``post`` scripts of the managed objects it wrote run (``store/hooks.py``)."""
+    with store.begin() as conn, joined(target, conn):
+        yield conn
+    if isinstance(target, ManagedResource):
+        target.after_commit()
 
 
 def joined(target: Resource, conn: Connection) -> AbstractContextManager[None]:

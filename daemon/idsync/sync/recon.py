@@ -52,7 +52,7 @@ from idsync.store.partitions import Partition, Partitions
 from idsync.store.runs import RunStore, owner_id
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
-from idsync.sync.deletes import DeferredDeletes, joined
+from idsync.sync.deletes import DeferredDeletes, writing
 from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import SEQ_SPAN, cut, range_filter
 from idsync.sync.qualifiers import LinkQualifiers
@@ -477,7 +477,7 @@ class _Run:
 
         With the store as the target it is all one transaction, so a crash between
         the writes and the links cannot leave created objects that nothing links."""
-        with self.store.begin() as conn, joined(target, conn):
+        with writing(self.store, target) as conn:
             self._written += self._apply_page(plans, target, conn)
         if self._written >= self._analyze_at:
             # Tables that grow fast within one run need fresh planner statistics.

@@ -1,0 +1,358 @@
+"""Object scripts and policies of the managed types, compiled from ``conf/``.
+
+``managed.json`` names, per type, the scripts PingIDM runs around a change
+(``onCreate``, ``onUpdate``, ``onDelete``, ``onRead``, ``onValidate``,
+``onRetrieve``, ``onStore``, ``postCreate``, ``postUpdate``, ``postDelete``) and,
+per property, ``onValidate``/``onRetrieve``/``onStore`` and ``policies``
+(``[{"policyId": "minimum-length", "params": {"minLength": 8}}]``).
+``conf/policy.json`` adds policies per resource (``resources``) and custom policies
+written in JavaScript (``additionalFiles``: scripts that call
+``addPolicy({policyId, policyExec, policyRequirements, validateOnlyIfPresent})`` and
+define the function ``policyExec(fullObject, value, params, propertyName)``, which
+answers a list of failed requirements).
+
+Everything is checked here, when the project loads: a script is compiled (Groovy
+and a missing file are errors, as in mappings), a policy id must be one of
+PingIDM's built-in policies or a custom one. ``store/policy.py`` evaluates the
+policies and ``store/hooks.py`` runs the scripts, on every write of a managed object.
+
+PingIDM's own scripts that its default ``managed.json`` names (``ui/``, ``roles/``
+files it bundles, programs that ``require`` its modules) are not compiled nor run
+(``not_run``): ``idsync validate`` names each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from idsync.config.files import load_json
+from idsync.errors import ConfigError, ScriptError
+from idsync.scripts import Script, ScriptEngine
+from idsync.scripts.paths import ScriptPaths
+
+__all__ = [
+    "BUILTIN_POLICIES",
+    "NOT_ENFORCED_POLICIES",
+    "OBJECT_EVENTS",
+    "PROPERTY_EVENTS",
+    "CustomPolicies",
+    "ObjectScript",
+    "PolicyUse",
+    "PropertyModel",
+    "TypeModel",
+    "load_object_models",
+    "not_run",
+    "secure_hash",
+]
+
+OBJECT_EVENTS = ("onCreate", "onRead", "onUpdate", "onDelete", "onValidate", "onRetrieve", "onStore",
+                 "postCreate", "postUpdate", "postDelete")
+PROPERTY_EVENTS = ("onValidate", "onRetrieve", "onStore")
+ObjectScript = Script  # what a managed.json script compiles to
+_HASH_ALGORITHMS = ("SHA-256", "SHA-384", "SHA-512", "SHA-1", "MD5")
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    requirements: tuple[str, ...]
+    only_if_present: bool = False
+
+
+# PingIDM's built-in policies that idsync enforces (``store/policy.py`` implements each).
+BUILTIN_POLICIES: Mapping[str, _Builtin] = {
+    "required": _Builtin(("REQUIRED",)),
+    "not-empty": _Builtin(("REQUIRED",), True),
+    "not-null": _Builtin(("REQUIRED",), True),
+    "unique": _Builtin(("UNIQUE",)),
+    "valid-username": _Builtin(("VALID_USERNAME",)),
+    "valid-type": _Builtin(("VALID_TYPE",)),
+    "valid-email-address-format": _Builtin(("VALID_EMAIL_ADDRESS_FORMAT",), True),
+    "valid-date": _Builtin(("VALID_DATE",), True),
+    "valid-datetime": _Builtin(("VALID_DATETIME",), True),
+    "minimum-length": _Builtin(("MIN_LENGTH",), True),
+    "maximum-length": _Builtin(("MAX_LENGTH",), True),
+    "at-least-X-capital-letters": _Builtin(("AT_LEAST_X_CAPITAL_LETTERS",), True),
+    "at-least-X-capitals": _Builtin(("AT_LEAST_X_CAPITAL_LETTERS",), True),
+    "at-least-X-numbers": _Builtin(("AT_LEAST_X_NUMBERS",), True),
+    "cannot-contain-others": _Builtin(("CANNOT_CONTAIN_OTHERS",), True),
+    "cannot-contain-characters": _Builtin(("CANNOT_CONTAIN_CHARACTERS",), True),
+    "cannot-contain-duplicates": _Builtin(("CANNOT_CONTAIN_DUPLICATES",), True),
+    "regexpMatches": _Builtin(("MATCH_REGEXP",)),
+    "re-auth-required": _Builtin(("REAUTH_REQUIRED",)),
+}
+
+# PingIDM's other built-in policies: accepted, not enforced (``idsync validate`` says why).
+NOT_ENFORCED_POLICIES: Mapping[str, str] = {
+    "re-auth-required": "it asks an end user of PingIDM's UI to authenticate again; idsync has no end-user sessions",
+    "no-internal-user-conflict": "idsync has no internal users",
+    "max-attempts-triggers-lock-cooldown": "idsync keeps no failed-login counters",
+    "valid-array-items": "array items are checked for their type only",
+    "valid-name-format": "not implemented",
+    "valid-phone-format": "not implemented",
+    "mapping-exists": "it checks PingIDM's own configuration objects",
+    "valid-permissions": "it checks PingIDM's internal privileges",
+    "valid-accessFlags-object": "it checks PingIDM's internal privileges",
+    "valid-privilege-path": "it checks PingIDM's internal privileges",
+    "valid-temporal-constraints": "checked with the roles' temporal constraints, not as a policy",
+    "valid-query-filter": "checked with the roles' conditions, not as a policy",
+    "valid-event-scripts": "it checks PingIDM's own configuration objects",
+}
+
+
+@dataclass(frozen=True)
+class PolicyUse:
+    """One policy applied to one property."""
+
+    policy_id: str
+    params: Mapping[str, Any]
+    requirements: tuple[str, ...]
+    only_if_present: bool
+    custom: str | None = None  # the ``policyExec`` function of a custom policy
+
+    def describe(self) -> dict[str, Any]:
+        """The policy as ``GET policy/...`` answers it."""
+        return {"policyId": self.policy_id, "params": dict(self.params),
+                "policyRequirements": list(self.requirements), "validateOnlyIfPresent": self.only_if_present}
+
+
+@dataclass(frozen=True)
+class PropertyModel:
+    name: str
+    policies: tuple[PolicyUse, ...] = ()
+    scripts: Mapping[str, Script] = field(default_factory=dict)  # onValidate, onRetrieve, onStore
+
+
+@dataclass(frozen=True)
+class CustomPolicies:
+    """The compiled ``additionalFiles`` of ``policy.json``: one program that runs the
+    ``policyExec`` functions a list of calls names and answers their failures."""
+
+    script: Script
+    defined: Mapping[str, Mapping[str, Any]]  # policyId -> the object given to addPolicy
+
+    def run(self, calls: list[list[Any]]) -> list[Any]:
+        """``[[policyExec, fullObject, value, params, property, failedSoFar], ...]`` ->
+        each call's list of failed requirements."""
+        answer = self.script(calls=calls)
+        if not isinstance(answer, list) or len(answer) != len(calls):
+            raise ScriptError(f"{self.script.name}: the custom policies answered no list of results")
+        return answer
+
+
+@dataclass(frozen=True)
+class TypeModel:
+    """What runs around a write of one managed type."""
+
+    scripts: Mapping[str, Script] = field(default_factory=dict)
+    properties: Mapping[str, PropertyModel] = field(default_factory=dict)
+    custom: CustomPolicies | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.scripts or self.properties)
+
+
+def secure_hash(pdef: Mapping[str, Any], file: str, key: str) -> str | None:
+    """The algorithm of a property's ``secureHash`` (PingIDM's default SHA-256), or ``None``."""
+    setting = pdef.get("secureHash")
+    if setting in (None, False):
+        return None
+    if setting is True:
+        return "SHA-256"
+    if not isinstance(setting, dict):
+        raise ConfigError(file, f"{key}.secureHash", "expected an object, such as {\"algorithm\": \"SHA-256\"}")
+    algorithm = setting.get("algorithm", "SHA-256")
+    if algorithm not in _HASH_ALGORITHMS:
+        raise ConfigError(file, f"{key}.secureHash.algorithm", f"algorithm {algorithm!r} is not supported "
+                          f"(idsync hashes with {', '.join(_HASH_ALGORITHMS)})")
+    return str(algorithm)
+
+
+# The program around the custom policy files: addPolicy collects, the tail runs the calls.
+_CUSTOM_HEAD = """var _idsyncPolicies = {};
+function addPolicy(p) { _idsyncPolicies[p.policyId] = p; }
+"""
+_CUSTOM_TAIL = """
+;(function () {
+  if (calls === null) return _idsyncPolicies;
+  var out = [], i, c, fn;
+  for (i = 0; i < calls.length; i++) {
+    c = calls[i];
+    fn = globalThis[c[0]];
+    if (typeof fn !== "function") throw new Error("the custom policy function " + c[0] + " is not defined");
+    var r = fn.call({failedPolicyRequirements: c[5]}, c[1], c[2] === null ? undefined : c[2], c[3], c[4]);
+    out.push(r || []);
+  }
+  return out;
+})()
+"""
+
+
+def _custom_policies(conf: Path, project_dir: Path, engine: ScriptEngine) -> tuple[CustomPolicies | None, Any]:
+    path = conf / "policy.json"
+    if not path.is_file():
+        return None, None
+    raw = load_json(path, project_dir=project_dir)
+    file = str(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "", "expected a JSON object")
+    extra = raw.get("additionalFiles") or []
+    if not isinstance(extra, list) or not all(isinstance(f, str) for f in extra):
+        raise ConfigError(file, "additionalFiles", "expected a list of script file names")
+    if not extra:
+        return None, raw
+    paths = ScriptPaths(project_dir, engine.defaults)
+    sources = [paths.read(name, file, f"additionalFiles[{i}]") for i, name in enumerate(extra)]
+    program = _CUSTOM_HEAD + "\n;\n".join(sources) + _CUSTOM_TAIL
+    script = engine.compile({"type": "text/javascript", "source": program}, file=file, key="additionalFiles",
+                            base_dir=project_dir)
+    try:
+        defined = script(calls=None)
+    except ScriptError as exc:
+        raise ConfigError(file, "additionalFiles", f"the custom policies cannot load: {exc}") from None
+    if not isinstance(defined, dict):
+        raise ConfigError(file, "additionalFiles", "the custom policies defined nothing (addPolicy)")
+    for policy_id, policy in defined.items():
+        if not isinstance(policy, dict) or not isinstance(policy.get("policyExec"), str):
+            raise ConfigError(file, "additionalFiles", f"policy {policy_id!r} needs a policyExec function name")
+    return CustomPolicies(script, defined), raw
+
+
+def _policy_use(entry: Any, custom: CustomPolicies | None, file: str, key: str) -> PolicyUse | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("policyId"), str):
+        raise ConfigError(file, key, "expected an object with a policyId")
+    policy_id = entry["policyId"]
+    params = entry.get("params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(file, f"{key}.params", "expected an object")
+    if custom is not None and policy_id in custom.defined:
+        defined = custom.defined[policy_id]
+        requirements = tuple(str(r) for r in defined.get("policyRequirements") or [])
+        only = str(defined.get("validateOnlyIfPresent", "false")).lower() == "true"
+        return PolicyUse(policy_id, params, requirements, only, custom=str(defined["policyExec"]))
+    builtin = BUILTIN_POLICIES.get(policy_id)
+    if builtin is not None and policy_id not in NOT_ENFORCED_POLICIES:
+        _check_params(policy_id, params, file, key)
+        return PolicyUse(policy_id, params, builtin.requirements, builtin.only_if_present)
+    if policy_id in NOT_ENFORCED_POLICIES or builtin is not None:
+        return None  # ``idsync validate`` names it
+    known = sorted(set(BUILTIN_POLICIES) | set(custom.defined if custom else {}))
+    raise ConfigError(file, f"{key}.policyId", f"unknown policy {policy_id!r}: neither a built-in policy "
+                      f"({', '.join(known)}) nor one that policy.json's additionalFiles add")
+
+
+_NEEDED_PARAMS = {"minimum-length": "minLength", "maximum-length": "maxLength",
+                  "at-least-X-capital-letters": "numCaps", "at-least-X-capitals": "numCaps",
+                  "at-least-X-numbers": "numNums", "cannot-contain-others": "disallowedFields",
+                  "cannot-contain-characters": "forbiddenChars", "regexpMatches": "regexp",
+                  "valid-type": "types"}
+
+
+def _check_params(policy_id: str, params: Mapping[str, Any], file: str, key: str) -> None:
+    needed = _NEEDED_PARAMS.get(policy_id)
+    if needed is not None and needed not in params:
+        raise ConfigError(file, f"{key}.params", f"policy {policy_id} needs params.{needed}")
+
+
+# PingIDM's own scripts that its default managed.json names (user clean-up, role grants,
+# effective roles): idsync does not ship them.
+_PINGIDM_SCRIPTS = ("ui/", "roles/", "postDelete-idp-cleanup.js", "onCreateUser", "onUpdateUser")
+
+
+def not_run(config: Any, paths: ScriptPaths) -> str | None:
+    """Why a managed.json script is not run, if it is PingIDM's own: a bundled file the
+    project does not have, or a program that loads PingIDM's modules (``require``), which
+    idsync's sandbox does not have. ``None``: it is compiled and run."""
+    if not isinstance(config, dict) or config.get("type") not in ("text/javascript", None):
+        return None
+    name = config.get("file")
+    if isinstance(name, str):
+        found = paths.find(name)
+        if found is None:
+            return f"{name} is a script PingIDM bundles" if name.startswith(_PINGIDM_SCRIPTS) else None
+        try:
+            source = found.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None  # compiling reports it
+    else:
+        source = str(config.get("source", ""))
+    if "require(" in source:
+        return f"{name or 'the script'} loads PingIDM's modules (require), which idsync's sandbox does not have"
+    return None
+
+
+def _resource_policies(raw: Any, type_name: str, file: str) -> dict[str, list[tuple[Any, str]]]:
+    """policy.json's ``resources`` entries for ``managed/TYPE/*``: property -> policy entries."""
+    found: dict[str, list[tuple[Any, str]]] = {}
+    resources = raw.get("resources") if isinstance(raw, dict) else None
+    for i, resource in enumerate(resources if isinstance(resources, list) else []):
+        if not isinstance(resource, dict) or resource.get("resource") != f"managed/{type_name}/*":
+            continue
+        for j, prop in enumerate(resource.get("properties") or []):
+            if isinstance(prop, dict) and isinstance(prop.get("name"), str):
+                for k, entry in enumerate(prop.get("policies") or []):
+                    found.setdefault(prop["name"], []).append(
+                        (entry, f"resources[{i}].properties[{j}].policies[{k}]"))
+    return found
+
+
+def load_object_models(managed_raw: Any, conf: Path, project_dir: Path, engine: ScriptEngine,
+                       *, file: str) -> dict[str, TypeModel]:
+    """Each managed type's compiled scripts and policies (types with none are left out)."""
+    custom, policy_raw = _custom_policies(conf, project_dir, engine)
+    paths = ScriptPaths(project_dir, engine.defaults)
+    policy_file = str(conf / "policy.json")
+    models: dict[str, TypeModel] = {}
+    objects = managed_raw.get("objects") if isinstance(managed_raw, dict) else None
+    for i, obj in enumerate(objects if isinstance(objects, list) else []):
+        if not isinstance(obj, dict):
+            continue
+        at = f"objects[{i}]"
+        scripts = {event: engine.compile(obj[event], file=file, key=f"{at}.{event}", base_dir=project_dir)
+                   for event in OBJECT_EVENTS if obj.get(event) is not None and not_run(obj[event], paths) is None}
+        schema: dict[str, Any] = obj["schema"] if isinstance(obj.get("schema"), dict) else {}
+        props_raw: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
+        from_policy_json = _resource_policies(policy_raw, str(obj.get("name")), policy_file)
+        properties: dict[str, PropertyModel] = {}
+        for name, pdef in props_raw.items():
+            if not isinstance(pdef, dict):
+                continue
+            pkey = f"{at}.schema.properties.{name}"
+            entries = pdef.get("policies") or []
+            if not isinstance(entries, list):
+                raise ConfigError(file, f"{pkey}.policies", "expected a list of {\"policyId\": ...} objects")
+            uses = [_policy_use(e, custom, file, f"{pkey}.policies[{j}]") for j, e in enumerate(entries)]
+            uses += [_policy_use(e, custom, policy_file, k) for e, k in from_policy_json.get(name, [])]
+            prop_scripts = {event: engine.compile(pdef[event], file=file, key=f"{pkey}.{event}",
+                                                  base_dir=project_dir)
+                            for event in PROPERTY_EVENTS
+                            if pdef.get(event) is not None and not_run(pdef[event], paths) is None}
+            policies = tuple(u for u in uses if u is not None)
+            if policies or prop_scripts:
+                properties[name] = PropertyModel(name, policies, prop_scripts)
+        model = TypeModel(scripts, properties, custom)
+        if model:
+            models[str(obj.get("name"))] = model
+    return models
+
+
+def describe(model: TypeModel | None, type_name: str, required: tuple[str, ...],
+             types: Mapping[str, str]) -> dict[str, Any]:
+    """The policies of a type as PingIDM's ``GET policy/managed/TYPE`` answers them."""
+    properties = []
+    for name in sorted(set(types) | set(model.properties if model else {})):
+        uses = [u.describe() for u in (model.properties[name].policies if model and name in model.properties
+                                        else ())]
+        if name in required:
+            uses.insert(0, PolicyUse("required", {}, ("REQUIRED",), False).describe())
+        if name in types:
+            uses.append(PolicyUse("valid-type", {"types": [types[name], "null"]}, ("VALID_TYPE",),
+                                  False).describe())
+        if uses:
+            requirements = sorted({r for u in uses for r in u["policyRequirements"]})
+            properties.append({"name": name, "policies": uses, "policyRequirements": requirements})
+    return {"_id": f"managed/{type_name}", "resource": f"managed/{type_name}/*", "properties": properties}
+
+

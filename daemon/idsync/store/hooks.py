@@ -1,0 +1,163 @@
+"""The object scripts of ``managed.json`` and the policies, around each write of the store.
+
+``ManagedResource`` calls ``ObjectHooks`` for every object it writes, whoever
+writes it (the command line, the HTTP API, a script's ``openidm``, implicit
+synchronization, a recon or a liveSync), in PingIDM's order:
+
+    create:  onCreate(object) -> policies -> onValidate -> onStore -> store -> postCreate(newObject)
+    update:  onUpdate(oldObject, newObject) -> policies -> onValidate -> onStore -> store
+             -> postUpdate(oldObject, newObject)
+    delete:  onDelete(object) -> store -> postDelete(oldObject)
+    read:    onRetrieve(object) and onRead(object), for what the API, the command line
+             and scripts read (``retrieved``); a recon compares stored values
+
+A property's ``onValidate``, ``onStore`` and ``onRetrieve`` get ``property``,
+``propertyName`` and ``object``; ``onStore`` and ``onRetrieve`` answer the value to
+keep (``null`` removes it). An object script changes ``object`` (``newObject`` in
+``onUpdate``) in place. Every script also gets ``request`` (``method``,
+``resourcePath``) and ``resourceName``.
+
+A script that throws, or a broken policy, refuses the object (``ObjectRejected``,
+``PolicyFailed``): the object fails alone, in a recon as anywhere. The ``post``
+scripts run once the change is committed; theirs is a failure of their own, logged,
+and the change stands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from idsync.config.managed import ManagedType
+from idsync.config.objectmodel import ObjectScript, TypeModel
+from idsync.errors import IdsyncError, ObjectRejected
+from idsync.store.policy import Taken, check
+from idsync.store.validation import PolicyFailed, failures_list
+
+__all__ = ["ObjectHooks", "PostScript"]
+
+log = structlog.get_logger(__name__)
+
+Obj = dict[str, Any]
+PostScript = tuple[str, dict[str, Any]]  # (event, variables): run after the commit
+
+
+class ObjectHooks:
+    """The scripts and policies of one managed type."""
+
+    def __init__(self, schema: ManagedType) -> None:
+        self.schema = schema
+        self.name = f"managed/{schema.name}"
+        self.model: TypeModel = schema.model or TypeModel()
+        # The properties whose values no two objects may share (``unique`` and ``valid-username``).
+        self.unique = frozenset(name for name, prop in self.model.properties.items()
+                                if any(u.policy_id in ("unique", "valid-username") for u in prop.policies))
+
+    def _request(self, method: str, object_id: str | None) -> dict[str, Any]:
+        path = f"{self.name}/{object_id}" if object_id else self.name
+        return {"method": method, "resourcePath": path, "resourceName": path}
+
+    def _run(self, event: str, script: ObjectScript, variables: dict[str, Any], returning: str | None) -> Any:
+        try:
+            if returning is None:
+                return script(**variables)
+            return script.run_returning(variables, returning)
+        except IdsyncError as exc:
+            raise ObjectRejected(f"{self.name}: {event} script: {exc}") from None
+
+    def _object_script(self, event: str, obj: Obj, object_id: str | None, method: str,
+                       variable: str = "object", extra: Mapping[str, Any] | None = None) -> Obj:
+        script = self.model.scripts.get(event)
+        if script is None:
+            return obj
+        request = self._request(method, object_id)
+        variables = {**(extra or {}), variable: obj, "request": request, "resourceName": request["resourcePath"]}
+        result = self._run(event, script, variables, variable)
+        if not isinstance(result, dict):
+            raise ObjectRejected(f"{self.name}: {event} script: {variable} must stay an object")
+        return result
+
+    def _property_scripts(self, event: str, obj: Obj, object_id: str | None, method: str) -> Obj:
+        for name, prop in self.model.properties.items():
+            script = prop.scripts.get(event)
+            if script is None:
+                continue
+            request = self._request(method, object_id)
+            value = self._run(f"{name}.{event}", script, {
+                "property": obj.get(name), "propertyName": name, "object": obj, "request": request,
+                "resourceName": request["resourcePath"]}, None)
+            if event == "onValidate":
+                continue
+            obj = {**obj}
+            if value is None:
+                obj.pop(name, None)
+            else:
+                obj[name] = value
+        return obj
+
+    # -- writes ---------------------------------------------------------------
+
+    def creating(self, obj: Obj, object_id: str | None, taken: Taken | None) -> Obj:
+        """``obj`` as it will be stored (before secrets are protected), or a refusal."""
+        obj = self._object_script("onCreate", obj, object_id, "create")
+        return self._checked(obj, None, object_id, taken, "create")
+
+    def updating(self, old: Obj, new: Obj, object_id: str | None, taken: Taken | None) -> Obj:
+        new = self._object_script("onUpdate", new, object_id, "update", "newObject", {"oldObject": old})
+        return self._checked(new, old, object_id, taken, "update")
+
+    def _checked(self, obj: Obj, old: Obj | None, object_id: str | None, taken: Taken | None, method: str) -> Obj:
+        obj = {k: v for k, v in obj.items() if not k.startswith("_") and v is not None}
+        failed = check(self.schema, obj, before=old, object_id=object_id, taken=taken)
+        if failed:
+            raise PolicyFailed(self.name, failures_list(failed))
+        if self.model:
+            self._object_script("onValidate", obj, object_id, method)
+            self._property_scripts("onValidate", obj, object_id, method)
+            obj = self._property_scripts("onStore", obj, object_id, method)
+            obj = self._object_script("onStore", obj, object_id, method)
+        return obj
+
+    def deleting(self, obj: Obj, object_id: str) -> None:
+        if "onDelete" in self.model.scripts:
+            self._object_script("onDelete", dict(obj), object_id, "delete")
+
+    def post(self, event: str, object_id: str, old: Obj | None, new: Obj | None) -> PostScript | None:
+        """The ``post`` script to run once the change is committed, if the type has one."""
+        if event not in self.model.scripts:
+            return None
+        request = self._request(event[4:].lower(), object_id)
+        variables: dict[str, Any] = {"request": request, "resourceName": request["resourcePath"]}
+        if old is not None:
+            variables["oldObject"] = old
+        if new is not None:
+            variables["newObject"] = new
+        return event, variables
+
+    def run_posts(self, posts: list[PostScript]) -> None:
+        for event, variables in posts:
+            try:
+                self.model.scripts[event](**variables)
+            except IdsyncError as exc:
+                log.warning("managed.post_script_failed", resource=self.name, event=event,
+                            object_id=variables["request"]["resourcePath"].rsplit("/", 1)[-1], error=str(exc))
+
+    # -- reads ----------------------------------------------------------------
+
+    @property
+    def reads(self) -> bool:
+        """Whether reads run scripts at all (most types have none)."""
+        return bool(self.model.scripts.keys() & {"onRead", "onRetrieve"}) or any(
+            "onRetrieve" in p.scripts for p in self.model.properties.values())
+
+    def retrieved(self, obj: Obj, method: str = "read") -> Obj:
+        """``obj`` as a client reads it: property ``onRetrieve``, then ``onRetrieve``, then ``onRead``."""
+        object_id = obj.get("_id")
+        keep = {k: v for k, v in obj.items() if k.startswith("_")}
+        result = self._property_scripts("onRetrieve", dict(obj), object_id, method)
+        result = self._object_script("onRetrieve", result, object_id, method)
+        if method == "read":
+            result = self._object_script("onRead", result, object_id, method)
+        return {**result, **keep}

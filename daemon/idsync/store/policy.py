@@ -1,0 +1,201 @@
+"""PingIDM's policy service: the policies of a managed object's properties, evaluated.
+
+``check`` answers the failed requirements of an object about to be stored, by
+property, in PingIDM's ``failedPolicyRequirements`` shape: ``required`` and the
+property types (``validation.py``), the built-in policies ``managed.json`` and
+``policy.json`` name (implemented here, after PingIDM's ``policy.js``), and the
+custom ones (``config.objectmodel.CustomPolicies``, run in the script sandbox).
+
+What is checked:
+
+* a create: every property;
+* an update: the properties the update changes (and ``required`` of all): an
+  object stored before a policy was added is not refused for a property the
+  change leaves alone, and a recon that changes a telephone number does not ask the
+  store whether the unchanged user name is unique;
+* a secret already hashed or encrypted is not checked (its clear value is gone);
+  a clear one is, before it is hashed.
+
+A policy that follows ``validateOnlyIfPresent`` is skipped for an absent property.
+``unique`` asks the caller (``taken``) whether another object holds the value.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from idsync.config.managed import ManagedType
+from idsync.config.objectmodel import PolicyUse
+from idsync.crypto import is_encrypted
+from idsync.errors import ScriptError
+from idsync.store.passwords import is_hashed
+from idsync.store.validation import json_type, type_failures
+
+__all__ = ["Taken", "check"]
+
+# (property name, value, object id or None) -> whether another object holds the value.
+Taken = Callable[[str, Any, str | None], bool]
+Requirement = dict[str, Any]
+
+_EMAIL = re.compile(r".+@.+\..+", re.IGNORECASE)
+_MISSING = object()
+
+
+def check(schema: ManagedType, obj: Mapping[str, Any], *, before: Mapping[str, Any] | None = None,
+          object_id: str | None = None, taken: Taken | None = None,
+          only: Collection[str] | None = None) -> dict[str, list[Requirement]]:
+    """The failed requirements of ``obj`` by property (empty: it passes). ``before`` is
+    the stored object of an update; ``only`` limits the check to these properties
+    (``validateProperty``)."""
+    if only is not None:
+        names: Collection[str] = only
+    elif before is None:
+        names = set(obj)
+    else:
+        names = {k for k in set(obj) | set(before) if obj.get(k) != before.get(k)}
+    found = type_failures(schema, obj, [n for n in names if n in obj])
+    if only is not None:
+        found = {k: v for k, v in found.items() if k in only}
+    model = schema.model
+    if model is None:
+        return found
+    custom_calls: list[tuple[str, PolicyUse, list[Any]]] = []
+    for name, prop in model.properties.items():
+        if name not in names or not prop.policies:
+            continue
+        value = obj.get(name, _MISSING)
+        if name in schema.secrets and (is_hashed(value) or is_encrypted(value)):
+            continue
+        failed = found.setdefault(name, [])
+        for use in prop.policies:
+            if use.only_if_present and value is _MISSING:
+                continue
+            if use.custom is not None:
+                custom_calls.append((name, use, [use.custom, dict(obj), None if value is _MISSING else value,
+                                                 dict(use.params), name, list(failed)]))
+                continue
+            failed.extend(_builtin(use, name, value, obj, before, failed, object_id, taken))
+    if custom_calls and model.custom is not None:
+        answers = model.custom.run([call for _, _, call in custom_calls])
+        for (name, use, _), answer in zip(custom_calls, answers, strict=True):
+            found.setdefault(name, []).extend(_requirements(answer, use))
+    return {k: v for k, v in found.items() if v}
+
+
+def _requirements(answer: Any, use: PolicyUse) -> list[Requirement]:
+    if not isinstance(answer, list) or not all(isinstance(r, dict) for r in answer):
+        raise ScriptError(f"custom policy {use.policy_id}: its function must answer a list of "
+                          "{\"policyRequirement\": ...} objects")
+    return [dict(r) for r in answer]
+
+
+def _builtin(use: PolicyUse, name: str, value: Any, obj: Mapping[str, Any], before: Mapping[str, Any] | None,
+             failed: list[Requirement], object_id: str | None, taken: Taken | None) -> list[Requirement]:
+    p = use.params
+    code = use.requirements[0]
+    present = value is not _MISSING
+    text = value if isinstance(value, str) and value else None
+    # Several of PingIDM's policies fail an absent value when ``required`` already failed it.
+    required = any(r.get("policyRequirement") == "REQUIRED" for r in failed)
+    policy = use.policy_id
+    ok: bool
+    params: dict[str, Any] | None = None
+    if policy == "required":
+        ok = present and value is not None
+    elif policy == "not-empty":
+        ok = not present or not (value is None or (isinstance(value, str | list | dict) and not value))
+    elif policy == "not-null":
+        ok = not present or value is not None
+    elif policy in ("unique", "valid-username"):
+        ok = text is None or taken is None or not taken(name, value, object_id)
+    elif policy == "valid-type":
+        kind = json_type(value)
+        ok = not present or kind in p["types"]
+        params = {"invalidType": kind, "validTypes": list(p["types"])}
+    elif policy == "re-auth-required":
+        ok = True
+    elif policy == "cannot-contain-others":
+        bad = _contained(value, p["disallowedFields"], obj, before)
+        ok, params = not bad, {"disallowedFields": bad}
+    elif policy == "cannot-contain-characters":
+        chars = [str(c) for c in p["forbiddenChars"]]
+        ok = text is None or not any(c in text for c in chars)
+        params = {"forbiddenChars": ", ".join(chars)}
+    elif policy == "cannot-contain-duplicates":
+        items = value if isinstance(value, list) else []
+        ok = len({_key(i) for i in items}) == len(items)
+    else:
+        # The string policies: an absent or empty value fails only where ``required`` did.
+        ok = not required if text is None else _string_ok(policy, text, p)
+        params = _string_params(policy, p)
+    if ok:
+        return []
+    requirement: Requirement = {"policyRequirement": code}
+    if params is not None:
+        requirement["params"] = params
+    return [requirement]
+
+
+def _string_ok(policy: str, text: str, p: Mapping[str, Any]) -> bool:
+    if policy == "valid-email-address-format":
+        return bool(_EMAIL.search(text))
+    if policy == "valid-date":
+        return _date(text) is not None
+    if policy == "valid-datetime":
+        return _datetime(text) is not None
+    if policy == "minimum-length":
+        return len(text) >= int(p["minLength"])
+    if policy == "maximum-length":
+        return len(text) <= int(p["maxLength"])
+    if policy in ("at-least-X-capital-letters", "at-least-X-capitals"):
+        return sum(1 for c in text if "A" <= c <= "Z") >= int(p["numCaps"])
+    if policy == "at-least-X-numbers":
+        return sum(1 for c in text if c.isdigit()) >= int(p["numNums"])
+    if policy == "regexpMatches":
+        flags = re.IGNORECASE if "i" in str(p.get("flags") or "") else 0
+        try:
+            return re.search(str(p["regexp"]), text, flags) is not None
+        except re.error:
+            return False
+    return True
+
+
+def _string_params(policy: str, p: Mapping[str, Any]) -> dict[str, Any] | None:
+    keys = {"minimum-length": "minLength", "maximum-length": "maxLength", "at-least-X-capital-letters": "numCaps",
+            "at-least-X-capitals": "numCaps", "at-least-X-numbers": "numNums", "regexpMatches": "regexp"}
+    key = keys.get(policy)
+    return {key: p[key]} if key is not None else None
+
+
+def _contained(value: Any, fields: Any, obj: Mapping[str, Any], before: Mapping[str, Any] | None) -> list[str]:
+    """The fields whose (non-empty) value ``value`` contains."""
+    if not isinstance(value, str) or not value:
+        return []
+    names = fields.split(",") if isinstance(fields, str) else [str(f) for f in fields or []]
+    bad = []
+    for field in (n.strip() for n in names):
+        other = obj.get(field.strip("/"), (before or {}).get(field.strip("/")))
+        if isinstance(other, str) and other and other.lower() in value.lower():
+            bad.append(field)
+    return bad
+
+
+def _date(text: str) -> datetime.date | None:
+    try:
+        return datetime.date.fromisoformat(text[:10]) if len(text) == 10 else _datetime(text)
+    except ValueError:
+        return None
+
+
+def _datetime(text: str) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _key(item: Any) -> str:
+    return repr(item)

@@ -1,0 +1,344 @@
+"""The managed object model of managed.json on every path that writes the store:
+policies (built-in and custom), object and property scripts, and secrets at rest.
+
+The projects here need no directory: a mapping from one managed type
+(``managed/staff``) to another (``managed/user``) gives a recon and implicit
+synchronization whose target is the store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_server import ADMIN, serve
+from idsync.config.managed import DEFAULT_MANAGED, parse_managed
+from idsync.config.objectmodel import load_object_models
+from idsync.config.project import load_project
+from idsync.crypto import is_hashed, matches
+from idsync.errors import ConfigError, ObjectRejected
+from idsync.managed import ManagedObjects
+from idsync.managed.router import scripting
+from idsync.resource import QuerySpec
+from idsync.resources import Resources
+from idsync.scripts import ScriptEngine
+from idsync.store.database import Store
+from idsync.store.objects import ManagedResource
+from idsync.store.passwords import hash_secret, same_secret
+from idsync.store.validation import PolicyFailed
+
+from samples import idsync
+
+ROOT = Path(__file__).resolve().parent.parent
+JSON = {**ADMIN, "Content-Type": "application/json"}
+_JS = "text/javascript"
+
+USER: dict[str, Any] = {
+    "name": "user",
+    "onCreate": {"type": _JS, "source": "object.createdBy = 'onCreate'; object.mail = object.mail || "
+                                        "(object.userName + '@example.com');"},
+    "onUpdate": {"type": _JS, "source": "newObject.previousSn = oldObject.sn || null;"},
+    "onDelete": {"type": _JS, "source": "if (object.locked) { throw new Error('locked users stay'); }"},
+    "onRead": {"type": _JS, "source": "object.readBy = request.method;"},
+    "onRetrieve": {"type": _JS, "source": "object.fullName = (object.givenName || '') + ' ' + (object.sn || '');"},
+    "onValidate": {"type": _JS, "source": "if (object.sn === 'Forbidden') { throw new Error('no such sn'); }"},
+    "onStore": {"type": _JS, "source": "object.stored = true;"},
+    "postCreate": {"type": _JS, "source": "openidm.create('managed/event', null, "
+                                          "{what: 'created', who: newObject.userName});"},
+    "postUpdate": {"type": _JS, "source": "openidm.create('managed/event', null, "
+                                          "{what: 'updated', who: newObject.userName, was: oldObject.sn || ''});"},
+    "postDelete": {"type": _JS, "source": "openidm.create('managed/event', null, "
+                                          "{what: 'deleted', who: oldObject.userName});"},
+    "schema": {
+        "required": ["userName"],
+        "properties": {
+            "userName": {"type": "string", "searchable": True, "policies": [
+                {"policyId": "unique"}, {"policyId": "cannot-contain-characters", "params": {"forbiddenChars": ["/"]}},
+                {"policyId": "no-colour"}],
+                "onStore": {"type": _JS, "source": "property.toLowerCase()"}},
+            "givenName": {"type": "string"},
+            "sn": {"type": "string", "onValidate": {"type": _JS, "source": "if (property === 'Bad') "
+                                                                          "{ throw new Error('bad sn'); }"}},
+            "mail": {"type": "string", "policies": [{"policyId": "valid-email-address-format"}]},
+            "password": {"type": "string", "secret": True, "policies": [
+                {"policyId": "minimum-length", "params": {"minLength": 8}},
+                {"policyId": "at-least-X-capitals", "params": {"numCaps": 1}},
+                {"policyId": "at-least-X-numbers", "params": {"numNums": 1}},
+                {"policyId": "cannot-contain-others", "params": {"disallowedFields": ["userName"]}}]},
+            "answer": {"type": "string", "secureHash": {"algorithm": "SHA-256"}},
+            "birthDate": {"type": "string", "policies": [{"policyId": "valid-date"}]},
+            "employeeNumber": {"type": "number"},
+            "initials": {"type": "string", "onRetrieve": {"type": _JS, "source": "(object.givenName || '?')[0]"}},
+            "locked": {"type": "boolean"},
+            "lastSync": {"type": "object", "policies": [{"policyId": "re-auth-required"}]},
+        },
+    },
+}
+STAFF = {"name": "staff", "schema": {"properties": {"login": {"type": "string", "searchable": True},
+                                                    "email": {"type": "string"}, "number": {"type": "string"}}}}
+EVENT = {"name": "event", "schema": {"properties": {"what": {"type": "string"}, "who": {"type": "string"}}}}
+CUSTOM_POLICY = """
+addPolicy({policyId: "no-colour", policyExec: "noColour", policyRequirements: ["NO_COLOUR"],
+           validateOnlyIfPresent: true});
+function noColour(fullObject, value, params, property) {
+  return /red|green/.test(value) ? [{policyRequirement: "NO_COLOUR", params: {property: property}}] : [];
+}
+"""
+MAPPING = {"name": "staff_user", "source": "managed/staff", "target": "managed/user",
+           "properties": [{"source": "login", "target": "userName"}, {"source": "email", "target": "mail"},
+                          {"source": "number", "target": "employeeNumber",
+                           "transform": {"type": _JS, "source": "source === 'NaN' ? 'not a number' : Number(source)"}}],
+           "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "FOUND", "action": "UPDATE"},
+                        {"situation": "CONFIRMED", "action": "UPDATE"}]}
+
+
+def _project(tmp_path: Path) -> Path:
+    project = tmp_path / "p"
+    conf = project / "conf"
+    (project / "script").mkdir(parents=True)
+    conf.mkdir()
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    (conf / "managed.json").write_text(json.dumps({"objects": [USER, STAFF, EVENT]}))
+    (conf / "sync.json").write_text(json.dumps({"mappings": [MAPPING]}))
+    (conf / "policy.json").write_text(json.dumps({
+        "type": _JS, "file": "policy.js", "additionalFiles": ["script/colour.js"],
+        "resources": [{"resource": "managed/user/*", "properties": [
+            {"name": "givenName", "policies": [{"policyId": "maximum-length", "params": {"maxLength": 8}}]}]}]}))
+    (project / "script" / "colour.js").write_text(CUSTOM_POLICY)
+    return project
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return _project(tmp_path)
+
+
+@pytest.fixture
+def service(project: Path) -> Iterator[tuple[ManagedObjects, ManagedObjects]]:
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    resources = Resources(loaded, store)
+    with scripting(loaded, store, resources=resources):
+        yield (ManagedObjects(loaded, store, resources, "user"), ManagedObjects(loaded, store, resources, "event"))
+
+
+def _requirements(exc: PolicyFailed) -> dict[str, list[str]]:
+    return {f["property"]: [r["policyRequirement"] for r in f["policyRequirements"]] for f in exc.failures}
+
+
+def test_default_policies_refuse_bad_values_naming_each_property(
+        service: tuple[ManagedObjects, ManagedObjects]) -> None:
+    """A weak password and a malformed mail and date are refused together, one
+    requirement each, without the values; a good object passes, and the same user
+    name twice is refused (unique); a custom policy and a resource's policies from
+    policy.json apply."""
+    users, _ = service
+    with pytest.raises(PolicyFailed) as caught:
+        users.create({"userName": "ann", "password": "x", "mail": "not-an-email", "birthDate": "yesterday"})
+    assert _requirements(caught.value) == {
+        "password": ["MIN_LENGTH", "AT_LEAST_X_CAPITAL_LETTERS", "AT_LEAST_X_NUMBERS"],
+        "mail": ["VALID_EMAIL_ADDRESS_FORMAT"], "birthDate": ["VALID_DATE"]}
+    assert "password must be at least 8 characters long (MIN_LENGTH)" in str(caught.value)
+    assert "not-an-email" not in str(caught.value) and caught.value.exit_code == 65
+    with pytest.raises(PolicyFailed) as caught:
+        users.create({"userName": "ann", "password": "Annie2024ann"})
+    assert caught.value.failures == [{"property": "password", "policyRequirements": [
+        {"policyRequirement": "CANNOT_CONTAIN_OTHERS", "params": {"disallowedFields": ["userName"]}}]}]
+    made = users.create({"userName": "ann", "password": "Secret123", "birthDate": "1990-02-03",
+                         "lastSync": {}}).object
+    assert made is not None
+    with pytest.raises(PolicyFailed) as caught:
+        users.create({"userName": "ann"})
+    assert _requirements(caught.value) == {"userName": ["UNIQUE"]}
+    with pytest.raises(PolicyFailed) as caught:
+        users.create({"userName": "red/one"})
+    assert _requirements(caught.value) == {"userName": ["CANNOT_CONTAIN_CHARACTERS", "NO_COLOUR"]}
+    with pytest.raises(PolicyFailed) as caught:  # policy.json's resources
+        users.create({"userName": "bart", "givenName": "Bartholomew"})
+    assert caught.value.failures == [{"property": "givenName", "policyRequirements": [
+        {"policyRequirement": "MAX_LENGTH", "params": {"maxLength": 8}}]}]
+    # An update checks what it changes: the stored (hashed) password is not checked again.
+    changed = users.patch(made["_id"], [{"operation": "replace", "field": "/sn", "value": "Smith"}]).object
+    assert changed is not None and changed["sn"] == "Smith"
+
+
+def test_object_scripts_run_around_each_change(service: tuple[ManagedObjects, ManagedObjects]) -> None:
+    """onCreate fills a property, property onStore lowercases, onStore marks, onUpdate
+    sees oldObject and newObject, onValidate (object and property) refuses, onDelete
+    refuses, the post scripts write through openidm after the commit, and reads run
+    property onRetrieve, onRetrieve and onRead."""
+    users, events = service
+    made = users.create({"userName": "Bob", "sn": "Jones", "givenName": "Robert"}).object
+    assert made is not None
+    assert made["userName"] == "bob" and made["createdBy"] == "onCreate" and made["stored"] is True
+    assert made["mail"] == "Bob@example.com"
+    assert made["fullName"] == "Robert Jones" and made["initials"] == "R" and made["readBy"] == "read"
+    updated = users.patch(made["_id"], [{"operation": "replace", "field": "/sn", "value": "Smith"}]).object
+    assert updated is not None and updated["previousSn"] == "Jones"
+    with pytest.raises(ObjectRejected, match=r"onValidate script: .*no such sn"):
+        users.patch(made["_id"], [{"operation": "replace", "field": "/sn", "value": "Forbidden"}])
+    with pytest.raises(ObjectRejected, match=r"sn\.onValidate script: .*bad sn"):
+        users.patch(made["_id"], [{"operation": "replace", "field": "/sn", "value": "Bad"}])
+    locked = users.create({"userName": "carl", "locked": True}).object
+    assert locked is not None
+    with pytest.raises(ObjectRejected, match="locked users stay"):
+        users.delete(locked["_id"])
+    users.delete(made["_id"])
+    logged = sorted((e["what"], e["who"]) for e in events._resource.find(QuerySpec()))
+    assert logged == [("created", "bob"), ("created", "carl"), ("deleted", "bob"), ("updated", "bob")]
+
+
+def test_api_answers_policy_failures_as_pingidm(project: Path) -> None:
+    """Over the API a change that breaks a policy is 403 with failedPolicyRequirements;
+    validateObject and validateProperty answer result and failures without writing;
+    GET policy/managed/user lists each property's policies."""
+    with serve(project) as api:
+        refused = api.post("/openidm/managed/user?_action=create", headers=JSON,
+                           json={"userName": "dee", "password": "x", "mail": "not-an-email"})
+        assert refused.status_code == 403, refused.text
+        body = refused.json()
+        assert body["code"] == 403 and body["reason"] == "Forbidden" and body["message"] == "Failed policy validation"
+        assert {f["property"] for f in body["detail"]["failedPolicyRequirements"]} == {"password", "mail"}
+        assert {"policyRequirement": "MIN_LENGTH", "params": {"minLength": 8}} in next(
+            f for f in body["detail"]["failedPolicyRequirements"] if f["property"] == "password")["policyRequirements"]
+        made = api.post("/openidm/managed/user?_action=create", headers=JSON,
+                        json={"userName": "dee", "password": "Secret123"})
+        assert made.status_code == 201, made.text
+        dee = made.json()["_id"]
+        check = api.post(f"/openidm/policy/managed/user/{dee}?_action=validateObject", headers=JSON,
+                         json={"userName": "dee", "mail": "dee@example"})
+        assert check.status_code == 200
+        assert check.json() == {"result": False, "failedPolicyRequirements": [
+            {"property": "mail", "policyRequirements": [{"policyRequirement": "VALID_EMAIL_ADDRESS_FORMAT"}]}]}
+        taken = api.post("/openidm/policy/managed/user/*?_action=validateObject", headers=JSON,
+                         json={"userName": "dee"}).json()
+        assert taken["failedPolicyRequirements"][0]["policyRequirements"] == [{"policyRequirement": "UNIQUE"}]
+        prop = api.post("/openidm/policy/managed/user?_action=validateProperty", headers=JSON,
+                        json={"password": "Secret123"}).json()
+        assert prop == {"result": True, "failedPolicyRequirements": []}
+        described = api.get("/openidm/policy/managed/user", headers=ADMIN).json()
+        password = next(p for p in described["properties"] if p["name"] == "password")
+        assert "MIN_LENGTH" in password["policyRequirements"]
+        assert api.get(f"/openidm/managed/user/{dee}", headers=ADMIN).json()["readBy"] == "read"
+        listed = api.get("/openidm/managed/user?_queryFilter=true", headers=ADMIN).json()["result"]
+        assert listed[0]["fullName"] == " " and "readBy" not in listed  # onRetrieve, not onRead, on queries
+
+
+def test_cli_names_each_broken_policy(project: Path) -> None:
+    """The command line refuses a change that breaks policies with exit code 65 and
+    one line per property and requirement."""
+    done = idsync(project, "managed", "create", "user", "--data",
+                  json.dumps({"userName": "eve", "password": "short", "mail": "nope"}))
+    assert done.returncode == 65, done.stderr
+    assert "managed/user: the object breaks its policies:" in done.stderr
+    assert "  password must be at least 8 characters long (MIN_LENGTH)" in done.stderr
+    assert "  mail must be an email address (VALID_EMAIL_ADDRESS_FORMAT)" in done.stderr
+    assert "nope" not in done.stderr and "short" not in done.stderr
+
+
+def test_recon_and_implicit_sync_writes_obey_the_model(project: Path) -> None:
+    """A recon into the store runs the object scripts and the policies: a source object
+    whose mail breaks a policy, and one whose number lands in a number property as text,
+    fail alone, as does a second source taking a user name the same page created; the
+    others are created and the run goes on; implicit synchronization of
+    a change that breaks a policy fails its push, not the change."""
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    resources = Resources(loaded, store)
+    with scripting(loaded, store, resources=resources):
+        staff = ManagedObjects(loaded, store, resources, "staff", sync=False)
+        staff.create({"login": "fay", "email": "fay@example.com", "number": "7"}, object_id="s1")
+        staff.create({"login": "gus", "email": "not-an-email"}, object_id="s2")
+        staff.create({"login": "hal", "number": "NaN"}, object_id="s3")
+        staff.create({"login": "fay", "email": "fay2@example.com"}, object_id="s4")  # the same page
+    done = idsync(project, "recon", "staff_user", "--json")
+    summary = json.loads(done.stdout)
+    assert summary["state"] == "SUCCESS" and summary["changes"]["failed"] == 3, done.stdout
+    user_objects = ManagedObjects(loaded, store, resources, "user", sync=False)
+    users = {u["userName"]: u for u in user_objects._resource.find(QuerySpec())}
+    assert set(users) == {"fay"} and users["fay"]["createdBy"] == "onCreate" and users["fay"]["employeeNumber"] == 7
+    errors = json.dumps(summary)
+    assert "mail must be an email address (VALID_EMAIL_ADDRESS_FORMAT)" in errors
+    assert "employeeNumber must be of type number, not string" in errors
+    assert "userName must be unique: another object has this value (UNIQUE)" in errors
+    pushed = idsync(project, "managed", "patch", "staff", "s1", "--operations",
+                    json.dumps([{"operation": "replace", "field": "/email", "value": "broken"}]))
+    assert pushed.returncode == 75 and json.loads(pushed.stdout)["email"] == "broken"
+    assert "implicit sync through staff_user failed: managed/user: mail must be an email address" in pushed.stderr
+    assert staff.get("s1")["email"] == "broken"  # the change stands; its push failed
+    assert user_objects.get(users["fay"]["_id"])["mail"] == "fay@example.com"
+
+
+def test_secrets_hash_long_values_and_secure_hash(service: tuple[ManagedObjects, ManagedObjects]) -> None:
+    """A secret of 600 bytes is hashed as SHA-512 crypt and verified (libxcrypt answered
+    *0 for it), one beyond 1024 bytes is refused, and secureHash keeps PingIDM's salted
+    hash, verified again on the next write instead of rehashed."""
+    long = "Aa1" + "x" * 600
+    hashed = hash_secret(long)
+    assert hashed.startswith("{CRYPT}$6$rounds=") and same_secret(long, hashed) and not same_secret(long[:-1], hashed)
+    with pytest.raises(ObjectRejected, match="at most 1024 bytes"):
+        hash_secret("y" * 1100)
+    users, _ = service
+    made = users.create({"userName": "ivy", "password": long, "answer": "blue"}).object
+    assert made is not None and "password" not in made and "answer" not in made
+    stored = users._internal.get(made["_id"]) or {}
+    assert stored["password"].startswith("{CRYPT}$6$") and same_secret(long, stored["password"])
+    assert is_hashed(stored["answer"]) and matches("blue", stored["answer"])
+    again = users.patch(made["_id"], [{"operation": "replace", "field": "/answer", "value": "blue"}]).object
+    assert again is not None and again["_rev"] == made["_rev"]
+    # A hash imported as it is skips the policies; the same password sent again in clear
+    # changes nothing and is not refused, though it breaks them.
+    weak = users.create({"userName": "jo", "password": hash_secret("weak")}).object
+    assert weak is not None
+    same = users.patch(weak["_id"], [{"operation": "replace", "field": "/password", "value": "weak"}]).object
+    assert same is not None and same["_rev"] == weak["_rev"]
+    with pytest.raises(PolicyFailed, match="MIN_LENGTH"):
+        users.patch(weak["_id"], [{"operation": "replace", "field": "/password", "value": "weaker"}])
+
+
+def test_bad_policy_configuration_is_an_error(tmp_path: Path) -> None:
+    """An unknown policy id, a policy missing its params and a Groovy object script are
+    errors naming file and key; PingIDM policies idsync does not enforce, and the scripts
+    PingIDM bundles that its managed.json names, are warnings of idsync validate."""
+    project = _project(tmp_path)
+    managed = project / "conf" / "managed.json"
+    raw = json.loads(managed.read_text())
+    raw["objects"][0]["schema"]["properties"]["sn"]["policies"] = [{"policyId": "no-such-policy"}]
+    managed.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=r"objects\[0\].schema.properties.sn.policies\[0\].policyId: unknown policy"):
+        load_project(project)
+    raw["objects"][0]["schema"]["properties"]["sn"]["policies"] = [{"policyId": "minimum-length"}]
+    managed.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=r"policies\[0\].params: policy minimum-length needs params.minLength"):
+        load_project(project)
+    raw["objects"][0]["schema"]["properties"]["sn"]["policies"] = [{"policyId": "valid-phone-format"}]
+    raw["objects"][0]["onSync"] = {"type": _JS, "source": "1"}
+    raw["objects"][0]["onDelete"] = {"type": _JS, "file": "ui/onDelete-user-cleanup.js"}
+    managed.write_text(json.dumps(raw))
+    done = idsync(project, "validate")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "objects[0].schema.properties.sn.policies[0]: not enforced: policy valid-phone-format" in done.stderr
+    assert "objects[0].onSync: not run" in done.stderr
+    assert "objects[0].onDelete: not run: ui/onDelete-user-cleanup.js is a script PingIDM bundles" in done.stderr
+    raw["objects"][0]["onCreate"] = {"type": "groovy", "source": "object.x = 1"}
+    managed.write_text(json.dumps(raw))
+    done = idsync(project, "validate")
+    assert done.returncode == 78 and "objects[0].onCreate: text/groovy scripts are not supported" in done.stdout
+
+
+@pytest.mark.parametrize("which", ["built-in", "example"])
+def test_pingidm_default_policies_apply_out_of_the_box(tmp_path: Path, which: str) -> None:
+    """The built-in types of a project without managed.json and the example
+    conf/managed.json refuse a password "x" and a mail "not-an-email", as PingIDM's
+    default policies do, and accept a user that keeps them."""
+    raw = DEFAULT_MANAGED if which == "built-in" else json.loads((ROOT / "conf" / "managed.json").read_text())
+    schema = parse_managed(raw).types["user"]
+    model = load_object_models(raw, tmp_path, tmp_path, ScriptEngine(), file="managed.json")["user"]
+    users = ManagedResource(Store.open(f"sqlite:///{tmp_path / 's.db'}"), replace(schema, model=model))
+    with pytest.raises(PolicyFailed) as caught:
+        users.create({"userName": "ann", "password": "x", "mail": "not-an-email"})
+    assert {f["property"] for f in caught.value.failures} == {"password", "mail"}
+    assert users.create({"userName": "ann", "password": "Secret123", "mail": "ann@example.com"})["_id"]
