@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import operator
 import os
 import time
 import uuid
@@ -227,16 +228,17 @@ class Store:
                 converters.append((i, _dumps))
             elif sqlite and _is_datetime(table.c[name].type):
                 converters.append((i, _sqlite_time))
+        pick = operator.itemgetter(*columns) if len(columns) > 1 else (lambda r: (r[columns[0]],))
         if converters:
             params: list[Any] = []
             for r in rows:
-                values = [r[c] for c in columns]
+                values = list(pick(r))
                 for i, convert in converters:
                     if values[i] is not None:
                         values[i] = convert(values[i])
                 params.append(tuple(values))
         else:
-            params = [tuple(r[c] for c in columns) for r in rows]
+            params = list(map(pick, rows))
         if self.dialect == "postgresql" and not ignore_duplicates:
             # COPY is 3-4x faster than executemany for the first recon's bulk rows.
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]

@@ -128,6 +128,16 @@ class ManagedResource(Resource):
                     found[r.id] = self._object(r.id, r.rev, r.data, fields)
         return found
 
+    def revisions(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> current revision, for the objects of ``ids`` that exist: no data read or decoded."""
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(ids))
+        with self.store.engine.connect() as conn:
+            for start in range(0, len(unique), _CHUNK):
+                found.update(conn.execute(select(mo.c.id, mo.c.rev).where(
+                    mo.c.object_type == self.object_type, self.store.in_(mo.c.id, unique[start:start + _CHUNK]))).all())
+        return found
+
     def find_matching(
         self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]], fields: Sequence[str] | None = None
     ) -> dict[tuple[Any, ...], list[Obj]]:
