@@ -13,7 +13,6 @@ import json
 import operator
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,7 +68,8 @@ def new_id() -> str:
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"  # str(uuid.UUID(int=value)), without building the object
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _has_nul(item: Any) -> bool:
@@ -77,8 +77,13 @@ def _has_nul(item: Any) -> bool:
     if type(item) is str:
         return "\x00" in item
     if isinstance(item, dict):
-        for key, value in item.items():  # noqa: SIM110
-            if "\x00" in str(key) or _has_nul(value):
+        for key, value in item.items():
+            if type(value) is str:
+                if "\x00" in value:
+                    return True
+            elif _has_nul(value):
+                return True
+            if "\x00" in (key if type(key) is str else str(key)):
                 return True
         return False
     if isinstance(item, list | tuple):

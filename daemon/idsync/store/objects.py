@@ -389,6 +389,8 @@ def _changed(data: dict[str, Any], op: WriteOp) -> dict[str, Any]:
 
 def _fresh(value: Any) -> Any:
     """A default value no two objects share (lists and dicts are copied)."""
+    if not value and type(value) in (list, dict):
+        return type(value)()  # the usual default ([] or {}), without deepcopy's machinery
     if isinstance(value, list | dict):
         return copy.deepcopy(value)
     return value
