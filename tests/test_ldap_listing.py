@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from idsync.connectors.ldap import connector as ldap_connector
+from idsync.connectors.ldap import listing
 from idsync.connectors.ldap.connector import LdapResource, LdapSystem
 from idsync.errors import PeerUnavailable
 from idsync.query import parse
@@ -98,3 +99,16 @@ def test_a_child_that_dies_midway_fails_the_read(slapd: Slapd) -> None:
     with pytest.raises(PeerUnavailable, match="ended before it was complete"):
         for _ in pages:
             pass
+
+
+def test_a_sandbox_that_hides_the_cores_does_not_stop_a_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the system refuses to say which cores the process may use (a seccomp filter
+    answering EPERM), the machine's core count decides, instead of the read failing."""
+    def refused(_pid: int) -> set[int]:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(listing.os, "sched_getaffinity", refused)
+    monkeypatch.setattr(listing.os, "cpu_count", lambda: 2)
+    assert listing.two_cores() is True
+    monkeypatch.setattr(listing.os, "cpu_count", lambda: 1)
+    assert listing.two_cores() is False

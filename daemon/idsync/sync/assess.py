@@ -308,9 +308,7 @@ class Assessor:
             plan.link = not linked
             plan.digest, plan.projected = self.digests.projection(target, plan.qualifier), target
             if not changes:
-                plan.rev = current.get("_rev")
-            if not changes:
-                plan.change = "unchanged"
+                plan.change, plan.rev = "unchanged", current.get("_rev")
                 plan.audit = plan.audit or plan.link
             elif not self.allow_update:
                 plan.change, plan.audit = "skipped", True

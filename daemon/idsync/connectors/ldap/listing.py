@@ -44,8 +44,12 @@ _context: Any = None
 
 
 def two_cores() -> bool:
-    """Whether a second process can run beside this one."""
-    return len(os.sched_getaffinity(0)) > 1
+    """Whether a second process can run beside this one (the cores this process may
+    use; all of the machine's where a sandbox refuses to say)."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except OSError:
+        return (os.cpu_count() or 1) > 1
 
 
 def _fork_server() -> Any:
