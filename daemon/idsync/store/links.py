@@ -66,7 +66,7 @@ class LinkSet:
                     lt.c.qualifier == self.qualifier,
                     self.store.in_(key, unique[start : start + _CHUNK]),
                 )
-            )
+            ).all()  # one fetch, not one per row
             for k, v, digest in rows:
                 found[k] = (v, digest)
         return found
