@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import signal
 from typing import Any
 
 import pytest
@@ -112,3 +113,16 @@ def test_a_sandbox_that_hides_the_cores_does_not_stop_a_listing(monkeypatch: pyt
     assert listing.two_cores() is True
     monkeypatch.setattr(listing.os, "cpu_count", lambda: 1)
     assert listing.two_cores() is False
+
+
+def test_signals_to_the_process_group_are_left_to_the_caller(slapd: Slapd) -> None:
+    """Ctrl-C, a hang-up or a SIGTERM sent to the whole process group (a terminal) does not
+    end the listing process: the caller decides (a cancel at a page boundary), and the
+    listing goes on whole until it stops reading."""
+    base = _people(slapd, 600)
+    pages = _resource(slapd, base).pages(QuerySpec(fields=["uid", "description"], page_size=10))
+    first = next(pages)
+    (child,) = [c for c in multiprocessing.active_children() if c.name == "idsync-ldap-listing"]
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        os.kill(child.pid or 0, sig)
+    assert len(first) + sum(len(page) for page in pages) == 600

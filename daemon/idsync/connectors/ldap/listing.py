@@ -26,6 +26,7 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import signal
 from collections.abc import Callable, Iterator, MutableMapping
 from multiprocessing.connection import Connection
 from typing import Any
@@ -100,12 +101,17 @@ def read_in_child(listing: Callable[..., Iterator[list[Obj]]], args: tuple[Any, 
     finally:
         reader.close()
         if child.is_alive():
-            child.terminate()  # the caller stopped early, or failed: the rest is not needed
+            child.kill()  # the caller stopped early, or failed: the rest is not needed
         child.join()
 
 
 def _serve(listing: Callable[..., Iterator[list[Obj]]], args: tuple[Any, ...], writer: Connection) -> None:
     """In the child: send each page, then the end, or the error that stopped the listing."""
+    # Ctrl-C, a closed terminal or a signal to the process group is the caller's to act
+    # on (a cancel at a page boundary, recorded CANCELED): the child reads on until the
+    # caller stops reading, which ends it (a closed pipe, or a kill).
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
     def forward(_logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
         name = event.pop("event", "")
