@@ -17,6 +17,7 @@ import pytest
 from idsync.config.mappings import parse_mapping
 from idsync.config.source_fields import source_fields
 from idsync.connectors.ldap import connection as ldap_connection
+from idsync.connectors.ldap import connector as ldap_connector
 from idsync.connectors.ldap.connector import LdapSystem
 from idsync.connectors.ldap.values import merge_ranges
 from idsync.errors import PeerError, PeerUnavailable
@@ -116,10 +117,13 @@ def test_a_reader_that_stops_early_leaves_the_connection_usable(slapd: Slapd, ld
     assert dns == _dns_in_directory_order(slapd, ldap_subtree)
 
 
-def test_the_next_page_is_asked_for_before_the_current_one_is_processed(ldap_subtree: str) -> None:
+def test_the_next_page_is_asked_for_before_the_current_one_is_processed(ldap_subtree: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """While the caller holds page 1, page 2 is already requested and answered: it
     is still delivered after the server stops. Page 3, which nobody could ask for
-    in time, fails the read with PeerUnavailable instead of ending it quietly."""
+    in time, fails the read with PeerUnavailable instead of ending it quietly.
+    (The reader in process: a listing process reads further ahead, as far as its pipe holds.)"""
+    monkeypatch.setattr(ldap_connector, "two_cores", lambda: False)
     with Slapd(tls=False) as server:
         subtree = f"ou=People,{server.base_dn}"
         server.add_ldif(sample_users_ldif(300, subtree))
@@ -186,7 +190,9 @@ def test_a_size_limit_fails_the_recon_and_deletes_nothing(tmp_path: Path) -> Non
 
 
 def _observe_attributes(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
-    """The attributes each paged search of the directory asked for."""
+    """The attributes each paged search of the directory asked for (listings read in
+    this process, not in a child of ``listing.py``, so that the searches are seen here)."""
+    monkeypatch.setattr(ldap_connector, "two_cores", lambda: False)
     asked: list[set[str]] = []
     real = ldap_connection.LdapConnection.search_pages
 

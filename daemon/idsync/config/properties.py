@@ -78,6 +78,15 @@ class PropertyMap:
 
     rules: tuple[PropertyRule, ...] = ()
 
+    def __post_init__(self) -> None:
+        # project() runs once per object and rule: when every rule copies one top-level
+        # source attribute to one top-level target property (no script, no condition),
+        # it is a loop over (source, target, default) worked out here once.
+        plain = all(r.transform is None and r.condition is None and r.source is not None and len(r.source) == 1
+                    and len(r.target) == 1 for r in self.rules)
+        object.__setattr__(self, "_plain", tuple((r.source[0], r.target[0], r.has_default, r.default)
+                                                 for r in self.rules if r.source) if plain else None)
+
     def project(
         self,
         source_obj: Mapping[str, Any],
@@ -90,6 +99,15 @@ class PropertyMap:
         """The projected target: only the mapped properties, never the existing
         target's other properties. Script failures name the target property."""
         projected: dict[str, Any] = {}
+        plain: tuple[tuple[str, str, bool, Any], ...] | None = self._plain  # type: ignore[attr-defined]
+        if plain is not None:
+            get = source_obj.get
+            for source, target, has_default, default in plain:
+                value = get(source)
+                if value is None and has_default:
+                    value = default
+                projected[target] = value if value is None or type(value) is str else _copy(value)
+            return projected
         for rule in self.rules:
             if rule.condition is not None:
                 scope = {"object": source_obj, "linkQualifier": link_qualifier,

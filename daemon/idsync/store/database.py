@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import operator
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,7 +68,8 @@ def new_id() -> str:
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"  # str(uuid.UUID(int=value)), without building the object
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _has_nul(item: Any) -> bool:
@@ -76,8 +77,13 @@ def _has_nul(item: Any) -> bool:
     if type(item) is str:
         return "\x00" in item
     if isinstance(item, dict):
-        for key, value in item.items():  # noqa: SIM110
-            if "\x00" in str(key) or _has_nul(value):
+        for key, value in item.items():
+            if type(value) is str:
+                if "\x00" in value:
+                    return True
+            elif _has_nul(value):
+                return True
+            if "\x00" in (key if type(key) is str else str(key)):
                 return True
         return False
     if isinstance(item, list | tuple):
@@ -227,16 +233,17 @@ class Store:
                 converters.append((i, _dumps))
             elif sqlite and _is_datetime(table.c[name].type):
                 converters.append((i, _sqlite_time))
+        pick = operator.itemgetter(*columns) if len(columns) > 1 else (lambda r: (r[columns[0]],))
         if converters:
             params: list[Any] = []
             for r in rows:
-                values = [r[c] for c in columns]
+                values = list(pick(r))
                 for i, convert in converters:
                     if values[i] is not None:
                         values[i] = convert(values[i])
                 params.append(tuple(values))
         else:
-            params = [tuple(r[c] for c in columns) for r in rows]
+            params = list(map(pick, rows))
         if self.dialect == "postgresql" and not ignore_duplicates:
             # COPY is 3-4x faster than executemany for the first recon's bulk rows.
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]

@@ -28,6 +28,8 @@ __all__ = ["property_value", "to_sql"]
 
 def property_value(value: Any) -> tuple[str | None, float | None]:
     """How one property value is kept in the searchable index: text and number."""
+    if type(value) is str:  # nearly every value: decided first
+        return value[:255], None
     if value is None:
         return None, None
     if isinstance(value, bool):

@@ -8,10 +8,10 @@ here takes a whole page of ids: one query per page, never one per object.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from idsync.store.database import Store, new_id, utcnow
 from idsync.store.tables import links as lt
@@ -40,14 +40,19 @@ class LinkSet:
 
     def targets_of(self, source_ids: Sequence[str], conn: Connection | None = None) -> dict[str, str]:
         """source id -> linked target id, for the sources that have a link."""
-        return self._lookup(self._mine, self._theirs, source_ids, conn)
+        return {k: v for k, (v, _) in self._lookup(self._mine, self._theirs, source_ids, conn).items()}
+
+    def targets_with_digests(self, source_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """source id -> (linked target id, the link's digest), for the sources that have a link."""
+        return self._lookup(self._mine, self._theirs, source_ids, None)
 
     def sources_of(self, target_ids: Sequence[str], conn: Connection | None = None) -> dict[str, str]:
         """target id -> linked source id, for the targets that have a link."""
-        return self._lookup(self._theirs, self._mine, target_ids, conn)
+        return {k: v for k, (v, _) in self._lookup(self._theirs, self._mine, target_ids, conn).items()}
 
-    def _lookup(self, key, value, ids: Sequence[str], conn: Connection | None) -> dict[str, str]:  # type: ignore[no-untyped-def]
-        found: dict[str, str] = {}
+    def _lookup(self, key, value, ids: Sequence[str],  # type: ignore[no-untyped-def]
+                conn: Connection | None) -> dict[str, tuple[str, str | None]]:
+        found: dict[str, tuple[str, str | None]] = {}
         unique = list(dict.fromkeys(ids))
         if not unique:
             return found
@@ -56,14 +61,14 @@ class LinkSet:
                 return self._lookup(key, value, unique, own)
         for start in range(0, len(unique), _CHUNK):
             rows = conn.execute(
-                select(key, value).where(
+                select(key, value, lt.c.digest).where(
                     lt.c.linkset == self.name,
                     lt.c.qualifier == self.qualifier,
                     self.store.in_(key, unique[start : start + _CHUNK]),
                 )
-            )
-            for k, v in rows:
-                found[k] = v
+            ).all()  # one fetch, not one per row
+            for k, v, digest in rows:
+                found[k] = (v, digest)
         return found
 
     def source_ids(self, page_size: int = 5000) -> Iterator[str]:
@@ -80,19 +85,30 @@ class LinkSet:
                 return
             last = page[-1]
 
-    def add(self, conn: Connection, pairs: Sequence[tuple[str, str]]) -> None:
-        """Link (source id, target id) pairs, replacing any link either side had."""
+    def add(self, conn: Connection, pairs: Sequence[tuple[str, str]],
+            digests: Mapping[str, str] | None = None) -> None:
+        """Link (source id, target id) pairs, replacing any link either side had;
+        ``digests``: source id -> the digest its new link keeps (``sync/digests.py``)."""
         if not pairs:
             return
         self.remove_sources(conn, [s for s, _ in pairs])
         self.remove_targets(conn, [t for _, t in pairs])
         now = utcnow()
+        digests = digests or {}
         rows = []
         for source_id, target_id in pairs:
             first, second = (target_id, source_id) if self.reversed else (source_id, target_id)
-            rows.append({"id": new_id(), "linkset": self.name, "source_id": first,
-                         "target_id": second, "qualifier": self.qualifier, "created": now})
+            rows.append({"id": new_id(), "linkset": self.name, "source_id": first, "target_id": second,
+                         "qualifier": self.qualifier, "created": now, "digest": digests.get(source_id)})
         self.store.insert_many(conn, lt, rows)
+
+    def set_digests(self, conn: Connection, digests: Mapping[str, str | None]) -> None:
+        """Keep ``digests`` (source id -> digest) with the links of those sources: one
+        executemany for a page."""
+        if digests:
+            conn.execute(update(lt).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier,
+                                          self._mine == bindparam("b_source")).values(digest=bindparam("b_digest")),
+                         [{"b_source": s, "b_digest": d} for s, d in digests.items()])
 
     def remove_sources(self, conn: Connection, source_ids: Sequence[str]) -> None:
         self._remove(conn, self._mine, source_ids)

@@ -134,6 +134,16 @@ class ManagedResource(Resource):
                     found[r.id] = self._object(r.id, r.rev, r.data, fields)
         return found
 
+    def revisions(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> current revision, for the objects of ``ids`` that exist: no data read or decoded."""
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(ids))
+        with self.store.engine.connect() as conn:
+            for start in range(0, len(unique), _CHUNK):
+                found.update(conn.execute(select(mo.c.id, mo.c.rev).where(
+                    mo.c.object_type == self.object_type, self.store.in_(mo.c.id, unique[start:start + _CHUNK]))).all())
+        return found
+
     def find_matching(
         self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]], fields: Sequence[str] | None = None
     ) -> dict[tuple[Any, ...], list[Obj]]:
@@ -463,6 +473,8 @@ def _changed(data: dict[str, Any], op: WriteOp) -> dict[str, Any]:
 
 def _fresh(value: Any) -> Any:
     """A default value no two objects share (lists and dicts are copied)."""
+    if not value and type(value) in (list, dict):
+        return type(value)()  # the usual default ([] or {}), without deepcopy's machinery
     if isinstance(value, list | dict):
         return copy.deepcopy(value)
     return value

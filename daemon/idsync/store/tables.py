@@ -93,6 +93,8 @@ links = Table(
     Column("target_id", _Key, nullable=False),
     Column("qualifier", String(64), nullable=False, default="default"),
     Column("created", DateTime(timezone=True), nullable=False),
+    # The recon's digest of the projected target and that target's revision (migration 0007).
+    Column("digest", String(64), nullable=True),
     Index("ux_links_source", "linkset", "source_id", "qualifier", unique=True),
     Index("ux_links_target", "linkset", "target_id", "qualifier", unique=True),
 )

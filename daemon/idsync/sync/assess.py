@@ -25,6 +25,7 @@ from idsync.scripts import Script
 from idsync.store.links import LinkSet
 from idsync.store.passwords import same_secret
 from idsync.sync.correlation import PlannedTargets
+from idsync.sync.digests import TargetDigests
 from idsync.sync.situations import assess_source, assess_source_deleted, assess_target
 
 if TYPE_CHECKING:
@@ -67,6 +68,11 @@ class Plan:
     retry: bool = False
     # The link qualifier this plan was assessed for: its link, its situation, its target.
     qualifier: str = "default"
+    # The digest of the projected target (``digests.py``), the projection, and the
+    # target's revision when no write is planned: what the link keeps once done.
+    digest: str | None = None
+    projected: Obj | None = None
+    rev: str | None = None
 
     def unlinked(self, target: str, target_id: str | None, written: Obj | None) -> str | None:
         """Why a plan is not done although nothing failed: it must link its source,
@@ -109,12 +115,42 @@ class Assessor:
         self.allow_delete = m.allow_delete if o.allow_delete is None else o.allow_delete
         self.unordered = m.target.startswith("system/")
         self.secret_names = SECRET_NAMES | {s.lower() for s in self.secrets}
+        stored_secrets = {s.lower() for s in self.target_schema.secrets} if self.target_schema is not None else set()
+        self.digests = TargetDigests.of(m, managed_target=self.target_schema is not None and not self.previous,
+                                        single_valued=self.single_valued,
+                                        secret_names=self.secret_names | stored_secrets)
 
     # -- source phase -------------------------------------------------------
 
+    def unchanged(self, objs: Sequence[Obj], links: Mapping[str, tuple[str, str | None]],
+                  revisions: Mapping[str, str], qualifier: str = "default") -> dict[str, str]:
+        """source id -> linked target id, for the sources of ``objs`` whose link's digest says
+        the target is unchanged (``digests.py``): ``links`` source id -> (target id, digest),
+        ``revisions`` target id -> its current revision."""
+        found: dict[str, str] = {}
+        if not self.digests.enabled:
+            return found
+        for s in objs:
+            sid = s["_id"]
+            tid, kept = links.get(sid, ("", None))
+            rev = revisions.get(tid)
+            if kept is None or rev is None:
+                continue
+            try:
+                if not self.qualifies(s, qualifier):
+                    continue
+                digest = self.digests.projection(self.project(s, None, qualifier), qualifier)
+            except IdsyncError:
+                continue  # assessed in full, which records the failure
+            if digest is not None and TargetDigests.kept(digest, rev) == kept:
+                found[sid] = tid
+        return found
+
     def assess_sources(self, objs: Sequence[Obj], linked: Mapping[str, str], targets: Mapping[str, Obj],
-                       correlator: Correlator | None, links: LinkSet, source: Resource | None = None) -> list[Plan]:
-        """The plans of ``objs`` for the link qualifier of ``links`` (one plan per object)."""
+                       correlator: Correlator | None, links: LinkSet, source: Resource | None = None,
+                       unchanged: Mapping[str, str] | None = None) -> list[Plan]:
+        """The plans of ``objs`` for the link qualifier of ``links`` (one plan per object);
+        ``unchanged`` (from ``unchanged``): the sources whose target need not be read."""
         plans: list[Plan] = []
         qualified: dict[str, bool] = {}
         projections: dict[str, Obj] = {}
@@ -127,7 +163,11 @@ class Assessor:
 
         # A failure below leaves the object without a situation: it is an error of that
         # object, and (unlinked) a source that might own any unclaimed target.
+        unchanged = unchanged or {}
         for s in objs:
+            if s["_id"] in unchanged:
+                qualified[s["_id"]] = True
+                continue
             try:
                 qualified[s["_id"]] = self.qualifies(s, q)
             except IdsyncError as exc:
@@ -146,6 +186,10 @@ class Assessor:
         for s in objs:
             sid = s["_id"]
             if sid not in qualified:
+                continue
+            if sid in unchanged:
+                # What reading and comparing the target would conclude (``digests.py``).
+                plans.append(Plan("CONFIRMED", "UPDATE", sid, unchanged[sid], change="unchanged", qualifier=q))
                 continue
             query = queries.get(sid)
             if query is not None and creating.matched_by(query):
@@ -236,6 +280,7 @@ class Assessor:
                 plan.change, plan.message = "skipped", "create skipped: creates are switched off"
                 return plan
             target = self.project(s, None, plan.qualifier)
+            plan.digest, plan.projected = self.digests.projection(target, plan.qualifier), target
             if "onCreate" in m.hooks:
                 target = self._hook_target(m.hooks["onCreate"], {"source": s, "target": target,
                                                                  "situation": plan.situation,
@@ -261,8 +306,9 @@ class Assessor:
                                               self.project(before, current, plan.qualifier) if before else None)
             changes = self._secrets_kept(diff(target, current, unordered=self.unordered), current)
             plan.link = not linked
+            plan.digest, plan.projected = self.digests.projection(target, plan.qualifier), target
             if not changes:
-                plan.change = "unchanged"
+                plan.change, plan.rev = "unchanged", current.get("_rev")
                 plan.audit = plan.audit or plan.link
             elif not self.allow_update:
                 plan.change, plan.audit = "skipped", True

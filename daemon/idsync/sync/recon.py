@@ -53,6 +53,7 @@ from idsync.store.runs import RunStore, owner_id
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import DeferredDeletes, writing
+from idsync.sync.digests import TargetDigests
 from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import SEQ_SPAN, cut, range_filter
 from idsync.sync.qualifiers import LinkQualifiers
@@ -417,13 +418,26 @@ class _Run:
             while objs:
                 # A source whose correlation would find a target created earlier in this page
                 # is assessed again once that create is written, as in a later page.
-                linked = links.targets_of([o["_id"] for o in objs])
+                kept = links.targets_with_digests([o["_id"] for o in objs])
+                linked = {sid: tid for sid, (tid, _) in kept.items()}
                 self.counters.links_processed += len(linked)
-                targets = target.get_many(list(linked.values()), self.mapping.default_target_fields) if linked else {}
-                plans = assessor.assess_sources(objs, linked, targets, correlators.get(qualifier), links, source)
+                unchanged = self._unchanged(objs, kept, target, assessor, qualifier)
+                wanted = [tid for sid, tid in linked.items() if sid not in unchanged]
+                targets = target.get_many(wanted, self.mapping.default_target_fields) if wanted else {}
+                plans = assessor.assess_sources(objs, linked, targets, correlators.get(qualifier), links, source,
+                                                unchanged)
                 retry = {p.source_id for p in plans if p.retry}
-                self._apply([p for p in plans if not p.retry], target, source)
+                self._apply([p for p in plans if not p.retry], target, source,
+                            {sid: digest for sid, (_, digest) in kept.items()})
                 objs = [o for o in objs if o["_id"] in retry]
+
+    def _unchanged(self, objs: list[Obj], kept: dict[str, tuple[str, str | None]], target: Resource,
+                   assessor: Assessor, qualifier: str) -> dict[str, str]:
+        """The linked sources whose target is known unchanged without reading it (``digests.py``)."""
+        with_digest = [tid for tid, digest in kept.values() if digest is not None]
+        if not with_digest or not isinstance(target, ManagedResource) or not assessor.digests.enabled:
+            return {}
+        return assessor.unchanged(objs, kept, target.revisions(with_digest), qualifier)
 
     def _target_phase(self, source: Resource, target: Resource, assessor: Assessor) -> None:
         m = self.mapping
@@ -472,13 +486,15 @@ class _Run:
 
     # -- acting -------------------------------------------------------------
 
-    def _apply(self, plans: Sequence[Plan], target: Resource, source: Resource) -> None:
-        """Carry out one page's plans: target writes, then links, claims, audit.
+    def _apply(self, plans: Sequence[Plan], target: Resource, source: Resource,
+               kept: dict[str, str | None] | None = None) -> None:
+        """Carry out one page's plans: target writes, then links, claims, audit;
+        ``kept``: source id -> the digest its link holds now (``digests.py``).
 
         With the store as the target it is all one transaction, so a crash between
         the writes and the links cannot leave created objects that nothing links."""
         with writing(self.store, target) as conn:
-            self._written += self._apply_page(plans, target, conn)
+            self._written += self._apply_page(plans, target, conn, kept or {})
         if self._written >= self._analyze_at:
             # Tables that grow fast within one run need fresh planner statistics.
             self._analyze_at *= 4
@@ -487,7 +503,8 @@ class _Run:
         if self.options.on_progress:
             self.options.on_progress(self.counters)
 
-    def _apply_page(self, plans: Sequence[Plan], target: Resource, conn: Connection) -> int:
+    def _apply_page(self, plans: Sequence[Plan], target: Resource, conn: Connection,
+                    kept: dict[str, str | None]) -> int:
         """``_apply`` within ``conn``'s transaction; the number of rows it wrote."""
         hold_pending(plans, self._pending)
         writes = [p for p in plans if p.op is not None and p.op.kind != "delete"]
@@ -501,6 +518,7 @@ class _Run:
         audit: list[dict[str, Any]] = []
         deferred: list[dict[str, Any]] = []
         done: list[tuple[Plan, str | None]] = []
+        digests: dict[str, dict[str, str]] = {}  # qualifier -> source id -> the digest its link keeps
         c = self.counters
         for plan in plans:
             if plan.situation:  # none when assessing the object failed
@@ -537,6 +555,10 @@ class _Run:
                 deferred.append({"action": plan.action, "situation": plan.situation, "source_id": plan.source_id,
                                  "target_id": plan.target_id, "message": plan.message or None,
                                  "qualifier": plan.qualifier})
+            if plan.digest is not None and plan.source_id and target_id:
+                digest = self._digest(plan, result)
+                if digest is not None and (plan.link or kept.get(plan.source_id) != digest):
+                    digests.setdefault(plan.qualifier, {})[plan.source_id] = digest
             if plan.link and plan.source_id and target_id:
                 new_links.append((plan.qualifier, plan.source_id, target_id))
             elif plan.source_id and target_id and renamed(plan.target_id, target_id):
@@ -559,8 +581,13 @@ class _Run:
                 "target": {"_id": target_id} if target_id else None,
                 "situation": plan.situation, "action": plan.action, "sourceAction": plan.source_phase,
                 "reconId": self.id, "linkQualifier": plan.qualifier})
-        if (new_links or relinks) and not self.options.dry_run:
-            self.qualifiers.add_links(conn, new_links + relinks)
+        if not self.options.dry_run:
+            if new_links or relinks:
+                self.qualifiers.add_links(conn, new_links + relinks, digests)
+            linking = {(q, s) for q, s, _ in new_links + relinks}
+            for qualifier, found in digests.items():
+                self.qualifiers.links(qualifier).set_digests(
+                    conn, {s: d for s, d in found.items() if (qualifier, s) not in linking})
         self.runs.claim(conn, self.id, [c for c in claims if c])
         self.runs.defer(conn, self.id, self._deferred, deferred)
         self._deferred += len(deferred)
@@ -576,6 +603,20 @@ class _Run:
         return len(writes) + len(new_links) + len(claims)
 
     # -- helpers ------------------------------------------------------------
+
+    @staticmethod
+    def _digest(plan: Plan, result: WriteResult | None) -> str | None:
+        """What the link of a done plan keeps (``digests.py``): its projection's digest and
+        the target's revision, once the target is known to equal the projection."""
+        if plan.digest is None:
+            return None
+        if result is None:
+            return TargetDigests.kept(plan.digest, plan.rev) if plan.rev else None
+        written = result.obj
+        if not result.ok or written is None or plan.projected is None or not written.get("_rev"):
+            return None
+        return TargetDigests.kept(plan.digest, written["_rev"]) if TargetDigests.settled(plan.projected, written) \
+            else None
 
     def _count_failure(self, plan: Plan, message: str, audit: list[dict[str, Any]]) -> None:
         self.counters.status["FAILURE"] += 1

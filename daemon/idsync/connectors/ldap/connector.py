@@ -36,6 +36,7 @@ from idsync.connectors.ldap.config import (
 from idsync.connectors.ldap.connection import LdapConnection, SearchEntry
 from idsync.connectors.ldap.groups import Memberships, uid_values
 from idsync.connectors.ldap.ignored import ignored_settings
+from idsync.connectors.ldap.listing import read_in_child, two_cores
 from idsync.connectors.ldap.members import DELETE, MEMBER_OF, REPLACE, Changes, norm_dn, value_changes
 from idsync.connectors.ldap.rootdse import ROOT_DSE_ATTRIBUTES, describe_server, preset_mismatch
 from idsync.connectors.ldap.special import encode_special, read_attributes, read_special
@@ -90,6 +91,7 @@ class LdapResource(Resource, ChangeSource):
                  *, dry_run: bool = False) -> None:
         self.name = f"system/{system}/{object_type.name}"
         self.dry_run = dry_run
+        self._system = system
         self._settings = settings
         self._type = object_type
         self._uid = settings.uid_attribute
@@ -119,6 +121,16 @@ class LdapResource(Resource, ChangeSource):
 
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         wanted = wanted_properties(self._type, spec.fields)
+        # A whole listing (a recon's) is read and decoded in a second process while the
+        # caller works on the pages (``listing.py``); group memberships stay here, where
+        # later reads of the run use what the listing found.
+        if spec.filter is None and spec.native is None and two_cores() \
+                and not any(p.special in ("groups", "member_ids") for p in wanted):
+            return read_in_child(_listing, (self._system, self._settings, self._type, spec),
+                                 lambda: self._pages(spec, wanted))
+        return self._pages(spec, wanted)
+
+    def _pages(self, spec: QuerySpec, wanted: Sequence[PropertyDef]) -> Iterator[list[Obj]]:
         search_filter = _and(*self._class_filters, self._type.search_filter,
                              self._spec_filter(spec))
         if spec.filter is None and spec.native is None:
@@ -501,6 +513,16 @@ def _rdn(dn: str) -> tuple[str, str] | None:
 def _as_list(value: Any) -> list[str]:
     items = value if isinstance(value, list | tuple) else [value]
     return [str(v) for v in items if v not in (None, "")]
+
+
+def _listing(system: str, settings: LdapSettings, object_type: ObjectTypeDef,
+             spec: QuerySpec) -> Iterator[list[Obj]]:
+    """The pages of a listing, read on a connection of its own (in the child of ``listing.py``)."""
+    resource = LdapResource(system, settings, object_type)
+    try:
+        yield from resource._pages(spec, wanted_properties(object_type, spec.fields))
+    finally:
+        resource.close()
 
 
 def open_ldap_system(name: str, config: Mapping[str, Any], *, file: str) -> LdapSystem:

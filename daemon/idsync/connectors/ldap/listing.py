@@ -1,0 +1,152 @@
+"""A listing read and decoded in a second process, so both cores work.
+
+A recon's source phase is two jobs: reading the directory (libldap's parsing
+and turning each entry into an object, which holds the GIL: a thread would
+not run beside the engine) and the engine's work on each page. Here a child
+process does the first: it opens its own connection, pages through the
+listing as the connector does in process, and sends each page of objects,
+pickled, through a pipe; the caller unpickles it (a fraction of decoding it)
+while the child reads the next. The pipe's buffer is the only queue: a child
+ahead of the engine waits, so memory stays that of a page or two.
+
+Completeness is the connector's: a failure in the child (size limit, the
+connection lost, a bad entry that stops the listing) is sent as the error it
+was and raised by the caller; a child that ends without saying the listing is
+complete (killed, crashed) is a failed read, never a short one. Log events of
+the child are sent back and logged by the caller, with its context (the run).
+
+Children come from a fork server started once per process (``forkserver``):
+a fork of the caller itself could inherit locks held by its other threads.
+Where no process can be started, the listing is read in process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import signal
+from collections.abc import Callable, Iterator, MutableMapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+import structlog
+
+from idsync.errors import IdsyncError, PeerError, PeerUnavailable
+from idsync.resource import Obj
+
+__all__ = ["read_in_child", "two_cores"]
+
+log = structlog.get_logger("idsync.connectors.ldap")
+
+_PAGE, _END, _ERROR, _ERROR_TEXT, _LOG = "page", "end", "error", "error_text", "log"
+_context: Any = None
+
+
+def two_cores() -> bool:
+    """Whether a second process can run beside this one (the cores this process may
+    use; all of the machine's where a sandbox refuses to say)."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except OSError:
+        return (os.cpu_count() or 1) > 1
+
+
+def _fork_server() -> Any:
+    global _context
+    if _context is None:
+        context = multiprocessing.get_context("forkserver")
+        # The server imports the program and the connector once; each child forks from
+        # it ready to read (with the program already imported, a child does not import it again).
+        context.set_forkserver_preload(["__main__", "idsync.connectors.ldap.connector"])
+        _context = context
+    return _context
+
+
+def read_in_child(listing: Callable[..., Iterator[list[Obj]]], args: tuple[Any, ...],
+                  in_process: Callable[[], Iterator[list[Obj]]]) -> Iterator[list[Obj]]:
+    """The pages of ``listing(*args)`` run in a child process (``listing`` a module-level
+    function, ``args`` picklable); ``in_process()`` when no child can be started."""
+    try:
+        context = _fork_server()
+        reader, writer = context.Pipe(duplex=False)
+        child = context.Process(target=_serve, args=(listing, args, writer), daemon=True,
+                                name="idsync-ldap-listing")
+        child.start()
+    except OSError as exc:
+        log.warning("ldap.listing_in_process", reason=str(exc))
+        yield from in_process()
+        return
+    writer.close()
+    try:
+        while True:
+            try:
+                kind, value = pickle.loads(reader.recv_bytes())
+            except EOFError:
+                child.join(5)
+                raise PeerUnavailable(f"ldap: the process reading the listing ended before it was complete "
+                                      f"(exit code {child.exitcode}); nothing was taken from a partial read") from None
+            if kind == _PAGE:
+                yield value
+            elif kind == _LOG:
+                level, event, fields = value
+                getattr(log, level)(event, **fields)
+            elif kind == _END:
+                return
+            elif kind == _ERROR_TEXT:
+                raise _rebuilt(*value)
+            else:
+                raise value
+    finally:
+        reader.close()
+        if child.is_alive():
+            child.kill()  # the caller stopped early, or failed: the rest is not needed
+        child.join()
+
+
+def _serve(listing: Callable[..., Iterator[list[Obj]]], args: tuple[Any, ...], writer: Connection) -> None:
+    """In the child: send each page, then the end, or the error that stopped the listing."""
+    # Ctrl-C, a closed terminal or a signal to the process group is the caller's to act
+    # on (a cancel at a page boundary, recorded CANCELED): the child reads on until the
+    # caller stops reading, which ends it (a closed pipe, or a kill).
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+    def forward(_logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        name = event.pop("event", "")
+        with contextlib.suppress(Exception):  # an unpicklable field: the event is lost, not the listing
+            writer.send_bytes(pickle.dumps((_LOG, (method, name, event)), pickle.HIGHEST_PROTOCOL))
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[forward], cache_logger_on_first_use=False)
+    try:
+        for page in listing(*args):
+            writer.send_bytes(pickle.dumps((_PAGE, page), pickle.HIGHEST_PROTOCOL))
+        writer.send_bytes(pickle.dumps((_END, None)))
+    except BrokenPipeError:
+        return  # the caller is gone or stopped reading
+    except BaseException as exc:  # noqa: BLE001 - every failure goes to the caller, which raises it
+        with contextlib.suppress(BrokenPipeError):
+            writer.send_bytes(_error(exc))
+    finally:
+        writer.close()
+
+
+def _error(exc: BaseException) -> bytes:
+    """``exc`` pickled: as itself when it survives the trip, else its class and text (an
+    idsync error keeps its kind, so its exit code), anything else as a peer error."""
+    if isinstance(exc, IdsyncError):
+        try:
+            payload = pickle.dumps((_ERROR, exc), pickle.HIGHEST_PROTOCOL)
+            pickle.loads(payload)
+            return payload
+        except Exception:  # noqa: BLE001 - some take other arguments than their text
+            return pickle.dumps((_ERROR_TEXT, (type(exc), str(exc))), pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((_ERROR, PeerError(f"ldap: reading the listing failed: {type(exc).__name__}: {exc}")))
+
+
+def _rebuilt(kind: type[IdsyncError], text: str) -> IdsyncError:
+    error = kind.__new__(kind)
+    Exception.__init__(error, text)
+    return error
