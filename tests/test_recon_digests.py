@@ -136,7 +136,8 @@ def test_a_dry_run_keeps_no_digest(env: Env) -> None:
                     {"source": "mail", "target": "mail", "condition": "/object/mail pr"}]},
     {"policies": [{"situation": "CONFIRMED", "action": "UPDATE", "postAction": {
         "type": "text/javascript", "source": "1"}}, {"situation": "ABSENT", "action": "CREATE"}]},
-    {"properties": [{"source": "uid", "target": "userName"}, {"source": "mail", "target": "password"}]},
+    {"properties": [{"source": "uid", "target": "userName"}, {"source": "mail", "target": "password", "transform": {
+        "type": "text/javascript", "source": "'Passw0rd-' + source.length"}}]},
 ], ids=["property condition", "postAction", "secret"])
 def test_mappings_that_decide_from_the_target_always_read_it(env: Env, reads: list[str],
                                                              change: dict[str, Any]) -> None:
