@@ -8,6 +8,7 @@ import base64
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import ldap
@@ -21,6 +22,7 @@ from idsync.connectors.ldap.values import guid_from_bytes
 from idsync.errors import ObjectRejected
 from idsync.resource import QuerySpec
 from idsync_dev.samba_ad import LARGE_COUNT, LARGE_OU, SambaDC
+from idsync_dev.sample_users import iter_sample_ad_users_ldif
 
 FILE = "conf/provisioner.openicf-ad.json"
 _DISABLED = 0x2
@@ -400,3 +402,30 @@ def test_referrals_are_not_chased(samba_ad: SambaDC, ad: LdapSystem, ad_ou: str)
     names = {o["sAMAccountName"] for o in whole.resource("account").find(QuerySpec(fields=["sAMAccountName"]))}
     assert "rootread" in names and user["_id"]
     whole.close()
+
+
+def test_preloaded_domain_is_loaded_offline_and_cached(samba_ad: SambaDC, tmp_path: Path) -> None:
+    """SambaDC(preload=LDIF), as the benchmark loads 100,000 users: the LDIF is added
+    offline (ldbadd in batch mode) into a copy of the provisioned domain, as real AD
+    objects (objectSid, sAMAccountType), and the loaded domain is cached by the LDIF's
+    digest: asked again, it is reused as it is, not loaded twice."""
+    base = f"OU=Preloaded,{samba_ad.base_dn}"
+    ldif = tmp_path / "users.ldif"
+    ldif.write_text(f"dn: {base}\nobjectClass: organizationalUnit\n\n"
+                    + "".join(iter_sample_ad_users_ldif(3, base, "idsync.test")))
+    loader = SambaDC(preload=ldif)
+    try:
+        domain = loader.loaded_domain(ldif)
+        marker = (domain.parent / "complete").stat().st_mtime_ns
+        assert loader.loaded_domain(ldif) == domain
+        assert (domain.parent / "complete").stat().st_mtime_ns == marker
+    finally:
+        loader.stop()
+    partition = domain / "private" / "sam.ldb.d" / f"{samba_ad.base_dn.upper()}.ldb"
+    done = subprocess.run(["ldbsearch", "-H", f"tdb://{partition}", "(sAMAccountName=bjensen)",
+                           "sAMAccountType", "userPrincipalName", "objectSid"],
+                          capture_output=True, text=True, check=True)
+    assert "sAMAccountType: 805306368" in done.stdout
+    assert "userPrincipalName: bjensen@idsync.test" in done.stdout
+    assert "objectSid:" in done.stdout
+

@@ -157,10 +157,7 @@ class SambaDC:
     def start(self) -> SambaDC:
         """Copy the provisioned domain, configure it for a free loopback address, start
         it and wait until its LDAP ports answer."""
-        template = self._template()
-        if self.preload is not None:
-            template = self._loaded_template(template, self.preload)
-        self._prepare(template)
+        self._prepare(self._template() if self.preload is None else self.loaded_domain(self.preload))
         self._launch(self.directory / "etc" / "smb.conf")
         return self
 
@@ -210,8 +207,10 @@ class SambaDC:
                 self._provision(target)
         return target / "domain"
 
-    def _loaded_template(self, template: Path, ldif: Path) -> Path:
-        """``template`` with ``ldif`` added, made now if the cache has none."""
+    def loaded_domain(self, ldif: Path) -> Path:
+        """The cached provisioned domain with ``ldif`` added (a copy of it is what
+        ``preload`` starts), made now if the cache has none."""
+        template = self._template()
         digest = hashlib.sha256()
         with ldif.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
