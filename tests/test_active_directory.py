@@ -157,11 +157,13 @@ def test_duplicate_sam_account_name_fails_that_user(ad: LdapSystem) -> None:
     assert accounts.update(first["_id"], {"sAMAccountName": "dupname", "description": "kept"})["description"] == "kept"
 
 
-def test_sam_account_name_rules_fail_that_object_naming_the_rule(ad: LdapSystem) -> None:
+def test_sam_account_name_rules_fail_that_object_naming_the_rule(samba_ad: SambaDC, ad: LdapSystem,
+                                                                 ad_ou: str) -> None:
     """A user's sAMAccountName of more than 20 characters (Samba takes it, a Windows DC
     refuses it as "problem 22 (Invalid argument)"), one with a character AD forbids, or
     only periods fails that object with the rule named, at create and at update, and
-    nothing is written; a group may have up to 256; the next write goes on."""
+    nothing is written; a group may have up to 256; the next write goes on. A user made
+    elsewhere with a longer name is still updated when its name is sent unchanged."""
     accounts, groups = ad.resource("account"), ad.resource("group")
     with pytest.raises(ObjectRejected, match=r"'twentyonecharacters21' has 21 characters; .* at most 20 on a user"):
         accounts.create(new_user("samlong", sAMAccountName="twentyonecharacters21"))
@@ -178,6 +180,10 @@ def test_sam_account_name_rules_fail_that_object_naming_the_rule(ad: LdapSystem)
         "_id": created["_id"], "sAMAccountName": "twentycharacters--20"}
     group = groups.create({"cn": "longgroup", "sAMAccountName": "g" * 30})
     assert group["sAMAccountName"] == "g" * 30
+    samba_ad.add_ldif(f"dn: CN=legacy,{ad_ou}\nobjectClass: user\nsAMAccountName: legacy-name-of-22-chrs\n")
+    (legacy,) = accounts.find(QuerySpec(native="(cn=legacy)", fields=["sAMAccountName"]))
+    assert accounts.update(legacy["_id"], {"sAMAccountName": "legacy-name-of-22-chrs", "description": "kept"})[
+        "description"] == "kept"
 
 
 def test_naming_rules_without_a_server() -> None:

@@ -41,12 +41,16 @@ def _text(values: Sequence[str | bytes]) -> str | None:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def check_names(native_type: str, values: Mapping[str, Sequence[str | bytes]]) -> dict[str, str]:
+def check_names(native_type: str, values: Mapping[str, Sequence[str | bytes]],
+                current: Mapping[str, Sequence[bytes]] | None = None) -> dict[str, str]:
     """Fail the object when a written ``sAMAccountName`` or ``userPrincipalName``
     (``values``: LDAP attribute -> the values written) breaks AD's rules; the values of
-    the two, lower-cased attribute -> value, for the uniqueness search."""
+    the two, lower-cased attribute -> value, for the uniqueness search. ``current``:
+    the entry's attributes (None for a new entry); a name it already holds is left
+    alone (an entry made elsewhere under looser rules can still be updated)."""
     written = {name.lower(): _text(vals) for name, vals in values.items() if name.lower() in UNIQUE}
-    found = {name: value for name, value in written.items() if value}
+    found = {name: value for name, value in written.items()
+             if value and (_text((current or {}).get(name) or ()) or "").lower() != value.lower()}
     if (sam := found.get(SAM)) is not None:
         limit = _LIMITS.get(native_type, 256)
         if len(sam) > limit:
@@ -68,15 +72,11 @@ def check_names(native_type: str, values: Mapping[str, Sequence[str | bytes]]) -
     return found
 
 
-def check_unique(found: Mapping[str, str], dn: str, current: Mapping[str, Sequence[bytes]] | None,
-                 bases: Sequence[str], holders: Callable[[str, str], list[str]]) -> None:
-    """Fail the object when another entry already holds one of the ``found`` values
-    (``check_names``) that the entry ``dn`` does not hold yet (``current``: its
-    attributes, None for a new entry). ``holders(base, filter)``: the DNs a search finds."""
+def check_unique(found: Mapping[str, str], dn: str, bases: Sequence[str],
+                 holders: Callable[[str, str], list[str]]) -> None:
+    """Fail the object when an entry other than ``dn`` holds one of the ``found``
+    values (``check_names``). ``holders(base, filter)``: the DNs a search finds."""
     for key, value in found.items():
-        held = _text((current or {}).get(key) or ())
-        if held is not None and held.lower() == value.lower():
-            continue
         search = f"({_SPELLING[key]}={escape_filter_chars(value)})"  # a value never becomes filter syntax
         for base in bases:
             others = [other for other in holders(base, search) if other.lower() != dn.lower()]

@@ -356,9 +356,9 @@ class LdapResource(Resource, ChangeSource):
         written = {prop.native: encode_values(prop, value) for name, value in values.items()
                    if (prop := self._type.properties.get(name)) is not None and prop.key in UNIQUE
                    and prop.special is None}
-        found = check_names(self._type.native_type, written)
+        found = check_names(self._type.native_type, written, raw)
         if found:
-            check_unique(found, dn, raw, self._settings.base_contexts,
+            check_unique(found, dn, self._settings.base_contexts,
                          lambda base, search: [d for d, _ in self._conn.search(base, search, ["1.1"])])
 
     def _update(self, op: WriteOp, dn: str, raw: Mapping[str, Sequence[bytes]]) -> WriteResult:
