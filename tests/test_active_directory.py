@@ -186,6 +186,20 @@ def test_sam_account_name_rules_fail_that_object_naming_the_rule(samba_ad: Samba
         "description"] == "kept"
 
 
+def test_names_not_written_are_not_checked(samba_ad: SambaDC, ad_ou: str) -> None:
+    """A sAMAccountName the provisioner marks NOT_UPDATEABLE is not written at an
+    update, so a value there that breaks the rules does not fail the update."""
+    config = ad_config(samba_ad, ad_ou)
+    config["objectTypes"]["account"]["properties"] = {
+        **ACCOUNT, "sAMAccountName": {"type": "string", "flags": ["NOT_UPDATEABLE"]}}
+    system = LdapSystem("ad", config, file=FILE)
+    accounts = system.resource("account")
+    created = accounts.create(new_user("fixedsam"))
+    updated = accounts.update(created["_id"], {"sAMAccountName": "x" * 30, "description": "written"})
+    assert (updated["sAMAccountName"], updated["description"]) == ("fixedsam", "written")
+    system.close()
+
+
 def test_naming_rules_without_a_server() -> None:
     """The rules a Samba DC cannot show: a group's sAMAccountName up to 256 characters
     and not more, control characters refused; only the written names are returned for

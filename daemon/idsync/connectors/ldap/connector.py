@@ -353,9 +353,10 @@ class LdapResource(Resource, ChangeSource):
         ``userPrincipalName`` it writes breaks AD's rules (``adnames``)."""
         if not self._settings.active_directory:
             return
+        skipped = "NOT_CREATABLE" if raw is None else "NOT_UPDATEABLE"  # not written: not checked
         written = {prop.native: encode_values(prop, value) for name, value in values.items()
                    if (prop := self._type.properties.get(name)) is not None and prop.key in UNIQUE
-                   and prop.special is None}
+                   and prop.special is None and skipped not in prop.flags}
         found = check_names(self._type.native_type, written, raw)
         if found:
             check_unique(found, dn, self._settings.base_contexts,
