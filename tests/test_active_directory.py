@@ -8,11 +8,13 @@ import base64
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import ldap
 import pytest
 from directory_servers import changes_since
+from idsync.connectors.ldap.adnames import check_names
 from idsync.connectors.ldap.config import parse_ldap_config
 from idsync.connectors.ldap.connection import LdapConnection
 from idsync.connectors.ldap.connector import LdapSystem
@@ -20,6 +22,7 @@ from idsync.connectors.ldap.values import guid_from_bytes
 from idsync.errors import ObjectRejected
 from idsync.resource import QuerySpec
 from idsync_dev.samba_ad import LARGE_COUNT, LARGE_OU, SambaDC
+from idsync_dev.sample_users import iter_sample_ad_users_ldif
 
 FILE = "conf/provisioner.openicf-ad.json"
 _DISABLED = 0x2
@@ -143,11 +146,95 @@ def test_users_created_updated_renamed_moved_deleted(samba_ad: SambaDC, ad: Ldap
 
 def test_duplicate_sam_account_name_fails_that_user(ad: LdapSystem) -> None:
     """AD keeps sAMAccountName unique in the domain: a second user with the same one
-    fails alone, with the server's reason."""
+    fails alone, naming the rule and the entry that holds it (a Windows DC would say
+    only ENTRY_EXISTS), and is not created."""
     accounts = ad.resource("account")
-    accounts.create(new_user("dup1", sAMAccountName="dupname", password="Idsync-Pass-0003"))
-    with pytest.raises(ObjectRejected, match=r"entryAlreadyExists|already in use"):
+    first = accounts.create(new_user("dup1", sAMAccountName="dupname", password="Idsync-Pass-0003"))
+    with pytest.raises(ObjectRejected, match=r"sAMAccountName 'dupname' is already in use by CN=dup1,.*"
+                                             r"unique in the domain"):
         accounts.create(new_user("dup2", sAMAccountName="dupname", password="Idsync-Pass-0003"))
+    assert accounts.find(QuerySpec(native="(cn=dup2)")) == []
+    assert accounts.update(first["_id"], {"sAMAccountName": "dupname", "description": "kept"})["description"] == "kept"
+
+
+def test_sam_account_name_rules_fail_that_object_naming_the_rule(samba_ad: SambaDC, ad: LdapSystem,
+                                                                 ad_ou: str) -> None:
+    """A user's sAMAccountName of more than 20 characters (Samba takes it, a Windows DC
+    refuses it as "problem 22 (Invalid argument)"), one with a character AD forbids, or
+    only periods fails that object with the rule named, at create and at update, and
+    nothing is written; a group may have up to 256; the next write goes on. A user made
+    elsewhere with a longer name is still updated when its name is sent unchanged."""
+    accounts, groups = ad.resource("account"), ad.resource("group")
+    with pytest.raises(ObjectRejected, match=r"'twentyonecharacters21' has 21 characters; .* at most 20 on a user"):
+        accounts.create(new_user("samlong", sAMAccountName="twentyonecharacters21"))
+    for bad, shown in (("a/b", "'/'"), ("x[1]", "'\\[' '\\]'"), ("semi;colon", "';'"), ('q"t', "'\"'")):
+        with pytest.raises(ObjectRejected, match=f"contains {shown}; Active Directory forbids"):
+            accounts.create(new_user("sambad", sAMAccountName=bad))
+    with pytest.raises(ObjectRejected, match="only periods and spaces"):
+        accounts.create(new_user("samdots", sAMAccountName=". ."))
+    assert accounts.find(QuerySpec(native="(|(cn=samlong)(cn=sambad)(cn=samdots))")) == []
+    created = accounts.create(new_user("samok", sAMAccountName="twentycharacters--20"))
+    with pytest.raises(ObjectRejected, match="at most 20 on a user"):
+        accounts.update(created["_id"], {"sAMAccountName": "x" * 21, "description": "not written"})
+    assert accounts.get(created["_id"], fields=["sAMAccountName", "description"]) == {
+        "_id": created["_id"], "sAMAccountName": "twentycharacters--20"}
+    group = groups.create({"cn": "longgroup", "sAMAccountName": "g" * 30})
+    assert group["sAMAccountName"] == "g" * 30
+    samba_ad.add_ldif(f"dn: CN=legacy,{ad_ou}\nobjectClass: user\nsAMAccountName: legacy-name-of-22-chrs\n")
+    (legacy,) = accounts.find(QuerySpec(native="(cn=legacy)", fields=["sAMAccountName"]))
+    assert accounts.update(legacy["_id"], {"sAMAccountName": "legacy-name-of-22-chrs", "description": "kept"})[
+        "description"] == "kept"
+
+
+def test_names_not_written_are_not_checked(samba_ad: SambaDC, ad_ou: str) -> None:
+    """A sAMAccountName the provisioner marks NOT_UPDATEABLE is not written at an
+    update, so a value there that breaks the rules does not fail the update."""
+    config = ad_config(samba_ad, ad_ou)
+    config["objectTypes"]["account"]["properties"] = {
+        **ACCOUNT, "sAMAccountName": {"type": "string", "flags": ["NOT_UPDATEABLE"]}}
+    system = LdapSystem("ad", config, file=FILE)
+    accounts = system.resource("account")
+    created = accounts.create(new_user("fixedsam"))
+    updated = accounts.update(created["_id"], {"sAMAccountName": "x" * 30, "description": "written"})
+    assert (updated["sAMAccountName"], updated["description"]) == ("fixedsam", "written")
+    system.close()
+
+
+def test_naming_rules_without_a_server() -> None:
+    """The rules a Samba DC cannot show: a group's sAMAccountName up to 256 characters
+    and not more, control characters refused; only the written names are returned for
+    the uniqueness search, an empty one not at all."""
+    assert check_names("__GROUP__", {"sAMAccountName": ["g" * 256]}) == {"samaccountname": "g" * 256}
+    with pytest.raises(ObjectRejected, match="at most 256 on a group"):
+        check_names("__GROUP__", {"sAMAccountName": ["g" * 257]})
+    with pytest.raises(ObjectRejected, match=r"contains '\\t'"):
+        check_names("__ACCOUNT__", {"sAMAccountName": ["tab\there"]})
+    assert check_names("__ACCOUNT__", {"sAMAccountName": [], "mail": ["m@x"],
+                                       "userPrincipalName": [b"u@x"]}) == {"userprincipalname": "u@x"}
+
+
+def test_user_principal_name_form_and_uniqueness(samba_ad: SambaDC, ad: LdapSystem, ad_ou: str) -> None:
+    """userPrincipalName must be name@suffix (Samba takes any string); one another entry
+    of the domain holds, even outside the synchronized OU, fails the object naming that
+    entry, at create and at update; a user keeps its own at an update."""
+    elsewhere = f"OU=upnelse,{samba_ad.base_dn}"
+    samba_ad.add_ldif(f"dn: {elsewhere}\nobjectClass: organizationalUnit\n\n"
+                      f"dn: CN=upnholder,{elsewhere}\nobjectClass: user\nsAMAccountName: upnholder\n"
+                      "userPrincipalName: taken@idsync.test\n")
+    accounts = ad.resource("account")
+    for bad in ("noatsign", "@idsync.test", "name@", "a@b@idsync.test"):
+        with pytest.raises(ObjectRejected, match=f"userPrincipalName '{bad}' is not of the form name@suffix"):
+            accounts.create(new_user("upnbad", userPrincipalName=bad))
+    with pytest.raises(ObjectRejected, match=r"userPrincipalName 'TAKEN@idsync.test' is already in use by "
+                                             r"CN=upnholder,OU=upnelse,DC=idsync,DC=test; .* unique in the forest"):
+        accounts.create(new_user("upndup", userPrincipalName="TAKEN@idsync.test"))
+    assert accounts.find(QuerySpec(native="(|(cn=upnbad)(cn=upndup))")) == []
+    created = accounts.create(new_user("upnmine"))
+    assert accounts.update(created["_id"], {"userPrincipalName": "upnmine@idsync.test", "description": "same upn"})[
+        "description"] == "same upn"
+    with pytest.raises(ObjectRejected, match="already in use by CN=upnholder"):
+        accounts.update(created["_id"], {"userPrincipalName": "taken@idsync.test"})
+    assert accounts.get(created["_id"], fields=["userPrincipalName"])["userPrincipalName"] == "upnmine@idsync.test"
 
 
 def test_user_account_control_toggles_only_the_disable_bit(samba_ad: SambaDC, ad: LdapSystem) -> None:
@@ -335,3 +422,30 @@ def test_referrals_are_not_chased(samba_ad: SambaDC, ad: LdapSystem, ad_ou: str)
     names = {o["sAMAccountName"] for o in whole.resource("account").find(QuerySpec(fields=["sAMAccountName"]))}
     assert "rootread" in names and user["_id"]
     whole.close()
+
+
+def test_preloaded_domain_is_loaded_offline_and_cached(samba_ad: SambaDC, tmp_path: Path) -> None:
+    """SambaDC(preload=LDIF), as the benchmark loads 100,000 users: the LDIF is added
+    offline (ldbadd in batch mode) into a copy of the provisioned domain, as real AD
+    objects (objectSid, sAMAccountType), and the loaded domain is cached by the LDIF's
+    digest: asked again, it is reused as it is, not loaded twice."""
+    base = f"OU=Preloaded,{samba_ad.base_dn}"
+    ldif = tmp_path / "users.ldif"
+    ldif.write_text(f"dn: {base}\nobjectClass: organizationalUnit\n\n"
+                    + "".join(iter_sample_ad_users_ldif(3, base, "idsync.test")))
+    loader = SambaDC(preload=ldif)
+    try:
+        domain = loader.loaded_domain(ldif)
+        marker = (domain.parent / "complete").stat().st_mtime_ns
+        assert loader.loaded_domain(ldif) == domain
+        assert (domain.parent / "complete").stat().st_mtime_ns == marker
+    finally:
+        loader.stop()
+    partition = domain / "private" / "sam.ldb.d" / f"{samba_ad.base_dn.upper()}.ldb"
+    done = subprocess.run(["ldbsearch", "-H", f"tdb://{partition}", "(sAMAccountName=bjensen)",
+                           "sAMAccountType", "userPrincipalName", "objectSid"],
+                          capture_output=True, text=True, check=True)
+    assert "sAMAccountType: 805306368" in done.stdout
+    assert "userPrincipalName: bjensen@idsync.test" in done.stdout
+    assert "objectSid:" in done.stdout
+

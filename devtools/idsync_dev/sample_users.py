@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["iter_sample_users_ldif", "sample_users_ldif"]
+__all__ = ["iter_sample_ad_users_ldif", "iter_sample_users_ldif", "sample_users_ldif"]
 
 _KNOWN = (
     {"uid": "bjensen", "givenName": "Barbara", "sn": "Jensen", "mail": "bjensen@example.com",
@@ -33,19 +33,38 @@ def _entry(person: dict[str, str], base: str) -> str:
     )
 
 
-def iter_sample_users_ldif(n: int, base: str = "ou=People,dc=example,dc=com") -> Iterator[str]:
-    """The LDIF of ``n`` users under ``base``, one entry at a time (for big files):
-    bjensen and scarter first, then ``user.0``, ``user.1``... (deterministic)."""
-    for person in _KNOWN[:n]:
-        yield _entry(person, base)
+def _people(n: int) -> Iterator[dict[str, str]]:
+    yield from _KNOWN[:n]
     for i in range(max(0, n - len(_KNOWN))):
         given, family = _GIVEN[i % len(_GIVEN)], _FAMILY[(i // len(_GIVEN)) % len(_FAMILY)]
-        yield _entry({
+        yield {
             "uid": f"user.{i}", "givenName": given, "sn": family,
             "mail": f"user.{i}@example.com",
             "telephoneNumber": f"+1 555 {i // 10000:03d} {i % 10000:04d}",
             "description": f"Sample user {i}", "employeeType": _TYPES[i % len(_TYPES)],
-        }, base)
+        }
+
+
+def iter_sample_users_ldif(n: int, base: str = "ou=People,dc=example,dc=com") -> Iterator[str]:
+    """The LDIF of ``n`` users under ``base``, one entry at a time (for big files):
+    bjensen and scarter first, then ``user.0``, ``user.1``... (deterministic)."""
+    for person in _people(n):
+        yield _entry(person, base)
+
+
+def iter_sample_ad_users_ldif(n: int, base: str, upn_suffix: str) -> Iterator[str]:
+    """The same ``n`` users as Active Directory ``user`` objects under ``base``:
+    ``CN=<uid>``, ``sAMAccountName`` the uid, ``userPrincipalName`` ``<uid>@<upn_suffix>``,
+    the other attributes alike (created without a password: AD makes them disabled)."""
+    for person in _people(n):
+        uid = person["uid"]
+        yield (
+            f"dn: CN={uid},{base}\nobjectClass: user\nsAMAccountName: {uid}\n"
+            f"userPrincipalName: {uid}@{upn_suffix}\ncn: {uid}\nsn: {person['sn']}\n"
+            f"givenName: {person['givenName']}\nmail: {person['mail']}\n"
+            f"telephoneNumber: {person['telephoneNumber']}\ndescription: {person['description']}\n"
+            f"displayName: {person['givenName']} {person['sn']}\nemployeeType: {person['employeeType']}\n\n"
+        )
 
 
 def sample_users_ldif(n: int, base: str = "ou=People,dc=example,dc=com") -> str:

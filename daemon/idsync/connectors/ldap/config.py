@@ -114,6 +114,8 @@ class LdapSettings:
     groups_attribute: str | None = None
     lock_attribute: str = "pwdAccountLockedTime"
     lock_value: str = "000001010000Z"
+    # Active Directory (objectGUID ids): its naming rules are checked before a write.
+    active_directory: bool = False
 
     @property
     def active_directory_lock(self) -> bool:
@@ -227,6 +229,7 @@ def _settings(file: str, props: Mapping[str, Any]) -> LdapSettings:
         groups_attribute=_attribute_name(file, read, "ldapGroupsAttribute", None) or None,
         lock_attribute=lock_attribute,
         lock_value=str(read.str_("accountLockValue", _lock_default(lock_attribute))),
+        active_directory=_active_directory(props),
     )
 
 

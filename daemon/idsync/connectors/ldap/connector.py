@@ -26,6 +26,7 @@ import structlog
 from ldap3.utils.dn import escape_rdn, parse_dn
 
 from idsync.connectors.base import System, system_test_report
+from idsync.connectors.ldap.adnames import UNIQUE, check_names, check_unique
 from idsync.connectors.ldap.changes import LdapChanges
 from idsync.connectors.ldap.config import (
     LdapSettings,
@@ -316,6 +317,7 @@ class LdapResource(Resource, ChangeSource):
     def _create(self, op: WriteOp) -> WriteResult:
         values = op.values
         dn = self._new_dn(values)
+        self._check_ad_names(values, dn, None)
         classes_prop = self._prop_for("objectClass")
         classes = encode_values(classes_prop, values.get(classes_prop.name)) if classes_prop else []
         attributes: dict[str, list[str | bytes]] = {}
@@ -360,7 +362,22 @@ class LdapResource(Resource, ChangeSource):
             raise ObjectRejected(f"ldap: cannot name the new entry: no {naming} value")
         return f"{naming}={escape_rdn(str(value))},{self._settings.sync_contexts[0]}"
 
+    def _check_ad_names(self, values: Obj, dn: str, raw: Mapping[str, Sequence[bytes]] | None) -> None:
+        """Active Directory: fail the object when a ``sAMAccountName`` or
+        ``userPrincipalName`` it writes breaks AD's rules (``adnames``)."""
+        if not self._settings.active_directory:
+            return
+        skipped = "NOT_CREATABLE" if raw is None else "NOT_UPDATEABLE"  # not written: not checked
+        written = {prop.native: encode_values(prop, value) for name, value in values.items()
+                   if (prop := self._type.properties.get(name)) is not None and prop.key in UNIQUE
+                   and prop.special is None and skipped not in prop.flags}
+        found = check_names(self._type.native_type, written, raw)
+        if found:
+            check_unique(found, dn, self._settings.base_contexts,
+                         lambda base, search: [d for d, _ in self._conn.search(base, search, ["1.1"])])
+
     def _update(self, op: WriteOp, dn: str, raw: Mapping[str, Sequence[bytes]]) -> WriteResult:
+        self._check_ad_names(op.values, dn, raw)
         old_dn, dn = dn, self._rename(dn, op.values)
         if dn != old_dn and self._settings.maintain_group_membership:
             self._memberships.follow_rename(old_dn, dn)
