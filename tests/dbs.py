@@ -21,7 +21,8 @@ POSTGRES_URL = os.environ.get("IDSYNC_TEST_POSTGRES", "postgresql+psycopg://post
 MARIADB_URL = os.environ.get("IDSYNC_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 _TABLES = ("managed_properties", "managed_objects", "links", "audit", "recon_runs", "recon_claims",
-           "recon_deferred", "locks", "store_meta", "run_totals", "sync_tokens", "alembic_version")
+           "recon_deferred", "locks", "store_meta", "run_totals", "sync_tokens", "relationships",
+           "alembic_version")
 
 
 _VARIABLES = {"postgresql": "IDSYNC_TEST_POSTGRES", "mariadb": "IDSYNC_TEST_MARIADB"}

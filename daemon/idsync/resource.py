@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from idsync.errors import IdsyncError, ObjectError
@@ -94,6 +95,10 @@ class Resource(ABC):
     # Ids that change when the object is renamed (LDAP DNs): a link to an id that no
     # longer exists may belong to an object now under another id.
     renames_ids: bool = False
+    # Properties whose values are ids of another object type of the same system (a
+    # SCIM group's ``members``: ``{"members": "account"}``): the store shows them as
+    # references to the managed objects linked to those (``store/system_refs.py``).
+    references: Mapping[str, str] = MappingProxyType({})
 
     @abstractmethod
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:

@@ -35,6 +35,7 @@ from idsync.api.mappings import mapping_routes
 from idsync.api.metrics import Metrics
 from idsync.api.openapi import openapi
 from idsync.api.recon import recon_routes
+from idsync.api.relationships import relationship_routes
 from idsync.api.system import system_routes
 from idsync.errors import ConfigError
 from idsync.settings import ApiSettings
@@ -90,6 +91,7 @@ def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | No
         Route("/openapi.json", openapi, methods=["GET"]),
         *recon_routes,
         *managed_routes,
+        *relationship_routes,
         *system_routes,
         *mapping_routes,
         *job_routes,

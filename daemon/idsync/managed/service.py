@@ -24,6 +24,7 @@ from idsync.config.managed import ManagedType
 from idsync.config.project import Project
 from idsync.errors import NotFound
 from idsync.managed.patch import apply_patch
+from idsync.managed.relationships import RelatedPushes
 from idsync.resource import Obj, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
@@ -57,6 +58,7 @@ class ManagedObjects:
         self._resource = ManagedResource(store, self.schema)
         self._internal = ManagedResource(store, self.schema, with_secrets=True)
         self._sync = ImplicitSync(project, store, resources) if sync else None
+        self._related = RelatedPushes(project, store, self.schema, self._sync)
 
     def get(self, object_id: str) -> Obj:
         obj = self._resource.get(object_id)
@@ -83,7 +85,8 @@ class ManagedObjects:
         validate(self.schema, values)
         changes: dict[str, Any] = {k: v for k, v in values.items()}
         for name in current:
-            if not name.startswith("_") and name not in values and name not in self.schema.secrets:
+            if not name.startswith("_") and name not in values and name not in self.schema.secrets \
+                    and name not in self.schema.relationships:
                 changes[name] = None  # a replace drops what it does not repeat
         return self._updated(object_id, current, WriteOp("update", id=object_id, values=changes, rev=rev))
 
@@ -96,10 +99,10 @@ class ManagedObjects:
         return self._updated(object_id, current, WriteOp("update", id=object_id, values=changes, rev=rev))
 
     def delete(self, object_id: str, *, rev: str | None = None) -> Change:
-        self._current(object_id)
+        before = self._current(object_id)
         self._write(WriteOp("delete", id=object_id, rev=rev))
         pushes = self._sync.push(self.name, object_id, None) if self._sync else []
-        return Change(None, pushes)
+        return Change(None, pushes + self._related.push(before, None))
 
     def _current(self, object_id: str) -> Obj:
         obj = self._internal.get(object_id)
@@ -124,7 +127,7 @@ class ManagedObjects:
         """Push the object as stored (hashed secrets included) and answer it without them."""
         stored = self._internal.get(object_id)
         pushes = self._sync.push(self.name, object_id, stored, before=before) if self._sync and stored else []
-        return Change(self._resource.get(object_id), pushes)
+        return Change(self._resource.get(object_id), pushes + self._related.push(before, stored))
 
 
 def _own(data: Mapping[str, Any]) -> dict[str, Any]:

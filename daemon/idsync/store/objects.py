@@ -39,6 +39,7 @@ from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, fail
 from idsync.store.database import Store, new_id, nul_at, utcnow
 from idsync.store.filters import property_value, to_sql
 from idsync.store.passwords import hash_secret, same_secret
+from idsync.store.relationships import Edges, write_related
 from idsync.store.tables import claims
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
@@ -66,6 +67,7 @@ class ManagedResource(Resource):
         self._searchable = schema.searchable
         self._defaults = [(p.name, p.default) for p in schema.properties.values() if p.default is not None]
         self._joined: Connection | None = None
+        self._edges = Edges(store, schema) if schema.relationships else None
 
     @contextlib.contextmanager
     def joined(self, conn: Connection) -> Iterator[None]:
@@ -108,7 +110,7 @@ class ManagedResource(Resource):
             if ids_only:
                 yield [{"_id": r.id, "_rev": r.rev} for r in rows]
             else:
-                yield [self._object(r.id, r.rev, r.data, spec.fields) for r in rows]
+                yield self._related([self._object(r.id, r.rev, r.data, spec.fields) for r in rows], spec.fields)
             if len(rows) < spec.page_size:
                 return
             last = rows[-1].id
@@ -126,7 +128,14 @@ class ManagedResource(Resource):
                 )
                 for r in rows:
                     found[r.id] = self._object(r.id, r.rev, r.data, fields)
+        self._related(list(found.values()), fields)
         return found
+
+    def _related(self, objects: list[Obj], fields: Sequence[str] | None) -> list[Obj]:
+        """``objects`` with their relationship properties (``relationships.py``)."""
+        if self._edges is not None:
+            self._edges.attach(objects, fields)
+        return objects
 
     def find_matching(
         self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]], fields: Sequence[str] | None = None
@@ -178,6 +187,17 @@ class ManagedResource(Resource):
     # -- writing ---------------------------------------------------------
 
     def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        if self._edges is None:
+            return self._write_objects(ops)
+        edges = self._edges
+        with self._transaction() as conn:
+            outer, self._joined = self._joined, conn
+            try:
+                return write_related(edges, conn, ops, self._write_objects)
+            finally:
+                self._joined = outer
+
+    def _write_objects(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         now = utcnow()
         results: list[WriteResult] = []
         with self._transaction() as conn:

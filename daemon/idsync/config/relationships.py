@@ -1,0 +1,104 @@
+"""Relationship properties of ``managed.json``: references between objects, not copies.
+
+PingIDM's shape: a property of ``"type": "relationship"`` holds one reference, an
+``array`` whose ``items`` are of type ``relationship`` holds many. Either names the
+collections it may point into (``resourceCollection``: ``[{"path": "managed/role"}]``)
+and, for a two-way relationship, the property of the other end
+(``reversePropertyName``, with ``reverseRelationship: true``): user ``roles`` and
+role ``members`` are the two ends of one set of references, so a change to
+either is seen from both.
+
+A value is ``{"_ref": "managed/role/ID", "_refProperties": {...}}``. ``relation_of``
+reads the declaration; ``check_reverses`` checks, once every type is known, that
+each reverse end exists and points back, and records whether it holds one
+reference or many (setting a user's ``manager`` takes the user out of the old
+manager's ``reports``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from idsync.errors import ConfigError
+
+__all__ = ["Relation", "check_reverses", "relation_of"]
+
+
+@dataclass(frozen=True)
+class Relation:
+    """What a relationship property may hold and where its other end is."""
+
+    many: bool
+    collections: tuple[str, ...]  # resource paths: "managed/role"
+    reverse: str | None = None  # the other end's property (``reversePropertyName``)
+    # For each collection with a reverse end: whether that end holds many references.
+    reverse_many: Mapping[str, bool] = field(default_factory=dict)
+
+    def collection_of(self, ref: str) -> tuple[str, str] | None:
+        """``(collection, id)`` of a ``_ref`` value that points into one of the collections."""
+        collection, _, object_id = ref.rpartition("/")
+        if collection in self.collections and object_id:
+            return collection, object_id
+        return None
+
+
+def relation_of(pdef: Mapping[str, Any], file: str, key: str) -> Relation | None:
+    """The relationship a property declares, or None for any other property."""
+    kind = pdef.get("type")
+    items = pdef.get("items") if isinstance(pdef.get("items"), dict) else {}
+    if kind == "relationship":
+        many, decl, at = False, pdef, key
+    elif kind == "array" and isinstance(items, dict) and items.get("type") == "relationship":
+        many, decl, at = True, {**pdef, **items}, f"{key}.items"
+    else:
+        return None
+    raw = decl.get("resourceCollection")
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(file, f"{at}.resourceCollection",
+                          "a relationship needs the collections it points into, such as "
+                          '[{"path": "managed/role"}]')
+    collections: list[str] = []
+    for i, entry in enumerate(raw):
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str) or path.count("/") != 1 or not path.startswith("managed/"):
+            raise ConfigError(file, f"{at}.resourceCollection[{i}].path",
+                              "expected a managed collection such as managed/role (idsync keeps relationships "
+                              "between managed objects)")
+        collections.append(path)
+    reverse = decl.get("reversePropertyName")
+    if reverse is not None and (not isinstance(reverse, str) or not reverse):
+        raise ConfigError(file, f"{at}.reversePropertyName", "expected the name of the other end's property")
+    if decl.get("reverseRelationship") is True and reverse is None:
+        raise ConfigError(file, f"{at}.reversePropertyName",
+                          "reverseRelationship is true: name the other end's property")
+    return Relation(many=many, collections=tuple(collections), reverse=reverse)
+
+
+def check_reverses(types: Mapping[str, Mapping[str, Relation]], file: str) -> dict[tuple[str, str], Relation]:
+    """Each two-way relationship with its reverse end's cardinality filled in, keyed by
+    (type, property); a reverse end that is missing or does not point back is an error."""
+    done: dict[tuple[str, str], Relation] = {}
+    for type_name, relations in types.items():
+        for name, relation in relations.items():
+            if relation.reverse is None:
+                continue
+            reverse_many: dict[str, bool] = {}
+            for collection in relation.collections:
+                other_type = collection.split("/", 1)[1]
+                other = types.get(other_type, {}).get(relation.reverse)
+                where = f"managed/{type_name} {name}"
+                if other is None:
+                    raise ConfigError(file, f"{type_name}.{name}.reversePropertyName",
+                                      f"{where}: {collection} has no relationship property {relation.reverse!r}")
+                if other.reverse != name or f"managed/{type_name}" not in other.collections:
+                    raise ConfigError(file, f"{type_name}.{name}.reversePropertyName",
+                                      f"{where}: {collection} {relation.reverse} does not point back to "
+                                      f"managed/{type_name} {name}")
+                reverse_many[collection] = other.many
+            done[(type_name, name)] = dataclasses.replace(relation, reverse_many=reverse_many)
+    return done
