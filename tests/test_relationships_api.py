@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from api_server import ADMIN, serve
-from scim_sample import GROUPS_IN, GROUPS_OUT, USERS_IN, USERS_OUT, sample_project, scim_env
+from scim_sample import GROUPS_IN, GROUPS_OUT, USERS_IN, sample_project, scim_env
 from scim_server import ScimServer, running
 
 

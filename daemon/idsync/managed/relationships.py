@@ -1,6 +1,9 @@
 """The other ends of a managed change: objects whose relationship properties changed
 because another object's did.
 
+A patch of a property holding many references is written as what it adds and
+removes (``incremental``), so concurrent patches of one role's members all count.
+
 Adding a user to a role's ``members`` changes the user's ``roles`` too; deleting
 a role takes it out of every member's ``roles``. The store keeps both ends in one
 row (``store/relationships.py``); here each object at another end whose
@@ -18,9 +21,10 @@ from idsync.config.project import Project
 from idsync.resource import Obj
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
+from idsync.store.relationships import RefChanges
 from idsync.sync.implicit import ImplicitSync, PushResult
 
-__all__ = ["RelatedPushes", "references"]
+__all__ = ["RelatedPushes", "incremental", "references"]
 
 
 def references(schema: ManagedType, obj: Mapping[str, Any] | None) -> set[str]:
@@ -34,6 +38,15 @@ def references(schema: ManagedType, obj: Mapping[str, Any] | None) -> set[str]:
             if isinstance(item, Mapping) and isinstance(item.get("_ref"), str):
                 found.add(item["_ref"])
     return found
+
+
+def incremental(schema: ManagedType, current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The changes of a patch to properties holding many references, as what they add
+    and remove (``RefChanges``): a patch adding a member to a role adds that member to
+    the members the role has when the change is written, not to those it had when read."""
+    return {name: RefChanges.between(schema, name, current.get(name), value)
+            for name, value in changes.items()
+            if name in schema.relationships and schema.relationships[name].many}
 
 
 class RelatedPushes:

@@ -24,7 +24,7 @@ from idsync.config.managed import ManagedType
 from idsync.config.project import Project
 from idsync.errors import NotFound
 from idsync.managed.patch import apply_patch
-from idsync.managed.relationships import RelatedPushes
+from idsync.managed.relationships import RelatedPushes, incremental
 from idsync.resource import Obj, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
@@ -96,6 +96,7 @@ class ManagedObjects:
         validate(self.schema, patched)
         changes = {k: v for k, v in patched.items() if not k.startswith("_") and current.get(k) != v}
         changes.update({k: None for k in current if not k.startswith("_") and k not in patched})
+        changes.update(incremental(self.schema, current, changes))
         return self._updated(object_id, current, WriteOp("update", id=object_id, values=changes, rev=rev))
 
     def delete(self, object_id: str, *, rev: str | None = None) -> Change:

@@ -79,8 +79,9 @@ class ManagedResource(Resource):
         finally:
             self._joined = None
 
-    def _transaction(self) -> AbstractContextManager[Connection]:
-        return contextlib.nullcontext(self._joined) if self._joined is not None else self.store.begin()
+    def _transaction(self, conn: Connection | None = None) -> AbstractContextManager[Connection]:
+        conn = conn if conn is not None else self._joined
+        return contextlib.nullcontext(conn) if conn is not None else self.store.begin()
 
     def revealing_secrets(self) -> ManagedResource:
         """The same resource, its objects read with their (hashed) secrets: for
@@ -191,16 +192,12 @@ class ManagedResource(Resource):
             return self._write_objects(ops)
         edges = self._edges
         with self._transaction() as conn:
-            outer, self._joined = self._joined, conn
-            try:
-                return write_related(edges, conn, ops, self._write_objects)
-            finally:
-                self._joined = outer
+            return write_related(edges, conn, ops, lambda plain: self._write_objects(plain, conn))
 
-    def _write_objects(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+    def _write_objects(self, ops: Sequence[WriteOp], conn: Connection | None = None) -> list[WriteResult]:
         now = utcnow()
         results: list[WriteResult] = []
-        with self._transaction() as conn:
+        with self._transaction(conn) as conn:
             current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id])
             new_rows: list[dict[str, Any]] = []
             new_props: list[dict[str, Any]] = []

@@ -37,7 +37,7 @@ from idsync.store.database import Store, new_id, utcnow
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import relationships as rt
 
-__all__ = ["Edges", "Ref", "Wanted", "ref_shape", "wanted_refs", "write_related"]
+__all__ = ["Edges", "Ref", "RefChanges", "Wanted", "ref_shape", "wanted_refs", "write_related"]
 
 _CHUNK = 500
 Key = tuple[str, str]  # (collection "managed/user", object id)
@@ -62,6 +62,31 @@ class Wanted:
     id: str
     properties: Mapping[str, Any] | None = None  # None: keep what the row holds
     row: str | None = None
+
+
+@dataclass(frozen=True)
+class RefChanges:
+    """A change to a property holding many references, as what it adds and removes
+    rather than the whole list: applied to the references stored when the write
+    happens, so two writers adding members to one role at once both keep theirs."""
+
+    add: tuple[Wanted, ...] = ()
+    remove: tuple[str, ...] = ()  # the _ref of each reference to remove
+
+    @classmethod
+    def between(cls, schema: ManagedType, name: str, before: Any, after: Any) -> RefChanges:
+        """What turns ``before`` (the references read) into ``after`` (the list a patch made)."""
+        old = {item["_ref"]: item for item in (before or []) if isinstance(item, Mapping) and "_ref" in item}
+        wanted = wanted_refs(schema, name, after)
+        new = {f"{w.collection}/{w.id}" for w in wanted}
+        added = []
+        for w in wanted:
+            had = old.get(f"{w.collection}/{w.id}")
+            own = {k: v for k, v in (had.get("_refProperties") or {}).items() if not k.startswith("_")} \
+                if had is not None else None
+            if had is None or (w.properties is not None and dict(w.properties) != own):
+                added.append(w)
+        return cls(tuple(added), tuple(ref for ref in old if ref not in new))
 
 
 def ref_shape(ref: Ref) -> dict[str, Any]:
@@ -243,6 +268,16 @@ class Edges:
         touched.add((self.collection, object_id))
         return touched
 
+    def change(self, conn: Connection, object_id: str, name: str, changes: RefChanges) -> set[Key]:
+        """Apply ``changes`` to the references ``object_id``'s ``name`` holds now."""
+        stored = self.read(conn, [object_id], [name]).get(object_id, {}).get(name, [])
+        gone = set(changes.remove)
+        result = {(r.collection, r.id): Wanted(r.collection, r.id, None, r.row) for r in stored
+                  if f"{r.collection}/{r.id}" not in gone}
+        for w in changes.add:
+            result[(w.collection, w.id)] = w
+        return self.replace(conn, object_id, name, list(result.values()))
+
     def _insert(self, conn: Connection, object_id: str, name: str, relation: Relation,
                 inserts: Sequence[Wanted]) -> set[Key]:
         """Insert references from ``object_id``; the third objects that lost theirs
@@ -338,7 +373,7 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
     A delete takes the object's references with it."""
     schema = edges.schema
     results: dict[int, WriteResult] = {}
-    plans: dict[int, dict[str, list[Wanted]]] = {}
+    plans: dict[int, dict[str, list[Wanted] | RefChanges]] = {}
     plain: dict[int, WriteOp] = {}
     for i, op in enumerate(ops):
         related = {k: v for k, v in op.values.items() if k in schema.relationships} if op.kind != "delete" else {}
@@ -346,16 +381,17 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
             plain[i] = op
             continue
         try:
-            plans[i] = {k: wanted_refs(schema, k, v) for k, v in related.items()}
+            plans[i] = {k: v if isinstance(v, RefChanges) else wanted_refs(schema, k, v) for k, v in related.items()}
         except ObjectRejected as exc:
             results[i] = failed(op, exc)
             continue
         plain[i] = dataclasses.replace(op, values={k: v for k, v in op.values.items() if k not in related})
-    locked: list[Key] = [(w.collection, w.id) for plan in plans.values() for ws in plan.values() for w in ws]
+    locked: list[Key] = [(w.collection, w.id) for plan in plans.values() for ws in plan.values() for w in _adds(ws)]
     locked += [(edges.collection, op.id) for i, op in plain.items() if op.id and (i in plans or op.kind == "delete")]
     missing = edges.lock(conn, locked)
     for i, plan in list(plans.items()):
-        absent = sorted(f"{w.collection}/{w.id}" for ws in plan.values() for w in ws if (w.collection, w.id) in missing)
+        absent = sorted(f"{w.collection}/{w.id}" for ws in plan.values() for w in _adds(ws)
+                        if (w.collection, w.id) in missing)
         if absent:
             results[i] = failed(plain.pop(i), ObjectRejected(
                 f"{edges.collection}: references to objects that do not exist: {', '.join(absent[:5])}"))
@@ -368,7 +404,10 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
         result = results[i]
         if result.ok and result.id:
             for name, wanted in plan.items():
-                touched |= edges.replace(conn, result.id, name, wanted)
+                if isinstance(wanted, RefChanges):
+                    touched |= edges.change(conn, result.id, name, wanted)
+                else:
+                    touched |= edges.replace(conn, result.id, name, wanted)
     deleted = [r.id for r in results.values() if r.ok and r.op.kind == "delete" and r.id]
     if deleted:
         touched |= edges.drop(conn, deleted)
@@ -380,6 +419,10 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
             obj["_rev"] = revs.get((edges.collection, obj["_id"]), obj["_rev"])
             _fill(schema, obj, found.get(obj["_id"], {}))
     return [results[i] for i in range(len(ops))]
+
+
+def _adds(wanted: list[Wanted] | RefChanges) -> Sequence[Wanted]:
+    return wanted.add if isinstance(wanted, RefChanges) else wanted
 
 
 def _fill(schema: ManagedType, obj: dict[str, Any], refs: Mapping[str, list[Ref]],
