@@ -199,13 +199,18 @@ def test_patch_and_diff_treat_references_by_target() -> None:
 
 
 def test_relationship_declarations_are_checked() -> None:
-    """A relationship without collections, or whose reverse end does not point back,
-    is a configuration error naming the property."""
+    """A relationship whose collection is not a resource path, or whose reverse end does
+    not point back, is a configuration error naming the property; one into objects other
+    than managed ones (internal/role) is not a relationship of the store."""
     bad = json.loads(json.dumps(MANAGED))
-    del bad["objects"][0]["schema"]["properties"]["manager"]["resourceCollection"]
-    with pytest.raises(ConfigError, match=r"manager\.resourceCollection"):
+    bad["objects"][0]["schema"]["properties"]["manager"]["resourceCollection"] = [{"path": "role"}]
+    with pytest.raises(ConfigError, match=r"manager\.resourceCollection\[0\]\.path"):
         parse_managed(bad)
     bad = json.loads(json.dumps(MANAGED))
     bad["objects"][1]["schema"]["properties"]["members"]["items"]["reversePropertyName"] = "reports"
     with pytest.raises(ConfigError, match="does not point back"):
         parse_managed(bad)
+    outside = json.loads(json.dumps(MANAGED))
+    outside["objects"][0]["schema"]["properties"]["authzRoles"] = {
+        "type": "array", "items": {"type": "relationship", "resourceCollection": [{"path": "internal/role"}]}}
+    assert "authzRoles" not in parse_managed(outside).get("user").relationships

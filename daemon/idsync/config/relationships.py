@@ -8,7 +8,9 @@ and, for a two-way relationship, the property of the other end
 role ``members`` are the two ends of one set of references, so a change to
 either is seen from both.
 
-A value is ``{"_ref": "managed/role/ID", "_refProperties": {...}}``. ``relation_of``
+A value is ``{"_ref": "managed/role/ID", "_refProperties": {...}}``. Without
+``resourceCollection`` (OpenIDM 4) a relationship may point into any managed
+collection; one into something else (``internal/role``) is not kept as references. ``relation_of``
 reads the declaration; ``check_reverses`` checks, once every type is known, that
 each reverse end exists and points back, and records whether it holds one
 reference or many (setting a user's ``manager`` takes the user out of the old
@@ -24,7 +26,7 @@ from typing import Any
 
 from idsync.errors import ConfigError
 
-__all__ = ["Relation", "check_reverses", "relation_of"]
+__all__ = ["Relation", "check_reverses", "points_outside", "relation_of"]
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,13 @@ class Relation:
     def collection_of(self, ref: str) -> tuple[str, str] | None:
         """``(collection, id)`` of a ``_ref`` value that points into one of the collections."""
         collection, _, object_id = ref.rpartition("/")
-        if collection in self.collections and object_id:
+        if object_id and (collection in self.collections if self.collections
+                          else collection.startswith("managed/") and collection.count("/") == 1):
             return collection, object_id
         return None
+
+    def reaches(self, collection: str) -> bool:
+        return collection in self.collections if self.collections else collection.startswith("managed/")
 
 
 def relation_of(pdef: Mapping[str, Any], file: str, key: str) -> Relation | None:
@@ -55,28 +61,49 @@ def relation_of(pdef: Mapping[str, Any], file: str, key: str) -> Relation | None
         many, decl, at = True, {**pdef, **items}, f"{key}.items"
     else:
         return None
-    raw = decl.get("resourceCollection")
-    if isinstance(raw, dict):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(file, f"{at}.resourceCollection",
-                          "a relationship needs the collections it points into, such as "
-                          '[{"path": "managed/role"}]')
-    collections: list[str] = []
-    for i, entry in enumerate(raw):
-        path = entry.get("path") if isinstance(entry, dict) else None
-        if not isinstance(path, str) or path.count("/") != 1 or not path.startswith("managed/"):
-            raise ConfigError(file, f"{at}.resourceCollection[{i}].path",
-                              "expected a managed collection such as managed/role (idsync keeps relationships "
-                              "between managed objects)")
-        collections.append(path)
+    collections = _collections(decl.get("resourceCollection"), file, f"{at}.resourceCollection")
+    if collections is None:
+        return None  # it points outside the managed objects (internal/role): kept as a plain value
     reverse = decl.get("reversePropertyName")
     if reverse is not None and (not isinstance(reverse, str) or not reverse):
         raise ConfigError(file, f"{at}.reversePropertyName", "expected the name of the other end's property")
     if decl.get("reverseRelationship") is True and reverse is None:
         raise ConfigError(file, f"{at}.reversePropertyName",
                           "reverseRelationship is true: name the other end's property")
-    return Relation(many=many, collections=tuple(collections), reverse=reverse)
+    return Relation(many=many, collections=collections, reverse=reverse)
+
+
+def _collections(raw: Any, file: str, key: str) -> tuple[str, ...] | None:
+    """The managed collections of a ``resourceCollection`` (none declared: any managed
+    collection, as in OpenIDM 4); None when one is not managed."""
+    if raw is None:
+        return ()
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise ConfigError(file, key, 'expected a list such as [{"path": "managed/role"}]')
+    collections: list[str] = []
+    for i, entry in enumerate(raw):
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str) or path.count("/") != 1:
+            raise ConfigError(file, f"{key}[{i}].path", "expected a collection such as managed/role")
+        if not path.startswith("managed/"):
+            return None
+        collections.append(path)
+    return tuple(collections)
+
+
+def points_outside(pdef: Mapping[str, Any]) -> bool:
+    """Whether a property is a relationship to something other than managed objects
+    (``internal/role``), which idsync keeps as a plain value."""
+    items = pdef.get("items") if isinstance(pdef.get("items"), dict) else {}
+    decl = pdef if pdef.get("type") == "relationship" else items
+    if not isinstance(decl, dict) or decl.get("type") != "relationship":
+        return False
+    raw = decl.get("resourceCollection")
+    entries = [raw] if isinstance(raw, dict) else raw if isinstance(raw, list) else []
+    return any(isinstance(e, dict) and isinstance(e.get("path"), str) and not e["path"].startswith("managed/")
+               for e in entries)
 
 
 def check_reverses(types: Mapping[str, Mapping[str, Relation]], file: str) -> dict[tuple[str, str], Relation]:
@@ -88,14 +115,15 @@ def check_reverses(types: Mapping[str, Mapping[str, Relation]], file: str) -> di
             if relation.reverse is None:
                 continue
             reverse_many: dict[str, bool] = {}
-            for collection in relation.collections:
+            for collection in relation.collections or tuple(f"managed/{t}" for t in types if relation.reverse
+                                                            in types[t]):
                 other_type = collection.split("/", 1)[1]
                 other = types.get(other_type, {}).get(relation.reverse)
                 where = f"managed/{type_name} {name}"
                 if other is None:
                     raise ConfigError(file, f"{type_name}.{name}.reversePropertyName",
                                       f"{where}: {collection} has no relationship property {relation.reverse!r}")
-                if other.reverse != name or f"managed/{type_name}" not in other.collections:
+                if other.reverse != name or not other.reaches(f"managed/{type_name}"):
                     raise ConfigError(file, f"{type_name}.{name}.reversePropertyName",
                                       f"{where}: {collection} {relation.reverse} does not point back to "
                                       f"managed/{type_name} {name}")

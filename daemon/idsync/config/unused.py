@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from idsync.config.files import load_json
+from idsync.config.relationships import points_outside
 from idsync.errors import ConfigError, ConfigWarning
 
 __all__ = ["NotUsed", "mapping_systems", "unused_configuration"]
@@ -226,8 +227,7 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
             private.append(pname)
         policies += [f"{pname}.{k}" for k in _PROPERTY_POLICIES if pdef.get(k) not in (None, [], {})]
         scripted += [f"{pname}.{k}" for k in _PROPERTY_SCRIPTS if pdef.get(k) not in (None, False)]
-        items = pdef.get("items")
-        if _is_relationship(pdef) or (isinstance(items, dict) and _is_relationship(items)):
+        if points_outside(pdef):
             relations.append(pname)
     found = []
     if policies:
@@ -242,15 +242,10 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
                              "private properties from REST callers; idsync's HTTP API hides only secrets (add "
                              "\"secret\": true to hide a property)"))
     if relations:
-        found.append(NotUsed(file, _keys(at, relations), "relationships are kept as plain values: PingIDM "
-                             "maintains both sides (reversePropertyName) and drops references to deleted "
-                             "objects; idsync stores the value as written"))
+        found.append(NotUsed(file, _keys(at, relations), "relationships to objects other than managed ones "
+                             "(internal/role) are kept as plain values: idsync keeps references between managed "
+                             "objects only"))
     return found
-
-
-def _is_relationship(schema: Mapping[str, Any]) -> bool:
-    kind = schema.get("type")
-    return kind == "relationship" or (isinstance(kind, list) and "relationship" in kind)
 
 
 def _sync(path: Path, skip: Collection[str]) -> list[NotUsed]:

@@ -184,15 +184,19 @@ class Edges:
         second: list[str] = []
         for name in names:
             relation = self.schema.relationships[name]
-            for other in relation.collections:
-                side = first if _orientation(self.collection, name, relation, other) else second
-                if name not in side:
-                    side.append(name)
+            if relation.collections:
+                sides = {_orientation(self.collection, name, relation, other) for other in relation.collections}
+            else:  # any managed collection: the other end may sort either side
+                sides = {True, relation.reverse is None}
+            if True in sides:
+                first.append(name)
+            if False in sides:
+                second.append(name)
         return first, second
 
     def _mine(self, name: str, other: str, *, first: bool) -> bool:
         relation = self.schema.relationships.get(name)
-        return (relation is not None and other in relation.collections
+        return (relation is not None and relation.reaches(other)
                 and _orientation(self.collection, name, relation, other) == first)
 
     def attach(self, objects: Sequence[dict[str, Any]], fields: Sequence[str] | None) -> None:
