@@ -142,6 +142,7 @@ class Edges:
     store: Store
     schema: ManagedType
     collection: str = field(init=False)
+    _seen_any: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.collection = f"managed/{self.schema.name}"
@@ -178,6 +179,15 @@ class Edges:
                 refs.sort(key=lambda ref: (ref.collection, ref.id))
         return found
 
+    def any(self, conn: Connection) -> bool:
+        """Whether any object of this type may hold a reference: one cheap query, which
+        spares the pages of a recon over a store without references (a directory's users,
+        no roles) the reading of them. Once some are seen, they are always read."""
+        if not self._seen_any:
+            self._seen_any = conn.execute(select(rt.c.id).where(or_(
+                rt.c.first_type == self.collection, rt.c.second_type == self.collection)).limit(1)).first() is not None
+        return self._seen_any
+
     def _sides(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
         """Which of ``names`` may be stored as the first end, which as the second."""
         first: list[str] = []
@@ -205,9 +215,23 @@ class Edges:
         if not names or not objects:
             return
         with self.store.engine.connect() as conn:
-            found = self.read(conn, [o["_id"] for o in objects], names)
+            found = self.read(conn, [o["_id"] for o in objects], names) if self.any(conn) else {}
+        self.shape(objects, found, names)
+
+    def shape(self, objects: Sequence[dict[str, Any]], found: Mapping[str, Mapping[str, list[Ref]]],
+              names: Sequence[str]) -> None:
+        """Set the relationship properties ``names`` of ``objects`` to the references ``found``."""
+        many = [n for n in names if self.schema.relationships[n].many]
         for obj in objects:
-            _fill(self.schema, obj, found.get(obj["_id"], {}), names)
+            mine = found.get(obj["_id"])
+            if mine is None:  # the common case: nothing to shape
+                for name in many:
+                    obj[name] = []
+                for name in names:
+                    if name not in many:
+                        obj.pop(name, None)
+            else:
+                _fill(self.schema, obj, mine, names)
 
     def one(self, conn: Connection, object_id: str, name: str, row: str) -> Ref:
         """One reference of ``object_id``'s ``name`` by its row id (``NotFound``)."""
@@ -303,6 +327,7 @@ class Edges:
                          "created": now})
         if rows:
             self.store.insert_many(conn, rt, rows)
+            self._seen_any = True
         return touched
 
     def clear(self, conn: Connection, collection: str, object_id: str, name: str, reverse: str,
@@ -417,11 +442,12 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
         touched |= edges.drop(conn, deleted)
     revs = edges.bump(conn, touched - {(edges.collection, d) for d in deleted})
     shown = [r.obj for r in results.values() if r.ok and r.obj is not None and r.op.kind != "delete"]
-    if shown and (plans or touched):
-        found = edges.read(conn, [o["_id"] for o in shown], schema.relationships)
+    if shown:
+        names = list(schema.relationships)
+        found = edges.read(conn, [o["_id"] for o in shown], names) if plans or touched or edges.any(conn) else {}
         for obj in shown:
             obj["_rev"] = revs.get((edges.collection, obj["_id"]), obj["_rev"])
-            _fill(schema, obj, found.get(obj["_id"], {}))
+        edges.shape(shown, found, names)
     return [results[i] for i in range(len(ops))]
 
 
