@@ -116,6 +116,8 @@ def _replace(ctx: ApiContext, schema: ManagedType, object_id: str, name: str, ro
     index, ref = _one(ctx, schema, object_id, name, row)
     if not isinstance(body, dict) or body.get("_ref", ref["_ref"]) != ref["_ref"]:
         raise ApiError(400, "a relationship's _ref cannot change: delete it and create another")
+    if not isinstance(body.get("_refProperties") or {}, dict):
+        raise ApiError(400, "_refProperties must be an object")
     props = {**(body.get("_refProperties") or {}), "_id": row}
     after = _patched(ctx, schema.name, object_id, [
         {"operation": "replace", "field": f"/{name}/{index}", "value": {"_ref": ref["_ref"], "_refProperties": props}}])
