@@ -16,6 +16,7 @@ from dbs import BACKENDS, store_url
 from idsync.config.managed import parse_managed
 from idsync.config.project import load_project
 from idsync.config.properties import diff
+from idsync.config.relationships import demoted
 from idsync.errors import ConfigError, ObjectRejected
 from idsync.managed import ManagedObjects, apply_patch
 from idsync.resources import Resources
@@ -199,18 +200,19 @@ def test_patch_and_diff_treat_references_by_target() -> None:
 
 
 def test_relationship_declarations_are_checked() -> None:
-    """A relationship whose collection is not a resource path, or whose reverse end does
-    not point back, is a configuration error naming the property; one into objects other
-    than managed ones (internal/role) is not a relationship of the store."""
+    """A relationship whose collection is not a resource path is a configuration error
+    naming the property; one whose reverse end does not point back, or into objects other
+    than managed ones (internal/role), is kept as a plain value and named by validate."""
     bad = json.loads(json.dumps(MANAGED))
     bad["objects"][0]["schema"]["properties"]["manager"]["resourceCollection"] = [{"path": "role"}]
     with pytest.raises(ConfigError, match=r"manager\.resourceCollection\[0\]\.path"):
         parse_managed(bad)
-    bad = json.loads(json.dumps(MANAGED))
-    bad["objects"][1]["schema"]["properties"]["members"]["items"]["reversePropertyName"] = "reports"
-    with pytest.raises(ConfigError, match="does not point back"):
-        parse_managed(bad)
+    odd = json.loads(json.dumps(MANAGED))
+    odd["objects"][1]["schema"]["properties"]["members"]["items"]["reversePropertyName"] = "reports"
+    assert "members" not in parse_managed(odd).get("role").relationships  # kept plain, as validate says
+    assert demoted(odd) == {("role", "members"), ("user", "roles")}  # and so is the end it left
     outside = json.loads(json.dumps(MANAGED))
     outside["objects"][0]["schema"]["properties"]["authzRoles"] = {
         "type": "array", "items": {"type": "relationship", "resourceCollection": [{"path": "internal/role"}]}}
     assert "authzRoles" not in parse_managed(outside).get("user").relationships
+    assert ("user", "authzRoles") in demoted(outside)

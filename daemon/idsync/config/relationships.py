@@ -26,7 +26,7 @@ from typing import Any
 
 from idsync.errors import ConfigError
 
-__all__ = ["Relation", "check_reverses", "points_outside", "relation_of"]
+__all__ = ["Relation", "check_reverses", "demoted", "points_outside", "relation_of"]
 
 
 @dataclass(frozen=True)
@@ -85,12 +85,39 @@ def _collections(raw: Any, file: str, key: str) -> tuple[str, ...] | None:
     collections: list[str] = []
     for i, entry in enumerate(raw):
         path = entry.get("path") if isinstance(entry, dict) else None
-        if not isinstance(path, str) or path.count("/") != 1:
+        if not isinstance(path, str) or "/" not in path.strip("/"):
             raise ConfigError(file, f"{key}[{i}].path", "expected a collection such as managed/role")
-        if not path.startswith("managed/"):
-            return None
+        if not path.startswith("managed/") or path.count("/") != 1:
+            return None  # repo/internal/role, internal/user: not the store's managed objects
         collections.append(path)
     return tuple(collections)
+
+
+def demoted(raw: Any) -> set[tuple[str, str]]:
+    """The (type, property) pairs of a raw ``managed.json`` that declare a relationship
+    idsync keeps as a plain value: into something other than managed objects, or whose
+    reverse end does not point back."""
+    declared: dict[str, dict[str, Relation]] = {}
+    found: set[tuple[str, str]] = set()
+    for obj in raw.get("objects") or [] if isinstance(raw, dict) else []:
+        schema = obj.get("schema") if isinstance(obj, dict) else None
+        props = schema.get("properties") if isinstance(schema, dict) else None
+        if not isinstance(props, dict) or not isinstance(obj.get("name"), str):
+            continue
+        relations = declared.setdefault(obj["name"], {})
+        for name, pdef in props.items():
+            if not isinstance(pdef, dict):
+                continue
+            try:
+                relation = relation_of(pdef, "managed.json", name)
+            except ConfigError:
+                continue
+            if relation is not None:
+                relations[name] = relation
+            elif points_outside(pdef):
+                found.add((obj["name"], name))
+    found.update(key for key, relation in check_reverses(declared, "managed.json").items() if relation is None)
+    return found
 
 
 def points_outside(pdef: Mapping[str, Any]) -> bool:
@@ -106,10 +133,14 @@ def points_outside(pdef: Mapping[str, Any]) -> bool:
                for e in entries)
 
 
-def check_reverses(types: Mapping[str, Mapping[str, Relation]], file: str) -> dict[tuple[str, str], Relation]:
+def check_reverses(types: Mapping[str, Mapping[str, Relation]],
+                   file: str) -> dict[tuple[str, str], Relation | None]:
     """Each two-way relationship with its reverse end's cardinality filled in, keyed by
-    (type, property); a reverse end that is missing or does not point back is an error."""
-    done: dict[tuple[str, str], Relation] = {}
+    (type, property). When the reverse end is not a relationship pointing back (it is
+    missing, points outside the managed objects as PingIDM's ``authzRoles`` does, or
+    points elsewhere), this end is kept as a plain value too (None): ``idsync
+    validate`` names it (``demoted``)."""
+    done: dict[tuple[str, str], Relation | None] = {}
     for type_name, relations in types.items():
         for name, relation in relations.items():
             if relation.reverse is None:
@@ -119,14 +150,13 @@ def check_reverses(types: Mapping[str, Mapping[str, Relation]], file: str) -> di
                                                             in types[t]):
                 other_type = collection.split("/", 1)[1]
                 other = types.get(other_type, {}).get(relation.reverse)
-                where = f"managed/{type_name} {name}"
                 if other is None:
-                    raise ConfigError(file, f"{type_name}.{name}.reversePropertyName",
-                                      f"{where}: {collection} has no relationship property {relation.reverse!r}")
+                    break
                 if other.reverse != name or not other.reaches(f"managed/{type_name}"):
-                    raise ConfigError(file, f"{type_name}.{name}.reversePropertyName",
-                                      f"{where}: {collection} {relation.reverse} does not point back to "
-                                      f"managed/{type_name} {name}")
+                    break  # PingIDM lets such a pair be (historicalaccountlinking's manager points to roles)
                 reverse_many[collection] = other.many
-            done[(type_name, name)] = dataclasses.replace(relation, reverse_many=reverse_many)
+            else:
+                done[(type_name, name)] = dataclasses.replace(relation, reverse_many=reverse_many)
+                continue
+            done[(type_name, name)] = None
     return done

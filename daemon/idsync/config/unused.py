@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from idsync.config.files import load_json
-from idsync.config.relationships import points_outside
+from idsync.config.relationships import demoted
 from idsync.errors import ConfigError, ConfigWarning
 
 __all__ = ["NotUsed", "mapping_systems", "unused_configuration"]
@@ -195,6 +195,7 @@ def _managed(path: Path) -> list[NotUsed]:
     file = str(path)
     found = [NotUsed(file, key, "not read: idsync reads only objects from managed.json") for key in raw
              if key != "objects"]
+    plain = demoted(raw)
     for i, obj in enumerate(objects):
         if not isinstance(obj, dict):
             continue
@@ -214,11 +215,13 @@ def _managed(path: Path) -> list[NotUsed]:
         schema = obj.get("schema")
         props = schema.get("properties") if isinstance(schema, dict) else None
         if isinstance(props, dict):
-            found += _managed_properties(file, f"{at}.schema.properties", name, props)
+            found += _managed_properties(file, f"{at}.schema.properties", name, props,
+                                         {p for t, p in plain if t == obj.get("name")})
     return found
 
 
-def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any]) -> list[NotUsed]:
+def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
+                        plain: Collection[str]) -> list[NotUsed]:
     policies, scripted, relations, private = [], [], [], []
     for pname, pdef in props.items():
         if not isinstance(pdef, dict):
@@ -227,7 +230,7 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
             private.append(pname)
         policies += [f"{pname}.{k}" for k in _PROPERTY_POLICIES if pdef.get(k) not in (None, [], {})]
         scripted += [f"{pname}.{k}" for k in _PROPERTY_SCRIPTS if pdef.get(k) not in (None, False)]
-        if points_outside(pdef):
+        if pname in plain:
             relations.append(pname)
     found = []
     if policies:
@@ -242,9 +245,9 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
                              "private properties from REST callers; idsync's HTTP API hides only secrets (add "
                              "\"secret\": true to hide a property)"))
     if relations:
-        found.append(NotUsed(file, _keys(at, relations), "relationships to objects other than managed ones "
-                             "(internal/role) are kept as plain values: idsync keeps references between managed "
-                             "objects only"))
+        found.append(NotUsed(file, _keys(at, relations), "kept as plain values: idsync keeps references "
+                             "between managed objects, both ends pointing to each other; these point elsewhere "
+                             "(internal/role), or their reverse end does not point back"))
     return found
 
 
