@@ -22,19 +22,20 @@ from idsync.managed import ManagedObjects, apply_patch
 from idsync.resources import Resources
 from idsync.store.database import Store
 
-_ROLES = {"type": "array", "items": {"type": "relationship", "reverseRelationship": True,
+_ROLES = {"type": "array", "items": {"type": "relationship", "reverseRelationship": True, "validate": True,
                                      "reversePropertyName": "members",
                                      "resourceCollection": [{"path": "managed/role"}]}}
-_MEMBERS = {"type": "array", "items": {"type": "relationship", "reverseRelationship": True,
+_MEMBERS = {"type": "array", "items": {"type": "relationship", "reverseRelationship": True, "validate": True,
                                        "reversePropertyName": "roles",
                                        "resourceCollection": [{"path": "managed/user"}]}}
 MANAGED: dict[str, Any] = {"objects": [
     {"name": "user", "schema": {"properties": {
         "userName": {"type": "string", "searchable": True},
         "roles": _ROLES,
-        "manager": {"type": "relationship", "reverseRelationship": True, "reversePropertyName": "reports",
+        "manager": {"type": "relationship", "reverseRelationship": True, "validate": True,
+                    "reversePropertyName": "reports",
                     "resourceCollection": [{"path": "managed/user"}]},
-        "reports": {"type": "array", "items": {"type": "relationship", "reverseRelationship": True,
+        "reports": {"type": "array", "items": {"type": "relationship", "reverseRelationship": True, "validate": True,
                                                "reversePropertyName": "manager",
                                                "resourceCollection": [{"path": "managed/user"}]}},
         "favourite": {"type": "relationship", "resourceCollection": [{"path": "managed/role"}]}}}},
@@ -121,8 +122,9 @@ def test_a_single_reverse_end_lets_go_of_its_old_reference(objects: Objects) -> 
 
 
 def test_references_to_missing_or_foreign_objects_are_refused(objects: Objects) -> None:
-    """A reference to an object that does not exist, or into a collection the property
-    does not name, fails the change with the property named; nothing is written."""
+    """With "validate": true a reference to an object that does not exist fails the
+    change, as does one into a collection the property does not name, with the property
+    named and nothing written; without it the reference is kept, as PingIDM keeps it."""
     ann = objects.user.create({"userName": "ann"}).object
     assert ann is not None
     with pytest.raises(ObjectRejected, match="managed/role/ghost"):
@@ -133,6 +135,10 @@ def test_references_to_missing_or_foreign_objects_are_refused(objects: Objects) 
     with pytest.raises(ObjectRejected, match="roles"):
         objects.user.patch(ann["_id"], [{"operation": "add", "field": "/roles/-", "value": "staff"}])
     assert objects.user.get(ann["_id"])["_rev"] == ann["_rev"]
+    # Without "validate": true (favourite), PingIDM keeps a reference to an object not there yet.
+    objects.user.patch(ann["_id"], [{"operation": "replace", "field": "/favourite",
+                                     "value": {"_ref": "managed/role/later"}}])
+    assert objects.user.get(ann["_id"])["favourite"]["_refResourceId"] == "later"
 
 
 def test_deleting_an_object_removes_the_references_to_it(objects: Objects) -> None:

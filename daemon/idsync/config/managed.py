@@ -182,7 +182,8 @@ DEFAULT_MANAGED: dict[str, Any] = {
                     "effectiveRoles": {"type": "array", "default": []},
                     "effectiveAssignments": {"type": "array", "default": []},
                     "roles": {"type": "array", "items": {
-                        "type": "relationship", "reverseRelationship": True, "reversePropertyName": "members",
+                        "type": "relationship", "reverseRelationship": True, "validate": True,
+                        "reversePropertyName": "members",
                         "resourceCollection": [{"path": "managed/role"}]}},
                 },
                 "required": ["userName"],
@@ -195,7 +196,8 @@ DEFAULT_MANAGED: dict[str, Any] = {
                     **_props(name="string"),
                     "description": {"type": "string"},
                     "members": {"type": "array", "items": {
-                        "type": "relationship", "reverseRelationship": True, "reversePropertyName": "roles",
+                        "type": "relationship", "reverseRelationship": True, "validate": True,
+                        "reversePropertyName": "roles",
                         "resourceCollection": [{"path": "managed/user"}]}},
                 },
                 "required": ["name"],

@@ -38,6 +38,7 @@ class Relation:
     reverse: str | None = None  # the other end's property (``reversePropertyName``)
     # For each collection with a reverse end: whether that end holds many references.
     reverse_many: Mapping[str, bool] = field(default_factory=dict)
+    validate: bool = False  # PingIDM's ``validate``: a reference must name an existing object
 
     def collection_of(self, ref: str) -> tuple[str, str] | None:
         """``(collection, id)`` of a ``_ref`` value that points into one of the collections."""
@@ -70,7 +71,7 @@ def relation_of(pdef: Mapping[str, Any], file: str, key: str) -> Relation | None
     if decl.get("reverseRelationship") is True and reverse is None:
         raise ConfigError(file, f"{at}.reversePropertyName",
                           "reverseRelationship is true: name the other end's property")
-    return Relation(many=many, collections=collections, reverse=reverse)
+    return Relation(many=many, collections=collections, reverse=reverse, validate=decl.get("validate") is True)
 
 
 def _collections(raw: Any, file: str, key: str) -> tuple[str, ...] | None:

@@ -12,8 +12,10 @@ stored: a reference kept keeps its row (its ``_refProperties._id``), one gone is
 deleted, one new is inserted. Every object whose references change, at either
 end, gets a new revision in the same transaction. The objects referenced are
 locked first (``lock``: an ``UPDATE`` of their rows, which also finds the missing
-ones), so a reference is never written to an object being deleted; deleting an
-object deletes its rows (``drop``). Locks are taken in (collection, id) order.
+ones: a property with PingIDM's ``"validate": true`` refuses a reference to a
+missing object, one without it keeps the reference until that object exists), so a
+reference is never written to an object being deleted; deleting an object deletes
+its rows (``drop``). Locks are taken in (collection, id) order.
 
 The shape is PingIDM's: ``{"_ref": "managed/role/ID", "_refResourceCollection":
 "managed/role", "_refResourceId": "ID", "_refProperties": {..., "_id": ROW,
@@ -419,8 +421,8 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
     locked += [(edges.collection, op.id) for i, op in plain.items() if op.id and (i in plans or op.kind == "delete")]
     missing = edges.lock(conn, locked)
     for i, plan in list(plans.items()):
-        absent = sorted(f"{w.collection}/{w.id}" for ws in plan.values() for w in _adds(ws)
-                        if (w.collection, w.id) in missing)
+        absent = sorted(f"{w.collection}/{w.id}" for name, ws in plan.items() for w in _adds(ws)
+                        if (w.collection, w.id) in missing and schema.relationships[name].validate)
         if absent:
             results[i] = failed(plain.pop(i), ObjectRejected(
                 f"{edges.collection}: references to objects that do not exist: {', '.join(absent[:5])}"))
