@@ -222,3 +222,18 @@ def test_relationship_declarations_are_checked() -> None:
         "type": "array", "items": {"type": "relationship", "resourceCollection": [{"path": "internal/role"}]}}
     assert "authzRoles" not in parse_managed(outside).get("user").relationships
     assert ("user", "authzRoles") in demoted(outside)
+
+
+def test_a_batch_may_reference_the_objects_it_creates(objects: Objects) -> None:
+    """A page of creates (a recon's) whose objects reference one another by the _id they
+    are created with is written whole: the references hold, from both ends."""
+    from idsync.resource import WriteOp
+    from idsync.store.objects import ManagedResource
+
+    users = ManagedResource(objects.store, objects.user.schema)
+    dev, boss = users.write_batch([
+        WriteOp("create", values={"_id": "dev1", "userName": "dev", "manager": {"_ref": "managed/user/boss1"}}),
+        WriteOp("create", values={"_id": "boss1", "userName": "boss"})])
+    assert dev.ok and boss.ok, (dev.error, boss.error)
+    assert users.get("dev1")["manager"]["_refResourceId"] == "boss1"  # type: ignore[index]
+    assert _ids(users.get("boss1")["reports"]) == ["dev1"]  # type: ignore[index]

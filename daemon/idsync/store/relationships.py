@@ -419,7 +419,10 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
         plain[i] = dataclasses.replace(op, values={k: v for k, v in op.values.items() if k not in related})
     locked: list[Key] = [(w.collection, w.id) for plan in plans.values() for ws in plan.values() for w in _adds(ws)]
     locked += [(edges.collection, op.id) for i, op in plain.items() if op.id and (i in plans or op.kind == "delete")]
-    missing = edges.lock(conn, locked)
+    # Objects this batch creates under a given _id exist by the time references are written.
+    creating = {(edges.collection, str(op.values["_id"])) for op in plain.values()
+                if op.kind == "create" and op.values.get("_id")}
+    missing = edges.lock(conn, locked) - creating
     for i, plan in list(plans.items()):
         absent = sorted(f"{w.collection}/{w.id}" for name, ws in plan.items() for w in _adds(ws)
                         if (w.collection, w.id) in missing and schema.relationships[name].validate)
