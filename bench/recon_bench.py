@@ -72,7 +72,8 @@ def _reset_store(url: str) -> None:
     with engine.begin() as conn:
         names = set(inspect(conn).get_table_names())
         for t in ("managed_properties", "managed_objects", "links", "audit", "recon_runs", "recon_claims",
-                  "recon_deferred", "locks", "store_meta", "run_totals", "sync_tokens", "alembic_version"):
+                  "recon_deferred", "locks", "store_meta", "run_totals", "sync_tokens", "relationships",
+                  "alembic_version"):
             if t in names:
                 conn.execute(text(f"DROP TABLE {t}"))
     engine.dispose()

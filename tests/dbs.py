@@ -22,7 +22,7 @@ MARIADB_URL = os.environ.get("IDSYNC_TEST_MARIADB", "mysql+pymysql://root@127.0.
 
 _TABLES = ("managed_properties", "managed_objects", "links", "audit", "recon_runs", "recon_claims",
            "recon_deferred", "locks", "store_meta", "run_totals", "sync_tokens", "cluster_nodes",
-           "recon_partitions", "alembic_version")
+           "recon_partitions", "relationships", "alembic_version")
 
 
 _VARIABLES = {"postgresql": "IDSYNC_TEST_POSTGRES", "mariadb": "IDSYNC_TEST_MARIADB"}

@@ -548,7 +548,7 @@ def test_example_jobs_move_a_locked_user_to_inactive(
     before = _user(root, env, "bjensen")
     assert before["accountStatus"] == "active"
     _grant_roles(root, env, before["_id"], monkeypatch)
-    assert _user(root, env, "bjensen")["roles"] == ["managed/role/approvers"]
+    assert [r["_ref"] for r in _user(root, env, "bjensen")["roles"]] == ["managed/role/approvers"]
 
     _lock_user(slapd, f"uid=bjensen,{ldap_subtree}")
     done = _idsync(root, env, "run-job", "sync-inactive-ldap-users")
@@ -642,8 +642,10 @@ def _grant_roles(root: Path, env: dict[str, str], user_id: str, monkeypatch: pyt
         monkeypatch.setenv(key, env[key])
     project = load_project(root)
     store = Store.open(project.settings.store_url())
-    roles = ["managed/role/approvers"]
-    Resources(project, store).open("managed/user").update(user_id, {"roles": roles, "effectiveRoles": roles})
+    resources = Resources(project, store)
+    resources.open("managed/role").create({"_id": "approvers", "name": "approvers"})
+    resources.open("managed/user").update(user_id, {"roles": [{"_ref": "managed/role/approvers"}],
+                                                    "effectiveRoles": ["managed/role/approvers"]})
 
 
 def _lock_user(slapd: Any, dn: str, *, locked: bool = True) -> None:

@@ -70,6 +70,8 @@ _MANAGED = {"_comment": "from PingIDM", "objects": [{
                                                                   ".calculateEffectiveRoles(object, 'roles');"}},
         "manager": {"type": "relationship", "reverseRelationship": True, "reversePropertyName": "reports"},
         "roles": {"type": "array", "items": {"type": "relationship"}},
+        "authzRoles": {"type": "array", "items": {"type": "relationship",
+                                                  "resourceCollection": [{"path": "internal/role"}]}},
         "password": {"type": "string", "encryption": {"key": "openidm-sym-default"}, "scope": "private"},
         "lastSync": {"type": "object", "scope": "private"},
         "telephoneNumber": {"type": "string", "policies": [{"policyId": "valid-phone-format"}]},
@@ -165,7 +167,7 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     policy = conf / "policy.json"
     one(f"{policy}: comment: ", "reads resources and additionalFiles")
     one(f"{policy}: file: ", "built-in policies")
-    one(f"{managed}: objects[0].schema.properties.{{manager,roles}}: ", "relationships are kept as plain values")
+    one(f"{managed}: objects[0].schema.properties.authzRoles: ", "internal/role", "kept as plain values")
     one(f"{managed}: objects[0].schema.properties.lastSync.scope: ", "hides only secrets")
     sync = conf / "sync.json"
     one(f"{sync}: comment: ", "idsync reads only mappings")

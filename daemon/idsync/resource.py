@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from idsync.errors import IdsyncError, ObjectError
@@ -97,6 +98,10 @@ class Resource(ABC):
     # Ids that never change and that a query can range over (``_id ge A and _id lt B``) in
     # the order the source itself compares them: a recon may be split into id ranges.
     ranged_ids: bool = False
+    # Properties whose values are ids of another object type of the same system (a
+    # SCIM group's ``members``: ``{"members": "account"}``): the store shows them as
+    # references to the managed objects linked to those (``store/system_refs.py``).
+    references: Mapping[str, str] = MappingProxyType({})
 
     @abstractmethod
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:

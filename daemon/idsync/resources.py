@@ -15,7 +15,9 @@ from idsync.connectors.base import System, SystemTestReport
 from idsync.errors import ConfigError, IdsyncError
 from idsync.resource import Resource
 from idsync.store.database import Store
+from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
+from idsync.store.system_refs import ReferenceLinks, linked_references
 
 __all__ = ["Resources", "check_connectors", "check_system", "open_system"]
 
@@ -82,8 +84,26 @@ class Resources:
         if len(parts) == 2 and parts[0] == "managed":
             return ManagedResource(self.store, self.project.managed.get(parts[1], key="resource"), dry_run=dry_run)
         if len(parts) == 3 and parts[0] == "system":
-            return self.system(parts[1]).resource(parts[2], dry_run=dry_run)
+            resource = self.system(parts[1]).resource(parts[2], dry_run=dry_run)
+            return linked_references(resource, self._reference_links(parts[1], resource))
         raise ConfigError("sync.json", "source/target", f"not a resource name: {name!r}")
+
+    def _reference_links(self, system: str, resource: Resource) -> dict[str, ReferenceLinks]:
+        """For each reference property of ``resource``, the links between the objects it
+        references and a managed type: those of the first mapping between the two."""
+        found: dict[str, ReferenceLinks] = {}
+        for name, object_type in resource.references.items():
+            referenced = f"system/{system}/{object_type}"
+            for m in self.project.mappings:
+                if m.source == referenced and m.target.startswith("managed/"):
+                    links = LinkSet(self.store, m.linkset, reversed=self.project.linkset_reversed(m))
+                    found[name] = ReferenceLinks(links, m.target)
+                    break
+                if m.target == referenced and m.source.startswith("managed/"):
+                    links = LinkSet(self.store, m.linkset, reversed=not self.project.linkset_reversed(m))
+                    found[name] = ReferenceLinks(links, m.source)
+                    break
+        return found
 
     def system(self, name: str) -> System:
         if name not in self._systems:

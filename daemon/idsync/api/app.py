@@ -36,6 +36,7 @@ from idsync.api.metrics import Metrics
 from idsync.api.openapi import openapi
 from idsync.api.policy import policy_routes
 from idsync.api.recon import recon_routes
+from idsync.api.relationships import relationship_routes
 from idsync.api.system import system_routes
 from idsync.errors import ConfigError
 from idsync.settings import ApiSettings
@@ -92,6 +93,7 @@ def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | No
         *recon_routes,
         *managed_routes,
         *policy_routes,
+        *relationship_routes,
         *system_routes,
         *mapping_routes,
         *job_routes,

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, read_json, sort_objects
+from idsync.api.relationships import expand
 from idsync.config.managed import ManagedType
 from idsync.errors import NotFound
 from idsync.managed.router import scripting
@@ -179,7 +180,9 @@ async def _one(request: Request) -> JSONResponse:
         obj = await run_in_threadpool(service.get, object_id)
         fields = request.query_params.get("_fields")
         if fields:
-            keep = {"_id", "_rev", *(f.strip().strip("/") for f in fields.split(","))}
+            names = [f.strip() for f in fields.split(",")]
+            obj = await run_in_threadpool(expand, ctx, _schema(ctx, object_type), obj, names)
+            keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in names)}
             obj = {k: v for k, v in obj.items() if k in keep}
         return _answer(obj)
     if method == "DELETE":

@@ -40,6 +40,8 @@ _SYSTEMS = {"type": "array", "items": {"type": "object", "required": ["name", "e
     "error": {"type": "string"}}}}
 _ACTION = {"type": "object", "required": ["_id", "status"], "properties": {
     "_id": {"type": "string"}, "status": {"type": "string"}}}
+_REFERENCE = {"type": "object", "required": ["_ref"], "additionalProperties": True, "properties": {
+    "_ref": {"type": "string"}, "_refProperties": {"type": "object"}}}
 _PATCH = {"type": "array", "items": {"type": "object", "required": ["operation", "field"], "properties": {
     "operation": {"type": "string"}, "field": {"type": "string"}, "value": {}}}}
 
@@ -66,6 +68,15 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
      {"200": _MANAGED}),
     ("/openidm/managed/{type}/{id}", "delete", "Delete a managed object (answers it as it was)", [], None,
      {"200": _MANAGED}),
+    ("/openidm/managed/{type}/{id}/{property}", "get", "Query one object's references in a relationship property",
+     ["_queryFilter", "_fields"], None, {"200": _PAGED}),
+    ("/openidm/managed/{type}/{id}/{property}", "post", "Add a reference to a relationship property (_action=create)",
+     ["_action"], _REFERENCE, {"201": _REFERENCE}),
+    ("/openidm/managed/{type}/{id}/{property}/{ref}", "get", "Read one reference", [], None, {"200": _REFERENCE}),
+    ("/openidm/managed/{type}/{id}/{property}/{ref}", "put", "Replace one reference's _refProperties", [],
+     _REFERENCE, {"200": _REFERENCE}),
+    ("/openidm/managed/{type}/{id}/{property}/{ref}", "delete", "Remove one reference (answers it)", [], None,
+     {"200": _REFERENCE}),
     ("/openidm/system", "get", "The configured systems", [], None, {"200": _SYSTEMS}),
     ("/openidm/system", "post", "Test every configured system (_action=test)", ["_action"], None,
      {"200": _SYSTEMS}),
@@ -126,8 +137,10 @@ _SCHEMAS: dict[str, Any] = {
 
 _ACTIONS = {("/openidm/recon", "post"): ["recon", "reconById"], ("/openidm/recon/{id}", "post"): ["cancel"],
             ("/openidm/managed/{type}", "post"): ["create"], ("/openidm/system", "post"): ["test"],
+            ("/openidm/managed/{type}/{id}/{property}", "post"): ["create"],
             ("/openidm/scheduler/job/{name}", "post"): ["trigger"]}
-_OPTIONAL_ACTION = {("/openidm/managed/{type}", "post")}  # create is also what a bare POST does
+# create is also what a bare POST does
+_OPTIONAL_ACTION = {("/openidm/managed/{type}", "post"), ("/openidm/managed/{type}/{id}/{property}", "post")}
 _ENUMS = {"_queryId": ["query-all-ids"], "_totalPagedResultsPolicy": ["NONE", "EXACT"],
           "waitForCompletion": ["true", "false"]}
 

@@ -16,12 +16,14 @@ Object scripts and policies are compiled by ``objectmodel.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from idsync.config.objectmodel import TypeModel, secure_hash
+from idsync.config.relationships import Relation, check_reverses, relation_of
 from idsync.crypto import DEFAULT_CIPHER, Keyring
 from idsync.errors import ConfigError
 
@@ -42,6 +44,7 @@ class PropertyDef:
     key_alias: str | None = None  # ``encryption.key``; None: the keyring's default
     cipher: str = DEFAULT_CIPHER
     hash_algorithm: str | None = None  # ``secureHash.algorithm``: PingIDM's salted hash instead of {CRYPT}
+    relation: Relation | None = None  # a relationship (``config/relationships.py``)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,10 @@ class ManagedType:
     @functools.cached_property
     def secrets(self) -> frozenset[str]:
         return frozenset(p.name for p in self.properties.values() if p.secret)
+
+    @functools.cached_property
+    def relationships(self) -> Mapping[str, Relation]:
+        return {p.name: p.relation for p in self.properties.values() if p.relation is not None}
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,7 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
                 encrypted=bool(pdef.get("encryption")) and not pdef.get("secureHash"),
                 key_alias=alias,
                 hash_algorithm=secure_hash(pdef, file, pkey),
+                relation=relation_of(pdef, file, pkey),
             )
         required = schema.get("required") or []
         if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
@@ -138,7 +146,17 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
                                   f"{required_name!r} is not a property of managed/{name} "
                                   f"(it has: {', '.join(sorted(props)) or 'none'})")
         types[name] = ManagedType(name=name, properties=props, required=tuple(required), keyring=keyring)
-    return ManagedSchema(types)
+    return ManagedSchema(_with_reverses(types, file))
+
+
+def _with_reverses(types: dict[str, ManagedType], file: str) -> dict[str, ManagedType]:
+    """The types with each two-way relationship knowing its other end (``check_reverses``)."""
+    checked = check_reverses({t.name: t.relationships for t in types.values()}, file)
+    for (type_name, prop_name), relation in checked.items():
+        t = types[type_name]
+        props = {**t.properties, prop_name: dataclasses.replace(t.properties[prop_name], relation=relation)}
+        types[type_name] = dataclasses.replace(t, properties=props)
+    return types
 
 
 def _item_type(pdef: Mapping[str, Any], file: str, key: str) -> str | None:
@@ -181,7 +199,10 @@ DEFAULT_MANAGED: dict[str, Any] = {
                     "description": {"type": "string"},
                     "effectiveRoles": {"type": "array", "default": []},
                     "effectiveAssignments": {"type": "array", "default": []},
-                    "roles": {"type": "array"},
+                    "roles": {"type": "array", "items": {
+                        "type": "relationship", "reverseRelationship": True, "validate": True,
+                        "reversePropertyName": "members",
+                        "resourceCollection": [{"path": "managed/role"}]}},
                 },
                 "required": ["userName"],
             },
@@ -192,7 +213,10 @@ DEFAULT_MANAGED: dict[str, Any] = {
                 "properties": {
                     **_props(name="string"),
                     "description": {"type": "string"},
-                    "members": {"type": "array"},
+                    "members": {"type": "array", "items": {
+                        "type": "relationship", "reverseRelationship": True, "validate": True,
+                        "reversePropertyName": "roles",
+                        "resourceCollection": [{"path": "managed/user"}]}},
                 },
                 "required": ["name"],
             },

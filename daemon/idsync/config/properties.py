@@ -294,11 +294,17 @@ def _canon(value: Any, unordered: bool) -> object:
     if isinstance(value, str):
         return ("str", value)
     if isinstance(value, Mapping):
+        if isinstance(value.get("_ref"), str):
+            # A reference is its target and its own properties, not how it was read
+            # (the store adds _refResourceId, the row's _id and _rev).
+            props = value.get("_refProperties")
+            own = {k: v for k, v in props.items() if not k.startswith("_")} if isinstance(props, Mapping) else {}
+            return ("ref", value["_ref"], _canon(own, unordered))
         return ("object", frozenset((k, c) for k, v in value.items()
                                     if (c := _canon(v, unordered)) != _EMPTY))
     if isinstance(value, list | tuple):
         items = [_canon(v, unordered) for v in value]
-        if unordered:
+        if unordered or all(type(i) is tuple and i[0] == "ref" for i in items):  # references have no order
             return ("set", frozenset(Counter(items).items()))
         return ("list", tuple(items))
     return ("other", repr(value))

@@ -29,6 +29,7 @@ from typing import Any
 
 from idsync.config.files import load_json
 from idsync.config.objectmodel import NOT_ENFORCED_POLICIES, not_run
+from idsync.config.relationships import demoted
 from idsync.errors import ConfigError, ConfigWarning
 from idsync.scripts.paths import ScriptPaths
 
@@ -196,6 +197,7 @@ def _managed(path: Path) -> list[NotUsed]:
     file = str(path)
     found = [NotUsed(file, key, "not read: idsync reads only objects from managed.json") for key in raw
              if key != "objects"]
+    plain = demoted(raw)
     for i, obj in enumerate(objects):
         if not isinstance(obj, dict):
             continue
@@ -217,11 +219,13 @@ def _managed(path: Path) -> list[NotUsed]:
         schema = obj.get("schema")
         props = schema.get("properties") if isinstance(schema, dict) else None
         if isinstance(props, dict):
-            found += _managed_properties(file, f"{at}.schema.properties", name, props)
+            found += _managed_properties(file, f"{at}.schema.properties", name, props,
+                                         {p for t, p in plain if t == obj.get("name")})
     return found
 
 
-def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any]) -> list[NotUsed]:
+def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
+                        plain: Collection[str]) -> list[NotUsed]:
     policies, scripted, relations, private = [], [], [], []
     stock: list[tuple[str, str]] = []
     paths = ScriptPaths(Path(file).parent.parent)
@@ -236,8 +240,7 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
         found_policies += _policy_ids(file, f"{at}.{pname}.policies", pdef.get("policies"))
         stock += [(f"{pname}.{k}", why) for k in ("onRetrieve", "onStore", "onValidate")
                   if (why := not_run(pdef.get(k), paths)) is not None]
-        items = pdef.get("items")
-        if _is_relationship(pdef) or (isinstance(items, dict) and _is_relationship(items)):
+        if pname in plain:
             relations.append(pname)
     found = found_policies
     if policies:
@@ -252,9 +255,9 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any])
                              "private properties from REST callers; idsync's HTTP API hides only secrets (add "
                              "\"secret\": true to hide a property)"))
     if relations:
-        found.append(NotUsed(file, _keys(at, relations), "relationships are kept as plain values: PingIDM "
-                             "maintains both sides (reversePropertyName) and drops references to deleted "
-                             "objects; idsync stores the value as written"))
+        found.append(NotUsed(file, _keys(at, relations), "kept as plain values: idsync keeps references "
+                             "between managed objects, both ends pointing to each other; these point elsewhere "
+                             "(internal/role), or their reverse end does not point back"))
     return found
 
 
@@ -280,11 +283,6 @@ def _policy_json(path: Path) -> list[NotUsed]:
         found.append(NotUsed(file, "file", "not run: idsync has PingIDM's built-in policies itself and adds the "
                              "custom ones of additionalFiles; put custom policies there"))
     return found
-
-
-def _is_relationship(schema: Mapping[str, Any]) -> bool:
-    kind = schema.get("type")
-    return kind == "relationship" or (isinstance(kind, list) and "relationship" in kind)
 
 
 def _sync(path: Path, skip: Collection[str]) -> list[NotUsed]:

@@ -4,7 +4,8 @@ A patch is a list of ``{"operation": "add"|"remove"|"replace"|"increment",
 "field": "/a/b", "value": ...}``. ``field`` is a JSON pointer; ``/roles/-``
 appends to a list. ``add`` on a list property adds the value (or each value of
 a list) unless present; ``remove`` with a ``value`` removes only that value,
-without one the whole property; ``increment`` adds a number. The result is a
+without one the whole property (a reference, ``{"_ref": ...}``, is present when
+its ``_ref`` is); ``increment`` adds a number. The result is a
 new object; the input is left alone.
 """
 
@@ -82,14 +83,14 @@ def _apply(kind: str, parent: Any, key: str, op: Mapping[str, Any], i: int) -> N
     elif kind == "add":
         if isinstance(current, list):
             for item in value if isinstance(value, list) else [value]:
-                if item not in current:
+                if not any(_same(item, have) for have in current):
                     current.append(copy.deepcopy(item))
         else:
             parent[key] = copy.deepcopy(value)
     elif kind == "remove":
         if "value" in op and isinstance(current, list):
             drop = value if isinstance(value, list) else [value]
-            parent[key] = [item for item in current if item not in drop]
+            parent[key] = [item for item in current if not any(_same(d, item) for d in drop)]
         else:
             parent.pop(key, None)
     else:  # increment
@@ -115,6 +116,14 @@ def _apply_list_item(kind: str, items: list[Any], key: str, op: Mapping[str, Any
         if not _number(op.get("value")) or not _number(items[index]):
             raise InvalidPatch(f"operation {i}: increment needs numbers")
         items[index] += op["value"]
+
+
+def _same(value: Any, item: Any) -> bool:
+    """Whether a patch's ``value`` names list item ``item``: equal, or, for references,
+    the same ``_ref`` (a stored reference also carries its ``_refProperties``)."""
+    if isinstance(value, dict) and isinstance(item, dict) and "_ref" in value and "_ref" in item:
+        return bool(value["_ref"] == item["_ref"])
+    return bool(value == item)
 
 
 def _number(value: Any) -> bool:

@@ -28,6 +28,7 @@ from idsync.config.managed import ManagedType
 from idsync.config.project import Project
 from idsync.errors import NotFound
 from idsync.managed.patch import apply_patch
+from idsync.managed.relationships import RelatedPushes, incremental
 from idsync.resource import Obj, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
@@ -61,6 +62,7 @@ class ManagedObjects:
         self._resource = ManagedResource(store, self.schema)
         self._internal = ManagedResource(store, self.schema, with_secrets=True)
         self._sync = ImplicitSync(project, store, resources) if sync else None
+        self._related = RelatedPushes(project, store, self.schema, self._sync)
 
     def get(self, object_id: str) -> Obj:
         """The object as a client reads it: its ``onRetrieve`` and ``onRead`` scripts run."""
@@ -91,7 +93,8 @@ class ManagedObjects:
                 values[name] = copy.deepcopy(prop.default)  # as a create with the same data would have it
         changes: dict[str, Any] = {k: v for k, v in values.items()}
         for name in current:
-            if not name.startswith("_") and name not in values and name not in self.schema.secrets:
+            if not name.startswith("_") and name not in values and name not in self.schema.secrets \
+                    and name not in self.schema.relationships:
                 changes[name] = None  # a replace drops what it does not repeat
         return self._updated(object_id, current, WriteOp("update", id=object_id, values=changes, rev=rev))
 
@@ -100,13 +103,14 @@ class ManagedObjects:
         patched = apply_patch(current, operations)
         changes = {k: v for k, v in patched.items() if not k.startswith("_") and current.get(k) != v}
         changes.update({k: None for k in current if not k.startswith("_") and k not in patched})
+        changes.update(incremental(self.schema, current, changes))
         return self._updated(object_id, current, WriteOp("update", id=object_id, values=changes, rev=rev))
 
     def delete(self, object_id: str, *, rev: str | None = None) -> Change:
-        self._current(object_id)
+        before = self._current(object_id)
         self._write(WriteOp("delete", id=object_id, rev=rev))
         pushes = self._sync.push(self.name, object_id, None) if self._sync else []
-        return Change(None, pushes)
+        return Change(None, pushes + self._related.push(before, None))
 
     def _current(self, object_id: str) -> Obj:
         obj = self._internal.get(object_id)
@@ -133,7 +137,8 @@ class ManagedObjects:
         stored = self._internal.get(object_id)
         pushes = self._sync.push(self.name, object_id, stored, before=before) if self._sync and stored else []
         answer = self._resource.get(object_id)
-        return Change(self.retrieved(answer) if answer is not None else None, pushes)
+        return Change(self.retrieved(answer) if answer is not None else None,
+                      pushes + self._related.push(before, stored))
 
 
 def _own(data: Mapping[str, Any]) -> dict[str, Any]:

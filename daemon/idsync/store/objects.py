@@ -41,6 +41,7 @@ from idsync.store.filters import property_value, to_sql
 from idsync.store.hooks import ObjectHooks, PostScript
 from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.policy import Taken, check
+from idsync.store.relationships import Edges, write_related
 from idsync.store.tables import claims
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
@@ -72,6 +73,7 @@ class ManagedResource(Resource):
         self._joined: Connection | None = None
         self.hooks = ObjectHooks(schema)
         self._posts: list[PostScript] = []
+        self._edges = Edges(store, schema) if schema.relationships else None
 
     @contextlib.contextmanager
     def joined(self, conn: Connection) -> Iterator[None]:
@@ -83,8 +85,9 @@ class ManagedResource(Resource):
         finally:
             self._joined = None
 
-    def _transaction(self) -> AbstractContextManager[Connection]:
-        return contextlib.nullcontext(self._joined) if self._joined is not None else self.store.begin()
+    def _transaction(self, conn: Connection | None = None) -> AbstractContextManager[Connection]:
+        conn = conn if conn is not None else self._joined
+        return contextlib.nullcontext(conn) if conn is not None else self.store.begin()
 
     def revealing_secrets(self) -> ManagedResource:
         """The same resource, its objects read with their (hashed) secrets: for
@@ -114,7 +117,7 @@ class ManagedResource(Resource):
             if ids_only:
                 yield [{"_id": r.id, "_rev": r.rev} for r in rows]
             else:
-                yield [self._object(r.id, r.rev, r.data, spec.fields) for r in rows]
+                yield self._related([self._object(r.id, r.rev, r.data, spec.fields) for r in rows], spec.fields)
             if len(rows) < spec.page_size:
                 return
             last = rows[-1].id
@@ -132,6 +135,7 @@ class ManagedResource(Resource):
                 )
                 for r in rows:
                     found[r.id] = self._object(r.id, r.rev, r.data, fields)
+        self._related(list(found.values()), fields)
         return found
 
     def revisions(self, ids: Sequence[str]) -> dict[str, str]:
@@ -143,6 +147,12 @@ class ManagedResource(Resource):
                 found.update(conn.execute(select(mo.c.id, mo.c.rev).where(
                     mo.c.object_type == self.object_type, self.store.in_(mo.c.id, unique[start:start + _CHUNK]))).all())
         return found
+
+    def _related(self, objects: list[Obj], fields: Sequence[str] | None) -> list[Obj]:
+        """``objects`` with their relationship properties (``relationships.py``)."""
+        if self._edges is not None:
+            self._edges.attach(objects, fields)
+        return objects
 
     def find_matching(
         self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]], fields: Sequence[str] | None = None
@@ -206,9 +216,16 @@ class ManagedResource(Resource):
         return results
 
     def _write_all(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        if self._edges is None:
+            return self._write_objects(ops)
+        edges = self._edges
+        with self._transaction() as conn:
+            return write_related(edges, conn, ops, lambda plain: self._write_objects(plain, conn))
+
+    def _write_objects(self, ops: Sequence[WriteOp], conn: Connection | None = None) -> list[WriteResult]:
         now = utcnow()
         results: list[WriteResult] = []
-        with self._transaction() as conn:
+        with self._transaction(conn) as conn:
             taken = self._taken(conn, ops)
             current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id])
             new_rows: list[dict[str, Any]] = []

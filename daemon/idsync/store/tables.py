@@ -43,6 +43,7 @@ __all__ = [
     "metadata",
     "recon_partitions",
     "recon_runs",
+    "relationships",
     "run_totals",
     "store_meta",
     "sync_tokens",
@@ -82,6 +83,28 @@ managed_properties = Table(
     Index("ix_managed_properties_num", "object_type", "name", "value_num",
           sqlite_where=text("value_num IS NOT NULL"), postgresql_where=text("value_num IS NOT NULL")),
     Index("ix_managed_properties_object", "object_type", "object_id"),
+)
+
+# References between managed objects (migration 0008): one row per reference, seen from
+# both ends. The end whose (type, property) sorts first is "first", so a two-way
+# relationship (user ``roles``, role ``members``) is one row whichever end wrote it;
+# a one-way one has an empty ``second_property``. ``store/relationships.py``.
+relationships = Table(
+    "relationships",
+    metadata,
+    Column("id", _Id, primary_key=True),
+    Column("rev", String(32), nullable=False),
+    Column("first_type", String(64), nullable=False),
+    Column("first_id", _Id, nullable=False),
+    Column("first_property", String(128), nullable=False),
+    Column("second_type", String(64), nullable=False),
+    Column("second_id", _Id, nullable=False),
+    Column("second_property", String(128), nullable=False),
+    Column("properties", _Json, nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ux_relationships_first", "first_type", "first_property", "first_id", "second_type", "second_id",
+          unique=True),
+    Index("ix_relationships_second", "second_type", "second_property", "second_id"),
 )
 
 links = Table(

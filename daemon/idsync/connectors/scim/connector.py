@@ -372,7 +372,13 @@ class ScimSystem(System):
         if obj_type is None:
             raise ConfigError(self._file, "objectTypes",
                               f"no object type {object_type!r} (known: {', '.join(self._types)})")
-        return ScimResource(self.name, self.client, obj_type, dry_run=dry_run)
+        resource = ScimResource(self.name, self.client, obj_type, dry_run=dry_run)
+        users = next((t.name for t in self._types.values() if t.endpoint == "Users"), None)
+        members = obj_type.members()
+        if users is not None and members is not None and not members.member_reference:
+            # Members by SCIM id: the store shows them as the managed users linked to those ids.
+            resource.references = {members.name: users}
+        return resource
 
     def test(self) -> Mapping[str, Any]:
         report = system_test_report(self.name, self._config, "Scim Connector", ["__ALL__", *self._types])

@@ -1,0 +1,76 @@
+"""The other ends of a managed change: objects whose relationship properties changed
+because another object's did.
+
+A patch of a property holding many references is written as what it adds and
+removes (``incremental``), so concurrent patches of one role's members all count.
+
+Adding a user to a role's ``members`` changes the user's ``roles`` too; deleting
+a role takes it out of every member's ``roles``. The store keeps both ends in one
+row (``store/relationships.py``); here each object at another end whose
+references changed is pushed by implicit synchronization like the object
+changed itself, so a mapping of user ``roles`` sees the new role at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from idsync.config.managed import ManagedType
+from idsync.config.project import Project
+from idsync.resource import Obj
+from idsync.store.database import Store
+from idsync.store.objects import ManagedResource
+from idsync.store.relationships import RefChanges
+from idsync.sync.implicit import ImplicitSync, PushResult
+
+__all__ = ["RelatedPushes", "incremental", "references"]
+
+
+def references(schema: ManagedType, obj: Mapping[str, Any] | None) -> set[str]:
+    """The ``_ref`` of every reference ``obj`` holds."""
+    found: set[str] = set()
+    if obj is None:
+        return found
+    for name in schema.relationships:
+        value = obj.get(name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Mapping) and isinstance(item.get("_ref"), str):
+                found.add(item["_ref"])
+    return found
+
+
+def incremental(schema: ManagedType, current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The changes of a patch to properties holding many references, as what they add
+    and remove (``RefChanges``): a patch adding a member to a role adds that member to
+    the members the role has when the change is written, not to those it had when read."""
+    return {name: RefChanges.between(schema, name, current.get(name), value)
+            for name, value in changes.items()
+            if name in schema.relationships and schema.relationships[name].many}
+
+
+class RelatedPushes:
+    """Pushes the objects at the other ends of one type's changed references."""
+
+    def __init__(self, project: Project, store: Store, schema: ManagedType, sync: ImplicitSync | None) -> None:
+        self._project = project
+        self._store = store
+        self._schema = schema
+        self._sync = sync
+
+    def push(self, before: Obj | None, after: Obj | None) -> list[PushResult]:
+        """Push each object referenced by ``before`` or ``after`` but not both."""
+        if self._sync is None or not self._schema.relationships:
+            return []
+        pushes: list[PushResult] = []
+        for ref in sorted(references(self._schema, before) ^ references(self._schema, after)):
+            collection, _, object_id = ref.rpartition("/")
+            if not self._sync.mappings(collection):
+                continue
+            other = self._project.managed.types.get(collection.split("/", 1)[1])
+            if other is None:
+                continue
+            stored = ManagedResource(self._store, other, with_secrets=True).get(object_id)
+            if stored is not None:
+                pushes.extend(self._sync.push(collection, object_id, stored))
+        return pushes
