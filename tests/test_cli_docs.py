@@ -46,7 +46,7 @@ def test_man_page_renders_cleanly_and_names_every_command_and_option(tmp_path: P
     ("idsync ma", {"managed", "mappings", "man"}),
     ("idsync managed q", {"query"}),
     ("idsync -p /etc/idsync recon --dr", {"--dry-run"}),
-    ("idsync status --", {"--json", "--limit", "--mapping", "--audit"}),
+    ("idsync status --", {"--json", "--limit", "--mapping", "--audit", "--nodes"}),
     ("idsync completion ", {"bash", "zsh"}),
 ])
 def test_bash_completion(line: str, expected: set[str]) -> None:
