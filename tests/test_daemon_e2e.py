@@ -72,16 +72,19 @@ _SLOW_MAPPING = {
 class _Daemon:
     """``idsync run`` in a subprocess, its JSON log lines in a file."""
 
-    def __init__(self, project: Path, env: dict[str, str], log_name: str = "daemon.log") -> None:
+    def __init__(self, project: Path, env: dict[str, str], log_name: str = "daemon.log",
+                 one_core: bool = False) -> None:
         self.project = project
         self.env = env
         self.log_path = project / log_name
         self._log = self.log_path.open("ab")
+        # On one core a listing is read in process: no listing process to wait for.
         self.proc = subprocess.Popen(
             [str(IDSYNC), "-p", str(project), "--log-format", "json", "run"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if one_core else None,
         )
 
     def events(self) -> list[dict[str, Any]]:
@@ -335,7 +338,7 @@ def _slow_job(root: Path, slapd: Any, subtree: str, page: int) -> None:
 
 def _start_slow_job(root: Path, env: dict[str, str], slapd: Any, subtree: str, page: int) -> _Daemon:
     _slow_job(root, slapd, subtree, page)
-    daemon = _Daemon(root, env)
+    daemon = _Daemon(root, env, one_core=True)
     # Read the store directly: ``idsync status`` takes a second to start, the page may be over by then.
     runs = RunStore(Store.open(env.get("IDSYNC_STORE__URL") or f"sqlite:///{root / 'state' / 'idsync.db'}"))
     _wait(lambda: any(r["state"] == "ACTIVE" and r["job"] == "slow" for r in runs.recent(5)), 20, "a running recon")

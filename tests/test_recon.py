@@ -46,7 +46,7 @@ def test_first_recon_creates_managed_users_as_in_the_seed(env: Env) -> None:
     assert {k: v for k, v in b.items() if not k.startswith("_")} == {
         "displayName": "Barbara Jensen", "description": "Created for OpenIDM", "givenName": "Barbara",
         "mail": "bjensen@example.com", "telephoneNumber": "1-360-229-7105", "sn": "Jensen",
-        "userName": "bjensen", "accountStatus": "active", "effectiveRoles": [], "effectiveAssignments": []}
+        "userName": "bjensen", "accountStatus": "active", "effectiveRoles": [], "effectiveAssignments": [], "roles": []}
 
 
 def test_second_recon_writes_nothing_and_keeps_revisions(env: Env) -> None:
