@@ -44,18 +44,6 @@ POSTGRES = os.environ.get("IDSYNC_BENCH_CLUSTER_POSTGRES",
                           "postgresql+psycopg://postgres@127.0.0.1:5432/idsync_bench_cluster")
 
 
-def _fresh_store(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    _reset_store(url)
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS idsync_queue CASCADE"))
-        for table in ("cluster_nodes", "recon_partitions"):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
-    engine.dispose()
-
-
 def _last_run(url: str) -> tuple[str, float, dict[str, Any]]:
     """The latest run's state, seconds (so far) and summary; ("NONE", 0, {}) before the first."""
     from sqlalchemy import create_engine, text
@@ -136,13 +124,13 @@ def main() -> int:
             results.append(("ldapsearch floor", "-", floor))
             env = {**os.environ, "IDSYNC_STORE__URL": POSTGRES, "IDSYNC_LDAP_PORT": str(ldap.port),
                    "IDSYNC_LDAP_PASSWORD": ldap.admin_password, "IDSYNC_LOG__LEVEL": "warning"}
-            _fresh_store(POSTGRES)
+            _reset_store(POSTGRES)
             single = _project(work, "single", "")
             _timed([IDSYNC, "-p", str(single), "recon", MAPPING, "--quiet", "--json"], env=env)
             state, seconds, _ = _last_run(POSTGRES)
             results.append(("one node", state, seconds))
             print(f"one node: {state} in {seconds:.1f} s", flush=True)
-            _fresh_store(POSTGRES)
+            _reset_store(POSTGRES)
             split = _project(work, "cluster", "[cluster]\nenabled = true\nconcurrency = 1\nheartbeat = 1\n"
                                               f"stall_timeout = 3\npartitions = {args.nodes}\n"
                                               "min_partition_size = 1000\n")

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "devtools"))  # the test directory (not part of th
 
 from idsync_dev.sample_users import iter_sample_users_ldif  # noqa: E402
 from idsync_dev.slapd import Slapd  # noqa: E402
+from idsync_dev.stores import drop_idsync_tables  # noqa: E402
 
 MAPPING = "systemLdapAccounts_managedUser"
 # Own databases, so a test run on the same server cannot drop tables under the benchmark.
@@ -54,7 +55,7 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None,
 
 
 def _reset_store(url: str) -> None:
-    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -68,15 +69,7 @@ def _reset_store(url: str) -> None:
         else:
             conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{parsed.database}`"))
     server.dispose()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        names = set(inspect(conn).get_table_names())
-        for t in ("managed_properties", "managed_objects", "links", "audit", "recon_runs", "recon_claims",
-                  "recon_deferred", "locks", "store_meta", "run_totals", "sync_tokens", "relationships",
-                  "alembic_version"):
-            if t in names:
-                conn.execute(text(f"DROP TABLE {t}"))
-    engine.dispose()
+    drop_idsync_tables(url)
 
 
 def _change_one_percent(ldap: Slapd, users: int, workdir: Path, round_: int) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from idsync_dev.stores import drop_idsync_tables
 from sqlalchemy import create_engine, make_url, text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,8 +28,6 @@ _POLICIES = [("ABSENT", "CREATE"), ("FOUND", "UPDATE"), ("CONFIRMED", "UPDATE"),
 
 def second_database(url: str, suffix: str = "1") -> str:
     """A database beside ``url``'s (its name plus ``suffix``), made if missing, without idsync's tables."""
-    from dbs import _reset
-
     parsed = make_url(url)
     name = f"{parsed.database}{suffix}"
     admin = create_engine(parsed, isolation_level="AUTOCOMMIT")
@@ -37,7 +36,7 @@ def second_database(url: str, suffix: str = "1") -> str:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     other = parsed.set(database=name).render_as_string(hide_password=False)
-    _reset(other)
+    drop_idsync_tables(other)
     return other
 
 

@@ -15,15 +15,11 @@ import socket
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, make_url, text
+from idsync_dev.stores import drop_idsync_tables
+from sqlalchemy import create_engine, make_url, text
 
 POSTGRES_URL = os.environ.get("IDSYNC_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get("IDSYNC_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
-
-_TABLES = ("managed_properties", "managed_objects", "links", "audit", "recon_runs", "recon_claims",
-           "recon_deferred", "locks", "store_meta", "run_totals", "sync_tokens", "cluster_nodes",
-           "recon_partitions", "relationships", "alembic_version")
-
 
 _VARIABLES = {"postgresql": "IDSYNC_TEST_POSTGRES", "mariadb": "IDSYNC_TEST_MARIADB"}
 
@@ -42,16 +38,6 @@ def _unavailable(kind: str, url: str, why: str) -> None:
     if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
         pytest.fail(f"{message} (CI=true: a database the suite expects must be there)", pytrace=False)
     pytest.skip(message)
-
-
-def _reset(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        existing = set(inspect(conn).get_table_names())
-        for table in _TABLES:
-            if table in existing:
-                conn.execute(text(f"DROP TABLE {table}"))
-    engine.dispose()
 
 
 @functools.cache
@@ -86,7 +72,7 @@ def store_url(kind: str, tmp_path: Path) -> str:
         _unavailable(kind, url, f"nothing answers on {host}:{port}")
     try:
         url = _worker_url(url)
-        _reset(url)
+        drop_idsync_tables(url)
     except Exception as exc:  # noqa: BLE001 - any failure means: not usable here
         _unavailable(kind, url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return url

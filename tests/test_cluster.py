@@ -52,6 +52,17 @@ def _rows(url: str, sql: str) -> list[Any]:
         engine.dispose()
 
 
+def _assert_each_account_created_once(pg_url: str, users: int) -> None:
+    """One account and one link per user, and one successful CREATE in the audit for each:
+    nothing a taken-over run did was applied twice."""
+    assert _rows(pg_url, "SELECT count(*), count(DISTINCT data->>'name') FROM managed_objects "
+                         "WHERE object_type = 'account'")[0] == (users, users)
+    assert _rows(pg_url, "SELECT count(*) FROM links")[0][0] == users
+    creates = _rows(pg_url, "SELECT target_id, count(*) FROM audit WHERE action = 'CREATE' "
+                            "AND status = 'SUCCESS' GROUP BY target_id")
+    assert len(creates) == users and {c[1] for c in creates} == {1}
+
+
 def _stop_all(nodes: list[Node]) -> list[int]:
     for n in nodes:
         if n.proc.poll() is None:
@@ -162,12 +173,7 @@ def test_a_killed_nodes_run_is_taken_over(tmp_path: Path, pg_url: str) -> None:
     assert runs[done.id].node == survivor.name
     took = (done.started - killed).total_seconds()
     assert took <= 3 + 2 * 1 + 1 + 6, took
-    assert _rows(pg_url, "SELECT count(*), count(DISTINCT data->>'name') FROM managed_objects "
-                         "WHERE object_type = 'account'")[0] == (users, users)
-    assert _rows(pg_url, "SELECT count(*) FROM links")[0][0] == users
-    creates = _rows(pg_url, "SELECT target_id, count(*) FROM audit WHERE action = 'CREATE' "
-                            "AND status = 'SUCCESS' GROUP BY target_id")
-    assert len(creates) == users and {c[1] for c in creates} == {1}
+    _assert_each_account_created_once(pg_url, users)
 
 
 def _delete_users(project: Path, names: list[str]) -> None:
@@ -296,12 +302,7 @@ def test_a_killed_nodes_partition_is_read_by_another(tmp_path: Path, pg_url: str
     taken = next(p for p in run.summary["partitions"] if p["partition"] == busy.part)
     assert taken["attempts"] == 2 and taken["node"] != busy.node
     assert took <= 3 + 1 + 1 + 15, took  # the takeover, then the rest of the partition read again
-    assert _rows(pg_url, "SELECT count(*), count(DISTINCT data->>'name') FROM managed_objects "
-                         "WHERE object_type = 'account'")[0] == (users, users)
-    assert _rows(pg_url, "SELECT count(*) FROM links")[0][0] == users
-    creates = _rows(pg_url, "SELECT target_id, count(*) FROM audit WHERE action = 'CREATE' "
-                            "AND status = 'SUCCESS' GROUP BY target_id")
-    assert len(creates) == users and {c[1] for c in creates} == {1}
+    _assert_each_account_created_once(pg_url, users)
 
 
 def test_a_fire_missed_while_every_node_was_down_runs_once(tmp_path: Path, pg_url: str) -> None:
