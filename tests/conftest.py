@@ -4,7 +4,9 @@ and a fresh subtree under ``ou=People`` for each test that wants isolation."""
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,15 @@ from idsync_dev.dirsrv import DirSrv
 from idsync_dev.samba_ad import SambaDC
 from idsync_dev.slapd import Slapd
 
+# The suite starts idsync hundreds of times, and every xdist worker rewrites the test
+# modules' asserts: with PYTHONDONTWRITEBYTECODE set, each would compile all of it again.
+# Bytecode is kept under the venv (not in the source tree), for this process and its children.
+_PYCACHE = str(Path(sys.prefix) / ".pycache")
+sys.dont_write_bytecode = False
+sys.pycache_prefix = _PYCACHE
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE
+
 _subtree_numbers = itertools.count(1)
 _BACKGROUND_BUILD = pytest.StashKey[subprocess.Popen[bytes]]()
 
@@ -23,12 +34,19 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """When tests/test_install.py is selected and its Debian 12 root is not cached yet,
     begin building it now (two or three minutes, mostly the mirror and dpkg) so the build
     overlaps the rest of the suite; the test waits for it (a lock) when its turn comes."""
+    if session.config.option.collectonly:
+        return  # nothing runs: start nothing
     if any(item.path.name == "test_install.py" for item in session.items):
         started = start_background(Path(__file__).resolve().parent.parent)
         if started is not None:
             session.config.stash[_BACKGROUND_BUILD] = started
     # The Samba AD DC and the 389 DS instance take seconds to make: start them now, on
-    # threads, when a selected test wants one; the fixtures wait for them.
+    # threads, when a selected test wants one; the fixtures wait for them. Under xdist
+    # only the first worker does: worksteal hands it the first share of the tests in file
+    # order, where test_389ds.py and test_active_directory.py are; a worker that steals
+    # such a test starts its own server when the test asks for it.
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        return
     wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
     if "samba_ad" in wanted:
         samba_server.begin()

@@ -5,12 +5,12 @@ own subtree, a fresh store."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+from cli_runner import IDSYNC as IDSYNC  # the command, for tests that start it themselves
+from cli_runner import run_cli
 from idsync_dev.slapd import Slapd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,14 +40,11 @@ def sample_project(tmp_path: Path, slapd: Slapd, subtree: str, store_url: str, *
     return project
 
 
-IDSYNC = str(Path(sys.executable).parent / "idsync")
-
-
-def idsync(project: Path, *args: str, stdin: str | None = None,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real ``idsync`` command on ``project``; logs at info, as JSON, on stderr."""
-    return subprocess.run([IDSYNC, "-p", str(project), *args], capture_output=True, text=True, timeout=120,
-                          input=stdin, env={**os.environ, "IDSYNC_LOG__LEVEL": "info", **(env or {})})
+def idsync(project: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None,
+           process: bool = False) -> subprocess.CompletedProcess[str]:
+    """The ``idsync`` command on ``project`` (``cli_runner``); logs at info, as JSON, on stderr."""
+    return run_cli(["-p", str(project), *args], stdin=stdin, env={"IDSYNC_LOG__LEVEL": "info", **(env or {})},
+                   process=process)
 
 
 def ldap_entry(slapd: Slapd, dn: str) -> dict[str, list[str]] | None:

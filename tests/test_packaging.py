@@ -4,7 +4,6 @@ distribution carries what its own tests need."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -144,13 +143,9 @@ def test_sdist_carries_the_tests_and_they_collect(tmp_path: Path) -> None:
                  "constraints-lowest.txt", "requirements.lock", "daemon/idsync/store/migrations/env.py"):
         assert (unpacked / path).exists(), f"{path} is missing from the sdist"
     assert not list(unpacked.rglob("__pycache__"))
-    # Collecting imports every test module and what they import: let that bytecode be
-    # cached (in the venv, not the source tree) so that later runs skip compiling it.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(Path(sys.prefix) / ".pycache")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
-        cwd=unpacked, env=env, capture_output=True, text=True,
+        cwd=unpacked, capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "tests collected" in proc.stdout.splitlines()[-1]

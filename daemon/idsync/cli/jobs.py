@@ -117,13 +117,13 @@ def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
 
 def _render_jobs(rows: list[dict[str, Any]], jobs_dir: Path) -> None:
     """A table, or one block per job when the table would not fit: job and mapping names are never cut."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
+    from idsync.cli.render import console as terminal
     from idsync.cli.render import fits
 
-    console = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
+    console = terminal()
     if not rows:
         console.print(f"no jobs in {jobs_dir}")
         return

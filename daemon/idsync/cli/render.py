@@ -12,9 +12,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["fits", "render_audit", "render_run", "render_runs"]
+__all__ = ["console", "fits", "render_audit", "render_run", "render_runs"]
 
-_console = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
+
+def console() -> Console:
+    """A console on the current standard output, its width decided now: the terminal's,
+    ``COLUMNS``, or 160 where output goes to a pipe or a file."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 
 
 def _nonzero(d: Mapping[str, Any] | None) -> str:
@@ -23,7 +27,7 @@ def _nonzero(d: Mapping[str, Any] | None) -> str:
 
 def render_run(run_id: str, state: str, message: str | None, summary: Mapping[str, Any], *, dry_run: bool,
                started: dt.datetime | None = None, ended: dt.datetime | None = None) -> None:
-    c = _console
+    c = console()
     c.print(f"run {run_id}: {summary.get('mapping', '')} [bold]{state}[/bold]" + (" (dry run)" if dry_run else ""))
     if message:
         # Whole and literal: an operator searches for it, and it may quote a source value.
@@ -62,7 +66,7 @@ def render_runs(runs: Sequence[Mapping[str, Any]]) -> None:
     """The runs as a table, or one block per run when the table would not fit the terminal:
     mapping names are never cut, whatever the width. Failed runs end with their reason."""
     if not runs:
-        _console.print("no runs recorded yet")
+        console().print("no runs recorded yet")
         return
     table = Table(box=None, pad_edge=False)
     for col in ("run", "mapping", "state", "started", "ended", "duration", "situations", "actions", "changes",
@@ -75,14 +79,15 @@ def render_runs(runs: Sequence[Mapping[str, Any]]) -> None:
                       _duration(r), _nonzero(summary.get("situationSummary")),
                       _nonzero(summary.get("actionSummary")), _nonzero(summary.get("changes")),
                       str(_error_count(r)))
-    if fits(_console, table):
-        _console.print(table)
+    out = console()
+    if fits(out, table):
+        out.print(table)
     else:
         for r in runs:
             _print_run_block(r)
     for r in runs:
         if r["state"] == "FAILED" and r["message"]:
-            _console.print(f"run {r['id'][:8]} FAILED: {escape(r['message'])}", soft_wrap=True)
+            console().print(f"run {r['id'][:8]} FAILED: {escape(r['message'])}", soft_wrap=True)
 
 
 def fits(console: Console, table: Table) -> bool:
@@ -98,11 +103,12 @@ def fits(console: Console, table: Table) -> bool:
 def _print_run_block(r: Mapping[str, Any]) -> None:
     summary = r["summary"] or {}
     ended: dt.datetime | None = r["ended"]
-    _console.print(f"{r['id'][:8]}  {r['mapping']}", soft_wrap=True)
-    _console.print(f"  {_state(r)}  started {_time(r['started'])}"
-                   + (f"  ended {_time(ended)}" if ended else "") + f"  ({_duration(r)})  errors {_error_count(r)}")
+    c = console()
+    c.print(f"{r['id'][:8]}  {r['mapping']}", soft_wrap=True)
+    c.print(f"  {_state(r)}  started {_time(r['started'])}"
+            + (f"  ended {_time(ended)}" if ended else "") + f"  ({_duration(r)})  errors {_error_count(r)}")
     for label, key in (("situations", "situationSummary"), ("actions", "actionSummary"), ("changes", "changes")):
-        _console.print(f"  {label + ':':<11} {_nonzero(summary.get(key))}")
+        c.print(f"  {label + ':':<11} {_nonzero(summary.get(key))}")
 
 
 def _state(r: Mapping[str, Any]) -> str:
@@ -124,7 +130,8 @@ def _error_count(r: Mapping[str, Any]) -> int:
 def render_audit(entries: Sequence[Mapping[str, Any]]) -> None:
     if not entries:
         return
-    _console.print(f"  objects ({len(entries)} shown):")
+    c = console()
+    c.print(f"  objects ({len(entries)} shown):")
     for e in entries:
         ids = " ".join(f"{k}={e[k]}" for k in ("source_id", "target_id") if e.get(k))
         if e.get("link_qualifier") not in (None, "default"):  # a mapping with several link qualifiers
@@ -133,5 +140,5 @@ def render_audit(entries: Sequence[Mapping[str, Any]]) -> None:
         changes = e.get("changes")
         if changes and not what:
             what = ", ".join(sorted(changes))
-        _console.print(f"    {e['status']:<8} {e.get('situation') or '':<20} {e.get('action') or '':<9} {ids}"
+        c.print(f"    {e['status']:<8} {e.get('situation') or '':<20} {e.get('action') or '':<9} {ids}"
                        + (f"  {what}" if what else ""))

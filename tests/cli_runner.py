@@ -1,0 +1,93 @@
+"""The ``idsync`` command as the tests run it: in this process by default (``main(argv)``
+with its own standard streams and environment), which costs milliseconds where a new
+interpreter costs half a second; in a child process where a test is about the process
+itself (signals, exit, a terminal) or sets ``IDSYNC_TEST_CLI=process`` for the whole run."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from unittest import mock
+
+import structlog
+
+IDSYNC = str(Path(sys.executable).parent / "idsync")
+
+
+def run_cli(args: Sequence[str], *, stdin: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """``idsync ARGS`` with ``env`` added to the environment; its exit code and output."""
+    if process or os.environ.get("IDSYNC_TEST_CLI") == "process":
+        return subprocess.run([IDSYNC, *args], capture_output=True, text=True, timeout=timeout, input=stdin,
+                              env={**os.environ, **(env or {})})
+    from idsync.cli import main
+    from idsync.store.database import Store
+
+    stdout, stderr = _stream(), _stream()
+    opened: list[Store] = []
+    original = Store.open.__func__  # type: ignore[attr-defined]
+
+    def open_and_keep(cls: type[Store], *a: object, **kw: object) -> Store:
+        store: Store = original(cls, *a, **kw)
+        opened.append(store)
+        return store
+
+    with _environment(env or {}), _logging_kept(), \
+            mock.patch.object(Store, "open", classmethod(open_and_keep)), \
+            mock.patch.object(sys, "stdin", io.StringIO(stdin or "")), \
+            contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse, --help, --version
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        finally:
+            for store in opened:  # a process's exit would have closed them
+                store.close()
+    return subprocess.CompletedProcess([IDSYNC, *args], code, _text(stdout), _text(stderr))
+
+
+def _stream() -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+
+
+def _text(stream: io.TextIOWrapper) -> str:
+    stream.flush()
+    return stream.buffer.getvalue().decode()  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _environment(extra: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _logging_kept() -> Iterator[None]:
+    """The command configures logging for itself; the test's own (pytest's capture) comes back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    noisy = ("sqlalchemy", "alembic", "apscheduler", "ldap3", "httpx")
+    levels = {name: logging.getLogger(name).level for name in noisy}
+    config = structlog.get_config()
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, was in levels.items():
+            logging.getLogger(name).setLevel(was)
+        structlog.configure(**config)
