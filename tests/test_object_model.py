@@ -29,6 +29,7 @@ from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.validation import PolicyFailed
+from idsync.sync.recon import run_recon
 
 from samples import idsync
 
@@ -270,6 +271,31 @@ def test_recon_and_implicit_sync_writes_obey_the_model(project: Path) -> None:
     assert "implicit sync through staff_user failed: managed/user: mail must be an email address" in pushed.stderr
     assert staff.get("s1")["email"] == "broken"  # the change stands; its push failed
     assert user_objects.get(users["fay"]["_id"])["mail"] == "fay@example.com"
+
+
+def test_sync_reads_a_managed_source_as_on_retrieve_shows_it(tmp_path: Path) -> None:
+    """A mapping reads its managed source through the property and object onRetrieve
+    scripts, in a recon and in implicit synchronization alike: the values they make
+    reach the target, and the source keeps its stored values."""
+    project = _project(tmp_path)
+    email = {"type": "string", "onRetrieve": {"type": _JS, "source": "property ? property.toLowerCase() : property"}}
+    staff = {**STAFF, "onRetrieve": {"type": _JS, "source": "object.number = object.number || '42';"},
+             "schema": {"properties": {**STAFF["schema"]["properties"], "email": email}}}
+    (project / "conf" / "managed.json").write_text(json.dumps({"objects": [USER, staff, EVENT]}))
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    resources = Resources(loaded, store)
+    with scripting(loaded, store, resources=resources):
+        ManagedObjects(loaded, store, resources, "staff", sync=False).create(
+            {"login": "ivy", "email": "IVY@Example.com"}, object_id="s1")
+        assert run_recon(loaded, store, "staff_user").summary["changes"]["created"] == 1
+        ManagedObjects(loaded, store, resources, "staff").create({"login": "jo", "email": "JO@EXAMPLE.COM"})
+    users = {u["userName"]: u for u in ManagedResource(store, loaded.managed.get("user")).find(QuerySpec())}
+    assert {n: (u["mail"], u["employeeNumber"]) for n, u in users.items()} == {
+        "ivy": ("ivy@example.com", 42), "jo": ("jo@example.com", 42)}
+    stored = ManagedResource(store, loaded.managed.get("staff")).get("s1") or {}
+    assert stored["email"] == "IVY@Example.com" and "number" not in stored
+    store.close()
 
 
 def test_secrets_hash_long_values_and_secure_hash(service: tuple[ManagedObjects, ManagedObjects]) -> None:
