@@ -29,6 +29,7 @@ from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.validation import PolicyFailed
+from idsync.sync.recon import run_recon
 
 from samples import idsync
 
@@ -165,6 +166,44 @@ def test_default_policies_refuse_bad_values_naming_each_property(
     assert changed is not None and changed["sn"] == "Smith"
 
 
+def test_conditional_and_fallback_policies_and_format_policies(tmp_path: Path) -> None:
+    """A property's conditionalPolicies apply where their dependencies are present and
+    their condition holds on fullObject; when none applies, its fallbackPolicies do;
+    valid-phone-format and valid-name-format refuse what PingIDM's refuse."""
+    project = _project(tmp_path)
+    code = {"type": "string", "conditionalPolicies": [
+        {"condition": {"type": _JS, "source": "fullObject.org === 'admins'"}, "dependencies": ["org"],
+         "policies": [{"policyId": "minimum-length", "params": {"minLength": 12}}]},
+        {"condition": {"type": _JS, "source": "fullObject.org === 'staff'"}, "dependencies": ["org"],
+         "policies": [{"policyId": "minimum-length", "params": {"minLength": 6}}]}],
+        "fallbackPolicies": [{"policyId": "maximum-length", "params": {"maxLength": 3}}]}
+    props = {"userName": {"type": "string"}, "org": {"type": "string"}, "code": code,
+             "phone": {"type": "string", "policies": [{"policyId": "valid-phone-format"}]},
+             "givenName": {"type": "string", "policies": [{"policyId": "valid-name-format"}]}}
+    (project / "conf" / "managed.json").write_text(json.dumps({"objects": [
+        {"name": "user", "schema": {"properties": props}}, STAFF]}))
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    users = ManagedObjects(loaded, store, Resources(loaded, store), "user", sync=False)
+
+    def refused(values: dict[str, Any]) -> dict[str, list[str]]:
+        try:
+            users.create(values)
+        except PolicyFailed as exc:
+            return _requirements(exc)
+        return {}
+
+    assert refused({"userName": "a", "org": "admins", "code": "short-code"}) == {"code": ["MIN_LENGTH"]}
+    assert refused({"userName": "b", "org": "staff", "code": "short-code"}) == {}
+    assert refused({"userName": "c", "org": "others", "code": "abcd"}) == {"code": ["MAX_LENGTH"]}
+    assert refused({"userName": "d", "code": "abcd"}) == {"code": ["MAX_LENGTH"]}  # no org: no dependency
+    assert refused({"userName": "e", "code": "abc", "phone": "+1 (555) 010-99",
+                    "givenName": "Zoë Łuk"}) == {}
+    assert refused({"userName": "f", "phone": "call me", "givenName": "Ann€"}) == {
+        "phone": ["VALID_PHONE_FORMAT"], "givenName": ["VALID_NAME_FORMAT"]}
+    store.close()
+
+
 def test_object_scripts_run_around_each_change(service: tuple[ManagedObjects, ManagedObjects]) -> None:
     """onCreate fills a property, property onStore lowercases, onStore marks, onUpdate
     sees oldObject and newObject, onValidate (object and property) refuses, onDelete
@@ -272,6 +311,31 @@ def test_recon_and_implicit_sync_writes_obey_the_model(project: Path) -> None:
     assert user_objects.get(users["fay"]["_id"])["mail"] == "fay@example.com"
 
 
+def test_sync_reads_a_managed_source_as_on_retrieve_shows_it(tmp_path: Path) -> None:
+    """A mapping reads its managed source through the property and object onRetrieve
+    scripts, in a recon and in implicit synchronization alike: the values they make
+    reach the target, and the source keeps its stored values."""
+    project = _project(tmp_path)
+    email = {"type": "string", "onRetrieve": {"type": _JS, "source": "property ? property.toLowerCase() : property"}}
+    staff = {**STAFF, "onRetrieve": {"type": _JS, "source": "object.number = object.number || '42';"},
+             "schema": {"properties": {**STAFF["schema"]["properties"], "email": email}}}
+    (project / "conf" / "managed.json").write_text(json.dumps({"objects": [USER, staff, EVENT]}))
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    resources = Resources(loaded, store)
+    with scripting(loaded, store, resources=resources):
+        ManagedObjects(loaded, store, resources, "staff", sync=False).create(
+            {"login": "ivy", "email": "IVY@Example.com"}, object_id="s1")
+        assert run_recon(loaded, store, "staff_user").summary["changes"]["created"] == 1
+        ManagedObjects(loaded, store, resources, "staff").create({"login": "jo", "email": "JO@EXAMPLE.COM"})
+    users = {u["userName"]: u for u in ManagedResource(store, loaded.managed.get("user")).find(QuerySpec())}
+    assert {n: (u["mail"], u["employeeNumber"]) for n, u in users.items()} == {
+        "ivy": ("ivy@example.com", 42), "jo": ("jo@example.com", 42)}
+    stored = ManagedResource(store, loaded.managed.get("staff")).get("s1") or {}
+    assert stored["email"] == "IVY@Example.com" and "number" not in stored
+    store.close()
+
+
 def test_secrets_hash_long_values_and_secure_hash(service: tuple[ManagedObjects, ManagedObjects]) -> None:
     """A secret of 600 bytes is hashed as SHA-512 crypt and verified (libxcrypt answered
     *0 for it), one beyond 1024 bytes is refused, and secureHash keeps PingIDM's salted
@@ -314,13 +378,13 @@ def test_bad_policy_configuration_is_an_error(tmp_path: Path) -> None:
     managed.write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match=r"policies\[0\].params: policy minimum-length needs params.minLength"):
         load_project(project)
-    raw["objects"][0]["schema"]["properties"]["sn"]["policies"] = [{"policyId": "valid-phone-format"}]
+    raw["objects"][0]["schema"]["properties"]["sn"]["policies"] = [{"policyId": "valid-array-items"}]
     raw["objects"][0]["onSync"] = {"type": _JS, "source": "1"}
     raw["objects"][0]["onDelete"] = {"type": _JS, "file": "ui/onDelete-user-cleanup.js"}
     managed.write_text(json.dumps(raw))
     done = idsync(project, "validate")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "objects[0].schema.properties.sn.policies[0]: not enforced: policy valid-phone-format" in done.stderr
+    assert "objects[0].schema.properties.sn.policies[0]: not enforced: policy valid-array-items" in done.stderr
     assert "objects[0].onSync: not run" in done.stderr
     assert "objects[0].onDelete: not run: ui/onDelete-user-cleanup.js is a script PingIDM bundles" in done.stderr
     raw["objects"][0]["onCreate"] = {"type": "groovy", "source": "object.x = 1"}

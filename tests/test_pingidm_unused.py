@@ -74,7 +74,7 @@ _MANAGED = {"_comment": "from PingIDM", "objects": [{
                                                   "resourceCollection": [{"path": "internal/role"}]}},
         "password": {"type": "string", "encryption": {"key": "openidm-sym-default"}, "scope": "private"},
         "lastSync": {"type": "object", "scope": "private"},
-        "telephoneNumber": {"type": "string", "policies": [{"policyId": "valid-phone-format"}]},
+        "telephoneNumber": {"type": "string", "policies": [{"policyId": "valid-array-items"}]},
     }},
 }]}
 
@@ -161,7 +161,7 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     one(f"{managed}: objects[0].schema.properties.{{userName.minLength,mail.pattern}}: ",
         "not enforced", "JSON schema's minLength and pattern")
     one(f"{managed}: objects[0].schema.properties.telephoneNumber.policies[0]: ",
-        "not enforced: policy valid-phone-format")
+        "not enforced: policy valid-array-items")
     one(f"{managed}: objects[0].schema.properties.effectiveRoles.onRetrieve: ", "not run",
         "loads PingIDM's modules (require)")
     policy = conf / "policy.json"

@@ -150,6 +150,17 @@ class Resource(ABC):
         """How many objects there are, when cheap to know (for progress)."""
         return None
 
+    def referenced_ids(self, name: str, values: Sequence[Any]) -> list[str | None]:
+        """The ids of the objects the values of reference property ``name`` name (one
+        per value, ``None`` for a value naming none): the values themselves, unless
+        the system names them otherwise (an LDAP group's member DNs)."""
+        return [None if v is None else str(v) for v in values]
+
+    def reference_values(self, name: str, ids: Sequence[str]) -> dict[str, Any]:
+        """id -> the value reference property ``name`` holds for it; the inverse of
+        ``referenced_ids`` (an id naming no object is absent)."""
+        return {i: i for i in ids}
+
     def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         """Apply ``ops``; a failed op fails alone (its result carries the error)."""
         if self.dry_run:

@@ -89,10 +89,14 @@ class Resources:
         raise ConfigError("sync.json", "source/target", f"not a resource name: {name!r}")
 
     def _reference_links(self, system: str, resource: Resource) -> dict[str, ReferenceLinks]:
-        """For each reference property of ``resource``, the links between the objects it
-        references and a managed type: those of the first mapping between the two."""
+        """For each reference property of ``resource`` that a mapping carries to or from a
+        managed relationship, the links between the objects it references and a managed
+        type: those of the first mapping between the two. A property mapped to a plain
+        property (OpenIDM's sample2d copies ``uniqueMember`` DNs) is left as it is."""
         found: dict[str, ReferenceLinks] = {}
         for name, object_type in resource.references.items():
+            if not self._related(resource.name, name):
+                continue
             referenced = f"system/{system}/{object_type}"
             for m in self.project.mappings:
                 if m.source == referenced and m.target.startswith("managed/"):
@@ -104,6 +108,27 @@ class Resources:
                     found[name] = ReferenceLinks(links, m.source)
                     break
         return found
+
+    def _related(self, resource: str, name: str) -> bool:
+        """Whether a mapping of ``resource`` carries its property ``name`` to or from a
+        relationship property of a managed type."""
+        for m in self.project.mappings:
+            pairs: list[tuple[tuple[str, ...] | None, tuple[str, ...] | None]]
+            if m.source == resource and m.target.startswith("managed/"):
+                pairs = [(r.source, r.target) for r in m.properties.rules]
+                managed = m.target
+            elif m.target == resource and m.source.startswith("managed/"):
+                pairs = [(r.target, r.source) for r in m.properties.rules]
+                managed = m.source
+            else:
+                continue
+            kind = self.project.managed.types.get(managed.split("/", 1)[1])
+            if kind is None:
+                continue
+            for mine, theirs in pairs:
+                if mine and theirs and mine[0] == name and theirs[0] in kind.relationships:
+                    return True
+        return False
 
     def system(self, name: str) -> System:
         if name not in self._systems:

@@ -105,7 +105,7 @@ def _recon_by_id(ctx: ApiContext, mapping_name: str, object_id: str) -> PushResu
     try:
         source = resources.open(mapping.source)
         if isinstance(source, ManagedResource):
-            source = source.revealing_secrets()  # the mapping may push a (hashed) password
+            source = source.as_sync_source()  # the mapping may push a (hashed) password
         current = source.get(object_id, mapping.default_source_fields)
         if current is None:
             raise ApiError(404, f"{mapping.source}/{object_id} not found")

@@ -305,7 +305,7 @@ def _cmd_sync_retry(args: argparse.Namespace, project_dir: Path) -> int:
                 continue
             source = resources.open(mapping.source)
             if isinstance(source, ManagedResource):
-                source = source.revealing_secrets()
+                source = source.as_sync_source()
             current = source.get_many(ids)
             with scripting(project, store, resources=resources):
                 for sid in ids:

@@ -38,6 +38,7 @@ __all__ = [
     "NOT_ENFORCED_POLICIES",
     "OBJECT_EVENTS",
     "PROPERTY_EVENTS",
+    "ConditionalPolicies",
     "CustomPolicies",
     "ObjectScript",
     "PolicyUse",
@@ -80,6 +81,8 @@ BUILTIN_POLICIES: Mapping[str, _Builtin] = {
     "cannot-contain-others": _Builtin(("CANNOT_CONTAIN_OTHERS",), True),
     "cannot-contain-characters": _Builtin(("CANNOT_CONTAIN_CHARACTERS",), True),
     "cannot-contain-duplicates": _Builtin(("CANNOT_CONTAIN_DUPLICATES",), True),
+    "valid-name-format": _Builtin(("VALID_NAME_FORMAT",), True),
+    "valid-phone-format": _Builtin(("VALID_PHONE_FORMAT",), True),
     "regexpMatches": _Builtin(("MATCH_REGEXP",)),
     "re-auth-required": _Builtin(("REAUTH_REQUIRED",)),
 }
@@ -90,8 +93,6 @@ NOT_ENFORCED_POLICIES: Mapping[str, str] = {
     "no-internal-user-conflict": "idsync has no internal users",
     "max-attempts-triggers-lock-cooldown": "idsync keeps no failed-login counters",
     "valid-array-items": "array items are checked for their type only",
-    "valid-name-format": "not implemented",
-    "valid-phone-format": "not implemented",
     "mapping-exists": "it checks PingIDM's own configuration objects",
     "valid-permissions": "it checks PingIDM's internal privileges",
     "valid-accessFlags-object": "it checks PingIDM's internal privileges",
@@ -119,10 +120,27 @@ class PolicyUse:
 
 
 @dataclass(frozen=True)
+class ConditionalPolicies:
+    """One item of a property's ``conditionalPolicies``: its ``policies`` apply to an
+    object that has every property of ``dependencies`` and for which ``condition``
+    (a script given ``fullObject``) is true."""
+
+    condition: Script
+    dependencies: tuple[str, ...]
+    policies: tuple[PolicyUse, ...]
+
+
+@dataclass(frozen=True)
 class PropertyModel:
     name: str
     policies: tuple[PolicyUse, ...] = ()
     scripts: Mapping[str, Script] = field(default_factory=dict)  # onValidate, onRetrieve, onStore
+    conditional: tuple[ConditionalPolicies, ...] = ()
+    fallback: tuple[PolicyUse, ...] = ()  # ``fallbackPolicies``: when no conditional item applies
+
+    @property
+    def checked(self) -> bool:
+        return bool(self.policies or self.conditional or self.fallback)
 
 
 @dataclass(frozen=True)
@@ -243,6 +261,36 @@ def _policy_use(entry: Any, custom: CustomPolicies | None, file: str, key: str) 
                       f"({', '.join(known)}) nor one that policy.json's additionalFiles add")
 
 
+def _uses(entries: Any, custom: CustomPolicies | None, file: str, key: str) -> tuple[PolicyUse, ...]:
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise ConfigError(file, key, "expected a list of {\"policyId\": ...} objects")
+    uses = (_policy_use(e, custom, file, f"{key}[{j}]") for j, e in enumerate(entries))
+    return tuple(u for u in uses if u is not None)
+
+
+def _conditional(entries: Any, custom: CustomPolicies | None, engine: ScriptEngine, project_dir: Path,
+                 file: str, key: str) -> tuple[ConditionalPolicies, ...]:
+    """A property's ``conditionalPolicies``, each condition compiled."""
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise ConfigError(file, key, "expected a list of {\"condition\": ..., \"policies\": [...]} objects")
+    found = []
+    for j, entry in enumerate(entries):
+        at = f"{key}[{j}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("condition"), dict):
+            raise ConfigError(file, at, "expected an object with a condition script and policies")
+        deps = entry.get("dependencies") or []
+        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+            raise ConfigError(file, f"{at}.dependencies", "expected a list of property names")
+        condition = engine.compile(entry["condition"], file=file, key=f"{at}.condition", base_dir=project_dir)
+        found.append(ConditionalPolicies(condition, tuple(deps),
+                                         _uses(entry.get("policies") or [], custom, file, f"{at}.policies")))
+    return tuple(found)
+
+
 _NEEDED_PARAMS = {"minimum-length": "minLength", "maximum-length": "maxLength",
                   "at-least-X-capital-letters": "numCaps", "at-least-X-capitals": "numCaps",
                   "at-least-X-numbers": "numNums", "cannot-contain-others": "disallowedFields",
@@ -330,8 +378,11 @@ def load_object_models(managed_raw: Any, conf: Path, project_dir: Path, engine: 
                             for event in PROPERTY_EVENTS
                             if pdef.get(event) is not None and not_run(pdef[event], paths) is None}
             policies = tuple(u for u in uses if u is not None)
-            if policies or prop_scripts:
-                properties[name] = PropertyModel(name, policies, prop_scripts)
+            conditional = _conditional(pdef.get("conditionalPolicies"), custom, engine, project_dir, file,
+                                       f"{pkey}.conditionalPolicies")
+            fallback = _uses(pdef.get("fallbackPolicies"), custom, file, f"{pkey}.fallbackPolicies")
+            if policies or prop_scripts or conditional or fallback:
+                properties[name] = PropertyModel(name, policies, prop_scripts, conditional, fallback)
         model = TypeModel(scripts, properties, custom)
         if model:
             models[str(obj.get("name"))] = model

@@ -92,7 +92,7 @@ _MANAGED_EVENTS = ("onCreate", "onRead", "onUpdate", "onDelete", "onValidate", "
 _NOT_RUN_EVENTS = ("onSync",)
 # A managed type's keys idsync uses, or that only describe it in PingIDM's UI.
 _MANAGED_KEYS = ("name", "schema", "title", "description", "displayName", "iconClass", "iconSrc", "type")
-_PROPERTY_POLICIES = ("conditionalPolicies", "fallbackPolicies", "minLength", "pattern")
+_PROPERTY_POLICIES = ("minLength", "pattern")
 _PROPERTY_SCRIPTS = ("queryConfig",)
 _MAPPING_SCRIPTS = ("onRecon", "defaultMapping", "postMapping", "onMapping")
 _MAPPING_TUNING = ("taskThreads", "prefetchLinks", "feedSize", "reconSourceQueryPaging", "reconSourceQueryPageSize",
@@ -244,9 +244,9 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
             relations.append(pname)
     found = found_policies
     if policies:
-        found.append(NotUsed(file, _keys(at, policies), f"not enforced: conditional and fallback policies, and the "
-                             f"JSON schema's minLength and pattern (PingIDM's UI checks these) of {name}; idsync "
-                             "enforces the policies listed in policies, the types and required"))
+        found.append(NotUsed(file, _keys(at, policies), f"not enforced: the JSON schema's minLength and pattern "
+                             f"(PingIDM's UI checks these) of {name}; idsync enforces the policies listed in "
+                             "policies, conditionalPolicies and fallbackPolicies, the types and required"))
     if scripted:
         found.append(NotUsed(file, _keys(at, scripted), f"not used: how PingIDM queries virtual properties of {name}"))
     found += [NotUsed(file, f"{at}.{key}", f"not run: {why}") for key, why in stock]

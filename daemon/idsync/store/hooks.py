@@ -9,7 +9,9 @@ synchronization, a recon or a liveSync), in PingIDM's order:
              -> postUpdate(oldObject, newObject)
     delete:  onDelete(object) -> store -> postDelete(oldObject)
     read:    onRetrieve(object) and onRead(object), for what the API, the command line
-             and scripts read (``retrieved``); a recon compares stored values
+             and scripts read (``retrieved``); onRetrieve for what a mapping reads
+             from its managed source (recon, implicit sync); a recon compares the
+             stored values of a managed target
 
 A property's ``onValidate``, ``onStore`` and ``onRetrieve`` get ``property``,
 ``propertyName`` and ``object``; ``onStore`` and ``onRetrieve`` answer the value to

@@ -61,7 +61,7 @@ class ManagedResource(Resource):
     ranged_ids = True  # UUIDs the store made, never changed
 
     def __init__(self, store: Store, schema: ManagedType, *, dry_run: bool = False,
-                 with_secrets: bool = False) -> None:
+                 with_secrets: bool = False, retrieving: bool = False) -> None:
         self.store = store
         self.with_secrets = with_secrets
         self.schema = schema
@@ -74,6 +74,8 @@ class ManagedResource(Resource):
         self.hooks = ObjectHooks(schema)
         self._posts: list[PostScript] = []
         self._edges = Edges(store, schema) if schema.relationships else None
+        # Objects read as a mapping's source pass through the type's onRetrieve scripts.
+        self._retrieving = retrieving and self.hooks.reads
 
     @contextlib.contextmanager
     def joined(self, conn: Connection) -> Iterator[None]:
@@ -93,6 +95,13 @@ class ManagedResource(Resource):
         """The same resource, its objects read with their (hashed) secrets: for
         the sync engine pushing them to a target, never for display."""
         return ManagedResource(self.store, self.schema, dry_run=self.dry_run, with_secrets=True)
+
+    def as_sync_source(self) -> ManagedResource:
+        """The same resource read as a mapping's source (a recon, a retry): with its
+        (hashed) secrets, and each object as the property and object ``onRetrieve``
+        scripts show it, as PingIDM's router shows it to a sync. A target's objects
+        are compared as stored."""
+        return ManagedResource(self.store, self.schema, dry_run=self.dry_run, with_secrets=True, retrieving=True)
 
     # -- reading ---------------------------------------------------------
 
@@ -135,8 +144,7 @@ class ManagedResource(Resource):
                 )
                 for r in rows:
                     found[r.id] = self._object(r.id, r.rev, r.data, fields)
-        self._related(list(found.values()), fields)
-        return found
+        return {obj["_id"]: obj for obj in self._related(list(found.values()), fields)}
 
     def revisions(self, ids: Sequence[str]) -> dict[str, str]:
         """id -> current revision, for the objects of ``ids`` that exist: no data read or decoded."""
@@ -152,6 +160,8 @@ class ManagedResource(Resource):
         """``objects`` with their relationship properties (``relationships.py``)."""
         if self._edges is not None:
             self._edges.attach(objects, fields)
+        if self._retrieving:
+            objects[:] = [self.hooks.retrieved(obj, "query") for obj in objects]
         return objects
 
     def find_matching(

@@ -18,6 +18,11 @@ What is checked:
 
 A policy that follows ``validateOnlyIfPresent`` is skipped for an absent property.
 ``unique`` asks the caller (``taken``) whether another object holds the value.
+
+A property's ``conditionalPolicies`` add their policies for an object that has
+each of their ``dependencies`` and for which their ``condition`` script (given
+``fullObject``) is true; when none applies, its ``fallbackPolicies`` do, as
+PingIDM's ``policy.js`` applies them.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from idsync.config.managed import ManagedType
-from idsync.config.objectmodel import PolicyUse
+from idsync.config.objectmodel import PolicyUse, PropertyModel
 from idsync.crypto import is_encrypted
 from idsync.errors import ScriptError
 from idsync.store.passwords import is_hashed
@@ -41,6 +46,11 @@ Taken = Callable[[str, Any, str | None], bool]
 Requirement = dict[str, Any]
 
 _EMAIL = re.compile(r".+@.+\..+", re.IGNORECASE)
+_PHONE = re.compile(r"\+?[0-9\- ()]*\Z")
+# Beyond ASCII letters, the apostrophe-to-U+0105 range and white space, the letters
+# PingIDM's valid-name-format allows (Polish ones, Œ, œ, Ÿ).
+_NAME_EXTRA = frozenset("\u0106\u0107\u0118\u0119\u0141\u0142\u015a\u015b\u0179\u017a\u017b\u017c"
+                        "\u0152\u0153\u0178")
 _MISSING = object()
 
 
@@ -64,13 +74,13 @@ def check(schema: ManagedType, obj: Mapping[str, Any], *, before: Mapping[str, A
         return found
     custom_calls: list[tuple[str, PolicyUse, list[Any]]] = []
     for name, prop in model.properties.items():
-        if name not in names or not prop.policies:
+        if name not in names or not prop.checked:
             continue
         value = obj.get(name, _MISSING)
         if name in schema.secrets and (is_hashed(value) or is_encrypted(value)):
             continue
         failed = found.setdefault(name, [])
-        for use in prop.policies:
+        for use in (*prop.policies, *_applied(prop, obj)):
             if use.only_if_present and value is _MISSING:
                 continue
             if use.custom is not None:
@@ -83,6 +93,17 @@ def check(schema: ManagedType, obj: Mapping[str, Any], *, before: Mapping[str, A
         for (name, use, _), answer in zip(custom_calls, answers, strict=True):
             found.setdefault(name, []).extend(_requirements(answer, use))
     return {k: v for k, v in found.items() if v}
+
+
+def _applied(prop: PropertyModel, obj: Mapping[str, Any]) -> list[PolicyUse]:
+    """The policies ``conditionalPolicies`` (or else ``fallbackPolicies``) add for ``obj``."""
+    if not prop.conditional and not prop.fallback:
+        return []
+    uses: list[PolicyUse] = []
+    for item in prop.conditional:
+        if all(d in obj for d in item.dependencies) and item.condition(fullObject=dict(obj)):
+            uses.extend(item.policies)
+    return uses or list(prop.fallback)
 
 
 def _requirements(answer: Any, use: PolicyUse) -> list[Requirement]:
@@ -154,6 +175,10 @@ def _string_ok(policy: str, text: str, p: Mapping[str, Any]) -> bool:
         return sum(1 for c in text if "A" <= c <= "Z") >= int(p["numCaps"])
     if policy == "at-least-X-numbers":
         return sum(1 for c in text if c.isdigit()) >= int(p["numNums"])
+    if policy == "valid-phone-format":
+        return _PHONE.match(text) is not None
+    if policy == "valid-name-format":
+        return all(_name_char(c) for c in text)
     if policy == "regexpMatches":
         flags = re.IGNORECASE if "i" in str(p.get("flags") or "") else 0
         try:
@@ -195,6 +220,10 @@ def _datetime(text: str) -> datetime.datetime | None:
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         return None
+
+
+def _name_char(c: str) -> bool:
+    return c.isspace() or "A" <= c <= "Z" or "'" <= c <= "\u0105" or c in _NAME_EXTRA
 
 
 def _key(item: Any) -> str:

@@ -8,10 +8,19 @@ A user renamed on either side keeps its link, so it keeps its memberships; a
 member with no link (not reconciled yet) is left out, and counted in a
 ``store.references_unlinked`` warning.
 
+An LDAP group's ``uniqueMember`` (or ``member``) works the same way: its DNs name
+LDAP accounts (the connector turns them into the accounts' ids and back,
+``Resource.referenced_ids``/``reference_values``), and a member is the managed user
+linked to that account. A renamed entry keeps its link (the link follows the new
+DN), so the role's reference to the user, unchanged, is written as the new DN.
+
 ``LinkedReferences`` wraps a system resource whose ``references`` name such
 properties, for which a mapping links the referenced objects with a managed type:
 it reads them as references (one link query per page) and writes references back
-as the system's ids. Any other value (a plain id) is written as it is.
+as the system's values. Any other value (a plain id) is written as it is. A value
+read with no link (a member no mapping manages, or not reconciled yet) is not lost
+when the object is written back: the values of the object as last read that
+named no linked object are kept.
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ class LinkedReferences(Resource):
         self.dry_run = inner.dry_run
         self.renames_ids = inner.renames_ids
         self._properties = properties
+        # (object id, property) -> the values last read that named no linked object.
+        self._unlinked: dict[tuple[str, str], list[Any]] = {}
 
     # -- reading -----------------------------------------------------------
 
@@ -68,18 +79,23 @@ class LinkedReferences(Resource):
 
     def _read(self, page: list[Obj]) -> list[Obj]:
         for name, ref in self._properties.items():
-            ids = [str(v) for obj in page for v in _values(obj.get(name))]
-            if not ids:
+            held = [(obj, _values(obj[name])) for obj in page if name in obj]
+            values = [v for _, vals in held for v in vals]
+            if not values:
                 continue
-            managed = ref.links.targets_of(ids)
+            ids = self.inner.referenced_ids(name, values)
+            managed = ref.links.targets_of(list(dict.fromkeys(i for i in ids if i is not None)))
             unlinked = 0
-            for obj in page:
-                if name not in obj:
-                    continue
-                values = _values(obj[name])
-                targets = sorted({managed[str(v)] for v in values if str(v) in managed})
-                unlinked += len(values) - sum(1 for v in values if str(v) in managed)
-                obj[name] = [{"_ref": f"{ref.collection}/{t}"} for t in targets]
+            at = 0
+            for obj, vals in held:
+                mine = ids[at:at + len(vals)]
+                at += len(vals)
+                obj[name] = [{"_ref": f"{ref.collection}/{t}"}
+                             for t in sorted({managed[i] for i in mine if i is not None and i in managed})]
+                kept = [v for v, i in zip(vals, mine, strict=True) if i is None or i not in managed]
+                unlinked += len(kept)
+                if obj.get("_id") is not None:
+                    self._unlinked[(str(obj["_id"]), name)] = kept
             if unlinked:
                 log.warning("store.references_unlinked", resource=self.name, property=name, count=unlinked)
         return page
@@ -100,7 +116,7 @@ class LinkedReferences(Resource):
         return self.write_batch(ops)  # never reached: write_batch is the inner resource's
 
     def _written(self, op: WriteOp) -> WriteOp:
-        """``op`` with the references of its reference properties as the system's ids."""
+        """``op`` with the references of its reference properties as the system's values."""
         values = dict(op.values)
         for name, ref in self._properties.items():
             if values.get(name) is None:
@@ -109,15 +125,18 @@ class LinkedReferences(Resource):
             wanted = [_managed_id(item, ref.collection) for item in items]
             ids = [w for w in wanted if w is not None]
             system = ref.links.sources_of(ids) if ids else {}
+            native = self.inner.reference_values(name, list(dict.fromkeys(system.values())))
             out: list[Any] = []
             for item, w in zip(items, wanted, strict=True):
                 if w is None:
                     out.append(item)  # not a reference: the system's own value
-                elif w in system:
-                    out.append(system[w])
-            missing = len(ids) - sum(1 for w in ids if w in system)
+                elif w in system and system[w] in native:
+                    out.append(native[system[w]])
+            missing = len(ids) - sum(1 for w in ids if w in system and system[w] in native)
             if missing:
                 log.warning("store.references_unlinked", resource=self.name, property=name, count=missing)
+            if op.kind == "update" and op.id is not None:
+                out.extend(self._unlinked.get((op.id, name), ()))
             values[name] = out
         return replace(op, values=values)
 

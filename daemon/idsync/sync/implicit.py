@@ -34,6 +34,7 @@ from idsync.errors import IdsyncError, NotFound
 from idsync.resource import Obj, Resource, WriteOp, renamed
 from idsync.resources import Resources
 from idsync.store.database import Store
+from idsync.store.hooks import ObjectHooks
 from idsync.store.links import LinkSet
 from idsync.store.runs import AUDIT_BEFORE, RunStore
 from idsync.sync.assess import SECRET_NAMES, Assessor, Plan
@@ -77,6 +78,7 @@ class ImplicitSync:
         self.store = store
         self.resources = resources
         self.runs = RunStore(store)
+        self._hooks: dict[str, ObjectHooks] = {}
 
     def mappings(self, resource: str) -> list[MappingDef]:
         """The mappings a change of ``resource`` is pushed through, in processing order."""
@@ -85,9 +87,21 @@ class ImplicitSync:
     def push(self, resource: str, object_id: str, current: Obj | None, *, before: Obj | None = None,
              job: str = IMPLICIT_JOB) -> list[PushResult]:
         """Push ``current`` (``None``: the object was deleted) through every mapping;
-        ``before`` (the object before the change) lets "merge" lists drop what it lost."""
-        return [r for m in self.mappings(resource)
-                for r in self.push_qualified(m, object_id, current, before=before, job=job)]
+        ``before`` (the object before the change) lets "merge" lists drop what it lost.
+        Both are the stored objects, which the mappings see as the type's ``onRetrieve``
+        scripts show them."""
+        mappings = self.mappings(resource)
+        if mappings and resource.startswith("managed/"):
+            current, before = self._retrieved(resource, current), self._retrieved(resource, before)
+        return [r for m in mappings for r in self.push_qualified(m, object_id, current, before=before, job=job)]
+
+    def _retrieved(self, resource: str, obj: Obj | None) -> Obj | None:
+        if obj is None:
+            return None
+        if resource not in self._hooks:
+            self._hooks[resource] = ObjectHooks(self.project.managed.get(resource.split("/", 1)[1]))
+        hooks = self._hooks[resource]
+        return hooks.retrieved(obj, "query") if hooks.reads else obj
 
     def push_one(self, mapping: MappingDef, object_id: str, current: Obj | None, *, before: Obj | None = None,
                  job: str = IMPLICIT_JOB) -> PushResult:

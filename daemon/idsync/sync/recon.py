@@ -199,7 +199,7 @@ class _Run:
     def _open(self, resources: Resources) -> tuple[Resource, Resource]:
         source = resources.open(self.mapping.source)
         if isinstance(source, ManagedResource):
-            source = source.revealing_secrets()  # a mapping may push a (hashed) password
+            source = source.as_sync_source()  # a mapping may push a (hashed) password
         target = resources.open(self.mapping.target, dry_run=self.options.dry_run)
         if isinstance(target, ManagedResource):
             target = target.revealing_secrets()  # compared with a (hashed) password read from the source

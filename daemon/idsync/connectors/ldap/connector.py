@@ -38,6 +38,7 @@ from idsync.connectors.ldap.connection import LdapConnection, SearchEntry
 from idsync.connectors.ldap.groups import Memberships, uid_values
 from idsync.connectors.ldap.ignored import ignored_settings
 from idsync.connectors.ldap.listing import read_in_child, two_cores
+from idsync.connectors.ldap.member_refs import MemberIds
 from idsync.connectors.ldap.members import DELETE, MEMBER_OF, REPLACE, Changes, norm_dn, value_changes
 from idsync.connectors.ldap.rootdse import ROOT_DSE_ATTRIBUTES, describe_server, preset_mismatch
 from idsync.connectors.ldap.special import encode_special, read_attributes, read_special
@@ -103,6 +104,7 @@ class LdapResource(Resource, ChangeSource):
         self._conn = LdapConnection(system, settings)
         self._memberships = Memberships(self._conn, settings)
         self._member_id_cache: dict[str, str | None] = {}  # member DN -> its id (``_memberId``)
+        self._member_refs: MemberIds | None = None
         self._class_filters = tuple(f"(objectClass={c})" for c in object_type.object_classes
                                     if c.lower() != "top")
         self._changes = LdapChanges(system, settings, _and(*self._class_filters, object_type.search_filter),
@@ -111,6 +113,24 @@ class LdapResource(Resource, ChangeSource):
     def close(self) -> None:
         self._conn.close()
         self._changes.close()
+
+    def name_members(self, account: ObjectTypeDef) -> None:
+        """A group type's member attribute names ``account`` entries: the store may show its
+        members as the managed objects linked to them (``store/system_refs.py``)."""
+        members = self._type.by_native(self._settings.group_member_attribute)
+        if members is not None and members.special is None:
+            self.references = {members.name: account.name}
+            self._member_refs = MemberIds(self._conn, self._settings, account)
+
+    def referenced_ids(self, name: str, values: Sequence[Any]) -> list[str | None]:
+        if self._member_refs is None or name not in self.references:
+            return super().referenced_ids(name, values)
+        return self._member_refs.ids([str(v) for v in values])
+
+    def reference_values(self, name: str, ids: Sequence[str]) -> dict[str, Any]:
+        if self._member_refs is None or name not in self.references:
+            return super().reference_values(name, ids)
+        return dict(self._member_refs.dns(ids))
 
     def latest_token(self) -> str:
         return self._changes.latest_token()
@@ -490,6 +510,9 @@ class LdapSystem(System):
             raise ConfigError(self._file, "objectTypes",
                               f"no object type {object_type!r} (known: {', '.join(self._types)})")
         resource = LdapResource(self.name, self._settings, obj_type, dry_run=dry_run)
+        account = next((t for t in self._types.values() if t.native_type == "__ACCOUNT__"), None)
+        if obj_type.native_type == "__GROUP__" and account is not None:
+            resource.name_members(account)
         self._resources.append(resource)
         return resource
 
