@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from unittest import mock
@@ -21,11 +22,13 @@ IDSYNC = str(Path(sys.executable).parent / "idsync")
 
 
 def run_cli(args: Sequence[str], *, stdin: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 120, process: bool = False) -> subprocess.CompletedProcess[str]:
-    """``idsync ARGS`` with ``env`` added to the environment; its exit code and output."""
+            inherit_env: bool = True, timeout: float = 120, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """``idsync ARGS`` with ``env`` added to the environment (or, ``inherit_env=False``, as
+    the whole environment); its exit code and output."""
+    environment = {**(os.environ if inherit_env else {}), **(env or {})}
     if process or os.environ.get("IDSYNC_TEST_CLI") == "process":
         return subprocess.run([IDSYNC, *args], capture_output=True, text=True, timeout=timeout, input=stdin,
-                              env={**os.environ, **(env or {})})
+                              env=environment)
     from idsync.cli import main
     from idsync.store.database import Store
 
@@ -38,7 +41,7 @@ def run_cli(args: Sequence[str], *, stdin: str | None = None, env: dict[str, str
         opened.append(store)
         return store
 
-    with _environment(env or {}), _logging_kept(), \
+    with _environment(environment), _logging_kept(), \
             mock.patch.object(Store, "open", classmethod(open_and_keep)), \
             mock.patch.object(sys, "stdin", io.StringIO(stdin or "")), \
             contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -62,14 +65,20 @@ def _text(stream: io.TextIOWrapper) -> str:
 
 
 @contextlib.contextmanager
-def _environment(extra: dict[str, str]) -> Iterator[None]:
+def _environment(environment: dict[str, str]) -> Iterator[None]:
     saved = dict(os.environ)
-    os.environ.update(extra)
+    os.environ.clear()
+    os.environ.update(environment)
+    zone_changed = environment.get("TZ") != saved.get("TZ")
+    if zone_changed:
+        time.tzset()
     try:
         yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        if zone_changed:
+            time.tzset()
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 from idsync_dev.slapd import Slapd
 from projects import MAPPING, make_project, person
 
@@ -18,8 +19,7 @@ IDSYNC = str(Path(sys.executable).parent / "idsync")
 
 
 def run(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([IDSYNC, "-p", str(project), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "IDSYNC_LOG__LEVEL": "warning", **(env or {})}, stdin=subprocess.DEVNULL)
+    return run_cli(["-p", str(project), *args], env={"IDSYNC_LOG__LEVEL": "warning", **(env or {})})
 
 
 def assert_one_clean_line(proc: subprocess.CompletedProcess[str]) -> str:

@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli_runner import run_cli
+
 IDSYNC = str(Path(sys.executable).parent / "idsync")
 
 
 def _idsync(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([IDSYNC, "-p", str(project), *args], capture_output=True, text=True, timeout=60,
-                          env={**{k: v for k, v in os.environ.items() if not k.startswith("IDSYNC_")}, **env})
+    return run_cli(["-p", str(project), *args], timeout=60, inherit_env=False,
+                   env={**{k: v for k, v in os.environ.items() if not k.startswith("IDSYNC_")}, **env})
 
 
 def test_config_show_masks_secrets_and_shows_the_environment(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 from dbs import store_url
 from idsync.config.project import load_project
 from idsync.status_file import update_status_file
@@ -27,9 +28,7 @@ STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 
 
 def run(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([IDSYNC, "-p", str(project), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "IDSYNC_LOG__LEVEL": "warning", "COLUMNS": "200", **(env or {})},
-                          stdin=subprocess.DEVNULL)
+    return run_cli(["-p", str(project), *args], env={"IDSYNC_LOG__LEVEL": "warning", "COLUMNS": "200", **(env or {})})
 
 
 def one_line(proc: subprocess.CompletedProcess[str]) -> str:
