@@ -87,8 +87,8 @@ def test_unknown_managed_type(project: Path) -> None:
     """`idsync managed query` of a type managed.json does not define names the argument and the known types."""
     proc = run(project, "managed", "query", "nosuch")
     assert proc.returncode == os.EX_CONFIG
-    assert "command line: TYPE: managed/nosuch is not a managed object type (managed.json defines role, user)" \
-        in assert_one_clean_line(proc)
+    assert ("command line: TYPE: managed/nosuch is not a managed object type "
+            "(managed.json defines assignment, role, user)") in assert_one_clean_line(proc)
 
 
 def test_bad_query_filter(project: Path) -> None:

@@ -163,7 +163,7 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     one(f"{managed}: objects[0].schema.properties.telephoneNumber.policies[0]: ",
         "not enforced: policy valid-array-items")
     one(f"{managed}: objects[0].schema.properties.effectiveRoles.onRetrieve: ", "not run",
-        "loads PingIDM's modules (require)")
+        "idsync computes effectiveRoles and effectiveAssignments itself")
     policy = conf / "policy.json"
     one(f"{policy}: comment: ", "reads resources and additionalFiles")
     one(f"{policy}: file: ", "built-in policies")

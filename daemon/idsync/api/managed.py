@@ -30,6 +30,7 @@ from idsync.managed.service import Change, ManagedObjects
 from idsync.resources import Resources
 from idsync.store.filters import to_sql
 from idsync.store.hooks import ObjectHooks
+from idsync.store.objects import ManagedResource
 from idsync.store.tables import managed_objects as mo
 
 __all__ = ["change_managed", "managed_routes"]
@@ -64,6 +65,9 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
         total = (conn.execute(select(func.count()).select_from(mo).where(*where)).scalar_one()
                  if params.exact_total else None)
     objects = [_object(schema, r) for r in rows]
+    if schema.relationships or schema.roles is not None:
+        named = [f.strip("/").split("/")[0] for f in params.fields] if params.fields else None
+        ManagedResource(ctx.store, schema).complete(objects, named or shown_by_default(schema))
     hooks = ObjectHooks(schema)
     if hooks.reads:
         objects = [hooks.retrieved(o, "query") for o in objects]
@@ -78,6 +82,16 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
         objects = objects[: params.page_size]
         cookie = objects[-1]["_id"]
     return envelope([params.shape(o) for o in objects], cookie=cookie, params=params, total=total)
+
+
+def shown_by_default(schema: ManagedType) -> list[str]:
+    """The properties a read answers when ``_fields`` names none: all but those whose
+    ``returnByDefault`` is false (relationships, unless managed.json says otherwise)."""
+    return [name for name in schema.properties if name not in schema.hidden]
+
+
+def _default_view(schema: ManagedType, obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in schema.hidden}
 
 
 def _object(schema: ManagedType, row: Any) -> dict[str, Any]:
@@ -133,7 +147,7 @@ def _change(ctx: ApiContext, object_type: str, kind: str, object_id: str | None,
             rev: str | None) -> dict[str, Any]:
     obj = change_managed(ctx, object_type, kind, object_id, body, rev).object
     assert obj is not None
-    return obj
+    return _default_view(_schema(ctx, object_type), obj)
 
 
 def _log_pushes(resource: str, change: Change) -> None:
@@ -184,6 +198,8 @@ async def _one(request: Request) -> JSONResponse:
             obj = await run_in_threadpool(expand, ctx, _schema(ctx, object_type), obj, names)
             keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in names)}
             obj = {k: v for k, v in obj.items() if k in keep}
+        else:
+            obj = _default_view(_schema(ctx, object_type), obj)
         return _answer(obj)
     if method == "DELETE":
         return _answer(await run_in_threadpool(_change, ctx, object_type, "delete", object_id, None, _rev(request)))

@@ -27,7 +27,7 @@ from idsync.config.relationships import Relation, check_reverses, relation_of
 from idsync.crypto import DEFAULT_CIPHER, Keyring
 from idsync.errors import ConfigError
 
-__all__ = ["DEFAULT_MANAGED", "ManagedSchema", "ManagedType", "PropertyDef", "parse_managed"]
+__all__ = ["DEFAULT_MANAGED", "ManagedSchema", "ManagedType", "PropertyDef", "RoleModel", "parse_managed", "role_model"]
 
 _TYPES = {"string", "number", "integer", "boolean", "array", "object", "relationship", "null"}
 
@@ -45,6 +45,8 @@ class PropertyDef:
     cipher: str = DEFAULT_CIPHER
     hash_algorithm: str | None = None  # ``secureHash.algorithm``: PingIDM's salted hash instead of {CRYPT}
     relation: Relation | None = None  # a relationship (``config/relationships.py``)
+    # PingIDM's ``returnByDefault``: a relationship is read only when asked for (``_fields``) unless true.
+    return_by_default: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class ManagedType:
     keyring: Keyring | None = field(default=None, compare=False, repr=False)
     # Object scripts and policies (``config/objectmodel.py``), attached once the project's script engine exists.
     model: TypeModel | None = field(default=None, compare=False, repr=False)
+    # The roles this type grants or is (``config/roles.py``): set on the user and the role type.
+    roles: RoleModel | None = field(default=None, compare=False, repr=False)
 
     # Computed once: the store asks for each property of each object it writes.
     @functools.cached_property
@@ -70,6 +74,11 @@ class ManagedType:
     def relationships(self) -> Mapping[str, Relation]:
         return {p.name: p.relation for p in self.properties.values() if p.relation is not None}
 
+    @functools.cached_property
+    def hidden(self) -> frozenset[str]:
+        """The properties a read leaves out unless ``_fields`` names them (``returnByDefault``)."""
+        return frozenset(p.name for p in self.properties.values() if not p.return_by_default)
+
 
 @dataclass(frozen=True)
 class ManagedSchema:
@@ -83,6 +92,44 @@ class ManagedSchema:
             raise ConfigError(
                 file, key, f"managed/{name} is not a managed object type (managed.json defines {known})"
             ) from None
+
+
+@dataclass(frozen=True)
+class RoleModel:
+    """Where the roles live: the user type's grants, the role type, the assignment type."""
+
+    user: str  # the type granted roles ("user")
+    roles: str  # its property holding the grants ("roles")
+    members: str  # the role's reverse property ("members")
+    user_type: ManagedType = field(compare=False, repr=False)
+    role: ManagedType = field(compare=False, repr=False)
+    assignments: str | None = None  # the role's property naming assignments
+    assignment: ManagedType | None = field(default=None, compare=False, repr=False)
+    effective_roles: str | None = None  # the user's virtual properties, when managed.json declares them
+    effective_assignments: str | None = None
+
+    @property
+    def virtual(self) -> frozenset[str]:
+        return frozenset(n for n in (self.effective_roles, self.effective_assignments) if n)
+
+
+def role_model(types: Mapping[str, ManagedType]) -> RoleModel | None:
+    """The role model of ``types``: a type whose ``roles`` relationship reaches ``managed/role``."""
+    role = types.get("role")
+    if role is None:
+        return None
+    for user in types.values():
+        relation = user.relationships.get("roles")
+        if relation is None or relation.collections != ("managed/role",) or relation.reverse is None:
+            continue
+        assignments = next((n for n, r in role.relationships.items() if r.collections == ("managed/assignment",)),
+                           None)
+        return RoleModel(
+            user=user.name, roles="roles", members=relation.reverse, user_type=user, role=role,
+            assignments=assignments, assignment=types.get("assignment") if assignments else None,
+            effective_roles="effectiveRoles" if "effectiveRoles" in user.properties else None,
+            effective_assignments="effectiveAssignments" if "effectiveAssignments" in user.properties else None)
+    return None
 
 
 def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | None = None) -> ManagedSchema:
@@ -134,7 +181,8 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
                 encrypted=bool(pdef.get("encryption")) and not pdef.get("secureHash"),
                 key_alias=alias,
                 hash_algorithm=secure_hash(pdef, file, pkey),
-                relation=relation_of(pdef, file, pkey),
+                relation=(relation := relation_of(pdef, file, pkey)),
+                return_by_default=pdef.get("returnByDefault", relation is None) is True,
             )
         required = schema.get("required") or []
         if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
@@ -146,7 +194,16 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
                                   f"{required_name!r} is not a property of managed/{name} "
                                   f"(it has: {', '.join(sorted(props)) or 'none'})")
         types[name] = ManagedType(name=name, properties=props, required=tuple(required), keyring=keyring)
-    return ManagedSchema(_with_reverses(types, file))
+    return ManagedSchema(_with_roles(_with_reverses(types, file)))
+
+
+def _with_roles(types: dict[str, ManagedType]) -> dict[str, ManagedType]:
+    """The user and role types knowing the role model they are part of (``config/roles.py``)."""
+    model = role_model(types)
+    if model is not None:
+        for name in (model.user, "role"):
+            types[name] = dataclasses.replace(types[name], roles=model)
+    return types
 
 
 def _with_reverses(types: dict[str, ManagedType], file: str) -> dict[str, ManagedType]:
@@ -185,6 +242,9 @@ PINGIDM_USER_POLICIES: dict[str, Any] = {
         {"policyId": "cannot-contain-others", "params": {"disallowedFields": ["userName", "givenName", "sn"]}}]},
 }
 
+# PingIDM's effectiveRoles and effectiveAssignments: computed by idsync on every read (``store/roles.py``).
+_VIRTUAL: dict[str, Any] = {"type": "array", "isVirtual": True, "returnByDefault": True, "items": {"type": "object"}}
+
 # Used when a project has no managed.json: PingIDM's user and role, trimmed, with its default policies.
 DEFAULT_MANAGED: dict[str, Any] = {
     "objects": [
@@ -197,9 +257,9 @@ DEFAULT_MANAGED: dict[str, Any] = {
                     **PINGIDM_USER_POLICIES,
                     "accountStatus": {"type": "string", "searchable": True, "default": "active"},
                     "description": {"type": "string"},
-                    "effectiveRoles": {"type": "array", "default": []},
-                    "effectiveAssignments": {"type": "array", "default": []},
-                    "roles": {"type": "array", "items": {
+                    "effectiveRoles": _VIRTUAL,
+                    "effectiveAssignments": _VIRTUAL,
+                    "roles": {"type": "array", "returnByDefault": False, "items": {
                         "type": "relationship", "reverseRelationship": True, "validate": True,
                         "reversePropertyName": "members",
                         "resourceCollection": [{"path": "managed/role"}]}},
@@ -213,12 +273,34 @@ DEFAULT_MANAGED: dict[str, Any] = {
                 "properties": {
                     **_props(name="string"),
                     "description": {"type": "string"},
-                    "members": {"type": "array", "items": {
+                    "members": {"type": "array", "returnByDefault": False, "items": {
                         "type": "relationship", "reverseRelationship": True, "validate": True,
                         "reversePropertyName": "roles",
                         "resourceCollection": [{"path": "managed/user"}]}},
+                    "assignments": {"type": "array", "returnByDefault": False, "items": {
+                        "type": "relationship", "reverseRelationship": True, "validate": True,
+                        "reversePropertyName": "roles",
+                        "resourceCollection": [{"path": "managed/assignment"}]}},
+                    "condition": {"type": "string"},
+                    "temporalConstraints": {"type": "array", "returnByDefault": True, "items": {"type": "object"}},
                 },
                 "required": ["name"],
+            },
+        },
+        {
+            "name": "assignment",
+            "schema": {
+                "properties": {
+                    **_props(name="string", mapping="string"),
+                    "description": {"type": "string"},
+                    "attributes": {"type": "array", "items": {"type": "object"}},
+                    "linkQualifiers": {"type": "array", "items": {"type": "string"}},
+                    "roles": {"type": "array", "returnByDefault": False, "items": {
+                        "type": "relationship", "reverseRelationship": True, "validate": True,
+                        "reversePropertyName": "assignments",
+                        "resourceCollection": [{"path": "managed/role"}]}},
+                },
+                "required": ["name", "mapping"],
             },
         },
     ]

@@ -90,6 +90,12 @@ _KINDS = (
 _MANAGED_EVENTS = ("onCreate", "onRead", "onUpdate", "onDelete", "onValidate", "onRetrieve", "onStore", "onSync",
                    "postCreate", "postUpdate", "postDelete")
 _NOT_RUN_EVENTS = ("onSync",)
+_ASSIGNMENTS = ("; idsync's sync engine applies assignments, but runs no onAssignment/onUnassignment script nor an "
+                "operation given as a script, and unassigns an assignment the user does not hold from every target "
+                "of its mapping (PingIDM unassigns what its lastSync recorded) (docs/pingidm.md#roles)")
+_EFFECTIVE = ("effectiveRoles", "effectiveAssignments")
+_COMPUTED = ("idsync computes effectiveRoles and effectiveAssignments itself, on every read, with roles' conditions "
+             "and temporal constraints (docs/store.md#roles-and-assignments)")
 # A managed type's keys idsync uses, or that only describe it in PingIDM's UI.
 _MANAGED_KEYS = ("name", "schema", "title", "description", "displayName", "iconClass", "iconSrc", "type")
 _PROPERTY_POLICIES = ("minLength", "pattern")
@@ -212,7 +218,10 @@ def _managed(path: Path) -> list[NotUsed]:
         events = [k for k in _NOT_RUN_EVENTS if obj.get(k) is not None]
         if events:
             found.append(NotUsed(file, _keys(at, events), f"not run: PingIDM runs onSync after {name}'s changes are "
-                                 "synchronized; idsync records each push in its runs instead (idsync status)"))
+                                 "synchronized; idsync records each push in its runs instead (idsync status)"
+                                 + ("; it pushes the users of a changed role or assignment itself"
+                                    if obj.get("name") in ("role", "assignment") else "")
+                                 + (_ASSIGNMENTS if obj.get("name") == "assignment" else "")))
         if obj.get("actions"):
             found.append(NotUsed(file, f"{at}.actions", f"not served: custom actions of {name} "
                                  "(POST ...?_action=NAME)"))
@@ -238,7 +247,8 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
         policies += [f"{pname}.{k}" for k in _PROPERTY_POLICIES if pdef.get(k) not in (None, [], {})]
         scripted += [f"{pname}.{k}" for k in _PROPERTY_SCRIPTS if pdef.get(k) not in (None, False)]
         found_policies += _policy_ids(file, f"{at}.{pname}.policies", pdef.get("policies"))
-        stock += [(f"{pname}.{k}", why) for k in ("onRetrieve", "onStore", "onValidate")
+        stock += [(f"{pname}.{k}", _COMPUTED if k == "onRetrieve" and pname in _EFFECTIVE else why)
+                  for k in ("onRetrieve", "onStore", "onValidate")
                   if (why := not_run(pdef.get(k), paths)) is not None]
         if pname in plain:
             relations.append(pname)
@@ -304,7 +314,8 @@ def _mapping(file: str, at: str, raw: Mapping[str, Any]) -> list[NotUsed]:
     scripts = [k for k in _MAPPING_SCRIPTS if raw.get(k) is not None]
     if scripts:
         found.append(NotUsed(file, _keys(at, scripts), "not run: PingIDM runs onRecon when a reconciliation "
-                             "starts and defaultMapping/postMapping for role assignments; idsync has neither"))
+                             "starts and defaultMapping/postMapping for role assignments; idsync applies the "
+                             "assignments of a mapping in its sync engine itself (docs/pingidm.md#roles)"))
     tuning = [k for k in _MAPPING_TUNING if k in raw]
     if tuning:
         found.append(NotUsed(file, _keys(at, tuning), "not used: PingIDM's reconciliation tuning; idsync reads and "

@@ -43,7 +43,8 @@ from idsync.daemon.reload import Configuration, load_configuration
 from idsync.daemon.runner import JobOutcome, run_job
 from idsync.daemon.scheduler import SKIP_TOLERANCE, JobTable, missed_fire
 from idsync.errors import ConfigError, IdsyncError, RunLocked, internal_message
-from idsync.managed.router import help_partitions_scripted
+from idsync.managed.roles import EDGE_CHECK_SECONDS
+from idsync.managed.router import help_partitions_scripted, push_due_scripted
 from idsync.status_file import update_status_file
 from idsync.store.database import Store, utcnow
 from idsync.store.retention import prune
@@ -85,6 +86,7 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop
         self.cluster: ClusterNode | None = None
         self._helping: set[threading.Event] = set()  # cancels of the partitions this node works on
+        self._roles_checked = utcnow()  # temporal constraints' edges after this are still to push
 
     def run(self) -> int:
         self.config = load_configuration(self.project_dir)
@@ -124,6 +126,9 @@ class Daemon:
         # Housekeeping, not a job of jobs.d/ (``#`` is in no job file's name).
         scheduler.add_job(self._prune, "interval", hours=6, id="#prune", max_instances=1, coalesce=True,
                           next_run_time=dt.datetime.now(dt.UTC) + _FIRST_PRUNE)
+        # Roles whose time window opened or closed: their users are pushed (``managed/roles.py``).
+        scheduler.add_job(self._roles_due, "interval", seconds=EDGE_CHECK_SECONDS, id="#roles", max_instances=1,
+                          coalesce=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._on_stop, sig, stop)
         self._loop.add_signal_handler(signal.SIGHUP, self._on_reload)
@@ -326,6 +331,18 @@ class Daemon:
             return
         if pruned.runs:
             log.info("store.pruned", runs=pruned.runs, audit=pruned.audit, keep_runs_days=days)
+
+    def _roles_due(self) -> None:
+        until = utcnow()
+        try:
+            pushes = push_due_scripted(self.config.project, self.store, self._roles_checked, until)
+        except Exception as exc:  # noqa: BLE001 - tried again at the next tick; never SQL in the log
+            log.warning("roles.window_push_failed", error=internal_message(exc))
+            return
+        self._roles_checked = until
+        if pushes:
+            log.info("roles.window_pushed", users=len({p.source_id for p in pushes}),
+                     failed=sum(not p.ok for p in pushes))
 
     def _catch_up(self) -> None:
         now = utcnow()

@@ -26,6 +26,7 @@ PingIDM's signatures, with what idsync takes from them::
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -34,16 +35,18 @@ from idsync.config.project import Project
 from idsync.crypto import CryptoCalls
 from idsync.errors import NotFound, ObjectRejected, QueryError
 from idsync.managed.patch import apply_patch
+from idsync.managed.roles import TemporalRoles
 from idsync.managed.service import ManagedObjects
 from idsync.query import parse
 from idsync.resource import Obj, QuerySpec, Resource
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
+from idsync.sync.implicit import ImplicitSync, PushResult
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, help_partitions, run_recon
 
-__all__ = ["MAX_QUERY_RESULTS", "ScriptRouter", "run_recon_scripted", "scripting"]
+__all__ = ["MAX_QUERY_RESULTS", "ScriptRouter", "push_due_scripted", "run_recon_scripted", "scripting"]
 
 # A query answering more than this fails rather than fill the script's memory or come back cut short.
 MAX_QUERY_RESULTS = 10_000
@@ -273,3 +276,10 @@ def help_partitions_scripted(project: Project, store: Store, run_id: str, node: 
     run = RunStore(store).get(run_id)
     with scripting(project, store, dry_run=bool(run and run["dry_run"])):
         return help_partitions(project, store, run_id, node, cancel)
+
+
+def push_due_scripted(project: Project, store: Store, since: dt.datetime, until: dt.datetime) -> list[PushResult]:
+    """Push the users whose roles' time windows opened or closed after ``since`` and up to
+    ``until`` (``managed/roles.py``), with the scripts' ``openidm`` bound."""
+    with scripting(project, store) as router:
+        return TemporalRoles(project, store, ImplicitSync(project, store, router.resources), since).push_due(until)

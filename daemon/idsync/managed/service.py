@@ -29,6 +29,7 @@ from idsync.config.project import Project
 from idsync.errors import NotFound
 from idsync.managed.patch import apply_patch
 from idsync.managed.relationships import RelatedPushes, incremental
+from idsync.managed.roles import RoleFanout
 from idsync.resource import Obj, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
@@ -63,6 +64,7 @@ class ManagedObjects:
         self._internal = ManagedResource(store, self.schema, with_secrets=True)
         self._sync = ImplicitSync(project, store, resources) if sync else None
         self._related = RelatedPushes(project, store, self.schema, self._sync)
+        self._fanout = RoleFanout(project, store, self.schema, self._sync)
 
     def get(self, object_id: str) -> Obj:
         """The object as a client reads it: its ``onRetrieve`` and ``onRead`` scripts run."""
@@ -110,7 +112,8 @@ class ManagedObjects:
         before = self._current(object_id)
         self._write(WriteOp("delete", id=object_id, rev=rev))
         pushes = self._sync.push(self.name, object_id, None) if self._sync else []
-        return Change(None, pushes + self._related.push(before, None))
+        related = self._related.push(before, None)
+        return Change(None, pushes + related + self._fanout.push(before, None, related))
 
     def _current(self, object_id: str) -> Obj:
         obj = self._internal.get(object_id)
@@ -137,8 +140,9 @@ class ManagedObjects:
         stored = self._internal.get(object_id)
         pushes = self._sync.push(self.name, object_id, stored, before=before) if self._sync and stored else []
         answer = self._resource.get(object_id)
+        related = self._related.push(before, stored)
         return Change(self.retrieved(answer) if answer is not None else None,
-                      pushes + self._related.push(before, stored))
+                      pushes + related + self._fanout.push(before, stored, related))
 
 
 def _own(data: Mapping[str, Any]) -> dict[str, Any]:

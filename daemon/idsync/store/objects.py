@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -42,6 +43,7 @@ from idsync.store.hooks import ObjectHooks, PostScript
 from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.policy import Taken, check
 from idsync.store.relationships import Edges, write_related
+from idsync.store.roles import Grants, check_role
 from idsync.store.tables import claims
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
@@ -76,6 +78,9 @@ class ManagedResource(Resource):
         self._edges = Edges(store, schema) if schema.relationships else None
         # Objects read as a mapping's source pass through the type's onRetrieve scripts.
         self._retrieving = retrieving and self.hooks.reads
+        self._grants = Grants(store, schema.roles) if schema.roles is not None else None
+        self._virtual = schema.roles.virtual if schema.roles is not None and schema.roles.user == schema.name \
+            else frozenset()
 
     @contextlib.contextmanager
     def joined(self, conn: Connection) -> Iterator[None]:
@@ -156,11 +161,21 @@ class ManagedResource(Resource):
                     mo.c.object_type == self.object_type, self.store.in_(mo.c.id, unique[start:start + _CHUNK]))).all())
         return found
 
+    def complete(self, objects: list[Obj], fields: Sequence[str] | None) -> list[Obj]:
+        """``objects`` read from the documents alone (a query of the API) with the
+        relationship and computed properties of ``fields`` (None: all) filled in."""
+        return self._related(objects, fields)
+
     def _related(self, objects: list[Obj], fields: Sequence[str] | None) -> list[Obj]:
-        """``objects`` with their relationship properties (``relationships.py``)."""
+        """``objects`` with their relationship properties (``relationships.py``) and, for
+        the users of a role model, their effective roles and assignments (``roles.py``)."""
         if self._edges is not None:
             self._edges.attach(objects, fields)
-        if self._retrieving:
+        names = [n for n in self._virtual if fields is None or n in fields]
+        if names and objects and self._grants is not None:
+            with self.store.engine.connect() as conn:
+                self._grants.fill(conn, objects, names)
+        if self._retrieving:  # after the computed properties, which the scripts may read
             objects[:] = [self.hooks.retrieved(obj, "query") for obj in objects]
         return objects
 
@@ -229,8 +244,43 @@ class ManagedResource(Resource):
         if self._edges is None:
             return self._write_objects(ops)
         edges = self._edges
+        if self._grants is None:
+            with self._transaction() as conn:
+                return write_related(edges, conn, ops, lambda plain: self._write_objects(plain, conn))
+        return self._write_granting(edges, self._grants, ops)
+
+    def _write_granting(self, edges: Edges, grants: Grants, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        """A write of users or roles of a role model: the virtual properties are never stored,
+        a role's condition and constraints are checked, and the conditional grants follow
+        the objects written (``roles.py``), in the same transaction."""
+        refused: dict[int, WriteResult] = {}
+        kept: list[WriteOp] = []
+        for i, op in enumerate(ops):
+            values = {k: v for k, v in op.values.items() if k not in self._virtual}
+            op = dataclasses.replace(op, values=values) if len(values) != len(op.values) else op
+            if self.object_type != grants.model.user and op.kind != "delete":
+                try:
+                    check_role(op, self.object_type)
+                except ObjectError as exc:
+                    refused[i] = failed(op, exc)
+                    continue
+            kept.append(op)
         with self._transaction() as conn:
-            return write_related(edges, conn, ops, lambda plain: self._write_objects(plain, conn))
+            written = iter(write_related(edges, conn, kept, lambda plain: self._write_objects(plain, conn)))
+            results = [refused[i] if i in refused else next(written) for i in range(len(ops))]
+            done = [r for r in results if r.ok and r.obj is not None and r.op.kind != "delete"]
+            if self.object_type == grants.model.user:
+                touched = grants.for_users(conn, [r.obj for r in done if r.obj is not None])
+            else:
+                touched = set()
+                for r in done:
+                    if r.obj is not None and (r.op.kind == "create" or "condition" in r.op.values):
+                        touched |= grants.for_role(conn, r.obj["_id"], r.obj.get("condition"))
+            revs = edges.bump(conn, touched) if touched else {}
+        for r in done:
+            if r.obj is not None:
+                r.obj["_rev"] = revs.get((self.name, r.obj["_id"]), r.obj["_rev"])
+        return results
 
     def _write_objects(self, ops: Sequence[WriteOp], conn: Connection | None = None) -> list[WriteResult]:
         now = utcnow()

@@ -24,6 +24,7 @@ from idsync.resource import Obj, Resource, WriteOp
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
 from idsync.store.passwords import same_secret
+from idsync.sync.assignments import Assignments
 from idsync.sync.correlation import PlannedTargets
 from idsync.sync.digests import TargetDigests
 from idsync.sync.situations import assess_source, assess_source_deleted, assess_target
@@ -105,6 +106,8 @@ class Assessor:
     previous: Mapping[str, Obj] = field(default_factory=dict)
     # A managed target's type: its single-valued properties never take several values.
     target_schema: ManagedType | None = None
+    # The role assignments naming this mapping (``assignments.py``), applied after the property rules.
+    assignments: Assignments | None = None
 
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
@@ -378,8 +381,11 @@ class Assessor:
         return matches(cond, {"source": s, "object": s, "linkQualifier": qualifier, **s})
 
     def project(self, s: Obj, existing: Obj | None, qualifier: str = "default") -> Obj:
-        return self.mapping.properties.project(
+        target = self.mapping.properties.project(
             s, existing, run_transform=_run_transform, eval_condition=_eval_condition, link_qualifier=qualifier)
+        if self.assignments is None:
+            return target
+        return self.assignments.apply(target, existing, s, self.previous.get(s.get("_id", "")), qualifier)
 
     def decide(self, situation: Situation, context: dict[str, Any]) -> str:
         """The action the mapping's policies give ``situation`` (implicit sync's deletes)."""

@@ -36,6 +36,7 @@ from idsync.store.objects import ManagedResource
 from idsync.store.passwords import same_secret
 from idsync.store.runs import RunStore
 from idsync.sync.assess import Assessor, Plan
+from idsync.sync.assignments import mapping_assignments
 from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import writing
 from idsync.sync.options import ReconOptions
@@ -67,7 +68,8 @@ class ChangeApplier:
         self.links = LinkSet(self.store, mapping.linkset, reversed=project.linkset_reversed(mapping))
         self.assessor = Assessor(mapping, ReconOptions(dry_run=self.dry_run), self.counters,
                                  secrets=project.secret_properties(mapping),
-                                 target_schema=target.schema if isinstance(target, ManagedResource) else None)
+                                 target_schema=target.schema if isinstance(target, ManagedResource) else None,
+                                 assignments=mapping_assignments(project, store, mapping))
         self.correlator = Correlator(mapping.correlation, target, mapping.default_target_fields) \
             if mapping.correlation else None
         self.pending = pending_targets(self.store, project, mapping) if isinstance(target, ManagedResource) else {}

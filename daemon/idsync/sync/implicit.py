@@ -38,6 +38,7 @@ from idsync.store.hooks import ObjectHooks
 from idsync.store.links import LinkSet
 from idsync.store.runs import AUDIT_BEFORE, RunStore
 from idsync.sync.assess import SECRET_NAMES, Assessor, Plan
+from idsync.sync.assignments import mapping_assignments
 from idsync.sync.correlation import Correlator
 from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
@@ -147,7 +148,8 @@ class ImplicitSync:
                 target = self.resources.open(mapping.target)
                 links = qualifiers.links(qualifier)
                 assessor = Assessor(mapping, ReconOptions(), counters, secrets=secrets,
-                                    previous={object_id: before} if before else {})
+                                    previous={object_id: before} if before else {},
+                                    assignments=mapping_assignments(self.project, self.store, mapping))
                 if current is None:
                     plan = self._assess_deleted(assessor, target, links, object_id)
                 else:

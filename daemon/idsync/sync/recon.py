@@ -51,6 +51,7 @@ from idsync.store.objects import ManagedResource
 from idsync.store.partitions import Partition, Partitions
 from idsync.store.runs import RunStore, owner_id
 from idsync.sync.assess import Assessor, Plan
+from idsync.sync.assignments import mapping_assignments
 from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import DeferredDeletes, writing
 from idsync.sync.digests import TargetDigests
@@ -217,7 +218,7 @@ class _Run:
         previous = unrepaired_befores(self.store, m.name) if m.properties.has_merge() else {}
         assessor = Assessor(m, self.options, self.counters, secrets=self.project.secret_properties(m),
                             previous=previous, target_schema=target.schema if isinstance(target, ManagedResource)
-                            else None)
+                            else None, assignments=mapping_assignments(self.project, self.store, m))
         # Store objects whose change the reverse mapping has not delivered yet are not overwritten.
         self._pending = pending_targets(self.store, self.project, m) if isinstance(target, ManagedResource) else {}
         correlators = self.qualifiers.correlators(target, self.project.queries)
@@ -388,7 +389,13 @@ class _Run:
     def _source_fields(self) -> list[str] | None:
         """What to read of each source object: only what the mapping uses (``config.source_fields``)."""
         fields = source_fields(self.mapping)
-        return None if fields is None else list(fields)
+        if fields is None:
+            return None
+        schema = self.project.managed.types.get(self.mapping.source.removeprefix("managed/"))
+        model = schema.roles if schema is not None and self.mapping.source.startswith("managed/") else None
+        # The assignments applied to the target are the source's effective ones (``sync/assignments.py``).
+        extra = [model.effective_assignments] if model is not None and model.effective_assignments else []
+        return list(fields) + [f for f in extra if f not in fields]
 
     def _source_page(self, page: list[Obj], source: Resource, target: Resource,
                      assessor: Assessor, correlators: dict[str, Correlator]) -> None:

@@ -1,0 +1,89 @@
+"""Roles in the store on every backend: effective roles and assignments computed on
+read, a conditional role granted and taken back as users and the role change, grant
+and role windows (``temporalConstraints``) read against a moved clock, unreadable
+conditions and windows refused."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dbs import BACKENDS, store_url
+from idsync.config import roles as roles_config
+from idsync.config.managed import DEFAULT_MANAGED
+from idsync.config.project import load_project
+from idsync.errors import ObjectRejected
+from idsync.managed import ManagedObjects
+from idsync.resources import Resources
+from idsync.store.database import Store
+
+_NOW = dt.datetime(2026, 5, 5, 15, 30, tzinfo=dt.UTC)
+_WINDOW = [{"duration": "2026-05-05T15:35:00.000Z/2026-05-05T15:40:00.000Z"}]
+
+
+@pytest.fixture(params=BACKENDS)
+def model(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, ManagedObjects]]:
+    conf = tmp_path / "project" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "managed.json").write_text(json.dumps(DEFAULT_MANAGED))
+    (conf / "idsync.toml").write_text(f'state_dir = "state"\n[store]\nurl = "{store_url(request.param, tmp_path)}"\n')
+    project = load_project(tmp_path / "project")
+    store = Store.open(project.settings.store_url())
+    resources = Resources(project, store)
+    yield {t: ManagedObjects(project, store, resources, t, sync=False) for t in ("user", "role", "assignment")}
+    resources.close()
+    store.close()
+
+
+def _grant(role: str, **props: object) -> dict[str, object]:
+    return {"_ref": f"managed/role/{role}", **({"_refProperties": props} if props else {})}
+
+
+def test_effective_roles_follow_grants_conditions_and_windows(model: dict[str, ManagedObjects],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A granted role and its assignment are effective; a conditional role is granted to
+    the users its condition matches and taken back when the user stops matching; a
+    role's window and a grant's window decide when either is effective."""
+    monkeypatch.setattr(roles_config, "now", lambda: _NOW)
+    users, roles, assignments = model["user"], model["role"], model["assignment"]
+    emp = assignments.create({"name": "Employee", "mapping": "m", "attributes": [
+        {"name": "employeeType", "value": "Employee"}]}).object
+    assert emp is not None
+    employee = roles.create({"name": "Employee", "assignments": [{"_ref": f"managed/assignment/{emp['_id']}"}]})
+    assert employee.object is not None
+    eid = employee.object["_id"]
+    cond = roles.create({"name": "Portland", "condition": '/description eq "Portland"'}).object
+    assert cond is not None
+    ann = users.create({"userName": "ann", "description": "Portland", "roles": [_grant(eid)]}).object
+    assert ann is not None
+    assert ann["effectiveRoles"] == [{"_ref": f"managed/role/{eid}"}, {"_ref": f"managed/role/{cond['_id']}"}]
+    assert [a["_id"] for a in ann["effectiveAssignments"]] == [emp["_id"]]
+    grants = {r["_refResourceId"]: r["_refProperties"].get("_grantType") for r in ann["roles"]}
+    assert grants == {eid: None, cond["_id"]: "conditional"}
+
+    moved = users.patch(ann["_id"], [{"operation": "replace", "field": "/description", "value": "Oslo"}]).object
+    assert moved is not None and moved["effectiveRoles"] == [{"_ref": f"managed/role/{eid}"}]
+    roles.patch(cond["_id"], [{"operation": "replace", "field": "/condition", "value": '/userName eq "ann"'}])
+    assert len(users.get(ann["_id"])["effectiveRoles"]) == 2
+    roles.patch(cond["_id"], [{"operation": "remove", "field": "/condition"}])
+    assert users.get(ann["_id"])["effectiveRoles"] == [{"_ref": f"managed/role/{eid}"}]
+
+    roles.patch(eid, [{"operation": "add", "field": "/temporalConstraints", "value": _WINDOW}])
+    assert users.get(ann["_id"])["effectiveAssignments"] == []
+    monkeypatch.setattr(roles_config, "now", lambda: _NOW + dt.timedelta(minutes=6))
+    assert [a["name"] for a in users.get(ann["_id"])["effectiveAssignments"]] == ["Employee"]
+    bob = users.create({"userName": "bob", "roles": [_grant(eid, temporalConstraints=[
+        {"duration": "2026-05-05T15:00:00Z/PT10M"}])]}).object
+    assert bob is not None and bob["effectiveRoles"] == []
+
+
+def test_unreadable_conditions_and_windows_are_refused(model: dict[str, ManagedObjects]) -> None:
+    """A role whose condition is not a _queryFilter, or whose window is not an ISO 8601
+    interval, is refused with the property named."""
+    with pytest.raises(ObjectRejected, match="condition"):
+        model["role"].create({"name": "x", "condition": "/description eq"})
+    with pytest.raises(ObjectRejected, match="temporalConstraints"):
+        model["role"].create({"name": "y", "temporalConstraints": [{"duration": "tomorrow"}]})
