@@ -404,7 +404,7 @@ def test_job_timeout_cancels_a_real_recon(project: tuple[Path, dict[str, str]], 
     assert "job slow: CANCELED: timed out after 3 s" in done.stdout
     run = _runs(root, env)[0]
     assert (run["job"], run["state"]) == ("slow", "CANCELED") and "timed out" in run["message"]
-    assert 0 < sum(run["changes"].values()) < 420  # stopped part way
+    assert 0 < run["changes"]["created"] < 400  # stopped part way (each created user also counts a link)
 
 
 @pytest.mark.slapd
