@@ -17,7 +17,6 @@ from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
-from idsync.store.tokens import SyncTokens
 from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync_dev.slapd import Slapd
 from sync_tokens import replace_token, token_state
@@ -369,21 +368,6 @@ def test_a_mapping_takes_only_the_changes_its_source_query_takes(tmp_path: Path,
     users = _users(project)
     assert users["bjensen"]["mail"] == "taken@example.org"
     assert users["scarter"]["mail"] == "scarter@example.com"
-
-
-def test_a_source_that_cannot_tell_its_changes_is_a_configuration_error(tmp_path: Path, slapd: Slapd,
-                                                                         ldap_subtree: str) -> None:
-    """liveSync of a source without a change feed (here the store's managed/user, the
-    reverse mapping's source) is refused with exit 78 and the reason, before any write; the
-    failed run is counted, so ``idsync status`` shows it."""
-    project = _project(tmp_path, slapd, ldap_subtree)
-    done = idsync(project, "livesync", "managed/user")
-    assert done.returncode == os.EX_CONFIG
-    assert "managed/user cannot tell its changes" in done.stderr
-    tokens = SyncTokens(Store.open(load_project(project).settings.store_url()))
-    failed = tokens.get("managed/user")
-    assert failed is not None and failed.last_state == "FAILED" and failed.token is None
-    assert "cannot tell its changes" in (failed.last_message or "")
 
 
 def test_max_deletes_stops_the_run_before_the_batch_and_keeps_the_token(tmp_path: Path, slapd: Slapd,
