@@ -17,6 +17,7 @@ from idsync.managed import ManagedObjects
 from idsync.resources import Resources, check_system
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
+from idsync.sync.livesync import run_livesync
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, run_recon
 from idsync.sync.retry import failed_pushes
@@ -137,6 +138,37 @@ def test_two_qualifiers_make_two_entries_and_converge(env: Env) -> None:
     assert sorted((words[1], words[2], *(w for w in words if w.startswith("linkQualifier="))) for words in planned) == [
         ("ABSENT", "CREATE", "linkQualifier=customer"), ("ABSENT", "CREATE", "linkQualifier=staff")]
     assert _entry(env, "mq3", "staff") is None
+
+
+def test_livesync_of_the_managed_source_applies_each_qualifier(env: Env) -> None:
+    """liveSync of managed/user through the qualified mapping: users made and changed in
+    the store (no implicit sync) get their staff and customer entries (none for the
+    customer of an Internal user), a change updates both, a deleted user's two entries
+    and links go, each assessment counted under its qualifier."""
+    env.change_conf("sync.json", lambda sync: sync["mappings"][1].update(maxDeletes=5))
+    kept = env.create_user(userName="lq1", sn="Outside", description="d1")
+    first = run_livesync(env.project, env.store, "managed/user")
+    assert first.state == "SUCCESS" and first.full_recon, first.message
+    assert _entry(env, "lq1", "staff") is not None and _entry(env, "lq1", "customer") is not None
+    internal = env.create_user(userName="lq2", sn="Internal", description="d2")
+    Resources(env.project, env.store).open("managed/user").update(kept["_id"], {"sn": "Moved"})
+    done = run_livesync(env.project, env.store, "managed/user")
+    assert done.state == "SUCCESS" and done.changes == 2, done.message
+    (run,) = done.runs
+    assert run["counts"] == {"created": 1, "updated": 2}
+    summary = RunStore(env.store).get(run["id"])["summary"]  # type: ignore[index]
+    assert summary["linkQualifierSummary"] == {"customer": {"ABSENT": 1, "CONFIRMED": 1},
+                                               "staff": {"ABSENT": 1, "CONFIRMED": 1}}
+    assert _entry(env, "lq1", "customer")["sn"] == ["Moved"]  # type: ignore[index]
+    assert _entry(env, "lq2", "staff") is not None and _entry(env, "lq2", "customer") is None
+    assert set(_linked(env, "staff", internal["_id"])) == {internal["_id"]}
+
+    Resources(env.project, env.store).open("managed/user").delete(kept["_id"])
+    gone = run_livesync(env.project, env.store, "managed/user")
+    assert gone.state == "SUCCESS" and gone.runs[0]["counts"] == {"deleted": 2}, gone.message
+    assert _entry(env, "lq1", "staff") is None and _entry(env, "lq1", "customer") is None
+    assert _linked(env, "staff", kept["_id"]) == {} and _linked(env, "customer", kept["_id"]) == {}
+    assert run_livesync(env.project, env.store, "managed/user").changes == 0
 
 
 def test_found_entries_are_linked_per_qualifier(env: Env) -> None:

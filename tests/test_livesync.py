@@ -17,7 +17,6 @@ from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
-from idsync.store.tokens import SyncTokens
 from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync_dev.slapd import Slapd
 from sync_tokens import replace_token, token_state
@@ -149,6 +148,63 @@ def test_a_token_of_another_kind_is_never_sent(tmp_path: Path, slapd: Slapd, lda
     replace_token(project, SOURCE, json.dumps({"v": 1, "kind": "syncrepl", "cookies": {ldap_subtree: "garbage"}}))
     done = _live(project)
     assert done.state == "SUCCESS" and done.full_recon and "not one this connector makes" in done.full_recon
+
+
+def test_deletes_apply_when_ids_are_dns(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """With ``"uidAttribute": "dn"`` the session log names deleted entries by entryUUID,
+    which no link holds: the run then lists the DNs still present (ids only, logged
+    ``livesync.listing_ids``) and deletes the linked users whose entry is not among
+    them; the modify and the add of the same refresh apply as usual. A run with no
+    delete lists nothing."""
+    import structlog
+
+    project = _project(tmp_path, slapd, ldap_subtree)
+    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    prov["configurationProperties"]["uidAttribute"] = "dn"
+    prov_file.write_text(json.dumps(prov))
+    assert _live(project).state == "SUCCESS"
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: dn@example.org\n")
+    with structlog.testing.capture_logs() as logs:
+        modified = _live(project)
+    assert modified.state == "SUCCESS" and modified.runs[0]["counts"] == {"updated": 1}
+    assert not any(e["event"] == "livesync.listing_ids" for e in logs)
+    _changes(slapd, ldap_subtree)
+    with structlog.testing.capture_logs() as logs:
+        done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert done.note is None
+    assert any(e["event"] == "livesync.listing_ids" for e in logs)
+    (run,) = done.runs
+    assert run["counts"] == {"created": 1, "updated": 1, "deleted": 1}
+    users = _users(project)
+    assert set(users) == {"bjensen", "newbie"} and users["bjensen"]["mail"] == "barbara@example.org"
+    assert _live(project).changes == 0
+
+
+def test_a_refresh_asks_only_for_what_the_mappings_read(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refresh asks the directory for the attributes the mapping reads (its property
+    sources and correlation query), as the recon does, not for every attribute; an
+    unmapped attribute changed alone still reports the entry, which then writes nothing."""
+    from idsync.connectors.ldap.changes import LdapChanges
+
+    asked: list[list[str]] = []
+    refresh = LdapChanges._refresh
+
+    def spy(self: LdapChanges, conn: Any, base: str, cookie: str | None, attributes: Any) -> Any:
+        asked.append(list(attributes))
+        return refresh(self, conn, base, cookie, attributes)
+
+    monkeypatch.setattr(LdapChanges, "_refresh", spy)
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: roomNumber\nroomNumber: 42\n")
+    done = _live(project)
+    assert done.state == "SUCCESS" and done.changes == 1 and done.runs[0]["counts"] == {}
+    (attributes,) = asked
+    assert {a.lower() for a in attributes} == {"entryuuid", "uid", "cn", "sn", "givenname", "mail",
+                                               "telephonenumber", "description", "memberof", "userpassword"}
 
 
 @pytest.fixture(scope="module")
@@ -369,21 +425,6 @@ def test_a_mapping_takes_only_the_changes_its_source_query_takes(tmp_path: Path,
     users = _users(project)
     assert users["bjensen"]["mail"] == "taken@example.org"
     assert users["scarter"]["mail"] == "scarter@example.com"
-
-
-def test_a_source_that_cannot_tell_its_changes_is_a_configuration_error(tmp_path: Path, slapd: Slapd,
-                                                                         ldap_subtree: str) -> None:
-    """liveSync of a source without a change feed (here the store's managed/user, the
-    reverse mapping's source) is refused with exit 78 and the reason, before any write; the
-    failed run is counted, so ``idsync status`` shows it."""
-    project = _project(tmp_path, slapd, ldap_subtree)
-    done = idsync(project, "livesync", "managed/user")
-    assert done.returncode == os.EX_CONFIG
-    assert "managed/user cannot tell its changes" in done.stderr
-    tokens = SyncTokens(Store.open(load_project(project).settings.store_url()))
-    failed = tokens.get("managed/user")
-    assert failed is not None and failed.last_state == "FAILED" and failed.token is None
-    assert "cannot tell its changes" in (failed.last_message or "")
 
 
 def test_max_deletes_stops_the_run_before_the_batch_and_keeps_the_token(tmp_path: Path, slapd: Slapd,

@@ -13,6 +13,7 @@ A resource that can tell what changed since a point in time also speaks
 
 from __future__ import annotations
 
+import json
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from idsync.errors import IdsyncError, ObjectError
+from idsync.errors import IdsyncError, ObjectError, SyncTokenExpired
 from idsync.query.ast import And, Compare, Node, Or, Path
 
 __all__ = [
@@ -33,7 +34,9 @@ __all__ = [
     "Resource",
     "WriteOp",
     "WriteResult",
+    "dump_window",
     "failed",
+    "load_window",
     "renamed",
 ]
 
@@ -279,6 +282,25 @@ class ChangeSource(ABC):
     @abstractmethod
     def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
         """The changes since ``token``; ``fields`` as in ``QuerySpec`` (None: the default set)."""
+
+
+def dump_window(kind: str, since: str, seen: Mapping[str, str]) -> str:
+    """A token of a read by stamps (SCIM's ``meta.lastModified``, the store's ``updated``):
+    the high-water mark ``since`` and the objects ``seen`` near it (id -> stamp#version)."""
+    return json.dumps({"v": 1, "kind": kind, "since": since, "seen": dict(seen)}, sort_keys=True,
+                      separators=(",", ":"))
+
+
+def load_window(token: str, kind: str, refused: str) -> tuple[str, dict[str, str]]:
+    """``dump_window``'s (since, seen); ``SyncTokenExpired(refused)`` for any other text."""
+    try:
+        state = json.loads(token)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict) or state.get("v") != 1 or state.get("kind") != kind \
+            or not isinstance(state.get("since"), str) or not isinstance(state.get("seen"), dict):
+        raise SyncTokenExpired(refused)
+    return state["since"], {str(k): str(v) for k, v in state["seen"].items()}
 
 
 def failed(op: WriteOp, error: ObjectError) -> WriteResult:

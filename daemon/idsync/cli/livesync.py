@@ -1,6 +1,6 @@
 """``idsync livesync SOURCE``: one liveSync run of a source, now, in the foreground.
 
-The run reads the changes of ``SOURCE`` (``system/ldap/account``) since its stored
+The run reads the changes of ``SOURCE`` (``system/ldap/account``, ``managed/user``) since its stored
 token and applies them through every mapping whose source it is; without a
 token, or with one the source no longer honours, it reconciles those mappings in
 full and stores a fresh token (``sync/livesync.py``). Exit 0 when the run
@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
         description="Read the changes of SOURCE since its stored token and apply them through every mapping "
         "whose source it is. Without a token (the first run) or with one the source can no longer honour, "
         "reconcile those mappings in full and store a fresh token.")
-    ls.add_argument("source", help="the source resource, such as system/ldap/account")
+    ls.add_argument("source", help="the source resource, such as system/ldap/account or managed/user")
     ls.add_argument("--dry-run", action="store_true", help="assess and list the changes; write nothing, "
                                                            "keep the token")
     ls.add_argument("--reset", action="store_true", help="forget the stored token first: reconcile in full")

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, select, update
 
 from idsync.store.database import Store, new_id, utcnow
 from idsync.store.tables import links as lt
+from idsync.store.tables import managed_objects as mo
 
 __all__ = ["LinkSet"]
 
@@ -84,6 +85,14 @@ class LinkSet:
             if len(page) < page_size:
                 return
             last = page[-1]
+
+    def sources_missing(self, object_type: str) -> list[str]:
+        """The linked source ids whose managed object (of ``object_type``) no longer exists:
+        one anti-join on the store's primary key, however many links there are."""
+        gone = ~exists(select(mo.c.id).where(mo.c.object_type == object_type, mo.c.id == self._mine))
+        query = select(self._mine).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier, gone)
+        with self.store.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
 
     def add(self, conn: Connection, pairs: Sequence[tuple[str, str]],
             digests: Mapping[str, str] | None = None) -> None:

@@ -36,7 +36,8 @@ from idsync.config.managed import ManagedType, PropertyDef
 from idsync.crypto import is_encrypted
 from idsync.errors import CryptoFailed, NotFound, ObjectError, ObjectRejected, RevisionMismatch, internal_message
 from idsync.query.ast import Compare, Path
-from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.store.changes import ManagedChanges
 from idsync.store.database import Store, new_id, nul_at, utcnow
 from idsync.store.filters import property_value, to_sql
 from idsync.store.hooks import ObjectHooks, PostScript
@@ -59,7 +60,7 @@ def next_rev(rev: str | None) -> str:
     return f"{(int(rev, 16) if rev else 0) + 1:016x}"
 
 
-class ManagedResource(Resource):
+class ManagedResource(Resource, ChangeSource):
     ranged_ids = True  # UUIDs the store made, never changed
 
     def __init__(self, store: Store, schema: ManagedType, *, dry_run: bool = False,
@@ -209,6 +210,13 @@ class ManagedResource(Resource):
         for text, ids in ids_by_value.items():
             result[wanted[text]] = [objects[i] for i in dict.fromkeys(ids) if i in objects]
         return result
+
+    def latest_token(self) -> str:
+        return ManagedChanges(self.store, self.object_type, self).latest_token()
+
+    def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
+        """The objects written since ``token`` (``store/changes.py``); deletes are not in it."""
+        return ManagedChanges(self.store, self.object_type, self).read(token, fields, page_size)
 
     def count(self) -> int | None:
         with self.store.engine.connect() as conn:

@@ -68,6 +68,8 @@ managed_objects = Table(
     Column("data", _Json, nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False),
+    # Migration 0009: liveSync of a managed type reads the objects written since a stamp.
+    Index("ix_managed_objects_updated", "object_type", "updated"),
 )
 
 managed_properties = Table(

@@ -9,6 +9,10 @@ the end of a run (there is no target phase); they count against the mapping's
 ``maxDeletes`` over the run. A change the reverse mapping would have written
 itself (an echo of idsync's own write) is skipped. The mapping's run is recorded
 (job ``liveSync``) at its first change only.
+
+A mapping with ``linkQualifiers`` assesses each changed object once per qualifier
+the object has (``qualifiers.py``), each with its own link, correlation and target,
+as a recon does; a deleted object, once per qualifier whose link holds it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -37,9 +41,9 @@ from idsync.store.passwords import same_secret
 from idsync.store.runs import RunStore
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.assignments import mapping_assignments
-from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import writing
 from idsync.sync.options import ReconOptions
+from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import hold_pending, pending_targets
 from idsync.sync.summary import Counters
 
@@ -60,18 +64,20 @@ class ChangeApplier:
         self.counters = Counters(mapping.name, mapping.source, mapping.target, dry_run=self.dry_run)
         self.echoes = 0
         self.deletes = 0
-        self.source = resources.open(mapping.source)
+        source = resources.open(mapping.source)
+        # A managed source as a recon reads it (hashed secrets, onRetrieve), as its changes were read.
+        self.source = source.as_sync_source() if isinstance(source, ManagedResource) else source
         target = resources.open(mapping.target, dry_run=self.dry_run)
         if isinstance(target, ManagedResource):
             target = target.revealing_secrets()  # compared with a (hashed) password read from the source
         self.target: Resource = target
-        self.links = LinkSet(self.store, mapping.linkset, reversed=project.linkset_reversed(mapping))
+        self.qualifiers = LinkQualifiers(mapping, LinkSet(self.store, mapping.linkset,
+                                                          reversed=project.linkset_reversed(mapping)))
         self.assessor = Assessor(mapping, ReconOptions(dry_run=self.dry_run), self.counters,
                                  secrets=project.secret_properties(mapping),
                                  target_schema=target.schema if isinstance(target, ManagedResource) else None,
                                  assignments=mapping_assignments(project, store, mapping))
-        self.correlator = Correlator(mapping.correlation, target, mapping.default_target_fields) \
-            if mapping.correlation else None
+        self.correlators = self.qualifiers.correlators(target, project.queries)
         self.pending = pending_targets(self.store, project, mapping) if isinstance(target, ManagedResource) else {}
         self._at_least = 0  # how many objects the target is known to hold (for a maxDeletes share)
         self.reverse = _reverse_assessor(project, mapping, self.counters)
@@ -89,45 +95,64 @@ class ChangeApplier:
         self._start()
         t0 = time.monotonic()
         plans: list[Plan] = []
-        objs = present
-        while objs:
-            linked = self.links.targets_of([o["_id"] for o in objs])
-            targets = self.target.get_many(list(linked.values()), self.mapping.default_target_fields) \
-                if linked else {}
-            mine = [o for o in objs if not self._echo(o, targets.get(linked.get(o["_id"], "")))]
-            self.echoes += len(objs) - len(mine)
-            found = self.assessor.assess_sources(mine, linked, targets, self.correlator, self.links, self.source)
-            retry = {p.source_id for p in found if p.retry}
-            done = [p for p in found if not p.retry]
-            for plan in done:
-                if plan.defer and plan.action == "DELETE" and plan.target_id and plan.op is None:
-                    plan.op, plan.change = WriteOp("delete", id=plan.target_id), "deleted"
-            if retry:
-                # A source correlating to a target created in this batch: assessed again once it exists.
-                self._write(done, None)
-                objs = [o for o in objs if o["_id"] in retry]
-                continue
-            plans.extend(done)
-            objs = []
+        groups, failed = self.qualifiers.of_sources(present)
+        for sid, error in failed.items():
+            plans.append(Plan("", "", sid, None, error=f"linkQualifiers script failed: {error}"))
+        for qualifier, objs in groups.items():
+            plans.extend(self._assessed(objs, qualifier))
         plans.extend(self._deleted(deleted))
         self._write(plans, save)
         self.counters.source_processed += len(present) + len(deleted)
         self.counters.time("liveSyncBatch", (time.monotonic() - t0) * 1000)
 
+    def _assessed(self, objs: list[Obj], qualifier: str) -> list[Plan]:
+        """The plans of ``objs`` for one link qualifier; a source correlating to a target
+        created in this batch is assessed again once that create is written."""
+        links = self.qualifiers.links(qualifier)
+        plans: list[Plan] = []
+        while objs:
+            linked = links.targets_of([o["_id"] for o in objs])
+            targets = self.target.get_many(list(linked.values()), self.mapping.default_target_fields) \
+                if linked else {}
+            mine = [o for o in objs if not self._echo(o, targets.get(linked.get(o["_id"], "")), qualifier)]
+            self.echoes += len(objs) - len(mine)
+            found = self.assessor.assess_sources(mine, linked, targets, self.correlators.get(qualifier), links,
+                                                 self.source)
+            retry = {p.source_id for p in found if p.retry}
+            done = [p for p in found if not p.retry]
+            for plan in done:
+                if plan.defer and plan.action == "DELETE" and plan.target_id and plan.op is None:
+                    plan.op, plan.change = WriteOp("delete", id=plan.target_id), "deleted"
+            if not retry:
+                return plans + done
+            self._write(done, None)
+            objs = [o for o in objs if o["_id"] in retry]
+        return plans
+
+    def linked_source_ids(self) -> Iterator[str]:
+        """Every source id a link of the mapping holds, whatever its qualifier."""
+        for qualifier in self.qualifiers.all():
+            yield from self.qualifiers.links(qualifier).source_ids()
+
+    def gone_sources(self, object_type: str) -> list[str]:
+        """The linked source ids (any qualifier) whose managed object of ``object_type`` is gone."""
+        gone = (self.qualifiers.links(q).sources_missing(object_type) for q in self.qualifiers.all())
+        return list(dict.fromkeys(sid for ids in gone for sid in ids))
+
     def _deleted(self, ids: Sequence[str]) -> list[Plan]:
         if not ids:
             return []
-        linked = self.links.targets_of(ids)
-        found = self.target.get_many(list(linked.values()), self.mapping.default_target_fields) if linked else {}
         plans = []
-        for sid in ids:
-            tid = linked.get(sid)
-            if tid is None:
-                continue  # never linked through this mapping (out of its scope): nothing to do
-            plan = self.assessor.plan_deleted(sid, tid, found.get(tid))
-            if plan.op is not None and plan.op.kind == "delete":
-                self.deletes += 1
-            plans.append(plan)
+        for qualifier in self.qualifiers.all():
+            linked = self.qualifiers.links(qualifier).targets_of(ids)
+            found = self.target.get_many(list(linked.values()), self.mapping.default_target_fields) \
+                if linked else {}
+            # A source never linked through this mapping (out of its scope): nothing to do.
+            for sid, tid in linked.items():
+                plan = self.assessor.plan_deleted(sid, tid, found.get(tid), qualifier)
+                if plan.op is not None and plan.op.kind == "delete":
+                    self.deletes += 1
+                plans.append(plan)
         if not self._within_max_deletes():
             raise SafetyLimitExceeded(
                 f"{self.mapping.name}: the changes would delete {self.deletes} target objects in one liveSync run, "
@@ -171,7 +196,7 @@ class ChangeApplier:
             taken.update(o["_id"] for o in self.source.find(QuerySpec(filter=node, native=query.native, fields=[])))
         return [o for o in objs if o["_id"] in taken]
 
-    def _echo(self, s: Obj, linked_target: Obj | None) -> bool:
+    def _echo(self, s: Obj, linked_target: Obj | None, qualifier: str) -> bool:
         """Whether ``s`` holds exactly what the reverse mapping would write to it from its
         linked object: then the change is idsync's own write read back, and says nothing new."""
         if self.reverse is None or linked_target is None:
@@ -180,7 +205,7 @@ class ChangeApplier:
         if reads is None or not reads <= self.reverse.mapping.properties.target_fields():
             return False  # the change may hold something the reverse mapping never writes
         try:
-            projected = self.reverse.project(linked_target, s)
+            projected = self.reverse.project(linked_target, s, qualifier)
         except IdsyncError:
             return False
         changed = diff({k: v for k, v in projected.items() if k in reads}, s, unordered=True)
@@ -198,20 +223,20 @@ class ChangeApplier:
             if ops:
                 for plan, written in zip(ops, self.target.write_batch([p.op for p in ops if p.op]), strict=True):
                     results[id(plan)] = written
-            add: list[tuple[str, str]] = []
-            drop: list[str] = []
+            add: list[tuple[str, str, str]] = []
+            drop: list[tuple[str, str]] = []
             audit: list[dict[str, Any]] = []
             for plan in plans:
                 target_id = self._outcome(plan, results.get(id(plan)), audit)
                 if target_id is None:
                     continue
                 if plan.defer:
-                    drop.append(target_id)
+                    drop.append((plan.qualifier, target_id))
                 elif plan.source_id and (plan.link or renamed(plan.target_id, target_id)):
-                    add.append((plan.source_id, target_id))
+                    add.append((plan.qualifier, plan.source_id, target_id))
             if not self.dry_run:
-                self.links.remove_targets(conn, drop)
-                self.links.add(conn, add)
+                self.qualifiers.remove_targets(conn, drop)
+                self.qualifiers.add_links(conn, add)
             self.counters.links_created += len([p for p in plans if p.link and not p.error])
             self.runs.audit(conn, audit)
             if self.run_id is not None:
@@ -223,8 +248,7 @@ class ChangeApplier:
         """Count one plan and add its audit row; the target id to link or unlink, if done."""
         c = self.counters
         if plan.situation:
-            c.situations[plan.situation] += 1
-            c.actions[plan.action] += 1
+            c.assessed(plan.situation, plan.action, plan.qualifier)
         target_id = (result.id if result is not None and result.ok else None) or plan.target_id
         gone = result is not None and isinstance(result.error, NotFound)
         error = plan.error

@@ -18,7 +18,15 @@ A run of one source (``system/ldap/account``):
    store target's writes); the transaction of the last mapping for the batch
    that carries the new token stores the token too;
 3. when the source listed every object it holds (an LDAP present phase), the
-   objects a mapping links that are not among them are deletes too.
+   objects a mapping links that are not among them are deletes too. A managed
+   type (``managed/user``) tells no deletes: the objects its mappings link and the
+   store no longer holds are its deletes (``LinkSet.sources_missing``), applied
+   before its changes.
+
+The mappings of a source are those with ``enableSync`` (PingIDM's switch for
+implicit sync and liveSync alike); a source none of them takes is a configuration
+error. A managed source is read as a recon reads it (``as_sync_source``: hashed
+secrets, ``onRetrieve``).
 
 Applying one mapping's share of a batch is ``changes.py``: deletes run at once,
 within the mapping's ``maxDeletes`` counted over the run. A change idsync itself
@@ -47,6 +55,7 @@ from sqlalchemy import Connection
 
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
+from idsync.config.source_fields import source_fields
 from idsync.errors import (
     ConfigError,
     IdsyncError,
@@ -58,10 +67,13 @@ from idsync.errors import (
 from idsync.resource import Change, ChangeBatch, ChangeSource
 from idsync.resources import Resources
 from idsync.store.database import Store
+from idsync.store.links import LinkSet
+from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore, owner_id
 from idsync.store.tokens import SyncTokens
 from idsync.sync.changes import ChangeApplier
 from idsync.sync.options import ReconOptions
+from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.recon import ReconResult, run_recon
 
 __all__ = ["LiveSyncOptions", "LiveSyncResult", "livesync_mappings", "run_livesync"]
@@ -100,8 +112,9 @@ class LiveSyncResult:
 
 
 def livesync_mappings(project: Project, source: str) -> list[MappingDef]:
-    """The mappings a change of ``source`` goes through, in processing order."""
-    return [m for m in project.mappings if m.source == source]
+    """The mappings a change of ``source`` goes through, in processing order: those
+    with ``enableSync`` (PingIDM's switch for implicit sync and liveSync alike)."""
+    return [m for m in project.mappings if m.source == source and m.enable_sync]
 
 
 def run_livesync(project: Project, store: Store, source: str, options: LiveSyncOptions | None = None) -> LiveSyncResult:
@@ -117,8 +130,12 @@ class _LiveRun:
         self.options = options
         self.mappings = livesync_mappings(project, source)
         if not self.mappings:
-            raise ConfigError("sync.json", "source", f"no mapping has {source} as its source, so liveSync "
-                                                     "has nothing to apply its changes through")
+            off = any(m.source == source for m in project.mappings)
+            raise ConfigError("sync.json", "enableSync" if off else "source",
+                              f"every mapping with {source} as its source has enableSync false, which turns "
+                              "liveSync off for it" if off else
+                              f"no mapping has {source} as its source, so liveSync has nothing to apply its "
+                              "changes through")
         self.runs = RunStore(store)
         self.tokens = SyncTokens(store)
         self.lock = f"livesync:{source}"
@@ -160,10 +177,11 @@ class _LiveRun:
 
     def _run(self, resources: Resources, result: LiveSyncResult, appliers: list[ChangeApplier]) -> None:
         source = resources.open(self.source)
+        if isinstance(source, ManagedResource):
+            source = source.as_sync_source()  # as a recon reads it: hashed secrets, onRetrieve
         if not isinstance(source, ChangeSource):
             raise ConfigError("sync.json", "source", f"{self.source} cannot tell its changes: liveSync reads "
-                                                     "LDAP, SCIM and Salesforce systems (managed changes are "
-                                                     "pushed at once by implicit sync)")
+                                                     "managed types and LDAP, SCIM and Salesforce systems")
         stored = self.tokens.get(self.source)
         if stored is None or stored.token is None:
             self._full_recon(source, result, "no token yet: the first liveSync of a source starts with a full recon")
@@ -184,6 +202,8 @@ class _LiveRun:
             return appliers
 
         batches: Iterable[ChangeBatch] = feed.batches
+        if isinstance(source, ManagedResource):
+            batches = self._with_deleted_objects(source.object_type, batches)
         if feed.complete_ids is not None:
             batches = self._with_gone(ready(), feed.complete_ids, batches)
         for batch in batches:
@@ -207,9 +227,22 @@ class _LiveRun:
                    batches: Iterable[ChangeBatch]) -> Iterable[ChangeBatch]:
         """The batches, after one per mapping with the linked objects the source no longer lists."""
         for applier in appliers:
-            gone = [sid for sid in applier.links.source_ids() if sid not in present]
+            gone = [sid for sid in applier.linked_source_ids() if sid not in present]
             for start in range(0, len(gone), self.page_size):
                 applier.apply([Change(sid, None) for sid in gone[start:start + self.page_size]], None)
+        yield from batches
+
+    def _with_deleted_objects(self, object_type: str, batches: Iterable[ChangeBatch]) -> Iterable[ChangeBatch]:
+        """The objects of a managed source that some mapping links and the store no longer
+        holds, as deletes, then the batches."""
+        gone: dict[str, None] = {}
+        for m in self.mappings:
+            qualifiers = LinkQualifiers(m, LinkSet(self.store, m.linkset, reversed=self.project.linkset_reversed(m)))
+            for qualifier in qualifiers.all():
+                gone.update(dict.fromkeys(qualifiers.links(qualifier).sources_missing(object_type)))
+        ids = list(gone)
+        for start in range(0, len(ids), self.page_size):
+            yield ChangeBatch([Change(sid, None) for sid in ids[start:start + self.page_size]], None)
         yield from batches
 
     def _saver(self, token: str | None, method: str) -> Callable[[Connection], None]:
@@ -219,10 +252,13 @@ class _LiveRun:
         return save
 
     def _fields(self) -> list[str] | None:
-        """What to read of a changed object: everything some mapping of the source reads."""
+        """What to read of a changed object: the union of what each mapping of the source
+        reads in a recon (``config.source_fields``: its property rules, conditions and
+        correlation queries, or ``sourceQuery._fields``/``defaultSourceFields``); the
+        source's default set when one of them may read anything (a script given the object)."""
         fields: set[str] = set()
         for m in self.mappings:
-            wanted = m.source_query.fields if m.source_query.fields is not None else m.default_source_fields
+            wanted = source_fields(m)
             if wanted is None:
                 return None
             fields.update(wanted)

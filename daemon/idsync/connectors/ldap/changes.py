@@ -27,9 +27,13 @@ in it, so a token never silently changes meaning:
   Deletes are not seen; the feed says so and the next full recon finds them.
 
 Deleted entries are known by their entryUUID only (389 DS sends its nsUniqueId
-there, as a UUID): they become deletes of objects when ``uidAttribute`` is
-``entryUUID`` (OpenICF's default) or ``nsUniqueId``; with any other id, deletes are
-left to the next full recon, and the feed says so.
+there, as a UUID; AD its objectGUID): they become deletes of objects when
+``uidAttribute`` is that attribute (``entryUUID`` is OpenICF's default). With any
+other id (``dn``, ``uid``...), a read that saw deletes (or a present phase) lists the
+ids of every entry of the object type (``list_ids``: a paged search for the id
+attribute only) and hands them over as ``ChangeFeed.complete_ids``: the caller
+deletes the linked objects that are not among them. That costs a read of every id,
+only in a run that has deletes.
 
 The reading uses python-ldap's sync controls on a connection of its own
 (``LdapConnection``: the resource's TLS, bind and error handling), opened per
@@ -94,15 +98,17 @@ class LdapChanges:
 
     ``decode`` turns (DN, raw attributes) entries into objects with the resource's own
     decoding; ``search_filter`` is the object type's filter (object classes and
-    ``searchFilter``); ``uid_attribute`` tells whether deleted entryUUIDs are ids."""
+    ``searchFilter``); ``uid_attribute`` tells whether deleted entryUUIDs are ids;
+    ``list_ids`` lists the ids of every entry, for deletes when they are not."""
 
     def __init__(self, system: str, settings: LdapSettings, search_filter: str, uid_attribute: str,
-                 *, class_filter: str = "") -> None:
+                 *, class_filter: str = "", list_ids: Callable[[], frozenset[str]] | None = None) -> None:
         self._system = system
         self._settings = settings
         self._filter = search_filter
         self._class_filter = class_filter or search_filter
         self._uid_key = uid_attribute.lower()
+        self._list_ids = list_ids
         self._conn = LdapConnection(system, settings)
 
     def close(self) -> None:
@@ -185,16 +191,26 @@ class LdapChanges:
         as_id = _ns_unique_id if ds389 else str
         deleted = sorted({as_id(u) for r in refreshes.values() for u in r.deleted})
         complete: frozenset[str] | None = None
-        note = None
         if present_phase and uuid_ids:
             complete = frozenset(u for r in refreshes.values() for u in (*r.present, *r.changed))
+        known = "nsUniqueId" if ds389 else "entryUUID"
         if not uuid_ids:
+            complete = self._all_ids(bool(deleted) or present_phase, known)
             deleted = []
-            known = "nsUniqueId" if ds389 else "entryUUID"
-            note = (f"deleted entries are known by {known} only and uidAttribute is not {known}: "
-                    "deletes are left to the next full recon")
+        note = None if uuid_ids or self._list_ids is not None else (
+            f"deleted entries are known by {known} only and uidAttribute is not {known}: "
+            "deletes are left to the next full recon")
         return ChangeFeed(_batches(entries, deleted, decode, page_size, new_token), "syncrepl",
-                          reports_deletes=uuid_ids, note=note, complete_ids=complete)
+                          reports_deletes=uuid_ids or self._list_ids is not None, note=note, complete_ids=complete)
+
+    def _all_ids(self, needed: bool, known: str) -> frozenset[str] | None:
+        """The ids of every entry, when deletes were seen that cannot be named by id."""
+        if not needed or self._list_ids is None:
+            return None
+        log.info("livesync.listing_ids", system=self._system,
+                 reason=f"deleted entries are known by {known} and uidAttribute is not {known}: the entries "
+                        "still present are listed to find the deleted ones")
+        return self._list_ids()
 
     def _refresh(self, conn: Any, base: str, cookie: str | None, attributes: Sequence[str]) -> _Refresh:
         """One refreshOnly search under ``base``; the whole answer (a delta is small)."""
@@ -249,10 +265,13 @@ class LdapChanges:
                                  failed=failed)
         token = _dump({"kind": "usn", "dc": dc, "since": found.highest})
         guids = self._uid_key == "objectguid"
-        note = None if guids else ("deleted entries are known by objectGUID and uidAttribute is not objectGUID: "
-                                   "deletes are left to the next full recon")
+        complete = None if guids else self._all_ids(bool(found.deleted), "objectGUID")
+        note = None if guids or self._list_ids is not None else (
+            "deleted entries are known by objectGUID and uidAttribute is not objectGUID: "
+            "deletes are left to the next full recon")
         return ChangeFeed(_batches(found.entries, found.deleted if guids else [], decode, page_size, token),
-                          "uSNChanged", reports_deletes=guids, note=note)
+                          "uSNChanged", reports_deletes=guids or self._list_ids is not None, note=note,
+                          complete_ids=complete)
 
     @staticmethod
     def _entry(out: _Refresh, dn: str, attrs: dict[str, list[bytes]], controls: Sequence[Any]) -> None:

@@ -108,7 +108,8 @@ class LdapResource(Resource, ChangeSource):
         self._class_filters = tuple(f"(objectClass={c})" for c in object_type.object_classes
                                     if c.lower() != "top")
         self._changes = LdapChanges(system, settings, _and(*self._class_filters, object_type.search_filter),
-                                    settings.uid_attribute, class_filter=_and(*self._class_filters))
+                                    settings.uid_attribute, class_filter=_and(*self._class_filters),
+                                    list_ids=self._all_ids)
 
     def close(self) -> None:
         self._conn.close()
@@ -139,6 +140,10 @@ class LdapResource(Resource, ChangeSource):
         wanted = wanted_properties(self._type, fields)
         return self._changes.read(token, self._attributes(wanted), lambda entries: self._objects(entries, wanted),
                                   page_size)
+
+    def _all_ids(self) -> frozenset[str]:
+        """The id of every entry of the type (liveSync's deletes when ids are not entryUUIDs)."""
+        return frozenset(o["_id"] for page in self._pages(QuerySpec(fields=[]), []) for o in page if o.get("_id"))
 
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         wanted = wanted_properties(self._type, spec.fields)

@@ -45,18 +45,16 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from idsync.connectors.base import utc_datetime
 from idsync.connectors.scim.http import ScimClient
 from idsync.errors import ObjectRejected, PeerError, PeerMisconfigured, SyncTokenExpired
-from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj
+from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj, dump_window, load_window
 
 __all__ = ["ScimChanges"]
 
-_TOKEN_VERSION = 1
 _KIND = "lastModified"
 _STAMP = "meta.lastModified"
 _VERSION = "meta.version"
@@ -241,19 +239,12 @@ def _text(moment: dt.datetime) -> str:
 
 
 def _dump(since: dt.datetime, seen: dict[str, str]) -> str:
-    return json.dumps({"v": _TOKEN_VERSION, "kind": _KIND, "since": _text(since), "seen": seen},
-                      sort_keys=True, separators=(",", ":"))
+    return dump_window(_KIND, _text(since), seen)
 
 
 def _load(name: str, token: str) -> tuple[dt.datetime, dict[str, str]]:
-    try:
-        state = json.loads(token)
-    except ValueError:
-        state = None
-    if not isinstance(state, dict) or state.get("v") != _TOKEN_VERSION or state.get("kind") != _KIND:
+    text, seen = load_window(token, _KIND, f"{name}: the stored token is not one this connector makes")
+    since = utc_datetime(text)
+    if since is None:
         raise SyncTokenExpired(f"{name}: the stored token is not one this connector makes")
-    since = utc_datetime(str(state.get("since")))
-    seen = state.get("seen")
-    if since is None or not isinstance(seen, dict):
-        raise SyncTokenExpired(f"{name}: the stored token is not one this connector makes")
-    return since, {str(k): str(v) for k, v in seen.items()}
+    return since, seen

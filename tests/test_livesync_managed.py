@@ -1,0 +1,169 @@
+"""liveSync of a managed type (``idsync livesync managed/user``, ``store/changes.py``):
+store changes that implicit sync did not push are replayed through the mappings whose
+source the type is, on the two-way LDAP sample against the suite's slapd; and the two
+directions' liveSyncs, run in turn, never bounce a change between them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dbs import BACKENDS, store_url
+from idsync.config.pingidm_schedules import load_schedules
+from idsync.config.project import load_project
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.links import LinkSet
+from idsync.store.objects import ManagedResource
+from idsync_dev.slapd import Slapd
+from livesync_env import live, managed_users, set_token, stored_token
+
+from samples import FORWARD, REVERSE, idsync, ldap_entry, sample_project
+
+LDAP = "system/ldap/account"
+MANAGED = "managed/user"
+
+
+def _project(tmp_path: Path, slapd: Slapd, subtree: str) -> Path:
+    """The sample, its "10%" maxDeletes made a count: a handful of test users is not a large directory."""
+    project = sample_project(tmp_path, slapd, subtree, f"sqlite:///{tmp_path / 's.db'}")
+    sync = project / "conf" / "sync.json"
+    sync.write_text(sync.read_text().replace('"maxDeletes": "10%"', '"maxDeletes": 5'))
+    return project
+
+
+def _store_change(project: Path, *args: str) -> dict[str, Any]:
+    """``idsync managed ... --no-sync``: a store change implicit sync does not push."""
+    done = idsync(project, "managed", *args, "--no-sync")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if done.stdout.strip() else {}
+
+
+def _written(result: Any) -> dict[str, int]:
+    """What the run's mapping runs wrote, summed (``unchanged`` left out)."""
+    out: dict[str, int] = {}
+    for run in result.runs:
+        for k, v in run.get("counts", {}).items():
+            if k != "unchanged":
+                out[k] = out.get(k, 0) + v
+    return out
+
+
+def test_store_changes_replay_to_ldap_and_the_two_directions_converge(tmp_path: Path, slapd: Slapd,
+                                                                      ldap_subtree: str) -> None:
+    """The first managed liveSync reconciles managed/user in full and stores the store's
+    position; an idle run reads nothing. A store update, create and delete made with
+    implicit sync off reach LDAP at the next managed run (updated, created, deleted,
+    the link of the deleted user gone). The LDAP liveSync then reads idsync's own writes
+    back as echoes, and a change made in LDAP goes to the store and, replayed to LDAP,
+    writes nothing there: no run of either direction writes twice."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert live(project, LDAP).state == "SUCCESS"
+    first = live(project, MANAGED)
+    assert first.state == "SUCCESS", first.message
+    assert first.full_recon and "no token yet" in first.full_recon
+    assert json.loads(stored_token(project, MANAGED) or "{}")["kind"] == "updated"
+    idle = live(project, MANAGED)
+    assert idle.state == "SUCCESS" and idle.changes == 0 and idle.runs == [] and idle.method == "updated"
+
+    users = managed_users(project)
+    _store_change(project, "patch", "user", users["bjensen"]["_id"], "--operations",
+                  json.dumps([{"operation": "replace", "field": "/description", "value": "from the store"}]))
+    made = _store_change(project, "create", "user", "--data", json.dumps(
+        {"userName": "newbie", "givenName": "New", "sn": "Bie", "mail": "newbie@example.com"}))
+    _store_change(project, "delete", "user", users["scarter"]["_id"])
+    done = live(project, MANAGED)
+    assert done.state == "SUCCESS", done.message
+    assert done.changes == 3
+    (run,) = done.runs
+    assert run["mapping"] == REVERSE and run["counts"] == {"created": 1, "updated": 1, "deleted": 1}
+    assert (ldap_entry(slapd, f"uid=bjensen,{ldap_subtree}") or {})["description"] == ["from the store"]
+    assert ldap_entry(slapd, f"uid=newbie,{ldap_subtree}") is not None
+    assert ldap_entry(slapd, f"uid=scarter,{ldap_subtree}") is None
+    store = Store.open(load_project(project).settings.store_url())
+    assert LinkSet(store, FORWARD).targets_of([users["scarter"]["_id"]], None) == {}
+    assert live(project, MANAGED).changes == 0
+
+    # The LDAP side reads those writes back: echoes or unchanged, the store is not written.
+    revs = {name: u["_rev"] for name, u in managed_users(project).items()}
+    back = live(project, LDAP)
+    assert back.state == "SUCCESS", back.message
+    assert _written(back) == {}
+    assert {name: u["_rev"] for name, u in managed_users(project).items()} == revs
+    assert managed_users(project)["newbie"]["_id"] == made["_id"]
+
+    # A change made in LDAP: to the store, then replayed to LDAP with nothing to write.
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: b@example.org\n")
+    there = live(project, LDAP)
+    assert _written(there) == {"updated": 1}
+    assert managed_users(project)["bjensen"]["mail"] == "b@example.org"
+    replayed = live(project, MANAGED)
+    assert replayed.changes == 1 and _written(replayed) == {}
+    quiet = live(project, LDAP)
+    assert quiet.changes == 0 and live(project, MANAGED).changes == 0
+
+
+def test_command_line_job_and_expired_token(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """``idsync livesync managed/user`` runs as the engine does; a PingIDM schedule with
+    ``"source": "managed/user"`` is a liveSync job; a token newer than anything the store
+    holds (a store restored from an older backup) is answered by a full recon; a source
+    whose every mapping has enableSync false (PingIDM's switch for implicit sync and
+    liveSync) is refused before anything runs (exit 78), naming enableSync."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert live(project, LDAP).state == "SUCCESS"
+    first = idsync(project, "livesync", MANAGED, "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["fullRecon"].startswith("no token yet")
+
+    (project / "conf" / "schedule-managed-live.json").write_text(json.dumps({
+        "enabled": True, "type": "cron", "schedule": "*/5 * * * * ?", "invokeService": "provisioner",
+        "invokeContext": {"action": "liveSync", "source": MANAGED}}))
+    jobs, errors = load_schedules(project / "conf")
+    assert errors == [] and jobs["managed-live"].livesync == (MANAGED,)
+
+    token = json.loads(stored_token(project, MANAGED) or "{}")
+    set_token(project, MANAGED, json.dumps({**token, "since": "2099-01-01T00:00:00.000000Z"}))
+    again = live(project, MANAGED)
+    assert again.state == "SUCCESS" and again.full_recon and "restored from an older backup" in again.full_recon
+    assert "2099" not in (stored_token(project, MANAGED) or "")
+
+    sync = project / "conf" / "sync.json"
+    conf = json.loads(sync.read_text())
+    for m in conf["mappings"]:
+        if m["source"] == MANAGED:
+            m["enableSync"] = False
+    sync.write_text(json.dumps(conf))
+    off = idsync(project, "livesync", MANAGED)
+    assert off.returncode == 78 and "enableSync false" in off.stderr
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_store_reader_on_every_store(tmp_path: Path, slapd: Slapd, ldap_subtree: str, kind: str) -> None:
+    """The managed change reader itself, on SQLite, PostgreSQL and MariaDB (whose stamps
+    are whole seconds): no change read after the position is taken; objects written
+    since are read once each, in batches of the page size, the last batch carrying the
+    token; a second read of that token reads nothing; the token keeps no secret."""
+    project = sample_project(tmp_path, slapd, ldap_subtree, store_url(kind, tmp_path), load_data=False)
+    loaded = load_project(project)
+    resources = Resources(loaded, Store.open(loaded.settings.store_url()))
+    users = resources.open(MANAGED)
+    assert isinstance(users, ManagedResource)
+    old = users.create({"userName": "old", "sn": "Old", "password": "Secret-Pass-1"})
+    token = users.latest_token()
+    feed = users.read_changes(token, None, 2)
+    assert [b.changes for b in feed.batches] == [[]]
+    made = [users.create({"userName": f"u{i}", "sn": "U"}) for i in range(3)]
+    users.update(old["_id"], {"sn": "Changed"})
+    feed = users.read_changes(token, ["userName", "sn"], 2)
+    batches = list(feed.batches)
+    assert [len(b.changes) for b in batches] == [2, 2, 0] and batches[-1].token is not None
+    assert [b.token is None for b in batches] == [True, True, False]
+    read = {c.id: c.obj for b in batches for c in b.changes}
+    assert set(read) == {old["_id"], *(m["_id"] for m in made)}
+    assert read[old["_id"]] == {"_id": old["_id"], "_rev": read[old["_id"]]["_rev"], "userName": "old", "sn": "Changed"}
+    again = batches[-1].token
+    assert [b.changes for b in users.read_changes(again, None, 2).batches] == [[]]
+    assert "Secret" not in again
+    resources.close()
