@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,13 +16,11 @@ import httpx
 import pytest
 from api_server import ADMIN, ADMIN_HASH, free_port
 from cluster_env import (
-    IDSYNC,
     SLOW,
     Node,
     add_managed_users,
     api_up,
     cluster_project,
-    node_env,
     reset_queue,
     second_database,
     wait_for,
@@ -147,7 +144,6 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
     runs = _rows(pg_url, f"SELECT job, fire, node, state FROM recon_runs WHERE fire < '{end.isoformat()}'")
     done = Counter((r.job, r.fire) for r in runs if r.state == "SUCCESS")
     assert max(done.values()) == 1, [k for k, v in done.items() if v > 1]
-    assert {(r.job, r.fire) for r in runs} == set(done), "a fire with no successful run"
     assert {r.state for r in runs} <= {"SUCCESS", "CANCELED"}
     assert {r.node for r in runs if r.state == "SUCCESS"} == {"n0", "n1", "n2"}
     queued = _rows(pg_url, "SELECT args->>'job' AS job, args->>'timestamp' AS ts, status "
@@ -157,7 +153,9 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
     assert {q.status for q in queued} == {"succeeded"}
     dropped = {(e["job"], dt.datetime.fromisoformat(e["fire_time"])) for n in nodes
                for e in n.events("job.skipped") if e.get("reason") == "queued" and e.get("fire_time")}
-    # Every queued fire ran once, but those a stopping node took and dropped for the run waiting next.
+    # Every queued fire ran once, but those a stopping node took (or began, then canceled)
+    # and dropped for the run waiting next.
+    assert {(r.job, r.fire) for r in runs} - set(done) <= dropped
     ran = {(j, int(f.timestamp())) for j, f in done}
     assert {(q.job, int(q.ts)) for q in queued} - ran <= {(j, int(f.timestamp())) for j, f in dropped}
     assert ran <= {(q.job, int(q.ts)) for q in queued}
@@ -168,16 +166,14 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
     assert len(done) >= 250, len(done)
 
 
-def test_cluster_needs_a_postgresql_store(tmp_path: Path) -> None:
+def test_cluster_needs_a_postgresql_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``[cluster] enabled = true`` on a SQLite store is a configuration error naming the file
     and key: ``idsync run`` exits 78 before it starts, ``idsync validate`` says the same."""
     project = cluster_project(tmp_path / "project", f"sqlite:///{tmp_path / 'idsync.db'}", {"j": "@hourly"})
     for command in (["run"], ["validate"]):
-        done = subprocess.run([str(IDSYNC), "-p", str(project), *command], capture_output=True, text=True,
-                              env=node_env("n0"), timeout=60, check=False)
-        assert done.returncode == 78, done.stdout + done.stderr
-        said = done.stdout + done.stderr
-        assert "idsync.toml" in said and "cluster.enabled" in said and "PostgreSQL" in said
+        assert cli_main(["-p", str(project), *command]) == 78
+        said = "".join(capsys.readouterr())
+        assert "idsync.toml" in said and "cluster.enabled" in said and "PostgreSQL" in said, said
 
 
 def test_a_killed_nodes_run_is_taken_over(tmp_path: Path, pg_url: str) -> None:
@@ -259,8 +255,9 @@ def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> Non
     split = cluster_project(tmp_path / "cluster", pg_url, jobs, mapping={"properties": SLOW}, job_extra=extra,
                             cluster="partitions = 4\nmin_partition_size = 40\n")
     single_url = second_database(pg_url)
-    single = cluster_project(tmp_path / "single", single_url, jobs, mapping={"properties": SLOW},
-                             job_extra=extra, enabled=False)
+    # The same mapping without the slow transform (it returns the value it is given): the
+    # cluster's runs are slowed so both nodes read ranges, one daemon's need not be.
+    single = cluster_project(tmp_path / "single", single_url, jobs, job_extra=extra, enabled=False)
     for project in (split, single):
         add_managed_users(project, users)
     port = free_port()
