@@ -90,7 +90,7 @@ def _restart(node: Node, project: Path) -> Node:
 
 def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, pg_url: str,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    """Three nodes schedule the same twelve every-second jobs (a few hundred fires) while
+    """Three nodes schedule the same fifteen every-second jobs (a few hundred fires) while
     one node reloads its configuration (SIGHUP, as ``systemctl reload`` sends, every job
     file changed) and the two others are restarted one after the other: each fire in that
     window runs exactly once cluster-wide (one SUCCESS run per job and fire in the store,
@@ -99,7 +99,7 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
     a run of the job was already waiting, every node does some of the work, and
     ``idsync status --nodes``, the API's ``cluster``, the metrics and the status file show
     three nodes alive."""
-    jobs = {f"j{i:02}": "* * * * * ?" for i in range(12)}
+    jobs = {f"j{i:02}": "* * * * * ?" for i in range(15)}
     # A node starved of CPU for a few seconds must not be taken for dead here: not what this test is about.
     project = cluster_project(tmp_path / "project", pg_url, jobs, stall_timeout=15)
     for name in jobs:  # a queued fire runs however late: no fire is dropped as a misfire
@@ -118,7 +118,7 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
         nodes[0].proc.send_signal(signal.SIGHUP)
         nodes[1] = _restart(nodes[1], project)
         nodes[2] = _restart(nodes[2], project)
-        # A few hundred fires run (some 25 s on a quiet machine; longer on a busy one, where
+        # A few hundred fires run (some 20 s on a quiet machine; longer on a busy one, where
         # more fires are dropped because a run of their job already waits).
         wait_for(lambda: _rows(pg_url, "SELECT count(*) FROM recon_runs WHERE state = 'SUCCESS' AND fire > "
                                        f"'{start.isoformat()}'")[0][0] >= 300, 300, "300 fires run")
