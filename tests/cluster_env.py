@@ -49,7 +49,8 @@ def reset_queue(url: str) -> None:
 
 
 def cluster_project(root: Path, url: str, jobs: dict[str, str], *, cluster: str = "",
-                    mapping: dict[str, Any] | None = None, job_extra: str = "", enabled: bool = True) -> Path:
+                    mapping: dict[str, Any] | None = None, job_extra: str = "", enabled: bool = True,
+                    stall_timeout: float = 3) -> Path:
     """A project on ``url`` with one mapping ``m_JOB`` (managed/user -> managed/account) per job
     of ``jobs`` (name -> schedule), in cluster mode with 1 s heartbeats."""
     conf = root / "conf"
@@ -73,7 +74,7 @@ def cluster_project(root: Path, url: str, jobs: dict[str, str], *, cluster: str 
     (conf / "sync.json").write_text(json.dumps({"mappings": mappings}), encoding="utf-8")
     (conf / "idsync.toml").write_text(
         f'state_dir = "state"\n[store]\nurl = "{url}"\n[cluster]\nenabled = {str(enabled).lower()}\nheartbeat = 1\n'
-        f'stall_timeout = 3\n{cluster}', encoding="utf-8")
+        f'stall_timeout = {stall_timeout}\n{cluster}', encoding="utf-8")
     return root
 
 

@@ -44,7 +44,7 @@ MAP: Mapping[str, tuple[str, ...]] = {
             "managed"),
     "console": ("idsync", "errors", "log", "query", "resource", "settings", "config", "store", "resources", "sync",
                 "managed", "api"),
-    "cluster": ("settings", "store"),
+    "cluster": ("errors", "settings", "store"),
     "daemon": ("idsync", "errors", "log", "settings", "config", "store", "resources", "sync", "managed",
                "status_file", "api", "console", "cluster"),
     "cli": ("*",),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -445,3 +446,44 @@ def test_max_deletes_stops_the_run_before_the_batch_and_keeps_the_token(tmp_path
     sync.write_text(sync.read_text().replace('"maxDeletes": "10%"', '"maxDeletes": "50%"'))
     done = _live(project)
     assert done.state == "SUCCESS" and set(_users(project)) == {"bjensen", "newbie"}
+
+
+@pytest.mark.postgresql
+def test_a_split_full_recon_stores_the_token_taken_before_its_partitions(tmp_path: Path, slapd: Slapd,
+                                                                          ldap_subtree: str) -> None:
+    """In cluster mode the full recon of a first liveSync is split like a recon job's (two
+    entryUUID ranges, open to another node's helper); the token is the position
+    taken before the partitions start, so a change made once they are under way comes with
+    the next run, and the token is stored only after every partition ended."""
+    from idsync.sync.partitions import Splitter
+    from idsync.sync.recon import help_partitions
+
+    project = _project(tmp_path, slapd, ldap_subtree, store_url("postgresql", tmp_path))
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    helpers: list[threading.Thread] = []
+
+    def spread(run_id: str, count: int) -> None:
+        # The ranges are cut and about to be read: a change now is after the token.
+        slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\n"
+                       "mail: during@example.org\n\n")
+        for _ in range(count):
+            helper = threading.Thread(target=help_partitions,
+                                      args=(loaded, store, run_id, "n1", threading.Event()))
+            helper.start()
+            helpers.append(helper)
+
+    splitter = Splitter(partitions=lambda: 2, min_size=1, spread=spread, node="n0")
+    first = run_livesync(loaded, store, SOURCE, LiveSyncOptions(splitter=splitter, node="n0"))
+    for helper in helpers:
+        helper.join(30)
+    assert first.state == "SUCCESS", first.message
+    (recon,) = first.runs
+    parts = RunStore(store).get(recon["id"])["summary"]["partitions"]
+    assert len(parts) == 2 and {p["state"] for p in parts} == {"SUCCESS"}
+    assert set(_users(project)) == {"bjensen", "scarter"}
+    assert _state(project).token is not None
+    after = _live(project)
+    assert after.state == "SUCCESS" and after.full_recon is None
+    assert after.changes >= 1  # the change made during the partitions, read from the token
+    assert _users(project)["bjensen"]["mail"] == "during@example.org"

@@ -73,9 +73,12 @@ class ClusterNode:
         self._tasks: list[asyncio.Task[None]] = []
 
     def prepare(self) -> None:
-        """Create the queue's tables if needed and take this node's name (``ConfigError`` if a live node has it)."""
-        self.queue.prepare()
+        """Take this node's name (``ConfigError`` if a live node has it), then create or upgrade the
+        queue's schema (its post migrations wait while a live node runs another version)."""
         self.nodes.claim(self.name, self.owner, self.version)
+        others = [f"{n.name} ({n.version})" for n in self.nodes.alive() if n.name != self.name
+                  and n.version != self.version]
+        self.queue.prepare(others)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -146,7 +149,9 @@ class ClusterNode:
         handed_over = await self._loop.run_in_executor(self._pool, self._run_job, job, trigger, when)
         if handed_over:
             if await self.queue.waiting(job):
-                return  # the run waiting next does the work
+                # The run waiting next does the work, as for a fire that finds a run waiting.
+                log.info("job.skipped", job=job, reason="queued", fire_time=fire, trigger=trigger, node=self.name)
+                return
             log.info("cluster.handed_over", node=self.name, job=job)
             raise HandedOver(job)
 

@@ -30,6 +30,7 @@ from procrastinate.jobs import Status
 from psycopg.conninfo import make_conninfo
 from sqlalchemy import text
 
+from idsync.cluster.schema import QueueSchema
 from idsync.store.database import Store
 
 __all__ = ["SCHEMA", "HandedOver", "Queue"]
@@ -39,7 +40,6 @@ log = structlog.get_logger("idsync.cluster")
 SCHEMA = "idsync_queue"
 JOB_TASK = "idsync.job"
 PARTITION_TASK = "idsync.partition"
-_SCHEMA_LOCK = 7461033  # pg_advisory_xact_lock: one node creates the queue's schema
 
 
 class HandedOver(Exception):
@@ -53,6 +53,8 @@ def _conninfo(store: Store) -> str:
                        ("password", url.password), ("dbname", url.database)):
         if value is not None:
             params[key] = value
+    # The queue's objects are unqualified in Procrastinate's SQL: its schema comes first in the path.
+    params["options"] = f"{params.get('options', '')} -c search_path={SCHEMA}".strip()
     return make_conninfo("", **params)
 
 
@@ -73,8 +75,7 @@ class Queue:
 
     def __init__(self, store: Store, max_connections: int) -> None:
         self.store = store
-        connector = PsycopgConnector(conninfo=_conninfo(store), min_size=1, max_size=max_connections,
-                                     kwargs={"options": f"-c search_path={SCHEMA}"})
+        connector = PsycopgConnector(conninfo=_conninfo(store), min_size=1, max_size=max_connections)
         self.app = App(connector=connector)
         self._handlers: dict[str, Callable[..., Awaitable[None]]] = {}
         handed_over = RetryStrategy(max_attempts=10, wait=0, retry_exceptions={HandedOver})
@@ -87,18 +88,9 @@ class Queue:
         async def partition_task(run_id: str) -> None:
             await self._handlers[PARTITION_TASK](run_id=run_id)
 
-    def prepare(self) -> None:
-        """Create the queue's schema and tables unless they exist (one node at a time)."""
-        schema_sql = self.app.schema_manager.get_schema()
-        with self.store.engine.begin() as conn:
-            conn.execute(text(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})"))
-            conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
-            exists = conn.execute(text("SELECT to_regclass(:t)"), {"t": f"{SCHEMA}.procrastinate_jobs"}).scalar()
-            if exists is None:
-                conn.execute(text(f"SET LOCAL search_path = {SCHEMA}"))
-                # The driver's own execute: the schema holds many statements and literal % signs.
-                conn.connection.driver_connection.execute(schema_sql)  # type: ignore[union-attr]
-                log.info("cluster.queue_created", schema=SCHEMA)
+    def prepare(self, other_versions: list[str]) -> None:
+        """Create or upgrade the queue's schema (``schema.py``), one node at a time."""
+        QueueSchema(self.store, SCHEMA).prepare(other_versions)
 
     def on(self, task: str, handler: Callable[..., Awaitable[None]]) -> None:
         self._handlers[task] = handler

@@ -146,7 +146,7 @@ def run_job(
             if on_start is not None:
                 on_start(outcome)
             if job.livesync:
-                _run_livesync(project, store, job, outcome, cancel)
+                _run_livesync(project, store, job, outcome, cancel, node=node, splitter=splitter)
             else:
                 _run_mappings(project, store, job, outcome, cancel, node=node, fire=fire, splitter=splitter)
     finally:
@@ -196,9 +196,11 @@ def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutco
     _run_each(job.mappings, one, job, outcome, cancel)
 
 
-def _run_livesync(project: Project, store: Store, job: JobDef, outcome: JobOutcome, cancel: threading.Event) -> None:
+def _run_livesync(project: Project, store: Store, job: JobDef, outcome: JobOutcome, cancel: threading.Event,
+                  node: str | None, splitter: Splitter | None) -> None:
     def one(source: str) -> MappingOutcome:
-        options = LiveSyncOptions(dry_run=outcome.dry_run, page_size=job.page_size, job=job.name, cancel=cancel)
+        options = LiveSyncOptions(dry_run=outcome.dry_run, page_size=job.page_size, job=job.name, cancel=cancel,
+                                  splitter=splitter, node=node)
         return _livesync_outcome(run_livesync(project, store, source, options))
 
     _run_each(job.livesync, one, job, outcome, cancel)

@@ -353,8 +353,9 @@ class Daemon:
                 log.info("job.misfire", job=name, fire_time=fire.isoformat(), policy=job.misfire)
                 if self.cluster is None:
                     self.table.run_now(name)
-                else:  # the nodes starting together queue it once
-                    self.cluster.fire(name, fire)
+                elif self.cluster.fire(name, fire) is None:  # the nodes starting together queue it once
+                    # A run of the job already waits in the queue (a regular fire came first): it runs at once.
+                    log.info("job.skipped", job=name, reason="queued", fire_time=fire.isoformat(), trigger="misfire")
 
     # -- signals -----------------------------------------------------------------
 

@@ -73,6 +73,7 @@ from idsync.store.runs import RunStore, owner_id
 from idsync.store.tokens import SyncTokens
 from idsync.sync.changes import ChangeApplier
 from idsync.sync.options import ReconOptions
+from idsync.sync.partitions import Splitter
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.recon import ReconResult, run_recon
 
@@ -87,6 +88,9 @@ class LiveSyncOptions:
     page_size: int | None = None
     job: str | None = None  # the job that started the run, for its full recons
     cancel: threading.Event = field(default_factory=threading.Event)
+    # Cluster mode: a full recon is split over the nodes as a recon job's is (``partitions.py``).
+    splitter: Splitter | None = None
+    node: str | None = None
 
 
 @dataclass
@@ -265,7 +269,10 @@ class _LiveRun:
         return sorted(fields)
 
     def _full_recon(self, source: ChangeSource, result: LiveSyncResult, reason: str) -> None:
-        """Take the source's position, reconcile every mapping in full, then store the position."""
+        """Take the source's position, reconcile every mapping in full, then store the position.
+
+        The position is taken before any partition of a split recon starts: a change made
+        while the partitions are read, in a range already read, comes with the next run."""
         result.full_recon = reason
         self.log.info("livesync.full_recon", reason=reason)
         token = source.latest_token()
@@ -275,7 +282,7 @@ class _LiveRun:
                 raise RunCanceled("canceled before the full recon of " + m.name)
             recon = run_recon(self.project, self.store, m.name, ReconOptions(
                 dry_run=self.options.dry_run, page_size=self.options.page_size, job=self.options.job,
-                cancel=self.options.cancel))
+                cancel=self.options.cancel, splitter=self.options.splitter, node=self.options.node))
             recons.append(recon)
             result.runs.append({"mapping": m.name, "id": recon.id, "state": recon.state, "fullRecon": True})
             if recon.state != "SUCCESS":
