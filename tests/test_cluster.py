@@ -34,17 +34,12 @@ from sqlalchemy import create_engine, text
 pytestmark = pytest.mark.postgresql
 
 
-# Commits wait for no disk flush: runs take a tenth of the time on a busy disk, and what
-# the tests count (each commit seen by the next statement of any node) is the same.
-_NO_FLUSH = "?options=-c%20synchronous_commit%3Doff"
-
-
 @pytest.fixture
 def empty_pg_url(tmp_path: Path) -> str:
     """A PostgreSQL database without idsync's tables or the queue's schema."""
     url = store_url("postgresql", tmp_path)
     reset_queue(url)
-    return url + _NO_FLUSH
+    return url  # commits wait for no disk flush (dbs.store_url)
 
 
 @pytest.fixture

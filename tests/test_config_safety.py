@@ -351,8 +351,8 @@ def test_a_missing_managed_json_is_a_warning_and_the_built_in_types(tmp_path: Pa
     (project / "conf" / "managed.json").unlink()
     code, out, err = _validate(project)
     assert code == 0, out + err
-    assert "config.managed_default" in err and "built-in managed/user and managed/role" in err
-    assert sorted(load_project(project).managed.types) == ["role", "user"]
+    assert "config.managed_default" in err and "built-in managed/user, managed/role and managed/assignment" in err
+    assert sorted(load_project(project).managed.types) == ["assignment", "role", "user"]
 
 
 # -- blockSize is the LDAP page size ----------------------------------------------------------
