@@ -58,6 +58,20 @@ SINGLE = os.environ.get("IDSYNC_BENCH_CLUSTER_SINGLE",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/idsync_bench_cluster_single")
 
 
+def _cpu() -> tuple[int, int]:
+    """(busy, all) jiffies of the whole machine so far (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _cores_busy(before: tuple[int, int]) -> float:
+    """How many of the machine's cores were busy on average since ``before`` (every
+    process: slapd, PostgreSQL and the nodes), the ceiling a second node runs into."""
+    busy, total = _cpu()
+    return (os.cpu_count() or 1) * (busy - before[0]) / max(1, total - before[1])
+
+
 def _last_run(url: str) -> tuple[str, float, dict[str, Any]]:
     """The latest run's state, seconds (so far) and summary; ("NONE", 0, {}) before the first."""
     from sqlalchemy import create_engine, text
@@ -210,7 +224,7 @@ def main() -> int:
                         "one daemon's, with deletes and a tripped maxDeletes, instead of timing it")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="idsync-cluster-bench-"))
-    results: list[tuple[str, str, float]] = []
+    results: list[tuple[str, str, float, float | None]] = []
     try:
         ldif = work / "users.ldif"
         with ldif.open("w") as f:
@@ -222,34 +236,42 @@ def main() -> int:
             floor, _, _, _ = _timed(["ldapsearch", "-x", "-LLL", "-H", ldap.url, "-D", ldap.admin_dn,
                                      "-w", ldap.admin_password, "-b", f"ou=People,{ldap.base_dn}",
                                      "-E", "pr=1000/noprompt", "(objectClass=inetOrgPerson)"])
-            results.append(("ldapsearch floor", "-", floor))
+            results.append(("ldapsearch floor", "-", floor, None))
             env = {**os.environ, "IDSYNC_STORE__URL": POSTGRES, "IDSYNC_LDAP_PORT": str(ldap.port),
                    "IDSYNC_LDAP_PASSWORD": ldap.admin_password, "IDSYNC_LOG__LEVEL": "warning"}
             _reset_store(POSTGRES)
             single = _project(work, "single", "")
+            before = _cpu()
             _timed([IDSYNC, "-p", str(single), "recon", MAPPING, "--quiet", "--json"], env=env)
+            cores = _cores_busy(before)
             state, seconds, _ = _last_run(POSTGRES)
-            results.append(("one node", state, seconds))
+            results.append(("one node", state, seconds, cores))
             print(f"one node: {state} in {seconds:.1f} s", flush=True)
             _reset_store(POSTGRES)
             split = _project(work, "cluster", "[cluster]\nenabled = true\nconcurrency = 1\nheartbeat = 1\n"
                                               f"stall_timeout = 3\npartitions = {args.nodes}\n"
                                               "min_partition_size = 1000\n")
             with _nodes(split, {**env, "IDSYNC_STORE__URL": POSTGRES}, args.nodes) as trigger:
+                before = _cpu()
                 trigger()
+                cores = _cores_busy(before)
             state, seconds, summary = _last_run(POSTGRES)
             parts = summary.get("partitions") or []
-            results.append((f"{args.nodes} nodes, {len(parts)} partitions", state, seconds))
+            results.append((f"{args.nodes} nodes, {len(parts)} partitions", state, seconds, cores))
             print(f"{args.nodes} nodes: {state} in {seconds:.1f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = results[1][2]
     print(f"\n{args.users:,} users, first recon (all creates) into PostgreSQL\n")
-    print("| run | state | seconds | entries/s | speed-up |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for label, state, seconds in results:
+    print(f"| run | state | seconds | entries/s | speed-up | cores busy (of {os.cpu_count()}) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for label, state, seconds, cores in results:
         speed = f"{base / seconds:.2f}x" if label != "ldapsearch floor" else ""
-        print(f"| {label} | {state} | {seconds:.1f} | {args.users / seconds:,.0f} | {speed} |")
+        busy = f"{cores:.2f}" if cores is not None else ""
+        print(f"| {label} | {state} | {seconds:.1f} | {args.users / seconds:,.0f} | {speed} | {busy} |")
+    one = results[1][3] or 1.0
+    print(f"\nOne node kept {one:.2f} of {os.cpu_count()} cores busy (slapd, PostgreSQL and idsync together): "
+          f"a split recon on this machine can at best be {(os.cpu_count() or 1) / one:.2f}x as fast.")
     return 0
 
 
