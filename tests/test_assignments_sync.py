@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dbs import BACKENDS, store_url
 from idsync.config.managed import DEFAULT_MANAGED
 from idsync.config.project import Project, load_project
 from idsync.managed import ManagedObjects
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
-from idsync.store.last_sync import LastSync
+from idsync.store.last_sync import LastSync, forget_objects
 from idsync.store.objects import ManagedResource
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import run_recon
@@ -199,3 +200,24 @@ def test_role_written_by_a_recon_pushes_its_members(world: World) -> None:
     world.objects["feed"].patch(feed["_id"], [{"operation": "replace", "field": "/people", "value": []}])
     world.recon("managedFeed_managedRole")
     assert world.account("erin")["groups"] == []
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_last_sync_records_on_each_store(kind: str, tmp_path: Path) -> None:
+    """The record of a page is written in one go, replaced when it changes, read per
+    mapping and dropped with its object, on every backend."""
+    store = Store.open(store_url(kind, tmp_path))
+    try:
+        records, other = LastSync(store, "user", _MAPPING), LastSync(store, "user", "other")
+        assert not records.any()
+        with store.begin() as conn:
+            records.record(conn, {"u1": [{"_id": "a1", "attributes": [{"name": "x", "value": ["é"]}]}], "u2": []})
+            other.record(conn, {"u1": [{"_id": "a9"}]})
+        with store.begin() as conn:
+            records.record(conn, {"u1": [{"_id": "a2"}]})
+        assert records.any() and records.read(["u1", "u2", "u3"]) == {"u1": [{"_id": "a2"}], "u2": []}
+        with store.begin() as conn:
+            forget_objects(conn, "user", ["u1"])
+        assert records.read(["u1"]) == {} and other.read(["u1"]) == {}
+    finally:
+        store.close()
