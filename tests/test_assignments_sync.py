@@ -41,6 +41,7 @@ _MAPPINGS = [
      "correlationQuery": {"type": _JS, "source": "({_queryFilter: 'userName eq \"' + source.userName + '\"'})"},
      "properties": [{"source": "userName", "target": "userName"}], "policies": _POLICIES},
     {"name": "managedFeed_managedRole", "source": "managed/feed", "target": "managed/role", "enableSync": False,
+     "allowEmptySourceSet": True,
      "correlationQuery": {"type": _JS, "source": "({_queryFilter: 'name eq \"' + source.name + '\"'})"},
      "properties": [{"source": "name", "target": "name"}, {"source": "people", "target": "members"}],
      "policies": _POLICIES},
@@ -190,7 +191,8 @@ def test_operations_and_assignment_scripts_run_in_javascript(world: World) -> No
 
 def test_role_written_by_a_recon_pushes_its_members(world: World) -> None:
     """A recon into the store that adds a member to a role pushes that user at once (the
-    assignment reaches the account), and one that takes the member away unassigns it."""
+    assignment reaches the account), and one that takes the member away, or deletes the
+    role, unassigns it."""
     _, _ = world.role_with("Staff", _STAFF)
     erin = _user(world, "erin")
     feed = world.objects["feed"].create({"name": "Staff", "people": [{"_ref": f"managed/user/{erin}"}]}).object
@@ -199,6 +201,13 @@ def test_role_written_by_a_recon_pushes_its_members(world: World) -> None:
     assert world.account("erin")["groups"] == ["staff"]
     world.objects["feed"].patch(feed["_id"], [{"operation": "replace", "field": "/people", "value": []}])
     world.recon("managedFeed_managedRole")
+    assert world.account("erin")["groups"] == []
+    world.objects["feed"].patch(feed["_id"], [{"operation": "replace", "field": "/people",
+                                                "value": [{"_ref": f"managed/user/{erin}"}]}])
+    world.recon("managedFeed_managedRole")
+    assert world.account("erin")["groups"] == ["staff"]
+    world.objects["feed"].delete(feed["_id"])
+    world.recon("managedFeed_managedRole")  # SOURCE_MISSING: the role is deleted
     assert world.account("erin")["groups"] == []
 
 

@@ -275,7 +275,7 @@ class _Run:
         DeferredDeletes(
             run_id=self.id, mapping=m, store=self.store, runs=self.runs, links=self.qualifiers,
             counters=self.counters, dry_run=self.options.dry_run, max_deletes=self.options.max_deletes,
-            page_size=self.page_size, hook=self._hook, check_cancel=self._check_cancel,
+            page_size=self.page_size, hook=self._hook, check_cancel=self._check_cancel, roles=self._roles,
         ).run(target)
         if self._held:
             raise SafetyLimitExceeded(
