@@ -1,6 +1,7 @@
-"""A store of the previous release (schema 0005), with role members kept as user names
+"""A store of the released 0.1.0 (schema 0003), with role members kept as user names
 and user roles as lists in the documents, upgraded in place by opening it: the names
-become references seen from both ends, lists that name nothing are left alone."""
+become references seen from both ends, lists that name nothing are left alone, and
+the users' assignments start with no ``lastSync`` record."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.managed import DEFAULT_MANAGED, parse_managed
 from idsync.store.database import Store
+from idsync.store.last_sync import LastSync
 from idsync.store.objects import ManagedResource
 from idsync.store.tables import managed_objects
 from sqlalchemy import create_engine, insert, select
 
 
 def _old_store(url: str) -> None:
-    """The store as the previous release left it: migrated to 0005, with its objects."""
+    """The store as the released 0.1.0 left it: migrated to 0003, with its objects."""
     from alembic import command
     from alembic.config import Config
     from idsync.store import database
@@ -33,7 +35,7 @@ def _old_store(url: str) -> None:
 
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "0005")
+        command.upgrade(config, "0003")
         conn.execute(insert(managed_objects), [
             row("user", "u1", {"userName": "bjensen"}),
             row("user", "u2", {"userName": "jdoe", "roles": ["auditors", "managed/role/r1"]}),
@@ -70,5 +72,6 @@ def test_member_names_become_references_when_the_store_is_opened(kind: str, tmp_
         assert "members" not in data["r1"] and "roles" not in data["u2"]
         assert data["r3"]["members"] == ["uid=a,ou=people,dc=example,dc=com"]  # not names of users: untouched
         assert data["u3"]["roles"] == ["no-such-role"]
+        assert LastSync(store, "user", "managedUser_systemLdapAccounts").read(["u1", "u2"]) == {}
     finally:
         store.close()

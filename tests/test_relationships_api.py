@@ -71,7 +71,7 @@ def test_adding_a_user_to_a_role_in_pingidms_rest_forms_reaches_the_scim_group(
     assert _group_members(server, "admins") == {scim["bjensen"], scim["jdoe"]}
 
     r = api.post(f"/openidm/managed/role/{admins}/members?_action=create", headers=ADMIN,
-                 json={"_ref": f"managed/user/{users['kcarter']}", "_refProperties": {}})
+                 json={"_ref": f"managed/user/{users['kcarter']}"})
     assert r.status_code == 201, r.text
     created = r.json()
     assert created["_ref"] == f"managed/user/{users['kcarter']}"

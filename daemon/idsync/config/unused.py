@@ -90,9 +90,9 @@ _KINDS = (
 _MANAGED_EVENTS = ("onCreate", "onRead", "onUpdate", "onDelete", "onValidate", "onRetrieve", "onStore", "onSync",
                    "postCreate", "postUpdate", "postDelete")
 _NOT_RUN_EVENTS = ("onSync",)
-_ASSIGNMENTS = ("; idsync's sync engine applies assignments, but runs no onAssignment/onUnassignment script nor an "
-                "operation given as a script, and unassigns an assignment the user does not hold from every target "
-                "of its mapping (PingIDM unassigns what its lastSync recorded) (docs/pingidm.md#roles)")
+_ASSIGNMENTS = ("; idsync's sync engine applies assignments as PingIDM's roles/defaultMapping.js does, their "
+                "onAssignment/onUnassignment scripts and script operations included, and keeps each user's lastSync "
+                "in its own table (docs/pingidm.md#roles)")
 _EFFECTIVE = ("effectiveRoles", "effectiveAssignments")
 _COMPUTED = ("idsync computes effectiveRoles and effectiveAssignments itself, on every read, with roles' conditions "
              "and temporal constraints (docs/store.md#roles-and-assignments)")

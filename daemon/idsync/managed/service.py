@@ -29,13 +29,13 @@ from idsync.config.project import Project
 from idsync.errors import NotFound
 from idsync.managed.patch import apply_patch
 from idsync.managed.relationships import RelatedPushes, incremental
-from idsync.managed.roles import RoleFanout
 from idsync.resource import Obj, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 from idsync.store.validation import InvalidObject
 from idsync.sync.implicit import ImplicitSync, PushResult
+from idsync.sync.role_fanout import RoleFanout
 
 __all__ = ["Change", "ManagedObjects"]
 

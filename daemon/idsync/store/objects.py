@@ -41,6 +41,7 @@ from idsync.store.changes import ManagedChanges
 from idsync.store.database import Store, new_id, nul_at, utcnow
 from idsync.store.filters import property_value, to_sql
 from idsync.store.hooks import ObjectHooks, PostScript
+from idsync.store.last_sync import forget_objects
 from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.policy import Taken, check
 from idsync.store.relationships import Edges, write_related
@@ -364,6 +365,8 @@ class ManagedResource(Resource, ChangeSource):
             for start in range(0, len(removed), _CHUNK):
                 conn.execute(delete(mo).where(mo.c.object_type == self.object_type,
                                               mo.c.id.in_(removed[start:start + _CHUNK])))
+            if removed:
+                forget_objects(conn, self.object_type, removed)
             if reindex:
                 for start in range(0, len(reindex), _CHUNK):
                     conn.execute(delete(mp).where(

@@ -36,6 +36,7 @@ __all__ = [
     "claims",
     "cluster_nodes",
     "deferred",
+    "last_sync",
     "links",
     "locks",
     "managed_objects",
@@ -122,6 +123,19 @@ links = Table(
     Column("digest", String(64), nullable=True),
     Index("ux_links_source", "linkset", "source_id", "qualifier", unique=True),
     Index("ux_links_target", "linkset", "target_id", "qualifier", unique=True),
+)
+
+# PingIDM's ``lastSync``: the assignments of a mapping last applied to a managed source's
+# targets (migration 0010), so that only those are unassigned (``store/last_sync.py``).
+last_sync = Table(
+    "last_sync",
+    metadata,
+    Column("object_type", String(64), primary_key=True),
+    Column("object_id", _Id, primary_key=True),
+    Column("mapping", String(128), primary_key=True),
+    Column("assignments", _Json, nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+    Index("ix_last_sync_mapping", "mapping"),
 )
 
 recon_runs = Table(

@@ -74,6 +74,8 @@ class Plan:
     digest: str | None = None
     projected: Obj | None = None
     rev: str | None = None
+    # The role assignments to record as applied once the plan is done (``assignments.py``).
+    assigned: list[Obj] | None = None
 
     def unlinked(self, target: str, target_id: str | None, written: Obj | None) -> str | None:
         """Why a plan is not done although nothing failed: it must link its source,
@@ -140,8 +142,8 @@ class Assessor:
             if kept is None or rev is None:
                 continue
             try:
-                if not self.qualifies(s, qualifier):
-                    continue
+                if not self.qualifies(s, qualifier) or self._assigning(s):
+                    continue  # an assignment applied or taken away is assessed in full
                 digest = self.digests.projection(self.project(s, None, qualifier), qualifier)
             except IdsyncError:
                 continue  # assessed in full, which records the failure
@@ -204,8 +206,24 @@ class Assessor:
                 plan = Plan("", "", sid, linked.get(sid), unresolved=sid not in linked, error=str(exc), qualifier=q)
             if plan.op is not None and plan.op.kind == "create":
                 creating.add(plan.op.values)
-            plans.append(plan)
+            plans.append(self._recording(plan, s))
         return plans
+
+    def prefetch(self, ids: Sequence[str]) -> None:
+        """Read what the assignments of a page of sources need at once (``assignments.py``)."""
+        if self.assignments is not None:
+            self.assignments.prefetch(ids)
+
+    def _assigning(self, s: Obj) -> bool:
+        return self.assignments is not None and self.assignments.to_record(s) is not None
+
+    def _recording(self, plan: Plan, s: Obj | None) -> Plan:
+        """``plan`` marked with the assignments to record once it is done: those a CREATE,
+        UPDATE or LINK leaves applied, as PingIDM's ``postMapping`` records them."""
+        if self.assignments is not None and s is not None and plan.error is None and plan.change != "skipped" \
+                and plan.action in ("CREATE", "UPDATE", "LINK"):
+            plan.assigned = self.assignments.to_record(s)
+        return plan
 
     def _source_plan(self, s: Obj, qualifies: bool, tid: str | None, targets: Mapping[str, Obj],
                      found: Any, owners: Mapping[str, str], qualifier: str) -> Plan:
@@ -242,7 +260,8 @@ class Assessor:
                                           source_found=src is not None, source_qualifies=source_ok)
                 action, post = self._decide(situation, {"source": src, "target": t, "linkQualifier": q})
                 plan = Plan(str(situation), action, sid, tid, post_action=post, source_phase=False, qualifier=q)
-                plans.append(self._plan_action(plan, src, t, linked=sid is not None, candidates=0))
+                plans.append(self._recording(self._plan_action(plan, src, t, linked=sid is not None, candidates=0),
+                                             src))
             except IdsyncError as exc:
                 plans.append(Plan("UNASSIGNED", "EXCEPTION", sid, tid, error=str(exc), qualifier=q))
         return plans

@@ -116,6 +116,7 @@ class ChangeApplier:
                 if linked else {}
             mine = [o for o in objs if not self._echo(o, targets.get(linked.get(o["_id"], "")), qualifier)]
             self.echoes += len(objs) - len(mine)
+            self.assessor.prefetch([o["_id"] for o in mine])
             found = self.assessor.assess_sources(mine, linked, targets, self.correlators.get(qualifier), links,
                                                  self.source)
             retry = {p.source_id for p in found if p.retry}
@@ -226,10 +227,13 @@ class ChangeApplier:
             add: list[tuple[str, str, str]] = []
             drop: list[tuple[str, str]] = []
             audit: list[dict[str, Any]] = []
+            assigned: dict[str, list[Obj]] = {}
             for plan in plans:
                 target_id = self._outcome(plan, results.get(id(plan)), audit)
                 if target_id is None:
                     continue
+                if plan.assigned is not None and plan.source_id:
+                    assigned[plan.source_id] = plan.assigned
                 if plan.defer:
                     drop.append((plan.qualifier, target_id))
                 elif plan.source_id and (plan.link or renamed(plan.target_id, target_id)):
@@ -237,6 +241,8 @@ class ChangeApplier:
             if not self.dry_run:
                 self.qualifiers.remove_targets(conn, drop)
                 self.qualifiers.add_links(conn, add)
+                if assigned and self.assessor.assignments is not None:
+                    self.assessor.assignments.last_sync.record(conn, assigned)
             self.counters.links_created += len([p for p in plans if p.link and not p.error])
             self.runs.audit(conn, audit)
             if self.run_id is not None:

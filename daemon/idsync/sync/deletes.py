@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
@@ -32,6 +32,9 @@ from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.summary import Counters
+
+if TYPE_CHECKING:
+    from idsync.sync.role_fanout import WrittenRoles
 
 __all__ = ["DeferredDeletes", "delete_cap", "joined", "writing"]
 
@@ -63,6 +66,7 @@ class DeferredDeletes:
     page_size: int
     hook: Callable[[str, dict[str, Any]], None]  # runs one of the mapping's hooks, recording its failure
     check_cancel: Callable[[], None]  # raises RunCanceled once the run is asked to stop
+    roles: WrittenRoles | None = None  # deleted roles and assignments push their users (``role_fanout.py``)
 
     def run(self, target: Resource) -> None:
         """Refuse every recorded delete and unlink if they exceed the cap, else carry them out."""
@@ -99,8 +103,11 @@ class DeferredDeletes:
     def _apply_page(self, ops: Sequence[dict[str, Any]], target: Resource) -> None:
         to_delete = [o for o in ops if o["action"] == "DELETE" and o["target_id"]]
         # A store target deletes in the same transaction that drops the links.
+        deletes = [WriteOp("delete", id=o["target_id"], rev=None) for o in to_delete]
+        if self.roles is not None:
+            self.roles.before(deletes)
         with writing(self.store, target) as conn:
-            results = target.write_batch([WriteOp("delete", id=o["target_id"], rev=None) for o in to_delete])
+            results = target.write_batch(deletes)
             failed = {r.op.id: r.error for r in results if not r.ok and type(r.error).__name__ != "NotFound"}
             notes = {r.op.id: r.message for r in results if r.message}
             audit: list[dict[str, Any]] = []
@@ -120,6 +127,8 @@ class DeferredDeletes:
                 self.links.remove_targets(conn, unlink_targets)
             self.runs.audit(conn, audit)
             self.runs.progress(self.run_id, self.counters.stage, self.counters.to_summary(), conn)
+        if self.roles is not None:
+            self.roles.after(results)
 
     def _audit_row(self, op: dict[str, Any], message: str | None, failed: bool) -> dict[str, Any]:
         status = "DRY_RUN" if self.dry_run else "FAILURE" if failed else "SUCCESS"

@@ -38,7 +38,7 @@ from idsync.store.hooks import ObjectHooks
 from idsync.store.links import LinkSet
 from idsync.store.runs import AUDIT_BEFORE, RunStore
 from idsync.sync.assess import SECRET_NAMES, Assessor, Plan
-from idsync.sync.assignments import mapping_assignments
+from idsync.sync.assignments import Assignments, mapping_assignments
 from idsync.sync.correlation import Correlator
 from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
@@ -155,7 +155,7 @@ class ImplicitSync:
                 else:
                     correlator = qualifiers.correlators(target, self.project.queries).get(qualifier)
                     plan = self._assess_present(mapping, assessor, target, links, current, correlator)
-                error = self._apply(plan, target, links)
+                error = self._apply(plan, target, links, assessor.assignments)
         except IdsyncError as exc:
             error = str(exc)
         # The first failure of a run keeps what the push repairing it must compare with.
@@ -200,8 +200,8 @@ class ImplicitSync:
 
     # -- acting ---------------------------------------------------------------
 
-    def _apply(self, plan: Plan, target: Resource, links: LinkSet) -> str | None:
-        """Write the plan's change, then its link; the error, or ``None``."""
+    def _apply(self, plan: Plan, target: Resource, links: LinkSet, assignments: Assignments | None) -> str | None:
+        """Write the plan's change, then its link and the assignments it applied; the error, or ``None``."""
         if plan.error is not None:
             return plan.error
         target_id = plan.target_id
@@ -224,6 +224,8 @@ class ImplicitSync:
             elif (plan.link or renamed(plan.target_id, target_id)) and plan.source_id and target_id:
                 # A target renamed by the write (a DN id) keeps its link under its new id.
                 links.add(conn, [(plan.source_id, target_id)])
+            if plan.assigned is not None and plan.source_id and assignments is not None:
+                assignments.last_sync.record(conn, {plan.source_id: plan.assigned})
         plan.target_id = target_id
         return None
 

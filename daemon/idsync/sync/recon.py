@@ -51,14 +51,16 @@ from idsync.store.objects import ManagedResource
 from idsync.store.partitions import Partition, Partitions
 from idsync.store.runs import RunStore, owner_id
 from idsync.sync.assess import Assessor, Plan
-from idsync.sync.assignments import mapping_assignments
+from idsync.sync.assignments import Assignments, mapping_assignments
 from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import DeferredDeletes, writing
 from idsync.sync.digests import TargetDigests
+from idsync.sync.implicit import ImplicitSync
 from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import SEQ_SPAN, cut, range_filter
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
+from idsync.sync.role_fanout import RoleFanout, WrittenRoles
 from idsync.sync.summary import Counters
 
 __all__ = ["ReconResult", "help_partitions", "run_recon"]
@@ -113,6 +115,9 @@ class _Run:
         self.log = log.bind(run_id=self.id, mapping=mapping.name, dry_run=options.dry_run)
         self._deferred = 0
         self._pending: dict[str, str] = {}
+        self._assignments: Assignments | None = None
+        self._roles: WrittenRoles | None = None
+        self._role_results: list[WriteResult] = []
         self._unidentified = 0  # source objects without an id: their targets cannot be told apart
         self._unresolved = 0  # unlinked source objects whose correlation or assessment failed
         self._held = 0  # target-phase deletes and unlinks not carried out because of them
@@ -204,6 +209,11 @@ class _Run:
         target = resources.open(self.mapping.target, dry_run=self.options.dry_run)
         if isinstance(target, ManagedResource):
             target = target.revealing_secrets()  # compared with a (hashed) password read from the source
+            fanout = RoleFanout(self.project, self.store, target.schema, ImplicitSync(self.project, self.store,
+                                                                                        resources))
+            if fanout.watches and not self.options.dry_run:
+                # Roles and assignments written push their users, as changes made through the API do.
+                self._roles = WrittenRoles(fanout, ManagedResource(self.store, target.schema, with_secrets=True))
         return source, target
 
     def _source_spec(self) -> QuerySpec:
@@ -219,6 +229,7 @@ class _Run:
         assessor = Assessor(m, self.options, self.counters, secrets=self.project.secret_properties(m),
                             previous=previous, target_schema=target.schema if isinstance(target, ManagedResource)
                             else None, assignments=mapping_assignments(self.project, self.store, m))
+        self._assignments = assessor.assignments
         # Store objects whose change the reverse mapping has not delivered yet are not overwritten.
         self._pending = pending_targets(self.store, self.project, m) if isinstance(target, ManagedResource) else {}
         correlators = self.qualifiers.correlators(target, self.project.queries)
@@ -264,7 +275,7 @@ class _Run:
         DeferredDeletes(
             run_id=self.id, mapping=m, store=self.store, runs=self.runs, links=self.qualifiers,
             counters=self.counters, dry_run=self.options.dry_run, max_deletes=self.options.max_deletes,
-            page_size=self.page_size, hook=self._hook, check_cancel=self._check_cancel,
+            page_size=self.page_size, hook=self._hook, check_cancel=self._check_cancel, roles=self._roles,
         ).run(target)
         if self._held:
             raise SafetyLimitExceeded(
@@ -415,6 +426,7 @@ class _Run:
                 continue
             unique[sid] = obj
         self.counters.source_processed += len(page)
+        assessor.prefetch(list(unique))
         groups, failed = self.qualifiers.of_sources(list(unique.values()))
         for sid, error in failed.items():
             self._unresolved += 1  # its targets are unknown: the target phase must not take them for orphans
@@ -471,6 +483,7 @@ class _Run:
                     self.counters.links_processed += len(sources_of)
                     # PingIDM reads each linked source by id, whatever sourceQuery selected.
                     sources = source.get_many(list(sources_of.values()), self._source_fields()) if sources_of else {}
+                    assessor.prefetch(list(sources))
                     if not needs_objects:
                         targets = self._with_values(target, targets, sources_of, sources)
                     self._apply(assessor.assess_targets(targets, sources_of, sources, qualifier), target, source)
@@ -502,6 +515,12 @@ class _Run:
         the writes and the links cannot leave created objects that nothing links."""
         with writing(self.store, target) as conn:
             self._written += self._apply_page(plans, target, conn, kept or {})
+        if self._roles is not None and self._role_results:
+            pushes = self._roles.after(self._role_results)
+            self._role_results = []
+            if pushes:
+                self.log.info("recon.roles_pushed", users=len({p.source_id for p in pushes}),
+                              failed=sum(not p.ok for p in pushes))
         if self._written >= self._analyze_at:
             # Tables that grow fast within one run need fresh planner statistics.
             self._analyze_at *= 4
@@ -517,8 +536,11 @@ class _Run:
         writes = [p for p in plans if p.op is not None and p.op.kind != "delete"]
         results: dict[int, WriteResult] = {}
         if writes:
+            if self._roles is not None:
+                self._roles.before([p.op for p in writes if p.op])
             for plan, written in zip(writes, target.write_batch([p.op for p in writes if p.op]), strict=True):
                 results[id(plan)] = written
+            self._role_results = list(results.values()) if self._roles is not None else []
         new_links: list[tuple[str, str, str]] = []
         relinks: list[tuple[str, str, str]] = []
         claims: list[str] = []
@@ -526,6 +548,7 @@ class _Run:
         deferred: list[dict[str, Any]] = []
         done: list[tuple[Plan, str | None]] = []
         digests: dict[str, dict[str, str]] = {}  # qualifier -> source id -> the digest its link keeps
+        assigned: dict[str, list[Obj]] = {}  # source id -> the assignments now applied (``assignments.py``)
         c = self.counters
         for plan in plans:
             if plan.situation:  # none when assessing the object failed
@@ -566,6 +589,8 @@ class _Run:
                 digest = self._digest(plan, result)
                 if digest is not None and (plan.link or kept.get(plan.source_id) != digest):
                     digests.setdefault(plan.qualifier, {})[plan.source_id] = digest
+            if plan.assigned is not None and plan.source_id:
+                assigned[plan.source_id] = plan.assigned
             if plan.link and plan.source_id and target_id:
                 new_links.append((plan.qualifier, plan.source_id, target_id))
             elif plan.source_id and target_id and renamed(plan.target_id, target_id):
@@ -589,6 +614,8 @@ class _Run:
                 "situation": plan.situation, "action": plan.action, "sourceAction": plan.source_phase,
                 "reconId": self.id, "linkQualifier": plan.qualifier})
         if not self.options.dry_run:
+            if assigned and self._assignments is not None:
+                self._assignments.last_sync.record(conn, assigned)
             if new_links or relinks:
                 self.qualifiers.add_links(conn, new_links + relinks, digests)
             linking = {(q, s) for q, s, _ in new_links + relinks}
