@@ -45,6 +45,11 @@ HTTPS on loopback with a self-signed certificate (made with ``openssl``), servin
   calls), ``REQUEST_LIMIT_EXCEEDED`` (403) when the API allowance is spent,
   ``REQUIRED_FIELD_MISSING``, ``DUPLICATE_USERNAME``, ``INVALID_FIELD``,
   ``MALFORMED_QUERY``, ``NOT_FOUND``; ``fail_next`` injects any answer (e.g. 503).
+* ``ManagerId``, a reference to a User, checked on create and update as a reference
+  field is: not an id (``MALFORMED_ID``), the id of another sObject type (key prefix
+  other than ``005``: ``FIELD_INTEGRITY_EXCEPTION``), no such User
+  (``INVALID_CROSS_REFERENCE_KEY``), the User itself; a 15-character id is kept as
+  the 18-character one.
 """
 
 from __future__ import annotations
@@ -80,11 +85,12 @@ REQUIRED_USER_FIELDS = ("Username", "LastName", "Email", "Alias", "TimeZoneSidKe
                         "EmailEncodingKey", "ProfileId", "LanguageLocaleKey")
 USER_FIELDS = frozenset({*REQUIRED_USER_FIELDS, "Id", "FirstName", "IsActive", "Phone", "MobilePhone", "Title",
                          "Department", "CompanyName", "FederationIdentifier", "CommunityNickname", "Name",
-                         "CreatedDate", "LastModifiedDate", "SystemModstamp"})
+                         "CreatedDate", "LastModifiedDate", "SystemModstamp", "ManagerId"})
 _READ_ONLY = frozenset({"Id", "Name", "CreatedDate", "LastModifiedDate", "SystemModstamp"})
 _UPDATED_DAYS = 30  # how far back sObject Get Updated answers
 _DELETED_DAYS = 15  # how far back sObject Get Deleted answers (the delete log)
 _CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+_RECORD_ID = re.compile(r"[A-Za-z0-9]{15}([A-Za-z0-9]{3})?")
 _ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -469,6 +475,11 @@ class FakeSalesforce:
         current = self.users.get(record_id, {}) if record_id else {}
         if record_id and not current:
             return error("ENTITY_IS_DELETED", "entity is deleted", [])
+        if values.get("ManagerId") is not None:
+            problem = self._manager_problem(record_id, values["ManagerId"])
+            if problem is not None:
+                return error(*problem, ["ManagerId"])
+            values = {**values, "ManagerId": self._user_id(values["ManagerId"])}
         merged = {**current, **values}
         missing = [f for f in REQUIRED_USER_FIELDS if merged.get(f) in (None, "")]
         if missing:
@@ -490,6 +501,23 @@ class FakeSalesforce:
             record_id = self._insert(merged)
         taken[username] = record_id
         return {"id": record_id, "success": True, "errors": []}
+
+
+    def _user_id(self, value: str) -> str:
+        """The 18-character Id of the User a 15- or 18-character id names."""
+        return value if value in self.users else next(i for i in self.users if i[:15] == value[:15])
+
+    def _manager_problem(self, record_id: str | None, value: Any) -> tuple[str, str] | None:
+        """Why ``value`` cannot be a User's ``ManagerId`` (a reference to a User), as the API says it."""
+        if not isinstance(value, str) or not _RECORD_ID.fullmatch(value):
+            return "MALFORMED_ID", f"Manager ID: id value of incorrect type: {value}"
+        if not value.startswith("005"):
+            return "FIELD_INTEGRITY_EXCEPTION", f"Manager ID: id value of incorrect type: {value}"
+        if not any(i[:15] == value[:15] for i in self.users):
+            return "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id"
+        if record_id is not None and record_id[:15] == value[:15]:
+            return "FIELD_INTEGRITY_EXCEPTION", "Manager: a user cannot be their own manager"
+        return None
 
 
 def _minute(when: float) -> float:

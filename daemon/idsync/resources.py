@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from idsync.config.project import Project, Provisioner
+from idsync.config.relationships import Relation
 from idsync.connectors.base import System, SystemTestReport
 from idsync.errors import ConfigError, IdsyncError
 from idsync.resource import Resource
@@ -95,23 +96,25 @@ class Resources:
         property (OpenIDM's sample2d copies ``uniqueMember`` DNs) is left as it is."""
         found: dict[str, ReferenceLinks] = {}
         for name, object_type in resource.references.items():
-            if not self._related(resource.name, name):
+            relation = self._related(resource.name, name)
+            if relation is None:
                 continue
             referenced = f"system/{system}/{object_type}"
+            own = referenced == resource.name  # a Salesforce User's ManagerId names another User
             for m in self.project.mappings:
                 if m.source == referenced and m.target.startswith("managed/"):
                     links = LinkSet(self.store, m.linkset, reversed=self.project.linkset_reversed(m))
-                    found[name] = ReferenceLinks(links, m.target)
+                    found[name] = ReferenceLinks(links, m.target, many=relation.many, own=own)
                     break
                 if m.target == referenced and m.source.startswith("managed/"):
                     links = LinkSet(self.store, m.linkset, reversed=not self.project.linkset_reversed(m))
-                    found[name] = ReferenceLinks(links, m.source)
+                    found[name] = ReferenceLinks(links, m.source, many=relation.many, own=own)
                     break
         return found
 
-    def _related(self, resource: str, name: str) -> bool:
-        """Whether a mapping of ``resource`` carries its property ``name`` to or from a
-        relationship property of a managed type."""
+    def _related(self, resource: str, name: str) -> Relation | None:
+        """The relationship property of a managed type that a mapping of ``resource``
+        carries its property ``name`` to or from, if any."""
         for m in self.project.mappings:
             pairs: list[tuple[tuple[str, ...] | None, tuple[str, ...] | None]]
             if m.source == resource and m.target.startswith("managed/"):
@@ -127,8 +130,8 @@ class Resources:
                 continue
             for mine, theirs in pairs:
                 if mine and theirs and mine[0] == name and theirs[0] in kind.relationships:
-                    return True
-        return False
+                    return kind.relationships[theirs[0]]
+        return None
 
     def system(self, name: str) -> System:
         if name not in self._systems:

@@ -50,6 +50,7 @@ from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.partitions import Partition, Partitions
 from idsync.store.runs import RunStore, owner_id
+from idsync.store.system_refs import LinkedReferences
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.assignments import Assignments, mapping_assignments
 from idsync.sync.correlation import Correlator
@@ -255,6 +256,7 @@ class _Run:
                 self.counters.time("sourcePage", (time.monotonic() - t0) * 1000)
         else:
             self._partitioned(bounds, source, target, assessor, correlators, spec)
+        self._revisit(source, target, assessor, correlators)
         self.counters.phases["source"] = time.monotonic() - started
         if self.counters.source_processed == 0 and not m.allow_empty_source_set:
             raise SafetyLimitExceeded(
@@ -449,6 +451,27 @@ class _Run:
                 self._apply([p for p in plans if not p.retry], target, source,
                             {sid: digest for sid, (_, digest) in kept.items()})
                 objs = [o for o in objs if o["_id"] in retry]
+
+    def _revisit(self, source: Resource, target: Resource, assessor: Assessor,
+                 correlators: dict[str, Correlator]) -> None:
+        """Assess once more the source objects whose references to objects of their own
+        type could be resolved only once this run linked those (``store/system_refs.py``):
+        a Salesforce user read, or pushed, before the run created its manager gets the
+        manager now. The objects read count them once; their situations count twice."""
+        ids: list[str] = []
+        if isinstance(source, LinkedReferences):
+            ids.extend(source.revisit())
+        if isinstance(target, LinkedReferences):
+            ids.extend(self.links.sources_of(target.revisit()).values())
+        if not ids:
+            return
+        found = list(source.get_many(list(dict.fromkeys(ids)), self._source_fields()).values())
+        self.log.info("recon.references_revisited", objects=len(found))
+        processed = self.counters.source_processed
+        for start in range(0, len(found), self.page_size):
+            self._check_cancel()
+            self._source_page(found[start:start + self.page_size], source, target, assessor, correlators)
+        self.counters.source_processed = processed
 
     def _unchanged(self, objs: list[Obj], kept: dict[str, tuple[str, str | None]], target: Resource,
                    assessor: Assessor, qualifier: str) -> dict[str, str]:

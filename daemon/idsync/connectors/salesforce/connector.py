@@ -42,6 +42,10 @@ log = structlog.get_logger("idsync.connectors.salesforce")
 _FIELD = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*")
 _RECORD_ID = re.compile(r"[A-Za-z0-9]{15}([A-Za-z0-9]{3})?")
 _ID_CHUNK = 200  # ids per SOQL "Id IN (...)": keeps the URL far below its limit
+# Reference fields naming records of a type idsync reads: a User's manager is a User. Mapped
+# to a managed relationship, the store shows them as the managed objects linked to those
+# records (``store/system_refs.py``).
+_REFERENCES: Mapping[str, Mapping[str, str]] = {"User": {"ManagerId": "User"}}
 
 
 class SalesforceResource(Resource, ChangeSource):
@@ -57,6 +61,8 @@ class SalesforceResource(Resource, ChangeSource):
         self._defaults = settings.object_types.get(sobject, ())
         self._writer = RecordWriter(client, sobject, self.name)
         self._changes = SalesforceChanges(self.name, client, sobject)
+        self.references = {name: kind for name, kind in _REFERENCES.get(sobject, {}).items()
+                           if kind in settings.object_types}
 
     # -- liveSync -------------------------------------------------------------
 
