@@ -173,3 +173,38 @@ def api_up(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/openidm/info/ping", timeout=2).status_code < 500
     except httpx.HTTPError:
         return False
+
+
+LIVE_SOURCE = "system/ldap/account"
+
+
+def add_ldap_livesync(project: Path, slapd: Any, subtree: str, job: str = "live") -> None:
+    """A liveSync job ``job`` every second: LDAP people of ``subtree`` (entryUUID ids) into
+    managed/person through mapping ``ldap_person`` (uid -> name, mail)."""
+    conf = project / "conf"
+    sample = REPO / "samples" / "sync-with-ldap-bidirectional" / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(sample.read_text(encoding="utf-8"))
+    prov["configurationProperties"].update(host="127.0.0.1", port=slapd.port, credentials=slapd.admin_password,
+                                           baseContexts=[subtree], baseContextsToSynchronize=[subtree])
+    (conf / "provisioner.openicf-ldap.json").write_text(json.dumps(prov), encoding="utf-8")
+    managed = json.loads((conf / "managed.json").read_text(encoding="utf-8"))
+    managed["objects"].append({"name": "person", "schema": {
+        "properties": {"name": {"type": "string", "searchable": True}, "mail": {"type": "string"}},
+        "required": ["name"]}})
+    (conf / "managed.json").write_text(json.dumps(managed), encoding="utf-8")
+    sync = json.loads((conf / "sync.json").read_text(encoding="utf-8"))
+    sync["mappings"].append({
+        "name": "ldap_person", "source": LIVE_SOURCE, "target": "managed/person",
+        "properties": [{"source": "uid", "target": "name"}, {"source": "mail", "target": "mail"}],
+        "correlationQuery": {"_queryFilter": 'name eq "${source.uid}"'},
+        "policies": [{"situation": s, "action": a} for s, a in _POLICIES], "allowEmptySourceSet": True})
+    (conf / "sync.json").write_text(json.dumps(sync), encoding="utf-8")
+    (project / "jobs.d" / f"{job}.toml").write_text(
+        f'schedule = "* * * * * ?"\nlivesync = "{LIVE_SOURCE}"\nmisfire = "run_once"\n', encoding="utf-8")
+
+
+def ldap_people(slapd: Any, subtree: str, names: list[str]) -> None:
+    """Add an inetOrgPerson ``uid=NAME`` under ``subtree`` for each name."""
+    slapd.add_ldif("".join(
+        f"dn: uid={n},{subtree}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: {n}\ncn: {n}\nsn: {n}\n"
+        f"mail: {n}@example.com\n\n" for n in names))

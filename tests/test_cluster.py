@@ -16,11 +16,14 @@ import httpx
 import pytest
 from api_server import ADMIN, ADMIN_HASH, free_port
 from cluster_env import (
+    LIVE_SOURCE,
     SLOW,
     Node,
+    add_ldap_livesync,
     add_managed_users,
     api_up,
     cluster_project,
+    ldap_people,
     reset_queue,
     second_database,
     wait_for,
@@ -29,6 +32,7 @@ from dbs import store_url
 from idsync.cli import main as cli_main
 from idsync.resource import QuerySpec
 from idsync.store.database import Store
+from idsync_dev.slapd import Slapd
 from sqlalchemy import create_engine, text
 
 pytestmark = pytest.mark.postgresql
@@ -83,9 +87,11 @@ def _restart(node: Node, project: Path) -> Node:
     return again
 
 
-def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, pg_url: str,
+def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, pg_url: str, slapd: Slapd,
+                                                               ldap_subtree: str,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    """Three nodes schedule the same fifteen every-second jobs (a few hundred fires) while
+    """Three nodes schedule the same fifteen every-second jobs (a few hundred fires), and a
+    liveSync job of LDAP every second (slapd with a sync provider), while
     one node reloads its configuration (SIGHUP, as ``systemctl reload`` sends, every job
     file changed) and the two others are restarted one after the other: each fire in that
     window runs exactly once cluster-wide (one SUCCESS run per job and fire in the store,
@@ -93,13 +99,19 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
     runs again elsewhere under the same fire), no fire is lost but those dropped because
     a run of the job was already waiting, every node does some of the work, and
     ``idsync status --nodes``, the API's ``cluster``, the metrics and the status file show
-    three nodes alive."""
+    three nodes alive. The liveSync job's fires are queued once each (one queue job per
+    fire, none missing), the store counts as many liveSync runs as the queue gave out
+    (less those skipped, plus those canceled by a stopping node), and the people added to
+    and changed in LDAP meanwhile arrive in the store once each (one CREATE per person, one
+    UPDATE for the one changed)."""
     jobs = {f"j{i:02}": "* * * * * ?" for i in range(15)}
     # A node starved of CPU for a few seconds must not be taken for dead here: not what this test is about.
     project = cluster_project(tmp_path / "project", pg_url, jobs, stall_timeout=15)
     for name in jobs:  # a queued fire runs however late: no fire is dropped as a misfire
         job = project / "jobs.d" / f"{name}.toml"
         job.write_text(job.read_text(encoding="utf-8").replace('"skip"', '"run_once"'), encoding="utf-8")
+    add_ldap_livesync(project, slapd, ldap_subtree)
+    ldap_people(slapd, ldap_subtree, ["p0", "p1"])
     port = free_port()
     nodes = [Node(project, "n0", IDSYNC_API__ENABLED="true", IDSYNC_API__PORT=str(port),
                   IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH})), Node(project, "n1"),
@@ -107,16 +119,22 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
     try:
         wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 60, "three nodes started")
         start = dt.datetime.now(dt.UTC)
-        for name in jobs:
+        for name in [*jobs, "live"]:
             job = project / "jobs.d" / f"{name}.toml"
             job.write_text(f'description = "reloaded"\n{job.read_text(encoding="utf-8")}', encoding="utf-8")
         nodes[0].proc.send_signal(signal.SIGHUP)
+        ldap_people(slapd, ldap_subtree, ["p2", "p3", "p4"])
         nodes[1] = _restart(nodes[1], project)
+        slapd.add_ldif(f"dn: uid=p0,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: p0@example.org\n")
+        ldap_people(slapd, ldap_subtree, ["p5", "p6", "p7"])
         nodes[2] = _restart(nodes[2], project)
+        ldap_people(slapd, ldap_subtree, ["p8", "p9"])
         # A few hundred fires run (some 20 s on a quiet machine; longer on a busy one, where
         # more fires are dropped because a run of their job already waits).
         wait_for(lambda: _rows(pg_url, "SELECT count(*) FROM recon_runs WHERE state = 'SUCCESS' AND fire > "
                                        f"'{start.isoformat()}'")[0][0] >= 300, 300, "300 fires run")
+        wait_for(lambda: _people(pg_url) == {f"p{i}": "p0@example.org" if i == 0 else f"p{i}@example.com"
+                                             for i in range(10)}, 60, "the LDAP changes in the store")
         end = dt.datetime.now(dt.UTC).replace(microsecond=0)
         instances = httpx.get(f"http://127.0.0.1:{port}/openidm/cluster", headers=ADMIN, timeout=30).json()
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=ADMIN, timeout=30).text
@@ -134,7 +152,7 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
         ("n0", "running"), ("n1", "running"), ("n2", "running")]
     assert all(f'idsync_cluster_node_last_seen_timestamp_seconds{{node="{n}"}}' in metrics for n in ("n0", "n1"))
     (reloaded,) = nodes[0].events("daemon.reloaded")
-    assert sorted(reloaded["changed"]) == sorted(jobs)
+    assert sorted(reloaded["changed"]) == sorted([*jobs, "live"])
     # The fires before the nodes began to stop at the end: the last ones may have been handed over.
     runs = _rows(pg_url, f"SELECT job, fire, node, state FROM recon_runs WHERE fire < '{end.isoformat()}'")
     done = Counter((r.job, r.fire) for r in runs if r.state == "SUCCESS")
@@ -152,13 +170,47 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
     # and dropped for the run waiting next.
     assert {(r.job, r.fire) for r in runs} - set(done) <= dropped
     ran = {(j, int(f.timestamp())) for j, f in done}
-    assert {(q.job, int(q.ts)) for q in queued} - ran <= {(j, int(f.timestamp())) for j, f in dropped}
+    assert {(q.job, int(q.ts)) for q in queued if q.job in jobs} - ran <= {(j, int(f.timestamp())) for j, f in dropped}
     assert ran <= {(q.job, int(q.ts)) for q in queued}
     window = [start.replace(microsecond=0) + dt.timedelta(seconds=s + 1)
               for s in range(int((end - start).total_seconds()) - 1)]
     missing = [(j, f) for j in jobs for f in window if (j, f) not in done and (j, f) not in dropped]
     assert not missing
     assert len(done) >= 250, len(done)
+    _assert_livesync_fires_ran_once(pg_url, nodes, window, dropped)
+
+
+def _people(url: str) -> dict[str, str]:
+    return dict(_rows(url, "SELECT data->>'name', data->>'mail' FROM managed_objects WHERE object_type = 'person'"))
+
+
+def _assert_livesync_fires_ran_once(url: str, nodes: list[Node], window: list[dt.datetime],
+                                    dropped: set[tuple[str, dt.datetime]]) -> None:
+    """The liveSync job ``live`` of the rolling-restart test: each fire queued once, every fire
+    of the window queued (or dropped for a run already waiting), the store's count of liveSync
+    runs equal to the queue jobs run (less those a worker skipped, plus those a stopping node
+    canceled and handed back), and each LDAP change applied once."""
+    queued = _rows(url, "SELECT (args->>'timestamp')::bigint AS ts, status FROM idsync_queue.procrastinate_jobs "
+                        "WHERE args->>'job' = 'live'")
+    assert max(Counter(q.ts for q in queued).values()) == 1
+    ours = {q.ts for q in queued} | {int(f.timestamp()) for j, f in dropped if j == "live"}
+    assert not [f for f in window if int(f.timestamp()) not in ours]
+    events = [e for n in nodes for e in n.events() if e.get("job") == "live"]
+    # Skipped by the worker that took the queue job (a fire skipped at queueing has no queue job).
+    skipped = [e for e in events if e["event"] == "job.skipped" and (
+        e["reason"] in ("locked", "unknown") or (e["reason"] == "running" and "trigger" in e)
+        or (e["reason"] == "queued" and "node" in e))]
+    canceled = [e for e in events if e["event"] == "job.end" and e.get("state") == "CANCELED"]
+    ((runs, failed),) = _rows(url, f"SELECT runs, failed FROM sync_tokens WHERE source = '{LIVE_SOURCE}'")
+    succeeded = sum(q.status == "succeeded" for q in queued)
+    assert (runs, failed) == (succeeded - len(skipped) + len(canceled), 0), (succeeded, skipped, canceled)
+    assert runs >= len(window)
+    audit = Counter((a.action, a.source_id) for a in _rows(
+        url, "SELECT action, source_id FROM audit WHERE mapping = 'ldap_person' AND status = 'SUCCESS' "
+             "AND action IS NOT NULL"))
+    creates = [k for k in audit if k[0] == "CREATE"]
+    assert len(creates) == 10 and {audit[k] for k in creates} == {1}
+    assert sum(n for (action, _), n in audit.items() if action == "UPDATE") == 1, audit
 
 
 def test_cluster_needs_a_postgresql_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -340,10 +392,11 @@ def test_a_killed_nodes_partition_is_read_by_another(tmp_path: Path, pg_url: str
 def test_nodes_starting_together_on_an_empty_database_then_a_missed_fire(tmp_path: Path, empty_pg_url: str) -> None:
     """Three nodes started at once on an empty database create idsync's tables and the
     queue's schema once (store migrations and queue schema each under an advisory lock) and
-    run the job; then, every node stopped and fires missed, with ``misfire = "run_once"``
-    two nodes started together find the latest missed fire (both the same one, unless a
-    fire passes between their starts), the queue keeps one run of each, and each run
-    records its fire."""
+    run the job; then, every node stopped, the job is given a schedule that fired once since
+    (at one second of each minute, just past) and ``misfire = "run_once"``: two nodes
+    started together find that fire and no other, whenever each starts within the minute
+    (one whose catch-up comes after the other's run started finds nothing missed), the
+    queue keeps one run of it, and the run records its fire."""
     pg_url = empty_pg_url
     project = cluster_project(tmp_path / "project", pg_url, {"tick": "*/2 * * * * ?"})
     job = project / "jobs.d" / "tick.toml"
@@ -361,28 +414,29 @@ def test_nodes_starting_together_on_an_empty_database_then_a_missed_fire(tmp_pat
     shipped = _rows(pg_url, "SELECT count(*), count(DISTINCT procrastinate) FROM idsync_queue.idsync_migrations")
     assert shipped[0][0] > 30 and shipped[0][1] == 1
     assert sum(len(n.events("cluster.queue_created")) for n in first) == 1
-    last = _rows(pg_url, "SELECT max(fire) FROM recon_runs")[0][0]
-    time.sleep(max((last + dt.timedelta(seconds=2) - dt.datetime.now(dt.UTC)).total_seconds(), 0) + 0.5)
+    # The next whole second after every run started: a fire the nodes below all missed, and
+    # the only one of its schedule for a minute, so both find this one whenever they start.
+    missed = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=1)
+    job.write_text(job.read_text(encoding="utf-8").replace("*/2 * * * * ?", f"{missed.second} * * * * ?"),
+                   encoding="utf-8")
+    time.sleep(max((missed - dt.datetime.now(dt.UTC)).total_seconds(), 0) + 0.05)
     nodes = [Node(project, "n3"), Node(project, "n4")]
     try:
-        def caught_up() -> list[str]:
-            found = {e["fire_time"] for n in nodes for e in n.events("job.misfire")}
-            # A missed fire queued after a regular fire of the job already waited is dropped
-            # for that run, which starts at once (``job.skipped reason=queued``).
-            merged = {e["fire_time"] for n in nodes for e in n.events("job.skipped") if e.get("trigger") == "misfire"}
-            ended = {r.fire.isoformat() for r in _rows(pg_url, "SELECT fire FROM recon_runs WHERE state <> 'ACTIVE'")}
-            ran = found - merged
-            done = found and ran <= ended and all(n.events("daemon.start") for n in nodes)
-            return [sorted(ran)] if done else []
-
-        (missed,) = wait_for(caught_up, 60, "the missed fire's run")
+        wait_for(lambda: all(n.events("daemon.start") for n in nodes)
+                 and _rows(pg_url, f"SELECT id FROM recon_runs WHERE fire = '{missed.isoformat()}' "
+                                   "AND state <> 'ACTIVE'"), 50, "the missed fire's run")
         codes = _stop_all(nodes)
     finally:
         for n in nodes:
             n.kill()
     assert codes == [0, 0]
-    for fire in missed:  # the nodes may start either side of a fire: each one they found ran once
-        assert dt.datetime.fromisoformat(fire) > last
-        assert len(_rows(pg_url, f"SELECT id FROM recon_runs WHERE fire = '{fire}'")) == 1
+    # A node whose catch-up comes after the other's run started finds nothing missed any more.
+    found = [e["fire_time"] for n in nodes for e in n.events("job.misfire")]
+    assert found and set(found) == {missed.isoformat()}, found
+    (run,) = _rows(pg_url, f"SELECT state, node FROM recon_runs WHERE fire = '{missed.isoformat()}'")
+    assert run.state == "SUCCESS" and run.node in ("n3", "n4")
+    (queued,) = _rows(pg_url, "SELECT count(*) FROM idsync_queue.procrastinate_jobs WHERE (args->>'timestamp')::bigint "
+                              f"= {int(missed.timestamp())}")
+    assert queued == (1,)
     per_fire = Counter(r.fire for r in _rows(pg_url, "SELECT fire FROM recon_runs"))
     assert max(per_fire.values()) == 1

@@ -307,7 +307,8 @@ def stepped(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     executor = _HeldExecutor()
     scheduler = _SteppedScheduler(timezone=UTC, executors={"default": executor})
     fired: list[tuple[str, str]] = []
-    table = JobTable(scheduler, lambda name, _trigger: fired.append((name, clock.now.strftime("%H:%M"))))
+    table = JobTable(scheduler, lambda name, _trigger: fired.append((name, clock.now.strftime("%H:%M"))),
+                     now=lambda: clock.now)
     scheduler.start()
     scheduler.table = table
     yield clock, scheduler, executor, fired
@@ -390,3 +391,43 @@ def test_fires_follow_the_zone_across_a_dst_change_on_the_scheduler(tmp_path: Pa
         if len(fired) > before:
             seen.append(instant.isoformat())
     assert seen == ["2026-03-29T01:00:00+00:00", "2026-03-30T00:30:00+00:00"]
+
+
+def test_a_reload_in_the_moment_before_a_fire_runs_neither_drops_nor_repeats_it(tmp_path: Path,
+                                                                                 stepped: Any) -> None:
+    """A reload that reschedules a job (its file changed) after a fire's time but before the
+    scheduler's loop woke for it (a few milliseconds, longer while the reload reads the
+    configuration on that loop, or within the job's jitter) keeps the fire: the new entry
+    starts at it, not at the next one. A reload just after the fire ran does not run it
+    again. The same holds when the schedule itself changed, and with jitter on both sides."""
+    clock, scheduler, executor, fired = stepped
+    versions = iter(range(100))
+
+    def reload(extra: str = "", schedule: str = "0 * * * *") -> None:
+        job = _jobdef(tmp_path, f'description = "v{next(versions)}"\n{extra}', schedule=schedule)
+        assert scheduler.table.apply({"hourly": job})["changed"] == ["hourly"]
+
+    scheduler.table.apply({"hourly": _jobdef(tmp_path)})
+    _move(clock, scheduler, executor, "2026-01-01T10:59:59.999")
+    clock.now = _at("2026-01-01T11:00:00.002")  # the fire is due, the loop has not woken yet
+    reload()
+    _move(clock, scheduler, executor, "2026-01-01T11:00:00.004")
+    assert fired == [("hourly", "11:00")]
+    reload()  # just after the fire ran
+    _move(clock, scheduler, executor, "2026-01-01T11:00:00.006")
+    assert fired == [("hourly", "11:00")]
+    assert scheduler.get_job("hourly").next_run_time == _at("2026-01-01T12:00")
+    clock.now = _at("2026-01-01T12:00:00.002")  # a new schedule that has the due fire too
+    reload(schedule="*/30 * * * *")
+    _move(clock, scheduler, executor, "2026-01-01T12:00:01")
+    assert fired == [("hourly", "11:00"), ("hourly", "12:00")]
+    reload("jitter = 600\n", schedule="0 * * * *")
+    assert scheduler.get_job("hourly").next_run_time >= _at("2026-01-01T13:00")
+    clock.now = _at("2026-01-01T13:00:00.002")  # the regular fire passed, its jittered time perhaps not
+    reload("jitter = 900\n")
+    assert _at("2026-01-01T13:00") <= scheduler.get_job("hourly").next_run_time <= _at("2026-01-01T13:15")
+    _move(clock, scheduler, executor, "2026-01-01T13:15:01")
+    assert [f for _, f in fired] == ["11:00", "12:00", "13:15"]
+    reload("jitter = 900\n")  # after the jittered fire ran
+    _move(clock, scheduler, executor, "2026-01-01T13:15:02")
+    assert len(fired) == 3 and scheduler.get_job("hourly").next_run_time >= _at("2026-01-01T14:00")

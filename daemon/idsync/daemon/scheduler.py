@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+from apscheduler.job import Job
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 
@@ -78,12 +79,14 @@ def missed_fire(job: JobDef, last_started: dt.datetime | None, now: dt.datetime)
 class JobTable:
     """The jobs currently on the scheduler, kept equal to a set of ``JobDef``."""
 
-    def __init__(self, scheduler: BaseScheduler, fire: Callable[[str, str], object], instances: int = 1) -> None:
+    def __init__(self, scheduler: BaseScheduler, fire: Callable[[str, str], object], instances: int = 1,
+                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         # ``instances`` > 1 where a fire only queues the run (cluster mode): a slow queueing
         # must not drop the next fire, and the queue keeps runs of a job one at a time.
         self._scheduler = scheduler
         self._fire = fire
         self._instances = instances
+        self._now = now
         self.jobs: dict[str, JobDef] = {}
         scheduler.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
 
@@ -118,22 +121,51 @@ class JobTable:
         )
 
     def _put(self, job: JobDef) -> None:
-        if self._scheduler.get_job(job.name) is not None:
+        entry = self._scheduler.get_job(job.name)
+        pending = self._pending_fire(entry, job)
+        if entry is not None:
             self._scheduler.remove_job(job.name)
         self.jobs[job.name] = job
         if not job.enabled:
             return
         grace = int(job.misfire_grace) if job.misfire == "run_once" else SKIP_TOLERANCE
+        trigger = CronScheduleTrigger(job.schedule, job.jitter)
         self._scheduler.add_job(
             self._fire,
-            trigger=CronScheduleTrigger(job.schedule, job.jitter),
+            trigger=trigger,
             args=[job.name, "schedule"],
             id=job.name,
             name=job.name,
             max_instances=self._instances,
             coalesce=True,
             misfire_grace_time=max(grace, 1),
+            # A replaced job keeps the fire its old entry had not run yet (see ``_pending_fire``).
+            **({"next_run_time": pending} if pending is not None else {}),
         )
+
+    def _pending_fire(self, entry: Job | None, job: JobDef) -> dt.datetime | None:
+        """The fire a replaced entry was waiting for, if it is due: the new entry's first.
+
+        The scheduler runs a fire when its loop wakes for it, a moment after its time (later
+        still while a reload reads the configuration on that loop, or within the job's
+        jitter). A job rescheduled in that moment would start from "now", past the fire, and
+        drop it; so the new entry starts at the first fire of the new schedule at or after
+        the regular fire the old entry waited for. A fire not yet due is left to the new
+        trigger, and a fire already run is never run again: every fire before the entry's
+        next one has run."""
+        waiting = getattr(entry, "next_run_time", None)  # none before the scheduler starts
+        if waiting is None:
+            return None
+        old = self.jobs.get(job.name)
+        regular = waiting
+        if old is not None and old.jitter:
+            # Jitter is below the interval: the last regular fire up to the jittered one is the one.
+            since = waiting - dt.timedelta(seconds=old.jitter, microseconds=1)
+            regular = old.schedule.previous_fire(before=waiting, since=since) or waiting
+        fire = job.schedule.next_after(regular - dt.timedelta(microseconds=1))
+        if fire > self._now():
+            return None  # the new trigger's own first fire
+        return fire + dt.timedelta(seconds=random.uniform(0, job.jitter)) if job.jitter else fire
 
     def _remove(self, name: str) -> None:
         self.jobs.pop(name, None)
