@@ -51,6 +51,7 @@ from idsync.store.objects import ManagedResource
 from idsync.store.partitions import Partition, Partitions
 from idsync.store.runs import RunStore, owner_id
 from idsync.sync.assess import Assessor, Plan
+from idsync.sync.collector import quiet_collector
 from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import DeferredDeletes, writing
 from idsync.sync.digests import TargetDigests
@@ -115,7 +116,8 @@ class _Run:
         self._unidentified = 0  # source objects without an id: their targets cannot be told apart
         self._unresolved = 0  # unlinked source objects whose correlation or assessment failed
         self._held = 0  # target-phase deletes and unlinks not carried out because of them
-        self._written = 0
+        self._grown = 0  # objects and links this run inserted
+        self._grown_analyzed = 0  # ... when the store's statistics were last refreshed
         self._analyze_at = 2000
         self._partition: Partition | None = None  # the partition this run works on, when split
         self._helper = False  # working on another node's split run
@@ -124,7 +126,8 @@ class _Run:
 
     def run(self) -> ReconResult:
         # Every event of the run, the connectors' and the progress callback's included, names it.
-        with structlog.contextvars.bound_contextvars(run_id=self.id, mapping=self.mapping.name):
+        with structlog.contextvars.bound_contextvars(run_id=self.id, mapping=self.mapping.name), \
+                quiet_collector():
             return self._run()
 
     def _run(self) -> ReconResult:
@@ -254,7 +257,7 @@ class _Run:
                 f"{self._unidentified} source objects had no id (is the id attribute readable?); "
                 "the target phase was skipped and nothing was deleted")
         if m.run_target_phase:
-            self.store.analyze()
+            self._analyze_before_target()
             self._stage("ACTIVE_RECONCILING_TARGET")
             started = time.monotonic()
             self._target_phase(source, target, assessor)
@@ -494,10 +497,11 @@ class _Run:
         With the store as the target it is all one transaction, so a crash between
         the writes and the links cannot leave created objects that nothing links."""
         with writing(self.store, target) as conn:
-            self._written += self._apply_page(plans, target, conn, kept or {})
-        if self._written >= self._analyze_at:
+            self._grown += self._apply_page(plans, target, conn, kept or {})
+        if self._grown >= self._analyze_at:
             # Tables that grow fast within one run need fresh planner statistics.
             self._analyze_at *= 4
+            self._grown_analyzed = self._grown
             self.store.analyze()
         self.runs.refresh(self.lock, self.owner)
         if self.options.on_progress:
@@ -505,7 +509,7 @@ class _Run:
 
     def _apply_page(self, plans: Sequence[Plan], target: Resource, conn: Connection,
                     kept: dict[str, str | None]) -> int:
-        """``_apply`` within ``conn``'s transaction; the number of rows it wrote."""
+        """``_apply`` within ``conn``'s transaction; the number of objects and links it created."""
         hold_pending(plans, self._pending)
         writes = [p for p in plans if p.op is not None and p.op.kind != "delete"]
         results: dict[int, WriteResult] = {}
@@ -600,9 +604,22 @@ class _Run:
             self.runs.beat(conn, self.id)  # a long partition must not look like a silent run
         else:
             self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
-        return len(writes) + len(new_links) + len(claims)
+        return sum(1 for p in writes if p.op is not None and p.op.kind == "create") + len(new_links)
 
     # -- helpers ------------------------------------------------------------
+
+    def _analyze_before_target(self) -> None:
+        """Fresh statistics for the target phase's query of unclaimed targets: of the
+        claims, which grew from nothing in this run, and of the objects and links when
+        the run inserted a tenth as many as it read since they were last refreshed (a
+        recon that changed little leaves them as they were: on PostgreSQL each large
+        table costs about half a second)."""
+        grown = self._grown - self._grown_analyzed
+        if grown and grown * 10 >= self.counters.source_processed:
+            self._grown_analyzed = self._grown
+            self.store.analyze()
+        else:
+            self.store.analyze(["recon_claims"])
 
     @staticmethod
     def _digest(plan: Plan, result: WriteResult | None) -> str | None:

@@ -23,6 +23,7 @@ Where no process can be started, the listing is read in process.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import pickle
@@ -112,6 +113,9 @@ def _serve(listing: Callable[..., Iterator[list[Obj]]], args: tuple[Any, ...], w
     # caller stops reading, which ends it (a closed pipe, or a kill).
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+    # What the child was forked with lives as long as it does: the collector's passes
+    # need not walk it for every page's garbage (about a quarter of the child's CPU).
+    gc.freeze()
 
     def forward(_logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
         name = event.pop("event", "")
