@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, delete, select, update
 
 from idsync.store.database import Store, new_id, utcnow
+from idsync.store.idpages import select_ids
 from idsync.store.tables import links as lt
 
 __all__ = ["LinkSet"]
@@ -52,24 +53,14 @@ class LinkSet:
 
     def _lookup(self, key, value, ids: Sequence[str],  # type: ignore[no-untyped-def]
                 conn: Connection | None) -> dict[str, tuple[str, str | None]]:
-        found: dict[str, tuple[str, str | None]] = {}
-        unique = list(dict.fromkeys(ids))
-        if not unique:
-            return found
+        if not ids:
+            return {}
         if conn is None:
             with self.store.engine.connect() as own:
-                return self._lookup(key, value, unique, own)
-        for start in range(0, len(unique), _CHUNK):
-            rows = conn.execute(
-                select(key, value, lt.c.digest).where(
-                    lt.c.linkset == self.name,
-                    lt.c.qualifier == self.qualifier,
-                    self.store.in_(key, unique[start : start + _CHUNK]),
-                )
-            ).all()  # one fetch, not one per row
-            for k, v, digest in rows:
-                found[k] = (v, digest)
-        return found
+                return self._lookup(key, value, ids, own)
+        rows = select_ids(self.store, conn, lt, (key.name, value.name, "digest"), key.name, ids,
+                          {"linkset": self.name, "qualifier": self.qualifier})
+        return {k: (v, digest) for k, v, digest in rows}
 
     def source_ids(self, page_size: int = 5000) -> Iterator[str]:
         """Every linked source id, read a page at a time (in id order)."""

@@ -39,6 +39,7 @@ from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, fail
 from idsync.store.database import Store, new_id, nul_at, utcnow
 from idsync.store.filters import property_value, to_sql
 from idsync.store.hooks import ObjectHooks, PostScript
+from idsync.store.idpages import select_ids
 from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.policy import Taken, check
 from idsync.store.relationships import Edges, write_related
@@ -140,13 +141,10 @@ class ManagedResource(Resource):
 
     def revisions(self, ids: Sequence[str]) -> dict[str, str]:
         """id -> current revision, for the objects of ``ids`` that exist: no data read or decoded."""
-        found: dict[str, str] = {}
-        unique = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
         with self.store.engine.connect() as conn:
-            for start in range(0, len(unique), _CHUNK):
-                found.update(conn.execute(select(mo.c.id, mo.c.rev).where(
-                    mo.c.object_type == self.object_type, self.store.in_(mo.c.id, unique[start:start + _CHUNK]))).all())
-        return found
+            return dict(select_ids(self.store, conn, mo, ("id", "rev"), "id", ids, {"object_type": self.object_type}))
 
     def _related(self, objects: list[Obj], fields: Sequence[str] | None) -> list[Obj]:
         """``objects`` with their relationship properties (``relationships.py``)."""
