@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 
-from idsync.store.database import Store, new_id, utcnow
+from idsync.store.database import Store, new_ids, utcnow
 from idsync.store.idpages import select_ids
 from idsync.store.tables import links as lt
 
@@ -87,9 +87,9 @@ class LinkSet:
         now = utcnow()
         digests = digests or {}
         rows = []
-        for source_id, target_id in pairs:
+        for (source_id, target_id), link_id in zip(pairs, new_ids(len(pairs)), strict=True):
             first, second = (target_id, source_id) if self.reversed else (source_id, target_id)
-            rows.append({"id": new_id(), "linkset": self.name, "source_id": first, "target_id": second,
+            rows.append({"id": link_id, "linkset": self.name, "source_id": first, "target_id": second,
                          "qualifier": self.qualifier, "created": now, "digest": digests.get(source_id)})
         self.store.insert_many(conn, lt, rows)
 

@@ -36,7 +36,7 @@ from idsync.crypto import is_encrypted
 from idsync.errors import CryptoFailed, NotFound, ObjectError, ObjectRejected, RevisionMismatch, internal_message
 from idsync.query.ast import Compare, Path
 from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
-from idsync.store.database import Store, new_id, nul_at, utcnow
+from idsync.store.database import Store, new_ids, nul_at, utcnow
 from idsync.store.filters import property_value, to_sql
 from idsync.store.hooks import ObjectHooks, PostScript
 from idsync.store.idpages import select_ids
@@ -231,13 +231,14 @@ class ManagedResource(Resource):
             reindex: list[str] = []
             changed: list[dict[str, Any]] = []
             removed: list[str] = []
+            fresh = iter(new_ids(sum(1 for op in ops if op.kind == "create" and not op.values.get("_id"))))
             for op in ops:
                 unfit = self._unfit(op)
                 if unfit is not None:
                     results.append(unfit)
                     continue
                 if op.kind == "create":
-                    new_id_ = str(op.values.get("_id") or new_id())
+                    new_id_ = str(op.values.get("_id") or next(fresh))
                     try:
                         data = self._at_rest_all(self._created(op, new_id_, taken), {})
                     except ObjectError as exc:

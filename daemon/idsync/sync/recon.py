@@ -65,6 +65,8 @@ __all__ = ["ReconResult", "help_partitions", "run_recon"]
 
 log = structlog.get_logger(__name__)
 
+_LOCK_REFRESH = 30.0  # seconds between refreshes of the run's lock (it lasts LOCK_TTL)
+
 
 @dataclass
 class ReconResult:
@@ -119,6 +121,7 @@ class _Run:
         self._grown = 0  # objects and links this run inserted
         self._grown_analyzed = 0  # ... when the store's statistics were last refreshed
         self._analyze_at = 2000
+        self._lock_refreshed = time.monotonic()
         self._partition: Partition | None = None  # the partition this run works on, when split
         self._helper = False  # working on another node's split run
         self._expected = 0  # objects in the id-only read of a split run
@@ -503,7 +506,11 @@ class _Run:
             self._analyze_at *= 4
             self._grown_analyzed = self._grown
             self.store.analyze()
-        self.runs.refresh(self.lock, self.owner)
+        if time.monotonic() - self._lock_refreshed >= _LOCK_REFRESH:
+            # The lock lasts LOCK_TTL (ten minutes): refreshing it every page was a
+            # transaction per page for nothing.
+            self.runs.refresh(self.lock, self.owner)
+            self._lock_refreshed = time.monotonic()
         if self.options.on_progress:
             self.options.on_progress(self.counters)
 
