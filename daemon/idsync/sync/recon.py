@@ -235,6 +235,7 @@ class _Run:
 
     def _execute(self, source: Resource, target: Resource) -> None:
         m = self.mapping
+        source.expect_listing()
         self.counters.source_total = source.count()
         assessor, correlators = self._prepare(source, target)
         self._stage("ACTIVE_RECONCILING_SOURCE")

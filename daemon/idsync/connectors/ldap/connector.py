@@ -37,7 +37,7 @@ from idsync.connectors.ldap.config import (
 from idsync.connectors.ldap.connection import LdapConnection, SearchEntry
 from idsync.connectors.ldap.groups import Memberships, uid_values
 from idsync.connectors.ldap.ignored import ignored_settings
-from idsync.connectors.ldap.listing import read_in_child, two_cores
+from idsync.connectors.ldap.listing import read_in_child, start_fork_server, two_cores
 from idsync.connectors.ldap.members import DELETE, MEMBER_OF, REPLACE, Changes, norm_dn, value_changes
 from idsync.connectors.ldap.rootdse import ROOT_DSE_ATTRIBUTES, describe_server, preset_mismatch
 from idsync.connectors.ldap.special import encode_special, read_attributes, read_special
@@ -119,6 +119,9 @@ class LdapResource(Resource, ChangeSource):
         wanted = wanted_properties(self._type, fields)
         return self._changes.read(token, self._attributes(wanted), lambda entries: self._objects(entries, wanted),
                                   page_size)
+
+    def expect_listing(self) -> None:
+        start_fork_server()
 
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         wanted = wanted_properties(self._type, spec.fields)

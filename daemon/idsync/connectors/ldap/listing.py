@@ -29,6 +29,7 @@ import os
 import pickle
 import signal
 from collections.abc import Callable, Iterator, MutableMapping
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -37,7 +38,7 @@ import structlog
 from idsync.errors import IdsyncError, PeerError, PeerUnavailable
 from idsync.resource import Obj
 
-__all__ = ["read_in_child", "two_cores"]
+__all__ = ["read_in_child", "start_fork_server", "two_cores"]
 
 log = structlog.get_logger("idsync.connectors.ldap")
 
@@ -63,6 +64,19 @@ def _fork_server() -> Any:
         context.set_forkserver_preload(["__main__", "idsync.connectors.ldap.connector"])
         _context = context
     return _context
+
+
+def start_fork_server() -> None:
+    """Start the fork server now (a new interpreter that imports the program and the
+    connector: about half a second of the other core), so that it starts while the
+    caller prepares its run instead of while the caller waits for its first page."""
+    if not two_cores():
+        return
+    try:
+        _fork_server()
+        forkserver.ensure_running()
+    except OSError as exc:
+        log.debug("ldap.fork_server_not_started", reason=str(exc))  # the listing says why, if it comes
 
 
 def read_in_child(listing: Callable[..., Iterator[list[Obj]]], args: tuple[Any, ...],
