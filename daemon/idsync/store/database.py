@@ -229,6 +229,15 @@ class Store:
             # The database went away or its schema was changed under us.
             raise store_error(exc, "store: ") from None
 
+    def commit_lazily(self, conn: Connection) -> None:
+        """Let the transaction of ``conn`` commit without waiting for the disk: for one
+        that holds nothing a crash of the database must keep (a recon's page that
+        changed nothing: its claims and the run's counts, which the run's failure
+        drops anyway). On PostgreSQL that is the WAL flush of every commit, 2-4 ms
+        here, a tenth of a no-change page; SQLite in WAL mode does not flush at commit."""
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+
     def insert_many(self, conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,
                     ignore_duplicates: bool = False) -> None:
         """Bulk insert on the driver's executemany, past SQLAlchemy's per-row

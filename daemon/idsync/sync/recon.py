@@ -600,6 +600,8 @@ class _Run:
             for qualifier, found in digests.items():
                 self.qualifiers.links(qualifier).set_digests(
                     conn, {s: d for s, d in found.items() if (qualifier, s) not in linking})
+        if not (writes or new_links or relinks or digests or audit or deferred):
+            self.store.commit_lazily(conn)
         self.runs.claim(conn, self.id, [c for c in claims if c])
         self.runs.defer(conn, self.id, self._deferred, deferred)
         self._deferred += len(deferred)
