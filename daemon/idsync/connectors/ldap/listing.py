@@ -72,11 +72,9 @@ def start_fork_server() -> None:
     caller prepares its run instead of while the caller waits for its first page."""
     if not two_cores():
         return
-    try:
+    with contextlib.suppress(OSError):  # the listing then says why it reads in process
         _fork_server()
         forkserver.ensure_running()
-    except OSError as exc:
-        log.debug("ldap.fork_server_not_started", reason=str(exc))  # the listing says why, if it comes
 
 
 def read_in_child(listing: Callable[..., Iterator[list[Obj]]], args: tuple[Any, ...],
