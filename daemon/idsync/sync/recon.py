@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -435,7 +435,8 @@ class _Run:
                                                 unchanged)
                 retry = {p.source_id for p in plans if p.retry}
                 self._apply([p for p in plans if not p.retry], target, source,
-                            {sid: digest for sid, (_, digest) in kept.items()})
+                            {sid: digest for sid, (_, digest) in kept.items() if sid not in unchanged},
+                            (qualifier, unchanged))
                 objs = [o for o in objs if o["_id"] in retry]
 
     def _unchanged(self, objs: list[Obj], kept: dict[str, tuple[str, str | None]], target: Resource,
@@ -494,14 +495,17 @@ class _Run:
     # -- acting -------------------------------------------------------------
 
     def _apply(self, plans: Sequence[Plan], target: Resource, source: Resource,
-               kept: dict[str, str | None] | None = None) -> None:
+               kept: dict[str, str | None] | None = None,
+               confirmed: tuple[str, Mapping[str, str]] | None = None) -> None:
         """Carry out one page's plans: target writes, then links, claims, audit;
-        ``kept``: source id -> the digest its link holds now (``digests.py``).
+        ``kept``: source id -> the digest its link holds now (``digests.py``);
+        ``confirmed``: a link qualifier and its sources known unchanged by their digest
+        (source id -> target id), which need no plan: they are counted and claimed.
 
         With the store as the target it is all one transaction, so a crash between
         the writes and the links cannot leave created objects that nothing links."""
         with writing(self.store, target) as conn:
-            self._grown += self._apply_page(plans, target, conn, kept or {})
+            self._grown += self._apply_page(plans, target, conn, kept or {}, confirmed)
         if self._grown >= self._analyze_at:
             # Tables that grow fast within one run need fresh planner statistics.
             self._analyze_at *= 4
@@ -516,7 +520,7 @@ class _Run:
             self.options.on_progress(self.counters)
 
     def _apply_page(self, plans: Sequence[Plan], target: Resource, conn: Connection,
-                    kept: dict[str, str | None]) -> int:
+                    kept: dict[str, str | None], confirmed: tuple[str, Mapping[str, str]] | None = None) -> int:
         """``_apply`` within ``conn``'s transaction; the number of objects and links it created."""
         hold_pending(plans, self._pending)
         writes = [p for p in plans if p.op is not None and p.op.kind != "delete"]
@@ -532,6 +536,12 @@ class _Run:
         done: list[tuple[Plan, str | None]] = []
         digests: dict[str, dict[str, str]] = {}  # qualifier -> source id -> the digest its link keeps
         c = self.counters
+        if confirmed is not None and confirmed[1]:
+            qualifier, unchanged = confirmed
+            c.assessed("CONFIRMED", "UPDATE", qualifier, len(unchanged))
+            c.status["SUCCESS"] += len(unchanged)
+            c.changes["unchanged"] += len(unchanged)
+            claims.extend(unchanged.values())
         for plan in plans:
             if plan.situation:  # none when assessing the object failed
                 c.assessed(plan.situation, plan.action, plan.qualifier)
