@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Table
 
 from idsync.store.database import Store
 
-__all__ = ["claim_ids", "select_ids"]
+__all__ = ["claim_ids", "delete_ids", "select_ids"]
 
 _CHUNK = 500  # MariaDB: placeholders per statement
 
@@ -36,25 +36,40 @@ def select_ids(store: Store, conn: Connection, table: Table, columns: Sequence[s
                ids: Sequence[str], equal: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """The rows (``columns``) of ``table`` whose ``key`` is one of ``ids`` and whose
     columns named in ``equal`` hold those values."""
+    head = f"SELECT {', '.join(_q(store, c) for c in columns)} FROM {_q(store, table.name)}"
+    return _where_ids(store, conn, head, key, ids, equal, rows=True)
+
+
+def delete_ids(store: Store, conn: Connection, table: Table, key: str, ids: Sequence[str],
+               equal: Mapping[str, Any]) -> None:
+    """Delete the rows of ``table`` whose ``key`` is one of ``ids`` and whose columns
+    named in ``equal`` hold those values."""
+    _where_ids(store, conn, f"DELETE FROM {_q(store, table.name)}", key, ids, equal, rows=False)
+
+
+def _where_ids(store: Store, conn: Connection, head: str, key: str, ids: Sequence[str],
+               equal: Mapping[str, Any], *, rows: bool) -> list[tuple[Any, ...]]:
+    """``head`` (a SELECT or a DELETE) with its WHERE: ``equal``, and ``key`` among ``ids``."""
     wanted = _usable(ids)
     if not wanted:
         return []
     mark = _mark(store)
     fixed = tuple(equal.values())
     where = " AND ".join(f"{_q(store, c)} = {mark}" for c in equal)
-    head = (f"SELECT {', '.join(_q(store, c) for c in columns)} FROM {_q(store, table.name)} "
-            f"WHERE {where}{' AND ' if where else ''}{_q(store, key)}")
+    head = f"{head} WHERE {where}{' AND ' if where else ''}{_q(store, key)}"
     if store.dialect == "sqlite":
-        return list(conn.exec_driver_sql(f"{head} IN (SELECT value FROM json_each(?))",
-                                         (*fixed, _json(wanted))).all())
-    if store.dialect == "postgresql":
-        return list(conn.exec_driver_sql(f"{head} = ANY(%s)", (*fixed, wanted)).all())
-    rows: list[tuple[Any, ...]] = []
-    for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start:start + _CHUNK]
-        rows.extend(conn.exec_driver_sql(f"{head} IN ({', '.join([mark] * len(chunk))})",
-                                         (*fixed, *chunk)).all())
-    return rows
+        statements = [(f"{head} IN (SELECT value FROM json_each(?))", (*fixed, _json(wanted)))]
+    elif store.dialect == "postgresql":
+        statements = [(f"{head} = ANY(%s)", (*fixed, wanted))]
+    else:
+        statements = [(f"{head} IN ({', '.join([mark] * len(chunk))})", (*fixed, *chunk))
+                      for chunk in (wanted[start:start + _CHUNK] for start in range(0, len(wanted), _CHUNK))]
+    found: list[tuple[Any, ...]] = []
+    for sql, params in statements:
+        result = conn.exec_driver_sql(sql, params)
+        if rows:
+            found.extend(result.all())
+    return found
 
 
 def claim_ids(store: Store, conn: Connection, table: Table, fixed: Mapping[str, Any], key: str,

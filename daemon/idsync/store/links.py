@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from idsync.store.database import Store, new_ids, utcnow
-from idsync.store.idpages import select_ids
+from idsync.store.idpages import delete_ids, select_ids
 from idsync.store.tables import links as lt
 
 __all__ = ["LinkSet"]
-
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -108,12 +106,4 @@ class LinkSet:
         self._remove(conn, self._theirs, target_ids)
 
     def _remove(self, conn: Connection, column, ids: Sequence[str]) -> None:  # type: ignore[no-untyped-def]
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), _CHUNK):
-            conn.execute(
-                delete(lt).where(
-                    lt.c.linkset == self.name,
-                    lt.c.qualifier == self.qualifier,
-                    column.in_(unique[start : start + _CHUNK]),
-                )
-            )
+        delete_ids(self.store, conn, lt, column.name, ids, {"linkset": self.name, "qualifier": self.qualifier})
