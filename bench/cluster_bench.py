@@ -46,8 +46,7 @@ sys.path.insert(0, str(ROOT / "devtools"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from api_server import ADMIN, ADMIN_HASH, free_port  # noqa: E402
-from idsync_dev.sample_users import iter_sample_users_ldif  # noqa: E402
-from idsync_dev.slapd import Slapd  # noqa: E402
+from idsync_dev.slapd import Slapd, loaded_slapd  # noqa: E402
 from recon_bench import MAPPING, _reset_store, _timed  # noqa: E402
 
 IDSYNC = str(Path(sys.executable).parent / "idsync")
@@ -226,11 +225,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="idsync-cluster-bench-"))
     results: list[tuple[str, str, float, float | None]] = []
     try:
-        ldif = work / "users.ldif"
-        with ldif.open("w") as f:
-            f.writelines(iter_sample_users_ldif(args.users, "ou=People,dc=example,dc=com"))
-        with Slapd(admin_password="bench-secret", tls=False, directory=work / "slapd") as ldap:
-            ldap.bulk_load(ldif)
+        with loaded_slapd(args.users, work) as ldap:
             if args.compare:
                 return _compare(args, ldap, work)
             floor, _, _, _ = _timed(["ldapsearch", "-x", "-LLL", "-H", ldap.url, "-D", ldap.admin_dn,

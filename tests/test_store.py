@@ -135,6 +135,25 @@ def test_links_both_directions(store: Store) -> None:
     assert forward.targets_of(["ldap-1", "ldap-2"]) == {"ldap-1": "user-9"}
 
 
+def test_pages_of_ids_take_any_text_once(store: Store) -> None:
+    """A page of ids is one statement's parameter (``store/idpages.py``): ids with quotes,
+    commas, brackets, non-ASCII or a thousand of them are read and claimed as themselves,
+    duplicates once, and an id no row can hold (a NUL, none) matches nothing."""
+    odd = ['a"b', "c,d", "[e]", "'f'", "gé\u00fc", "ß\\h"]
+    many = [f"user-{i}" for i in range(1200)]
+    links = LinkSet(store, "ldap_user")
+    with store.begin() as conn:
+        links.add(conn, [(s, f"t{i}") for i, s in enumerate(odd + many)])
+    asked = [*odd, *odd, "nope", "x\x00y", None, *many]
+    found = links.targets_of(asked)  # type: ignore[arg-type]
+    assert set(found) == set(odd + many) and found['a"b'] == "t0"
+    runs = RunStore(store)
+    with store.begin() as conn:
+        runs.claim(conn, "run-1", [*odd, *odd, "x\x00y", *many])
+        runs.claim(conn, "run-1", odd[:2])  # claimed again: no duplicate row, no error
+    assert runs.claimed("run-1", [*odd, "nope", *many]) == set(odd + many)
+
+
 def test_lock_is_exclusive(store: Store) -> None:
     """A second holder of the same lock is refused until the first releases it."""
     runs = RunStore(store)

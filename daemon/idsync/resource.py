@@ -164,6 +164,10 @@ class Resource(ABC):
         ``referenced_ids`` (an id naming no object is absent)."""
         return {i: i for i in ids}
 
+    def expect_listing(self) -> None:  # noqa: B027 - optional hook
+        """A whole listing (``pages`` without a filter: a recon's source phase) follows
+        soon: start what it needs that takes long to start, while the caller prepares."""
+
     def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         """Apply ``ops``; a failed op fails alone (its result carries the error)."""
         if self.dry_run:

@@ -30,14 +30,15 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 from idsync_dev.certs import make_test_certificates
 from idsync_dev.processes import end_process
-from idsync_dev.sample_users import sample_users_ldif
+from idsync_dev.sample_users import iter_sample_users_ldif, sample_users_ldif
 
-__all__ = ["Slapd", "SlapdError", "sample_users_ldif"]
+__all__ = ["Slapd", "SlapdError", "loaded_slapd", "sample_users_ldif"]
 
 _SLAPD = "/usr/sbin/slapd"
 _SCHEMA_DIR = Path("/etc/ldap/schema")
@@ -306,3 +307,15 @@ class Slapd:
             f"dn: ou=Groups,{self.base_dn}\nobjectClass: top\nobjectClass: organizationalUnit\n"
             "ou: Groups\n\n" + policy
         )
+
+
+@contextlib.contextmanager
+def loaded_slapd(users: int, work: Path, password: str = "bench-secret") -> Iterator[Slapd]:
+    """A slapd without TLS under ``work`` holding ``users`` generated users, loaded
+    offline with ``slapadd`` (the benchmarks' directory)."""
+    ldif = work / "users.ldif"
+    with ldif.open("w") as f:
+        f.writelines(iter_sample_users_ldif(users, "ou=People,dc=example,dc=com"))
+    with Slapd(admin_password=password, tls=False, directory=work / "slapd") as ldap:
+        ldap.bulk_load(ldif)
+        yield ldap

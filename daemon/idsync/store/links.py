@@ -11,15 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, delete, exists, select, update
+from sqlalchemy import Connection, bindparam, exists, select, update
 
-from idsync.store.database import Store, new_id, utcnow
+from idsync.store.database import Store, new_ids, utcnow
+from idsync.store.idpages import delete_ids, select_ids
 from idsync.store.tables import links as lt
 from idsync.store.tables import managed_objects as mo
 
 __all__ = ["LinkSet"]
-
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -53,24 +52,14 @@ class LinkSet:
 
     def _lookup(self, key, value, ids: Sequence[str],  # type: ignore[no-untyped-def]
                 conn: Connection | None) -> dict[str, tuple[str, str | None]]:
-        found: dict[str, tuple[str, str | None]] = {}
-        unique = list(dict.fromkeys(ids))
-        if not unique:
-            return found
+        if not ids:
+            return {}
         if conn is None:
             with self.store.engine.connect() as own:
-                return self._lookup(key, value, unique, own)
-        for start in range(0, len(unique), _CHUNK):
-            rows = conn.execute(
-                select(key, value, lt.c.digest).where(
-                    lt.c.linkset == self.name,
-                    lt.c.qualifier == self.qualifier,
-                    self.store.in_(key, unique[start : start + _CHUNK]),
-                )
-            ).all()  # one fetch, not one per row
-            for k, v, digest in rows:
-                found[k] = (v, digest)
-        return found
+                return self._lookup(key, value, ids, own)
+        rows = select_ids(self.store, conn, lt, (key.name, value.name, "digest"), key.name, ids,
+                          {"linkset": self.name, "qualifier": self.qualifier})
+        return {k: (v, digest) for k, v, digest in rows}
 
     def source_ids(self, page_size: int = 5000) -> Iterator[str]:
         """Every linked source id, read a page at a time (in id order)."""
@@ -105,9 +94,9 @@ class LinkSet:
         now = utcnow()
         digests = digests or {}
         rows = []
-        for source_id, target_id in pairs:
+        for (source_id, target_id), link_id in zip(pairs, new_ids(len(pairs)), strict=True):
             first, second = (target_id, source_id) if self.reversed else (source_id, target_id)
-            rows.append({"id": new_id(), "linkset": self.name, "source_id": first, "target_id": second,
+            rows.append({"id": link_id, "linkset": self.name, "source_id": first, "target_id": second,
                          "qualifier": self.qualifier, "created": now, "digest": digests.get(source_id)})
         self.store.insert_many(conn, lt, rows)
 
@@ -126,12 +115,4 @@ class LinkSet:
         self._remove(conn, self._theirs, target_ids)
 
     def _remove(self, conn: Connection, column, ids: Sequence[str]) -> None:  # type: ignore[no-untyped-def]
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), _CHUNK):
-            conn.execute(
-                delete(lt).where(
-                    lt.c.linkset == self.name,
-                    lt.c.qualifier == self.qualifier,
-                    column.in_(unique[start : start + _CHUNK]),
-                )
-            )
+        delete_ids(self.store, conn, lt, column.name, ids, {"linkset": self.name, "qualifier": self.qualifier})

@@ -38,9 +38,10 @@ from idsync.errors import CryptoFailed, NotFound, ObjectError, ObjectRejected, R
 from idsync.query.ast import Compare, Path
 from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 from idsync.store.changes import ManagedChanges
-from idsync.store.database import Store, new_id, nul_at, utcnow
+from idsync.store.database import Store, new_ids, nul_at, utcnow
 from idsync.store.filters import property_value, to_sql
 from idsync.store.hooks import ObjectHooks, PostScript
+from idsync.store.idpages import select_ids
 from idsync.store.last_sync import forget_objects
 from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.policy import Taken, check
@@ -155,13 +156,10 @@ class ManagedResource(Resource, ChangeSource):
 
     def revisions(self, ids: Sequence[str]) -> dict[str, str]:
         """id -> current revision, for the objects of ``ids`` that exist: no data read or decoded."""
-        found: dict[str, str] = {}
-        unique = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
         with self.store.engine.connect() as conn:
-            for start in range(0, len(unique), _CHUNK):
-                found.update(conn.execute(select(mo.c.id, mo.c.rev).where(
-                    mo.c.object_type == self.object_type, self.store.in_(mo.c.id, unique[start:start + _CHUNK]))).all())
-        return found
+            return dict(select_ids(self.store, conn, mo, ("id", "rev"), "id", ids, {"object_type": self.object_type}))
 
     def complete(self, objects: list[Obj], fields: Sequence[str] | None) -> list[Obj]:
         """``objects`` read from the documents alone (a query of the API) with the
@@ -302,13 +300,14 @@ class ManagedResource(Resource, ChangeSource):
             reindex: list[str] = []
             changed: list[dict[str, Any]] = []
             removed: list[str] = []
+            fresh = iter(new_ids(sum(1 for op in ops if op.kind == "create" and not op.values.get("_id"))))
             for op in ops:
                 unfit = self._unfit(op)
                 if unfit is not None:
                     results.append(unfit)
                     continue
                 if op.kind == "create":
-                    new_id_ = str(op.values.get("_id") or new_id())
+                    new_id_ = str(op.values.get("_id") or next(fresh))
                     try:
                         data = self._at_rest_all(self._created(op, new_id_, taken), {})
                     except ObjectError as exc:

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from idsync.store.database import Store, utcnow
+from idsync.store.idpages import claim_ids
 from idsync.store.locks import LOCK_TTL, Locks, end_runs, process_owner
 from idsync.store.tables import audit, claims, deferred, recon_runs
 
@@ -178,8 +179,7 @@ class RunStore:
     # -- claims and deferred ops -------------------------------------------
 
     def claim(self, conn: Connection, run_id: str, target_ids: Sequence[str]) -> None:
-        rows = [{"run_id": run_id, "target_id": t} for t in dict.fromkeys(target_ids)]
-        self.store.insert_many(conn, claims, rows, ignore_duplicates=True)
+        claim_ids(self.store, conn, claims, {"run_id": run_id}, "target_id", target_ids)
 
     def claimed(self, run_id: str, target_ids: Sequence[str], conn: Connection | None = None) -> set[str]:
         if conn is None:

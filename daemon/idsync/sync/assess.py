@@ -155,7 +155,8 @@ class Assessor:
                        correlator: Correlator | None, links: LinkSet, source: Resource | None = None,
                        unchanged: Mapping[str, str] | None = None) -> list[Plan]:
         """The plans of ``objs`` for the link qualifier of ``links`` (one plan per object);
-        ``unchanged`` (from ``unchanged``): the sources whose target need not be read."""
+        ``unchanged`` (from ``unchanged``): the sources whose target need not be read, which
+        get no plan: each is CONFIRMED, UPDATE, unchanged, and the caller counts them so."""
         plans: list[Plan] = []
         qualified: dict[str, bool] = {}
         projections: dict[str, Obj] = {}
@@ -193,9 +194,7 @@ class Assessor:
             if sid not in qualified:
                 continue
             if sid in unchanged:
-                # What reading and comparing the target would conclude (``digests.py``).
-                plans.append(Plan("CONFIRMED", "UPDATE", sid, unchanged[sid], change="unchanged", qualifier=q))
-                continue
+                continue  # what reading and comparing the target would conclude (``digests.py``)
             query = queries.get(sid)
             if query is not None and creating.matched_by(query):
                 plans.append(Plan("", "", sid, None, retry=True, qualifier=q))

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from idsync.config.mappings import MappingDef
 from idsync.config.policies import Action, Situation
@@ -46,6 +47,7 @@ class TargetDigests:
 
     enabled: bool
     salt: bytes = b""
+    _hashers: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, mapping: MappingDef, *, managed_target: bool, single_valued: Mapping[str, str],
@@ -63,8 +65,14 @@ class TargetDigests:
             return None
         # repr of JSON-like values (str, numbers, lists, dicts in the rules' order) is
         # exact: equal text means equal values, and a type change is a different text.
-        text = repr(projected).encode("utf-8", "surrogatepass")
-        return hashlib.blake2b(self.salt + qualifier.encode() + b"\0" + text, digest_size=16).hexdigest()
+        hasher = self._hashers.get(qualifier)
+        if hasher is None:
+            # The salt and qualifier are hashed once; each projection continues a copy.
+            hasher = self._hashers[qualifier] = hashlib.blake2b(self.salt + qualifier.encode() + b"\0",
+                                                                digest_size=16)
+        hasher = hasher.copy()
+        hasher.update(repr(projected).encode("utf-8", "surrogatepass"))
+        return hasher.hexdigest()
 
     @staticmethod
     def kept(projection: str, rev: str) -> str:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -53,6 +53,7 @@ from idsync.store.runs import RunStore, owner_id
 from idsync.store.system_refs import LinkedReferences
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.assignments import Assignments, mapping_assignments
+from idsync.sync.collector import quiet_collector
 from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import DeferredDeletes, writing
 from idsync.sync.digests import TargetDigests
@@ -67,6 +68,8 @@ from idsync.sync.summary import Counters
 __all__ = ["ReconResult", "help_partitions", "run_recon"]
 
 log = structlog.get_logger(__name__)
+
+_LOCK_REFRESH = 30.0  # seconds between refreshes of the run's lock (it lasts LOCK_TTL)
 
 
 @dataclass
@@ -122,8 +125,10 @@ class _Run:
         self._unidentified = 0  # source objects without an id: their targets cannot be told apart
         self._unresolved = 0  # unlinked source objects whose correlation or assessment failed
         self._held = 0  # target-phase deletes and unlinks not carried out because of them
-        self._written = 0
+        self._grown = 0  # objects and links this run inserted
+        self._grown_analyzed = 0  # ... when the store's statistics were last refreshed
         self._analyze_at = 2000
+        self._lock_refreshed = time.monotonic()
         self._partition: Partition | None = None  # the partition this run works on, when split
         self._helper = False  # working on another node's split run
         self._expected = 0  # objects in the id-only read of a split run
@@ -131,7 +136,8 @@ class _Run:
 
     def run(self) -> ReconResult:
         # Every event of the run, the connectors' and the progress callback's included, names it.
-        with structlog.contextvars.bound_contextvars(run_id=self.id, mapping=self.mapping.name):
+        with structlog.contextvars.bound_contextvars(run_id=self.id, mapping=self.mapping.name), \
+                quiet_collector():
             return self._run()
 
     def _run(self) -> ReconResult:
@@ -242,6 +248,7 @@ class _Run:
 
     def _execute(self, source: Resource, target: Resource) -> None:
         m = self.mapping
+        source.expect_listing()
         self.counters.source_total = source.count()
         assessor, correlators = self._prepare(source, target)
         self._stage("ACTIVE_RECONCILING_SOURCE")
@@ -268,7 +275,7 @@ class _Run:
                 f"{self._unidentified} source objects had no id (is the id attribute readable?); "
                 "the target phase was skipped and nothing was deleted")
         if m.run_target_phase:
-            self.store.analyze()
+            self._analyze_before_target()
             self._stage("ACTIVE_RECONCILING_TARGET")
             started = time.monotonic()
             self._target_phase(source, target, assessor)
@@ -449,7 +456,8 @@ class _Run:
                                                 unchanged)
                 retry = {p.source_id for p in plans if p.retry}
                 self._apply([p for p in plans if not p.retry], target, source,
-                            {sid: digest for sid, (_, digest) in kept.items()})
+                            {sid: digest for sid, (_, digest) in kept.items() if sid not in unchanged},
+                            (qualifier, unchanged))
                 objs = [o for o in objs if o["_id"] in retry]
 
     def _revisit(self, source: Resource, target: Resource, assessor: Assessor,
@@ -530,31 +538,39 @@ class _Run:
     # -- acting -------------------------------------------------------------
 
     def _apply(self, plans: Sequence[Plan], target: Resource, source: Resource,
-               kept: dict[str, str | None] | None = None) -> None:
+               kept: dict[str, str | None] | None = None,
+               confirmed: tuple[str, Mapping[str, str]] | None = None) -> None:
         """Carry out one page's plans: target writes, then links, claims, audit;
-        ``kept``: source id -> the digest its link holds now (``digests.py``).
+        ``kept``: source id -> the digest its link holds now (``digests.py``);
+        ``confirmed``: a link qualifier and its sources known unchanged by their digest
+        (source id -> target id), which need no plan: they are counted and claimed.
 
         With the store as the target it is all one transaction, so a crash between
         the writes and the links cannot leave created objects that nothing links."""
         with writing(self.store, target) as conn:
-            self._written += self._apply_page(plans, target, conn, kept or {})
+            self._grown += self._apply_page(plans, target, conn, kept or {}, confirmed)
         if self._roles is not None and self._role_results:
             pushes = self._roles.after(self._role_results)
             self._role_results = []
             if pushes:
                 self.log.info("recon.roles_pushed", users=len({p.source_id for p in pushes}),
                               failed=sum(not p.ok for p in pushes))
-        if self._written >= self._analyze_at:
+        if self._grown >= self._analyze_at:
             # Tables that grow fast within one run need fresh planner statistics.
             self._analyze_at *= 4
+            self._grown_analyzed = self._grown
             self.store.analyze()
-        self.runs.refresh(self.lock, self.owner)
+        if time.monotonic() - self._lock_refreshed >= _LOCK_REFRESH:
+            # The lock lasts LOCK_TTL (ten minutes): refreshing it every page was a
+            # transaction per page for nothing.
+            self.runs.refresh(self.lock, self.owner)
+            self._lock_refreshed = time.monotonic()
         if self.options.on_progress:
             self.options.on_progress(self.counters)
 
     def _apply_page(self, plans: Sequence[Plan], target: Resource, conn: Connection,
-                    kept: dict[str, str | None]) -> int:
-        """``_apply`` within ``conn``'s transaction; the number of rows it wrote."""
+                    kept: dict[str, str | None], confirmed: tuple[str, Mapping[str, str]] | None = None) -> int:
+        """``_apply`` within ``conn``'s transaction; the number of objects and links it created."""
         hold_pending(plans, self._pending)
         writes = [p for p in plans if p.op is not None and p.op.kind != "delete"]
         results: dict[int, WriteResult] = {}
@@ -573,6 +589,12 @@ class _Run:
         digests: dict[str, dict[str, str]] = {}  # qualifier -> source id -> the digest its link keeps
         assigned: dict[str, list[Obj]] = {}  # source id -> the assignments now applied (``assignments.py``)
         c = self.counters
+        if confirmed is not None and confirmed[1]:
+            qualifier, unchanged = confirmed
+            c.assessed("CONFIRMED", "UPDATE", qualifier, len(unchanged))
+            c.status["SUCCESS"] += len(unchanged)
+            c.changes["unchanged"] += len(unchanged)
+            claims.extend(unchanged.values())
         for plan in plans:
             if plan.situation:  # none when assessing the object failed
                 c.assessed(plan.situation, plan.action, plan.qualifier)
@@ -645,6 +667,8 @@ class _Run:
             for qualifier, found in digests.items():
                 self.qualifiers.links(qualifier).set_digests(
                     conn, {s: d for s, d in found.items() if (qualifier, s) not in linking})
+        if not (writes or new_links or relinks or digests or audit or deferred):
+            self.store.commit_lazily(conn)
         self.runs.claim(conn, self.id, [c for c in claims if c])
         self.runs.defer(conn, self.id, self._deferred, deferred)
         self._deferred += len(deferred)
@@ -657,9 +681,22 @@ class _Run:
             self.runs.beat(conn, self.id)  # a long partition must not look like a silent run
         else:
             self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
-        return len(writes) + len(new_links) + len(claims)
+        return sum(1 for p in writes if p.op is not None and p.op.kind == "create") + len(new_links)
 
     # -- helpers ------------------------------------------------------------
+
+    def _analyze_before_target(self) -> None:
+        """Fresh statistics for the target phase's query of unclaimed targets: of the
+        claims, which grew from nothing in this run, and of the objects and links when
+        the run inserted a tenth as many as it read since they were last refreshed (a
+        recon that changed little leaves them as they were: on PostgreSQL each large
+        table costs about half a second)."""
+        grown = self._grown - self._grown_analyzed
+        if grown and grown * 10 >= self.counters.source_processed:
+            self._grown_analyzed = self._grown
+            self.store.analyze()
+        else:
+            self.store.analyze(["recon_claims"])
 
     @staticmethod
     def _digest(plan: Plan, result: WriteResult | None) -> str | None:

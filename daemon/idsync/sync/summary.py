@@ -72,11 +72,11 @@ class Counters:
     timings: dict[str, _Timing] = field(default_factory=dict)
     stage: str = "ACTIVE_INITIALIZED"
 
-    def assessed(self, situation: str, action: str, qualifier: str = "default") -> None:
-        """Count one assessment: its situation and action, per link qualifier too."""
-        self.situations[situation] += 1
-        self.actions[action] += 1
-        self.qualified[(qualifier, situation)] += 1
+    def assessed(self, situation: str, action: str, qualifier: str = "default", count: int = 1) -> None:
+        """Count ``count`` assessments: their situation and action, per link qualifier too."""
+        self.situations[situation] += count
+        self.actions[action] += count
+        self.qualified[(qualifier, situation)] += count
 
     def time(self, name: str, ms: float) -> None:
         self.timings.setdefault(name, _Timing()).add(ms)

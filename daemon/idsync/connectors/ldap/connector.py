@@ -37,7 +37,7 @@ from idsync.connectors.ldap.config import (
 from idsync.connectors.ldap.connection import LdapConnection, SearchEntry
 from idsync.connectors.ldap.groups import Memberships, uid_values
 from idsync.connectors.ldap.ignored import ignored_settings
-from idsync.connectors.ldap.listing import read_in_child, two_cores
+from idsync.connectors.ldap.listing import read_in_child, start_fork_server, two_cores
 from idsync.connectors.ldap.member_refs import MemberIds
 from idsync.connectors.ldap.members import DELETE, MEMBER_OF, REPLACE, Changes, norm_dn, value_changes
 from idsync.connectors.ldap.rootdse import ROOT_DSE_ATTRIBUTES, describe_server, preset_mismatch
@@ -144,6 +144,9 @@ class LdapResource(Resource, ChangeSource):
     def _all_ids(self) -> frozenset[str]:
         """The id of every entry of the type (liveSync's deletes when ids are not entryUUIDs)."""
         return frozenset(o["_id"] for page in self._pages(QuerySpec(fields=[]), []) for o in page if o.get("_id"))
+
+    def expect_listing(self) -> None:
+        start_fork_server()
 
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         wanted = wanted_properties(self._type, spec.fields)
