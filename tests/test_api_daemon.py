@@ -138,6 +138,15 @@ def test_requests_during_scheduled_recon(tmp_path: Path, slapd: Slapd, ldap_subt
     login password appears in the daemon's logs."""
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
     add_users(slapd, ldap_subtree, 1500)
+    # 3 ms an entry: the run lasts 4.5 s at least, so the requests below meet it running
+    # however fast the engine and however busy the machine.
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    (forward,) = (m for m in sync["mappings"] if m["name"] == FORWARD)
+    rule = next(p for p in forward["properties"] if p.get("source") == "uid")
+    rule["transform"] = {"type": "text/javascript",
+                         "source": "var t = Date.now(); while (Date.now() - t < 3) {} source"}
+    sync_file.write_text(json.dumps(sync))
     port = free_port()
     with (project / "conf" / "idsync.toml").open("a") as f:
         f.write(f'[recon]\npage_size = 5\n[api]\nenabled = true\nport = {port}\n'
