@@ -34,7 +34,6 @@ from idsync.cli.salesforce import register as register_salesforce_commands
 from idsync.cli.unlock import register as register_unlock_command
 from idsync.errors import ConfigError, IdsyncError, UsageError
 from idsync.log import configure_logging
-from idsync.store.validation import PolicyFailed
 
 if TYPE_CHECKING:  # the commands import what they need: `idsync --help` loads no database code
     from idsync.config.project import Project
@@ -63,14 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           args.log_level or os.environ.get("IDSYNC_LOG__LEVEL", "warning" if quiet else "info"))
         result: int = args.handler(args, project_dir)
         return result
-    except PolicyFailed as exc:
-        # One line per broken requirement: the operator fixes them one property at a time.
-        print(f"idsync: {exc.resource}: the object breaks its policies:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return exc.exit_code
     except IdsyncError as exc:
-        print(f"idsync: {exc}", file=sys.stderr)
+        _print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print("idsync: interrupted", file=sys.stderr)
@@ -82,6 +75,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"idsync: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               "(run with --log-level debug for details)", file=sys.stderr)
         return os.EX_SOFTWARE
+
+
+def _print_error(exc: IdsyncError) -> None:
+    # Imported here: the module (the object model's) is loaded when one was raised, and
+    # the command's start (and the listing's fork server, which imports this program) skips it.
+    from idsync.store.validation import PolicyFailed
+
+    if isinstance(exc, PolicyFailed):
+        # One line per broken requirement: the operator fixes them one property at a time.
+        print(f"idsync: {exc.resource}: the object breaks its policies:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+    else:
+        print(f"idsync: {exc}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
