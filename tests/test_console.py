@@ -121,11 +121,23 @@ class Console:
 
     def submit(self, button: Any) -> None:
         """Click ``button`` and wait until the page it leaves is gone (the answer loaded)."""
-        from selenium.webdriver.support import expected_conditions
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
+        def gone(_driver: Any) -> bool:
+            try:
+                button.is_enabled()
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as error:
+                # Asked while the page is being replaced, Chromium answers so instead.
+                if "does not belong to the document" in str(error):
+                    return True
+                raise
+            return False
+
         button.click()
-        WebDriverWait(self.browser, 20).until(expected_conditions.staleness_of(button))
+        WebDriverWait(self.browser, 20).until(gone)
 
 
 @pytest.fixture(scope="module")
