@@ -291,11 +291,12 @@ def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str
         assert any(m.startswith("STOPPING=1\n") for m in texts)
         pings = notices.watchdogs()
         t0 = notices.messages[0][0]
-        assert max(b - a for a, b in itertools.pairwise(pings)) < 0.75, (
-            " ".join(  # half of WATCHDOG_USEC
-                f"{t - t0:.2f}:{m.splitlines()[0][:12]}" for t, m in notices.messages
-            )
-        )
+        gaps = sorted(b - a for a, b in itertools.pairwise(pings))
+        shown = " ".join(f"{t - t0:.2f}:{m.splitlines()[0][:12]}" for t, m in notices.messages)
+        # A ping every third of WATCHDOG_USEC, through runs and reloads; none as late as
+        # WATCHDOG_USEC itself, past which systemd kills the service (a machine busy with
+        # other tests may delay one ping, not the daemon's loop all along).
+        assert gaps[len(gaps) // 2] < 0.6 and gaps[-1] < 1.5, shown
     finally:
         daemon.kill()
         notices.close()
