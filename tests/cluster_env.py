@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from idsync_dev.stores import drop_idsync_tables
 from sqlalchemy import create_engine, make_url, text
+from waiting import wait_for as wait_for  # the tests of the cluster import it from here
 
 REPO = Path(__file__).resolve().parent.parent
 IDSYNC = Path(sys.executable).parent / "idsync"
@@ -153,16 +152,6 @@ class Node:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def api_up(port: int) -> bool:

@@ -28,6 +28,7 @@ from idsync.store.runs import RunStore
 from scim_sample import USERS_IN, scim_env
 from scim_sample import sample_project as scim_project
 from scim_server import running
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 IDSYNC = Path(sys.executable).parent / "idsync"
@@ -147,13 +148,7 @@ class _NotifyReader:
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(predicate, timeout, what, interval=0.2)
 
 
 def _idsync(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

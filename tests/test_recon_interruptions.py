@@ -30,6 +30,7 @@ from idsync.store.runs import RunStore
 from idsync_dev.slapd import Slapd
 from pg_outage import outage
 from projects import MAPPING, make_project, person
+from waiting import wait_for
 
 IDSYNC = str(Path(sys.executable).parent / "idsync")
 HOST = socket.gethostname()
@@ -55,12 +56,7 @@ def _project(tmp_path: Path, slapd: Slapd, subtree: str, url: str, *, users: int
 
 
 def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_for(condition, seconds, what, interval=0.05)
 
 
 def _latest(runs: RunStore) -> dict[str, Any]:
