@@ -25,7 +25,7 @@ from idsync_dev.slapd import Slapd
 from samples import FORWARD, IDSYNC, idsync, ldap_entry, sample_project
 
 JOB = "ldap-users"
-SLOW = "slow-users"  # small pages: a run long enough to watch and cancel
+SLOW = "slow-users"  # one entry a page: a run long enough to watch and cancel, even with nothing to change
 JOB_TEXT = f"""# Synchronize active LDAP users to the identity store.
 description = "Synchronize active LDAP users to Identity Manager"
 schedule = "0 0 1 1 *"       # once a year until someone picks a time
@@ -187,7 +187,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd, browser: Any
     (project / "jobs.d").mkdir()
     (project / "jobs.d" / f"{JOB}.toml").write_text(JOB_TEXT)
     (project / "jobs.d" / f"{SLOW}.toml").write_text(
-        f'schedule = "0 0 1 1 *"\nmappings = ["{FORWARD}"]\nmisfire = "skip"\npage_size = 25\n')
+        f'schedule = "0 0 1 1 *"\nmappings = ["{FORWARD}"]\nmisfire = "skip"\npage_size = 1\n')
     base = f"http://127.0.0.1:{port}"
     daemon = Daemon(project, base)
     try:
