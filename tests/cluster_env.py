@@ -197,3 +197,24 @@ def ldap_people(slapd: Any, subtree: str, names: list[str]) -> None:
     slapd.add_ldif("".join(
         f"dn: uid={n},{subtree}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: {n}\ncn: {n}\nsn: {n}\n"
         f"mail: {n}@example.com\n\n" for n in names))
+
+
+def select_rows(url: str, sql: str) -> list[Any]:
+    """The rows ``sql`` selects in the database at ``url``."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql)))
+    finally:
+        engine.dispose()
+
+
+def assert_each_account_created_once(url: str, users: int) -> None:
+    """One account and one link per user, and one successful CREATE in the audit for each:
+    nothing a run that was taken over, or a partition read again, applied twice."""
+    assert select_rows(url, "SELECT count(*), count(DISTINCT data->>'name') FROM managed_objects "
+                            "WHERE object_type = 'account'")[0] == (users, users)
+    assert select_rows(url, "SELECT count(*) FROM links")[0][0] == users
+    creates = select_rows(url, "SELECT target_id, count(*) FROM audit WHERE action = 'CREATE' "
+                               "AND status = 'SUCCESS' GROUP BY target_id")
+    assert len(creates) == users and {c[1] for c in creates} == {1}

@@ -22,10 +22,12 @@ from cluster_env import (
     add_ldap_livesync,
     add_managed_users,
     api_up,
+    assert_each_account_created_once,
     cluster_project,
     ldap_people,
     reset_queue,
     second_database,
+    select_rows,
     wait_for,
 )
 from dbs import store_url
@@ -33,7 +35,6 @@ from idsync.cli import main as cli_main
 from idsync.resource import QuerySpec
 from idsync.store.database import Store
 from idsync_dev.slapd import Slapd
-from sqlalchemy import create_engine, text
 
 pytestmark = pytest.mark.postgresql
 
@@ -50,26 +51,6 @@ def empty_pg_url(tmp_path: Path) -> str:
 def pg_url(empty_pg_url: str) -> str:
     Store.open(empty_pg_url).engine.dispose()  # the schema, before the nodes race to create it
     return empty_pg_url
-
-
-def _rows(url: str, sql: str) -> list[Any]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(text(sql)))
-    finally:
-        engine.dispose()
-
-
-def _assert_each_account_created_once(pg_url: str, users: int) -> None:
-    """One account and one link per user, and one successful CREATE in the audit for each:
-    nothing a taken-over run did was applied twice."""
-    assert _rows(pg_url, "SELECT count(*), count(DISTINCT data->>'name') FROM managed_objects "
-                         "WHERE object_type = 'account'")[0] == (users, users)
-    assert _rows(pg_url, "SELECT count(*) FROM links")[0][0] == users
-    creates = _rows(pg_url, "SELECT target_id, count(*) FROM audit WHERE action = 'CREATE' "
-                            "AND status = 'SUCCESS' GROUP BY target_id")
-    assert len(creates) == users and {c[1] for c in creates} == {1}
 
 
 def _stop_all(nodes: list[Node]) -> list[int]:
@@ -131,7 +112,7 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
         ldap_people(slapd, ldap_subtree, ["p8", "p9"])
         # A few hundred fires run (some 20 s on a quiet machine; longer on a busy one, where
         # more fires are dropped because a run of their job already waits).
-        wait_for(lambda: _rows(pg_url, "SELECT count(*) FROM recon_runs WHERE state = 'SUCCESS' AND fire > "
+        wait_for(lambda: select_rows(pg_url, "SELECT count(*) FROM recon_runs WHERE state = 'SUCCESS' AND fire > "
                                        f"'{start.isoformat()}'")[0][0] >= 300, 300, "300 fires run")
         wait_for(lambda: _people(pg_url) == {f"p{i}": "p0@example.org" if i == 0 else f"p{i}@example.com"
                                              for i in range(10)}, 60, "the LDAP changes in the store")
@@ -154,12 +135,12 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
     (reloaded,) = nodes[0].events("daemon.reloaded")
     assert sorted(reloaded["changed"]) == sorted([*jobs, "live"])
     # The fires before the nodes began to stop at the end: the last ones may have been handed over.
-    runs = _rows(pg_url, f"SELECT job, fire, node, state FROM recon_runs WHERE fire < '{end.isoformat()}'")
+    runs = select_rows(pg_url, f"SELECT job, fire, node, state FROM recon_runs WHERE fire < '{end.isoformat()}'")
     done = Counter((r.job, r.fire) for r in runs if r.state == "SUCCESS")
     assert max(done.values()) == 1, [k for k, v in done.items() if v > 1]
     assert {r.state for r in runs} <= {"SUCCESS", "CANCELED"}
     assert {r.node for r in runs if r.state == "SUCCESS"} == {"n0", "n1", "n2"}
-    queued = _rows(pg_url, "SELECT args->>'job' AS job, args->>'timestamp' AS ts, status "
+    queued = select_rows(pg_url, "SELECT args->>'job' AS job, args->>'timestamp' AS ts, status "
                            "FROM idsync_queue.procrastinate_jobs WHERE (args->>'timestamp')::bigint < "
                            f"{int(end.timestamp())}")
     assert max(Counter((q.job, q.ts) for q in queued).values()) == 1
@@ -181,7 +162,8 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
 
 
 def _people(url: str) -> dict[str, str]:
-    return dict(_rows(url, "SELECT data->>'name', data->>'mail' FROM managed_objects WHERE object_type = 'person'"))
+    return dict(select_rows(url, "SELECT data->>'name', data->>'mail' FROM managed_objects "
+                                 "WHERE object_type = 'person'"))
 
 
 def _assert_livesync_fires_ran_once(url: str, nodes: list[Node], window: list[dt.datetime],
@@ -190,7 +172,7 @@ def _assert_livesync_fires_ran_once(url: str, nodes: list[Node], window: list[dt
     of the window queued (or dropped for a run already waiting), the store's count of liveSync
     runs equal to the queue jobs run (less those a worker skipped, plus those a stopping node
     canceled and handed back), and each LDAP change applied once."""
-    queued = _rows(url, "SELECT (args->>'timestamp')::bigint AS ts, status FROM idsync_queue.procrastinate_jobs "
+    queued = select_rows(url, "SELECT (args->>'timestamp')::bigint AS ts, status FROM idsync_queue.procrastinate_jobs "
                         "WHERE args->>'job' = 'live'")
     assert max(Counter(q.ts for q in queued).values()) == 1
     ours = {q.ts for q in queued} | {int(f.timestamp()) for j, f in dropped if j == "live"}
@@ -201,11 +183,11 @@ def _assert_livesync_fires_ran_once(url: str, nodes: list[Node], window: list[dt
         e["reason"] in ("locked", "unknown") or (e["reason"] == "running" and "trigger" in e)
         or (e["reason"] == "queued" and "node" in e))]
     canceled = [e for e in events if e["event"] == "job.end" and e.get("state") == "CANCELED"]
-    ((runs, failed),) = _rows(url, f"SELECT runs, failed FROM sync_tokens WHERE source = '{LIVE_SOURCE}'")
+    ((runs, failed),) = select_rows(url, f"SELECT runs, failed FROM sync_tokens WHERE source = '{LIVE_SOURCE}'")
     succeeded = sum(q.status == "succeeded" for q in queued)
     assert (runs, failed) == (succeeded - len(skipped) + len(canceled), 0), (succeeded, skipped, canceled)
     assert runs > 0  # every fire of the window was queued or dropped (above); a busy machine drops many
-    audit = Counter((a.action, a.source_id) for a in _rows(
+    audit = Counter((a.action, a.source_id) for a in select_rows(
         url, "SELECT action, source_id FROM audit WHERE mapping = 'ldap_person' AND status = 'SUCCESS' "
              "AND action IS NOT NULL"))
     creates = [k for k in audit if k[0] == "CREATE"]
@@ -237,7 +219,7 @@ def test_a_killed_nodes_run_is_taken_over(tmp_path: Path, pg_url: str) -> None:
     nodes = [Node(project, "n0"), Node(project, "n1")]
     try:
         def busy() -> Any:
-            rows = _rows(pg_url, "SELECT id, node, summary FROM recon_runs WHERE state = 'ACTIVE'")
+            rows = select_rows(pg_url, "SELECT id, node, summary FROM recon_runs WHERE state = 'ACTIVE'")
             return next((r for r in rows if sum(((r.summary or {}).get("situationSummary") or {}).values()) >= 40),
                         None)
 
@@ -246,19 +228,20 @@ def test_a_killed_nodes_run_is_taken_over(tmp_path: Path, pg_url: str) -> None:
         survivor = next(n for n in nodes if n is not victim)
         victim.kill()
         killed = dt.datetime.now(dt.UTC)
-        done = wait_for(lambda: _rows(pg_url, "SELECT id, started, ended FROM recon_runs WHERE state = 'SUCCESS'"),
+        done = wait_for(lambda: select_rows(pg_url, "SELECT id, started, ended FROM recon_runs "
+                                                    "WHERE state = 'SUCCESS'"),
                         60, "a run completed by the survivor")[0]
         codes = _stop_all([survivor])
     finally:
         for n in nodes:
             n.kill()
     assert codes == [0]
-    runs = {r.id: r for r in _rows(pg_url, "SELECT id, node, state, message, started FROM recon_runs")}
+    runs = {r.id: r for r in select_rows(pg_url, "SELECT id, node, state, message, started FROM recon_runs")}
     assert runs[first.id].state == "FAILED" and "interrupted" in runs[first.id].message
     assert runs[done.id].node == survivor.name
     took = (done.started - killed).total_seconds()
     assert took <= 3 + 2 * 1 + 1 + 6, took
-    _assert_each_account_created_once(pg_url, users)
+    assert_each_account_created_once(pg_url, users)
 
 
 def _delete_users(project: Path, names: list[str]) -> None:
@@ -279,13 +262,13 @@ def _delete_users(project: Path, names: list[str]) -> None:
 
 def _outcome(url: str) -> dict[str, Any]:
     """What a store holds after the runs: accounts, links, each run's state and audit counts."""
-    runs = _rows(url, "SELECT id, state FROM recon_runs ORDER BY started")
-    audit = {r.id: Counter({(a.action, a.status): a.n for a in _rows(
+    runs = select_rows(url, "SELECT id, state FROM recon_runs ORDER BY started")
+    audit = {r.id: Counter({(a.action, a.status): a.n for a in select_rows(
         url, f"SELECT action, status, count(*) AS n FROM audit WHERE run_id = '{r.id}' GROUP BY 1, 2")})
         for r in runs}
-    return {"accounts": sorted(r[0] for r in _rows(url, "SELECT data->>'name' FROM managed_objects "
+    return {"accounts": sorted(r[0] for r in select_rows(url, "SELECT data->>'name' FROM managed_objects "
                                                        "WHERE object_type = 'account'")),
-            "links": _rows(url, "SELECT count(*) FROM links")[0][0],
+            "links": select_rows(url, "SELECT count(*) FROM links")[0][0],
             "runs": [(r.state, audit[r.id]) for r in runs]}
 
 
@@ -319,14 +302,15 @@ def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> Non
                     _delete_users(single, deleted)
                 r = api.post("/openidm/scheduler/job/big?_action=trigger", headers=ADMIN)
                 assert r.status_code == 200, r.text
-                wait_for(lambda n=step + 1: len(_rows(pg_url, "SELECT id FROM recon_runs WHERE state <> 'ACTIVE'"))
-                         == n, 90, f"split run {step + 1}")
+                wait_for(lambda n=step + 1: len(select_rows(pg_url, "SELECT id FROM recon_runs "
+                                                                    "WHERE state <> 'ACTIVE'")) == n,
+                         90, f"split run {step + 1}")
                 assert cli_main(["-p", str(single), "run-job", "big"]) in (0, 1)
             # The console's page of the first run names its node and lists its partitions.
             api.get("/admin/login")
             token = next(v for k, v in api.cookies.items() if k == "idsync_console_login")
             api.post("/admin/login", data={"username": "openidm-admin", "password": "openidm-admin", "csrf": token})
-            first_run = _rows(pg_url, "SELECT id, node FROM recon_runs ORDER BY started LIMIT 1")[0]
+            first_run = select_rows(pg_url, "SELECT id, node FROM recon_runs ORDER BY started LIMIT 1")[0]
             page = api.get(f"/admin/runs/{first_run.id}").text
         codes = _stop_all(nodes)
     finally:
@@ -338,7 +322,7 @@ def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> Non
     assert [state for state, _ in ours["runs"]] == ["SUCCESS", "SUCCESS", "FAILED"]
     assert len(ours["accounts"]) == users - 20
     assert ours["runs"][1][1][("DELETE", "SUCCESS")] == 20
-    summaries = [r.summary for r in _rows(pg_url, "SELECT summary FROM recon_runs ORDER BY started")]
+    summaries = [r.summary for r in select_rows(pg_url, "SELECT summary FROM recon_runs ORDER BY started")]
     parts = [p for s in summaries for p in s["partitions"]]
     assert {p["state"] for p in parts} == {"SUCCESS"} and len(parts) == 12
     assert {p["node"] for p in parts} == {"n0", "n1"}
@@ -365,7 +349,7 @@ def test_a_killed_nodes_partition_is_read_by_another(tmp_path: Path, pg_url: str
         assert r.status_code == 200, r.text
 
         def helper_busy() -> Any:
-            rows = _rows(pg_url, "SELECT p.node, p.part, r.node AS runner, p.summary FROM recon_partitions p "
+            rows = select_rows(pg_url, "SELECT p.node, p.part, r.node AS runner, p.summary FROM recon_partitions p "
                                  "JOIN recon_runs r ON r.id = p.run_id WHERE p.state = 'ACTIVE'")
             return next((p for p in rows if p.node != p.runner
                          and (p.summary or {}).get("tally", {}).get("source_processed", 0) >= 40), None)
@@ -374,19 +358,19 @@ def test_a_killed_nodes_partition_is_read_by_another(tmp_path: Path, pg_url: str
         victim = next(n for n in nodes if n.name == busy.node)
         victim.kill()
         killed = time.monotonic()
-        wait_for(lambda: _rows(pg_url, "SELECT id FROM recon_runs WHERE state <> 'ACTIVE'"), 60, "the run's end")
+        wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE state <> 'ACTIVE'"), 60, "the run's end")
         took = time.monotonic() - killed
         codes = _stop_all([n for n in nodes if n is not victim])
     finally:
         for n in nodes:
             n.kill()
     assert codes == [0]
-    (run,) = _rows(pg_url, "SELECT state, summary FROM recon_runs")
+    (run,) = select_rows(pg_url, "SELECT state, summary FROM recon_runs")
     assert run.state == "SUCCESS", run.summary.get("errors")
     taken = next(p for p in run.summary["partitions"] if p["partition"] == busy.part)
     assert taken["attempts"] == 2 and taken["node"] != busy.node
     assert took <= 3 + 1 + 1 + 15, took  # the takeover, then the rest of the partition read again
-    _assert_each_account_created_once(pg_url, users)
+    assert_each_account_created_once(pg_url, users)
 
 
 def test_nodes_starting_together_on_an_empty_database_then_a_missed_fire(tmp_path: Path, empty_pg_url: str) -> None:
@@ -405,13 +389,13 @@ def test_nodes_starting_together_on_an_empty_database_then_a_missed_fire(tmp_pat
     first = [Node(project, f"n{i}") for i in range(3)]
     try:
         wait_for(lambda: all(n.events("daemon.start") for n in first), 60, "three nodes started")
-        wait_for(lambda: _rows(pg_url, "SELECT id FROM recon_runs WHERE state = 'SUCCESS'"), 60, "a first run")
+        wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE state = 'SUCCESS'"), 60, "a first run")
         assert _stop_all(first) == [0, 0, 0]
     finally:
         for n in first:
             n.kill()
-    assert _rows(pg_url, "SELECT count(*) FROM alembic_version")[0][0] == 1
-    shipped = _rows(pg_url, "SELECT count(*), count(DISTINCT procrastinate) FROM idsync_queue.idsync_migrations")
+    assert select_rows(pg_url, "SELECT count(*) FROM alembic_version")[0][0] == 1
+    shipped = select_rows(pg_url, "SELECT count(*), count(DISTINCT procrastinate) FROM idsync_queue.idsync_migrations")
     assert shipped[0][0] > 30 and shipped[0][1] == 1
     assert sum(len(n.events("cluster.queue_created")) for n in first) == 1
     # The next whole second after every run started: a fire the nodes below all missed, and
@@ -423,7 +407,7 @@ def test_nodes_starting_together_on_an_empty_database_then_a_missed_fire(tmp_pat
     nodes = [Node(project, "n3"), Node(project, "n4")]
     try:
         wait_for(lambda: all(n.events("daemon.start") for n in nodes)
-                 and _rows(pg_url, f"SELECT id FROM recon_runs WHERE fire = '{missed.isoformat()}' "
+                 and select_rows(pg_url, f"SELECT id FROM recon_runs WHERE fire = '{missed.isoformat()}' "
                                    "AND state <> 'ACTIVE'"), 50, "the missed fire's run")
         codes = _stop_all(nodes)
     finally:
@@ -433,10 +417,10 @@ def test_nodes_starting_together_on_an_empty_database_then_a_missed_fire(tmp_pat
     # A node whose catch-up comes after the other's run started finds nothing missed any more.
     found = [e["fire_time"] for n in nodes for e in n.events("job.misfire")]
     assert found and set(found) == {missed.isoformat()}, found
-    (run,) = _rows(pg_url, f"SELECT state, node FROM recon_runs WHERE fire = '{missed.isoformat()}'")
+    (run,) = select_rows(pg_url, f"SELECT state, node FROM recon_runs WHERE fire = '{missed.isoformat()}'")
     assert run.state == "SUCCESS" and run.node in ("n3", "n4")
-    (queued,) = _rows(pg_url, "SELECT count(*) FROM idsync_queue.procrastinate_jobs WHERE (args->>'timestamp')::bigint "
-                              f"= {int(missed.timestamp())}")
+    (queued,) = select_rows(pg_url, "SELECT count(*) FROM idsync_queue.procrastinate_jobs "
+                                    f"WHERE (args->>'timestamp')::bigint = {int(missed.timestamp())}")
     assert queued == (1,)
-    per_fire = Counter(r.fire for r in _rows(pg_url, "SELECT fire FROM recon_runs"))
+    per_fire = Counter(r.fire for r in select_rows(pg_url, "SELECT fire FROM recon_runs"))
     assert max(per_fire.values()) == 1

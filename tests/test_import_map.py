@@ -38,7 +38,7 @@ MAP: Mapping[str, tuple[str, ...]] = {
     "connectors": ("idsync", "errors", "log", "keys", "query", "resource"),
     "resources": ("errors", "resource", "config", "store", "connectors"),
     "sync": ("idsync", "errors", "log", "query", "scripts", "resource", "settings", "config", "store", "resources"),
-    "managed": ("errors", "query", "scripts", "crypto", "resource", "config", "store", "resources", "sync"),
+    "managed": ("errors", "log", "query", "scripts", "crypto", "resource", "config", "store", "resources", "sync"),
     "status_file": ("idsync", "errors", "config", "store", "sync"),
     "api": ("idsync", "errors", "log", "query", "resource", "settings", "config", "store", "resources", "sync",
             "managed"),

@@ -44,6 +44,11 @@ class ReconSettings(BaseModel):
     audit_unchanged: bool = Field(False, description="write an audit entry for objects a run leaves unchanged too")
     progress_interval: float = Field(10.0, gt=0, le=86_400, description="seconds between `recon.progress` events "
                                      "off a terminal")
+    workers: int = Field(0, ge=0, le=64, description="processes on this machine that share the source phase of a "
+                         "recon with much to do (its mapping links fewer than half its source's objects: a first "
+                         "load); 0: one per core, at most 8; 1: one process")
+    min_partition_size: int = Field(10_000, ge=1, description="a source with fewer objects than twice this is "
+                                    "read by one process")
 
 
 class LogSettings(BaseModel):

@@ -18,6 +18,7 @@ import structlog
 
 from idsync.config.project import Project
 from idsync.managed.router import run_recon_scripted
+from idsync.managed.workers import local_splitter
 from idsync.settings import ApiSettings
 from idsync.store.database import Store
 from idsync.sync.options import ReconOptions
@@ -71,7 +72,8 @@ class ApiContext:
 
         def work() -> ReconResult:
             try:
-                options = ReconOptions(run_id=run_id, cancel=cancel, dry_run=dry_run)
+                options = ReconOptions(run_id=run_id, cancel=cancel, dry_run=dry_run,
+                                       splitter=local_splitter(project, self.store))
                 return run_recon_scripted(project, self.store, mapping, options)
             finally:
                 with self._lock:

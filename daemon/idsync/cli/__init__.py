@@ -168,6 +168,7 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.progress import Progress
     from idsync.cli.signals import run_in_foreground
     from idsync.managed.router import run_recon_scripted
+    from idsync.managed.workers import local_splitter
     from idsync.sync.options import ReconOptions
     from idsync.sync.progress import expected_counts
 
@@ -180,6 +181,7 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
         allow_delete=False if args.no_delete else None,
         max_deletes=_max_deletes(args.max_deletes),
         page_size=args.page_size,
+        splitter=local_splitter(project, store),
     )
     progress = Progress(display=not args.quiet and not args.json,
                         interval=project.settings.recon.progress_interval,

@@ -39,6 +39,7 @@ def register(subparsers: Any) -> None:
 def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.signals import run_in_foreground
     from idsync.config.project import load_project
+    from idsync.managed.workers import local_splitter
     from idsync.status_file import update_status_file
     from idsync.store.database import Store
     from idsync.store.runs import RunStore
@@ -47,7 +48,8 @@ def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
 
     project = load_project(project_dir)
     store = Store.open(project.settings.store_url())
-    options = LiveSyncOptions(dry_run=args.dry_run, page_size=args.page_size)
+    # A token that can no longer be honoured is answered by a full recon, which may split.
+    options = LiveSyncOptions(dry_run=args.dry_run, page_size=args.page_size, splitter=local_splitter(project, store))
     if args.reset and not args.dry_run:
         SyncTokens(store).forget(args.source)
     result = run_in_foreground(lambda: run_livesync(project, store, args.source, options), options.cancel, store,

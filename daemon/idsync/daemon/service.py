@@ -45,6 +45,7 @@ from idsync.daemon.scheduler import SKIP_TOLERANCE, JobTable, missed_fire
 from idsync.errors import ConfigError, IdsyncError, RunLocked, internal_message
 from idsync.managed.roles import EDGE_CHECK_SECONDS
 from idsync.managed.router import help_partitions_scripted, push_due_scripted
+from idsync.managed.workers import local_splitter
 from idsync.status_file import update_status_file
 from idsync.store.database import Store, utcnow
 from idsync.store.retention import prune
@@ -290,7 +291,7 @@ class Daemon:
         """How a recon may split its source over the cluster (None: not in cluster mode)."""
         cluster = self.cluster
         if cluster is None:
-            return None
+            return local_splitter(self.config.project, self.store)
         settings = self.config.project.settings.cluster
 
         def partitions() -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, exists, select, update
+from sqlalchemy import Connection, bindparam, exists, func, select, update
 
 from idsync.store.database import Store, new_ids, utcnow
 from idsync.store.idpages import delete_ids, select_ids
@@ -60,6 +60,12 @@ class LinkSet:
         rows = select_ids(self.store, conn, lt, (key.name, value.name, "digest"), key.name, ids,
                           {"linkset": self.name, "qualifier": self.qualifier})
         return {k: (v, digest) for k, v, digest in rows}
+
+    def count(self) -> int:
+        """The links of this link set and qualifier."""
+        with self.store.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(lt).where(
+                lt.c.linkset == self.name, lt.c.qualifier == self.qualifier)).scalar_one())
 
     def source_ids(self, page_size: int = 5000) -> Iterator[str]:
         """Every linked source id, read a page at a time (in id order)."""

@@ -89,6 +89,18 @@ class Partitions:
                                 .values(state=state, summary=dict(summary), message=message, ended=utcnow()))
         return bool(done.rowcount)
 
+    def hand_back(self, run_id: str, processes: Sequence[str]) -> int:
+        """Make PENDING again the ACTIVE partitions of ``run_id`` that the dead ``processes``
+        (``HOST:PID``, as lock owners start) held; how many there were."""
+        with self.store.begin() as conn:
+            held = [r.part for r in conn.execute(select(_P.c.part, _P.c.owner).where(
+                _P.c.run_id == run_id, _P.c.state == "ACTIVE"))
+                if r.owner is not None and any(r.owner == p or r.owner.startswith(f"{p}@") for p in processes)]
+            if held:
+                conn.execute(update(_P).where(_P.c.run_id == run_id, _P.c.state == "ACTIVE", _P.c.part.in_(held))
+                             .values(state="PENDING", owner=None))
+        return len(held)
+
     def all(self, run_id: str) -> list[Partition]:
         with self.store.engine.connect() as conn:
             rows = conn.execute(select(_P).where(_P.c.run_id == run_id).order_by(_P.c.part)).mappings().all()

@@ -28,13 +28,20 @@ SEQ_SPAN = 10_000_000
 
 @dataclass(frozen=True)
 class Splitter:
-    """How a run may split (given by a cluster node): at most ``partitions()`` ranges of at
-    least ``min_size`` objects; ``spread(run_id, n)`` asks ``n`` other workers to help."""
+    """How a run may split (given by a cluster node, or by the worker processes of this
+    machine): at most ``partitions()`` ranges of at least ``min_size`` objects;
+    ``spread(run_id, n)`` asks ``n`` other workers to help. ``heavy_only``: split only a
+    run with much to do (its mapping links fewer than half its source's objects);
+    ``reclaim(run_id)``, called while the run waits, hands back the partitions of workers
+    known dead; ``done(run_id)`` once the run's partitions are over, whatever their end."""
 
     partitions: Callable[[], int]
     min_size: int
     spread: Callable[[str, int], None]
     node: str
+    heavy_only: bool = False
+    reclaim: Callable[[str], None] | None = None
+    done: Callable[[str], None] | None = None
 
 
 def cut(ids: Sequence[str], count: int) -> list[tuple[str | None, str | None]]:

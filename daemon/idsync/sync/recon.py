@@ -60,6 +60,7 @@ from idsync.sync.digests import TargetDigests
 from idsync.sync.implicit import ImplicitSync
 from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import SEQ_SPAN, cut, range_filter
+from idsync.sync.progress import expected_counts
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
 from idsync.sync.role_fanout import RoleFanout, WrittenRoles
@@ -98,7 +99,7 @@ def help_partitions(project: Project, store: Store, run_id: str, node: str, canc
                            allow_update=plan.get("allow_update"), allow_delete=plan.get("allow_delete"),
                            page_size=plan.get("page_size"), job=run["job"], cancel=cancel, run_id=run_id, node=node)
     helper = _Run(project, store, project.mapping(run["mapping"]), options)
-    with structlog.contextvars.bound_contextvars(run_id=run_id, mapping=run["mapping"]):
+    with structlog.contextvars.bound_contextvars(run_id=run_id, mapping=run["mapping"]), quiet_collector():
         return helper.help()
 
 
@@ -306,12 +307,21 @@ class _Run:
         total = self.counters.source_total
         if total is not None and total < 2 * splitter.min_size:
             return None
+        if splitter.heavy_only and not self._heavy(total, splitter.min_size):
+            return None  # mostly linked: bound by reading the source, which a split does not speed up
         ids = [o["_id"] for page in source.pages(replace(spec, fields=[])) for o in page if o.get("_id")]
         count = min(splitter.partitions(), len(ids) // splitter.min_size)
         if count < 2:
             return None
         self._expected = len(ids)
         return cut(ids, count)
+
+    def _heavy(self, total: int | None, min_size: int) -> bool:
+        """Whether the mapping links fewer than half of its source's objects (the source's
+        count, or the last complete run's where the source does not say): a first load."""
+        expected = total if total is not None else expected_counts(self.store, self.mapping.name).get("source")
+        links = self.links.count()
+        return links < min_size if not expected else links * 2 < expected
 
     def _plan(self) -> dict[str, Any]:
         o = self.options
@@ -326,10 +336,13 @@ class _Run:
         parts = Partitions(self.store)
         parts.create(self.id, bounds, self._plan())
         self.log.info("recon.split", partitions=len(bounds), objects=self._expected)
-        self.options.splitter.spread(self.id, len(bounds) - 1)
+        splitter = self.options.splitter
+        splitter.spread(self.id, len(bounds) - 1)
         own = self.counters
         try:
             while True:
+                if splitter.reclaim is not None:
+                    splitter.reclaim(self.id)
                 self._work_partitions(parts, source, target, assessor, correlators, spec)
                 states = parts.all(self.id)
                 failed = next((p for p in states if p.state == "FAILED"), None)
@@ -343,6 +356,8 @@ class _Run:
                 time.sleep(0.2)
         finally:
             self.counters = assessor.counters = own
+            if splitter.done is not None:
+                splitter.done(self.id)
         for p in states:
             tally = (p.summary or {}).get("tally") or {}
             own.absorb(tally)

@@ -1,0 +1,184 @@
+"""A heavy recon's source phase shared with worker processes on this machine
+(``[recon] workers``, ``managed/workers.py``), on a SQLite store."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from cli_runner import IDSYNC, run_cli
+from cluster_env import SLOW, add_managed_users, assert_each_account_created_once, cluster_project, select_rows
+from idsync.config.project import load_project
+from idsync.managed.workers import LocalWorkers
+from idsync.store.database import Store
+from idsync.store.partitions import Partitions
+from idsync.store.runs import RunStore
+from sqlalchemy import text
+from waiting import wait_for
+
+# Ten milliseconds of the interpreter per object: partitions long enough for a worker to
+# start (a new interpreter) and take some, and to be killed in the middle of one.
+SLOWER = [SLOW[0], {**SLOW[1], "transform": {**SLOW[1]["transform"], "source": SLOW[1]["transform"]["source"]
+                                             .replace("< 5", "< 10")}}]
+
+
+def _project(root: Path, *, workers: int, slow: bool = True) -> tuple[Path, str]:
+    url = f"sqlite:///{root / 'state' / 'idsync.db'}"
+    project = cluster_project(root, url, {"big": "@yearly"}, mapping={"properties": SLOWER} if slow else None,
+                              job_extra="page_size = 20\n", enabled=False)
+    with (project / "conf" / "idsync.toml").open("a", encoding="utf-8") as toml:
+        toml.write(f"[recon]\nworkers = {workers}\nmin_partition_size = 50\n")
+    return project, url
+
+
+def _outcome(url: str) -> dict[str, Any]:
+    audit = Counter((r.run_id, r.action, r.status)
+                    for r in select_rows(url, "SELECT run_id, action, status FROM audit"))
+    runs = select_rows(url, "SELECT id, state FROM recon_runs ORDER BY started")
+    accounts = select_rows(url, "SELECT json_extract(data, '$.name') FROM managed_objects "
+                                "WHERE object_type = 'account'")
+    return {"accounts": sorted(r[0] for r in accounts),
+            "links": select_rows(url, "SELECT count(*) FROM links")[0][0],
+            "runs": [(r.state, {k[1:]: v for k, v in audit.items() if k[0] == r.id}) for r in runs]}
+
+
+def _summaries(url: str) -> list[dict[str, Any]]:
+    project_runs = select_rows(url, "SELECT id FROM recon_runs ORDER BY started")
+    store = Store.open(url, migrate=False)
+    try:
+        runs = RunStore(store)
+        return [runs.get(r.id)["summary"] for r in project_runs]  # type: ignore[index]
+    finally:
+        store.close()
+
+
+def _delete_users(project: Path, names: list[str]) -> None:
+    store = Store.open(load_project(project).settings.store_url(), migrate=False)
+    try:
+        with store.begin() as conn:
+            for name in names:
+                conn.execute(text("DELETE FROM managed_objects WHERE object_type = 'user' AND "
+                                  "json_extract(data, '$.userName') = :n"), {"n": name})
+    finally:
+        store.close()
+
+
+def test_a_first_load_is_shared_with_a_worker_and_ends_as_one_process_would(tmp_path: Path) -> None:
+    """400 users, ``workers = 2``: the first recon (every user a create) splits into four id
+    ranges, a worker process takes some of them, and the store ends as a run in one process
+    leaves it: the same accounts and links, the same audit counts. The recons after it, with
+    every user linked, are not split (a split would not speed up a run that finds little to
+    do): unchanged, then 20 users deleted and their 20 accounts deleted once."""
+    users = 400
+    split, split_url = _project(tmp_path / "split", workers=2)
+    # The same mapping without the slow transform (it returns the value it is given): the
+    # first recon is slowed so that the worker, a new interpreter, starts in time to read.
+    single, single_url = _project(tmp_path / "single", workers=1, slow=False)
+    for project in (split, single):
+        add_managed_users(project, users)
+    for step, deleted in enumerate([[], [], [f"u{i}" for i in range(20)]]):
+        if step == 1:
+            (split / "conf" / "sync.json").write_text((single / "conf" / "sync.json").read_text())
+        for project in (split, single):
+            if deleted:
+                _delete_users(project, deleted)
+            done = run_cli(["-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"])
+            assert done.returncode == 0, (step, done.stderr)
+    ours, theirs = _outcome(split_url), _outcome(single_url)
+    assert ours == theirs
+    assert len(ours["accounts"]) == users - 20 and ours["links"] == users - 20
+    assert ours["runs"][0][1][("CREATE", "SUCCESS")] == users
+    assert ours["runs"][2][1][("DELETE", "SUCCESS")] == 20
+    first, *later = _summaries(split_url)
+    assert [p["state"] for p in first["partitions"]] == ["SUCCESS"] * 4
+    assert sum(p["processed"] for p in first["partitions"]) == users
+    owners = {r.owner for r in select_rows(split_url, "SELECT owner FROM recon_partitions")}
+    assert len(owners) == 2, owners  # this process and the worker
+    assert all("partitions" not in s for s in later)
+    assert all("partitions" not in s for s in _summaries(single_url))
+
+
+def test_a_killed_worker_s_partition_is_read_again(tmp_path: Path) -> None:
+    """A worker killed with SIGKILL in the middle of its partition: the run hands the partition
+    back and reads it itself; the run ends SUCCESS with one account and one link per user, each
+    account created once, and the command leaves no process behind."""
+    users = 400
+    project, url = _project(tmp_path / "p", workers=2)
+    add_managed_users(project, users)
+    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def worker_busy() -> Any:
+            if not Path(url.removeprefix("sqlite:///")).exists():
+                return None
+            try:
+                rows = select_rows(url, "SELECT owner, part, summary FROM recon_partitions WHERE state = 'ACTIVE'")
+            except Exception:  # noqa: BLE001 - the tables are being made
+                return None
+            return next((r for r in rows if r.owner and _pid(r.owner) != recon.pid
+                         and json.loads(r.summary or "{}").get("tally", {}).get("source_processed", 0) >= 20), None)
+
+        busy = wait_for(worker_busy, 60, "a partition read by the worker")
+        os.kill(_pid(busy.owner), signal.SIGKILL)
+        _, err = recon.communicate(timeout=120)
+    finally:
+        if recon.poll() is None:
+            recon.kill()
+    assert recon.returncode == 0, err
+    (summary,) = _summaries(url)
+    taken = next(p for p in summary["partitions"] if p["partition"] == busy.part)
+    assert taken["attempts"] == 2 and taken["state"] == "SUCCESS"
+    assert_each_account_created_once(url, users)
+    assert "worker_lost" in err
+    leftover = subprocess.run(["pgrep", "-f", "idsync-recon-worker|multiprocessing.spawn"], capture_output=True,
+                              text=True).stdout.split()
+    assert not [pid for pid in leftover if _parent(int(pid)) == recon.pid]
+
+
+def _pid(owner: str) -> int:
+    """The process of a partition's owner (``HOST:PID@START``)."""
+    return int(owner.split(":")[1].split("@")[0])
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return None
+
+
+def test_reclaim_hands_back_only_the_dead_workers_partitions(tmp_path: Path) -> None:
+    """``LocalWorkers.reclaim``: the ACTIVE partition of a worker that exited goes back to
+    PENDING; a live process's partition and a finished one stay as they are."""
+    project, url = _project(tmp_path / "p", workers=2, slow=False)
+    loaded = load_project(project)
+    store = Store.open(url)
+    try:
+        parts = Partitions(store)
+        parts.create("r1", [(None, "b"), ("b", "m"), ("m", None)], {})
+        context = multiprocessing.get_context("spawn")
+        dead = context.Process(target=os._exit, args=(3,))
+        dead.start()
+        dead.join()
+        host = socket.gethostname()
+        assert parts.claim("r1", f"{host}:{dead.pid}@12345", host) is not None
+        assert parts.claim("r1", f"{host}:{os.getpid()}@1", host) is not None
+        done = parts.claim("r1", f"{host}:{dead.pid}@12345", host)
+        assert done is not None and parts.finish("r1", done.part, f"{host}:{dead.pid}@12345", "SUCCESS", {}, None)
+        workers = LocalWorkers(loaded, store)
+        workers._procs["r1"] = [dead]
+        workers.reclaim("r1")
+        assert [(p.part, p.state) for p in parts.all("r1")] == [(0, "PENDING"), (1, "ACTIVE"), (2, "SUCCESS")]
+        started = time.monotonic()
+        workers.stop("r1")
+        assert time.monotonic() - started < 1 and "r1" not in workers._procs
+    finally:
+        store.close()
