@@ -15,12 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from cli_runner import IDSYNC, run_cli
-from cluster_env import SLOW, add_managed_users, assert_each_account_created_once, cluster_project, select_rows
+from cluster_env import (
+    SLOW,
+    add_ldap_livesync,
+    add_managed_users,
+    assert_each_account_created_once,
+    cluster_project,
+    ldap_people,
+    select_rows,
+)
 from idsync.config.project import load_project
 from idsync.managed.workers import LocalWorkers
 from idsync.store.database import Store
 from idsync.store.partitions import Partitions
 from idsync.store.runs import RunStore
+from idsync_dev.slapd import Slapd
 from sqlalchemy import text
 from waiting import wait_for
 
@@ -104,6 +113,28 @@ def test_a_first_load_is_shared_with_a_worker_and_ends_as_one_process_would(tmp_
     assert len(owners) == 2, owners  # this process and the worker
     assert all("partitions" not in s for s in later)
     assert all("partitions" not in s for s in _summaries(single_url))
+
+
+def test_an_ldap_first_load_is_split_and_the_next_recon_is_not(tmp_path: Path, slapd: Slapd,
+                                                                 ldap_subtree: str) -> None:
+    """An LDAP source (entryUUID ids, whose count the directory does not tell): the first
+    recon of 240 people splits into four ranges once its id-only read found them (the
+    workers start then), and creates each person once; the second, with every person
+    linked, reads the directory whole and changes nothing."""
+    project, url = _project(tmp_path / "p", workers=2, slow=False)
+    add_ldap_livesync(project, slapd, ldap_subtree)
+    ldap_people(slapd, ldap_subtree, [f"p{i}" for i in range(240)])
+    for _ in range(2):
+        done = run_cli(["-p", str(project), "recon", "ldap_person", "--quiet", "--page-size", "20"])
+        assert done.returncode == 0, done.stderr
+    first, second = _summaries(url)
+    assert [p["state"] for p in first["partitions"]] == ["SUCCESS"] * 4
+    assert sum(p["processed"] for p in first["partitions"]) == 240
+    assert first["changes"]["created"] == 240 and "partitions" not in second
+    assert second["changes"]["created"] == 0 and second["changes"]["unchanged"] == 240
+    people = select_rows(url, "SELECT count(*), count(DISTINCT data->>'name') FROM managed_objects "
+                              "WHERE object_type = 'person'")
+    assert people[0] == (240, 240)
 
 
 def test_a_killed_worker_s_partition_is_read_again(tmp_path: Path) -> None:

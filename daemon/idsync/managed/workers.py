@@ -38,6 +38,7 @@ import structlog
 from idsync.config.project import Project
 from idsync.store.database import Store
 from idsync.store.partitions import Partitions
+from idsync.store.runs import RunStore
 from idsync.sync.partitions import Splitter
 
 __all__ = ["LocalWorkers", "local_splitter", "usable_cores"]
@@ -67,7 +68,8 @@ def local_splitter(project: Project, store: Store) -> Splitter | None:
     pool = LocalWorkers(project, store)
     return Splitter(partitions=lambda: 2 * workers, min_size=settings.min_partition_size,
                     spread=lambda run_id, _n: pool.start(run_id, workers - 1), node=_host(),
-                    heavy_only=True, reclaim=pool.reclaim, done=pool.stop)
+                    heavy_only=True, prepare=lambda run_id: pool.start(run_id, workers - 1),
+                    reclaim=pool.reclaim, done=pool.stop)
 
 
 class LocalWorkers:
@@ -80,6 +82,11 @@ class LocalWorkers:
         self._lock = threading.Lock()
 
     def start(self, run_id: str, count: int) -> None:
+        """Start ``count`` workers for ``run_id`` (once: a second call finds them started)."""
+        with self._lock:
+            if run_id in self._procs:
+                return
+            self._procs[run_id] = []
         context = multiprocessing.get_context("spawn")
         url = self.store.engine.url.render_as_string(hide_password=False)
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
@@ -95,7 +102,7 @@ class LocalWorkers:
                 break
             started.append(proc)
         with self._lock:
-            self._procs.setdefault(run_id, []).extend(started)
+            self._procs[run_id].extend(started)
         log.info("recon.workers_started", workers=len(started))
 
     def reclaim(self, run_id: str) -> None:
@@ -139,10 +146,25 @@ def _work(project_dir: str, url: str, run_id: str, node: str, parent: int, level
     project = load_project(Path(project_dir))
     store = Store.open(url, migrate=False)
     try:
-        help_partitions_scripted(project, store, run_id, node, cancel)
+        if _partitions_made(store, run_id, cancel):
+            help_partitions_scripted(project, store, run_id, node, cancel)
     finally:
         with contextlib.suppress(Exception):
             store.close()
+
+
+def _partitions_made(store: Store, run_id: str, cancel: threading.Event) -> bool:
+    """Wait while the run reads its ids (a worker may start before its partitions exist);
+    whether they do now. False once the run is over or this worker is to stop."""
+    runs = RunStore(store)
+    while not cancel.is_set():
+        if Partitions(store).plan(run_id) is not None:
+            return True
+        run = runs.get(run_id)
+        if run is not None and run["state"] != "ACTIVE":
+            return False
+        cancel.wait(0.05)
+    return False
 
 
 def _watch_parent(parent: int, cancel: threading.Event) -> None:

@@ -32,14 +32,18 @@ class Splitter:
     machine): at most ``partitions()`` ranges of at least ``min_size`` objects;
     ``spread(run_id, n)`` asks ``n`` other workers to help. ``heavy_only``: split only a
     run with much to do (its mapping links fewer than half its source's objects);
-    ``reclaim(run_id)``, called while the run waits, hands back the partitions of workers
-    known dead; ``done(run_id)`` once the run's partitions are over, whatever their end."""
+    ``prepare(run_id)``, where the source's size is known to be large enough, starts
+    helpers before the id-only read (they wait for the partitions: ``spread`` then
+    asks no more of them); ``reclaim(run_id)``, called while the run waits, hands back
+    the partitions of workers known dead; ``done(run_id)`` once the run's partitions are
+    over, whatever their end, or when the run does not split after ``prepare``."""
 
     partitions: Callable[[], int]
     min_size: int
     spread: Callable[[str, int], None]
     node: str
     heavy_only: bool = False
+    prepare: Callable[[str], None] | None = None
     reclaim: Callable[[str], None] | None = None
     done: Callable[[str], None] | None = None
 

@@ -307,19 +307,31 @@ class _Run:
         total = self.counters.source_total
         if total is not None and total < 2 * splitter.min_size:
             return None
-        if splitter.heavy_only and not self._heavy(total, splitter.min_size):
+        expected = total if total is not None else expected_counts(self.store, self.mapping.name).get("source")
+        if splitter.heavy_only and not self._heavy(expected, splitter.min_size):
             return None  # mostly linked: bound by reading the source, which a split does not speed up
-        ids = [o["_id"] for page in source.pages(replace(spec, fields=[])) for o in page if o.get("_id")]
+        # Helpers that can start before the id-only read (a new interpreter each) start now.
+        early = splitter.prepare if (expected or 0) >= 2 * splitter.min_size else None
+        undo = splitter.done if early is not None else None
+        if early is not None:
+            early(self.id)
+        try:
+            ids = [o["_id"] for page in source.pages(replace(spec, fields=[])) for o in page if o.get("_id")]
+        except BaseException:
+            if undo is not None:
+                undo(self.id)
+            raise
         count = min(splitter.partitions(), len(ids) // splitter.min_size)
         if count < 2:
+            if undo is not None:
+                undo(self.id)
             return None
         self._expected = len(ids)
         return cut(ids, count)
 
-    def _heavy(self, total: int | None, min_size: int) -> bool:
+    def _heavy(self, expected: int | None, min_size: int) -> bool:
         """Whether the mapping links fewer than half of its source's objects (the source's
         count, or the last complete run's where the source does not say): a first load."""
-        expected = total if total is not None else expected_counts(self.store, self.mapping.name).get("source")
         links = self.links.count()
         return links < min_size if not expected else links * 2 < expected
 
