@@ -13,6 +13,8 @@ the same data: ``ldapsearch -E pr=1000/noprompt`` paging everything into
 times (the store emptied in between) and the table gives the median and the
 range. Figures on a shared machine are noisy: compare ratios within a run.
 idsync's modules are compiled to bytecode first, as an installed package's are.
+``--workers 1,0`` runs each store once per ``[recon] workers`` value (one process,
+then one per core), so the table compares them in one run.
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ def main() -> int:
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--page-size", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--workers", default="", help="comma-separated `[recon] workers` values to run each "
+                        "store with (e.g. 1,0: one process, then one per core); default: the configured")
     args = parser.parse_args()
     idsync = str(Path(sys.executable).parent / "idsync")
     # As an installed package is (pip compiles it): where PYTHONDONTWRITEBYTECODE is set,
@@ -112,8 +116,11 @@ def main() -> int:
                                         "-w", ldap.admin_password, "-b", f"ou=People,{ldap.base_dn}",
                                         "-E", "pr=1000/noprompt", "(objectClass=inetOrgPerson)"])
                 rows.setdefault(("ldapsearch floor", "-"), []).append((floor, rss, cpu))
-            kinds = [s.strip() for s in args.stores.split(",") if s.strip()]
-            for round_, kind in enumerate(kinds * args.repeat):
+            stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+            workers = [w.strip() for w in args.workers.split(",") if w.strip()] or [""]
+            variants = [(k, w) for k in stores for w in workers]
+            for round_, (kind, count) in enumerate(variants * args.repeat):
+                shown = kind if count == "" else f"{kind}, workers={count}"
                 project = work / f"project-{kind}"
                 shutil.rmtree(project, ignore_errors=True)
                 shutil.copytree(ROOT / "conf", project / "conf")
@@ -128,13 +135,15 @@ def main() -> int:
                 env = {**os.environ, "IDSYNC_STORE__URL": url, "IDSYNC_LDAP_PORT": str(ldap.port),
                        "IDSYNC_LDAP_PASSWORD": ldap.admin_password, "IDSYNC_LOG__LEVEL": "warning",
                        "IDSYNC_RECON__PAGE_SIZE": str(args.page_size)}
+                if count:
+                    env["IDSYNC_RECON__WORKERS"] = count
                 cmd = [idsync, "-p", str(project), "recon", MAPPING, "--quiet", "--json"]
                 for label in ("first recon (creates)", "no-change recon", "after 1% changed"):
                     if label.startswith("after"):
                         _change_one_percent(ldap, args.users, work, round_)
                     seconds, rss, code, cpu = _timed(cmd, env=env)
-                    rows.setdefault((label if code == 0 else f"{label} FAILED", kind), []).append((seconds, rss, cpu))
-                    print(f"  {kind:<10} {label:<24} {seconds:7.1f} s  {args.users / seconds:9,.0f} entries/s  "
+                    rows.setdefault((label if code == 0 else f"{label} FAILED", shown), []).append((seconds, rss, cpu))
+                    print(f"  {shown:<10} {label:<24} {seconds:7.1f} s  {args.users / seconds:9,.0f} entries/s  "
                           f"{rss:5d} MB  {cpu:6.1f} s CPU", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
