@@ -26,6 +26,8 @@ from cluster_env import (
 )
 from idsync.config.project import load_project
 from idsync.managed.workers import LocalWorkers
+from idsync.resource import WriteOp
+from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.partitions import Partitions
 from idsync.store.runs import RunStore
@@ -113,6 +115,26 @@ def test_a_first_load_is_shared_with_a_worker_and_ends_as_one_process_would(tmp_
     assert len(owners) == 2, owners  # this process and the worker
     assert all("partitions" not in s for s in later)
     assert all("partitions" not in s for s in _summaries(single_url))
+
+
+def test_a_run_that_correlates_is_not_split(tmp_path: Path) -> None:
+    """A first load into a target that already holds an object correlates each source (two
+    sources in different ranges could otherwise each create the one target they both
+    find): it is read by one process, and the existing account is linked, not doubled."""
+    project, url = _project(tmp_path / "p", workers=2, slow=False)
+    add_managed_users(project, 200)
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    try:
+        accounts = Resources(loaded, store).open("managed/account")
+        assert accounts.write_batch([WriteOp("create", values={"name": "u7"})])[0].ok
+    finally:
+        store.close()
+    done = run_cli(["-p", str(project), "recon", "m_big", "--quiet"])
+    assert done.returncode == 0, done.stderr
+    (summary,) = _summaries(url)
+    assert "partitions" not in summary
+    assert summary["situationSummary"]["FOUND"] == 1 and summary["changes"]["created"] == 199
 
 
 def test_an_ldap_first_load_is_split_and_the_next_recon_is_not(tmp_path: Path, slapd: Slapd,

@@ -255,7 +255,7 @@ class _Run:
         self._stage("ACTIVE_RECONCILING_SOURCE")
         started = time.monotonic()
         spec = self._source_spec()
-        bounds = self._split(source, spec)
+        bounds = self._split(source, spec, correlating=bool(correlators))
         if bounds is None:
             for page in source.pages(spec):
                 self._check_cancel()
@@ -299,10 +299,15 @@ class _Run:
 
     # -- a source phase split over the cluster (``partitions.py``) -----------------
 
-    def _split(self, source: Resource, spec: QuerySpec) -> list[tuple[str | None, str | None]] | None:
-        """The id ranges to split this run's source phase into, or None to read it whole."""
+    def _split(self, source: Resource, spec: QuerySpec, *,
+               correlating: bool) -> list[tuple[str | None, str | None]] | None:
+        """The id ranges to split this run's source phase into, or None to read it whole.
+
+        This machine's workers (``heavy_only``) split only a run that correlates nothing (an
+        empty target, or no correlation query): two sources of different ranges that
+        correlate to one target could each create it, where one reader finds the first's."""
         splitter = self.options.splitter
-        if splitter is None or not source.ranged_ids:
+        if splitter is None or not source.ranged_ids or (splitter.heavy_only and correlating):
             return None
         total = self.counters.source_total
         if total is not None and total < 2 * splitter.min_size:
