@@ -32,9 +32,9 @@ class Splitter:
     machine): at most ``partitions()`` ranges of at least ``min_size`` objects;
     ``spread(run_id, n)`` asks ``n`` other workers to help. ``heavy_only``: split only a
     run with much to do (its mapping links fewer than half its source's objects);
-    ``prepare(run_id)``, where the source's size is known to be large enough, starts
-    helpers before the id-only read (they wait for the partitions: ``spread`` then
-    asks no more of them); ``reclaim(run_id)``, called while the run waits, hands back
+    ``prepare(run_id)``, once the source is known to be large enough (before or during
+    the id-only read), starts helpers that wait for the partitions (``spread`` then asks
+    no more of them); ``reclaim(run_id)``, called while the run waits, hands back
     the partitions of workers known dead; ``done(run_id)`` once the run's partitions are
     over, whatever their end, or when the run does not split after ``prepare``."""
 

@@ -315,21 +315,27 @@ class _Run:
         expected = total if total is not None else expected_counts(self.store, self.mapping.name).get("source")
         if splitter.heavy_only and not self._heavy(expected, splitter.min_size):
             return None  # mostly linked: bound by reading the source, which a split does not speed up
-        # Helpers that can start before the id-only read (a new interpreter each) start now.
-        early = splitter.prepare if (expected or 0) >= 2 * splitter.min_size else None
-        undo = splitter.done if early is not None else None
-        if early is not None:
-            early(self.id)
+        # Helpers that can start before the partitions exist (a new interpreter each) start
+        # as soon as the source is known to be large enough: while its ids are read.
+        prepared = False
+        if splitter.prepare is not None and (expected or 0) >= 2 * splitter.min_size:
+            splitter.prepare(self.id)
+            prepared = True
+        ids: list[str] = []
         try:
-            ids = [o["_id"] for page in source.pages(replace(spec, fields=[])) for o in page if o.get("_id")]
+            for page in source.pages(replace(spec, fields=[])):
+                ids.extend(o["_id"] for o in page if o.get("_id"))
+                if not prepared and splitter.prepare is not None and len(ids) >= 2 * splitter.min_size:
+                    splitter.prepare(self.id)
+                    prepared = True
         except BaseException:
-            if undo is not None:
-                undo(self.id)
+            if prepared and splitter.done is not None:
+                splitter.done(self.id)
             raise
         count = min(splitter.partitions(), len(ids) // splitter.min_size)
         if count < 2:
-            if undo is not None:
-                undo(self.id)
+            if prepared and splitter.done is not None:
+                splitter.done(self.id)
             return None
         self._expected = len(ids)
         return cut(ids, count)
