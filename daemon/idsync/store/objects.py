@@ -484,6 +484,8 @@ class ManagedResource(Resource, ChangeSource):
         return taken
 
     def _at_rest_all(self, data: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+        if self.schema.secrets.isdisjoint(data):
+            return data  # nothing to protect: most objects a recon writes
         return {k: self._at_rest(k, v, stored.get(k)) for k, v in data.items()}
 
     def _at_rest(self, name: str, value: Any, stored: Any = None) -> Any:
@@ -520,9 +522,14 @@ class ManagedResource(Resource, ChangeSource):
         return rows
 
     def _props(self, object_id: str, data: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name in self._searchable:
             value = data.get(name)
+            if type(value) is str:  # nearly every value: one row, no number (``property_value``)
+                if "\x00" not in value[:255]:
+                    rows.append({"object_type": self.object_type, "object_id": object_id,
+                                 "name": name, "value": value[:255], "value_num": None})
+                continue
             for item in value if isinstance(value, list) else [value]:
                 text, number = property_value(item)
                 if (text is None and number is None) or (text is not None and "\x00" in text):
