@@ -263,8 +263,8 @@ class ManagedResource(Resource, ChangeSource):
         refused: dict[int, WriteResult] = {}
         kept: list[WriteOp] = []
         for i, op in enumerate(ops):
-            values = {k: v for k, v in op.values.items() if k not in self._virtual}
-            op = dataclasses.replace(op, values=values) if len(values) != len(op.values) else op
+            if not self._virtual.isdisjoint(op.values):
+                op = dataclasses.replace(op, values={k: v for k, v in op.values.items() if k not in self._virtual})
             if self.object_type != grants.model.user and op.kind != "delete":
                 try:
                     check_role(op, self.object_type)
@@ -443,8 +443,8 @@ class ManagedResource(Resource, ChangeSource):
         return failures_list(found)
 
     def _post(self, event: str, object_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        if self.dry_run:
-            return
+        if self.dry_run or event not in self.hooks.model.scripts:
+            return  # most types have no post script: nothing to copy for one
         post = self.hooks.post(event, object_id, self._shown(old), self._shown(new))
         if post is not None:
             self._posts.append(post)
