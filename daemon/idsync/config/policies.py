@@ -167,7 +167,8 @@ class PolicySet:
     def for_situation(self, situation: Situation) -> list[tuple[int, Policy]]:
         """The policies naming ``situation``, with their index in the list, in order."""
         index: dict[Situation, list[tuple[int, Policy]]] = self._index  # type: ignore[attr-defined]
-        return index.get(Situation(situation), [])
+        found = index.get(situation)  # a situation and its name are the same key (StrEnum)
+        return found if found is not None else index.get(Situation(situation), [])
 
     def decide(
         self,
