@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     any_,
     bindparam,
+    cast,
     create_engine,
     event,
     select,
@@ -47,7 +48,7 @@ from sqlalchemy.exc import (
 from idsync.errors import AuthenticationFailed, ConfigError, PeerError, PeerUnavailable
 from idsync.store.tables import store_meta
 
-__all__ = ["Store", "new_id", "new_ids", "nul_at", "store_error", "utcnow"]
+__all__ = ["Store", "new_id", "new_ids", "nul_at", "pg_array", "store_error", "utcnow"]
 
 log = structlog.get_logger(__name__)
 
@@ -130,6 +131,12 @@ def nul_at(value: Any) -> str | None:
         elif isinstance(item, list | tuple):
             stack.extend((f"{at}/{i}", inner) for i, inner in enumerate(item))
     return None
+
+
+def pg_array(values: Sequence[str]) -> str:
+    """``values`` as the text of a PostgreSQL array, each quoted: psycopg adapting a
+    list of strings costs about a microsecond per item, five times this."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 # The tables a recon grows: objects, their searchable values, links, and the run's claims.
@@ -300,7 +307,9 @@ class Store:
         (``nul_at``), and PostgreSQL refuses it even as a parameter."""
         values = [v for v in values if not (isinstance(v, str) and "\x00" in v)]
         if self.dialect == "postgresql":
-            return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+            if all(type(v) is str for v in values):  # ids and searchable values: sent as the array's text
+                return column == any_(cast(bindparam(None, pg_array(values), type_=String), ARRAY(String)))
+            return column == any_(bindparam(None, values, type_=ARRAY(String)))
         return column.in_(values)
 
     def analyze(self, tables: Sequence[str] = _GROWING) -> None:
