@@ -62,6 +62,9 @@ def next_rev(rev: str | None) -> str:
     return f"{(int(rev, 16) if rev else 0) + 1:016x}"
 
 
+_FIRST_REV = next_rev(None)
+
+
 class ManagedResource(Resource, ChangeSource):
     ranged_ids = True  # UUIDs the store made, never changed
 
@@ -314,7 +317,7 @@ class ManagedResource(Resource, ChangeSource):
                         results.append(failed(op, exc))
                         continue
                     self._post("postCreate", new_id_, None, data)
-                    rev = next_rev(None)
+                    rev = _FIRST_REV
                     new_rows.append({"object_type": self.object_type, "id": new_id_, "rev": rev,
                                      "data": data, "created": now, "updated": now})
                     new_props.extend(self._props(new_id_, data))
