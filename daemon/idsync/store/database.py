@@ -258,6 +258,15 @@ class Store:
         if not rows:
             return
         columns = list(rows[0])
+        pick = operator.itemgetter(*columns) if len(columns) > 1 else (lambda r: (r[columns[0]],))
+        self.insert_rows(conn, table, columns, list(map(pick, rows)), ignore_duplicates=ignore_duplicates)
+
+    def insert_rows(self, conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                    ignore_duplicates: bool = False) -> None:
+        """``insert_many`` of rows given as the values of ``columns``, in that order:
+        for a caller writing many rows of few columns, without a dict per row."""
+        if not rows:
+            return
         json_cols = {c.name for c in table.columns if _is_json(c.type)}
         sqlite = self.dialect == "sqlite"
         copying = self.dialect == "postgresql" and not ignore_duplicates
@@ -267,17 +276,15 @@ class Store:
                 converters.append((i, _dumps))
             elif (sqlite or copying) and _is_datetime(table.c[name].type):
                 converters.append((i, _sqlite_time if sqlite else _copy_time))
-        pick = operator.itemgetter(*columns) if len(columns) > 1 else (lambda r: (r[columns[0]],))
+        params: list[Sequence[Any]] = list(rows)  # a list: what executemany takes
         if converters:
-            params: list[Any] = []
+            params = []
             for r in rows:
-                values = list(pick(r))
+                values = list(r)
                 for i, convert in converters:
                     if values[i] is not None:
                         values[i] = convert(values[i])
                 params.append(tuple(values))
-        else:
-            params = list(map(pick, rows))
         if copying:
             # COPY is 3-4x faster than executemany for the first recon's bulk rows.
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]

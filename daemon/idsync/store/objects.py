@@ -55,6 +55,8 @@ from idsync.store.validation import failures_list
 __all__ = ["ManagedResource", "next_rev"]
 
 _CHUNK = 500
+# The columns of ``managed_properties`` a row of ``_props`` holds, in order.
+_PROPERTY_COLUMNS = ("object_type", "object_id", "name", "value", "value_num")
 
 
 def next_rev(rev: str | None) -> str:
@@ -299,7 +301,7 @@ class ManagedResource(Resource, ChangeSource):
             taken = self._taken(conn, ops)
             current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id])
             new_rows: list[dict[str, Any]] = []
-            new_props: list[dict[str, Any]] = []
+            new_props: list[tuple[Any, ...]] = []
             reindex: list[str] = []
             changed: list[dict[str, Any]] = []
             removed: list[str] = []
@@ -379,7 +381,7 @@ class ManagedResource(Resource, ChangeSource):
                 except Exception as exc:  # noqa: BLE001 - integrity errors differ per driver
                     raise ObjectRejected(f"{self.name}: create failed: {internal_message(exc)}") from None
             if new_props:
-                self.store.insert_many(conn, mp, new_props)
+                self.store.insert_rows(conn, mp, _PROPERTY_COLUMNS, new_props)
         return results
 
     def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
@@ -524,21 +526,20 @@ class ManagedResource(Resource, ChangeSource):
                 rows[r.id] = (r.rev, r.data)
         return rows
 
-    def _props(self, object_id: str, data: dict[str, Any]) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
+    def _props(self, object_id: str, data: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of ``managed_properties`` (``_PROPERTY_COLUMNS``) of an object's searchable values."""
+        rows: list[tuple[Any, ...]] = []
         for name in self._searchable:
             value = data.get(name)
             if type(value) is str:  # nearly every value: one row, no number (``property_value``)
                 if "\x00" not in value[:255]:
-                    rows.append({"object_type": self.object_type, "object_id": object_id,
-                                 "name": name, "value": value[:255], "value_num": None})
+                    rows.append((self.object_type, object_id, name, value[:255], None))
                 continue
             for item in value if isinstance(value, list) else [value]:
                 text, number = property_value(item)
                 if (text is None and number is None) or (text is not None and "\x00" in text):
                     continue  # a NUL: kept by an earlier release, it can match no filter anyway
-                rows.append({"object_type": self.object_type, "object_id": object_id,
-                             "name": name, "value": text, "value_num": number})
+                rows.append((self.object_type, object_id, name, text, number))
         return rows
 
     def reindex(self) -> int:
@@ -551,7 +552,7 @@ class ManagedResource(Resource, ChangeSource):
             count += len(page)
             if rows:
                 with self.store.begin() as conn:
-                    self.store.insert_many(conn, mp, rows)
+                    self.store.insert_rows(conn, mp, _PROPERTY_COLUMNS, rows)
         return count
 
 
