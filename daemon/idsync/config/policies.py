@@ -158,6 +158,12 @@ class PolicySet:
         for i, p in enumerate(self.policies):
             index.setdefault(p.situation, []).append((i, p))
         object.__setattr__(self, "_index", index)
+        # A situation whose first policy has neither a condition nor an action script
+        # decides the same for every object: decided here once.
+        object.__setattr__(self, "_fixed", {
+            situation: Decision(situation, first.action, i, first.post_action)
+            for situation, ((i, first), *_) in index.items()
+            if first.condition is None and isinstance(first.action, Action)})
 
     @property
     def reads_objects(self) -> bool:
@@ -183,6 +189,9 @@ class PolicySet:
         policies. An action script's answer must be an action possible here;
         anything else fails this object with ``ScriptError``.
         """
+        fixed: Decision | None = self._fixed.get(situation)  # type: ignore[attr-defined]
+        if fixed is not None:
+            return fixed
         for index, policy in self.for_situation(situation):
             if policy.condition is not None and not evaluate_condition(policy.condition):
                 continue
