@@ -67,6 +67,11 @@ class ManagedType:
         return frozenset(p.name for p in self.properties.values() if p.searchable)
 
     @functools.cached_property
+    def strings(self) -> frozenset[str]:
+        """The properties of type ``string``: what a string value needs no check against."""
+        return frozenset(p.name for p in self.properties.values() if p.type == "string")
+
+    @functools.cached_property
     def secrets(self) -> frozenset[str]:
         return frozenset(p.name for p in self.properties.values() if p.secret)
 

@@ -23,6 +23,7 @@ files it bundles, programs that ``require`` its modules) are not compiled nor ru
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +171,11 @@ class TypeModel:
 
     def __bool__(self) -> bool:
         return bool(self.scripts or self.properties)
+
+    @functools.cached_property
+    def checked(self) -> tuple[PropertyModel, ...]:
+        """The properties with policies: what a write checks beyond the types, worked out once."""
+        return tuple(prop for prop in self.properties.values() if prop.checked)
 
 
 def secure_hash(pdef: Mapping[str, Any], file: str, key: str) -> str | None:

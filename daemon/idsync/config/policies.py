@@ -158,6 +158,12 @@ class PolicySet:
         for i, p in enumerate(self.policies):
             index.setdefault(p.situation, []).append((i, p))
         object.__setattr__(self, "_index", index)
+        # A situation whose first policy has neither a condition nor an action script
+        # decides the same for every object: decided here once.
+        object.__setattr__(self, "_fixed", {
+            situation: Decision(situation, first.action, i, first.post_action)
+            for situation, ((i, first), *_) in index.items()
+            if first.condition is None and isinstance(first.action, Action)})
 
     @property
     def reads_objects(self) -> bool:
@@ -167,7 +173,8 @@ class PolicySet:
     def for_situation(self, situation: Situation) -> list[tuple[int, Policy]]:
         """The policies naming ``situation``, with their index in the list, in order."""
         index: dict[Situation, list[tuple[int, Policy]]] = self._index  # type: ignore[attr-defined]
-        return index.get(Situation(situation), [])
+        found = index.get(situation)  # a situation and its name are the same key (StrEnum)
+        return found if found is not None else index.get(Situation(situation), [])
 
     def decide(
         self,
@@ -182,6 +189,9 @@ class PolicySet:
         policies. An action script's answer must be an action possible here;
         anything else fails this object with ``ScriptError``.
         """
+        fixed: Decision | None = self._fixed.get(situation)  # type: ignore[attr-defined]
+        if fixed is not None:
+            return fixed
         for index, policy in self.for_situation(situation):
             if policy.condition is not None and not evaluate_condition(policy.condition):
                 continue

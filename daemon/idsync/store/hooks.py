@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 
 from idsync.config.managed import ManagedType
-from idsync.config.objectmodel import ObjectScript, TypeModel
+from idsync.config.objectmodel import PROPERTY_EVENTS, ObjectScript, TypeModel
 from idsync.errors import IdsyncError, ObjectRejected
 from idsync.store.policy import Taken, check
 from idsync.store.validation import PolicyFailed, failures_list
@@ -56,6 +56,10 @@ class ObjectHooks:
         # The properties whose values no two objects may share (``unique`` and ``valid-username``).
         self.unique = frozenset(name for name, prop in self.model.properties.items()
                                 if any(u.policy_id in ("unique", "valid-username") for u in prop.policies))
+        # Per property event, the properties with a script for it: every write asks, few have one.
+        self._property_events = {event: tuple((name, prop.scripts[event]) for name, prop in
+                                              self.model.properties.items() if event in prop.scripts)
+                                 for event in PROPERTY_EVENTS}
 
     def _request(self, method: str, object_id: str | None) -> dict[str, Any]:
         path = f"{self.name}/{object_id}" if object_id else self.name
@@ -82,10 +86,7 @@ class ObjectHooks:
         return result
 
     def _property_scripts(self, event: str, obj: Obj, object_id: str | None, method: str) -> Obj:
-        for name, prop in self.model.properties.items():
-            script = prop.scripts.get(event)
-            if script is None:
-                continue
+        for name, script in self._property_events[event]:
             request = self._request(method, object_id)
             value = self._run(f"{name}.{event}", script, {
                 "property": obj.get(name), "propertyName": name, "object": obj, "request": request,
@@ -102,16 +103,17 @@ class ObjectHooks:
     # -- writes ---------------------------------------------------------------
 
     def creating(self, obj: Obj, object_id: str | None, taken: Taken | None) -> Obj:
-        """``obj`` as it will be stored (before secrets are protected), or a refusal."""
-        obj = self._object_script("onCreate", obj, object_id, "create")
+        """``obj`` (without ``_`` properties nor ``None`` values) as it will be stored
+        (before secrets are protected), or a refusal."""
+        if "onCreate" in self.model.scripts:
+            obj = _storable(self._object_script("onCreate", obj, object_id, "create"))
         return self._checked(obj, None, object_id, taken, "create")
 
     def updating(self, old: Obj, new: Obj, object_id: str | None, taken: Taken | None) -> Obj:
         new = self._object_script("onUpdate", new, object_id, "update", "newObject", {"oldObject": old})
-        return self._checked(new, old, object_id, taken, "update")
+        return self._checked(_storable(new), old, object_id, taken, "update")
 
     def _checked(self, obj: Obj, old: Obj | None, object_id: str | None, taken: Taken | None, method: str) -> Obj:
-        obj = {k: v for k, v in obj.items() if not k.startswith("_") and v is not None}
         failed = check(self.schema, obj, before=old, object_id=object_id, taken=taken)
         if failed:
             raise PolicyFailed(self.name, failures_list(failed))
@@ -163,3 +165,8 @@ class ObjectHooks:
         if method == "read":
             result = self._object_script("onRead", result, object_id, method)
         return {**result, **keep}
+
+
+def _storable(obj: Obj) -> Obj:
+    """``obj`` without what is never stored: ``_`` properties and ``None`` values."""
+    return {k: v for k, v in obj.items() if not k.startswith("_") and v is not None}

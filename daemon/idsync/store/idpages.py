@@ -10,7 +10,7 @@ the driver:
 
 - SQLite: ``IN (SELECT value FROM json_each(?))``, the ids as a JSON array (the
   planner still walks the index once per id);
-- PostgreSQL: the ids as an array, ``unnest``-ed into one index probe each
+- PostgreSQL: the ids as an array (its text, written here), ``unnest``-ed into one index probe each
   (``OFFSET 0`` keeps the planner from a sequential scan), ``= ANY`` to delete;
 - MariaDB: a placeholder per id, in chunks.
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 
-from idsync.store.database import Store
+from idsync.store.database import Store, pg_array
 
 __all__ = ["claim_ids", "delete_ids", "select_ids"]
 
@@ -49,7 +49,7 @@ def select_ids(store: Store, conn: Connection, table: Table, columns: Sequence[s
         return list(conn.exec_driver_sql(
             f"SELECT found.* FROM unnest({mark}::text[]) AS page(id) CROSS JOIN LATERAL "
             f"({head} WHERE {where}{_q(store, key)} = page.id OFFSET 0) AS found",
-            (wanted, *equal.values())).all())
+            (pg_array(wanted), *equal.values())).all())
     return _where_ids(store, conn, head, key, ids, equal, rows=True)
 
 
@@ -73,7 +73,7 @@ def _where_ids(store: Store, conn: Connection, head: str, key: str, ids: Sequenc
     if store.dialect == "sqlite":
         statements = [(f"{head} IN (SELECT value FROM json_each(?))", (*fixed, _json(wanted)))]
     elif store.dialect == "postgresql":
-        statements = [(f"{head} = ANY(%s)", (*fixed, wanted))]
+        statements = [(f"{head} = ANY(%s::text[])", (*fixed, pg_array(wanted)))]
     else:
         statements = [(f"{head} IN ({', '.join([mark] * len(chunk))})", (*fixed, *chunk))
                       for chunk in (wanted[start:start + _CHUNK] for start in range(0, len(wanted), _CHUNK))]
@@ -101,7 +101,7 @@ def claim_ids(store: Store, conn: Connection, table: Table, fixed: Mapping[str, 
                              (*fixed.values(), _json(wanted)))
     elif store.dialect == "postgresql":
         conn.exec_driver_sql(f"INSERT {into} SELECT {values}, unnest(%s::text[]) ON CONFLICT DO NOTHING",
-                             (*fixed.values(), wanted))
+                             (*fixed.values(), pg_array(wanted)))
     else:
         store.insert_many(conn, table, [{**fixed, key: i} for i in wanted], ignore_duplicates=True)
 

@@ -55,11 +55,16 @@ from idsync.store.validation import failures_list
 __all__ = ["ManagedResource", "next_rev"]
 
 _CHUNK = 500
+# The columns of ``managed_properties`` a row of ``_props`` holds, in order.
+_PROPERTY_COLUMNS = ("object_type", "object_id", "name", "value", "value_num")
 
 
 def next_rev(rev: str | None) -> str:
     """Revisions count real changes: 16 hex digits, opaque to clients."""
     return f"{(int(rev, 16) if rev else 0) + 1:016x}"
+
+
+_FIRST_REV = next_rev(None)
 
 
 class ManagedResource(Resource, ChangeSource):
@@ -263,8 +268,8 @@ class ManagedResource(Resource, ChangeSource):
         refused: dict[int, WriteResult] = {}
         kept: list[WriteOp] = []
         for i, op in enumerate(ops):
-            values = {k: v for k, v in op.values.items() if k not in self._virtual}
-            op = dataclasses.replace(op, values=values) if len(values) != len(op.values) else op
+            if not self._virtual.isdisjoint(op.values):
+                op = dataclasses.replace(op, values={k: v for k, v in op.values.items() if k not in self._virtual})
             if self.object_type != grants.model.user and op.kind != "delete":
                 try:
                     check_role(op, self.object_type)
@@ -296,7 +301,7 @@ class ManagedResource(Resource, ChangeSource):
             taken = self._taken(conn, ops)
             current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id])
             new_rows: list[dict[str, Any]] = []
-            new_props: list[dict[str, Any]] = []
+            new_props: list[tuple[Any, ...]] = []
             reindex: list[str] = []
             changed: list[dict[str, Any]] = []
             removed: list[str] = []
@@ -314,7 +319,7 @@ class ManagedResource(Resource, ChangeSource):
                         results.append(failed(op, exc))
                         continue
                     self._post("postCreate", new_id_, None, data)
-                    rev = next_rev(None)
+                    rev = _FIRST_REV
                     new_rows.append({"object_type": self.object_type, "id": new_id_, "rev": rev,
                                      "data": data, "created": now, "updated": now})
                     new_props.extend(self._props(new_id_, data))
@@ -376,7 +381,7 @@ class ManagedResource(Resource, ChangeSource):
                 except Exception as exc:  # noqa: BLE001 - integrity errors differ per driver
                     raise ObjectRejected(f"{self.name}: create failed: {internal_message(exc)}") from None
             if new_props:
-                self.store.insert_many(conn, mp, new_props)
+                self.store.insert_rows(conn, mp, _PROPERTY_COLUMNS, new_props)
         return results
 
     def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
@@ -443,8 +448,8 @@ class ManagedResource(Resource, ChangeSource):
         return failures_list(found)
 
     def _post(self, event: str, object_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        if self.dry_run:
-            return
+        if self.dry_run or event not in self.hooks.model.scripts:
+            return  # most types have no post script: nothing to copy for one
         post = self.hooks.post(event, object_id, self._shown(old), self._shown(new))
         if post is not None:
             self._posts.append(post)
@@ -484,6 +489,8 @@ class ManagedResource(Resource, ChangeSource):
         return taken
 
     def _at_rest_all(self, data: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+        if self.schema.secrets.isdisjoint(data):
+            return data  # nothing to protect: most objects a recon writes
         return {k: self._at_rest(k, v, stored.get(k)) for k, v in data.items()}
 
     def _at_rest(self, name: str, value: Any, stored: Any = None) -> Any:
@@ -519,16 +526,20 @@ class ManagedResource(Resource, ChangeSource):
                 rows[r.id] = (r.rev, r.data)
         return rows
 
-    def _props(self, object_id: str, data: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = []
+    def _props(self, object_id: str, data: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of ``managed_properties`` (``_PROPERTY_COLUMNS``) of an object's searchable values."""
+        rows: list[tuple[Any, ...]] = []
         for name in self._searchable:
             value = data.get(name)
+            if type(value) is str:  # nearly every value: one row, no number (``property_value``)
+                if "\x00" not in value[:255]:
+                    rows.append((self.object_type, object_id, name, value[:255], None))
+                continue
             for item in value if isinstance(value, list) else [value]:
                 text, number = property_value(item)
                 if (text is None and number is None) or (text is not None and "\x00" in text):
                     continue  # a NUL: kept by an earlier release, it can match no filter anyway
-                rows.append({"object_type": self.object_type, "object_id": object_id,
-                             "name": name, "value": text, "value_num": number})
+                rows.append((self.object_type, object_id, name, text, number))
         return rows
 
     def reindex(self) -> int:
@@ -541,7 +552,7 @@ class ManagedResource(Resource, ChangeSource):
             count += len(page)
             if rows:
                 with self.store.begin() as conn:
-                    self.store.insert_many(conn, mp, rows)
+                    self.store.insert_rows(conn, mp, _PROPERTY_COLUMNS, rows)
         return count
 
 

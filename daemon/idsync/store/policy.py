@@ -62,25 +62,27 @@ def check(schema: ManagedType, obj: Mapping[str, Any], *, before: Mapping[str, A
     (``validateProperty``)."""
     if only is not None:
         names: Collection[str] = only
+        found = type_failures(schema, obj, [n for n in names if n in obj])
+        found = {k: v for k, v in found.items() if k in only}
     elif before is None:
-        names = set(obj)
+        names = obj  # a create: every property it has
+        found = type_failures(schema, obj)
     else:
         names = {k for k in set(obj) | set(before) if obj.get(k) != before.get(k)}
-    found = type_failures(schema, obj, [n for n in names if n in obj])
-    if only is not None:
-        found = {k: v for k, v in found.items() if k in only}
+        found = type_failures(schema, obj, [n for n in names if n in obj])
     model = schema.model
     if model is None:
         return found
     custom_calls: list[tuple[str, PolicyUse, list[Any]]] = []
-    for name, prop in model.properties.items():
-        if name not in names or not prop.checked:
+    for prop in model.checked:
+        name = prop.name
+        if name not in names:
             continue
         value = obj.get(name, _MISSING)
         if name in schema.secrets and (is_hashed(value) or is_encrypted(value)):
             continue
         failed = found.setdefault(name, [])
-        for use in (*prop.policies, *_applied(prop, obj)):
+        for use in (*prop.policies, *_applied(prop, obj)) if prop.conditional or prop.fallback else prop.policies:
             if use.only_if_present and value is _MISSING:
                 continue
             if use.custom is not None:
@@ -119,8 +121,6 @@ def _builtin(use: PolicyUse, name: str, value: Any, obj: Mapping[str, Any], befo
     code = use.requirements[0]
     present = value is not _MISSING
     text = value if isinstance(value, str) and value else None
-    # Several of PingIDM's policies fail an absent value when ``required`` already failed it.
-    required = any(r.get("policyRequirement") == "REQUIRED" for r in failed)
     policy = use.policy_id
     ok: bool
     params: dict[str, Any] | None = None
@@ -144,13 +144,17 @@ def _builtin(use: PolicyUse, name: str, value: Any, obj: Mapping[str, Any], befo
     elif policy == "cannot-contain-characters":
         chars = [str(c) for c in p["forbiddenChars"]]
         ok = text is None or not any(c in text for c in chars)
-        params = {"forbiddenChars": ", ".join(chars)}
+        params = None if ok else {"forbiddenChars": ", ".join(chars)}
     elif policy == "cannot-contain-duplicates":
         items = value if isinstance(value, list) else []
         ok = len({_key(i) for i in items}) == len(items)
     else:
-        # The string policies: an absent or empty value fails only where ``required`` did.
-        ok = not required if text is None else _string_ok(policy, text, p)
+        # The string policies: an absent or empty value fails only where ``required`` did,
+        # as several of PingIDM's do.
+        if text is None:
+            ok = not any(r.get("policyRequirement") == "REQUIRED" for r in failed)
+        else:
+            ok = _string_ok(policy, text, p)
         params = _string_params(policy, p)
     if ok:
         return []
@@ -188,10 +192,12 @@ def _string_ok(policy: str, text: str, p: Mapping[str, Any]) -> bool:
     return True
 
 
+_STRING_PARAMS = {"minimum-length": "minLength", "maximum-length": "maxLength", "at-least-X-capital-letters": "numCaps",
+                  "at-least-X-capitals": "numCaps", "at-least-X-numbers": "numNums", "regexpMatches": "regexp"}
+
+
 def _string_params(policy: str, p: Mapping[str, Any]) -> dict[str, Any] | None:
-    keys = {"minimum-length": "minLength", "maximum-length": "maxLength", "at-least-X-capital-letters": "numCaps",
-            "at-least-X-capitals": "numCaps", "at-least-X-numbers": "numNums", "regexpMatches": "regexp"}
-    key = keys.get(policy)
+    key = _STRING_PARAMS.get(policy)
     return {key: p[key]} if key is not None else None
 
 

@@ -407,10 +407,10 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
     plans: dict[int, dict[str, list[Wanted] | RefChanges]] = {}
     plain: dict[int, WriteOp] = {}
     for i, op in enumerate(ops):
-        related = {k: v for k, v in op.values.items() if k in schema.relationships} if op.kind != "delete" else {}
-        if not related:
+        if op.kind == "delete" or schema.relationships.keys().isdisjoint(op.values):
             plain[i] = op
             continue
+        related = {k: v for k, v in op.values.items() if k in schema.relationships}
         try:
             plans[i] = {k: v if isinstance(v, RefChanges) else wanted_refs(schema, k, v) for k, v in related.items()}
         except ObjectRejected as exc:
@@ -432,7 +432,7 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
             del plans[i]
     order = sorted(plain)
     for i, result in zip(order, write_objects([plain[i] for i in order]), strict=True):
-        results[i] = dataclasses.replace(result, op=ops[i])
+        results[i] = result if result.op is ops[i] else dataclasses.replace(result, op=ops[i])
     touched: set[Key] = set()
     for i, plan in plans.items():
         result = results[i]

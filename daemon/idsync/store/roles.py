@@ -133,11 +133,13 @@ class Grants:
             return set()
         conditions = self.conditions(conn)
         conditional = {rid for rid, _ in conditions}
-        found = self.users.read(conn, [u["_id"] for u in users], [self.model.roles])
+        found = self.users.read(conn, [u["_id"] for u in users], [self.model.roles]) if self.users.any(conn) else {}
         touched: set[Key] = set()
         for user in users:
-            held = {r.id: r for r in found.get(user["_id"], {}).get(self.model.roles, [])
-                    if r.collection == self.role_collection}
+            refs = found.get(user["_id"], {}).get(self.model.roles, [])
+            if not refs and not conditions:
+                continue  # no role to grant or take back: most users of a model without conditional roles
+            held = {r.id: r for r in refs if r.collection == self.role_collection}
             wanted = {rid for rid, node in conditions if matches(node, user)}
             add = tuple(Wanted(self.role_collection, rid, {"_grantType": CONDITIONAL})
                         for rid in sorted(wanted - set(held)))

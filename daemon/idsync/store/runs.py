@@ -47,6 +47,11 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+# What an audit entry holds, as RunStore.audit writes it.
+_AUDIT_COLUMNS = ("ts", "run_id", "mapping", "situation", "action", "source_id", "target_id", "status", "message",
+                  "changes", "link_qualifier")
+
+
 def _told(message: str | None) -> str | None:
     """A message as a text column takes it on every store: a NUL character (from a
     value an error quotes) spelt ``\\u0000``, since PostgreSQL refuses it."""
@@ -152,8 +157,10 @@ class RunStore:
     def audit(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             now = utcnow()
-            self.store.insert_many(conn, audit, [{"ts": now, **r, "message": _told(r.get("message")),
-                                                  "link_qualifier": r.get("link_qualifier")} for r in rows])
+            self.store.insert_rows(conn, audit, _AUDIT_COLUMNS, [
+                (now, r.get("run_id"), r["mapping"], r.get("situation"), r.get("action"), r.get("source_id"),
+                 r.get("target_id"), r["status"], _told(r.get("message")), r.get("changes"), r.get("link_qualifier"))
+                for r in rows])
 
     def audit_entries(self, run_id: str, limit: int = 1000, status: str | None = None) -> list[dict[str, Any]]:
         query = select(audit).where(audit.c.run_id == run_id).order_by(audit.c.seq).limit(limit)

@@ -104,12 +104,12 @@ def type_failures(schema: ManagedType, obj: Mapping[str, Any],
         value = obj.get(name)
         if value is None or value == "":
             found.setdefault(name, []).append({"policyRequirement": "REQUIRED"})
-    for name in obj if names is None else names:
+    strings = schema.strings
+    for name, value in obj.items() if names is None else ((n, obj.get(n)) for n in names):
+        if value is None or (type(value) is str and name in strings):
+            continue  # the last: most values, a string where one is declared, settled at once
         prop = schema.properties.get(name)
-        value = obj.get(name)
-        if prop is None or value is None or (type(value) is str and prop.type == "string"):
-            continue  # the last: most values, a string where one is declared, settled without a call
-        if name.startswith("_") or (prop.secret and is_encrypted(value)):
+        if prop is None or name.startswith("_") or (prop.secret and is_encrypted(value)):
             continue
         if not _type_ok(prop.type, value):
             found.setdefault(name, []).append({"policyRequirement": "VALID_TYPE", "params": {

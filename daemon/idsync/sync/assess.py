@@ -120,6 +120,10 @@ class Assessor:
         self.allow_delete = m.allow_delete if o.allow_delete is None else o.allow_delete
         self.unordered = m.target.startswith("system/")
         self.secret_names = SECRET_NAMES | {s.lower() for s in self.secrets}
+        # The mapped properties an audit shows as they are (no secret, not the store's own):
+        # most projections have no other, and are shown without a look at each name.
+        self._shown_as_is = frozenset(name for name in m.properties.target_fields()
+                                      if name.lower() not in self.secret_names and not name.startswith("_"))
         stored_secrets = {s.lower() for s in self.target_schema.secrets} if self.target_schema is not None else set()
         self.digests = TargetDigests.of(m, managed_target=self.target_schema is not None and not self.previous,
                                         single_valued=self.single_valued,
@@ -441,6 +445,8 @@ class Assessor:
                         and same_secret(v, current.get(k), keyring))}
 
     def _mask(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        if self._shown_as_is.issuperset(values):
+            return dict(values)
         return {k: (_MASK if k.lower() in self.secret_names else v) for k, v in values.items() if not k.startswith("_")}
 
 
