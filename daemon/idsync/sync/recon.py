@@ -59,7 +59,7 @@ from idsync.sync.deletes import DeferredDeletes, writing
 from idsync.sync.digests import TargetDigests
 from idsync.sync.implicit import ImplicitSync
 from idsync.sync.options import ReconOptions
-from idsync.sync.partitions import SEQ_SPAN, cut, range_filter
+from idsync.sync.partitions import SEQ_SPAN, IdSample, cut, range_filter
 from idsync.sync.progress import expected_counts
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
@@ -321,24 +321,24 @@ class _Run:
         if splitter.prepare is not None and (expected or 0) >= 2 * splitter.min_size:
             splitter.prepare(self.id)
             prepared = True
-        ids: list[str] = []
+        ids = IdSample(seed=self.id)
         try:
             for page in source.pages(replace(spec, fields=[])):
-                ids.extend(o["_id"] for o in page if o.get("_id"))
-                if not prepared and splitter.prepare is not None and len(ids) >= 2 * splitter.min_size:
+                ids.add(o["_id"] for o in page if o.get("_id"))
+                if not prepared and splitter.prepare is not None and ids.count >= 2 * splitter.min_size:
                     splitter.prepare(self.id)
                     prepared = True
         except BaseException:
             if prepared and splitter.done is not None:
                 splitter.done(self.id)
             raise
-        count = min(splitter.partitions(), len(ids) // splitter.min_size)
+        count = min(splitter.partitions(), ids.count // splitter.min_size)
         if count < 2:
             if prepared and splitter.done is not None:
                 splitter.done(self.id)
             return None
-        self._expected = len(ids)
-        return cut(ids, count)
+        self._expected = ids.count
+        return cut(ids.ids, count)
 
     def _heavy(self, expected: int | None, min_size: int) -> bool:
         """Whether the mapping links fewer than half of its source's objects (the source's
