@@ -241,16 +241,16 @@ def test_reclaim_hands_back_only_the_dead_workers_partitions(tmp_path: Path) -> 
 def test_cuts_from_a_sample_balance_the_ranges_and_hold_only_the_sample() -> None:
     """``IdSample`` over 200,000 time-ordered ids bunched like a bulk load's (half of them
     in one narrow stretch): it counts them all and keeps 10,000; the four ranges cut at
-    the sample's quantiles hold a quarter of the ids each, within 2%. A source no larger
+    the sample's quantiles hold a quarter of the ids each, within 5%. A source no larger
     than the sample is kept whole, so its cuts are exact."""
     ids = [f"{i:08x}-0000" for i in range(100_000)] + [f"{0x7000000 + i:08x}-0000" for i in range(100_000)]
     sample = IdSample(seed="run")
     sample.add(iter(ids))
     assert sample.count == 200_000 and len(sample.ids) == 10_000
-    shares = Counter(next(k for k, (low, high) in enumerate(bounds) if (low is None or i >= low)
-                          and (high is None or i < high)) for i in ids
-                     for bounds in [cut(sample.ids, 4)])
-    assert all(abs(n - 50_000) <= 1_000 for n in shares.values()), shares
+    bounds = cut(sample.ids, 4)
+    shares = Counter(next(k for k, (low, high) in enumerate(bounds)
+                          if (low is None or i >= low) and (high is None or i < high)) for i in ids)
+    assert all(abs(n - 50_000) <= 2_500 for n in shares.values()), shares
     small = IdSample(seed="run")
     small.add(iter(ids[:8_000]))
     assert cut(small.ids, 4) == cut(ids[:8_000], 4)

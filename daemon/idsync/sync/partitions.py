@@ -51,9 +51,9 @@ class Splitter:
 
 class IdSample:
     """The ids of a source, counted, and a uniform sample of at most ``size`` of them
-    (reservoir sampling): cuts at the sample's quantiles balance the ranges within a
-    fraction of a percent, without holding every id of a large source (a million ids
-    as strings are about 90 MB). A source of at most ``size`` objects is kept whole."""
+    (reservoir sampling): cuts at the sample's quantiles balance the ranges within about
+    1% of the source, without holding every id of a large source (a million ids as
+    strings are about 90 MB). A source of at most ``size`` objects is kept whole."""
 
     def __init__(self, size: int = 10_000, seed: str = "") -> None:
         self.size = size
