@@ -84,7 +84,8 @@ def _delete_users(project: Path, names: list[str]) -> None:
 
 
 def test_a_first_load_is_shared_with_a_worker_and_ends_as_one_process_would(tmp_path: Path) -> None:
-    """400 users, ``workers = 2``: the first recon (every user a create) splits into four id
+    """400 users, ``workers = 2``, the job run by hand (``idsync run-job``, as the daemon
+    runs it): the first recon (every user a create) splits into four id
     ranges, a worker process takes some of them, and the store ends as a run in one process
     leaves it: the same accounts and links, the same audit counts. The recons after it, with
     every user linked, are not split (a split would not speed up a run that finds little to
@@ -102,7 +103,7 @@ def test_a_first_load_is_shared_with_a_worker_and_ends_as_one_process_would(tmp_
         for project in (split, single):
             if deleted:
                 _delete_users(project, deleted)
-            done = run_cli(["-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"])
+            done = run_cli(["-p", str(project), "run-job", "big"])  # its page size: 20
             assert done.returncode == 0, (step, done.stderr)
     ours, theirs = _outcome(split_url), _outcome(single_url)
     assert ours == theirs

@@ -182,6 +182,7 @@ def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.config.pingidm_schedules import parse_schedule, schedule_files, schedule_path
     from idsync.config.project import load_project
     from idsync.daemon.runner import JobOutcome, run_job
+    from idsync.managed.workers import local_splitter
     from idsync.store.database import Store
 
     project = load_project(project_dir)
@@ -203,7 +204,8 @@ def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
     store = Store.open(project.settings.store_url())
     cancel = threading.Event()
     result: JobOutcome = run_in_foreground(
-        lambda: run_job(project, store, job, trigger="manual", dry_run=True if args.dry_run else None, cancel=cancel),
+        lambda: run_job(project, store, job, trigger="manual", dry_run=True if args.dry_run else None, cancel=cancel,
+                        splitter=local_splitter(project, store)),
         cancel,
         store,
         f"job-{job.name}",
