@@ -331,7 +331,10 @@ def _start_slow_job(root: Path, env: dict[str, str], slapd: Any, subtree: str, p
     daemon = _Daemon(root, env, one_core=True)
     # Read the store directly: ``idsync status`` takes a second to start, the page may be over by then.
     runs = RunStore(Store.open(env.get("IDSYNC_STORE__URL") or f"sqlite:///{root / 'state' / 'idsync.db'}"))
-    _wait(lambda: any(r["state"] == "ACTIVE" and r["job"] == "slow" for r in runs.recent(5)), 20, "a running recon")
+    # In its source phase: the page (a few entries, read at once) is then under way for seconds.
+    _wait(lambda: any(r["state"] == "ACTIVE" and r["job"] == "slow"
+                      and (r.get("summary") or {}).get("stage") == "ACTIVE_RECONCILING_SOURCE"
+                      for r in runs.recent(5)), 20, "a running recon in its source phase")
     return daemon
 
 

@@ -228,7 +228,11 @@ def test_a_second_sigterm_stops_at_once_and_records_the_run(
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
     try:
-        _wait(lambda: _latest(runs).get("state") == "ACTIVE", 60, "a running recon")
+        # The source phase has begun: its one page (60 entries, read in a few ms) is then
+        # under way for six seconds. A run still starting up would stop at its first page
+        # boundary before the second signal, on a loaded machine.
+        _wait(lambda: (_latest(runs).get("summary") or {}).get("stage") == "ACTIVE_RECONCILING_SOURCE", 60,
+              "a recon in its source phase")
         time.sleep(0.5)  # inside the page
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
