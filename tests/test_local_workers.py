@@ -171,17 +171,7 @@ def test_a_killed_worker_s_partition_is_read_again(tmp_path: Path) -> None:
     recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        def worker_busy() -> Any:
-            if not Path(url.removeprefix("sqlite:///")).exists():
-                return None
-            try:
-                rows = select_rows(url, "SELECT owner, part, summary FROM recon_partitions WHERE state = 'ACTIVE'")
-            except Exception:  # noqa: BLE001 - the tables are being made
-                return None
-            return next((r for r in rows if r.owner and _pid(r.owner) != recon.pid
-                         and json.loads(r.summary or "{}").get("tally", {}).get("source_processed", 0) >= 20), None)
-
-        busy = wait_for(worker_busy, 60, "a partition read by the worker")
+        busy = wait_for(lambda: _worker_partition(url, recon.pid), 60, "a partition read by the worker")
         os.kill(_pid(busy.owner), signal.SIGKILL)
         _, err = recon.communicate(timeout=120)
     finally:
@@ -193,9 +183,48 @@ def test_a_killed_worker_s_partition_is_read_again(tmp_path: Path) -> None:
     assert taken["attempts"] == 2 and taken["state"] == "SUCCESS"
     assert_each_account_created_once(url, users)
     assert "worker_lost" in err
-    leftover = subprocess.run(["pgrep", "-f", "idsync-recon-worker|multiprocessing.spawn"], capture_output=True,
-                              text=True).stdout.split()
-    assert not [pid for pid in leftover if _parent(int(pid)) == recon.pid]
+    assert not _children_left(recon.pid)
+
+
+def test_a_canceled_split_run_stops_its_worker_at_a_page_boundary(tmp_path: Path) -> None:
+    """Ctrl-C while a worker reads a range: the command exits 130 within seconds, the run is
+    CANCELED with nothing deleted, and the worker is gone (it stops at its page boundary)."""
+    project, url = _project(tmp_path / "p", workers=2)
+    add_managed_users(project, 2000)  # 20 s of work: the worker has seconds of it left when asked
+    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _worker_partition(url, recon.pid), 60, "a partition read by the worker")
+        recon.send_signal(signal.SIGINT)
+        asked = time.monotonic()
+        _, err = recon.communicate(timeout=60)
+        took = time.monotonic() - asked
+    finally:
+        if recon.poll() is None:
+            recon.kill()
+    assert recon.returncode == 130, err
+    assert took < 5, took
+    (run,) = select_rows(url, "SELECT state FROM recon_runs")
+    assert run.state == "CANCELED"
+    assert not _children_left(recon.pid)
+
+
+def _worker_partition(url: str, parent: int) -> Any:
+    """An ACTIVE partition that a worker (not ``parent``) has read 20 objects of, if any."""
+    if not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    try:
+        rows = select_rows(url, "SELECT owner, part, summary FROM recon_partitions WHERE state = 'ACTIVE'")
+    except Exception:  # noqa: BLE001 - the tables are being made
+        return None
+    return next((r for r in rows if r.owner and _pid(r.owner) != parent
+                 and json.loads(r.summary or "{}").get("tally", {}).get("source_processed", 0) >= 20), None)
+
+
+def _children_left(parent: int) -> list[str]:
+    """Worker processes that ``parent`` started and that still run."""
+    found = subprocess.run(["pgrep", "-f", "multiprocessing.spawn"], capture_output=True, text=True).stdout.split()
+    return [pid for pid in found if _parent(int(pid)) == parent]
 
 
 def _pid(owner: str) -> int:

@@ -114,9 +114,14 @@ class LocalWorkers:
             log.warning("recon.worker_lost", exit_codes=[p.exitcode for p in dead])
 
     def stop(self, run_id: str) -> None:
-        """Wait for the workers of the ended run ``run_id`` (they stop at a page boundary)."""
+        """End the workers of ``run_id``, whose partitions are over: done, or (a canceled or
+        failed run) stopped at their next page boundary, their partition handed back."""
         with self._lock:
             procs = self._procs.pop(run_id, [])
+        for proc in procs:
+            if proc.is_alive():
+                with contextlib.suppress(OSError):
+                    proc.terminate()
         deadline = time.monotonic() + _JOIN
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
