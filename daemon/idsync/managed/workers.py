@@ -16,8 +16,9 @@ speed up, and would pay for an extra read of every id.
 What keeps it safe is the split run's own bookkeeping: the run counts what every
 partition read against its id-only read before any target phase or delete. A
 worker that dies leaves its partition ACTIVE under its owner; the run hands it back
-(``reclaim``) and reads it itself. A worker stops at a page boundary when the run
-is no longer ACTIVE (canceled, failed) or when the process that started it is gone.
+(``reclaim``) and reads it itself. A worker stops at a page boundary, its partition
+handed back, when the run ends early (canceled, failed: the run sends it TERM), when
+the run is no longer ACTIVE, or when the process that started it is gone.
 """
 
 from __future__ import annotations
