@@ -317,28 +317,22 @@ class _Run:
             return None  # mostly linked: bound by reading the source, which a split does not speed up
         # Helpers that can start before the partitions exist (a new interpreter each) start
         # as soon as the source is known to be large enough: while its ids are read.
-        prepared = False
-        if splitter.prepare is not None and (expected or 0) >= 2 * splitter.min_size:
-            splitter.prepare(self.id)
-            prepared = True
+        prepare, prepared, bounds = splitter.prepare, False, None
         ids = IdSample(seed=self.id)
         try:
             for page in source.pages(replace(spec, fields=[])):
-                ids.add(o["_id"] for o in page if o.get("_id"))
-                if not prepared and splitter.prepare is not None and ids.count >= 2 * splitter.min_size:
-                    splitter.prepare(self.id)
+                if prepare is not None and not prepared and max(expected or 0, ids.count) >= 2 * splitter.min_size:
+                    prepare(self.id)
                     prepared = True
-        except BaseException:
-            if prepared and splitter.done is not None:
-                splitter.done(self.id)
-            raise
-        count = min(splitter.partitions(), ids.count // splitter.min_size)
-        if count < 2:
-            if prepared and splitter.done is not None:
-                splitter.done(self.id)
-            return None
-        self._expected = ids.count
-        return cut(ids.ids, count)
+                ids.add(o["_id"] for o in page if o.get("_id"))
+            count = min(splitter.partitions(), ids.count // splitter.min_size)
+            if count >= 2:
+                self._expected = ids.count
+                bounds = cut(ids.ids, count)
+        finally:
+            if prepared and bounds is None and splitter.done is not None:
+                splitter.done(self.id)  # not split after all (or the read failed): its helpers end
+        return bounds
 
     def _heavy(self, expected: int | None, min_size: int) -> bool:
         """Whether the mapping links fewer than half of its source's objects (the source's
