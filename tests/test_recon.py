@@ -16,10 +16,11 @@ from dbs import BACKENDS, store_url
 from idsync.errors import PeerUnavailable
 from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
+from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
 from idsync_dev.slapd import Slapd
-from recon_env import Env
+from recon_env import MAPPING, Env
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -47,6 +48,25 @@ def test_first_recon_creates_managed_users_as_in_the_seed(env: Env) -> None:
         "displayName": "Barbara Jensen", "description": "Created for OpenIDM", "givenName": "Barbara",
         "mail": "bjensen@example.com", "telephoneNumber": "1-360-229-7105", "sn": "Jensen",
         "userName": "bjensen", "accountStatus": "active", "effectiveRoles": [], "effectiveAssignments": [], "roles": []}
+
+
+def test_objects_a_recon_creates_are_claimed_and_linked_once(env: Env) -> None:
+    """The users a page creates are claimed for the run and linked as they are written,
+    in the page's transaction: the target phase finds only the user no source holds,
+    and each created user has one link, which the next recon confirms."""
+    env.add("c1", "c2", "c3")
+    env.create_user(userName="stray", givenName="S", sn="Tray", mail="stray@example.com")
+    first = env.recon()
+    assert first.state == "SUCCESS", first.message
+    situations = {k: v for k, v in first.summary["situationSummary"].items() if v}
+    assert situations == {"ABSENT": 3, "UNASSIGNED": 1}
+    assert first.summary["progress"]["target"]["existing"]["processed"] == 1
+    links = LinkSet(env.store, env.project.mapping(MAPPING).linkset)
+    created = {u: o["_id"] for u, o in env.users().items() if u != "stray"}
+    assert sorted(links.sources_of(list(created.values())).keys()) == sorted(created.values())
+    assert links.count() == 3
+    second = env.recon()
+    assert {k: v for k, v in second.summary["situationSummary"].items() if v} == {"CONFIRMED": 3, "UNASSIGNED": 1}
 
 
 def test_second_recon_writes_nothing_and_keeps_revisions(env: Env) -> None:

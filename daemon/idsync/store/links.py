@@ -8,7 +8,7 @@ here takes a whole page of ids: one query per page, never one per object.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, exists, func, select, update
@@ -90,13 +90,15 @@ class LinkSet:
             return [r[0] for r in conn.execute(query)]
 
     def add(self, conn: Connection, pairs: Sequence[tuple[str, str]],
-            digests: Mapping[str, str] | None = None) -> None:
+            digests: Mapping[str, str] | None = None, *, new_targets: Collection[str] = ()) -> None:
         """Link (source id, target id) pairs, replacing any link either side had;
-        ``digests``: source id -> the digest its new link keeps (``sync/digests.py``)."""
+        ``digests``: source id -> the digest its new link keeps (``sync/digests.py``);
+        ``new_targets``: ids of objects the same transaction created (on the target
+        side), which no link can name yet: nothing to replace."""
         if not pairs:
             return
         self.remove_sources(conn, [s for s, _ in pairs])
-        self.remove_targets(conn, [t for _, t in pairs])
+        self.remove_targets(conn, [t for _, t in pairs if t not in new_targets])
         now = utcnow()
         digests = digests or {}
         rows = []

@@ -185,8 +185,14 @@ class RunStore:
 
     # -- claims and deferred ops -------------------------------------------
 
-    def claim(self, conn: Connection, run_id: str, target_ids: Sequence[str]) -> None:
+    def claim(self, conn: Connection, run_id: str, target_ids: Sequence[str], *, new: Sequence[str] = ()) -> None:
+        """Claim ``target_ids`` for ``run_id`` (those claimed already are left alone) and
+        ``new``: ids the same transaction just generated for the objects it created, which
+        no claim can hold yet: inserted as they are (PostgreSQL's COPY), without the
+        duplicate check that costs PostgreSQL a speculative insertion per row."""
         claim_ids(self.store, conn, claims, {"run_id": run_id}, "target_id", target_ids)
+        if new:
+            self.store.insert_rows(conn, claims, ("run_id", "target_id"), [(run_id, i) for i in new])
 
     def claimed(self, run_id: str, target_ids: Sequence[str], conn: Connection | None = None) -> set[str]:
         if conn is None:

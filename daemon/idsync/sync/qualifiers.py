@@ -18,7 +18,7 @@ target repeats the same UNASSIGNED decision).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -110,11 +110,13 @@ class LinkQualifiers:
                 yield name, targets, {t["_id"]: by_name[name][t["_id"]] for t in targets if t["_id"] in by_name[name]}
 
     def add_links(self, conn: Connection, links: Sequence[tuple[str, str, str]],
-                  digests: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                  digests: Mapping[str, Mapping[str, str]] | None = None, *,
+                  new_targets: Collection[str] = ()) -> None:
         """Link (qualifier, source id, target id) triples; ``digests``: qualifier ->
-        source id -> the digest the new link keeps."""
+        source id -> the digest the new link keeps; ``new_targets``: targets this
+        transaction created, which no link can name yet."""
         for name, pairs in _grouped(links).items():
-            self.links(name).add(conn, pairs, (digests or {}).get(name))
+            self.links(name).add(conn, pairs, (digests or {}).get(name), new_targets=new_targets)
 
     def remove_targets(self, conn: Connection, targets: Sequence[tuple[str, str]]) -> None:
         """Drop the links of (qualifier, target id) pairs."""

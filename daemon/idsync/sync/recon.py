@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -615,6 +615,8 @@ class _Run:
         new_links: list[tuple[str, str, str]] = []
         relinks: list[tuple[str, str, str]] = []
         claims: list[str] = []
+        created = self._created(target, results.values())
+        new_claims: list[str] = []  # of objects created here: no claim can hold them yet
         audit: list[dict[str, Any]] = []
         deferred: list[dict[str, Any]] = []
         done: list[tuple[Plan, str | None]] = []
@@ -643,7 +645,7 @@ class _Run:
             if error is None:
                 error = plan.unlinked(self.mapping.target, target_id, result.obj if result is not None else None)
             if target_id:
-                claims.append(target_id)
+                (new_claims if target_id in created else claims).append(target_id)
             claims.extend(plan.candidates)
             if plan.unresolved:
                 self._unresolved += 1
@@ -694,14 +696,14 @@ class _Run:
             if assigned and self._assignments is not None:
                 self._assignments.last_sync.record(conn, assigned)
             if new_links or relinks:
-                self.qualifiers.add_links(conn, new_links + relinks, digests)
+                self.qualifiers.add_links(conn, new_links + relinks, digests, new_targets=created)
             linking = {(q, s) for q, s, _ in new_links + relinks}
             for qualifier, found in digests.items():
                 self.qualifiers.links(qualifier).set_digests(
                     conn, {s: d for s, d in found.items() if (qualifier, s) not in linking})
         if not (writes or new_links or relinks or digests or audit or deferred):
             self.store.commit_lazily(conn)
-        self.runs.claim(conn, self.id, [c for c in claims if c])
+        self.runs.claim(conn, self.id, [c for c in claims if c], new=new_claims)
         self.runs.defer(conn, self.id, self._deferred, deferred)
         self._deferred += len(deferred)
         self.runs.audit(conn, audit)
@@ -716,6 +718,14 @@ class _Run:
         return sum(1 for p in writes if p.op is not None and p.op.kind == "create") + len(new_links)
 
     # -- helpers ------------------------------------------------------------
+
+    def _created(self, target: Resource, results: Iterable[WriteResult]) -> set[str]:
+        """The ids of the store objects this page's transaction created under ids it made
+        up (none given by the mapping): no claim or link can name them yet."""
+        if self.options.dry_run or not isinstance(target, ManagedResource):
+            return set()
+        return {r.id for r in results
+                if r.ok and r.id and r.op.kind == "create" and not r.op.values.get("_id")}
 
     def _analyze_before_target(self) -> None:
         """Fresh statistics for the target phase's query of unclaimed targets: of the
