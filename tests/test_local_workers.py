@@ -284,3 +284,37 @@ def test_cuts_from_a_sample_balance_the_ranges_and_hold_only_the_sample() -> Non
     small = IdSample(seed="run")
     small.add(iter(ids[:8_000]))
     assert cut(small.ids, 4) == cut(ids[:8_000], 4)
+
+
+def test_a_split_first_load_keeps_unique_values_unique(tmp_path: Path) -> None:
+    """Accounts whose ``name`` is unique, 400 users giving 100 names (four each), the users
+    of one name in different id ranges, a transform of 5 ms (time for the worker to start),
+    and an ``onCreate`` script that takes 5 ms between
+    the check of a page's names and their write: the ranges' processes check and write
+    their pages' unique values in turn (``Store.turn``), so each name is created once, as
+    one process creates it, and the other 300 users fail the ``unique`` policy."""
+    project, url = _project(tmp_path / "p", workers=2)
+    managed_file = project / "conf" / "managed.json"
+    managed = json.loads(managed_file.read_text())
+    account = next(o for o in managed["objects"] if o["name"] == "account")
+    account["schema"]["properties"]["name"]["policies"] = [{"policyId": "unique"}]
+    # 5 ms per create between the check of a page's names and their write.
+    account["onCreate"] = {"type": "text/javascript", "source": "var t = Date.now(); while (Date.now() - t < 5) {}"}
+    managed_file.write_text(json.dumps(managed))
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    sync["mappings"][0]["properties"] = [{"source": "userName", "target": "name", "transform": {
+        "type": "text/javascript",
+        "source": "var t = Date.now(); while (Date.now() - t < 5) {} 'n' + (parseInt(source.substring(1)) % 100)"}}]
+    sync_file.write_text(json.dumps(sync))
+    add_managed_users(project, 400)
+    done = run_cli(["-p", str(project), "run-job", "big"])
+    assert done.returncode == 0, done.stderr
+    (summary,) = _summaries(url)
+    assert [p["state"] for p in summary["partitions"]] == ["SUCCESS"] * 4
+    assert len({r.owner for r in select_rows(url, "SELECT owner FROM recon_partitions")}) == 2
+    names = Counter(r[0] for r in select_rows(url, "SELECT json_extract(data, '$.name') FROM managed_objects "
+                                                   "WHERE object_type = 'account'"))
+    assert sorted(names) == sorted(f"n{i}" for i in range(100))
+    assert set(names.values()) == {1}, {n: c for n, c in names.items() if c > 1}
+    assert summary["changes"]["created"] == 100 and summary["errorCount"] == 300

@@ -341,7 +341,7 @@ def test_a_page_is_written_with_its_links_or_not_at_all(any_env: Env, monkeypatc
     env.add("tx1", "tx2")
     add = LinkSet.add
 
-    def failing(self: LinkSet, conn: Any, pairs: Any, digests: Any = None) -> None:
+    def failing(self: LinkSet, conn: Any, pairs: Any, digests: Any = None, **_: Any) -> None:
         raise PeerUnavailable("store: connection lost")
 
     monkeypatch.setattr(LinkSet, "add", failing)

@@ -3,6 +3,7 @@ revisions, the searchable index, queries, links, run records and locks."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,31 @@ def test_describe_hides_the_password_in_the_url_and_in_its_query(tmp_path: Path)
         assert "S3cret" not in shown, shown
         assert shown.startswith("postgresql+psycopg://postgres") and "127.0.0.1:5432" in shown, shown
     assert "sslmode=prefer" in Store.open(f"{base}?sslmode=prefer", migrate=False).describe()
+
+
+def test_a_turn_is_held_until_its_transaction_ends(store: Store) -> None:
+    """``Store.turn``: a second transaction asking for a turn another holds waits until
+    that one commits (what the first checked stays true until then); on PostgreSQL and
+    MariaDB another turn's name does not wait."""
+    order: list[str] = []
+
+    def second(name: str) -> None:
+        with store.begin() as conn:
+            store.turn(conn, name)
+            order.append(f"second has {name}")
+
+    with store.begin() as conn:
+        store.turn(conn, "unique:user")
+        waiting = threading.Thread(target=second, args=("unique:user",))
+        waiting.start()
+        if store.dialect != "sqlite":  # SQLite's turn is its one write lock
+            other = threading.Thread(target=second, args=("unique:role",))
+            other.start()
+            other.join(10)
+            assert order == ["second has unique:role"]
+            order.clear()
+        waiting.join(0.5)
+        assert waiting.is_alive()
+        order.append("first commits")
+    waiting.join(10)
+    assert order == ["first commits", "second has unique:user"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
 import operator
 import os
@@ -156,6 +157,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._turn_rows: set[str] = set()  # MariaDB: the rows ``turn`` locks, known to exist
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True, echo: bool = False) -> Store:
@@ -178,6 +180,9 @@ class Store:
                 parsed = parsed.set(drivername=f"{parsed.get_backend_name()}+pymysql")
             if parsed.get_backend_name() in ("mysql", "mariadb"):
                 parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+                # As PostgreSQL reads: each statement sees what was committed before it (a
+                # check made after ``turn`` sees the writes of the transaction before it).
+                kwargs["isolation_level"] = "READ COMMITTED"
         try:
             engine = create_engine(parsed, **kwargs)
         except ModuleNotFoundError as exc:
@@ -341,6 +346,33 @@ class Store:
 
     def _quote(self, name: str) -> str:
         return str(self.engine.dialect.identifier_preparer.quote(name))
+
+    def turn(self, conn: Connection, name: str) -> None:
+        """Wait, within ``conn``'s transaction, until no other transaction holds the turn
+        ``name``, and hold it until this one ends: what this transaction checks after it
+        (no object holds this unique value) stays true until it commits, whichever
+        process or node writes beside it.
+
+        SQLite: the database's write lock, taken now (``BEGIN IMMEDIATE``) rather than at
+        the first write; PostgreSQL: an advisory lock of the transaction; MariaDB: a lock
+        on a row of ``store_meta`` (read committed, so what the check reads is current)."""
+        if self.dialect == "sqlite":
+            dbapi = conn.connection.dbapi_connection
+            if dbapi is not None and not dbapi.in_transaction:  # else a write of it holds the lock already
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif self.dialect == "postgresql":
+            key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
+        else:
+            row = f"turn:{name}"
+            if row not in self._turn_rows:
+                with self.engine.connect() as own:  # committed at once: the row is never in a lock's way
+                    own.exec_driver_sql(f"INSERT IGNORE INTO {self._quote('store_meta')} ({self._quote('key')}, "
+                                        f"{self._quote('value')}) VALUES (%s, '')", (row,))
+                    own.commit()
+                self._turn_rows.add(row)
+            conn.exec_driver_sql(f"SELECT {self._quote('value')} FROM {self._quote('store_meta')} "
+                                 f"WHERE {self._quote('key')} = %s FOR UPDATE", (row,))
 
     def get_meta(self, key: str) -> str | None:
         with self.engine.connect() as conn:

@@ -298,7 +298,7 @@ class ManagedResource(Resource, ChangeSource):
         now = utcnow()
         results: list[WriteResult] = []
         with self._transaction(conn) as conn:
-            taken = self._taken(conn, ops)
+            taken = self._taken(conn, ops, turn=True)
             current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id])
             new_rows: list[dict[str, Any]] = []
             new_props: list[tuple[Any, ...]] = []
@@ -459,10 +459,17 @@ class ManagedResource(Resource, ChangeSource):
             return None
         return {k: v for k, v in data.items() if k not in self.schema.secrets}
 
-    def _taken(self, conn: Connection, ops: Sequence[WriteOp] = ()) -> Taken:
+    def _taken(self, conn: Connection, ops: Sequence[WriteOp] = (), *, turn: bool = False) -> Taken:
         """``unique``'s question, asked in the write's own transaction, and of the
         values the same batch has taken so far. The values ``ops`` write to a
-        searchable unique property are looked up in one query for the batch."""
+        searchable unique property are looked up in one query for the batch.
+        ``turn``: the batch is to be written; when it writes a unique property, its
+        transaction first takes the type's turn (``Store.turn``), so that no other
+        process (a worker of a split recon, another node, the API) can create the
+        same value between this check and the commit."""
+        if turn and self.hooks.unique and any(
+                op.kind != "delete" and any(op.values.get(n) is not None for n in self.hooks.unique) for op in ops):
+            self.store.turn(conn, f"unique:{self.object_type}")
         seen: dict[tuple[str, str], str | None] = {}
         holders: dict[tuple[str, str], set[str]] = {}
         for name in self.hooks.unique & self._searchable:
