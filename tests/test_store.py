@@ -3,16 +3,20 @@ revisions, the searchable index, queries, links, run records and locks."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.managed import DEFAULT_MANAGED, parse_managed
+from idsync.config.project import load_project
 from idsync.errors import ConfigError, NotFound, RevisionMismatch, RunLocked
 from idsync.query import parse
 from idsync.query.ast import And, Compare, Not, Or, Present
 from idsync.resource import QuerySpec, WriteOp
+from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
@@ -286,3 +290,67 @@ def test_a_turn_is_held_until_its_transaction_ends(store: Store) -> None:
         order.append("first commits")
     waiting.join(10)
     assert order == ["first commits", "second has unique:user"]
+
+
+def _unique_users(store: Store, root: Path) -> ManagedResource:
+    """The managed users of a project whose ``userName`` is unique, on ``store``."""
+    conf = root / "conf"
+    conf.mkdir(parents=True)
+    url = store.engine.url.render_as_string(hide_password=False)
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "{url}"\n')
+    (conf / "managed.json").write_text(json.dumps({"objects": [{"name": "user", "schema": {"properties": {
+        "userName": {"type": "string", "searchable": True, "policies": [{"policyId": "unique"}]},
+        "sn": {"type": "string"}}}}]}))
+    resource = Resources(load_project(root), store).open("managed/user")
+    assert isinstance(resource, ManagedResource)
+    return resource
+
+
+def test_a_unique_value_two_writers_create_at_once_is_created_once(store: Store, tmp_path: Path) -> None:
+    """Two transactions create the same unique userName at once, each before the other
+    committed (both first checks find it free): the second to write checks again in the
+    type's turn, finds the first's, and its create fails the ``unique`` policy, as it
+    would have had it come later; nothing of it is left."""
+    users = _unique_users(store, tmp_path / "p")
+    beside = _unique_users(store, tmp_path / "q")  # another writer: not joined to the first's transaction
+    second: list[Any] = []
+
+    def other() -> None:
+        second.extend(beside.write_batch([WriteOp("create", values={"userName": "twice", "sn": "B"})]))
+
+    with store.begin() as conn, users.joined(conn):
+        (first,) = users.write_batch([WriteOp("create", values={"userName": "twice", "sn": "A"})])
+        assert first.ok
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive()  # its check found the name free; it waits for the turn to check again
+    thread.join(10)
+    (result,) = second
+    assert not result.ok and "must be unique" in str(result.error)
+    assert [o["sn"] for page in users.pages(QuerySpec()) for o in page] == ["A"]
+
+
+def test_a_unique_value_renamed_to_while_another_creates_it_is_held_once(store: Store, tmp_path: Path) -> None:
+    """A rename to a unique userName (an update: it takes the type's turn before its
+    check) and a create of the same name at once: the create, checked again in the turn
+    the rename holds until it commits, fails the ``unique`` policy."""
+    users = _unique_users(store, tmp_path / "p")
+    beside = _unique_users(store, tmp_path / "q")
+    (old,) = users.write_batch([WriteOp("create", values={"userName": "before", "sn": "A"})])
+    second: list[Any] = []
+
+    def other() -> None:
+        second.extend(beside.write_batch([WriteOp("create", values={"userName": "after", "sn": "B"})]))
+
+    with store.begin() as conn, users.joined(conn):
+        (renamed,) = users.write_batch([WriteOp("update", id=old.id, values={"userName": "after"})])
+        assert renamed.ok
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive()
+    thread.join(10)
+    (result,) = second
+    assert not result.ok and "must be unique" in str(result.error)
+    assert [(o["userName"], o["sn"]) for page in users.pages(QuerySpec()) for o in page] == [("after", "A")]

@@ -50,7 +50,7 @@ from idsync.store.roles import Grants, check_role
 from idsync.store.tables import claims
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
-from idsync.store.validation import failures_list
+from idsync.store.validation import PolicyFailed, failures_list
 
 __all__ = ["ManagedResource", "next_rev"]
 
@@ -298,7 +298,12 @@ class ManagedResource(Resource, ChangeSource):
         now = utcnow()
         results: list[WriteResult] = []
         with self._transaction(conn) as conn:
-            taken = self._taken(conn, ops, turn=True)
+            # Unique values created only: checked now, and again once written (``_clashes``).
+            # Any other write of one takes the type's turn before its check (``Store.turn``).
+            recheck = self._unique_creates_only(ops)
+            if recheck is False:
+                self.store.turn(conn, self._turn_name)
+            taken = self._taken(conn, ops)
             current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id])
             new_rows: list[dict[str, Any]] = []
             new_props: list[tuple[Any, ...]] = []
@@ -382,6 +387,8 @@ class ManagedResource(Resource, ChangeSource):
                     raise ObjectRejected(f"{self.name}: create failed: {internal_message(exc)}") from None
             if new_props:
                 self.store.insert_rows(conn, mp, _PROPERTY_COLUMNS, new_props)
+            if recheck and new_rows:
+                self._clashes(conn, results)
         return results
 
     def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
@@ -459,17 +466,61 @@ class ManagedResource(Resource, ChangeSource):
             return None
         return {k: v for k, v in data.items() if k not in self.schema.secrets}
 
-    def _taken(self, conn: Connection, ops: Sequence[WriteOp] = (), *, turn: bool = False) -> Taken:
+    @property
+    def _turn_name(self) -> str:
+        return f"unique:{self.object_type}"
+
+    def _unique_creates_only(self, ops: Sequence[WriteOp]) -> bool | None:
+        """How a batch keeps its unique values unique against writers beside it (a split
+        recon's other processes and nodes, the API): None when it writes none; True when
+        only its creates do, to searchable properties (checked, then checked again once
+        written: ``_clashes``); False otherwise (its transaction takes the type's turn
+        before it checks)."""
+        unique = self.hooks.unique
+        if not unique:
+            return None
+        writing = [op for op in ops if op.kind != "delete" and any(op.values.get(n) is not None for n in unique)]
+        if not writing:
+            return None
+        return all(op.kind == "create" for op in writing) and unique <= self._searchable
+
+    def _clashes(self, conn: Connection, results: list[WriteResult]) -> None:
+        """Check again the unique values of the objects this batch created, written now, in
+        the type's turn (held until the transaction ends; on SQLite the write lock the
+        batch's rows took): a value another writer committed since the first check fails
+        the object created here, as the check would have, and the object is removed."""
+        if self.store.dialect != "sqlite":
+            self.store.turn(conn, self._turn_name)
+        created = {r.id: r for r in results if r.ok and r.id and r.op.kind == "create" and r.obj is not None}
+        clashing: dict[str, set[str]] = {}  # object id -> its unique properties another object holds
+        for name in sorted(self.hooks.unique):
+            mine = {v: i for i, r in created.items()
+                    if isinstance(v := (r.obj or {}).get(name), str) and len(v) <= 255 and "\x00" not in v}
+            values = list(mine)
+            for start in range(0, len(values), _CHUNK):
+                for value, holder in conn.execute(select(mp.c.value, mp.c.object_id).where(
+                        mp.c.object_type == self.object_type, mp.c.name == name,
+                        self.store.in_(mp.c.value, values[start:start + _CHUNK]))):
+                    if holder != mine[value]:
+                        clashing.setdefault(mine[value], set()).add(name)
+        if not clashing:
+            return
+        ids = sorted(clashing)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            conn.execute(delete(mp).where(mp.c.object_type == self.object_type, mp.c.object_id.in_(chunk)))
+            conn.execute(delete(mo).where(mo.c.object_type == self.object_type, mo.c.id.in_(chunk)))
+        self._posts = [p for p in self._posts if p[1]["request"]["resourcePath"].rsplit("/", 1)[-1] not in clashing]
+        for i, r in enumerate(results):
+            if r.id in clashing and r.obj is not None:
+                names = clashing[r.id]
+                found = check(self.schema, r.obj, object_id=None, taken=_held(names), only=names)
+                results[i] = failed(r.op, PolicyFailed(self.name, failures_list(found)))
+
+    def _taken(self, conn: Connection, ops: Sequence[WriteOp] = ()) -> Taken:
         """``unique``'s question, asked in the write's own transaction, and of the
         values the same batch has taken so far. The values ``ops`` write to a
-        searchable unique property are looked up in one query for the batch.
-        ``turn``: the batch is to be written; when it writes a unique property, its
-        transaction first takes the type's turn (``Store.turn``), so that no other
-        process (a worker of a split recon, another node, the API) can create the
-        same value between this check and the commit."""
-        if turn and self.hooks.unique and any(
-                op.kind != "delete" and any(op.values.get(n) is not None for n in self.hooks.unique) for op in ops):
-            self.store.turn(conn, f"unique:{self.object_type}")
+        searchable unique property are looked up in one query for the batch."""
         seen: dict[tuple[str, str], str | None] = {}
         holders: dict[tuple[str, str], set[str]] = {}
         for name in self.hooks.unique & self._searchable:
@@ -561,6 +612,11 @@ class ManagedResource(Resource, ChangeSource):
                 with self.store.begin() as conn:
                     self.store.insert_rows(conn, mp, _PROPERTY_COLUMNS, rows)
         return count
+
+
+def _held(names: set[str]) -> Taken:
+    """``unique``'s answer for an object whose values of ``names`` another object holds."""
+    return lambda name, _value, _object_id: name in names
 
 
 def _changed(data: dict[str, Any], op: WriteOp) -> dict[str, Any]:
