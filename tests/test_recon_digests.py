@@ -64,6 +64,23 @@ def test_unchanged_targets_are_not_read(env: Env, reads: list[str]) -> None:
     assert reads == []
 
 
+@pytest.mark.parametrize("env", STORES, indirect=True)
+def test_a_target_deleted_behind_its_link_is_missing(env: Env, reads: list[str]) -> None:
+    """A page's links and their targets' revisions are one read (a left join): a target
+    deleted through the store since the last recon has no revision, so its source is
+    assessed in full, MISSING, while the other is known unchanged without a read."""
+    env.add("dg8", "dg9")
+    env.recon()
+    gone = env.users()["dg8"]["_id"]
+    Resources(env.project, env.store).open("managed/user").delete(gone)
+    reads.clear()
+    result = env.recon(max_deletes=1)  # MISSING's UNLINK counts as a delete
+    assert result.state == "SUCCESS", result.message
+    situations = {k: v for k, v in result.summary["situationSummary"].items() if v}
+    assert situations == {"MISSING": 1, "CONFIRMED": 1}
+    assert reads == [gone]
+
+
 def test_a_target_changed_in_the_store_is_read_and_put_back(env: Env, reads: list[str]) -> None:
     """A target changed through the store since the last recon (its revision moved) is
     read and compared again: the recon puts the source's value back, and the run after

@@ -34,10 +34,22 @@ _CHUNK = 500  # MariaDB: placeholders per statement
 
 
 def select_ids(store: Store, conn: Connection, table: Table, columns: Sequence[str], key: str,
-               ids: Sequence[str], equal: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+               ids: Sequence[str], equal: Mapping[str, Any],
+               join: tuple[Table, str, str, str, Any] | None = None) -> list[tuple[Any, ...]]:
     """The rows (``columns``) of ``table`` whose ``key`` is one of ``ids`` and whose
-    columns named in ``equal`` hold those values."""
-    head = f"SELECT {', '.join(_q(store, c) for c in columns)} FROM {_q(store, table.name)}"
+    columns named in ``equal`` hold those values. ``join``: (table, its column, the
+    column of ``table`` it equals, its column to add to each row, the value its
+    ``object_type`` must have): that column of the row it matches, or None (a left join)."""
+    head = f"SELECT {', '.join(f't.{_q(store, c)}' for c in columns)}"
+    head_params: tuple[Any, ...] = ()
+    if join is not None:
+        other, their_key, our_key, added, kind = join
+        head += (f", j.{_q(store, added)} FROM {_q(store, table.name)} t LEFT JOIN {_q(store, other.name)} j "
+                 f"ON j.{_q(store, 'object_type')} = {_mark(store)} AND j.{_q(store, their_key)} = "
+                 f"t.{_q(store, our_key)}")
+        head_params = (kind,)
+    else:
+        head += f" FROM {_q(store, table.name)} t"
     if store.dialect == "postgresql":
         # One index probe per id, whatever the planner thinks of a thousand ids in a
         # table of twenty thousand (a sequential scan per page: 4-17 ms against 2-4).
@@ -45,12 +57,12 @@ def select_ids(store: Store, conn: Connection, table: Table, columns: Sequence[s
         if not wanted:
             return []
         mark = _mark(store)
-        where = "".join(f"{_q(store, c)} = {mark} AND " for c in equal)
+        where = "".join(f"t.{_q(store, c)} = {mark} AND " for c in equal)
         return list(conn.exec_driver_sql(
             f"SELECT found.* FROM unnest({mark}::text[]) AS page(id) CROSS JOIN LATERAL "
-            f"({head} WHERE {where}{_q(store, key)} = page.id OFFSET 0) AS found",
-            (pg_array(wanted), *equal.values())).all())
-    return _where_ids(store, conn, head, key, ids, equal, rows=True)
+            f"({head} WHERE {where}t.{_q(store, key)} = page.id OFFSET 0) AS found",
+            (pg_array(wanted), *head_params, *equal.values())).all())
+    return _where_ids(store, conn, head, key, ids, equal, rows=True, alias="t", head_params=head_params)
 
 
 def delete_ids(store: Store, conn: Connection, table: Table, key: str, ids: Sequence[str],
@@ -61,15 +73,19 @@ def delete_ids(store: Store, conn: Connection, table: Table, key: str, ids: Sequ
 
 
 def _where_ids(store: Store, conn: Connection, head: str, key: str, ids: Sequence[str],
-               equal: Mapping[str, Any], *, rows: bool) -> list[tuple[Any, ...]]:
-    """``head`` (a SELECT or a DELETE) with its WHERE: ``equal``, and ``key`` among ``ids``."""
+               equal: Mapping[str, Any], *, rows: bool, alias: str = "",
+               head_params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """``head`` (a SELECT or a DELETE, the values of its own placeholders ``head_params``)
+    with its WHERE: ``equal``, and ``key`` among ``ids`` (``alias``: of the table whose
+    columns these are)."""
     wanted = _usable(ids)
     if not wanted:
         return []
     mark = _mark(store)
-    fixed = tuple(equal.values())
-    where = " AND ".join(f"{_q(store, c)} = {mark}" for c in equal)
-    head = f"{head} WHERE {where}{' AND ' if where else ''}{_q(store, key)}"
+    fixed = (*head_params, *equal.values())
+    at = f"{alias}." if alias else ""
+    where = " AND ".join(f"{at}{_q(store, c)} = {mark}" for c in equal)
+    head = f"{head} WHERE {where}{' AND ' if where else ''}{at}{_q(store, key)}"
     if store.dialect == "sqlite":
         statements = [(f"{head} IN (SELECT value FROM json_each(?))", (*fixed, _json(wanted)))]
     elif store.dialect == "postgresql":

@@ -46,6 +46,20 @@ class LinkSet:
         """source id -> (linked target id, the link's digest), for the sources that have a link."""
         return self._lookup(self._mine, self._theirs, source_ids, None)
 
+    def targets_with_revisions(self, source_ids: Sequence[str],
+                               object_type: str) -> dict[str, tuple[str, str | None, str | None]]:
+        """source id -> (linked target id, the link's digest, the target's revision), for the
+        sources that have a link, their targets managed objects of ``object_type`` (None
+        for a target that is gone): a no-change recon's one read of a page's links and
+        revisions (``sync/digests.py``), where two would each probe a thousand ids."""
+        if not source_ids:
+            return {}
+        with self.store.engine.connect() as conn:
+            rows = select_ids(self.store, conn, lt, (self._mine.name, self._theirs.name, "digest"), self._mine.name,
+                              source_ids, {"linkset": self.name, "qualifier": self.qualifier},
+                              join=(mo, "id", self._theirs.name, "rev", object_type))
+        return {k: (v, digest, rev) for k, v, digest, rev in rows}
+
     def sources_of(self, target_ids: Sequence[str], conn: Connection | None = None) -> dict[str, str]:
         """target id -> linked source id, for the targets that have a link."""
         return {k: v for k, (v, _) in self._lookup(self._theirs, self._mine, target_ids, conn).items()}

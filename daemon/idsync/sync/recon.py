@@ -478,10 +478,10 @@ class _Run:
             while objs:
                 # A source whose correlation would find a target created earlier in this page
                 # is assessed again once that create is written, as in a later page.
-                kept = links.targets_with_digests([o["_id"] for o in objs])
+                kept, revisions = self._links_of(links, [o["_id"] for o in objs], target, assessor)
                 linked = {sid: tid for sid, (tid, _) in kept.items()}
                 self.counters.links_processed += len(linked)
-                unchanged = self._unchanged(objs, kept, target, assessor, qualifier)
+                unchanged = self._unchanged(objs, kept, target, assessor, qualifier, revisions)
                 wanted = [tid for sid, tid in linked.items() if sid not in unchanged]
                 targets = target.get_many(wanted, self.mapping.default_target_fields) if wanted else {}
                 plans = assessor.assess_sources(objs, linked, targets, correlators.get(qualifier), links, source,
@@ -513,13 +513,27 @@ class _Run:
             self._source_page(found[start:start + self.page_size], source, target, assessor, correlators)
         self.counters.source_processed = processed
 
+    @staticmethod
+    def _links_of(links: LinkSet, source_ids: list[str], target: Resource, assessor: Assessor,
+                  ) -> tuple[dict[str, tuple[str, str | None]], dict[str, str] | None]:
+        """The links of ``source_ids`` (source id -> target id, digest) and, where their
+        digests may show targets unchanged, the targets' revisions, read with them."""
+        if not isinstance(target, ManagedResource) or not assessor.digests.enabled:
+            return links.targets_with_digests(source_ids), None
+        found = links.targets_with_revisions(source_ids, target.object_type)
+        return ({sid: (tid, digest) for sid, (tid, digest, _) in found.items()},
+                {tid: rev for tid, _, rev in found.values() if rev is not None})
+
     def _unchanged(self, objs: list[Obj], kept: dict[str, tuple[str, str | None]], target: Resource,
-                   assessor: Assessor, qualifier: str) -> dict[str, str]:
-        """The linked sources whose target is known unchanged without reading it (``digests.py``)."""
+                   assessor: Assessor, qualifier: str, revisions: dict[str, str] | None = None) -> dict[str, str]:
+        """The linked sources whose target is known unchanged without reading it (``digests.py``);
+        ``revisions``: of the linked targets, when read with the links."""
         with_digest = [tid for tid, digest in kept.values() if digest is not None]
         if not with_digest or not isinstance(target, ManagedResource) or not assessor.digests.enabled:
             return {}
-        return assessor.unchanged(objs, kept, target.revisions(with_digest), qualifier)
+        if revisions is None:
+            revisions = target.revisions(with_digest)
+        return assessor.unchanged(objs, kept, revisions, qualifier)
 
     def _target_phase(self, source: Resource, target: Resource, assessor: Assessor) -> None:
         m = self.mapping
