@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -41,7 +41,6 @@ from idsync.store.changes import ManagedChanges
 from idsync.store.database import Store, new_ids, nul_at, utcnow
 from idsync.store.filters import property_value, to_sql
 from idsync.store.hooks import ObjectHooks, PostScript
-from idsync.store.idpages import select_ids
 from idsync.store.last_sync import forget_objects
 from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.policy import Taken, check
@@ -158,13 +157,6 @@ class ManagedResource(Resource, ChangeSource):
                 for r in rows:
                     found[r.id] = self._object(r.id, r.rev, r.data, fields)
         return {obj["_id"]: obj for obj in self._related(list(found.values()), fields)}
-
-    def revisions(self, ids: Sequence[str]) -> dict[str, str]:
-        """id -> current revision, for the objects of ``ids`` that exist: no data read or decoded."""
-        if not ids:
-            return {}
-        with self.store.engine.connect() as conn:
-            return dict(select_ids(self.store, conn, mo, ("id", "rev"), "id", ids, {"object_type": self.object_type}))
 
     def complete(self, objects: list[Obj], fields: Sequence[str] | None) -> list[Obj]:
         """``objects`` read from the documents alone (a query of the API) with the
@@ -311,6 +303,7 @@ class ManagedResource(Resource, ChangeSource):
             changed: list[dict[str, Any]] = []
             removed: list[str] = []
             fresh = iter(new_ids(sum(1 for op in ops if op.kind == "create" and not op.values.get("_id"))))
+            created_posts: list[tuple[str, dict[str, Any]]] = []  # queued once the creates are sure
             for op in ops:
                 unfit = self._unfit(op)
                 if unfit is not None:
@@ -323,7 +316,7 @@ class ManagedResource(Resource, ChangeSource):
                     except ObjectError as exc:
                         results.append(failed(op, exc))
                         continue
-                    self._post("postCreate", new_id_, None, data)
+                    created_posts.append((new_id_, data))
                     rev = _FIRST_REV
                     new_rows.append({"object_type": self.object_type, "id": new_id_, "rev": rev,
                                      "data": data, "created": now, "updated": now})
@@ -387,8 +380,10 @@ class ManagedResource(Resource, ChangeSource):
                     raise ObjectRejected(f"{self.name}: create failed: {internal_message(exc)}") from None
             if new_props:
                 self.store.insert_rows(conn, mp, _PROPERTY_COLUMNS, new_props)
-            if recheck and new_rows:
-                self._clashes(conn, results)
+            removed_again = self._clashes(conn, results) if recheck and new_rows else set()
+            for object_id, data in created_posts:
+                if object_id not in removed_again:
+                    self._post("postCreate", object_id, None, data)
         return results
 
     def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
@@ -484,11 +479,12 @@ class ManagedResource(Resource, ChangeSource):
             return None
         return all(op.kind == "create" for op in writing) and unique <= self._searchable
 
-    def _clashes(self, conn: Connection, results: list[WriteResult]) -> None:
+    def _clashes(self, conn: Connection, results: list[WriteResult]) -> set[str]:
         """Check again the unique values of the objects this batch created, written now, in
         the type's turn (held until the transaction ends; on SQLite the write lock the
         batch's rows took): a value another writer committed since the first check fails
-        the object created here, as the check would have, and the object is removed."""
+        the object created here, as the check would have, and the object is removed.
+        The ids of the objects removed."""
         if self.store.dialect != "sqlite":
             self.store.turn(conn, self._turn_name)
         created = {r.id: r for r in results if r.ok and r.id and r.op.kind == "create" and r.obj is not None}
@@ -496,26 +492,32 @@ class ManagedResource(Resource, ChangeSource):
         for name in sorted(self.hooks.unique):
             mine = {v: i for i, r in created.items()
                     if isinstance(v := (r.obj or {}).get(name), str) and len(v) <= 255 and "\x00" not in v}
-            values = list(mine)
-            for start in range(0, len(values), _CHUNK):
-                for value, holder in conn.execute(select(mp.c.value, mp.c.object_id).where(
-                        mp.c.object_type == self.object_type, mp.c.name == name,
-                        self.store.in_(mp.c.value, values[start:start + _CHUNK]))):
-                    if holder != mine[value]:
-                        clashing.setdefault(mine[value], set()).add(name)
+            for value, holder in self._holders(conn, name, mine):
+                if holder != mine[value]:
+                    clashing.setdefault(mine[value], set()).add(name)
         if not clashing:
-            return
+            return set()
         ids = sorted(clashing)
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start:start + _CHUNK]
             conn.execute(delete(mp).where(mp.c.object_type == self.object_type, mp.c.object_id.in_(chunk)))
             conn.execute(delete(mo).where(mo.c.object_type == self.object_type, mo.c.id.in_(chunk)))
-        self._posts = [p for p in self._posts if p[1]["request"]["resourcePath"].rsplit("/", 1)[-1] not in clashing]
         for i, r in enumerate(results):
             if r.id in clashing and r.obj is not None:
                 names = clashing[r.id]
                 found = check(self.schema, r.obj, object_id=None, taken=_held(names), only=names)
                 results[i] = failed(r.op, PolicyFailed(self.name, failures_list(found)))
+        return set(clashing)
+
+    def _holders(self, conn: Connection, name: str, values: Collection[str]) -> list[tuple[str, str]]:
+        """(value, object id) of the objects holding one of ``values`` of the searchable ``name``."""
+        ordered = list(values)
+        found: list[tuple[str, str]] = []
+        for start in range(0, len(ordered), _CHUNK):
+            found.extend((r[0], r[1]) for r in conn.execute(select(mp.c.value, mp.c.object_id).where(
+                mp.c.object_type == self.object_type, mp.c.name == name,
+                self.store.in_(mp.c.value, ordered[start:start + _CHUNK]))))
+        return found
 
     def _taken(self, conn: Connection, ops: Sequence[WriteOp] = ()) -> Taken:
         """``unique``'s question, asked in the write's own transaction, and of the
@@ -524,13 +526,10 @@ class ManagedResource(Resource, ChangeSource):
         seen: dict[tuple[str, str], str | None] = {}
         holders: dict[tuple[str, str], set[str]] = {}
         for name in self.hooks.unique & self._searchable:
-            values = list({v for op in ops if isinstance(v := op.values.get(name), str) and len(v) <= 255})
-            for start in range(0, len(values), _CHUNK):
-                chunk = values[start:start + _CHUNK]
-                holders.update({(name, v): set() for v in chunk})
-                for value, object_id in conn.execute(select(mp.c.value, mp.c.object_id).where(
-                        mp.c.object_type == self.object_type, mp.c.name == name, self.store.in_(mp.c.value, chunk))):
-                    holders[(name, value)].add(object_id)
+            values = {v for op in ops if isinstance(v := op.values.get(name), str) and len(v) <= 255}
+            holders.update({(name, v): set() for v in values})
+            for value, object_id in self._holders(conn, name, values):
+                holders[(name, value)].add(object_id)
 
         def taken(name: str, value: Any, object_id: str | None) -> bool:
             key = (name, str(value))

@@ -481,7 +481,7 @@ class _Run:
                 kept, revisions = self._links_of(links, [o["_id"] for o in objs], target, assessor)
                 linked = {sid: tid for sid, (tid, _) in kept.items()}
                 self.counters.links_processed += len(linked)
-                unchanged = self._unchanged(objs, kept, target, assessor, qualifier, revisions)
+                unchanged = self._unchanged(objs, kept, assessor, qualifier, revisions)
                 wanted = [tid for sid, tid in linked.items() if sid not in unchanged]
                 targets = target.get_many(wanted, self.mapping.default_target_fields) if wanted else {}
                 plans = assessor.assess_sources(objs, linked, targets, correlators.get(qualifier), links, source,
@@ -524,15 +524,13 @@ class _Run:
         return ({sid: (tid, digest) for sid, (tid, digest, _) in found.items()},
                 {tid: rev for tid, _, rev in found.values() if rev is not None})
 
-    def _unchanged(self, objs: list[Obj], kept: dict[str, tuple[str, str | None]], target: Resource,
-                   assessor: Assessor, qualifier: str, revisions: dict[str, str] | None = None) -> dict[str, str]:
+    @staticmethod
+    def _unchanged(objs: list[Obj], kept: dict[str, tuple[str, str | None]], assessor: Assessor, qualifier: str,
+                   revisions: dict[str, str] | None) -> dict[str, str]:
         """The linked sources whose target is known unchanged without reading it (``digests.py``);
-        ``revisions``: of the linked targets, when read with the links."""
-        with_digest = [tid for tid, digest in kept.values() if digest is not None]
-        if not with_digest or not isinstance(target, ManagedResource) or not assessor.digests.enabled:
+        ``revisions``: of the linked targets, read with the links (None: no digest is used)."""
+        if revisions is None or all(digest is None for _, digest in kept.values()):
             return {}
-        if revisions is None:
-            revisions = target.revisions(with_digest)
         return assessor.unchanged(objs, kept, revisions, qualifier)
 
     def _target_phase(self, source: Resource, target: Resource, assessor: Assessor) -> None:
