@@ -15,6 +15,12 @@ range. Figures on a shared machine are noisy: compare ratios within a run.
 idsync's modules are compiled to bytecode first, as an installed package's are.
 ``--workers 1,0`` runs each store once per ``[recon] workers`` value (one process,
 then one per core), so the table compares them in one run.
+
+The store has a floor too: after each store's recons, the rows its first recon
+wrote (objects, searchable values, links, claims, audit) are written again into
+copies of those tables, indexes and all, a page of 1,000 users a transaction,
+without the engine (``idsync_dev/store_floor.py``): what the database alone costs
+for a first load. Its CPU column is this script's (the client's side of it).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ sys.path.insert(0, str(ROOT / "devtools"))  # the test directory (not part of th
 
 from idsync_dev.sample_users import iter_sample_users_ldif  # noqa: E402
 from idsync_dev.slapd import Slapd  # noqa: E402
+from idsync_dev.store_floor import store_floor  # noqa: E402
 from idsync_dev.stores import drop_idsync_tables  # noqa: E402
 
 MAPPING = "systemLdapAccounts_managedUser"
@@ -96,6 +103,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--workers", default="", help="comma-separated `[recon] workers` values to run each "
                         "store with (e.g. 1,0: one process, then one per core); default: the configured")
+    parser.add_argument("--no-store-floor", dest="store_floor", action="store_false",
+                        help="leave out the store's floor: the first recon's rows written again without the engine")
     args = parser.parse_args()
     idsync = str(Path(sys.executable).parent / "idsync")
     # As an installed package is (pip compiles it): where PYTHONDONTWRITEBYTECODE is set,
@@ -145,6 +154,13 @@ def main() -> int:
                     rows.setdefault((label if code == 0 else f"{label} FAILED", shown), []).append((seconds, rss, cpu))
                     print(f"  {shown:<10} {label:<24} {seconds:7.1f} s  {args.users / seconds:9,.0f} entries/s  "
                           f"{rss:5d} MB  {cpu:6.1f} s CPU", flush=True)
+                if args.store_floor and count in ("", workers[0]):
+                    cpu = time.process_time()
+                    seconds, written = store_floor(url)
+                    label = "store floor (the first recon's rows, no engine)"
+                    rows.setdefault((label, kind), []).append((seconds, 0, time.process_time() - cpu))
+                    print(f"  {kind:<10} {label}: {seconds:.1f} s for {written['managed_objects']:,} objects, "
+                          f"{args.users / seconds:,.0f} entries/s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.users:,} users, page size {args.page_size}, medians of {args.repeat} (range)\n")
@@ -157,7 +173,8 @@ def main() -> int:
         rate = f"{args.users / seconds:,.0f}" + (f" ({args.users / slow:,.0f}-{args.users / fast:,.0f})"
                                                  if len(runs) > 1 else "")
         cpu = statistics.median(c for _, _, c in runs)
-        print(f"| {label} | {kind} | {seconds:.1f}{spread} | {rate} | {max(r for _, r, _ in runs)} MB | {cpu:.1f} |")
+        rss = f"{max(r for _, r, _ in runs)} MB" if label != "store floor (the first recon's rows, no engine)" else "-"
+        print(f"| {label} | {kind} | {seconds:.1f}{spread} | {rate} | {rss} | {cpu:.1f} |")
     return 0
 
 

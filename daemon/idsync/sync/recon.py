@@ -603,7 +603,7 @@ class _Run:
             # Tables that grow fast within one run need fresh planner statistics.
             self._analyze_at *= 4
             self._grown_analyzed = self._grown
-            self.store.analyze()
+            self.store.analyze(quick=True)
         if time.monotonic() - self._lock_refreshed >= _LOCK_REFRESH:
             # The lock lasts LOCK_TTL (ten minutes): refreshing it every page was a
             # transaction per page for nothing.
