@@ -201,6 +201,38 @@ def test_openidm_action_creates_and_patches_and_names_what_it_does_not_answer(tm
     assert found is not None and found.data["description"] == "read only"
 
 
+def test_openidm_query_takes_the_named_queries_of_the_store(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """``openidm.query`` of a managed collection takes a ``_queryId``, as PingIDM's sample
+    scripts call it (``usecase1``'s onStore: ``for-userName`` with ``uid``): the stock
+    queries and the project's ``repo.*.json`` ones, the other parameters bound as values;
+    a missing parameter or an unknown query throws, naming it; a system collection has
+    query-all and query-all-ids only."""
+    project_dir = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    (project_dir / "conf" / "repo.orientdb.json").write_text(json.dumps({"queries": {
+        "by-surname": "SELECT * FROM ${unquoted:_resource} WHERE sn = ${sn}"}}))
+    project = load_project(project_dir)
+    store = Store.open(project.settings.store_url())
+    script = project.scripts.compile({"type": "text/javascript", "source": (
+        "openidm.create('managed/user', null, {userName: 'fdoe', givenName: 'F', sn: 'Doe', mail: 'f@example.com'});"
+        "openidm.create('managed/user', null, {userName: 'adoe', givenName: 'A', sn: 'Doe', mail: 'a@example.com'});"
+        "var one = openidm.query('managed/user', {_queryId: 'for-userName', uid: 'fdoe'});"
+        "var quoted = openidm.query('managed/user', {_queryId: 'for-userName', uid: \"fdoe' OR '1'='1\"});"
+        "var doe = openidm.query('managed/user', {_queryId: 'by-surname', sn: 'Doe'});"
+        "var errors = [];"
+        "try { openidm.query('managed/user', {_queryId: 'for-userName'}); } catch (e) { errors.push(e.message) }"
+        "try { openidm.query('managed/user', {_queryId: 'no-such'}); } catch (e) { errors.push(e.message) }"
+        "try { openidm.query('system/ldap/account', {_queryId: 'for-userName', uid: 'x'}); }"
+        " catch (e) { errors.push(e.message) }"
+        "[one.resultCount, one.result[0].userName, quoted.resultCount, doe.resultCount, errors]")},
+        file="test", key="named", base_dir=project_dir)
+    with scripting(project, store):
+        count, name, quoted, surnames, errors = script()
+    assert (count, name, quoted, surnames) == (1, "fdoe", 0, 2)
+    assert "for-userName" in errors[0] and "uid" in errors[0]
+    assert "no-such" in errors[1]
+    assert "system/ldap/account" in errors[2] and "for-userName" in errors[2]
+
+
 def test_validate_names_every_place_a_missing_script_was_looked_for(tmp_path: Path) -> None:
     """`idsync validate` reports a script file found nowhere with the project directory, its
     script/ directory and idsync's defaults, and exits 78."""

@@ -38,6 +38,8 @@ from idsync.managed.patch import apply_patch
 from idsync.managed.roles import TemporalRoles
 from idsync.managed.service import ManagedObjects
 from idsync.query import parse
+from idsync.query.ast import Literal_
+from idsync.query.named import NamedQueries
 from idsync.resource import Obj, QuerySpec, Resource
 from idsync.resources import Resources
 from idsync.store.database import Store
@@ -139,7 +141,9 @@ class ScriptRouter:
         return self._resource(collection).get(object_id, fields)
 
     def _query(self, collection: str, params: Any, fields: list[str] | None) -> dict[str, Any]:
-        spec, limit = _spec(collection, params, fields)
+        # The project's named queries (``repo.*.json``, and the stock ones) are the store's.
+        queries = self.project.queries if collection.startswith("managed/") else None
+        spec, limit = _spec(collection, params, fields, queries)
         found = self._resource(collection).find(spec, MAX_QUERY_RESULTS + 1)
         if len(found) > MAX_QUERY_RESULTS:
             raise ObjectRejected(f"openidm.query {collection}: more than {MAX_QUERY_RESULTS} results; narrow "
@@ -242,7 +246,8 @@ def _content(value: Any, function: str, collection: str) -> dict[str, Any]:
     return value
 
 
-def _spec(collection: str, params: Any, fields: list[str] | None) -> tuple[QuerySpec, int | None]:
+def _spec(collection: str, params: Any, fields: list[str] | None,
+          queries: NamedQueries | None = None) -> tuple[QuerySpec, int | None]:
     if not isinstance(params, dict):
         raise ObjectRejected(f"openidm.query {collection}: params must be an object with _queryFilter")
     limit = params.get("_pageSize")
@@ -257,9 +262,18 @@ def _spec(collection: str, params: Any, fields: list[str] | None) -> tuple[Query
         return QuerySpec(filter=node, fields=fields), limit
     if query_id in ("query-all", "query-all-ids"):
         return QuerySpec(fields=[] if query_id == "query-all-ids" else fields), limit
+    if query_id is not None and queries is not None:
+        try:
+            named = queries.get(query_id)
+            # The other parameters are the query's: values in the filter, never its text.
+            bound = named.bind({k: v for k, v in params.items() if not str(k).startswith("_")})
+        except QueryError as exc:
+            raise ObjectRejected(f"openidm.query {collection}: {exc}") from None
+        node = None if bound == Literal_(True) else Literal_(False) if bound is None else bound
+        return QuerySpec(filter=node, fields=[] if named.ids_only else fields), limit
     if query_id is not None:
-        raise ObjectRejected(f"openidm.query {collection}: the named query {query_id!r} does not exist in "
-                             "idsync; use _queryFilter")
+        raise ObjectRejected(f"openidm.query {collection}: the named query {query_id!r} does not exist for "
+                             "system objects in idsync; use _queryFilter")
     raise ObjectRejected(f"openidm.query {collection}: params need _queryFilter (or _queryId query-all)")
 
 
