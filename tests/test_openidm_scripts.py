@@ -52,6 +52,19 @@ def _edit_mapping(project: Path, name: str, change: Callable[[dict[str, Any]], N
     sync_file.write_text(json.dumps(sync))
 
 
+def _run_script(project_dir: Path, source: str) -> Any:
+    """What a JavaScript ``source`` answers, run with ``openidm`` bound to the project's store."""
+    project = load_project(project_dir)
+    store = Store.open(project.settings.store_url())
+    script = project.scripts.compile({"type": "text/javascript", "source": source}, file="test", key="script",
+                                     base_dir=project_dir)
+    try:
+        with scripting(project, store):
+            return script()
+    finally:
+        store.close()
+
+
 def _decrypting(mapping: dict[str, Any]) -> None:
     rule = next(p for p in mapping["properties"] if p["target"] == "userPassword")
     rule["transform"] = {"type": "text/javascript", "source": "openidm.decrypt(source);"}
@@ -184,16 +197,13 @@ def test_openidm_action_creates_and_patches_and_names_what_it_does_not_answer(tm
     params) and patch (on an object) through the managed service; any other action
     throws, naming it."""
     project_dir = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
-    project = load_project(project_dir)
-    store = Store.open(project.settings.store_url())
-    script = project.scripts.compile({"type": "text/javascript", "source": (
+    made, description, refused = _run_script(project_dir, (
         "var made = openidm.action('managed/role', 'create', {name: 'auditors'}, {_id: 'auditors'});"
         "var patched = openidm.action('managed/role/auditors', 'patch',"
         " [{operation: 'replace', field: 'description', value: 'read only'}]);"
         "var refused; try { openidm.action('managed/user', 'resetPassword', {}); } catch (e) { refused = e.message }"
-        "[made._id, patched.description, refused]")}, file="test", key="action", base_dir=project_dir)
-    with scripting(project, store):
-        made, description, refused = script()
+        "[made._id, patched.description, refused]"))
+    store = Store.open(load_project(project_dir).settings.store_url())
     assert (made, description) == ("auditors", "read only")
     assert "managed/user" in refused and "'resetPassword'" in refused and "not available" in refused
     with store.engine.connect() as conn:
@@ -210,9 +220,7 @@ def test_openidm_query_takes_the_named_queries_of_the_store(tmp_path: Path, slap
     project_dir = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
     (project_dir / "conf" / "repo.orientdb.json").write_text(json.dumps({"queries": {
         "by-surname": "SELECT * FROM ${unquoted:_resource} WHERE sn = ${sn}"}}))
-    project = load_project(project_dir)
-    store = Store.open(project.settings.store_url())
-    script = project.scripts.compile({"type": "text/javascript", "source": (
+    count, name, quoted, surnames, errors = _run_script(project_dir, (
         "openidm.create('managed/user', null, {userName: 'fdoe', givenName: 'F', sn: 'Doe', mail: 'f@example.com'});"
         "openidm.create('managed/user', null, {userName: 'adoe', givenName: 'A', sn: 'Doe', mail: 'a@example.com'});"
         "var one = openidm.query('managed/user', {_queryId: 'for-userName', uid: 'fdoe'});"
@@ -223,10 +231,7 @@ def test_openidm_query_takes_the_named_queries_of_the_store(tmp_path: Path, slap
         "try { openidm.query('managed/user', {_queryId: 'no-such'}); } catch (e) { errors.push(e.message) }"
         "try { openidm.query('system/ldap/account', {_queryId: 'for-userName', uid: 'x'}); }"
         " catch (e) { errors.push(e.message) }"
-        "[one.resultCount, one.result[0].userName, quoted.resultCount, doe.resultCount, errors]")},
-        file="test", key="named", base_dir=project_dir)
-    with scripting(project, store):
-        count, name, quoted, surnames, errors = script()
+        "[one.resultCount, one.result[0].userName, quoted.resultCount, doe.resultCount, errors]"))
     assert (count, name, quoted, surnames) == (1, "fdoe", 0, 2)
     assert "for-userName" in errors[0] and "uid" in errors[0]
     assert "no-such" in errors[1]
