@@ -418,10 +418,8 @@ def _is_datetime(kind: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=64)  # a batch's rows mostly share the page's timestamps
-@functools.lru_cache(maxsize=64)
 def _sqlite_time(value: dt.datetime) -> str:
-    # SQLAlchemy's own SQLite DATETIME text format, so its reads parse it back. Cached as
-    # the copy's is: a page's rows share a few instants (its objects' created and updated).
+    # SQLAlchemy's own SQLite DATETIME text format, so its reads parse it back.
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
