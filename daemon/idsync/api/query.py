@@ -20,7 +20,7 @@ from starlette.requests import Request
 
 from idsync.api.errors import ApiError
 from idsync.query import parse
-from idsync.query.ast import Literal_, Node
+from idsync.query.ast import Node
 from idsync.query.named import NamedQueries
 from idsync.store.database import nul_at
 
@@ -63,8 +63,7 @@ class QueryParams:
                 raise ApiError(400, f"unknown _queryId {query_id} (known here: query-all, query-all-ids)")
             named = (queries or NamedQueries()).get(query_id)
             # The request's other parameters are the query's: values in the filter, never its text.
-            bound = named.bind({k: v for k, v in q.items() if not k.startswith("_")})
-            node = None if bound == Literal_(True) else Literal_(False) if bound is None else bound
+            node = named.filter(q)
             ids_only = named.ids_only
         fields = [f.strip() for f in q["_fields"].split(",") if f.strip()] if q.get("_fields") else None
         ids_only = ids_only or (fields is not None and set(fields) <= {"_id", "_rev"})

@@ -29,7 +29,6 @@ from idsync.config.unused import mapping_systems, unused_configuration
 from idsync.crypto import CryptoCalls, Keyring, create_key_file, decode_key, load_key
 from idsync.errors import ConfigError, ConfigErrors, ConfigNote, ConfigWarning, IdsyncError, QueryError
 from idsync.keys import unknown_keys
-from idsync.query.ast import Literal_
 from idsync.query.ldap import filter_problem
 from idsync.query.named import NamedQueries
 from idsync.scripts import ScriptEngine
@@ -408,11 +407,10 @@ def _check_named_queries(project: Project, m: MappingDef) -> None:
         key = f"{side}Query._queryId" if m.file.endswith(f"mapping-{m.name}.json") \
             else f"mappings[{m.name}].{side}Query._queryId"
         try:
-            bound = project.queries.get(query.query_id).bind(query.query_params)
+            node = project.queries.get(query.query_id).filter(query.query_params)
         except QueryError as exc:
             raise ConfigError(m.file, key, str(exc)) from None
-        setattr(m, f"{side}_query", dataclasses.replace(
-            query, filter=None if bound == Literal_(True) else Literal_(False) if bound is None else bound))
+        setattr(m, f"{side}_query", dataclasses.replace(query, filter=node))
     for c in m.correlations:
         if c.kind != "named":
             continue

@@ -38,7 +38,6 @@ from idsync.managed.patch import apply_patch
 from idsync.managed.roles import TemporalRoles
 from idsync.managed.service import ManagedObjects
 from idsync.query import parse
-from idsync.query.ast import Literal_
 from idsync.query.named import NamedQueries
 from idsync.resource import Obj, QuerySpec, Resource
 from idsync.resources import Resources
@@ -266,10 +265,9 @@ def _spec(collection: str, params: Any, fields: list[str] | None,
         try:
             named = queries.get(query_id)
             # The other parameters are the query's: values in the filter, never its text.
-            bound = named.bind({k: v for k, v in params.items() if not str(k).startswith("_")})
+            node = named.filter(params)
         except QueryError as exc:
             raise ObjectRejected(f"openidm.query {collection}: {exc}") from None
-        node = None if bound == Literal_(True) else Literal_(False) if bound is None else bound
         return QuerySpec(filter=node, fields=[] if named.ids_only else fields), limit
     if query_id is not None:
         raise ObjectRejected(f"openidm.query {collection}: the named query {query_id!r} does not exist for "

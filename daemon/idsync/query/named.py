@@ -77,6 +77,13 @@ class NamedQuery:
         node = _fields(self.template, self.name, params)
         return bind(node, lambda expr: params.get(expr))
 
+    def filter(self, params: Mapping[str, Any]) -> Node | None:
+        """``bind`` as a query's filter: None for every object, ``Literal_(False)`` for
+        none. Keys starting with ``_`` (``_queryId``, ``_pageSize``, ...) are the
+        request's own, not the query's parameters."""
+        bound = self.bind({k: v for k, v in params.items() if not str(k).startswith("_")})
+        return None if bound == Literal_(True) else Literal_(False) if bound is None else bound
+
 
 def _fields(node: Node, query: str, params: Mapping[str, Any]) -> Node:
     """``node`` with field parameters and ``LIKE`` patterns replaced (values are left to ``bind``)."""
