@@ -208,7 +208,7 @@ def test_a_project_without_pingidm_extras_gets_no_warning(tmp_path: Path, slapd:
 # -- connectors idsync does not have --------------------------------------------------------------
 
 def test_an_unsupported_connector_is_one_error_naming_the_mappings_that_need_it(tmp_path: Path) -> None:
-    """An XML and a CSV provisioner give one error line each, naming the connector and
+    """An XML and a ScriptedSQL provisioner give one error line each, naming the connector and
     the mappings that need the system; those mappings' own problems (here a named-query
     correlation) are not listed, and the provisioners' keys get no warnings."""
     project = _project(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
@@ -218,9 +218,10 @@ def test_an_unsupported_connector_is_one_error_naming_the_mappings_that_need_it(
         "connectorRef": {"bundleName": "org.forgerock.openicf.connectors.xml-connector",
                          "connectorName": "org.forgerock.openicf.connectors.xml.XMLConnector"},
         "configurationProperties": {"xmlFilePath": "data/xmlConnectorData.xml"}})
-    csv = _write(conf / "provisioner.openicf-hr.json", {
-        "name": "hr", "connectorRef": {"connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"},
-        "configurationProperties": {"csvFile": "data/hr.csv"}})
+    sql = _write(conf / "provisioner.openicf-hr.json", {
+        "name": "hr", "connectorRef": {
+            "connectorName": "org.forgerock.openicf.connectors.scriptedsql.ScriptedSQLConnector"},
+        "configurationProperties": {"url": "jdbc:mysql://localhost:3306/hrdb"}})
     _write(conf / "sync.json", {"mappings": [
         {"name": "systemXmlAccounts_managedUser", "source": "system/xmlfile/account", "target": "managed/user",
          "correlationQuery": {"type": _JS, "source": "var q = {'_queryId': 'for-userName'}; q;"},
@@ -232,12 +233,13 @@ def test_an_unsupported_connector_is_one_error_naming_the_mappings_that_need_it(
     done = idsync(project, "validate")
     assert done.returncode == os.EX_CONFIG, done.stdout + done.stderr
     assert done.stdout.splitlines() == [
-        f"{csv}: connectorRef.connectorName: unsupported connector org.forgerock.openicf.csvfile.CSVFileConnector "
-        "(idsync has LDAP, SCIM and Salesforce connectors); the mappings using system 'hr' cannot run and are "
-        "not checked further (found: hrToManaged)",
+        f"{sql}: connectorRef.connectorName: unsupported connector "
+        "org.forgerock.openicf.connectors.scriptedsql.ScriptedSQLConnector (idsync has LDAP, SCIM, Salesforce "
+        "and CSV file connectors); the mappings using system 'hr' cannot run and are not checked further "
+        "(found: hrToManaged)",
         f"{xml}: connectorRef.connectorName: unsupported connector org.forgerock.openicf.connectors.xml.XMLConnector "
-        "(idsync has LDAP, SCIM and Salesforce connectors); the mappings using system 'xmlfile' cannot run and "
-        "are not checked further (found: systemXmlAccounts_managedUser, managedUser_systemXmlAccounts)",
+        "(idsync has LDAP, SCIM, Salesforce and CSV file connectors); the mappings using system 'xmlfile' cannot "
+        "run and are not checked further (found: systemXmlAccounts_managedUser, managedUser_systemXmlAccounts)",
     ]
     assert "poolConfigOption" not in done.stderr and "taskThreads" not in done.stderr
 

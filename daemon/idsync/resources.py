@@ -29,6 +29,13 @@ def _ldap(p: Provisioner) -> System:
     return open_ldap_system(p.name, p.config, file=p.file)
 
 
+def _csv(p: Provisioner) -> System:
+    from idsync.connectors.csv.connector import open_csv_system
+
+    state = p.state_dir if p.state_dir is not None else p.project_dir / "state"
+    return open_csv_system(p.name, p.config, file=p.file, base=p.project_dir, state=state)
+
+
 def _salesforce(p: Provisioner) -> System:
     from idsync.connectors.salesforce.connector import open_salesforce_system
 
@@ -41,7 +48,8 @@ def _scim(p: Provisioner) -> System:
     return open_scim_system(p.name, p.config, file=p.file)
 
 
-_OPENERS: Mapping[str, Callable[[Provisioner], System]] = {"ldap": _ldap, "salesforce": _salesforce, "scim": _scim}
+_OPENERS: Mapping[str, Callable[[Provisioner], System]] = {"ldap": _ldap, "salesforce": _salesforce, "scim": _scim,
+                                                           "csv": _csv}
 # The connectors whose systems take an administrator's consent (``System.needs_consent``).
 _CONSENTING = frozenset({"salesforce"})
 

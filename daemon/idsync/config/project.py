@@ -48,7 +48,7 @@ _PROVISIONER_KEYS = {
 }
 
 
-_AVAILABLE = "idsync has LDAP, SCIM and Salesforce connectors"
+_AVAILABLE = "idsync has LDAP, SCIM, Salesforce and CSV file connectors"
 
 
 class UnsupportedConnector(ConfigError):
@@ -386,7 +386,7 @@ def _connector_kind(ref: Mapping[str, Any], fallback: str, *, file: str, system:
     if kind not in _KINDS:
         raise ConfigError(file, "connectorRef.connectorName",
                           "unknown connector: no connectorRef.connectorName, and the connectorType or system "
-                          f"name {fallback!r} is not one of LDAP, SCIM, Salesforce")
+                          f"name {fallback!r} is not one of LDAP, SCIM, Salesforce, CSV")
     return kind
 
 

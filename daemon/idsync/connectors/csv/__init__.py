@@ -1,0 +1,1 @@
+"""The CSV file connector: one delimited text file as ``system/<name>/account``."""

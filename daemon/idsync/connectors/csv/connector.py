@@ -1,0 +1,394 @@
+"""The CSV connector: the rows of one delimited text file (OpenICF's CSV file
+connector, ``provisioner.openicf-<name>.json``, see ``config``) as
+``system/<name>/account``.
+
+The first row names the columns. Each row is an object whose ``_id`` (and
+``__NAME__``) is its ``headerUid`` column; a column holds one value, text read as
+the property's type (``boolean``, ``integer``, ``number``; an empty cell is no
+value). The password column is written, never read back.
+
+Reads stream the file, a page at a time; a ``_queryFilter`` is evaluated on each
+row. The file is only read through to its end: a quoting error, a bad encoding or
+a missing column fails the read (a recon then deletes nothing); a row whose field
+count differs from the header's, or that has no id, fails alone, as an object
+without an id (a recon then skips its target phase).
+
+Writes take an exclusive lock on the file (``flock``), read it through once per
+batch, and replace it by a complete new copy (written beside it, flushed to disk,
+renamed over it): a reader sees the old file or the new one, never half of each,
+and a failed write leaves the old one. Creates go at the end; a row keeps its
+place and its columns' order; a value for a column the header lacks fails its
+object, as does a create whose id a row already has. Changing the ``headerUid``
+column renames the object (its ``_id`` changes; a link follows it).
+
+liveSync compares the file with a copy taken when the token was made (``changes.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from idsync.connectors.base import System, system_test_report
+from idsync.connectors.csv.changes import CsvChanges
+from idsync.connectors.csv.config import CsvObjectType, CsvProperty, CsvSettings, parse_csv_config
+from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectError, ObjectRejected, PeerError
+from idsync.query.evaluate import matches
+from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+
+__all__ = ["CsvResource", "CsvSystem", "open_csv_system"]
+
+log = structlog.get_logger("idsync.connectors.csv")
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+class CsvFile:
+    """The file of one CSV system: reading its rows and replacing it whole."""
+
+    def __init__(self, settings: CsvSettings) -> None:
+        self.settings = settings
+        self.path = settings.file
+
+    def _open(self, path: Path | None = None) -> TextIO:
+        encoding = "utf-8-sig" if self.settings.encoding.lower().replace("_", "-") in ("utf-8", "utf8") \
+            else self.settings.encoding
+        try:
+            return open(path or self.path, encoding=encoding, newline="")
+        except FileNotFoundError:
+            raise PeerError(f"csv file {self.path} does not exist") from None
+        except OSError as exc:
+            raise PeerError(f"csv file {self.path} cannot be read: {exc.strerror}") from None
+
+    def _reader(self, handle: TextIO) -> Iterator[list[str]]:
+        reader = csv.reader(handle, delimiter=self.settings.delimiter, quotechar=self.settings.quote,
+                            skipinitialspace=True, strict=True)
+        try:
+            yield from reader
+        except csv.Error as exc:
+            raise PeerError(f"csv file {self.path}, line {reader.line_num}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise PeerError(f"csv file {self.path}, line {reader.line_num + 1}: not {self.settings.encoding} "
+                            f"text ({exc.reason})") from None
+
+    def rows(self, path: Path | None = None) -> Iterator[tuple[list[str], int, list[str]]]:
+        """(header, line number, fields) of each non-empty row, read through to the end;
+        of the file, or of a copy of it at ``path``."""
+        with self._open(path) as handle:
+            lines = self._reader(handle)
+            header = self._header(next(lines, None))
+            for number, fields in enumerate(lines, start=2):
+                if fields and any(fields):
+                    yield header, number, fields
+
+    def header(self) -> list[str]:
+        with self._open() as handle:
+            return self._header(next(self._reader(handle), None))
+
+    def _header(self, fields: list[str] | None) -> list[str]:
+        if not fields:
+            raise PeerError(f"csv file {self.path} has no header row")
+        header = [f.strip() for f in fields]
+        seen: set[str] = set()
+        for name in header:
+            if not name or name in seen:
+                raise PeerError(f"csv file {self.path}: the header has {'an empty' if not name else 'a repeated'} "
+                                f"column name{f' {name!r}' if name else ''}")
+            seen.add(name)
+        if self.settings.uid not in seen:
+            raise PeerError(f"csv file {self.path}: no {self.settings.uid!r} column (headerUid) in the header")
+        return header
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Held while a batch reads the file and replaces it: writers take turns. The lock
+        is the directory's: the file itself is replaced, and a lock on the file replaced
+        would let the next writer in while the one after it locks the new file."""
+        try:
+            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise PeerError(f"csv file {self.path}: its directory cannot be opened: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def replace(self, header: list[str], rows: Iterator[list[str]]) -> None:
+        """Write ``header`` and ``rows`` as the file's new content, atomically."""
+        directory = self.path.parent
+        fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
+        try:
+            with open(fd, "w", encoding=self.settings.encoding, newline="") as out:
+                writer = csv.writer(out, delimiter=self.settings.delimiter, quotechar=self.settings.quote,
+                                    quoting=csv.QUOTE_ALL, lineterminator=self.settings.newline)
+                writer.writerow(header)
+                writer.writerows(rows)
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(OSError):
+                os.chmod(temp, self.path.stat().st_mode & 0o7777)
+            os.replace(temp, self.path)
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise PeerError(f"csv file {self.path} could not be written: {exc.strerror}") from None
+        except UnicodeEncodeError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise PeerError(f"csv file {self.path}: a value cannot be written as {self.settings.encoding} "
+                            f"({exc.reason})") from None
+
+
+class CsvResource(Resource, ChangeSource):
+    """The rows of the file, as one object type; its changes are read by ``changes.py``
+    (copies of the file kept in ``state``)."""
+
+    def __init__(self, system: str, file: CsvFile, obj_type: CsvObjectType, state: Path, *,
+                 dry_run: bool = False) -> None:
+        self.name = f"system/{system}/{obj_type.name}"
+        self.dry_run = dry_run
+        self.renames_ids = True
+        self._file = file
+        self._type = obj_type
+        self._uid = file.settings.uid
+        self._password = file.settings.password
+        self._changes = CsvChanges(file.path, state, file.settings.keep, self._uid, file.rows, self._object)
+
+    # liveSync ----------------------------------------------------------------
+
+    def latest_token(self) -> str:
+        return self._changes.latest_token()
+
+    def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
+        return self._changes.read(token, fields, page_size)
+
+    # reading -----------------------------------------------------------------
+
+    def _properties(self, header: list[str]) -> list[CsvProperty]:
+        """The object type's properties, or, where it lists none, one per column."""
+        if self._type.properties:
+            return list(self._type.properties)
+        return [CsvProperty(c, c, "string", False, frozenset()) for c in header if c != self._password]
+
+    def _object(self, header: list[str], number: int, fields: list[str], wanted: set[str] | None) -> Obj:
+        where = f"{self._file.path.name}, line {number}"
+        if len(fields) != len(header):
+            return {"dn": f"{where}: {len(fields)} fields, the header has {len(header)}"}
+        row = dict(zip(header, fields, strict=True))
+        uid = row[self._uid]
+        if not uid:
+            return {"dn": f"{where}: the {self._uid} column is empty"}
+        obj: Obj = {"_id": uid}
+        for prop in self._properties(header):
+            if prop.column == self._password or not prop.readable or prop.column not in row:
+                continue
+            if wanted is not None and prop.name not in wanted:
+                continue
+            text = row[prop.column]
+            if text == "":
+                continue
+            try:
+                obj[prop.name] = _typed(prop, text)
+            except ValueError as exc:
+                return {"dn": f"{where}: {exc}"}
+        return obj
+
+    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+        if spec.native is not None:
+            raise ConfigError(self.name, "nativeQuery", "the CSV connector takes a _queryFilter, not a native query")
+        wanted = None if spec.fields is None or spec.filter is not None else set(spec.fields)
+        page: list[Obj] = []
+        for header, number, fields in self._file.rows():
+            obj = self._object(header, number, fields, wanted)
+            if spec.filter is not None and ("_id" not in obj or not matches(spec.filter, obj)):
+                continue
+            if spec.filter is not None and spec.fields is not None:
+                obj = {k: v for k, v in obj.items() if k == "_id" or k in spec.fields}
+            page.append(obj)
+            if len(page) >= spec.page_size:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+        wanted_ids = set(ids)
+        wanted = None if fields is None else set(fields)
+        found: dict[str, Obj] = {}
+        if not wanted_ids:
+            return found
+        for header, number, fields_ in self._file.rows():
+            if len(fields_) == len(header) and fields_[header.index(self._uid)] in wanted_ids:
+                obj = self._object(header, number, fields_, wanted)
+                if "_id" in obj:
+                    found.setdefault(obj["_id"], obj)
+        return found
+
+    def count(self) -> int | None:
+        return sum(1 for _ in self._file.rows())
+
+    # writing -----------------------------------------------------------------
+
+    def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        with self._file.locked():
+            header = self._file.header()
+            rows: list[list[str]] = [fields for _, _, fields in self._file.rows()]
+            at = header.index(self._uid)
+            index = {fields[at]: i for i, fields in enumerate(rows) if len(fields) == len(header) and fields[at]}
+            results: list[WriteResult] = []
+            for op in ops:
+                try:
+                    results.append(self._apply(op, header, rows, index))
+                except ObjectError as error:
+                    log.warning("csv.write_failed", resource=self.name, kind=op.kind, id=op.id, error=str(error))
+                    results.append(failed(op, error))
+            if any(r.ok for r in results):
+                self._file.replace(header, (fields for fields in rows if fields is not _DELETED))
+        return results
+
+    def _apply(self, op: WriteOp, header: list[str], rows: list[list[str]], index: dict[str, int]) -> WriteResult:
+        props = {p.name: p for p in self._properties(header)}
+        if op.kind == "create":
+            fields = [""] * len(header)
+            self._set(fields, header, props, op.values)
+            uid = fields[header.index(self._uid)]
+            if not uid:
+                raise ObjectRejected(f"{self.name}: a create needs a value for the {self._uid} column")
+            empty = [p.name for p in props.values() if p.required and p.column in header
+                     and p.column != self._uid and not fields[header.index(p.column)]]
+            if empty:
+                raise ObjectRejected(f"{self.name}: a create needs {', '.join(empty)} (required)")
+            if uid in index:
+                raise ObjectRejected(f"{self.name}: a row with {self._uid} {uid!r} exists already")
+            rows.append(fields)
+            index[uid] = len(rows) - 1
+            return WriteResult(op, id=uid, obj=self._object(header, 0, fields, None))
+        at = index.get(op.id or "")
+        if at is None:
+            raise NotFound(f"{self.name}/{op.id}: no such row")
+        if op.kind == "delete":
+            rows[at] = _DELETED
+            del index[op.id or ""]
+            return WriteResult(op, id=op.id)
+        fields = list(rows[at])
+        self._set(fields, header, props, op.values)
+        uid = fields[header.index(self._uid)]
+        if not uid:
+            raise ObjectRejected(f"{self.name}/{op.id}: the {self._uid} column cannot be emptied")
+        if uid != op.id:
+            if uid in index:
+                raise ObjectRejected(f"{self.name}/{op.id}: a row with {self._uid} {uid!r} exists already")
+            del index[op.id or ""]
+            index[uid] = at
+        rows[at] = fields
+        return WriteResult(op, id=uid, obj=self._object(header, 0, fields, None))
+
+    def _set(self, fields: list[str], header: list[str], props: Mapping[str, CsvProperty], values: Obj) -> None:
+        for name, value in values.items():
+            if name == "_id":
+                continue  # a row's id is its uid column, written through __NAME__
+            prop = props.get(name)
+            if prop is None:
+                raise ObjectRejected(f"{self.name}: no property {name!r} in objectTypes.{self._type.name}")
+            if prop.column not in header:
+                raise ObjectRejected(f"{self.name}: the file has no {prop.column!r} column for {name!r}")
+            fields[header.index(prop.column)] = _text(name, value)
+
+
+class _Deleted(list[str]):
+    """The place of a deleted row until the file is written."""
+
+
+_DELETED = _Deleted()
+
+
+def _typed(prop: CsvProperty, text: str) -> Any:
+    if prop.type == "boolean":
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"{prop.name}: {text!r} is not a boolean")
+    if prop.type == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{prop.name}: {text!r} is not an integer") from None
+    if prop.type == "number":
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"{prop.name}: {text!r} is not a number") from None
+        return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+    return text
+
+
+def _text(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    if isinstance(value, list) and len(value) <= 1:
+        return _text(name, value[0]) if value else ""
+    raise ObjectRejected(f"{name}: a CSV column holds one value, not {type(value).__name__}")
+
+
+class CsvSystem(System):
+    """One configured CSV file."""
+
+    def __init__(self, name: str, config: Mapping[str, Any], *, file: str, base: Path, state: Path) -> None:
+        self.name = name
+        self._state = state
+        self._config = config
+        self._conf_file = file
+        self._settings = parse_csv_config(file, config, base)
+        self._file = CsvFile(self._settings)
+
+    def resource(self, object_type: str, *, dry_run: bool = False) -> CsvResource:
+        obj_type = self._settings.types.get(object_type)
+        if obj_type is None:
+            raise ConfigError(self._conf_file, "objectTypes",
+                              f"no object type {object_type!r} (known: {', '.join(self._settings.types)})")
+        return CsvResource(self.name, self._file, obj_type, self._state / "csv" / self.name, dry_run=dry_run)
+
+    def warnings(self) -> list[ConfigError]:
+        return list(self._settings.warnings)
+
+    def test(self) -> Mapping[str, Any]:
+        report = system_test_report(self.name, self._config, "CSV File Connector", list(self._settings.types))
+        try:
+            header = self._file.header()
+            missing = sorted({p.column for t in self._settings.types.values() for p in t.properties
+                              if p.column not in header and p.column != self._settings.password})
+            report["csv"] = {"file": str(self._settings.file), "columns": header}
+            if missing:
+                report.failed(PeerError(f"csv file {self._settings.file}: no column {', '.join(missing)} "
+                                        "for the properties objectTypes names"))
+        except IdsyncError as error:
+            report.failed(error)
+        return report
+
+
+def open_csv_system(name: str, config: Mapping[str, Any], *, file: str, base: Path, state: Path) -> CsvSystem:
+    """The connector registry's entry point for ``org.forgerock.openicf.csvfile.CSVFileConnector``;
+    ``base``: what a relative ``csvFile`` is under; ``state``: where liveSync keeps its copies."""
+    return CsvSystem(name, config, file=file, base=base, state=state)
+
