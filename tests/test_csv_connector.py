@@ -160,6 +160,39 @@ def test_a_bad_file_fails_the_read_and_names_the_problem(tmp_path: Path) -> None
         _all(_system(tmp_path / "missing.csv"))
 
 
+def test_a_file_written_in_place_while_it_is_read_fails_the_read(tmp_path: Path) -> None:
+    """An export that rewrites the file in place while a recon reads it could hand over
+    half a file: the read fails rather than end as if complete. A writer that replaces
+    the file (as idsync does) leaves the read's file alone, and the read completes."""
+    path = tmp_path / "hr.csv"
+    path.write_text(HR)
+    pages = _system(path).resource("account").pages(QuerySpec(page_size=1))
+    next(pages)
+    with path.open("a") as out:
+        out.write('"dlee", "Dana", "Lee", "", "", "", ""\n')
+    with pytest.raises(PeerError, match="changed while it was read"):
+        list(pages)
+    pages = _system(path).resource("account").pages(QuerySpec(page_size=1))
+    next(pages)
+    replaced = tmp_path / "new.csv"
+    replaced.write_text(HR)
+    replaced.replace(path)
+    assert len(list(pages)) == 3
+
+
+def test_values_that_look_like_syntax_stay_values(tmp_path: Path) -> None:
+    """Delimiters, quotes, line breaks and a leading = written and read back are the
+    same text: a value never becomes a column, a row or a quote."""
+    path = tmp_path / "hr.csv"
+    path.write_text(HR)
+    resource = _system(path).resource("account")
+    odd = 'a "quoted", value\n"next", "row"'
+    (result,) = resource.write_batch([WriteOp("update", id="cwu", values={"firstName": odd, "email": "=1+1"})])
+    assert result.ok
+    assert resource.get("cwu") == {**resource.get("cwu"), "firstName": odd, "email": "=1+1"}
+    assert len(_all(_system(path))) == 3
+
+
 def test_a_bad_row_fails_alone(tmp_path: Path) -> None:
     path = tmp_path / "hr.csv"
     path.write_text(HR + '"dlee", "D"\n"", "No", "Id"\n"eve", "Eve", "E", "", "abc", "", ""\n')

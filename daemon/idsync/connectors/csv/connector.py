@@ -8,8 +8,9 @@ the property's type (``boolean``, ``integer``, ``number``; an empty cell is no
 value). The password column is written, never read back.
 
 Reads stream the file, a page at a time; a ``_queryFilter`` is evaluated on each
-row. The file is only read through to its end: a quoting error, a bad encoding or
-a missing column fails the read (a recon then deletes nothing); a row whose field
+row. The file is only read through to its end: a quoting error, a bad encoding, a
+missing column or the file written in place while it is read fails the read (a
+recon then deletes nothing); a row whose field
 count differs from the header's, or that has no id, fails alone, as an object
 without an id (a recon then skips its target phase).
 
@@ -84,11 +85,18 @@ class CsvFile:
         """(header, line number, fields) of each non-empty row, read through to the end;
         of the file, or of a copy of it at ``path``."""
         with self._open(path) as handle:
+            before = _version(handle)
             lines = self._reader(handle)
             header = self._header(next(lines, None))
             for number, fields in enumerate(lines, start=2):
                 if fields and any(fields):
                     yield header, number, fields
+            if _version(handle) != before:
+                # Written in place while it was read (a writer that replaces the file, as
+                # idsync does, leaves the file this read opened as it was): the rows read
+                # may be half of one version and half of another, or cut short.
+                raise PeerError(f"csv file {self.path} changed while it was read (written in place); "
+                                "nothing read is used: read it again once it is complete")
 
     def header(self) -> list[str]:
         with self._open() as handle:
@@ -315,6 +323,12 @@ class _Deleted(list[str]):
 
 
 _DELETED = _Deleted()
+
+
+def _version(handle: TextIO) -> tuple[int, int]:
+    """The size and modification time of an open file."""
+    stat = os.fstat(handle.fileno())
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _typed(prop: CsvProperty, text: str) -> Any:
