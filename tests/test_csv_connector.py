@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dbs import store_url
+from file_projects import POLICIES, changed, file_project, recon
 from idsync.config.project import load_project
 from idsync.connectors.csv.connector import CsvSystem, open_csv_system
 from idsync.errors import ConfigError, ObjectRejected, PeerError
@@ -24,11 +23,8 @@ from idsync.query.parser import parse
 from idsync.resource import QuerySpec, WriteOp
 from idsync.resources import Resources, check_system
 from idsync.store.database import Store
-from idsync.sync.options import ReconOptions
-from idsync.sync.recon import ReconResult, run_recon
 from livesync_env import live, live_after_expiry, managed_users, set_token, stored_token
 
-ROOT = Path(__file__).resolve().parent.parent
 CSV_REF = {"bundleName": "org.openidentityplatform.openicf.connectors.csvfile-connector",
            "bundleVersion": "[2.0.0.0,3)", "connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"}
 HR_TYPES: dict[str, Any] = {"account": {"id": "__ACCOUNT__", "nativeType": "__ACCOUNT__", "properties": {
@@ -232,50 +228,15 @@ def _provisioner(project: Path, name: str, csv_file: str, types: dict[str, Any],
         "configurationProperties": {"csvFile": csv_file, **props}, "objectTypes": types}))
 
 
-def _project(tmp_path: Path, mappings: list[dict[str, Any]], store: str = "sqlite") -> Path:
-    project = tmp_path / "project"
-    (project / "conf").mkdir(parents=True)
-    (project / "data").mkdir()
-    shutil.copy(ROOT / "conf" / "managed.json", project / "conf" / "managed.json")
-    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": mappings}))
-    (project / "conf" / "idsync.toml").write_text(
-        f'state_dir = "state"\n[store]\nurl = "{store_url(store, tmp_path)}"\n[log]\nformat = "json"\n'
-        'level = "warning"\n')
-    return project
-
-
-def _recon(project: Path, mapping: str) -> ReconResult:
-    loaded = load_project(project)
-    store = Store.open(loaded.settings.store_url())
-    try:
-        return run_recon(loaded, store, mapping, ReconOptions())
-    finally:
-        store.close()
-
-
-def _managed_users(project: Path) -> dict[str, dict[str, Any]]:
-    loaded = load_project(project)
-    store = Store.open(loaded.settings.store_url())
-    try:
-        resource = Resources(loaded, store).open("managed/user")
-        return {o["userName"]: o for page in resource.pages(QuerySpec()) for o in page}
-    finally:
-        store.close()
-
-
-_POLICIES = [{"situation": s, "action": a} for s, a in (
-    ("CONFIRMED", "UPDATE"), ("FOUND", "UPDATE"), ("ABSENT", "CREATE"), ("AMBIGUOUS", "EXCEPTION"),
-    ("MISSING", "CREATE"), ("SOURCE_MISSING", "DELETE"), ("UNQUALIFIED", "DELETE"), ("UNASSIGNED", "DELETE"),
-    ("LINK_ONLY", "EXCEPTION"), ("SOURCE_IGNORED", "IGNORE"), ("TARGET_IGNORED", "IGNORE"), ("ALL_GONE", "IGNORE"))]
 HR_IN = {"name": "systemHrAccounts_managedUser", "source": "system/hr/account", "target": "managed/user",
          "properties": [{"source": "uid", "target": "userName"}, {"source": "firstName", "target": "givenName"},
                         {"source": "lastName", "target": "sn"}, {"source": "email", "target": "mail"},
                         {"target": "accountStatus", "default": "active"}],
-         "policies": _POLICIES}
+         "policies": POLICIES}
 BADGES_OUT = {"name": "managedUser_systemBadgesAccounts", "source": "managed/user", "target": "system/badges/account",
               "properties": [{"source": "userName", "target": "login"}, {"source": "sn", "target": "surname"},
                              {"source": "mail", "target": "email"}],
-              "policies": _POLICIES}
+              "policies": POLICIES}
 BADGE_TYPES: dict[str, Any] = {"account": {"nativeType": "__ACCOUNT__", "properties": {
     "login": {"type": "string", "nativeName": "__NAME__", "required": True},
     "surname": {"type": "string"}, "email": {"type": "string"}}}}
@@ -287,16 +248,16 @@ def test_an_hr_file_into_the_store_and_out_to_another_file(tmp_path: Path, store
     project token too); the users go out to a badge file that starts with its header
     only; an edited and a removed HR row follow through both mappings, a renamed user renames its badge row; every
     second run writes nothing and leaves the badge file untouched."""
-    project = _project(tmp_path, [HR_IN, BADGES_OUT], store)
+    project = file_project(tmp_path, [HR_IN, BADGES_OUT], store)
     (project / "data" / "hr.csv").write_text(HR)
     (project / "data" / "badges.csv").write_text("badge;login;surname;email\n")
     _provisioner(project, "hr", "data/hr.csv", HR_TYPES)
     _provisioner(project, "badges", "&{launcher.project.location}/data/badges.csv", BADGE_TYPES,
                  headerUid="login", fieldDelimiter=";")
-    first = _recon(project, HR_IN["name"])
+    first = recon(project, HR_IN["name"])
     assert first.state == "SUCCESS" and first.summary["situationSummary"]["ABSENT"] == 3
-    assert _managed_users(project)["bsmith"]["sn"] == "Smith, Jr."
-    assert _recon(project, BADGES_OUT["name"]).state == "SUCCESS"
+    assert managed_users(project)["bsmith"]["sn"] == "Smith, Jr."
+    assert recon(project, BADGES_OUT["name"]).state == "SUCCESS"
     badges = project / "data" / "badges.csv"
     assert sorted(badges.read_text().splitlines()[1:]) == [
         '"";"ajones";"Jones";"ajones@example.com"', '"";"bsmith";"Smith, Jr.";"bsmith@example.com"',
@@ -305,8 +266,8 @@ def test_an_hr_file_into_the_store_and_out_to_another_file(tmp_path: Path, store
     hr = project / "data" / "hr.csv"
     hr.write_text(HR.replace("Smith, Jr.", "Smith").replace('"ajones", "Alice", "Jones", "ajones@example.com", '
                                                             '"1001", "true", "Secret1!"\n', ""))
-    assert _changed(_recon(project, HR_IN["name"])) == {"updated": 1, "deleted": 1}
-    assert _changed(_recon(project, BADGES_OUT["name"])) == {"updated": 1, "deleted": 1}
+    assert changed(recon(project, HR_IN["name"])) == {"updated": 1, "deleted": 1}
+    assert changed(recon(project, BADGES_OUT["name"])) == {"updated": 1, "deleted": 1}
     assert sorted(line.split(";")[1] for line in badges.read_text().splitlines()[1:]) == ['"bsmith"', '"cwu"']
     assert '"Smith"' in badges.read_text()
 
@@ -314,27 +275,21 @@ def test_an_hr_file_into_the_store_and_out_to_another_file(tmp_path: Path, store
     store_ = Store.open(loaded.settings.store_url())
     try:
         users = Resources(loaded, store_).open("managed/user")
-        users.update(_managed_users(project)["cwu"]["_id"], {"userName": "cwu2"})
+        users.update(managed_users(project)["cwu"]["_id"], {"userName": "cwu2"})
     finally:
         store_.close()
-    assert _changed(_recon(project, BADGES_OUT["name"])) == {"updated": 1}  # the row renamed, its link following
+    assert changed(recon(project, BADGES_OUT["name"])) == {"updated": 1}  # the row renamed, its link following
     assert sorted(line.split(";")[1] for line in badges.read_text().splitlines()[1:]) == ['"bsmith"', '"cwu2"']
 
     # The HR file still says cwu: the next runs put the name back, the badge row with it.
-    assert _changed(_recon(project, HR_IN["name"])) == {"updated": 1}
-    assert _changed(_recon(project, BADGES_OUT["name"])) == {"updated": 1}
+    assert changed(recon(project, HR_IN["name"])) == {"updated": 1}
+    assert changed(recon(project, BADGES_OUT["name"])) == {"updated": 1}
     assert sorted(line.split(";")[1] for line in badges.read_text().splitlines()[1:]) == ['"bsmith"', '"cwu"']
 
     stamp = badges.stat().st_mtime_ns, badges.stat().st_ino
-    assert _changed(_recon(project, HR_IN["name"])) == {}
-    assert _changed(_recon(project, BADGES_OUT["name"])) == {}
+    assert changed(recon(project, HR_IN["name"])) == {}
+    assert changed(recon(project, BADGES_OUT["name"])) == {}
     assert (badges.stat().st_mtime_ns, badges.stat().st_ino) == stamp
-
-
-def _changed(result: ReconResult) -> dict[str, int]:
-    """What a run changed: its ``changes`` without the zeros and the unchanged."""
-    assert result.state == "SUCCESS", result.message
-    return {k: v for k, v in result.summary["changes"].items() if v and k != "unchanged"}
 
 
 def test_a_file_to_a_file_correlated_by_an_expression_tree(tmp_path: Path) -> None:
@@ -352,8 +307,8 @@ def test_a_file_to_a_file_correlated_by_an_expression_tree(tmp_path: Path) -> No
                            "type": "text/javascript",
                            "source": "(String(source).substring(0,1) === '1') ? 'staff,admin' : 'staff';"}},
                        {"target": "telephoneNumber", "default": "N/A"}],
-        "policies": _POLICIES[:6]}
-    project = _project(tmp_path, [mapping])
+        "policies": POLICIES[:6]}
+    project = file_project(tmp_path, [mapping])
     (project / "data" / "hr.csv").write_text(HR)
     (project / "data" / "engineering.csv").write_text(
         '"description", "email", "name", "lastname", "telephoneNumber", "roles"\n'
@@ -366,7 +321,7 @@ def test_a_file_to_a_file_correlated_by_an_expression_tree(tmp_path: Path) -> No
                      "email": {"type": "string"}, "name": {"type": "string", "nativeName": "__NAME__"},
                      "lastname": {"type": "string", "required": True}, "telephoneNumber": {"type": "string"},
                      "roles": {"type": "string"}}}}, headerUid="name")
-    first = _recon(project, "hr_engineering")
+    first = recon(project, "hr_engineering")
     assert first.state == "SUCCESS"
     assert first.summary["situationSummary"]["FOUND"] == 2 and first.summary["situationSummary"]["ABSENT"] == 1
     lines = (project / "data" / "engineering.csv").read_text().splitlines()
@@ -375,33 +330,33 @@ def test_a_file_to_a_file_correlated_by_an_expression_tree(tmp_path: Path) -> No
         '"From engineering","cwu@example.com","cwu@example.com","Wu","N/A","staff,admin"',
         '"","bsmith@example.com","bsmith@example.com","Smith, Jr.","N/A","staff,admin"',
     ]
-    again = _recon(project, "hr_engineering")
+    again = recon(project, "hr_engineering")
     assert again.summary["situationSummary"] == {**again.summary["situationSummary"], "CONFIRMED": 3}
-    assert _changed(again) == {}
+    assert changed(again) == {}
 
 
 def test_a_bad_file_or_row_deletes_nothing(tmp_path: Path) -> None:
     """After a first load, an HR file with a broken quote fails the run before anything
     changes; one with a row of the wrong width fails that row and skips the target phase,
     so the users whose rows are gone from it are not deleted."""
-    project = _project(tmp_path, [HR_IN])
+    project = file_project(tmp_path, [HR_IN])
     hr = project / "data" / "hr.csv"
     hr.write_text(HR)
     _provisioner(project, "hr", "data/hr.csv", HR_TYPES)
-    assert _recon(project, HR_IN["name"]).state == "SUCCESS"
+    assert recon(project, HR_IN["name"]).state == "SUCCESS"
     hr.write_text(HR.split("\n")[0] + '\n"ajones", "Alice, "Jones"\n')
-    broken = _recon(project, HR_IN["name"])
+    broken = recon(project, HR_IN["name"])
     assert broken.state == "FAILED" and "hr.csv, line" in (broken.message or "")
     hr.write_text(HR.split("\n")[0] + '\n"ajones", "Alice"\n')
-    short = _recon(project, HR_IN["name"])
+    short = recon(project, HR_IN["name"])
     assert short.state == "FAILED" and "nothing was deleted" in (short.message or "")
-    assert sorted(_managed_users(project)) == ["ajones", "bsmith", "cwu"]
+    assert sorted(managed_users(project)) == ["ajones", "bsmith", "cwu"]
 
 
 def test_validate_and_test_know_the_csv_connector(tmp_path: Path) -> None:
     """A CSV provisioner validates clean (an unknown property is a warning) and its
     test reads the header and names a column objectTypes wants and the file lacks."""
-    project = _project(tmp_path, [HR_IN])
+    project = file_project(tmp_path, [HR_IN])
     (project / "data" / "hr.csv").write_text(HR.replace('"active", ', '"enabled", '))
     _provisioner(project, "hr", "data/hr.csv", HR_TYPES, syncFileRetentionCount=3, fancy=True)
     loaded = load_project(project)
@@ -421,7 +376,7 @@ def test_validate_and_test_know_the_csv_connector(tmp_path: Path) -> None:
 
 
 def _hr_project(tmp_path: Path, **props: Any) -> Path:
-    project = _project(tmp_path, [HR_IN])
+    project = file_project(tmp_path, [HR_IN])
     (project / "data" / "hr.csv").write_text(HR)
     _provisioner(project, "hr", "data/hr.csv", HR_TYPES, **props)
     return project

@@ -208,16 +208,16 @@ def test_a_project_without_pingidm_extras_gets_no_warning(tmp_path: Path, slapd:
 # -- connectors idsync does not have --------------------------------------------------------------
 
 def test_an_unsupported_connector_is_one_error_naming_the_mappings_that_need_it(tmp_path: Path) -> None:
-    """An XML and a ScriptedSQL provisioner give one error line each, naming the connector and
+    """A ScriptedREST and a ScriptedSQL provisioner give one error line each, naming the connector and
     the mappings that need the system; those mappings' own problems (here a named-query
     correlation) are not listed, and the provisioners' keys get no warnings."""
     project = _project(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
     conf = project / "conf"
     xml = _write(conf / "provisioner.openicf-xml.json", {
         "name": "xmlfile", "poolConfigOption": {"maxObjects": 1},
-        "connectorRef": {"bundleName": "org.forgerock.openicf.connectors.xml-connector",
-                         "connectorName": "org.forgerock.openicf.connectors.xml.XMLConnector"},
-        "configurationProperties": {"xmlFilePath": "data/xmlConnectorData.xml"}})
+        "connectorRef": {"bundleName": "org.forgerock.openicf.connectors.groovy-connector",
+                         "connectorName": "org.forgerock.openicf.connectors.scriptedrest.ScriptedRESTConnector"},
+        "configurationProperties": {"serviceAddress": "http://localhost:8080"}})
     sql = _write(conf / "provisioner.openicf-hr.json", {
         "name": "hr", "connectorRef": {
             "connectorName": "org.forgerock.openicf.connectors.scriptedsql.ScriptedSQLConnector"},
@@ -234,12 +234,13 @@ def test_an_unsupported_connector_is_one_error_naming_the_mappings_that_need_it(
     assert done.returncode == os.EX_CONFIG, done.stdout + done.stderr
     assert done.stdout.splitlines() == [
         f"{sql}: connectorRef.connectorName: unsupported connector "
-        "org.forgerock.openicf.connectors.scriptedsql.ScriptedSQLConnector (idsync has LDAP, SCIM, Salesforce "
-        "and CSV file connectors); the mappings using system 'hr' cannot run and are not checked further "
+        "org.forgerock.openicf.connectors.scriptedsql.ScriptedSQLConnector (idsync has LDAP, SCIM, Salesforce, "
+        "CSV and XML file connectors); the mappings using system 'hr' cannot run and are not checked further "
         "(found: hrToManaged)",
-        f"{xml}: connectorRef.connectorName: unsupported connector org.forgerock.openicf.connectors.xml.XMLConnector "
-        "(idsync has LDAP, SCIM, Salesforce and CSV file connectors); the mappings using system 'xmlfile' cannot "
-        "run and are not checked further (found: systemXmlAccounts_managedUser, managedUser_systemXmlAccounts)",
+        f"{xml}: connectorRef.connectorName: unsupported connector "
+        "org.forgerock.openicf.connectors.scriptedrest.ScriptedRESTConnector (idsync has LDAP, SCIM, Salesforce, "
+        "CSV and XML file connectors); the mappings using system 'xmlfile' cannot run and are not checked further "
+        "(found: systemXmlAccounts_managedUser, managedUser_systemXmlAccounts)",
     ]
     assert "poolConfigOption" not in done.stderr and "taskThreads" not in done.stderr
 

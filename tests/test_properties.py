@@ -179,6 +179,18 @@ def test_diff_lists_ordered_or_unordered() -> None:
     assert diff({"e": emails}, {"e": emails[::-1]}, unordered=True) == {}
 
 
+def test_diff_one_value_or_a_list_of_it_in_an_external_system() -> None:
+    """An external system's attribute holding one value holds it whether it is read as a
+    list (multi-valued) or projected as a string: no update between them; in the store
+    (ordered comparison) the types still differ."""
+    assert diff({"mail": "a@example.com"}, {"mail": ["a@example.com"]}, unordered=True) == {}
+    assert diff({"mail": ["a@example.com"]}, {"mail": "a@example.com"}, unordered=True) == {}
+    assert diff({"mail": "b@example.com"}, {"mail": ["a@example.com"]}, unordered=True) == {"mail": "b@example.com"}
+    assert diff({"mail": "a@example.com"}, {"mail": ["a@example.com", "b@example.com"]}, unordered=True) == {
+        "mail": "a@example.com"}
+    assert diff({"mail": "a@example.com"}, {"mail": ["a@example.com"]}) == {"mail": "a@example.com"}
+
+
 def test_diff_nested_objects_and_keys() -> None:
     """Nested objects compare deeply; _id/_rev are never updates; key case can be ignored."""
     assert diff({"n": {"g": "J", "x": None}}, {"n": {"g": "J"}}) == {}

@@ -36,6 +36,12 @@ def _csv(p: Provisioner) -> System:
     return open_csv_system(p.name, p.config, file=p.file, base=p.project_dir, state=state)
 
 
+def _xml(p: Provisioner) -> System:
+    from idsync.connectors.xml.connector import open_xml_system
+
+    return open_xml_system(p.name, p.config, file=p.file, base=p.project_dir)
+
+
 def _salesforce(p: Provisioner) -> System:
     from idsync.connectors.salesforce.connector import open_salesforce_system
 
@@ -49,7 +55,7 @@ def _scim(p: Provisioner) -> System:
 
 
 _OPENERS: Mapping[str, Callable[[Provisioner], System]] = {"ldap": _ldap, "salesforce": _salesforce, "scim": _scim,
-                                                           "csv": _csv}
+                                                           "csv": _csv, "xml": _xml}
 # The connectors whose systems take an administrator's consent (``System.needs_consent``).
 _CONSENTING = frozenset({"salesforce"})
 

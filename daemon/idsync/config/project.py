@@ -12,7 +12,7 @@ one error naming the mappings that need it; their own problems wait.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ _PROVISIONER_KEYS = {
 }
 
 
-_AVAILABLE = "idsync has LDAP, SCIM, Salesforce and CSV file connectors"
+_AVAILABLE = "idsync has LDAP, SCIM, Salesforce, CSV and XML file connectors"
 
 
 class UnsupportedConnector(ConfigError):
@@ -288,8 +288,33 @@ def validate_project(project_dir: Path,
         else:
             from idsync.config.pingidm_schedules import load_all_jobs
 
-            problems.extend(load_all_jobs(settings.jobs_dir, settings.conf_dir, [m.name for m in project.mappings])[1])
+            jobs, job_problems = load_all_jobs(settings.jobs_dir, settings.conf_dir,
+                                               [m.name for m in project.mappings])
+            problems.extend(job_problems)
+            problems.extend(_livesync_problems(project, jobs.values()))
     return problems + unused_configuration(conf, skip={name: exc.file for name, exc in unsupported.items()})
+
+
+def _livesync_problems(project: Project, jobs: Iterable[Any]) -> list[ConfigError]:
+    """A liveSync job's sources that cannot tell their changes: a system with no
+    provisioner, a managed type that does not exist, an XML file."""
+    problems: list[ConfigError] = []
+    for job in jobs:
+        for source in job.livesync:
+            parts = source.split("/")
+            if parts[0] == "managed":
+                if parts[1] not in project.managed.types:
+                    problems.append(ConfigError(job.file, "livesync", f"no managed type {parts[1]!r}"))
+                continue
+            provisioner = project.provisioners.get(parts[1])
+            if provisioner is None:
+                known = ", ".join(sorted(project.provisioners)) or "none"
+                problems.append(ConfigError(job.file, "livesync",
+                                            f"no provisioner for system {parts[1]!r} (configured: {known})"))
+            elif provisioner.kind == "xml":
+                problems.append(ConfigError(job.file, "livesync", f"{source} is an XML file, whose connector "
+                                            "tells no changes: reconcile its mappings on a schedule instead"))
+    return problems
 
 
 def _overlay_notes(provisioner: Provisioner) -> list[ConfigNote]:
@@ -366,7 +391,7 @@ def _provisioner(path: Path, project_dir: Path, state_dir: Path | None = None,
                        overlay=read_overlay(state_dir, name), keyring=keys)
 
 
-_KINDS = ("ldap", "scim", "salesforce", "csv")
+_KINDS = ("ldap", "scim", "salesforce", "csv", "xml")
 
 
 def _connector_kind(ref: Mapping[str, Any], fallback: str, *, file: str, system: str) -> str:
@@ -386,7 +411,7 @@ def _connector_kind(ref: Mapping[str, Any], fallback: str, *, file: str, system:
     if kind not in _KINDS:
         raise ConfigError(file, "connectorRef.connectorName",
                           "unknown connector: no connectorRef.connectorName, and the connectorType or system "
-                          f"name {fallback!r} is not one of LDAP, SCIM, Salesforce, CSV")
+                          f"name {fallback!r} is not one of LDAP, SCIM, Salesforce, CSV, XML")
     return kind
 
 

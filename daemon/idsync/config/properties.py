@@ -257,8 +257,8 @@ def diff(
 
     ``None``, a missing property and ``[]`` are all "no value" and equal to each
     other. Types matter: ``1`` differs from ``"1"`` and ``True`` from ``1``.
-    With ``unordered`` (LDAP and SCIM multi-valued attributes), lists compare as
-    multisets. ``_id`` and ``_rev`` are never part of an update. An empty result
+    With ``unordered`` (an external system's attributes), lists compare as multisets,
+    and a list of one value equals that value. ``_id`` and ``_rev`` are never part of an update. An empty result
     means nothing to write, so the target's revision does not move.
     """
     current = existing or {}
@@ -303,6 +303,11 @@ def _canon(value: Any, unordered: bool) -> object:
         return ("object", frozenset((k, c) for k, v in value.items()
                                     if (c := _canon(v, unordered)) != _EMPTY))
     if isinstance(value, list | tuple):
+        if unordered and len(value) == 1:
+            # An attribute of an external system holding one value holds that value, whether
+            # the system shows it as a list (a multi-valued attribute) or the mapping gives a
+            # string: no update for the difference.
+            return _canon(value[0], unordered)
         items = [_canon(v, unordered) for v in value]
         if unordered or all(type(i) is tuple and i[0] == "ref" for i in items):  # references have no order
             return ("set", frozenset(Counter(items).items()))

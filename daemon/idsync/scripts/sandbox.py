@@ -4,8 +4,9 @@ A QuickJS runtime must only ever be touched by the thread that created it, so th
 engine keeps one ``Sandbox`` per thread. Everything the scripts must not reach is
 simply absent: a QuickJS context created from Python has no ``require``, ``std``,
 ``os``, ``fetch`` or timers. The prelude below adds only ``logger``, ``ldapDn`` (DN
-building with RFC 4514 escaping) and ``openidm`` (answered by Python through
-replays, see below), all non-enumerable and read-only. Log lines are buffered and
+building with RFC 4514 escaping), ``openidm`` (answered by Python through
+replays, see below) and ``require``, which knows one module (``lib/lodash``: idsync's
+own subset of lodash, ``lodash.py``), all non-enumerable and read-only. Log lines are buffered and
 handed back with the result, since QuickJS may not call into Python under a time limit.
 
 Variables live on the global object for the duration of one call and are swept away
@@ -32,6 +33,8 @@ import json
 
 import quickjs
 
+from idsync.scripts.lodash import LODASH_SOURCE, MODULES
+
 __all__ = ["OPENIDM_CRYPTO", "OPENIDM_FUNCTIONS", "Sandbox", "reserved_names"]
 
 OPENIDM_FUNCTIONS = ("read", "query", "create", "update", "patch", "delete", "action")
@@ -39,7 +42,7 @@ OPENIDM_FUNCTIONS = ("read", "query", "create", "update", "patch", "delete", "ac
 OPENIDM_CRYPTO = ("encrypt", "decrypt", "isEncrypted", "hash", "isHashed", "matches")
 
 _PRELUDE = r"""
-(function (openidmNames) {
+(function (openidmNames, lodash, modules) {
   "use strict";
   var MAX_LOGS = 1000, MAX_LOG_CHARS = 10000;
   var G = globalThis, stringify = JSON.stringify, parse = JSON.parse;
@@ -115,6 +118,14 @@ _PRELUDE = r"""
   });
   define("_idsync_openidm", _idsyncOpenidm);
   define("openidm", freeze(openidm));
+
+  // PingIDM's default script library has lodash, which projects require; idsync's own
+  // subset of it (``lodash.py``) is the one module there is.
+  define("require", function require(name) {
+    if (modules.indexOf(name) >= 0) return lodash;
+    throw new Error("require(" + stringify(String(name)) + "): no such module; idsync provides " +
+                    modules[0] + " (a subset of lodash) only");
+  });
 
   // DNs built from source values, escaped as RFC 4514 says, so that a value holding a
   // comma, a plus or an equals sign stays one value and cannot move the entry elsewhere:
@@ -224,7 +235,8 @@ class Sandbox:
     def __init__(self, *, time_limit: float, memory_limit: int) -> None:
         self._ctx = quickjs.Context()
         self._memory_limit = memory_limit
-        self._ctx.eval(f"{_PRELUDE}({json.dumps([OPENIDM_FUNCTIONS, OPENIDM_CRYPTO])});")
+        self._ctx.eval(f"{_PRELUDE}({json.dumps([OPENIDM_FUNCTIONS, OPENIDM_CRYPTO])}, {LODASH_SOURCE}, "
+                       f"{json.dumps(list(MODULES))});")
         self._install = self._ctx.get("_idsync_install")
         self._call = self._ctx.get("_idsync_call")
         self._many = self._ctx.get("_idsync_many")

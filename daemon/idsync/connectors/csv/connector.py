@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
-import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -41,16 +38,14 @@ import structlog
 from idsync.connectors.base import System, system_test_report
 from idsync.connectors.csv.changes import CsvChanges
 from idsync.connectors.csv.config import CsvObjectType, CsvProperty, CsvSettings, parse_csv_config
+from idsync.connectors.files import file_version, locked, paged, replace_file, typed, wanted_fields
 from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectError, ObjectRejected, PeerError
-from idsync.query.evaluate import matches
 from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 
 __all__ = ["CsvResource", "CsvSystem", "open_csv_system"]
 
 log = structlog.get_logger("idsync.connectors.csv")
 
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
 
 
 class CsvFile:
@@ -85,16 +80,14 @@ class CsvFile:
         """(header, line number, fields) of each non-empty row, read through to the end;
         of the file, or of a copy of it at ``path``."""
         with self._open(path) as handle:
-            before = _version(handle)
+            before = file_version(handle)
             lines = self._reader(handle)
             header = self._header(next(lines, None))
             for number, fields in enumerate(lines, start=2):
                 if fields and any(fields):
                     yield header, number, fields
-            if _version(handle) != before:
-                # Written in place while it was read (a writer that replaces the file, as
-                # idsync does, leaves the file this read opened as it was): the rows read
-                # may be half of one version and half of another, or cut short.
+            if file_version(handle) != before:
+                # The rows read may be half of one version and half of another, or cut short.
                 raise PeerError(f"csv file {self.path} changed while it was read (written in place); "
                                 "nothing read is used: read it again once it is complete")
 
@@ -116,50 +109,18 @@ class CsvFile:
             raise PeerError(f"csv file {self.path}: no {self.settings.uid!r} column (headerUid) in the header")
         return header
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Held while a batch reads the file and replaces it: writers take turns. The lock
-        is the directory's: the file itself is replaced, and a lock on the file replaced
-        would let the next writer in while the one after it locks the new file."""
-        try:
-            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as exc:
-            raise PeerError(f"csv file {self.path}: its directory cannot be opened: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.path, "csv")
 
     def replace(self, header: list[str], rows: Iterator[list[str]]) -> None:
         """Write ``header`` and ``rows`` as the file's new content, atomically."""
-        directory = self.path.parent
-        fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
-        try:
-            with open(fd, "w", encoding=self.settings.encoding, newline="") as out:
-                writer = csv.writer(out, delimiter=self.settings.delimiter, quotechar=self.settings.quote,
-                                    quoting=csv.QUOTE_ALL, lineterminator=self.settings.newline)
-                writer.writerow(header)
-                writer.writerows(rows)
-                out.flush()
-                os.fsync(out.fileno())
-            with contextlib.suppress(OSError):
-                os.chmod(temp, self.path.stat().st_mode & 0o7777)
-            os.replace(temp, self.path)
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise PeerError(f"csv file {self.path} could not be written: {exc.strerror}") from None
-        except UnicodeEncodeError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise PeerError(f"csv file {self.path}: a value cannot be written as {self.settings.encoding} "
-                            f"({exc.reason})") from None
+        def write(out: TextIO) -> None:
+            writer = csv.writer(out, delimiter=self.settings.delimiter, quotechar=self.settings.quote,
+                                quoting=csv.QUOTE_ALL, lineterminator=self.settings.newline)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+        replace_file(self.path, "csv", write, encoding=self.settings.encoding, newline="")
 
 
 class CsvResource(Resource, ChangeSource):
@@ -211,7 +172,7 @@ class CsvResource(Resource, ChangeSource):
             if text == "":
                 continue
             try:
-                obj[prop.name] = _typed(prop, text)
+                obj[prop.name] = typed(prop.name, prop.type, text)
             except ValueError as exc:
                 return {"dn": f"{where}: {exc}"}
         return obj
@@ -219,20 +180,9 @@ class CsvResource(Resource, ChangeSource):
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         if spec.native is not None:
             raise ConfigError(self.name, "nativeQuery", "the CSV connector takes a _queryFilter, not a native query")
-        wanted = None if spec.fields is None or spec.filter is not None else set(spec.fields)
-        page: list[Obj] = []
-        for header, number, fields in self._file.rows():
-            obj = self._object(header, number, fields, wanted)
-            if spec.filter is not None and ("_id" not in obj or not matches(spec.filter, obj)):
-                continue
-            if spec.filter is not None and spec.fields is not None:
-                obj = {k: v for k, v in obj.items() if k == "_id" or k in spec.fields}
-            page.append(obj)
-            if len(page) >= spec.page_size:
-                yield page
-                page = []
-        if page:
-            yield page
+        wanted = wanted_fields(spec)
+        return paged((self._object(header, number, fields, wanted) for header, number, fields in self._file.rows()),
+                     spec)
 
     def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         wanted_ids = set(ids)
@@ -323,34 +273,6 @@ class _Deleted(list[str]):
 
 
 _DELETED = _Deleted()
-
-
-def _version(handle: TextIO) -> tuple[int, int]:
-    """The size and modification time of an open file."""
-    stat = os.fstat(handle.fileno())
-    return stat.st_size, stat.st_mtime_ns
-
-
-def _typed(prop: CsvProperty, text: str) -> Any:
-    if prop.type == "boolean":
-        low = text.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ValueError(f"{prop.name}: {text!r} is not a boolean")
-    if prop.type == "integer":
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"{prop.name}: {text!r} is not an integer") from None
-    if prop.type == "number":
-        try:
-            number = float(text)
-        except ValueError:
-            raise ValueError(f"{prop.name}: {text!r} is not a number") from None
-        return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
-    return text
 
 
 def _text(name: str, value: Any) -> str:

@@ -1,0 +1,123 @@
+"""What the connectors of files (CSV, XML) share: writers taking turns on a file, a
+file replaced whole and atomically, and telling a file written in place while read."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from idsync.errors import PeerError
+from idsync.query.evaluate import matches
+from idsync.resource import Obj, QuerySpec
+
+__all__ = ["file_version", "locked", "paged", "replace_file", "typed", "wanted_fields"]
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def typed(name: str, kind: str, text: str) -> Any:
+    """A file's text as a value of the JSON type ``kind`` (``boolean``: true/false, 1/0,
+    yes/no; ``integer``; ``number``; anything else: the text); ValueError naming the
+    property ``name`` when it is not one."""
+    if kind == "boolean":
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"{name}: {text!r} is not a boolean")
+    if kind == "integer":
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError(f"{name}: {text!r} is not an integer") from None
+    if kind == "number":
+        try:
+            number = float(text.strip())
+        except ValueError:
+            raise ValueError(f"{name}: {text!r} is not a number") from None
+        return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+    return text
+
+
+def wanted_fields(spec: QuerySpec) -> set[str] | None:
+    """The properties to make of each object read for ``spec``: all of them where a
+    filter must see them (or none is named)."""
+    return None if spec.fields is None or spec.filter is not None else set(spec.fields)
+
+
+def paged(objects: Iterable[Obj], spec: QuerySpec) -> Iterator[list[Obj]]:
+    """The objects ``spec``'s filter matches (an object without an id, which failed to be
+    read, only where there is no filter), with its fields, in pages of its page size."""
+    page: list[Obj] = []
+    for obj in objects:
+        if spec.filter is not None:
+            if "_id" not in obj or not matches(spec.filter, obj):
+                continue
+            if spec.fields is not None:
+                obj = {k: v for k, v in obj.items() if k == "_id" or k in spec.fields}
+        page.append(obj)
+        if len(page) >= spec.page_size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+@contextlib.contextmanager
+def locked(path: Path, kind: str) -> Iterator[None]:
+    """Held while a batch reads ``path`` and replaces it, so writers take turns. The lock
+    is the directory's: the file itself is replaced, and a lock on the file replaced
+    would let the next writer in while the one after it locks the new file."""
+    try:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise PeerError(f"{kind} file {path}: its directory cannot be opened: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def replace_file(path: Path, kind: str, write: Callable[[TextIO], None], *, encoding: str, newline: str) -> None:
+    """``path``'s new content, from ``write``: written beside it, flushed to disk, given
+    the old file's permissions and renamed over it, so that a reader sees the old file
+    or the new one and a failure leaves the old one."""
+    directory = path.parent
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with open(fd, "w", encoding=encoding, newline=newline) as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        with contextlib.suppress(OSError):
+            os.chmod(temp, path.stat().st_mode & 0o7777)
+        os.replace(temp, path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise PeerError(f"{kind} file {path} could not be written: {exc.strerror}") from None
+    except UnicodeEncodeError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise PeerError(f"{kind} file {path}: a value cannot be written as {encoding} ({exc.reason})") from None
+
+
+def file_version(handle: IO[str] | IO[bytes]) -> tuple[int, int]:
+    """The size and modification time of an open file: read before and after a read, they
+    tell a file written in place meanwhile (a writer that replaces the file, as idsync
+    does, leaves the file a read opened as it was)."""
+    stat = os.fstat(handle.fileno())
+    return stat.st_size, stat.st_mtime_ns

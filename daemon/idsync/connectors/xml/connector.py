@@ -1,0 +1,414 @@
+"""The XML connector: the objects of one XML file (OpenICF's XML connector,
+``provisioner.openicf-<name>.json``, see ``config``) as ``system/<name>/<type>``.
+
+The file is a container element whose children are objects, one element per object
+named by its class (``ri:__ACCOUNT__``), whose children are its attributes, one
+element per value (``icf:__UID__``, ``icf:__NAME__``, ``ri:email`` repeated for
+several). An object's ``_id`` is its ``__UID__`` (its ``__NAME__`` where it has none).
+``__PASSWORD__`` is written, never read back.
+
+Reads stream the file through expat, a page at a time; a ``_queryFilter`` is evaluated
+on each object. A DOCTYPE or an entity declaration is refused (no entity is ever
+expanded), as is text that is not well-formed XML, and a file written in place while
+it is read: each fails the read, naming the file and line (a recon then deletes
+nothing). An object without ``__UID__`` and ``__NAME__``, with a value not of its
+property's type, several values for a single-valued property, or nested elements
+fails alone, as an object without an id (a recon then skips its target phase).
+
+Writes take the directory's lock, read the file once per batch and replace it by a
+complete new copy (written beside it, flushed, renamed over it), objects in place,
+creates at the end, each object's elements in the schema's order. A create without
+``__UID__`` gets a random one (UUID) when its class has a ``__UID__``; a create whose
+``__UID__`` or ``__NAME__`` another object of its class holds fails alone. A new
+``__UID__`` (or ``__NAME__`` where it is the id) renames the object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+from xml.parsers import expat
+from xml.sax.saxutils import escape, quoteattr
+
+import structlog
+
+from idsync.connectors.base import System, system_test_report
+from idsync.connectors.files import file_version, locked, paged, replace_file, typed, wanted_fields
+from idsync.connectors.xml.config import ICF_NS, XmlObjectType, XmlProperty, XmlSettings, parse_xml_config
+from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectError, ObjectRejected, PeerError
+from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+
+__all__ = ["XmlResource", "XmlSystem", "open_xml_system"]
+
+log = structlog.get_logger("idsync.connectors.xml")
+
+_CHUNK = 1 << 16
+
+
+def _local(name: str) -> str:
+    return name.rpartition(":")[2]
+
+
+@dataclass
+class XmlRecord:
+    """One object element: its tag as written, its line, its attribute elements in order."""
+
+    tag: str
+    line: int
+    children: list[tuple[str, str]] = field(default_factory=list)
+    problem: str | None = None
+
+    def values(self, element: str) -> list[str]:
+        return [text for name, text in self.children if _local(name) == element]
+
+
+@dataclass
+class XmlDocument:
+    """The whole file, for a batch of writes: the container element and the objects."""
+
+    root: str
+    attributes: list[str]  # name, value, name, value ... as written
+    records: list[XmlRecord]
+
+    def prefix(self, namespace: str, default: str) -> str:
+        """The prefix the container declares for ``namespace`` (declared here when none)."""
+        pairs = dict(zip(self.attributes[0::2], self.attributes[1::2], strict=True))
+        for name, value in pairs.items():
+            if name.startswith("xmlns:") and value == namespace:
+                return name.removeprefix("xmlns:")
+        prefix, n = default, 1
+        while f"xmlns:{prefix}" in pairs:
+            prefix, n = f"{default}{n}", n + 1
+        self.attributes += [f"xmlns:{prefix}", namespace]
+        return prefix
+
+
+class _Refused(Exception):
+    pass
+
+
+def _refuse_doctype(*_: Any) -> None:
+    raise _Refused("a DOCTYPE is refused (no entity is expanded)")
+
+
+def _refuse_entity(*_: Any) -> None:
+    raise _Refused("an entity declaration is refused")
+
+
+class XmlFile:
+    """The file of one XML system: streaming its objects and replacing it whole."""
+
+    def __init__(self, settings: XmlSettings) -> None:
+        self.settings = settings
+        self.path = settings.file
+
+    def _open(self) -> BinaryIO | None:
+        try:
+            return open(self.path, "rb")
+        except FileNotFoundError:
+            if self.settings.create:
+                return None
+            raise PeerError(f"xml file {self.path} does not exist") from None
+        except OSError as exc:
+            raise PeerError(f"xml file {self.path} cannot be read: {exc.strerror}") from None
+
+    def records(self, root: list[Any] | None = None) -> Iterator[XmlRecord]:
+        """Each object element of the file, in order, read through to the end; ``root``
+        receives the container's tag and attributes."""
+        handle = self._open()
+        if handle is None:
+            return
+        with handle:
+            before = file_version(handle)
+            yield from self._parse(handle, root)
+            if file_version(handle) != before:
+                raise PeerError(f"xml file {self.path} changed while it was read (written in place); "
+                                "nothing read is used: read it again once it is complete")
+
+    def _parse(self, handle: BinaryIO, root: list[Any] | None) -> Iterator[XmlRecord]:
+        parser = expat.ParserCreate()
+        parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        parser.StartDoctypeDeclHandler = _refuse_doctype
+        parser.EntityDeclHandler = _refuse_entity
+        parser.ordered_attributes = True
+        parser.buffer_text = True
+        done: list[XmlRecord] = []
+        depth = 0
+        current: XmlRecord | None = None
+        child: str | None = None
+        text: list[str] = []
+
+        def start(name: str, attributes: list[str]) -> None:
+            nonlocal depth, current, child
+            depth += 1
+            if depth == 1 and root is not None:
+                root[:] = [name, list(attributes)]
+            elif depth == 2:
+                current = XmlRecord(name, parser.CurrentLineNumber)
+            elif depth == 3:
+                child = name
+                text.clear()
+            elif depth > 3 and current is not None and current.problem is None:
+                current.problem = f"<{_local(name)}> inside <{_local(child or '')}>: an attribute holds text only"
+
+        def end(name: str) -> None:
+            nonlocal depth, current
+            if depth == 3 and current is not None:
+                current.children.append((name, "".join(text)))
+            elif depth == 2 and current is not None:
+                done.append(current)
+                current = None
+            depth -= 1
+
+        def chars(data: str) -> None:
+            if depth == 3:
+                text.append(data)
+
+        parser.StartElementHandler = start
+        parser.EndElementHandler = end
+        parser.CharacterDataHandler = chars
+        try:
+            while chunk := handle.read(_CHUNK):
+                parser.Parse(chunk, False)
+                yield from done
+                done.clear()
+            parser.Parse(b"", True)
+            yield from done
+        except expat.ExpatError as exc:
+            raise PeerError(f"xml file {self.path}, line {exc.lineno}: {expat.ErrorString(exc.code)}") from None
+        except _Refused as exc:
+            raise PeerError(f"xml file {self.path}, line {parser.CurrentLineNumber}: {exc}") from None
+
+    def document(self) -> XmlDocument:
+        root: list[Any] = []
+        records = list(self.records(root))
+        if not root:  # a new file (createFileIfNotExists)
+            return XmlDocument("icf:OpenICFContainer", ["xmlns:icf", ICF_NS, "xmlns:ri", self.settings.namespace],
+                               records)
+        return XmlDocument(root[0], root[1], records)
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.path, "xml")
+
+    def replace(self, document: XmlDocument) -> None:
+        def write(out: TextIO) -> None:
+            out.write('<?xml version="1.0" encoding="UTF-8"?>\n')
+            pairs = zip(document.attributes[0::2], document.attributes[1::2], strict=True)
+            attributes = "".join(f"\n    {name}={quoteattr(value)}" for name, value in pairs)
+            out.write(f"<{document.root}{attributes}>\n")
+            for record in document.records:
+                out.write(f"   <{record.tag}>\n")
+                for name, text in record.children:
+                    out.write(f"      <{name}>{escape(text)}</{name}>\n")
+                out.write(f"   </{record.tag}>\n")
+            out.write(f"</{document.root}>\n")
+
+        replace_file(self.path, "xml", write, encoding="utf-8", newline="\n")
+
+
+class XmlResource(Resource):
+    """The objects of one class in the file."""
+
+    def __init__(self, system: str, file: XmlFile, obj_type: XmlObjectType, *, dry_run: bool = False) -> None:
+        self.name = f"system/{system}/{obj_type.name}"
+        self.dry_run = dry_run
+        self.renames_ids = True
+        self._file = file
+        self._type = obj_type
+        self._has_uid = "__UID__" in obj_type.order or any(p.element == "__UID__" for p in obj_type.properties)
+
+    # reading -----------------------------------------------------------------
+
+    def _mine(self, record: XmlRecord) -> bool:
+        return _local(record.tag) == self._type.element
+
+    def _id(self, record: XmlRecord) -> str | None:
+        for element in ("__UID__", "__NAME__"):
+            found = record.values(element)
+            if found and found[0]:
+                return found[0]
+        return None
+
+    def _object(self, record: XmlRecord, wanted: set[str] | None) -> Obj:
+        where = f"{self._file.path.name}, line {record.line}"
+        if record.problem:
+            return {"dn": f"{where}: {record.problem}"}
+        object_id = self._id(record)
+        if object_id is None:
+            return {"dn": f"{where}: no __UID__ or __NAME__"}
+        obj: Obj = {"_id": object_id}
+        for prop in self._type.properties:
+            if not prop.readable or (wanted is not None and prop.name not in wanted) or prop.name == "_id":
+                continue
+            texts = [t for t in record.values(prop.element) if t != ""]
+            if not texts:
+                continue
+            if len(texts) > 1 and not prop.many:
+                return {"dn": f"{where}: {len(texts)} <{prop.element}> elements for the single-valued {prop.name}"}
+            try:
+                values = [typed(prop.name, prop.type, t) for t in texts]
+            except ValueError as exc:
+                return {"dn": f"{where}: {exc}"}
+            obj[prop.name] = values if prop.many else values[0]
+        return obj
+
+    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+        if spec.native is not None:
+            raise ConfigError(self.name, "nativeQuery", "the XML connector takes a _queryFilter, not a native query")
+        wanted = wanted_fields(spec)
+        return paged((self._object(r, wanted) for r in self._file.records() if self._mine(r)), spec)
+
+    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+        wanted_ids = set(ids)
+        wanted = None if fields is None else set(fields)
+        found: dict[str, Obj] = {}
+        if wanted_ids:
+            for record in self._file.records():
+                if self._mine(record) and self._id(record) in wanted_ids:
+                    obj = self._object(record, wanted)
+                    if "_id" in obj:
+                        found.setdefault(obj["_id"], obj)
+        return found
+
+    def count(self) -> int | None:
+        return sum(1 for r in self._file.records() if self._mine(r))
+
+    # writing -----------------------------------------------------------------
+
+    def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        with self._file.locked():
+            document = self._file.document()
+            prefixes = {"icf": document.prefix(ICF_NS, "icf")}
+            if self._file.settings.namespace:
+                prefixes["ri"] = document.prefix(self._file.settings.namespace, "ri")
+            else:
+                mine = next((r.tag for r in document.records if self._mine(r)), f"ri:{self._type.element}")
+                prefixes["ri"] = mine.rpartition(":")[0]
+            results: list[WriteResult] = []
+            for op in ops:
+                try:
+                    results.append(self._apply(op, document, prefixes))
+                except ObjectError as error:
+                    log.warning("xml.write_failed", resource=self.name, kind=op.kind, id=op.id, error=str(error))
+                    results.append(failed(op, error))
+            if any(r.ok for r in results):
+                self._file.replace(document)
+        return results
+
+    def _holder(self, document: XmlDocument, element: str, value: str) -> XmlRecord | None:
+        for record in document.records:
+            if self._mine(record) and value in record.values(element):
+                return record
+        return None
+
+    def _apply(self, op: WriteOp, document: XmlDocument, prefixes: Mapping[str, str]) -> WriteResult:
+        props = {p.name: p for p in self._type.properties}
+        if op.kind == "create":
+            record = XmlRecord(_qualified(prefixes, self._type.element), 0)
+            self._set(record, props, prefixes, op.values)
+            if self._has_uid and not record.values("__UID__"):
+                self._set_element(record, "__UID__", [str(uuid.uuid4())], prefixes)
+            if not record.values("__NAME__") or not record.values("__NAME__")[0]:
+                raise ObjectRejected(f"{self.name}: a create needs a __NAME__")
+            for element in ("__UID__", "__NAME__"):
+                for value in record.values(element):
+                    if self._holder(document, element, value) is not None:
+                        raise ObjectRejected(f"{self.name}: an object with {element} {value!r} exists already")
+            empty = [p.name for p in props.values() if p.required and not record.values(p.element)]
+            if empty:
+                raise ObjectRejected(f"{self.name}: a create needs {', '.join(empty)} (required)")
+            document.records.append(record)
+            return WriteResult(op, id=self._id(record), obj=self._object(record, None))
+        found = next((r for r in document.records if self._mine(r) and self._id(r) == op.id), None)
+        if found is None:
+            raise NotFound(f"{self.name}/{op.id}: no such object")
+        record = found
+        if op.kind == "delete":
+            document.records.remove(record)
+            return WriteResult(op, id=op.id)
+        changed = XmlRecord(record.tag, record.line, list(record.children))
+        self._set(changed, props, prefixes, op.values)
+        new_id = self._id(changed)
+        if new_id is None:
+            raise ObjectRejected(f"{self.name}/{op.id}: the __UID__ and __NAME__ cannot both be emptied")
+        for element in ("__UID__", "__NAME__"):
+            for value in changed.values(element):
+                holder = self._holder(document, element, value)
+                if holder is not None and holder is not record:
+                    raise ObjectRejected(f"{self.name}/{op.id}: an object with {element} {value!r} exists already")
+        record.children = changed.children
+        return WriteResult(op, id=new_id, obj=self._object(record, None))
+
+    def _set(self, record: XmlRecord, props: Mapping[str, XmlProperty], prefixes: Mapping[str, str],
+             values: Obj) -> None:
+        for name, value in values.items():
+            prop = props.get(name)
+            if prop is None:
+                if name == "_id":
+                    continue  # an object's id is its __UID__: written through a property naming it
+                raise ObjectRejected(f"{self.name}: no property {name!r} in objectTypes.{self._type.name}")
+            items = value if isinstance(value, list) else [value]
+            if len(items) > 1 and not prop.many:
+                raise ObjectRejected(f"{name}: {len(items)} values for a single-valued property")
+            self._set_element(record, prop.element, [_text(name, v) for v in items if v is not None], prefixes)
+
+    def _set_element(self, record: XmlRecord, element: str, texts: list[str], prefixes: Mapping[str, str]) -> None:
+        kept = [(n, t) for n, t in record.children if _local(n) != element]
+        qualified = _qualified(prefixes, element)
+        record.children = sorted(kept + [(qualified, t) for t in texts if t != ""],
+                                 key=lambda c: self._type.position(_local(c[0])))
+
+
+def _qualified(prefixes: Mapping[str, str], element: str) -> str:
+    icf = element.startswith("__") and element.endswith("__") and element not in ("__ACCOUNT__", "__GROUP__")
+    prefix = prefixes["icf"] if icf else prefixes["ri"]
+    return f"{prefix}:{element}" if prefix else element
+
+
+def _text(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ObjectRejected(f"{name}: an element holds text, not {type(value).__name__}")
+
+
+class XmlSystem(System):
+    """One configured XML file."""
+
+    def __init__(self, name: str, config: Mapping[str, Any], *, file: str, base: Path) -> None:
+        self.name = name
+        self._config = config
+        self._conf_file = file
+        self._settings = parse_xml_config(file, config, base)
+        self._file = XmlFile(self._settings)
+
+    def resource(self, object_type: str, *, dry_run: bool = False) -> XmlResource:
+        obj_type = self._settings.types.get(object_type)
+        if obj_type is None:
+            raise ConfigError(self._conf_file, "objectTypes",
+                              f"no object type {object_type!r} (known: {', '.join(self._settings.types)})")
+        return XmlResource(self.name, self._file, obj_type, dry_run=dry_run)
+
+    def warnings(self) -> list[ConfigError]:
+        return list(self._settings.warnings)
+
+    def test(self) -> Mapping[str, Any]:
+        report = system_test_report(self.name, self._config, "XML Connector", list(self._settings.types))
+        try:
+            counts: dict[str, int] = {}
+            for record in self._file.records():
+                counts[_local(record.tag)] = counts.get(_local(record.tag), 0) + 1
+            report["xml"] = {"file": str(self._settings.file), "objects": counts}
+        except IdsyncError as error:
+            report.failed(error)
+        return report
+
+
+def open_xml_system(name: str, config: Mapping[str, Any], *, file: str, base: Path) -> XmlSystem:
+    """The connector registry's entry point for ``org.forgerock.openicf.connectors.xml.XMLConnector``."""
+    return XmlSystem(name, config, file=file, base=base)

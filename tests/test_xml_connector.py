@@ -1,0 +1,315 @@
+"""The XML file connector (OpenICF's ``XMLConnector`` provisioners) against real files:
+namespaces, repeated and typed elements, object classes side by side, the password
+never read back, DOCTYPEs and entities refused, writes that replace the file whole in
+the schema's order, generated ``__UID__``s, a file made when it is missing, and
+recons both ways: an XML file into the store (OpenIDM sample1's shape, with its
+``require('lib/lodash')`` transform) and the store out to a new file. A bad file fails
+the read and deletes nothing; a bad object fails alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from file_projects import POLICIES, changed, file_project, recon
+from idsync.config.project import validate_project
+from idsync.connectors.xml.connector import XmlSystem, open_xml_system
+from idsync.errors import ConfigError, ConfigWarning, PeerError
+from idsync.query.parser import parse
+from idsync.resource import QuerySpec, WriteOp
+from idsync.resources import check_system
+from livesync_env import managed_users
+
+ICF = "http://openidm.forgerock.com/xml/ns/public/resource/openicf/resource-schema-1.xsd"
+RI = "http://example.com/xml/ns/people"
+XML_REF = {"bundleName": "org.forgerock.openicf.connectors.xml-connector",
+           "connectorName": "org.forgerock.openicf.connectors.xml.XMLConnector"}
+SCHEMA = f"""<?xml version="1.0" encoding="UTF-8"?>
+<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema" targetNamespace="{RI}" xmlns:icf="{ICF}">
+  <xsd:element name="__ACCOUNT__">
+    <xsd:complexType><xsd:sequence>
+      <xsd:element ref="icf:__UID__" minOccurs="0"/>
+      <xsd:element ref="icf:__NAME__"/>
+      <xsd:element ref="icf:__PASSWORD__" minOccurs="0"/>
+      <xsd:element name="firstname" type="xsd:string" minOccurs="0"/>
+      <xsd:element name="lastname" type="xsd:string"/>
+      <xsd:element name="email" type="xsd:string" minOccurs="0" maxOccurs="unbounded"/>
+      <xsd:element name="age" type="xsd:int" minOccurs="0"/>
+      <xsd:element name="active" type="xsd:boolean" minOccurs="0"/>
+      <xsd:element name="roles" type="xsd:string" minOccurs="0"/>
+      <xsd:element ref="icf:__DESCRIPTION__" minOccurs="0"/>
+    </xsd:sequence></xsd:complexType>
+  </xsd:element>
+  <xsd:element name="__GROUP__">
+    <xsd:complexType><xsd:sequence>
+      <xsd:element ref="icf:__NAME__"/>
+    </xsd:sequence></xsd:complexType>
+  </xsd:element>
+</xsd:schema>
+"""
+TYPES: dict[str, Any] = {
+    "account": {"id": "__ACCOUNT__", "nativeType": "__ACCOUNT__", "properties": {
+        "_id": {"type": "string", "nativeName": "__UID__"},
+        "name": {"type": "string", "nativeName": "__NAME__", "required": True},
+        "password": {"type": "string", "nativeName": "__PASSWORD__", "flags": ["NOT_READABLE"]},
+        "firstname": {"type": "string"}, "lastname": {"type": "string", "required": True},
+        "email": {"type": "array", "items": {"type": "string"}},
+        "age": {"nativeName": "age"}, "active": {"nativeName": "active"},
+        "roles": {"type": "string"}, "description": {"type": "string", "nativeName": "__DESCRIPTION__"}}},
+    "group": {"nativeType": "__GROUP__", "properties": {"name": {"type": "string", "nativeName": "__NAME__"}}},
+}
+DATA = f"""<?xml version="1.0" encoding="UTF-8"?>
+<icf:OpenICFContainer xmlns:icf="{ICF}" xmlns:ri="{RI}">
+   <!-- exported nightly -->
+   <ri:__ACCOUNT__>
+      <icf:__UID__>ajones</icf:__UID__>
+      <icf:__NAME__>ajones@example.com</icf:__NAME__>
+      <icf:__PASSWORD__>Secret1!</icf:__PASSWORD__>
+      <ri:firstname>Alice</ri:firstname>
+      <ri:lastname>Jones &amp; Sons</ri:lastname>
+      <ri:email>ajones@example.com</ri:email>
+      <ri:email>alice@example.org</ri:email>
+      <ri:age>41</ri:age>
+      <ri:active>true</ri:active>
+      <ri:roles>staff,admin</ri:roles>
+      <icf:__DESCRIPTION__>From the XML file</icf:__DESCRIPTION__>
+   </ri:__ACCOUNT__>
+   <ri:__GROUP__>
+      <icf:__NAME__>staff</icf:__NAME__>
+   </ri:__GROUP__>
+   <ri:__ACCOUNT__>
+      <icf:__UID__>bsmith</icf:__UID__>
+      <icf:__NAME__>bsmith@example.com</icf:__NAME__>
+      <ri:lastname>Smith</ri:lastname>
+      <ri:active>false</ri:active>
+      <ri:roles>staff</ri:roles>
+   </ri:__ACCOUNT__>
+</icf:OpenICFContainer>
+"""
+
+
+def _files(folder: Path, data: str = DATA) -> Path:
+    (folder / "schema.xsd").write_text(SCHEMA)
+    path = folder / "people.xml"
+    path.write_text(data)
+    return path
+
+
+def _system(path: Path, **props: Any) -> XmlSystem:
+    config = {"connectorRef": XML_REF, "objectTypes": TYPES, "configurationProperties": {
+        "xmlFilePath": path.name, "xsdFilePath": "schema.xsd", **props}}
+    return open_xml_system("people", config, file="provisioner.openicf-people.json", base=path.parent)
+
+
+def _all(system: XmlSystem, kind: str = "account", spec: QuerySpec | None = None) -> list[dict[str, Any]]:
+    return [o for page in system.resource(kind).pages(spec or QuerySpec()) for o in page]
+
+
+def test_objects_are_read_with_their_types_and_classes(tmp_path: Path) -> None:
+    """Repeated elements are an array, ``xsd:int`` and ``xsd:boolean`` columns typed by
+    the schema, entities decoded; the groups of the same file are another object type;
+    the password is never read back."""
+    system = _system(_files(tmp_path))
+    accounts = {o["_id"]: o for o in _all(system)}
+    assert accounts["ajones"] == {
+        "_id": "ajones", "name": "ajones@example.com", "firstname": "Alice", "lastname": "Jones & Sons",
+        "email": ["ajones@example.com", "alice@example.org"], "age": 41, "active": True, "roles": "staff,admin",
+        "description": "From the XML file"}
+    assert accounts["bsmith"]["active"] is False
+    assert _all(system, "group") == [{"_id": "staff", "name": "staff"}]
+    found = _all(system, spec=QuerySpec(filter=parse('roles co "admin" or age lt 30'), fields=["name"]))
+    assert found == [{"_id": "ajones", "name": "ajones@example.com"}]
+    assert system.resource("account").get_many(["bsmith", "nobody"], ["lastname"]) == {
+        "bsmith": {"_id": "bsmith", "lastname": "Smith"}}
+    assert system.resource("account").count() == 2
+    assert system.test()["xml"]["objects"] == {"__ACCOUNT__": 2, "__GROUP__": 1}
+
+
+@pytest.mark.parametrize("data", [
+    '<?xml version="1.0"?>\n<!DOCTYPE r [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>\n<r/>',
+    '<?xml version="1.0"?>\n<!DOCTYPE r SYSTEM "file:///etc/passwd">\n<r/>',
+    '<?xml version="1.0"?>\n<r>\n  <ri:__ACCOUNT__><icf:__NAME__>x</icf:__NAME__></r>',
+])
+def test_a_doctype_an_entity_or_broken_xml_fails_the_read(tmp_path: Path, data: str) -> None:
+    with pytest.raises(PeerError, match=r"people\.xml, line \d+"):
+        _all(_system(_files(tmp_path, data)))
+
+
+def test_a_bad_object_fails_alone(tmp_path: Path) -> None:
+    data = DATA.replace("<ri:age>41</ri:age>", "<ri:age>forty</ri:age>").replace(
+        "<ri:lastname>Smith</ri:lastname>", "<ri:lastname>Smith</ri:lastname><ri:roles>x</ri:roles>")
+    data = data.replace("</icf:OpenICFContainer>", "   <ri:__ACCOUNT__><ri:lastname>Nobody</ri:lastname>"
+                        "</ri:__ACCOUNT__>\n</icf:OpenICFContainer>")
+    rows = _all(_system(_files(tmp_path, data)))
+    assert [o.get("_id") for o in rows] == [None, None, None]
+    assert "age: 'forty' is not an integer" in rows[0]["dn"]
+    assert "2 <roles> elements for the single-valued roles" in rows[1]["dn"]
+    assert "no __UID__ or __NAME__" in rows[2]["dn"]
+
+
+def test_writes_keep_objects_in_place_and_elements_in_schema_order(tmp_path: Path) -> None:
+    """An update replaces the elements it names, in the schema's order, and keeps the
+    rest (the password, the group between the accounts, the comment goes); a create
+    without ``__UID__`` gets a random one; a duplicate ``__NAME__`` fails alone; text
+    that looks like markup stays text."""
+    path = _files(tmp_path)
+    resource = _system(path).resource("account")
+    results = resource.write_batch([
+        WriteOp("update", id="bsmith", values={"firstname": "Bob", "email": ["b@example.com", "bob@example.org"],
+                                               "active": True}),
+        WriteOp("create", values={"name": "cwu@example.com", "lastname": "<Wu> & \"Co\"", "password": "pw"}),
+        WriteOp("create", values={"name": "ajones@example.com", "lastname": "Again"}),
+        WriteOp("create", values={"name": "dlee@example.com"}),
+        WriteOp("delete", id="ajones"),
+    ])
+    assert [r.ok for r in results] == [True, True, False, False, True]
+    assert "exists already" in str(results[2].error) and "lastname (required)" in str(results[3].error)
+    new_id = results[1].id
+    assert new_id and len(new_id) == 36
+    system = _system(path)
+    accounts = {o["_id"]: o for o in _all(system)}
+    assert accounts["bsmith"] == {"_id": "bsmith", "name": "bsmith@example.com", "firstname": "Bob",
+                                  "lastname": "Smith", "email": ["b@example.com", "bob@example.org"],
+                                  "active": True, "roles": "staff"}
+    assert accounts[new_id]["lastname"] == '<Wu> & "Co"'
+    assert set(accounts) == {"bsmith", new_id} and _all(system, "group") == [{"_id": "staff", "name": "staff"}]
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    bob = lines[lines.index("<icf:__UID__>bsmith</icf:__UID__>") - 1:]
+    assert bob[:8] == ["<ri:__ACCOUNT__>", "<icf:__UID__>bsmith</icf:__UID__>",
+                       "<icf:__NAME__>bsmith@example.com</icf:__NAME__>", "<ri:firstname>Bob</ri:firstname>",
+                       "<ri:lastname>Smith</ri:lastname>", "<ri:email>b@example.com</ri:email>",
+                       "<ri:email>bob@example.org</ri:email>", "<ri:active>true</ri:active>"]
+    assert "<icf:__PASSWORD__>pw</icf:__PASSWORD__>" in lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["people.xml", "schema.xsd"]  # nothing left behind
+
+
+def test_a_new_uid_renames_and_a_missing_file_is_made_when_asked(tmp_path: Path) -> None:
+    path = _files(tmp_path)
+    resource = _system(path).resource("account")
+    (renamed,) = resource.write_batch([WriteOp("update", id="bsmith", values={"_id": "bob"})])
+    assert renamed.ok and renamed.id == "bob"  # objectTypes maps _id to __UID__
+    assert resource.get("bsmith") is None and resource.get("bob")["lastname"] == "Smith"
+    with pytest.raises(PeerError, match="does not exist"):
+        _all(_system(tmp_path / "none.xml"))
+    created = tmp_path / "new.xml"
+    system = _system(created, createFileIfNotExists=True)
+    assert _all(system) == []
+    (done,) = system.resource("account").write_batch([WriteOp("create", values={
+        "name": "x@example.com", "lastname": "X"})])
+    assert done.ok and _all(_system(created))[0]["name"] == "x@example.com"
+    assert f'xmlns:ri="{RI}"' in created.read_text()
+
+
+@pytest.mark.parametrize(("props", "key"), [
+    ({"xmlFilePath": None}, "configurationProperties.xmlFilePath"),
+    ({"xsdIcfFilePath": "missing.xsd"}, "configurationProperties.xsdIcfFilePath"),
+    ({"xsdFilePath": "missing.xsd"}, "configurationProperties.xsdFilePath"),
+    ({"createFileIfNotExists": "yes"}, "configurationProperties.createFileIfNotExists"),
+])
+def test_a_bad_setting_names_the_file_and_the_key(tmp_path: Path, props: dict[str, Any], key: str) -> None:
+    path = _files(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        _system(path, **props)
+    assert caught.value.file == "provisioner.openicf-people.json" and caught.value.key == key
+
+
+def test_an_object_class_the_schema_lacks_is_refused(tmp_path: Path) -> None:
+    path = _files(tmp_path)
+    config = {"connectorRef": XML_REF, "configurationProperties": {"xmlFilePath": "people.xml",
+                                                                    "xsdFilePath": "schema.xsd"},
+              "objectTypes": {"org": {"nativeType": "OrganizationUnit", "properties": {}}}}
+    with pytest.raises(ConfigError, match="no element 'OrganizationUnit'"):
+        open_xml_system("people", config, file="p.json", base=path.parent)
+
+
+# -- recons ------------------------------------------------------------------------
+
+XML_IN = {"name": "systemPeopleAccounts_managedUser", "source": "system/people/account", "target": "managed/user",
+          "correlationQuery": {"type": "text/javascript",
+                               "source": "var query = {'_queryId' : 'for-userName', 'uid' : source.name};query;"},
+          "properties": [
+              {"source": "name", "target": "userName"}, {"source": "firstname", "target": "givenName"},
+              {"source": "lastname", "target": "sn"}, {"source": "description", "target": "description"},
+              {"source": "email", "target": "mail", "transform": {"type": "text/javascript",
+                                                                 "source": "source ? source[0] : null"}},
+              {"source": "roles", "target": "authzRoles", "transform": {
+                  "type": "text/javascript",
+                  "source": "var _ = require('lib/lodash'); _.map(source.split(','), function(role) "
+                            "{ return {'_ref': 'repo/internal/role/' + role} });"}}],
+          "policies": POLICIES}
+XML_OUT = {"name": "managedUser_systemBadgesAccounts", "source": "managed/user", "target": "system/badges/account",
+           "properties": [{"source": "userName", "target": "name"}, {"source": "sn", "target": "lastname"},
+                          {"source": "mail", "target": "email", "transform": {
+                              "type": "text/javascript", "source": "source ? [source] : []"}}],
+           "policies": POLICIES}
+
+
+def _project(tmp_path: Path, store: str) -> Path:
+    project = file_project(tmp_path, [XML_IN, XML_OUT], store)
+    _files(project / "data")
+    for name, data in (("people", "people.xml"), ("badges", "badges.xml")):
+        (project / "conf" / f"provisioner.openicf-{name}.json").write_text(json.dumps({
+            "name": name, "connectorRef": XML_REF, "objectTypes": TYPES, "configurationProperties": {
+                "xmlFilePath": f"&{{launcher.project.location}}/data/{data}",
+                "xsdFilePath": "&{launcher.project.location}/data/schema.xsd",
+                "createFileIfNotExists": name == "badges"}}))
+    return project
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_an_xml_file_into_the_store_and_out_to_a_new_file(tmp_path: Path, store: str) -> None:
+    """sample1's shape: accounts become managed users, the lodash transform makes the
+    internal role references; the users go out to a file that does not exist yet
+    (``createFileIfNotExists``), each with a generated ``__UID__``; an edited and a
+    removed account follow through both; second runs write nothing and leave the file."""
+    project = _project(tmp_path, store)
+    assert changed(recon(project, XML_IN["name"])) == {"created": 2, "linked": 2}
+    users = managed_users(project)
+    assert users["ajones@example.com"]["authzRoles"] == [{"_ref": "repo/internal/role/staff"},
+                                                         {"_ref": "repo/internal/role/admin"}]
+    assert users["ajones@example.com"]["mail"] == "ajones@example.com"
+    assert changed(recon(project, XML_OUT["name"])) == {"created": 2, "linked": 2}
+    badges = project / "data" / "badges.xml"
+    assert badges.read_text().count("<icf:__UID__>") == 2
+
+    people = project / "data" / "people.xml"
+    text = people.read_text().replace("Jones &amp; Sons", "Jones")
+    start = text.index("<ri:__ACCOUNT__>\n      <icf:__UID__>bsmith")
+    people.write_text(text[:start] + text[text.index("</ri:__ACCOUNT__>", start) + len("</ri:__ACCOUNT__>"):])
+    assert changed(recon(project, XML_IN["name"])) == {"updated": 1, "deleted": 1}
+    assert changed(recon(project, XML_OUT["name"])) == {"updated": 1, "deleted": 1}
+    assert "<ri:lastname>Jones</ri:lastname>" in badges.read_text() and "bsmith" not in badges.read_text()
+
+    stamp = badges.stat().st_mtime_ns, badges.stat().st_ino
+    assert changed(recon(project, XML_IN["name"])) == {}
+    assert changed(recon(project, XML_OUT["name"])) == {}
+    assert (badges.stat().st_mtime_ns, badges.stat().st_ino) == stamp
+
+
+def test_a_broken_file_deletes_nothing(tmp_path: Path) -> None:
+    project = _project(tmp_path, "sqlite")
+    assert recon(project, XML_IN["name"]).state == "SUCCESS"
+    people = project / "data" / "people.xml"
+    people.write_text(people.read_text()[:400])  # an export cut short
+    broken = recon(project, XML_IN["name"])
+    assert broken.state == "FAILED" and "people.xml, line" in (broken.message or "")
+    assert sorted(managed_users(project)) == ["ajones@example.com", "bsmith@example.com"]
+
+
+def test_validate_names_a_livesync_job_whose_sources_cannot_tell_changes(tmp_path: Path) -> None:
+    """The XML connector tells no changes: a liveSync job of an XML source is a
+    ``validate`` error, as are sources naming no system or managed type; a CSV source
+    and a managed type are fine."""
+    project = _project(tmp_path, "sqlite")
+    (project / "jobs.d").mkdir()
+    (project / "jobs.d" / "live.toml").write_text(
+        'schedule = "*/5 * * * *"\n'
+        'livesync = ["system/people/account", "system/nope/account", "managed/nope", "managed/user"]\n')
+    problems = [(p.key, str(p)) for p in validate_project(project, check_system)
+                if not isinstance(p, ConfigWarning)]
+    assert [key for key, _ in problems] == ["livesync"] * 3
+    assert "system/people/account is an XML file, whose connector tells no changes" in problems[0][1]
+    assert "no provisioner for system 'nope'" in problems[1][1]
+    assert "no managed type 'nope'" in problems[2][1]
