@@ -9,13 +9,48 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any, Generic, TextIO, TypeVar
 
 from idsync.errors import PeerError
 from idsync.query.evaluate import matches
 from idsync.resource import Obj, QuerySpec
 
-__all__ = ["file_version", "locked", "paged", "replace_file", "typed", "wanted_fields"]
+__all__ = ["ById", "file_version", "locked", "paged", "replace_file", "typed", "wanted_fields"]
+
+T = TypeVar("T")
+
+
+class ById(Generic[T]):
+    """A file's entries by id, read once per version of the file (its inode, size and
+    modification time): a recon reads its targets by id a page at a time, and a read of
+    the whole file per page would make a run's cost grow with the square of the file.
+    It holds the file's entries while the file is unchanged (the files such systems
+    exchange are thousands to tens of thousands of entries)."""
+
+    def __init__(self, path: Path, read: Callable[[], Iterable[tuple[str, T]]]) -> None:
+        self._path = path
+        self._read = read
+        self._version: tuple[int, int, int] | None = None
+        self._entries: dict[str, T] = {}
+
+    def get(self) -> dict[str, T]:
+        version = _stat(self._path)
+        if version is None or version != self._version:
+            entries: dict[str, T] = {}
+            for key, entry in self._read():
+                entries.setdefault(key, entry)
+            # Kept only when the file did not change while it was read.
+            self._version, self._entries = (version if _stat(self._path) == version else None), entries
+            return entries
+        return self._entries
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})

@@ -38,7 +38,7 @@ import structlog
 from idsync.connectors.base import System, system_test_report
 from idsync.connectors.csv.changes import CsvChanges
 from idsync.connectors.csv.config import CsvObjectType, CsvProperty, CsvSettings, parse_csv_config
-from idsync.connectors.files import file_version, locked, paged, replace_file, typed, wanted_fields
+from idsync.connectors.files import ById, file_version, locked, paged, replace_file, typed, wanted_fields
 from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectError, ObjectRejected, PeerError
 from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 
@@ -137,6 +137,7 @@ class CsvResource(Resource, ChangeSource):
         self._uid = file.settings.uid
         self._password = file.settings.password
         self._changes = CsvChanges(file.path, state, file.settings.keep, self._uid, file.rows, self._object)
+        self._by_id = ById(file.path, self._rows_by_id)
 
     # liveSync ----------------------------------------------------------------
 
@@ -185,17 +186,16 @@ class CsvResource(Resource, ChangeSource):
                      spec)
 
     def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
-        wanted_ids = set(ids)
         wanted = None if fields is None else set(fields)
-        found: dict[str, Obj] = {}
-        if not wanted_ids:
-            return found
-        for header, number, fields_ in self._file.rows():
-            if len(fields_) == len(header) and fields_[header.index(self._uid)] in wanted_ids:
-                obj = self._object(header, number, fields_, wanted)
-                if "_id" in obj:
-                    found.setdefault(obj["_id"], obj)
-        return found
+        rows = self._by_id.get() if ids else {}
+        found = {i: self._object(*rows[i], wanted) for i in dict.fromkeys(ids) if i in rows}
+        return {i: obj for i, obj in found.items() if "_id" in obj}
+
+    def _rows_by_id(self) -> Iterator[tuple[str, tuple[list[str], int, list[str]]]]:
+        for header, number, fields in self._file.rows():
+            at = header.index(self._uid)
+            if len(fields) == len(header) and fields[at]:
+                yield fields[at], (header, number, fields)
 
     def count(self) -> int | None:
         return sum(1 for _ in self._file.rows())

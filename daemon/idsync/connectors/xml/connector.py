@@ -37,7 +37,7 @@ from xml.sax.saxutils import escape, quoteattr
 import structlog
 
 from idsync.connectors.base import System, system_test_report
-from idsync.connectors.files import file_version, locked, paged, replace_file, typed, wanted_fields
+from idsync.connectors.files import ById, file_version, locked, paged, replace_file, typed, wanted_fields
 from idsync.connectors.xml.config import ICF_NS, XmlObjectType, XmlProperty, XmlSettings, parse_xml_config
 from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectError, ObjectRejected, PeerError
 from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
@@ -220,6 +220,7 @@ class XmlResource(Resource):
         self._file = file
         self._type = obj_type
         self._has_uid = "__UID__" in obj_type.order or any(p.element == "__UID__" for p in obj_type.properties)
+        self._by_id = ById(file.path, self._records_by_id)
 
     # reading -----------------------------------------------------------------
 
@@ -263,16 +264,15 @@ class XmlResource(Resource):
         return paged((self._object(r, wanted) for r in self._file.records() if self._mine(r)), spec)
 
     def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
-        wanted_ids = set(ids)
         wanted = None if fields is None else set(fields)
-        found: dict[str, Obj] = {}
-        if wanted_ids:
-            for record in self._file.records():
-                if self._mine(record) and self._id(record) in wanted_ids:
-                    obj = self._object(record, wanted)
-                    if "_id" in obj:
-                        found.setdefault(obj["_id"], obj)
-        return found
+        records = self._by_id.get() if ids else {}
+        found = {i: self._object(records[i], wanted) for i in dict.fromkeys(ids) if i in records}
+        return {i: obj for i, obj in found.items() if "_id" in obj}
+
+    def _records_by_id(self) -> Iterator[tuple[str, XmlRecord]]:
+        for record in self._file.records():
+            if self._mine(record) and (object_id := self._id(record)) is not None:
+                yield object_id, record
 
     def count(self) -> int | None:
         return sum(1 for r in self._file.records() if self._mine(r))
@@ -288,24 +288,23 @@ class XmlResource(Resource):
             else:
                 mine = next((r.tag for r in document.records if self._mine(r)), f"ri:{self._type.element}")
                 prefixes["ri"] = mine.rpartition(":")[0]
+            held = _Held()
+            for record in document.records:
+                if self._mine(record):
+                    held.add(record, self._id(record))
             results: list[WriteResult] = []
             for op in ops:
                 try:
-                    results.append(self._apply(op, document, prefixes))
+                    results.append(self._apply(op, document, held, prefixes))
                 except ObjectError as error:
                     log.warning("xml.write_failed", resource=self.name, kind=op.kind, id=op.id, error=str(error))
                     results.append(failed(op, error))
             if any(r.ok for r in results):
+                document.records = [r for r in document.records if id(r) not in held.deleted]
                 self._file.replace(document)
         return results
 
-    def _holder(self, document: XmlDocument, element: str, value: str) -> XmlRecord | None:
-        for record in document.records:
-            if self._mine(record) and value in record.values(element):
-                return record
-        return None
-
-    def _apply(self, op: WriteOp, document: XmlDocument, prefixes: Mapping[str, str]) -> WriteResult:
+    def _apply(self, op: WriteOp, document: XmlDocument, held: _Held, prefixes: Mapping[str, str]) -> WriteResult:
         props = {p.name: p for p in self._type.properties}
         if op.kind == "create":
             record = XmlRecord(_qualified(prefixes, self._type.element), 0)
@@ -314,33 +313,30 @@ class XmlResource(Resource):
                 self._set_element(record, "__UID__", [str(uuid.uuid4())], prefixes)
             if not record.values("__NAME__") or not record.values("__NAME__")[0]:
                 raise ObjectRejected(f"{self.name}: a create needs a __NAME__")
-            for element in ("__UID__", "__NAME__"):
-                for value in record.values(element):
-                    if self._holder(document, element, value) is not None:
-                        raise ObjectRejected(f"{self.name}: an object with {element} {value!r} exists already")
+            held.refuse_taken(self.name, record, None)
             empty = [p.name for p in props.values() if p.required and not record.values(p.element)]
             if empty:
                 raise ObjectRejected(f"{self.name}: a create needs {', '.join(empty)} (required)")
             document.records.append(record)
+            held.add(record, self._id(record))
             return WriteResult(op, id=self._id(record), obj=self._object(record, None))
-        found = next((r for r in document.records if self._mine(r) and self._id(r) == op.id), None)
+        found = held.by_id.get(op.id or "")
         if found is None:
             raise NotFound(f"{self.name}/{op.id}: no such object")
         record = found
         if op.kind == "delete":
-            document.records.remove(record)
+            held.remove(record, op.id or "")
+            held.deleted.add(id(record))
             return WriteResult(op, id=op.id)
         changed = XmlRecord(record.tag, record.line, list(record.children))
         self._set(changed, props, prefixes, op.values)
         new_id = self._id(changed)
         if new_id is None:
             raise ObjectRejected(f"{self.name}/{op.id}: the __UID__ and __NAME__ cannot both be emptied")
-        for element in ("__UID__", "__NAME__"):
-            for value in changed.values(element):
-                holder = self._holder(document, element, value)
-                if holder is not None and holder is not record:
-                    raise ObjectRejected(f"{self.name}/{op.id}: an object with {element} {value!r} exists already")
+        held.refuse_taken(f"{self.name}/{op.id}", changed, record)
+        held.remove(record, op.id or "")
         record.children = changed.children
+        held.add(record, new_id)
         return WriteResult(op, id=new_id, obj=self._object(record, None))
 
     def _set(self, record: XmlRecord, props: Mapping[str, XmlProperty], prefixes: Mapping[str, str],
@@ -361,6 +357,42 @@ class XmlResource(Resource):
         qualified = _qualified(prefixes, element)
         record.children = sorted(kept + [(qualified, t) for t in texts if t != ""],
                                  key=lambda c: self._type.position(_local(c[0])))
+
+
+class _Held:
+    """The objects of one class in a document being written: by id, and by each value of
+    their ``__UID__`` and ``__NAME__``, which no two objects of a class share."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, XmlRecord] = {}
+        self.by_value: dict[tuple[str, str], XmlRecord] = {}
+        self.deleted: set[int] = set()
+
+    def add(self, record: XmlRecord, object_id: str | None) -> None:
+        if object_id is not None:
+            self.by_id.setdefault(object_id, record)
+        for element in _KEYS:
+            for value in record.values(element):
+                self.by_value.setdefault((element, value), record)
+
+    def remove(self, record: XmlRecord, object_id: str) -> None:
+        if self.by_id.get(object_id) is record:
+            del self.by_id[object_id]
+        for element in _KEYS:
+            for value in record.values(element):
+                if self.by_value.get((element, value)) is record:
+                    del self.by_value[(element, value)]
+
+    def refuse_taken(self, where: str, record: XmlRecord, itself: XmlRecord | None) -> None:
+        """ObjectRejected when another object holds one of ``record``'s keys."""
+        for element in _KEYS:
+            for value in record.values(element):
+                holder = self.by_value.get((element, value))
+                if holder is not None and holder is not itself:
+                    raise ObjectRejected(f"{where}: an object with {element} {value!r} exists already")
+
+
+_KEYS = ("__UID__", "__NAME__")
 
 
 def _qualified(prefixes: Mapping[str, str], element: str) -> str:
