@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from file_projects import POLICIES, changed, file_project, recon
 from idsync.config.project import load_project
 from idsync.connectors.csv.connector import CsvSystem, open_csv_system
+from idsync.connectors.files import ById
 from idsync.errors import ConfigError, ObjectRejected, PeerError
 from idsync.query.parser import parse
 from idsync.resource import QuerySpec, WriteOp
@@ -440,3 +442,28 @@ def test_livesync_with_a_bad_row_changes_nothing(tmp_path: Path) -> None:
     hr.write_text(HR.replace('"Wu"', '"Woo"'))
     assert live(project, "system/hr/account").changes == 1
     assert managed_users(project)["cwu"]["sn"] == "Woo"
+
+
+def test_rows_by_id_are_read_once_per_version_of_the_file(tmp_path: Path) -> None:
+    """A recon reads its targets by id a page at a time: the file is read once while it is
+    unchanged (not once per page), and again once it is replaced or written in place."""
+    path = tmp_path / "hr.csv"
+    path.write_text(HR)
+    reads: list[int] = []
+
+    def read() -> Iterator[tuple[str, int]]:
+        reads.append(1)
+        yield from (("ajones", 1), ("bsmith", 2))
+
+    by_id = ById(path, read)
+    assert by_id.get() == {"ajones": 1, "bsmith": 2} and by_id.get() and len(reads) == 1
+    resource = _system(path).resource("account")
+    for page in (["ajones"], ["bsmith"], ["cwu", "nobody"]):
+        assert set(resource.get_many(page)) == set(page) - {"nobody"}
+    resource.write_batch([WriteOp("update", id="cwu", values={"lastName": "Woo"})])
+    assert resource.get_many(["cwu"])["cwu"]["lastName"] == "Woo"
+    with path.open("a") as out:
+        out.write('"dlee", "Dana", "Lee", "", "", "", ""\n')
+    assert resource.get("dlee") is not None
+    by_id.get()
+    assert len(reads) == 2
