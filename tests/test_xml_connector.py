@@ -313,3 +313,18 @@ def test_validate_names_a_livesync_job_whose_sources_cannot_tell_changes(tmp_pat
     assert "system/people/account is an XML file, whose connector tells no changes" in problems[0][1]
     assert "no provisioner for system 'nope'" in problems[1][1]
     assert "no managed type 'nope'" in problems[2][1]
+
+
+def test_a_new_file_without_a_schema_gets_a_namespace_for_its_objects(tmp_path: Path) -> None:
+    """No ``xsdFilePath``: a file made for a create declares OpenICF's extension
+    namespace for its objects (a prefix may not be bound to nothing), and reads back."""
+    config = {"connectorRef": XML_REF, "objectTypes": {"account": {"nativeType": "__ACCOUNT__", "properties": {
+        "name": {"nativeName": "__NAME__"}, "sn": {}}}},
+              "configurationProperties": {"xmlFilePath": "new.xml", "createFileIfNotExists": True}}
+    system = open_xml_system("people", config, file="p.json", base=tmp_path)
+    (done,) = system.resource("account").write_batch([WriteOp("create", values={"name": "x", "sn": "X"})])
+    assert done.ok
+    text = (tmp_path / "new.xml").read_text()
+    assert 'xmlns:ri="http://openidm.forgerock.com/xml/ns/public/resource/instances/resource-schema-extension"' in text
+    assert _all(open_xml_system("people", config, file="p.json", base=tmp_path)) == [
+        {"_id": "x", "name": "x", "sn": "X"}]

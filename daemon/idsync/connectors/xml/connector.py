@@ -47,6 +47,8 @@ __all__ = ["XmlResource", "XmlSystem", "open_xml_system"]
 log = structlog.get_logger("idsync.connectors.xml")
 
 _CHUNK = 1 << 16
+# The namespace of OpenICF's example schema, for a new file whose schema is not configured.
+_EXTENSION_NS = "http://openidm.forgerock.com/xml/ns/public/resource/instances/resource-schema-extension"
 
 
 def _local(name: str) -> str:
@@ -187,8 +189,8 @@ class XmlFile:
         root: list[Any] = []
         records = list(self.records(root))
         if not root:  # a new file (createFileIfNotExists)
-            return XmlDocument("icf:OpenICFContainer", ["xmlns:icf", ICF_NS, "xmlns:ri", self.settings.namespace],
-                               records)
+            return XmlDocument("icf:OpenICFContainer",
+                               ["xmlns:icf", ICF_NS, "xmlns:ri", self.settings.namespace or _EXTENSION_NS], records)
         return XmlDocument(root[0], root[1], records)
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
