@@ -22,6 +22,7 @@ from idsync.sync.options import ReconOptions
 from idsync.sync.recon import run_recon
 from idsync_dev.dirsrv import DirSrv
 from idsync_dev.samba_ad import SambaDC
+from test_active_directory import bind_works
 
 from samples import ROOT, idsync
 
@@ -152,6 +153,29 @@ def test_active_directory_sample_walkthrough(tmp_path: Path, samba_ad: SambaDC, 
     assert re.fullmatch(r"[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}", account["_id"])
     _livesync_one_change_one_delete(project, samba_ad, f"CN=Barbara Jensen,{ad_ou}", f"CN=Sam Carter,{ad_ou}",
                                     "uSNChanged")
+    _password_reaches_ad(project, samba_ad, account["dn"])
+
+
+def _password_reaches_ad(project: Path, samba: SambaDC, dn: str) -> None:
+    """A password set through idsync reaches AD (implicit sync pushes the clear value the
+    change gave; the store keeps a hash), and later recons neither fail the user nor
+    write the store's hash as the password: fdoe binds with the password set. (The sample
+    maps no ``enabled``: AD disabled fdoe, created without a password; enabled here.)"""
+    fdoe = _managed_users(project)["fdoe"]["_id"]
+    operations = [{"operation": "replace", "field": "/password", "value": "Idsync-Pass-0031"}]
+    patched = idsync(project, "managed", "patch", "user", fdoe, "--operations", json.dumps(operations))
+    assert patched.returncode == 0, patched.stderr
+    loaded = load_project(project)
+    resources = Resources(loaded, Store.open(loaded.settings.store_url()))
+    accounts = resources.open("system/ldap/account")
+    (account,) = accounts.find(QuerySpec(filter=Compare(("uid",), "eq", "fdoe")))
+    accounts.update(account["_id"], {"enabled": True})
+    resources.close()
+    assert bind_works(samba, dn, "Idsync-Pass-0031")
+    for _ in range(2):
+        changes = _recon(project, REVERSE)
+        assert changes["failed"] + changes["updated"] == 0, changes
+    assert bind_works(samba, dn, "Idsync-Pass-0031")
 
 
 def test_389ds_sample_walkthrough(tmp_path: Path, dirsrv: DirSrv, dirsrv_subtree: str) -> None:

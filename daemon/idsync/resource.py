@@ -105,6 +105,9 @@ class Resource(ABC):
     # SCIM group's ``members``: ``{"members": "account"}``): the store shows them as
     # references to the managed objects linked to those (``store/system_refs.py``).
     references: Mapping[str, str] = MappingProxyType({})
+    # Properties that take a secret in clear only (Active Directory's ``unicodePwd``, which
+    # the directory hashes itself): a hash of one is never written to them.
+    clear_secrets: frozenset[str] = frozenset()
 
     @abstractmethod
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from idsync.config.managed import ManagedType
 from idsync.config.project import Project
+from idsync.crypto import is_encrypted
 from idsync.errors import NotFound
 from idsync.managed.patch import apply_patch
 from idsync.managed.relationships import RelatedPushes, incremental
@@ -33,6 +34,7 @@ from idsync.resource import Obj, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
+from idsync.store.passwords import is_hashed
 from idsync.store.validation import InvalidObject
 from idsync.sync.implicit import ImplicitSync, PushResult
 from idsync.sync.role_fanout import RoleFanout
@@ -85,7 +87,7 @@ class ManagedObjects:
                 raise InvalidObject(self.name, [f"an object with _id {object_id} exists"])
             values["_id"] = object_id
         created = self._resource.create(values)
-        return self._pushed(created["_id"])
+        return self._pushed(created["_id"], clear=self._clear_secrets(values))
 
     def update(self, object_id: str, data: Mapping[str, Any], *, rev: str | None = None) -> Change:
         current = self._current(object_id)
@@ -133,12 +135,19 @@ class ManagedObjects:
         if written is not None and written.get("_rev") == current.get("_rev"):
             answer = self._resource.get(object_id)
             return Change(self.retrieved(answer) if answer is not None else None)
-        return self._pushed(object_id, current)
+        return self._pushed(object_id, current, clear=self._clear_secrets(op.values))
 
-    def _pushed(self, object_id: str, before: Obj | None = None) -> Change:
+    def _clear_secrets(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The secrets ``values`` set in clear: the store keeps a hash of each, and a target
+        that takes a secret in clear only (Active Directory's password) gets it from here."""
+        return {k: v for k, v in values.items()
+                if k in self.schema.secrets and isinstance(v, str) and v and not is_hashed(v) and not is_encrypted(v)}
+
+    def _pushed(self, object_id: str, before: Obj | None = None, *, clear: Mapping[str, Any] | None = None) -> Change:
         """Push the object as stored (hashed secrets included) and answer it without them."""
         stored = self._internal.get(object_id)
-        pushes = self._sync.push(self.name, object_id, stored, before=before) if self._sync and stored else []
+        pushes = (self._sync.push(self.name, object_id, stored, before=before, clear=clear)
+                  if self._sync and stored else [])
         answer = self._resource.get(object_id)
         related = self._related.push(before, stored)
         return Change(self.retrieved(answer) if answer is not None else None,

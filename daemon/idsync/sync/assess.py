@@ -17,13 +17,14 @@ from idsync.config.managed import ManagedType
 from idsync.config.mappings import MappingDef
 from idsync.config.policies import Situation
 from idsync.config.properties import diff
+from idsync.crypto import is_hashed as is_salted_hash
 from idsync.errors import IdsyncError
 from idsync.query import matches
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
 from idsync.resource import Obj, Resource, WriteOp
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
-from idsync.store.passwords import same_secret
+from idsync.store.passwords import is_hashed, same_secret
 from idsync.sync.assignments import Assignments
 from idsync.sync.correlation import PlannedTargets
 from idsync.sync.digests import TargetDigests
@@ -110,6 +111,8 @@ class Assessor:
     target_schema: ManagedType | None = None
     # The role assignments naming this mapping (``assignments.py``), applied after the property rules.
     assignments: Assignments | None = None
+    # The target's properties that take a secret in clear only (``Resource.clear_secrets``).
+    clear_only: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
@@ -312,6 +315,7 @@ class Assessor:
                                                                  "linkQualifier": plan.qualifier})
             if self._several_values(plan, target):
                 return plan
+            target = self._hashes_left_out(target)
             plan.op, plan.link, plan.change = WriteOp("create", values=target), True, "created"
             plan.changes = self._mask(target)
             plan.message = f"CREATE {m.target}"
@@ -329,7 +333,8 @@ class Assessor:
             before = self.previous.get(s["_id"])
             target = m.properties.merge_lists(target, current,
                                               self.project(before, current, plan.qualifier) if before else None)
-            changes = self._secrets_kept(diff(target, current, unordered=self.unordered), current)
+            changes = self._hashes_left_out(self._secrets_kept(diff(target, current, unordered=self.unordered),
+                                                               current))
             plan.link = not linked
             plan.digest, plan.projected = self.digests.projection(target, plan.qualifier), target
             if not changes:
@@ -343,8 +348,9 @@ class Assessor:
                     hooked = self._hook_target(m.hooks["onUpdate"], {"source": s, "target": {**current, **target},
                                                                      "oldTarget": current, "situation": plan.situation,
                                                                      "linkQualifier": plan.qualifier})
-                    changes = self._secrets_kept(diff({k: hooked.get(k) for k in set(hooked) - {"_id", "_rev"}},
-                                                      current, unordered=self.unordered), current)
+                    changes = self._hashes_left_out(self._secrets_kept(
+                        diff({k: hooked.get(k) for k in set(hooked) - {"_id", "_rev"}}, current,
+                             unordered=self.unordered), current))
                 if changes:
                     plan.op = WriteOp("update", id=current["_id"], values=changes, before=current,
                                       rev=current.get("_rev"))
@@ -443,6 +449,16 @@ class Assessor:
         return {k: v for k, v in changes.items()
                 if not (k.lower() in self.secret_names and current.get(k) is not None
                         and same_secret(v, current.get(k), keyring))}
+
+    def _hashes_left_out(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` without the store's hashes of secrets the target takes in clear only
+        (Active Directory's password): such a secret reaches the target when it is set
+        through idsync (implicit sync pushes the clear value), never as its hash, which
+        would become the password. Nothing to write for it is no change."""
+        if not self.clear_only or self.clear_only.isdisjoint(values):
+            return values
+        return {k: v for k, v in values.items()
+                if not (k in self.clear_only and (is_hashed(v) or is_salted_hash(v)))}
 
     def _mask(self, values: Mapping[str, Any]) -> dict[str, Any]:
         if self._shown_as_is.issuperset(values):

@@ -76,7 +76,8 @@ class ChangeApplier:
         self.assessor = Assessor(mapping, ReconOptions(dry_run=self.dry_run), self.counters,
                                  secrets=project.secret_properties(mapping),
                                  target_schema=target.schema if isinstance(target, ManagedResource) else None,
-                                 assignments=mapping_assignments(project, store, mapping))
+                                 assignments=mapping_assignments(project, store, mapping),
+                                 clear_only=target.clear_secrets)
         self.correlators = self.qualifiers.correlators(target, project.queries)
         self.pending = pending_targets(self.store, project, mapping) if isinstance(target, ManagedResource) else {}
         self._at_least = 0  # how many objects the target is known to hold (for a maxDeletes share)

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -86,15 +88,17 @@ class ImplicitSync:
         return [m for m in self.project.mappings if m.source == resource and m.enable_sync]
 
     def push(self, resource: str, object_id: str, current: Obj | None, *, before: Obj | None = None,
-             job: str = IMPLICIT_JOB) -> list[PushResult]:
+             job: str = IMPLICIT_JOB, clear: Mapping[str, Any] | None = None) -> list[PushResult]:
         """Push ``current`` (``None``: the object was deleted) through every mapping;
         ``before`` (the object before the change) lets "merge" lists drop what it lost.
         Both are the stored objects, which the mappings see as the type's ``onRetrieve``
-        scripts show them."""
+        scripts show them. ``clear``: the secrets the change set, as given (the store
+        keeps their hashes), for a target that takes a secret in clear only."""
         mappings = self.mappings(resource)
         if mappings and resource.startswith("managed/"):
             current, before = self._retrieved(resource, current), self._retrieved(resource, before)
-        return [r for m in mappings for r in self.push_qualified(m, object_id, current, before=before, job=job)]
+        return [r for m in mappings
+                for r in self.push_qualified(m, object_id, current, before=before, job=job, clear=clear)]
 
     def _retrieved(self, resource: str, obj: Obj | None) -> Obj | None:
         if obj is None:
@@ -114,7 +118,8 @@ class ImplicitSync:
         return PushResult(mapping.name, "", object_id, "", "", True, message="no link qualifier applies")
 
     def push_qualified(self, mapping: MappingDef, object_id: str, current: Obj | None, *,
-                       before: Obj | None = None, job: str = IMPLICIT_JOB) -> list[PushResult]:
+                       before: Obj | None = None, job: str = IMPLICIT_JOB,
+                       clear: Mapping[str, Any] | None = None) -> list[PushResult]:
         """One push per link qualifier of the object (``linkQualifiers``; ``default`` without)."""
         links = LinkSet(self.store, mapping.linkset, reversed=self.project.linkset_reversed(mapping))
         qualifiers = LinkQualifiers(mapping, links)
@@ -128,10 +133,11 @@ class ImplicitSync:
         except IdsyncError as exc:
             return [self._push(mapping, object_id, current, before, job, qualifiers, "default",
                                f"linkQualifiers script failed: {exc}")]
-        return [self._push(mapping, object_id, current, before, job, qualifiers, name) for name in names]
+        return [self._push(mapping, object_id, current, before, job, qualifiers, name, clear=clear) for name in names]
 
     def _push(self, mapping: MappingDef, object_id: str, current: Obj | None, before: Obj | None, job: str,
-              qualifiers: LinkQualifiers, qualifier: str, failure: str | None = None) -> PushResult:
+              qualifiers: LinkQualifiers, qualifier: str, failure: str | None = None, *,
+              clear: Mapping[str, Any] | None = None) -> PushResult:
         secrets = self.project.secret_properties(mapping)
         before, begins_run = self._compared_with(mapping, object_id, current, before, secrets)
         run_id = str(uuid.uuid4())
@@ -149,7 +155,11 @@ class ImplicitSync:
                 links = qualifiers.links(qualifier)
                 assessor = Assessor(mapping, ReconOptions(), counters, secrets=secrets,
                                     previous={object_id: before} if before else {},
-                                    assignments=mapping_assignments(self.project, self.store, mapping))
+                                    assignments=mapping_assignments(self.project, self.store, mapping),
+                                    clear_only=target.clear_secrets)
+                if clear and target.clear_secrets and current is not None:
+                    # The change's own secrets as given: this target takes none as a hash.
+                    current = {**current, **clear}
                 if current is None:
                     plan = self._assess_deleted(assessor, target, links, object_id)
                 else:

@@ -236,7 +236,8 @@ class _Run:
         previous = unrepaired_befores(self.store, m.name) if m.properties.has_merge() else {}
         assessor = Assessor(m, self.options, self.counters, secrets=self.project.secret_properties(m),
                             previous=previous, target_schema=target.schema if isinstance(target, ManagedResource)
-                            else None, assignments=mapping_assignments(self.project, self.store, m))
+                            else None, assignments=mapping_assignments(self.project, self.store, m),
+                            clear_only=target.clear_secrets)
         self._assignments = assessor.assignments
         # Store objects whose change the reverse mapping has not delivered yet are not overwritten.
         self._pending = pending_targets(self.store, self.project, m) if isinstance(target, ManagedResource) else {}

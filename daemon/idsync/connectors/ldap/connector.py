@@ -101,6 +101,9 @@ class LdapResource(Resource, ChangeSource):
         self.ranged_ids = self._uid.lower() == "entryuuid"
         self._dn_ids = settings.uid_attribute.lower() == "dn"
         self.renames_ids = self._dn_ids
+        if settings.password_attribute.lower() == "unicodepwd":
+            # AD hashes what it is given: a hash written as a password would become the password.
+            self.clear_secrets = frozenset(p.name for p in object_type.properties.values() if p.special == "password")
         self._conn = LdapConnection(system, settings)
         self._memberships = Memberships(self._conn, settings)
         self._member_id_cache: dict[str, str | None] = {}  # member DN -> its id (``_memberId``)
