@@ -467,3 +467,20 @@ def test_rows_by_id_are_read_once_per_version_of_the_file(tmp_path: Path) -> Non
     assert resource.get("dlee") is not None
     by_id.get()
     assert len(reads) == 2
+
+
+def test_flags_keep_a_column_from_a_create_or_an_update(tmp_path: Path) -> None:
+    """As OpenICF does: a ``NOT_CREATABLE`` property is not written by a create, a
+    ``NOT_UPDATEABLE`` one not by an update; the rest of the write is."""
+    path = tmp_path / "hr.csv"
+    path.write_text(HR)
+    types = json.loads(json.dumps(HR_TYPES))
+    types["account"]["properties"]["email"]["flags"] = ["NOT_CREATABLE"]
+    types["account"]["properties"]["firstName"]["flags"] = ["NOT_UPDATEABLE"]
+    resource = _system(path, types).resource("account")
+    done = resource.write_batch([
+        WriteOp("create", values={"uid": "dlee", "lastName": "Lee", "email": "d@example.com", "firstName": "Dana"}),
+        WriteOp("update", id="cwu", values={"firstName": "Chan", "email": "c@example.org"})])
+    assert [r.ok for r in done] == [True, True]
+    assert resource.get("dlee") == {"_id": "dlee", "uid": "dlee", "lastName": "Lee", "firstName": "Dana"}
+    assert resource.get("cwu") == {**resource.get("cwu"), "firstName": "Chen", "email": "c@example.org"}

@@ -328,3 +328,22 @@ def test_a_new_file_without_a_schema_gets_a_namespace_for_its_objects(tmp_path: 
     assert 'xmlns:ri="http://openidm.forgerock.com/xml/ns/public/resource/instances/resource-schema-extension"' in text
     assert _all(open_xml_system("people", config, file="p.json", base=tmp_path)) == [
         {"_id": "x", "name": "x", "sn": "X"}]
+
+
+def test_flags_keep_a_property_from_a_create_or_an_update(tmp_path: Path) -> None:
+    """As OpenICF does: a ``NOT_CREATABLE`` property is not written by a create, a
+    ``NOT_UPDATEABLE`` one not by an update; the rest of the write is."""
+    path = _files(tmp_path)
+    types = json.loads(json.dumps(TYPES))
+    types["account"]["properties"]["roles"]["flags"] = ["NOT_CREATABLE"]
+    types["account"]["properties"]["firstname"]["flags"] = ["NOT_UPDATEABLE"]
+    config = {"connectorRef": XML_REF, "objectTypes": types, "configurationProperties": {
+        "xmlFilePath": path.name, "xsdFilePath": "schema.xsd"}}
+    resource = open_xml_system("people", config, file="p.json", base=tmp_path).resource("account")
+    done = resource.write_batch([
+        WriteOp("create", values={"name": "n@example.com", "lastname": "N", "roles": "admin", "firstname": "Nia"}),
+        WriteOp("update", id="bsmith", values={"firstname": "Bob", "roles": "admin"})])
+    assert [r.ok for r in done] == [True, True]
+    assert done[0].obj is not None and "roles" not in done[0].obj and done[0].obj["firstname"] == "Nia"
+    assert resource.get("bsmith") == {**resource.get("bsmith"), "roles": "admin"}
+    assert "firstname" not in resource.get("bsmith")

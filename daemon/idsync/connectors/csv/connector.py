@@ -223,7 +223,7 @@ class CsvResource(Resource, ChangeSource):
         props = {p.name: p for p in self._properties(header)}
         if op.kind == "create":
             fields = [""] * len(header)
-            self._set(fields, header, props, op.values)
+            self._set(fields, header, props, op.values, "NOT_CREATABLE")
             uid = fields[header.index(self._uid)]
             if not uid:
                 raise ObjectRejected(f"{self.name}: a create needs a value for the {self._uid} column")
@@ -244,7 +244,7 @@ class CsvResource(Resource, ChangeSource):
             del index[op.id or ""]
             return WriteResult(op, id=op.id)
         fields = list(rows[at])
-        self._set(fields, header, props, op.values)
+        self._set(fields, header, props, op.values, "NOT_UPDATEABLE")
         uid = fields[header.index(self._uid)]
         if not uid:
             raise ObjectRejected(f"{self.name}/{op.id}: the {self._uid} column cannot be emptied")
@@ -256,13 +256,18 @@ class CsvResource(Resource, ChangeSource):
         rows[at] = fields
         return WriteResult(op, id=uid, obj=self._object(header, 0, fields, None))
 
-    def _set(self, fields: list[str], header: list[str], props: Mapping[str, CsvProperty], values: Obj) -> None:
+    def _set(self, fields: list[str], header: list[str], props: Mapping[str, CsvProperty], values: Obj,
+             unless: str) -> None:
+        """Write ``values`` into a row; a property flagged ``unless`` (``NOT_CREATABLE`` on a
+        create, ``NOT_UPDATEABLE`` on an update) is left as it is, as OpenICF does."""
         for name, value in values.items():
             if name == "_id":
                 continue  # a row's id is its uid column, written through __NAME__
             prop = props.get(name)
             if prop is None:
                 raise ObjectRejected(f"{self.name}: no property {name!r} in objectTypes.{self._type.name}")
+            if unless in prop.flags:
+                continue
             if prop.column not in header:
                 raise ObjectRejected(f"{self.name}: the file has no {prop.column!r} column for {name!r}")
             fields[header.index(prop.column)] = _text(name, value)

@@ -310,7 +310,7 @@ class XmlResource(Resource):
         props = {p.name: p for p in self._type.properties}
         if op.kind == "create":
             record = XmlRecord(_qualified(prefixes, self._type.element), 0)
-            self._set(record, props, prefixes, op.values)
+            self._set(record, props, prefixes, op.values, "NOT_CREATABLE")
             if self._has_uid and not record.values("__UID__"):
                 self._set_element(record, "__UID__", [str(uuid.uuid4())], prefixes)
             if not record.values("__NAME__") or not record.values("__NAME__")[0]:
@@ -331,7 +331,7 @@ class XmlResource(Resource):
             held.deleted.add(id(record))
             return WriteResult(op, id=op.id)
         changed = XmlRecord(record.tag, record.line, list(record.children))
-        self._set(changed, props, prefixes, op.values)
+        self._set(changed, props, prefixes, op.values, "NOT_UPDATEABLE")
         new_id = self._id(changed)
         if new_id is None:
             raise ObjectRejected(f"{self.name}/{op.id}: the __UID__ and __NAME__ cannot both be emptied")
@@ -342,13 +342,17 @@ class XmlResource(Resource):
         return WriteResult(op, id=new_id, obj=self._object(record, None))
 
     def _set(self, record: XmlRecord, props: Mapping[str, XmlProperty], prefixes: Mapping[str, str],
-             values: Obj) -> None:
+             values: Obj, unless: str) -> None:
+        """Write ``values`` into an object; a property flagged ``unless`` (``NOT_CREATABLE``
+        on a create, ``NOT_UPDATEABLE`` on an update) is left as it is, as OpenICF does."""
         for name, value in values.items():
             prop = props.get(name)
             if prop is None:
                 if name == "_id":
                     continue  # an object's id is its __UID__: written through a property naming it
                 raise ObjectRejected(f"{self.name}: no property {name!r} in objectTypes.{self._type.name}")
+            if unless in prop.flags:
+                continue
             items = value if isinstance(value, list) else [value]
             if len(items) > 1 and not prop.many:
                 raise ObjectRejected(f"{name}: {len(items)} values for a single-valued property")
