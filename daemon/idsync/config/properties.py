@@ -258,8 +258,9 @@ def diff(
     ``None``, a missing property and ``[]`` are all "no value" and equal to each
     other. Types matter: ``1`` differs from ``"1"`` and ``True`` from ``1``.
     With ``unordered`` (an external system's attributes), lists compare as multisets,
-    and a list of one value equals that value. ``_id`` and ``_rev`` are never part of an update. An empty result
-    means nothing to write, so the target's revision does not move.
+    and a list of one value equals that value. ``_id`` and ``_rev`` are never part of
+    an update. An empty result means nothing to write, so the target's revision does
+    not move.
     """
     current = existing or {}
     if ignore_case_keys:
