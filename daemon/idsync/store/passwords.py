@@ -42,7 +42,7 @@ from idsync.crypto import Keyring, hash_value, is_encrypted, matches
 from idsync.crypto import is_hashed as is_salted_hash
 from idsync.errors import CryptoFailed, ObjectRejected
 
-__all__ = ["MAX_SECRET_BYTES", "hash_secret", "is_hashed", "same_secret"]
+__all__ = ["MAX_SECRET_BYTES", "hash_secret", "is_hashed", "is_one_way", "same_secret"]
 
 _HASHED = re.compile(r"^\{[A-Za-z0-9.-]+\}.+", re.DOTALL)
 _ROUNDS = 20_000
@@ -57,6 +57,12 @@ _VERIFIED = CryptContext(schemes=["sha512_crypt", "sha256_crypt", "md5_crypt"])
 def is_hashed(value: Any) -> bool:
     """Whether ``value`` is already in ``{SCHEME}...`` form."""
     return isinstance(value, str) and bool(_HASHED.match(value))
+
+
+def is_one_way(value: Any) -> bool:
+    """Whether ``value`` is a hash the store keeps of a secret, in either form
+    (``{SCHEME}...`` or PingIDM's ``$crypto`` salted hash): never the secret itself."""
+    return is_hashed(value) or is_salted_hash(value)
 
 
 def _clear_text(value: Any) -> str:

@@ -17,14 +17,13 @@ from idsync.config.managed import ManagedType
 from idsync.config.mappings import MappingDef
 from idsync.config.policies import Situation
 from idsync.config.properties import diff
-from idsync.crypto import is_hashed as is_salted_hash
 from idsync.errors import IdsyncError
 from idsync.query import matches
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
 from idsync.resource import Obj, Resource, WriteOp
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
-from idsync.store.passwords import is_hashed, same_secret
+from idsync.store.passwords import is_one_way, same_secret
 from idsync.sync.assignments import Assignments
 from idsync.sync.correlation import PlannedTargets
 from idsync.sync.digests import TargetDigests
@@ -458,7 +457,7 @@ class Assessor:
         if not self.clear_only or self.clear_only.isdisjoint(values):
             return values
         return {k: v for k, v in values.items()
-                if not (k in self.clear_only and (is_hashed(v) or is_salted_hash(v)))}
+                if not (k in self.clear_only and is_one_way(v))}
 
     def _mask(self, values: Mapping[str, Any]) -> dict[str, Any]:
         if self._shown_as_is.issuperset(values):
