@@ -484,3 +484,21 @@ def test_flags_keep_a_column_from_a_create_or_an_update(tmp_path: Path) -> None:
     assert [r.ok for r in done] == [True, True]
     assert resource.get("dlee") == {"_id": "dlee", "uid": "dlee", "lastName": "Lee", "firstName": "Dana"}
     assert resource.get("cwu") == {**resource.get("cwu"), "firstName": "Chen", "email": "c@example.org"}
+
+
+def test_a_value_that_would_not_read_back_fails_its_object(tmp_path: Path) -> None:
+    """'N/A' for an integer column, or 'maybe' for a boolean, would make the row unreadable
+    by every later read: the write fails that object, naming the property, and the
+    file keeps the row as it was."""
+    path = tmp_path / "hr.csv"
+    path.write_text(HR)
+    resource = _system(path).resource("account")
+    done = resource.write_batch([WriteOp("update", id="cwu", values={"employeeNumber": "N/A"}),
+                                 WriteOp("update", id="bsmith", values={"active": "maybe", "lastName": "S"}),
+                                 WriteOp("update", id="ajones", values={"employeeNumber": "1009"})])
+    assert [r.ok for r in done] == [False, False, True]
+    assert "employeeNumber: 'N/A' is not an integer" in str(done[0].error)
+    assert "active: 'maybe' is not a boolean" in str(done[1].error)
+    rows = {o["_id"]: o for o in _all(_system(path))}
+    assert rows["cwu"]["employeeNumber"] == 1003 and rows["bsmith"]["lastName"] == "Smith, Jr."
+    assert rows["ajones"]["employeeNumber"] == 1009

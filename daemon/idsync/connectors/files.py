@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Generic, TextIO, TypeVar
 
-from idsync.errors import PeerError
+from idsync.errors import ObjectRejected, PeerError
 from idsync.query.evaluate import matches
 from idsync.resource import Obj, QuerySpec
 
-__all__ = ["ById", "file_version", "locked", "paged", "replace_file", "typed", "wanted_fields"]
+__all__ = ["ById", "checked_text", "file_version", "locked", "paged", "replace_file", "typed", "wanted_fields"]
 
 T = TypeVar("T")
 
@@ -54,6 +54,18 @@ def _stat(path: Path) -> tuple[int, int, int] | None:
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
+
+
+def checked_text(name: str, kind: str, text: str) -> str:
+    """``text`` about to be written for a property of the JSON type ``kind``, once it is
+    known to read back as one (a row or object that could not be read again would fail
+    every later read of it): ObjectRejected naming the property otherwise."""
+    if text:
+        try:
+            typed(name, kind, text)
+        except ValueError as exc:
+            raise ObjectRejected(str(exc)) from None
+    return text
 
 
 def typed(name: str, kind: str, text: str) -> Any:

@@ -38,7 +38,16 @@ import structlog
 from idsync.connectors.base import System, system_test_report
 from idsync.connectors.csv.changes import CsvChanges
 from idsync.connectors.csv.config import CsvObjectType, CsvProperty, CsvSettings, parse_csv_config
-from idsync.connectors.files import ById, file_version, locked, paged, replace_file, typed, wanted_fields
+from idsync.connectors.files import (
+    ById,
+    checked_text,
+    file_version,
+    locked,
+    paged,
+    replace_file,
+    typed,
+    wanted_fields,
+)
 from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectError, ObjectRejected, PeerError
 from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 
@@ -270,7 +279,7 @@ class CsvResource(Resource, ChangeSource):
                 continue
             if prop.column not in header:
                 raise ObjectRejected(f"{self.name}: the file has no {prop.column!r} column for {name!r}")
-            fields[header.index(prop.column)] = _text(name, value)
+            fields[header.index(prop.column)] = checked_text(name, prop.type, _text(name, value))
 
 
 class _Deleted(list[str]):

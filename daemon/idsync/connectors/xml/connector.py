@@ -37,7 +37,16 @@ from xml.sax.saxutils import escape, quoteattr
 import structlog
 
 from idsync.connectors.base import System, system_test_report
-from idsync.connectors.files import ById, file_version, locked, paged, replace_file, typed, wanted_fields
+from idsync.connectors.files import (
+    ById,
+    checked_text,
+    file_version,
+    locked,
+    paged,
+    replace_file,
+    typed,
+    wanted_fields,
+)
 from idsync.connectors.xml.config import ICF_NS, XmlObjectType, XmlProperty, XmlSettings, parse_xml_config
 from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectError, ObjectRejected, PeerError
 from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
@@ -356,7 +365,8 @@ class XmlResource(Resource):
             items = value if isinstance(value, list) else [value]
             if len(items) > 1 and not prop.many:
                 raise ObjectRejected(f"{name}: {len(items)} values for a single-valued property")
-            self._set_element(record, prop.element, [_text(name, v) for v in items if v is not None], prefixes)
+            texts = [checked_text(name, prop.type, _text(name, v)) for v in items if v is not None]
+            self._set_element(record, prop.element, texts, prefixes)
 
     def _set_element(self, record: XmlRecord, element: str, texts: list[str], prefixes: Mapping[str, str]) -> None:
         kept = [(n, t) for n, t in record.children if _local(n) != element]
