@@ -439,6 +439,9 @@ def test_livesync_with_a_bad_row_changes_nothing(tmp_path: Path) -> None:
     bad = live(project, "system/hr/account")
     assert bad.state == "FAILED" and "line 2" in (bad.message or "")
     assert stored_token(project, "system/hr/account") == token and managed_users(project)["cwu"]["sn"] == "Wu"
+    hr.write_text(HR.replace('"Wu"', '"Woo"') + '"cwu", "Chen", "Wu", "", "", "", ""\n')
+    repeated = live(project, "system/hr/account")
+    assert repeated.state == "FAILED" and "line 5 repeats the uid of line 4" in (repeated.message or "")
     hr.write_text(HR.replace('"Wu"', '"Woo"'))
     assert live(project, "system/hr/account").changes == 1
     assert managed_users(project)["cwu"]["sn"] == "Woo"
@@ -502,3 +505,18 @@ def test_a_value_that_would_not_read_back_fails_its_object(tmp_path: Path) -> No
     rows = {o["_id"]: o for o in _all(_system(path))}
     assert rows["cwu"]["employeeNumber"] == 1003 and rows["bsmith"]["lastName"] == "Smith, Jr."
     assert rows["ajones"]["employeeNumber"] == 1009
+
+
+def test_an_id_read_again_fails_the_later_row(tmp_path: Path) -> None:
+    """Two rows with one uid are a mistake in the file: the first is read (by a listing
+    and by id), the later one fails naming both lines, and a write changes the first."""
+    path = tmp_path / "hr.csv"
+    path.write_text(HR + '"ajones", "Again", "Jones", "", "", "", ""\n')
+    rows = _all(_system(path))
+    assert [o.get("_id") for o in rows] == ["ajones", "bsmith", "cwu", None]
+    assert rows[3] == {"dn": "hr.csv, line 5: the id 'ajones' again (first at line 2)"}
+    resource = _system(path).resource("account")
+    assert resource.get("ajones")["firstName"] == "Alice"
+    resource.write_batch([WriteOp("update", id="ajones", values={"firstName": "Alicia"})])
+    assert [line.split(",")[1] for line in path.read_text().splitlines()[1:] if line.startswith('"ajones"')] == [
+        '"Alicia"', '"Again"']

@@ -347,3 +347,12 @@ def test_flags_keep_a_property_from_a_create_or_an_update(tmp_path: Path) -> Non
     assert done[0].obj is not None and "roles" not in done[0].obj and done[0].obj["firstname"] == "Nia"
     assert resource.get("bsmith") == {**resource.get("bsmith"), "roles": "admin"}
     assert "firstname" not in resource.get("bsmith")
+
+
+def test_an_id_read_again_fails_the_later_object(tmp_path: Path) -> None:
+    data = DATA.replace("</icf:OpenICFContainer>", "   <ri:__ACCOUNT__>\n      <icf:__UID__>bsmith</icf:__UID__>\n"
+                        "      <icf:__NAME__>other@example.com</icf:__NAME__>\n      <ri:lastname>Other</ri:lastname>\n"
+                        "   </ri:__ACCOUNT__>\n</icf:OpenICFContainer>")
+    rows = _all(_system(_files(tmp_path, data)))
+    assert [o.get("_id") for o in rows] == ["ajones", "bsmith", None]
+    assert rows[2] == {"dn": "people.xml, line 27: the id 'bsmith' again (first at line 20)"}

@@ -15,7 +15,8 @@ from idsync.errors import ObjectRejected, PeerError
 from idsync.query.evaluate import matches
 from idsync.resource import Obj, QuerySpec
 
-__all__ = ["ById", "checked_text", "file_version", "locked", "paged", "replace_file", "typed", "wanted_fields"]
+__all__ = ["ById", "checked_text", "file_version", "locked", "once_each", "paged", "replace_file", "typed",
+           "wanted_fields"]
 
 T = TypeVar("T")
 
@@ -97,6 +98,21 @@ def wanted_fields(spec: QuerySpec) -> set[str] | None:
     """The properties to make of each object read for ``spec``: all of them where a
     filter must see them (or none is named)."""
     return None if spec.fields is None or spec.filter is not None else set(spec.fields)
+
+
+def once_each(objects: Iterable[tuple[Obj, str]]) -> Iterator[Obj]:
+    """The objects read from a file, each with where it was read (``hr.csv, line 7``); an
+    id read again fails the later entry (named with the first): two entries of one id
+    are a mistake in the file, and applying both would make the target follow whichever
+    came last. Reads by id take the first too (``ById``)."""
+    seen: dict[str, str] = {}
+    for obj, where in objects:
+        object_id = obj.get("_id")
+        if object_id is not None:
+            first = seen.setdefault(object_id, where)
+            if first != where:
+                obj = {"dn": f"{where}: the id {object_id!r} again (first at {first.rpartition(', ')[2]})"}
+        yield obj
 
 
 def paged(objects: Iterable[Obj], spec: QuerySpec) -> Iterator[list[Obj]]:

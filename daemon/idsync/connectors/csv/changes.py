@@ -17,9 +17,10 @@ keeps the old one (and applies its changes again: harmless).
 
 A token whose copy is gone (more tokens made since than ``syncFileRetentionCount``
 keeps, the state directory emptied) or that this connector did not make raises
-``SyncTokenExpired``: a full recon follows. A new copy with a row that has no id or
-the wrong number of fields stops the read (``PeerError`` naming the line): its row
-could be any of the old ones, so no delete can be told apart from it.
+``SyncTokenExpired``: a full recon follows. A new copy with a row that has no id, the
+wrong number of fields, or the id of an earlier row stops the read (``PeerError``
+naming the line): its row could be any of the old ones, so no delete can be told
+apart from it.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ class CsvChanges:
 
     def _batches(self, old: Path, new: Path, wanted: set[str] | None, page_size: int,
                  token: str) -> Iterator[ChangeBatch]:
-        before = {row_id: row_digest for row_id, row_digest, _, _ in self._digests(old)}
+        before: dict[str, bytes] = {}
+        for row_id, row_digest, _, _ in self._digests(old):
+            before.setdefault(row_id, row_digest)
         changes: list[Change] = []
         for row_id, row_digest, header, (number, fields) in self._digests(new):
             if before.pop(row_id, None) == row_digest:
@@ -88,12 +91,18 @@ class CsvChanges:
     def _digests(self, path: Path) -> Iterator[tuple[str, bytes, list[str], tuple[int, list[str]]]]:
         """(id, digest of the row's columns, header, (line, fields)) of each row of a copy."""
         at: int | None = None
+        seen: dict[str, int] = {}
         for header, number, fields in self._rows(path):
             if at is None:
                 at = header.index(self.uid)
             if len(fields) != len(header) or not fields[at]:
                 raise PeerError(f"liveSync of {self.source.name}: line {number} has no {self.uid} or not "
                                 f"{len(header)} fields; fix it, or reconcile (that fails the row alone)")
+            first = seen.setdefault(fields[at], number)
+            if first != number:
+                # Which of the two is the object? A recon takes the first; a change cannot tell.
+                raise PeerError(f"liveSync of {self.source.name}: line {number} repeats the {self.uid} of line "
+                                f"{first}; fix it, or reconcile (that fails the later row alone)")
             text = "\x1f".join(f"{h}\x1e{v}" for h, v in sorted(zip(header, fields, strict=True)))
             yield fields[at], hashlib.blake2b(text.encode(), digest_size=16).digest(), header, (number, fields)
 

@@ -43,6 +43,7 @@ from idsync.connectors.files import (
     checked_text,
     file_version,
     locked,
+    once_each,
     paged,
     replace_file,
     typed,
@@ -191,8 +192,9 @@ class CsvResource(Resource, ChangeSource):
         if spec.native is not None:
             raise ConfigError(self.name, "nativeQuery", "the CSV connector takes a _queryFilter, not a native query")
         wanted = wanted_fields(spec)
-        return paged((self._object(header, number, fields, wanted) for header, number, fields in self._file.rows()),
-                     spec)
+        name = self._file.path.name
+        return paged(once_each((self._object(header, number, fields, wanted), f"{name}, line {number}")
+                               for header, number, fields in self._file.rows()), spec)
 
     def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         wanted = None if fields is None else set(fields)
@@ -216,7 +218,10 @@ class CsvResource(Resource, ChangeSource):
             header = self._file.header()
             rows: list[list[str]] = [fields for _, _, fields in self._file.rows()]
             at = header.index(self._uid)
-            index = {fields[at]: i for i, fields in enumerate(rows) if len(fields) == len(header) and fields[at]}
+            index: dict[str, int] = {}
+            for i, fields in enumerate(rows):
+                if len(fields) == len(header) and fields[at]:
+                    index.setdefault(fields[at], i)  # the first row of an id, as reads take it
             results: list[WriteResult] = []
             for op in ops:
                 try:

@@ -42,6 +42,7 @@ from idsync.connectors.files import (
     checked_text,
     file_version,
     locked,
+    once_each,
     paged,
     replace_file,
     typed,
@@ -272,7 +273,9 @@ class XmlResource(Resource):
         if spec.native is not None:
             raise ConfigError(self.name, "nativeQuery", "the XML connector takes a _queryFilter, not a native query")
         wanted = wanted_fields(spec)
-        return paged((self._object(r, wanted) for r in self._file.records() if self._mine(r)), spec)
+        name = self._file.path.name
+        return paged(once_each((self._object(r, wanted), f"{name}, line {r.line}")
+                               for r in self._file.records() if self._mine(r)), spec)
 
     def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         wanted = None if fields is None else set(fields)
