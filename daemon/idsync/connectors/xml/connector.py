@@ -204,6 +204,11 @@ class XmlFile:
         return XmlDocument(root[0], root[1], records)
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
+        if self.settings.create and not self.path.parent.exists():
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)  # the file to be made, and its directory
+            except OSError as exc:
+                raise PeerError(f"xml file {self.path}: its directory cannot be made: {exc.strerror}") from None
         return locked(self.path, "xml")
 
     def replace(self, document: XmlDocument) -> None:
