@@ -7,18 +7,21 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Generic, TextIO, TypeVar
 
-from idsync.errors import ObjectRejected, PeerError
-from idsync.query.evaluate import matches
-from idsync.resource import Obj, QuerySpec
+import structlog
 
-__all__ = ["ById", "checked_text", "file_version", "locked", "once_each", "paged", "replace_file", "typed",
-           "wanted_fields"]
+from idsync.errors import ObjectError, ObjectRejected, PeerError
+from idsync.query.evaluate import matches
+from idsync.resource import Obj, QuerySpec, WriteOp, WriteResult, failed
+
+__all__ = ["ById", "apply_each", "checked_text", "file_version", "locked", "once_each", "paged", "replace_file",
+           "typed", "wanted_fields"]
 
 T = TypeVar("T")
+log = structlog.get_logger("idsync.connectors.files")
 
 
 class ById(Generic[T]):
@@ -44,6 +47,29 @@ class ById(Generic[T]):
             self._version, self._entries = (version if _stat(self._path) == version else None), entries
             return entries
         return self._entries
+
+    def objects(self, ids: Sequence[str], fields: Sequence[str] | None,
+                make: Callable[[T, set[str] | None], Obj]) -> dict[str, Obj]:
+        """``Resource.get_many`` from the entries: each id's object, ``make`` building it with
+        the fields asked for; an entry that fails to be read is left out."""
+        wanted = None if fields is None else set(fields)
+        entries = self.get() if ids else {}
+        found = {i: make(entries[i], wanted) for i in dict.fromkeys(ids) if i in entries}
+        return {i: obj for i, obj in found.items() if "_id" in obj}
+
+
+def apply_each(ops: Sequence[WriteOp], apply: Callable[[WriteOp], WriteResult], resource: str,
+               event: str) -> list[WriteResult]:
+    """Each op of a batch applied to the file's entries in memory; an ``ObjectError`` fails
+    that op alone (logged as ``event``), the others go on."""
+    results: list[WriteResult] = []
+    for op in ops:
+        try:
+            results.append(apply(op))
+        except ObjectError as error:
+            log.warning(event, resource=resource, kind=op.kind, id=op.id, error=str(error))
+            results.append(failed(op, error))
+    return results
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:

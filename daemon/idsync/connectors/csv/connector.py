@@ -33,13 +33,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import structlog
-
 from idsync.connectors.base import System, system_test_report
 from idsync.connectors.csv.changes import CsvChanges
 from idsync.connectors.csv.config import CsvObjectType, CsvProperty, CsvSettings, parse_csv_config
 from idsync.connectors.files import (
     ById,
+    apply_each,
     checked_text,
     file_version,
     locked,
@@ -49,13 +48,10 @@ from idsync.connectors.files import (
     typed,
     wanted_fields,
 )
-from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectError, ObjectRejected, PeerError
-from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectRejected, PeerError
+from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult
 
 __all__ = ["CsvResource", "CsvSystem", "open_csv_system"]
-
-log = structlog.get_logger("idsync.connectors.csv")
-
 
 
 class CsvFile:
@@ -100,6 +96,11 @@ class CsvFile:
                 # The rows read may be half of one version and half of another, or cut short.
                 raise PeerError(f"csv file {self.path} changed while it was read (written in place); "
                                 "nothing read is used: read it again once it is complete")
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """The header and every row, in one read (a batch of writes rewrites them all)."""
+        read: list[tuple[list[str], int, list[str]]] = list(self.rows())
+        return (read[0][0] if read else self.header()), [fields for _, _, fields in read]
 
     def header(self) -> list[str]:
         with self._open() as handle:
@@ -159,10 +160,10 @@ class CsvResource(Resource, ChangeSource):
 
     # reading -----------------------------------------------------------------
 
-    def _properties(self, header: list[str]) -> list[CsvProperty]:
+    def _properties(self, header: list[str]) -> Sequence[CsvProperty]:
         """The object type's properties, or, where it lists none, one per column."""
         if self._type.properties:
-            return list(self._type.properties)
+            return self._type.properties
         return [CsvProperty(c, c, "string", False, frozenset()) for c in header if c != self._password]
 
     def _object(self, header: list[str], number: int, fields: list[str], wanted: set[str] | None) -> Obj:
@@ -197,10 +198,7 @@ class CsvResource(Resource, ChangeSource):
                                for header, number, fields in self._file.rows()), spec)
 
     def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
-        wanted = None if fields is None else set(fields)
-        rows = self._by_id.get() if ids else {}
-        found = {i: self._object(*rows[i], wanted) for i in dict.fromkeys(ids) if i in rows}
-        return {i: obj for i, obj in found.items() if "_id" in obj}
+        return self._by_id.objects(ids, fields, lambda row, wanted: self._object(*row, wanted))
 
     def _rows_by_id(self) -> Iterator[tuple[str, tuple[list[str], int, list[str]]]]:
         for header, number, fields in self._file.rows():
@@ -215,26 +213,21 @@ class CsvResource(Resource, ChangeSource):
 
     def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         with self._file.locked():
-            header = self._file.header()
-            rows: list[list[str]] = [fields for _, _, fields in self._file.rows()]
+            header, rows = self._file.table()
             at = header.index(self._uid)
             index: dict[str, int] = {}
             for i, fields in enumerate(rows):
                 if len(fields) == len(header) and fields[at]:
                     index.setdefault(fields[at], i)  # the first row of an id, as reads take it
-            results: list[WriteResult] = []
-            for op in ops:
-                try:
-                    results.append(self._apply(op, header, rows, index))
-                except ObjectError as error:
-                    log.warning("csv.write_failed", resource=self.name, kind=op.kind, id=op.id, error=str(error))
-                    results.append(failed(op, error))
+            props = {p.name: p for p in self._properties(header)}
+            results = apply_each(ops, lambda op: self._apply(op, header, props, rows, index), self.name,
+                                 "csv.write_failed")
             if any(r.ok for r in results):
                 self._file.replace(header, (fields for fields in rows if fields is not _DELETED))
         return results
 
-    def _apply(self, op: WriteOp, header: list[str], rows: list[list[str]], index: dict[str, int]) -> WriteResult:
-        props = {p.name: p for p in self._properties(header)}
+    def _apply(self, op: WriteOp, header: list[str], props: Mapping[str, CsvProperty], rows: list[list[str]],
+               index: dict[str, int]) -> WriteResult:
         if op.kind == "create":
             fields = [""] * len(header)
             self._set(fields, header, props, op.values, "NOT_CREATABLE")

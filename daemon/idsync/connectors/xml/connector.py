@@ -34,11 +34,10 @@ from typing import Any, BinaryIO, TextIO
 from xml.parsers import expat
 from xml.sax.saxutils import escape, quoteattr
 
-import structlog
-
 from idsync.connectors.base import System, system_test_report
 from idsync.connectors.files import (
     ById,
+    apply_each,
     checked_text,
     file_version,
     locked,
@@ -49,12 +48,11 @@ from idsync.connectors.files import (
     wanted_fields,
 )
 from idsync.connectors.xml.config import ICF_NS, XmlObjectType, XmlProperty, XmlSettings, parse_xml_config
-from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectError, ObjectRejected, PeerError
-from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectRejected, PeerError
+from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult
 
 __all__ = ["XmlResource", "XmlSystem", "open_xml_system"]
 
-log = structlog.get_logger("idsync.connectors.xml")
 
 _CHUNK = 1 << 16
 # The namespace of OpenICF's example schema, for a new file whose schema is not configured.
@@ -238,6 +236,7 @@ class XmlResource(Resource):
         self._type = obj_type
         self._has_uid = "__UID__" in obj_type.order or any(p.element == "__UID__" for p in obj_type.properties)
         self._by_id = ById(file.path, self._records_by_id)
+        self._props = {p.name: p for p in obj_type.properties}
 
     # reading -----------------------------------------------------------------
 
@@ -283,10 +282,7 @@ class XmlResource(Resource):
                                for r in self._file.records() if self._mine(r)), spec)
 
     def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
-        wanted = None if fields is None else set(fields)
-        records = self._by_id.get() if ids else {}
-        found = {i: self._object(records[i], wanted) for i in dict.fromkeys(ids) if i in records}
-        return {i: obj for i, obj in found.items() if "_id" in obj}
+        return self._by_id.objects(ids, fields, self._object)
 
     def _records_by_id(self) -> Iterator[tuple[str, XmlRecord]]:
         for record in self._file.records():
@@ -311,20 +307,15 @@ class XmlResource(Resource):
             for record in document.records:
                 if self._mine(record):
                     held.add(record, self._id(record))
-            results: list[WriteResult] = []
-            for op in ops:
-                try:
-                    results.append(self._apply(op, document, held, prefixes))
-                except ObjectError as error:
-                    log.warning("xml.write_failed", resource=self.name, kind=op.kind, id=op.id, error=str(error))
-                    results.append(failed(op, error))
+            results = apply_each(ops, lambda op: self._apply(op, document, held, prefixes), self.name,
+                                 "xml.write_failed")
             if any(r.ok for r in results):
                 document.records = [r for r in document.records if id(r) not in held.deleted]
                 self._file.replace(document)
         return results
 
     def _apply(self, op: WriteOp, document: XmlDocument, held: _Held, prefixes: Mapping[str, str]) -> WriteResult:
-        props = {p.name: p for p in self._type.properties}
+        props = self._props
         if op.kind == "create":
             record = XmlRecord(_qualified(prefixes, self._type.element), 0)
             self._set(record, props, prefixes, op.values, "NOT_CREATABLE")
