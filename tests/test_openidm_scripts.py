@@ -278,3 +278,83 @@ def test_api_change_runs_hooks_that_query_the_store(tmp_path: Path, slapd: Slapd
             assert created.status_code == 201, created.text
     entry = ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}")
     assert entry is not None and entry["description"] == ["namesakes: 2"]
+
+
+def _entry_csn(slapd: Slapd, dn: str) -> str:
+    """The entry's ``entryCSN``: it moves with every write, one of an unchanged value included."""
+    return (ldap_entry(slapd, dn) or {})["entrycsn"][0]
+
+
+@pytest.mark.parametrize("backend", SQL_STORES)
+def test_a_password_the_directory_never_returns_is_written_again_only_when_it_changes(
+        tmp_path: Path, slapd: Slapd, ldap_subtree: str, backend: str) -> None:
+    """LDAP never returns ``__PASSWORD__``, so compared with the entry as read the projected
+    password always differs. The link keeps a keyed digest of what was written: a recon with
+    the same password writes nothing; a link without one (made before) writes it once; a new
+    password is written by the next recon and then left alone. No digest is the password's hash."""
+    from idsync.resource import WriteOp
+    from idsync.resources import Resources
+    from idsync.store.tables import links as lt
+    from idsync.sync.options import ReconOptions
+    from idsync.sync.recon import run_recon
+    from sqlalchemy import update
+
+    project = _project(tmp_path, slapd, ldap_subtree, store_url(backend, tmp_path))
+    _edit_mapping(project, REVERSE, _decrypting)
+    _edit_mapping(project, REVERSE, lambda m: m.pop("defaultTargetFields", None))
+    provisioner = project / "conf" / "provisioner.openicf-ldap.json"
+    config = json.loads(provisioner.read_text())  # as OpenIDM's sample5 declares a password
+    config["objectTypes"]["account"]["properties"]["userPassword"]["flags"] = ["NOT_READABLE",
+                                                                              "NOT_RETURNED_BY_DEFAULT"]
+    provisioner.write_text(json.dumps(config))
+    created = idsync(project, "managed", "create", "user", "--data", json.dumps({**FDOE, "password": SECRET}))
+    assert created.returncode == 0, created.stderr
+    user_id = json.loads(created.stdout)["_id"]
+    dn = f"uid=fdoe,{ldap_subtree}"
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+
+    def recon() -> dict[str, int]:
+        result = run_recon(loaded, store, REVERSE, ReconOptions())
+        assert result.state == "SUCCESS", result.message
+        return dict(result.summary["changes"])
+
+    def written() -> list[str | None]:
+        with store.begin() as conn:
+            # The reverse mapping keeps its links in the forward mapping's set, seen from the other side.
+            return [r[0] for r in conn.execute(select(lt.c.written).where(lt.c.target_id == user_id))]
+
+    try:
+        (digest,) = written()  # implicit sync's create kept it
+        assert digest is not None and len(digest) == 64 and SECRET not in digest
+        before = _entry_csn(slapd, dn)
+        assert recon()["updated"] == 0
+        assert _entry_csn(slapd, dn) == before and can_bind(slapd, dn, SECRET)
+
+        with store.begin() as conn:  # a link made before links kept the digest
+            conn.execute(update(lt).where(lt.c.target_id == user_id).values(written=None))
+        assert recon()["updated"] == 1
+        assert written() == [digest]
+        before = _entry_csn(slapd, dn)
+        assert recon()["updated"] == 0 and _entry_csn(slapd, dn) == before
+
+        # A new password set in the store without a push: the next recon writes it, once.
+        resources = Resources(loaded, store)
+        (done,) = resources.open("managed/user").write_batch([WriteOp("update", id=user_id,
+                                                                      values={"password": "N3w-pw!y"})])
+        assert done.ok, done.error
+        assert recon()["updated"] == 1 and can_bind(slapd, dn, "N3w-pw!y") and not can_bind(slapd, dn, SECRET)
+        assert written() != [digest]
+        before = _entry_csn(slapd, dn)
+        assert recon()["updated"] == 0 and _entry_csn(slapd, dn) == before
+
+        # A change of another property pushed by implicit sync leaves the password alone.
+        patched = idsync(project, "managed", "patch", "user", user_id, "--operations",
+                         json.dumps([{"operation": "replace", "field": "/sn", "value": "Doe-Smith"}]))
+        assert patched.returncode == 0, patched.stderr
+        assert (ldap_entry(slapd, dn) or {})["sn"] == ["Doe-Smith"]
+        audit = idsync(project, "status", "--json")
+        assert audit.returncode == 0
+        assert recon()["updated"] == 0 and can_bind(slapd, dn, "N3w-pw!y")
+    finally:
+        store.close()

@@ -242,7 +242,9 @@ XML_IN = {"name": "systemPeopleAccounts_managedUser", "source": "system/people/a
 XML_OUT = {"name": "managedUser_systemBadgesAccounts", "source": "managed/user", "target": "system/badges/account",
            "properties": [{"source": "userName", "target": "name"}, {"source": "sn", "target": "lastname"},
                           {"source": "mail", "target": "email", "transform": {
-                              "type": "text/javascript", "source": "source ? [source] : []"}}],
+                              "type": "text/javascript", "source": "source ? [source] : []"}},
+                          # sample5's AD password: NOT_READABLE, so written again only when it changes.
+                          {"target": "password", "default": "Initial-Passw0rd"}],
            "policies": POLICIES}
 
 
@@ -262,8 +264,9 @@ def _project(tmp_path: Path, store: str) -> Path:
 def test_an_xml_file_into_the_store_and_out_to_a_new_file(tmp_path: Path, store: str) -> None:
     """sample1's shape: accounts become managed users, the lodash transform makes the
     internal role references; the users go out to a file that does not exist yet
-    (``createFileIfNotExists``), each with a generated ``__UID__``; an edited and a
-    removed account follow through both; second runs write nothing and leave the file."""
+    (``createFileIfNotExists``), each with a generated ``__UID__`` and a password that is
+    never read back; an edited and a removed account follow through both; second runs
+    write nothing and leave the file."""
     project = _project(tmp_path, store)
     assert changed(recon(project, XML_IN["name"])) == {"created": 2, "linked": 2}
     users = managed_users(project)
@@ -273,6 +276,7 @@ def test_an_xml_file_into_the_store_and_out_to_a_new_file(tmp_path: Path, store:
     assert changed(recon(project, XML_OUT["name"])) == {"created": 2, "linked": 2}
     badges = project / "data" / "badges.xml"
     assert badges.read_text().count("<icf:__UID__>") == 2
+    assert badges.read_text().count("<icf:__PASSWORD__>Initial-Passw0rd</icf:__PASSWORD__>") == 2
 
     people = project / "data" / "people.xml"
     text = people.read_text().replace("Jones &amp; Sons", "Jones")

@@ -88,6 +88,7 @@ class Keyring:
     def __init__(self, keys: Mapping[str, bytes] | None = None, default_alias: str = DEFAULT_ALIAS,
                  *, loader: Callable[[], Mapping[str, bytes]] | None = None) -> None:
         self._keys: dict[str, bytes] | None = None
+        self._seal_key: bytes | None = None
         self._loader = loader
         if keys is not None:
             self._keys = self._checked(keys)
@@ -170,6 +171,15 @@ class Keyring:
 
     def decrypt_if_encrypted(self, value: Any) -> Any:
         return self.decrypt(value) if is_encrypted(value) and not is_hashed(value) else value
+
+    def seal(self, data: bytes) -> str:
+        """A keyed digest of ``data`` (HMAC-SHA-256, 64 hex digits) under a key derived from the
+        default key: what tells a value seen again without keeping it, and cannot be tried
+        against guesses without the key (``sync/written.py``)."""
+        if self._seal_key is None:
+            self._seal_key = hmac.new(self._key(self.default_alias), b"idsync sealed values 1",
+                                      hashlib.sha256).digest()
+        return hmac.new(self._seal_key, data, hashlib.sha256).hexdigest()
 
 
 def hash_value(value: Any, algorithm: str | None = None) -> dict[str, Any]:

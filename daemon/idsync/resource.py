@@ -108,6 +108,10 @@ class Resource(ABC):
     # Properties that take a secret in clear only (Active Directory's ``unicodePwd``, which
     # the directory hashes itself): a hash of one is never written to them.
     clear_secrets: frozenset[str] = frozenset()
+    # Properties the object takes but a read does not return (a password, OpenICF's
+    # NOT_READABLE and NOT_RETURNED_BY_DEFAULT): written again only when they change
+    # (``sync/written.py``).
+    write_only: frozenset[str] = frozenset()
 
     @abstractmethod
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:

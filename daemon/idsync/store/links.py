@@ -60,6 +60,16 @@ class LinkSet:
                               join=(mo, "id", self._theirs.name, "rev", object_type))
         return {k: (v, digest, rev) for k, v, digest, rev in rows}
 
+    def written_of(self, source_ids: Sequence[str]) -> dict[str, str]:
+        """source id -> the digest of the write-only values last written through its link
+        (``sync/written.py``), for the linked sources that have one."""
+        if not source_ids:
+            return {}
+        with self.store.engine.connect() as conn:
+            rows = select_ids(self.store, conn, lt, (self._mine.name, "written"), self._mine.name, source_ids,
+                              {"linkset": self.name, "qualifier": self.qualifier})
+        return {k: w for k, w in rows if w is not None}
+
     def sources_of(self, target_ids: Sequence[str], conn: Connection | None = None) -> dict[str, str]:
         """target id -> linked source id, for the targets that have a link."""
         return {k: v for k, (v, _) in self._lookup(self._theirs, self._mine, target_ids, conn).items()}
@@ -104,22 +114,25 @@ class LinkSet:
             return [r[0] for r in conn.execute(query)]
 
     def add(self, conn: Connection, pairs: Sequence[tuple[str, str]],
-            digests: Mapping[str, str] | None = None, *, new_targets: Collection[str] = ()) -> None:
+            digests: Mapping[str, str] | None = None, *, new_targets: Collection[str] = (),
+            written: Mapping[str, str] | None = None) -> None:
         """Link (source id, target id) pairs, replacing any link either side had;
         ``digests``: source id -> the digest its new link keeps (``sync/digests.py``);
         ``new_targets``: ids of objects the same transaction created (on the target
-        side), which no link can name yet: nothing to replace."""
+        side), which no link can name yet: nothing to replace; ``written``: source id
+        -> the digest of the write-only values written (``sync/written.py``)."""
         if not pairs:
             return
         self.remove_sources(conn, [s for s, _ in pairs])
         self.remove_targets(conn, [t for _, t in pairs if t not in new_targets])
         now = utcnow()
-        digests = digests or {}
+        digests, written = digests or {}, written or {}
         rows = []
         for (source_id, target_id), link_id in zip(pairs, new_ids(len(pairs)), strict=True):
             first, second = (target_id, source_id) if self.reversed else (source_id, target_id)
             rows.append({"id": link_id, "linkset": self.name, "source_id": first, "target_id": second,
-                         "qualifier": self.qualifier, "created": now, "digest": digests.get(source_id)})
+                         "qualifier": self.qualifier, "created": now, "digest": digests.get(source_id),
+                         "written": written.get(source_id)})
         self.store.insert_many(conn, lt, rows)
 
     def set_digests(self, conn: Connection, digests: Mapping[str, str | None]) -> None:
@@ -129,6 +142,14 @@ class LinkSet:
             conn.execute(update(lt).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier,
                                           self._mine == bindparam("b_source")).values(digest=bindparam("b_digest")),
                          [{"b_source": s, "b_digest": d} for s, d in digests.items()])
+
+    def set_written(self, conn: Connection, written: Mapping[str, str]) -> None:
+        """Keep ``written`` (source id -> digest of the write-only values written) with the
+        links of those sources."""
+        if written:
+            conn.execute(update(lt).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier,
+                                          self._mine == bindparam("b_source")).values(written=bindparam("b_written")),
+                         [{"b_source": s, "b_written": w} for s, w in written.items()])
 
     def remove_sources(self, conn: Connection, source_ids: Sequence[str]) -> None:
         self._remove(conn, self._mine, source_ids)

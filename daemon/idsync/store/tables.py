@@ -121,6 +121,8 @@ links = Table(
     Column("created", DateTime(timezone=True), nullable=False),
     # The recon's digest of the projected target and that target's revision (migration 0007).
     Column("digest", String(64), nullable=True),
+    # The digest of the write-only values (passwords) last written through the link (migration 0011).
+    Column("written", String(64), nullable=True),
     Index("ux_links_source", "linkset", "source_id", "qualifier", unique=True),
     Index("ux_links_target", "linkset", "target_id", "qualifier", unique=True),
 )

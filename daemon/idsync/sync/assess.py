@@ -28,6 +28,7 @@ from idsync.sync.assignments import Assignments
 from idsync.sync.correlation import PlannedTargets
 from idsync.sync.digests import TargetDigests
 from idsync.sync.situations import assess_source, assess_source_deleted, assess_target
+from idsync.sync.written import WrittenValues
 
 if TYPE_CHECKING:
     from idsync.sync.correlation import Correlator
@@ -76,6 +77,9 @@ class Plan:
     rev: str | None = None
     # The role assignments to record as applied once the plan is done (``assignments.py``).
     assigned: list[Obj] | None = None
+    # The digest of the write-only values the target holds once the plan is done, when the
+    # link must keep a new one (``written.py``).
+    written: str | None = None
 
     def unlinked(self, target: str, target_id: str | None, written: Obj | None) -> str | None:
         """Why a plan is not done although nothing failed: it must link its source,
@@ -112,6 +116,10 @@ class Assessor:
     assignments: Assignments | None = None
     # The target's properties that take a secret in clear only (``Resource.clear_secrets``).
     clear_only: frozenset[str] = frozenset()
+    # The write-only properties this mapping writes (``written.py``), and per source id the
+    # digest its link keeps of what was last written to them (``keep_written``).
+    written: WrittenValues | None = None
+    kept_written: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
@@ -315,6 +323,8 @@ class Assessor:
             if self._several_values(plan, target):
                 return plan
             target = self._hashes_left_out(target)
+            if self.written is not None:
+                plan.written = self.written.sealed(target, plan.qualifier)
             plan.op, plan.link, plan.change = WriteOp("create", values=target), True, "created"
             plan.changes = self._mask(target)
             plan.message = f"CREATE {m.target}"
@@ -334,6 +344,7 @@ class Assessor:
                                               self.project(before, current, plan.qualifier) if before else None)
             changes = self._hashes_left_out(self._secrets_kept(diff(target, current, unordered=self.unordered),
                                                                current))
+            changes = self._written_left_out(plan, changes, current, target)
             plan.link = not linked
             plan.digest, plan.projected = self.digests.projection(target, plan.qualifier), target
             if not changes:
@@ -350,6 +361,7 @@ class Assessor:
                     changes = self._hashes_left_out(self._secrets_kept(
                         diff({k: hooked.get(k) for k in set(hooked) - {"_id", "_rev"}}, current,
                              unordered=self.unordered), current))
+                    changes = self._written_left_out(plan, changes, current, hooked)
                 if changes:
                     plan.op = WriteOp("update", id=current["_id"], values=changes, before=current,
                                       rev=current.get("_rev"))
@@ -458,6 +470,21 @@ class Assessor:
             return values
         return {k: v for k, v in values.items()
                 if not (k in self.clear_only and is_one_way(v))}
+
+    def keep_written(self, kept: Mapping[str, str]) -> None:
+        """The digests of written write-only values the links of the sources about to be
+        assessed keep (source id -> digest; ``written.py``)."""
+        self.kept_written = kept
+
+    def _written_left_out(self, plan: Plan, changes: dict[str, Any], current: Obj, target: Obj) -> dict[str, Any]:
+        """``changes`` without the write-only values the target was last given (``written.py``);
+        ``plan.written`` the digest of those the target holds once it is done."""
+        if self.written is None or not self.written.enabled:
+            return changes
+        sealed = self.written.sealed(self._hashes_left_out({**target, **changes}), plan.qualifier)
+        kept = self.kept_written.get(plan.source_id or "")
+        plan.written = sealed if sealed != kept else None
+        return self.written.left_out(changes, current, sealed, kept)
 
     def _mask(self, values: Mapping[str, Any]) -> dict[str, Any]:
         if self._shown_as_is.issuperset(values):

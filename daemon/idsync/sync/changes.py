@@ -46,6 +46,7 @@ from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import hold_pending, pending_targets
 from idsync.sync.summary import Counters
+from idsync.sync.written import written_values
 
 __all__ = ["ChangeApplier"]
 
@@ -77,7 +78,7 @@ class ChangeApplier:
                                  secrets=project.secret_properties(mapping),
                                  target_schema=target.schema if isinstance(target, ManagedResource) else None,
                                  assignments=mapping_assignments(project, store, mapping),
-                                 clear_only=target.clear_secrets)
+                                 clear_only=target.clear_secrets, written=written_values(project, mapping, target))
         self.correlators = self.qualifiers.correlators(target, project.queries)
         self.pending = pending_targets(self.store, project, mapping) if isinstance(target, ManagedResource) else {}
         self._at_least = 0  # how many objects the target is known to hold (for a maxDeletes share)
@@ -113,6 +114,8 @@ class ChangeApplier:
         plans: list[Plan] = []
         while objs:
             linked = links.targets_of([o["_id"] for o in objs])
+            if self.assessor.written is not None and self.assessor.written.enabled:
+                self.assessor.keep_written(links.written_of(list(linked)))
             targets = self.target.get_many(list(linked.values()), self.mapping.default_target_fields) \
                 if linked else {}
             mine = [o for o in objs if not self._echo(o, targets.get(linked.get(o["_id"], "")), qualifier)]
@@ -229,19 +232,26 @@ class ChangeApplier:
             drop: list[tuple[str, str]] = []
             audit: list[dict[str, Any]] = []
             assigned: dict[str, list[Obj]] = {}
+            sealed: dict[str, dict[str, str]] = {}  # qualifier -> source id -> digest (``written.py``)
             for plan in plans:
                 target_id = self._outcome(plan, results.get(id(plan)), audit)
                 if target_id is None:
                     continue
                 if plan.assigned is not None and plan.source_id:
                     assigned[plan.source_id] = plan.assigned
+                if plan.written is not None and plan.op is not None and plan.source_id and not plan.defer:
+                    sealed.setdefault(plan.qualifier, {})[plan.source_id] = plan.written
                 if plan.defer:
                     drop.append((plan.qualifier, target_id))
                 elif plan.source_id and (plan.link or renamed(plan.target_id, target_id)):
                     add.append((plan.qualifier, plan.source_id, target_id))
             if not self.dry_run:
                 self.qualifiers.remove_targets(conn, drop)
-                self.qualifiers.add_links(conn, add)
+                self.qualifiers.add_links(conn, add, written=sealed)
+                linking = {(q, s) for q, s, _ in add}
+                for qualifier, found in sealed.items():
+                    self.qualifiers.links(qualifier).set_written(
+                        conn, {s: w for s, w in found.items() if (qualifier, s) not in linking})
                 if assigned and self.assessor.assignments is not None:
                     self.assessor.assignments.last_sync.record(conn, assigned)
             self.counters.links_created += len([p for p in plans if p.link and not p.error])

@@ -46,6 +46,7 @@ from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import unrepaired
 from idsync.sync.summary import Counters
+from idsync.sync.written import written_values
 
 __all__ = ["IMPLICIT_JOB", "RECON_BY_ID_JOB", "RETRY_JOB", "ImplicitSync", "PushResult"]
 
@@ -156,7 +157,10 @@ class ImplicitSync:
                 assessor = Assessor(mapping, ReconOptions(), counters, secrets=secrets,
                                     previous={object_id: before} if before else {},
                                     assignments=mapping_assignments(self.project, self.store, mapping),
-                                    clear_only=target.clear_secrets)
+                                    clear_only=target.clear_secrets,
+                                    written=written_values(self.project, mapping, target))
+                if assessor.written is not None and assessor.written.enabled:
+                    assessor.keep_written(links.written_of([object_id]))
                 if clear and target.clear_secrets and current is not None:
                     # The change's own secrets as given: this target takes none as a hash.
                     current = {**current, **clear}
@@ -233,7 +237,10 @@ class ImplicitSync:
                 links.remove_targets(conn, [target_id])
             elif (plan.link or renamed(plan.target_id, target_id)) and plan.source_id and target_id:
                 # A target renamed by the write (a DN id) keeps its link under its new id.
-                links.add(conn, [(plan.source_id, target_id)])
+                links.add(conn, [(plan.source_id, target_id)],
+                          written={plan.source_id: plan.written} if plan.written and op is not None else None)
+            elif plan.written is not None and op is not None and plan.source_id and target_id:
+                links.set_written(conn, {plan.source_id: plan.written})
             if plan.assigned is not None and plan.source_id and assignments is not None:
                 assignments.last_sync.record(conn, {plan.source_id: plan.assigned})
         plan.target_id = target_id

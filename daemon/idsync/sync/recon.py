@@ -65,6 +65,7 @@ from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
 from idsync.sync.role_fanout import RoleFanout, WrittenRoles
 from idsync.sync.summary import Counters
+from idsync.sync.written import written_values
 
 __all__ = ["ReconResult", "help_partitions", "run_recon"]
 
@@ -237,7 +238,7 @@ class _Run:
         assessor = Assessor(m, self.options, self.counters, secrets=self.project.secret_properties(m),
                             previous=previous, target_schema=target.schema if isinstance(target, ManagedResource)
                             else None, assignments=mapping_assignments(self.project, self.store, m),
-                            clear_only=target.clear_secrets)
+                            clear_only=target.clear_secrets, written=written_values(self.project, m, target))
         self._assignments = assessor.assignments
         # Store objects whose change the reverse mapping has not delivered yet are not overwritten.
         self._pending = pending_targets(self.store, self.project, m) if isinstance(target, ManagedResource) else {}
@@ -481,6 +482,8 @@ class _Run:
                 # is assessed again once that create is written, as in a later page.
                 kept, revisions = self._links_of(links, [o["_id"] for o in objs], target, assessor)
                 linked = {sid: tid for sid, (tid, _) in kept.items()}
+                if assessor.written is not None and assessor.written.enabled:
+                    assessor.keep_written(links.written_of(list(linked)))
                 self.counters.links_processed += len(linked)
                 unchanged = self._unchanged(objs, kept, assessor, qualifier, revisions)
                 wanted = [tid for sid, tid in linked.items() if sid not in unchanged]
@@ -562,6 +565,8 @@ class _Run:
                     assessor.prefetch(list(sources))
                     if not needs_objects:
                         targets = self._with_values(target, targets, sources_of, sources)
+                    if assessor.written is not None and assessor.written.enabled:
+                        assessor.keep_written(self.qualifiers.links(qualifier).written_of(list(sources_of.values())))
                     self._apply(assessor.assess_targets(targets, sources_of, sources, qualifier), target, source)
             self.counters.time("targetPage", (time.monotonic() - t0) * 1000)
         # The share in maxDeletes is of the whole target, claimed objects included.
@@ -634,6 +639,7 @@ class _Run:
         deferred: list[dict[str, Any]] = []
         done: list[tuple[Plan, str | None]] = []
         digests: dict[str, dict[str, str]] = {}  # qualifier -> source id -> the digest its link keeps
+        sealed: dict[str, dict[str, str]] = {}  # the same for write-only values written (``written.py``)
         assigned: dict[str, list[Obj]] = {}  # source id -> the assignments now applied (``assignments.py``)
         c = self.counters
         if confirmed is not None and confirmed[1]:
@@ -683,6 +689,8 @@ class _Run:
                     digests.setdefault(plan.qualifier, {})[plan.source_id] = digest
             if plan.assigned is not None and plan.source_id:
                 assigned[plan.source_id] = plan.assigned
+            if plan.written is not None and plan.source_id and target_id and plan.op is not None:
+                sealed.setdefault(plan.qualifier, {})[plan.source_id] = plan.written
             if plan.link and plan.source_id and target_id:
                 new_links.append((plan.qualifier, plan.source_id, target_id))
             elif plan.source_id and target_id and renamed(plan.target_id, target_id):
@@ -709,11 +717,14 @@ class _Run:
             if assigned and self._assignments is not None:
                 self._assignments.last_sync.record(conn, assigned)
             if new_links or relinks:
-                self.qualifiers.add_links(conn, new_links + relinks, digests, new_targets=created)
+                self.qualifiers.add_links(conn, new_links + relinks, digests, new_targets=created, written=sealed)
             linking = {(q, s) for q, s, _ in new_links + relinks}
             for qualifier, found in digests.items():
                 self.qualifiers.links(qualifier).set_digests(
                     conn, {s: d for s, d in found.items() if (qualifier, s) not in linking})
+            for qualifier, found in sealed.items():
+                self.qualifiers.links(qualifier).set_written(
+                    conn, {s: w for s, w in found.items() if (qualifier, s) not in linking})
         if not (writes or new_links or relinks or digests or audit or deferred):
             self.store.commit_lazily(conn)
         self.runs.claim(conn, self.id, [c for c in claims if c], new=new_claims)

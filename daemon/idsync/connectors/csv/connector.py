@@ -147,6 +147,9 @@ class CsvResource(Resource, ChangeSource):
         self._type = obj_type
         self._uid = file.settings.uid
         self._password = file.settings.password
+        self.write_only = frozenset({p.name for p in obj_type.properties
+                                     if not p.readable or p.column == self._password}
+                                    if obj_type.properties else {self._password})
         self._changes = CsvChanges(file.path, state, file.settings.keep, self._uid, file.rows, self._object)
         self._by_id = ById(file.path, self._rows_by_id)
 

@@ -101,6 +101,8 @@ class LdapResource(Resource, ChangeSource):
         self.ranged_ids = self._uid.lower() == "entryuuid"
         self._dn_ids = settings.uid_attribute.lower() == "dn"
         self.renames_ids = self._dn_ids
+        readable = {p.name for p in object_type.readable()}
+        self.write_only = frozenset(n for n in object_type.properties if n not in readable)
         if settings.password_attribute.lower() == "unicodepwd":
             # AD hashes what it is given: a hash written as a password would become the password.
             self.clear_secrets = frozenset(p.name for p in object_type.properties.values() if p.special == "password")

@@ -150,7 +150,8 @@ def wanted_properties(obj_type: ObjectTypeDef, fields: Sequence[str] | None) -> 
     if fields is None:
         return obj_type.readable()
     tops = {f.split("/")[0] for f in fields}
-    return [p for name, p in obj_type.properties.items() if name in tops]
+    # OpenICF's NOT_READABLE: never read, even when asked for by name.
+    return [p for name, p in obj_type.properties.items() if name in tops and "NOT_READABLE" not in p.flags]
 
 
 def merge_ranges(dn: str, raw: RawEntry, fetch: Callable[[str, str], RawEntry]) -> RawEntry:

@@ -105,6 +105,10 @@ class ScimResource(Resource, ChangeSource):
         self._type = obj_type
         self._version = client.settings.version
         self._members = obj_type.members()
+        # A SCIM password is "returned": "never" (RFC 7643 4.1.1).
+        readable = {p.name for p in obj_type.readable()}
+        self.write_only = frozenset(n for n, p in obj_type.properties.items()
+                                    if n not in readable or (p.path.attribute == "password" and p.path.urn is None))
         self._names: dict[str, str] = {}  # member SCIM id -> reference value
         self._changes = ScimChanges(self.name, client, obj_type.endpoint, client.settings.live_sync_overlap)
 

@@ -237,6 +237,7 @@ class XmlResource(Resource):
         self._has_uid = "__UID__" in obj_type.order or any(p.element == "__UID__" for p in obj_type.properties)
         self._by_id = ById(file.path, self._records_by_id)
         self._props = {p.name: p for p in obj_type.properties}
+        self.write_only = frozenset(p.name for p in obj_type.properties if not p.readable)
 
     # reading -----------------------------------------------------------------
 
