@@ -24,7 +24,9 @@ from idsync_dev.slapd import Slapd
 
 from samples import FORWARD, IDSYNC, idsync, sample_project
 
-_SCRIPT = {"invokeService": "script", "invokeContext": {"script": {"type": "text/javascript", "source": "1"}}}
+# A service of a custom bundle: PingIDM schedules any service it has; idsync runs sync, recon,
+# provisioner liveSync, script and taskscanner.
+_OTHER = {"invokeService": "org.example.reports", "invokeContext": {"report": "daily"}}
 _LIVE = {"invokeService": "provisioner", "invokeContext": {"action": "liveSync", "source": "system/ldap/account"}}
 _RECON = {
     "enabled": True,
@@ -97,17 +99,14 @@ def test_a_bad_schedule_names_file_key_and_problem(tmp_path: Path, change: dict[
 
 
 @pytest.mark.parametrize(("change", "key", "what"), [
-    ({"invokeService": "script", "invokeContext": {"script": {"type": "text/javascript", "source": "1"}}},
-     "invokeService", "invokeService 'script'"),
-    ({"invokeService": "taskscanner", "invokeContext": {"waitForCompletion": False}}, "invokeService",
-     "'taskscanner'"),
-    ({"type": "simple", "repeatInterval": 60000}, "type", '"simple"'),
-    ({"endTime": "2030-01-01T00:00:00"}, "endTime", "endTime"),
+    (_OTHER, "invokeService", "invokeService 'org.example.reports'"),
+    ({"invokeService": "workflow", "invokeContext": {"processDefinitionId": "approval"}}, "invokeService",
+     "'workflow'"),
 ])
 def test_a_schedule_idsync_cannot_run_yet_is_named_as_unsupported(tmp_path: Path, change: dict[str, Any], key: str,
                                                                   what: str) -> None:
-    """Scripts, the task scanner, simple repeat intervals and start/end times are an
-    UnsupportedSchedule (a warning) that names the schedule and says it is not scheduled."""
+    """A service idsync does not have (a custom bundle's) is an UnsupportedSchedule (a
+    warning) that names the schedule and says it is not scheduled."""
     path = _write(tmp_path, "other", {**_RECON, **change})
     with pytest.raises(UnsupportedSchedule) as info:
         parse_schedule(path, ["m1"])
@@ -148,7 +147,7 @@ def test_schedules_load_beside_job_files_and_a_clash_is_an_error(tmp_path: Path)
     _write(conf, "b", _RECON)
     clash = _write(conf, "clash", _RECON)
     bad = _write(conf, "c", {**_RECON, "schedule": "every now and then"})
-    live = _write(conf, "live", {**_RECON, **_SCRIPT})
+    live = _write(conf, "live", {**_RECON, **_OTHER})
     jobs, errors = load_all_jobs(root / "jobs.d", conf, ["m1", "m2"])
     assert list(jobs) == ["a", "b", "clash"] and jobs["clash"].mappings == ("m2",)
     assert sorted(e.file for e in errors) == sorted([str(bad), str(clash), str(live)])
@@ -161,7 +160,7 @@ def test_reload_keeps_a_schedule_whose_file_broke(tmp_path: Path) -> None:
     previous version; an unsupported one is not scheduled and is no error."""
     root = _mini_project(tmp_path)
     path = _write(root / "conf", "nightly", _RECON)
-    _write(root / "conf", "live", {**_RECON, **_SCRIPT})
+    _write(root / "conf", "live", {**_RECON, **_OTHER})
     first = load_configuration(root)
     assert list(first.jobs) == ["nightly"] and first.errors == []
     _write(root / "conf", "nightly", {**_RECON, "timeZone": "Nowhere/Town"})
@@ -181,13 +180,13 @@ def test_validate_and_jobs_report_schedules(tmp_path: Path, slapd: Slapd, ldap_s
     conf = project / "conf"
     _write(conf, "reconLdap", {**_RECON, "invokeContext": {"action": "reconcile", "mapping": FORWARD}})
     _write(conf, "liveSyncLdap", {**_RECON, **_LIVE})
-    _write(conf, "scriptJob", {**_RECON, **_SCRIPT})
+    _write(conf, "reportJob", {**_RECON, **_OTHER})
     (project / "jobs.d").mkdir()
     (project / "jobs.d" / "hourly.toml").write_text(f'schedule = "@hourly"\nmappings = ["{FORWARD}"]\n')
 
     done = idsync(project, "validate")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "warning:" in done.stderr and "schedule 'scriptJob'" in done.stderr and "not supported yet" in done.stderr
+    assert "warning:" in done.stderr and "schedule 'reportJob'" in done.stderr and "not supported yet" in done.stderr
     answer = json.loads(idsync(project, "validate", "--json").stdout)
     assert answer["ok"] and [w["key"] for w in answer["warnings"]] == ["invokeService"]
 
@@ -199,7 +198,7 @@ def test_validate_and_jobs_report_schedules(tmp_path: Path, slapd: Slapd, ldap_s
     assert rows["liveSyncLdap"]["liveSync"] == ["system/ldap/account"]
     assert rows["reconLdap"]["mappings"] == [FORWARD] and rows["reconLdap"]["misfire"] == "skip"
     assert rows["reconLdap"]["timezone"] == "Europe/Stockholm" and rows["reconLdap"]["nextFires"]
-    assert listing["errors"] == [] and "scriptJob" in listing["warnings"][0]
+    assert listing["errors"] == [] and "reportJob" in listing["warnings"][0]
 
     bad = _write(conf, "broken", {**_RECON, "misfirePolicy": "sometimes"})
     done = idsync(project, "validate")
@@ -231,7 +230,7 @@ def test_run_job_runs_a_schedule_as_a_real_recon(tmp_path: Path, slapd: Slapd, l
     outcome = json.loads(done.stdout)
     assert outcome["state"] == "SUCCESS" and outcome["runs"][0]["mapping"] == "system/ldap/account", outcome
     assert outcome["counts"].get("fullRecons") == 1
-    _write(conf, "script", {**_RECON, **_SCRIPT})
+    _write(conf, "script", {**_RECON, **_OTHER})
     done = idsync(project, "run-job", "script")
     assert done.returncode == os.EX_CONFIG and "not supported yet" in done.stderr
     done = idsync(project, "run-job", "nope")
@@ -250,7 +249,7 @@ def test_daemon_schedules_and_serves_a_schedule(tmp_path: Path, slapd: Slapd, ld
     (project / "jobs.d" / "yearly.toml").write_text(f'schedule = "0 0 1 1 *"\nmappings = ["{FORWARD}"]\n')
     _write(project / "conf", "every2", {**_RECON, "schedule": "*/2 * * * * ?",
                                         "invokeContext": {"action": "reconcile", "mappings": [FORWARD]}})
-    _write(project / "conf", "live", {**_RECON, **_SCRIPT})
+    _write(project / "conf", "live", {**_RECON, **_OTHER})
     log = (tmp_path / "daemon.log").open("w")
     proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info"})

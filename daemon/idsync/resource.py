@@ -38,6 +38,7 @@ __all__ = [
     "failed",
     "load_window",
     "renamed",
+    "value_at",
 ]
 
 Obj = dict[str, Any]
@@ -152,7 +153,7 @@ class Resource(ABC):
             node: Node = Or(tuple(terms)) if len(terms) > 1 else terms[0]
             for obj in self.find(QuerySpec(filter=node, fields=fields)):
                 for vals in chunk:
-                    if all(_equal(_at(obj, p), v) for p, v in zip(paths, vals, strict=True)):
+                    if all(_equal(value_at(obj, p), v) for p, v in zip(paths, vals, strict=True)):
                         result.setdefault(vals, []).append(obj)
         return result
 
@@ -319,7 +320,8 @@ def failed(op: WriteOp, error: ObjectError) -> WriteResult:
     return WriteResult(op, id=op.id, error=error)
 
 
-def _at(obj: Obj, path: Path) -> Any:
+def value_at(obj: Obj, path: Path) -> Any:
+    """The value at ``path`` (property names, one per level) in ``obj``; None where there is none."""
     value: Any = obj
     for part in path:
         if not isinstance(value, dict):

@@ -38,6 +38,7 @@ from idsync.api.policy import policy_routes
 from idsync.api.recon import recon_routes
 from idsync.api.relationships import relationship_routes
 from idsync.api.system import system_routes
+from idsync.api.taskscanner import taskscanner_routes
 from idsync.errors import ConfigError
 from idsync.settings import ApiSettings
 
@@ -97,6 +98,7 @@ def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | No
         *system_routes,
         *mapping_routes,
         *job_routes,
+        *taskscanner_routes,
     ]
     limit = LoginLimit(ctx.settings.max_failed_logins)
     routes = [Mount("/openidm", routes=openidm), Route("/metrics", metrics.endpoint, methods=["GET"])]

@@ -21,10 +21,11 @@ from idsync.api.context import ApiContext, JobControl
 from idsync.api.errors import ApiError
 from idsync.store.nodes import Node, Nodes
 
-__all__ = ["job_routes"]
+__all__ = ["control", "job_routes"]
 
 
-def _control(request: Request) -> JobControl:
+def control(request: Request) -> JobControl:
+    """The daemon's scheduler (503 outside ``idsync run``)."""
     ctx: ApiContext = request.app.state.ctx
     if ctx.jobs is None:
         raise ApiError(503, "the scheduler runs only inside idsync run")
@@ -32,23 +33,23 @@ def _control(request: Request) -> JobControl:
 
 
 async def _list(request: Request) -> JSONResponse:
-    jobs = await run_in_threadpool(_control(request).job_list)
+    jobs = await run_in_threadpool(control(request).job_list)
     return JSONResponse({"result": jobs, "resultCount": len(jobs), "pagedResultsCookie": None,
                          "totalPagedResultsPolicy": "NONE", "totalPagedResults": -1, "remainingPagedResults": -1})
 
 
 async def _one(request: Request) -> JSONResponse:
-    control = _control(request)
+    scheduler = control(request)
     name = request.path_params["name"]
     if request.method == "GET":
-        for job in await run_in_threadpool(control.job_list):
+        for job in await run_in_threadpool(scheduler.job_list):
             if job["_id"] == name:
                 return JSONResponse(job)
         raise ApiError(404, f"Job {name} not found")
     action = request.query_params.get("_action")
     if action != "trigger":
         raise ApiError(400, f"unknown _action {action!r} (supported: trigger)")
-    if not await run_in_threadpool(control.trigger, name):  # cluster mode: a write to the queue
+    if not await run_in_threadpool(scheduler.trigger, name):  # cluster mode: a write to the queue
         raise ApiError(409, f"Job {name} is already running")
     return JSONResponse({"_id": name, "action": "trigger", "status": "TRIGGERED"})
 

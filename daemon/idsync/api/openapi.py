@@ -40,6 +40,12 @@ _SYSTEMS = {"type": "array", "items": {"type": "object", "required": ["name", "e
     "error": {"type": "string"}}}}
 _ACTION = {"type": "object", "required": ["_id", "status"], "properties": {
     "_id": {"type": "string"}, "status": {"type": "string"}}}
+_TASK = {"type": "object", "required": ["_id", "progress"], "properties": {
+    "_id": {"type": "string"}, "name": {"type": "string"}, "progress": {
+        "type": "object", "required": ["state", "processed", "total", "successes", "failures"], "properties": {
+            "state": {"type": "string"}, "processed": {"type": "integer"}, "total": {"type": "integer"},
+            "successes": {"type": "integer"}, "failures": {"type": "integer"}}}}}
+_TASKS = {"type": "object", "required": ["tasks"], "properties": {"tasks": {"type": "array", "items": _TASK}}}
 _REFERENCE = {"type": "object", "required": ["_ref"], "additionalProperties": True, "properties": {
     "_ref": {"type": "string"}, "_refProperties": {"type": "object"}}}
 _PATCH = {"type": "array", "items": {"type": "object", "required": ["operation", "field"], "properties": {
@@ -95,6 +101,12 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
      {"200": _ACTION}),
     ("/openidm/cluster", "get", "The nodes of a cluster, alive or down, and what each runs", [], None,
      {"200": _PAGED}),
+    ("/openidm/taskscanner", "get", "The task scans' runs, newest first", [], None, {"200": _TASKS}),
+    ("/openidm/taskscanner", "post", "Run a schedule's task scan now (_action=execute&name=schedule/NAME)",
+     ["_action", "name"], None, {"200": _ACTION}),
+    ("/openidm/taskscanner/{id}", "get", "One task scan's run", [], None, {"200": _TASK}),
+    ("/openidm/taskscanner/{id}", "post", "Cancel a running task scan (_action=cancel)", ["_action"], None,
+     {"200": _ACTION}),
 ]
 # Optimistic concurrency, as PingIDM takes it: a revision, or * for "must (not) exist".
 _CONDITIONS = {"put": ["If-Match", "If-None-Match"], "patch": ["If-Match"], "delete": ["If-Match"]}
@@ -138,7 +150,8 @@ _SCHEMAS: dict[str, Any] = {
 _ACTIONS = {("/openidm/recon", "post"): ["recon", "reconById"], ("/openidm/recon/{id}", "post"): ["cancel"],
             ("/openidm/managed/{type}", "post"): ["create"], ("/openidm/system", "post"): ["test"],
             ("/openidm/managed/{type}/{id}/{property}", "post"): ["create"],
-            ("/openidm/scheduler/job/{name}", "post"): ["trigger"]}
+            ("/openidm/scheduler/job/{name}", "post"): ["trigger"], ("/openidm/taskscanner", "post"): ["execute"],
+            ("/openidm/taskscanner/{id}", "post"): ["cancel"]}
 # create is also what a bare POST does
 _OPTIONAL_ACTION = {("/openidm/managed/{type}", "post"), ("/openidm/managed/{type}/{id}/{property}", "post")}
 _ENUMS = {"_queryId": ["query-all-ids"], "_totalPagedResultsPolicy": ["NONE", "EXACT"],

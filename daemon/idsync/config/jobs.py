@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from idsync.config.schedule import CronSchedule, ScheduleError
+from idsync.config.schedule import CronSchedule, Schedule, ScheduleError
+from idsync.config.tasks import ScriptTask, TaskScan
 from idsync.errors import ConfigError
 
 __all__ = ["DEFAULT_MISFIRE_GRACE", "LIVESYNC_JOB", "NOT_RECON_JOBS", "PUSH_JOBS", "JobDef", "KeyReader",
@@ -71,7 +72,7 @@ class JobDef:
 
     name: str
     file: str
-    schedule: CronSchedule
+    schedule: Schedule
     mappings: tuple[str, ...]
     description: str = ""
     enabled: bool = True
@@ -88,6 +89,8 @@ class JobDef:
     page_size: int | None = None
     # Sources whose changes the job applies (liveSync) instead of reconciling ``mappings``.
     livesync: tuple[str, ...] = ()
+    # A PingIDM schedule's script or task scan (``config/tasks.py``), run instead of either.
+    task: ScriptTask | TaskScan | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -105,6 +108,9 @@ class JobDef:
             "enabled": self.enabled,
             "mappings": list(self.mappings),
             "liveSync": list(self.livesync),
+            "type": self.raw.get("type", "cron"),  # PingIDM's: a schedule's, cron for a jobs.d file
+            "task": self.task.kind if self.task is not None else None,
+            **({"invokeContext": self.raw.get("invokeContext")} if self.task is not None else {}),
             "misfire": self.misfire,
         }
 

@@ -1,13 +1,21 @@
 """PingIDM schedules: ``conf/schedule-NAME.json``, each a job named ``NAME``.
 
 A schedule that runs a reconciliation (``invokeService`` sync or recon,
-``invokeContext.action`` ``reconcile``) or a liveSync (``invokeService``
-provisioner, ``invokeContext`` ``{"action": "liveSync", "source": ...}``) becomes
-a ``JobDef`` like a ``jobs.d/NAME.toml`` job. One that PingIDM runs but idsync
-does not yet (scripts, the task scanner, start and end times, simple repeat
-intervals) is an ``UnsupportedSchedule``: a warning naming the schedule, and
+``invokeContext.action`` ``reconcile``), a liveSync (``invokeService``
+provisioner, ``invokeContext`` ``{"action": "liveSync", "source": ...}``), a
+script or a task scan (``invokeService`` script or taskscanner: ``config/tasks.py``)
+becomes a ``JobDef`` like a ``jobs.d/NAME.toml`` job. One that PingIDM runs but
+idsync does not (a custom bundle's service, a ``repeatCount`` without a
+``startTime``) is an ``UnsupportedSchedule``: a warning naming the schedule, and
 the job is not scheduled. Anything else wrong is a ``ConfigError`` naming the
 file, the key and the problem.
+
+When: ``"type": "cron"`` fires on the Quartz ``schedule``, ``"type": "simple"``
+every ``repeatInterval`` milliseconds (at least 1000) from ``startTime``, or on a
+grid from the Unix epoch when there is none (PingIDM fires first when its
+scheduler starts; see ``config/schedule.py``), ``repeatCount`` times after the
+first fire (-1: forever). Either kind fires only between ``startTime`` and
+``endTime`` (both included), which without an offset are in the ``timeZone``.
 """
 
 from __future__ import annotations
@@ -16,10 +24,19 @@ import datetime as dt
 from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from idsync.config.files import load_json
 from idsync.config.jobs import NOT_RECON_JOBS, JobDef, KeyReader, job_name_problem, load_jobs
-from idsync.config.schedule import CronSchedule, ScheduleError
+from idsync.config.schedule import (
+    BoundedSchedule,
+    CronSchedule,
+    IntervalSchedule,
+    Schedule,
+    ScheduleError,
+    parse_timezone,
+)
+from idsync.config.tasks import ScriptTask, TaskScan, parse_script_task, parse_task_scan
 from idsync.errors import ConfigError, ConfigWarning
 
 __all__ = ["UnsupportedSchedule", "load_all_jobs", "load_schedules", "parse_schedule", "schedule_path"]
@@ -44,6 +61,8 @@ _KEYS = {
 }
 _PROVISIONER_SERVICES = ("provisioner", "org.forgerock.openidm.provisioner")
 _SYNC_SERVICES = ("sync", "org.forgerock.openidm.sync", "recon", "org.forgerock.openidm.recon")
+_SCRIPT_SERVICES = ("script", "org.forgerock.openidm.script")
+_TASKSCANNER_SERVICES = ("taskscanner", "org.forgerock.openidm.taskscanner")
 _MISFIRE: dict[str, Literal["run_once", "skip"]] = {"fireAndProceed": "run_once", "doNothing": "skip"}
 _LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "fatal")
 
@@ -118,30 +137,8 @@ def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) ->
     misfire_policy = r.get("misfirePolicy", str, "fireAndProceed")
     if misfire_policy not in _MISFIRE:
         raise ConfigError(file, "misfirePolicy", f'expected "fireAndProceed" or "doNothing", not {misfire_policy!r}')
-    mappings, livesync = _invocation(r, name, known_mappings)
-    kind = r.get("type", str, "cron")
-    if kind == "simple":
-        raise UnsupportedSchedule(file, "type", f"schedule {name!r}: type \"simple\" (a repeat interval) is not "
-                                                "supported yet; not scheduled (use type \"cron\")")
-    if kind != "cron":
-        raise ConfigError(file, "type", f'expected "cron" or "simple", not {kind!r}')
-    for key in ("repeatInterval", "repeatCount"):
-        if key in raw:
-            raise ConfigError(file, key, 'only for type "simple"')
-    for key in ("startTime", "endTime"):
-        if key in raw:
-            _iso_date(file, key, raw[key])
-            raise UnsupportedSchedule(file, key, f"schedule {name!r}: {key} is not supported yet; not scheduled")
-    expression = r.get("schedule", str, required=True)
-    if len(expression.split()) not in (6, 7):
-        # PingIDM reads Quartz only: a 5-field cron line would mean something else to it.
-        raise ConfigError(file, "schedule", f"{len(expression.split())} fields; expected a Quartz expression "
-                                            "(6 or 7 fields, seconds first, such as \"0 0/15 * * * ?\")")
-    try:
-        schedule = CronSchedule.parse(expression, r.get("timeZone", str, "UTC"))
-    except ScheduleError as exc:
-        key = "timeZone" if "time zone" in str(exc) else "schedule"
-        raise ConfigError(file, key, str(exc)) from None
+    mappings, livesync, task = _invocation(r, name, known_mappings)
+    schedule = _schedule(r, name)
     return JobDef(
         name=name,
         file=file,
@@ -150,16 +147,90 @@ def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) ->
         enabled=enabled,
         misfire=_MISFIRE[misfire_policy],
         livesync=livesync,
+        task=task,
         raw=raw,
     )
 
 
-def _invocation(r: KeyReader, name: str, known: Collection[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The mappings a reconcile schedule runs, or the source a liveSync schedule reads; a
-    schedule idsync cannot run is an ``UnsupportedSchedule``."""
+def _schedule(r: KeyReader, name: str) -> Schedule:
+    """The schedule's fire times: its ``type``, within ``startTime`` and ``endTime``."""
+    file = r.file
+    try:
+        timezone = parse_timezone(r.get("timeZone", str, "UTC"))
+    except ScheduleError as exc:
+        raise ConfigError(file, "timeZone", str(exc)) from None
+    start, end = _instant(r, "startTime", timezone), _instant(r, "endTime", timezone)
+    if start is not None and end is not None and end < start:
+        raise ConfigError(file, "endTime", f"{r.raw['endTime']} is before startTime {r.raw['startTime']}")
+    kind = r.get("type", str, "cron")
+    if kind == "simple":
+        schedule: Schedule
+        schedule, last = _interval(r, name, timezone, start)
+        if last is not None:
+            end = last if end is None else min(end, last)
+    elif kind == "cron":
+        for key in ("repeatInterval", "repeatCount"):
+            if key in r.raw:
+                raise ConfigError(file, key, 'only for type "simple"')
+        schedule = _cron(r, timezone)
+    else:
+        raise ConfigError(file, "type", f'expected "cron" or "simple", not {kind!r}')
+    return schedule if start is None and end is None else BoundedSchedule(schedule, start, end)
+
+
+def _interval(r: KeyReader, name: str, timezone: ZoneInfo,
+              start: dt.datetime | None) -> tuple[IntervalSchedule, dt.datetime | None]:
+    """A ``simple`` schedule's ``repeatInterval`` (milliseconds), anchored at ``start``, and
+    the last fire its ``repeatCount`` allows (None: forever)."""
+    file = r.file
+    millis = r.get("repeatInterval", int, required=True)
+    interval = dt.timedelta(milliseconds=millis)
+    try:
+        # Without a startTime, the schedule's own anchor: fires do not depend on when the daemon started.
+        schedule = IntervalSchedule(interval, timezone) if start is None else IntervalSchedule(interval, timezone,
+                                                                                              anchor=start)
+    except ScheduleError:
+        raise ConfigError(file, "repeatInterval", f"expected 1000 milliseconds (one second) or more, "
+                                                  f"not {millis}") from None
+    count = r.get("repeatCount", int, -1)
+    if count < -1:
+        raise ConfigError(file, "repeatCount", f"expected -1 (forever) or a number of repeats, not {count}")
+    if count == -1:
+        return schedule, None
+    if start is None:
+        # Without an anchor the repeats would be counted again from each start of the daemon.
+        raise UnsupportedSchedule(file, "repeatCount", f"schedule {name!r}: repeatCount {count} without a "
+                                                       "startTime is not supported (a daemon that restarts cannot "
+                                                       "count the repeats); not scheduled (add a startTime, or "
+                                                       "repeatCount -1 to repeat forever)")
+    # PingIDM counts the repeats after the first fire, which is at startTime.
+    return schedule, start + count * interval
+
+
+def _cron(r: KeyReader, timezone: ZoneInfo) -> CronSchedule:
+    file = r.file
+    expression = r.get("schedule", str, required=True)
+    if len(expression.split()) not in (6, 7):
+        # PingIDM reads Quartz only: a 5-field cron line would mean something else to it.
+        raise ConfigError(file, "schedule", f"{len(expression.split())} fields; expected a Quartz expression "
+                                            "(6 or 7 fields, seconds first, such as \"0 0/15 * * * ?\")")
+    try:
+        return CronSchedule.parse(expression, timezone)
+    except ScheduleError as exc:
+        raise ConfigError(file, "schedule", str(exc)) from None
+
+
+def _invocation(r: KeyReader, name: str, known: Collection[str] | None,
+                ) -> tuple[tuple[str, ...], tuple[str, ...], ScriptTask | TaskScan | None]:
+    """The mappings a reconcile schedule runs, the source a liveSync schedule reads, or the
+    script or task scan it runs; a schedule idsync cannot run is an ``UnsupportedSchedule``."""
     file = r.file
     service = r.get("invokeService", str, required=True)
     context = r.get("invokeContext", dict, required=True)
+    if service in _SCRIPT_SERVICES:
+        return (), (), parse_script_task(file, context)
+    if service in _TASKSCANNER_SERVICES:
+        return (), (), parse_task_scan(file, context)
     action = context.get("action")
     if action == "liveSync":
         if service not in _PROVISIONER_SERVICES:
@@ -167,11 +238,11 @@ def _invocation(r: KeyReader, name: str, known: Collection[str] | None) -> tuple
         sources = KeyReader(file, context, _json_type).sources("source", "invokeContext.source")
         if len(sources) != 1:
             raise ConfigError(file, "invokeContext.source", 'expected one source such as "system/ldap/account"')
-        return (), sources
+        return (), sources, None
     if service not in _SYNC_SERVICES:
         raise UnsupportedSchedule(file, "invokeService", f"schedule {name!r}: invokeService {service!r} (only sync, "
-                                                         "recon and provisioner liveSync run) is not supported yet; "
-                                                         "not scheduled")
+                                                         "recon, provisioner liveSync, script and taskscanner "
+                                                         "run) is not supported yet; not scheduled")
     if action != "reconcile":
         raise ConfigError(file, "invokeContext.action", f'expected "reconcile", not {action!r}')
     if "mapping" in context and "mappings" in context:
@@ -189,17 +260,21 @@ def _invocation(r: KeyReader, name: str, known: Collection[str] | None) -> tuple
         if known is not None and item not in known:
             names = ", ".join(sorted(known)) or "none configured"
             raise ConfigError(file, item_key, f"unknown mapping {item!r} (known: {names})")
-    return tuple(value), ()
+    return tuple(value), (), None
 
 
-def _iso_date(file: str, key: str, value: object) -> None:
+def _instant(r: KeyReader, key: str, timezone: ZoneInfo) -> dt.datetime | None:
+    """An ISO 8601 date and time; without an offset, in the schedule's ``timeZone``."""
+    if key not in r.raw:
+        return None
+    value = r.raw[key]
     try:
         if not isinstance(value, str):
             raise ValueError
-        dt.datetime.fromisoformat(value)
+        instant = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise ConfigError(file, key, "expected an ISO 8601 date and time such as 2026-01-01T00:00:00Z") from None
-
+        raise ConfigError(r.file, key, "expected an ISO 8601 date and time such as 2026-01-01T00:00:00Z") from None
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=timezone)
 
 
 def _json_type(value: object) -> str:

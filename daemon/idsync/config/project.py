@@ -292,6 +292,7 @@ def validate_project(project_dir: Path,
                                                [m.name for m in project.mappings])
             problems.extend(job_problems)
             problems.extend(_livesync_problems(project, jobs.values()))
+            problems.extend(_task_problems(project, jobs.values()))
     return problems + unused_configuration(conf, skip={name: exc.file for name, exc in unsupported.items()})
 
 
@@ -314,6 +315,27 @@ def _livesync_problems(project: Project, jobs: Iterable[Any]) -> list[ConfigErro
             elif provisioner.kind == "xml":
                 problems.append(ConfigError(job.file, "livesync", f"{source} is an XML file, whose connector "
                                             "tells no changes: reconcile its mappings on a schedule instead"))
+    return problems
+
+
+def _task_problems(project: Project, jobs: Iterable[Any]) -> list[ConfigError]:
+    """A scheduled script or task scan whose script does not compile, or that scans a
+    managed type that does not exist."""
+    problems: list[ConfigError] = []
+    for job in jobs:
+        task = job.task
+        if task is None:
+            continue
+        object_type = getattr(task, "object_type", None)
+        if object_type is not None and object_type not in project.managed.types:
+            known = ", ".join(sorted(project.managed.types)) or "none"
+            problems.append(ConfigError(job.file, "invokeContext.scan.object",
+                                        f"no managed type {object_type!r} (managed.json has: {known})"))
+        try:
+            project.scripts.compile(dict(task.script), file=job.file, key=task.script_key,
+                                    base_dir=project.settings.project_dir)
+        except ConfigError as exc:
+            problems.append(exc)
     return problems
 
 

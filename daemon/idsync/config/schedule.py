@@ -1,6 +1,11 @@
-"""Cron schedules: parsing a job's ``schedule`` and computing its fire times.
+"""Schedules: when a job fires. Three kinds share one interface (``Schedule``):
 
-Three notations are accepted, told apart by their shape:
+* ``CronSchedule``, a job's cron or Quartz ``schedule``;
+* ``IntervalSchedule``, a fixed interval (a PingIDM ``"type": "simple"`` schedule);
+* ``BoundedSchedule``, either of them between a start and an end (PingIDM's
+  ``startTime`` and ``endTime``, and the last fire of a ``repeatCount``).
+
+Three cron notations are accepted, told apart by their shape:
 
 * ``@hourly``, ``@daily`` (``@midnight``), ``@weekly``, ``@monthly``, ``@yearly`` (``@annually``);
 * standard 5-field cron: minute hour day-of-month month day-of-week (0 or 7 = Sunday);
@@ -16,6 +21,14 @@ changes follow one rule: a wall-clock time that happens twice (autumn) fires at
 its first occurrence only, and one that does not exist (spring) fires when the
 gap ends. Fire times are strictly increasing, so several times falling into one
 gap collapse into a single run: no run is skipped and none is doubled.
+
+An interval counts real time, not wall-clock time (daylight saving does not
+move it), from an anchor: the start time when there is one, otherwise the Unix
+epoch (1970-01-01T00:00:00Z). Fires therefore do not depend on when the daemon
+started: every hour is on the hour UTC, after a restart too. PingIDM instead
+fires an unanchored ``simple`` schedule first when its scheduler starts.
+Intervals below one second are refused: a cluster queues each fire under its
+whole-second timestamp, and Quartz cron cannot fire more often either.
 """
 
 from __future__ import annotations
@@ -24,12 +37,13 @@ import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cron_descriptor import Options, get_description
 from croniter import croniter
 
-__all__ = ["CronSchedule", "ScheduleError", "parse_timezone"]
+__all__ = ["BoundedSchedule", "CronSchedule", "IntervalSchedule", "Schedule", "ScheduleError", "parse_timezone"]
 
 _MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -46,6 +60,8 @@ _UTC = dt.UTC
 _GAP_SEARCH = dt.timedelta(hours=26)
 # croniter's messages quote its own rewritten form of the expression in brackets.
 _BRACKETED = re.compile(r"\[[^\]]*\]")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+_TICK = dt.timedelta(microseconds=1)
 
 
 class ScheduleError(ValueError):
@@ -57,6 +73,26 @@ def parse_timezone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ScheduleError(f"unknown time zone {name!r} (expected an IANA name such as Europe/Stockholm)") from None
+
+
+class Schedule(Protocol):
+    """What the scheduler, ``idsync jobs`` and the status file use of a job's schedule."""
+
+    @property
+    def expression(self) -> str: ...
+
+    @property
+    def timezone(self) -> ZoneInfo: ...
+
+    def describe(self) -> str: ...
+
+    def next_after(self, instant: dt.datetime) -> dt.datetime | None:
+        """The first fire strictly after ``instant``, or None when there is none any more."""
+
+    def next_fires(self, count: int, after: dt.datetime) -> list[dt.datetime]: ...
+
+    def previous_fire(self, before: dt.datetime, since: dt.datetime) -> dt.datetime | None:
+        """The last fire time in ``(since, before]``, or None."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +197,104 @@ class CronSchedule:
             if _exists(aware):
                 return aware
         raise ScheduleError(f"no valid time after {wall.isoformat()} in {self.timezone.key}")
+
+
+@dataclass(frozen=True)
+class IntervalSchedule:
+    """A fire every ``interval``, at ``anchor`` + k * ``interval`` (see the module docstring)."""
+
+    interval: dt.timedelta
+    timezone: ZoneInfo
+    anchor: dt.datetime = _EPOCH
+
+    def __post_init__(self) -> None:
+        if self.interval < dt.timedelta(seconds=1):
+            raise ScheduleError("an interval must be at least one second")
+        if self.anchor.tzinfo is None:
+            raise ValueError("anchor must be timezone-aware")
+
+    @property
+    def expression(self) -> str:
+        return f"every {_seconds_text(self.interval)} s"
+
+    def describe(self) -> str:
+        """E.g. "Every hour", "Every 90 minutes", "Every 1.5 seconds"."""
+        seconds = self.interval.total_seconds()
+        for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60), ("second", 1)):
+            if seconds % size == 0:
+                count = int(seconds // size)
+                return f"Every {unit}" if count == 1 else f"Every {count} {unit}s"
+        return f"Every {_seconds_text(self.interval)} seconds"
+
+    def next_after(self, instant: dt.datetime) -> dt.datetime:
+        if instant.tzinfo is None:
+            raise ValueError("instant must be timezone-aware")
+        steps = (instant - self.anchor) // self.interval + 1
+        return (self.anchor + steps * self.interval).astimezone(self.timezone)
+
+    def next_fires(self, count: int, after: dt.datetime) -> list[dt.datetime]:
+        return _next_fires(self, count, after)
+
+    def previous_fire(self, before: dt.datetime, since: dt.datetime) -> dt.datetime | None:
+        fire = self.anchor + (before - self.anchor) // self.interval * self.interval
+        return fire.astimezone(self.timezone) if fire > since else None
+
+
+@dataclass(frozen=True)
+class BoundedSchedule:
+    """The fires of ``schedule`` from ``start`` to ``end``, both included; None is no bound.
+
+    Past ``end`` there is no next fire: the scheduler drops the job until a reload."""
+
+    schedule: Schedule
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    @property
+    def expression(self) -> str:
+        return self.schedule.expression + "".join(
+            f" {word} {bound.astimezone(self.timezone).isoformat()}"
+            for word, bound in (("from", self.start), ("until", self.end)) if bound is not None
+        )
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return self.schedule.timezone
+
+    def describe(self) -> str:
+        """E.g. "Every hour, from 2026-12-06 10:00:00 until 2026-12-06 12:00:00" (in the zone)."""
+        window = " ".join(f"{word} {bound.astimezone(self.timezone):%Y-%m-%d %H:%M:%S}"
+                          for word, bound in (("from", self.start), ("until", self.end)) if bound is not None)
+        return f"{self.schedule.describe()}, {window}" if window else self.schedule.describe()
+
+    def next_after(self, instant: dt.datetime) -> dt.datetime | None:
+        if self.start is not None and instant < self.start:
+            instant = self.start - _TICK
+        fire = self.schedule.next_after(instant)
+        return None if fire is None or (self.end is not None and fire > self.end) else fire
+
+    def next_fires(self, count: int, after: dt.datetime) -> list[dt.datetime]:
+        return _next_fires(self, count, after)
+
+    def previous_fire(self, before: dt.datetime, since: dt.datetime) -> dt.datetime | None:
+        if self.end is not None:
+            before = min(before, self.end)
+        if self.start is not None:
+            since = max(since, self.start - _TICK)
+        return self.schedule.previous_fire(before=before, since=since) if before > since else None
+
+
+def _next_fires(schedule: Schedule, count: int, after: dt.datetime) -> list[dt.datetime]:
+    out: list[dt.datetime] = []
+    while len(out) < count and (fire := schedule.next_after(out[-1] if out else after)) is not None:
+        out.append(fire)
+    return out
+
+
+def _seconds_text(interval: dt.timedelta) -> str:
+    """Whole seconds as an integer ("3600"), others with their milliseconds ("1.5")."""
+    millis = interval // dt.timedelta(milliseconds=1)
+    return str(millis // 1000) if millis % 1000 == 0 else str(millis / 1000)
 
 
 def _reason(exc: Exception) -> str:

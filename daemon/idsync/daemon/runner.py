@@ -29,6 +29,7 @@ import structlog
 from idsync.config.jobs import JobDef
 from idsync.errors import IdsyncError
 from idsync.managed.router import run_recon_scripted
+from idsync.managed.tasks import TaskResult, run_task
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import LOCK_TTL, RunStore, owner_id
 from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
@@ -145,7 +146,11 @@ def run_job(
                                                           livesync=list(job.livesync))
             if on_start is not None:
                 on_start(outcome)
-            if job.livesync:
+            if job.task is not None:
+                _run_each([job.name], lambda _: _task_outcome(run_task(project, store, job, dry_run=outcome.dry_run,
+                                                                       cancel=cancel, node=node, fire=fire)),
+                          job, outcome, cancel)
+            elif job.livesync:
                 _run_livesync(project, store, job, outcome, cancel, node=node, splitter=splitter)
             else:
                 _run_mappings(project, store, job, outcome, cancel, node=node, fire=fire, splitter=splitter)
@@ -154,7 +159,7 @@ def run_job(
             timer.cancel()
         done.set()
         outcome.ended = utcnow()
-        outcome.state = _overall(outcome, len(job.mappings) or len(job.livesync), cancel)
+        outcome.state = _overall(outcome, len(job.mappings) or len(job.livesync) or 1, cancel)
         if timed_out.is_set():
             outcome.message = f"timed out after {job.timeout:g} s; canceled at a page boundary"
             _record_timeout(runs, outcome)
@@ -241,6 +246,11 @@ def _livesync_outcome(result: LiveSyncResult) -> MappingOutcome:
         counts["fullRecons"] = len(result.runs)
     last = result.runs[-1]["id"] if result.runs else None
     return MappingOutcome(result.source, result.state, run_id=last, message=result.message, counts=counts)
+
+
+def _task_outcome(result: TaskResult) -> MappingOutcome:
+    """A scheduled script's or task scan's run as a job's outcome, under ``script/JOB`` or ``taskscanner/JOB``."""
+    return MappingOutcome(result.name, result.state, run_id=result.id, message=result.message, counts=result.counts)
 
 
 def _mapping_outcome(result: ReconResult) -> MappingOutcome:

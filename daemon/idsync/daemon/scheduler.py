@@ -2,8 +2,10 @@
 
 Per job, as PingIDM's ``schedule-*.json`` has them:
 
-* **trigger**: ``CronScheduleTrigger``, the job's ``CronSchedule`` (croniter,
-  DST rules in ``config/schedule.py``) plus up to ``jitter`` seconds of random delay;
+* **trigger**: ``CronScheduleTrigger``, the job's ``Schedule`` (cron with
+  croniter and its DST rules, or an interval, either within a start and an end:
+  ``config/schedule.py``) plus up to ``jitter`` seconds of random delay; past a
+  schedule's end the trigger has no next fire, so the job never fires again;
 * **one at a time**: ``max_instances=1``; a fire that comes while the job runs is
   dropped and logged ``job.skipped reason=running`` (at info for a liveSync job) (the store lock ``job:NAME``,
   taken by the runner, extends this to manual runs and other daemons);
@@ -30,7 +32,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from idsync.config.jobs import JobDef
-from idsync.config.schedule import CronSchedule
+from idsync.config.schedule import Schedule
 
 __all__ = ["SKIP_TOLERANCE", "CronScheduleTrigger", "JobTable", "missed_fire"]
 
@@ -42,9 +44,10 @@ SKIP_TOLERANCE = 10
 
 
 class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]
-    """An APScheduler trigger backed by a ``CronSchedule``."""
+    """An APScheduler trigger backed by a job's ``Schedule``: cron or, for PingIDM's ``simple``
+    schedules, an interval (the name predates them)."""
 
-    def __init__(self, schedule: CronSchedule, jitter: float = 0.0) -> None:
+    def __init__(self, schedule: Schedule, jitter: float = 0.0) -> None:
         self.schedule = schedule
         self.jitter = jitter
 
@@ -53,12 +56,12 @@ class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]
         # so the next regular time after it is still the right one.
         after = previous_fire_time if previous_fire_time is not None else now - dt.timedelta(microseconds=1)
         fire = self.schedule.next_after(after)
-        if self.jitter:
+        if fire is not None and self.jitter:
             fire += dt.timedelta(seconds=random.uniform(0, self.jitter))
         return fire
 
     def __str__(self) -> str:
-        return f"cron[{self.schedule.expression}, {self.schedule.timezone.key}]"
+        return f"schedule[{self.schedule.expression}, {self.schedule.timezone.key}]"
 
 
 def missed_fire(job: JobDef, last_started: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
@@ -163,8 +166,8 @@ class JobTable:
             since = waiting - dt.timedelta(seconds=old.jitter, microseconds=1)
             regular = old.schedule.previous_fire(before=waiting, since=since) or waiting
         fire = job.schedule.next_after(regular - dt.timedelta(microseconds=1))
-        if fire > self._now():
-            return None  # the new trigger's own first fire
+        if fire is None or fire > self._now():
+            return None  # the new trigger's own first fire (or none: the schedule ended)
         return fire + dt.timedelta(seconds=random.uniform(0, job.jitter)) if job.jitter else fire
 
     def _remove(self, name: str) -> None:

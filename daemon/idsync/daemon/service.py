@@ -577,12 +577,13 @@ def _shape(name: str, status: dict[str, Any]) -> dict[str, Any]:
     return {
         "_id": name,
         "enabled": status["enabled"],
-        "type": "cron",
+        "type": status.get("type", "cron"),
         "schedule": status["schedule"],
         "scheduleDescription": status["scheduleDescription"],
         "timezone": status["timezone"],
         "misfirePolicy": "fireAndProceed" if status["misfire"] == "run_once" else "doNothing",
-        **({"invokeService": "provisioner", "invokeContext": {"action": "liveSync", "source": status["liveSync"][0]}}
+        **({"invokeService": status["task"], "invokeContext": status.get("invokeContext")} if status.get("task") else
+           {"invokeService": "provisioner", "invokeContext": {"action": "liveSync", "source": status["liveSync"][0]}}
            if status.get("liveSync") else
            {"invokeService": "sync", "invokeContext": {"action": "reconcile", "mappings": status["mappings"]}}),
         "description": status["description"],

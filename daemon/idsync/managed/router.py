@@ -193,6 +193,10 @@ class ScriptRouter:
         resource.delete(object_id, before=before, rev=rev)
         return before
 
+    def managed_objects(self, collection: str) -> ManagedObjects:
+        """``managed/TYPE`` as the scripts' calls change it (validated, pushed by implicit sync)."""
+        return self._objects(collection)
+
     def _objects(self, collection: str) -> ManagedObjects:
         if collection not in self._managed:
             self._managed[collection] = ManagedObjects(self.project, self.store, self.resources,

@@ -1,0 +1,345 @@
+"""PingIDM's scheduled scripts and task scanner (``invokeService`` ``script`` and
+``taskscanner`` in ``conf/schedule-*.json``) run as jobs against a real store: the
+objects due are claimed, their task script runs once each, a task that does not
+return true stays due, a claim younger than the recovery timeout is left alone, two
+claimers never both run one task, a dry run changes nothing, and a bad schedule is a
+``file: key: problem`` of ``validate``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dbs import BACKENDS
+from file_projects import file_project
+from idsync.config.pingidm_schedules import load_schedules
+from idsync.config.project import Project, load_project, validate_project
+from idsync.config.tasks import expand_time, period, stamp
+from idsync.daemon.runner import JobOutcome, run_job
+from idsync.errors import ConfigError, ConfigWarning
+from idsync.managed.router import scripting
+from idsync.resources import check_system
+from idsync.store.database import Store
+from idsync.store.runs import RunStore
+
+SQL_STORES = [b for b in BACKENDS if getattr(b, "values", (b,))[0] in ("sqlite", "postgresql")]
+PAST, FUTURE = "2020-01-01T00:00:00.000Z", "2099-01-01T00:00:00.000Z"
+
+# Deactivates the user it is given, by a patch (as PingIDM's sunset example does), and says it did.
+DEACTIVATE = """
+var ops = [{operation: 'replace', field: '/active', value: false},
+           {operation: 'replace', field: '/accountStatus', value: 'inactive'}];
+logger.info('deactivating {} ({})', input.userName, objectID);
+openidm.patch(objectID, null, ops);
+true;
+"""
+
+
+def _scan(scan: dict[str, Any], script: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
+    return {"enabled": True, "type": "cron", "schedule": "0 0 * * * ?", "persisted": True,
+            "concurrentExecution": False, "invokeService": "taskscanner",
+            "invokeContext": {"waitForCompletion": False, "numberOfThreads": 5, "scan": scan,
+                              "task": {"script": script or {"type": "text/javascript", "file": "script/deactivate.js"}},
+                              **context}}
+
+
+SCAN_TASKS = {"_queryId": "scan-tasks", "object": "managed/user", "property": "/sunset/date",
+              "condition": {"before": "${Time.now}"},
+              "taskState": {"started": "/sunset/task-started", "completed": "/sunset/task-completed"},
+              "recovery": {"timeout": "10m"}}
+QUERY_FILTER = {"_queryFilter": '((/sunset/date lt "${Time.now}") AND !(/sunset/task-completed pr))',
+                "object": "managed/user",
+                "taskState": {"started": "/sunset/task-started", "completed": "/sunset/task-completed"}}
+
+
+class Env:
+    def __init__(self, tmp_path: Path, backend: str) -> None:
+        self.dir = file_project(tmp_path, [], backend)
+        (self.dir / "script").mkdir()
+        (self.dir / "script" / "deactivate.js").write_text(DEACTIVATE)
+        self.project: Project | None = None
+        self.store: Store | None = None
+
+    def schedule(self, name: str, body: dict[str, Any]) -> None:
+        (self.dir / "conf" / f"schedule-{name}.json").write_text(json.dumps(body))
+
+    def open(self) -> tuple[Project, Store]:
+        if self.project is None:
+            self.project = load_project(self.dir)
+            self.store = Store.open(self.project.settings.store_url())
+        assert self.store is not None
+        return self.project, self.store
+
+    def user(self, name: str, sunset: dict[str, Any] | None = None) -> str:
+        project, store = self.open()
+        data = {"userName": name, "givenName": name.title(), "sn": "Tester", "mail": f"{name}@example.com"}
+        if sunset is not None:
+            data["sunset"] = sunset
+        with scripting(project, store) as router:
+            return str(router.managed_objects("managed/user").create(data).object["_id"])
+
+    def get(self, object_id: str) -> dict[str, Any]:
+        project, store = self.open()
+        with scripting(project, store) as router:
+            return router.managed_objects("managed/user").get(object_id)
+
+    def run(self, name: str, dry_run: bool | None = None) -> JobOutcome:
+        project, store = self.open()
+        jobs, errors = load_schedules(project.settings.conf_dir)
+        assert not errors, errors
+        return run_job(project, store, jobs[name], trigger="manual", dry_run=dry_run)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+
+@pytest.fixture(params=SQL_STORES)
+def env(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    e = Env(tmp_path, request.param)
+    yield e
+    e.close()
+
+
+@pytest.mark.parametrize("scan", [SCAN_TASKS, QUERY_FILTER], ids=["scan-tasks", "queryFilter"])
+def test_the_objects_due_get_their_task_once(env: Env, scan: dict[str, Any]) -> None:
+    """Of three users, the one whose sunset passed is deactivated, its task marked started and
+    completed; the one in the future and the one without a date are left alone; a second
+    run finds nothing due. The run is recorded like a recon, with one audit entry per task."""
+    env.schedule("sunset", _scan(scan))
+    due = env.user("old", {"date": PAST})
+    later = env.user("later", {"date": FUTURE})
+    never = env.user("never")
+    outcome = env.run("sunset")
+    assert outcome.state == "SUCCESS", outcome.message
+    (run,) = outcome.mappings
+    assert run.mapping == "taskscanner/sunset" and run.counts == {"total": 1, "processed": 1, "successes": 1}
+    done = env.get(due)
+    assert done["active"] is False and done["accountStatus"] == "inactive"
+    assert done["sunset"]["date"] == PAST
+    assert done["sunset"]["task-started"] <= done["sunset"]["task-completed"]
+    for untouched in (later, never):
+        assert env.get(untouched).get("accountStatus") != "inactive"
+        assert "task-started" not in (env.get(untouched).get("sunset") or {})
+    _, store = env.open()
+    record = RunStore(store).get(run.run_id or "")
+    assert record is not None and record["mapping"] == "taskscanner/sunset" and record["job"] == "sunset"
+    assert record["summary"]["task"] == {"total": 1, "processed": 1, "successes": 1}
+    (entry,) = RunStore(store).audit_entries(run.run_id or "")
+    assert entry["source_id"] == due and entry["status"] == "SUCCESS" and entry["action"] == "TASK"
+    again = env.run("sunset")
+    assert again.state == "SUCCESS" and again.mappings[0].counts == {}
+
+
+def test_a_task_that_does_not_say_done_stays_due_and_fails_alone(env: Env) -> None:
+    """A script returning anything but true, or throwing, fails that object (counted,
+    audited with the reason, the run FAILED) and the other objects' tasks still run; the
+    failed one is claimed but not completed, so the next run takes it again."""
+    env.schedule("sunset", _scan(dict(QUERY_FILTER), {"type": "text/javascript", "source":
+                 "if (input.userName === 'bad') { throw 'no such mailbox'; } input.userName !== 'shy';"}))
+    bad, shy, good = (env.user(n, {"date": PAST}) for n in ("bad", "shy", "good"))
+    outcome = env.run("sunset")
+    assert outcome.state == "FAILED" and "2 of 3 tasks failed" in (outcome.message or "")
+    assert outcome.mappings[0].counts == {"total": 3, "processed": 3, "successes": 1, "failures": 2}
+    assert "task-completed" in env.get(good)["sunset"]
+    for failed in (bad, shy):
+        sunset = env.get(failed)["sunset"]
+        assert sunset.get("task-completed") is None and sunset["task-started"]
+    _, store = env.open()
+    messages = {e["source_id"]: e["message"] for e in RunStore(store).audit_entries(outcome.mappings[0].run_id or "")}
+    assert "no such mailbox" in messages[bad] and "returned False, not true" in messages[shy]
+    assert messages[good] is None
+    assert env.run("sunset").mappings[0].counts["processed"] == 2  # the failed ones, again
+
+
+def test_a_claim_younger_than_the_recovery_timeout_is_left_alone(env: Env) -> None:
+    """A task claimed (started, not completed) a minute ago is someone else's while the
+    recovery timeout (10m) runs; one claimed an hour ago is taken again."""
+    env.schedule("sunset", _scan(SCAN_TASKS))
+    now = dt.datetime.now(dt.UTC)
+    busy = env.user("busy", {"date": PAST, "task-started": stamp(now - dt.timedelta(minutes=1))})
+    stale = env.user("stale", {"date": PAST, "task-started": stamp(now - dt.timedelta(hours=1))})
+    outcome = env.run("sunset")
+    assert outcome.mappings[0].counts == {"total": 2, "processed": 2, "skipped": 1, "successes": 1}
+    assert env.get(busy).get("accountStatus") != "inactive"
+    assert env.get(stale)["accountStatus"] == "inactive"
+
+
+def test_two_claimers_never_both_run_a_task(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another daemon claims the object between this run's read and its claim: the claim,
+    written with the revision read, is refused, the object read again is someone else's,
+    and this run leaves it."""
+    from idsync.managed import tasks
+    from idsync.managed.service import ManagedObjects
+
+    env.schedule("sunset", _scan(SCAN_TASKS))
+    contested = env.user("contested", {"date": PAST})
+    original = ManagedObjects.get
+    raced = threading.Event()
+
+    def get(self: ManagedObjects, object_id: str) -> dict[str, Any]:
+        found = original(self, object_id)
+        if not raced.is_set():  # the first read: the other daemon claims it right after
+            raced.set()
+            with scripting(*env.open()) as router:
+                router.managed_objects("managed/user").patch(object_id, [
+                    {"operation": "replace", "field": "/sunset",
+                     "value": {"date": PAST, "task-started": stamp(dt.datetime.now(dt.UTC))}}])
+        return found
+
+    monkeypatch.setattr(ManagedObjects, "get", get)
+    assert tasks is not None
+    outcome = env.run("sunset")
+    assert raced.is_set()
+    assert outcome.mappings[0].counts == {"total": 1, "processed": 1, "skipped": 1}
+    assert env.get(contested).get("accountStatus") != "inactive"
+
+
+def test_a_dry_run_counts_what_is_due_and_changes_nothing(env: Env) -> None:
+    env.schedule("sunset", _scan(SCAN_TASKS))
+    due = env.user("old", {"date": PAST})
+    outcome = env.run("sunset", dry_run=True)
+    assert outcome.state == "SUCCESS" and outcome.mappings[0].counts == {"total": 1, "due": 1}
+    assert env.get(due)["sunset"] == {"date": PAST}
+
+
+def test_a_scheduled_script_runs_with_its_input(env: Env) -> None:
+    """``invokeService: script``: the script runs with ``object`` the schedule's ``input``
+    and ``openidm`` the store (its change is validated like any other); its error fails
+    the run with the script's message."""
+    env.schedule("greeter", {"type": "cron", "schedule": "0 0 * * * ?", "invokeService": "script",
+                             "invokeContext": {"input": {"name": "svc-report"}, "script": {
+                                 "type": "text/javascript",
+                                 "source": "openidm.create('managed/role', null, {name: object.name});"}}})
+    outcome = env.run("greeter")
+    assert outcome.state == "SUCCESS", outcome.message
+    assert outcome.mappings[0].mapping == "script/greeter"
+    project, store = env.open()
+    with scripting(project, store) as router:
+        found = router.call("query", ["managed/role", {"_queryFilter": 'name eq "svc-report"'}])
+    assert found["resultCount"] == 1
+    env.schedule("greeter", {"type": "cron", "schedule": "0 0 * * * ?", "invokeService": "script",
+                             "invokeContext": {"script": {"type": "text/javascript",
+                                                          "source": "throw 'report server down';"}}})
+    env.close()
+    env.project = None  # the schedule changed
+    failed = env.run("greeter")
+    assert failed.state == "FAILED" and "report server down" in (failed.message or "")
+
+
+@pytest.mark.parametrize(("scan", "key", "problem"), [
+    ({**SCAN_TASKS, "object": "system/ldap/account"}, "invokeContext.scan.object", "managed object type"),
+    ({**SCAN_TASKS, "taskState": {"started": "sunset"}}, "invokeContext.scan.taskState.started", "JSON pointer"),
+    ({**SCAN_TASKS, "_queryId": "query-all"}, "invokeContext.scan._queryId", "scan-tasks"),
+    ({**SCAN_TASKS, "condition": {"before": "${Time.later}"}}, "invokeContext.scan.condition.before", "macro"),
+    ({**SCAN_TASKS, "recovery": {"timeout": "ten minutes"}}, "invokeContext.scan.recovery.timeout", "unit"),
+    ({**SCAN_TASKS, "_queryFilter": "true"}, "invokeContext.scan", "_queryFilter"),
+])
+def test_a_bad_scan_names_the_file_and_the_key(tmp_path: Path, scan: dict[str, Any], key: str, problem: str) -> None:
+    env = Env(tmp_path, "sqlite")
+    env.schedule("sunset", _scan(scan))
+    _, errors = load_schedules(env.dir / "conf")
+    (error,) = errors
+    assert isinstance(error, ConfigError) and not isinstance(error, ConfigWarning)
+    assert error.file.endswith("schedule-sunset.json") and error.key == key and problem in str(error)
+
+
+def test_validate_compiles_the_task_scripts_and_checks_the_type(tmp_path: Path) -> None:
+    env = Env(tmp_path, "sqlite")
+    env.schedule("broken", _scan(SCAN_TASKS, {"type": "text/javascript", "source": "input.userName ==="}))
+    env.schedule("nowhere", _scan({**SCAN_TASKS, "object": "managed/device"}))
+    env.schedule("missing", _scan(SCAN_TASKS, {"type": "text/javascript", "file": "script/nothing.js"}))
+    env.schedule("groovy", {"type": "cron", "schedule": "0 0 * * * ?", "invokeService": "script",
+                            "invokeContext": {"script": {"type": "groovy", "source": "println 'x'"}}})
+    problems = {(Path(p.file).name, p.key): str(p) for p in validate_project(env.dir, check_system)
+                if not isinstance(p, ConfigWarning)}
+    assert ("schedule-broken.json", "invokeContext.task.script") in problems
+    assert "no managed type 'device'" in problems[("schedule-nowhere.json", "invokeContext.scan.object")]
+    assert "nothing.js" in problems[("schedule-missing.json", "invokeContext.task.script")]
+    assert "groovy" in problems[("schedule-groovy.json", "invokeContext.script")]
+
+
+def test_time_macros_and_periods() -> None:
+    now = dt.datetime(2026, 1, 31, 10, 0, 0, 123456, tzinfo=dt.UTC)
+    assert expand_time("${Time.now}", now) == "2026-01-31T10:00:00.123Z"
+    assert expand_time('/d lt "${Time.now + 1d}"', now) == '/d lt "2026-02-01T10:00:00.123Z"'
+    assert expand_time("${Time.now - 10m}", now) == "2026-01-31T09:50:00.123Z"
+    assert expand_time("${Time.now + 1M}", now) == "2026-02-28T10:00:00.123Z"  # the month's last day
+    assert expand_time("${Time.now - 1y}", now) == "2025-01-31T10:00:00.123Z"
+    assert expand_time(r"\${Time.now}", now) == r"\${Time.now}"
+    with pytest.raises(ValueError, match="unknown macro"):
+        expand_time("${Time.then}", now)
+    assert period("10m") == dt.timedelta(minutes=10) and period("2d") == dt.timedelta(days=2)
+    with pytest.raises(ValueError):
+        period("10 minutes")
+
+
+class _Scheduler:
+    """The daemon's side of the API's job routes, running a triggered job at once in this thread."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.project, _ = env.open()
+        jobs, _ = load_schedules(self.project.settings.conf_dir)
+        self.jobs = jobs
+
+    def job_list(self) -> list[dict[str, Any]]:
+        return [{"_id": name, "invokeService": job.task.kind if job.task else "sync"}
+                for name, job in self.jobs.items()]
+
+    def trigger(self, name: str) -> bool:
+        self.env.run(name)
+        return True
+
+    def cancel_job(self, name: str) -> bool:
+        return False
+
+    def config_state(self) -> dict[str, Any]:
+        return {}
+
+    def reload(self) -> dict[str, Any]:
+        return {}
+
+
+def test_the_api_lists_runs_and_executes_a_task_scan(env: Env) -> None:
+    """PingIDM's ``/openidm/taskscanner``: ``_action=execute&name=schedule/NAME`` runs the
+    schedule's task scan; the runs are listed with their progress, one is read by id; a
+    name that is not a task scan is 404, a finished run cannot be canceled."""
+    import asyncio
+
+    import httpx
+    from api_server import ADMIN, ADMIN_HASH
+    from idsync.api import Accounts, ApiContext, create_app
+    from idsync.settings import ApiSettings
+
+    env.schedule("sunset", _scan(SCAN_TASKS))
+    env.schedule("greeter", {"type": "cron", "schedule": "0 0 * * * ?", "invokeService": "script",
+                             "invokeContext": {"script": {"type": "text/javascript", "source": "1;"}}})
+    due = env.user("old", {"date": PAST})
+    project, store = env.open()
+    ctx = ApiContext(project=lambda: project, store=store, settings=ApiSettings(), jobs=_Scheduler(env))
+    app = create_app(ctx, Accounts({"openidm-admin": ADMIN_HASH}))
+
+    async def visit() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
+                                     headers=ADMIN) as api:
+            assert (await api.get("/openidm/taskscanner")).json() == {"tasks": []}
+            done = await api.post("/openidm/taskscanner?_action=execute&name=schedule/sunset")
+            assert done.status_code == 200 and done.json()["status"] == "TRIGGERED"
+            assert env.get(due)["accountStatus"] == "inactive"
+            (task,) = (await api.get("/openidm/taskscanner")).json()["tasks"]
+            assert task["name"] == "schedule/sunset"
+            assert task["progress"] == {"state": "COMPLETED", "result": "SUCCESS", "processed": 1, "total": 1,
+                                        "successes": 1, "failures": 0}
+            assert (await api.get(f"/openidm/taskscanner/{task['_id']}")).json() == task
+            assert (await api.get("/openidm/taskscanner/nope")).status_code == 404
+            assert (await api.post("/openidm/taskscanner?_action=execute&name=schedule/greeter")).status_code == 404
+            cancel = await api.post(f"/openidm/taskscanner/{task['_id']}?_action=cancel")
+            assert cancel.status_code == 200 and cancel.json()["status"] == "FAILURE"
+
+    asyncio.run(visit())
