@@ -130,7 +130,10 @@ class QueryError(IdsyncError):
 
 
 class ScriptError(IdsyncError):
-    """A mapping script failed to compile or threw."""
+    """A mapping script failed to compile or threw; ``thrown``: a plain object it threw
+    (PingIDM's ``{code, message}``), as it was."""
+
+    thrown: object = None
 
 
 class ScriptTimeout(ScriptError):

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from idsync import __version__
 from idsync.api.auth import Accounts, AuthMiddleware, LoginLimit, load_accounts
 from idsync.api.context import ApiContext
+from idsync.api.endpoints import endpoint_routes
 from idsync.api.errors import exception_handlers
 from idsync.api.guard import MAX_HEAD_BYTES, RequestGuard
 from idsync.api.jobs import job_routes
@@ -99,6 +100,7 @@ def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | No
         *mapping_routes,
         *job_routes,
         *taskscanner_routes,
+        *endpoint_routes,
     ]
     limit = LoginLimit(ctx.settings.max_failed_logins)
     routes = [Mount("/openidm", routes=openidm), Route("/metrics", metrics.endpoint, methods=["GET"])]

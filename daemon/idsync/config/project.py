@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from idsync.config.endpoints import Endpoint, load_endpoints
 from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, QueryDef, load_mappings, parse_mapping
@@ -147,6 +148,8 @@ class Project:
     # ``$crypto`` values; a project made by hand (tests) gets its own.
     scripts: ScriptEngine = field(default_factory=ScriptEngine)
     keyring: Keyring | None = None
+    # Custom endpoints (``conf/endpoint-NAME.json``) the API serves at ``endpoint/NAME``.
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
 
     def mapping(self, name: str) -> MappingDef:
         for m in self.mappings:
@@ -216,7 +219,7 @@ def load_project(project_dir: Path) -> Project:
     managed = ManagedSchema({name: replace(t, model=models.get(name)) for name, t in managed.types.items()})
     queries, _ = load_queries(conf)
     project = Project(settings, managed, load_mappings(conf, engine), provisioners, queries, scripts=engine,
-                      keyring=keys)
+                      keyring=keys, endpoints=load_endpoints(conf, project_dir, engine))
     for m in project.mappings:
         _check_resources(project, m)
         _check_named_queries(project, m)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from idsync.config.endpoints import not_served
 from idsync.config.files import load_json
 from idsync.config.objectmodel import NOT_ENFORCED_POLICIES, not_run
 from idsync.config.relationships import demoted
@@ -58,8 +59,9 @@ _KINDS = (
           "run and every change in its store (idsync status, the HTTP API) and logs events"),
     _Kind(("router.json",), "not run: scripts PingIDM runs around requests (authorization, policy enforcement); "
           "idsync's HTTP API authorizes with its own accounts and runs no request scripts"),
-    _Kind(("endpoint-*.json",), "not served: custom REST endpoints (PingIDM runs their scripts at "
-          "openidm/endpoint/NAME)"),
+    _Kind(("endpoint-*.json",), "not served: PingIDM's own endpoints (for its admin UI: their scripts are "
+          "PingIDM's, or load its modules) and Groovy ones; idsync serves a project's JavaScript endpoints at "
+          "openidm/endpoint/NAME"),
     _Kind(("script.json",), "not read: PingIDM's script engine settings (script directories, Groovy options); "
           "idsync runs text/javascript in its own sandbox ([scripts] in conf/idsync.toml)"),
     _Kind(("workflow.json", "process-*.json"), "not used by idsync: the embedded workflow engine and who may "
@@ -140,7 +142,8 @@ def mapping_systems(raw: Mapping[str, Any]) -> set[str]:
 
 def _files(conf: Path) -> Iterator[NotUsed]:
     names = sorted(p.relative_to(conf).as_posix() + ("/" if p.is_dir() else "") for p in _conf_files(conf))
-    claimed: set[str] = {n for n in names if _matches(n, _READ) or _only_queries(conf, n)}
+    claimed: set[str] = {n for n in names if _matches(n, _READ) or _only_queries(conf, n)
+                         or (_matches(n, ("endpoint-*.json",)) and not_served(conf / n, conf.parent) is None)}
     for kind in _KINDS:
         group = [n for n in names if n not in claimed and _matches(n, kind.patterns)]
         claimed.update(group)

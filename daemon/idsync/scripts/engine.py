@@ -294,7 +294,7 @@ class Script:
     def _failure(self, outcome: list[Any]) -> ScriptError:
         if outcome[0] == 2:
             return ScriptError(f"{self.name}: the result is not JSON: {outcome[1]}")
-        _, kind, message, line, _column = outcome
+        _, kind, message, line, _column, *thrown = outcome
         if kind == "InternalError" and message in ("out of memory", ""):
             self._engine.discard_sandbox()
             return ScriptError(f"{self.name}: the script ran out of memory")
@@ -303,7 +303,9 @@ class Script:
             self._engine.discard_sandbox()
             return ScriptError(f"{self.name}: the script threw {message} (or ran out of memory)")
         where = f" at line {line}" if line is not None else ""
-        return ScriptError(f"{self.name}: {kind}: {message}{where}")
+        error = ScriptError(f"{self.name}: {kind}: {message}{where}")
+        error.thrown = thrown[0] if thrown else None
+        return error
 
     def _engine_failure(self, exc: quickjs.JSException) -> ScriptError:
         text = str(exc)

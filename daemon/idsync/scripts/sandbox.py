@@ -187,7 +187,12 @@ _PRELUDE = r"""
       // Out of memory, the engine may have had no room for an error: null is thrown.
       var name = e instanceof Error ? e.name : e === null || e === undefined ? "Nothing" : "Error";
       var message = e instanceof Error ? e.message : text(e);
-      failed = stringify([1, name, message, at[0], at[1]]);
+      // A thrown plain object (PingIDM's {code: 404, message: ...}) is kept as it is too.
+      var thrown = null;
+      if (!(e instanceof Error) && e !== null && typeof e === "object") {
+        try { thrown = parse(stringify(e)); } catch (x) { thrown = null; }
+      }
+      failed = stringify([1, name, message, at[0], at[1], thrown]);
     } finally {
       sweep();
       answers = null;
