@@ -136,10 +136,13 @@ def test_validate_serves_a_projects_endpoints_and_names_the_others(tmp_path: Pat
         {"type": "text/javascript", "context": "endpoint/linkedView/*",
          "source": "require('linkedView').fetch(request.resourcePath);"}))
     (conf / "endpoint-groovy.json").write_text(json.dumps({"type": "groovy", "file": "echo.groovy"}))
+    (conf / "endpoint-gettasksview.json").write_text(json.dumps(
+        {"type": "text/javascript", "context": "endpoint/gettasksview", "file": "workflow/gettasksview.js"}))
     problems = validate_project(project, check_system)
     assert [p for p in problems if not isinstance(p, ConfigWarning)] == []
     (warning,) = [p for p in problems if "endpoint-" in str(p)]
-    for name in ("endpoint-reconResults.json", "endpoint-linkedView.json", "endpoint-groovy.json"):
+    for name in ("endpoint-reconResults.json", "endpoint-linkedView.json", "endpoint-groovy.json",
+                 "endpoint-gettasksview.json"):
         assert name in str(warning)
     assert "endpoint-echo.json" not in str(warning)
     assert sorted(load_project(project).endpoints) == ["echo", "guarded", "users"]

@@ -31,6 +31,8 @@ __all__ = ["Endpoint", "load_endpoints", "not_served"]
 _PREFIX, _SUFFIX = "endpoint-", ".json"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _NOT_SCRIPT = {"context"}
+# Where PingIDM keeps the scripts of its own endpoints (its admin UI, workflows).
+_BUNDLED = ("ui/", "workflow/", "roles/", "lib/")
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,11 @@ def not_served(path: Path, project_dir: Path) -> str | None:
         return None
     if raw.get("type") in ("groovy", "text/groovy"):
         return "a Groovy script (idsync runs text/javascript)"
-    script = {k: v for k, v in raw.items() if k not in _NOT_SCRIPT}
-    return not_run(script, ScriptPaths(project_dir))
+    paths = ScriptPaths(project_dir)
+    name = raw.get("file")
+    if isinstance(name, str) and name.startswith(_BUNDLED) and paths.find(name) is None:
+        return f"{name} is a script PingIDM bundles (its admin UI's and workflows')"
+    return not_run({k: v for k, v in raw.items() if k not in _NOT_SCRIPT}, paths)
 
 
 def load_endpoints(conf_dir: Path, project_dir: Path, engine: ScriptEngine) -> dict[str, Endpoint]:
