@@ -126,6 +126,25 @@ def test_pingidm_schedule_is_edited_as_json(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == saved
 
 
+def test_a_simple_pingidm_schedule_keeps_its_interval_or_becomes_cron(tmp_path: Path) -> None:
+    """A ``simple`` schedule is shown as ``every N s``: saved back unchanged it keeps its
+    ``repeatInterval``; a cron expression typed in its place makes it a cron schedule."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    schedule = {"type": "simple", "repeatInterval": 3600000, "invokeService": "sync",
+                "invokeContext": {"action": "reconcile", "mapping": MAPPING}}
+    (conf / "schedule-hourly.json").write_text(json.dumps(schedule))
+    path = job_file(tmp_path / "jobs.d", conf, "hourly")
+    job = save_job(path, {"schedule": "every 3600 s", "timezone": "UTC", "enabled": False}, [MAPPING])
+    saved = json.loads(path.read_text())
+    assert saved["type"] == "simple" and saved["repeatInterval"] == 3600000 and "schedule" not in saved
+    assert saved["enabled"] is False and job.schedule.expression.startswith("every 3600")
+    job = save_job(path, {"schedule": "0 30 * * * ?"}, [MAPPING])
+    saved = json.loads(path.read_text())
+    assert saved["type"] == "cron" and saved["schedule"] == "0 30 * * * ?" and "repeatInterval" not in saved
+    assert job.schedule.describe()
+
+
 def test_create_and_remove(tmp_path: Path) -> None:
     """A new job is written only if it loads and its name is free; Remove keeps the file aside."""
     jobs_dir = tmp_path / "jobs.d"

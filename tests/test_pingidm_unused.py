@@ -83,8 +83,8 @@ _FILES = {
     "authentication.json": "authenticates callers of its REST API",
     "audit.json": "audit event handlers",
     "router.json": "scripts PingIDM runs around requests",
-    "endpoint-echo.json": "custom REST endpoints",
-    "endpoint-linkedView.json": "custom REST endpoints",
+    "endpoint-reconResults.json": "PingIDM's own endpoints",
+    "endpoint-linkedView.json": "PingIDM's own endpoints",
     "script.json": "script engine settings",
     "workflow.json": "workflow engine",
     "selfservice-reset.json": "self-service",
@@ -101,12 +101,22 @@ _FILES = {
 }
 
 
+# PingIDM's own endpoints, for its admin UI: their scripts are PingIDM's.
+_ENDPOINTS = {
+    "endpoint-reconResults.json": {"type": "text/javascript", "context": "endpoint/reconResults",
+                                   "file": "ui/reconResults.js"},
+    "endpoint-linkedView.json": {"type": "text/javascript", "context": "endpoint/linkedView/*",
+                                 "source": "require('linkedView').fetch(request.resourcePath);"},
+}
+
+
 def _unused_project(tmp_path: Path, slapd: Slapd, subtree: str) -> Path:
     project = _project(tmp_path, f"sqlite:///{tmp_path / 'u.db'}")
     conf = project / "conf"
     for name in _FILES:
         _write(conf / name, "<Configure/>" if name.endswith(".xml") else
-               "x=1\n" if name.endswith(".properties") else {"filters": []} if name == "router.json" else {})
+               "x=1\n" if name.endswith(".properties") else {"filters": []} if name == "router.json" else
+               _ENDPOINTS.get(name, {}))
     _write(conf / "boot" / "boot.properties", "openidm.port.http=8080\n")
     _write(conf / "managed.json", _MANAGED)
     _write(conf / "policy.json", {"type": _JS, "file": "policy-custom.js", "comment": "from PingIDM"})

@@ -84,8 +84,17 @@ _JSON_MISFIRE = {"run_once": "fireAndProceed", "skip": "doNothing"}
 
 
 def edit_json(text: str, edits: JobEdit) -> str:
-    """A PingIDM schedule with ``edits`` (the job file's key names) applied; other keys kept."""
+    """A PingIDM schedule with ``edits`` (the job file's key names) applied; other keys kept.
+    A ``simple`` schedule (``repeatInterval``) shows as ``every N s``: given back as it was
+    shown, it stays as it is; a cron expression in its place makes it a cron schedule."""
     data = json.loads(text)
+    if data.get("type") == "simple" and "schedule" in edits:
+        edits = dict(edits)
+        expression = str(edits.pop("schedule")).strip()
+        if not expression.startswith("every "):
+            for key in ("repeatInterval", "repeatCount"):
+                data.pop(key, None)
+            data["type"], data["schedule"] = "cron", expression
     for key, value in edits.items():
         if key == "misfire":
             value = _JSON_MISFIRE.get(str(value), str(value))
