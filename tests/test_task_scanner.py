@@ -343,3 +343,39 @@ def test_the_api_lists_runs_and_executes_a_task_scan(env: Env) -> None:
             assert cancel.status_code == 200 and cancel.json()["status"] == "FAILURE"
 
     asyncio.run(visit())
+
+
+def test_the_daemon_runs_a_task_scan_every_second(tmp_path: Path) -> None:
+    """``idsync run`` with PingIDM's simple schedule (``repeatInterval`` 1000 ms) of a task
+    scan: a user whose sunset passes while the daemon runs is deactivated within seconds,
+    once; the runs are recorded under ``taskscanner/NAME``."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from samples import IDSYNC
+
+    env = Env(tmp_path, "sqlite")
+    simple = {key: value for key, value in _scan(QUERY_FILTER).items() if key != "schedule"}
+    env.schedule("sunset", {**simple, "type": "simple", "repeatInterval": 1000})
+    later = env.user("later", {"date": stamp(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2))})
+    log = (tmp_path / "daemon.log").open("w")
+    proc = subprocess.Popen([IDSYNC, "-p", str(env.dir), "run"], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info"})
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and env.get(later).get("accountStatus") != "inactive":
+            time.sleep(0.2)
+        assert env.get(later)["accountStatus"] == "inactive", "the task did not run within 30 s"
+        time.sleep(2)  # more fires, with nothing due
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        log.close()
+        env.close()
+    assert code == 0
+    events = [json.loads(line) for line in (tmp_path / "daemon.log").read_text().splitlines() if line.startswith("{")]
+    ends = [e for e in events if e.get("event") == "task.end"]
+    assert len(ends) >= 3 and all(e["state"] in ("SUCCESS", "CANCELED") for e in ends), ends
+    assert sum(e["counts"].get("successes", 0) for e in ends) == 1
