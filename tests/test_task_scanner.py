@@ -379,3 +379,25 @@ def test_the_daemon_runs_a_task_scan_every_second(tmp_path: Path) -> None:
     ends = [e for e in events if e.get("event") == "task.end"]
     assert len(ends) >= 3 and all(e["state"] in ("SUCCESS", "CANCELED") for e in ends), ends
     assert sum(e["counts"].get("successes", 0) for e in ends) == 1
+
+
+def test_a_long_scan_shows_its_counts_while_it_works(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's record is refreshed as the scan goes (its counts, and a heartbeat, so a
+    scan longer than ten minutes is not taken for one whose process died)."""
+    from idsync.managed import tasks
+
+    shown: list[tuple[str, dict[str, int]]] = []
+    original = RunStore.progress
+
+    def progress(self: RunStore, run_id: str, stage: str, summary: dict[str, Any], conn: Any = None) -> None:
+        shown.append((stage, dict(summary["task"])))
+        original(self, run_id, stage, summary, conn)
+
+    monkeypatch.setattr(tasks, "_PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(RunStore, "progress", progress)
+    env.schedule("sunset", _scan(SCAN_TASKS))
+    for name in ("one", "two"):
+        env.user(name, {"date": PAST})
+    assert env.run("sunset").state == "SUCCESS"
+    assert [stage for stage, _ in shown] == ["ACTIVE_TASKS", "ACTIVE_TASKS"]
+    assert [counts["processed"] for _, counts in shown] == [1, 2]

@@ -57,6 +57,8 @@ __all__ = ["TaskResult", "run_task"]
 log = structlog.get_logger("idsync.tasks")
 
 _CLAIM_TRIES = 5
+# How often a task scan's record shows its counts (and that it is alive) while it works.
+_PROGRESS_EVERY = 5.0
 
 
 @dataclass
@@ -126,6 +128,7 @@ class _TaskScan:
         self.dry_run, self.cancel = dry_run, cancel
         self.runs = RunStore(store)
         self.started, self.completed = _path(task.started), _path(task.completed)
+        self._shown = time.monotonic()
 
     def run(self) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -141,10 +144,15 @@ class _TaskScan:
             if self.dry_run:
                 self.tally["due"] = len(ids)
                 return
+            self.counters.stage = "ACTIVE_TASKS"
             for object_id in ids:
                 if self.cancel.is_set():
                     return
                 self._one(objects, object_id)
+                if time.monotonic() - self._shown >= _PROGRESS_EVERY:
+                    # A long scan must not look like a run whose process is gone (``fail_abandoned``).
+                    self.runs.progress(self.run_id, self.counters.stage, _summary(self.counters, self.tally))
+                    self._shown = time.monotonic()
 
     def _filter(self, now: dt.datetime) -> Node:
         task = self.task
