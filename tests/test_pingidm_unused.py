@@ -245,11 +245,13 @@ def test_an_unsupported_connector_is_one_error_naming_the_mappings_that_need_it(
     assert done.stdout.splitlines() == [
         f"{sql}: connectorRef.connectorName: unsupported connector "
         "org.forgerock.openicf.connectors.scriptedsql.ScriptedSQLConnector (idsync has LDAP, SCIM, Salesforce, "
-        "CSV and XML file connectors); the mappings using system 'hr' cannot run and are not checked further "
+        "Database Table, CSV and XML file connectors); the mappings using system 'hr' cannot run and are not "
+        "checked further "
         "(found: hrToManaged)",
         f"{xml}: connectorRef.connectorName: unsupported connector "
         "org.forgerock.openicf.connectors.scriptedrest.ScriptedRESTConnector (idsync has LDAP, SCIM, Salesforce, "
-        "CSV and XML file connectors); the mappings using system 'xmlfile' cannot run and are not checked further "
+        "Database Table, CSV and XML file connectors); the mappings using system 'xmlfile' cannot run and are not "
+        "checked further "
         "(found: systemXmlAccounts_managedUser, managedUser_systemXmlAccounts)",
     ]
     assert "poolConfigOption" not in done.stderr and "taskThreads" not in done.stderr

@@ -42,6 +42,12 @@ def _xml(p: Provisioner) -> System:
     return open_xml_system(p.name, p.config, file=p.file, base=p.project_dir)
 
 
+def _dbtable(p: Provisioner) -> System:
+    from idsync.connectors.dbtable.connector import open_dbtable_system
+
+    return open_dbtable_system(p.name, p.config, file=p.file, base=p.project_dir)
+
+
 def _salesforce(p: Provisioner) -> System:
     from idsync.connectors.salesforce.connector import open_salesforce_system
 
@@ -55,7 +61,7 @@ def _scim(p: Provisioner) -> System:
 
 
 _OPENERS: Mapping[str, Callable[[Provisioner], System]] = {"ldap": _ldap, "salesforce": _salesforce, "scim": _scim,
-                                                           "csv": _csv, "xml": _xml}
+                                                           "csv": _csv, "xml": _xml, "dbtable": _dbtable}
 # The connectors whose systems take an administrator's consent (``System.needs_consent``).
 _CONSENTING = frozenset({"salesforce"})
 

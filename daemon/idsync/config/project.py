@@ -27,8 +27,8 @@ from idsync.config.objectmodel import load_object_models
 from idsync.config.overlay import PROPERTY_KEYS, clear_properties, overlay_file, read_overlay
 from idsync.config.queries import load_queries
 from idsync.config.unused import mapping_systems, unused_configuration
-from idsync.crypto import CryptoCalls, Keyring, create_key_file, decode_key, load_key
-from idsync.errors import ConfigError, ConfigErrors, ConfigNote, ConfigWarning, IdsyncError, QueryError
+from idsync.crypto import CryptoCalls, Keyring, create_key_file, decode_key, is_encrypted, load_key
+from idsync.errors import ConfigError, ConfigErrors, ConfigNote, ConfigWarning, CryptoFailed, IdsyncError, QueryError
 from idsync.keys import unknown_keys
 from idsync.query.ldap import filter_problem
 from idsync.query.named import NamedQueries
@@ -49,7 +49,7 @@ _PROVISIONER_KEYS = {
 }
 
 
-_AVAILABLE = "idsync has LDAP, SCIM, Salesforce, CSV and XML file connectors"
+_AVAILABLE = "idsync has LDAP, SCIM, Salesforce, Database Table, CSV and XML file connectors"
 
 
 class UnsupportedConnector(ConfigError):
@@ -76,7 +76,7 @@ class Provisioner:
 
     name: str
     file: str
-    kind: str  # ldap, scim, salesforce, csv
+    kind: str  # ldap, scim, salesforce, csv, xml, dbtable
     raw: Mapping[str, Any]  # as written: secrets not yet substituted
     project_dir: Path = Path(".")
     # The daemon's state directory: the one place the daemon may write under its systemd unit.
@@ -109,16 +109,36 @@ class Provisioner:
         """The configuration with secrets substituted and the console's overlay laid
         over it: only when a connection is opened, so `idsync status` works without
         the system's secrets at hand. A key the overlay sets is not read from the file
-        (nor its ``KEY_file``, nor the variable its token names)."""
+        (nor its ``KEY_file``, nor the variable its token names). A ``$crypto`` value of
+        ``configurationProperties`` (a password PingIDM or idsync encrypted) is decrypted
+        with idsync's key."""
         if not self.overlay:
-            return substitute(self.raw, file=self.file, base=self.project_dir)  # type: ignore[no-any-return]
+            return self._decrypted(substitute(self.raw, file=self.file, base=self.project_dir))
         props = {k: v for k, v in (self.raw.get("configurationProperties") or {}).items()
                  if k not in self.overlay and k.removesuffix("_file") not in self.overlay}
-        out = substitute({**self.raw, "configurationProperties": props}, file=self.file, base=self.project_dir)
+        out = self._decrypted(substitute({**self.raw, "configurationProperties": props}, file=self.file,
+                                         base=self.project_dir))
         out["configurationProperties"].update(self.console_properties())
         if "enabled" in self.overlay:
             out["enabled"] = self.overlay["enabled"]
-        return out  # type: ignore[no-any-return]
+        return out
+
+    def _decrypted(self, config: dict[str, Any]) -> dict[str, Any]:
+        props = config.get("configurationProperties")
+        if not isinstance(props, dict):
+            return config
+        for key, value in props.items():
+            if not is_encrypted(value):
+                continue
+            where = f"configurationProperties.{key}"
+            if self.keyring is None:
+                raise ConfigError(self.file, where, "is encrypted ($crypto) and idsync's key is not at hand")
+            try:
+                props[key] = self.keyring.decrypt(value)
+            except CryptoFailed as exc:  # the message names the key alias, never the value
+                raise ConfigError(self.file, where, f"{exc}; give it through &{{ENV_NAME}} or {key}_file "
+                                  "instead") from None
+        return config
 
     @property
     def enabled(self) -> bool:
@@ -301,7 +321,8 @@ def validate_project(project_dir: Path,
 
 def _livesync_problems(project: Project, jobs: Iterable[Any]) -> list[ConfigError]:
     """A liveSync job's sources that cannot tell their changes: a system with no
-    provisioner, a managed type that does not exist, an XML file."""
+    provisioner, a managed type that does not exist, an XML file, a database table
+    without a ``changeLogColumn``."""
     problems: list[ConfigError] = []
     for job in jobs:
         for source in job.livesync:
@@ -318,6 +339,12 @@ def _livesync_problems(project: Project, jobs: Iterable[Any]) -> list[ConfigErro
             elif provisioner.kind == "xml":
                 problems.append(ConfigError(job.file, "livesync", f"{source} is an XML file, whose connector "
                                             "tells no changes: reconcile its mappings on a schedule instead"))
+            elif provisioner.kind == "dbtable" and not (provisioner.raw.get("configurationProperties") or {}).get(
+                    "changeLogColumn"):
+                problems.append(ConfigError(job.file, "livesync", f"{source} is a database table without a "
+                                            f"changeLogColumn ({provisioner.file}), so its changes cannot be told: "
+                                            "set one (a timestamp or an increasing number the database moves on "
+                                            "every change), or reconcile its mappings on a schedule instead"))
     return problems
 
 
@@ -416,7 +443,9 @@ def _provisioner(path: Path, project_dir: Path, state_dir: Path | None = None,
                        overlay=read_overlay(state_dir, name), keyring=keys)
 
 
-_KINDS = ("ldap", "scim", "salesforce", "csv", "xml")
+_KINDS = ("ldap", "scim", "salesforce", "csv", "xml", "dbtable")
+# What else names a connector in connectorRef: OpenICF's package name for it.
+_MARKERS = {"databasetable": "dbtable"}
 
 
 def _connector_kind(ref: Mapping[str, Any], fallback: str, *, file: str, system: str) -> str:
@@ -427,16 +456,16 @@ def _connector_kind(ref: Mapping[str, Any], fallback: str, *, file: str, system:
     named = [str(ref[k]) for k in ("connectorName", "bundleName") if isinstance(ref.get(k), str) and ref[k]]
     if named:
         text = " ".join(named).lower()
-        for kind in _KINDS:
-            if kind in text:
+        for marker, kind in (*_MARKERS.items(), *((k, k) for k in _KINDS)):
+            if marker in text:
                 return kind
         raise UnsupportedConnector(file, "connectorRef.connectorName" if ref.get("connectorName")
                                    else "connectorRef.bundleName", named[0], system)
-    kind = fallback.lower()
+    kind = _MARKERS.get(fallback.lower(), fallback.lower())
     if kind not in _KINDS:
         raise ConfigError(file, "connectorRef.connectorName",
                           "unknown connector: no connectorRef.connectorName, and the connectorType or system "
-                          f"name {fallback!r} is not one of LDAP, SCIM, Salesforce, CSV, XML")
+                          f"name {fallback!r} is not one of LDAP, SCIM, Salesforce, CSV, XML, dbtable")
     return kind
 
 

@@ -185,8 +185,8 @@ class _LiveRun:
             source = source.as_sync_source()  # as a recon reads it: hashed secrets, onRetrieve
         if not isinstance(source, ChangeSource):
             raise ConfigError("sync.json", "source", f"{self.source} cannot tell its changes: liveSync reads "
-                                                     "managed types and LDAP, SCIM, Salesforce and CSV systems "
-                                                     "(not XML files)")
+                                                     "managed types and LDAP, SCIM, Salesforce, Database Table and "
+                                                     "CSV systems (not XML files)")
         stored = self.tokens.get(self.source)
         if stored is None or stored.token is None:
             self._full_recon(source, result, "no token yet: the first liveSync of a source starts with a full recon")
