@@ -89,7 +89,8 @@ def _project(work: Path, kind: str) -> Path:
     return project
 
 
-def _timed(cmd: list[str]) -> tuple[float, int, float]:
+def timed(cmd: list[str]) -> tuple[float, int, float]:
+    """Run ``cmd``: its wall seconds, peak RSS (MB) and CPU seconds."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -131,22 +132,28 @@ def main() -> int:
                 for label, mapping in (("first recon (creates)", "in"), ("no-change recon", "in"),
                                        ("store to a new file (creates)", "out"), ("store to the file, no change",
                                                                                   "out")):
-                    measured = _timed([idsync, "-p", str(project), "recon", mapping, "--quiet"])
+                    measured = timed([idsync, "-p", str(project), "recon", mapping, "--quiet"])
                     rows.setdefault((kind, label), []).append(measured)
                     print(f"  {kind:4} {label:38} {measured[0]:6.1f} s  {args.users / measured[0]:9,.0f} entries/s"
                           f"  {measured[1]:4d} MB  {measured[2]:5.1f} s CPU", flush=True)
                 (work / "out.csv").write_text("uid,sn,mail\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{args.users:,} users, medians of {args.repeat}\n")
-    print("| file | run | seconds | entries/s | peak RSS | CPU s |\n| --- | --- | ---: | ---: | ---: | ---: |")
+    print_table("file", rows, args.users, args.repeat)
+    return 0
+
+
+def print_table(first: str, rows: dict[tuple[str, str], list[tuple[float, int, float]]], users: int,
+                repeat: int) -> None:
+    """The runs as a Markdown table, medians of ``repeat``; ``first`` heads the first column."""
+    print(f"\n{users:,} users, medians of {repeat}\n")
+    print(f"| {first} | run | seconds | entries/s | peak RSS | CPU s |\n| --- | --- | ---: | ---: | ---: | ---: |")
     for (kind, label), values in rows.items():
         seconds = statistics.median(v[0] for v in values)
         rss = max(v[1] for v in values)
         cpu = statistics.median(v[2] for v in values)
-        print(f"| {kind} | {label} | {seconds:.1f} | {args.users / seconds:,.0f} | "
+        print(f"| {kind} | {label} | {seconds:.1f} | {users / seconds:,.0f} | "
               f"{f'{rss} MB' if rss else '-'} | {f'{cpu:.1f}' if cpu else '-'} |")
-    return 0
 
 
 if __name__ == "__main__":

@@ -376,6 +376,37 @@ def test_writes_fail_alone_and_the_rest_is_committed(peer: Peer) -> None:
     assert peer.sql("SELECT email FROM {t} WHERE uid = 'cwu2'") == [(None,)]  # enableEmptyString false: NULL
 
 
+def test_creates_go_in_one_insert_and_a_refused_one_still_fails_alone(peer: Peer) -> None:
+    """A batch's creates are one multi-row INSERT; when the database refuses it (here a key a
+    row already has), each create is tried on its own: only that one fails."""
+    peer.create(ROWS)
+    resource = peer.system().resource("account")
+    statements: list[str] = []
+    from sqlalchemy import event
+
+    engine = resource._table.engine()  # the connector's own engine, to count its INSERTs
+
+    def listen(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        fresh = resource.write_batch([WriteOp("create", values={"uid": f"new{i}", "lastName": f"N{i}"})
+                                      for i in range(5)])
+        assert [r.ok for r in fresh] == [True] * 5 and [r.id for r in fresh] == [f"new{i}" for i in range(5)]
+        assert len([s for s in statements if s.lstrip().upper().startswith("INSERT")]) == 1
+        mixed = resource.write_batch([WriteOp("create", values={"uid": "x1", "lastName": "X"}),
+                                      WriteOp("create", values={"uid": "cwu", "lastName": "Dup"}),
+                                      WriteOp("create", values={"uid": "x2", "lastName": "Y"})])
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)
+    assert [r.ok for r in mixed] == [True, False, True]
+    assert str(mixed[1].error).startswith("system/hr/account/cwu: the database refused the create")
+    assert peer.sql("SELECT uid FROM {t} WHERE uid IN ('x1', 'x2', 'cwu') ORDER BY uid") == [
+        ("cwu",), ("x1",), ("x2",)]
+    assert peer.sql("SELECT lastname FROM {t} WHERE uid = 'cwu'") == [("O'Brien_%",)]
+
+
 def test_flags_keep_a_column_from_a_create_or_an_update(sqlite_peer: Peer) -> None:
     """As OpenICF does: a NOT_CREATABLE property is not written by a create, a
     NOT_UPDATEABLE one not by an update; the rest of the write is."""

@@ -20,12 +20,14 @@ its rows out.
 A batch of writes is one transaction, each op in a savepoint of its own: an op the
 database refuses (a constraint, a value its column does not take) is rolled back and
 fails alone, naming the object; the others are committed together when the batch
-ends. A lost connection, a deadlock or a failed commit fails the whole batch
-(``PeerError``) and writes none of it. A create needs its key (the ``__NAME__``
-property) and each ``required`` property; an update changing the key column renames
-the row (its ``_id`` changes; a link follows). A property flagged ``NOT_CREATABLE``
-is left out of a create and one flagged ``NOT_UPDATEABLE`` out of an update, as
-OpenICF does.
+ends. The batch's creates go first as one multi-row ``INSERT`` in a savepoint (a
+first load writes a page a statement); if the database refuses it, each of them is
+tried on its own as above, so the one it refuses fails alone. A lost connection, a
+deadlock or a failed commit fails the whole batch (``PeerError``) and writes none of
+it. A create needs its key (the ``__NAME__`` property) and each ``required``
+property; an update changing the key column renames the row (its ``_id`` changes; a
+link follows). A property flagged ``NOT_CREATABLE`` is left out of a create and one
+flagged ``NOT_UPDATEABLE`` out of an update, as OpenICF does.
 
 liveSync reads the rows whose ``changeLogColumn`` moved past the token (``changes.py``).
 """
@@ -218,23 +220,84 @@ class DbTableResource(Resource, ChangeSource):
 
     def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         props = {p.name: (p, c) for p, c in self._properties()}
-        results: list[WriteResult] = []
+        results: list[WriteResult | None] = [None] * len(ops)
         with self._table.begin(f"writing {len(ops)} changes") as conn:
-            for op in ops:
+            self._insert_together(conn, ops, props, results)
+            for i, op in enumerate(ops):
+                if results[i] is not None:
+                    continue
                 label = f"{self.name}/{op.id or self._create_name(op.values, props) or '(no key)'}"
                 try:
                     with conn.begin_nested():
-                        results.append(self._apply(conn, op, props))
+                        results[i] = self._apply(conn, op, props)
                 except ObjectError as error:
-                    results.append(self._failed(op, label, type(error)(f"{label}: {error}")))
+                    results[i] = self._failed(op, label, type(error)(f"{label}: {error}"))
                 except DBAPIError as exc:
                     if not _refused_value(exc):
                         raise
                     secrets = [op.values.get(name) for name in self.write_only]
                     reason = self._table.scrub(self._table.reason(exc), *secrets)
-                    results.append(self._failed(op, label, ObjectRejected(f"{label}: the database refused the "
-                                                                          f"{op.kind}: {reason}")))
-        return results
+                    results[i] = self._failed(op, label, ObjectRejected(f"{label}: the database refused the "
+                                                                        f"{op.kind}: {reason}"))
+        return [r for r in results if r is not None]
+
+    def _insert_together(self, conn: Connection, ops: Sequence[WriteOp], props: Mapping[str, tuple[DbProperty, Col]],
+                         results: list[WriteResult | None]) -> None:
+        """The batch's creates as one multi-row ``INSERT`` per set of columns, in a savepoint
+        (a first load is all creates: one statement a page, not three round trips a row).
+        A create that is not ready (no key, a required value missing) is left to the
+        one-by-one path, which says why; so is every create of a set the database refuses,
+        and the whole batch when one of its other ops names a key a create writes (their
+        order would matter)."""
+        creates = [i for i, op in enumerate(ops) if op.kind == "create"]
+        if len(creates) < 2:
+            return
+        shape = self._table.shape()
+        key = shape.key.name
+        ready: dict[frozenset[str], list[tuple[int, dict[str, Any]]]] = {}
+        for i in creates:
+            try:
+                values = self._create_values(ops[i], props)
+            except ObjectError:
+                continue
+            ready.setdefault(frozenset(values), []).append((i, values))
+        keys = {id_text(values[key]) for group in ready.values() for _, values in group}
+        others = {str(op.id) for op in ops if op.kind != "create" and op.id is not None}
+        others |= {id_text(v) for op in ops if op.kind == "update"
+                   for v in self._renamed_to(op, props)}
+        if keys & others or len(keys) < sum(len(g) for g in ready.values()):
+            return  # keys shared with other ops, or twice among the creates: one by one, in order
+        for group in ready.values():
+            if len(group) < 2:
+                continue
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(shape.table), [values for _, values in group])
+            except DBAPIError as exc:
+                if not _refused_value(exc):
+                    raise
+                continue  # one of them is refused: each on its own says which
+            for i, values in group:
+                new_id = id_text(values[key])
+                results[i] = WriteResult(ops[i], id=new_id, obj=self._written(new_id, values, props))
+
+    def _renamed_to(self, op: WriteOp, props: Mapping[str, tuple[DbProperty, Col]]) -> list[Any]:
+        """The key an update writes, if it renames the row."""
+        key = self._table.shape().key.name
+        return [value for name, value in op.values.items()
+                if name in props and props[name][1].name == key and value is not None]
+
+    def _create_values(self, op: WriteOp, props: Mapping[str, tuple[DbProperty, Col]]) -> dict[str, Any]:
+        """The columns a create writes; ``ObjectRejected`` when it cannot be written."""
+        key = self._table.shape().key
+        values = self._columns(op.values, props, "NOT_CREATABLE")
+        if values.get(key.name) is None:
+            raise ObjectRejected(f"a create needs a value for the key column {key.name} (the __NAME__ property)")
+        empty = [p.name for p, c in props.values() if p.required and "NOT_CREATABLE" not in p.flags
+                 and c.name != key.name and values.get(c.name) is None]
+        if empty:
+            raise ObjectRejected(f"a create needs {', '.join(empty)} (required)")
+        return values
 
     def _failed(self, op: WriteOp, label: str, error: ObjectError) -> WriteResult:
         log.warning("dbtable.write_failed", resource=self.name, kind=op.kind, id=label, error=str(error))
@@ -249,13 +312,7 @@ class DbTableResource(Resource, ChangeSource):
         shape = self._table.shape()
         key = shape.key
         if op.kind == "create":
-            values = self._columns(op.values, props, "NOT_CREATABLE")
-            if values.get(key.name) is None:
-                raise ObjectRejected(f"a create needs a value for the key column {key.name} (the __NAME__ property)")
-            empty = [p.name for p, c in props.values() if p.required and "NOT_CREATABLE" not in p.flags
-                     and c.name != key.name and values.get(c.name) is None]
-            if empty:
-                raise ObjectRejected(f"a create needs {', '.join(empty)} (required)")
+            values = self._create_values(op, props)
             conn.execute(insert(shape.table).values(values))
             new_id = id_text(values[key.name])
             return WriteResult(op, id=new_id, obj=self._written(new_id, values, props))
