@@ -32,6 +32,7 @@ from idsync.errors import (
     ConfigWarning,
     NotFound,
     ObjectRejected,
+    PeerError,
     PeerMisconfigured,
     PeerUnavailable,
 )
@@ -676,3 +677,31 @@ def test_a_lost_database_is_unavailable(tmp_path: Path) -> None:
         _all(system)
     system.close()
     assert "system hr" in str(caught.value) and "127.0.0.1:9" in str(caught.value) and SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", [POSTGRESQL, MARIADB])
+def test_a_locked_table_fails_the_read_after_the_socket_timeout(tmp_path: Path, kind: str) -> None:
+    """Another writer holds the table locked: the read waits ``socketTimeout`` (here 1 s,
+    300 s by default), then fails the run (PeerError: a recon deletes nothing) instead of
+    holding its job forever."""
+    import time
+
+    for peer in _peer(kind, tmp_path):
+        peer.create(ROWS)
+        template = peer.props["jdbcUrlTemplate"]
+        joiner = "&" if "?" in template else "?"
+        millis = peer.engine.dialect.name == "mysql"
+        system = peer.system(jdbcUrlTemplate=f"{template}{joiner}socketTimeout={1000 if millis else 1}")
+        with peer.engine.connect() as holder:
+            if peer.engine.dialect.name == "postgresql":
+                holder.execute(text(f"LOCK TABLE {peer.table} IN ACCESS EXCLUSIVE MODE"))
+            else:
+                holder.execute(text(f"LOCK TABLES {peer.table} WRITE"))
+            started = time.monotonic()
+            with pytest.raises(PeerError):
+                _all(system)
+            assert time.monotonic() - started < 15
+            holder.rollback()
+            if peer.engine.dialect.name != "postgresql":
+                holder.execute(text("UNLOCK TABLES"))
+        system.close()

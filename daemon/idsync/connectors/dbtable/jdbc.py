@@ -60,6 +60,9 @@ _MYSQL_SSLMODES = {"disabled": "off", "disable": "off", "preferred": "preferred"
 # Parameters that change nothing idsync does: it always talks UTF-8 (utf8mb4), fetches
 # the server's RSA key itself and reconnects a dropped connection at its next use.
 _MYSQL_SILENT = frozenset({"useunicode", "characterencoding", "allowpublickeyretrieval", "autoreconnect"})
+# How long one statement may wait for the database (JDBC's socketTimeout, 0 = forever by
+# default there): a hung or locked database fails the run instead of holding its job forever.
+_READ_TIMEOUT = 300
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,7 @@ def _postgresql(file: str, where: str, db: Database, params: dict[str, str], bas
                 warnings: list[ConfigWarning]) -> Database:
     options: dict[str, Any] = {"connect_timeout": 10}
     schema = None
+    read_timeout: int | None = _READ_TIMEOUT
     for name, value in params.items():
         low = name.lower()
         if low == "sslmode":
@@ -214,10 +218,16 @@ def _postgresql(file: str, where: str, db: Database, params: dict[str, str], bas
             schema = value.split(",", 1)[0] or None
         elif low in ("connecttimeout", "logintimeout"):
             options["connect_timeout"] = _seconds(file, where, name, value, 1)
+        elif low == "sockettimeout":
+            read_timeout = _limit(file, where, name, value, 1)
         elif low == "applicationname":
             options["application_name"] = value
         else:
             warnings.append(_not_carried(file, where, name))
+    # The server ends a statement that runs longer; keepalives end a connection that went silent.
+    options.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
+    if read_timeout is not None:
+        options.update(options=f"-c statement_timeout={read_timeout * 1000}", tcp_user_timeout=read_timeout * 1000)
     return Database(db.kind, db.host, db.port, db.name, schema=schema, user=db.user, password=db.password,
                     options=options)
 
@@ -230,6 +240,7 @@ def _mysql(file: str, where: str, db: Database, params: dict[str, str], scheme: 
     verify = True
     ca_file = None
     timeout = 10
+    read_timeout: int | None = _READ_TIMEOUT
     asked = False
     for name, value in params.items():
         low, flag = name.lower(), value.strip().lower() in ("", "true", "1", "yes")
@@ -249,12 +260,16 @@ def _mysql(file: str, where: str, db: Database, params: dict[str, str], scheme: 
             ca_file = str(base / value)
         elif low == "connecttimeout":
             timeout = _seconds(file, where, name, value, 1000)
+        elif low == "sockettimeout":
+            read_timeout = _limit(file, where, name, value, 1000)
         elif low not in _MYSQL_SILENT:
             warnings.append(_not_carried(file, where, name))
     if tls in ("verify-ca", "verify-identity") and not verify and not asked:
         tls = "required"
     return Database(db.kind, db.host, db.port, db.name, user=db.user, password=db.password,
-                    options={"connect_timeout": timeout}, tls=tls, ca_file=ca_file)
+                    options={"connect_timeout": timeout, **({"read_timeout": read_timeout,
+                                                             "write_timeout": read_timeout} if read_timeout else {})},
+                    tls=tls, ca_file=ca_file)
 
 
 def _seconds(file: str, where: str, name: str, value: str, unit: int) -> int:
@@ -263,6 +278,15 @@ def _seconds(file: str, where: str, name: str, value: str, unit: int) -> int:
     except ValueError:
         raise ConfigError(file, where, f"{name} {value!r} is not a whole number") from None
     return max(1, -(-number // unit)) if number > 0 else 10
+
+
+def _limit(file: str, where: str, name: str, value: str, unit: int) -> int | None:
+    """JDBC's ``socketTimeout`` in whole seconds (rounded up); 0 is no limit, as in JDBC."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(file, where, f"{name} {value!r} is not a whole number") from None
+    return -(-number // unit) if number > 0 else None
 
 
 def _not_carried(file: str, where: str, name: str) -> ConfigWarning:
