@@ -356,5 +356,12 @@ def test_a_password_the_directory_never_returns_is_written_again_only_when_it_ch
         audit = idsync(project, "status", "--json")
         assert audit.returncode == 0
         assert recon()["updated"] == 0 and can_bind(slapd, dn, "N3w-pw!y")
+
+        # Asked for (the password was reset in the directory itself): written again, once.
+        before = _entry_csn(slapd, dn)
+        forced = idsync(project, "recon", REVERSE, "--rewrite-write-only", "--json")
+        assert forced.returncode == 0, forced.stderr
+        assert json.loads(forced.stdout)["changes"]["updated"] == 1 and _entry_csn(slapd, dn) != before
+        assert recon()["updated"] == 0
     finally:
         store.close()

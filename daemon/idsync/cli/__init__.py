@@ -111,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-delete", action="store_true", help="kill switch: delete or unlink nothing")
     r.add_argument("--max-deletes", help="fail the run if it would delete more (a number or a percentage)")
     r.add_argument("--page-size", type=int, help="objects per batch for this run (default [recon] page_size)")
+    r.add_argument("--rewrite-write-only", action="store_true",
+                   help="write again the values the target never returns (passwords, NOT_READABLE), even those "
+                        "last written unchanged")
     r.add_argument("--json", action="store_true", help="print the run summary as JSON")
     r.add_argument("--quiet", action="store_true", help="no progress display")
     r.set_defaults(handler=_cmd_recon)
@@ -182,6 +185,7 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
         max_deletes=_max_deletes(args.max_deletes),
         page_size=args.page_size,
         splitter=local_splitter(project, store),
+        rewrite_write_only=args.rewrite_write_only,
     )
     progress = Progress(display=not args.quiet and not args.json,
                         interval=project.settings.recon.progress_interval,

@@ -29,3 +29,6 @@ class ReconOptions:
     node: str | None = None  # the cluster node running it (recorded with the run); None: the host name
     fire: dt.datetime | None = None  # the scheduled fire it runs for; None: started by hand
     splitter: Splitter | None = None  # cluster mode: the source phase may be split over the nodes
+    # Write again the values a target never returns (passwords), whatever the links' digests
+    # of what was last written say (``written.py``).
+    rewrite_write_only: bool = False

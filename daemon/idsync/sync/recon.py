@@ -98,7 +98,8 @@ def help_partitions(project: Project, store: Store, run_id: str, node: str, canc
         return False
     options = ReconOptions(dry_run=bool(run["dry_run"]), allow_create=plan.get("allow_create"),
                            allow_update=plan.get("allow_update"), allow_delete=plan.get("allow_delete"),
-                           page_size=plan.get("page_size"), job=run["job"], cancel=cancel, run_id=run_id, node=node)
+                           page_size=plan.get("page_size"), job=run["job"], cancel=cancel, run_id=run_id, node=node,
+                           rewrite_write_only=bool(plan.get("rewrite_write_only")))
     helper = _Run(project, store, project.mapping(run["mapping"]), options)
     with structlog.contextvars.bound_contextvars(run_id=run_id, mapping=run["mapping"]), quiet_collector():
         return helper.help()
@@ -345,7 +346,7 @@ class _Run:
     def _plan(self) -> dict[str, Any]:
         o = self.options
         return {"allow_create": o.allow_create, "allow_update": o.allow_update, "allow_delete": o.allow_delete,
-                "page_size": self.page_size}
+                "page_size": self.page_size, "rewrite_write_only": o.rewrite_write_only}
 
     def _partitioned(self, bounds: list[tuple[str | None, str | None]], source: Resource, target: Resource,
                      assessor: Assessor, correlators: dict[str, Correlator], spec: QuerySpec) -> None:
@@ -482,7 +483,7 @@ class _Run:
                 # is assessed again once that create is written, as in a later page.
                 kept, revisions = self._links_of(links, [o["_id"] for o in objs], target, assessor)
                 linked = {sid: tid for sid, (tid, _) in kept.items()}
-                if assessor.written is not None and assessor.written.enabled:
+                if assessor.written is not None and assessor.written.enabled and not self.options.rewrite_write_only:
                     assessor.keep_written(links.written_of(list(linked)))
                 self.counters.links_processed += len(linked)
                 unchanged = self._unchanged(objs, kept, assessor, qualifier, revisions)
@@ -565,7 +566,8 @@ class _Run:
                     assessor.prefetch(list(sources))
                     if not needs_objects:
                         targets = self._with_values(target, targets, sources_of, sources)
-                    if assessor.written is not None and assessor.written.enabled:
+                    if assessor.written is not None and assessor.written.enabled \
+                            and not self.options.rewrite_write_only:
                         assessor.keep_written(self.qualifiers.links(qualifier).written_of(list(sources_of.values())))
                     self._apply(assessor.assess_targets(targets, sources_of, sources, qualifier), target, source)
             self.counters.time("targetPage", (time.monotonic() - t0) * 1000)
