@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from os import EX_UNAVAILABLE
 from typing import Any
 
@@ -86,3 +86,35 @@ def utc_datetime(value: str) -> dt.datetime | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+
+
+def account_properties(file: str, raw: Any, connector: str,
+                       types: Collection[str]) -> Iterator[tuple[str, list[tuple[str, str, Mapping[str, Any]]]]]:
+    """The ``objectTypes`` of a connector that serves ``__ACCOUNT__`` rows only (a CSV file,
+    a database table): each type's name and its properties as (key prefix, name, spec),
+    every spec an object whose ``type`` is one of ``types``; ``ConfigError`` naming the key
+    of the first that is not."""
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "objectTypes", "expected an object")
+    for type_name, spec in raw.items():
+        at = f"objectTypes.{type_name}"
+        if not isinstance(spec, dict):
+            raise ConfigError(file, at, "expected an object")
+        native = spec.get("nativeType", spec.get("id", "__ACCOUNT__"))
+        if native != "__ACCOUNT__":
+            raise ConfigError(file, f"{at}.nativeType", f"the {connector} serves __ACCOUNT__ rows only, not {native!r}")
+        props = spec.get("properties") or {}
+        if not isinstance(props, dict):
+            raise ConfigError(file, f"{at}.properties", "expected an object")
+        found: list[tuple[str, str, Mapping[str, Any]]] = []
+        for name, prop in props.items():
+            where = f"{at}.properties.{name}"
+            if not isinstance(prop, dict):
+                raise ConfigError(file, where, "expected an object")
+            kind = prop.get("type", "string")
+            if kind not in types:
+                raise ConfigError(file, f"{where}.type", f"a column holds one value: {kind!r} is not one of "
+                                                         f"{', '.join(sorted(types))}")
+            found.append((where, name, prop))
+        yield type_name, found
+

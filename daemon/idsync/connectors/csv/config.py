@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from idsync.connectors.base import account_properties
 from idsync.errors import ConfigError, ConfigWarning
 
 __all__ = ["CsvObjectType", "CsvProperty", "CsvSettings", "parse_csv_config"]
@@ -108,30 +109,13 @@ def parse_csv_config(file: str, config: Mapping[str, Any], base: Path) -> CsvSet
 
 
 def _object_types(file: str, raw: Any, texts: Mapping[str, str]) -> dict[str, CsvObjectType]:
-    if not isinstance(raw, dict):
-        raise ConfigError(file, "objectTypes", "expected an object")
     special = {"__NAME__": texts["headerUid"], "__UID__": texts["headerUid"],
                "__PASSWORD__": texts["headerPassword"], "__DESCRIPTION__": "description"}
     types: dict[str, CsvObjectType] = {}
-    for type_name, spec in raw.items():
-        key = f"objectTypes.{type_name}"
-        if not isinstance(spec, dict):
-            raise ConfigError(file, key, "expected an object")
-        native = spec.get("nativeType", spec.get("id", "__ACCOUNT__"))
-        if native != "__ACCOUNT__":
-            raise ConfigError(file, f"{key}.nativeType",
-                              f"the CSV connector serves __ACCOUNT__ rows only, not {native!r}")
-        props = spec.get("properties") or {}
-        if not isinstance(props, dict):
-            raise ConfigError(file, f"{key}.properties", "expected an object")
+    for type_name, props in account_properties(file, raw, "CSV connector", _TYPES):
         found: list[CsvProperty] = []
-        for name, prop in props.items():
-            if not isinstance(prop, dict):
-                raise ConfigError(file, f"{key}.properties.{name}", "expected an object")
+        for _, name, prop in props:
             kind = prop.get("type", "string")
-            if kind not in _TYPES:
-                raise ConfigError(file, f"{key}.properties.{name}.type",
-                                  f"a CSV column holds one value: {kind!r} is not one of {', '.join(sorted(_TYPES))}")
             column = str(prop.get("nativeName") or name)
             flags = prop.get("flags") or []
             found.append(CsvProperty(name=name, column=special.get(column, column),

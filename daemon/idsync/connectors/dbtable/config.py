@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from idsync.connectors.base import account_properties
 from idsync.connectors.dbtable.jdbc import Database, parse_database
 from idsync.errors import ConfigError, ConfigWarning
 
@@ -164,41 +165,24 @@ def _flag(file: str, props: Mapping[str, Any], key: str) -> bool | None:
 
 
 def _object_types(file: str, raw: Any, key: str, password: str | None) -> dict[str, DbObjectType]:
-    if not isinstance(raw, dict):
-        raise ConfigError(file, "objectTypes", "expected an object")
     types: dict[str, DbObjectType] = {}
-    for type_name, spec in raw.items():
-        at = f"objectTypes.{type_name}"
-        if not isinstance(spec, dict):
-            raise ConfigError(file, at, "expected an object")
-        native = spec.get("nativeType", spec.get("id", "__ACCOUNT__"))
-        if native != "__ACCOUNT__":
-            raise ConfigError(file, f"{at}.nativeType",
-                              f"the Database Table connector serves __ACCOUNT__ rows only, not {native!r}")
-        props = spec.get("properties") or {}
-        if not isinstance(props, dict):
-            raise ConfigError(file, f"{at}.properties", "expected an object")
+    for type_name, props in account_properties(file, raw, "Database Table connector", _TYPES):
         found: list[DbProperty] = []
-        for name, prop in props.items():
-            if not isinstance(prop, dict):
-                raise ConfigError(file, f"{at}.properties.{name}", "expected an object")
-            kind = prop.get("type", "string")
-            if kind not in _TYPES:
-                raise ConfigError(file, f"{at}.properties.{name}.type", f"a column holds one value: {kind!r} is "
-                                  f"not one of {', '.join(sorted(_TYPES))}")
+        for where, name, prop in props:
             column = str(prop.get("nativeName") or name)
             if column in ("__NAME__", "__UID__"):
                 column = key
             elif column == "__PASSWORD__":
                 if password is None:
-                    raise ConfigError(file, f"{at}.properties.{name}.nativeName",
+                    raise ConfigError(file, f"{where}.nativeName",
                                       "__PASSWORD__ needs configurationProperties.passwordColumn")
                 column = password
             elif column.startswith("__") and column.endswith("__"):
-                raise ConfigError(file, f"{at}.properties.{name}.nativeName", f"the Database Table connector "
+                raise ConfigError(file, f"{where}.nativeName", f"the Database Table connector "
                                   f"has no {column}: name a column of the table")
             flags = prop.get("flags") or []
-            found.append(DbProperty(name=name, column=column, type=_TYPES[kind], required=prop.get("required") is True,
+            found.append(DbProperty(name=name, column=column, type=_TYPES[prop.get("type", "string")],
+                                    required=prop.get("required") is True,
                                     flags=frozenset(str(f) for f in flags if isinstance(f, str))))
         types[type_name] = DbObjectType(type_name, tuple(found))
     return types
