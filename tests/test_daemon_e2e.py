@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -117,13 +118,21 @@ class _Daemon:
         self._log.close()
 
 
+# Linux's SO_TIMESTAMP (and SCM_TIMESTAMP): each datagram carries the time the kernel
+# took it from the sender, a struct timeval.
+_SO_TIMESTAMP = 29
+
+
 class _NotifyReader:
-    """A stand-in for systemd's notification socket: keeps every datagram with its arrival time."""
+    """A stand-in for systemd's notification socket: keeps every datagram with the time it
+    was sent (the kernel's stamp, so a test process starved of CPU while the daemon runs
+    does not read three pings late and take them for one late ping)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.messages: list[tuple[float, str]] = []
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMP, 1)
         self._sock.bind(str(path))
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
@@ -133,10 +142,13 @@ class _NotifyReader:
     def _read(self) -> None:
         while not self._stop.is_set():
             try:
-                data = self._sock.recv(4096)
+                data, ancillary, _flags, _address = self._sock.recvmsg(4096, socket.CMSG_SPACE(16))
             except TimeoutError:
                 continue
-            self.messages.append((time.monotonic(), data.decode()))
+            sent = next((seconds + micros / 1_000_000 for level, kind, raw in ancillary
+                         if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMP
+                         for seconds, micros in [struct.unpack("qq", raw[:16])]), time.time())
+            self.messages.append((sent, data.decode()))
 
     def watchdogs(self) -> list[float]:
         return [t for t, m in self.messages if m == "WATCHDOG=1"]
