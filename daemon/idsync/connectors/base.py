@@ -7,13 +7,17 @@ from __future__ import annotations
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
 from os import EX_UNAVAILABLE
-from typing import Any
+from typing import Any, TypeVar
 
 from idsync.errors import ConfigError, IdsyncError
 from idsync.resource import Resource
 
-__all__ = ["System", "SystemTestReport", "system_test_report", "utc_datetime"]
+T = TypeVar("T")
+
+__all__ = ["ColumnObjectType", "ColumnProperty", "System", "SystemTestReport", "account_properties",
+           "object_type_named", "system_test_report", "utc_datetime"]
 
 
 class System(ABC):
@@ -117,4 +121,35 @@ def account_properties(file: str, raw: Any, connector: str,
                                                          f"{', '.join(sorted(types))}")
             found.append((where, name, prop))
         yield type_name, found
+
+
+@dataclass(frozen=True)
+class ColumnProperty:
+    """One property of a row-shaped object type (a CSV file, a database table) and the
+    column behind it."""
+
+    name: str
+    column: str
+    type: str  # string, boolean, integer or number: what a read makes of the column's value
+    required: bool
+    flags: frozenset[str]
+
+    @property
+    def readable(self) -> bool:
+        return "NOT_READABLE" not in self.flags and "NOT_RETURNED_BY_DEFAULT" not in self.flags
+
+
+@dataclass(frozen=True)
+class ColumnObjectType:
+    name: str
+    properties: tuple[ColumnProperty, ...]  # empty: one property per column
+
+
+def object_type_named(types: Mapping[str, T], name: str, file: str) -> T:
+    """The object type ``name`` of a provisioner's ``objectTypes``; ``ConfigError`` naming
+    the ones there are."""
+    found = types.get(name)
+    if found is None:
+        raise ConfigError(file, "objectTypes", f"no object type {name!r} (known: {', '.join(types)})")
+    return found
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from idsync.connectors.base import account_properties
+from idsync.connectors.base import ColumnObjectType, ColumnProperty, account_properties
 from idsync.errors import ConfigError, ConfigWarning
 
 __all__ = ["CsvObjectType", "CsvProperty", "CsvSettings", "parse_csv_config"]
@@ -31,25 +31,9 @@ _TYPES = frozenset({"string", "boolean", "integer", "number", "null"})
 _ACCOUNT = {"nativeType": "__ACCOUNT__", "properties": {}}
 
 
-@dataclass(frozen=True)
-class CsvProperty:
-    """One property of the object type and the column behind it."""
-
-    name: str
-    column: str
-    type: str  # string, boolean, integer or number: how the column's text is read
-    required: bool
-    flags: frozenset[str]
-
-    @property
-    def readable(self) -> bool:
-        return "NOT_READABLE" not in self.flags and "NOT_RETURNED_BY_DEFAULT" not in self.flags
-
-
-@dataclass(frozen=True)
-class CsvObjectType:
-    name: str
-    properties: tuple[CsvProperty, ...]
+# A CSV column behind a property, and the object type of the rows (``connectors/base.py``).
+CsvProperty = ColumnProperty
+CsvObjectType = ColumnObjectType
 
 
 @dataclass(frozen=True)

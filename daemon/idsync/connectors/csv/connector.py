@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from idsync.connectors.base import System, system_test_report
+from idsync.connectors.base import System, object_type_named, system_test_report
 from idsync.connectors.csv.changes import CsvChanges
 from idsync.connectors.csv.config import CsvObjectType, CsvProperty, CsvSettings, parse_csv_config
 from idsync.connectors.files import (
@@ -314,10 +314,7 @@ class CsvSystem(System):
         self._file = CsvFile(self._settings)
 
     def resource(self, object_type: str, *, dry_run: bool = False) -> CsvResource:
-        obj_type = self._settings.types.get(object_type)
-        if obj_type is None:
-            raise ConfigError(self._conf_file, "objectTypes",
-                              f"no object type {object_type!r} (known: {', '.join(self._settings.types)})")
+        obj_type = object_type_named(self._settings.types, object_type, self._conf_file)
         return CsvResource(self.name, self._file, obj_type, self._state / "csv" / self.name, dry_run=dry_run)
 
     def warnings(self) -> list[ConfigError]:

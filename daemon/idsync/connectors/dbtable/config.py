@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from idsync.connectors.base import account_properties
+from idsync.connectors.base import ColumnObjectType, ColumnProperty, account_properties
 from idsync.connectors.dbtable.jdbc import Database, parse_database
 from idsync.errors import ConfigError, ConfigWarning
 
@@ -58,25 +58,9 @@ _TYPES = {"string": "string", "null": "string", "boolean": "boolean", "integer":
 _ACCOUNT: Mapping[str, Any] = {"nativeType": "__ACCOUNT__", "properties": {}}
 
 
-@dataclass(frozen=True)
-class DbProperty:
-    """One property of the object type and the column behind it."""
-
-    name: str
-    column: str
-    type: str  # string, boolean, integer or number: what a read makes of the column's value
-    required: bool
-    flags: frozenset[str]
-
-    @property
-    def readable(self) -> bool:
-        return "NOT_READABLE" not in self.flags and "NOT_RETURNED_BY_DEFAULT" not in self.flags
-
-
-@dataclass(frozen=True)
-class DbObjectType:
-    name: str
-    properties: tuple[DbProperty, ...]  # empty: one property per column (``table.py``)
+# A table's column behind a property, and the object type of the rows (``connectors/base.py``).
+DbProperty = ColumnProperty
+DbObjectType = ColumnObjectType
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import structlog
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from idsync.connectors.base import System, system_test_report
+from idsync.connectors.base import System, object_type_named, system_test_report
 from idsync.connectors.dbtable.changes import DbTableChanges
 from idsync.connectors.dbtable.config import DbObjectType, DbProperty, parse_dbtable_config
 from idsync.connectors.dbtable.filters import to_condition
@@ -395,10 +395,7 @@ class DbTableSystem(System):
         self._table = DbTable(name, file, self._settings)
 
     def resource(self, object_type: str, *, dry_run: bool = False) -> DbTableResource:
-        obj_type = self._settings.types.get(object_type)
-        if obj_type is None:
-            raise ConfigError(self._file, "objectTypes",
-                              f"no object type {object_type!r} (known: {', '.join(self._settings.types)})")
+        obj_type = object_type_named(self._settings.types, object_type, self._file)
         return DbTableResource(self.name, self._table, obj_type, dry_run=dry_run)
 
     def warnings(self) -> list[ConfigError]:

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, TextIO
 from xml.parsers import expat
 from xml.sax.saxutils import escape, quoteattr
 
-from idsync.connectors.base import System, system_test_report
+from idsync.connectors.base import System, object_type_named, system_test_report
 from idsync.connectors.files import (
     ById,
     apply_each,
@@ -436,10 +436,7 @@ class XmlSystem(System):
         self._file = XmlFile(self._settings)
 
     def resource(self, object_type: str, *, dry_run: bool = False) -> XmlResource:
-        obj_type = self._settings.types.get(object_type)
-        if obj_type is None:
-            raise ConfigError(self._conf_file, "objectTypes",
-                              f"no object type {object_type!r} (known: {', '.join(self._settings.types)})")
+        obj_type = object_type_named(self._settings.types, object_type, self._conf_file)
         return XmlResource(self.name, self._file, obj_type, dry_run=dry_run)
 
     def warnings(self) -> list[ConfigError]:
