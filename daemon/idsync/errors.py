@@ -135,6 +135,14 @@ class ScriptError(IdsyncError):
 
     thrown: object = None
 
+    @property
+    def status(self) -> int | None:
+        """The HTTP status a thrown ``{code, message}`` asks for (400-599), if any."""
+        value = self.thrown
+        if isinstance(value, dict) and isinstance(value.get("code"), int) and 400 <= value["code"] <= 599:
+            return int(value["code"])
+        return None
+
 
 class ScriptTimeout(ScriptError):
     """A mapping script ran past its time limit."""
@@ -153,7 +161,10 @@ class RevisionMismatch(ObjectError):
 
 
 class ObjectRejected(ObjectError):
-    """The peer refused this one object."""
+    """The peer refused this one object; ``status``: the HTTP status an object script
+    asked for by throwing PingIDM's ``{code, message}`` (the API answers it)."""
+
+    status: int | None = None
 
 
 class CryptoFailed(ObjectError):

@@ -49,6 +49,8 @@ def error_response(code: int, message: str, headers: dict[str, str] | None = Non
 
 
 def _status(exc: IdsyncError) -> int:
+    if isinstance(exc, ObjectRejected) and exc.status is not None:
+        return exc.status  # an object script threw PingIDM's {code, message}
     if isinstance(exc, QueryError | InvalidObject | ObjectRejected):
         return 400
     if isinstance(exc, NotFound):

@@ -16,9 +16,11 @@ and a missing file are errors, as in mappings), a policy id must be one of
 PingIDM's built-in policies or a custom one. ``store/policy.py`` evaluates the
 policies and ``store/hooks.py`` runs the scripts, on every write of a managed object.
 
-PingIDM's own scripts that its default ``managed.json`` names (``ui/``, ``roles/``
-files it bundles, programs that ``require`` its modules) are not compiled nor run
-(``not_run``): ``idsync validate`` names each.
+The stock ``onCreate``/``onUpdate`` of PingIDM's default ``managed.json``
+(``require('ui/onCreateUser').setDefaultFields(object)`` ...) run on idsync's own
+versions of those modules (``scripts/modules.py``). PingIDM's own script files
+(``ui/``, ``roles/`` files it bundles) and programs that ``require`` another of its
+modules are not compiled nor run (``not_run``): ``idsync validate`` names each.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 from idsync.config.files import load_json
 from idsync.errors import ConfigError, ScriptError
 from idsync.scripts import Script, ScriptEngine
+from idsync.scripts.modules import MODULE_NAMES, required_modules
 from idsync.scripts.paths import ScriptPaths
 
 __all__ = [
@@ -311,29 +314,44 @@ def _check_params(policy_id: str, params: Mapping[str, Any], file: str, key: str
 
 
 # PingIDM's own scripts that its default managed.json names (user clean-up, role grants,
-# effective roles): idsync does not ship them.
+# effective roles): idsync does not ship them, and does what they do itself or has
+# nothing for them to do.
 _PINGIDM_SCRIPTS = ("ui/", "roles/", "postDelete-idp-cleanup.js", "onCreateUser", "onUpdateUser")
+_BUNDLED_WHY = {
+    "ui/onDelete-user-cleanup.js": "deletes the user's notifications of PingIDM's admin UI and its social identity "
+                                   "provider data, neither of which idsync keeps",
+    "roles/postOperation-roles.js": "schedules the jobs that apply roles' and grants' temporal constraints; idsync "
+                                    "applies them itself (docs/pingidm.md#roles)",
+    "postDelete-idp-cleanup.js": "deletes a social identity provider's data, which idsync does not keep",
+}
 
 
 def not_run(config: Any, paths: ScriptPaths) -> str | None:
     """Why a managed.json script is not run, if it is PingIDM's own: a bundled file the
-    project does not have, or a program that loads PingIDM's modules (``require``), which
-    idsync's sandbox does not have. ``None``: it is compiled and run."""
+    project does not have, or a program that loads a module of PingIDM's (``require``)
+    that idsync does not provide (``scripts/modules.py``). ``None``: it is compiled and run."""
     if not isinstance(config, dict) or config.get("type") not in ("text/javascript", None):
         return None
     name = config.get("file")
     if isinstance(name, str):
         found = paths.find(name)
         if found is None:
-            return f"{name} is a script PingIDM bundles" if name.startswith(_PINGIDM_SCRIPTS) else None
+            if not name.startswith(_PINGIDM_SCRIPTS):
+                return None
+            return f"{name} is a script PingIDM bundles" + (f": it {_BUNDLED_WHY[name]}" if name in _BUNDLED_WHY
+                                                             else "")
         try:
             source = found.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return None  # compiling reports it
     else:
         source = str(config.get("source", ""))
-    if "require(" in source:
-        return f"{name or 'the script'} loads PingIDM's modules (require), which idsync's sandbox does not have"
+    names, dynamic = required_modules(source)
+    missing = list(dict.fromkeys(n for n in names if n not in MODULE_NAMES))
+    if missing or dynamic:
+        what = ", ".join(missing) if missing else "a module named when it runs"
+        return (f"{name or 'the script'} loads {what} (require), a module of PingIDM's that idsync does not "
+                f"provide (it provides {', '.join(MODULE_NAMES)})")
     return None
 
 

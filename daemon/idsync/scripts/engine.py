@@ -22,8 +22,9 @@ Documented differences from PingIDM:
     time and memory limits apply to each run, and ``max_calls`` bounds the calls of one
     script run. Scripts that make no call keep the batch fast path of ``call_many``.
   * ``logger`` (``debug``/``info``/``warn``/``error``/``trace``) writes ``script.log``
-    events through structlog; ``require('lib/lodash')`` answers idsync's own subset of
-    lodash (``lodash.py``); there is no ``console``, other module, ``fetch`` or I/O.
+    events through structlog; ``require`` answers idsync's own modules (a subset of
+    lodash, PingIDM's stock ``managed.json`` modules: ``modules.py``); there is no
+    ``console``, other module, ``fetch`` or I/O.
   * The time limit counts the process's CPU time, so busy sibling threads shorten it.
 
 How a script is run: a program that is a single expression is compiled once per thread

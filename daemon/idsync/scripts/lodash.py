@@ -10,9 +10,7 @@ function, a property name, or nothing (identity).
 
 from __future__ import annotations
 
-__all__ = ["LODASH_FUNCTIONS", "LODASH_SOURCE", "MODULES"]
-
-MODULES = ("lib/lodash", "lodash")
+__all__ = ["LODASH_FUNCTIONS", "LODASH_SOURCE"]
 
 LODASH_FUNCTIONS = (
     "map", "filter", "reject", "forEach", "each", "reduce", "find", "some", "every", "includes", "contains",

@@ -5,8 +5,9 @@ engine keeps one ``Sandbox`` per thread. Everything the scripts must not reach i
 simply absent: a QuickJS context created from Python has no ``require``, ``std``,
 ``os``, ``fetch`` or timers. The prelude below adds only ``logger``, ``ldapDn`` (DN
 building with RFC 4514 escaping), ``openidm`` (answered by Python through
-replays, see below) and ``require``, which knows one module (``lib/lodash``: idsync's
-own subset of lodash, ``lodash.py``), all non-enumerable and read-only. Log lines are buffered and
+replays, see below) and ``require``, which knows idsync's own modules (``lib/lodash``, a
+subset of lodash, and PingIDM's stock ``managed.json`` modules: ``modules.py``), all
+non-enumerable and read-only. Log lines are buffered and
 handed back with the result, since QuickJS may not call into Python under a time limit.
 
 Variables live on the global object for the duration of one call and are swept away
@@ -33,7 +34,8 @@ import json
 
 import quickjs
 
-from idsync.scripts.lodash import LODASH_SOURCE, MODULES
+from idsync.scripts.lodash import LODASH_SOURCE
+from idsync.scripts.modules import MODULES_SOURCE
 
 __all__ = ["OPENIDM_CRYPTO", "OPENIDM_FUNCTIONS", "Sandbox", "reserved_names"]
 
@@ -42,7 +44,7 @@ OPENIDM_FUNCTIONS = ("read", "query", "create", "update", "patch", "delete", "ac
 OPENIDM_CRYPTO = ("encrypt", "decrypt", "isEncrypted", "hash", "isHashed", "matches")
 
 _PRELUDE = r"""
-(function (openidmNames, lodash, modules) {
+(function (openidmNames, lodash, makeModules) {
   "use strict";
   var MAX_LOGS = 1000, MAX_LOG_CHARS = 10000;
   var G = globalThis, stringify = JSON.stringify, parse = JSON.parse;
@@ -119,12 +121,13 @@ _PRELUDE = r"""
   define("_idsync_openidm", _idsyncOpenidm);
   define("openidm", freeze(openidm));
 
-  // PingIDM's default script library has lodash, which projects require; idsync's own
-  // subset of it (``lodash.py``) is the one module there is.
-  define("require", function require(name) {
-    if (modules.indexOf(name) >= 0) return lodash;
+  // PingIDM's script library has lodash and the modules its default managed.json
+  // loads; idsync answers those names with its own (``lodash.py``, ``modules.py``).
+  var modules = makeModules(lodash, logger), moduleNames = Object.keys(modules);
+  define("require", function _idsyncRequire(name) {
+    if (typeof name === "string" && Object.prototype.hasOwnProperty.call(modules, name)) return modules[name];
     throw new Error("require(" + stringify(String(name)) + "): no such module; idsync provides " +
-                    modules[0] + " (a subset of lodash) only");
+                    moduleNames.join(", "));
   });
 
   // DNs built from source values, escaped as RFC 4514 says, so that a value holding a
@@ -157,9 +160,14 @@ _PRELUDE = r"""
   function withLogs(outcomes) {
     return ["[", outcomes, ",", takeLogs(), "]"].join("");
   }
+  // "@same": [[alias, name], ...] makes alias the very object name is (PingIDM binds
+  // one object as both object and newObject); "@same" is no identifier, so no
+  // script variable can take it.
   function bind(extras, vars) {
+    var same = vars["@same"], i;
     for (k in extras) G[k] = extras[k];
-    for (k in vars) G[k] = vars[k];
+    for (k in vars) if (k !== "@same") G[k] = vars[k];
+    for (i = 0; same && i < same.length; i++) G[same[i][0]] = G[same[i][1]];
   }
   function sweep() {
     for (var name in G) if (!(name in base)) delete G[name];
@@ -241,7 +249,7 @@ class Sandbox:
         self._ctx = quickjs.Context()
         self._memory_limit = memory_limit
         self._ctx.eval(f"{_PRELUDE}({json.dumps([OPENIDM_FUNCTIONS, OPENIDM_CRYPTO])}, {LODASH_SOURCE}, "
-                       f"{json.dumps(list(MODULES))});")
+                       f"{MODULES_SOURCE});")
         self._install = self._ctx.get("_idsync_install")
         self._call = self._ctx.get("_idsync_call")
         self._many = self._ctx.get("_idsync_many")

@@ -5,8 +5,8 @@ writes it (the command line, the HTTP API, a script's ``openidm``, implicit
 synchronization, a recon or a liveSync), in PingIDM's order:
 
     create:  onCreate(object) -> policies -> onValidate -> onStore -> store -> postCreate(newObject)
-    update:  onUpdate(oldObject, newObject) -> policies -> onValidate -> onStore -> store
-             -> postUpdate(oldObject, newObject)
+    update:  onUpdate(object, oldObject) -> policies -> onValidate -> onStore -> store
+             -> postUpdate(object, oldObject)
     delete:  onDelete(object) -> store -> postDelete(oldObject)
     read:    onRetrieve(object) and onRead(object), for what the API, the command line
              and scripts read (``retrieved``); onRetrieve for what a mapping reads
@@ -15,9 +15,10 @@ synchronization, a recon or a liveSync), in PingIDM's order:
 
 A property's ``onValidate``, ``onStore`` and ``onRetrieve`` get ``property``,
 ``propertyName`` and ``object``; ``onStore`` and ``onRetrieve`` answer the value to
-keep (``null`` removes it). An object script changes ``object`` (``newObject`` in
-``onUpdate``) in place. Every script also gets ``request`` (``method``,
-``resourcePath``) and ``resourceName``.
+keep (``null`` removes it). An object script changes ``object`` in place; as in
+PingIDM, ``newObject`` is that same object in ``onCreate``, ``onUpdate`` and the
+``post`` scripts, and ``oldObject`` the stored one (``null`` on create). Every script
+also gets ``request`` (``method``, ``resourcePath``) and ``resourceName``.
 
 A script that throws, or a broken policy, refuses the object (``ObjectRejected``,
 ``PolicyFailed``): the object fails alone, in a recon as anywhere. The ``post``
@@ -34,13 +35,16 @@ import structlog
 
 from idsync.config.managed import ManagedType
 from idsync.config.objectmodel import PROPERTY_EVENTS, ObjectScript, TypeModel
-from idsync.errors import IdsyncError, ObjectRejected
+from idsync.errors import IdsyncError, ObjectRejected, ScriptError
 from idsync.store.policy import Taken, check
 from idsync.store.validation import PolicyFailed, failures_list
 
 __all__ = ["ObjectHooks", "PostScript"]
 
 log = structlog.get_logger(__name__)
+
+# The sandbox binds newObject as the very object ``object`` is (scripts/sandbox.py).
+_NEW_IS_OBJECT = [["newObject", "object"]]
 
 Obj = dict[str, Any]
 PostScript = tuple[str, dict[str, Any]]  # (event, variables): run after the commit
@@ -71,18 +75,20 @@ class ObjectHooks:
                 return script(**variables)
             return script.run_returning(variables, returning)
         except IdsyncError as exc:
-            raise ObjectRejected(f"{self.name}: {event} script: {exc}") from None
+            rejected = ObjectRejected(f"{self.name}: {event} script: {exc}")
+            rejected.status = exc.status if isinstance(exc, ScriptError) else None
+            raise rejected from None
 
     def _object_script(self, event: str, obj: Obj, object_id: str | None, method: str,
-                       variable: str = "object", extra: Mapping[str, Any] | None = None) -> Obj:
+                       extra: Mapping[str, Any] | None = None) -> Obj:
         script = self.model.scripts.get(event)
         if script is None:
             return obj
         request = self._request(method, object_id)
-        variables = {**(extra or {}), variable: obj, "request": request, "resourceName": request["resourcePath"]}
-        result = self._run(event, script, variables, variable)
+        variables = {**(extra or {}), "object": obj, "request": request, "resourceName": request["resourcePath"]}
+        result = self._run(event, script, variables, "object")
         if not isinstance(result, dict):
-            raise ObjectRejected(f"{self.name}: {event} script: {variable} must stay an object")
+            raise ObjectRejected(f"{self.name}: {event} script: object must stay an object")
         return result
 
     def _property_scripts(self, event: str, obj: Obj, object_id: str | None, method: str) -> Obj:
@@ -106,11 +112,12 @@ class ObjectHooks:
         """``obj`` (without ``_`` properties nor ``None`` values) as it will be stored
         (before secrets are protected), or a refusal."""
         if "onCreate" in self.model.scripts:
-            obj = _storable(self._object_script("onCreate", obj, object_id, "create"))
+            obj = _storable(self._object_script("onCreate", obj, object_id, "create",
+                                                {"oldObject": None, "@same": _NEW_IS_OBJECT}))
         return self._checked(obj, None, object_id, taken, "create")
 
     def updating(self, old: Obj, new: Obj, object_id: str | None, taken: Taken | None) -> Obj:
-        new = self._object_script("onUpdate", new, object_id, "update", "newObject", {"oldObject": old})
+        new = self._object_script("onUpdate", new, object_id, "update", {"oldObject": old, "@same": _NEW_IS_OBJECT})
         return self._checked(_storable(new), old, object_id, taken, "update")
 
     def _checked(self, obj: Obj, old: Obj | None, object_id: str | None, taken: Taken | None, method: str) -> Obj:
@@ -126,7 +133,8 @@ class ObjectHooks:
 
     def deleting(self, obj: Obj, object_id: str) -> None:
         if "onDelete" in self.model.scripts:
-            self._object_script("onDelete", dict(obj), object_id, "delete")
+            # As PingIDM's: the object as stored, its _id included.
+            self._object_script("onDelete", {**obj, "_id": object_id}, object_id, "delete")
 
     def post(self, event: str, object_id: str, old: Obj | None, new: Obj | None) -> PostScript | None:
         """The ``post`` script to run once the change is committed, if the type has one."""
@@ -138,6 +146,11 @@ class ObjectHooks:
             variables["oldObject"] = old
         if new is not None:
             variables["newObject"] = new
+        # PingIDM binds object too: the new object itself, none after a delete.
+        if new is None:
+            variables["object"] = None
+        else:
+            variables["@same"] = [["object", "newObject"]]
         return event, variables
 
     def run_posts(self, posts: list[PostScript]) -> None:
