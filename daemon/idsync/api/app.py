@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idsync import __version__
+from idsync.api.actions import action_routes
 from idsync.api.auth import Accounts, AuthMiddleware, LoginLimit, load_accounts
 from idsync.api.context import ApiContext
 from idsync.api.endpoints import endpoint_routes
@@ -94,6 +95,7 @@ def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | No
         Route("/openapi.json", openapi, methods=["GET"]),
         *recon_routes,
         *managed_routes,
+        *action_routes,
         *policy_routes,
         *relationship_routes,
         *system_routes,

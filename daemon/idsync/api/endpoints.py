@@ -41,7 +41,7 @@ from idsync.config.endpoints import Endpoint
 from idsync.errors import IdsyncError, ScriptError
 from idsync.managed.router import scripting
 
-__all__ = ["endpoint_routes"]
+__all__ = ["endpoint_routes", "script_context", "script_request", "thrown_status"]
 
 log = structlog.get_logger("idsync.api")
 
@@ -60,9 +60,9 @@ async def _serve(request: Request) -> JSONResponse:
     endpoint = project.endpoints.get(name)
     if endpoint is None or (path and not endpoint.subpaths):
         raise ApiError(404, f"Resource 'endpoint/{name}{'/' + path if path else ''}' not found")
-    call = await _request(request, path)
+    call = await script_request(request, path)
     user = getattr(request.state, "user", None)
-    variables = {"request": call, "context": _context(request, user)}
+    variables = {"request": call, "context": script_context(request, user)}
     result = await run_in_threadpool(_run, ctx, project, endpoint, variables)
     if call["method"] == "query":
         return JSONResponse(_query_answer(result))
@@ -74,7 +74,7 @@ def _run(ctx: ApiContext, project: Any, endpoint: Endpoint, variables: dict[str,
         with scripting(project, ctx.store):
             return endpoint.script(**variables)
     except ScriptError as exc:
-        thrown = _thrown(exc)
+        thrown = thrown_status(exc)
         if thrown is not None:
             raise ApiError(*thrown) from None
         log.warning("endpoint.failed", endpoint=endpoint.name, error=str(exc))
@@ -84,16 +84,17 @@ def _run(ctx: ApiContext, project: Any, endpoint: Endpoint, variables: dict[str,
         raise ApiError(500, f"endpoint/{endpoint.name}: {exc}") from None
 
 
-def _thrown(exc: ScriptError) -> tuple[int, str] | None:
+def thrown_status(exc: ScriptError) -> tuple[int, str] | None:
     """The status and message of a thrown ``{code, message}`` (PingIDM's way to answer an error)."""
-    value = exc.thrown
-    if isinstance(value, dict) and isinstance(value.get("code"), int) and 400 <= value["code"] <= 599:
-        message = value.get("message")
-        return value["code"], str(message) if message is not None else ""
-    return None
+    if exc.status is None:
+        return None
+    message = exc.thrown.get("message") if isinstance(exc.thrown, dict) else None
+    return exc.status, str(message) if message is not None else ""
 
 
-async def _request(request: Request, path: str) -> dict[str, Any]:
+async def script_request(request: Request, path: str) -> dict[str, Any]:
+    """PingIDM's ``request`` of a script serving this HTTP request (a custom endpoint's, a
+    managed object's action), ``path`` its ``resourcePath``."""
     params = request.query_params
     method = request.method
     action = params.get("_action")
@@ -156,7 +157,8 @@ def _int(value: str | None, name: str) -> int:
     return number
 
 
-def _context(request: Request, user: str | None) -> dict[str, Any]:
+def script_context(request: Request, user: str | None) -> dict[str, Any]:
+    """PingIDM's ``context`` of such a script: the caller and the HTTP request, without credentials."""
     security = {"authenticationId": user, "authorization": {"id": user, "component": "internal/user",
                                                            "roles": ["internal/role/openidm-admin",
                                                                      "internal/role/openidm-authorized"]}}

@@ -33,12 +33,13 @@ from idsync.store.hooks import ObjectHooks
 from idsync.store.objects import ManagedResource
 from idsync.store.tables import managed_objects as mo
 
-__all__ = ["change_managed", "managed_routes"]
+__all__ = ["change_managed", "managed_routes", "managed_type", "read_managed"]
 
 log = structlog.get_logger("idsync.api")
 
 
-def _schema(ctx: ApiContext, object_type: str) -> ManagedType:
+def managed_type(ctx: ApiContext, object_type: str) -> ManagedType:
+    """The type ``managed/TYPE`` names; 404 for one managed.json does not define."""
     types = ctx.project().managed.types
     if object_type not in types:
         raise ApiError(404, f"Resource 'managed/{object_type}' not found")
@@ -46,7 +47,7 @@ def _schema(ctx: ApiContext, object_type: str) -> ManagedType:
 
 
 def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, Any]:
-    schema = _schema(ctx, object_type)
+    schema = managed_type(ctx, object_type)
     where = [mo.c.object_type == object_type]
     if params.filter is not None:
         where.append(to_sql(params.filter, object_type, schema.searchable))
@@ -101,7 +102,7 @@ def _object(schema: ManagedType, row: Any) -> dict[str, Any]:
 
 
 def _service(ctx: ApiContext, object_type: str) -> tuple[ManagedObjects, Resources]:
-    _schema(ctx, object_type)
+    managed_type(ctx, object_type)
     project = ctx.project()
     resources = Resources(project, ctx.store)
     return ManagedObjects(project, ctx.store, resources, object_type), resources
@@ -147,7 +148,7 @@ def _change(ctx: ApiContext, object_type: str, kind: str, object_id: str | None,
             rev: str | None) -> dict[str, Any]:
     obj = change_managed(ctx, object_type, kind, object_id, body, rev).object
     assert obj is not None
-    return _default_view(_schema(ctx, object_type), obj)
+    return _default_view(managed_type(ctx, object_type), obj)
 
 
 def _log_pushes(resource: str, change: Change) -> None:
@@ -189,18 +190,8 @@ async def _one(request: Request) -> JSONResponse:
     object_type, object_id = request.path_params["type"], request.path_params["id"]
     method = request.method
     if method == "GET":
-        service, resources = await run_in_threadpool(_service, ctx, object_type)
-        resources.close()
-        obj = await run_in_threadpool(service.get, object_id)
-        fields = request.query_params.get("_fields")
-        if fields:
-            names = [f.strip() for f in fields.split(",")]
-            obj = await run_in_threadpool(expand, ctx, _schema(ctx, object_type), obj, names)
-            keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in names)}
-            obj = {k: v for k, v in obj.items() if k in keep}
-        else:
-            obj = _default_view(_schema(ctx, object_type), obj)
-        return _answer(obj)
+        return _answer(await run_in_threadpool(read_managed, ctx, object_type, object_id,
+                                               request.query_params.get("_fields")))
     if method == "DELETE":
         return _answer(await run_in_threadpool(_change, ctx, object_type, "delete", object_id, None, _rev(request)))
     body = await read_json(request, ctx.settings.max_body_bytes)
@@ -215,6 +206,20 @@ async def _one(request: Request) -> JSONResponse:
     if request.headers.get("if-match") is not None:
         return _answer(await run_in_threadpool(_change, ctx, object_type, "update", object_id, body, _rev(request)))
     return _answer(await run_in_threadpool(_change, ctx, object_type, "upsert", object_id, body, None))
+
+
+def read_managed(ctx: ApiContext, object_type: str, object_id: str, fields: str | None) -> dict[str, Any]:
+    """One object as ``GET managed/TYPE/ID`` answers it, with only the ``_fields`` given
+    (comma-separated; relationships expanded), or the properties shown by default."""
+    service, resources = _service(ctx, object_type)
+    resources.close()
+    obj = service.get(object_id)
+    if not fields:
+        return _default_view(managed_type(ctx, object_type), obj)
+    names = [f.strip() for f in fields.split(",")]
+    obj = expand(ctx, managed_type(ctx, object_type), obj, names)
+    keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in names)}
+    return {k: v for k, v in obj.items() if k in keep}
 
 
 def _exists(ctx: ApiContext, object_type: str, object_id: str) -> bool:

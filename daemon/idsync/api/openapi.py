@@ -48,6 +48,7 @@ _TASK = {"type": "object", "required": ["_id", "progress"], "properties": {
 _TASKS = {"type": "object", "required": ["tasks"], "properties": {"tasks": {"type": "array", "items": _TASK}}}
 _REFERENCE = {"type": "object", "required": ["_ref"], "additionalProperties": True, "properties": {
     "_ref": {"type": "string"}, "_refProperties": {"type": "object"}}}
+_CONTENT = {"type": "object", "additionalProperties": True}  # an action's body: the script's request.content
 _PATCH = {"type": "array", "items": {"type": "object", "required": ["operation", "field"], "properties": {
     "operation": {"type": "string"}, "field": {"type": "string"}, "value": {}}}}
 
@@ -74,6 +75,8 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
      {"200": _MANAGED}),
     ("/openidm/managed/{type}/{id}", "delete", "Delete a managed object (answers it as it was)", [], None,
      {"200": _MANAGED}),
+    ("/openidm/managed/{type}/{id}", "post", "Run one of the type's custom actions (managed.json's actions) on "
+     "the object; answers it read again", ["_action", "_fields"], _CONTENT, {"200": _MANAGED}),
     ("/openidm/managed/{type}/{id}/{property}", "get", "Query one object's references in a relationship property",
      ["_queryFilter", "_fields"], None, {"200": _PAGED}),
     ("/openidm/managed/{type}/{id}/{property}", "post", "Add a reference to a relationship property (_action=create)",
@@ -152,6 +155,8 @@ _ACTIONS = {("/openidm/recon", "post"): ["recon", "reconById"], ("/openidm/recon
             ("/openidm/managed/{type}/{id}/{property}", "post"): ["create"],
             ("/openidm/scheduler/job/{name}", "post"): ["trigger"], ("/openidm/taskscanner", "post"): ["execute"],
             ("/openidm/taskscanner/{id}", "post"): ["cancel"]}
+# An object's POST runs its type's actions (managed.json): described for the types serving some, their names the enum.
+_CUSTOM_ACTION = ("/openidm/managed/{type}/{id}", "post")
 # create is also what a bare POST does
 _OPTIONAL_ACTION = {("/openidm/managed/{type}", "post"), ("/openidm/managed/{type}/{id}/{property}", "post")}
 _ENUMS = {"_queryId": ["query-all-ids"], "_totalPagedResultsPolicy": ["NONE", "EXACT"],
@@ -161,6 +166,8 @@ _ENUMS = {"_queryId": ["query-all-ids"], "_totalPagedResultsPolicy": ["NONE", "E
 def _schema(name: str, path: str, method: str, names: dict[str, list[str]]) -> dict[str, Any]:
     if name in _INTEGER:
         return {"type": "integer", "minimum": 0}
+    if name == "_action" and "_action" in names:
+        return {"enum": names["_action"]}
     if name == "_action" and (path, method) in _ACTIONS:
         return {"enum": _ACTIONS[(path, method)]}
     if name in ("system", "mapping") and names[name]:
@@ -177,7 +184,7 @@ def _parameters(path: str, generic: str, method: str, query: list[str],
                                                                                         names)}
            for p in path.split("/") if p.startswith("{")]
     path = generic
-    required = (path, method) in _ACTIONS and (path, method) not in _OPTIONAL_ACTION
+    required = ((path, method) in _ACTIONS or "_action" in names) and (path, method) not in _OPTIONAL_ACTION
     out += [{"name": p, "in": "query", "required": p == "_action" and required,
              "schema": _schema(p, path, method, names)} for p in query]
     if path.startswith("/openidm/managed/"):
@@ -223,11 +230,17 @@ def _operations(project: Project) -> list[tuple[str, str, str, list[str], dict[s
             out.append((path, method, summary, params, body, answers))
             continue
         for name, managed in sorted(project.managed.types.items()):
+            if (path, method) == _CUSTOM_ACTION and not _served_actions(managed):
+                continue
             typed = {status: _managed_answer(managed) if schema is _MANAGED else schema
                      for status, schema in answers.items()}
             typed_body = _managed_body(managed) if body is _OBJECT else body
             out.append((path.replace("{type}", name), method, summary, params, typed_body, typed))
     return out
+
+
+def _served_actions(managed: ManagedType) -> list[str]:
+    return sorted(name for name, action in managed.actions.items() if action.script is not None)
 
 
 def _links(path: str, method: str, status: str) -> dict[str, Any]:
@@ -247,6 +260,9 @@ def spec(project: Project) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for path, method, summary, params, body, answers in _operations(project):
         generic = path.replace(path.split("/")[3], "{type}", 1) if path.startswith("/openidm/managed/") else path
+        here = names
+        if (generic, method) == _CUSTOM_ACTION:
+            here = {**names, "_action": _served_actions(project.managed.types[path.split("/")[3]])}
         responses: dict[str, Any] = {}
         for status, schema in answers.items():
             responses[status] = {"description": "success", "content": {"application/json": {"schema": schema}}}
@@ -254,7 +270,7 @@ def spec(project: Project) -> dict[str, Any]:
                 responses[status]["links"] = links
         responses["default"] = {"description": "error", "content": {"application/json": {"schema": _ERROR}}}
         operation: dict[str, Any] = {"operationId": _operation_id(path, method), "summary": summary,
-                                     "parameters": _parameters(path, generic, method, params, names),
+                                     "parameters": _parameters(path, generic, method, params, here),
                                      "responses": responses}
         if path != "/openidm/info/ping":
             operation["security"] = [{"openidmHeaders": [], "openidmPassword": []}, {"basic": []}]

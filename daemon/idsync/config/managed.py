@@ -11,7 +11,7 @@ How a secret is kept at rest: a property with ``encryption`` is encrypted with t
 project's keyring (``idsync.crypto``, reversible, as in PingIDM, so that a mapping
 can ``openidm.decrypt`` it towards a directory); ``secureHash`` is PingIDM's salted hash
 (``$crypto``), ``"secret": true`` alone a ``{CRYPT}`` hash (``store/passwords.py``).
-Object scripts and policies are compiled by ``objectmodel.py``.
+Object scripts and policies are compiled by ``objectmodel.py``, custom actions by ``actions.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from idsync.config.actions import ManagedAction
 from idsync.config.objectmodel import TypeModel, secure_hash
 from idsync.config.relationships import Relation, check_reverses, relation_of
 from idsync.crypto import DEFAULT_CIPHER, Keyring
@@ -60,6 +61,8 @@ class ManagedType:
     model: TypeModel | None = field(default=None, compare=False, repr=False)
     # The roles this type grants or is (``config/roles.py``): set on the user and the role type.
     roles: RoleModel | None = field(default=None, compare=False, repr=False)
+    # Custom actions (``config/actions.py``), attached with ``model``.
+    actions: Mapping[str, ManagedAction] = field(default_factory=dict, compare=False, repr=False)
 
     # Computed once: the store asks for each property of each object it writes.
     @functools.cached_property

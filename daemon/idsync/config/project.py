@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from idsync.config.actions import load_actions
 from idsync.config.endpoints import Endpoint, load_endpoints
 from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
@@ -236,7 +237,9 @@ def load_project(project_dir: Path) -> Project:
                           memory_limit=settings.scripts.memory_limit_mb * 1024 * 1024,
                           max_calls=settings.scripts.max_calls, router=CryptoCalls(keys))
     models = load_object_models(managed_raw, conf, project_dir, engine, file=str(managed_file))
-    managed = ManagedSchema({name: replace(t, model=models.get(name)) for name, t in managed.types.items()})
+    actions = load_actions(managed_raw, project_dir, engine, file=str(managed_file))
+    managed = ManagedSchema({name: replace(t, model=models.get(name), actions=actions.get(name, {}))
+                             for name, t in managed.types.items()})
     queries, _ = load_queries(conf)
     project = Project(settings, managed, load_mappings(conf, engine), provisioners, queries, scripts=engine,
                       keyring=keys, endpoints=load_endpoints(conf, project_dir, engine))

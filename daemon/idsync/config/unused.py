@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from idsync.config.actions import unserved
 from idsync.config.endpoints import not_served
 from idsync.config.files import load_json
 from idsync.config.objectmodel import NOT_ENFORCED_POLICIES, not_run
@@ -225,9 +226,8 @@ def _managed(path: Path) -> list[NotUsed]:
                                  + ("; it pushes the users of a changed role or assignment itself"
                                     if obj.get("name") in ("role", "assignment") else "")
                                  + (_ASSIGNMENTS if obj.get("name") == "assignment" else "")))
-        if obj.get("actions"):
-            found.append(NotUsed(file, f"{at}.actions", f"not served: custom actions of {name} "
-                                 "(POST ...?_action=NAME)"))
+        found += [NotUsed(file, f"{at}.actions.{action}", f"not served: {why}; POST {name}/ID?_action={action} "
+                          "answers 501") for action, why in unserved(obj.get("actions"), paths).items()]
         schema = obj.get("schema")
         props = schema.get("properties") if isinstance(schema, dict) else None
         if isinstance(props, dict):

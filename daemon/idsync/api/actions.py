@@ -1,0 +1,82 @@
+"""``POST /openidm/managed/TYPE/ID?_action=NAME``: a managed type's custom actions
+(``managed.json``'s ``actions``, compiled by ``config/actions.py``), as PingIDM runs them.
+
+The object is read (with ``_fields`` when given) and the action's script runs, in a
+worker thread, with ``object`` (the object as read), ``request`` (PingIDM's: method
+``action``, ``action``, ``resourcePath`` ``managed/TYPE/ID``, ``content`` the body,
+``additionalParameters`` the query string's own parameters, ``fields``),
+``resourcePath`` and ``context``, built as for a custom endpoint (``endpoints.py``),
+and ``openidm`` bound to the store. What the script changes in ``object`` is not
+stored: only what it does through ``openidm`` (``openidm.patch(resourcePath, ...)``)
+is. Its value is ignored; the answer is the object read again.
+
+An action the type does not have is 400 ``Action NAME is not supported.`` (PingIDM's
+words, ``triggerSyncCheck`` and ``patch`` included: idsync has neither); one whose
+script is PingIDM's own (``resetPassword``) is 501 with why; a missing object 404.
+A thrown ``{code, message}`` answers that status; any other failure is a 500 naming
+the action, logged (``managed.action_failed``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from idsync.api.context import ApiContext
+from idsync.api.endpoints import script_context, script_request, thrown_status
+from idsync.api.errors import ApiError
+from idsync.api.managed import managed_type, read_managed
+from idsync.config.actions import ManagedAction
+from idsync.errors import ScriptError
+from idsync.managed.router import scripting
+
+__all__ = ["action_routes"]
+
+log = structlog.get_logger("idsync.api")
+
+
+async def _act(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    object_type, object_id = request.path_params["type"], request.path_params["id"]
+    schema = managed_type(ctx, object_type)
+    name = request.query_params.get("_action")
+    if not name:
+        raise ApiError(400, f"POST managed/{object_type}/ID runs one of the type's actions: give _action "
+                            f"(managed.json defines {', '.join(sorted(schema.actions)) or 'none'})")
+    action = schema.actions.get(name)
+    if action is None:
+        raise ApiError(400, f"Action {name} is not supported.")
+    if action.script is None:
+        raise ApiError(501, f"Action {name} of managed/{object_type} is not served by idsync: {action.why}")
+    call = await script_request(request, f"managed/{object_type}/{object_id}")
+    variables = {"request": call, "resourcePath": call["resourcePath"],
+                 "context": script_context(request, getattr(request.state, "user", None))}
+    fields = request.query_params.get("_fields")
+    return JSONResponse(await run_in_threadpool(_run, ctx, action, object_type, object_id, fields, variables))
+
+
+def _run(ctx: ApiContext, action: ManagedAction, object_type: str, object_id: str, fields: str | None,
+         variables: dict[str, Any]) -> dict[str, Any]:
+    """Read the object, run the action on it, and read it again (what the script did through ``openidm``)."""
+    assert action.script is not None
+    obj = read_managed(ctx, object_type, object_id, fields)
+    try:
+        with scripting(ctx.project(), ctx.store):
+            action.script(object=obj, **variables)
+    except ScriptError as exc:
+        thrown = thrown_status(exc)
+        if thrown is not None:
+            raise ApiError(*thrown) from None
+        log.warning("managed.action_failed", resource=f"managed/{object_type}", object_id=object_id,
+                    action=action.name, error=str(exc))
+        raise ApiError(500, f"managed/{object_type}/{object_id} action {action.name}: the script failed: "
+                            f"{exc}") from None
+    return read_managed(ctx, object_type, object_id, fields)
+
+
+action_routes = [Route("/managed/{type}/{id}", _act, methods=["POST"])]
