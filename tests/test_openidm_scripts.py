@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api_server import ADMIN, serve
 from dbs import BACKENDS, store_url
 from idsync.config.project import load_project
 from idsync.crypto import Keyring
@@ -362,6 +363,24 @@ def test_a_password_the_directory_never_returns_is_written_again_only_when_it_ch
         forced = idsync(project, "recon", REVERSE, "--rewrite-write-only", "--json")
         assert forced.returncode == 0, forced.stderr
         assert json.loads(forced.stdout)["changes"]["updated"] == 1 and _entry_csn(slapd, dn) != before
+        assert recon()["updated"] == 0
+        # The same from a job file (a weekly safety net, say) and over the API.
+        (project / "jobs.d").mkdir(exist_ok=True)
+        (project / "jobs.d" / "passwords.toml").write_text(
+            f'schedule = "0 0 3 ? * SUN"\nmappings = ["{REVERSE}"]\nrewrite_write_only = true\n')
+        before = _entry_csn(slapd, dn)
+        ran = idsync(project, "run-job", "passwords", "--json")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert _entry_csn(slapd, dn) != before and recon()["updated"] == 0
+        before = _entry_csn(slapd, dn)
+        with serve(project) as api:
+            started = api.post(f"/openidm/recon?_action=recon&mapping={REVERSE}&rewriteWriteOnly=true"
+                               "&waitForCompletion=true", headers=ADMIN)
+            assert started.status_code == 200 and started.json()["state"] == "SUCCESS", started.text
+            summary = api.get(f"/openidm/recon/{started.json()['_id']}", headers=ADMIN).json()
+            assert summary["changes"]["updated"] == 1 and _entry_csn(slapd, dn) != before
+            assert api.post(f"/openidm/recon?_action=recon&mapping={REVERSE}&rewriteWriteOnly=yes",
+                            headers=ADMIN).status_code == 400
         assert recon()["updated"] == 0
     finally:
         store.close()

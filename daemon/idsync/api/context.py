@@ -60,10 +60,11 @@ class ApiContext:
     _pool: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="api-recon"))
 
-    def start_recon(self, mapping: str, run_id: str, *,
-                    dry_run: bool = False) -> concurrent.futures.Future[ReconResult]:
+    def start_recon(self, mapping: str, run_id: str, *, dry_run: bool = False,
+                    rewrite_write_only: bool = False) -> concurrent.futures.Future[ReconResult]:
         """Run ``mapping`` in a worker thread under the run id ``run_id`` (a preview that
-        writes nothing but its run and audit with ``dry_run``)."""
+        writes nothing but its run and audit with ``dry_run``; writing again the values
+        its target never returns with ``rewrite_write_only``)."""
         project = self.project()
         project.mapping(mapping)  # an unknown mapping is refused before a thread starts
         cancel = threading.Event()
@@ -73,6 +74,7 @@ class ApiContext:
         def work() -> ReconResult:
             try:
                 options = ReconOptions(run_id=run_id, cancel=cancel, dry_run=dry_run,
+                                       rewrite_write_only=rewrite_write_only,
                                        splitter=local_splitter(project, self.store))
                 return run_recon_scripted(project, self.store, mapping, options)
             finally:

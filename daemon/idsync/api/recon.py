@@ -122,7 +122,10 @@ async def _start(request: Request, ctx: ApiContext) -> JSONResponse:
         raise ApiError(400, "the mapping parameter is required")
     run_id = str(uuid.uuid4())
     runs = RunStore(ctx.store)
-    future = await run_in_threadpool(ctx.start_recon, mapping, run_id)
+    rewrite = request.query_params.get("rewriteWriteOnly", "false").lower()
+    if rewrite not in ("true", "false"):
+        raise ApiError(400, f"rewriteWriteOnly must be true or false, not {rewrite!r}")
+    future = await run_in_threadpool(ctx.start_recon, mapping, run_id, rewrite_write_only=rewrite == "true")
     wrapped = asyncio.wrap_future(future)
     if request.query_params.get("waitForCompletion", "").lower() == "true":
         result = await wrapped  # RunLocked surfaces here as 409

@@ -62,6 +62,7 @@ _KEYS = {
     "max_deletes",
     "page_size",
     "livesync",
+    "rewrite_write_only",
 }
 _SOURCE = re.compile(r"^(system/[^/\s]+/[^/\s]+|managed/[^/\s]+)$")
 
@@ -87,6 +88,8 @@ class JobDef:
     allow_delete: bool | None = None
     max_deletes: int | float | None = None
     page_size: int | None = None
+    # Write again the values a target never returns (a password), whatever the links' digests say.
+    rewrite_write_only: bool = False
     # Sources whose changes the job applies (liveSync) instead of reconciling ``mappings``.
     livesync: tuple[str, ...] = ()
     # A PingIDM schedule's script or task scan (``config/tasks.py``), run instead of either.
@@ -205,6 +208,7 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None, text: s
         allow_delete=r.get("allow_delete", bool, None),
         max_deletes=r.max_deletes(),
         page_size=page_size,
+        rewrite_write_only=r.get("rewrite_write_only", bool, False),
         livesync=livesync,
         raw=raw,
     )

@@ -188,6 +188,7 @@ def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutco
             allow_delete=job.allow_delete,
             max_deletes=job.max_deletes,
             page_size=job.page_size,
+            rewrite_write_only=job.rewrite_write_only,
             job=job.name,
             cancel=cancel,
             node=node,
