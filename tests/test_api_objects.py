@@ -271,7 +271,8 @@ def test_unreachable_system(project: Path, slapd: Slapd) -> None:
 def test_managed_paging_edges(api: httpx.Client) -> None:
     """Paging at the edges: a page size equal to the count ends with no cookie, an
     offset past the end is an empty page, query-all-ids pages like a filter, a sorted
-    query pages by its numeric cookie, and bad paging values are 400s."""
+    query pages by its numeric cookie, and bad paging values (an offset past what a
+    database's OFFSET takes among them) are 400s."""
     for i in range(4):
         api.post("/openidm/managed/role?_action=create", headers=JSON, json={"name": f"r{i}"})
     base = "/openidm/managed/role?_queryFilter=true"
@@ -297,7 +298,7 @@ def test_managed_paging_edges(api: httpx.Client) -> None:
             break
     assert names == ["r3", "r2", "r1", "r0"]
     for bad in ("_pageSize=-1", "_pageSize=x", "_pagedResultsOffset=-2", "_totalPagedResultsPolicy=SOME",
-                "_queryId=nothing"):
+                "_queryId=nothing", "_pagedResultsOffset=9223372036854775808"):
         answer = api.get(f"/openidm/managed/role?_queryFilter=true&{bad}", headers=ADMIN)
         assert answer.status_code == 400 and answer.json()["code"] == 400, bad
     assert api.get("/openidm/managed/role", headers=ADMIN).status_code == 400

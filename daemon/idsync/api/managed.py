@@ -1,5 +1,7 @@
 """``/openidm/managed/TYPE``: managed users and roles, read and changed as PingIDM does.
 
+An answer never holds a secret nor a ``"scope": "private"`` property (PingIDM leaves
+those out of what its REST callers get; scripts and the sync engine see them).
 Changes go through ``managed.service.ManagedObjects`` (validation against
 ``managed.json``, revisions, secrets hashed) and each runs implicit
 synchronization before the answer. Queries page by keyset on ``_id``: the
@@ -82,6 +84,8 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
     elif params.paged and len(objects) > params.page_size:
         objects = objects[: params.page_size]
         cookie = objects[-1]["_id"]
+    if schema.private:  # an onRetrieve script may have put one back
+        objects = [{k: v for k, v in o.items() if k not in schema.private} for o in objects]
     return envelope([params.shape(o) for o in objects], cookie=cookie, params=params, total=total)
 
 
@@ -92,12 +96,13 @@ def shown_by_default(schema: ManagedType) -> list[str]:
 
 
 def _default_view(schema: ManagedType, obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k not in schema.hidden}
+    return {k: v for k, v in obj.items() if k not in schema.hidden and k not in schema.private}
 
 
 def _object(schema: ManagedType, row: Any) -> dict[str, Any]:
     data = getattr(row, "data", None) or {}
-    obj = {"_id": row.id, "_rev": row.rev, **{k: v for k, v in data.items() if k not in schema.secrets}}
+    left_out = schema.secrets | schema.private
+    obj = {"_id": row.id, "_rev": row.rev, **{k: v for k, v in data.items() if k not in left_out}}
     return obj
 
 
@@ -217,8 +222,9 @@ def read_managed(ctx: ApiContext, object_type: str, object_id: str, fields: str 
     if not fields:
         return _default_view(managed_type(ctx, object_type), obj)
     names = [f.strip() for f in fields.split(",")]
-    obj = expand(ctx, managed_type(ctx, object_type), obj, names)
-    keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in names)}
+    schema = managed_type(ctx, object_type)
+    obj = expand(ctx, schema, obj, names)
+    keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in names)} - schema.private
     return {k: v for k, v in obj.items() if k in keep}
 
 

@@ -210,9 +210,9 @@ def _managed_body(managed: ManagedType) -> dict[str, Any]:
 
 
 def _managed_answer(managed: ManagedType) -> dict[str, Any]:
-    """An object as answered: ``_id`` and ``_rev`` always, a secret property never."""
+    """An object as answered: ``_id`` and ``_rev`` always, a secret or private property never."""
     properties: dict[str, Any] = {"_id": {"type": "string"}, "_rev": {"type": "string"}}
-    properties.update({name: False for name in sorted(managed.secrets)})
+    properties.update({name: False for name in sorted(managed.secrets | managed.private)})
     return {"type": "object", "required": ["_id", "_rev"], "properties": properties, "additionalProperties": True}
 
 

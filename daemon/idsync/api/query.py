@@ -27,6 +27,8 @@ from idsync.store.database import nul_at
 __all__ = ["MAX_JSON_DEPTH", "QueryParams", "envelope", "read_json", "sort_objects"]
 
 _MAX_PAGE = 10_000
+# What a database's OFFSET takes (a signed 64-bit integer); more is a 400, not a crash.
+_MAX_OFFSET = 2**63 - 1
 MAX_JSON_DEPTH = 64  # arrays and objects in a request body; no managed object nests anywhere near it
 
 
@@ -77,7 +79,7 @@ class QueryParams:
             sort_keys=[k.strip() for k in q.get("_sortKeys", "").split(",") if k.strip()],
             page_size=_int(q, "_pageSize", 0, _MAX_PAGE),
             cookie=q.get("_pagedResultsCookie") or None,
-            offset=_int(q, "_pagedResultsOffset", 0, None),
+            offset=_int(q, "_pagedResultsOffset", 0, _MAX_OFFSET),
             exact_total=policy != "NONE",
         )
 
@@ -91,7 +93,7 @@ class QueryParams:
         return {k: v for k, v in obj.items() if k in keep}
 
 
-def _int(q: Any, name: str, default: int, maximum: int | None) -> int:
+def _int(q: Any, name: str, default: int, maximum: int) -> int:
     raw = q.get(name)
     if raw is None or raw == "":
         return default
@@ -99,8 +101,8 @@ def _int(q: Any, name: str, default: int, maximum: int | None) -> int:
         value = int(raw)
     except ValueError:
         raise ApiError(400, f"{name} must be an integer") from None
-    if value < 0 or (maximum is not None and value > maximum):
-        raise ApiError(400, f"{name} must be between 0 and {maximum if maximum is not None else 'any'}")
+    if value < 0 or value > maximum:
+        raise ApiError(400, f"{name} must be between 0 and {maximum}")
     return value
 
 

@@ -48,6 +48,8 @@ class PropertyDef:
     relation: Relation | None = None  # a relationship (``config/relationships.py``)
     # PingIDM's ``returnByDefault``: a relationship is read only when asked for (``_fields``) unless true.
     return_by_default: bool = True
+    # PingIDM's ``"scope": "private"``: never in an answer of the HTTP API; scripts and the sync engine see it.
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,11 @@ class ManagedType:
     def hidden(self) -> frozenset[str]:
         """The properties a read leaves out unless ``_fields`` names them (``returnByDefault``)."""
         return frozenset(p.name for p in self.properties.values() if not p.return_by_default)
+
+    @functools.cached_property
+    def private(self) -> frozenset[str]:
+        """The properties the HTTP API never answers (``"scope": "private"``)."""
+        return frozenset(p.name for p in self.properties.values() if p.private)
 
 
 @dataclass(frozen=True)
@@ -191,6 +198,7 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
                 hash_algorithm=secure_hash(pdef, file, pkey),
                 relation=(relation := relation_of(pdef, file, pkey)),
                 return_by_default=pdef.get("returnByDefault", relation is None) is True,
+                private=_scope(pdef, file, pkey) == "private",
             )
         required = schema.get("required") or []
         if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
@@ -222,6 +230,13 @@ def _with_reverses(types: dict[str, ManagedType], file: str) -> dict[str, Manage
         props = {**t.properties, prop_name: dataclasses.replace(t.properties[prop_name], relation=relation)}
         types[type_name] = dataclasses.replace(t, properties=props)
     return types
+
+
+def _scope(pdef: Mapping[str, Any], file: str, key: str) -> str:
+    scope = pdef.get("scope", "public")
+    if scope not in ("public", "private"):
+        raise ConfigError(file, f"{key}.scope", f'expected "public" or "private", not {scope!r}')
+    return str(scope)
 
 
 def _item_type(pdef: Mapping[str, Any], file: str, key: str) -> str | None:

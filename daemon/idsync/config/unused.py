@@ -238,15 +238,13 @@ def _managed(path: Path) -> list[NotUsed]:
 
 def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
                         plain: Collection[str]) -> list[NotUsed]:
-    policies, scripted, relations, private = [], [], [], []
+    policies, scripted, relations = [], [], []
     stock: list[tuple[str, str]] = []
     paths = ScriptPaths(Path(file).parent.parent)
     found_policies: list[NotUsed] = []
     for pname, pdef in props.items():
         if not isinstance(pdef, dict):
             continue
-        if pdef.get("scope") == "private" and not any(pdef.get(k) for k in ("secret", "encryption", "secureHash")):
-            private.append(pname)
         policies += [f"{pname}.{k}" for k in _PROPERTY_POLICIES if pdef.get(k) not in (None, [], {})]
         scripted += [f"{pname}.{k}" for k in _PROPERTY_SCRIPTS if pdef.get(k) not in (None, False)]
         found_policies += _policy_ids(file, f"{at}.{pname}.policies", pdef.get("policies"))
@@ -263,10 +261,6 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
     if scripted:
         found.append(NotUsed(file, _keys(at, scripted), f"not used: how PingIDM queries virtual properties of {name}"))
     found += [NotUsed(file, f"{at}.{key}", f"not run: {why}") for key, why in stock]
-    if private:
-        found.append(NotUsed(file, _keys(at, [f"{p}.scope" for p in private]), "not followed: PingIDM hides "
-                             "private properties from REST callers; idsync's HTTP API hides only secrets (add "
-                             "\"secret\": true to hide a property)"))
     if relations:
         found.append(NotUsed(file, _keys(at, relations), "kept as plain values: idsync keeps references "
                              "between managed objects, both ends pointing to each other; these point elsewhere "
