@@ -70,7 +70,7 @@ def test_description_is_served() -> None:
             "/openidm/managed/role/{id}", "/openidm/system", "/openidm/system/{system}/{type}",
             "/openidm/system/{system}/{type}/{id}", "/openidm/sync/mappings", "/openidm/config/sync",
             "/openidm/scheduler/job", "/openidm/scheduler/job/{name}", "/metrics"} <= set(paths)
-    assert set(paths["/openidm/managed/user/{id}"]) == {"get", "put", "patch", "delete"}
+    assert set(paths["/openidm/managed/user/{id}"]) == {"get", "put", "patch", "delete", "post"}
     create = paths["/openidm/managed/user"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"]["required"] == ["userName"]
     answer = create["responses"]["201"]

@@ -3,7 +3,7 @@
 the object as read with PingIDM's variables, only what it does through ``openidm`` is
 stored, the answer is the object read again, errors answer as PingIDM answers them, a
 broken action stops the project loading, and ``validate`` names only the actions that
-are not served (PingIDM's own ``resetPassword``)."""
+are not served (a script loading a module of PingIDM's that idsync does not provide)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,12 @@ object.givenName = 'not stored';
 ({ignored: true});"""
 GUARD = """if (request.content && request.content.boom) { throw new Error('disk full'); }
 throw {code: 403, message: object.userName + ' may not be unlocked'};"""
-# PingIDM's default managed.json's action: it loads its UI's module to send an email.
+# PingIDM's default managed.json's action: it loads its UI's module, which idsync provides.
 RESET = {"type": _JS, "source": "require('ui/resetPassword').sendMail(object, subject, message, passwordRules, "
                                 "passwordLength);",
          "globals": {"subject": "Your password has been reset by an administrator", "passwordLength": 20}}
+# An action loading a module of PingIDM's that idsync does not provide.
+NOTIFY = {"type": _JS, "source": "require('ui/notification').send(object);"}
 
 
 def _project(tmp_path: Path, **actions: Any) -> Path:
@@ -98,13 +100,13 @@ def test_the_script_gets_pingidms_request_object_and_context(tmp_path: Path) -> 
 
 
 def test_errors_answer_as_pingidm_answers_them(tmp_path: Path) -> None:
-    """An action the type does not have (PingIDM's built-in triggerSyncCheck included)
-    is 400 "Action NAME is not supported.", a POST without _action 400, a missing object
+    """An action the type does not have is 400 "Action NAME is not supported.", a POST
+    without _action 400, a missing object
     404, an unknown type 404; a thrown {code: 403, message} is 403 with that message, any
     other failure 500 naming the action."""
     async def visit(api: httpx.AsyncClient) -> None:
         cy = await _id(api, "cy")
-        for name in ("nothing", "triggerSyncCheck"):
+        for name in ("nothing", "resync"):
             unknown = await api.post(f"/openidm/managed/user/{cy}?_action={name}", json={})
             assert unknown.status_code == 400 and unknown.json()["message"] == f"Action {name} is not supported."
         bare = await api.post(f"/openidm/managed/user/{cy}", json={})
@@ -144,26 +146,31 @@ def test_an_action_that_does_not_compile_stops_the_project_loading(
 
 
 def test_validate_names_only_the_actions_it_does_not_serve(tmp_path: Path) -> None:
-    """PingIDM's resetPassword action (it loads PingIDM's UI module to send an email) does
-    not stop the project loading: validate names it, and why, in a warning of its own, and
-    calling it answers 501 with why; the project's own action gets no warning and is served,
-    and openapi.json lists it alone as the type's _action."""
-    project = _project(tmp_path, describe={"type": _JS, "file": "script/describe.js"}, resetPassword=RESET)
+    """An action loading a module of PingIDM's that idsync does not provide does not stop
+    the project loading: validate names it, and why, in a warning of its own, and calling
+    it answers 501 with why; the project's own action and PingIDM's resetPassword (on
+    idsync's own ui/resetPassword) get no warning and are served, and openapi.json lists
+    them as the type's _action."""
+    project = _project(tmp_path, describe={"type": _JS, "file": "script/describe.js"}, resetPassword=RESET,
+                       notify=NOTIFY)
     problems = validate_project(project, check_system)
     assert [p for p in problems if not isinstance(p, ConfigWarning)] == []
     actions = [p for p in problems if ".actions" in str(p)]
-    assert [p.key for p in actions if isinstance(p, ConfigError)] == ["objects[0].actions.resetPassword"]
-    assert "require" in str(actions[0]) and "501" in str(actions[0])
+    assert [p.key for p in actions if isinstance(p, ConfigError)] == ["objects[0].actions.notify"]
+    assert "ui/notification" in str(actions[0]) and "501" in str(actions[0])
 
     async def visit(api: httpx.AsyncClient) -> None:
         ann = await _id(api, "ann")
-        reset = await api.post(f"/openidm/managed/user/{ann}?_action=resetPassword", json={})
-        assert reset.status_code == 501 and "require" in reset.json()["message"]
+        notify = await api.post(f"/openidm/managed/user/{ann}?_action=notify", json={})
+        assert notify.status_code == 501 and "require" in notify.json()["message"]
         assert (await api.post(f"/openidm/managed/user/{ann}?_action=describe", json={})).status_code == 200
         spec = (await api.get("/openidm/openapi.json")).json()
         (action,) = [p for p in spec["paths"]["/openidm/managed/user/{id}"]["post"]["parameters"]
                      if p["name"] == "_action"]
-        assert action["required"] and action["schema"] == {"enum": ["describe"]}
-        assert "post" not in spec["paths"]["/openidm/managed/role/{id}"]
+        assert action["required"] and action["schema"] == {"enum": ["describe", "patch", "resetPassword",
+                                                                    "triggerSyncCheck"]}
+        (role_action,) = [p for p in spec["paths"]["/openidm/managed/role/{id}"]["post"]["parameters"]
+                          if p["name"] == "_action"]
+        assert role_action["schema"] == {"enum": ["patch", "triggerSyncCheck"]}  # PingIDM's own only
 
     _serve(project, visit)

@@ -153,13 +153,13 @@ def test_a_module_idsync_does_not_provide_is_named_by_validate(tmp_path: Path) -
     managed = project / "conf" / "managed.json"
     raw = json.loads(managed.read_text())
     user = raw["objects"][0]
-    user["postUpdate"] = {"type": _JS, "source": "require('ui/resetPassword').sendMail(object, 's', 'm', [], 16);"}
+    user["postUpdate"] = {"type": _JS, "source": "require('ui/notification').send(object, 'password changed');"}
     user["postDelete"] = {"type": _JS, "source": "var name = 'x'; require(name);"}
     user["onDelete"] = {"type": _JS, "file": "ui/onDelete-user-cleanup.js"}
     managed.write_text(json.dumps(raw))
     checked = idsync(project, "validate")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert ("objects[0].postUpdate: not run: the script loads ui/resetPassword (require), a module of PingIDM's "
+    assert ("objects[0].postUpdate: not run: the script loads ui/notification (require), a module of PingIDM's "
             "that idsync does not provide") in checked.stderr
     assert "objects[0].postDelete: not run: the script loads a module named when it runs" in checked.stderr
     assert ("objects[0].onDelete: not run: ui/onDelete-user-cleanup.js is a script PingIDM bundles: it deletes "

@@ -62,7 +62,8 @@ _MANAGED = {"_comment": "from PingIDM", "objects": [{
     "onSync": {"type": _JS, "source": "1"},
     "actions": {"unlock": {"type": _JS, "source": "1"},
                 "resetPassword": {"type": _JS, "source": "require('ui/resetPassword').sendMail(object, subject);",
-                                  "globals": {"subject": "Your password has been reset"}}},
+                                  "globals": {"subject": "Your password has been reset"}},
+                "notify": {"type": _JS, "source": "require('ui/notification').send(object);"}},
     "schema": {"required": ["userName"], "properties": {
         "userName": {"type": "string", "searchable": True, "minLength": 2,
                      "policies": [{"policyId": "unique"}]},
@@ -94,7 +95,7 @@ _FILES = {
     "ui.context-admin.json": "the admin and end-user UI's configuration",
     "info-ping.json": "info endpoints",
     "servletfilter-cors.json": "filters of PingIDM's web server",
-    "external.email.json": "outbound email",
+    "external.rest.json": "REST, JMS messages",
     "repo.jdbc.json": "PingIDM's repository",
     "provisioner.openicf.connectorinfoprovider.json": "remote connector servers",
     "jetty.xml": "server plumbing",
@@ -144,9 +145,9 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     """A project carrying every kind of PingIDM file and key idsync reads but does not
     act on validates (exit 0), and each is one warning on stderr naming the file, the
     key and why: files of one kind share one line, a managed type's event scripts are
-    one line, a custom action is one line when it is PingIDM's own (``resetPassword``)
-    and none when it is served, ``operationOptions`` warns only about the operation it
-    denies."""
+    one line, a custom action is one line when it loads a module of PingIDM's idsync does
+    not provide and none when it is served (PingIDM's ``resetPassword`` too),
+    ``operationOptions`` warns only about the operation it denies."""
     project = _unused_project(tmp_path, slapd, ldap_subtree)
     conf = project / "conf"
     done = idsync(project, "validate")
@@ -169,8 +170,8 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     one(f"{conf / 'boot' / 'boot.properties'}: ", "startup properties", "environment variable")
     managed = conf / "managed.json"
     one(f"{managed}: objects[0].onSync: ", "not run", "managed/user")
-    one(f"{managed}: objects[0].actions.resetPassword: ", "not served", "require", "answers 501")
-    assert not any(".actions.unlock" in line for line in lines)  # served
+    one(f"{managed}: objects[0].actions.notify: ", "not served", "require", "answers 501")
+    assert not any(".actions.unlock" in line or ".actions.resetPassword" in line for line in lines)  # served
     one(f"{managed}: _comment: ", "reads only objects")
     one(f"{managed}: objects[0].meta: ", "does not use these keys of managed/user")
     one(f"{managed}: objects[0].schema.properties.{{userName.minLength,mail.pattern}}: ",

@@ -320,3 +320,60 @@ def test_openidm_calls_nest_only_so_deep() -> None:
     engine.router = Again()
     with pytest.raises(ScriptError, match=r"openidm\.create would nest scripts 4 deep .*the limit is 3"):
         script()
+
+
+def test_chance_replays_within_a_run_and_differs_between_runs() -> None:
+    """What a run draws (Math.random, crypto.generateRandomString) is drawn again the same in
+    each replay of that run, so its openidm calls stay the same (the resource read here is
+    named by the draw); another run, or another item of a batch, draws other values."""
+    router = _Directory()
+    script = _js("var s = require('crypto').generateRandomString([], 12), r = Math.random(); "
+                 "var a = openidm.read('managed/user/' + s + r); var b = openidm.read('managed/user/x'); "
+                 "[a._id, s + r, b.n]", ScriptEngine(router=router))
+    first, second = script(), script()
+    assert first[0] == first[1] and first[2] == 2 and second[0] == second[1] and first[1] != second[1]
+    batch = script.call_many([{}, {}])
+    assert all(isinstance(x, list) and x[0] == x[1] for x in batch) and batch[0][1] != batch[1][1]
+
+
+def test_the_random_stream_is_chacha20() -> None:
+    """The generator is RFC 8439's ChaCha20 keystream: the all-zero key and nonce give the
+    published first words of blocks 0 and 1 (RFC 7539 appendix A.1, test vectors 1 and 2)."""
+    import quickjs
+    from idsync.scripts.randomness import RANDOM_SOURCE, run_seed
+
+    ctx = quickjs.Context()
+    ctx.eval(f"var r = ({RANDOM_SOURCE})(); r.reset('{'0' * 64}', 0);")
+    words = [int(ctx.eval("r.uint32()")) for _ in range(17)]
+    assert (words[0], words[16]) == (0xADE0B876, 0xBEE7079F)
+    assert len(run_seed()) == 64 and run_seed() != run_seed()
+
+
+def test_generate_random_string_follows_the_rules() -> None:
+    """generateRandomString has the length asked, at least each rule's minimum of its class
+    (PingIDM's SPECIAL is :;<=>?@), the rest from all four; impossible rules are refused."""
+    make = _js("require('crypto').generateRandomString(rules, length)")
+    rules = [{"rule": "UPPERCASE", "minimum": 3}, {"rule": "INTEGERS", "minimum": 2},
+             {"rule": "SPECIAL", "minimum": 2}]
+    for _ in range(20):
+        text = make(rules=rules, length=10)
+        assert len(text) == 10 and all(c.isascii() and (c.isalnum() or c in ":;<=>?@") for c in text)
+        assert sum(c.isupper() for c in text) >= 3 and sum(c.isdigit() for c in text) >= 2
+        assert sum(c in ":;<=>?@" for c in text) >= 2
+    for bad, problem in (({"rules": [{"rule": "EMOJI", "minimum": 1}], "length": 8}, r"rules\[0\]\.rule must be"),
+                         ({"rules": rules, "length": 5}, "ask for 7 characters, more than the length 5"),
+                         ({"rules": [], "length": 0}, "length must be a whole number")):
+        with pytest.raises(ScriptError, match=problem):
+            make(**bad)
+
+
+def test_handlebars_fills_its_documented_subset() -> None:
+    """lib/handlebars fills {{a.b}} HTML-escaped, {{{a.b}}} and {{&a}} as they are, nothing for
+    a missing value or a comment; a block it does not have is refused, naming it and the
+    script's own line."""
+    fill = _js("require('lib/handlebars').compile(template)(context)")
+    context = {"user": {"name": "<Ann & \"Bo\">", "n": 0}, "raw": "<b>"}
+    assert fill(template="{{user.name}}|{{{user.name}}}|{{& raw}}|{{ this.user.n }}|{{nobody.x}}|{{! note }}.",
+                context=context) == "&lt;Ann &amp; &quot;Bo&quot;&gt;|<Ann & \"Bo\">|<b>|0||."
+    with pytest.raises(ScriptError, match=r"\{\{#each users\}\} is not supported.* at line 2"):
+        _js("var h = require('lib/handlebars');\nh.compile('{{#each users}}x{{/each}}');")()

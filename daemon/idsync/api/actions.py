@@ -10,9 +10,14 @@ and ``openidm`` bound to the store. What the script changes in ``object`` is not
 stored: only what it does through ``openidm`` (``openidm.patch(resourcePath, ...)``)
 is. Its value is ignored; the answer is the object read again.
 
-An action the type does not have is 400 ``Action NAME is not supported.`` (PingIDM's
-words, ``triggerSyncCheck`` and ``patch`` included: idsync has neither); one whose
-script is PingIDM's own (``resetPassword``) is 501 with why; a missing object 404.
+PingIDM's own instance actions come first: ``patch`` (the body a list of patch
+operations, ``If-Match`` honoured, as ``PATCH``) and ``triggerSyncCheck`` (the object
+pushed through its mappings as it is now; a target in step is not written). An
+action the type does not have is 400 ``Action NAME is not supported.`` (PingIDM's
+words); one whose
+script loads a module of PingIDM's that idsync does not provide is 501 with why
+(the default ``resetPassword`` is served: ``scripts/modules.py`` has ``ui/resetPassword``);
+a missing object 404.
 A thrown ``{code, message}`` answers that status; any other failure is a 500 naming
 the action, logged (``managed.action_failed``).
 """
@@ -30,7 +35,8 @@ from starlette.routing import Route
 from idsync.api.context import ApiContext
 from idsync.api.endpoints import script_context, script_request, thrown_status
 from idsync.api.errors import ApiError
-from idsync.api.managed import managed_type, read_managed
+from idsync.api.managed import changed_view, if_match, managed_type, read_managed
+from idsync.api.query import read_json
 from idsync.config.actions import ManagedAction
 from idsync.errors import ScriptError
 from idsync.managed.router import scripting
@@ -48,6 +54,14 @@ async def _act(request: Request) -> JSONResponse:
     if not name:
         raise ApiError(400, f"POST managed/{object_type}/ID runs one of the type's actions: give _action "
                             f"(managed.json defines {', '.join(sorted(schema.actions)) or 'none'})")
+    # PingIDM's own instance actions come before a type's.
+    if name == "patch":
+        body = await read_json(request, ctx.settings.max_body_bytes)
+        return JSONResponse(await run_in_threadpool(changed_view, ctx, object_type, "patch", object_id, body,
+                                                    if_match(request)))
+    if name == "triggerSyncCheck":
+        return JSONResponse(await run_in_threadpool(changed_view, ctx, object_type, "sync_check", object_id,
+                                                    None, None))
     action = schema.actions.get(name)
     if action is None:
         raise ApiError(400, f"Action {name} is not supported.")

@@ -28,6 +28,7 @@ from idsync import __version__
 from idsync.api.actions import action_routes
 from idsync.api.auth import Accounts, AuthMiddleware, LoginLimit, load_accounts
 from idsync.api.context import ApiContext
+from idsync.api.email import email_routes
 from idsync.api.endpoints import endpoint_routes
 from idsync.api.errors import exception_handlers
 from idsync.api.guard import MAX_HEAD_BYTES, RequestGuard
@@ -103,6 +104,7 @@ def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | No
         *job_routes,
         *taskscanner_routes,
         *endpoint_routes,
+        *email_routes,
     ]
     limit = LoginLimit(ctx.settings.max_failed_logins)
     routes = [Mount("/openidm", routes=openidm), Route("/metrics", metrics.endpoint, methods=["GET"])]

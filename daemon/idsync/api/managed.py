@@ -35,7 +35,7 @@ from idsync.store.hooks import ObjectHooks
 from idsync.store.objects import ManagedResource
 from idsync.store.tables import managed_objects as mo
 
-__all__ = ["change_managed", "managed_routes", "managed_type", "read_managed"]
+__all__ = ["change_managed", "changed_view", "if_match", "managed_routes", "managed_type", "read_managed"]
 
 log = structlog.get_logger("idsync.api")
 
@@ -115,7 +115,8 @@ def _service(ctx: ApiContext, object_type: str) -> tuple[ManagedObjects, Resourc
 
 def change_managed(ctx: ApiContext, object_type: str, kind: str, object_id: str | None, body: Any,
                    rev: str | None) -> Change:
-    """Create, update, upsert, patch or delete one managed object as every caller over HTTP
+    """Create, update, upsert, patch or delete one managed object (or push it as it is:
+    ``sync_check``, PingIDM's ``triggerSyncCheck``) as every caller over HTTP
     does (the API and the console): validated against ``managed.json``, at revision ``rev``,
     with the ``openidm`` router bound for the scripts that the change and its implicit
     synchronization run; a failed push is logged. ``Change.object`` is the object after
@@ -138,6 +139,8 @@ def change_managed(ctx: ApiContext, object_type: str, kind: str, object_id: str 
                 if not isinstance(body, list):
                     raise ApiError(400, "a PATCH body is a JSON array of operations")
                 change = service.patch(object_id or "", body, rev=rev)
+            elif kind == "sync_check":
+                change = service.sync_check(object_id or "")
             else:
                 before = service.get(object_id or "")
                 change = service.delete(object_id or "", rev=rev)
@@ -149,8 +152,9 @@ def change_managed(ctx: ApiContext, object_type: str, kind: str, object_id: str 
     return change
 
 
-def _change(ctx: ApiContext, object_type: str, kind: str, object_id: str | None, body: Any,
-            rev: str | None) -> dict[str, Any]:
+def changed_view(ctx: ApiContext, object_type: str, kind: str, object_id: str | None, body: Any,
+                 rev: str | None) -> dict[str, Any]:
+    """``change_managed``, answered as a read answers the object."""
     obj = change_managed(ctx, object_type, kind, object_id, body, rev).object
     assert obj is not None
     return _default_view(managed_type(ctx, object_type), obj)
@@ -163,7 +167,8 @@ def _log_pushes(resource: str, change: Change) -> None:
                         source_id=push.source_id, message=push.message)
 
 
-def _rev(request: Request) -> str | None:
+def if_match(request: Request) -> str | None:
+    """The revision ``If-Match`` asks for; ``None`` for any."""
     value = request.headers.get("if-match")
     if value is None or value.strip() == "*":
         return None
@@ -187,30 +192,34 @@ async def _collection(request: Request) -> JSONResponse:
     new_id = request.query_params.get("_id") or None
     if new_id is not None and "/" in new_id:
         raise ApiError(400, "an _id cannot contain '/': the object could not be addressed as managed/TYPE/ID")
-    return _answer(await run_in_threadpool(_change, ctx, object_type, "create", new_id, body, None), 201)
+    return _answer(await run_in_threadpool(changed_view, ctx, object_type, "create", new_id, body, None), 201)
 
 
 async def _one(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     object_type, object_id = request.path_params["type"], request.path_params["id"]
     method = request.method
+
+    async def change(kind: str, body: Any, rev: str | None, status: int = 200) -> JSONResponse:
+        return _answer(await run_in_threadpool(changed_view, ctx, object_type, kind, object_id, body, rev), status)
+
     if method == "GET":
         return _answer(await run_in_threadpool(read_managed, ctx, object_type, object_id,
                                                request.query_params.get("_fields")))
     if method == "DELETE":
-        return _answer(await run_in_threadpool(_change, ctx, object_type, "delete", object_id, None, _rev(request)))
+        return await change("delete", None, if_match(request))
     body = await read_json(request, ctx.settings.max_body_bytes)
     if method == "PATCH":
-        return _answer(await run_in_threadpool(_change, ctx, object_type, "patch", object_id, body, _rev(request)))
+        return await change("patch", body, if_match(request))
     # PUT: If-None-Match: * creates (412 if it exists), If-Match updates, neither upserts.
     if request.headers.get("if-none-match", "").strip() == "*":
         exists = await run_in_threadpool(_exists, ctx, object_type, object_id)
         if exists:
             raise ApiError(412, f"managed/{object_type}/{object_id} already exists")
-        return _answer(await run_in_threadpool(_change, ctx, object_type, "create", object_id, body, None), 201)
+        return await change("create", body, None, 201)
     if request.headers.get("if-match") is not None:
-        return _answer(await run_in_threadpool(_change, ctx, object_type, "update", object_id, body, _rev(request)))
-    return _answer(await run_in_threadpool(_change, ctx, object_type, "upsert", object_id, body, None))
+        return await change("update", body, if_match(request))
+    return await change("upsert", body, None)
 
 
 def read_managed(ctx: ApiContext, object_type: str, object_id: str, fields: str | None) -> dict[str, Any]:

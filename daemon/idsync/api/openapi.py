@@ -49,9 +49,17 @@ _TASKS = {"type": "object", "required": ["tasks"], "properties": {"tasks": {"typ
 _REFERENCE = {"type": "object", "required": ["_ref"], "additionalProperties": True, "properties": {
     "_ref": {"type": "string"}, "_refProperties": {"type": "object"}}}
 _CONTENT = {"type": "object", "additionalProperties": True}  # an action's body: the script's request.content
+_ADDRESSES = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+_MAIL = {"type": "object", "additionalProperties": True, "properties": {
+    "from": {"type": "string"}, "to": _ADDRESSES, "cc": _ADDRESSES, "bcc": _ADDRESSES, "subject": {"type": "string"},
+    "body": {"type": "string"}, "type": {"enum": ["text/plain", "text/html", "text/xml"]}}}
+_SENT = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"},
+                                                                  "message": {"type": "string"}}}
 _PATCH = {"type": "array", "items": {"type": "object", "required": ["operation", "field"], "properties": {
     "operation": {"type": "string"}, "field": {"type": "string"}, "value": {}}}}
 
+# Listed when the project has conf/external.email.json.
+_EMAIL = "/openidm/external/email"
 # path, method, summary, query parameters, request body, {success status: answer schema}
 _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[str, dict[str, Any]]]] = [
     ("/openidm/info/ping", "get", "Health check (no credentials needed)", [], None, {"200": {
@@ -75,8 +83,10 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
      {"200": _MANAGED}),
     ("/openidm/managed/{type}/{id}", "delete", "Delete a managed object (answers it as it was)", [], None,
      {"200": _MANAGED}),
-    ("/openidm/managed/{type}/{id}", "post", "Run one of the type's custom actions (managed.json's actions) on "
-     "the object; answers it read again", ["_action", "_fields"], _CONTENT, {"200": _MANAGED}),
+    ("/openidm/managed/{type}/{id}", "post", "Run an action on the object: PingIDM's patch (a body of patch "
+     "operations) or triggerSyncCheck (push it through its mappings now), or one of the type's custom actions "
+     "(managed.json's actions); answers the object read again", ["_action", "_fields"], _CONTENT,
+     {"200": _MANAGED}),
     ("/openidm/managed/{type}/{id}/{property}", "get", "Query one object's references in a relationship property",
      ["_queryFilter", "_fields"], None, {"200": _PAGED}),
     ("/openidm/managed/{type}/{id}/{property}", "post", "Add a reference to a relationship property (_action=create)",
@@ -110,6 +120,8 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
     ("/openidm/taskscanner/{id}", "get", "One task scan's run", [], None, {"200": _TASK}),
     ("/openidm/taskscanner/{id}", "post", "Cancel a running task scan (_action=cancel)", ["_action"], None,
      {"200": _ACTION}),
+    (_EMAIL, "post", "Send an email through conf/external.email.json's SMTP server (_action=send)", ["_action"],
+     _MAIL, {"200": _SENT}),
 ]
 # Optimistic concurrency, as PingIDM takes it: a revision, or * for "must (not) exist".
 _CONDITIONS = {"put": ["If-Match", "If-None-Match"], "patch": ["If-Match"], "delete": ["If-Match"]}
@@ -154,8 +166,8 @@ _ACTIONS = {("/openidm/recon", "post"): ["recon", "reconById"], ("/openidm/recon
             ("/openidm/managed/{type}", "post"): ["create"], ("/openidm/system", "post"): ["test"],
             ("/openidm/managed/{type}/{id}/{property}", "post"): ["create"],
             ("/openidm/scheduler/job/{name}", "post"): ["trigger"], ("/openidm/taskscanner", "post"): ["execute"],
-            ("/openidm/taskscanner/{id}", "post"): ["cancel"]}
-# An object's POST runs its type's actions (managed.json): described for the types serving some, their names the enum.
+            ("/openidm/taskscanner/{id}", "post"): ["cancel"], (_EMAIL, "post"): ["send", "sendEmail"]}
+# An object's POST runs PingIDM's instance actions and its type's own (managed.json): their names the enum.
 _CUSTOM_ACTION = ("/openidm/managed/{type}/{id}", "post")
 # create is also what a bare POST does
 _OPTIONAL_ACTION = {("/openidm/managed/{type}", "post"), ("/openidm/managed/{type}/{id}/{property}", "post")}
@@ -227,11 +239,10 @@ def _operations(project: Project) -> list[tuple[str, str, str, list[str], dict[s
     out = []
     for path, method, summary, params, body, answers in _OPERATIONS:
         if not path.startswith("/openidm/managed/{type}"):
-            out.append((path, method, summary, params, body, answers))
+            if path != _EMAIL or project.email is not None:
+                out.append((path, method, summary, params, body, answers))
             continue
         for name, managed in sorted(project.managed.types.items()):
-            if (path, method) == _CUSTOM_ACTION and not _served_actions(managed):
-                continue
             typed = {status: _managed_answer(managed) if schema is _MANAGED else schema
                      for status, schema in answers.items()}
             typed_body = _managed_body(managed) if body is _OBJECT else body
@@ -240,7 +251,8 @@ def _operations(project: Project) -> list[tuple[str, str, str, list[str], dict[s
 
 
 def _served_actions(managed: ManagedType) -> list[str]:
-    return sorted(name for name, action in managed.actions.items() if action.script is not None)
+    own = {name for name, action in managed.actions.items() if action.script is not None}
+    return sorted(own | {"patch", "triggerSyncCheck"})
 
 
 def _links(path: str, method: str, status: str) -> dict[str, Any]:

@@ -7,10 +7,11 @@ through ``openidm`` is what changes. Each script is compiled when the project lo
 as the type's object scripts are (``objectmodel.py``): a syntax error or a missing
 file is a ``file: key: problem`` error naming ``objects[N].actions.NAME``.
 
-An action whose script is PingIDM's own (the default ``managed.json``'s
-``resetPassword`` loads its UI's module to send an email) is kept, not compiled,
-with the reason ``objectmodel.not_run`` gives: ``validate`` names it in a warning
-(``unused.py``) and calling it answers 501 with the reason.
+An action whose script loads a module of PingIDM's that idsync does not provide is
+kept, not compiled, with the reason ``objectmodel.not_run`` gives: ``validate`` names
+it in a warning (``unused.py``) and calling it answers 501 with the reason. The
+default ``managed.json``'s ``resetPassword`` is compiled and served: idsync provides
+the modules it loads (``scripts/modules.py``).
 """
 
 from __future__ import annotations

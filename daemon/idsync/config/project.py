@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from idsync.config.actions import load_actions
+from idsync.config.email import EmailConfig, load_email
 from idsync.config.endpoints import Endpoint, load_endpoints
 from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
@@ -171,6 +172,8 @@ class Project:
     keyring: Keyring | None = None
     # Custom endpoints (``conf/endpoint-NAME.json``) the API serves at ``endpoint/NAME``.
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    # PingIDM's outbound email service (``conf/external.email.json``), if configured.
+    email: EmailConfig | None = None
 
     def mapping(self, name: str) -> MappingDef:
         for m in self.mappings:
@@ -242,7 +245,8 @@ def load_project(project_dir: Path) -> Project:
                              for name, t in managed.types.items()})
     queries, _ = load_queries(conf)
     project = Project(settings, managed, load_mappings(conf, engine), provisioners, queries, scripts=engine,
-                      keyring=keys, endpoints=load_endpoints(conf, project_dir, engine))
+                      keyring=keys, endpoints=load_endpoints(conf, project_dir, engine),
+                      email=load_email(conf, project_dir, keys))
     for m in project.mappings:
         _check_resources(project, m)
         _check_named_queries(project, m)
@@ -299,6 +303,7 @@ def validate_project(project_dir: Path,
         except IdsyncError as exc:
             problems.append(exc)
     problems.extend(_stray_overlays(state_dir, systems))
+    problems.extend(_email_problems(conf, project_dir, keyring(settings)))
     try:
         problems.extend(load_queries(conf)[1])
     except IdsyncError as exc:
@@ -370,6 +375,20 @@ def _task_problems(project: Project, jobs: Iterable[Any]) -> list[ConfigError]:
         except ConfigError as exc:
             problems.append(exc)
     return problems
+
+
+def _email_problems(conf: Path, project_dir: Path, keys: Keyring) -> list[IdsyncError]:
+    """``external.email.json``'s errors, or its warnings and notes; its password is
+    resolved, so that a variable not set or a key that does not decrypt it is told now."""
+    try:
+        email = load_email(conf, project_dir, keys)
+        if email is not None and email.auth:
+            email.password()
+    except ConfigErrors as exc:
+        return list(exc.errors)
+    except IdsyncError as exc:
+        return [exc]
+    return list(email.notes) if email is not None else []
 
 
 def _overlay_notes(provisioner: Provisioner) -> list[ConfigNote]:

@@ -50,7 +50,7 @@ class _Kind:
 
 # The files idsync reads; anything else under conf/ gets a line.
 _READ = ("idsync.toml", "managed.json", "sync.json", "mapping-*.json", "provisioner.openicf-*.json",
-         "schedule-*.json", "policy.json")
+         "schedule-*.json", "policy.json", "external.email.json")
 
 _UI = "the admin and end-user UI's configuration; idsync has the command line, the HTTP API and the status file"
 _KINDS = (
@@ -75,7 +75,8 @@ _KINDS = (
     _Kind(("servletfilter-*.json",), "not used by idsync: filters of PingIDM's web server (CORS, trusted "
           "headers)"),
     _Kind(("external.*.json", "messaging.json"), "not used by idsync: services PingIDM's scripts and "
-          "workflows call (outbound email, REST, JMS messages); idsync's scripts cannot call them"),
+          "workflows call (REST, JMS messages); idsync's scripts cannot call them (they send mail: "
+          "external.email.json)"),
     _Kind(("identityProviders.json",), "not used by idsync: social sign-in to PingIDM's UI"),
     _Kind(("provisioner.openicf.connectorinfoprovider.json",), "not used by idsync: OpenICF remote connector "
           "servers; idsync's connectors are built in"),

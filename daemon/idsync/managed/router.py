@@ -1,8 +1,10 @@
 """The ``openidm`` object of mapping scripts: managed objects, systems, crypto.
 
 ``ScriptRouter`` answers ``openidm.read/query/create/update/patch/delete`` on
-``managed/<type>[/<id>]`` and ``system/<name>/<type>[/<id>]``, and the crypto
-functions (``idsync.crypto.CryptoCalls``). A managed change goes through
+``managed/<type>[/<id>]`` and ``system/<name>/<type>[/<id>]``, the crypto
+functions (``idsync.crypto.CryptoCalls``) and PingIDM's email service
+(``action("external/email", "send", message)``, ``read("config/external.email")``:
+``email.py``). A managed change goes through
 ``ManagedObjects``, so it is validated against ``managed.json`` and pushed by
 implicit synchronization exactly as from the command line or the API; a system
 change is one write to the connector. Reads of managed objects leave secrets out,
@@ -10,7 +12,8 @@ as the API does.
 
 ``scripting(project, store)`` binds a router to this thread's scripts for a unit
 of work (a recon run, one managed change) and closes its connections afterwards.
-In a dry run the router reads but refuses every write, so a preview changes nothing.
+In a dry run the router reads but refuses every write, and sends no mail, so a preview
+changes nothing.
 
 PingIDM's signatures, with what idsync takes from them::
 
@@ -34,6 +37,7 @@ from typing import Any
 from idsync.config.project import Project
 from idsync.crypto import CryptoCalls
 from idsync.errors import NotFound, ObjectRejected, QueryError
+from idsync.managed.email import send_email
 from idsync.managed.patch import apply_patch
 from idsync.managed.roles import TemporalRoles
 from idsync.managed.service import ManagedObjects
@@ -82,6 +86,8 @@ class ScriptRouter:
                                  "managed/user/<id> or system/ldap/account")
         if function in _WRITES and self.dry_run:
             raise ObjectRejected(f"openidm.{function} {name}: not carried out in a dry run")
+        if name.strip("/").startswith(("external/", "config/")):
+            return self._service(function, name.strip("/"), rest[0], rest[1])
         kind, collection, object_id = _split(name, function)
         if function == "read":
             return self._read(kind, collection, object_id, _fields(rest[1]))
@@ -110,6 +116,21 @@ class ScriptRouter:
 
     # -- one function each ---------------------------------------------------
 
+    def _service(self, function: str, name: str, action: Any, content: Any) -> Any:
+        """PingIDM's email service: ``action("external/email", "send", message)`` sends
+        (``email.py``), ``read("config/external.email")`` answers its configuration
+        without the password, or null when the project has none."""
+        email = self.project.email
+        if function == "read" and name == "config/external.email":
+            return dict(email.shown) if email is not None else None
+        if function == "action" and name == "external/email":
+            if self.dry_run:
+                raise ObjectRejected(f"openidm.action external/email {action!r}: not carried out in a dry run")
+            return send_email(email, action, content)
+        raise ObjectRejected(f"openidm.{function} {name}: not available in idsync's scripts (of PingIDM's "
+                             "services, they send mail with openidm.action('external/email', 'send', message) and "
+                             "read config/external.email)")
+
     def _action(self, kind: str, collection: str, object_id: str | None, action: Any, content: Any,
                 params: Any) -> Obj | None:
         """PingIDM's ``create`` (``managed/TYPE``, ``_id`` in params) and ``patch``
@@ -125,8 +146,7 @@ class ScriptRouter:
                 raise ObjectRejected(f"openidm.action {name} patch: not carried out in a dry run")
             return self._patch(kind, collection, object_id, None, content)
         raise ObjectRejected(f"openidm.action {name} {action!r}: not available in idsync's scripts (actions "
-                             "answered: create on a collection, patch on an object; external services such "
-                             "as email are not available)")
+                             "answered: create on a collection, patch on an object, send on external/email)")
 
     def _read(self, kind: str, collection: str, object_id: str | None, fields: list[str] | None) -> Obj | None:
         if object_id is None:
@@ -229,8 +249,8 @@ def _split(name: str, function: str) -> tuple[str, str, str | None]:
         return "managed", f"managed/{parts[1]}", rest
     if parts[0] == "system" and len(parts) >= 3 and parts[1] and parts[2]:
         return "system", f"system/{parts[1]}/{parts[2]}", "/".join(parts[3:]) or None
-    raise ObjectRejected(f"openidm.{function} {name}: idsync's scripts reach managed/<type>[/<id>] and "
-                         "system/<name>/<type>[/<id>] only")
+    raise ObjectRejected(f"openidm.{function} {name}: idsync's scripts reach managed/<type>[/<id>], "
+                         "system/<name>/<type>[/<id>] and the email service (external/email) only")
 
 
 def _fields(value: Any) -> list[str] | None:

@@ -117,6 +117,14 @@ class ManagedObjects:
         related = self._related.push(before, None)
         return Change(None, pushes + related + self._fanout.push(before, None, related))
 
+    def sync_check(self, object_id: str) -> Change:
+        """PingIDM's ``triggerSyncCheck``: push the object as it is now through its
+        mappings (a target already in step is not written) and answer it."""
+        stored = self._current(object_id)
+        pushes = self._sync.push(self.name, object_id, stored) if self._sync else []
+        answer = self._resource.get(object_id)
+        return Change(self.retrieved(answer) if answer is not None else None, pushes)
+
     def _current(self, object_id: str) -> Obj:
         obj = self._internal.get(object_id)
         if obj is None:

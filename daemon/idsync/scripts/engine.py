@@ -21,6 +21,9 @@ Documented differences from PingIDM:
     the answers so far (``sandbox``): each call costs one more run of the script, the
     time and memory limits apply to each run, and ``max_calls`` bounds the calls of one
     script run. Scripts that make no call keep the batch fast path of ``call_many``.
+    What a run draws at random (``Math.random``, ``generateRandomString``) comes from a
+    seed Python picks for the run and gives every replay, so a replay draws it again
+    (``randomness``).
   * ``logger`` (``debug``/``info``/``warn``/``error``/``trace``) writes ``script.log``
     events through structlog; ``require`` answers idsync's own modules (a subset of
     lodash, PingIDM's stock ``managed.json`` modules: ``modules.py``); there is no
@@ -51,6 +54,7 @@ import structlog
 
 from idsync.errors import ConfigError, IdsyncError, ScriptError, ScriptTimeout
 from idsync.scripts.paths import ScriptPaths
+from idsync.scripts.randomness import run_seed
 from idsync.scripts.router import OpenidmRouter
 from idsync.scripts.sandbox import Sandbox, reserved_names
 
@@ -195,14 +199,15 @@ class Script:
         """Run with these variables (again after each ``openidm`` call, with the answers so
         far); return the result as plain JSON values."""
         _check_names(variables)
-        return self._replayed(_dumps(variables, self.name), [])
+        return self._replayed(_dumps(variables, self.name), [], run_seed())
 
-    def _replayed(self, payload: str, answers: list[str]) -> Any:
-        """Run until the script ends without an unanswered ``openidm`` call."""
+    def _replayed(self, payload: str, answers: list[str], seed: str, stream: int = 0) -> Any:
+        """Run until the script ends without an unanswered ``openidm`` call; every replay
+        draws chance from the same ``seed`` (``randomness``)."""
         while True:
             box = self._prepare()
             try:
-                outcome = box.call(self._id, payload, f"[{','.join(answers)}]" if answers else "")
+                outcome = box.call(self._id, payload, f"[{','.join(answers)}]" if answers else "", seed, stream)
             except quickjs.JSException as exc:
                 self._engine.discard_sandbox()
                 raise self._engine_failure(exc) from None
@@ -231,12 +236,13 @@ class Script:
             return json.dumps([function, resource, 1, str(exc)])
         return _dumps([function, resource, 0, value], self.name)
 
-    def _settled(self, outcome: list[Any], variables: Mapping[str, Any]) -> Any | ScriptError:
-        """A batch outcome; one that waits for an openidm answer goes on on its own."""
+    def _settled(self, outcome: list[Any], variables: Mapping[str, Any], seed: str, stream: int) -> Any | ScriptError:
+        """A batch outcome; one that waits for an openidm answer goes on on its own, with
+        the seed and stream its first run drew from."""
         if outcome[0] != 3:
             return self._value(outcome)
         try:
-            return self._replayed(_dumps(variables, self.name), [self._answer(outcome, 0)])
+            return self._replayed(_dumps(variables, self.name), [self._answer(outcome, 0)], seed, stream)
         except ScriptError as exc:
             return exc
 
@@ -255,10 +261,11 @@ class Script:
         while start < len(variables):
             payload = _dumps(variables[start:] if start else variables, self.name)
             box = self._prepare()
+            seed = run_seed()
             try:
-                page = box.call_many(self._id, payload)
+                page = box.call_many(self._id, payload, seed)
             except quickjs.JSException as exc:
-                done = self._partial(box, variables[start:])
+                done = self._partial(box, variables[start:], seed)
                 self._engine.discard_sandbox()
                 results.extend(done)
                 start += len(done)
@@ -268,7 +275,7 @@ class Script:
                 continue
             outcomes, logs = json.loads(page)
             self._emit(logs)
-            results.extend(self._settled(outcome, variables[start + i]) for i, outcome in enumerate(outcomes))
+            results.extend(self._settled(outcome, variables[start + i], seed, i) for i, outcome in enumerate(outcomes))
             break
         return results
 
@@ -277,13 +284,13 @@ class Script:
         box.ensure(self._id, self._source, self._extras_json, self._is_expression)
         return box
 
-    def _partial(self, box: Sandbox, variables: Sequence[Mapping[str, Any]]) -> list[Any | ScriptError]:
+    def _partial(self, box: Sandbox, variables: Sequence[Mapping[str, Any]], seed: str) -> list[Any | ScriptError]:
         try:
             outcomes, logs = json.loads(box.take_partial())
         except quickjs.JSException:
             return []
         self._emit(logs)
-        return [self._settled(outcome, variables[i]) for i, outcome in enumerate(outcomes)]
+        return [self._settled(outcome, variables[i], seed, i) for i, outcome in enumerate(outcomes)]
 
     def _emit(self, logs: list[list[str]]) -> None:
         for level, message in logs:

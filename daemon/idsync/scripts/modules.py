@@ -20,6 +20,20 @@ the whole script runs:
   identity providers to make ``managed/PROVIDER`` objects for).
 * ``roles/conditionalRoles``: idsync grants conditional roles and keeps them current
   itself (``store/roles.py``), so these functions change nothing.
+* ``crypto``: ``encrypt(value, cipher, alias)`` and ``hash(value, algorithm)`` (through
+  ``openidm``; a value already encrypted, or null, is returned as it is), and
+  ``generateRandomString(rules, length)``: ``length`` characters (1 to 1024) with at
+  least ``minimum`` of each rule's class (``UPPERCASE``, ``LOWERCASE``, ``INTEGERS``,
+  ``SPECIAL``: PingIDM's ``:;<=>?@``), the rest from all four, shuffled; drawn from the
+  run's seeded stream (``randomness.py``), so a replayed run draws the same string.
+* ``lib/handlebars``: ``compile(template)``, a documented subset (``handlebars.py``).
+* ``ui/resetPassword``: ``sendMail(object, subject, message, passwordRules,
+  passwordLength)``, what the default ``managed.json``'s ``resetPassword`` action runs:
+  with ``config/external.email`` configured, a new random password is patched into the
+  object (``resourcePath``), and mailed to ``object.mail`` (``from`` the configuration's,
+  ``text/html``, ``message`` filled with ``password`` and ``object``); a mail that cannot
+  be sent throws ``{code: 400}`` (the password stays reset, as in PingIDM). Without the
+  email service it logs that and changes nothing.
 
 Any other name throws, naming what is provided: ``config.objectmodel.not_run`` finds
 such a script when the project loads, and ``validate`` names the module.
@@ -30,20 +44,25 @@ from __future__ import annotations
 import json
 import re
 
+from idsync.scripts.handlebars import HANDLEBARS_SOURCE
+
 __all__ = ["MODULES_SOURCE", "MODULE_NAMES", "required_modules"]
 
 _LODASH = ("lib/lodash", "lodash")
 _ON_CREATE = ("ui/onCreateUser", "onCreateUser")
 _ON_UPDATE = ("ui/onUpdateUser", "onUpdateUser")
 _CONDITIONAL = ("roles/conditionalRoles",)
-MODULE_NAMES = (*_LODASH, *_ON_CREATE, *_ON_UPDATE, *_CONDITIONAL)
+_CRYPTO = ("crypto",)
+_HANDLEBARS = ("lib/handlebars",)
+_RESET_PASSWORD = ("ui/resetPassword",)
+MODULE_NAMES = (*_LODASH, *_ON_CREATE, *_ON_UPDATE, *_CONDITIONAL, *_CRYPTO, *_HANDLEBARS, *_RESET_PASSWORD)
 
-# Called by the sandbox's prelude with its lodash and ``logger``; answers the modules
-# by name.
+# Called by the sandbox's prelude with its lodash, ``logger``, ``openidm`` and the run's
+# random stream (``randomness.py``); answers the modules by name.
 _PINGIDM = r"""
-(function (lodash, logger) {
+(function (lodash, logger, openidm, chance) {
   "use strict";
-  var freeze = Object.freeze, modules = {};
+  var freeze = Object.freeze, modules = {}, G = globalThis;
   function idpWarning(object) {
     logger.warn("idpData of {} is kept as it is: idsync has no social identity providers, so no managed " +
                 "object is made for them", object && object._id ? object._id : "a new object");
@@ -67,17 +86,93 @@ _PINGIDM = r"""
     updateConditionalGrantsForUser: nothing, evaluateConditionalRoles: nothing,
     roleCreate: nothing, roleUpdate: nothing
   });
+
+  var CLASSES = {UPPERCASE: "ABCDEFGHIJKLMNOPQRSTUVWXYZ", LOWERCASE: "abcdefghijklmnopqrstuvwxyz",
+                 INTEGERS: "0123456789", SPECIAL: ":;<=>?@"};
+  var ANY = CLASSES.UPPERCASE + CLASSES.LOWERCASE + CLASSES.INTEGERS + CLASSES.SPECIAL;
+  function whole(value, low, high) {
+    return typeof value === "number" && Math.floor(value) === value && value >= low && value <= high;
+  }
+  // What these modules throw is told at the script's line that called them: the sandbox
+  // reports the first frame after the last _idsync_module_call.
+  function exported(fn) { return function _idsync_module_call() { return fn.apply(null, arguments); }; }
+  function pick(set) { return set.charAt(chance.below(set.length)); }
+  function generateRandomString(rules, length) {
+    var chars = [], i, j, rule, minimum, swap;
+    if (!whole(length, 1, 1024))
+      throw new Error("generateRandomString: the length must be a whole number from 1 to 1024");
+    if (rules !== undefined && rules !== null && !Array.isArray(rules))
+      throw new Error("generateRandomString: the rules must be a list of {rule, minimum}");
+    for (i = 0; rules && i < rules.length; i++) {
+      rule = rules[i] || {};
+      if (!Object.prototype.hasOwnProperty.call(CLASSES, rule.rule))
+        throw new Error("generateRandomString: rules[" + i + "].rule must be one of " +
+                        Object.keys(CLASSES).join(", "));
+      minimum = rule.minimum === undefined ? 0 : rule.minimum;
+      if (!whole(minimum, 0, 1024))
+        throw new Error("generateRandomString: rules[" + i + "].minimum must be a whole number");
+      for (j = 0; j < minimum; j++) chars.push(pick(CLASSES[rule.rule]));
+    }
+    if (chars.length > length)
+      throw new Error("generateRandomString: the rules ask for " + chars.length + " characters, more than the " +
+                      "length " + length);
+    while (chars.length < length) chars.push(pick(ANY));
+    for (i = chars.length - 1; i > 0; i--) {  // Fisher-Yates: the required characters anywhere
+      j = chance.below(i + 1);
+      swap = chars[i]; chars[i] = chars[j]; chars[j] = swap;
+    }
+    return chars.join("");
+  }
+  function plain(value) { return value !== undefined && value !== null && !openidm.isEncrypted(value); }
+  var crypto = freeze({
+    encrypt: exported(function (value, cipher, alias) {
+      return plain(value) ? openidm.encrypt(value, cipher || null, alias || null) : value;
+    }),
+    hash: exported(function (value, algorithm) {
+      return plain(value) && typeof value === "string" ? openidm.hash(value, algorithm || null) : value;
+    }),
+    generateRandomString: exported(generateRandomString)
+  });
+  var handlebars = freeze({compile: exported((%(handlebars)s)().compile)});
+  var resetPassword = freeze({
+    sendMail: exported(function (object, subject, message, passwordRules, passwordLength) {
+      var config = openidm.read("config/external.email"), password, mail;
+      if (!config) {
+        logger.info("ui/resetPassword: the email service is not configured (conf/external.email.json): the " +
+                    "password of {} is not reset", object && object._id);
+        return;
+      }
+      if (typeof G.resourcePath !== "string")
+        throw new Error("ui/resetPassword: sendMail runs as a managed object's action (resourcePath is not set)");
+      password = generateRandomString(passwordRules, passwordLength);
+      openidm.patch(G.resourcePath, object._rev, [{operation: "add", field: "/password", value: password}]);
+      mail = {from: config.from, to: object.mail, subject: subject, type: "text/html",
+              body: handlebars.compile(message)({password: password, object: object})};
+      try {
+        openidm.action("external/email", "send", mail);
+      } catch (e) {
+        logger.warn("ui/resetPassword: the password of {} was reset, but the mail was not sent: {}", object._id,
+                    e && e.message);
+        throw {code: 400, message: "The password was reset, but the mail was not sent: " + (e && e.message)};
+      }
+    })
+  });
   function add(names, module) { names.forEach(function (n) { modules[n] = module; }); }
   add(%(lodash)s, lodash);
   add(%(on_create)s, onCreateUser);
   add(%(on_update)s, onUpdateUser);
   add(%(conditional)s, conditionalRoles);
+  add(%(crypto)s, crypto);
+  add(%(handlebars_names)s, handlebars);
+  add(%(reset_password)s, resetPassword);
   return freeze(modules);
 })
 """
 
 MODULES_SOURCE = _PINGIDM % {"lodash": json.dumps(_LODASH), "on_create": json.dumps(_ON_CREATE),
-                             "on_update": json.dumps(_ON_UPDATE), "conditional": json.dumps(_CONDITIONAL)}
+                             "on_update": json.dumps(_ON_UPDATE), "conditional": json.dumps(_CONDITIONAL),
+                             "crypto": json.dumps(_CRYPTO), "handlebars": HANDLEBARS_SOURCE,
+                             "handlebars_names": json.dumps(_HANDLEBARS), "reset_password": json.dumps(_RESET_PASSWORD)}
 
 _REQUIRE = re.compile(r"""\brequire\s*\(\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*\)""")
 _ANY_REQUIRE = re.compile(r"\brequire\s*\(")

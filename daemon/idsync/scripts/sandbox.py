@@ -7,7 +7,8 @@ simply absent: a QuickJS context created from Python has no ``require``, ``std``
 building with RFC 4514 escaping), ``openidm`` (answered by Python through
 replays, see below) and ``require``, which knows idsync's own modules (``lib/lodash``, a
 subset of lodash, and PingIDM's stock ``managed.json`` modules: ``modules.py``), all
-non-enumerable and read-only. Log lines are buffered and
+non-enumerable and read-only. ``Math.random`` draws from a stream seeded once per run
+of a script, so that its replays draw the same (``randomness.py``). Log lines are buffered and
 handed back with the result, since QuickJS may not call into Python under a time limit.
 
 Variables live on the global object for the duration of one call and are swept away
@@ -36,6 +37,7 @@ import quickjs
 
 from idsync.scripts.lodash import LODASH_SOURCE
 from idsync.scripts.modules import MODULES_SOURCE
+from idsync.scripts.randomness import RANDOM_SOURCE
 
 __all__ = ["OPENIDM_CRYPTO", "OPENIDM_FUNCTIONS", "Sandbox", "reserved_names"]
 
@@ -44,7 +46,7 @@ OPENIDM_FUNCTIONS = ("read", "query", "create", "update", "patch", "delete", "ac
 OPENIDM_CRYPTO = ("encrypt", "decrypt", "isEncrypted", "hash", "isHashed", "matches")
 
 _PRELUDE = r"""
-(function (openidmNames, lodash, makeModules) {
+(function (openidmNames, lodash, makeModules, makeRandom) {
   "use strict";
   var MAX_LOGS = 1000, MAX_LOG_CHARS = 10000;
   var G = globalThis, stringify = JSON.stringify, parse = JSON.parse;
@@ -121,9 +123,15 @@ _PRELUDE = r"""
   define("_idsync_openidm", _idsyncOpenidm);
   define("openidm", freeze(openidm));
 
+  // Chance that a replay draws again as its first run drew it: the run's seed, set with
+  // its variables, keys a ChaCha20 stream (``randomness.py``); Math.random draws from it.
+  var chance = makeRandom();
+  Object.defineProperty(Math, "random", {value: function random() { return chance.float(); }, writable: false,
+                                         enumerable: false, configurable: false});
+
   // PingIDM's script library has lodash and the modules its default managed.json
   // loads; idsync answers those names with its own (``lodash.py``, ``modules.py``).
-  var modules = makeModules(lodash, logger), moduleNames = Object.keys(modules);
+  var modules = makeModules(lodash, logger, openidm, chance), moduleNames = Object.keys(modules);
   define("require", function _idsyncRequire(name) {
     if (typeof name === "string" && Object.prototype.hasOwnProperty.call(modules, name)) return modules[name];
     throw new Error("require(" + stringify(String(name)) + "): no such module; idsync provides " +
@@ -173,19 +181,22 @@ _PRELUDE = r"""
     for (var name in G) if (!(name in base)) delete G[name];
   }
   // The innermost frame that points into script code gives the line; frames of the
-  // prelude are named _idsync* and skipped.
+  // prelude are named _idsync* and skipped, and so is what idsync's modules did inside
+  // (``modules.py``): the frames up to the last module entry, _idsync_module_call.
   function where(e, offset) {
-    var lines = String(e && e.stack || "").split("\n"), i, m;
-    for (i = 0; i < lines.length; i++) {
+    var lines = String(e && e.stack || "").split("\n"), i, m, start = 0;
+    for (i = 0; i < lines.length; i++) if (lines[i].indexOf("_idsync_module_call") >= 0) start = i + 1;
+    for (i = start; i < lines.length; i++) {
       if (lines[i].indexOf("_idsync") >= 0) continue;
       m = /<input>:(\d+):(\d+)/.exec(lines[i]);
       if (m) return [Number(m[1]) - offset, Number(m[2])];
     }
     return [null, null];
   }
-  function _idsyncOutcome(s, vars, given) {
+  function _idsyncOutcome(s, vars, given, seed, stream) {
     var value, mark = logs.length, failed = null;
     answers = given || null; asked = 0; pending = null;
+    chance.reset(seed, stream);
     bind(s.extras, vars);
     try {
       value = s.fn ? s.fn() : indirectEval(s.src);
@@ -222,13 +233,14 @@ _PRELUDE = r"""
       src: src, extras: parse(extras), offset: isExpression ? 3 : 0
     };
   });
-  define("_idsync_call", function _idsyncCall(id, vars, given) {
-    return withLogs(_idsyncOutcome(scripts[id], parse(vars), given ? parse(given) : null));
+  define("_idsync_call", function _idsyncCall(id, vars, given, seed, stream) {
+    return withLogs(_idsyncOutcome(scripts[id], parse(vars), given ? parse(given) : null, seed, stream));
   });
-  define("_idsync_many", function _idsyncMany(id, page) {
+  // Item i of a batch draws the batch seed's stream i (its replays get the same).
+  define("_idsync_many", function _idsyncMany(id, page, seed) {
     var s = scripts[id], items = parse(page), i;
     out = [];
-    for (i = 0; i < items.length; i++) out.push(_idsyncOutcome(s, items[i]));
+    for (i = 0; i < items.length; i++) out.push(_idsyncOutcome(s, items[i], null, seed, i));
     var result = withLogs(flat(out));
     out = null;
     return result;
@@ -249,7 +261,7 @@ class Sandbox:
         self._ctx = quickjs.Context()
         self._memory_limit = memory_limit
         self._ctx.eval(f"{_PRELUDE}({json.dumps([OPENIDM_FUNCTIONS, OPENIDM_CRYPTO])}, {LODASH_SOURCE}, "
-                       f"{MODULES_SOURCE});")
+                       f"{MODULES_SOURCE}, {RANDOM_SOURCE});")
         self._install = self._ctx.get("_idsync_install")
         self._call = self._ctx.get("_idsync_call")
         self._many = self._ctx.get("_idsync_many")
@@ -265,14 +277,16 @@ class Sandbox:
             self._install(script_id, source, extras_json, is_expression)
             self._installed.add(script_id)
 
-    def call(self, script_id: int, variables_json: str, answers_json: str = "") -> str:
+    def call(self, script_id: int, variables_json: str, answers_json: str, seed: str, stream: int = 0) -> str:
         """Run once, the openidm calls answered by ``answers_json`` (a JSON array, see
-        ``engine``); return ``[outcome, logs]`` as JSON. JSException if the engine gave up."""
-        return str(self._call(script_id, variables_json, answers_json))
+        ``engine``), chance drawn from ``seed``'s ``stream`` (``randomness``); return
+        ``[outcome, logs]`` as JSON. JSException if the engine gave up."""
+        return str(self._call(script_id, variables_json, answers_json, seed, stream))
 
-    def call_many(self, script_id: int, page_json: str) -> str:
-        """Run once per item of a JSON array; return ``[[outcome, ...], logs]`` as JSON."""
-        return str(self._many(script_id, page_json))
+    def call_many(self, script_id: int, page_json: str, seed: str) -> str:
+        """Run once per item of a JSON array, item i drawing ``seed``'s stream i; return
+        ``[[outcome, ...], logs]`` as JSON."""
+        return str(self._many(script_id, page_json, seed))
 
     def take_partial(self) -> str:
         """What a failed ``call_many`` finished: ``[[outcome, ...], logs]`` as JSON."""

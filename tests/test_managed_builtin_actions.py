@@ -1,0 +1,69 @@
+"""PingIDM's own actions on a managed object, ``POST managed/TYPE/ID?_action=patch`` and
+``?_action=triggerSyncCheck``, over HTTP against a real store, with a mapping from
+``managed/user`` to ``managed/staff`` to push through."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from api_server import ADMIN, serve
+
+from samples import idsync
+
+_JSON = {**ADMIN, "Content-Type": "application/json"}
+_MAPPING = {"name": "user_staff", "source": "managed/user", "target": "managed/staff",
+            "properties": [{"source": "userName", "target": "login"}, {"source": "title", "target": "title"}],
+            "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "FOUND", "action": "UPDATE"},
+                         {"situation": "CONFIRMED", "action": "UPDATE"}]}
+
+
+def _project(tmp_path: Path) -> Path:
+    project = tmp_path / "p"
+    conf = project / "conf"
+    conf.mkdir(parents=True)
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    (conf / "managed.json").write_text(json.dumps({"objects": [
+        {"name": "user", "schema": {"required": ["userName"], "properties": {
+            "userName": {"type": "string", "searchable": True}, "title": {"type": "string"}}}},
+        {"name": "staff", "schema": {"properties": {
+            "login": {"type": "string", "searchable": True}, "title": {"type": "string"}}}}]}))
+    (conf / "sync.json").write_text(json.dumps({"mappings": [_MAPPING]}))
+    return project
+
+
+def test_trigger_sync_check_and_patch_actions(tmp_path: Path) -> None:
+    """triggerSyncCheck pushes a user that was never pushed (its staff object is made),
+    answers the user, and writes nothing when the target is in step; the patch action
+    changes the user as PATCH does (its push updates the staff object), honours
+    If-Match, and a bad body is 400."""
+    project = _project(tmp_path)
+    made = idsync(project, "managed", "create", "user", "--no-sync", "--data",
+                  json.dumps({"userName": "ann", "title": "clerk"}))
+    assert made.returncode == 0, made.stderr
+    user = json.loads(made.stdout)
+    with serve(project) as api:
+        def staff() -> list[dict[str, object]]:
+            return list(api.get("/openidm/managed/staff?_queryFilter=true", headers=ADMIN).json()["result"])
+
+        assert staff() == []
+        checked = api.post(f"/openidm/managed/user/{user['_id']}?_action=triggerSyncCheck", headers=_JSON, json={})
+        assert checked.status_code == 200, checked.text
+        assert checked.json()["userName"] == "ann" and checked.json()["_rev"] == user["_rev"]
+        (pushed,) = staff()
+        assert pushed["login"] == "ann" and pushed["title"] == "clerk"
+        again = api.post(f"/openidm/managed/user/{user['_id']}?_action=triggerSyncCheck", headers=_JSON, json={})
+        assert again.status_code == 200 and staff() == [pushed]  # in step: not written again
+        assert api.post("/openidm/managed/user/nobody?_action=triggerSyncCheck", headers=_JSON,
+                        json={}).status_code == 404
+
+        ops = [{"operation": "replace", "field": "/title", "value": "manager"}]
+        stale = api.post(f"/openidm/managed/user/{user['_id']}?_action=patch", json=ops,
+                         headers={**_JSON, "If-Match": '"0000000000000099"'})
+        assert stale.status_code == 412, stale.text
+        patched = api.post(f"/openidm/managed/user/{user['_id']}?_action=patch", json=ops,
+                           headers={**_JSON, "If-Match": f'"{user["_rev"]}"'})
+        assert patched.status_code == 200 and patched.json()["title"] == "manager", patched.text
+        assert staff()[0]["title"] == "manager"
+        bad = api.post(f"/openidm/managed/user/{user['_id']}?_action=patch", json={"title": "x"}, headers=_JSON)
+        assert bad.status_code == 400, bad.text
