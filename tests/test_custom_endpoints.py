@@ -124,6 +124,19 @@ def test_the_script_reaches_the_store_and_answers_errors_by_their_code(tmp_path:
     _serve(_project(tmp_path), visit)
 
 
+def test_openapi_lists_each_endpoint(tmp_path: Path) -> None:
+    """openapi.json describes each served endpoint's methods, and the sub-paths of one
+    whose context serves them; an endpoint's answer is whatever its script gives."""
+    async def visit(api: httpx.AsyncClient) -> None:
+        paths = (await api.get("/openidm/openapi.json")).json()["paths"]
+        for name in ("echo", "users", "guarded"):
+            assert set(paths[f"/openidm/endpoint/{name}"]) == {"get", "post", "put", "patch", "delete"}
+        assert "/openidm/endpoint/echo/{path}" in paths and "/openidm/endpoint/users/{path}" not in paths
+        assert "endpoint-users.json" in paths["/openidm/endpoint/users"]["get"]["summary"]
+
+    _serve(_project(tmp_path), visit)
+
+
 def test_validate_serves_a_projects_endpoints_and_names_the_others(tmp_path: Path) -> None:
     """A PingIDM UI endpoint (its script PingIDM's own) and a Groovy one are not served and
     named in a warning, and the project still loads; a JavaScript endpoint with a syntax

@@ -12,6 +12,7 @@ generator of requests) sees what this deployment serves.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -247,6 +248,12 @@ def _operations(project: Project) -> list[tuple[str, str, str, list[str], dict[s
                      for status, schema in answers.items()}
             typed_body = _managed_body(managed) if body is _OBJECT else body
             out.append((path.replace("{type}", name), method, summary, params, typed_body, typed))
+    for name, endpoint in sorted(project.endpoints.items()):
+        paths = [f"/openidm/endpoint/{name}"] + ([f"/openidm/endpoint/{name}/{{path}}"] if endpoint.subpaths else [])
+        for path in paths:
+            for method in ("get", "post", "put", "patch", "delete"):
+                out.append((path, method, f"Custom endpoint {name} ({Path(endpoint.file).name}): its script "
+                           "answers", [], {} if method in ("post", "put", "patch") else None, {"200": {}}))
     return out
 
 
