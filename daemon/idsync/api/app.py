@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idsync import __version__
 from idsync.api.actions import action_routes
+from idsync.api.audit import audit_routes
 from idsync.api.auth import Accounts, AuthMiddleware, LoginLimit, load_accounts
 from idsync.api.context import ApiContext
 from idsync.api.email import email_routes
@@ -105,6 +106,7 @@ def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | No
         *taskscanner_routes,
         *endpoint_routes,
         *email_routes,
+        *audit_routes,
     ]
     limit = LoginLimit(ctx.settings.max_failed_logins)
     routes = [Mount("/openidm", routes=openidm), Route("/metrics", metrics.endpoint, methods=["GET"])]

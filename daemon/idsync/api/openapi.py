@@ -68,6 +68,10 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
     ("/openidm/info/version", "get", "The daemon's version", [], None, {"200": _OBJECT}),
     ("/openidm/openapi.json", "get", "This description", [], None, {"200": _OBJECT}),
     ("/openidm/recon", "get", "List recent reconciliation runs", ["mapping"], None, {"200": _RUNS}),
+    ("/openidm/audit/{topic}", "get", "Query audit events: recon (what each recon did to each object) or sync "
+     "(implicit sync and liveSync), by PingIDM's field names; time order, -timestamp newest first", _QUERY, None,
+     {"200": _PAGED}),
+    ("/openidm/audit/{topic}/{id}", "get", "One audit event", [], None, {"200": _OBJECT}),
     ("/openidm/recon", "post", "Start a reconciliation (_action=recon) or reconcile one object (_action=reconById)",
      ["_action", "mapping", "id", "waitForCompletion"], None, {"200": _RUN}),
     ("/openidm/recon/{id}", "get", "One run's summary in PingIDM's shape", [], None,
@@ -173,7 +177,7 @@ _CUSTOM_ACTION = ("/openidm/managed/{type}/{id}", "post")
 # create is also what a bare POST does
 _OPTIONAL_ACTION = {("/openidm/managed/{type}", "post"), ("/openidm/managed/{type}/{id}/{property}", "post")}
 _ENUMS = {"_queryId": ["query-all-ids"], "_totalPagedResultsPolicy": ["NONE", "EXACT"],
-          "waitForCompletion": ["true", "false"]}
+          "waitForCompletion": ["true", "false"], "topic": ["recon", "sync"]}
 
 
 def _schema(name: str, path: str, method: str, names: dict[str, list[str]]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ the NUL does; it never reaches the database, which may refuse it.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection
 from typing import Any
 
@@ -23,7 +24,7 @@ from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present, Val
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
 
-__all__ = ["property_value", "to_sql"]
+__all__ = ["BooleanSql", "compare_op", "property_value", "to_sql"]
 
 
 def property_value(value: Any) -> tuple[str | None, float | None]:
@@ -50,10 +51,9 @@ def to_sql(node: Node, object_type: str, searchable: Collection[str]) -> ColumnE
     return _Translator(object_type, searchable).visit(node)
 
 
-class _Translator:
-    def __init__(self, object_type: str, searchable: Collection[str]) -> None:
-        self.object_type = object_type
-        self.searchable = searchable
+class BooleanSql:
+    """A filter's ``and``, ``or``, ``not``, ``true`` and ``false`` as SQL; a subclass
+    answers its comparisons and presence tests (``leaf``)."""
 
     def visit(self, node: Node) -> ColumnElement[bool]:
         if isinstance(node, Literal_):
@@ -64,9 +64,19 @@ class _Translator:
             return or_(*(self.visit(item) for item in node.items))
         if isinstance(node, Not):
             return not_(self.visit(node.item))
-        if isinstance(node, Present):
-            return self._present(node)
-        return self._compare(node)
+        return self.leaf(node)
+
+    def leaf(self, node: Compare | Present) -> ColumnElement[bool]:
+        raise NotImplementedError
+
+
+class _Translator(BooleanSql):
+    def __init__(self, object_type: str, searchable: Collection[str]) -> None:
+        self.object_type = object_type
+        self.searchable = searchable
+
+    def leaf(self, node: Compare | Present) -> ColumnElement[bool]:
+        return self._present(node) if isinstance(node, Present) else self._compare(node)
 
     def _present(self, node: Present) -> ColumnElement[bool]:
         if any("\x00" in p for p in node.path):
@@ -88,23 +98,23 @@ class _Translator:
             # "x" < "x\0..." < any longer stored string: past the NUL only the prefix counts.
             value, op = value.split("\x00", 1)[0], ("gt" if op in ("gt", "ge") else "le")
         if path == ("_id",):
-            return _apply(mo.c.id, op, value)
+            return compare_op(mo.c.id, op, value)
         if len(path) == 1 and path[0] in self.searchable:
             if value is None:
                 cond = not_(self._exists(path[0], mp.c.value.is_not(None)))
                 return cond if op == "eq" else false()
             if isinstance(value, int | float) and not isinstance(value, bool) and op != "eq":
-                return self._exists(path[0], _apply(mp.c.value_num, op, float(value)))
+                return self._exists(path[0], compare_op(mp.c.value_num, op, float(value)))
             text, _ = property_value(value)
-            return self._exists(path[0], _apply(mp.c.value, op, text))
+            return self._exists(path[0], compare_op(mp.c.value, op, text))
         element = mo.c.data[list(path)]
         if value is None:
             return element.as_string().is_(None) if op == "eq" else false()
         if isinstance(value, bool):
-            return _apply(element.as_boolean(), op, value)
+            return compare_op(element.as_boolean(), op, value)
         if isinstance(value, int | float):
-            return _apply(element.as_float(), op, float(value))
-        return _apply(element.as_string(), op, value)
+            return compare_op(element.as_float(), op, float(value))
+        return compare_op(element.as_string(), op, value)
 
     def _exists(self, name: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
         # ``id IN (...)``, not a correlated EXISTS: SQLite then starts from the property index
@@ -118,7 +128,8 @@ class _Translator:
         )
 
 
-def _apply(column: _CE[Any], op: str, value: Value) -> ColumnElement[bool]:
+def compare_op(column: _CE[Any], op: str, value: Value | dt.datetime) -> ColumnElement[bool]:
+    """``column OP value`` for a filter's operator; ``co`` and ``sw`` as LIKE with the value escaped."""
     if op == "eq":
         return column == value
     if op == "gt":

@@ -28,7 +28,7 @@ from idsync.store.idpages import claim_ids
 from idsync.store.locks import LOCK_TTL, Locks, end_runs, process_owner
 from idsync.store.tables import audit, claims, deferred, recon_runs
 
-__all__ = ["AUDIT_BEFORE", "LOCK_TTL", "RunStore", "owner_id"]
+__all__ = ["AUDIT_BEFORE", "LOCK_TTL", "RunStore", "owner_id", "shown_audit"]
 
 _CHUNK = 500
 AUDIT_BEFORE = "_sourceBefore"
@@ -58,7 +58,7 @@ def _told(message: str | None) -> str | None:
     return message.replace("\x00", "\\u0000") if message else message
 
 
-def _shown(row: Mapping[Any, Any]) -> dict[str, Any]:
+def shown_audit(row: Mapping[Any, Any]) -> dict[str, Any]:
     """An audit row as its readers see it: without the bookkeeping of ``AUDIT_BEFORE``."""
     out = dict(row)
     changes = out.get("changes")
@@ -167,7 +167,7 @@ class RunStore:
         if status:
             query = query.where(audit.c.status == status)
         with self.store.engine.connect() as conn:
-            return [_shown(r) for r in conn.execute(query).mappings()]
+            return [shown_audit(r) for r in conn.execute(query).mappings()]
 
     def audit_page(self, run_id: str, *, after: int = 0, limit: int = 50, text: str | None = None,
                    situation: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
@@ -181,7 +181,7 @@ class RunStore:
         if status:
             query = query.where(audit.c.status == status)
         with self.store.engine.connect() as conn:
-            return [_shown(r) for r in conn.execute(query).mappings()]
+            return [shown_audit(r) for r in conn.execute(query).mappings()]
 
     # -- claims and deferred ops -------------------------------------------
 

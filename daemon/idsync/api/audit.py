@@ -1,0 +1,92 @@
+"""``/openidm/audit/recon`` and ``/openidm/audit/sync``: what each run did to each object.
+
+PingIDM's audit topics, read from the store's audit (``store/audit_events.py``):
+``recon`` holds the events of reconciliations (``reconById`` included), ``sync`` those
+of implicit synchronization, its retries and liveSync. ``GET audit/TOPIC?_queryFilter=...``
+(or ``_queryId=query-all``) pages through the events in time order (``_sortKeys=-timestamp``:
+newest first), ``GET audit/TOPIC/ID`` reads one:
+
+    curl -u ... 'http://127.0.0.1:8080/openidm/audit/recon?_queryFilter=/reconId eq "RUN" and status eq "FAILURE"'
+
+idsync keeps no other topic (``access``, ``activity``, ``authentication``, ``config``):
+asking for one is a 404 saying so. A run's start and summary are ``recon/ID``'s, not
+audit entries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from idsync.api.context import ApiContext
+from idsync.api.errors import ApiError
+from idsync.api.query import QueryParams, envelope
+from idsync.config.jobs import LIVESYNC_JOB
+from idsync.errors import QueryError
+from idsync.store.audit_events import AuditQuery, Topic, audit_event, query_audit, read_audit, sort_key
+from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB
+
+__all__ = ["audit_routes"]
+
+_SYNC_JOBS = frozenset({IMPLICIT_JOB, RETRY_JOB, LIVESYNC_JOB})
+_TOPICS = {"recon": Topic("recon", _SYNC_JOBS, exclude=True), "sync": Topic("sync", _SYNC_JOBS)}
+_NOT_KEPT = {"access": "HTTP requests are counted in /metrics and logged", "activity": "changes to managed "
+             "objects are recorded by the runs that push them (audit/sync)", "authentication": "failed logins "
+             "are logged", "config": "configuration changes are logged when the daemon reloads"}
+
+
+def _topic(request: Request) -> Topic:
+    name = request.path_params["topic"]
+    if name in _TOPICS:
+        return _TOPICS[name]
+    why = f": {_NOT_KEPT[name]}" if name in _NOT_KEPT else ""
+    raise ApiError(404, f"idsync keeps no {name} audit (it keeps recon and sync){why}")
+
+
+def _ends(ctx: ApiContext) -> dict[str, tuple[str, str]]:
+    return {m.name: (m.source, m.target) for m in ctx.project().mappings}
+
+
+async def _query(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    topic = _topic(request)
+    params = QueryParams.of(request)
+    if len(params.sort_keys) > 1:
+        raise ApiError(400, "audit events sort by one key: timestamp or -timestamp")
+    try:
+        descending = sort_key(params.sort_keys[0])[1] if params.sort_keys else False
+    except QueryError as exc:
+        raise ApiError(400, str(exc)) from None
+    cookie = params.cookie
+    if cookie is not None and not (cookie.isdigit() and len(cookie) <= 18):
+        raise ApiError(400, "_pagedResultsCookie is not one this API answered")
+    spec = AuditQuery(params.filter, params.page_size, int(cookie) if cookie else None, params.offset,
+                      descending, params.exact_total)
+    ends = _ends(ctx)
+    rows, total = await run_in_threadpool(query_audit, ctx.store, topic, spec, ends)
+    next_cookie = None
+    if params.page_size and len(rows) > params.page_size:
+        rows = rows[: params.page_size]
+        next_cookie = str(rows[-1]["seq"])
+    events: list[dict[str, Any]] = [params.shape(audit_event(topic.name, r, ends)) for r in rows]
+    return JSONResponse(envelope(events, cookie=next_cookie, params=params, total=total))
+
+
+async def _read(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    topic = _topic(request)
+    event_id = request.path_params["id"]
+    row = await run_in_threadpool(read_audit, ctx.store, topic, event_id)
+    if row is None:
+        raise ApiError(404, f"audit/{topic.name}/{event_id} not found")
+    return JSONResponse(audit_event(topic.name, row, _ends(ctx)))
+
+
+audit_routes = [
+    Route("/audit/{topic}", _query, methods=["GET"]),
+    Route("/audit/{topic}/{id}", _read, methods=["GET"]),
+]

@@ -1,0 +1,112 @@
+"""PingIDM's audit topics over HTTP: ``audit/recon`` and ``audit/sync`` answer what each
+run did to each object, queried by PingIDM's field names, against a real store.
+
+A mapping from ``managed/staff`` into ``managed/user`` gives a recon (one staff member
+breaks a policy) and implicit synchronization without a directory."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from api_server import ADMIN, serve
+from dbs import WITH_MARIADB, store_url
+
+from samples import idsync
+
+_MAPPING = {"name": "staff_user", "source": "managed/staff", "target": "managed/user",
+            "properties": [{"source": "login", "target": "userName"}, {"source": "email", "target": "mail"}],
+            "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "FOUND", "action": "UPDATE"},
+                         {"situation": "CONFIRMED", "action": "UPDATE"}]}
+
+
+def _project(tmp_path: Path, url: str) -> Path:
+    project = tmp_path / "p"
+    conf = project / "conf"
+    conf.mkdir(parents=True)
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "{url}"\n')
+    (conf / "managed.json").write_text(json.dumps({"objects": [
+        {"name": "user", "schema": {"required": ["userName"], "properties": {
+            "userName": {"type": "string", "searchable": True},
+            "mail": {"type": "string", "policies": [{"policyId": "valid-email-address-format"}]}}}},
+        {"name": "staff", "schema": {"properties": {
+            "login": {"type": "string", "searchable": True}, "email": {"type": "string"}}}}]}))
+    (conf / "sync.json").write_text(json.dumps({"mappings": [_MAPPING]}))
+    return project
+
+
+def _query(api: httpx.Client, topic: str, **params: str) -> dict[str, Any]:
+    answer = api.get(f"/openidm/audit/{topic}?{urllib.parse.urlencode(params)}", headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+@pytest.mark.parametrize("backend", WITH_MARIADB)
+def test_recon_and_sync_events_queried_as_pingidm_names_them(tmp_path: Path, backend: str) -> None:
+    """A recon's events are in audit/recon (reconId, situation, action, status, resource
+    paths as ids, the failure's exception), found by reconId, status, a path or a bare id,
+    a timestamp, paged by cookie in time order or newest first; an implicit push is in
+    audit/sync and not audit/recon; one event reads by its _id; a field events lack is a
+    400, a topic idsync keeps no audit of a 404 saying so."""
+    project = _project(tmp_path, store_url(backend, tmp_path))
+    for login, email in (("ann", "ann@example.com"), ("bob", "not-an-email"), ("cy", "cy@example.com")):
+        made = idsync(project, "managed", "create", "staff", "--no-sync", "--id", f"s-{login}", "--data",
+                      json.dumps({"login": login, "email": email}))
+        assert made.returncode == 0, made.stderr
+    ran = idsync(project, "recon", "staff_user", "--json")
+    run_id = json.loads(ran.stdout)["_id"]
+    with serve(project) as api:
+        everything = _query(api, "recon", _queryFilter=f'/reconId eq "{run_id}"')
+        assert everything["resultCount"] == 3
+        by_source = {e["sourceObjectId"]: e for e in everything["result"]}
+        ann = by_source["managed/staff/s-ann"]
+        assert ann["eventName"] == "recon" and ann["entryType"] == "entry" and ann["reconId"] == run_id
+        assert ann["transactionId"] == run_id and ann["mapping"] == "staff_user"
+        assert (ann["situation"], ann["action"], ann["status"]) == ("ABSENT", "CREATE", "SUCCESS")
+        assert ann["targetObjectId"].startswith("managed/user/") and ann["timestamp"].endswith("Z")
+        bob = by_source["managed/staff/s-bob"]
+        assert bob["status"] == "FAILURE" and "mail" in bob["exception"] and bob["message"] == bob["exception"]
+
+        failed = _query(api, "recon", _queryFilter=f'reconId eq "{run_id}" and status eq "FAILURE"')
+        assert [e["sourceObjectId"] for e in failed["result"]] == ["managed/staff/s-bob"]
+        for wanted in ("managed/staff/s-cy", "s-cy"):
+            found = _query(api, "recon", _queryFilter=f'sourceObjectId eq "{wanted}"')["result"]
+            assert [e["_id"] for e in found] == [by_source["managed/staff/s-cy"]["_id"]], wanted
+        assert _query(api, "recon", _queryFilter='sourceObjectId sw "managed/staff/s-a"')["resultCount"] == 1
+        assert _query(api, "recon", _queryFilter=f'timestamp ge "{ann["timestamp"]}"')["resultCount"] == 3
+        assert _query(api, "recon", _queryFilter='timestamp gt "2999-01-01T00:00:00Z"')["resultCount"] == 0
+
+        ids, cookie = [], None
+        while True:
+            page = _query(api, "recon", _queryId="query-all", _pageSize="2",
+                          **({"_pagedResultsCookie": cookie} if cookie else {}))
+            ids += [e["_id"] for e in page["result"]]
+            cookie = page["pagedResultsCookie"]
+            if cookie is None:
+                break
+        assert ids == sorted(ids, key=int) and len(ids) == 3
+        newest = _query(api, "recon", _queryFilter="true", _sortKeys="-timestamp", _pageSize="2",
+                        _totalPagedResultsPolicy="EXACT")
+        assert [e["_id"] for e in newest["result"]] == ids[::-1][:2] and newest["totalPagedResults"] == 3
+        one = api.get(f"/openidm/audit/recon/{ann['_id']}", headers=ADMIN).json()
+        assert one == ann
+
+        assert _query(api, "sync", _queryFilter="true")["resultCount"] == 0
+        pushed = api.patch("/openidm/managed/staff/s-ann", headers={**ADMIN, "Content-Type": "application/json"},
+                           json=[{"operation": "replace", "field": "/email", "value": "ann@example.org"}])
+        assert pushed.status_code == 200, pushed.text
+        (synced,) = _query(api, "sync", _queryFilter='sourceObjectId eq "managed/staff/s-ann"')["result"]
+        assert synced["eventName"] == "sync" and synced["action"] == "UPDATE" and "reconId" not in synced
+        assert _query(api, "recon", _queryFilter="true")["resultCount"] == 3
+        assert api.get(f"/openidm/audit/recon/{synced['_id']}", headers=ADMIN).status_code == 404
+
+        bad = api.get("/openidm/audit/recon?_queryFilter=" + urllib.parse.quote('/userName eq "x"'), headers=ADMIN)
+        assert bad.status_code == 400 and "no field /userName" in bad.json()["message"]
+        unsorted = api.get("/openidm/audit/recon?_queryFilter=true&_sortKeys=mapping", headers=ADMIN)
+        assert unsorted.status_code == 400
+        activity = api.get("/openidm/audit/activity?_queryFilter=true", headers=ADMIN)
+        assert activity.status_code == 404 and "keeps no activity audit" in activity.json()["message"]
