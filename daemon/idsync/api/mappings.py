@@ -1,4 +1,6 @@
-"""``/openidm/sync/mappings`` and ``/openidm/config/sync``: the mappings, read-only.
+"""``/openidm/sync/mappings`` and ``/openidm/config/sync``: the mappings, read-only;
+``/openidm/sync?_action=getLinkedResources`` and ``performAction`` (``LINK``, ``UNLINK``):
+links seen and set by hand (``sync/manual_links.py``).
 
 ``sync/mappings`` lists mappings in processing order, filtered by
 ``_queryFilter`` and paged as PingIDM pages them: the cookie is the ``_id`` of
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -20,6 +23,8 @@ from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams
 from idsync.config.project import Project
 from idsync.query import matches
+from idsync.resources import Resources
+from idsync.sync.manual_links import link, linked_resources, unlink
 
 __all__ = ["mapping_routes"]
 
@@ -75,7 +80,59 @@ async def _config_sync(request: Request) -> JSONResponse:
                                                      if m.file.endswith("sync.json")]})
 
 
+def _required(request: Request, *names: str) -> list[str]:
+    values = [request.query_params.get(n) or "" for n in names]
+    missing = [n for n, v in zip(names, values, strict=True) if not v]
+    if missing:
+        raise ApiError(400, f"{request.query_params.get('_action')} needs the {', '.join(missing)} parameter"
+                            + ("s" if len(missing) > 1 else ""))
+    return values
+
+
+def _linked(ctx: ApiContext, resource: str) -> list[dict[str, Any]]:
+    project = ctx.project()
+    resources = Resources(project, ctx.store)
+    try:
+        return [r.answer() for r in linked_resources(project, ctx.store, resources, resource)]
+    finally:
+        resources.close()
+
+
+def _perform(ctx: ApiContext, action: str, mapping: str, source_id: str, target_id: str | None,
+             qualifier: str) -> None:
+    project = ctx.project()
+    if action == "UNLINK":
+        unlink(project, ctx.store, mapping, source_id, qualifier)
+        return
+    if not target_id:
+        raise ApiError(400, "performAction LINK needs the targetId parameter")
+    resources = Resources(project, ctx.store)
+    try:
+        link(project, ctx.store, resources, mapping, source_id, target_id, qualifier)
+    finally:
+        resources.close()
+
+
+async def _sync(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    action = request.query_params.get("_action")
+    if action == "getLinkedResources":
+        (resource,) = _required(request, "resourceName")
+        return JSONResponse(await run_in_threadpool(_linked, ctx, resource))
+    if action == "performAction":
+        mapping, source_id, what = _required(request, "mapping", "sourceId", "action")
+        if what.upper() not in ("LINK", "UNLINK"):
+            raise ApiError(400, f"performAction {what} is not done by hand in idsync (LINK and UNLINK are; "
+                                "recon?_action=reconById assesses and synchronizes one source object)")
+        await run_in_threadpool(_perform, ctx, what.upper(), mapping, source_id,
+                                request.query_params.get("targetId"),
+                                request.query_params.get("linkQualifier") or "default")
+        return JSONResponse({"status": "OK"})
+    raise ApiError(400, f"unknown _action {action!r} (supported: getLinkedResources, performAction)")
+
+
 mapping_routes = [
+    Route("/sync", _sync, methods=["POST"]),
     Route("/sync/mappings", _list, methods=["GET"]),
     Route("/config/sync", _config_sync, methods=["GET"]),
 ]

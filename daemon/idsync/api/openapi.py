@@ -68,6 +68,10 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
     ("/openidm/info/version", "get", "The daemon's version", [], None, {"200": _OBJECT}),
     ("/openidm/openapi.json", "get", "This description", [], None, {"200": _OBJECT}),
     ("/openidm/recon", "get", "List recent reconciliation runs", ["mapping"], None, {"200": _RUNS}),
+    ("/openidm/sync", "post", "The objects linked to one (_action=getLinkedResources&resourceName=...), or a link "
+     "set or removed by hand (_action=performAction&action=LINK|UNLINK&mapping=...&sourceId=...&targetId=...)",
+     ["_action", "resourceName", "mapping", "action", "sourceId", "targetId", "linkQualifier"], None,
+     {"200": {}}),
     ("/openidm/audit/{topic}", "get", "Query audit events: recon (what each recon did to each object) or sync "
      "(implicit sync and liveSync), by PingIDM's field names; time order, -timestamp newest first", _QUERY, None,
      {"200": _PAGED}),
@@ -171,13 +175,15 @@ _ACTIONS = {("/openidm/recon", "post"): ["recon", "reconById"], ("/openidm/recon
             ("/openidm/managed/{type}", "post"): ["create"], ("/openidm/system", "post"): ["test"],
             ("/openidm/managed/{type}/{id}/{property}", "post"): ["create"],
             ("/openidm/scheduler/job/{name}", "post"): ["trigger"], ("/openidm/taskscanner", "post"): ["execute"],
-            ("/openidm/taskscanner/{id}", "post"): ["cancel"], (_EMAIL, "post"): ["send", "sendEmail"]}
+            ("/openidm/taskscanner/{id}", "post"): ["cancel"], (_EMAIL, "post"): ["send", "sendEmail"],
+            ("/openidm/sync", "post"): ["getLinkedResources", "performAction"]}
 # An object's POST runs PingIDM's instance actions and its type's own (managed.json): their names the enum.
 _CUSTOM_ACTION = ("/openidm/managed/{type}/{id}", "post")
 # create is also what a bare POST does
 _OPTIONAL_ACTION = {("/openidm/managed/{type}", "post"), ("/openidm/managed/{type}/{id}/{property}", "post")}
 _ENUMS = {"_queryId": ["query-all-ids"], "_totalPagedResultsPolicy": ["NONE", "EXACT"],
-          "waitForCompletion": ["true", "false"], "topic": ["recon", "sync"]}
+          "waitForCompletion": ["true", "false"], "topic": ["recon", "sync"],
+          "action": ["LINK", "UNLINK"]}
 
 
 def _schema(name: str, path: str, method: str, names: dict[str, list[str]]) -> dict[str, Any]:

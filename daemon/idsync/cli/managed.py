@@ -95,6 +95,22 @@ def register(sub: Any) -> None:
     r.add_argument("--mapping", help="only this mapping")
     r.add_argument("--json", action="store_true", help="the outcome per object, as JSON")
     r.set_defaults(handler=_cmd_sync_retry)
+    lk = ysub.add_parser("link", help="link a source object to a target object by hand (an AMBIGUOUS correlation "
+                                      "settled); the next recon of the pair finds it CONFIRMED")
+    lk.add_argument("mapping", help="the mapping whose link it is")
+    lk.add_argument("source_id", help="the source object's _id")
+    lk.add_argument("target_id", help="the target object's _id")
+    lk.add_argument("--qualifier", default="default", help="the link qualifier (default: default)")
+    lk.set_defaults(handler=_cmd_sync_link)
+    ul = ysub.add_parser("unlink", help="remove a source object's link")
+    ul.add_argument("mapping", help="the mapping whose link it is")
+    ul.add_argument("source_id", help="the source object's _id")
+    ul.add_argument("--qualifier", default="default", help="the link qualifier (default: default)")
+    ul.set_defaults(handler=_cmd_sync_unlink)
+    ld = ysub.add_parser("linked", help="the objects linked to one object, through every mapping")
+    ld.add_argument("resource", help="the object: managed/user/<id>, system/ldap/account/<id>")
+    ld.add_argument("--json", action="store_true", help="as JSON (PingIDM's getLinkedResources)")
+    ld.set_defaults(handler=_cmd_sync_linked)
 
 
 def _query_args(p: argparse.ArgumentParser) -> None:
@@ -323,6 +339,54 @@ def _cmd_sync_retry(args: argparse.Namespace, project_dir: Path) -> int:
         if not results:
             print("nothing to retry")
     return 0 if all(r.ok for r in results) else os.EX_TEMPFAIL
+
+
+def _cmd_sync_link(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.resources import Resources
+    from idsync.sync.manual_links import link
+
+    project, store = _open(project_dir)
+    resources = Resources(project, store)
+    try:
+        link(project, store, resources, args.mapping, args.source_id, args.target_id, args.qualifier)
+    finally:
+        resources.close()
+    mapping = project.mapping(args.mapping)
+    print(f"{mapping.source}/{args.source_id} linked to {mapping.target}/{args.target_id} ({args.qualifier})")
+    return 0
+
+
+def _cmd_sync_unlink(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.sync.manual_links import unlink
+
+    project, store = _open(project_dir)
+    target_id = unlink(project, store, args.mapping, args.source_id, args.qualifier)
+    mapping = project.mapping(args.mapping)
+    print(f"{mapping.source}/{args.source_id} no longer linked to {mapping.target}/{target_id} ({args.qualifier})")
+    return 0
+
+
+def _cmd_sync_linked(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.cli.store import open_existing_store
+    from idsync.config.project import load_project
+    from idsync.resources import Resources
+    from idsync.sync.manual_links import linked_resources
+
+    project = load_project(project_dir)
+    store = open_existing_store(project.settings)
+    resources = Resources(project, store)
+    try:
+        found = linked_resources(project, store, resources, args.resource)
+    finally:
+        resources.close()
+    if args.json:
+        print(json.dumps([r.answer() for r in found], indent=2, default=str))
+    else:
+        for r in found:
+            print(f"{r.resource_name}  ({r.link_type}, {r.link_qualifier}){'  gone' if r.content is None else ''}")
+        if not found:
+            print(f"nothing is linked to {args.resource}")
+    return 0
 
 
 def _write_status_file(project: Project, store: Store) -> None:

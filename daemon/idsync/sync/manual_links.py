@@ -1,0 +1,128 @@
+"""Links seen and set by hand: PingIDM's ``sync?_action=getLinkedResources`` and the
+``LINK``/``UNLINK`` of ``sync?_action=performAction``.
+
+``linked_resources(resource)`` answers every object linked to one object, through
+every mapping whose source or target is its collection, each link qualifier: the
+other side's path, its content as read now (``None`` when it is gone), the
+qualifier and the link set (PingIDM's ``linkType``).
+
+``link`` and ``unlink`` are how an administrator settles what a recon could not: a
+source that correlated to several targets (``AMBIGUOUS``), or a link that must go.
+``link`` ties a source to a target that both exist and that no other link holds (a
+409 ``LinkConflict`` names the link in the way; the same link again changes nothing);
+``unlink`` removes the source's link. Each writes one audit entry (action ``LINK`` or
+``UNLINK``, no run), seen in ``audit/recon``. The objects' values are not written: the
+next recon, or ``recon?_action=reconById``, assesses the pair as ``CONFIRMED``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from idsync.config.mappings import MappingDef
+from idsync.config.project import Project
+from idsync.errors import NotFound, ObjectRejected
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.links import LinkSet
+from idsync.store.runs import RunStore
+from idsync.sync.qualifiers import LinkQualifiers
+
+__all__ = ["LinkConflict", "LinkedResource", "link", "linked_resources", "unlink"]
+
+
+class LinkConflict(ObjectRejected):
+    """Another link holds the source or the target."""
+
+    status = 409
+
+
+@dataclass(frozen=True)
+class LinkedResource:
+    resource_name: str
+    content: dict[str, Any] | None
+    link_qualifier: str
+    link_type: str
+
+    def answer(self) -> dict[str, Any]:
+        """As PingIDM's ``getLinkedResources`` answers one."""
+        return {"resourceName": self.resource_name, "content": self.content, "linkQualifier": self.link_qualifier,
+                "linkType": self.link_type}
+
+
+def linked_resources(project: Project, store: Store, resources: Resources, resource: str) -> list[LinkedResource]:
+    """Every object linked to ``resource`` (``managed/user/ID``, ``system/ldap/account/ID``)."""
+    collection, _, object_id = resource.strip("/").rpartition("/")
+    if not collection or not object_id:
+        raise ObjectRejected(f"resourceName must name one object (managed/user/<id>), not {resource!r}")
+    found: dict[tuple[str, str, str], LinkedResource] = {}
+    for mapping in project.mappings:
+        for mine, other, forward in ((mapping.source, mapping.target, True), (mapping.target, mapping.source, False)):
+            if mine != collection:
+                continue
+            qualifiers = _qualifiers(project, store, mapping)
+            for name in qualifiers.all():
+                links = qualifiers.links(name)
+                linked = (links.targets_of([object_id]) if forward else links.sources_of([object_id])).get(object_id)
+                key = (f"{other}/{linked}", name, mapping.linkset)
+                if linked is None or key in found:
+                    continue
+                content = resources.open(other).get(linked)
+                found[key] = LinkedResource(key[0], content, name, mapping.linkset)
+    return list(found.values())
+
+
+def link(project: Project, store: Store, resources: Resources, mapping_name: str, source_id: str,
+         target_id: str, qualifier: str = "default") -> None:
+    """Link ``source_id`` to ``target_id`` through ``mapping_name`` (both must exist)."""
+    mapping = project.mapping(mapping_name)
+    links = _qualified(project, store, mapping, qualifier)
+    for side, object_id in ((mapping.source, source_id), (mapping.target, target_id)):
+        if resources.open(side).get(object_id) is None:
+            raise NotFound(f"{side}/{object_id} not found")
+    current = links.targets_of([source_id]).get(source_id)
+    if current == target_id:
+        return
+    if current is not None:
+        raise LinkConflict(f"{mapping.source}/{source_id} is linked to {mapping.target}/{current} through "
+                           f"{mapping.name} ({qualifier}); unlink it first")
+    holder = links.sources_of([target_id]).get(target_id)
+    if holder is not None:
+        raise LinkConflict(f"{mapping.target}/{target_id} is linked to {mapping.source}/{holder} through "
+                           f"{mapping.name} ({qualifier}); unlink that first")
+    with store.begin() as conn:
+        links.add(conn, [(source_id, target_id)])
+        _audit(store, conn, mapping, "LINK", source_id, target_id, qualifier)
+
+
+def unlink(project: Project, store: Store, mapping_name: str, source_id: str, qualifier: str = "default") -> str:
+    """Remove the link of ``source_id`` through ``mapping_name``; answers the target it held."""
+    mapping = project.mapping(mapping_name)
+    links = _qualified(project, store, mapping, qualifier)
+    target_id = links.targets_of([source_id]).get(source_id)
+    if target_id is None:
+        raise NotFound(f"{mapping.source}/{source_id} has no link through {mapping.name} ({qualifier})")
+    with store.begin() as conn:
+        links.remove_sources(conn, [source_id])
+        _audit(store, conn, mapping, "UNLINK", source_id, target_id, qualifier)
+    return target_id
+
+
+def _qualifiers(project: Project, store: Store, mapping: MappingDef) -> LinkQualifiers:
+    return LinkQualifiers(mapping, LinkSet(store, mapping.linkset, reversed=project.linkset_reversed(mapping)))
+
+
+def _qualified(project: Project, store: Store, mapping: MappingDef, qualifier: str) -> LinkSet:
+    qualifiers = _qualifiers(project, store, mapping)
+    if qualifier not in qualifiers.all():
+        raise ObjectRejected(f"{mapping.name} has no link qualifier {qualifier!r} "
+                             f"(it has {', '.join(qualifiers.all())})")
+    return qualifiers.links(qualifier)
+
+
+def _audit(store: Store, conn: Any, mapping: MappingDef, action: str, source_id: str, target_id: str,
+           qualifier: str) -> None:
+    RunStore(store).audit(conn, [{"run_id": None, "mapping": mapping.name, "situation": None, "action": action,
+                                  "source_id": source_id, "target_id": target_id, "status": "SUCCESS",
+                                  "message": f"{action} by hand (performAction)", "link_qualifier": qualifier}])
