@@ -15,28 +15,20 @@ import httpx
 import pytest
 from api_server import ADMIN, serve
 from dbs import WITH_MARIADB, store_url
+from store_projects import CREATE_UPDATE, store_project
 
 from samples import idsync
 
-_MAPPING = {"name": "staff_user", "source": "managed/staff", "target": "managed/user",
-            "properties": [{"source": "login", "target": "userName"}, {"source": "email", "target": "mail"}],
-            "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "FOUND", "action": "UPDATE"},
-                         {"situation": "CONFIRMED", "action": "UPDATE"}]}
+_MAPPING = {"name": "staff_user", "source": "managed/staff", "target": "managed/user", "policies": CREATE_UPDATE,
+            "properties": [{"source": "login", "target": "userName"}, {"source": "email", "target": "mail"}]}
 
 
 def _project(tmp_path: Path, url: str) -> Path:
-    project = tmp_path / "p"
-    conf = project / "conf"
-    conf.mkdir(parents=True)
-    (conf / "idsync.toml").write_text(f'[store]\nurl = "{url}"\n')
-    (conf / "managed.json").write_text(json.dumps({"objects": [
-        {"name": "user", "schema": {"required": ["userName"], "properties": {
+    return store_project(tmp_path, {
+        "user": {"schema": {"required": ["userName"], "properties": {
             "userName": {"type": "string", "searchable": True},
             "mail": {"type": "string", "policies": [{"policyId": "valid-email-address-format"}]}}}},
-        {"name": "staff", "schema": {"properties": {
-            "login": {"type": "string", "searchable": True}, "email": {"type": "string"}}}}]}))
-    (conf / "sync.json").write_text(json.dumps({"mappings": [_MAPPING]}))
-    return project
+        "staff": {"login": {"type": "string", "searchable": True}, "email": {"type": "string"}}}, [_MAPPING], url)
 
 
 def _query(api: httpx.Client, topic: str, **params: str) -> dict[str, Any]:

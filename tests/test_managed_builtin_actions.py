@@ -8,28 +8,20 @@ import json
 from pathlib import Path
 
 from api_server import ADMIN, serve
+from store_projects import CREATE_UPDATE, store_project
 
 from samples import idsync
 
 _JSON = {**ADMIN, "Content-Type": "application/json"}
-_MAPPING = {"name": "user_staff", "source": "managed/user", "target": "managed/staff",
-            "properties": [{"source": "userName", "target": "login"}, {"source": "title", "target": "title"}],
-            "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "FOUND", "action": "UPDATE"},
-                         {"situation": "CONFIRMED", "action": "UPDATE"}]}
+_MAPPING = {"name": "user_staff", "source": "managed/user", "target": "managed/staff", "policies": CREATE_UPDATE,
+            "properties": [{"source": "userName", "target": "login"}, {"source": "title", "target": "title"}]}
 
 
 def _project(tmp_path: Path) -> Path:
-    project = tmp_path / "p"
-    conf = project / "conf"
-    conf.mkdir(parents=True)
-    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
-    (conf / "managed.json").write_text(json.dumps({"objects": [
-        {"name": "user", "schema": {"required": ["userName"], "properties": {
+    return store_project(tmp_path, {
+        "user": {"schema": {"required": ["userName"], "properties": {
             "userName": {"type": "string", "searchable": True}, "title": {"type": "string"}}}},
-        {"name": "staff", "schema": {"properties": {
-            "login": {"type": "string", "searchable": True}, "title": {"type": "string"}}}}]}))
-    (conf / "sync.json").write_text(json.dumps({"mappings": [_MAPPING]}))
-    return project
+        "staff": {"login": {"type": "string", "searchable": True}, "title": {"type": "string"}}}, [_MAPPING])
 
 
 def test_trigger_sync_check_and_patch_actions(tmp_path: Path) -> None:

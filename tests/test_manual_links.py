@@ -9,6 +9,7 @@ import urllib.parse
 from pathlib import Path
 
 from api_server import ADMIN, serve
+from store_projects import CREATE_UPDATE, store_project
 
 from samples import idsync
 
@@ -16,23 +17,13 @@ _MAPPING = {"name": "staff_user", "source": "managed/staff", "target": "managed/
             "correlationQuery": {"type": "text/javascript",
                                  "source": "({'_queryFilter': 'userName eq \"' + source.login + '\"'})"},
             "properties": [{"source": "login", "target": "userName"}, {"source": "title", "target": "title"}],
-            "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "FOUND", "action": "UPDATE"},
-                         {"situation": "CONFIRMED", "action": "UPDATE"},
-                         {"situation": "AMBIGUOUS", "action": "EXCEPTION"}]}
+            "policies": [*CREATE_UPDATE, {"situation": "AMBIGUOUS", "action": "EXCEPTION"}]}
 
 
 def _project(tmp_path: Path) -> Path:
-    project = tmp_path / "p"
-    conf = project / "conf"
-    conf.mkdir(parents=True)
-    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
-    (conf / "managed.json").write_text(json.dumps({"objects": [
-        {"name": "user", "schema": {"properties": {"userName": {"type": "string", "searchable": True},
-                                                   "title": {"type": "string"}}}},
-        {"name": "staff", "schema": {"properties": {"login": {"type": "string", "searchable": True},
-                                                    "title": {"type": "string"}}}}]}))
-    (conf / "sync.json").write_text(json.dumps({"mappings": [_MAPPING]}))
-    return project
+    return store_project(tmp_path, {
+        "user": {"userName": {"type": "string", "searchable": True}, "title": {"type": "string"}},
+        "staff": {"login": {"type": "string", "searchable": True}, "title": {"type": "string"}}}, [_MAPPING])
 
 
 def _make(project: Path, kind: str, data: dict[str, str], object_id: str) -> None:
