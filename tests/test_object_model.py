@@ -311,6 +311,28 @@ def test_recon_and_implicit_sync_writes_obey_the_model(project: Path) -> None:
     assert user_objects.get(users["fay"]["_id"])["mail"] == "fay@example.com"
 
 
+def test_a_failing_post_script_is_logged_and_the_change_stands(tmp_path: Path) -> None:
+    """A ``postCreate`` script that throws, on a user a recon creates, is logged
+    (``managed.post_script_failed`` naming the script) and the user stays created; the
+    recon goes on and succeeds."""
+    project = _project(tmp_path)
+    user = {**USER, "postCreate": {"type": _JS, "source": "if (newObject.userName === 'oops') "
+                                                          "{ throw new Error('event log full'); }"}}
+    (project / "conf" / "managed.json").write_text(json.dumps({"objects": [user, STAFF, EVENT]}))
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    staff = ManagedObjects(loaded, store, Resources(loaded, store), "staff", sync=False)
+    for login in ("oops", "fine"):
+        staff.create({"login": login})
+    done = idsync(project, "recon", "staff_user", "--json")
+    assert json.loads(done.stdout)["changes"]["created"] == 2, done.stdout + done.stderr
+    (failed,) = [json.loads(line) for line in done.stderr.splitlines() if "managed.post_script_failed" in line]
+    assert failed["script"] == "postCreate" and "event log full" in failed["error"]
+    with scripting(loaded, store) as router:
+        found = router.call("query", ["managed/user", {"_queryFilter": "true"}])
+    assert sorted(u["userName"] for u in found["result"]) == ["fine", "oops"]
+
+
 def test_sync_reads_a_managed_source_as_on_retrieve_shows_it(tmp_path: Path) -> None:
     """A mapping reads its managed source through the property and object onRetrieve
     scripts, in a recon and in implicit synchronization alike: the values they make

@@ -64,7 +64,8 @@ def _user(ui: str) -> dict[str, Any]:
                      + "\nobject.changedBy = 'onUpdate'; newObject.sameObject = (newObject === object);"
                        " object.previousTitle = oldObject.title || null;"},
         "postCreate": {"type": _JS, "source": "openidm.create('managed/event', null, "
-                                              "{what: 'created ' + object.userName, same: object === newObject});"},
+                                              "{what: 'created ' + object.userName, same: object === newObject "
+                                              "&& resourceName === 'managed/user/' + newObject._id});"},
         "schema": {"required": ["userName"], "properties": {
             "userName": {"type": "string", "searchable": True},
             "accountStatus": {"type": "string", "searchable": True},

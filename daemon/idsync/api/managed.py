@@ -24,9 +24,9 @@ from starlette.routing import Route
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, read_json, sort_objects
-from idsync.api.relationships import expand
 from idsync.config.managed import ManagedType
 from idsync.errors import NotFound
+from idsync.managed.references import expand
 from idsync.managed.router import scripting
 from idsync.managed.service import Change, ManagedObjects
 from idsync.resources import Resources
@@ -232,7 +232,7 @@ def read_managed(ctx: ApiContext, object_type: str, object_id: str, fields: str 
         return _default_view(managed_type(ctx, object_type), obj)
     names = [f.strip() for f in fields.split(",")]
     schema = managed_type(ctx, object_type)
-    obj = expand(ctx, schema, obj, names)
+    obj = expand(ctx.project(), ctx.store, schema, obj, names)
     keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in names)} - schema.private
     return {k: v for k, v in obj.items() if k in keep}
 

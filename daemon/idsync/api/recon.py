@@ -20,11 +20,11 @@ from starlette.routing import Route
 
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
+from idsync.managed.recons import flag, pushed, recon_by_id
 from idsync.managed.router import scripting
 from idsync.resources import Resources
-from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
-from idsync.sync.implicit import RECON_BY_ID_JOB, ImplicitSync, PushResult
+from idsync.sync.implicit import PushResult
 
 __all__ = ["recon_routes", "run_summary"]
 
@@ -92,26 +92,17 @@ async def _collection(request: Request) -> JSONResponse:
         mapping, object_id = request.query_params.get("mapping"), request.query_params.get("id")
         if not mapping or not object_id:
             raise ApiError(400, "reconById needs the mapping and id parameters")
-        push = await run_in_threadpool(_recon_by_id, ctx, mapping, object_id)
-        return JSONResponse({"_id": push.run_id, "state": "SUCCESS" if push.ok else "FAILED"})
+        return JSONResponse(pushed(await run_in_threadpool(_recon_by_id, ctx, mapping, object_id)))
     raise ApiError(400, f"unknown _action {action!r} (supported: recon, reconById)")
 
 
 def _recon_by_id(ctx: ApiContext, mapping_name: str, object_id: str) -> PushResult:
-    """One source object through one mapping, recorded as a run like an implicit sync."""
+    """One source object through one mapping (``managed/recons.py``), its scripts' ``openidm`` bound."""
     project = ctx.project()
-    mapping = project.mapping(mapping_name)
     resources = Resources(project, ctx.store)
     try:
-        source = resources.open(mapping.source)
-        if isinstance(source, ManagedResource):
-            source = source.as_sync_source()  # the mapping may push a (hashed) password
-        current = source.get(object_id, mapping.default_source_fields)
-        if current is None:
-            raise ApiError(404, f"{mapping.source}/{object_id} not found")
         with scripting(project, ctx.store, resources=resources):
-            return ImplicitSync(project, ctx.store, resources).push_one(mapping, object_id, current,
-                                                                        job=RECON_BY_ID_JOB)
+            return recon_by_id(project, ctx.store, resources, mapping_name, object_id)
     finally:
         resources.close()
 
@@ -122,10 +113,8 @@ async def _start(request: Request, ctx: ApiContext) -> JSONResponse:
         raise ApiError(400, "the mapping parameter is required")
     run_id = str(uuid.uuid4())
     runs = RunStore(ctx.store)
-    rewrite = request.query_params.get("rewriteWriteOnly", "false").lower()
-    if rewrite not in ("true", "false"):
-        raise ApiError(400, f"rewriteWriteOnly must be true or false, not {rewrite!r}")
-    future = await run_in_threadpool(ctx.start_recon, mapping, run_id, rewrite_write_only=rewrite == "true")
+    rewrite = flag(request.query_params, "rewriteWriteOnly")
+    future = await run_in_threadpool(ctx.start_recon, mapping, run_id, rewrite_write_only=rewrite)
     wrapped = asyncio.wrap_future(future)
     if request.query_params.get("waitForCompletion", "").lower() == "true":
         result = await wrapped  # RunLocked surfaces here as 409

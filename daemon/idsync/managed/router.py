@@ -1,10 +1,13 @@
 """The ``openidm`` object of mapping scripts: managed objects, systems, crypto.
 
 ``ScriptRouter`` answers ``openidm.read/query/create/update/patch/delete`` on
-``managed/<type>[/<id>]`` and ``system/<name>/<type>[/<id>]``, the crypto
-functions (``idsync.crypto.CryptoCalls``) and PingIDM's email service
-(``action("external/email", "send", message)``, ``read("config/external.email")``:
-``email.py``). A managed change goes through
+``managed/<type>[/<id>]`` and ``system/<name>/<type>[/<id>]``, the references of
+a relationship property as a collection (``managed/<type>/<id>/<property>[/<ref id>]``:
+``references.py``), the crypto functions (``idsync.crypto.CryptoCalls``), PingIDM's
+email service (``action("external/email", "send", message)``,
+``read("config/external.email")``: ``email.py``) and its recon service
+(``action("recon", "recon" | "reconById", {}, {"mapping": ...})``: ``recons.py``).
+A managed change goes through
 ``ManagedObjects``, so it is validated against ``managed.json`` and pushed by
 implicit synchronization exactly as from the command line or the API; a system
 change is one write to the connector. Reads of managed objects leave secrets out,
@@ -12,8 +15,8 @@ as the API does.
 
 ``scripting(project, store)`` binds a router to this thread's scripts for a unit
 of work (a recon run, one managed change) and closes its connections afterwards.
-In a dry run the router reads but refuses every write, and sends no mail, so a preview
-changes nothing.
+In a dry run the router reads but refuses every write, sends no mail and starts no
+recon, so a preview changes nothing.
 
 PingIDM's signatures, with what idsync takes from them::
 
@@ -24,6 +27,8 @@ PingIDM's signatures, with what idsync takes from them::
     update(resourceName, rev, value, params, fields)        rev null or "*": any revision
     patch(resourceName, rev, patch, params, fields)
     delete(resourceName, rev, params, fields)               the object as it was
+    action(resourceName, actionName, content, params, fields)
+        action(resourceName, content, params): the action is params._action
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import contextlib
 import datetime as dt
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from idsync.config.project import Project
@@ -39,6 +45,8 @@ from idsync.crypto import CryptoCalls
 from idsync.errors import NotFound, ObjectRejected, QueryError
 from idsync.managed.email import send_email
 from idsync.managed.patch import apply_patch
+from idsync.managed.recons import ScriptRecons
+from idsync.managed.references import References
 from idsync.managed.roles import TemporalRoles
 from idsync.managed.service import ManagedObjects
 from idsync.query import parse
@@ -62,7 +70,7 @@ class ScriptRouter:
     """Answers one thread's scripts' ``openidm`` calls; ``close`` when done."""
 
     def __init__(self, project: Project, store: Store, *, dry_run: bool = False,
-                 resources: Resources | None = None) -> None:
+                 resources: Resources | None = None, cancel: threading.Event | None = None) -> None:
         self.project = project
         self.store = store
         self.dry_run = dry_run
@@ -70,6 +78,7 @@ class ScriptRouter:
         self.resources = resources or Resources(project, store)
         self._crypto = CryptoCalls(project.keyring) if project.keyring is not None else None
         self._managed: dict[str, ManagedObjects] = {}
+        self._recons = ScriptRecons(project, store, self.resources, dry_run=dry_run, cancel=cancel)
 
     def close(self) -> None:
         if self._own:
@@ -86,15 +95,23 @@ class ScriptRouter:
                                  "managed/user/<id> or system/ldap/account")
         if function in _WRITES and self.dry_run:
             raise ObjectRejected(f"openidm.{function} {name}: not carried out in a dry run")
+        if function == "action":
+            rest = _action_arguments(rest)
         if name.strip("/").startswith(("external/", "config/")):
             return self._service(function, name.strip("/"), rest[0], rest[1])
-        kind, collection, object_id = _split(name, function)
+        if name.strip("/") == "recon" and function == "action":
+            return self._recons.action(rest[0], rest[1], rest[2])
+        at = _split(name, function)
+        if at.property is not None:
+            return self._references(function, at, rest)
+        kind, collection, object_id = at.kind, at.collection, at.id
         if function == "read":
             return self._read(kind, collection, object_id, _fields(rest[1]))
         if function == "query":
             if object_id is not None:
                 raise ObjectRejected(f"openidm.query {name}: query a collection (managed/<type>, "
-                                     "system/<name>/<type>), not one object or a relationship")
+                                     "system/<name>/<type>, managed/<type>/<id>/<relationship property>), "
+                                     "not one object")
             return self._query(collection, rest[0], _fields(rest[1]))
         if function == "action":
             return self._action(kind, collection, object_id, rest[0], rest[1], rest[2])
@@ -146,7 +163,46 @@ class ScriptRouter:
                 raise ObjectRejected(f"openidm.action {name} patch: not carried out in a dry run")
             return self._patch(kind, collection, object_id, None, content)
         raise ObjectRejected(f"openidm.action {name} {action!r}: not available in idsync's scripts (actions "
-                             "answered: create on a collection, patch on an object, send on external/email)")
+                             "answered: create on a collection, patch on an object, send on external/email, "
+                             "recon and reconById on recon)")
+
+    def _references(self, function: str, at: _Target, rest: list[Any]) -> Any:
+        """``managed/TYPE/ID/PROPERTY[/REF]``: one object's references in a relationship
+        property holding many, as a collection (``references.py``). Reading a reference
+        that is not there answers null, as reading a missing object does."""
+        assert at.id is not None and at.property is not None
+        name = f"{at.collection}/{at.id}/{at.property}"
+        refs = References(self.project, self.store, self._objects(at.collection), at.property)
+        if at.ref is None:
+            if function == "query":
+                params = rest[0] if isinstance(rest[0], dict) else {}
+                text = params.get("_queryFilter")
+                try:
+                    found = refs.query(at.id, text if isinstance(text, str) else None, _fields(rest[1]) or ())
+                except QueryError as exc:
+                    raise ObjectRejected(f"openidm.query {name}: {exc}") from None
+                return _envelope(found)
+            if function == "action" and rest[0] == "create" and self.dry_run:
+                raise ObjectRejected(f"openidm.action {name} create: not carried out in a dry run")
+            if function == "create" and rest[0] is not None:
+                raise ObjectRejected(f"openidm.create {name}: the store gives a reference its _id; pass null as "
+                                     "the new _id")
+            if function == "create" or (function == "action" and rest[0] == "create"):
+                return refs.create(at.id, rest[1])
+            raise ObjectRejected(f"openidm.{function} {name}: query these references or create one; read, update "
+                                 f"or delete one as {name}/<its _refProperties._id>")
+        if function == "read":
+            try:
+                return refs.read(at.id, at.ref, _fields(rest[1]) or ())
+            except NotFound:
+                return None
+        rev = rest[0] if isinstance(rest[0], str) and rest[0] != "*" else None
+        if function == "update":
+            return refs.replace(at.id, at.ref, rest[1], rev)
+        if function == "delete":
+            return refs.delete(at.id, at.ref, rev)
+        raise ObjectRejected(f"openidm.{function} {name}/{at.ref}: read, update or delete one reference (update "
+                             "replaces its _refProperties)")
 
     def _read(self, kind: str, collection: str, object_id: str | None, fields: list[str] | None) -> Obj | None:
         if object_id is None:
@@ -167,9 +223,7 @@ class ScriptRouter:
         if len(found) > MAX_QUERY_RESULTS:
             raise ObjectRejected(f"openidm.query {collection}: more than {MAX_QUERY_RESULTS} results; narrow "
                                  "the _queryFilter")
-        result = found[:limit] if limit is not None else found
-        return {"result": result, "resultCount": len(result), "pagedResultsCookie": None,
-                "totalPagedResultsPolicy": "NONE", "totalPagedResults": -1, "remainingPagedResults": -1}
+        return _envelope(found[:limit] if limit is not None else found)
 
     def _create(self, kind: str, collection: str, new_id: Any, content: Any) -> Obj | None:
         values = _content(content, "create", collection)
@@ -228,10 +282,11 @@ class ScriptRouter:
 
 
 @contextlib.contextmanager
-def scripting(project: Project, store: Store, *, dry_run: bool = False,
-              resources: Resources | None = None) -> Iterator[ScriptRouter]:
-    """Bind a ``ScriptRouter`` to this thread's scripts of ``project`` for the block."""
-    router = ScriptRouter(project, store, dry_run=dry_run, resources=resources)
+def scripting(project: Project, store: Store, *, dry_run: bool = False, resources: Resources | None = None,
+              cancel: threading.Event | None = None) -> Iterator[ScriptRouter]:
+    """Bind a ``ScriptRouter`` to this thread's scripts of ``project`` for the block; ``cancel``
+    (the unit of work's) also stops a recon they start."""
+    router = ScriptRouter(project, store, dry_run=dry_run, resources=resources, cancel=cancel)
     try:
         with project.scripts.routing(router):
             yield router
@@ -239,18 +294,50 @@ def scripting(project: Project, store: Store, *, dry_run: bool = False,
         router.close()
 
 
-def _split(name: str, function: str) -> tuple[str, str, str | None]:
-    """``managed/user/42`` -> ("managed", "managed/user", "42"); ids may hold slashes (DNs)."""
+@dataclass(frozen=True)
+class _Target:
+    """What a resource name names: a collection, one object, or a relationship of one."""
+
+    kind: str  # managed, system
+    collection: str  # managed/user, system/ldap/account
+    id: str | None = None
+    property: str | None = None  # a relationship property of the managed object
+    ref: str | None = None  # one of its references (its _refProperties._id)
+
+
+def _split(name: str, function: str) -> _Target:
+    """``managed/user/42`` -> managed/user, 42; ``managed/user/42/roles/7`` -> managed/user,
+    42, roles, 7; system ids may hold slashes (DNs)."""
     parts = name.strip("/").split("/")
     if parts[0] == "managed" and len(parts) >= 2 and parts[1]:
-        rest = "/".join(parts[2:]) or None
-        if rest is not None and "/" in rest:
-            raise ObjectRejected(f"openidm.{function} {name}: relationship paths are not supported")
-        return "managed", f"managed/{parts[1]}", rest
+        rest = parts[2:]
+        if len(rest) > 3 or "" in rest:
+            raise ObjectRejected(f"openidm.{function} {name}: expected managed/<type>[/<id>[/<relationship "
+                                 "property>[/<reference _id>]]]")
+        return _Target("managed", f"managed/{parts[1]}", *rest)
     if parts[0] == "system" and len(parts) >= 3 and parts[1] and parts[2]:
-        return "system", f"system/{parts[1]}/{parts[2]}", "/".join(parts[3:]) or None
+        return _Target("system", f"system/{parts[1]}/{parts[2]}", "/".join(parts[3:]) or None)
     raise ObjectRejected(f"openidm.{function} {name}: idsync's scripts reach managed/<type>[/<id>], "
-                         "system/<name>/<type>[/<id>] and the email service (external/email) only")
+                         "system/<name>/<type>[/<id>], the email service (external/email) and the recon "
+                         "service (action on recon) only")
+
+
+def _action_arguments(rest: list[Any]) -> list[Any]:
+    """``action``'s arguments after the resource as [action, content, params, fields]:
+    PingIDM's ``action(resource, content, params)`` (the action's name an object, or
+    null) names the action in ``params._action``."""
+    action, content, params, fields = rest[:4]
+    if isinstance(action, dict):
+        action, content, params, fields = None, action, content, params
+    if action is None and isinstance(params, dict):
+        action = params.get("_action")
+    return [action, content, params, fields]
+
+
+def _envelope(result: list[Any]) -> dict[str, Any]:
+    """A query's answer in PingIDM's shape."""
+    return {"result": result, "resultCount": len(result), "pagedResultsCookie": None,
+            "totalPagedResultsPolicy": "NONE", "totalPagedResults": -1, "remainingPagedResults": -1}
 
 
 def _fields(value: Any) -> list[str] | None:

@@ -93,7 +93,7 @@ def run_task(project: Project, store: Store, job: JobDef, *, dry_run: bool, canc
             if dry_run:
                 tally["skipped"] = 1  # a script's writes cannot be previewed
             else:
-                with scripting(project, store):
+                with scripting(project, store, cancel=cancel):
                     script(object=copy.deepcopy(task.input))
                 tally["run"] = 1
         else:

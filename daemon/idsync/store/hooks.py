@@ -142,10 +142,11 @@ class ObjectHooks:
             return None
         request = self._request(event[4:].lower(), object_id)
         variables: dict[str, Any] = {"request": request, "resourceName": request["resourcePath"]}
+        # As stored, their _id included, as PingIDM gives them.
         if old is not None:
-            variables["oldObject"] = old
+            variables["oldObject"] = {**old, "_id": object_id}
         if new is not None:
-            variables["newObject"] = new
+            variables["newObject"] = {**new, "_id": object_id}
         # PingIDM binds object too: the new object itself, none after a delete.
         if new is None:
             variables["object"] = None
@@ -158,7 +159,7 @@ class ObjectHooks:
             try:
                 self.model.scripts[event](**variables)
             except IdsyncError as exc:
-                log.warning("managed.post_script_failed", resource=self.name, event=event,
+                log.warning("managed.post_script_failed", resource=self.name, script=event,
                             object_id=variables["request"]["resourcePath"].rsplit("/", 1)[-1], error=str(exc))
 
     # -- reads ----------------------------------------------------------------

@@ -23,14 +23,19 @@ each is an error of its target, and the run fails once the rest is done.
 
 Dry run needs nothing here: the target resource refuses to write (it answers
 what it would have done), and links are left alone.
+
+A script of a run (a hook, a transform) may start a recon of another mapping in
+its own thread (``managed/recons.py``); one of the run's own mapping is refused
+at once, saying so, rather than take the "already running" of its own lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,7 +46,15 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
 from idsync.config.source_fields import source_fields
-from idsync.errors import IdsyncError, NotFound, RunAborted, RunCanceled, SafetyLimitExceeded, internal_message
+from idsync.errors import (
+    IdsyncError,
+    NotFound,
+    RunAborted,
+    RunCanceled,
+    RunLocked,
+    SafetyLimitExceeded,
+    internal_message,
+)
 from idsync.resource import Obj, QuerySpec, Resource, WriteResult, renamed
 from idsync.resources import Resources
 from idsync.scripts import Script
@@ -72,6 +85,8 @@ __all__ = ["ReconResult", "help_partitions", "run_recon"]
 log = structlog.get_logger(__name__)
 
 _LOCK_REFRESH = 30.0  # seconds between refreshes of the run's lock (it lasts LOCK_TTL)
+# The mappings each thread is reconciling now (``_reconciling``).
+_threads = threading.local()
 
 
 @dataclass
@@ -86,7 +101,9 @@ class ReconResult:
 
 def run_recon(project: Project, store: Store, mapping_name: str, options: ReconOptions | None = None) -> ReconResult:
     """Run ``mapping_name`` once; the result is also recorded in the store."""
-    return _Run(project, store, project.mapping(mapping_name), options or ReconOptions()).run()
+    mapping = project.mapping(mapping_name)
+    with _reconciling(mapping.name):
+        return _Run(project, store, mapping, options or ReconOptions()).run()
 
 
 def help_partitions(project: Project, store: Store, run_id: str, node: str, cancel: threading.Event) -> bool:
@@ -101,8 +118,23 @@ def help_partitions(project: Project, store: Store, run_id: str, node: str, canc
                            page_size=plan.get("page_size"), job=run["job"], cancel=cancel, run_id=run_id, node=node,
                            rewrite_write_only=bool(plan.get("rewrite_write_only")))
     helper = _Run(project, store, project.mapping(run["mapping"]), options)
-    with structlog.contextvars.bound_contextvars(run_id=run_id, mapping=run["mapping"]), quiet_collector():
+    with structlog.contextvars.bound_contextvars(run_id=run_id, mapping=run["mapping"]), quiet_collector(), \
+            _reconciling(run["mapping"]):
         return helper.help()
+
+
+@contextlib.contextmanager
+def _reconciling(mapping: str) -> Iterator[None]:
+    """This thread reconciles ``mapping`` within the block; ``RunLocked`` if it already does."""
+    mine: set[str] = getattr(_threads, "mappings", None) or set()
+    if mapping in mine:
+        raise RunLocked(f"recon:{mapping} cannot start from a script of its own run (this thread is reconciling "
+                        f"{mapping}); start it from elsewhere, such as a scheduled script")
+    _threads.mappings = mine | {mapping}
+    try:
+        yield
+    finally:
+        _threads.mappings = mine
 
 
 class _Run:

@@ -1,0 +1,123 @@
+"""Recons asked for by a caller rather than a schedule: PingIDM's ``recon`` service
+(``recon?_action=recon`` and ``reconById``), over the API (``api/recon.py``) and from
+scripts (``openidm.action("recon", "recon", {}, {"mapping": M})``).
+
+``recon_by_id`` pushes one source object through one mapping, recorded as a
+single-object run (job ``reconById``) like an implicit sync. ``ScriptRecons``
+answers a script's ``recon`` actions in PingIDM's shape, ``{"_id": RUN, "state":
+STATE}``. A script's recon runs to its end inside the call, in the script's
+thread, whatever ``waitForCompletion`` says (a script cannot watch a run go on
+without it); it is recorded as any recon, with the job ``script:recon``. A mapping
+already running is ``RunLocked``, which the script may catch; one this very thread
+is reconciling (a script of that run asking for it again) is refused at once
+(``sync/recon.py``). A dry run starts nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from idsync.config.project import Project
+from idsync.errors import NotFound, ObjectRejected
+from idsync.resources import Resources
+from idsync.store.database import Store
+from idsync.store.objects import ManagedResource
+from idsync.sync.implicit import RECON_BY_ID_JOB, ImplicitSync, PushResult
+from idsync.sync.options import ReconOptions
+from idsync.sync.recon import run_recon
+
+__all__ = ["SCRIPT_JOB", "ScriptRecons", "flag", "pushed", "recon_by_id"]
+
+# The job a script's recon is recorded under: no job file can be named so.
+SCRIPT_JOB = "script:recon"
+_PARAMS = {"recon": ("mapping", "waitForCompletion", "rewriteWriteOnly"),
+           "reconById": ("mapping", "id", "ids", "waitForCompletion")}
+
+
+def recon_by_id(project: Project, store: Store, resources: Resources, mapping_name: str,
+                object_id: str) -> PushResult:
+    """One source object through one mapping, recorded as a run like an implicit sync.
+    The caller binds the scripts' ``openidm`` (``router.scripting``)."""
+    mapping = project.mapping(mapping_name)
+    source = resources.open(mapping.source)
+    if isinstance(source, ManagedResource):
+        source = source.as_sync_source()  # the mapping may push a (hashed) password
+    current = source.get(object_id, mapping.default_source_fields)
+    if current is None:
+        raise NotFound(f"{mapping.source}/{object_id} not found")
+    return ImplicitSync(project, store, resources).push_one(mapping, object_id, current, job=RECON_BY_ID_JOB)
+
+
+def pushed(push: PushResult) -> dict[str, str]:
+    """``reconById``'s answer, as PingIDM's: the run and how it ended."""
+    return {"_id": push.run_id, "state": "SUCCESS" if push.ok else "FAILED"}
+
+
+def flag(params: Mapping[str, str], name: str) -> bool:
+    """The parameter ``name`` (``"true"`` or ``"false"``, any case; absent: false)."""
+    value = params.get(name, "false").lower()
+    if value not in ("true", "false"):
+        raise ObjectRejected(f"{name} must be true or false, not {value!r}")
+    return value == "true"
+
+
+class ScriptRecons:
+    """``openidm.action("recon", ACTION, content, params)`` for one ``ScriptRouter``:
+    ``recon`` (``mapping``) and ``reconById`` (``mapping`` and ``id``, or PingIDM's
+    older ``ids``). ``cancel`` stops a recon it runs, as it stops the unit of work
+    the scripts belong to (a scheduled script's job)."""
+
+    def __init__(self, project: Project, store: Store, resources: Resources, *, dry_run: bool,
+                 cancel: threading.Event | None) -> None:
+        self._project = project
+        self._store = store
+        self._resources = resources
+        self._dry_run = dry_run
+        self._cancel = cancel
+
+    def action(self, action: Any, content: Any, params: Any) -> dict[str, Any]:
+        where = f"openidm.action recon {action!r}"
+        if action not in _PARAMS:
+            raise ObjectRejected(f"{where}: not available in idsync's scripts (recon actions answered: recon, "
+                                 "reconById)")
+        if self._dry_run:
+            raise ObjectRejected(f"{where}: not carried out in a dry run")
+        values = _params(where, params, _PARAMS[action])
+        if content:
+            held = ", ".join(sorted(content)) if isinstance(content, Mapping) else repr(content)
+            raise ObjectRejected(f"{where}: idsync runs the mapping as conf/ defines it, without settings for one "
+                                 f"run (the content holds {held}); pass {{}} as the content")
+        mapping = values.get("mapping")
+        if not mapping:
+            raise ObjectRejected(f"{where}: the parameters need the mapping's name (mapping)")
+        if action == "reconById":
+            object_id = values.get("id") or values.get("ids")
+            if not object_id:
+                raise ObjectRejected(f"{where}: the parameters need the source object's id (id)")
+            return pushed(recon_by_id(self._project, self._store, self._resources, mapping, object_id))
+        options = ReconOptions(job=SCRIPT_JOB, cancel=self._cancel or threading.Event(),
+                               rewrite_write_only=flag(values, "rewriteWriteOnly"))
+        result = run_recon(self._project, self._store, mapping, options)
+        return {"_id": result.id, "state": result.state}
+
+
+def _params(where: str, params: Any, known: tuple[str, ...]) -> dict[str, str]:
+    """The action's parameters as PingIDM passes them on: strings (a boolean or number
+    written as text); a parameter idsync does not take is refused, never ignored."""
+    if not isinstance(params, Mapping):
+        raise ObjectRejected(f"{where}: the parameters must be an object, such as {{mapping: 'NAME'}}")
+    values: dict[str, str] = {}
+    for key, value in params.items():
+        if key == "_action" or value is None:
+            continue
+        if key not in known:
+            raise ObjectRejected(f"{where}: unknown parameter {key!r} (known: {', '.join(known)})")
+        if isinstance(value, bool):
+            values[key] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            values[key] = str(value)
+        else:
+            raise ObjectRejected(f"{where}: the parameter {key} must be a string, not {type(value).__name__}")
+    return values

@@ -1,0 +1,193 @@
+"""One object's references in a relationship property holding many, as a collection.
+
+PingIDM serves ``managed/TYPE/ID/PROPERTY`` (a role's ``members``, a user's
+``roles``) as a collection of its own: a query lists the references, one is read,
+replaced (its ``_refProperties``) or deleted by its ``_refProperties._id``, and a
+new one is created from ``{"_ref": "managed/TYPE/ID", "_refProperties": {...}}``.
+The API (``api/relationships.py``) and the scripts' ``openidm`` (``router.py``)
+both answer it from here.
+
+Each change is a patch of the object through ``ManagedObjects``, so it is
+validated, revisioned and pushed by implicit synchronization (both ends:
+``relationships.py``) like any other change of the object. A reference is
+answered as PingIDM answers a relationship: its own ``_id`` and ``_rev`` first,
+then ``_ref``, ``_refResourceCollection``, ``_refResourceId`` and
+``_refProperties``; fields other than those ask for the referenced object's
+(``["*"]`` all of them, ``["_ref", "name"]`` its ``name``), merged in (``expand``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from idsync.config.managed import ManagedType
+from idsync.config.project import Project
+from idsync.errors import IdsyncError, NotFound, ObjectRejected, RevisionMismatch
+from idsync.managed.service import ManagedObjects
+from idsync.query import matches, parse
+from idsync.store.database import Store
+from idsync.store.objects import ManagedResource
+
+__all__ = ["References", "expand", "shown"]
+
+
+class References:
+    """``managed/TYPE/ID/NAME`` for the objects of ``objects``' type; ``NotFound`` when
+    ``NAME`` is not a relationship property of the type, ``ObjectRejected`` when it
+    holds one reference (that one is read and changed on the object itself)."""
+
+    def __init__(self, project: Project, store: Store, objects: ManagedObjects, name: str) -> None:
+        schema = objects.schema
+        relation = schema.relationships.get(name)
+        if relation is None:
+            raise NotFound(f"Resource 'managed/{schema.name}/ID/{name}' not found: {name} is not a relationship "
+                           f"property of managed/{schema.name}")
+        if not relation.many:
+            raise ObjectRejected(f"managed/{schema.name} {name} holds one reference: read and change it on the "
+                                 "object itself")
+        self._project = project
+        self._store = store
+        self._objects = objects
+        self._schema = schema
+        self._relation = relation
+        self.name = name
+
+    def query(self, object_id: str, text: str | None, fields: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """The references ``_queryFilter`` ``text`` selects (``"true"``: all), each expanded with
+        the referenced object's ``fields``."""
+        if text is None:
+            raise ObjectRejected(f"{self._path(object_id)}: a query needs _queryFilter (_queryFilter=true lists "
+                                 "every reference)")
+        node = None if text.strip() == "true" else parse(text)
+        obj = self._read(object_id)
+        if fields:
+            obj = expand(self._project, self._store, self._schema, obj, [f"{self.name}/{f}" for f in fields])
+        return [shown(r) for r in _refs(obj, self.name) if node is None or matches(node, r)]
+
+    def read(self, object_id: str, row: str, fields: Sequence[str] = ()) -> dict[str, Any]:
+        """The reference whose ``_refProperties._id`` is ``row`` (``NotFound``)."""
+        obj = self._read(object_id)
+        ref = _refs(obj, self.name)[_index(obj, self.name, row, self._path(object_id))]
+        if fields:
+            expand(self._project, self._store, self._schema, {self.name: [ref]}, [f"{self.name}/{f}" for f in fields])
+        return shown(ref)
+
+    def create(self, object_id: str, body: Any) -> dict[str, Any]:
+        """Add the reference ``body`` asks for; refused when the object already holds it."""
+        ref = body.get("_ref") if isinstance(body, Mapping) else None
+        if not isinstance(ref, str):
+            raise ObjectRejected(f'{self._path(object_id)}: a relationship is created with {{"_ref": '
+                                 '"managed/TYPE/ID", "_refProperties": {...}}')
+        if self._relation.collection_of(ref) is None:
+            raise ObjectRejected(f"{self._path(object_id)}: _ref {ref!r} does not name an object of "
+                                 f"{' or '.join(self._relation.collections) or 'a managed type'}")
+        assert isinstance(body, Mapping)
+        if any(r["_ref"] == ref for r in _refs(self._read(object_id), self.name)):
+            raise _conflict(f"managed/{self._schema.name}/{object_id} {self.name} already holds {ref}")
+        value = {"_ref": ref, "_refProperties": body.get("_refProperties") or {}}
+        after = self._patched(object_id, [{"operation": "add", "field": f"/{self.name}/-", "value": value}])
+        for kept in _refs(after, self.name):
+            if kept["_ref"] == ref:
+                return shown(kept)
+        raise IdsyncError(f"{self._path(object_id)}: the reference to {ref} was not kept")
+
+    def replace(self, object_id: str, row: str, body: Any, rev: str | None = None) -> dict[str, Any]:
+        """Replace the ``_refProperties`` of reference ``row``; its ``_ref`` cannot change."""
+        obj = self._read(object_id)
+        index = _index(obj, self.name, row, self._path(object_id))
+        ref = _refs(obj, self.name)[index]
+        _expect(ref, rev, f"{self._path(object_id)}/{row}")
+        if not isinstance(body, Mapping) or body.get("_ref", ref["_ref"]) != ref["_ref"]:
+            raise ObjectRejected("a relationship's _ref cannot change: delete it and create another")
+        if not isinstance(body.get("_refProperties") or {}, Mapping):
+            raise ObjectRejected("_refProperties must be an object")
+        props = {**(body.get("_refProperties") or {}), "_id": row}
+        after = self._patched(object_id, [{"operation": "replace", "field": f"/{self.name}/{index}",
+                                           "value": {"_ref": ref["_ref"], "_refProperties": props}}])
+        return shown(_refs(after, self.name)[_index(after, self.name, row, self._path(object_id))])
+
+    def delete(self, object_id: str, row: str, rev: str | None = None) -> dict[str, Any]:
+        """Remove reference ``row``; answers it as it was."""
+        obj = self._read(object_id)
+        index = _index(obj, self.name, row, self._path(object_id))
+        ref = _refs(obj, self.name)[index]
+        _expect(ref, rev, f"{self._path(object_id)}/{row}")
+        self._patched(object_id, [{"operation": "remove", "field": f"/{self.name}/{index}"}])
+        return shown(ref)
+
+    def _path(self, object_id: str) -> str:
+        return f"managed/{self._schema.name}/{object_id}/{self.name}"
+
+    def _read(self, object_id: str) -> dict[str, Any]:
+        obj = ManagedResource(self._store, self._schema).get(object_id, [self.name])
+        if obj is None:
+            raise NotFound(f"managed/{self._schema.name}/{object_id} not found")
+        return obj
+
+    def _patched(self, object_id: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        change = self._objects.patch(object_id, operations)
+        if change.object is None:
+            raise NotFound(f"managed/{self._schema.name}/{object_id} not found")
+        return self._read(object_id)
+
+
+def shown(ref: Mapping[str, Any]) -> dict[str, Any]:
+    """A reference as PingIDM answers a relationship: its own ``_id`` and ``_rev`` first."""
+    props = ref.get("_refProperties") or {}
+    return {"_id": props.get("_id"), "_rev": props.get("_rev"), **ref}
+
+
+def expand(project: Project, store: Store, schema: ManagedType, obj: dict[str, Any],
+           fields: Sequence[str]) -> dict[str, Any]:
+    """``obj`` with the relationship properties named ``NAME/*`` or ``NAME/FIELD`` in
+    ``fields`` expanded: each reference carries the fields of the object it points to."""
+    wanted: dict[str, set[str]] = {}
+    for f in fields:
+        name, _, sub = f.strip().strip("/").partition("/")
+        if sub and name in schema.relationships:
+            wanted.setdefault(name, set()).add(sub)
+    types = project.managed.types
+    for name, subs in wanted.items():
+        value = obj.get(name)
+        refs = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+        by_type: dict[str, list[str]] = {}
+        for ref in refs:
+            by_type.setdefault(ref["_refResourceCollection"], []).append(ref["_refResourceId"])
+        found: dict[str, dict[str, Any]] = {}
+        for collection, ids in by_type.items():
+            other = types.get(collection.split("/", 1)[1])
+            if other is not None:
+                for oid, o in ManagedResource(store, other).get_many(ids).items():
+                    found[f"{collection}/{oid}"] = o
+        for ref in refs:
+            target = found.get(ref["_ref"], {})
+            picked = target if "*" in subs else {k: v for k, v in target.items() if k in subs or k in ("_id", "_rev")}
+            ref.update({k: v for k, v in picked.items() if not k.startswith("_ref")})
+    return obj
+
+
+def _refs(obj: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    value = obj.get(name)
+    return value if isinstance(value, list) else []
+
+
+def _index(obj: Mapping[str, Any], name: str, row: str, path: str) -> int:
+    for i, ref in enumerate(_refs(obj, name)):
+        if ref["_refProperties"]["_id"] == row:
+            return i
+    raise NotFound(f"{path}/{row} not found")
+
+
+def _expect(ref: Mapping[str, Any], rev: str | None, path: str) -> None:
+    """``RevisionMismatch`` when the caller expects another revision of the reference."""
+    have = ref["_refProperties"].get("_rev")
+    if rev is not None and rev != have:
+        raise RevisionMismatch(f"{path}: revision {rev} expected, the reference is at {have}")
+
+
+def _conflict(message: str) -> ObjectRejected:
+    """Refused because of what is there already: the API answers 409, as PingIDM does."""
+    rejected = ObjectRejected(message)
+    rejected.status = 409
+    return rejected
