@@ -70,3 +70,59 @@ def test_a_private_property_is_never_answered_over_http(tmp_path: Path) -> None:
     checked = idsync(project, "validate")
     assert checked.returncode == 78, checked.stdout
     assert "objects[0].schema.properties.note.scope: expected \"public\" or \"private\"" in checked.stdout
+
+
+def test_the_console_shows_no_private_property(tmp_path: Path) -> None:
+    """The admin console, which answers as the API does, lists and shows no private
+    property, offers none in its forms, and a form that sends one changes nothing."""
+    import asyncio
+
+    import httpx
+    from test_console_unit import _app, _logged_in, _login_token
+
+    project = _project(tmp_path)
+    made = idsync(project, "managed", "create", "user", "--data",
+                  json.dumps({"userName": "ann", "note": "keep it quiet", "lastSync": {"m": {"t": 1}}}))
+    assert made.returncode == 0, made.stderr
+    user_id = json.loads(made.stdout)["_id"]
+
+    async def visit(app: object) -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
+                                     base_url="http://testserver") as client:
+            await _logged_in(client)
+            listing = await client.get("/admin/managed/user")
+            shown = await client.get(f"/admin/managed/user/{user_id}")
+            new_form = await client.get("/admin/managed/user/new")
+            for answer in (listing, shown, new_form):
+                assert answer.status_code == 200, answer.text
+                assert "quiet" not in answer.text and 'name="p.note"' not in answer.text, answer.text
+                assert "lastSync" not in answer.text
+            assert "ann" in listing.text and "ann" in shown.text
+            rev = shown.text.split('name="_rev" value="', 1)[1].split('"', 1)[0]
+            await client.post(f"/admin/managed/user/{user_id}",
+                              data={"csrf": _login_token(shown), "_rev": rev, "p.note": "now loud"})
+
+    with _app(tmp_path, project) as app:
+        asyncio.run(visit(app))
+    kept = idsync(project, "managed", "get", "user", user_id)
+    assert json.loads(kept.stdout)["note"] == "keep it quiet"
+
+
+def test_a_recorded_change_of_a_private_property_is_not_answered(tmp_path: Path) -> None:
+    """A recon writing a private property records the change; audit/recon answers the
+    entry's other changes and leaves that one out."""
+    from store_projects import CREATE_UPDATE, store_project
+
+    mapping = {"name": "staff_user", "source": "managed/staff", "target": "managed/user", "policies": CREATE_UPDATE,
+               "properties": [{"source": "login", "target": "userName"}, {"source": "remark", "target": "note"}]}
+    project = store_project(tmp_path, {
+        "user": {"userName": {"type": "string", "searchable": True}, "note": {"type": "string", "scope": "private"}},
+        "staff": {"login": {"type": "string", "searchable": True}, "remark": {"type": "string"}}}, [mapping])
+    made = idsync(project, "managed", "create", "staff", "--no-sync", "--data",
+                  json.dumps({"login": "bo", "remark": "keep it quiet"}))
+    assert made.returncode == 0, made.stderr
+    assert idsync(project, "recon", "staff_user").returncode == 0
+    with serve(project) as api:
+        (event,) = api.get("/openidm/audit/recon?_queryFilter=true", headers=ADMIN).json()["result"]
+    assert event["action"] == "CREATE" and event["messageDetail"]["userName"] == "bo"
+    assert "note" not in event["messageDetail"] and "quiet" not in json.dumps(event)

@@ -26,11 +26,12 @@ from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope
 from idsync.config.jobs import LIVESYNC_JOB
+from idsync.config.project import Project
 from idsync.errors import QueryError
 from idsync.store.audit_events import AuditQuery, Topic, audit_event, query_audit, read_audit, sort_key
 from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB
 
-__all__ = ["audit_routes"]
+__all__ = ["audit_routes", "private_by_mapping"]
 
 _SYNC_JOBS = frozenset({IMPLICIT_JOB, RETRY_JOB, LIVESYNC_JOB})
 _TOPICS = {"recon": Topic("recon", _SYNC_JOBS, exclude=True), "sync": Topic("sync", _SYNC_JOBS)}
@@ -49,6 +50,14 @@ def _topic(request: Request) -> Topic:
 
 def _ends(ctx: ApiContext) -> dict[str, tuple[str, str]]:
     return {m.name: (m.source, m.target) for m in ctx.project().mappings}
+
+
+def private_by_mapping(project: Project) -> dict[str, frozenset[str]]:
+    """Each mapping's target properties that no answer shows: a managed target's
+    ``"scope": "private"`` ones (a recorded change of one is left out, as the object's)."""
+    types = project.managed.types
+    return {m.name: types[m.target.split("/", 1)[1]].private for m in project.mappings
+            if m.target.startswith("managed/") and m.target.split("/", 1)[1] in types}
 
 
 async def _query(request: Request) -> JSONResponse:
@@ -72,7 +81,8 @@ async def _query(request: Request) -> JSONResponse:
     if params.page_size and len(rows) > params.page_size:
         rows = rows[: params.page_size]
         next_cookie = str(rows[-1]["seq"])
-    events: list[dict[str, Any]] = [params.shape(audit_event(topic.name, r, ends)) for r in rows]
+    hidden = private_by_mapping(ctx.project())
+    events: list[dict[str, Any]] = [params.shape(audit_event(topic.name, r, ends, hidden)) for r in rows]
     return JSONResponse(envelope(events, cookie=next_cookie, params=params, total=total))
 
 
@@ -83,7 +93,7 @@ async def _read(request: Request) -> JSONResponse:
     row = await run_in_threadpool(read_audit, ctx.store, topic, event_id)
     if row is None:
         raise ApiError(404, f"audit/{topic.name}/{event_id} not found")
-    return JSONResponse(audit_event(topic.name, row, _ends(ctx)))
+    return JSONResponse(audit_event(topic.name, row, _ends(ctx), private_by_mapping(ctx.project())))
 
 
 audit_routes = [

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from idsync.api.audit import private_by_mapping
 from idsync.api.context import ApiContext
 from idsync.api.managed import change_managed
 from idsync.config.managed import ManagedType
@@ -36,6 +37,7 @@ from idsync.errors import IdsyncError
 from idsync.managed.service import Change, ManagedObjects
 from idsync.query import parse
 from idsync.resources import Resources
+from idsync.store.audit_events import without_hidden
 from idsync.store.filters import to_sql
 from idsync.store.links import LinkSet
 from idsync.store.tables import audit, managed_objects, managed_properties
@@ -99,7 +101,8 @@ def _search(ctx: ApiContext, object_type: str, text: str, query_filter: str,
         if after:
             query = query.where(mo.c.id > after)
         query = query.order_by(mo.c.id).limit(_PAGE + 1)
-        rows = [{"_id": r.id, **{k: v for k, v in (r.data or {}).items() if k not in schema.secrets}}
+        left_out = schema.secrets | schema.private
+        rows = [{"_id": r.id, **{k: v for k, v in (r.data or {}).items() if k not in left_out}}
                 for r in conn.execute(query)]
     return rows, capped
 
@@ -138,14 +141,16 @@ def _linked(ctx: ApiContext, resource: str, object_id: str) -> list[dict[str, st
 
 
 def _history(ctx: ApiContext, ids: list[str]) -> list[dict[str, Any]]:
-    """Audit entries naming the object or an object linked to it as their source (indexed), newest first."""
+    """Audit entries naming the object or an object linked to it as their source (indexed),
+    newest first; a recorded change of a private property left out, as the API leaves it."""
     query = (select(audit).where(audit.c.source_id.in_(ids)).order_by(audit.c.seq.desc()).limit(_HISTORY))
+    hidden = private_by_mapping(ctx.project())
     with ctx.store.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(query).mappings()]
+        return [without_hidden(dict(r), hidden.get(r["mapping"], ())) for r in conn.execute(query).mappings()]
 
 
 def _read(ctx: ApiContext, object_type: str, object_id: str) -> dict[str, Any]:
-    """The object as the API reads it (secrets left out)."""
+    """The object as the store holds it, secrets left out."""
     project = ctx.project()
     resources = Resources(project, ctx.store)
     try:
@@ -156,11 +161,12 @@ def _read(ctx: ApiContext, object_type: str, object_id: str) -> dict[str, Any]:
 
 def _view(ctx: ApiContext, object_type: str, object_id: str) -> dict[str, Any]:
     schema = _schema(ctx, object_type)
-    obj = _read(ctx, object_type, object_id)
+    # What the API answers: no secret, no "scope": "private" property.
+    obj = {k: v for k, v in _read(ctx, object_type, object_id).items() if k not in schema.private}
     resource = f"managed/{object_type}"
     linked = _linked(ctx, resource, object_id)
     fields = [{"name": p.name, "type": p.type, "value": _shown(obj.get(p.name), p.type)}
-              for p in schema.properties.values() if not p.secret]
+              for p in schema.properties.values() if not p.secret and not p.private]
     return {"object": obj, "fields": fields, "linked": linked,
             "history": _history(ctx, [object_id, *(link["id"] for link in linked)]),
             "required": schema.required}
@@ -198,7 +204,8 @@ async def _new_form(request: Request) -> Response:
     ctx = _ctx(request)
     object_type = request.path_params["type"]
     schema = _schema(ctx, object_type)
-    fields = [{"name": p.name, "type": p.type, "value": "", "secret": p.secret} for p in schema.properties.values()]
+    fields = [{"name": p.name, "type": p.type, "value": "", "secret": p.secret} for p in schema.properties.values()
+              if not p.private]
     return page(request, "identity_new.html", object_type=object_type, fields=fields, required=schema.required)
 
 
@@ -250,7 +257,7 @@ def _edit(ctx: ApiContext, object_type: str, object_id: str, form: Form) -> list
     current = _read(ctx, object_type, object_id)
     ops: list[dict[str, Any]] = []
     for prop in schema.properties.values():
-        if prop.secret or not form.has(f"p.{prop.name}"):
+        if prop.secret or prop.private or not form.has(f"p.{prop.name}"):
             continue
         new = _parsed(form.get(f"p.{prop.name}"), prop.type)
         if new == current.get(prop.name) or (new in ("", None) and prop.name not in current):

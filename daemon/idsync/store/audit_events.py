@@ -17,7 +17,7 @@ names those fields: it becomes SQL over the audit table's columns, its values bo
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,8 @@ from idsync.store.filters import BooleanSql, compare_op
 from idsync.store.runs import shown_audit
 from idsync.store.tables import audit, recon_runs
 
-__all__ = ["FIELDS", "AuditQuery", "Topic", "audit_event", "query_audit", "read_audit", "sort_key"]
+__all__ = ["FIELDS", "AuditQuery", "Topic", "audit_event", "query_audit", "read_audit", "sort_key",
+           "without_hidden"]
 
 # Runs of scheduled scripts and task scans record their tasks under these names, not a mapping's.
 _TASK_PREFIXES = ("script/", "taskscanner/")
@@ -67,10 +68,12 @@ class AuditQuery:
     exact_total: bool = False
 
 
-def audit_event(topic: str, row: Mapping[str, Any], ends: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+def audit_event(topic: str, row: Mapping[str, Any], ends: Mapping[str, tuple[str, str]],
+                hidden: Mapping[str, Collection[str]] | None = None) -> dict[str, Any]:
     """One audit row as PingIDM answers an event of ``topic``; ``ends``: each mapping's
-    source and target resources, which make its ids paths."""
-    row = shown_audit(row)
+    source and target resources, which make its ids paths; ``hidden``: the properties
+    of each mapping's target that no answer shows (``"scope": "private"``)."""
+    row = without_hidden(shown_audit(row), (hidden or {}).get(row["mapping"], ()))
     source, target = ends.get(row["mapping"], ("", ""))
     failed = row["status"] == "FAILURE"
     ts = row["ts"]
@@ -87,6 +90,14 @@ def audit_event(topic: str, row: Mapping[str, Any], ends: Mapping[str, tuple[str
     if topic == "recon":
         event.update(reconId=row["run_id"], entryType="entry")
     return event
+
+
+def without_hidden(row: Mapping[str, Any], hidden: Collection[str]) -> dict[str, Any]:
+    """An audit row whose recorded changes leave out the ``hidden`` properties."""
+    changes = row.get("changes")
+    if not hidden or not isinstance(changes, dict):
+        return dict(row)
+    return {**row, "changes": {k: v for k, v in changes.items() if k not in hidden} or None}
 
 
 def _path(resource: str, object_id: str | None) -> str | None:
