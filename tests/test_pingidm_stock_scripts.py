@@ -198,3 +198,45 @@ def test_a_granted_role_is_not_deleted(tmp_path: Path) -> None:
         assert api.delete(f"/openidm/managed/role/{role['_id']}", headers=ADMIN).status_code == 200
     checked = idsync(project, "validate")
     assert "objects[1].onDelete" not in checked.stderr, checked.stderr
+
+
+_EDGES: list[dict[str, Any]] = [
+    {}, {"accountStatus": ""}, {"accountStatus": None}, {"accountStatus": 0}, {"accountStatus": "inactive"},
+    {"authzRoles": []}, {"authzRoles": None}, {"authzRoles": [{"_ref": "managed/role/x"}]}, {"authzRoles": {}},
+    {"accountStatus": False, "authzRoles": ""}, {"lastSync": {"m": 1}}, {"idpData": {}},
+]
+
+
+@pytest.mark.parametrize("ui", ["ui/", ""])
+def test_a_stock_only_script_runs_as_python_with_the_same_answers(ui: str) -> None:
+    """The stock onCreate and onUpdate, and nothing else, run as Python (``StockScript``)
+    and answer what idsync's JavaScript modules answer, for absent, empty, false and
+    zero values alike; one line more and the script is JavaScript again."""
+    from idsync.scripts import ScriptEngine
+    from idsync.scripts.stock import StockScript, stock_script
+
+    engine = ScriptEngine()
+    same = [["newObject", "object"]]
+    for source, olds in ((_STOCK_CREATE, [None]), (_STOCK_UPDATE, [{}, {"lastSync": {"old": True}}, {"lastSync": ""}])):
+        config = {"type": _JS, "source": source.format(ui=ui)}
+        native = stock_script(config, "managed.json: onX")
+        assert isinstance(native, StockScript)
+        compiled = engine.compile(config, file="managed.json", key="onX", base_dir=Path("."))
+        for obj in _EDGES:
+            for old in olds:
+                for method in ("create", "update"):
+                    variables = {"object": dict(obj), "oldObject": old, "@same": same,
+                                 "request": {"method": method, "resourcePath": "managed/user/1"},
+                                 "resourceName": "managed/user/1"}
+                    assert native.run_returning(variables, "object") == compiled.run_returning(variables, "object"), (
+                        source, obj, old, method)
+        assert stock_script({**config, "source": config["source"] + " object.x = 1;"}, "x") is None
+        assert stock_script({**config, "globals": {"a": 1}}, "x") is None
+    assert stock_script({"type": _JS, "source": "require('ui/onCreateUser').setDefaultFields(newObject);"}, "x") is None
+    from idsync.config.objectmodel import load_object_models
+
+    raw = {"objects": [{**_user(ui), "onCreate": {"type": _JS, "source": _STOCK_CREATE.format(ui=ui)}}, _ROLE]}
+    models = load_object_models(raw, Path("."), Path("."), engine, file="managed.json")
+    assert isinstance(models["user"].scripts["onCreate"], StockScript)
+    assert isinstance(models["role"].scripts["onCreate"], StockScript)
+    assert not isinstance(models["user"].scripts["onUpdate"], StockScript)  # the project's lines after the stock ones

@@ -36,6 +36,7 @@ from idsync.errors import ConfigError, ScriptError
 from idsync.scripts import Script, ScriptEngine
 from idsync.scripts.modules import MODULE_NAMES, required_modules
 from idsync.scripts.paths import ScriptPaths
+from idsync.scripts.stock import StockScript, stock_script
 
 __all__ = [
     "BUILTIN_POLICIES",
@@ -56,7 +57,7 @@ __all__ = [
 OBJECT_EVENTS = ("onCreate", "onRead", "onUpdate", "onDelete", "onValidate", "onRetrieve", "onStore",
                  "postCreate", "postUpdate", "postDelete")
 PROPERTY_EVENTS = ("onValidate", "onRetrieve", "onStore")
-ObjectScript = Script  # what a managed.json script compiles to
+ObjectScript = Script | StockScript  # what a managed.json script compiles to
 _HASH_ALGORITHMS = ("SHA-256", "SHA-384", "SHA-512", "SHA-1", "MD5")
 
 
@@ -168,7 +169,7 @@ class CustomPolicies:
 class TypeModel:
     """What runs around a write of one managed type."""
 
-    scripts: Mapping[str, Script] = field(default_factory=dict)
+    scripts: Mapping[str, ObjectScript] = field(default_factory=dict)
     properties: Mapping[str, PropertyModel] = field(default_factory=dict)
     custom: CustomPolicies | None = None
 
@@ -382,8 +383,10 @@ def load_object_models(managed_raw: Any, conf: Path, project_dir: Path, engine: 
         if not isinstance(obj, dict):
             continue
         at = f"objects[{i}]"
-        scripts = {event: engine.compile(obj[event], file=file, key=f"{at}.{event}", base_dir=project_dir)
-                   for event in OBJECT_EVENTS if obj.get(event) is not None and not_run(obj[event], paths) is None}
+        scripts: dict[str, ObjectScript] = {
+            event: stock_script(obj[event], f"{file}: {at}.{event}")
+            or engine.compile(obj[event], file=file, key=f"{at}.{event}", base_dir=project_dir)
+            for event in OBJECT_EVENTS if obj.get(event) is not None and not_run(obj[event], paths) is None}
         schema: dict[str, Any] = obj["schema"] if isinstance(obj.get("schema"), dict) else {}
         props_raw: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
         from_policy_json = _resource_policies(policy_raw, str(obj.get("name")), policy_file)
