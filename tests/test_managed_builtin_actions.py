@@ -59,3 +59,26 @@ def test_trigger_sync_check_and_patch_actions(tmp_path: Path) -> None:
         assert staff()[0]["title"] == "manager"
         bad = api.post(f"/openidm/managed/user/{user['_id']}?_action=patch", json={"title": "x"}, headers=_JSON)
         assert bad.status_code == 400, bad.text
+
+
+def test_an_assignment_names_a_mapping_of_the_project(tmp_path: Path) -> None:
+    """PingIDM's mapping-exists policy (on the default assignment's ``mapping``) refuses a
+    name no mapping of the project has, as PingIDM does (403, MAPPING_EXISTS), and takes
+    one it has; validate no longer calls it unenforced."""
+    project = store_project(tmp_path, {
+        "user": {"userName": {"type": "string", "searchable": True}, "title": {"type": "string"}},
+        "staff": {"login": {"type": "string", "searchable": True}, "title": {"type": "string"}},
+        "assignment": {"schema": {"required": ["name", "mapping"], "properties": {
+            "name": {"type": "string"},
+            "mapping": {"type": "string", "policies": [{"policyId": "mapping-exists"}]}}}}}, [_MAPPING])
+    with serve(project) as api:
+        wrong = api.post("/openidm/managed/assignment?_action=create", headers=_JSON,
+                         json={"name": "a", "mapping": "no_such_mapping"})
+        assert wrong.status_code == 403, wrong.text
+        assert wrong.json()["detail"]["failedPolicyRequirements"] == [
+            {"property": "mapping", "policyRequirements": [{"policyRequirement": "MAPPING_EXISTS"}]}]
+        right = api.post("/openidm/managed/assignment?_action=create", headers=_JSON,
+                         json={"name": "a", "mapping": "user_staff"})
+        assert right.status_code == 201, right.text
+    checked = idsync(project, "validate")
+    assert checked.returncode == 0 and "mapping-exists" not in checked.stderr, checked.stderr

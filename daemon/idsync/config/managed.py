@@ -65,6 +65,8 @@ class ManagedType:
     roles: RoleModel | None = field(default=None, compare=False, repr=False)
     # Custom actions (``config/actions.py``), attached with ``model``.
     actions: Mapping[str, ManagedAction] = field(default_factory=dict, compare=False, repr=False)
+    # The project's mapping names, which the ``mapping-exists`` policy checks (None: not known here).
+    mapping_names: frozenset[str] | None = field(default=None, compare=False, repr=False)
 
     # Computed once: the store asks for each property of each object it writes.
     @functools.cached_property

@@ -90,6 +90,7 @@ BUILTIN_POLICIES: Mapping[str, _Builtin] = {
     "valid-phone-format": _Builtin(("VALID_PHONE_FORMAT",), True),
     "regexpMatches": _Builtin(("MATCH_REGEXP",)),
     "re-auth-required": _Builtin(("REAUTH_REQUIRED",)),
+    "mapping-exists": _Builtin(("MAPPING_EXISTS",)),
 }
 
 # PingIDM's other built-in policies: accepted, not enforced (``idsync validate`` says why).
@@ -98,7 +99,6 @@ NOT_ENFORCED_POLICIES: Mapping[str, str] = {
     "no-internal-user-conflict": "idsync has no internal users",
     "max-attempts-triggers-lock-cooldown": "idsync keeps no failed-login counters",
     "valid-array-items": "array items are checked for their type only",
-    "mapping-exists": "it checks PingIDM's own configuration objects",
     "valid-permissions": "it checks PingIDM's internal privileges",
     "valid-accessFlags-object": "it checks PingIDM's internal privileges",
     "valid-privilege-path": "it checks PingIDM's internal privileges",

@@ -241,10 +241,13 @@ def load_project(project_dir: Path) -> Project:
                           max_calls=settings.scripts.max_calls, router=CryptoCalls(keys))
     models = load_object_models(managed_raw, conf, project_dir, engine, file=str(managed_file))
     actions = load_actions(managed_raw, project_dir, engine, file=str(managed_file))
-    managed = ManagedSchema({name: replace(t, model=models.get(name), actions=actions.get(name, {}))
+    mappings = load_mappings(conf, engine)
+    names = frozenset(m.name for m in mappings)
+    managed = ManagedSchema({name: replace(t, model=models.get(name), actions=actions.get(name, {}),
+                                           mapping_names=names)
                              for name, t in managed.types.items()})
     queries, _ = load_queries(conf)
-    project = Project(settings, managed, load_mappings(conf, engine), provisioners, queries, scripts=engine,
+    project = Project(settings, managed, mappings, provisioners, queries, scripts=engine,
                       keyring=keys, endpoints=load_endpoints(conf, project_dir, engine),
                       email=load_email(conf, project_dir, keys))
     for m in project.mappings:

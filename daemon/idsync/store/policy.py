@@ -89,7 +89,7 @@ def check(schema: ManagedType, obj: Mapping[str, Any], *, before: Mapping[str, A
                 custom_calls.append((name, use, [use.custom, dict(obj), None if value is _MISSING else value,
                                                  dict(use.params), name, list(failed)]))
                 continue
-            failed.extend(_builtin(use, name, value, obj, before, failed, object_id, taken))
+            failed.extend(_builtin(use, name, value, obj, before, failed, object_id, taken, schema.mapping_names))
     if custom_calls and model.custom is not None:
         answers = model.custom.run([call for _, _, call in custom_calls])
         for (name, use, _), answer in zip(custom_calls, answers, strict=True):
@@ -116,7 +116,8 @@ def _requirements(answer: Any, use: PolicyUse) -> list[Requirement]:
 
 
 def _builtin(use: PolicyUse, name: str, value: Any, obj: Mapping[str, Any], before: Mapping[str, Any] | None,
-             failed: list[Requirement], object_id: str | None, taken: Taken | None) -> list[Requirement]:
+             failed: list[Requirement], object_id: str | None, taken: Taken | None,
+             mappings: Collection[str] | None) -> list[Requirement]:
     p = use.params
     code = use.requirements[0]
     present = value is not _MISSING
@@ -138,6 +139,8 @@ def _builtin(use: PolicyUse, name: str, value: Any, obj: Mapping[str, Any], befo
         params = {"invalidType": kind, "validTypes": list(p["types"])}
     elif policy == "re-auth-required":
         ok = True
+    elif policy == "mapping-exists":  # the project's mappings (unknown outside a project: not checked)
+        ok = mappings is None or (isinstance(value, str) and value in mappings)
     elif policy == "cannot-contain-others":
         bad = _contained(value, p["disallowedFields"], obj, before)
         ok, params = not bad, {"disallowedFields": bad}
