@@ -61,6 +61,23 @@ def test_trigger_sync_check_and_patch_actions(tmp_path: Path) -> None:
         assert bad.status_code == 400, bad.text
 
 
+def test_a_script_triggers_a_sync_check(tmp_path: Path) -> None:
+    """openidm.action('managed/user/ID', 'triggerSyncCheck') in a script (a custom endpoint
+    here) pushes the object as the REST action does and answers it."""
+    project = _project(tmp_path)
+    (project / "conf" / "endpoint-resync.json").write_text(json.dumps({
+        "type": "text/javascript",
+        "source": "openidm.action('managed/user/' + request.additionalParameters.id, 'triggerSyncCheck')"}))
+    made = idsync(project, "managed", "create", "user", "--no-sync", "--data",
+                  json.dumps({"userName": "bo", "title": "clerk"}))
+    assert made.returncode == 0, made.stderr
+    with serve(project) as api:
+        answer = api.get(f"/openidm/endpoint/resync?id={json.loads(made.stdout)['_id']}", headers=ADMIN)
+        assert answer.status_code == 200 and answer.json()["userName"] == "bo", answer.text
+        (staff,) = api.get("/openidm/managed/staff?_queryFilter=true", headers=ADMIN).json()["result"]
+        assert staff["login"] == "bo" and staff["title"] == "clerk"
+
+
 def test_an_assignment_names_a_mapping_of_the_project(tmp_path: Path) -> None:
     """PingIDM's mapping-exists policy (on the default assignment's ``mapping``) refuses a
     name no mapping of the project has, as PingIDM does (403, MAPPING_EXISTS), and takes

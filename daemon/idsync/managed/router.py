@@ -150,8 +150,9 @@ class ScriptRouter:
 
     def _action(self, kind: str, collection: str, object_id: str | None, action: Any, content: Any,
                 params: Any) -> Obj | None:
-        """PingIDM's ``create`` (``managed/TYPE``, ``_id`` in params) and ``patch``
-        (``managed/TYPE/ID``) actions; others throw, naming what idsync answers."""
+        """PingIDM's ``create`` (``managed/TYPE``, ``_id`` in params), ``patch`` and
+        ``triggerSyncCheck`` (``managed/TYPE/ID``: the object pushed through its mappings
+        now) actions; others throw, naming what idsync answers."""
         name = collection + (f"/{object_id}" if object_id else "")
         new_id = params.get("_id") if isinstance(params, dict) else None
         if action == "create" and object_id is None:
@@ -162,9 +163,13 @@ class ScriptRouter:
             if self.dry_run:
                 raise ObjectRejected(f"openidm.action {name} patch: not carried out in a dry run")
             return self._patch(kind, collection, object_id, None, content)
+        if action == "triggerSyncCheck" and kind == "managed" and object_id is not None:
+            if self.dry_run:
+                raise ObjectRejected(f"openidm.action {name} triggerSyncCheck: not carried out in a dry run")
+            return self._objects(collection).sync_check(object_id).object
         raise ObjectRejected(f"openidm.action {name} {action!r}: not available in idsync's scripts (actions "
-                             "answered: create on a collection, patch on an object, send on external/email, "
-                             "recon and reconById on recon)")
+                             "answered: create on a collection, patch and triggerSyncCheck on an object, send on "
+                             "external/email, recon and reconById on recon)")
 
     def _references(self, function: str, at: _Target, rest: list[Any]) -> Any:
         """``managed/TYPE/ID/PROPERTY[/REF]``: one object's references in a relationship
