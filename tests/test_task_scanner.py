@@ -200,6 +200,33 @@ def test_two_claimers_never_both_run_a_task(env: Env, monkeypatch: pytest.Monkey
     assert env.get(contested).get("accountStatus") != "inactive"
 
 
+def test_number_of_threads_runs_tasks_side_by_side_each_once(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``numberOfThreads``: the tasks run in that many threads at once (two meet inside a
+    task, which one thread alone could not do), and each due object gets its task once."""
+    from idsync.managed import tasks
+
+    env.schedule("sunset", _scan(SCAN_TASKS, numberOfThreads=4))
+    due = [env.user(f"u{i:02d}", {"date": PAST}) for i in range(16)]
+    meet = threading.Barrier(2, timeout=10)
+    original = tasks._TaskScan._one
+    seen: list[int] = []
+
+    def one(self: Any, objects: Any, object_id: str) -> tuple[str, str | None]:
+        seen.append(threading.get_ident())
+        if len(seen) <= 2:
+            meet.wait()  # the first two tasks wait for each other: only threads side by side get past
+        return original(self, objects, object_id)
+
+    monkeypatch.setattr(tasks._TaskScan, "_one", one)
+    outcome = env.run("sunset")
+    assert outcome.state == "SUCCESS", outcome.message
+    assert outcome.mappings[0].counts == {"total": 16, "processed": 16, "successes": 16}
+    assert len(set(seen)) > 1 and len(seen) == 16
+    assert all(env.get(u)["accountStatus"] == "inactive" for u in due)
+    again = env.run("sunset")
+    assert again.mappings[0].counts == {}  # nothing due
+
+
 def test_a_dry_run_counts_what_is_due_and_changes_nothing(env: Env) -> None:
     env.schedule("sunset", _scan(SCAN_TASKS))
     due = env.user("old", {"date": PAST})

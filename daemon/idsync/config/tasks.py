@@ -34,6 +34,9 @@ _PERIOD = re.compile(r"^\s*(\d+)\s*([smhdMy])\s*$")
 _MACRO = re.compile(r"(?<!\\)\$\{([^}]*)\}")
 _POINTER = re.compile(r"^/[^/]+(/[^/]+)*$")
 _SCAN_KEYS = {"_queryFilter", "_queryId", "object", "property", "condition", "taskState", "recovery"}
+# PingIDM's default numberOfThreads, and a bound: each thread holds a script context and a connection.
+DEFAULT_THREADS = 10
+MAX_THREADS = 64
 _CONTEXT_KEYS = {"waitForCompletion", "numberOfThreads", "maxRecords", "scan", "task"}
 
 
@@ -61,6 +64,7 @@ class TaskScan:
     recovery: dt.timedelta | None
     max_records: int | None
     script: Mapping[str, Any] = field(compare=False)
+    threads: int = DEFAULT_THREADS  # numberOfThreads: the objects taken by so many threads at once
     kind: ClassVar[str] = "taskscanner"
     script_key: ClassVar[str] = "invokeContext.task.script"
 
@@ -81,6 +85,9 @@ def parse_task_scan(file: str, context: Mapping[str, Any]) -> TaskScan:
         if key in context and not isinstance(context[key], kind):
             expected = "true or false" if kind is bool else "a number"
             raise ConfigError(file, f"invokeContext.{key}", f"expected {expected}")
+    threads = context.get("numberOfThreads", DEFAULT_THREADS)
+    if isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(file, "invokeContext.numberOfThreads", f"expected a whole number from 1 to {MAX_THREADS}")
     max_records = context.get("maxRecords")
     if max_records is not None and (not isinstance(max_records, int) or isinstance(max_records, bool)
                                     or max_records < 1):
@@ -119,7 +126,7 @@ def parse_task_scan(file: str, context: Mapping[str, Any]) -> TaskScan:
     if not isinstance(script, dict):
         raise ConfigError(file, "invokeContext.task.script", "expected a script object (type and source or file)")
     return TaskScan(target.split("/", 1)[1], query_filter, prop, before, after, pointers["started"],
-                    pointers["completed"], recovery, max_records, script)
+                    pointers["completed"], recovery, max_records, script, threads)
 
 
 def _selection(file: str, scan: Mapping[str, Any]) -> tuple[str | None, str | None, str | None, str | None]:

@@ -26,11 +26,13 @@ A dry run claims nothing and runs no script: it counts what is due.
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import datetime as dt
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -129,30 +131,59 @@ class _TaskScan:
         self.runs = RunStore(store)
         self.started, self.completed = _path(task.started), _path(task.completed)
         self._shown = time.monotonic()
+        self._lock = threading.Lock()  # the next id, the counts
 
     def run(self) -> None:
         now = dt.datetime.now(dt.UTC)
         with scripting(self.project, self.store) as router:
-            objects = router.managed_objects(f"managed/{self.task.object_type}")
             resource = router.resources.open(f"managed/{self.task.object_type}")
             ids = [o["_id"] for page in resource.pages(QuerySpec(filter=self._filter(now), fields=[]))
                    for o in page if o.get("_id")]
-            if self.task.max_records is not None:
-                ids = ids[: self.task.max_records]
-            self.tally["total"] = len(ids)
-            self.counters.source_total = len(ids)
-            if self.dry_run:
-                self.tally["due"] = len(ids)
-                return
-            self.counters.stage = "ACTIVE_TASKS"
-            for object_id in ids:
-                if self.cancel.is_set():
+        if self.task.max_records is not None:
+            ids = ids[: self.task.max_records]
+        self.tally["total"] = len(ids)
+        self.counters.source_total = len(ids)
+        if self.dry_run:
+            self.tally["due"] = len(ids)
+            return
+        self.counters.stage = "ACTIVE_TASKS"
+        threads = max(1, min(self.task.threads, len(ids)))
+        log.info("task.scan", name=self.name, run_id=self.run_id, due=len(ids), threads=threads)
+        due = iter(ids)
+        if threads == 1:
+            self._work(due)
+            return
+        # PingIDM's numberOfThreads: each thread takes the next id, with a script context and
+        # a router of its own; the claim (a revision check) keeps two from running one task.
+        with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=f"idsync-{self.name}") as pool:
+            for done in [pool.submit(self._work, due) for _ in range(threads)]:
+                done.result()
+
+    def _work(self, due: Iterator[str]) -> None:
+        with scripting(self.project, self.store) as router:
+            objects = router.managed_objects(f"managed/{self.task.object_type}")
+            while not self.cancel.is_set():
+                with self._lock:
+                    object_id = next(due, None)
+                if object_id is None:
                     return
-                self._one(objects, object_id)
-                if time.monotonic() - self._shown >= _PROGRESS_EVERY:
-                    # A long scan must not look like a run whose process is gone (``fail_abandoned``).
-                    self.runs.progress(self.run_id, self.counters.stage, _summary(self.counters, self.tally))
-                    self._shown = time.monotonic()
+                outcome, message = self._one(objects, object_id)
+                with self._lock:
+                    self._count(object_id, outcome, message)
+
+    def _count(self, object_id: str, outcome: str, message: str | None) -> None:
+        self.tally["processed"] = self.tally.get("processed", 0) + 1
+        self.counters.source_processed += 1
+        self.tally[outcome] = self.tally.get(outcome, 0) + 1
+        if outcome == "failures":
+            self.counters.status["FAILURE"] += 1
+            self.counters.error(message or "", source_id=object_id)
+        elif outcome == "successes":
+            self.counters.status["SUCCESS"] += 1
+        if time.monotonic() - self._shown >= _PROGRESS_EVERY:
+            # A long scan must not look like a run whose process is gone (``fail_abandoned``).
+            self.runs.progress(self.run_id, self.counters.stage, _summary(self.counters, self.tally))
+            self._shown = time.monotonic()
 
     def _filter(self, now: dt.datetime) -> Node:
         task = self.task
@@ -169,30 +200,23 @@ class _TaskScan:
         except ValueError as exc:
             raise IdsyncError(f"{self.name}: invokeContext.scan: {exc}") from None
 
-    def _one(self, objects: ManagedObjects, object_id: str) -> None:
-        self.tally["processed"] = self.tally.get("processed", 0) + 1
-        self.counters.source_processed += 1
+    def _one(self, objects: ManagedObjects, object_id: str) -> tuple[str, str | None]:
+        """Run one object's task: ``successes``, ``skipped`` or ``failures`` (and why)."""
         try:
             claimed = self._claim(objects, object_id)
             if claimed is None:
-                self.tally["skipped"] = self.tally.get("skipped", 0) + 1
-                return
+                return "skipped", None
             done = self.script(input=claimed, objectID=f"managed/{self.task.object_type}/{object_id}")
             if done is not True:
                 raise IdsyncError(f"the task script returned {done!r}, not true: the task stays due")
             self._mark(objects, object_id, self.completed, stamp(dt.datetime.now(dt.UTC)))
         except NotFound:
-            self.tally["skipped"] = self.tally.get("skipped", 0) + 1  # gone since it was listed
-            return
+            return "skipped", None  # gone since it was listed
         except IdsyncError as exc:
-            self.tally["failures"] = self.tally.get("failures", 0) + 1
-            self.counters.status["FAILURE"] += 1
-            self.counters.error(str(exc), source_id=object_id)
             self._audit(object_id, "FAILURE", str(exc))
-            return
-        self.tally["successes"] = self.tally.get("successes", 0) + 1
-        self.counters.status["SUCCESS"] += 1
+            return "failures", str(exc)
         self._audit(object_id, "SUCCESS", None)
+        return "successes", None
 
     def _claim(self, objects: ManagedObjects, object_id: str) -> Obj | None:
         """The object with its task claimed by this run, or None when it is not to be run now."""
