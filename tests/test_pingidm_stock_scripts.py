@@ -240,3 +240,26 @@ def test_a_stock_only_script_runs_as_python_with_the_same_answers(ui: str) -> No
     assert isinstance(models["user"].scripts["onCreate"], StockScript)
     assert isinstance(models["role"].scripts["onCreate"], StockScript)
     assert not isinstance(models["user"].scripts["onUpdate"], StockScript)  # the project's lines after the stock ones
+
+
+def test_each_module_exports_what_validate_knows_of_it(tmp_path: Path) -> None:
+    """The functions validate knows each module by are the ones its JavaScript exports;
+    a stock script calling one idsync's module lacks (a later PingIDM's, say) is not run
+    and validate names the function, where at run time it would fail every create."""
+    from idsync.scripts import ScriptEngine
+    from idsync.scripts.modules import MODULE_FUNCTIONS
+
+    engine = ScriptEngine()
+    for module, functions in MODULE_FUNCTIONS.items():
+        script = engine.compile({"type": _JS, "source": f"Object.keys(require('{module}')).sort()"},
+                                file="t", key=module, base_dir=tmp_path)
+        assert script() == sorted(functions), module
+    project = _project(tmp_path, "")
+    managed = project / "conf" / "managed.json"
+    raw = json.loads(managed.read_text())
+    raw["objects"][0]["onCreate"] = {"type": _JS, "source": "require('onCreateUser').setDefaultFields(object);"
+                                                           "require('onCreateUser').emailUser(object, request);"}
+    managed.write_text(json.dumps(raw))
+    checked = idsync(project, "validate")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "objects[0].onCreate: not run: the script calls onCreateUser.emailUser" in checked.stderr

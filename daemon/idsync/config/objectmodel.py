@@ -34,7 +34,7 @@ from typing import Any
 from idsync.config.files import load_json
 from idsync.errors import ConfigError, ScriptError
 from idsync.scripts import Script, ScriptEngine
-from idsync.scripts.modules import MODULE_NAMES, required_modules
+from idsync.scripts.modules import MODULE_NAMES, missing_functions, required_modules
 from idsync.scripts.paths import ScriptPaths
 from idsync.scripts.stock import StockScript, stock_script
 
@@ -353,6 +353,9 @@ def not_run(config: Any, paths: ScriptPaths) -> str | None:
         what = ", ".join(missing) if missing else "a module named when it runs"
         return (f"{name or 'the script'} loads {what} (require), a module of PingIDM's that idsync does not "
                 f"provide (it provides {', '.join(MODULE_NAMES)})")
+    if absent := missing_functions(source):
+        return (f"{name or 'the script'} calls {', '.join(absent)}, which idsync's version of that module does "
+                "not have (docs/pingidm.md#pingidms-stock-scripts)")
     return None
 
 

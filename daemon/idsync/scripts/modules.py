@@ -45,8 +45,9 @@ import json
 import re
 
 from idsync.scripts.handlebars import HANDLEBARS_SOURCE
+from idsync.scripts.lodash import LODASH_FUNCTIONS
 
-__all__ = ["MODULES_SOURCE", "MODULE_NAMES", "required_modules"]
+__all__ = ["MODULES_SOURCE", "MODULE_FUNCTIONS", "MODULE_NAMES", "missing_functions", "required_modules"]
 
 _LODASH = ("lib/lodash", "lodash")
 _ON_CREATE = ("ui/onCreateUser", "onCreateUser")
@@ -174,7 +175,20 @@ MODULES_SOURCE = _PINGIDM % {"lodash": json.dumps(_LODASH), "on_create": json.du
                              "crypto": json.dumps(_CRYPTO), "handlebars": HANDLEBARS_SOURCE,
                              "handlebars_names": json.dumps(_HANDLEBARS), "reset_password": json.dumps(_RESET_PASSWORD)}
 
+# What each module exports (a test holds these to the JavaScript above).
+MODULE_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(_LODASH, LODASH_FUNCTIONS),
+    **dict.fromkeys(_ON_CREATE, ("setDefaultFields", "createIdpRelationships")),
+    **dict.fromkeys(_ON_UPDATE, ("preserveLastSync", "updateIdpRelationships")),
+    **dict.fromkeys(_CONDITIONAL, ("updateConditionalGrantsForUser", "evaluateConditionalRoles", "roleCreate",
+                                   "roleUpdate")),
+    **dict.fromkeys(_CRYPTO, ("encrypt", "hash", "generateRandomString")),
+    **dict.fromkeys(_HANDLEBARS, ("compile",)),
+    **dict.fromkeys(_RESET_PASSWORD, ("sendMail",)),
+}
+
 _REQUIRE = re.compile(r"""\brequire\s*\(\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*\)""")
+_CALLED = re.compile(r"""\brequire\s*\(\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*\)\s*\.\s*([A-Za-z_$][\w$]*)""")
 _ANY_REQUIRE = re.compile(r"\brequire\s*\(")
 
 
@@ -183,3 +197,14 @@ def required_modules(source: str) -> tuple[list[str], bool]:
     calls ``require`` with anything else (a name built at run time)."""
     names = [a or b for a, b in _REQUIRE.findall(source)]
     return names, len(_ANY_REQUIRE.findall(source)) > len(names)
+
+
+def missing_functions(source: str) -> list[str]:
+    """``MODULE.function`` for each ``require('MODULE').function`` of ``source`` whose
+    module idsync provides without that function (a later PingIDM version's, say)."""
+    found = []
+    for a, b, function in _CALLED.findall(source):
+        module = a or b
+        if module in MODULE_FUNCTIONS and function not in MODULE_FUNCTIONS[module]:
+            found.append(f"{module}.{function}")
+    return list(dict.fromkeys(found))
