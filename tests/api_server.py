@@ -63,6 +63,10 @@ def running(project_dir: Path, **settings: object) -> Iterator[int]:
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+        if not loop.is_running():
+            # Closed here, not by the garbage collector later, whose close finds its
+            # descriptors gone and warns in whatever test happens to run then.
+            loop.close()
         store.close()
 
 
