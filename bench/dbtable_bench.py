@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from file_bench import print_table, timed  # the bench directory is the script's own
+from file_bench import print_table, timed, write_in_out  # the bench directory is the script's own
 from sqlalchemy import Engine, create_engine, make_url, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,14 +35,6 @@ DRIVERS = {"postgresql": ("org.postgresql.Driver", "jdbc:postgresql://%h:%p/%d")
            "mariadb": ("org.mariadb.jdbc.Driver", "jdbc:mariadb://%h:%p/%d")}
 PROPS = {"uid": {"nativeName": "__NAME__"}, "givenName": {"nativeName": "given_name"}, "sn": {},
          "mail": {}, "telephoneNumber": {"nativeName": "phone"}}
-POLICIES = [{"situation": s, "action": a} for s, a in (
-    ("CONFIRMED", "UPDATE"), ("FOUND", "UPDATE"), ("ABSENT", "CREATE"), ("SOURCE_MISSING", "DELETE"),
-    ("MISSING", "CREATE"), ("UNQUALIFIED", "DELETE"))]
-IN = {"properties": [{"source": "uid", "target": "userName"}, {"source": "givenName", "target": "givenName"},
-                     {"source": "sn", "target": "sn"}, {"source": "mail", "target": "mail"},
-                     {"source": "telephoneNumber", "target": "telephoneNumber"}], "policies": POLICIES}
-OUT = {"properties": [{"source": "userName", "target": "uid"}, {"source": "sn", "target": "sn"},
-                      {"source": "mail", "target": "mail"}], "policies": POLICIES}
 
 
 def _load(engine: Engine, users: int) -> None:
@@ -85,11 +77,7 @@ def _project(work: Path, kind: str) -> Path:
         (project / "conf" / f"provisioner.openicf-{name}.json").write_text(json.dumps(
             {"connectorRef": ref, "configurationProperties": {**base, "table": table},
              "objectTypes": {"account": {"nativeType": "__ACCOUNT__", "properties": props}}}))
-    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": [
-        {"name": "in", "source": "system/people/account", "target": "managed/user", **IN},
-        {"name": "out", "source": "managed/user", "target": "system/out/account", **OUT}]}))
-    (project / "conf" / "idsync.toml").write_text(
-        f'state_dir = "state"\n[store]\nurl = "sqlite:///{project / "state" / "idsync.db"}"\n')
+    write_in_out(project)
     return project
 
 

@@ -81,12 +81,18 @@ def _project(work: Path, kind: str) -> Path:
         {"connectorRef": ref, "configurationProperties": out_props,
          "objectTypes": {"account": {"nativeType": "__ACCOUNT__", "properties": {
              "uid": {"nativeName": "__NAME__"}, "sn": {}, "mail": {}}}}}))
+    write_in_out(project)
+    return project
+
+
+def write_in_out(project: Path) -> None:
+    """The two mappings every bench here runs (``system/people`` into the store, the
+    store out to ``system/out``) and a SQLite store under ``project/state``."""
     (project / "conf" / "sync.json").write_text(json.dumps({"mappings": [
         {"name": "in", "source": "system/people/account", "target": "managed/user", **IN},
         {"name": "out", "source": "managed/user", "target": "system/out/account", **OUT}]}))
     (project / "conf" / "idsync.toml").write_text(
         f'state_dir = "state"\n[store]\nurl = "sqlite:///{project / "state" / "idsync.db"}"\n')
-    return project
 
 
 def timed(cmd: list[str]) -> tuple[float, int, float]:
