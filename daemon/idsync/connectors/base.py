@@ -12,12 +12,21 @@ from os import EX_UNAVAILABLE
 from typing import Any, TypeVar
 
 from idsync.errors import ConfigError, IdsyncError
-from idsync.resource import Resource
+from idsync.resource import QuerySpec, Resource
 
 T = TypeVar("T")
 
-__all__ = ["ColumnObjectType", "ColumnProperty", "System", "SystemTestReport", "account_properties",
-           "object_type_named", "system_test_report", "utc_datetime"]
+__all__ = [
+    "ColumnObjectType",
+    "ColumnProperty",
+    "System",
+    "SystemTestReport",
+    "account_properties",
+    "object_type_named",
+    "refuse_native",
+    "system_test_report",
+    "utc_datetime",
+]
 
 
 class System(ABC):
@@ -153,3 +162,9 @@ def object_type_named(types: Mapping[str, T], name: str, file: str) -> T:
         raise ConfigError(file, "objectTypes", f"no object type {name!r} (known: {', '.join(types)})")
     return found
 
+
+def refuse_native(spec: QuerySpec, resource: str, connector: str) -> None:
+    """A connector that reads by ``_queryFilter`` only refuses a native query, naming itself."""
+    if spec.native is not None:
+        raise ConfigError(resource, "nativeQuery",
+                          f"the {connector} connector takes a _queryFilter, not a native query")

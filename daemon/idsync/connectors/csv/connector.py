@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from idsync.connectors.base import System, object_type_named, system_test_report
+from idsync.connectors.base import System, object_type_named, refuse_native, system_test_report
 from idsync.connectors.csv.changes import CsvChanges
 from idsync.connectors.csv.config import CsvObjectType, CsvProperty, CsvSettings, parse_csv_config
 from idsync.connectors.files import (
@@ -193,8 +193,7 @@ class CsvResource(Resource, ChangeSource):
         return obj
 
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
-        if spec.native is not None:
-            raise ConfigError(self.name, "nativeQuery", "the CSV connector takes a _queryFilter, not a native query")
+        refuse_native(spec, self.name, "CSV")
         wanted = wanted_fields(spec)
         name = self._file.path.name
         return paged(once_each((self._object(header, number, fields, wanted), f"{name}, line {number}")

@@ -42,7 +42,7 @@ import structlog
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from idsync.connectors.base import System, object_type_named, system_test_report
+from idsync.connectors.base import System, object_type_named, refuse_native, system_test_report
 from idsync.connectors.dbtable.changes import DbTableChanges
 from idsync.connectors.dbtable.config import DbObjectType, DbProperty, parse_dbtable_config
 from idsync.connectors.dbtable.filters import to_condition
@@ -155,9 +155,7 @@ class DbTableResource(Resource, ChangeSource):
         return obj
 
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
-        if spec.native is not None:
-            raise ConfigError(self.name, "nativeQuery",
-                              "the Database Table connector takes a _queryFilter, not a native query")
+        refuse_native(spec, self.name, "Database Table")
         return self._pages(spec)
 
     def _pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, TextIO
 from xml.parsers import expat
 from xml.sax.saxutils import escape, quoteattr
 
-from idsync.connectors.base import System, object_type_named, system_test_report
+from idsync.connectors.base import System, object_type_named, refuse_native, system_test_report
 from idsync.connectors.files import (
     ById,
     apply_each,
@@ -275,8 +275,7 @@ class XmlResource(Resource):
         return obj
 
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
-        if spec.native is not None:
-            raise ConfigError(self.name, "nativeQuery", "the XML connector takes a _queryFilter, not a native query")
+        refuse_native(spec, self.name, "XML")
         wanted = wanted_fields(spec)
         name = self._file.path.name
         return paged(once_each((self._object(r, wanted), f"{name}, line {r.line}")
