@@ -36,6 +36,11 @@ def _situations(project: Path) -> dict[str, int]:
     return dict(json.loads(ran.stdout)["situationSummary"])
 
 
+def _found(project: Path) -> dict[str, int]:
+    """The situations a recon found, those it found none of left out."""
+    return {k: v for k, v in _situations(project).items() if v}
+
+
 def test_an_ambiguous_correlation_settled_by_hand(tmp_path: Path) -> None:
     """A source that correlates to two users is AMBIGUOUS; linked by hand to one of them
     it is CONFIRMED at the next recon and its value reaches that user alone; ``linked``
@@ -74,7 +79,7 @@ def test_an_ambiguous_correlation_settled_by_hand(tmp_path: Path) -> None:
                     targetId="u2")[0] == 409
         assert post(_action="performAction", mapping="staff_user", action="LINK", sourceId="s1",
                     targetId="nobody")[0] == 404
-        assert post(_action="performAction", mapping="staff_user", action="CREATE", sourceId="s1")[0] == 400
+        assert post(_action="performAction", mapping="staff_user", action="CREATE", sourceId="s1")[0] == 409
         assert post(_action="performAction", mapping="staff_user", action="LINK")[0] == 400
         assert post(_action="performAction", mapping="staff_user", action="UNLINK", sourceId="s1") == \
             (200, {"status": "OK"})
@@ -88,3 +93,85 @@ def test_an_ambiguous_correlation_settled_by_hand(tmp_path: Path) -> None:
     assert _situations(project).get("CONFIRMED") == 1
     gone = idsync(project, "sync", "unlink", "staff_user", "s9")
     assert gone.returncode != 0 and "has no link" in gone.stderr + gone.stdout
+
+
+# A mapping whose creates wait for an administrator: a recon only reports an ABSENT
+# source, and a target no source claims; performAction carries out what is approved.
+_HELD = {"name": "staff_user", "source": "managed/staff", "target": "managed/user",
+         "correlationQuery": {"_queryFilter": 'userName eq "${source.login}"'},
+         "properties": [{"source": "login", "target": "userName"}, {"source": "title", "target": "title"}],
+         "policies": [{"situation": "ABSENT", "action": "REPORT"}, {"situation": "FOUND", "action": "REPORT"},
+                      {"situation": "CONFIRMED", "action": "UPDATE"}, {"situation": "UNQUALIFIED", "action": "REPORT"},
+                      {"situation": "UNASSIGNED", "action": "REPORT"}]}
+
+_APPROVE = """var p = request.additionalParameters;
+openidm.action('sync', 'performAction', {}, {mapping: 'staff_user', action: 'CREATE', sourceId: p.id,
+                                             situation: 'ABSENT'});
+({linked: openidm.action('sync', 'getLinkedResources', {}, {resourceName: 'managed/staff/' + p.id})
+             .map(function (r) { return r.content.userName; })});"""
+
+
+def test_actions_taken_by_hand_whatever_the_policies_say(tmp_path: Path) -> None:
+    """performAction carries out what a recon only reported: CREATE of an ABSENT source
+    (refused, 409, once the source is no longer ABSENT: the situation given is checked),
+    UPDATE and LINK of a FOUND source to the target named, DELETE of an UNASSIGNED target
+    (target=true), EXCEPTION recorded as a failure and answered OK; each is a run of its
+    own (job performAction) that a retry never takes up. The same from a script
+    (openidm.action('sync', ...)) and from ``idsync sync perform``."""
+    project = store_project(tmp_path, {
+        "user": {"userName": {"type": "string", "searchable": True}, "title": {"type": "string"}},
+        "staff": {"login": {"type": "string", "searchable": True}, "title": {"type": "string"}}}, [_HELD])
+    (project / "conf" / "endpoint-approve.json").write_text(json.dumps({"type": "text/javascript",
+                                                                         "source": _APPROVE}))
+    _make(project, "staff", {"login": "ann", "title": "clerk"}, "s1")
+    _make(project, "staff", {"login": "bob", "title": "boss"}, "s2")
+    _make(project, "staff", {"login": "cy", "title": "cook"}, "s3")
+    _make(project, "staff", {"login": "dee", "title": "dean"}, "s4")
+    _make(project, "user", {"userName": "bob"}, "u2")
+    _make(project, "user", {"userName": "zed"}, "u9")
+    assert _found(project) == {"ABSENT": 3, "FOUND": 1, "UNASSIGNED": 1}
+
+    def users() -> dict[str, dict[str, object]]:
+        return {u["userName"]: u for u in json.loads(idsync(project, "managed", "query", "user").stdout)}
+
+    assert set(users()) == {"bob", "zed"}  # the recon wrote nothing
+    with serve(project) as api:
+        def post(**params: str) -> tuple[int, object]:
+            answer = api.post(f"/openidm/sync?{urllib.parse.urlencode(params)}", headers=ADMIN)
+            return answer.status_code, answer.json()
+
+        assert post(_action="performAction", mapping="staff_user", action="CREATE", sourceId="s1",
+                    situation="ABSENT") == (200, {"status": "OK"})
+        assert users()["ann"]["title"] == "clerk"
+        again = post(_action="performAction", mapping="staff_user", action="CREATE", sourceId="s1",
+                     situation="ABSENT")
+        assert again[0] == 409 and "Expected situation does not match. Expected: ABSENT, Found: CONFIRMED" \
+            in json.dumps(again[1]), again
+        exists = post(_action="performAction", mapping="staff_user", action="CREATE", sourceId="s1")
+        assert exists[0] == 409 and "CREATE is not possible" in json.dumps(exists[1]), exists
+        assert post(_action="performAction", mapping="staff_user", action="UPDATE", sourceId="s2",
+                    targetId="u2", situation="FOUND") == (200, {"status": "OK"})
+        assert users()["bob"]["title"] == "boss"
+        assert post(_action="performAction", mapping="staff_user", action="EXCEPTION",
+                    sourceId="s4") == (200, {"status": "OK"})
+        assert post(_action="performAction", mapping="staff_user", action="DELETE", target="true",
+                    targetId="u9", situation="UNASSIGNED") == (200, {"status": "OK"})
+        assert "zed" not in users()
+        assert post(_action="performAction", mapping="staff_user", action="DELETE", sourceId="s9")[0] == 404
+        assert post(_action="performAction", mapping="staff_user", action="SHOUT", sourceId="s1")[0] == 400
+        assert post(_action="performAction", mapping="staff_user", action="DELETE", target="true")[0] == 400
+        approved = api.post("/openidm/endpoint/approve?id=s3", headers=ADMIN)
+        assert approved.status_code == 200 and approved.json() == {"linked": ["cy"]}, approved.text
+        runs = api.get("/openidm/audit/recon?_queryFilter=" + urllib.parse.quote('mapping eq "staff_user"')
+                       + "&_sortKeys=-timestamp&_pageSize=4", headers=ADMIN).json()["result"]
+        assert [(e["action"], e["situation"], e["status"]) for e in runs] == [
+            ("CREATE", "ABSENT", "SUCCESS"), ("DELETE", "UNASSIGNED", "SUCCESS"),
+            ("EXCEPTION", "ABSENT", "FAILURE"), ("UPDATE", "FOUND", "SUCCESS")]
+    assert set(users()) == {"ann", "bob", "cy"}
+    performed = idsync(project, "sync", "perform", "staff_user", "unlink", "--source", "s2", "--situation",
+                       "confirmed")
+    assert performed.returncode == 0 and "CONFIRMED UNLINK: done" in performed.stdout, performed.stderr
+    refused = idsync(project, "sync", "perform", "staff_user", "CREATE", "--source", "s2", "--situation", "ABSENT")
+    assert refused.returncode != 0 and "Found: FOUND" in refused.stderr + refused.stdout
+    assert "nothing to retry" in idsync(project, "sync", "retry").stdout  # a failed action is not retried
+    assert _found(project) == {"CONFIRMED": 2, "FOUND": 1, "ABSENT": 1}

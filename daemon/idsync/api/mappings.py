@@ -1,6 +1,6 @@
 """``/openidm/sync/mappings`` and ``/openidm/config/sync``: the mappings, read-only;
-``/openidm/sync?_action=getLinkedResources`` and ``performAction`` (``LINK``, ``UNLINK``):
-links seen and set by hand (``sync/manual_links.py``).
+``/openidm/sync?_action=getLinkedResources`` and ``performAction``: links seen and set
+by hand, and a policy's action taken by hand for one object (``sync/manual_links.py``).
 
 ``sync/mappings`` lists mappings in processing order, filtered by
 ``_queryFilter`` and paged as PingIDM pages them: the cookie is the ``_id`` of
@@ -11,6 +11,7 @@ the page returned under the ``EXACT`` policy, as PingIDM answers it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -22,9 +23,11 @@ from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams
 from idsync.config.project import Project
+from idsync.managed.router import scripting
 from idsync.query import matches
 from idsync.resources import Resources
-from idsync.sync.manual_links import link, linked_resources, unlink
+from idsync.sync.assess import FORCED_ACTIONS
+from idsync.sync.manual_links import link, linked_resources, perform, unlink
 
 __all__ = ["mapping_routes"]
 
@@ -98,17 +101,29 @@ def _linked(ctx: ApiContext, resource: str) -> list[dict[str, Any]]:
         resources.close()
 
 
-def _perform(ctx: ApiContext, action: str, mapping: str, source_id: str, target_id: str | None,
-             qualifier: str) -> None:
+def _perform(ctx: ApiContext, action: str, mapping: str, params: Mapping[str, str]) -> None:
     project = ctx.project()
-    if action == "UNLINK":
-        unlink(project, ctx.store, mapping, source_id, qualifier)
+    source_id, target_id = params.get("sourceId") or None, params.get("targetId") or None
+    qualifier = params.get("linkQualifier") or "default"
+    situation = params.get("situation") or None
+    on_target = "target" in params  # PingIDM's ``target`` parameter: the target phase's action
+    if on_target and not target_id:
+        raise ApiError(400, "performAction on a target (the target parameter) needs the targetId parameter")
+    if not on_target and not source_id:
+        raise ApiError(400, "performAction needs the sourceId parameter (or target=true and targetId)")
+    if action == "UNLINK" and situation is None and not on_target:
+        unlink(project, ctx.store, mapping, source_id or "", qualifier)
         return
-    if not target_id:
-        raise ApiError(400, "performAction LINK needs the targetId parameter")
     resources = Resources(project, ctx.store)
     try:
-        link(project, ctx.store, resources, mapping, source_id, target_id, qualifier)
+        if action == "LINK" and situation is None and not on_target:
+            if not target_id:
+                raise ApiError(400, "performAction LINK needs the targetId parameter")
+            link(project, ctx.store, resources, mapping, source_id or "", target_id, qualifier)
+            return
+        with scripting(project, ctx.store, resources=resources):
+            perform(project, ctx.store, resources, mapping, action, source_id=None if on_target else source_id,
+                    target_id=target_id, situation=situation, qualifier=qualifier)
     finally:
         resources.close()
 
@@ -120,13 +135,10 @@ async def _sync(request: Request) -> JSONResponse:
         (resource,) = _required(request, "resourceName")
         return JSONResponse(await run_in_threadpool(_linked, ctx, resource))
     if action == "performAction":
-        mapping, source_id, what = _required(request, "mapping", "sourceId", "action")
-        if what.upper() not in ("LINK", "UNLINK"):
-            raise ApiError(400, f"performAction {what} is not done by hand in idsync (LINK and UNLINK are; "
-                                "recon?_action=reconById assesses and synchronizes one source object)")
-        await run_in_threadpool(_perform, ctx, what.upper(), mapping, source_id,
-                                request.query_params.get("targetId"),
-                                request.query_params.get("linkQualifier") or "default")
+        mapping, what = _required(request, "mapping", "action")
+        if what.upper() not in FORCED_ACTIONS:
+            raise ApiError(400, f"performAction: unknown action {what!r} (actions: {', '.join(FORCED_ACTIONS)})")
+        await run_in_threadpool(_perform, ctx, what.upper(), mapping, dict(request.query_params))
         return JSONResponse({"status": "OK"})
     raise ApiError(400, f"unknown _action {action!r} (supported: getLinkedResources, performAction)")
 

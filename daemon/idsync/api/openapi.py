@@ -68,9 +68,12 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
     ("/openidm/info/version", "get", "The daemon's version", [], None, {"200": _OBJECT}),
     ("/openidm/openapi.json", "get", "This description", [], None, {"200": _OBJECT}),
     ("/openidm/recon", "get", "List recent reconciliation runs", ["mapping"], None, {"200": _RUNS}),
-    ("/openidm/sync", "post", "The objects linked to one (_action=getLinkedResources&resourceName=...), or a link "
-     "set or removed by hand (_action=performAction&action=LINK|UNLINK&mapping=...&sourceId=...&targetId=...)",
-     ["_action", "resourceName", "mapping", "action", "sourceId", "targetId", "linkQualifier"], None,
+    ("/openidm/sync", "post", "The objects linked to one (_action=getLinkedResources&resourceName=...), or a "
+     "policy's action taken by hand for one object, whatever the policies say (_action=performAction&mapping=..."
+     "&action=CREATE|UPDATE|DELETE|LINK|UNLINK|EXCEPTION|IGNORE|REPORT|NOREPORT|ASYNC&sourceId=...[&targetId=...]"
+     "[&situation=...]; target=true&targetId=... for a target as the target phase sees it)",
+     ["_action", "resourceName", "mapping", "action", "sourceId", "targetId", "target", "situation",
+      "linkQualifier"], None,
      {"200": {}}),
     ("/openidm/audit/{topic}", "get", "Query audit events: recon (what each recon did to each object) or sync "
      "(implicit sync and liveSync), by PingIDM's field names; time order, -timestamp newest first", _QUERY, None,

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from idsync.errors import NotFound, QueryError, RevisionMismatch
+from idsync.errors import NotFound, QueryError, RevisionMismatch, UsageError
 
 if TYPE_CHECKING:  # the commands import the store and the engine when they run, not at `idsync --help`
     from idsync.config.project import Project
@@ -107,6 +107,19 @@ def register(sub: Any) -> None:
     ul.add_argument("source_id", help="the source object's _id")
     ul.add_argument("--qualifier", default="default", help="the link qualifier (default: default)")
     ul.set_defaults(handler=_cmd_sync_unlink)
+    pa = ysub.add_parser("perform", help="take a policy's action for one object by hand, whatever the mapping's "
+                                         "policies say (PingIDM's performAction): a create a recon only reported")
+    pa.add_argument("mapping", help="the mapping to act through")
+    pa.add_argument("action", type=str.upper, metavar="ACTION",
+                    help="CREATE, UPDATE, DELETE, LINK, UNLINK, EXCEPTION, IGNORE, REPORT, NOREPORT or ASYNC")
+    pa.add_argument("--source", dest="source_id", help="the source object's _id")
+    pa.add_argument("--target", dest="target_id",
+                    help="the target object's _id: with --source, the target chosen for it (in place of its "
+                         "correlation); alone, a target acted on as a recon's target phase sees it")
+    pa.add_argument("--situation", type=str.upper,
+                    help="the situation expected: refused if the object is no longer in it")
+    pa.add_argument("--qualifier", default="default", help="the link qualifier (default: default)")
+    pa.set_defaults(handler=_cmd_sync_perform)
     ld = ysub.add_parser("linked", help="the objects linked to one object, through every mapping")
     ld.add_argument("resource", help="the object: managed/user/<id>, system/ldap/account/<id>")
     ld.add_argument("--json", action="store_true", help="as JSON (PingIDM's getLinkedResources)")
@@ -363,6 +376,27 @@ def _cmd_sync_unlink(args: argparse.Namespace, project_dir: Path) -> int:
     target_id = unlink(project, store, args.mapping, args.source_id, args.qualifier)
     mapping = project.mapping(args.mapping)
     print(f"{mapping.source}/{args.source_id} no longer linked to {mapping.target}/{target_id} ({args.qualifier})")
+    return 0
+
+
+def _cmd_sync_perform(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.managed.router import scripting
+    from idsync.resources import Resources
+    from idsync.sync.manual_links import perform
+
+    if not args.source_id and not args.target_id:
+        raise UsageError("name the object: --source ID, or --target ID for a target")
+    project, store = _open(project_dir)
+    resources = Resources(project, store)
+    try:
+        with scripting(project, store, resources=resources):
+            done = perform(project, store, resources, args.mapping, args.action, source_id=args.source_id,
+                           target_id=args.target_id, situation=args.situation, qualifier=args.qualifier)
+    finally:
+        resources.close()
+    _write_status_file(project, store)
+    outcome = "done" if done.ok else f"recorded as failed: {done.message}"
+    print(f"{done.mapping}: {done.situation or 'not assessed'} {done.action}: {outcome} (run {done.run_id})")
     return 0
 
 

@@ -26,7 +26,7 @@ from idsync.config.schedule import CronSchedule, Schedule, ScheduleError
 from idsync.config.tasks import ScriptTask, TaskScan
 from idsync.errors import ConfigError
 
-__all__ = ["DEFAULT_MISFIRE_GRACE", "LIVESYNC_JOB", "NOT_RECON_JOBS", "PUSH_JOBS", "JobDef", "KeyReader",
+__all__ = ["DEFAULT_MISFIRE_GRACE", "LIVESYNC_JOB", "NOT_RECON_JOBS", "PERFORM_JOB", "PUSH_JOBS", "JobDef", "KeyReader",
            "job_name_problem", "load_jobs", "parse_job"]
 
 # The single-object runs: implicit sync, ``idsync sync retry``, the API's ``reconById``.
@@ -34,8 +34,10 @@ __all__ = ["DEFAULT_MISFIRE_GRACE", "LIVESYNC_JOB", "NOT_RECON_JOBS", "PUSH_JOBS
 PUSH_JOBS = ("implicit", "retry", "reconById")
 # The runs of liveSync (one per mapping that had changes to apply): neither a push nor a recon.
 LIVESYNC_JOB = "liveSync"
+# The runs of an action taken by hand on one object (PingIDM's ``performAction``): never retried.
+PERFORM_JOB = "performAction"
 # Runs that are not full recons: never the "last complete recon" of a mapping.
-NOT_RECON_JOBS = (*PUSH_JOBS, LIVESYNC_JOB)
+NOT_RECON_JOBS = (*PUSH_JOBS, LIVESYNC_JOB, PERFORM_JOB)
 
 # A fire missed while the daemon was down is still worth running within an hour;
 # older than that, the next regular fire is nearer than the missed one mattered.
@@ -157,7 +159,7 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None, text: s
         raise ConfigError(file, "", problem)
     if name in NOT_RECON_JOBS:
         # Runs are told from one-object pushes by their job name: a full recon named so would not count as one.
-        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes or liveSync are "
+        raise ConfigError(file, "", f"{name!r} is the name runs of single-object pushes, liveSync or performAction are "
                                     "recorded under; name the job file otherwise")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8") if text is None else text)

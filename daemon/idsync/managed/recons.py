@@ -23,8 +23,7 @@ from idsync.config.project import Project
 from idsync.errors import NotFound, ObjectRejected
 from idsync.resources import Resources
 from idsync.store.database import Store
-from idsync.store.objects import ManagedResource
-from idsync.sync.implicit import RECON_BY_ID_JOB, ImplicitSync, PushResult
+from idsync.sync.implicit import RECON_BY_ID_JOB, ImplicitSync, PushResult, read_source
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import run_recon
 
@@ -41,10 +40,7 @@ def recon_by_id(project: Project, store: Store, resources: Resources, mapping_na
     """One source object through one mapping, recorded as a run like an implicit sync.
     The caller binds the scripts' ``openidm`` (``router.scripting``)."""
     mapping = project.mapping(mapping_name)
-    source = resources.open(mapping.source)
-    if isinstance(source, ManagedResource):
-        source = source.as_sync_source()  # the mapping may push a (hashed) password
-    current = source.get(object_id, mapping.default_source_fields)
+    current = read_source(resources, mapping, object_id)
     if current is None:
         raise NotFound(f"{mapping.source}/{object_id} not found")
     return ImplicitSync(project, store, resources).push_one(mapping, object_id, current, job=RECON_BY_ID_JOB)

@@ -56,6 +56,7 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
 from idsync.sync.implicit import ImplicitSync, PushResult
+from idsync.sync.manual_links import linked_resources, perform
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, help_partitions, run_recon
 
@@ -101,6 +102,8 @@ class ScriptRouter:
             return self._service(function, name.strip("/"), rest[0], rest[1])
         if name.strip("/") == "recon" and function == "action":
             return self._recons.action(rest[0], rest[1], rest[2])
+        if name.strip("/") == "sync" and function == "action":
+            return self._sync(rest[0], rest[2])
         at = _split(name, function)
         if at.property is not None:
             return self._references(function, at, rest)
@@ -169,7 +172,37 @@ class ScriptRouter:
             return self._objects(collection).sync_check(object_id).object
         raise ObjectRejected(f"openidm.action {name} {action!r}: not available in idsync's scripts (actions "
                              "answered: create on a collection, patch and triggerSyncCheck on an object, send on "
-                             "external/email, recon and reconById on recon)")
+                             "external/email, recon and reconById on recon, getLinkedResources and performAction "
+                             "on sync)")
+
+    def _sync(self, action: Any, params: Any) -> Any:
+        """PingIDM's ``sync`` service: ``getLinkedResources`` (``resourceName``) and
+        ``performAction`` (``mapping``, ``action``, ``sourceId``, ``targetId``, ``situation``,
+        ``linkQualifier``; ``target`` for a target's action), as over REST."""
+        params = params if isinstance(params, dict) else {}
+        where = f"openidm.action sync {action!r}"
+        if action == "getLinkedResources":
+            resource = params.get("resourceName")
+            if not isinstance(resource, str) or not resource:
+                raise ObjectRejected(f"{where}: the parameters need resourceName (managed/user/<id>)")
+            return [r.answer() for r in linked_resources(self.project, self.store, self.resources, resource)]
+        if action != "performAction":
+            raise ObjectRejected(f"{where}: not available in idsync's scripts (sync actions answered: "
+                                 "getLinkedResources, performAction)")
+        if self.dry_run:
+            raise ObjectRejected(f"{where}: not carried out in a dry run")
+        mapping, what = params.get("mapping"), params.get("action")
+        if not isinstance(mapping, str) or not mapping or not isinstance(what, str) or not what:
+            raise ObjectRejected(f"{where}: the parameters need the mapping and the action")
+        on_target = params.get("target") is not None
+        source_id, target_id = params.get("sourceId"), params.get("targetId")
+        if not on_target and not source_id:
+            raise ObjectRejected(f"{where}: the parameters need sourceId (or target and targetId)")
+        perform(self.project, self.store, self.resources, mapping, what,
+                source_id=None if on_target else str(source_id), target_id=str(target_id) if target_id else None,
+                situation=str(params["situation"]) if params.get("situation") else None,
+                qualifier=str(params.get("linkQualifier") or "default"))
+        return {"status": "OK"}
 
     def _references(self, function: str, at: _Target, rest: list[Any]) -> Any:
         """``managed/TYPE/ID/PROPERTY[/REF]``: one object's references in a relationship
@@ -323,8 +356,8 @@ def _split(name: str, function: str) -> _Target:
     if parts[0] == "system" and len(parts) >= 3 and parts[1] and parts[2]:
         return _Target("system", f"system/{parts[1]}/{parts[2]}", "/".join(parts[3:]) or None)
     raise ObjectRejected(f"openidm.{function} {name}: idsync's scripts reach managed/<type>[/<id>], "
-                         "system/<name>/<type>[/<id>], the email service (external/email) and the recon "
-                         "service (action on recon) only")
+                         "system/<name>/<type>[/<id>], the email service (external/email), the recon "
+                         "service (action on recon) and the sync service (action on sync) only")
 
 
 def _action_arguments(rest: list[Any]) -> list[Any]:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from idsync.sync.options import ReconOptions
     from idsync.sync.summary import Counters
 
-__all__ = ["SECRET_NAMES", "Assessor", "Plan"]
+__all__ = ["FORCED_ACTIONS", "SECRET_NAMES", "Assessor", "Forced", "Plan", "SituationChanged"]
 
 SECRET_NAMES = frozenset({"password", "userpassword", "credentials", "secret", "clientsecret", "unicodepwd"})
 _MASK = "********"
@@ -102,6 +102,31 @@ class Plan:
                 "changes": self.changes, "link_qualifier": self.qualifier}
 
 
+FORCED_ACTIONS = ("CREATE", "UPDATE", "DELETE", "LINK", "UNLINK", "EXCEPTION", "IGNORE", "REPORT", "NOREPORT",
+                  "ASYNC")
+
+
+class SituationChanged(IdsyncError):
+    """The object's situation is not the one the caller expected (``Forced.situation``)."""
+
+
+@dataclass(frozen=True)
+class Forced:
+    """An action chosen by hand for one object (PingIDM's ``performAction``), taken
+    whatever the mapping's policies say; ``situation``, when given, is the situation the
+    caller saw, and the action is refused (``SituationChanged``) if the object is no
+    longer in it."""
+
+    action: str
+    situation: str | None = None
+
+    def action_for(self, situation: Situation) -> str:
+        if self.situation is not None and self.situation != str(situation):
+            raise SituationChanged(f"Expected situation does not match. Expected: {self.situation}, "
+                                   f"Found: {situation}")
+        return self.action
+
+
 @dataclass
 class Assessor:
     mapping: MappingDef
@@ -120,6 +145,8 @@ class Assessor:
     # digest its link keeps of what was last written to them (``keep_written``).
     written: WrittenValues | None = None
     kept_written: Mapping[str, str] = field(default_factory=dict)
+    # An action given by hand (``Forced``: PingIDM's ``performAction``) in place of the policies'.
+    forced: Forced | None = None
 
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
@@ -437,6 +464,8 @@ class Assessor:
 
     def _decide(self, situation: Situation, context: dict[str, Any]) -> tuple[str, Script | None]:
         """The action, and the policy's ``postAction`` script (run once the action is done)."""
+        if self.forced is not None:
+            return self.forced.action_for(situation), None
         decision = self.mapping.policies.decide(
             situation,
             evaluate_condition=lambda cond: _eval_condition(cond, {**context, "object": context.get("source")}),

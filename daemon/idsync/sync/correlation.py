@@ -29,7 +29,7 @@ from idsync.query.evaluate import values_at
 from idsync.query.named import NamedQueries
 from idsync.resource import Obj, QuerySpec, Resource
 
-__all__ = ["Correlator", "PlannedTargets", "lookup"]
+__all__ = ["ChosenTarget", "Correlator", "PlannedTargets", "lookup"]
 
 
 def lookup(root: Any, dotted: str) -> Any:
@@ -145,6 +145,19 @@ class Correlator:
         if head == "target":
             return lookup(projected(source), rest)
         raise QueryError(f"unknown placeholder ${{{expr}}}: use ${{source.NAME}} or ${{target.NAME}}")
+
+
+class ChosenTarget(Correlator):
+    """The target an administrator named for a source (``performAction``'s ``targetId``),
+    its one candidate in place of the mapping's correlation."""
+
+    def __init__(self, chosen: Obj) -> None:  # none of Correlator's own state is needed
+        self.chosen = chosen
+
+    def correlate(
+        self, sources: Sequence[Obj], projected: Callable[[Obj], Obj]
+    ) -> tuple[dict[str, list[Obj] | IdsyncError], dict[str, Node]]:
+        return {s["_id"]: [self.chosen] for s in sources}, {}
 
 
 class PlannedTargets:

@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from idsync.config.jobs import PERFORM_JOB
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
 from idsync.errors import IdsyncError, NotFound
@@ -38,17 +39,18 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.hooks import ObjectHooks
 from idsync.store.links import LinkSet
+from idsync.store.objects import ManagedResource
 from idsync.store.runs import AUDIT_BEFORE, RunStore
-from idsync.sync.assess import SECRET_NAMES, Assessor, Plan
+from idsync.sync.assess import SECRET_NAMES, Assessor, Forced, Plan
 from idsync.sync.assignments import Assignments, mapping_assignments
-from idsync.sync.correlation import Correlator
+from idsync.sync.correlation import ChosenTarget, Correlator
 from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import unrepaired
 from idsync.sync.summary import Counters
 from idsync.sync.written import written_values
 
-__all__ = ["IMPLICIT_JOB", "RECON_BY_ID_JOB", "RETRY_JOB", "ImplicitSync", "PushResult"]
+__all__ = ["IMPLICIT_JOB", "RECON_BY_ID_JOB", "RETRY_JOB", "ImplicitSync", "PushResult", "read_source"]
 
 log = structlog.get_logger(__name__)
 
@@ -136,9 +138,26 @@ class ImplicitSync:
                                f"linkQualifiers script failed: {exc}")]
         return [self._push(mapping, object_id, current, before, job, qualifiers, name, clear=clear) for name in names]
 
+    def perform(self, mapping: MappingDef, forced: Forced, *, source: Obj | None, target: Obj | None,
+                qualifier: str = "default") -> PushResult:
+        """PingIDM's ``performAction``: ``forced.action`` taken for one object, recorded as a
+        run of its own (job ``performAction``). With ``source``, for that source as a push
+        assesses it; ``target`` is then the target the caller chose for it (in place of its
+        correlation). With no ``source``, for ``target`` as a recon's target phase assesses it."""
+        qualifiers = LinkQualifiers(mapping, LinkSet(self.store, mapping.linkset,
+                                                     reversed=self.project.linkset_reversed(mapping)))
+        if source is None:
+            if target is None:
+                raise ValueError("perform needs a source or a target")
+            return self._push(mapping, "", None, None, PERFORM_JOB, qualifiers, qualifier, forced=forced,
+                              target_only=target)
+        return self._push(mapping, source["_id"], source, None, PERFORM_JOB, qualifiers, qualifier,
+                          forced=forced, chosen=target)
+
     def _push(self, mapping: MappingDef, object_id: str, current: Obj | None, before: Obj | None, job: str,
               qualifiers: LinkQualifiers, qualifier: str, failure: str | None = None, *,
-              clear: Mapping[str, Any] | None = None) -> PushResult:
+              clear: Mapping[str, Any] | None = None, forced: Forced | None = None, chosen: Obj | None = None,
+              target_only: Obj | None = None) -> PushResult:
         secrets = self.project.secret_properties(mapping)
         before, begins_run = self._compared_with(mapping, object_id, current, before, secrets)
         run_id = str(uuid.uuid4())
@@ -158,16 +177,19 @@ class ImplicitSync:
                                     previous={object_id: before} if before else {},
                                     assignments=mapping_assignments(self.project, self.store, mapping),
                                     clear_only=target.clear_secrets,
-                                    written=written_values(self.project, mapping, target))
+                                    written=written_values(self.project, mapping, target), forced=forced)
                 if assessor.written is not None and assessor.written.enabled:
                     assessor.keep_written(links.written_of([object_id]))
                 if clear and target.clear_secrets and current is not None:
                     # The change's own secrets as given: this target takes none as a hash.
                     current = {**current, **clear}
-                if current is None:
+                if target_only is not None:
+                    plan = self._assess_target(mapping, assessor, links, target_only)
+                elif current is None:
                     plan = self._assess_deleted(assessor, target, links, object_id)
                 else:
-                    correlator = qualifiers.correlators(target, self.project.queries).get(qualifier)
+                    correlator = ChosenTarget(chosen) if chosen is not None else \
+                        qualifiers.correlators(target, self.project.queries).get(qualifier)
                     plan = self._assess_present(mapping, assessor, target, links, current, correlator)
                 error = self._apply(plan, target, links, assessor.assignments)
         except IdsyncError as exc:
@@ -180,8 +202,8 @@ class ImplicitSync:
                        target_id=plan.target_id, change=plan.change)
         else:
             bound.warning("implicit_sync.failed", situation=plan.situation, action=plan.action, error=error)
-        return PushResult(mapping.name, run_id, object_id, plan.situation, plan.action, error is None,
-                          plan.target_id, error, qualifier)
+        return PushResult(mapping.name, run_id, object_id or plan.source_id or "", plan.situation, plan.action,
+                          error is None, plan.target_id, error, qualifier)
 
     # -- deciding -------------------------------------------------------------
 
@@ -203,6 +225,19 @@ class ImplicitSync:
         tid = linked.get(current["_id"])
         targets = target.get_many([tid], mapping.default_target_fields) if tid else {}
         (plan,) = assessor.assess_sources([current], linked, targets, correlator, links)
+        if plan.defer and plan.action == "DELETE" and plan.target_id:
+            plan.op, plan.change = WriteOp("delete", id=plan.target_id), "deleted"
+        return plan
+
+    def _assess_target(self, mapping: MappingDef, assessor: Assessor, links: LinkSet, target: Obj) -> Plan:
+        """One target, as a recon's target phase assesses it: with the source its link names."""
+        tid = target["_id"]
+        sources_of = links.sources_of([tid])
+        sid = sources_of.get(tid)
+        sources: dict[str, Obj] = {}
+        if sid and (found := read_source(self.resources, mapping, sid)) is not None:
+            sources[sid] = found
+        (plan,) = assessor.assess_targets([target], sources_of, sources, links.qualifier)
         if plan.defer and plan.action == "DELETE" and plan.target_id:
             plan.op, plan.change = WriteOp("delete", id=plan.target_id), "deleted"
         return plan
@@ -274,6 +309,15 @@ class ImplicitSync:
             # Every push is audited, even an unchanged one: retry reads the last word per object.
             self.runs.audit(conn, [row])
         self.runs.finish(run_id, state, counters.stage, summary, error)
+
+
+def read_source(resources: Resources, mapping: MappingDef, object_id: str) -> Obj | None:
+    """One source object of ``mapping`` as a push reads it (``None``: there is none): a
+    managed source with its hashed secrets, which the mapping may push."""
+    source = resources.open(mapping.source)
+    if isinstance(source, ManagedResource):
+        source = source.as_sync_source()
+    return source.get(object_id, mapping.default_source_fields)
 
 
 def _secret(name: str, secrets: frozenset[str]) -> bool:

@@ -1,5 +1,5 @@
-"""Links seen and set by hand: PingIDM's ``sync?_action=getLinkedResources`` and the
-``LINK``/``UNLINK`` of ``sync?_action=performAction``.
+"""Links seen and set by hand, and actions taken by hand: PingIDM's
+``sync?_action=getLinkedResources`` and ``sync?_action=performAction``.
 
 ``linked_resources(resource)`` answers every object linked to one object, through
 every mapping whose source or target is its collection, each link qualifier: the
@@ -13,6 +13,18 @@ source that correlated to several targets (``AMBIGUOUS``), or a link that must g
 ``unlink`` removes the source's link. Each writes one audit entry (action ``LINK`` or
 ``UNLINK``, no run), seen in ``audit/recon``. The objects' values are not written: the
 next recon, or ``recon?_action=reconById``, assesses the pair as ``CONFIRMED``.
+
+``perform`` takes any other action of a policy (``CREATE``, ``UPDATE``, ``DELETE``,
+``EXCEPTION``, ``IGNORE``, ``REPORT``, ``NOREPORT``, ``ASYNC``; ``LINK`` and ``UNLINK``
+too when a situation is expected) for one object, whatever the mapping's policies say:
+the way to carry out what a recon only reported (a policy of ``REPORT`` or ``ASYNC`` for
+creates an administrator approves one by one). The object is assessed as a recon would
+assess it (a source with its link or correlation, or the target the caller names; a
+target with the source its link names); with ``situation``, the action is refused
+(409) unless the object is still in it. The action is done through the mapping (the
+projection, ``onCreate``/``onUpdate``, the kill switches) and recorded as a run of
+its own (job ``performAction``) with one audit entry. ``EXCEPTION`` records the
+object's failure, as PingIDM's does, and answers no error.
 """
 
 from __future__ import annotations
@@ -27,13 +39,23 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
+from idsync.sync.assess import FORCED_ACTIONS, Forced
+from idsync.sync.implicit import ImplicitSync, PushResult, read_source
 from idsync.sync.qualifiers import LinkQualifiers
 
-__all__ = ["LinkConflict", "LinkedResource", "link", "linked_resources", "unlink"]
+__all__ = ["ActionFailed", "LinkConflict", "LinkedResource", "link", "linked_resources", "perform", "unlink"]
 
 
 class LinkConflict(ObjectRejected):
     """Another link holds the source or the target."""
+
+    status = 409
+
+
+class ActionFailed(ObjectRejected):
+    """The action was taken and failed: the object's situation changed, the mapping
+    cannot do it here (a CREATE for a source whose target exists), or the target
+    refused it. The run that recorded it is named in the message."""
 
     status = 409
 
@@ -126,3 +148,39 @@ def _audit(store: Store, conn: Any, mapping: MappingDef, action: str, source_id:
     RunStore(store).audit(conn, [{"run_id": None, "mapping": mapping.name, "situation": None, "action": action,
                                   "source_id": source_id, "target_id": target_id, "status": "SUCCESS",
                                   "message": f"{action} by hand (performAction)", "link_qualifier": qualifier}])
+
+
+def perform(project: Project, store: Store, resources: Resources, mapping_name: str, action: str, *,
+            source_id: str | None, target_id: str | None, situation: str | None = None,
+            qualifier: str = "default") -> PushResult:
+    """Take ``action`` for one object through ``mapping_name``: for ``source_id`` (with
+    ``target_id``, the target chosen for it), or with no source for ``target_id`` as the
+    target phase sees it. ``ActionFailed`` when it failed (but for ``EXCEPTION``)."""
+    mapping = project.mapping(mapping_name)
+    action = action.upper()
+    if action not in FORCED_ACTIONS:
+        raise ObjectRejected(f"unknown action {action!r} (actions: {', '.join(FORCED_ACTIONS)})")
+    if situation is not None:
+        situation = situation.upper()
+    links = _qualified(project, store, mapping, qualifier)
+    source = target = None
+    if source_id and (source := read_source(resources, mapping, source_id)) is None:
+        raise NotFound(f"{mapping.source}/{source_id} not found")
+    if target_id:
+        target = resources.open(mapping.target).get(target_id, mapping.default_target_fields)
+        if target is None:
+            raise NotFound(f"{mapping.target}/{target_id} not found")
+    if source is None and target is None:
+        raise ObjectRejected("performAction needs the sourceId parameter, or the targetId parameter for an "
+                             "action on a target")
+    if source is not None and target is not None:
+        current = links.targets_of([source_id or ""]).get(source_id or "")
+        if current is not None and current != target_id:
+            raise LinkConflict(f"{mapping.source}/{source_id} is linked to {mapping.target}/{current} through "
+                               f"{mapping.name} ({qualifier}); unlink it first")
+    pushed = ImplicitSync(project, store, resources).perform(mapping, Forced(action, situation), source=source,
+                                                             target=target, qualifier=qualifier)
+    if not pushed.ok and action != "EXCEPTION":
+        raise ActionFailed(f"{action} {'source ' + source_id if source_id else 'target ' + str(target_id)} "
+                           f"through {mapping.name}: {pushed.message} (run {pushed.run_id})")
+    return pushed
