@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api_server import ADMIN, serve
 from dbs import WITH_POSTGRESQL, store_url
 from idsync.config.pingidm_schedules import load_schedules
 from idsync.config.project import Project, load_project
@@ -30,6 +31,7 @@ from idsync.store.database import Store
 from idsync.store.runs import RunStore, owner_id
 from idsync.sync.options import ReconOptions
 from store_projects import CREATE_UPDATE, store_project
+from waiting import wait_for
 
 from samples import idsync
 
@@ -223,3 +225,39 @@ def test_bad_recon_parameters_are_errors_naming_them(tmp_path: Path, call: str, 
         assert RunStore(env.store).recent(10) == [] and env.names("user", "userName") == []
     finally:
         env.store.close()
+
+
+def test_a_script_s_recon_is_canceled_over_the_api(tmp_path: Path) -> None:
+    """A recon a custom endpoint's script started is listed by ``GET recon`` (job
+    ``script:recon``) and stopped by ``recon/ID?_action=cancel`` like any other: it ends
+    CANCELED at a page boundary, with part of its source done, and the script reads so."""
+    slow = {**STAFF_USER, "properties": [{"source": "login", "target": "userName", "transform": {
+        "type": _JS, "source": "var t = Date.now(); while (Date.now() - t < 20) {} source;"}}]}
+    env = Env(tmp_path, "sqlite", slow)
+    try:
+        for batch in range(3):  # a script run makes 100 calls at most
+            env.run(f"for (var i = 0; i < 100; i++) {{ openidm.create('managed/staff', null, "
+                    f"{{login: 'u{batch}-' + i}}); }}")
+    finally:
+        env.store.close()
+    with (env.dir / "conf" / "idsync.toml").open("a") as toml:
+        toml.write("\n[recon]\npage_size = 10\nworkers = 1\n")
+    (env.dir / "conf" / "endpoint-nightly.json").write_text(json.dumps({"type": _JS, "source": (
+        "openidm.action('recon', 'recon', {}, {mapping: 'staff_user'})")}))
+    with serve(env.dir) as api:
+        answers: list[Any] = []
+        call = threading.Thread(target=lambda: answers.append(api.post("/openidm/endpoint/nightly", headers=ADMIN)))
+        call.start()
+
+        def active() -> str | None:
+            runs = api.get("/openidm/recon", headers=ADMIN).json()["reconciliations"]
+            return next((r["_id"] for r in runs if r.get("job") == "script:recon" and r["state"] == "ACTIVE"), None)
+
+        run_id = wait_for(active, 30, "the script's recon running")
+        canceled = api.post(f"/openidm/recon/{run_id}?_action=cancel", headers=ADMIN)
+        assert canceled.status_code == 200, canceled.text
+        call.join(60)
+    (answer,) = answers
+    assert answer.status_code == 200 and answer.json() == {"_id": run_id, "state": "CANCELED"}, answer.text
+    created = len(json.loads(idsync(env.dir, "managed", "query", "user").stdout))
+    assert 0 < created < 300

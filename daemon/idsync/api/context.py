@@ -22,7 +22,7 @@ from idsync.managed.workers import local_splitter
 from idsync.settings import ApiSettings
 from idsync.store.database import Store
 from idsync.sync.options import ReconOptions
-from idsync.sync.recon import ReconResult
+from idsync.sync.recon import ReconResult, cancel_in_process
 
 __all__ = ["ApiContext", "JobControl"]
 
@@ -90,7 +90,9 @@ class ApiContext:
         if event is not None:
             event.set()
             return True
-        return self.jobs.cancel_job(job) if self.jobs is not None and job else False
+        if self.jobs is not None and job and self.jobs.cancel_job(job):
+            return True
+        return cancel_in_process(run_id)  # started here otherwise: by a script, say
 
     def close(self) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ is reconciling (a script of that run asking for it again) is refused at once
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +28,7 @@ from idsync.sync.implicit import RECON_BY_ID_JOB, ImplicitSync, PushResult, read
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import run_recon
 
-__all__ = ["SCRIPT_JOB", "ScriptRecons", "flag", "pushed", "recon_by_id"]
+__all__ = ["SCRIPT_JOB", "Canceled", "ScriptRecons", "flag", "pushed", "recon_by_id"]
 
 # The job a script's recon is recorded under: no job file can be named so.
 SCRIPT_JOB = "script:recon"
@@ -93,10 +94,32 @@ class ScriptRecons:
             if not object_id:
                 raise ObjectRejected(f"{where}: the parameters need the source object's id (id)")
             return pushed(recon_by_id(self._project, self._store, self._resources, mapping, object_id))
-        options = ReconOptions(job=SCRIPT_JOB, cancel=self._cancel or threading.Event(),
+        options = ReconOptions(job=SCRIPT_JOB, cancel=Canceled(self._cancel),
                                rewrite_write_only=flag(values, "rewriteWriteOnly"))
         result = run_recon(self._project, self._store, mapping, options)
         return {"_id": result.id, "state": result.state}
+
+
+class Canceled(threading.Event):
+    """A script's recon's cancel: set by itself (``recon/ID?_action=cancel`` stops that
+    run alone) or by its parent, the unit of work the script belongs to (a scheduled
+    script's job), which stops the recon with it."""
+
+    def __init__(self, parent: threading.Event | None) -> None:
+        super().__init__()
+        self._parent = parent
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self._parent is not None and self._parent.is_set())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            super().wait(left)
+        return True
 
 
 def _params(where: str, params: Any, known: tuple[str, ...]) -> dict[str, str]:

@@ -80,13 +80,17 @@ from idsync.sync.role_fanout import RoleFanout, WrittenRoles
 from idsync.sync.summary import Counters
 from idsync.sync.written import written_values
 
-__all__ = ["ReconResult", "help_partitions", "run_recon"]
+__all__ = ["ReconResult", "cancel_in_process", "help_partitions", "run_recon"]
 
 log = structlog.get_logger(__name__)
 
 _LOCK_REFRESH = 30.0  # seconds between refreshes of the run's lock (it lasts LOCK_TTL)
 # The mappings each thread is reconciling now (``_reconciling``).
 _threads = threading.local()
+# The runs in progress in this process, by run id: what ``cancel_in_process`` stops,
+# whoever started them (a job, the API, a script).
+_running: dict[str, threading.Event] = {}
+_running_lock = threading.Lock()
 
 
 @dataclass
@@ -104,6 +108,15 @@ def run_recon(project: Project, store: Store, mapping_name: str, options: ReconO
     mapping = project.mapping(mapping_name)
     with _reconciling(mapping.name):
         return _Run(project, store, mapping, options or ReconOptions()).run()
+
+
+def cancel_in_process(run_id: str) -> bool:
+    """Ask run ``run_id`` to stop at its next page boundary, if it runs in this process."""
+    with _running_lock:
+        event = _running.get(run_id)
+    if event is not None:
+        event.set()
+    return event is not None
 
 
 def help_partitions(project: Project, store: Store, run_id: str, node: str, cancel: threading.Event) -> bool:
@@ -170,10 +183,16 @@ class _Run:
         self._partitions: list[dict[str, Any]] = []  # the partitions of a split run, for its summary
 
     def run(self) -> ReconResult:
-        # Every event of the run, the connectors' and the progress callback's included, names it.
-        with structlog.contextvars.bound_contextvars(run_id=self.id, mapping=self.mapping.name), \
-                quiet_collector():
-            return self._run()
+        with _running_lock:
+            _running[self.id] = self.options.cancel
+        try:
+            # Every event of the run, the connectors' and the progress callback's included, names it.
+            with structlog.contextvars.bound_contextvars(run_id=self.id, mapping=self.mapping.name), \
+                    quiet_collector():
+                return self._run()
+        finally:
+            with _running_lock:
+                _running.pop(self.id, None)
 
     def _run(self) -> ReconResult:
         self.runs.fail_abandoned()
