@@ -8,17 +8,23 @@ from typing import Any
 
 import structlog
 from idsync.config.project import load_project
+from idsync.managed.router import run_livesync_scripted
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.tokens import SyncTokens
-from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
+from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult
 
 
 def live(project: Path, source: str, **options: Any) -> LiveSyncResult:
-    """One liveSync run of ``source`` (``options`` as in ``LiveSyncOptions``)."""
+    """One liveSync run of ``source`` (``options`` as in ``LiveSyncOptions``), its scripts'
+    ``openidm`` bound as every command and the daemon bind it."""
     loaded = load_project(project)
-    return run_livesync(loaded, Store.open(loaded.settings.store_url()), source, LiveSyncOptions(**options))
+    store = Store.open(loaded.settings.store_url())
+    try:
+        return run_livesync_scripted(loaded, store, source, LiveSyncOptions(**options))
+    finally:
+        store.close()
 
 
 def managed_users(project: Path) -> dict[str, dict[str, Any]]:

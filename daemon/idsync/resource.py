@@ -237,6 +237,7 @@ class ChangeBatch:
 
     changes: list[Change]
     token: str | None
+    retry: bool = False  # objects whose earlier change failed, read again (``livesync.py``)
 
 
 @dataclass

@@ -51,7 +51,7 @@ from idsync import __version__
 from idsync.errors import IdsyncError
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import RunStore
-from idsync.store.tokens import SyncTokens
+from idsync.store.sync_failures import livesync_sources
 from idsync.sync.retry import pending_counts
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def write_status_file(
         "daemon": daemon,
         "jobs": dict(jobs) if jobs is not None else _previous_jobs(path),
         "mappings": _mappings(project, store),
-        "liveSync": {s.source: s.to_json() for s in SyncTokens(store).all()},
+        "liveSync": {str(s["source"]): s for s in livesync_sources(store)},
         **(extra or {}),
     }
     if daemon is None:

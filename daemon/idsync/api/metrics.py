@@ -55,6 +55,7 @@ from starlette.responses import Response
 from idsync import __version__
 from idsync.api.context import JobControl
 from idsync.store.database import Store
+from idsync.store.sync_failures import SyncFailures
 from idsync.store.tables import cluster_nodes, recon_runs
 from idsync.store.tokens import SyncTokens
 from idsync.store.totals import Key, contributions, read_totals
@@ -220,7 +221,13 @@ def _livesync_metrics(store: Store) -> Iterator[Metric]:
             family.add_metric([state.source], getattr(state, key))
         if state.last_run is not None:
             last.add_metric([state.source], _epoch(state.last_run))
-    yield from (*families.values(), last)
+    held = GaugeMetricFamily("idsync_livesync_failed_objects", "Objects whose change liveSync could not apply: "
+                             "RETRYING (read again by the next runs) or DEAD (dead letters), by source",
+                             labels=["source", "state"])
+    for source, states in SyncFailures(store).counts().items():
+        for state_name, count in states.items():
+            held.add_metric([source, state_name], count)
+    yield from (*families.values(), last, held)
 
 
 def _cluster_metrics(store: Store) -> Iterator[Metric]:

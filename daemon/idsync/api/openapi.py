@@ -79,6 +79,13 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
      "(implicit sync and liveSync), by PingIDM's field names; time order, -timestamp newest first", _QUERY, None,
      {"200": _PAGED}),
     ("/openidm/audit/{topic}/{id}", "get", "One audit event", [], None, {"200": _OBJECT}),
+    ("/openidm/repo/synchronisation/deadLetterQueue/{system}", "get", "The changes of a system liveSync gave up "
+     "on and kept (syncFailureHandler postRetryAction dead-letter-queue), one per object", _QUERY, None,
+     {"200": _PAGED}),
+    ("/openidm/repo/synchronisation/deadLetterQueue/{system}/{id}", "get", "One dead letter", [], None,
+     {"200": _OBJECT}),
+    ("/openidm/repo/synchronisation/deadLetterQueue/{system}/{id}", "delete", "Remove a dead letter once dealt "
+     "with", [], None, {"200": _OBJECT}),
     ("/openidm/recon", "post", "Start a reconciliation (_action=recon) or reconcile one object (_action=reconById)",
      ["_action", "mapping", "id", "waitForCompletion"], None, {"200": _RUN}),
     ("/openidm/recon/{id}", "get", "One run's summary in PingIDM's shape", [], None,

@@ -23,9 +23,10 @@ from starlette.routing import Route
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, sort_objects
+from idsync.managed.router import run_livesync_scripted
 from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
-from idsync.sync.livesync import livesync_mappings, run_livesync
+from idsync.sync.livesync import LiveSyncOptions, livesync_mappings
 
 __all__ = ["system_routes"]
 
@@ -132,7 +133,7 @@ def _livesync(ctx: ApiContext, system: str, object_type: str) -> dict[str, Any]:
     if not livesync_mappings(project, source):
         raise ApiError(400, f"no mapping has {source} as its source, so liveSync has nothing to apply its changes "
                             "through")
-    return run_livesync(project, ctx.store, source).to_json()
+    return run_livesync_scripted(project, ctx.store, source, LiveSyncOptions()).to_json()
 
 
 async def _one(request: Request) -> JSONResponse:

@@ -335,9 +335,9 @@ def _print_pending(store: Store) -> None:
 
 def _print_livesync(store: Store) -> None:
     from idsync.cli.livesync import render_livesync_sources
-    from idsync.store.tokens import SyncTokens
+    from idsync.store.sync_failures import livesync_sources
 
-    render_livesync_sources([s.to_json() for s in SyncTokens(store).all()])
+    render_livesync_sources(livesync_sources(store))
 
 
 def _run_json(run: dict[str, Any]) -> dict[str, Any]:

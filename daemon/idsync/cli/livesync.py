@@ -33,18 +33,52 @@ def register(subparsers: Any) -> None:
     ls.add_argument("--reset", action="store_true", help="forget the stored token first: reconcile in full")
     ls.add_argument("--page-size", type=int, help="changes per batch (default [recon] page_size)")
     ls.add_argument("--json", action="store_true", help="print the run's outcome as JSON")
+    ls.add_argument("--failures", action="store_true",
+                    help="run nothing: list the source's objects whose change failed, waiting for a retry or kept "
+                         "as dead letters (syncFailureHandler)")
+    ls.add_argument("--forget", metavar="ID", action="append", default=[],
+                    help="run nothing: remove this object from the failed changes (once dealt with); repeatable")
+    ls.add_argument("--forget-all", action="store_true", help="run nothing: remove every failed change of the source")
     ls.set_defaults(handler=_cmd_livesync)
 
 
+def _cmd_failures(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.cli.store import open_existing_store
+    from idsync.config.project import load_project
+    from idsync.store.sync_failures import SyncFailures
+
+    project = load_project(project_dir)
+    failures = SyncFailures(open_existing_store(project.settings))
+    if args.forget_all or args.forget:
+        gone = failures.forget(args.source) if args.forget_all else \
+            sum(failures.forget(args.source, object_id) for object_id in args.forget)
+        print(f"{args.source}: {gone} failed change(s) forgotten")
+        return 0
+    found = failures.entries(args.source)
+    if args.json:
+        print(json.dumps([f.to_json() for f in found], indent=2))
+        return 0
+    for f in found:
+        kind = "dead letter" if f.state == "DEAD" else "retrying"
+        print(f"{f.object_id}  {kind}, {f.attempts} attempt(s), first {f.first_failed:%Y-%m-%d %H:%M:%S}, "
+              f"last {f.last_failed:%Y-%m-%d %H:%M:%S}: {f.error}")
+    if not found:
+        print(f"{args.source}: no failed change")
+    return 0
+
+
 def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
+    if args.failures or args.forget or args.forget_all:
+        return _cmd_failures(args, project_dir)
     from idsync.cli.signals import run_in_foreground
     from idsync.config.project import load_project
+    from idsync.managed.router import run_livesync_scripted
     from idsync.managed.workers import local_splitter
     from idsync.status_file import update_status_file
     from idsync.store.database import Store
     from idsync.store.runs import RunStore
     from idsync.store.tokens import SyncTokens
-    from idsync.sync.livesync import LiveSyncOptions, run_livesync
+    from idsync.sync.livesync import LiveSyncOptions
 
     project = load_project(project_dir)
     store = Store.open(project.settings.store_url())
@@ -52,7 +86,8 @@ def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
     options = LiveSyncOptions(dry_run=args.dry_run, page_size=args.page_size, splitter=local_splitter(project, store))
     if args.reset and not args.dry_run:
         SyncTokens(store).forget(args.source)
-    result = run_in_foreground(lambda: run_livesync(project, store, args.source, options), options.cancel, store,
+    result = run_in_foreground(lambda: run_livesync_scripted(project, store, args.source, options),
+                               options.cancel, store,
                                f"livesync-{args.source}")
     update_status_file(project, store)
     if args.json:
@@ -60,6 +95,9 @@ def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
         return result.exit_code
     how = f" by {result.method}" if result.method else ""
     print(f"{result.source}: {result.state}: {result.changes} change(s) read{how} in {result.duration_ms} ms")
+    if result.retried or result.failed:
+        print(f"  {result.retried} object(s) whose earlier change failed retried; {result.failed} failed now"
+              + (f", {result.given_up} past their retries (syncFailureHandler)" if result.given_up else ""))
     if result.full_recon:
         print(f"  full recon: {result.full_recon}")
     if result.note:
@@ -84,6 +122,8 @@ def render_livesync_sources(sources: list[dict[str, Any]]) -> None:
     for s in sources:
         state = s["lastState"] or "never run"
         token = "token stored" if s["hasToken"] else "no token (the next run reconciles in full)"
+        held = f"; {s['retrying']} object(s) to retry" if s.get("retrying") else ""
+        held += f"; {s['deadLetters']} dead letter(s)" if s.get("deadLetters") else ""
         print(f"liveSync {s['source']}: last run {s['lastRun'] or '-'} {state}; {s['runs']} runs, "
-              f"{s['changes']} changes, {s['failed']} failed, {s['fullRecons']} full recons; {token}"
+              f"{s['changes']} changes, {s['failed']} failed, {s['fullRecons']} full recons; {token}{held}"
               + (f"; {s['lastMessage']}" if s["lastMessage"] and s["lastState"] != "SUCCESS" else ""))

@@ -28,6 +28,7 @@ from idsync.config.mappings import MappingDef, QueryDef, load_mappings, parse_ma
 from idsync.config.objectmodel import load_object_models
 from idsync.config.overlay import PROPERTY_KEYS, clear_properties, overlay_file, read_overlay
 from idsync.config.queries import load_queries
+from idsync.config.sync_failures import SyncFailurePolicy, parse_sync_failure
 from idsync.config.unused import mapping_systems, unused_configuration
 from idsync.crypto import CryptoCalls, Keyring, create_key_file, decode_key, is_encrypted, load_key
 from idsync.errors import ConfigError, ConfigErrors, ConfigNote, ConfigWarning, CryptoFailed, IdsyncError, QueryError
@@ -93,6 +94,11 @@ class Provisioner:
         """Where the refresh token an administrator's consent obtained (the console's
         OAuth step) is kept: ``<state_dir>/oauth/<name>.refresh-token``, mode 0600."""
         return self.state_dir / "oauth" / f"{self.name}.refresh-token" if self.state_dir is not None else None
+
+    @property
+    def sync_failure(self) -> SyncFailurePolicy:
+        """What liveSync does with a change it could not apply (``syncFailureHandler``)."""
+        return parse_sync_failure(self.raw.get("syncFailureHandler"), file=self.file)
 
     @property
     def overlay_path(self) -> Path | None:
@@ -327,7 +333,24 @@ def validate_project(project_dir: Path,
             problems.extend(job_problems)
             problems.extend(_livesync_problems(project, jobs.values()))
             problems.extend(_task_problems(project, jobs.values()))
+            problems.extend(_sync_failure_problems(project))
     return problems + unused_configuration(conf, skip={name: exc.file for name, exc in unsupported.items()})
+
+
+def _sync_failure_problems(project: Project) -> list[ConfigError]:
+    """A ``syncFailureHandler`` script that does not compile."""
+    problems: list[ConfigError] = []
+    for provisioner in project.provisioners.values():
+        policy = provisioner.sync_failure
+        if policy.script is None:
+            continue
+        try:
+            project.scripts.compile(dict(policy.script), file=provisioner.file,
+                                    key="syncFailureHandler.postRetryAction.script",
+                                    base_dir=project.settings.project_dir)
+        except ConfigError as exc:
+            problems.append(exc)
+    return problems
 
 
 def _livesync_problems(project: Project, jobs: Iterable[Any]) -> list[ConfigError]:
@@ -464,6 +487,7 @@ def _provisioner(path: Path, project_dir: Path, state_dir: Path | None = None,
     problems = unknown_keys(raw, _PROVISIONER_KEYS, file=str(path))
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
+    parse_sync_failure(raw.get("syncFailureHandler"), file=str(path))
     return Provisioner(name=name, file=str(path), kind=kind, raw=raw, project_dir=project_dir, state_dir=state_dir,
                        overlay=read_overlay(state_dir, name), keyring=keys)
 

@@ -28,11 +28,11 @@ import structlog
 
 from idsync.config.jobs import JobDef
 from idsync.errors import IdsyncError
-from idsync.managed.router import run_recon_scripted
+from idsync.managed.router import run_livesync_scripted, run_recon_scripted
 from idsync.managed.tasks import TaskResult, run_task
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import LOCK_TTL, RunStore, owner_id
-from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
+from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult
 from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import Splitter
 from idsync.sync.progress import ProgressLog, expected_counts
@@ -207,7 +207,7 @@ def _run_livesync(project: Project, store: Store, job: JobDef, outcome: JobOutco
     def one(source: str) -> MappingOutcome:
         options = LiveSyncOptions(dry_run=outcome.dry_run, page_size=job.page_size, job=job.name, cancel=cancel,
                                   splitter=splitter, node=node)
-        return _livesync_outcome(run_livesync(project, store, source, options))
+        return _livesync_outcome(run_livesync_scripted(project, store, source, options))
 
     _run_each(job.livesync, one, job, outcome, cancel)
 

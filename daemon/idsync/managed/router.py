@@ -56,6 +56,7 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
 from idsync.sync.implicit import ImplicitSync, PushResult
+from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync.sync.manual_links import linked_resources, perform
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, help_partitions, run_recon
@@ -430,6 +431,13 @@ def run_recon_scripted(project: Project, store: Store, mapping: str, options: Re
     the daemon run, so that a hook or a correlation script reaches the store and systems."""
     with scripting(project, store, dry_run=options.dry_run):
         return run_recon(project, store, mapping, options)
+
+
+def run_livesync_scripted(project: Project, store: Store, source: str, options: LiveSyncOptions) -> LiveSyncResult:
+    """``run_livesync`` with this thread's scripts' ``openidm`` bound, as a recon's: a mapping's
+    transform or hook, and a ``syncFailureHandler`` script, reach the store and systems."""
+    with scripting(project, store, dry_run=options.dry_run, cancel=options.cancel):
+        return run_livesync(project, store, source, options)
 
 
 def help_partitions_scripted(project: Project, store: Store, run_id: str, node: str, cancel: threading.Event) -> bool:

@@ -47,6 +47,7 @@ __all__ = [
     "relationships",
     "run_totals",
     "store_meta",
+    "sync_failures",
     "sync_tokens",
 ]
 
@@ -237,6 +238,22 @@ sync_tokens = Table(
     Column("failed", BigInteger, nullable=False, server_default="0"),
     Column("changes", BigInteger, nullable=False, server_default="0"),
     Column("full_recons", BigInteger, nullable=False, server_default="0"),
+)
+
+# liveSync's changes that failed (migration 0012), per source and object: retried by the
+# source's next runs, or kept as dead letters once the retries are spent
+# (``syncFailureHandler``): ``sync_failures.py``.
+sync_failures = Table(
+    "sync_failures",
+    metadata,
+    Column("source", String(191), primary_key=True),
+    Column("object_id", _Key, primary_key=True),
+    Column("state", String(16), nullable=False),  # RETRYING or DEAD
+    Column("attempts", Integer, nullable=False),
+    Column("token", _LongText, nullable=True),  # the token of the change that first failed
+    Column("error", _LongText, nullable=False),
+    Column("first_failed", DateTime(timezone=True), nullable=False),
+    Column("last_failed", DateTime(timezone=True), nullable=False),
 )
 
 # Cluster mode (migration 0006): the nodes that joined the cluster, their queue worker

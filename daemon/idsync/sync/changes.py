@@ -82,6 +82,9 @@ class ChangeApplier:
         self.correlators = self.qualifiers.correlators(target, project.queries)
         self.pending = pending_targets(self.store, project, mapping) if isinstance(target, ManagedResource) else {}
         self._at_least = 0  # how many objects the target is known to hold (for a maxDeletes share)
+        # The source objects whose change failed through this mapping since ``failed`` was last
+        # emptied, and why (``livesync.py`` keeps them for a retry: ``syncFailureHandler``).
+        self.failed: dict[str, str] = {}
         self.reverse = _reverse_assessor(project, mapping, self.counters)
 
     # -- deciding -------------------------------------------------------------
@@ -275,6 +278,8 @@ class ChangeApplier:
             error = plan.unlinked(self.mapping.target, target_id, result.obj if result is not None else None)
         row = plan.audit_row(self.run_id or "", self.mapping.name, target_id, self.dry_run)
         if error is not None:
+            if plan.source_id:
+                self.failed[plan.source_id] = error
             c.status["FAILURE"] += 1
             c.changes["failed"] += 1
             c.error(error, situation=plan.situation or None, source_id=plan.source_id, target_id=plan.target_id)

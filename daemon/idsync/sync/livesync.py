@@ -36,6 +36,14 @@ what the reverse mapping would write there from the linked object, the change
 says nothing new and is skipped, so the two mappings never bounce a value
 between them. Store objects whose push to the source failed are held as in a recon.
 
+A change that fails through a mapping (the target refuses it, a script throws) does
+not hold the token back: the object is kept in ``sync_failures`` in the transaction
+that moves the token past it, and the source's next runs read it again (by id, as it
+is then: gone, it is a delete) and apply it before their new changes, until it goes
+through or its retries are spent. Then the provisioner's ``syncFailureHandler`` says
+what becomes of it (``config/sync_failures.py``): given up, with a warning or
+without, kept as a dead letter, or handed to a script.
+
 Each mapping that had changes to apply records a run (job ``liveSync``) with its
 audit entries, like a recon; a run that read nothing records only its count in
 ``sync_tokens``. Dry run: the targets simulate, no link and no token is written.
@@ -43,6 +51,7 @@ audit entries, like a recon; a run that read nothing records only its count in
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -56,6 +65,7 @@ from sqlalchemy import Connection
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
 from idsync.config.source_fields import source_fields
+from idsync.config.sync_failures import DEAD_LETTER, IGNORE_LOGGED, RETRY_FOREVER, SCRIPT, SyncFailurePolicy
 from idsync.errors import (
     ConfigError,
     IdsyncError,
@@ -64,12 +74,13 @@ from idsync.errors import (
     SyncTokenExpired,
     internal_message,
 )
-from idsync.resource import Change, ChangeBatch, ChangeSource
+from idsync.resource import Change, ChangeBatch, ChangeSource, Resource
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore, owner_id
+from idsync.store.sync_failures import SyncFailures
 from idsync.store.tokens import SyncTokens
 from idsync.sync.changes import ChangeApplier
 from idsync.sync.options import ReconOptions
@@ -108,11 +119,23 @@ class LiveSyncResult:
     exit_code: int = 0
     duration_ms: int = 0
     runs: list[dict[str, Any]] = field(default_factory=list)
+    retried: int = 0  # objects whose earlier change failed, read and applied again
+    failed: int = 0  # objects whose change failed in this run (kept for a retry, or given up)
+    given_up: int = 0  # objects past their retries: dropped, or kept as dead letters
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "state": self.state, "changes": self.changes, "method": self.method,
                 "fullRecon": self.full_recon, "note": self.note, "error": self.message,
-                "duration": self.duration_ms, "runs": self.runs}
+                "duration": self.duration_ms, "retried": self.retried, "failed": self.failed,
+                "givenUp": self.given_up, "runs": self.runs}
+
+
+def _failure_policy(project: Project, source: str) -> SyncFailurePolicy:
+    """The ``syncFailureHandler`` of the source's provisioner; a managed type's changes
+    are retried until they go through (PingIDM's default)."""
+    parts = source.split("/")
+    provisioner = project.provisioners.get(parts[1]) if parts[0] == "system" and len(parts) > 1 else None
+    return provisioner.sync_failure if provisioner is not None else RETRY_FOREVER
 
 
 def livesync_mappings(project: Project, source: str) -> list[MappingDef]:
@@ -146,6 +169,10 @@ class _LiveRun:
         self.owner = f"{owner_id()}:{uuid.uuid4()}"
         self.page_size = options.page_size or project.settings.recon.page_size
         self.log = log.bind(source=source, dry_run=options.dry_run)
+        self.failures = SyncFailures(store)
+        self.policy = _failure_policy(project, source)
+        self._held: set[str] = set()  # the objects sync_failures holds for this source, as far as this run knows
+        self._scripted: dict[str, tuple[str, str | None]] = {}  # for the postRetryAction script: error, token
 
     def run(self) -> LiveSyncResult:
         started = time.monotonic()
@@ -211,19 +238,26 @@ class _LiveRun:
             batches = self._with_deleted_objects(source.object_type, batches)
         if feed.complete_ids is not None:
             batches = self._with_gone(ready(), feed.complete_ids, batches)
+        if not self.options.dry_run:
+            self._held = set(self.failures.retrying(self.source))
+            batches = itertools.chain(self._retried(source, result), batches)
         for batch in batches:
             if self.options.cancel.is_set():
                 raise RunCanceled("canceled between two batches of changes; the token stays where it was")
-            result.changes += len(batch.changes)
+            if not batch.retry:
+                result.changes += len(batch.changes)
             save = batch.token is not None and batch.token != stored.token and not self.options.dry_run
             if not batch.changes:
                 if save:
                     with self.store.begin() as conn:
                         self._saver(batch.token, feed.method)(conn)
                 continue
+            ids = [c.id for c in batch.changes]
             for index, applier in enumerate(ready()):
                 last = index == len(appliers) - 1
-                applier.apply(batch.changes, self._saver(batch.token, feed.method) if save and last else None)
+                saver = self._saver(batch.token if save else None, feed.method, ids, batch.token, result, appliers)
+                applier.apply(batch.changes, saver if last and not self.options.dry_run else None)
+            self._run_failure_script(batch.changes)
         if any(a.counters.error_count for a in appliers) and not any(a.counters.status["SUCCESS"] for a in appliers):
             raise SafetyLimitExceeded("every change failed (see the runs' errors)")
         result.state, result.exit_code = "SUCCESS", 0
@@ -250,11 +284,100 @@ class _LiveRun:
             yield ChangeBatch([Change(sid, None) for sid in ids[start:start + self.page_size]], None)
         yield from batches
 
-    def _saver(self, token: str | None, method: str) -> Callable[[Connection], None]:
+    def _saver(self, token: str | None, method: str, ids: Sequence[str] = (), change_token: str | None = None,
+               result: LiveSyncResult | None = None,
+               appliers: Sequence[ChangeApplier] = ()) -> Callable[[Connection], None]:
+        """What the transaction of a batch's last write does: store ``token`` (when the batch
+        moves it) and settle the failures of the batch's objects ``ids``, so the token never
+        moves past a change that is neither applied nor kept for a retry."""
         def save(conn: Connection) -> None:
             if token is not None:
                 self.tokens.save(conn, self.source, token, method)
+            if result is not None:
+                self._settle(conn, ids, change_token, result, appliers)
         return save
+
+    def _retried(self, source: Resource, result: LiveSyncResult) -> Iterable[ChangeBatch]:
+        """The objects whose earlier change failed, as they are now (gone: a delete)."""
+        ids = sorted(self._held)
+        fields = self._fields()
+        for start in range(0, len(ids), self.page_size):
+            chunk = ids[start:start + self.page_size]
+            found = source.get_many(chunk, fields)
+            result.retried += len(chunk)
+            yield ChangeBatch([Change(i, found.get(i)) for i in chunk], None, retry=True)
+
+    def _settle(self, conn: Connection, ids: Sequence[str], token: str | None, result: LiveSyncResult,
+                appliers: Sequence[ChangeApplier]) -> None:
+        """Keep the batch's failed objects for a retry, forget those that went through, and
+        carry out the ``syncFailureHandler`` for those past their retries."""
+        failed: dict[str, str] = {}
+        for applier in appliers:
+            failed.update(applier.failed)
+            applier.failed.clear()
+        done = [i for i in ids if i in self._held and i not in failed]
+        if done:
+            self.failures.clear(conn, self.source, done)
+            self._held.difference_update(done)
+            self.log.info("livesync.retry_succeeded", objects=len(done))
+        if not failed:
+            return
+        result.failed += len(failed)
+        attempts = self.failures.record(conn, self.source, failed, token)
+        self._held.update(failed)
+        spent = {i: n for i, n in attempts.items() if self.policy.exhausted(n)}
+        if not spent:
+            return
+        result.given_up += len(spent)
+        self._held.difference_update(spent)
+        after = self.policy.after
+        for object_id, n in spent.items():
+            fields = {"object_id": object_id, "attempts": n, "error": failed[object_id], "token": token}
+            if after == DEAD_LETTER:
+                self.log.warning("livesync.dead_letter", **fields)
+            elif after == IGNORE_LOGGED:
+                self.log.warning("livesync.failure_ignored", **fields)
+            elif after == SCRIPT:
+                self._scripted[object_id] = (failed[object_id], token)
+            else:
+                self.log.info("livesync.failure_dropped", **fields)
+        if after == DEAD_LETTER:
+            self.failures.bury(conn, self.source, spent)
+        elif after != SCRIPT:
+            self.failures.drop(conn, self.source, spent)
+
+    def _run_failure_script(self, changes: Sequence[Change]) -> None:
+        """The ``postRetryAction`` script for each object of the batch past its retries, once
+        the batch is committed (the script may write through ``openidm``): given PingIDM's
+        ``syncFailure`` and ``failureCause``. One that ends well gives the object up; one
+        that throws leaves it to be retried, as in PingIDM."""
+        if not self._scripted or self.policy.script is None:
+            return
+        script = self.project.scripts.compile(dict(self.policy.script), file=self._provisioner_file(),
+                                              key="syncFailureHandler.postRetryAction.script",
+                                              base_dir=self.project.settings.project_dir)
+        objects = {c.id: c.obj for c in changes}
+        parts = self.source.split("/")
+        handled: list[str] = []
+        for object_id, (error, token) in list(self._scripted.items()):
+            failure = {"token": token, "systemIdentifier": parts[1] if len(parts) > 2 else self.source,
+                       "objectType": parts[-1], "uid": object_id, "failedRecord": objects.get(object_id)}
+            try:
+                script(syncFailure=failure, failureCause=error)
+            except IdsyncError as exc:
+                self.log.warning("livesync.failure_script_failed", object_id=object_id, error=str(exc))
+                self._held.add(object_id)  # retried, and handed to the script again
+            else:
+                handled.append(object_id)
+        self._scripted.clear()
+        if handled:
+            with self.store.begin() as conn:
+                self.failures.drop(conn, self.source, handled)
+
+    def _provisioner_file(self) -> str:
+        parts = self.source.split("/")
+        provisioner = self.project.provisioners.get(parts[1]) if parts[0] == "system" else None
+        return provisioner.file if provisioner is not None else "sync.json"
 
     def _fields(self) -> list[str] | None:
         """What to read of a changed object: the union of what each mapping of the source

@@ -1,0 +1,77 @@
+"""``/openidm/repo/synchronisation/deadLetterQueue/SYSTEM``: liveSync's dead letters.
+
+Where PingIDM keeps a change of system SYSTEM that liveSync gave up on under
+``"postRetryAction": "dead-letter-queue"`` (``syncFailureHandler``), idsync answers
+its own (``store/sync_failures.py``), with PingIDM's names: ``token``,
+``systemIdentifier``, ``objectType``, ``uid``, ``failureCause``, and idsync's
+``source``, ``attempts``, ``error``, ``firstFailed``, ``lastFailed``. One entry per
+object (``_id`` is the object's id, where PingIDM uses the change's token).
+``GET`` queries (``_queryFilter``, ``_queryId=query-all-ids``, paged by offset) or
+reads one; ``DELETE`` removes one once an administrator has dealt with it. An object
+whose change arrives again and goes through is not a dead letter any more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from idsync.api.context import ApiContext
+from idsync.api.errors import ApiError
+from idsync.api.query import QueryParams, envelope, sort_objects
+from idsync.query import matches
+from idsync.store.sync_failures import DEAD, SyncFailure, SyncFailures
+
+__all__ = ["dead_letter_routes"]
+
+
+def _letters(ctx: ApiContext, system: str) -> list[SyncFailure]:
+    if system not in ctx.project().provisioners:
+        raise ApiError(404, f"Resource 'repo/synchronisation/deadLetterQueue/{system}' not found")
+    return [f for f in SyncFailures(ctx.store).entries(state=DEAD) if f.source.startswith(f"system/{system}/")]
+
+
+async def _query(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    params = QueryParams.of(request)
+    found = [f.to_json() for f in await run_in_threadpool(_letters, ctx, request.path_params["system"])]
+    found = [f for f in found if params.filter is None or matches(params.filter, f)]
+    if params.sort_keys:
+        found = sort_objects(found, params.sort_keys)
+    end = params.offset + params.page_size if params.paged else len(found)
+    page = [params.shape(f) for f in found[params.offset:end]]
+    more = params.paged and end < len(found)
+    return JSONResponse(envelope(page, cookie=str(end) if more else None, params=params, total=len(found),
+                                 remaining=len(found) - end if more else 0))
+
+
+def _one(ctx: ApiContext, system: str, object_id: str, *, remove: bool) -> dict[str, Any]:
+    for letter in _letters(ctx, system):
+        if letter.object_id == object_id:
+            if remove:
+                SyncFailures(ctx.store).forget(letter.source, object_id)
+            return letter.to_json()
+    raise ApiError(404, f"Resource 'repo/synchronisation/deadLetterQueue/{system}/{object_id}' not found")
+
+
+async def _read(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    p = request.path_params
+    return JSONResponse(await run_in_threadpool(_one, ctx, p["system"], p["id"], remove=False))
+
+
+async def _delete(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    p = request.path_params
+    return JSONResponse(await run_in_threadpool(_one, ctx, p["system"], p["id"], remove=True))
+
+
+dead_letter_routes = [
+    Route("/repo/synchronisation/deadLetterQueue/{system}", _query, methods=["GET"]),
+    Route("/repo/synchronisation/deadLetterQueue/{system}/{id:path}", _read, methods=["GET"]),
+    Route("/repo/synchronisation/deadLetterQueue/{system}/{id:path}", _delete, methods=["DELETE"]),
+]

@@ -1,0 +1,168 @@
+"""liveSync's failed changes: per source and object, how often applying it failed.
+
+A change that fails through any mapping of its source is ``record``-ed in the
+transaction that moves the source's token past it, so the token never moves past a
+change that is not either applied or kept here. The source's next liveSync runs read
+the ``retrying`` objects again and apply them before their new changes; one that goes
+through is ``cleared``. Once its retries are spent (``syncFailureHandler.maxRetries``)
+the run either ``drop``-s it or, with ``dead-letter-queue``, ``bury``-s it: a dead
+letter stays for an administrator to read (``idsync livesync failures``, the API's
+``repo/synchronisation/deadLetterQueue/SYSTEM``) and to ``forget``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, RowMapping, delete, func, select, update
+
+from idsync.store.database import Store, utcnow
+from idsync.store.tables import sync_failures
+from idsync.store.tokens import SyncTokens
+
+__all__ = ["DEAD", "RETRYING", "SyncFailure", "SyncFailures", "livesync_sources"]
+
+RETRYING = "RETRYING"
+DEAD = "DEAD"
+
+
+@dataclass(frozen=True)
+class SyncFailure:
+    source: str
+    object_id: str
+    state: str
+    attempts: int
+    token: str | None
+    error: str
+    first_failed: dt.datetime
+    last_failed: dt.datetime
+
+    def to_json(self) -> dict[str, object]:
+        """As ``idsync livesync failures --json`` shows it, with PingIDM's dead letter's
+        names (``systemIdentifier``, ``objectType``, ``uid``, ``failureCause``) beside."""
+        parts = self.source.split("/")
+        return {"_id": self.object_id, "source": self.source, "state": self.state, "attempts": self.attempts,
+                "error": self.error, "firstFailed": _iso(self.first_failed), "lastFailed": _iso(self.last_failed),
+                "token": self.token, "systemIdentifier": parts[1] if len(parts) > 1 else self.source,
+                "objectType": parts[2] if len(parts) > 2 else "", "uid": self.object_id,
+                "failureCause": self.error}
+
+
+class SyncFailures:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def retrying(self, source: str) -> list[str]:
+        """The objects of ``source`` to try again, the longest waiting first."""
+        with self.store.engine.connect() as conn:
+            return list(conn.execute(
+                select(sync_failures.c.object_id)
+                .where(sync_failures.c.source == source, sync_failures.c.state == RETRYING)
+                .order_by(sync_failures.c.first_failed, sync_failures.c.object_id)).scalars())
+
+    def record(self, conn: Connection, source: str, failed: Mapping[str, str], token: str | None) -> dict[str, int]:
+        """One more failed attempt for each object of ``failed`` (object id -> error); the
+        attempts each has made so far. A dead letter failing again is retried anew."""
+        if not failed:
+            return {}
+        now = utcnow()
+        held = dict(conn.execute(
+            select(sync_failures.c.object_id, sync_failures.c.attempts)
+            .where(sync_failures.c.source == source, sync_failures.c.object_id.in_(list(failed)),
+                   sync_failures.c.state == RETRYING)).all())
+        fresh = [i for i in failed if i not in held]
+        if fresh:  # a dead letter whose object changed and failed again starts over
+            conn.execute(delete(sync_failures).where(sync_failures.c.source == source,
+                                                     sync_failures.c.object_id.in_(fresh)))
+        for object_id, attempts in held.items():
+            conn.execute(update(sync_failures)
+                         .where(sync_failures.c.source == source, sync_failures.c.object_id == object_id)
+                         .values(attempts=attempts + 1, error=failed[object_id], last_failed=now))
+        new = [{"source": source, "object_id": i, "state": RETRYING, "attempts": 1, "token": token,
+                "error": failed[i], "first_failed": now, "last_failed": now} for i in failed if i not in held]
+        if new:
+            conn.execute(sync_failures.insert(), new)
+        return {i: held.get(i, 0) + 1 for i in failed}
+
+    def clear(self, conn: Connection, source: str, ids: Iterable[str]) -> int:
+        """Forget the retries of objects that went through (dead letters stay)."""
+        chosen = list(ids)
+        if not chosen:
+            return 0
+        done = 0
+        for start in range(0, len(chosen), 500):
+            done += conn.execute(delete(sync_failures).where(
+                sync_failures.c.source == source, sync_failures.c.state == RETRYING,
+                sync_failures.c.object_id.in_(chosen[start:start + 500]))).rowcount or 0
+        return done
+
+    def bury(self, conn: Connection, source: str, ids: Iterable[str]) -> None:
+        """Keep these objects as dead letters: retried no more."""
+        chosen = list(ids)
+        if chosen:
+            conn.execute(update(sync_failures).where(sync_failures.c.source == source,
+                                                     sync_failures.c.object_id.in_(chosen)).values(state=DEAD))
+
+    def drop(self, conn: Connection, source: str, ids: Iterable[str]) -> None:
+        chosen = list(ids)
+        if chosen:
+            conn.execute(delete(sync_failures).where(sync_failures.c.source == source,
+                                                     sync_failures.c.object_id.in_(chosen)))
+
+    def entries(self, source: str | None = None, state: str | None = None) -> list[SyncFailure]:
+        query = select(sync_failures).order_by(sync_failures.c.source, sync_failures.c.first_failed,
+                                               sync_failures.c.object_id)
+        if source is not None:
+            query = query.where(sync_failures.c.source == source)
+        if state is not None:
+            query = query.where(sync_failures.c.state == state)
+        with self.store.engine.connect() as conn:
+            return [_failure(r) for r in conn.execute(query).mappings()]
+
+    def get(self, source: str, object_id: str) -> SyncFailure | None:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(select(sync_failures).where(sync_failures.c.source == source,
+                                                           sync_failures.c.object_id == object_id)).mappings().first()
+        return _failure(row) if row is not None else None
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """source -> state -> how many objects."""
+        out: dict[str, dict[str, int]] = {}
+        with self.store.engine.connect() as conn:
+            for source, state, n in conn.execute(select(sync_failures.c.source, sync_failures.c.state,
+                                                        func.count()).group_by(sync_failures.c.source,
+                                                                               sync_failures.c.state)):
+                out.setdefault(source, {})[state] = n
+        return out
+
+    def forget(self, source: str, object_id: str | None = None) -> int:
+        """Remove one object's entry, or every entry of ``source``; how many went."""
+        with self.store.begin() as conn:
+            query = delete(sync_failures).where(sync_failures.c.source == source)
+            if object_id is not None:
+                query = query.where(sync_failures.c.object_id == object_id)
+            return conn.execute(query).rowcount or 0
+
+
+def livesync_sources(store: Store) -> list[dict[str, object]]:
+    """Each source's liveSync state as ``idsync status``, the status file and the API show
+    it, with how many of its objects wait for a retry (``retrying``) and are dead letters
+    (``deadLetters``)."""
+    counts = SyncFailures(store).counts()
+    return [{**s.to_json(), "retrying": counts.get(s.source, {}).get(RETRYING, 0),
+             "deadLetters": counts.get(s.source, {}).get(DEAD, 0)} for s in SyncTokens(store).all()]
+
+
+def _failure(row: RowMapping) -> SyncFailure:
+    return SyncFailure(row["source"], row["object_id"], row["state"], int(row["attempts"]), row["token"],
+                       row["error"], _aware(row["first_failed"]), _aware(row["last_failed"]))
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,199 @@
+"""liveSync's failed changes against a real slapd: the provisioner's ``syncFailureHandler``
+(``maxRetries``, ``postRetryAction``), as PingIDM's samples all set it.
+
+The mapping's ``mail`` transform asks the store whether "the gate is open" (a managed
+role named ``gate-open``) for a mail at ``gated.example``, and throws while it is not:
+a target that refuses a change for a while, which ``openidm`` in a liveSync run's
+scripts (bound as in a recon) lets a test open and close."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from api_server import ADMIN, serve
+from idsync.config.project import load_project
+from idsync.errors import ConfigError
+from idsync.sync.livesync import LiveSyncResult
+from idsync_dev.slapd import Slapd
+from livesync_env import live, managed_users
+
+from samples import FORWARD, idsync, sample_project
+
+SOURCE = "system/ldap/account"
+_GATE = """if (String(source).indexOf('@gated.') > 0
+    && openidm.query('managed/role', {_queryFilter: 'name eq "gate-open"'}).result.length === 0) {
+  throw 'the gate is closed for ' + source;
+}
+source;"""
+
+
+def _project(tmp_path: Path, slapd: Slapd, subtree: str, handler: dict[str, Any] | None, *,
+             load_data: bool = True) -> Path:
+    tmp_path.mkdir(exist_ok=True)
+    project = sample_project(tmp_path, slapd, subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=load_data)
+    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    if handler is None:
+        prov.pop("syncFailureHandler", None)
+    else:
+        prov["syncFailureHandler"] = handler
+    prov_file.write_text(json.dumps(prov))
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    (forward,) = [m for m in sync["mappings"] if m["name"] == FORWARD]
+    (mail,) = [p for p in forward["properties"] if p.get("target") == "mail"]
+    mail["transform"] = {"type": "text/javascript", "source": _GATE}
+    sync_file.write_text(json.dumps(sync))
+    return project
+
+
+def _live(project: Path) -> LiveSyncResult:
+    return live(project, SOURCE)
+
+
+def _mail(slapd: Slapd, subtree: str, uid: str, mail: str) -> None:
+    slapd.add_ldif(f"dn: uid={uid},{subtree}\nchangetype: modify\nreplace: mail\nmail: {mail}\n")
+
+
+def _gate(project: Path, open_it: bool) -> None:
+    if open_it:
+        made = idsync(project, "managed", "create", "role", "--no-sync", "--id", "gate",
+                      "--data", json.dumps({"name": "gate-open"}))
+    else:
+        made = idsync(project, "managed", "delete", "role", "gate", "--no-sync")
+    assert made.returncode == 0, made.stderr
+
+
+def _failures(project: Path) -> list[dict[str, Any]]:
+    shown = idsync(project, "livesync", SOURCE, "--failures", "--json")
+    assert shown.returncode == 0, shown.stderr
+    return list(json.loads(shown.stdout))
+
+
+def test_a_failed_change_is_retried_until_it_goes_through_then_kept_as_a_dead_letter(
+        tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """maxRetries 2, dead-letter-queue: a change the mapping refuses fails its object and
+    the token moves on; the next runs read the object again (as it is then) and retry it;
+    once the gate opens it goes through, the user gets the mail, and nothing waits any
+    more. Another object that fails three times (the first try and two retries) becomes a
+    dead letter: no later run retries it; ``idsync status``, the status file, the
+    metrics and the API's deadLetterQueue show it, and deleting it there forgets it."""
+    project = _project(tmp_path, slapd, ldap_subtree, {"maxRetries": 2, "postRetryAction": "dead-letter-queue"})
+    assert _live(project).state == "SUCCESS"  # the first run: a full recon, then the token
+    bjensen = managed_users(project)["bjensen"]
+
+    _mail(slapd, ldap_subtree, "bjensen", "bjensen@gated.example")
+    first = _live(project)
+    assert first.changes == 1 and first.failed == 1 and first.retried == 0, first
+    (held,) = _failures(project)
+    assert held["state"] == "RETRYING" and held["attempts"] == 1 and "the gate is closed" in held["error"]
+    again = _live(project)  # no new change: the object is read again and still refused
+    assert (again.changes, again.retried, again.failed) == (0, 1, 1), again
+    assert _failures(project)[0]["attempts"] == 2
+    _gate(project, open_it=True)
+    through = _live(project)
+    assert (through.retried, through.failed) == (1, 0) and through.state == "SUCCESS", through
+    assert managed_users(project)["bjensen"]["mail"] == "bjensen@gated.example"
+    assert managed_users(project)["bjensen"]["_id"] == bjensen["_id"]
+    assert _failures(project) == []
+    assert _live(project).retried == 0
+
+    _gate(project, open_it=False)
+    _mail(slapd, ldap_subtree, "scarter", "scarter@gated.example")
+    with structlog.testing.capture_logs() as logs:
+        outcomes = [_live(project) for _ in range(3)]
+    assert [(o.retried, o.failed, o.given_up) for o in outcomes] == [(0, 1, 0), (1, 1, 0), (1, 1, 1)]
+    assert any(e["event"] == "livesync.dead_letter" and e["log_level"] == "warning" for e in logs)
+    (dead,) = _failures(project)
+    assert dead["state"] == "DEAD" and dead["attempts"] == 3 and dead["uid"] == dead["_id"]
+    idle = idsync(project, "livesync", SOURCE, "--json")  # writes the status file too
+    assert idle.returncode == 0 and json.loads(idle.stdout)["retried"] == 0  # a dead letter is not retried
+    assert managed_users(project)["scarter"]["mail"] != "scarter@gated.example"
+
+    status = idsync(project, "status")
+    assert "1 dead letter(s)" in status.stdout, status.stdout
+    state = json.loads((project / "state" / "status.json").read_text())
+    assert state["liveSync"][SOURCE]["deadLetters"] == 1 and state["liveSync"][SOURCE]["retrying"] == 0
+    with serve(project) as api:
+        metrics = api.get("/metrics", headers=ADMIN).text
+        assert f'idsync_livesync_failed_objects{{source="{SOURCE}",state="DEAD"}} 1.0' in metrics
+        listed = api.get("/openidm/repo/synchronisation/deadLetterQueue/ldap?_queryFilter=true",
+                         headers=ADMIN).json()
+        (letter,) = listed["result"]
+        assert letter["systemIdentifier"] == "ldap" and letter["objectType"] == "account"
+        assert "the gate is closed" in letter["failureCause"] and letter["_id"] == dead["_id"]
+        one = f"/openidm/repo/synchronisation/deadLetterQueue/ldap/{dead['_id']}"
+        assert api.get(one, headers=ADMIN).json()["attempts"] == 3
+        assert api.delete(one, headers=ADMIN).status_code == 200
+        assert api.get(one, headers=ADMIN).status_code == 404
+        assert api.get("/openidm/repo/synchronisation/deadLetterQueue/nowhere?_queryFilter=true",
+                       headers=ADMIN).status_code == 404
+    assert _failures(project) == []
+
+
+def test_logged_ignore_gives_up_at_once_and_no_handler_retries_until_it_goes_through(
+        tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """maxRetries 0 with logged-ignore: a warning names the object and the error, and no
+    run retries it. Without a syncFailureHandler (PingIDM's default) the object is
+    retried by every run until it goes through; ``--forget`` gives it up by hand."""
+    project = _project(tmp_path, slapd, ldap_subtree, {"maxRetries": 0, "postRetryAction": "logged-ignore"})
+    assert _live(project).state == "SUCCESS"
+    _mail(slapd, ldap_subtree, "bjensen", "b@gated.example")
+    with structlog.testing.capture_logs() as logs:
+        done = _live(project)
+    assert (done.failed, done.given_up) == (1, 1)
+    (ignored,) = [e for e in logs if e["event"] == "livesync.failure_ignored"]
+    assert ignored["log_level"] == "warning" and "the gate is closed" in ignored["error"]
+    assert _failures(project) == [] and _live(project).retried == 0
+
+    forever = _project(tmp_path / "forever", slapd, ldap_subtree, None, load_data=False)
+    assert _live(forever).state == "SUCCESS"
+    _mail(slapd, ldap_subtree, "scarter", "s@gated.example")
+    assert _live(forever).failed == 1
+    for attempts in (2, 3, 4):
+        assert _live(forever).retried == 1
+        assert _failures(forever)[0]["attempts"] == attempts
+    forgot = idsync(forever, "livesync", SOURCE, "--forget", _failures(forever)[0]["_id"])
+    assert forgot.returncode == 0 and "1 failed change(s) forgotten" in forgot.stdout
+    assert _live(forever).retried == 0
+
+
+def test_a_script_handles_what_is_past_its_retries(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """postRetryAction {"script": ...}: the script gets PingIDM's syncFailure (token,
+    systemIdentifier, objectType, uid, failedRecord) and failureCause, and may write
+    through openidm; once it ends well the object is given up."""
+    note = ("openidm.create('managed/role', null, {name: 'failed ' + syncFailure.systemIdentifier + '/' + "
+            "syncFailure.objectType, description: syncFailure.failedRecord.mail + ': ' + failureCause});")
+    project = _project(tmp_path, slapd, ldap_subtree,
+                       {"maxRetries": 1, "postRetryAction": {"script": {"type": "text/javascript", "source": note}}})
+    assert _live(project).state == "SUCCESS"
+    _mail(slapd, ldap_subtree, "bjensen", "j@gated.example")
+    assert [_live(project).given_up for _ in range(2)] == [0, 1]
+    roles = json.loads(idsync(project, "managed", "query", "role", "--filter", 'name eq "failed ldap/account"').stdout)
+    (role,) = roles
+    assert role["description"].startswith("j@gated.example: ") and "the gate is closed" in role["description"]
+    assert _failures(project) == [] and _live(project).retried == 0
+
+
+@pytest.mark.parametrize(("handler", "key"), [
+    ("retry", "syncFailureHandler"),
+    ({"maxRetries": "5"}, "syncFailureHandler.maxRetries"),
+    ({"maxRetries": 5, "postRetryAction": "dead-letter"}, "syncFailureHandler.postRetryAction"),
+    ({"maxRetries": 5, "postRetryActions": "logged-ignore"}, "syncFailureHandler.postRetryActions"),
+])
+def test_a_bad_handler_is_an_error_naming_the_file_and_key(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
+                                                           handler: Any, key: str) -> None:
+    project = _project(tmp_path, slapd, ldap_subtree, {"maxRetries": 5})
+    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    prov["syncFailureHandler"] = handler
+    prov_file.write_text(json.dumps(prov))
+    with pytest.raises(ConfigError) as caught:
+        load_project(project)
+    assert caught.value.file.endswith("provisioner.openicf-ldap.json") and caught.value.key == key
+    checked = idsync(project, "validate")
+    assert checked.returncode != 0 and key in checked.stdout + checked.stderr
