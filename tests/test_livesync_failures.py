@@ -43,7 +43,8 @@ def _project(tmp_path: Path, slapd: Slapd, subtree: str, handler: dict[str, Any]
         prov["syncFailureHandler"] = handler
     prov_file.write_text(json.dumps(prov))
     sync_file = project / "conf" / "sync.json"
-    sync = json.loads(sync_file.read_text())
+    # The sample's maxDeletes "10%" made a count: a handful of test users is not a large directory.
+    sync = json.loads(sync_file.read_text().replace('"maxDeletes": "10%"', '"maxDeletes": 5'))
     (forward,) = [m for m in sync["mappings"] if m["name"] == FORWARD]
     (mail,) = [p for p in forward["properties"] if p.get("target") == "mail"]
     mail["transform"] = {"type": "text/javascript", "source": _GATE}
@@ -132,7 +133,13 @@ def test_a_failed_change_is_retried_until_it_goes_through_then_kept_as_a_dead_le
         assert api.get(one, headers=ADMIN).status_code == 404
         assert api.get("/openidm/repo/synchronisation/deadLetterQueue/nowhere?_queryFilter=true",
                        headers=ADMIN).status_code == 404
+        stage = "/openidm/repo/synchronisation/pooledSyncStage/SYSTEMLDAPACCOUNT"
+        assert api.get(stage, headers=ADMIN).json()["hasToken"] is True
+        assert api.delete(stage, headers=ADMIN).json()["_id"] == "SYSTEMLDAPACCOUNT"
+        assert api.get(stage, headers=ADMIN).json()["hasToken"] is False
+        assert api.delete(stage, headers=ADMIN).status_code == 404  # no token left to forget
     assert _failures(project) == []
+    assert _live(project).full_recon is not None  # a forgotten token: the next run reconciles in full
 
 
 def test_logged_ignore_gives_up_at_once_and_no_handler_retries_until_it_goes_through(
@@ -197,3 +204,42 @@ def test_a_bad_handler_is_an_error_naming_the_file_and_key(tmp_path: Path, slapd
     assert caught.value.file.endswith("provisioner.openicf-ldap.json") and caught.value.key == key
     checked = idsync(project, "validate")
     assert checked.returncode != 0 and key in checked.stdout + checked.stderr
+
+
+def test_a_failed_delete_is_deleted_again_and_a_vanished_object_is_no_delete(
+        tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A delete the store refuses (the user type's onDelete throws while the gate is
+    closed) is kept with its kind: the retries delete again, and once the gate opens the
+    user is gone. An object whose failed change was a modify and that is gone when it is
+    retried is not deleted by the retry (its delete is a change the source tells on its
+    own): the retry is over, and the source's delete then deletes the user."""
+    project = _project(tmp_path, slapd, ldap_subtree, {"maxRetries": 5, "postRetryAction": "logged-ignore"})
+    managed_file = project / "conf" / "managed.json"
+    managed = json.loads(managed_file.read_text())
+    (user,) = [o for o in managed["objects"] if o["name"] == "user"]
+    user["onDelete"] = {"type": "text/javascript", "source": (
+        "if (openidm.query('managed/role', {_queryFilter: 'name eq \"gate-open\"'}).result.length === 0) "
+        "{ throw 'deletes are closed'; }")}
+    managed_file.write_text(json.dumps(managed))
+    assert _live(project).state == "SUCCESS"
+    slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: delete\n")
+    assert _live(project).failed == 1
+    (held,) = _failures(project)
+    assert held["delete"] is True and "deletes are closed" in held["error"]
+    assert _live(project).retried == 1 and "scarter" in managed_users(project)
+    _gate(project, open_it=True)
+    assert (_live(project).retried, _failures(project)) == (1, [])
+    assert "scarter" not in managed_users(project)
+
+    _gate(project, open_it=False)
+    _mail(slapd, ldap_subtree, "bjensen", "bj@gated.example")
+    assert _live(project).failed == 1
+    held_id = _failures(project)[0]["_id"]
+    _gate(project, open_it=True)  # the delete below goes through
+    with structlog.testing.capture_logs() as logs:
+        slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: delete\n")
+        done = _live(project)
+    assert done.state == "SUCCESS" and done.changes == 1 and done.retried == 1, done
+    assert any(e["event"] == "livesync.retry_not_found" for e in logs)
+    assert _failures(project) == [] and managed_users(project) == {}
+    assert held_id

@@ -29,7 +29,6 @@ from idsync.api.actions import action_routes
 from idsync.api.audit import audit_routes
 from idsync.api.auth import Accounts, AuthMiddleware, LoginLimit, load_accounts
 from idsync.api.context import ApiContext
-from idsync.api.dead_letters import dead_letter_routes
 from idsync.api.email import email_routes
 from idsync.api.endpoints import endpoint_routes
 from idsync.api.errors import exception_handlers
@@ -42,6 +41,7 @@ from idsync.api.openapi import openapi
 from idsync.api.policy import policy_routes
 from idsync.api.recon import recon_routes
 from idsync.api.relationships import relationship_routes
+from idsync.api.repo_sync import repo_sync_routes
 from idsync.api.system import system_routes
 from idsync.api.taskscanner import taskscanner_routes
 from idsync.errors import ConfigError
@@ -108,7 +108,7 @@ def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | No
         *endpoint_routes,
         *email_routes,
         *audit_routes,
-        *dead_letter_routes,
+        *repo_sync_routes,
     ]
     limit = LoginLimit(ctx.settings.max_failed_logins)
     routes = [Mount("/openidm", routes=openidm), Route("/metrics", metrics.endpoint, methods=["GET"])]

@@ -79,6 +79,11 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
      "(implicit sync and liveSync), by PingIDM's field names; time order, -timestamp newest first", _QUERY, None,
      {"200": _PAGED}),
     ("/openidm/audit/{topic}/{id}", "get", "One audit event", [], None, {"200": _OBJECT}),
+    ("/openidm/repo/synchronisation/pooledSyncStage/{id}", "get", "A source's liveSync position (SYSTEMLDAPACCOUNT "
+     "for system/ldap/account): whether a token is stored, how it was read, when it moved", [], None,
+     {"200": _OBJECT}),
+    ("/openidm/repo/synchronisation/pooledSyncStage/{id}", "delete", "Forget a source's liveSync token: its next "
+     "run reconciles in full and stores a fresh one", [], None, {"200": _OBJECT}),
     ("/openidm/repo/synchronisation/deadLetterQueue/{system}", "get", "The changes of a system liveSync gave up "
      "on and kept (syncFailureHandler postRetryAction dead-letter-queue), one per object", _QUERY, None,
      {"200": _PAGED}),

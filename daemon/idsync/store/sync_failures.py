@@ -4,16 +4,18 @@ A change that fails through any mapping of its source is ``record``-ed in the
 transaction that moves the source's token past it, so the token never moves past a
 change that is not either applied or kept here. The source's next liveSync runs read
 the ``retrying`` objects again and apply them before their new changes; one that goes
-through is ``cleared``. Once its retries are spent (``syncFailureHandler.maxRetries``)
-the run either ``drop``-s it or, with ``dead-letter-queue``, ``bury``-s it: a dead
-letter stays for an administrator to read (``idsync livesync failures``, the API's
+through is ``cleared``. Whether the change was a delete is kept too: an object a
+retry no longer finds is deleted again only when its failed change was a delete.
+Once its retries are spent (``syncFailureHandler.maxRetries``) the run either
+``drop``-s it or, with ``dead-letter-queue``, ``bury``-s it: a dead letter stays
+for an administrator to read (``idsync livesync SOURCE --failures``, the API's
 ``repo/synchronisation/deadLetterQueue/SYSTEM``) and to ``forget``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, RowMapping, delete, func, select, update
@@ -34,17 +36,19 @@ class SyncFailure:
     object_id: str
     state: str
     attempts: int
+    deleted: bool
     token: str | None
     error: str
     first_failed: dt.datetime
     last_failed: dt.datetime
 
     def to_json(self) -> dict[str, object]:
-        """As ``idsync livesync failures --json`` shows it, with PingIDM's dead letter's
+        """As ``idsync livesync SOURCE --failures --json`` shows it, with PingIDM's dead letter's
         names (``systemIdentifier``, ``objectType``, ``uid``, ``failureCause``) beside."""
         parts = self.source.split("/")
         return {"_id": self.object_id, "source": self.source, "state": self.state, "attempts": self.attempts,
-                "error": self.error, "firstFailed": _iso(self.first_failed), "lastFailed": _iso(self.last_failed),
+                "delete": self.deleted, "error": self.error, "firstFailed": _iso(self.first_failed),
+                "lastFailed": _iso(self.last_failed),
                 "token": self.token, "systemIdentifier": parts[1] if len(parts) > 1 else self.source,
                 "objectType": parts[2] if len(parts) > 2 else "", "uid": self.object_id,
                 "failureCause": self.error}
@@ -54,17 +58,21 @@ class SyncFailures:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def retrying(self, source: str) -> list[str]:
-        """The objects of ``source`` to try again, the longest waiting first."""
+    def retrying(self, source: str) -> dict[str, bool]:
+        """The objects of ``source`` to try again, the longest waiting first: whether the
+        change that failed was a delete."""
         with self.store.engine.connect() as conn:
-            return list(conn.execute(
-                select(sync_failures.c.object_id)
+            rows = conn.execute(
+                select(sync_failures.c.object_id, sync_failures.c.deleted)
                 .where(sync_failures.c.source == source, sync_failures.c.state == RETRYING)
-                .order_by(sync_failures.c.first_failed, sync_failures.c.object_id)).scalars())
+                .order_by(sync_failures.c.first_failed, sync_failures.c.object_id))
+            return {object_id: bool(deleted) for object_id, deleted in rows}
 
-    def record(self, conn: Connection, source: str, failed: Mapping[str, str], token: str | None) -> dict[str, int]:
-        """One more failed attempt for each object of ``failed`` (object id -> error); the
-        attempts each has made so far. A dead letter failing again is retried anew."""
+    def record(self, conn: Connection, source: str, failed: Mapping[str, str], token: str | None,
+               deletes: Set[str] = frozenset()) -> dict[str, int]:
+        """One more failed attempt for each object of ``failed`` (object id -> error; those
+        of ``deletes`` failed to be deleted); the attempts each has made so far. A dead
+        letter failing again is retried anew."""
         if not failed:
             return {}
         now = utcnow()
@@ -79,9 +87,11 @@ class SyncFailures:
         for object_id, attempts in held.items():
             conn.execute(update(sync_failures)
                          .where(sync_failures.c.source == source, sync_failures.c.object_id == object_id)
-                         .values(attempts=attempts + 1, error=failed[object_id], last_failed=now))
-        new = [{"source": source, "object_id": i, "state": RETRYING, "attempts": 1, "token": token,
-                "error": failed[i], "first_failed": now, "last_failed": now} for i in failed if i not in held]
+                         .values(attempts=attempts + 1, error=failed[object_id], last_failed=now,
+                                 deleted=object_id in deletes))
+        new = [{"source": source, "object_id": i, "state": RETRYING, "attempts": 1, "deleted": i in deletes,
+                "token": token, "error": failed[i], "first_failed": now, "last_failed": now}
+               for i in failed if i not in held]
         if new:
             conn.execute(sync_failures.insert(), new)
         return {i: held.get(i, 0) + 1 for i in failed}
@@ -156,8 +166,8 @@ def livesync_sources(store: Store) -> list[dict[str, object]]:
 
 
 def _failure(row: RowMapping) -> SyncFailure:
-    return SyncFailure(row["source"], row["object_id"], row["state"], int(row["attempts"]), row["token"],
-                       row["error"], _aware(row["first_failed"]), _aware(row["last_failed"]))
+    return SyncFailure(row["source"], row["object_id"], row["state"], int(row["attempts"]), bool(row["deleted"]),
+                       row["token"], row["error"], _aware(row["first_failed"]), _aware(row["last_failed"]))
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

@@ -250,6 +250,7 @@ sync_failures = Table(
     Column("object_id", _Key, primary_key=True),
     Column("state", String(16), nullable=False),  # RETRYING or DEAD
     Column("attempts", Integer, nullable=False),
+    Column("deleted", Boolean, nullable=False),  # whether the change that failed last was a delete
     Column("token", _LongText, nullable=True),  # the token of the change that first failed
     Column("error", _LongText, nullable=False),
     Column("first_failed", DateTime(timezone=True), nullable=False),

@@ -39,7 +39,7 @@ between them. Store objects whose push to the source failed are held as in a rec
 A change that fails through a mapping (the target refuses it, a script throws) does
 not hold the token back: the object is kept in ``sync_failures`` in the transaction
 that moves the token past it, and the source's next runs read it again (by id, as it
-is then: gone, it is a delete) and apply it before their new changes, until it goes
+is then) and apply it before their new changes, until it goes
 through or its retries are spent. Then the provisioner's ``syncFailureHandler`` says
 what becomes of it (``config/sync_failures.py``): given up, with a warning or
 without, kept as a dead letter, or handed to a script.
@@ -171,7 +171,9 @@ class _LiveRun:
         self.log = log.bind(source=source, dry_run=options.dry_run)
         self.failures = SyncFailures(store)
         self.policy = _failure_policy(project, source)
-        self._held: set[str] = set()  # the objects sync_failures holds for this source, as far as this run knows
+        # The objects sync_failures holds for this source, as far as this run knows: whether
+        # the change that failed was a delete.
+        self._held: dict[str, bool] = {}
         self._scripted: dict[str, tuple[str, str | None]] = {}  # for the postRetryAction script: error, token
 
     def run(self) -> LiveSyncResult:
@@ -239,7 +241,7 @@ class _LiveRun:
         if feed.complete_ids is not None:
             batches = self._with_gone(ready(), feed.complete_ids, batches)
         if not self.options.dry_run:
-            self._held = set(self.failures.retrying(self.source))
+            self._held = self.failures.retrying(self.source)
             batches = itertools.chain(self._retried(source, result), batches)
         for batch in batches:
             if self.options.cancel.is_set():
@@ -252,10 +254,10 @@ class _LiveRun:
                     with self.store.begin() as conn:
                         self._saver(batch.token, feed.method)(conn)
                 continue
-            ids = [c.id for c in batch.changes]
             for index, applier in enumerate(ready()):
                 last = index == len(appliers) - 1
-                saver = self._saver(batch.token if save else None, feed.method, ids, batch.token, result, appliers)
+                saver = self._saver(batch.token if save else None, feed.method, batch.changes, batch.token, result,
+                                    appliers)
                 applier.apply(batch.changes, saver if last and not self.options.dry_run else None)
             self._run_failure_script(batch.changes)
         if any(a.counters.error_count for a in appliers) and not any(a.counters.status["SUCCESS"] for a in appliers):
@@ -284,30 +286,42 @@ class _LiveRun:
             yield ChangeBatch([Change(sid, None) for sid in ids[start:start + self.page_size]], None)
         yield from batches
 
-    def _saver(self, token: str | None, method: str, ids: Sequence[str] = (), change_token: str | None = None,
-               result: LiveSyncResult | None = None,
+    def _saver(self, token: str | None, method: str, changes: Sequence[Change] = (),
+               change_token: str | None = None, result: LiveSyncResult | None = None,
                appliers: Sequence[ChangeApplier] = ()) -> Callable[[Connection], None]:
         """What the transaction of a batch's last write does: store ``token`` (when the batch
-        moves it) and settle the failures of the batch's objects ``ids``, so the token never
+        moves it) and settle the failures of the batch's ``changes``, so the token never
         moves past a change that is neither applied nor kept for a retry."""
         def save(conn: Connection) -> None:
             if token is not None:
                 self.tokens.save(conn, self.source, token, method)
             if result is not None:
-                self._settle(conn, ids, change_token, result, appliers)
+                self._settle(conn, changes, change_token, result, appliers)
         return save
 
     def _retried(self, source: Resource, result: LiveSyncResult) -> Iterable[ChangeBatch]:
-        """The objects whose earlier change failed, as they are now (gone: a delete)."""
-        ids = sorted(self._held)
+        """The objects whose earlier change failed, as they are now. One no longer found is
+        deleted again only when its failed change was a delete; after any other change, its
+        going (or a new id, an LDAP DN renamed) is a change of its own that the source tells,
+        so its retry is over."""
+        ids = list(self._held)
         fields = self._fields()
         for start in range(0, len(ids), self.page_size):
             chunk = ids[start:start + self.page_size]
             found = source.get_many(chunk, fields)
             result.retried += len(chunk)
-            yield ChangeBatch([Change(i, found.get(i)) for i in chunk], None, retry=True)
+            gone = [i for i in chunk if i not in found and not self._held[i]]
+            if gone:
+                with self.store.begin() as conn:
+                    self.failures.clear(conn, self.source, gone)
+                for object_id in gone:
+                    del self._held[object_id]
+                self.log.info("livesync.retry_not_found", objects=len(gone))
+            changes = [Change(i, found.get(i)) for i in chunk if i in found or i in self._held]
+            if changes:
+                yield ChangeBatch(changes, None, retry=True)
 
-    def _settle(self, conn: Connection, ids: Sequence[str], token: str | None, result: LiveSyncResult,
+    def _settle(self, conn: Connection, changes: Sequence[Change], token: str | None, result: LiveSyncResult,
                 appliers: Sequence[ChangeApplier]) -> None:
         """Keep the batch's failed objects for a retry, forget those that went through, and
         carry out the ``syncFailureHandler`` for those past their retries."""
@@ -315,21 +329,24 @@ class _LiveRun:
         for applier in appliers:
             failed.update(applier.failed)
             applier.failed.clear()
-        done = [i for i in ids if i in self._held and i not in failed]
+        done = [c.id for c in changes if c.id in self._held and c.id not in failed]
         if done:
             self.failures.clear(conn, self.source, done)
-            self._held.difference_update(done)
+            for object_id in done:
+                del self._held[object_id]
             self.log.info("livesync.retry_succeeded", objects=len(done))
         if not failed:
             return
         result.failed += len(failed)
-        attempts = self.failures.record(conn, self.source, failed, token)
-        self._held.update(failed)
+        deletes = {c.id for c in changes if c.obj is None and c.id in failed}
+        attempts = self.failures.record(conn, self.source, failed, token, deletes)
+        self._held.update({object_id: object_id in deletes for object_id in failed})
         spent = {i: n for i, n in attempts.items() if self.policy.exhausted(n)}
         if not spent:
             return
         result.given_up += len(spent)
-        self._held.difference_update(spent)
+        for object_id in spent:
+            self._held.pop(object_id, None)
         after = self.policy.after
         for object_id, n in spent.items():
             fields = {"object_id": object_id, "attempts": n, "error": failed[object_id], "token": token}
@@ -366,7 +383,6 @@ class _LiveRun:
                 script(syncFailure=failure, failureCause=error)
             except IdsyncError as exc:
                 self.log.warning("livesync.failure_script_failed", object_id=object_id, error=str(exc))
-                self._held.add(object_id)  # retried, and handed to the script again
             else:
                 handled.append(object_id)
         self._scripted.clear()

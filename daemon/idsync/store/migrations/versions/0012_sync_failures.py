@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("object_id", _Key, primary_key=True),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("deleted", sa.Boolean, nullable=False),
         sa.Column("token", _LongText, nullable=True),
         sa.Column("error", _LongText, nullable=False),
         sa.Column("first_failed", sa.DateTime(timezone=True), nullable=False),

@@ -1,4 +1,13 @@
-"""``/openidm/repo/synchronisation/deadLetterQueue/SYSTEM``: liveSync's dead letters.
+"""``/openidm/repo/synchronisation/...``: what PingIDM keeps of liveSync in its repository.
+
+``pooledSyncStage/ID``: a source's liveSync position (``ID`` as PingIDM names it, the
+source's path without slashes, upper-cased: ``SYSTEMLDAPACCOUNT``). ``GET`` answers
+whether a token is stored, how it was read and when it moved (the token itself is not
+shown); ``DELETE`` forgets it, as PingIDM's administrators reset liveSync: the
+source's next run reconciles in full and stores a fresh one (``idsync livesync
+SOURCE --reset``).
+
+``deadLetterQueue/SYSTEM``: liveSync's dead letters.
 
 Where PingIDM keeps a change of system SYSTEM that liveSync gave up on under
 ``"postRetryAction": "dead-letter-queue"`` (``syncFailureHandler``), idsync answers
@@ -25,8 +34,33 @@ from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, sort_objects
 from idsync.query import matches
 from idsync.store.sync_failures import DEAD, SyncFailure, SyncFailures
+from idsync.store.tokens import SyncTokens
 
-__all__ = ["dead_letter_routes"]
+__all__ = ["repo_sync_routes"]
+
+
+def _stage_id(source: str) -> str:
+    return source.replace("/", "").upper()
+
+
+def _stage(ctx: ApiContext, stage_id: str, *, remove: bool) -> dict[str, Any]:
+    tokens = SyncTokens(ctx.store)
+    for state in tokens.all():
+        if _stage_id(state.source) == stage_id.upper() and (state.token is not None or not remove):
+            if remove:
+                tokens.forget(state.source)
+            return {"_id": _stage_id(state.source), **state.to_json()}
+    raise ApiError(404, f"Resource 'repo/synchronisation/pooledSyncStage/{stage_id}' not found")
+
+
+async def _read_stage(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    return JSONResponse(await run_in_threadpool(_stage, ctx, request.path_params["id"], remove=False))
+
+
+async def _delete_stage(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    return JSONResponse(await run_in_threadpool(_stage, ctx, request.path_params["id"], remove=True))
 
 
 def _letters(ctx: ApiContext, system: str) -> list[SyncFailure]:
@@ -70,7 +104,9 @@ async def _delete(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(_one, ctx, p["system"], p["id"], remove=True))
 
 
-dead_letter_routes = [
+repo_sync_routes = [
+    Route("/repo/synchronisation/pooledSyncStage/{id}", _read_stage, methods=["GET"]),
+    Route("/repo/synchronisation/pooledSyncStage/{id}", _delete_stage, methods=["DELETE"]),
     Route("/repo/synchronisation/deadLetterQueue/{system}", _query, methods=["GET"]),
     Route("/repo/synchronisation/deadLetterQueue/{system}/{id:path}", _read, methods=["GET"]),
     Route("/repo/synchronisation/deadLetterQueue/{system}/{id:path}", _delete, methods=["DELETE"]),
