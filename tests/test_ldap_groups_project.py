@@ -189,11 +189,12 @@ def test_validate_warns_about_what_is_not_acted_on(project: tuple[Path, str]) ->
     assert validated["ok"], validated
     warnings = {w["key"]: w["problem"] for w in validated["warnings"]}
     assert all(w["file"] == str(prov_file) for w in validated["warnings"])
-    # readSchema and the keys only liveSync reads ask for nothing idsync would do otherwise.
+    # readSchema and the keys only liveSync reads ask for nothing idsync would do otherwise;
+    # a denied DELETE is followed.
     assert set(warnings) == {
         "configurationProperties.synchronizePasswords",
         "configurationProperties.failover", "configurationProperties.usePagedResultsControl",
-        "operationOptions.DELETE.denied", "objectTypes.account.properties.smartcard.nativeName",
+        "objectTypes.account.properties.smartcard.nativeName",
         "objectTypes.account.properties.posix.nativeName",
         # OpenICF's pool and timeout settings, for every connector (config/unused.py)
         "{poolConfigOption,operationTimeout}"}

@@ -128,7 +128,7 @@ def _unused_project(tmp_path: Path, slapd: Slapd, subtree: str) -> Path:
         "ldap", slapd, subtree, poolConfigOption={"maxObjects": 10}, operationTimeout={"CREATE": -1},
         systemActions=[{"scriptId": "s", "actions": []}],
         operationOptions={"DELETE": {"denied": True, "onDeny": "DO_NOTHING"},
-                          "CREATE": {"denied": False, "onDeny": "DO_NOTHING"}}))
+                          "CREATE": {"denied": False, "onDeny": "DO_NOTHING"}, "SYNC": {"denied": True}}))
     mapping = {"name": "systemLdapAccounts_managedUser", "source": "system/ldap/account", "target": "managed/user",
                "properties": [{"source": "uid", "target": "userName"}],
                "taskThreads": 4, "prefetchLinks": True, "onRecon": {"type": _JS, "source": "1"},
@@ -147,7 +147,8 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     key and why: files of one kind share one line, a managed type's event scripts are
     one line, a custom action is one line when it loads a module of PingIDM's idsync does
     not provide and none when it is served (PingIDM's ``resetPassword`` too),
-    ``operationOptions`` warns only about the operation it denies."""
+    ``operationOptions`` warns only about an operation it denies that idsync does not
+    refuse (it refuses a denied CREATE, UPDATE or DELETE)."""
     project = _unused_project(tmp_path, slapd, ldap_subtree)
     conf = project / "conf"
     done = idsync(project, "validate")
@@ -194,7 +195,8 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     prov = conf / "provisioner.openicf-ldap.json"
     one(f"{prov}: {{poolConfigOption,operationTimeout}}: ", "OpenICF framework settings")
     one(f"{prov}: systemActions: ", "not served")
-    one(f"{prov}: operationOptions.DELETE.denied: ", "allowDelete")
+    one(f"{prov}: operationOptions.SYNC.denied: ", "CREATE, UPDATE and DELETE only")
+    assert not any("operationOptions.DELETE" in line for line in lines)  # followed
     # Nothing else: the files idsync reads get no line of their own, no key is told twice.
     assert len(lines) == len(set(_FILES.values())) + 1 + 8 + 5 + 1 + 3 + 2, "\n".join(lines)
     # "scope": "private" is followed (the API never answers the property): no line.

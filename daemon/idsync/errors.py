@@ -48,6 +48,7 @@ __all__ = [
     "NotFound",
     "ObjectError",
     "ObjectRejected",
+    "OperationDenied",
     "PeerError",
     "PeerMisconfigured",
     "PeerUnavailable",
@@ -165,6 +166,12 @@ class ObjectRejected(ObjectError):
     asked for by throwing PingIDM's ``{code, message}`` (the API answers it)."""
 
     status: int | None = None
+
+
+class OperationDenied(ObjectRejected):
+    """The system's provisioner denies this kind of write (PingIDM's ``operationOptions``)."""
+
+    status = 403
 
 
 class CryptoFailed(ObjectError):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from idsync.errors import IdsyncError, ObjectError, SyncTokenExpired
+from idsync.errors import IdsyncError, ObjectError, OperationDenied, SyncTokenExpired
 from idsync.query.ast import And, Compare, Node, Or, Path
 
 __all__ = [
@@ -113,6 +113,11 @@ class Resource(ABC):
     # NOT_READABLE and NOT_RETURNED_BY_DEFAULT): written again only when they change
     # (``sync/written.py``).
     write_only: frozenset[str] = frozenset()
+    # The writes the system's provisioner denies (PingIDM's ``operationOptions``): "create",
+    # "update" or "delete" -> its ``onDeny`` (``DO_NOTHING``, ``THROW_EXCEPTION``). A denied
+    # write fails (``OperationDenied``); the sync engine does not even plan one whose
+    # ``onDeny`` is ``DO_NOTHING`` (``sync/assess.py``).
+    denied: Mapping[str, str] = MappingProxyType({})
 
     @abstractmethod
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
@@ -178,9 +183,19 @@ class Resource(ABC):
 
     def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         """Apply ``ops``; a failed op fails alone (its result carries the error)."""
-        if self.dry_run:
-            return [self._simulate(op) for op in ops]
-        return self._write(ops)
+        allowed = [op for op in ops if op.kind not in self.denied] if self.denied else ops
+        if not allowed:
+            done: list[WriteResult] = []
+        elif self.dry_run:
+            done = [self._simulate(op) for op in allowed]
+        else:
+            done = self._write(allowed)
+        if len(allowed) == len(ops):
+            return done
+        written = iter(done)
+        return [next(written) if op.kind not in self.denied else WriteResult(op, error=OperationDenied(
+            f"{self.name}: {op.kind.upper()} is denied on this system (operationOptions.{op.kind.upper()}.denied "
+            "in its provisioner)")) for op in ops]
 
     def create(self, values: Obj) -> Obj:
         return self._one(WriteOp("create", values=values))

@@ -26,6 +26,7 @@ from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, QueryDef, load_mappings, parse_mapping
 from idsync.config.objectmodel import load_object_models
+from idsync.config.operation_options import denied_operations
 from idsync.config.overlay import PROPERTY_KEYS, clear_properties, overlay_file, read_overlay
 from idsync.config.queries import load_queries
 from idsync.config.sync_failures import SyncFailurePolicy, parse_sync_failure
@@ -94,6 +95,11 @@ class Provisioner:
         """Where the refresh token an administrator's consent obtained (the console's
         OAuth step) is kept: ``<state_dir>/oauth/<name>.refresh-token``, mode 0600."""
         return self.state_dir / "oauth" / f"{self.name}.refresh-token" if self.state_dir is not None else None
+
+    @property
+    def denied_operations(self) -> Mapping[str, str]:
+        """The writes ``operationOptions`` denies on the system -> their ``onDeny``."""
+        return denied_operations(self.raw.get("operationOptions"), file=self.file)
 
     @property
     def sync_failure(self) -> SyncFailurePolicy:
@@ -488,6 +494,7 @@ def _provisioner(path: Path, project_dir: Path, state_dir: Path | None = None,
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
     parse_sync_failure(raw.get("syncFailureHandler"), file=str(path))
+    denied_operations(raw.get("operationOptions"), file=str(path))
     return Provisioner(name=name, file=str(path), kind=kind, raw=raw, project_dir=project_dir, state_dir=state_dir,
                        overlay=read_overlay(state_dir, name), keyring=keys)
 

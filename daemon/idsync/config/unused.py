@@ -31,6 +31,7 @@ from idsync.config.actions import unserved
 from idsync.config.endpoints import not_served
 from idsync.config.files import load_json
 from idsync.config.objectmodel import NOT_ENFORCED_POLICIES, not_run
+from idsync.config.operation_options import FOLLOWED
 from idsync.config.relationships import demoted
 from idsync.errors import ConfigError, ConfigWarning
 from idsync.scripts.paths import ScriptPaths
@@ -344,10 +345,16 @@ def _provisioner(path: Path) -> list[NotUsed]:
         found.append(NotUsed(file, "systemActions", "not served: scripts PingIDM runs on the system "
                              "(POST system/NAME?_action=script)"))
     options = raw.get("operationOptions")
-    denied = [op for op, opt in options.items() if isinstance(opt, dict) and opt.get("denied") is True] \
-        if isinstance(options, dict) else []
+    denied = [op for op, opt in options.items() if isinstance(opt, dict) and opt.get("denied") is True
+              and op not in FOLLOWED] if isinstance(options, dict) else []
     if denied:
         found.append(NotUsed(file, _keys("operationOptions", [f"{op}.denied" for op in denied]),
-                             "not followed: PingIDM refuses these operations on the system, idsync does not; "
-                             "use the mappings' allowCreate, allowUpdate or allowDelete (false)"))
+                             "not followed: PingIDM refuses these operations on the system; idsync follows denied "
+                             "for CREATE, UPDATE and DELETE only"))
+    features = [op for op, opt in options.items() if isinstance(opt, dict) and opt.get("objectFeatures")] \
+        if isinstance(options, dict) else []
+    if features:
+        found.append(NotUsed(file, _keys("operationOptions", [f"{op}.objectFeatures" for op in features]),
+                             "not used: OpenICF's per-object-class operation options; idsync follows denied for "
+                             "the whole system"))
     return found

@@ -67,6 +67,7 @@ class LinkedReferences(Resource):
         self.renames_ids = inner.renames_ids
         self.clear_secrets = inner.clear_secrets
         self.write_only = inner.write_only
+        self.denied = inner.denied
         self._properties = properties
         # (object id, property) -> the values last read that named no linked object.
         self._unlinked: dict[tuple[str, str], list[Any]] = {}

@@ -147,6 +147,9 @@ class Assessor:
     kept_written: Mapping[str, str] = field(default_factory=dict)
     # An action given by hand (``Forced``: PingIDM's ``performAction``) in place of the policies'.
     forced: Forced | None = None
+    # The writes the target's system denies (``Resource.denied``): one whose ``onDeny`` is
+    # DO_NOTHING is not planned but skipped; any other fails at the write.
+    denied: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
@@ -317,11 +320,11 @@ class Assessor:
         action = self.decide(situation, {"source": None, "target": found, "linkQualifier": qualifier})
         plan = Plan(str(situation), action, source_id, tid, audit=True, qualifier=qualifier)
         if action == "DELETE" and found is not None and tid:
-            if self.allow_delete:
+            if not self.allow_delete:
+                plan.change, plan.message = "skipped", "delete skipped: deletes are switched off"
+            elif not self._left_undone(plan, "delete"):
                 plan.op, plan.change = WriteOp("delete", id=tid), "deleted"
                 plan.message = f"DELETE {self.mapping.target}/{tid}"
-            else:
-                plan.change, plan.message = "skipped", "delete skipped: deletes are switched off"
         elif action == "EXCEPTION":
             plan.error = f"{situation}: policy says EXCEPTION"
         # A link to a source that is gone is never useful, whatever the policy.
@@ -340,6 +343,8 @@ class Assessor:
                 return plan
             if not self.allow_create:
                 plan.change, plan.message = "skipped", "create skipped: creates are switched off"
+                return plan
+            if self._left_undone(plan, "create"):
                 return plan
             target = self.project(s, None, plan.qualifier)
             plan.digest, plan.projected = self.digests.projection(target, plan.qualifier), target
@@ -380,6 +385,8 @@ class Assessor:
             elif not self.allow_update:
                 plan.change, plan.audit = "skipped", True
                 plan.message = "update skipped: updates are switched off"
+            elif self._left_undone(plan, "update"):
+                pass
             else:
                 if "onUpdate" in m.hooks:
                     hooked = self._hook_target(m.hooks["onUpdate"], {"source": s, "target": {**current, **target},
@@ -418,6 +425,8 @@ class Assessor:
                 plan.change, plan.audit = "skipped", True
                 plan.message = "delete skipped: deletes are switched off"
                 return plan
+            if action == "DELETE" and self._left_undone(plan, "delete"):
+                return plan
             plan.defer = action == "DELETE" or linked
             plan.message = f"{action} {m.target}/{plan.target_id}"
         elif action == "EXCEPTION":
@@ -427,6 +436,16 @@ class Assessor:
         else:  # IGNORE, NOREPORT, ASYNC
             plan.audit = False
         return plan
+
+    def _left_undone(self, plan: Plan, kind: str) -> bool:
+        """Whether the target's system denies writes of ``kind`` and says to do nothing then
+        (``operationOptions``): the plan is then skipped, saying why."""
+        if self.denied.get(kind) != "DO_NOTHING":
+            return False
+        plan.change, plan.audit = "skipped", True
+        plan.message = (f"{kind} skipped: {self.mapping.target}'s provisioner denies it (operationOptions."
+                        f"{kind.upper()}.denied, onDeny DO_NOTHING)")
+        return True
 
     def _several_values(self, plan: Plan, target: Obj) -> bool:
         """Refuse (``plan.error``) a target giving several values to a single-valued property."""

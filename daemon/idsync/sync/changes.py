@@ -78,7 +78,8 @@ class ChangeApplier:
                                  secrets=project.secret_properties(mapping),
                                  target_schema=target.schema if isinstance(target, ManagedResource) else None,
                                  assignments=mapping_assignments(project, store, mapping),
-                                 clear_only=target.clear_secrets, written=written_values(project, mapping, target))
+                                 clear_only=target.clear_secrets, denied=target.denied,
+                                 written=written_values(project, mapping, target))
         self.correlators = self.qualifiers.correlators(target, project.queries)
         self.pending = pending_targets(self.store, project, mapping) if isinstance(target, ManagedResource) else {}
         self._at_least = 0  # how many objects the target is known to hold (for a maxDeletes share)

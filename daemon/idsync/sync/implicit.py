@@ -176,7 +176,7 @@ class ImplicitSync:
                 assessor = Assessor(mapping, ReconOptions(), counters, secrets=secrets,
                                     previous={object_id: before} if before else {},
                                     assignments=mapping_assignments(self.project, self.store, mapping),
-                                    clear_only=target.clear_secrets,
+                                    clear_only=target.clear_secrets, denied=target.denied,
                                     written=written_values(self.project, mapping, target), forced=forced)
                 if assessor.written is not None and assessor.written.enabled:
                     assessor.keep_written(links.written_of([object_id]))

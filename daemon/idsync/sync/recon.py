@@ -290,7 +290,8 @@ class _Run:
         assessor = Assessor(m, self.options, self.counters, secrets=self.project.secret_properties(m),
                             previous=previous, target_schema=target.schema if isinstance(target, ManagedResource)
                             else None, assignments=mapping_assignments(self.project, self.store, m),
-                            clear_only=target.clear_secrets, written=written_values(self.project, m, target))
+                            clear_only=target.clear_secrets, denied=target.denied,
+                            written=written_values(self.project, m, target))
         self._assignments = assessor.assignments
         # Store objects whose change the reverse mapping has not delivered yet are not overwritten.
         self._pending = pending_targets(self.store, self.project, m) if isinstance(target, ManagedResource) else {}
