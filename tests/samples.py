@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from cli_runner import IDSYNC as IDSYNC  # the command, for tests that start it themselves
 from cli_runner import run_cli
@@ -38,6 +39,35 @@ def sample_project(tmp_path: Path, slapd: Slapd, subtree: str, store_url: str, *
         ldif = (SAMPLE / "data" / "Example.ldif").read_text()
         slapd.add_ldif(ldif.replace(_PEOPLE, subtree).replace(_GROUPS, subtree))
     return project
+
+
+def set_provisioner_key(project: Path, key: str, value: Any) -> Path:
+    """Set (``None``: remove) a top-level key of the LDAP provisioner; its file."""
+    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    if value is None:
+        prov.pop(key, None)
+    else:
+        prov[key] = value
+    prov_file.write_text(json.dumps(prov, indent=2))
+    return prov_file
+
+
+def bad_provisioner_key(project: Path, key: str, value: Any, named: str) -> None:
+    """With the LDAP provisioner's ``key`` set to ``value``, loading the project is an
+    error naming the file and the key ``named``, and so is ``validate``."""
+    from idsync.config.project import load_project
+    from idsync.errors import ConfigError
+
+    set_provisioner_key(project, key, value)
+    try:
+        load_project(project)
+    except ConfigError as caught:
+        assert caught.file.endswith("provisioner.openicf-ldap.json") and caught.key == named, caught
+    else:
+        raise AssertionError(f"{key} = {value!r} was accepted")
+    checked = idsync(project, "validate")
+    assert checked.returncode != 0 and named in checked.stdout + checked.stderr
 
 
 def idsync(project: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None,

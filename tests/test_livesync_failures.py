@@ -15,13 +15,11 @@ from typing import Any
 import pytest
 import structlog
 from api_server import ADMIN, serve
-from idsync.config.project import load_project
-from idsync.errors import ConfigError
 from idsync.sync.livesync import LiveSyncResult
 from idsync_dev.slapd import Slapd
 from livesync_env import live, managed_users
 
-from samples import FORWARD, idsync, sample_project
+from samples import FORWARD, bad_provisioner_key, idsync, sample_project, set_provisioner_key
 
 SOURCE = "system/ldap/account"
 _GATE = """if (String(source).indexOf('@gated.') > 0
@@ -35,13 +33,7 @@ def _project(tmp_path: Path, slapd: Slapd, subtree: str, handler: dict[str, Any]
              load_data: bool = True) -> Path:
     tmp_path.mkdir(exist_ok=True)
     project = sample_project(tmp_path, slapd, subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=load_data)
-    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
-    prov = json.loads(prov_file.read_text())
-    if handler is None:
-        prov.pop("syncFailureHandler", None)
-    else:
-        prov["syncFailureHandler"] = handler
-    prov_file.write_text(json.dumps(prov))
+    set_provisioner_key(project, "syncFailureHandler", handler)
     sync_file = project / "conf" / "sync.json"
     # The sample's maxDeletes "10%" made a count: a handful of test users is not a large directory.
     sync = json.loads(sync_file.read_text().replace('"maxDeletes": "10%"', '"maxDeletes": 5'))
@@ -195,15 +187,7 @@ def test_a_script_handles_what_is_past_its_retries(tmp_path: Path, slapd: Slapd,
 def test_a_bad_handler_is_an_error_naming_the_file_and_key(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
                                                            handler: Any, key: str) -> None:
     project = _project(tmp_path, slapd, ldap_subtree, {"maxRetries": 5})
-    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
-    prov = json.loads(prov_file.read_text())
-    prov["syncFailureHandler"] = handler
-    prov_file.write_text(json.dumps(prov))
-    with pytest.raises(ConfigError) as caught:
-        load_project(project)
-    assert caught.value.file.endswith("provisioner.openicf-ldap.json") and caught.value.key == key
-    checked = idsync(project, "validate")
-    assert checked.returncode != 0 and key in checked.stdout + checked.stderr
+    bad_provisioner_key(project, "syncFailureHandler", handler, key)
 
 
 def test_a_failed_delete_is_deleted_again_and_a_vanished_object_is_no_delete(

@@ -11,22 +11,19 @@ from typing import Any
 
 import pytest
 from idsync.config.project import load_project
-from idsync.errors import ConfigError, ScriptError
+from idsync.errors import ScriptError
 from idsync.managed.router import scripting
 from idsync.store.database import Store
 from idsync_dev.slapd import Slapd
 
-from samples import FORWARD, idsync, ldap_entry, sample_project
+from samples import FORWARD, bad_provisioner_key, idsync, ldap_entry, sample_project, set_provisioner_key
 
 REVERSE = "managedUser_systemLdapAccounts"
 
 
 def _project(tmp_path: Path, slapd: Slapd, subtree: str, options: dict[str, Any]) -> Path:
     project = sample_project(tmp_path, slapd, subtree, f"sqlite:///{tmp_path / 's.db'}")
-    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
-    prov = json.loads(prov_file.read_text())
-    prov["operationOptions"] = options
-    prov_file.write_text(json.dumps(prov))
+    set_provisioner_key(project, "operationOptions", options)
     loaded = idsync(project, "recon", FORWARD)
     assert loaded.returncode == 0, loaded.stderr
     return project
@@ -99,10 +96,4 @@ def test_a_denied_create_fails_the_push_and_other_writes_go_on(tmp_path: Path, s
 def test_bad_operation_options_are_errors_naming_the_key(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
                                                           options: dict[str, Any], key: str) -> None:
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=False)
-    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
-    prov = json.loads(prov_file.read_text())
-    prov["operationOptions"] = options
-    prov_file.write_text(json.dumps(prov))
-    with pytest.raises(ConfigError) as caught:
-        load_project(project)
-    assert caught.value.key == key and caught.value.file.endswith("provisioner.openicf-ldap.json")
+    bad_provisioner_key(project, "operationOptions", options, key)
