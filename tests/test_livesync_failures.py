@@ -164,9 +164,14 @@ def test_logged_ignore_gives_up_at_once_and_no_handler_retries_until_it_goes_thr
 def test_a_script_handles_what_is_past_its_retries(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """postRetryAction {"script": ...}: the script gets PingIDM's syncFailure (token,
     systemIdentifier, objectType, uid, failedRecord) and failureCause, and may write
-    through openidm; once it ends well the object is given up."""
-    note = ("openidm.create('managed/role', null, {name: 'failed ' + syncFailure.systemIdentifier + '/' + "
-            "syncFailure.objectType, description: syncFailure.failedRecord.mail + ': ' + failureCause});")
+    through openidm; once it ends well the object is given up, or handed to the built-in
+    handler it invoked (failureHandlers.deadLetterQueue: a dead letter)."""
+    note = ("if (syncFailure.failedRecord.mail.indexOf('dead') === 0) {"
+            "  failureHandlers.deadLetterQueue.invoke(context, syncFailure, failureCause);"
+            "} else {"
+            "  openidm.create('managed/role', null, {name: 'failed ' + syncFailure.systemIdentifier + '/' + "
+            "    syncFailure.objectType, description: syncFailure.failedRecord.mail + ': ' + failureCause});"
+            "}")
     project = _project(tmp_path, slapd, ldap_subtree,
                        {"maxRetries": 1, "postRetryAction": {"script": {"type": "text/javascript", "source": note}}})
     assert _live(project).state == "SUCCESS"
@@ -176,6 +181,10 @@ def test_a_script_handles_what_is_past_its_retries(tmp_path: Path, slapd: Slapd,
     (role,) = roles
     assert role["description"].startswith("j@gated.example: ") and "the gate is closed" in role["description"]
     assert _failures(project) == [] and _live(project).retried == 0
+    _mail(slapd, ldap_subtree, "scarter", "dead@gated.example")
+    assert [_live(project).given_up for _ in range(2)] == [0, 1]
+    (dead,) = _failures(project)
+    assert dead["state"] == "DEAD" and "the gate is closed" in dead["error"]
 
 
 @pytest.mark.parametrize(("handler", "key"), [

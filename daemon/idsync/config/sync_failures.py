@@ -8,10 +8,11 @@ not apply, as PingIDM reads the key.
   ``0``: the action below at once.
 - ``postRetryAction``, once the retries are spent: ``"logged-ignore"`` (a warning
   names the object and the error, and it is given up), ``"dead-letter-queue"`` (kept
-  as a dead letter for an administrator: ``idsync livesync failures``, the API's
-  ``repo/synchronisation/deadLetterQueue/SYSTEM``) or ``{"script": {...}}`` (a script
-  given ``syncFailure`` and ``failureCause``; a script that throws leaves the object
-  to be retried). Absent: given up without a word, as PingIDM does.
+  as a dead letter for an administrator: ``idsync livesync SOURCE --failures``, the
+  API's ``repo/synchronisation/deadLetterQueue/SYSTEM``) or ``{"script": {...}}`` (a
+  script given ``syncFailure``, ``failureCause`` and ``failureHandlers``; a script that
+  throws leaves the object to be retried). Absent: given up without a word, as PingIDM
+  does.
 
 ``sync/livesync.py`` carries it out; ``store/sync_failures.py`` keeps the objects.
 """

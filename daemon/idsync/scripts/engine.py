@@ -187,6 +187,16 @@ class Script:
         derived._extras_json = self._extras_json
         return derived
 
+    def preceded(self, prelude: str, variable: str) -> Script:
+        """The same program after ``prelude`` (declarations it may use, one line, put on the
+        program's first line so that the lines an error names stay the program's own),
+        answering with ``variable`` after it ran."""
+        if "\n" in prelude or not variable.isidentifier():
+            raise ValueError("a prelude is one line, and the variable a name")
+        derived = Script(self._engine, self.name, f"{prelude}{self._source}\n;{variable}", {}, is_expression=False)
+        derived._extras_json = self._extras_json
+        return derived
+
     def run_returning(self, variables: Mapping[str, Any], variable: str) -> Any:
         """Run with ``variables`` and answer the final value of ``variable``."""
         cached: Script | None = self.__dict__.get(f"_returning_{variable}")

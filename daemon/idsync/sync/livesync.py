@@ -130,6 +130,13 @@ class LiveSyncResult:
                 "givenUp": self.given_up, "runs": self.runs}
 
 
+# PingIDM's ``failureHandlers`` in a ``postRetryAction`` script: invoking one hands the
+# object to that built-in handler once the script has run (``_run_failure_script``).
+_HANDLERS = ("var __handled = null, failureHandlers = {"
+             f"loggedIgnore: {{invoke: function () {{ __handled = '{IGNORE_LOGGED}'; }}}}, "
+             f"deadLetterQueue: {{invoke: function () {{ __handled = '{DEAD_LETTER}'; }}}}}}; ")
+
+
 def _failure_policy(project: Project, source: str) -> SyncFailurePolicy:
     """The ``syncFailureHandler`` of the source's provisioner; a managed type's changes
     are retried until they go through (PingIDM's default)."""
@@ -366,29 +373,36 @@ class _LiveRun:
     def _run_failure_script(self, changes: Sequence[Change]) -> None:
         """The ``postRetryAction`` script for each object of the batch past its retries, once
         the batch is committed (the script may write through ``openidm``): given PingIDM's
-        ``syncFailure`` and ``failureCause``. One that ends well gives the object up; one
-        that throws leaves it to be retried, as in PingIDM."""
+        ``syncFailure``, ``failureCause`` and ``failureHandlers`` (``loggedIgnore`` and
+        ``deadLetterQueue``, whose ``invoke`` hands the object to that handler). One that
+        ends well gives the object up (or to the handler it invoked); one that throws leaves
+        it to be retried, as in PingIDM."""
         if not self._scripted or self.policy.script is None:
             return
-        script = self.project.scripts.compile(dict(self.policy.script), file=self._provisioner_file(),
-                                              key="syncFailureHandler.postRetryAction.script",
-                                              base_dir=self.project.settings.project_dir)
+        compiled = self.project.scripts.compile(dict(self.policy.script), file=self._provisioner_file(),
+                                                key="syncFailureHandler.postRetryAction.script",
+                                                base_dir=self.project.settings.project_dir)
+        script = compiled.preceded(_HANDLERS, "__handled")
         objects = {c.id: c.obj for c in changes}
         parts = self.source.split("/")
-        handled: list[str] = []
+        handled: dict[str, str | None] = {}
         for object_id, (error, token) in list(self._scripted.items()):
             failure = {"token": token, "systemIdentifier": parts[1] if len(parts) > 2 else self.source,
                        "objectType": parts[-1], "uid": object_id, "failedRecord": objects.get(object_id)}
             try:
-                script(syncFailure=failure, failureCause=error)
+                handled[object_id] = script(syncFailure=failure, failureCause=error, context={})
             except IdsyncError as exc:
                 self.log.warning("livesync.failure_script_failed", object_id=object_id, error=str(exc))
-            else:
-                handled.append(object_id)
+        errors = {object_id: error for object_id, (error, _) in self._scripted.items()}
         self._scripted.clear()
-        if handled:
-            with self.store.begin() as conn:
-                self.failures.drop(conn, self.source, handled)
+        buried = [i for i, how in handled.items() if how == DEAD_LETTER]
+        for object_id, how in handled.items():
+            if how is not None:  # the script handed the object to a built-in handler
+                event = "livesync.dead_letter" if how == DEAD_LETTER else "livesync.failure_ignored"
+                self.log.warning(event, object_id=object_id, error=errors[object_id])
+        with self.store.begin() as conn:
+            self.failures.bury(conn, self.source, buried)
+            self.failures.drop(conn, self.source, [i for i in handled if i not in buried])
 
     def _provisioner_file(self) -> str:
         parts = self.source.split("/")
