@@ -120,8 +120,9 @@ def main() -> int:
 
     from idsync.config.project import load_project
     from idsync.log import configure_logging
+    from idsync.managed.router import run_livesync_scripted
     from idsync.store.database import Store
-    from idsync.sync.livesync import run_livesync
+    from idsync.sync.livesync import LiveSyncOptions
 
     configure_logging("console", "warning")
     work = Path(tempfile.mkdtemp(prefix="idsync-livesync-bench-"))
@@ -143,7 +144,7 @@ def main() -> int:
             store = Store.open(loaded.settings.store_url())
 
             t = time.perf_counter()
-            first = run_livesync(loaded, store, SOURCE)
+            first = run_livesync_scripted(loaded, store, SOURCE, LiveSyncOptions())
             print(f"first liveSync (full recon, then token): {first.state} in {time.perf_counter() - t:.1f} s")
             if first.state != "SUCCESS":
                 print(first.message, file=sys.stderr)
@@ -151,7 +152,7 @@ def main() -> int:
 
             _changes(ldap, args.users)
             t = time.perf_counter()
-            applied = run_livesync(loaded, store, SOURCE)
+            applied = run_livesync_scripted(loaded, store, SOURCE, LiveSyncOptions())
             wall = time.perf_counter() - t
             counts = applied.runs[0]["counts"] if applied.runs else {}
             print(f"100 changes: {applied.state}, {applied.changes} read by {applied.method}, applied {counts} "
@@ -160,7 +161,7 @@ def main() -> int:
             idle = []
             for _ in range(20):
                 t = time.perf_counter()
-                done = run_livesync(loaded, store, SOURCE)
+                done = run_livesync_scripted(loaded, store, SOURCE, LiveSyncOptions())
                 idle.append((time.perf_counter() - t) * 1000)
                 assert done.changes == 0 and done.state == "SUCCESS", done.to_json()
             print(f"no-change liveSync: median {statistics.median(idle):.1f} ms, worst {max(idle):.1f} ms "
