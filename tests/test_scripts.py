@@ -125,11 +125,12 @@ def test_thrown_null_is_named_with_memory_as_a_possible_cause() -> None:
 
 
 def test_no_host_access() -> None:
-    """The sandbox has no std, os, fetch, console or timers; its require knows one module
-    (idsync's lodash subset, ``test_script_lodash.py``) and reaches no file."""
-    names = ["std", "os", "fetch", "console", "setTimeout", "process", "XMLHttpRequest"]
+    """The sandbox has no std, os, fetch or timers, and its console only writes the script
+    log; its require knows idsync's modules (``test_script_lodash.py``) and reaches no file."""
+    names = ["std", "os", "fetch", "setTimeout", "process", "XMLHttpRequest"]
     script = _js("[" + ", ".join(f"typeof {n}" for n in names) + "]")
     assert script() == ["undefined"] * len(names)
+    assert _js("Object.keys(console).sort()")() == ["debug", "error", "info", "log", "trace", "warn"]
     with pytest.raises(ScriptError, match="no such module"):
         _js("require('/etc/passwd')")()
 
@@ -150,6 +151,19 @@ def test_logger_routes_to_structlog() -> None:
         ("script.log", "warning", "careful"),
     ]
     assert logs[0]["script"] == "conf/sync.json: mappings[0].transform"
+
+
+def test_console_log_writes_the_script_log() -> None:
+    """PingIDM's console.log (OpenIDM binds it) writes the same log as logger, at info;
+    console.warn and console.error at their levels."""
+    script = _js("console.log('Email service not configured; report not generated.'); "
+                 "console.error('for', source.uid); 1")
+    with structlog.testing.capture_logs() as logs:
+        assert script(source={"uid": "ada"}) == 1
+    assert [(e["event"], e["log_level"], e["message"]) for e in logs] == [
+        ("script.log", "info", "Email service not configured; report not generated."),
+        ("script.log", "error", "for ada"),
+    ]
 
 
 def test_globals_do_not_leak_between_calls() -> None:

@@ -3,7 +3,8 @@
 A QuickJS runtime must only ever be touched by the thread that created it, so the
 engine keeps one ``Sandbox`` per thread. Everything the scripts must not reach is
 simply absent: a QuickJS context created from Python has no ``require``, ``std``,
-``os``, ``fetch`` or timers. The prelude below adds only ``logger``, ``ldapDn`` (DN
+``os``, ``fetch`` or timers. The prelude below adds only ``logger`` (and PingIDM's
+``console.log`` writing to it), ``ldapDn`` (DN
 building with RFC 4514 escaping), ``openidm`` (answered by Python through
 replays, see below) and ``require``, which knows idsync's own modules (``lib/lodash``, a
 subset of lodash, and PingIDM's stock ``managed.json`` modules: ``modules.py``), all
@@ -81,6 +82,11 @@ _PRELUDE = r"""
     };
   });
   define("logger", freeze(logger));
+  // PingIDM's ``console.log`` (OpenIDM binds it beside ``logger``): the same log, at info.
+  var console_ = {};
+  [["log", "info"], ["info", "info"], ["debug", "debug"], ["trace", "trace"], ["warn", "warn"],
+   ["error", "error"]].forEach(function (pair) { console_[pair[0]] = logger[pair[1]]; });
+  define("console", freeze(console_));
   function takeLogs() {
     if (dropped) logs.push(["warn", dropped + " more log lines dropped"]);
     var s = logs.length ? stringify(logs) : "[]";
