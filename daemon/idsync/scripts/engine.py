@@ -187,6 +187,11 @@ class Script:
         derived._extras_json = self._extras_json
         return derived
 
+    def mentions(self, name: str) -> bool:
+        """Whether the program's text names ``name`` (a variable worth binding only then:
+        PingIDM's ``mappingConfig`` is the mapping's whole configuration)."""
+        return name in self._source
+
     def preceded(self, prelude: str, variable: str) -> Script:
         """The same program after ``prelude`` (declarations it may use, one line, put on the
         program's first line so that the lines an error names stay the program's own),

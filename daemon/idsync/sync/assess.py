@@ -27,6 +27,7 @@ from idsync.store.passwords import is_one_way, same_secret
 from idsync.sync.assignments import Assignments
 from idsync.sync.correlation import PlannedTargets
 from idsync.sync.digests import TargetDigests
+from idsync.sync.mapping_hooks import hook_variables, run_hook
 from idsync.sync.situations import assess_source, assess_source_deleted, assess_target
 from idsync.sync.written import WrittenValues
 
@@ -80,6 +81,25 @@ class Plan:
     # The digest of the write-only values the target holds once the plan is done, when the
     # link must keep a new one (``written.py``).
     written: str | None = None
+    # The source and target objects as assessed, for the mapping's hooks (``mapping_hooks.py``).
+    source_obj: Obj | None = None
+    target_obj: Obj | None = None
+
+    def before_unlink(self, mapping: MappingDef, counters: Counters) -> None:
+        """The mapping's onDelete (the plan deletes its target) or onUnlink, run before."""
+        if not self.defer or not self.target_id or self.error is not None:
+            return
+        run_hook(mapping, "onDelete" if self.op is not None and self.op.kind == "delete" else "onUnlink", counters,
+                 source=self.source_obj or ({"_id": self.source_id} if self.source_id else None),
+                 target=self.target_obj or {"_id": self.target_id}, situation=self.situation,
+                 qualifier=self.qualifier)
+
+    def after_link(self, mapping: MappingDef, counters: Counters, written: Obj | None, target_id: str) -> None:
+        """The mapping's onLink, once the plan's link is stored: given the target as written
+        (a create, an update) or as assessed."""
+        run_hook(mapping, "onLink", counters, source=self.source_obj or {"_id": self.source_id},
+                 target={**(written or self.target_obj or {}), "_id": target_id}, situation=self.situation,
+                 qualifier=self.qualifier)
 
     def unlinked(self, target: str, target_id: str | None, written: Obj | None) -> str | None:
         """Why a plan is not done although nothing failed: it must link its source,
@@ -282,7 +302,8 @@ class Assessor:
         context = {"source": s, "target": current, "linkQualifier": qualifier}
         action, post = self._decide(situation, context)
         plan = Plan(str(situation), action, sid, tid or (current or {}).get("_id"), post_action=post,
-                    candidates=tuple(c["_id"] for c in cands) if len(cands) > 1 else (), qualifier=qualifier)
+                    candidates=tuple(c["_id"] for c in cands) if len(cands) > 1 else (), qualifier=qualifier,
+                    source_obj=s, target_obj=current)
         return self._plan_action(plan, s, current, linked=tid is not None, candidates=len(cands))
 
     # -- target phase -------------------------------------------------------
@@ -302,7 +323,8 @@ class Assessor:
                 situation = assess_target(target_qualifies=target_ok, link_exists=sid is not None,
                                           source_found=src is not None, source_qualifies=source_ok)
                 action, post = self._decide(situation, {"source": src, "target": t, "linkQualifier": q})
-                plan = Plan(str(situation), action, sid, tid, post_action=post, source_phase=False, qualifier=q)
+                plan = Plan(str(situation), action, sid, tid, post_action=post, source_phase=False, qualifier=q,
+                            source_obj=src, target_obj=t)
                 plans.append(self._recording(self._plan_action(plan, src, t, linked=sid is not None, candidates=0),
                                              src))
             except IdsyncError as exc:
@@ -318,7 +340,7 @@ class Assessor:
         situation = assess_source_deleted(link_exists=tid is not None, target_found=found is not None,
                                           target_qualifies=found is not None and self.valid_target(found, qualifier))
         action = self.decide(situation, {"source": None, "target": found, "linkQualifier": qualifier})
-        plan = Plan(str(situation), action, source_id, tid, audit=True, qualifier=qualifier)
+        plan = Plan(str(situation), action, source_id, tid, audit=True, qualifier=qualifier, target_obj=found)
         if action == "DELETE" and found is not None and tid:
             if not self.allow_delete:
                 plan.change, plan.message = "skipped", "delete skipped: deletes are switched off"
@@ -494,7 +516,11 @@ class Assessor:
         return str(decision.action), post
 
     def _hook_target(self, hook: Script, variables: dict[str, Any]) -> Obj:
-        result = hook.run_returning(variables, "target")
+        """``onCreate``'s or ``onUpdate``'s target, as the hook left it (``mapping_hooks.py``)."""
+        named = {k: v for k, v in variables.items() if k not in ("source", "target", "situation", "linkQualifier")}
+        bound = hook_variables(self.mapping, hook, source=variables["source"], target=variables["target"],
+                               situation=variables["situation"], qualifier=variables["linkQualifier"], **named)
+        result = hook.run_returning(bound, "target")
         return result if isinstance(result, dict) else variables["target"]
 
     def _truthy(self, script: Script, variables: dict[str, Any], qualifier: str = "default") -> bool:

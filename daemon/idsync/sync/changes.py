@@ -224,8 +224,12 @@ class ChangeApplier:
     # -- acting ---------------------------------------------------------------
 
     def _write(self, plans: Sequence[Plan], save: Callable[[Connection], None] | None) -> None:
-        """Write the plans' changes, then in one store transaction their links, audit and ``save``."""
+        """Write the plans' changes, then in one store transaction their links, audit and ``save``.
+        The mapping's onDelete and onUnlink run before, its onLink after (``mapping_hooks.py``)."""
         hold_pending(plans, self.pending)
+        linked: list[tuple[Plan, Obj | None, str]] = []
+        for plan in plans if not self.dry_run else ():
+            plan.before_unlink(self.mapping, self.counters)
         with writing(self.store, self.target) as conn:
             ops = [p for p in plans if p.op is not None]
             results: dict[int, WriteResult] = {}
@@ -249,6 +253,9 @@ class ChangeApplier:
                     drop.append((plan.qualifier, target_id))
                 elif plan.source_id and (plan.link or renamed(plan.target_id, target_id)):
                     add.append((plan.qualifier, plan.source_id, target_id))
+                    if plan.link:
+                        outcome = results.get(id(plan))
+                        linked.append((plan, outcome.obj if outcome is not None else None, target_id))
             if not self.dry_run:
                 self.qualifiers.remove_targets(conn, drop)
                 self.qualifiers.add_links(conn, add, written=sealed)
@@ -264,6 +271,8 @@ class ChangeApplier:
                 self.runs.progress(self.run_id, "ACTIVE_LIVESYNC", self._summary(), conn)
             if save is not None:
                 save(conn)
+        for plan, obj, target_id in linked if not self.dry_run and "onLink" in self.mapping.hooks else ():
+            plan.after_link(self.mapping, self.counters, obj, target_id)
 
     def _outcome(self, plan: Plan, result: WriteResult | None, audit: list[dict[str, Any]]) -> str | None:
         """Count one plan and add its audit row; the target id to link or unlink, if done."""

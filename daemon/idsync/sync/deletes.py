@@ -30,6 +30,7 @@ from idsync.resource import Resource, WriteOp
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
+from idsync.sync.mapping_hooks import run_hook
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.summary import Counters
 
@@ -64,7 +65,6 @@ class DeferredDeletes:
     dry_run: bool
     max_deletes: int | float | None  # the run's own cap; None: the mapping's maxDeletes
     page_size: int
-    hook: Callable[[str, dict[str, Any]], None]  # runs one of the mapping's hooks, recording its failure
     check_cancel: Callable[[], None]  # raises RunCanceled once the run is asked to stop
     roles: WrittenRoles | None = None  # deleted roles and assignments push their users (``role_fanout.py``)
 
@@ -82,7 +82,7 @@ class DeferredDeletes:
             raise SafetyLimitExceeded(message)
         for ops in self.runs.deferred_pages(self.run_id, self.page_size):
             self.check_cancel()
-            self._run_hooks(ops)
+            self._run_hooks(ops, target)
             self._apply_page(ops, target)
 
     def _refuse(self, message: str) -> None:
@@ -92,13 +92,16 @@ class DeferredDeletes:
                 self.runs.audit(conn, [{**self._audit_row(o, f"not carried out: {message}", True),
                                         "status": "FAILURE"} for o in ops])
 
-    def _run_hooks(self, ops: Sequence[dict[str, Any]]) -> None:
-        for o in ops:
-            hook = "onDelete" if o["action"] == "DELETE" else "onUnlink"
-            if hook in self.mapping.hooks:
-                self.hook(hook, {"source": {"_id": o["source_id"]} if o["source_id"] else None,
-                                 "target": {"_id": o["target_id"]}, "situation": o["situation"],
-                                 "linkQualifier": o.get("qualifier", "default")})
+    def _run_hooks(self, ops: Sequence[dict[str, Any]], target: Resource) -> None:
+        """The page's onDelete and onUnlink hooks, each given the target as it is now."""
+        hooked = [o for o in ops if ("onDelete" if o["action"] == "DELETE" else "onUnlink") in self.mapping.hooks]
+        ids = [o["target_id"] for o in hooked if o["target_id"]]
+        found = target.get_many(ids, self.mapping.default_target_fields) if ids else {}
+        for o in hooked:
+            run_hook(self.mapping, "onDelete" if o["action"] == "DELETE" else "onUnlink", self.counters,
+                     source={"_id": o["source_id"]} if o["source_id"] else None,
+                     target=found.get(o["target_id"]) or {"_id": o["target_id"]}, situation=o["situation"],
+                     qualifier=o.get("qualifier", "default"))
 
     def _apply_page(self, ops: Sequence[dict[str, Any]], target: Resource) -> None:
         to_delete = [o for o in ops if o["action"] == "DELETE" and o["target_id"]]

@@ -191,7 +191,7 @@ class ImplicitSync:
                     correlator = ChosenTarget(chosen) if chosen is not None else \
                         qualifiers.correlators(target, self.project.queries).get(qualifier)
                     plan = self._assess_present(mapping, assessor, target, links, current, correlator)
-                error = self._apply(plan, target, links, assessor.assignments)
+                error = self._apply(plan, target, links, assessor.assignments, mapping, counters)
         except IdsyncError as exc:
             error = str(exc)
         # The first failure of a run keeps what the push repairing it must compare with.
@@ -249,13 +249,17 @@ class ImplicitSync:
 
     # -- acting ---------------------------------------------------------------
 
-    def _apply(self, plan: Plan, target: Resource, links: LinkSet, assignments: Assignments | None) -> str | None:
-        """Write the plan's change, then its link and the assignments it applied; the error, or ``None``."""
+    def _apply(self, plan: Plan, target: Resource, links: LinkSet, assignments: Assignments | None,
+               mapping: MappingDef, counters: Counters) -> str | None:
+        """Write the plan's change, then its link and the assignments it applied; the error, or
+        ``None``. The mapping's onDelete or onUnlink runs before its delete or unlink, its
+        onLink once the link is stored (``mapping_hooks.py``)."""
         if plan.error is not None:
             return plan.error
         target_id = plan.target_id
         op = plan.op
         written: Obj | None = None
+        plan.before_unlink(mapping, counters)
         if op is not None:
             (result,) = target.write_batch([op])
             gone = op.kind == "delete" and isinstance(result.error, NotFound)
@@ -278,6 +282,8 @@ class ImplicitSync:
                 links.set_written(conn, {plan.source_id: plan.written})
             if plan.assigned is not None and plan.source_id and assignments is not None:
                 assignments.last_sync.record(conn, {plan.source_id: plan.assigned})
+        if plan.link and plan.source_id and target_id and not plan.defer:
+            plan.after_link(mapping, counters, written, target_id)
         plan.target_id = target_id
         return None
 

@@ -181,6 +181,8 @@ class _Run:
         self._helper = False  # working on another node's split run
         self._expected = 0  # objects in the id-only read of a split run
         self._partitions: list[dict[str, Any]] = []  # the partitions of a split run, for its summary
+        # What a page runs once committed (``_run_after_commit``): onLink, postAction.
+        self._after_commit: tuple[list[tuple[Plan, Obj | None, str]], list[tuple[Plan, str | None]]] = ([], [])
 
     def run(self) -> ReconResult:
         with _running_lock:
@@ -340,7 +342,7 @@ class _Run:
         DeferredDeletes(
             run_id=self.id, mapping=m, store=self.store, runs=self.runs, links=self.qualifiers,
             counters=self.counters, dry_run=self.options.dry_run, max_deletes=self.options.max_deletes,
-            page_size=self.page_size, hook=self._hook, check_cancel=self._check_cancel, roles=self._roles,
+            page_size=self.page_size, check_cancel=self._check_cancel, roles=self._roles,
         ).run(target)
         if self._held:
             raise SafetyLimitExceeded(
@@ -653,6 +655,7 @@ class _Run:
         the writes and the links cannot leave created objects that nothing links."""
         with writing(self.store, target) as conn:
             self._grown += self._apply_page(plans, target, conn, kept or {}, confirmed)
+        self._run_after_commit()
         if self._roles is not None and self._role_results:
             pushes = self._roles.after(self._role_results)
             self._role_results = []
@@ -672,6 +675,20 @@ class _Run:
         if self.options.on_progress:
             self.options.on_progress(self.counters)
 
+    def _run_after_commit(self) -> None:
+        """The page's onLink hooks and policies' postAction scripts, its transaction committed."""
+        linked, done = self._after_commit
+        self._after_commit = ([], [])
+        for plan, wrote, linked_id in linked:
+            plan.after_link(self.mapping, self.counters, wrote, linked_id)
+        for plan, target_id in done:
+            # PingIDM's postAction: after the policy's action, with the ids and what was decided.
+            self._run_script("postAction", plan.post_action, {
+                "source": {"_id": plan.source_id} if plan.source_id else None,
+                "target": {"_id": target_id} if target_id else None,
+                "situation": plan.situation, "action": plan.action, "sourceAction": plan.source_phase,
+                "reconId": self.id, "linkQualifier": plan.qualifier})
+
     def _apply_page(self, plans: Sequence[Plan], target: Resource, conn: Connection,
                     kept: dict[str, str | None], confirmed: tuple[str, Mapping[str, str]] | None = None) -> int:
         """``_apply`` within ``conn``'s transaction; the number of objects and links it created."""
@@ -685,6 +702,7 @@ class _Run:
                 results[id(plan)] = written
             self._role_results = list(results.values()) if self._roles is not None else []
         new_links: list[tuple[str, str, str]] = []
+        linked: list[tuple[Plan, Obj | None, str]] = []  # for onLink: the plan, the target written, its id
         relinks: list[tuple[str, str, str]] = []
         claims: list[str] = []
         created = self._created(target, results.values())
@@ -747,6 +765,7 @@ class _Run:
                 sealed.setdefault(plan.qualifier, {})[plan.source_id] = plan.written
             if plan.link and plan.source_id and target_id:
                 new_links.append((plan.qualifier, plan.source_id, target_id))
+                linked.append((plan, result.obj if result is not None and result.obj else None, target_id))
             elif plan.source_id and target_id and renamed(plan.target_id, target_id):
                 # The write renamed the target (a DN id): its link follows it, nothing is recreated.
                 relinks.append((plan.qualifier, plan.source_id, target_id))
@@ -756,17 +775,8 @@ class _Run:
                 done.append((plan, target_id))
         c.changes["linked"] += len(new_links)
         c.links_created += len(new_links)
-        if "onLink" in self.mapping.hooks:
-            for qualifier, source_id, target_id in new_links:
-                self._hook("onLink", {"source": {"_id": source_id}, "target": {"_id": target_id},
-                                      "linkQualifier": qualifier})
-        for plan, target_id in done:
-            # PingIDM's postAction: after the policy's action, with the ids and what was decided.
-            self._run_script("postAction", plan.post_action, {
-                "source": {"_id": plan.source_id} if plan.source_id else None,
-                "target": {"_id": target_id} if target_id else None,
-                "situation": plan.situation, "action": plan.action, "sourceAction": plan.source_phase,
-                "reconId": self.id, "linkQualifier": plan.qualifier})
+        # Run once the page is committed: a hook may write to the store through ``openidm``.
+        self._after_commit = (linked if "onLink" in self.mapping.hooks else [], done)
         if not self.options.dry_run:
             if assigned and self._assignments is not None:
                 self._assignments.last_sync.record(conn, assigned)

@@ -1,0 +1,57 @@
+"""A mapping's object hooks (``onCreate``, ``onUpdate``, ``onDelete``, ``onLink``,
+``onUnlink``) with the variables PingIDM gives them, in every kind of run.
+
+PingIDM runs them in one place for reconciliation, implicit synchronization and
+liveSync alike, with ``source`` and ``target`` (the objects), ``sourceId`` and
+``targetId``, ``situation``, ``linkQualifier``, ``context`` and ``mappingConfig`` (the
+mapping's configuration). idsync gives the same; ``mappingConfig``, ``sourceId``,
+``targetId`` and ``context`` only to a script whose text names them, since every call
+hands its variables over as JSON. ``run_hook`` runs a side-effect hook (``onDelete``,
+``onLink``, ``onUnlink``): its failure is the object's error in the run, never fatal to
+the run; ``onCreate`` and ``onUpdate`` change the target and run in ``assess.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from idsync.config.mappings import MappingDef
+from idsync.errors import IdsyncError
+from idsync.resource import Obj
+from idsync.scripts import Script
+from idsync.sync.summary import Counters
+
+__all__ = ["hook_variables", "run_hook"]
+
+
+def hook_variables(mapping: MappingDef, script: Script, *, source: Obj | None, target: Obj | None,
+                   situation: str | None, qualifier: str, **more: Any) -> dict[str, Any]:
+    """The variables of one call of ``script``, a hook of ``mapping``."""
+    variables: dict[str, Any] = {"source": source, "target": target, "linkQualifier": qualifier,
+                                 "mapping": mapping.name, **more}
+    if situation:
+        variables["situation"] = situation
+    if script.mentions("mappingConfig"):
+        variables["mappingConfig"] = dict(mapping.raw)
+    if script.mentions("sourceId"):
+        variables["sourceId"] = source.get("_id") if source else None
+    if script.mentions("targetId"):
+        variables["targetId"] = target.get("_id") if target else None
+    if script.mentions("context"):
+        variables.setdefault("context", {})
+    return variables
+
+
+def run_hook(mapping: MappingDef, name: str, counters: Counters, *, source: Obj | None, target: Obj | None,
+             situation: str | None = None, qualifier: str = "default") -> None:
+    """Run the mapping's hook ``name``, if it has one; a failure is counted as an error."""
+    script = mapping.hooks.get(name)
+    if script is None:
+        return
+    try:
+        script(**hook_variables(mapping, script, source=source, target=target, situation=situation,
+                                qualifier=qualifier))
+    except IdsyncError as exc:
+        counters.error(f"{name} script failed: {exc}", situation=situation,
+                       source_id=source.get("_id") if source else None,
+                       target_id=target.get("_id") if target else None)

@@ -1,0 +1,87 @@
+"""A mapping's onLink, onUnlink and onDelete hooks in every kind of run, with PingIDM's
+variables, against a real store: OpenIDM's historicalaccountlinking sample keeps each
+user's accounts with an onLink that writes through ``openidm``, whichever run links.
+
+``staff_user`` (managed/staff -> managed/user) notes every hook call in managed/note:
+which hook, the target's userName and the ``mappingConfig.target``, ``sourceId`` and
+``targetId`` it was given."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from store_projects import store_project
+
+from samples import idsync
+
+_NOTE = ("openidm.create('managed/note', null, {what: '%s', state: (target && target.userName) || '', "
+         "message: mappingConfig.target + '|' + sourceId + '|' + targetId + '|' + situation});")
+_JS = "text/javascript"
+
+
+def _project(tmp_path: Path, gone: str) -> Path:
+    mapping = {"name": "staff_user", "source": "managed/staff", "target": "managed/user",
+               "properties": [{"source": "login", "target": "userName"}],
+               "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "CONFIRMED", "action": "UPDATE"},
+                            {"situation": "SOURCE_MISSING", "action": gone}],
+               **{hook: {"type": _JS, "source": _NOTE % hook} for hook in ("onLink", "onUnlink", "onDelete")}}
+    return store_project(tmp_path, {
+        "staff": {"login": {"type": "string", "searchable": True}},
+        "user": {"userName": {"type": "string", "searchable": True}},
+        "note": {k: {"type": "string"} for k in ("what", "state", "message")}}, [mapping])
+
+
+def _notes(project: Path) -> list[tuple[str, str, str]]:
+    found = json.loads(idsync(project, "managed", "query", "note").stdout)
+    return sorted((n["what"], n["state"], n["message"]) for n in found)
+
+
+def _ids(project: Path, kind: str) -> dict[str, str]:
+    key = "login" if kind == "staff" else "userName"
+    return {o[key]: o["_id"] for o in json.loads(idsync(project, "managed", "query", kind).stdout)}
+
+
+def _make(project: Path, login: str, *flags: str) -> None:
+    made = idsync(project, "managed", "create", "staff", *flags, "--data", json.dumps({"login": login}))
+    assert made.returncode == 0, made.stdout + made.stderr
+
+
+def test_hooks_run_in_implicit_sync_a_recon_and_livesync(tmp_path: Path) -> None:
+    """onLink runs once the link is made, given the target written (its userName) and
+    PingIDM's mappingConfig, sourceId and targetId, and may write to the store: after an
+    implicit sync's create, a recon's (its page committed first) and a liveSync's. onDelete
+    runs before an implicit sync deletes the target of a deleted source, given the target."""
+    project = _project(tmp_path, "DELETE")
+    _make(project, "ann")  # implicit sync
+    staff, users = _ids(project, "staff"), _ids(project, "user")
+    assert _notes(project) == [("onLink", "ann", f"managed/user|{staff['ann']}|{users['ann']}|ABSENT")]
+    _make(project, "bob", "--no-sync")
+    ran = idsync(project, "recon", "staff_user", "--json")
+    assert ran.returncode == 0 and json.loads(ran.stdout)["errorCount"] == 0, ran.stdout + ran.stderr
+    assert [n[:2] for n in _notes(project)] == [("onLink", "ann"), ("onLink", "bob")]
+    first = idsync(project, "livesync", "managed/staff")  # the first run reconciles; then the token
+    assert first.returncode == 0, first.stdout + first.stderr
+    _make(project, "cy", "--no-sync")
+    live = idsync(project, "livesync", "managed/staff", "--json")
+    assert live.returncode == 0 and json.loads(live.stdout)["runs"][0]["errors"] == 0, live.stdout
+    assert [n[:2] for n in _notes(project)] == [("onLink", "ann"), ("onLink", "bob"), ("onLink", "cy")]
+
+    users = _ids(project, "user")
+    gone = idsync(project, "managed", "delete", "staff", _ids(project, "staff")["ann"])
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    deleted = [n for n in _notes(project) if n[0] == "onDelete"]
+    assert deleted == [("onDelete", "ann", f"managed/user|{staff['ann']}|{users['ann']}|SOURCE_MISSING")]
+    assert "ann" not in _ids(project, "user")
+
+
+def test_on_unlink_runs_before_an_unlink(tmp_path: Path) -> None:
+    """A deleted source whose policy unlinks: onUnlink runs, given the target, which stays."""
+    project = _project(tmp_path, "UNLINK")
+    _make(project, "ann")
+    gone = idsync(project, "managed", "delete", "staff", _ids(project, "staff")["ann"])
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert [n[:2] for n in _notes(project)] == [("onLink", "ann"), ("onUnlink", "ann")]
+    assert "ann" in _ids(project, "user")
+
+
