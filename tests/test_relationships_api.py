@@ -83,6 +83,8 @@ def test_adding_a_user_to_a_role_in_pingidms_rest_forms_reaches_the_scim_group(
     assert r.status_code == 200
     assert sorted(m["_refResourceId"] for m in r.json()["result"]) == sorted(
         users[n] for n in ("bjensen", "jdoe", "kcarter"))
+    r = api.get(f"/openidm/managed/role/{admins}/members?_queryId=query-all-ids", headers=ADMIN)
+    assert r.status_code == 200 and {tuple(sorted(m)) for m in r.json()["result"]} == {("_id", "_ref", "_rev")}
     r = api.get(f"/openidm/managed/user/{users['kcarter']}?_fields=roles/*", headers=ADMIN)
     assert r.status_code == 200
     assert sorted(role["name"] for role in r.json()["roles"]) == ["admins", "auditors"]

@@ -185,6 +185,11 @@ def test_references_are_read_filtered_expanded_and_replaced(env: Env) -> None:
     assert env.run("openidm.read('managed/user/nobody/roles/no-such-reference')") is None
     recent = env.run(f"openidm.query('{roles}', {{_queryFilter: '/_refProperties/since gt 2021'}}, ['*'])")
     assert [(r["_refResourceId"], r["description"]) for r in recent["result"]] == [("dev", "the dev team")]
+    every = env.run(f"openidm.query('{roles}', {{_queryId: 'query-all'}}).result")  # OpenIDM's samples ask so
+    assert sorted(r["_ref"] for r in every) == ["managed/role/dev", "managed/role/ops"]
+    ids = env.run(f"openidm.query('{roles}', {{_queryId: 'query-all-ids'}}).result")
+    assert sorted(ids, key=lambda r: r["_ref"]) == sorted(
+        ({"_id": r["_id"], "_rev": r["_rev"], "_ref": r["_ref"]} for r in every), key=lambda r: r["_ref"])
 
     updated = env.run(f"openidm.update('{roles}/{ops['_id']}', '{ops['_rev']}', "
                       "{_ref: 'managed/role/ops', _refProperties: {since: 2019}})")
@@ -244,7 +249,7 @@ def test_a_dry_run_reads_references_and_changes_none(env: Env) -> None:
     ("openidm.query('managed/user/' + USER + '/userName', {_queryFilter: 'true'})",
      "userName is not a relationship property of managed/user"),
     ("openidm.query(ROLES, {_queryFilter: 'name eq'})", "/roles:"),
-    ("openidm.query(ROLES, {_queryId: 'query-all'})", "needs _queryFilter"),
+    ("openidm.query(ROLES, {_queryId: 'for-userName'})", "a relationship answers query-all and query-all-ids"),
     ("openidm.read(ROLES)", "read, update or delete one as"),
     ("openidm.patch(ROLES + '/x', null, [])", "update replaces its _refProperties"),
     ("openidm.read(ROLES + '/a/b')", "expected managed/<type>[/<id>[/<relationship property>"),
@@ -252,7 +257,7 @@ def test_a_dry_run_reads_references_and_changes_none(env: Env) -> None:
 def test_a_bad_reference_or_path_is_an_error_naming_it(tmp_path: Path, call: str, named: str) -> None:
     """A reference to a missing role or into the wrong collection, one without ``_ref``,
     one given its own id, one the user holds already, a property that is no relationship,
-    a bad filter, a named query, a read of the whole collection, a patch of a reference,
+    a bad filter, a named query other than query-all(-ids), a read of the whole collection, a patch of a reference,
     and a path too deep each throw an error the script may catch, naming what is wrong."""
     env = Env(tmp_path, "sqlite")
     try:

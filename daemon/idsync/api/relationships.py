@@ -54,8 +54,9 @@ async def _collection(request: Request) -> JSONResponse:
     if request.method == "GET":
         raw_fields = request.query_params.get("_fields") or ""
         fields = [f.strip() for f in raw_fields.split(",") if f.strip()]
-        text = request.query_params.get("_queryFilter")
-        found = await run_in_threadpool(_with, ctx, object_type, name, lambda refs: refs.query(object_id, text, fields))
+        text, query_id = request.query_params.get("_queryFilter"), request.query_params.get("_queryId")
+        found = await run_in_threadpool(_with, ctx, object_type, name,
+                                        lambda refs: refs.query(object_id, text, fields, query_id))
         return JSONResponse(envelope(found, cookie=None, params=None, total=None))
     action = request.query_params.get("_action", "create")
     if action != "create":

@@ -53,17 +53,23 @@ class References:
         self._relation = relation
         self.name = name
 
-    def query(self, object_id: str, text: str | None, fields: Sequence[str] = ()) -> list[dict[str, Any]]:
+    def query(self, object_id: str, text: str | None, fields: Sequence[str] = (),
+              query_id: str | None = None) -> list[dict[str, Any]]:
         """The references ``_queryFilter`` ``text`` selects (``"true"``: all), each expanded with
-        the referenced object's ``fields``."""
-        if text is None:
-            raise ObjectRejected(f"{self._path(object_id)}: a query needs _queryFilter (_queryFilter=true lists "
-                                 "every reference)")
-        node = None if text.strip() == "true" else parse(text)
+        the referenced object's ``fields``; PingIDM's ``_queryId`` ``query-all`` (all) and
+        ``query-all-ids`` (all, with their ids only) as well."""
+        if text is None and query_id not in ("query-all", "query-all-ids"):
+            raise ObjectRejected(f"{self._path(object_id)}: " + (
+                f"unknown _queryId {query_id!r} (a relationship answers query-all and query-all-ids)" if query_id
+                else "a query needs _queryFilter (_queryFilter=true lists every reference)"))
+        node = None if text is None or text.strip() == "true" else parse(text)
         obj = self._read(object_id)
         if fields:
             obj = expand(self._project, self._store, self._schema, obj, [f"{self.name}/{f}" for f in fields])
-        return [shown(r) for r in _refs(obj, self.name) if node is None or matches(node, r)]
+        found = [shown(r) for r in _refs(obj, self.name) if node is None or matches(node, r)]
+        if query_id == "query-all-ids":
+            return [{k: r[k] for k in ("_id", "_rev", "_ref") if k in r} for r in found]
+        return found
 
     def read(self, object_id: str, row: str, fields: Sequence[str] = ()) -> dict[str, Any]:
         """The reference whose ``_refProperties._id`` is ``row`` (``NotFound``)."""

@@ -215,9 +215,10 @@ class ScriptRouter:
         if at.ref is None:
             if function == "query":
                 params = rest[0] if isinstance(rest[0], dict) else {}
-                text = params.get("_queryFilter")
+                text, query_id = params.get("_queryFilter"), params.get("_queryId")
                 try:
-                    found = refs.query(at.id, text if isinstance(text, str) else None, _fields(rest[1]) or ())
+                    found = refs.query(at.id, text if isinstance(text, str) else None, _fields(rest[1]) or (),
+                                       query_id if isinstance(query_id, str) else None)
                 except QueryError as exc:
                     raise ObjectRejected(f"openidm.query {name}: {exc}") from None
                 return _envelope(found)
