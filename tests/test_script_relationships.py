@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from api_server import ADMIN, serve
-from dbs import WITH_POSTGRESQL
+from dbs import BACKENDS, WITH_POSTGRESQL
 from file_projects import file_project
 from idsync.config.project import Project, load_project
 from idsync.errors import ObjectRejected, ScriptError
@@ -61,6 +61,10 @@ class Env:
         managed = json.loads((conf / "managed.json").read_text())
         managed["objects"].append({"name": "account", "schema": {"properties": {
             "login": {"type": "string", "searchable": True}, "roleIds": {"type": "array"}}}})
+        # OpenIDM 4's one-way relationship with no resourceCollection (historicalaccountlinking's).
+        users = next(o for o in managed["objects"] if o["name"] == "user")
+        users["schema"]["properties"]["historicalAccounts"] = {"type": "array", "items": {
+            "type": "relationship", "properties": {"_ref": {"type": "string"}}}}
         self.types = {o["name"]: o for o in managed["objects"]}
         self.types["role"]["onDelete"] = {"type": _JS, "source": ON_DELETE_ROLE}
         self._managed = managed
@@ -268,5 +272,33 @@ def test_a_bad_reference_or_path_is_an_error_naming_it(tmp_path: Path, call: str
                          f"try {{ {call}; 'no error'; }} catch (e) {{ e.message; }}")
         assert named in caught
         assert [r["_ref"] for r in env.get("user", fay)["roles"]] == ["managed/role/ops"]
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_one_way_relationship_points_at_a_systems_accounts(tmp_path: Path, backend: str) -> None:
+    """A one-way relationship that names no collection (OpenIDM 4's) holds references to a
+    system's objects too, as OpenIDM's historicalaccountlinking sample keeps each user's
+    LDAP accounts: by their DN, however long, with _refProperties; queried, read and
+    updated as any reference; a reference into something else is refused, naming it."""
+    env = Env(tmp_path, backend)
+    try:
+        dan = _user(env, "dan")
+        accounts = f"managed/user/{dan}/historicalAccounts"
+        dn = "uid=dan0,ou=People,ou=Engineering,ou=Very Long Organizational Unit Name,dc=example,dc=com"
+        made = env.run(f"openidm.create('{accounts}', null, {{_ref: 'system/ldap/account/{dn}', "
+                       "_refProperties: {active: true, state: 'enabled'}})")
+        assert made["_refResourceCollection"] == "system/ldap/account" and made["_refResourceId"] == dn
+        every = env.run(f"openidm.query('{accounts}', {{_queryId: 'query-all'}}).result")
+        assert [(a["_ref"], a["_refProperties"]["state"]) for a in every] == [(f"system/ldap/account/{dn}",
+                                                                                 "enabled")]
+        off = env.run(f"var a = openidm.read('{accounts}/{made['_id']}'); a._refProperties.active = false; "
+                      f"openidm.update('{accounts}/{made['_id']}', a._refProperties._rev, a)")
+        assert off["_refProperties"]["active"] is False
+        assert [a["_ref"] for a in env.get("user", dan)["historicalAccounts"]] == [f"system/ldap/account/{dn}"]
+        caught = env.run(f"try {{ openidm.create('{accounts}', null, {{_ref: 'repo/internal/role/x'}}); 'no error'; "
+                         "} catch (e) { e.message; }")
+        assert "does not name an object of a managed type or a system" in caught
     finally:
         env.close()

@@ -10,7 +10,10 @@ either is seen from both.
 
 A value is ``{"_ref": "managed/role/ID", "_refProperties": {...}}``. Without
 ``resourceCollection`` (OpenIDM 4) a relationship may point into any managed
-collection; one into something else (``internal/role``) is not kept as references. ``relation_of``
+collection and, when it is one-way, at an object of a system too
+(``system/ldap/account/ID``: OpenIDM's historicalaccountlinking sample keeps each
+user's accounts so); one declared into something else (``internal/role``) is not
+kept as references. ``relation_of``
 reads the declaration; ``check_reverses`` checks, once every type is known, that
 each reverse end exists and points back, and records whether it holds one
 reference or many (setting a user's ``manager`` takes the user out of the old
@@ -42,6 +45,9 @@ class Relation:
 
     def collection_of(self, ref: str) -> tuple[str, str] | None:
         """``(collection, id)`` of a ``_ref`` value that points into one of the collections."""
+        parts = ref.split("/", 3)
+        if self.anywhere and parts[0] == "system" and len(parts) == 4 and all(parts):
+            return "/".join(parts[:3]), parts[3]  # the id may hold slashes (a DN)
         collection, _, object_id = ref.rpartition("/")
         if object_id and (collection in self.collections if self.collections
                           else collection.startswith("managed/") and collection.count("/") == 1):
@@ -49,7 +55,14 @@ class Relation:
         return None
 
     def reaches(self, collection: str) -> bool:
-        return collection in self.collections if self.collections else collection.startswith("managed/")
+        if self.collections:
+            return collection in self.collections
+        return collection.startswith("managed/") or (self.anywhere and collection.startswith("system/"))
+
+    @property
+    def anywhere(self) -> bool:
+        """Whether it may point at a system's objects: one-way, its collections undeclared."""
+        return not self.collections and self.reverse is None
 
 
 def relation_of(pdef: Mapping[str, Any], file: str, key: str) -> Relation | None:

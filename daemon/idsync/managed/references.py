@@ -86,8 +86,9 @@ class References:
             raise ObjectRejected(f'{self._path(object_id)}: a relationship is created with {{"_ref": '
                                  '"managed/TYPE/ID", "_refProperties": {...}}')
         if self._relation.collection_of(ref) is None:
-            raise ObjectRejected(f"{self._path(object_id)}: _ref {ref!r} does not name an object of "
-                                 f"{' or '.join(self._relation.collections) or 'a managed type'}")
+            into = " or ".join(self._relation.collections) or \
+                ("a managed type or a system" if self._relation.anywhere else "a managed type")
+            raise ObjectRejected(f"{self._path(object_id)}: _ref {ref!r} does not name an object of {into}")
         assert isinstance(body, Mapping)
         if any(r["_ref"] == ref for r in _refs(self._read(object_id), self.name)):
             raise _conflict(f"managed/{self._schema.name}/{object_id} {self.name} already holds {ref}")

@@ -114,9 +114,10 @@ def wanted_refs(schema: ManagedType, name: str, value: Any) -> list[Wanted]:
         ref = item.get("_ref") if isinstance(item, Mapping) else None
         target = relation.collection_of(ref) if isinstance(ref, str) else None
         if target is None:
-            into = " or ".join(relation.collections)
-            raise ObjectRejected(f'{at}: expected a reference {{"_ref": "{relation.collections[0]}/ID"}} '
-                                 f"into {into}")
+            into = " or ".join(relation.collections) or ("a managed type or a system" if relation.anywhere
+                                                         else "a managed type")
+            example = relation.collections[0] if relation.collections else "managed/TYPE"
+            raise ObjectRejected(f'{at}: expected a reference {{"_ref": "{example}/ID"}} into {into}')
         assert isinstance(item, Mapping)
         props = item.get("_refProperties")
         if props is not None and not isinstance(props, Mapping):
@@ -417,7 +418,9 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
             results[i] = failed(op, exc)
             continue
         plain[i] = dataclasses.replace(op, values={k: v for k, v in op.values.items() if k not in related})
-    locked: list[Key] = [(w.collection, w.id) for plan in plans.values() for ws in plan.values() for w in _adds(ws)]
+    # A system's object (a one-way reference at an account) is neither locked nor checked.
+    locked: list[Key] = [(w.collection, w.id) for plan in plans.values() for ws in plan.values() for w in _adds(ws)
+                         if w.collection.startswith("managed/")]
     locked += [(edges.collection, op.id) for i, op in plain.items() if op.id and (i in plans or op.kind == "delete")]
     # Objects this batch creates under a given _id exist by the time references are written.
     creating = {(edges.collection, str(op.values["_id"])) for op in plain.values()
@@ -445,7 +448,8 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
     deleted = [r.id for r in results.values() if r.ok and r.op.kind == "delete" and r.id]
     if deleted:
         touched |= edges.drop(conn, deleted)
-    revs = edges.bump(conn, touched - {(edges.collection, d) for d in deleted})
+    revs = edges.bump(conn, {k for k in touched if k[0].startswith("managed/")}
+                      - {(edges.collection, d) for d in deleted})
     shown = [r.obj for r in results.values() if r.ok and r.obj is not None and r.op.kind != "delete"]
     if shown:
         names = list(schema.relationships)

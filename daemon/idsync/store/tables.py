@@ -102,7 +102,8 @@ relationships = Table(
     Column("first_id", _Id, nullable=False),
     Column("first_property", String(128), nullable=False),
     Column("second_type", String(64), nullable=False),
-    Column("second_id", _Id, nullable=False),
+    # 255 (migration 0013): a one-way reference may point at a system's object, by its id (an LDAP DN).
+    Column("second_id", _Key, nullable=False),
     Column("second_property", String(128), nullable=False),
     Column("properties", _Json, nullable=True),
     Column("created", DateTime(timezone=True), nullable=False),
