@@ -18,12 +18,15 @@ from samples import idsync
 _NOTE = ("openidm.create('managed/note', null, {what: '%s', state: (target && target.userName) || '', "
          "message: mappingConfig.target + '|' + sourceId + '|' + targetId + '|' + situation});")
 _JS = "text/javascript"
+_POST = ("openidm.create('managed/note', null, {what: 'postAction', state: action, "
+         "message: (reconId ? 'recon' : 'no recon') + '|' + situation + '|' + (target && target._id)});")
 
 
 def _project(tmp_path: Path, gone: str) -> Path:
     mapping = {"name": "staff_user", "source": "managed/staff", "target": "managed/user",
                "properties": [{"source": "login", "target": "userName"}],
-               "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "CONFIRMED", "action": "UPDATE"},
+               "policies": [{"situation": "ABSENT", "action": "CREATE", "postAction": {"type": _JS, "source": _POST}},
+                            {"situation": "CONFIRMED", "action": "UPDATE"},
                             {"situation": "SOURCE_MISSING", "action": gone}],
                **{hook: {"type": _JS, "source": _NOTE % hook} for hook in ("onLink", "onUnlink", "onDelete")}}
     return store_project(tmp_path, {
@@ -32,9 +35,10 @@ def _project(tmp_path: Path, gone: str) -> Path:
         "note": {k: {"type": "string"} for k in ("what", "state", "message")}}, [mapping])
 
 
-def _notes(project: Path) -> list[tuple[str, str, str]]:
+def _notes(project: Path, what: str = "on") -> list[tuple[str, str, str]]:
+    """The notes of the hooks whose name begins with ``what``."""
     found = json.loads(idsync(project, "managed", "query", "note").stdout)
-    return sorted((n["what"], n["state"], n["message"]) for n in found)
+    return sorted((n["what"], n["state"], n["message"]) for n in found if n["what"].startswith(what))
 
 
 def _ids(project: Path, kind: str) -> dict[str, str]:
@@ -50,8 +54,9 @@ def _make(project: Path, login: str, *flags: str) -> None:
 def test_hooks_run_in_implicit_sync_a_recon_and_livesync(tmp_path: Path) -> None:
     """onLink runs once the link is made, given the target written (its userName) and
     PingIDM's mappingConfig, sourceId and targetId, and may write to the store: after an
-    implicit sync's create, a recon's (its page committed first) and a liveSync's. onDelete
-    runs before an implicit sync deletes the target of a deleted source, given the target."""
+    implicit sync's create, a recon's (its page committed first) and a liveSync's; so does
+    the policy's postAction (reconId set in a recon only). onDelete runs before an
+    implicit sync deletes the target of a deleted source, given the target."""
     project = _project(tmp_path, "DELETE")
     _make(project, "ann")  # implicit sync
     staff, users = _ids(project, "staff"), _ids(project, "user")
@@ -66,6 +71,11 @@ def test_hooks_run_in_implicit_sync_a_recon_and_livesync(tmp_path: Path) -> None
     live = idsync(project, "livesync", "managed/staff", "--json")
     assert live.returncode == 0 and json.loads(live.stdout)["runs"][0]["errors"] == 0, live.stdout
     assert [n[:2] for n in _notes(project)] == [("onLink", "ann"), ("onLink", "bob"), ("onLink", "cy")]
+    users = _ids(project, "user")
+    # The policy's postAction after each CREATE: an implicit sync's, a recon's, a liveSync's.
+    assert _notes(project, "postAction") == sorted(
+        ("postAction", "CREATE", f"{run}|ABSENT|{users[name]}")
+        for name, run in (("ann", "no recon"), ("bob", "recon"), ("cy", "no recon")))
 
     users = _ids(project, "user")
     gone = idsync(project, "managed", "delete", "staff", _ids(project, "staff")["ann"])

@@ -101,6 +101,21 @@ class Plan:
                  target={**(written or self.target_obj or {}), "_id": target_id}, situation=self.situation,
                  qualifier=self.qualifier)
 
+    def after_action(self, mapping: MappingDef, counters: Counters, target_id: str | None,
+                     recon_id: str | None) -> None:
+        """The policy's ``postAction``, once the plan's action is done: given the ids, what
+        was decided, and the recon's id (``None`` outside a recon, as in PingIDM)."""
+        if self.post_action is None:
+            return
+        try:
+            self.post_action(source={"_id": self.source_id} if self.source_id else None,
+                             target={"_id": target_id} if target_id else None, situation=self.situation,
+                             action=self.action, sourceAction=self.source_phase, reconId=recon_id,
+                             linkQualifier=self.qualifier, mapping=mapping.name)
+        except IdsyncError as exc:
+            counters.error(f"postAction script failed: {exc}", situation=self.situation, source_id=self.source_id,
+                           target_id=target_id)
+
     def unlinked(self, target: str, target_id: str | None, written: Obj | None) -> str | None:
         """Why a plan is not done although nothing failed: it must link its source,
         and there is no target id to link to (the target's id attribute could not
@@ -339,8 +354,9 @@ class Assessor:
         ``defer`` marks a link that must go."""
         situation = assess_source_deleted(link_exists=tid is not None, target_found=found is not None,
                                           target_qualifies=found is not None and self.valid_target(found, qualifier))
-        action = self.decide(situation, {"source": None, "target": found, "linkQualifier": qualifier})
-        plan = Plan(str(situation), action, source_id, tid, audit=True, qualifier=qualifier, target_obj=found)
+        action, post = self._decide(situation, {"source": None, "target": found, "linkQualifier": qualifier})
+        plan = Plan(str(situation), action, source_id, tid, audit=True, qualifier=qualifier, target_obj=found,
+                    post_action=post)
         if action == "DELETE" and found is not None and tid:
             if not self.allow_delete:
                 plan.change, plan.message = "skipped", "delete skipped: deletes are switched off"

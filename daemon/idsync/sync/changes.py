@@ -228,6 +228,7 @@ class ChangeApplier:
         The mapping's onDelete and onUnlink run before, its onLink after (``mapping_hooks.py``)."""
         hold_pending(plans, self.pending)
         linked: list[tuple[Plan, Obj | None, str]] = []
+        acted: list[tuple[Plan, str | None]] = []  # the plans done whose policy has a postAction
         for plan in plans if not self.dry_run else ():
             plan.before_unlink(self.mapping, self.counters)
         with writing(self.store, self.target) as conn:
@@ -243,6 +244,8 @@ class ChangeApplier:
             sealed: dict[str, dict[str, str]] = {}  # qualifier -> source id -> digest (``written.py``)
             for plan in plans:
                 target_id = self._outcome(plan, results.get(id(plan)), audit)
+                if plan.error is None and plan.post_action is not None:
+                    acted.append((plan, target_id))
                 if target_id is None:
                     continue
                 if plan.assigned is not None and plan.source_id:
@@ -273,6 +276,8 @@ class ChangeApplier:
                 save(conn)
         for plan, obj, target_id in linked if not self.dry_run and "onLink" in self.mapping.hooks else ():
             plan.after_link(self.mapping, self.counters, obj, target_id)
+        for plan, target_id in acted if not self.dry_run else ():
+            plan.after_action(self.mapping, self.counters, target_id, None)
 
     def _outcome(self, plan: Plan, result: WriteResult | None, audit: list[dict[str, Any]]) -> str | None:
         """Count one plan and add its audit row; the target id to link or unlink, if done."""
@@ -288,6 +293,7 @@ class ChangeApplier:
             error = plan.unlinked(self.mapping.target, target_id, result.obj if result is not None else None)
         row = plan.audit_row(self.run_id or "", self.mapping.name, target_id, self.dry_run)
         if error is not None:
+            plan.error = error  # the plan failed: no postAction follows
             if plan.source_id:
                 self.failed[plan.source_id] = error
             c.status["FAILURE"] += 1

@@ -284,6 +284,7 @@ class ImplicitSync:
                 assignments.last_sync.record(conn, {plan.source_id: plan.assigned})
         if plan.link and plan.source_id and target_id and not plan.defer:
             plan.after_link(mapping, counters, written, target_id)
+        plan.after_action(mapping, counters, target_id, None)
         plan.target_id = target_id
         return None
 

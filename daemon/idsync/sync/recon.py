@@ -682,12 +682,7 @@ class _Run:
         for plan, wrote, linked_id in linked:
             plan.after_link(self.mapping, self.counters, wrote, linked_id)
         for plan, target_id in done:
-            # PingIDM's postAction: after the policy's action, with the ids and what was decided.
-            self._run_script("postAction", plan.post_action, {
-                "source": {"_id": plan.source_id} if plan.source_id else None,
-                "target": {"_id": target_id} if target_id else None,
-                "situation": plan.situation, "action": plan.action, "sourceAction": plan.source_phase,
-                "reconId": self.id, "linkQualifier": plan.qualifier})
+            plan.after_action(self.mapping, self.counters, target_id, self.id)
 
     def _apply_page(self, plans: Sequence[Plan], target: Resource, conn: Connection,
                     kept: dict[str, str | None], confirmed: tuple[str, Mapping[str, str]] | None = None) -> int:

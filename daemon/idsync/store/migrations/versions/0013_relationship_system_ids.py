@@ -1,7 +1,7 @@
 """A reference may point at a system's object (``system/ldap/account/DN``): the id of
 the end a reference points at (``relationships.second_id``) takes 255 characters, as an
-LDAP DN may need, where it took a managed object's 64. SQLite does not hold a column
-to its declared length, so only PostgreSQL and MariaDB change.
+LDAP DN may need, where it took a managed object's 64 (SQLite copies the table into
+its new shape; PostgreSQL and MariaDB change the column in place).
 
 Revision ID: 0013
 Revises: 0012
@@ -25,10 +25,10 @@ def _id(length: int) -> sa.types.TypeEngine[str]:
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "sqlite":
-        op.alter_column("relationships", "second_id", type_=_id(255), existing_type=_id(64), existing_nullable=False)
+    with op.batch_alter_table("relationships") as batch:
+        batch.alter_column("second_id", type_=_id(255), existing_type=_id(64), existing_nullable=False)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "sqlite":
-        op.alter_column("relationships", "second_id", type_=_id(64), existing_type=_id(255), existing_nullable=False)
+    with op.batch_alter_table("relationships") as batch:
+        batch.alter_column("second_id", type_=_id(64), existing_type=_id(255), existing_nullable=False)
