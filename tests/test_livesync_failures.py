@@ -69,8 +69,9 @@ def _failures(project: Path) -> list[dict[str, Any]]:
 
 def test_a_failed_change_is_retried_until_it_goes_through_then_kept_as_a_dead_letter(
         tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
-    """maxRetries 2, dead-letter-queue: a change the mapping refuses fails its object and
-    the token moves on; the next runs read the object again (as it is then) and retry it;
+    """maxRetries 2, dead-letter-queue: a change the mapping refuses fails its object (and
+    the run, its only change) and the token moves on; the next runs read the object again
+    (as it is then) and retry it, a retry failing again failing that mapping's run, not liveSync's;
     once the gate opens it goes through, the user gets the mail, and nothing waits any
     more. Another object that fails three times (the first try and two retries) becomes a
     dead letter: no later run retries it; ``idsync status``, the status file, the
@@ -81,11 +82,12 @@ def test_a_failed_change_is_retried_until_it_goes_through_then_kept_as_a_dead_le
 
     _mail(slapd, ldap_subtree, "bjensen", "bjensen@gated.example")
     first = _live(project)
-    assert first.changes == 1 and first.failed == 1 and first.retried == 0, first
+    assert first.changes == 1 and first.failed == 1 and first.retried == 0 and first.state == "FAILED", first
     (held,) = _failures(project)
     assert held["state"] == "RETRYING" and held["attempts"] == 1 and "the gate is closed" in held["error"]
     again = _live(project)  # no new change: the object is read again and still refused
     assert (again.changes, again.retried, again.failed) == (0, 1, 1), again
+    assert again.state == "SUCCESS" and again.runs[0]["state"] == "FAILED"  # liveSync works; the object waits
     assert _failures(project)[0]["attempts"] == 2
     _gate(project, open_it=True)
     through = _live(project)
