@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import structlog
 from api_server import ADMIN, serve
+from dbs import BACKENDS, store_url
 from idsync.sync.livesync import LiveSyncResult
 from idsync_dev.slapd import Slapd
 from livesync_env import live, managed_users
@@ -30,9 +31,9 @@ source;"""
 
 
 def _project(tmp_path: Path, slapd: Slapd, subtree: str, handler: dict[str, Any] | None, *,
-             load_data: bool = True) -> Path:
+             load_data: bool = True, store: str = "sqlite") -> Path:
     tmp_path.mkdir(exist_ok=True)
-    project = sample_project(tmp_path, slapd, subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=load_data)
+    project = sample_project(tmp_path, slapd, subtree, store_url(store, tmp_path), load_data=load_data)
     set_provisioner_key(project, "syncFailureHandler", handler)
     sync_file = project / "conf" / "sync.json"
     # The sample's maxDeletes "10%" made a count: a handful of test users is not a large directory.
@@ -67,16 +68,20 @@ def _failures(project: Path) -> list[dict[str, Any]]:
     return list(json.loads(shown.stdout))
 
 
+@pytest.mark.parametrize("store", BACKENDS)
 def test_a_failed_change_is_retried_until_it_goes_through_then_kept_as_a_dead_letter(
-        tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+        tmp_path: Path, slapd: Slapd, ldap_subtree: str, store: str) -> None:
     """maxRetries 2, dead-letter-queue: a change the mapping refuses fails its object (and
     the run, its only change) and the token moves on; the next runs read the object again
-    (as it is then) and retry it, a retry failing again failing that mapping's run, not liveSync's;
-    once the gate opens it goes through, the user gets the mail, and nothing waits any
-    more. Another object that fails three times (the first try and two retries) becomes a
-    dead letter: no later run retries it; ``idsync status``, the status file, the
-    metrics and the API's deadLetterQueue show it, and deleting it there forgets it."""
-    project = _project(tmp_path, slapd, ldap_subtree, {"maxRetries": 2, "postRetryAction": "dead-letter-queue"})
+    (as it is then) and retry it, a retry failing again failing that mapping's run, not
+    liveSync's; once the gate opens it goes through, the user gets the mail, and nothing
+    waits any more. Another object that fails three times (the first try and two retries)
+    becomes a dead letter: no later run retries it; ``idsync status``, the status file, the
+    metrics and the API's deadLetterQueue show it, and deleting it there forgets it. The
+    API's pooledSyncStage shows the source's token and forgets it, as PingIDM's
+    administrators reset liveSync. On SQLite, PostgreSQL and MariaDB."""
+    project = _project(tmp_path, slapd, ldap_subtree, {"maxRetries": 2, "postRetryAction": "dead-letter-queue"},
+                       store=store)
     assert _live(project).state == "SUCCESS"  # the first run: a full recon, then the token
     bjensen = managed_users(project)["bjensen"]
 
