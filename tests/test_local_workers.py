@@ -318,3 +318,25 @@ def test_a_split_first_load_keeps_unique_values_unique(tmp_path: Path) -> None:
     assert sorted(names) == sorted(f"n{i}" for i in range(100))
     assert set(names.values()) == {1}, {n: c for n, c in names.items() if c > 1}
     assert summary["changes"]["created"] == 100 and summary["errorCount"] == 300
+
+
+def test_a_scheduled_scripts_first_load_is_shared_with_a_worker(tmp_path: Path) -> None:
+    """A PingIDM scheduled script that starts a recon (``openidm.action('recon', ...)``)
+    shares a first load with a worker process as its job's own recons would: ``idsync
+    run-job`` of the schedule, 400 users, ``workers = 2``: the recon (job ``script:recon``)
+    splits into ranges, two processes read them, every user is created once."""
+    project, url = _project(tmp_path, workers=2)
+    (project / "conf" / "schedule-nightly.json").write_text(json.dumps({
+        "type": "cron", "schedule": "0 0 * * * ?", "invokeService": "script",
+        "invokeContext": {"script": {"type": "text/javascript",
+                                     "source": "openidm.action('recon', 'recon', {}, {mapping: 'm_big'});"}}}))
+    add_managed_users(project, 400)
+    done = run_cli(["-p", str(project), "run-job", "nightly"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    (recon,) = [r for r in select_rows(url, "SELECT id, job, state FROM recon_runs") if r.job == "script:recon"]
+    assert recon.state == "SUCCESS"
+    (summary,) = [s for s in _summaries(url) if s.get("partitions")]
+    assert sum(p["processed"] for p in summary["partitions"]) == 400
+    owners = {r.owner for r in select_rows(url, "SELECT owner FROM recon_partitions")}
+    assert len(owners) == 2, owners  # this process and the worker
+    assert len(_outcome(url)["accounts"]) == 400

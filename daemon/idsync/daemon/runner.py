@@ -148,7 +148,8 @@ def run_job(
                 on_start(outcome)
             if job.task is not None:
                 _run_each([job.name], lambda _: _task_outcome(run_task(project, store, job, dry_run=outcome.dry_run,
-                                                                       cancel=cancel, node=node, fire=fire)),
+                                                                       cancel=cancel, node=node, fire=fire,
+                                                                       splitter=splitter)),
                           job, outcome, cancel)
             elif job.livesync:
                 _run_livesync(project, store, job, outcome, cancel, node=node, splitter=splitter)

@@ -7,7 +7,9 @@ single-object run (job ``reconById``) like an implicit sync. ``ScriptRecons``
 answers a script's ``recon`` actions in PingIDM's shape, ``{"_id": RUN, "state":
 STATE}``. A script's recon runs to its end inside the call, in the script's
 thread, whatever ``waitForCompletion`` says (a script cannot watch a run go on
-without it); it is recorded as any recon, with the job ``script:recon``. A mapping
+without it); it is recorded as any recon, with the job ``script:recon``. A scheduled
+script's recon shares a first load with worker processes (or a cluster's nodes) as
+its job's recons would; one started from a custom endpoint or a hook runs in one process. A mapping
 already running is ``RunLocked``, which the script may catch; one this very thread
 is reconciling (a script of that run asking for it again) is refused at once
 (``sync/recon.py``). A dry run starts nothing.
@@ -26,6 +28,7 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.sync.implicit import RECON_BY_ID_JOB, ImplicitSync, PushResult, read_source
 from idsync.sync.options import ReconOptions
+from idsync.sync.partitions import Splitter
 from idsync.sync.recon import run_recon
 
 __all__ = ["SCRIPT_JOB", "Canceled", "ScriptRecons", "flag", "pushed", "recon_by_id"]
@@ -67,12 +70,13 @@ class ScriptRecons:
     the scripts belong to (a scheduled script's job)."""
 
     def __init__(self, project: Project, store: Store, resources: Resources, *, dry_run: bool,
-                 cancel: threading.Event | None) -> None:
+                 cancel: threading.Event | None, splitter: Splitter | None = None) -> None:
         self._project = project
         self._store = store
         self._resources = resources
         self._dry_run = dry_run
         self._cancel = cancel
+        self._splitter = splitter  # how a recon may split over worker processes (a scheduled script's job's)
 
     def action(self, action: Any, content: Any, params: Any) -> dict[str, Any]:
         where = f"openidm.action recon {action!r}"
@@ -95,7 +99,7 @@ class ScriptRecons:
                 raise ObjectRejected(f"{where}: the parameters need the source object's id (id)")
             return pushed(recon_by_id(self._project, self._store, self._resources, mapping, object_id))
         options = ReconOptions(job=SCRIPT_JOB, cancel=Canceled(self._cancel),
-                               rewrite_write_only=flag(values, "rewriteWriteOnly"))
+                               rewrite_write_only=flag(values, "rewriteWriteOnly"), splitter=self._splitter)
         result = run_recon(self._project, self._store, mapping, options)
         return {"_id": result.id, "state": result.state}
 

@@ -59,6 +59,7 @@ from idsync.sync.implicit import ImplicitSync, PushResult
 from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync.sync.manual_links import linked_resources, perform
 from idsync.sync.options import ReconOptions
+from idsync.sync.partitions import Splitter
 from idsync.sync.recon import ReconResult, help_partitions, run_recon
 
 __all__ = ["MAX_QUERY_RESULTS", "ScriptRouter", "push_due_scripted", "run_recon_scripted", "scripting"]
@@ -72,7 +73,8 @@ class ScriptRouter:
     """Answers one thread's scripts' ``openidm`` calls; ``close`` when done."""
 
     def __init__(self, project: Project, store: Store, *, dry_run: bool = False,
-                 resources: Resources | None = None, cancel: threading.Event | None = None) -> None:
+                 resources: Resources | None = None, cancel: threading.Event | None = None,
+                 splitter: Splitter | None = None) -> None:
         self.project = project
         self.store = store
         self.dry_run = dry_run
@@ -80,7 +82,8 @@ class ScriptRouter:
         self.resources = resources or Resources(project, store)
         self._crypto = CryptoCalls(project.keyring) if project.keyring is not None else None
         self._managed: dict[str, ManagedObjects] = {}
-        self._recons = ScriptRecons(project, store, self.resources, dry_run=dry_run, cancel=cancel)
+        self._recons = ScriptRecons(project, store, self.resources, dry_run=dry_run, cancel=cancel,
+                                    splitter=splitter)
 
     def close(self) -> None:
         if self._own:
@@ -323,10 +326,10 @@ class ScriptRouter:
 
 @contextlib.contextmanager
 def scripting(project: Project, store: Store, *, dry_run: bool = False, resources: Resources | None = None,
-              cancel: threading.Event | None = None) -> Iterator[ScriptRouter]:
+              cancel: threading.Event | None = None, splitter: Splitter | None = None) -> Iterator[ScriptRouter]:
     """Bind a ``ScriptRouter`` to this thread's scripts of ``project`` for the block; ``cancel``
-    (the unit of work's) also stops a recon they start."""
-    router = ScriptRouter(project, store, dry_run=dry_run, resources=resources, cancel=cancel)
+    (the unit of work's) also stops a recon they start, which may split as ``splitter`` says."""
+    router = ScriptRouter(project, store, dry_run=dry_run, resources=resources, cancel=cancel, splitter=splitter)
     try:
         with project.scripts.routing(router):
             yield router

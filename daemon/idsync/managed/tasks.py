@@ -47,6 +47,7 @@ from idsync.query.ast import And, Compare, Node, Not, Present
 from idsync.resource import Obj, QuerySpec, value_at
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
+from idsync.sync.partitions import Splitter
 from idsync.sync.summary import Counters
 
 if TYPE_CHECKING:
@@ -75,8 +76,10 @@ class TaskResult:
 
 
 def run_task(project: Project, store: Store, job: JobDef, *, dry_run: bool, cancel: threading.Event,
-             node: str | None = None, fire: dt.datetime | None = None) -> TaskResult:
-    """Run ``job``'s script or task scan now, in this thread, and record the run."""
+             node: str | None = None, fire: dt.datetime | None = None,
+             splitter: Splitter | None = None) -> TaskResult:
+    """Run ``job``'s script or task scan now, in this thread, and record the run; a recon
+    the script starts may split as the job's recons would (``splitter``)."""
     task = job.task
     assert task is not None
     name = f"{task.kind}/{job.name}"
@@ -95,7 +98,7 @@ def run_task(project: Project, store: Store, job: JobDef, *, dry_run: bool, canc
             if dry_run:
                 tally["skipped"] = 1  # a script's writes cannot be previewed
             else:
-                with scripting(project, store, cancel=cancel):
+                with scripting(project, store, cancel=cancel, splitter=splitter):
                     script(object=copy.deepcopy(task.input))
                 tally["run"] = 1
         else:
