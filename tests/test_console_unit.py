@@ -258,8 +258,10 @@ def test_console_changes_run_scripts_with_the_openidm_router(tmp_path: Path, sla
 
 def test_console_pages_render_without_javascript(tmp_path: Path) -> None:
     """In process, over a SQLite store: the login form carries the CSP and a Strict cookie;
-    a login without the form's token is refused, with it the dashboard renders; a request
-    without a session is sent to the login form (the templates and Starlette at their floors)."""
+    a login without the form's token is refused, with it the dashboard renders, with a
+    liveSync section once a source has run (its objects waiting for a retry and its dead
+    letters); a request without a session is sent to the login form (the templates and
+    Starlette at their floors)."""
 
     async def visit(app: Any) -> None:
         transport = httpx.ASGITransport(app=app)
@@ -276,10 +278,35 @@ def test_console_pages_render_without_javascript(tmp_path: Path) -> None:
             page = await client.get("/admin/")
             assert page.status_code == 200 and "<h1>Dashboard</h1>" in page.text
             assert "<script>" not in page.text and "managed/user" in page.text
+            assert "<h2>liveSync</h2>" not in page.text  # no source has run
+            _a_livesync_source(tmp_path / "s.db")
+            page = await client.get("/admin/")
+            shown = page.text.split("<h2>liveSync</h2>", 1)[1].split("</section>", 1)[0]
+            assert "system/ldap/account" in shown and "SUCCESS" in shown
+            assert '<td class="warn">1</td>' in shown and '<td class="bad">1 (' in shown
             assert (await client.get("/admin/static/console.js")).status_code == 200
 
     with _app(tmp_path) as app:
         asyncio.run(visit(app))
+
+
+def _a_livesync_source(db: Path) -> None:
+    """One liveSync run of system/ldap/account with a token, one object waiting for a retry
+    and one dead letter, as a few runs would leave them."""
+    from idsync.store.database import Store
+    from idsync.store.sync_failures import SyncFailures
+    from idsync.store.tokens import SyncTokens
+
+    store = Store.open(f"sqlite:///{db}")
+    try:
+        source, failures = "system/ldap/account", SyncFailures(store)
+        with store.begin() as conn:
+            SyncTokens(store).save(conn, source, "cookie", "syncrepl")
+            failures.record(conn, source, {"u1": "refused", "u2": "refused"}, "cookie")
+            failures.bury(conn, source, ["u2"])
+        SyncTokens(store).record_run(source, "SUCCESS", None, changes=2, full_recon=False)
+    finally:
+        store.close()
 
 
 def test_secure_cookie_under_tls_and_the_shared_login_limit(tmp_path: Path) -> None:

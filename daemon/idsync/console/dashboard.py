@@ -1,5 +1,6 @@
 """The dashboard: the daemon's state, every job with its next fire and last result,
-runs failing now, pushes waiting for retry and what the store holds.
+runs failing now, pushes waiting for retry, each liveSync source (its last run, its
+changes waiting for a retry and its dead letters) and what the store holds.
 
 The page reloads its body (``?fragment=1``) every few seconds while open.
 """
@@ -17,6 +18,7 @@ from starlette.routing import Route
 from idsync.api.context import ApiContext
 from idsync.console.web import page
 from idsync.store.runs import RunStore
+from idsync.store.sync_failures import livesync_sources
 from idsync.store.tables import links, managed_objects, recon_runs
 from idsync.sync.retry import pending_counts
 
@@ -57,7 +59,7 @@ def _state(ctx: ApiContext) -> dict[str, Any]:
 
 def _gather(ctx: ApiContext) -> dict[str, Any]:
     return {"daemon": _state(ctx), "jobs": job_rows(ctx), "failing": failing_runs(ctx),
-            "pending": pending_counts(ctx.store), "counts": _counts(ctx)}
+            "pending": pending_counts(ctx.store), "livesync": livesync_sources(ctx.store), "counts": _counts(ctx)}
 
 
 async def _dashboard(request: Request) -> Response:
