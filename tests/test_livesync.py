@@ -487,3 +487,45 @@ def test_a_split_full_recon_stores_the_token_taken_before_its_partitions(tmp_pat
     assert after.state == "SUCCESS" and after.full_recon is None
     assert after.changes >= 1  # the change made during the partitions, read from the token
     assert _users(project)["bjensen"]["mail"] == "during@example.org"
+
+
+def test_changes_into_the_store_go_on_to_the_types_other_mappings(tmp_path: Path, slapd: Slapd,
+                                                                   ldap_subtree: str) -> None:
+    """As in OpenIDM's sample6 (Active Directory -> managed user -> OpenDJ by liveSync): a
+    change liveSync writes into the store is pushed on at once through the managed type's
+    other mappings (here managed/user -> managed/badge), as implicit sync pushes a change
+    made through the API; never back to the directory it came from (the sample's reverse
+    mapping records no push). A delete goes on too."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    managed_file = project / "conf" / "managed.json"
+    managed = json.loads(managed_file.read_text())
+    managed["objects"].append({"name": "badge", "schema": {"properties": {
+        "holder": {"type": "string", "searchable": True}, "mail": {"type": "string"}}}})
+    managed_file.write_text(json.dumps(managed))
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    sync["mappings"].append({"name": "managedUser_badge", "source": "managed/user", "target": "managed/badge",
+                             "properties": [{"source": "userName", "target": "holder"},
+                                            {"source": "mail", "target": "mail"}],
+                             "policies": [{"situation": "ABSENT", "action": "CREATE"},
+                                          {"situation": "CONFIRMED", "action": "UPDATE"},
+                                          {"situation": "SOURCE_MISSING", "action": "DELETE"}]})
+    sync_file.write_text(json.dumps(sync))
+    assert _live(project).state == "SUCCESS"  # the full recon: the store's users, no badge yet
+    assert idsync(project, "recon", "managedUser_badge").returncode == 0
+
+    def badges() -> dict[str, str]:
+        found = json.loads(idsync(project, "managed", "query", "badge").stdout)
+        return {b["holder"]: b["mail"] for b in found}
+
+    assert badges() == {"bjensen": "bjensen@example.com", "scarter": "scarter@example.com"}
+    _changes(slapd, ldap_subtree)  # bjensen's mail changed, newbie added, scarter deleted
+    done = _live(project)
+    assert done.state == "SUCCESS" and done.changes == 3, done
+    assert badges() == {"bjensen": "barbara@example.org", "newbie": "newbie@example.com"}
+    store = Store.open(load_project(project).settings.store_url())
+    try:
+        pushes = [r for r in RunStore(store).recent(50) if r["job"] == "implicit"]
+    finally:
+        store.close()
+    assert {r["mapping"] for r in pushes} == {"managedUser_badge"}  # none back to LDAP

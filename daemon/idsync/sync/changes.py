@@ -42,6 +42,7 @@ from idsync.store.runs import RunStore
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.assignments import mapping_assignments
 from idsync.sync.deletes import writing
+from idsync.sync.implicit import ImplicitSync
 from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import hold_pending, pending_targets
@@ -58,6 +59,8 @@ class ChangeApplier:
                  dry_run: bool, method: str, note: str | None) -> None:
         self.mapping = mapping
         self.store = store
+        self.project = project
+        self.resources = resources
         self.runs = RunStore(store)
         self.dry_run = dry_run
         self.method, self.note = method, note
@@ -278,6 +281,24 @@ class ChangeApplier:
             plan.after_link(self.mapping, self.counters, obj, target_id)
         for plan, target_id in acted if not self.dry_run else ():
             plan.after_action(self.mapping, self.counters, target_id, None)
+        if not self.dry_run and isinstance(self.target, ManagedResource):
+            self._push_on([(plan, results.get(id(plan))) for plan in plans if plan.op is not None])
+
+    def _push_on(self, written: Sequence[tuple[Plan, WriteResult | None]]) -> None:
+        """Carry the store's changes on through the managed type's other mappings, as implicit
+        sync carries a change made through the API: never back to the system they came from
+        (its own reverse mapping), so two mappings do not bounce a change between them."""
+        pusher = ImplicitSync(self.project, self.store, self.resources)
+        if not [m for m in pusher.mappings(self.mapping.target) if m.target != self.mapping.source]:
+            return
+        for plan, result in written:
+            if result is None or not result.ok or result.id is None or plan.op is None:
+                continue
+            stored = None if plan.op.kind == "delete" else self.target.get(result.id)
+            before = plan.op.before if plan.op.kind != "create" else None
+            if plan.op.kind == "delete":
+                before = plan.target_obj
+            pusher.push(self.mapping.target, result.id, stored, before=before, not_to=self.mapping.source)
 
     def _outcome(self, plan: Plan, result: WriteResult | None, audit: list[dict[str, Any]]) -> str | None:
         """Count one plan and add its audit row; the target id to link or unlink, if done."""

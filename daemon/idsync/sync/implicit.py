@@ -91,13 +91,15 @@ class ImplicitSync:
         return [m for m in self.project.mappings if m.source == resource and m.enable_sync]
 
     def push(self, resource: str, object_id: str, current: Obj | None, *, before: Obj | None = None,
-             job: str = IMPLICIT_JOB, clear: Mapping[str, Any] | None = None) -> list[PushResult]:
+             job: str = IMPLICIT_JOB, clear: Mapping[str, Any] | None = None,
+             not_to: str | None = None) -> list[PushResult]:
         """Push ``current`` (``None``: the object was deleted) through every mapping;
         ``before`` (the object before the change) lets "merge" lists drop what it lost.
         Both are the stored objects, which the mappings see as the type's ``onRetrieve``
         scripts show them. ``clear``: the secrets the change set, as given (the store
-        keeps their hashes), for a target that takes a secret in clear only."""
-        mappings = self.mappings(resource)
+        keeps their hashes), for a target that takes a secret in clear only. ``not_to``:
+        a target not to push to (where the change came from)."""
+        mappings = [m for m in self.mappings(resource) if m.target != not_to]
         if mappings and resource.startswith("managed/"):
             current, before = self._retrieved(resource, current), self._retrieved(resource, before)
         return [r for m in mappings

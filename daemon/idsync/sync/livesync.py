@@ -441,7 +441,8 @@ class _LiveRun:
                 dry_run=self.options.dry_run, page_size=self.options.page_size, job=self.options.job,
                 cancel=self.options.cancel, splitter=self.options.splitter, node=self.options.node))
             recons.append(recon)
-            result.runs.append({"mapping": m.name, "id": recon.id, "state": recon.state, "fullRecon": True})
+            result.runs.append({"mapping": m.name, "id": recon.id, "state": recon.state, "fullRecon": True,
+                                "counts": {k: v for k, v in recon.summary.get("changes", {}).items() if v}})
             if recon.state != "SUCCESS":
                 result.exit_code = recon.exit_code
                 result.message = (f"the full recon of {m.name} ended {recon.state}: {recon.message}; "
