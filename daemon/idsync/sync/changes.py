@@ -294,10 +294,9 @@ class ChangeApplier:
         for plan, result in written:
             if result is None or not result.ok or result.id is None or plan.op is None:
                 continue
-            stored = None if plan.op.kind == "delete" else self.target.get(result.id)
-            before = plan.op.before if plan.op.kind != "create" else None
-            if plan.op.kind == "delete":
-                before = plan.target_obj
+            gone = plan.op.kind == "delete"
+            stored = None if gone else self.target.get(result.id)
+            before = plan.target_obj if gone else plan.op.before  # a create has none
             pusher.push(self.mapping.target, result.id, stored, before=before, not_to=self.mapping.source)
 
     def _outcome(self, plan: Plan, result: WriteResult | None, audit: list[dict[str, Any]]) -> str | None:
