@@ -172,7 +172,8 @@ def test_a_script_handles_what_is_past_its_retries(tmp_path: Path, slapd: Slapd,
     """postRetryAction {"script": ...}: the script gets PingIDM's syncFailure (token,
     systemIdentifier, objectType, uid, failedRecord) and failureCause, and may write
     through openidm; once it ends well the object is given up, or handed to the built-in
-    handler it invoked (failureHandlers.deadLetterQueue: a dead letter)."""
+    handler it invoked (failureHandlers.deadLetterQueue: a dead letter), which
+    ``idsync livesync SOURCE --retry ID`` has the next run try again."""
     note = ("if (syncFailure.failedRecord.mail.indexOf('dead') === 0) {"
             "  failureHandlers.deadLetterQueue.invoke(context, syncFailure, failureCause);"
             "} else {"
@@ -192,6 +193,11 @@ def test_a_script_handles_what_is_past_its_retries(tmp_path: Path, slapd: Slapd,
     assert [_live(project).given_up for _ in range(2)] == [0, 1]
     (dead,) = _failures(project)
     assert dead["state"] == "DEAD" and "the gate is closed" in dead["error"]
+    _gate(project, open_it=True)  # the cause dealt with, the administrator has it tried again
+    revived = idsync(project, "livesync", SOURCE, "--retry", dead["_id"])
+    assert revived.returncode == 0 and "1 dead letter(s) to be tried again" in revived.stdout, revived.stderr
+    assert (lambda run: (run.retried, run.failed))(_live(project)) == (1, 0)
+    assert _failures(project) == [] and managed_users(project)["scarter"]["mail"] == "dead@gated.example"
 
 
 @pytest.mark.parametrize(("handler", "key"), [

@@ -39,6 +39,11 @@ def register(subparsers: Any) -> None:
     ls.add_argument("--forget", metavar="ID", action="append", default=[],
                     help="run nothing: remove this object from the failed changes (once dealt with); repeatable")
     ls.add_argument("--forget-all", action="store_true", help="run nothing: remove every failed change of the source")
+    ls.add_argument("--retry", metavar="ID", action="append", default=[],
+                    help="run nothing: have the next run try this dead letter again (its cause dealt with); "
+                         "repeatable")
+    ls.add_argument("--retry-all", action="store_true", help="run nothing: have the next run try every dead letter "
+                                                             "of the source again")
     ls.set_defaults(handler=_cmd_livesync)
 
 
@@ -54,6 +59,11 @@ def _cmd_failures(args: argparse.Namespace, project_dir: Path) -> int:
             sum(failures.forget(args.source, object_id) for object_id in args.forget)
         print(f"{args.source}: {gone} failed change(s) forgotten")
         return 0
+    if args.retry_all or args.retry:
+        revived = failures.revive(args.source) if args.retry_all else \
+            sum(failures.revive(args.source, object_id) for object_id in args.retry)
+        print(f"{args.source}: {revived} dead letter(s) to be tried again by the next run")
+        return 0
     found = failures.entries(args.source)
     if args.json:
         print(json.dumps([f.to_json() for f in found], indent=2))
@@ -68,7 +78,7 @@ def _cmd_failures(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
-    if args.failures or args.forget or args.forget_all:
+    if args.failures or args.forget or args.forget_all or args.retry or args.retry_all:
         return _cmd_failures(args, project_dir)
     from idsync.cli.signals import run_in_foreground
     from idsync.config.project import load_project

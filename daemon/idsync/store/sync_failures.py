@@ -9,7 +9,8 @@ retry no longer finds is deleted again only when its failed change was a delete.
 Once its retries are spent (``syncFailureHandler.maxRetries``) the run either
 ``drop``-s it or, with ``dead-letter-queue``, ``bury``-s it: a dead letter stays
 for an administrator to read (``idsync livesync SOURCE --failures``, the API's
-``repo/synchronisation/deadLetterQueue/SYSTEM``) and to ``forget``.
+``repo/synchronisation/deadLetterQueue/SYSTEM``), to ``revive`` once its cause is dealt
+with, or to ``forget``.
 """
 
 from __future__ import annotations
@@ -146,6 +147,15 @@ class SyncFailures:
                                                                                sync_failures.c.state)):
                 out.setdefault(source, {})[state] = n
         return out
+
+    def revive(self, source: str, object_id: str | None = None) -> int:
+        """Have the source's next liveSync run try a dead letter (one, or every one of
+        ``source``) again, its retries counted anew; how many."""
+        with self.store.begin() as conn:
+            query = update(sync_failures).where(sync_failures.c.source == source, sync_failures.c.state == DEAD)
+            if object_id is not None:
+                query = query.where(sync_failures.c.object_id == object_id)
+            return conn.execute(query.values(state=RETRYING, attempts=0)).rowcount or 0
 
     def forget(self, source: str, object_id: str | None = None) -> int:
         """Remove one object's entry, or every entry of ``source``; how many went."""
