@@ -291,13 +291,15 @@ class ChangeApplier:
         pusher = ImplicitSync(self.project, self.store, self.resources)
         if not [m for m in pusher.mappings(self.mapping.target) if m.target != self.mapping.source]:
             return
-        for plan, result in written:
-            if result is None or not result.ok or result.id is None or plan.op is None:
-                continue
-            gone = plan.op.kind == "delete"
-            stored = None if gone else self.target.get(result.id)
-            before = plan.target_obj if gone else plan.op.before  # a create has none
-            pusher.push(self.mapping.target, result.id, stored, before=before, not_to=self.mapping.source)
+        done = [(plan, plan.op, result.id) for plan, result in written
+                if plan.op is not None and result is not None and result.ok and result.id is not None]
+        # The objects as stored now, in one read rather than one a change.
+        stored = self.target.get_many([i for _, op, i in done if op.kind != "delete"])
+        for plan, op, object_id in done:
+            gone = op.kind == "delete"
+            before = plan.target_obj if gone else op.before  # a create has none
+            pusher.push(self.mapping.target, object_id, None if gone else stored.get(object_id), before=before,
+                        not_to=self.mapping.source)
 
     def _outcome(self, plan: Plan, result: WriteResult | None, audit: list[dict[str, Any]]) -> str | None:
         """Count one plan and add its audit row; the target id to link or unlink, if done."""
