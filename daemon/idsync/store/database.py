@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import structlog
 from sqlalchemy import (
@@ -49,7 +49,7 @@ from sqlalchemy.exc import (
 from idsync.errors import AuthenticationFailed, ConfigError, PeerError, PeerUnavailable
 from idsync.store.tables import store_meta
 
-__all__ = ["Store", "new_id", "new_ids", "nul_at", "pg_array", "store_error", "utcnow"]
+__all__ = ["Store", "as_utc", "new_id", "new_ids", "nul_at", "pg_array", "store_error", "utcnow"]
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +58,18 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+@overload
+def as_utc(value: dt.datetime) -> dt.datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A time read from the store, with its zone: SQLite hands back naive datetimes, and
+    everything idsync stores is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
 
 
 def new_id() -> str:

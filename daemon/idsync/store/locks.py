@@ -38,7 +38,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from idsync.errors import RunLocked
-from idsync.store.database import Store, utcnow
+from idsync.store.database import Store, as_utc, utcnow
 from idsync.store.tables import claims, deferred, locks, recon_runs
 
 __all__ = ["LOCK_TTL", "Holder", "Locks", "end_runs", "forget_own", "process_owner"]
@@ -121,11 +121,6 @@ class Holder:
         if self.expires < now:
             return f"interrupted: owner {self.describe()} stopped refreshing its lock"
         return None
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; everything idsync stores is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def forget_own(owners: Sequence[str]) -> None:
@@ -238,11 +233,11 @@ class Locks:
         with self.store.engine.connect() as conn:
             row = conn.execute(select(locks.c.owner, locks.c.expires, locks.c.acquired)
                                .where(locks.c.name == name)).first()
-        return Holder(row.owner, _aware(row.expires), _aware(row.acquired)) if row else None
+        return Holder(row.owner, as_utc(row.expires), as_utc(row.acquired)) if row else None
 
     def holders(self) -> dict[str, Holder]:
         with self.store.engine.connect() as conn:
-            return {r.name: Holder(r.owner, _aware(r.expires), _aware(r.acquired))
+            return {r.name: Holder(r.owner, as_utc(r.expires), as_utc(r.acquired))
                     for r in conn.execute(select(locks.c.name, locks.c.owner, locks.c.expires, locks.c.acquired))}
 
     def break_(self, name: str, holder: Holder, reason: str) -> list[str]:

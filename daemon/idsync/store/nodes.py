@@ -20,17 +20,13 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from idsync.errors import ConfigError
-from idsync.store.database import Store, utcnow
+from idsync.store.database import Store, as_utc, utcnow
 from idsync.store.locks import Holder, Locks
 from idsync.store.tables import cluster_nodes, recon_partitions
 
 __all__ = ["Node", "Nodes"]
 
 _FORGET_AFTER = dt.timedelta(days=1)
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,7 @@ class Nodes:
             row = conn.execute(select(cluster_nodes).where(cluster_nodes.c.name == name)
                                .with_for_update()).mappings().first()
             if row is not None and row["owner"] != owner:
-                holder = Holder(row["owner"], _aware(row["seen"]) + self.stall)
+                holder = Holder(row["owner"], as_utc(row["seen"]) + self.stall)
                 if holder.gone(now) is None:
                     raise ConfigError("conf/idsync.toml", "cluster.node_name",
                                       f"node name {name!r} is in use by {holder.describe()}, a node still alive; "
@@ -89,8 +85,8 @@ class Nodes:
         now = utcnow()
         with self.store.engine.connect() as conn:
             rows = conn.execute(select(cluster_nodes).order_by(cluster_nodes.c.name)).mappings().all()
-        return [Node(r["name"], r["owner"], r["version"], _aware(r["started"]), _aware(r["seen"]),
-                     _aware(r["seen"]) >= now - self.stall, list(r["running"] or [])) for r in rows]
+        return [Node(r["name"], r["owner"], r["version"], as_utc(r["started"]), as_utc(r["seen"]),
+                     as_utc(r["seen"]) >= now - self.stall, list(r["running"] or [])) for r in rows]
 
     def alive(self) -> list[Node]:
         return [n for n in self.all() if n.alive]

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
-from idsync.store.database import Store, utcnow
+from idsync.store.database import Store, as_utc, utcnow
 from idsync.store.idpages import claim_ids
 from idsync.store.locks import LOCK_TTL, Locks, end_runs, process_owner
 from idsync.store.tables import audit, claims, deferred, recon_runs
@@ -38,13 +38,6 @@ SILENT = "interrupted: the process running it gave no sign of life for {minutes}
 def owner_id() -> str:
     """This process as a lock owner (``locks.py``); a run appends ``:RUN_ID``."""
     return process_owner()
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    # SQLite hands back naive datetimes; everything idsync stores is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
 
 
 # What an audit entry holds, as RunStore.audit writes it.
@@ -149,7 +142,7 @@ class RunStore:
     def _row(row: Any) -> dict[str, Any]:
         out = dict(row)
         for key in ("started", "ended", "heartbeat", "fire"):
-            out[key] = _aware(out[key])
+            out[key] = as_utc(out[key])
         return out
 
     # -- audit -----------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, RowMapping, delete, func, select, update
 
-from idsync.store.database import Store, utcnow
+from idsync.store.database import Store, as_utc, utcnow
 from idsync.store.tables import sync_failures
 from idsync.store.tokens import SyncTokens
 
@@ -177,11 +177,7 @@ def livesync_sources(store: Store) -> list[dict[str, object]]:
 
 def _failure(row: RowMapping) -> SyncFailure:
     return SyncFailure(row["source"], row["object_id"], row["state"], int(row["attempts"]), bool(row["deleted"]),
-                       row["token"], row["error"], _aware(row["first_failed"]), _aware(row["last_failed"]))
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+                       row["token"], row["error"], as_utc(row["first_failed"]), as_utc(row["last_failed"]))
 
 
 def _iso(value: dt.datetime) -> str:

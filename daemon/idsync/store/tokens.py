@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert, select, update
 
-from idsync.store.database import Store, utcnow
+from idsync.store.database import Store, as_utc, utcnow
 from idsync.store.tables import sync_tokens
 
 __all__ = ["SourceState", "SyncTokens"]
@@ -98,11 +98,6 @@ class SyncTokens:
             conn.execute(stmt)
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    # SQLite hands back naive datetimes; everything idsync stores is UTC.
-    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
-
-
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -110,6 +105,6 @@ def _iso(value: dt.datetime | None) -> str | None:
 def _state(row: object) -> SourceState:
     r = dict(row)  # type: ignore[call-overload]
     return SourceState(
-        source=r["source"], token=r["token"], method=r["method"], updated=_aware(r["updated"]),
-        last_run=_aware(r["last_run"]), last_state=r["last_state"], last_message=r["last_message"],
+        source=r["source"], token=r["token"], method=r["method"], updated=as_utc(r["updated"]),
+        last_run=as_utc(r["last_run"]), last_state=r["last_state"], last_message=r["last_message"],
         runs=int(r["runs"]), failed=int(r["failed"]), changes=int(r["changes"]), full_recons=int(r["full_recons"]))
