@@ -269,7 +269,7 @@ def test_an_hr_file_into_the_store_and_out_to_another_file(tmp_path: Path, store
     hr.write_text(HR.replace("Smith, Jr.", "Smith").replace('"ajones", "Alice", "Jones", "ajones@example.com", '
                                                             '"1001", "true", "Secret1!"\n', ""))
     assert changed(recon(project, HR_IN["name"])) == {"updated": 1, "deleted": 1}
-    assert changed(recon(project, BADGES_OUT["name"])) == {"updated": 1, "deleted": 1}
+    assert changed(recon(project, BADGES_OUT["name"])) == {}  # carried on by the recon into the store
     assert sorted(line.split(";")[1] for line in badges.read_text().splitlines()[1:]) == ['"bsmith"', '"cwu"']
     assert '"Smith"' in badges.read_text()
 
@@ -285,7 +285,7 @@ def test_an_hr_file_into_the_store_and_out_to_another_file(tmp_path: Path, store
 
     # The HR file still says cwu: the next runs put the name back, the badge row with it.
     assert changed(recon(project, HR_IN["name"])) == {"updated": 1}
-    assert changed(recon(project, BADGES_OUT["name"])) == {"updated": 1}
+    assert changed(recon(project, BADGES_OUT["name"])) == {}  # carried on by the recon into the store
     assert sorted(line.split(";")[1] for line in badges.read_text().splitlines()[1:]) == ['"bsmith"', '"cwu"']
 
     stamp = badges.stat().st_mtime_ns, badges.stat().st_ino

@@ -483,7 +483,8 @@ def test_a_table_into_the_store_and_the_store_out_to_a_table(tmp_path: Path, pee
     assert changed(recon(project, HR_IN["name"])) == {"updated": 1, "deleted": 1}
     assert sorted(managed_users(project)) == ["bsmith", "cwu"] and managed_users(project)["bsmith"]["sn"] == "Smith"
 
-    assert changed(recon(project, OUT["name"])) == {"created": 2, "linked": 2}
+    # The recons into the store carried their writes on to the table (``sync/onward.py``).
+    assert changed(recon(project, OUT["name"])) == {}
     rows = f"SELECT login, surname, mail, pwd FROM {out} ORDER BY login"
     assert peer.sql(rows) == [("bsmith", "Smith", None, "Pw-bsmith-1"),
                               ("cwu", "O'Brien_%", "cwu@example.com", "Pw-cwu-1")]
@@ -502,7 +503,7 @@ def test_a_table_into_the_store_and_the_store_out_to_a_table(tmp_path: Path, pee
     # The HR table still says cwu: the next runs put the name back, the row with it.
     peer.sql("DELETE FROM {t} WHERE uid = 'bsmith'")
     assert changed(recon(project, HR_IN["name"])) == {"updated": 1, "deleted": 1}
-    assert changed(recon(project, OUT["name"])) == {"updated": 1, "deleted": 1}
+    assert changed(recon(project, OUT["name"])) == {}  # carried on by the recon into the store
     assert peer.sql(rows) == [("cwu", "O'Brien_%", "cwu@example.com", "Pw-cwu-1")]
     assert changed(recon(project, HR_IN["name"])) == {}
     assert changed(recon(project, OUT["name"])) == {}

@@ -273,7 +273,8 @@ def test_an_xml_file_into_the_store_and_out_to_a_new_file(tmp_path: Path, store:
     assert users["ajones@example.com"]["authzRoles"] == [{"_ref": "repo/internal/role/staff"},
                                                          {"_ref": "repo/internal/role/admin"}]
     assert users["ajones@example.com"]["mail"] == "ajones@example.com"
-    assert changed(recon(project, XML_OUT["name"])) == {"created": 2, "linked": 2}
+    # The recon into the store carried its creates on to the file (``sync/onward.py``).
+    assert changed(recon(project, XML_OUT["name"])) == {}
     badges = project / "data" / "badges.xml"
     assert badges.read_text().count("<icf:__UID__>") == 2
     assert badges.read_text().count("<icf:__PASSWORD__>Initial-Passw0rd</icf:__PASSWORD__>") == 2
@@ -283,7 +284,7 @@ def test_an_xml_file_into_the_store_and_out_to_a_new_file(tmp_path: Path, store:
     start = text.index("<ri:__ACCOUNT__>\n      <icf:__UID__>bsmith")
     people.write_text(text[:start] + text[text.index("</ri:__ACCOUNT__>", start) + len("</ri:__ACCOUNT__>"):])
     assert changed(recon(project, XML_IN["name"])) == {"updated": 1, "deleted": 1}
-    assert changed(recon(project, XML_OUT["name"])) == {"updated": 1, "deleted": 1}
+    assert changed(recon(project, XML_OUT["name"])) == {}  # carried on by the recon into the store
     assert "<ri:lastname>Jones</ri:lastname>" in badges.read_text() and "bsmith" not in badges.read_text()
 
     stamp = badges.stat().st_mtime_ns, badges.stat().st_ino

@@ -21,7 +21,7 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -56,8 +56,9 @@ class ChangeApplier:
     """Applies changes of a source through one mapping; records its run on first use."""
 
     def __init__(self, project: Project, store: Store, mapping: MappingDef, resources: Resources, *,
-                 dry_run: bool, method: str, note: str | None) -> None:
+                 dry_run: bool, method: str, note: str | None, job: str = LIVESYNC_JOB) -> None:
         self.mapping = mapping
+        self.job = job  # ``implicit``: a recon's writes carried on (``onward.py``)
         self.store = store
         self.project = project
         self.resources = resources
@@ -93,6 +94,11 @@ class ChangeApplier:
 
     # -- deciding -------------------------------------------------------------
 
+    def compare_with(self, befores: Mapping[str, Obj]) -> None:
+        """The objects as they were before the changes applied next (a recon's updates, which
+        ``onward.py`` carries on), so "merge" lists lose what a change took away, as a push's do."""
+        self.assessor.previous = dict(befores)
+
     def apply(self, changes: Sequence[Change], save: Callable[[Connection], None] | None) -> None:
         present = self._in_scope([c.obj for c in changes if c.obj is not None])
         deleted = [c.id for c in changes if c.obj is None]
@@ -101,7 +107,7 @@ class ChangeApplier:
                 with self.store.begin() as conn:
                     save(conn)
             return
-        self._start()
+        self.start()
         t0 = time.monotonic()
         plans: list[Plan] = []
         groups, failed = self.qualifiers.of_sources(present)
@@ -274,7 +280,8 @@ class ChangeApplier:
             self.counters.links_created += len([p for p in plans if p.link and not p.error])
             self.runs.audit(conn, audit)
             if self.run_id is not None:
-                self.runs.progress(self.run_id, "ACTIVE_LIVESYNC", self._summary(), conn)
+                self.runs.progress(self.run_id, "ACTIVE_LIVESYNC" if self.job == LIVESYNC_JOB else "ACTIVE",
+                                   self._summary(), conn)
             if save is not None:
                 save(conn)
         for plan, obj, target_id in linked if not self.dry_run and "onLink" in self.mapping.hooks else ():
@@ -335,16 +342,20 @@ class ChangeApplier:
             audit.append(row)
         return target_id
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Record this mapping's run, unless it is recorded already."""
         if self.run_id is None:
             self.run_id = str(uuid.uuid4())
-            self.runs.start(self.run_id, self.mapping.name, job=LIVESYNC_JOB, dry_run=self.dry_run,
+            self.runs.start(self.run_id, self.mapping.name, job=self.job, dry_run=self.dry_run,
                                  summary=self._summary())
 
     def _summary(self) -> dict[str, Any]:
         summary = self.counters.to_summary()
-        summary["liveSync"] = {"source": self.mapping.source, "method": self.method, "echoes": self.echoes,
-                               "note": self.note}
+        if self.job == LIVESYNC_JOB:
+            summary["liveSync"] = {"source": self.mapping.source, "method": self.method, "echoes": self.echoes,
+                                   "note": self.note}
+        else:
+            summary["implicit"] = {"note": self.note}
         return summary
 
     def finish(self, state: str, message: str | None) -> dict[str, Any] | None:

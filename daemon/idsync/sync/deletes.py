@@ -26,7 +26,7 @@ from sqlalchemy import Connection
 
 from idsync.config.mappings import MappingDef
 from idsync.errors import SafetyLimitExceeded
-from idsync.resource import Resource, WriteOp
+from idsync.resource import Resource, WriteOp, WriteResult
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
@@ -67,6 +67,8 @@ class DeferredDeletes:
     page_size: int
     check_cancel: Callable[[], None]  # raises RunCanceled once the run is asked to stop
     roles: WrittenRoles | None = None  # deleted roles and assignments push their users (``role_fanout.py``)
+    # Told each page's results once committed: the store's deletes carried on (``onward.py``).
+    after_write: Callable[[Sequence[WriteResult]], None] | None = None
 
     def run(self, target: Resource) -> None:
         """Refuse every recorded delete and unlink if they exceed the cap, else carry them out."""
@@ -130,6 +132,8 @@ class DeferredDeletes:
                 self.links.remove_targets(conn, unlink_targets)
             self.runs.audit(conn, audit)
             self.runs.progress(self.run_id, self.counters.stage, self.counters.to_summary(), conn)
+        if self.after_write is not None and not self.dry_run:
+            self.after_write(results)
         if self.roles is not None:
             self.roles.after(results)
 

@@ -71,6 +71,7 @@ from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import DeferredDeletes, writing
 from idsync.sync.digests import TargetDigests
 from idsync.sync.implicit import ImplicitSync
+from idsync.sync.onward import OnwardPush
 from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import SEQ_SPAN, IdSample, cut, range_filter
 from idsync.sync.progress import expected_counts
@@ -170,6 +171,9 @@ class _Run:
         self._assignments: Assignments | None = None
         self._roles: WrittenRoles | None = None
         self._role_results: list[WriteResult] = []
+        # The store's objects written are carried on through their type's other mappings (``onward.py``).
+        self._onward: OnwardPush | None = None
+        self._page_results: list[WriteResult] = []
         self._unidentified = 0  # source objects without an id: their targets cannot be told apart
         self._unresolved = 0  # unlinked source objects whose correlation or assessment failed
         self._held = 0  # target-phase deletes and unlinks not carried out because of them
@@ -224,6 +228,7 @@ class _Run:
             self.log.exception("recon.crash")
             message = f"internal error: {internal_message(exc)}"
         finally:
+            self._finish_onward(state)
             resources.close()
             self.counters.stage = f"COMPLETED_{state}" if state != "SUCCESS" else "COMPLETED"
             summary = self.counters.to_summary()
@@ -252,18 +257,31 @@ class _Run:
         """``help_partitions``: this run's share of another node's split run."""
         self._helper = True
         resources = Resources(self.project, self.store)
+        state = "FAILED"
         try:
             source, target = self._open(resources)
             assessor, correlators = self._prepare(source, target)
             spec = self._source_spec()
             self._work_partitions(Partitions(self.store), source, target, assessor, correlators, spec)
+            state = "SUCCESS"
         except RunCanceled:
+            state = "CANCELED"
             return self.options.cancel.is_set()
         except Exception:
             self.log.exception("recon.partition_crash")
         finally:
+            self._finish_onward(state)
             resources.close()
         return False
+
+    def _finish_onward(self, state: str) -> None:
+        """End the runs that carried this run's writes on (``onward.py``); never the run's failure."""
+        if self._onward is None:
+            return
+        try:
+            self._onward.finish(state)
+        except Exception:
+            self.log.exception("recon.onward_finish_failed")
 
     def _open(self, resources: Resources) -> tuple[Resource, Resource]:
         source = resources.open(self.mapping.source)
@@ -277,6 +295,8 @@ class _Run:
             if fanout.watches and not self.options.dry_run:
                 # Roles and assignments written push their users, as changes made through the API do.
                 self._roles = WrittenRoles(fanout, ManagedResource(self.store, target.schema, with_secrets=True))
+            if not self.options.dry_run:
+                self._onward = OnwardPush.of(self.project, self.store, resources, self.mapping, self.id)
         return source, target
 
     def _source_spec(self) -> QuerySpec:
@@ -343,6 +363,7 @@ class _Run:
             run_id=self.id, mapping=m, store=self.store, runs=self.runs, links=self.qualifiers,
             counters=self.counters, dry_run=self.options.dry_run, max_deletes=self.options.max_deletes,
             page_size=self.page_size, check_cancel=self._check_cancel, roles=self._roles,
+            after_write=self._onward.after if self._onward is not None else None,
         ).run(target)
         if self._held:
             raise SafetyLimitExceeded(
@@ -656,6 +677,9 @@ class _Run:
         with writing(self.store, target) as conn:
             self._grown += self._apply_page(plans, target, conn, kept or {}, confirmed)
         self._run_after_commit()
+        if self._onward is not None and self._page_results:
+            self._onward.after(self._page_results)
+        self._page_results = []
         if self._roles is not None and self._role_results:
             pushes = self._roles.after(self._role_results)
             self._role_results = []
@@ -696,6 +720,7 @@ class _Run:
             for plan, written in zip(writes, target.write_batch([p.op for p in writes if p.op]), strict=True):
                 results[id(plan)] = written
             self._role_results = list(results.values()) if self._roles is not None else []
+            self._page_results = list(results.values()) if self._onward is not None else []
         new_links: list[tuple[str, str, str]] = []
         linked: list[tuple[Plan, Obj | None, str]] = []  # for onLink: the plan, the target written, its id
         relinks: list[tuple[str, str, str]] = []

@@ -1,0 +1,135 @@
+"""A recon's writes into the store carried on through the managed type's other mappings
+(``sync/onward.py``), as OpenIDM's sample5 expects: one recon from a directory into
+``managed/user`` fills the system ``managed/user`` maps to, without a recon of that
+second mapping. Against real slapd, into a CSV file as the second system."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from idsync.config.project import load_project
+from idsync.store.database import Store
+from idsync.store.runs import RunStore
+from idsync_dev.slapd import Slapd
+
+from samples import FORWARD, idsync, sample_project
+
+ONWARD = "managedUser_systemHrAccounts"
+CSV_REF = {"bundleName": "org.openidentityplatform.openicf.connectors.csvfile-connector",
+           "bundleVersion": "[2.0.0.0,3)", "connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"}
+
+
+def _project(tmp_path: Path, slapd: Slapd, subtree: str, csv_file: Path) -> Path:
+    """The two-way LDAP sample with a third mapping: managed/user -> a CSV file."""
+    project = sample_project(tmp_path, slapd, subtree, f"sqlite:///{tmp_path / 's.db'}")
+    conf = project / "conf"
+    (conf / "provisioner.openicf-hr.json").write_text(json.dumps({
+        "name": "hr", "connectorRef": CSV_REF,
+        "configurationProperties": {"csvFile": str(csv_file), "uniqueAttribute": "uid"},
+        "objectTypes": {"account": {"nativeType": "__ACCOUNT__", "properties": {
+            "uid": {"type": "string", "nativeName": "__NAME__", "required": True},
+            "mail": {"type": "string"}, "lastName": {"type": "string"}}}}}))
+    csv_file.write_text('"uid","mail","lastName"\n')
+    sync_file = conf / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    sync_text = json.dumps(sync).replace('"maxDeletes": "10%"', '"maxDeletes": 5')
+    sync = json.loads(sync_text)
+    sync["mappings"].append({
+        "name": ONWARD, "source": "managed/user", "target": "system/hr/account",
+        "correlationQuery": {"type": "text/javascript",
+                             "source": "var q = {'_queryFilter': 'uid eq \"' + source.userName + '\"'}; q;"},
+        "properties": [{"source": "userName", "target": "uid"}, {"source": "mail", "target": "mail"},
+                       {"source": "sn", "target": "lastName"}],
+        "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "CONFIRMED", "action": "UPDATE"},
+                     {"situation": "FOUND", "action": "UPDATE"}, {"situation": "SOURCE_MISSING", "action": "DELETE"},
+                     {"situation": "MISSING", "action": "CREATE"}]})
+    sync_file.write_text(json.dumps(sync))
+    return project
+
+
+def _rows(path: Path) -> dict[str, dict[str, Any]]:
+    with path.open(newline="") as f:
+        return {r["uid"]: r for r in csv.DictReader(f, skipinitialspace=True)}
+
+
+def _runs(project: Path) -> list[dict[str, Any]]:
+    store = Store.open(load_project(project).settings.store_url())
+    try:
+        return RunStore(store).recent(50)
+    finally:
+        store.close()
+
+
+def test_one_recon_fills_the_system_the_store_maps_to(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """The recon from LDAP creates the users and, in the same run, their rows in the CSV
+    file, recorded as one run of the onward mapping (job ``implicit``); nothing is pushed
+    back to LDAP through the reverse mapping. A change and a delete in LDAP reach the file
+    by the next recon of the LDAP mapping alone."""
+    hr = tmp_path / "hr.csv"
+    project = _project(tmp_path, slapd, ldap_subtree, hr)
+    done = idsync(project, "recon", FORWARD)
+    assert done.returncode == 0, done.stderr
+    users = json.loads(idsync(project, "managed", "query", "user").stdout)
+    assert {u["userName"] for u in users} == {"bjensen", "scarter"}
+    rows = _rows(hr)
+    assert set(rows) == {"bjensen", "scarter"}
+    assert rows["bjensen"]["mail"] == "bjensen@example.com" and rows["bjensen"]["lastName"] == "Jensen"
+    runs = _runs(project)
+    onward = [r for r in runs if r["job"] == "implicit"]
+    assert [r["mapping"] for r in onward] == [ONWARD]  # one run for the whole recon, none back to LDAP
+    assert onward[0]["state"] == "SUCCESS" and onward[0]["summary"]["changes"]["created"] == 2
+    assert FORWARD in onward[0]["summary"]["implicit"]["note"]
+
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: b@example.org\n\n"
+                   f"dn: uid=scarter,{ldap_subtree}\nchangetype: delete\n\n")
+    again = idsync(project, "recon", FORWARD)
+    assert again.returncode == 0, again.stderr
+    rows = _rows(hr)
+    assert set(rows) == {"bjensen"} and rows["bjensen"]["mail"] == "b@example.org"
+    onward = [r for r in _runs(project) if r["job"] == "implicit"]
+    assert len(onward) == 2 and onward[0]["summary"]["changes"] == {**onward[0]["summary"]["changes"],
+                                                                    "updated": 1, "deleted": 1}
+
+
+def test_a_dry_run_carries_nothing_on(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    hr = tmp_path / "hr.csv"
+    project = _project(tmp_path, slapd, ldap_subtree, hr)
+    assert idsync(project, "recon", FORWARD, "--dry-run").returncode == 0
+    assert _rows(hr) == {}
+    assert not [r for r in _runs(project) if r["job"] == "implicit"]
+
+
+@pytest.mark.parametrize("how", ["denied", "unreadable"])
+def test_a_system_that_refuses_fails_the_push_not_the_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
+                                                            how: str) -> None:
+    """With the CSV system refusing each create (``operationOptions``) or failing as a whole
+    (its file a directory), the recon still succeeds and the store holds the users; the
+    onward run records each object failed, and ``idsync sync retry`` pushes them once the
+    system takes them."""
+    hr = tmp_path / "hr.csv"
+    project = _project(tmp_path, slapd, ldap_subtree, hr)
+    prov_file = project / "conf" / "provisioner.openicf-hr.json"
+    prov = json.loads(prov_file.read_text())
+    if how == "denied":
+        prov_file.write_text(json.dumps({**prov, "operationOptions": {"CREATE": {"denied": True}}}))
+    else:
+        hr.unlink()
+        hr.mkdir()
+    done = idsync(project, "recon", FORWARD)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(idsync(project, "managed", "query", "user").stdout)) == 2
+    onward = [r for r in _runs(project) if r["job"] == "implicit"]
+    assert len(onward) == 1 and onward[0]["summary"]["changes"]["failed"] == 2, onward
+    if how == "denied":
+        prov_file.write_text(json.dumps(prov))
+    else:
+        hr.rmdir()
+        hr.write_text('"uid","mail","lastName"\n')
+    assert _rows(hr) == {}
+    retried = idsync(project, "sync", "retry")
+    assert retried.returncode == 0, retried.stderr + retried.stdout
+    assert set(_rows(hr)) == {"bjensen", "scarter"}
