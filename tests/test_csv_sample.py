@@ -42,7 +42,7 @@ def test_the_csv_sample_walkthrough(tmp_path: Path) -> None:
     users = managed_users(project)
     assert users["jdoe"] == {**users["jdoe"], "displayName": "John Doe", "accountStatus": "inactive",
                              "description": "Engineering", "mail": "jdoe@example.com"}
-    # The recon into the store carried its creates on to the badge file (``sync/onward.py``).
+    # The recon into the store carried its creates on to the badge file (``OnwardPush``, ``sync/changes.py``).
     assert changed(recon(project, BADGES_OUT)) == {}
     badges = _badges(project)
     assert badges["jdoe"] == {**badges["jdoe"], "displayName": "John Doe", "__ENABLE__": "false"}

@@ -483,7 +483,7 @@ def test_a_table_into_the_store_and_the_store_out_to_a_table(tmp_path: Path, pee
     assert changed(recon(project, HR_IN["name"])) == {"updated": 1, "deleted": 1}
     assert sorted(managed_users(project)) == ["bsmith", "cwu"] and managed_users(project)["bsmith"]["sn"] == "Smith"
 
-    # The recons into the store carried their writes on to the table (``sync/onward.py``).
+    # The recons into the store carried their writes on to the table (``OnwardPush``, ``sync/changes.py``).
     assert changed(recon(project, OUT["name"])) == {}
     rows = f"SELECT login, surname, mail, pwd FROM {out} ORDER BY login"
     assert peer.sql(rows) == [("bsmith", "Smith", None, "Pw-bsmith-1"),

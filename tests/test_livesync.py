@@ -511,8 +511,8 @@ def test_changes_into_the_store_go_on_to_the_types_other_mappings(tmp_path: Path
                                           {"situation": "CONFIRMED", "action": "UPDATE"},
                                           {"situation": "SOURCE_MISSING", "action": "DELETE"}]})
     sync_file.write_text(json.dumps(sync))
-    assert _live(project).state == "SUCCESS"  # the full recon: the store's users, no badge yet
-    assert idsync(project, "recon", "managedUser_badge").returncode == 0
+    assert _live(project).state == "SUCCESS"  # the full recon: the store's users, carried on to badges
+    assert idsync(project, "recon", "managedUser_badge").returncode == 0  # nothing left to do
 
     def badges() -> dict[str, str]:
         found = json.loads(idsync(project, "managed", "query", "badge").stdout)
@@ -529,3 +529,6 @@ def test_changes_into_the_store_go_on_to_the_types_other_mappings(tmp_path: Path
     finally:
         store.close()
     assert {r["mapping"] for r in pushes} == {"managedUser_badge"}  # none back to LDAP
+    # One run of the onward mapping per run carried on: the full recon's, then liveSync's batch.
+    assert len(pushes) == 2 and pushes[0]["summary"]["changes"] == {**pushes[0]["summary"]["changes"],
+                                                                    "created": 1, "updated": 1, "deleted": 1}

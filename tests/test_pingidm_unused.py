@@ -340,7 +340,7 @@ def test_two_ldap_systems_reconcile_and_converge(tmp_path: Path, slapd: Slapd, l
 
     first = _recon(project, "systemAdAccounts_managedUser")
     assert first["changes"]["created"] == 2, first
-    # The recon into the store carried its creates on to the directory (``sync/onward.py``).
+    # The recon into the store carried its creates on to the directory (``OnwardPush``, ``sync/changes.py``).
     pushed = _recon(project, "managedUser_systemLdapAccounts")
     assert _wrote(pushed) == 0, pushed
     entry = ldap_entry(slapd, f"uid=amy,{directory}")

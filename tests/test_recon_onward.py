@@ -1,5 +1,5 @@
 """A recon's writes into the store carried on through the managed type's other mappings
-(``sync/onward.py``), as OpenIDM's sample5 expects: one recon from a directory into
+(``OnwardPush``, ``sync/changes.py``), as OpenIDM's sample5 expects: one recon from a directory into
 ``managed/user`` fills the system ``managed/user`` maps to, without a recon of that
 second mapping. Against real slapd, into a CSV file as the second system."""
 

@@ -273,7 +273,7 @@ def test_an_xml_file_into_the_store_and_out_to_a_new_file(tmp_path: Path, store:
     assert users["ajones@example.com"]["authzRoles"] == [{"_ref": "repo/internal/role/staff"},
                                                          {"_ref": "repo/internal/role/admin"}]
     assert users["ajones@example.com"]["mail"] == "ajones@example.com"
-    # The recon into the store carried its creates on to the file (``sync/onward.py``).
+    # The recon into the store carried its creates on to the file (``OnwardPush``, ``sync/changes.py``).
     assert changed(recon(project, XML_OUT["name"])) == {}
     badges = project / "data" / "badges.xml"
     assert badges.read_text().count("<icf:__UID__>") == 2

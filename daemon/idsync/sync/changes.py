@@ -13,6 +13,19 @@ itself (an echo of idsync's own write) is skipped. The mapping's run is recorded
 A mapping with ``linkQualifiers`` assesses each changed object once per qualifier
 the object has (``qualifiers.py``), each with its own link, correlation and target,
 as a recon does; a deleted object, once per qualifier whose link holds it.
+
+Writes into a managed type go on through the type's other mappings (``OnwardPush``), as
+PingIDM's implicit sync carries any change of a managed object: a recon into
+``managed/user`` fills the systems ``managed/user`` maps to in the same run (OpenIDM's
+sample5), and so does liveSync (sample6: Active Directory to the store to OpenDJ). Once
+a page's (or a batch's) transaction is committed, the objects it created, updated or
+deleted are applied through each other mapping of the type by a ``ChangeApplier``, one
+assessment and one batch of writes a page, recorded as one run of that mapping (job
+``implicit``) per run carried on, whose failed objects ``idsync sync retry`` pushes again
+(``retry.py``). Never back to the system the run read (its own reverse mapping): the
+store now holds what that system holds, and two mappings would otherwise bounce changes
+between them. A target that refuses an object, or cannot be reached, fails that push,
+never the run: the store's change stands, and the onward run records the failure.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection
 
 from idsync.config.jobs import LIVESYNC_JOB
@@ -42,14 +56,16 @@ from idsync.store.runs import RunStore
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.assignments import mapping_assignments
 from idsync.sync.deletes import writing
-from idsync.sync.implicit import ImplicitSync
+from idsync.sync.implicit import IMPLICIT_JOB, ImplicitSync
 from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import hold_pending, pending_targets
 from idsync.sync.summary import Counters
 from idsync.sync.written import written_values
 
-__all__ = ["ChangeApplier"]
+__all__ = ["ChangeApplier", "OnwardPush"]
+
+log = structlog.get_logger(__name__)
 
 
 class ChangeApplier:
@@ -58,7 +74,7 @@ class ChangeApplier:
     def __init__(self, project: Project, store: Store, mapping: MappingDef, resources: Resources, *,
                  dry_run: bool, method: str, note: str | None, job: str = LIVESYNC_JOB) -> None:
         self.mapping = mapping
-        self.job = job  # ``implicit``: a recon's writes carried on (``onward.py``)
+        self.job = job  # ``implicit``: a recon's writes carried on (``OnwardPush``)
         self.store = store
         self.project = project
         self.resources = resources
@@ -91,12 +107,13 @@ class ChangeApplier:
         # emptied, and why (``livesync.py`` keeps them for a retry: ``syncFailureHandler``).
         self.failed: dict[str, str] = {}
         self.reverse = _reverse_assessor(project, mapping, self.counters)
+        self._onward: OnwardPush | None = None  # made at the first write into a managed type
 
     # -- deciding -------------------------------------------------------------
 
     def compare_with(self, befores: Mapping[str, Obj]) -> None:
         """The objects as they were before the changes applied next (a recon's updates, which
-        ``onward.py`` carries on), so "merge" lists lose what a change took away, as a push's do."""
+        ``OnwardPush`` carries on), so "merge" lists lose what a change took away, as a push's do."""
         self.assessor.previous = dict(befores)
 
     def apply(self, changes: Sequence[Change], save: Callable[[Connection], None] | None) -> None:
@@ -289,24 +306,18 @@ class ChangeApplier:
         for plan, target_id in acted if not self.dry_run else ():
             plan.after_action(self.mapping, self.counters, target_id, None)
         if not self.dry_run and isinstance(self.target, ManagedResource):
-            self._push_on([(plan, results.get(id(plan))) for plan in plans if plan.op is not None])
+            self._push_on([r for p in plans if (r := results.get(id(p))) is not None])
 
-    def _push_on(self, written: Sequence[tuple[Plan, WriteResult | None]]) -> None:
+    def _push_on(self, results: Sequence[WriteResult]) -> None:
         """Carry the store's changes on through the managed type's other mappings, as implicit
         sync carries a change made through the API: never back to the system they came from
         (its own reverse mapping), so two mappings do not bounce a change between them."""
-        pusher = ImplicitSync(self.project, self.store, self.resources)
-        if not [m for m in pusher.mappings(self.mapping.target) if m.target != self.mapping.source]:
-            return
-        done = [(plan, plan.op, result.id) for plan, result in written
-                if plan.op is not None and result is not None and result.ok and result.id is not None]
-        # The objects as stored now, in one read rather than one a change.
-        stored = self.target.get_many([i for _, op, i in done if op.kind != "delete"])
-        for plan, op, object_id in done:
-            gone = op.kind == "delete"
-            before = plan.target_obj if gone else op.before  # a create has none
-            pusher.push(self.mapping.target, object_id, None if gone else stored.get(object_id), before=before,
-                        not_to=self.mapping.source)
+        if self._onward is None:
+            self._onward = OnwardPush.of(self.project, self.store, self.resources, self.mapping,
+                                         note=f"carried on from {self.job} of {self.mapping.name}")
+            if self._onward is None:
+                return
+        self._onward.after(results)
 
     def _outcome(self, plan: Plan, result: WriteResult | None, audit: list[dict[str, Any]]) -> str | None:
         """Count one plan and add its audit row; the target id to link or unlink, if done."""
@@ -361,6 +372,8 @@ class ChangeApplier:
     def finish(self, state: str, message: str | None) -> dict[str, Any] | None:
         """End this mapping's run record (when it had one) as the liveSync run ended
         (``state``, ``message``); what the liveSync result lists of it."""
+        if self._onward is not None:
+            self._onward.finish(state if state in ("SUCCESS", "CANCELED") else "FAILED")
         if self.run_id is None:
             return None
         state = state if state in ("SUCCESS", "CANCELED") else "FAILED"
@@ -375,6 +388,115 @@ class ChangeApplier:
         return {"mapping": self.mapping.name, "id": self.run_id, "state": state,
                 "counts": {k: v for k, v in summary["changes"].items() if v},
                 "echoes": self.echoes, "errors": self.counters.error_count}
+
+
+class OnwardPush:
+    """Carries one run's writes into a managed type on through the type's other mappings."""
+
+    def __init__(self, project: Project, store: Store, resources: Resources, mapping: MappingDef,
+                 mappings: Sequence[MappingDef], note: str) -> None:
+        self._project, self._store, self._resources = project, store, resources
+        self._mapping = mapping
+        self.mappings = list(mappings)
+        self._note = note  # the onward runs' summary says what they carried on
+        self._appliers: dict[str, ChangeApplier] = {}
+        # The mappings whose applier could not be made (the target could not be opened): the run
+        # recording their failed objects, and its counts.
+        self._unstarted: dict[str, tuple[str, Counters]] = {}
+        source = resources.open(mapping.target)
+        assert isinstance(source, ManagedResource)
+        self._reader = source.as_sync_source()  # as a push reads its source: hashed secrets, onRetrieve
+
+    @classmethod
+    def of(cls, project: Project, store: Store, resources: Resources, mapping: MappingDef, *,
+           note: str) -> OnwardPush | None:
+        """The onward push of ``mapping``'s writes, or None when its target is not a managed
+        type that another mapping (``enableSync`` on) takes elsewhere than the recon's source."""
+        if not mapping.target.startswith("managed/"):
+            return None
+        onward = [m for m in ImplicitSync(project, store, resources).mappings(mapping.target)
+                  if m.target != mapping.source and m.name != mapping.name]
+        return cls(project, store, resources, mapping, onward, note) if onward else None
+
+    def after(self, results: Sequence[WriteResult]) -> None:
+        """Carry on the objects ``results`` wrote (a committed page's creates, updates and
+        deletes)."""
+        done = [r for r in results if r.ok and r.id is not None and r.op is not None]
+        if not done:
+            return
+        kept = [r.id for r in done if r.op.kind != "delete" and r.id is not None]
+        stored = self._reader.get_many(kept) if kept else {}
+        changes: list[Change] = []
+        befores: dict[str, Obj] = {}
+        for r in done:
+            assert r.id is not None
+            if r.op.kind == "delete":
+                changes.append(Change(r.id, None))
+            elif (obj := stored.get(r.id)) is not None:  # gone since: its delete is carried on by its writer
+                changes.append(Change(r.id, obj))
+                if r.op.before is not None:
+                    befores[r.id] = r.op.before
+        for m in self.mappings:
+            self._apply(m, changes, befores)
+
+    def _apply(self, mapping: MappingDef, changes: list[Change], befores: dict[str, Obj]) -> None:
+        try:
+            applier = self._applier(mapping)
+            applier.compare_with(befores)
+            applier.apply(changes, None)
+        except IdsyncError as exc:
+            # The target could not be opened or refused the batch as a whole (maxDeletes):
+            # each object's push failed, and ``idsync sync retry`` takes them up again.
+            self._fail(mapping, changes, str(exc))
+
+    def _applier(self, mapping: MappingDef) -> ChangeApplier:
+        applier = self._appliers.get(mapping.name)
+        if applier is None:
+            applier = ChangeApplier(self._project, self._store, mapping, self._resources, dry_run=False,
+                                    method="recon", note=self._note,
+                                    job=IMPLICIT_JOB)
+            self._appliers[mapping.name] = applier
+        return applier
+
+    def _fail(self, mapping: MappingDef, changes: Sequence[Change], error: str) -> None:
+        """Audit every object of ``changes`` as failed through ``mapping``, in its onward run
+        (one is started when the applier could not be)."""
+        log.warning("recon.push_failed", onward=mapping.name, objects=len(changes), error=error)
+        applier = self._appliers.get(mapping.name)
+        runs = RunStore(self._store)
+        if applier is not None:
+            applier.start()
+            assert applier.run_id is not None
+            run_id, counters = applier.run_id, applier.counters
+        else:
+            if mapping.name not in self._unstarted:
+                started = str(uuid.uuid4())
+                fresh = Counters(mapping.name, mapping.source, mapping.target)
+                runs.start(started, mapping.name, job=IMPLICIT_JOB, dry_run=False, summary=fresh.to_summary())
+                self._unstarted[mapping.name] = (started, fresh)
+            run_id, counters = self._unstarted[mapping.name]
+        rows = [{"run_id": run_id, "mapping": mapping.name, "situation": None, "action": None,
+                 "source_id": c.id, "target_id": None, "status": "FAILURE", "message": error, "changes": None,
+                 "link_qualifier": "default"} for c in changes]
+        with self._store.begin() as conn:
+            runs.audit(conn, rows)
+        counters.source_processed += len(changes)
+        counters.status["FAILURE"] += len(changes)
+        counters.changes["failed"] += len(changes)
+        counters.error(error)
+
+    def finish(self, state: str) -> None:
+        """End the onward runs as the recon ended (``state``); one whose every object failed
+        ends FAILED."""
+        for applier in self._appliers.values():
+            applier.finish(state, f"{self._note}: ended {state}")
+        runs = RunStore(self._store)
+        for run_id, counters in self._unstarted.values():
+            counters.stage = "COMPLETED_FAILED"
+            summary = counters.to_summary()
+            summary["implicit"] = {"note": self._note}
+            runs.finish(run_id, "FAILED", counters.stage, summary, counters.errors[0]["message"] if counters.errors
+                        else None)
 
 
 def _shown(limit: int | float | None) -> str:

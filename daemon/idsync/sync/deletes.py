@@ -67,7 +67,7 @@ class DeferredDeletes:
     page_size: int
     check_cancel: Callable[[], None]  # raises RunCanceled once the run is asked to stop
     roles: WrittenRoles | None = None  # deleted roles and assignments push their users (``role_fanout.py``)
-    # Told each page's results once committed: the store's deletes carried on (``onward.py``).
+    # Told each page's results once committed: the store's deletes carried on (``OnwardPush``).
     after_write: Callable[[Sequence[WriteResult]], None] | None = None
 
     def run(self, target: Resource) -> None:

@@ -66,12 +66,12 @@ from idsync.store.runs import RunStore, owner_id
 from idsync.store.system_refs import LinkedReferences
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.assignments import Assignments, mapping_assignments
+from idsync.sync.changes import OnwardPush
 from idsync.sync.collector import quiet_collector
 from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import DeferredDeletes, writing
 from idsync.sync.digests import TargetDigests
 from idsync.sync.implicit import ImplicitSync
-from idsync.sync.onward import OnwardPush
 from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import SEQ_SPAN, IdSample, cut, range_filter
 from idsync.sync.progress import expected_counts
@@ -171,7 +171,7 @@ class _Run:
         self._assignments: Assignments | None = None
         self._roles: WrittenRoles | None = None
         self._role_results: list[WriteResult] = []
-        # The store's objects written are carried on through their type's other mappings (``onward.py``).
+        # The store's objects written are carried on through their type's other mappings (``OnwardPush``).
         self._onward: OnwardPush | None = None
         self._page_results: list[WriteResult] = []
         self._unidentified = 0  # source objects without an id: their targets cannot be told apart
@@ -275,7 +275,7 @@ class _Run:
         return False
 
     def _finish_onward(self, state: str) -> None:
-        """End the runs that carried this run's writes on (``onward.py``); never the run's failure."""
+        """End the runs that carried this run's writes on (``OnwardPush``); never the run's failure."""
         if self._onward is None:
             return
         try:
@@ -296,7 +296,8 @@ class _Run:
                 # Roles and assignments written push their users, as changes made through the API do.
                 self._roles = WrittenRoles(fanout, ManagedResource(self.store, target.schema, with_secrets=True))
             if not self.options.dry_run:
-                self._onward = OnwardPush.of(self.project, self.store, resources, self.mapping, self.id)
+                self._onward = OnwardPush.of(self.project, self.store, resources, self.mapping,
+                                             note=f"carried on from recon {self.id} of {self.mapping.name}")
         return source, target
 
     def _source_spec(self) -> QuerySpec:
