@@ -16,6 +16,10 @@ idsync's modules are compiled to bytecode first, as an installed package's are.
 ``--workers 1,0`` runs each store once per ``[recon] workers`` value (one process,
 then one per core), so the table compares them in one run.
 
+``--onward`` adds a second system to the project: a mapping from ``managed/user`` to
+a CSV file, which every recon into the store carries its writes on to
+(``OnwardPush``); the file is emptied with the store between rounds.
+
 The store has a floor too: after each store's recons, the rows its first recon
 wrote (objects, searchable values, links, claims, audit) are written again into
 copies of those tables, indexes and all, a page of 1,000 users a transaction,
@@ -85,6 +89,30 @@ def _reset_store(url: str) -> None:
     drop_idsync_tables(url)
 
 
+_CSV_REF = {"bundleName": "org.openidentityplatform.openicf.connectors.csvfile-connector",
+            "bundleVersion": "[2.0.0.0,3)", "connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"}
+
+
+def _add_onward_csv(project: Path, csv_file: Path) -> None:
+    """A CSV system and a mapping from managed/user to it: the recon's writes go on there."""
+    conf = project / "conf"
+    (conf / "provisioner.openicf-hr.json").write_text(json.dumps({
+        "name": "hr", "connectorRef": _CSV_REF,
+        "configurationProperties": {"csvFile": str(csv_file), "uniqueAttribute": "uid"},
+        "objectTypes": {"account": {"nativeType": "__ACCOUNT__", "properties": {
+            "uid": {"type": "string", "nativeName": "__NAME__", "required": True},
+            "mail": {"type": "string"}, "lastName": {"type": "string"}}}}}))
+    csv_file.write_text('"uid","mail","lastName"\n')
+    sync = json.loads((conf / "sync.json").read_text())
+    sync["mappings"].append({
+        "name": "managedUser_systemHrAccounts", "source": "managed/user", "target": "system/hr/account",
+        "properties": [{"source": "userName", "target": "uid"}, {"source": "mail", "target": "mail"},
+                       {"source": "sn", "target": "lastName"}],
+        "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "CONFIRMED", "action": "UPDATE"},
+                     {"situation": "SOURCE_MISSING", "action": "DELETE"}]})
+    (conf / "sync.json").write_text(json.dumps(sync))
+
+
 def _change_one_percent(ldap: Slapd, users: int, workdir: Path, round_: int) -> None:
     step = 100
     lines = []
@@ -116,6 +144,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--workers", default="", help="comma-separated `[recon] workers` values to run each "
                         "store with (e.g. 1,0: one process, then one per core); default: the configured")
+    parser.add_argument("--onward", action="store_true",
+                        help="add a mapping from managed/user to a CSV file, which each recon carries its writes on "
+                        "to (no store floor then: the store holds two mappings' links)")
     parser.add_argument("--no-store-floor", dest="store_floor", action="store_false",
                         help="leave out the store's floor: the first recon's rows written again without the engine")
     args = parser.parse_args()
@@ -146,6 +177,8 @@ def main() -> int:
                 project = work / f"project-{kind}"
                 shutil.rmtree(project, ignore_errors=True)
                 shutil.copytree(ROOT / "conf", project / "conf")
+                if args.onward:
+                    _add_onward_csv(project, work / f"onward-{kind}.csv")
                 url = {"sqlite": f"sqlite:///{project / 'state' / 'idsync.db'}", "postgresql": POSTGRES,
                        "mariadb": MARIADB}[kind]
                 if kind != "sqlite":
@@ -167,7 +200,7 @@ def main() -> int:
                     rows.setdefault((label if code == 0 else f"{label} FAILED", shown), []).append((seconds, rss, cpu))
                     print(f"  {shown:<10} {label:<24} {seconds:7.1f} s  {args.users / seconds:9,.0f} entries/s  "
                           f"{rss:5d} MB  {cpu:6.1f} s CPU", flush=True)
-                if args.store_floor and count in ("", workers[0]):
+                if args.store_floor and not args.onward and count in ("", workers[0]):
                     seconds, written = _store_floor(url)
                     rows.setdefault((_FLOOR, kind), []).append((seconds, 0, 0.0))
                     print(f"  {kind:<10} {_FLOOR}: {seconds:.1f} s for {written['managed_objects']:,} objects, "
