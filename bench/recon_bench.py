@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "daemon"))
 sys.path.insert(0, str(ROOT / "devtools"))  # the test directory (not part of the package)
 
+from idsync_dev.onward import add_onward_csv  # noqa: E402
 from idsync_dev.sample_users import iter_sample_users_ldif  # noqa: E402
 from idsync_dev.slapd import Slapd  # noqa: E402
 from idsync_dev.stores import drop_idsync_tables  # noqa: E402
@@ -87,30 +88,6 @@ def _reset_store(url: str) -> None:
             conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{parsed.database}`"))
     server.dispose()
     drop_idsync_tables(url)
-
-
-_CSV_REF = {"bundleName": "org.openidentityplatform.openicf.connectors.csvfile-connector",
-            "bundleVersion": "[2.0.0.0,3)", "connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"}
-
-
-def _add_onward_csv(project: Path, csv_file: Path) -> None:
-    """A CSV system and a mapping from managed/user to it: the recon's writes go on there."""
-    conf = project / "conf"
-    (conf / "provisioner.openicf-hr.json").write_text(json.dumps({
-        "name": "hr", "connectorRef": _CSV_REF,
-        "configurationProperties": {"csvFile": str(csv_file), "uniqueAttribute": "uid"},
-        "objectTypes": {"account": {"nativeType": "__ACCOUNT__", "properties": {
-            "uid": {"type": "string", "nativeName": "__NAME__", "required": True},
-            "mail": {"type": "string"}, "lastName": {"type": "string"}}}}}))
-    csv_file.write_text('"uid","mail","lastName"\n')
-    sync = json.loads((conf / "sync.json").read_text())
-    sync["mappings"].append({
-        "name": "managedUser_systemHrAccounts", "source": "managed/user", "target": "system/hr/account",
-        "properties": [{"source": "userName", "target": "uid"}, {"source": "mail", "target": "mail"},
-                       {"source": "sn", "target": "lastName"}],
-        "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "CONFIRMED", "action": "UPDATE"},
-                     {"situation": "SOURCE_MISSING", "action": "DELETE"}]})
-    (conf / "sync.json").write_text(json.dumps(sync))
 
 
 def _change_one_percent(ldap: Slapd, users: int, workdir: Path, round_: int) -> None:
@@ -178,7 +155,7 @@ def main() -> int:
                 shutil.rmtree(project, ignore_errors=True)
                 shutil.copytree(ROOT / "conf", project / "conf")
                 if args.onward:
-                    _add_onward_csv(project, work / f"onward-{kind}.csv")
+                    add_onward_csv(project, work / f"onward-{kind}.csv")
                 url = {"sqlite": f"sqlite:///{project / 'state' / 'idsync.db'}", "postgresql": POSTGRES,
                        "mariadb": MARIADB}[kind]
                 if kind != "sqlite":

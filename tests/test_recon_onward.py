@@ -14,40 +14,19 @@ import pytest
 from idsync.config.project import load_project
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
+from idsync_dev.onward import ONWARD_MAPPING, add_onward_csv
 from idsync_dev.slapd import Slapd
 
 from samples import FORWARD, idsync, sample_project
-
-ONWARD = "managedUser_systemHrAccounts"
-CSV_REF = {"bundleName": "org.openidentityplatform.openicf.connectors.csvfile-connector",
-           "bundleVersion": "[2.0.0.0,3)", "connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"}
 
 
 def _project(tmp_path: Path, slapd: Slapd, subtree: str, csv_file: Path) -> Path:
     """The two-way LDAP sample with a third mapping: managed/user -> a CSV file."""
     project = sample_project(tmp_path, slapd, subtree, f"sqlite:///{tmp_path / 's.db'}")
-    conf = project / "conf"
-    (conf / "provisioner.openicf-hr.json").write_text(json.dumps({
-        "name": "hr", "connectorRef": CSV_REF,
-        "configurationProperties": {"csvFile": str(csv_file), "uniqueAttribute": "uid"},
-        "objectTypes": {"account": {"nativeType": "__ACCOUNT__", "properties": {
-            "uid": {"type": "string", "nativeName": "__NAME__", "required": True},
-            "mail": {"type": "string"}, "lastName": {"type": "string"}}}}}))
-    csv_file.write_text('"uid","mail","lastName"\n')
-    sync_file = conf / "sync.json"
-    sync = json.loads(sync_file.read_text())
-    sync_text = json.dumps(sync).replace('"maxDeletes": "10%"', '"maxDeletes": 5')
-    sync = json.loads(sync_text)
-    sync["mappings"].append({
-        "name": ONWARD, "source": "managed/user", "target": "system/hr/account",
-        "correlationQuery": {"type": "text/javascript",
-                             "source": "var q = {'_queryFilter': 'uid eq \"' + source.userName + '\"'}; q;"},
-        "properties": [{"source": "userName", "target": "uid"}, {"source": "mail", "target": "mail"},
-                       {"source": "sn", "target": "lastName"}],
-        "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "CONFIRMED", "action": "UPDATE"},
-                     {"situation": "FOUND", "action": "UPDATE"}, {"situation": "SOURCE_MISSING", "action": "DELETE"},
-                     {"situation": "MISSING", "action": "CREATE"}]})
-    sync_file.write_text(json.dumps(sync))
+    sync_file = project / "conf" / "sync.json"
+    sync_file.write_text(sync_file.read_text().replace('"maxDeletes": "10%"', '"maxDeletes": 5'))
+    add_onward_csv(project, csv_file, correlationQuery={
+        "type": "text/javascript", "source": "var q = {'_queryFilter': 'uid eq \"' + source.userName + '\"'}; q;"})
     return project
 
 
@@ -80,7 +59,7 @@ def test_one_recon_fills_the_system_the_store_maps_to(tmp_path: Path, slapd: Sla
     assert rows["bjensen"]["mail"] == "bjensen@example.com" and rows["bjensen"]["lastName"] == "Jensen"
     runs = _runs(project)
     onward = [r for r in runs if r["job"] == "implicit"]
-    assert [r["mapping"] for r in onward] == [ONWARD]  # one run for the whole recon, none back to LDAP
+    assert [r["mapping"] for r in onward] == [ONWARD_MAPPING]  # one run for the whole recon, none back to LDAP
     assert onward[0]["state"] == "SUCCESS" and onward[0]["summary"]["changes"]["created"] == 2
     assert FORWARD in onward[0]["summary"]["implicit"]["note"]
 
