@@ -383,11 +383,35 @@ def test_generate_random_string_follows_the_rules() -> None:
 
 def test_handlebars_fills_its_documented_subset() -> None:
     """lib/handlebars fills {{a.b}} HTML-escaped, {{{a.b}}} and {{&a}} as they are, nothing for
-    a missing value or a comment; a block it does not have is refused, naming it and the
-    script's own line."""
+    a missing value or a comment; a partial or another helper is refused, naming it and the
+    script's own line, and so is a block closed under another name or never closed."""
     fill = _js("require('lib/handlebars').compile(template)(context)")
     context = {"user": {"name": "<Ann & \"Bo\">", "n": 0}, "raw": "<b>"}
     assert fill(template="{{user.name}}|{{{user.name}}}|{{& raw}}|{{ this.user.n }}|{{nobody.x}}|{{! note }}.",
                 context=context) == "&lt;Ann &amp; &quot;Bo&quot;&gt;|<Ann & \"Bo\">|<b>|0||."
-    with pytest.raises(ScriptError, match=r"\{\{#each users\}\} is not supported.* at line 2"):
-        _js("var h = require('lib/handlebars');\nh.compile('{{#each users}}x{{/each}}');")()
+    for template, problem in (("{{> partial}}", r"\{\{> partial\}\} is not supported"),
+                              ("{{#each a b}}x{{/each}}", r"#each takes one path"),
+                              ("{{lookup a b}}", r"\{\{lookup a b\}\} is not supported"),
+                              ("{{#if a}}x{{/each}}", r"the open block is \{\{#if\}\}"),
+                              ("{{#with a}}x", r"\{\{#with\}\} is never closed")):
+        with pytest.raises(ScriptError, match=problem + ".* at line 2"):
+            _js(f"var h = require('lib/handlebars');\nh.compile({template!r});")()
+
+
+def test_handlebars_blocks() -> None:
+    """The blocks a recon report's template uses (OpenIDM's sample5): Mustache sections
+    into an object, #if on an array's length, #each with this, @index and ../, {{else}},
+    #unless, #with, inverted sections; falsy as Handlebars has it."""
+    fill = _js("require('lib/handlebars').compile(template)(context)")
+    context = {"global": {"mappingName": "m1"}, "source": {"name": "system/ldap/account",
+               "ABSENT": {"count": 2, "ids": ["a<1", "b"]}, "FOUND": {"count": 0, "ids": []}},
+               "zero": 0, "empty": "", "flag": True, "obj": {"x": 1, "y": 2}}
+    template = ("{{#global}}[{{mappingName}}]{{/global}}{{#source}}{{name}}:"
+                "{{#if ABSENT.ids.length}}A{{ABSENT.count}}({{#each ABSENT.ids}}{{@index}}={{this}}/{{../name}};"
+                "{{/each}}){{/if}}{{#if FOUND.ids.length}}F{{else}}noF{{/if}}{{/source}}")
+    assert fill(template=template, context=context) == \
+        "[m1]system/ldap/account:A2(0=a&lt;1/system/ldap/account;1=b/system/ldap/account;)noF"
+    assert fill(template="{{#unless zero}}u{{/unless}}{{#if empty}}e{{else}}E{{/if}}{{^missing}}m{{/missing}}"
+                "{{#flag}}[{{obj.x}}]{{/flag}}{{#with obj}}{{y}}{{/with}}{{#each obj}}{{@key}}{{this}}"
+                "{{#if @last}}.{{/if}}{{/each}}{{#each none}}x{{else}}none{{/each}}{{#zero}}z{{else}}Z{{/zero}}",
+                context=context) == "uEm[1]2x1y2.noneZ"
