@@ -32,13 +32,14 @@ from api_server import free_port
 from file_projects import file_project
 from idsync.config.project import load_project, validate_project
 from idsync.errors import ConfigError, ConfigNote, ConfigWarning, ScriptError
-from idsync.managed.router import scripting
+from idsync.managed.router import run_recon_scripted, scripting
 from idsync.query import parse
 from idsync.resource import QuerySpec
 from idsync.resources import Resources, check_system
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 from idsync.store.passwords import same_secret
+from idsync.sync.options import ReconOptions
 from idsync_dev import certs as test_tls
 from test_custom_endpoints import _serve
 
@@ -507,3 +508,86 @@ def test_a_server_that_does_not_answer_is_given_up_after_the_timeout(tmp_path: P
         (answer,) = _send(_project(tmp_path, config), {"to": "ann@example.com"})
     assert answer.status_code == 503 and "did not answer in time" in answer.json()["message"], answer.text
     assert time.monotonic() - started < 10
+
+
+# A mapping's result script mailing the run's statistics, as OpenIDM's sample5 does (its
+# reconStats.js: a Handlebars template of the project, read with readFile).
+REPORT_SCRIPT = """
+var Handlebars = require("lib/handlebars");
+if (openidm.read("config/external.email")) {
+    source.durationMinutes = Math.floor(source.duration / 60.0) / 1000;
+    var template = Handlebars.compile(readFile(identityServer.getProjectLocation() + "/script/report.html"));
+    openidm.action("external/email", "sendEmail", {to: "admin@example.com", type: "text/html",
+        subject: "Recon stats for " + global.mappingName,
+        body: template({"global": global, "source": source, "target": target})});
+}
+"""
+REPORT_TEMPLATE = """{{#global}}<b>Mapping:</b> {{mappingName}} <b>Id:</b> {{reconId}} <b>Start:</b> {{startTime}}
+{{/global}}{{#source}}<p>{{name}}: {{entries}} entries, {{processed}} read, ABSENT {{ABSENT.count}},
+{{durationMinutes}} minutes, listing {{entryListDuration}} ms</p>
+{{#if ABSENT.ids.length}}<ul>{{#each ABSENT.ids}}<li>{{this}}</li>{{/each}}</ul>{{/if}}{{/source}}
+{{#target}}<p>{{name}}: UNASSIGNED {{UNASSIGNED.count}}, invalid {{NOTVALID.count}}</p>{{/target}}"""
+
+
+def test_a_recon_mails_its_statistics_from_its_result_script(tmp_path: Path, inbox: Inbox) -> None:
+    """A mapping's ``result`` script gets PingIDM's statistics (``global``, and ``source`` and
+    ``target`` with each situation's count and ids), reads its template with ``readFile``
+    and ``identityServer.getProjectLocation()``, fills it with lib/handlebars' blocks and
+    mails it: OpenIDM's sample5 recon report, from a CSV file into the store."""
+    from test_csv_connector import HR, HR_IN, HR_TYPES, _provisioner
+
+    project = _project(tmp_path, _email(inbox))
+    (project / "script").mkdir()
+    (project / "script" / "report.js").write_text(REPORT_SCRIPT)
+    (project / "script" / "report.html").write_text(REPORT_TEMPLATE)
+    (project / "data" / "hr.csv").write_text(HR)
+    _provisioner(project, "hr", "data/hr.csv", HR_TYPES)
+    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": [
+        {**HR_IN, "result": {"type": _JS, "file": "script/report.js"}}]}))
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    try:
+        done = run_recon_scripted(loaded, store, HR_IN["name"], ReconOptions())
+    finally:
+        store.close()
+    assert done.state == "SUCCESS" and done.summary["errorCount"] == 0, done.summary["errors"]
+    (mail,) = inbox.mails
+    assert mail.recipients == ["admin@example.com"]
+    assert mail.message["Subject"] == f"Recon stats for {HR_IN['name']}"
+    body = _text(mail)
+    assert f"<b>Mapping:</b> {HR_IN['name']} <b>Id:</b> {done.id} <b>Start:</b> 20" in body, body
+    assert "<p>system/hr/account: 3 entries, 3 read, ABSENT 3," in body, body
+    assert "<ul><li>ajones</li><li>bsmith</li><li>cwu</li></ul>" in body, body
+    assert "<p>managed/user: UNASSIGNED 0, invalid 0</p>" in body, body
+
+
+def test_scripts_read_files_of_their_project_only(tmp_path: Path) -> None:
+    """``readFile`` reads a file under the project directory; a path that leaves it (``..``
+    or a symbolic link), a missing file and a directory are errors the script may catch;
+    ``identityServer.getProperty`` answers PingIDM's location properties and the default
+    otherwise, never an environment variable (they hold secrets)."""
+    project = _project(tmp_path, None)
+    (project / "script").mkdir()
+    (project / "script" / "note.txt").write_text("héllo")
+    (tmp_path / "outside.txt").write_text("secret")
+    (project / "script" / "link.txt").symlink_to(tmp_path / "outside.txt")
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    script = loaded.scripts.compile({"type": _JS, "source": """
+        function tried(path) { try { return readFile(path); } catch (e) { return "refused: " + e.message; } }
+        [tried("script/note.txt"), tried(identityServer.getProjectLocation() + "/script/note.txt"),
+         tried("../outside.txt"), tried("script/link.txt"), tried("script/none.txt"), tried("script"),
+         identityServer.getProperty("launcher.project.location"), identityServer.getProperty("HOME", "none"),
+         identityServer.getInstallLocation() === identityServer.getProjectLocation().replace(/\\/[^\\/]*$/, "")]
+    """}, file="test", key="script", base_dir=project)
+    try:
+        with scripting(loaded, store):
+            found = script()
+    finally:
+        store.close()
+    assert found[:2] == ["héllo", "héllo"]
+    assert found[2].startswith("refused: readFile ../outside.txt: scripts read files under the project directory")
+    assert found[3].startswith("refused: readFile script/link.txt: scripts read files under the project")
+    assert found[4] == "refused: readFile script/none.txt: no such file"
+    assert found[5] == "refused: readFile script: a directory, not a file"
+    assert found[6:] == [str(project.absolute()), "none", True]

@@ -257,7 +257,8 @@ def test_hooks_run_and_can_change_the_target(env: Env) -> None:
     """onCreate may change the target before it is written; result and onLink run without failing the run."""
     env.reconfigure(onCreate={"type": "text/javascript", "source": "target.description = 'hooked ' + source.uid;"},
                     onLink={"type": "text/javascript", "source": "logger.info('linked {}', target._id)"},
-                    result={"type": "text/javascript", "source": "source.situationSummary.ABSENT"})
+                    result={"type": "text/javascript",
+                            "source": "source.ABSENT.count + target.entries + global.mappingName"})
     env.add("o1")
     result = env.recon()
     assert result.state == "SUCCESS" and result.summary["errorCount"] == 0, result.summary["errors"]

@@ -31,7 +31,7 @@ from typing import Any
 
 from idsync.errors import ConfigError
 
-__all__ = ["load_json", "substitute"]
+__all__ = ["builtin_token", "load_json", "substitute"]
 
 _TOKEN = re.compile(r"&\{([^}|]+)(?:\|([^}]*))?\}|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -80,7 +80,8 @@ _PROJECT_TOKENS = ("launcher.project.location", "launcher.working.location", "id
 _INSTALL_TOKENS = ("launcher.install.location", "idm.install.dir")
 
 
-def _builtin(name: str, base: Path) -> str | None:
+def builtin_token(name: str, base: Path) -> str | None:
+    """PingIDM's built-in property ``name`` for the project in ``base`` (the module's docstring)."""
     if name in _PROJECT_TOKENS:
         return str(base.absolute())
     if name in _INSTALL_TOKENS:
@@ -98,7 +99,7 @@ def _tokens(text: str, *, file: str, key: str, base: Path) -> str:
         for candidate in (name, name.upper().replace(".", "_")):
             if candidate in os.environ:
                 return os.environ[candidate]
-        builtin = _builtin(name, base) if match.group(1) else None
+        builtin = builtin_token(name, base) if match.group(1) else None
         if builtin is not None:
             return builtin
         if default is not None:

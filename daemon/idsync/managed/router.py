@@ -44,6 +44,7 @@ from idsync.config.project import Project
 from idsync.crypto import CryptoCalls
 from idsync.errors import NotFound, ObjectRejected, QueryError
 from idsync.managed.email import send_email
+from idsync.managed.host import HOST_FUNCTIONS, host_call
 from idsync.managed.patch import apply_patch
 from idsync.managed.recons import ScriptRecons
 from idsync.managed.references import References
@@ -90,6 +91,8 @@ class ScriptRouter:
             self.resources.close()
 
     def call(self, function: str, arguments: list[Any]) -> Any:
+        if function in HOST_FUNCTIONS:
+            return host_call(self.project.settings.project_dir, function, arguments)
         if function in CryptoCalls.FUNCTIONS:
             if self._crypto is None:
                 raise ObjectRejected(f"openidm.{function}: the project has no key ([crypto])")

@@ -5,7 +5,8 @@ The scripts layer knows no store and no system: whoever owns them implements
 thread's unit of work, ``ScriptEngine.router`` for every thread). ``call`` gets the
 function's name (``read``, ``query``, ``create``, ``update``, ``patch``, ``delete``,
 ``action``, ``encrypt``, ``decrypt``, ``isEncrypted``, ``hash``, ``isHashed``,
-``matches``) and its arguments as JSON values, and returns a JSON value. An
+``matches``; ``identityServer.getProjectLocation`` and its other functions, and
+``readFile``) and its arguments as JSON values, and returns a JSON value. An
 ``IdsyncError`` it raises is thrown in the script as an ``Error`` with the same
 message, which the script may catch: messages must not carry secrets.
 """

@@ -5,8 +5,8 @@ engine keeps one ``Sandbox`` per thread. Everything the scripts must not reach i
 simply absent: a QuickJS context created from Python has no ``require``, ``std``,
 ``os``, ``fetch`` or timers. The prelude below adds only ``logger`` (and PingIDM's
 ``console.log`` writing to it), ``ldapDn`` (DN
-building with RFC 4514 escaping), ``openidm`` (answered by Python through
-replays, see below) and ``require``, which knows idsync's own modules (``lib/lodash``, a
+building with RFC 4514 escaping), ``openidm``, ``identityServer`` and ``readFile``
+(answered by Python through replays, see below) and ``require``, which knows idsync's own modules (``lib/lodash``, a
 subset of lodash, and PingIDM's stock ``managed.json`` modules: ``modules.py``), all
 non-enumerable and read-only. ``Math.random`` draws from a stream seeded once per run
 of a script, so that its replays draw the same (``randomness.py``). Log lines are buffered and
@@ -40,11 +40,13 @@ from idsync.scripts.lodash import LODASH_SOURCE
 from idsync.scripts.modules import MODULES_SOURCE
 from idsync.scripts.randomness import RANDOM_SOURCE
 
-__all__ = ["OPENIDM_CRYPTO", "OPENIDM_FUNCTIONS", "Sandbox", "reserved_names"]
+__all__ = ["IDENTITY_SERVER", "OPENIDM_CRYPTO", "OPENIDM_FUNCTIONS", "Sandbox", "reserved_names"]
 
 OPENIDM_FUNCTIONS = ("read", "query", "create", "update", "patch", "delete", "action")
 # Answered without touching data: PingIDM's crypto functions.
 OPENIDM_CRYPTO = ("encrypt", "decrypt", "isEncrypted", "hash", "isHashed", "matches")
+# PingIDM's ``identityServer`` functions, called ``identityServer.NAME`` by the router.
+IDENTITY_SERVER = ("getProjectLocation", "getInstallLocation", "getWorkingLocation", "getProperty")
 
 _PRELUDE = r"""
 (function (openidmNames, lodash, makeModules, makeRandom) {
@@ -128,6 +130,16 @@ _PRELUDE = r"""
   });
   define("_idsync_openidm", _idsyncOpenidm);
   define("openidm", freeze(openidm));
+  // PingIDM's identityServer (where the project is) and Rhino's readFile (which OpenIDM's
+  // scripts call to read a template of their project): answered by Python as openidm's are.
+  function hostCall(name) {
+    return indirectEval("(function _idsync_host_" + name.replace(".", "_") + "() { return _idsync_openidm(" +
+      stringify(name) + ", Array.prototype.slice.call(arguments)); })");
+  }
+  var server = {};
+  openidmNames[2].forEach(function (n) { server[n] = hostCall("identityServer." + n); });
+  define("identityServer", freeze(server));
+  define("readFile", hostCall("readFile"));
 
   // Chance that a replay draws again as its first run drew it: the run's seed, set with
   // its variables, keys a ChaCha20 stream (``randomness.py``); Math.random draws from it.
@@ -266,8 +278,8 @@ class Sandbox:
     def __init__(self, *, time_limit: float, memory_limit: int) -> None:
         self._ctx = quickjs.Context()
         self._memory_limit = memory_limit
-        self._ctx.eval(f"{_PRELUDE}({json.dumps([OPENIDM_FUNCTIONS, OPENIDM_CRYPTO])}, {LODASH_SOURCE}, "
-                       f"{MODULES_SOURCE}, {RANDOM_SOURCE});")
+        names = json.dumps([OPENIDM_FUNCTIONS, OPENIDM_CRYPTO, IDENTITY_SERVER])
+        self._ctx.eval(f"{_PRELUDE}({names}, {LODASH_SOURCE}, {MODULES_SOURCE}, {RANDOM_SOURCE});")
         self._install = self._ctx.get("_idsync_install")
         self._call = self._ctx.get("_idsync_call")
         self._many = self._ctx.get("_idsync_many")

@@ -162,7 +162,8 @@ class _Run:
         self.owner = f"{owner_id()}:{self.id}"
         self.lock = f"recon:{mapping.name}"
         self.page_size = options.page_size or project.settings.recon.page_size
-        self.counters = Counters(mapping.name, mapping.source, mapping.target, dry_run=options.dry_run)
+        self.counters = Counters(mapping.name, mapping.source, mapping.target, dry_run=options.dry_run,
+                                 report="result" in mapping.hooks)
         self.links = LinkSet(store, mapping.linkset, reversed=project.linkset_reversed(mapping))
         self.qualifiers = LinkQualifiers(mapping, self.links)
         self.log = log.bind(run_id=self.id, mapping=mapping.name, dry_run=options.dry_run)
@@ -274,6 +275,18 @@ class _Run:
             resources.close()
         return False
 
+    def _listed(self, pages: Iterable[list[Obj]], phase: str) -> Iterator[list[Obj]]:
+        """``pages``, the time spent waiting for each counted as the phase's listing (PingIDM's
+        ``entryListDuration`` in a ``result`` script's statistics)."""
+        found = iter(pages)
+        while True:
+            asked = time.monotonic()
+            page = next(found, None)
+            self.counters.waited(phase, time.monotonic() - asked)
+            if page is None:
+                return
+            yield page
+
     def _finish_onward(self, state: str) -> None:
         """End the runs that carried this run's writes on (``OnwardPush``); never the run's failure."""
         if self._onward is None:
@@ -332,10 +345,11 @@ class _Run:
         assessor, correlators = self._prepare(source, target)
         self._stage("ACTIVE_RECONCILING_SOURCE")
         started = time.monotonic()
+        self.counters.phase_started("source")
         spec = self._source_spec()
         bounds = self._split(source, spec, correlating=bool(correlators))
         if bounds is None:
-            for page in source.pages(spec):
+            for page in self._listed(source.pages(spec), "source"):
                 self._check_cancel()
                 t0 = time.monotonic()
                 self._source_page(page, source, target, assessor, correlators)
@@ -344,6 +358,7 @@ class _Run:
             self._partitioned(bounds, source, target, assessor, correlators, spec)
         self._revisit(source, target, assessor, correlators)
         self.counters.phases["source"] = time.monotonic() - started
+        self.counters.phase_ended("source")
         if self.counters.source_processed == 0 and not m.allow_empty_source_set:
             raise SafetyLimitExceeded(
                 f"the source {m.source} returned no objects; refusing to continue "
@@ -357,8 +372,10 @@ class _Run:
             self._analyze_before_target()
             self._stage("ACTIVE_RECONCILING_TARGET")
             started = time.monotonic()
+            self.counters.phase_started("target")
             self._target_phase(source, target, assessor)
             self.counters.phases["target"] = time.monotonic() - started
+            self.counters.phase_ended("target")
         self._stage("ACTIVE_DELETING")
         DeferredDeletes(
             run_id=self.id, mapping=m, store=self.store, runs=self.runs, links=self.qualifiers,
@@ -372,9 +389,8 @@ class _Run:
                 f"any of them may own a target no link ties to it, so the target phase's {self._held} deletes "
                 "and unlinks were held; fix those objects and run again")
         if "result" in m.hooks:
-            # PingIDM hands the result script the run's summary as `source` and `global`.
-            summary = self.counters.to_summary()
-            self._hook("result", {"source": summary, "global": {"reconId": self.id, "mapping": m.name}})
+            # PingIDM's reconciliation statistics: ``global``, and ``source`` and ``target`` per phase.
+            self._hook("result", self.counters.statistics(self.id))
 
     # -- a source phase split over the cluster (``partitions.py``) -----------------
 
@@ -486,13 +502,14 @@ class _Run:
         """Read one id range: its counts are its own (in its row), its deletes numbered apart."""
         saved = self.counters, self._deferred, self._unidentified, self._unresolved
         self.counters = assessor.counters = Counters(self.mapping.name, self.mapping.source, self.mapping.target,
-                                                     dry_run=self.options.dry_run)
+                                                     dry_run=self.options.dry_run,
+                                                     report="result" in self.mapping.hooks)
         self._deferred, self._unidentified, self._unresolved = part.part * SEQ_SPAN, 0, 0
         self._partition = part
         state, message = "FAILED", None
         ranged = replace(spec, filter=range_filter(spec.filter, part.low, part.high))
         try:
-            for page in source.pages(ranged):
+            for page in self._listed(source.pages(ranged), "source"):
                 self._check_cancel()
                 t0 = time.monotonic()
                 self._source_page(page, source, target, assessor, correlators)
@@ -624,7 +641,7 @@ class _Run:
                          fields=None if needs_objects else [], page_size=self.page_size,
                          unclaimed_by=self.id if in_store else None)
         total = 0
-        for page in target.pages(spec):
+        for page in self._listed(target.pages(spec), "target"):
             self._check_cancel()
             t0 = time.monotonic()
             total += len(page)
@@ -737,13 +754,15 @@ class _Run:
         c = self.counters
         if confirmed is not None and confirmed[1]:
             qualifier, unchanged = confirmed
-            c.assessed("CONFIRMED", "UPDATE", qualifier, len(unchanged))
+            c.assessed("CONFIRMED", "UPDATE", qualifier, len(unchanged), phase="source", ids=unchanged)
             c.status["SUCCESS"] += len(unchanged)
             c.changes["unchanged"] += len(unchanged)
             claims.extend(unchanged.values())
         for plan in plans:
             if plan.situation:  # none when assessing the object failed
-                c.assessed(plan.situation, plan.action, plan.qualifier)
+                c.assessed(plan.situation, plan.action, plan.qualifier,
+                           phase="source" if plan.source_phase else "target",
+                           ids=(plan.source_id if plan.source_phase else plan.target_id,))
             result = results.get(id(plan))
             target_id = plan.target_id
             if result is not None and result.ok:

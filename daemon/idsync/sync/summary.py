@@ -5,13 +5,25 @@
 ``actionSummary``, ``changes`` and ``errors`` (first 50, never secret values); a
 mapping with link qualifiers also gets ``linkQualifierSummary``, the situations of
 each qualifier.
+
+``statistics`` gives what PingIDM hands a mapping's ``result`` script: ``global``
+(``reconId``, ``mappingName``, ``startTime``, ``endTime``, ``duration``) and, for
+``source`` and ``target``, each phase's ``name``, times, ``duration`` and
+``entryListDuration`` (the time spent waiting for its listing) in milliseconds,
+``processed``, ``entries`` and per situation its ``count`` and ``ids``; ``NOTVALID`` holds
+the objects ``validSource`` or ``validTarget`` turned away. PingIDM keeps every id; idsync
+keeps the first 1,000 of each situation and phase, and only for a mapping with a
+``result`` script, so a run's memory stays flat.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import math
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +36,8 @@ SITUATIONS = (
 ACTIONS = ("CREATE", "UPDATE", "DELETE", "LINK", "UNLINK", "EXCEPTION", "IGNORE", "REPORT", "NOREPORT", "ASYNC")
 CHANGES = ("created", "updated", "unchanged", "deleted", "linked", "unlinked", "skipped", "failed")
 _MAX_ERRORS = 50
+REPORT_IDS = 1000  # the ids a ``result`` script gets per situation and phase: the first this many
+_NOT_VALID = {"source": "SOURCE_IGNORED", "target": "TARGET_IGNORED"}
 
 
 @dataclass
@@ -71,12 +85,65 @@ class Counters:
     phases: dict[str, float] = field(default_factory=dict)
     timings: dict[str, _Timing] = field(default_factory=dict)
     stage: str = "ACTIVE_INITIALIZED"
+    # What a mapping's ``result`` script is told (``statistics``): per phase ("source",
+    # "target"), its situations, their first ids (kept only when ``report``), when it
+    # started and ended (epoch seconds) and how long it waited for its listing.
+    report: bool = False
+    wall_started: float = field(default_factory=time.time)
+    phase_situations: dict[str, Counter[str]] = field(default_factory=dict)
+    phase_ids: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    phase_clock: dict[str, list[float]] = field(default_factory=dict)
+    listing: dict[str, float] = field(default_factory=dict)
 
-    def assessed(self, situation: str, action: str, qualifier: str = "default", count: int = 1) -> None:
-        """Count ``count`` assessments: their situation and action, per link qualifier too."""
+    def assessed(self, situation: str, action: str, qualifier: str = "default", count: int = 1, *,
+                 phase: str | None = None, ids: Iterable[str | None] = ()) -> None:
+        """Count ``count`` assessments: their situation and action, per link qualifier too,
+        and per ``phase`` of a recon, with the objects' ``ids``."""
         self.situations[situation] += count
         self.actions[action] += count
         self.qualified[(qualifier, situation)] += count
+        if phase is not None:
+            self.phase_situations.setdefault(phase, Counter())[situation] += count
+            if self.report:
+                self._keep_ids(phase, situation, ids)
+
+    def _keep_ids(self, phase: str, situation: str, ids: Iterable[str | None]) -> None:
+        kept = self.phase_ids.setdefault(phase, {}).setdefault(situation, [])
+        if len(kept) < REPORT_IDS:
+            kept.extend(itertools.islice((i for i in ids if i), REPORT_IDS - len(kept)))
+
+    def waited(self, phase: str, seconds: float) -> None:
+        """Count ``seconds`` spent waiting for the ``phase``'s listing."""
+        self.listing[phase] = self.listing.get(phase, 0.0) + seconds
+
+    def phase_started(self, phase: str) -> None:
+        self.phase_clock[phase] = [time.time(), time.time()]
+
+    def phase_ended(self, phase: str) -> None:
+        self.phase_clock.setdefault(phase, [time.time(), 0.0])[1] = time.time()
+
+    def statistics(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """PingIDM's reconciliation statistics, as a mapping's ``result`` script gets them:
+        ``{"global": ..., "source": ..., "target": ...}`` (the module's docstring)."""
+        now = time.time()
+        stats: dict[str, dict[str, Any]] = {"global": {
+            "reconId": run_id, "mappingName": self.mapping, "startTime": _stamp(self.wall_started),
+            "endTime": _stamp(now), "duration": round((now - self.wall_started) * 1000)}}
+        for phase, name, processed in (("source", self.source, self.source_processed),
+                                       ("target", self.target, self.target_processed)):
+            started, ended = self.phase_clock.get(phase, [now, now])
+            counts = self.phase_situations.get(phase, Counter())
+            ids = self.phase_ids.get(phase, {})
+            shown: dict[str, Any] = {
+                "name": name, "startTime": _stamp(started), "endTime": _stamp(ended),
+                "duration": round((ended - started) * 1000),
+                "entryListDuration": round(self.listing.get(phase, 0.0) * 1000),
+                "processed": processed, "entries": sum(counts.values())}
+            for situation in SITUATIONS:
+                shown[situation] = {"count": counts[situation], "ids": list(ids.get(situation, []))}
+            shown["NOTVALID"] = dict(shown[_NOT_VALID[phase]])
+            stats[phase] = shown
+        return stats
 
     def time(self, name: str, ms: float) -> None:
         self.timings.setdefault(name, _Timing()).add(ms)
@@ -92,7 +159,9 @@ class Counters:
                 "changes": dict(self.changes), "qualified": [[q, s, n] for (q, s), n in self.qualified.items()],
                 "source_processed": self.source_processed, "links_created": self.links_created,
                 "links_processed": self.links_processed, "errors": list(self.errors),
-                "error_count": self.error_count}
+                "error_count": self.error_count,
+                "phases": {p: dict(c) for p, c in self.phase_situations.items()}, "phase_ids": self.phase_ids,
+                "listing": dict(self.listing)}
 
     def absorb(self, tally: dict[str, Any]) -> None:
         """Add a partition's ``tally`` to these counters."""
@@ -107,6 +176,13 @@ class Counters:
         self.links_processed += int(tally.get("links_processed", 0))
         self.error_count += int(tally.get("error_count", 0))
         self.errors.extend((tally.get("errors") or [])[:max(_MAX_ERRORS - len(self.errors), 0)])
+        for phase, counts in (tally.get("phases") or {}).items():
+            self.phase_situations.setdefault(phase, Counter()).update(counts)
+        for phase, by_situation in (tally.get("phase_ids") or {}).items():
+            for situation, ids in by_situation.items():
+                self._keep_ids(phase, situation, ids)
+        for phase, seconds in (tally.get("listing") or {}).items():
+            self.waited(phase, float(seconds))
 
     def all_failed(self) -> bool:
         """Objects failed and not one went through: such a run did nothing it was meant to,
@@ -152,3 +228,8 @@ class Counters:
         for (qualifier, situation), n in sorted(self.qualified.items()):
             out.setdefault(qualifier, {})[situation] = n
         return {"linkQualifierSummary": out}
+
+
+def _stamp(epoch: float) -> str:
+    """A time as PingIDM's statistics show it: ISO 8601 in UTC, to the millisecond."""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
