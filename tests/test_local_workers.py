@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import multiprocessing
 import os
@@ -32,6 +33,7 @@ from idsync.store.database import Store
 from idsync.store.partitions import Partitions
 from idsync.store.runs import RunStore
 from idsync.sync.partitions import IdSample, cut
+from idsync_dev.onward import add_onward_csv
 from idsync_dev.slapd import Slapd
 from sqlalchemy import text
 from waiting import wait_for
@@ -340,3 +342,26 @@ def test_a_scheduled_scripts_first_load_is_shared_with_a_worker(tmp_path: Path) 
     owners = {r.owner for r in select_rows(url, "SELECT owner FROM recon_partitions")}
     assert len(owners) == 2, owners  # this process and the worker
     assert len(_outcome(url)["accounts"]) == 400
+
+
+def test_a_split_first_load_carries_its_writes_on_from_every_process(tmp_path: Path) -> None:
+    """400 users, ``workers = 2``, and a mapping from the accounts the recon creates to a CSV
+    file (``OnwardPush``): each process carries the creates of the ranges it read on to the
+    file, in a run of the onward mapping of its own, and the file ends with every account
+    once."""
+    users = 400
+    project, url = _project(tmp_path, workers=2)
+    hr = tmp_path / "accounts.csv"
+    add_onward_csv(project, hr, source="managed/account",
+                   properties=[{"source": "name", "target": "uid"}, {"source": "mail", "target": "mail"}])
+    add_managed_users(project, users)
+    done = run_cli(["-p", str(project), "run-job", "big"])
+    assert done.returncode == 0, done.stderr
+    owners = {r.owner for r in select_rows(url, "SELECT owner FROM recon_partitions")}
+    assert len(owners) == 2, owners  # this process and the worker
+    with hr.open(newline="") as f:
+        rows = [r["uid"] for r in csv.DictReader(f)]
+    assert sorted(rows) == sorted(f"u{i}" for i in range(users))
+    onward = [s for s in _summaries(url) if "implicit" in s]
+    assert len(onward) == 2 and sum(s["changes"]["created"] for s in onward) == users, onward
+    assert all(s["changes"]["failed"] == 0 for s in onward)

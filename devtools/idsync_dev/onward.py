@@ -15,9 +15,14 @@ _CSV_REF = {"bundleName": "org.openidentityplatform.openicf.connectors.csvfile-c
             "bundleVersion": "[2.0.0.0,3)", "connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"}
 
 
-def add_onward_csv(project: Path, csv_file: Path, **mapping: Any) -> None:
+_USER_PROPERTIES = [{"source": "userName", "target": "uid"}, {"source": "mail", "target": "mail"},
+                    {"source": "sn", "target": "lastName"}]
+
+
+def add_onward_csv(project: Path, csv_file: Path, source: str = "managed/user", **mapping: Any) -> None:
     """System ``hr`` (``csv_file``, its header only: ``uid``, ``mail``, ``lastName``) and the
-    mapping ``ONWARD_MAPPING`` from managed/user to it; ``mapping``: keys to add to it."""
+    mapping ``ONWARD_MAPPING`` from ``source`` to it (a user's ``userName``, ``mail`` and
+    ``sn``); ``mapping``: keys to add to it or replace (``properties`` for another type)."""
     conf = project / "conf"
     (conf / "provisioner.openicf-hr.json").write_text(json.dumps({
         "name": "hr", "connectorRef": _CSV_REF,
@@ -28,9 +33,7 @@ def add_onward_csv(project: Path, csv_file: Path, **mapping: Any) -> None:
     csv_file.write_text('"uid","mail","lastName"\n')
     sync = json.loads((conf / "sync.json").read_text())
     sync["mappings"].append({
-        "name": ONWARD_MAPPING, "source": "managed/user", "target": "system/hr/account",
-        "properties": [{"source": "userName", "target": "uid"}, {"source": "mail", "target": "mail"},
-                       {"source": "sn", "target": "lastName"}],
+        "name": ONWARD_MAPPING, "source": source, "target": "system/hr/account", "properties": _USER_PROPERTIES,
         "policies": [{"situation": "ABSENT", "action": "CREATE"}, {"situation": "CONFIRMED", "action": "UPDATE"},
                      {"situation": "FOUND", "action": "UPDATE"}, {"situation": "SOURCE_MISSING", "action": "DELETE"},
                      {"situation": "MISSING", "action": "CREATE"}],
