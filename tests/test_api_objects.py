@@ -344,3 +344,31 @@ def test_managed_api_on_each_store(tmp_path: Path, backend: str) -> None:
                   json=[{"operation": "replace", "field": "/description", "value": "odd"}])
         assert api.delete("/openidm/managed/user/alice-0", headers={**ADMIN, "If-Match": stale}).status_code == 412
         assert names('description eq "odd"') == ["Bob", "alice", "dave", "frank"]
+
+
+def test_recon_settings_for_one_run(api: httpx.Client, project: Path) -> None:
+    """PingIDM's body of ``recon?_action=recon`` sets ``sourceQuery``, ``targetQuery``,
+    ``runTargetPhase`` or ``allowEmptySourceSet`` for that run alone: a recon of bjensen
+    alone, its target phase off, creates her only and deletes nothing. A setting idsync
+    does not take, a value of the wrong type or a bad filter is refused with 400, naming
+    it, before anything runs (never ignored: a narrower targetQuery ignored would widen
+    what the run may delete)."""
+    alone = {"sourceQuery": {"_queryFilter": 'uid eq "bjensen"'}, "runTargetPhase": False}
+    r = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=JSON,
+                 content=json.dumps(alone))
+    assert r.status_code == 200 and r.json()["state"] == "SUCCESS", r.text
+    summary = api.get(f"/openidm/recon/{r.json()['_id']}", headers=ADMIN).json()
+    assert summary["situationSummary"]["ABSENT"] == 1 and summary["progress"]["target"]["existing"]["processed"] == 0
+    users = api.get("/openidm/managed/user?_queryFilter=true&_fields=userName", headers=ADMIN).json()["result"]
+    assert [u["userName"] for u in users] == ["bjensen"]
+    for body, problem in (({**alone, "mappingName": "x"}, "mappingName cannot be set for one run"),
+                          ({"runTargetPhase": "no"}, "runTargetPhase must be true or false"),
+                          ({"targetQuery": {"_queryFilter": "uid eq"}}, "targetQuery._queryFilter: bad _queryFilter"),
+                          ({"sourceQuery": {"_queryId": "no-such-query"}}, "no-such-query"),
+                          ([1], "must be a JSON object")):
+        refused = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}", headers=JSON, content=json.dumps(body))
+        assert refused.status_code == 400 and problem in refused.json()["message"], (body, refused.text)
+    r = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=ADMIN)
+    assert r.json()["state"] == "SUCCESS"  # without a body: the mapping as configured, both users
+    users = api.get("/openidm/managed/user?_queryFilter=true&_fields=userName", headers=ADMIN).json()["result"]
+    assert sorted(u["userName"] for u in users) == ["bjensen", "scarter"]

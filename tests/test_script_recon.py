@@ -206,7 +206,10 @@ def test_a_canceled_job_cancels_the_recon_its_script_started(tmp_path: Path) -> 
     ("openidm.action('recon', 'recon', {}, {})", "the mapping's name (mapping)"),
     ("openidm.action('recon', 'recon', {}, {mapping: {name: 'staff_user'}})", "mapping must be a string"),
     ("openidm.action('recon', 'recon', {}, {mapping: 'staff_user', analyze: true})", "unknown parameter 'analyze'"),
-    ("openidm.action('recon', 'recon', {sourceQuery: {}}, {mapping: 'staff_user'})", "sourceQuery"),
+    ("openidm.action('recon', 'recon', {links: 'x'}, {mapping: 'staff_user'})", "links cannot be set for one run"),
+    ("openidm.action('recon', 'recon', {runTargetPhase: 1}, {mapping: 'staff_user'})", "must be true or false"),
+    ("openidm.action('recon', 'reconById', {runTargetPhase: false}, {mapping: 'staff_user', id: 'x'})",
+     "reconById takes no settings"),
     ("openidm.action('recon', 'recon', {}, {mapping: 'staff_user', rewriteWriteOnly: 'yes'})", "'yes'"),
     ("openidm.action('recon', 'reconById', {}, {mapping: 'staff_user'})", "source object's id"),
     ("openidm.action('recon', 'cancel', {}, {})", "recon, reconById"),
@@ -214,7 +217,7 @@ def test_a_canceled_job_cancels_the_recon_its_script_started(tmp_path: Path) -> 
 ])
 def test_bad_recon_parameters_are_errors_naming_them(tmp_path: Path, call: str, named: str) -> None:
     """An unknown mapping, a missing or non-string one, a parameter idsync does not take, a
-    content overriding the mapping, a bad flag, ``reconById`` without an id, an action
+    setting for one run idsync does not take or of the wrong type, a bad flag, ``reconById`` without an id, an action
     idsync does not answer and another function on ``recon`` each throw an error naming
     what is wrong; nothing runs."""
     env = Env(tmp_path, "sqlite")
@@ -223,6 +226,19 @@ def test_bad_recon_parameters_are_errors_naming_them(tmp_path: Path, call: str, 
         caught = env.run(f"try {{ {call}; 'no error'; }} catch (e) {{ e.message; }}")
         assert named in caught
         assert RunStore(env.store).recent(10) == [] and env.names("user", "userName") == []
+    finally:
+        env.store.close()
+
+
+def test_a_script_s_recon_takes_settings_for_one_run(tmp_path: Path) -> None:
+    """The content of ``openidm.action('recon', 'recon', content, params)`` holds PingIDM's
+    settings for that run alone: a ``sourceQuery`` of one staff member reconciles her only."""
+    env = Env(tmp_path, "sqlite")
+    try:
+        env.staff("ann", "bob")
+        done = env.run("openidm.action('recon', 'recon', {sourceQuery: {_queryFilter: 'login eq \"ann\"'}, "
+                       "runTargetPhase: false}, {mapping: 'staff_user', waitForCompletion: 'true'})")
+        assert done["state"] == "SUCCESS" and env.names("user", "userName") == ["ann"]
     finally:
         env.store.close()
 

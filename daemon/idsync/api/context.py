@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -60,13 +60,14 @@ class ApiContext:
     _pool: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="api-recon"))
 
-    def start_recon(self, mapping: str, run_id: str, *, dry_run: bool = False,
-                    rewrite_write_only: bool = False) -> concurrent.futures.Future[ReconResult]:
+    def start_recon(self, mapping: str, run_id: str, *, dry_run: bool = False, rewrite_write_only: bool = False,
+                    overrides: Mapping[str, Any] | None = None) -> concurrent.futures.Future[ReconResult]:
         """Run ``mapping`` in a worker thread under the run id ``run_id`` (a preview that
         writes nothing but its run and audit with ``dry_run``; writing again the values
-        its target never returns with ``rewrite_write_only``)."""
+        its target never returns with ``rewrite_write_only``; with PingIDM's settings for
+        one run, ``overrides``)."""
         project = self.project()
-        project.mapping(mapping)  # an unknown mapping is refused before a thread starts
+        project.mapping_for_run(mapping, overrides)  # an unknown mapping or setting is refused before a thread starts
         cancel = threading.Event()
         with self._lock:
             self._cancels[run_id] = cancel
@@ -74,7 +75,7 @@ class ApiContext:
         def work() -> ReconResult:
             try:
                 options = ReconOptions(run_id=run_id, cancel=cancel, dry_run=dry_run,
-                                       rewrite_write_only=rewrite_write_only,
+                                       rewrite_write_only=rewrite_write_only, overrides=overrides,
                                        splitter=local_splitter(project, self.store))
                 return run_recon_scripted(project, self.store, mapping, options)
             finally:

@@ -3,13 +3,16 @@
 ``POST recon?_action=reconById&mapping=M&id=ID`` reconciles one source object
 at once. ``POST recon?_action=recon&mapping=M`` answers ``{"_id", "state"}`` as soon as
 the run is recorded ACTIVE (or, with ``waitForCompletion=true``, once it
-ended). A mapping already running, here or in any process on the same store,
+ended); its JSON body, if any, holds PingIDM's settings for that run alone
+(``sourceQuery``, ``targetQuery``, ``runTargetPhase``, ``allowEmptySourceSet``), a
+setting idsync does not take refused with 400. A mapping already running, here or in any process on the same store,
 is refused with 409: the recon's own store lock decides, as for the scheduler.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -114,7 +117,9 @@ async def _start(request: Request, ctx: ApiContext) -> JSONResponse:
     run_id = str(uuid.uuid4())
     runs = RunStore(ctx.store)
     rewrite = flag(request.query_params, "rewriteWriteOnly")
-    future = await run_in_threadpool(ctx.start_recon, mapping, run_id, rewrite_write_only=rewrite)
+    overrides = await _overrides(request)
+    future = await run_in_threadpool(ctx.start_recon, mapping, run_id, rewrite_write_only=rewrite,
+                                     overrides=overrides)
     wrapped = asyncio.wrap_future(future)
     if request.query_params.get("waitForCompletion", "").lower() == "true":
         result = await wrapped  # RunLocked surfaces here as 409
@@ -130,6 +135,22 @@ async def _start(request: Request, ctx: ApiContext) -> JSONResponse:
             return JSONResponse({"_id": run_id, "state": row["state"]})
         await asyncio.wait({wrapped}, timeout=0.05)
     return JSONResponse({"_id": run_id, "state": "ACTIVE"})
+
+
+async def _overrides(request: Request) -> dict[str, Any] | None:
+    """PingIDM's settings for this run alone, the request's JSON body (``sourceQuery``,
+    ``targetQuery``, ``runTargetPhase``...: ``Project.mapping_for_run``); none without one."""
+    body = await request.body()
+    if not body.strip():
+        return None
+    try:
+        found = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "the body must be a JSON object of settings for this run (sourceQuery, targetQuery, "
+                            "runTargetPhase...)") from None
+    if not isinstance(found, dict):
+        raise ApiError(400, "the body must be a JSON object of settings for this run")
+    return found or None
 
 
 async def _one(request: Request) -> JSONResponse:

@@ -27,8 +27,15 @@ from idsync.query import parse
 from idsync.query.ast import Node
 from idsync.scripts import Script, ScriptEngine, compile_script
 
-__all__ = ["Correlation", "MappingDef", "QueryDef", "concatenates_values", "load_mappings",
-           "parse_mapping"]
+__all__ = [
+    "Correlation",
+    "MappingDef",
+    "QueryDef",
+    "concatenates_values",
+    "load_mappings",
+    "parse_mapping",
+    "query_def",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -267,8 +274,8 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
         "source_condition": attempt(lambda: condition(raw["sourceCondition"], at("sourceCondition")))
         if raw.get("sourceCondition") is not None else None,
         "valid_target": attempt(lambda: opt_script("validTarget")),
-        "source_query": attempt(lambda: _query_def(raw.get("sourceQuery"), file, at("sourceQuery"), query), QueryDef()),
-        "target_query": attempt(lambda: _query_def(raw.get("targetQuery"), file, at("targetQuery"), query), QueryDef()),
+        "source_query": attempt(lambda: query_def(raw.get("sourceQuery"), file, at("sourceQuery"), query), QueryDef()),
+        "target_query": attempt(lambda: query_def(raw.get("targetQuery"), file, at("targetQuery"), query), QueryDef()),
         "correlations": attempt(lambda: _correlations(raw, file, at, script, query), ()),
         "link_qualifiers": attempt(lambda: _link_qualifiers(raw.get("linkQualifiers"), file,
                                                             at("linkQualifiers"), script), ("default",)),
@@ -335,7 +342,7 @@ def _max_deletes(value: Any, file: str, key: str) -> int | float | None:
     raise ConfigError(file, key, "expected a number of objects (10) or a share of the target (\"5%\")")
 
 
-def _query_def(value: Any, file: str, key: str, query: Callable[[Any, str], Node]) -> QueryDef:
+def query_def(value: Any, file: str, key: str, query: Callable[[Any, str], Node]) -> QueryDef:
     if value is None:
         return QueryDef()
     if isinstance(value, str):

@@ -24,7 +24,7 @@ from idsync.config.email import EmailConfig, load_email
 from idsync.config.endpoints import Endpoint, load_endpoints
 from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
-from idsync.config.mappings import MappingDef, QueryDef, load_mappings, parse_mapping
+from idsync.config.mappings import MappingDef, QueryDef, load_mappings, parse_mapping, query_def
 from idsync.config.objectmodel import load_object_models
 from idsync.config.operation_options import denied_operations
 from idsync.config.overlay import PROPERTY_KEYS, clear_properties, overlay_file, read_overlay
@@ -32,14 +32,29 @@ from idsync.config.queries import load_queries
 from idsync.config.sync_failures import SyncFailurePolicy, parse_sync_failure
 from idsync.config.unused import mapping_systems, unused_configuration
 from idsync.crypto import CryptoCalls, Keyring, create_key_file, decode_key, is_encrypted, load_key
-from idsync.errors import ConfigError, ConfigErrors, ConfigNote, ConfigWarning, CryptoFailed, IdsyncError, QueryError
+from idsync.errors import (
+    ConfigError,
+    ConfigErrors,
+    ConfigNote,
+    ConfigWarning,
+    CryptoFailed,
+    IdsyncError,
+    ObjectRejected,
+    QueryError,
+)
 from idsync.keys import unknown_keys
+from idsync.query import parse as parse_filter
 from idsync.query.ldap import filter_problem
 from idsync.query.named import NamedQueries
 from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
-__all__ = ["Project", "Provisioner", "UnsupportedConnector", "keyring", "load_project", "validate_project"]
+__all__ = ["RUN_OVERRIDES", "Project", "Provisioner", "UnsupportedConnector", "keyring", "load_project",
+           "validate_project"]
+
+# What a recon request may set for its one run (PingIDM's overriding configuration).
+RUN_OVERRIDES = ("sourceQuery", "targetQuery", "runTargetPhase", "allowEmptySourceSet", "sourceQueryFullEntry",
+                 "targetQueryFullEntry")
 
 log = structlog.get_logger(__name__)
 
@@ -194,6 +209,51 @@ class Project:
         known = ", ".join(m.name for m in self.mappings) or "none configured"
         raise ConfigError(str(self.settings.conf_dir / "sync.json"), "mappings",
                           f"unknown mapping {name!r} (known: {known})")
+
+    def mapping_for_run(self, name: str, overrides: Mapping[str, Any] | None) -> MappingDef:
+        """The mapping ``name`` with PingIDM's settings for one run (a recon request's body):
+        ``sourceQuery``, ``targetQuery`` (a ``_queryFilter``, a ``_queryId`` or a native
+        query), ``runTargetPhase`` and ``allowEmptySourceSet``; the ``sourceQueryFullEntry``
+        and ``targetQueryFullEntry`` flags are taken and, as in a mapping, not needed. Any
+        other key, or a bad value, is refused naming it (``ObjectRejected``): never ignored."""
+        mapping = self.mapping(name)
+        if not overrides:
+            return mapping
+        where = f"recon {name}"
+        unknown = sorted(set(overrides) - set(RUN_OVERRIDES))
+        if unknown:
+            raise ObjectRejected(f"{where}: {', '.join(unknown)} cannot be set for one run (PingIDM's settings "
+                                 f"for one run: {', '.join(RUN_OVERRIDES)})")
+
+        def query(text: Any, key: str) -> Any:
+            if not isinstance(text, str):
+                raise ConfigError("the request", key, "expected a _queryFilter string")
+            try:
+                return parse_filter(text)
+            except QueryError as exc:
+                raise ConfigError("the request", key, f"bad _queryFilter: {exc}") from None
+
+        changes: dict[str, Any] = {}
+        try:
+            for side in ("source", "target"):
+                key = f"{side}Query"
+                if key not in overrides:
+                    continue
+                found = query_def(overrides[key], "the request", key, query)
+                if found.query_id is not None:
+                    found = replace(found, filter=self.queries.get(found.query_id).filter(found.query_params))
+                changes[f"{side}_query"] = found
+        except (ConfigError, QueryError) as exc:
+            raise ObjectRejected(f"{where}: {exc}") from None
+        for key, attr in (("runTargetPhase", "run_target_phase"), ("allowEmptySourceSet", "allow_empty_source_set"),
+                          ("sourceQueryFullEntry", None), ("targetQueryFullEntry", None)):
+            if key not in overrides:
+                continue
+            if not isinstance(overrides[key], bool):
+                raise ObjectRejected(f"{where}: {key} must be true or false")
+            if attr is not None:
+                changes[attr] = overrides[key]
+        return replace(mapping, **changes)
 
     def secret_properties(self, mapping: MappingDef) -> frozenset[str]:
         """The target properties of ``mapping`` that hold a secret, to be masked in audit

@@ -86,10 +86,11 @@ class ScriptRecons:
         if self._dry_run:
             raise ObjectRejected(f"{where}: not carried out in a dry run")
         values = _params(where, params, _PARAMS[action])
-        if content:
-            held = ", ".join(sorted(content)) if isinstance(content, Mapping) else repr(content)
-            raise ObjectRejected(f"{where}: idsync runs the mapping as conf/ defines it, without settings for one "
-                                 f"run (the content holds {held}); pass {{}} as the content")
+        if content is not None and not isinstance(content, Mapping):
+            raise ObjectRejected(f"{where}: the content must be an object of settings for this run (sourceQuery, "
+                                 "targetQuery, runTargetPhase...), or {}")
+        if content and action == "reconById":
+            raise ObjectRejected(f"{where}: reconById takes no settings for one run; pass {{}} as the content")
         mapping = values.get("mapping")
         if not mapping:
             raise ObjectRejected(f"{where}: the parameters need the mapping's name (mapping)")
@@ -99,7 +100,8 @@ class ScriptRecons:
                 raise ObjectRejected(f"{where}: the parameters need the source object's id (id)")
             return pushed(recon_by_id(self._project, self._store, self._resources, mapping, object_id))
         options = ReconOptions(job=SCRIPT_JOB, cancel=Canceled(self._cancel),
-                               rewrite_write_only=flag(values, "rewriteWriteOnly"), splitter=self._splitter)
+                               rewrite_write_only=flag(values, "rewriteWriteOnly"), splitter=self._splitter,
+                               overrides=dict(content) if content else None)
         result = run_recon(self._project, self._store, mapping, options)
         return {"_id": result.id, "state": result.state}
 

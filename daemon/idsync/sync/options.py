@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from idsync.sync.partitions import Splitter
 from idsync.sync.summary import Counters
@@ -32,3 +33,5 @@ class ReconOptions:
     # Write again the values a target never returns (passwords), whatever the links' digests
     # of what was last written say (``written.py``).
     rewrite_write_only: bool = False
+    # PingIDM's settings for one run (a recon request's body: ``Project.mapping_for_run``).
+    overrides: Mapping[str, Any] | None = None

@@ -106,9 +106,10 @@ class ReconResult:
 
 def run_recon(project: Project, store: Store, mapping_name: str, options: ReconOptions | None = None) -> ReconResult:
     """Run ``mapping_name`` once; the result is also recorded in the store."""
-    mapping = project.mapping(mapping_name)
+    options = options or ReconOptions()
+    mapping = project.mapping_for_run(mapping_name, options.overrides)
     with _reconciling(mapping.name):
-        return _Run(project, store, mapping, options or ReconOptions()).run()
+        return _Run(project, store, mapping, options).run()
 
 
 def cancel_in_process(run_id: str) -> bool:
@@ -130,8 +131,8 @@ def help_partitions(project: Project, store: Store, run_id: str, node: str, canc
     options = ReconOptions(dry_run=bool(run["dry_run"]), allow_create=plan.get("allow_create"),
                            allow_update=plan.get("allow_update"), allow_delete=plan.get("allow_delete"),
                            page_size=plan.get("page_size"), job=run["job"], cancel=cancel, run_id=run_id, node=node,
-                           rewrite_write_only=bool(plan.get("rewrite_write_only")))
-    helper = _Run(project, store, project.mapping(run["mapping"]), options)
+                           rewrite_write_only=bool(plan.get("rewrite_write_only")), overrides=plan.get("overrides"))
+    helper = _Run(project, store, project.mapping_for_run(run["mapping"], options.overrides), options)
     with structlog.contextvars.bound_contextvars(run_id=run_id, mapping=run["mapping"]), quiet_collector(), \
             _reconciling(run["mapping"]):
         return helper.help()
@@ -438,7 +439,8 @@ class _Run:
     def _plan(self) -> dict[str, Any]:
         o = self.options
         return {"allow_create": o.allow_create, "allow_update": o.allow_update, "allow_delete": o.allow_delete,
-                "page_size": self.page_size, "rewrite_write_only": o.rewrite_write_only}
+                "page_size": self.page_size, "rewrite_write_only": o.rewrite_write_only,
+                "overrides": dict(o.overrides) if o.overrides else None}
 
     def _partitioned(self, bounds: list[tuple[str | None, str | None]], source: Resource, target: Resource,
                      assessor: Assessor, correlators: dict[str, Correlator], spec: QuerySpec) -> None:
