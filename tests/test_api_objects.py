@@ -372,3 +372,19 @@ def test_recon_settings_for_one_run(api: httpx.Client, project: Path) -> None:
     assert r.json()["state"] == "SUCCESS"  # without a body: the mapping as configured, both users
     users = api.get("/openidm/managed/user?_queryFilter=true&_fields=userName", headers=ADMIN).json()["result"]
     assert sorted(u["userName"] for u in users) == ["bjensen", "scarter"]
+
+
+def test_recon_analysis_and_unknown_parameters(api: httpx.Client) -> None:
+    """``analyze=true`` (PingIDM's analysis run, with ``persistAssociations=true`` as PingIDM
+    asks) decides every action and carries none out: idsync's dry run. A parameter idsync
+    does not take is a 400 naming it, never a full run that ignored it."""
+    r = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&analyze=true&persistAssociations=true"
+                 "&waitForCompletion=true", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["state"] == "SUCCESS", r.text
+    summary = api.get(f"/openidm/recon/{r.json()['_id']}", headers=ADMIN).json()
+    assert summary["dryRun"] is True and summary["situationSummary"]["ABSENT"] == 2
+    assert api.get("/openidm/managed/user?_queryFilter=true", headers=ADMIN).json()["result"] == []
+    for query, problem in (("&analyse=true", "unknown parameter analyse"), ("&analyze=yes", "analyze must be true")):
+        refused = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}{query}", headers=ADMIN)
+        assert refused.status_code == 400 and problem in refused.json()["message"], refused.text
+    assert api.get("/openidm/recon", headers=ADMIN).json()["reconciliations"][0]["_id"] == r.json()["_id"]

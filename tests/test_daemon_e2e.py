@@ -508,7 +508,7 @@ def test_two_daemons_on_one_store_run_a_job_one_at_a_time(
             events = [e for d in daemons for e in d.events()]
             return any(e.get("event") == "job.skipped" and e.get("reason") == "locked" for e in events)
 
-        _wait(locked, 20, "a fire turned away by the lock")
+        _wait(locked, 45, "a fire turned away by the lock")  # two daemons starting on a busy machine
         _wait(lambda: len([r for r in _runs(root, env) if r["job"] == "slow"]) >= 2, 30, "a second run")
         codes = [d.stop()[0] for d in daemons]
     finally:

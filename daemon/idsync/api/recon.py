@@ -5,7 +5,9 @@ at once. ``POST recon?_action=recon&mapping=M`` answers ``{"_id", "state"}`` as 
 the run is recorded ACTIVE (or, with ``waitForCompletion=true``, once it
 ended); its JSON body, if any, holds PingIDM's settings for that run alone
 (``sourceQuery``, ``targetQuery``, ``runTargetPhase``, ``allowEmptySourceSet``), a
-setting idsync does not take refused with 400. A mapping already running, here or in any process on the same store,
+setting idsync does not take refused with 400. ``analyze=true`` is PingIDM's analysis
+run, idsync's dry run; ``persistAssociations`` is taken (every run audits each object);
+any other parameter is a 400 naming it. A mapping already running, here or in any process on the same store,
 is refused with 409: the recon's own store lock decides, as for the scheduler.
 """
 
@@ -32,6 +34,8 @@ from idsync.sync.implicit import PushResult
 __all__ = ["recon_routes", "run_summary"]
 
 _LIST_LIMIT = 100
+# What ``recon?_action=recon`` takes besides CREST's own ``_...`` parameters.
+_START_PARAMS = ("mapping", "waitForCompletion", "rewriteWriteOnly", "analyze", "persistAssociations")
 _START_TIMEOUT = 30.0
 
 
@@ -114,12 +118,18 @@ async def _start(request: Request, ctx: ApiContext) -> JSONResponse:
     mapping = request.query_params.get("mapping")
     if not mapping:
         raise ApiError(400, "the mapping parameter is required")
+    unknown = sorted(k for k in request.query_params if not k.startswith("_") and k not in _START_PARAMS)
+    if unknown:
+        raise ApiError(400, f"recon: unknown parameter {', '.join(unknown)} (taken: {', '.join(_START_PARAMS)})")
     run_id = str(uuid.uuid4())
     runs = RunStore(ctx.store)
     rewrite = flag(request.query_params, "rewriteWriteOnly")
+    # PingIDM's analysis run: every action decided, none carried out (idsync's dry run).
+    analyze = flag(request.query_params, "analyze")
+    flag(request.query_params, "persistAssociations")  # every run keeps them: its audit entries
     overrides = await _overrides(request)
     future = await run_in_threadpool(ctx.start_recon, mapping, run_id, rewrite_write_only=rewrite,
-                                     overrides=overrides)
+                                     overrides=overrides, dry_run=analyze)
     wrapped = asyncio.wrap_future(future)
     if request.query_params.get("waitForCompletion", "").lower() == "true":
         result = await wrapped  # RunLocked surfaces here as 409
