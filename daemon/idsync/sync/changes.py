@@ -461,7 +461,7 @@ class OnwardPush:
     def _fail(self, mapping: MappingDef, changes: Sequence[Change], error: str) -> None:
         """Audit every object of ``changes`` as failed through ``mapping``, in its onward run
         (one is started when the applier could not be)."""
-        log.warning("recon.push_failed", onward=mapping.name, objects=len(changes), error=error)
+        log.warning("onward.push_failed", onward=mapping.name, objects=len(changes), error=error)
         applier = self._appliers.get(mapping.name)
         runs = RunStore(self._store)
         if applier is not None:
@@ -495,8 +495,9 @@ class OnwardPush:
             counters.stage = "COMPLETED_FAILED"
             summary = counters.to_summary()
             summary["implicit"] = {"note": self._note}
-            runs.finish(run_id, "FAILED", counters.stage, summary, counters.errors[0]["message"] if counters.errors
-                        else None)
+            with contextlib.suppress(IdsyncError):  # the store gone: the run is failed as abandoned later
+                runs.finish(run_id, "FAILED", counters.stage, summary,
+                            counters.errors[0]["message"] if counters.errors else None)
 
 
 def _shown(limit: int | float | None) -> str:
