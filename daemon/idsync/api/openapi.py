@@ -92,7 +92,8 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
     ("/openidm/repo/synchronisation/deadLetterQueue/{system}/{id}", "delete", "Remove a dead letter once dealt "
      "with", [], None, {"200": _OBJECT}),
     ("/openidm/recon", "post", "Start a reconciliation (_action=recon) or reconcile one object (_action=reconById)",
-     ["_action", "mapping", "id", "waitForCompletion"], None, {"200": _RUN}),
+     ["_action", "mapping", "id", "waitForCompletion", "rewriteWriteOnly", "analyze", "persistAssociations"], None,
+     {"200": _RUN}),
     ("/openidm/recon/{id}", "get", "One run's summary in PingIDM's shape", [], None,
      {"200": {"$ref": "#/components/schemas/ReconSummary"}}),
     ("/openidm/recon/{id}", "post", "Cancel a running reconciliation (_action=cancel)", ["_action"], None,
@@ -197,7 +198,8 @@ _CUSTOM_ACTION = ("/openidm/managed/{type}/{id}", "post")
 # create is also what a bare POST does
 _OPTIONAL_ACTION = {("/openidm/managed/{type}", "post"), ("/openidm/managed/{type}/{id}/{property}", "post")}
 _ENUMS = {"_queryId": ["query-all-ids"], "_totalPagedResultsPolicy": ["NONE", "EXACT"],
-          "waitForCompletion": ["true", "false"], "topic": ["recon", "sync"],
+          "waitForCompletion": ["true", "false"], "rewriteWriteOnly": ["true", "false"], "analyze": ["true", "false"],
+          "persistAssociations": ["true", "false"], "topic": ["recon", "sync"],
           "action": ["LINK", "UNLINK"]}
 
 
