@@ -43,6 +43,7 @@ from idsync.daemon.reload import Configuration, load_configuration
 from idsync.daemon.runner import JobOutcome, run_job
 from idsync.daemon.scheduler import SKIP_TOLERANCE, JobTable, missed_fire
 from idsync.errors import ConfigError, IdsyncError, RunLocked, internal_message
+from idsync.managed.recons import enable_detached, stop_detached
 from idsync.managed.roles import EDGE_CHECK_SECONDS
 from idsync.managed.router import help_partitions_scripted, push_due_scripted
 from idsync.managed.workers import local_splitter
@@ -119,6 +120,7 @@ class Daemon:
         api = self._api_server()  # before any job fires: a refused [api] stops the daemon first
         if self.cluster is not None:
             await self.cluster.start()
+        enable_detached()  # the daemon outlives the recons its scripts start without waitForCompletion
         scheduler.start()
         if self.cluster is None:
             self._catch_up()
@@ -150,6 +152,7 @@ class Daemon:
         try:
             await stop.wait()
             scheduler.shutdown(wait=False)
+            stop_detached()  # the recons scripts started without waitForCompletion
             if api is not None:
                 await api.stop()
             if self.cluster is not None:

@@ -5,33 +5,45 @@ scripts (``openidm.action("recon", "recon", {}, {"mapping": M})``).
 ``recon_by_id`` pushes one source object through one mapping, recorded as a
 single-object run (job ``reconById``) like an implicit sync. ``ScriptRecons``
 answers a script's ``recon`` actions in PingIDM's shape, ``{"_id": RUN, "state":
-STATE}``. A script's recon runs to its end inside the call, in the script's
-thread, whatever ``waitForCompletion`` says (a script cannot watch a run go on
-without it); it is recorded as any recon, with the job ``script:recon``. A scheduled
-script's recon shares a first load with worker processes (or a cluster's nodes) as
-its job's recons would; one started from a custom endpoint or a hook runs in one process. A mapping
-already running is ``RunLocked``, which the script may catch; one this very thread
-is reconciling (a script of that run asking for it again) is refused at once
+STATE}``. With ``waitForCompletion`` true, a script's recon runs to its end inside the
+call, in the script's thread, and the state answered is the final one. Without it, as
+in PingIDM, the recon runs in a thread of its own (``openidm`` bound there too) and the
+call answers ``ACTIVE`` once the run is recorded; a refusal before that (the mapping
+already running, a bad setting) is still the call's error. That is in the daemon and
+the API server (``enable_detached``); a command (``idsync run-job``, ``idsync recon``)
+runs it to its end inside the call, since it would have to wait for it before it
+exits. Such a run stops when the unit of work the script belongs to is canceled, when
+the daemon stops (``stop_detached``) and over the API. Either way it is recorded as
+any recon, with the job ``script:recon``. A scheduled script's recon shares a first
+load with worker processes (or a cluster's nodes) as its job's recons would; one
+started from a custom endpoint or a hook runs in one process. A mapping already
+running is ``RunLocked``, which the script may catch; one this very thread is
+reconciling (a script of that run asking for it again) is refused at once
 (``sync/recon.py``). A dry run starts nothing.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from idsync.config.project import Project
 from idsync.errors import NotFound, ObjectRejected
 from idsync.resources import Resources
 from idsync.store.database import Store
+from idsync.store.runs import RunStore
 from idsync.sync.implicit import RECON_BY_ID_JOB, ImplicitSync, PushResult, read_source
 from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import Splitter
-from idsync.sync.recon import run_recon
+from idsync.sync.recon import ReconResult, refuse_own_run, run_recon
 
-__all__ = ["SCRIPT_JOB", "Canceled", "ScriptRecons", "flag", "pushed", "recon_by_id"]
+__all__ = ["SCRIPT_JOB", "Canceled", "ScriptRecons", "enable_detached", "flag", "pushed", "recon_by_id",
+           "stop_detached"]
 
 # The job a script's recon is recorded under: no job file can be named so.
 SCRIPT_JOB = "script:recon"
@@ -63,6 +75,31 @@ def flag(params: Mapping[str, str], name: str) -> bool:
     return value == "true"
 
 
+# The recons scripts start without waitForCompletion, each in a thread of its own.
+_DETACHED = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="script-recon")
+_detached_cancels: set[threading.Event] = set()
+_detached_lock = threading.Lock()
+_START_TIMEOUT = 30.0  # how long a call waits for its detached run to be recorded
+
+
+_detach = threading.Event()  # set in a long-lived process (the daemon, the API server)
+
+
+def enable_detached() -> None:
+    """Let scripts' recons without waitForCompletion run in threads of their own: only a
+    process that outlives them (the daemon, the API server) does; a command runs them
+    to their end inside the call, as it would wait for them before exiting anyway."""
+    _detach.set()
+
+
+def stop_detached() -> None:
+    """Ask every recon a script started without waitForCompletion to stop at its next page
+    boundary (the daemon stopping)."""
+    with _detached_lock:
+        for event in _detached_cancels:
+            event.set()
+
+
 class ScriptRecons:
     """``openidm.action("recon", ACTION, content, params)`` for one ``ScriptRouter``:
     ``recon`` (``mapping``) and ``reconById`` (``mapping`` and ``id``, or PingIDM's
@@ -70,13 +107,16 @@ class ScriptRecons:
     the scripts belong to (a scheduled script's job)."""
 
     def __init__(self, project: Project, store: Store, resources: Resources, *, dry_run: bool,
-                 cancel: threading.Event | None, splitter: Splitter | None = None) -> None:
+                 cancel: threading.Event | None, splitter: Splitter | None = None,
+                 detached: Callable[[str, ReconOptions], ReconResult] | None = None) -> None:
         self._project = project
         self._store = store
         self._resources = resources
         self._dry_run = dry_run
         self._cancel = cancel
         self._splitter = splitter  # how a recon may split over worker processes (a scheduled script's job's)
+        # How a recon runs in a thread of its own (``openidm`` bound there); None: in the caller's.
+        self._detached = detached
 
     def action(self, action: Any, content: Any, params: Any) -> dict[str, Any]:
         where = f"openidm.action recon {action!r}"
@@ -102,8 +142,39 @@ class ScriptRecons:
         options = ReconOptions(job=SCRIPT_JOB, cancel=Canceled(self._cancel),
                                rewrite_write_only=flag(values, "rewriteWriteOnly"), splitter=self._splitter,
                                overrides=dict(content) if content else None)
-        result = run_recon(self._project, self._store, mapping, options)
-        return {"_id": result.id, "state": result.state}
+        if flag(values, "waitForCompletion") or self._detached is None or not _detach.is_set():
+            result = run_recon(self._project, self._store, mapping, options)
+            return {"_id": result.id, "state": result.state}
+        return self._start_detached(mapping, options)
+
+    def _start_detached(self, mapping: str, options: ReconOptions) -> dict[str, Any]:
+        """Run the recon in a thread of its own; answer once it is recorded (or ended)."""
+        assert self._detached is not None
+        self._project.mapping_for_run(mapping, options.overrides)  # an unknown mapping or setting: refused now
+        refuse_own_run(mapping)
+        options = replace(options, run_id=str(uuid.uuid4()))
+        detached = self._detached
+
+        def run() -> ReconResult:
+            with _detached_lock:
+                _detached_cancels.add(options.cancel)
+            try:
+                return detached(mapping, options)
+            finally:
+                with _detached_lock:
+                    _detached_cancels.discard(options.cancel)
+
+        future = _DETACHED.submit(run)
+        runs = RunStore(self._store)
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if future.done():
+                result = future.result()  # a refusal (the mapping already running) is the call's error
+                return {"_id": result.id, "state": result.state}
+            if runs.get(str(options.run_id)) is not None:
+                return {"_id": options.run_id, "state": "ACTIVE"}
+            time.sleep(0.02)
+        return {"_id": options.run_id, "state": "ACTIVE"}
 
 
 class Canceled(threading.Event):

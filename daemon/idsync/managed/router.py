@@ -84,7 +84,9 @@ class ScriptRouter:
         self._crypto = CryptoCalls(project.keyring) if project.keyring is not None else None
         self._managed: dict[str, ManagedObjects] = {}
         self._recons = ScriptRecons(project, store, self.resources, dry_run=dry_run, cancel=cancel,
-                                    splitter=splitter)
+                                    splitter=splitter,
+                                    detached=lambda mapping, options: run_recon_scripted(project, store, mapping,
+                                                                                         options))
 
     def close(self) -> None:
         if self._own:

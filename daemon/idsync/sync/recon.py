@@ -81,7 +81,7 @@ from idsync.sync.role_fanout import RoleFanout, WrittenRoles
 from idsync.sync.summary import Counters
 from idsync.sync.written import written_values
 
-__all__ = ["ReconResult", "cancel_in_process", "help_partitions", "run_recon"]
+__all__ = ["ReconResult", "cancel_in_process", "help_partitions", "refuse_own_run", "run_recon"]
 
 log = structlog.get_logger(__name__)
 
@@ -138,13 +138,19 @@ def help_partitions(project: Project, store: Store, run_id: str, node: str, canc
         return helper.help()
 
 
+def refuse_own_run(mapping: str) -> None:
+    """``RunLocked`` when this thread is reconciling ``mapping`` (a script of that run asking
+    for it again), whether the new run would run here or in a thread of its own."""
+    if mapping in (getattr(_threads, "mappings", None) or set()):
+        raise RunLocked(f"recon:{mapping} cannot start from a script of its own run (this thread is reconciling "
+                        f"{mapping}); start it from elsewhere, such as a scheduled script")
+
+
 @contextlib.contextmanager
 def _reconciling(mapping: str) -> Iterator[None]:
     """This thread reconciles ``mapping`` within the block; ``RunLocked`` if it already does."""
+    refuse_own_run(mapping)
     mine: set[str] = getattr(_threads, "mappings", None) or set()
-    if mapping in mine:
-        raise RunLocked(f"recon:{mapping} cannot start from a script of its own run (this thread is reconciling "
-                        f"{mapping}); start it from elsewhere, such as a scheduled script")
     _threads.mappings = mine | {mapping}
     try:
         yield
