@@ -508,7 +508,13 @@ def test_two_daemons_on_one_store_run_a_job_one_at_a_time(
             events = [e for d in daemons for e in d.events()]
             return any(e.get("event") == "job.skipped" and e.get("reason") == "locked" for e in events)
 
-        _wait(locked, 45, "a fire turned away by the lock")  # two daemons starting on a busy machine
+        try:
+            _wait(locked, 90, "a fire turned away by the lock")  # two daemons starting on a busy machine
+        except AssertionError as exc:
+            seen = [[(e.get("event"), e.get("job"), e.get("reason"), e.get("state")) for e in d.events()
+                     if str(e.get("event", "")).startswith(("job.", "daemon.", "recon.start", "recon.end"))][-15:]
+                    for d in daemons]
+            raise AssertionError(f"{exc}; the daemons' last job events: {seen}") from None
         _wait(lambda: len([r for r in _runs(root, env) if r["job"] == "slow"]) >= 2, 30, "a second run")
         codes = [d.stop()[0] for d in daemons]
     finally:

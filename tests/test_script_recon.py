@@ -94,7 +94,8 @@ def test_a_scheduled_script_reconciles_a_mapping_and_reads_the_run(env: Env) -> 
     """``idsync run-job`` of a ``schedule-*.json`` script: each ``openidm.action('recon',
     'recon', ...)`` (with ``waitForCompletion``, and in PingIDM's other signature without it)
     answers ``{_id, state}`` once its run ended (with ``waitForCompletion``, and without
-    it in a command, which would wait for the run before exiting anyway); the runs are listed by ``idsync status`` under the mapping, with the job
+    it in a command, which would wait for the run before exiting anyway); the runs are
+    listed by ``idsync status`` under the mapping, with the job
     ``script:recon``; the first created the users, the second found them in place."""
     env.staff("ann", "bob")
     env.schedule("nightly", NIGHTLY)

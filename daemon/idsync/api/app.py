@@ -45,6 +45,7 @@ from idsync.api.repo_sync import repo_sync_routes
 from idsync.api.system import system_routes
 from idsync.api.taskscanner import taskscanner_routes
 from idsync.errors import ConfigError
+from idsync.managed.recons import disable_detached, enable_detached
 from idsync.settings import ApiSettings
 
 __all__ = ["CONSOLE_PATH", "ApiServer", "ConsoleFactory", "create_app", "tls_files"]
@@ -164,6 +165,7 @@ class ApiServer:
         self.tls = bool(tls)
 
     async def start(self) -> None:
+        enable_detached()  # the server outlives the recons its scripts start (``managed/recons.py``)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         while not self._server.started:
             if self._task.done():
@@ -182,6 +184,7 @@ class ApiServer:
             await asyncio.wait({self._task}, timeout=5)
         self._socket.close()
         self.ctx.close()
+        disable_detached()
 
 
 def tls_files(settings: ApiSettings, project_dir: Path, config_file: str) -> dict[str, str]:

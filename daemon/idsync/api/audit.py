@@ -71,7 +71,7 @@ async def _query(request: Request) -> JSONResponse:
     except QueryError as exc:
         raise ApiError(400, str(exc)) from None
     cookie = params.cookie
-    if cookie is not None and not (cookie.isdigit() and len(cookie) <= 18):
+    if cookie is not None and not (cookie.isdecimal() and len(cookie) <= 18):
         raise ApiError(400, "_pagedResultsCookie is not one this API answered")
     spec = AuditQuery(params.filter, params.page_size, int(cookie) if cookie else None, params.offset,
                       descending, params.exact_total)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import structlog
 
 from idsync.config.project import Project
-from idsync.managed.recons import enable_detached, stop_detached
+from idsync.managed.recons import stop_detached
 from idsync.managed.router import run_recon_scripted
 from idsync.managed.workers import local_splitter
 from idsync.settings import ApiSettings
@@ -60,9 +60,6 @@ class ApiContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _pool: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="api-recon"))
-
-    def __post_init__(self) -> None:
-        enable_detached()  # a server outlives the recons its scripts start (``managed/recons.py``)
 
     def start_recon(self, mapping: str, run_id: str, *, dry_run: bool = False, rewrite_write_only: bool = False,
                     overrides: Mapping[str, Any] | None = None) -> concurrent.futures.Future[ReconResult]:

@@ -135,7 +135,7 @@ async def read_json(request: Request, limit: int) -> Any:
     """The request body as JSON; 413 past ``limit`` bytes, 400 with the position when
     malformed, nested deeper than ``MAX_JSON_DEPTH`` or holding a NUL character."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdecimal() and int(declared) > limit:
         raise ApiError(413, f"request body larger than {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():

@@ -367,7 +367,7 @@ def _at(obj: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     for part in path:
         if type(value) is dict or isinstance(value, Mapping):
             value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+        elif isinstance(value, list) and part.isdecimal() and int(part) < len(value):
             value = value[int(part)]
         else:
             return None

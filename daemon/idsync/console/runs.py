@@ -75,7 +75,7 @@ def progress_percent(summary: dict[str, Any]) -> int | None:
     done = total = 0
     for phase in ("source", "target"):
         existing = (summary.get("progress", {}).get(phase) or {}).get("existing") or {}
-        if not str(existing.get("total", "?")).isdigit():
+        if not str(existing.get("total", "?")).isdecimal():
             return None
         done += int(existing.get("processed") or 0)
         total += int(existing["total"])
@@ -100,7 +100,7 @@ async def _one(request: Request) -> Response:
     if request.query_params.get("fragment"):
         return page(request, "run_summary.html", **values)
     q = request.query_params
-    after = int(q.get("after", "0")) if q.get("after", "0").isdigit() else 0
+    after = int(q.get("after", "0")) if q.get("after", "0").isdecimal() else 0
     search = {"text": q.get("text", "").strip(), "situation": q.get("situation", "").strip(),
               "status": q.get("status", "").strip()}
     entries = await run_in_threadpool(lambda: RunStore(ctx.store).audit_page(

@@ -106,7 +106,7 @@ async def _objects(request: Request) -> Response:
     system, object_type = request.path_params["system"], request.path_params["type"]
     query_filter = request.query_params.get("_queryFilter", "").strip()
     start = int(request.query_params.get("start", "0") or 0) if request.query_params.get(
-        "start", "0").isdigit() else 0
+        "start", "0").isdecimal() else 0
     try:
         rows = await run_in_threadpool(_browse, ctx, system, object_type, query_filter, start)
     except IdsyncError as exc:

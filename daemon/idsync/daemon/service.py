@@ -43,7 +43,7 @@ from idsync.daemon.reload import Configuration, load_configuration
 from idsync.daemon.runner import JobOutcome, run_job
 from idsync.daemon.scheduler import SKIP_TOLERANCE, JobTable, missed_fire
 from idsync.errors import ConfigError, IdsyncError, RunLocked, internal_message
-from idsync.managed.recons import enable_detached, stop_detached
+from idsync.managed.recons import disable_detached, enable_detached, stop_detached
 from idsync.managed.roles import EDGE_CHECK_SECONDS
 from idsync.managed.router import help_partitions_scripted, push_due_scripted
 from idsync.managed.workers import local_splitter
@@ -153,6 +153,7 @@ class Daemon:
             await stop.wait()
             scheduler.shutdown(wait=False)
             stop_detached()  # the recons scripts started without waitForCompletion
+            disable_detached()
             if api is not None:
                 await api.stop()
             if self.cluster is not None:

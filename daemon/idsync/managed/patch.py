@@ -60,7 +60,7 @@ def _parent(obj: dict[str, Any], path: list[str], i: int, *, create: bool) -> tu
                     return None, path[-1]
                 node[part] = {}
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, list) and part.isdecimal() and int(part) < len(node):
             node = node[int(part)]
         else:
             raise InvalidPatch(f"operation {i}: /{'/'.join(path)} does not exist")
@@ -103,7 +103,7 @@ def _apply_list_item(kind: str, items: list[Any], key: str, op: Mapping[str, Any
     if key == "-" and kind == "add":
         items.append(copy.deepcopy(op.get("value")))
         return
-    if not key.isdigit() or int(key) >= len(items) + (kind == "add"):
+    if not key.isdecimal() or int(key) >= len(items) + (kind == "add"):
         raise InvalidPatch(f"operation {i}: no list element {key}")
     index = int(key)
     if kind == "add":

@@ -42,8 +42,8 @@ from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import Splitter
 from idsync.sync.recon import ReconResult, refuse_own_run, run_recon
 
-__all__ = ["SCRIPT_JOB", "Canceled", "ScriptRecons", "enable_detached", "flag", "pushed", "recon_by_id",
-           "stop_detached"]
+__all__ = ["SCRIPT_JOB", "Canceled", "ScriptRecons", "disable_detached", "enable_detached", "flag", "pushed",
+           "recon_by_id", "stop_detached"]
 
 # The job a script's recon is recorded under: no job file can be named so.
 SCRIPT_JOB = "script:recon"
@@ -82,14 +82,23 @@ _detached_lock = threading.Lock()
 _START_TIMEOUT = 30.0  # how long a call waits for its detached run to be recorded
 
 
-_detach = threading.Event()  # set in a long-lived process (the daemon, the API server)
+_detaching = 0  # how many long-lived servers of this process (the daemon, the API) let them detach
 
 
 def enable_detached() -> None:
-    """Let scripts' recons without waitForCompletion run in threads of their own: only a
-    process that outlives them (the daemon, the API server) does; a command runs them
-    to their end inside the call, as it would wait for them before exiting anyway."""
-    _detach.set()
+    """Let scripts' recons without waitForCompletion run in threads of their own while a
+    server that outlives them (the daemon, the API server) runs in this process; a
+    command runs them to their end inside the call, as it would wait for them before
+    exiting anyway. ``disable_detached`` when that server stops."""
+    global _detaching
+    with _detached_lock:
+        _detaching += 1
+
+
+def disable_detached() -> None:
+    global _detaching
+    with _detached_lock:
+        _detaching = max(_detaching - 1, 0)
 
 
 def stop_detached() -> None:
@@ -142,7 +151,7 @@ class ScriptRecons:
         options = ReconOptions(job=SCRIPT_JOB, cancel=Canceled(self._cancel),
                                rewrite_write_only=flag(values, "rewriteWriteOnly"), splitter=self._splitter,
                                overrides=dict(content) if content else None)
-        if flag(values, "waitForCompletion") or self._detached is None or not _detach.is_set():
+        if flag(values, "waitForCompletion") or self._detached is None or not _detaching:
             result = run_recon(self._project, self._store, mapping, options)
             return {"_id": result.id, "state": result.state}
         return self._start_detached(mapping, options)

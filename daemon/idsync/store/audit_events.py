@@ -106,7 +106,7 @@ def _path(resource: str, object_id: str | None) -> str | None:
 
 def read_audit(store: Store, topic: Topic, event_id: str) -> Mapping[str, Any] | None:
     """The row of event ``event_id`` in ``topic``, or ``None``."""
-    if not event_id.isdigit() or len(event_id) > 18:
+    if not event_id.isdecimal() or len(event_id) > 18:
         return None
     query = _in_topic(select(audit), topic).where(audit.c.seq == int(event_id))
     with store.engine.connect() as conn:
@@ -181,7 +181,7 @@ class _Translator(BooleanSql):
         if isinstance(value, str) and "\x00" in value:
             return false()  # no stored value holds one
         if name == "_id":
-            if not (isinstance(value, str) and value.isdigit() and len(value) <= 18):
+            if not (isinstance(value, str) and value.isdecimal() and len(value) <= 18):
                 return false()
             return compare_op(audit.c.seq, op, int(value))
         if name in ("eventName", "entryType"):
