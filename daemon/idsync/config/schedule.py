@@ -336,11 +336,11 @@ def _quartz_dow(item: str) -> str:
     upper = item.upper()
     if upper == "L":  # Quartz: "L" alone in day-of-week is Saturday
         return "6"
-    if upper.endswith("L") and upper[:-1].isdecimal():
+    if upper.endswith("L") and upper[:-1].isdigit():
         return f"L{_shift(upper[:-1])}"
     if "#" in upper:
         day, nth = upper.split("#", 1)
-        return f"{_shift(day) if day.isdecimal() else day}#{nth}"
+        return f"{_shift(day) if day.isdigit() else day}#{nth}"
     m = _DOW_TOKEN.match(upper)
     if m is None:
         return item  # names (MON-FRI), "*", "*/2": the same in both notations

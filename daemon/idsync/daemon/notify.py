@@ -34,7 +34,7 @@ class Notifier:
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET") or None
         usec: int | None = None
-        if env.get("WATCHDOG_USEC", "").isdecimal():
+        if env.get("WATCHDOG_USEC", "").isdigit():
             pid = env.get("WATCHDOG_PID", "")
             if not pid or pid == str(os.getpid()):
                 usec = int(env["WATCHDOG_USEC"]) or None

@@ -92,13 +92,13 @@ class Holder:
     def pid(self) -> int | None:
         parts = self.owner.split(":")
         pid = parts[1].split("@", 1)[0] if len(parts) > 1 else ""
-        return int(pid) if pid.isdecimal() else None
+        return int(pid) if pid.isdigit() else None
 
     @property
     def started(self) -> int | None:
         parts = self.owner.split(":")
         ticks = parts[1].partition("@")[2] if len(parts) > 1 else ""
-        return int(ticks) if ticks.isdecimal() else None
+        return int(ticks) if ticks.isdigit() else None
 
     @property
     def run_id(self) -> str | None:

@@ -181,7 +181,7 @@ def _string_ok(policy: str, text: str, p: Mapping[str, Any]) -> bool:
     if policy in ("at-least-X-capital-letters", "at-least-X-capitals"):
         return sum(1 for c in text if "A" <= c <= "Z") >= int(p["numCaps"])
     if policy == "at-least-X-numbers":
-        return sum(1 for c in text if c.isdecimal()) >= int(p["numNums"])
+        return sum(1 for c in text if c.isdigit()) >= int(p["numNums"])
     if policy == "valid-phone-format":
         return _PHONE.match(text) is not None
     if policy == "valid-name-format":

@@ -60,7 +60,7 @@ def usn_server(conn: Any) -> UsnServer | None:
     attrs = {k.lower(): v for k, v in (found[0][1] if found else {}).items()}
     capabilities = {v.decode("ascii", "replace") for v in attrs.get("supportedcapabilities") or ()}
     usn = attrs.get("highestcommittedusn")
-    if AD_CAPABILITY not in capabilities or not usn or not usn[0].isdecimal():
+    if AD_CAPABILITY not in capabilities or not usn or not usn[0].isdigit():
         return None
     service = (attrs.get("dsservicename") or [b""])[0].decode("utf-8", "replace")
     domain = (attrs.get("defaultnamingcontext") or [b""])[0].decode("utf-8", "replace")

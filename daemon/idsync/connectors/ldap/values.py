@@ -170,7 +170,7 @@ def merge_ranges(dn: str, raw: RawEntry, fetch: Callable[[str, str], RawEntry]) 
         collected = list(values)
         high = bounds.partition("-")[2]
         while high != "*":
-            if not high.isdecimal():
+            if not high.isdigit():
                 raise PeerError(f"ldap: {dn}: unreadable value range {key!r}")
             wanted = f"{name};range={int(high) + 1}-*"
             answer = next(((k, v) for k, v in fetch(dn, wanted).items()

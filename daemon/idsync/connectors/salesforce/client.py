@@ -228,6 +228,6 @@ def _retriable(response: httpx.Response) -> bool:
 
 def _delay(response: httpx.Response, backoff: float, attempt: int) -> float:
     after = response.headers.get("Retry-After", "")
-    if after.isdecimal():
+    if after.isdigit():
         return min(float(after), _MAX_DELAY)
     return min(backoff * 2.0 ** (attempt - 1), _MAX_DELAY)

@@ -91,7 +91,7 @@ def _split(url: str) -> SplitResult | None:
 
 def _ms(props: Mapping[str, Any], key: str, default: int, file: str) -> float:
     value = props.get(key, default)
-    if isinstance(value, str) and value.isdecimal():
+    if isinstance(value, str) and value.isdigit():
         value = int(value)
     # Past a day a duration means "never" and only overflows the clock arithmetic below it.
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 86_400_000:
