@@ -131,9 +131,10 @@ def envelope(result: list[dict[str, Any]], *, cookie: str | None, params: QueryP
     }
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request, limit: int, *, required: bool = True) -> Any:
     """The request body as JSON; 413 past ``limit`` bytes, 400 with the position when
-    malformed, nested deeper than ``MAX_JSON_DEPTH`` or holding a NUL character."""
+    malformed, nested deeper than ``MAX_JSON_DEPTH`` or holding a NUL character. An empty
+    body is a 400, or None when not ``required``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdecimal() and int(declared) > limit:
         raise ApiError(413, f"request body larger than {limit} bytes")
@@ -143,6 +144,8 @@ async def read_json(request: Request, limit: int) -> Any:
         if len(body) > limit:
             raise ApiError(413, f"request body larger than {limit} bytes")
     if not body.strip():
+        if not required:
+            return None
         raise ApiError(400, "a JSON body is required")
     try:
         value = json.loads(body)

@@ -14,7 +14,6 @@ is refused with 409: the recon's own store lock decides, as for the scheduler.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
@@ -25,6 +24,7 @@ from starlette.routing import Route
 
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
+from idsync.api.query import read_json
 from idsync.managed.recons import flag, pushed, recon_by_id
 from idsync.managed.router import scripting
 from idsync.resources import Resources
@@ -127,7 +127,7 @@ async def _start(request: Request, ctx: ApiContext) -> JSONResponse:
     # PingIDM's analysis run: every action decided, none carried out (idsync's dry run).
     analyze = flag(request.query_params, "analyze")
     flag(request.query_params, "persistAssociations")  # every run keeps them: its audit entries
-    overrides = await _overrides(request)
+    overrides = await _overrides(request, ctx)
     future = await run_in_threadpool(ctx.start_recon, mapping, run_id, rewrite_write_only=rewrite,
                                      overrides=overrides, dry_run=analyze)
     wrapped = asyncio.wrap_future(future)
@@ -147,17 +147,12 @@ async def _start(request: Request, ctx: ApiContext) -> JSONResponse:
     return JSONResponse({"_id": run_id, "state": "ACTIVE"})
 
 
-async def _overrides(request: Request) -> dict[str, Any] | None:
+async def _overrides(request: Request, ctx: ApiContext) -> dict[str, Any] | None:
     """PingIDM's settings for this run alone, the request's JSON body (``sourceQuery``,
     ``targetQuery``, ``runTargetPhase``...: ``Project.mapping_for_run``); none without one."""
-    body = await request.body()
-    if not body.strip():
+    found = await read_json(request, ctx.settings.max_body_bytes, required=False)
+    if found is None:
         return None
-    try:
-        found = json.loads(body)
-    except ValueError:
-        raise ApiError(400, "the body must be a JSON object of settings for this run (sourceQuery, targetQuery, "
-                            "runTargetPhase...)") from None
     if not isinstance(found, dict):
         raise ApiError(400, "the body must be a JSON object of settings for this run")
     return found or None

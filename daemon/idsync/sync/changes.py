@@ -108,6 +108,7 @@ class ChangeApplier:
         self.failed: dict[str, str] = {}
         self.reverse = _reverse_assessor(project, mapping, self.counters)
         self._onward: OnwardPush | None = None  # made at the first write into a managed type
+        self._onward_checked = False  # ... or found not needed (no other mapping of the type)
 
     # -- deciding -------------------------------------------------------------
 
@@ -312,12 +313,12 @@ class ChangeApplier:
         """Carry the store's changes on through the managed type's other mappings, as implicit
         sync carries a change made through the API: never back to the system they came from
         (its own reverse mapping), so two mappings do not bounce a change between them."""
-        if self._onward is None:
+        if not self._onward_checked:
+            self._onward_checked = True
             self._onward = OnwardPush.of(self.project, self.store, self.resources, self.mapping,
                                          note=f"carried on from {self.job} of {self.mapping.name}")
-            if self._onward is None:
-                return
-        self._onward.after(results)
+        if self._onward is not None:
+            self._onward.after(results)
 
     def _outcome(self, plan: Plan, result: WriteResult | None, audit: list[dict[str, Any]]) -> str | None:
         """Count one plan and add its audit row; the target id to link or unlink, if done."""

@@ -178,9 +178,9 @@ class _Run:
         self._pending: dict[str, str] = {}
         self._assignments: Assignments | None = None
         self._roles: WrittenRoles | None = None
-        self._role_results: list[WriteResult] = []
         # The store's objects written are carried on through their type's other mappings (``OnwardPush``).
         self._onward: OnwardPush | None = None
+        # The last page's write results, for what runs once it is committed (roles, onward).
         self._page_results: list[WriteResult] = []
         self._unidentified = 0  # source objects without an id: their targets cannot be told apart
         self._unresolved = 0  # unlinked source objects whose correlation or assessment failed
@@ -703,12 +703,11 @@ class _Run:
         with writing(self.store, target) as conn:
             self._grown += self._apply_page(plans, target, conn, kept or {}, confirmed)
         self._run_after_commit()
-        if self._onward is not None and self._page_results:
-            self._onward.after(self._page_results)
-        self._page_results = []
-        if self._roles is not None and self._role_results:
-            pushes = self._roles.after(self._role_results)
-            self._role_results = []
+        written, self._page_results = self._page_results, []
+        if self._onward is not None and written:
+            self._onward.after(written)
+        if self._roles is not None and written:
+            pushes = self._roles.after(written)
             if pushes:
                 self.log.info("recon.roles_pushed", users=len({p.source_id for p in pushes}),
                               failed=sum(not p.ok for p in pushes))
@@ -745,8 +744,8 @@ class _Run:
                 self._roles.before([p.op for p in writes if p.op])
             for plan, written in zip(writes, target.write_batch([p.op for p in writes if p.op]), strict=True):
                 results[id(plan)] = written
-            self._role_results = list(results.values()) if self._roles is not None else []
-            self._page_results = list(results.values()) if self._onward is not None else []
+            if self._roles is not None or self._onward is not None:
+                self._page_results = list(results.values())
         new_links: list[tuple[str, str, str]] = []
         linked: list[tuple[Plan, Obj | None, str]] = []  # for onLink: the plan, the target written, its id
         relinks: list[tuple[str, str, str]] = []

@@ -102,10 +102,9 @@ class Counters:
         self.situations[situation] += count
         self.actions[action] += count
         self.qualified[(qualifier, situation)] += count
-        if phase is not None:
+        if phase is not None and self.report:  # only a ``result`` script reads them
             self.phase_situations.setdefault(phase, Counter())[situation] += count
-            if self.report:
-                self._keep_ids(phase, situation, ids)
+            self._keep_ids(phase, situation, ids)
 
     def _keep_ids(self, phase: str, situation: str, ids: Iterable[str | None]) -> None:
         kept = self.phase_ids.setdefault(phase, {}).setdefault(situation, [])
