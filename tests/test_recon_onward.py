@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 from idsync.config.project import load_project
 from idsync.store.database import Store
-from idsync.store.runs import RunStore
+from idsync.store.runs import AUDIT_BEFORE, RunStore
+from idsync.store.tables import audit
 from idsync_dev.onward import ONWARD_MAPPING, add_onward_csv
 from idsync_dev.slapd import Slapd
+from sqlalchemy import select
 
-from samples import FORWARD, idsync, sample_project
+from samples import FORWARD, REVERSE, idsync, ldap_entry, sample_project
 
 
 def _project(tmp_path: Path, slapd: Slapd, subtree: str, csv_file: Path) -> Path:
@@ -112,3 +114,62 @@ def test_a_system_that_refuses_fails_the_push_not_the_recon(tmp_path: Path, slap
     retried = idsync(project, "sync", "retry")
     assert retried.returncode == 0, retried.stderr + retried.stdout
     assert set(_rows(hr)) == {"bjensen", "scarter"}
+
+
+def test_a_group_left_in_a_recon_while_ldap_is_down_is_left_by_the_retry(tmp_path: Path, slapd: Slapd,
+                                                                           ldap_subtree: str) -> None:
+    """A recon from an HR file takes a group out of a user's ``ldapGroups`` while LDAP is down:
+    the push on to LDAP (a "merge" list there) fails and its audit entry keeps the user as she
+    was (no secret in it), so ``idsync sync retry`` takes her out of that group in LDAP, not
+    only into the groups she has. Without the kept object a merge list only gains values."""
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    groups = {cn: f"cn={cn},{ldap_subtree}" for cn in ("openidm", "staff")}
+    slapd.add_ldif(f"dn: {groups['staff']}\nobjectClass: top\nobjectClass: groupOfUniqueNames\ncn: staff\n"
+                   f"uniqueMember: uid=bjensen,{ldap_subtree}\nuniqueMember: uid=scarter,{ldap_subtree}\n\n")
+    hr = tmp_path / "hr.csv"
+    conf = project / "conf"
+    (conf / "provisioner.openicf-hr.json").write_text(json.dumps({
+        "name": "hr", "connectorRef": {"connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"},
+        "configurationProperties": {"csvFile": str(hr), "uniqueAttribute": "uid"},
+        "objectTypes": {"account": {"nativeType": "__ACCOUNT__", "properties": {
+            "uid": {"type": "string", "nativeName": "__NAME__", "required": True}, "groups": {"type": "string"}}}}}))
+    sync = json.loads((conf / "sync.json").read_text())
+    sync["mappings"].append({
+        "name": "systemHrAccounts_managedUser", "source": "system/hr/account", "target": "managed/user",
+        "runTargetPhase": False,
+        "correlationQuery": {"type": "text/javascript",
+                             "source": "var q = {'_queryFilter': 'userName eq \"' + source.uid + '\"'}; q;"},
+        "properties": [{"source": "groups", "target": "ldapGroups",
+                        "transform": {"type": "text/javascript", "source": "source.split('|')"}}],
+        "policies": [{"situation": "FOUND", "action": "UPDATE"}, {"situation": "CONFIRMED", "action": "UPDATE"},
+                     {"situation": "ABSENT", "action": "IGNORE"}]})
+    (conf / "sync.json").write_text(json.dumps(sync))
+    assert idsync(project, "recon", FORWARD).returncode == 0
+    users = {u["userName"]: u for u in json.loads(idsync(project, "managed", "query", "user").stdout)}
+    assert sorted(g.lower() for g in users["bjensen"]["ldapGroups"]) == sorted(g.lower() for g in groups.values())
+    hr.write_text(f'"uid","groups"\n"bjensen","{groups["openidm"]}"\n')
+
+    slapd.stop(keep_data=True)
+    try:
+        done = idsync(project, "recon", "systemHrAccounts_managedUser")
+    finally:
+        slapd.start()
+    assert done.returncode == 0, done.stderr
+    user = json.loads(idsync(project, "managed", "get", "user", users["bjensen"]["_id"]).stdout)
+    assert [g.lower() for g in user["ldapGroups"]] == [groups["openidm"].lower()]
+    onward = [r for r in _runs(project) if r["job"] == "implicit"]
+    assert [(r["mapping"], r["summary"]["changes"]["failed"]) for r in onward] == [(REVERSE, 1)], onward
+    store = Store.open(load_project(project).settings.store_url())
+    try:
+        with store.engine.connect() as conn:
+            kept = [r.changes[AUDIT_BEFORE] for r in conn.execute(select(audit.c.changes).where(
+                audit.c.run_id == onward[0]["id"])) if r.changes and AUDIT_BEFORE in r.changes]
+    finally:
+        store.close()
+    assert len(kept) == 1 and groups["staff"] in kept[0]["ldapGroups"] and "password" not in kept[0]
+
+    retried = idsync(project, "sync", "retry")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    staff = ldap_entry(slapd, groups["staff"])
+    assert staff is not None and [m.lower() for m in staff["uniquemember"]] == [f"uid=scarter,{ldap_subtree}".lower()]
+    assert idsync(project, "sync", "retry").stdout.strip() == "nothing to retry"

@@ -52,14 +52,14 @@ from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.passwords import same_secret
-from idsync.store.runs import RunStore
+from idsync.store.runs import AUDIT_BEFORE, RunStore
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.assignments import mapping_assignments
 from idsync.sync.deletes import writing
-from idsync.sync.implicit import IMPLICIT_JOB, ImplicitSync
+from idsync.sync.implicit import IMPLICIT_JOB, ImplicitSync, merge_baseline
 from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
-from idsync.sync.retry import hold_pending, pending_targets
+from idsync.sync.retry import failed_pushes, hold_pending, pending_targets
 from idsync.sync.summary import Counters
 from idsync.sync.written import written_values
 
@@ -109,13 +109,17 @@ class ChangeApplier:
         self.reverse = _reverse_assessor(project, mapping, self.counters)
         self._onward: OnwardPush | None = None  # made at the first write into a managed type
         self._onward_checked = False  # ... or found not needed (no other mapping of the type)
+        self._kept: dict[str, Obj] = {}  # source id -> its failure's AUDIT_BEFORE (``compare_with``)
 
     # -- deciding -------------------------------------------------------------
 
-    def compare_with(self, befores: Mapping[str, Obj]) -> None:
+    def compare_with(self, befores: Mapping[str, Obj], kept: Mapping[str, Obj] | None = None) -> None:
         """The objects as they were before the changes applied next (a recon's updates, which
-        ``OnwardPush`` carries on), so "merge" lists lose what a change took away, as a push's do."""
+        ``OnwardPush`` carries on), so "merge" lists lose what a change took away, as a push's do;
+        ``kept``: what the audit entry of each object's failure keeps for the push that repairs
+        it (``merge_baseline``)."""
         self.assessor.previous = dict(befores)
+        self._kept = dict(kept or {})
 
     def apply(self, changes: Sequence[Change], save: Callable[[Connection], None] | None) -> None:
         present = self._in_scope([c.obj for c in changes if c.obj is not None])
@@ -340,7 +344,7 @@ class ChangeApplier:
             c.status["FAILURE"] += 1
             c.changes["failed"] += 1
             c.error(error, situation=plan.situation or None, source_id=plan.source_id, target_id=plan.target_id)
-            audit.append({**row, "status": "FAILURE", "message": error})
+            audit.append(_keeping({**row, "status": "FAILURE", "message": error}, self._kept.get(plan.source_id or "")))
             return None
         c.status["SUCCESS"] += 1
         if gone and plan.op is not None and plan.op.kind == "update":
@@ -441,14 +445,35 @@ class OnwardPush:
             self._apply(m, changes, befores)
 
     def _apply(self, mapping: MappingDef, changes: list[Change], befores: dict[str, Obj]) -> None:
+        compared, kept = self._baselines(mapping, changes, befores)
         try:
             applier = self._applier(mapping)
-            applier.compare_with(befores)
+            applier.compare_with(compared, kept)
             applier.apply(changes, None)
         except IdsyncError as exc:
             # The target could not be opened or refused the batch as a whole (maxDeletes):
             # each object's push failed, and ``idsync sync retry`` takes them up again.
-            self._fail(mapping, changes, str(exc))
+            self._fail(mapping, changes, str(exc), kept)
+
+    def _baselines(self, mapping: MappingDef, changes: list[Change], befores: dict[str, Obj],
+                   ) -> tuple[dict[str, Obj], dict[str, Obj]]:
+        """What each change's "merge" lists are compared with through ``mapping``, and what
+        its failure keeps for ``idsync sync retry``, as a single push decides (``merge_baseline``):
+        a change while an earlier one has not arrived compares with the object before that one."""
+        if not mapping.properties.has_merge():
+            return befores, {}
+        secrets = self._project.secret_properties(mapping)
+        pending = set(failed_pushes(self._store, mapping.name))
+        compared: dict[str, Obj] = {}
+        kept: dict[str, Obj] = {}
+        for change in changes:
+            base, keep = merge_baseline(self._store, mapping, change.id, change.obj, befores.get(change.id), secrets,
+                                        pending)
+            if base is not None:
+                compared[change.id] = base
+            if keep is not None:
+                kept[change.id] = keep
+        return compared, kept
 
     def _applier(self, mapping: MappingDef) -> ChangeApplier:
         applier = self._appliers.get(mapping.name)
@@ -459,7 +484,7 @@ class OnwardPush:
             self._appliers[mapping.name] = applier
         return applier
 
-    def _fail(self, mapping: MappingDef, changes: Sequence[Change], error: str) -> None:
+    def _fail(self, mapping: MappingDef, changes: Sequence[Change], error: str, kept: Mapping[str, Obj]) -> None:
         """Audit every object of ``changes`` as failed through ``mapping``, in its onward run
         (one is started when the applier could not be)."""
         log.warning("onward.push_failed", onward=mapping.name, objects=len(changes), error=error)
@@ -476,9 +501,9 @@ class OnwardPush:
                 runs.start(started, mapping.name, job=IMPLICIT_JOB, dry_run=False, summary=fresh.to_summary())
                 self._unstarted[mapping.name] = (started, fresh)
             run_id, counters = self._unstarted[mapping.name]
-        rows = [{"run_id": run_id, "mapping": mapping.name, "situation": None, "action": None,
-                 "source_id": c.id, "target_id": None, "status": "FAILURE", "message": error, "changes": None,
-                 "link_qualifier": "default"} for c in changes]
+        rows = [_keeping({"run_id": run_id, "mapping": mapping.name, "situation": None, "action": None,
+                          "source_id": c.id, "target_id": None, "status": "FAILURE", "message": error,
+                          "changes": None, "link_qualifier": "default"}, kept.get(c.id)) for c in changes]
         with self._store.begin() as conn:
             runs.audit(conn, rows)
         counters.source_processed += len(changes)
@@ -499,6 +524,13 @@ class OnwardPush:
             with contextlib.suppress(IdsyncError):  # the store gone: the run is failed as abandoned later
                 runs.finish(run_id, "FAILED", counters.stage, summary,
                             counters.errors[0]["message"] if counters.errors else None)
+
+
+def _keeping(row: dict[str, Any], before: Obj | None) -> dict[str, Any]:
+    """A failure's audit row keeping ``before`` for the push that repairs it (``AUDIT_BEFORE``)."""
+    if before is not None:
+        row["changes"] = {**(row["changes"] or {}), AUDIT_BEFORE: before}
+    return row
 
 
 def _shown(limit: int | float | None) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +50,8 @@ from idsync.sync.retry import unrepaired
 from idsync.sync.summary import Counters
 from idsync.sync.written import written_values
 
-__all__ = ["IMPLICIT_JOB", "RECON_BY_ID_JOB", "RETRY_JOB", "ImplicitSync", "PushResult", "read_source"]
+__all__ = ["IMPLICIT_JOB", "RECON_BY_ID_JOB", "RETRY_JOB", "ImplicitSync", "PushResult", "merge_baseline",
+           "read_source"]
 
 log = structlog.get_logger(__name__)
 
@@ -161,7 +162,7 @@ class ImplicitSync:
               clear: Mapping[str, Any] | None = None, forced: Forced | None = None, chosen: Obj | None = None,
               target_only: Obj | None = None) -> PushResult:
         secrets = self.project.secret_properties(mapping)
-        before, begins_run = self._compared_with(mapping, object_id, current, before, secrets)
+        before, kept = merge_baseline(self.store, mapping, object_id, current, before, secrets)
         run_id = str(uuid.uuid4())
         counters = Counters(mapping.name, mapping.source, mapping.target)
         bound = log.bind(run_id=run_id, mapping=mapping.name, source_id=object_id, job=job)
@@ -197,8 +198,7 @@ class ImplicitSync:
         except IdsyncError as exc:
             error = str(exc)
         # The first failure of a run keeps what the push repairing it must compare with.
-        keep = _without_secrets(before, secrets) if error and begins_run and before is not None else None
-        self._record(run_id, mapping, counters, plan, error, keep)
+        self._record(run_id, mapping, counters, plan, error, kept if error else None)
         if error is None:
             bound.info("implicit_sync.pushed", situation=plan.situation, action=plan.action,
                        target_id=plan.target_id, change=plan.change)
@@ -208,18 +208,6 @@ class ImplicitSync:
                           error is None, plan.target_id, error, qualifier)
 
     # -- deciding -------------------------------------------------------------
-
-    def _compared_with(self, mapping: MappingDef, object_id: str, current: Obj | None, before: Obj | None,
-                       secrets: frozenset[str]) -> tuple[Obj | None, bool]:
-        """The object the "merge" lists of ``current`` are compared with, and whether
-        a failure of this push begins a run of failures (then it keeps that object)."""
-        if current is None or not mapping.properties.has_merge():
-            return before, False
-        pending = unrepaired(self.store, mapping.name, object_id)
-        if pending is None:
-            return before, True
-        # Earlier changes never arrived: compare with the object before the first of them.
-        return (_with_secrets(pending.before, current, secrets) if pending.before is not None else None), False
 
     def _assess_present(self, mapping: MappingDef, assessor: Assessor, target: Resource, links: LinkSet,
                         current: Obj, correlator: Correlator | None) -> Plan:
@@ -327,6 +315,23 @@ def read_source(resources: Resources, mapping: MappingDef, object_id: str) -> Ob
     if isinstance(source, ManagedResource):
         source = source.as_sync_source()
     return source.get(object_id, mapping.default_source_fields)
+
+
+def merge_baseline(store: Store, mapping: MappingDef, object_id: str, current: Obj | None, before: Obj | None,
+                   secrets: frozenset[str], pending: Collection[str] | None = None) -> tuple[Obj | None, Obj | None]:
+    """For a push of ``current`` (``before``: the object before its change) through
+    ``mapping``: the object its "merge" lists are compared with, and what the push's
+    audit entry keeps should it fail (``AUDIT_BEFORE``). The first failure of a run of
+    failures keeps the object before the change, without secrets; while earlier changes
+    never arrived, a push compares with the object before the first of them, and keeps
+    nothing. ``pending``: the ids whose last push through ``mapping`` failed, when the
+    caller has them (``failed_pushes``); others are not looked up."""
+    if current is None or not mapping.properties.has_merge():
+        return before, None
+    earlier = unrepaired(store, mapping.name, object_id) if pending is None or object_id in pending else None
+    if earlier is None:
+        return before, _without_secrets(before, secrets) if before is not None else None
+    return (_with_secrets(earlier.before, current, secrets) if earlier.before is not None else None), None
 
 
 def _secret(name: str, secrets: frozenset[str]) -> bool:
