@@ -177,6 +177,12 @@ def test_script_timeout_fails_the_object_not_the_run(project: Path) -> None:
     summary = json.loads(proc.stdout)
     assert summary["statusSummary"]["FAILURE"] == 2
     assert "time" in summary["errors"][0]["message"].lower()
+    # `idsync status RUN` lists each object's error with its ids (it printed none, or only the last).
+    (last, *_) = json.loads(run(project, "status", "--json").stdout)
+    shown = run(project, "status", last["_id"]).stdout
+    assert "errors (2):" in shown, shown
+    lines = [line for line in shown.splitlines() if line.startswith("    - ")]
+    assert len(lines) == 2 and all("source_id=" in line and "time" in line.lower() for line in lines), shown
 
 
 def test_ctrl_c_cancels_at_a_page_boundary(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:

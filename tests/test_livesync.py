@@ -511,7 +511,10 @@ def test_changes_into_the_store_go_on_to_the_types_other_mappings(tmp_path: Path
                                           {"situation": "CONFIRMED", "action": "UPDATE"},
                                           {"situation": "SOURCE_MISSING", "action": "DELETE"}]})
     sync_file.write_text(json.dumps(sync))
-    assert _live(project).state == "SUCCESS"  # the full recon: the store's users, carried on to badges
+    first = _live(project)  # the full recon: the store's users, carried on to badges
+    assert first.state == "SUCCESS"
+    assert [(r["mapping"], r["state"], r["counts"]) for r in first.onward] == [
+        ("managedUser_badge", "SUCCESS", {"created": 2})], first.onward
     assert idsync(project, "recon", "managedUser_badge").returncode == 0  # nothing left to do
 
     def badges() -> dict[str, str]:
@@ -532,3 +535,7 @@ def test_changes_into_the_store_go_on_to_the_types_other_mappings(tmp_path: Path
     # One run of the onward mapping per run carried on: the full recon's, then liveSync's batch.
     assert len(pushes) == 2 and pushes[0]["summary"]["changes"] == {**pushes[0]["summary"]["changes"],
                                                                     "created": 1, "updated": 1, "deleted": 1}
+    # The liveSync result names the run that carried its writes on, as the recon's summary does.
+    assert [(r["mapping"], r["id"], r["state"]) for r in done.onward] == [("managedUser_badge", pushes[0]["id"],
+                                                                          "SUCCESS")]
+    assert done.to_json()["onward"][0]["counts"] == {"created": 1, "updated": 1, "deleted": 1}

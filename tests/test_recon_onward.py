@@ -64,6 +64,12 @@ def test_one_recon_fills_the_system_the_store_maps_to(tmp_path: Path, slapd: Sla
     assert [r["mapping"] for r in onward] == [ONWARD_MAPPING]  # one run for the whole recon, none back to LDAP
     assert onward[0]["state"] == "SUCCESS" and onward[0]["summary"]["changes"]["created"] == 2
     assert FORWARD in onward[0]["summary"]["implicit"]["note"]
+    # The recon's own summary names the run that carried its writes on (`idsync status`, recon/ID).
+    (recon,) = [r for r in runs if r["mapping"] == FORWARD]
+    assert recon["summary"]["onward"] == [{"mapping": ONWARD_MAPPING, "id": onward[0]["id"], "state": "SUCCESS",
+                                           "counts": {"created": 2}, "errors": 0}]
+    shown = idsync(project, "status", recon["id"]).stdout
+    assert f"carried on: {ONWARD_MAPPING}: run {onward[0]['id'][:8]} SUCCESS: created 2" in shown, shown
 
     slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: b@example.org\n\n"
                    f"dn: uid=scarter,{ldap_subtree}\nchangetype: delete\n\n")

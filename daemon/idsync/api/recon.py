@@ -62,7 +62,7 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "ended": ended.isoformat() if ended else "",
         "duration": duration,
     }
-    for key in ("actionSummary", "changes", "dryRun", "errorCount", "errors", "partitions"):
+    for key in ("actionSummary", "changes", "dryRun", "errorCount", "errors", "partitions", "onward"):
         if key in summary:
             out[key] = summary[key]
     if row.get("job"):

@@ -117,6 +117,9 @@ def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
         echoes = f", {run['echoes']} echo(es) of idsync's own writes skipped" if run.get("echoes") else ""
         kind = "full recon" if run.get("fullRecon") else "liveSync"
         print(f"  {run['mapping']}: {kind} run {run['id'][:8]} {run['state']}: {counts}{echoes}")
+    for run in result.onward:
+        counts = ", ".join(f"{k} {v}" for k, v in (run.get("counts") or {}).items()) or "nothing to write"
+        print(f"  {run['mapping']}: carried on, run {run['id'][:8]} {run['state']}: {counts}")
     if args.dry_run:
         from idsync.cli.render import render_audit
 

@@ -46,13 +46,16 @@ def render_run(run_id: str, state: str, message: str | None, summary: Mapping[st
     if "duration" in summary:
         c.print(f"  duration:   {summary['duration'] / 1000:.2f} s  (phases: "
                 + ", ".join(f"{k} {v:.2f} s" for k, v in summary.get("phases", {}).items()) + ")")
+    for run in summary.get("onward") or []:  # the runs that carried this one's writes on
+        c.print(escape(f"  carried on: {run.get('mapping')}: run {str(run.get('id'))[:8]} {run.get('state')}: "
+                       f"{_nonzero(run.get('counts'))}"), soft_wrap=True)
     errors = summary.get("errors") or []
     if errors:
         c.print(f"  errors ({summary.get('errorCount', len(errors))}):")
         for e in errors[:20]:
             ids = " ".join(f"{k}={e[k]}" for k in ("source_id", "target_id") if e.get(k))
-        if e.get("link_qualifier") not in (None, "default"):  # a mapping with several link qualifiers
-            ids += f" linkQualifier={e['link_qualifier']}"
+            if e.get("link_qualifier") not in (None, "default"):  # a mapping with several link qualifiers
+                ids += f" linkQualifier={e['link_qualifier']}"
             c.print(escape(f"    - {e.get('message')}" + (f"  [{ids}]" if ids else "")), soft_wrap=True)
 
 

@@ -110,6 +110,7 @@ class ChangeApplier:
         self._onward: OnwardPush | None = None  # made at the first write into a managed type
         self._onward_checked = False  # ... or found not needed (no other mapping of the type)
         self._kept: dict[str, Obj] = {}  # source id -> its failure's AUDIT_BEFORE (``compare_with``)
+        self.onward_runs: list[dict[str, Any]] = []  # the runs that carried this one's writes on (``finish``)
 
     # -- deciding -------------------------------------------------------------
 
@@ -378,7 +379,7 @@ class ChangeApplier:
         """End this mapping's run record (when it had one) as the liveSync run ended
         (``state``, ``message``); what the liveSync result lists of it."""
         if self._onward is not None:
-            self._onward.finish(state if state in ("SUCCESS", "CANCELED") else "FAILED")
+            self.onward_runs = self._onward.finish(state if state in ("SUCCESS", "CANCELED") else "FAILED")
         if self.run_id is None:
             return None
         state = state if state in ("SUCCESS", "CANCELED") else "FAILED"
@@ -511,19 +512,27 @@ class OnwardPush:
         counters.changes["failed"] += len(changes)
         counters.error(error)
 
-    def finish(self, state: str) -> None:
+    def finish(self, state: str) -> list[dict[str, Any]]:
         """End the onward runs as the recon ended (``state``); one whose every object failed
-        ends FAILED."""
+        ends FAILED. What each did, as a liveSync result lists its runs (the recon's summary
+        and the liveSync result list them under ``onward``)."""
+        done: list[dict[str, Any]] = []
         for applier in self._appliers.values():
-            applier.finish(state, f"{self._note}: ended {state}")
+            run = applier.finish(state, f"{self._note}: ended {state}")
+            if run is not None:
+                done.append({k: v for k, v in run.items() if k != "echoes"})
         runs = RunStore(self._store)
-        for run_id, counters in self._unstarted.values():
+        for name, (run_id, counters) in self._unstarted.items():
             counters.stage = "COMPLETED_FAILED"
             summary = counters.to_summary()
             summary["implicit"] = {"note": self._note}
             with contextlib.suppress(IdsyncError):  # the store gone: the run is failed as abandoned later
                 runs.finish(run_id, "FAILED", counters.stage, summary,
                             counters.errors[0]["message"] if counters.errors else None)
+            done.append({"mapping": name, "id": run_id, "state": "FAILED",
+                         "counts": {k: v for k, v in summary["changes"].items() if v},
+                         "errors": counters.error_count})
+        return done
 
 
 def _keeping(row: dict[str, Any], before: Obj | None) -> dict[str, Any]:

@@ -119,6 +119,7 @@ class LiveSyncResult:
     exit_code: int = 0
     duration_ms: int = 0
     runs: list[dict[str, Any]] = field(default_factory=list)
+    onward: list[dict[str, Any]] = field(default_factory=list)  # the runs that carried the writes on
     retried: int = 0  # objects whose earlier change failed, read and applied again
     failed: int = 0  # objects whose change failed in this run (kept for a retry, or given up)
     given_up: int = 0  # objects past their retries: dropped, or kept as dead letters
@@ -127,7 +128,7 @@ class LiveSyncResult:
         return {"source": self.source, "state": self.state, "changes": self.changes, "method": self.method,
                 "fullRecon": self.full_recon, "note": self.note, "error": self.message,
                 "duration": self.duration_ms, "retried": self.retried, "failed": self.failed,
-                "givenUp": self.given_up, "runs": self.runs}
+                "givenUp": self.given_up, "runs": self.runs, "onward": self.onward}
 
 
 # PingIDM's ``failureHandlers`` in a ``postRetryAction`` script: invoking one hands the
@@ -205,6 +206,7 @@ class _LiveRun:
                     run = applier.finish(result.state, result.message)
                     if run is not None:
                         result.runs.append(run)
+                    result.onward.extend(applier.onward_runs)
                 resources.close()
             finally:
                 self.runs.release(self.lock, self.owner)
@@ -443,6 +445,7 @@ class _LiveRun:
             recons.append(recon)
             result.runs.append({"mapping": m.name, "id": recon.id, "state": recon.state, "fullRecon": True,
                                 "counts": {k: v for k, v in recon.summary.get("changes", {}).items() if v}})
+            result.onward.extend(recon.summary.get("onward", []))
             if recon.state != "SUCCESS":
                 result.exit_code = recon.exit_code
                 result.message = (f"the full recon of {m.name} ended {recon.state}: {recon.message}; "

@@ -236,13 +236,15 @@ class _Run:
             self.log.exception("recon.crash")
             message = f"internal error: {internal_message(exc)}"
         finally:
-            self._finish_onward(state)
+            onward = self._finish_onward(state)
             resources.close()
             self.counters.stage = f"COMPLETED_{state}" if state != "SUCCESS" else "COMPLETED"
             summary = self.counters.to_summary()
             summary["duration"] = round((time.monotonic() - self.counters.started) * 1000)
             if self._partitions:
                 summary["partitions"] = self._partitions
+            if onward:
+                summary["onward"] = onward
             try:
                 self.runs.finish(self.id, state, self.counters.stage, summary, message)
             finally:
@@ -294,14 +296,16 @@ class _Run:
                 return
             yield page
 
-    def _finish_onward(self, state: str) -> None:
-        """End the runs that carried this run's writes on (``OnwardPush``); never the run's failure."""
+    def _finish_onward(self, state: str) -> list[dict[str, Any]]:
+        """End the runs that carried this run's writes on (``OnwardPush``); never the run's
+        failure. What each did (the run's summary lists them under ``onward``)."""
         if self._onward is None:
-            return
+            return []
         try:
-            self._onward.finish(state)
+            return self._onward.finish(state)
         except Exception:
             self.log.exception("recon.onward_finish_failed")
+            return []
 
     def _open(self, resources: Resources) -> tuple[Resource, Resource]:
         source = resources.open(self.mapping.source)
