@@ -122,16 +122,21 @@ def test_a_system_that_refuses_fails_the_push_not_the_recon(tmp_path: Path, slap
     assert set(_rows(hr)) == {"bjensen", "scarter"}
 
 
-def test_a_group_left_in_a_recon_while_ldap_is_down_is_left_by_the_retry(tmp_path: Path, slapd: Slapd,
-                                                                           ldap_subtree: str) -> None:
+@pytest.mark.parametrize("repair", ["retry", "next recon"])
+def test_a_group_left_in_a_recon_while_ldap_is_down_is_left_once_ldap_is_back(tmp_path: Path, slapd: Slapd,
+                                                                              ldap_subtree: str, repair: str) -> None:
     """A recon from an HR file takes a group out of a user's ``ldapGroups`` while LDAP is down:
     the push on to LDAP (a "merge" list there) fails and its audit entry keeps the user as she
-    was (no secret in it), so ``idsync sync retry`` takes her out of that group in LDAP, not
-    only into the groups she has. Without the kept object a merge list only gains values."""
+    was (no secret in it). Once LDAP is back, ``idsync sync retry`` takes her out of that group,
+    not only into the groups she has; or the next HR recon, which adds a group, does both (it
+    compares with the user before the change that never arrived, not with the user before its
+    own). Without the kept object a merge list only gains values."""
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
-    groups = {cn: f"cn={cn},{ldap_subtree}" for cn in ("openidm", "staff")}
+    groups = {cn: f"cn={cn},{ldap_subtree}" for cn in ("openidm", "staff", "ops")}
     slapd.add_ldif(f"dn: {groups['staff']}\nobjectClass: top\nobjectClass: groupOfUniqueNames\ncn: staff\n"
-                   f"uniqueMember: uid=bjensen,{ldap_subtree}\nuniqueMember: uid=scarter,{ldap_subtree}\n\n")
+                   f"uniqueMember: uid=bjensen,{ldap_subtree}\nuniqueMember: uid=scarter,{ldap_subtree}\n\n"
+                   f"dn: {groups['ops']}\nobjectClass: top\nobjectClass: groupOfUniqueNames\ncn: ops\n"
+                   f"uniqueMember: uid=scarter,{ldap_subtree}\n\n")
     hr = tmp_path / "hr.csv"
     conf = project / "conf"
     (conf / "provisioner.openicf-hr.json").write_text(json.dumps({
@@ -152,7 +157,8 @@ def test_a_group_left_in_a_recon_while_ldap_is_down_is_left_by_the_retry(tmp_pat
     (conf / "sync.json").write_text(json.dumps(sync))
     assert idsync(project, "recon", FORWARD).returncode == 0
     users = {u["userName"]: u for u in json.loads(idsync(project, "managed", "query", "user").stdout)}
-    assert sorted(g.lower() for g in users["bjensen"]["ldapGroups"]) == sorted(g.lower() for g in groups.values())
+    assert sorted(g.lower() for g in users["bjensen"]["ldapGroups"]) == sorted(
+        groups[cn].lower() for cn in ("openidm", "staff"))
     hr.write_text(f'"uid","groups"\n"bjensen","{groups["openidm"]}"\n')
 
     slapd.stop(keep_data=True)
@@ -174,8 +180,17 @@ def test_a_group_left_in_a_recon_while_ldap_is_down_is_left_by_the_retry(tmp_pat
         store.close()
     assert len(kept) == 1 and groups["staff"] in kept[0]["ldapGroups"] and "password" not in kept[0]
 
-    retried = idsync(project, "sync", "retry")
-    assert retried.returncode == 0, retried.stdout + retried.stderr
-    staff = ldap_entry(slapd, groups["staff"])
-    assert staff is not None and [m.lower() for m in staff["uniquemember"]] == [f"uid=scarter,{ldap_subtree}".lower()]
+    if repair == "retry":
+        retried = idsync(project, "sync", "retry")
+        assert retried.returncode == 0, retried.stdout + retried.stderr
+        members = {"staff": ["scarter"], "ops": ["scarter"]}
+    else:
+        hr.write_text(f'"uid","groups"\n"bjensen","{groups["openidm"]}|{groups["ops"]}"\n')
+        again = idsync(project, "recon", "systemHrAccounts_managedUser")
+        assert again.returncode == 0, again.stderr
+        members = {"staff": ["scarter"], "ops": ["bjensen", "scarter"]}
+    for cn, uids in members.items():
+        entry = ldap_entry(slapd, groups[cn])
+        assert entry is not None and sorted(m.lower() for m in entry["uniquemember"]) == [
+            f"uid={uid},{ldap_subtree}".lower() for uid in uids], (cn, entry)
     assert idsync(project, "sync", "retry").stdout.strip() == "nothing to retry"

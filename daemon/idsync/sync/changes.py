@@ -59,7 +59,7 @@ from idsync.sync.deletes import writing
 from idsync.sync.implicit import IMPLICIT_JOB, ImplicitSync, merge_baseline
 from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
-from idsync.sync.retry import failed_pushes, hold_pending, pending_targets
+from idsync.sync.retry import failed_among, hold_pending, pending_targets
 from idsync.sync.summary import Counters
 from idsync.sync.written import written_values
 
@@ -464,7 +464,8 @@ class OnwardPush:
         if not mapping.properties.has_merge():
             return befores, {}
         secrets = self._project.secret_properties(mapping)
-        pending = set(failed_pushes(self._store, mapping.name))
+        # The page's objects only: the onward run's own entries grow with the recon.
+        pending = failed_among(self._store, mapping.name, [c.id for c in changes])
         compared: dict[str, Obj] = {}
         kept: dict[str, Obj] = {}
         for change in changes:

@@ -25,9 +25,9 @@ the values every change of the run removed are removed too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Select, func, select
 
@@ -43,10 +43,11 @@ if TYPE_CHECKING:
     from idsync.config.project import Project
     from idsync.sync.assess import Plan
 
-__all__ = ["Unrepaired", "failed_pushes", "hold_pending", "pending_counts", "pending_targets",
+__all__ = ["Unrepaired", "failed_among", "failed_pushes", "hold_pending", "pending_counts", "pending_targets",
            "unrepaired", "unrepaired_befores"]
 
 _HELD_ACTIONS = ("UPDATE", "DELETE", "UNLINK")
+_CHUNK = 1000  # source ids a query asks about at once
 
 
 def _pushes_since_recon(conn: Connection, mapping: str) -> Select[str, str, str | None]:
@@ -109,12 +110,29 @@ def failed_pushes(store: Store, mapping: str) -> list[str]:
     qualifiers, whose last push of any qualifier failed (a push of one qualifier does
     not repair another's)."""
     with store.engine.connect() as conn:
-        query = _pushes_since_recon(conn, mapping)
-        last: dict[tuple[str, str], str] = {}
-        for source_id, status, qualifier in conn.execute(query):
-            key = (source_id, qualifier or "default")
-            last.pop(key, None)  # keep the order of each object's last word
-            last[key] = status
+        return _failed(conn.execute(_pushes_since_recon(conn, mapping)))
+
+
+def failed_among(store: Store, mapping: str, source_ids: Sequence[str]) -> set[str]:
+    """Those of ``source_ids`` whose last push through ``mapping`` failed (``failed_pushes``
+    for a page of objects: their audit entries only, by the index on the source id)."""
+    found: set[str] = set()
+    with store.engine.connect() as conn:
+        pushes = _pushes_since_recon(conn, mapping)
+        for start in range(0, len(source_ids), _CHUNK):
+            chunk = list(source_ids[start:start + _CHUNK])
+            found.update(_failed(conn.execute(pushes.where(store.in_(audit.c.source_id, chunk)))))
+    return found
+
+
+def _failed(rows: Iterable[Any]) -> list[str]:
+    """Of push audit entries (source id, status, link qualifier) in time order, the source
+    ids whose last word (of any link qualifier) is a failure, oldest first."""
+    last: dict[tuple[str, str], str] = {}
+    for source_id, status, qualifier in rows:
+        key = (source_id, qualifier or "default")
+        last.pop(key, None)  # keep the order of each object's last word
+        last[key] = status
     return list(dict.fromkeys(sid for (sid, _), status in last.items() if status == "FAILURE"))
 
 
