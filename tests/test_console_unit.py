@@ -602,3 +602,38 @@ def test_enabling_without_a_consumer_key_is_refused(sf_project: tuple[Path, Any]
     _as_admin(project, steps)
     assert json.loads(overlay.read_text()) == {"enabled": False,
                                                "loginUrl": "https://login.salesforce.com/services/oauth2/token"}
+
+
+def test_a_runs_page_links_the_runs_that_carried_its_writes_on(tmp_path: Path) -> None:
+    """A recon whose writes went on through another mapping shows those runs under
+    "Carried on", each linked to its own page, with its state and counts."""
+    from idsync.store.database import Store
+    from idsync.store.runs import RunStore
+    from idsync.sync.summary import Counters
+
+    recon, onward = "0193a1b2-0000-7000-8000-000000000001", "0193a1b2-0000-7000-8000-000000000002"
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            page = await client.get(f"/admin/runs/{recon}")
+            assert page.status_code == 200, page.text
+            shown = page.text.split("<h2>Carried on</h2>", 1)[1].split("</table>", 1)[0]
+            assert f'href="/admin/runs/{onward}"' in shown and "managedUser_systemHrAccounts" in shown
+            assert "FAILED" in shown and "created 1, failed 1" in shown
+            assert (await client.get(f"/admin/runs/{onward}")).status_code == 200
+
+    with _app(tmp_path) as app:
+        runs = RunStore(Store.open(f"sqlite:///{tmp_path / 's.db'}"))
+        for run_id, mapping in ((recon, MAPPING), (onward, "managedUser_systemHrAccounts")):
+            counters = Counters(mapping, "system/ldap/account", "managed/user")
+            runs.start(run_id, mapping, job="implicit" if run_id == onward else None, dry_run=False,
+                       summary=counters.to_summary())
+            summary = counters.to_summary()
+            if run_id == recon:
+                summary["onward"] = [{"mapping": "managedUser_systemHrAccounts", "id": onward, "state": "FAILED",
+                                      "counts": {"created": 1, "failed": 1}, "errors": 1}]
+            runs.finish(run_id, "SUCCESS" if run_id == recon else "FAILED", "COMPLETED", summary, None)
+        runs.store.close()
+        asyncio.run(visit(app))
