@@ -175,3 +175,59 @@ def test_actions_taken_by_hand_whatever_the_policies_say(tmp_path: Path) -> None
     assert refused.returncode != 0 and "Found: FOUND" in refused.stderr + refused.stdout
     assert "nothing to retry" in idsync(project, "sync", "retry").stdout  # a failed action is not retried
     assert _found(project) == {"CONFIRMED": 2, "FOUND": 1, "ABSENT": 1}
+
+
+def test_an_action_taken_for_a_recons_report_is_audited_in_that_run(tmp_path: Path) -> None:
+    """With PingIDM's ``reconId``, the action's audit entry is one of that recon's too: the run's
+    entries (``audit/recon`` by ``reconId``) show the CREATE done for a source it reported
+    ABSENT (over REST, and from a script), and the LINK and UNLINK done by hand; another run
+    of the mapping gets none of them. A ``reconId`` that is not a run of the mapping is
+    refused (400) before anything is done."""
+    project = store_project(tmp_path, {
+        "user": {"userName": {"type": "string", "searchable": True}, "title": {"type": "string"}},
+        "staff": {"login": {"type": "string", "searchable": True}, "title": {"type": "string"}}}, [_HELD])
+    (project / "conf" / "endpoint-approve.json").write_text(json.dumps({"type": "text/javascript", "source": (
+        "var p = request.additionalParameters; openidm.action('sync', 'performAction', {}, {mapping: 'staff_user', "
+        "action: 'CREATE', sourceId: p.id, situation: 'ABSENT', reconId: p.recon}); ({done: true});")}))
+    _make(project, "staff", {"login": "ann", "title": "clerk"}, "s1")
+    _make(project, "staff", {"login": "bob", "title": "boss"}, "s2")
+    _make(project, "staff", {"login": "cy", "title": "cook"}, "s3")
+    _make(project, "user", {"userName": "zed"}, "u9")
+    other = json.loads(idsync(project, "recon", "staff_user", "--json").stdout)["_id"]
+    ran = idsync(project, "recon", "staff_user", "--json")
+    assert ran.returncode == 0, ran.stderr
+    recon = json.loads(ran.stdout)["_id"]
+
+    def users() -> set[str]:
+        return {u["userName"] for u in json.loads(idsync(project, "managed", "query", "user").stdout)}
+
+    with serve(project) as api:
+        def post(**params: str) -> tuple[int, object]:
+            answer = api.post(f"/openidm/sync?{urllib.parse.urlencode(params)}", headers=ADMIN)
+            return answer.status_code, answer.json()
+
+        def entries(run_id: str) -> list[tuple[str, str | None, str]]:
+            query = urllib.parse.quote(f'reconId eq "{run_id}"')
+            found = api.get(f"/openidm/audit/recon?_queryFilter={query}&_sortKeys=timestamp&_pageSize=100",
+                            headers=ADMIN).json()["result"]
+            return [(e["action"], e["sourceObjectId"], e["status"]) for e in found]
+
+        reported, reported_other = entries(recon), entries(other)
+        assert ("REPORT", "managed/staff/s1", "SUCCESS") in reported, reported
+        refused = post(_action="performAction", mapping="staff_user", action="CREATE", sourceId="s1",
+                       reconId="no-such-run")
+        assert refused[0] == 400 and "not a run of staff_user" in json.dumps(refused[1]), refused
+        assert users() == {"zed"}  # refused before anything was done
+        assert post(_action="performAction", mapping="staff_user", action="CREATE", sourceId="s1",
+                    situation="ABSENT", reconId=recon) == (200, {"status": "OK"})
+        assert post(_action="performAction", mapping="staff_user", action="LINK", sourceId="s2", targetId="u9",
+                    reconId=recon) == (200, {"status": "OK"})
+        assert post(_action="performAction", mapping="staff_user", action="UNLINK", sourceId="s2",
+                    reconId=recon) == (200, {"status": "OK"})
+        approved = api.post(f"/openidm/endpoint/approve?id=s3&recon={recon}", headers=ADMIN)
+        assert approved.status_code == 200, approved.text
+        assert entries(recon)[len(reported):] == [
+            ("CREATE", "managed/staff/s1", "SUCCESS"), ("LINK", "managed/staff/s2", "SUCCESS"),
+            ("UNLINK", "managed/staff/s2", "SUCCESS"), ("CREATE", "managed/staff/s3", "SUCCESS")]
+        assert entries(other) == reported_other
+    assert users() == {"ann", "cy", "zed"}

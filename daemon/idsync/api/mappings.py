@@ -106,24 +106,25 @@ def _perform(ctx: ApiContext, action: str, mapping: str, params: Mapping[str, st
     source_id, target_id = params.get("sourceId") or None, params.get("targetId") or None
     qualifier = params.get("linkQualifier") or "default"
     situation = params.get("situation") or None
+    recon_id = params.get("reconId") or None  # the run whose report this settles: audited there too
     on_target = "target" in params  # PingIDM's ``target`` parameter: the target phase's action
     if on_target and not target_id:
         raise ApiError(400, "performAction on a target (the target parameter) needs the targetId parameter")
     if not on_target and not source_id:
         raise ApiError(400, "performAction needs the sourceId parameter (or target=true and targetId)")
     if action == "UNLINK" and situation is None and not on_target:
-        unlink(project, ctx.store, mapping, source_id or "", qualifier)
+        unlink(project, ctx.store, mapping, source_id or "", qualifier, recon_id)
         return
     resources = Resources(project, ctx.store)
     try:
         if action == "LINK" and situation is None and not on_target:
             if not target_id:
                 raise ApiError(400, "performAction LINK needs the targetId parameter")
-            link(project, ctx.store, resources, mapping, source_id or "", target_id, qualifier)
+            link(project, ctx.store, resources, mapping, source_id or "", target_id, qualifier, recon_id)
             return
         with scripting(project, ctx.store, resources=resources):
             perform(project, ctx.store, resources, mapping, action, source_id=None if on_target else source_id,
-                    target_id=target_id, situation=situation, qualifier=qualifier)
+                    target_id=target_id, situation=situation, qualifier=qualifier, recon_id=recon_id)
     finally:
         resources.close()
 

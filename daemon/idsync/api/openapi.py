@@ -71,9 +71,10 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
     ("/openidm/sync", "post", "The objects linked to one (_action=getLinkedResources&resourceName=...), or a "
      "policy's action taken by hand for one object, whatever the policies say (_action=performAction&mapping=..."
      "&action=CREATE|UPDATE|DELETE|LINK|UNLINK|EXCEPTION|IGNORE|REPORT|NOREPORT|ASYNC&sourceId=...[&targetId=...]"
-     "[&situation=...]; target=true&targetId=... for a target as the target phase sees it)",
+     "[&situation=...][&reconId=... the run whose report it settles, which audits it too]; target=true&targetId=... "
+     "for a target as the target phase sees it)",
      ["_action", "resourceName", "mapping", "action", "sourceId", "targetId", "target", "situation",
-      "linkQualifier"], None,
+      "linkQualifier", "reconId"], None,
      {"200": {}}),
     ("/openidm/audit/{topic}", "get", "Query audit events: recon (what each recon did to each object) or sync "
      "(implicit sync and liveSync), by PingIDM's field names; time order, -timestamp newest first", _QUERY, None,

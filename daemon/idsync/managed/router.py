@@ -187,7 +187,7 @@ class ScriptRouter:
     def _sync(self, action: Any, params: Any) -> Any:
         """PingIDM's ``sync`` service: ``getLinkedResources`` (``resourceName``) and
         ``performAction`` (``mapping``, ``action``, ``sourceId``, ``targetId``, ``situation``,
-        ``linkQualifier``; ``target`` for a target's action), as over REST."""
+        ``linkQualifier``, ``reconId``; ``target`` for a target's action), as over REST."""
         params = params if isinstance(params, dict) else {}
         where = f"openidm.action sync {action!r}"
         if action == "getLinkedResources":
@@ -210,7 +210,8 @@ class ScriptRouter:
         perform(self.project, self.store, self.resources, mapping, what,
                 source_id=None if on_target else str(source_id), target_id=str(target_id) if target_id else None,
                 situation=str(params["situation"]) if params.get("situation") else None,
-                qualifier=str(params.get("linkQualifier") or "default"))
+                qualifier=str(params.get("linkQualifier") or "default"),
+                recon_id=str(params["reconId"]) if params.get("reconId") else None)
         return {"status": "OK"}
 
     def _references(self, function: str, at: _Target, rest: list[Any]) -> Any:

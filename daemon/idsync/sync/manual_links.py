@@ -25,12 +25,20 @@ target with the source its link names); with ``situation``, the action is refuse
 projection, ``onCreate``/``onUpdate``, the kill switches) and recorded as a run of
 its own (job ``performAction``) with one audit entry. ``EXCEPTION`` records the
 object's failure, as PingIDM's does, and answers no error.
+
+With PingIDM's ``reconId`` (the run of the mapping whose report the action settles),
+the action's audit entry is also one of that run's, as in PingIDM: a query of the
+run's entries (``audit/recon``, ``idsync status RUN --audit``) shows what became of the
+object it reported. A ``reconId`` that is not a run of the mapping is refused before
+anything is done.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import select
 
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
@@ -39,6 +47,7 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
+from idsync.store.tables import audit
 from idsync.sync.assess import FORCED_ACTIONS, Forced
 from idsync.sync.implicit import ImplicitSync, PushResult, read_source
 from idsync.sync.qualifiers import LinkQualifiers
@@ -96,9 +105,10 @@ def linked_resources(project: Project, store: Store, resources: Resources, resou
 
 
 def link(project: Project, store: Store, resources: Resources, mapping_name: str, source_id: str,
-         target_id: str, qualifier: str = "default") -> None:
+         target_id: str, qualifier: str = "default", recon_id: str | None = None) -> None:
     """Link ``source_id`` to ``target_id`` through ``mapping_name`` (both must exist)."""
     mapping = project.mapping(mapping_name)
+    _recon_of(store, mapping, recon_id)
     links = _qualified(project, store, mapping, qualifier)
     for side, object_id in ((mapping.source, source_id), (mapping.target, target_id)):
         if resources.open(side).get(object_id) is None:
@@ -115,19 +125,21 @@ def link(project: Project, store: Store, resources: Resources, mapping_name: str
                            f"{mapping.name} ({qualifier}); unlink that first")
     with store.begin() as conn:
         links.add(conn, [(source_id, target_id)])
-        _audit(store, conn, mapping, "LINK", source_id, target_id, qualifier)
+        _audit(store, conn, mapping, "LINK", source_id, target_id, qualifier, recon_id)
 
 
-def unlink(project: Project, store: Store, mapping_name: str, source_id: str, qualifier: str = "default") -> str:
+def unlink(project: Project, store: Store, mapping_name: str, source_id: str, qualifier: str = "default",
+           recon_id: str | None = None) -> str:
     """Remove the link of ``source_id`` through ``mapping_name``; answers the target it held."""
     mapping = project.mapping(mapping_name)
+    _recon_of(store, mapping, recon_id)
     links = _qualified(project, store, mapping, qualifier)
     target_id = links.targets_of([source_id]).get(source_id)
     if target_id is None:
         raise NotFound(f"{mapping.source}/{source_id} has no link through {mapping.name} ({qualifier})")
     with store.begin() as conn:
         links.remove_sources(conn, [source_id])
-        _audit(store, conn, mapping, "UNLINK", source_id, target_id, qualifier)
+        _audit(store, conn, mapping, "UNLINK", source_id, target_id, qualifier, recon_id)
     return target_id
 
 
@@ -144,15 +156,34 @@ def _qualified(project: Project, store: Store, mapping: MappingDef, qualifier: s
 
 
 def _audit(store: Store, conn: Any, mapping: MappingDef, action: str, source_id: str, target_id: str,
-           qualifier: str) -> None:
-    RunStore(store).audit(conn, [{"run_id": None, "mapping": mapping.name, "situation": None, "action": action,
+           qualifier: str, recon_id: str | None) -> None:
+    RunStore(store).audit(conn, [{"run_id": recon_id, "mapping": mapping.name, "situation": None, "action": action,
                                   "source_id": source_id, "target_id": target_id, "status": "SUCCESS",
                                   "message": f"{action} by hand (performAction)", "link_qualifier": qualifier}])
 
 
+def _recon_of(store: Store, mapping: MappingDef, recon_id: str | None) -> None:
+    """Refuse a ``reconId`` that is not a run of ``mapping`` (before anything is done)."""
+    if recon_id is None:
+        return
+    run = RunStore(store).get(recon_id)
+    if run is None or run["mapping"] != mapping.name:
+        raise ObjectRejected(f"reconId {recon_id!r} is not a run of {mapping.name}")
+
+
+def _also_in(store: Store, run_id: str, recon_id: str) -> None:
+    """The audit entries of run ``run_id`` (a performAction's) recorded in run ``recon_id`` too."""
+    columns = [c for c in audit.c if c.name not in ("seq", "run_id")]
+    with store.begin() as conn:
+        rows = [dict(r) for r in conn.execute(select(*columns).where(audit.c.run_id == run_id)
+                                              .order_by(audit.c.seq)).mappings()]
+        if rows:
+            RunStore(store).audit(conn, [{**r, "run_id": recon_id} for r in rows])
+
+
 def perform(project: Project, store: Store, resources: Resources, mapping_name: str, action: str, *,
             source_id: str | None, target_id: str | None, situation: str | None = None,
-            qualifier: str = "default") -> PushResult:
+            qualifier: str = "default", recon_id: str | None = None) -> PushResult:
     """Take ``action`` for one object through ``mapping_name``: for ``source_id`` (with
     ``target_id``, the target chosen for it), or with no source for ``target_id`` as the
     target phase sees it. ``ActionFailed`` when it failed (but for ``EXCEPTION``)."""
@@ -162,6 +193,7 @@ def perform(project: Project, store: Store, resources: Resources, mapping_name: 
         raise ObjectRejected(f"unknown action {action!r} (actions: {', '.join(FORCED_ACTIONS)})")
     if situation is not None:
         situation = situation.upper()
+    _recon_of(store, mapping, recon_id)
     links = _qualified(project, store, mapping, qualifier)
     source = target = None
     if source_id and (source := read_source(resources, mapping, source_id)) is None:
@@ -180,6 +212,8 @@ def perform(project: Project, store: Store, resources: Resources, mapping_name: 
                                f"{mapping.name} ({qualifier}); unlink it first")
     pushed = ImplicitSync(project, store, resources).perform(mapping, Forced(action, situation), source=source,
                                                              target=target, qualifier=qualifier)
+    if recon_id is not None:
+        _also_in(store, pushed.run_id, recon_id)
     if not pushed.ok and action != "EXCEPTION":
         raise ActionFailed(f"{action} {'source ' + source_id if source_id else 'target ' + str(target_id)} "
                            f"through {mapping.name}: {pushed.message} (run {pushed.run_id})")
