@@ -230,4 +230,10 @@ def test_an_action_taken_for_a_recons_report_is_audited_in_that_run(tmp_path: Pa
             ("CREATE", "managed/staff/s1", "SUCCESS"), ("LINK", "managed/staff/s2", "SUCCESS"),
             ("UNLINK", "managed/staff/s2", "SUCCESS"), ("CREATE", "managed/staff/s3", "SUCCESS")]
         assert entries(other) == reported_other
-    assert users() == {"ann", "cy", "zed"}
+        _make(project, "staff", {"login": "dee", "title": "dean"}, "s4")
+        by_hand = idsync(project, "sync", "perform", "staff_user", "create", "--source", "s4", "--recon", recon)
+        assert by_hand.returncode == 0, by_hand.stderr
+        assert entries(recon)[-1] == ("CREATE", "managed/staff/s4", "SUCCESS")
+        wrong = idsync(project, "sync", "perform", "staff_user", "create", "--source", "s4", "--recon", "nope")
+        assert wrong.returncode != 0 and "not a run of staff_user" in wrong.stderr + wrong.stdout
+    assert users() == {"ann", "cy", "dee", "zed"}

@@ -119,6 +119,8 @@ def register(sub: Any) -> None:
     pa.add_argument("--situation", type=str.upper,
                     help="the situation expected: refused if the object is no longer in it")
     pa.add_argument("--qualifier", default="default", help="the link qualifier (default: default)")
+    pa.add_argument("--recon", dest="recon_id", metavar="RUN",
+                    help="the recon run whose report this settles: its audit shows the action too (PingIDM's reconId)")
     pa.set_defaults(handler=_cmd_sync_perform)
     ld = ysub.add_parser("linked", help="the objects linked to one object, through every mapping")
     ld.add_argument("resource", help="the object: managed/user/<id>, system/ldap/account/<id>")
@@ -391,7 +393,8 @@ def _cmd_sync_perform(args: argparse.Namespace, project_dir: Path) -> int:
     try:
         with scripting(project, store, resources=resources):
             done = perform(project, store, resources, args.mapping, args.action, source_id=args.source_id,
-                           target_id=args.target_id, situation=args.situation, qualifier=args.qualifier)
+                           target_id=args.target_id, situation=args.situation, qualifier=args.qualifier,
+                           recon_id=args.recon_id)
     finally:
         resources.close()
     _write_status_file(project, store)
