@@ -302,3 +302,46 @@ def test_a_one_way_relationship_points_at_a_systems_accounts(tmp_path: Path, bac
         assert "does not name an object of a managed type or a system" in caught
     finally:
         env.close()
+
+
+@pytest.mark.slapd
+def test_references_to_a_systems_accounts_expand_to_the_accounts_as_read(tmp_path: Path, slapd: Any,
+                                                                          ldap_subtree: str) -> None:
+    """``_fields=historicalAccounts/*`` (and ``/FIELD``) shows each referenced LDAP account as
+    the connector reads it now, on the user and on the relationship's own collection; a
+    reference to an account that is gone shows no fields, and one into a system the project
+    does not have is left as it is."""
+    from samples import FORWARD, sample_project
+
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    managed_file = project / "conf" / "managed.json"
+    managed = json.loads(managed_file.read_text())
+    users = next(o for o in managed["objects"] if o["name"] == "user")
+    users["schema"]["properties"]["historicalAccounts"] = {"type": "array", "items": {
+        "type": "relationship", "properties": {"_ref": {"type": "string"}}}}
+    managed_file.write_text(json.dumps(managed))
+    with serve(project) as api:
+        assert api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true",
+                        headers=ADMIN).status_code == 200
+        query = "/openidm/system/ldap/account?_queryFilter=" + "uid%20eq%20%22bjensen%22"
+        (account,) = api.get(query, headers=ADMIN).json()["result"]
+        user = api.get("/openidm/managed/user?_queryFilter=userName%20eq%20%22bjensen%22",
+                       headers=ADMIN).json()["result"][0]
+        accounts = f"/openidm/managed/user/{user['_id']}/historicalAccounts"
+        for ref in (f"system/ldap/account/{account['_id']}", "system/ldap/account/no-such-account",
+                    "system/hr/account/x1"):
+            made = api.post(f"{accounts}?_action=create", headers=ADMIN, json={"_ref": ref})
+            assert made.status_code in (200, 201), made.text
+        shown = api.get(f"/openidm/managed/user/{user['_id']}?_fields=historicalAccounts/*", headers=ADMIN)
+        assert shown.status_code == 200, shown.text
+        by_ref = {r["_ref"]: r for r in shown.json()["historicalAccounts"]}
+        found = by_ref[f"system/ldap/account/{account['_id']}"]
+        gone, elsewhere = by_ref["system/ldap/account/no-such-account"], by_ref["system/hr/account/x1"]
+        assert found["uid"] == "bjensen" and found["mail"] == account["mail"] and found["_id"] == account["_id"]
+        assert "uid" not in gone and set(elsewhere) == {"_ref", "_refResourceCollection", "_refResourceId",
+                                                          "_refProperties"}
+        picked = api.get(f"{accounts}?_queryFilter=true&_fields=uid", headers=ADMIN).json()["result"]
+        assert {r["_ref"]: r.get("uid") for r in picked} == {f"system/ldap/account/{account['_id']}": "bjensen",
+                                                             "system/ldap/account/no-such-account": None,
+                                                             "system/hr/account/x1": None}
+        assert all("mail" not in r for r in picked)

@@ -26,6 +26,7 @@ from idsync.config.project import Project
 from idsync.errors import IdsyncError, NotFound, ObjectRejected, RevisionMismatch
 from idsync.managed.service import ManagedObjects
 from idsync.query import matches, parse
+from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 
@@ -148,30 +149,52 @@ def shown(ref: Mapping[str, Any]) -> dict[str, Any]:
 def expand(project: Project, store: Store, schema: ManagedType, obj: dict[str, Any],
            fields: Sequence[str]) -> dict[str, Any]:
     """``obj`` with the relationship properties named ``NAME/*`` or ``NAME/FIELD`` in
-    ``fields`` expanded: each reference carries the fields of the object it points to."""
+    ``fields`` expanded: each reference carries the fields of the object it points to, a
+    managed object as stored or a system's as its connector reads it now (a reference of
+    a one-way relationship may name one: historicalaccountlinking's LDAP accounts). An
+    object gone is no fields; a system that cannot be read is the request's error."""
     wanted: dict[str, set[str]] = {}
     for f in fields:
         name, _, sub = f.strip().strip("/").partition("/")
         if sub and name in schema.relationships:
             wanted.setdefault(name, set()).add(sub)
     types = project.managed.types
-    for name, subs in wanted.items():
-        value = obj.get(name)
-        refs = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
-        by_type: dict[str, list[str]] = {}
-        for ref in refs:
-            by_type.setdefault(ref["_refResourceCollection"], []).append(ref["_refResourceId"])
-        found: dict[str, dict[str, Any]] = {}
-        for collection, ids in by_type.items():
-            other = types.get(collection.split("/", 1)[1])
-            if other is not None:
-                for oid, o in ManagedResource(store, other).get_many(ids).items():
-                    found[f"{collection}/{oid}"] = o
-        for ref in refs:
-            target = found.get(ref["_ref"], {})
-            picked = target if "*" in subs else {k: v for k, v in target.items() if k in subs or k in ("_id", "_rev")}
-            ref.update({k: v for k, v in picked.items() if not k.startswith("_ref")})
+    resources: Resources | None = None
+    try:
+        for name, subs in wanted.items():
+            value = obj.get(name)
+            refs = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+            by_type: dict[str, list[str]] = {}
+            for ref in refs:
+                by_type.setdefault(ref["_refResourceCollection"], []).append(ref["_refResourceId"])
+            found: dict[str, dict[str, Any]] = {}
+            for collection, ids in by_type.items():
+                kind, _, rest = collection.partition("/")
+                if kind == "managed" and (other := types.get(rest)) is not None:
+                    objects = ManagedResource(store, other).get_many(ids)
+                elif kind == "system" and _readable(project, rest):
+                    resources = resources or Resources(project, store)
+                    objects = resources.open(collection).get_many(ids)
+                else:
+                    continue
+                found.update((f"{collection}/{oid}", o) for oid, o in objects.items())
+            for ref in refs:
+                target = found.get(ref["_ref"], {})
+                picked = target if "*" in subs else {k: v for k, v in target.items()
+                                                     if k in subs or k in ("_id", "_rev")}
+                ref.update({k: v for k, v in picked.items() if not k.startswith("_ref")})
+    finally:
+        if resources is not None:
+            resources.close()
     return obj
+
+
+def _readable(project: Project, system_type: str) -> bool:
+    """Whether ``SYSTEM/TYPE`` names an object type of an enabled system of the project
+    (a reference into anything else has no object to show)."""
+    system, _, object_type = system_type.partition("/")
+    provisioner = project.provisioners.get(system)
+    return bool(object_type) and "/" not in object_type and provisioner is not None and provisioner.enabled
 
 
 def _refs(obj: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
