@@ -92,8 +92,41 @@ def test_a_denied_create_fails_the_push_and_other_writes_go_on(tmp_path: Path, s
     ({"DELETE": True}, "operationOptions.DELETE"),
     ({"DELETE": {"denied": "yes"}}, "operationOptions.DELETE.denied"),
     ({"DELETE": {"denied": True, "onDeny": "IGNORE"}}, "operationOptions.DELETE.onDeny"),
+    ({"CREATE": {"objectFeatures": ["account"]}}, "operationOptions.CREATE.objectFeatures"),
+    ({"CREATE": {"objectFeatures": {"account": True}}}, "operationOptions.CREATE.objectFeatures.account"),
+    ({"UPDATE": {"objectFeatures": {"__GROUP__": {"denied": 1}}}},
+     "operationOptions.UPDATE.objectFeatures.__GROUP__.denied"),
 ])
 def test_bad_operation_options_are_errors_naming_the_key(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
                                                           options: dict[str, Any], key: str) -> None:
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=False)
     bad_provisioner_key(project, "operationOptions", options, key)
+
+
+def test_object_features_decide_for_one_object_type(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """``objectFeatures`` (keyed by the type's name or its nativeType) stand for one object
+    type in place of the operation's own settings, as OpenICF reads them: CREATE denied on
+    the system but not on ``account``, UPDATE denied (DO_NOTHING) on ``__ACCOUNT__`` only.
+    A new user's account is created; a changed user's update is skipped, saying why; a new
+    role's group is refused. ``validate`` no longer names these objectFeatures."""
+    project = _project(tmp_path, slapd, ldap_subtree, {
+        "CREATE": {"denied": True, "objectFeatures": {"account": {"denied": False}}},
+        "UPDATE": {"objectFeatures": {"__ACCOUNT__": {"denied": True, "onDeny": "DO_NOTHING"}}},
+        "SEARCH": {"objectFeatures": {"account": {"denied": False}}}})
+    made = idsync(project, "managed", "create", "user", "--data", json.dumps(
+        {"userName": "newbie", "givenName": "New", "sn": "Bie", "mail": "newbie@example.com"}))
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert ldap_entry(slapd, f"uid=newbie,{ldap_subtree}") is not None
+    bjensen = _user(project, "bjensen")
+    changed = idsync(project, "managed", "patch", "user", bjensen["_id"], "--operations",
+                     json.dumps([{"operation": "replace", "field": "/telephoneNumber", "value": "+1 555 0100"}]))
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert ldap_entry(slapd, f"uid=bjensen,{ldap_subtree}")["telephonenumber"] != ["+1 555 0100"]
+    entry = _last_audit(project, REVERSE)
+    assert entry["action"] == "UPDATE" and "operationOptions.UPDATE.denied, onDeny DO_NOTHING" in entry["message"]
+    role = idsync(project, "managed", "create", "role", "--data", json.dumps({"name": "auditors"}))
+    assert "CREATE is denied on this system (operationOptions.CREATE.denied" in role.stdout + role.stderr, role
+    assert ldap_entry(slapd, f"cn=auditors,{ldap_subtree}") is None
+    checked = idsync(project, "validate")
+    assert "CREATE.objectFeatures" not in checked.stdout + checked.stderr
+    assert "SEARCH.objectFeatures" in checked.stdout + checked.stderr, checked.stdout

@@ -106,7 +106,7 @@ class Resources:
             return ManagedResource(self.store, self.project.managed.get(parts[1], key="resource"), dry_run=dry_run)
         if len(parts) == 3 and parts[0] == "system":
             resource = self.system(parts[1]).resource(parts[2], dry_run=dry_run)
-            resource.denied = self.project.provisioners[parts[1]].denied_operations
+            resource.denied = self.project.provisioners[parts[1]].denied_for(parts[2])
             return linked_references(resource, self._reference_links(parts[1], resource))
         raise ConfigError("sync.json", "source/target", f"not a resource name: {name!r}")
 

@@ -8,7 +8,15 @@ liveSync, a script, the API). With ``"onDeny": "DO_NOTHING"`` the sync engine do
 even attempt it: the object's action is recorded as skipped, saying why, and nothing
 fails; ``THROW_EXCEPTION`` (the default, as OpenIDM's) fails the object. ``validate``
 names the other operations' ``denied`` (``GET``, ``SEARCH``, ``SYNC``...), which idsync
-does not follow, and ``objectFeatures``.
+does not follow.
+
+An operation's ``objectFeatures`` decide for one object type of the system, as
+OpenICF's provisioner reads them: keyed by the type's name in ``objectTypes``
+(``account``) or by its ``nativeType`` (``__ACCOUNT__``), an entry's ``denied`` and
+``onDeny`` stand for that type in place of the operation's own (the ones it leaves out
+are the operation's):
+
+    "CREATE": {"denied": false, "objectFeatures": {"group": {"denied": true}}}
 """
 
 from __future__ import annotations
@@ -26,8 +34,11 @@ THROW_EXCEPTION = "THROW_EXCEPTION"
 FOLLOWED = {"CREATE": "create", "UPDATE": "update", "DELETE": "delete"}
 
 
-def denied_operations(raw: object, *, file: str) -> Mapping[str, str]:
-    """The write kinds ``operationOptions`` denies -> their ``onDeny``."""
+def denied_operations(raw: object, *, file: str, object_type: str | None = None,
+                      native_type: str | None = None) -> Mapping[str, str]:
+    """The write kinds ``operationOptions`` denies -> their ``onDeny``: on the system as a
+    whole, or on its ``object_type`` (with ``native_type``), its ``objectFeatures`` counted.
+    Every entry is checked, whatever the type asked about."""
     key = "operationOptions"
     if raw is None:
         return MappingProxyType({})
@@ -37,13 +48,29 @@ def denied_operations(raw: object, *, file: str) -> Mapping[str, str]:
     for name, option in raw.items():
         if not isinstance(option, Mapping):
             raise ConfigError(file, f"{key}.{name}", "expected an object such as {\"denied\": true}")
-        denied = option.get("denied", False)
-        if not isinstance(denied, bool):
-            raise ConfigError(file, f"{key}.{name}.denied", f"expected true or false, not {denied!r}")
-        on_deny = option.get("onDeny", THROW_EXCEPTION)
-        if on_deny not in (DO_NOTHING, THROW_EXCEPTION):
-            raise ConfigError(file, f"{key}.{name}.onDeny", f"expected {DO_NOTHING} or {THROW_EXCEPTION}, "
-                                                            f"not {on_deny!r}")
+        denied, on_deny = _denial(option, False, THROW_EXCEPTION, file=file, key=f"{key}.{name}")
+        features = option.get("objectFeatures")
+        if features is not None and not isinstance(features, Mapping):
+            raise ConfigError(file, f"{key}.{name}.objectFeatures",
+                              "expected an object keyed by object type, such as {\"account\": {\"denied\": true}}")
+        for type_name, feature in (features or {}).items():
+            if not isinstance(feature, Mapping):
+                raise ConfigError(file, f"{key}.{name}.objectFeatures.{type_name}",
+                                  "expected an object such as {\"denied\": true}")
+            own = _denial(feature, denied, on_deny, file=file, key=f"{key}.{name}.objectFeatures.{type_name}")
+            if object_type is not None and type_name in (object_type, native_type):
+                denied, on_deny = own
         if denied and name in FOLLOWED:
             found[FOLLOWED[name]] = on_deny
     return MappingProxyType(found)
+
+
+def _denial(option: Mapping[str, object], denied: bool, on_deny: str, *, file: str, key: str) -> tuple[bool, str]:
+    """``option``'s ``denied`` and ``onDeny``, each defaulting to the one given."""
+    value = option.get("denied", denied)
+    if not isinstance(value, bool):
+        raise ConfigError(file, f"{key}.denied", f"expected true or false, not {value!r}")
+    policy = option.get("onDeny", on_deny)
+    if policy not in (DO_NOTHING, THROW_EXCEPTION):
+        raise ConfigError(file, f"{key}.onDeny", f"expected {DO_NOTHING} or {THROW_EXCEPTION}, not {policy!r}")
+    return value, str(policy)

@@ -111,10 +111,13 @@ class Provisioner:
         OAuth step) is kept: ``<state_dir>/oauth/<name>.refresh-token``, mode 0600."""
         return self.state_dir / "oauth" / f"{self.name}.refresh-token" if self.state_dir is not None else None
 
-    @property
-    def denied_operations(self) -> Mapping[str, str]:
-        """The writes ``operationOptions`` denies on the system -> their ``onDeny``."""
-        return denied_operations(self.raw.get("operationOptions"), file=self.file)
+    def denied_for(self, object_type: str) -> Mapping[str, str]:
+        """The writes denied on ``object_type`` of the system (its ``objectFeatures`` counted)."""
+        types = self.raw.get("objectTypes")
+        spec = types.get(object_type) if isinstance(types, Mapping) else None
+        native = spec.get("nativeType") if isinstance(spec, Mapping) else None
+        return denied_operations(self.raw.get("operationOptions"), file=self.file, object_type=object_type,
+                                 native_type=native if isinstance(native, str) else None)
 
     @property
     def sync_failure(self) -> SyncFailurePolicy:

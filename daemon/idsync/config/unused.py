@@ -351,10 +351,10 @@ def _provisioner(path: Path) -> list[NotUsed]:
         found.append(NotUsed(file, _keys("operationOptions", [f"{op}.denied" for op in denied]),
                              "not followed: PingIDM refuses these operations on the system; idsync follows denied "
                              "for CREATE, UPDATE and DELETE only"))
-    features = [op for op, opt in options.items() if isinstance(opt, dict) and opt.get("objectFeatures")] \
-        if isinstance(options, dict) else []
+    features = [op for op, opt in options.items() if isinstance(opt, dict) and opt.get("objectFeatures")
+                and op not in FOLLOWED] if isinstance(options, dict) else []
     if features:
         found.append(NotUsed(file, _keys("operationOptions", [f"{op}.objectFeatures" for op in features]),
-                             "not used: OpenICF's per-object-class operation options; idsync follows denied for "
-                             "the whole system"))
+                             "not followed: OpenICF's per-object-type options of operations idsync does not "
+                             "follow; it follows objectFeatures' denied and onDeny for CREATE, UPDATE and DELETE"))
     return found
