@@ -48,7 +48,8 @@ def denied_operations(raw: object, *, file: str, object_type: str | None = None,
     for name, option in raw.items():
         if not isinstance(option, Mapping):
             raise ConfigError(file, f"{key}.{name}", "expected an object such as {\"denied\": true}")
-        denied, on_deny = _denial(option, False, THROW_EXCEPTION, file=file, key=f"{key}.{name}")
+        base = _denial(option, False, THROW_EXCEPTION, file=file, key=f"{key}.{name}")
+        denied, on_deny = base
         features = option.get("objectFeatures")
         if features is not None and not isinstance(features, Mapping):
             raise ConfigError(file, f"{key}.{name}.objectFeatures",
@@ -57,7 +58,7 @@ def denied_operations(raw: object, *, file: str, object_type: str | None = None,
             if not isinstance(feature, Mapping):
                 raise ConfigError(file, f"{key}.{name}.objectFeatures.{type_name}",
                                   "expected an object such as {\"denied\": true}")
-            own = _denial(feature, denied, on_deny, file=file, key=f"{key}.{name}.objectFeatures.{type_name}")
+            own = _denial(feature, *base, file=file, key=f"{key}.{name}.objectFeatures.{type_name}")
             if object_type is not None and type_name in (object_type, native_type):
                 denied, on_deny = own
         if denied and name in FOLLOWED:
