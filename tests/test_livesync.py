@@ -539,6 +539,9 @@ def test_changes_into_the_store_go_on_to_the_types_other_mappings(tmp_path: Path
     assert [(r["mapping"], r["id"], r["state"]) for r in done.onward] == [("managedUser_badge", pushes[0]["id"],
                                                                           "SUCCESS")]
     assert done.to_json()["onward"][0]["counts"] == {"created": 1, "updated": 1, "deleted": 1}
+    (own,) = done.runs  # the liveSync run of the mapping names them too, as a recon's summary does
+    shown = idsync(project, "status", own["id"]).stdout
+    assert f"carried on: managedUser_badge: run {pushes[0]['id'][:8]} SUCCESS" in shown, shown
     slapd.add_ldif(f"dn: uid=newbie,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: n@example.org\n\n")
     by_hand = idsync(project, "livesync", SOURCE)
     assert by_hand.returncode == 0, by_hand.stderr

@@ -388,6 +388,8 @@ class ChangeApplier:
         self.counters.stage = "COMPLETED" if state == "SUCCESS" else f"COMPLETED_{state}"
         summary = self._summary()
         summary["duration"] = round((time.monotonic() - self.counters.started) * 1000)
+        if self.onward_runs:
+            summary["onward"] = self.onward_runs  # as a recon's: `idsync status RUN`, recon/ID, the console
         with contextlib.suppress(IdsyncError):
             self.runs.finish(self.run_id, state, self.counters.stage, summary,
                              message if state != "SUCCESS" else self.note)
