@@ -62,11 +62,12 @@ class ApiContext:
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="api-recon"))
 
     def start_recon(self, mapping: str, run_id: str, *, dry_run: bool = False, rewrite_write_only: bool = False,
-                    overrides: Mapping[str, Any] | None = None) -> concurrent.futures.Future[ReconResult]:
+                    overrides: Mapping[str, Any] | None = None,
+                    recorded: threading.Event | None = None) -> concurrent.futures.Future[ReconResult]:
         """Run ``mapping`` in a worker thread under the run id ``run_id`` (a preview that
         writes nothing but its run and audit with ``dry_run``; writing again the values
         its target never returns with ``rewrite_write_only``; with PingIDM's settings for
-        one run, ``overrides``)."""
+        one run, ``overrides``); ``recorded`` is set once the run is recorded."""
         project = self.project()
         project.mapping_for_run(mapping, overrides)  # an unknown mapping or setting is refused before a thread starts
         cancel = threading.Event()
@@ -77,7 +78,7 @@ class ApiContext:
             try:
                 options = ReconOptions(run_id=run_id, cancel=cancel, dry_run=dry_run,
                                        rewrite_write_only=rewrite_write_only, overrides=overrides,
-                                       splitter=local_splitter(project, self.store))
+                                       splitter=local_splitter(project, self.store), recorded=recorded)
                 return run_recon_scripted(project, self.store, mapping, options)
             finally:
                 with self._lock:

@@ -14,6 +14,7 @@ is refused with 409: the recon's own store lock decides, as for the scheduler.
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from typing import Any
 
@@ -25,7 +26,7 @@ from starlette.routing import Route
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import read_json
-from idsync.managed.recons import flag, pushed, recon_by_id
+from idsync.managed.recons import flag, pushed, recon_by_id, started
 from idsync.managed.router import scripting
 from idsync.resources import Resources
 from idsync.store.runs import RunStore
@@ -122,29 +123,21 @@ async def _start(request: Request, ctx: ApiContext) -> JSONResponse:
     if unknown:
         raise ApiError(400, f"recon: unknown parameter {', '.join(unknown)} (taken: {', '.join(_START_PARAMS)})")
     run_id = str(uuid.uuid4())
-    runs = RunStore(ctx.store)
     rewrite = flag(request.query_params, "rewriteWriteOnly")
     # PingIDM's analysis run: every action decided, none carried out (idsync's dry run).
     analyze = flag(request.query_params, "analyze")
     flag(request.query_params, "persistAssociations")  # every run keeps them: its audit entries
     overrides = await _overrides(request, ctx)
+    recorded = threading.Event()
     future = await run_in_threadpool(ctx.start_recon, mapping, run_id, rewrite_write_only=rewrite,
-                                     overrides=overrides, dry_run=analyze)
-    wrapped = asyncio.wrap_future(future)
+                                     overrides=overrides, dry_run=analyze, recorded=recorded)
     if request.query_params.get("waitForCompletion", "").lower() == "true":
-        result = await wrapped  # RunLocked surfaces here as 409
+        result = await asyncio.wrap_future(future)  # RunLocked surfaces here as 409
         return JSONResponse({"_id": result.id, "state": result.state})
     # Answer once the run is recorded: a lock refused before that is still a 409.
-    deadline = asyncio.get_running_loop().time() + _START_TIMEOUT
-    while asyncio.get_running_loop().time() < deadline:
-        if wrapped.done():
-            result = wrapped.result()
-            return JSONResponse({"_id": result.id, "state": result.state})
-        row = await run_in_threadpool(runs.get, run_id)
-        if row is not None:
-            return JSONResponse({"_id": run_id, "state": row["state"]})
-        await asyncio.wait({wrapped}, timeout=0.05)
-    return JSONResponse({"_id": run_id, "state": "ACTIVE"})
+    ended = await run_in_threadpool(started, future, recorded, _START_TIMEOUT)
+    return JSONResponse({"_id": ended.id, "state": ended.state} if ended is not None else
+                        {"_id": run_id, "state": "ACTIVE"})
 
 
 async def _overrides(request: Request, ctx: ApiContext) -> dict[str, Any] | None:

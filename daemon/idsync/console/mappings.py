@@ -8,8 +8,8 @@ both buttons lead to the run's page, which follows it while it runs.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import threading
 import uuid
 from typing import Any
 
@@ -24,6 +24,7 @@ from idsync.config.mappings import MappingDef
 from idsync.console.record import record
 from idsync.console.web import Form, page, redirect, user_of
 from idsync.errors import IdsyncError
+from idsync.managed.recons import started
 from idsync.store.runs import RunStore
 
 __all__ = ["mapping_routes"]
@@ -86,20 +87,12 @@ async def _start(request: Request, dry_run: bool) -> Response:
     await Form.read(request)
     name = _mapping(ctx, request.path_params["name"]).name
     run_id = str(uuid.uuid4())
-    future = asyncio.wrap_future(await run_in_threadpool(lambda: ctx.start_recon(name, run_id, dry_run=dry_run)))
-    runs = RunStore(ctx.store)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _START_TIMEOUT
-    while loop.time() < deadline:
-        if future.done():
-            try:
-                future.result()
-            except IdsyncError as exc:  # RunLocked: this mapping runs already
-                return redirect(request, f"/mappings/{name}", problem=str(exc))
-            break
-        if await run_in_threadpool(runs.get, run_id) is not None:
-            break
-        await asyncio.wait({future}, timeout=0.05)
+    recorded = threading.Event()
+    future = await run_in_threadpool(lambda: ctx.start_recon(name, run_id, dry_run=dry_run, recorded=recorded))
+    try:
+        await run_in_threadpool(started, future, recorded, _START_TIMEOUT)
+    except IdsyncError as exc:  # RunLocked: this mapping runs already
+        return redirect(request, f"/mappings/{name}", problem=str(exc))
     what = "preview" if dry_run else "reconciliation"
     await run_in_threadpool(lambda: record(
         ctx, "console.recon_started", user=user_of(request), action="PREVIEW" if dry_run else "RECONCILE",

@@ -36,14 +36,13 @@ from idsync.config.project import Project
 from idsync.errors import NotFound, ObjectRejected
 from idsync.resources import Resources
 from idsync.store.database import Store
-from idsync.store.runs import RunStore
 from idsync.sync.implicit import RECON_BY_ID_JOB, ImplicitSync, PushResult, read_source
 from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import Splitter
 from idsync.sync.recon import ReconResult, refuse_own_run, run_recon
 
 __all__ = ["SCRIPT_JOB", "Canceled", "ScriptRecons", "disable_detached", "enable_detached", "flag", "pushed",
-           "recon_by_id", "stop_detached"]
+           "recon_by_id", "started", "stop_detached"]
 
 # The job a script's recon is recorded under: no job file can be named so.
 SCRIPT_JOB = "script:recon"
@@ -161,7 +160,8 @@ class ScriptRecons:
         assert self._detached is not None
         self._project.mapping_for_run(mapping, options.overrides)  # an unknown mapping or setting: refused now
         refuse_own_run(mapping)
-        options = replace(options, run_id=str(uuid.uuid4()))
+        recorded = threading.Event()
+        options = replace(options, run_id=str(uuid.uuid4()), recorded=recorded)
         detached = self._detached
 
         def run() -> ReconResult:
@@ -174,16 +174,20 @@ class ScriptRecons:
                     _detached_cancels.discard(options.cancel)
 
         future = _DETACHED.submit(run)
-        runs = RunStore(self._store)
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if future.done():
-                result = future.result()  # a refusal (the mapping already running) is the call's error
-                return {"_id": result.id, "state": result.state}
-            if runs.get(str(options.run_id)) is not None:
-                return {"_id": options.run_id, "state": "ACTIVE"}
-            time.sleep(0.02)
-        return {"_id": options.run_id, "state": "ACTIVE"}
+        result = started(future, recorded, _START_TIMEOUT)
+        return {"_id": result.id, "state": result.state} if result is not None else \
+            {"_id": options.run_id, "state": "ACTIVE"}
+
+
+def started(future: concurrent.futures.Future[ReconResult], recorded: threading.Event,
+            timeout: float) -> ReconResult | None:
+    """Wait until a recon started in another thread is recorded (``ReconOptions.recorded``),
+    for at most ``timeout`` seconds: its result if it ended by then (a refusal before it was
+    recorded, the mapping already running, raises here), else None (it runs on: ACTIVE)."""
+    deadline = time.monotonic() + timeout
+    while not future.done() and not recorded.is_set() and time.monotonic() < deadline:
+        concurrent.futures.wait([future], timeout=0.02)
+    return future.result() if future.done() else None
 
 
 class Canceled(threading.Event):

@@ -35,3 +35,5 @@ class ReconOptions:
     rewrite_write_only: bool = False
     # PingIDM's settings for one run (a recon request's body: ``Project.mapping_for_run``).
     overrides: Mapping[str, Any] | None = None
+    # Set once the run is recorded: what a caller answering ``ACTIVE`` before the run ends waits for.
+    recorded: threading.Event | None = None

@@ -216,6 +216,8 @@ class _Run:
         try:
             self.runs.start(self.id, self.mapping.name, job=self.options.job, dry_run=self.options.dry_run,
                             summary=self.counters.to_summary(), node=self.options.node, fire=self.options.fire)
+            if self.options.recorded is not None:
+                self.options.recorded.set()
             self.log.info("recon.start", source=self.mapping.source, target=self.mapping.target, job=self.options.job)
             self._execute(*self._open(resources))
             if self.counters.all_failed():
