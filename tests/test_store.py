@@ -226,6 +226,56 @@ def test_migrations_build_exactly_the_declared_schema(kind: str, tmp_path: Path)
         s.close()
 
 
+def _schema(store: Store) -> dict[str, Any]:
+    """What the database itself says of every table: columns (type, nullability,
+    default), primary key, indexes (with a partial index's condition), unique and
+    foreign keys."""
+    from sqlalchemy import inspect
+
+    def index(found: dict[str, Any]) -> tuple[Any, ...]:
+        options = {k: str(v) for k, v in (found.get("dialect_options") or {}).items()}
+        return found["name"], tuple(found["column_names"]), bool(found["unique"]), sorted(options.items())
+
+    with store.engine.connect() as conn:
+        seen = inspect(conn)
+        return {table: {
+            "columns": [(c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                        for c in seen.get_columns(table)],
+            "primary": seen.get_pk_constraint(table)["constrained_columns"],
+            "indexes": sorted(index(i) for i in seen.get_indexes(table)),
+            "unique": sorted((u["name"], tuple(u["column_names"])) for u in seen.get_unique_constraints(table)),
+            "foreign": sorted((f["referred_table"], tuple(f["constrained_columns"]))
+                              for f in seen.get_foreign_keys(table)),
+        } for table in sorted(seen.get_table_names())}
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_a_new_store_gets_the_schema_the_migrations_build(kind: str, tmp_path: Path) -> None:
+    """A new, empty database is given the declared schema at once, stamped with the
+    newest revision; it must be what every migration in turn builds, to the column
+    defaults and a partial index's condition, on every dialect. Opened again, the
+    store is current: nothing more is run."""
+    built = {}
+    for declared in (False, True):
+        where = tmp_path / ("declared" if declared else "migrated")
+        where.mkdir()
+        url = store_url(kind, where)  # emptied
+        s = Store.open(url, migrate=False)
+        try:
+            s.migrate(declared=declared)
+            built[declared] = (_schema(s), s._revision())
+        finally:
+            s.close()
+    assert built[True] == built[False]
+    schema, revision = built[True]
+    assert revision is not None and {"alembic_version", "managed_objects", "links"} <= set(schema)
+    again = Store.open(url)  # the declared store, as the next process opens it
+    try:
+        assert (_schema(again), again._revision()) == built[True]
+    finally:
+        again.close()
+
+
 def test_string_filters_match_case_alike_on_every_store(users: ManagedResource) -> None:
     """eq, sw and co compare strings exactly on SQLite as on PostgreSQL and MariaDB,
     indexed or not: one filter selects the same objects whatever the store."""

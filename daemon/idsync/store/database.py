@@ -1,8 +1,11 @@
 """Opening the identity store: engine, dialect tuning and schema migrations.
 
 ``Store.open(url)`` upgrades the schema in place with Alembic (``store/migrations``)
-so a newer release can take over an existing database; every table is created
-by a migration, never by ``metadata.create_all``.
+so a newer release can take over an existing database. A new, empty database gets
+the declared schema (``tables.py``) at once, stamped with the newest revision: the
+same tables, columns, defaults and indexes the migrations build one by one (a test
+compares the two on every dialect), without loading Alembic or replaying thirteen
+steps of DDL (MariaDB runs each statement of them as a transaction of its own).
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from typing import Any, overload
 import structlog
 from sqlalchemy import (
     JSON,
+    Column,
     Connection,
     DateTime,
     Engine,
+    MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     any_,
@@ -32,6 +38,7 @@ from sqlalchemy import (
     cast,
     create_engine,
     event,
+    inspect,
     select,
     text,
 )
@@ -47,7 +54,7 @@ from sqlalchemy.exc import (
 )
 
 from idsync.errors import AuthenticationFailed, ConfigError, PeerError, PeerUnavailable
-from idsync.store.tables import store_meta
+from idsync.store.tables import metadata, store_meta
 
 __all__ = ["Store", "as_utc", "new_id", "new_ids", "nul_at", "pg_array", "store_error", "utcnow"]
 
@@ -211,16 +218,13 @@ class Store:
             store.migrate()
         return store
 
-    def migrate(self) -> None:
+    def migrate(self, *, declared: bool = True) -> None:
         """Bring the schema to the newest revision (no-op when current: one query, and
-        Alembic, which costs a command a quarter of a second to import, is not loaded)."""
+        Alembic, which costs a command a quarter of a second to import, is not loaded).
+        A database holding none of the store's tables gets the declared schema at once
+        (``declared=False``: through every migration, as the test comparing them does)."""
         if self._revision() == _head_revision():
             return
-        from alembic import command
-        from alembic.config import Config
-
-        config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS))
         try:
             with self.engine.begin() as conn:
                 # Two processes opening a new store at once (the daemon and a
@@ -231,8 +235,12 @@ class Store:
                     conn.execute(text("SELECT pg_advisory_xact_lock(7461032)"))
                 else:
                     conn.execute(text("SELECT GET_LOCK('idsync_migrate', 60)"))
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
+                if declared and _new_database(conn):
+                    metadata.create_all(conn)
+                    _alembic_version.create(conn)
+                    conn.execute(_alembic_version.insert().values(version_num=_head_revision()))
+                else:
+                    _upgrade(conn)
                 if self.dialect in ("mysql", "mariadb"):
                     conn.execute(text("SELECT RELEASE_LOCK('idsync_migrate')"))
         except OperationalError as exc:
@@ -413,6 +421,28 @@ class Store:
         url = self.engine.url
         hidden = {k: "***" for k in url.query if "pass" in k.lower()}
         return url.update_query_dict(hidden).render_as_string(hide_password=True)
+
+
+# Alembic's own record of the revision, as Alembic creates it.
+_alembic_version = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
+                         PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
+
+
+def _new_database(conn: Connection) -> bool:
+    """Whether the database holds none of the store's tables (nor Alembic's): a new store."""
+    present = set(inspect(conn).get_table_names())
+    return _alembic_version.name not in present and present.isdisjoint(metadata.tables)
+
+
+def _upgrade(conn: Connection) -> None:
+    """Every migration the database has not had, in ``conn``'s transaction."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = conn
+    command.upgrade(config, "head")
 
 
 def _head_revision() -> str:

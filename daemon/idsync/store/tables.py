@@ -284,7 +284,7 @@ recon_partitions = Table(
     Column("state", String(16), nullable=False),
     Column("node", String(191), nullable=True),
     Column("owner", String(191), nullable=True),
-    Column("attempts", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
     Column("started", DateTime(timezone=True), nullable=True),
     Column("ended", DateTime(timezone=True), nullable=True),
     Column("summary", _Json, nullable=True),
