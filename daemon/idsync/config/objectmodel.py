@@ -11,6 +11,14 @@ written in JavaScript (``additionalFiles``: scripts that call
 define the function ``policyExec(fullObject, value, params, propertyName)``, which
 answers a list of failed requirements).
 
+PingIDM's policy service also derives policies from each property's JSON schema
+(``policy.js``, ``getAdditionalPolicies``), and so does idsync (``schema_policies``):
+``not-empty`` for a ``minLength`` above 0 or a list of types without ``"null"``, and
+for a string ``minimum-length`` from ``minLength`` and ``regexpMatches`` from
+``pattern``, ahead of the property's own ``policies``. PingIDM's default managed.json
+relies on them: a password of at least 8 characters, a telephone number of digits,
+spaces, dashes and parentheses, a user name that is not empty.
+
 Everything is checked here, when the project loads: a script is compiled (Groovy
 and a missing file are errors, as in mappings), a policy id must be one of
 PingIDM's built-in policies or a custom one. ``store/policy.py`` evaluates the
@@ -26,6 +34,7 @@ modules are not compiled nor run (``not_run``): ``idsync validate`` names each.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +58,10 @@ __all__ = [
     "PolicyUse",
     "PropertyModel",
     "TypeModel",
+    "js_regexp",
     "load_object_models",
     "not_run",
+    "schema_policies",
     "secure_hash",
 ]
 
@@ -248,6 +259,91 @@ def _custom_policies(conf: Path, project_dir: Path, engine: ScriptEngine) -> tup
     return CustomPolicies(script, defined), raw
 
 
+def schema_policies(pdef: Mapping[str, Any]) -> list[PolicyUse]:
+    """The policies PingIDM's policy service derives from a property's JSON schema
+    (``policy.js``): ``not-empty`` where ``minLength`` is above 0 or ``type`` is a list
+    without ``"null"``; for a string, ``minimum-length`` from ``minLength`` (read as
+    JavaScript's ``parseInt`` reads it) and ``regexpMatches`` from ``pattern`` (one
+    that idsync cannot run is left out, and ``idsync validate`` says so)."""
+    kind = pdef.get("type")
+    types = kind if isinstance(kind, list) else [kind]
+    length = pdef.get("minLength")
+    uses: list[PolicyUse] = []
+    if (isinstance(kind, list) and "null" not in kind) or \
+            (isinstance(length, int | float) and not isinstance(length, bool) and length > 0):
+        uses.append(PolicyUse("not-empty", {}, BUILTIN_POLICIES["not-empty"].requirements, True))
+    if "string" in types:
+        minimum = _parse_int(length)
+        if minimum is not None:
+            uses.append(PolicyUse("minimum-length", {"minLength": minimum},
+                                  BUILTIN_POLICIES["minimum-length"].requirements, True))
+        pattern = pdef.get("pattern")
+        if isinstance(pattern, str) and js_regexp(pattern) is not None:
+            uses.append(PolicyUse("regexpMatches", {"regexp": pattern}, BUILTIN_POLICIES["regexpMatches"].requirements,
+                                  False))
+    return uses
+
+
+def _parse_int(value: Any) -> int | None:
+    """``value`` as JavaScript's ``parseInt`` reads it (``8``, ``8.5``, ``"8"``, ``" 8px"``),
+    or None where it answers NaN."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value) if value == value and abs(value) != float("inf") else None
+    if isinstance(value, str):
+        found = re.match(r"\s*([+-]?\d+)", value)
+        return int(found.group(1)) if found else None
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def js_regexp(pattern: str, flags: str = "") -> re.Pattern[str] | None:
+    """A JavaScript regular expression (``new RegExp(pattern, flags)``) as Python's, or
+    None where Python cannot run it. Named groups and their back references are
+    written the JavaScript way (``(?<name>...)``, ``\\k<name>``), and ``$`` ends the
+    value (Python's ``$`` would also match before a final line break) unless the flags
+    hold ``m``; flags ``i``, ``m`` and ``s`` are followed (``g``, ``u``, ``y`` change
+    nothing to whether a value matches)."""
+    options = (re.IGNORECASE if "i" in flags else 0) | (re.MULTILINE if "m" in flags else 0) | \
+        (re.DOTALL if "s" in flags else 0)
+    try:
+        return re.compile(_from_js(pattern, multiline="m" in flags), options)
+    except re.error:
+        return None
+
+
+def _from_js(pattern: str, *, multiline: bool) -> str:
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            named = re.match(r"\\k<([A-Za-z_][A-Za-z0-9_]*)>", pattern[i:])
+            if named and not in_class:
+                out.append(f"(?P={named.group(1)})")
+                i += named.end()
+                continue
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(" and pattern.startswith("(?<", i) and pattern[i + 3:i + 4] not in ("=", "!"):
+            out.append("(?P<")
+            i += 3
+            continue
+        elif c == "$" and not multiline:
+            out.append(r"\Z")
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def _policy_use(entry: Any, custom: CustomPolicies | None, file: str, key: str) -> PolicyUse | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("policyId"), str):
         raise ConfigError(file, key, "expected an object with a policyId")
@@ -401,7 +497,8 @@ def load_object_models(managed_raw: Any, conf: Path, project_dir: Path, engine: 
             entries = pdef.get("policies") or []
             if not isinstance(entries, list):
                 raise ConfigError(file, f"{pkey}.policies", "expected a list of {\"policyId\": ...} objects")
-            uses = [_policy_use(e, custom, file, f"{pkey}.policies[{j}]") for j, e in enumerate(entries)]
+            uses: list[PolicyUse | None] = list(schema_policies(pdef))
+            uses += [_policy_use(e, custom, file, f"{pkey}.policies[{j}]") for j, e in enumerate(entries)]
             uses += [_policy_use(e, custom, policy_file, k) for e, k in from_policy_json.get(name, [])]
             prop_scripts = {event: engine.compile(pdef[event], file=file, key=f"{pkey}.{event}",
                                                   base_dir=project_dir)

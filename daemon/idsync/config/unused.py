@@ -30,7 +30,7 @@ from typing import Any
 from idsync.config.actions import unserved
 from idsync.config.endpoints import not_served
 from idsync.config.files import load_json
-from idsync.config.objectmodel import NOT_ENFORCED_POLICIES, not_run
+from idsync.config.objectmodel import NOT_ENFORCED_POLICIES, js_regexp, not_run
 from idsync.config.operation_options import FOLLOWED
 from idsync.config.relationships import demoted
 from idsync.errors import ConfigError, ConfigWarning
@@ -103,7 +103,6 @@ _COMPUTED = ("idsync computes effectiveRoles and effectiveAssignments itself, on
              "and temporal constraints (docs/store.md#roles-and-assignments)")
 # A managed type's keys idsync uses, or that only describe it in PingIDM's UI.
 _MANAGED_KEYS = ("name", "schema", "title", "description", "displayName", "iconClass", "iconSrc", "type")
-_PROPERTY_POLICIES = ("minLength", "pattern")
 _PROPERTY_SCRIPTS = ("queryConfig",)
 _MAPPING_SCRIPTS = ("onRecon", "defaultMapping", "postMapping", "onMapping")
 _MAPPING_TUNING = ("taskThreads", "prefetchLinks", "feedSize", "reconSourceQueryPaging", "reconSourceQueryPageSize",
@@ -247,7 +246,9 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
     for pname, pdef in props.items():
         if not isinstance(pdef, dict):
             continue
-        policies += [f"{pname}.{k}" for k in _PROPERTY_POLICIES if pdef.get(k) not in (None, [], {})]
+        pattern = pdef.get("pattern")
+        if _is_string(pdef) and isinstance(pattern, str) and js_regexp(pattern) is None:
+            policies.append(f"{pname}.pattern")
         scripted += [f"{pname}.{k}" for k in _PROPERTY_SCRIPTS if pdef.get(k) not in (None, False)]
         found_policies += _policy_ids(file, f"{at}.{pname}.policies", pdef.get("policies"))
         stock += [(f"{pname}.{k}", _COMPUTED if k == "onRetrieve" and pname in _EFFECTIVE else why)
@@ -257,9 +258,9 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
             relations.append(pname)
     found = found_policies
     if policies:
-        found.append(NotUsed(file, _keys(at, policies), f"not enforced: the JSON schema's minLength and pattern "
-                             f"(PingIDM's UI checks these) of {name}; idsync enforces the policies listed in "
-                             "policies, conditionalPolicies and fallbackPolicies, the types and required"))
+        found.append(NotUsed(file, _keys(at, policies), f"not enforced: a pattern of {name} that Python's regular "
+                             "expressions cannot run (PingIDM runs it as JavaScript's); idsync enforces a string's "
+                             "other patterns and its minLength"))
     if scripted:
         found.append(NotUsed(file, _keys(at, scripted), f"not used: how PingIDM queries virtual properties of {name}"))
     found += [NotUsed(file, f"{at}.{key}", f"not run: {why}") for key, why in stock]
@@ -268,6 +269,11 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
                              "between managed objects, both ends pointing to each other; these point elsewhere "
                              "(internal/role), or their reverse end does not point back"))
     return found
+
+
+def _is_string(pdef: Mapping[str, Any]) -> bool:
+    kind = pdef.get("type")
+    return "string" in (kind if isinstance(kind, list) else [kind])
 
 
 def _policy_ids(file: str, at: str, entries: Any) -> list[NotUsed]:

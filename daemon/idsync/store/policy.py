@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from idsync.config.managed import ManagedType
-from idsync.config.objectmodel import PolicyUse, PropertyModel
+from idsync.config.objectmodel import PolicyUse, PropertyModel, js_regexp
 from idsync.crypto import is_encrypted
 from idsync.errors import ScriptError
 from idsync.store.passwords import is_hashed
@@ -89,7 +89,9 @@ def check(schema: ManagedType, obj: Mapping[str, Any], *, before: Mapping[str, A
                 custom_calls.append((name, use, [use.custom, dict(obj), None if value is _MISSING else value,
                                                  dict(use.params), name, list(failed)]))
                 continue
-            failed.extend(_builtin(use, name, value, obj, before, failed, object_id, taken, schema.mapping_names))
+            # Once each: the schema's not-empty can fail an empty required value a second time.
+            failed.extend(r for r in _builtin(use, name, value, obj, before, failed, object_id, taken,
+                                              schema.mapping_names) if r not in failed)
     if custom_calls and model.custom is not None:
         answers = model.custom.run([call for _, _, call in custom_calls])
         for (name, use, _), answer in zip(custom_calls, answers, strict=True):
@@ -186,12 +188,9 @@ def _string_ok(policy: str, text: str, p: Mapping[str, Any]) -> bool:
         return _PHONE.match(text) is not None
     if policy == "valid-name-format":
         return all(_name_char(c) for c in text)
-    if policy == "regexpMatches":
-        flags = re.IGNORECASE if "i" in str(p.get("flags") or "") else 0
-        try:
-            return re.search(str(p["regexp"]), text, flags) is not None
-        except re.error:
-            return False
+    if policy == "regexpMatches":  # a JavaScript expression, as PingIDM's policy.js runs it
+        compiled = js_regexp(str(p["regexp"]), str(p.get("flags") or ""))
+        return compiled is not None and compiled.search(text) is not None
     return True
 
 
