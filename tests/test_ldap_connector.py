@@ -4,12 +4,14 @@ writes, errors and TLS, as a recon would see them."""
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 from idsync.connectors.ldap.connector import LdapResource, LdapSystem, open_ldap_system
 from idsync.connectors.ldap.values import guid_from_bytes, guid_to_bytes, id_filter
 from idsync.errors import (
@@ -226,6 +228,72 @@ def test_unreachable_port_is_peer_unavailable(slapd: Slapd, ldap_subtree: str) -
         system.resource("account").get("x")
     report = system.test()
     assert report["ok"] is False and "127.0.0.1:1" in report["error"]
+
+
+def _closed_port() -> int:
+    """A port of 127.0.0.1 nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_failover_server_is_used_when_the_first_cannot_be_reached(slapd: Slapd, ldap_subtree: str) -> None:
+    """OpenICF's failover: with nothing listening at host and port, the next server of
+    the list that answers is used, for reads in process and for a listing read in its
+    own process, and a warning names both; the first is tried again at the next
+    connection. ldaps is TLS from the start, verified."""
+    slapd.add_ldif(sample_users_ldif(2, ldap_subtree))
+    down, also_down = _closed_port(), _closed_port()
+    config = make_config(slapd, ldap_subtree, port=down, failover=[f"ldap://127.0.0.1:{also_down}/", f"{slapd.url}/"])
+    system = LdapSystem("ldap", config, file=FILE)
+    with structlog.testing.capture_logs() as logs:
+        (found,) = system.resource("account").find(QuerySpec(native="(uid=bjensen)"))
+    assert found["uid"] == "bjensen"
+    (warning,) = [e for e in logs if e["event"] == "ldap.failover"]
+    assert warning["log_level"] == "warning" and warning["url"] == slapd.url
+    assert warning["unreachable"] == [f"127.0.0.1:{down}", f"127.0.0.1:{also_down}"]
+    assert sorted(o["uid"] for page in system.resource("account").pages(QuerySpec()) for o in page) == [
+        "bjensen", "scarter"]
+    assert system.test()["ok"] is True
+    system.close()
+    assert slapd.ca_file is not None
+    tls = make_config(slapd, ldap_subtree, port=down, caFile=slapd.ca_file, failover=[f"{slapd.ldaps_url}/"])
+    system = LdapSystem("ldap", tls, file=FILE)
+    assert [o["uid"] for o in system.resource("account").find(QuerySpec(native="(uid=bjensen)"))] == ["bjensen"]
+    system.close()
+
+
+def test_failover_passes_over_unreachable_servers_only(slapd: Slapd, ldap_subtree: str) -> None:
+    """Every server unreachable: one error naming each. A bind refused, or a certificate
+    that does not verify, is not passed over: another server would be asked the same."""
+    first, second = _closed_port(), _closed_port()
+    config = make_config(slapd, ldap_subtree, port=first, failover=[f"ldap://127.0.0.1:{second}"])
+    with pytest.raises(PeerUnavailable) as caught:
+        LdapSystem("ldap", config, file=FILE).resource("account").get("x")
+    assert f"cannot connect to 127.0.0.1:{first} nor to a failover server: 127.0.0.1:{first}: " in str(caught.value)
+    assert f"; 127.0.0.1:{second}: " in str(caught.value)
+    refused = make_config(slapd, ldap_subtree, credentials="wrong-secret-value", failover=[f"ldap://127.0.0.1:{second}"])
+    with pytest.raises(AuthenticationFailed):
+        LdapSystem("ldap", refused, file=FILE).resource("account").get("x")
+    unverified = make_config(slapd, ldap_subtree, ssl=True, port=slapd.ldaps_port,  # no caFile: not trusted
+                             failover=[f"ldaps://127.0.0.1:{second}"])
+    with pytest.raises(TLSError):
+        LdapSystem("ldap", unverified, file=FILE).resource("account").get("x")
+
+
+@pytest.mark.parametrize(("failover", "ssl", "problem"), [
+    (["http://ldap2.example.com/"], False, "is not an LDAP server's URL"),
+    (["ldap://ldap2.example.com:99999/"], False, "is not an LDAP server's URL"),
+    (["ldap://ldap2.example.com/ou=People,dc=example,dc=com"], False, "nothing after the host and port"),
+    (["ldap://ldap2.example.com:389/"], True, "sending the password in clear"),
+    ([""], False, "must be a list of non-empty strings"),
+])
+def test_a_bad_failover_entry_is_an_error_naming_it(slapd: Slapd, ldap_subtree: str, failover: list[str], ssl: bool,
+                                                     problem: str) -> None:
+    config = make_config(slapd, ldap_subtree, failover=failover, ssl=ssl)
+    with pytest.raises(ConfigError) as caught:
+        LdapSystem("ldap", config, file=FILE)
+    assert problem in str(caught.value) and "configurationProperties.failover" in str(caught.value)
 
 
 def test_test_action_reports_ok(slapd: Slapd, ldap_subtree: str) -> None:

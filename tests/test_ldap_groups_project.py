@@ -178,7 +178,7 @@ def test_validate_warns_about_what_is_not_acted_on(project: tuple[Path, str]) ->
     path, _ = project
     prov_file = path / "conf" / "provisioner.openicf-ldap.json"
     prov = json.loads(prov_file.read_text())
-    prov["configurationProperties"].update(readSchema=True, synchronizePasswords=True, failover=["ldap://b"],
+    prov["configurationProperties"].update(readSchema=True, synchronizePasswords=True, failover=["ldap://b/"],
                                            usePagedResultsControl=True, attributesToSynchronize=["uid"])
     prov["operationOptions"] = {"DELETE": {"denied": True, "onDeny": "DO_NOTHING"}}
     prov["objectTypes"]["account"]["properties"]["smartcard"] = {"type": "boolean",
@@ -190,10 +190,9 @@ def test_validate_warns_about_what_is_not_acted_on(project: tuple[Path, str]) ->
     warnings = {w["key"]: w["problem"] for w in validated["warnings"]}
     assert all(w["file"] == str(prov_file) for w in validated["warnings"])
     # readSchema and the keys only liveSync reads ask for nothing idsync would do otherwise;
-    # a denied DELETE is followed.
+    # a denied DELETE and the failover servers are followed.
     assert set(warnings) == {
-        "configurationProperties.synchronizePasswords",
-        "configurationProperties.failover", "configurationProperties.usePagedResultsControl",
+        "configurationProperties.synchronizePasswords", "configurationProperties.usePagedResultsControl",
         "objectTypes.account.properties.smartcard.nativeName",
         "objectTypes.account.properties.posix.nativeName",
         # OpenICF's pool and timeout settings, for every connector (config/unused.py)

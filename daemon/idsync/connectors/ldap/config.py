@@ -4,6 +4,7 @@ file and the key. Secrets arrive already substituted; they are never put in mess
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -116,6 +117,9 @@ class LdapSettings:
     lock_value: str = "000001010000Z"
     # Active Directory (objectGUID ids): its naming rules are checked before a write.
     active_directory: bool = False
+    # OpenICF's ``failover``: the servers to connect to, in order, when the one before
+    # cannot be reached (scheme, host, port: ``ldaps`` is TLS from the start).
+    failover: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def active_directory_lock(self) -> bool:
@@ -128,6 +132,14 @@ class LdapSettings:
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}"
+
+    def servers(self) -> tuple[LdapSettings, ...]:
+        """These settings for each server, in the order they are tried: ``host`` and
+        ``port``, then each of ``failover`` (TLS from the start for ``ldaps``, StartTLS
+        for ``ldap`` where ``startTLS`` asks for it)."""
+        return (self, *(dataclasses.replace(self, host=host, port=port, ssl=scheme == "ldaps",
+                                            start_tls=self.start_tls and scheme == "ldap", failover=())
+                        for scheme, host, port in self.failover))
 
 
 class _Reader:
@@ -230,7 +242,30 @@ def _settings(file: str, props: Mapping[str, Any]) -> LdapSettings:
         lock_attribute=lock_attribute,
         lock_value=str(read.str_("accountLockValue", _lock_default(lock_attribute))),
         active_directory=_active_directory(props),
+        failover=_failover(file, read),
     )
+
+
+_LDAP_URL = re.compile(r"(?i)(ldaps?)://(\[[0-9A-Fa-f:.]+\]|[^/:?#\s\[\]]+)(?::([0-9]{1,5}))?/?")
+
+
+def _failover(file: str, read: _Reader) -> tuple[tuple[str, str, int], ...]:
+    """OpenICF's ``failover``: LDAP URLs (RFC 4516) naming a server each, ``ldap://host:port/``."""
+    servers = []
+    for i, url in enumerate(read.strings("failover")):
+        found = _LDAP_URL.fullmatch(url.strip())
+        port = int(found.group(3)) if found and found.group(3) else None
+        if found is None or (port is not None and not 0 < port <= 65535):
+            raise ConfigError(file, f"configurationProperties.failover[{i}]",
+                              f"{url!r} is not an LDAP server's URL such as ldap://ldap2.example.com:389/ or "
+                              "ldaps://ldap2.example.com:636/ (nothing after the host and port)")
+        scheme = found.group(1).lower()
+        if scheme == "ldap" and read.bool_("ssl", False):
+            raise ConfigError(file, f"configurationProperties.failover[{i}]",
+                              f"{url!r} would bind without TLS where ssl is true, sending the password in clear; "
+                              "write ldaps://")
+        servers.append((scheme, found.group(2), port or (636 if scheme == "ldaps" else 389)))
+    return tuple(servers)
 
 
 _ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*(;[A-Za-z0-9-]+)*|[0-9]+(\.[0-9]+)+")

@@ -89,7 +89,8 @@ class LdapConnection:
 
     def __init__(self, system: str, settings: LdapSettings) -> None:
         self._system = system
-        self._settings = settings
+        self._settings = settings  # the server connected to, or to be tried first
+        self._configured = settings
         self._conn: ldap.ldapobject.LDAPObject | None = None
 
     @property
@@ -104,9 +105,31 @@ class LdapConnection:
                 conn.unbind_ext()
 
     def open(self) -> ldap.ldapobject.LDAPObject:
-        """The bound connection, opened now if needed; raises PeerError."""
+        """The bound connection, opened now if needed; raises PeerError. A server that
+        cannot be reached is passed over for the next of ``failover``; one that refuses
+        the bind or the TLS handshake is not (another would be asked the same)."""
         if self._conn is not None:
             return self._conn
+        servers = self._configured.servers()
+        unreachable: list[str] = []
+        for server in servers:
+            self._settings = server
+            try:
+                self._conn = self._bound()
+            except PeerUnavailable as exc:
+                if len(servers) == 1:
+                    raise
+                unreachable.append(f"{self.where}: {str(exc).split(': ', 2)[-1]}")
+                continue
+            if unreachable:
+                log.warning("ldap.failover", system=self._system, url=server.url,
+                            unreachable=[u.split(": ", 1)[0] for u in unreachable])
+            return self._conn
+        self._settings = self._configured
+        raise PeerUnavailable(f"{self._system}: cannot connect to {self.where} nor to a failover server: "
+                              f"{'; '.join(unreachable)}")
+
+    def _bound(self) -> ldap.ldapobject.LDAPObject:
         s = self._settings
         conn = ldap.initialize(s.url)
         conn.protocol_version = ldap.VERSION3
@@ -129,7 +152,6 @@ class LdapConnection:
                 conn.unbind_ext()
             self._open_failed(error)
         log.debug("ldap.connected", system=self._system, url=s.url, start_tls=s.start_tls, principal=s.principal)
-        self._conn = conn
         return conn
 
     def _open_failed(self, error: ldap.LDAPError) -> NoReturn:
@@ -196,8 +218,8 @@ class LdapConnection:
         directory's order, the next page asked for before this one is yielded
         (``reader``). ``base_required``: a base that does not exist fails the read
         (a listing taken for complete would make everything under it look deleted)."""
-        self._log_command(base, search_filter, attributes, page_size, scope)
         conn = self.open()
+        self._log_command(base, search_filter, attributes, page_size, scope)
 
         def failed(error: ldap.LDAPError) -> NoReturn:
             self._search_failed(error, base)

@@ -30,7 +30,7 @@ _USED = {
     "accountUserNameAttributes", "groupObjectClasses", "groupSearchFilter", "groupNameAttributes",
     "groupMemberAttribute", "uidAttribute", "blockSize", "connectTimeout", "readTimeout", "caFile",
     "verifyCertificate", "maintainLdapGroupMembership", "maintainPosixGroupMembership",
-    "passwordAttribute", "ldapGroupsAttribute", "accountLockAttribute", "accountLockValue",
+    "passwordAttribute", "ldapGroupsAttribute", "accountLockAttribute", "accountLockValue", "failover",
     # Paging is always RFC 2696's; these only say so, or tune what it replaces.
     "usePagedResultControl", "useBlocks", "vlvSortAttribute",
     # Property types come from objectTypes (values that are not UTF-8 read as base64).
@@ -61,7 +61,6 @@ _LIVE_SYNC_ONLY = {
 # key -> (whether its value asks for nothing, why idsync does not act on it)
 _NOT_ACTED_ON: Mapping[str, tuple[Callable[[Any], bool], str]] = {
     "synchronizePasswords": (_unset, "passwords changed in the directory are not synchronized (no liveSync)"),
-    "failover": (_unset, "failover servers are not used: only host and port are"),
     "passwordHashAlgorithm": (lambda v: _unset(v) or str(v).upper() == "WIN-AD",
                               "passwords are not hashed by the connector: the mapped value is written as it is "
                               "(the store keeps passwords hashed)"),
