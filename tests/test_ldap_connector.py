@@ -26,6 +26,8 @@ from idsync.query.ast import And, Compare
 from idsync.resource import QuerySpec, WriteOp
 from idsync_dev import Slapd, sample_users_ldif
 
+from samples import can_bind
+
 pytestmark = pytest.mark.slapd
 
 FILE = "conf/provisioner.openicf-ldap.json"
@@ -228,6 +230,43 @@ def test_unreachable_port_is_peer_unavailable(slapd: Slapd, ldap_subtree: str) -
         system.resource("account").get("x")
     report = system.test()
     assert report["ok"] is False and "127.0.0.1:1" in report["error"]
+
+
+@pytest.mark.parametrize("scheme", ["SSHA", "SHA", "SMD5", "MD5"])
+def test_password_hash_algorithm_hashes_a_clear_password_before_writing_it(
+        slapd: Slapd, ldap_subtree: str, scheme: str) -> None:
+    """OpenICF's passwordHashAlgorithm: a clear password is written as the RFC 2307 hash
+    the directory verifies at bind, never in clear; a value already hashed (the store's
+    own {CRYPT}) is written as it is; the key's case does not matter."""
+    config = make_config(slapd, ldap_subtree, passwordHashAlgorithm=scheme.lower())
+    config["objectTypes"]["account"]["properties"]["password"] = {
+        "type": "string", "nativeName": "__PASSWORD__", "flags": ["NOT_READABLE", "NOT_RETURNED_BY_DEFAULT"]}
+    system = LdapSystem("ldap", config, file=FILE)
+    accounts = system.resource("account")
+    try:
+        created = accounts.create({"uid": "hashed", "cn": "Hashed", "sn": "Hashed", "password": "Clear-text 42"})
+        value = _user_password(slapd, created["dn"])
+        assert value.startswith(f"{{{scheme}}}") and "Clear-text 42" not in value
+        assert can_bind(slapd, created["dn"], "Clear-text 42") and not can_bind(slapd, created["dn"], "other")
+        crypt = "{CRYPT}$6$abcdefgh$" + "x" * 86  # the store's own hash: written as it is
+        accounts.update(created["_id"], {"password": crypt})
+        assert _user_password(slapd, created["dn"]) == crypt
+    finally:
+        system.close()
+
+
+def _user_password(slapd: Slapd, dn: str) -> str:
+    """The entry's userPassword as the directory holds it (read as its administrator)."""
+    import ldap
+
+    conn = ldap.initialize(slapd.url)
+    try:
+        conn.simple_bind_s(slapd.admin_dn, slapd.admin_password)
+        ((_, attributes),) = conn.search_s(dn, ldap.SCOPE_BASE, attrlist=["userPassword"])
+        (value,) = attributes["userPassword"]
+        return str(value.decode())
+    finally:
+        conn.unbind_s()
 
 
 def _closed_port() -> int:

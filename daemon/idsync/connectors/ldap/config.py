@@ -14,7 +14,7 @@ from typing import Any
 from idsync.errors import ConfigError
 from idsync.query.ldap import filter_problem
 
-__all__ = ["LdapSettings", "ObjectTypeDef", "PropertyDef", "parse_ldap_config"]
+__all__ = ["PASSWORD_HASHES", "LdapSettings", "ObjectTypeDef", "PropertyDef", "parse_ldap_config"]
 
 NAME_ATTRIBUTE = "__NAME__"
 # OpenICF's special attribute names (lower case) -> what they stand for in an LDAP entry:
@@ -117,6 +117,9 @@ class LdapSettings:
     lock_value: str = "000001010000Z"
     # Active Directory (objectGUID ids): its naming rules are checked before a write.
     active_directory: bool = False
+    # OpenICF's ``passwordHashAlgorithm`` where idsync hashes with it (``SSHA``, ``SHA``,
+    # ``SMD5``, ``MD5``): a clear password is hashed before it is written.
+    password_hash: str | None = None
     # OpenICF's ``failover``: the servers to connect to, in order, when the one before
     # cannot be reached (scheme, host, port: ``ldaps`` is TLS from the start).
     failover: tuple[tuple[str, str, int], ...] = ()
@@ -243,7 +246,17 @@ def _settings(file: str, props: Mapping[str, Any]) -> LdapSettings:
         lock_value=str(read.str_("accountLockValue", _lock_default(lock_attribute))),
         active_directory=_active_directory(props),
         failover=_failover(file, read),
+        password_hash=_password_hash(read),
     )
+
+
+# OpenICF's passwordHashAlgorithm values idsync hashes with (``special.hash_password``).
+PASSWORD_HASHES = ("SSHA", "SHA", "SMD5", "MD5")
+
+
+def _password_hash(read: _Reader) -> str | None:
+    value = (read.str_("passwordHashAlgorithm") or "").strip().upper()
+    return value if value in PASSWORD_HASHES else None  # another (WIN-AD, unknown): validate says
 
 
 _LDAP_URL = re.compile(r"(?i)(ldaps?)://(\[[0-9A-Fa-f:.]+\]|[^/:?#\s\[\]]+)(?::([0-9]{1,5}))?/?")

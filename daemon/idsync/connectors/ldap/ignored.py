@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from idsync.connectors.ldap.config import ObjectTypeDef
+from idsync.connectors.ldap.config import PASSWORD_HASHES, ObjectTypeDef
 from idsync.errors import ConfigError, ConfigWarning
 from idsync.keys import suggest
 
@@ -61,9 +61,9 @@ _LIVE_SYNC_ONLY = {
 # key -> (whether its value asks for nothing, why idsync does not act on it)
 _NOT_ACTED_ON: Mapping[str, tuple[Callable[[Any], bool], str]] = {
     "synchronizePasswords": (_unset, "passwords changed in the directory are not synchronized (no liveSync)"),
-    "passwordHashAlgorithm": (lambda v: _unset(v) or str(v).upper() == "WIN-AD",
-                              "passwords are not hashed by the connector: the mapped value is written as it is "
-                              "(the store keeps passwords hashed)"),
+    "passwordHashAlgorithm": (lambda v: _unset(v) or str(v).strip().upper() in ("WIN-AD", *PASSWORD_HASHES),
+                              f"not a scheme idsync hashes with ({', '.join(PASSWORD_HASHES)}): the mapped "
+                              "value is written as it is (the store keeps passwords hashed)"),
     "respectResourcePasswordPolicyChangeAfterReset": (
         _unset, "the password policy's change-after-reset is not applied to password writes"),
     "referralsHandling": (_is("ignore"), "referrals are not followed"),

@@ -24,6 +24,10 @@ holds no connection.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,7 +36,7 @@ from idsync.connectors.ldap.members import DELETE, REPLACE, Changes
 from idsync.connectors.ldap.values import decode_id
 from idsync.errors import ObjectRejected
 
-__all__ = ["Changes", "encode_special", "read_attributes", "read_special"]
+__all__ = ["Changes", "encode_special", "hash_password", "read_attributes", "read_special"]
 
 _ACCOUNT_DISABLE = 0x2
 _NORMAL_ACCOUNT = 0x200
@@ -125,7 +129,9 @@ def _password(prop: PropertyDef, value: Any, settings: LdapSettings) -> str | by
     if not isinstance(value, str):
         raise ObjectRejected(f"ldap: {prop.name} (__PASSWORD__) must be a string")
     if settings.password_attribute.lower() != "unicodepwd":
-        return value
+        if settings.password_hash is None or _HASHED.match(value):
+            return value  # a hash (the store's own, say) is written as it is: hashed again it would verify nothing
+        return hash_password(value, settings.password_hash)
     if not (settings.ssl or settings.start_tls):
         # AD refuses it anyway (Samba does not): a password is never sent in clear.
         raise ObjectRejected(f"ldap: {prop.name} (__PASSWORD__): Active Directory's unicodePwd is written only "
@@ -135,3 +141,17 @@ def _password(prop: PropertyDef, value: Any, settings: LdapSettings) -> str | by
         raise ObjectRejected(f"ldap: {prop.name} (__PASSWORD__): Active Directory's unicodePwd needs the "
                              "clear password, and the value is a hash")
     return f'"{value}"'.encode("utf-16-le")
+
+
+# A value already hashed, as userPassword holds them (RFC 2307: "{SCHEME}...").
+_HASHED = re.compile(r"\{[A-Za-z0-9.-]+\}")
+_HASHES = {"SHA": hashlib.sha1, "SSHA": hashlib.sha1, "MD5": hashlib.md5, "SMD5": hashlib.md5}
+
+
+def hash_password(password: str, scheme: str) -> str:
+    """``password`` hashed as OpenICF's ``passwordHashAlgorithm`` asks (``SSHA``, ``SHA``,
+    ``SMD5``, ``MD5``), in the RFC 2307 form directories verify at bind: the salted schemes
+    append 8 random bytes to the password and to the digest."""
+    salt = os.urandom(8) if scheme in ("SSHA", "SMD5") else b""
+    digest = _HASHES[scheme](password.encode("utf-8") + salt).digest()  # the schemes directories verify
+    return f"{{{scheme}}}{base64.b64encode(digest + salt).decode('ascii')}"
