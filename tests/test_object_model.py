@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from api_server import ADMIN, serve
 from idsync.config.managed import DEFAULT_MANAGED, parse_managed
 from idsync.config.objectmodel import load_object_models
@@ -333,6 +334,53 @@ def test_a_failing_post_script_is_logged_and_the_change_stands(tmp_path: Path) -
     assert sorted(u["userName"] for u in found["result"]) == ["fine", "oops"]
 
 
+ON_SYNC = """
+if (newObject && newObject.login === 'loud') { throw new Error('sync report lost'); }
+openidm.create('managed/report', null, {
+    what: syncResults.action, who: (newObject || oldObject).login, ok: syncResults.success,
+    was: oldObject ? (oldObject.email || '') : null,
+    pushes: syncResults.syncDetails.map(function (d) {
+        return [d.mapping, d.targetObjectSet, d.situation, d.action, d.result].join(' '); })});
+"""
+
+
+def test_on_sync_runs_once_each_change_is_pushed(tmp_path: Path) -> None:
+    """A type's onSync runs after implicit synchronization of each change made through
+    the managed service, as PingIDM's does: syncResults says the action (notifyCreate,
+    notifyUpdate, notifyDelete), whether every push went through and what each mapping
+    did; oldObject and newObject are the object before and after. A push that fails
+    is reported to it; an onSync that throws is logged and the change stands. Without
+    implicit synchronization (a recon's writes) it does not run."""
+    project = _project(tmp_path)
+    staff_type = {**STAFF, "onSync": {"type": _JS, "source": ON_SYNC}}
+    report = {"name": "report", "schema": {"properties": {
+        "what": {"type": "string"}, "who": {"type": "string"}, "ok": {"type": "boolean"},
+        "was": {"type": ["string", "null"]}, "pushes": {"type": "array"}}}}
+    (project / "conf" / "managed.json").write_text(json.dumps({"objects": [USER, staff_type, EVENT, report]}))
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    resources = Resources(loaded, store)
+    with scripting(loaded, store, resources=resources), structlog.testing.capture_logs() as logs:
+        staff = ManagedObjects(loaded, store, resources, "staff")
+        reports = ManagedObjects(loaded, store, resources, "report", sync=False)
+        staff.create({"login": "ivy", "email": "ivy@example.com"}, object_id="s1")
+        staff.patch("s1", [{"operation": "replace", "field": "/email", "value": "not-an-email"}])  # refused by user
+        staff.delete("s1")
+        staff.create({"login": "loud"}, object_id="s2")
+        ManagedObjects(loaded, store, resources, "staff", sync=False).create({"login": "quiet"}, object_id="s3")
+        seen = sorted(reports._resource.find(QuerySpec()), key=lambda e: e["_id"])
+    assert [(e["what"], e["who"], e["ok"], e.get("was"), e["pushes"]) for e in seen] == [
+        ("notifyCreate", "ivy", True, None, ["staff_user managed/user ABSENT CREATE SUCCESSFUL"]),
+        ("notifyUpdate", "ivy", False, "ivy@example.com", ["staff_user managed/user CONFIRMED UPDATE FAILED"]),
+        # The mapping has no policy for SOURCE_MISSING: PingIDM's default, EXCEPTION, fails the push.
+        ("notifyDelete", "ivy", False, "not-an-email", ["staff_user managed/user SOURCE_MISSING EXCEPTION FAILED"]),
+    ]
+    (failed,) = [e for e in logs if e["event"] == "managed.post_script_failed"]
+    assert failed["script"] == "onSync" and "sync report lost" in failed["error"]
+    assert staff.get("s2")["login"] == "loud"  # the change stands
+    store.close()
+
+
 def test_sync_reads_a_managed_source_as_on_retrieve_shows_it(tmp_path: Path) -> None:
     """A mapping reads its managed source through the property and object onRetrieve
     scripts, in a recon and in implicit synchronization alike: the values they make
@@ -407,7 +455,7 @@ def test_bad_policy_configuration_is_an_error(tmp_path: Path) -> None:
     done = idsync(project, "validate")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "objects[0].schema.properties.sn.policies[0]: not enforced: policy valid-array-items" in done.stderr
-    assert "objects[0].onSync: not run" in done.stderr
+    assert "onSync" not in done.stderr  # run (test_on_sync_runs_once_each_change_is_pushed)
     assert "objects[0].onDelete: not run: ui/onDelete-user-cleanup.js is a script PingIDM bundles" in done.stderr
     raw["objects"][0]["onCreate"] = {"type": "groovy", "source": "object.x = 1"}
     managed.write_text(json.dumps(raw))

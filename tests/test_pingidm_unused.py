@@ -80,7 +80,9 @@ _MANAGED = {"_comment": "from PingIDM", "objects": [{
         "lastSync": {"type": "object", "scope": "private"},
         "telephoneNumber": {"type": "string", "policies": [{"policyId": "valid-array-items"}]},
     }},
-}]}
+}, {"name": "role", "onSync": {"type": _JS, "source": "require('roles/onSync-roles').syncUsersOfRoles("
+                                                      "resourceName, oldObject, newObject, ['members']);"},
+    "schema": {"properties": {"name": {"type": "string"}}}}]}
 
 # Files idsync does not read, with how many of them share one line.
 _FILES = {
@@ -171,7 +173,8 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
             one(f"{conf}: {', '.join(same)}: ", why)
     one(f"{conf / 'boot' / 'boot.properties'}: ", "startup properties", "environment variable")
     managed = conf / "managed.json"
-    one(f"{managed}: objects[0].onSync: ", "not run", "managed/user")
+    assert not any("objects[0].onSync" in line for line in lines)  # a project's own onSync runs
+    one(f"{managed}: objects[1].onSync: ", "not run", "idsync pushes the users of a changed role or assignment itself")
     one(f"{managed}: objects[0].actions.notify: ", "not served", "require", "answers 501")
     assert not any(".actions.unlock" in line or ".actions.resetPassword" in line for line in lines)  # served
     one(f"{managed}: _comment: ", "reads only objects")

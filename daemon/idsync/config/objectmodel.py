@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 OBJECT_EVENTS = ("onCreate", "onRead", "onUpdate", "onDelete", "onValidate", "onRetrieve", "onStore",
-                 "postCreate", "postUpdate", "postDelete")
+                 "postCreate", "postUpdate", "postDelete", "onSync")
 PROPERTY_EVENTS = ("onValidate", "onRetrieve", "onStore")
 ObjectScript = Script | StockScript  # what a managed.json script compiles to
 _HASH_ALGORITHMS = ("SHA-256", "SHA-384", "SHA-512", "SHA-1", "MD5")

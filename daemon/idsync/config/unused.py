@@ -94,7 +94,7 @@ _KINDS = (
 
 _MANAGED_EVENTS = ("onCreate", "onRead", "onUpdate", "onDelete", "onValidate", "onRetrieve", "onStore", "onSync",
                    "postCreate", "postUpdate", "postDelete")
-_NOT_RUN_EVENTS = ("onSync",)
+_ON_SYNC_ROLES = "; idsync pushes the users of a changed role or assignment itself"
 _ASSIGNMENTS = ("; idsync's sync engine applies assignments as PingIDM's roles/defaultMapping.js does, their "
                 "onAssignment/onUnassignment scripts and script operations included, and keeps each user's lastSync "
                 "in its own table (docs/pingidm.md#roles)")
@@ -218,15 +218,10 @@ def _managed(path: Path) -> list[NotUsed]:
         if others:
             found.append(NotUsed(file, _keys(at, others), f"not read: idsync does not use these keys of {name}"))
         paths = ScriptPaths(path.parent.parent)
-        found += [NotUsed(file, f"{at}.{k}", f"not run: {why}") for k in _MANAGED_EVENTS
-                  if k not in _NOT_RUN_EVENTS and (why := not_run(obj.get(k), paths)) is not None]
-        events = [k for k in _NOT_RUN_EVENTS if obj.get(k) is not None]
-        if events:
-            found.append(NotUsed(file, _keys(at, events), f"not run: PingIDM runs onSync after {name}'s changes are "
-                                 "synchronized; idsync records each push in its runs instead (idsync status)"
-                                 + ("; it pushes the users of a changed role or assignment itself"
-                                    if obj.get("name") in ("role", "assignment") else "")
-                                 + (_ASSIGNMENTS if obj.get("name") == "assignment" else "")))
+        roles = obj.get("name") in ("role", "assignment")
+        found += [NotUsed(file, f"{at}.{k}", f"not run: {why}" + (_ON_SYNC_ROLES if k == "onSync" and roles else "")
+                          + (_ASSIGNMENTS if k == "onSync" and obj.get("name") == "assignment" else ""))
+                  for k in _MANAGED_EVENTS if (why := not_run(obj.get(k), paths)) is not None]
         found += [NotUsed(file, f"{at}.actions.{action}", f"not served: {why}; POST {name}/ID?_action={action} "
                           "answers 501") for action, why in unserved(obj.get("actions"), paths).items()]
         schema = obj.get("schema")

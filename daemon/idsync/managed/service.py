@@ -67,6 +67,7 @@ class ManagedObjects:
         self._sync = ImplicitSync(project, store, resources) if sync else None
         self._related = RelatedPushes(project, store, self.schema, self._sync)
         self._fanout = RoleFanout(project, store, self.schema, self._sync)
+        self._targets = {m.name: m.target for m in project.mappings}
 
     def get(self, object_id: str) -> Obj:
         """The object as a client reads it: its ``onRetrieve`` and ``onRead`` scripts run."""
@@ -114,6 +115,7 @@ class ManagedObjects:
         before = self._current(object_id)
         self._write(WriteOp("delete", id=object_id, rev=rev))
         pushes = self._sync.push(self.name, object_id, None) if self._sync else []
+        self._on_sync("notifyDelete", object_id, before, None, pushes)
         related = self._related.push(before, None)
         return Change(None, pushes + related + self._fanout.push(before, None, related))
 
@@ -122,6 +124,7 @@ class ManagedObjects:
         mappings (a target already in step is not written) and answer it."""
         stored = self._current(object_id)
         pushes = self._sync.push(self.name, object_id, stored) if self._sync else []
+        self._on_sync("notifyUpdate", object_id, stored, stored, pushes)
         answer = self._resource.get(object_id)
         return Change(self.retrieved(answer) if answer is not None else None, pushes)
 
@@ -156,10 +159,28 @@ class ManagedObjects:
         stored = self._internal.get(object_id)
         pushes = (self._sync.push(self.name, object_id, stored, before=before, clear=clear)
                   if self._sync and stored else [])
+        self._on_sync("notifyCreate" if before is None else "notifyUpdate", object_id, before, stored, pushes)
         answer = self._resource.get(object_id)
         related = self._related.push(before, stored)
         return Change(self.retrieved(answer) if answer is not None else None,
                       pushes + related + self._fanout.push(before, stored, related))
+
+
+    def _on_sync(self, action: str, object_id: str, before: Obj | None, after: Obj | None,
+                 pushes: list[PushResult]) -> None:
+        """The type's ``onSync`` (PingIDM's), once the change was pushed: with implicit
+        synchronization on (``sync``), whether or not a mapping reads the type, as PingIDM
+        runs it after every synchronization of the object."""
+        if self._sync is None:
+            return
+        hooks = self._resource.hooks
+        post = hooks.synced(action, object_id, before, after, [{
+            "mapping": p.mapping, "targetObjectSet": self._targets.get(p.mapping), "sourceId": p.source_id,
+            "targetId": p.target_id, "situation": p.situation or None, "action": p.action or None,
+            "linkQualifier": p.qualifier, "result": "SUCCESSFUL" if p.ok else "FAILED",
+            **({"message": p.message} if p.message else {})} for p in pushes])
+        if post is not None:
+            hooks.run_posts([post])
 
 
 def _own(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,8 @@ synchronization, a recon or a liveSync), in PingIDM's order:
     update:  onUpdate(object, oldObject) -> policies -> onValidate -> onStore -> store
              -> postUpdate(object, oldObject)
     delete:  onDelete(object) -> store -> postDelete(oldObject)
+    pushed:  onSync(oldObject, newObject, syncResults), once implicit synchronization
+             pushed a change made through the managed service (``managed/service.py``)
     read:    onRetrieve(object) and onRead(object), for what the API, the command line
              and scripts read (``retrieved``); onRetrieve for what a mapping reads
              from its managed source (recon, implicit sync); a recon compares the
@@ -22,8 +24,8 @@ also gets ``request`` (``method``, ``resourcePath``) and ``resourceName``.
 
 A script that throws, or a broken policy, refuses the object (``ObjectRejected``,
 ``PolicyFailed``): the object fails alone, in a recon as anywhere. The ``post``
-scripts run once the change is committed; theirs is a failure of their own, logged,
-and the change stands.
+scripts and ``onSync`` run once the change is committed; theirs is a failure of their
+own, logged, and the change stands.
 """
 
 from __future__ import annotations
@@ -153,6 +155,22 @@ class ObjectHooks:
         else:
             variables["@same"] = [["object", "newObject"]]
         return event, variables
+
+    def synced(self, action: str, object_id: str, old: Obj | None, new: Obj | None,
+               results: list[dict[str, Any]]) -> PostScript | None:
+        """The type's ``onSync`` to run once a change of the object was pushed through the
+        mappings whose source it is (``action``: PingIDM's ``notifyCreate``,
+        ``notifyUpdate``, ``notifyDelete``): ``syncResults`` holds ``success`` (every push
+        went through), ``action`` and ``syncDetails``, one entry per push."""
+        if "onSync" not in self.model.scripts:
+            return None
+        request = self._request(action[6:].lower(), object_id)
+        return "onSync", {
+            "request": request, "resourceName": request["resourcePath"],
+            "oldObject": None if old is None else {**old, "_id": object_id},
+            "newObject": None if new is None else {**new, "_id": object_id},
+            "syncResults": {"success": all(r["result"] == "SUCCESSFUL" for r in results), "action": action,
+                            "syncDetails": results}}
 
     def run_posts(self, posts: list[PostScript]) -> None:
         for event, variables in posts:
