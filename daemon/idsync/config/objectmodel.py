@@ -413,13 +413,16 @@ def _check_params(policy_id: str, params: Mapping[str, Any], file: str, key: str
 # PingIDM's own scripts that its default managed.json names (user clean-up, role grants,
 # effective roles): idsync does not ship them, and does what they do itself or has
 # nothing for them to do.
-_PINGIDM_SCRIPTS = ("ui/", "roles/", "postDelete-idp-cleanup.js", "onCreateUser", "onUpdateUser")
+_PINGIDM_SCRIPTS = ("ui/", "roles/", "postDelete-idp-cleanup.js", "onCreateUser", "onUpdateUser", "compensate.js")
 _BUNDLED_WHY = {
     "ui/onDelete-user-cleanup.js": "deletes the user's notifications of PingIDM's admin UI and its social identity "
                                    "provider data, neither of which idsync keeps",
     "roles/postOperation-roles.js": "schedules the jobs that apply roles' and grants' temporal constraints; idsync "
                                     "applies them itself (docs/pingidm.md#roles)",
     "postDelete-idp-cleanup.js": "deletes a social identity provider's data, which idsync does not keep",
+    "compensate.js": "reverts a managed object's change, and the pushes made of it, when one push fails (OpenIDM's "
+                     "all-or-nothing synchronization, as an onSync script); idsync keeps the change, records the "
+                     "failed push (idsync status) and pushes it again at the next recon or idsync sync retry",
 }
 
 
