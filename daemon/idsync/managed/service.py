@@ -171,9 +171,9 @@ class ManagedObjects:
         """The type's ``onSync`` (PingIDM's), once the change was pushed: with implicit
         synchronization on (``sync``), whether or not a mapping reads the type, as PingIDM
         runs it after every synchronization of the object."""
-        if self._sync is None:
-            return
         hooks = self._resource.hooks
+        if self._sync is None or "onSync" not in hooks.model.scripts:
+            return  # most types have none: no report to build
         post = hooks.synced(action, object_id, before, after, [{
             "mapping": p.mapping, "targetObjectSet": self._targets.get(p.mapping), "sourceId": p.source_id,
             "targetId": p.target_id, "situation": p.situation or None, "action": p.action or None,
