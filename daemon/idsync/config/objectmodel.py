@@ -58,6 +58,7 @@ __all__ = [
     "PolicyUse",
     "PropertyModel",
     "TypeModel",
+    "is_compensate",
     "js_regexp",
     "load_object_models",
     "not_run",
@@ -183,9 +184,13 @@ class TypeModel:
     scripts: Mapping[str, ObjectScript] = field(default_factory=dict)
     properties: Mapping[str, PropertyModel] = field(default_factory=dict)
     custom: CustomPolicies | None = None
+    # ``onSync`` is OpenIDM's bundled compensate.js (all-or-nothing synchronization): a
+    # change one of whose pushes fails is reverted, and so are the pushes made of it
+    # (``managed/service.py``).
+    compensate: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.scripts or self.properties)
+        return bool(self.scripts or self.properties or self.compensate)
 
     @functools.cached_property
     def checked(self) -> tuple[PropertyModel, ...]:
@@ -413,17 +418,21 @@ def _check_params(policy_id: str, params: Mapping[str, Any], file: str, key: str
 # PingIDM's own scripts that its default managed.json names (user clean-up, role grants,
 # effective roles): idsync does not ship them, and does what they do itself or has
 # nothing for them to do.
-_PINGIDM_SCRIPTS = ("ui/", "roles/", "postDelete-idp-cleanup.js", "onCreateUser", "onUpdateUser", "compensate.js")
+_PINGIDM_SCRIPTS = ("ui/", "roles/", "postDelete-idp-cleanup.js", "onCreateUser", "onUpdateUser")
 _BUNDLED_WHY = {
     "ui/onDelete-user-cleanup.js": "deletes the user's notifications of PingIDM's admin UI and its social identity "
                                    "provider data, neither of which idsync keeps",
     "roles/postOperation-roles.js": "schedules the jobs that apply roles' and grants' temporal constraints; idsync "
                                     "applies them itself (docs/pingidm.md#roles)",
     "postDelete-idp-cleanup.js": "deletes a social identity provider's data, which idsync does not keep",
-    "compensate.js": "reverts a managed object's change, and the pushes made of it, when one push fails (OpenIDM's "
-                     "all-or-nothing synchronization, as an onSync script); idsync keeps the change, records the "
-                     "failed push (idsync status) and pushes it again at the next recon or idsync sync retry",
 }
+
+
+def is_compensate(config: Any, paths: ScriptPaths) -> bool:
+    """Whether ``config`` names OpenIDM's bundled ``compensate.js`` (sample5b's ``onSync``),
+    which idsync does itself, and the project has no file of that name of its own."""
+    return isinstance(config, dict) and config.get("type") in ("text/javascript", None) \
+        and config.get("file") == "compensate.js" and paths.find("compensate.js") is None
 
 
 def not_run(config: Any, paths: ScriptPaths) -> str | None:
@@ -436,6 +445,8 @@ def not_run(config: Any, paths: ScriptPaths) -> str | None:
     if isinstance(name, str):
         found = paths.find(name)
         if found is None:
+            if is_compensate(config, paths):
+                return None  # done by idsync itself
             if not name.startswith(_PINGIDM_SCRIPTS):
                 return None
             return f"{name} is a script PingIDM bundles" + (f": it {_BUNDLED_WHY[name]}" if name in _BUNDLED_WHY
@@ -485,10 +496,12 @@ def load_object_models(managed_raw: Any, conf: Path, project_dir: Path, engine: 
         if not isinstance(obj, dict):
             continue
         at = f"objects[{i}]"
+        compensate = is_compensate(obj.get("onSync"), paths)
         scripts: dict[str, ObjectScript] = {
             event: stock_script(obj[event], f"{file}: {at}.{event}")
             or engine.compile(obj[event], file=file, key=f"{at}.{event}", base_dir=project_dir)
-            for event in OBJECT_EVENTS if obj.get(event) is not None and not_run(obj[event], paths) is None}
+            for event in OBJECT_EVENTS if obj.get(event) is not None and not_run(obj[event], paths) is None
+            and not (event == "onSync" and compensate)}
         schema: dict[str, Any] = obj["schema"] if isinstance(obj.get("schema"), dict) else {}
         props_raw: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
         from_policy_json = _resource_policies(policy_raw, str(obj.get("name")), policy_file)
@@ -513,7 +526,7 @@ def load_object_models(managed_raw: Any, conf: Path, project_dir: Path, engine: 
             fallback = _uses(pdef.get("fallbackPolicies"), custom, file, f"{pkey}.fallbackPolicies")
             if policies or prop_scripts or conditional or fallback:
                 properties[name] = PropertyModel(name, policies, prop_scripts, conditional, fallback)
-        model = TypeModel(scripts, properties, custom)
+        model = TypeModel(scripts, properties, custom, compensate)
         if model:
             models[str(obj.get("name"))] = model
     return models

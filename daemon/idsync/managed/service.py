@@ -24,10 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from idsync.config.managed import ManagedType
 from idsync.config.project import Project
 from idsync.crypto import is_encrypted
-from idsync.errors import NotFound
+from idsync.errors import IdsyncError, NotFound, ObjectRejected
 from idsync.managed.patch import apply_patch
 from idsync.managed.relationships import RelatedPushes, incremental
 from idsync.resource import Obj, WriteOp
@@ -40,6 +42,8 @@ from idsync.sync.implicit import ImplicitSync, PushResult
 from idsync.sync.role_fanout import RoleFanout
 
 __all__ = ["Change", "ManagedObjects"]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -68,6 +72,7 @@ class ManagedObjects:
         self._related = RelatedPushes(project, store, self.schema, self._sync)
         self._fanout = RoleFanout(project, store, self.schema, self._sync)
         self._targets = {m.name: m.target for m in project.mappings}
+        self._compensating = False  # undoing a change whose push failed (``_compensate``)
 
     def get(self, object_id: str) -> Obj:
         """The object as a client reads it: its ``onRetrieve`` and ``onRead`` scripts run."""
@@ -124,7 +129,7 @@ class ManagedObjects:
         mappings (a target already in step is not written) and answer it."""
         stored = self._current(object_id)
         pushes = self._sync.push(self.name, object_id, stored) if self._sync else []
-        self._on_sync("notifyUpdate", object_id, stored, stored, pushes)
+        self._on_sync("notifyUpdate", object_id, stored, stored, pushes, compensable=False)
         answer = self._resource.get(object_id)
         return Change(self.retrieved(answer) if answer is not None else None, pushes)
 
@@ -167,12 +172,16 @@ class ManagedObjects:
 
 
     def _on_sync(self, action: str, object_id: str, before: Obj | None, after: Obj | None,
-                 pushes: list[PushResult]) -> None:
+                 pushes: list[PushResult], *, compensable: bool = True) -> None:
         """The type's ``onSync`` (PingIDM's), once the change was pushed: with implicit
         synchronization on (``sync``), whether or not a mapping reads the type, as PingIDM
         runs it after every synchronization of the object."""
         hooks = self._resource.hooks
-        if self._sync is None or "onSync" not in hooks.model.scripts:
+        if self._sync is None:
+            return
+        if hooks.model.compensate and compensable:
+            self._compensate(action, object_id, before, pushes)
+        if "onSync" not in hooks.model.scripts:
             return  # most types have none: no report to build
         post = hooks.synced(action, object_id, before, after, [{
             "mapping": p.mapping, "targetObjectSet": self._targets.get(p.mapping), "sourceId": p.source_id,
@@ -181,6 +190,34 @@ class ManagedObjects:
             **({"message": p.message} if p.message else {})} for p in pushes])
         if post is not None:
             hooks.run_posts([post])
+
+
+    def _compensate(self, action: str, object_id: str, before: Obj | None, pushes: list[PushResult]) -> None:
+        """OpenIDM's compensate.js (all-or-nothing synchronization): a change one of whose
+        pushes failed is undone (a create deleted, an update put back, a delete created
+        again under its id), which pushes the undoing to the targets the change reached,
+        and the caller gets the first failure. The undoing is not undone in turn."""
+        failed = next((p for p in pushes if not p.ok), None)
+        if failed is None or self._compensating:
+            return
+        self._compensating = True
+        try:
+            if action == "notifyCreate":
+                self.delete(object_id)
+            elif action == "notifyUpdate" and before is not None:
+                self.update(object_id, before)
+            elif action == "notifyDelete" and before is not None:
+                self.create(before, object_id=object_id)
+        except IdsyncError as exc:
+            log.warning("managed.compensation_failed", resource=self.name, object_id=object_id, error=str(exc))
+        finally:
+            self._compensating = False
+        log.warning("managed.compensated", resource=self.name, object_id=object_id, action=action,
+                    mapping=failed.mapping)
+        rejected = ObjectRejected(f"{self.name}/{object_id}: {failed.mapping}: {failed.message or 'the push failed'}; "
+                                  "the change was undone, and so were its pushes (onSync compensate.js)")
+        rejected.status = 409
+        raise rejected
 
 
 def _own(data: Mapping[str, Any]) -> dict[str, Any]:
