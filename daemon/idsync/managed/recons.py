@@ -184,9 +184,8 @@ def started(future: concurrent.futures.Future[ReconResult], recorded: threading.
     """Wait until a recon started in another thread is recorded (``ReconOptions.recorded``),
     for at most ``timeout`` seconds: its result if it ended by then (a refusal before it was
     recorded, the mapping already running, raises here), else None (it runs on: ACTIVE)."""
-    deadline = time.monotonic() + timeout
-    while not future.done() and not recorded.is_set() and time.monotonic() < deadline:
-        concurrent.futures.wait([future], timeout=0.02)
+    future.add_done_callback(lambda _: recorded.set())  # an end before the record wakes the wait too
+    recorded.wait(timeout)
     return future.result() if future.done() else None
 
 

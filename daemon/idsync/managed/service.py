@@ -170,7 +170,6 @@ class ManagedObjects:
         return Change(self.retrieved(answer) if answer is not None else None,
                       pushes + related + self._fanout.push(before, stored, related))
 
-
     def _on_sync(self, action: str, object_id: str, before: Obj | None, after: Obj | None,
                  pushes: list[PushResult], *, compensable: bool = True) -> None:
         """The type's ``onSync`` (PingIDM's), once the change was pushed: with implicit
@@ -190,7 +189,6 @@ class ManagedObjects:
             **({"message": p.message} if p.message else {})} for p in pushes])
         if post is not None:
             hooks.run_posts([post])
-
 
     def _compensate(self, action: str, object_id: str, before: Obj | None, pushes: list[PushResult]) -> None:
         """OpenIDM's compensate.js (all-or-nothing synchronization): a change one of whose

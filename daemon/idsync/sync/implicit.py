@@ -325,7 +325,7 @@ def merge_baseline(store: Store, mapping: MappingDef, object_id: str, current: O
     failures keeps the object before the change, without secrets; while earlier changes
     never arrived, a push compares with the object before the first of them, and keeps
     nothing. ``pending``: the ids whose last push through ``mapping`` failed, when the
-    caller has them (``failed_pushes``); others are not looked up."""
+    caller has them (``retry.failed_among``); others are not looked up."""
     if current is None or not mapping.properties.has_merge():
         return before, None
     earlier = unrepaired(store, mapping.name, object_id) if pending is None or object_id in pending else None

@@ -84,6 +84,14 @@ class LdapRefused(ObjectRejected):
         self.result = result
 
 
+class _Unreachable(PeerUnavailable):
+    """The server could not be reached (``reason``): the next of ``failover`` is tried."""
+
+    def __init__(self, system: str, where: str, reason: str) -> None:
+        super().__init__(f"{system}: cannot connect to {where}: {reason}")
+        self.reason = reason
+
+
 class LdapConnection:
     """A lazily opened, bound connection for one system's settings."""
 
@@ -111,23 +119,22 @@ class LdapConnection:
         if self._conn is not None:
             return self._conn
         servers = self._configured.servers()
-        unreachable: list[str] = []
+        unreachable: dict[str, str] = {}  # host:port -> why it could not be reached
         for server in servers:
             self._settings = server
             try:
                 self._conn = self._bound()
-            except PeerUnavailable as exc:
+            except _Unreachable as exc:
                 if len(servers) == 1:
                     raise
-                unreachable.append(f"{self.where}: {str(exc).split(': ', 2)[-1]}")
+                unreachable[self.where] = exc.reason
                 continue
             if unreachable:
-                log.warning("ldap.failover", system=self._system, url=server.url,
-                            unreachable=[u.split(": ", 1)[0] for u in unreachable])
+                log.warning("ldap.failover", system=self._system, url=server.url, unreachable=list(unreachable))
             return self._conn
         self._settings = self._configured
         raise PeerUnavailable(f"{self._system}: cannot connect to {self.where} nor to a failover server: "
-                              f"{'; '.join(unreachable)}")
+                              + "; ".join(f"{where}: {why}" for where, why in unreachable.items()))
 
     def _bound(self) -> ldap.ldapobject.LDAPObject:
         s = self._settings
@@ -166,7 +173,7 @@ class LdapConnection:
         if reason is not None:
             raise TLSError(f"{self._system}: TLS with {self.where} failed: {reason}") from None
         if isinstance(error, _PEER_DOWN):
-            raise PeerUnavailable(f"{self._system}: cannot connect to {self.where}: {_said(name, message)}") from None
+            raise _Unreachable(self._system, self.where, _said(name, message)) from None
         raise AuthenticationFailed(f"{self._system}: bind as {who} refused: {_said(name, message)}") from None
 
     # Writes ------------------------------------------------------------------
