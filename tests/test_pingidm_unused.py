@@ -137,7 +137,7 @@ def _unused_project(tmp_path: Path, slapd: Slapd, subtree: str) -> Path:
     mapping = {"name": "systemLdapAccounts_managedUser", "source": "system/ldap/account", "target": "managed/user",
                "properties": [{"source": "uid", "target": "userName"}],
                "taskThreads": 4, "prefetchLinks": True, "onRecon": {"type": _JS, "source": "1"},
-               "enableLinking": False, "sourceIdsCaseSensitive": False}
+               "sourceIdsCaseSensitive": False}
     _write(conf / "sync.json", {"mappings": [mapping], "comment": "for the migration"})
     _write(conf / "mapping-managedUser_systemLdapAccounts.json", {
         "source": "managed/user", "target": "system/ldap/account", "links": "systemLdapAccounts_managedUser",
@@ -198,7 +198,6 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     one(f"{sync}: comment: ", "idsync reads only mappings")
     one(f"{sync}: mappings[0].onRecon: ", "not run")
     one(f"{sync}: mappings[0].{{taskThreads,prefetchLinks}}: ", "reconciliation tuning", "page_size")
-    one(f"{sync}: mappings[0].enableLinking: ", "always records links")
     one(f"{sync}: mappings[0].sourceIdsCaseSensitive: ", "compares ids exactly")
     one(f"{conf / 'mapping-managedUser_systemLdapAccounts.json'}: reconSourceQueryPageSize: ", "tuning")
     prov = conf / "provisioner.openicf-ldap.json"
@@ -207,7 +206,7 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     one(f"{prov}: operationOptions.SYNC.denied: ", "CREATE, UPDATE and DELETE only")
     assert not any("operationOptions.DELETE" in line for line in lines)  # followed
     # Nothing else: the files idsync reads get no line of their own, no key is told twice.
-    assert len(lines) == len(set(_FILES.values())) + 1 + 8 + 5 + 1 + 3 + 2, "\n".join(lines)
+    assert len(lines) == len(set(_FILES.values())) + 1 + 7 + 5 + 1 + 3 + 2, "\n".join(lines)
     # "scope": "private" is followed (the API never answers the property): no line.
     assert not any(".scope" in line or "idsync.toml:" in line for line in lines)
 

@@ -124,11 +124,11 @@ class Resources:
             own = referenced == resource.name  # a Salesforce User's ManagerId names another User
             for m in self.project.mappings:
                 if m.source == referenced and m.target.startswith("managed/"):
-                    links = LinkSet(self.store, m.linkset, reversed=self.project.linkset_reversed(m))
+                    links = LinkSet.of(self.store, self.project, m)
                     found[name] = ReferenceLinks(links, m.target, many=relation.many, own=own)
                     break
                 if m.target == referenced and m.source.startswith("managed/"):
-                    links = LinkSet(self.store, m.linkset, reversed=not self.project.linkset_reversed(m))
+                    links = LinkSet.of(self.store, self.project, m, flipped=True)
                     found[name] = ReferenceLinks(links, m.source, many=relation.many, own=own)
                     break
         return found

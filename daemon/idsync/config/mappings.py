@@ -50,9 +50,9 @@ _KNOWN = {
     "taskThreads", "prefetchLinks", "sourceQueryFullEntry", "targetQueryFullEntry",
     "reconSourceQueryPaging", "reconSourceQueryPageSize", "correlateEmptyTargetSet",
     "sourceIdsCaseSensitive", "targetIdsCaseSensitive", *_HOOKS,
-    "linkQualifiers",
+    "linkQualifiers", "enableLinking",
     # PingIDM's, accepted and not acted on (``idsync validate`` says so: config/unused.py)
-    "enableLinking", "onMapping", "postMapping", "optimizeAssignmentSync", "feedSize",
+    "onMapping", "postMapping", "optimizeAssignmentSync", "feedSize",
     "clusteredSourceReconEnabled", "onRecon", "defaultMapping",
 }
 # A correlation script that pastes a value into the filter text: a value holding a quote
@@ -135,6 +135,8 @@ class MappingDef:
     allow_delete: bool = True
     run_target_phase: bool = True
     correlate_empty_target_set: bool = False
+    # ``enableLinking: false``: targets are found by correlation each time, no link is recorded.
+    enable_linking: bool = True
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -292,6 +294,7 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
         "run_target_phase": attempt(lambda: _bool(raw, "runTargetPhase", True, file, at), True),
         "correlate_empty_target_set": attempt(
             lambda: _bool(raw, "correlateEmptyTargetSet", False, file, at), False),
+        "enable_linking": attempt(lambda: _bool(raw, "enableLinking", True, file, at), True),
     }
     if not problems:
         attempt(lambda: _check_qualifiers(fields["link_qualifiers"], fields["correlations"], file,
@@ -299,6 +302,8 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
     fields["correlation"] = fields["correlations"][0] if fields["correlations"] else None
+    if not fields["enable_linking"] and not fields["correlations"]:
+        _warn_unlinked(file, at("enableLinking"))
     return MappingDef(
         name=name, source=raw["source"], target=raw["target"], file=file, properties=properties,
         policies=policies, links=links, hooks=hooks, raw=raw, **fields,
@@ -463,6 +468,14 @@ def _warn_concatenation(value: Any, file: str, key: str) -> None:
     text = value.get("source") if isinstance(value, dict) else None
     if isinstance(text, str) and concatenates_values(text):
         _warn_once(file, key, text)
+
+
+@functools.cache
+def _warn_unlinked(file: str, key: str) -> None:
+    log.warning("config.unlinked_without_correlation", file=file, key=key,
+                problem="enableLinking is false and the mapping has no correlationQuery or correlationScript: "
+                        "with no link to remember them by, every run finds no target for any source and "
+                        "creates them all again")
 
 
 @functools.cache

@@ -322,9 +322,6 @@ def _mapping(file: str, at: str, raw: Mapping[str, Any]) -> list[NotUsed]:
                              "writes a page at a time ([recon] page_size in conf/idsync.toml, the LDAP "
                              "provisioner's blockSize), looks links up once per page, and shares a first "
                              "load with worker processes ([recon] workers, one per core)"))
-    if raw.get("enableLinking") is False:
-        found.append(NotUsed(file, _keys(at, ["enableLinking"]), "not followed: idsync always records links, "
-                             "so a target it creates or updates is linked to its source"))
     for side in ("sourceIdsCaseSensitive", "targetIdsCaseSensitive"):
         if raw.get(side) is False:
             found.append(NotUsed(file, _keys(at, [side]), "not followed: idsync compares ids exactly as the "

@@ -4,12 +4,17 @@ A link set is named after the mapping that owns it. A mapping declaring
 ``"links": "other"`` reads and writes ``other``'s set from the other side, so
 the two directions of a bidirectional sync agree on who is whom. Every read
 here takes a whole page of ids: one query per page, never one per object.
+
+A mapping with ``"enableLinking": false`` (PingIDM's) records no link and reads
+none: its link set is one where nothing is ever found and every write does
+nothing, so each run finds its targets by correlation alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, bindparam, exists, func, select, update
 
@@ -17,6 +22,10 @@ from idsync.store.database import Store, new_ids, utcnow
 from idsync.store.idpages import delete_ids, select_ids
 from idsync.store.tables import links as lt
 from idsync.store.tables import managed_objects as mo
+
+if TYPE_CHECKING:
+    from idsync.config.mappings import MappingDef
+    from idsync.config.project import Project
 
 __all__ = ["LinkSet"]
 
@@ -29,6 +38,14 @@ class LinkSet:
     name: str
     reversed: bool = False
     qualifier: str = "default"
+    linking: bool = True  # False: ``enableLinking: false``, nothing is read or written
+
+    @classmethod
+    def of(cls, store: Store, project: Project, mapping: MappingDef, *, flipped: bool = False) -> LinkSet:
+        """The links ``mapping`` reads and writes (its own, or those of the mapping its
+        ``links`` names), seen from its source (``flipped``: from its target)."""
+        return cls(store, mapping.linkset, reversed=project.linkset_reversed(mapping) != flipped,
+                   linking=mapping.enable_linking)
 
     @property
     def _mine(self):  # type: ignore[no-untyped-def]
@@ -52,7 +69,7 @@ class LinkSet:
         sources that have a link, their targets managed objects of ``object_type`` (None
         for a target that is gone): a no-change recon's one read of a page's links and
         revisions (``sync/digests.py``), where two would each probe a thousand ids."""
-        if not source_ids:
+        if not source_ids or not self.linking:
             return {}
         with self.store.engine.connect() as conn:
             rows = select_ids(self.store, conn, lt, (self._mine.name, self._theirs.name, "digest"), self._mine.name,
@@ -63,7 +80,7 @@ class LinkSet:
     def written_of(self, source_ids: Sequence[str]) -> dict[str, str]:
         """source id -> the digest of the write-only values last written through its link
         (``sync/written.py``), for the linked sources that have one."""
-        if not source_ids:
+        if not source_ids or not self.linking:
             return {}
         with self.store.engine.connect() as conn:
             rows = select_ids(self.store, conn, lt, (self._mine.name, "written"), self._mine.name, source_ids,
@@ -76,7 +93,7 @@ class LinkSet:
 
     def _lookup(self, key, value, ids: Sequence[str],  # type: ignore[no-untyped-def]
                 conn: Connection | None) -> dict[str, tuple[str, str | None]]:
-        if not ids:
+        if not ids or not self.linking:
             return {}
         if conn is None:
             with self.store.engine.connect() as own:
@@ -87,6 +104,8 @@ class LinkSet:
 
     def count(self) -> int:
         """The links of this link set and qualifier."""
+        if not self.linking:
+            return 0
         with self.store.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(lt).where(
                 lt.c.linkset == self.name, lt.c.qualifier == self.qualifier)).scalar_one())
@@ -94,7 +113,7 @@ class LinkSet:
     def source_ids(self, page_size: int = 5000) -> Iterator[str]:
         """Every linked source id, read a page at a time (in id order)."""
         last: str | None = None
-        while True:
+        while self.linking:
             query = select(self._mine).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier)
             if last is not None:
                 query = query.where(self._mine > last)
@@ -108,6 +127,8 @@ class LinkSet:
     def sources_missing(self, object_type: str) -> list[str]:
         """The linked source ids whose managed object (of ``object_type``) no longer exists:
         one anti-join on the store's primary key, however many links there are."""
+        if not self.linking:
+            return []
         gone = ~exists(select(mo.c.id).where(mo.c.object_type == object_type, mo.c.id == self._mine))
         query = select(self._mine).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier, gone)
         with self.store.engine.connect() as conn:
@@ -121,7 +142,7 @@ class LinkSet:
         ``new_targets``: ids of objects the same transaction created (on the target
         side), which no link can name yet: nothing to replace; ``written``: source id
         -> the digest of the write-only values written (``sync/written.py``)."""
-        if not pairs:
+        if not pairs or not self.linking:
             return
         self.remove_sources(conn, [s for s, _ in pairs])
         self.remove_targets(conn, [t for _, t in pairs if t not in new_targets])
@@ -138,7 +159,7 @@ class LinkSet:
     def set_digests(self, conn: Connection, digests: Mapping[str, str | None]) -> None:
         """Keep ``digests`` (source id -> digest) with the links of those sources: one
         executemany for a page."""
-        if digests:
+        if digests and self.linking:
             conn.execute(update(lt).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier,
                                           self._mine == bindparam("b_source")).values(digest=bindparam("b_digest")),
                          [{"b_source": s, "b_digest": d} for s, d in digests.items()])
@@ -146,7 +167,7 @@ class LinkSet:
     def set_written(self, conn: Connection, written: Mapping[str, str]) -> None:
         """Keep ``written`` (source id -> digest of the write-only values written) with the
         links of those sources."""
-        if written:
+        if written and self.linking:
             conn.execute(update(lt).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier,
                                           self._mine == bindparam("b_source")).values(written=bindparam("b_written")),
                          [{"b_source": s, "b_written": w} for s, w in written.items()])
@@ -158,4 +179,6 @@ class LinkSet:
         self._remove(conn, self._theirs, target_ids)
 
     def _remove(self, conn: Connection, column, ids: Sequence[str]) -> None:  # type: ignore[no-untyped-def]
+        if not self.linking:
+            return
         delete_ids(self.store, conn, lt, column.name, ids, {"linkset": self.name, "qualifier": self.qualifier})

@@ -395,7 +395,7 @@ class Assessor:
             target = self._hashes_left_out(target)
             if self.written is not None:
                 plan.written = self.written.sealed(target, plan.qualifier)
-            plan.op, plan.link, plan.change = WriteOp("create", values=target), True, "created"
+            plan.op, plan.link, plan.change = WriteOp("create", values=target), m.enable_linking, "created"
             plan.changes = self._mask(target)
             plan.message = f"CREATE {m.target}"
         elif action == "UPDATE":
@@ -415,7 +415,7 @@ class Assessor:
             changes = self._hashes_left_out(self._secrets_kept(diff(target, current, unordered=self.unordered),
                                                                current))
             changes = self._written_left_out(plan, changes, current, target)
-            plan.link = not linked
+            plan.link = not linked and m.enable_linking
             plan.digest, plan.projected = self.digests.projection(target, plan.qualifier), target
             if not changes:
                 plan.change, plan.rev = "unchanged", current.get("_rev")
@@ -446,7 +446,7 @@ class Assessor:
             if current is None or s is None:
                 plan.error = f"{plan.situation}: LINK needs a source and a target"
             else:
-                plan.link, plan.audit = not linked, True
+                plan.link, plan.audit = not linked and m.enable_linking, True
         elif action in ("DELETE", "UNLINK"):
             if not self.allow_delete:
                 # The kill switch covers unlinks too: either one loses what ties the objects.

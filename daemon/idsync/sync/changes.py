@@ -92,8 +92,7 @@ class ChangeApplier:
         if isinstance(target, ManagedResource):
             target = target.revealing_secrets()  # compared with a (hashed) password read from the source
         self.target: Resource = target
-        self.qualifiers = LinkQualifiers(mapping, LinkSet(self.store, mapping.linkset,
-                                                          reversed=project.linkset_reversed(mapping)))
+        self.qualifiers = LinkQualifiers(mapping, LinkSet.of(self.store, project, mapping))
         self.assessor = Assessor(mapping, ReconOptions(dry_run=self.dry_run), self.counters,
                                  secrets=project.secret_properties(mapping),
                                  target_schema=target.schema if isinstance(target, ManagedResource) else None,

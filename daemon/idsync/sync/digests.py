@@ -52,8 +52,8 @@ class TargetDigests:
     @classmethod
     def of(cls, mapping: MappingDef, *, managed_target: bool, single_valued: Mapping[str, str],
            secret_names: frozenset[str]) -> TargetDigests:
-        if not managed_target or not _decides_from_source(mapping, secret_names):
-            return cls(False)
+        if not managed_target or not mapping.enable_linking or not _decides_from_source(mapping, secret_names):
+            return cls(False)  # (a digest is kept with the link: none without links)
         # What else makes the same projection right or wrong: the mapping, and which
         # properties the store's schema takes as single-valued (a change reads again).
         salt = repr((_VERSION, mapping.name, sorted(single_valued.items()))).encode()

@@ -127,7 +127,7 @@ class ImplicitSync:
                        before: Obj | None = None, job: str = IMPLICIT_JOB,
                        clear: Mapping[str, Any] | None = None) -> list[PushResult]:
         """One push per link qualifier of the object (``linkQualifiers``; ``default`` without)."""
-        links = LinkSet(self.store, mapping.linkset, reversed=self.project.linkset_reversed(mapping))
+        links = LinkSet.of(self.store, self.project, mapping)
         qualifiers = LinkQualifiers(mapping, links)
         try:
             if current is None:
@@ -147,8 +147,7 @@ class ImplicitSync:
         run of its own (job ``performAction``). With ``source``, for that source as a push
         assesses it; ``target`` is then the target the caller chose for it (in place of its
         correlation). With no ``source``, for ``target`` as a recon's target phase assesses it."""
-        qualifiers = LinkQualifiers(mapping, LinkSet(self.store, mapping.linkset,
-                                                     reversed=self.project.linkset_reversed(mapping)))
+        qualifiers = LinkQualifiers(mapping, LinkSet.of(self.store, self.project, mapping))
         if source is None:
             if target is None:
                 raise ValueError("perform needs a source or a target")

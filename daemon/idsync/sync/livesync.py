@@ -290,7 +290,7 @@ class _LiveRun:
         holds, as deletes, then the batches."""
         gone: dict[str, None] = {}
         for m in self.mappings:
-            qualifiers = LinkQualifiers(m, LinkSet(self.store, m.linkset, reversed=self.project.linkset_reversed(m)))
+            qualifiers = LinkQualifiers(m, LinkSet.of(self.store, self.project, m))
             for qualifier in qualifiers.all():
                 gone.update(dict.fromkeys(qualifiers.links(qualifier).sources_missing(object_type)))
         ids = list(gone)

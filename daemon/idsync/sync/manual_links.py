@@ -144,7 +144,7 @@ def unlink(project: Project, store: Store, mapping_name: str, source_id: str, qu
 
 
 def _qualifiers(project: Project, store: Store, mapping: MappingDef) -> LinkQualifiers:
-    return LinkQualifiers(mapping, LinkSet(store, mapping.linkset, reversed=project.linkset_reversed(mapping)))
+    return LinkQualifiers(mapping, LinkSet.of(store, project, mapping))
 
 
 def _qualified(project: Project, store: Store, mapping: MappingDef, qualifier: str) -> LinkSet:

@@ -171,7 +171,7 @@ class _Run:
         self.page_size = options.page_size or project.settings.recon.page_size
         self.counters = Counters(mapping.name, mapping.source, mapping.target, dry_run=options.dry_run,
                                  report="result" in mapping.hooks)
-        self.links = LinkSet(store, mapping.linkset, reversed=project.linkset_reversed(mapping))
+        self.links = LinkSet.of(store, project, mapping)
         self.qualifiers = LinkQualifiers(mapping, self.links)
         self.log = log.bind(run_id=self.id, mapping=mapping.name, dry_run=options.dry_run)
         self._deferred = 0
