@@ -77,6 +77,13 @@ def idsync(project: Path, *args: str, stdin: str | None = None, env: dict[str, s
                    process=process)
 
 
+def recon_summary(project: Path, mapping: str) -> dict[str, Any]:
+    """``idsync recon MAPPING --json`` on ``project``, which must succeed: its summary."""
+    done = idsync(project, "recon", mapping, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return dict(json.loads(done.stdout))
+
+
 def ldap_entry(slapd: Slapd, dn: str) -> dict[str, list[str]] | None:
     """The entry at ``dn`` as the directory holds it (attribute names lower-cased), or ``None``."""
     import ldap3

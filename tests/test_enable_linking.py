@@ -16,7 +16,7 @@ from idsync_dev.slapd import Slapd
 from livesync_env import live
 from sqlalchemy import func, select
 
-from samples import FORWARD, REVERSE, idsync, ldap_entry, sample_project
+from samples import FORWARD, REVERSE, idsync, ldap_entry, recon_summary, sample_project
 
 
 def _unlinked(tmp_path: Path, slapd: Slapd, subtree: str, **changes: Any) -> Path:
@@ -36,11 +36,6 @@ def _unlinked(tmp_path: Path, slapd: Slapd, subtree: str, **changes: Any) -> Pat
     return project
 
 
-def _recon(project: Path, mapping: str) -> dict[str, Any]:
-    done = idsync(project, "recon", mapping, "--json")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return dict(json.loads(done.stdout))
-
 
 def _links(project: Path) -> int:
     store = Store.open(f"sqlite:///{project.parent / 's.db'}")
@@ -58,21 +53,21 @@ def _users(project: Path) -> dict[str, dict[str, Any]]:
 def test_every_recon_finds_its_targets_by_correlation_and_records_no_link(
         tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     project = _unlinked(tmp_path, slapd, ldap_subtree)
-    first = _recon(project, FORWARD)
+    first = recon_summary(project, FORWARD)
     assert first["situationSummary"]["ABSENT"] == 2
     assert first["changes"] == {**first["changes"], "created": 2, "linked": 0}
     assert _links(project) == 0
     before = _users(project)
     assert set(before) == {"bjensen", "scarter"}
 
-    again = _recon(project, FORWARD)
+    again = recon_summary(project, FORWARD)
     assert again["situationSummary"]["FOUND"] == 2 and again["situationSummary"]["CONFIRMED"] == 0
     assert again["changes"] == {**again["changes"], "created": 0, "updated": 0, "linked": 0}
     assert _users(project) == before and _links(project) == 0
 
     slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: telephoneNumber\n"
                    "telephoneNumber: 555-0100\n")
-    changed = _recon(project, FORWARD)
+    changed = recon_summary(project, FORWARD)
     assert changed["changes"] == {**changed["changes"], "created": 0, "updated": 1}
     assert _users(project)["bjensen"]["telephoneNumber"] == "555-0100"
     # The target phase took the targets the source phase found as its own: none is left unassigned.
@@ -84,7 +79,7 @@ def test_implicit_sync_pushes_through_correlation_and_on_link_never_runs(
         tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     on_link = {"type": "text/javascript", "source": "openidm.create('managed/role', null, {name: 'linked'});"}
     project = _unlinked(tmp_path, slapd, ldap_subtree, onLink=on_link)
-    _recon(project, FORWARD)
+    recon_summary(project, FORWARD)
     bjensen = _users(project)["bjensen"]
     patched = idsync(project, "managed", "patch", "user", bjensen["_id"], "--operations",
                      json.dumps([{"operation": "replace", "field": "/description", "value": "Pushed unlinked"}]))
@@ -92,7 +87,7 @@ def test_implicit_sync_pushes_through_correlation_and_on_link_never_runs(
     entry = ldap_entry(slapd, f"uid=bjensen,{ldap_subtree}")
     assert entry is not None and entry["description"] == ["Pushed unlinked"]
     assert _links(project) == 0
-    reverse = _recon(project, REVERSE)
+    reverse = recon_summary(project, REVERSE)
     assert reverse["situationSummary"]["FOUND"] == 2 and reverse["changes"]["created"] == 0
     roles = json.loads(idsync(project, "managed", "query", "role", "--filter", 'name eq "linked"').stdout)
     assert roles == []

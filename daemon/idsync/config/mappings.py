@@ -137,6 +137,10 @@ class MappingDef:
     correlate_empty_target_set: bool = False
     # ``enableLinking: false``: targets are found by correlation each time, no link is recorded.
     enable_linking: bool = True
+    # ``sourceIdsCaseSensitive`` / ``targetIdsCaseSensitive: false``: the links (this mapping's
+    # own) keep that side's ids in lower case (``store/links.py``).
+    source_ids_case_sensitive: bool = True
+    target_ids_case_sensitive: bool = True
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -295,6 +299,8 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
         "correlate_empty_target_set": attempt(
             lambda: _bool(raw, "correlateEmptyTargetSet", False, file, at), False),
         "enable_linking": attempt(lambda: _bool(raw, "enableLinking", True, file, at), True),
+        "source_ids_case_sensitive": attempt(lambda: _bool(raw, "sourceIdsCaseSensitive", True, file, at), True),
+        "target_ids_case_sensitive": attempt(lambda: _bool(raw, "targetIdsCaseSensitive", True, file, at), True),
     }
     if not problems:
         attempt(lambda: _check_qualifiers(fields["link_qualifiers"], fields["correlations"], file,

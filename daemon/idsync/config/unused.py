@@ -322,10 +322,10 @@ def _mapping(file: str, at: str, raw: Mapping[str, Any]) -> list[NotUsed]:
                              "writes a page at a time ([recon] page_size in conf/idsync.toml, the LDAP "
                              "provisioner's blockSize), looks links up once per page, and shares a first "
                              "load with worker processes ([recon] workers, one per core)"))
-    for side in ("sourceIdsCaseSensitive", "targetIdsCaseSensitive"):
-        if raw.get(side) is False:
-            found.append(NotUsed(file, _keys(at, [side]), "not followed: idsync compares ids exactly as the "
-                                 "system returns them"))
+    sides = [side for side in ("sourceIdsCaseSensitive", "targetIdsCaseSensitive") if side in raw]
+    if sides and raw.get("links") is not None:
+        found.append(NotUsed(file, _keys(at, sides), "not used: a mapping that uses another's links (links) "
+                             "compares ids as that mapping says, as in PingIDM"))
     return found
 
 

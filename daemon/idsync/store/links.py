@@ -8,13 +8,19 @@ here takes a whole page of ids: one query per page, never one per object.
 A mapping with ``"enableLinking": false`` (PingIDM's) records no link and reads
 none: its link set is one where nothing is ever found and every write does
 nothing, so each run finds its targets by correlation alone.
+
+``"sourceIdsCaseSensitive": false`` / ``"targetIdsCaseSensitive": false`` on the
+mapping that owns the links (PingIDM's, for a directory whose ids are DNs) keep
+that side's ids in lower case and look them up in lower case: an id the system
+gives back in another case still finds its link. Each read answers under the
+ids it was asked for, as they were given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Connection, bindparam, exists, func, select, update
 
@@ -29,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LinkSet"]
 
+_T = TypeVar("_T")
+
 
 @dataclass(frozen=True)
 class LinkSet:
@@ -39,13 +47,44 @@ class LinkSet:
     reversed: bool = False
     qualifier: str = "default"
     linking: bool = True  # False: ``enableLinking: false``, nothing is read or written
+    # The owning mapping's sourceIdsCaseSensitive / targetIdsCaseSensitive false: the ids
+    # of that column are kept and looked up in lower case.
+    fold_source: bool = False
+    fold_target: bool = False
 
     @classmethod
     def of(cls, store: Store, project: Project, mapping: MappingDef, *, flipped: bool = False) -> LinkSet:
         """The links ``mapping`` reads and writes (its own, or those of the mapping its
         ``links`` names), seen from its source (``flipped``: from its target)."""
+        owner = project.mapping(mapping.links) if mapping.links is not None else mapping
         return cls(store, mapping.linkset, reversed=project.linkset_reversed(mapping) != flipped,
-                   linking=mapping.enable_linking)
+                   linking=mapping.enable_linking, fold_source=not owner.source_ids_case_sensitive,
+                   fold_target=not owner.target_ids_case_sensitive)
+
+    def _folds(self, column) -> bool:  # type: ignore[no-untyped-def]
+        return self.fold_source if column is lt.c.source_id else self.fold_target
+
+    @property
+    def folds_mine(self) -> bool:
+        """Whether this side's ids are kept in lower case."""
+        return self._folds(self._mine)
+
+    def key_of_mine(self, object_id: str) -> str:
+        """How this side's id is kept in a link (lower case where its ids ignore case)."""
+        return object_id.lower() if self._folds(self._mine) else object_id
+
+    def key_of_theirs(self, object_id: str) -> str:
+        """How the other side's id is kept in a link."""
+        return object_id.lower() if self._folds(self._theirs) else object_id
+
+    def _kept(self, column, ids: Sequence[str]) -> Sequence[str]:  # type: ignore[no-untyped-def]
+        return list(dict.fromkeys(i.lower() for i in ids)) if self._folds(column) else ids
+
+    def _answered(self, column, ids: Sequence[str], found: dict[str, _T]) -> dict[str, _T]:  # type: ignore[no-untyped-def]
+        """``found`` (keyed by the ids as kept) under the ids as asked for."""
+        if not self._folds(column):
+            return found
+        return {i: found[k] for i in ids if (k := i.lower()) in found}
 
     @property
     def _mine(self):  # type: ignore[no-untyped-def]
@@ -73,9 +112,9 @@ class LinkSet:
             return {}
         with self.store.engine.connect() as conn:
             rows = select_ids(self.store, conn, lt, (self._mine.name, self._theirs.name, "digest"), self._mine.name,
-                              source_ids, {"linkset": self.name, "qualifier": self.qualifier},
+                              self._kept(self._mine, source_ids), {"linkset": self.name, "qualifier": self.qualifier},
                               join=(mo, "id", self._theirs.name, "rev", object_type))
-        return {k: (v, digest, rev) for k, v, digest, rev in rows}
+        return self._answered(self._mine, source_ids, {k: (v, digest, rev) for k, v, digest, rev in rows})
 
     def written_of(self, source_ids: Sequence[str]) -> dict[str, str]:
         """source id -> the digest of the write-only values last written through its link
@@ -83,9 +122,9 @@ class LinkSet:
         if not source_ids or not self.linking:
             return {}
         with self.store.engine.connect() as conn:
-            rows = select_ids(self.store, conn, lt, (self._mine.name, "written"), self._mine.name, source_ids,
-                              {"linkset": self.name, "qualifier": self.qualifier})
-        return {k: w for k, w in rows if w is not None}
+            rows = select_ids(self.store, conn, lt, (self._mine.name, "written"), self._mine.name,
+                              self._kept(self._mine, source_ids), {"linkset": self.name, "qualifier": self.qualifier})
+        return self._answered(self._mine, source_ids, {k: w for k, w in rows if w is not None})
 
     def sources_of(self, target_ids: Sequence[str], conn: Connection | None = None) -> dict[str, str]:
         """target id -> linked source id, for the targets that have a link."""
@@ -98,9 +137,9 @@ class LinkSet:
         if conn is None:
             with self.store.engine.connect() as own:
                 return self._lookup(key, value, ids, own)
-        rows = select_ids(self.store, conn, lt, (key.name, value.name, "digest"), key.name, ids,
+        rows = select_ids(self.store, conn, lt, (key.name, value.name, "digest"), key.name, self._kept(key, ids),
                           {"linkset": self.name, "qualifier": self.qualifier})
-        return {k: (v, digest) for k, v, digest in rows}
+        return self._answered(key, ids, {k: (v, digest) for k, v, digest in rows})
 
     def count(self) -> int:
         """The links of this link set and qualifier."""
@@ -111,7 +150,7 @@ class LinkSet:
                 lt.c.linkset == self.name, lt.c.qualifier == self.qualifier)).scalar_one())
 
     def source_ids(self, page_size: int = 5000) -> Iterator[str]:
-        """Every linked source id, read a page at a time (in id order)."""
+        """Every linked source id as kept (``key_of_mine``), read a page at a time (in id order)."""
         last: str | None = None
         while self.linking:
             query = select(self._mine).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier)
@@ -151,6 +190,8 @@ class LinkSet:
         rows = []
         for (source_id, target_id), link_id in zip(pairs, new_ids(len(pairs)), strict=True):
             first, second = (target_id, source_id) if self.reversed else (source_id, target_id)
+            first = first.lower() if self.fold_source else first
+            second = second.lower() if self.fold_target else second
             rows.append({"id": link_id, "linkset": self.name, "source_id": first, "target_id": second,
                          "qualifier": self.qualifier, "created": now, "digest": digests.get(source_id),
                          "written": written.get(source_id)})
@@ -162,7 +203,7 @@ class LinkSet:
         if digests and self.linking:
             conn.execute(update(lt).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier,
                                           self._mine == bindparam("b_source")).values(digest=bindparam("b_digest")),
-                         [{"b_source": s, "b_digest": d} for s, d in digests.items()])
+                         [{"b_source": self.key_of_mine(s), "b_digest": d} for s, d in digests.items()])
 
     def set_written(self, conn: Connection, written: Mapping[str, str]) -> None:
         """Keep ``written`` (source id -> digest of the write-only values written) with the
@@ -170,7 +211,7 @@ class LinkSet:
         if written and self.linking:
             conn.execute(update(lt).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier,
                                           self._mine == bindparam("b_source")).values(written=bindparam("b_written")),
-                         [{"b_source": s, "b_written": w} for s, w in written.items()])
+                         [{"b_source": self.key_of_mine(s), "b_written": w} for s, w in written.items()])
 
     def remove_sources(self, conn: Connection, source_ids: Sequence[str]) -> None:
         self._remove(conn, self._mine, source_ids)
@@ -181,4 +222,5 @@ class LinkSet:
     def _remove(self, conn: Connection, column, ids: Sequence[str]) -> None:  # type: ignore[no-untyped-def]
         if not self.linking:
             return
-        delete_ids(self.store, conn, lt, column.name, ids, {"linkset": self.name, "qualifier": self.qualifier})
+        delete_ids(self.store, conn, lt, column.name, self._kept(column, ids),
+                   {"linkset": self.name, "qualifier": self.qualifier})

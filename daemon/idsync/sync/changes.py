@@ -169,6 +169,12 @@ class ChangeApplier:
             objs = [o for o in objs if o["_id"] in retry]
         return plans
 
+    @property
+    def source_key(self) -> Callable[[str], str]:
+        """How a source id is kept in this mapping's links (``str``: as it is)."""
+        links = self.qualifiers.links("default")  # every qualifier's links compare ids alike
+        return links.key_of_mine if links.folds_mine else str
+
     def linked_source_ids(self) -> Iterator[str]:
         """Every source id a link of the mapping holds, whatever its qualifier."""
         for qualifier in self.qualifiers.all():
