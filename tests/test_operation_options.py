@@ -130,3 +130,28 @@ def test_object_features_decide_for_one_object_type(tmp_path: Path, slapd: Slapd
     checked = idsync(project, "validate")
     assert "CREATE.objectFeatures" not in checked.stdout + checked.stderr
     assert "SEARCH.objectFeatures" in checked.stdout + checked.stderr, checked.stdout
+
+
+def test_a_denied_sync_refuses_livesync_of_the_system(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """SYNC denied: liveSync of the system fails naming the key (its first run's full recon
+    included), or with DO_NOTHING reads nothing and says so; the token is not touched, and
+    once the denial is lifted liveSync starts as a first run does."""
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    set_provisioner_key(project, "operationOptions", {"SYNC": {"denied": True}})
+    refused = idsync(project, "livesync", "system/ldap/account", "--json")
+    assert refused.returncode != 0
+    assert "SYNC is denied on this system (operationOptions.SYNC.denied" in refused.stdout + refused.stderr
+    assert json.loads(idsync(project, "managed", "query", "user").stdout) == []
+
+    set_provisioner_key(project, "operationOptions", {"SYNC": {"denied": True, "onDeny": "DO_NOTHING"}})
+    quiet = idsync(project, "livesync", "system/ldap/account", "--json")
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    done = json.loads(quiet.stdout)
+    assert done["state"] == "SUCCESS" and done["changes"] == 0 and done["fullRecon"] is None
+    assert "nothing was read" in done["note"]
+    assert json.loads(idsync(project, "managed", "query", "user").stdout) == []
+
+    set_provisioner_key(project, "operationOptions", None)
+    first = json.loads(idsync(project, "livesync", "system/ldap/account", "--json").stdout)
+    assert first["state"] == "SUCCESS" and "no token yet" in first["fullRecon"]
+    assert len(json.loads(idsync(project, "managed", "query", "user").stdout)) == 2

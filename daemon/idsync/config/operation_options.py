@@ -6,9 +6,10 @@ idsync follows ``denied`` for ``CREATE``, ``UPDATE`` and ``DELETE``: such a writ
 system fails (403, ``OperationDenied``) from wherever it comes (a recon, implicit sync,
 liveSync, a script, the API). With ``"onDeny": "DO_NOTHING"`` the sync engine does not
 even attempt it: the object's action is recorded as skipped, saying why, and nothing
-fails; ``THROW_EXCEPTION`` (the default, as OpenIDM's) fails the object. ``validate``
-names the other operations' ``denied`` (``GET``, ``SEARCH``, ``SYNC``...), which idsync
-does not follow.
+fails; ``THROW_EXCEPTION`` (the default, as OpenIDM's) fails the object. ``SYNC`` denied
+refuses liveSync of the system: the run fails, or with ``DO_NOTHING`` reads nothing and
+says so. ``validate`` names the other operations' ``denied`` (``GET``, ``SEARCH``...),
+which idsync does not follow.
 
 An operation's ``objectFeatures`` decide for one object type of the system, as
 OpenICF's provisioner reads them: keyed by the type's name in ``objectTypes``
@@ -30,8 +31,9 @@ __all__ = ["DO_NOTHING", "FOLLOWED", "THROW_EXCEPTION", "denied_operations"]
 
 DO_NOTHING = "DO_NOTHING"
 THROW_EXCEPTION = "THROW_EXCEPTION"
-# The operations whose ``denied`` idsync follows: PingIDM's name -> the write's kind.
-FOLLOWED = {"CREATE": "create", "UPDATE": "update", "DELETE": "delete"}
+# The operations whose ``denied`` idsync follows: PingIDM's name -> the write's kind, or
+# "sync" (liveSync of the system: ``sync/livesync.py``).
+FOLLOWED = {"CREATE": "create", "UPDATE": "update", "DELETE": "delete", "SYNC": "sync"}
 
 
 def denied_operations(raw: object, *, file: str, object_type: str | None = None,

@@ -63,12 +63,14 @@ import structlog
 from sqlalchemy import Connection
 
 from idsync.config.mappings import MappingDef
+from idsync.config.operation_options import DO_NOTHING
 from idsync.config.project import Project
 from idsync.config.source_fields import source_fields
 from idsync.config.sync_failures import DEAD_LETTER, IGNORE_LOGGED, RETRY_FOREVER, SCRIPT, SyncFailurePolicy
 from idsync.errors import (
     ConfigError,
     IdsyncError,
+    OperationDenied,
     RunCanceled,
     SafetyLimitExceeded,
     SyncTokenExpired,
@@ -225,6 +227,14 @@ class _LiveRun:
             raise ConfigError("sync.json", "source", f"{self.source} cannot tell its changes: liveSync reads "
                                                      "managed types and LDAP, SCIM, Salesforce, Database Table and "
                                                      "CSV systems (not XML files)")
+        on_deny = source.denied.get("sync")
+        if on_deny is not None:
+            why = (f"{self.source}: SYNC is denied on this system (operationOptions.SYNC.denied in its provisioner, "
+                   f"onDeny {on_deny})")
+            if on_deny != DO_NOTHING:
+                raise OperationDenied(f"{why}: no liveSync")
+            result.note, result.state, result.exit_code = f"{why}: nothing was read", "SUCCESS", 0
+            return
         stored = self.tokens.get(self.source)
         if stored is None or stored.token is None:
             self._full_recon(source, result, "no token yet: the first liveSync of a source starts with a full recon")
