@@ -125,13 +125,13 @@ async def _list(request: Request) -> Response:
 def _linked(ctx: ApiContext, resource: str, object_id: str) -> list[dict[str, str]]:
     """The objects linked to this one, through every mapping that has it as source or target."""
     out: dict[tuple[str, str], dict[str, str]] = {}
-    for mapping in ctx.project().mappings:
-        reversed_ = mapping.links is not None
+    project = ctx.project()
+    for mapping in project.mappings:
         if mapping.source == resource:
-            found = LinkSet(ctx.store, mapping.linkset, reversed=reversed_).targets_of([object_id])
+            found = LinkSet.of(ctx.store, project, mapping).targets_of([object_id])
             other = mapping.target
         elif mapping.target == resource:
-            found = LinkSet(ctx.store, mapping.linkset, reversed=reversed_).sources_of([object_id])
+            found = LinkSet.of(ctx.store, project, mapping).sources_of([object_id])
             other = mapping.source
         else:
             continue
