@@ -91,6 +91,11 @@ def test_implicit_sync_pushes_through_correlation_and_on_link_never_runs(
     assert reverse["situationSummary"]["FOUND"] == 2 and reverse["changes"]["created"] == 0
     roles = json.loads(idsync(project, "managed", "query", "role", "--filter", 'name eq "linked"').stdout)
     assert roles == []
+    # Linking by hand says why nothing can be linked, instead of answering OK for nothing.
+    accounts = json.loads(idsync(project, "system", "query", "ldap", "account", "--fields", "_id").stdout)
+    by_hand = idsync(project, "sync", "link", FORWARD, accounts[0]["_id"], bjensen["_id"])
+    assert by_hand.returncode != 0 and "keeps no links (enableLinking is false)" in by_hand.stdout + by_hand.stderr
+    assert _links(project) == 0
 
 
 def test_validate_names_a_mapping_with_neither_links_nor_a_correlation(

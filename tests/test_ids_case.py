@@ -77,6 +77,12 @@ def test_a_dn_back_in_another_case_is_still_the_linked_entry(tmp_path: Path, sla
     reverse = recon_summary(project, REVERSE)
     assert _situations(reverse) == {"CONFIRMED": 2}, reverse
     assert reverse["changes"] == {**reverse["changes"], "created": 0, "deleted": 0}
+    # By hand: the link named in another case is the link there is.
+    dn = f"uid=BJensen,{ldap_subtree}"
+    again = idsync(project, "sync", "link", REVERSE, user_id, dn.upper())
+    assert again.returncode == 0, again.stdout + again.stderr
+    linked = json.loads(idsync(project, "sync", "linked", f"managed/user/{user_id}", "--json").stdout)
+    assert [r["resourceName"] for r in linked] == [f"system/ldap/account/{dn.lower()}"]
 
 
 def test_ids_compared_exactly_by_default(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:

@@ -108,14 +108,16 @@ def link(project: Project, store: Store, resources: Resources, mapping_name: str
          target_id: str, qualifier: str = "default", recon_id: str | None = None) -> None:
     """Link ``source_id`` to ``target_id`` through ``mapping_name`` (both must exist)."""
     mapping = project.mapping(mapping_name)
+    if not mapping.enable_linking:
+        raise ObjectRejected(f"{mapping.name} keeps no links (enableLinking is false): nothing to link")
     _recon_of(store, mapping, recon_id)
     links = _qualified(project, store, mapping, qualifier)
     for side, object_id in ((mapping.source, source_id), (mapping.target, target_id)):
         if resources.open(side).get(object_id) is None:
             raise NotFound(f"{side}/{object_id} not found")
     current = links.targets_of([source_id]).get(source_id)
-    if current == target_id:
-        return
+    if current is not None and current == links.key_of_theirs(target_id):
+        return  # (as the link keeps it: in lower case where the mapping ignores its case)
     if current is not None:
         raise LinkConflict(f"{mapping.source}/{source_id} is linked to {mapping.target}/{current} through "
                            f"{mapping.name} ({qualifier}); unlink it first")
