@@ -112,6 +112,12 @@ def test_validate_names_a_mapping_with_neither_links_nor_a_correlation(
     assert "mappings[0].enableLinking" in said
     # A mapping with a correlation is not named; and enableLinking is no longer "not followed".
     assert said.count("config.unlinked_without_correlation") == 1 and "always records links" not in said
+    # The sample's reverse mapping, whose FOUND is LINK (UPDATE in the other tests): LINK does nothing.
+    sync["mappings"][2]["policies"] = [{**p, "action": "LINK"} if p["situation"] == "FOUND" else p
+                                       for p in sync["mappings"][2]["policies"]]
+    sync_file.write_text(json.dumps(sync, indent=2))
+    said = idsync(project, "validate").stderr
+    assert said.count("config.link_without_links") == 1 and "mappings[2].policies[1].action" in said, said
 
 
 def test_livesync_applies_changes_through_correlation(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:

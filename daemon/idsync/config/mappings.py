@@ -19,7 +19,7 @@ from typing import Any, Literal
 import structlog
 
 from idsync.config.files import load_json
-from idsync.config.policies import PolicySet, parse_policies
+from idsync.config.policies import Action, PolicySet, Situation, parse_policies
 from idsync.config.properties import PropertyMap, compile_properties
 from idsync.errors import ConfigError, ConfigErrors, QueryError
 from idsync.keys import unknown_keys
@@ -310,6 +310,10 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
     fields["correlation"] = fields["correlations"][0] if fields["correlations"] else None
     if not fields["enable_linking"] and not fields["correlations"]:
         _warn_unlinked(file, at("enableLinking"))
+    if not fields["enable_linking"]:
+        for i, policy in policies.for_situation(Situation.FOUND):
+            if policy.action == Action.LINK:
+                _warn_link_without_links(file, at(f"policies[{i}].action"))
     return MappingDef(
         name=name, source=raw["source"], target=raw["target"], file=file, properties=properties,
         policies=policies, links=links, hooks=hooks, raw=raw, **fields,
@@ -482,6 +486,13 @@ def _warn_unlinked(file: str, key: str) -> None:
                 problem="enableLinking is false and the mapping has no correlationQuery or correlationScript: "
                         "with no link to remember them by, every run finds no target for any source and "
                         "creates them all again")
+
+
+@functools.cache
+def _warn_link_without_links(file: str, key: str) -> None:
+    log.warning("config.link_without_links", file=file, key=key,
+                problem="FOUND's action is LINK and enableLinking is false: with no link to record, LINK does "
+                        "nothing, as in PingIDM, and the target found is left as it is; UPDATE updates it")
 
 
 @functools.cache
