@@ -88,6 +88,16 @@ def test_javascript_patterns_read_as_javascript_reads_them() -> None:
     assert _matches("(?<=a)b", "ab")  # a look-behind stays one
     assert _matches("^abc$", "ABC", "i")
     assert js_regexp("^\\p{L}+$", "u") is None and js_regexp("(") is None
+    # \d, \w and \b are ASCII's in JavaScript: fullwidth digits are not digits there.
+    assert _matches("^\\d{3}$", "123") and not _matches("^\\d{3}$", "\uff11\uff12\uff13")
+    assert _matches("^[\\d-]+$", "12-3") and not _matches("^[\\d-]+$", "\u0661\u0662")
+    assert _matches("^\\w+$", "jdoe_1") and not _matches("^\\w+$", "j\u00f6rg")
+    assert _matches("^\\D+$", "\u0661") and _matches("^\\W$", "\u00e9")
+    assert _matches("\\bdoe\\b", "j doe") and _matches("\\bdoe", "\u00e9doe")  # \u00e9: no word character
+    assert _matches("x\\By", "xy") and not _matches("\\Bdoe", "j doe")
+    assert _matches("^[\\b]$", "\b")  # in a class, a backspace, as in both
+    # [] matches nothing, [^] any character (a line break too).
+    assert not _matches("a[]", "a") and not _matches("a[]", "a]") and _matches("^a[^]b$", "a\nb")
 
 
 def test_schema_keywords_become_policies_ahead_of_the_propertys_own() -> None:

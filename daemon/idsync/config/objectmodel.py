@@ -308,14 +308,25 @@ def js_regexp(pattern: str, flags: str = "") -> re.Pattern[str] | None:
     None where Python cannot run it. Named groups and their back references are
     written the JavaScript way (``(?<name>...)``, ``\\k<name>``), and ``$`` ends the
     value (Python's ``$`` would also match before a final line break) unless the flags
-    hold ``m``; flags ``i``, ``m`` and ``s`` are followed (``g``, ``u``, ``y`` change
-    nothing to whether a value matches)."""
+    hold ``m``; ``\\d``, ``\\w`` and ``\\b`` are ASCII's digits, word characters and
+    boundaries, as in JavaScript (Python's take every script's: fullwidth digits would be digits),
+    ``[]`` matches nothing and ``[^]`` anything; flags ``i``, ``m`` and ``s`` are followed
+    (``g``, ``u``, ``y`` change nothing to whether a value matches)."""
     options = (re.IGNORECASE if "i" in flags else 0) | (re.MULTILINE if "m" in flags else 0) | \
         (re.DOTALL if "s" in flags else 0)
     try:
         return re.compile(_from_js(pattern, multiline="m" in flags), options)
     except re.error:
         return None
+
+
+_WORD = "A-Za-z0-9_"
+# JavaScript's classes, which are ASCII's: outside a bracket class, and inside one.
+_ASCII_CLASSES = {
+    "d": ("[0-9]", "0-9"), "D": ("[^0-9]", None), "w": (f"[{_WORD}]", _WORD), "W": (f"[^{_WORD}]", None),
+    "b": (f"(?:(?<![{_WORD}])(?=[{_WORD}])|(?<=[{_WORD}])(?![{_WORD}]))", None),
+    "B": (f"(?:(?<=[{_WORD}])(?=[{_WORD}])|(?<![{_WORD}])(?![{_WORD}]))", None),
+}
 
 
 def _from_js(pattern: str, *, multiline: bool) -> str:
@@ -329,11 +340,21 @@ def _from_js(pattern: str, *, multiline: bool) -> str:
                 out.append(f"(?P={named.group(1)})")
                 i += named.end()
                 continue
-            out.append(pattern[i:i + 2])
+            outside, inside = _ASCII_CLASSES.get(pattern[i + 1:i + 2], (None, None))
+            ascii_ = inside if in_class else outside
+            out.append(ascii_ if ascii_ is not None else pattern[i:i + 2])
             i += 2
             continue
         if in_class:
             in_class = c != "]"
+        elif pattern.startswith("[]", i):
+            out.append("(?!)")  # JavaScript's empty class: matches nothing
+            i += 2
+            continue
+        elif pattern.startswith("[^]", i):
+            out.append(r"[\s\S]")  # and its negation: any character
+            i += 3
+            continue
         elif c == "[":
             in_class = True
         elif c == "(" and pattern.startswith("(?<", i) and pattern[i + 3:i + 4] not in ("=", "!"):
