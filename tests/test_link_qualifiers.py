@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from idsync.api.recon import run_summary
 from idsync.config.project import load_project, validate_project
 from idsync.errors import ConfigError
 from idsync.managed import ManagedObjects
@@ -106,6 +107,8 @@ def test_two_qualifiers_make_two_entries_and_converge(env: Env) -> None:
     assert _situations(first) == {"ABSENT": 4}
     assert _changes(first) == {"created": 3, "linked": 3}
     assert first.summary["linkQualifierSummary"] == {"customer": {"ABSENT": 2}, "staff": {"ABSENT": 2}}
+    shown = run_summary(RunStore(env.store).get(first.id))  # type: ignore[arg-type]
+    assert shown["linkQualifierSummary"] == first.summary["linkQualifierSummary"]  # GET recon/ID
     staff, customer = _entry(env, "mq1", "staff"), _entry(env, "mq1", "customer")
     assert staff is not None and staff["cn"] == ["mq1 staff"] and staff["description"] == ["d1"]
     assert customer is not None and customer["cn"] == ["mq1 customer"] and "description" not in customer

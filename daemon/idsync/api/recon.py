@@ -63,7 +63,8 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "ended": ended.isoformat() if ended else "",
         "duration": duration,
     }
-    for key in ("actionSummary", "changes", "dryRun", "errorCount", "errors", "partitions", "onward"):
+    for key in ("actionSummary", "changes", "dryRun", "errorCount", "errors", "linkQualifierSummary", "partitions",
+                "onward"):
         if key in summary:
             out[key] = summary[key]
     if row.get("job"):
