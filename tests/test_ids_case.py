@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from dbs import store_url
+from idsync.config.project import load_project
 from idsync.store.database import Store
+from idsync.store.links import LinkSet
 from idsync.store.tables import links
 from idsync_dev.slapd import Slapd
 from livesync_env import live
@@ -120,3 +122,24 @@ def test_livesync_with_dn_ids_deletes_only_the_entry_gone(tmp_path: Path, slapd:
     (run,) = done.runs
     assert run["counts"] == {"deleted": 1}
     assert set(_users(project)) == {"bjensen"}
+
+
+def test_a_managed_side_keeps_its_ids_as_they_are(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """The store finds an object by its id exactly as kept: a managed side's ids are never
+    lowered (a user given the id "JDoe" would be found by no link, and a liveSync of the
+    type would take it for deleted); validate says the setting is not used there."""
+    project = _project(tmp_path, slapd, ldap_subtree, store_url("sqlite", tmp_path), sourceIdsCaseSensitive=False,
+                       targetIdsCaseSensitive=False)
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    try:
+        forward = LinkSet.of(store, loaded, loaded.mapping(FORWARD))
+        reverse = LinkSet.of(store, loaded, loaded.mapping(REVERSE))
+    finally:
+        store.close()
+    assert forward.folds_mine and forward.key_of_theirs("JDoe") == "JDoe"  # source LDAP, target managed
+    assert not reverse.folds_mine and reverse.key_of_theirs("UID=X") == "uid=x"
+    checked = idsync(project, "validate")
+    lines = [line for line in (checked.stdout + checked.stderr).splitlines() if "CaseSensitive" in line]
+    assert len(lines) == 1 and "mappings[0].targetIdsCaseSensitive" in lines[0], lines
+    assert "not used on a managed side" in lines[0]

@@ -326,6 +326,12 @@ def _mapping(file: str, at: str, raw: Mapping[str, Any]) -> list[NotUsed]:
     if sides and raw.get("links") is not None:
         found.append(NotUsed(file, _keys(at, sides), "not used: a mapping that uses another's links (links) "
                              "compares ids as that mapping says, as in PingIDM"))
+    elif sides:
+        managed = [side for side in sides if raw.get(side) is False
+                   and str(raw.get("source" if side.startswith("source") else "target", "")).startswith("managed/")]
+        if managed:
+            found.append(NotUsed(file, _keys(at, managed), "not used on a managed side: the store finds an object "
+                                 "by its id exactly as kept, so its links keep that id as it is"))
     return found
 
 

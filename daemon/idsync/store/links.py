@@ -57,9 +57,11 @@ class LinkSet:
         """The links ``mapping`` reads and writes (its own, or those of the mapping its
         ``links`` names), seen from its source (``flipped``: from its target)."""
         owner = project.mapping(mapping.links) if mapping.links is not None else mapping
+        # Never a managed side: the store finds an object by its id exactly as kept.
         return cls(store, mapping.linkset, reversed=project.linkset_reversed(mapping) != flipped,
-                   linking=mapping.enable_linking, fold_source=not owner.source_ids_case_sensitive,
-                   fold_target=not owner.target_ids_case_sensitive)
+                   linking=mapping.enable_linking,
+                   fold_source=not owner.source_ids_case_sensitive and not owner.source.startswith("managed/"),
+                   fold_target=not owner.target_ids_case_sensitive and not owner.target.startswith("managed/"))
 
     def _folds(self, column) -> bool:  # type: ignore[no-untyped-def]
         return self.fold_source if column is lt.c.source_id else self.fold_target
