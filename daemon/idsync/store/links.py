@@ -71,6 +71,11 @@ class LinkSet:
         """Whether this side's ids are kept in lower case."""
         return self._folds(self._mine)
 
+    @property
+    def folds_theirs(self) -> bool:
+        """Whether the other side's ids are kept in lower case."""
+        return self._folds(self._theirs)
+
     def key_of_mine(self, object_id: str) -> str:
         """How this side's id is kept in a link (lower case where its ids ignore case)."""
         return object_id.lower() if self._folds(self._mine) else object_id

@@ -170,10 +170,10 @@ class ChangeApplier:
         return plans
 
     @property
-    def source_key(self) -> Callable[[str], str]:
-        """How a source id is kept in this mapping's links (``str``: as it is)."""
+    def source_key(self) -> Callable[[str], str] | None:
+        """How a source id is kept in this mapping's links (None: as it is)."""
         links = self.qualifiers.links("default")  # every qualifier's links compare ids alike
-        return links.key_of_mine if links.folds_mine else str
+        return links.key_of_mine if links.folds_mine else None
 
     def linked_source_ids(self) -> Iterator[str]:
         """Every source id a link of the mapping holds, whatever its qualifier."""

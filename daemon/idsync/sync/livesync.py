@@ -291,7 +291,7 @@ class _LiveRun:
         """The batches, after one per mapping with the linked objects the source no longer lists."""
         for applier in appliers:
             kept = applier.source_key
-            listed = frozenset(kept(sid) for sid in present) if kept is not str else present
+            listed = present if kept is None else frozenset(map(kept, present))
             gone = [sid for sid in applier.linked_source_ids() if sid not in listed]
             for start in range(0, len(gone), self.page_size):
                 applier.apply([Change(sid, None) for sid in gone[start:start + self.page_size]], None)

@@ -35,7 +35,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -660,9 +660,8 @@ class _Run:
             t0 = time.monotonic()
             total += len(page)
             ids = [o["_id"] for o in page if o.get("_id")]
-            key = self._claim_key(target)
-            claimed = set() if in_store else self.runs.claimed(self.id, [key(i) for i in ids])
-            unclaimed = [o for o in page if o.get("_id") and key(o["_id"]) not in claimed and "\x00" not in o["_id"]]
+            claimed = set() if in_store else self._claimed(target, ids)
+            unclaimed = [o for o in page if o.get("_id") and o["_id"] not in claimed and "\x00" not in o["_id"]]
             for odd in (o["_id"] for o in page if "\x00" in (o.get("_id") or "")):
                 self._fail_object(_nul_id("target", odd), None, None)
             self.counters.target_processed += len(page)
@@ -845,8 +844,7 @@ class _Run:
                     conn, {s: w for s, w in found.items() if (qualifier, s) not in linking})
         if not (writes or new_links or relinks or digests or audit or deferred):
             self.store.commit_lazily(conn)
-        key = self._claim_key(target)
-        self.runs.claim(conn, self.id, [key(c) for c in claims if c], new=new_claims)
+        self.runs.claim(conn, self.id, self._claim_keys(target, [c for c in claims if c]), new=new_claims)
         self.runs.defer(conn, self.id, self._deferred, deferred)
         self._deferred += len(deferred)
         self.runs.audit(conn, audit)
@@ -862,11 +860,20 @@ class _Run:
 
     # -- helpers ------------------------------------------------------------
 
-    def _claim_key(self, target: Resource) -> Callable[[str], str]:
-        """How a target's id is claimed: as its links keep it (in lower case where the
-        mapping's target ids ignore case), so that the target phase knows it in any case.
-        The store's own ids are compared in SQL as they are."""
-        return str if isinstance(target, ManagedResource) else self.links.key_of_theirs
+    def _claim_keys(self, target: Resource, ids: list[str]) -> list[str]:
+        """Target ids as this run claims them: as its links keep them (in lower case where
+        the mapping's target ids ignore case), so that the target phase knows them in any
+        case; the store's own ids as they are (compared in SQL)."""
+        if isinstance(target, ManagedResource) or not self.links.folds_theirs:
+            return ids
+        return [self.links.key_of_theirs(i) for i in ids]
+
+    def _claimed(self, target: Resource, ids: list[str]) -> set[str]:
+        """The ids of ``ids`` (a system target's) this run claimed, in any case where its
+        links ignore the case of target ids."""
+        keys = self._claim_keys(target, ids)
+        held = self.runs.claimed(self.id, keys)
+        return held if keys is ids else {i for i, k in zip(ids, keys, strict=True) if k in held}
 
     def _created(self, target: Resource, results: Iterable[WriteResult]) -> set[str]:
         """The ids of the store objects this page's transaction created under ids it made
