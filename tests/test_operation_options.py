@@ -1,7 +1,8 @@
 """A provisioner's ``operationOptions`` against a real slapd, on the two-way LDAP sample:
 a denied write never reaches the directory, from implicit sync, a recon or a script;
 ``"onDeny": "DO_NOTHING"`` skips it quietly (recorded as skipped, saying why), and
-``THROW_EXCEPTION`` (the default) fails it with a 403 naming the key."""
+``THROW_EXCEPTION`` (the default) fails it with a 403 naming the key. A denied read
+(``GET``, ``SEARCH``) is never made, and never taken for an empty directory."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api_server import ADMIN, serve
 from idsync.config.project import load_project
 from idsync.errors import ScriptError
 from idsync.managed.router import scripting
@@ -18,7 +20,7 @@ from idsync_dev.slapd import Slapd
 
 from samples import FORWARD, bad_provisioner_key, idsync, ldap_entry, sample_project, set_provisioner_key
 
-REVERSE = "managedUser_systemLdapAccounts"
+REVERSE = "managedUser_systemLdapAccounts"  # the sample's second mapping: managed users to the directory
 
 
 def _project(tmp_path: Path, slapd: Slapd, subtree: str, options: dict[str, Any]) -> Path:
@@ -112,7 +114,7 @@ def test_object_features_decide_for_one_object_type(tmp_path: Path, slapd: Slapd
     project = _project(tmp_path, slapd, ldap_subtree, {
         "CREATE": {"denied": True, "objectFeatures": {"account": {"denied": False}}},
         "UPDATE": {"objectFeatures": {"__ACCOUNT__": {"denied": True, "onDeny": "DO_NOTHING"}}},
-        "SEARCH": {"objectFeatures": {"account": {"denied": False}}}})
+        "AUTHENTICATE": {"objectFeatures": {"account": {"denied": False}}}})
     made = idsync(project, "managed", "create", "user", "--data", json.dumps(
         {"userName": "newbie", "givenName": "New", "sn": "Bie", "mail": "newbie@example.com"}))
     assert made.returncode == 0, made.stdout + made.stderr
@@ -129,7 +131,7 @@ def test_object_features_decide_for_one_object_type(tmp_path: Path, slapd: Slapd
     assert ldap_entry(slapd, f"cn=auditors,{ldap_subtree}") is None
     checked = idsync(project, "validate")
     assert "CREATE.objectFeatures" not in checked.stdout + checked.stderr
-    assert "SEARCH.objectFeatures" in checked.stdout + checked.stderr, checked.stdout
+    assert "AUTHENTICATE.objectFeatures" in checked.stdout + checked.stderr, checked.stdout
 
 
 def test_a_denied_sync_refuses_livesync_of_the_system(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
@@ -155,3 +157,95 @@ def test_a_denied_sync_refuses_livesync_of_the_system(tmp_path: Path, slapd: Sla
     first = json.loads(idsync(project, "livesync", "system/ldap/account", "--json").stdout)
     assert first["state"] == "SUCCESS" and "no token yet" in first["fullRecon"]
     assert len(json.loads(idsync(project, "managed", "query", "user").stdout)) == 2
+
+
+def _runs(project: Path, mapping: str) -> list[dict[str, Any]]:
+    return list(json.loads(idsync(project, "status", "--json", "--mapping", mapping).stdout))
+
+
+def test_a_denied_read_stops_a_recon_before_it_reads_anything(tmp_path: Path, slapd: Slapd,
+                                                                ldap_subtree: str) -> None:
+    """SEARCH denied on the directory: a recon from it fails before reading (exit 78, the
+    key named), and with DO_NOTHING ends having read and changed nothing, saying so; the
+    two users it linked before stay, linked, though an empty read would have made their
+    sources missing. GET denied fails the reverse recon, which reads its linked targets
+    by id; SEARCH denied with DO_NOTHING there (it runs its target phase) reads nothing."""
+    project = _project(tmp_path, slapd, ldap_subtree, {})
+    before = json.loads(idsync(project, "managed", "query", "user").stdout)
+    assert len(before) == 2
+
+    set_provisioner_key(project, "operationOptions", {"SEARCH": {"denied": True}})
+    refused = idsync(project, "recon", FORWARD)
+    assert refused.returncode == 78, refused.stdout + refused.stderr
+    assert ("system/ldap/account: SEARCH is denied on this system (operationOptions.SEARCH.denied in its "
+            "provisioner, onDeny THROW_EXCEPTION)") in refused.stdout + refused.stderr
+    run = _runs(project, FORWARD)[0]
+    assert run["state"] == "FAILED" and "SEARCH is denied" in run["message"], run
+
+    set_provisioner_key(project, "operationOptions", {"SEARCH": {"denied": True, "onDeny": "DO_NOTHING"}})
+    quiet = idsync(project, "recon", FORWARD)
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    run = _runs(project, FORWARD)[0]
+    assert run["state"] == "SUCCESS" and run["message"].endswith("onDeny DO_NOTHING): nothing was read"), run
+    assert not any(run["situationSummary"].values()), run
+    assert json.loads(idsync(project, "managed", "query", "user").stdout) == before
+
+    set_provisioner_key(project, "operationOptions", {"GET": {"denied": True}})
+    reverse = idsync(project, "recon", REVERSE)
+    assert reverse.returncode == 78 and "GET is denied on this system" in reverse.stdout + reverse.stderr
+    set_provisioner_key(project, "operationOptions", {"SEARCH": {"denied": True, "onDeny": "DO_NOTHING"}})
+    reverse = idsync(project, "recon", REVERSE)
+    assert reverse.returncode == 0, reverse.stdout + reverse.stderr
+    assert _runs(project, REVERSE)[0]["message"].endswith("nothing was read")
+
+    set_provisioner_key(project, "operationOptions", None)
+    again = idsync(project, "recon", FORWARD)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _runs(project, FORWARD)[0]["situationSummary"]["CONFIRMED"] == 2
+    assert json.loads(idsync(project, "managed", "query", "user").stdout) == before
+
+    # A change pushed to the directory reads the linked entry first: kept, its push failed, to retry.
+    set_provisioner_key(project, "operationOptions", {"GET": {"denied": True}})
+    patched = idsync(project, "managed", "patch", "user", before[0]["_id"], "--operations",
+                     json.dumps([{"operation": "replace", "field": "/telephoneNumber", "value": "+1 555 0100"}]))
+    assert f"is saved, but implicit sync through {REVERSE} failed" in patched.stderr, patched.stderr
+    assert "GET is denied on this system" in patched.stderr
+
+
+def test_denied_reads_through_the_api_and_scripts(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """The API and scripts follow a read's onDeny: SEARCH denied answers a query 403 naming
+    the key, GET denied with DO_NOTHING answers a read 404; the other way round, a query
+    answers no result and a read 403. A script's openidm.query then finds nothing and its
+    openidm.read fails naming the key."""
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    uid = f"uid=bjensen,{ldap_subtree}"
+    set_provisioner_key(project, "operationOptions", {"SEARCH": {"denied": True},
+                                                      "GET": {"denied": True, "onDeny": "DO_NOTHING"}})
+    with serve(project) as api:
+        query = api.get("/openidm/system/ldap/account?_queryFilter=true", headers=ADMIN)
+        assert query.status_code == 403, query.text
+        assert "SEARCH is denied on this system (operationOptions.SEARCH.denied" in query.json()["message"]
+        assert api.get(f"/openidm/system/ldap/account/{uid}", headers=ADMIN).status_code == 404
+
+    set_provisioner_key(project, "operationOptions", {"SEARCH": {"denied": True, "onDeny": "DO_NOTHING"},
+                                                      "GET": {"denied": True}})
+    with serve(project) as api:
+        query = api.get("/openidm/system/ldap/account?_queryFilter=true", headers=ADMIN)
+        assert query.status_code == 200 and query.json()["result"] == [], query.text
+        read = api.get(f"/openidm/system/ldap/account/{uid}", headers=ADMIN)
+        assert read.status_code == 403 and "GET is denied on this system" in read.json()["message"], read.text
+
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    try:
+        found = loaded.scripts.compile({"type": "text/javascript", "source": (
+            "openidm.query('system/ldap/account', {_queryFilter: 'true'}).result.length")},
+            file="test", key="script", base_dir=project)
+        reader = loaded.scripts.compile({"type": "text/javascript", "source": (
+            f"openidm.read('system/ldap/account/{uid}')")}, file="test", key="script", base_dir=project)
+        with scripting(loaded, store):
+            assert found() == 0
+            with pytest.raises(ScriptError, match=r"GET is denied on this system"):
+                reader()
+    finally:
+        store.close()

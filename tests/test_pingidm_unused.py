@@ -133,7 +133,8 @@ def _unused_project(tmp_path: Path, slapd: Slapd, subtree: str) -> Path:
         "ldap", slapd, subtree, poolConfigOption={"maxObjects": 10}, operationTimeout={"CREATE": -1},
         systemActions=[{"scriptId": "s", "actions": []}],
         operationOptions={"DELETE": {"denied": True, "onDeny": "DO_NOTHING"},
-                          "CREATE": {"denied": False, "onDeny": "DO_NOTHING"}, "SEARCH": {"denied": True}}))
+                          "CREATE": {"denied": False, "onDeny": "DO_NOTHING"}, "AUTHENTICATE": {"denied": True},
+                          "SEARCH": {"denied": True, "onDeny": "DO_NOTHING"}}))
     mapping = {"name": "systemLdapAccounts_managedUser", "source": "system/ldap/account", "target": "managed/user",
                "properties": [{"source": "uid", "target": "userName"}],
                "taskThreads": 4, "prefetchLinks": True, "onRecon": {"type": _JS, "source": "1"},
@@ -203,8 +204,9 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     prov = conf / "provisioner.openicf-ldap.json"
     one(f"{prov}: {{poolConfigOption,operationTimeout}}: ", "OpenICF framework settings")
     one(f"{prov}: systemActions: ", "not served")
-    one(f"{prov}: operationOptions.SEARCH.denied: ", "CREATE, UPDATE, DELETE and SYNC only")
-    assert not any("operationOptions.DELETE" in line for line in lines)  # followed
+    one(f"{prov}: operationOptions.AUTHENTICATE.denied: ", "CREATE, UPDATE, DELETE, GET, SEARCH and SYNC only")
+    assert not any("operationOptions.DELETE" in line or "operationOptions.SEARCH" in line
+                   for line in lines)  # followed
     # Nothing else: the files idsync reads get no line of their own, no key is told twice.
     assert len(lines) == len(set(_FILES.values())) + 1 + 6 + 5 + 1 + 3 + 2, "\n".join(lines)
     # "scope": "private" is followed (the API never answers the property): no line.

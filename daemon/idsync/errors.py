@@ -22,6 +22,8 @@
     |                                such as a base context; fix the configuration (exit EX_CONFIG)
     |   +-- SyncTokenExpired         liveSync: the peer can no longer tell the changes since the
     |                                stored token; reconcile in full and start from a fresh token
+    |   +-- ReadDenied               the system's provisioner denies reading it (``operationOptions``
+    |                                GET or SEARCH); nothing was read (exit EX_CONFIG; the API: 403)
     +-- RunAborted                   the run must stop now (safety limit, cancel, lock held)
         +-- SafetyLimitExceeded      empty source set or too many deletes
         +-- RunCanceled              Ctrl-C, SIGTERM, timeout
@@ -53,6 +55,7 @@ __all__ = [
     "PeerMisconfigured",
     "PeerUnavailable",
     "QueryError",
+    "ReadDenied",
     "RevisionMismatch",
     "RunAborted",
     "RunCanceled",
@@ -209,6 +212,18 @@ class SyncTokenExpired(PeerError):
     """liveSync: the peer cannot honour the stored sync token any more (its change log
     was trimmed, the server was restored, the token is unknown to it). Nothing was
     applied from it; the caller reconciles in full and takes a fresh token."""
+
+
+class ReadDenied(PeerError):
+    """The system's provisioner denies this kind of read (PingIDM's ``operationOptions``:
+    ``GET``, a read by id, or ``SEARCH``, a query or listing): nothing was asked of the
+    system. ``on_deny``: the setting's ``onDeny``, which the API follows for its answer."""
+
+    exit_code = os.EX_CONFIG
+
+    def __init__(self, message: str, on_deny: str) -> None:
+        super().__init__(message)
+        self.on_deny = on_deny
 
 
 class RunAborted(IdsyncError):

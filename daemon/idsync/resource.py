@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from idsync.errors import IdsyncError, ObjectError, OperationDenied, SyncTokenExpired
+from idsync.errors import IdsyncError, ObjectError, OperationDenied, ReadDenied, SyncTokenExpired
 from idsync.query.ast import And, Compare, Node, Or, Path
 
 __all__ = [
@@ -113,22 +113,42 @@ class Resource(ABC):
     # NOT_READABLE and NOT_RETURNED_BY_DEFAULT): written again only when they change
     # (``sync/written.py``).
     write_only: frozenset[str] = frozenset()
-    # The writes the system's provisioner denies (PingIDM's ``operationOptions``): "create",
-    # "update" or "delete" -> its ``onDeny`` (``DO_NOTHING``, ``THROW_EXCEPTION``). A denied
-    # write fails (``OperationDenied``); the sync engine does not even plan one whose
-    # ``onDeny`` is ``DO_NOTHING`` (``sync/assess.py``).
+    # What the system's provisioner denies (PingIDM's ``operationOptions``): the writes
+    # "create", "update" and "delete", liveSync ("sync"), and the reads "get" (by id) and
+    # "search" (queries, listings) -> its ``onDeny`` (``DO_NOTHING``, ``THROW_EXCEPTION``).
+    # A denied write fails (``OperationDenied``); the sync engine does not even plan one
+    # whose ``onDeny`` is ``DO_NOTHING`` (``sync/assess.py``). A denied read raises
+    # ``ReadDenied`` before anything is asked of the system, whatever its ``onDeny``: what
+    # the caller makes of that is its own (a recon checks before it reads anything).
     denied: Mapping[str, str] = MappingProxyType({})
 
-    @abstractmethod
     def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         """Yield the matching objects, one page (a list) at a time."""
+        self.check_read("search")
+        return self._read_pages(spec)
 
-    @abstractmethod
     def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         """Read the objects with these ids; ids that do not exist are absent."""
+        self.check_read("get")
+        return self._read_many(ids, fields)
 
     def get(self, id: str, fields: Sequence[str] | None = None) -> Obj | None:
         return self.get_many([id], fields).get(id)
+
+    def check_read(self, kind: str) -> None:
+        """Raise ``ReadDenied`` when the provisioner denies reads of ``kind`` ("get", "search")."""
+        on_deny = self.denied.get(kind)
+        if on_deny is not None:
+            raise ReadDenied(f"{self.name}: {kind.upper()} is denied on this system (operationOptions."
+                             f"{kind.upper()}.denied in its provisioner, onDeny {on_deny})", on_deny)
+
+    @abstractmethod
+    def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+        """``pages``, the reads allowed."""
+
+    @abstractmethod
+    def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None) -> dict[str, Obj]:
+        """``get_many``, the reads allowed."""
 
     def find(self, spec: QuerySpec, limit: int | None = None) -> list[Obj]:
         """All objects matching ``spec`` (used for correlation: expect few)."""
@@ -143,9 +163,15 @@ class Resource(ABC):
         self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]], fields: Sequence[str] | None = None
     ) -> dict[tuple[Any, ...], list[Obj]]:
         """Batched correlation: for each tuple of values (one per path), the objects
-        whose properties at ``paths`` equal them. The default asks ``find`` with an
-        OR of the tuples, 50 at a time, and matches the answers back here;
-        resources with an index override it."""
+        whose properties at ``paths`` equal them."""
+        self.check_read("search")
+        return self._find_matching(paths, values, fields)
+
+    def _find_matching(
+        self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]], fields: Sequence[str] | None
+    ) -> dict[tuple[Any, ...], list[Obj]]:
+        """``find_matching``: asks ``find`` with an OR of the tuples, 50 at a time, and
+        matches the answers back here; resources with an index override it."""
         result: dict[tuple[Any, ...], list[Obj]] = {}
         unique = list(dict.fromkeys(values))
         for start in range(0, len(unique), 50):

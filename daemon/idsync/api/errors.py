@@ -23,6 +23,7 @@ from idsync.errors import (
     ObjectRejected,
     PeerError,
     QueryError,
+    ReadDenied,
     RevisionMismatch,
     RunLocked,
 )
@@ -61,6 +62,8 @@ def _status(exc: IdsyncError) -> int:
         return 409
     if isinstance(exc, ConfigError):
         return 404 if _names_unknown(exc) else 500
+    if isinstance(exc, ReadDenied):
+        return 403
     if isinstance(exc, PeerError):
         return 503
     return 500

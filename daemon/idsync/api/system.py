@@ -9,10 +9,14 @@ connectors do not hand out resumable positions of their own.
 (``sync/livesync.py``) and answers its outcome once it ended; 409 while another
 liveSync of the source runs, 400 for a source no mapping reads or that cannot
 tell its changes.
+
+A provisioner denying ``GET`` or ``SEARCH`` (``operationOptions``) makes a read of the
+system 403, or with ``onDeny: DO_NOTHING`` an empty query result and a 404 read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +27,8 @@ from starlette.routing import Route
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, sort_objects
+from idsync.config.operation_options import DO_NOTHING
+from idsync.errors import ReadDenied
 from idsync.managed.router import run_livesync_scripted
 from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
@@ -62,7 +68,7 @@ def _query(ctx: ApiContext, system: str, object_type: str, params: QueryParams) 
         matched: list[dict[str, Any]] = []
         seen = 0
         more = False
-        for page in resource.pages(spec):
+        for page in _pages(resource, spec):
             for obj in page:
                 if wanted_end is not None and seen >= wanted_end:
                     more = True
@@ -89,10 +95,25 @@ def _query(ctx: ApiContext, system: str, object_type: str, params: QueryParams) 
         resources.close()
 
 
+def _pages(resource: Resource, spec: QuerySpec) -> Iterator[list[dict[str, Any]]]:
+    """``resource.pages``; none when its provisioner denies SEARCH with ``onDeny: DO_NOTHING``
+    (with an exception, the query is refused: 403)."""
+    try:
+        return resource.pages(spec)
+    except ReadDenied as exc:
+        if exc.on_deny != DO_NOTHING:
+            raise
+        return iter(())
+
+
 def _get(ctx: ApiContext, system: str, object_type: str, object_id: str) -> dict[str, Any]:
     resource, resources = _open(ctx, system, object_type)
     try:
         obj = resource.get(object_id)
+    except ReadDenied as exc:
+        if exc.on_deny != DO_NOTHING:
+            raise  # 403
+        obj = None  # onDeny DO_NOTHING: nothing read, nothing found
     finally:
         resources.close()
     if obj is None:

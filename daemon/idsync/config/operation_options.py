@@ -1,4 +1,4 @@
-"""A provisioner's ``operationOptions``: the writes PingIDM refuses on the system.
+"""A provisioner's ``operationOptions``: the operations PingIDM refuses on the system.
 
     "operationOptions": {"DELETE": {"denied": true, "onDeny": "DO_NOTHING"}}
 
@@ -8,8 +8,13 @@ liveSync, a script, the API). With ``"onDeny": "DO_NOTHING"`` the sync engine do
 even attempt it: the object's action is recorded as skipped, saying why, and nothing
 fails; ``THROW_EXCEPTION`` (the default, as OpenIDM's) fails the object. ``SYNC`` denied
 refuses liveSync of the system: the run fails, or with ``DO_NOTHING`` reads nothing and
-says so. ``validate`` names the other operations' ``denied`` (``GET``, ``SEARCH``...),
-which idsync does not follow.
+says so. ``GET`` (a read by id) and ``SEARCH`` (a query, a listing) denied keep every
+read of that kind from the system (``ReadDenied``, ``resource.py``): a recon that
+would read it reads nothing and fails, or with ``DO_NOTHING`` ends having done nothing,
+saying so (a read refused is never taken for an empty system); the API answers 403,
+or with ``DO_NOTHING`` an empty result (a query) or 404 (a read). ``validate`` names
+the other operations' ``denied`` (``AUTHENTICATE``, ``TEST``, ``SCHEMA``...), which
+idsync does not follow.
 
 An operation's ``objectFeatures`` decide for one object type of the system, as
 OpenICF's provisioner reads them: keyed by the type's name in ``objectTypes``
@@ -31,9 +36,11 @@ __all__ = ["DO_NOTHING", "FOLLOWED", "THROW_EXCEPTION", "denied_operations"]
 
 DO_NOTHING = "DO_NOTHING"
 THROW_EXCEPTION = "THROW_EXCEPTION"
-# The operations whose ``denied`` idsync follows: PingIDM's name -> the write's kind, or
-# "sync" (liveSync of the system: ``sync/livesync.py``).
-FOLLOWED = {"CREATE": "create", "UPDATE": "update", "DELETE": "delete", "SYNC": "sync"}
+# The operations whose ``denied`` idsync follows: PingIDM's name -> the write's kind,
+# "sync" (liveSync of the system: ``sync/livesync.py``), or the read's: "get", "search"
+# (``Resource.check_read``).
+FOLLOWED = {"CREATE": "create", "UPDATE": "update", "DELETE": "delete", "SYNC": "sync", "GET": "get",
+            "SEARCH": "search"}
 
 
 def denied_operations(raw: object, *, file: str, object_type: str | None = None,

@@ -354,12 +354,12 @@ def _provisioner(path: Path) -> list[NotUsed]:
     if denied:
         found.append(NotUsed(file, _keys("operationOptions", [f"{op}.denied" for op in denied]),
                              "not followed: PingIDM refuses these operations on the system; idsync follows denied "
-                             "for CREATE, UPDATE, DELETE and SYNC only"))
+                             "for CREATE, UPDATE, DELETE, GET, SEARCH and SYNC only"))
     features = [op for op, opt in options.items() if isinstance(opt, dict) and opt.get("objectFeatures")
                 and op not in FOLLOWED] if isinstance(options, dict) else []
     if features:
         found.append(NotUsed(file, _keys("operationOptions", [f"{op}.objectFeatures" for op in features]),
                              "not followed: OpenICF's per-object-type options of operations idsync does not "
-                             "follow; it follows objectFeatures' denied and onDeny for CREATE, UPDATE, DELETE "
-                             "and SYNC"))
+                             "follow; it follows objectFeatures' denied and onDeny for CREATE, UPDATE, DELETE, "
+                             "GET, SEARCH and SYNC"))
     return found

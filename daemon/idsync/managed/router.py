@@ -40,9 +40,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from idsync.config.operation_options import DO_NOTHING
 from idsync.config.project import Project
 from idsync.crypto import CryptoCalls
-from idsync.errors import NotFound, ObjectRejected, QueryError
+from idsync.errors import NotFound, ObjectRejected, QueryError, ReadDenied
 from idsync.managed.email import send_email
 from idsync.managed.host import HOST_FUNCTIONS, host_call
 from idsync.managed.patch import apply_patch
@@ -262,13 +263,23 @@ class ScriptRouter:
                 return self._objects(collection).get(object_id)
             except NotFound:
                 return None
-        return self._resource(collection).get(object_id, fields)
+        try:
+            return self._resource(collection).get(object_id, fields)
+        except ReadDenied as exc:
+            if exc.on_deny != DO_NOTHING:
+                raise
+            return None  # the provisioner denies GET, onDeny DO_NOTHING: as PingIDM, nothing read
 
     def _query(self, collection: str, params: Any, fields: list[str] | None) -> dict[str, Any]:
         # The project's named queries (``repo.*.json``, and the stock ones) are the store's.
         queries = self.project.queries if collection.startswith("managed/") else None
         spec, limit = _spec(collection, params, fields, queries)
-        found = self._resource(collection).find(spec, MAX_QUERY_RESULTS + 1)
+        try:
+            found = self._resource(collection).find(spec, MAX_QUERY_RESULTS + 1)
+        except ReadDenied as exc:
+            if exc.on_deny != DO_NOTHING:
+                raise
+            found = []  # the provisioner denies SEARCH, onDeny DO_NOTHING: nothing read
         if len(found) > MAX_QUERY_RESULTS:
             raise ObjectRejected(f"openidm.query {collection}: more than {MAX_QUERY_RESULTS} results; narrow "
                                  "the _queryFilter")

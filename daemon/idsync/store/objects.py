@@ -117,7 +117,7 @@ class ManagedResource(Resource, ChangeSource):
 
     # -- reading ---------------------------------------------------------
 
-    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+    def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         ids_only = spec.fields is not None and len(spec.fields) == 0
         columns = [mo.c.id, mo.c.rev] if ids_only else [mo.c.id, mo.c.rev, mo.c.data]
         where = [mo.c.object_type == self.object_type]
@@ -143,7 +143,7 @@ class ManagedResource(Resource, ChangeSource):
                 return
             last = rows[-1].id
 
-    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+    def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         found: dict[str, Obj] = {}
         unique = list(dict.fromkeys(ids))
         with self.store.engine.connect() as conn:
@@ -176,12 +176,12 @@ class ManagedResource(Resource, ChangeSource):
             objects[:] = [self.hooks.retrieved(obj, "query") for obj in objects]
         return objects
 
-    def find_matching(
+    def _find_matching(
         self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]], fields: Sequence[str] | None = None
     ) -> dict[tuple[Any, ...], list[Obj]]:
         """Batched correlation: one indexed query for a single searchable path."""
         if len(paths) != 1 or len(paths[0]) != 1 or paths[0][0] not in self._searchable:
-            return super().find_matching(paths, values, fields)
+            return super()._find_matching(paths, values, fields)
         name = paths[0][0]
         wanted: dict[str, tuple[Any, ...]] = {}
         for v in values:

@@ -78,11 +78,11 @@ class LinkedReferences(Resource):
 
     # -- reading -----------------------------------------------------------
 
-    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+    def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         for page in self.inner.pages(spec):
             yield self._read(page)
 
-    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+    def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         found = self.inner.get_many(ids, fields)
         self._read(list(found.values()))
         return found

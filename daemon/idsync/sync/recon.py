@@ -44,11 +44,13 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from idsync.config.mappings import MappingDef
+from idsync.config.operation_options import DO_NOTHING
 from idsync.config.project import Project
 from idsync.config.source_fields import source_fields
 from idsync.errors import (
     IdsyncError,
     NotFound,
+    ReadDenied,
     RunAborted,
     RunCanceled,
     RunLocked,
@@ -219,7 +221,13 @@ class _Run:
             if self.options.recorded is not None:
                 self.options.recorded.set()
             self.log.info("recon.start", source=self.mapping.source, target=self.mapping.target, job=self.options.job)
-            self._execute(*self._open(resources))
+            source, target = self._open(resources)
+            refused = self._refused_reads(source, target)
+            if refused is None:
+                self._execute(source, target)
+            else:
+                message = refused
+                self.log.warning("recon.reads_denied", reason=refused)
             if self.counters.all_failed():
                 first = self.counters.errors[0]["message"] if self.counters.errors else ""
                 raise RunAborted(f"every object failed ({self.counters.error_count} errors; the first: {first})")
@@ -325,6 +333,27 @@ class _Run:
                 self._onward = OnwardPush.of(self.project, self.store, resources, self.mapping,
                                              note=f"carried on from recon {self.id} of {self.mapping.name}")
         return source, target
+
+    def _refused_reads(self, source: Resource, target: Resource) -> str | None:
+        """Whether a provisioner denies a read this run makes (``operationOptions`` GET or
+        SEARCH), checked before anything is read, so that a read refused midway is never
+        taken for an empty system: ``ReadDenied`` when one is refused with an exception,
+        the run's note when every refusal is ``DO_NOTHING`` (the run then reads and
+        changes nothing), None when nothing is denied. A run lists and reads its source by
+        id, reads its linked targets by id, and queries the target when it correlates or
+        runs its target phase."""
+        wanted = [(source, "search"), (source, "get"), (target, "get")]
+        if self.mapping.correlations or self.mapping.run_target_phase:
+            wanted.append((target, "search"))
+        refused: list[str] = []
+        for resource, kind in wanted:
+            try:
+                resource.check_read(kind)
+            except ReadDenied as exc:
+                if exc.on_deny != DO_NOTHING:
+                    raise
+                refused.append(str(exc))
+        return f"{'; '.join(refused)}: nothing was read" if refused else None
 
     def _source_spec(self) -> QuerySpec:
         m = self.mapping

@@ -192,14 +192,14 @@ class CsvResource(Resource, ChangeSource):
                 return {"dn": f"{where}: {exc}"}
         return obj
 
-    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+    def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         refuse_native(spec, self.name, "CSV")
         wanted = wanted_fields(spec)
         name = self._file.path.name
         return paged(once_each((self._object(header, number, fields, wanted), f"{name}, line {number}")
                                for header, number, fields in self._file.rows()), spec)
 
-    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+    def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         return self._by_id.objects(ids, fields, lambda row, wanted: self._object(*row, wanted))
 
     def _rows_by_id(self) -> Iterator[tuple[str, tuple[list[str], int, list[str]]]]:

@@ -154,7 +154,7 @@ class DbTableResource(Resource, ChangeSource):
                 return {"dn": f"{self._table.description}, {key.name} {obj['_id']!r}: {exc}"}
         return obj
 
-    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+    def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         refuse_native(spec, self.name, "Database Table")
         return self._pages(spec)
 
@@ -193,7 +193,7 @@ class DbTableResource(Resource, ChangeSource):
                             "several rows: keyColumn must name a column whose values are unique")
         return shared
 
-    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+    def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         wanted = None if fields is None else set(fields)
         if not ids:
             return {}  # asked for nothing: no connection

@@ -153,7 +153,7 @@ class LdapResource(Resource, ChangeSource):
     def expect_listing(self) -> None:
         start_fork_server()
 
-    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+    def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         wanted = wanted_properties(self._type, spec.fields)
         # A whole listing (a recon's) is read and decoded in a second process while the
         # caller works on the pages (``listing.py``); group memberships stay here, where
@@ -184,7 +184,7 @@ class LdapResource(Resource, ChangeSource):
         if pending:
             yield self._objects(pending, wanted)
 
-    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+    def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         wanted = wanted_properties(self._type, fields)
         found: dict[str, Obj] = {}
         unique = list(dict.fromkeys(ids))

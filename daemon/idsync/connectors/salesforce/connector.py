@@ -74,7 +74,7 @@ class SalesforceResource(Resource, ChangeSource):
 
     # -- reading --------------------------------------------------------------
 
-    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+    def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         fields = self._fields(spec.fields)
         if spec.native is not None and spec.native.strip().upper().startswith("SELECT"):
             soql = spec.native.strip()
@@ -84,7 +84,7 @@ class SalesforceResource(Resource, ChangeSource):
             soql = f"SELECT {', '.join(fields)} FROM {self._type}" + (f" WHERE {where}" if where else "")
         yield from self._query(soql, spec.page_size)
 
-    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+    def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         # Ids that cannot be Salesforce ids cannot exist: they are absent, not an injection.
         valid = [i for i in dict.fromkeys(ids) if isinstance(i, str) and _RECORD_ID.fullmatch(i)]
         found: dict[str, Obj] = {}

@@ -124,7 +124,7 @@ class ScimResource(Resource, ChangeSource):
 
     # Reads ------------------------------------------------------------------
 
-    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+    def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         wanted = self._wanted(spec.fields)
         search, check = self._search(spec)
         fetched = wanted
@@ -164,23 +164,23 @@ class ScimResource(Resource, ChangeSource):
         local = all(n == "_id" or n in self._type.properties for n in names)
         return widened, spec.filter if local else None
 
-    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+    def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         wanted = self._wanted(fields)
         resources = list(self._lookup(self._type.endpoint, "id", ids, self._attributes(wanted)))
         return {obj["_id"]: obj for obj in self._objects(resources, wanted)}
 
-    def find_matching(self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]],
-                      fields: Sequence[str] | None = None) -> dict[tuple[Any, ...], list[Obj]]:
+    def _find_matching(self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]],
+                       fields: Sequence[str] | None = None) -> dict[tuple[Any, ...], list[Obj]]:
         if not self._client.single_terms:
             try:
-                return super().find_matching(paths, values, fields)
+                return super()._find_matching(paths, values, fields)
             except ObjectRejected as error:
                 if len(set(values)) < 2 or not _refused_filter(error):
                     raise
                 self._single_terms(error)
         found: dict[tuple[Any, ...], list[Obj]] = {}
         for vals in dict.fromkeys(values):
-            found.update(super().find_matching(paths, [vals], fields))
+            found.update(super()._find_matching(paths, [vals], fields))
         return found
 
     def _lookup(self, endpoint: str, attribute: str, values: Sequence[str],

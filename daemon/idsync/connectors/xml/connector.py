@@ -274,14 +274,14 @@ class XmlResource(Resource):
             obj[prop.name] = values if prop.many else values[0]
         return obj
 
-    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+    def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         refuse_native(spec, self.name, "XML")
         wanted = wanted_fields(spec)
         name = self._file.path.name
         return paged(once_each((self._object(r, wanted), f"{name}, line {r.line}")
                                for r in self._file.records() if self._mine(r)), spec)
 
-    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+    def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         return self._by_id.objects(ids, fields, self._object)
 
     def _records_by_id(self) -> Iterator[tuple[str, XmlRecord]]:
