@@ -41,7 +41,9 @@ class ReconSettings(BaseModel):
 
     page_size: int = Field(1000, ge=1, le=100_000, description="objects the engine assesses and writes per batch "
                            "(LDAP reads use the provisioner's `blockSize`)")
-    audit_unchanged: bool = Field(False, description="write an audit entry for objects a run leaves unchanged too")
+    audit_unchanged: bool = Field(False, description="write an audit entry for objects a recon leaves unchanged "
+                                  "too (CONFIRMED with nothing to write, IGNORE, ASYNC; a NOREPORT never): "
+                                  "`audit/recon` and `recon/assoc` then answer every object a run met")
     progress_interval: float = Field(10.0, gt=0, le=86_400, description="seconds between `recon.progress` events "
                                      "off a terminal")
     workers: int = Field(0, ge=0, le=64, description="processes on this machine that share the source phase of a "

@@ -40,6 +40,7 @@ from idsync.api.metrics import Metrics
 from idsync.api.openapi import openapi
 from idsync.api.policy import policy_routes
 from idsync.api.recon import recon_routes
+from idsync.api.recon_assoc import recon_assoc_routes
 from idsync.api.relationships import relationship_routes
 from idsync.api.repo_sync import repo_sync_routes
 from idsync.api.system import system_routes
@@ -97,6 +98,7 @@ def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | No
         Route("/info/ping", _ping, methods=["GET"]),
         Route("/info/version", _version, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *recon_assoc_routes,  # before recon/{run_id}
         *recon_routes,
         *managed_routes,
         *action_routes,

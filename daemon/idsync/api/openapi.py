@@ -95,6 +95,12 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
     ("/openidm/recon", "post", "Start a reconciliation (_action=recon) or reconcile one object (_action=reconById)",
      ["_action", "mapping", "id", "waitForCompletion", "rewriteWriteOnly", "analyze", "persistAssociations"], None,
      {"200": _RUN}),
+    ("/openidm/recon/assoc", "get", "Reconciliation association summaries, newest first: each recon's mapping, "
+     "source and target collections, isAnalysis (a dry run) and finishTime", _QUERY, None, {"200": _PAGED}),
+    ("/openidm/recon/assoc/{id}", "get", "One recon's association summary", [], None, {"200": _OBJECT}),
+    ("/openidm/recon/assoc/{id}/entry", "get", "What one recon found for each object (its audit entries by "
+     "PingIDM's association names: sourceObjectId, targetObjectId, situation, action, status, phase...)", _QUERY,
+     None, {"200": _PAGED}),
     ("/openidm/recon/{id}", "get", "One run's summary in PingIDM's shape", [], None,
      {"200": {"$ref": "#/components/schemas/ReconSummary"}}),
     ("/openidm/recon/{id}", "post", "Cancel a running reconciliation (_action=cancel)", ["_action"], None,

@@ -171,6 +171,9 @@ class _Run:
         self.owner = f"{owner_id()}:{self.id}"
         self.lock = f"recon:{mapping.name}"
         self.page_size = options.page_size or project.settings.recon.page_size
+        # ``[recon] audit_unchanged``: an audit entry for each object left as it was too
+        # (CONFIRMED with nothing to write, IGNORE, ASYNC; never NOREPORT's).
+        self.audit_unchanged = project.settings.recon.audit_unchanged
         self.counters = Counters(mapping.name, mapping.source, mapping.target, dry_run=options.dry_run,
                                  report="result" in mapping.hooks)
         self.links = LinkSet.of(store, project, mapping)
@@ -800,6 +803,11 @@ class _Run:
             c.status["SUCCESS"] += len(unchanged)
             c.changes["unchanged"] += len(unchanged)
             claims.extend(unchanged.values())
+            if self.audit_unchanged:
+                audit.extend({"run_id": self.id, "mapping": self.mapping.name, "situation": "CONFIRMED",
+                              "action": "UPDATE", "source_id": sid, "target_id": tid,
+                              "status": "DRY_RUN" if self.options.dry_run else "SUCCESS", "message": None,
+                              "changes": None, "link_qualifier": qualifier} for sid, tid in unchanged.items())
         for plan in plans:
             if plan.situation:  # none when assessing the object failed
                 c.assessed(plan.situation, plan.action, plan.qualifier,
@@ -851,7 +859,7 @@ class _Run:
             elif plan.source_id and target_id and renamed(plan.target_id, target_id):
                 # The write renamed the target (a DN id): its link follows it, nothing is recreated.
                 relinks.append((plan.qualifier, plan.source_id, target_id))
-            if plan.audit and not plan.defer:
+            if (plan.audit or (self.audit_unchanged and plan.action != "NOREPORT")) and not plan.defer:
                 audit.append(plan.audit_row(self.id, self.mapping.name, target_id, self.options.dry_run))
             if plan.post_action is not None:
                 done.append((plan, target_id))

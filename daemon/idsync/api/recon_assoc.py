@@ -1,0 +1,146 @@
+"""``/openidm/recon/assoc``: what each reconciliation found for each object, in PingIDM's
+association shape.
+
+PingIDM keeps a run's associations when it is started with ``persistAssociations=true``;
+idsync keeps them for every reconciliation, as its audit entries (``audit/recon``), for
+as long as the run's record is kept (an object a run leaves unchanged has one only with
+``[recon] audit_unchanged = true``). The same entries answer here under PingIDM's names:
+
+    GET recon/assoc?_queryFilter=true                  one summary a run, newest first:
+                                                       _id (the run's), mapping,
+                                                       sourceResourceCollection,
+                                                       targetResourceCollection, isAnalysis
+                                                       (a dry run), finishTime
+    GET recon/assoc/RUN                                that summary
+    GET recon/assoc/RUN/entry?_queryFilter=...         the run's entries in the order it made
+                                                       them (``_sortKeys=-_id``: the
+                                                       last first): reconId, sourceObjectId,
+                                                       targetObjectId, situation, action,
+                                                       status, message, messageDetail,
+                                                       exception, linkQualifier, phase
+
+An entry's ``phase`` is told by its situation, as the audit keeps no phase: ``target`` for
+the situations only the target phase finds (``UNASSIGNED``, ``TARGET_IGNORED``,
+``SOURCE_MISSING``), ``source`` for the others, a target phase's ``CONFIRMED`` and
+``UNQUALIFIED`` (a linked source outside the ``sourceQuery``) included. The
+filters and paging are ``audit/recon``'s (the fields of an entry, ``_pageSize``, its
+cookie); ``phase`` and ``messageDetail`` cannot be filtered on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from idsync.api.audit import private_by_mapping
+from idsync.api.context import ApiContext
+from idsync.api.errors import ApiError
+from idsync.api.query import QueryParams, envelope, sort_objects
+from idsync.config.jobs import LIVESYNC_JOB
+from idsync.errors import QueryError
+from idsync.query import matches
+from idsync.query.ast import And, Compare, Node
+from idsync.store.audit_events import AuditQuery, Topic, audit_event, query_audit
+from idsync.store.runs import RunStore
+from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB
+
+__all__ = ["recon_assoc_routes"]
+
+_RECONS = Topic("recon", frozenset({IMPLICIT_JOB, RETRY_JOB, LIVESYNC_JOB}), exclude=True)
+_SYNC_JOBS = _RECONS.jobs
+_LIST_LIMIT = 1000  # the newest runs a summary query looks at
+_TARGET_PHASE = frozenset({"UNASSIGNED", "TARGET_IGNORED", "SOURCE_MISSING"})
+_ENTRY_FIELDS = ("reconId", "sourceObjectId", "targetObjectId", "situation", "action", "status", "message",
+                 "messageDetail", "exception", "linkQualifier")
+
+
+def _summary(row: dict[str, Any], ends: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    source, target = ends.get(row["mapping"], (None, None))
+    summary = row.get("summary") or {}
+    ended = row.get("ended")
+    return {"_id": row["id"], "mapping": row["mapping"],
+            "sourceResourceCollection": source or summary.get("sourceObject"),
+            "targetResourceCollection": target or summary.get("targetObject"),
+            "isAnalysis": bool(row.get("dry_run")),
+            "finishTime": ended.isoformat().replace("+00:00", "Z") if ended is not None else None}
+
+
+def _ends(ctx: ApiContext) -> dict[str, tuple[str, str]]:
+    return {m.name: (m.source, m.target) for m in ctx.project().mappings}
+
+
+def _recon(ctx: ApiContext, run_id: str) -> dict[str, Any]:
+    """The reconciliation ``run_id``'s record; 404 for none, or for a run of implicit sync or liveSync."""
+    row = RunStore(ctx.store).get(run_id)
+    if row is None or row.get("job") in _SYNC_JOBS:
+        raise ApiError(404, f"Reconciliation association with id {run_id} not found.")
+    return row
+
+
+async def _summaries(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    params = QueryParams.of(request)
+    rows = await run_in_threadpool(RunStore(ctx.store).recent, _LIST_LIMIT)
+    ends = _ends(ctx)
+    found = [s for s in (_summary(r, ends) for r in rows if r.get("job") not in _SYNC_JOBS)
+             if params.filter is None or matches(params.filter, s)]
+    if params.sort_keys:
+        found = sort_objects(found, params.sort_keys)
+    start = params.offset
+    end = start + params.page_size if params.page_size else len(found)
+    shown = [params.shape(s) for s in found[start:end]]
+    return JSONResponse(envelope(shown, cookie=str(end) if end < len(found) else None, params=params,
+                                 total=len(found)))
+
+
+async def _one(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    row = await run_in_threadpool(_recon, ctx, request.path_params["run_id"])
+    return JSONResponse(_summary(row, _ends(ctx)))
+
+
+def _entry(event: dict[str, Any]) -> dict[str, Any]:
+    entry = {"_id": event["_id"], **{k: event.get(k) for k in _ENTRY_FIELDS}}
+    entry["phase"] = "target" if event.get("situation") in _TARGET_PHASE else "source"
+    entry["ambiguousTargetObjectIds"] = None  # the message counts them
+    return entry
+
+
+async def _entries(request: Request) -> JSONResponse:
+    ctx: ApiContext = request.app.state.ctx
+    run_id = request.path_params["run_id"]
+    await run_in_threadpool(_recon, ctx, run_id)
+    params = QueryParams.of(request)
+    cookie = params.cookie
+    if cookie is not None and not (cookie.isdecimal() and len(cookie) <= 18):
+        raise ApiError(400, "_pagedResultsCookie is not one this API answered")
+    if params.sort_keys not in ([], ["_id"], ["+_id"], ["-_id"]):
+        raise ApiError(400, "association entries sort by _id alone: _id (the order the run made them) or -_id")
+    own: Node = Compare(("reconId",), "eq", run_id)
+    wanted = own if params.filter is None else And((own, params.filter))
+    spec = AuditQuery(wanted, params.page_size, int(cookie) if cookie else None, params.offset,
+                      params.sort_keys == ["-_id"], params.exact_total)
+    ends = _ends(ctx)
+    try:
+        rows, total = await run_in_threadpool(query_audit, ctx.store, _RECONS, spec, ends)
+    except QueryError as exc:
+        raise ApiError(400, str(exc).replace("audit events", "association entries")) from None
+    next_cookie = None
+    if params.page_size and len(rows) > params.page_size:
+        rows = rows[: params.page_size]
+        next_cookie = str(rows[-1]["seq"])
+    hidden = private_by_mapping(ctx.project())
+    found = [params.shape(_entry(audit_event("recon", r, ends, hidden))) for r in rows]
+    return JSONResponse(envelope(found, cookie=next_cookie, params=params, total=total))
+
+
+# Before ``recon/{run_id}``, which would take ``assoc`` for a run's id.
+recon_assoc_routes = [
+    Route("/recon/assoc", _summaries, methods=["GET"]),
+    Route("/recon/assoc/{run_id}", _one, methods=["GET"]),
+    Route("/recon/assoc/{run_id}/entry", _entries, methods=["GET"]),
+]
