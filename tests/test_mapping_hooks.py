@@ -95,3 +95,30 @@ def test_on_unlink_runs_before_an_unlink(tmp_path: Path) -> None:
     assert "ann" in _ids(project, "user")
 
 
+
+
+def test_on_recon_runs_once_before_a_recon_reads_and_its_failure_fails_it(tmp_path: Path) -> None:
+    """onRecon runs once when a recon starts, given context.recon (the run's id, the mapping)
+    and mappingConfig, and may write through openidm. One that throws fails the run before
+    anything is read: no user is made."""
+    on_recon = ("openidm.create('managed/note', null, {what: 'onRecon', state: context.recon.mapping, "
+                "message: context.recon.reconId + '|' + mappingConfig.source});")
+    project = _project(tmp_path, "DELETE")
+    sync = project / "conf" / "sync.json"
+    config = json.loads(sync.read_text())
+    config["mappings"][0]["onRecon"] = {"type": _JS, "source": on_recon}
+    sync.write_text(json.dumps(config))
+    _make(project, "alice", "--no-sync")
+    _make(project, "bob", "--no-sync")
+    assert idsync(project, "recon", "staff_user").returncode == 0
+    (run,) = json.loads(idsync(project, "status", "--json", "--mapping", "staff_user").stdout)
+    assert _notes(project, "onRecon") == [("onRecon", "staff_user", f"{run['_id']}|managed/staff")]
+    assert set(_ids(project, "user")) == {"alice", "bob"}
+
+    config["mappings"][0]["onRecon"] = {"type": _JS, "source": "throw {code: 409, message: 'not today'};"}
+    sync.write_text(json.dumps(config))
+    _make(project, "carol", "--no-sync")
+    failed = idsync(project, "recon", "staff_user")
+    assert failed.returncode != 0
+    assert "onRecon script failed" in failed.stdout + failed.stderr and "not today" in failed.stdout + failed.stderr
+    assert set(_ids(project, "user")) == {"alice", "bob"}

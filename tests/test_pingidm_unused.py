@@ -137,7 +137,8 @@ def _unused_project(tmp_path: Path, slapd: Slapd, subtree: str) -> Path:
                           "SEARCH": {"denied": True, "onDeny": "DO_NOTHING"}}))
     mapping = {"name": "systemLdapAccounts_managedUser", "source": "system/ldap/account", "target": "managed/user",
                "properties": [{"source": "uid", "target": "userName"}],
-               "taskThreads": 4, "prefetchLinks": True, "onRecon": {"type": _JS, "source": "1"},
+               "taskThreads": 4, "prefetchLinks": True, "defaultMapping": {"type": _JS, "source": "1"},
+               "onRecon": {"type": _JS, "source": "1"},
                "sourceIdsCaseSensitive": False}
     _write(conf / "sync.json", {"mappings": [mapping], "comment": "for the migration"})
     _write(conf / "mapping-managedUser_systemLdapAccounts.json", {
@@ -197,7 +198,8 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     one(f"{managed}: objects[0].schema.properties.authzRoles: ", "internal/role", "kept as plain values")
     sync = conf / "sync.json"
     one(f"{sync}: comment: ", "idsync reads only mappings")
-    one(f"{sync}: mappings[0].onRecon: ", "not run")
+    one(f"{sync}: mappings[0].defaultMapping: ", "not run")
+    assert not any("onRecon" in line for line in lines)  # run (test_mapping_hooks.py)
     one(f"{sync}: mappings[0].{{taskThreads,prefetchLinks}}: ", "reconciliation tuning", "page_size")
     assert not any("sourceIdsCaseSensitive" in line for line in lines)  # followed (test_ids_case.py)
     one(f"{conf / 'mapping-managedUser_systemLdapAccounts.json'}: reconSourceQueryPageSize: ", "tuning")

@@ -40,7 +40,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_HOOKS = ("onCreate", "onUpdate", "onDelete", "onLink", "onUnlink", "result")
+_HOOKS = ("onCreate", "onUpdate", "onDelete", "onLink", "onUnlink", "onRecon", "result")
 _KNOWN = {
     "name", "source", "target", "links", "enableSync", "properties", "policies", "validSource",
     "sourceCondition", "validTarget", "sourceQuery", "targetQuery", "correlationQuery",
@@ -53,7 +53,7 @@ _KNOWN = {
     "linkQualifiers", "enableLinking",
     # PingIDM's, accepted and not acted on (``idsync validate`` says so: config/unused.py)
     "onMapping", "postMapping", "optimizeAssignmentSync", "feedSize",
-    "clusteredSourceReconEnabled", "onRecon", "defaultMapping",
+    "clusteredSourceReconEnabled", "defaultMapping",
 }
 # A correlation script that pastes a value into the filter text: a value holding a quote
 # changes the filter (``evil" or userName eq "victim``) instead of being compared.

@@ -104,7 +104,7 @@ _COMPUTED = ("idsync computes effectiveRoles and effectiveAssignments itself, on
 # A managed type's keys idsync uses, or that only describe it in PingIDM's UI.
 _MANAGED_KEYS = ("name", "schema", "title", "description", "displayName", "iconClass", "iconSrc", "type")
 _PROPERTY_SCRIPTS = ("queryConfig",)
-_MAPPING_SCRIPTS = ("onRecon", "defaultMapping", "postMapping", "onMapping")
+_MAPPING_SCRIPTS = ("defaultMapping", "postMapping", "onMapping")
 _MAPPING_TUNING = ("taskThreads", "prefetchLinks", "feedSize", "reconSourceQueryPaging", "reconSourceQueryPageSize",
                    "sourceQueryFullEntry", "targetQueryFullEntry", "clusteredSourceReconEnabled",
                    "optimizeAssignmentSync")
@@ -313,9 +313,9 @@ def _mapping(file: str, at: str, raw: Mapping[str, Any]) -> list[NotUsed]:
     found = []
     scripts = [k for k in _MAPPING_SCRIPTS if raw.get(k) is not None]
     if scripts:
-        found.append(NotUsed(file, _keys(at, scripts), "not run: PingIDM runs onRecon when a reconciliation "
-                             "starts and defaultMapping/postMapping for role assignments; idsync applies the "
-                             "assignments of a mapping in its sync engine itself (docs/pingidm.md#roles)"))
+        found.append(NotUsed(file, _keys(at, scripts), "not run: PingIDM runs defaultMapping/postMapping for role "
+                             "assignments; idsync applies the assignments of a mapping in its sync engine itself "
+                             "(docs/pingidm.md#roles)"))
     tuning = [k for k in _MAPPING_TUNING if k in raw]
     if tuning:
         found.append(NotUsed(file, _keys(at, tuning), "not used: PingIDM's reconciliation tuning; idsync reads and "

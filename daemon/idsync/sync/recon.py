@@ -385,6 +385,8 @@ class _Run:
 
     def _execute(self, source: Resource, target: Resource) -> None:
         m = self.mapping
+        if "onRecon" in m.hooks:
+            self._on_recon(m.hooks["onRecon"])
         source.expect_listing()
         self.counters.source_total = source.count()
         assessor, correlators = self._prepare(source, target)
@@ -959,6 +961,15 @@ class _Run:
     def _fail_object(self, message: str, source_id: str | None, target_id: str | None) -> None:
         self.counters.status["FAILURE"] += 1
         self.counters.error(message, source_id=source_id, target_id=target_id)
+
+    def _on_recon(self, script: Script) -> None:
+        """The mapping's ``onRecon``, once before anything is read, with ``context`` and
+        ``mappingConfig`` as PingIDM gives them; its failure fails the run, as in PingIDM."""
+        context = {"recon": {"reconId": self.id, "mapping": self.mapping.name}}
+        try:
+            script(context=context, mappingConfig=dict(self.mapping.raw), mapping=self.mapping.name)
+        except IdsyncError as exc:
+            raise RunAborted(f"onRecon script failed: {exc}; nothing was read") from None
 
     def _hook(self, name: str, variables: dict[str, Any]) -> None:
         self._run_script(name, self.mapping.hooks[name], variables)
