@@ -67,5 +67,11 @@ def test_each_recon_answers_its_associations(tmp_path: Path, slapd: Slapd, ldap_
 
         assert api.get("/openidm/recon/assoc/no-such-run", headers=ADMIN).status_code == 404
         assert api.get("/openidm/recon/assoc/no-such-run/entry?_queryFilter=true", headers=ADMIN).status_code == 404
-        odd = api.get(f"/openidm/recon/assoc/{second['_id']}/entry?_queryFilter=phase eq 'target'", headers=ADMIN)
-        assert odd.status_code == 400 and "association entries have no field /phase" in odd.json()["message"]
+        target_phase = api.get(f"/openidm/recon/assoc/{second['_id']}/entry?_queryFilter=phase eq 'target'",
+                               headers=ADMIN).json()
+        assert [e["_id"] for e in target_phase["result"]] == [gone["_id"]]
+        event = api.get(f"/openidm/audit/recon/{gone['_id']}", headers=ADMIN).json()
+        assert event["reconciling"] == "target" and event["situation"] == "SOURCE_MISSING"
+        odd = api.get(f"/openidm/recon/assoc/{second['_id']}/entry?_queryFilter=ambiguousTargetObjectIds pr",
+                      headers=ADMIN)
+        assert odd.status_code == 400 and "association entries have no field" in odd.json()["message"]

@@ -19,16 +19,17 @@ as long as the run's record is kept (an object a run leaves unchanged has one on
                                                        status, message, messageDetail,
                                                        exception, linkQualifier, phase
 
-An entry's ``phase`` is told by its situation, as the audit keeps no phase: ``target`` for
-the situations only the target phase finds (``UNASSIGNED``, ``TARGET_IGNORED``,
-``SOURCE_MISSING``), ``source`` for the others, a target phase's ``CONFIRMED`` and
-``UNQUALIFIED`` (a linked source outside the ``sourceQuery``) included. The
-filters and paging are ``audit/recon``'s (the fields of an entry, ``_pageSize``, its
-cookie); ``phase`` and ``messageDetail`` cannot be filtered on.
+An entry's ``phase`` is the recon phase that met the object, as its audit entry keeps it
+(``reconciling`` in ``audit/recon``); an entry written before store migration 0014 has it
+told by its situation (``target`` for ``UNASSIGNED``, ``TARGET_IGNORED`` and
+``SOURCE_MISSING``). The filters and paging are ``audit/recon``'s (the fields of an
+entry, ``phase`` among them, ``_pageSize``, its cookie); ``messageDetail`` cannot be
+filtered on.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -43,7 +44,7 @@ from idsync.api.query import QueryParams, envelope, sort_objects
 from idsync.config.jobs import LIVESYNC_JOB
 from idsync.errors import QueryError
 from idsync.query import matches
-from idsync.query.ast import And, Compare, Node
+from idsync.query.ast import And, Compare, Node, Not, Or, Present
 from idsync.store.audit_events import AuditQuery, Topic, audit_event, query_audit
 from idsync.store.runs import RunStore
 from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB
@@ -105,9 +106,22 @@ async def _one(request: Request) -> JSONResponse:
 
 def _entry(event: dict[str, Any]) -> dict[str, Any]:
     entry = {"_id": event["_id"], **{k: event.get(k) for k in _ENTRY_FIELDS}}
-    entry["phase"] = "target" if event.get("situation") in _TARGET_PHASE else "source"
+    # Kept with the entry since migration 0014; told by the situation for older ones.
+    entry["phase"] = event.get("reconciling") or ("target" if event.get("situation") in _TARGET_PHASE else "source")
     entry["ambiguousTargetObjectIds"] = None  # the message counts them
     return entry
+
+
+def _as_audit(node: Node) -> Node:
+    """A filter on an entry's fields as one on the audit's: ``phase`` is ``reconciling``."""
+    match node:
+        case Compare(path=("phase",)) | Present(path=("phase",)):
+            return replace(node, path=("reconciling",))
+        case And(items=items) | Or(items=items):
+            return replace(node, items=tuple(_as_audit(i) for i in items))
+        case Not(item=item):
+            return replace(node, item=_as_audit(item))
+    return node
 
 
 async def _entries(request: Request) -> JSONResponse:
@@ -121,7 +135,7 @@ async def _entries(request: Request) -> JSONResponse:
     if params.sort_keys not in ([], ["_id"], ["+_id"], ["-_id"]):
         raise ApiError(400, "association entries sort by _id alone: _id (the order the run made them) or -_id")
     own: Node = Compare(("reconId",), "eq", run_id)
-    wanted = own if params.filter is None else And((own, params.filter))
+    wanted = own if params.filter is None else And((own, _as_audit(params.filter)))
     spec = AuditQuery(wanted, params.page_size, int(cookie) if cookie else None, params.offset,
                       params.sort_keys == ["-_id"], params.exact_total)
     ends = _ends(ctx)

@@ -39,12 +39,12 @@ _TASK_PREFIXES = ("script/", "taskscanner/")
 
 FIELDS = ("_id", "eventName", "transactionId", "reconId", "timestamp", "mapping", "situation", "action",
           "sourceObjectId", "targetObjectId", "status", "message", "exception", "linkQualifier", "entryType",
-          "messageDetail")
+          "messageDetail", "reconciling")
 _COLUMNS: dict[str, _CE[Any]] = {
     "transactionId": audit.c.run_id, "reconId": audit.c.run_id, "timestamp": audit.c.ts,
     "mapping": audit.c.mapping, "situation": audit.c.situation, "action": audit.c.action,
     "status": audit.c.status, "message": audit.c.message, "exception": audit.c.message,
-    "linkQualifier": audit.c.link_qualifier,
+    "linkQualifier": audit.c.link_qualifier, "reconciling": audit.c.phase,
 }
 _SORTS = {"_id": audit.c.seq, "timestamp": audit.c.seq}  # rows are written in time order
 
@@ -88,7 +88,7 @@ def audit_event(topic: str, row: Mapping[str, Any], ends: Mapping[str, tuple[str
         "linkQualifier": row["link_qualifier"], "messageDetail": row["changes"],
     }
     if topic == "recon":
-        event.update(reconId=row["run_id"], entryType="entry")
+        event.update(reconId=row["run_id"], entryType="entry", reconciling=row.get("phase"))
     return event
 
 

@@ -142,7 +142,7 @@ class DeferredDeletes:
         return {"run_id": self.run_id, "mapping": self.mapping.name, "situation": op["situation"],
                 "action": op["action"], "source_id": op["source_id"], "target_id": op["target_id"],
                 "status": status, "message": message, "changes": None,
-                "link_qualifier": op.get("qualifier", "default")}
+                "link_qualifier": op.get("qualifier", "default"), "phase": op.get("phase")}
 
 
 @contextlib.contextmanager

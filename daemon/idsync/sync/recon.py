@@ -809,7 +809,8 @@ class _Run:
                 audit.extend({"run_id": self.id, "mapping": self.mapping.name, "situation": "CONFIRMED",
                               "action": "UPDATE", "source_id": sid, "target_id": tid,
                               "status": "DRY_RUN" if self.options.dry_run else "SUCCESS", "message": None,
-                              "changes": None, "link_qualifier": qualifier} for sid, tid in unchanged.items())
+                              "changes": None, "link_qualifier": qualifier, "phase": "source"}
+                             for sid, tid in unchanged.items())
         for plan in plans:
             if plan.situation:  # none when assessing the object failed
                 c.assessed(plan.situation, plan.action, plan.qualifier,
@@ -846,7 +847,7 @@ class _Run:
                 # Audited once, by the deferred step, with what became of it.
                 deferred.append({"action": plan.action, "situation": plan.situation, "source_id": plan.source_id,
                                  "target_id": plan.target_id, "message": plan.message or None,
-                                 "qualifier": plan.qualifier})
+                                 "qualifier": plan.qualifier, "phase": _phase(plan)})
             if plan.digest is not None and plan.source_id and target_id:
                 digest = self._digest(plan, result)
                 if digest is not None and (plan.link or kept.get(plan.source_id) != digest):
@@ -862,7 +863,8 @@ class _Run:
                 # The write renamed the target (a DN id): its link follows it, nothing is recreated.
                 relinks.append((plan.qualifier, plan.source_id, target_id))
             if (plan.audit or (self.audit_unchanged and plan.action != "NOREPORT")) and not plan.defer:
-                audit.append(plan.audit_row(self.id, self.mapping.name, target_id, self.options.dry_run))
+                audit.append({**plan.audit_row(self.id, self.mapping.name, target_id, self.options.dry_run),
+                              "phase": _phase(plan)})
             if plan.post_action is not None:
                 done.append((plan, target_id))
         c.changes["linked"] += len(new_links)
@@ -955,7 +957,7 @@ class _Run:
         self.counters.error(message, situation=plan.situation or None, source_id=plan.source_id,
                             target_id=plan.target_id, linkQualifier=_shown(plan.qualifier))
         row = plan.audit_row(self.id, self.mapping.name, plan.target_id, self.options.dry_run)
-        row.update(status="FAILURE", message=message)
+        row.update(status="FAILURE", message=message, phase=_phase(plan))
         audit.append(row)
 
     def _fail_object(self, message: str, source_id: str | None, target_id: str | None) -> None:
@@ -1005,3 +1007,8 @@ def _shown(qualifier: str) -> str | None:
 def _nul_id(side: str, object_id: str) -> str:
     shown = object_id.replace("\x00", "\\u0000")
     return f"the {side} id {shown} contains a NUL character, which the store cannot hold; the object was skipped"
+
+
+def _phase(plan: Plan) -> str:
+    """The recon phase that assessed ``plan``, as its audit entry keeps it (PingIDM's ``reconciling``)."""
+    return "source" if plan.source_phase else "target"
