@@ -16,6 +16,7 @@ from dbs import BACKENDS, store_url
 from idsync.errors import PeerUnavailable
 from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
+from idsync.store.audit_events import audit_event
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
@@ -108,11 +109,11 @@ def test_correlation_links_an_existing_user(env: Env) -> None:
 
 def test_ambiguous_correlation_is_an_exception_not_a_guess(env: Env) -> None:
     """Two managed users matching one source: AMBIGUOUS, reported, nothing written for it
-    (another source of the run is created, so the run is a SUCCESS with one failure)."""
+    (another source of the run is created, so the run is a SUCCESS with one failure). Its
+    audit entry keeps both candidates, answered as PingIDM's ambiguousTargetObjectIds."""
     # Two users of one name: a store filled before managed.json made userName unique.
     users = ManagedResource(env.store, replace(env.project.managed.get("user"), model=None))
-    users.create({"userName": "e1"})
-    users.create({"userName": "e1"})
+    both = sorted(users.create({"userName": "e1"})["_id"] for _ in range(2))
     env.add("e1")
     env.add("e2")
     result = env.recon()
@@ -121,6 +122,11 @@ def test_ambiguous_correlation_is_an_exception_not_a_guess(env: Env) -> None:
     assert result.summary["situationSummary"]["AMBIGUOUS"] == 1
     assert result.summary["statusSummary"]["FAILURE"] == 1
     assert "AMBIGUOUS" in result.summary["errors"][0]["message"]
+    (entry,) = [e for e in RunStore(env.store).audit_entries(result.id) if e["situation"] == "AMBIGUOUS"]
+    assert sorted(entry["ambiguous"]) == both and entry["phase"] == "source"
+    event = audit_event("recon", entry, {MAPPING: ("system/ldap/account", "managed/user")})
+    assert sorted(event["ambiguousTargetObjectIds"]) == [f"managed/user/{i}" for i in both]
+    assert event["reconciling"] == "source"
 
 
 def test_deleted_entry_is_deleted_by_policy_after_the_source_phase(env: Env) -> None:

@@ -74,4 +74,6 @@ def test_each_recon_answers_its_associations(tmp_path: Path, slapd: Slapd, ldap_
         assert event["reconciling"] == "target" and event["situation"] == "SOURCE_MISSING"
         odd = api.get(f"/openidm/recon/assoc/{second['_id']}/entry?_queryFilter=ambiguousTargetObjectIds pr",
                       headers=ADMIN)
+        assert odd.status_code == 400 and "cannot be filtered on" in odd.json()["message"]
+        odd = api.get(f"/openidm/recon/assoc/{second['_id']}/entry?_queryFilter=nosuchfield eq 1", headers=ADMIN)
         assert odd.status_code == 400 and "association entries have no field" in odd.json()["message"]

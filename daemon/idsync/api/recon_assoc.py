@@ -17,14 +17,15 @@ as long as the run's record is kept (an object a run leaves unchanged has one on
                                                        last first): reconId, sourceObjectId,
                                                        targetObjectId, situation, action,
                                                        status, message, messageDetail,
-                                                       exception, linkQualifier, phase
+                                                       exception, linkQualifier, phase,
+                                                       ambiguousTargetObjectIds
 
 An entry's ``phase`` is the recon phase that met the object, as its audit entry keeps it
 (``reconciling`` in ``audit/recon``); an entry written before store migration 0014 has it
 told by its situation (``target`` for ``UNASSIGNED``, ``TARGET_IGNORED`` and
 ``SOURCE_MISSING``). The filters and paging are ``audit/recon``'s (the fields of an
-entry, ``phase`` among them, ``_pageSize``, its cookie); ``messageDetail`` cannot be
-filtered on.
+entry, ``phase`` among them, ``_pageSize``, its cookie); ``messageDetail`` and
+``ambiguousTargetObjectIds`` cannot be filtered on.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ _SYNC_JOBS = _RECONS.jobs
 _LIST_LIMIT = 1000  # the newest runs a summary query looks at
 _TARGET_PHASE = frozenset({"UNASSIGNED", "TARGET_IGNORED", "SOURCE_MISSING"})
 _ENTRY_FIELDS = ("reconId", "sourceObjectId", "targetObjectId", "situation", "action", "status", "message",
-                 "messageDetail", "exception", "linkQualifier")
+                 "messageDetail", "exception", "linkQualifier", "ambiguousTargetObjectIds")
 
 
 def _summary(row: dict[str, Any], ends: dict[str, tuple[str, str]]) -> dict[str, Any]:
@@ -108,7 +109,6 @@ def _entry(event: dict[str, Any]) -> dict[str, Any]:
     entry = {"_id": event["_id"], **{k: event.get(k) for k in _ENTRY_FIELDS}}
     # Kept with the entry since migration 0014; told by the situation for older ones.
     entry["phase"] = event.get("reconciling") or ("target" if event.get("situation") in _TARGET_PHASE else "source")
-    entry["ambiguousTargetObjectIds"] = None  # the message counts them
     return entry
 
 

@@ -39,7 +39,7 @@ _TASK_PREFIXES = ("script/", "taskscanner/")
 
 FIELDS = ("_id", "eventName", "transactionId", "reconId", "timestamp", "mapping", "situation", "action",
           "sourceObjectId", "targetObjectId", "status", "message", "exception", "linkQualifier", "entryType",
-          "messageDetail", "reconciling")
+          "messageDetail", "reconciling", "ambiguousTargetObjectIds")
 _COLUMNS: dict[str, _CE[Any]] = {
     "transactionId": audit.c.run_id, "reconId": audit.c.run_id, "timestamp": audit.c.ts,
     "mapping": audit.c.mapping, "situation": audit.c.situation, "action": audit.c.action,
@@ -88,7 +88,9 @@ def audit_event(topic: str, row: Mapping[str, Any], ends: Mapping[str, tuple[str
         "linkQualifier": row["link_qualifier"], "messageDetail": row["changes"],
     }
     if topic == "recon":
-        event.update(reconId=row["run_id"], entryType="entry", reconciling=row.get("phase"))
+        ambiguous = row.get("ambiguous")
+        event.update(reconId=row["run_id"], entryType="entry", reconciling=row.get("phase"),
+                     ambiguousTargetObjectIds=[_path(target, str(i)) for i in ambiguous] if ambiguous else None)
     return event
 
 
@@ -172,8 +174,8 @@ class _Translator(BooleanSql):
     def _column(self, name: str) -> _CE[Any]:
         if name in ("sourceObjectId", "targetObjectId"):
             return audit.c.source_id if name == "sourceObjectId" else audit.c.target_id
-        if name == "messageDetail":
-            raise QueryError("messageDetail cannot be filtered on")
+        if name in ("messageDetail", "ambiguousTargetObjectIds"):
+            raise QueryError(f"{name} cannot be filtered on")
         return _COLUMNS[name]
 
     def _compare(self, name: str, node: Compare) -> ColumnElement[bool]:

@@ -42,7 +42,7 @@ def owner_id() -> str:
 
 # What an audit entry holds, as RunStore.audit writes it.
 _AUDIT_COLUMNS = ("ts", "run_id", "mapping", "situation", "action", "source_id", "target_id", "status", "message",
-                  "changes", "link_qualifier", "phase")
+                  "changes", "link_qualifier", "phase", "ambiguous")
 
 
 def _told(message: str | None) -> str | None:
@@ -153,7 +153,7 @@ class RunStore:
             self.store.insert_rows(conn, audit, _AUDIT_COLUMNS, [
                 (now, r.get("run_id"), r["mapping"], r.get("situation"), r.get("action"), r.get("source_id"),
                  r.get("target_id"), r["status"], _told(r.get("message")), r.get("changes"), r.get("link_qualifier"),
-                 r.get("phase"))
+                 r.get("phase"), r.get("ambiguous"))
                 for r in rows])
 
     def audit_entries(self, run_id: str, limit: int = 1000, status: str | None = None) -> list[dict[str, Any]]:
