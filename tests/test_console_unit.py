@@ -637,3 +637,38 @@ def test_a_runs_page_links_the_runs_that_carried_its_writes_on(tmp_path: Path) -
             runs.finish(run_id, "SUCCESS" if run_id == recon else "FAILED", "COMPLETED", summary, None)
         runs.store.close()
         asyncio.run(visit(app))
+
+
+def test_a_runs_page_names_an_ambiguous_correlations_candidates(tmp_path: Path) -> None:
+    """An AMBIGUOUS entry of a run's audit lists the targets its correlation found, each
+    linked to its page, so one of them can be linked by hand."""
+    from idsync.store.database import Store
+    from idsync.store.runs import RunStore
+    from idsync.sync.summary import Counters
+
+    recon = "0193a1b2-0000-7000-8000-000000000003"
+    both = ["0193a1b2-0000-7000-8000-00000000000a", "0193a1b2-0000-7000-8000-00000000000b"]
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            page = await client.get(f"/admin/runs/{recon}")
+            assert page.status_code == 200, page.text
+            row = page.text.split("<td>AMBIGUOUS</td>", 1)[1].split("</tr>", 1)[0]
+            assert "candidates:" in row
+            for target_id in both:
+                assert f'href="/admin/managed/user/{target_id}"' in row
+
+    with _app(tmp_path) as app:
+        runs = RunStore(Store.open(f"sqlite:///{tmp_path / 's.db'}"))
+        counters = Counters(MAPPING, "system/ldap/account", "managed/user")
+        runs.start(recon, MAPPING, job=None, dry_run=False, summary=counters.to_summary())
+        with runs.store.begin() as conn:
+            runs.audit(conn, [{"run_id": recon, "mapping": MAPPING, "situation": "AMBIGUOUS", "action": "EXCEPTION",
+                               "source_id": "uid=e1,ou=people", "target_id": None, "status": "FAILURE",
+                               "message": "AMBIGUOUS: correlation found 2 targets", "ambiguous": both,
+                               "phase": "source"}])
+        runs.finish(recon, "SUCCESS", "COMPLETED", counters.to_summary(), None)
+        runs.store.close()
+        asyncio.run(visit(app))

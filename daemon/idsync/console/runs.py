@@ -112,6 +112,8 @@ async def _one(request: Request) -> Response:
     for entry in entries:
         entry["source_link"] = object_link(source, entry.get("source_id"))
         entry["target_link"] = object_link(target, entry.get("target_id"))
+        # An AMBIGUOUS correlation's candidates, each linked: one of them is to be linked by hand.
+        entry["candidates"] = [(str(i), object_link(target, str(i))) for i in entry.get("ambiguous") or ()]
     return page(request, "run.html", **values, entries=entries, search=search, after=after,
                 next_after=entries[-1]["seq"] if more else None)
 
