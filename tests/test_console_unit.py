@@ -648,18 +648,6 @@ def test_a_runs_page_names_an_ambiguous_correlations_candidates(tmp_path: Path) 
 
     recon = "0193a1b2-0000-7000-8000-000000000003"
     both = ["0193a1b2-0000-7000-8000-00000000000a", "0193a1b2-0000-7000-8000-00000000000b"]
-
-    async def visit(app: Any) -> None:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            await _logged_in(client)
-            page = await client.get(f"/admin/runs/{recon}")
-            assert page.status_code == 200, page.text
-            row = page.text.split("<td>AMBIGUOUS</td>", 1)[1].split("</tr>", 1)[0]
-            assert "candidates:" in row
-            for target_id in both:
-                assert f'href="/admin/managed/user/{target_id}"' in row
-
     with _app(tmp_path) as app:
         runs = RunStore(Store.open(f"sqlite:///{tmp_path / 's.db'}"))
         counters = Counters(MAPPING, "system/ldap/account", "managed/user")
@@ -671,4 +659,15 @@ def test_a_runs_page_names_an_ambiguous_correlations_candidates(tmp_path: Path) 
                                "phase": "source"}])
         runs.finish(recon, "SUCCESS", "COMPLETED", counters.to_summary(), None)
         runs.store.close()
-        asyncio.run(visit(app))
+
+        async def fetch() -> httpx.Response:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+                await _logged_in(c)
+                return await c.get(f"/admin/runs/{recon}")
+
+        page = asyncio.run(fetch())
+    assert page.status_code == 200, page.text
+    row = page.text.split("<td>AMBIGUOUS</td>", 1)[1].split("</tr>", 1)[0]
+    assert "candidates:" in row
+    for target_id in both:
+        assert f'href="/admin/managed/user/{target_id}"' in row
