@@ -269,3 +269,15 @@ def test_recon_demo_twice_in_the_same_checkout(tmp_path: Path) -> None:
     assert not (root / "state" / "idsync.db").exists()
     runs = json.loads(run(root / "state" / "recon-demo", "status", "--json").stdout)
     assert len(runs) == 1 and runs[0]["state"] == "SUCCESS"
+
+
+def test_a_runs_ambiguous_entry_names_its_candidates(capsys: pytest.CaptureFixture[str]) -> None:
+    """``idsync status RUN`` shows an AMBIGUOUS entry with the targets its correlation
+    found, the ids one of which is to be linked by hand."""
+    from idsync.cli.render import render_audit
+
+    render_audit([{"status": "FAILURE", "situation": "AMBIGUOUS", "action": "EXCEPTION", "source_id": "uid=e1",
+                   "target_id": None, "message": "AMBIGUOUS: correlation found 2 targets",
+                   "ambiguous": ["id-a", "id-b"], "link_qualifier": "default"}])
+    shown = capsys.readouterr().out
+    assert "source_id=uid=e1 candidates=id-a,id-b" in shown and "found 2 targets" in shown

@@ -139,6 +139,8 @@ def render_audit(entries: Sequence[Mapping[str, Any]]) -> None:
         ids = " ".join(f"{k}={e[k]}" for k in ("source_id", "target_id") if e.get(k))
         if e.get("link_qualifier") not in (None, "default"):  # a mapping with several link qualifiers
             ids += f" linkQualifier={e['link_qualifier']}"
+        if e.get("ambiguous"):  # an AMBIGUOUS correlation's targets, one to link by hand
+            ids += f" candidates={','.join(str(i) for i in e['ambiguous'])}"
         what = e.get("message") or ""
         changes = e.get("changes")
         if changes and not what:
