@@ -671,3 +671,23 @@ def test_a_runs_page_names_an_ambiguous_correlations_candidates(tmp_path: Path) 
     assert "candidates:" in row
     for target_id in both:
         assert f'href="/admin/managed/user/{target_id}"' in row
+
+
+def test_a_system_whose_reads_are_denied_is_not_browsed(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A provisioner denying SEARCH and GET (operationOptions): the console's list of the
+    system's objects and an object's page answer 403, naming the key; nothing is read."""
+    from samples import sample_project, set_provisioner_key
+
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    set_provisioner_key(project, "operationOptions", {"SEARCH": {"denied": True}, "GET": {"denied": True}})
+    with _app(tmp_path, project) as app:
+
+        async def fetch(*paths: str) -> list[httpx.Response]:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+                await _logged_in(c)
+                return [await c.get(p) for p in paths]
+
+        listed, one = asyncio.run(fetch("/admin/system/ldap/account",
+                                        f"/admin/system/ldap/account/uid=bjensen,{ldap_subtree}"))
+    assert listed.status_code == 403 and "SEARCH is denied on this system" in listed.text
+    assert one.status_code == 403 and "GET is denied on this system" in one.text

@@ -24,7 +24,7 @@ from idsync.api.context import ApiContext
 from idsync.console.connection import settable_systems
 from idsync.console.consent import consent_systems, csp_allowing
 from idsync.console.web import Console, Form, console_of, page, redirect, user_of
-from idsync.errors import IdsyncError
+from idsync.errors import IdsyncError, ReadDenied
 from idsync.query import parse
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
@@ -110,7 +110,9 @@ async def _objects(request: Request) -> Response:
     try:
         rows = await run_in_threadpool(_browse, ctx, system, object_type, query_filter, start)
     except IdsyncError as exc:
-        return page(request, "system_objects.html", status=400, system=system, object_type=object_type, rows=[],
+        # 403: the provisioner denies reading the system (operationOptions); 400: a bad filter or system.
+        status = 403 if isinstance(exc, ReadDenied) else 400
+        return page(request, "system_objects.html", status=status, system=system, object_type=object_type, rows=[],
                     columns=[], query_filter=query_filter, error=str(exc), next_start=None)
     more = len(rows) > _PAGE
     rows = rows[:_PAGE]
@@ -133,7 +135,7 @@ async def _object(request: Request) -> Response:
     try:
         obj = await run_in_threadpool(_read, ctx, p["system"], p["type"], p["id"])
     except IdsyncError as exc:
-        raise HTTPException(503, str(exc)) from None
+        raise HTTPException(403 if isinstance(exc, ReadDenied) else 503, str(exc)) from None
     if obj is None:
         raise HTTPException(404, f"system/{p['system']}/{p['type']}/{p['id']} not found")
     return page(request, "system_object.html", system=p["system"], object_type=p["type"], obj=obj)
