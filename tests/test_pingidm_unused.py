@@ -138,7 +138,7 @@ def _unused_project(tmp_path: Path, slapd: Slapd, subtree: str) -> Path:
     mapping = {"name": "systemLdapAccounts_managedUser", "source": "system/ldap/account", "target": "managed/user",
                "properties": [{"source": "uid", "target": "userName"}],
                "taskThreads": 4, "prefetchLinks": True, "defaultMapping": {"type": _JS, "source": "1"},
-               "onRecon": {"type": _JS, "source": "1"},
+               "onRecon": {"type": _JS, "source": "1"}, "consentRequired": True,
                "sourceIdsCaseSensitive": False}
     _write(conf / "sync.json", {"mappings": [mapping], "comment": "for the migration"})
     _write(conf / "mapping-managedUser_systemLdapAccounts.json", {
@@ -199,6 +199,7 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     sync = conf / "sync.json"
     one(f"{sync}: comment: ", "idsync reads only mappings")
     one(f"{sync}: mappings[0].defaultMapping: ", "not run")
+    one(f"{sync}: mappings[0].consentRequired: ", "only the users who consented", "validSource")
     assert not any("onRecon" in line for line in lines)  # run (test_mapping_hooks.py)
     one(f"{sync}: mappings[0].{{taskThreads,prefetchLinks}}: ", "reconciliation tuning", "page_size")
     assert not any("sourceIdsCaseSensitive" in line for line in lines)  # followed (test_ids_case.py)
@@ -210,7 +211,7 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     assert not any("operationOptions.DELETE" in line or "operationOptions.SEARCH" in line
                    for line in lines)  # followed
     # Nothing else: the files idsync reads get no line of their own, no key is told twice.
-    assert len(lines) == len(set(_FILES.values())) + 1 + 6 + 5 + 1 + 3 + 2, "\n".join(lines)
+    assert len(lines) == len(set(_FILES.values())) + 1 + 6 + 5 + 1 + 4 + 2, "\n".join(lines)
     # "scope": "private" is followed (the API never answers the property): no line.
     assert not any(".scope" in line or "idsync.toml:" in line for line in lines)
 

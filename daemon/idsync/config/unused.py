@@ -316,6 +316,11 @@ def _mapping(file: str, at: str, raw: Mapping[str, Any]) -> list[NotUsed]:
         found.append(NotUsed(file, _keys(at, scripts), "not run: PingIDM runs defaultMapping/postMapping for role "
                              "assignments; idsync applies the assignments of a mapping in its sync engine itself "
                              "(docs/pingidm.md#roles)"))
+    if raw.get("consentRequired") is True:
+        found.append(NotUsed(file, f"{at}.consentRequired", "not followed: PingIDM synchronizes through this "
+                             "mapping only the users who consented to it (their consentedMappings); idsync "
+                             "synchronizes every source object: a validSource or sourceCondition on "
+                             "consentedMappings keeps the others out"))
     tuning = [k for k in _MAPPING_TUNING if k in raw]
     if tuning:
         found.append(NotUsed(file, _keys(at, tuning), "not used: PingIDM's reconciliation tuning; idsync reads and "
