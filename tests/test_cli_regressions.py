@@ -271,10 +271,13 @@ def test_recon_demo_twice_in_the_same_checkout(tmp_path: Path) -> None:
     assert len(runs) == 1 and runs[0]["state"] == "SUCCESS"
 
 
-def test_a_runs_ambiguous_entry_names_its_candidates(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_runs_ambiguous_entry_names_its_candidates(capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """``idsync status RUN`` shows an AMBIGUOUS entry with the targets its correlation
     found, the ids one of which is to be linked by hand."""
     from idsync.cli.render import render_audit
+
+    monkeypatch.setenv("COLUMNS", "300")  # one line, whatever terminal the tests run under
 
     render_audit([{"status": "FAILURE", "situation": "AMBIGUOUS", "action": "EXCEPTION", "source_id": "uid=e1",
                    "target_id": None, "message": "AMBIGUOUS: correlation found 2 targets",
