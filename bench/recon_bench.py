@@ -25,7 +25,8 @@ wrote (objects, searchable values, links, claims, audit) are written again into
 copies of those tables, indexes and all, a page of 1,000 users a transaction,
 without the engine (``idsync_dev/store_floor.py``): what the database alone costs
 for a first load, through idsync's own bulk path (rows converted as the engine
-converts them: JSON, timestamps).
+converts them: JSON, timestamps). ``--floor-by-table`` writes them again once more
+per table, that table left out: what each table costs, by difference.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ MAPPING = "systemLdapAccounts_managedUser"
 # Own databases, so a test run on the same server cannot drop tables under the benchmark.
 POSTGRES = os.environ.get("IDSYNC_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/idsync_bench")
 _FLOOR = "store floor (the first recon's rows, no engine)"
+_FLOOR_TABLES = ("managed_objects", "managed_properties", "links", "recon_claims", "audit")
 MARIADB = os.environ.get("IDSYNC_BENCH_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/idsync_bench")
 
 
@@ -102,12 +104,13 @@ def _change_one_percent(ldap: Slapd, users: int, workdir: Path, round_: int) -> 
                     "-f", str(path)], check=True, stdout=subprocess.DEVNULL)
 
 
-def _store_floor(url: str) -> tuple[float, dict[str, int]]:
+def _store_floor(url: str, without: str | None = None) -> tuple[float, dict[str, int]]:
     """``store_floor`` in a process of its own: its seconds and rows written. In this
     process, the rows it reads would stay in this process's memory, and Linux counts a
     forked child's copy of it in the peak RSS of every recon started after."""
     path = os.pathsep.join([str(ROOT / "daemon"), str(ROOT / "devtools")])
-    done = subprocess.run([sys.executable, "-m", "idsync_dev.store_floor", url], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "idsync_dev.store_floor", url, *([without] if without else [])],
+                          capture_output=True, text=True,
                           check=True, env={**os.environ, "PYTHONPATH": path})
     found = json.loads(done.stdout)
     return found["seconds"], found["written"]
@@ -124,6 +127,8 @@ def main() -> int:
     parser.add_argument("--onward", action="store_true",
                         help="add a mapping from managed/user to a CSV file, which each recon carries its writes on "
                         "to (no store floor then: the store holds two mappings' links)")
+    parser.add_argument("--floor-by-table", action="store_true",
+                        help="also write the store floor once with each of its tables left out: what each costs")
     parser.add_argument("--no-store-floor", dest="store_floor", action="store_false",
                         help="leave out the store's floor: the first recon's rows written again without the engine")
     args = parser.parse_args()
@@ -182,6 +187,10 @@ def main() -> int:
                     rows.setdefault((_FLOOR, kind), []).append((seconds, 0, 0.0))
                     print(f"  {kind:<10} {_FLOOR}: {seconds:.1f} s for {written['managed_objects']:,} objects, "
                           f"{args.users / seconds:,.0f} entries/s", flush=True)
+                    for table in _FLOOR_TABLES if args.floor_by_table else ():
+                        seconds, _ = _store_floor(url, table)
+                        rows.setdefault((f"{_FLOOR} without {table}", kind), []).append((seconds, 0, 0.0))
+                        print(f"  {kind:<10} {_FLOOR} without {table}: {seconds:.1f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.users:,} users, page size {args.page_size}, medians of {args.repeat} (range)\n")
@@ -194,7 +203,7 @@ def main() -> int:
         rate = f"{args.users / seconds:,.0f}" + (f" ({args.users / slow:,.0f}-{args.users / fast:,.0f})"
                                                  if len(runs) > 1 else "")
         cpu = statistics.median(c for _, _, c in runs)
-        shown = ("-", "-") if label == _FLOOR else (f"{max(r for _, r, _ in runs)} MB", f"{cpu:.1f}")
+        shown = ("-", "-") if label.startswith(_FLOOR) else (f"{max(r for _, r, _ in runs)} MB", f"{cpu:.1f}")
         print(f"| {label} | {kind} | {seconds:.1f}{spread} | {rate} | {shown[0]} | {shown[1]} |")
     return 0
 

@@ -16,7 +16,7 @@ on the store's side.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from sqlalchemy.sql.elements import quoted_name
 __all__ = ["store_floor"]
 
 _PAGE = 1000
+_TABLES = (managed_objects, managed_properties, links, claims, audit)
+_NAMES = tuple(t.name for t in _TABLES)
 _RUN = "00000000-0000-7000-8000-000000000000"  # the claims' run: any id
 
 
@@ -35,7 +37,7 @@ def _copies(md: MetaData) -> dict[str, Table]:
     """The five tables under ``floor_`` names, their indexes renamed alike (PostgreSQL's
     index names are the schema's, not the table's)."""
     copies = {}
-    for table in (managed_objects, managed_properties, links, claims, audit):
+    for table in _TABLES:
         copy = table.to_metadata(md, name=f"floor_{table.name}")
         for index in copy.indexes:
             index.name = quoted_name(f"floor_{index.name}", None)
@@ -94,10 +96,14 @@ def _pages(store: Store) -> Iterator[dict[str, list[tuple[Any, ...]]]]:
             raise ValueError("the searchable values or links are not in the objects' order")
 
 
-def store_floor(url: str) -> tuple[float, dict[str, int]]:
+def store_floor(url: str, without: Collection[str] = ()) -> tuple[float, dict[str, int]]:
     """Seconds the database of ``url`` takes to write its first recon's rows again (writes
-    and commits only), and the rows written of each table. Later recons may have run:
-    their objects are the first's, their audit rows are left out."""
+    and commits only), and the rows written of each table; the tables ``without`` are left
+    out (what each costs, by difference). Later recons may have run: their objects are the
+    first's, their audit rows are left out."""
+    unknown = set(without) - {t.name for t in _TABLES}
+    if unknown:
+        raise ValueError(f"no floor table {', '.join(sorted(unknown))} (they are {', '.join(_NAMES)})")
     store = Store.open(url, migrate=False)
     # On SQLite, into a database of its own: the reads' snapshots of the store would keep
     # its write-ahead log from being checkpointed, which a recon's writes are not kept from.
@@ -114,10 +120,11 @@ def store_floor(url: str) -> tuple[float, dict[str, int]]:
             start = time.perf_counter()
             with into.begin() as conn:
                 for name, rows in page.items():
-                    into.insert_rows(conn, copies[name], columns[name], rows)
+                    if name not in without:
+                        into.insert_rows(conn, copies[name], columns[name], rows)
             seconds += time.perf_counter() - start
             for name, rows in page.items():
-                written[name] += len(rows)
+                written[name] += 0 if name in without else len(rows)
     finally:
         md.drop_all(into.engine, checkfirst=True)
         into.close()
@@ -135,5 +142,6 @@ if __name__ == "__main__":
     import json
     import sys
 
-    taken, rows = store_floor(sys.argv[1])
+    # ``python -m idsync_dev.store_floor URL [TABLE...]``: the tables named are left out.
+    taken, rows = store_floor(sys.argv[1], sys.argv[2:])
     print(json.dumps({"seconds": taken, "written": rows}))
