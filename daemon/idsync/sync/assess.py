@@ -135,7 +135,8 @@ class Plan:
                 "source_id": self.source_id, "target_id": target_id or self.target_id,
                 "status": "DRY_RUN" if dry_run else "SUCCESS", "message": self.message or None,
                 "changes": self.changes, "link_qualifier": self.qualifier,
-                "ambiguous": list(self.candidates) if self.situation == "AMBIGUOUS" and self.candidates else None}
+                # The targets a correlation found when it found several (AMBIGUOUS, or UNQUALIFIED).
+                "ambiguous": list(self.candidates) or None}
 
 
 FORCED_ACTIONS = ("CREATE", "UPDATE", "DELETE", "LINK", "UNLINK", "EXCEPTION", "IGNORE", "REPORT", "NOREPORT",
