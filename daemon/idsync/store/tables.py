@@ -182,7 +182,7 @@ audit = Table(
     Column("link_qualifier", String(64), nullable=True),  # migration 0004
     # A recon's phase that met the object, "source" or "target" (migration 0014; none elsewhere).
     Column("phase", String(8), nullable=True),
-    # The ids of the targets an AMBIGUOUS correlation found (migration 0014).
+    # The ids of the targets a correlation found when it found several: AMBIGUOUS (migration 0014).
     Column("ambiguous", _Json, nullable=True),
     Index("ix_audit_run", "run_id", "seq"),
     Index("ix_audit_ts", "ts"),
