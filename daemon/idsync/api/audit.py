@@ -28,13 +28,15 @@ from idsync.api.query import QueryParams, envelope
 from idsync.config.jobs import LIVESYNC_JOB
 from idsync.config.project import Project
 from idsync.errors import QueryError
+from idsync.query.ast import Node
 from idsync.store.audit_events import AuditQuery, Topic, audit_event, query_audit, read_audit, sort_key
 from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB
 
-__all__ = ["audit_routes", "private_by_mapping"]
+__all__ = ["RECON_TOPIC", "audit_page", "audit_routes", "mapping_ends", "private_by_mapping"]
 
 _SYNC_JOBS = frozenset({IMPLICIT_JOB, RETRY_JOB, LIVESYNC_JOB})
-_TOPICS = {"recon": Topic("recon", _SYNC_JOBS, exclude=True), "sync": Topic("sync", _SYNC_JOBS)}
+RECON_TOPIC = Topic("recon", _SYNC_JOBS, exclude=True)  # the reconciliations' entries: every run but sync's
+_TOPICS = {"recon": RECON_TOPIC, "sync": Topic("sync", _SYNC_JOBS)}
 _NOT_KEPT = {"access": "HTTP requests are counted in /metrics and logged", "activity": "changes to managed "
              "objects are recorded by the runs that push them (audit/sync)", "authentication": "failed logins "
              "are logged", "config": "configuration changes are logged when the daemon reloads"}
@@ -48,7 +50,8 @@ def _topic(request: Request) -> Topic:
     raise ApiError(404, f"idsync keeps no {name} audit (it keeps recon and sync){why}")
 
 
-def _ends(ctx: ApiContext) -> dict[str, tuple[str, str]]:
+def mapping_ends(ctx: ApiContext) -> dict[str, tuple[str, str]]:
+    """Each mapping's source and target resources, which make the audit's ids paths."""
     return {m.name: (m.source, m.target) for m in ctx.project().mappings}
 
 
@@ -70,20 +73,28 @@ async def _query(request: Request) -> JSONResponse:
         descending = sort_key(params.sort_keys[0])[1] if params.sort_keys else False
     except QueryError as exc:
         raise ApiError(400, str(exc)) from None
+    events, next_cookie, total = await audit_page(ctx, topic, params, params.filter, descending=descending)
+    return JSONResponse(envelope([params.shape(e) for e in events], cookie=next_cookie, params=params, total=total))
+
+
+async def audit_page(ctx: ApiContext, topic: Topic, params: QueryParams, where: Node | None, *,
+                     descending: bool) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """A page of ``topic``'s events matching ``where``, in PingIDM's shape and paged as
+    ``params`` asks (``_pageSize``, the cookie, an offset); the next page's cookie, and the
+    count of all matches when ``params`` asks for it. ``QueryError`` names a field no event has."""
     cookie = params.cookie
     if cookie is not None and not (cookie.isdecimal() and len(cookie) <= 18):
         raise ApiError(400, "_pagedResultsCookie is not one this API answered")
-    spec = AuditQuery(params.filter, params.page_size, int(cookie) if cookie else None, params.offset,
+    spec = AuditQuery(where, params.page_size, int(cookie) if cookie else None, params.offset,
                       descending, params.exact_total)
-    ends = _ends(ctx)
+    ends = mapping_ends(ctx)
     rows, total = await run_in_threadpool(query_audit, ctx.store, topic, spec, ends)
     next_cookie = None
     if params.page_size and len(rows) > params.page_size:
         rows = rows[: params.page_size]
         next_cookie = str(rows[-1]["seq"])
     hidden = private_by_mapping(ctx.project())
-    events: list[dict[str, Any]] = [params.shape(audit_event(topic.name, r, ends, hidden)) for r in rows]
-    return JSONResponse(envelope(events, cookie=next_cookie, params=params, total=total))
+    return [audit_event(topic.name, r, ends, hidden) for r in rows], next_cookie, total
 
 
 async def _read(request: Request) -> JSONResponse:
@@ -93,7 +104,7 @@ async def _read(request: Request) -> JSONResponse:
     row = await run_in_threadpool(read_audit, ctx.store, topic, event_id)
     if row is None:
         raise ApiError(404, f"audit/{topic.name}/{event_id} not found")
-    return JSONResponse(audit_event(topic.name, row, _ends(ctx), private_by_mapping(ctx.project())))
+    return JSONResponse(audit_event(topic.name, row, mapping_ends(ctx), private_by_mapping(ctx.project())))
 
 
 audit_routes = [

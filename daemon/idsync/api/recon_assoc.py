@@ -38,22 +38,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from idsync.api.audit import private_by_mapping
+from idsync.api.audit import RECON_TOPIC, audit_page, mapping_ends
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, sort_objects
-from idsync.config.jobs import LIVESYNC_JOB
 from idsync.errors import QueryError
 from idsync.query import matches
 from idsync.query.ast import And, Compare, Node, Not, Or, Present
-from idsync.store.audit_events import AuditQuery, Topic, audit_event, query_audit
 from idsync.store.runs import RunStore
-from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB
 
 __all__ = ["recon_assoc_routes"]
 
-_RECONS = Topic("recon", frozenset({IMPLICIT_JOB, RETRY_JOB, LIVESYNC_JOB}), exclude=True)
-_SYNC_JOBS = _RECONS.jobs
+_SYNC_JOBS = RECON_TOPIC.jobs  # implicit sync's, its retries' and liveSync's runs: not reconciliations
 _LIST_LIMIT = 1000  # the newest runs a summary query looks at
 _TARGET_PHASE = frozenset({"UNASSIGNED", "TARGET_IGNORED", "SOURCE_MISSING"})
 _ENTRY_FIELDS = ("reconId", "sourceObjectId", "targetObjectId", "situation", "action", "status", "message",
@@ -71,10 +67,6 @@ def _summary(row: dict[str, Any], ends: dict[str, tuple[str, str]]) -> dict[str,
             "finishTime": ended.isoformat().replace("+00:00", "Z") if ended is not None else None}
 
 
-def _ends(ctx: ApiContext) -> dict[str, tuple[str, str]]:
-    return {m.name: (m.source, m.target) for m in ctx.project().mappings}
-
-
 def _recon(ctx: ApiContext, run_id: str) -> dict[str, Any]:
     """The reconciliation ``run_id``'s record; 404 for none, or for a run of implicit sync or liveSync."""
     row = RunStore(ctx.store).get(run_id)
@@ -87,7 +79,7 @@ async def _summaries(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     params = QueryParams.of(request)
     rows = await run_in_threadpool(RunStore(ctx.store).recent, _LIST_LIMIT)
-    ends = _ends(ctx)
+    ends = mapping_ends(ctx)
     found = [s for s in (_summary(r, ends) for r in rows if r.get("job") not in _SYNC_JOBS)
              if params.filter is None or matches(params.filter, s)]
     if params.sort_keys:
@@ -102,7 +94,7 @@ async def _summaries(request: Request) -> JSONResponse:
 async def _one(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     row = await run_in_threadpool(_recon, ctx, request.path_params["run_id"])
-    return JSONResponse(_summary(row, _ends(ctx)))
+    return JSONResponse(_summary(row, mapping_ends(ctx)))
 
 
 def _entry(event: dict[str, Any]) -> dict[str, Any]:
@@ -129,27 +121,17 @@ async def _entries(request: Request) -> JSONResponse:
     run_id = request.path_params["run_id"]
     await run_in_threadpool(_recon, ctx, run_id)
     params = QueryParams.of(request)
-    cookie = params.cookie
-    if cookie is not None and not (cookie.isdecimal() and len(cookie) <= 18):
-        raise ApiError(400, "_pagedResultsCookie is not one this API answered")
     if params.sort_keys not in ([], ["_id"], ["+_id"], ["-_id"]):
         raise ApiError(400, "association entries sort by _id alone: _id (the order the run made them) or -_id")
     own: Node = Compare(("reconId",), "eq", run_id)
     wanted = own if params.filter is None else And((own, _as_audit(params.filter)))
-    spec = AuditQuery(wanted, params.page_size, int(cookie) if cookie else None, params.offset,
-                      params.sort_keys == ["-_id"], params.exact_total)
-    ends = _ends(ctx)
     try:
-        rows, total = await run_in_threadpool(query_audit, ctx.store, _RECONS, spec, ends)
+        events, cookie, total = await audit_page(ctx, RECON_TOPIC, params, wanted,
+                                                 descending=params.sort_keys == ["-_id"])
     except QueryError as exc:
         raise ApiError(400, str(exc).replace("audit events", "association entries")) from None
-    next_cookie = None
-    if params.page_size and len(rows) > params.page_size:
-        rows = rows[: params.page_size]
-        next_cookie = str(rows[-1]["seq"])
-    hidden = private_by_mapping(ctx.project())
-    found = [params.shape(_entry(audit_event("recon", r, ends, hidden))) for r in rows]
-    return JSONResponse(envelope(found, cookie=next_cookie, params=params, total=total))
+    return JSONResponse(envelope([params.shape(_entry(e)) for e in events], cookie=cookie, params=params,
+                                 total=total))
 
 
 # Before ``recon/{run_id}``, which would take ``assoc`` for a run's id.
