@@ -217,13 +217,14 @@ class SyncTokenExpired(PeerError):
 class ReadDenied(PeerError):
     """The system's provisioner denies this kind of read (PingIDM's ``operationOptions``:
     ``GET``, a read by id, or ``SEARCH``, a query or listing): nothing was asked of the
-    system. ``on_deny``: the setting's ``onDeny``, which the API follows for its answer."""
+    system. ``quiet``: its ``onDeny`` is ``DO_NOTHING``, so a caller that can answer
+    nothing (a query, a read by id) does so instead of failing."""
 
     exit_code = os.EX_CONFIG
 
-    def __init__(self, message: str, on_deny: str) -> None:
+    def __init__(self, message: str, *, quiet: bool) -> None:
         super().__init__(message)
-        self.on_deny = on_deny
+        self.quiet = quiet
 
 
 class RunAborted(IdsyncError):

@@ -91,6 +91,10 @@ def renamed(op_id: str | None, result_id: str | None) -> bool:
     return bool(op_id and result_id and op_id != result_id)
 
 
+# ``config.operation_options.DO_NOTHING``, the ``onDeny`` of a refusal that answers nothing
+# (this layer sits below the configuration's).
+_DO_NOTHING = "DO_NOTHING"
+
 class Resource(ABC):
     """One collection of objects: ``managed/user``, ``system/ldap/account``..."""
 
@@ -135,12 +139,20 @@ class Resource(ABC):
     def get(self, id: str, fields: Sequence[str] | None = None) -> Obj | None:
         return self.get_many([id], fields).get(id)
 
+    def denial(self, kind: str) -> str | None:
+        """Why the provisioner refuses ``kind`` (a write's, "sync", "get", "search"), naming
+        the setting, or None when it allows it."""
+        on_deny = self.denied.get(kind)
+        if on_deny is None:
+            return None
+        return (f"{self.name}: {kind.upper()} is denied on this system (operationOptions.{kind.upper()}.denied "
+                f"in its provisioner, onDeny {on_deny})")
+
     def check_read(self, kind: str) -> None:
         """Raise ``ReadDenied`` when the provisioner denies reads of ``kind`` ("get", "search")."""
-        on_deny = self.denied.get(kind)
-        if on_deny is not None:
-            raise ReadDenied(f"{self.name}: {kind.upper()} is denied on this system (operationOptions."
-                             f"{kind.upper()}.denied in its provisioner, onDeny {on_deny})", on_deny)
+        why = self.denial(kind)
+        if why is not None:
+            raise ReadDenied(why, quiet=self.denied[kind] == _DO_NOTHING)
 
     @abstractmethod
     def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
@@ -220,8 +232,7 @@ class Resource(ABC):
             return done
         written = iter(done)
         return [next(written) if op.kind not in self.denied else WriteResult(op, error=OperationDenied(
-            f"{self.name}: {op.kind.upper()} is denied on this system (operationOptions.{op.kind.upper()}.denied "
-            "in its provisioner)")) for op in ops]
+            str(self.denial(op.kind)))) for op in ops]
 
     def create(self, values: Obj) -> Obj:
         return self._one(WriteOp("create", values=values))

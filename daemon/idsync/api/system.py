@@ -27,7 +27,6 @@ from starlette.routing import Route
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, sort_objects
-from idsync.config.operation_options import DO_NOTHING
 from idsync.errors import ReadDenied
 from idsync.managed.router import run_livesync_scripted
 from idsync.resource import QuerySpec, Resource
@@ -101,7 +100,7 @@ def _pages(resource: Resource, spec: QuerySpec) -> Iterator[list[dict[str, Any]]
     try:
         return resource.pages(spec)
     except ReadDenied as exc:
-        if exc.on_deny != DO_NOTHING:
+        if not exc.quiet:
             raise
         return iter(())
 
@@ -111,7 +110,7 @@ def _get(ctx: ApiContext, system: str, object_type: str, object_id: str) -> dict
     try:
         obj = resource.get(object_id)
     except ReadDenied as exc:
-        if exc.on_deny != DO_NOTHING:
+        if not exc.quiet:
             raise  # 403
         obj = None  # onDeny DO_NOTHING: nothing read, nothing found
     finally:

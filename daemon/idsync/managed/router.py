@@ -40,7 +40,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from idsync.config.operation_options import DO_NOTHING
 from idsync.config.project import Project
 from idsync.crypto import CryptoCalls
 from idsync.errors import NotFound, ObjectRejected, QueryError, ReadDenied
@@ -266,7 +265,7 @@ class ScriptRouter:
         try:
             return self._resource(collection).get(object_id, fields)
         except ReadDenied as exc:
-            if exc.on_deny != DO_NOTHING:
+            if not exc.quiet:
                 raise
             return None  # the provisioner denies GET, onDeny DO_NOTHING: as PingIDM, nothing read
 
@@ -277,7 +276,7 @@ class ScriptRouter:
         try:
             found = self._resource(collection).find(spec, MAX_QUERY_RESULTS + 1)
         except ReadDenied as exc:
-            if exc.on_deny != DO_NOTHING:
+            if not exc.quiet:
                 raise
             found = []  # the provisioner denies SEARCH, onDeny DO_NOTHING: nothing read
         if len(found) > MAX_QUERY_RESULTS:

@@ -227,11 +227,9 @@ class _LiveRun:
             raise ConfigError("sync.json", "source", f"{self.source} cannot tell its changes: liveSync reads "
                                                      "managed types and LDAP, SCIM, Salesforce, Database Table and "
                                                      "CSV systems (not XML files)")
-        on_deny = source.denied.get("sync")
-        if on_deny is not None:
-            why = (f"{self.source}: SYNC is denied on this system (operationOptions.SYNC.denied in its provisioner, "
-                   f"onDeny {on_deny})")
-            if on_deny != DO_NOTHING:
+        why = source.denial("sync")
+        if why is not None:
+            if source.denied["sync"] != DO_NOTHING:
                 raise OperationDenied(f"{why}: no liveSync")
             result.note, result.state, result.exit_code = f"{why}: nothing was read", "SUCCESS", 0
             return

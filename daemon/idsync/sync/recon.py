@@ -44,7 +44,6 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from idsync.config.mappings import MappingDef
-from idsync.config.operation_options import DO_NOTHING
 from idsync.config.project import Project
 from idsync.config.source_fields import source_fields
 from idsync.errors import (
@@ -353,7 +352,7 @@ class _Run:
             try:
                 resource.check_read(kind)
             except ReadDenied as exc:
-                if exc.on_deny != DO_NOTHING:
+                if not exc.quiet:
                     raise
                 refused.append(str(exc))
         return f"{'; '.join(refused)}: nothing was read" if refused else None
