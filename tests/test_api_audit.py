@@ -53,8 +53,22 @@ def test_recon_and_sync_events_queried_as_pingidm_names_them(tmp_path: Path, bac
     run_id = json.loads(ran.stdout)["_id"]
     with serve(project) as api:
         everything = _query(api, "recon", _queryFilter=f'/reconId eq "{run_id}"')
-        assert everything["resultCount"] == 3
-        by_source = {e["sourceObjectId"]: e for e in everything["result"]}
+        # PingIDM's start event, the three entries, its summary event, in that order.
+        assert [e["entryType"] for e in everything["result"]] == ["start", "entry", "entry", "entry", "summary"]
+        start, summary = everything["result"][0], everything["result"][-1]
+        assert start["message"] == "Reconciliation initiated" and start["sourceObjectId"] is None
+        assert (summary["status"], summary["reconAction"], summary["reconciling"]) == ("SUCCESS", "recon", None)
+        assert summary["message"] == "ABSENT: 3" and summary["messageDetail"]["_id"] == run_id
+        assert summary["messageDetail"]["situationSummary"]["ABSENT"] == 3
+        assert summary["messageDetail"]["state"] == "SUCCESS"
+        entries = _query(api, "recon", _queryFilter=f'reconId eq "{run_id}" and entryType eq "entry"')
+        assert entries["resultCount"] == 3
+        assert [e["_id"] for e in _query(api, "recon", _queryFilter='entryType eq "summary"')["result"]] == \
+            [summary["_id"]]
+        assert _query(api, "recon", _queryFilter='reconAction eq "reconById"')["resultCount"] == 0
+        assert _query(api, "recon", _queryFilter='reconciling eq "source"')["resultCount"] == 3
+        assert api.get(f"/openidm/audit/recon/{summary['_id']}", headers=ADMIN).json() == summary
+        by_source = {e["sourceObjectId"]: e for e in entries["result"]}
         ann = by_source["managed/staff/s-ann"]
         assert ann["eventName"] == "recon" and ann["entryType"] == "entry" and ann["reconId"] == run_id
         assert ann["transactionId"] == run_id and ann["mapping"] == "staff_user"
@@ -69,7 +83,7 @@ def test_recon_and_sync_events_queried_as_pingidm_names_them(tmp_path: Path, bac
             found = _query(api, "recon", _queryFilter=f'sourceObjectId eq "{wanted}"')["result"]
             assert [e["_id"] for e in found] == [by_source["managed/staff/s-cy"]["_id"]], wanted
         assert _query(api, "recon", _queryFilter='sourceObjectId sw "managed/staff/s-a"')["resultCount"] == 1
-        assert _query(api, "recon", _queryFilter=f'timestamp ge "{ann["timestamp"]}"')["resultCount"] == 3
+        assert _query(api, "recon", _queryFilter=f'timestamp ge "{start["timestamp"]}"')["resultCount"] == 5
         assert _query(api, "recon", _queryFilter='timestamp gt "2999-01-01T00:00:00Z"')["resultCount"] == 0
 
         ids, cookie = [], None
@@ -80,10 +94,10 @@ def test_recon_and_sync_events_queried_as_pingidm_names_them(tmp_path: Path, bac
             cookie = page["pagedResultsCookie"]
             if cookie is None:
                 break
-        assert ids == sorted(ids, key=int) and len(ids) == 3
+        assert ids == sorted(ids, key=int) and len(ids) == 5
         newest = _query(api, "recon", _queryFilter="true", _sortKeys="-timestamp", _pageSize="2",
                         _totalPagedResultsPolicy="EXACT")
-        assert [e["_id"] for e in newest["result"]] == ids[::-1][:2] and newest["totalPagedResults"] == 3
+        assert [e["_id"] for e in newest["result"]] == ids[::-1][:2] and newest["totalPagedResults"] == 5
         one = api.get(f"/openidm/audit/recon/{ann['_id']}", headers=ADMIN).json()
         assert one == ann
 
@@ -93,8 +107,17 @@ def test_recon_and_sync_events_queried_as_pingidm_names_them(tmp_path: Path, bac
         assert pushed.status_code == 200, pushed.text
         (synced,) = _query(api, "sync", _queryFilter='sourceObjectId eq "managed/staff/s-ann"')["result"]
         assert synced["eventName"] == "sync" and synced["action"] == "UPDATE" and "reconId" not in synced
-        assert _query(api, "recon", _queryFilter="true")["resultCount"] == 3
+        assert _query(api, "recon", _queryFilter="true")["resultCount"] == 5
         assert api.get(f"/openidm/audit/recon/{synced['_id']}", headers=ADMIN).status_code == 404
+
+        # reconById is a recon of one object: its events say so (reconAction), start and summary too.
+        by_id = api.post("/openidm/recon?_action=reconById&mapping=staff_user&id=s-cy", headers=ADMIN)
+        assert by_id.status_code == 200, by_id.text
+        one_run = _query(api, "recon", _queryFilter='reconAction eq "reconById"')["result"]
+        assert [(e["entryType"], e["sourceObjectId"]) for e in one_run] == [
+            ("start", None), ("entry", "managed/staff/s-cy"), ("summary", None)]
+        assert one_run[-1]["message"] == "CONFIRMED: 1" and one_run[-1]["messageDetail"]["job"] == "reconById"
+        assert {e["reconAction"] for e in one_run} == {"reconById"}
 
         bad = api.get("/openidm/audit/recon?_queryFilter=" + urllib.parse.quote('/userName eq "x"'), headers=ADMIN)
         assert bad.status_code == 400 and "no field /userName" in bad.json()["message"]

@@ -9,8 +9,9 @@ newest first), ``GET audit/TOPIC/ID`` reads one:
     curl -u ... 'http://127.0.0.1:8080/openidm/audit/recon?_queryFilter=/reconId eq "RUN" and status eq "FAILURE"'
 
 idsync keeps no other topic (``access``, ``activity``, ``authentication``, ``config``):
-asking for one is a 404 saying so. A run's start and summary are ``recon/ID``'s, not
-audit entries.
+asking for one is a 404 saying so. As in PingIDM, each reconciliation has a ``start``
+and a ``summary`` event besides its entries (``entryType``); a summary's
+``messageDetail`` is the run's ``recon/ID`` record.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from starlette.routing import Route
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope
+from idsync.api.recon import run_summary
 from idsync.config.jobs import LIVESYNC_JOB
 from idsync.config.project import Project
 from idsync.errors import QueryError
 from idsync.query.ast import Node
 from idsync.store.audit_events import AuditQuery, Topic, audit_event, query_audit, read_audit, sort_key
+from idsync.store.runs import RunStore
 from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB
 
 __all__ = ["RECON_TOPIC", "audit_page", "audit_routes", "mapping_ends", "private_by_mapping"]
@@ -94,7 +97,18 @@ async def audit_page(ctx: ApiContext, topic: Topic, params: QueryParams, where: 
         rows = rows[: params.page_size]
         next_cookie = str(rows[-1]["seq"])
     hidden = private_by_mapping(ctx.project())
-    return [audit_event(topic.name, r, ends, hidden) for r in rows], next_cookie, total
+    events = [audit_event(topic.name, r, ends, hidden) for r in rows]
+    await run_in_threadpool(_summarized, ctx, events)
+    return events, next_cookie, total
+
+
+def _summarized(ctx: ApiContext, events: list[dict[str, Any]]) -> None:
+    """Each summary event's ``messageDetail``: its run's record, as PingIDM's summary holds it."""
+    runs = RunStore(ctx.store)
+    for event in events:
+        if event.get("entryType") == "summary":
+            row = runs.get(event["reconId"])
+            event["messageDetail"] = run_summary(row) if row is not None else None
 
 
 async def _read(request: Request) -> JSONResponse:
@@ -104,7 +118,9 @@ async def _read(request: Request) -> JSONResponse:
     row = await run_in_threadpool(read_audit, ctx.store, topic, event_id)
     if row is None:
         raise ApiError(404, f"audit/{topic.name}/{event_id} not found")
-    return JSONResponse(audit_event(topic.name, row, mapping_ends(ctx), private_by_mapping(ctx.project())))
+    event = audit_event(topic.name, row, mapping_ends(ctx), private_by_mapping(ctx.project()))
+    await run_in_threadpool(_summarized, ctx, [event])
+    return JSONResponse(event)
 
 
 audit_routes = [

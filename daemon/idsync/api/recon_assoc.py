@@ -123,7 +123,8 @@ async def _entries(request: Request) -> JSONResponse:
     params = QueryParams.of(request)
     if params.sort_keys not in ([], ["_id"], ["+_id"], ["-_id"]):
         raise ApiError(400, "association entries sort by _id alone: _id (the order the run made them) or -_id")
-    own: Node = Compare(("reconId",), "eq", run_id)
+    # The run's entries, not its start and summary events.
+    own: Node = And((Compare(("reconId",), "eq", run_id), Compare(("entryType",), "eq", "entry")))
     wanted = own if params.filter is None else And((own, _as_audit(params.filter)))
     try:
         events, cookie, total = await audit_page(ctx, RECON_TOPIC, params, wanted,

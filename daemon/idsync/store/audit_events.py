@@ -21,30 +21,37 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, case, false, func, literal, not_, null, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement as _CE
 
 from idsync.errors import QueryError
 from idsync.query.ast import Compare, Node, Present, Value
 from idsync.store.database import Store
 from idsync.store.filters import BooleanSql, compare_op
-from idsync.store.runs import shown_audit
+from idsync.store.runs import RUN_EVENTS, shown_audit
 from idsync.store.tables import audit, recon_runs
 
 __all__ = ["FIELDS", "AuditQuery", "Topic", "audit_event", "query_audit", "read_audit", "sort_key",
            "without_hidden"]
 
+# The job of a reconciliation of one object (``reconAction`` ``reconById``; every other run's is ``recon``).
+RECON_BY_ID = "reconById"
 # Runs of scheduled scripts and task scans record their tasks under these names, not a mapping's.
 _TASK_PREFIXES = ("script/", "taskscanner/")
 
 FIELDS = ("_id", "eventName", "transactionId", "reconId", "timestamp", "mapping", "situation", "action",
           "sourceObjectId", "targetObjectId", "status", "message", "exception", "linkQualifier", "entryType",
-          "messageDetail", "reconciling", "ambiguousTargetObjectIds")
+          "messageDetail", "reconciling", "ambiguousTargetObjectIds", "reconAction")
 _COLUMNS: dict[str, _CE[Any]] = {
     "transactionId": audit.c.run_id, "reconId": audit.c.run_id, "timestamp": audit.c.ts,
     "mapping": audit.c.mapping, "situation": audit.c.situation, "action": audit.c.action,
     "status": audit.c.status, "message": audit.c.message, "exception": audit.c.message,
-    "linkQualifier": audit.c.link_qualifier, "reconciling": audit.c.phase,
+    "linkQualifier": audit.c.link_qualifier,
+    # An entry's phase of the run; a start or a summary is of none.
+    "reconciling": case((audit.c.phase.in_(("source", "target")), audit.c.phase), else_=null()),
+    "entryType": case((audit.c.phase.in_(RUN_EVENTS), audit.c.phase), else_=literal("entry")),
+    "reconAction": case((audit.c.run_id.in_(select(recon_runs.c.id).where(recon_runs.c.job == RECON_BY_ID)),
+                         literal(RECON_BY_ID)), else_=literal("recon")),
 }
 _SORTS = {"_id": audit.c.seq, "timestamp": audit.c.seq}  # rows are written in time order
 
@@ -88,8 +95,10 @@ def audit_event(topic: str, row: Mapping[str, Any], ends: Mapping[str, tuple[str
         "linkQualifier": row["link_qualifier"], "messageDetail": row["changes"],
     }
     if topic == "recon":
-        ambiguous = row.get("ambiguous")
-        event.update(reconId=row["run_id"], entryType="entry", reconciling=row.get("phase"),
+        ambiguous, phase = row.get("ambiguous"), row.get("phase")
+        event.update(reconId=row["run_id"], entryType=phase if phase in RUN_EVENTS else "entry",
+                     reconciling=phase if phase in ("source", "target") else None,
+                     reconAction=RECON_BY_ID if row.get("run_job") == RECON_BY_ID else "recon",
                      ambiguousTargetObjectIds=[_path(target, str(i)) for i in ambiguous] if ambiguous else None)
     return event
 
@@ -110,7 +119,7 @@ def read_audit(store: Store, topic: Topic, event_id: str) -> Mapping[str, Any] |
     """The row of event ``event_id`` in ``topic``, or ``None``."""
     if not event_id.isdecimal() or len(event_id) > 18:
         return None
-    query = _in_topic(select(audit), topic).where(audit.c.seq == int(event_id))
+    query = _in_topic(_rows(), topic).where(audit.c.seq == int(event_id))
     with store.engine.connect() as conn:
         row = conn.execute(query).mappings().first()
     return dict(row) if row is not None else None
@@ -123,7 +132,7 @@ def query_audit(store: Store, topic: Topic, spec: AuditQuery,
     ``spec.exact_total``. ``QueryError`` names a field no event has."""
     where = _Translator(ends).visit(spec.filter) if spec.filter is not None else true()
     order = audit.c.seq.desc() if spec.descending else audit.c.seq.asc()
-    query = _in_topic(select(audit), topic).where(where).order_by(order)
+    query = _in_topic(_rows(), topic).where(where).order_by(order)
     if spec.after is not None:
         query = query.where(audit.c.seq < spec.after if spec.descending else audit.c.seq > spec.after)
     elif spec.offset:
@@ -145,6 +154,12 @@ def sort_key(key: str) -> tuple[str, bool]:
     return name, key.startswith("-")
 
 
+def _rows() -> Select[Any]:
+    """The audit's rows, each with its run's job (``run_job``: which says its ``reconAction``)."""
+    return (select(audit, recon_runs.c.job.label("run_job"))
+            .select_from(audit.outerjoin(recon_runs, recon_runs.c.id == audit.c.run_id)))
+
+
 def _in_topic(query: Select[Any], topic: Topic) -> Select[Any]:
     runs = select(recon_runs.c.id).where(recon_runs.c.job.in_(sorted(topic.jobs)))
     if topic.exclude:
@@ -160,7 +175,7 @@ class _Translator(BooleanSql):
     def leaf(self, node: Compare | Present) -> ColumnElement[bool]:
         name = self._field(node.path)
         if isinstance(node, Present):
-            if name in ("_id", "eventName", "entryType"):
+            if name in ("_id", "eventName", "entryType", "reconAction"):
                 return true()
             return self._column(name).is_not(None)
         return self._compare(name, node)
@@ -186,7 +201,7 @@ class _Translator(BooleanSql):
             if not (isinstance(value, str) and value.isdecimal() and len(value) <= 18):
                 return false()
             return compare_op(audit.c.seq, op, int(value))
-        if name in ("eventName", "entryType"):
+        if name == "eventName":
             return true() if op == "eq" else false()  # answered for what the topic holds
         if name in ("sourceObjectId", "targetObjectId"):
             return self._object_id(name, op, value)

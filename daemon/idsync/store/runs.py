@@ -3,10 +3,12 @@
 * ``recon_runs``: one row per run, its state and a PingIDM-shaped summary,
   refreshed at every page so ``idsync status`` shows a live run.
 * ``audit``: one row per non-trivial per-object outcome (never secret values).
-  A failed implicit-sync push may keep, under ``AUDIT_BEFORE`` in its
-  ``changes``, the source object before its change (secrets removed) for the
-  push that repairs it; it is bookkeeping, not a change, and readers of the
-  trail do not see it.
+  A reconciliation's run adds PingIDM's ``start`` and ``summary`` events (``RUN_EVENTS``,
+  their ``phase``): the run's beginning and end, no object of theirs; a run's entries
+  (``audit_entries``, ``audit_page``) are the others. A failed implicit-sync push
+  may keep, under ``AUDIT_BEFORE`` in its ``changes``, the source object before its
+  change (secrets removed) for the push that repairs it; it is bookkeeping, not a
+  change, and readers of the trail do not see it.
 * ``recon_claims``: target ids the source phase accounted for.
 * ``recon_deferred``: deletes and unlinks waiting for the end of the run.
 * ``locks``: one holder per name (a mapping, a job) across processes and hosts;
@@ -21,17 +23,19 @@ import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, or_, select, update
 
 from idsync.store.database import Store, as_utc, utcnow
 from idsync.store.idpages import claim_ids
 from idsync.store.locks import LOCK_TTL, Locks, end_runs, process_owner
 from idsync.store.tables import audit, claims, deferred, recon_runs
 
-__all__ = ["AUDIT_BEFORE", "LOCK_TTL", "RunStore", "owner_id", "shown_audit"]
+__all__ = ["AUDIT_BEFORE", "LOCK_TTL", "RUN_EVENTS", "RunStore", "is_entry", "owner_id", "shown_audit"]
 
 _CHUNK = 500
 AUDIT_BEFORE = "_sourceBefore"
+# The ``phase`` of a reconciliation's first and last audit rows (PingIDM's ``entryType``).
+RUN_EVENTS = ("start", "summary")
 SILENT = "interrupted: the process running it gave no sign of life for {minutes} minutes"
 
 
@@ -51,6 +55,17 @@ def _told(message: str | None) -> str | None:
     return message.replace("\x00", "\\u0000") if message else message
 
 
+def is_entry() -> ColumnElement[bool]:
+    """The audit rows that are a run's entries, not its ``start`` or ``summary``."""
+    return or_(audit.c.phase.is_(None), audit.c.phase.not_in(RUN_EVENTS))
+
+
+def _simple_summary(summary: Mapping[str, Any]) -> str:
+    """PingIDM's summary event message: each situation met and how often."""
+    counts = summary.get("situationSummary") or {}
+    return " ".join(f"{k}: {v}" for k, v in counts.items() if v) or "no objects"
+
+
 def shown_audit(row: Mapping[Any, Any]) -> dict[str, Any]:
     """An audit row as its readers see it: without the bookkeeping of ``AUDIT_BEFORE``."""
     out = dict(row)
@@ -67,15 +82,21 @@ class RunStore:
     # -- runs ------------------------------------------------------------
 
     def start(self, run_id: str, mapping: str, *, job: str | None, dry_run: bool, summary: Mapping[str, Any],
-              node: str | None = None, fire: dt.datetime | None = None) -> None:
+              node: str | None = None, fire: dt.datetime | None = None, started_by: str | None = None) -> None:
         """Record a new ACTIVE run; ``node`` defaults to this host's name, ``fire`` is the scheduled
-        fire it runs for (none when started by hand)."""
+        fire it runs for (none when started by hand). ``started_by``: a reconciliation's, whose
+        start (and, at ``finish``, summary) the audit records as PingIDM's recon events; it
+        says what started it (a job, a script; ``""``: someone by hand)."""
         now = utcnow()
         with self.store.begin() as conn:
             conn.execute(insert(recon_runs).values(
                 id=run_id, mapping=mapping, job=job, state="ACTIVE", stage="ACTIVE_INITIALIZED",
                 dry_run=dry_run, started=now, heartbeat=now, summary=dict(summary),
                 node=node or socket.gethostname(), fire=fire))
+            if started_by is not None:
+                by = f" by {started_by}" if started_by else ""
+                self.audit(conn, [{"run_id": run_id, "mapping": mapping, "status": "SUCCESS", "phase": "start",
+                                   "message": f"Reconciliation initiated{by}"}])
 
     def progress(self, run_id: str, stage: str, summary: Mapping[str, Any], conn: Connection | None = None) -> None:
         stmt = update(recon_runs).where(recon_runs.c.id == run_id).values(
@@ -90,10 +111,17 @@ class RunStore:
         """Show the run alive without touching its counts (a split run's pages count in their partition)."""
         conn.execute(update(recon_runs).where(recon_runs.c.id == run_id).values(heartbeat=utcnow()))
 
-    def finish(self, run_id: str, state: str, stage: str, summary: Mapping[str, Any], message: str | None) -> None:
+    def finish(self, run_id: str, state: str, stage: str, summary: Mapping[str, Any], message: str | None, *,
+               mapping: str | None = None) -> None:
+        """Record the run's end; ``mapping``: a reconciliation's (``start(started_by=...)``),
+        whose summary the audit records too."""
         with self.store.begin() as conn:
             conn.execute(update(recon_runs).where(recon_runs.c.id == run_id).values(
                 state=state, stage=stage, summary=dict(summary), message=_told(message), ended=utcnow()))
+            if mapping is not None:
+                self.audit(conn, [{"run_id": run_id, "mapping": mapping, "phase": "summary",
+                                   "status": "SUCCESS" if state == "SUCCESS" else "FAILURE",
+                                   "message": _simple_summary(summary)}])
             conn.execute(delete(claims).where(claims.c.run_id == run_id))
             conn.execute(delete(deferred).where(deferred.c.run_id == run_id))
 
@@ -157,7 +185,7 @@ class RunStore:
                 for r in rows])
 
     def audit_entries(self, run_id: str, limit: int = 1000, status: str | None = None) -> list[dict[str, Any]]:
-        query = select(audit).where(audit.c.run_id == run_id).order_by(audit.c.seq).limit(limit)
+        query = select(audit).where(audit.c.run_id == run_id, is_entry()).order_by(audit.c.seq).limit(limit)
         if status:
             query = query.where(audit.c.status == status)
         with self.store.engine.connect() as conn:
@@ -166,7 +194,8 @@ class RunStore:
     def audit_page(self, run_id: str, *, after: int = 0, limit: int = 50, text: str | None = None,
                    situation: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
         """A run's audit in order from ``after`` (a ``seq``); ``text`` is the start of a source or target id."""
-        query = select(audit).where(audit.c.run_id == run_id, audit.c.seq > after).order_by(audit.c.seq).limit(limit)
+        query = (select(audit).where(audit.c.run_id == run_id, audit.c.seq > after, is_entry())
+                 .order_by(audit.c.seq).limit(limit))
         if text:
             query = query.where(or_(audit.c.source_id.startswith(text, autoescape=True),
                                     audit.c.target_id.startswith(text, autoescape=True)))

@@ -167,7 +167,10 @@ class ImplicitSync:
         bound = log.bind(run_id=run_id, mapping=mapping.name, source_id=object_id, job=job)
         if mapping.qualified:
             bound = bound.bind(link_qualifier=qualifier)
-        self.runs.start(run_id, mapping.name, job=job, dry_run=False, summary=counters.to_summary())
+        # reconById is a reconciliation of one object: its start and summary are recon events.
+        events = job == RECON_BY_ID_JOB
+        self.runs.start(run_id, mapping.name, job=job, dry_run=False, summary=counters.to_summary(),
+                        started_by=f"reconById of {object_id}" if events else None)
         # Until assessed (the target may be unreachable) a push has no situation or action.
         plan = Plan("", "", object_id, None, qualifier=qualifier)
         error: str | None = failure
@@ -197,7 +200,7 @@ class ImplicitSync:
         except IdsyncError as exc:
             error = str(exc)
         # The first failure of a run keeps what the push repairing it must compare with.
-        self._record(run_id, mapping, counters, plan, error, kept if error else None)
+        self._record(run_id, mapping, counters, plan, error, kept if error else None, events=events)
         if error is None:
             bound.info("implicit_sync.pushed", situation=plan.situation, action=plan.action,
                        target_id=plan.target_id, change=plan.change)
@@ -278,7 +281,7 @@ class ImplicitSync:
         return None
 
     def _record(self, run_id: str, mapping: MappingDef, counters: Counters, plan: Plan, error: str | None,
-                before: Obj | None = None) -> None:
+                before: Obj | None = None, *, events: bool = False) -> None:
         counters.source_processed = 1
         if plan.situation:
             counters.assessed(plan.situation, plan.action, plan.qualifier)
@@ -304,7 +307,7 @@ class ImplicitSync:
         with self.store.begin() as conn:
             # Every push is audited, even an unchanged one: retry reads the last word per object.
             self.runs.audit(conn, [row])
-        self.runs.finish(run_id, state, counters.stage, summary, error)
+        self.runs.finish(run_id, state, counters.stage, summary, error, mapping=mapping.name if events else None)
 
 
 def read_source(resources: Resources, mapping: MappingDef, object_id: str) -> Obj | None:

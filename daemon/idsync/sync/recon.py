@@ -217,9 +217,12 @@ class _Run:
         self.runs.acquire(self.lock, self.owner)
         state, message, exit_code = "FAILED", None, 1
         resources = Resources(self.project, self.store)
+        recorded: str | None = None  # the mapping, once the run and its start event are recorded
         try:
             self.runs.start(self.id, self.mapping.name, job=self.options.job, dry_run=self.options.dry_run,
-                            summary=self.counters.to_summary(), node=self.options.node, fire=self.options.fire)
+                            summary=self.counters.to_summary(), node=self.options.node, fire=self.options.fire,
+                            started_by=self._started_by())
+            recorded = self.mapping.name
             if self.options.recorded is not None:
                 self.options.recorded.set()
             self.log.info("recon.start", source=self.mapping.source, target=self.mapping.target, job=self.options.job)
@@ -258,7 +261,7 @@ class _Run:
             if onward:
                 summary["onward"] = onward
             try:
-                self.runs.finish(self.id, state, self.counters.stage, summary, message)
+                self.runs.finish(self.id, state, self.counters.stage, summary, message, mapping=recorded)
             finally:
                 self.runs.release(self.lock, self.owner)
         # A failed run is an error, a canceled one a warning: ``journalctl -p warning`` shows both.
@@ -274,6 +277,10 @@ class _Run:
         return ReconResult(self.id, self.mapping.name, state, summary, message, exit_code)
 
     # -- phases -------------------------------------------------------------
+
+    def _started_by(self) -> str:
+        """What started the run, as its start event says it: a job, or (``""``) someone by hand."""
+        return f"job {self.options.job}" if self.options.job else ""
 
     def help(self) -> bool:
         """``help_partitions``: this run's share of another node's split run."""
