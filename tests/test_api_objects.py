@@ -365,6 +365,13 @@ def test_recon_settings_for_one_run(api: httpx.Client, project: Path) -> None:
                           ({"runTargetPhase": "no"}, "runTargetPhase must be true or false"),
                           ({"targetQuery": {"_queryFilter": "uid eq"}}, "targetQuery._queryFilter: bad _queryFilter"),
                           ({"sourceQuery": {"_queryId": "no-such-query"}}, "no-such-query"),
+                          # A misspelt query would read every object: refused, naming it.
+                          ({"sourceQuery": {"nativeQuerry": "(uid=bjensen)"}},
+                           "sourceQuery.nativeQuerry: unknown setting, did you mean nativeQuery?"),
+                          ({"targetQuery": {"_queryFiltr": "true"}}, "targetQuery._queryFiltr"),
+                          ({"sourceQuery": {"_queryFilter": "true", "bogus": 1}}, "sourceQuery.bogus"),
+                          ({"sourceQuery": {"_queryFilter": "true", "_queryId": "query-all"}},
+                           "gives _queryFilter and _queryId"),
                           ([1], "must be a JSON object")):
         refused = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}", headers=JSON, content=json.dumps(body))
         assert refused.status_code == 400 and problem in refused.json()["message"], (body, refused.text)

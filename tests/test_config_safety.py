@@ -298,6 +298,16 @@ def _toml(text: str) -> Callable[[Path], None]:
      "mappings[systemLdapAccounts_managedUser].sourceQuery.nativeQuery"),
     (lambda p: _edit(p, "sync.json", lambda d: d["mappings"][1].update(targetQuery="(|(uid=a)")), "sync.json",
      "mappings[managedUser_systemLdapAccounts].targetQuery"),
+    # A misspelt query used to be no query: the run read every object (and the target phase
+    # of a misspelt targetQuery could delete what it was meant to leave alone).
+    (_mapping(sourceQuery={"nativeQuerry": "(uid=a*)"}), "sync.json",
+     "mappings[0].sourceQuery.nativeQuerry"),
+    (_mapping(sourceQuery={"_queryFilter": "true", "extra": 1}), "sync.json",
+     "mappings[0].sourceQuery.extra"),
+    (lambda p: _edit(p, "sync.json", lambda d: d["mappings"][1].update(targetQuery={"_queryFiltr": "true"})),
+     "sync.json", "mappings[1].targetQuery._queryFiltr"),
+    (_mapping(correlationQuery={"_queryFiltr": 'userName eq "x"'}), "sync.json",
+     "mappings[0].correlationQuery._queryFiltr"),
     (_prov(accountSearchFilter="(uid=a"), _PROVISIONER, "configurationProperties.accountSearchFilter"),
     (_prov(port=99999), _PROVISIONER, "configurationProperties.port"),
     (_prov(port="&{LDAP_PORT|99999}"), _PROVISIONER, "configurationProperties.port"),
@@ -308,7 +318,8 @@ def _toml(text: str) -> Callable[[Path], None]:
      "configurationProperties.baseContextsToSynchronize[0]"),
     (_toml("[scripts]\ntime_limit = 1e308\n"), "idsync.toml", "scripts.time_limit"),
     (_required_unknown, "managed.json", "objects[0].schema.required[1]"),
-], ids=["unbalanced-source", "unbalanced-native", "unbalanced-target", "account-filter", "port", "port-token",
+], ids=["unbalanced-source", "unbalanced-native", "unbalanced-target", "misspelt-source-query",
+        "source-query-extra-key", "misspelt-target-query", "misspelt-correlation", "account-filter", "port", "port-token",
         "read-timeout", "connect-timeout", "base-dn", "sync-dn", "script-time-limit", "required-unknown"])
 def test_validate_catches_what_the_run_would_fail_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      change: Callable[[Path], None], file: str, key: str) -> None:

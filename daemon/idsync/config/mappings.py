@@ -22,7 +22,7 @@ from idsync.config.files import load_json
 from idsync.config.policies import Action, PolicySet, Situation, parse_policies
 from idsync.config.properties import PropertyMap, compile_properties
 from idsync.errors import ConfigError, ConfigErrors, QueryError
-from idsync.keys import unknown_keys
+from idsync.keys import suggest, unknown_keys
 from idsync.query import parse
 from idsync.query.ast import Node
 from idsync.scripts import Script, ScriptEngine, compile_script
@@ -357,7 +357,14 @@ def _max_deletes(value: Any, file: str, key: str) -> int | float | None:
     raise ConfigError(file, key, "expected a number of objects (10) or a share of the target (\"5%\")")
 
 
+# What a sourceQuery/targetQuery object holds: one query, and the fields to read.
+_QUERIES = ("_queryFilter", "queryFilter", "_queryId", "nativeQuery", "_nativeQuery")
+_QUERY_KEYS = (*_QUERIES, "_fields", "fields")
+
+
 def query_def(value: Any, file: str, key: str, query: Callable[[Any, str], Node]) -> QueryDef:
+    """A ``sourceQuery``/``targetQuery`` (a mapping's, or one run's): a key it does not
+    know is an error, never a query left out, which would read every object."""
     if value is None:
         return QueryDef()
     if isinstance(value, str):
@@ -366,6 +373,14 @@ def query_def(value: Any, file: str, key: str, query: Callable[[Any, str], Node]
         return QueryDef(filter=query(value, key))
     if not isinstance(value, dict):
         raise ConfigError(file, key, "expected {\"_queryFilter\": ...} or a native query string")
+    given = [k for k in _QUERIES if k in value]
+    if len(given) > 1:
+        raise ConfigError(file, key, f"gives {' and '.join(given)}: a query is one of them")
+    # With a _queryId, the other keys are its parameters; a parameter never starts with "_".
+    for name in value:
+        if name not in _QUERY_KEYS and (name.startswith("_") or "_queryId" not in value):
+            raise ConfigError(file, f"{key}.{name}", suggest(name, _QUERY_KEYS)
+                              + "; a query that is not understood would read every object")
     fields = _fields(value.get("_fields", value.get("fields")), file, f"{key}._fields")
     if isinstance(fields, tuple) and len(fields) == 1 and "," in fields[0]:
         fields = tuple(f.strip() for f in fields[0].split(","))
@@ -463,9 +478,17 @@ def _correlation(value: Any, file: str, key: str, script: Callable[[Any, str], S
             raise ConfigError(file, f"{key}._queryId", "expected the name of a query")
         params = {k: v for k, v in value.items() if not k.startswith("_") and k != "linkQualifier"}
         return Correlation(kind="named", query_id=query_id, query_params=params, link_qualifier=qualifier, key=key)
+    if "source" not in value and "file" not in value:
+        # Neither a query nor a script: name what was given (a misspelt _queryFilter, say).
+        odd = sorted(k for k in value if k not in ("type", "globals", "linkQualifier"))
+        if odd:
+            raise ConfigError(file, f"{key}.{odd[0]}", suggest(odd[0], _CORRELATION_KEYS))
     compiled = script(value, key)
     _warn_concatenation(value, file, key)
     return Correlation(kind="script", script=compiled, link_qualifier=qualifier, key=key)
+
+
+_CORRELATION_KEYS = ("_queryFilter", "_queryId", "expressionTree", "linkQualifier", "type", "source", "file", "globals")
 
 
 def concatenates_values(script_source: str) -> bool:
