@@ -319,8 +319,8 @@ def _toml(text: str) -> Callable[[Path], None]:
     (_toml("[scripts]\ntime_limit = 1e308\n"), "idsync.toml", "scripts.time_limit"),
     (_required_unknown, "managed.json", "objects[0].schema.required[1]"),
 ], ids=["unbalanced-source", "unbalanced-native", "unbalanced-target", "misspelt-source-query",
-        "source-query-extra-key", "misspelt-target-query", "misspelt-correlation", "account-filter", "port", "port-token",
-        "read-timeout", "connect-timeout", "base-dn", "sync-dn", "script-time-limit", "required-unknown"])
+        "source-query-extra-key", "misspelt-target-query", "misspelt-correlation", "account-filter", "port",
+        "port-token", "read-timeout", "connect-timeout", "base-dn", "sync-dn", "script-time-limit", "required-unknown"])
 def test_validate_catches_what_the_run_would_fail_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      change: Callable[[Path], None], file: str, key: str) -> None:
     """Each of these used to pass validate and fail the run (an "internal error", or every
