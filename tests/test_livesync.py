@@ -20,6 +20,7 @@ from idsync.store.database import Store
 from idsync.store.runs import RunStore
 from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync_dev.slapd import Slapd
+from livesync_env import live_after_expiry
 from sync_tokens import replace_token, token_state
 
 from samples import FORWARD, idsync, ldap_entry, sample_project
@@ -223,6 +224,53 @@ def _subtree(slapd: Slapd, name: str) -> str:
     return dn
 
 
+def test_several_sync_contexts_delete_only_what_none_holds(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """With two ``baseContextsToSynchronize``, slapd's refresh of one names as gone the
+    entries changed under the other (its session log holds them and its search does not
+    match them): a modify under the first base, or a move from one base to the other, is
+    an update, never a delete of the user; an entry deleted under either is deleted."""
+    other = ldap_subtree.replace("ou=", "ou=c", 1)
+    slapd.add_ldif(f"dn: {other}\nobjectClass: organizationalUnit\nou: {other.split(',')[0][3:]}\n\n")
+    project = _project(tmp_path, slapd, ldap_subtree)
+    prov = project / "conf" / "provisioner.openicf-ldap.json"
+    settings = json.loads(prov.read_text())
+    settings["configurationProperties"]["baseContextsToSynchronize"] = [ldap_subtree, other]
+    prov.write_text(json.dumps(settings))
+    assert _live(project).state == "SUCCESS"
+    first = _users(project)
+    assert set(first) == {"bjensen", "scarter"}
+
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: b@example.org\n")
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert [r["counts"] for r in done.runs] == [{"updated": 1}]
+    assert _users(project)["bjensen"]["mail"] == "b@example.org"
+
+    slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modrdn\nnewrdn: uid=scarter\n"
+                   f"deleteoldrdn: 1\nnewsuperior: {other}\n")
+    moved = _live(project)
+    assert moved.state == "SUCCESS", moved.message
+    assert all("deleted" not in r["counts"] for r in moved.runs), moved.runs
+    assert _users(project)["scarter"]["_id"] == first["scarter"]["_id"]
+
+    # A refresh that ran before another base's refresh saw the change: the delete it names
+    # is checked against every base before it is believed.
+    loaded = load_project(project)
+    account = Resources(loaded, Store.open(loaded.settings.store_url())).open(SOURCE)
+    changes = account._changes  # type: ignore[attr-defined]
+    try:
+        (uuid,) = [o["_id"] for page in account.pages(QuerySpec()) for o in page if o.get("uid") == "scarter"]
+        gone_id = "00000000-0000-0000-0000-000000000000"
+        assert changes._still_gone(changes._open(), [uuid.upper(), gone_id], "entryUUID") == [gone_id]
+    finally:
+        account.close()
+
+    slapd.add_ldif(f"dn: uid=scarter,{other}\nchangetype: delete\n")
+    gone = _live(project)
+    assert gone.state == "SUCCESS" and [r["counts"] for r in gone.runs] == [{"deleted": 1}]
+    assert set(_users(project)) == {"bjensen"}
+
+
 def test_trimmed_session_log_deletes_from_the_present_phase(tmp_path: Path, short_log_slapd: Slapd) -> None:
     """More deletes than the session log keeps: the server answers with a present phase
     (every unchanged entry's entryUUID). liveSync warns, and deletes exactly the linked
@@ -256,6 +304,27 @@ def test_server_without_sync_provider_polls_entry_csn(tmp_path: Path, plain_slap
     assert set(users) == {"bjensen", "scarter", "newbie"}
     assert users["bjensen"]["mail"] == "barbara@example.org"
     assert _live(project).changes == 0
+
+
+def test_a_sync_provider_gone_is_answered_by_a_full_recon(tmp_path: Path, slapd: Slapd, plain_slapd: Slapd) -> None:
+    """A syncrepl token sent to a server with no sync provider (the overlay removed, or a
+    replica without one took over) is a token that can no longer be honoured: logged at
+    warning and answered by a full recon, which stores a polling token; not a run that
+    fails as if the server were down, every time, until someone resets the token."""
+    subtree = _subtree(slapd, "gone")
+    project = _project(tmp_path, slapd, subtree)
+    assert _live(project).state == "SUCCESS"
+    assert json.loads(_state(project).token)["kind"] == "syncrepl"
+    _subtree(plain_slapd, "gone")
+    plain_slapd.add_ldif(_person("alice", subtree) + _person("bob", subtree, "bob@example.org"))
+    prov = project / "conf" / "provisioner.openicf-ldap.json"
+    settings = json.loads(prov.read_text())
+    settings["configurationProperties"].update(port=plain_slapd.port, credentials=plain_slapd.admin_password)
+    prov.write_text(json.dumps(settings))
+    live_after_expiry(project, SOURCE, "no sync provider")
+    assert json.loads(_state(project).token)["kind"] == "poll"
+    users = _users(project)
+    assert set(users) == {"alice", "bob"} and users["bob"]["mail"] == "bob@example.org"
 
 
 def test_dry_run_writes_nothing_and_keeps_the_token(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
@@ -358,9 +427,15 @@ def test_api_action_and_metrics(tmp_path: Path, slapd: Slapd, ldap_subtree: str)
         assert second["runs"][0]["counts"] == {"created": 1, "updated": 1, "deleted": 1}
         assert api.post("/system/ldap/account", params={"_action": "sync"}).status_code == 400
         assert api.post("/system/ldap/nothing", params={"_action": "liveSync"}).status_code == 400
+        # PingIDM's other form: the source as a parameter of system's own action.
+        slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: b3@example.org\n")
+        third = api.post("/system", params={"_action": "liveSync", "source": SOURCE})
+        assert third.status_code == 200 and third.json()["changes"] == 1, third.text
+        assert api.post("/system", params={"_action": "liveSync"}).status_code == 400
+        assert api.post("/system", params={"_action": "liveSync", "source": "system/ldap/nothing"}).status_code == 400
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=ADMIN).text
-    assert f'idsync_livesync_runs_total{{source="{SOURCE}"}} 2.0' in metrics
-    assert f'idsync_livesync_changes_total{{source="{SOURCE}"}} 3.0' in metrics
+    assert f'idsync_livesync_runs_total{{source="{SOURCE}"}} 3.0' in metrics
+    assert f'idsync_livesync_changes_total{{source="{SOURCE}"}} 4.0' in metrics
     assert f'idsync_livesync_full_recons_total{{source="{SOURCE}"}} 1.0' in metrics
 
 

@@ -90,8 +90,12 @@ def test_a_failed_change_is_retried_until_it_goes_through_then_kept_as_a_dead_le
     assert first.changes == 1 and first.failed == 1 and first.retried == 0 and first.state == "FAILED", first
     (held,) = _failures(project)
     assert held["state"] == "RETRYING" and held["attempts"] == 1 and "the gate is closed" in held["error"]
-    again = _live(project)  # no new change: the object is read again and still refused
+    with structlog.testing.capture_logs() as logs:
+        again = _live(project)  # no new change: the object is read again and still refused
     assert (again.changes, again.retried, again.failed) == (0, 1, 1), again
+    # An object still failing is the operator's to see in `journalctl -p warning`.
+    (end,) = [e for e in logs if e["event"] == "livesync.end"]
+    assert end["log_level"] == "warning" and (end["failed"], end["retried"]) == (1, 1)
     assert again.state == "SUCCESS" and again.runs[0]["state"] == "FAILED"  # liveSync works; the object waits
     assert _failures(project)[0]["attempts"] == 2
     _gate(project, open_it=True)

@@ -5,7 +5,8 @@
 system page by page; the paging cookie is the offset of the next result, since
 connectors do not hand out resumable positions of their own.
 
-``POST system/NAME/TYPE?_action=liveSync`` runs one liveSync of that source now
+``POST system/NAME/TYPE?_action=liveSync`` (or ``POST system?_action=liveSync&source=system/NAME/TYPE``)
+runs one liveSync of that source now
 (``sync/livesync.py``) and answers its outcome once it ended; 409 while another
 liveSync of the source runs, 400 for a source no mapping reads or that cannot
 tell its changes.
@@ -125,12 +126,18 @@ async def _root(request: Request) -> JSONResponse:
     action = request.query_params.get("_action")
     if request.method == "POST" and action == "test":
         return JSONResponse(await run_in_threadpool(_test, ctx))
+    if request.method == "POST" and action == "liveSync":
+        # PingIDM's other spelling: the source as a parameter (``source=system/ldap/account``).
+        parts = (request.query_params.get("source") or "").split("/")
+        if len(parts) != 3 or parts[0] != "system" or not all(parts):
+            raise ApiError(400, "liveSync needs the source parameter: source=system/NAME/TYPE")
+        return JSONResponse(await run_in_threadpool(_livesync, ctx, parts[1], parts[2]))
     if request.method == "GET":
         project = ctx.project()
         return JSONResponse([{"name": n, "enabled": p.enabled, "config": f"config/provisioner.openicf/{n}",
                               "connectorRef": p.raw.get("connectorRef", {})}
                              for n, p in sorted(project.provisioners.items())])
-    raise ApiError(400, f"unknown _action {action!r} (supported: test)")
+    raise ApiError(400, f"unknown _action {action!r} (supported: test, liveSync)")
 
 
 async def _collection(request: Request) -> JSONResponse:

@@ -469,10 +469,12 @@ class _LiveRun:
 
     def _log_end(self, result: LiveSyncResult) -> None:
         fields = {"state": result.state, "changes": result.changes, "method": result.method,
-                  "duration_ms": result.duration_ms, "full_recon": result.full_recon, "message": result.message}
+                  "duration_ms": result.duration_ms, "full_recon": result.full_recon, "message": result.message,
+                  "failed": result.failed, "retried": result.retried}
         if result.state == "FAILED":
             self.log.error("livesync.end", **fields)
-        elif result.state == "CANCELED":
+        elif result.state == "CANCELED" or result.failed or any(r.get("state") != "SUCCESS" for r in result.runs):
+            # Objects that failed (kept for a retry) are the operator's to see: ``journalctl -p warning``.
             self.log.warning("livesync.end", **fields)
         elif result.changes or result.full_recon:
             self.log.info("livesync.end", **fields)

@@ -51,6 +51,7 @@ from typing import Any, NoReturn
 
 import ldap
 import structlog
+from ldap.filter import escape_filter_chars
 from ldap.syncrepl import SyncDoneControl, SyncInfoMessage, SyncRequestControl, SyncStateControl
 
 from idsync.connectors.ldap.config import LdapSettings
@@ -68,6 +69,7 @@ log = structlog.get_logger("idsync.connectors.ldap")
 _REFRESH_REQUIRED = 4096  # e-syncRefreshRequired (RFC 4533)
 _UNAVAILABLE_EXTENSION = 12  # unavailableCriticalExtension: no sync provider on this database
 _UNWILLING = 53
+_ID_CHUNK = 100  # entryUUIDs per search when deletes are checked
 # What this connector writes in a token: a cookie the server ignored (it would answer with
 # the whole content, deletes unseen) must never be sent.
 _COOKIE = re.compile(r"rid=\d{3}(,sid=[0-9a-f]{3})?,csn=\d{14}\.\d{6}Z#[0-9a-f]{6}#[0-9a-f]{3}#[0-9a-f]{6}"
@@ -189,7 +191,13 @@ class LdapChanges:
         entries = [_with_id(u, e) if ds389 and uuid_ids else e
                    for r in refreshes.values() for u, e in r.changed.items()]
         as_id = _ns_unique_id if ds389 else str
-        deleted = sorted({as_id(u) for r in refreshes.values() for u in r.deleted})
+        # An entry one base's refresh no longer finds may be under another (changed or moved
+        # there): with several bases, slapd's session log names in each refresh the entries
+        # changed anywhere that its search does not match. Only what no base holds is deleted.
+        seen = {u for r in refreshes.values() for u in (*r.changed, *r.present)}
+        deleted = sorted({as_id(u) for r in refreshes.values() for u in r.deleted - seen})
+        if deleted and len(refreshes) > 1:
+            deleted = self._still_gone(conn, deleted, "nsUniqueId" if ds389 else "entryUUID")
         complete: frozenset[str] | None = None
         if present_phase and uuid_ids:
             complete = frozenset(u for r in refreshes.values() for u in (*r.present, *r.changed))
@@ -202,6 +210,17 @@ class LdapChanges:
             "deletes are left to the next full recon")
         return ChangeFeed(_batches(entries, deleted, decode, page_size, new_token), "syncrepl",
                           reports_deletes=uuid_ids or self._list_ids is not None, note=note, complete_ids=complete)
+
+    def _still_gone(self, conn: Any, ids: list[str], attribute: str) -> list[str]:
+        """Of ``ids`` (entries a refresh called deleted), those no sync context holds: a
+        search of every base for them, by chunks."""
+        found: set[str] = set()
+        for start in range(0, len(ids), _ID_CHUNK):
+            wanted = "".join(f"({attribute}={escape_filter_chars(i)})" for i in ids[start:start + _ID_CHUNK])
+            for base in self._settings.sync_contexts:
+                for _, raw in self._paged(conn, base, f"(&{self._filter}(|{wanted}))", [attribute]):
+                    found.update(v.decode("ascii", "replace").lower() for v in raw.get(attribute.lower()) or ())
+        return [i for i in ids if i.lower() not in found]
 
     def _all_ids(self, needed: bool, known: str) -> frozenset[str] | None:
         """The ids of every entry, when deletes were seen that cannot be named by id."""
@@ -372,6 +391,11 @@ class LdapChanges:
             return SyncTokenExpired(f"{self._system}: the server asks for a full reload under {base} "
                                     "(e-syncRefreshRequired): it cannot tell the changes since the stored cookie")
         self.close()
+        if what == "sync refresh" and (isinstance(error, ldap.UNAVAILABLE_CRITICAL_EXTENSION)
+                                       or code == _UNAVAILABLE_EXTENSION):
+            # The sync provider is gone (removed, or a replica without one took over).
+            return SyncTokenExpired(f"{self._system}: the server no longer answers content synchronization "
+                                    f"under {base} (no sync provider): the stored cookie cannot be used")
         if isinstance(error, ldap.SERVER_DOWN | ldap.TIMEOUT | ldap.UNAVAILABLE | ldap.BUSY):
             return PeerUnavailable(f"{self._system}: {what} under {base} failed: {_describe(error)}")
         if code == _UNWILLING and what == "sync refresh":
