@@ -224,6 +224,35 @@ def test_reload_keeps_what_a_broken_file_defined(tmp_path: Path) -> None:
     assert third.jobs["a"].schedule.expression == "*/5 * * * *"
 
 
+def test_reload_refuses_a_conf_without_the_mapping_a_kept_job_runs(tmp_path: Path) -> None:
+    """A mapping removed while the job running it is kept as it was (its file broken in the
+    same reload) would fail that job at every fire: the new conf/ is refused as a whole,
+    naming the mapping and the job, and the previous project runs on. Once the job file
+    is fixed to leave the mapping out, the same conf/ is taken."""
+    root = _mini_project(tmp_path, ["m1", "m2"])
+    jobs = root / "jobs.d"
+    (jobs / "a.toml").write_text('schedule = "@hourly"\nmappings = ["m1", "m2"]\n')
+    first = load_configuration(root)
+    assert first.errors == []
+
+    _mini_project(tmp_path, ["m1"])  # m2 removed
+    (jobs / "a.toml").write_text('schedule = "@often"\nmappings = ["m1", "m2"]\n')
+    second = load_configuration(root, previous=first)
+    assert second.project is first.project and second.jobs["a"] is first.jobs["a"]
+    assert second.errors[0] == (f"{root / 'conf'}: mappings: the mapping 'm2' is gone, and job 'a' (kept as it "
+                                f"was, as {jobs / 'a.toml'} does not load) still runs it; change the job, then reload")
+    assert any(e.startswith(f"{jobs / 'a.toml'}: schedule: unknown macro") for e in second.errors)
+    # The job file untouched: it does not load for want of the mapping, and is kept all the same.
+    (jobs / "a.toml").write_text('schedule = "@hourly"\nmappings = ["m1", "m2"]\n')
+    unchanged = load_configuration(root, previous=second)
+    assert unchanged.project is first.project and unchanged.jobs["a"].mappings == ("m1", "m2")
+    assert "the mapping 'm2' is gone" in unchanged.errors[0]
+
+    (jobs / "a.toml").write_text('schedule = "@hourly"\nmappings = ["m1"]\n')
+    third = load_configuration(root, previous=second)
+    assert third.errors == [] and [m.name for m in third.project.mappings] == ["m1"]
+
+
 def test_start_with_broken_conf_is_a_config_error(tmp_path: Path) -> None:
     """With no previous configuration to fall back to, a broken conf/ stops the start (78)."""
     root = _mini_project(tmp_path, ["m1"])

@@ -51,21 +51,63 @@ def load_configuration(project_dir: Path, previous: Configuration | None = None)
         _report(exc, "kept the previous configuration")
         errors.append(str(exc))
         project = previous.project
+    jobs, problems = _jobs(project, previous)
+    if previous is not None and project is not previous.project:
+        orphaned = _orphaned(project, jobs, problems, previous)
+        if orphaned is not None:
+            # A kept job would fail at every fire: the new conf/ is refused as a whole instead.
+            _report(orphaned, "kept the previous configuration")
+            errors.append(str(orphaned))
+            project = previous.project
+            jobs, problems = _jobs(project, previous)
     if previous is None or project is not previous.project:  # not again for a kept project
         _report_unused(project)
-    known = [m.name for m in project.mappings]
-    jobs, problems = load_all_jobs(project.settings.jobs_dir, project.settings.conf_dir, known)
     for problem in problems:
         if isinstance(problem, UnsupportedSchedule):
             log.warning("job.unsupported", file=problem.file, key=problem.key, problem=problem.problem)
             continue
-        name = _job_name(problem)
-        kept = previous is not None and name in previous.jobs and name not in jobs
-        if kept and previous is not None:
-            jobs[name] = previous.jobs[name]
+        kept = _kept(problem, jobs, previous)
         _report(problem, "kept the previous version of this job" if kept else "job not scheduled")
         errors.append(str(problem))
     return Configuration(project, dict(sorted(jobs.items())), errors)
+
+
+def _jobs(project: Project, previous: Configuration | None) -> tuple[dict[str, JobDef], list[ConfigError]]:
+    """The jobs of ``jobs.d`` (and PingIDM's schedules) for ``project``: a broken file's
+    job the previous version of it, if there was one; and the problems."""
+    known = [m.name for m in project.mappings]
+    jobs, problems = load_all_jobs(project.settings.jobs_dir, project.settings.conf_dir, known)
+    for problem in problems:
+        if isinstance(problem, UnsupportedSchedule):
+            continue
+        name = _job_name(problem)
+        if previous is not None and name in previous.jobs and name not in jobs:
+            jobs[name] = previous.jobs[name]
+    return jobs, problems
+
+
+def _kept(problem: ConfigError, jobs: dict[str, JobDef], previous: Configuration | None) -> bool:
+    name = _job_name(problem)
+    return previous is not None and name in previous.jobs and jobs.get(name) is previous.jobs[name]
+
+
+def _orphaned(project: Project, jobs: dict[str, JobDef], problems: list[ConfigError],
+              previous: Configuration) -> ConfigError | None:
+    """Why the new ``project`` cannot replace the previous one: a job kept from before (its
+    file is broken now) that runs a mapping, or liveSyncs a source, the project no longer has."""
+    names = {m.name for m in project.mappings}
+    sources = {m.source for m in project.mappings}
+    for problem in problems:
+        if isinstance(problem, UnsupportedSchedule) or not _kept(problem, jobs, previous):
+            continue
+        job = jobs[_job_name(problem)]
+        gone = [m for m in job.mappings if m not in names] + [s for s in job.livesync if s not in sources]
+        if gone:
+            what = "mapping" if gone[0] in job.mappings else "liveSync source"
+            return ConfigError(str(project.settings.conf_dir), "mappings",
+                               f"the {what} {gone[0]!r} is gone, and job {job.name!r} (kept as it was, as "
+                               f"{problem.file} does not load) still runs it; change the job, then reload")
+    return None
 
 
 def _report_unused(project: Project) -> None:
