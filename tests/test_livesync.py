@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from dbs import BACKENDS, store_url
 from idsync.config.project import load_project
 from idsync.resource import QuerySpec
@@ -158,8 +159,6 @@ def test_deletes_apply_when_ids_are_dns(tmp_path: Path, slapd: Slapd, ldap_subtr
     ``livesync.listing_ids``) and deletes the linked users whose entry is not among
     them; the modify and the add of the same refresh apply as usual. A run with no
     delete lists nothing."""
-    import structlog
-
     project = _project(tmp_path, slapd, ldap_subtree)
     prov_file = project / "conf" / "provisioner.openicf-ldap.json"
     prov = json.loads(prov_file.read_text())
@@ -287,6 +286,35 @@ def test_trimmed_session_log_deletes_from_the_present_phase(tmp_path: Path, shor
     assert set(_users(project)) == {"bjensen", "scarter", "u4"}
     (run,) = done.runs
     assert run["counts"]["deleted"] == 4
+
+
+def test_a_rebuilt_directory_is_answered_by_a_full_recon(tmp_path: Path, short_log_slapd: Slapd) -> None:
+    """The sync context deleted and loaded again (new entryUUIDs, as a directory rebuilt
+    from an LDIF without them): the server answers a present phase of entries all new,
+    whose deletes would be every linked user. The base entry's entryUUID, kept in the
+    token, tells: the token is expired (logged at warning, naming it) and the run
+    reconciles in full instead of deleting, or failing on maxDeletes at every run."""
+    slapd = short_log_slapd
+    subtree = _subtree(slapd, "rebuilt")
+    project = _project(tmp_path, slapd, subtree)
+    assert _live(project).state == "SUCCESS"
+    assert subtree in json.loads(_state(project).token)["bases"]
+    import ldap
+
+    conn = ldap.initialize(slapd.url)
+    conn.simple_bind_s(slapd.admin_dn, slapd.admin_password)
+    under = sorted((dn for dn, _ in conn.search_s(subtree, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["1.1"])),
+                   key=lambda dn: -dn.count(","))  # the deepest first
+    conn.unbind_s()
+    slapd.add_ldif("".join(f"dn: {dn}\nchangetype: delete\n\n" for dn in under))
+    _subtree(slapd, "rebuilt")
+    slapd.add_ldif(_person("bjensen", subtree) + _person("scarter", subtree))
+    with structlog.testing.capture_logs() as logs:
+        done = _live(project)
+    assert done.full_recon is not None and "entryUUID changed" in done.full_recon, done
+    assert any(e["event"] == "livesync.token_expired" and "rebuilt or replaced" in e["reason"] for e in logs)
+    # The full recon meets users linked to the old entries: the operator's to settle, nothing deleted.
+    assert set(_users(project)) == {"bjensen", "scarter"}
 
 
 def test_server_without_sync_provider_polls_entry_csn(tmp_path: Path, plain_slapd: Slapd) -> None:

@@ -145,7 +145,8 @@ class LdapChanges:
         # A database loaded offline may have no contextCSN yet: the probe's own cookie is the position.
         cookie = f"rid=000,csn={';'.join(csn)}" if csn else answered
         if provider and cookie is not None and _COOKIE.fullmatch(cookie):
-            return _dump({"kind": "syncrepl", "cookies": dict.fromkeys(bases, cookie)})
+            return _dump({"kind": "syncrepl", "cookies": dict.fromkeys(bases, cookie),
+                          "bases": self._base_ids(conn, bases)})
         if csn:
             return _dump({"kind": "poll", "attribute": "entryCSN", "since": max(csn)})
         start = dt.datetime.now(dt.UTC) - _CLOCK_MARGIN
@@ -181,8 +182,18 @@ class LdapChanges:
         sync_ids = "nsuniqueid" if ds389 else "entryuuid"
         conn = self._open()
         refreshes = {base: self._refresh(conn, base, cookie, attributes) for base, cookie in cookies.items()}
-        new_token = _dump({"kind": "syncrepl", "cookies": {b: r.cookie or cookies[b] for b, r in refreshes.items()}})
+        kept = {"bases": state["bases"]} if isinstance(state.get("bases"), dict) else {}
+        new_token = _dump({"kind": "syncrepl", "cookies": {b: r.cookie or cookies[b] for b, r in refreshes.items()},
+                           **kept})
         present_phase = not ds389 and any(r.present_phase for r in refreshes.values())
+        if present_phase and kept:
+            # A directory rebuilt (reloaded without its entryUUIDs) or another one answers a
+            # present phase too, of entries all new: its deletes would be every linked object.
+            now = self._base_ids(conn, list(refreshes))
+            changed = next((b for b, u in kept["bases"].items() if b in now and now[b] != u), None)
+            if changed is not None:
+                raise SyncTokenExpired(f"{self._system}: the entry {changed} is not the one the stored cookie was "
+                                       "taken under (its entryUUID changed): the directory was rebuilt or replaced")
         if present_phase:
             log.warning("livesync.present_phase", system=self._system,
                         reason="the server's session log does not cover the stored cookie (trimmed, or none kept)",
@@ -210,6 +221,20 @@ class LdapChanges:
             "deletes are left to the next full recon")
         return ChangeFeed(_batches(entries, deleted, decode, page_size, new_token), "syncrepl",
                           reports_deletes=uuid_ids or self._list_ids is not None, note=note, complete_ids=complete)
+
+    def _base_ids(self, conn: Any, bases: Sequence[str]) -> dict[str, str]:
+        """Each base entry's entryUUID (none for a base without one): what tells a directory
+        rebuilt or replaced from the one a cookie was taken from."""
+        found: dict[str, str] = {}
+        for base in bases:
+            try:
+                answer = conn.search_s(base, ldap.SCOPE_BASE, "(objectClass=*)", ["entryUUID"])
+            except ldap.LDAPError as error:
+                raise self._failure("read of the base entry", base, error) from None
+            values = next((v for k, v in answer[0][1].items() if k.lower() == "entryuuid"), None) if answer else None
+            if values:
+                found[base] = values[0].decode("ascii", "replace").lower()
+        return found
 
     def _still_gone(self, conn: Any, ids: list[str], attribute: str) -> list[str]:
         """Of ``ids`` (entries a refresh called deleted), those no sync context holds: a
