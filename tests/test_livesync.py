@@ -24,7 +24,7 @@ from idsync_dev.slapd import Slapd
 from livesync_env import live_after_expiry
 from sync_tokens import replace_token, token_state
 
-from samples import FORWARD, idsync, ldap_entry, sample_project
+from samples import FORWARD, REVERSE, idsync, ldap_entry, recon_summary, sample_project
 
 SOURCE = "system/ldap/account"
 
@@ -403,6 +403,76 @@ def test_own_writes_read_back_are_not_echoed(tmp_path: Path, slapd: Slapd, ldap_
     done = _live(project)
     assert done.runs[0]["echoes"] == 0
     assert _users(project)["bjensen"]["description"] == "set in ldap (from ldap)"
+
+
+def test_a_value_the_reverse_mapping_would_not_write_is_not_an_echo(tmp_path: Path, slapd: Slapd,
+                                                                   ldap_subtree: str) -> None:
+    """The sample's store-to-LDAP ``description`` is written only when the store has one
+    (``"condition": "!!object.description"``). A description removed in LDAP leaves the
+    store without one; one added in LDAP afterwards is not what idsync would write (it
+    would write none), so it is applied, not skipped as an echo. An attribute written only
+    at create (``"!oldTarget"``) and removed in LDAP is removed from the store alike."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    sync = project / "conf" / "sync.json"
+    conf = json.loads(sync.read_text())
+    reverse = next(m for m in conf["mappings"] if m["name"] == REVERSE)
+    rule = next(p for p in reverse["properties"] if p["target"] == "telephoneNumber")
+    rule["condition"] = {"type": "text/javascript", "source": "!oldTarget"}
+    sync.write_text(json.dumps(conf))
+    assert _live(project).state == "SUCCESS"
+    dn = f"uid=bjensen,{ldap_subtree}"
+
+    slapd.add_ldif(f"dn: {dn}\nchangetype: modify\ndelete: description\n")
+    done = _live(project)
+    assert done.runs[0]["counts"] == {"updated": 1} and done.runs[0]["echoes"] == 0
+    assert _users(project)["bjensen"].get("description") is None
+
+    slapd.add_ldif(f"dn: {dn}\nchangetype: modify\nadd: description\ndescription: new description in LDAP\n")
+    done = _live(project)
+    assert done.runs[0]["counts"] == {"updated": 1} and done.runs[0]["echoes"] == 0
+    assert _users(project)["bjensen"]["description"] == "new description in LDAP"
+
+    slapd.add_ldif(f"dn: {dn}\nchangetype: modify\ndelete: telephoneNumber\n")
+    done = _live(project)
+    assert done.runs[0]["counts"] == {"updated": 1} and done.runs[0]["echoes"] == 0
+    assert _users(project)["bjensen"].get("telephoneNumber") is None
+
+    # What the store holds already, read back, is still skipped: another attribute's
+    # change pushed from the store, the description and telephone number as they are.
+    user = _users(project)["bjensen"]
+    patched = idsync(project, "managed", "patch", "user", user["_id"], "--operations",
+                     json.dumps([{"operation": "replace", "field": "/mail", "value": "b@example.org"}]))
+    assert patched.returncode == 0, patched.stderr
+    assert (ldap_entry(slapd, dn) or {})["mail"] == ["b@example.org"]
+    done = _live(project)
+    assert done.changes == 1 and done.runs[0]["echoes"] == 1 and done.runs[0]["counts"] == {}
+    assert _users(project)["bjensen"]["_rev"] == json.loads(patched.stdout)["_rev"]
+
+
+def test_a_change_with_nothing_new_is_skipped_without_calling_it_idsyncs(tmp_path: Path, slapd: Slapd,
+                                                                          ldap_subtree: str) -> None:
+    """A move to another OU (no attribute the mapping reads) and a change a recon applied
+    already hold what the linked user holds: skipped, and ``idsync livesync`` says so
+    without calling them idsync's own writes."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    before = _users(project)["bjensen"]
+    slapd.add_ldif(f"dn: ou=moved,{ldap_subtree}\nchangetype: add\nobjectClass: organizationalUnit\nou: moved\n\n"
+                   f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modrdn\nnewrdn: uid=bjensen\ndeleteoldrdn: 1\n"
+                   f"newsuperior: ou=moved,{ldap_subtree}\n")
+    moved = idsync(project, "livesync", SOURCE)
+    assert moved.returncode == 0, moved.stderr
+    assert f"{FORWARD}: liveSync run" in moved.stdout
+    assert "nothing to write, 1 change(s) skipped: nothing new for the linked object" in moved.stdout
+    assert "own write" not in moved.stdout
+    assert _users(project)["bjensen"]["_rev"] == before["_rev"]
+
+    slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: sam@example.org\n")
+    assert recon_summary(project, FORWARD)["changes"]["updated"] == 1
+    applied = idsync(project, "livesync", SOURCE)
+    assert applied.returncode == 0, applied.stderr
+    assert "1 change(s) skipped: nothing new for the linked object" in applied.stdout
+    assert _users(project)["scarter"]["mail"] == "sam@example.org"
 
 
 def test_command_line_status_and_status_file(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:

@@ -130,6 +130,20 @@ def test_source_and_target_fields() -> None:
     assert _compile([{"source": "uid", "target": "c", "condition": {}}]).source_fields() is None
 
 
+def test_targets_reading() -> None:
+    """The targets whose rules read given source fields: as their source, in a filter
+    condition, or possibly (the whole object, a condition script)."""
+    cond = Present(("object", "dept"))
+    pm = compile_properties([{"source": "name/givenName", "target": "a/b"}, {"source": "uid", "target": "c"},
+                             {"source": "mail", "target": "m", "condition": "f"}, {"target": "d", "default": 1}],
+                            file="f", key="k", compile_script=_script, compile_filter=lambda t, k: cond)
+    assert pm.targets_reading({"name"}) == {"a"} and pm.targets_reading({"dept"}) == {"m"}
+    assert pm.targets_reading({"uid", "mail"}) == {"c", "m"} and pm.targets_reading({"sn"}) == set()
+    anything = _compile([{"source": "", "target": "w"}, {"source": "uid", "target": "s", "condition": {}},
+                         {"source": "uid", "target": "c"}])
+    assert anything.targets_reading({"sn"}) == {"w", "s"}
+
+
 @pytest.mark.parametrize(("raw", "key", "message"), [
     ({"source": "a"}, "m.properties", "expected a list"),
     ([1], "m.properties[0]", "expected an object"),

@@ -114,7 +114,10 @@ def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
         print(f"  note: {result.note}")
     for run in result.runs:
         counts = ", ".join(f"{k} {v}" for k, v in (run.get("counts") or {}).items()) or "nothing to write"
-        echoes = f", {run['echoes']} echo(es) of idsync's own writes skipped" if run.get("echoes") else ""
+        # An echo is told by what it holds, not by who wrote it: idsync's own write read
+        # back, a change a recon applied already and a move no mapped attribute shows look alike.
+        echoes = f", {run['echoes']} change(s) skipped: nothing new for the linked object" \
+            if run.get("echoes") else ""
         kind = "full recon" if run.get("fullRecon") else "liveSync"
         print(f"  {run['mapping']}: {kind} run {run['id'][:8]} {run['state']}: {counts}{echoes}")
     for run in result.onward:

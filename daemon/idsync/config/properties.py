@@ -197,6 +197,17 @@ class PropertyMap:
         """The top-level target attributes the rules write."""
         return {rule.target[0] for rule in self.rules}
 
+    def targets_reading(self, fields: set[str]) -> set[str]:
+        """The top-level target attributes whose rules read any of the source's ``fields``,
+        as their source or in their condition (a rule that may read anything, too)."""
+        found: set[str] = set()
+        for rule in self.rules:
+            referenced = _object_fields(rule.condition) if rule.condition is not None else set()
+            if rule.source == () or referenced is None or not fields.isdisjoint(referenced) \
+                    or (rule.source is not None and rule.source[0] in fields):
+                found.add(rule.target[0])
+        return found
+
 
 def compile_properties(
     raw: object,

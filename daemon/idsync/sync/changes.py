@@ -7,8 +7,10 @@ writes, then in one store transaction the links, the audit entries and what the
 caller adds (the token, with the batch that carries it). Deletes do not wait for
 the end of a run (there is no target phase); they count against the mapping's
 ``maxDeletes`` over the run. A change the reverse mapping would have written
-itself (an echo of idsync's own write) is skipped. The mapping's run is recorded
-(job ``liveSync``) at its first change only.
+itself (an echo of idsync's own write) is skipped; an attribute the reverse mapping
+would leave alone (its condition false) is nothing new only when the linked object
+holds it already. The mapping's run is recorded (job ``liveSync``) at its first
+change only.
 
 A mapping with ``linkQualifiers`` assesses each changed object once per qualifier
 the object has (``qualifiers.py``), each with its own link, correlation and target,
@@ -244,7 +246,14 @@ class ChangeApplier:
 
     def _echo(self, s: Obj, linked_target: Obj | None, qualifier: str) -> bool:
         """Whether ``s`` holds exactly what the reverse mapping would write to it from its
-        linked object: then the change is idsync's own write read back, and says nothing new."""
+        linked object: then the change is idsync's own write read back (or one the linked
+        object holds already), and says nothing new.
+
+        An attribute the reverse mapping leaves alone for this object (its rule's condition
+        does not hold: a description written only when the store has one) is not idsync's
+        to judge by: whatever ``s`` holds there may be someone else's change. It says
+        nothing new only when the linked object already holds what this mapping makes of it.
+        """
         if self.reverse is None or linked_target is None:
             return False
         reads = self.mapping.properties.source_fields()
@@ -256,7 +265,20 @@ class ChangeApplier:
             return False
         changed = diff({k: v for k, v in projected.items() if k in reads}, s, unordered=True)
         # A secret the source holds hashed is the same when it verifies against the clear one.
-        return all(k.lower() in self.reverse.secret_names and same_secret(v, s.get(k)) for k, v in changed.items())
+        if not all(k.lower() in self.reverse.secret_names and same_secret(v, s.get(k)) for k, v in changed.items()):
+            return False
+        unwritten = reads - projected.keys()
+        return not unwritten or self._held(s, linked_target, unwritten, qualifier)
+
+    def _held(self, s: Obj, linked_target: Obj, fields: set[str], qualifier: str) -> bool:
+        """Whether ``linked_target`` holds what this mapping projects from ``fields`` of ``s``."""
+        try:
+            projected = self.assessor.project(s, linked_target, qualifier)
+        except IdsyncError:
+            return False
+        reading = self.mapping.properties.targets_reading(fields)
+        return not diff({k: v for k, v in projected.items() if k in reading}, linked_target,
+                        unordered=self.assessor.unordered)
 
     # -- acting ---------------------------------------------------------------
 

@@ -34,7 +34,10 @@ wrote to the source and reads back (a bidirectional project: the reverse mapping
 pushed it) is an *echo*: when everything the mapping reads from the source is
 what the reverse mapping would write there from the linked object, the change
 says nothing new and is skipped, so the two mappings never bounce a value
-between them. Store objects whose push to the source failed are held as in a recon.
+between them. An attribute the reverse mapping would not write for that object
+(a rule whose condition is false) is not idsync's: the change is skipped only
+when the linked object already holds what the mapping makes of it. Store
+objects whose push to the source failed are held as in a recon.
 
 A change that fails through a mapping (the target refuses it, a script throws) does
 not hold the token back: the object is kept in ``sync_failures`` in the transaction
