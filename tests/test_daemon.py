@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from idsync.config.jobs import parse_job
 from idsync.daemon import runner as runner_module
@@ -251,6 +252,20 @@ def test_reload_refuses_a_conf_without_the_mapping_a_kept_job_runs(tmp_path: Pat
     (jobs / "a.toml").write_text('schedule = "@hourly"\nmappings = ["m1"]\n')
     third = load_configuration(root, previous=second)
     assert third.errors == [] and [m.name for m in third.project.mappings] == ["m1"]
+
+
+def test_reload_counts_each_problem_of_a_file(tmp_path: Path) -> None:
+    """Two problems in one mapping are two errors of the reload (two ``config.invalid``
+    events, two in the status file's count), each naming its own key."""
+    root = _mini_project(tmp_path, ["m1"])
+    first = load_configuration(root)
+    items = [{"name": "m1", "source": "managed/user", "target": "managed/role", "maxDelete": 1, "polcies": []}]
+    (root / "conf" / "sync.json").write_text(json.dumps({"mappings": items}), encoding="utf-8")
+    with structlog.testing.capture_logs() as logs:
+        second = load_configuration(root, previous=first)
+    assert second.project is first.project and len(second.errors) == 2
+    keys = sorted(e["key"] for e in logs if e["event"] == "config.invalid")
+    assert keys == ["mappings[0].maxDelete", "mappings[0].polcies"], keys
 
 
 def test_start_with_broken_conf_is_a_config_error(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from idsync.config.jobs import JobDef
 from idsync.config.pingidm_schedules import UnsupportedSchedule, load_all_jobs
 from idsync.config.project import Project, load_project
 from idsync.config.unused import unused_configuration
-from idsync.errors import ConfigError, IdsyncError
+from idsync.errors import ConfigError, ConfigErrors, IdsyncError
 from idsync.resources import check_connectors
 
 __all__ = ["Configuration", "load_configuration"]
@@ -48,8 +48,10 @@ def load_configuration(project_dir: Path, previous: Configuration | None = None)
     except IdsyncError as exc:
         if previous is None:
             raise
-        _report(exc, "kept the previous configuration")
-        errors.append(str(exc))
+        # One event (and one count in the status file and the metrics) per problem.
+        for one in exc.errors if isinstance(exc, ConfigErrors) else [exc]:
+            _report(one, "kept the previous configuration")
+            errors.append(str(one))
         project = previous.project
     jobs, problems = _jobs(project, previous)
     if previous is not None and project is not previous.project:
