@@ -29,6 +29,7 @@ from idsync.config.objectmodel import load_object_models
 from idsync.config.operation_options import denied_operations
 from idsync.config.overlay import PROPERTY_KEYS, clear_properties, overlay_file, read_overlay
 from idsync.config.queries import load_queries
+from idsync.config.schema_keys import misspelt, object_type_key_sets
 from idsync.config.sync_failures import SyncFailurePolicy, parse_sync_failure
 from idsync.config.unused import mapping_systems, unused_configuration
 from idsync.crypto import CryptoCalls, Keyring, create_key_file, decode_key, is_encrypted, load_key
@@ -554,6 +555,9 @@ def _provisioner(path: Path, project_dir: Path, state_dir: Path | None = None,
     if not isinstance(raw.get("configurationProperties", {}), dict):
         raise ConfigError(str(path), "configurationProperties", "expected an object")
     problems = unknown_keys(raw, _PROVISIONER_KEYS, file=str(path))
+    # An object type's keys cannot all be listed (each connector has its own): a misspelling
+    # of a known one (nativeNme) is an error, another key a warning (config/unused.py).
+    problems += misspelt(object_type_key_sets(raw.get("objectTypes")), str(path))
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
     parse_sync_failure(raw.get("syncFailureHandler"), file=str(path))
