@@ -277,13 +277,16 @@ def _rename(mapping: dict[str, Any], old: str, new: str) -> None:
      "objectTypes.account.properties.mail.nativeNme", "nativeName"),
     (_object_type(lambda t: t["properties"]["mail"].update(flag=["NOT_UPDATEABLE"])), _PROVISIONER,
      "objectTypes.account.properties.mail.flag", "flags"),
+    (lambda p: _edit(p, _PROVISIONER, lambda d: _rename(d["configurationProperties"], "baseContexts",
+                                                        "baseContext")), _PROVISIONER,
+     "configurationProperties.baseContext", "baseContexts"),
 ], ids=["property", "property-case", "schema", "items", "resource-collection", "type", "object-type",
-        "object-type-property", "object-type-flags"])
+        "object-type-property", "object-type-flags", "ldap-base-contexts"])
 def test_a_misspelt_schema_key_is_an_error_naming_the_key_meant(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Callable[[Path], None], file: str, key: str,
         meant: str) -> None:
-    """A key of managed.json's types and properties, or of a provisioner's objectTypes,
-    one or two letters off a known one, used to pass validate: now
+    """A key of managed.json's types and properties, of a provisioner's objectTypes, or a
+    required LDAP setting, one or two letters off a known one, used to pass validate: now
     validate exits 78 naming the file, the key and the key meant, and loading the project
     for a run refuses it the same way."""
     monkeypatch.setenv("IDSYNC_LDAP_PASSWORD", "unused")
