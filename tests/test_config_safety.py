@@ -20,6 +20,7 @@ from idsync.connectors.ldap import connector as ldap_connector
 from idsync.connectors.ldap.connector import LdapSystem
 from idsync.connectors.salesforce.config import parse_salesforce_config
 from idsync.connectors.scim.config import parse_scim_config
+from idsync.daemon.reload import load_configuration
 from idsync.errors import ConfigError
 from idsync.keys import misspelling_of
 from idsync.resource import QuerySpec
@@ -28,6 +29,7 @@ from idsync.settings import load_settings
 from idsync_dev.slapd import Slapd
 from projects import ROOT
 from recon_env import Env
+from structlog.testing import capture_logs
 
 from samples import idsync
 
@@ -137,15 +139,45 @@ def test_no_shipped_script_builds_a_dn_by_concatenation() -> None:
 ])
 def test_validate_warns_on_a_concatenating_correlation_script(tmp_path: Path, script: str) -> None:
     """A correlation script that pastes a source value into its filter is a warning,
-    not a failure: validate still says ok, and the warning names the declarative form."""
+    not a failure: validate still says ok, and the warning, a ``warning: FILE: KEY: why``
+    line like the others (and one of ``--json``'s warnings), names the declarative form.
+    It used to be a log event on stderr, missing from ``--json``."""
     project = _project(tmp_path)
     _edit(project, "sync.json", lambda d: d["mappings"][0].update(
         correlationQuery={"type": "text/javascript", "source": script}))
     code, out, err = _validate(project)
     assert code == 0, out + err
     assert "configuration ok" in out
-    assert "config.correlation_concatenates" in err and "mappings[0].correlationQuery" in err
-    assert '{\\"_queryFilter\\": \\"/userName eq \\\\\\"${source.uid}\\\\\\"\\"}' in err
+    where = f"{project / 'conf' / 'sync.json'}: mappings[0].correlationQuery"
+    lines = [line for line in err.splitlines() if "correlation script" in line]
+    assert lines == [f"warning: {where}: the correlation script pastes a value into the filter text: a value "
+                     "holding a quote or a backslash changes the filter or breaks it; use the declarative form, "
+                     'whose placeholders are bound as values: "correlationQuery": '
+                     '{"_queryFilter": "/userName eq \\"${source.uid}\\""}'], err
+    answer = json.loads(idsync(project, "validate", "--json", env={"IDSYNC_LDAP_PASSWORD": "unused"}).stdout)
+    assert [w["key"] for w in answer["warnings"] if "correlation script" in w["problem"]] == [
+        "mappings[0].correlationQuery"]
+
+
+def test_the_daemon_logs_a_concatenating_correlation_script_once_per_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon logs ``config.correlation_concatenates`` with the file and the key when
+    it loads the project, and again only for a project it loads anew (a reload that keeps
+    the previous project, its conf/ broken, says nothing)."""
+    monkeypatch.setenv("IDSYNC_LDAP_PASSWORD", "unused")
+    project = _project(tmp_path)
+    _edit(project, "sync.json", lambda d: d["mappings"][0].update(correlationScript={
+        "type": "text/javascript", "source": "({'_queryFilter': 'uid eq \"' + source.userName + '\"'})"}))
+    _edit(project, "sync.json", lambda d: d["mappings"][0].pop("correlationQuery", None))
+    with capture_logs() as logs:
+        first = load_configuration(project)
+    said = [(e["log_level"], e["file"], e["key"]) for e in logs if e["event"] == "config.correlation_concatenates"]
+    assert said == [("warning", str(project / "conf" / "sync.json"), "mappings[0].correlationScript")]
+    (project / "conf" / "sync.json").write_text("{ not json")
+    with capture_logs() as logs:
+        kept = load_configuration(project, previous=first)
+    assert kept.project is first.project
+    assert not [e for e in logs if e["event"] == "config.correlation_concatenates"]
 
 
 def test_validate_is_quiet_about_the_declarative_form(tmp_path: Path) -> None:

@@ -525,8 +525,8 @@ def _mapping_problems(conf: Path, project_dir: Path, needing: dict[str, list[str
                         for system in sorted(systems):
                             needing[system].append(str(raw.get("name") or f"mappings[{i}]"))
                         continue
-                    parse_mapping(raw, file=str(f), key=f"mappings[{i}]" if f.name == "sync.json" else "",
-                                  base_dir=project_dir)
+                    key = f"mappings[{i}]" if f.name == "sync.json" else ""
+                    problems.extend(parse_mapping(raw, file=str(f), key=key, base_dir=project_dir).warnings)
                 except ConfigErrors as exc:
                     problems.extend(exc.errors)
                 except IdsyncError as exc:

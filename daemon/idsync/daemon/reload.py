@@ -4,7 +4,8 @@ The rule is "a broken file never takes down what works": a ``conf/`` that does
 not load keeps the previous project as a whole (mappings depend on each other);
 a broken job file keeps the previous version of that one job, if there was one,
 while every other job file is applied. A job file that is gone is unscheduled.
-Every problem is logged as ``config.invalid`` with its ``file: key: problem``.
+Every problem is logged as ``config.invalid`` with its ``file: key: problem``; a
+mapping's warning (``MappingWarning``) under its own event, once per project loaded.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def load_configuration(project_dir: Path, previous: Configuration | None = None)
         errors.append(str(exc))
         project = previous.project
     if previous is None or project is not previous.project:  # not again for a kept project
+        _report_warnings(project)
         _report_unused(project)
     known = [m.name for m in project.mappings]
     jobs, problems = load_all_jobs(project.settings.jobs_dir, project.settings.conf_dir, known)
@@ -66,6 +68,13 @@ def load_configuration(project_dir: Path, previous: Configuration | None = None)
         _report(problem, "kept the previous version of this job" if kept else "job not scheduled")
         errors.append(str(problem))
     return Configuration(project, dict(sorted(jobs.items())), errors)
+
+
+def _report_warnings(project: Project) -> None:
+    """Each mapping's warning (``idsync validate`` prints the same), under its own event."""
+    for mapping in project.mappings:
+        for warning in mapping.warnings:
+            log.warning(warning.event, file=warning.file, key=warning.key, problem=warning.problem)
 
 
 def _report_unused(project: Project) -> None:
