@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import structlog
-
 from idsync.config.files import load_json
 from idsync.config.policies import Action, PolicySet, Situation, parse_policies
 from idsync.config.properties import PropertyMap, compile_properties
@@ -37,8 +35,6 @@ __all__ = [
     "parse_mapping",
     "query_def",
 ]
-
-log = structlog.get_logger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HOOKS = ("onCreate", "onUpdate", "onDelete", "onLink", "onUnlink", "onRecon", "result")
@@ -153,7 +149,8 @@ class MappingDef:
     source_ids_case_sensitive: bool = True
     target_ids_case_sensitive: bool = True
     raw: dict[str, Any] = field(default_factory=dict)
-    # What validate warns about (a correlation script that pastes values into its filter).
+    # What validate warns about: a correlation script that pastes values into its filter, a
+    # mapping without links that cannot find its targets again, a LINK that records nothing.
     warnings: tuple[MappingWarning, ...] = ()
 
     @property
@@ -321,16 +318,15 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
     fields["correlation"] = fields["correlations"][0] if fields["correlations"] else None
+    warnings = _concatenations(raw, file, at)
     if not fields["enable_linking"] and not fields["correlations"]:
-        _warn_unlinked(file, at("enableLinking"))
+        warnings.append(MappingWarning(file, at("enableLinking"), _UNLINKED, "config.unlinked_without_correlation"))
     if not fields["enable_linking"]:
-        for i, policy in policies.for_situation(Situation.FOUND):
-            if policy.action == Action.LINK:
-                _warn_link_without_links(file, at(f"policies[{i}].action"))
+        warnings += [MappingWarning(file, at(f"policies[{i}].action"), _LINK_WITHOUT_LINKS, "config.link_without_links")
+                     for i, policy in policies.for_situation(Situation.FOUND) if policy.action == Action.LINK]
     return MappingDef(
         name=name, source=raw["source"], target=raw["target"], file=file, properties=properties,
-        policies=policies, links=links, hooks=hooks, raw=raw, warnings=tuple(_concatenations(raw, file, at)),
-        **fields,
+        policies=policies, links=links, hooks=hooks, raw=raw, warnings=tuple(warnings), **fields,
     )
 
 
@@ -525,16 +521,7 @@ _PASTES = ("the correlation script pastes a value into the filter text: a value 
            f"\"correlationQuery\": {_SAFE_CORRELATION}")
 
 
-@functools.cache
-def _warn_unlinked(file: str, key: str) -> None:
-    log.warning("config.unlinked_without_correlation", file=file, key=key,
-                problem="enableLinking is false and the mapping has no correlationQuery or correlationScript: "
-                        "with no link to remember them by, every run finds no target for any source and "
-                        "creates them all again")
-
-
-@functools.cache
-def _warn_link_without_links(file: str, key: str) -> None:
-    log.warning("config.link_without_links", file=file, key=key,
-                problem="FOUND's action is LINK and enableLinking is false: with no link to record, LINK does "
-                        "nothing, as in PingIDM, and the target found is left as it is; UPDATE updates it")
+_UNLINKED = ("enableLinking is false and the mapping has no correlationQuery or correlationScript: with no link "
+             "to remember them by, every run finds no target for any source and creates them all again")
+_LINK_WITHOUT_LINKS = ("FOUND's action is LINK and enableLinking is false: with no link to record, LINK does "
+                       "nothing, as in PingIDM, and the target found is left as it is; UPDATE updates it")

@@ -364,9 +364,8 @@ def validate_project(project_dir: Path,
     else:
         # Not an error (a project of systems only needs none), but a file left out of a
         # deployment would run with other secrets, defaults and indexes than the operator's.
-        log.warning("config.managed_default", file=str(conf / "managed.json"),
-                    problem="file not found: the built-in managed/user, managed/role and managed/assignment types "
-                            "are used")
+        problems.append(ConfigWarning(str(conf / "managed.json"), "", "file not found: the built-in managed/user, "
+                                      "managed/role and managed/assignment types are used"))
     unsupported: dict[str, UnsupportedConnector] = {}
     state_dir = settings.path(settings.state_dir)
     systems: set[str] = set()
