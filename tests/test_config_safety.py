@@ -20,13 +20,16 @@ from idsync.connectors.ldap import connector as ldap_connector
 from idsync.connectors.ldap.connector import LdapSystem
 from idsync.connectors.salesforce.config import parse_salesforce_config
 from idsync.connectors.scim.config import parse_scim_config
+from idsync.daemon.reload import load_configuration
 from idsync.errors import ConfigError
+from idsync.keys import misspelling_of
 from idsync.resource import QuerySpec
 from idsync.resources import check_connectors
 from idsync.settings import load_settings
 from idsync_dev.slapd import Slapd
 from projects import ROOT
 from recon_env import Env
+from structlog.testing import capture_logs
 
 from samples import idsync
 
@@ -136,15 +139,45 @@ def test_no_shipped_script_builds_a_dn_by_concatenation() -> None:
 ])
 def test_validate_warns_on_a_concatenating_correlation_script(tmp_path: Path, script: str) -> None:
     """A correlation script that pastes a source value into its filter is a warning,
-    not a failure: validate still says ok, and the warning names the declarative form."""
+    not a failure: validate still says ok, and the warning, a ``warning: FILE: KEY: why``
+    line like the others (and one of ``--json``'s warnings), names the declarative form.
+    It used to be a log event on stderr, missing from ``--json``."""
     project = _project(tmp_path)
     _edit(project, "sync.json", lambda d: d["mappings"][0].update(
         correlationQuery={"type": "text/javascript", "source": script}))
     code, out, err = _validate(project)
     assert code == 0, out + err
     assert "configuration ok" in out
-    assert "config.correlation_concatenates" in err and "mappings[0].correlationQuery" in err
-    assert '{\\"_queryFilter\\": \\"/userName eq \\\\\\"${source.uid}\\\\\\"\\"}' in err
+    where = f"{project / 'conf' / 'sync.json'}: mappings[0].correlationQuery"
+    lines = [line for line in err.splitlines() if "correlation script" in line]
+    assert lines == [f"warning: {where}: the correlation script pastes a value into the filter text: a value "
+                     "holding a quote or a backslash changes the filter or breaks it; use the declarative form, "
+                     'whose placeholders are bound as values: "correlationQuery": '
+                     '{"_queryFilter": "/userName eq \\"${source.uid}\\""}'], err
+    answer = json.loads(idsync(project, "validate", "--json", env={"IDSYNC_LDAP_PASSWORD": "unused"}).stdout)
+    assert [w["key"] for w in answer["warnings"] if "correlation script" in w["problem"]] == [
+        "mappings[0].correlationQuery"]
+
+
+def test_the_daemon_logs_a_concatenating_correlation_script_once_per_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon logs ``config.correlation_concatenates`` with the file and the key when
+    it loads the project, and again only for a project it loads anew (a reload that keeps
+    the previous project, its conf/ broken, says nothing)."""
+    monkeypatch.setenv("IDSYNC_LDAP_PASSWORD", "unused")
+    project = _project(tmp_path)
+    _edit(project, "sync.json", lambda d: d["mappings"][0].update(correlationScript={
+        "type": "text/javascript", "source": "({'_queryFilter': 'uid eq \"' + source.userName + '\"'})"}))
+    _edit(project, "sync.json", lambda d: d["mappings"][0].pop("correlationQuery", None))
+    with capture_logs() as logs:
+        first = load_configuration(project)
+    said = [(e["log_level"], e["file"], e["key"]) for e in logs if e["event"] == "config.correlation_concatenates"]
+    assert said == [("warning", str(project / "conf" / "sync.json"), "mappings[0].correlationScript")]
+    (project / "conf" / "sync.json").write_text("{ not json")
+    with capture_logs() as logs:
+        kept = load_configuration(project, previous=first)
+    assert kept.project is first.project
+    assert not [e for e in logs if e["event"] == "config.correlation_concatenates"]
 
 
 def test_validate_is_quiet_about_the_declarative_form(tmp_path: Path) -> None:
@@ -237,6 +270,144 @@ def test_provisioner_top_level_keys(tmp_path: Path) -> None:
     code, out, err = _validate(project)
     assert code == 78
     assert f"{project / 'conf' / _PROVISIONER}: objectType: unknown setting, did you mean objectTypes?" in out
+
+
+def _managed(change: Callable[[Any], None]) -> Callable[[Path], None]:
+    return lambda p: _edit(p, "managed.json", change)
+
+
+def _user(**keys: Any) -> Callable[[Path], None]:
+    return _managed(lambda d: d["objects"][0]["schema"]["properties"]["userName"].update(keys))
+
+
+def _object_type(change: Callable[[Any], None]) -> Callable[[Path], None]:
+    return lambda p: _edit(p, _PROVISIONER, lambda d: change(d["objectTypes"]["account"]))
+
+
+def _rename(mapping: dict[str, Any], old: str, new: str) -> None:
+    mapping[new] = mapping.pop(old)
+
+
+@pytest.mark.parametrize(("change", "file", "key", "meant"), [
+    # PingIDM reads none of these, so each setting silently kept its default: a property out
+    # of the index, a relationship with no reverse end, an attribute read under another name.
+    (_user(serchable=True), "managed.json", "objects[0].schema.properties.userName.serchable", "searchable"),
+    (_user(Searchable=True), "managed.json", "objects[0].schema.properties.userName.Searchable", "searchable"),
+    (_managed(lambda d: _rename(d["objects"][0]["schema"], "required", "requird")), "managed.json",
+     "objects[0].schema.requird", "required"),
+    (_managed(lambda d: _rename(d["objects"][0]["schema"]["properties"]["roles"]["items"], "reversePropertyName",
+                                "reversePropertyNme")), "managed.json",
+     "objects[0].schema.properties.roles.items.reversePropertyNme", "reversePropertyName"),
+    (_managed(lambda d: d["objects"][0]["schema"]["properties"]["roles"]["items"]["resourceCollection"][0].update(
+        pth="managed/role")), "managed.json", "objects[0].schema.properties.roles.items.resourceCollection[0].pth",
+     "path"),
+    (_managed(lambda d: d["objects"][0].update(onCreat={"type": "text/javascript", "source": "1"})),
+     "managed.json", "objects[0].onCreat", "onCreate"),
+    (_object_type(lambda t: _rename(t, "nativeType", "nativeTyp")), _PROVISIONER, "objectTypes.account.nativeTyp",
+     "nativeType"),
+    (_object_type(lambda t: _rename(t["properties"]["mail"], "nativeName", "nativeNme")), _PROVISIONER,
+     "objectTypes.account.properties.mail.nativeNme", "nativeName"),
+    (_object_type(lambda t: t["properties"]["mail"].update(flag=["NOT_UPDATEABLE"])), _PROVISIONER,
+     "objectTypes.account.properties.mail.flag", "flags"),
+    (lambda p: _edit(p, _PROVISIONER, lambda d: _rename(d["configurationProperties"], "baseContexts",
+                                                        "baseContext")), _PROVISIONER,
+     "configurationProperties.baseContext", "baseContexts"),
+], ids=["property", "property-case", "schema", "items", "resource-collection", "type", "object-type",
+        "object-type-property", "object-type-flags", "ldap-base-contexts"])
+def test_a_misspelt_schema_key_is_an_error_naming_the_key_meant(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Callable[[Path], None], file: str, key: str,
+        meant: str) -> None:
+    """A key of managed.json's types and properties, of a provisioner's objectTypes, or a
+    required LDAP setting, one or two letters off a known one, used to pass validate: now
+    validate exits 78 naming the file, the key and the key meant, and loading the project
+    for a run refuses it the same way."""
+    monkeypatch.setenv("IDSYNC_LDAP_PASSWORD", "unused")
+    project = _project(tmp_path)
+    change(project)
+    code, out, err = _validate(project)
+    expected = f"{project / 'conf' / file}: {key}: unknown setting, did you mean {meant}?"
+    assert code == 78, out + err
+    assert expected in out, out
+    with pytest.raises(ConfigError) as raised:
+        check_connectors(load_project(project))
+    assert str(raised.value).startswith(expected)
+
+
+_PINGIDM_GROUPS = {  # a relationship property as PingIDM 7 writes it (its sample's managed/user groups)
+    "title": "Group", "description": "Groups", "id": "urn:jsonschema:org:forgerock:openidm:managed:api:User:groups",
+    "viewable": True, "userEditable": False, "returnByDefault": False, "usageDescription": "", "isPersonal": False,
+    "type": "array", "relationshipGrantTemporalConstraintsEnforced": False, "notifyRelationships": ["roles"],
+    "items": {
+        "type": "relationship", "title": "Groups Items", "reverseRelationship": True, "reversePropertyName": "members",
+        "notifySelf": True, "validate": True,
+        "properties": {"_ref": {"description": "References a relationship", "type": "string"},
+                       "_refProperties": {"type": "object", "title": "Groups Items _refProperties", "properties": {
+                           "_id": {"type": "string"}, "_grantType": {"type": "string", "label": "Grant Type"}}}},
+        "resourceCollection": [{"path": "managed/group", "label": "Group", "conditionalAssociationField": "condition",
+                                "query": {"queryFilter": "true", "fields": ["name"], "sortKeys": ["name"]}}]},
+}
+
+
+def test_keys_of_a_schema_idsync_does_not_know_are_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PingIDM's keys of a managed property and of an OpenICF object type validate without a
+    word; a key idsync does not know and that is no misspelling of one it knows (another
+    tool's, a later PingIDM's) is a warning naming it, in both outputs, and validate says ok."""
+    monkeypatch.setenv("IDSYNC_LDAP_PASSWORD", "unused")
+    project = _project(tmp_path)
+
+    def groups(d: dict[str, Any]) -> None:
+        d["objects"][0]["schema"].update({"$schema": "http://json-schema.org/draft-03/schema", "mat-icon": "people"})
+        d["objects"][0]["schema"]["properties"]["groups"] = _PINGIDM_GROUPS
+        d["objects"].append({"name": "group", "schema": {"id": "urn:jsonschema:org:forgerock:openidm:managed:api:Group",
+                                                       "icon": "fa-group", "order": ["name", "members"], "properties": {
+            "name": {"type": "string", "searchable": True, "isPersonal": False},
+            "condition": {"type": "string", "isConditional": True, "viewable": False},
+            "members": {"type": "array", "returnByDefault": False, "items": {
+                "type": "relationship", "reverseRelationship": True, "reversePropertyName": "groups", "validate": True,
+                "resourceCollection": [{"path": "managed/user", "label": "User", "notify": True,
+                                        "conditionalAssociation": True}]}}}}})
+
+    _managed(groups)(project)
+    code, out, err = _validate(project)
+    assert code == 0, out + err
+    assert "warning:" not in err, err
+    _user(uiHints={"widget": "text"}, xAudited=True)(project)
+    _object_type(lambda t: t["properties"]["mail"].update(runAsUser=False, emailFormat="rfc822"))(project)
+    code, out, err = _validate(project)
+    assert code == 0 and "configuration ok" in out, out + err
+    managed, provisioner = project / "conf" / "managed.json", project / "conf" / _PROVISIONER
+    lines = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert lines == [
+        f"warning: {managed}: objects[0].schema.properties.userName.{{uiHints,xAudited}}: not read: not a key "
+        "idsync knows of a property of managed/user (PingIDM's UI, a later PingIDM or another tool may read it); "
+        "if it is misspelt, correct it",
+        f"warning: {provisioner}: objectTypes.account.properties.mail.emailFormat: not read: not a key idsync "
+        "knows of a property of object type account (PingIDM's UI, a later PingIDM or another tool may read it); "
+        "if it is misspelt, correct it",
+    ], err
+    answer = json.loads(idsync(project, "validate", "--json", env={"IDSYNC_LDAP_PASSWORD": "unused"}).stdout)
+    assert answer["ok"]
+    assert {(w["file"], w["key"]) for w in answer["warnings"]} == {
+        (str(managed), "objects[0].schema.properties.userName.{uiHints,xAudited}"),
+        (str(provisioner), "objectTypes.account.properties.mail.emailFormat")}
+
+
+@pytest.mark.parametrize(("key", "known", "meant"), [
+    ("serchable", ("searchable", "viewable"), "searchable"),
+    ("nativeTyp", ("nativeType", "nativeName"), "nativeType"),
+    ("tpye", ("type", "title"), "type"),
+    ("misfir", ("misfire", "misfire_grace"), "misfire"),
+    ("maxLength", ("minLength",), "minLength"),
+    ("maxLength", ("minLength", "maxLength"), None),
+    ("title", ("type",), None),
+    ("meta", ("name",), None),
+    ("isPersonal", ("isProtected", "isVirtual"), None),
+])
+def test_a_key_is_taken_for_a_misspelling_only_when_one_or_two_letters_off(
+        key: str, known: tuple[str, ...], meant: str | None) -> None:
+    """One edit (a letter left out, added, changed or two swapped) makes a misspelling of a
+    short key, two of a longer one; a known key never is one, and a key further off is not."""
+    assert misspelling_of(key, known) == meant
 
 
 @pytest.mark.parametrize(("toml", "expected"), [
@@ -362,7 +533,8 @@ def test_a_missing_managed_json_is_a_warning_and_the_built_in_types(tmp_path: Pa
     (project / "conf" / "managed.json").unlink()
     code, out, err = _validate(project)
     assert code == 0, out + err
-    assert "config.managed_default" in err and "built-in managed/user, managed/role and managed/assignment" in err
+    assert f"warning: {project / 'conf' / 'managed.json'}: file not found: the built-in managed/user, managed/role " \
+        "and managed/assignment types are used" in err.splitlines()
     assert sorted(load_project(project).managed.types) == ["assignment", "role", "user"]
 
 

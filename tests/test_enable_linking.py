@@ -101,6 +101,9 @@ def test_implicit_sync_pushes_through_correlation_and_on_link_never_runs(
 
 def test_validate_names_a_mapping_with_neither_links_nor_a_correlation(
         tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """validate names a mapping with enableLinking false and no correlation, and a FOUND
+    whose LINK records nothing, each as a ``warning: FILE: KEY: why`` line and in
+    ``--json``'s warnings (they were log events on stderr, missing from ``--json``)."""
     project = _unlinked(tmp_path, slapd, ldap_subtree)
     sync_file = project / "conf" / "sync.json"
     sync = json.loads(sync_file.read_text())
@@ -109,16 +112,22 @@ def test_validate_names_a_mapping_with_neither_links_nor_a_correlation(
     checked = idsync(project, "validate")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     said = checked.stdout + checked.stderr
-    assert "config.unlinked_without_correlation" in said and "creates them all again" in said
-    assert "mappings[0].enableLinking" in said
     # A mapping with a correlation is not named; and enableLinking is no longer "not followed".
-    assert said.count("config.unlinked_without_correlation") == 1 and "always records links" not in said
+    named = [line for line in said.splitlines() if "creates them all again" in line]
+    assert named == [f"warning: {sync_file}: mappings[0].enableLinking: enableLinking is false and the mapping has "
+                     "no correlationQuery or correlationScript: with no link to remember them by, every run finds "
+                     "no target for any source and creates them all again"], said
+    assert "always records links" not in said
     # The sample's reverse mapping, whose FOUND is LINK (UPDATE in the other tests): LINK does nothing.
     sync["mappings"][2]["policies"] = [{**p, "action": "LINK"} if p["situation"] == "FOUND" else p
                                        for p in sync["mappings"][2]["policies"]]
     sync_file.write_text(json.dumps(sync, indent=2))
     said = idsync(project, "validate").stderr
-    assert said.count("config.link_without_links") == 1 and "mappings[2].policies[1].action" in said, said
+    named = [line for line in said.splitlines() if "LINK does nothing" in line]
+    assert len(named) == 1 and named[0].startswith(f"warning: {sync_file}: mappings[2].policies[1].action: "), said
+    answer = json.loads(idsync(project, "validate", "--json").stdout)
+    assert {w["key"] for w in answer["warnings"] if w["file"] == str(sync_file)} >= {
+        "mappings[0].enableLinking", "mappings[2].policies[1].action"}
 
 
 def test_livesync_applies_changes_through_correlation(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:

@@ -86,7 +86,7 @@ def test_a_reconcile_schedule_is_a_job_named_after_its_file(tmp_path: Path) -> N
     ({"invokeContext": {"action": "purge"}}, "invokeContext.action", 'expected "reconcile"'),
     ({"type": "daily"}, "type", 'expected "cron" or "simple"'),
     ({"startTime": "tomorrow"}, "startTime", "ISO 8601"),
-    ({"shedule": "x"}, "shedule", "unknown key"),
+    ({"shedule": "x"}, "shedule", "unknown setting, did you mean schedule?"),
 ])
 def test_a_bad_schedule_names_file_key_and_problem(tmp_path: Path, change: dict[str, Any], key: str,
                                                    problem: str) -> None:

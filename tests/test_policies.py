@@ -130,7 +130,7 @@ def test_action_script_answer_is_used_and_checked() -> None:
     ([{"situation": "CONFIRMED", "action": "CREATE"}], "mappings[0].policies[0].action",
      "CREATE is not possible for CONFIRMED"),
     ([{"situation": "FOUND", "action": "LINK", "conditon": "x"}],
-     "mappings[0].policies[0].conditon", "unknown key"),
+     "mappings[0].policies[0].conditon", "unknown setting, did you mean condition?"),
     ([{"situation": "FOUND", "action": "LINK", "condition": 1}],
      "mappings[0].policies[0].condition", "_queryFilter string or a script"),
     ([{"situation": "FOUND", "action": "LINK", "postAction": "x"}],

@@ -266,6 +266,7 @@ def test_a_scheduled_script_runs_with_its_input(env: Env) -> None:
     ({**SCAN_TASKS, "condition": {"before": "${Time.later}"}}, "invokeContext.scan.condition.before", "macro"),
     ({**SCAN_TASKS, "recovery": {"timeout": "ten minutes"}}, "invokeContext.scan.recovery.timeout", "unit"),
     ({**SCAN_TASKS, "_queryFilter": "true"}, "invokeContext.scan", "_queryFilter"),
+    ({**SCAN_TASKS, "taskStat": {}}, "invokeContext.scan.taskStat", "unknown setting, did you mean taskState?"),
 ])
 def test_a_bad_scan_names_the_file_and_the_key(tmp_path: Path, scan: dict[str, Any], key: str, problem: str) -> None:
     env = Env(tmp_path, "sqlite")

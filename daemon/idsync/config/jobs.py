@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from idsync.config.schedule import CronSchedule, Schedule, ScheduleError
 from idsync.config.tasks import ScriptTask, TaskScan
-from idsync.errors import ConfigError
+from idsync.errors import ConfigError, ConfigErrors
+from idsync.keys import unknown_keys
 
 __all__ = ["DEFAULT_MISFIRE_GRACE", "LIVESYNC_JOB", "NOT_RECON_JOBS", "PERFORM_JOB", "PUSH_JOBS", "JobDef", "KeyReader",
            "job_name_problem", "load_jobs", "parse_job"]
@@ -167,9 +168,8 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None, text: s
         raise ConfigError(file, "", f"not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(file, "", f"cannot be read: {exc.strerror}") from None
-    unknown = sorted(set(raw) - _KEYS)
-    if unknown:
-        raise ConfigError(file, unknown[0], f"unknown key (known: {', '.join(sorted(_KEYS))})")
+    if unknown := unknown_keys(raw, _KEYS, file=file):
+        raise ConfigErrors(unknown) if len(unknown) > 1 else unknown[0]
     r = KeyReader(file, raw)
     expression = r.get("schedule", str, required=True)
     try:

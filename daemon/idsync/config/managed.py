@@ -12,6 +12,8 @@ project's keyring (``idsync.crypto``, reversible, as in PingIDM, so that a mappi
 can ``openidm.decrypt`` it towards a directory); ``secureHash`` is PingIDM's salted hash
 (``$crypto``), ``"secret": true`` alone a ``{CRYPT}`` hash (``store/passwords.py``).
 Object scripts and policies are compiled by ``objectmodel.py``, custom actions by ``actions.py``.
+A key of a type, its schema or a property that is one or two letters off a known one
+(``serchable``) is an error; which keys are known is ``schema_keys.py``'s to say.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 from idsync.config.actions import ManagedAction
 from idsync.config.objectmodel import TypeModel, secure_hash
 from idsync.config.relationships import Relation, check_reverses, relation_of
+from idsync.config.schema_keys import managed_key_sets, misspelt
 from idsync.crypto import DEFAULT_CIPHER, Keyring
-from idsync.errors import ConfigError
+from idsync.errors import ConfigError, ConfigErrors
 
 __all__ = ["DEFAULT_MANAGED", "ManagedSchema", "ManagedType", "PropertyDef", "RoleModel", "parse_managed", "role_model"]
 
@@ -152,6 +155,9 @@ def role_model(types: Mapping[str, ManagedType]) -> RoleModel | None:
 def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | None = None) -> ManagedSchema:
     if not isinstance(raw, dict) or not isinstance(raw.get("objects"), list):
         raise ConfigError(file, "objects", "expected a list of managed object types")
+    # A misspelt key (``serchable``) would leave its setting at the default without a word.
+    if misspellings := misspelt(managed_key_sets(raw), file):
+        raise ConfigErrors(misspellings) if len(misspellings) > 1 else misspellings[0]
     types: dict[str, ManagedType] = {}
     for i, obj in enumerate(raw["objects"]):
         key = f"objects[{i}]"

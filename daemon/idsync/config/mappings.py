@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import structlog
-
 from idsync.config.files import load_json
 from idsync.config.policies import Action, PolicySet, Situation, parse_policies
 from idsync.config.properties import PropertyMap, compile_properties
-from idsync.errors import ConfigError, ConfigErrors, QueryError
+from idsync.errors import ConfigError, ConfigErrors, ConfigWarning, QueryError
 from idsync.keys import suggest, unknown_keys
 from idsync.query import parse
 from idsync.query.ast import Node
@@ -30,14 +28,13 @@ from idsync.scripts import Script, ScriptEngine, compile_script
 __all__ = [
     "Correlation",
     "MappingDef",
+    "MappingWarning",
     "QueryDef",
     "concatenates_values",
     "load_mappings",
     "parse_mapping",
     "query_def",
 ]
-
-log = structlog.get_logger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HOOKS = ("onCreate", "onUpdate", "onDelete", "onLink", "onUnlink", "onRecon", "result")
@@ -62,6 +59,16 @@ _CONCATENATION = re.compile(
     r"""|\b(?:source|target|object)(?:\.\w+|\[[^\]]*\])*\s*\)?\s*\+\s*['"`]"""
     r"""|\$\{\s*(?:JSON\.stringify\s*\(\s*)?(?:source|target|object)\b""")
 _SAFE_CORRELATION = '{"_queryFilter": "/userName eq \\"${source.uid}\\""}'
+
+
+class MappingWarning(ConfigWarning):
+    """A mapping that loads and runs, but not as its author likely meant: ``idsync
+    validate`` prints it as a warning; the daemon logs it as ``event`` when it loads
+    the project."""
+
+    def __init__(self, file: str, key: str, problem: str, event: str) -> None:
+        super().__init__(file, key, problem)
+        self.event = event
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,9 @@ class MappingDef:
     source_ids_case_sensitive: bool = True
     target_ids_case_sensitive: bool = True
     raw: dict[str, Any] = field(default_factory=dict)
+    # What validate warns about: a correlation script that pastes values into its filter, a
+    # mapping without links that cannot find its targets again, a LINK that records nothing.
+    warnings: tuple[MappingWarning, ...] = ()
 
     @property
     def linkset(self) -> str:
@@ -308,15 +318,15 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
     fields["correlation"] = fields["correlations"][0] if fields["correlations"] else None
+    warnings = _concatenations(raw, file, at)
     if not fields["enable_linking"] and not fields["correlations"]:
-        _warn_unlinked(file, at("enableLinking"))
+        warnings.append(MappingWarning(file, at("enableLinking"), _UNLINKED, "config.unlinked_without_correlation"))
     if not fields["enable_linking"]:
-        for i, policy in policies.for_situation(Situation.FOUND):
-            if policy.action == Action.LINK:
-                _warn_link_without_links(file, at(f"policies[{i}].action"))
+        warnings += [MappingWarning(file, at(f"policies[{i}].action"), _LINK_WITHOUT_LINKS, "config.link_without_links")
+                     for i, policy in policies.for_situation(Situation.FOUND) if policy.action == Action.LINK]
     return MappingDef(
         name=name, source=raw["source"], target=raw["target"], file=file, properties=properties,
-        policies=policies, links=links, hooks=hooks, raw=raw, **fields,
+        policies=policies, links=links, hooks=hooks, raw=raw, warnings=tuple(warnings), **fields,
     )
 
 
@@ -440,7 +450,6 @@ def _correlations(
     value = raw.get("correlationQuery")
     key = at("correlationQuery")
     if value is None and raw.get("correlationScript") is not None:
-        _warn_concatenation(raw["correlationScript"], file, at("correlationScript"))
         return (Correlation(kind="script", script=script(raw["correlationScript"], at("correlationScript")),
                             link_qualifier=None, key=at("correlationScript")),)
     if value is None:
@@ -483,9 +492,7 @@ def _correlation(value: Any, file: str, key: str, script: Callable[[Any, str], S
         odd = sorted(k for k in value if k not in ("type", "globals", "linkQualifier"))
         if odd:
             raise ConfigError(file, f"{key}.{odd[0]}", suggest(odd[0], _CORRELATION_KEYS))
-    compiled = script(value, key)
-    _warn_concatenation(value, file, key)
-    return Correlation(kind="script", script=compiled, link_qualifier=qualifier, key=key)
+    return Correlation(kind="script", script=script(value, key), link_qualifier=qualifier, key=key)
 
 
 _CORRELATION_KEYS = ("_queryFilter", "_queryId", "expressionTree", "linkQualifier", "type", "source", "file", "globals")
@@ -497,35 +504,24 @@ def concatenates_values(script_source: str) -> bool:
     return _CONCATENATION.search(script_source) is not None
 
 
-def _warn_concatenation(value: Any, file: str, key: str) -> None:
-    text = value.get("source") if isinstance(value, dict) else None
-    if isinstance(text, str) and concatenates_values(text):
-        _warn_once(file, key, text)
+def _concatenations(raw: Mapping[str, Any], file: str, at: Callable[[str], str]) -> list[MappingWarning]:
+    """A warning for each correlation script (``correlationScript``, a script of
+    ``correlationQuery``) that pastes a value into its filter text."""
+    value, key = raw.get("correlationQuery"), at("correlationQuery")
+    if value is None:
+        value, key = raw.get("correlationScript"), at("correlationScript")
+    entries = [(f"{key}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list) else [(key, value)]
+    return [MappingWarning(file, k, _PASTES, "config.correlation_concatenates") for k, v in entries
+            if isinstance(v, dict) and not {"expressionTree", "_queryFilter", "_queryId"} & set(v)
+            and isinstance(v.get("source"), str) and concatenates_values(v["source"])]
 
 
-@functools.cache
-def _warn_unlinked(file: str, key: str) -> None:
-    log.warning("config.unlinked_without_correlation", file=file, key=key,
-                problem="enableLinking is false and the mapping has no correlationQuery or correlationScript: "
-                        "with no link to remember them by, every run finds no target for any source and "
-                        "creates them all again")
+_PASTES = ("the correlation script pastes a value into the filter text: a value holding a quote or a backslash "
+           "changes the filter or breaks it; use the declarative form, whose placeholders are bound as values: "
+           f"\"correlationQuery\": {_SAFE_CORRELATION}")
 
 
-@functools.cache
-def _warn_link_without_links(file: str, key: str) -> None:
-    log.warning("config.link_without_links", file=file, key=key,
-                problem="FOUND's action is LINK and enableLinking is false: with no link to record, LINK does "
-                        "nothing, as in PingIDM, and the target found is left as it is; UPDATE updates it")
-
-
-@functools.cache
-def _warn_once(file: str, key: str, text: str) -> None:
-    # A project is loaded several times by one command (validate reads each file, then the
-    # whole); one line per script is enough.
-    log.warning("config.correlation_concatenates", file=file, key=key,
-                problem="the correlation script pastes a value into the filter text: a value holding a "
-                        "quote or a backslash changes the filter or breaks it; use the declarative form, "
-                        f"whose placeholders are bound as values: \"correlationQuery\": {_SAFE_CORRELATION}")
-
-
-
+_UNLINKED = ("enableLinking is false and the mapping has no correlationQuery or correlationScript: with no link "
+             "to remember them by, every run finds no target for any source and creates them all again")
+_LINK_WITHOUT_LINKS = ("FOUND's action is LINK and enableLinking is false: with no link to record, LINK does "
+                       "nothing, as in PingIDM, and the target found is left as it is; UPDATE updates it")

@@ -38,6 +38,7 @@ from idsync.config.schedule import (
 )
 from idsync.config.tasks import ScriptTask, TaskScan, parse_script_task, parse_task_scan
 from idsync.errors import ConfigError, ConfigWarning
+from idsync.keys import suggest
 
 __all__ = ["UnsupportedSchedule", "load_all_jobs", "load_schedules", "parse_schedule", "schedule_path"]
 
@@ -126,7 +127,7 @@ def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) ->
         raise ConfigError(file, "", "expected a JSON object")
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
-        raise ConfigError(file, unknown[0], f"unknown key (known: {', '.join(sorted(_KEYS))})")
+        raise ConfigError(file, unknown[0], suggest(unknown[0], _KEYS))
     r = KeyReader(file, raw, _json_type)
     enabled = r.get("enabled", bool, True)
     for key in ("concurrentExecution", "persisted"):

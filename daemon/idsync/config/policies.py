@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from idsync.errors import ConfigError, ScriptError
+from idsync.keys import suggest
 
 __all__ = [
     "ALLOWED_ACTIONS",
@@ -225,8 +226,7 @@ def parse_policies(
         unknown = sorted(set(item) - _POLICY_KEYS)
         if unknown:
             # A misspelt "condition" would make the policy unconditional: refuse it.
-            raise ConfigError(file, f"{at}.{unknown[0]}",
-                              f"unknown key; a policy has {', '.join(sorted(_POLICY_KEYS))}")
+            raise ConfigError(file, f"{at}.{unknown[0]}", suggest(unknown[0], _POLICY_KEYS))
         situation = _situation(item.get("situation"), file, f"{at}.situation")
         action = _action(item.get("action"), situation, file, f"{at}.action", compile_script)
         condition = _condition(item.get("condition"), file, f"{at}.condition", compile_script,

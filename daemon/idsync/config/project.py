@@ -29,6 +29,7 @@ from idsync.config.objectmodel import load_object_models
 from idsync.config.operation_options import denied_operations
 from idsync.config.overlay import PROPERTY_KEYS, clear_properties, overlay_file, read_overlay
 from idsync.config.queries import load_queries
+from idsync.config.schema_keys import misspelt, object_type_key_sets
 from idsync.config.sync_failures import SyncFailurePolicy, parse_sync_failure
 from idsync.config.unused import mapping_systems, unused_configuration
 from idsync.crypto import CryptoCalls, Keyring, create_key_file, decode_key, is_encrypted, load_key
@@ -363,9 +364,8 @@ def validate_project(project_dir: Path,
     else:
         # Not an error (a project of systems only needs none), but a file left out of a
         # deployment would run with other secrets, defaults and indexes than the operator's.
-        log.warning("config.managed_default", file=str(conf / "managed.json"),
-                    problem="file not found: the built-in managed/user, managed/role and managed/assignment types "
-                            "are used")
+        problems.append(ConfigWarning(str(conf / "managed.json"), "", "file not found: the built-in managed/user, "
+                                      "managed/role and managed/assignment types are used"))
     unsupported: dict[str, UnsupportedConnector] = {}
     state_dir = settings.path(settings.state_dir)
     systems: set[str] = set()
@@ -524,8 +524,8 @@ def _mapping_problems(conf: Path, project_dir: Path, needing: dict[str, list[str
                         for system in sorted(systems):
                             needing[system].append(str(raw.get("name") or f"mappings[{i}]"))
                         continue
-                    parse_mapping(raw, file=str(f), key=f"mappings[{i}]" if f.name == "sync.json" else "",
-                                  base_dir=project_dir)
+                    key = f"mappings[{i}]" if f.name == "sync.json" else ""
+                    problems.extend(parse_mapping(raw, file=str(f), key=key, base_dir=project_dir).warnings)
                 except ConfigErrors as exc:
                     problems.extend(exc.errors)
                 except IdsyncError as exc:
@@ -554,6 +554,9 @@ def _provisioner(path: Path, project_dir: Path, state_dir: Path | None = None,
     if not isinstance(raw.get("configurationProperties", {}), dict):
         raise ConfigError(str(path), "configurationProperties", "expected an object")
     problems = unknown_keys(raw, _PROVISIONER_KEYS, file=str(path))
+    # An object type's keys cannot all be listed (each connector has its own): a misspelling
+    # of a known one (nativeNme) is an error, another key a warning (config/unused.py).
+    problems += misspelt(object_type_key_sets(raw.get("objectTypes")), str(path))
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
     parse_sync_failure(raw.get("syncFailureHandler"), file=str(path))

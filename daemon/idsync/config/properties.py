@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from idsync.errors import ConfigError, ScriptError
+from idsync.keys import suggest
 from idsync.query.ast import And, Compare, Literal_, Not, Or, Present
 
 __all__ = ["PropertyMap", "PropertyRule", "compile_properties", "diff"]
@@ -229,8 +230,7 @@ def compile_properties(
             raise ConfigError(file, at, "expected an object with at least \"target\"")
         unknown = sorted(set(item) - _RULE_KEYS)
         if unknown:
-            raise ConfigError(file, f"{at}.{unknown[0]}",
-                              f"unknown key; a property has {', '.join(sorted(_RULE_KEYS))}")
+            raise ConfigError(file, f"{at}.{unknown[0]}", suggest(unknown[0], _RULE_KEYS))
         target = _pointer(item.get("target"), file, f"{at}.target", required=True)
         source = (_pointer(item["source"], file, f"{at}.source", required=False)
                   if item.get("source") is not None else None)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from idsync.errors import ConfigError
+from idsync.keys import suggest
 
 __all__ = ["DEAD_LETTER", "IGNORE_LOGGED", "IGNORE_SILENT", "RETRY_FOREVER", "SCRIPT", "SyncFailurePolicy",
            "parse_sync_failure"]
@@ -66,7 +67,7 @@ def parse_sync_failure(raw: object, *, file: str) -> SyncFailurePolicy:
                                      "\"logged-ignore\"}")
     unknown = sorted(set(raw) - {"maxRetries", "postRetryAction"})
     if unknown:
-        raise ConfigError(file, f"{key}.{unknown[0]}", "unknown key (known: maxRetries, postRetryAction)")
+        raise ConfigError(file, f"{key}.{unknown[0]}", suggest(unknown[0], ("maxRetries", "postRetryAction")))
     retries = raw.get("maxRetries")
     if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)):
         raise ConfigError(file, f"{key}.maxRetries", f"expected a whole number, not {retries!r} (negative or "

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from idsync.errors import ConfigError
+from idsync.keys import suggest
 
 __all__ = ["ScriptTask", "TaskScan", "expand_time", "parse_script_task", "parse_task_scan", "period", "stamp"]
 
@@ -79,8 +80,7 @@ def parse_script_task(file: str, context: Mapping[str, Any]) -> ScriptTask:
 def parse_task_scan(file: str, context: Mapping[str, Any]) -> TaskScan:
     unknown = sorted(set(context) - _CONTEXT_KEYS - {"action"})
     if unknown:
-        raise ConfigError(file, f"invokeContext.{unknown[0]}",
-                          f"unknown key of a task scan (known: {', '.join(sorted(_CONTEXT_KEYS))})")
+        raise ConfigError(file, f"invokeContext.{unknown[0]}", suggest(unknown[0], _CONTEXT_KEYS))
     for key, kind in (("waitForCompletion", bool), ("numberOfThreads", int)):
         if key in context and not isinstance(context[key], kind):
             expected = "true or false" if kind is bool else "a number"
@@ -97,8 +97,7 @@ def parse_task_scan(file: str, context: Mapping[str, Any]) -> TaskScan:
         raise ConfigError(file, "invokeContext.scan", "expected an object (object, _queryFilter, taskState...)")
     unknown = sorted(set(scan) - _SCAN_KEYS)
     if unknown:
-        raise ConfigError(file, f"invokeContext.scan.{unknown[0]}",
-                          f"unknown key (known: {', '.join(sorted(_SCAN_KEYS))})")
+        raise ConfigError(file, f"invokeContext.scan.{unknown[0]}", suggest(unknown[0], _SCAN_KEYS))
     target = scan.get("object")
     if not isinstance(target, str) or not re.fullmatch(r"managed/[^/\s]+", target):
         raise ConfigError(file, "invokeContext.scan.object",

@@ -12,7 +12,9 @@ PingIDM does with it and what idsync does instead:
   on one terse line;
 * keys of the files idsync does read (``managed.json``, ``sync.json`` and
   ``mapping-*.json``, provisioners), one line per object and reason, the keys
-  written ``objects[0].{onCreate,postCreate}``.
+  written ``objects[0].{onCreate,postCreate}``; in ``managed.json``'s schemas and
+  a provisioner's ``objectTypes``, the keys idsync does not know and takes for no
+  misspelling of a known one (``config/schema_keys.py``).
 
 These are warnings only: nothing here changes how a project loads, and a file
 that does not parse is left to the code that reads it to report.
@@ -22,7 +24,7 @@ docs/pingidm.md lists the same table.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,9 @@ from idsync.config.files import load_json
 from idsync.config.objectmodel import NOT_ENFORCED_POLICIES, js_regexp, not_run
 from idsync.config.operation_options import FOLLOWED
 from idsync.config.relationships import demoted
+from idsync.config.schema_keys import MANAGED_TYPE_KEYS, KeySet, object_type_key_sets, schema_key_sets
 from idsync.errors import ConfigError, ConfigWarning
+from idsync.keys import misspelling_of
 from idsync.scripts.paths import ScriptPaths
 
 __all__ = ["NotUsed", "mapping_systems", "unused_configuration"]
@@ -214,7 +218,9 @@ def _managed(path: Path) -> list[NotUsed]:
             continue
         name = f"managed/{obj.get('name')}"
         at = f"objects[{i}]"
-        others = [k for k in obj if k not in (*_MANAGED_KEYS, *_MANAGED_EVENTS, "actions")]
+        # A misspelling of a key is an error of managed.json's own (``config/managed.py``), not told here.
+        others = [k for k in obj if k not in (*_MANAGED_KEYS, *_MANAGED_EVENTS, "actions")
+                  and misspelling_of(k, MANAGED_TYPE_KEYS) is None]
         if others:
             found.append(NotUsed(file, _keys(at, others), f"not read: idsync does not use these keys of {name}"))
         paths = ScriptPaths(path.parent.parent)
@@ -225,6 +231,8 @@ def _managed(path: Path) -> list[NotUsed]:
         found += [NotUsed(file, f"{at}.actions.{action}", f"not served: {why}; POST {name}/ID?_action={action} "
                           "answers 501") for action, why in unserved(obj.get("actions"), paths).items()]
         schema = obj.get("schema")
+        if isinstance(schema, dict):
+            found += _not_known(file, schema_key_sets(f"{at}.schema", name, schema))
         props = schema.get("properties") if isinstance(schema, dict) else None
         if isinstance(props, dict):
             found += _managed_properties(file, f"{at}.schema.properties", name, props,
@@ -264,6 +272,13 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
                              "between managed objects, both ends pointing to each other; these point elsewhere "
                              "(internal/role), or their reverse end does not point back"))
     return found
+
+
+def _not_known(file: str, sets: Iterable[KeySet]) -> list[NotUsed]:
+    """A line for each object holding keys idsync does not know, nor takes for a misspelling."""
+    return [NotUsed(file, _keys(s.at, unknown), f"not read: not a key idsync knows of {s.what} (PingIDM's "
+                    "UI, a later PingIDM or another tool may read it); if it is misspelt, correct it")
+            for s in sets if (unknown := s.unknown())]
 
 
 def _is_string(pdef: Mapping[str, Any]) -> bool:
@@ -345,7 +360,7 @@ def _provisioner(path: Path) -> list[NotUsed]:
     if not isinstance(raw, dict):
         return []
     file = str(path)
-    found = []
+    found = _not_known(file, object_type_key_sets(raw.get("objectTypes")))
     tuning = [k for k in _CONNECTOR_TUNING if k in raw]
     if tuning:
         found.append(NotUsed(file, _keys("", tuning), "not used: OpenICF framework settings (connection pools, "

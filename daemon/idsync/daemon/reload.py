@@ -4,7 +4,8 @@ The rule is "a broken file never takes down what works": a ``conf/`` that does
 not load keeps the previous project as a whole (mappings depend on each other);
 a broken job file keeps the previous version of that one job, if there was one,
 while every other job file is applied. A job file that is gone is unscheduled.
-Every problem is logged as ``config.invalid`` with its ``file: key: problem``.
+Every problem is logged as ``config.invalid`` with its ``file: key: problem``; a
+mapping's warning (``MappingWarning``) under its own event, once per project loaded.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def load_configuration(project_dir: Path, previous: Configuration | None = None)
             project = previous.project
             jobs, problems = _jobs(project, previous)
     if previous is None or project is not previous.project:  # not again for a kept project
+        _report_warnings(project)
         _report_unused(project)
     for problem in problems:
         if isinstance(problem, UnsupportedSchedule):
@@ -110,6 +112,13 @@ def _orphaned(project: Project, jobs: dict[str, JobDef], problems: list[ConfigEr
                                f"the {what} {gone[0]!r} is gone, and job {job.name!r} (kept as it was, as "
                                f"{problem.file} does not load) still runs it; change the job, then reload")
     return None
+
+
+def _report_warnings(project: Project) -> None:
+    """Each mapping's warning (``idsync validate`` prints the same), under its own event."""
+    for mapping in project.mappings:
+        for warning in mapping.warnings:
+            log.warning(warning.event, file=warning.file, key=warning.key, problem=warning.problem)
 
 
 def _report_unused(project: Project) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from idsync.errors import ConfigError
+from idsync.keys import misspelling_of
 from idsync.query.ldap import filter_problem
 
 __all__ = ["PASSWORD_HASHES", "LdapSettings", "ObjectTypeDef", "PropertyDef", "parse_ldap_config"]
@@ -154,10 +155,18 @@ class _Reader:
     def _error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(self.file, f"{self.prefix}.{key}" if self.prefix else key, problem)
 
+    def missing(self, key: str) -> ConfigError:
+        """``key`` is required and not set: the error names a misspelling of it that is
+        set instead (``baseContext``), or else says it is required."""
+        meant = next((k for k in sorted(self.data) if misspelling_of(k, (key,)) is not None), None)
+        if meant is not None:
+            return self._error(meant, f"unknown setting, did you mean {key}? ({key} is required)")
+        return self._error(key, "is required")
+
     def str_(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
         value = self.data.get(key, default)
         if value in (None, "") and required:
-            raise self._error(key, "is required")
+            raise self.missing(key)
         if value is not None and not isinstance(value, str):
             raise self._error(key, "must be a string")
         return value or default
@@ -215,7 +224,7 @@ def _settings(file: str, props: Mapping[str, Any]) -> LdapSettings:
         raise ConfigError(file, "configurationProperties.startTLS", "cannot be used with ssl: true")
     base_contexts = read.dns("baseContexts")
     if not base_contexts:
-        raise ConfigError(file, "configurationProperties.baseContexts", "is required")
+        raise read.missing("baseContexts")
     lock_attribute = str(_attribute_name(file, read, "accountLockAttribute", _lock_attribute_default(props)))
     credentials = props.get("credentials")
     if credentials is not None and not isinstance(credentials, str):
