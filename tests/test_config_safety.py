@@ -595,3 +595,35 @@ def test_a_recon_pages_the_directory_by_block_size(
     source_pages = [answered for asked, answered in seen if asked == 2]
     assert source_pages[:3] == [2, 2, 1]
     assert all(asked == 2 for asked, _ in seen if asked)
+
+
+def test_a_property_its_side_does_not_declare_is_a_warning(tmp_path: Path) -> None:
+    """A mapping naming an LDAP attribute its objectTypes do not declare (the connector
+    neither reads nor writes it), or a managed property one letter off a declared one, in a
+    property rule or a correlation filter, is a validate warning naming the key and the
+    property meant; a managed property that is merely undeclared (managed objects may hold
+    any) or a numbered sibling of a declared one is not."""
+    project = _project(tmp_path)
+
+    def change(d: dict[str, Any]) -> None:
+        forward, reverse = d["mappings"][0], d["mappings"][1]
+        forward["properties"][0]["source"] = "descriptoin"  # LDAP side: not declared
+        forward["properties"].append({"source": "mail", "target": "nickname"})  # undeclared, no near name
+        forward["properties"].append({"source": "mail", "target": "mail2"})  # numbered sibling? none declared
+        forward["correlationQuery"] = {"_queryFilter": '/userNme eq "${source.uid}"'}
+        reverse["properties"].append({"source": "sn", "target": "snn"})  # LDAP side written
+
+    _edit(project, "sync.json", change)
+    code, out, err = _validate(project)
+    assert code == 0 and "configuration ok" in out, out + err
+    sync = project / "conf" / "sync.json"
+    lines = [line for line in err.splitlines() if "is not a property of" in line]
+    assert len(lines) == 3, lines
+    (written,) = [line for line in lines if "'snn'" in line]
+    assert written.startswith(f"warning: {sync}: mappings[managedUser_systemLdapAccounts].properties[")
+    assert "is not a property of system/ldap/account" in written and "did you mean sn?" in written
+    assert (f"warning: {sync}: mappings[0].correlationQuery: 'userNme' is not a property of managed/user; "
+            "did you mean userName?") in lines
+    (read,) = [line for line in lines if "'descriptoin'" in line]
+    assert "properties[0].source: 'descriptoin' is not a property of system/ldap/account" in read
+    assert "neither reads nor writes it; did you mean description?" in read

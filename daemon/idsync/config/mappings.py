@@ -32,6 +32,7 @@ __all__ = [
     "QueryDef",
     "concatenates_values",
     "load_mappings",
+    "mapping_key",
     "parse_mapping",
     "query_def",
 ]
@@ -200,14 +201,15 @@ def load_mappings(conf_dir: Path, engine: ScriptEngine | None = None) -> list[Ma
     names = set(seen)
     for m in mappings:
         if m.links is not None and m.links not in names:
-            raise ConfigError(m.file, _k(m, "links"), f"no mapping named {m.links}")
+            raise ConfigError(m.file, mapping_key(m, "links"), f"no mapping named {m.links}")
         for after in m.sync_after:
             if after not in names:
-                raise ConfigError(m.file, _k(m, "syncAfter"), f"no mapping named {after}")
+                raise ConfigError(m.file, mapping_key(m, "syncAfter"), f"no mapping named {after}")
     return mappings
 
 
-def _k(m: MappingDef, key: str) -> str:
+def mapping_key(m: MappingDef, key: str) -> str:
+    """``key`` of mapping ``m`` as its file names it (in ``sync.json``, under ``mappings[NAME]``)."""
     return key if m.file.endswith(f"mapping-{m.name}.json") else f"mappings[{m.name}].{key}"
 
 

@@ -12,6 +12,7 @@ one error naming the mappings that need it; their own problems wait.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from idsync.config.email import EmailConfig, load_email
 from idsync.config.endpoints import Endpoint, load_endpoints
 from idsync.config.files import load_json, substitute
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
-from idsync.config.mappings import MappingDef, QueryDef, load_mappings, parse_mapping, query_def
+from idsync.config.mappings import MappingDef, QueryDef, load_mappings, mapping_key, parse_mapping, query_def
 from idsync.config.objectmodel import load_object_models
 from idsync.config.operation_options import denied_operations
 from idsync.config.overlay import PROPERTY_KEYS, clear_properties, overlay_file, read_overlay
@@ -43,8 +44,9 @@ from idsync.errors import (
     ObjectRejected,
     QueryError,
 )
-from idsync.keys import unknown_keys
+from idsync.keys import misspelling_of, unknown_keys
 from idsync.query import parse as parse_filter
+from idsync.query.ast import And, Compare, Node, Not, Or, Present
 from idsync.query.ldap import filter_problem
 from idsync.query.named import NamedQueries
 from idsync.scripts import ScriptEngine
@@ -403,7 +405,66 @@ def validate_project(project_dir: Path,
             problems.extend(_livesync_problems(project, jobs.values()))
             problems.extend(_task_problems(project, jobs.values()))
             problems.extend(_sync_failure_problems(project))
+            problems.extend(_property_name_problems(project))
     return problems + unused_configuration(conf, skip={name: exc.file for name, exc in unsupported.items()})
+
+
+def _property_name_problems(project: Project) -> list[ConfigError]:
+    """A mapping naming a property its side does not declare: on a system (whose
+    ``objectTypes`` are what the connector reads and writes) the value is never read
+    or written; on a managed type (which may hold properties it does not declare) only a
+    name one or two letters off a declared one, a likely typo. Property rules, and the
+    fields a correlation ``_queryFilter`` compares on the target."""
+    found: list[ConfigError] = []
+    for m in project.mappings:
+        named: list[tuple[str, tuple[str, ...] | None, str]] = []
+        for i, rule in enumerate(m.properties.rules):
+            named += [(m.source, rule.source, mapping_key(m, f"properties[{i}].source")),
+                      (m.target, rule.target, mapping_key(m, f"properties[{i}].target"))]
+        for c in m.correlations:
+            if c.kind == "filter" and c.template is not None:
+                named += [(m.target, path, c.key) for path in _filter_paths(c.template)]  # c.key is whole
+        for resource, path, key in named:
+            declared, on_system = _declared(project, resource)
+            if not path or not declared or path[0] in declared or path[0].startswith("_"):
+                continue
+            near = misspelling_of(path[0], declared)
+            if near is not None and re.sub(r"\d", "", near) == re.sub(r"\d", "", path[0]):
+                near = None  # a numbered sibling (address1 beside address2), not a typo
+            hint = f"; did you mean {near}?" if near else ""
+            if on_system:
+                found.append(ConfigWarning(m.file, key, f"{path[0]!r} is not a property of {resource} "
+                                           f"(its objectTypes declare {', '.join(sorted(declared))}): the "
+                                           f"connector neither reads nor writes it{hint}"))
+            elif near:
+                found.append(ConfigWarning(m.file, key, f"{path[0]!r} is not a property of {resource}{hint}"))
+    return found
+
+
+def _declared(project: Project, resource: str) -> tuple[frozenset[str], bool]:
+    """The properties ``resource`` declares (none: it declares none, or is unknown), and
+    whether it is a system's."""
+    parts = resource.split("/")
+    if len(parts) == 2 and parts[0] == "managed" and parts[1] in project.managed.types:
+        return frozenset(project.managed.types[parts[1]].properties), False
+    if len(parts) == 3 and parts[0] == "system" and parts[1] in project.provisioners:
+        types = project.provisioners[parts[1]].raw.get("objectTypes")
+        spec = types.get(parts[2]) if isinstance(types, Mapping) else None
+        props = spec.get("properties") if isinstance(spec, Mapping) else None
+        return (frozenset(props) if isinstance(props, Mapping) else frozenset()), True
+    return frozenset(), False
+
+
+def _filter_paths(node: Node) -> list[tuple[str, ...]]:
+    """The fields a filter compares or tests."""
+    match node:
+        case Compare(path=path) | Present(path=path):
+            return [tuple(path)]
+        case And(items=items) | Or(items=items):
+            return [p for item in items for p in _filter_paths(item)]
+        case Not(item=item):
+            return _filter_paths(item)
+    return []
 
 
 def _sync_failure_problems(project: Project) -> list[ConfigError]:
