@@ -492,6 +492,27 @@ def test_values_compare_by_json_type_on_every_store(users: ManagedResource) -> N
     assert _ids(users, parse("age ge 30")) == {"a"}
 
 
+def test_searchable_values_compare_by_json_type_too(store: Store) -> None:
+    """The index holds a number's and a boolean's text too, yet a searchable property
+    compares by type as any other: ``count eq "30"`` finds no number 30, ``word eq 30``
+    no string "30", ``flag eq "true"`` no boolean, ``word eq true`` no string "true"."""
+    users = ManagedResource(store, parse_managed({"objects": [{"name": "user", "schema": {"properties": {
+        "userName": {"type": "string", "searchable": True}, "count": {"type": "number", "searchable": True},
+        "flag": {"type": "boolean", "searchable": True}, "word": {"type": "string", "searchable": True},
+    }}}]}).get("user"))
+    results = users.write_batch([WriteOp("create", values=v) for v in (
+        {"userName": "number", "count": 30, "flag": True}, {"userName": "text", "word": "30"},
+        {"userName": "truth", "word": "true"})])
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert _ids(users, parse("count eq 30")) == {"number"}
+    for text in ('count eq "30"', 'count sw "3"', "word eq 30", "word eq true", 'flag eq "true"', "word gt 2"):
+        assert _ids(users, parse(text)) == set(), text
+    assert _ids(users, parse("flag eq true")) == {"number"}
+    assert _ids(users, parse('word eq "true"')) == {"truth"}
+    assert _ids(users, parse('word eq "30"')) == {"text"}
+    assert _ids(users, parse('word gt "2"')) == {"text", "truth"}
+
+
 def test_rev_is_a_field_of_filters(users: ManagedResource) -> None:
     """``_rev`` compares with the object's revision, as ``_id`` with its id."""
     first = users.create({"userName": "a"})

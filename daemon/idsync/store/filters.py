@@ -126,16 +126,24 @@ class _Translator(BooleanSql):
         if value is None:
             cond = not_(self._exists(name, mp.c.value.is_not(None)))
             return cond if op == "eq" else false()
-        if isinstance(value, int | float) and not isinstance(value, bool) and op != "eq":
-            return self._exists(name, compare_op(mp.c.value_num, op, float(value)))
+        # A number's row has its value_num, a string's and a boolean's none; a boolean's text
+        # is a string's too, so those two are told apart by the document (_AnyValue).
+        if isinstance(value, bool):
+            found = self._exists(name, compare_op(mp.c.value, op, "true" if value else "false"))
+            return and_(found, _AnyValue((name,), op, value)) if op == "eq" else false()
+        if isinstance(value, int | float):
+            return self._exists(name, compare_op(mp.c.value_num, op, float(value))) if op not in ("co", "sw") \
+                else false()
         text, _ = property_value(value)
-        if not isinstance(value, str):
-            return self._exists(name, compare_op(mp.c.value, op, text))
+        assert text is not None
+        typed = and_(mp.c.value_num.is_(None), compare_op(mp.c.value, op, text))
+        if value in ("true", "false"):
+            return and_(self._exists(name, typed), _AnyValue((name,), op, value))
         # A stored value past the cut starts with its INDEXED_LENGTH characters: any string
         # shorter than that compares with the cut value as with the whole one, but for ``co``.
         reaching_cut = func.length(mp.c.value) >= INDEXED_LENGTH  # MariaDB counts bytes: more, never fewer
         if len(value) < INDEXED_LENGTH:
-            found = self._exists(name, compare_op(mp.c.value, op, text))
+            found = self._exists(name, typed)
             if op != "co":
                 return found
             return or_(found, and_(self._exists(name, reaching_cut), _AnyValue((name,), op, value)))
