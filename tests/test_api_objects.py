@@ -395,3 +395,36 @@ def test_recon_analysis_and_unknown_parameters(api: httpx.Client) -> None:
         refused = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}{query}", headers=ADMIN)
         assert refused.status_code == 400 and problem in refused.json()["message"], refused.text
     assert api.get("/openidm/recon", headers=ADMIN).json()["reconciliations"][0]["_id"] == r.json()["_id"]
+
+
+def test_managed_sort_keys_order_json_values(tmp_path: Path) -> None:
+    """``_sortKeys`` orders numbers by value (5, 9, 100, not as text), takes a JSON pointer
+    to a nested field (``address/city``, ``/address/city``), puts missing values first
+    (last when descending), and answers 400 for a key that names no field and for a
+    cookie a sorted query never gave."""
+    project = tmp_path / "p"
+    (project / "conf").mkdir(parents=True)
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "{store_url("sqlite", tmp_path)}"\n')
+    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    with serve(project) as api:
+        for name, age, city in [("a", 100, "Nice"), ("b", 5, "Lyon"), ("c", 9, None), ("d", None, "Arles")]:
+            body: dict[str, object] = {"userName": name, "sn": name, "givenName": "G", "mail": f"{name}@example.com"}
+            if age is not None:
+                body["age"] = age
+            if city is not None:
+                body["address"] = {"city": city}
+            assert api.post("/openidm/managed/user?_action=create", headers=JSON, json=body).status_code == 201
+
+        def names(sort: str, extra: str = "") -> list[str]:
+            answer = api.get(f"/openidm/managed/user?_queryFilter=true&_sortKeys={sort}{extra}", headers=ADMIN)
+            assert answer.status_code == 200, answer.text
+            return [o["userName"] for o in answer.json()["result"]]
+
+        assert names("age") == ["d", "b", "c", "a"]
+        assert names("-age") == ["a", "c", "b", "d"]
+        assert names("-age", "&_pageSize=1") == ["a"]
+        assert names("address/city") == ["c", "d", "b", "a"]
+        assert names("-/address/city") == ["a", "b", "d", "c"]
+        for bad in ("_sortKeys=-", "_sortKeys=address//city", "_sortKeys=age&_pageSize=1&_pagedResultsCookie=abc"):
+            answer = api.get(f"/openidm/managed/user?_queryFilter=true&{bad}", headers=ADMIN)
+            assert answer.status_code == 400 and answer.json()["code"] == 400, bad

@@ -422,3 +422,103 @@ def test_a_unique_value_renamed_to_while_another_creates_it_is_held_once(store: 
     (result,) = second
     assert not result.ok and "must be unique" in str(result.error)
     assert [(o["userName"], o["sn"]) for page in users.pages(QuerySpec()) for o in page] == [("after", "A")]
+
+
+def test_long_searchable_values_compare_whole(store: Store, tmp_path: Path) -> None:
+    """The index keeps a string's first 255 characters, yet two values that differ only
+    after them are two values: both unique userNames are created, and eq, co, sw, ranges
+    and a batched correlation each find the one object that holds its value."""
+    users = _unique_users(store, tmp_path)
+    long1, long2 = "x" * 260 + "A", "x" * 260 + "B"
+    results = users.write_batch([WriteOp("create", values={"userName": long1, "sn": "one"})])
+    assert results[0].ok, results[0].error
+    second = users.write_batch([WriteOp("create", values={"userName": long2, "sn": "two"})])
+    assert second[0].ok, second[0].error
+    again = users.write_batch([WriteOp("create", values={"userName": long2, "sn": "three"})])
+    assert not again[0].ok, "the whole value is held already"
+
+    def sns(text: str) -> set[str]:
+        return {o["sn"] for page in users.pages(QuerySpec(filter=parse(text))) for o in page}
+
+    assert sns(f'userName eq "{long1}"') == {"one"}
+    assert sns(f'userName eq "{"x" * 255}"') == set(), "a value the length of the cut is no longer one's prefix"
+    assert sns('userName co "xA"') == {"one"}
+    assert sns(f'userName sw "{"x" * 260}B"') == {"two"}
+    assert sns(f'userName sw "{"x" * 100}"') == {"one", "two"}
+    assert sns(f'userName gt "{long1}"') == {"two"}
+    assert sns(f'userName le "{long1}"') == {"one"}
+    assert sns(f'!(userName eq "{long2}")') == {"one"}
+    found = users.find_matching((("userName",),), [(long1,), (long2,), ("x" * 261 + "C",)])
+    assert {k[0][-1]: [o["sn"] for o in v] for k, v in found.items()} == {"A": ["one"], "B": ["two"]}
+
+
+def test_not_holds_of_objects_without_the_property(users: ManagedResource) -> None:
+    """``!(f eq v)`` holds of an object that has no ``f`` on a property that is not
+    searchable too, as on a searchable one: SQL's NULL never leaves it out."""
+    users.write_batch([WriteOp("create", values=v) for v in (
+        {"userName": "on", "active": True}, {"userName": "off", "active": False}, {"userName": "unset"},
+    )])
+    assert _ids(users, parse("!(active eq true)")) == {"off", "unset"}
+    assert _ids(users, parse('!(description eq "x")')) == {"on", "off", "unset"}
+    assert _ids(users, parse('!(userName eq "on")')) == {"off", "unset"}
+
+
+def test_arrays_match_by_element_and_objects_never_by_text(users: ManagedResource) -> None:
+    """A property that is not searchable matches as a searchable one does: an array when
+    any element matches, an object never through its JSON text (only its own fields do)."""
+    users.write_batch([WriteOp("create", values=v) for v in (
+        {"userName": "listed", "tags": ["b", "c", 7], "address": {"city": "Nice"}},
+        {"userName": "single", "tags": "b"},
+        {"userName": "other", "tags": ["d"]},
+    )])
+    assert _ids(users, parse('tags eq "b"')) == {"listed", "single"}
+    assert _ids(users, parse("tags gt 5")) == {"listed"}
+    assert _ids(users, parse('!(tags eq "b")')) == {"other"}
+    for text in ('tags co ","', 'tags co "[\\""', 'address co "city"', 'address sw "{"', 'address eq "Nice"'):
+        assert _ids(users, parse(text)) == set(), text
+    assert _ids(users, parse('address/city eq "Nice"')) == {"listed"}
+
+
+def test_values_compare_by_json_type_on_every_store(users: ManagedResource) -> None:
+    """A string matches strings, a number numbers, a boolean booleans, whatever the store:
+    ``active eq "true"`` finds no boolean, ``age eq "30"`` no number."""
+    users.write_batch([WriteOp("create", values=v) for v in (
+        {"userName": "a", "active": True, "age": 30}, {"userName": "b", "active": "true", "age": "30"},
+    )])
+    assert _ids(users, parse("active eq true")) == {"a"}
+    assert _ids(users, parse('active eq "true"')) == {"b"}
+    assert _ids(users, parse("age eq 30")) == {"a"}
+    assert _ids(users, parse('age eq "30"')) == {"b"}
+    assert _ids(users, parse("age ge 30")) == {"a"}
+
+
+def test_searchable_values_compare_by_json_type_too(store: Store) -> None:
+    """The index holds a number's and a boolean's text too, yet a searchable property
+    compares by type as any other: ``count eq "30"`` finds no number 30, ``word eq 30``
+    no string "30", ``flag eq "true"`` no boolean, ``word eq true`` no string "true"."""
+    users = ManagedResource(store, parse_managed({"objects": [{"name": "user", "schema": {"properties": {
+        "userName": {"type": "string", "searchable": True}, "count": {"type": "number", "searchable": True},
+        "flag": {"type": "boolean", "searchable": True}, "word": {"type": "string", "searchable": True},
+    }}}]}).get("user"))
+    results = users.write_batch([WriteOp("create", values=v) for v in (
+        {"userName": "number", "count": 30, "flag": True}, {"userName": "text", "word": "30"},
+        {"userName": "truth", "word": "true"})])
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert _ids(users, parse("count eq 30")) == {"number"}
+    for text in ('count eq "30"', 'count sw "3"', "word eq 30", "word eq true", 'flag eq "true"', "word gt 2"):
+        assert _ids(users, parse(text)) == set(), text
+    assert _ids(users, parse("flag eq true")) == {"number"}
+    assert _ids(users, parse('word eq "true"')) == {"truth"}
+    assert _ids(users, parse('word eq "30"')) == {"text"}
+    assert _ids(users, parse('word gt "2"')) == {"text", "truth"}
+
+
+def test_rev_is_a_field_of_filters(users: ManagedResource) -> None:
+    """``_rev`` compares with the object's revision, as ``_id`` with its id."""
+    first = users.create({"userName": "a"})
+    users.create({"userName": "b"})
+    assert _ids(users, parse(f'_rev eq "{first["_rev"]}"')) == {"a", "b"}
+    moved = users.update(first["_id"], {"sn": "x"})
+    assert _ids(users, parse(f'_rev eq "{moved["_rev"]}"')) == {"a"}
+    assert _ids(users, parse("_rev pr")) == {"a", "b"}
+    assert _ids(users, parse("_rev eq 1")) == set()

@@ -76,7 +76,7 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
         objects = [hooks.retrieved(o, "query") for o in objects]
     cookie: str | None = None
     if sorted_mode:
-        start = int(params.cookie) if params.cookie and params.cookie.isdecimal() else params.offset
+        start = params.start_offset()
         objects = sort_objects(objects, params.sort_keys)
         end = start + params.page_size if params.paged else len(objects)
         cookie = str(end) if params.paged and end < len(objects) else None

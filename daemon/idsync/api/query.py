@@ -76,12 +76,22 @@ class QueryParams:
             filter=node,
             ids_only=ids_only,
             fields=fields,
-            sort_keys=[k.strip() for k in q.get("_sortKeys", "").split(",") if k.strip()],
+            sort_keys=_sort_keys(q.get("_sortKeys", "")),
             page_size=_int(q, "_pageSize", 0, _MAX_PAGE),
             cookie=q.get("_pagedResultsCookie") or None,
             offset=_int(q, "_pagedResultsOffset", 0, _MAX_OFFSET),
             exact_total=policy != "NONE",
         )
+
+    def start_offset(self) -> int:
+        """Where a page counted by offset (a sorted one, a system's) starts: the cookie of the
+        page before (the offset it ended at), or ``_pagedResultsOffset``; 400 for a cookie
+        that is no such offset, rather than the first page again."""
+        if self.cookie is None:
+            return self.offset
+        if not (self.cookie.isdecimal() and self.cookie.isascii()) or int(self.cookie) > _MAX_OFFSET:
+            raise ApiError(400, f"_pagedResultsCookie {self.cookie!r} is not one this query answered")
+        return int(self.cookie)
 
     def shape(self, obj: dict[str, Any]) -> dict[str, Any]:
         """The object with only the requested fields (``_id`` and ``_rev`` always)."""
@@ -91,6 +101,13 @@ class QueryParams:
             return obj
         keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in self.fields)}
         return {k: v for k, v in obj.items() if k in keep}
+
+
+def _sort_keys(text: str) -> list[str]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    for key in keys:
+        _sort_key(key)  # a key that names no field is a 400 before anything is read
+    return keys
 
 
 def _int(q: Any, name: str, default: int, maximum: int) -> int:
@@ -106,15 +123,42 @@ def _int(q: Any, name: str, default: int, maximum: int) -> int:
     return value
 
 
+def _sort_key(key: str) -> tuple[tuple[str, ...], bool]:
+    """A ``_sortKeys`` entry as (JSON pointer segments, descending): ``-address/city``,
+    ``+/address/city``; 400 for one that names no field."""
+    pointer = key[1:] if key[:1] in "+-" else key
+    path = tuple(pointer.removeprefix("/").split("/"))
+    if not pointer or "" in path:
+        raise ApiError(400, f"_sortKeys: {key!r} is not a field (a name or a JSON pointer such as /address/city)")
+    return path, key.startswith("-")
+
+
+def _json_order(value: Any) -> tuple[int, Any]:
+    """Where ``value`` sorts among JSON values: missing or null, then false and true,
+    numbers by value, strings, and arrays and objects last (by their JSON text)."""
+    if value is None:
+        return 0, 0
+    if isinstance(value, bool):
+        return 1, value
+    if isinstance(value, int | float):
+        return 2, value
+    if isinstance(value, str):
+        return 3, value
+    return 4, json.dumps(value, sort_keys=True)
+
+
 def sort_objects(objects: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Sort by ``_sortKeys`` (``-name`` descends); missing values sort first."""
-    for key in reversed(keys):
-        name = key.lstrip("+-").strip("/")
+    """Sort by ``_sortKeys``, each a name or a JSON pointer (``-`` descends), values in
+    JSON's order (``_json_order``): numbers by value, missing values first."""
+    for path, descending in reversed([_sort_key(k) for k in keys]):
 
-        def order(obj: dict[str, Any], name: str = name) -> tuple[bool, str]:
-            return obj.get(name) is not None, str(obj.get(name, ""))
+        def order(obj: dict[str, Any], path: tuple[str, ...] = path) -> tuple[int, Any]:
+            value: Any = obj
+            for segment in path:
+                value = value.get(segment) if isinstance(value, dict) else None
+            return _json_order(value)
 
-        objects.sort(key=order, reverse=key.startswith("-"))
+        objects.sort(key=order, reverse=descending)
     return objects
 
 

@@ -62,7 +62,7 @@ def _open(ctx: ApiContext, system: str, object_type: str) -> tuple[Resource, Res
 def _query(ctx: ApiContext, system: str, object_type: str, params: QueryParams) -> dict[str, Any]:
     resource, resources = _open(ctx, system, object_type)
     try:
-        start = int(params.cookie) if params.cookie and params.cookie.isdecimal() else params.offset
+        start = params.start_offset()
         spec = QuerySpec(filter=params.filter, fields=[] if params.ids_only else params.fields, page_size=_READ_PAGE)
         wanted_end = start + params.page_size if params.paged and not params.sort_keys else None
         matched: list[dict[str, Any]] = []

@@ -6,6 +6,18 @@ matches when any value does); ``_id`` is the primary key; anything else goes
 through the dialect's JSON functions (correct, but not indexed). Values are
 always bound parameters, never spliced into SQL text.
 
+Both ways answer alike. A multi-valued property matches when any of its values
+does; an object (or an array inside an array) is no value, so it never matches
+through its JSON text. Types compare as JSON has them (``query/evaluate.py``): a
+string matches strings, a number numbers, a boolean booleans. A comparison is
+never NULL, so ``!(f eq v)`` holds of an object without ``f``, as in PingIDM.
+
+The index keeps the first ``INDEXED_LENGTH`` characters of a string (what
+MariaDB's index takes). A comparison with a string that long or longer still
+starts from the index, then the candidates are checked again against their own
+values (``_AnyValue``); a shorter string compares exactly on the cut values
+alone, and ``co`` re-checks only the values that reach the cut.
+
 No stored value holds a NUL character (``database.nul_at``), so a string with
 one equals, contains or starts no stored value, and orders as its part before
 the NUL does; it never reaches the database, which may refuse it.
@@ -17,20 +29,24 @@ import datetime as dt
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, not_, or_, select, true
+from sqlalchemy import JSON, Boolean, ColumnElement, and_, false, func, literal, literal_column, not_, or_, select, true
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement as _CE
 
-from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present, Value
+from idsync.query.ast import And, Compare, Literal_, Node, Not, Op, Or, Path, Present, Value
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
 
-__all__ = ["BooleanSql", "compare_op", "property_value", "to_sql"]
+__all__ = ["INDEXED_LENGTH", "BooleanSql", "compare_op", "property_value", "to_sql"]
+
+INDEXED_LENGTH = 255  # characters of a string the searchable index keeps
 
 
 def property_value(value: Any) -> tuple[str | None, float | None]:
     """How one property value is kept in the searchable index: text and number."""
     if type(value) is str:  # nearly every value: decided first
-        return value[:255], None
+        return value[:INDEXED_LENGTH], None
     if value is None:
         return None, None
     if isinstance(value, bool):
@@ -40,7 +56,7 @@ def property_value(value: Any) -> tuple[str | None, float | None]:
     if isinstance(value, dict | list):
         return None, None
     text = str(value)
-    return text[:255], None
+    return text[:INDEXED_LENGTH], None
 
 
 def _number_text(value: float) -> str:
@@ -81,7 +97,7 @@ class _Translator(BooleanSql):
     def _present(self, node: Present) -> ColumnElement[bool]:
         if any("\x00" in p for p in node.path):
             return false()
-        if node.path == ("_id",):
+        if node.path in (("_id",), ("_rev",)):
             return true()
         if len(node.path) == 1 and node.path[0] in self.searchable:
             return self._exists(node.path[0], mp.c.value.is_not(None))
@@ -97,24 +113,44 @@ class _Translator(BooleanSql):
                 return false()
             # "x" < "x\0..." < any longer stored string: past the NUL only the prefix counts.
             value, op = value.split("\x00", 1)[0], ("gt" if op in ("gt", "ge") else "le")
-        if path == ("_id",):
-            return compare_op(mo.c.id, op, value)
+        if path in (("_id",), ("_rev",)):  # columns of their own, always strings
+            return compare_op(mo.c.id if path == ("_id",) else mo.c.rev, op, value) if isinstance(value, str) \
+                else false()
         if len(path) == 1 and path[0] in self.searchable:
-            if value is None:
-                cond = not_(self._exists(path[0], mp.c.value.is_not(None)))
-                return cond if op == "eq" else false()
-            if isinstance(value, int | float) and not isinstance(value, bool) and op != "eq":
-                return self._exists(path[0], compare_op(mp.c.value_num, op, float(value)))
-            text, _ = property_value(value)
-            return self._exists(path[0], compare_op(mp.c.value, op, text))
-        element = mo.c.data[list(path)]
+            return self._indexed(path[0], op, value)
         if value is None:
-            return element.as_string().is_(None) if op == "eq" else false()
+            return mo.c.data[list(path)].as_string().is_(None) if op == "eq" else false()
+        return _AnyValue(path, op, value)
+
+    def _indexed(self, name: str, op: Op, value: Value) -> ColumnElement[bool]:
+        if value is None:
+            cond = not_(self._exists(name, mp.c.value.is_not(None)))
+            return cond if op == "eq" else false()
+        # A number's row has its value_num, a string's and a boolean's none; a boolean's text
+        # is a string's too, so those two are told apart by the document (_AnyValue).
         if isinstance(value, bool):
-            return compare_op(element.as_boolean(), op, value)
+            found = self._exists(name, compare_op(mp.c.value, op, "true" if value else "false"))
+            return and_(found, _AnyValue((name,), op, value)) if op == "eq" else false()
         if isinstance(value, int | float):
-            return compare_op(element.as_float(), op, float(value))
-        return compare_op(element.as_string(), op, value)
+            return self._exists(name, compare_op(mp.c.value_num, op, float(value))) if op not in ("co", "sw") \
+                else false()
+        text, _ = property_value(value)
+        assert text is not None
+        typed = and_(mp.c.value_num.is_(None), compare_op(mp.c.value, op, text))
+        if value in ("true", "false"):
+            return and_(self._exists(name, typed), _AnyValue((name,), op, value))
+        # A stored value past the cut starts with its INDEXED_LENGTH characters: any string
+        # shorter than that compares with the cut value as with the whole one, but for ``co``.
+        reaching_cut = func.length(mp.c.value) >= INDEXED_LENGTH  # MariaDB counts bytes: more, never fewer
+        if len(value) < INDEXED_LENGTH:
+            found = self._exists(name, typed)
+            if op != "co":
+                return found
+            return or_(found, and_(self._exists(name, reaching_cut), _AnyValue((name,), op, value)))
+        candidates = {"eq": mp.c.value == text, "sw": mp.c.value == text, "co": reaching_cut,
+                      "gt": mp.c.value >= text, "ge": mp.c.value >= text,
+                      "lt": mp.c.value <= text, "le": mp.c.value <= text}[op]
+        return and_(self._exists(name, candidates), _AnyValue((name,), op, value))
 
     def _exists(self, name: str, condition: ColumnElement[bool]) -> ColumnElement[bool]:
         # ``id IN (...)``, not a correlated EXISTS: SQLite then starts from the property index
@@ -150,3 +186,69 @@ def compare_op(column: _CE[Any], op: str, value: Value | dt.datetime) -> ColumnE
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+
+class _AnyValue(ColumnElement[bool]):
+    """Whether any value of the managed object's document at ``path`` (the value, or
+    the elements of an array, but never an object nor a nested array) compares with
+    ``value`` by ``op``, as a correlated ``EXISTS`` over the values, typed as JSON
+    types them. Each dialect lists the values its own way (``_any_*``)."""
+
+    type = Boolean()
+    inherit_cache = False
+
+    def __init__(self, path: Path, op: Op, value: str | int | float | bool) -> None:
+        self.path = path
+        self.filter_op = op
+        self.value = value
+
+
+def _typed(op: Op, value: str | int | float | bool, text: str, number: str, boolean: str) -> _CE[bool] | None:
+    """The condition on one listed value, given its SQL as a string (or NULL), as a number (or
+    NULL), and the condition that it is the boolean ``true``/``false`` asked; None: never."""
+    if isinstance(value, bool):
+        return literal_column(boolean.format("true" if value else "false"), Boolean()) if op == "eq" else None
+    if isinstance(value, int | float):
+        return compare_op(literal_column(number), op, float(value)) if op not in ("co", "sw") else None
+    return compare_op(literal_column(text), op, value)
+
+
+def _render(element: _AnyValue, compiler: SQLCompiler, kw: Any, template: str, cond: _CE[bool] | None) -> str:
+    if cond is None:
+        return compiler.process(false(), **kw)
+    found = mo.c.data[list(element.path)]
+    path = literal(list(element.path), JSON.JSONPathType())
+    return template.format(doc=compiler.process(found, **kw), data=compiler.process(mo.c.data, **kw),
+                           path=compiler.process(path, **kw), cond=compiler.process(cond, **kw))
+
+
+@compiles(_AnyValue, "sqlite")
+def _any_sqlite(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str:
+    # json_each lists an array's elements, a scalar itself, and an object's members:
+    # those, keyed by name rather than by position, are left out. It reads the document
+    # itself at the path: JSON_EXTRACT would have turned true and false into 1 and 0.
+    cond = _typed(element.filter_op, element.value, "CASE WHEN e.type = 'text' THEN e.value END",
+                  "CASE WHEN e.type IN ('integer', 'real') THEN e.value END", "e.type = '{}'")
+    return _render(element, compiler, kw, "EXISTS (SELECT 1 FROM json_each({data}, {path}) AS e "
+                   "WHERE (e.key IS NULL OR typeof(e.key) = 'integer') AND {cond})", cond)
+
+
+@compiles(_AnyValue, "postgresql")
+def _any_postgresql(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str:
+    cond = _typed(element.filter_op, element.value, "CASE WHEN json_typeof(e.v) = 'string' THEN e.v #>> '{}' END",
+                  "CASE WHEN json_typeof(e.v) = 'number' THEN (e.v #>> '{}')::float8 END",
+                  "(json_typeof(e.v) = 'boolean' AND e.v::text = '{}')")
+    return _render(element, compiler, kw, "EXISTS (SELECT 1 FROM json_array_elements(CASE WHEN json_typeof({doc}) "
+                   "= 'array' THEN {doc} ELSE json_build_array({doc}) END) AS e(v) WHERE {cond})", cond)
+
+
+@compiles(_AnyValue, "mysql")
+@compiles(_AnyValue, "mariadb")
+def _any_mariadb(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str:
+    cond = _typed(element.filter_op, element.value, "CASE WHEN JSON_TYPE(e.v) = 'STRING' THEN JSON_UNQUOTE(e.v) END",
+                  "CASE WHEN JSON_TYPE(e.v) IN ('INTEGER', 'UNSIGNED INTEGER', 'DOUBLE', 'DECIMAL') "
+                  "THEN CAST(JSON_UNQUOTE(e.v) AS DOUBLE) END",
+                  "(JSON_TYPE(e.v) = 'BOOLEAN' AND JSON_UNQUOTE(e.v) = '{}')")
+    return _render(element, compiler, kw, "EXISTS (SELECT 1 FROM JSON_TABLE(IF(JSON_TYPE({doc}) = 'ARRAY', {doc}, "
+                   "JSON_ARRAY({doc})), '$[*]' COLUMNS (v JSON PATH '$')) AS e WHERE {cond})", cond)

@@ -39,7 +39,7 @@ from idsync.query.ast import Compare, Path
 from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 from idsync.store.changes import ManagedChanges
 from idsync.store.database import Store, new_ids, nul_at, utcnow
-from idsync.store.filters import property_value, to_sql
+from idsync.store.filters import INDEXED_LENGTH, property_value, to_sql
 from idsync.store.hooks import ObjectHooks, PostScript
 from idsync.store.last_sync import forget_objects
 from idsync.store.passwords import hash_secret, same_secret
@@ -179,15 +179,17 @@ class ManagedResource(Resource, ChangeSource):
     def _find_matching(
         self, paths: tuple[Path, ...], values: Sequence[tuple[Any, ...]], fields: Sequence[str] | None = None
     ) -> dict[tuple[Any, ...], list[Obj]]:
-        """Batched correlation: one indexed query for a single searchable path."""
+        """Batched correlation: one indexed query for a single searchable path. The index
+        holds a string's first ``INDEXED_LENGTH`` characters: the objects found for a value
+        that long are checked against their own values (``_whole``)."""
         if len(paths) != 1 or len(paths[0]) != 1 or paths[0][0] not in self._searchable:
             return super()._find_matching(paths, values, fields)
         name = paths[0][0]
-        wanted: dict[str, tuple[Any, ...]] = {}
+        wanted: dict[str, list[tuple[Any, ...]]] = {}
         for v in values:
             text, _ = property_value(v[0])
             if text is not None:
-                wanted[text] = v
+                wanted.setdefault(text, []).append(v)
         ids_by_value: dict[str, list[str]] = {}
         with self.store.engine.connect() as conn:
             keys = list(wanted)
@@ -202,10 +204,29 @@ class ManagedResource(Resource, ChangeSource):
                 for value, object_id in rows:
                     ids_by_value.setdefault(value, []).append(object_id)
         objects = self.get_many([i for ids in ids_by_value.values() for i in ids], fields)
+        cut = [i for text, ids in ids_by_value.items() if len(text) >= INDEXED_LENGTH for i in ids]
+        whole = self._whole(name, cut) if cut else {}
         result: dict[tuple[Any, ...], list[Obj]] = {}
         for text, ids in ids_by_value.items():
-            result[wanted[text]] = [objects[i] for i in dict.fromkeys(ids) if i in objects]
+            for v in wanted[text]:
+                held = [i for i in dict.fromkeys(ids) if i in objects
+                        and (len(text) < INDEXED_LENGTH or v[0] in whole.get(i, ()))]
+                if held:
+                    result[v] = [objects[i] for i in held]
         return result
+
+    def _whole(self, name: str, ids: Sequence[str]) -> dict[str, list[Any]]:
+        """The values of ``name`` the objects ``ids`` hold (a list's elements), read in one
+        query per chunk: what the index cut short, to compare with whole."""
+        unique = list(dict.fromkeys(ids))
+        values: dict[str, list[Any]] = {}
+        with self.store.engine.connect() as conn:
+            for start in range(0, len(unique), _CHUNK):
+                for r in conn.execute(select(mo.c.id, mo.c.data).where(
+                        mo.c.object_type == self.object_type, self.store.in_(mo.c.id, unique[start:start + _CHUNK]))):
+                    value = r.data.get(name)
+                    values[r.id] = value if isinstance(value, list) else [value]
+        return values
 
     def latest_token(self) -> str:
         return ManagedChanges(self.store, self.object_type, self).latest_token()
@@ -491,7 +512,7 @@ class ManagedResource(Resource, ChangeSource):
         clashing: dict[str, set[str]] = {}  # object id -> its unique properties another object holds
         for name in sorted(self.hooks.unique):
             mine = {v: i for i, r in created.items()
-                    if isinstance(v := (r.obj or {}).get(name), str) and len(v) <= 255 and "\x00" not in v}
+                    if isinstance(v := (r.obj or {}).get(name), str) and len(v) < INDEXED_LENGTH and "\x00" not in v}
             for value, holder in self._holders(conn, name, mine):
                 if holder != mine[value]:
                     clashing.setdefault(mine[value], set()).add(name)
@@ -526,7 +547,8 @@ class ManagedResource(Resource, ChangeSource):
         seen: dict[tuple[str, str], str | None] = {}
         holders: dict[tuple[str, str], set[str]] = {}
         for name in self.hooks.unique & self._searchable:
-            values = {v for op in ops if isinstance(v := op.values.get(name), str) and len(v) <= 255}
+            # A value the index holds whole; a longer one is asked of the documents (``taken``).
+            values = {v for op in ops if isinstance(v := op.values.get(name), str) and len(v) < INDEXED_LENGTH}
             holders.update({(name, v): set() for v in values})
             for value, object_id in self._holders(conn, name, values):
                 holders[(name, value)].add(object_id)
@@ -589,8 +611,8 @@ class ManagedResource(Resource, ChangeSource):
         for name in self._searchable:
             value = data.get(name)
             if type(value) is str:  # nearly every value: one row, no number (``property_value``)
-                if "\x00" not in value[:255]:
-                    rows.append((self.object_type, object_id, name, value[:255], None))
+                if "\x00" not in value[:INDEXED_LENGTH]:
+                    rows.append((self.object_type, object_id, name, value[:INDEXED_LENGTH], None))
                 continue
             for item in value if isinstance(value, list) else [value]:
                 text, number = property_value(item)
