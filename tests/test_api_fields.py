@@ -1,7 +1,8 @@
 """``_fields`` on one managed object over the API, against a real store with PingIDM's
 default managed.json (users, roles, assignments): ``*`` is the object's default fields,
 ``NAME/*`` expands a relationship with the referenced object's default fields, and the
-answers of create, update, patch and the ``patch`` action are shaped as a read is."""
+answers of create, update, patch and the ``patch`` action are shaped as a read is.
+PATCH's copy, move and transform operations, over REST and in a script's ``openidm.patch``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from api_server import ADMIN, serve
 from idsync.config.managed import DEFAULT_MANAGED
 
 JSON = {**ADMIN, "Content-Type": "application/json"}
+# A custom endpoint whose script patches the user ``?id=`` names with a move and a transform.
+LOWER = """openidm.patch('managed/user/' + request.additionalParameters.id, null, [
+  {operation: 'move', from: '/displayName', field: '/mail'},
+  {operation: 'transform', field: '/sn',
+   value: {script: {type: 'text/javascript', source: 'content.toLowerCase()'}}}]);
+({done: true})"""
 
 
 @pytest.fixture
@@ -24,6 +31,7 @@ def api(tmp_path: Path) -> Iterator[httpx.Client]:
     conf.mkdir(parents=True)
     (conf / "managed.json").write_text(json.dumps(DEFAULT_MANAGED))
     (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    (conf / "endpoint-lower.json").write_text(json.dumps({"type": "text/javascript", "source": LOWER}))
     with serve(tmp_path / "p") as client:
         yield client
 
@@ -97,3 +105,30 @@ def test_the_answer_of_a_change_is_shaped_by_fields(api: httpx.Client) -> None:
                 content=json.dumps({"userName": "q2", "sn": "Deux", "roles": [{"_ref": f"managed/role/{role_id}"}]}))
     assert r.status_code == 200, r.text
     assert r.json()["sn"] == "Deux" and [x["name"] for x in r.json()["roles"]] == ["staff"]
+
+
+def test_patch_copies_moves_and_transforms_over_rest_and_in_scripts(api: httpx.Client) -> None:
+    """PATCH takes CREST's copy, move and transform: the object is stored with the values
+    copied, moved and made by the script (which runs in the sandbox); a script's
+    ``openidm.patch`` takes them too; a transform whose script throws is a 400 naming the
+    operation, and changes nothing."""
+    created = _created(api, "user", {"userName": "q3", "sn": "Three", "mail": "q3@example.com"})
+    ops = [{"operation": "copy", "from": "/sn", "field": "/description"},
+           {"operation": "move", "from": "/mail", "field": "/displayName"},
+           {"operation": "transform", "field": "/sn",
+            "value": {"script": {"type": "text/javascript", "source": "content.toUpperCase()"}}}]
+    r = api.patch(f"/openidm/managed/user/{created['_id']}", headers=JSON, content=json.dumps(ops))
+    assert r.status_code == 200, r.text
+    stored = _get(api, f"user/{created['_id']}", "*")
+    assert (stored["sn"], stored["description"], stored["displayName"]) == ("THREE", "Three", "q3@example.com")
+    assert "mail" not in stored
+    bad = [{"operation": "transform", "field": "/sn",
+            "value": {"script": {"type": "text/javascript", "source": "throw new Error('no')"}}}]
+    r = api.patch(f"/openidm/managed/user/{created['_id']}", headers=JSON, content=json.dumps(bad))
+    assert r.status_code == 400 and "operation 0" in r.json()["message"], r.text
+    assert _get(api, f"user/{created['_id']}", "*")["_rev"] == stored["_rev"]
+
+    r = api.get("/openidm/endpoint/lower", params={"id": created["_id"]}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    stored = _get(api, f"user/{created['_id']}", "*")
+    assert (stored["sn"], stored["mail"]) == ("three", "q3@example.com") and "displayName" not in stored
