@@ -1,6 +1,7 @@
 """Ids a client chooses, over the API on every store: an id longer than the store's id
 column is refused alike on SQLite, PostgreSQL and MariaDB, with a message naming the
-limit and no database's words, and nothing is written."""
+limit and no database's words, and nothing is written; an encoded slash in an id is a
+400 saying why."""
 
 from __future__ import annotations
 
@@ -46,3 +47,18 @@ def test_an_id_longer_than_the_id_column_is_refused_on_every_store(api: httpx.Cl
     r = api.put(f"/openidm/managed/user/{longest}", headers={**JSON, "If-None-Match": "*"}, content=body)
     assert r.status_code == 201, r.text
     assert api.get(f"/openidm/managed/user/{longest}", headers=ADMIN).json()["userName"] == "long"
+
+
+def test_an_encoded_slash_in_a_managed_id_is_a_bad_request(api: httpx.Client) -> None:
+    """``PUT``, ``GET``, ``PATCH`` and ``DELETE`` of ``managed/user/a%2Fb`` are a 400 saying an
+    id cannot hold a ``/`` (the decoded path named another resource: a 405), and nothing is
+    created."""
+    body = json.dumps({"userName": "slash"})
+    for r in (api.put("/openidm/managed/user/a%2Fb", headers=JSON, content=body),
+              api.put("/openidm/managed/user/a%2fb", headers={**JSON, "If-None-Match": "*"}, content=body),
+              api.get("/openidm/managed/user/a%2Fb", headers=ADMIN),
+              api.patch("/openidm/managed/user/a%2Fb", headers=JSON, content="[]"),
+              api.delete("/openidm/managed/user/a%2Fb", headers=ADMIN)):
+        assert r.status_code == 400, r.text
+        assert "cannot contain '/'" in r.json()["message"]
+    assert api.get("/openidm/managed/user", params={"_queryFilter": "true"}, headers=ADMIN).json()["result"] == []
