@@ -79,6 +79,43 @@ def test_patch_operations() -> None:
         apply_patch(obj, [{"operation": "replace", "field": "/_id", "value": "x"}])
 
 
+def test_patch_copy_move_and_transform(tmp_path: Path) -> None:
+    """CREST's copy and move set ``field`` to the value at ``from`` (move removes it there;
+    a ``from`` holding nothing changes nothing); transform sets ``field`` to what its
+    script makes of the value, bound as ``content`` (PingIDM's) and ``value``. A transform
+    without a script, one that does not compile or throws, and a move of ``_id`` are refused."""
+    from idsync.managed.patch import ScriptTransformer
+    from idsync.scripts import ScriptEngine
+
+    transform = ScriptTransformer(ScriptEngine(), tmp_path)
+    obj = {"sn": "Jensen", "mail": "b@example.com", "roles": ["r1", "r2"]}
+    patched = apply_patch(obj, [
+        {"operation": "copy", "from": "/sn", "field": "/description"},
+        {"operation": "move", "from": "/mail", "field": "/contact/mail"},
+        {"operation": "copy", "from": "/roles/1", "field": "/first"},
+        {"operation": "move", "from": "/missing", "field": "/sn"},
+        {"operation": "transform", "field": "/sn",
+         "value": {"script": {"type": "text/javascript", "source": "content.toUpperCase()"}}},
+        {"operation": "transform", "field": "/description",
+         "value": {"script": {"type": "text/javascript", "source": "value + '!'"}}},
+    ], transform)
+    assert patched == {"sn": "JENSEN", "description": "Jensen!", "contact": {"mail": "b@example.com"},
+                       "roles": ["r1", "r2"], "first": "r2"}
+    assert obj["mail"] == "b@example.com"  # the input is left alone
+    bad = [({"operation": "transform", "field": "/sn", "value": "x"}, "transform needs"),
+           ({"operation": "transform", "field": "/sn",
+             "value": {"script": {"type": "text/javascript", "source": "content.("}}}, "value.script"),
+           ({"operation": "transform", "field": "/sn",
+             "value": {"script": {"type": "text/javascript", "source": "throw new Error('no')"}}}, "failed"),
+           ({"operation": "move", "from": "/_id", "field": "/sn"}, "_id cannot be patched"),
+           ({"operation": "copy", "field": "/sn"}, "from must be a JSON pointer")]
+    for op, words in bad:
+        with pytest.raises(InvalidPatch, match=words):
+            apply_patch({"_id": "x", "sn": "a"}, [op], transform)
+    with pytest.raises(InvalidPatch, match="not available"):
+        apply_patch(obj, [{"operation": "transform", "field": "/sn", "value": {"script": {"source": "1"}}}])
+
+
 def test_patch_result_is_validated(users: ManagedObjects) -> None:
     """A patch that removes a required property is refused and changes nothing."""
     created = users.create({"userName": "bob"}).object

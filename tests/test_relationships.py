@@ -38,7 +38,9 @@ MANAGED: dict[str, Any] = {"objects": [
         "reports": {"type": "array", "items": {"type": "relationship", "reverseRelationship": True, "validate": True,
                                                "reversePropertyName": "manager",
                                                "resourceCollection": [{"path": "managed/user"}]}},
-        "favourite": {"type": "relationship", "resourceCollection": [{"path": "managed/role"}]}}}},
+        "favourite": {"type": "relationship", "resourceCollection": [{"path": "managed/role"}]},
+        # One-way, into no named collection: it may hold a system's objects (historicalaccountlinking).
+        "accounts": {"type": "array", "returnByDefault": True, "items": {"type": "relationship"}}}}},
     {"name": "role", "schema": {"properties": {"name": {"type": "string"}, "members": _MEMBERS}}},
 ]}
 
@@ -139,6 +141,24 @@ def test_references_to_missing_or_foreign_objects_are_refused(objects: Objects) 
     objects.user.patch(ann["_id"], [{"operation": "replace", "field": "/favourite",
                                      "value": {"_ref": "managed/role/later"}}])
     assert objects.user.get(ann["_id"])["favourite"]["_refResourceId"] == "later"
+
+
+def test_a_reference_to_an_id_longer_than_the_store_holds_is_refused(objects: Objects) -> None:
+    """A reference whose id is longer than the store's columns hold (64 characters for a
+    managed object's, which no object can have; 255 for a system's, in a relationship that
+    may point anywhere) fails the change with a message naming the limit, on every store
+    (PostgreSQL and MariaDB answered with the driver's words); nothing is written."""
+    ann = objects.user.create({"userName": "ann"}).object
+    assert ann is not None
+    for ref, limit in ((f"managed/role/{'r' * 65}", 64), (f"managed/role/{'r' * 300}", 64),
+                       (f"system/ldap/account/{'a' * 256}", 255)):
+        field = "/accounts/-" if ref.startswith("system/") else "/favourite"
+        with pytest.raises(ObjectRejected, match=f"more than the {limit} a reference to"):
+            objects.user.patch(ann["_id"], [{"operation": "add", "field": field, "value": {"_ref": ref}}])
+    assert objects.user.get(ann["_id"])["_rev"] == ann["_rev"]
+    kept = f"system/ldap/account/{'a' * 255}"
+    objects.user.patch(ann["_id"], [{"operation": "add", "field": "/accounts/-", "value": {"_ref": kept}}])
+    assert [r["_ref"] for r in objects.user.get(ann["_id"])["accounts"]] == [kept]
 
 
 def test_deleting_an_object_removes_the_references_to_it(objects: Objects) -> None:

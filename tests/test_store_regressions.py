@@ -1,5 +1,5 @@
 """Values the identity store cannot hold, and what errors from it may say:
-a NUL character read from a real slapd fails its own object and nothing else,
+a NUL character or an over-long id read from a real slapd fails its own object and nothing else,
 on every store; queries and lookups with one answer "nothing" instead of a
 database error; no message ever carries SQL text or parameters."""
 
@@ -90,6 +90,28 @@ def test_nul_in_an_id_fails_that_object_alone(env: Env) -> None:
     env.slapd.add_ldif(f"dn: uid=odd,{env.subtree}\nobjectClass: inetOrgPerson\nuid: odd\ncn: Odd\nsn: Odd\n"
                        f"employeeNumber:: {_nul('e3')}\n\n")
     expected = "id e3\\u0000value contains a NUL character, which the store cannot hold; the object was skipped"
+    forward = env.recon()
+    assert forward.state == "SUCCESS", forward.message
+    assert [e["message"] for e in forward.summary["errors"]] == [f"the source {expected}"]
+    assert sorted(env.users()) == ["ok1", "ok2"] and forward.summary["changes"]["linked"] == 2
+    reverse = run_recon(env.project, env.store, "managedUser_systemLdapAccounts")
+    assert reverse.state == "SUCCESS", reverse.message
+    assert [e["message"] for e in reverse.summary["errors"]] == [f"the target {expected}"]
+    assert reverse.summary["situationSummary"]["CONFIRMED"] == 2
+
+
+def test_an_id_longer_than_a_link_holds_fails_that_object_alone(env: Env) -> None:
+    """With ids read from an attribute that holds 300 characters in one entry (a link's
+    id columns hold 255), that entry fails alone with a message saying so, in the
+    LDAP-to-store recon (source phase) and in the store-to-LDAP recon (target phase),
+    on every store (PostgreSQL and MariaDB failed the whole run); the others are synced
+    and linked, and both runs succeed."""
+    env.change_conf("provisioner.openicf-ldap.json",
+                    lambda prov: prov["configurationProperties"].update(uidAttribute="employeeNumber"))
+    env.add("ok1", employeeNumber="e1")
+    env.add("ok2", employeeNumber="e2")
+    env.add("odd", employeeNumber="e" * 300)
+    expected = f"id {'e' * 40}... has 300 characters, more than the 255 a link holds; the object was skipped"
     forward = env.recon()
     assert forward.state == "SUCCESS", forward.message
     assert [e["message"] for e in forward.summary["errors"]] == [f"the source {expected}"]

@@ -55,13 +55,14 @@ async def _act(request: Request) -> JSONResponse:
         raise ApiError(400, f"POST managed/{object_type}/ID runs one of the type's actions: give _action "
                             f"(managed.json defines {', '.join(sorted(schema.actions)) or 'none'})")
     # PingIDM's own instance actions come before a type's.
+    fields = request.query_params.get("_fields")
     if name == "patch":
         body = await read_json(request, ctx.settings.max_body_bytes)
         return JSONResponse(await run_in_threadpool(changed_view, ctx, object_type, "patch", object_id, body,
-                                                    if_match(request)))
+                                                    if_match(request), fields))
     if name == "triggerSyncCheck":
         return JSONResponse(await run_in_threadpool(changed_view, ctx, object_type, "sync_check", object_id,
-                                                    None, None))
+                                                    None, None, fields))
     action = schema.actions.get(name)
     if action is None:
         raise ApiError(400, f"Action {name} is not supported.")
@@ -70,7 +71,6 @@ async def _act(request: Request) -> JSONResponse:
     call = await script_request(request, f"managed/{object_type}/{object_id}")
     variables = {"request": call, "resourcePath": call["resourcePath"],
                  "context": script_context(request, getattr(request.state, "user", None))}
-    fields = request.query_params.get("_fields")
     return JSONResponse(await run_in_threadpool(_run, ctx, action, object_type, object_id, fields, variables))
 
 

@@ -7,6 +7,9 @@
 * A NUL character in the path or the query string (``%00``): no id, filter or
   parameter can hold one (the store refuses it), so it is a bad request, not a
   failed one.
+* An encoded slash (``%2F``) in a ``managed/`` path: the id would hold a ``/``, which no
+  managed object's id does (a create refuses one), and the decoded path would name
+  another resource (a 405, or a relationship) instead of saying why.
 * A request line and headers longer than ``MAX_HEAD_BYTES`` together: 431 and
   the connection closed. The HTTP parser (h11, ``app.py``) also refuses a head
   that is still incomplete past that size with a 400, which bounds what a client
@@ -54,4 +57,7 @@ def _problem(scope: Scope) -> tuple[int, str] | None:
         return 400, "a request cannot have both Content-Length and Transfer-Encoding"
     if "\x00" in scope["path"] or b"\x00" in unquote_to_bytes(query):
         return 400, "a NUL character (%00) is not allowed in a path or a query"
+    raw: bytes = scope.get("raw_path") or b""
+    if raw.startswith(b"/openidm/managed/") and b"%2f" in raw.lower():
+        return 400, "a managed object's id cannot contain '/' (%2F): no object is addressed as managed/TYPE/ID"
     return None

@@ -35,7 +35,7 @@ from idsync.store.hooks import ObjectHooks
 from idsync.store.objects import ManagedResource
 from idsync.store.tables import managed_objects as mo
 
-__all__ = ["change_managed", "changed_view", "if_match", "managed_routes", "managed_type", "read_managed"]
+__all__ = ["change_managed", "changed_view", "if_match", "managed_routes", "managed_type", "read_managed", "shaped"]
 
 log = structlog.get_logger("idsync.api")
 
@@ -153,11 +153,11 @@ def change_managed(ctx: ApiContext, object_type: str, kind: str, object_id: str 
 
 
 def changed_view(ctx: ApiContext, object_type: str, kind: str, object_id: str | None, body: Any,
-                 rev: str | None) -> dict[str, Any]:
-    """``change_managed``, answered as a read answers the object."""
+                 rev: str | None, fields: str | None = None) -> dict[str, Any]:
+    """``change_managed``, answered as a read with the same ``_fields`` answers the object."""
     obj = change_managed(ctx, object_type, kind, object_id, body, rev).object
     assert obj is not None
-    return _default_view(managed_type(ctx, object_type), obj)
+    return shaped(ctx, managed_type(ctx, object_type), obj, fields)
 
 
 def _log_pushes(resource: str, change: Change) -> None:
@@ -192,7 +192,8 @@ async def _collection(request: Request) -> JSONResponse:
     new_id = request.query_params.get("_id") or None
     if new_id is not None and "/" in new_id:
         raise ApiError(400, "an _id cannot contain '/': the object could not be addressed as managed/TYPE/ID")
-    return _answer(await run_in_threadpool(changed_view, ctx, object_type, "create", new_id, body, None), 201)
+    return _answer(await run_in_threadpool(changed_view, ctx, object_type, "create", new_id, body, None,
+                                           request.query_params.get("_fields")), 201)
 
 
 async def _one(request: Request) -> JSONResponse:
@@ -200,12 +201,14 @@ async def _one(request: Request) -> JSONResponse:
     object_type, object_id = request.path_params["type"], request.path_params["id"]
     method = request.method
 
+    fields = request.query_params.get("_fields")
+
     async def change(kind: str, body: Any, rev: str | None, status: int = 200) -> JSONResponse:
-        return _answer(await run_in_threadpool(changed_view, ctx, object_type, kind, object_id, body, rev), status)
+        return _answer(await run_in_threadpool(changed_view, ctx, object_type, kind, object_id, body, rev, fields),
+                       status)
 
     if method == "GET":
-        return _answer(await run_in_threadpool(read_managed, ctx, object_type, object_id,
-                                               request.query_params.get("_fields")))
+        return _answer(await run_in_threadpool(read_managed, ctx, object_type, object_id, fields))
     if method == "DELETE":
         return await change("delete", None, if_match(request))
     body = await read_json(request, ctx.settings.max_body_bytes)
@@ -223,18 +226,25 @@ async def _one(request: Request) -> JSONResponse:
 
 
 def read_managed(ctx: ApiContext, object_type: str, object_id: str, fields: str | None) -> dict[str, Any]:
-    """One object as ``GET managed/TYPE/ID`` answers it, with only the ``_fields`` given
-    (comma-separated; relationships expanded), or the properties shown by default."""
+    """One object as ``GET managed/TYPE/ID`` answers it, shaped by ``_fields`` (``shaped``)."""
     service, resources = _service(ctx, object_type)
     resources.close()
-    obj = service.get(object_id)
-    if not fields:
-        return _default_view(managed_type(ctx, object_type), obj)
-    names = [f.strip() for f in fields.split(",")]
-    schema = managed_type(ctx, object_type)
+    return shaped(ctx, managed_type(ctx, object_type), service.get(object_id), fields)
+
+
+def shaped(ctx: ApiContext, schema: ManagedType, obj: dict[str, Any], fields: str | None) -> dict[str, Any]:
+    """``obj`` with only the ``_fields`` given (comma-separated; ``NAME/*`` and ``NAME/FIELD``
+    expand a relationship; ``*`` stands for the properties shown by default, so ``*,roles``
+    is the whole object and its roles), or the properties shown by default; ``_id`` and
+    ``_rev`` always. A read and the answer of a change are shaped alike, as in PingIDM."""
+    names = [f.strip() for f in (fields or "").split(",") if f.strip()]
+    if not names:
+        return _default_view(schema, obj)
     obj = expand(ctx.project(), ctx.store, schema, obj, names)
-    keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in names)} - schema.private
-    return {k: v for k, v in obj.items() if k in keep}
+    keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in names)}
+    if "*" in keep:
+        keep |= set(_default_view(schema, obj))
+    return {k: v for k, v in obj.items() if k in keep and k not in schema.private}
 
 
 def _exists(ctx: ApiContext, object_type: str, object_id: str) -> bool:

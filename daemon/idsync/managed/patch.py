@@ -1,26 +1,36 @@
 """PingIDM patch operations on one managed object.
 
-A patch is a list of ``{"operation": "add"|"remove"|"replace"|"increment",
-"field": "/a/b", "value": ...}``. ``field`` is a JSON pointer; ``/roles/-``
-appends to a list. ``add`` on a list property adds the value (or each value of
-a list) unless present; ``remove`` with a ``value`` removes only that value,
-without one the whole property (a reference, ``{"_ref": ...}``, is present when
-its ``_ref`` is); ``increment`` adds a number. The result is a
-new object; the input is left alone.
+A patch is a list of ``{"operation": OPERATION, "field": "/a/b", "value": ...}``, the
+operations CREST's: ``add``, ``remove``, ``replace``, ``increment``, ``copy``, ``move``
+and ``transform``. ``field`` is a JSON pointer; ``/roles/-`` appends to a list. ``add``
+on a list property adds the value (or each value of a list) unless present; ``remove``
+with a ``value`` removes only that value, without one the whole property (a reference,
+``{"_ref": ...}``, is present when its ``_ref`` is); ``increment`` adds a number.
+``copy`` and ``move`` take the value at the pointer ``from`` and set ``field`` to it
+(``move`` then removes ``from``); a ``from`` that holds nothing changes nothing, as in
+PingIDM. ``transform`` sets ``field`` to what a script makes of its value:
+``"value": {"script": {"type": "text/javascript", "source": ...}}``, run by a
+``Transformer`` the caller gives (``ScriptTransformer``: the project's sandboxed
+engine, the value bound as PingIDM's ``content``). The result is a new object; the
+input is left alone.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from idsync.errors import ObjectRejected
+from idsync.errors import ConfigError, ObjectRejected, ScriptError
+from idsync.scripts import ScriptEngine
 
-__all__ = ["InvalidPatch", "apply_patch"]
+__all__ = ["InvalidPatch", "ScriptTransformer", "Transformer", "apply_patch"]
 
-_OPERATIONS = ("add", "remove", "replace", "increment")
+_OPERATIONS = ("add", "copy", "increment", "move", "remove", "replace", "transform")
+# The new value of a ``transform``'s field: (its value now, the operation's ``script``, the operation's index).
+Transformer = Callable[[Any, Any, int], Any]
 
 
 class InvalidPatch(ObjectRejected):
@@ -29,26 +39,85 @@ class InvalidPatch(ObjectRejected):
     exit_code = os.EX_DATAERR
 
 
-def apply_patch(obj: Mapping[str, Any], operations: Sequence[Any]) -> dict[str, Any]:
-    """``obj`` with ``operations`` applied, in order."""
+def apply_patch(obj: Mapping[str, Any], operations: Sequence[Any],
+                transform: Transformer | None = None) -> dict[str, Any]:
+    """``obj`` with ``operations`` applied, in order; a ``transform`` is refused without
+    a ``transform`` to run its script."""
     if not isinstance(operations, list):
         raise InvalidPatch("a patch is a list of operations")
     result = copy.deepcopy(dict(obj))
     for i, op in enumerate(operations):
         if not isinstance(op, dict) or op.get("operation") not in _OPERATIONS:
             raise InvalidPatch(f"operation {i}: expected operation to be one of {', '.join(_OPERATIONS)}")
+        kind = op["operation"]
         path = _pointer(op.get("field"), i)
-        parent, key = _parent(result, path, i, create=op["operation"] != "remove")
+        if kind in ("copy", "move"):
+            source = _pointer(op.get("from"), i, name="from")
+            found, value = _get(result, source)
+            if not found:
+                continue  # nothing at ``from``: nothing to copy, as PingIDM
+            if kind == "move":
+                parent, key = _parent(result, source, i, create=False)
+                _apply("remove", parent, key, {}, i)
+            op = {"value": value}
+            kind = "replace"
+        elif kind == "transform":
+            given = op.get("value")
+            script = given.get("script") if isinstance(given, dict) else None
+            if script is None:
+                raise InvalidPatch(f'operation {i}: transform needs "value": {{"script": {{"type": '
+                                   '"text/javascript", "source": ...}}')
+            if transform is None:
+                raise InvalidPatch(f"operation {i}: transform is not available here")
+            op = {"value": transform(_get(result, path)[1], script, i)}
+            kind = "replace"
+        parent, key = _parent(result, path, i, create=kind != "remove")
         if parent is None:
             continue  # removing below a missing property: nothing to do
-        _apply(op["operation"], parent, key, op, i)
+        _apply(kind, parent, key, op, i)
     return result
 
 
-def _pointer(field: Any, i: int) -> list[str]:
+class ScriptTransformer:
+    """Runs a ``transform``'s script in ``engine`` (the project's: sandboxed, with its time
+    and memory limits), the field's value bound as ``content`` (PingIDM's name) and as
+    ``value``; the script's result is the field's new value. A script that does not compile
+    or throws fails the patch."""
+
+    def __init__(self, engine: ScriptEngine, base_dir: Path) -> None:
+        self._engine = engine
+        self._base_dir = base_dir
+
+    def __call__(self, value: Any, script: Any, i: int) -> Any:
+        key = f"operation {i}: value.script"
+        try:
+            compiled = self._engine.compile(script, file="patch", key=key, base_dir=self._base_dir)
+            return compiled(content=copy.deepcopy(value), value=copy.deepcopy(value))
+        except ConfigError as exc:
+            raise InvalidPatch(f"{key}: {exc.problem}") from None
+        except ScriptError as exc:
+            failed = InvalidPatch(f"operation {i}: the transform script failed: {exc}")
+            failed.status = exc.status  # a thrown {code, message} answers its code
+            raise failed from None
+
+
+def _pointer(field: Any, i: int, *, name: str = "field") -> list[str]:
     if not isinstance(field, str) or not field.strip("/"):
-        raise InvalidPatch(f"operation {i}: field must be a JSON pointer such as /mail")
+        raise InvalidPatch(f"operation {i}: {name} must be a JSON pointer such as /mail")
     return [p.replace("~1", "/").replace("~0", "~") for p in field.strip("/").split("/")]
+
+
+def _get(obj: Mapping[str, Any], path: list[str]) -> tuple[bool, Any]:
+    """Whether ``obj`` holds a value at ``path``, and that value (``None`` when not)."""
+    node: Any = obj
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdecimal() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False, None
+    return True, copy.deepcopy(node)
 
 
 def _parent(obj: dict[str, Any], path: list[str], i: int, *, create: bool) -> tuple[Any, str]:

@@ -150,9 +150,10 @@ def expand(project: Project, store: Store, schema: ManagedType, obj: dict[str, A
            fields: Sequence[str]) -> dict[str, Any]:
     """``obj`` with the relationship properties named ``NAME/*`` or ``NAME/FIELD`` in
     ``fields`` expanded: each reference carries the fields of the object it points to, a
-    managed object as stored or a system's as its connector reads it now (a reference of
-    a one-way relationship may name one: historicalaccountlinking's LDAP accounts). An
-    object gone is no fields; a system that cannot be read is the request's error."""
+    managed object as stored (``*``: the fields it shows by default) or a system's as its
+    connector reads it now (a reference of a one-way relationship may name one:
+    historicalaccountlinking's LDAP accounts). An object gone is no fields; a system that
+    cannot be read is the request's error."""
     wanted: dict[str, set[str]] = {}
     for f in fields:
         name, _, sub = f.strip().strip("/").partition("/")
@@ -168,10 +169,12 @@ def expand(project: Project, store: Store, schema: ManagedType, obj: dict[str, A
             for ref in refs:
                 by_type.setdefault(ref["_refResourceCollection"], []).append(ref["_refResourceId"])
             found: dict[str, dict[str, Any]] = {}
+            hidden: dict[str, frozenset[str]] = {}  # by object path: what ``*`` leaves out of it
             for collection, ids in by_type.items():
                 kind, _, rest = collection.partition("/")
                 if kind == "managed" and (other := types.get(rest)) is not None:
                     objects = ManagedResource(store, other).get_many(ids)
+                    hidden.update((f"{collection}/{oid}", other.hidden) for oid in objects)
                 elif kind == "system" and _readable(project, rest):
                     resources = resources or Resources(project, store)
                     objects = resources.open(collection).get_many(ids)
@@ -180,8 +183,10 @@ def expand(project: Project, store: Store, schema: ManagedType, obj: dict[str, A
                 found.update((f"{collection}/{oid}", o) for oid, o in objects.items())
             for ref in refs:
                 target = found.get(ref["_ref"], {})
-                picked = target if "*" in subs else {k: v for k, v in target.items()
-                                                     if k in subs or k in ("_id", "_rev")}
+                # ``*`` is the object's default fields: a role's members (returnByDefault false) stay out.
+                left_out = hidden.get(ref["_ref"], frozenset()) - subs
+                picked = {k: v for k, v in target.items() if k not in left_out} if "*" in subs else \
+                    {k: v for k, v in target.items() if k in subs or k in ("_id", "_rev")}
                 ref.update({k: v for k, v in picked.items() if not k.startswith("_ref")})
     finally:
         if resources is not None:

@@ -45,7 +45,7 @@ from idsync.crypto import CryptoCalls
 from idsync.errors import NotFound, ObjectRejected, QueryError, ReadDenied
 from idsync.managed.email import send_email
 from idsync.managed.host import HOST_FUNCTIONS, host_call
-from idsync.managed.patch import apply_patch
+from idsync.managed.patch import ScriptTransformer, apply_patch
 from idsync.managed.recons import ScriptRecons
 from idsync.managed.references import References
 from idsync.managed.roles import TemporalRoles
@@ -308,7 +308,8 @@ class ScriptRouter:
         current = resource.get(object_id)
         if current is None:
             raise NotFound(f"{collection}/{object_id} not found")
-        patched = apply_patch(current, operations)
+        patched = apply_patch(current, operations,
+                              ScriptTransformer(self.project.scripts, self.project.settings.project_dir))
         changes = {k: v for k, v in patched.items() if current.get(k) != v}
         changes.update({k: None for k in current if k not in patched})
         return resource.update(object_id, changes, before=current, rev=rev)

@@ -30,7 +30,7 @@ from idsync.config.managed import ManagedType
 from idsync.config.project import Project
 from idsync.crypto import is_encrypted
 from idsync.errors import IdsyncError, NotFound, ObjectRejected
-from idsync.managed.patch import apply_patch
+from idsync.managed.patch import ScriptTransformer, apply_patch
 from idsync.managed.relationships import RelatedPushes, incremental
 from idsync.resource import Obj, WriteOp
 from idsync.resources import Resources
@@ -72,6 +72,7 @@ class ManagedObjects:
         self._related = RelatedPushes(project, store, self.schema, self._sync)
         self._fanout = RoleFanout(project, store, self.schema, self._sync)
         self._targets = {m.name: m.target for m in project.mappings}
+        self._transform = ScriptTransformer(project.scripts, project.settings.project_dir)
         self._compensating = False  # undoing a change whose push failed (``_compensate``)
 
     def get(self, object_id: str) -> Obj:
@@ -110,7 +111,7 @@ class ManagedObjects:
 
     def patch(self, object_id: str, operations: Sequence[Any], *, rev: str | None = None) -> Change:
         current = self._current(object_id)
-        patched = apply_patch(current, operations)
+        patched = apply_patch(current, operations, self._transform)
         changes = {k: v for k, v in patched.items() if not k.startswith("_") and current.get(k) != v}
         changes.update({k: None for k in current if not k.startswith("_") and k not in patched})
         changes.update(incremental(self.schema, current, changes))

@@ -46,7 +46,7 @@ from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.policy import Taken, check
 from idsync.store.relationships import Edges, write_related
 from idsync.store.roles import Grants, check_role
-from idsync.store.tables import claims
+from idsync.store.tables import ID_LENGTH, claims
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
 from idsync.store.validation import PolicyFailed, failures_list
@@ -432,7 +432,12 @@ class ManagedResource(Resource, ChangeSource):
         return results
 
     def _unfit(self, op: WriteOp) -> WriteResult | None:
-        """The refusal of a write carrying a value the store cannot hold (a NUL character)."""
+        """The refusal of a write carrying a value the store cannot hold (a NUL character),
+        or creating an object under an id longer than the id column (``ID_LENGTH``)."""
+        new_id = op.values.get("_id") if op.kind == "create" else None
+        if new_id is not None and len(str(new_id)) > ID_LENGTH:
+            return WriteResult(op, id=None, error=ObjectRejected(
+                f"{self.name}: an _id is at most {ID_LENGTH} characters; this one has {len(str(new_id))}"))
         at = nul_at(op.values) if op.kind != "delete" else None
         if at is None:
             return None

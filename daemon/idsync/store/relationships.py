@@ -36,6 +36,7 @@ from idsync.config.relationships import Relation
 from idsync.errors import NotFound, ObjectRejected
 from idsync.resource import WriteOp, WriteResult, failed
 from idsync.store.database import Store, new_id, utcnow
+from idsync.store.tables import ID_LENGTH, KEY_LENGTH
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import relationships as rt
 
@@ -118,6 +119,12 @@ def wanted_refs(schema: ManagedType, name: str, value: Any) -> list[Wanted]:
                                                          else "a managed type")
             example = relation.collections[0] if relation.collections else "managed/TYPE"
             raise ObjectRejected(f'{at}: expected a reference {{"_ref": "{example}/ID"}} into {into}')
+        # What the columns hold, on every store: no managed object has a longer id, and a
+        # system's (a DN) is kept in a key column.
+        longest = ID_LENGTH if target[0].startswith("managed/") else KEY_LENGTH
+        if len(target[1]) > longest:
+            raise ObjectRejected(f"{at}: the id of {target[0]}/{target[1][:40]}... has {len(target[1])} characters, "
+                                 f"more than the {longest} a reference to {target[0]} holds")
         assert isinstance(item, Mapping)
         props = item.get("_refProperties")
         if props is not None and not isinstance(props, Mapping):

@@ -32,6 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 
 __all__ = [
+    "ID_LENGTH",
+    "KEY_LENGTH",
     "audit",
     "claims",
     "cluster_nodes",
@@ -53,10 +55,16 @@ __all__ = [
 
 metadata = MetaData()
 
+# What an id column (a managed object's, a run's, a link's) and a key column (a system
+# object's id in a link, a searchable value) hold, in characters. PostgreSQL and MariaDB
+# refuse more and SQLite takes any length, so a client-chosen id is checked against these
+# before it is written, for the same answer on every store.
+ID_LENGTH = 64
+KEY_LENGTH = 255
 # Exact, case-sensitive comparison on every dialect: MariaDB's default collation
 # would otherwise make "BJensen" equal "bjensen" there and nowhere else.
-_Key = String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb")
-_Id = String(64).with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), "mysql", "mariadb")
+_Key = String(KEY_LENGTH).with_variant(mysql.VARCHAR(KEY_LENGTH, collation="utf8mb4_bin"), "mysql", "mariadb")
+_Id = String(ID_LENGTH).with_variant(mysql.VARCHAR(ID_LENGTH, collation="utf8mb4_bin"), "mysql", "mariadb")
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 _Json = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
 _BigId = BigInteger().with_variant(Integer(), "sqlite")

@@ -65,6 +65,7 @@ from idsync.store.objects import ManagedResource
 from idsync.store.partitions import Partition, Partitions
 from idsync.store.runs import RunStore, owner_id
 from idsync.store.system_refs import LinkedReferences
+from idsync.store.tables import KEY_LENGTH
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.assignments import Assignments, mapping_assignments
 from idsync.sync.changes import OnwardPush
@@ -612,8 +613,9 @@ class _Run:
             if sid in unique:
                 self._fail_object(f"duplicate source id {sid} in one page; the second copy was skipped", sid, None)
                 continue
-            if "\x00" in sid:  # no store holds one (``store.database.nul_at``): the id could not be linked
-                self._fail_object(_nul_id("source", sid), None, None)
+            unfit = _unstorable("source", sid)
+            if unfit is not None:
+                self._fail_object(unfit, None, None)
                 continue
             unique[sid] = obj
         self.counters.source_processed += len(page)
@@ -701,9 +703,11 @@ class _Run:
             total += len(page)
             ids = [o["_id"] for o in page if o.get("_id")]
             claimed = set() if in_store else self._claimed(target, ids)
-            unclaimed = [o for o in page if o.get("_id") and o["_id"] not in claimed and "\x00" not in o["_id"]]
-            for odd in (o["_id"] for o in page if "\x00" in (o.get("_id") or "")):
-                self._fail_object(_nul_id("target", odd), None, None)
+            unfit = {o["_id"]: _unstorable("target", o["_id"]) for o in page if o.get("_id")}
+            unclaimed = [o for o in page if o.get("_id") and o["_id"] not in claimed and unfit[o["_id"]] is None]
+            for message in unfit.values():
+                if message is not None:
+                    self._fail_object(message, None, None)
             self.counters.target_processed += len(page)
             if unclaimed:
                 for qualifier, targets, sources_of in self.qualifiers.of_targets(unclaimed):
@@ -1010,9 +1014,17 @@ def _shown(qualifier: str) -> str | None:
     return None if qualifier == "default" else qualifier
 
 
-def _nul_id(side: str, object_id: str) -> str:
-    shown = object_id.replace("\x00", "\\u0000")
-    return f"the {side} id {shown} contains a NUL character, which the store cannot hold; the object was skipped"
+def _unstorable(side: str, object_id: str) -> str | None:
+    """Why a link could not hold ``object_id`` (so the object is skipped, alone), or None:
+    a NUL character, which no store holds (``store.database.nul_at``), or more characters
+    than a link's id column (``KEY_LENGTH``), which PostgreSQL and MariaDB refuse."""
+    if "\x00" in object_id:
+        shown = object_id.replace("\x00", "\\u0000")
+        return f"the {side} id {shown} contains a NUL character, which the store cannot hold; the object was skipped"
+    if len(object_id) > KEY_LENGTH:
+        return (f"the {side} id {object_id[:40]}... has {len(object_id)} characters, more than the {KEY_LENGTH} a "
+                "link holds; the object was skipped")
+    return None
 
 
 def _phase(plan: Plan) -> str:

@@ -1,0 +1,134 @@
+"""``_fields`` on one managed object over the API, against a real store with PingIDM's
+default managed.json (users, roles, assignments): ``*`` is the object's default fields,
+``NAME/*`` expands a relationship with the referenced object's default fields, and the
+answers of create, update, patch and the ``patch`` action are shaped as a read is.
+PATCH's copy, move and transform operations, over REST and in a script's ``openidm.patch``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from api_server import ADMIN, serve
+from idsync.config.managed import DEFAULT_MANAGED
+
+JSON = {**ADMIN, "Content-Type": "application/json"}
+# A custom endpoint whose script patches the user ``?id=`` names with a move and a transform.
+LOWER = """openidm.patch('managed/user/' + request.additionalParameters.id, null, [
+  {operation: 'move', from: '/displayName', field: '/mail'},
+  {operation: 'transform', field: '/sn',
+   value: {script: {type: 'text/javascript', source: 'content.toLowerCase()'}}}]);
+({done: true})"""
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[httpx.Client]:
+    conf = tmp_path / "p" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "managed.json").write_text(json.dumps(DEFAULT_MANAGED))
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    (conf / "endpoint-lower.json").write_text(json.dumps({"type": "text/javascript", "source": LOWER}))
+    with serve(tmp_path / "p") as client:
+        yield client
+
+
+def _created(api: httpx.Client, kind: str, body: dict[str, Any], query: str = "") -> dict[str, Any]:
+    r = api.post(f"/openidm/managed/{kind}?_action=create{query}", headers=JSON, content=json.dumps(body))
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _staff(api: httpx.Client) -> tuple[str, str]:
+    """A role ``staff`` with one assignment, and user ``q1`` granted it: (user id, role id)."""
+    assignment = _created(api, "assignment", {"name": "staff-ldap", "mapping": "m"})
+    role = _created(api, "role", {"name": "staff", "description": "Staff",
+                                  "assignments": [{"_ref": f"managed/assignment/{assignment['_id']}"}]})
+    user = _created(api, "user", {"userName": "q1", "sn": "One", "mail": "q1@example.com",
+                                  "roles": [{"_ref": f"managed/role/{role['_id']}"}]})
+    return user["_id"], role["_id"]
+
+
+def _get(api: httpx.Client, path: str, fields: str) -> dict[str, Any]:
+    r = api.get(f"/openidm/managed/{path}", params={"_fields": fields}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_a_star_in_fields_is_the_default_fields_of_a_read(api: httpx.Client) -> None:
+    """``_fields=*`` reads what no ``_fields`` reads; ``*,roles`` adds the roles (not shown
+    by default) to the whole object; ``*,members/*`` on a role adds its members, each
+    expanded; named fields alone are still only those."""
+    user_id, role_id = _staff(api)
+    default = _get(api, f"user/{user_id}", "")
+    assert default["userName"] == "q1" and "roles" not in default
+    assert _get(api, f"user/{user_id}", "*") == default
+    with_roles = _get(api, f"user/{user_id}", "*,roles")
+    assert {k: v for k, v in with_roles.items() if k != "roles"} == default
+    assert [r["_refResourceId"] for r in with_roles["roles"]] == [role_id]
+    role = _get(api, f"role/{role_id}", "*,members/*")
+    assert role["name"] == "staff" and role["description"] == "Staff" and "assignments" not in role
+    assert [(m["_refResourceId"], m["userName"]) for m in role["members"]] == [(user_id, "q1")]
+    assert set(_get(api, f"user/{user_id}", "userName")) == {"_id", "_rev", "userName"}
+
+
+def test_an_expanded_reference_carries_the_default_fields_of_its_object(api: httpx.Client) -> None:
+    """``roles/*`` expands each role with its default fields: its ``members`` and
+    ``assignments`` (returnByDefault false) stay out unless named (``roles/assignments``)."""
+    user_id, role_id = _staff(api)
+    (role,) = _get(api, f"user/{user_id}", "roles/*")["roles"]
+    assert role["_refResourceId"] == role_id and role["name"] == "staff"
+    assert "members" not in role and "assignments" not in role
+    (role,) = _get(api, f"user/{user_id}", "roles/*,roles/assignments")["roles"]
+    assert role["name"] == "staff" and len(role["assignments"]) == 1 and "members" not in role
+
+
+def test_the_answer_of_a_change_is_shaped_by_fields(api: httpx.Client) -> None:
+    """A create, a PUT, a PATCH and ``_action=patch`` answer only the ``_fields`` asked
+    for (relationships expanded, ``*`` the default fields), as a read would."""
+    user_id, role_id = _staff(api)
+    created = _created(api, "user", {"userName": "q2", "sn": "Two"}, "&_fields=_id")
+    assert set(created) == {"_id", "_rev"}
+    patch = [{"operation": "replace", "field": "/sn", "value": "Uno"}]
+    r = api.patch(f"/openidm/managed/user/{user_id}", params={"_fields": "userName,roles"}, headers=JSON,
+                  content=json.dumps(patch))
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"_id", "_rev", "userName", "roles"}
+    assert [x["_refResourceId"] for x in r.json()["roles"]] == [role_id]
+    r = api.post(f"/openidm/managed/user/{user_id}", params={"_action": "patch", "_fields": "sn"}, headers=JSON,
+                 content=json.dumps([{"operation": "replace", "field": "/sn", "value": "Eins"}]))
+    assert r.status_code == 200 and r.json() == {"_id": user_id, "_rev": r.json()["_rev"], "sn": "Eins"}, r.text
+    r = api.put(f"/openidm/managed/user/{created['_id']}", params={"_fields": "*,roles/*"}, headers=JSON,
+                content=json.dumps({"userName": "q2", "sn": "Deux", "roles": [{"_ref": f"managed/role/{role_id}"}]}))
+    assert r.status_code == 200, r.text
+    assert r.json()["sn"] == "Deux" and [x["name"] for x in r.json()["roles"]] == ["staff"]
+
+
+def test_patch_copies_moves_and_transforms_over_rest_and_in_scripts(api: httpx.Client) -> None:
+    """PATCH takes CREST's copy, move and transform: the object is stored with the values
+    copied, moved and made by the script (which runs in the sandbox); a script's
+    ``openidm.patch`` takes them too; a transform whose script throws is a 400 naming the
+    operation, and changes nothing."""
+    created = _created(api, "user", {"userName": "q3", "sn": "Three", "mail": "q3@example.com"})
+    ops = [{"operation": "copy", "from": "/sn", "field": "/description"},
+           {"operation": "move", "from": "/mail", "field": "/displayName"},
+           {"operation": "transform", "field": "/sn",
+            "value": {"script": {"type": "text/javascript", "source": "content.toUpperCase()"}}}]
+    r = api.patch(f"/openidm/managed/user/{created['_id']}", headers=JSON, content=json.dumps(ops))
+    assert r.status_code == 200, r.text
+    stored = _get(api, f"user/{created['_id']}", "*")
+    assert (stored["sn"], stored["description"], stored["displayName"]) == ("THREE", "Three", "q3@example.com")
+    assert "mail" not in stored
+    bad = [{"operation": "transform", "field": "/sn",
+            "value": {"script": {"type": "text/javascript", "source": "throw new Error('no')"}}}]
+    r = api.patch(f"/openidm/managed/user/{created['_id']}", headers=JSON, content=json.dumps(bad))
+    assert r.status_code == 400 and "operation 0" in r.json()["message"], r.text
+    assert _get(api, f"user/{created['_id']}", "*")["_rev"] == stored["_rev"]
+
+    r = api.get("/openidm/endpoint/lower", params={"id": created["_id"]}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    stored = _get(api, f"user/{created['_id']}", "*")
+    assert (stored["sn"], stored["mail"]) == ("three", "q3@example.com") and "displayName" not in stored
