@@ -1,10 +1,12 @@
 """Revisions of managed objects under writers at once, on SQLite, PostgreSQL and MariaDB:
 a write holds the objects it read until it commits, so another writer's change is never
 lost under it nor shares its revision; a write that read an old revision (a recon's)
-fails alone."""
+fails alone; and ``ManagedObjects`` retries a change without a revision from what the
+other writer left."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,8 +15,11 @@ from typing import Any
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.managed import DEFAULT_MANAGED, parse_managed
+from idsync.config.project import load_project
 from idsync.errors import RevisionMismatch
+from idsync.managed import ManagedObjects
 from idsync.resource import WriteOp, WriteResult
+from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 
@@ -112,3 +117,51 @@ def test_a_delete_from_an_old_revision_fails_alone(store: Store) -> None:
     assert first.ok and isinstance(second.error, RevisionMismatch)
     stored = users.get("u")
     assert stored is not None and stored["sn"] == "Kept"
+
+
+def _objects(tmp_path: Path, url: str) -> tuple[Store, Callable[[], ManagedObjects]]:
+    project_dir = tmp_path / "p"
+    (project_dir / "conf").mkdir(parents=True)
+    (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "{url}"\n')
+    (project_dir / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    project = load_project(project_dir)
+    store = Store.open(project.settings.store_url())
+    return store, lambda: ManagedObjects(project, store, Resources(project, store), "user")
+
+
+def _written_meanwhile(objects: ManagedObjects, other: Callable[[], object]) -> None:
+    """Make ``objects``' next read of an object be followed by ``other``, another writer's
+    change, before ``objects`` writes."""
+    original = objects._current
+    done: list[bool] = []
+
+    def reading(object_id: str) -> dict[str, Any]:
+        found = original(object_id)
+        if not done:
+            done.append(True)
+            other()
+        return found
+
+    objects._current = reading  # type: ignore[method-assign]
+
+
+def test_a_patch_without_revision_applies_to_what_another_writer_left(tmp_path: Path, url: str) -> None:
+    """An increment whose object another writer incremented between its read and its
+    write is read and applied again: both count. With ``If-Match`` the same race is a
+    ``RevisionMismatch`` and the other writer's change stays."""
+    store, objects = _objects(tmp_path, url)
+    try:
+        objects().create({"userName": "cnt", "n": 0}, object_id="cnt")
+        increment = [{"operation": "increment", "field": "/n", "value": 1}]
+        mine = objects()
+        _written_meanwhile(mine, lambda: objects().patch("cnt", increment))
+        change = mine.patch("cnt", increment)
+        assert change.object is not None and (change.object["n"], change.object["_rev"]) == (2, "0000000000000003")
+
+        mine = objects()
+        _written_meanwhile(mine, lambda: objects().patch("cnt", increment))
+        with pytest.raises(RevisionMismatch):
+            mine.patch("cnt", increment, rev="0000000000000003")
+        assert objects().get("cnt")["n"] == 3
+    finally:
+        store.close()

@@ -1,0 +1,107 @@
+"""Revisions under concurrent requests, over the API on every store: a revision names one
+content, one writer per revision wins (the others with ``If-Match`` answer 412), and a
+PATCH without ``If-Match`` applies to the object as it is (no increment lost)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from api_server import ADMIN, serve
+from dbs import BACKENDS, store_url
+
+JSON = {**ADMIN, "Content-Type": "application/json"}
+_WRITERS = 8
+
+
+@pytest.fixture(params=BACKENDS)
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[httpx.Client]:
+    project = tmp_path / "p"
+    (project / "conf").mkdir(parents=True)
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "{store_url(request.param, tmp_path)}"\n')
+    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    with serve(project) as client:
+        yield client
+
+
+def _at_once(count: int, request: Callable[[int], httpx.Response]) -> list[httpx.Response]:
+    """``request(i)`` for i in 0..count-1, all sent together."""
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(request, range(count)))
+
+
+def _codes(answers: list[httpx.Response]) -> list[int]:
+    return sorted(a.status_code for a in answers)
+
+
+def test_concurrent_patches_without_if_match_lose_no_increment(api: httpx.Client) -> None:
+    """Eight PATCHes incrementing one counter at once all answer 200 and all count: a
+    PATCH that lost the race to another is applied again to what that one left."""
+    r = api.put("/openidm/managed/user/cnt", headers={**JSON, "If-None-Match": "*"}, json={"userName": "cnt", "n": 0})
+    assert r.status_code == 201, r.text
+    answers = _at_once(_WRITERS, lambda _: api.patch(
+        "/openidm/managed/user/cnt", headers=JSON, json=[{"operation": "increment", "field": "/n", "value": 1}]))
+    assert _codes(answers) == [200] * _WRITERS, [a.text for a in answers]
+    final = api.get("/openidm/managed/user/cnt", headers=ADMIN).json()
+    assert final["n"] == _WRITERS
+    assert final["_rev"] == f"{_WRITERS + 1:016x}"
+
+
+def test_one_patch_per_revision_wins(api: httpx.Client) -> None:
+    """PATCHes sent at once with the same ``If-Match``: exactly one answers 200, the
+    others 412, and the revision it answers holds its content alone."""
+    r = api.put("/openidm/managed/user/race", headers={**JSON, "If-None-Match": "*"},
+                json={"userName": "race", "sn": "start"})
+    assert r.status_code == 201, r.text
+    rev = r.json()["_rev"]
+    answers = _at_once(_WRITERS, lambda i: api.patch(
+        "/openidm/managed/user/race", headers={**JSON, "If-Match": f'"{rev}"'},
+        json=[{"operation": "replace", "field": "/sn", "value": f"writer-{i}"}]))
+    assert _codes(answers) == [200] + [412] * (_WRITERS - 1), [a.text for a in answers]
+    (won,) = [a.json() for a in answers if a.status_code == 200]
+    assert api.get("/openidm/managed/user/race", headers=ADMIN).json() == won
+    assert won["_rev"] == "0000000000000002"
+
+
+def test_one_put_per_revision_wins(api: httpx.Client) -> None:
+    """PUTs of a role sent at once with the same ``If-Match``: one 200, the others 412."""
+    r = api.put("/openidm/managed/role/ops", headers=JSON, json={"name": "ops"})
+    rev = r.json()["_rev"]
+    answers = _at_once(_WRITERS, lambda i: api.put(
+        "/openidm/managed/role/ops", headers={**JSON, "If-Match": f'"{rev}"'},
+        json={"name": "ops", "description": f"writer-{i}"}))
+    assert _codes(answers) == [200] + [412] * (_WRITERS - 1), [a.text for a in answers]
+    (won,) = [a.json() for a in answers if a.status_code == 200]
+    stored = api.get("/openidm/managed/role/ops", headers=ADMIN).json()
+    assert (stored["_rev"], stored["description"]) == (won["_rev"], won["description"])
+
+
+def test_one_delete_per_revision_wins(api: httpx.Client) -> None:
+    """A DELETE with ``If-Match`` racing PATCHes of the same revision: exactly one of them
+    wins; a PATCH that lost answers 412 (or 404 when the DELETE won: there is nothing to
+    patch any more), and the DELETE that lost answers 412 and deletes nothing."""
+    r = api.put("/openidm/managed/role/gone", headers=JSON, json={"name": "gone"})
+    rev = r.json()["_rev"]
+
+    def send(i: int) -> httpx.Response:
+        headers = {**JSON, "If-Match": f'"{rev}"'}
+        if i == 0:
+            return api.delete("/openidm/managed/role/gone", headers=headers)
+        return api.patch("/openidm/managed/role/gone", headers=headers,
+                         json=[{"operation": "replace", "field": "/description", "value": f"writer-{i}"}])
+
+    answers = _at_once(_WRITERS, send)
+    assert [a.status_code for a in answers].count(200) == 1, [a.text for a in answers]
+    after = api.get("/openidm/managed/role/gone", headers=ADMIN)
+    if answers[0].status_code == 200:
+        assert after.status_code == 404
+        assert {a.status_code for a in answers[1:]} <= {404, 412}
+    else:
+        assert answers[0].status_code == 412
+        (won,) = [a.json() for a in answers if a.status_code == 200]
+        assert after.json() == won
+        assert {a.status_code for a in answers[1:] if a.json() != won} == {412}
