@@ -1,6 +1,7 @@
 """Revisions under concurrent requests, over the API on every store: a revision names one
-content, one writer per revision wins (the others with ``If-Match`` answer 412), and a
-PATCH without ``If-Match`` applies to the object as it is (no increment lost)."""
+content, one writer per revision wins (the others with ``If-Match`` answer 412), a PATCH
+without ``If-Match`` applies to the object as it is (no increment lost), and two creates
+of one id never surface a database error."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _codes(answers: list[httpx.Response]) -> list[int]:
 def test_concurrent_patches_without_if_match_lose_no_increment(api: httpx.Client) -> None:
     """Eight PATCHes incrementing one counter at once all answer 200 and all count: a
     PATCH that lost the race to another is applied again to what that one left."""
-    r = api.put("/openidm/managed/user/cnt", headers={**JSON, "If-None-Match": "*"}, json={"userName": "cnt", "n": 0})
+    r = api.put("/openidm/managed/user/cnt", headers=JSON, json={"userName": "cnt", "n": 0})
     assert r.status_code == 201, r.text
     answers = _at_once(_WRITERS, lambda _: api.patch(
         "/openidm/managed/user/cnt", headers=JSON, json=[{"operation": "increment", "field": "/n", "value": 1}]))
@@ -49,6 +50,9 @@ def test_concurrent_patches_without_if_match_lose_no_increment(api: httpx.Client
     final = api.get("/openidm/managed/user/cnt", headers=ADMIN).json()
     assert final["n"] == _WRITERS
     assert final["_rev"] == f"{_WRITERS + 1:016x}"
+    # Each answer is one revision of the counter: eight writes, eight revisions, eight counts.
+    assert sorted(a.json()["n"] for a in answers) == list(range(1, _WRITERS + 1))
+    assert len({a.json()["_rev"] for a in answers}) == _WRITERS
 
 
 def test_one_patch_per_revision_wins(api: httpx.Client) -> None:
@@ -105,3 +109,30 @@ def test_one_delete_per_revision_wins(api: httpx.Client) -> None:
         (won,) = [a.json() for a in answers if a.status_code == 200]
         assert after.json() == won
         assert {a.status_code for a in answers[1:] if a.json() != won} == {412}
+
+
+def test_concurrent_creates_of_one_id(api: httpx.Client) -> None:
+    """PUTs with ``If-None-Match: *`` of one id at once: one 201, the others 412, never a
+    database's text. Plain PUTs (create or replace) at once: one creates (201), the others
+    replace it (200), each answering its own write."""
+    answers = _at_once(_WRITERS, lambda i: api.put(
+        "/openidm/managed/role/inm", headers={**JSON, "If-None-Match": "*"}, json={"name": f"inm-{i}"}))
+    assert _codes(answers) == [201] + [412] * (_WRITERS - 1), [a.text for a in answers]
+    assert all("already exists" in a.json()["message"] for a in answers if a.status_code == 412)
+
+    answers = _at_once(_WRITERS, lambda i: api.put(
+        "/openidm/managed/role/ups", headers=JSON, json={"name": f"ups-{i}"}))
+    assert _codes(answers) == [200] * (_WRITERS - 1) + [201], [a.text for a in answers]
+    revs = {a.json()["_rev"]: a.json()["name"] for a in answers}
+    assert len(revs) == _WRITERS  # one revision per write, each with its own content
+    stored = api.get("/openidm/managed/role/ups", headers=ADMIN).json()
+    assert revs[stored["_rev"]] == stored["name"]
+
+
+def test_put_that_creates_answers_201(api: httpx.Client) -> None:
+    """A PUT without a precondition answers 201 when it creates the object, 200 when it
+    replaces it, as CREST does; a POST of an id that exists answers 412."""
+    assert api.put("/openidm/managed/role/new", headers=JSON, json={"name": "new"}).status_code == 201
+    assert api.put("/openidm/managed/role/new", headers=JSON, json={"name": "newer"}).status_code == 200
+    again = api.post("/openidm/managed/role?_action=create&_id=new", headers=JSON, json={"name": "x"})
+    assert again.status_code == 412 and again.json()["message"] == "managed/role/new already exists"

@@ -1,8 +1,8 @@
 """Revisions of managed objects under writers at once, on SQLite, PostgreSQL and MariaDB:
 a write holds the objects it read until it commits, so another writer's change is never
 lost under it nor shares its revision; a write that read an old revision (a recon's)
-fails alone; and ``ManagedObjects`` retries a change without a revision from what the
-other writer left."""
+fails alone; a create of a taken id says so; and ``ManagedObjects`` retries a change
+without a revision from what the other writer left."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from dbs import BACKENDS, store_url
 from idsync.config.managed import DEFAULT_MANAGED, parse_managed
 from idsync.config.project import load_project
-from idsync.errors import RevisionMismatch
+from idsync.errors import AlreadyExists, RevisionMismatch
 from idsync.managed import ManagedObjects
 from idsync.resource import WriteOp, WriteResult
 from idsync.resources import Resources
@@ -117,6 +117,16 @@ def test_a_delete_from_an_old_revision_fails_alone(store: Store) -> None:
     assert first.ok and isinstance(second.error, RevisionMismatch)
     stored = users.get("u")
     assert stored is not None and stored["sn"] == "Kept"
+
+
+def test_a_create_of_a_taken_id_says_it_exists(store: Store) -> None:
+    """Creating an id another object holds (another writer's create came first) fails
+    with ``AlreadyExists``, named by the object, never the database's text."""
+    users = ManagedResource(store, _USER)
+    users.create({"_id": "taken", "userName": "one"})
+    with pytest.raises(AlreadyExists) as caught:
+        users.create({"_id": "taken", "userName": "two"})
+    assert str(caught.value) == "managed/user/taken already exists"
 
 
 def _objects(tmp_path: Path, url: str) -> tuple[Store, Callable[[], ManagedObjects]]:

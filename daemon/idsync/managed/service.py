@@ -33,7 +33,7 @@ import structlog
 from idsync.config.managed import ManagedType
 from idsync.config.project import Project
 from idsync.crypto import is_encrypted
-from idsync.errors import IdsyncError, NotFound, ObjectRejected, RevisionMismatch
+from idsync.errors import AlreadyExists, IdsyncError, NotFound, ObjectRejected, RevisionMismatch
 from idsync.managed.patch import apply_patch
 from idsync.managed.relationships import RelatedPushes, incremental
 from idsync.resource import Obj, WriteOp
@@ -61,6 +61,7 @@ class Change:
 
     object: Obj | None
     pushes: list[PushResult] = field(default_factory=list)
+    created: bool = False  # the change created the object (a PUT that did answers 201)
 
     @property
     def synced(self) -> bool:
@@ -95,13 +96,15 @@ class ManagedObjects:
         return hooks.retrieved(obj, method) if hooks.reads else obj
 
     def create(self, data: Mapping[str, Any], *, object_id: str | None = None) -> Change:
+        """Create the object, under ``object_id`` when given (``AlreadyExists`` when an
+        object holds it, or another writer's create of it came first)."""
         values = _own(data)
         if object_id is not None:
             if self._resource.get(object_id) is not None:
-                raise InvalidObject(self.name, [f"an object with _id {object_id} exists"])
+                raise AlreadyExists(f"{self.name}/{object_id} already exists")
             values["_id"] = object_id
         created = self._resource.create(values)
-        return self._pushed(created["_id"], clear=self._clear_secrets(values))
+        return self._pushed(created["_id"], created, clear=self._clear_secrets(values))
 
     def update(self, object_id: str, data: Mapping[str, Any], *, rev: str | None = None) -> Change:
         values = _own(data)
@@ -185,9 +188,8 @@ class ManagedObjects:
         current, op, written = self._written(
             object_id, rev, lambda current: WriteOp("update", id=object_id, values=changes(current)))
         if written is not None and written.get("_rev") == current.get("_rev"):
-            answer = self._resource.get(object_id)
-            return Change(self.retrieved(answer) if answer is not None else None)
-        return self._pushed(object_id, current, clear=self._clear_secrets(op.values))
+            return Change(self._answer(object_id, written))
+        return self._pushed(object_id, written, current, clear=self._clear_secrets(op.values))
 
     def _clear_secrets(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The secrets ``values`` set in clear: the store keeps a hash of each, and a target
@@ -195,16 +197,24 @@ class ManagedObjects:
         return {k: v for k, v in values.items()
                 if k in self.schema.secrets and isinstance(v, str) and v and not is_hashed(v) and not is_encrypted(v)}
 
-    def _pushed(self, object_id: str, before: Obj | None = None, *, clear: Mapping[str, Any] | None = None) -> Change:
-        """Push the object as stored (hashed secrets included) and answer it without them."""
+    def _pushed(self, object_id: str, written: Obj | None, before: Obj | None = None, *,
+                clear: Mapping[str, Any] | None = None) -> Change:
+        """Push the object as stored (hashed secrets included) and answer it as ``written``."""
         stored = self._internal.get(object_id)
         pushes = (self._sync.push(self.name, object_id, stored, before=before, clear=clear)
                   if self._sync and stored else [])
         self._on_sync("notifyCreate" if before is None else "notifyUpdate", object_id, before, stored, pushes)
-        answer = self._resource.get(object_id)
         related = self._related.push(before, stored)
-        return Change(self.retrieved(answer) if answer is not None else None,
-                      pushes + related + self._fanout.push(before, stored, related))
+        return Change(self._answer(object_id, written), pushes + related + self._fanout.push(before, stored, related),
+                      created=before is None)
+
+    def _answer(self, object_id: str, written: Obj | None) -> Obj | None:
+        """The object as this change wrote it (its revision and content: never what another
+        writer made of it a moment later), with its references and computed properties as
+        they are now and its read scripts run; as it is now when the write did not say."""
+        answer = self._resource.complete([dict(written)], None)[0] if written is not None \
+            else self._resource.get(object_id)
+        return self.retrieved(answer) if answer is not None else None
 
     def _on_sync(self, action: str, object_id: str, before: Obj | None, after: Obj | None,
                  pushes: list[PushResult], *, compensable: bool = True) -> None:

@@ -10,6 +10,7 @@ The objects a page updates or deletes are read locked and held until it commits
 (``_current``), and each is updated from the revision read: a writer beside it (the
 API, implicit sync, a recon on another node) waits, and an op naming a revision the
 object left fails alone (``RevisionMismatch``), never overwriting the other's change.
+A create of an id another object holds is ``AlreadyExists``.
 
 A value with a NUL character fails its object alone, on every store
 (``nul_at``): PostgreSQL cannot hold one, and one entry must not stop a page.
@@ -36,10 +37,12 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from idsync.config.managed import ManagedType, PropertyDef
 from idsync.crypto import is_encrypted
 from idsync.errors import (
+    AlreadyExists,
     CryptoFailed,
     NotFound,
     ObjectError,
@@ -395,7 +398,7 @@ class ManagedResource(Resource, ChangeSource):
                 try:
                     self.store.insert_many(conn, mo, new_rows)
                 except Exception as exc:  # noqa: BLE001 - integrity errors differ per driver
-                    raise ObjectRejected(f"{self.name}: create failed: {internal_message(exc)}") from None
+                    raise self._create_failed(exc, new_rows) from None
             if new_props:
                 self.store.insert_rows(conn, mp, _PROPERTY_COLUMNS, new_props)
             removed_again = self._clashes(conn, results) if recheck and new_rows else set()
@@ -403,6 +406,16 @@ class ManagedResource(Resource, ChangeSource):
                 if object_id not in removed_again:
                     self._post("postCreate", object_id, None, data)
         return results
+
+    def _create_failed(self, exc: Exception, rows: list[dict[str, Any]]) -> ObjectError:
+        """What a batch whose insert failed raises. The table's one unique key is the id, and
+        the ids the store makes never repeat: a clash is an id a create gave, which another
+        writer's create (committed first: the database waited for it) holds now."""
+        if not isinstance(exc, IntegrityError | self.store.engine.dialect.loaded_dbapi.IntegrityError):
+            return ObjectRejected(f"{self.name}: create failed: {internal_message(exc)}")
+        if len(rows) == 1:
+            return AlreadyExists(f"{self.name}/{rows[0]['id']} already exists")
+        return AlreadyExists(f"{self.name}: an id given to one of the {len(rows)} objects created already exists")
 
     def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         if not self.dry_run:
