@@ -1,7 +1,7 @@
 """Revisions under concurrent requests, over the API on every store: a revision names one
 content, one writer per revision wins (the others with ``If-Match`` answer 412), a PATCH
-without ``If-Match`` applies to the object as it is (no increment lost), and two creates
-of one id never surface a database error."""
+without ``If-Match`` applies to the object as it is (no increment lost), two creates of
+one id never surface a database error, and references honour ``If-Match`` too."""
 
 from __future__ import annotations
 
@@ -136,3 +136,30 @@ def test_put_that_creates_answers_201(api: httpx.Client) -> None:
     assert api.put("/openidm/managed/role/new", headers=JSON, json={"name": "newer"}).status_code == 200
     again = api.post("/openidm/managed/role?_action=create&_id=new", headers=JSON, json={"name": "x"})
     assert again.status_code == 412 and again.json()["message"] == "managed/role/new already exists"
+
+
+def test_reference_changes_honour_if_match(api: httpx.Client) -> None:
+    """PUT and DELETE of one reference (``managed/role/ID/members/REF``) check its own
+    revision: another one answers 412 and changes nothing; the right one is applied."""
+    api.put("/openidm/managed/user/u1", headers=JSON, json={"userName": "u1"})
+    api.put("/openidm/managed/role/r1", headers=JSON, json={"name": "r1"})
+    ref = api.post("/openidm/managed/role/r1/members?_action=create", headers=JSON,
+                   json={"_ref": "managed/user/u1", "_refProperties": {"since": "2020"}}).json()
+    path = f"/openidm/managed/role/r1/members/{ref['_id']}"
+    wrong = {**JSON, "If-Match": '"00000000000000ff"'}
+
+    stale = api.put(path, headers=wrong, json={"_ref": "managed/user/u1", "_refProperties": {"since": "2021"}})
+    assert stale.status_code == 412, stale.text
+    assert api.get(path, headers=ADMIN).json() == ref
+    put = api.put(path, headers={**JSON, "If-Match": f'"{ref["_rev"]}"'},
+                  json={"_ref": "managed/user/u1", "_refProperties": {"since": "2021"}})
+    assert put.status_code == 200, put.text
+    moved = put.json()
+    assert moved["_refProperties"]["since"] == "2021" and moved["_rev"] != ref["_rev"]
+
+    stale = api.delete(path, headers={**JSON, "If-Match": f'"{ref["_rev"]}"'})
+    assert stale.status_code == 412, stale.text
+    assert api.get(path, headers=ADMIN).json() == moved
+    gone = api.delete(path, headers={**JSON, "If-Match": f'"{moved["_rev"]}"'})
+    assert gone.status_code == 200, gone.text
+    assert api.get(path, headers=ADMIN).status_code == 404
