@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from dbs import BACKENDS, store_url
-from idsync.config.managed import DEFAULT_MANAGED, parse_managed
+from idsync.config.managed import DEFAULT_MANAGED, ManagedType, parse_managed
 from idsync.config.project import load_project
 from idsync.errors import AlreadyExists, RevisionMismatch
 from idsync.managed import ManagedObjects
@@ -24,6 +24,7 @@ from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 
 _USER = parse_managed(DEFAULT_MANAGED).get("user")
+_ROLE = parse_managed(DEFAULT_MANAGED).get("role")
 
 
 @pytest.fixture(params=BACKENDS)
@@ -55,10 +56,11 @@ def _paused_after_reading(resource: ManagedResource) -> tuple[threading.Event, t
     return read, go
 
 
-def _race(store: Store, first: WriteOp, second: WriteOp) -> tuple[WriteResult, WriteResult]:
+def _race(store: Store, first: WriteOp, second: WriteOp, *,
+          types: tuple[ManagedType, ManagedType] = (_USER, _USER)) -> tuple[WriteResult, WriteResult]:
     """``first`` written by one writer; ``second`` by another while the first has read its
-    object and not yet written it."""
-    paused = ManagedResource(store, _USER)
+    object and not yet written it (each an object of its of ``types``)."""
+    paused = ManagedResource(store, types[0])
     read, go = _paused_after_reading(paused)
     results: dict[str, WriteResult] = {}
 
@@ -68,7 +70,7 @@ def _race(store: Store, first: WriteOp, second: WriteOp) -> tuple[WriteResult, W
     one = threading.Thread(target=write("first", paused, first))
     one.start()
     assert read.wait(30)
-    two = threading.Thread(target=write("second", ManagedResource(store, _USER), second))
+    two = threading.Thread(target=write("second", ManagedResource(store, types[1]), second))
     two.start()
     two.join(1)  # a store that does not hold the object lets the second writer through now
     go.set()
@@ -117,6 +119,22 @@ def test_a_delete_from_an_old_revision_fails_alone(store: Store) -> None:
     assert first.ok and isinstance(second.error, RevisionMismatch)
     stored = users.get("u")
     assert stored is not None and stored["sn"] == "Kept"
+
+
+def test_a_reference_dropped_beside_a_write_of_its_other_end_moves_it_once_more(store: Store) -> None:
+    """A user dropping a role while that role is being written: the role's revision moves
+    for the write, then again for the reference gone, never twice to one revision (which
+    would name the role with and without its member)."""
+    roles = ManagedResource(store, _ROLE)
+    roles.create({"_id": "r", "name": "r"})
+    ManagedResource(store, _USER).create({"_id": "u", "userName": "u", "roles": [{"_ref": "managed/role/r"}]})
+    first, second = _race(store, WriteOp("update", id="r", values={"description": "written"}),
+                          WriteOp("update", id="u", values={"roles": []}), types=(_ROLE, _USER))
+    assert first.ok and second.ok, (first.error, second.error)
+    assert first.obj is not None and first.obj["_rev"] == "0000000000000003"
+    stored = roles.get("r")
+    assert stored is not None
+    assert (stored["_rev"], stored["description"], stored["members"]) == ("0000000000000004", "written", [])
 
 
 def test_a_create_of_a_taken_id_says_it_exists(store: Store) -> None:
