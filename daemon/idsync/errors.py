@@ -12,6 +12,8 @@
     +-- ObjectError                  one object failed; record it and go on with the run
     |   +-- NotFound                 the object is gone (deleted between pages: not an error in recon)
     |   +-- RevisionMismatch         optimistic concurrency lost; re-read and retry
+    |   |   +-- AlreadyExists        a create whose id another object holds (maybe created a moment
+    |   |                            before, by another writer): update that one instead, or give up
     |   +-- ObjectRejected           the peer refused this object (schema, uniqueness, value)
     |   +-- CryptoFailed             a value cannot be encrypted, decrypted or hashed (no key, wrong key)
     +-- PeerError                    the peer cannot be used; stop the pass before any delete
@@ -40,6 +42,7 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "AlreadyExists",
     "AuthenticationFailed",
     "ConfigError",
     "ConfigErrors",
@@ -162,6 +165,12 @@ class NotFound(ObjectError):
 
 class RevisionMismatch(ObjectError):
     """The object changed since it was read (expected revision differs)."""
+
+
+class AlreadyExists(RevisionMismatch):
+    """A create of an id another object holds: the precondition "it does not exist" failed
+    (PingIDM's 412), whether the object was there before or another writer's create of
+    the same id came first."""
 
 
 class ObjectRejected(ObjectError):

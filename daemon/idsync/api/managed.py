@@ -25,7 +25,7 @@ from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, read_json, sort_objects
 from idsync.config.managed import ManagedType
-from idsync.errors import NotFound
+from idsync.errors import AlreadyExists, NotFound
 from idsync.managed.references import expand
 from idsync.managed.router import scripting
 from idsync.managed.service import Change, ManagedObjects
@@ -38,6 +38,8 @@ from idsync.store.tables import managed_objects as mo
 __all__ = ["change_managed", "changed_view", "if_match", "managed_routes", "managed_type", "read_managed", "shaped"]
 
 log = structlog.get_logger("idsync.api")
+
+_UPSERT_ROUNDS = 3
 
 
 def managed_type(ctx: ApiContext, object_type: str) -> ManagedType:
@@ -127,12 +129,7 @@ def change_managed(ctx: ApiContext, object_type: str, kind: str, object_id: str 
             if kind == "create":
                 change = service.create(body, object_id=object_id)
             elif kind == "upsert":
-                try:
-                    service.get(object_id or "")
-                except NotFound:
-                    change = service.create(body, object_id=object_id)
-                else:
-                    change = service.update(object_id or "", body)
+                change = _upsert(service, object_id or "", body)
             elif kind == "update":
                 change = service.update(object_id or "", body, rev=rev)
             elif kind == "patch":
@@ -150,6 +147,22 @@ def change_managed(ctx: ApiContext, object_type: str, kind: str, object_id: str 
     _log_pushes(service.name, change)
     assert change.object is not None
     return change
+
+
+def _upsert(service: ManagedObjects, object_id: str, body: Any) -> Change:
+    """A PUT without a precondition: replace the object, or create it when there is none.
+    Another request may create or delete it in between; the PUT follows it (a create that
+    lost to another's replaces what that one made), and gives up after a few rounds."""
+    for _ in range(_UPSERT_ROUNDS - 1):
+        try:
+            return service.update(object_id, body)
+        except NotFound:
+            pass
+        try:
+            return service.create(body, object_id=object_id)
+        except AlreadyExists:
+            pass
+    return service.update(object_id, body)
 
 
 def changed_view(ctx: ApiContext, object_type: str, kind: str, object_id: str | None, body: Any,
@@ -203,9 +216,11 @@ async def _one(request: Request) -> JSONResponse:
 
     fields = request.query_params.get("_fields")
 
-    async def change(kind: str, body: Any, rev: str | None, status: int = 200) -> JSONResponse:
-        return _answer(await run_in_threadpool(changed_view, ctx, object_type, kind, object_id, body, rev, fields),
-                       status)
+    async def change(kind: str, body: Any, rev: str | None) -> JSONResponse:
+        done = await run_in_threadpool(change_managed, ctx, object_type, kind, object_id, body, rev)
+        assert done.object is not None
+        shown = await run_in_threadpool(shaped, ctx, managed_type(ctx, object_type), done.object, fields)
+        return _answer(shown, 201 if done.created else 200)
 
     if method == "GET":
         return _answer(await run_in_threadpool(read_managed, ctx, object_type, object_id, fields))
@@ -215,11 +230,9 @@ async def _one(request: Request) -> JSONResponse:
     if method == "PATCH":
         return await change("patch", body, if_match(request))
     # PUT: If-None-Match: * creates (412 if it exists), If-Match updates, neither upserts.
+    # A create answers 201, as CREST does; whether it created is the store's say (``AlreadyExists``).
     if request.headers.get("if-none-match", "").strip() == "*":
-        exists = await run_in_threadpool(_exists, ctx, object_type, object_id)
-        if exists:
-            raise ApiError(412, f"managed/{object_type}/{object_id} already exists")
-        return await change("create", body, None, 201)
+        return await change("create", body, None)
     if request.headers.get("if-match") is not None:
         return await change("update", body, if_match(request))
     return await change("upsert", body, None)
@@ -245,16 +258,6 @@ def shaped(ctx: ApiContext, schema: ManagedType, obj: dict[str, Any], fields: st
     if "*" in keep:
         keep |= set(_default_view(schema, obj))
     return {k: v for k, v in obj.items() if k in keep and k not in schema.private}
-
-
-def _exists(ctx: ApiContext, object_type: str, object_id: str) -> bool:
-    service, resources = _service(ctx, object_type)
-    resources.close()
-    try:
-        service.get(object_id)
-    except NotFound:
-        return False
-    return True
 
 
 managed_routes = [

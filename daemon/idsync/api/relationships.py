@@ -5,8 +5,9 @@ in a relationship property that holds many (a role's ``members``, a user's
 ``roles``): ``GET`` with ``_queryFilter`` lists them, ``POST ?_action=create``
 with ``{"_ref": "managed/user/ID", "_refProperties": {...}}`` adds one (201),
 ``GET``/``PUT``/``DELETE`` on ``.../PROPERTY/REF_ID`` read one, replace its
-``_refProperties`` or remove it. What each does is ``managed/references.py``'s,
-which the scripts' ``openidm`` answers from too.
+``_refProperties`` or remove it, ``If-Match`` naming the reference's own ``_rev``
+(412 on another). What each does is ``managed/references.py``'s, which the
+scripts' ``openidm`` answers from too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.routing import Route
 
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
+from idsync.api.managed import if_match
 from idsync.api.query import envelope, read_json
 from idsync.managed.references import References
 from idsync.managed.router import scripting
@@ -71,12 +73,13 @@ async def _member(request: Request) -> JSONResponse:
     object_type, object_id, name, row = (request.path_params[k] for k in ("type", "id", "property", "ref"))
     if request.method == "GET":
         return _answer(await run_in_threadpool(_with, ctx, object_type, name, lambda refs: refs.read(object_id, row)))
+    rev = if_match(request)  # the reference's own revision, as PingIDM checks it
     if request.method == "DELETE":
         return _answer(await run_in_threadpool(_with, ctx, object_type, name,
-                                               lambda refs: refs.delete(object_id, row)))
+                                               lambda refs: refs.delete(object_id, row, rev)))
     body = await read_json(request, ctx.settings.max_body_bytes)
     return _answer(await run_in_threadpool(_with, ctx, object_type, name,
-                                           lambda refs: refs.replace(object_id, row, body)))
+                                           lambda refs: refs.replace(object_id, row, body, rev)))
 
 
 relationship_routes = [

@@ -18,7 +18,7 @@ then ``_ref``, ``_refResourceCollection``, ``_refResourceId`` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from idsync.config.managed import ManagedType
@@ -31,6 +31,9 @@ from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 
 __all__ = ["References", "expand", "shown"]
+
+# How often a change of one reference is tried while other writers change its object.
+_ATTEMPTS = 20
 
 
 class References:
@@ -101,28 +104,50 @@ class References:
         raise IdsyncError(f"{self._path(object_id)}: the reference to {ref} was not kept")
 
     def replace(self, object_id: str, row: str, body: Any, rev: str | None = None) -> dict[str, Any]:
-        """Replace the ``_refProperties`` of reference ``row``; its ``_ref`` cannot change."""
-        obj = self._read(object_id)
-        index = _index(obj, self.name, row, self._path(object_id))
-        ref = _refs(obj, self.name)[index]
-        _expect(ref, rev, f"{self._path(object_id)}/{row}")
-        if not isinstance(body, Mapping) or body.get("_ref", ref["_ref"]) != ref["_ref"]:
+        """Replace the ``_refProperties`` of reference ``row``; its ``_ref`` cannot change.
+        ``rev``: the reference's own revision expected (``RevisionMismatch``)."""
+        if not isinstance(body, Mapping):
             raise ObjectRejected("a relationship's _ref cannot change: delete it and create another")
         if not isinstance(body.get("_refProperties") or {}, Mapping):
             raise ObjectRejected("_refProperties must be an object")
-        props = {**(body.get("_refProperties") or {}), "_id": row}
-        after = self._patched(object_id, [{"operation": "replace", "field": f"/{self.name}/{index}",
-                                           "value": {"_ref": ref["_ref"], "_refProperties": props}}])
+
+        def replaced(index: int, ref: Mapping[str, Any]) -> list[dict[str, Any]]:
+            if body.get("_ref", ref["_ref"]) != ref["_ref"]:
+                raise ObjectRejected("a relationship's _ref cannot change: delete it and create another")
+            props = {**(body.get("_refProperties") or {}), "_id": row}
+            return [{"operation": "replace", "field": f"/{self.name}/{index}",
+                     "value": {"_ref": ref["_ref"], "_refProperties": props}}]
+        after = self._changed(object_id, row, rev, replaced)[1]
         return shown(_refs(after, self.name)[_index(after, self.name, row, self._path(object_id))])
 
     def delete(self, object_id: str, row: str, rev: str | None = None) -> dict[str, Any]:
-        """Remove reference ``row``; answers it as it was."""
-        obj = self._read(object_id)
-        index = _index(obj, self.name, row, self._path(object_id))
-        ref = _refs(obj, self.name)[index]
-        _expect(ref, rev, f"{self._path(object_id)}/{row}")
-        self._patched(object_id, [{"operation": "remove", "field": f"/{self.name}/{index}"}])
-        return shown(ref)
+        """Remove reference ``row``; answers it as it was. ``rev``: as ``replace``'s."""
+        return shown(self._changed(object_id, row, rev, lambda index, _ref: [
+            {"operation": "remove", "field": f"/{self.name}/{index}"}])[0])
+
+    def _changed(self, object_id: str, row: str, rev: str | None,
+                 operations: Callable[[int, Mapping[str, Any]], list[dict[str, Any]]],
+                 ) -> tuple[Mapping[str, Any], dict[str, Any]]:
+        """Patch the object with the ``operations`` on reference ``row`` (by its index in the
+        property as read): the reference as read, and the object after.
+
+        The reference's revision is checked against ``rev`` as read, and the patch written at
+        the object's revision read, so that the check holds when the write is made: an
+        object another writer changed meanwhile (its references move its revision too) is
+        read again, its reference checked again, and the patch built anew (the reference
+        may be at another index by then)."""
+        attempt = 1
+        while True:
+            obj = self._read(object_id)
+            index = _index(obj, self.name, row, self._path(object_id))
+            ref = _refs(obj, self.name)[index]
+            _expect(ref, rev, f"{self._path(object_id)}/{row}")
+            try:
+                return ref, self._patched(object_id, operations(index, ref), obj["_rev"])
+            except RevisionMismatch:
+                if attempt == _ATTEMPTS:
+                    raise
+            attempt += 1
 
     def _path(self, object_id: str) -> str:
         return f"managed/{self._schema.name}/{object_id}/{self.name}"
@@ -133,8 +158,8 @@ class References:
             raise NotFound(f"managed/{self._schema.name}/{object_id} not found")
         return obj
 
-    def _patched(self, object_id: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
-        change = self._objects.patch(object_id, operations)
+    def _patched(self, object_id: str, operations: list[dict[str, Any]], rev: str | None = None) -> dict[str, Any]:
+        change = self._objects.patch(object_id, operations, rev=rev)
         if change.object is None:
             raise NotFound(f"managed/{self._schema.name}/{object_id} not found")
         return self._read(object_id)

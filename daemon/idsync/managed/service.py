@@ -4,8 +4,11 @@
 result against ``managed.json``, honour an expected revision (optimistic
 concurrency: ``RevisionMismatch`` when the object moved on), write one store
 transaction, and then run implicit synchronization for the changed object
-(``sync/implicit.py``). The store change is committed before the push, so a
-target that fails never loses it; the push results say what happened.
+(``sync/implicit.py``). Without an expected revision a change is built from the
+object as read and written at that revision; when another writer came between, it
+is read and built again (``_written``), so no concurrent change is lost. The store
+change is committed before the push, so a target that fails never loses it; the
+push results say what happened.
 
 Every write goes through the store's object scripts and policies (``store/hooks.py``),
 which refuse what breaks them; reads (``get``, ``retrieved``) run the type's
@@ -20,7 +23,8 @@ A change that changes nothing (same values, ``_rev`` unmoved) is not pushed.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +33,7 @@ import structlog
 from idsync.config.managed import ManagedType
 from idsync.config.project import Project
 from idsync.crypto import is_encrypted
-from idsync.errors import IdsyncError, NotFound, ObjectRejected
+from idsync.errors import AlreadyExists, IdsyncError, NotFound, ObjectRejected, RevisionMismatch
 from idsync.managed.patch import ScriptTransformer, apply_patch
 from idsync.managed.relationships import RelatedPushes, incremental
 from idsync.resource import Obj, WriteOp
@@ -45,6 +49,10 @@ __all__ = ["Change", "ManagedObjects"]
 
 log = structlog.get_logger(__name__)
 
+# How often a write without a revision is tried before it gives up to the writers beside
+# it: each lost race is another writer's won, so a burst of N writes settles in N tries.
+_ATTEMPTS = 20
+
 
 @dataclass
 class Change:
@@ -53,6 +61,7 @@ class Change:
 
     object: Obj | None
     pushes: list[PushResult] = field(default_factory=list)
+    created: bool = False  # the change created the object (a PUT that did answers 201)
 
     @property
     def synced(self) -> bool:
@@ -88,38 +97,42 @@ class ManagedObjects:
         return hooks.retrieved(obj, method) if hooks.reads else obj
 
     def create(self, data: Mapping[str, Any], *, object_id: str | None = None) -> Change:
+        """Create the object, under ``object_id`` when given (``AlreadyExists`` when an
+        object holds it, or another writer's create of it came first)."""
         values = _own(data)
         if object_id is not None:
             if self._resource.get(object_id) is not None:
-                raise InvalidObject(self.name, [f"an object with _id {object_id} exists"])
+                raise AlreadyExists(f"{self.name}/{object_id} already exists")
             values["_id"] = object_id
         created = self._resource.create(values)
-        return self._pushed(created["_id"], clear=self._clear_secrets(values))
+        return self._pushed(created["_id"], created, clear=self._clear_secrets(values))
 
     def update(self, object_id: str, data: Mapping[str, Any], *, rev: str | None = None) -> Change:
-        current = self._current(object_id)
         values = _own(data)
         for name, prop in self.schema.properties.items():
             if prop.default is not None and values.get(name) is None:
                 values[name] = copy.deepcopy(prop.default)  # as a create with the same data would have it
-        changes: dict[str, Any] = {k: v for k, v in values.items()}
-        for name in current:
-            if not name.startswith("_") and name not in values and name not in self.schema.secrets \
-                    and name not in self.schema.relationships:
-                changes[name] = None  # a replace drops what it does not repeat
-        return self._updated(object_id, current, WriteOp("update", id=object_id, values=changes, rev=rev))
+
+        def replaced(current: Obj) -> dict[str, Any]:
+            changes: dict[str, Any] = dict(values)
+            for name in current:
+                if not name.startswith("_") and name not in values and name not in self.schema.secrets \
+                        and name not in self.schema.relationships:
+                    changes[name] = None  # a replace drops what it does not repeat
+            return changes
+        return self._changed(object_id, rev, replaced)
 
     def patch(self, object_id: str, operations: Sequence[Any], *, rev: str | None = None) -> Change:
-        current = self._current(object_id)
-        patched = apply_patch(current, operations, self._transform)
-        changes = {k: v for k, v in patched.items() if not k.startswith("_") and current.get(k) != v}
-        changes.update({k: None for k in current if not k.startswith("_") and k not in patched})
-        changes.update(incremental(self.schema, current, changes))
-        return self._updated(object_id, current, WriteOp("update", id=object_id, values=changes, rev=rev))
+        def patched(current: Obj) -> dict[str, Any]:
+            after = apply_patch(current, operations, self._transform)
+            changes = {k: v for k, v in after.items() if not k.startswith("_") and current.get(k) != v}
+            changes.update({k: None for k in current if not k.startswith("_") and k not in after})
+            changes.update(incremental(self.schema, current, changes))
+            return changes
+        return self._changed(object_id, rev, patched)
 
     def delete(self, object_id: str, *, rev: str | None = None) -> Change:
-        before = self._current(object_id)
-        self._write(WriteOp("delete", id=object_id, rev=rev))
+        before = self._written(object_id, rev, lambda current: WriteOp("delete", id=object_id))[0]
         pushes = self._sync.push(self.name, object_id, None) if self._sync else []
         self._on_sync("notifyDelete", object_id, before, None, pushes)
         related = self._related.push(before, None)
@@ -146,13 +159,38 @@ class ManagedObjects:
             raise result.error
         return result.obj
 
-    def _updated(self, object_id: str, current: Obj, op: WriteOp) -> Change:
-        """Write an update; push it unless it changed nothing (``_rev`` did not move)."""
-        written = self._write(op)
+    def _written(self, object_id: str, rev: str | None,
+                 make: Callable[[Obj], WriteOp]) -> tuple[Obj, WriteOp, Obj | None]:
+        """Write the op ``make`` builds from the object as read (``_current``), at the revision
+        read: (the object read, the op, the object written).
+
+        With ``rev`` (``If-Match``) the object must be at that revision, read or written
+        (``RevisionMismatch``). Without, the op applies to the object as it is: one that
+        loses a race to another writer between the read and the write (the store writes
+        only at the revision read) reads it again and is built anew from what the other
+        writer left, so that ten concurrent increments count ten."""
+        attempt = 1
+        while True:
+            current = self._current(object_id)
+            if rev is not None and current.get("_rev") != rev:
+                raise RevisionMismatch(f"{self.name}/{object_id}: revision {rev} expected, "
+                                       f"{current.get('_rev')} found")
+            op = dataclasses.replace(make(current), rev=current.get("_rev"))
+            try:
+                return current, op, self._write(op)
+            except RevisionMismatch:
+                if rev is not None or attempt == _ATTEMPTS:
+                    raise
+            attempt += 1
+
+    def _changed(self, object_id: str, rev: str | None, changes: Callable[[Obj], dict[str, Any]]) -> Change:
+        """Write the update of ``changes`` (from the object as read: ``_written``); push
+        it unless it changed nothing (``_rev`` did not move)."""
+        current, op, written = self._written(
+            object_id, rev, lambda current: WriteOp("update", id=object_id, values=changes(current)))
         if written is not None and written.get("_rev") == current.get("_rev"):
-            answer = self._resource.get(object_id)
-            return Change(self.retrieved(answer) if answer is not None else None)
-        return self._pushed(object_id, current, clear=self._clear_secrets(op.values))
+            return Change(self._answer(object_id, written))
+        return self._pushed(object_id, written, current, clear=self._clear_secrets(op.values))
 
     def _clear_secrets(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The secrets ``values`` set in clear: the store keeps a hash of each, and a target
@@ -160,16 +198,24 @@ class ManagedObjects:
         return {k: v for k, v in values.items()
                 if k in self.schema.secrets and isinstance(v, str) and v and not is_hashed(v) and not is_encrypted(v)}
 
-    def _pushed(self, object_id: str, before: Obj | None = None, *, clear: Mapping[str, Any] | None = None) -> Change:
-        """Push the object as stored (hashed secrets included) and answer it without them."""
+    def _pushed(self, object_id: str, written: Obj | None, before: Obj | None = None, *,
+                clear: Mapping[str, Any] | None = None) -> Change:
+        """Push the object as stored (hashed secrets included) and answer it as ``written``."""
         stored = self._internal.get(object_id)
         pushes = (self._sync.push(self.name, object_id, stored, before=before, clear=clear)
                   if self._sync and stored else [])
         self._on_sync("notifyCreate" if before is None else "notifyUpdate", object_id, before, stored, pushes)
-        answer = self._resource.get(object_id)
         related = self._related.push(before, stored)
-        return Change(self.retrieved(answer) if answer is not None else None,
-                      pushes + related + self._fanout.push(before, stored, related))
+        return Change(self._answer(object_id, written), pushes + related + self._fanout.push(before, stored, related),
+                      created=before is None)
+
+    def _answer(self, object_id: str, written: Obj | None) -> Obj | None:
+        """The object as this change wrote it (its revision and content: never what another
+        writer made of it a moment later), with its references and computed properties as
+        they are now and its read scripts run; as it is now when the write did not say."""
+        answer = self._resource.complete([dict(written)], None)[0] if written is not None \
+            else self._resource.get(object_id)
+        return self.retrieved(answer) if answer is not None else None
 
     def _on_sync(self, action: str, object_id: str, before: Obj | None, after: Obj | None,
                  pushes: list[PushResult], *, compensable: bool = True) -> None:

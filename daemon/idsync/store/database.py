@@ -387,9 +387,7 @@ class Store:
         the first write; PostgreSQL: an advisory lock of the transaction; MariaDB: a lock
         on a row of ``store_meta`` (read committed, so what the check reads is current)."""
         if self.dialect == "sqlite":
-            dbapi = conn.connection.dbapi_connection
-            if dbapi is not None and not dbapi.in_transaction:  # else a write of it holds the lock already
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            self.write_lock(conn)
         elif self.dialect == "postgresql":
             key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
@@ -403,6 +401,17 @@ class Store:
                 self._turn_rows.add(row)
             conn.exec_driver_sql(f"SELECT {self._quote('value')} FROM {self._quote('store_meta')} "
                                  f"WHERE {self._quote('key')} = %s FOR UPDATE", (row,))
+
+    def write_lock(self, conn: Connection) -> None:
+        """SQLite: take the database's write lock for ``conn``'s transaction now (``BEGIN
+        IMMEDIATE``) rather than at its first write, so that what it reads stays current
+        until it commits: SQLite's ``SELECT ... FOR UPDATE``. Other stores: nothing (their
+        transactions lock the rows they read ``FOR UPDATE``)."""
+        if self.dialect != "sqlite":
+            return
+        dbapi = conn.connection.dbapi_connection
+        if dbapi is not None and not dbapi.in_transaction:  # else a write of it holds the lock already
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     def get_meta(self, key: str) -> str | None:
         with self.engine.connect() as conn:

@@ -6,6 +6,12 @@ compared against the stored object first so an unchanged object is not written
 and its ``_rev`` does not move. Searchable properties are kept in
 ``managed_properties`` alongside, in the same transaction.
 
+The objects a page updates or deletes are read locked and held until it commits
+(``_current``), and each is updated from the revision read: a writer beside it (the
+API, implicit sync, a recon on another node) waits, and an op naming a revision the
+object left fails alone (``RevisionMismatch``), never overwriting the other's change.
+A create of an id another object holds is ``AlreadyExists``.
+
 A value with a NUL character fails its object alone, on every store
 (``nul_at``): PostgreSQL cannot hold one, and one entry must not stop a page.
 
@@ -31,10 +37,19 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from idsync.config.managed import ManagedType, PropertyDef
 from idsync.crypto import is_encrypted
-from idsync.errors import CryptoFailed, NotFound, ObjectError, ObjectRejected, RevisionMismatch, internal_message
+from idsync.errors import (
+    AlreadyExists,
+    CryptoFailed,
+    NotFound,
+    ObjectError,
+    ObjectRejected,
+    RevisionMismatch,
+    internal_message,
+)
 from idsync.query.ast import Compare, Path
 from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 from idsync.store.changes import ManagedChanges
@@ -317,7 +332,7 @@ class ManagedResource(Resource, ChangeSource):
             if recheck is False:
                 self.store.turn(conn, self._turn_name)
             taken = self._taken(conn, ops)
-            current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id])
+            current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id], lock=True)
             new_rows: list[dict[str, Any]] = []
             new_props: list[tuple[Any, ...]] = []
             reindex: list[str] = []
@@ -373,7 +388,7 @@ class ManagedResource(Resource, ChangeSource):
                     results.append(WriteResult(op, id=op.id, obj=self._object(op.id or "", rev, data, None)))
                     continue
                 new_rev = next_rev(rev)
-                changed.append({"b_id": op.id, "b_rev": new_rev, "b_data": merged})
+                changed.append({"b_id": op.id, "b_old": rev, "b_rev": new_rev, "b_data": merged})
                 current[op.id or ""] = (new_rev, merged)
                 if any(data.get(k) != merged.get(k) for k in self._searchable):
                     reindex.append(op.id or "")
@@ -381,10 +396,16 @@ class ManagedResource(Resource, ChangeSource):
                 results.append(WriteResult(op, id=op.id, obj=self._object(op.id or "", new_rev, merged, None)))
                 self._post("postUpdate", op.id or "", data, merged)
             if changed:
-                # One executemany for the page's updates, not a round trip per object.
-                conn.execute(update(mo).where(mo.c.object_type == self.object_type, mo.c.id == bindparam("b_id"))
-                             .values(rev=bindparam("b_rev"), data=bindparam("b_data", type_=mo.c.data.type),
-                                     updated=now), changed)
+                # One executemany for the page's updates, not a round trip per object; each
+                # from the revision read, which the row lock of ``_current`` keeps (checked).
+                written = conn.execute(
+                    update(mo).where(mo.c.object_type == self.object_type, mo.c.id == bindparam("b_id"),
+                                     mo.c.rev == bindparam("b_old"))
+                    .values(rev=bindparam("b_rev"), data=bindparam("b_data", type_=mo.c.data.type), updated=now),
+                    changed).rowcount
+                if written != len(changed):
+                    raise RevisionMismatch(f"{self.name}: {len(changed) - written} of the {len(changed)} objects "
+                                           "updated moved while they were locked; nothing of the batch was written")
             for start in range(0, len(removed), _CHUNK):
                 conn.execute(delete(mo).where(mo.c.object_type == self.object_type,
                                               mo.c.id.in_(removed[start:start + _CHUNK])))
@@ -398,7 +419,7 @@ class ManagedResource(Resource, ChangeSource):
                 try:
                     self.store.insert_many(conn, mo, new_rows)
                 except Exception as exc:  # noqa: BLE001 - integrity errors differ per driver
-                    raise ObjectRejected(f"{self.name}: create failed: {internal_message(exc)}") from None
+                    raise self._create_failed(exc, new_rows) from None
             if new_props:
                 self.store.insert_rows(conn, mp, _PROPERTY_COLUMNS, new_props)
             removed_again = self._clashes(conn, results) if recheck and new_rows else set()
@@ -406,6 +427,16 @@ class ManagedResource(Resource, ChangeSource):
                 if object_id not in removed_again:
                     self._post("postCreate", object_id, None, data)
         return results
+
+    def _create_failed(self, exc: Exception, rows: list[dict[str, Any]]) -> ObjectError:
+        """What a batch whose insert failed raises. The table's one unique key is the id, and
+        the ids the store makes never repeat: a clash is an id a create gave, which another
+        writer's create (committed first: the database waited for it) holds now."""
+        if not isinstance(exc, IntegrityError | self.store.engine.dialect.loaded_dbapi.IntegrityError):
+            return ObjectRejected(f"{self.name}: create failed: {internal_message(exc)}")
+        if len(rows) == 1:
+            return AlreadyExists(f"{self.name}/{rows[0]['id']} already exists")
+        return AlreadyExists(f"{self.name}: an id given to one of the {len(rows)} objects created already exists")
 
     def write_batch(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         if not self.dry_run:
@@ -599,14 +630,22 @@ class ManagedResource(Resource, ChangeSource):
             return stored
         return keyring.encrypt(value, prop.cipher, prop.key_alias)
 
-    def _current(self, conn: Connection, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    def _current(self, conn: Connection, ids: list[str], *,
+                 lock: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
+        """(revision, data) of the objects ``ids`` that exist. ``lock``: as the write in
+        ``conn``'s transaction reads them, locked until it ends (``FOR UPDATE``; SQLite's
+        write lock), so that no other writer (the API, implicit sync, a recon beside this
+        one) changes one between the read and the write: its change would be lost under
+        this one, and two contents would share a revision. Locked in id order, as every
+        batch locks them, so that two batches never wait for each other in a circle."""
         rows: dict[str, tuple[str, dict[str, Any]]] = {}
+        if lock and ids:
+            ids = sorted(set(ids))
+            self.store.write_lock(conn)
         for start in range(0, len(ids), _CHUNK):
-            for r in conn.execute(
-                select(mo.c.id, mo.c.rev, mo.c.data).where(
-                    mo.c.object_type == self.object_type, self.store.in_(mo.c.id, ids[start : start + _CHUNK])
-                )
-            ):
+            query = select(mo.c.id, mo.c.rev, mo.c.data).where(
+                mo.c.object_type == self.object_type, self.store.in_(mo.c.id, ids[start : start + _CHUNK]))
+            for r in conn.execute(query.with_for_update() if lock else query):
                 rows[r.id] = (r.rev, r.data)
         return rows
 

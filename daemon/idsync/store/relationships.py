@@ -377,7 +377,10 @@ class Edges:
             conn.execute(delete(rt).where(rt.c.id.in_(list(rows[start:start + _CHUNK]))))
 
     def bump(self, conn: Connection, keys: Iterable[Key]) -> dict[Key, str]:
-        """A new revision for each of ``keys`` (objects whose references changed)."""
+        """A new revision for each of ``keys`` (objects whose references changed). Their
+        revisions are read locked: another writer of one of them (a write of its document)
+        may hold it until it commits, and the new revision must follow the one that writer
+        gives it, never repeat it."""
         revs: dict[Key, str] = {}
         by_type: dict[str, list[str]] = {}
         for c, i in sorted(set(keys)):
@@ -386,7 +389,8 @@ class Edges:
             object_type = c.split("/", 1)[1]
             for start in range(0, len(ids), _CHUNK):
                 rows = conn.execute(select(mo.c.id, mo.c.rev).where(
-                    mo.c.object_type == object_type, self.store.in_(mo.c.id, ids[start:start + _CHUNK])))
+                    mo.c.object_type == object_type, self.store.in_(mo.c.id, ids[start:start + _CHUNK]))
+                    .with_for_update())
                 for r in rows:
                     revs[(c, r.id)] = _next(r.rev)
             params = [{"b_type": c.split("/", 1)[1], "b_id": i, "b_rev": revs[(c, i)]} for i in ids

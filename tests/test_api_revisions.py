@@ -1,0 +1,165 @@
+"""Revisions under concurrent requests, over the API on every store: a revision names one
+content, one writer per revision wins (the others with ``If-Match`` answer 412), a PATCH
+without ``If-Match`` applies to the object as it is (no increment lost), two creates of
+one id never surface a database error, and references honour ``If-Match`` too."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from api_server import ADMIN, serve
+from dbs import BACKENDS, store_url
+
+JSON = {**ADMIN, "Content-Type": "application/json"}
+_WRITERS = 8
+
+
+@pytest.fixture(params=BACKENDS)
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[httpx.Client]:
+    project = tmp_path / "p"
+    (project / "conf").mkdir(parents=True)
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "{store_url(request.param, tmp_path)}"\n')
+    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    with serve(project) as client:
+        yield client
+
+
+def _at_once(count: int, request: Callable[[int], httpx.Response]) -> list[httpx.Response]:
+    """``request(i)`` for i in 0..count-1, all sent together."""
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(request, range(count)))
+
+
+def _codes(answers: list[httpx.Response]) -> list[int]:
+    return sorted(a.status_code for a in answers)
+
+
+def test_concurrent_patches_without_if_match_lose_no_increment(api: httpx.Client) -> None:
+    """Eight PATCHes incrementing one counter at once all answer 200 and all count: a
+    PATCH that lost the race to another is applied again to what that one left."""
+    r = api.put("/openidm/managed/user/cnt", headers=JSON, json={"userName": "cnt", "n": 0})
+    assert r.status_code == 201, r.text
+    answers = _at_once(_WRITERS, lambda _: api.patch(
+        "/openidm/managed/user/cnt", headers=JSON, json=[{"operation": "increment", "field": "/n", "value": 1}]))
+    assert _codes(answers) == [200] * _WRITERS, [a.text for a in answers]
+    final = api.get("/openidm/managed/user/cnt", headers=ADMIN).json()
+    assert final["n"] == _WRITERS
+    assert final["_rev"] == f"{_WRITERS + 1:016x}"
+    # Each answer is one revision of the counter: eight writes, eight revisions, eight counts.
+    assert sorted(a.json()["n"] for a in answers) == list(range(1, _WRITERS + 1))
+    assert len({a.json()["_rev"] for a in answers}) == _WRITERS
+
+
+def test_one_patch_per_revision_wins(api: httpx.Client) -> None:
+    """PATCHes sent at once with the same ``If-Match``: exactly one answers 200, the
+    others 412, and the revision it answers holds its content alone."""
+    r = api.put("/openidm/managed/user/race", headers={**JSON, "If-None-Match": "*"},
+                json={"userName": "race", "sn": "start"})
+    assert r.status_code == 201, r.text
+    rev = r.json()["_rev"]
+    answers = _at_once(_WRITERS, lambda i: api.patch(
+        "/openidm/managed/user/race", headers={**JSON, "If-Match": f'"{rev}"'},
+        json=[{"operation": "replace", "field": "/sn", "value": f"writer-{i}"}]))
+    assert _codes(answers) == [200] + [412] * (_WRITERS - 1), [a.text for a in answers]
+    (won,) = [a.json() for a in answers if a.status_code == 200]
+    assert api.get("/openidm/managed/user/race", headers=ADMIN).json() == won
+    assert won["_rev"] == "0000000000000002"
+
+
+def test_one_put_per_revision_wins(api: httpx.Client) -> None:
+    """PUTs of a role sent at once with the same ``If-Match``: one 200, the others 412."""
+    r = api.put("/openidm/managed/role/ops", headers=JSON, json={"name": "ops"})
+    rev = r.json()["_rev"]
+    answers = _at_once(_WRITERS, lambda i: api.put(
+        "/openidm/managed/role/ops", headers={**JSON, "If-Match": f'"{rev}"'},
+        json={"name": "ops", "description": f"writer-{i}"}))
+    assert _codes(answers) == [200] + [412] * (_WRITERS - 1), [a.text for a in answers]
+    (won,) = [a.json() for a in answers if a.status_code == 200]
+    stored = api.get("/openidm/managed/role/ops", headers=ADMIN).json()
+    assert (stored["_rev"], stored["description"]) == (won["_rev"], won["description"])
+
+
+def test_one_delete_per_revision_wins(api: httpx.Client) -> None:
+    """A DELETE with ``If-Match`` racing PATCHes of the same revision: exactly one of them
+    wins; a PATCH that lost answers 412 (or 404 when the DELETE won: there is nothing to
+    patch any more), and the DELETE that lost answers 412 and deletes nothing."""
+    r = api.put("/openidm/managed/role/gone", headers=JSON, json={"name": "gone"})
+    rev = r.json()["_rev"]
+
+    def send(i: int) -> httpx.Response:
+        headers = {**JSON, "If-Match": f'"{rev}"'}
+        if i == 0:
+            return api.delete("/openidm/managed/role/gone", headers=headers)
+        return api.patch("/openidm/managed/role/gone", headers=headers,
+                         json=[{"operation": "replace", "field": "/description", "value": f"writer-{i}"}])
+
+    answers = _at_once(_WRITERS, send)
+    assert [a.status_code for a in answers].count(200) == 1, [a.text for a in answers]
+    after = api.get("/openidm/managed/role/gone", headers=ADMIN)
+    if answers[0].status_code == 200:
+        assert after.status_code == 404
+        assert {a.status_code for a in answers[1:]} <= {404, 412}
+    else:
+        assert answers[0].status_code == 412
+        (won,) = [a.json() for a in answers if a.status_code == 200]
+        assert after.json() == won
+        assert {a.status_code for a in answers[1:] if a.json() != won} == {412}
+
+
+def test_concurrent_creates_of_one_id(api: httpx.Client) -> None:
+    """PUTs with ``If-None-Match: *`` of one id at once: one 201, the others 412, never a
+    database's text. Plain PUTs (create or replace) at once: one creates (201), the others
+    replace it (200), each answering its own write."""
+    answers = _at_once(_WRITERS, lambda i: api.put(
+        "/openidm/managed/role/inm", headers={**JSON, "If-None-Match": "*"}, json={"name": f"inm-{i}"}))
+    assert _codes(answers) == [201] + [412] * (_WRITERS - 1), [a.text for a in answers]
+    assert all("already exists" in a.json()["message"] for a in answers if a.status_code == 412)
+
+    answers = _at_once(_WRITERS, lambda i: api.put(
+        "/openidm/managed/role/ups", headers=JSON, json={"name": f"ups-{i}"}))
+    assert _codes(answers) == [200] * (_WRITERS - 1) + [201], [a.text for a in answers]
+    revs = {a.json()["_rev"]: a.json()["name"] for a in answers}
+    assert len(revs) == _WRITERS  # one revision per write, each with its own content
+    stored = api.get("/openidm/managed/role/ups", headers=ADMIN).json()
+    assert revs[stored["_rev"]] == stored["name"]
+
+
+def test_put_that_creates_answers_201(api: httpx.Client) -> None:
+    """A PUT without a precondition answers 201 when it creates the object, 200 when it
+    replaces it, as CREST does; a POST of an id that exists answers 412."""
+    assert api.put("/openidm/managed/role/new", headers=JSON, json={"name": "new"}).status_code == 201
+    assert api.put("/openidm/managed/role/new", headers=JSON, json={"name": "newer"}).status_code == 200
+    again = api.post("/openidm/managed/role?_action=create&_id=new", headers=JSON, json={"name": "x"})
+    assert again.status_code == 412 and again.json()["message"] == "managed/role/new already exists"
+
+
+def test_reference_changes_honour_if_match(api: httpx.Client) -> None:
+    """PUT and DELETE of one reference (``managed/role/ID/members/REF``) check its own
+    revision: another one answers 412 and changes nothing; the right one is applied."""
+    api.put("/openidm/managed/user/u1", headers=JSON, json={"userName": "u1"})
+    api.put("/openidm/managed/role/r1", headers=JSON, json={"name": "r1"})
+    ref = api.post("/openidm/managed/role/r1/members?_action=create", headers=JSON,
+                   json={"_ref": "managed/user/u1", "_refProperties": {"since": "2020"}}).json()
+    path = f"/openidm/managed/role/r1/members/{ref['_id']}"
+    wrong = {**JSON, "If-Match": '"00000000000000ff"'}
+
+    stale = api.put(path, headers=wrong, json={"_ref": "managed/user/u1", "_refProperties": {"since": "2021"}})
+    assert stale.status_code == 412, stale.text
+    assert api.get(path, headers=ADMIN).json() == ref
+    put = api.put(path, headers={**JSON, "If-Match": f'"{ref["_rev"]}"'},
+                  json={"_ref": "managed/user/u1", "_refProperties": {"since": "2021"}})
+    assert put.status_code == 200, put.text
+    moved = put.json()
+    assert moved["_refProperties"]["since"] == "2021" and moved["_rev"] != ref["_rev"]
+
+    stale = api.delete(path, headers={**JSON, "If-Match": f'"{ref["_rev"]}"'})
+    assert stale.status_code == 412, stale.text
+    assert api.get(path, headers=ADMIN).json() == moved
+    gone = api.delete(path, headers={**JSON, "If-Match": f'"{moved["_rev"]}"'})
+    assert gone.status_code == 200, gone.text
+    assert api.get(path, headers=ADMIN).status_code == 404
