@@ -62,6 +62,16 @@ def test_daemon_serves_api(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> N
             assert runs[0]["state"] == "SUCCESS" and runs[0]["job"] == "ldap-users"
             users = api.get("/openidm/managed/user?_queryId=query-all-ids", headers=ADMIN).json()
             assert users["resultCount"] == 2
+            # A run started over the API shows in the status file as a scheduled one does.
+            started = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true",
+                               headers=ADMIN).json()
+            status_file = project / "state" / "status.json"
+            for _ in range(200):
+                shown = json.loads(status_file.read_text())["mappings"].get(FORWARD, {})
+                if shown.get("lastRun") == started["_id"] and shown.get("state") == "SUCCESS":
+                    break
+                time.sleep(0.05)
+            assert shown["lastRun"] == started["_id"] and shown["state"] == "SUCCESS", shown
             metrics = api.get("/metrics", headers=ADMIN).text
             assert 'idsync_job_running{job="ldap-users"} 0.0' in metrics
             assert 'idsync_job_next_fire_timestamp_seconds{job="ldap-users"}' in metrics

@@ -56,6 +56,8 @@ class ApiContext:
     store: Store
     settings: ApiSettings
     jobs: JobControl | None = None
+    # Called when a run started here begins or ends (the daemon rewrites its status file).
+    changed: Callable[[], None] = lambda: None
     _cancels: dict[str, threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _pool: concurrent.futures.ThreadPoolExecutor = field(
@@ -78,11 +80,13 @@ class ApiContext:
             try:
                 options = ReconOptions(run_id=run_id, cancel=cancel, dry_run=dry_run,
                                        rewrite_write_only=rewrite_write_only, overrides=overrides,
-                                       splitter=local_splitter(project, self.store), recorded=recorded)
+                                       splitter=local_splitter(project, self.store), recorded=recorded,
+                                       on_start=self.changed)
                 return run_recon_scripted(project, self.store, mapping, options)
             finally:
                 with self._lock:
                     self._cancels.pop(run_id, None)
+                self.changed()
 
         return self._pool.submit(work)
 

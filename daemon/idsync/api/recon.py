@@ -114,6 +114,7 @@ def _recon_by_id(ctx: ApiContext, mapping_name: str, object_id: str) -> PushResu
             return recon_by_id(project, ctx.store, resources, mapping_name, object_id)
     finally:
         resources.close()
+        ctx.changed()
 
 
 async def _start(request: Request, ctx: ApiContext) -> JSONResponse:

@@ -160,7 +160,10 @@ def _livesync(ctx: ApiContext, system: str, object_type: str) -> dict[str, Any]:
     if not livesync_mappings(project, source):
         raise ApiError(400, f"no mapping has {source} as its source, so liveSync has nothing to apply its changes "
                             "through")
-    return run_livesync_scripted(project, ctx.store, source, LiveSyncOptions()).to_json()
+    try:
+        return run_livesync_scripted(project, ctx.store, source, LiveSyncOptions()).to_json()
+    finally:
+        ctx.changed()
 
 
 async def _one(request: Request) -> JSONResponse:

@@ -170,7 +170,7 @@ class Daemon:
         from idsync.console import create_console  # Jinja2 and the templates only with [api]
 
         ctx = ApiContext(project=lambda: self.config.project, store=self.store, settings=settings.api,
-                         jobs=DaemonJobs(self))
+                         jobs=DaemonJobs(self), changed=self._changed_threadsafe)
         return ApiServer(ctx, config_file=str(settings.conf_dir / "idsync.toml"),
                          console=create_console if settings.api.console else None)
 

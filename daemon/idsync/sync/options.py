@@ -37,3 +37,5 @@ class ReconOptions:
     overrides: Mapping[str, Any] | None = None
     # Set once the run is recorded: what a caller answering ``ACTIVE`` before the run ends waits for.
     recorded: threading.Event | None = None
+    # Called once the run is recorded (the daemon's status file then shows it running).
+    on_start: Callable[[], None] | None = None

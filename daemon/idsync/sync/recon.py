@@ -226,6 +226,8 @@ class _Run:
             recorded = self.mapping.name
             if self.options.recorded is not None:
                 self.options.recorded.set()
+            if self.options.on_start is not None:
+                self.options.on_start()
             self.log.info("recon.start", source=self.mapping.source, target=self.mapping.target, job=self.options.job)
             source, target = self._open(resources)
             refused = self._refused_reads(source, target)
