@@ -26,11 +26,12 @@ from starlette.routing import Route
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import read_json
+from idsync.config.jobs import LIVESYNC_JOB, PERFORM_JOB
 from idsync.managed.recons import flag, pushed, recon_by_id, started
 from idsync.managed.router import scripting
 from idsync.resources import Resources
 from idsync.store.runs import RunStore
-from idsync.sync.implicit import PushResult
+from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB, PushResult
 
 __all__ = ["recon_routes", "run_summary"]
 
@@ -38,6 +39,7 @@ _LIST_LIMIT = 100
 # What ``recon?_action=recon`` takes besides CREST's own ``_...`` parameters.
 _START_PARAMS = ("mapping", "waitForCompletion", "rewriteWriteOnly", "analyze", "persistAssociations")
 _START_TIMEOUT = 30.0
+_NOT_LISTED = (IMPLICIT_JOB, RETRY_JOB, LIVESYNC_JOB, PERFORM_JOB)
 
 
 def run_summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +94,10 @@ async def _collection(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     if request.method == "GET":
         mapping = request.query_params.get("mapping")
-        rows = await run_in_threadpool(RunStore(ctx.store).recent, _LIST_LIMIT, mapping)
+        # Reconciliations only, as PingIDM lists them (reconById's included): not the runs of
+        # implicit sync, its retries, liveSync or performAction, which would crowd them out.
+        rows = await run_in_threadpool(lambda: RunStore(ctx.store).recent(_LIST_LIMIT, mapping,
+                                                                          except_jobs=_NOT_LISTED))
         return JSONResponse({"reconciliations": [run_summary(r) for r in rows]})
     action = request.query_params.get("_action")
     if action == "recon":

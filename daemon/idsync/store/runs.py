@@ -130,10 +130,14 @@ class RunStore:
             row = conn.execute(select(recon_runs).where(recon_runs.c.id == run_id)).mappings().first()
         return self._row(row) if row else None
 
-    def recent(self, limit: int = 20, mapping: str | None = None) -> list[dict[str, Any]]:
+    def recent(self, limit: int = 20, mapping: str | None = None, *,
+               except_jobs: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """The newest runs (of ``mapping``), but those of ``except_jobs``."""
         query = select(recon_runs).order_by(recon_runs.c.started.desc()).limit(limit)
         if mapping:
             query = query.where(recon_runs.c.mapping == mapping)
+        if except_jobs:
+            query = query.where(func.coalesce(recon_runs.c.job, "").not_in(list(except_jobs)))
         with self.store.engine.connect() as conn:
             return [self._row(r) for r in conn.execute(query).mappings()]
 
