@@ -397,6 +397,9 @@ class ScimSystem(System):
             report.failed(error)
         return report
 
+    def warnings(self) -> list[ConfigError]:
+        return list(self._settings.warnings)
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
