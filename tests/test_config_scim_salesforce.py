@@ -100,6 +100,80 @@ def test_validate_names_the_salesforce_provisioner_key(tmp_path: Path, org: Fake
     assert "internal error" not in result.stdout + result.stderr
 
 
+_SCIM_ENV = {"SCIM_ENDPOINT": "http://127.0.0.1:9/scim/v2", "SCIM_CLIENT_ID": "c", "SCIM_CLIENT_SECRET": "s",
+             "SCIM_TOKEN_ENDPOINT": "http://127.0.0.1:9/token"}
+
+
+def _rename(old: str, new: str) -> Callable[[dict[str, Any]], None]:
+    def change(data: dict[str, Any]) -> None:
+        props = data["configurationProperties"]
+        props[new] = props.pop(old)
+    return change
+
+
+def test_misspelt_scim_settings_are_errors_naming_the_key_meant(tmp_path: Path) -> None:
+    """``pageSise``, ``maximumRetrys`` and ``liveSyncOverlapp`` (which left page size,
+    retries and overlap at their defaults while validate exited 0) are each an error
+    naming the key meant, and validate exits 78."""
+    project = sample_project(tmp_path, store_url("sqlite", tmp_path))
+    _edit(project, PROV, _rename("pageSize", "pageSise"))
+    _edit(project, PROV, _props(maximumRetrys=2, liveSyncOverlapp=5))
+    result = idsync(project, "validate", env=_SCIM_ENV)
+    assert result.returncode == 78, result.stdout + result.stderr
+    where = f"{project / 'conf' / PROV}: {_CP}"
+    for wrong, meant in (("pageSise", "pageSize"), ("maximumRetrys", "maximumRetries"),
+                         ("liveSyncOverlapp", "liveSyncOverlap")):
+        assert f"{where}.{wrong}: unknown setting, did you mean {meant}?" in result.stdout + result.stderr
+
+
+def test_unknown_scim_settings_are_warnings(tmp_path: Path) -> None:
+    """A key far from any known one, and an OpenICF setting idsync does not act on that
+    asks for something (a proxy), are ``validate`` warnings; PingIDM's ``maximumConnections``
+    is not; validate exits 0."""
+    project = sample_project(tmp_path, store_url("sqlite", tmp_path))
+    _edit(project, PROV, _props(vendorExtension=True, httpProxyHost="proxy.example.com", maximumConnections=10))
+    result = idsync(project, "validate", env=_SCIM_ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    where = f"warning: {project / 'conf' / PROV}: {_CP}"
+    assert f"{where}.vendorExtension: unknown setting" in result.stderr
+    assert f"{where}.httpProxyHost: not acted on: set HTTPS_PROXY" in result.stderr
+    assert f"{where}.maximumConnections" not in result.stderr
+
+
+_SF_MISSPELT: list[tuple[str, Callable[[dict[str, Any]], None], list[tuple[str, str]]]] = [
+    ("versoin, conectTimeout, maxRetires", _props(versoin=44, conectTimeout=5, maxRetires=3),
+     [("versoin", "version"), ("conectTimeout", "connectTimeout"), ("maxRetires", "maxRetries")]),
+    ("clientSecrt for clientSecret", _rename("clientSecret", "clientSecrt"), [("clientSecrt", "clientSecret")]),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), [c[1:] for c in _SF_MISSPELT], ids=[c[0] for c in _SF_MISSPELT])
+def test_misspelt_salesforce_settings_are_errors_naming_the_key_meant(
+        tmp_path: Path, org: FakeSalesforce, change: Callable[[dict[str, Any]], None],
+        expected: list[tuple[str, str]]) -> None:
+    """Misspelt Salesforce settings (which kept their defaults while validate exited 0, or
+    for a required one said only ``clientSecret: is required``) are each an error naming
+    the misspelt key and the key meant; validate exits 78."""
+    project = sf_project(tmp_path, org, store_url("sqlite", tmp_path))
+    _edit(project, SF_PROV, change)
+    result = idsync(project, "validate", env=sf_env(org))
+    assert result.returncode == 78, result.stdout + result.stderr
+    for wrong, meant in expected:
+        assert (f"{project / 'conf' / SF_PROV}: {_CP}.{wrong}: unknown setting, did you mean {meant}?"
+                in result.stdout + result.stderr)
+
+
+def test_unknown_salesforce_settings_are_warnings(tmp_path: Path, org: FakeSalesforce) -> None:
+    """A key far from any known one, and a proxy setting, are ``validate`` warnings; exit 0."""
+    project = sf_project(tmp_path, org, store_url("sqlite", tmp_path))
+    _edit(project, SF_PROV, _props(vendorExtension=1, proxyHost="proxy.example.com"))
+    result = idsync(project, "validate", env=sf_env(org))
+    assert result.returncode == 0, result.stdout + result.stderr
+    where = f"warning: {project / 'conf' / SF_PROV}: {_CP}"
+    assert f"{where}.vendorExtension: unknown setting" in result.stderr
+    assert f"{where}.proxyHost: not acted on: set HTTPS_PROXY" in result.stderr
+
+
 @pytest.mark.parametrize(("store", "expected"), [
     ('url_file = "missing.txt"', "store.url_file: cannot read"),
     ('url_file = "conf"', "store.url_file: cannot read"),

@@ -230,12 +230,16 @@ def test_a_pingidm_provisioner_is_detected_and_loads(sqlite_peer: Peer, tmp_path
     ({"jdbcDriver": "org.postgresql.Driver", "jdbcUrlTemplate": "jdbc:postgresql://h/d", "password": {"x": SECRET}},
      "configurationProperties.password", "expected a string"),
     ({"jdbcUrlTemplate": "jdbc:sqlite::memory:"}, "configurationProperties.jdbcUrlTemplate", "in-memory"),
+    ({"keyColumn": None, "keyColum": "uid"}, "configurationProperties.keyColum", "did you mean keyColumn?"),
+    ({"tabel": "people"}, "configurationProperties.tabel", "did you mean table?"),
 ])
 def test_a_bad_setting_names_the_file_and_the_key(tmp_path: Path, props: dict[str, Any], key: str,
                                                   says: str) -> None:
     """An unreachable database (Oracle, SQL Server, H2, OpenICF's Oracle default), a
-    driver that is not the URL's, a missing keyColumn or table: a ConfigError naming the
-    file and the key, saying which databases idsync reaches where that is the problem."""
+    driver that is not the URL's, a missing keyColumn or table, a misspelt key (which
+    was a warning, the setting it meant left unset or at its default): a ConfigError
+    naming the file and the key, saying which databases idsync reaches where that is
+    the problem, or the key meant."""
     base = {"jdbcDriver": "org.sqlite.JDBC", "jdbcUrlTemplate": "jdbc:sqlite:hr.db", "table": "hr",
             "keyColumn": "uid"}
     config = {"connectorRef": DB_REF, "configurationProperties": {k: v for k, v in {**base, **props}.items()
@@ -246,6 +250,21 @@ def test_a_bad_setting_names_the_file_and_the_key(tmp_path: Path, props: dict[st
     assert says in caught.value.problem and SECRET not in str(caught.value)
     if says in ("Oracle's driver", "SQL Server", "H2"):
         assert "reaches PostgreSQL, MySQL, MariaDB and SQLite" in caught.value.problem
+
+
+def test_an_unknown_setting_is_a_warning_with_the_nearest_key(tmp_path: Path) -> None:
+    """A key of configurationProperties neither known nor a misspelling of a known one is
+    a warning naming the nearest known key; the system still loads."""
+    config = {"connectorRef": DB_REF, "configurationProperties": {
+        "jdbcDriver": "org.sqlite.JDBC", "jdbcUrlTemplate": "jdbc:sqlite:hr.db", "table": "hr", "keyColumn": "uid",
+        "keyColumnName": "uid"}}
+    system = open_dbtable_system("hr", config, file=FILE, base=tmp_path)
+    try:
+        assert [(w.key, w.problem, type(w)) for w in system.warnings()] == [
+            ("configurationProperties.keyColumnName", "unknown setting, did you mean keyColumn?; it is ignored",
+             ConfigWarning)]
+    finally:
+        system.close()
 
 
 def test_jdbc_urls_keep_where_and_how_safely_to_connect(tmp_path: Path) -> None:

@@ -212,3 +212,27 @@ def test_command_line_applies_a_delete(project: Path, org: FakeSalesforce) -> No
     assert done.returncode == 0, done.stderr
     assert "1 change(s) read by updated/deleted" in done.stdout and "deleted 1" in done.stdout
     assert "bob@example.com" not in managed_users(project)
+
+
+def test_a_user_deleted_and_made_again_in_one_window_is_linked_to_the_new_record(project: Path,
+                                                                                  org: FakeSalesforce) -> None:
+    """A user deleted and another made with the same Username in one window: the delete is
+    applied first, so the new record finds no managed user still linked to the old Id and
+    is created and linked (it correlated to the old link and failed, and the old Id's delete
+    then removed the managed user); a later change of the new record reaches that user."""
+    ids = _seed(org)
+    assert _live(project).state == "SUCCESS"
+    org.delete_user(ids["alice"])
+    again = org.add_user(Username="alice@example.com", FirstName="Alice", LastName="Again",
+                         Email="alice@example.com", Alias="alice")
+    org.advance(120)
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    (run,) = done.runs
+    assert run["counts"] == {"deleted": 1, "created": 1}, run
+    assert set(managed_users(project)) == {"alice@example.com", "bob@example.com", "carol@example.com"}
+    org.update_user(again, Phone="555-0142")
+    org.advance(120)
+    later = _live(project)
+    assert later.state == "SUCCESS" and later.runs[0]["counts"] == {"updated": 1}, later.runs
+    assert managed_users(project)["alice@example.com"]["telephoneNumber"] == "555-0142"

@@ -146,6 +146,25 @@ def test_complex_multi_valued_and_extension_paths_read_and_write(server: ScimSer
     assert stored[ENTERPRISE]["employeeNumber"] == "43"
 
 
+def test_a_value_filter_matching_several_items_picks_none_in_silence(server: ScimServer) -> None:
+    """A user with two work e-mails: workEmail reads as both values (never the first alone),
+    writing a work e-mail fails that object naming both and changes nothing, the next op is
+    written; removing the work e-mail drops both."""
+    two = server.add_user("two", emails=[{"value": "a@work", "type": "work"}, {"value": "b@work", "type": "work"},
+                                         {"value": "t@home", "type": "home"}])
+    other = server.add_user("other", emails=[{"value": "o@work", "type": "work"}])
+    resource = _system(server).resource("account")
+    assert resource.get(two["id"])["workEmail"] == ["a@work", "b@work"]
+    results = resource.write_batch([WriteOp("update", id=two["id"], values={"workEmail": "c@work"}),
+                                    WriteOp("update", id=other["id"], values={"workEmail": "p@work"})])
+    assert isinstance(results[0].error, ObjectRejected)
+    assert 'matches 2 items ("a@work", "b@work")' in str(results[0].error)
+    assert server.get("Users", two["id"])["emails"] == two["emails"]
+    assert results[1].ok and resource.get(other["id"])["workEmail"] == "p@work"
+    resource.update(two["id"], {"workEmail": None})
+    assert server.get("Users", two["id"])["emails"] == [{"value": "t@home", "type": "home"}]
+
+
 def test_query_filter_becomes_escaped_scim_filter_and_get_many(server: ScimServer) -> None:
     """A _queryFilter value with a quote is escaped in the SCIM filter; get_many reads
     several ids in one id-eq-or filter and leaves out unknown ids."""

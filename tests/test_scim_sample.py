@@ -292,6 +292,30 @@ def test_duplicate_user_name_fails_that_user_and_the_run_goes_on(project: Path, 
     assert sorted(u["userName"] for u in server.list("Users")) == ["alice", "bob"]
 
 
+def test_several_work_emails_fail_that_user_and_are_never_half_written(project: Path, server: ScimServer) -> None:
+    """A SCIM user with two work e-mails (mapped to the single-valued mail) fails alone, the
+    error saying mail gets 2 values, where the first was taken in silence; the other users
+    are created. Back the other way, a change of that user's mail fails naming both e-mails
+    and the provider keeps them, where only the first was rewritten."""
+    two = server.add_user("two", emails=[{"value": "a@work", "type": "work"}, {"value": "b@work", "type": "work"}])
+    server.add_user("one", emails=[{"value": "one@work", "type": "work"}])
+    summary = _cli(project, server, "recon", USERS_IN, "--json")
+    assert summary["state"] == "SUCCESS" and summary["changes"]["failed"] == 1, summary
+    (error,) = summary["errors"]
+    assert "mail is single-valued" in error["message"] and "2 values" in error["message"], error
+    assert sorted(_managed(project, "user", "userName")) == ["one"]
+
+    _without_push(project)
+    mine = _cli(project, server, "managed", "create", "user",
+                "--data", json.dumps({"userName": "two", "sn": "Two", "mail": "c@work"}))
+    assert mine["userName"] == "two"
+    _cli(project, server, "recon", USERS_OUT, "--json")  # links it (FOUND: LINK)
+    back = _cli(project, server, "recon", USERS_OUT, "--json")
+    failures = [e["message"] for e in back["errors"]]
+    assert any('matches 2 items ("a@work", "b@work")' in m for m in failures), json.dumps(back, indent=1)
+    assert server.get("Users", two["id"])["emails"] == two["emails"]
+
+
 def test_deleting_a_managed_user_and_role_deletes_them_in_the_provider(project: Path, server: ScimServer) -> None:
     """Deleting a managed user or role pushes a DELETE of the linked SCIM user or group;
     the other users and groups stay."""

@@ -9,7 +9,10 @@ known key as a suggestion.
 Where a file may carry keys idsync cannot list in full (a PingIDM managed
 property's schema, an OpenICF object type: later versions and the admin UI add
 their own), only a key one or two letters away from a known one is taken for a
-misspelling (``misspelt_keys``); the others are ``validate`` warnings.
+misspelling (``misspelt_keys``); the others are ``validate`` warnings. So with a
+connector's ``configurationProperties`` (``unknown_settings``): OpenICF's connectors
+have settings idsync neither lists nor needs, but a key a letter or two off one the
+connector reads is an error, never a default kept in silence.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection, Iterable
 
-from idsync.errors import ConfigError
+from idsync.errors import ConfigError, ConfigErrors, ConfigWarning
 
-__all__ = ["misspelling_of", "misspelt_keys", "suggest", "unknown_keys"]
+__all__ = ["misspelling_of", "misspelt_keys", "suggest", "unknown_keys", "unknown_settings"]
 
 
 def suggest(key: str, known: Collection[str]) -> str:
@@ -58,6 +61,18 @@ def misspelt_keys(keys: Iterable[str], known: Collection[str], *, file: str, pre
             errors.append(ConfigError(file, f"{prefix}.{key}" if prefix else key,
                                       f"unknown setting, did you mean {meant}?"))
     return errors
+
+
+def unknown_settings(keys: Iterable[str], known: Collection[str], *, file: str,
+                     prefix: str = "configurationProperties") -> list[ConfigWarning]:
+    """A warning for each of ``keys`` that is neither in ``known`` nor a misspelling of one
+    of them, with the nearest known key; raises ``ConfigError`` (``ConfigErrors`` for several)
+    naming each misspelling and the key it was meant to be (``misspelt_keys``)."""
+    unknown = [key for key in keys if key not in known]
+    if errors := misspelt_keys(unknown, known, file=file, prefix=prefix):
+        raise ConfigErrors(errors) if len(errors) > 1 else errors[0]
+    return [ConfigWarning(file, f"{prefix}.{key}" if prefix else key, f"{suggest(key, known)}; it is ignored")
+            for key in sorted(unknown)]
 
 
 def _distance(a: str, b: str) -> int:

@@ -14,7 +14,9 @@ lower case), ``enableEmptyString`` (false: an empty string is written as NULL),
 ``validConnectionQuery`` (what ``idsync test`` runs). Accepted and not acted on, a
 ``validate`` warning each when set to what idsync does not do: ``nativeTimestamps``,
 ``allNative``, ``rethrowAllSQLExceptions`` false, ``suppressPassword`` false,
-``datasource``, ``jndiProperties`` and the connection pool's settings.
+``datasource``, ``jndiProperties`` and the connection pool's settings. A key a
+letter or two off one of these is an error naming the key meant; any other is a
+``validate`` warning, with the nearest known key.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from idsync.connectors.base import ColumnObjectType, ColumnProperty, account_properties
 from idsync.connectors.dbtable.jdbc import Database, parse_database
 from idsync.errors import ConfigError, ConfigWarning
+from idsync.keys import unknown_settings
 
 __all__ = ["DbObjectType", "DbProperty", "DbTableSettings", "parse_dbtable_config"]
 
@@ -82,7 +85,8 @@ def parse_dbtable_config(file: str, config: Mapping[str, Any], base: Path) -> Db
     """The settings of one Database Table provisioner, its secrets substituted;
     ``base``: what a relative SQLite path is under."""
     props = config.get("configurationProperties") or {}
-    warnings: list[ConfigWarning] = []
+    # First: a misspelt key (``keyColum``) is the error to tell, not the setting it left unset.
+    warnings: list[ConfigWarning] = unknown_settings(props, _KNOWN | _POOL, file=file, prefix=_WHERE)
     datasource = props.get("datasource")
     if datasource and not any(props.get(k) for k in ("url", "jdbcUrlTemplate", "jdbcDriver", "driverClassName")):
         raise ConfigError(file, f"{_WHERE}.datasource", "a JNDI data source of an application server, which idsync "
@@ -117,8 +121,6 @@ def parse_dbtable_config(file: str, config: Mapping[str, Any], base: Path) -> Db
     if pool:
         warnings.append(ConfigWarning(file, f"{_WHERE}.{pool[0]}", f"not acted on: {', '.join(pool)}: idsync "
                                       "keeps a small pool of connections of its own per system"))
-    warnings += [ConfigWarning(file, f"{_WHERE}.{k}", "not a property of the Database Table connector; ignored")
-                 for k in props if k not in _KNOWN and k not in _POOL]
     return DbTableSettings(
         database=database, table=bare, schema=schema or None, key=key, password=password, change_log=change_log,
         exact_names=quoting.lower() not in ("", "none"), empty_strings=flags["enableEmptyString"] is True,

@@ -112,10 +112,17 @@ class SalesforceChanges:
 
 
 def _batches(changed: list[str], gone: list[str], fetch: Fetch, page_size: int, token: str) -> Iterator[ChangeBatch]:
-    """The records read by id a batch at a time, then the deletes; the token with the last
-    batch (the ids are in no order the window can be cut by). A changed id no query finds
-    was deleted after the window: the next read tells it."""
+    """The deletes, then the records read by id a batch at a time; the token with the last
+    batch (the ids are in no order the window can be cut by). Deletes go first because a
+    record deleted and another made in its place in one window (a user recreated with the
+    same Username) must find the managed object unlinked: applied after, the new record
+    correlated to the object still linked to the old Id, failed, and the old Id's delete
+    then removed that object. A changed id no query finds was deleted after the window:
+    the next read tells it. The deletes are batches of their own: the changes of one batch
+    are assessed together, before any of them is applied."""
     size = max(page_size, 1)
+    for start in range(0, len(gone), size):
+        yield ChangeBatch([Change(i, None) for i in gone[start:start + size]], None)
     pending: list[Change] = []
     for start in range(0, len(changed), size):
         ids = changed[start:start + size]
@@ -124,10 +131,6 @@ def _batches(changed: list[str], gone: list[str], fetch: Fetch, page_size: int, 
         if len(pending) >= size:
             yield ChangeBatch(pending, None)
             pending = []
-    pending.extend(Change(i, None) for i in gone)
-    while len(pending) > size:
-        yield ChangeBatch(pending[:size], None)
-        del pending[:size]
     yield ChangeBatch(pending, token)
 
 

@@ -14,6 +14,11 @@ the system's), ``verifyTls`` (true unless explicitly false), ``maxRetries`` and
 ``retryBackoff`` (ms, doubled per attempt) for REQUEST_LIMIT_EXCEEDED and 503,
 ``queryBatchSize`` (200 to 2000 records per query page) and ``objectTypes``
 (``{"User": {"properties": {"Email": {}, ...}}}``: the fields read by default).
+
+A key a letter or two off one of these (``versoin``, ``maxRetires``) is an error naming
+the key meant, since the setting it meant would keep its default in silence; any other
+unknown key, and a proxy setting (not acted on: ``HTTPS_PROXY`` is), is a ``validate``
+warning.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from idsync.errors import ConfigError
+from idsync.errors import ConfigError, ConfigWarning
+from idsync.keys import unknown_settings
 
 __all__ = ["DEFAULT_USER_FIELDS", "SalesforceSettings", "parse_salesforce_config", "token_url"]
 
@@ -34,6 +40,15 @@ _PRESETS = {
     "production": "https://login.salesforce.com",
     "sandbox": "https://test.salesforce.com",
 }
+# The keys of configurationProperties idsync reads (``parse_salesforce_config``).
+_USED = frozenset({
+    "loginUrl", "clientId", "clientSecret", "refreshToken", "instanceUrl", "version", "connectTimeout",
+    "readTimeout", "idleCheckInterval", "caFile", "verifyTls", "maxRetries", "retryBackoff", "queryBatchSize",
+})
+# PingIDM's proxy settings: told when set, as idsync goes through the proxy its environment names.
+_PROXY = frozenset({"proxyHost", "proxyPort", "proxyUri", "proxyUsername", "proxyPassword"})
+# The HTTP client's connection pool sizes itself: asks for nothing idsync would not do.
+_HARMLESS = frozenset({"maximumConnections"})
 _FIELD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _OBJECT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
@@ -62,6 +77,8 @@ class SalesforceSettings:
     retry_backoff: float  # seconds
     query_batch_size: int | None
     object_types: Mapping[str, tuple[str, ...]]  # type -> default fields
+    # What the file asks for that idsync does not do, for ``validate``.
+    warnings: tuple[ConfigWarning, ...] = ()
 
     def __repr__(self) -> str:  # never print the secrets
         return f"SalesforceSettings(token_url={self.token_url!r}, instance_url={self.instance_url!r})"
@@ -113,6 +130,16 @@ def _required(props: Mapping[str, Any], key: str, file: str) -> str:
     return value.strip()
 
 
+def _ignored(file: str, props: Mapping[str, Any]) -> list[ConfigWarning]:
+    """Warnings for the unknown keys and a proxy asked for; raises ConfigError for a key
+    that is a misspelling of a known one."""
+    warnings = unknown_settings(props, _USED | _PROXY | _HARMLESS, file=file)
+    warnings += [ConfigWarning(file, f"configurationProperties.{key}", "not acted on: set HTTPS_PROXY in "
+                               "idsync's environment to go through a proxy")
+                 for key in sorted(_PROXY) if props.get(key) not in (None, "", 0)]
+    return warnings
+
+
 def _object_types(raw: Any, file: str) -> dict[str, tuple[str, ...]]:
     types: dict[str, tuple[str, ...]] = {"User": DEFAULT_USER_FIELDS}
     if raw is None:
@@ -142,6 +169,7 @@ def parse_salesforce_config(file: str, config: Mapping[str, Any], *,
     props = config.get("configurationProperties") or {}
     if not isinstance(props, Mapping):
         raise ConfigError(file, "configurationProperties", "must be an object")
+    warnings = _ignored(file, props)
     instance = props.get("instanceUrl")
     if instance:
         parts = _split(str(instance).strip())
@@ -175,4 +203,5 @@ def parse_salesforce_config(file: str, config: Mapping[str, Any], *,
         retry_backoff=_ms(props, "retryBackoff", 1000, file),
         query_batch_size=batch,
         object_types=_object_types(config.get("objectTypes"), file),
+        warnings=tuple(warnings),
     )

@@ -206,12 +206,13 @@ class SalesforceSystem(System):
         return report
 
     def warnings(self) -> list[ConfigError]:
+        warnings: list[ConfigError] = list(self._settings.warnings)
         if self._settings.refresh_token:
-            return []
-        return [ConfigWarning(self._file, "configurationProperties.refreshToken",
-                              f"not set, and no consent kept in {self._token_file}: system {self.name} cannot "
-                              "connect until an administrator authorizes it (console: Systems, Authorize; or "
-                              "`idsync salesforce authorize`)")]
+            return warnings
+        return [*warnings, ConfigWarning(
+            self._file, "configurationProperties.refreshToken",
+            f"not set, and no consent kept in {self._token_file}: system {self.name} cannot connect until an "
+            "administrator authorizes it (console: Systems, Authorize; or `idsync salesforce authorize`)")]
 
     def needs_consent(self) -> bool | None:
         return None if self._token_file is None else not self._settings.refresh_token

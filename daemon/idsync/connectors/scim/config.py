@@ -10,6 +10,11 @@ property to a SCIM attribute path (``nativeName``): ``userName``, ``name.givenNa
 or a group's ``members`` (a core attribute may carry its schema URN; the enterprise
 URN of either version is read as the configured version's). Without ``objectTypes`` a
 default ``account`` and ``group`` are served. Secrets arrive substituted and never appear in messages.
+
+A key of ``configurationProperties`` a letter or two off a known one (``pageSise``) is
+an error naming the key meant: the setting it meant would keep its default in silence.
+Any other unknown key, and a PingIDM setting idsync does not act on set to something
+that asks for it (a proxy, no host name check), is a ``validate`` warning.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from idsync.connectors.scim.paths import AttrPath, parse_path
-from idsync.errors import ConfigError
+from idsync.errors import ConfigError, ConfigWarning
+from idsync.keys import unknown_settings
 
 __all__ = [
     "ScimObjectType",
@@ -40,6 +46,23 @@ _CORE = {
     1: {"User": "urn:scim:schemas:core:1.0", "Group": "urn:scim:schemas:core:1.0"},
     2: {"User": "urn:ietf:params:scim:schemas:core:2.0:User", "Group": "urn:ietf:params:scim:schemas:core:2.0:Group"},
 }
+# The keys of configurationProperties idsync reads (``_settings``).
+_USED = frozenset({
+    "SCIMEndpoint", "SCIMVersion", "authenticationMethod", "clientId", "clientSecret", "tokenEndpoint", "scope",
+    "grantType", "authToken", "user", "password", "acceptSelfSignedCertificates", "caFile", "connectTimeout",
+    "readTimeout", "pageSize", "maximumRetries", "maximumRetryWait", "tokenRenewSeconds", "liveSyncOverlap",
+})
+# OpenICF SCIM connector settings idsync does not act on -> why, told when set to ask for something.
+_NOT_ACTED_ON: Mapping[str, str] = {
+    "httpProxyHost": "set HTTPS_PROXY in idsync's environment to go through a proxy",
+    "httpProxyPort": "set HTTPS_PROXY in idsync's environment to go through a proxy",
+    "httpProxyUsername": "set HTTPS_PROXY in idsync's environment to go through a proxy",
+    "httpProxyPassword": "set HTTPS_PROXY in idsync's environment to go through a proxy",
+    "disableHostNameVerifier": "the certificate's host name is always checked (acceptSelfSignedCertificates "
+                               "turns all TLS checks off)",
+}
+# The HTTP client's connection pool sizes itself: asks for nothing idsync would not do.
+_HARMLESS = frozenset({"maximumConnections"})
 _NATIVE_TYPES = {"__ACCOUNT__": ("Users", "User"), "__GROUP__": ("Groups", "Group")}
 _DEFAULT_TYPES: Mapping[str, Any] = {
     "account": {"nativeType": "__ACCOUNT__", "properties": {
@@ -116,6 +139,8 @@ class ScimSettings:
     token_renew_seconds: float
     # liveSync asks this far back before its high-water mark (see ``changes``).
     live_sync_overlap: float = 60.0
+    # What the file asks for that idsync does not do, for ``validate``.
+    warnings: tuple[ConfigWarning, ...] = ()
 
 
 def schema_urns(version: int, resource_type: str) -> tuple[str, str]:
@@ -187,7 +212,18 @@ def _ca_file(file: str, props: Mapping[str, Any]) -> str | None:
     return value
 
 
+def _ignored(file: str, props: Mapping[str, Any]) -> list[ConfigWarning]:
+    """Warnings for the unknown keys, and for the settings idsync does not act on that ask
+    for something; raises ConfigError for a key that is a misspelling of a known one."""
+    warnings = unknown_settings(props, {*_USED, *_NOT_ACTED_ON, *_HARMLESS}, file=file)
+    for key, why in _NOT_ACTED_ON.items():
+        if props.get(key) not in (None, "", False, "false", 0):
+            warnings.append(ConfigWarning(file, f"configurationProperties.{key}", f"not acted on: {why}"))
+    return warnings
+
+
 def _settings(file: str, props: Mapping[str, Any]) -> ScimSettings:
+    warnings = _ignored(file, props)
     endpoint = _url(file, props, "SCIMEndpoint")
     if not endpoint:
         raise ConfigError(file, "configurationProperties.SCIMEndpoint", "must be an http(s) URL")
@@ -222,7 +258,7 @@ def _settings(file: str, props: Mapping[str, Any]) -> ScimSettings:
         live_sync_overlap=_number(file, props, "liveSyncOverlap", 60.0),
         client_id=client_id, client_secret=_str(file, props, "clientSecret"),
         token_endpoint=_url(file, props, "tokenEndpoint"), auth_token=auth_token,
-        user=user, password=_str(file, props, "password"),
+        user=user, password=_str(file, props, "password"), warnings=tuple(warnings),
     )
 
 

@@ -28,7 +28,7 @@ from idsync.connectors.base import System, system_test_report
 from idsync.connectors.scim.changes import ScimChanges
 from idsync.connectors.scim.config import ScimObjectType, ScimProperty, parse_scim_config
 from idsync.connectors.scim.http import ScimClient
-from idsync.connectors.scim.paths import read_path
+from idsync.connectors.scim.paths import AmbiguousPath, read_path
 from idsync.connectors.scim.writes import (
     apply_changes,
     member_ids,
@@ -328,7 +328,10 @@ class ScimResource(Resource, ChangeSource):
         features = self._client.features()
         etag = response.headers.get("ETag") or (current.get("meta") or {}).get("version")
         headers = {"If-Match": etag} if features.etag and etag else {}
-        new, changed = apply_changes(self._type, current, op.values)
+        try:
+            new, changed = apply_changes(self._type, current, op.values)
+        except AmbiguousPath as error:
+            raise ObjectRejected(f"scim {self.name}: {op.id}: {error}; nothing was written") from None
         add: list[str] = []
         remove: list[str] = []
         if self._members is not None and self._members.name in op.values:
@@ -396,6 +399,9 @@ class ScimSystem(System):
         except IdsyncError as error:
             report.failed(error)
         return report
+
+    def warnings(self) -> list[ConfigError]:
+        return list(self._settings.warnings)
 
     def close(self) -> None:
         if self._client is not None:

@@ -9,6 +9,11 @@ Only an equality value filter is allowed: it picks one item of a multi-valued
 attribute, and writing through it updates that item or appends one carrying the
 filter's value (a new work e-mail gets ``type: "work"``). Attribute names compare
 without regard to case, as RFC 7643 section 2.1 says.
+
+A filter may match several items (two work e-mails). One is never picked in
+silence: reading gives the list of their values (so a single-valued property the
+value is mapped to fails that object), writing a value raises ``AmbiguousPath``
+naming them (which item to change is unknown), and removing drops them all.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AttrPath", "parse_path", "read_path", "write_path"]
+__all__ = ["AmbiguousPath", "AttrPath", "parse_path", "read_path", "write_path"]
 
 _NAME = r"\$?[A-Za-z][A-Za-z0-9_-]*"
 _PATH = re.compile(
@@ -51,6 +56,10 @@ class AttrPath:
         """The path as a SCIM filter names it: without the value filter, which makes a
         filter on it match a little more, and correlation narrows the answer again."""
         return self.top + (f".{self.sub}" if self.sub else "")
+
+
+class AmbiguousPath(ValueError):
+    """A value filter matches several items and a value is to be written through it."""
 
 
 def parse_path(text: str) -> AttrPath:
@@ -89,13 +98,15 @@ def _holder(resource: dict[str, Any], path: AttrPath, create: bool) -> dict[str,
 
 def read_path(resource: dict[str, Any], path: AttrPath) -> Any:
     """The value at ``path``; a list for a sub-attribute of a multi-valued attribute
-    read without a filter (``emails.value``); None when absent."""
+    read without a filter (``emails.value``) or through a filter several items match;
+    None when absent."""
     holder = _holder(resource, path, create=False)
     if holder is None:
         return None
     value = holder.get(_key(holder, path.attribute))
     if path.filter_sub is not None:
-        value = next((i for i in value if _matches(i, path)), None) if isinstance(value, list) else None
+        found = [i for i in value if _matches(i, path)] if isinstance(value, list) else []
+        value = found[0] if len(found) == 1 else found or None
     if path.sub is None or value is None:
         return value
     if isinstance(value, list):
@@ -129,10 +140,13 @@ def write_path(resource: dict[str, Any], path: AttrPath, value: Any) -> None:
     items = holder.get(attr)
     if not isinstance(items, list):
         items = []
-    item = next((i for i in items if _matches(i, path)), None)
+    found = [i for i in items if _matches(i, path)]
+    if len(found) > 1 and value is not None:
+        values = ", ".join(json.dumps(i.get(_key(i, path.sub or "value"))) for i in found)
+        raise AmbiguousPath(f"{path.text} matches {len(found)} items ({values}): which one to write is unknown")
+    item = found[0] if found else None
     if value is None:
-        if item is not None:
-            items.remove(item)
+        items[:] = [i for i in items if i not in found]
     elif item is None:
         items.append({path.filter_sub: path.filter_value, path.sub or "value": value})
     else:
