@@ -294,6 +294,33 @@ def test_an_hr_file_into_the_store_and_out_to_another_file(tmp_path: Path, store
     assert (badges.stat().st_mtime_ns, badges.stat().st_ino) == stamp
 
 
+def test_text_into_a_typed_column_is_no_change_once_written(tmp_path: Path) -> None:
+    """Text going to a boolean and an integer column (``"true"``, ``"1001"``) is written as
+    it is and read back as a boolean and a number: the second run compares it so, finds
+    every row unchanged and leaves the file untouched."""
+    hr_in = {**HR_IN, "properties": [*HR_IN["properties"], {  # type: ignore[list-item]
+        "source": "employeeNumber", "target": "description",
+        "transform": {"type": "text/javascript", "source": "'' + source"}}]}
+    typed_out = {**BADGES_OUT, "properties": [{"source": "userName", "target": "login"},
+                                              {"source": "description", "target": "badge"},
+                                              {"target": "active", "default": "true"}]}
+    project = file_project(tmp_path, [hr_in, typed_out])
+    (project / "data" / "hr.csv").write_text(HR)
+    badges = project / "data" / "badges.csv"
+    badges.write_text("login,badge,active\n")
+    _provisioner(project, "hr", "data/hr.csv", HR_TYPES)
+    _provisioner(project, "badges", "data/badges.csv", {"account": {"nativeType": "__ACCOUNT__", "properties": {
+        "login": {"type": "string", "nativeName": "__NAME__", "required": True},
+        "badge": {"type": "integer"}, "active": {"type": "boolean"}}}}, headerUid="login")
+    assert recon(project, hr_in["name"]).state == "SUCCESS"
+    assert changed(recon(project, typed_out["name"])) == {}  # carried on by the recon into the store
+    assert badges.read_text().splitlines()[1] == '"ajones","1001","true"'
+    stamp = badges.stat().st_mtime_ns, badges.stat().st_ino
+    again = recon(project, typed_out["name"])
+    assert changed(again) == {} and again.summary["changes"]["unchanged"] == 3
+    assert (badges.stat().st_mtime_ns, badges.stat().st_ino) == stamp
+
+
 def test_a_file_to_a_file_correlated_by_an_expression_tree(tmp_path: Path) -> None:
     """The getting-started shape: rows of an HR file correlated to rows of an
     engineering file by an ``expressionTree`` on ``name`` (the email), a transform

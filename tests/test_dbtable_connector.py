@@ -509,6 +509,36 @@ def test_a_table_into_the_store_and_the_store_out_to_a_table(tmp_path: Path, pee
     assert changed(recon(project, OUT["name"])) == {}
 
 
+def test_text_into_a_typed_column_is_no_change_once_written(tmp_path: Path, peer: Peer) -> None:
+    """A managed user's text going to an integer and a decimal column is written as the
+    number it spells (``"1001"``: 1001), and compared as the table reads it back: the
+    second run finds every row unchanged and writes nothing, on every database."""
+    peer.create(ROWS)
+    out = f"{peer.table}_out"
+    peer.sql(f"CREATE TABLE {out} (login VARCHAR(64) NOT NULL PRIMARY KEY, emp INTEGER, score NUMERIC(10,2), "
+             "pwd VARCHAR(200))")
+    hr_in = {**HR_IN, "properties": [*HR_IN["properties"], {  # type: ignore[list-item]
+        "source": "employeeNumber", "target": "description",
+        "transform": {"type": "text/javascript", "source": "'' + source"}}]}
+    typed_out = {"name": "managedUser_systemAppAccounts", "source": "managed/user", "target": "system/app/account",
+                 "properties": [{"source": "userName", "target": "login"}, {"source": "description", "target": "emp"},
+                                {"source": "description", "target": "score"}],
+                 "policies": POLICIES}
+    project = _hr_project(tmp_path, peer, [hr_in, typed_out])
+    app = peer.config({"account": {"nativeType": "__ACCOUNT__", "properties": {
+        "login": {"type": "string", "nativeName": "__NAME__", "required": True},
+        "emp": {"type": "integer"}, "score": {"type": "number"}}}}, table=out, keyColumn="login")
+    app["configurationProperties"]["password"] = peer.props.get("password")
+    _provisioner(project, "app", app)
+    assert recon(project, hr_in["name"]).state == "SUCCESS"
+    assert managed_users(project)["ajones"]["description"] == "1001"
+    assert changed(recon(project, typed_out["name"])) == {}  # carried on by the recon into the store
+    assert [(r[0], r[1], float(r[2])) for r in peer.sql(f"SELECT login, emp, score FROM {out} ORDER BY login")] == [
+        ("ajones", 1001, 1001.0), ("bsmith", 1002, 1002.0), ("cwu", 1003, 1003.0)]
+    again = recon(project, typed_out["name"])
+    assert changed(again) == {} and again.summary["changes"]["unchanged"] == 3
+
+
 def test_a_bad_row_or_a_missing_table_deletes_nothing(tmp_path: Path, sqlite_peer: Peer) -> None:
     """After a first load, a row whose value is not its property's type fails alone and
     the recon skips its target phase, so the user of a row gone meanwhile is not

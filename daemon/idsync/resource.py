@@ -215,6 +215,15 @@ class Resource(ABC):
         ``referenced_ids`` (an id naming no object is absent)."""
         return {i: i for i in ids}
 
+    def stored(self, values: Obj) -> Obj:
+        """``values`` (a projected object) as this resource would store them and a read
+        would answer them: a system that keeps a property as a type of its own (``"5010"``
+        in an integer column reads back 5010) says so here, so that comparing a projection
+        with the object read finds no change where a write would change nothing. A value
+        the system would not take is left as it is (its write says why). The default: as
+        they are."""
+        return values
+
     def expect_listing(self) -> None:  # noqa: B027 - optional hook
         """A whole listing (``pages`` without a filter: a recon's source phase) follows
         soon: start what it needs that takes long to start, while the caller prepares."""

@@ -9,7 +9,7 @@ out (or, in a dry run, the resources simulate).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -187,6 +187,10 @@ class Assessor:
     # The writes the target's system denies (``Resource.denied``): one whose ``onDeny`` is
     # DO_NOTHING is not planned but skipped; any other fails at the write.
     denied: Mapping[str, str] = field(default_factory=dict)
+    # How the target's system stores a projection (``Resource.stored``): what an update
+    # compares with the target read, so a value the system keeps as a type of its own
+    # (text into an integer column) is no change once written.
+    stored: Callable[[Obj], Obj] | None = None
 
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
@@ -414,6 +418,8 @@ class Assessor:
             before = self.previous.get(s["_id"])
             target = m.properties.merge_lists(target, current,
                                               self.project(before, current, plan.qualifier) if before else None)
+            if self.stored is not None:
+                target = self.stored(target)
             changes = self._hashes_left_out(self._secrets_kept(diff(target, current, unordered=self.unordered),
                                                                current))
             changes = self._written_left_out(plan, changes, current, target)
@@ -432,6 +438,8 @@ class Assessor:
                     hooked = self._hook_target(m.hooks["onUpdate"], {"source": s, "target": {**current, **target},
                                                                      "oldTarget": current, "situation": plan.situation,
                                                                      "linkQualifier": plan.qualifier})
+                    if self.stored is not None:
+                        hooked = self.stored(hooked)
                     changes = self._hashes_left_out(self._secrets_kept(
                         diff({k: hooked.get(k) for k in set(hooked) - {"_id", "_rev"}}, current,
                              unordered=self.unordered), current))

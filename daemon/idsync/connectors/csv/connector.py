@@ -150,6 +150,8 @@ class CsvResource(Resource, ChangeSource):
         self.write_only = frozenset({p.name for p in obj_type.properties
                                      if not p.readable or p.column == self._password}
                                     if obj_type.properties else {self._password})
+        # The type a read makes of each readable property's text (``stored``).
+        self._kinds = {p.name: p.type for p in obj_type.properties if p.readable and p.column != self._password}
         self._changes = CsvChanges(file.path, state, file.settings.keep, self._uid, file.rows, self._object)
         self._by_id = ById(file.path, self._rows_by_id)
 
@@ -207,6 +209,26 @@ class CsvResource(Resource, ChangeSource):
             at = header.index(self._uid)
             if len(fields) == len(header) and fields[at]:
                 yield fields[at], (header, number, fields)
+
+    def stored(self, values: Obj) -> Obj:
+        """``values`` as a write leaves them in the file and a read answers them: ``"true"``
+        for a boolean property is true, ``"5010"`` for an integer one 5010, 5 for a string
+        one ``"5"``, an empty text no value."""
+        out: Obj | None = None
+        for name, value in values.items():
+            kind = self._kinds.get(name) if self._type.properties else \
+                (None if name in ("_id", self._password) else "string")
+            if kind is None or value is None or (type(value) is str and value and kind == "string"):
+                continue  # (the common case, decided without a conversion)
+            try:
+                text = _text(name, value)
+                read = typed(name, kind, text) if text else None
+            except (ValueError, ObjectRejected):
+                continue
+            if type(read) is not type(value) or read != value:
+                out = dict(values) if out is None else out
+                out[name] = read
+        return values if out is None else out
 
     def count(self) -> int | None:
         return sum(1 for _ in self._file.rows())

@@ -78,6 +78,7 @@ class DbTableResource(Resource, ChangeSource):
                                     if obj_type.properties else ({password} if password else set()))
         self._props: list[tuple[DbProperty, Col]] | None = None
         self._read: list[tuple[DbProperty, Col]] | None = None
+        self._forms: dict[str, tuple[DbProperty, Col, bool]] | None = None
         self._changes = DbTableChanges(self.name, table, self._selected, self._object)
 
     # liveSync ----------------------------------------------------------------
@@ -108,6 +109,14 @@ class DbTableResource(Resource, ChangeSource):
             self._read = [(p, c) for p, c in self._properties()
                           if p.readable and (password is None or c.name != password.name)]
         return self._read
+
+    def _stored_as(self) -> dict[str, tuple[DbProperty, Col, bool]]:
+        """The readable properties by name, each with its column and whether text stays as
+        it is there (a string property of a text column: only an empty text changes)."""
+        if self._forms is None:
+            self._forms = {p.name: (p, c, p.type == "string" and c.kind in ("text", "other"))
+                           for p, c in self._readable()}
+        return self._forms
 
     def _selected(self, wanted: set[str] | None) -> list[ColumnElement[Any]]:
         key = self._table.shape().key
@@ -207,6 +216,28 @@ class DbTableResource(Resource, ChangeSource):
                 if "_id" in obj:
                     found.setdefault(obj["_id"], obj)
         return found
+
+    def stored(self, values: Obj) -> Obj:
+        """``values`` as a write leaves them in their columns and a read answers them
+        (``values.py``): ``"1001"`` for an integer property of an integer column is 1001,
+        5 for a string property ``"5"``, an empty text no value."""
+        forms = self._stored_as()
+        out: Obj | None = None
+        for name, value in values.items():
+            found = forms.get(name)
+            if found is None or value is None or (type(value) is str and value and found[2]):
+                continue  # (the common case, decided without a conversion)
+            prop, col, _ = found
+            try:
+                written = to_column(name, col.kind, value, aware=col.aware,
+                                    empty_strings=self._table.settings.empty_strings)
+                read = None if written is None else from_column(name, prop.type, written)
+            except ValueError:
+                continue
+            if type(read) is not type(value) or read != value:
+                out = dict(values) if out is None else out
+                out[name] = read
+        return values if out is None else out
 
     def count(self) -> int | None:
         key = self._table.shape().key.column
