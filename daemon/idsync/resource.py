@@ -25,6 +25,7 @@ from idsync.errors import IdsyncError, ObjectError, OperationDenied, ReadDenied,
 from idsync.query.ast import And, Compare, Node, Or, Path
 
 __all__ = [
+    "UNREADABLE",
     "Change",
     "ChangeBatch",
     "ChangeFeed",
@@ -42,6 +43,11 @@ __all__ = [
 ]
 
 Obj = dict[str, Any]
+
+# In an object a listing answers: why the object, whose id was read, could not be read
+# in full (a value not of its property's type); the object then holds nothing else. A
+# recon fails that object alone, by its id; a read by id leaves it out.
+UNREADABLE = "_unreadable"
 
 
 @dataclass(frozen=True)

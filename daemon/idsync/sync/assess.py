@@ -20,7 +20,7 @@ from idsync.config.properties import diff
 from idsync.errors import IdsyncError
 from idsync.query import matches
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
-from idsync.resource import Obj, Resource, WriteOp
+from idsync.resource import UNREADABLE, Obj, Resource, WriteOp
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
 from idsync.store.passwords import is_one_way, same_secret
@@ -224,7 +224,7 @@ class Assessor:
             sid = s["_id"]
             tid, kept = links.get(sid, ("", None))
             rev = revisions.get(tid)
-            if kept is None or rev is None:
+            if kept is None or rev is None or UNREADABLE in s:
                 continue
             try:
                 if not self.qualifies(s, qualifier) or self._assigning(s):
@@ -258,6 +258,13 @@ class Assessor:
         for s in objs:
             if s["_id"] in unchanged:
                 qualified[s["_id"]] = True
+                continue
+            why = s.get(UNREADABLE)
+            if why is not None:
+                # Its id was read, so the object is known (its link claims its target); not
+                # what it holds, so nothing is decided for it.
+                plans.append(Plan("", "", s["_id"], linked.get(s["_id"]), unresolved=s["_id"] not in linked,
+                                  error=f"the source object could not be read: {why}", qualifier=q))
                 continue
             try:
                 qualified[s["_id"]] = self.qualifies(s, q)

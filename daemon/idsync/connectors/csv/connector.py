@@ -12,7 +12,9 @@ row. The file is only read through to its end: a quoting error, a bad encoding, 
 missing column or the file written in place while it is read fails the read (a
 recon then deletes nothing); a row whose field
 count differs from the header's, or that has no id, fails alone, as an object
-without an id (a recon then skips its target phase).
+without an id (a recon then skips its target phase); one with a value not of its
+property's type fails alone by its id (``resource.UNREADABLE``; a read by id leaves
+it out).
 
 Writes take an exclusive lock on the file (``flock``), read it through once per
 batch, and replace it by a complete new copy (written beside it, flushed to disk,
@@ -49,7 +51,7 @@ from idsync.connectors.files import (
     wanted_fields,
 )
 from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectRejected, PeerError
-from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult
+from idsync.resource import UNREADABLE, ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult
 
 __all__ = ["CsvResource", "CsvSystem", "open_csv_system"]
 
@@ -191,7 +193,7 @@ class CsvResource(Resource, ChangeSource):
             try:
                 obj[prop.name] = typed(prop.name, prop.type, text)
             except ValueError as exc:
-                return {"dn": f"{where}: {exc}"}
+                return {"_id": uid, UNREADABLE: f"{where}: {exc}"}
         return obj
 
     def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:

@@ -12,8 +12,8 @@ n``), each its own short query: neither the table nor a transaction is held acro
 run. A ``_queryFilter`` becomes the ``WHERE`` clause (``filters.py``) and ``fields``
 the columns selected; ``get_many`` asks for up to 500 keys per query. A failure of
 the database raises ``PeerError`` (a recon then deletes nothing). A value not of its
-property's type fails its row alone: an object without an id that names the row (a
-recon then skips its target phase). A key column without a unique constraint may
+property's type fails its row alone: a listing answers the row's id and why
+(``resource.UNREADABLE``), a read by key leaves it out. A key column without a unique constraint may
 hold a key twice: a listing looks for such keys first, fails each alone, and leaves
 its rows out.
 
@@ -50,7 +50,17 @@ from idsync.connectors.dbtable.table import Col, DbTable
 from idsync.connectors.dbtable.values import from_column, id_text, iso_text, property_type, to_column
 from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectError, ObjectRejected, PeerError
 from idsync.query.ast import Path as QueryPath
-from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.resource import (
+    UNREADABLE,
+    ChangeFeed,
+    ChangeSource,
+    Obj,
+    QuerySpec,
+    Resource,
+    WriteOp,
+    WriteResult,
+    failed,
+)
 
 __all__ = ["DbTableResource", "DbTableSystem", "open_dbtable_system"]
 
@@ -160,7 +170,7 @@ class DbTableResource(Resource, ChangeSource):
             try:
                 obj[prop.name] = from_column(prop.name, prop.type, value)
             except ValueError as exc:
-                return {"dn": f"{self._table.description}, {key.name} {obj['_id']!r}: {exc}"}
+                return {"_id": obj["_id"], UNREADABLE: f"{self._table.description}, {key.name} {obj['_id']!r}: {exc}"}
         return obj
 
     def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
@@ -213,7 +223,7 @@ class DbTableResource(Resource, ChangeSource):
             statement = select(*self._selected(wanted)).where(key.in_(keys[start:start + _CHUNK]))
             for row in self._table.fetch(statement, "reading rows by key"):
                 obj = self._object(row._mapping, wanted)
-                if "_id" in obj:
+                if "_id" in obj and UNREADABLE not in obj:
                     found.setdefault(obj["_id"], obj)
         return found
 
