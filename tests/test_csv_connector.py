@@ -22,7 +22,7 @@ from idsync.connectors.csv.connector import CsvSystem, open_csv_system
 from idsync.connectors.files import ById
 from idsync.errors import ConfigError, ObjectRejected, PeerError
 from idsync.query.parser import parse
-from idsync.resource import QuerySpec, WriteOp
+from idsync.resource import UNREADABLE, QuerySpec, WriteOp
 from idsync.resources import Resources, check_system
 from idsync.store.database import Store
 from livesync_env import live, live_after_expiry, managed_users, set_token, stored_token
@@ -192,13 +192,17 @@ def test_values_that_look_like_syntax_stay_values(tmp_path: Path) -> None:
 
 
 def test_a_bad_row_fails_alone(tmp_path: Path) -> None:
+    """A row of the wrong width is an object without an id; one with a value not of its
+    property's type is answered by its id, saying which value, and a read by id leaves
+    it out."""
     path = tmp_path / "hr.csv"
     path.write_text(HR + '"dlee", "D"\n"", "No", "Id"\n"eve", "Eve", "E", "", "abc", "", ""\n')
     rows = _all(_system(path))
-    assert [o.get("_id") for o in rows] == ["ajones", "bsmith", "cwu", None, None, None]
+    assert [o.get("_id") for o in rows] == ["ajones", "bsmith", "cwu", None, None, "eve"]
     assert rows[3] == {"dn": "hr.csv, line 5: 2 fields, the header has 7"}
     assert rows[4] == {"dn": "hr.csv, line 6: 3 fields, the header has 7"}
-    assert rows[5] == {"dn": "hr.csv, line 7: employeeNumber: 'abc' is not an integer"}
+    assert rows[5] == {"_id": "eve", UNREADABLE: "hr.csv, line 7: employeeNumber: 'abc' is not an integer"}
+    assert list(_system(path).resource("account").get_many(["eve", "cwu"])) == ["cwu"]
 
 
 @pytest.mark.parametrize(("props", "key"), [
@@ -294,6 +298,33 @@ def test_an_hr_file_into_the_store_and_out_to_another_file(tmp_path: Path, store
     assert (badges.stat().st_mtime_ns, badges.stat().st_ino) == stamp
 
 
+def test_text_into_a_typed_column_is_no_change_once_written(tmp_path: Path) -> None:
+    """Text going to a boolean and an integer column (``"true"``, ``"1001"``) is written as
+    it is and read back as a boolean and a number: the second run compares it so, finds
+    every row unchanged and leaves the file untouched."""
+    hr_in = {**HR_IN, "properties": [*HR_IN["properties"], {  # type: ignore[list-item]
+        "source": "employeeNumber", "target": "description",
+        "transform": {"type": "text/javascript", "source": "'' + source"}}]}
+    typed_out = {**BADGES_OUT, "properties": [{"source": "userName", "target": "login"},
+                                              {"source": "description", "target": "badge"},
+                                              {"target": "active", "default": "true"}]}
+    project = file_project(tmp_path, [hr_in, typed_out])
+    (project / "data" / "hr.csv").write_text(HR)
+    badges = project / "data" / "badges.csv"
+    badges.write_text("login,badge,active\n")
+    _provisioner(project, "hr", "data/hr.csv", HR_TYPES)
+    _provisioner(project, "badges", "data/badges.csv", {"account": {"nativeType": "__ACCOUNT__", "properties": {
+        "login": {"type": "string", "nativeName": "__NAME__", "required": True},
+        "badge": {"type": "integer"}, "active": {"type": "boolean"}}}}, headerUid="login")
+    assert recon(project, hr_in["name"]).state == "SUCCESS"
+    assert changed(recon(project, typed_out["name"])) == {}  # carried on by the recon into the store
+    assert badges.read_text().splitlines()[1] == '"ajones","1001","true"'
+    stamp = badges.stat().st_mtime_ns, badges.stat().st_ino
+    again = recon(project, typed_out["name"])
+    assert changed(again) == {} and again.summary["changes"]["unchanged"] == 3
+    assert (badges.stat().st_mtime_ns, badges.stat().st_ino) == stamp
+
+
 def test_a_file_to_a_file_correlated_by_an_expression_tree(tmp_path: Path) -> None:
     """The getting-started shape: rows of an HR file correlated to rows of an
     engineering file by an ``expressionTree`` on ``name`` (the email), a transform
@@ -353,6 +384,31 @@ def test_a_bad_file_or_row_deletes_nothing(tmp_path: Path) -> None:
     short = recon(project, HR_IN["name"])
     assert short.state == "FAILED" and "nothing was deleted" in (short.message or "")
     assert sorted(managed_users(project)) == ["ajones", "bsmith", "cwu"]
+
+
+def test_a_row_with_a_value_not_of_its_type_fails_that_object(tmp_path: Path) -> None:
+    """``maybe`` in a boolean column fails that row's object, by its id and naming the
+    property, as a failed object: its user stays as it was, and the run goes on to its
+    target phase (the user of a row gone meanwhile is deleted)."""
+    mapping = {**HR_IN, "properties": [*HR_IN["properties"], {  # type: ignore[list-item]
+        "source": "active", "target": "description",
+        "transform": {"type": "text/javascript", "source": "'' + source"}}]}
+    project = file_project(tmp_path, [mapping])
+    hr = project / "data" / "hr.csv"
+    hr.write_text(HR)
+    _provisioner(project, "hr", "data/hr.csv", HR_TYPES)
+    assert recon(project, HR_IN["name"]).state == "SUCCESS"
+    users_before = managed_users(project)
+    hr.write_text(HR.replace('"1003", "true"', '"1003", "maybe"').replace('"Wu"', '"Woo"').replace(
+        '"ajones", "Alice", "Jones", "ajones@example.com", "1001", "true", "Secret1!"\n', ""))
+    run = recon(project, HR_IN["name"])
+    assert run.state == "SUCCESS" and run.summary["changes"]["deleted"] == 1, run.message
+    assert run.summary["statusSummary"]["FAILURE"] == 1
+    (error,) = run.summary["errors"]
+    assert error == {"message": "the source object could not be read: hr.csv, line 3: active: 'maybe' is not a "
+                                "boolean", "source_id": "cwu", "target_id": users_before["cwu"]["_id"]}
+    users = managed_users(project)
+    assert sorted(users) == ["bsmith", "cwu"] and users["cwu"]["sn"] == "Wu"
 
 
 def test_validate_and_test_know_the_csv_connector(tmp_path: Path) -> None:

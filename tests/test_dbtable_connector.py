@@ -37,7 +37,7 @@ from idsync.errors import (
     PeerUnavailable,
 )
 from idsync.query.parser import parse
-from idsync.resource import QuerySpec, WriteOp
+from idsync.resource import UNREADABLE, QuerySpec, WriteOp
 from idsync.resources import Resources, check_system
 from idsync.store.database import Store
 from livesync_env import live, live_after_expiry, managed_users, set_token, stored_token
@@ -336,11 +336,16 @@ def test_rows_read_typed_filtered_paged_and_by_key(peer: Peer) -> None:
 
 
 def test_a_row_with_a_value_not_of_its_type_fails_alone(sqlite_peer: Peer) -> None:
+    """A listing answers the row by its id and says which value could not be read; a
+    read by key leaves it out."""
     sqlite_peer.create([*ROWS[:2], {**ROWS[2], "badge": "abc"}])
-    rows = _all(sqlite_peer.system())
-    assert [o.get("_id") for o in rows] == ["ajones", "bsmith", None]
-    assert rows[2] == {"dn": f"table {sqlite_peer.table} of SQLite file {sqlite_peer.base / '../db/hr.db'}, "
-                             "uid 'cwu': badge: 'abc' is not an integer"}
+    system = sqlite_peer.system()
+    rows = _all(system)
+    assert [o.get("_id") for o in rows] == ["ajones", "bsmith", "cwu"]
+    assert rows[2] == {"_id": "cwu", UNREADABLE: f"table {sqlite_peer.table} of SQLite file "
+                                                 f"{sqlite_peer.base / '../db/hr.db'}, uid 'cwu': badge: 'abc' is "
+                                                 "not an integer"}
+    assert list(system.resource("account").get_many(["cwu", "bsmith"])) == ["bsmith"]
 
 
 def test_a_key_several_rows_share_fails_alone(sqlite_peer: Peer) -> None:
@@ -528,23 +533,70 @@ def test_a_table_into_the_store_and_the_store_out_to_a_table(tmp_path: Path, pee
     assert changed(recon(project, OUT["name"])) == {}
 
 
-def test_a_bad_row_or_a_missing_table_deletes_nothing(tmp_path: Path, sqlite_peer: Peer) -> None:
-    """After a first load, a row whose value is not its property's type fails alone and
-    the recon skips its target phase, so the user of a row gone meanwhile is not
-    deleted; a table dropped fails the run, naming the file and the key, before any delete."""
-    sqlite_peer.create(ROWS)
+def test_text_into_a_typed_column_is_no_change_once_written(tmp_path: Path, peer: Peer) -> None:
+    """A managed user's text going to an integer and a decimal column is written as the
+    number it spells (``"1001"``: 1001), and compared as the table reads it back: the
+    second run finds every row unchanged and writes nothing, on every database."""
+    peer.create(ROWS)
+    out = f"{peer.table}_out"
+    peer.sql(f"CREATE TABLE {out} (login VARCHAR(64) NOT NULL PRIMARY KEY, emp INTEGER, score NUMERIC(10,2), "
+             "pwd VARCHAR(200))")
+    hr_in = {**HR_IN, "properties": [*HR_IN["properties"], {  # type: ignore[list-item]
+        "source": "employeeNumber", "target": "description",
+        "transform": {"type": "text/javascript", "source": "'' + source"}}]}
+    typed_out = {"name": "managedUser_systemAppAccounts", "source": "managed/user", "target": "system/app/account",
+                 "properties": [{"source": "userName", "target": "login"}, {"source": "description", "target": "emp"},
+                                {"source": "description", "target": "score"}],
+                 "policies": POLICIES}
+    project = _hr_project(tmp_path, peer, [hr_in, typed_out])
+    app = peer.config({"account": {"nativeType": "__ACCOUNT__", "properties": {
+        "login": {"type": "string", "nativeName": "__NAME__", "required": True},
+        "emp": {"type": "integer"}, "score": {"type": "number"}}}}, table=out, keyColumn="login")
+    app["configurationProperties"]["password"] = peer.props.get("password")
+    _provisioner(project, "app", app)
+    assert recon(project, hr_in["name"]).state == "SUCCESS"
+    assert managed_users(project)["ajones"]["description"] == "1001"
+    assert changed(recon(project, typed_out["name"])) == {}  # carried on by the recon into the store
+    assert [(r[0], r[1], float(r[2])) for r in peer.sql(f"SELECT login, emp, score FROM {out} ORDER BY login")] == [
+        ("ajones", 1001, 1001.0), ("bsmith", 1002, 1002.0), ("cwu", 1003, 1003.0)]
+    again = recon(project, typed_out["name"])
+    assert changed(again) == {} and again.summary["changes"]["unchanged"] == 3
+
+
+def test_a_bad_row_fails_alone_and_a_missing_table_deletes_nothing(tmp_path: Path, peer_sp: Peer) -> None:
+    """After a first load, a row whose value is not its property's type fails that object,
+    by its id and naming the value, and its user stays as it was; the run goes on (the
+    user of a row gone meanwhile is deleted). A new row that cannot be read is created
+    by no run, and holds the target phase's deletes (it may own any user no link ties to
+    it). A table dropped fails the run, naming the file and the key, before any delete."""
+    peer = peer_sp
+    peer.create(ROWS)
     mapping = {**HR_IN, "properties": [*HR_IN["properties"], {  # type: ignore[list-item]
         "source": "badge", "target": "description", "transform": {"type": "text/javascript", "source": "'' + source"}}]}
-    project = _hr_project(tmp_path, sqlite_peer, [mapping])
+    project = _hr_project(tmp_path, peer, [mapping])
     assert recon(project, HR_IN["name"]).state == "SUCCESS"
-    sqlite_peer.sql("UPDATE {t} SET badge = 'abc' WHERE uid = 'cwu'")
-    sqlite_peer.sql("DELETE FROM {t} WHERE uid = 'ajones'")
+    peer.sql("UPDATE {t} SET badge = 'abc', lastname = 'Woo' WHERE uid = 'cwu'")
+    peer.sql("DELETE FROM {t} WHERE uid = 'ajones'")
     bad = recon(project, HR_IN["name"])
-    assert bad.state == "FAILED" and "nothing was deleted" in (bad.message or ""), bad.message
-    sqlite_peer.sql("DROP TABLE {t}")
+    assert bad.state == "SUCCESS" and bad.summary["changes"]["deleted"] == 1, bad.message
+    assert bad.summary["statusSummary"]["FAILURE"] == 1
+    (error,) = bad.summary["errors"]
+    assert error["source_id"] == "cwu" and error["message"].startswith("the source object could not be read: table ")
+    assert error["message"].endswith("uid 'cwu': badge: 'abc' is not an integer")
+    users = managed_users(project)
+    assert sorted(users) == ["bsmith", "cwu"]
+    assert users["cwu"]["sn"] == "O'Brien_%" and users["cwu"]["description"] == "18"
+
+    peer.insert({**ROWS[0], "uid": "dlee", "badge": "x"})
+    peer.sql("DELETE FROM {t} WHERE uid = 'bsmith'")
+    held = recon(project, HR_IN["name"])
+    assert held.state == "FAILED" and "the target phase's 1 deletes and unlinks were held" in (held.message or "")
+    assert sorted(managed_users(project)) == ["bsmith", "cwu"]
+
+    peer.sql("DROP TABLE {t}")
     gone = recon(project, HR_IN["name"])
     assert gone.state == "FAILED" and f"{FILE}: configurationProperties.table: no table" in (gone.message or "")
-    assert sorted(managed_users(project)) == ["ajones", "bsmith", "cwu"]
+    assert sorted(managed_users(project)) == ["bsmith", "cwu"]
 
 
 # -- liveSync ---------------------------------------------------------------------------

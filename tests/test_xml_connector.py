@@ -18,7 +18,7 @@ from idsync.config.project import validate_project
 from idsync.connectors.xml.connector import XmlSystem, open_xml_system
 from idsync.errors import ConfigError, ConfigWarning, PeerError
 from idsync.query.parser import parse
-from idsync.resource import QuerySpec, WriteOp
+from idsync.resource import UNREADABLE, QuerySpec, WriteOp
 from idsync.resources import check_system
 from livesync_env import managed_users
 
@@ -138,15 +138,19 @@ def test_a_doctype_an_entity_or_broken_xml_fails_the_read(tmp_path: Path, data: 
 
 
 def test_a_bad_object_fails_alone(tmp_path: Path) -> None:
+    """A value not of its property's type, or several for a single-valued one, fails the
+    object by its id (a read by id leaves it out); an object without an id fails alone."""
     data = DATA.replace("<ri:age>41</ri:age>", "<ri:age>forty</ri:age>").replace(
         "<ri:lastname>Smith</ri:lastname>", "<ri:lastname>Smith</ri:lastname><ri:roles>x</ri:roles>")
     data = data.replace("</icf:OpenICFContainer>", "   <ri:__ACCOUNT__><ri:lastname>Nobody</ri:lastname>"
                         "</ri:__ACCOUNT__>\n</icf:OpenICFContainer>")
-    rows = _all(_system(_files(tmp_path, data)))
-    assert [o.get("_id") for o in rows] == [None, None, None]
-    assert "age: 'forty' is not an integer" in rows[0]["dn"]
-    assert "2 <roles> elements for the single-valued roles" in rows[1]["dn"]
+    path = _files(tmp_path, data)
+    rows = _all(_system(path))
+    assert [o.get("_id") for o in rows] == ["ajones", "bsmith", None]
+    assert set(rows[0]) == {"_id", UNREADABLE} and "age: 'forty' is not an integer" in rows[0][UNREADABLE]
+    assert "2 <roles> elements for the single-valued roles" in rows[1][UNREADABLE]
     assert "no __UID__ or __NAME__" in rows[2]["dn"]
+    assert _system(path).resource("account").get_many(["ajones", "bsmith"]) == {}
 
 
 def test_writes_keep_objects_in_place_and_elements_in_schema_order(tmp_path: Path) -> None:

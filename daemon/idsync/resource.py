@@ -25,6 +25,7 @@ from idsync.errors import IdsyncError, ObjectError, OperationDenied, ReadDenied,
 from idsync.query.ast import And, Compare, Node, Or, Path
 
 __all__ = [
+    "UNREADABLE",
     "Change",
     "ChangeBatch",
     "ChangeFeed",
@@ -42,6 +43,11 @@ __all__ = [
 ]
 
 Obj = dict[str, Any]
+
+# In an object a listing answers: why the object, whose id was read, could not be read
+# in full (a value not of its property's type); the object then holds nothing else. A
+# recon fails that object alone, by its id; a read by id leaves it out.
+UNREADABLE = "_unreadable"
 
 
 @dataclass(frozen=True)
@@ -214,6 +220,15 @@ class Resource(ABC):
         """id -> the value reference property ``name`` holds for it; the inverse of
         ``referenced_ids`` (an id naming no object is absent)."""
         return {i: i for i in ids}
+
+    def stored(self, values: Obj) -> Obj:
+        """``values`` (a projected object) as this resource would store them and a read
+        would answer them: a system that keeps a property as a type of its own (``"5010"``
+        in an integer column reads back 5010) says so here, so that comparing a projection
+        with the object read finds no change where a write would change nothing. A value
+        the system would not take is left as it is (its write says why). The default: as
+        they are."""
+        return values
 
     def expect_listing(self) -> None:  # noqa: B027 - optional hook
         """A whole listing (``pages`` without a filter: a recon's source phase) follows

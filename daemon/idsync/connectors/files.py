@@ -15,7 +15,7 @@ import structlog
 
 from idsync.errors import ObjectError, ObjectRejected, PeerError
 from idsync.query.evaluate import matches
-from idsync.resource import Obj, QuerySpec, WriteOp, WriteResult, failed
+from idsync.resource import UNREADABLE, Obj, QuerySpec, WriteOp, WriteResult, failed
 
 __all__ = ["ById", "apply_each", "checked_text", "file_version", "locked", "once_each", "paged", "replace_file",
            "typed", "wanted_fields"]
@@ -55,7 +55,7 @@ class ById(Generic[T]):
         wanted = None if fields is None else set(fields)
         entries = self.get() if ids else {}
         found = {i: make(entries[i], wanted) for i in dict.fromkeys(ids) if i in entries}
-        return {i: obj for i, obj in found.items() if "_id" in obj}
+        return {i: obj for i, obj in found.items() if "_id" in obj and UNREADABLE not in obj}
 
 
 def apply_each(ops: Sequence[WriteOp], apply: Callable[[WriteOp], WriteResult], resource: str,

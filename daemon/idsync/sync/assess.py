@@ -9,7 +9,7 @@ out (or, in a dry run, the resources simulate).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from idsync.config.properties import diff
 from idsync.errors import IdsyncError
 from idsync.query import matches
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
-from idsync.resource import Obj, Resource, WriteOp
+from idsync.resource import UNREADABLE, Obj, Resource, WriteOp
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
 from idsync.store.passwords import is_one_way, same_secret
@@ -187,6 +187,10 @@ class Assessor:
     # The writes the target's system denies (``Resource.denied``): one whose ``onDeny`` is
     # DO_NOTHING is not planned but skipped; any other fails at the write.
     denied: Mapping[str, str] = field(default_factory=dict)
+    # How the target's system stores a projection (``Resource.stored``): what an update
+    # compares with the target read, so a value the system keeps as a type of its own
+    # (text into an integer column) is no change once written.
+    stored: Callable[[Obj], Obj] | None = None
 
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
@@ -220,7 +224,7 @@ class Assessor:
             sid = s["_id"]
             tid, kept = links.get(sid, ("", None))
             rev = revisions.get(tid)
-            if kept is None or rev is None:
+            if kept is None or rev is None or UNREADABLE in s:
                 continue
             try:
                 if not self.qualifies(s, qualifier) or self._assigning(s):
@@ -254,6 +258,13 @@ class Assessor:
         for s in objs:
             if s["_id"] in unchanged:
                 qualified[s["_id"]] = True
+                continue
+            why = s.get(UNREADABLE)
+            if why is not None:
+                # Its id was read, so the object is known (its link claims its target); not
+                # what it holds, so nothing is decided for it.
+                plans.append(Plan("", "", s["_id"], linked.get(s["_id"]), unresolved=s["_id"] not in linked,
+                                  error=f"the source object could not be read: {why}", qualifier=q))
                 continue
             try:
                 qualified[s["_id"]] = self.qualifies(s, q)
@@ -414,6 +425,8 @@ class Assessor:
             before = self.previous.get(s["_id"])
             target = m.properties.merge_lists(target, current,
                                               self.project(before, current, plan.qualifier) if before else None)
+            if self.stored is not None:
+                target = self.stored(target)
             changes = self._hashes_left_out(self._secrets_kept(diff(target, current, unordered=self.unordered),
                                                                current))
             changes = self._written_left_out(plan, changes, current, target)
@@ -432,6 +445,8 @@ class Assessor:
                     hooked = self._hook_target(m.hooks["onUpdate"], {"source": s, "target": {**current, **target},
                                                                      "oldTarget": current, "situation": plan.situation,
                                                                      "linkQualifier": plan.qualifier})
+                    if self.stored is not None:
+                        hooked = self.stored(hooked)
                     changes = self._hashes_left_out(self._secrets_kept(
                         diff({k: hooked.get(k) for k in set(hooked) - {"_id", "_rev"}}, current,
                              unordered=self.unordered), current))

@@ -100,7 +100,7 @@ class ChangeApplier:
                                  target_schema=target.schema if isinstance(target, ManagedResource) else None,
                                  assignments=mapping_assignments(project, store, mapping),
                                  clear_only=target.clear_secrets, denied=target.denied,
-                                 written=written_values(project, mapping, target))
+                                 written=written_values(project, mapping, target), stored=target.stored)
         self.correlators = self.qualifiers.correlators(target, project.queries)
         self.pending = pending_targets(self.store, project, mapping) if isinstance(target, ManagedResource) else {}
         self._at_least = 0  # how many objects the target is known to hold (for a maxDeletes share)

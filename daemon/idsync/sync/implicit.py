@@ -182,7 +182,8 @@ class ImplicitSync:
                                     previous={object_id: before} if before else {},
                                     assignments=mapping_assignments(self.project, self.store, mapping),
                                     clear_only=target.clear_secrets, denied=target.denied,
-                                    written=written_values(self.project, mapping, target), forced=forced)
+                                    written=written_values(self.project, mapping, target), forced=forced,
+                                    stored=target.stored)
                 if assessor.written is not None and assessor.written.enabled:
                     assessor.keep_written(links.written_of([object_id]))
                 if clear and target.clear_secrets and current is not None:

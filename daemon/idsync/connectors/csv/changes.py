@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from idsync.errors import PeerError, SyncTokenExpired
-from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj
+from idsync.resource import UNREADABLE, Change, ChangeBatch, ChangeFeed, Obj
 
 __all__ = ["CsvChanges"]
 
@@ -77,7 +77,11 @@ class CsvChanges:
         for row_id, row_digest, header, (number, fields) in self._digests(new):
             if before.pop(row_id, None) == row_digest:
                 continue
-            changes.append(Change(row_id, self._object(header, number, fields, wanted)))
+            obj = self._object(header, number, fields, wanted)
+            if UNREADABLE in obj:
+                raise PeerError(f"liveSync of {self.source.name}: {obj[UNREADABLE]}; fix it, or reconcile (that "
+                                "fails the row alone)")
+            changes.append(Change(row_id, obj))
             if len(changes) >= page_size:
                 yield ChangeBatch(changes, None)
                 changes = []

@@ -12,7 +12,9 @@ row. The file is only read through to its end: a quoting error, a bad encoding, 
 missing column or the file written in place while it is read fails the read (a
 recon then deletes nothing); a row whose field
 count differs from the header's, or that has no id, fails alone, as an object
-without an id (a recon then skips its target phase).
+without an id (a recon then skips its target phase); one with a value not of its
+property's type fails alone by its id (``resource.UNREADABLE``; a read by id leaves
+it out).
 
 Writes take an exclusive lock on the file (``flock``), read it through once per
 batch, and replace it by a complete new copy (written beside it, flushed to disk,
@@ -49,7 +51,7 @@ from idsync.connectors.files import (
     wanted_fields,
 )
 from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectRejected, PeerError
-from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult
+from idsync.resource import UNREADABLE, ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult
 
 __all__ = ["CsvResource", "CsvSystem", "open_csv_system"]
 
@@ -150,6 +152,8 @@ class CsvResource(Resource, ChangeSource):
         self.write_only = frozenset({p.name for p in obj_type.properties
                                      if not p.readable or p.column == self._password}
                                     if obj_type.properties else {self._password})
+        # The type a read makes of each readable property's text (``stored``).
+        self._kinds = {p.name: p.type for p in obj_type.properties if p.readable and p.column != self._password}
         self._changes = CsvChanges(file.path, state, file.settings.keep, self._uid, file.rows, self._object)
         self._by_id = ById(file.path, self._rows_by_id)
 
@@ -189,7 +193,7 @@ class CsvResource(Resource, ChangeSource):
             try:
                 obj[prop.name] = typed(prop.name, prop.type, text)
             except ValueError as exc:
-                return {"dn": f"{where}: {exc}"}
+                return {"_id": uid, UNREADABLE: f"{where}: {exc}"}
         return obj
 
     def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
@@ -207,6 +211,26 @@ class CsvResource(Resource, ChangeSource):
             at = header.index(self._uid)
             if len(fields) == len(header) and fields[at]:
                 yield fields[at], (header, number, fields)
+
+    def stored(self, values: Obj) -> Obj:
+        """``values`` as a write leaves them in the file and a read answers them: ``"true"``
+        for a boolean property is true, ``"5010"`` for an integer one 5010, 5 for a string
+        one ``"5"``, an empty text no value."""
+        out: Obj | None = None
+        for name, value in values.items():
+            kind = self._kinds.get(name) if self._type.properties else \
+                (None if name in ("_id", self._password) else "string")
+            if kind is None or value is None or (type(value) is str and value and kind == "string"):
+                continue  # (the common case, decided without a conversion)
+            try:
+                text = _text(name, value)
+                read = typed(name, kind, text) if text else None
+            except (ValueError, ObjectRejected):
+                continue
+            if type(read) is not type(value) or read != value:
+                out = dict(values) if out is None else out
+                out[name] = read
+        return values if out is None else out
 
     def count(self) -> int | None:
         return sum(1 for _ in self._file.rows())

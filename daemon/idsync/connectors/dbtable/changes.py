@@ -39,7 +39,7 @@ from sqlalchemy import ColumnElement, String, and_, func, or_, select, type_coer
 from idsync.connectors.dbtable.table import Col, DbTable
 from idsync.connectors.dbtable.values import id_text
 from idsync.errors import ConfigError, PeerError, SyncTokenExpired
-from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj
+from idsync.resource import UNREADABLE, Change, ChangeBatch, ChangeFeed, Obj
 
 __all__ = ["DbTableChanges"]
 
@@ -113,9 +113,9 @@ class DbTableChanges:
                 stamp, row_id = _text(mapping[label]), id_text(mapping[key.name])
                 if not (stamp == since_text and seen is not None and row_id in seen):
                     obj = self._object(mapping, wanted)
-                    if "_id" not in obj:
-                        raise PeerError(f"liveSync of {self._name}: {obj.get('dn')}; fix the row, or reconcile "
-                                        "(that fails the row alone)")
+                    if "_id" not in obj or UNREADABLE in obj:
+                        raise PeerError(f"liveSync of {self._name}: {obj.get(UNREADABLE) or obj.get('dn')}; fix "
+                                        "the row, or reconcile (that fails the row alone)")
                     changes.append(Change(obj["_id"], obj))
                 if stamp != top or top_seen is None:
                     top, top_seen = stamp, set()

@@ -12,8 +12,8 @@ n``), each its own short query: neither the table nor a transaction is held acro
 run. A ``_queryFilter`` becomes the ``WHERE`` clause (``filters.py``) and ``fields``
 the columns selected; ``get_many`` asks for up to 500 keys per query. A failure of
 the database raises ``PeerError`` (a recon then deletes nothing). A value not of its
-property's type fails its row alone: an object without an id that names the row (a
-recon then skips its target phase). A key column without a unique constraint may
+property's type fails its row alone: a listing answers the row's id and why
+(``resource.UNREADABLE``), a read by key leaves it out. A key column without a unique constraint may
 hold a key twice: a listing looks for such keys first, fails each alone, and leaves
 its rows out.
 
@@ -50,7 +50,17 @@ from idsync.connectors.dbtable.table import Col, DbTable
 from idsync.connectors.dbtable.values import from_column, id_text, iso_text, property_type, to_column
 from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectError, ObjectRejected, PeerError
 from idsync.query.ast import Path as QueryPath
-from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.resource import (
+    UNREADABLE,
+    ChangeFeed,
+    ChangeSource,
+    Obj,
+    QuerySpec,
+    Resource,
+    WriteOp,
+    WriteResult,
+    failed,
+)
 
 __all__ = ["DbTableResource", "DbTableSystem", "open_dbtable_system"]
 
@@ -78,6 +88,7 @@ class DbTableResource(Resource, ChangeSource):
                                     if obj_type.properties else ({password} if password else set()))
         self._props: list[tuple[DbProperty, Col]] | None = None
         self._read: list[tuple[DbProperty, Col]] | None = None
+        self._forms: dict[str, tuple[DbProperty, Col, bool]] | None = None
         self._changes = DbTableChanges(self.name, table, self._selected, self._object)
 
     # liveSync ----------------------------------------------------------------
@@ -108,6 +119,14 @@ class DbTableResource(Resource, ChangeSource):
             self._read = [(p, c) for p, c in self._properties()
                           if p.readable and (password is None or c.name != password.name)]
         return self._read
+
+    def _stored_as(self) -> dict[str, tuple[DbProperty, Col, bool]]:
+        """The readable properties by name, each with its column and whether text stays as
+        it is there (a string property of a text column: only an empty text changes)."""
+        if self._forms is None:
+            self._forms = {p.name: (p, c, p.type == "string" and c.kind in ("text", "other"))
+                           for p, c in self._readable()}
+        return self._forms
 
     def _selected(self, wanted: set[str] | None) -> list[ColumnElement[Any]]:
         key = self._table.shape().key
@@ -151,7 +170,7 @@ class DbTableResource(Resource, ChangeSource):
             try:
                 obj[prop.name] = from_column(prop.name, prop.type, value)
             except ValueError as exc:
-                return {"dn": f"{self._table.description}, {key.name} {obj['_id']!r}: {exc}"}
+                return {"_id": obj["_id"], UNREADABLE: f"{self._table.description}, {key.name} {obj['_id']!r}: {exc}"}
         return obj
 
     def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
@@ -204,9 +223,31 @@ class DbTableResource(Resource, ChangeSource):
             statement = select(*self._selected(wanted)).where(key.in_(keys[start:start + _CHUNK]))
             for row in self._table.fetch(statement, "reading rows by key"):
                 obj = self._object(row._mapping, wanted)
-                if "_id" in obj:
+                if "_id" in obj and UNREADABLE not in obj:
                     found.setdefault(obj["_id"], obj)
         return found
+
+    def stored(self, values: Obj) -> Obj:
+        """``values`` as a write leaves them in their columns and a read answers them
+        (``values.py``): ``"1001"`` for an integer property of an integer column is 1001,
+        5 for a string property ``"5"``, an empty text no value."""
+        forms = self._stored_as()
+        out: Obj | None = None
+        for name, value in values.items():
+            found = forms.get(name)
+            if found is None or value is None or (type(value) is str and value and found[2]):
+                continue  # (the common case, decided without a conversion)
+            prop, col, _ = found
+            try:
+                written = to_column(name, col.kind, value, aware=col.aware,
+                                    empty_strings=self._table.settings.empty_strings)
+                read = None if written is None else from_column(name, prop.type, written)
+            except ValueError:
+                continue
+            if type(read) is not type(value) or read != value:
+                out = dict(values) if out is None else out
+                out[name] = read
+        return values if out is None else out
 
     def count(self) -> int | None:
         key = self._table.shape().key.column

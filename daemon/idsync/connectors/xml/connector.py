@@ -11,9 +11,10 @@ Reads stream the file through expat, a page at a time; a ``_queryFilter`` is eva
 on each object. A DOCTYPE or an entity declaration is refused (no entity is ever
 expanded), as is text that is not well-formed XML, and a file written in place while
 it is read: each fails the read, naming the file and line (a recon then deletes
-nothing). An object without ``__UID__`` and ``__NAME__``, with a value not of its
-property's type, several values for a single-valued property, or nested elements
-fails alone, as an object without an id (a recon then skips its target phase).
+nothing). An object without ``__UID__`` and ``__NAME__``, or with nested elements,
+fails alone, as an object without an id (a recon then skips its target phase); one
+with a value not of its property's type or several values for a single-valued
+property fails alone by its id (``resource.UNREADABLE``; a read by id leaves it out).
 
 Writes take the directory's lock, read the file once per batch and replace it by a
 complete new copy (written beside it, flushed, renamed over it), objects in place,
@@ -49,7 +50,7 @@ from idsync.connectors.files import (
 )
 from idsync.connectors.xml.config import ICF_NS, XmlObjectType, XmlProperty, XmlSettings, parse_xml_config
 from idsync.errors import ConfigError, IdsyncError, NotFound, ObjectRejected, PeerError
-from idsync.resource import Obj, QuerySpec, Resource, WriteOp, WriteResult
+from idsync.resource import UNREADABLE, Obj, QuerySpec, Resource, WriteOp, WriteResult
 
 __all__ = ["XmlResource", "XmlSystem", "open_xml_system"]
 
@@ -266,11 +267,12 @@ class XmlResource(Resource):
             if not texts:
                 continue
             if len(texts) > 1 and not prop.many:
-                return {"dn": f"{where}: {len(texts)} <{prop.element}> elements for the single-valued {prop.name}"}
+                return {"_id": object_id, UNREADABLE: f"{where}: {len(texts)} <{prop.element}> elements for "
+                                                      f"the single-valued {prop.name}"}
             try:
                 values = [typed(prop.name, prop.type, t) for t in texts]
             except ValueError as exc:
-                return {"dn": f"{where}: {exc}"}
+                return {"_id": object_id, UNREADABLE: f"{where}: {exc}"}
             obj[prop.name] = values if prop.many else values[0]
         return obj
 
