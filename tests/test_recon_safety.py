@@ -163,6 +163,9 @@ def test_deletes_stopped_by_max_deletes_are_audited_once_as_not_done(env: Env) -
     assert len(rows) == 3 and {(r["action"], r["status"]) for r in rows} == {("DELETE", "FAILURE")}
     assert all(r["message"].startswith("not carried out: the run would delete or unlink 3") for r in rows)
     assert len({r["target_id"] for r in rows}) == 3
+    # The run's counts say what its audit says: three failed, the reason among the errors.
+    assert stopped.summary["statusSummary"]["FAILURE"] == 3 and stopped.summary["errorCount"] == 3
+    assert [e["message"] for e in stopped.summary["errors"]][-1].startswith("the run would delete or unlink 3")
 
     done = env.recon(max_deletes=3)
     assert done.state == "SUCCESS", done.message

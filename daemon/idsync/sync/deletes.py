@@ -80,19 +80,28 @@ class DeferredDeletes:
         if allowed is not None and count > allowed:
             message = (f"the run would delete or unlink {count} target objects, more than maxDeletes allows "
                        f"({allowed}); nothing was deleted")
-            self._refuse(message)
+            self._refuse(message, count)
             raise SafetyLimitExceeded(message)
         for ops in self.runs.deferred_pages(self.run_id, self.page_size):
             self.check_cancel()
             self._run_hooks(ops, target)
             self._apply_page(ops, target)
 
-    def _refuse(self, message: str) -> None:
-        """Audit every recorded delete and unlink as not carried out, and why."""
+    def _refuse(self, message: str, count: int) -> None:
+        """Audit every recorded delete and unlink as not carried out, and why; count them
+        failed (each was counted a success when the run decided it), the reason once."""
         for ops in self.runs.deferred_pages(self.run_id, self.page_size):
             with self.store.begin() as conn:
                 self.runs.audit(conn, [{**self._audit_row(o, f"not carried out: {message}", True),
                                         "status": "FAILURE"} for o in ops])
+        self._failed(count)
+        self.counters.error(message)
+        self.counters.error_count += count - 1
+
+    def _failed(self, count: int) -> None:
+        """``count`` deferred operations, counted successes when decided, failed in the end."""
+        self.counters.status["SUCCESS"] = max(0, self.counters.status["SUCCESS"] - count)
+        self.counters.status["FAILURE"] += count
 
     def _run_hooks(self, ops: Sequence[dict[str, Any]], target: Resource) -> None:
         """The page's onDelete and onUnlink hooks, each given the target as it is now."""
@@ -122,6 +131,7 @@ class DeferredDeletes:
                 if error:
                     self.counters.error(str(error), source_id=o["source_id"], target_id=o["target_id"])
                     self.counters.changes["failed"] += 1
+                    self._failed(1)
                 else:
                     self.counters.changes["deleted" if o["action"] == "DELETE" else "unlinked"] += 1
                     if o["target_id"]:
