@@ -51,8 +51,13 @@ _AUDIT_COLUMNS = ("ts", "run_id", "mapping", "situation", "action", "source_id",
 
 def _told(message: str | None) -> str | None:
     """A message as a text column takes it on every store: a NUL character (from a
-    value an error quotes) spelt ``\\u0000``, since PostgreSQL refuses it."""
-    return message.replace("\x00", "\\u0000") if message else message
+    value an error quotes) spelt ``\\u0000``, since PostgreSQL refuses it, and half of a
+    character (an unpaired surrogate) spelt as its escape, since no driver encodes it."""
+    if not message:
+        return message
+    if not message.isascii():
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return message.replace("\x00", "\\u0000")
 
 
 def is_entry() -> ColumnElement[bool]:
