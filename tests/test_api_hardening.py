@@ -64,6 +64,25 @@ def test_nul_in_a_body_a_filter_or_an_id_is_a_bad_request(api: httpx.Client) -> 
     assert [(u["userName"], u["sn"]) for u in everyone] == [("fine", "Fine")]
 
 
+def test_half_a_character_in_a_body_is_a_bad_request(api: httpx.Client) -> None:
+    """An unpaired surrogate (``\\ud83d``: half of a character) in a created or patched
+    value is 400 naming where it is, not a 500 from the driver; nothing is stored; a
+    filter holding one matches nothing; a whole emoji (a surrogate pair) is kept."""
+    create = api.post("/openidm/managed/user?_action=create", headers=JSON,
+                      content=json.dumps({"userName": "cut", "description": "abc\ud83d"}))
+    _bad(create, "/description", "unpaired surrogate")
+    ok = api.post("/openidm/managed/user?_action=create", headers=JSON,
+                  content=json.dumps({"userName": "fine", "sn": "Fine \U0001F600"}))
+    assert ok.status_code == 201, ok.text
+    patch = [{"operation": "replace", "field": "/sn", "value": "\udc00x"}]
+    _bad(api.patch(f"/openidm/managed/user/{ok.json()['_id']}", headers=JSON, content=json.dumps(patch)),
+         "/0/value", "unpaired surrogate")
+    spelt = api.get("/openidm/managed/user", params={"_queryFilter": 'sn eq "Fine \\ud83d"'}, headers=ADMIN)
+    assert spelt.status_code == 200 and spelt.json()["result"] == [], spelt.text
+    everyone = api.get("/openidm/managed/user", params={"_queryFilter": "true"}, headers=ADMIN).json()["result"]
+    assert [(u["userName"], u["sn"]) for u in everyone] == [("fine", "Fine \U0001F600")]
+
+
 def test_deep_json_and_filters_are_refused_by_their_limit(api: httpx.Client) -> None:
     """A body nested 5,000 deep, a filter with 1,000 nested parentheses (past
     Python's recursion limit) and a 700-term OR are each 400 naming the limit, at

@@ -68,3 +68,30 @@ def test_the_csv_sample_walkthrough(tmp_path: Path) -> None:
     again = idsync(project, "run-job", "hr-live", "--json")
     assert again.returncode == 0 and all(not r["counts"] for r in json.loads(again.stdout)["runs"])
     assert (project / "state" / "badges.xml").stat().st_mtime_ns == stamp
+
+
+def test_a_transform_cutting_a_character_in_two_fails_that_user_alone(tmp_path: Path) -> None:
+    """With the displayName transform cut to 8 characters (``substring``) and an emoji
+    in one HR first name, ``idsync recon`` cuts that emoji in two: that user fails
+    alone, the error naming the transform and the half character, and the run succeeds
+    with the other four created; no UnicodeEncodeError anywhere."""
+    project = tmp_path / "hr"
+    shutil.copytree(SAMPLE, project, ignore=shutil.ignore_patterns("state"))
+    (project / "conf" / "idsync.toml").write_text(
+        (project / "conf" / "idsync.toml").read_text().replace('url = ""', f'url = "sqlite:///{tmp_path}/s.db"'))
+    sync = project / "conf" / "sync.json"
+    sync.write_text(sync.read_text().replace(".join(' ')\"", ".join(' ').substring(0, 8)\"", 1))
+    hr = project / "data" / "hr.csv"
+    hr.write_text(hr.read_text(encoding="utf-8").replace('"Barbara"', '"Barbara\U0001F600"'), encoding="utf-8")
+
+    done = idsync(project, "recon", HR_IN, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["state"] == "SUCCESS" and summary["changes"]["created"] == 4 and summary["changes"]["failed"] == 1
+    (error,) = summary["errors"]
+    assert error["source_id"] == "bjensen" and "transform of property 'displayName'" in error["message"]
+    assert "the result holds half of a character (an unpaired surrogate" in error["message"]
+    assert "UnicodeEncodeError" not in done.stdout + done.stderr
+    users = managed_users(project)
+    assert sorted(users) == ["jdoe", "kvaughan", "scarter", "tmorris"]
+    assert users["scarter"]["displayName"] == "Sam Cart"

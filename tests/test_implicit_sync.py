@@ -19,6 +19,7 @@ from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
 from idsync.store.tables import audit
+from idsync.sync.implicit import ImplicitSync
 from idsync.sync.retry import unrepaired_befores
 from idsync_dev.slapd import Slapd
 from sqlalchemy import select
@@ -127,6 +128,33 @@ def test_failed_push_keeps_change_and_retry_repairs(tmp_path: Path, slapd: Slapd
     assert idsync(project_dir, "sync", "retry").stdout.strip() == "nothing to retry"
     assert "did not reach" not in idsync(project_dir, "status").stdout
     assert "pendingPushes" not in json.loads(status_file.read_text())["mappings"][REVERSE]
+
+
+def test_a_push_that_crashes_is_recorded_failed_and_retried(env: tuple[Project, Store, ManagedObjects],
+                                                             project_dir: Path, slapd: Slapd, ldap_subtree: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push whose code raises what is no IdsyncError (a bug) keeps the change, fails
+    that push alone, and its run is recorded FAILED at once (``internal error: ...``),
+    never left ACTIVE; the object waits for a retry, which then creates the entry."""
+    _, store, users = env
+
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug in the push")
+
+    monkeypatch.setattr(ImplicitSync, "_apply", crash)
+    change = users.create(FDOE)
+    assert change.object is not None and not change.synced
+    (push,) = change.pushes
+    assert push.message == "internal error: RuntimeError: a bug in the push"
+    runs = RunStore(store)
+    run = runs.get(push.run_id)
+    assert run is not None and (run["state"], run["stage"]) == ("FAILED", "COMPLETED_FAILED")
+    assert run["message"] == "internal error: RuntimeError: a bug in the push"
+    assert [r["_id"] for r in runs.search(state="ACTIVE")] == []
+    monkeypatch.undo()
+    retried = idsync(project_dir, "sync", "retry")
+    assert retried.returncode == 0 and "ABSENT CREATE: ok" in retried.stdout, retried.stdout + retried.stderr
+    assert ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}") is not None
 
 
 def test_failed_push_repaired_by_recon(project_dir: Path, slapd: Slapd, ldap_subtree: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from dbs import BACKENDS, store_url
 from idsync.daemon.recovery import recover_interrupted
 from idsync.errors import PeerUnavailable, RunLocked
@@ -179,6 +180,40 @@ def test_daemon_start_drops_claims_and_deferred_rows_of_ended_runs(store: Store)
     assert push is not None and push["state"] == "ACTIVE"
     live = RunStore(store).get("live")
     assert live is not None and live["state"] == "ACTIVE"
+
+
+def test_daemon_start_ends_the_lockless_runs_of_a_process_gone(store: Store) -> None:
+    """At daemon start, a one-object push (and an onward run) left ACTIVE by a process of
+    this host that has ended is recorded FAILED as interrupted, naming the process, and
+    logged ``run.interrupted`` at once (not after ``LOCK_TTL`` of silence); those of a
+    live process, of another host, and of this process stay ACTIVE."""
+    pid, ticks = _dead_process()
+    live = subprocess.Popen(["sleep", "30"])
+    runs = RunStore(store)
+    try:
+        owners = {"dead": f"{HOST}:{pid}@{ticks}", "dead-onward": f"{HOST}:{pid}@{ticks}",
+                  "live": f"{HOST}:{live.pid}@{_start_ticks(live.pid)}", "elsewhere": "otherhost:1@1"}
+        for run_id, owner in owners.items():
+            runs.start(run_id, "m", job="retry" if run_id == "dead-onward" else "implicit", dry_run=False,
+                       summary={}, lockless=True)
+            with store.begin() as conn:
+                conn.execute(update(recon_runs).where(recon_runs.c.id == run_id).values(owner=owner))
+        runs.start("mine", "m", job="implicit", dry_run=False, summary={}, lockless=True)
+        with structlog.testing.capture_logs() as logs:
+            ended = recover_interrupted(store)
+        states = {run_id: runs.get(run_id) for run_id in (*owners, "mine")}
+    finally:
+        live.kill()
+        live.wait()
+    assert sorted(ended) == ["dead", "dead-onward"]
+    assert sorted(e["run_id"] for e in logs if e["event"] == "run.interrupted") == ["dead", "dead-onward"]
+    for run_id, record in states.items():
+        assert record is not None
+        if run_id.startswith("dead"):
+            assert (record["state"], record["message"]) == ("FAILED", f"interrupted: owner process {pid} on {HOST} "
+                                                                      "is gone")
+        else:
+            assert record["state"] == "ACTIVE", run_id
 
 
 @pytest.mark.postgresql

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api_server import ADMIN, serve
 from fake_salesforce import FakeSalesforce
 from idsync.config.project import load_project
 from idsync.resource import QuerySpec
@@ -286,3 +287,26 @@ def test_limit_exceeded_while_writing_fails_the_run_before_any_deactivation(proj
     assert "PATCH /services/data/v44.0/composite/sobjects" in (result.message or "")
     assert org.count("PATCH", "/composite/sobjects") == 0
     assert all(u["IsActive"] is True and not u.get("Title") for u in org.users.values())
+
+
+def test_an_alias_cut_in_half_over_the_api_fails_that_user_alone(project: Path, org: FakeSalesforce) -> None:
+    """A user created over the API whose userName's Alias (the sample's
+    ``substring(0, 8)``) cuts an emoji in two is created (201, never a 500); its
+    implicit push fails alone, recorded FAILED naming the Alias transform, and waits for a
+    retry; the next store-to-Salesforce recon succeeds, that user its one failure."""
+    with serve(project) as client:
+        fine = client.post("/openidm/managed/user", params={"_action": "create"}, headers=ADMIN,
+                           json={"userName": "fine@example.com", "sn": "Fine", "mail": "fine@example.com"})
+        cut = client.post("/openidm/managed/user", params={"_action": "create"}, headers=ADMIN,
+                          json={"userName": "abcdefg\U0001F600@example.com", "sn": "Cut", "mail": "cut@example.com"})
+        assert (fine.status_code, cut.status_code) == (201, 201), cut.text
+        runs = client.get("/openidm/recon", headers=ADMIN).json()["reconciliations"]
+    assert org.by_username("fine@example.com") is not None and org.by_username(cut.json()["userName"]) is None
+    (failed,) = [r for r in runs if r["state"] != "SUCCESS"]
+    assert failed["state"] == "FAILED" and "transform of property 'Alias'" in failed["errors"][0]["message"]
+    assert "half of a character" in failed["errors"][0]["message"]
+    status = idsync(project, "status", env=sf_env(org))
+    assert f"{REVERSE}: 1 object(s) changed in the store did not reach the target" in status.stdout
+    result = _recon(project, REVERSE)
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"]["failed"] == 1 and "half of a character" in result.summary["errors"][0]["message"]

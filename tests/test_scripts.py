@@ -415,3 +415,46 @@ def test_handlebars_blocks() -> None:
                 "{{#flag}}[{{obj.x}}]{{/flag}}{{#with obj}}{{y}}{{/with}}{{#each obj}}{{@key}}{{this}}"
                 "{{#if @last}}.{{/if}}{{/each}}{{#each none}}x{{else}}none{{/each}}{{#zero}}z{{else}}Z{{/zero}}",
                 context=context) == "uEm[1]2x1y2.noneZ"
+
+
+_CUT = {"uid": "abcdefg\U0001F600@example.com"}  # substring(0, 8) keeps half of the emoji
+
+
+def test_half_a_character_in_a_result_fails_that_call_alone() -> None:
+    """A result holding an unpaired surrogate (``substring`` cutting an emoji in two), as
+    the value or deep inside it, is a ScriptError naming the script and where the half
+    is, alone or as one item of a batch whose other items keep their results; a whole
+    emoji, and the text ``\\ud83d`` written out, come back as they are."""
+    cut = _js("source.uid.split('@')[0].substring(0, 8)")
+    with pytest.raises(ScriptError, match=r"^conf/sync\.json: mappings\[0\]\.transform: the result holds half of a "
+                                          r"character \(an unpaired surrogate"):
+        cut(source=_CUT)
+    results = cut.call_many([{"source": {"uid": "bjensen"}}, {"source": _CUT}, {"source": {"uid": "😀😀😀😀😀"}}])
+    assert results[0] == "bjensen" and results[2] == "😀😀😀😀"
+    assert isinstance(results[1], ScriptError) and "half of a character" in str(results[1])
+    nested = _js("({names: ['ok', source.uid.substring(0, 8)]})")
+    with pytest.raises(ScriptError, match=r"half of a character at /names/1 "):
+        nested(source=_CUT)
+    assert _js("source.uid")(source=_CUT) == _CUT["uid"]
+    assert _js("'\\\\ud83d'")() == "\\ud83d"
+
+
+def test_half_a_character_in_a_message_is_spelt_as_an_escape() -> None:
+    """A log line, a thrown error's message and a thrown object holding an unpaired
+    surrogate have it spelt ``\\ud83d``, so that they can be logged and stored; an
+    openidm call whose arguments hold one is refused in the script, which may catch it."""
+    script = _js("logger.info('cut {}', source.uid.substring(0, 8)); throw new Error(source.uid.substring(0, 8))")
+    with structlog.testing.capture_logs() as logs, pytest.raises(ScriptError) as caught:
+        script(source=_CUT)
+    assert [e["message"] for e in logs] == ["cut abcdefg\\ud83d"]
+    assert str(caught.value).endswith("Error: abcdefg\\ud83d at line 1")
+    thrown = _js("throw {code: 400, message: source.uid.substring(0, 8)}")
+    with pytest.raises(ScriptError) as caught:
+        thrown(source=_CUT)
+    assert caught.value.thrown == {"code": 400, "message": "abcdefg\\ud83d"}
+    router = _Directory()
+    call = _js("try { openidm.create('managed/user', null, {userName: source.uid.substring(0, 8)}); 'sent' } "
+               "catch (e) { e.message }", ScriptEngine(router=router))
+    assert call(source=_CUT) == ("the arguments of openidm.create hold half of a character (an unpaired "
+                                 "surrogate) at /2/userName")
+    assert router.calls == []

@@ -1,5 +1,6 @@
 """Values the identity store cannot hold, and what errors from it may say:
-a NUL character or an over-long id read from a real slapd fails its own object and nothing else,
+a NUL character or an over-long id read from a real slapd, or half of a character (an
+unpaired surrogate), fails its own object and nothing else,
 on every store; queries and lookups with one answer "nothing" instead of a
 database error; no message ever carries SQL text or parameters."""
 
@@ -12,13 +13,15 @@ from pathlib import Path
 
 import pytest
 from dbs import BACKENDS, store_url
+from idsync.config.managed import DEFAULT_MANAGED, parse_managed
 from idsync.errors import internal_message
 from idsync.query import parse
-from idsync.resource import QuerySpec
+from idsync.resource import QuerySpec, WriteOp
 from idsync.resources import Resources
 from idsync.status_file import write_status_file
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
+from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
 from idsync.sync.recon import run_recon
 from idsync_dev.slapd import Slapd
@@ -183,3 +186,56 @@ def test_a_message_quoting_a_nul_is_recorded(kind: str, tmp_path: Path) -> None:
         store.close()
     assert entry["message"] == "script failed: bad value 'a\\u0000b'"
     assert record is not None and record["message"] == "peer said 'a\\u0000b'"
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_half_a_character_fails_its_object_alone(kind: str, tmp_path: Path) -> None:
+    """Of one page of writes, a create and an update carrying an unpaired surrogate (half
+    of a character, which no driver can encode), in a searchable (``sn``) or a plain
+    property, or in a property's name, fail alone, naming where it is; the others of
+    the page are written, the stored objects are as they were, and whole emoji are kept."""
+    store = Store.open(store_url(kind, tmp_path))
+    users = ManagedResource(store, parse_managed(DEFAULT_MANAGED).get("user"))
+    try:
+        kept = users.create({"userName": "kept", "sn": "Kept"})
+        odd = users.create({"userName": "odd", "sn": "Odd"})
+        results = users.write_batch([
+            WriteOp("create", values={"userName": "fine", "sn": "Fine 😀"}),
+            WriteOp("create", values={"userName": "cut", "description": "abcdefg\ud83d"}),
+            WriteOp("create", values={"userName": "named", "x\udc00": "y"}),
+            WriteOp("update", id=odd["_id"], values={"sn": "\ud83dOdd"}),
+            WriteOp("update", id=kept["_id"], values={"mail": "kept@example.com"}),
+        ])
+        errors = [str(r.error) if r.error else None for r in results]
+        stored = {u["userName"]: u for page in users.pages(QuerySpec()) for u in page}
+    finally:
+        store.close()
+    half = "contains an unpaired surrogate (half of a character), which the store cannot hold"
+    assert errors == [None, f"managed/user: the value at /description {half}",
+                      f"managed/user: the value at /x\\udc00 {half}",
+                      f"managed/user/{odd['_id']}: the value at /sn {half}", None]
+    assert sorted(stored) == ["fine", "kept", "odd"]
+    assert stored["fine"]["sn"] == "Fine 😀" and stored["odd"]["sn"] == "Odd"
+    assert stored["kept"]["mail"] == "kept@example.com"
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_a_message_quoting_half_a_character_is_recorded(kind: str, tmp_path: Path) -> None:
+    """An error message quoting a value with an unpaired surrogate (a peer's) is recorded
+    in the audit and the run record, the half spelt ``\\ud83d``, instead of failing the
+    page's audit write or the run's end on any store."""
+    store = Store.open(store_url(kind, tmp_path))
+    runs = RunStore(store)
+    try:
+        runs.start("r1", MAPPING, job=None, dry_run=False, summary={})
+        with store.begin() as conn:
+            runs.audit(conn, [{"run_id": "r1", "mapping": MAPPING, "situation": "ABSENT", "action": "CREATE",
+                               "source_id": "s1", "target_id": None, "status": "FAILURE",
+                               "message": "peer refused 'abc\ud83d' (😀)", "changes": None}])
+        runs.finish("r1", "FAILED", "COMPLETED_FAILED", {}, "peer said 'abc\ud83d'")
+        (entry,) = runs.audit_entries("r1")
+        record = runs.get("r1")
+    finally:
+        store.close()
+    assert entry["message"] == "peer refused 'abc\\ud83d' (😀)"
+    assert record is not None and record["message"] == "peer said 'abc\\ud83d'"

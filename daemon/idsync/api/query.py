@@ -22,7 +22,7 @@ from idsync.api.errors import ApiError
 from idsync.query import parse
 from idsync.query.ast import Node
 from idsync.query.named import NamedQueries
-from idsync.store.database import nul_at
+from idsync.store.database import unfit_at
 
 __all__ = ["MAX_JSON_DEPTH", "QueryParams", "envelope", "read_json", "sort_objects"]
 
@@ -177,8 +177,9 @@ def envelope(result: list[dict[str, Any]], *, cookie: str | None, params: QueryP
 
 async def read_json(request: Request, limit: int, *, required: bool = True) -> Any:
     """The request body as JSON; 413 past ``limit`` bytes, 400 with the position when
-    malformed, nested deeper than ``MAX_JSON_DEPTH`` or holding a NUL character. An empty
-    body is a 400, or None when not ``required``."""
+    malformed, nested deeper than ``MAX_JSON_DEPTH`` or holding what the store cannot hold
+    (a NUL character, an unpaired surrogate: ``unfit_at``). An empty body is a 400, or
+    None when not ``required``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdecimal() and int(declared) > limit:
         raise ApiError(413, f"request body larger than {limit} bytes")
@@ -202,9 +203,9 @@ async def read_json(request: Request, limit: int, *, required: bool = True) -> A
         raise ApiError(400, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
     if _depth(value) > MAX_JSON_DEPTH:
         raise ApiError(400, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
-    unfit = nul_at(value)
+    unfit = unfit_at(value)
     if unfit is not None:
-        raise ApiError(400, f"the value at {unfit} contains a NUL character, which the store cannot hold")
+        raise ApiError(400, f"{unfit}, which the store cannot hold")
     return value
 
 

@@ -3,8 +3,10 @@ process's own runs at a forced exit.
 
 At start, every lock whose holder is gone is broken and the run it guarded
 marked FAILED ("interrupted", ``store/locks.py``); so is a recon still ACTIVE
-whose lock is gone or belongs to another run, and any run silent for
-``LOCK_TTL`` (a one-object push takes no lock: only its silence counts). Claims
+whose lock is gone or belongs to another run, a run that takes no lock (a
+one-object push, an onward or liveSync mapping's run) whose owner process on
+this host is gone, and any run silent for ``LOCK_TTL`` (a lockless run of another
+host, or of an older version that recorded no owner: only its silence counts). Claims
 and deferred rows of runs no longer ACTIVE (left by older versions) are dropped.
 Runs and locks held by live processes, or by another host within their expiry,
 are left alone.
@@ -17,7 +19,7 @@ from sqlalchemy import delete, func, select
 
 from idsync.config.jobs import NOT_RECON_JOBS
 from idsync.store.database import Store
-from idsync.store.locks import Locks, end_runs, forget_own, process_owner
+from idsync.store.locks import Locks, end_runs, forget_own, process_gone, process_owner
 from idsync.store.runs import RunStore
 from idsync.store.tables import claims, deferred, locks, recon_runs
 
@@ -35,20 +37,27 @@ def recover_interrupted(store: Store) -> list[str]:
     holders = Locks(store).holders()
     with store.engine.connect() as conn:
         active = list(conn.execute(select(recon_runs.c.id, recon_runs.c.mapping).where(
-            recon_runs.c.state == "ACTIVE", func.coalesce(recon_runs.c.job, "").not_in(NOT_RECON_JOBS))))
+            recon_runs.c.state == "ACTIVE", recon_runs.c.owner.is_(None),
+            func.coalesce(recon_runs.c.job, "").not_in(NOT_RECON_JOBS))))
+        lockless = list(conn.execute(select(recon_runs.c.id, recon_runs.c.owner).where(
+            recon_runs.c.state == "ACTIVE", recon_runs.c.owner.is_not(None))))
     orphans = []
     for run in active:
         holder = holders.get(f"recon:{run.mapping}")
         if holder is None or holder.run_id != run.id:
             orphans.append(run.id)
+    abandoned = [(run.id, why) for run in lockless if (why := process_gone(run.owner)) is not None]
     live = select(recon_runs.c.id).where(recon_runs.c.state == "ACTIVE")
     with store.begin() as conn:
         end_runs(conn, orphans, "FAILED", INTERRUPTED)
+        for run_id, why in abandoned:
+            end_runs(conn, [run_id], "FAILED", why)
         conn.execute(delete(claims).where(claims.c.run_id.not_in(live)))
         conn.execute(delete(deferred).where(deferred.c.run_id.not_in(live)))
-    for run_id in failed + orphans:
+    ended = failed + orphans + [run_id for run_id, _ in abandoned]
+    for run_id in ended:
         log.warning("run.interrupted", run_id=run_id)
-    return failed + orphans
+    return ended
 
 
 def release_own_runs(store: Store, state: str, message: str) -> list[str]:

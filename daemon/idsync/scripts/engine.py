@@ -10,7 +10,10 @@ completion value of its last statement, as in PingIDM.
 is a ``ConfigError`` naming the file, key, line and column before any run starts. The
 returned ``Script`` runs in QuickJS with a time limit (``ScriptTimeout``) and a memory
 limit (``ScriptError``); results come back as plain JSON values (``undefined`` is
-``None``, a ``Date`` its ISO string).
+``None``, a ``Date`` its ISO string). A result holding half of a character (an unpaired
+surrogate, as ``substring`` can leave of an emoji) is a ``ScriptError`` naming where it
+is, since no store, peer or log can take it (``surrogates``); so are ``openidm`` call
+arguments holding one, thrown in the script.
 
 Documented differences from PingIDM:
   * ``text/groovy`` is refused: rewrite the script in JavaScript.
@@ -57,6 +60,7 @@ from idsync.scripts.paths import ScriptPaths
 from idsync.scripts.randomness import run_seed
 from idsync.scripts.router import OpenidmRouter
 from idsync.scripts.sandbox import Sandbox, reserved_names
+from idsync.scripts.surrogates import lone_at, mended, mended_value, suspect
 
 __all__ = ["Script", "ScriptEngine", "compile_script"]
 
@@ -226,7 +230,7 @@ class Script:
             except quickjs.JSException as exc:
                 self._engine.discard_sandbox()
                 raise self._engine_failure(exc) from None
-            result, logs = json.loads(outcome)
+            result, logs = self._decoded(outcome)
             self._emit(logs)
             if result[0] == 3:
                 answers.append(self._answer(result, len(answers)))
@@ -239,6 +243,10 @@ class Script:
         """One ``openidm`` call's answer as the sandbox replays it: a failure the router
         reports (``IdsyncError``) is thrown in the script, which may catch it."""
         _, function, resource, arguments = request
+        lone = lone_at(arguments)
+        if lone is not None:
+            return json.dumps([function, resource, 1, f"the arguments of openidm.{function} hold half of a "
+                               f"character (an unpaired surrogate) at {lone}"])
         if self._engine.current_router() is None:
             # Thrown in the script, so that the message names the line of the call.
             return json.dumps([function, resource, 1, f"openidm.{function} is not available here: "
@@ -288,7 +296,7 @@ class Script:
                     results.append(self._engine_failure(exc))
                     start += 1
                 continue
-            outcomes, logs = json.loads(page)
+            outcomes, logs = self._decoded(page)
             self._emit(logs)
             results.extend(self._settled(outcome, variables[start + i], seed, i) for i, outcome in enumerate(outcomes))
             break
@@ -301,11 +309,23 @@ class Script:
 
     def _partial(self, box: Sandbox, variables: Sequence[Mapping[str, Any]], seed: str) -> list[Any | ScriptError]:
         try:
-            outcomes, logs = json.loads(box.take_partial())
+            outcomes, logs = self._decoded(box.take_partial())
         except quickjs.JSException:
             return []
         self._emit(logs)
         return [self._settled(outcome, variables[i], seed, i) for i, outcome in enumerate(outcomes)]
+
+    def _decoded(self, text: str) -> Any:
+        """``[outcome or outcomes, log lines]`` from the sandbox's JSON. Where that may hold
+        half of a character (``surrogates``), a result holding one becomes outcome 4 (a
+        failure naming where), and messages have it spelt as an escape."""
+        outcomes, logs = json.loads(text)
+        if not suspect(text):
+            return outcomes, logs
+        logs = [[level, mended(message)] for level, message in logs]
+        if outcomes and isinstance(outcomes[0], int):
+            return _screened(outcomes), logs
+        return [_screened(outcome) for outcome in outcomes], logs
 
     def _emit(self, logs: list[list[str]]) -> None:
         for level, message in logs:
@@ -317,6 +337,10 @@ class Script:
     def _failure(self, outcome: list[Any]) -> ScriptError:
         if outcome[0] == 2:
             return ScriptError(f"{self.name}: the result is not JSON: {outcome[1]}")
+        if outcome[0] == 4:
+            where = "" if outcome[1] == "/" else f" at {outcome[1]}"
+            return ScriptError(f"{self.name}: the result holds half of a character{where} (an unpaired surrogate, "
+                               "as substring or slice leave of an emoji cut in two), which nothing can store or send")
         _, kind, message, line, _column, *thrown = outcome
         if kind == "InternalError" and message in ("out of memory", ""):
             self._engine.discard_sandbox()
@@ -405,6 +429,17 @@ def _dumps(variables: object, name: str) -> str:
         return _ENCODER.encode(variables)
     except (TypeError, ValueError) as exc:
         raise ScriptError(f"{name}: a variable cannot be passed to JavaScript: {exc}") from None
+
+
+def _screened(outcome: list[Any]) -> list[Any]:
+    """One outcome that may hold an unpaired surrogate: a result holding one is outcome
+    4 with where it is; a failure's message and thrown value have it escaped."""
+    if outcome[0] == 0:
+        lone = lone_at(outcome[1])
+        return outcome if lone is None else [4, lone]
+    if outcome[0] in (1, 2):
+        return [mended_value(part) for part in outcome]
+    return outcome  # 3: ``Script._answer`` refuses arguments holding one
 
 
 def _check_names(variables: Mapping[str, Any]) -> None:

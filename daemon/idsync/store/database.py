@@ -56,7 +56,7 @@ from sqlalchemy.exc import (
 from idsync.errors import AuthenticationFailed, ConfigError, PeerError, PeerUnavailable
 from idsync.store.tables import metadata, store_meta
 
-__all__ = ["Store", "as_utc", "new_id", "new_ids", "nul_at", "pg_array", "store_error", "utcnow"]
+__all__ = ["Store", "as_utc", "new_id", "new_ids", "pg_array", "store_error", "unfit_at", "utcnow"]
 
 log = structlog.get_logger(__name__)
 
@@ -107,49 +107,75 @@ def new_ids(count: int) -> list[str]:
     return [f"{head}{h[at:at + 4]}-{h[at + 4:at + 8]}-{h[at + 8:at + 20]}" for at in range(0, 20 * count, 20)]
 
 
-def _has_nul(item: Any) -> bool:
-    # Loops rather than any(generator): this runs on every value a recon writes.
+def _has_unfit(item: Any) -> bool:
+    # Loops rather than any(generator): this runs on every value a recon writes. A string
+    # is scanned for surrogates only when it is not ASCII, which CPython knows without a scan.
     if type(item) is str:
-        return "\x00" in item
+        return "\x00" in item or (not item.isascii() and _has_surrogate(item))
     if isinstance(item, dict):
         for key, value in item.items():
             if type(value) is str:
-                if "\x00" in value:
+                if "\x00" in value or (not value.isascii() and _has_surrogate(value)):
                     return True
-            elif _has_nul(value):
+            elif _has_unfit(value):
                 return True
-            if "\x00" in (key if type(key) is str else str(key)):
+            name = key if type(key) is str else str(key)
+            if "\x00" in name or (not name.isascii() and _has_surrogate(name)):
                 return True
         return False
     if isinstance(item, list | tuple):
         for value in item:  # noqa: SIM110
-            if _has_nul(value):
+            if _has_unfit(value):
                 return True
         return False
-    return isinstance(item, str) and "\x00" in item
+    return isinstance(item, str) and _unfit_text(item) is not None
 
 
-def nul_at(value: Any) -> str | None:
-    """Where in ``value`` (a JSON pointer) a string holds a NUL character, or ``None``.
+def _has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds an unpaired surrogate (half of a character), which UTF-8
+    cannot encode: what a script's ``substring`` makes of an emoji cut in two."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
-    No store takes one alike: PostgreSQL refuses it in any text column, SQLite and
-    MariaDB keep it, and a C client reading the value back would cut it there. So
-    idsync refuses such a value on every store, naming where it was (never the value).
+
+def _unfit_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "a NUL character"
+    if not text.isascii() and _has_surrogate(text):
+        return "an unpaired surrogate (half of a character)"
+    return None
+
+
+def unfit_at(value: Any) -> str | None:
+    """What in ``value`` the store cannot hold, as ``the value at POINTER contains ...``
+    (``POINTER`` a JSON pointer), or ``None``.
+
+    A NUL character: no store takes one alike: PostgreSQL refuses it in any text column,
+    SQLite and MariaDB keep it, and a C client reading the value back would cut it there.
+    An unpaired surrogate: no store can encode it (UTF-8 has no form for half of a
+    character), and the driver fails the whole statement. So idsync refuses such a value
+    on every store, naming where it was (never the value).
     """
-    if not _has_nul(value):  # the common case, without building a pointer per value
+    if not _has_unfit(value):  # the common case, without building a pointer per value
         return None
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         at, item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                return at or "/"
+            what = _unfit_text(item)
+            if what is not None:
+                return f"the value at {at or '/'} contains {what}"
         elif isinstance(item, dict):
             for key, inner in item.items():
                 shown = str(key).replace("~", "~0").replace("/", "~1").replace("\x00", "\\u0000")
                 name = f"{at}/{shown}"
-                if "\x00" in str(key):
-                    return name
+                what = _unfit_text(str(key))
+                if what is not None:
+                    name = name.encode("utf-8", "backslashreplace").decode("utf-8")
+                    return f"the value at {name} contains {what}"
                 stack.append((name, inner))
         elif isinstance(item, list | tuple):
             stack.extend((f"{at}/{i}", inner) for i, inner in enumerate(item))
@@ -339,7 +365,7 @@ class Store:
         instead of a thousand, planned in half the time for a page of ids.
 
         A value with a NUL character is left out: no key the store holds has one
-        (``nul_at``), and PostgreSQL refuses it even as a parameter."""
+        (``unfit_at``), and PostgreSQL refuses it even as a parameter."""
         values = [v for v in values if not (isinstance(v, str) and "\x00" in v)]
         if self.dialect == "postgresql":
             if all(type(v) is str for v in values):  # ids and searchable values: sent as the array's text

@@ -18,9 +18,10 @@ starts from the index, then the candidates are checked again against their own
 values (``_AnyValue``); a shorter string compares exactly on the cut values
 alone, and ``co`` re-checks only the values that reach the cut.
 
-No stored value holds a NUL character (``database.nul_at``), so a string with
-one equals, contains or starts no stored value, and orders as its part before
-the NUL does; it never reaches the database, which may refuse it.
+No stored value holds a NUL character or half of a character (an unpaired surrogate:
+``database.unfit_at``), so a string with one equals, contains or starts no stored
+value, and orders as its part before it does; it never reaches the database, which
+may refuse it (or its driver cannot even encode it).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class _Translator(BooleanSql):
         return self._present(node) if isinstance(node, Present) else self._compare(node)
 
     def _present(self, node: Present) -> ColumnElement[bool]:
-        if any("\x00" in p for p in node.path):
+        if any(_unfit(p) >= 0 for p in node.path):
             return false()
         if node.path in (("_id",), ("_rev",)):
             return true()
@@ -106,13 +107,14 @@ class _Translator(BooleanSql):
 
     def _compare(self, node: Compare) -> ColumnElement[bool]:
         path, op, value = node.path, node.op, node.value
-        if any("\x00" in p for p in path):
+        if any(_unfit(p) >= 0 for p in path):
             return false()
-        if isinstance(value, str) and "\x00" in value:
+        cut = _unfit(value) if isinstance(value, str) else -1
+        if cut >= 0:
             if op in ("eq", "co", "sw"):
                 return false()
-            # "x" < "x\0..." < any longer stored string: past the NUL only the prefix counts.
-            value, op = value.split("\x00", 1)[0], ("gt" if op in ("gt", "ge") else "le")
+            # "x" < "x\0..." < any longer stored string: past the NUL (or the half) only the prefix counts.
+            value, op = str(value)[:cut], ("gt" if op in ("gt", "ge") else "le")
         if path in (("_id",), ("_rev",)):  # columns of their own, always strings
             return compare_op(mo.c.id if path == ("_id",) else mo.c.rev, op, value) if isinstance(value, str) \
                 else false()
@@ -252,3 +254,14 @@ def _any_mariadb(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str:
                   "(JSON_TYPE(e.v) = 'BOOLEAN' AND JSON_UNQUOTE(e.v) = '{}')")
     return _render(element, compiler, kw, "EXISTS (SELECT 1 FROM JSON_TABLE(IF(JSON_TYPE({doc}) = 'ARRAY', {doc}, "
                    "JSON_ARRAY({doc})), '$[*]' COLUMNS (v JSON PATH '$')) AS e WHERE {cond})", cond)
+
+
+def _unfit(text: str) -> int:
+    """Where ``text`` first holds what no stored value does (a NUL character, half of a
+    character), or -1."""
+    at = text.find("\x00")
+    if not text.isascii():
+        for i, char in enumerate(text[:at] if at >= 0 else text):
+            if "\ud800" <= char <= "\udfff":
+                return i
+    return at

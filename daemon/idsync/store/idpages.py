@@ -15,7 +15,7 @@ the driver:
 - MariaDB: a placeholder per id, in chunks.
 
 Values with a NUL character (or none at all) are left out: no key the store holds has one
-(``database.nul_at``), and PostgreSQL refuses it even as a parameter.
+(``database.unfit_at``), and PostgreSQL refuses it even as a parameter.
 """
 
 from __future__ import annotations

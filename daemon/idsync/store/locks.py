@@ -41,7 +41,7 @@ from idsync.errors import RunLocked
 from idsync.store.database import Store, as_utc, utcnow
 from idsync.store.tables import claims, deferred, locks, recon_runs
 
-__all__ = ["LOCK_TTL", "Holder", "Locks", "end_runs", "forget_own", "process_owner"]
+__all__ = ["LOCK_TTL", "Holder", "Locks", "end_runs", "forget_own", "process_gone", "process_owner"]
 
 log = structlog.get_logger(__name__)
 
@@ -121,6 +121,16 @@ class Holder:
         if self.expires < now:
             return f"interrupted: owner {self.describe()} stopped refreshing its lock"
         return None
+
+
+def process_gone(owner: str) -> str | None:
+    """Why the process ``owner`` names (``process_owner``) is gone, when it is a process of
+    this host that ended; None for this process, and for another host's, which cannot be
+    told from here."""
+    holder = Holder(owner, expires=dt.datetime.max.replace(tzinfo=dt.UTC))
+    if holder.host != socket.gethostname() or holder.pid is None or holder.pid == os.getpid():
+        return None
+    return None if _alive(holder.pid, holder.started) else f"interrupted: owner {holder.describe()} is gone"
 
 
 def forget_own(owners: Sequence[str]) -> None:

@@ -12,8 +12,9 @@ API, implicit sync, a recon on another node) waits, and an op naming a revision 
 object left fails alone (``RevisionMismatch``), never overwriting the other's change.
 A create of an id another object holds is ``AlreadyExists``.
 
-A value with a NUL character fails its object alone, on every store
-(``nul_at``): PostgreSQL cannot hold one, and one entry must not stop a page.
+A value with a NUL character or an unpaired surrogate fails its object alone, on every
+store (``unfit_at``): PostgreSQL cannot hold the one, no driver can encode the other, and
+one entry must not stop a page.
 
 Every object written is checked against its type in ``managed.json`` first
 (``validation.py``): a create or an update that would break it fails alone
@@ -53,7 +54,7 @@ from idsync.errors import (
 from idsync.query.ast import Compare, Path
 from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 from idsync.store.changes import ManagedChanges
-from idsync.store.database import Store, new_ids, nul_at, utcnow
+from idsync.store.database import Store, new_ids, unfit_at, utcnow
 from idsync.store.filters import INDEXED_LENGTH, property_value, to_sql
 from idsync.store.hooks import ObjectHooks, PostScript
 from idsync.store.last_sync import forget_objects
@@ -463,18 +464,18 @@ class ManagedResource(Resource, ChangeSource):
         return results
 
     def _unfit(self, op: WriteOp) -> WriteResult | None:
-        """The refusal of a write carrying a value the store cannot hold (a NUL character),
-        or creating an object under an id longer than the id column (``ID_LENGTH``)."""
+        """The refusal of a write carrying a value the store cannot hold (a NUL character, an
+        unpaired surrogate: ``unfit_at``), or creating an object under an id longer than
+        the id column (``ID_LENGTH``)."""
         new_id = op.values.get("_id") if op.kind == "create" else None
         if new_id is not None and len(str(new_id)) > ID_LENGTH:
             return WriteResult(op, id=None, error=ObjectRejected(
                 f"{self.name}: an _id is at most {ID_LENGTH} characters; this one has {len(str(new_id))}"))
-        at = nul_at(op.values) if op.kind != "delete" else None
-        if at is None:
+        unfit = unfit_at(op.values) if op.kind != "delete" else None
+        if unfit is None:
             return None
         where = f"{self.name}/{op.id}" if op.id else self.name
-        return WriteResult(op, id=op.id, error=ObjectRejected(
-            f"{where}: the value at {at} contains a NUL character, which the store cannot hold"))
+        return WriteResult(op, id=op.id, error=ObjectRejected(f"{where}: {unfit}, which the store cannot hold"))
 
     def _created(self, op: WriteOp, object_id: Any, taken: Taken) -> dict[str, Any]:
         """The properties of the object ``op`` creates, defaults filled, through its

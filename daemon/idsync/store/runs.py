@@ -51,8 +51,13 @@ _AUDIT_COLUMNS = ("ts", "run_id", "mapping", "situation", "action", "source_id",
 
 def _told(message: str | None) -> str | None:
     """A message as a text column takes it on every store: a NUL character (from a
-    value an error quotes) spelt ``\\u0000``, since PostgreSQL refuses it."""
-    return message.replace("\x00", "\\u0000") if message else message
+    value an error quotes) spelt ``\\u0000``, since PostgreSQL refuses it, and half of a
+    character (an unpaired surrogate) spelt as its escape, since no driver encodes it."""
+    if not message:
+        return message
+    if not message.isascii():
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return message.replace("\x00", "\\u0000")
 
 
 def is_entry() -> ColumnElement[bool]:
@@ -82,17 +87,20 @@ class RunStore:
     # -- runs ------------------------------------------------------------
 
     def start(self, run_id: str, mapping: str, *, job: str | None, dry_run: bool, summary: Mapping[str, Any],
-              node: str | None = None, fire: dt.datetime | None = None, started_by: str | None = None) -> None:
+              node: str | None = None, fire: dt.datetime | None = None, started_by: str | None = None,
+              lockless: bool = False) -> None:
         """Record a new ACTIVE run; ``node`` defaults to this host's name, ``fire`` is the scheduled
         fire it runs for (none when started by hand). ``started_by``: a reconciliation's, whose
         start (and, at ``finish``, summary) the audit records as PingIDM's recon events; it
-        says what started it (a job, a script; ``""``: someone by hand)."""
+        says what started it (a job, a script; ``""``: someone by hand). ``lockless``: a run
+        that takes no lock (a one-object push), recorded with this process as its owner so
+        that a daemon starting can end it if this process dies first (``daemon/recovery.py``)."""
         now = utcnow()
         with self.store.begin() as conn:
             conn.execute(insert(recon_runs).values(
                 id=run_id, mapping=mapping, job=job, state="ACTIVE", stage="ACTIVE_INITIALIZED",
                 dry_run=dry_run, started=now, heartbeat=now, summary=dict(summary),
-                node=node or socket.gethostname(), fire=fire))
+                node=node or socket.gethostname(), fire=fire, owner=process_owner() if lockless else None))
             if started_by is not None:
                 by = f" by {started_by}" if started_by else ""
                 self.audit(conn, [{"run_id": run_id, "mapping": mapping, "status": "SUCCESS", "phase": "start",

@@ -168,6 +168,9 @@ recon_runs = Table(
     # scheduled fire it ran for (none for a run started by hand).
     Column("node", String(191), nullable=True),
     Column("fire", DateTime(timezone=True), nullable=True),
+    # Migration 0015: the process running a run that takes no lock (``HOST:PID@START``), so
+    # that a daemon starting can end such a run whose process is gone (``daemon/recovery.py``).
+    Column("owner", String(191), nullable=True),
     Index("ix_recon_runs_started", "started"),
     Index("ix_recon_runs_mapping", "mapping", "started"),
     Index("ix_recon_runs_ended", "ended"),  # migration 0002

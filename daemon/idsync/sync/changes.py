@@ -387,11 +387,12 @@ class ChangeApplier:
         return target_id
 
     def start(self) -> None:
-        """Record this mapping's run, unless it is recorded already."""
+        """Record this mapping's run, unless it is recorded already: one no lock names (the
+        lock of a liveSync or a recon names theirs), so it records its process as owner."""
         if self.run_id is None:
             self.run_id = str(uuid.uuid4())
             self.runs.start(self.run_id, self.mapping.name, job=self.job, dry_run=self.dry_run,
-                                 summary=self._summary())
+                            summary=self._summary(), lockless=True)
 
     def _summary(self) -> dict[str, Any]:
         summary = self.counters.to_summary()
@@ -529,7 +530,8 @@ class OnwardPush:
             if mapping.name not in self._unstarted:
                 started = str(uuid.uuid4())
                 fresh = Counters(mapping.name, mapping.source, mapping.target)
-                runs.start(started, mapping.name, job=IMPLICIT_JOB, dry_run=False, summary=fresh.to_summary())
+                runs.start(started, mapping.name, job=IMPLICIT_JOB, dry_run=False, summary=fresh.to_summary(),
+                           lockless=True)
                 self._unstarted[mapping.name] = (started, fresh)
             run_id, counters = self._unstarted[mapping.name]
         rows = [_keeping({"run_id": run_id, "mapping": mapping.name, "situation": None, "action": None,

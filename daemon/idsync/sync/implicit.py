@@ -10,7 +10,9 @@ Each push is recorded like a tiny recon run (job ``implicit``, or ``retry``)
 with one audit entry, so ``idsync status`` lists it and ``idsync sync retry``
 finds the failed ones again (``retry.py``). The store change was made before
 the push and stands whatever happens here: a target that refuses the object or
-cannot be reached fails the push, never the change. Audit entries hold masked
+cannot be reached fails the push, never the change; so does a bug (an exception
+that is no ``IdsyncError``), recorded as ``internal error: ...``, so that no push run
+is left ACTIVE by the process that ran it. Audit entries hold masked
 values only (``Assessor`` masks secret names such as ``userPassword``).
 
 A "merge" list is changed by what the change itself added and removed, found by
@@ -22,6 +24,7 @@ every change that never arrived are applied too (``retry.unrepaired``).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Collection, Mapping
@@ -33,7 +36,7 @@ import structlog
 from idsync.config.jobs import PERFORM_JOB
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
-from idsync.errors import IdsyncError, NotFound
+from idsync.errors import IdsyncError, NotFound, internal_message
 from idsync.resource import Obj, Resource, WriteOp, renamed
 from idsync.resources import Resources
 from idsync.store.database import Store
@@ -58,6 +61,7 @@ log = structlog.get_logger(__name__)
 IMPLICIT_JOB = "implicit"
 RETRY_JOB = "retry"
 RECON_BY_ID_JOB = "reconById"  # the API's one-object recon: a push like the others (``sync/retry.py``)
+INTERRUPTED = "interrupted: the process stopped during the push"
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,7 @@ class ImplicitSync:
         # reconById is a reconciliation of one object: its start and summary are recon events.
         events = job == RECON_BY_ID_JOB
         self.runs.start(run_id, mapping.name, job=job, dry_run=False, summary=counters.to_summary(),
-                        started_by=f"reconById of {object_id}" if events else None)
+                        started_by=f"reconById of {object_id}" if events else None, lockless=True)
         # Until assessed (the target may be unreachable) a push has no situation or action.
         plan = Plan("", "", object_id, None, qualifier=qualifier)
         error: str | None = failure
@@ -200,6 +204,15 @@ class ImplicitSync:
                 error = self._apply(plan, target, links, assessor.assignments, mapping, counters)
         except IdsyncError as exc:
             error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug fails this push (recorded, retried), never the change
+            error = f"internal error: {internal_message(exc)}"
+            bound.error("implicit_sync.crashed", error=error, exc_info=exc)
+        except BaseException:
+            # Stopped here (a forced exit): the run is ended before the exit goes on, if the
+            # store answers (else the daemon's next start ends it: ``daemon/recovery.py``).
+            with contextlib.suppress(Exception):
+                self._record(run_id, mapping, counters, plan, INTERRUPTED, kept, events=events)
+            raise
         # The first failure of a run keeps what the push repairing it must compare with.
         self._record(run_id, mapping, counters, plan, error, kept if error else None, events=events)
         if error is None:
