@@ -16,6 +16,8 @@ import pytest
 from api_server import ADMIN, serve
 from idsync.config.managed import DEFAULT_MANAGED
 
+from samples import idsync
+
 JSON = {**ADMIN, "Content-Type": "application/json"}
 # A custom endpoint whose script patches the user ``?id=`` names with a move and a transform.
 LOWER = """openidm.patch('managed/user/' + request.additionalParameters.id, null, [
@@ -84,6 +86,33 @@ def test_an_expanded_reference_carries_the_default_fields_of_its_object(api: htt
     assert "members" not in role and "assignments" not in role
     (role,) = _get(api, f"user/{user_id}", "roles/*,roles/assignments")["roles"]
     assert role["name"] == "staff" and len(role["assignments"]) == 1 and "members" not in role
+
+
+def test_an_expanded_reference_never_shows_a_secret_nor_a_private_property(tmp_path: Path) -> None:
+    """A role's members expanded, however the fields are asked (``members/*``, the property
+    named, the relationship's own collection), never carry a member's password, even
+    hashed, nor a property ``managed.json`` marks ``"scope": "private"``."""
+    managed = json.loads(json.dumps(DEFAULT_MANAGED))
+    (user_type,) = [o for o in managed["objects"] if o["name"] == "user"]
+    user_type["schema"]["properties"]["lastSync"] = {"type": "object", "scope": "private"}
+    conf = tmp_path / "p" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "managed.json").write_text(json.dumps(managed))
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    made = idsync(tmp_path / "p", "managed", "create", "user", "--no-sync", "--id", "q9", "--data", json.dumps(
+        {"userName": "q9", "sn": "Nine", "mail": "q9@example.com", "password": "Secret-Pass1",
+         "lastSync": {"effectiveAssignments": ["kept-back"]}}))
+    assert made.returncode == 0, made.stderr
+    with serve(tmp_path / "p") as api:
+        role = _created(api, "role", {"name": "staff", "members": [{"_ref": "managed/user/q9"}]})
+        for fields in ("members/*", "members/*,members/password,members/lastSync", "members/lastSync"):
+            (member,) = _get(api, f"role/{role['_id']}", fields)["members"]
+            assert member["_refResourceId"] == "q9", (fields, member)
+            assert "password" not in member and "lastSync" not in member, (fields, member)
+        listed = api.get(f"/openidm/managed/role/{role['_id']}/members",
+                         params={"_queryFilter": "true", "_fields": "*,lastSync,password"}, headers=ADMIN)
+        assert listed.status_code == 200 and "kept-back" not in listed.text and "Secret" not in listed.text, \
+            listed.text
 
 
 def test_the_answer_of_a_change_is_shaped_by_fields(api: httpx.Client) -> None:

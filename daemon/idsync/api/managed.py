@@ -253,7 +253,7 @@ def shaped(ctx: ApiContext, schema: ManagedType, obj: dict[str, Any], fields: st
     names = [f.strip() for f in (fields or "").split(",") if f.strip()]
     if not names:
         return _default_view(schema, obj)
-    obj = expand(ctx.project(), ctx.store, schema, obj, names)
+    obj = expand(ctx.project(), ctx.store, schema, obj, names, answer=True)
     keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in names)}
     if "*" in keep:
         keep |= set(_default_view(schema, obj))

@@ -41,7 +41,7 @@ def _with(ctx: ApiContext, object_type: str, name: str, work: Callable[[Referenc
     try:
         objects = ManagedObjects(project, ctx.store, resources, object_type)
         with scripting(project, ctx.store, resources=resources):
-            return work(References(project, ctx.store, objects, name))
+            return work(References(project, ctx.store, objects, name, answer=True))
     finally:
         resources.close()
 

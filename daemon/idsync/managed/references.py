@@ -41,7 +41,9 @@ class References:
     ``NAME`` is not a relationship property of the type, ``ObjectRejected`` when it
     holds one reference (that one is read and changed on the object itself)."""
 
-    def __init__(self, project: Project, store: Store, objects: ManagedObjects, name: str) -> None:
+    def __init__(self, project: Project, store: Store, objects: ManagedObjects, name: str, *,
+                 answer: bool = False) -> None:
+        self._answer = answer  # for an HTTP client: referenced objects without secrets and private properties
         schema = objects.schema
         relation = schema.relationships.get(name)
         if relation is None:
@@ -69,7 +71,8 @@ class References:
         node = None if text is None or text.strip() == "true" else parse(text)
         obj = self._read(object_id)
         if fields:
-            obj = expand(self._project, self._store, self._schema, obj, [f"{self.name}/{f}" for f in fields])
+            obj = expand(self._project, self._store, self._schema, obj, [f"{self.name}/{f}" for f in fields],
+                         answer=self._answer)
         found = [shown(r) for r in _refs(obj, self.name) if node is None or matches(node, r)]
         if query_id == "query-all-ids":
             return [{k: r[k] for k in ("_id", "_rev", "_ref") if k in r} for r in found]
@@ -80,7 +83,8 @@ class References:
         obj = self._read(object_id)
         ref = _refs(obj, self.name)[_index(obj, self.name, row, self._path(object_id))]
         if fields:
-            expand(self._project, self._store, self._schema, {self.name: [ref]}, [f"{self.name}/{f}" for f in fields])
+            expand(self._project, self._store, self._schema, {self.name: [ref]}, [f"{self.name}/{f}" for f in fields],
+                   answer=self._answer)
         return shown(ref)
 
     def create(self, object_id: str, body: Any) -> dict[str, Any]:
@@ -172,13 +176,14 @@ def shown(ref: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def expand(project: Project, store: Store, schema: ManagedType, obj: dict[str, Any],
-           fields: Sequence[str]) -> dict[str, Any]:
+           fields: Sequence[str], *, answer: bool = False) -> dict[str, Any]:
     """``obj`` with the relationship properties named ``NAME/*`` or ``NAME/FIELD`` in
     ``fields`` expanded: each reference carries the fields of the object it points to, a
     managed object as stored (``*``: the fields it shows by default) or a system's as its
     connector reads it now (a reference of a one-way relationship may name one:
     historicalaccountlinking's LDAP accounts). An object gone is no fields; a system that
-    cannot be read is the request's error."""
+    cannot be read is the request's error. ``answer``: for an HTTP client, which never
+    sees a managed object's secrets nor its ``"scope": "private"`` properties, even named."""
     wanted: dict[str, set[str]] = {}
     for f in fields:
         name, _, sub = f.strip().strip("/").partition("/")
@@ -199,6 +204,10 @@ def expand(project: Project, store: Store, schema: ManagedType, obj: dict[str, A
                 kind, _, rest = collection.partition("/")
                 if kind == "managed" and (other := types.get(rest)) is not None:
                     objects = ManagedResource(store, other).get_many(ids)
+                    if answer:
+                        kept_back = other.private | other.secrets
+                        objects = {oid: {k: v for k, v in o.items() if k not in kept_back}
+                                   for oid, o in objects.items()}
                     hidden.update((f"{collection}/{oid}", other.hidden) for oid in objects)
                 elif kind == "system" and _readable(project, rest):
                     resources = resources or Resources(project, store)
