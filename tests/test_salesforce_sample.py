@@ -16,6 +16,7 @@ from idsync.config.project import load_project
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
+from idsync.store.runs import RunStore
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import ReconResult, run_recon
 from salesforce_sample import FORWARD, PROFILE_ID, REVERSE, SAMPLE, running_org, sample_project, sf_env
@@ -300,11 +301,15 @@ def test_an_alias_cut_in_half_over_the_api_fails_that_user_alone(project: Path, 
         cut = client.post("/openidm/managed/user", params={"_action": "create"}, headers=ADMIN,
                           json={"userName": "abcdefg\U0001F600@example.com", "sn": "Cut", "mail": "cut@example.com"})
         assert (fine.status_code, cut.status_code) == (201, 201), cut.text
-        runs = client.get("/openidm/recon", headers=ADMIN).json()["reconciliations"]
+        # The pushes are implicit sync's runs: their audit is audit/sync (GET recon lists recons).
+        pushes = client.get("/openidm/audit/sync", params={"_queryFilter": "true"}, headers=ADMIN).json()["result"]
     assert org.by_username("fine@example.com") is not None and org.by_username(cut.json()["userName"]) is None
-    (failed,) = [r for r in runs if r["state"] != "SUCCESS"]
-    assert failed["state"] == "FAILED" and "transform of property 'Alias'" in failed["errors"][0]["message"]
-    assert "half of a character" in failed["errors"][0]["message"]
+    (failed,) = [e for e in pushes if e["status"] != "SUCCESS"]
+    assert failed["status"] == "FAILURE" and "transform of property 'Alias'" in failed["message"]
+    assert "half of a character" in failed["message"]
+    (run,) = [r for r in RunStore(Store.open(load_project(project).settings.store_url())).recent(10)
+              if r["state"] != "SUCCESS"]
+    assert run["state"] == "FAILED" and run["job"] == "implicit"
     status = idsync(project, "status", env=sf_env(org))
     assert f"{REVERSE}: 1 object(s) changed in the store did not reach the target" in status.stdout
     result = _recon(project, REVERSE)
