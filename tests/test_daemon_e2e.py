@@ -514,7 +514,11 @@ def test_two_daemons_on_one_store_run_a_job_one_at_a_time(
             seen = [[(e.get("event"), e.get("job"), e.get("reason"), e.get("state")) for e in d.events()
                      if str(e.get("event", "")).startswith(("job.", "daemon.", "recon.start", "recon.end"))][-15:]
                     for d in daemons]
-            raise AssertionError(f"{exc}; the daemons' last job events: {seen}") from None
+            for d in daemons:
+                d.kill()  # each dumps its threads' stacks into its log first
+            tails = [d.log_path.read_text(encoding="utf-8", errors="replace")[-4000:] for d in daemons]
+            raise AssertionError(f"{exc}; the daemons' last job events: {seen}; the end of the second "
+                                 f"daemon's log: {tails[1]}") from None
         _wait(lambda: len([r for r in _runs(root, env) if r["job"] == "slow"]) >= 2, 30, "a second run")
         codes = [d.stop()[0] for d in daemons]
     finally:
