@@ -47,13 +47,21 @@ def recover_interrupted(store: Store) -> list[str]:
         if holder is None or holder.run_id != run.id:
             orphans.append(run.id)
     abandoned = [(run.id, why) for run in lockless if (why := process_gone(run.owner)) is not None]
-    live = select(recon_runs.c.id).where(recon_runs.c.state == "ACTIVE")
     with store.begin() as conn:
         end_runs(conn, orphans, "FAILED", INTERRUPTED)
         for run_id, why in abandoned:
             end_runs(conn, [run_id], "FAILED", why)
-        conn.execute(delete(claims).where(claims.c.run_id.not_in(live)))
-        conn.execute(delete(deferred).where(deferred.c.run_id.not_in(live)))
+    # The stale rows are found by a plain read, then deleted by their runs' ids: a DELETE
+    # scanning the tables (NOT IN the live runs) would lock, on MariaDB, the rows and gaps
+    # another daemon's running recon is writing into, and wait for it or deadlock with it.
+    with store.engine.connect() as conn:
+        live = {r[0] for r in conn.execute(select(recon_runs.c.id).where(recon_runs.c.state == "ACTIVE"))}
+        stale = {table: [r[0] for r in conn.execute(select(table.c.run_id).distinct()) if r[0] not in live]
+                 for table in (claims, deferred)}
+    for table, run_ids in stale.items():
+        if run_ids:
+            with store.begin() as conn:
+                conn.execute(delete(table).where(table.c.run_id.in_(run_ids)))
     ended = failed + orphans + [run_id for run_id, _ in abandoned]
     for run_id in ended:
         log.warning("run.interrupted", run_id=run_id)
