@@ -46,7 +46,7 @@ from idsync.errors import (
 )
 from idsync.keys import misspelling_of, unknown_keys
 from idsync.query import parse as parse_filter
-from idsync.query.ast import And, Compare, Node, Not, Or, Present
+from idsync.query.ast import paths
 from idsync.query.ldap import filter_problem
 from idsync.query.named import NamedQueries
 from idsync.scripts import ScriptEngine
@@ -423,7 +423,7 @@ def _property_name_problems(project: Project) -> list[ConfigError]:
                       (m.target, rule.target, mapping_key(m, f"properties[{i}].target"))]
         for c in m.correlations:
             if c.kind == "filter" and c.template is not None:
-                named += [(m.target, path, c.key) for path in _filter_paths(c.template)]  # c.key is whole
+                named += [(m.target, path, c.key) for path in paths(c.template)]  # c.key is whole
         for resource, path, key in named:
             declared, on_system = _declared(project, resource)
             if not path or not declared or path[0] in declared or path[0].startswith("_"):
@@ -453,18 +453,6 @@ def _declared(project: Project, resource: str) -> tuple[frozenset[str], bool]:
         props = spec.get("properties") if isinstance(spec, Mapping) else None
         return (frozenset(props) if isinstance(props, Mapping) else frozenset()), True
     return frozenset(), False
-
-
-def _filter_paths(node: Node) -> list[tuple[str, ...]]:
-    """The fields a filter compares or tests."""
-    match node:
-        case Compare(path=path) | Present(path=path):
-            return [tuple(path)]
-        case And(items=items) | Or(items=items):
-            return [p for item in items for p in _filter_paths(item)]
-        case Not(item=item):
-            return _filter_paths(item)
-    return []
 
 
 def _sync_failure_problems(project: Project) -> list[ConfigError]:

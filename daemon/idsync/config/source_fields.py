@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 
 from idsync.config.mappings import Correlation, MappingDef
-from idsync.query.ast import And, Compare, Node, Not, Or, Present
+from idsync.query.ast import Node, paths
 from idsync.query.bind import placeholders
 from idsync.scripts import Script
 
@@ -38,14 +38,7 @@ _PARAMETER = re.compile(r"^\$\{\s*source\.([^{}]+?)\s*\}$")
 def _condition_fields(node: Node) -> set[str]:
     """Top-level source attributes a ``sourceCondition`` filter compares: it sees the
     source as ``/source/NAME``, ``/object/NAME`` and ``/NAME``."""
-    if isinstance(node, Compare | Present):
-        path = node.path
-        return {path[1]} if len(path) > 1 and path[0] in ("source", "object") else {path[0]}
-    if isinstance(node, And | Or):
-        return set().union(*(_condition_fields(item) for item in node.items))
-    if isinstance(node, Not):
-        return _condition_fields(node.item)
-    return set()
+    return {path[1] if len(path) > 1 and path[0] in ("source", "object") else path[0] for path in paths(node)}
 
 
 def source_fields(mapping: MappingDef) -> tuple[str, ...] | None:

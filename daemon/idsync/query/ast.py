@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["And", "Compare", "Literal_", "Node", "Not", "Op", "Or", "Path", "Present", "Value"]
+__all__ = ["And", "Compare", "Literal_", "Node", "Not", "Op", "Or", "Path", "Present", "Value", "paths"]
 
 Op = Literal["eq", "co", "sw", "gt", "ge", "lt", "le"]
 Value = str | int | float | bool | None
@@ -47,3 +47,15 @@ class Literal_:
 
 
 Node = Compare | Present | And | Or | Not | Literal_
+
+
+def paths(node: Node) -> list[Path]:
+    """Every path the filter compares or tests, in order."""
+    match node:
+        case Compare(path=path) | Present(path=path):
+            return [path]
+        case And(items=items) | Or(items=items):
+            return [p for item in items for p in paths(item)]
+        case Not(item=item):
+            return paths(item)
+    return []

@@ -46,7 +46,7 @@ from idsync.errors import (
     QueryError,
     RevisionMismatch,
 )
-from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Path, Present
+from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Path, Present, paths
 from idsync.query.evaluate import matches
 from idsync.query.scim import to_scim
 from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
@@ -70,14 +70,7 @@ def _refused_filter(error: ObjectRejected) -> bool:
 
 def _names_in(node: Node) -> list[str]:
     """The first segment of every path the filter names."""
-    match node:
-        case Compare(path=path) | Present(path=path):
-            return [path[0]] if path else []
-        case Not(item=item):
-            return _names_in(item)
-        case And(items=items) | Or(items=items):
-            return [n for i in items for n in _names_in(i)]
-    return []
+    return [path[0] for path in paths(node) if path]
 
 
 def _widened(node: Node, picked: set[str], *, negated: bool) -> Node:
