@@ -117,14 +117,20 @@ def schema_key_sets(at: str, name: str, schema: Mapping[str, Any]) -> Iterator[K
     yield from _property(at, schema, name, f"the schema of {name}")
 
 
-def _property(at: str, pdef: Mapping[str, Any], name: str, what: str | None = None) -> Iterator[KeySet]:
-    yield KeySet(at, tuple(pdef), _PROPERTY, what or f"a property of {name}")
+def _nested(at: str, pdef: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """A property's own properties: its array's ``items`` and its nested ``properties``."""
     if isinstance(items := pdef.get("items"), Mapping):
-        yield from _property(f"{at}.items", items, name)
+        yield f"{at}.items", items
     if isinstance(props := pdef.get("properties"), Mapping):
         for pname, sub in props.items():
             if isinstance(sub, Mapping):
-                yield from _property(f"{at}.properties.{pname}", sub, name)
+                yield f"{at}.properties.{pname}", sub
+
+
+def _property(at: str, pdef: Mapping[str, Any], name: str, what: str | None = None) -> Iterator[KeySet]:
+    yield KeySet(at, tuple(pdef), _PROPERTY, what or f"a property of {name}")
+    for sub_at, sub in _nested(at, pdef):
+        yield from _property(sub_at, sub, name)
     collections = pdef.get("resourceCollection")
     for j, entry in enumerate(collections if isinstance(collections, list) else [collections]):
         if isinstance(entry, Mapping):
@@ -155,9 +161,5 @@ def object_type_key_sets(object_types: Any) -> Iterator[KeySet]:
 
 def _type_property(at: str, pdef: Mapping[str, Any], what: str) -> Iterator[KeySet]:
     yield KeySet(at, tuple(pdef), _OBJECT_TYPE_PROPERTY, what)
-    if isinstance(items := pdef.get("items"), Mapping):
-        yield from _type_property(f"{at}.items", items, what)
-    if isinstance(props := pdef.get("properties"), Mapping):
-        for pname, sub in props.items():
-            if isinstance(sub, Mapping):
-                yield from _type_property(f"{at}.properties.{pname}", sub, what)
+    for sub_at, sub in _nested(at, pdef):
+        yield from _type_property(sub_at, sub, what)
