@@ -15,11 +15,15 @@ MAPPING = "systemLdapAccounts_managedUser"
 
 
 def make_project(tmp_path: Path, slapd: Slapd, subtree: str, store_url: str,
-                 mapping_changes: dict[str, Any] | None = None, page_size: int = 1000) -> Path:
+                 mapping_changes: dict[str, Any] | None = None, page_size: int = 1000,
+                 job_mappings: bool = False) -> Path:
+    """``job_mappings``: keep the mappings of the example's jobs (the active and inactive users),
+    which most tests leave to the daemon's."""
     project = tmp_path / "project"
     shutil.copytree(ROOT / "conf", project / "conf")
     for extra in (project / "conf").glob("mapping-*.json"):
-        extra.unlink()  # the job examples are tested with the daemon
+        if not job_mappings:
+            extra.unlink()
     prov_file = project / "conf" / "provisioner.openicf-ldap.json"
     prov = json.loads(prov_file.read_text())
     props = prov["configurationProperties"]

@@ -21,7 +21,8 @@ from idsync.store.database import Store
 from idsync.store.runs import RunStore
 from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync_dev.slapd import Slapd
-from livesync_env import live_after_expiry
+from livesync_env import live, live_after_expiry, managed_users
+from projects import make_project, person
 from sync_tokens import replace_token, token_state
 
 from samples import FORWARD, REVERSE, idsync, ldap_entry, recon_summary, sample_project
@@ -721,3 +722,22 @@ def test_changes_into_the_store_go_on_to_the_types_other_mappings(tmp_path: Path
     assert "managedUser_badge: carried on, run " in by_hand.stdout and "SUCCESS: updated 1" in by_hand.stdout, \
         by_hand.stdout
     assert badges()["newbie"] == "n@example.org"
+
+
+def test_the_example_projects_three_mappings_of_one_source_take_a_delete(tmp_path: Path, slapd: Slapd,
+                                                                         ldap_subtree: str) -> None:
+    """The example holds the seed's two-way mapping and the active and inactive users' mappings,
+    all reading ``system/ldap/account``: a user deleted in the directory is deleted by the first
+    and leaves the others a link to nothing (``LINK_ONLY``), which they unlink, not fail on."""
+    slapd.add_ldif("".join(person(f"ex{i}", ldap_subtree) for i in range(12)))
+    project = make_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", job_mappings=True)
+    assert live(project, SOURCE).state == "SUCCESS"
+    slapd.add_ldif(f"dn: uid=ex3,{ldap_subtree}\nchangetype: delete\n\n")
+    done = live(project, SOURCE)
+    runs = {r["mapping"]: r for r in done.runs}
+    assert (done.state, done.failed) == ("SUCCESS", 0), done
+    assert runs["systemLdapAccounts_managedUser"]["counts"] == {"deleted": 1}
+    assert runs["systemLdapActiveAccounts_managedUser"]["counts"] == {"unlinked": 1}
+    assert all(r["state"] == "SUCCESS" for r in done.runs), done.runs
+    assert "ex3" not in managed_users(project) and len(managed_users(project)) == 11
+    assert live(project, SOURCE).failed == 0
