@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from api_server import ADMIN, serve
 from store_projects import store_project
 
 from samples import idsync
@@ -99,8 +100,9 @@ def test_on_unlink_runs_before_an_unlink(tmp_path: Path) -> None:
 
 def test_on_recon_runs_once_before_a_recon_reads_and_its_failure_fails_it(tmp_path: Path) -> None:
     """onRecon runs once when a recon starts, given context.recon (the run's id, the mapping)
-    and mappingConfig, and may write through openidm. One that throws fails the run before
-    anything is read: no user is made."""
+    and mappingConfig, and may write through openidm; so it does for reconById, a recon of
+    one object, as in PingIDM. One that throws fails the run before anything is read or
+    changed: no user is made."""
     on_recon = ("openidm.create('managed/note', null, {what: 'onRecon', state: context.recon.mapping, "
                 "message: context.recon.reconId + '|' + mappingConfig.source});")
     project = _project(tmp_path, "DELETE")
@@ -114,6 +116,13 @@ def test_on_recon_runs_once_before_a_recon_reads_and_its_failure_fails_it(tmp_pa
     (run,) = json.loads(idsync(project, "status", "--json", "--mapping", "staff_user").stdout)
     assert _notes(project, "onRecon") == [("onRecon", "staff_user", f"{run['_id']}|managed/staff")]
     assert set(_ids(project, "user")) == {"alice", "bob"}
+    _make(project, "dave", "--no-sync")
+    with serve(project) as api:
+        by_id = api.post(f"/openidm/recon?_action=reconById&mapping=staff_user&id={_ids(project, 'staff')['dave']}",
+                         headers=ADMIN)
+    assert by_id.status_code == 200 and by_id.json()["state"] == "SUCCESS", by_id.text
+    assert _notes(project, "onRecon")[1:] == [("onRecon", "staff_user", f"{by_id.json()['_id']}|managed/staff")]
+    assert set(_ids(project, "user")) == {"alice", "bob", "dave"}
 
     config["mappings"][0]["onRecon"] = {"type": _JS, "source": "throw {code: 409, message: 'not today'};"}
     sync.write_text(json.dumps(config))
@@ -121,4 +130,11 @@ def test_on_recon_runs_once_before_a_recon_reads_and_its_failure_fails_it(tmp_pa
     failed = idsync(project, "recon", "staff_user")
     assert failed.returncode != 0
     assert "onRecon script failed" in failed.stdout + failed.stderr and "not today" in failed.stdout + failed.stderr
-    assert set(_ids(project, "user")) == {"alice", "bob"}
+    with serve(project) as api:
+        by_id = api.post(f"/openidm/recon?_action=reconById&mapping=staff_user&id={_ids(project, 'staff')['carol']}",
+                         headers=ADMIN)
+        assert by_id.status_code == 200 and by_id.json()["state"] == "FAILED", by_id.text
+        (run,) = [r for r in api.get("/openidm/recon", headers=ADMIN).json()["reconciliations"]
+                  if r["_id"] == by_id.json()["_id"]]
+    assert "onRecon script failed" in json.dumps(run) and "not today" in json.dumps(run), run
+    assert set(_ids(project, "user")) == {"alice", "bob", "dave"}

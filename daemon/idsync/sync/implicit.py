@@ -47,6 +47,7 @@ from idsync.store.runs import AUDIT_BEFORE, RunStore
 from idsync.sync.assess import SECRET_NAMES, Assessor, Forced, Plan
 from idsync.sync.assignments import Assignments, mapping_assignments
 from idsync.sync.correlation import ChosenTarget, Correlator
+from idsync.sync.mapping_hooks import on_recon
 from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import unrepaired
@@ -179,6 +180,8 @@ class ImplicitSync:
         plan = Plan("", "", object_id, None, qualifier=qualifier)
         error: str | None = failure
         try:
+            if failure is None and events and (failure := on_recon(mapping, run_id)) is not None:
+                error = f"{failure}; nothing was changed"  # as in PingIDM, a failed onRecon fails the run
             if failure is None:
                 target = self.resources.open(mapping.target)
                 links = qualifiers.links(qualifier)

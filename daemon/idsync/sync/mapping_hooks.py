@@ -9,6 +9,8 @@ mapping's configuration). idsync gives the same; ``mappingConfig``, ``sourceId``
 hands its variables over as JSON. ``run_hook`` runs a side-effect hook (``onDelete``,
 ``onLink``, ``onUnlink``): its failure is the object's error in the run, never fatal to
 the run; ``onCreate`` and ``onUpdate`` change the target and run in ``assess.py``.
+``on_recon`` runs a mapping's ``onRecon`` at the start of a reconciliation (a recon, or
+``reconById`` of one object, as PingIDM runs it for both).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from idsync.resource import Obj
 from idsync.scripts import Script
 from idsync.sync.summary import Counters
 
-__all__ = ["hook_variables", "run_hook"]
+__all__ = ["hook_variables", "on_recon", "run_hook"]
 
 
 def hook_variables(mapping: MappingDef, script: Script, *, source: Obj | None, target: Obj | None,
@@ -55,3 +57,17 @@ def run_hook(mapping: MappingDef, name: str, counters: Counters, *, source: Obj 
         counters.error(f"{name} script failed: {exc}", situation=situation,
                        source_id=source.get("_id") if source else None,
                        target_id=target.get("_id") if target else None)
+
+
+def on_recon(mapping: MappingDef, run_id: str) -> str | None:
+    """Run the mapping's ``onRecon``, if it has one, with ``context`` (``recon.reconId``,
+    ``recon.mapping``) and ``mappingConfig`` as PingIDM gives them: why it failed, or None."""
+    script = mapping.hooks.get("onRecon")
+    if script is None:
+        return None
+    context = {"recon": {"reconId": run_id, "mapping": mapping.name}}
+    try:
+        script(context=context, mappingConfig=dict(mapping.raw), mapping=mapping.name)
+    except IdsyncError as exc:
+        return f"onRecon script failed: {exc}"
+    return None

@@ -74,6 +74,7 @@ from idsync.sync.correlation import Correlator
 from idsync.sync.deletes import DeferredDeletes, writing
 from idsync.sync.digests import TargetDigests
 from idsync.sync.implicit import ImplicitSync
+from idsync.sync.mapping_hooks import on_recon
 from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import SEQ_SPAN, IdSample, cut, range_filter
 from idsync.sync.progress import expected_counts
@@ -394,8 +395,9 @@ class _Run:
 
     def _execute(self, source: Resource, target: Resource) -> None:
         m = self.mapping
-        if "onRecon" in m.hooks:
-            self._on_recon(m.hooks["onRecon"])
+        failure = on_recon(m, self.id)
+        if failure is not None:  # as in PingIDM, the run fails
+            raise RunAborted(f"{failure}; nothing was read")
         source.expect_listing()
         self.counters.source_total = source.count()
         assessor, correlators = self._prepare(source, target)
@@ -975,15 +977,6 @@ class _Run:
     def _fail_object(self, message: str, source_id: str | None, target_id: str | None) -> None:
         self.counters.status["FAILURE"] += 1
         self.counters.error(message, source_id=source_id, target_id=target_id)
-
-    def _on_recon(self, script: Script) -> None:
-        """The mapping's ``onRecon``, once before anything is read, with ``context`` and
-        ``mappingConfig`` as PingIDM gives them; its failure fails the run, as in PingIDM."""
-        context = {"recon": {"reconId": self.id, "mapping": self.mapping.name}}
-        try:
-            script(context=context, mappingConfig=dict(self.mapping.raw), mapping=self.mapping.name)
-        except IdsyncError as exc:
-            raise RunAborted(f"onRecon script failed: {exc}; nothing was read") from None
 
     def _hook(self, name: str, variables: dict[str, Any]) -> None:
         self._run_script(name, self.mapping.hooks[name], variables)
