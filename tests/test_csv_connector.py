@@ -211,6 +211,9 @@ def test_a_bad_row_fails_alone(tmp_path: Path) -> None:
     ({"quoteCharacter": ","}, "configurationProperties.fieldDelimiter"),
     ({"encoding": "klingon"}, "configurationProperties.encoding"),
     ({"newlineString": "|"}, "configurationProperties.newlineString"),
+    # A misspelt key is told as such, not the setting it left unset or at its default.
+    ({"csvFile": None, "csvFil": "hr.csv"}, "configurationProperties.csvFil"),
+    ({"syncFileRetentionCont": 10}, "configurationProperties.syncFileRetentionCont"),
 ])
 def test_a_bad_setting_names_the_file_and_the_key(tmp_path: Path, props: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -211,6 +211,9 @@ def test_a_new_uid_renames_and_a_missing_file_is_made_when_asked(tmp_path: Path)
     ({"xsdIcfFilePath": "missing.xsd"}, "configurationProperties.xsdIcfFilePath"),
     ({"xsdFilePath": "missing.xsd"}, "configurationProperties.xsdFilePath"),
     ({"createFileIfNotExists": "yes"}, "configurationProperties.createFileIfNotExists"),
+    # A misspelt key is told as such, not the setting it left unset or at its default.
+    ({"xmlFilePath": None, "xmlFilPath": "people.xml"}, "configurationProperties.xmlFilPath"),
+    ({"createFileIfNotExist": True}, "configurationProperties.createFileIfNotExist"),
 ])
 def test_a_bad_setting_names_the_file_and_the_key(tmp_path: Path, props: dict[str, Any], key: str) -> None:
     path = _files(tmp_path)

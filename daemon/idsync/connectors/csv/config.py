@@ -22,6 +22,7 @@ from typing import Any
 
 from idsync.connectors.base import ColumnObjectType, ColumnProperty, account_properties
 from idsync.errors import ConfigError, ConfigWarning
+from idsync.keys import unknown_settings
 
 __all__ = ["CsvObjectType", "CsvProperty", "CsvSettings", "parse_csv_config"]
 
@@ -54,6 +55,9 @@ def parse_csv_config(file: str, config: Mapping[str, Any], base: Path) -> CsvSet
     """The settings of one CSV provisioner; ``base``: what a relative ``csvFile`` is under."""
     props = config.get("configurationProperties") or {}
     where = "configurationProperties"
+    # First: a misspelt key (``csvFil``, ``headerUID``) is the error to tell, not the setting it left unset.
+    warnings: list[ConfigWarning] = unknown_settings([k for k in props if not k.endswith("_file")], _KNOWN,
+                                                     file=file, prefix=where)
     path = props.get("csvFile")
     if not isinstance(path, str) or not path.strip():
         raise ConfigError(file, f"{where}.csvFile", "required: the path of the CSV file")
@@ -82,8 +86,6 @@ def parse_csv_config(file: str, config: Mapping[str, Any], base: Path) -> CsvSet
         keep = 3
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ConfigError(file, f"{where}.syncFileRetentionCount", "expected a whole number of at least 1")
-    warnings = [ConfigWarning(file, f"{where}.{key}", "not a property of the CSV connector; ignored")
-                for key in props if key not in _KNOWN and not key.endswith("_file")]
     csv_path = Path(path)
     types = _object_types(file, config.get("objectTypes") or {"account": _ACCOUNT}, texts)
     return CsvSettings(file=csv_path if csv_path.is_absolute() else base / csv_path, uid=texts["headerUid"],

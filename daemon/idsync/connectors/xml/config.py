@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from idsync.errors import ConfigError, ConfigWarning
+from idsync.keys import unknown_settings
 
 __all__ = ["XmlObjectType", "XmlProperty", "XmlSettings", "parse_xml_config"]
 
@@ -91,6 +92,9 @@ def _path(file: str, props: Mapping[str, Any], key: str, base: Path, *, required
 def parse_xml_config(file: str, config: Mapping[str, Any], base: Path) -> XmlSettings:
     """The settings of one XML provisioner; ``base``: what relative paths are under."""
     props = config.get("configurationProperties") or {}
+    # First: a misspelt key (``xmlFilPath``) is the error to tell, not the setting it left unset.
+    warnings: list[ConfigWarning] = unknown_settings([k for k in props if not k.endswith("_file")], _KNOWN,
+                                                     file=file)
     data = _path(file, props, "xmlFilePath", base, required=True)
     assert data is not None
     schema = _path(file, props, "xsdFilePath", base, required=False)
@@ -98,8 +102,6 @@ def parse_xml_config(file: str, config: Mapping[str, Any], base: Path) -> XmlSet
     create = props.get("createFileIfNotExists", False)
     if not isinstance(create, bool):
         raise ConfigError(file, "configurationProperties.createFileIfNotExists", "expected true or false")
-    warnings = [ConfigWarning(file, f"configurationProperties.{key}", "not a property of the XML connector; ignored")
-                for key in props if key not in _KNOWN and not key.endswith("_file")]
     if icf is not None and not icf.is_file():
         raise ConfigError(file, "configurationProperties.xsdIcfFilePath", f"no such file: {icf}")
     namespace, classes = _schema(file, schema) if schema is not None else ("", {})
