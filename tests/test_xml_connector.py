@@ -267,6 +267,22 @@ def _project(tmp_path: Path, store: str) -> Path:
     return project
 
 
+def test_typed_elements_written_from_text_are_not_written_again(tmp_path: Path) -> None:
+    """An integer and a boolean element written from text (``"41"``, ``"true"``) read back
+    as 41 and true: the next recon compares them as the file keeps them and writes nothing."""
+    project = _project(tmp_path, "sqlite")
+    sync = json.loads((project / "conf" / "sync.json").read_text())
+    sync["mappings"][1]["properties"] += [{"target": "age", "default": "41"}, {"target": "active", "default": "true"},
+                                          {"target": "roles", "default": 5}]
+    (project / "conf" / "sync.json").write_text(json.dumps(sync))
+    assert changed(recon(project, XML_IN["name"])) == {"created": 2, "linked": 2}
+    badges = project / "data" / "badges.xml"
+    assert badges.read_text().count("<ri:age>41</ri:age>") == 2 and "<ri:roles>5</ri:roles>" in badges.read_text()
+    stamp = badges.stat().st_mtime_ns
+    assert changed(recon(project, XML_OUT["name"])) == {}
+    assert badges.stat().st_mtime_ns == stamp
+
+
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_an_xml_file_into_the_store_and_out_to_a_new_file(tmp_path: Path, store: str) -> None:
     """sample1's shape: accounts become managed users, the lodash transform makes the

@@ -276,6 +276,29 @@ class XmlResource(Resource):
             obj[prop.name] = values if prop.many else values[0]
         return obj
 
+    def stored(self, values: Obj) -> Obj:
+        """``values`` as a write leaves them in the file and a read answers them: ``"true"``
+        for a boolean property is true, ``"41"`` for an integer one 41, 5 for a string one
+        ``"5"``; an empty text is no element, so no value."""
+        out: Obj | None = None
+        for name, value in values.items():
+            prop = self._props.get(name)
+            if prop is None or name == "_id" or value is None or (type(value) is str and value
+                                                                  and prop.type == "string"):
+                continue  # (the common case, decided without a conversion)
+            if isinstance(value, list) != prop.many:
+                continue  # refused by the write, which says why
+            try:
+                texts = [_text(name, v) for v in (value if prop.many else [value])]
+                read = [typed(name, prop.type, t) for t in texts if t != ""]
+            except (ValueError, ObjectRejected):
+                continue
+            back = read if prop.many else (read[0] if read else None)
+            if type(back) is not type(value) or back != value:
+                out = dict(values) if out is None else out
+                out[name] = back
+        return values if out is None else out
+
     def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         refuse_native(spec, self.name, "XML")
         wanted = wanted_fields(spec)
