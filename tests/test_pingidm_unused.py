@@ -67,7 +67,7 @@ _MANAGED = {"_comment": "from PingIDM", "objects": [{
     "schema": {"required": ["userName"], "properties": {
         "userName": {"type": "string", "searchable": True, "minLength": 2,
                      "policies": [{"policyId": "unique"}]},
-        "mail": {"type": "string", "pattern": ".+@.+"},
+        "mail": {"type": "string", "pattern": ".+@.+", "isProtected": True},
         "displayName": {"type": "string", "pattern": "^\\p{L}+$"},  # JavaScript's, with the u flag
         "effectiveRoles": {"type": "array", "isVirtual": True,
                            "onRetrieve": {"type": _JS, "source": "require('roles/effectiveRoles')"
@@ -196,6 +196,7 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     one(f"{policy}: comment: ", "reads resources and additionalFiles")
     one(f"{policy}: file: ", "built-in policies")
     one(f"{managed}: objects[0].schema.properties.authzRoles: ", "internal/role", "kept as plain values")
+    one(f"{managed}: objects[0].schema.properties.mail.isProtected: ", "not enforced", "no end-user self-service")
     sync = conf / "sync.json"
     one(f"{sync}: comment: ", "idsync reads only mappings")
     one(f"{sync}: mappings[0].defaultMapping: ", "not run")
@@ -211,7 +212,7 @@ def test_each_pingidm_file_and_key_idsync_does_not_act_on_is_one_warning(
     assert not any("operationOptions.DELETE" in line or "operationOptions.SEARCH" in line
                    for line in lines)  # followed
     # Nothing else: the files idsync reads get no line of their own, no key is told twice.
-    assert len(lines) == len(set(_FILES.values())) + 1 + 6 + 5 + 1 + 4 + 2, "\n".join(lines)
+    assert len(lines) == len(set(_FILES.values())) + 1 + 7 + 5 + 1 + 4 + 2, "\n".join(lines)
     # "scope": "private" is followed (the API never answers the property): no line.
     assert not any(".scope" in line or "idsync.toml:" in line for line in lines)
 

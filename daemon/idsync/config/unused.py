@@ -242,7 +242,7 @@ def _managed(path: Path) -> list[NotUsed]:
 
 def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
                         plain: Collection[str]) -> list[NotUsed]:
-    policies, scripted, relations = [], [], []
+    policies, scripted, relations, protected = [], [], [], []
     stock: list[tuple[str, str]] = []
     paths = ScriptPaths(Path(file).parent.parent)
     found_policies: list[NotUsed] = []
@@ -253,6 +253,8 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
         if _is_string(pdef) and isinstance(pattern, str) and js_regexp(pattern) is None:
             policies.append(f"{pname}.pattern")
         scripted += [f"{pname}.{k}" for k in _PROPERTY_SCRIPTS if pdef.get(k) not in (None, False)]
+        if pdef.get("isProtected") is True:
+            protected.append(f"{pname}.isProtected")
         found_policies += _policy_ids(file, f"{at}.{pname}.policies", pdef.get("policies"))
         stock += [(f"{pname}.{k}", _COMPUTED if k == "onRetrieve" and pname in _EFFECTIVE else why)
                   for k in ("onRetrieve", "onStore", "onValidate")
@@ -267,6 +269,10 @@ def _managed_properties(file: str, at: str, name: str, props: Mapping[str, Any],
     if scripted:
         found.append(NotUsed(file, _keys(at, scripted), f"not used: how PingIDM queries virtual properties of {name}"))
     found += [NotUsed(file, f"{at}.{key}", f"not run: {why}") for key, why in stock]
+    if protected:
+        found.append(NotUsed(file, _keys(at, protected), "not enforced: PingIDM asks end users for their password "
+                             "before they change a protected property through self-service; idsync has no end-user "
+                             "self-service, and its API and scripts change these as they change any other property"))
     if relations:
         found.append(NotUsed(file, _keys(at, relations), "kept as plain values: idsync keeps references "
                              "between managed objects, both ends pointing to each other; these point elsewhere "
