@@ -3,10 +3,12 @@ every store: an id holding half of a character (an unpaired surrogate, which a J
 sends as ``"\\ud83d"``) from the SCIM test provider, and an LDAP DN longer than the 255
 characters a link holds from the test slapd. Each fails its own object, with a message
 saying why, in a recon, a liveSync run, an implicit push and a link set by hand; the
-other objects go through."""
+other objects go through. An API answer holding such a value is escaped as JSON
+escapes it, never a 500."""
 
 from __future__ import annotations
 
+import ast
 import json
 import urllib.parse
 from collections.abc import Iterator
@@ -137,6 +139,53 @@ def test_a_push_answered_with_an_id_no_link_holds_fails_that_push_alone(
     fine = users.create({"userName": "fine", "givenName": "Fine", "sn": "Test", "mail": "fine@example.com"})
     assert fine.synced and _link_count(project) == 1
     assert sorted(managed_users(project)) == ["fine", "odd"]
+
+
+def test_api_answers_holding_half_a_character_from_a_peer_escape_it(
+        tmp_path: Path, server: ScimServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query of system objects and a read of one, whose answer holds half of a character
+    the provider sent (in an id and in a value), answer 200 with it escaped as JSON
+    escapes it (``\\ud83d``), which a JSON client reads back as the provider's very value;
+    they were a 500."""
+    user = server.add_user("odd", displayName="Odd")
+
+    def edit(body: dict[str, Any], *, ids: bool) -> dict[str, Any]:
+        odd = {"displayName": "Odd" + HALF}
+        if "Resources" not in body:  # one user, read by id
+            return {**body, **odd}
+        return {**body, "Resources": [{**r, **odd, **({"id": r["id"] + HALF} if ids else {})}
+                                      for r in body["Resources"]]}
+
+    # A listing's ids end with half of a character; a read by id (its filter on the id) answers the value only.
+    server.edit_matching.append((lambda method, path, query: method == "GET" and "/Users" in path,
+                                 lambda body: edit(body, ids=False)))
+    server.edit_matching.insert(0, (lambda method, path, query: method == "GET" and path.endswith("/Users")
+                                    and "filter=" not in query, lambda body: edit(body, ids=True)))
+    project = _scim_project(tmp_path, server, monkeypatch, "sqlite")
+    with serve(project) as api:
+        found = api.get(f"/openidm/{SCIM}", params={"_queryFilter": "true"}, headers=ADMIN)
+        assert found.status_code == 200, found.text
+        assert "\\ud83d" in found.text
+        (shown,) = json.loads(found.text)["result"]
+        assert shown["_id"] == user["id"] + HALF and shown["displayName"] == "Odd" + HALF
+        one = api.get(f"/openidm/{SCIM}/{user['id']}", headers=ADMIN)
+        assert one.status_code == 200, one.text
+        assert json.loads(one.text)["displayName"] == "Odd" + HALF
+
+
+def test_no_api_module_answers_with_starlettes_own_json_response() -> None:
+    """Every JSON answer of the API goes through ``api/answer.py`` (which escapes half of a
+    character): no other module of ``api/`` or ``console/`` imports Starlette's JSONResponse."""
+    daemon = Path(__file__).resolve().parent.parent / "daemon" / "idsync"
+    found = []
+    for module in [*(daemon / "api").glob("*.py"), *(daemon / "console").glob("*.py")]:
+        if module.name == "answer.py":
+            continue
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("starlette") \
+                    and any(a.name == "JSONResponse" for a in node.names):
+                found.append(module.name)
+    assert found == []
 
 
 # -- LDAP DNs longer than a link holds ----------------------------------------------
