@@ -29,9 +29,9 @@ from typing import Any
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
 from idsync.api.endpoints import script_context, script_request, thrown_status
 from idsync.api.errors import ApiError

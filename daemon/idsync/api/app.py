@@ -20,12 +20,12 @@ import structlog
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idsync import __version__
 from idsync.api.actions import action_routes
+from idsync.api.answer import JSONResponse
 from idsync.api.audit import audit_routes
 from idsync.api.auth import Accounts, AuthMiddleware, LoginLimit, load_accounts
 from idsync.api.context import ApiContext

@@ -14,8 +14,9 @@ from typing import Any
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from idsync.api.answer import JSONResponse
 from idsync.errors import (
     ConfigError,
     IdsyncError,

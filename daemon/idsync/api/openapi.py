@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from idsync import __version__
+from idsync.api.answer import JSONResponse
 from idsync.config.managed import ManagedType, PropertyDef
 from idsync.config.project import Project
 

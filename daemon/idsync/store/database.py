@@ -54,9 +54,10 @@ from sqlalchemy.exc import (
 )
 
 from idsync.errors import AuthenticationFailed, ConfigError, PeerError, PeerUnavailable
-from idsync.store.tables import metadata, store_meta
+from idsync.store.tables import KEY_LENGTH, metadata, store_meta
 
-__all__ = ["Store", "as_utc", "new_id", "new_ids", "pg_array", "store_error", "unfit_at", "utcnow"]
+__all__ = ["Store", "as_utc", "fits_key", "fits_text", "new_id", "new_ids", "pg_array", "store_error", "unfit_at",
+           "unfit_key", "utcnow"]
 
 log = structlog.get_logger(__name__)
 
@@ -146,6 +147,32 @@ def _unfit_text(text: str) -> str | None:
         return "a NUL character"
     if not text.isascii() and _has_surrogate(text):
         return "an unpaired surrogate (half of a character)"
+    return None
+
+
+def fits_text(text: str) -> bool:
+    """Whether the store can hold ``text`` (no NUL character, no unpaired surrogate): the
+    hot path's test, a scan for surrogates only when the text is not ASCII."""
+    return "\x00" not in text and (text.isascii() or not _has_surrogate(text))
+
+
+def fits_key(text: str) -> bool:
+    """Whether ``text`` can be a key the store holds (``unfit_key``)."""
+    return len(text) <= KEY_LENGTH and fits_text(text)
+
+
+def unfit_key(text: str) -> str | None:
+    """Why the store cannot keep ``text`` as a system object's id (in a link, an audit
+    entry, a liveSync retry), as ``contains ...`` or ``has N characters, ...``, or ``None``.
+
+    A NUL character or an unpaired surrogate no store holds (``unfit_at``); more than
+    ``KEY_LENGTH`` characters PostgreSQL and MariaDB refuse and SQLite takes, so the
+    limit is checked here for the same answer on every store."""
+    what = _unfit_text(text)
+    if what is not None:
+        return f"contains {what}, which the store cannot hold"
+    if len(text) > KEY_LENGTH:
+        return f"has {len(text)} characters, more than the {KEY_LENGTH} a link holds"
     return None
 
 
@@ -364,9 +391,10 @@ class Store:
         """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter
         instead of a thousand, planned in half the time for a page of ids.
 
-        A value with a NUL character is left out: no key the store holds has one
-        (``unfit_at``), and PostgreSQL refuses it even as a parameter."""
-        values = [v for v in values if not (isinstance(v, str) and "\x00" in v)]
+        A value with a NUL character or an unpaired surrogate is left out: no key the store
+        holds has one (``unfit_at``); PostgreSQL refuses the one even as a parameter, and no
+        driver can encode the other."""
+        values = [v for v in values if not isinstance(v, str) or fits_text(v)]
         if self.dialect == "postgresql":
             if all(type(v) is str for v in values):  # ids and searchable values: sent as the array's text
                 return column == any_(cast(bindparam(None, pg_array(values), type_=String), ARRAY(String)))

@@ -14,8 +14,10 @@ the driver:
   (``OFFSET 0`` keeps the planner from a sequential scan), ``= ANY`` to delete;
 - MariaDB: a placeholder per id, in chunks.
 
-Values with a NUL character (or none at all) are left out: no key the store holds has one
-(``database.unfit_at``), and PostgreSQL refuses it even as a parameter.
+Values with a NUL character or an unpaired surrogate (or none at all) are left out: no key
+the store holds has one (``database.unfit_at``); PostgreSQL refuses the one even as a
+parameter, and no driver can encode the other (an id a JSON peer sent as ``"\\ud83d"``).
+A claim is not made of an id no key column can hold (``database.fits_key``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 
-from idsync.store.database import Store, pg_array
+from idsync.store.database import Store, fits_key, fits_text, pg_array
 
 __all__ = ["claim_ids", "delete_ids", "select_ids"]
 
@@ -105,7 +107,7 @@ def claim_ids(store: Store, conn: Connection, table: Table, fixed: Mapping[str, 
               ids: Sequence[str]) -> None:
     """Insert a row per id of ``ids`` into ``table`` (``key`` the id, the ``fixed``
     columns the same in every row), leaving alone the rows already there."""
-    wanted = _usable(ids)
+    wanted = [i for i in dict.fromkeys(ids) if i is not None and fits_key(i)]
     if not wanted:
         return
     mark = _mark(store)
@@ -123,8 +125,9 @@ def claim_ids(store: Store, conn: Connection, table: Table, fixed: Mapping[str, 
 
 
 def _usable(ids: Sequence[str | None]) -> list[str]:
-    """``ids`` once each, without those no row can hold (none, or with a NUL)."""
-    return [i for i in dict.fromkeys(ids) if i is not None and "\x00" not in i]
+    """``ids`` once each, without those no row can hold (none, with a NUL, or with half of
+    a character); a longer id than a key holds matches nothing, and is asked for all the same."""
+    return [i for i in dict.fromkeys(ids) if i is not None and fits_text(i)]
 
 
 def _json(ids: list[str]) -> str:

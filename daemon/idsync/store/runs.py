@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, or_, select, update
 
-from idsync.store.database import Store, as_utc, utcnow
+from idsync.store.database import Store, as_utc, fits_key, utcnow
 from idsync.store.idpages import claim_ids
 from idsync.store.locks import LOCK_TTL, Locks, end_runs, process_owner
 from idsync.store.tables import audit, claims, deferred, recon_runs
@@ -58,6 +58,17 @@ def _told(message: str | None) -> str | None:
     if not message.isascii():
         message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return message.replace("\x00", "\\u0000")
+
+
+def _key(object_id: str | None) -> str | None:
+    """An id as an audit entry keeps it: none for one no key column holds (``fits_key``),
+    which the entry's message names (``sync/system_ids.py``), so the entry is still written."""
+    return object_id if object_id is None or fits_key(object_id) else None
+
+
+def _keys(ids: Sequence[str] | None) -> list[str] | None:
+    """The candidates of an entry (``ambiguous``) spelt as a message spells them (``_told``)."""
+    return None if ids is None else [_told(i) or "" for i in ids]
 
 
 def is_entry() -> ColumnElement[bool]:
@@ -191,9 +202,9 @@ class RunStore:
         if rows:
             now = utcnow()
             self.store.insert_rows(conn, audit, _AUDIT_COLUMNS, [
-                (now, r.get("run_id"), r["mapping"], r.get("situation"), r.get("action"), r.get("source_id"),
-                 r.get("target_id"), r["status"], _told(r.get("message")), r.get("changes"), r.get("link_qualifier"),
-                 r.get("phase"), r.get("ambiguous"))
+                (now, r.get("run_id"), r["mapping"], r.get("situation"), r.get("action"), _key(r.get("source_id")),
+                 _key(r.get("target_id")), r["status"], _told(r.get("message")), r.get("changes"),
+                 r.get("link_qualifier"), r.get("phase"), _keys(r.get("ambiguous")))
                 for r in rows])
 
     def audit_entries(self, run_id: str, limit: int = 1000, status: str | None = None) -> list[dict[str, Any]]:

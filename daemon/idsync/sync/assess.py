@@ -20,7 +20,7 @@ from idsync.config.properties import diff
 from idsync.errors import IdsyncError
 from idsync.query import matches
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
-from idsync.resource import UNREADABLE, Obj, Resource, WriteOp
+from idsync.resource import UNREADABLE, Obj, Resource, WriteOp, renamed
 from idsync.scripts import Script
 from idsync.store.links import LinkSet
 from idsync.store.passwords import is_one_way, same_secret
@@ -29,6 +29,7 @@ from idsync.sync.correlation import PlannedTargets
 from idsync.sync.digests import TargetDigests
 from idsync.sync.mapping_hooks import hook_variables, run_hook
 from idsync.sync.situations import assess_source, assess_source_deleted, assess_target
+from idsync.sync.system_ids import unfit_id
 from idsync.sync.written import WrittenValues
 
 if TYPE_CHECKING:
@@ -117,12 +118,18 @@ class Plan:
                            target_id=target_id)
 
     def unlinked(self, target: str, target_id: str | None, written: Obj | None) -> str | None:
-        """Why a plan is not done although nothing failed: it must link its source,
-        and there is no target id to link to (the target's id attribute could not
-        be read, after a create or on the target found). ``None`` when nothing is missing."""
-        if not self.link or not self.source_id or target_id:
+        """Why a plan is not done although nothing failed: it must link its source (or
+        move its link to a target the write renamed), and there is no target id to link
+        to (the target's id attribute could not be read, after a create or on the target
+        found), or one no link can hold (``system_ids.py``: a peer answering a create with
+        an id over ``KEY_LENGTH`` characters). ``None`` when nothing is missing."""
+        if not self.source_id or not (self.link or renamed(self.target_id, target_id)):
             return None
-        if self.op is not None and self.op.kind == "create":
+        created = self.op is not None and self.op.kind == "create"
+        if target_id:
+            return unfit_id("target", target_id, f"{self.action or 'the write'} {target}: "
+                            f"{'created' if created else 'written'}, but not linked to its source")
+        if created:
             where = f" {written['dn']}" if written and written.get("dn") else ""
             return (f"CREATE {target}{where}: created, but its id could not be read back, so it was not "
                     "linked to its source (is the id attribute readable?)")

@@ -50,7 +50,7 @@ from idsync.errors import IdsyncError, NotFound, SafetyLimitExceeded
 from idsync.query.ast import And, Compare, Node, Or
 from idsync.resource import Change, Obj, QuerySpec, Resource, WriteOp, WriteResult, renamed
 from idsync.resources import Resources
-from idsync.store.database import Store
+from idsync.store.database import Store, fits_key
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.passwords import same_secret
@@ -63,6 +63,7 @@ from idsync.sync.options import ReconOptions
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import failed_among, hold_pending, pending_targets
 from idsync.sync.summary import Counters
+from idsync.sync.system_ids import unfit_id
 from idsync.sync.written import written_values
 
 __all__ = ["ChangeApplier", "OnwardPush"]
@@ -124,16 +125,19 @@ class ChangeApplier:
         self._kept = dict(kept or {})
 
     def apply(self, changes: Sequence[Change], save: Callable[[Connection], None] | None) -> None:
-        present = self._in_scope([c.obj for c in changes if c.obj is not None])
+        # An id no link can hold fails its object alone, and is not kept for a retry
+        # (``system_ids.py``); a deleted one was never linked, and its lookup finds nothing.
+        unfit = [why for c in changes if c.obj is not None and (why := unfit_id("source", c.id)) is not None]
+        present = self._in_scope([c.obj for c in changes if c.obj is not None and fits_key(c.id)])
         deleted = [c.id for c in changes if c.obj is None]
-        if not present and not deleted:
+        if not present and not deleted and not unfit:
             if save is not None:
                 with self.store.begin() as conn:
                     save(conn)
             return
         self.start()
         t0 = time.monotonic()
-        plans: list[Plan] = []
+        plans = [Plan("", "", None, None, error=why) for why in unfit]
         groups, failed = self.qualifiers.of_sources(present)
         for sid, error in failed.items():
             plans.append(Plan("", "", sid, None, error=f"linkQualifiers script failed: {error}"))
@@ -141,7 +145,7 @@ class ChangeApplier:
             plans.extend(self._assessed(objs, qualifier))
         plans.extend(self._deleted(deleted))
         self._write(plans, save)
-        self.counters.source_processed += len(present) + len(deleted)
+        self.counters.source_processed += len(present) + len(deleted) + len(unfit)
         self.counters.time("liveSyncBatch", (time.monotonic() - t0) * 1000)
 
     def _assessed(self, objs: list[Obj], qualifier: str) -> list[Plan]:

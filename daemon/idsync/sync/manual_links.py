@@ -6,6 +6,9 @@ every mapping whose source or target is its collection, each link qualifier: the
 other side's path, its content as read now (``None`` when it is gone), the
 qualifier and the link set (PingIDM's ``linkType``).
 
+``link`` and ``perform`` refuse, before anything is done, an id that no link can hold
+(``system_ids.py``: more characters than a link holds, a NUL, half of a character).
+
 ``link`` and ``unlink`` are how an administrator settles what a recon could not: a
 source that correlated to several targets (``AMBIGUOUS``), or a link that must go.
 ``link`` ties a source to a target that both exist and that no other link holds (a
@@ -51,6 +54,7 @@ from idsync.store.tables import audit
 from idsync.sync.assess import FORCED_ACTIONS, Forced
 from idsync.sync.implicit import ImplicitSync, PushResult, read_source
 from idsync.sync.qualifiers import LinkQualifiers
+from idsync.sync.system_ids import unfit_id
 
 __all__ = ["ActionFailed", "LinkConflict", "LinkedResource", "link", "linked_resources", "perform", "unlink"]
 
@@ -111,6 +115,7 @@ def link(project: Project, store: Store, resources: Resources, mapping_name: str
     if not mapping.enable_linking:
         raise ObjectRejected(f"{mapping.name} keeps no links (enableLinking is false): nothing to link")
     _recon_of(store, mapping, recon_id)
+    _linkable(source_id, target_id)
     links = _qualified(project, store, mapping, qualifier)
     for side, object_id in ((mapping.source, source_id), (mapping.target, target_id)):
         if resources.open(side).get(object_id) is None:
@@ -164,6 +169,15 @@ def _audit(store: Store, conn: Any, mapping: MappingDef, action: str, source_id:
                                   "message": f"{action} by hand (performAction)", "link_qualifier": qualifier}])
 
 
+def _linkable(source_id: str | None, target_id: str | None) -> None:
+    """Refuse ids no link can hold (``system_ids.py``: over ``KEY_LENGTH`` characters, a NUL,
+    half of a character) before anything is read or written: the same 400 on every store."""
+    for side, object_id in (("source", source_id), ("target", target_id)):
+        why = unfit_id(side, object_id, "it cannot be linked") if object_id else None
+        if why is not None:
+            raise ObjectRejected(why)
+
+
 def _recon_of(store: Store, mapping: MappingDef, recon_id: str | None) -> None:
     """Refuse a ``reconId`` that is not a run of ``mapping`` (before anything is done)."""
     if recon_id is None:
@@ -196,6 +210,7 @@ def perform(project: Project, store: Store, resources: Resources, mapping_name: 
     if situation is not None:
         situation = situation.upper()
     _recon_of(store, mapping, recon_id)
+    _linkable(source_id, target_id)
     links = _qualified(project, store, mapping, qualifier)
     source = target = None
     if source_id and (source := read_source(resources, mapping, source_id)) is None:

@@ -65,7 +65,6 @@ from idsync.store.objects import ManagedResource
 from idsync.store.partitions import Partition, Partitions
 from idsync.store.runs import RunStore, owner_id
 from idsync.store.system_refs import LinkedReferences
-from idsync.store.tables import KEY_LENGTH
 from idsync.sync.assess import Assessor, Plan
 from idsync.sync.assignments import Assignments, mapping_assignments
 from idsync.sync.changes import OnwardPush
@@ -82,6 +81,7 @@ from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
 from idsync.sync.role_fanout import RoleFanout, WrittenRoles
 from idsync.sync.summary import Counters
+from idsync.sync.system_ids import unfit_id
 from idsync.sync.written import written_values
 
 __all__ = ["ReconResult", "cancel_in_process", "help_partitions", "refuse_own_run", "run_recon"]
@@ -614,12 +614,12 @@ class _Run:
                 where = f" ({obj['dn']})" if obj.get("dn") else ""
                 self._fail_object(f"a source object has no _id{where}", None, None)
                 continue
-            if sid in unique:
-                self._fail_object(f"duplicate source id {sid} in one page; the second copy was skipped", sid, None)
-                continue
-            unfit = _unstorable("source", sid)
+            unfit = unfit_id("source", sid)
             if unfit is not None:
                 self._fail_object(unfit, None, None)
+                continue
+            if sid in unique:
+                self._fail_object(f"duplicate source id {sid} in one page; the second copy was skipped", sid, None)
                 continue
             unique[sid] = obj
         self.counters.source_processed += len(page)
@@ -707,7 +707,7 @@ class _Run:
             total += len(page)
             ids = [o["_id"] for o in page if o.get("_id")]
             claimed = set() if in_store else self._claimed(target, ids)
-            unfit = {o["_id"]: _unstorable("target", o["_id"]) for o in page if o.get("_id")}
+            unfit = {o["_id"]: unfit_id("target", o["_id"]) for o in page if o.get("_id")}
             unclaimed = [o for o in page if o.get("_id") and o["_id"] not in claimed and unfit[o["_id"]] is None]
             for message in unfit.values():
                 if message is not None:
@@ -1007,19 +1007,6 @@ class _Run:
 def _shown(qualifier: str) -> str | None:
     """A link qualifier as errors name it: not at all for a mapping without qualifiers."""
     return None if qualifier == "default" else qualifier
-
-
-def _unstorable(side: str, object_id: str) -> str | None:
-    """Why a link could not hold ``object_id`` (so the object is skipped, alone), or None:
-    a NUL character, which no store holds (``store.database.nul_at``), or more characters
-    than a link's id column (``KEY_LENGTH``), which PostgreSQL and MariaDB refuse."""
-    if "\x00" in object_id:
-        shown = object_id.replace("\x00", "\\u0000")
-        return f"the {side} id {shown} contains a NUL character, which the store cannot hold; the object was skipped"
-    if len(object_id) > KEY_LENGTH:
-        return (f"the {side} id {object_id[:40]}... has {len(object_id)} characters, more than the {KEY_LENGTH} a "
-                "link holds; the object was skipped")
-    return None
 
 
 def _phase(plan: Plan) -> str:

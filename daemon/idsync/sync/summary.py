@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from idsync.scripts.surrogates import mended
+
 __all__ = ["ACTIONS", "SITUATIONS", "Counters"]
 
 SITUATIONS = (
@@ -148,9 +150,12 @@ class Counters:
         self.timings.setdefault(name, _Timing()).add(ms)
 
     def error(self, message: str, **ids: Any) -> None:
+        """Count a failed object; keep the first errors with the ids given, half of a character
+        in any of them spelt as its escape (``mended``), as the run's summary is stored."""
         self.error_count += 1
         if len(self.errors) < _MAX_ERRORS:
-            self.errors.append({"message": message, **{k: v for k, v in ids.items() if v is not None}})
+            self.errors.append({"message": mended(message),
+                                **{k: mended(v) if isinstance(v, str) else v for k, v in ids.items() if v is not None}})
 
     def tally(self) -> dict[str, Any]:
         """What was counted, as JSON: a partition's share of a split run (``absorb``)."""
