@@ -1,7 +1,8 @@
-"""``_fields`` on one managed object over the API, against a real store with PingIDM's
-default managed.json (users, roles, assignments): ``*`` is the object's default fields,
-``NAME/*`` expands a relationship with the referenced object's default fields, and the
-answers of create, update, patch and the ``patch`` action are shaped as a read is.
+"""``_fields`` on one managed object and on queries over the API, against a real store with
+PingIDM's default managed.json (users, roles, assignments): ``*`` is the object's default
+fields, ``NAME/*`` expands a relationship with the referenced object's default fields (a
+query's page read at once), and the answers of create, update, patch and the ``patch``
+action are shaped as a read is.
 PATCH's copy, move and transform operations, over REST and in a script's ``openidm.patch``."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from api_server import ADMIN, serve
 from idsync.config.managed import DEFAULT_MANAGED
+from sqlalchemy import Engine, event
 
 from samples import idsync
 
@@ -88,10 +90,9 @@ def test_an_expanded_reference_carries_the_default_fields_of_its_object(api: htt
     assert role["name"] == "staff" and len(role["assignments"]) == 1 and "members" not in role
 
 
-def test_an_expanded_reference_never_shows_a_secret_nor_a_private_property(tmp_path: Path) -> None:
-    """A role's members expanded, however the fields are asked (``members/*``, the property
-    named, the relationship's own collection), never carry a member's password, even
-    hashed, nor a property ``managed.json`` marks ``"scope": "private"``."""
+def _with_private_member(tmp_path: Path) -> Path:
+    """A project whose users have a private ``lastSync``, and user ``q9`` with a password
+    (``Secret-Pass1``) and a ``lastSync`` holding ``kept-back``."""
     managed = json.loads(json.dumps(DEFAULT_MANAGED))
     (user_type,) = [o for o in managed["objects"] if o["name"] == "user"]
     user_type["schema"]["properties"]["lastSync"] = {"type": "object", "scope": "private"}
@@ -103,7 +104,14 @@ def test_an_expanded_reference_never_shows_a_secret_nor_a_private_property(tmp_p
         {"userName": "q9", "sn": "Nine", "mail": "q9@example.com", "password": "Secret-Pass1",
          "lastSync": {"effectiveAssignments": ["kept-back"]}}))
     assert made.returncode == 0, made.stderr
-    with serve(tmp_path / "p") as api:
+    return tmp_path / "p"
+
+
+def test_an_expanded_reference_never_shows_a_secret_nor_a_private_property(tmp_path: Path) -> None:
+    """A role's members expanded, however the fields are asked (``members/*``, the property
+    named, the relationship's own collection), never carry a member's password, even
+    hashed, nor a property ``managed.json`` marks ``"scope": "private"``."""
+    with serve(_with_private_member(tmp_path)) as api:
         role = _created(api, "role", {"name": "staff", "members": [{"_ref": "managed/user/q9"}]})
         for fields in ("members/*", "members/*,members/password,members/lastSync", "members/lastSync"):
             (member,) = _get(api, f"role/{role['_id']}", fields)["members"]
@@ -113,6 +121,88 @@ def test_an_expanded_reference_never_shows_a_secret_nor_a_private_property(tmp_p
                          params={"_queryFilter": "true", "_fields": "*,lastSync,password"}, headers=ADMIN)
         assert listed.status_code == 200 and "kept-back" not in listed.text and "Secret" not in listed.text, \
             listed.text
+
+
+def _query(api: httpx.Client, kind: str, fields: str, **params: str) -> list[dict[str, Any]]:
+    r = api.get(f"/openidm/managed/{kind}", params={"_queryFilter": "true", **params, "_fields": fields},
+                headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return list(r.json()["result"])
+
+
+def test_a_query_expands_references_as_a_read_does(api: httpx.Client) -> None:
+    """``_fields=userName,roles/*`` on a query (by filter or ``_queryId``, sorted or paged)
+    expands each result's roles as a read of that user does: the role's default fields,
+    ``roles/name`` its name alone; the fields not named stay out."""
+    user_id, role_id = _staff(api)
+    other = _created(api, "role", {"name": "other", "description": "Other"})
+    two = _created(api, "user", {"userName": "q2", "sn": "Two", "roles": [
+        {"_ref": f"managed/role/{role_id}"}, {"_ref": f"managed/role/{other['_id']}"}]})
+    _created(api, "user", {"userName": "q3", "sn": "Three"})
+    for params in ({}, {"_queryFilter": 'userName sw "q"'}, {"_sortKeys": "-userName"}, {"_pageSize": "2"}):
+        for fields in ("userName,roles/*", "userName,roles/name", "roles/*,roles/assignments"):
+            found = _query(api, "user", fields, **params)
+            assert found, (params, fields)
+            for user in found:
+                read = _get(api, f"user/{user['_id']}", fields)
+                assert user == read, (params, fields, user, read)
+    by_name = {u["userName"]: u for u in _query(api, "user", "userName,roles/*")}
+    assert [(r["_refResourceId"], r["name"], r["description"]) for r in by_name["q1"]["roles"]] == \
+        [(role_id, "staff", "Staff")]
+    assert sorted(r["name"] for r in by_name["q2"]["roles"]) == ["other", "staff"]
+    assert by_name["q3"]["roles"] == [] and set(by_name["q3"]) == {"_id", "_rev", "userName", "roles"}
+    assert "members" not in by_name["q1"]["roles"][0] and "sn" not in by_name["q1"]
+    (named,) = _query(api, "user", "userName,roles/name", _queryFilter=f'_id eq "{two["_id"]}"')
+    assert sorted(set(r) - {"_ref", "_refResourceCollection", "_refResourceId", "_refProperties"}
+                  for r in named["roles"]) == [{"_id", "_rev", "name"}] * 2
+    listed = api.get("/openidm/managed/user", params={"_queryId": "query-all", "_fields": "userName,roles/*"},
+                     headers=ADMIN)
+    assert listed.status_code == 200, listed.text
+    assert {u["userName"]: sorted(r["name"] for r in u["roles"]) for u in listed.json()["result"]} == \
+        {"q1": ["staff"], "q2": ["other", "staff"], "q3": []}
+    assert user_id in {u["_id"] for u in listed.json()["result"]}
+
+
+def test_a_query_reads_the_references_of_its_page_at_once(api: httpx.Client) -> None:
+    """A query's expanded references are read together for the page: the statements it
+    sends to the store are as many for 12 users with roles as for 2."""
+    role = _created(api, "role", {"name": "staff", "description": "Staff"})
+
+    def statements(count: int) -> int:
+        for i in range(count):
+            _created(api, "user", {"userName": f"u{count}-{i}", "sn": "S",
+                                   "roles": [{"_ref": f"managed/role/{role['_id']}"}]})
+        seen: list[str] = []
+
+        def listen(*args: Any) -> None:
+            seen.append(args[2])
+
+        event.listen(Engine, "before_cursor_execute", listen)
+        try:
+            found = _query(api, "user", "userName,roles/*", _queryFilter=f'userName sw "u{count}-"')
+        finally:
+            event.remove(Engine, "before_cursor_execute", listen)
+        assert len(found) == count and all(u["roles"][0]["name"] == "staff" for u in found), found
+        return len(seen)
+
+    assert statements(12) == statements(2)
+
+
+def test_an_expanded_reference_in_a_query_never_shows_a_secret_nor_a_private_property(tmp_path: Path) -> None:
+    """A query of roles with their members expanded (``members/*``, the properties named)
+    carries no member's password, even hashed, nor a ``"scope": "private"`` property."""
+    with serve(_with_private_member(tmp_path)) as api:
+        _created(api, "role", {"name": "staff", "members": [{"_ref": "managed/user/q9"}]})
+        for fields in ("members/*", "name,members/*,members/password,members/lastSync", "members/lastSync"):
+            r = api.get("/openidm/managed/role", params={"_queryFilter": "true", "_fields": fields}, headers=ADMIN)
+            assert r.status_code == 200, r.text
+            (role,) = r.json()["result"]
+            (member,) = role["members"]
+            assert member["_refResourceId"] == "q9", (fields, member)
+            assert "password" not in member and "lastSync" not in member, (fields, member)
+            assert "kept-back" not in r.text and "Secret" not in r.text and "$" not in r.text, r.text
+        (role,) = _query(api, "role", "members/*")
+        assert role["members"][0]["userName"] == "q9"
 
 
 def test_the_answer_of_a_change_is_shaped_by_fields(api: httpx.Client) -> None:

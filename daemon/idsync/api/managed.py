@@ -26,7 +26,7 @@ from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, read_json, sort_objects
 from idsync.config.managed import ManagedType
 from idsync.errors import AlreadyExists, NotFound
-from idsync.managed.references import expand
+from idsync.managed.references import expand, expand_all
 from idsync.managed.router import scripting
 from idsync.managed.service import Change, ManagedObjects
 from idsync.resources import Resources
@@ -86,6 +86,8 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
     elif params.paged and len(objects) > params.page_size:
         objects = objects[: params.page_size]
         cookie = objects[-1]["_id"]
+    if params.fields and schema.relationships:  # ``roles/*``: the page's references read at once
+        expand_all(ctx.project(), ctx.store, schema, objects, params.fields, answer=True)
     if schema.private:  # an onRetrieve script may have put one back
         objects = [{k: v for k, v in o.items() if k not in schema.private} for o in objects]
     return envelope([params.shape(o) for o in objects], cookie=cookie, params=params, total=total)

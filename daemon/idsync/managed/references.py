@@ -30,7 +30,7 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 
-__all__ = ["References", "expand", "shown"]
+__all__ = ["References", "expand", "expand_all", "shown"]
 
 # How often a change of one reference is tried while other writers change its object.
 _ATTEMPTS = 20
@@ -178,54 +178,79 @@ def shown(ref: Mapping[str, Any]) -> dict[str, Any]:
 def expand(project: Project, store: Store, schema: ManagedType, obj: dict[str, Any],
            fields: Sequence[str], *, answer: bool = False) -> dict[str, Any]:
     """``obj`` with the relationship properties named ``NAME/*`` or ``NAME/FIELD`` in
-    ``fields`` expanded: each reference carries the fields of the object it points to, a
-    managed object as stored (``*``: the fields it shows by default) or a system's as its
-    connector reads it now (a reference of a one-way relationship may name one:
-    historicalaccountlinking's LDAP accounts). An object gone is no fields; a system that
-    cannot be read is the request's error. ``answer``: for an HTTP client, which never
-    sees a managed object's secrets nor its ``"scope": "private"`` properties, even named."""
+    ``fields`` expanded (``expand_all``)."""
+    expand_all(project, store, schema, [obj], fields, answer=answer)
+    return obj
+
+
+def expand_all(project: Project, store: Store, schema: ManagedType, objects: Sequence[dict[str, Any]],
+               fields: Sequence[str], *, answer: bool = False) -> None:
+    """Expand, in place, the relationship properties named ``NAME/*`` or ``NAME/FIELD`` in
+    ``fields`` of each of ``objects``: each reference carries the fields of the object it
+    points to, a managed object as stored (``*``: the fields it shows by default) or a
+    system's as its connector reads it now (a reference of a one-way relationship may name
+    one: historicalaccountlinking's LDAP accounts). The objects referenced by all of
+    ``objects`` are read together, one read per collection (a query's page costs what one
+    object does). An object gone is no fields; a system that cannot be read is the
+    request's error. ``answer``: for an HTTP client, which never sees a managed object's
+    secrets nor its ``"scope": "private"`` properties, even named."""
     wanted: dict[str, set[str]] = {}
     for f in fields:
         name, _, sub = f.strip().strip("/").partition("/")
         if sub and name in schema.relationships:
             wanted.setdefault(name, set()).add(sub)
-    types = project.managed.types
-    resources: Resources | None = None
-    try:
+    refs = [ref for obj in objects for name in wanted for ref in _held(obj, name)]
+    if not refs:
+        return
+    by_collection: dict[str, list[str]] = {}
+    for ref in refs:
+        by_collection.setdefault(ref["_refResourceCollection"], []).append(ref["_refResourceId"])
+    found, hidden = _referenced(project, store, by_collection, answer)
+    for obj in objects:
         for name, subs in wanted.items():
-            value = obj.get(name)
-            refs = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
-            by_type: dict[str, list[str]] = {}
-            for ref in refs:
-                by_type.setdefault(ref["_refResourceCollection"], []).append(ref["_refResourceId"])
-            found: dict[str, dict[str, Any]] = {}
-            hidden: dict[str, frozenset[str]] = {}  # by object path: what ``*`` leaves out of it
-            for collection, ids in by_type.items():
-                kind, _, rest = collection.partition("/")
-                if kind == "managed" and (other := types.get(rest)) is not None:
-                    objects = ManagedResource(store, other).get_many(ids)
-                    if answer:
-                        kept_back = other.private | other.secrets
-                        objects = {oid: {k: v for k, v in o.items() if k not in kept_back}
-                                   for oid, o in objects.items()}
-                    hidden.update((f"{collection}/{oid}", other.hidden) for oid in objects)
-                elif kind == "system" and _readable(project, rest):
-                    resources = resources or Resources(project, store)
-                    objects = resources.open(collection).get_many(ids)
-                else:
-                    continue
-                found.update((f"{collection}/{oid}", o) for oid, o in objects.items())
-            for ref in refs:
+            for ref in _held(obj, name):
                 target = found.get(ref["_ref"], {})
                 # ``*`` is the object's default fields: a role's members (returnByDefault false) stay out.
                 left_out = hidden.get(ref["_ref"], frozenset()) - subs
                 picked = {k: v for k, v in target.items() if k not in left_out} if "*" in subs else \
                     {k: v for k, v in target.items() if k in subs or k in ("_id", "_rev")}
                 ref.update({k: v for k, v in picked.items() if not k.startswith("_ref")})
+
+
+def _held(obj: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    """The references ``obj`` holds in ``name`` (one or many)."""
+    value = obj.get(name)
+    return value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+
+
+def _referenced(project: Project, store: Store, by_collection: Mapping[str, Sequence[str]], answer: bool,
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, frozenset[str]]]:
+    """The objects ``by_collection`` names, by their path (``managed/role/ID``), one read per
+    collection; and by path, the fields a managed one shows only when named."""
+    types = project.managed.types
+    found: dict[str, dict[str, Any]] = {}
+    hidden: dict[str, frozenset[str]] = {}
+    resources: Resources | None = None
+    try:
+        for collection, ids in by_collection.items():
+            kind, _, rest = collection.partition("/")
+            if kind == "managed" and (other := types.get(rest)) is not None:
+                objects = ManagedResource(store, other).get_many(ids)
+                if answer:
+                    kept_back = other.private | other.secrets
+                    objects = {oid: {k: v for k, v in o.items() if k not in kept_back}
+                               for oid, o in objects.items()}
+                hidden.update((f"{collection}/{oid}", other.hidden) for oid in objects)
+            elif kind == "system" and _readable(project, rest):
+                resources = resources or Resources(project, store)
+                objects = resources.open(collection).get_many(ids)
+            else:
+                continue
+            found.update((f"{collection}/{oid}", o) for oid, o in objects.items())
     finally:
         if resources is not None:
             resources.close()
-    return obj
+    return found, hidden
 
 
 def _readable(project: Project, system_type: str) -> bool:
