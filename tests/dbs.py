@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from idsync_dev.stores import drop_idsync_tables
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Connection, create_engine, make_url, text
 
 POSTGRES_URL = os.environ.get("IDSYNC_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get("IDSYNC_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -91,3 +91,16 @@ BACKENDS = ["sqlite", POSTGRESQL, MARIADB]
 # PostgreSQL and MariaDB in turn, so each server store still meets every part of the engine.
 WITH_POSTGRESQL = ["sqlite", POSTGRESQL]
 WITH_MARIADB = ["sqlite", MARIADB]
+
+
+def migrate_to(conn: Connection, revision: str) -> None:
+    """Bring the store ``conn`` is open on to schema ``revision`` and no further, as an
+    older release left it (``conn``'s transaction commits it)."""
+    from alembic import command
+    from alembic.config import Config
+    from idsync.store import database
+
+    config = Config()
+    config.set_main_option("script_location", str(database._MIGRATIONS))
+    config.attributes["connection"] = conn
+    command.upgrade(config, revision)

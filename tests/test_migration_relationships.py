@@ -9,7 +9,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from dbs import BACKENDS, store_url
+from dbs import BACKENDS, migrate_to, store_url
 from idsync.config.managed import DEFAULT_MANAGED, parse_managed
 from idsync.store.database import Store
 from idsync.store.last_sync import LastSync
@@ -20,13 +20,7 @@ from sqlalchemy import create_engine, insert, select
 
 def _old_store(url: str) -> None:
     """The store as the released 0.1.0 left it: migrated to 0003, with its objects."""
-    from alembic import command
-    from alembic.config import Config
-    from idsync.store import database
-
     engine = create_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(database._MIGRATIONS))
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
     def row(kind: str, object_id: str, data: dict[str, object]) -> dict[str, object]:
@@ -34,8 +28,7 @@ def _old_store(url: str) -> None:
                 "created": now, "updated": now}
 
     with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0003")
+        migrate_to(conn, "0003")
         conn.execute(insert(managed_objects), [
             row("user", "u1", {"userName": "bjensen"}),
             row("user", "u2", {"userName": "jdoe", "roles": ["auditors", "managed/role/r1"]}),

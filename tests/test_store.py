@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbs import BACKENDS, store_url
+from dbs import BACKENDS, migrate_to, store_url
 from idsync.config.managed import DEFAULT_MANAGED, parse_managed
 from idsync.config.project import load_project
 from idsync.errors import ConfigError, NotFound, RevisionMismatch, RunLocked
@@ -182,18 +182,12 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
 def test_store_of_an_older_release_is_upgraded_in_place(tmp_path: Path) -> None:
     """A store left at the first schema revision is brought to the newest one when
     opened, keeping its objects (the upgrade path of a release)."""
-    from alembic import command
-    from alembic.config import Config
-    from idsync.store import database
     from sqlalchemy import create_engine, inspect
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(database._MIGRATIONS))
     with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0001")
+        migrate_to(conn, "0001")
         conn.exec_driver_sql("INSERT INTO recon_runs (id, mapping, state, stage, started, dry_run, summary) "
                              "VALUES ('r1', 'm', 'SUCCESS', 'COMPLETED_SUCCESS', '2026-01-01 00:00:00', 0, '{}')")
     assert "ix_audit_source" not in {i["name"] for i in inspect(engine).get_indexes("audit")}
@@ -511,6 +505,30 @@ def test_searchable_values_compare_by_json_type_too(store: Store) -> None:
     assert _ids(users, parse('word eq "true"')) == {"truth"}
     assert _ids(users, parse('word eq "30"')) == {"text"}
     assert _ids(users, parse('word gt "2"')) == {"text", "truth"}
+
+
+def _typed_users(store: Store, kind: str) -> ManagedResource:
+    """Managed users whose ``code`` (searchable) and ``other`` (not) are of type ``kind``:
+    a store holding the objects of several kinds holds what was written before
+    managed.json changed a property's type."""
+    return ManagedResource(store, parse_managed({"objects": [{"name": "user", "schema": {"properties": {
+        "userName": {"type": "string", "searchable": True}, "code": {"type": kind, "searchable": True},
+        "other": {"type": kind},
+    }}}]}).get("user"))
+
+
+def test_searchable_numbers_compare_exactly(store: Store) -> None:
+    """The index keeps a number as a double on every store (MariaDB's FLOAT kept neither
+    0.1 nor 1234567890): ``eq``, ranges and a batched correlation find each its own."""
+    users = _typed_users(store, "number")
+    numbers = {"tenth": 0.1, "big": 1234567890, "next": 1234567891}
+    for name, n in numbers.items():
+        users.create({"userName": name, "code": n})
+    for name, n in numbers.items():
+        assert _ids(users, Compare(("code",), "eq", n)) == {name}, name
+    assert _ids(users, Compare(("code",), "gt", 1234567890)) == {"next"}
+    found = users.find_matching((("code",),), [(n,) for n in numbers.values()])
+    assert {k[0]: [o["userName"] for o in v] for k, v in found.items()} == {n: [name] for name, n in numbers.items()}
 
 
 def test_rev_is_a_field_of_filters(users: ManagedResource) -> None:

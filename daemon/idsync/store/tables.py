@@ -68,6 +68,8 @@ _Id = String(ID_LENGTH).with_variant(mysql.VARCHAR(ID_LENGTH, collation="utf8mb4
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 _Json = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
+# A double everywhere: ``Float`` is MySQL's and MariaDB's 4-byte FLOAT (migration 0016).
+_Double = Float().with_variant(mysql.DOUBLE(), "mysql", "mariadb")
 
 managed_objects = Table(
     "managed_objects",
@@ -89,7 +91,7 @@ managed_properties = Table(
     Column("object_id", _Id, nullable=False),
     Column("name", String(128), nullable=False),
     Column("value", _Key, nullable=True),
-    Column("value_num", Float, nullable=True),
+    Column("value_num", _Double, nullable=True),
     Index("ix_managed_properties_lookup", "object_type", "name", "value"),
     # Numbers are rare among identity attributes: index only the rows that have one.
     Index("ix_managed_properties_num", "object_type", "name", "value_num",
