@@ -173,6 +173,33 @@ def test_api_answers_holding_half_a_character_from_a_peer_escape_it(
         assert json.loads(one.text)["displayName"] == "Odd" + HALF
 
 
+def test_a_console_page_holding_half_a_character_from_a_peer_shows_it_escaped(
+        tmp_path: Path, server: ScimServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's pages of a system's objects, listing one whose value holds half of a
+    character the provider sent and showing that object, answer 200 with it written as
+    ``\\ud83d``; they were a 500."""
+    import asyncio
+
+    from test_console_unit import _app, _logged_in
+
+    user = server.add_user("odd", displayName="Odd")
+    server.edit_matching.append((lambda method, path, query: method == "GET" and "/Users" in path,
+                                 lambda body: {**body, "Resources": [{**r, "displayName": "Odd" + HALF}
+                                                                     for r in body["Resources"]]}
+                                 if "Resources" in body else {**body, "displayName": "Odd" + HALF}))
+    project = _scim_project(tmp_path, server, monkeypatch, "sqlite")
+
+    async def visit(app: Any) -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+            await _logged_in(client)
+            for path in (f"/admin/{SCIM}", f"/admin/{SCIM}/{user['id']}"):
+                page = await client.get(path)
+                assert page.status_code == 200 and "Odd\\ud83d" in page.text, (path, page.text[-500:])
+
+    with _app(tmp_path, project) as app:
+        asyncio.run(visit(app))
+
+
 def test_no_api_module_answers_with_starlettes_own_json_response() -> None:
     """Every JSON answer of the API goes through ``api/answer.py`` (which escapes half of a
     character): no other module of ``api/`` or ``console/`` imports Starlette's JSONResponse."""

@@ -124,7 +124,11 @@ def page(request: Request, template: str, status: int = 200, **values: Any) -> H
     html = console.templates.get_template(template).render(
         request=request, user=session.user if session else None, csrf=session.csrf if session else "",
         base=request.scope.get("root_path", ""), flash=flash, problem=problem, **values)
-    return HTMLResponse(html, status_code=status)
+    try:
+        body = html.encode("utf-8")
+    except UnicodeEncodeError:  # half of a character a system sent (``api/answer.py``): shown as \ud83d
+        body = html.encode("utf-8", "backslashreplace")
+    return HTMLResponse(body, status_code=status)
 
 
 def redirect(request: Request, path: str, **query: str) -> RedirectResponse:
