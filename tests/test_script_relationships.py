@@ -210,6 +210,21 @@ def test_references_are_read_filtered_expanded_and_replaced(env: Env) -> None:
     assert [r["_ref"] for r in env.get("user", cy)["roles"]] == ["managed/role/dev"]
 
 
+def test_a_read_and_a_query_expand_references_named_in_fields(env: Env) -> None:
+    """``openidm.read`` and ``openidm.query`` of users with ``roles/*`` or ``roles/name`` in
+    their fields answer each role reference with the role's fields, as the API does; a
+    query keeps its other fields."""
+    cy = _user(env, "cy")
+    env.create("role", {"name": "ops", "description": "the ops team"}, "ops")
+    env.run(f"openidm.create('managed/user/{cy}/roles', null, {{_ref: 'managed/role/ops'}})")
+    (role,) = env.run(f"openidm.read('managed/user/{cy}', null, ['roles/*'])")["roles"]
+    assert (role["_ref"], role["name"], role["description"]) == ("managed/role/ops", "ops", "the ops team")
+    (user,) = env.run("openidm.query('managed/user', {_queryFilter: 'userName eq \"cy\"'}, "
+                      "['userName', 'roles/name']).result")
+    assert user["userName"] == "cy" and [(r["_ref"], r["name"]) for r in user["roles"]] == [("managed/role/ops", "ops")]
+    assert "description" not in user["roles"][0]
+
+
 def test_a_roles_on_delete_script_queries_its_members(env: Env) -> None:
     """PingIDM's ``onDelete-roles.js`` as it is written (a query of
     ``managed/role/ID/members``) refuses to delete a granted role with its 409, and the

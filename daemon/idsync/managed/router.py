@@ -47,7 +47,7 @@ from idsync.managed.email import send_email
 from idsync.managed.host import HOST_FUNCTIONS, host_call
 from idsync.managed.patch import ScriptTransformer, apply_patch
 from idsync.managed.recons import ScriptRecons
-from idsync.managed.references import References
+from idsync.managed.references import References, expand, expand_all
 from idsync.managed.roles import TemporalRoles
 from idsync.managed.service import ManagedObjects
 from idsync.query import parse
@@ -258,10 +258,14 @@ class ScriptRouter:
             raise ObjectRejected(f"openidm.read {collection}: name one object (<collection>/<id>); "
                                  "openidm.query reads a collection")
         if kind == "managed":
+            objects = self._objects(collection)
             try:
-                return self._objects(collection).get(object_id)
+                found = objects.get(object_id)
             except NotFound:
                 return None
+            # ``roles/*``, ``manager/userName``: the references carry their objects' fields, as
+            # over the API (a script sees secrets and private properties too).
+            return expand(self.project, self.store, objects.schema, found, fields) if fields else found
         try:
             return self._resource(collection).get(object_id, fields)
         except ReadDenied as exc:
@@ -272,6 +276,9 @@ class ScriptRouter:
     def _query(self, collection: str, params: Any, fields: list[str] | None) -> dict[str, Any]:
         # The project's named queries (``repo.*.json``, and the stock ones) are the store's.
         queries = self.project.queries if collection.startswith("managed/") else None
+        expanded = [f for f in fields or () if "/" in f.strip("/")] if collection.startswith("managed/") else []
+        if expanded:  # ``roles/*``: the relationship read, then its objects' fields (``expand_all``)
+            fields = list(dict.fromkeys(f.strip("/").split("/")[0] for f in fields or ()))
         spec, limit = _spec(collection, params, fields, queries)
         try:
             found = self._resource(collection).find(spec, MAX_QUERY_RESULTS + 1)
@@ -282,7 +289,10 @@ class ScriptRouter:
         if len(found) > MAX_QUERY_RESULTS:
             raise ObjectRejected(f"openidm.query {collection}: more than {MAX_QUERY_RESULTS} results; narrow "
                                  "the _queryFilter")
-        return _envelope(found[:limit] if limit is not None else found)
+        found = found[:limit] if limit is not None else found
+        if expanded:
+            expand_all(self.project, self.store, self._objects(collection).schema, found, expanded)
+        return _envelope(found)
 
     def _create(self, kind: str, collection: str, new_id: Any, content: Any) -> Obj | None:
         values = _content(content, "create", collection)
