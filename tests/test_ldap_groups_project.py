@@ -189,10 +189,12 @@ def test_validate_warns_about_what_is_not_acted_on(project: tuple[Path, str]) ->
     assert validated["ok"], validated
     warnings = {w["key"]: w["problem"] for w in validated["warnings"]}
     assert all(w["file"] == str(prov_file) for w in validated["warnings"])
-    # readSchema and the keys only liveSync reads ask for nothing idsync would do otherwise;
-    # a denied DELETE and the failover servers are followed.
+    # readSchema and the stock keys of OpenICF's changelog reading ask for nothing idsync would
+    # do otherwise; a denied DELETE and the failover servers are followed. attributesToSynchronize
+    # chooses which changes liveSync applies: idsync's applies them all.
     assert set(warnings) == {
         "configurationProperties.synchronizePasswords", "configurationProperties.usePagedResultsControl",
+        "configurationProperties.attributesToSynchronize",
         "objectTypes.account.properties.smartcard.nativeName",
         "objectTypes.account.properties.posix.nativeName",
         # OpenICF's pool and timeout settings, for every connector (config/unused.py)
@@ -201,3 +203,35 @@ def test_validate_warns_about_what_is_not_acted_on(project: tuple[Path, str]) ->
     assert "did you mean usePagedResultControl?" in warnings["configurationProperties.usePagedResultsControl"]
     assert "never read or written" in warnings["objectTypes.account.properties.smartcard.nativeName"]
     assert _run(path, "validate").endswith("configuration ok\n")  # warnings go to stderr
+
+
+def test_validate_names_the_livesync_filters_it_does_not_apply(project: tuple[Path, str]) -> None:
+    """OpenICF's keys choosing which directory changes liveSync applies (a filter per
+    object type, the attributes that must have changed, the accounts whose changes are
+    skipped, object classes the account entries lack) are PingIDM-valid and idsync's
+    liveSync applies every change: each set one is a warning naming the file and the key.
+    At their stock values (null, empty, ``inetOrgPerson``, the keys of changelog reading)
+    they ask for nothing and are not."""
+    path, _ = project
+    prov_file = path / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    prov["configurationProperties"].update(attributesToSynchronize=[], modifiersNamesToFilterOut=[],
+                                           groupSynchronizationFilter=None, changeNumberAttribute="changeNumber",
+                                           removeLogEntryObjectClassFromFilter=True)
+    prov_file.write_text(json.dumps(prov))
+    stock = _run(path, "validate", "--json")
+    assert not [w for w in stock["warnings"] if w["key"].startswith("configurationProperties.")], stock
+
+    prov["configurationProperties"].update(
+        accountSynchronizationFilter="(!(employeeType=contractor))", groupSynchronizationFilter="(cn=a*)",
+        modifiersNamesToFilterOut=["cn=idm,ou=services,dc=example,dc=com"], attributesToSynchronize=["mail"],
+        objectClassesToSynchronize=["posixAccount"])
+    prov_file.write_text(json.dumps(prov))
+    validated = _run(path, "validate", "--json")
+    assert validated["ok"], validated
+    warnings = {w["key"]: w["problem"] for w in validated["warnings"] if w["file"] == str(prov_file)}
+    for key in ("accountSynchronizationFilter", "groupSynchronizationFilter", "modifiersNamesToFilterOut",
+                "attributesToSynchronize", "objectClassesToSynchronize"):
+        assert "liveSync applies every change" in warnings[f"configurationProperties.{key}"], key
+    assert "matching this filter" in warnings["configurationProperties.accountSynchronizationFilter"]
+    assert "posixaccount" in warnings["configurationProperties.objectClassesToSynchronize"]

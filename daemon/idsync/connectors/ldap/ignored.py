@@ -1,15 +1,18 @@
 """What an LDAP provisioner asks for that idsync does not do: ``validate`` warnings.
 
-OpenICF's LDAP connector has settings idsync has no use for (it has no liveSync,
-no connection pool, no VLV searches) and some it does not implement. A stock
+OpenICF's LDAP connector has settings idsync has no use for (no connection pool,
+no VLV searches, no changelog to read) and some it does not implement. A stock
 provisioner carries all of them, mostly at values that ask for nothing; a key is
 reported only when its value asks for something idsync would not do, so a
 project copied from PingIDM gets one warning per real difference, naming the
-file, the key and why. Keys only liveSync reads are not: without liveSync
-nothing reads them, and a schedule that would run liveSync is a warning itself.
-Properties under an OpenICF special name idsync does not implement are reported
-too (they are never read or written), and so is a key unknown to both, with the
-nearest known one.
+file, the key and why. The keys that tell OpenICF how to read a changelog ask
+for nothing: idsync's liveSync reads changes its own way (``changes.py``). The
+ones that choose which changes liveSync applies (a filter, the attributes or
+object classes that must have changed, the accounts whose changes are skipped)
+are reported when set: idsync's liveSync applies every change of the object
+type's entries. Properties under an OpenICF special name idsync does not
+implement are reported too (they are never read or written), and so is a key
+unknown to both, with the nearest known one.
 """
 
 from __future__ import annotations
@@ -48,19 +51,25 @@ def _is(expected: Any) -> Callable[[Any], bool]:
     return asks_nothing
 
 
-# Keys only liveSync reads: idsync has no liveSync, and a schedule that would run it
-# is a warning of its own, so they ask for nothing here.
-_LIVE_SYNC_ONLY = {
-    "accountSynchronizationFilter", "groupSynchronizationFilter", "attributesToSynchronize",
-    "modifiersNamesToFilterOut", "passwordAttributeToSynchronize", "passwordDecryptionKey",
-    "passwordDecryptionInitializationVector", "filterWithOrInsteadOfAnd", "useTimestampsForSync",
-    "objectClassesToSynchronize", "changeLogBlockSize", "changeNumberAttribute",
+# How OpenICF reads a changelog (and the password it decrypts from one, which
+# synchronizePasswords asks for): idsync's liveSync reads changes its own way.
+_CHANGELOG_READING = {
+    "passwordAttributeToSynchronize", "passwordDecryptionKey", "passwordDecryptionInitializationVector",
+    "filterWithOrInsteadOfAnd", "useTimestampsForSync", "changeLogBlockSize", "changeNumberAttribute",
     "removeLogEntryObjectClassFromFilter",
 }
+_EVERY_CHANGE = "liveSync applies every change of the object type's entries"
 
 # key -> (whether its value asks for nothing, why idsync does not act on it)
 _NOT_ACTED_ON: Mapping[str, tuple[Callable[[Any], bool], str]] = {
-    "synchronizePasswords": (_unset, "passwords changed in the directory are not synchronized (no liveSync)"),
+    "synchronizePasswords": (_unset, "liveSync does not read the passwords changed in the directory"),
+    "accountSynchronizationFilter": (_unset, f"{_EVERY_CHANGE}, not only those of entries matching this "
+                                     "filter (accountSearchFilter and the object classes do restrict it)"),
+    "groupSynchronizationFilter": (_unset, f"{_EVERY_CHANGE}, not only those of entries matching this "
+                                   "filter (groupSearchFilter and the object classes do restrict it)"),
+    "attributesToSynchronize": (_unset, f"{_EVERY_CHANGE}, whichever attributes changed (a change to no "
+                                "mapped attribute writes nothing)"),
+    "modifiersNamesToFilterOut": (_unset, f"{_EVERY_CHANGE}, whoever made it"),
     "passwordHashAlgorithm": (lambda v: _unset(v) or str(v).strip().upper() in ("WIN-AD", *PASSWORD_HASHES),
                               f"not a scheme idsync hashes with ({', '.join(PASSWORD_HASHES)}): the mapped "
                               "value is written as it is (the store keeps passwords hashed)"),
@@ -79,14 +88,17 @@ def ignored_settings(file: str, config: Mapping[str, Any], types: Mapping[str, O
     props = config.get("configurationProperties") or {}
     for key, value in props.items():
         prefix = f"configurationProperties.{key}"
-        if key in _LIVE_SYNC_ONLY:
+        if key in _CHANGELOG_READING:
+            continue
+        if key == "objectClassesToSynchronize":
+            warnings += _object_classes_to_synchronize(file, value, types)
             continue
         if key in _NOT_ACTED_ON:
             asks_nothing, why = _NOT_ACTED_ON[key]
             if not asks_nothing(value):
                 warnings.append(ConfigWarning(file, prefix, f"not acted on: {why}"))
         elif key not in _USED:
-            known = {*_USED, *_NOT_ACTED_ON, *_LIVE_SYNC_ONLY}
+            known = {*_USED, *_NOT_ACTED_ON, *_CHANGELOG_READING, "objectClassesToSynchronize"}
             warnings.append(ConfigWarning(file, prefix, f"{suggest(key, known)}; it is ignored"))
     if props.get("useBlocks") is True and props.get("usePagedResultControl") is False:
         warnings.append(ConfigWarning(file, "configurationProperties.useBlocks",
@@ -97,3 +109,16 @@ def ignored_settings(file: str, config: Mapping[str, Any], types: Mapping[str, O
                                           f"not acted on: {native} is not implemented, so {prop} is never "
                                           "read or written"))
     return warnings
+
+
+def _object_classes_to_synchronize(file: str, value: Any, types: Mapping[str, ObjectTypeDef]) -> list[ConfigError]:
+    """OpenICF skips the change of an entry having none of these object classes. It asks
+    for nothing when every account type's entries have one of them (OpenICF's default,
+    ``inetOrgPerson``, with the default ``accountObjectClasses``)."""
+    wanted = {str(c).lower() for c in value} if isinstance(value, list) else set()
+    accounts = [t for t in types.values() if t.native_type == "__ACCOUNT__"]
+    if not wanted or all(wanted & {c.lower() for c in t.object_classes} for t in accounts):
+        return []
+    return [ConfigWarning(file, "configurationProperties.objectClassesToSynchronize",
+                          f"not acted on: {_EVERY_CHANGE}, not only those of entries having one of "
+                          f"{', '.join(sorted(wanted))}")]
