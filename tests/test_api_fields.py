@@ -251,3 +251,27 @@ def test_patch_copies_moves_and_transforms_over_rest_and_in_scripts(api: httpx.C
     assert r.status_code == 200, r.text
     stored = _get(api, f"user/{created['_id']}", "*")
     assert (stored["sn"], stored["mail"]) == ("three", "q3@example.com") and "displayName" not in stored
+
+
+def test_a_property_not_returned_by_default_is_left_out_of_queries_too(tmp_path: Path) -> None:
+    """A plain property whose ``returnByDefault`` is false is in a query's results, as in a
+    read's answer, only when ``_fields`` names it: not without ``_fields``, nor with ``*``."""
+    managed = json.loads(json.dumps(DEFAULT_MANAGED))
+    user = next(o for o in managed["objects"] if o["name"] == "user")
+    user["schema"]["properties"]["notes"] = {"type": "string", "returnByDefault": False}
+    conf = tmp_path / "p" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "managed.json").write_text(json.dumps(managed))
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    with serve(tmp_path / "p") as api:
+        made = _created(api, "user", {"userName": "q1", "sn": "One", "mail": "q1@example.com", "notes": "hush"})
+        for fields in ("", "*", "userName"):
+            assert "notes" not in _get(api, f"user/{made['_id']}", fields), fields
+            (found,) = api.get("/openidm/managed/user", params={"_queryFilter": "true", **(
+                {"_fields": fields} if fields else {})}, headers=ADMIN).json()["result"]
+            assert "notes" not in found and found["userName"] == "q1", (fields, found)
+        for fields in ("notes", "*,notes"):
+            assert _get(api, f"user/{made['_id']}", fields)["notes"] == "hush"
+            (found,) = api.get("/openidm/managed/user", params={"_queryFilter": "true", "_fields": fields},
+                               headers=ADMIN).json()["result"]
+            assert found["notes"] == "hush" and ("sn" in found) == (fields == "*,notes"), (fields, found)

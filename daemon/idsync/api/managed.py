@@ -88,9 +88,10 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
         cookie = objects[-1]["_id"]
     if params.fields and schema.relationships:  # ``roles/*``: the page's references read at once
         expand_all(ctx.project(), ctx.store, schema, objects, params.fields, answer=True)
-    if schema.private:  # an onRetrieve script may have put one back
-        objects = [{k: v for k, v in o.items() if k not in schema.private} for o in objects]
-    return envelope([params.shape(o) for o in objects], cookie=cookie, params=params, total=total)
+    # As a read answers each: the default fields, or those named (``*`` the default ones), never
+    # a private property (an onRetrieve script may have put one back).
+    shown = [params.shape(o) if params.ids_only else _picked(schema, o, params.fields) for o in objects]
+    return envelope(shown, cookie=cookie, params=params, total=total)
 
 
 def shown_by_default(schema: ManagedType) -> list[str]:
@@ -255,7 +256,14 @@ def shaped(ctx: ApiContext, schema: ManagedType, obj: dict[str, Any], fields: st
     names = [f.strip() for f in (fields or "").split(",") if f.strip()]
     if not names:
         return _default_view(schema, obj)
-    obj = expand(ctx.project(), ctx.store, schema, obj, names, answer=True)
+    return _picked(schema, expand(ctx.project(), ctx.store, schema, obj, names, answer=True), names)
+
+
+def _picked(schema: ManagedType, obj: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
+    """``obj`` with the fields ``names`` names (``*``: those shown by default), ``_id`` and
+    ``_rev`` always; without names, the fields shown by default."""
+    if not names:
+        return _default_view(schema, obj)
     keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in names)}
     if "*" in keep:
         keep |= set(_default_view(schema, obj))
