@@ -33,10 +33,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import random
+import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection, bindparam, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -49,6 +52,7 @@ from idsync.errors import (
     ObjectError,
     ObjectRejected,
     RevisionMismatch,
+    WriteConflict,
     internal_message,
 )
 from idsync.query.ast import Compare, Path
@@ -69,7 +73,13 @@ from idsync.store.validation import PolicyFailed, failures_list
 
 __all__ = ["ManagedResource", "next_rev"]
 
+log = structlog.get_logger(__name__)
+
 _CHUNK = 500
+# How often a write rolled back to break a deadlock is run again, and the longest pause
+# (seconds, times the attempt) before it is: two writers that met once do not meet again at once.
+_CONFLICT_ATTEMPTS = 5
+_CONFLICT_PAUSE = 0.02
 # The columns of ``managed_properties`` a row of ``_props`` holds, in order.
 _PROPERTY_COLUMNS = ("object_type", "object_id", "name", "value", "value_num")
 
@@ -276,7 +286,25 @@ class ManagedResource(Resource, ChangeSource):
             self.hooks.run_posts(posts)
 
     def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
-        results = self._write_all(ops)
+        """Write ``ops`` in one transaction (the caller's when ``joined``). One the database
+        rolled back to break a deadlock (``WriteConflict``: a write of references beside
+        another's, which may lock the same objects in another order) wrote nothing, and is
+        run again from the start, a few times: each op is checked anew, at its revision,
+        under the locks the new transaction takes. A joined one is the caller's to run again."""
+        attempt = 1
+        while True:
+            queued = len(self._posts)
+            try:
+                results = self._write_all(ops)
+                break
+            except WriteConflict as exc:
+                del self._posts[queued:]  # the post scripts of writes rolled back never run
+                if self._joined is not None or attempt == _CONFLICT_ATTEMPTS:
+                    raise
+                log.info("store.write_conflict", resource=self.name, objects=len(ops), attempt=attempt,
+                         message=str(exc))
+            time.sleep(random.uniform(0, _CONFLICT_PAUSE * attempt))  # two writers that met do not meet again at once
+            attempt += 1
         if self._joined is None:
             self.after_commit()
         return results
@@ -287,6 +315,7 @@ class ManagedResource(Resource, ChangeSource):
         edges = self._edges
         if self._grants is None:
             with self._transaction() as conn:
+                self._turn(conn, ops)
                 return write_related(edges, conn, ops, lambda plain: self._write_objects(plain, conn))
         return self._write_granting(edges, self._grants, ops)
 
@@ -307,6 +336,7 @@ class ManagedResource(Resource, ChangeSource):
                     continue
             kept.append(op)
         with self._transaction() as conn:
+            self._turn(conn, kept)
             written = iter(write_related(edges, conn, kept, lambda plain: self._write_objects(plain, conn)))
             results = [refused[i] if i in refused else next(written) for i in range(len(ops))]
             done = [r for r in results if r.ok and r.obj is not None and r.op.kind != "delete"]
@@ -329,9 +359,7 @@ class ManagedResource(Resource, ChangeSource):
         with self._transaction(conn) as conn:
             # Unique values created only: checked now, and again once written (``_clashes``).
             # Any other write of one takes the type's turn before its check (``Store.turn``).
-            recheck = self._unique_creates_only(ops)
-            if recheck is False:
-                self.store.turn(conn, self._turn_name)
+            recheck = self._turn(conn, ops)
             taken = self._taken(conn, ops)
             current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id], lock=True)
             new_rows: list[dict[str, Any]] = []
@@ -536,6 +564,16 @@ class ManagedResource(Resource, ChangeSource):
         if not writing:
             return None
         return all(op.kind == "create" for op in writing) and unique <= self._searchable
+
+    def _turn(self, conn: Connection, ops: Sequence[WriteOp]) -> bool | None:
+        """``_unique_creates_only``, the type's turn taken in ``conn``'s transaction when it
+        says False. Taken before any object is locked (a write of references locks them
+        first: ``write_related``), as every writer of the type takes it: one that held an
+        object while waiting for the turn would wait in a circle with one holding the turn."""
+        recheck = self._unique_creates_only(ops)
+        if recheck is False:
+            self.store.turn(conn, self._turn_name)
+        return recheck
 
     def _clashes(self, conn: Connection, results: list[WriteResult]) -> set[str]:
         """Check again the unique values of the objects this batch created, written now, in
