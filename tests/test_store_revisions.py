@@ -197,6 +197,32 @@ def test_writes_that_meet_in_a_deadlock_are_run_again(store: Store) -> None:
     assert stored is not None and stored["sn"] == "Eng"
 
 
+def test_an_object_read_while_its_references_change_is_read_as_one_revision(store: Store) -> None:
+    """A user read while a role drops it between the read of its document and of its
+    references: the user is answered as its revision stands (the newer one, without the
+    role), never its old revision with its new references, from which a change built
+    (a patch of ``roles/0``) would apply to a list that revision never held."""
+    ManagedResource(store, _ROLE).create({"_id": "r", "name": "r"})
+    users = ManagedResource(store, _USER)
+    users.create({"_id": "u", "userName": "u", "roles": [{"_ref": "managed/role/r"}]})
+    edges = users._edges
+    assert edges is not None
+    original = edges.attach
+    dropped: list[WriteResult] = []
+
+    def attach(objects: Any, fields: Any) -> None:
+        if not dropped:  # the role lets go of the user once its document is read
+            dropped.extend(ManagedResource(store, _ROLE).write_batch([WriteOp("update", id="r",
+                                                                              values={"members": []})]))
+        original(objects, fields)
+
+    edges.attach = attach  # type: ignore[method-assign]
+    read = users.get("u", ["roles"])
+    assert dropped and dropped[0].ok
+    assert read is not None and (read["_rev"], read["roles"]) == ("0000000000000003", [])
+    assert read == ManagedResource(store, _USER).get("u", ["roles"])
+
+
 def test_a_create_of_a_taken_id_says_it_exists(store: Store) -> None:
     """Creating an id another object holds (another writer's create came first) fails
     with ``AlreadyExists``, named by the object, never the database's text."""

@@ -80,6 +80,8 @@ _CHUNK = 500
 # (seconds, times the attempt) before it is: two writers that met once do not meet again at once.
 _CONFLICT_ATTEMPTS = 5
 _CONFLICT_PAUSE = 0.02
+# How often the objects whose references moved while they were read are read again.
+_REREADS = 5
 # The columns of ``managed_properties`` a row of ``_props`` holds, in order.
 _PROPERTY_COLUMNS = ("object_type", "object_id", "name", "value", "value_num")
 
@@ -170,19 +172,43 @@ class ManagedResource(Resource, ChangeSource):
             last = rows[-1].id
 
     def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+        """The objects ``ids`` that exist, each with the references its ``_rev`` names.
+
+        The references are read after the documents, by another statement: a write of
+        references committed in between (which moves the revision of both ends) would show
+        an object's old revision with its new references, and a change built from that
+        (a patch of ``roles/0``) would apply to references that revision never held. So
+        the revisions are read again once the references are, and an object whose revision
+        moved meanwhile is read again (one gone since is not found)."""
+        found = self._documents(list(dict.fromkeys(ids)), fields)
+        result = {obj["_id"]: obj for obj in self._related(list(found.values()), fields)}
+        if self._edges is None or (fields is not None and self.schema.relationships.keys().isdisjoint(fields)):
+            return result
+        read = {object_id: obj["_rev"] for object_id, obj in found.items()}
+        for _ in range(_REREADS):
+            now = self._documents(list(read), [], columns=(mo.c.id, mo.c.rev))
+            moved = [object_id for object_id, rev in read.items() if now.get(object_id, {}).get("_rev") != rev]
+            if not moved:
+                break
+            found = self._documents(moved, fields)
+            for object_id in moved:
+                result.pop(object_id, None)
+            result.update((obj["_id"], obj) for obj in self._related(list(found.values()), fields))
+            read = {object_id: obj["_rev"] for object_id, obj in found.items()}
+        return result
+
+    def _documents(self, ids: Sequence[str], fields: Sequence[str] | None,
+                   columns: tuple[Any, ...] = (mo.c.id, mo.c.rev, mo.c.data)) -> dict[str, Obj]:
+        """The stored objects ``ids`` that exist, without their references (``columns``
+        without ``data``: their ids and revisions only)."""
         found: dict[str, Obj] = {}
-        unique = list(dict.fromkeys(ids))
         with self.store.engine.connect() as conn:
-            for start in range(0, len(unique), _CHUNK):
-                chunk = unique[start : start + _CHUNK]
-                rows = conn.execute(
-                    select(mo.c.id, mo.c.rev, mo.c.data).where(
-                        mo.c.object_type == self.object_type, self.store.in_(mo.c.id, chunk)
-                    )
-                )
+            for start in range(0, len(ids), _CHUNK):
+                rows = conn.execute(select(*columns).where(
+                    mo.c.object_type == self.object_type, self.store.in_(mo.c.id, ids[start : start + _CHUNK])))
                 for r in rows:
-                    found[r.id] = self._object(r.id, r.rev, r.data, fields)
-        return {obj["_id"]: obj for obj in self._related(list(found.values()), fields)}
+                    found[r.id] = self._object(r.id, r.rev, getattr(r, "data", None) or {}, fields)
+        return found
 
     def complete(self, objects: list[Obj], fields: Sequence[str] | None) -> list[Obj]:
         """``objects`` read from the documents alone (a query of the API) with the
