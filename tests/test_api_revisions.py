@@ -163,3 +163,82 @@ def test_reference_changes_honour_if_match(api: httpx.Client) -> None:
     gone = api.delete(path, headers={**JSON, "If-Match": f'"{moved["_rev"]}"'})
     assert gone.status_code == 200, gone.text
     assert api.get(path, headers=ADMIN).status_code == 404
+
+
+def _pairs(api: httpx.Client, collection: str, ids: list[str], name: str) -> set[tuple[str, str]]:
+    """(user path, role path, reference id) of every reference the objects ``ids`` hold in ``name``."""
+    pairs = set()
+    for object_id in ids:
+        r = api.get(f"/openidm/{collection}/{object_id}?_fields={name}", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        for ref in r.json()[name]:
+            ends = (f"{collection}/{object_id}", ref["_ref"])
+            pairs.add((*sorted(ends, reverse=True), ref["_refProperties"]["_id"]))
+    return pairs
+
+
+def test_concurrent_writes_of_both_ends_answer_and_agree(api: httpx.Client) -> None:
+    """Users' ``roles`` and roles' ``members`` replaced at once, roles given to users while
+    those roles are deleted: every request answers as it would alone (never a database's
+    deadlock: the writes lock what they change in one order, and the rare one the database
+    rolls back is run again), and both ends of every reference agree."""
+    users, roles, doomed = [f"u{i}" for i in range(4)], [f"r{i}" for i in range(4)], ["d0", "d1"]
+    for rnd in range(3):
+        for u in users:
+            assert api.put(f"/openidm/managed/user/{u}", headers=JSON, json={"userName": u}).status_code in (200, 201)
+        for r in roles + doomed:
+            assert api.put(f"/openidm/managed/role/{r}", headers=JSON, json={"name": r}).status_code in (200, 201)
+
+        def send(i: int, rnd: int = rnd) -> httpx.Response:
+            if i < 4:  # a user's roles, whole
+                return api.put(f"/openidm/managed/user/u{i}", headers=JSON, json={
+                    "userName": f"u{i}", "roles": [{"_ref": f"managed/role/{r}"} for j, r in enumerate(roles)
+                                                   if (i + j + rnd) % 2]})
+            if i < 8:  # a role's members, whole
+                return api.put(f"/openidm/managed/role/r{i - 4}", headers=JSON, json={
+                    "name": f"r{i - 4}", "members": [{"_ref": f"managed/user/{u}"} for j, u in enumerate(users)
+                                                     if (i + j + rnd) % 3]})
+            if i < 12:  # a role added to a user, that role deleted beside it
+                return api.patch(f"/openidm/managed/user/u{i - 8}", headers=JSON, json=[
+                    {"operation": "add", "field": "/roles/-", "value": {"_ref": f"managed/role/d{i % 2}"}}])
+            return api.delete(f"/openidm/managed/role/d{i % 2}", headers=ADMIN)
+
+        answers = _at_once(14, send)
+        assert [a.status_code for a in answers[:8]] == [200] * 8, [a.text for a in answers[:8]]
+        for a in answers[8:12]:  # the role deleted first: a reference to it is refused, as it would be after
+            assert a.status_code == 200 or (a.status_code == 400 and "do not exist" in a.json()["message"]), a.text
+        assert [a.status_code for a in answers[12:]] == [200, 200], [a.text for a in answers[12:]]
+        from_users = _pairs(api, "managed/user", users, "roles")
+        assert from_users == _pairs(api, "managed/role", roles, "members")
+        assert not [p for p in from_users if p[1].startswith("managed/role/d")]
+
+
+def test_one_reference_change_per_revision_wins(api: httpx.Client) -> None:
+    """A DELETE of one reference with ``If-Match`` racing PUTs of it with the same
+    ``If-Match``: exactly one wins. When the DELETE did, the reference is gone from both
+    ends and the PUTs answer 412 or 404; otherwise the DELETE answers 412 and the
+    reference is the winning PUT's, seen alike from both ends."""
+    api.put("/openidm/managed/user/u1", headers=JSON, json={"userName": "u1"})
+    api.put("/openidm/managed/role/r1", headers=JSON, json={"name": "r1"})
+    ref = api.post("/openidm/managed/role/r1/members?_action=create", headers=JSON,
+                   json={"_ref": "managed/user/u1", "_refProperties": {"since": "2020"}}).json()
+    path = f"/openidm/managed/role/r1/members/{ref['_id']}"
+
+    def send(i: int) -> httpx.Response:
+        headers = {**JSON, "If-Match": f'"{ref["_rev"]}"'}
+        if i == 0:
+            return api.delete(path, headers=headers)
+        return api.put(path, headers=headers, json={"_ref": "managed/user/u1", "_refProperties": {"since": str(i)}})
+
+    answers = _at_once(_WRITERS, send)
+    assert [a.status_code for a in answers].count(200) == 1, [a.text for a in answers]
+    after = api.get(path, headers=ADMIN)
+    user = api.get("/openidm/managed/user/u1?_fields=roles", headers=ADMIN).json()
+    if answers[0].status_code == 200:
+        assert after.status_code == 404 and user["roles"] == []
+        assert {a.status_code for a in answers[1:]} <= {404, 412}, [a.text for a in answers]
+    else:
+        assert answers[0].status_code == 412
+        (won,) = [a.json() for a in answers if a.status_code == 200]
+        assert after.json() == won
+        assert [r["_refProperties"] for r in user["roles"]] == [won["_refProperties"]]

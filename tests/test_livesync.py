@@ -140,8 +140,13 @@ def test_restored_server_token_is_answered_by_a_full_recon(tmp_path: Path, slapd
     assert _users(project)["bjensen"]["mail"] == "restored@example.org"
     fresh = _state(project)
     assert fresh.token is not None and "2099" not in fresh.token and fresh.full_recons == 2
+    # What ran is recorded: the run's method, and the source's as `idsync status` shows it.
+    assert done.method == fresh.method == "full recon"
+    status = idsync(project, "status")
+    assert f"liveSync {SOURCE}: last run " in status.stdout and " SUCCESS by full recon; " in status.stdout, status
     again = _live(project)
     assert again.full_recon is None and again.state == "SUCCESS"
+    assert again.method == _state(project).method == "syncrepl"
 
 
 def test_a_token_of_another_kind_is_never_sent(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:

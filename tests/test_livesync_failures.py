@@ -18,7 +18,7 @@ from api_server import ADMIN, serve
 from dbs import BACKENDS, store_url
 from idsync.sync.livesync import LiveSyncResult
 from idsync_dev.slapd import Slapd
-from livesync_env import live, managed_users
+from livesync_env import live, managed_users, stored_token
 
 from samples import FORWARD, bad_provisioner_key, idsync, sample_project, set_provisioner_key
 
@@ -111,9 +111,12 @@ def test_a_failed_change_is_retried_until_it_goes_through_then_kept_as_a_dead_le
     with structlog.testing.capture_logs() as logs:
         outcomes = [_live(project) for _ in range(3)]
     assert [(o.retried, o.failed, o.given_up) for o in outcomes] == [(0, 1, 0), (1, 1, 0), (1, 1, 1)]
-    assert any(e["event"] == "livesync.dead_letter" and e["log_level"] == "warning" for e in logs)
+    (buried,) = [e for e in logs if e["event"] == "livesync.dead_letter"]
+    assert buried["log_level"] == "warning"
     (dead,) = _failures(project)
     assert dead["state"] == "DEAD" and dead["attempts"] == 3 and dead["uid"] == dead["_id"]
+    # Given up on a retry, it is logged with the token its change was first read at, as kept.
+    assert dead["token"] is not None and buried["token"] == dead["token"]
     idle = idsync(project, "livesync", SOURCE, "--json")  # writes the status file too
     assert idle.returncode == 0 and json.loads(idle.stdout)["retried"] == 0  # a dead letter is not retried
     assert managed_users(project)["scarter"]["mail"] != "scarter@gated.example"
@@ -182,7 +185,8 @@ def test_a_script_handles_what_is_past_its_retries(tmp_path: Path, slapd: Slapd,
             "  failureHandlers.deadLetterQueue.invoke(context, syncFailure, failureCause);"
             "} else {"
             "  openidm.create('managed/role', null, {name: 'failed ' + syncFailure.systemIdentifier + '/' + "
-            "    syncFailure.objectType, description: syncFailure.failedRecord.mail + ': ' + failureCause});"
+            "    syncFailure.objectType, description: syncFailure.failedRecord.mail + ': ' + failureCause"
+            "    + (syncFailure.token ? '' : ' (no token)')});"
             "}")
     project = _project(tmp_path, slapd, ldap_subtree,
                        {"maxRetries": 1, "postRetryAction": {"script": {"type": "text/javascript", "source": note}}})
@@ -192,6 +196,7 @@ def test_a_script_handles_what_is_past_its_retries(tmp_path: Path, slapd: Slapd,
     roles = json.loads(idsync(project, "managed", "query", "role", "--filter", 'name eq "failed ldap/account"').stdout)
     (role,) = roles
     assert role["description"].startswith("j@gated.example: ") and "the gate is closed" in role["description"]
+    assert not role["description"].endswith("(no token)")  # given up on its retry: the token it was read at
     assert _failures(project) == [] and _live(project).retried == 0
     _mail(slapd, ldap_subtree, "scarter", "dead@gated.example")
     assert [_live(project).given_up for _ in range(2)] == [0, 1]
@@ -202,6 +207,27 @@ def test_a_script_handles_what_is_past_its_retries(tmp_path: Path, slapd: Slapd,
     assert revived.returncode == 0 and "1 dead letter(s) to be tried again" in revived.stdout, revived.stderr
     assert (lambda run: (run.retried, run.failed))(_live(project)) == (1, 0)
     assert _failures(project) == [] and managed_users(project)["scarter"]["mail"] == "dead@gated.example"
+
+
+def test_a_dead_letter_keeps_the_token_its_change_was_read_at(tmp_path: Path, slapd: Slapd,
+                                                              ldap_subtree: str) -> None:
+    """A syncrepl refresh read in batches (one change each) carries its new cookie on its
+    last batch only: every change that fails and becomes a dead letter at once (maxRetries
+    0) keeps the token the run read it at, the one stored before it, whichever batch it
+    came in: given to the directory again, it reads the change again."""
+    project = _project(tmp_path, slapd, ldap_subtree, {"maxRetries": 0, "postRetryAction": "dead-letter-queue"})
+    assert _live(project).state == "SUCCESS"
+    read_at = stored_token(project, SOURCE)
+    assert read_at is not None
+    _mail(slapd, ldap_subtree, "bjensen", "bjensen@gated.example")
+    _mail(slapd, ldap_subtree, "scarter", "scarter@gated.example")
+    with structlog.testing.capture_logs() as logs:
+        done = live(project, SOURCE, page_size=1)
+    assert (done.changes, done.failed, done.given_up) == (2, 2, 2), done
+    letters = _failures(project)
+    assert [(d["state"], d["token"]) for d in letters] == [("DEAD", read_at)] * 2
+    assert sorted(e["token"] for e in logs if e["event"] == "livesync.dead_letter") == [read_at] * 2
+    assert stored_token(project, SOURCE) not in (None, read_at)  # the run moved the source's token past them
 
 
 @pytest.mark.parametrize(("handler", "key"), [

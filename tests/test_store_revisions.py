@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from dbs import BACKENDS, store_url
 from idsync.config.managed import DEFAULT_MANAGED, ManagedType, parse_managed
 from idsync.config.project import load_project
-from idsync.errors import AlreadyExists, RevisionMismatch
+from idsync.errors import AlreadyExists, IdsyncError, RevisionMismatch
 from idsync.managed import ManagedObjects
 from idsync.resource import WriteOp, WriteResult
 from idsync.resources import Resources
@@ -65,7 +66,12 @@ def _race(store: Store, first: WriteOp, second: WriteOp, *,
     results: dict[str, WriteResult] = {}
 
     def write(name: str, resource: ManagedResource, op: WriteOp) -> Callable[[], None]:
-        return lambda: results.update({name: resource.write_batch([op])[0]})
+        def run() -> None:
+            try:
+                results[name] = resource.write_batch([op])[0]
+            except IdsyncError as exc:  # the whole batch failed (the store's error): its op's result
+                results[name] = WriteResult(op, id=op.id, error=exc)
+        return run
 
     one = threading.Thread(target=write("first", paused, first))
     one.start()
@@ -135,6 +141,86 @@ def test_a_reference_dropped_beside_a_write_of_its_other_end_moves_it_once_more(
     stored = roles.get("r")
     assert stored is not None
     assert (stored["_rev"], stored["description"], stored["members"]) == ("0000000000000004", "written", [])
+
+
+def _references(store: Store, user: str, role: str) -> tuple[list[Any], list[Any]]:
+    """(the user's ``roles``, the role's ``members``), each as its own end reads it."""
+    users, roles = ManagedResource(store, _USER), ManagedResource(store, _ROLE)
+    u, r = users.get(user, ["roles"]), roles.get(role, ["members"])
+    assert u is not None and r is not None
+    return u["roles"], r["members"]
+
+
+def test_a_user_and_a_role_writing_their_reference_at_once_wait_in_turn(store: Store) -> None:
+    """A user dropping a role while that role names the user among its members: the two
+    writes lock the user and the role in one order (the user's write locks the role it
+    lets go of with itself, before writing), so the role's write waits for the user's,
+    never the two for each other in a circle (a deadlock, which PostgreSQL and MariaDB
+    break by failing one). Both are applied, in turn: the user is a member again, and
+    both ends say so."""
+    ManagedResource(store, _ROLE).create({"_id": "r", "name": "r"})
+    ManagedResource(store, _USER).create({"_id": "u", "userName": "u", "roles": [{"_ref": "managed/role/r"}]})
+    with structlog.testing.capture_logs() as logs:
+        first, second = _race(store, WriteOp("update", id="u", values={"roles": []}),
+                              WriteOp("update", id="r", values={"members": [{"_ref": "managed/user/u"}]}),
+                              types=(_USER, _ROLE))
+    assert first.ok and second.ok, (first.error, second.error)
+    assert [e for e in logs if e["event"] == "store.write_conflict"] == []  # waited in turn, never rolled back
+    roles, members = _references(store, "u", "r")
+    assert [ref["_ref"] for ref in roles] == ["managed/role/r"]
+    assert [ref["_ref"] for ref in members] == ["managed/user/u"]
+    assert roles[0]["_refProperties"]["_id"] == members[0]["_refProperties"]["_id"]
+
+
+def test_writes_that_meet_in_a_deadlock_are_run_again(store: Store) -> None:
+    """A user written so that a conditional role now grants it (the grant is found, and
+    its role locked, only once the user is written) while that role's write adds the user
+    as a member (the role locked first, then the user): on PostgreSQL and MariaDB the two
+    wait for each other and the database fails one to break the deadlock. That one wrote
+    nothing and is run again: both writes are applied, and the user holds the role once,
+    seen alike from both ends."""
+    ManagedResource(store, _ROLE).create({"_id": "eng", "name": "eng", "condition": 'sn eq "Eng"'})
+    ManagedResource(store, _USER).create({"_id": "u", "userName": "u"})
+    with structlog.testing.capture_logs() as logs:
+        first, second = _race(store, WriteOp("update", id="u", values={"sn": "Eng"}),
+                              WriteOp("update", id="eng", values={"members": [{"_ref": "managed/user/u"}]}),
+                              types=(_USER, _ROLE))
+    assert first.ok and second.ok, (first.error, second.error)
+    # SQLite has one writer at a time: the role's write waited for the whole of the user's.
+    conflicts = [e for e in logs if e["event"] == "store.write_conflict"]
+    assert len(conflicts) == (0 if store.dialect == "sqlite" else 1), conflicts
+    roles, members = _references(store, "u", "eng")
+    assert [ref["_ref"] for ref in roles] == ["managed/role/eng"]
+    assert [ref["_ref"] for ref in members] == ["managed/user/u"]
+    assert roles[0]["_refProperties"]["_id"] == members[0]["_refProperties"]["_id"]
+    stored = ManagedResource(store, _USER).get("u")
+    assert stored is not None and stored["sn"] == "Eng"
+
+
+def test_an_object_read_while_its_references_change_is_read_as_one_revision(store: Store) -> None:
+    """A user read while a role drops it between the read of its document and of its
+    references: the user is answered as its revision stands (the newer one, without the
+    role), never its old revision with its new references, from which a change built
+    (a patch of ``roles/0``) would apply to a list that revision never held."""
+    ManagedResource(store, _ROLE).create({"_id": "r", "name": "r"})
+    users = ManagedResource(store, _USER)
+    users.create({"_id": "u", "userName": "u", "roles": [{"_ref": "managed/role/r"}]})
+    edges = users._edges
+    assert edges is not None
+    original = edges.attach
+    dropped: list[WriteResult] = []
+
+    def attach(objects: Any, fields: Any) -> None:
+        if not dropped:  # the role lets go of the user once its document is read
+            dropped.extend(ManagedResource(store, _ROLE).write_batch([WriteOp("update", id="r",
+                                                                              values={"members": []})]))
+        original(objects, fields)
+
+    edges.attach = attach  # type: ignore[method-assign]
+    read = users.get("u", ["roles"])
+    assert dropped and dropped[0].ok
+    assert read is not None and (read["_rev"], read["roles"]) == ("0000000000000003", [])
+    assert read == ManagedResource(store, _USER).get("u", ["roles"])
 
 
 def test_a_create_of_a_taken_id_says_it_exists(store: Store) -> None:

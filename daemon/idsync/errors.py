@@ -18,6 +18,8 @@
     |   +-- CryptoFailed             a value cannot be encrypted, decrypted or hashed (no key, wrong key)
     +-- PeerError                    the peer cannot be used; stop the pass before any delete
     |   +-- PeerUnavailable          unreachable, timed out (exit EX_UNAVAILABLE); retry later
+    |   |   +-- WriteConflict        the store rolled the transaction back to break a deadlock with
+    |   |                            another writer (or a serialization conflict): run it again
     |   +-- AuthenticationFailed     credentials refused (exit EX_NOPERM)
     |   +-- TLSError                 certificate verification failed (exit EX_UNAVAILABLE)
     |   +-- PeerMisconfigured        the peer answered, but has not what the configuration names,
@@ -69,6 +71,7 @@ __all__ = [
     "SyncTokenExpired",
     "TLSError",
     "UsageError",
+    "WriteConflict",
     "internal_message",
 ]
 
@@ -198,6 +201,12 @@ class PeerError(IdsyncError):
 
 class PeerUnavailable(PeerError):
     """Unreachable, refused or timed out."""
+
+
+class WriteConflict(PeerUnavailable):
+    """The store chose this transaction to roll back, to break a deadlock with another
+    writer's (or on a serialization conflict): nothing of it was written, and running it
+    again from the start is what the database asks for."""
 
 
 class AuthenticationFailed(PeerError):

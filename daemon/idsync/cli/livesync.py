@@ -137,6 +137,7 @@ def render_livesync_sources(sources: list[dict[str, Any]]) -> None:
     """``idsync status``'s liveSync lines: per source, its last run and its counts."""
     for s in sources:
         state = s["lastState"] or "never run"
+        state += f" by {s['method']}" if s.get("method") and s["lastState"] else ""
         token = "token stored" if s["hasToken"] else "no token (the next run reconciles in full)"
         held = f"; {s['retrying']} object(s) to retry" if s.get("retrying") else ""
         held += f"; {s['deadLetters']} dead letter(s)" if s.get("deadLetters") else ""

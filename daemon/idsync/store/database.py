@@ -53,7 +53,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from idsync.errors import AuthenticationFailed, ConfigError, PeerError, PeerUnavailable
+from idsync.errors import AuthenticationFailed, ConfigError, PeerError, PeerUnavailable, WriteConflict
 from idsync.store.tables import KEY_LENGTH, metadata, store_meta
 
 __all__ = ["Store", "as_utc", "fits_key", "fits_text", "new_id", "new_ids", "pg_array", "store_error", "unfit_at",
@@ -309,7 +309,8 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """One transaction; database errors surface as PeerUnavailable."""
+        """One transaction; database errors surface as PeerUnavailable (``WriteConflict`` when the
+        database rolled it back to break a deadlock: ``store_error``)."""
         try:
             with self.engine.begin() as conn:
                 yield conn
@@ -559,6 +560,11 @@ _REFUSED_MYSQL = (1044, 1045, 1698)
 _REFUSED_POSTGRES = ("password authentication failed", "role \"", "no pg_hba.conf entry", "SSPI authentication",
                      "GSSAPI authentication", "peer authentication failed", "certificate authentication failed")
 
+# The server rolled the transaction back for another's sake: MariaDB's deadlock (ER_LOCK_DEADLOCK),
+# PostgreSQL's deadlock_detected and serialization_failure. Running it again is the cure.
+_CONFLICT_MYSQL = (1213,)
+_CONFLICT_POSTGRES = ("40P01", "40001")
+
 
 def store_error(exc: SQLAlchemyError, prefix: str = "store: ") -> PeerError:
     """Refused credentials exit 77 like any peer's; anything else is the store being unavailable (69)."""
@@ -567,6 +573,8 @@ def store_error(exc: SQLAlchemyError, prefix: str = "store: ") -> PeerError:
     code = orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], int) else None
     if code in _REFUSED_MYSQL or any(marker in reason for marker in _REFUSED_POSTGRES):
         return AuthenticationFailed(f"{prefix}credentials refused: {reason}")
+    if code in _CONFLICT_MYSQL or getattr(orig, "sqlstate", None) in _CONFLICT_POSTGRES:
+        return WriteConflict(prefix + reason)
     return PeerUnavailable(prefix + reason)
 
 

@@ -33,10 +33,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import random
+import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection, bindparam, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -49,6 +52,7 @@ from idsync.errors import (
     ObjectError,
     ObjectRejected,
     RevisionMismatch,
+    WriteConflict,
     internal_message,
 )
 from idsync.query.ast import Compare, Path
@@ -69,7 +73,15 @@ from idsync.store.validation import PolicyFailed, failures_list
 
 __all__ = ["ManagedResource", "next_rev"]
 
+log = structlog.get_logger(__name__)
+
 _CHUNK = 500
+# How often a write rolled back to break a deadlock is run again, and the longest pause
+# (seconds, times the attempt) before it is: two writers that met once do not meet again at once.
+_CONFLICT_ATTEMPTS = 5
+_CONFLICT_PAUSE = 0.02
+# How often the objects whose references moved while they were read are read again.
+_REREADS = 5
 # The columns of ``managed_properties`` a row of ``_props`` holds, in order.
 _PROPERTY_COLUMNS = ("object_type", "object_id", "name", "value", "value_num")
 
@@ -160,19 +172,43 @@ class ManagedResource(Resource, ChangeSource):
             last = rows[-1].id
 
     def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
+        """The objects ``ids`` that exist, each with the references its ``_rev`` names.
+
+        The references are read after the documents, by another statement: a write of
+        references committed in between (which moves the revision of both ends) would show
+        an object's old revision with its new references, and a change built from that
+        (a patch of ``roles/0``) would apply to references that revision never held. So
+        the revisions are read again once the references are, and an object whose revision
+        moved meanwhile is read again (one gone since is not found)."""
+        found = self._documents(list(dict.fromkeys(ids)), fields)
+        result = {obj["_id"]: obj for obj in self._related(list(found.values()), fields)}
+        if self._edges is None or (fields is not None and self.schema.relationships.keys().isdisjoint(fields)):
+            return result
+        read = {object_id: obj["_rev"] for object_id, obj in found.items()}
+        for _ in range(_REREADS):
+            now = self._documents(list(read), [], columns=(mo.c.id, mo.c.rev))
+            moved = [object_id for object_id, rev in read.items() if now.get(object_id, {}).get("_rev") != rev]
+            if not moved:
+                break
+            found = self._documents(moved, fields)
+            for object_id in moved:
+                result.pop(object_id, None)
+            result.update((obj["_id"], obj) for obj in self._related(list(found.values()), fields))
+            read = {object_id: obj["_rev"] for object_id, obj in found.items()}
+        return result
+
+    def _documents(self, ids: Sequence[str], fields: Sequence[str] | None,
+                   columns: tuple[Any, ...] = (mo.c.id, mo.c.rev, mo.c.data)) -> dict[str, Obj]:
+        """The stored objects ``ids`` that exist, without their references (``columns``
+        without ``data``: their ids and revisions only)."""
         found: dict[str, Obj] = {}
-        unique = list(dict.fromkeys(ids))
         with self.store.engine.connect() as conn:
-            for start in range(0, len(unique), _CHUNK):
-                chunk = unique[start : start + _CHUNK]
-                rows = conn.execute(
-                    select(mo.c.id, mo.c.rev, mo.c.data).where(
-                        mo.c.object_type == self.object_type, self.store.in_(mo.c.id, chunk)
-                    )
-                )
+            for start in range(0, len(ids), _CHUNK):
+                rows = conn.execute(select(*columns).where(
+                    mo.c.object_type == self.object_type, self.store.in_(mo.c.id, ids[start : start + _CHUNK])))
                 for r in rows:
-                    found[r.id] = self._object(r.id, r.rev, r.data, fields)
-        return {obj["_id"]: obj for obj in self._related(list(found.values()), fields)}
+                    found[r.id] = self._object(r.id, r.rev, getattr(r, "data", None) or {}, fields)
+        return found
 
     def complete(self, objects: list[Obj], fields: Sequence[str] | None) -> list[Obj]:
         """``objects`` read from the documents alone (a query of the API) with the
@@ -276,7 +312,25 @@ class ManagedResource(Resource, ChangeSource):
             self.hooks.run_posts(posts)
 
     def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
-        results = self._write_all(ops)
+        """Write ``ops`` in one transaction (the caller's when ``joined``). One the database
+        rolled back to break a deadlock (``WriteConflict``: a write of references beside
+        another's, which may lock the same objects in another order) wrote nothing, and is
+        run again from the start, a few times: each op is checked anew, at its revision,
+        under the locks the new transaction takes. A joined one is the caller's to run again."""
+        attempt = 1
+        while True:
+            queued = len(self._posts)
+            try:
+                results = self._write_all(ops)
+                break
+            except WriteConflict as exc:
+                del self._posts[queued:]  # the post scripts of writes rolled back never run
+                if self._joined is not None or attempt == _CONFLICT_ATTEMPTS:
+                    raise
+                log.info("store.write_conflict", resource=self.name, objects=len(ops), attempt=attempt,
+                         message=str(exc))
+            time.sleep(random.uniform(0, _CONFLICT_PAUSE * attempt))  # two writers that met do not meet again at once
+            attempt += 1
         if self._joined is None:
             self.after_commit()
         return results
@@ -287,6 +341,7 @@ class ManagedResource(Resource, ChangeSource):
         edges = self._edges
         if self._grants is None:
             with self._transaction() as conn:
+                self._turn(conn, ops)
                 return write_related(edges, conn, ops, lambda plain: self._write_objects(plain, conn))
         return self._write_granting(edges, self._grants, ops)
 
@@ -307,6 +362,7 @@ class ManagedResource(Resource, ChangeSource):
                     continue
             kept.append(op)
         with self._transaction() as conn:
+            self._turn(conn, kept)
             written = iter(write_related(edges, conn, kept, lambda plain: self._write_objects(plain, conn)))
             results = [refused[i] if i in refused else next(written) for i in range(len(ops))]
             done = [r for r in results if r.ok and r.obj is not None and r.op.kind != "delete"]
@@ -329,9 +385,7 @@ class ManagedResource(Resource, ChangeSource):
         with self._transaction(conn) as conn:
             # Unique values created only: checked now, and again once written (``_clashes``).
             # Any other write of one takes the type's turn before its check (``Store.turn``).
-            recheck = self._unique_creates_only(ops)
-            if recheck is False:
-                self.store.turn(conn, self._turn_name)
+            recheck = self._turn(conn, ops)
             taken = self._taken(conn, ops)
             current = self._current(conn, [op.id for op in ops if op.kind != "create" and op.id], lock=True)
             new_rows: list[dict[str, Any]] = []
@@ -536,6 +590,16 @@ class ManagedResource(Resource, ChangeSource):
         if not writing:
             return None
         return all(op.kind == "create" for op in writing) and unique <= self._searchable
+
+    def _turn(self, conn: Connection, ops: Sequence[WriteOp]) -> bool | None:
+        """``_unique_creates_only``, the type's turn taken in ``conn``'s transaction when it
+        says False. Taken before any object is locked (a write of references locks them
+        first: ``write_related``), as every writer of the type takes it: one that held an
+        object while waiting for the turn would wait in a circle with one holding the turn."""
+        recheck = self._unique_creates_only(ops)
+        if recheck is False:
+            self.store.turn(conn, self._turn_name)
+        return recheck
 
     def _clashes(self, conn: Connection, results: list[WriteResult]) -> set[str]:
         """Check again the unique values of the objects this batch created, written now, in

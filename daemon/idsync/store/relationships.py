@@ -15,7 +15,11 @@ locked first (``lock``: an ``UPDATE`` of their rows, which also finds the missin
 ones: a property with PingIDM's ``"validate": true`` refuses a reference to a
 missing object, one without it keeps the reference until that object exists), so a
 reference is never written to an object being deleted; deleting an object deletes
-its rows (``drop``). Locks are taken in (collection, id) order.
+its rows (``drop``). The objects a write lets go of (the other ends of the references
+it removes, or of an object it deletes) are locked with them, and with the objects
+written: all in one (collection, id) order, before anything is written, so that a
+user's ``roles`` and a role's ``members`` written at once wait for each other in turn,
+never in a circle.
 
 The shape is PingIDM's: ``{"_ref": "managed/role/ID", "_refResourceCollection":
 "managed/role", "_refResourceId": "ID", "_refProperties": {..., "_id": ROW,
@@ -25,7 +29,7 @@ The shape is PingIDM's: ``{"_ref": "managed/role/ID", "_refResourceCollection":
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -357,6 +361,36 @@ class Edges:
         """Delete every reference to or from the objects ``object_ids`` (being deleted);
         the objects at the other ends."""
         touched: set[Key] = set()
+        for rows, ends in self._referencing(conn, object_ids):
+            touched |= ends
+            self._delete_rows(conn, rows)
+        return touched
+
+    def ends(self, conn: Connection, object_ids: Sequence[str]) -> set[Key]:
+        """The objects at the other ends of the references to or from ``object_ids`` (those
+        that show them), as read now: what a delete of them locks first."""
+        return {key for _, ends in self._referencing(conn, object_ids) for key in ends}
+
+    def parting(self, conn: Connection, plans: Mapping[str, Mapping[str, list[Wanted] | RefChanges]]) -> set[Key]:
+        """The objects the references that ``plans`` (object id -> property -> what it is to
+        hold) let go of point at, as read now: what a write locks first, with those it adds."""
+        replaced = {name for plan in plans.values() for name, w in plan.items() if not isinstance(w, RefChanges)}
+        stored = self.read(conn, list(plans), replaced) if replaced and self.any(conn) else {}
+        keys: set[Key] = set()
+        for object_id, plan in plans.items():
+            for name, wanted in plan.items():
+                if isinstance(wanted, RefChanges):
+                    relation = self.schema.relationships[name]
+                    keys.update(key for ref in wanted.remove if (key := relation.collection_of(ref)) is not None)
+                else:
+                    kept = {(w.collection, w.id) for w in wanted}
+                    keys.update((r.collection, r.id) for r in stored.get(object_id, {}).get(name, [])
+                                if (r.collection, r.id) not in kept)
+        return keys
+
+    def _referencing(self, conn: Connection, object_ids: Sequence[str]) -> Iterator[tuple[list[str], set[Key]]]:
+        """Per chunk of ``object_ids``: the rows of the references to or from them, and the
+        objects at their other ends that show them (a one-way reference's target does not)."""
         for start in range(0, len(object_ids), _CHUNK):
             chunk = list(object_ids[start:start + _CHUNK])
             where = or_(and_(rt.c.first_type == self.collection, self.store.in_(rt.c.first_id, chunk)),
@@ -364,13 +398,13 @@ class Edges:
             rows = conn.execute(select(rt.c.id, rt.c.first_type, rt.c.first_id, rt.c.second_type,
                                        rt.c.second_id, rt.c.second_property).where(where)).all()
             gone = set(chunk)
+            ends: set[Key] = set()
             for r in rows:
                 if not (r.first_type == self.collection and r.first_id in gone):
-                    touched.add((r.first_type, r.first_id))
+                    ends.add((r.first_type, r.first_id))
                 elif r.second_property and not (r.second_type == self.collection and r.second_id in gone):
-                    touched.add((r.second_type, r.second_id))
-            self._delete_rows(conn, [r.id for r in rows])
-        return touched
+                    ends.add((r.second_type, r.second_id))
+            yield [r.id for r in rows], ends
 
     def _delete_rows(self, conn: Connection, rows: Sequence[str]) -> None:
         for start in range(0, len(rows), _CHUNK):
@@ -429,10 +463,17 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
             results[i] = failed(op, exc)
             continue
         plain[i] = dataclasses.replace(op, values={k: v for k, v in op.values.items() if k not in related})
+    # Every object the batch changes is locked now, in one (collection, id) order as every
+    # writer locks them, so that two writers never wait for each other in a circle: the
+    # objects written, those their references are added to, and those their references or
+    # deletes let go of (as read now: one another writer gives a reference meanwhile is the
+    # rare deadlock the database breaks, and ``ManagedResource`` runs the batch again).
     # A system's object (a one-way reference at an account) is neither locked nor checked.
-    locked: list[Key] = [(w.collection, w.id) for plan in plans.values() for ws in plan.values() for w in _adds(ws)
-                         if w.collection.startswith("managed/")]
+    locked: list[Key] = [(w.collection, w.id) for plan in plans.values() for ws in plan.values() for w in _adds(ws)]
     locked += [(edges.collection, op.id) for i, op in plain.items() if op.id and (i in plans or op.kind == "delete")]
+    locked += edges.parting(conn, {op.id: plans[i] for i, op in plain.items() if i in plans and op.id})
+    locked += edges.ends(conn, [op.id for op in plain.values() if op.kind == "delete" and op.id])
+    locked = [key for key in locked if key[0].startswith("managed/")]
     # Objects this batch creates under a given _id exist by the time references are written.
     creating = {(edges.collection, str(op.values["_id"])) for op in plain.values()
                 if op.kind == "create" and op.values.get("_id")}

@@ -70,22 +70,23 @@ class SyncFailures:
             return {object_id: bool(deleted) for object_id, deleted in rows}
 
     def record(self, conn: Connection, source: str, failed: Mapping[str, str], token: str | None,
-               deletes: Set[str] = frozenset()) -> dict[str, int]:
+               deletes: Set[str] = frozenset()) -> dict[str, tuple[int, str | None]]:
         """One more failed attempt for each object of ``failed`` (object id -> error; those
-        of ``deletes`` failed to be deleted); the attempts each has made so far. A dead
-        letter failing again is retried anew."""
+        of ``deletes`` failed to be deleted): for each, the attempts made so far and the
+        token it was read at when it first failed (``token`` for one failing the first time).
+        A dead letter failing again is retried anew."""
         if not failed:
             return {}
         now = utcnow()
-        held = dict(conn.execute(
-            select(sync_failures.c.object_id, sync_failures.c.attempts)
+        held = {r.object_id: (r.attempts, r.token) for r in conn.execute(
+            select(sync_failures.c.object_id, sync_failures.c.attempts, sync_failures.c.token)
             .where(sync_failures.c.source == source, sync_failures.c.object_id.in_(list(failed)),
-                   sync_failures.c.state == RETRYING)).all())
+                   sync_failures.c.state == RETRYING))}
         fresh = [i for i in failed if i not in held]
         if fresh:  # a dead letter whose object changed and failed again starts over
             conn.execute(delete(sync_failures).where(sync_failures.c.source == source,
                                                      sync_failures.c.object_id.in_(fresh)))
-        for object_id, attempts in held.items():
+        for object_id, (attempts, _) in held.items():
             conn.execute(update(sync_failures)
                          .where(sync_failures.c.source == source, sync_failures.c.object_id == object_id)
                          .values(attempts=attempts + 1, error=failed[object_id], last_failed=now,
@@ -95,7 +96,7 @@ class SyncFailures:
                for i in failed if i not in held]
         if new:
             conn.execute(sync_failures.insert(), new)
-        return {i: held.get(i, 0) + 1 for i in failed}
+        return {i: (held[i][0] + 1, held[i][1]) if i in held else (1, token) for i in failed}
 
     def clear(self, conn: Connection, source: str, ids: Iterable[str]) -> int:
         """Forget the retries of objects that went through (dead letters stay)."""

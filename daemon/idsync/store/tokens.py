@@ -30,7 +30,7 @@ class SourceState:
 
     source: str
     token: str | None
-    method: str | None
+    method: str | None  # how the last run that read the source did: its connector's method, or "full recon"
     updated: dt.datetime | None
     last_run: dt.datetime | None
     last_state: str | None
@@ -81,13 +81,15 @@ class SyncTokens:
             self._update(conn, source, token=None, method=None, updated=utcnow())
 
     def record_run(self, source: str, state: str, message: str | None, *, changes: int,
-                   full_recon: bool) -> None:
-        """Count one liveSync run of ``source`` and keep how it ended."""
+                   full_recon: bool, method: str | None = None) -> None:
+        """Count one liveSync run of ``source`` and keep how it ended, and how it read the
+        source (``method``: its connector's, or a full recon's) when it came that far."""
         c = sync_tokens.c
+        read = {"method": method} if method is not None else {}
         with self.store.begin() as conn:
             self._update(conn, source, last_run=utcnow(), last_state=state, last_message=message, runs=c.runs + 1,
                          failed=c.failed + (1 if state == "FAILED" else 0), changes=c.changes + changes,
-                         full_recons=c.full_recons + (1 if full_recon else 0))
+                         full_recons=c.full_recons + (1 if full_recon else 0), **read)
 
     @staticmethod
     def _update(conn: Connection, source: str, **values: object) -> None:

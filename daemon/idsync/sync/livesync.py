@@ -93,9 +93,14 @@ from idsync.sync.partitions import Splitter
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.recon import ReconResult, run_recon
 
-__all__ = ["LiveSyncOptions", "LiveSyncResult", "livesync_mappings", "run_livesync"]
+__all__ = ["FULL_RECON", "LiveSyncOptions", "LiveSyncResult", "livesync_mappings", "run_livesync"]
 
 log = structlog.get_logger(__name__)
+
+# The ``method`` of a run that reconciled in full instead of reading changes (no token yet,
+# or one the source no longer honours; ``full_recon`` says which), as the run and the
+# source's state record it: what ran, never an empty method.
+FULL_RECON = "full recon"
 
 
 @dataclass
@@ -218,7 +223,7 @@ class _LiveRun:
         result.duration_ms = round((time.monotonic() - started) * 1000)
         if not self.options.dry_run:
             self.tokens.record_run(self.source, result.state, result.message, changes=result.changes,
-                                   full_recon=result.full_recon is not None)
+                                   full_recon=result.full_recon is not None, method=result.method)
         self._log_end(result)
         return result
 
@@ -263,23 +268,28 @@ class _LiveRun:
         if not self.options.dry_run:
             self._held = self.failures.retrying(self.source)
             batches = itertools.chain(self._retried(source, result), batches)
+        # The token each batch's changes were read at: the run's, then the last one a batch
+        # carried (a syncrepl refresh's batches carry none but the last, its new cookie).
+        # Given to the source again it reads them again: what a failure is recorded with.
+        read_at = stored.token
         for batch in batches:
             if self.options.cancel.is_set():
                 raise RunCanceled("canceled between two batches of changes; the token stays where it was")
             if not batch.retry:
                 result.changes += len(batch.changes)
             save = batch.token is not None and batch.token != stored.token and not self.options.dry_run
-            if not batch.changes:
-                if save:
-                    with self.store.begin() as conn:
-                        self._saver(batch.token, feed.method)(conn)
-                continue
-            for index, applier in enumerate(ready()):
-                last = index == len(appliers) - 1
-                saver = self._saver(batch.token if save else None, feed.method, batch.changes, batch.token, result,
-                                    appliers)
-                applier.apply(batch.changes, saver if last and not self.options.dry_run else None)
-            self._run_failure_script(batch.changes)
+            if batch.changes:
+                for index, applier in enumerate(ready()):
+                    last = index == len(appliers) - 1
+                    saver = self._saver(batch.token if save else None, feed.method, batch.changes,
+                                        None if batch.retry else read_at, result, appliers)
+                    applier.apply(batch.changes, saver if last and not self.options.dry_run else None)
+                self._run_failure_script(batch.changes)
+            elif save:
+                with self.store.begin() as conn:
+                    self._saver(batch.token, feed.method)(conn)
+            if batch.token is not None:
+                read_at = batch.token
         # Objects retried alone and failing again do not fail the run: liveSync itself works,
         # and what waits is counted (``retrying``, the metric, the mapping's run).
         if result.changes and any(a.counters.error_count for a in appliers) \
@@ -366,7 +376,7 @@ class _LiveRun:
         deletes = {c.id for c in changes if c.obj is None and c.id in failed}
         attempts = self.failures.record(conn, self.source, failed, token, deletes)
         self._held.update({object_id: object_id in deletes for object_id in failed})
-        spent = {i: n for i, n in attempts.items() if self.policy.exhausted(n)}
+        spent = {i: n for i, (n, _) in attempts.items() if self.policy.exhausted(n)}
         if not spent:
             return
         result.given_up += len(spent)
@@ -374,13 +384,14 @@ class _LiveRun:
             self._held.pop(object_id, None)
         after = self.policy.after
         for object_id, n in spent.items():
-            fields = {"object_id": object_id, "attempts": n, "error": failed[object_id], "token": token}
+            read_at = attempts[object_id][1]  # the token of its first failure, a retry's as well
+            fields = {"object_id": object_id, "attempts": n, "error": failed[object_id], "token": read_at}
             if after == DEAD_LETTER:
                 self.log.warning("livesync.dead_letter", **fields)
             elif after == IGNORE_LOGGED:
                 self.log.warning("livesync.failure_ignored", **fields)
             elif after == SCRIPT:
-                self._scripted[object_id] = (failed[object_id], token)
+                self._scripted[object_id] = (failed[object_id], read_at)
             else:
                 self.log.info("livesync.failure_dropped", **fields)
         if after == DEAD_LETTER:
@@ -445,7 +456,7 @@ class _LiveRun:
 
         The position is taken before any partition of a split recon starts: a change made
         while the partitions are read, in a range already read, comes with the next run."""
-        result.full_recon = reason
+        result.full_recon, result.method = reason, FULL_RECON
         self.log.info("livesync.full_recon", reason=reason)
         token = source.latest_token()
         recons: list[ReconResult] = []
@@ -467,7 +478,7 @@ class _LiveRun:
                 return
         if not self.options.dry_run:
             with self.store.begin() as conn:
-                self.tokens.save(conn, self.source, token, None)
+                self.tokens.save(conn, self.source, token, FULL_RECON)
         result.state, result.exit_code = "SUCCESS", 0
 
     def _log_end(self, result: LiveSyncResult) -> None:
