@@ -284,3 +284,38 @@ def test_a_runs_ambiguous_entry_names_its_candidates(capsys: pytest.CaptureFixtu
                    "ambiguous": ["id-a", "id-b"], "link_qualifier": "default"}])
     shown = capsys.readouterr().out
     assert "source_id=uid=e1 candidates=id-a,id-b" in shown and "found 2 targets" in shown
+
+
+def test_a_failed_push_of_a_roles_member_names_the_member(tmp_path: Path) -> None:
+    """A role changed on the command line pushes its members; one that fails is named as
+    the user it is (``managed/user/ID``), after the role that changed, not as a role."""
+    from idsync.config.managed import DEFAULT_MANAGED
+
+    from samples import idsync
+
+    managed = json.loads(json.dumps(DEFAULT_MANAGED))
+    managed["objects"].append({"name": "account", "schema": {"properties": {
+        "login": {"type": "string"}, "roleIds": {"type": "array"}}}})
+    refuse = "if (source && source.length) { throw 'no roles here'; } []"
+    mapping = {"name": "user_account", "source": "managed/user", "target": "managed/account",
+               "properties": [{"source": "userName", "target": "login"},
+                              {"source": "effectiveRoles", "target": "roleIds",
+                               "transform": {"type": "text/javascript", "source": refuse}}],
+               "policies": [{"situation": "ABSENT", "action": "CREATE"},
+                            {"situation": "CONFIRMED", "action": "UPDATE"}]}
+    conf = tmp_path / "p" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    (conf / "managed.json").write_text(json.dumps(managed))
+    (conf / "sync.json").write_text(json.dumps({"mappings": [mapping]}))
+    project = tmp_path / "p"
+    made = idsync(project, "managed", "create", "user", "--id", "u1", "--data",
+                  json.dumps({"userName": "u1", "sn": "One", "mail": "u1@example.com"}))
+    assert made.returncode == 0, made.stderr
+    assert idsync(project, "managed", "create", "role", "--id", "r1", "--data", '{"name": "r1"}').returncode == 0
+    granted = idsync(project, "managed", "patch", "role", "r1", "--operations", json.dumps(
+        [{"operation": "add", "field": "/members/-", "value": {"_ref": "managed/user/u1"}}]))
+    assert granted.returncode == os.EX_TEMPFAIL, granted.stdout + granted.stderr
+    assert "idsync: managed/role/r1 is saved, but implicit sync of managed/user/u1, which it changes, through " \
+           "user_account failed" in granted.stderr, granted.stderr
+    assert "no roles here" in granted.stderr and "managed/role/u1" not in granted.stderr

@@ -288,19 +288,26 @@ def _cmd_managed_change(args: argparse.Namespace, project_dir: Path) -> int:
         resources.close()
     if change.object is not None:
         print(json.dumps(_shown(change.object), indent=2, ensure_ascii=False))
-    _report_pushes(change.pushes, f"managed/{args.type}", deleted=args.action == "delete")
+    changed = args.id or (change.object or {}).get("_id", "")
+    _report_pushes(project, change.pushes, f"managed/{args.type}/{changed}", deleted=args.action == "delete")
     if change.pushes:
         _write_status_file(project, store)
     return 0 if change.synced else os.EX_TEMPFAIL
 
 
-def _report_pushes(pushes: list[PushResult], resource: str, *, deleted: bool = False) -> None:
+def _report_pushes(project: Project, pushes: list[PushResult], changed: str, *, deleted: bool = False) -> None:
+    """A line on stderr per push that failed: of the object ``changed``, or of another whose
+    mappings it changes (a role's members, an assignment's holders)."""
     done = "is deleted" if deleted else "is saved"
     for push in pushes:
-        if not push.ok:
-            print(f"idsync: {resource}/{push.source_id} {done}, but implicit sync through {push.mapping} "
-                  f"failed: {push.message} (run {push.run_id}; `idsync sync retry` pushes it again)",
-                  file=sys.stderr)
+        if push.ok:
+            continue
+        source = next((m.source for m in project.mappings if m.name == push.mapping), changed.rsplit("/", 1)[0])
+        pushed = f"{source}/{push.source_id}"
+        what = f"implicit sync through {push.mapping}" if pushed == changed else \
+            f"implicit sync of {pushed}, which it changes, through {push.mapping}"
+        print(f"idsync: {changed} {done}, but {what} failed: {push.message} (run {push.run_id}; `idsync sync retry` "
+              "pushes it again)", file=sys.stderr)
 
 
 def _json_arg(text: str, option: str) -> Any:
