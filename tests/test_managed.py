@@ -46,6 +46,24 @@ def test_create_validates_types_and_required(users: ManagedObjects) -> None:
     assert users._resource.count() == 0
 
 
+def test_a_type_list_takes_a_value_of_any_of_its_types(tmp_path: Path) -> None:
+    """A property typed ``["string", "number", "null"]`` (JSON schema's list, as PingIDM
+    reads it) takes a string, a number and null, and refuses a boolean naming both types;
+    an unknown type in the list is an error naming its position."""
+    from store_projects import store_project
+
+    project = store_project(tmp_path, {"user": {"badge": {"type": ["string", "number", "null"]}}}, [])
+    for value in ("B-7", 7, 7.5, None):
+        made = idsync(project, "managed", "create", "user", "--data", json.dumps({"badge": value}))
+        assert made.returncode == 0, (value, made.stderr)
+    refused = idsync(project, "managed", "create", "user", "--data", json.dumps({"badge": True}))
+    assert refused.returncode == 65 and "badge must be of type string or number, not boolean" in refused.stderr
+    managed = project / "conf" / "managed.json"
+    managed.write_text(managed.read_text().replace('"number"', '"numbre"'))
+    bad = idsync(project, "validate")
+    assert bad.returncode == 78 and "schema.properties.badge.type[1]: unknown type 'numbre'" in bad.stdout, bad.stdout
+
+
 def test_update_replaces_and_checks_revision(users: ManagedObjects) -> None:
     """update replaces the object (unrepeated properties go), moves _rev, and a stale
     expected revision is refused without changing anything."""

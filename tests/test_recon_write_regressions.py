@@ -16,6 +16,7 @@ from idsync.config.properties import compile_properties
 from idsync.managed import ManagedObjects
 from idsync.resource import QuerySpec, WriteOp
 from idsync.resources import Resources
+from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.runs import RunStore
 from idsync.sync.options import ReconOptions
@@ -298,3 +299,64 @@ def test_several_values_names_each_single_valued_property_once() -> None:
     assert rules.several_values(projected, single) == [
         "userName is single-valued (type string) but source 'cn' gives 2 values",
         "mail is single-valued (type string) but its transform gives 3 values"]
+
+
+def test_a_boolean_and_a_number_correlated_in_one_page_find_each_its_own(tmp_path: Path) -> None:
+    """Two sources of one page correlating by ``code``, one ``true`` and one ``1``, link each
+    to the target holding its own value: the page's lookups are answered by value, where
+    Python has ``True == 1``."""
+    import json
+
+    from idsync.config.project import load_project
+    from store_projects import store_project
+
+    from samples import idsync
+
+    mapping = {"name": "staff_user", "source": "managed/staff", "target": "managed/user",
+               "properties": [{"source": "login", "target": "userName"}],
+               "correlationQuery": {"_queryFilter": 'code eq "${source.code}"'},
+               "policies": [{"situation": "FOUND", "action": "LINK"}, {"situation": "ABSENT", "action": "IGNORE"}]}
+    project = store_project(tmp_path, {
+        "staff": {"login": {"type": "string"}, "code": {"type": ["boolean", "number"]}},
+        "user": {"userName": {"type": "string"}, "code": {"type": ["boolean", "number"], "searchable": True}}},
+        [mapping])
+    for kind, rows in (("user", (("u-true", True), ("u-one", 1))), ("staff", (("s-true", True), ("s-one", 1)))):
+        for object_id, code in rows:
+            made = idsync(project, "managed", "create", kind, "--no-sync", "--id", object_id, "--data",
+                          json.dumps({("userName" if kind == "user" else "login"): object_id, "code": code}))
+            assert made.returncode == 0, made.stderr
+    ran = idsync(project, "recon", "staff_user", "--json")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    loaded = load_project(project)
+    links = LinkSet.of(Store.open(loaded.settings.store_url()), loaded, loaded.mapping("staff_user"))
+    assert links.targets_of(["s-true", "s-one"]) == {"s-true": "u-true", "s-one": "u-one"}
+
+
+def test_two_sources_of_one_page_correlating_to_one_target_do_not_fail_the_run(tmp_path: Path) -> None:
+    """Two unlinked sources of one page that both correlate to the one target: the first
+    links, the second finds it linked (``FOUND_ALREADY_LINKED``), which fails that source
+    alone, never the run with the links' unique key."""
+    import json
+
+    from store_projects import store_project
+
+    from samples import idsync
+
+    for action in ("LINK", "UPDATE"):
+        mapping = {"name": "staff_user", "source": "managed/staff", "target": "managed/user",
+                   "properties": [{"source": "code", "target": "code"}],
+                   "correlationQuery": {"_queryFilter": 'code eq "${source.code}"'},
+                   "policies": [{"situation": "FOUND", "action": action},
+                                {"situation": "ABSENT", "action": "IGNORE"}]}
+        project = store_project(tmp_path / action, {"staff": {"code": {"type": "string"}},
+                                                     "user": {"code": {"type": "string", "searchable": True}}},
+                                [mapping])
+        for kind, object_id in (("user", "u1"), ("staff", "s1"), ("staff", "s2")):
+            made = idsync(project, "managed", "create", kind, "--no-sync", "--id", object_id, "--data",
+                          json.dumps({"code": "same"}))
+            assert made.returncode == 0, made.stderr
+        ran = idsync(project, "recon", "staff_user", "--json")
+        summary = json.loads(ran.stdout)
+        assert summary["state"] == "SUCCESS", ran.stdout
+        assert summary["situationSummary"]["FOUND"] == 1, summary
+        assert summary["situationSummary"]["FOUND_ALREADY_LINKED"] == 1, summary

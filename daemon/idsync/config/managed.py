@@ -40,6 +40,9 @@ _TYPES = {"string", "number", "integer", "boolean", "array", "object", "relation
 class PropertyDef:
     name: str
     type: str = "string"
+    # A JSON schema type list's other types (``["string", "number"]``: number), which a value
+    # may be too; ``null`` is always allowed.
+    also: tuple[str, ...] = ()
     searchable: bool = False
     secret: bool = False
     default: Any = None
@@ -178,8 +181,13 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
             if not isinstance(pdef, dict):
                 raise ConfigError(file, pkey, "expected an object")
             ptype = pdef.get("type", "string")
-            if isinstance(ptype, list):  # JSON schema ["string", "null"]
-                ptype = next((t for t in ptype if t != "null"), "null")
+            also: tuple[str, ...] = ()
+            if isinstance(ptype, list):  # JSON schema ["string", "null"], ["string", "number"]
+                kinds = [t for t in ptype if t != "null"]
+                for kind in kinds:
+                    if kind not in _TYPES:
+                        raise ConfigError(file, f"{pkey}.type[{ptype.index(kind)}]", f"unknown type {kind!r}")
+                ptype, also = (kinds[0], tuple(dict.fromkeys(kinds[1:]))) if kinds else ("null", ())
             if ptype not in _TYPES:
                 raise ConfigError(file, f"{pkey}.type", f"unknown type {ptype!r}")
             secret = bool(pdef.get("secret") or pdef.get("encryption") or pdef.get("secureHash"))
@@ -197,6 +205,7 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
             props[pname] = PropertyDef(
                 name=pname,
                 type=ptype,
+                also=also,
                 searchable=bool(pdef.get("searchable", False)) and not secret,
                 secret=secret,
                 default=pdef.get("default"),

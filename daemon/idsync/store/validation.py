@@ -68,7 +68,8 @@ def explain(name: str, requirement: Mapping[str, Any]) -> str:
         return f"{name} is required"
     if code == "VALID_TYPE":
         where = f"[{params['index']}]" if "index" in params else ""
-        return f"{name}{where} must be of type {params.get('validTypes', ['?'])[0]}, not {params.get('invalidType')}"
+        kinds = [k for k in params.get("validTypes", ["?"]) if k != "null"] or ["?"]
+        return f"{name}{where} must be of type {' or '.join(kinds)}, not {params.get('invalidType')}"
     text = _TEXTS.get(code)
     if text is None:
         return f"{name} fails the policy requirement {code}"
@@ -111,9 +112,9 @@ def type_failures(schema: ManagedType, obj: Mapping[str, Any],
         prop = schema.properties.get(name)
         if prop is None or name.startswith("_") or (prop.secret and is_encrypted(value)):
             continue
-        if not _type_ok(prop.type, value):
+        if not _type_ok(prop.type, value) and not any(_type_ok(kind, value) for kind in prop.also):
             found.setdefault(name, []).append({"policyRequirement": "VALID_TYPE", "params": {
-                "invalidType": json_type(value), "validTypes": [prop.type, "null"]}})
+                "invalidType": json_type(value), "validTypes": [prop.type, *prop.also, "null"]}})
         elif prop.items is not None and isinstance(value, list):
             wrong = next((i for i, item in enumerate(value) if item is None or not _type_ok(prop.items, item)), None)
             if wrong is not None:

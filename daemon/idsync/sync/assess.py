@@ -202,7 +202,7 @@ class Assessor:
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
         self.single_valued = {p.name: p.type for p in self.target_schema.properties.values()
-                              if p.type in _SCALAR_TYPES} if self.target_schema is not None else {}
+                              if _SCALAR_TYPES.issuperset((p.type, *p.also))} if self.target_schema is not None else {}
         self.allow_create = m.allow_create if o.allow_create is None else o.allow_create
         self.allow_update = m.allow_update if o.allow_update is None else o.allow_update
         self.allow_delete = m.allow_delete if o.allow_delete is None else o.allow_delete
@@ -284,9 +284,9 @@ class Assessor:
         if correlator is not None and to_correlate:
             candidates, queries = correlator.correlate(to_correlate, projected)
         singles = [c[0]["_id"] for c in candidates.values() if isinstance(c, list) and len(c) == 1]
-        owners = links.sources_of(singles) if singles else {}
+        owners = dict(links.sources_of(singles)) if singles else {}
         if source is not None and source.renames_ids:
-            owners = _live_owners(owners, source, {s["_id"] for s in objs})
+            owners = dict(_live_owners(owners, source, {s["_id"] for s in objs}))
         creating = PlannedTargets()  # what this batch creates, in order: later sources must find it
         for s in objs:
             sid = s["_id"]
@@ -304,6 +304,10 @@ class Assessor:
                 plan = Plan("", "", sid, linked.get(sid), unresolved=sid not in linked, error=str(exc), qualifier=q)
             if plan.op is not None and plan.op.kind == "create":
                 creating.add(plan.op.values)
+            elif plan.link and plan.target_id:
+                # A later source of the page correlating to this target finds it linked, as it
+                # would once this page is written (FOUND_ALREADY_LINKED), not free.
+                owners.setdefault(plan.target_id, sid)
             plans.append(self._recording(plan, s))
         return plans
 

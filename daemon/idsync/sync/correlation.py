@@ -66,7 +66,9 @@ class Correlator:
         out: dict[str, list[Obj] | IdsyncError] = {}
         queries: dict[str, Node | None] = {}
         self._build(sources, projected, queries, out)
-        groups: dict[tuple[Path, ...], list[tuple[str, tuple[Any, ...]]]] = {}
+        # One batch per shape, and per position holding a boolean or not: the answers are
+        # keyed by the values, where Python has ``(True,) == (1,)``.
+        groups: dict[tuple[tuple[Path, ...], tuple[bool, ...]], list[tuple[str, tuple[Any, ...]]]] = {}
         for sid, node in queries.items():
             if node is None:
                 out[sid] = []
@@ -79,8 +81,9 @@ class Correlator:
                     out[sid] = exc
                 continue
             paths = tuple(p for p, _ in terms)
-            groups.setdefault(paths, []).append((sid, tuple(v for _, v in terms)))
-        for paths, members in groups.items():
+            booleans = tuple(isinstance(v, bool) for _, v in terms)
+            groups.setdefault((paths, booleans), []).append((sid, tuple(v for _, v in terms)))
+        for (paths, _), members in groups.items():
             found = self.target.find_matching(paths, [v for _, v in members], self.fields)
             for sid, values in members:
                 out[sid] = list(found.get(values, []))
