@@ -103,7 +103,9 @@ def test_infinite_loop_times_out() -> None:
     started = time.monotonic()
     with pytest.raises(ScriptTimeout):
         script()
-    assert time.monotonic() - started < 1.0
+    # Well before the suite's own timeout: the engine's start is in it, which a machine busy
+    # with the suite's other workers has stretched past a second.
+    assert time.monotonic() - started < 3.0
 
 
 def test_memory_exhaustion_is_script_error_and_engine_recovers() -> None:
