@@ -200,6 +200,25 @@ def test_a_console_page_holding_half_a_character_from_a_peer_shows_it_escaped(
         asyncio.run(visit(app))
 
 
+def test_the_command_line_prints_half_a_character_from_a_peer_escaped(
+        tmp_path: Path, server: ScimServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``idsync system query`` and ``get`` of objects holding half of a character the
+    provider sent print it as JSON's escape (``\\ud83d``), which reads back as the value;
+    they failed with a traceback."""
+    from samples import idsync
+
+    user = server.add_user("odd", displayName="Odd")
+    server.edit_matching.append((lambda method, path, query: method == "GET" and "/Users" in path,
+                                 lambda body: {**body, "Resources": [{**r, "displayName": "Odd" + HALF}
+                                                                     for r in body["Resources"]]}
+                                 if "Resources" in body else {**body, "displayName": "Odd" + HALF}))
+    project = _scim_project(tmp_path, server, monkeypatch, "sqlite")
+    for args in (("query", "scim", "account"), ("get", "scim", "account", user["id"])):
+        shown = idsync(project, "system", *args)
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+        assert "Odd\\ud83d" in shown.stdout, shown.stdout
+
+
 def test_no_api_module_answers_with_starlettes_own_json_response() -> None:
     """Every JSON answer of the API goes through ``api/answer.py`` (which escapes half of a
     character): no other module of ``api/`` or ``console/`` imports Starlette's JSONResponse."""

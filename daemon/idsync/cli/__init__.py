@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import os
 import sys
@@ -50,6 +51,11 @@ _QUIET_COMMANDS = ("status", "prune", "managed", "mappings", "validate", "system
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # Half of a character a system sent (an unpaired surrogate, JSON's "\ud83d") has no
+        # UTF-8 form: written as that escape, which in printed JSON reads back as the value.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
