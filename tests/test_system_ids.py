@@ -61,6 +61,14 @@ def _odd_ids(server: ScimServer, user_name: str) -> None:
     server.edit_matching.append((lambda method, path, _: method == "GET" and path.endswith("/Users"), edit))
 
 
+def _odd_display_names(server: ScimServer) -> None:
+    """From now on the provider answers every user's displayName ending with half of a character."""
+    server.edit_matching.append((lambda method, path, query: method == "GET" and "/Users" in path,
+                                 lambda body: {**body, "Resources": [{**r, "displayName": "Odd" + HALF}
+                                                                     for r in body["Resources"]]}
+                                 if "Resources" in body else {**body, "displayName": "Odd" + HALF}))
+
+
 def _errors(project: Path, run_id: str) -> list[dict[str, Any]]:
     loaded = load_project(project)
     record = RunStore(Store.open(loaded.settings.store_url())).get(run_id)
@@ -183,10 +191,7 @@ def test_a_console_page_holding_half_a_character_from_a_peer_shows_it_escaped(
     from test_console_unit import _app, _logged_in
 
     user = server.add_user("odd", displayName="Odd")
-    server.edit_matching.append((lambda method, path, query: method == "GET" and "/Users" in path,
-                                 lambda body: {**body, "Resources": [{**r, "displayName": "Odd" + HALF}
-                                                                     for r in body["Resources"]]}
-                                 if "Resources" in body else {**body, "displayName": "Odd" + HALF}))
+    _odd_display_names(server)
     project = _scim_project(tmp_path, server, monkeypatch, "sqlite")
 
     async def visit(app: Any) -> None:
@@ -208,10 +213,7 @@ def test_the_command_line_prints_half_a_character_from_a_peer_escaped(
     from samples import idsync
 
     user = server.add_user("odd", displayName="Odd")
-    server.edit_matching.append((lambda method, path, query: method == "GET" and "/Users" in path,
-                                 lambda body: {**body, "Resources": [{**r, "displayName": "Odd" + HALF}
-                                                                     for r in body["Resources"]]}
-                                 if "Resources" in body else {**body, "displayName": "Odd" + HALF}))
+    _odd_display_names(server)
     project = _scim_project(tmp_path, server, monkeypatch, "sqlite")
     for args in (("query", "scim", "account"), ("get", "scim", "account", user["id"])):
         shown = idsync(project, "system", *args)
