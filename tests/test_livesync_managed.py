@@ -105,6 +105,57 @@ def test_store_changes_replay_to_ldap_and_the_two_directions_converge(tmp_path: 
     assert quiet.changes == 0 and live(project, MANAGED).changes == 0
 
 
+def test_a_replayed_store_change_never_puts_back_what_ldap_changed_since(tmp_path: Path, slapd: Slapd,
+                                                                        ldap_subtree: str) -> None:
+    """The two liveSyncs side by side, LDAP changing while a store change waits for the
+    managed run. A change read from LDAP into the store, and a store change implicit sync
+    pushed, are in LDAP already: the managed run skips them (counted as echoes) instead of
+    writing the user's whole projection to LDAP again, which would put back the telephone
+    number LDAP changed since. The LDAP run then brings that change into the store, and
+    both sides end with every change made on either. A store change implicit sync did not
+    push is still replayed."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert live(project, LDAP).state == "SUCCESS"
+    assert live(project, MANAGED).state == "SUCCESS"
+    dn = f"uid=bjensen,{ldap_subtree}"
+
+    def phone(number: str) -> None:
+        slapd.add_ldif(f"dn: {dn}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: {number}\n")
+
+    # An LDAP change read into the store, then another one before the managed run.
+    phone("1-111")
+    assert _written(live(project, LDAP)) == {"updated": 1}
+    phone("2-222")
+    replay = live(project, MANAGED)
+    assert replay.state == "SUCCESS" and replay.changes == 1, replay.message
+    (run,) = replay.runs
+    assert run["mapping"] == REVERSE and run["counts"] == {} and run["echoes"] == 1
+    assert (ldap_entry(slapd, dn) or {})["telephonenumber"] == ["2-222"]
+    assert _written(live(project, LDAP)) == {"updated": 1}
+    assert managed_users(project)["bjensen"]["telephoneNumber"] == "2-222"
+
+    # A store change pushed at once, then an LDAP change of another attribute.
+    user = managed_users(project)["bjensen"]
+    patched = idsync(project, "managed", "patch", "user", user["_id"], "--operations",
+                     json.dumps([{"operation": "replace", "field": "/description", "value": "from the store"}]))
+    assert patched.returncode == 0, patched.stderr
+    phone("3-333")
+    replay = live(project, MANAGED)
+    assert replay.changes == 1 and _written(replay) == {} and replay.runs[0]["echoes"] == 1
+    entry = ldap_entry(slapd, dn) or {}
+    assert entry["telephonenumber"] == ["3-333"] and entry["description"] == ["from the store"]
+    assert _written(live(project, LDAP)) == {"updated": 1}
+    assert {k: managed_users(project)["bjensen"][k] for k in ("telephoneNumber", "description")} == {
+        "telephoneNumber": "3-333", "description": "from the store"}
+    assert live(project, MANAGED).changes == 1 and live(project, LDAP).changes == 0
+
+    # A store change made with implicit sync off is not in LDAP: the managed run carries it.
+    _store_change(project, "patch", "user", user["_id"], "--operations",
+                  json.dumps([{"operation": "replace", "field": "/mail", "value": "quiet@example.org"}]))
+    assert _written(live(project, MANAGED)) == {"updated": 1}
+    assert (ldap_entry(slapd, dn) or {})["mail"] == ["quiet@example.org"]
+
+
 def test_command_line_job_and_expired_token(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """``idsync livesync managed/user`` runs as the engine does; a PingIDM schedule with
     ``"source": "managed/user"`` is a liveSync job; a token newer than anything the store

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from idsync.config.mappings import MappingDef
     from idsync.config.project import Project
 
-__all__ = ["LinkSet"]
+__all__ = ["LinkSet", "in_step_side", "revision"]
 
 _T = TypeVar("_T")
 
@@ -126,12 +126,21 @@ class LinkSet:
     def written_of(self, source_ids: Sequence[str]) -> dict[str, str]:
         """source id -> the digest of the write-only values last written through its link
         (``sync/written.py``), for the linked sources that have one."""
-        if not source_ids or not self.linking:
+        return self._values("written", self._mine, source_ids)
+
+    def in_step_of(self, ids: Sequence[str], *, by_target: bool = False) -> dict[str, str]:
+        """source id (target id with ``by_target``) -> the managed revision its link's two
+        objects last agreed at, for the linked ones that have one (``set_in_step``)."""
+        return self._values("in_step", self._theirs if by_target else self._mine, ids)
+
+    def _values(self, name: str, column, ids: Sequence[str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
+        """id of ``column`` -> the link's ``name`` column, for the linked ids whose value is set."""
+        if not ids or not self.linking:
             return {}
         with self.store.engine.connect() as conn:
-            rows = select_ids(self.store, conn, lt, (self._mine.name, "written"), self._mine.name,
-                              self._kept(self._mine, source_ids), {"linkset": self.name, "qualifier": self.qualifier})
-        return self._answered(self._mine, source_ids, {k: w for k, w in rows if w is not None})
+            rows = select_ids(self.store, conn, lt, (column.name, name), column.name,
+                              self._kept(column, ids), {"linkset": self.name, "qualifier": self.qualifier})
+        return self._answered(column, ids, {k: v for k, v in rows if v is not None})
 
     def sources_of(self, target_ids: Sequence[str], conn: Connection | None = None) -> dict[str, str]:
         """target id -> linked source id, for the targets that have a link."""
@@ -207,18 +216,24 @@ class LinkSet:
     def set_digests(self, conn: Connection, digests: Mapping[str, str | None]) -> None:
         """Keep ``digests`` (source id -> digest) with the links of those sources: one
         executemany for a page."""
-        if digests and self.linking:
-            conn.execute(update(lt).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier,
-                                          self._mine == bindparam("b_source")).values(digest=bindparam("b_digest")),
-                         [{"b_source": self.key_of_mine(s), "b_digest": d} for s, d in digests.items()])
+        self._set(conn, "digest", self._mine, digests)
 
     def set_written(self, conn: Connection, written: Mapping[str, str]) -> None:
         """Keep ``written`` (source id -> digest of the write-only values written) with the
         links of those sources."""
-        if written and self.linking:
+        self._set(conn, "written", self._mine, written)
+
+    def set_in_step(self, conn: Connection, revisions: Mapping[str, str], *, by_target: bool = False) -> None:
+        """Keep ``revisions`` (source id, or target id with ``by_target``, -> the revision of
+        the link's managed object) as the one its two objects agree at (``links.in_step``)."""
+        self._set(conn, "in_step", self._theirs if by_target else self._mine, revisions)
+
+    def _set(self, conn: Connection, name: str, column, values: Mapping[str, str | None]) -> None:  # type: ignore[no-untyped-def]
+        if values and self.linking:
             conn.execute(update(lt).where(lt.c.linkset == self.name, lt.c.qualifier == self.qualifier,
-                                          self._mine == bindparam("b_source")).values(written=bindparam("b_written")),
-                         [{"b_source": self.key_of_mine(s), "b_written": w} for s, w in written.items()])
+                                          column == bindparam("b_id")).values({name: bindparam("b_value")}),
+                         [{"b_id": i.lower() if self._folds(column) else i, "b_value": v}
+                          for i, v in values.items()])
 
     def remove_sources(self, conn: Connection, source_ids: Sequence[str]) -> None:
         self._remove(conn, self._mine, source_ids)
@@ -231,3 +246,19 @@ class LinkSet:
             return
         delete_ids(self.store, conn, lt, column.name, self._kept(column, ids),
                    {"linkset": self.name, "qualifier": self.qualifier})
+
+
+def in_step_side(mapping: MappingDef) -> str | None:
+    """Which side of ``mapping`` is the managed object whose revision its links keep as the
+    one the two objects agree at (``links.in_step``): ``"source"`` or ``"target"``; ``None``
+    when neither or both are managed types (no single revision to keep)."""
+    source, target = mapping.source.startswith("managed/"), mapping.target.startswith("managed/")
+    if source == target:
+        return None
+    return "source" if source else "target"
+
+
+def revision(obj: Mapping[str, object] | None) -> str | None:
+    """A managed object's revision (``None``: no object, or none known)."""
+    rev = obj.get("_rev") if obj is not None else None
+    return rev if isinstance(rev, str) and rev else None

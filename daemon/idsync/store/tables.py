@@ -135,6 +135,8 @@ links = Table(
     Column("digest", String(64), nullable=True),
     # The digest of the write-only values (passwords) last written through the link (migration 0011).
     Column("written", String(64), nullable=True),
+    # The managed object's revision the two objects were last known to agree at (migration 0017).
+    Column("in_step", String(32), nullable=True),
     Index("ux_links_source", "linkset", "source_id", "qualifier", unique=True),
     Index("ux_links_target", "linkset", "target_id", "qualifier", unique=True),
 )

@@ -51,7 +51,7 @@ from idsync.query.ast import And, Compare, Node, Or
 from idsync.resource import Change, Obj, QuerySpec, Resource, WriteOp, WriteResult, renamed
 from idsync.resources import Resources
 from idsync.store.database import Store, fits_key
-from idsync.store.links import LinkSet
+from idsync.store.links import LinkSet, in_step_side, revision
 from idsync.store.objects import ManagedResource
 from idsync.store.passwords import same_secret
 from idsync.store.runs import AUDIT_BEFORE, RunStore
@@ -109,6 +109,11 @@ class ChangeApplier:
         # emptied, and why (``livesync.py`` keeps them for a retry: ``syncFailureHandler``).
         self.failed: dict[str, str] = {}
         self.reverse = _reverse_assessor(project, mapping, self.counters)
+        # Between a managed type and a system: the links keep the managed revision the two
+        # objects agree at (``links.in_step``). A managed source's object still at it is not
+        # replayed; a write into a managed target from an object that agreed keeps the new one.
+        self._in_step = in_step_side(mapping)
+        self._agreed: dict[str, str] = {}  # source id -> the in-step revision of its managed target
         self._onward: OnwardPush | None = None  # made at the first write into a managed type
         self._onward_checked = False  # ... or found not needed (no other mapping of the type)
         self._kept: dict[str, Obj] = {}  # source id -> its failure's AUDIT_BEFORE (``compare_with``)
@@ -153,8 +158,15 @@ class ChangeApplier:
         created in this batch is assessed again once that create is written."""
         links = self.qualifiers.links(qualifier)
         plans: list[Plan] = []
+        if self._in_step == "source":
+            agreed = links.in_step_of([o["_id"] for o in objs])
+            fresh = [o for o in objs if agreed.get(o["_id"]) is None or agreed[o["_id"]] != o.get("_rev")]
+            self.echoes += len(objs) - len(fresh)
+            objs = fresh
         while objs:
             linked = links.targets_of([o["_id"] for o in objs])
+            if self._in_step == "target":
+                self._agreed.update(links.in_step_of(list(linked)))
             if self.assessor.written is not None and self.assessor.written.enabled:
                 self.assessor.keep_written(links.written_of(list(linked)))
             targets = self.target.get_many(list(linked.values()), self.mapping.default_target_fields) \
@@ -305,8 +317,12 @@ class ChangeApplier:
             audit: list[dict[str, Any]] = []
             assigned: dict[str, list[Obj]] = {}
             sealed: dict[str, dict[str, str]] = {}  # qualifier -> source id -> digest (``written.py``)
+            in_step: dict[str, dict[str, str]] = {}  # qualifier -> source id -> managed revision agreed at
             for plan in plans:
                 target_id = self._outcome(plan, results.get(id(plan)), audit)
+                if target_id is not None and not plan.defer and plan.source_id and \
+                        (rev := self._agreed_at(plan, results.get(id(plan)))) is not None:
+                    in_step.setdefault(plan.qualifier, {})[plan.source_id] = rev
                 if plan.error is None and plan.post_action is not None:
                     acted.append((plan, target_id))
                 if target_id is None:
@@ -329,6 +345,8 @@ class ChangeApplier:
                 for qualifier, found in sealed.items():
                     self.qualifiers.links(qualifier).set_written(
                         conn, {s: w for s, w in found.items() if (qualifier, s) not in linking})
+                for qualifier, found in in_step.items():
+                    self.qualifiers.links(qualifier).set_in_step(conn, found)
                 if assigned and self.assessor.assignments is not None:
                     self.assessor.assignments.last_sync.record(conn, assigned)
             self.counters.links_created += len([p for p in plans if p.link and not p.error])
@@ -344,6 +362,20 @@ class ChangeApplier:
             plan.after_action(self.mapping, self.counters, target_id, None)
         if not self.dry_run and isinstance(self.target, ManagedResource):
             self._push_on([r for p in plans if (r := results.get(id(p))) is not None])
+
+    def _agreed_at(self, plan: Plan, result: WriteResult | None) -> str | None:
+        """The managed revision at which ``plan``, done, leaves its two objects agreeing (``None``:
+        none known). A managed source's object is now what its target holds, written or found
+        equal. A managed target written from the source holds the source's change; it agrees
+        with it as a whole only if it did before (a change of its own not yet pushed, made
+        with implicit sync off, still waits for its replay) or is new."""
+        if self._in_step == "source":
+            return revision(plan.source_obj)
+        if self._in_step != "target" or result is None or not result.ok:
+            return None
+        if plan.target_obj is not None and self._agreed.get(plan.source_id or "") != revision(plan.target_obj):
+            return None
+        return revision(result.obj)
 
     def _push_on(self, results: Sequence[WriteResult]) -> None:
         """Carry the store's changes on through the managed type's other mappings, as implicit

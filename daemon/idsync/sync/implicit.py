@@ -41,7 +41,7 @@ from idsync.resource import Obj, Resource, WriteOp, renamed
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.hooks import ObjectHooks
-from idsync.store.links import LinkSet
+from idsync.store.links import LinkSet, in_step_side, revision
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import AUDIT_BEFORE, RunStore
 from idsync.sync.assess import SECRET_NAMES, Assessor, Forced, Plan
@@ -289,6 +289,10 @@ class ImplicitSync:
                           written={plan.source_id: plan.written} if plan.written and op is not None else None)
             elif plan.written is not None and op is not None and plan.source_id and target_id:
                 links.set_written(conn, {plan.source_id: plan.written})
+            if not plan.defer and plan.source_id and target_id and in_step_side(mapping) == "source" and \
+                    (rev := revision(plan.source_obj)) is not None:
+                # The target now holds this revision: liveSync of the type need not replay it.
+                links.set_in_step(conn, {plan.source_id: rev})
             if plan.assigned is not None and plan.source_id and assignments is not None:
                 assignments.last_sync.record(conn, {plan.source_id: plan.assigned})
         if plan.link and plan.source_id and target_id and not plan.defer:

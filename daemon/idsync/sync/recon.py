@@ -60,7 +60,7 @@ from idsync.resource import Obj, QuerySpec, Resource, WriteResult, renamed
 from idsync.resources import Resources
 from idsync.scripts import Script
 from idsync.store.database import Store, store_error
-from idsync.store.links import LinkSet
+from idsync.store.links import LinkSet, in_step_side, revision
 from idsync.store.objects import ManagedResource
 from idsync.store.partitions import Partition, Partitions
 from idsync.store.runs import RunStore, owner_id
@@ -787,6 +787,20 @@ class _Run:
         for plan, target_id in done:
             plan.after_action(self.mapping, self.counters, target_id, self.id)
 
+    def _agreed_at(self, plan: Plan, result: WriteResult | None) -> str | None:
+        """The managed revision a written source plan leaves its link's two objects agreeing
+        at (``links.in_step``): a managed source's, pushed whole to its target, or a managed
+        target's made from the source. An object found unchanged keeps what its link holds,
+        so that a recon with nothing to do writes nothing."""
+        if plan.defer or not plan.source_phase or (plan.op is None and not plan.link):
+            return None
+        side = in_step_side(self.mapping)
+        if side == "source":
+            return revision(plan.source_obj)
+        if side == "target" and plan.op is not None and plan.op.kind == "create" and result is not None:
+            return revision(result.obj)
+        return None
+
     def _apply_page(self, plans: Sequence[Plan], target: Resource, conn: Connection,
                     kept: dict[str, str | None], confirmed: tuple[str, Mapping[str, str]] | None = None) -> int:
         """``_apply`` within ``conn``'s transaction; the number of objects and links it created."""
@@ -812,6 +826,7 @@ class _Run:
         digests: dict[str, dict[str, str]] = {}  # qualifier -> source id -> the digest its link keeps
         sealed: dict[str, dict[str, str]] = {}  # the same for write-only values written (``written.py``)
         assigned: dict[str, list[Obj]] = {}  # source id -> the assignments now applied (``assignments.py``)
+        in_step: dict[str, dict[str, str]] = {}  # the managed revisions written links agree at (``links.py``)
         c = self.counters
         if confirmed is not None and confirmed[1]:
             qualifier, unchanged = confirmed
@@ -870,6 +885,8 @@ class _Run:
                 assigned[plan.source_id] = plan.assigned
             if plan.written is not None and plan.source_id and target_id and plan.op is not None:
                 sealed.setdefault(plan.qualifier, {})[plan.source_id] = plan.written
+            if plan.source_id and target_id and (rev := self._agreed_at(plan, result)) is not None:
+                in_step.setdefault(plan.qualifier, {})[plan.source_id] = rev
             if plan.link and plan.source_id and target_id:
                 new_links.append((plan.qualifier, plan.source_id, target_id))
                 linked.append((plan, result.obj if result is not None and result.obj else None, target_id))
@@ -897,6 +914,8 @@ class _Run:
             for qualifier, found in sealed.items():
                 self.qualifiers.links(qualifier).set_written(
                     conn, {s: w for s, w in found.items() if (qualifier, s) not in linking})
+            for qualifier, found in in_step.items():
+                self.qualifiers.links(qualifier).set_in_step(conn, found)
         if not (writes or new_links or relinks or digests or audit or deferred):
             self.store.commit_lazily(conn)
         self.runs.claim(conn, self.id, self._claim_keys(target, [c for c in claims if c]), new=new_claims)
