@@ -617,7 +617,9 @@ def test_max_deletes_stops_the_run_before_the_batch_and_keeps_the_token(tmp_path
     token = _state(project).token
     _changes(slapd, ldap_subtree)
     refused = _live(project)
-    assert refused.state == "FAILED" and "more than maxDeletes (10% of the target)" in (refused.message or "")
+    # What the share allows is shown: 10% of a target of two users is no delete at all.
+    assert refused.state == "FAILED" and "would delete 1 target object in one liveSync run, more than maxDeletes " \
+        "(10% of the target, which holds 2 objects)" in (refused.message or ""), refused.message
     assert _state(project).token == token
     assert set(_users(project)) == {"bjensen", "scarter"}
     assert _users(project)["bjensen"]["mail"] == "bjensen@example.com"

@@ -219,10 +219,19 @@ class ChangeApplier:
                 plans.append(plan)
         if not self._within_max_deletes():
             raise SafetyLimitExceeded(
-                f"{self.mapping.name}: the changes would delete {self.deletes} target objects in one liveSync run, "
-                f"more than maxDeletes ({_shown(self.mapping.max_deletes)}) allows; nothing of this batch was "
+                f"{self.mapping.name}: the changes would delete {self.deletes} target "
+                f"object{'s' if self.deletes != 1 else ''} in one liveSync run, "
+                f"more than maxDeletes ({_shown(self.mapping.max_deletes)}{self._of_target()}) allows; nothing of "
+                "this batch was "
                 "written and the token was not moved")
         return plans
+
+    def _of_target(self) -> str:
+        """How many objects the target holds, as far as a share of it was counted, for a
+        refusal's message: "10% of the target" of seven objects allows no delete at all."""
+        if not isinstance(self.mapping.max_deletes, float):
+            return ""
+        return f", which holds {self._at_least} object{'s' if self._at_least != 1 else ''}"
 
     def _within_max_deletes(self) -> bool:
         """Whether the run's deletes so far are within the mapping's ``maxDeletes``. A share is
