@@ -229,6 +229,30 @@ def test_a_recon_reads_only_the_attributes_its_mapping_uses(env: Env, monkeypatc
     assert asked[0] == {"entryuuid", "uid", "sn", "cn", "employeetype", "mail", "description", "telephonenumber"}
 
 
+def test_a_source_query_naming_only_ids_reads_what_the_mapping_uses(env: Env,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sourceQuery whose ``_fields`` is PingIDM's comma-separated string is read as
+    its list of attributes; one naming only ``_id`` (a query of ids, which PingIDM
+    follows with a read of each whole object) reads what the mapping uses: a recon
+    creates whole users and the next one leaves them as they are, never projecting
+    every mapped property empty over them."""
+    env.reconfigure(maxDeletes=None, defaultSourceFields=None, sourceQuery={"_queryFilter": "true", "_fields": ["_id"]})
+    asked = _observe_attributes(monkeypatch)
+    env.add("ids1", "ids2")
+    for _ in range(2):
+        result = env.recon()
+        assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"] == {**result.summary["changes"], "updated": 0, "unchanged": 2}
+    users = env.users()
+    assert users["ids1"]["sn"] == "Test" and users["ids2"]["mail"] == "ids2@example.com"
+    assert {"uid", "sn", "mail", "givenname"} <= asked[0]
+    env.reconfigure(maxDeletes=None, defaultSourceFields=None,
+                    sourceQuery={"_queryFilter": "true", "_fields": "uid, sn,mail"})
+    asked.clear()
+    assert env.recon().state == "SUCCESS"
+    assert asked[0] == {"entryuuid", "uid", "sn", "mail"}
+
+
 def _mapping(**raw: Any) -> Any:
     base = {"name": "m", "source": "system/ldap/account", "target": "managed/user",
             "properties": [{"source": "uid", "target": "userName"}]}
@@ -242,6 +266,9 @@ def test_source_fields_fall_back_to_everything_when_a_script_sees_the_source() -
     assert source_fields(_mapping()) == ("uid",)
     assert source_fields(_mapping(defaultSourceFields=["cn"])) == ("cn",)
     assert source_fields(_mapping(sourceQuery={"_queryFilter": "true", "_fields": ["sn", "uid"]})) == ("sn", "uid")
+    assert source_fields(_mapping(sourceQuery={"_queryFilter": "true", "_fields": "sn, uid"})) == ("sn", "uid")
+    for ids in ("_id", ["_id", "_rev"], "*", "uid,*"):
+        assert source_fields(_mapping(sourceQuery={"_queryFilter": "true", "_fields": ids})) == ("uid",), ids
     script = {"type": _JS, "source": "true"}
     for whole in ({"validSource": script}, {"sourceCondition": script}, {"onUpdate": script},
                   {"correlationQuery": {"type": _JS, "source": "({_queryFilter: 'true'})"}},

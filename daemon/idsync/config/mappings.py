@@ -357,6 +357,29 @@ def _fields(value: Any, file: str, key: str) -> tuple[str, ...] | None:
     raise ConfigError(file, key, "expected a list of field names")
 
 
+# What a query's ``_fields`` may name besides attributes: ids only make PingIDM read each
+# object whole (its ``sourceQueryFullEntry`` told from the answer), "*" is every attribute.
+_ID_FIELDS = frozenset({"_id", "_rev"})
+
+
+def _query_fields(value: Any, file: str, key: str) -> tuple[str, ...] | None:
+    """A query's ``_fields``: a list, or CREST's comma-separated string (``"uid, mail"``).
+    ``None``: what the mapping needs is read (``source_fields``). A list of ids alone
+    (``"_id"``) asks for that too, as PingIDM reads whole each object such a query
+    returns: read as written, every mapped property would be projected empty."""
+    if isinstance(value, str):
+        value = value.split(",")
+    names = _fields(value, file, key)
+    if names is None:
+        return None
+    names = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
+    if not names:
+        raise ConfigError(file, key, "names no field: leave _fields out to read what the mapping uses")
+    if "*" in names or _ID_FIELDS.issuperset(names):
+        return None
+    return names
+
+
 def _max_deletes(value: Any, file: str, key: str) -> int | float | None:
     if value is None:
         return None
@@ -393,9 +416,7 @@ def query_def(value: Any, file: str, key: str, query: Callable[[Any, str], Node]
         if name not in _QUERY_KEYS and (name.startswith("_") or "_queryId" not in value):
             raise ConfigError(file, f"{key}.{name}", suggest(name, _QUERY_KEYS)
                               + "; a query that is not understood would read every object")
-    fields = _fields(value.get("_fields", value.get("fields")), file, f"{key}._fields")
-    if isinstance(fields, tuple) and len(fields) == 1 and "," in fields[0]:
-        fields = tuple(f.strip() for f in fields[0].split(","))
+    fields = _query_fields(value.get("_fields", value.get("fields")), file, f"{key}._fields")
     if "_queryFilter" in value or "queryFilter" in value:
         text = value.get("_queryFilter", value.get("queryFilter"))
         return QueryDef(filter=query(text, f"{key}._queryFilter"), fields=fields)
