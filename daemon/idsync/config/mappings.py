@@ -321,6 +321,7 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
     fields["correlation"] = fields["correlations"][0] if fields["correlations"] else None
     warnings = _concatenations(raw, file, at)
+    warnings += _unread_sources(properties, fields["source_query"], fields["default_source_fields"], file, at)
     if not fields["enable_linking"] and not fields["correlations"]:
         warnings.append(MappingWarning(file, at("enableLinking"), _UNLINKED, "config.unlinked_without_correlation"))
     if not fields["enable_linking"]:
@@ -542,6 +543,26 @@ def _concatenations(raw: Mapping[str, Any], file: str, at: Callable[[str], str])
 _PASTES = ("the correlation script pastes a value into the filter text: a value holding a quote or a backslash "
            "changes the filter or breaks it; use the declarative form, whose placeholders are bound as values: "
            f"\"correlationQuery\": {_SAFE_CORRELATION}")
+
+
+def _unread_sources(properties: PropertyMap, source_query: QueryDef, default_fields: tuple[str, ...] | None,
+                    file: str, at: Callable[[str], str]) -> list[MappingWarning]:
+    """A warning when the source fields a recon reads (``sourceQuery._fields``, else
+    ``defaultSourceFields``) leave out an attribute a property rule reads: the source
+    object would not hold it, so the rule would project it empty over the target's value."""
+    key, fields = (("sourceQuery._fields", source_query.fields) if source_query.fields is not None
+                   else ("defaultSourceFields", default_fields))
+    if fields is None:
+        return []
+    read = {name.split("/")[0] for name in fields}
+    missing = sorted({rule.source[0] for rule in properties.rules if rule.source} - read)
+    missing = [name for name in missing if not name.startswith("_")]
+    if not missing:
+        return []
+    names = ", ".join(missing)
+    problem = (f"leaves out {names}, which the properties map: a recon would not read them, so it would "
+               "project them empty over the target's values; list them here too")
+    return [MappingWarning(file, at(key), problem, "config.source_fields_incomplete")]
 
 
 _UNLINKED = ("enableLinking is false and the mapping has no correlationQuery or correlationScript: with no link "
