@@ -7,6 +7,7 @@ objects that vanish or have no id."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
 from idsync_dev.slapd import Slapd
+from projects import MAPPING
 from recon_env import Env
 
 _JS = "text/javascript"
@@ -109,6 +111,39 @@ def test_policy_condition_and_post_action(env: Env) -> None:
     assert set(env.users()) == {"t2", "t3"}, "the active user has no matching policy: kept (EXCEPTION)"
     assert result.summary["statusSummary"]["FAILURE"] == 1
     assert [e["message"] for e in logs if e["event"] == "script.log"] == ["post SOURCE_MISSING DELETE"]
+
+
+def test_action_script_sees_the_phase_and_the_operation(env: Env) -> None:
+    """An action script is given PingIDM's ``sourceAction`` (true in the source phase,
+    false in the target phase) and ``recon.actionParam``: the run, the mapping, the
+    situation, its default action, the ids and the candidates of an AMBIGUOUS
+    correlation, ``_action`` performAction. A script reading them no longer fails its
+    object with "ReferenceError: sourceAction is not defined"."""
+    said = {"type": _JS, "source": "logger.info('{} {}', sourceAction, JSON.stringify(recon.actionParam)); "
+                                    "sourceAction && recon.actionParam.situation == 'ABSENT' ? 'CREATE' : 'IGNORE'"}
+    env.reconfigure(maxDeletes=None, correlationQuery={"_queryFilter": '/description eq "${source.description}"'},
+                    policies=[{"situation": "ABSENT", "action": said}, {"situation": "AMBIGUOUS", "action": said},
+                              {"situation": "UNASSIGNED", "action": said}])
+    stray = env.create_user(userName="stray", sn="Stray")
+    twins = [env.create_user(userName=f"twin{i}", sn="Twin", description="twin") for i in (1, 2)]
+    env.add("a1")
+    env.add("a2", description="twin")
+    with structlog.testing.capture_logs() as logs:
+        result = env.recon()
+    assert result.state == "SUCCESS", result.message
+    seen = [e["message"].split(" ", 1) for e in logs if e["event"] == "script.log"]
+    said_of = {(phase, json.loads(param)["situation"]): json.loads(param) for phase, param in seen}
+    created = said_of[("true", "ABSENT")]
+    assert created == {"_action": "performAction", "reconId": result.id, "mapping": MAPPING,
+                       "situation": "ABSENT", "action": "CREATE", "sourceId": created["sourceId"],
+                       "linkQualifier": "default"}
+    ambiguous = said_of[("true", "AMBIGUOUS")]
+    assert ambiguous["action"] == "EXCEPTION" and "targetId" not in ambiguous
+    assert sorted(ambiguous["ambiguousTargetIds"]) == sorted(t["_id"] for t in twins)
+    orphans = [p for (phase, situation), p in said_of.items() if situation == "UNASSIGNED"]
+    assert [phase for phase, situation in said_of if situation == "UNASSIGNED"] == ["false"]
+    assert orphans[0]["sourceId"] is None and orphans[0]["targetId"] in {stray["_id"], *(t["_id"] for t in twins)}
+    assert result.summary["changes"]["created"] == 1 and result.summary["statusSummary"].get("FAILURE", 0) == 0
 
 
 def test_update_delete_and_unlink_hooks(env: Env) -> None:
