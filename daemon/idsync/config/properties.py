@@ -4,8 +4,9 @@ difference between that projection and the target as it is.
 Each item of a mapping's ``"properties"`` list is applied as PingIDM does:
 
 1. ``condition`` (a script, or a ``_queryFilter`` over ``object``,
-   ``linkQualifier``, ``target`` and ``oldTarget``): when false, the property is
-   skipped entirely, as if it were not mapped for this object;
+   ``linkQualifier``, ``target``, ``oldTarget`` and, when implicit sync updates a
+   target after a change of its source, ``oldSource``, the source before the change):
+   when false, the property is skipped entirely, as if it were not mapped for this object;
 2. the value is the source value at ``source`` (a JSON pointer, ``"/name/givenName"``
    or ``"name/givenName"``), the whole source object when ``source`` is ``""``,
    and no value (``None``) when the property has no ``source`` key, so that
@@ -96,9 +97,12 @@ class PropertyMap:
         run_transform: Callable[[object, dict[str, Any]], Any],
         eval_condition: Callable[[object, dict[str, Any]], bool],
         link_qualifier: str = "default",
+        old_source: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The projected target: only the mapped properties, never the existing
-        target's other properties. Script failures name the target property."""
+        target's other properties. Script failures name the target property.
+        ``old_source``: PingIDM's ``oldSource`` for the conditions (left undefined
+        when ``None``, as PingIDM leaves it in recons and liveSync)."""
         projected: dict[str, Any] = {}
         plain: tuple[tuple[str, str, bool, Any], ...] | None = self._plain  # type: ignore[attr-defined]
         if plain is not None:
@@ -113,6 +117,8 @@ class PropertyMap:
             if rule.condition is not None:
                 scope = {"object": source_obj, "linkQualifier": link_qualifier,
                          "target": existing_target, "oldTarget": existing_target}
+                if old_source is not None:
+                    scope["oldSource"] = old_source
                 try:
                     holds = eval_condition(rule.condition, scope)
                 except ScriptError as exc:

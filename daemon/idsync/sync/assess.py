@@ -179,6 +179,10 @@ class Assessor:
     secrets: frozenset[str] = field(default_factory=frozenset)
     # Implicit sync only: each source's value before the change, for "merge" lists.
     previous: Mapping[str, Obj] = field(default_factory=dict)
+    # Whether ``previous`` is PingIDM's ``oldSource`` (implicit sync), given to property
+    # conditions and ``onUpdate`` when a target is updated; a recon's is not (PingIDM's
+    # ``oldSource`` is undefined in recons and liveSync).
+    old_source: bool = False
     # A managed target's type: its single-valued properties never take several values.
     target_schema: ManagedType | None = None
     # The role assignments naming this mapping (``assignments.py``), applied after the property rules.
@@ -435,10 +439,11 @@ class Assessor:
                 plan.error = (f"{plan.situation}: the {m.target} object found has no id, so it can be neither "
                               "updated nor linked (is the id attribute readable?)")
                 return plan
-            target = self.project(s, current, plan.qualifier)
+            before = self.previous.get(s["_id"])
+            old_source = before if self.old_source else None
+            target = self.project(s, current, plan.qualifier, old_source)
             if self._several_values(plan, target):
                 return plan
-            before = self.previous.get(s["_id"])
             target = m.properties.merge_lists(target, current,
                                               self.project(before, current, plan.qualifier) if before else None)
             if self.stored is not None:
@@ -458,9 +463,10 @@ class Assessor:
                 pass
             else:
                 if "onUpdate" in m.hooks:
-                    hooked = self._hook_target(m.hooks["onUpdate"], {"source": s, "target": {**current, **target},
-                                                                     "oldTarget": current, "situation": plan.situation,
-                                                                     "linkQualifier": plan.qualifier})
+                    hooked = self._hook_target(m.hooks["onUpdate"], {
+                        "source": s, "target": {**current, **target}, "oldTarget": current,
+                        "situation": plan.situation, "linkQualifier": plan.qualifier,
+                        **({"oldSource": old_source} if old_source is not None else {})})
                     if self.stored is not None:
                         hooked = self.stored(hooked)
                     changes = self._hashes_left_out(self._secrets_kept(
@@ -536,9 +542,10 @@ class Assessor:
             return self._truthy(cond, {"source": s, "object": s}, qualifier)
         return matches(cond, {"source": s, "object": s, "linkQualifier": qualifier, **s})
 
-    def project(self, s: Obj, existing: Obj | None, qualifier: str = "default") -> Obj:
+    def project(self, s: Obj, existing: Obj | None, qualifier: str = "default", old_source: Obj | None = None) -> Obj:
         target = self.mapping.properties.project(
-            s, existing, run_transform=_run_transform, eval_condition=_eval_condition, link_qualifier=qualifier)
+            s, existing, run_transform=_run_transform, eval_condition=_eval_condition, link_qualifier=qualifier,
+            old_source=old_source)
         if self.assignments is None:
             return target
         return self.assignments.apply(target, existing, s, self.previous.get(s.get("_id", "")), qualifier)
