@@ -146,6 +146,29 @@ def test_action_script_sees_the_phase_and_the_operation(env: Env) -> None:
     assert result.summary["changes"]["created"] == 1 and result.summary["statusSummary"].get("FAILURE", 0) == 0
 
 
+def test_property_condition_sees_the_target_being_made(env: Env) -> None:
+    """A property condition's ``target`` is the target being made, as in PingIDM: in a
+    create ``{}`` with the rules before it applied (never null, which failed every
+    create with "cannot read property of null"), in an update the target with them
+    applied; ``oldTarget`` is the target as it is. A telephone number set only while
+    the target has none is set once and then kept."""
+    only_unset = {"type": _JS, "source": "target.telephoneNumber == null && oldTarget == null"}
+    env.reconfigure(maxDeletes=None, policies=_ONLY_CREATE_UPDATE, properties=[
+        {"source": "uid", "target": "userName"}, {"source": "sn", "target": "sn"},
+        {"source": "telephoneNumber", "target": "telephoneNumber", "condition": only_unset},
+        {"source": "cn", "target": "displayName",
+         "condition": {"type": _JS, "source": "target.userName == object.uid && target.sn == 'Test'"}}])
+    env.add("c1")
+    created = env.recon()
+    assert created.state == "SUCCESS" and created.summary["changes"]["created"] == 1, created.summary["errors"]
+    assert env.users()["c1"]["telephoneNumber"] == "555-0100" and env.users()["c1"]["displayName"] == "C1 Test"
+    env.modify("c1", "telephoneNumber", "555-0199")
+    env.modify("c1", "cn", "C1 Renamed")
+    updated = env.recon()
+    assert updated.state == "SUCCESS" and updated.summary["changes"]["updated"] == 1, updated.summary
+    assert env.users()["c1"]["telephoneNumber"] == "555-0100" and env.users()["c1"]["displayName"] == "C1 Renamed"
+
+
 def test_update_delete_and_unlink_hooks(env: Env) -> None:
     """onUpdate may change what is written; onDelete and onUnlink run with the
     situation and the id of the target concerned."""

@@ -4,9 +4,11 @@ difference between that projection and the target as it is.
 Each item of a mapping's ``"properties"`` list is applied as PingIDM does:
 
 1. ``condition`` (a script, or a ``_queryFilter`` over ``object``,
-   ``linkQualifier``, ``target``, ``oldTarget`` and, when implicit sync updates a
-   target after a change of its source, ``oldSource``, the source before the change):
-   when false, the property is skipped entirely, as if it were not mapped for this object;
+   ``linkQualifier``, ``target`` (the target being made: the existing one, or ``{}``
+   in a create, with the rules before this one applied), ``oldTarget`` (the target
+   as it is, null in a create) and, when implicit sync updates a target after a
+   change of its source, ``oldSource``, the source before the change): when false,
+   the property is skipped entirely, as if it were not mapped for this object;
 2. the value is the source value at ``source`` (a JSON pointer, ``"/name/givenName"``
    or ``"name/givenName"``), the whole source object when ``source`` is ``""``,
    and no value (``None``) when the property has no ``source`` key, so that
@@ -116,7 +118,7 @@ class PropertyMap:
         for rule in self.rules:
             if rule.condition is not None:
                 scope = {"object": source_obj, "linkQualifier": link_qualifier,
-                         "target": existing_target, "oldTarget": existing_target}
+                         "target": {**(existing_target or {}), **projected}, "oldTarget": existing_target}
                 if old_source is not None:
                     scope["oldSource"] = old_source
                 try:
