@@ -7,6 +7,7 @@ settings are kept encrypted, never shown, and refused with nothing written when 
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import shutil
 import ssl
@@ -211,6 +212,34 @@ async def _logged_in(client: httpx.AsyncClient) -> None:
     answer = await client.post("/admin/login", data={"csrf": token, "username": "admin",
                                                      "password": "a-long-password"})
     assert answer.status_code == 303, answer.text
+
+
+def test_a_refused_new_user_comes_back_with_what_was_typed(tmp_path: Path) -> None:
+    """Identities > New user refused (a value that is not JSON for an array property, a
+    required property left empty): the form comes back (400) naming the property and
+    why, the values typed kept (never a password), and nothing is created. A value that
+    was not JSON answered a bare error page naming no property, the form lost."""
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            csrf = _login_token(await client.get("/admin/managed/user/new"))
+            typed = {"csrf": csrf, "p.userName": "fdoe", "p.givenName": "Felicitas", "p.roles": "[oops",
+                     "s.password": "Unseen-Secret-1"}
+            refused = await client.post("/admin/managed/user/new", data=typed)
+            said = html.unescape(refused.text)
+            assert refused.status_code == 400, said
+            assert "roles: expected JSON for a property of type array (such as [\"a\", \"b\"]), not '[oops'" in said
+            assert 'name="p.givenName" value="Felicitas"' in refused.text and 'value="[oops"' in refused.text
+            assert "Unseen-Secret-1" not in refused.text
+            again = await client.post("/admin/managed/user/new", data={**typed, "p.userName": "", "p.roles": ""})
+            assert again.status_code == 400 and "userName is required" in again.text
+            assert 'name="p.givenName" value="Felicitas"' in again.text
+            assert "Felicitas" not in (await client.get("/admin/managed/user")).text
+
+    with _app(tmp_path) as app:
+        asyncio.run(visit(app))
 
 
 def test_console_changes_run_scripts_with_the_openidm_router(tmp_path: Path, slapd: Slapd,

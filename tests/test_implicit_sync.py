@@ -24,7 +24,7 @@ from idsync.sync.retry import unrepaired_befores
 from idsync_dev.slapd import Slapd
 from sqlalchemy import select
 
-from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, sample_project
+from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, recon_summary, sample_project
 
 FDOE = {"mail": "fdoe@example.com", "sn": "Doe", "telephoneNumber": "555-1234", "userName": "fdoe",
         "givenName": "Felicitas", "description": "Felicitas Doe", "displayName": "fdoe"}
@@ -90,6 +90,39 @@ def test_enable_sync_false_pushes_nothing(project_dir: Path, slapd: Slapd, ldap_
     store = Store.open(project.settings.store_url())
     change = ManagedObjects(project, store, Resources(project, store), "user").create(FDOE)
     assert change.pushes == [] and ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}") is None
+
+
+def test_conditions_and_on_update_see_the_source_before_the_change(project_dir: Path, slapd: Slapd,
+                                                                      ldap_subtree: str) -> None:
+    """A property condition and onUpdate are given PingIDM's ``oldSource``, the managed
+    object before the change, when implicit sync updates a target: a description mapped
+    only when it changed reaches LDAP when it changes. Where PingIDM leaves oldSource
+    undefined (a create, a recon) so does idsync, and the condition reads false."""
+    sync_file = project_dir / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    reverse = next(m for m in sync["mappings"] if m["name"] == REVERSE)
+    rule = next(r for r in reverse["properties"] if r["target"] == "description")
+    rule["condition"] = {"type": "text/javascript",
+                         "source": "typeof oldSource !== 'undefined' && oldSource.description !== object.description"}
+    reverse["onUpdate"] = {"type": "text/javascript", "source": "if (typeof oldSource !== 'undefined') "
+                                                                "{ target.displayName = 'was ' + oldSource.sn; }"}
+    sync_file.write_text(json.dumps(sync))
+    project = load_project(project_dir)
+    store = Store.open(project.settings.store_url())
+    users = ManagedObjects(project, store, Resources(project, store), "user")
+    dn = f"uid=fdoe,{ldap_subtree}"
+    created = users.create(FDOE)
+    assert created.synced and "description" not in (ldap_entry(slapd, dn) or {"description": None})
+    uid = created.object["_id"] if created.object else ""
+    changed = users.patch(uid, [{"operation": "replace", "field": "/description", "value": "Team lead"},
+                                {"operation": "replace", "field": "/sn", "value": "Doe-Smith"}])
+    assert changed.synced, changed.pushes
+    entry = ldap_entry(slapd, dn)
+    assert entry is not None and entry["description"] == ["Team lead"] and entry["displayname"] == ["was Doe"]
+    assert entry["sn"] == ["Doe-Smith"]
+    recon = recon_summary(project_dir, REVERSE)
+    assert recon["statusSummary"].get("FAILURE", 0) == 0 and recon["changes"]["updated"] == 0, recon
+    store.close()
 
 
 @pytest.mark.parametrize("backend", WITH_POSTGRESQL)

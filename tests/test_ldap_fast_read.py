@@ -6,6 +6,7 @@ for the attributes its mapping uses."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import threading
@@ -27,6 +28,8 @@ from projects import person
 from recon_env import Env
 from test_ldap_connector import FILE, make_config
 from test_ldap_limits import _READER_PASSWORD, _LimitedSlapd
+
+from samples import idsync, sample_project
 
 pytestmark = pytest.mark.slapd
 
@@ -229,6 +232,30 @@ def test_a_recon_reads_only_the_attributes_its_mapping_uses(env: Env, monkeypatc
     assert asked[0] == {"entryuuid", "uid", "sn", "cn", "employeetype", "mail", "description", "telephonenumber"}
 
 
+def test_a_source_query_naming_only_ids_reads_what_the_mapping_uses(env: Env,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sourceQuery whose ``_fields`` is PingIDM's comma-separated string is read as
+    its list of attributes; one naming only ``_id`` (a query of ids, which PingIDM
+    follows with a read of each whole object) reads what the mapping uses: a recon
+    creates whole users and the next one leaves them as they are, never projecting
+    every mapped property empty over them."""
+    env.reconfigure(maxDeletes=None, defaultSourceFields=None, sourceQuery={"_queryFilter": "true", "_fields": ["_id"]})
+    asked = _observe_attributes(monkeypatch)
+    env.add("ids1", "ids2")
+    for _ in range(2):
+        result = env.recon()
+        assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"] == {**result.summary["changes"], "updated": 0, "unchanged": 2}
+    users = env.users()
+    assert users["ids1"]["sn"] == "Test" and users["ids2"]["mail"] == "ids2@example.com"
+    assert {"uid", "sn", "mail", "givenname"} <= asked[0]
+    env.reconfigure(maxDeletes=None, defaultSourceFields=None,
+                    sourceQuery={"_queryFilter": "true", "_fields": "uid, sn,mail"})
+    asked.clear()
+    assert env.recon().state == "SUCCESS"
+    assert asked[0] == {"entryuuid", "uid", "sn", "mail"}
+
+
 def _mapping(**raw: Any) -> Any:
     base = {"name": "m", "source": "system/ldap/account", "target": "managed/user",
             "properties": [{"source": "uid", "target": "userName"}]}
@@ -242,6 +269,9 @@ def test_source_fields_fall_back_to_everything_when_a_script_sees_the_source() -
     assert source_fields(_mapping()) == ("uid",)
     assert source_fields(_mapping(defaultSourceFields=["cn"])) == ("cn",)
     assert source_fields(_mapping(sourceQuery={"_queryFilter": "true", "_fields": ["sn", "uid"]})) == ("sn", "uid")
+    assert source_fields(_mapping(sourceQuery={"_queryFilter": "true", "_fields": "sn, uid"})) == ("sn", "uid")
+    for ids in ("_id", ["_id", "_rev"], "*", "uid,*"):
+        assert source_fields(_mapping(sourceQuery={"_queryFilter": "true", "_fields": ids})) == ("uid",), ids
     script = {"type": _JS, "source": "true"}
     for whole in ({"validSource": script}, {"sourceCondition": script}, {"onUpdate": script},
                   {"correlationQuery": {"type": _JS, "source": "({_queryFilter: 'true'})"}},
@@ -253,6 +283,33 @@ def test_source_fields_fall_back_to_everything_when_a_script_sees_the_source() -
                       {"linkQualifier": "a", "_queryFilter": '/userName eq "${source.cn}"'},
                       {"linkQualifier": "b", "type": _JS, "source": "({_queryFilter: 'true'})"}]}):
         assert source_fields(_mapping(**whole)) is None, whole
+
+
+def test_a_field_list_leaving_out_a_mapped_attribute_is_named(tmp_path: Path, slapd: Slapd,
+                                                               ldap_subtree: str) -> None:
+    """defaultSourceFields (or a sourceQuery's _fields, which wins over it) without an
+    attribute a property maps would have a recon project it empty over the target's
+    value: validate names the list's key and the attributes, as a warning (the project
+    still loads, as in PingIDM); a list holding every mapped attribute is not named."""
+    warned = _mapping(defaultSourceFields=["cn"], properties=[
+        {"source": "uid", "target": "userName"}, {"source": "mail/0", "target": "mail"},
+        {"source": "cn", "target": "displayName"}, {"target": "accountStatus", "default": "active"}]).warnings
+    assert [(w.key, w.event) for w in warned] == [
+        ("mappings[0].defaultSourceFields", "config.source_fields_incomplete")]
+    assert "leaves out mail, uid, which the properties map" in str(warned[0])
+    assert not _mapping(defaultSourceFields=["uid", "sn"]).warnings
+    query = {"_queryFilter": "true", "_fields": "sn"}
+    assert [w.key for w in _mapping(defaultSourceFields=["uid"], sourceQuery=query).warnings] == [
+        "mappings[0].sourceQuery._fields"]
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=False)
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    sync["mappings"][0]["defaultSourceFields"].remove("mail")
+    sync_file.write_text(json.dumps(sync, indent=2))
+    checked = idsync(project, "validate")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"warning: {sync_file}: mappings[0].defaultSourceFields: leaves out mail, which the properties map" \
+        in checked.stderr, checked.stderr
 
 
 def test_source_fields_of_every_link_qualifier_and_named_query() -> None:

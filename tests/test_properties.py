@@ -76,9 +76,11 @@ def test_condition_skips_the_property_entirely() -> None:
     pm = _compile([{"source": "uid", "target": "a", "condition": "/object/uid eq 'jdoe'"},
                    {"source": "uid", "target": "b", "condition": "/object/uid eq 'other'"},
                    {"source": "uid", "target": "c",
-                    "condition": {"fn": lambda s: s["target"] is not None and s["linkQualifier"]}}])
-    assert _project(pm, SRC) == {"a": "jdoe"}
-    assert _project(pm, SRC, existing={"x": 1}) == {"a": "jdoe", "c": "jdoe"}
+                    "condition": {"fn": lambda s: s["oldTarget"] is not None and s["linkQualifier"]}},
+                   # ``target`` is the target being made (PingIDM's): {} and the rules before, in a create too.
+                   {"source": "uid", "target": "d", "condition": {"fn": lambda s: s["target"].get("a") == "jdoe"}}])
+    assert _project(pm, SRC) == {"a": "jdoe", "d": "jdoe"}
+    assert _project(pm, SRC, existing={"x": 1}) == {"a": "jdoe", "c": "jdoe", "d": "jdoe"}
 
 
 def test_default_applies_only_to_a_missing_value() -> None:

@@ -7,6 +7,7 @@ objects that vanish or have no id."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
 from idsync_dev.slapd import Slapd
+from projects import MAPPING
 from recon_env import Env
 
 _JS = "text/javascript"
@@ -109,6 +111,62 @@ def test_policy_condition_and_post_action(env: Env) -> None:
     assert set(env.users()) == {"t2", "t3"}, "the active user has no matching policy: kept (EXCEPTION)"
     assert result.summary["statusSummary"]["FAILURE"] == 1
     assert [e["message"] for e in logs if e["event"] == "script.log"] == ["post SOURCE_MISSING DELETE"]
+
+
+def test_action_script_sees_the_phase_and_the_operation(env: Env) -> None:
+    """An action script is given PingIDM's ``sourceAction`` (true in the source phase,
+    false in the target phase) and ``recon.actionParam``: the run, the mapping, the
+    situation, its default action, the ids and the candidates of an AMBIGUOUS
+    correlation, ``_action`` performAction. A script reading them no longer fails its
+    object with "ReferenceError: sourceAction is not defined"."""
+    said = {"type": _JS, "source": "logger.info('{} {}', sourceAction, JSON.stringify(recon.actionParam)); "
+                                    "sourceAction && recon.actionParam.situation == 'ABSENT' ? 'CREATE' : 'IGNORE'"}
+    env.reconfigure(maxDeletes=None, correlationQuery={"_queryFilter": '/description eq "${source.description}"'},
+                    policies=[{"situation": "ABSENT", "action": said}, {"situation": "AMBIGUOUS", "action": said},
+                              {"situation": "UNASSIGNED", "action": said}])
+    stray = env.create_user(userName="stray", sn="Stray")
+    twins = [env.create_user(userName=f"twin{i}", sn="Twin", description="twin") for i in (1, 2)]
+    env.add("a1")
+    env.add("a2", description="twin")
+    with structlog.testing.capture_logs() as logs:
+        result = env.recon()
+    assert result.state == "SUCCESS", result.message
+    seen = [e["message"].split(" ", 1) for e in logs if e["event"] == "script.log"]
+    said_of = {(phase, json.loads(param)["situation"]): json.loads(param) for phase, param in seen}
+    created = said_of[("true", "ABSENT")]
+    assert created == {"_action": "performAction", "reconId": result.id, "mapping": MAPPING,
+                       "situation": "ABSENT", "action": "CREATE", "sourceId": created["sourceId"],
+                       "linkQualifier": "default"}
+    ambiguous = said_of[("true", "AMBIGUOUS")]
+    assert ambiguous["action"] == "EXCEPTION" and "targetId" not in ambiguous
+    assert sorted(ambiguous["ambiguousTargetIds"]) == sorted(t["_id"] for t in twins)
+    orphans = [p for (phase, situation), p in said_of.items() if situation == "UNASSIGNED"]
+    assert [phase for phase, situation in said_of if situation == "UNASSIGNED"] == ["false"]
+    assert orphans[0]["sourceId"] is None and orphans[0]["targetId"] in {stray["_id"], *(t["_id"] for t in twins)}
+    assert result.summary["changes"]["created"] == 1 and result.summary["statusSummary"].get("FAILURE", 0) == 0
+
+
+def test_property_condition_sees_the_target_being_made(env: Env) -> None:
+    """A property condition's ``target`` is the target being made, as in PingIDM: in a
+    create ``{}`` with the rules before it applied (never null, which failed every
+    create with "cannot read property of null"), in an update the target with them
+    applied; ``oldTarget`` is the target as it is. A telephone number set only while
+    the target has none is set once and then kept."""
+    only_unset = {"type": _JS, "source": "target.telephoneNumber == null && oldTarget == null"}
+    env.reconfigure(maxDeletes=None, policies=_ONLY_CREATE_UPDATE, properties=[
+        {"source": "uid", "target": "userName"}, {"source": "sn", "target": "sn"},
+        {"source": "telephoneNumber", "target": "telephoneNumber", "condition": only_unset},
+        {"source": "cn", "target": "displayName",
+         "condition": {"type": _JS, "source": "target.userName == object.uid && target.sn == 'Test'"}}])
+    env.add("c1")
+    created = env.recon()
+    assert created.state == "SUCCESS" and created.summary["changes"]["created"] == 1, created.summary["errors"]
+    assert env.users()["c1"]["telephoneNumber"] == "555-0100" and env.users()["c1"]["displayName"] == "C1 Test"
+    env.modify("c1", "telephoneNumber", "555-0199")
+    env.modify("c1", "cn", "C1 Renamed")
+    updated = env.recon()
+    assert updated.state == "SUCCESS" and updated.summary["changes"]["updated"] == 1, updated.summary
+    assert env.users()["c1"]["telephoneNumber"] == "555-0100" and env.users()["c1"]["displayName"] == "C1 Renamed"
 
 
 def test_update_delete_and_unlink_hooks(env: Env) -> None:

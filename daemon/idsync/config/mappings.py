@@ -321,6 +321,7 @@ def parse_mapping(raw: Any, *, file: str, key: str, base_dir: Path,
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
     fields["correlation"] = fields["correlations"][0] if fields["correlations"] else None
     warnings = _concatenations(raw, file, at)
+    warnings += _unread_sources(properties, fields["source_query"], fields["default_source_fields"], file, at)
     if not fields["enable_linking"] and not fields["correlations"]:
         warnings.append(MappingWarning(file, at("enableLinking"), _UNLINKED, "config.unlinked_without_correlation"))
     if not fields["enable_linking"]:
@@ -355,6 +356,29 @@ def _fields(value: Any, file: str, key: str) -> tuple[str, ...] | None:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise ConfigError(file, key, "expected a list of field names")
+
+
+# What a query's ``_fields`` may name besides attributes: ids only make PingIDM read each
+# object whole (its ``sourceQueryFullEntry`` told from the answer), "*" is every attribute.
+_ID_FIELDS = frozenset({"_id", "_rev"})
+
+
+def _query_fields(value: Any, file: str, key: str) -> tuple[str, ...] | None:
+    """A query's ``_fields``: a list, or CREST's comma-separated string (``"uid, mail"``).
+    ``None``: what the mapping needs is read (``source_fields``). A list of ids alone
+    (``"_id"``) asks for that too, as PingIDM reads whole each object such a query
+    returns: read as written, every mapped property would be projected empty."""
+    if isinstance(value, str):
+        value = value.split(",")
+    names = _fields(value, file, key)
+    if names is None:
+        return None
+    names = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
+    if not names:
+        raise ConfigError(file, key, "names no field: leave _fields out to read what the mapping uses")
+    if "*" in names or _ID_FIELDS.issuperset(names):
+        return None
+    return names
 
 
 def _max_deletes(value: Any, file: str, key: str) -> int | float | None:
@@ -393,9 +417,7 @@ def query_def(value: Any, file: str, key: str, query: Callable[[Any, str], Node]
         if name not in _QUERY_KEYS and (name.startswith("_") or "_queryId" not in value):
             raise ConfigError(file, f"{key}.{name}", suggest(name, _QUERY_KEYS)
                               + "; a query that is not understood would read every object")
-    fields = _fields(value.get("_fields", value.get("fields")), file, f"{key}._fields")
-    if isinstance(fields, tuple) and len(fields) == 1 and "," in fields[0]:
-        fields = tuple(f.strip() for f in fields[0].split(","))
+    fields = _query_fields(value.get("_fields", value.get("fields")), file, f"{key}._fields")
     if "_queryFilter" in value or "queryFilter" in value:
         text = value.get("_queryFilter", value.get("queryFilter"))
         return QueryDef(filter=query(text, f"{key}._queryFilter"), fields=fields)
@@ -521,6 +543,26 @@ def _concatenations(raw: Mapping[str, Any], file: str, at: Callable[[str], str])
 _PASTES = ("the correlation script pastes a value into the filter text: a value holding a quote or a backslash "
            "changes the filter or breaks it; use the declarative form, whose placeholders are bound as values: "
            f"\"correlationQuery\": {_SAFE_CORRELATION}")
+
+
+def _unread_sources(properties: PropertyMap, source_query: QueryDef, default_fields: tuple[str, ...] | None,
+                    file: str, at: Callable[[str], str]) -> list[MappingWarning]:
+    """A warning when the source fields a recon reads (``sourceQuery._fields``, else
+    ``defaultSourceFields``) leave out an attribute a property rule reads: the source
+    object would not hold it, so the rule would project it empty over the target's value."""
+    key, fields = (("sourceQuery._fields", source_query.fields) if source_query.fields is not None
+                   else ("defaultSourceFields", default_fields))
+    if fields is None:
+        return []
+    read = {name.split("/")[0] for name in fields}
+    missing = sorted({rule.source[0] for rule in properties.rules if rule.source} - read)
+    missing = [name for name in missing if not name.startswith("_")]
+    if not missing:
+        return []
+    names = ", ".join(missing)
+    problem = (f"leaves out {names}, which the properties map: a recon would not read them, so it would "
+               "project them empty over the target's values; list them here too")
+    return [MappingWarning(file, at(key), problem, "config.source_fields_incomplete")]
 
 
 _UNLINKED = ("enableLinking is false and the mapping has no correlationQuery or correlationScript: with no link "

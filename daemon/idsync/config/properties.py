@@ -4,8 +4,11 @@ difference between that projection and the target as it is.
 Each item of a mapping's ``"properties"`` list is applied as PingIDM does:
 
 1. ``condition`` (a script, or a ``_queryFilter`` over ``object``,
-   ``linkQualifier``, ``target`` and ``oldTarget``): when false, the property is
-   skipped entirely, as if it were not mapped for this object;
+   ``linkQualifier``, ``target`` (the target being made: the existing one, or ``{}``
+   in a create, with the rules before this one applied), ``oldTarget`` (the target
+   as it is, null in a create) and, when implicit sync updates a target after a
+   change of its source, ``oldSource``, the source before the change): when false,
+   the property is skipped entirely, as if it were not mapped for this object;
 2. the value is the source value at ``source`` (a JSON pointer, ``"/name/givenName"``
    or ``"name/givenName"``), the whole source object when ``source`` is ``""``,
    and no value (``None``) when the property has no ``source`` key, so that
@@ -96,9 +99,12 @@ class PropertyMap:
         run_transform: Callable[[object, dict[str, Any]], Any],
         eval_condition: Callable[[object, dict[str, Any]], bool],
         link_qualifier: str = "default",
+        old_source: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The projected target: only the mapped properties, never the existing
-        target's other properties. Script failures name the target property."""
+        target's other properties. Script failures name the target property.
+        ``old_source``: PingIDM's ``oldSource`` for the conditions (left undefined
+        when ``None``, as PingIDM leaves it in recons and liveSync)."""
         projected: dict[str, Any] = {}
         plain: tuple[tuple[str, str, bool, Any], ...] | None = self._plain  # type: ignore[attr-defined]
         if plain is not None:
@@ -112,7 +118,9 @@ class PropertyMap:
         for rule in self.rules:
             if rule.condition is not None:
                 scope = {"object": source_obj, "linkQualifier": link_qualifier,
-                         "target": existing_target, "oldTarget": existing_target}
+                         "target": {**(existing_target or {}), **projected}, "oldTarget": existing_target}
+                if old_source is not None:
+                    scope["oldSource"] = old_source
                 try:
                     holds = eval_condition(rule.condition, scope)
                 except ScriptError as exc:

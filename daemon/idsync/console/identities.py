@@ -33,7 +33,7 @@ from idsync.api.managed import change_managed
 from idsync.config.managed import ManagedType
 from idsync.console.record import record
 from idsync.console.web import Form, page, redirect, user_of
-from idsync.errors import IdsyncError
+from idsync.errors import IdsyncError, ObjectRejected
 from idsync.managed.service import Change, ManagedObjects
 from idsync.query import parse
 from idsync.resources import Resources
@@ -180,7 +180,9 @@ def _shown(value: Any, kind: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _parsed(text: str, kind: str) -> Any:
+def _parsed(text: str, kind: str, name: str) -> Any:
+    """A form field's value, typed as ``managed.json`` says; a value that is not JSON is
+    refused naming its property, as the form shows it again."""
     if kind == "string":
         return text
     if text.strip() == "":
@@ -188,7 +190,11 @@ def _parsed(text: str, kind: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        raise HTTPException(400, f"expected JSON for a property of type {kind}: {text[:80]!r}") from None
+        raise ObjectRejected(f"{name}: expected JSON for a property of type {kind} "
+                             f"(such as {_EXAMPLES.get(kind, 'null')}), not {text[:80]!r}") from None
+
+
+_EXAMPLES = {"array": '["a", "b"]', "object": '{"key": "value"}', "boolean": "true", "number": "1", "integer": "1"}
 
 
 def _fields_of(schema: ManagedType, form: Form) -> dict[str, Any]:
@@ -196,17 +202,21 @@ def _fields_of(schema: ManagedType, form: Form) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for prop in schema.properties.values():
         if form.has(f"p.{prop.name}") and form.get(f"p.{prop.name}") != "":
-            values[prop.name] = _parsed(form.get(f"p.{prop.name}"), prop.type)
+            values[prop.name] = _parsed(form.get(f"p.{prop.name}"), prop.type, prop.name)
     return values
 
 
-async def _new_form(request: Request) -> Response:
+async def _new_form(request: Request, form: Form | None = None, problem: str | None = None) -> Response:
+    """The New form; refused (``problem``), again with what was typed in it (``form``),
+    but the secrets, which are never sent back."""
     ctx = _ctx(request)
     object_type = request.path_params["type"]
     schema = _schema(ctx, object_type)
-    fields = [{"name": p.name, "type": p.type, "value": "", "secret": p.secret} for p in schema.properties.values()
-              if not p.private]
-    return page(request, "identity_new.html", object_type=object_type, fields=fields, required=schema.required)
+    fields = [{"name": p.name, "type": p.type, "secret": p.secret,
+               "value": form.get(f"p.{p.name}") if form is not None and not p.secret else ""}
+              for p in schema.properties.values() if not p.private]
+    return page(request, "identity_new.html", status=400 if problem else 200, object_type=object_type,
+                fields=fields, required=schema.required, problem=problem)
 
 
 def _create(ctx: ApiContext, object_type: str, form: Form) -> tuple[str, list[str]]:
@@ -232,7 +242,7 @@ async def _new(request: Request) -> Response:
     try:
         new_id, outcome = await run_in_threadpool(_create, ctx, object_type, form)
     except IdsyncError as exc:
-        return redirect(request, f"/managed/{object_type}/new", problem=str(exc))
+        return await _new_form(request, form, str(exc))
     await run_in_threadpool(lambda: record(
         ctx, "console.object_created", user=user_of(request), action="CREATE", subject=new_id,
         message=f"created managed/{object_type}/{new_id}", resource=f"managed/{object_type}", id=new_id,
@@ -259,7 +269,7 @@ def _edit(ctx: ApiContext, object_type: str, object_id: str, form: Form) -> list
     for prop in schema.properties.values():
         if prop.secret or prop.private or not form.has(f"p.{prop.name}"):
             continue
-        new = _parsed(form.get(f"p.{prop.name}"), prop.type)
+        new = _parsed(form.get(f"p.{prop.name}"), prop.type, prop.name)
         if new == current.get(prop.name) or (new in ("", None) and prop.name not in current):
             continue
         if new in ("", None):

@@ -120,7 +120,7 @@ def page(request: Request, template: str, status: int = 200, **values: Any) -> H
     console = console_of(request)
     session: Session | None = getattr(request.state, "session", None)
     flash = request.query_params.get("done")
-    problem = request.query_params.get("problem")
+    problem = values.pop("problem", None) or request.query_params.get("problem")
     html = console.templates.get_template(template).render(
         request=request, user=session.user if session else None, csrf=session.csrf if session else "",
         base=request.scope.get("root_path", ""), flash=flash, problem=problem, **values)

@@ -179,6 +179,10 @@ class Assessor:
     secrets: frozenset[str] = field(default_factory=frozenset)
     # Implicit sync only: each source's value before the change, for "merge" lists.
     previous: Mapping[str, Obj] = field(default_factory=dict)
+    # Whether ``previous`` is PingIDM's ``oldSource`` (implicit sync), given to property
+    # conditions and ``onUpdate`` when a target is updated; a recon's is not (PingIDM's
+    # ``oldSource`` is undefined in recons and liveSync).
+    old_source: bool = False
     # A managed target's type: its single-valued properties never take several values.
     target_schema: ManagedType | None = None
     # The role assignments naming this mapping (``assignments.py``), applied after the property rules.
@@ -198,6 +202,9 @@ class Assessor:
     # compares with the target read, so a value the system keeps as a type of its own
     # (text into an integer column) is no change once written.
     stored: Callable[[Obj], Obj] | None = None
+    # The recon this assessor's plans are part of (``None``: implicit sync, liveSync),
+    # for an action script's ``recon.actionParam.reconId``.
+    recon_id: str | None = None
 
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
@@ -339,7 +346,8 @@ class Assessor:
                                   correlated=len(cands), correlated_already_linked=already)
         current = target if target is not None else (cands[0] if len(cands) == 1 else None)
         context = {"source": s, "target": current, "linkQualifier": qualifier}
-        action, post = self._decide(situation, context)
+        action, post = self._decide(situation, context,
+                                    ambiguous=[c["_id"] for c in cands] if len(cands) > 1 else None)
         plan = Plan(str(situation), action, sid, tid or (current or {}).get("_id"), post_action=post,
                     candidates=tuple(c["_id"] for c in cands) if len(cands) > 1 else (), qualifier=qualifier,
                     source_obj=s, target_obj=current)
@@ -361,7 +369,8 @@ class Assessor:
                 source_ok = self.qualifies(src, q) if src is not None else False
                 situation = assess_target(target_qualifies=target_ok, link_exists=sid is not None,
                                           source_found=src is not None, source_qualifies=source_ok)
-                action, post = self._decide(situation, {"source": src, "target": t, "linkQualifier": q})
+                action, post = self._decide(situation, {"source": src, "target": t, "linkQualifier": q},
+                                            source_phase=False)
                 plan = Plan(str(situation), action, sid, tid, post_action=post, source_phase=False, qualifier=q,
                             source_obj=src, target_obj=t)
                 plans.append(self._recording(self._plan_action(plan, src, t, linked=sid is not None, candidates=0),
@@ -430,10 +439,11 @@ class Assessor:
                 plan.error = (f"{plan.situation}: the {m.target} object found has no id, so it can be neither "
                               "updated nor linked (is the id attribute readable?)")
                 return plan
-            target = self.project(s, current, plan.qualifier)
+            before = self.previous.get(s["_id"])
+            old_source = before if self.old_source else None
+            target = self.project(s, current, plan.qualifier, old_source)
             if self._several_values(plan, target):
                 return plan
-            before = self.previous.get(s["_id"])
             target = m.properties.merge_lists(target, current,
                                               self.project(before, current, plan.qualifier) if before else None)
             if self.stored is not None:
@@ -453,9 +463,10 @@ class Assessor:
                 pass
             else:
                 if "onUpdate" in m.hooks:
-                    hooked = self._hook_target(m.hooks["onUpdate"], {"source": s, "target": {**current, **target},
-                                                                     "oldTarget": current, "situation": plan.situation,
-                                                                     "linkQualifier": plan.qualifier})
+                    hooked = self._hook_target(m.hooks["onUpdate"], {
+                        "source": s, "target": {**current, **target}, "oldTarget": current,
+                        "situation": plan.situation, "linkQualifier": plan.qualifier,
+                        **({"oldSource": old_source} if old_source is not None else {})})
                     if self.stored is not None:
                         hooked = self.stored(hooked)
                     changes = self._hashes_left_out(self._secrets_kept(
@@ -531,9 +542,10 @@ class Assessor:
             return self._truthy(cond, {"source": s, "object": s}, qualifier)
         return matches(cond, {"source": s, "object": s, "linkQualifier": qualifier, **s})
 
-    def project(self, s: Obj, existing: Obj | None, qualifier: str = "default") -> Obj:
+    def project(self, s: Obj, existing: Obj | None, qualifier: str = "default", old_source: Obj | None = None) -> Obj:
         target = self.mapping.properties.project(
-            s, existing, run_transform=_run_transform, eval_condition=_eval_condition, link_qualifier=qualifier)
+            s, existing, run_transform=_run_transform, eval_condition=_eval_condition, link_qualifier=qualifier,
+            old_source=old_source)
         if self.assignments is None:
             return target
         return self.assignments.apply(target, existing, s, self.previous.get(s.get("_id", "")), qualifier)
@@ -547,17 +559,38 @@ class Assessor:
         script = self.mapping.valid_target
         return self._truthy(script, {"target": target, "object": target}, qualifier) if script else True
 
-    def _decide(self, situation: Situation, context: dict[str, Any]) -> tuple[str, Script | None]:
-        """The action, and the policy's ``postAction`` script (run once the action is done)."""
+    def _decide(self, situation: Situation, context: dict[str, Any], *, source_phase: bool = True,
+                ambiguous: list[str] | None = None) -> tuple[str, Script | None]:
+        """The action, and the policy's ``postAction`` script (run once the action is done);
+        ``source_phase``: false in a recon's target phase; ``ambiguous``: the targets an
+        ``AMBIGUOUS`` correlation found."""
         if self.forced is not None:
             return self.forced.action_for(situation), None
         decision = self.mapping.policies.decide(
             situation,
             evaluate_condition=lambda cond: _eval_condition(cond, {**context, "object": context.get("source")}),
-            evaluate_action_script=lambda script: str(_run_transform(script, {**context, "situation": str(situation)})),
+            evaluate_action_script=lambda script: str(_run_transform(
+                script, self._action_scope(situation, context, source_phase, ambiguous))),
         )
         post = decision.post_action if isinstance(decision.post_action, Script) else None
         return str(decision.action), post
+
+    def _action_scope(self, situation: Situation, context: dict[str, Any], source_phase: bool,
+                      ambiguous: list[str] | None) -> dict[str, Any]:
+        """An action script's variables, as PingIDM gives them: ``source``, ``target``,
+        ``linkQualifier``, ``sourceAction`` (false in a target phase) and ``recon.actionParam``,
+        the operation as ``sync?_action=performAction`` takes it (the action it names is the
+        situation's default, which the script's answer replaces)."""
+        source, target = context.get("source"), context.get("target")
+        param: dict[str, Any] = {
+            "_action": "performAction", "reconId": self.recon_id, "mapping": self.mapping.name,
+            "situation": str(situation), "action": str(self.mapping.policies.defaults[situation]),
+            "sourceId": source.get("_id") if source else None, "linkQualifier": context.get("linkQualifier")}
+        if target:
+            param["targetId"] = target.get("_id")
+        if ambiguous:
+            param["ambiguousTargetIds"] = ambiguous
+        return {**context, "situation": str(situation), "sourceAction": source_phase, "recon": {"actionParam": param}}
 
     def _hook_target(self, hook: Script, variables: dict[str, Any]) -> Obj:
         """``onCreate``'s or ``onUpdate``'s target, as the hook left it (``mapping_hooks.py``)."""

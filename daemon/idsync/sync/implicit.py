@@ -186,7 +186,7 @@ class ImplicitSync:
                 target = self.resources.open(mapping.target)
                 links = qualifiers.links(qualifier)
                 assessor = Assessor(mapping, ReconOptions(), counters, secrets=secrets,
-                                    previous={object_id: before} if before else {},
+                                    previous={object_id: before} if before else {}, old_source=True,
                                     assignments=mapping_assignments(self.project, self.store, mapping),
                                     clear_only=target.clear_secrets, denied=target.denied,
                                     written=written_values(self.project, mapping, target), forced=forced,

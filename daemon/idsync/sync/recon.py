@@ -382,7 +382,8 @@ class _Run:
                             previous=previous, target_schema=target.schema if isinstance(target, ManagedResource)
                             else None, assignments=mapping_assignments(self.project, self.store, m),
                             clear_only=target.clear_secrets, denied=target.denied,
-                            written=written_values(self.project, m, target), stored=target.stored)
+                            written=written_values(self.project, m, target), stored=target.stored,
+                            recon_id=self.id)
         self._assignments = assessor.assignments
         # Store objects whose change the reverse mapping has not delivered yet are not overwritten.
         self._pending = pending_targets(self.store, self.project, m) if isinstance(target, ManagedResource) else {}
