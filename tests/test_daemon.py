@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
+from cli_runner import run_cli
 from idsync.config.jobs import parse_job
 from idsync.daemon import runner as runner_module
 from idsync.daemon.notify import Notifier
@@ -252,6 +253,39 @@ def test_reload_refuses_a_conf_without_the_mapping_a_kept_job_runs(tmp_path: Pat
     (jobs / "a.toml").write_text('schedule = "@hourly"\nmappings = ["m1"]\n')
     third = load_configuration(root, previous=second)
     assert third.errors == [] and [m.name for m in third.project.mappings] == ["m1"]
+
+
+def test_a_livesync_job_of_a_source_no_mapping_reads_is_not_scheduled(tmp_path: Path) -> None:
+    """A liveSync job naming a source no mapping applies (an unmapped managed type, or
+    one whose every mapping has ``enableSync`` false) would fail at every fire: it is not
+    scheduled, each problem a ``config.invalid`` naming the job's file and ``livesync``, and
+    ``idsync validate`` and ``idsync jobs`` (exit 78) say the same. Fixed, it is scheduled
+    at the next reload."""
+    root = _mini_project(tmp_path, ["m1"])
+    jobs = root / "jobs.d"
+    (jobs / "ok.toml").write_text('schedule = "* * * * * ?"\nlivesync = "managed/user"\n')
+    (jobs / "typo.toml").write_text('schedule = "* * * * * ?"\nlivesync = "managed/role"\n')
+    items = [{"name": "m1", "source": "managed/user", "target": "managed/role"},
+             {"name": "m2", "source": "managed/assignment", "target": "managed/role", "enableSync": False}]
+    (root / "conf" / "sync.json").write_text(json.dumps({"mappings": items}), encoding="utf-8")
+    (jobs / "off.toml").write_text('schedule = "* * * * * ?"\nlivesync = "managed/assignment"\n')
+    with structlog.testing.capture_logs() as logs:
+        first = load_configuration(root)
+    assert list(first.jobs) == ["ok"]
+    invalid = {Path(e["file"]).name: e for e in logs if e["event"] == "config.invalid"}
+    assert sorted(invalid) == ["off.toml", "typo.toml"] and len(first.errors) == 2
+    assert all(e["key"] == "livesync" and e["consequence"] == "job not scheduled" for e in invalid.values())
+    assert invalid["typo.toml"]["problem"].startswith("no mapping has managed/role as its source")
+    assert "(the mappings' sources: managed/assignment, managed/user)" in invalid["typo.toml"]["problem"]
+    assert "has enableSync false" in invalid["off.toml"]["problem"] and "(m2)" in invalid["off.toml"]["problem"]
+    for command in (["validate"], ["jobs"]):
+        done = run_cli(["-p", str(root), *command])
+        assert done.returncode == 78, done
+        assert f"{jobs / 'typo.toml'}: livesync: no mapping has managed/role" in done.stdout + done.stderr
+
+    (jobs / "typo.toml").write_text('schedule = "* * * * * ?"\nlivesync = "managed/user"\n')
+    second = load_configuration(root, previous=first)
+    assert list(second.jobs) == ["ok", "typo"] and len(second.errors) == 1
 
 
 def test_reload_counts_each_problem_of_a_file(tmp_path: Path) -> None:
