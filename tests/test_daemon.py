@@ -3,6 +3,7 @@ state (status, catch-up, logs), sd_notify and the unit file. End to end: test_da
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -19,6 +20,7 @@ import pytest
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from cli_runner import run_cli
+from dbs import store_url
 from idsync.config.jobs import parse_job
 from idsync.daemon import runner as runner_module
 from idsync.daemon.notify import Notifier
@@ -27,11 +29,13 @@ from idsync.daemon.reload import load_configuration
 from idsync.daemon.runner import job_lock_name, run_job
 from idsync.daemon.scheduler import JobTable
 from idsync.daemon.service import Daemon
-from idsync.errors import ConfigError, RunLocked
+from idsync.errors import ConfigError, PeerUnavailable, RunLocked
 from idsync.settings import load_settings
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import RunStore
+from idsync.store.runs import owner_id as runs_owner
 from idsync.store.tables import locks, recon_runs
+from pg_outage import outage
 from sqlalchemy import insert, update
 
 REPO = Path(__file__).resolve().parent.parent
@@ -356,6 +360,38 @@ def test_status_shows_the_newest_run_also_when_made_elsewhere(
     runs.finish("manual", "FAILED", "COMPLETED_FAILED", {}, "source unreachable")
     last = daemon.jobs_status()["job1"]["lastRun"]
     assert (last["id"], last["state"], last["error"]) == ("manual", "FAILED", "source unreachable")
+
+
+@pytest.mark.postgresql
+def test_a_fire_while_the_store_is_down_is_one_error_line_not_a_crash(tmp_path: Path) -> None:
+    """A fire while the database is unreachable (and one whose lock of an earlier run could
+    not be released then) logs ``job.failed`` at error, naming the store, without a traceback:
+    an outage is not a bug (``job.crash`` says "report it"). Once the database is back, the
+    next fire runs the job and frees the lock left behind."""
+    url = store_url("postgresql", tmp_path)
+    root = _mini_project(tmp_path, ["m1"])
+    (root / "jobs.d" / "job1.toml").write_text('schedule = "@hourly"\nmappings = ["m1"]\n')
+    daemon = Daemon(root, Notifier(None, None))
+    daemon.store = Store.open(url)
+    daemon.config = load_configuration(root)
+    daemon._loop = asyncio.new_event_loop()  # where the status is told to be written (not run here)
+    runs = RunStore(daemon.store)
+    runs.acquire("job:earlier", f"{runs_owner()}:e1")
+    with outage(url):
+        with pytest.raises(PeerUnavailable):
+            runs.release("job:earlier", f"{runs_owner()}:e1")
+        with structlog.testing.capture_logs() as logs:
+            daemon.fire("job1", "schedule")
+    assert [e["event"] for e in logs if e["log_level"] in ("error", "critical")] == ["job.failed"], logs
+    failed = next(e for e in logs if e["event"] == "job.failed")
+    assert failed["error"].startswith("store: ") and "exc_info" not in failed
+    with structlog.testing.capture_logs() as logs:
+        daemon.fire("job1", "schedule")
+    events = [e["event"] for e in logs]
+    assert "job.end" in events and "job.failed" not in events  # it ran (its empty source fails its recon)
+    assert runs.lock_holder("job:earlier") is None
+    daemon.store.close()
+    daemon._loop.close()
 
 
 def test_start_catches_up_a_missed_fire_once(paused_daemon: _PausedDaemon) -> None:
