@@ -3,6 +3,7 @@ state (status, catch-up, logs), sd_notify and the unit file. End to end: test_da
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
+from cli_runner import run_cli
+from dbs import store_url
 from idsync.config.jobs import parse_job
 from idsync.daemon import runner as runner_module
 from idsync.daemon.notify import Notifier
@@ -26,11 +29,13 @@ from idsync.daemon.reload import load_configuration
 from idsync.daemon.runner import job_lock_name, run_job
 from idsync.daemon.scheduler import JobTable
 from idsync.daemon.service import Daemon
-from idsync.errors import ConfigError, RunLocked
+from idsync.errors import ConfigError, PeerUnavailable, RunLocked
 from idsync.settings import load_settings
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import RunStore
+from idsync.store.runs import owner_id as runs_owner
 from idsync.store.tables import locks, recon_runs
+from pg_outage import outage
 from sqlalchemy import insert, update
 
 REPO = Path(__file__).resolve().parent.parent
@@ -254,6 +259,39 @@ def test_reload_refuses_a_conf_without_the_mapping_a_kept_job_runs(tmp_path: Pat
     assert third.errors == [] and [m.name for m in third.project.mappings] == ["m1"]
 
 
+def test_a_livesync_job_of_a_source_no_mapping_reads_is_not_scheduled(tmp_path: Path) -> None:
+    """A liveSync job naming a source no mapping applies (an unmapped managed type, or
+    one whose every mapping has ``enableSync`` false) would fail at every fire: it is not
+    scheduled, each problem a ``config.invalid`` naming the job's file and ``livesync``, and
+    ``idsync validate`` and ``idsync jobs`` (exit 78) say the same. Fixed, it is scheduled
+    at the next reload."""
+    root = _mini_project(tmp_path, ["m1"])
+    jobs = root / "jobs.d"
+    (jobs / "ok.toml").write_text('schedule = "* * * * * ?"\nlivesync = "managed/user"\n')
+    (jobs / "typo.toml").write_text('schedule = "* * * * * ?"\nlivesync = "managed/role"\n')
+    items = [{"name": "m1", "source": "managed/user", "target": "managed/role"},
+             {"name": "m2", "source": "managed/assignment", "target": "managed/role", "enableSync": False}]
+    (root / "conf" / "sync.json").write_text(json.dumps({"mappings": items}), encoding="utf-8")
+    (jobs / "off.toml").write_text('schedule = "* * * * * ?"\nlivesync = "managed/assignment"\n')
+    with structlog.testing.capture_logs() as logs:
+        first = load_configuration(root)
+    assert list(first.jobs) == ["ok"]
+    invalid = {Path(e["file"]).name: e for e in logs if e["event"] == "config.invalid"}
+    assert sorted(invalid) == ["off.toml", "typo.toml"] and len(first.errors) == 2
+    assert all(e["key"] == "livesync" and e["consequence"] == "job not scheduled" for e in invalid.values())
+    assert invalid["typo.toml"]["problem"].startswith("no mapping has managed/role as its source")
+    assert "(the mappings' sources: managed/assignment, managed/user)" in invalid["typo.toml"]["problem"]
+    assert "has enableSync false" in invalid["off.toml"]["problem"] and "(m2)" in invalid["off.toml"]["problem"]
+    for command in (["validate"], ["jobs"]):
+        done = run_cli(["-p", str(root), *command])
+        assert done.returncode == 78, done
+        assert f"{jobs / 'typo.toml'}: livesync: no mapping has managed/role" in done.stdout + done.stderr
+
+    (jobs / "typo.toml").write_text('schedule = "* * * * * ?"\nlivesync = "managed/user"\n')
+    second = load_configuration(root, previous=first)
+    assert list(second.jobs) == ["ok", "typo"] and len(second.errors) == 1
+
+
 def test_reload_counts_each_problem_of_a_file(tmp_path: Path) -> None:
     """Two problems in one mapping are two errors of the reload (two ``config.invalid``
     events, two in the status file's count), each naming its own key."""
@@ -322,6 +360,38 @@ def test_status_shows_the_newest_run_also_when_made_elsewhere(
     runs.finish("manual", "FAILED", "COMPLETED_FAILED", {}, "source unreachable")
     last = daemon.jobs_status()["job1"]["lastRun"]
     assert (last["id"], last["state"], last["error"]) == ("manual", "FAILED", "source unreachable")
+
+
+@pytest.mark.postgresql
+def test_a_fire_while_the_store_is_down_is_one_error_line_not_a_crash(tmp_path: Path) -> None:
+    """A fire while the database is unreachable (and one whose lock of an earlier run could
+    not be released then) logs ``job.failed`` at error, naming the store, without a traceback:
+    an outage is not a bug (``job.crash`` says "report it"). Once the database is back, the
+    next fire runs the job and frees the lock left behind."""
+    url = store_url("postgresql", tmp_path)
+    root = _mini_project(tmp_path, ["m1"])
+    (root / "jobs.d" / "job1.toml").write_text('schedule = "@hourly"\nmappings = ["m1"]\n')
+    daemon = Daemon(root, Notifier(None, None))
+    daemon.store = Store.open(url)
+    daemon.config = load_configuration(root)
+    daemon._loop = asyncio.new_event_loop()  # where the status is told to be written (not run here)
+    runs = RunStore(daemon.store)
+    runs.acquire("job:earlier", f"{runs_owner()}:e1")
+    with outage(url):
+        with pytest.raises(PeerUnavailable):
+            runs.release("job:earlier", f"{runs_owner()}:e1")
+        with structlog.testing.capture_logs() as logs:
+            daemon.fire("job1", "schedule")
+    assert [e["event"] for e in logs if e["log_level"] in ("error", "critical")] == ["job.failed"], logs
+    failed = next(e for e in logs if e["event"] == "job.failed")
+    assert failed["error"].startswith("store: ") and "exc_info" not in failed
+    with structlog.testing.capture_logs() as logs:
+        daemon.fire("job1", "schedule")
+    events = [e["event"] for e in logs]
+    assert "job.end" in events and "job.failed" not in events  # it ran (its empty source fails its recon)
+    assert runs.lock_holder("job:earlier") is None
+    daemon.store.close()
+    daemon._loop.close()
 
 
 def test_start_catches_up_a_missed_fire_once(paused_daemon: _PausedDaemon) -> None:

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 from dbs import store_url
-from idsync.config.jobs import parse_job
-from idsync.config.project import load_project
+from idsync.config.jobs import JobDef, parse_job
+from idsync.config.project import Project, load_project
 from idsync.daemon.runner import JobOutcome, run_job
 from idsync.errors import PeerUnavailable
+from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
@@ -75,6 +76,21 @@ def _users(project: Path, store: Store) -> int:
 
 def _idsync(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([IDSYNC, "-p", str(project), *args], capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def _fire_in_thread(project: Project, store: Store, job: JobDef) -> tuple[threading.Thread, list[Any]]:
+    """A fire of ``job`` running in a thread, and where its outcome (or exception) will be."""
+    ended: list[JobOutcome | BaseException] = []
+
+    def fire() -> None:
+        try:
+            ended.append(run_job(project, store, job))
+        except BaseException as exc:  # noqa: BLE001 - looked at by the test
+            ended.append(exc)
+
+    thread = threading.Thread(target=fire)
+    thread.start()
+    return thread, ended
 
 
 @pytest.mark.slapd
@@ -159,16 +175,7 @@ def test_a_database_outage_during_a_job_does_not_lock_out_the_next_fire(
     job = parse_job(project_dir / "jobs.d" / "nightly.toml", [m.name for m in project.mappings])
     store = Store.open(url)
     runs = RunStore(store)
-    ended: list[JobOutcome | BaseException] = []
-
-    def fire() -> None:
-        try:
-            ended.append(run_job(project, store, job))
-        except BaseException as exc:  # noqa: BLE001 - looked at below
-            ended.append(exc)
-
-    first = threading.Thread(target=fire)
-    first.start()
+    first, ended = _fire_in_thread(project, store, job)
     _wait(lambda: _processed(_latest(runs)) > 0, 60, "a job's recon part way through")
     interrupted = _latest(runs)["id"]
     with outage(url):
@@ -182,6 +189,49 @@ def test_a_database_outage_during_a_job_does_not_lock_out_the_next_fire(
     assert run is not None and run["state"] == "FAILED", run
     assert runs.lock_holder("job:nightly") is None and runs.lock_holder(f"recon:{MAPPING}") is None
     assert _users(project_dir, store) == 600
+    store.close()
+
+
+@pytest.mark.slapd
+@pytest.mark.postgresql
+def test_a_database_outage_during_a_livesync_job_leaves_no_run_active(
+    tmp_path: Path, slapd: Slapd, ldap_subtree: str
+) -> None:
+    """The database goes away while a daemon's liveSync job applies a batch of changes: the
+    run of its mapping cannot record its end. Once the database is back, the next fire in
+    the same process records that run FAILED with the store's error (not an internal error,
+    and not ACTIVE for as long as the daemon lives: no other lock would ever end it), reads
+    the changes again from the token, which did not move, and applies every one of them."""
+    url = store_url("postgresql", tmp_path)
+    project_dir = _project(tmp_path, slapd, ldap_subtree, url, users=300, page_size=10, delay_ms=5)
+    (project_dir / "jobs.d" / "live.toml").write_text('schedule = "* * * * * ?"\nlivesync = "system/ldap/account"\n')
+    project = load_project(project_dir)
+    job = parse_job(project_dir / "jobs.d" / "live.toml", [m.name for m in project.mappings])
+    store = Store.open(url)
+    runs = RunStore(store)
+    assert run_job(project, store, job).state == "SUCCESS"  # the first one reconciles in full
+    slapd.add_ldif("".join(f"dn: uid=u{i:05d},{ldap_subtree}\nchangetype: modify\nreplace: sn\nsn: Moved\n\n"
+                           for i in range(300)))
+    def applying() -> bool:
+        run = _latest(runs)
+        return run.get("job") == "liveSync" and run["state"] == "ACTIVE" and \
+            (run["summary"].get("changes") or {}).get("updated", 0) > 0
+
+    first, ended = _fire_in_thread(project, store, job)
+    _wait(applying, 60, "a liveSync run part way through its changes")
+    interrupted = _latest(runs)["id"]
+    with outage(url):
+        first.join(60)
+        assert not first.is_alive()
+    assert isinstance(ended[0], PeerUnavailable) or ended[0].state == "FAILED", ended
+    outcome = run_job(project, store, job)
+    assert outcome.state == "SUCCESS", outcome.to_json()
+    run = runs.get(interrupted)
+    assert run is not None and run["state"] == "FAILED", run
+    assert run["message"].startswith("store: "), run["message"]
+    assert not [r["id"] for r in runs.recent(20) if r["state"] == "ACTIVE"]
+    users = Resources(project, store).open("managed/user")
+    assert {u["description"] for page in users.pages(QuerySpec(fields=["description"])) for u in page} == {"Moved"}
     store.close()
 
 

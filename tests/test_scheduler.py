@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -373,6 +374,28 @@ def test_overlapping_fire_is_skipped_and_logged(tmp_path: Path, stepped: Any) ->
     assert [(e["event"], e["reason"], e["fire_times"]) for e in logs] == [
         ("job.skipped", "running", ["2026-01-01T10:40:00+00:00"])
     ]
+
+
+def test_a_skipped_fire_is_told_once_at_the_jobs_level(tmp_path: Path, stepped: Any,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A liveSync job's fire dropped while its run goes on is ``job.skipped`` at info, and a
+    ``skip`` job's missed fire ``job.skipped`` at warning, and nothing more: APScheduler's own
+    warnings for them ("maximum number of running instances reached", "was missed by") would
+    put a warning in the journal every few seconds while a liveSync job's full recon runs."""
+    clock, scheduler, executor, _fired = stepped
+    (tmp_path / "live.toml").write_text('schedule = "*/5 * * * *"\nlivesync = "system/ldap/account"\n')
+    (tmp_path / "skip.toml").write_text('schedule = "0 * * * *"\nmappings = ["m"]\nmisfire = "skip"\n')
+    scheduler.table.apply({"live": parse_job(tmp_path / "live.toml", ["m"]),
+                           "skip": parse_job(tmp_path / "skip.toml", ["m"])})
+    clock.now = _at("2026-01-01T10:35")
+    scheduler.step()  # the liveSync job runs, and still runs at its next fire
+    with capture_logs() as logs, caplog.at_level(logging.DEBUG, logger="apscheduler"):
+        clock.now = _at("2026-01-01T11:00:30")  # the skip job's fire: 30 s late, past its tolerance
+        scheduler.step()
+        executor.finish()
+    assert sorted((e["job"], e["reason"], e["log_level"]) for e in logs if e["event"] == "job.skipped") == [
+        ("live", "running", "info"), ("skip", "misfire", "warning")]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_fires_follow_the_zone_across_a_dst_change_on_the_scheduler(tmp_path: Path, stepped: Any) -> None:

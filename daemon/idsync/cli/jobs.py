@@ -78,14 +78,15 @@ def _cmd_run(args: argparse.Namespace, project_dir: Path) -> int:
 def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.store import NoStoreYet, open_existing_store
     from idsync.config.pingidm_schedules import UnsupportedSchedule, load_all_jobs
-    from idsync.config.project import load_project
+    from idsync.config.project import load_project, schedulable_jobs
     from idsync.daemon.history import last_run_of_job
     from idsync.store.database import Store, utcnow
 
     project = load_project(project_dir)
     jobs, problems = load_all_jobs(project.settings.jobs_dir, project.settings.conf_dir,
                                    [m.name for m in project.mappings])
-    errors = [p for p in problems if not isinstance(p, UnsupportedSchedule)]
+    jobs, unfit = schedulable_jobs(project, jobs)  # as the daemon schedules them
+    errors = [p for p in problems if not isinstance(p, UnsupportedSchedule)] + unfit
     warnings = [p for p in problems if isinstance(p, UnsupportedSchedule)]
     try:
         store: Store | None = open_existing_store(project.settings)

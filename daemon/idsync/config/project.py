@@ -24,6 +24,7 @@ from idsync.config.actions import load_actions
 from idsync.config.email import EmailConfig, load_email
 from idsync.config.endpoints import Endpoint, load_endpoints
 from idsync.config.files import load_json, substitute
+from idsync.config.jobs import JobDef
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, QueryDef, load_mappings, mapping_key, parse_mapping, query_def
 from idsync.config.objectmodel import load_object_models
@@ -53,7 +54,7 @@ from idsync.scripts import ScriptEngine
 from idsync.settings import Settings, load_settings
 
 __all__ = ["RUN_OVERRIDES", "Project", "Provisioner", "UnsupportedConnector", "keyring", "load_project",
-           "validate_project"]
+           "project_job_problems", "schedulable_jobs", "validate_project"]
 
 # What a recon request may set for its one run (PingIDM's overriding configuration).
 RUN_OVERRIDES = ("sourceQuery", "targetQuery", "runTargetPhase", "allowEmptySourceSet", "sourceQueryFullEntry",
@@ -402,8 +403,7 @@ def validate_project(project_dir: Path,
             jobs, job_problems = load_all_jobs(settings.jobs_dir, settings.conf_dir,
                                                [m.name for m in project.mappings])
             problems.extend(job_problems)
-            problems.extend(_livesync_problems(project, jobs.values()))
-            problems.extend(_task_problems(project, jobs.values()))
+            problems.extend(project_job_problems(project, jobs.values()))
             problems.extend(_sync_failure_problems(project))
             problems.extend(_property_name_problems(project))
     return problems + unused_configuration(conf, skip={name: exc.file for name, exc in unsupported.items()})
@@ -471,33 +471,61 @@ def _sync_failure_problems(project: Project) -> list[ConfigError]:
     return problems
 
 
-def _livesync_problems(project: Project, jobs: Iterable[Any]) -> list[ConfigError]:
-    """A liveSync job's sources that cannot tell their changes: a system with no
-    provisioner, a managed type that does not exist, an XML file, a database table
-    without a ``changeLogColumn``."""
-    problems: list[ConfigError] = []
-    for job in jobs:
-        for source in job.livesync:
-            parts = source.split("/")
-            if parts[0] == "managed":
-                if parts[1] not in project.managed.types:
-                    problems.append(ConfigError(job.file, "livesync", f"no managed type {parts[1]!r}"))
-                continue
-            provisioner = project.provisioners.get(parts[1])
-            if provisioner is None:
-                known = ", ".join(sorted(project.provisioners)) or "none"
-                problems.append(ConfigError(job.file, "livesync",
-                                            f"no provisioner for system {parts[1]!r} (configured: {known})"))
-            elif provisioner.kind == "xml":
-                problems.append(ConfigError(job.file, "livesync", f"{source} is an XML file, whose connector "
-                                            "tells no changes: reconcile its mappings on a schedule instead"))
-            elif provisioner.kind == "dbtable" and not (provisioner.raw.get("configurationProperties") or {}).get(
-                    "changeLogColumn"):
-                problems.append(ConfigError(job.file, "livesync", f"{source} is a database table without a "
-                                            f"changeLogColumn ({provisioner.file}), so its changes cannot be told: "
-                                            "set one (a timestamp or an increasing number the database moves on "
-                                            "every change), or reconcile its mappings on a schedule instead"))
-    return problems
+def project_job_problems(project: Project, jobs: Iterable[JobDef]) -> list[ConfigError]:
+    """Every job's problems with ``project``, each naming the job's file and key."""
+    jobs = list(jobs)
+    return _livesync_problems(project, jobs) + _task_problems(project, jobs)
+
+
+def schedulable_jobs(project: Project, jobs: Mapping[str, JobDef]) -> tuple[dict[str, JobDef], list[ConfigError]]:
+    """The jobs without a problem with ``project`` (those the daemon schedules), and the problems."""
+    problems = project_job_problems(project, jobs.values())
+    files = {problem.file for problem in problems}
+    return {name: job for name, job in jobs.items() if job.file not in files}, problems
+
+
+def _livesync_problems(project: Project, jobs: Iterable[JobDef]) -> list[ConfigError]:
+    """A liveSync job's sources that cannot tell their changes (a system with no
+    provisioner or no such object type, a managed type that does not exist, an XML file,
+    a database table without a ``changeLogColumn``) or whose changes no mapping applies."""
+    return [ConfigError(job.file, "livesync", problem) for job in jobs for source in job.livesync
+            if (problem := _source_problem(project, source) or _mapping_problem(project, source)) is not None]
+
+
+def _source_problem(project: Project, source: str) -> str | None:
+    parts = source.split("/")
+    if parts[0] == "managed":
+        return None if parts[1] in project.managed.types else f"no managed type {parts[1]!r}"
+    provisioner = project.provisioners.get(parts[1])
+    if provisioner is None:
+        known = ", ".join(sorted(project.provisioners)) or "none"
+        return f"no provisioner for system {parts[1]!r} (configured: {known})"
+    types = provisioner.raw.get("objectTypes") or {}
+    if isinstance(types, dict) and types and parts[2] not in types:
+        return f"system {parts[1]} has no object type {parts[2]!r} (it has: {', '.join(sorted(types))})"
+    if provisioner.kind == "xml":
+        return (f"{source} is an XML file, whose connector tells no changes: reconcile its mappings on a schedule "
+                "instead")
+    if provisioner.kind == "dbtable" and not (provisioner.raw.get("configurationProperties") or {}).get(
+            "changeLogColumn"):
+        return (f"{source} is a database table without a changeLogColumn ({provisioner.file}), so its changes "
+                "cannot be told: set one (a timestamp or an increasing number the database moves on every change), "
+                "or reconcile its mappings on a schedule instead")
+    return None
+
+
+def _mapping_problem(project: Project, source: str) -> str | None:
+    """Why no change of ``source`` would be applied: no mapping reads it, or every one that
+    does has ``enableSync`` false (PingIDM's switch for implicit sync and liveSync alike)."""
+    reading = [m for m in project.mappings if m.source == source]
+    if any(m.enable_sync for m in reading):
+        return None
+    if reading:
+        return (f"every mapping with {source} as its source has enableSync false, which turns liveSync off for it "
+                f"({', '.join(m.name for m in reading)})")
+    sources = sorted({m.source for m in project.mappings}) or ["none"]
+    return (f"no mapping has {source} as its source, so liveSync would have nothing to apply its changes through "
+            f"(the mappings' sources: {', '.join(sources)})")
 
 
 def _task_problems(project: Project, jobs: Iterable[Any]) -> list[ConfigError]:

@@ -17,7 +17,7 @@ import structlog
 
 from idsync.config.jobs import JobDef
 from idsync.config.pingidm_schedules import UnsupportedSchedule, load_all_jobs
-from idsync.config.project import Project, load_project
+from idsync.config.project import Project, load_project, schedulable_jobs
 from idsync.config.unused import unused_configuration
 from idsync.errors import ConfigError, ConfigErrors, IdsyncError
 from idsync.resources import check_connectors
@@ -81,6 +81,10 @@ def _jobs(project: Project, previous: Configuration | None) -> tuple[dict[str, J
     job the previous version of it, if there was one; and the problems."""
     known = [m.name for m in project.mappings]
     jobs, problems = load_all_jobs(project.settings.jobs_dir, project.settings.conf_dir, known)
+    # A job naming what the project lacks (a liveSync source no mapping reads) would fail at
+    # every fire: it is not scheduled, like a file that does not parse.
+    jobs, unfit = schedulable_jobs(project, jobs)
+    problems += unfit
     for problem in problems:
         if isinstance(problem, UnsupportedSchedule):
             continue

@@ -164,19 +164,25 @@ def run_job(
         if timed_out.is_set():
             outcome.message = f"timed out after {job.timeout:g} s; canceled at a page boundary"
             _record_timeout(runs, outcome)
-        runs.release(lock, owner)
-        # A failed job is an error, a canceled one a warning: ``journalctl -p warning`` shows both.
-        idle = job.livesync and not any(m.counts for m in outcome.mappings)
-        end = {"SUCCESS": bound.debug if idle else bound.info, "CANCELED": bound.warning}.get(outcome.state,
-                                                                                              bound.error)
-        end(
-            "job.end",
-            state=outcome.state,
-            duration_ms=round((time.monotonic() - t0) * 1000),
-            message=outcome.message,
-            runs=[m.to_json() for m in outcome.mappings],
-        )
+        try:
+            runs.release(lock, owner)
+        finally:
+            # Told even when the store could not take the release (the next acquire makes it).
+            _log_end(bound, job, outcome, t0)
     return outcome
+
+
+def _log_end(bound: Any, job: JobDef, outcome: JobOutcome, t0: float) -> None:
+    # A failed job is an error, a canceled one a warning: ``journalctl -p warning`` shows both.
+    idle = job.livesync and not any(m.counts for m in outcome.mappings)
+    end = {"SUCCESS": bound.debug if idle else bound.info, "CANCELED": bound.warning}.get(outcome.state, bound.error)
+    end(
+        "job.end",
+        state=outcome.state,
+        duration_ms=round((time.monotonic() - t0) * 1000),
+        message=outcome.message,
+        runs=[m.to_json() for m in outcome.mappings],
+    )
 
 
 def _run_mappings(project: Project, store: Store, job: JobDef, outcome: JobOutcome, cancel: threading.Event,

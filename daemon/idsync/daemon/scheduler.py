@@ -16,12 +16,16 @@ Per job, as PingIDM's ``schedule-*.json`` has them:
   than ``SKIP_TOLERANCE`` seconds late is dropped and logged ``job.skipped reason=misfire``.
 
 APScheduler's own default grace of one second would silently drop a fire
-whenever the event loop stalls for a moment; it is never used here.
+whenever the event loop stalls for a moment; it is never used here. Its own
+warnings for the fires ``job.skipped`` tells are left out of the log: they would
+say again at warning, every few seconds, what a liveSync job's ``job.skipped``
+says at info.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 from collections.abc import Callable
 
@@ -41,6 +45,22 @@ log = structlog.get_logger("idsync.scheduler")
 # With misfire = "skip", how late a fire may still start: the event loop's own
 # latency, not a catch-up window.
 SKIP_TOLERANCE = 10
+
+
+class _ToldAsSkipped(logging.Filter):
+    """APScheduler's lines for a fire dropped while the job runs, or missed: ``job.skipped``."""
+
+    _TOLD = ('Execution of job "%s" skipped: maximum number of running instances', 'Run time of job "%s" was missed')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(self._TOLD))
+
+
+def _leave_out_skipped_fires() -> None:
+    for name in ("apscheduler.scheduler", "apscheduler.executors.default"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ToldAsSkipped) for f in logger.filters):
+            logger.addFilter(_ToldAsSkipped())
 
 
 class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]
@@ -92,6 +112,7 @@ class JobTable:
         self._now = now
         self.jobs: dict[str, JobDef] = {}
         scheduler.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        _leave_out_skipped_fires()
 
     def apply(self, jobs: dict[str, JobDef]) -> dict[str, list[str]]:
         """Schedule ``jobs``: add new ones, replace changed ones, remove the rest."""

@@ -251,6 +251,10 @@ class Daemon:
             return outcome.state == "CANCELED" and self._stopping
         except RunLocked as exc:
             log.warning("job.skipped", job=name, reason="locked", holder=str(exc), trigger=trigger)
+        except IdsyncError as exc:
+            # The store unreachable as the job was to start, or to record its end: an outage,
+            # not a bug; the next fire tries again, and frees what this one could not.
+            log.error("job.failed", job=name, trigger=trigger, error=str(exc))
         except Exception:
             log.exception("job.crash", job=name)
         finally:

@@ -318,6 +318,15 @@ class Store:
             # The database went away or its schema was changed under us.
             raise store_error(exc, "store: ") from None
 
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection to read with; database errors surface as ``begin``'s do."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except (OperationalError, ProgrammingError, InterfaceError) as exc:
+            raise store_error(exc, "store: ") from None
+
     def commit_lazily(self, conn: Connection) -> None:
         """Let the transaction of ``conn`` commit without waiting for the disk: for one
         that holds nothing a crash of the database must keep (a recon's page that

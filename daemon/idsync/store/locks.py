@@ -18,7 +18,13 @@ A holder is *gone* when
 The next ``acquire`` of a gone holder's lock breaks it at once, and the recon run
 that lock guarded, if still ACTIVE, is marked FAILED ("interrupted: owner process
 N on HOST is gone") with the counts its pages committed, its claims and deferred
-deletes dropped. A live holder, and a holder on another host whose lock has not
+deletes dropped.
+
+A run no lock names (a liveSync mapping's, a one-object push) whose end could not be
+written because the store was unreachable is ended likewise by this process's next
+``acquire`` once the store answers, with the state and message it ended with
+(``end_later``): a daemon that lives through a store outage shows no run ACTIVE for
+good. A live holder, and a holder on another host whose lock has not
 expired, are never touched: processes that share a host name must share their
 process ids too (containers on the host network need host names of their own).
 """
@@ -41,7 +47,7 @@ from idsync.errors import RunLocked
 from idsync.store.database import Store, as_utc, utcnow
 from idsync.store.tables import claims, deferred, locks, recon_runs
 
-__all__ = ["LOCK_TTL", "Holder", "Locks", "end_runs", "forget_own", "process_gone", "process_owner"]
+__all__ = ["LOCK_TTL", "Holder", "Locks", "end_later", "end_runs", "forget_own", "process_gone", "process_owner"]
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +58,8 @@ LOCK_TTL = dt.timedelta(minutes=10)
 # release failed while the store was down, and which releases to retry.
 _held: set[str] = set()
 _unreleased: dict[str, str] = {}
+# The runs of this process whose end could not be written: their state and message, by id.
+_unended: dict[str, tuple[str, str | None]] = {}
 _held_guard = threading.Lock()
 
 
@@ -152,7 +160,14 @@ def _alive(pid: int, started: int | None) -> bool:
     return now_started is None or now_started == started
 
 
-def end_runs(conn: Connection, run_ids: Sequence[str], state: str, message: str) -> int:
+def end_later(run_id: str, state: str, message: str | None) -> None:
+    """Run ``run_id`` ended in ``state`` but the store could not record it: the next
+    ``acquire`` of this process does, once the store answers."""
+    with _held_guard:
+        _unended[run_id] = (state, message)
+
+
+def end_runs(conn: Connection, run_ids: Sequence[str], state: str, message: str | None) -> int:
     """Record the ACTIVE runs among ``run_ids`` as ended in ``state``; drop their claims and deferred rows.
 
     Their summary stays what their last committed page wrote."""
@@ -226,7 +241,8 @@ class Locks:
             _held.discard(owner)
 
     def _retry_releases(self) -> None:
-        """Release now what failed to release before (and fail the run it guarded)."""
+        """Release now what failed to release before (and fail the run it guarded), then
+        record the ends of this process's runs that could not be written."""
         with _held_guard:
             pending = dict(_unreleased)
         for name, owner in pending.items():
@@ -238,15 +254,28 @@ class Locks:
             with _held_guard:
                 if _unreleased.get(name) == owner:
                     del _unreleased[name]
+        with _held_guard:
+            unended = dict(_unended)
+        if not unended:
+            return
+        with self.store.begin() as conn:
+            ended = {run_id: end_runs(conn, [run_id], state, message)
+                     for run_id, (state, message) in unended.items()}
+        with _held_guard:
+            for run_id in unended:
+                _unended.pop(run_id, None)
+        for run_id, (state, message) in unended.items():
+            if ended[run_id]:
+                log.warning("run.ended_late", run_id=run_id, state=state, message=message)
 
     def holder(self, name: str) -> Holder | None:
-        with self.store.engine.connect() as conn:
+        with self.store.connect() as conn:
             row = conn.execute(select(locks.c.owner, locks.c.expires, locks.c.acquired)
                                .where(locks.c.name == name)).first()
         return Holder(row.owner, as_utc(row.expires), as_utc(row.acquired)) if row else None
 
     def holders(self) -> dict[str, Holder]:
-        with self.store.engine.connect() as conn:
+        with self.store.connect() as conn:
             return {r.name: Holder(r.owner, as_utc(r.expires), as_utc(r.acquired))
                     for r in conn.execute(select(locks.c.name, locks.c.owner, locks.c.expires, locks.c.acquired))}
 

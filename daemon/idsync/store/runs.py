@@ -25,9 +25,10 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, or_, select, update
 
+from idsync.errors import PeerError
 from idsync.store.database import Store, as_utc, fits_key, utcnow
 from idsync.store.idpages import claim_ids
-from idsync.store.locks import LOCK_TTL, Locks, end_runs, process_owner
+from idsync.store.locks import LOCK_TTL, Locks, end_later, end_runs, process_owner
 from idsync.store.tables import audit, claims, deferred, recon_runs
 
 __all__ = ["AUDIT_BEFORE", "LOCK_TTL", "RUN_EVENTS", "RunStore", "is_entry", "owner_id", "shown_audit"]
@@ -133,16 +134,22 @@ class RunStore:
     def finish(self, run_id: str, state: str, stage: str, summary: Mapping[str, Any], message: str | None, *,
                mapping: str | None = None) -> None:
         """Record the run's end; ``mapping``: a reconciliation's (``start(started_by=...)``),
-        whose summary the audit records too."""
-        with self.store.begin() as conn:
-            conn.execute(update(recon_runs).where(recon_runs.c.id == run_id).values(
-                state=state, stage=stage, summary=dict(summary), message=_told(message), ended=utcnow()))
-            if mapping is not None:
-                self.audit(conn, [{"run_id": run_id, "mapping": mapping, "phase": "summary",
-                                   "status": "SUCCESS" if state == "SUCCESS" else "FAILURE",
-                                   "message": _simple_summary(summary)}])
-            conn.execute(delete(claims).where(claims.c.run_id == run_id))
-            conn.execute(delete(deferred).where(deferred.c.run_id == run_id))
+        whose summary the audit records too. When the store cannot take it, the run's state
+        and message are recorded by this process's next lock taken once it answers
+        (``locks.end_later``), the counts being those its last committed write left."""
+        try:
+            with self.store.begin() as conn:
+                conn.execute(update(recon_runs).where(recon_runs.c.id == run_id).values(
+                    state=state, stage=stage, summary=dict(summary), message=_told(message), ended=utcnow()))
+                if mapping is not None:
+                    self.audit(conn, [{"run_id": run_id, "mapping": mapping, "phase": "summary",
+                                       "status": "SUCCESS" if state == "SUCCESS" else "FAILURE",
+                                       "message": _simple_summary(summary)}])
+                conn.execute(delete(claims).where(claims.c.run_id == run_id))
+                conn.execute(delete(deferred).where(deferred.c.run_id == run_id))
+        except PeerError:
+            end_later(run_id, state, _told(message))
+            raise
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         with self.store.engine.connect() as conn:

@@ -64,6 +64,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from idsync.config.mappings import MappingDef
 from idsync.config.operation_options import DO_NOTHING
@@ -81,7 +82,7 @@ from idsync.errors import (
 )
 from idsync.resource import Change, ChangeBatch, ChangeSource, Resource
 from idsync.resources import Resources
-from idsync.store.database import Store
+from idsync.store.database import Store, store_error
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore, owner_id
@@ -207,6 +208,10 @@ class _LiveRun:
             result.state, result.message, result.exit_code = "CANCELED", str(exc), 130
         except IdsyncError as exc:
             result.message, result.exit_code = str(exc), exc.exit_code
+        except (OperationalError, InterfaceError) as exc:
+            # The store went away mid-run (a connection cut, a restart): the operator's problem, not a bug.
+            unavailable = store_error(exc)
+            result.message, result.exit_code = str(unavailable), unavailable.exit_code
         except Exception as exc:
             self.log.exception("livesync.crash")
             result.message = f"internal error: {internal_message(exc)}"
