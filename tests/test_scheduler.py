@@ -144,6 +144,9 @@ def test_fire_times_strictly_increase_through_a_dst_year() -> None:
         ("0 0 12 1 * MON", "Quartz needs '?' in one of them"),
         ("0 0 30 2 *", "'0 0 30 2 *': matches no date"),
         ("0 61 * * * ?", "'0 61 * * * ?': out of range"),
+        # Quartz refuses an increment beyond its field (croniter would fire once, at the field's start).
+        ("*/70 * * * * ?", "second '*/70': an increment of 70 is more than the second allows (59)"),
+        ("0 0 0/25 * * ?", "hour '0/25': an increment of 25 is more than the hour allows (23)"),
         ("JAN * * * *", "not a month or day name"),
         ("* * *", "3 fields; expected 5"),
         ("", "empty schedule"),

@@ -313,6 +313,9 @@ def _exists(aware: dt.datetime) -> bool:
 
 # -- Quartz -------------------------------------------------------------------
 
+# Quartz's fields, and the largest increment each takes (``CronExpression``).
+_QUARTZ_FIELDS = ("second", "minute", "hour", "day of month", "month", "day of week", "year")
+_QUARTZ_STEPS = (59, 59, 23, 31, 12, 7, 2099)
 _DOW_TOKEN = re.compile(r"^(?P<a>\d+)(?:-(?P<b>\d+))?(?:/(?P<step>\d+))?$")
 
 
@@ -327,6 +330,12 @@ def _from_quartz(fields: list[str]) -> str:
         )
     if dom == "LW" or dom.startswith("L-"):
         raise ScheduleError(f"day of month {fields[3]!r} is not supported (L, nW and a day-of-week nL are)")
+    for field, text, most in zip(_QUARTZ_FIELDS, fields, _QUARTZ_STEPS, strict=False):
+        for step in re.findall(r"/(\d+)", text):
+            if int(step) > most:
+                # Quartz refuses it ("Increment > 60"); croniter would fire once, at the field's start.
+                raise ScheduleError(f"{field} {text!r}: an increment of {step} is more than the {field} "
+                                    f"allows ({most})")
     out = ["*" if f == "?" else f for f in fields]
     out[5] = ",".join(_quartz_dow(item) for item in out[5].split(","))
     return " ".join(out)
