@@ -181,9 +181,9 @@ def test_forward_recon_pages_with_a_token_refresh_mid_run(tmp_path: Path, org: F
     assert org.count("GET", "/query/01g") >= 5
 
 
-def test_reverse_updates_and_field_errors(project: Path, org: FakeSalesforce) -> None:
-    """Store changes reach Salesforce in one collection PATCH; a user Salesforce refuses
-    fails alone with its error code in the run's errors."""
+def _reverse_of_three(project: Path, org: FakeSalesforce, third: dict[str, Any]) -> ReconResult:
+    """Three users reconciled into the store; the first two given a description there, the
+    third ``third``; then the reverse recon."""
     _seed(org, 3)
     assert _recon(project, FORWARD).state == "SUCCESS"
     loaded = load_project(project)
@@ -191,12 +191,38 @@ def test_reverse_updates_and_field_errors(project: Path, org: FakeSalesforce) ->
     users = _managed(project)
     for name in ("user000@example.com", "user001@example.com"):
         managed.update(users[name]["_id"], {"description": "Engineer"})
-    managed.update(users["user002@example.com"]["_id"], {"userName": "not-an-email"})
-    result = _recon(project, REVERSE)
+    managed.update(users["user002@example.com"]["_id"], third)
+    return _recon(project, REVERSE)
+
+
+def test_reverse_updates_and_field_errors(project: Path, org: FakeSalesforce) -> None:
+    """Store changes reach Salesforce in one collection PATCH; a user Salesforce refuses
+    fails alone with its error code in the run's errors."""
+    result = _reverse_of_three(project, org, {"userName": "not-an-email"})
     assert result.summary["changes"]["updated"] == 2 and result.summary["changes"]["failed"] == 1
     assert org.count("PATCH", "/composite/sobjects") == 1
     assert org.by_username("user000@example.com")["Title"] == "Engineer"  # type: ignore[index]
     assert "INVALID_NEW_VALUE" in json.dumps(result.summary)
+
+
+def test_a_record_salesforce_cannot_parse_fails_alone_not_its_whole_collection(
+        project: Path, org: FakeSalesforce) -> None:
+    """A value of the wrong JSON type (a status the reverse mapping passes through as a
+    string where IsActive is a boolean) makes Salesforce refuse the whole sObject
+    Collections request that holds it (JSON_PARSER_ERROR): its records are then written
+    one by one, so the others are updated and that user fails alone with Salesforce's
+    error; the run is not stopped by one user."""
+    sync = project / "conf" / "sync.json"
+    sync.write_text(sync.read_text().replace(
+        "source !== 'inactive'", "source === 'inactive' ? false : source === 'active' ? true : source"))
+    result = _reverse_of_three(project, org, {"description": "Engineer", "accountStatus": "suspended"})
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"]["updated"] == 2 and result.summary["changes"]["failed"] == 1
+    assert [org.by_username(f"user00{i}@example.com").get("Title") for i in range(3)] == [  # type: ignore[union-attr]
+        "Engineer", "Engineer", None]
+    entries = RunStore(Store.open(load_project(project).settings.store_url())).audit_entries(result.id, limit=10)
+    failed = [e for e in entries if e.get("status") == "FAILURE"]
+    assert len(failed) == 1 and "JSON_PARSER_ERROR" in json.dumps(failed[0], default=str)
 
 
 def test_exhausted_api_limit_fails_the_run_cleanly(project: Path, org: FakeSalesforce) -> None:
