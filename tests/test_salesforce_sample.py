@@ -316,6 +316,43 @@ def test_limit_exceeded_while_writing_fails_the_run_before_any_deactivation(proj
     assert all(u["IsActive"] is True and not u.get("Title") for u in org.users.values())
 
 
+def test_a_limit_reached_between_two_collections_keeps_the_users_the_first_created(
+        project: Path, org: FakeSalesforce, monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 users made in the store go to Salesforce in two Collections POSTs; the API
+    allowance runs out after the first: its 200 users are linked and audited, the other
+    100 fail with the limit, and the run stops FAILED when it next asks the org. The next
+    recon, with no correlation query that could find the 200 again, creates only the 100
+    (creating the 200 again would fail each on DUPLICATE_USERNAME)."""
+    sync = project / "conf" / "sync.json"
+    config = json.loads(sync.read_text())
+    for mapping in config["mappings"]:
+        if mapping["name"] == REVERSE:
+            mapping.pop("correlationQuery", None)
+    sync.write_text(json.dumps(config))
+    loaded = load_project(project)
+    managed = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
+    for i in range(300):
+        managed.create({"userName": f"new{i:03d}@example.com", "sn": f"New{i}", "mail": f"new{i:03d}@example.com"})
+    collection = org._collection
+
+    def spending_the_allowance(method: str, body: Any) -> tuple[int, Any]:
+        answer = collection(method, body)
+        org.api_allowance = org.api_calls
+        return answer
+
+    monkeypatch.setattr(org, "_collection", spending_the_allowance)
+    first = _recon(project, REVERSE)
+    assert first.state == "FAILED" and "REQUEST_LIMIT_EXCEEDED" in (first.message or ""), first.message
+    assert first.summary["changes"].get("created") == 200 and first.summary["changes"].get("failed") == 100
+    assert len(org.users) == 200
+    monkeypatch.setattr(org, "_collection", collection)
+    org.api_allowance = None
+    second = _recon(project, REVERSE)
+    assert second.state == "SUCCESS", second.message
+    assert second.summary["changes"].get("created") == 100 and not second.summary["changes"].get("failed")
+    assert len(org.users) == 300
+
+
 def test_an_alias_cut_in_half_over_the_api_fails_that_user_alone(project: Path, org: FakeSalesforce) -> None:
     """A user created over the API whose userName's Alias (the sample's
     ``substring(0, 8)``) cuts an emoji in two is created (201, never a 500); its

@@ -9,8 +9,11 @@ A Collections request Salesforce refuses whole with a 400 (a record it cannot
 deserialize, such as a string sent to a boolean field, fails every record of the
 request with ``JSON_PARSER_ERROR``) is sent again one record a request, so that
 record fails alone and the others are written. Salesforce users cannot be
-deleted: a delete becomes ``IsActive = false`` and the result says so. Field errors (``[{"statusCode" | "errorCode",
-"message", "fields"}]``) become ``ObjectRejected`` for that record alone.
+deleted: a delete becomes ``IsActive = false`` and the result says so. When the org
+fails part way through a batch (a limit that persists, an outage), the results of
+what it wrote are kept and the rest fail with its error (``resource.interrupted``).
+Field errors (``[{"statusCode" | "errorCode", "message", "fields"}]``) become
+``ObjectRejected`` for that record alone.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from typing import Any
 import structlog
 
 from idsync.connectors.salesforce.client import SalesforceClient, error_text, errors_of
-from idsync.errors import NotFound, ObjectError, ObjectRejected, PeerUnavailable
-from idsync.resource import Obj, WriteOp, WriteResult, failed
+from idsync.errors import NotFound, ObjectError, ObjectRejected, PeerError, PeerUnavailable
+from idsync.resource import Obj, WriteOp, WriteResult, failed, interrupted
 
 __all__ = ["COLLECTION_SIZE", "UNDELETABLE", "RecordWriter"]
 
@@ -63,7 +66,19 @@ class RecordWriter:
                 results[id(op)] = self._done(op, op.id, {})
                 continue
             changes.append((op, fields))
-        if len(ops) == 1 or not self._client.has_collections:
+        try:
+            self._send(creates, changes, results, one_by_one=len(ops) == 1 or not self._client.has_collections)
+        except PeerError as error:
+            # The org failed part way (a limit that persists, an outage): keep what it wrote.
+            log.warning("salesforce.write_failed", resource=self._resource, kind="batch", id=None,
+                        errors=[type(error).__name__], written=sum(r.ok for r in results.values()))
+            return interrupted(ops, [results.get(id(op)) for op in ops], error)
+        return [results[id(op)] for op in ops]
+
+    def _send(self, creates: list[WriteOp], changes: list[tuple[WriteOp, Obj]], results: dict[int, WriteResult],
+              *, one_by_one: bool) -> None:
+        """Write ``creates`` and ``changes``, each result into ``results`` as it comes."""
+        if one_by_one:
             for op in creates:
                 results[id(op)] = self._create_one(op)
             for op, fields in changes:
@@ -82,7 +97,6 @@ class RecordWriter:
                 for i, (op, fields) in enumerate(pairs):
                     results[id(op)] = self._patch_one(op, fields) if outcomes is None \
                         else self._outcome(op, outcomes[i], fields)
-        return [results[id(op)] for op in ops]
 
     # -- single records -------------------------------------------------------
 
