@@ -40,6 +40,9 @@ HTTPS on loopback with a self-signed certificate (made with ``openssl``), servin
   org's clock is this host's moved by ``clock_offset`` seconds (``advance``; ``freeze`` stops it), and
   ``delete_user`` removes a record as an org deletes one (a real org deactivates
   Users instead; the deleted window is the same for every sObject).
+* A value of the wrong JSON type for its field (a boolean field, ``IsActive``, sent a
+  string) cannot be deserialized: the request is refused whole with 400
+  ``JSON_PARSER_ERROR``, a collection's other records included, as the API does.
 * Errors as ``[{"message", "errorCode", "fields"}]``: ``INVALID_SESSION_ID`` (401)
   for an unknown or expired session (a session dies after ``session_calls``
   calls), ``REQUEST_LIMIT_EXCEEDED`` (403) when the API allowance is spent,
@@ -87,6 +90,7 @@ USER_FIELDS = frozenset({*REQUIRED_USER_FIELDS, "Id", "FirstName", "IsActive", "
                          "Department", "CompanyName", "FederationIdentifier", "CommunityNickname", "Name",
                          "CreatedDate", "LastModifiedDate", "SystemModstamp", "ManagerId"})
 _READ_ONLY = frozenset({"Id", "Name", "CreatedDate", "LastModifiedDate", "SystemModstamp"})
+_BOOLEAN_FIELDS = ("IsActive",)
 _UPDATED_DAYS = 30  # how far back sObject Get Updated answers
 _DELETED_DAYS = 15  # how far back sObject Get Deleted answers (the delete log)
 _CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
@@ -335,6 +339,8 @@ class FakeSalesforce:
         if not path.startswith(base):
             return 404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
         rest = path[len(base):]
+        if method in ("POST", "PATCH") and (problem := _unparsable(body, collection=rest == "/composite/sobjects")):
+            return 400, [{"message": problem, "errorCode": "JSON_PARSER_ERROR"}]
         if rest in ("/query", "/queryAll") and method == "GET":
             return self._query(query.get("q", ""), headers)
         if m := re.fullmatch(r"/query(?:All)?/(01g[A-Za-z0-9]+)-(\d+)", rest):
@@ -518,6 +524,21 @@ class FakeSalesforce:
         if record_id is not None and record_id[:15] == value[:15]:
             return "FIELD_INTEGRITY_EXCEPTION", "Manager: a user cannot be their own manager"
         return None
+
+
+def _unparsable(body: Any, *, collection: bool) -> str | None:
+    """Why the API cannot deserialize a write's body (one record, or a collection's
+    ``records``): a value of the wrong JSON type for a boolean field. None when it can."""
+    records = (body.get("records") if isinstance(body, dict) else None) if collection else [body]
+    for record in records or []:
+        if not isinstance(record, dict):
+            continue
+        for name in _BOOLEAN_FIELDS:
+            value = record.get(name)
+            if value is not None and not isinstance(value, bool):
+                return (f"Cannot deserialize instance of boolean from VALUE_STRING value {value} or request may be "
+                        "missing a required field at [line:1, column:2]")
+    return None
 
 
 def _minute(when: float) -> float:

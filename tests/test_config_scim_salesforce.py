@@ -15,7 +15,7 @@ from fake_salesforce import FakeSalesforce
 from idsync.connectors.salesforce.connector import SalesforceSystem
 from idsync.connectors.scim.connector import open_scim_system
 from idsync.errors import ObjectError, ObjectRejected, PeerUnavailable
-from idsync.resource import WriteOp
+from idsync.resource import QuerySpec, WriteOp
 from salesforce_sample import PROFILE_ID, running_org, sf_env
 from salesforce_sample import sample_project as sf_project
 from scim_sample import sample_project
@@ -249,5 +249,21 @@ def test_a_salesforce_read_answered_with_no_json_is_a_peer_error(org: FakeSalesf
         org.fail_next = [(200, b"<html>maintenance</html>")]
         with pytest.raises(PeerUnavailable, match="not JSON"):
             users.get("005000000000001AAA")
+    finally:
+        system.close()
+
+
+@pytest.mark.parametrize("answer", [b"<html>maintenance</html>", b'["not", "a", "query result"]'])
+def test_a_salesforce_query_answered_with_no_query_result_is_a_peer_error(org: FakeSalesforce, answer: bytes) -> None:
+    """A SOQL query (a recon's read, liveSync's read of the changed records) answered 200
+    with a body that is not a JSON query result stops the read as an unavailable peer
+    (exit 69, nothing deleted), not as an internal error."""
+    system = _salesforce(org)
+    try:
+        users = system.resource("User")
+        system.test()
+        org.fail_next = [(200, answer)]
+        with pytest.raises(PeerUnavailable, match="the answer is not a JSON query result"):
+            users.find(QuerySpec())
     finally:
         system.close()

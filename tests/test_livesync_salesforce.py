@@ -214,6 +214,27 @@ def test_command_line_applies_a_delete(project: Path, org: FakeSalesforce) -> No
     assert "bob@example.com" not in managed_users(project)
 
 
+def test_command_line_says_a_failed_run_wrote_nothing_and_where_to_read_why(project: Path,
+                                                                           org: FakeSalesforce) -> None:
+    """A liveSync run that fails before writing (its deletes past maxDeletes) is not
+    printed as having "nothing to write": its line says it wrote nothing and names the
+    run to read the reason from, and stderr gives that reason."""
+    ids = _seed(org)
+    assert idsync(project, "livesync", SOURCE, env=sf_env(org)).returncode == 0
+    sync = project / "conf" / "sync.json"
+    sync.write_text(sync.read_text().replace('"maxDeletes": 5', '"maxDeletes": 0'))
+    org.delete_user(ids["bob"])
+    org.advance(120)
+    done = idsync(project, "livesync", SOURCE, env=sf_env(org))
+    assert done.returncode != 0
+    line = next(ln for ln in done.stdout.splitlines() if "liveSync run" in ln)
+    assert "FAILED" in line and "nothing to write" not in line
+    run_id = line.split("liveSync run ")[1].split()[0]
+    assert f"nothing written (idsync status {run_id} says why)" in line
+    assert "more than maxDeletes" in done.stderr
+    assert "bob@example.com" in managed_users(project)
+
+
 def test_a_user_deleted_and_made_again_in_one_window_is_linked_to_the_new_record(project: Path,
                                                                                   org: FakeSalesforce) -> None:
     """A user deleted and another made with the same Username in one window: the delete is

@@ -181,9 +181,9 @@ def test_forward_recon_pages_with_a_token_refresh_mid_run(tmp_path: Path, org: F
     assert org.count("GET", "/query/01g") >= 5
 
 
-def test_reverse_updates_and_field_errors(project: Path, org: FakeSalesforce) -> None:
-    """Store changes reach Salesforce in one collection PATCH; a user Salesforce refuses
-    fails alone with its error code in the run's errors."""
+def _reverse_of_three(project: Path, org: FakeSalesforce, third: dict[str, Any]) -> ReconResult:
+    """Three users reconciled into the store; the first two given a description there, the
+    third ``third``; then the reverse recon."""
     _seed(org, 3)
     assert _recon(project, FORWARD).state == "SUCCESS"
     loaded = load_project(project)
@@ -191,12 +191,38 @@ def test_reverse_updates_and_field_errors(project: Path, org: FakeSalesforce) ->
     users = _managed(project)
     for name in ("user000@example.com", "user001@example.com"):
         managed.update(users[name]["_id"], {"description": "Engineer"})
-    managed.update(users["user002@example.com"]["_id"], {"userName": "not-an-email"})
-    result = _recon(project, REVERSE)
+    managed.update(users["user002@example.com"]["_id"], third)
+    return _recon(project, REVERSE)
+
+
+def test_reverse_updates_and_field_errors(project: Path, org: FakeSalesforce) -> None:
+    """Store changes reach Salesforce in one collection PATCH; a user Salesforce refuses
+    fails alone with its error code in the run's errors."""
+    result = _reverse_of_three(project, org, {"userName": "not-an-email"})
     assert result.summary["changes"]["updated"] == 2 and result.summary["changes"]["failed"] == 1
     assert org.count("PATCH", "/composite/sobjects") == 1
     assert org.by_username("user000@example.com")["Title"] == "Engineer"  # type: ignore[index]
     assert "INVALID_NEW_VALUE" in json.dumps(result.summary)
+
+
+def test_a_record_salesforce_cannot_parse_fails_alone_not_its_whole_collection(
+        project: Path, org: FakeSalesforce) -> None:
+    """A value of the wrong JSON type (a status the reverse mapping passes through as a
+    string where IsActive is a boolean) makes Salesforce refuse the whole sObject
+    Collections request that holds it (JSON_PARSER_ERROR): its records are then written
+    one by one, so the others are updated and that user fails alone with Salesforce's
+    error; the run is not stopped by one user."""
+    sync = project / "conf" / "sync.json"
+    sync.write_text(sync.read_text().replace(
+        "source !== 'inactive'", "source === 'inactive' ? false : source === 'active' ? true : source"))
+    result = _reverse_of_three(project, org, {"description": "Engineer", "accountStatus": "suspended"})
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"]["updated"] == 2 and result.summary["changes"]["failed"] == 1
+    assert [org.by_username(f"user00{i}@example.com").get("Title") for i in range(3)] == [  # type: ignore[union-attr]
+        "Engineer", "Engineer", None]
+    entries = RunStore(Store.open(load_project(project).settings.store_url())).audit_entries(result.id, limit=10)
+    failed = [e for e in entries if e.get("status") == "FAILURE"]
+    assert len(failed) == 1 and "JSON_PARSER_ERROR" in json.dumps(failed[0], default=str)
 
 
 def test_exhausted_api_limit_fails_the_run_cleanly(project: Path, org: FakeSalesforce) -> None:
@@ -288,6 +314,43 @@ def test_limit_exceeded_while_writing_fails_the_run_before_any_deactivation(proj
     assert "PATCH /services/data/v44.0/composite/sobjects" in (result.message or "")
     assert org.count("PATCH", "/composite/sobjects") == 0
     assert all(u["IsActive"] is True and not u.get("Title") for u in org.users.values())
+
+
+def test_a_limit_reached_between_two_collections_keeps_the_users_the_first_created(
+        project: Path, org: FakeSalesforce, monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 users made in the store go to Salesforce in two Collections POSTs; the API
+    allowance runs out after the first: its 200 users are linked and audited, the other
+    100 fail with the limit, and the run stops FAILED when it next asks the org. The next
+    recon, with no correlation query that could find the 200 again, creates only the 100
+    (creating the 200 again would fail each on DUPLICATE_USERNAME)."""
+    sync = project / "conf" / "sync.json"
+    config = json.loads(sync.read_text())
+    for mapping in config["mappings"]:
+        if mapping["name"] == REVERSE:
+            mapping.pop("correlationQuery", None)
+    sync.write_text(json.dumps(config))
+    loaded = load_project(project)
+    managed = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
+    for i in range(300):
+        managed.create({"userName": f"new{i:03d}@example.com", "sn": f"New{i}", "mail": f"new{i:03d}@example.com"})
+    collection = org._collection
+
+    def spending_the_allowance(method: str, body: Any) -> tuple[int, Any]:
+        answer = collection(method, body)
+        org.api_allowance = org.api_calls
+        return answer
+
+    monkeypatch.setattr(org, "_collection", spending_the_allowance)
+    first = _recon(project, REVERSE)
+    assert first.state == "FAILED" and "REQUEST_LIMIT_EXCEEDED" in (first.message or ""), first.message
+    assert first.summary["changes"].get("created") == 200 and first.summary["changes"].get("failed") == 100
+    assert len(org.users) == 200
+    monkeypatch.setattr(org, "_collection", collection)
+    org.api_allowance = None
+    second = _recon(project, REVERSE)
+    assert second.state == "SUCCESS", second.message
+    assert second.summary["changes"].get("created") == 100 and not second.summary["changes"].get("failed")
+    assert len(org.users) == 300
 
 
 def test_an_alias_cut_in_half_over_the_api_fails_that_user_alone(project: Path, org: FakeSalesforce) -> None:

@@ -345,6 +345,19 @@ def test_oauth_token_cached_renewed_and_refetched_after_401(server: ScimServer) 
     assert server.tokens_issued == 3
 
 
+def test_a_token_shorter_lived_than_the_renewal_margin_serves_half_its_life(server: ScimServer) -> None:
+    """A token endpoint issuing tokens that live no longer than tokenRenewSeconds (30 s
+    against the default 60) does not make every request fetch a new token: each token
+    serves requests for half its life."""
+    server.token_lifetime = 30
+    server.add_user("alice")
+    resource = _oauth(server).resource("account")
+    for _ in range(3):
+        resource.find(QuerySpec())
+    assert server.tokens_issued == 1
+    assert [m for m, p, _ in server.requests if p == "/oauth/token"] == ["POST"]
+
+
 def test_refused_credentials_fail_with_authentication_message(server: ScimServer) -> None:
     """A wrong client secret, a wrong static token or a 403 is AuthenticationFailed; the
     message names the endpoint and the status, never the secret."""

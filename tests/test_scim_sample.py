@@ -189,6 +189,40 @@ def test_provider_stopping_mid_run_fails_the_run_and_deletes_nothing(tmp_path: P
     assert len(_managed(project, "user", "userName")) == 6
 
 
+def test_a_provider_failing_in_the_middle_of_a_page_keeps_what_it_wrote(project: Path, server: ScimServer) -> None:
+    """Three users made in the store are POSTed in one page and the provider answers the
+    third with a 500: the two it created are linked and audited (the third fails with the
+    provider's error, for the next run), so the next recon, with no correlation query
+    that could find them again, POSTs only the third instead of the first two again."""
+    sync = project / "conf" / "sync.json"
+    config = json.loads(sync.read_text())
+    for mapping in config["mappings"]:
+        if mapping["name"] == USERS_OUT:
+            del mapping["correlationQuery"]
+    sync.write_text(json.dumps(config))
+    loaded = load_project(project)
+    managed = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
+    for name in ("ann", "ben", "cid"):
+        managed.create({"userName": name, "givenName": name.title(), "sn": "Test"})
+    posts: list[str] = []
+
+    def third_post(method: str, path: str, query: str) -> bool:
+        if method == "POST" and path == "/v2/Users":
+            posts.append(path)
+        return len(posts) == 3
+
+    server.before_matching.append((third_post, lambda: server.fail_next("POST", 500, None)))
+    first = _recon(project, USERS_OUT)
+    assert first.summary["changes"].get("created") == 2 and first.summary["changes"].get("failed") == 1, first
+    assert "HTTP 500" in json.dumps(first.summary)
+    assert sorted(u["userName"] for u in server.list("Users")) == ["ann", "ben"]
+    second = _recon(project, USERS_OUT)
+    assert second.state == "SUCCESS", second.message
+    assert second.summary["changes"] == {**second.summary["changes"], "created": 1}
+    assert not second.summary["changes"].get("failed")
+    assert sorted(u["userName"] for u in server.list("Users")) == ["ann", "ben", "cid"]
+
+
 def test_users_answered_without_an_id_fail_the_run_and_delete_nothing(tmp_path: Path, server: ScimServer,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A provider that answers one user without its id (in the listing and in the

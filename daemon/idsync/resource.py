@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from idsync.errors import IdsyncError, ObjectError, OperationDenied, ReadDenied, SyncTokenExpired
+from idsync.errors import IdsyncError, ObjectError, OperationDenied, PeerError, ReadDenied, SyncTokenExpired
 from idsync.query.ast import And, Compare, Node, Or, Path
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "WriteResult",
     "dump_window",
     "failed",
+    "interrupted",
     "load_window",
     "renamed",
     "value_at",
@@ -386,6 +387,22 @@ def load_window(token: str, kind: str, refused: str) -> tuple[str, dict[str, str
 def failed(op: WriteOp, error: ObjectError) -> WriteResult:
     """The result of an op that failed on its own."""
     return WriteResult(op, id=op.id, error=error)
+
+
+def interrupted(ops: Sequence[WriteOp], done: Sequence[WriteResult | None], error: PeerError) -> list[WriteResult]:
+    """The results of a batch whose peer failed (``error``) after some of its ops were
+    written: ``done`` holds the results so far (in the order of ``ops``, None or missing
+    for an op not sent), and each op not written fails with the peer's error, for the next
+    run. The page is then recorded (the links of the objects created, the audit) and the
+    run goes on, until its next request to that peer stops it: raised instead, the error
+    would have rolled the page back, and objects the peer holds would have been left
+    unlinked, to be created again. When nothing was written the error is raised again:
+    the run stops with nothing of the batch to keep."""
+    results = [*done, *([None] * (len(ops) - len(done)))]
+    if not any(r is not None and r.ok for r in results):
+        raise error
+    return [r if r is not None else failed(op, ObjectError(f"{error}; not written, the next run tries again"))
+            for op, r in zip(ops, results, strict=True)]
 
 
 def value_at(obj: Obj, path: Path) -> Any:

@@ -113,7 +113,7 @@ def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
     if result.note:
         print(f"  note: {result.note}")
     for run in result.runs:
-        counts = ", ".join(f"{k} {v}" for k, v in (run.get("counts") or {}).items()) or "nothing to write"
+        counts = _counts(run)
         # An echo is told by what it holds, not by who wrote it: idsync's own write read
         # back, a change a recon applied already and a move no mapped attribute shows look alike.
         echoes = f", {run['echoes']} change(s) skipped: nothing new for the linked object" \
@@ -121,7 +121,7 @@ def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
         kind = "full recon" if run.get("fullRecon") else "liveSync"
         print(f"  {run['mapping']}: {kind} run {run['id'][:8]} {run['state']}: {counts}{echoes}")
     for run in result.onward:
-        counts = ", ".join(f"{k} {v}" for k, v in (run.get("counts") or {}).items()) or "nothing to write"
+        counts = _counts(run)
         print(f"  {run['mapping']}: carried on, run {run['id'][:8]} {run['state']}: {counts}")
     if args.dry_run:
         from idsync.cli.render import render_audit
@@ -131,6 +131,17 @@ def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
     if result.state != "SUCCESS":
         print(f"idsync: livesync {result.source}: {result.state}: {result.message}", file=sys.stderr)
     return result.exit_code
+
+
+def _counts(run: dict[str, Any]) -> str:
+    """A run's changes; one that wrote none says whether it had nothing to write or failed
+    first (the reason is in its record)."""
+    counts = ", ".join(f"{k} {v}" for k, v in (run.get("counts") or {}).items())
+    if counts:
+        return counts
+    if run.get("state") in (None, "SUCCESS"):
+        return "nothing to write"
+    return f"nothing written (idsync status {str(run.get('id') or '')[:8]} says why)"
 
 
 def render_livesync_sources(sources: list[dict[str, Any]]) -> None:

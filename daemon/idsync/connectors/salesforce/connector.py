@@ -128,7 +128,14 @@ class SalesforceResource(Resource, ChangeSource):
                 if response.status_code == 400:
                     raise QueryError(f"salesforce: the query was refused: {text}")
                 raise PeerUnavailable(f"salesforce: query failed: {text}")
-            body = response.json()
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                # A proxy's maintenance page, a cut answer: what the query holds cannot be told.
+                raise PeerUnavailable("salesforce: query: the answer is not a JSON query result; "
+                                      "the read is incomplete")
             records = body.get("records") or []
             read += len(records)
             if records:

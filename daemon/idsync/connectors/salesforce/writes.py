@@ -5,9 +5,15 @@ A batch of one op uses the single-record endpoints (``POST sobjects/User``,
 (``POST``/``PATCH composite/sobjects``, 200 records a request, ``allOrNone``
 false), so each record succeeds or fails on its own and 10,000 updates cost 50
 requests (API versions before 42.0 have no Collections: one request a record).
-Salesforce users cannot be deleted: a delete becomes ``IsActive = false`` and
-the result says so. Field errors (``[{"statusCode" | "errorCode",
-"message", "fields"}]``) become ``ObjectRejected`` for that record alone.
+A Collections request Salesforce refuses whole with a 400 (a record it cannot
+deserialize, such as a string sent to a boolean field, fails every record of the
+request with ``JSON_PARSER_ERROR``) is sent again one record a request, so that
+record fails alone and the others are written. Salesforce users cannot be
+deleted: a delete becomes ``IsActive = false`` and the result says so. When the org
+fails part way through a batch (a limit that persists, an outage), the results of
+what it wrote are kept and the rest fail with its error (``resource.interrupted``).
+Field errors (``[{"statusCode" | "errorCode", "message", "fields"}]``) become
+``ObjectRejected`` for that record alone.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from typing import Any
 import structlog
 
 from idsync.connectors.salesforce.client import SalesforceClient, error_text, errors_of
-from idsync.errors import NotFound, ObjectError, ObjectRejected, PeerUnavailable
-from idsync.resource import Obj, WriteOp, WriteResult, failed
+from idsync.errors import NotFound, ObjectError, ObjectRejected, PeerError, PeerUnavailable
+from idsync.resource import Obj, WriteOp, WriteResult, failed, interrupted
 
 __all__ = ["COLLECTION_SIZE", "UNDELETABLE", "RecordWriter"]
 
@@ -60,7 +66,19 @@ class RecordWriter:
                 results[id(op)] = self._done(op, op.id, {})
                 continue
             changes.append((op, fields))
-        if len(ops) == 1 or not self._client.has_collections:
+        try:
+            self._send(creates, changes, results, one_by_one=len(ops) == 1 or not self._client.has_collections)
+        except PeerError as error:
+            # The org failed part way (a limit that persists, an outage): keep what it wrote.
+            log.warning("salesforce.write_failed", resource=self._resource, kind="batch", id=None,
+                        errors=[type(error).__name__], written=sum(r.ok for r in results.values()))
+            return interrupted(ops, [results.get(id(op)) for op in ops], error)
+        return [results[id(op)] for op in ops]
+
+    def _send(self, creates: list[WriteOp], changes: list[tuple[WriteOp, Obj]], results: dict[int, WriteResult],
+              *, one_by_one: bool) -> None:
+        """Write ``creates`` and ``changes``, each result into ``results`` as it comes."""
+        if one_by_one:
             for op in creates:
                 results[id(op)] = self._create_one(op)
             for op, fields in changes:
@@ -69,14 +87,16 @@ class RecordWriter:
             for start in range(0, len(creates), COLLECTION_SIZE):
                 chunk = creates[start:start + COLLECTION_SIZE]
                 records = [{"attributes": {"type": self._type}, **_writable(op.values)} for op in chunk]
-                for op, outcome in zip(chunk, self._collection("POST", records), strict=True):
-                    results[id(op)] = self._outcome(op, outcome)
+                outcomes = self._collection("POST", records)
+                for i, op in enumerate(chunk):
+                    results[id(op)] = self._create_one(op) if outcomes is None else self._outcome(op, outcomes[i])
             for start in range(0, len(changes), COLLECTION_SIZE):
                 pairs = changes[start:start + COLLECTION_SIZE]
                 records = [{"attributes": {"type": self._type}, "id": op.id, **fields} for op, fields in pairs]
-                for (op, fields), outcome in zip(pairs, self._collection("PATCH", records), strict=True):
-                    results[id(op)] = self._outcome(op, outcome, fields)
-        return [results[id(op)] for op in ops]
+                outcomes = self._collection("PATCH", records)
+                for i, (op, fields) in enumerate(pairs):
+                    results[id(op)] = self._patch_one(op, fields) if outcomes is None \
+                        else self._outcome(op, outcomes[i], fields)
 
     # -- single records -------------------------------------------------------
 
@@ -99,11 +119,19 @@ class RecordWriter:
 
     # -- collections ----------------------------------------------------------
 
-    def _collection(self, method: str, records: list[Obj]) -> list[dict[str, Any]]:
+    def _collection(self, method: str, records: list[Obj]) -> list[dict[str, Any]] | None:
+        """The SaveResult of each record, in order; None when Salesforce refused the request
+        as a whole with a 400 (nothing in it was written): one record it could not read
+        refuses them all, so the caller writes them one a request."""
         response = self._client.call(method, f"{self._client.base}/composite/sobjects",
                                      json={"allOrNone": False, "records": records})
+        if response.status_code == 400:
+            log.warning("salesforce.collection_refused", resource=self._resource, method=method,
+                        records=len(records), errors=sorted({str(e.get("errorCode") or e.get("statusCode"))
+                                                             for e in errors_of(response)}),
+                        hint="writing these records one a request")
+            return None
         if response.status_code != 200:
-            # A malformed request fails the whole batch: nothing in it was written.
             raise PeerUnavailable(f"salesforce: {method} composite/sobjects refused: "
                                   f"{error_text(errors_of(response))}")
         try:

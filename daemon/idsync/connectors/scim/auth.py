@@ -2,7 +2,8 @@
 bearer token, HTTP basic, or nothing, each as an ``httpx.Auth``.
 
 The client-credentials token is fetched on first use, cached, and fetched again
-``tokenRenewSeconds`` before it expires; a 401 from the provider with a cached token
+``tokenRenewSeconds`` before it expires (half way through its life when it lives no
+longer than that); a 401 from the provider with a cached token
 (revoked, or the clock disagrees) fetches a new one and resends the request once.
 A refused token request is an ``AuthenticationFailed`` naming the token endpoint and
 the OAuth error code, never the secret or the token.
@@ -88,7 +89,9 @@ class OAuthClientCredentials(httpx.Auth):
         lifetime = float(body.get("expires_in") or 3600)
         with self._lock:
             self._token = str(body["access_token"])
-            self._renew_at = time.monotonic() + max(lifetime - self._renew, 0.0)
+            # A token living no longer than the margin would be fetched again for every
+            # request: it serves half its life instead.
+            self._renew_at = time.monotonic() + (lifetime - self._renew if lifetime > self._renew else lifetime / 2)
             self.fetched += 1
             log.info("scim.token_fetched", token_endpoint=self._endpoint, expires_in=lifetime)
             return self._token

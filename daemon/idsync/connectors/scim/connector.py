@@ -43,6 +43,7 @@ from idsync.errors import (
     NotFound,
     ObjectError,
     ObjectRejected,
+    PeerError,
     QueryError,
     RevisionMismatch,
 )
@@ -50,6 +51,7 @@ from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Path, Presen
 from idsync.query.evaluate import matches
 from idsync.query.scim import to_scim
 from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.resource import interrupted as write_interrupted
 
 __all__ = ["ScimResource", "ScimSystem", "open_scim_system"]
 
@@ -299,6 +301,9 @@ class ScimResource(Resource, ChangeSource):
             except ObjectError as error:
                 log.warning("scim.write_failed", resource=self.name, kind=op.kind, id=op.id, error=str(error))
                 results.append(failed(op, error))
+            except PeerError as error:
+                log.warning("scim.write_failed", resource=self.name, kind=op.kind, id=op.id, error=str(error))
+                return write_interrupted(ops, results, error)
         return results
 
     def _create(self, op: WriteOp) -> WriteResult:
