@@ -266,7 +266,14 @@ class KeyReader:
             if known is not None and item not in known:
                 names = ", ".join(sorted(known)) or "none configured"
                 raise ConfigError(self.file, f"mappings[{i}]", f"unknown mapping {item!r} (known: {names})")
+        self._once(value, "mappings")
         return tuple(value)
+
+    def _once(self, items: list[str], key: str) -> None:
+        """Refuse an item listed twice: the job would run it twice at every fire."""
+        for i, item in enumerate(items):
+            if (first := items.index(item)) != i:
+                raise ConfigError(self.file, f"{key}[{i}]", f"{item!r} is listed twice (also {key}[{first}])")
 
     def sources(self, key: str, shown: str | None = None) -> tuple[str, ...]:
         """A resource name or a list of them (``system/ldap/account``, ``managed/user``); errors
@@ -281,6 +288,7 @@ class KeyReader:
                 where = key if isinstance(value, str) else f"{key}[{i}]"
                 raise ConfigError(self.file, where, f"expected a resource name such as \"system/ldap/account\", "
                                                     f"not {item!r}")
+        self._once(items, key)
         return tuple(items)
 
     def max_deletes(self) -> int | float | None:
