@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from idsync import __version__
-from idsync.errors import IdsyncError
+from idsync.errors import IdsyncError, internal_message
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import RunStore
 from idsync.store.sync_failures import livesync_sources
@@ -129,7 +129,7 @@ def _log_failure(path: Path, exc: BaseException, **fields: Any) -> None:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    return str(exc) or type(exc).__name__
+    return str(exc) if isinstance(exc, IdsyncError) else internal_message(exc)  # a driver's first line alone
 
 
 def read_status_file(path: Path) -> dict[str, Any]:

@@ -516,7 +516,7 @@ class Daemon:
         try:
             jobs: dict[str, dict[str, Any]] | None = self._jobs_status()
         except Exception as exc:  # noqa: BLE001 - the store is gone: the daemon's state still goes in
-            log.warning("status_file.jobs_unavailable", error=str(exc))
+            log.warning("status_file.jobs_unavailable", error=internal_message(exc))
             jobs = None
         update_status_file(self.config.project, self.store, jobs=jobs, daemon=daemon)
 
