@@ -119,6 +119,12 @@ def test_kill_9_of_a_recon_mid_run_does_not_block_the_next_one(
     written = _users(project, store)
     assert 0 < written < total
     assert killed["summary"]["changes"]["created"] == written  # the counts commit with their page
+    # ``idsync status`` says the run's process is gone, before anything records it FAILED.
+    gone = f"interrupted: owner process {proc.pid} on {HOST} is gone"
+    shown = _idsync(project, "status")
+    assert f"run {killed['id'][:8]} ACTIVE, but {gone}" in " ".join(shown.stdout.split()), shown.stdout
+    (listed,) = [r for r in json.loads(_idsync(project, "status", "--json").stdout) if r["_id"] == killed["id"]]
+    assert listed["processGone"] == gone
 
     started = time.monotonic()
     second = _idsync(project, "recon", MAPPING, "--json")

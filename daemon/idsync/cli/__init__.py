@@ -278,10 +278,12 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
             render_audit(audit)
         return 0
     recent = runs.recent(limit=args.limit, mapping=args.mapping)
+    gone = runs.gone(recent)
     if args.json:
-        print(json.dumps([_run_json(r) for r in recent], indent=2, default=str))
+        print(json.dumps([{**_run_json(r), **({"processGone": gone[r["id"]]} if r["id"] in gone else {})}
+                          for r in recent], indent=2, default=str))
     else:
-        render_runs(recent)
+        render_runs(recent, gone)
         _print_pending(store)
         _print_livesync(store)
         if settings.cluster.enabled:

@@ -65,9 +65,10 @@ def _time(when: dt.datetime) -> str:
     return aware.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def render_runs(runs: Sequence[Mapping[str, Any]]) -> None:
+def render_runs(runs: Sequence[Mapping[str, Any]], gone: Mapping[str, str] | None = None) -> None:
     """The runs as a table, or one block per run when the table would not fit the terminal:
-    mapping names are never cut, whatever the width. Failed runs end with their reason."""
+    mapping names are never cut, whatever the width. Failed runs end with their reason, and
+    ACTIVE ones whose process is gone (``gone``: why, by run id) say so."""
     if not runs:
         console().print("no runs recorded yet")
         return
@@ -91,6 +92,9 @@ def render_runs(runs: Sequence[Mapping[str, Any]]) -> None:
     for r in runs:
         if r["state"] == "FAILED" and r["message"]:
             console().print(f"run {r['id'][:8]} FAILED: {escape(r['message'])}", soft_wrap=True)
+        elif r["id"] in (gone or {}):
+            console().print(f"run {r['id'][:8]} ACTIVE, but {escape((gone or {})[r['id']])}: the next run of "
+                            f"{escape(r['mapping'])} or the daemon's next start records it FAILED", soft_wrap=True)
 
 
 def fits(console: Console, table: Table) -> bool:

@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, or
 from idsync.errors import PeerError
 from idsync.store.database import Store, as_utc, fits_key, utcnow
 from idsync.store.idpages import claim_ids
-from idsync.store.locks import LOCK_TTL, Locks, end_later, end_runs, process_owner
+from idsync.store.locks import LOCK_TTL, Locks, end_later, end_runs, process_gone, process_owner
 from idsync.store.tables import audit, claims, deferred, recon_runs
 
 __all__ = ["AUDIT_BEFORE", "LOCK_TTL", "RUN_EVENTS", "RunStore", "is_entry", "owner_id", "shown_audit"]
@@ -290,6 +290,26 @@ class RunStore:
 
     def release(self, name: str, owner: str) -> None:
         Locks(self.store).release(name, owner)
+
+    def gone(self, runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """Of ``runs`` (as ``recent`` reads them), the ACTIVE ones whose process is gone (a
+        ``kill -9``, a crash), by id, with why: what the next start of a daemon, or the next
+        run of the mapping, records them FAILED with. Only this host's processes can be told."""
+        active = [r for r in runs if r["state"] == "ACTIVE"]
+        if not active:
+            return {}
+        holders = Locks(self.store).holders()
+        now = utcnow()
+        found: dict[str, str] = {}
+        for r in active:
+            if r.get("owner"):  # a run without a lock (a push, liveSync)
+                why = process_gone(r["owner"])
+            else:
+                holder = holders.get(f"recon:{r['mapping']}")
+                why = holder.gone(now) if holder is not None and holder.run_id == r["id"] else None
+            if why is not None:
+                found[r["id"]] = why
+        return found
 
     def lock_holder(self, name: str) -> str | None:
         holder = Locks(self.store).holder(name)
