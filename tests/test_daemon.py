@@ -282,7 +282,7 @@ def test_a_livesync_job_of_a_source_no_mapping_reads_is_not_scheduled(tmp_path: 
     assert invalid["typo.toml"]["problem"].startswith("no mapping has managed/role as its source")
     assert "(the mappings' sources: managed/assignment, managed/user)" in invalid["typo.toml"]["problem"]
     assert "has enableSync false" in invalid["off.toml"]["problem"] and "(m2)" in invalid["off.toml"]["problem"]
-    for command in (["validate"], ["jobs"]):
+    for command in (["validate"], ["jobs"], ["run-job", "typo"]):  # nor is it run by hand
         done = run_cli(["-p", str(root), *command])
         assert done.returncode == 78, done
         assert f"{jobs / 'typo.toml'}: livesync: no mapping has managed/role" in done.stdout + done.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from idsync.errors import ConfigError
+from idsync.errors import ConfigError, ConfigErrors
 
 if TYPE_CHECKING:
     from idsync.config.jobs import JobDef
@@ -181,7 +181,7 @@ def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.signals import run_in_foreground
     from idsync.config.jobs import parse_job
     from idsync.config.pingidm_schedules import parse_schedule, schedule_files, schedule_path
-    from idsync.config.project import load_project
+    from idsync.config.project import load_project, project_job_problems
     from idsync.daemon.runner import JobOutcome, run_job
     from idsync.managed.workers import local_splitter
     from idsync.store.database import Store
@@ -202,6 +202,10 @@ def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
         names += [p.stem[len("schedule-"):] for p in schedule_files(conf_dir)]
         known = ", ".join(sorted(names)) or "none"
         raise ConfigError(str(path), "", f"no such job (jobs: {known})")
+    # What the daemon would not schedule (a liveSync of a source no mapping reads...) is not run by hand either.
+    problems = project_job_problems(project, [job])
+    if problems:
+        raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
     store = Store.open(project.settings.store_url())
     cancel = threading.Event()
     result: JobOutcome = run_in_foreground(
