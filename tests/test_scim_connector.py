@@ -371,6 +371,35 @@ def test_refused_credentials_fail_with_authentication_message(server: ScimServer
         _system(server).resource("account").find(QuerySpec())
 
 
+def test_a_token_endpoint_answering_no_token_is_an_unavailable_peer_not_refused_credentials(
+        server: ScimServer) -> None:
+    """A token endpoint answering 200 with no token (a web page: a wrong tokenEndpoint, a
+    proxy's page) is no refusal of the credentials (exit 77) but a peer not answering as one
+    (69), saying what it answered."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body>Sign in</body></html>")
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    page = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=page.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{page.server_port}/login"
+        with pytest.raises(PeerUnavailable, match="answered HTTP 200 without an access_token") as caught:
+            _oauth(server, tokenEndpoint=endpoint).resource("account").find(QuerySpec())
+        assert caught.value.exit_code == 69 and CLIENT_SECRET not in str(caught.value)
+    finally:
+        page.shutdown()
+
+
 def test_test_reports_ok_or_the_precise_reason(server: ScimServer) -> None:
     """`test` is ok with features listed; else it names a 401, an unreachable token
     endpoint, a malformed ServiceProviderConfig, or an unreachable SCIM endpoint."""

@@ -84,6 +84,9 @@ class OAuthClientCredentials(httpx.Auth):
             code = body.get("error") if isinstance(body, dict) else None
             if response.status_code >= 500 or response.status_code == 429:
                 raise PeerUnavailable(f"scim: token endpoint {self._endpoint} answered HTTP {response.status_code}")
+            if response.status_code == 200:  # no refusal: an answer that is no token (a page, a proxy's)
+                raise PeerUnavailable(f"scim: token endpoint {self._endpoint} answered HTTP 200 without an "
+                                      "access_token (is tokenEndpoint the provider's OAuth token endpoint?)")
             raise AuthenticationFailed(f"scim: token endpoint {self._endpoint} refused the client credentials "
                                        f"(HTTP {response.status_code}{': ' + str(code) if code else ''})")
         lifetime = float(body.get("expires_in") or 3600)
