@@ -238,6 +238,18 @@ def test_a_refused_new_user_comes_back_with_what_was_typed(tmp_path: Path) -> No
             assert 'name="p.givenName" value="Felicitas"' in again.text
             assert "Felicitas" not in (await client.get("/admin/managed/user")).text
 
+            # An edit refused comes back the same way: what was typed, the revision it was typed against.
+            made = await client.post("/admin/managed/user/new", data={**typed, "p.roles": ""})
+            assert made.status_code == 303, made.text
+            page = await client.get(made.headers["location"].split("?")[0])
+            rev = page.text.split('name="_rev" value="', 1)[1].split('"', 1)[0]
+            edited = {"csrf": csrf, "_rev": rev, "p.userName": "fdoe", "p.givenName": "Felix", "p.roles": "[oops"}
+            refused = await client.post(made.headers["location"].split("?")[0], data=edited)
+            said = html.unescape(refused.text)
+            assert refused.status_code == 400 and "roles: expected JSON for a property of type array" in said, said
+            assert 'name="p.givenName" value="Felix"' in refused.text and f'name="_rev" value="{rev}"' in refused.text
+            assert "Felicitas" in (await client.get(made.headers["location"].split("?")[0])).text  # nothing saved
+
     with _app(tmp_path) as app:
         asyncio.run(visit(app))
 

@@ -250,14 +250,21 @@ async def _new(request: Request) -> Response:
     return redirect(request, f"/managed/{object_type}/{new_id}", done="Created; " + "; ".join(outcome or ["saved"]))
 
 
-async def _one(request: Request) -> Response:
+async def _one(request: Request, form: Form | None = None, problem: str | None = None) -> Response:
+    """An object's page; refused (``problem``), with what was typed in its form (``form``)
+    and the revision it was typed against, so that saving again still checks it."""
     ctx = _ctx(request)
     object_type, object_id = request.path_params["type"], request.path_params["id"]
     try:
         values = await run_in_threadpool(_view, ctx, object_type, object_id)
     except IdsyncError as exc:
         raise HTTPException(404, str(exc)) from None
-    return page(request, "identity.html", object_type=object_type, **values)
+    if form is not None:
+        values["fields"] = [{**f, "value": form.get(f"p.{f['name']}")} if form.has(f"p.{f['name']}") else f
+                            for f in values["fields"]]
+        values["object"] = {**values["object"], "_rev": form.get("_rev") or values["object"].get("_rev")}
+    return page(request, "identity.html", status=400 if problem else 200, object_type=object_type,
+                problem=problem, **values)
 
 
 def _edit(ctx: ApiContext, object_type: str, object_id: str, form: Form) -> list[str]:
@@ -288,7 +295,7 @@ async def _post(request: Request) -> Response:
     try:
         outcome = await run_in_threadpool(_edit, ctx, object_type, object_id, form)
     except IdsyncError as exc:
-        return redirect(request, f"/managed/{object_type}/{object_id}", problem=str(exc))
+        return await _one(request, form, str(exc))
     if not outcome:
         return redirect(request, f"/managed/{object_type}/{object_id}", done="Nothing changed")
     await run_in_threadpool(lambda: record(
