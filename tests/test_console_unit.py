@@ -732,3 +732,18 @@ def test_a_system_whose_reads_are_denied_is_not_browsed(tmp_path: Path, slapd: S
                                         f"/admin/system/ldap/account/uid=bjensen,{ldap_subtree}"))
     assert listed.status_code == 403 and "SEARCH is denied on this system" in listed.text
     assert one.status_code == 403 and "GET is denied on this system" in one.text
+
+
+def test_a_jobs_next_fire_is_shown_in_its_time_zone() -> None:
+    """A job's next fire reads in the job's time zone, as its schedule and the preview of its
+    fires do (a 09:00 Stockholm job does not say 08:00 UTC); other times stay in UTC, and
+    a time zone that cannot be read falls back to UTC."""
+    from idsync.console.web import when
+
+    fire = "2026-12-07T08:00:00+00:00"
+    assert when(fire, "Europe/Stockholm") == "2026-12-07 09:00:00 CET"
+    assert when("2026-07-07T07:00:00+00:00", "Europe/Stockholm") == "2026-07-07 09:00:00 CEST"
+    assert when(fire) == when(fire, "UTC") == when(fire, "Mars/Olympus") == "2026-12-07 08:00:00 UTC"
+    templates = Path(__file__).resolve().parent.parent / "daemon" / "idsync" / "console" / "templates"
+    for name in ("job_state.html", "dashboard_body.html"):
+        assert "job.nextRunDate|when(job.timezone)" in (templates / name).read_text(), name

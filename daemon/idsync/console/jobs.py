@@ -25,7 +25,7 @@ from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.console.dashboard import job_rows
 from idsync.console.jobfile import JobEdit, create_job, job_file, remove_job, save_job
 from idsync.console.record import record
-from idsync.console.web import Form, page, redirect, user_of
+from idsync.console.web import Form, page, redirect, user_of, when
 from idsync.errors import ConfigError
 
 __all__ = ["job_routes"]
@@ -136,7 +136,7 @@ async def _post(request: Request) -> Response:
         message=f"saved job {name}: schedule {edits['schedule']!r}", job=name, **edits))
     saved = await run_in_threadpool(_find, ctx, name)
     nxt = saved["nextRunDate"]
-    message = f"Saved {name}: " + (f"next fire {nxt}" if nxt else "not scheduled (disabled)")
+    message = f"Saved {name}: " + (f"next fire {when(nxt, saved['timezone'])}" if nxt else "not scheduled (disabled)")
     return redirect(request, f"/jobs/{name}", done=message)
 
 

@@ -12,6 +12,7 @@ import datetime as dt
 import secrets
 from typing import Any, Literal
 from urllib.parse import parse_qs, quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -58,14 +59,22 @@ class Console:
         self.templates.filters["when"] = when
 
 
-def when(value: object) -> str:
-    """A time as the pages show it: ``2026-12-05 11:30:00 UTC``; empty for none."""
+def when(value: object, zone: str | None = None) -> str:
+    """A time as the pages show it: ``2026-12-05 11:30:00 UTC``, or in the time zone ``zone``
+    (a job's next fire, as its schedule and the preview of its fires read:
+    ``2026-12-05 12:30:00 CET``); empty for none."""
     if value is None or value == "":
         return ""
     instant = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=dt.UTC)
-    return instant.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        shown = instant.astimezone(ZoneInfo(zone)) if zone and zone != "UTC" else None
+    except (ZoneInfoNotFoundError, ValueError):
+        shown = None  # a zone the job's file got wrong: said on its own page
+    if shown is None:
+        return instant.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return shown.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 class Form:
