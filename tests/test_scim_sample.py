@@ -189,6 +189,23 @@ def test_provider_stopping_mid_run_fails_the_run_and_deletes_nothing(tmp_path: P
     assert len(_managed(project, "user", "userName")) == 6
 
 
+def _three_users_and_a_failing_post(project: Path, server: ScimServer, nth: int) -> None:
+    """Users ann, ben and cid made in the store (no sync); the provider answers the ``nth``
+    POST of a user with a 500, the others as usual."""
+    loaded = load_project(project)
+    managed = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
+    for name in ("ann", "ben", "cid"):
+        managed.create({"userName": name, "givenName": name.title(), "sn": "Test"})
+    posts: list[str] = []
+
+    def nth_post(method: str, path: str, query: str) -> bool:
+        if method == "POST" and path == "/v2/Users":
+            posts.append(path)
+        return len(posts) == nth
+
+    server.before_matching.append((nth_post, lambda: server.fail_next("POST", 500, None)))
+
+
 def test_a_provider_failing_in_the_middle_of_a_page_keeps_what_it_wrote(project: Path, server: ScimServer) -> None:
     """Three users made in the store are POSTed in one page and the provider answers the
     third with a 500: the two it created are linked and audited (the third fails with the
@@ -200,18 +217,7 @@ def test_a_provider_failing_in_the_middle_of_a_page_keeps_what_it_wrote(project:
         if mapping["name"] == USERS_OUT:
             del mapping["correlationQuery"]
     sync.write_text(json.dumps(config))
-    loaded = load_project(project)
-    managed = Resources(loaded, Store.open(loaded.settings.store_url())).open("managed/user")
-    for name in ("ann", "ben", "cid"):
-        managed.create({"userName": name, "givenName": name.title(), "sn": "Test"})
-    posts: list[str] = []
-
-    def third_post(method: str, path: str, query: str) -> bool:
-        if method == "POST" and path == "/v2/Users":
-            posts.append(path)
-        return len(posts) == 3
-
-    server.before_matching.append((third_post, lambda: server.fail_next("POST", 500, None)))
+    _three_users_and_a_failing_post(project, server, 3)
     first = _recon(project, USERS_OUT)
     assert first.summary["changes"].get("created") == 2 and first.summary["changes"].get("failed") == 1, first
     assert "HTTP 500" in json.dumps(first.summary)
@@ -220,6 +226,22 @@ def test_a_provider_failing_in_the_middle_of_a_page_keeps_what_it_wrote(project:
     assert second.state == "SUCCESS", second.message
     assert second.summary["changes"] == {**second.summary["changes"], "created": 1}
     assert not second.summary["changes"].get("failed")
+    assert sorted(u["userName"] for u in server.list("Users")) == ["ann", "ben", "cid"]
+
+
+def test_a_server_error_on_one_users_write_fails_that_user_alone(project: Path, server: ScimServer) -> None:
+    """The provider answers the first of three POSTs with a 500 and the next ones as usual:
+    that user fails alone, with the provider's error, and the two after it are created in
+    the same run (a provider failing on one object's data must not stall every run at it);
+    the next run creates the first."""
+    _three_users_and_a_failing_post(project, server, 1)
+    first = _recon(project, USERS_OUT)
+    assert first.state == "SUCCESS", first.message
+    assert first.summary["changes"].get("created") == 2 and first.summary["changes"].get("failed") == 1, first
+    assert "HTTP 500" in json.dumps(first.summary) and "the next run tries again" in json.dumps(first.summary)
+    assert len(server.list("Users")) == 2
+    second = _recon(project, USERS_OUT)
+    assert second.state == "SUCCESS" and second.summary["changes"].get("created") == 1, second.summary
     assert sorted(u["userName"] for u in server.list("Users")) == ["ann", "ben", "cid"]
 
 

@@ -38,6 +38,7 @@ from idsync.connectors.scim.writes import (
     with_members,
 )
 from idsync.errors import (
+    AuthenticationFailed,
     ConfigError,
     IdsyncError,
     NotFound,
@@ -284,7 +285,13 @@ class ScimResource(Resource, ChangeSource):
     # Writes -----------------------------------------------------------------
 
     def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        """Each op in turn; one the provider refuses fails alone. One it answers with a
+        server error (after the client's retries) fails alone too when the provider answers
+        the next op: a provider that fails on one object's data must not stall every run
+        at it. Two in a row, or refused credentials, stop the batch: what was written is
+        kept (``resource.interrupted``), the rest fails for the next run."""
         results: list[WriteResult] = []
+        failing = False  # the last op ended in a server error
         for op in ops:
             try:
                 if op.kind == "create":
@@ -303,7 +310,12 @@ class ScimResource(Resource, ChangeSource):
                 results.append(failed(op, error))
             except PeerError as error:
                 log.warning("scim.write_failed", resource=self.name, kind=op.kind, id=op.id, error=str(error))
-                return write_interrupted(ops, results, error)
+                if failing or isinstance(error, AuthenticationFailed):
+                    return write_interrupted(ops, results, error)
+                failing = True
+                results.append(failed(op, ObjectError(f"{error}; the next run tries again")))
+                continue
+            failing = False
         return results
 
     def _create(self, op: WriteOp) -> WriteResult:
