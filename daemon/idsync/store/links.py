@@ -191,18 +191,19 @@ class LinkSet:
 
     def add(self, conn: Connection, pairs: Sequence[tuple[str, str]],
             digests: Mapping[str, str] | None = None, *, new_targets: Collection[str] = (),
-            written: Mapping[str, str] | None = None) -> None:
+            written: Mapping[str, str] | None = None, in_step: Mapping[str, str] | None = None) -> None:
         """Link (source id, target id) pairs, replacing any link either side had;
         ``digests``: source id -> the digest its new link keeps (``sync/digests.py``);
         ``new_targets``: ids of objects the same transaction created (on the target
         side), which no link can name yet: nothing to replace; ``written``: source id
-        -> the digest of the write-only values written (``sync/written.py``)."""
+        -> the digest of the write-only values written (``sync/written.py``); ``in_step``:
+        source id -> the managed revision the two objects agree at (``set_in_step``)."""
         if not pairs or not self.linking:
             return
         self.remove_sources(conn, [s for s, _ in pairs])
         self.remove_targets(conn, [t for _, t in pairs if t not in new_targets])
         now = utcnow()
-        digests, written = digests or {}, written or {}
+        digests, written, in_step = digests or {}, written or {}, in_step or {}
         rows = []
         for (source_id, target_id), link_id in zip(pairs, new_ids(len(pairs)), strict=True):
             first, second = (target_id, source_id) if self.reversed else (source_id, target_id)
@@ -210,7 +211,7 @@ class LinkSet:
             second = second.lower() if self.fold_target else second
             rows.append({"id": link_id, "linkset": self.name, "source_id": first, "target_id": second,
                          "qualifier": self.qualifier, "created": now, "digest": digests.get(source_id),
-                         "written": written.get(source_id)})
+                         "written": written.get(source_id), "in_step": in_step.get(source_id)})
         self.store.insert_many(conn, lt, rows)
 
     def set_digests(self, conn: Connection, digests: Mapping[str, str | None]) -> None:

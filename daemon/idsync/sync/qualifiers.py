@@ -111,14 +111,16 @@ class LinkQualifiers:
 
     def add_links(self, conn: Connection, links: Sequence[tuple[str, str, str]],
                   digests: Mapping[str, Mapping[str, str]] | None = None, *,
-                  new_targets: Collection[str] = (), written: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                  new_targets: Collection[str] = (), written: Mapping[str, Mapping[str, str]] | None = None,
+                  in_step: Mapping[str, Mapping[str, str]] | None = None) -> None:
         """Link (qualifier, source id, target id) triples; ``digests``: qualifier ->
         source id -> the digest the new link keeps; ``new_targets``: targets this
         transaction created, which no link can name yet; ``written``: as ``digests``, of
-        the write-only values written (``written.py``)."""
+        the write-only values written (``written.py``); ``in_step``: likewise, the managed
+        revision the two objects agree at (``links.in_step``)."""
         for name, pairs in _grouped(links).items():
             self.links(name).add(conn, pairs, (digests or {}).get(name), new_targets=new_targets,
-                                 written=(written or {}).get(name))
+                                 written=(written or {}).get(name), in_step=(in_step or {}).get(name))
 
     def remove_targets(self, conn: Connection, targets: Sequence[tuple[str, str]]) -> None:
         """Drop the links of (qualifier, target id) pairs."""

@@ -907,7 +907,9 @@ class _Run:
             if assigned and self._assignments is not None:
                 self._assignments.last_sync.record(conn, assigned)
             if new_links or relinks:
-                self.qualifiers.add_links(conn, new_links + relinks, digests, new_targets=created, written=sealed)
+                # A page's new links carry what they keep: no UPDATE of the rows just inserted.
+                self.qualifiers.add_links(conn, new_links + relinks, digests, new_targets=created, written=sealed,
+                                          in_step=in_step)
             linking = {(q, s) for q, s, _ in new_links + relinks}
             for qualifier, found in digests.items():
                 self.qualifiers.links(qualifier).set_digests(
@@ -916,7 +918,8 @@ class _Run:
                 self.qualifiers.links(qualifier).set_written(
                     conn, {s: w for s, w in found.items() if (qualifier, s) not in linking})
             for qualifier, found in in_step.items():
-                self.qualifiers.links(qualifier).set_in_step(conn, found)
+                self.qualifiers.links(qualifier).set_in_step(
+                    conn, {s: r for s, r in found.items() if (qualifier, s) not in linking})
         if not (writes or new_links or relinks or digests or audit or deferred):
             self.store.commit_lazily(conn)
         self.runs.claim(conn, self.id, self._claim_keys(target, [c for c in claims if c]), new=new_claims)
