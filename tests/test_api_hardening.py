@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -42,15 +43,16 @@ def _bad(response: httpx.Response, *words: str) -> None:
     assert body["code"] == 400 and all(w in body["message"] for w in words), body
 
 
+def _create(api: httpx.Client, body: dict[str, Any]) -> httpx.Response:
+    return api.post("/openidm/managed/user?_action=create", headers=JSON, content=json.dumps(body))
+
+
 def test_nul_in_a_body_a_filter_or_an_id_is_a_bad_request(api: httpx.Client) -> None:
     """A NUL in a created or patched value, in a ``_queryFilter`` or in an id is 400
     naming it, not a database error; nothing is stored; a filter whose quoted value
     spells the NUL as ``\\u0000`` matches nothing."""
-    create = api.post("/openidm/managed/user?_action=create", headers=JSON,
-                      content=json.dumps({"userName": "nul", "description": "a\u0000b"}))
-    _bad(create, "NUL", "/description")
-    ok = api.post("/openidm/managed/user?_action=create", headers=JSON,
-                  content=json.dumps({"userName": "fine", "sn": "Fine"}))
+    _bad(_create(api, {"userName": "nul", "description": "a\u0000b"}), "NUL", "/description")
+    ok = _create(api, {"userName": "fine", "sn": "Fine"})
     assert ok.status_code == 201, ok.text
     uid = ok.json()["_id"]
     patch = [{"operation": "replace", "field": "/sn", "value": "x\u0000"}]
@@ -68,11 +70,8 @@ def test_half_a_character_in_a_body_is_a_bad_request(api: httpx.Client) -> None:
     """An unpaired surrogate (``\\ud83d``: half of a character) in a created or patched
     value is 400 naming where it is, not a 500 from the driver; nothing is stored; a
     filter holding one matches nothing; a whole emoji (a surrogate pair) is kept."""
-    create = api.post("/openidm/managed/user?_action=create", headers=JSON,
-                      content=json.dumps({"userName": "cut", "description": "abc\ud83d"}))
-    _bad(create, "/description", "unpaired surrogate")
-    ok = api.post("/openidm/managed/user?_action=create", headers=JSON,
-                  content=json.dumps({"userName": "fine", "sn": "Fine \U0001F600"}))
+    _bad(_create(api, {"userName": "cut", "description": "abc\ud83d"}), "/description", "unpaired surrogate")
+    ok = _create(api, {"userName": "fine", "sn": "Fine \U0001F600"})
     assert ok.status_code == 201, ok.text
     patch = [{"operation": "replace", "field": "/sn", "value": "\udc00x"}]
     _bad(api.patch(f"/openidm/managed/user/{ok.json()['_id']}", headers=JSON, content=json.dumps(patch)),
