@@ -94,8 +94,8 @@ def test_store_to_ldap_recon(project: Path, slapd: Slapd, ldap_subtree: str) -> 
     assert new.returncode == 0 and ldap_entry(slapd, f"uid=nsync,{ldap_subtree}") is None
     deleted = idsync(project, "managed", "delete", "user", users["scarter"]["_id"], "--no-sync")
     assert deleted.returncode == 0, deleted.stderr
-    capped = idsync(project, "recon", REVERSE, "--json")
-    assert capped.returncode == 1 and "more than maxDeletes allows" in capped.stdout  # 10% of 3 is 0
+    capped = idsync(project, "recon", REVERSE, "--json", "--max-deletes", "0")
+    assert capped.returncode == 1 and "more than maxDeletes allows" in capped.stdout
     # Creates and updates are written page by page; only the deletes wait for the cap.
     assert json.loads(capped.stdout)["changes"] == {**json.loads(capped.stdout)["changes"], "created": 1,
                                                      "updated": 1, "deleted": 0}

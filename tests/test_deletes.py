@@ -28,6 +28,16 @@ def test_objects_the_run_created_do_not_widen_a_share() -> None:
     assert delete_cap(0.2, 20, 10) == 2
 
 
+def test_a_share_allows_one_delete_of_a_target_it_would_not_empty() -> None:
+    """"10%" of seven objects rounds down to none: a share then allows one delete, so a
+    small directory's deletes go through, but never the last object of a target."""
+    assert delete_cap(0.1, 7, 0) == 1
+    assert delete_cap(0.1, 2, 0) == 1
+    assert delete_cap(0.1, 1, 0) == 0
+    assert delete_cap(0.0, 7, 0) == 0
+    assert delete_cap(0.1, 30, 0) == 3
+
+
 def test_a_share_of_an_unknown_or_new_target_allows_nothing() -> None:
     """With no target count, or only objects this run created, a share caps at zero."""
     assert delete_cap(0.5, None, 0) == 0

@@ -609,24 +609,40 @@ def test_a_mapping_takes_only_the_changes_its_source_query_takes(tmp_path: Path,
 
 def test_max_deletes_stops_the_run_before_the_batch_and_keeps_the_token(tmp_path: Path, slapd: Slapd,
                                                                          ldap_subtree: str) -> None:
-    """The sample's maxDeletes "10%" of two users allows no delete: the run fails naming the
-    limit, writes nothing of the batch (the modify in it waits too) and keeps the token,
-    so once the limit is raised the next run applies the same changes."""
+    """The sample's maxDeletes "10%" of three users allows one delete: a batch deleting two
+    fails naming the limit, writes nothing of the batch (the modify in it waits too) and
+    keeps the token, so once the limit is raised the next run applies the same changes."""
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    slapd.add_ldif(_person("third", ldap_subtree))
     assert _live(project).state == "SUCCESS"
     token = _state(project).token
     _changes(slapd, ldap_subtree)
+    slapd.add_ldif(f"dn: uid=third,{ldap_subtree}\nchangetype: delete\n\n")
     refused = _live(project)
-    # What the share allows is shown: 10% of a target of two users is no delete at all.
-    assert refused.state == "FAILED" and "would delete 1 target object in one liveSync run, more than maxDeletes " \
-        "(10% of the target, which holds 2 objects)" in (refused.message or ""), refused.message
+    # What the share allows is shown: 10% of a target of three users is one delete.
+    assert refused.state == "FAILED" and "would delete 2 target objects in one liveSync run, more than maxDeletes " \
+        "(10% of the target, which holds 3 objects)" in (refused.message or ""), refused.message
     assert _state(project).token == token
-    assert set(_users(project)) == {"bjensen", "scarter"}
+    assert set(_users(project)) == {"bjensen", "scarter", "third"}
     assert _users(project)["bjensen"]["mail"] == "bjensen@example.com"
     sync = project / "conf" / "sync.json"
-    sync.write_text(sync.read_text().replace('"maxDeletes": "10%"', '"maxDeletes": "50%"'))
+    sync.write_text(sync.read_text().replace('"maxDeletes": "10%"', '"maxDeletes": "70%"'))
     done = _live(project)
     assert done.state == "SUCCESS" and set(_users(project)) == {"bjensen", "newbie"}
+
+
+def test_a_share_of_a_small_target_lets_one_delete_through(tmp_path: Path, slapd: Slapd,
+                                                           ldap_subtree: str) -> None:
+    """"10%" of two users rounds down to no delete at all, which stopped every liveSync
+    run at the directory's first delete for good: a share allows one delete of a target
+    that it does not empty, so the delete and the rest of the batch are applied."""
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+    assert _live(project).state == "SUCCESS"
+    _changes(slapd, ldap_subtree)
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert set(_users(project)) == {"bjensen", "newbie"}
+    assert _users(project)["bjensen"]["mail"] == "barbara@example.org"
 
 
 @pytest.mark.postgresql

@@ -228,7 +228,7 @@ class ChangeApplier:
 
     def _of_target(self) -> str:
         """How many objects the target holds, as far as a share of it was counted, for a
-        refusal's message: "10% of the target" of seven objects allows no delete at all."""
+        refusal's message: "10% of the target" of three objects allows one delete only."""
         if not isinstance(self.mapping.max_deletes, float):
             return ""
         return f", which holds {self._at_least} object{'s' if self._at_least != 1 else ''}"
@@ -244,7 +244,9 @@ class ChangeApplier:
             return self.deletes <= limit
         if limit <= 0:
             return False
-        need = math.ceil(self.deletes / limit - 1e-9)
+        # The target must hold this many objects for the share to allow the deletes
+        # (``share_cap``: one delete needs a target it would not empty).
+        need = 2 if self.deletes == 1 else math.ceil(self.deletes / limit - 1e-9)
         if self._at_least < need:
             seen = 0
             for page in self.target.pages(QuerySpec(fields=[], page_size=min(need, 5000))):

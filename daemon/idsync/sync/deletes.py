@@ -37,19 +37,29 @@ from idsync.sync.summary import Counters
 if TYPE_CHECKING:
     from idsync.sync.role_fanout import WrittenRoles
 
-__all__ = ["DeferredDeletes", "delete_cap", "joined", "writing"]
+__all__ = ["DeferredDeletes", "delete_cap", "joined", "share_cap", "writing"]
 
 
 def delete_cap(limit: int | float | None, target_total: int | None, created: int) -> int | None:
     """How many deletes and unlinks a run may make; None: no cap.
 
     ``limit`` is a count, or a share of the target as it was before this run:
-    objects the run created itself do not widen the cap."""
+    objects the run created itself do not widen the cap. A share guards a target
+    against a wipe, so it allows one delete of a target that one delete would not
+    empty: "10%" of seven objects would otherwise never allow any."""
     if limit is None:
         return None
     if isinstance(limit, int):
         return limit
-    return int(limit * max((target_total or 0) - created, 0))
+    before = max((target_total or 0) - created, 0)
+    return share_cap(limit, before)
+
+
+def share_cap(share: float, target: int) -> int:
+    """How many deletes a share of a target of ``target`` objects allows: rounded down,
+    but at least one where the target holds two objects or more (and the share is not 0)."""
+    allowed = int(share * target)
+    return max(allowed, 1) if share > 0 and target > 1 else allowed
 
 
 @dataclass(frozen=True)
