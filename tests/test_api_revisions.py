@@ -9,11 +9,17 @@ import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from api_server import ADMIN, serve
 from dbs import BACKENDS, store_url
+from idsync.config.managed import DEFAULT_MANAGED, parse_managed
+from idsync.resource import WriteOp, WriteResult
+from idsync.store.database import Store
+from idsync.store.objects import ManagedResource
+from idsync.store.relationships import Edges
 
 JSON = {**ADMIN, "Content-Type": "application/json"}
 _WRITERS = 8
@@ -242,3 +248,48 @@ def test_one_reference_change_per_revision_wins(api: httpx.Client) -> None:
         (won,) = [a.json() for a in answers if a.status_code == 200]
         assert after.json() == won
         assert [r["_refProperties"] for r in user["roles"]] == [won["_refProperties"]]
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_a_query_page_read_while_references_change_is_one_revision(tmp_path: Path, kind: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``GET managed/user?_queryFilter=true&_fields=_rev,roles`` while a role drops its
+    members between the statement reading the users and the one reading their references:
+    the page is read again, and each user is answered as one revision stands, never its
+    old revision with the new revision's references (a PATCH with that ``If-Match`` of
+    ``roles/0`` would apply to a list that revision never held)."""
+    url = store_url(kind, tmp_path)
+    project = tmp_path / "p"
+    (project / "conf").mkdir(parents=True)
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "{url}"\n')
+    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    store = Store.open(url)
+    dropped: list[WriteResult] = []
+    original = Edges.attach
+
+    def attach(self: Edges, objects: Any, fields: Any) -> None:
+        if objects and not dropped:  # the role lets go of its members once their documents are read
+            role = parse_managed(DEFAULT_MANAGED).get("role")
+            dropped.extend(ManagedResource(store, role).write_batch([WriteOp("update", id="r",
+                                                                             values={"members": []})]))
+        original(self, objects, fields)
+
+    try:
+        with serve(project) as api:
+            api.put("/openidm/managed/role/r", headers=JSON, json={"name": "r"})
+            for name in ("u", "v"):
+                r = api.put(f"/openidm/managed/user/{name}", headers=JSON,
+                            json={"userName": name, "roles": [{"_ref": "managed/role/r"}]})
+                assert r.status_code == 201, r.text
+            monkeypatch.setattr(Edges, "attach", attach)
+            page = api.get("/openidm/managed/user?_queryFilter=true&_fields=_rev,roles", headers=ADMIN)
+            monkeypatch.undo()
+            assert page.status_code == 200, page.text
+            assert dropped and dropped[0].ok
+            now = {o["_id"]: api.get(f"/openidm/managed/user/{o['_id']}?_fields=_rev,roles", headers=ADMIN).json()
+                   for o in page.json()["result"]}
+            assert {o["_id"]: (o["_rev"], o["roles"]) for o in page.json()["result"]} == \
+                {i: (o["_rev"], o["roles"]) for i, o in now.items()}
+            assert all(o["roles"] == [] for o in now.values())
+    finally:
+        store.close()

@@ -19,7 +19,7 @@ from idsync.config.managed import DEFAULT_MANAGED, ManagedType, parse_managed
 from idsync.config.project import load_project
 from idsync.errors import AlreadyExists, IdsyncError, RevisionMismatch
 from idsync.managed import ManagedObjects
-from idsync.resource import WriteOp, WriteResult
+from idsync.resource import QuerySpec, WriteOp, WriteResult
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
@@ -205,22 +205,45 @@ def test_an_object_read_while_its_references_change_is_read_as_one_revision(stor
     ManagedResource(store, _ROLE).create({"_id": "r", "name": "r"})
     users = ManagedResource(store, _USER)
     users.create({"_id": "u", "userName": "u", "roles": [{"_ref": "managed/role/r"}]})
+    dropped = _dropping_role_members_once(store, users)  # once the user's document is read
+    read = users.get("u", ["roles"])
+    assert dropped and dropped[0].ok
+    assert read is not None and (read["_rev"], read["roles"]) == ("0000000000000003", [])
+    assert read == ManagedResource(store, _USER).get("u", ["roles"])
+
+
+def test_a_page_read_while_references_change_is_read_as_one_revision(store: Store) -> None:
+    """A query's page (``pages``: a managed source's recon, scripts' queries) read while a
+    role drops a user between the statement reading the documents and the one reading
+    their references: the page is read again, so the user shows the revision without the
+    role, never its old revision with the references of the new one."""
+    ManagedResource(store, _ROLE).create({"_id": "r", "name": "r"})
+    users = ManagedResource(store, _USER)
+    for name in ("u", "v"):
+        users.create({"_id": name, "userName": name, "roles": [{"_ref": "managed/role/r"}]})
+    dropped = _dropping_role_members_once(store, users)
+    (page,) = list(users.pages(QuerySpec(fields=["roles"])))
+    assert dropped and dropped[0].ok
+    assert [(o["_id"], o["_rev"], o["roles"]) for o in page] == [("u", "0000000000000003", []),
+                                                                ("v", "0000000000000003", [])]
+
+
+def _dropping_role_members_once(store: Store, users: ManagedResource) -> list[WriteResult]:
+    """Make role ``r`` drop all its members once, as soon as ``users`` has read documents
+    and is about to read their references; the write's results."""
     edges = users._edges
     assert edges is not None
     original = edges.attach
     dropped: list[WriteResult] = []
 
     def attach(objects: Any, fields: Any) -> None:
-        if not dropped:  # the role lets go of the user once its document is read
+        if not dropped:
             dropped.extend(ManagedResource(store, _ROLE).write_batch([WriteOp("update", id="r",
                                                                               values={"members": []})]))
         original(objects, fields)
 
     edges.attach = attach  # type: ignore[method-assign]
-    read = users.get("u", ["roles"])
-    assert dropped and dropped[0].ok
-    assert read is not None and (read["_rev"], read["roles"]) == ("0000000000000003", [])
-    assert read == ManagedResource(store, _USER).get("u", ["roles"])
+    return dropped
 
 
 def test_a_create_of_a_taken_id_says_it_exists(store: Store) -> None:

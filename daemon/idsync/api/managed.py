@@ -40,6 +40,7 @@ __all__ = ["change_managed", "changed_view", "if_match", "managed_routes", "mana
 log = structlog.get_logger("idsync.api")
 
 _UPSERT_ROUNDS = 3
+_REREADS = 5  # a query page read again while references written meanwhile move its revisions
 
 
 def managed_type(ctx: ApiContext, object_type: str) -> ManagedType:
@@ -65,14 +66,21 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
             query = query.offset(params.offset)
         if params.paged:
             query = query.limit(params.page_size + 1)
-    with ctx.store.engine.connect() as conn:
-        rows = conn.execute(query).all()
-        total = (conn.execute(select(func.count()).select_from(mo).where(*where)).scalar_one()
-                 if params.exact_total else None)
-    objects = [_object(schema, r) for r in rows]
-    if schema.relationships or schema.roles is not None:
-        named = [f.strip("/").split("/")[0] for f in params.fields] if params.fields else None
-        ManagedResource(ctx.store, schema).complete(objects, named or shown_by_default(schema))
+    resource = ManagedResource(ctx.store, schema)
+    named = ([f.strip("/").split("/")[0] for f in params.fields] if params.fields else None) \
+        or shown_by_default(schema)
+    for _ in range(_REREADS):
+        with ctx.store.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            total = (conn.execute(select(func.count()).select_from(mo).where(*where)).scalar_one()
+                     if params.exact_total else None)
+        objects = [_object(schema, r) for r in rows]
+        if schema.relationships or schema.roles is not None:
+            resource.complete(objects, named)
+        # References are read by a statement of their own: a write of references committed
+        # in between moves the revisions of both ends, and the page is read again.
+        if resource.settled({r.id: r.rev for r in rows}, named):
+            break
     hooks = ObjectHooks(schema)
     if hooks.reads:
         objects = [hooks.retrieved(o, "query") for o in objects]

@@ -35,7 +35,7 @@ import copy
 import dataclasses
 import random
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -159,17 +159,30 @@ class ManagedResource(Resource, ChangeSource):
             query = select(*columns).where(*where).order_by(mo.c.id).limit(spec.page_size)
             if last is not None:
                 query = query.where(mo.c.id > last)
-            with self.store.engine.connect() as conn:
-                rows = conn.execute(query).all()
+            for _ in range(_REREADS):
+                with self.store.engine.connect() as conn:
+                    rows = conn.execute(query).all()
+                if ids_only or not rows:
+                    break
+                page = self._related([self._object(r.id, r.rev, r.data, spec.fields) for r in rows], spec.fields)
+                if self.settled({r.id: r.rev for r in rows}, spec.fields):
+                    break
             if not rows:
                 return
-            if ids_only:
-                yield [{"_id": r.id, "_rev": r.rev} for r in rows]
-            else:
-                yield self._related([self._object(r.id, r.rev, r.data, spec.fields) for r in rows], spec.fields)
+            yield [{"_id": r.id, "_rev": r.rev} for r in rows] if ids_only else page
             if len(rows) < spec.page_size:
                 return
             last = rows[-1].id
+
+    def settled(self, revs: Mapping[str, str], fields: Sequence[str] | None) -> bool:
+        """Whether objects read at ``revs`` (id: revision) and then, by another statement,
+        their references still stand at those revisions: a write of references committed
+        in between moves both ends' revisions, and a page is then read again (as
+        ``_read_many`` reads an object again)."""
+        if not revs or not self._references(fields):
+            return True
+        now = self._documents(list(revs), [], columns=(mo.c.id, mo.c.rev))
+        return all(now.get(object_id, {}).get("_rev") == rev for object_id, rev in revs.items())
 
     def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
         """The objects ``ids`` that exist, each with the references its ``_rev`` names.
@@ -182,7 +195,7 @@ class ManagedResource(Resource, ChangeSource):
         moved meanwhile is read again (one gone since is not found)."""
         found = self._documents(list(dict.fromkeys(ids)), fields)
         result = {obj["_id"]: obj for obj in self._related(list(found.values()), fields)}
-        if self._edges is None or (fields is not None and self.schema.relationships.keys().isdisjoint(fields)):
+        if not self._references(fields):
             return result
         read = {object_id: obj["_rev"] for object_id, obj in found.items()}
         for _ in range(_REREADS):
@@ -196,6 +209,10 @@ class ManagedResource(Resource, ChangeSource):
             result.update((obj["_id"], obj) for obj in self._related(list(found.values()), fields))
             read = {object_id: obj["_rev"] for object_id, obj in found.items()}
         return result
+
+    def _references(self, fields: Sequence[str] | None) -> bool:
+        """Whether a read of ``fields`` (None: all) reads references beside the documents."""
+        return self._edges is not None and (fields is None or not self.schema.relationships.keys().isdisjoint(fields))
 
     def _documents(self, ids: Sequence[str], fields: Sequence[str] | None,
                    columns: tuple[Any, ...] = (mo.c.id, mo.c.rev, mo.c.data)) -> dict[str, Obj]:
