@@ -334,3 +334,42 @@ def test_a_user_name_with_dn_syntax_stays_one_rdn(project: Path, slapd: Slapd, l
     assert len(rdns) == len(parse_dn(ldap_subtree)) + 1 and rdns[0][0] == "uid"  # one RDN under the container
     assert norm(account["dn"]).endswith("," + norm(ldap_subtree))
     assert account["uid"] == "evil,ou=Admins"
+
+
+def test_a_push_writes_its_change_not_a_directory_change_still_to_come_back(project: Path, slapd: Slapd,
+                                                                            ldap_subtree: str) -> None:
+    """With both directions mapped, a change made in the store is pushed as the change
+    it is: a telephone number changed in LDAP that no run has read yet is not set back
+    to the store's older value by a push of the user's mail, and the next LDAP-to-store
+    run brings it in. A push that failed is repaired with its own change by the next
+    one, whose change is written beside it."""
+    _recon(project, FORWARD)
+    bjensen = _users(project)["bjensen"]["_id"]
+    dn = f"uid=bjensen,{ldap_subtree}"
+    slapd.add_ldif(f"dn: {dn}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: 555-0100\n")
+
+    def patch(field: str, value: str, code: int = 0) -> None:
+        ops = [{"operation": "replace", "field": f"/{field}", "value": value}]
+        proc = idsync(project, "managed", "patch", "user", bjensen, "--operations", json.dumps(ops))
+        assert proc.returncode == code, proc.stderr
+
+    patch("mail", "barbara@example.org")
+    entry = ldap_entry(slapd, dn)
+    assert entry is not None and entry["mail"] == ["barbara@example.org"]
+    assert entry["telephonenumber"] == ["555-0100"]  # not the store's number, which the push left alone
+    _recon(project, FORWARD)
+    assert _users(project)["bjensen"]["telephoneNumber"] == "555-0100"
+    assert [_writes(_recon(project, m)) for m in (FORWARD, REVERSE)] == [0, 0]
+
+    # A push that fails (LDAP is down) is repaired by the next push of the user: both
+    # changes are written, and LDAP's own change meanwhile still stands.
+    slapd.add_ldif(f"dn: {dn}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: 555-0200\n")
+    slapd.stop(keep_data=True)
+    try:
+        patch("description", "first change", 75)
+    finally:
+        slapd.start()
+    patch("mail", "babs@example.org")
+    entry = ldap_entry(slapd, dn)
+    assert entry is not None and (entry["description"], entry["mail"]) == (["first change"], ["babs@example.org"])
+    assert entry["telephonenumber"] == ["555-0200"]

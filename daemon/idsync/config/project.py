@@ -277,6 +277,15 @@ class Project:
                 names.add(rule.target[0])
         return frozenset(names)
 
+    def reverse_of(self, mapping: MappingDef) -> MappingDef | None:
+        """The mapping writing the other way over ``mapping``'s links, if any (the
+        bidirectional sample's pair: LDAP to the store and the store to LDAP)."""
+        for other in self.mappings:
+            if (other.name != mapping.name and other.source == mapping.target and other.target == mapping.source
+                    and other.linkset == mapping.linkset):
+                return other
+        return None
+
     def linkset_reversed(self, mapping: MappingDef) -> bool:
         """Whether ``mapping`` sees its link set from the other side."""
         if mapping.links is None:

@@ -205,6 +205,11 @@ class Assessor:
     # The recon this assessor's plans are part of (``None``: implicit sync, liveSync),
     # for an action script's ``recon.actionParam.reconId``.
     recon_id: str | None = None
+    # A push of a change (implicit sync, its onward pushes) through a mapping whose target
+    # also syncs into its source: an update writes only what the change moved (``previous``
+    # to the source as it is), never a target value the change left alone, which may be a
+    # change of the target's that the other mapping has not carried back yet.
+    changes_only: bool = False
 
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
@@ -444,13 +449,15 @@ class Assessor:
             target = self.project(s, current, plan.qualifier, old_source)
             if self._several_values(plan, target):
                 return plan
-            target = m.properties.merge_lists(target, current,
-                                              self.project(before, current, plan.qualifier) if before else None)
+            was = self.project(before, current, plan.qualifier) if before else None
+            left = self._left_alone(target, was)
+            target = m.properties.merge_lists(target, current, was)
             if self.stored is not None:
                 target = self.stored(target)
             changes = self._hashes_left_out(self._secrets_kept(diff(target, current, unordered=self.unordered),
                                                                current))
             changes = self._written_left_out(plan, changes, current, target)
+            changes = {k: v for k, v in changes.items() if k not in left}
             plan.link = not linked and m.enable_linking
             plan.digest, plan.projected = self.digests.projection(target, plan.qualifier), target
             if not changes:
@@ -473,6 +480,8 @@ class Assessor:
                         diff({k: hooked.get(k) for k in set(hooked) - {"_id", "_rev"}}, current,
                              unordered=self.unordered), current))
                     changes = self._written_left_out(plan, changes, current, hooked)
+                    # What the script itself set is written; a value it left as projected is not.
+                    changes = {k: v for k, v in changes.items() if k not in left or hooked.get(k) != target.get(k)}
                 if changes:
                     plan.op = WriteOp("update", id=current["_id"], values=changes, before=current,
                                       rev=current.get("_rev"))
@@ -513,6 +522,18 @@ class Assessor:
         else:  # IGNORE, NOREPORT, ASYNC
             plan.audit = False
         return plan
+
+    def _left_alone(self, target: Obj, was: Obj | None) -> frozenset[str]:
+        """Under ``changes_only``, the properties of the projection ``target`` that the change
+        did not move (``was``: the projection of the source before it): an update leaves
+        them as the target has them. Secrets and write-only values are judged as ever (the
+        target does not show them, and their digests say whether they were written)."""
+        if not self.changes_only or was is None:
+            return frozenset()
+        moved = diff(target, was, unordered=self.unordered).keys()
+        written = self.written.names if self.written is not None else frozenset()
+        return frozenset(k for k in target if k not in moved and k not in written
+                         and k.lower() not in self.secret_names and k not in self.clear_only)
 
     def _left_undone(self, plan: Plan, kind: str) -> bool:
         """Whether the target's system denies writes of ``kind`` and says to do nothing then

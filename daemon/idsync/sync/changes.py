@@ -101,7 +101,8 @@ class ChangeApplier:
                                  target_schema=target.schema if isinstance(target, ManagedResource) else None,
                                  assignments=mapping_assignments(project, store, mapping),
                                  clear_only=target.clear_secrets, denied=target.denied,
-                                 written=written_values(project, mapping, target), stored=target.stored)
+                                 written=written_values(project, mapping, target), stored=target.stored,
+                                 changes_only=job == IMPLICIT_JOB and project.reverse_of(mapping) is not None)
         self.correlators = self.qualifiers.correlators(target, project.queries)
         self.pending = pending_targets(self.store, project, mapping) if isinstance(target, ManagedResource) else {}
         self._at_least = 0  # how many objects the target is known to hold (for a maxDeletes share)
@@ -538,7 +539,8 @@ class OnwardPush:
         """What each change's "merge" lists are compared with through ``mapping``, and what
         its failure keeps for ``idsync sync retry``, as a single push decides (``merge_baseline``):
         a change while an earlier one has not arrived compares with the object before that one."""
-        if not mapping.properties.has_merge():
+        changes_only = self._project.reverse_of(mapping) is not None
+        if not (changes_only or mapping.properties.has_merge()):
             return befores, {}
         secrets = self._project.secret_properties(mapping)
         # The page's objects only: the onward run's own entries grow with the recon.
@@ -547,7 +549,7 @@ class OnwardPush:
         kept: dict[str, Obj] = {}
         for change in changes:
             base, keep = merge_baseline(self._store, mapping, change.id, change.obj, befores.get(change.id), secrets,
-                                        pending)
+                                        pending, changes_only=changes_only)
             if base is not None:
                 compared[change.id] = base
             if keep is not None:
@@ -627,8 +629,6 @@ def _shown(limit: int | float | None) -> str:
 
 def _reverse_assessor(project: Project, mapping: MappingDef, counters: Counters) -> Assessor | None:
     """The assessor of the mapping writing the other way over the same links, if any."""
-    for other in project.mappings:
-        if (other.name != mapping.name and other.source == mapping.target and other.target == mapping.source
-                and other.linkset == mapping.linkset):
-            return Assessor(other, ReconOptions(dry_run=True), counters, secrets=project.secret_properties(other))
-    return None
+    other = project.reverse_of(mapping)
+    return Assessor(other, ReconOptions(dry_run=True), counters, secrets=project.secret_properties(other)) \
+        if other is not None else None

@@ -166,7 +166,10 @@ class ImplicitSync:
               clear: Mapping[str, Any] | None = None, forced: Forced | None = None, chosen: Obj | None = None,
               target_only: Obj | None = None) -> PushResult:
         secrets = self.project.secret_properties(mapping)
-        before, kept = merge_baseline(self.store, mapping, object_id, current, before, secrets)
+        # A reconById or a performAction repairs the whole object; a push writes its change.
+        changes_only = job not in (RECON_BY_ID_JOB, PERFORM_JOB) and self.project.reverse_of(mapping) is not None
+        before, kept = merge_baseline(self.store, mapping, object_id, current, before, secrets,
+                                      changes_only=changes_only)
         run_id = str(uuid.uuid4())
         counters = Counters(mapping.name, mapping.source, mapping.target)
         bound = log.bind(run_id=run_id, mapping=mapping.name, source_id=object_id, job=job)
@@ -190,7 +193,7 @@ class ImplicitSync:
                                     assignments=mapping_assignments(self.project, self.store, mapping),
                                     clear_only=target.clear_secrets, denied=target.denied,
                                     written=written_values(self.project, mapping, target), forced=forced,
-                                    stored=target.stored)
+                                    stored=target.stored, changes_only=changes_only)
                 if assessor.written is not None and assessor.written.enabled:
                     assessor.keep_written(links.written_of([object_id]))
                 if clear and target.clear_secrets and current is not None:
@@ -341,15 +344,19 @@ def read_source(resources: Resources, mapping: MappingDef, object_id: str) -> Ob
 
 
 def merge_baseline(store: Store, mapping: MappingDef, object_id: str, current: Obj | None, before: Obj | None,
-                   secrets: frozenset[str], pending: Collection[str] | None = None) -> tuple[Obj | None, Obj | None]:
+                   secrets: frozenset[str], pending: Collection[str] | None = None, *,
+                   changes_only: bool = False) -> tuple[Obj | None, Obj | None]:
     """For a push of ``current`` (``before``: the object before its change) through
-    ``mapping``: the object its "merge" lists are compared with, and what the push's
-    audit entry keeps should it fail (``AUDIT_BEFORE``). The first failure of a run of
-    failures keeps the object before the change, without secrets; while earlier changes
-    never arrived, a push compares with the object before the first of them, and keeps
-    nothing. ``pending``: the ids whose last push through ``mapping`` failed, when the
-    caller has them (``retry.failed_among``); others are not looked up."""
-    if current is None or not mapping.properties.has_merge():
+    ``mapping``: the object its "merge" lists (and, ``changes_only``, its whole update:
+    ``Assessor.changes_only``) are compared with, and what the push's audit entry keeps
+    should it fail (``AUDIT_BEFORE``). The first failure of a run of failures keeps the
+    object before the change, without secrets; while earlier changes never arrived, a
+    push compares with the object before the first of them, and keeps nothing; a push
+    of a failure whose entry kept no object (written before entries kept one) compares
+    with none, and writes the whole projection. ``pending``: the ids whose last push
+    through ``mapping`` failed, when the caller has them (``retry.failed_among``);
+    others are not looked up."""
+    if current is None or not (changes_only or mapping.properties.has_merge()):
         return before, None
     earlier = unrepaired(store, mapping.name, object_id) if pending is None or object_id in pending else None
     if earlier is None:
