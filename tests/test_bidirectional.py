@@ -373,3 +373,23 @@ def test_a_push_writes_its_change_not_a_directory_change_still_to_come_back(proj
     entry = ldap_entry(slapd, dn)
     assert entry is not None and (entry["description"], entry["mail"]) == (["first change"], ["babs@example.org"])
     assert entry["telephonenumber"] == ["555-0200"]
+
+
+def test_a_push_to_an_entry_only_linked_writes_all_of_it(project: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A store user never pushed, whose change finds an LDAP entry by correlation: the
+    sample's policy only links it (FOUND: LINK), so nothing made the two agree, and the
+    next push writes every mapped attribute that differs, not only what it moved."""
+    new = idsync(project, "managed", "create", "user", "--no-sync", "--data",
+                 json.dumps({"userName": "found", "sn": "Store", "givenName": "Fay", "mail": "fay@example.org"}))
+    assert new.returncode == 0, new.stderr
+    user = json.loads(new.stdout)["_id"]
+    dn = f"uid=found,{ldap_subtree}"
+    slapd.add_ldif(f"dn: {dn}\nobjectClass: inetOrgPerson\nuid: found\ncn: Fay Ldap\nsn: Ldap\n"
+                   "mail: old@example.org\n")
+    for value in ("Faye", "Fae"):
+        ops = [{"operation": "replace", "field": "/givenName", "value": value}]
+        proc = idsync(project, "managed", "patch", "user", user, "--operations", json.dumps(ops))
+        assert proc.returncode == 0, proc.stderr
+    entry = ldap_entry(slapd, dn)
+    assert entry is not None
+    assert (entry["sn"], entry["mail"], entry["givenname"]) == (["Store"], ["fay@example.org"], ["Fae"])

@@ -206,10 +206,13 @@ class Assessor:
     # for an action script's ``recon.actionParam.reconId``.
     recon_id: str | None = None
     # A push of a change (implicit sync, its onward pushes) through a mapping whose target
-    # also syncs into its source: an update writes only what the change moved (``previous``
-    # to the source as it is), never a target value the change left alone, which may be a
-    # change of the target's that the other mapping has not carried back yet.
+    # also syncs into its source: an update of a target that agreed with the source before
+    # the change (``agreed``: source id -> the managed revision its link's two objects last
+    # agreed at, ``links.in_step``) writes only what the change moved (``previous`` to the
+    # source as it is), never a target value the change left alone, which is then a change
+    # of the target's that the other mapping has not carried back yet.
     changes_only: bool = False
+    agreed: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         o, m = self.options, self.mapping
@@ -450,7 +453,7 @@ class Assessor:
             if self._several_values(plan, target):
                 return plan
             was = self.project(before, current, plan.qualifier) if before else None
-            left = self._left_alone(target, was)
+            left = self._left_alone(target, was, before)
             target = m.properties.merge_lists(target, current, was)
             if self.stored is not None:
                 target = self.stored(target)
@@ -523,12 +526,17 @@ class Assessor:
             plan.audit = False
         return plan
 
-    def _left_alone(self, target: Obj, was: Obj | None) -> frozenset[str]:
+    def _left_alone(self, target: Obj, was: Obj | None, before: Obj | None) -> frozenset[str]:
         """Under ``changes_only``, the properties of the projection ``target`` that the change
-        did not move (``was``: the projection of the source before it): an update leaves
-        them as the target has them. Secrets and write-only values are judged as ever (the
-        target does not show them, and their digests say whether they were written)."""
-        if not self.changes_only or was is None:
+        did not move (``was``: the projection of ``before``, the source before it), where the
+        link's two objects agreed at ``before``'s revision: an update leaves them as the target
+        has them. A target that did not agree (found by correlation and only linked, or
+        changed by a push that failed) is updated whole. Secrets and write-only values are
+        judged as ever (the target does not show them; their digests say what was written)."""
+        if not self.changes_only or was is None or before is None:
+            return frozenset()
+        agreed = self.agreed.get(before.get("_id", ""))
+        if agreed is None or agreed != before.get("_rev"):
             return frozenset()
         moved = diff(target, was, unordered=self.unordered).keys()
         written = self.written.names if self.written is not None else frozenset()

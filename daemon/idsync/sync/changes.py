@@ -161,6 +161,8 @@ class ChangeApplier:
         plans: list[Plan] = []
         if self._in_step == "source":
             agreed = links.in_step_of([o["_id"] for o in objs])
+            if self.assessor.changes_only:
+                self.assessor.agreed = agreed
             fresh = [o for o in objs if agreed.get(o["_id"]) is None or agreed[o["_id"]] != o.get("_rev")]
             self.echoes += len(objs) - len(fresh)
             objs = fresh
@@ -382,7 +384,8 @@ class ChangeApplier:
         with it as a whole only if it did before (a change of its own not yet pushed, made
         with implicit sync off, still waits for its replay) or is new."""
         if self._in_step == "source":
-            return revision(plan.source_obj)
+            # Linked only (found by correlation, not compared): nothing says the two agree.
+            return revision(plan.source_obj) if plan.op is not None or plan.change == "unchanged" else None
         if self._in_step != "target" or result is None or not result.ok:
             return None
         if plan.target_obj is not None and self._agreed.get(plan.source_id or "") != revision(plan.target_obj):

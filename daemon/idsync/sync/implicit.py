@@ -196,6 +196,8 @@ class ImplicitSync:
                                     stored=target.stored, changes_only=changes_only)
                 if assessor.written is not None and assessor.written.enabled:
                     assessor.keep_written(links.written_of([object_id]))
+                if changes_only:
+                    assessor.agreed = links.in_step_of([object_id])
                 if clear and target.clear_secrets and current is not None:
                     # The change's own secrets as given: this target takes none as a hash.
                     current = {**current, **clear}
@@ -293,7 +295,7 @@ class ImplicitSync:
             elif plan.written is not None and op is not None and plan.source_id and target_id:
                 links.set_written(conn, {plan.source_id: plan.written})
             if not plan.defer and plan.source_id and target_id and in_step_side(mapping) == "source" and \
-                    (rev := revision(plan.source_obj)) is not None:
+                    (op is not None or plan.change == "unchanged") and (rev := revision(plan.source_obj)) is not None:
                 # The target now holds this revision: liveSync of the type need not replay it.
                 links.set_in_step(conn, {plan.source_id: rev})
             if plan.assigned is not None and plan.source_id and assignments is not None:

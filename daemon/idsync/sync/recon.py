@@ -788,7 +788,7 @@ class _Run:
         for plan, target_id in done:
             plan.after_action(self.mapping, self.counters, target_id, self.id)
 
-    def _agreed_at(self, plan: Plan, result: WriteResult | None) -> str | None:
+    def _agreed_at(self, plan: Plan, result: WriteResult | None, agreed: Mapping[str, Mapping[str, str]]) -> str | None:
         """The managed revision a written source plan leaves its link's two objects agreeing
         at (``links.in_step``): a managed source's, pushed whole to its target, or a managed
         target's made from the source. An object found unchanged keeps what its link holds,
@@ -797,10 +797,27 @@ class _Run:
             return None
         side = in_step_side(self.mapping)
         if side == "source":
-            return revision(plan.source_obj)
-        if side == "target" and plan.op is not None and plan.op.kind == "create" and result is not None:
+            # Linked only (found by correlation, not compared): nothing says the two agree.
+            return revision(plan.source_obj) if plan.op is not None or plan.change == "unchanged" else None
+        if side != "target" or plan.op is None or result is None:
+            return None
+        if plan.op.kind == "create":
             return revision(result.obj)
-        return None
+        # An update carries the source's change: the two agree as a whole only if they did
+        # before (a change of the store's own not pushed yet still waits for its replay).
+        before = agreed.get(plan.qualifier, {}).get(plan.source_id or "")
+        return revision(result.obj) if before is not None and before == revision(plan.target_obj) else None
+
+    def _agreed_before(self, plans: Sequence[Plan]) -> dict[str, dict[str, str]]:
+        """Per link qualifier, the managed revisions the links of the page's updates of a
+        managed target agreed at before them (``_agreed_at``); none read elsewhere."""
+        if in_step_side(self.mapping) != "target":
+            return {}
+        updated: dict[str, list[str]] = {}
+        for plan in plans:
+            if plan.op is not None and plan.op.kind == "update" and plan.source_id:
+                updated.setdefault(plan.qualifier, []).append(plan.source_id)
+        return {q: self.qualifiers.links(q).in_step_of(ids) for q, ids in updated.items()}
 
     def _apply_page(self, plans: Sequence[Plan], target: Resource, conn: Connection,
                     kept: dict[str, str | None], confirmed: tuple[str, Mapping[str, str]] | None = None) -> int:
@@ -828,6 +845,7 @@ class _Run:
         sealed: dict[str, dict[str, str]] = {}  # the same for write-only values written (``written.py``)
         assigned: dict[str, list[Obj]] = {}  # source id -> the assignments now applied (``assignments.py``)
         in_step: dict[str, dict[str, str]] = {}  # the managed revisions written links agree at (``links.py``)
+        agreed = self._agreed_before(plans)
         c = self.counters
         if confirmed is not None and confirmed[1]:
             qualifier, unchanged = confirmed
@@ -886,7 +904,7 @@ class _Run:
                 assigned[plan.source_id] = plan.assigned
             if plan.written is not None and plan.source_id and target_id and plan.op is not None:
                 sealed.setdefault(plan.qualifier, {})[plan.source_id] = plan.written
-            if plan.source_id and target_id and (rev := self._agreed_at(plan, result)) is not None:
+            if plan.source_id and target_id and (rev := self._agreed_at(plan, result, agreed)) is not None:
                 in_step.setdefault(plan.qualifier, {})[plan.source_id] = rev
             if plan.link and plan.source_id and target_id:
                 new_links.append((plan.qualifier, plan.source_id, target_id))
