@@ -88,6 +88,7 @@ from idsync.resource import Change, ChangeBatch, ChangeSource, Resource
 from idsync.resources import Resources
 from idsync.store.database import Store, store_error
 from idsync.store.links import LinkSet
+from idsync.store.locks import LIVESYNC
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore, owner_id
 from idsync.store.sync_failures import SyncFailures
@@ -188,7 +189,7 @@ class _LiveRun:
                               "changes through")
         self.runs = RunStore(store)
         self.tokens = SyncTokens(store)
-        self.lock = f"livesync:{source}"
+        self.lock = f"{LIVESYNC}{source}"
         self.owner = f"{owner_id()}:{uuid.uuid4()}"
         self.page_size = options.page_size or project.settings.recon.page_size
         self.log = log.bind(source=source, dry_run=options.dry_run)
