@@ -30,11 +30,15 @@ ECHO = """(function () {
               content: request.content, revision: request.revision, action: request.action || null,
               patch: request.patchOperations || null, newId: request.newResourceId,
               filter: request.queryFilter || null, pageSize: request.pageSize || 0,
+              sortKeys: request.sortKeys || null, totalPolicy: request.totalPagedResultsPolicy || null,
               user: context.security.authenticationId, headers: context.http.headers};
   return request.method === 'query' ? [seen] : seen;
 }());"""
 USERS = """var found = openidm.query('managed/user', {_queryFilter: 'sn eq "' + request.additionalParameters.sn + '"'});
 ({count: found.resultCount, names: found.result.map(function (u) { return u.userName; })});"""
+# A query that pages itself: its cookie and count are the answer's.
+PAGED = """({result: [{_id: 'a'}], pagedResultsCookie: 'next-a', totalPagedResultsPolicy: 'EXACT',
+  totalPagedResults: 7, remainingPagedResults: 6});"""
 GUARDED = """if (!request.content || !request.content.name) { throw {code: 400, message: 'name is required'}; }
 if (request.content.name === 'taken') { throw {code: 409, message: 'name taken: ' + request.content.name}; }
 if (request.content.name === 'oops') { throw new Error('disk full'); }
@@ -50,6 +54,7 @@ def _project(tmp_path: Path) -> Path:
                                                          "context": "endpoint/echo/*"}))
     (conf / "endpoint-users.json").write_text(json.dumps({"type": "text/javascript", "source": USERS}))
     (conf / "endpoint-guarded.json").write_text(json.dumps({"type": "text/javascript", "source": GUARDED}))
+    (conf / "endpoint-paged.json").write_text(json.dumps({"type": "text/javascript", "source": PAGED}))
     return project
 
 
@@ -100,6 +105,21 @@ def test_every_kind_of_request_reaches_the_script_as_pingidm_shapes_it(tmp_path:
         assert deleted["method"] == "delete"
         bad = await api.post("/openidm/endpoint/echo?_action=create", content=b"{not json")
         assert bad.status_code == 400
+
+    _serve(_project(tmp_path), visit)
+
+
+def test_a_query_gets_its_sort_keys_and_answers_its_own_paging(tmp_path: Path) -> None:
+    """A query's ``_sortKeys`` and ``_totalPagedResultsPolicy`` reach the script (``request.sortKeys``,
+    ``request.totalPagedResultsPolicy``), and the paging a script answers with its results
+    (its cookie, its counts) is the envelope's, not replaced by none."""
+    async def visit(api: httpx.AsyncClient) -> None:
+        (seen,) = (await api.get("/openidm/endpoint/echo?_queryFilter=true&_sortKeys=-sn,userName"
+                                 "&_totalPagedResultsPolicy=EXACT")).json()["result"]
+        assert seen["sortKeys"] == ["-sn", "userName"] and seen["totalPolicy"] == "EXACT"
+        paged = (await api.get("/openidm/endpoint/paged?_queryFilter=true&_pageSize=1")).json()
+        assert paged == {"result": [{"_id": "a"}], "resultCount": 1, "pagedResultsCookie": "next-a",
+                         "totalPagedResultsPolicy": "EXACT", "totalPagedResults": 7, "remainingPagedResults": 6}
 
     _serve(_project(tmp_path), visit)
 
@@ -158,7 +178,7 @@ def test_validate_serves_a_projects_endpoints_and_names_the_others(tmp_path: Pat
                  "endpoint-gettasksview.json"):
         assert name in str(warning)
     assert "endpoint-echo.json" not in str(warning)
-    assert sorted(load_project(project).endpoints) == ["echo", "guarded", "users"]
+    assert sorted(load_project(project).endpoints) == ["echo", "guarded", "paged", "users"]
 
     (conf / "endpoint-broken.json").write_text(json.dumps({"type": "text/javascript", "source": "({a: }"}))
     (conf / "endpoint-elsewhere.json").write_text(json.dumps({"type": "text/javascript", "source": "1",

@@ -189,6 +189,41 @@ def test_deletes_apply_when_ids_are_dns(tmp_path: Path, slapd: Slapd, ldap_subtr
     assert _live(project).changes == 0
 
 
+def test_a_changed_entry_without_the_id_attribute_fails_as_an_entry(tmp_path: Path, slapd: Slapd,
+                                                                   ldap_subtree: str) -> None:
+    """With ``uidAttribute`` an attribute an added entry lacks (``employeeNumber``), that
+    entry's change is no longer dropped: it fails as an entry of the mapping's run, named
+    by its DN, logged ``livesync.no_id`` at warning, and the run applies the other change
+    and moves on (the next run does not read it again)."""
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", load_data=False)
+    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    prov["configurationProperties"]["uidAttribute"] = "employeeNumber"
+    prov_file.write_text(json.dumps(prov))
+    slapd.add_ldif("".join(_person(uid, ldap_subtree).replace("objectClass: inetOrgPerson\n",
+                                                            f"objectClass: inetOrgPerson\nemployeeNumber: {n}\n")
+                           for n, uid in enumerate(("ann", "bob"))))
+    first = _live(project)
+    assert first.state == "SUCCESS", first.message
+    assert set(_users(project)) == {"ann", "bob"}
+    slapd.add_ldif(f"dn: uid=ann,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: ann@example.org\n\n"
+                   + _person("ghost", ldap_subtree))
+    with structlog.testing.capture_logs() as logs:
+        done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert done.failed == 1
+    (run,) = done.runs
+    assert run["counts"] == {"updated": 1, "failed": 1}
+    record = RunStore(Store.open(load_project(project).settings.store_url())).get(run["id"])
+    assert record is not None
+    assert [e["message"] for e in record["summary"]["errors"]] == [
+        f"a source object has no _id (dn 'uid=ghost,{ldap_subtree}'); the object was skipped"]
+    assert [e["about"] for e in logs if e["event"] == "livesync.no_id" and e["log_level"] == "warning"] == [
+        f"dn 'uid=ghost,{ldap_subtree}'"]
+    assert _users(project)["ann"]["mail"] == "ann@example.org" and "ghost" not in _users(project)
+    assert _live(project).changes == 0
+
+
 def test_a_refresh_asks_only_for_what_the_mappings_read(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The refresh asks the directory for the attributes the mapping reads (its property

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from idsync.config.project import load_project
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
@@ -162,6 +163,48 @@ def test_change_made_while_the_read_runs_is_not_missed(
     found = _users(project)
     assert [found[n]["sn"] for n in ("bjensen", "jdoe", "kcarter")] == ["Twice", "Changed", "Changed"]
     assert len(pages) >= 2 and not server.before_matching
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_a_resource_answered_without_an_id_fails_as_an_entry_and_the_run_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sort: bool) -> None:
+    """A changed resource the provider answers without an ``id`` is no longer dropped: it
+    fails as an entry of the mapping's run (counted failed, its error naming what the
+    provider told of it), is logged ``livesync.no_id`` at warning, and the run applies the
+    other changes and moves its token on; the next run, within the overlap, does not fail
+    it again. As in a full recon, which fails such a resource too."""
+    for server in running(sort=sort):
+        _seed(server)
+        project = _project(tmp_path, server, monkeypatch)
+        assert _live(project).state == "SUCCESS"
+        before = _token(project)
+        server.add_user("ghost", name={"givenName": "Gh", "familyName": "Ost"}, externalId="ext-ghost")
+        server.add_user("newbie", name={"givenName": "New", "familyName": "Bie"})
+
+        def anonymous(body: dict[str, Any]) -> dict[str, Any]:
+            for resource in body.get("Resources") or []:
+                if resource.get("userName") == "ghost":
+                    del resource["id"]
+            return body
+
+        server.edit_matching.append((lambda m, p, q: m == "GET" and p.endswith("/Users") and "meta.lastModified" in q,
+                                     anonymous))
+        with structlog.testing.capture_logs() as logs:
+            done = _live(project)
+        assert done.state == "SUCCESS", done.message
+        assert done.failed == 1 and done.changes == 2
+        (run,) = done.runs
+        assert run["counts"] == {"created": 1, "failed": 1} and run["errors"] == 1
+        record = RunStore(Store.open(load_project(project).settings.store_url())).get(run["id"])
+        assert record is not None
+        (error,) = record["summary"]["errors"]
+        assert error["message"].startswith("a source object has no _id (userName 'ghost'"), error
+        assert "ghost" not in _users(project) and "newbie" in _users(project)
+        (told,) = [e for e in logs if e["event"] == "livesync.no_id"]
+        assert told["log_level"] == "warning" and "userName 'ghost'" in told["about"]
+        assert _token(project) != before
+        again = _live(project)
+        assert again.state == "SUCCESS" and again.failed == 0 and again.runs == []
 
 
 def test_provider_without_sorting_is_read_by_index(

@@ -264,6 +264,14 @@ def test_daemon_schedules_and_serves_a_schedule(tmp_path: Path, slapd: Slapd, ld
             jobs = api.get("/openidm/scheduler/job", headers=ADMIN).json()["result"]
             assert [(j["_id"], j["invokeContext"]["mappings"]) for j in jobs] == [
                 ("every2", [FORWARD]), ("yearly", [FORWARD])]
+            # A query's parameters are the list's: sorted, paged and filtered as asked.
+            page = api.get("/openidm/scheduler/job?_sortKeys=-_id&_pageSize=1", headers=ADMIN).json()
+            assert [j["_id"] for j in page["result"]] == ["yearly"] and page["pagedResultsCookie"] == "1"
+            rest = api.get("/openidm/scheduler/job?_sortKeys=-_id&_pageSize=1&_pagedResultsCookie=1",
+                           headers=ADMIN).json()
+            assert [j["_id"] for j in rest["result"]] == ["every2"] and rest["pagedResultsCookie"] is None
+            only = api.get("/openidm/scheduler/job?_queryFilter=_id+eq+'yearly'&_fields=_id", headers=ADMIN).json()
+            assert only["result"] == [{"_id": "yearly"}]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             runs = json.loads(idsync(project, "status", "--json").stdout or "[]")

@@ -28,6 +28,7 @@ from idsync.resource import QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
+from idsync.store.tokens import SyncTokens
 from idsync_dev.slapd import Slapd
 from pg_outage import outage
 from projects import MAPPING, make_project, person
@@ -36,6 +37,7 @@ from waiting import wait_for
 IDSYNC = str(Path(sys.executable).parent / "idsync")
 HOST = socket.gethostname()
 ENV = {**os.environ, "IDSYNC_LOG__LEVEL": "warning"}
+LIVE_SOURCE = "system/ldap/account"
 
 
 def _project(tmp_path: Path, slapd: Slapd, subtree: str, url: str, *, users: int, page_size: int,
@@ -241,6 +243,111 @@ def test_a_database_outage_during_a_livesync_job_leaves_no_run_active(
     store.close()
 
 
+def _sigterm_twice(proc: subprocess.Popen[str]) -> tuple[str, float]:
+    """Half a second on (inside the page or batch under way), two SIGTERMs 0.3 s apart; the
+    command's stderr, and when the second was sent."""
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    stopped = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    return err, stopped
+
+
+def _livesync_run_applying(runs: RunStore) -> bool:
+    run = _latest(runs)
+    return run.get("job") == "liveSync" and run["state"] == "ACTIVE" and \
+        (run["summary"].get("changes") or {}).get("updated", 0) > 0
+
+
+def _livesync_project(tmp_path: Path, slapd: Slapd, subtree: str, *, page_size: int,
+                      delay_ms: float) -> tuple[Path, Store, RunStore]:
+    """300 users, their first liveSync (a full recon) done, then each modified: the next
+    liveSync applies 300 changes, ``delay_ms`` each."""
+    url = f"sqlite:///{tmp_path / 'idsync.db'}"
+    project = _project(tmp_path, slapd, subtree, url, users=300, page_size=page_size, delay_ms=delay_ms)
+    assert _idsync(project, "livesync", LIVE_SOURCE).returncode == 0
+    slapd.add_ldif("".join(f"dn: uid=u{i:05d},{subtree}\nchangetype: modify\nreplace: sn\nsn: Moved\n\n"
+                           for i in range(300)))
+    store = Store.open(url)
+    return project, store, RunStore(store)
+
+
+def _counted(project: Path, store: Store) -> dict[str, Any]:
+    """The source's liveSync counts as ``idsync status``, the status file and /metrics show them."""
+    from idsync.api.metrics import Metrics
+    from prometheus_client import generate_latest
+
+    state = SyncTokens(store).get(LIVE_SOURCE)
+    assert state is not None
+    shown = _idsync(project, "status")
+    line = next(ln for ln in shown.stdout.splitlines() if ln.startswith(f"liveSync {LIVE_SOURCE}:"))
+    document = json.loads((project / "state" / "status.json").read_text())["liveSync"][LIVE_SOURCE]
+    metrics = generate_latest(Metrics(store).registry).decode()
+    return {"runs": state.runs, "failed": state.failed, "lastState": state.last_state,
+            "lastMessage": state.last_message, "status": line, "file": (document["runs"], document["failed"]),
+            "metrics": [ln for ln in metrics.splitlines() if ln.startswith(("idsync_livesync_runs_total",
+                                                                            "idsync_livesync_failed_runs_total"))]}
+
+
+@pytest.mark.slapd
+def test_kill_9_of_a_livesync_run_counts_it_failed(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """``kill -9`` of ``idsync livesync`` part way through its changes: the run never counted
+    itself. The next run breaks its lock and counts it FAILED, naming the dead process, in the
+    source's counters (``idsync status``, the status file, /metrics), ends its mapping's run
+    FAILED rather than ACTIVE, and applies every change itself."""
+    project, store, runs = _livesync_project(tmp_path, slapd, ldap_subtree, page_size=10, delay_ms=5)
+    proc = subprocess.Popen([IDSYNC, "-p", str(project), "livesync", LIVE_SOURCE], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: _livesync_run_applying(runs), 60, "a liveSync run part way through its changes")
+    finally:
+        proc.kill()
+        proc.wait()
+    killed = _latest(runs)["id"]
+    again = _idsync(project, "livesync", LIVE_SOURCE)
+    assert again.returncode == 0, again.stdout + again.stderr
+    gone = f"interrupted: owner process {proc.pid} on {HOST} is gone"
+    dead = runs.get(killed)
+    assert dead is not None and dead["state"] == "FAILED" and dead["message"] == gone
+    counted = _counted(project, store)
+    assert (counted["runs"], counted["failed"], counted["lastState"]) == (3, 1, "SUCCESS"), counted
+    assert "3 runs" in counted["status"] and "1 failed" in counted["status"] and counted["file"] == (3, 1)
+    assert counted["metrics"] == [f'idsync_livesync_runs_total{{source="{LIVE_SOURCE}"}} 3.0',
+                                  f'idsync_livesync_failed_runs_total{{source="{LIVE_SOURCE}"}} 1.0']
+    users = Resources(load_project(project), store).open("managed/user")
+    assert {u["description"] for page in users.pages(QuerySpec(fields=["description"])) for u in page} == {"Moved"}
+    store.close()
+
+
+@pytest.mark.slapd
+def test_a_second_sigterm_of_a_livesync_run_counts_it_canceled(tmp_path: Path, slapd: Slapd,
+                                                               ldap_subtree: str) -> None:
+    """A second SIGTERM stops ``idsync livesync`` at once, in the middle of its one batch: the
+    run is counted CANCELED in the source's counters with why (it used to be counted nowhere),
+    and its mapping's run is recorded CANCELED, not left ACTIVE."""
+    project, store, runs = _livesync_project(tmp_path, slapd, ldap_subtree, page_size=1000, delay_ms=20)
+    proc = subprocess.Popen([IDSYNC, "-p", str(project), "livesync", LIVE_SOURCE], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The mapping's run is recorded as the batch starts; its 300 changes then take six seconds.
+        _wait(lambda: _latest(runs).get("job") == "liveSync" and _latest(runs)["state"] == "ACTIVE", 60,
+              "a liveSync run in its batch")
+        err, _ = _sigterm_twice(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    counted = _counted(project, store)
+    assert (counted["runs"], counted["failed"], counted["lastState"]) == (2, 0, "CANCELED"), counted
+    assert counted["lastMessage"] == "stopped at once by a second SIGTERM"
+    assert "2 runs" in counted["status"] and "CANCELED" in counted["status"]
+    assert not [r for r in runs.recent(5) if r["state"] == "ACTIVE"]
+    assert runs.lock_holder(f"livesync:{LIVE_SOURCE}") is None
+    store.close()
+
+
 @pytest.mark.slapd
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_signal_cancels_a_recon_at_a_page_boundary(
@@ -289,12 +396,7 @@ def test_a_second_sigterm_stops_at_once_and_records_the_run(
         # boundary before the second signal, on a loaded machine.
         _wait(lambda: (_latest(runs).get("summary") or {}).get("stage") == "ACTIVE_RECONCILING_SOURCE", 60,
               "a recon in its source phase")
-        time.sleep(0.5)  # inside the page
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        stopped = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=30)
+        err, stopped = _sigterm_twice(proc)
     finally:
         if proc.poll() is None:
             proc.kill()

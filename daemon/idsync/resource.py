@@ -286,14 +286,23 @@ class Resource(ABC):
 class Change:
     """One object that changed since a token: ``obj`` is the object as it is now (created,
     modified or renamed; the fields asked for, ``_id`` included), ``None`` when it was
-    deleted, and ``id`` is its id (for a delete, the id it had)."""
+    deleted, and ``id`` is its id (for a delete, the id it had). An object the source
+    answered without an id has ``id`` ``""`` and ``about`` what the source tells of it
+    (its DN, its user name; never a secret): it fails as an entry of the run, never
+    dropped in silence."""
 
     id: str
     obj: Obj | None
+    about: str = ""
 
     @property
     def deleted(self) -> bool:
         return self.obj is None
+
+    @property
+    def unidentified(self) -> bool:
+        """Answered without an id: what becomes of it cannot be linked nor retried."""
+        return self.obj is not None and not self.id
 
 
 @dataclass(frozen=True)

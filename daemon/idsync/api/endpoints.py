@@ -6,12 +6,14 @@ variables: ``request`` (``method``: ``create``, ``read``, ``update``, ``patch``,
 the endpoint; ``content``, the JSON body; ``additionalParameters``, the query
 string's own parameters; ``newResourceId``, ``revision``, ``action``,
 ``patchOperations``, ``queryFilter``, ``queryId``, ``queryExpression``,
-``pageSize``, ``pagedResultsCookie``, ``pagedResultsOffset``, ``fields``) and
+``pageSize``, ``pagedResultsCookie``, ``pagedResultsOffset``, ``sortKeys`` (``["-name"]``),
+``totalPagedResultsPolicy``, ``fields``) and
 ``context`` (``security.authenticationId`` and ``authorization.roles``, the
 caller; ``http.method`` and ``http.headers`` without credentials; ``current``,
 PingIDM's older shape of the same). ``openidm`` is bound to the store as in a
 mapping's script. The script's value is the answer: for a query, a list of
-results (or an object with ``result``), wrapped as PingIDM wraps query results.
+results (or an object with ``result``, and the paging it did: ``pagedResultsCookie``,
+``totalPagedResults``...), wrapped as PingIDM wraps query results.
 
 The script throwing ``{"code": 404, "message": "..."}`` answers that status
 (4xx and 5xx) and message; any other error is a 500 naming the endpoint, logged
@@ -46,6 +48,8 @@ __all__ = ["endpoint_routes", "script_context", "script_request", "thrown_status
 log = structlog.get_logger("idsync.api")
 
 _QUERY = ("_queryFilter", "_queryId", "_queryExpression")
+# What a query's script may answer of its paging besides its results.
+_PAGING = ("pagedResultsCookie", "totalPagedResultsPolicy", "totalPagedResults", "remainingPagedResults")
 _RESERVED = {"_action", "_fields", "_prettyPrint", "_pageSize", "_pagedResultsCookie", "_pagedResultsOffset",
              "_sortKeys", "_totalPagedResultsPolicy", "_mimeType", *_QUERY}
 _SECRET_HEADERS = {"authorization", "cookie", "x-openidm-password", "x-openidm-username"}
@@ -129,7 +133,9 @@ async def script_request(request: Request, path: str) -> dict[str, Any]:
                     queryExpression=params.get("_queryExpression"),
                     pageSize=_int(params.get("_pageSize"), "_pageSize"),
                     pagedResultsCookie=params.get("_pagedResultsCookie"),
-                    pagedResultsOffset=_int(params.get("_pagedResultsOffset"), "_pagedResultsOffset"))
+                    pagedResultsOffset=_int(params.get("_pagedResultsOffset"), "_pagedResultsOffset"),
+                    sortKeys=[k.strip() for k in params.get("_sortKeys", "").split(",") if k.strip()],
+                    totalPagedResultsPolicy=params.get("_totalPagedResultsPolicy", "NONE").upper())
     return call
 
 
@@ -168,14 +174,18 @@ def script_context(request: Request, user: str | None) -> dict[str, Any]:
 
 
 def _query_answer(result: Any) -> dict[str, Any]:
+    """The script's results in PingIDM's query envelope, with the paging it answered (its
+    ``pagedResultsCookie``, ``totalPagedResults``...), when it answered an object."""
     if isinstance(result, dict) and isinstance(result.get("result"), list):
-        found = result["result"]
+        found, paging = result["result"], result
     elif isinstance(result, list):
-        found = result
+        found, paging = result, {}
     else:
         raise ApiError(500, "a query endpoint's script must answer a list of results (or {result: [...]})")
-    return {"result": found, "resultCount": len(found), "pagedResultsCookie": None,
-            "totalPagedResultsPolicy": "NONE", "totalPagedResults": -1, "remainingPagedResults": -1}
+    answer = {"result": found, "resultCount": len(found), "pagedResultsCookie": None,
+              "totalPagedResultsPolicy": "NONE", "totalPagedResults": -1, "remainingPagedResults": -1}
+    answer.update((k, paging[k]) for k in _PAGING if paging.get(k) is not None)
+    return answer
 
 
 endpoint_routes = [

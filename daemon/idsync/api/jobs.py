@@ -1,5 +1,7 @@
 """``/openidm/scheduler/job``: the daemon's jobs, listed and triggered; ``/openidm/cluster``:
 the nodes of a cluster (``docs/cluster.md``), in the shape of PingIDM's cluster instances.
+Both lists take a query's parameters (``_queryFilter``, ``_sortKeys``, paging, ``_fields``;
+without a filter, everything).
 
 Only ``idsync run`` has a scheduler; it hands the API its side of the
 ``JobControl`` protocol (``idsync.daemon.jobs.DaemonJobs``). A trigger runs the
@@ -19,6 +21,7 @@ from starlette.routing import Route
 from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext, JobControl
 from idsync.api.errors import ApiError
+from idsync.api.query import QueryParams, listed
 from idsync.store.nodes import Node, Nodes
 
 __all__ = ["control", "job_routes"]
@@ -33,9 +36,9 @@ def control(request: Request) -> JobControl:
 
 
 async def _list(request: Request) -> JSONResponse:
+    params = QueryParams.of(request, required=False)
     jobs = await run_in_threadpool(control(request).job_list)
-    return JSONResponse({"result": jobs, "resultCount": len(jobs), "pagedResultsCookie": None,
-                         "totalPagedResultsPolicy": "NONE", "totalPagedResults": -1, "remainingPagedResults": -1})
+    return JSONResponse(listed(jobs, params))
 
 
 async def _one(request: Request) -> JSONResponse:
@@ -57,14 +60,13 @@ async def _one(request: Request) -> JSONResponse:
 async def _cluster(request: Request) -> JSONResponse:
     """Every node that joined the cluster (none outside cluster mode): alive or not, what it runs."""
     ctx: ApiContext = request.app.state.ctx
+    params = QueryParams.of(request, required=False)
     settings = ctx.project().settings.cluster
     if not settings.enabled:
         nodes: list[Node] = []
     else:
         nodes = await run_in_threadpool(Nodes(ctx.store, dt.timedelta(seconds=settings.stall_timeout)).all)
-    results = [_instance(n) for n in nodes]
-    return JSONResponse({"result": results, "resultCount": len(results), "pagedResultsCookie": None,
-                         "totalPagedResultsPolicy": "NONE", "totalPagedResults": -1, "remainingPagedResults": -1})
+    return JSONResponse(listed([_instance(n) for n in nodes], params))
 
 
 def _instance(node: Node) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 ``/openidm/sync?_action=getLinkedResources`` and ``performAction``: links seen and set
 by hand, and a policy's action taken by hand for one object (``sync/manual_links.py``).
 
-``sync/mappings`` lists mappings in processing order, filtered by
+``sync/mappings`` lists mappings in processing order (or as ``_sortKeys`` asks), filtered by
 ``_queryFilter`` and paged as PingIDM pages them: the cookie is the ``_id`` of
 the first mapping of the next page (``_pagedResultsCookie`` starts there),
 ``_pagedResultsOffset`` counts matches, and ``totalPagedResults`` is the size of
@@ -21,7 +21,7 @@ from starlette.routing import Route
 from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
-from idsync.api.query import QueryParams
+from idsync.api.query import QueryParams, sort_objects
 from idsync.config.project import Project
 from idsync.managed.router import scripting
 from idsync.query import matches
@@ -57,7 +57,8 @@ def _mappings(project: Project) -> list[dict[str, Any]]:
 async def _list(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     params = QueryParams.of(request)
-    found = [m for m in _mappings(ctx.project()) if params.filter is None or matches(params.filter, m)]
+    found = sort_objects([m for m in _mappings(ctx.project()) if params.filter is None or matches(params.filter, m)],
+                         params.sort_keys)
     start = params.offset
     if params.cookie is not None:
         ids = [m["_id"] for m in found]

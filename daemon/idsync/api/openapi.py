@@ -120,7 +120,7 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
      "(managed.json's actions); answers the object read again", ["_action", "_fields"], _CONTENT,
      {"200": _MANAGED}),
     ("/openidm/managed/{type}/{id}/{property}", "get", "Query one object's references in a relationship property",
-     ["_queryFilter", "_fields"], None, {"200": _PAGED}),
+     _QUERY, None, {"200": _PAGED}),
     ("/openidm/managed/{type}/{id}/{property}", "post", "Add a reference to a relationship property (_action=create)",
      ["_action"], _REFERENCE, {"201": _REFERENCE}),
     ("/openidm/managed/{type}/{id}/{property}/{ref}", "get", "Read one reference", [], None, {"200": _REFERENCE}),
@@ -135,17 +135,18 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
      {"200": _PAGED}),
     ("/openidm/system/{system}/{type}/{id}", "get", "Read one external object", [], None, {"200": {
         "type": "object", "required": ["_id"], "properties": {"_id": {"type": "string"}}}}),
-    ("/openidm/sync/mappings", "get", "The mappings in processing order", _QUERY, None, {"200": _PAGED}),
+    ("/openidm/sync/mappings", "get", "The mappings in processing order (or as _sortKeys asks)", _QUERY, None,
+     {"200": _PAGED}),
     ("/openidm/config/sync", "get", "The mappings of conf/sync.json", [], None, {"200": {
         "type": "object", "required": ["_id", "mappings"], "properties": {
             "_id": {"type": "string"}, "mappings": {"type": "array", "items": _OBJECT}}}}),
-    ("/openidm/scheduler/job", "get", "The daemon's jobs, next fire times and last runs", [], None,
-     {"200": _PAGED}),
+    ("/openidm/scheduler/job", "get", "The daemon's jobs, next fire times and last runs (all of them without a "
+     "_queryFilter)", _QUERY, None, {"200": _PAGED}),
     ("/openidm/scheduler/job/{name}", "get", "One job", [], None, {"200": {"$ref": "#/components/schemas/Job"}}),
     ("/openidm/scheduler/job/{name}", "post", "Run a job now (_action=trigger)", ["_action"], None,
      {"200": _ACTION}),
-    ("/openidm/cluster", "get", "The nodes of a cluster, alive or down, and what each runs", [], None,
-     {"200": _PAGED}),
+    ("/openidm/cluster", "get", "The nodes of a cluster, alive or down, and what each runs (all of them without a "
+     "_queryFilter)", _QUERY, None, {"200": _PAGED}),
     ("/openidm/taskscanner", "get", "The task scans' runs, newest first", [], None, {"200": _TASKS}),
     ("/openidm/taskscanner", "post", "Run a schedule's task scan now (_action=execute&name=schedule/NAME)",
      ["_action", "name"], None, {"200": _ACTION}),

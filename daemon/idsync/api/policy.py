@@ -24,6 +24,7 @@ from idsync.api.query import read_json
 from idsync.config.managed import ManagedType
 from idsync.config.objectmodel import describe
 from idsync.store.objects import ManagedResource
+from idsync.store.validation import valid_types
 
 __all__ = ["policy_routes"]
 
@@ -39,7 +40,7 @@ def _schema(ctx: ApiContext, object_type: str) -> ManagedType:
 
 def _described(schema: ManagedType) -> dict[str, Any]:
     return describe(schema.model, schema.name, schema.required,
-                    {name: p.type for name, p in schema.properties.items()})
+                    {name: valid_types(p) for name, p in schema.properties.items()})
 
 
 async def _all(request: Request) -> JSONResponse:

@@ -7,6 +7,13 @@ values), ``_fields``, ``_sortKeys``,
 ``_totalPagedResultsPolicy`` (``NONE`` or ``EXACT``), answered as PingIDM does:
 ``result``, ``resultCount``, ``pagedResultsCookie``, ``totalPagedResultsPolicy``,
 ``totalPagedResults``, ``remainingPagedResults``.
+
+A collection held in memory (the jobs, the cluster's nodes, dead letters) is
+answered by ``listed``: filtered, sorted and paged here as the store would. A read
+that answers a list but is no query (``recon``, ``taskscanner``, ``system``) refuses
+these parameters with a 400 naming the one sent (``no_query``), as PingIDM refuses a
+parameter a request does not take: a client asking for a sorted or paged answer is
+never given another one without a word.
 """
 
 from __future__ import annotations
@@ -19,17 +26,20 @@ from typing import Any
 from starlette.requests import Request
 
 from idsync.api.errors import ApiError
-from idsync.query import parse
+from idsync.query import matches, parse
 from idsync.query.ast import Node
 from idsync.query.named import NamedQueries
 from idsync.store.database import unfit_at
 
-__all__ = ["MAX_JSON_DEPTH", "QueryParams", "envelope", "read_json", "sort_objects"]
+__all__ = ["MAX_JSON_DEPTH", "QueryParams", "envelope", "listed", "no_query", "read_json", "sort_objects"]
 
 _MAX_PAGE = 10_000
 # What a database's OFFSET takes (a signed 64-bit integer); more is a 400, not a crash.
 _MAX_OFFSET = 2**63 - 1
 MAX_JSON_DEPTH = 64  # arrays and objects in a request body; no managed object nests anywhere near it
+# What only a query takes (CREST's query request parameters).
+_QUERY_ONLY = ("_queryFilter", "_queryId", "_queryExpression", "_sortKeys", "_pageSize", "_pagedResultsCookie",
+               "_pagedResultsOffset", "_totalPagedResultsPolicy")
 
 
 @dataclass(frozen=True)
@@ -48,13 +58,14 @@ class QueryParams:
         return self.page_size > 0
 
     @classmethod
-    def of(cls, request: Request, queries: NamedQueries | None = None) -> QueryParams:
+    def of(cls, request: Request, queries: NamedQueries | None = None, *, required: bool = True) -> QueryParams:
         """The parameters of ``request``; ``queries``: the named queries it may use
-        (none given: only ``query-all`` and ``query-all-ids``)."""
+        (none given: only ``query-all`` and ``query-all-ids``). Not ``required``: a
+        request with neither ``_queryFilter`` nor ``_queryId`` asks for everything."""
         q = request.query_params
         text = q.get("_queryFilter")
         query_id = q.get("_queryId")
-        if text is None and query_id is None:
+        if text is None and query_id is None and required:
             raise ApiError(400, "a query needs _queryFilter or _queryId")
         if text is not None and query_id is not None:
             raise ApiError(400, "a query takes _queryFilter or _queryId, not both")
@@ -92,6 +103,15 @@ class QueryParams:
         if not (self.cookie.isdecimal() and self.cookie.isascii()) or int(self.cookie) > _MAX_OFFSET:
             raise ApiError(400, f"_pagedResultsCookie {self.cookie!r} is not one this query answered")
         return int(self.cookie)
+
+    def page(self, found: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None, int]:
+        """The page of ``found`` (already filtered and sorted) this request asks for, counted
+        by offset (``start_offset``); the next page's cookie (the offset this one ends at) and
+        how many remain after it."""
+        start = self.start_offset()
+        end = start + self.page_size if self.paged else len(found)
+        more = end < len(found)
+        return list(found[start:end]), str(end) if more else None, len(found) - end if more else 0
 
     def shape(self, obj: dict[str, Any]) -> dict[str, Any]:
         """The object with only the requested fields (``_id`` and ``_rev`` always)."""
@@ -160,6 +180,22 @@ def sort_objects(objects: list[dict[str, Any]], keys: Sequence[str]) -> list[dic
 
         objects.sort(key=order, reverse=descending)
     return objects
+
+
+def listed(found: Sequence[dict[str, Any]], params: QueryParams) -> dict[str, Any]:
+    """A collection held in memory answered as a query: ``params``' filter, sort keys and
+    page, each object with the fields asked for."""
+    kept = [obj for obj in found if params.filter is None or matches(params.filter, obj)]
+    page, cookie, remaining = params.page(sort_objects(kept, params.sort_keys))
+    return envelope([params.shape(obj) for obj in page], cookie=cookie, params=params, total=len(kept),
+                    remaining=remaining)
+
+
+def no_query(request: Request, what: str) -> None:
+    """400 naming the first query parameter ``request`` holds: ``what`` (``recon``) is read, not queried."""
+    sent = next((name for name in _QUERY_ONLY if name in request.query_params), None)
+    if sent is not None:
+        raise ApiError(400, f"{what} is read, not queried: it does not take {sent}")
 
 
 def envelope(result: list[dict[str, Any]], *, cookie: str | None, params: QueryParams | None,

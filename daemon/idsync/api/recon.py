@@ -25,7 +25,7 @@ from starlette.routing import Route
 from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
-from idsync.api.query import read_json
+from idsync.api.query import no_query, read_json
 from idsync.config.jobs import LIVESYNC_JOB, PERFORM_JOB
 from idsync.managed.recons import flag, pushed, recon_by_id, started
 from idsync.managed.router import scripting
@@ -93,6 +93,7 @@ _STAGES = {
 async def _collection(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     if request.method == "GET":
+        no_query(request, "recon")  # the last runs, newest first: not sorted or paged otherwise
         mapping = request.query_params.get("mapping")
         # Reconciliations only, as PingIDM lists them (reconById's included): not the runs of
         # implicit sync, its retries, liveSync or performAction, which would crowd them out.

@@ -41,9 +41,8 @@ from idsync.api.answer import JSONResponse
 from idsync.api.audit import RECON_TOPIC, audit_page, mapping_ends
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
-from idsync.api.query import QueryParams, envelope, sort_objects
+from idsync.api.query import QueryParams, envelope, listed
 from idsync.errors import QueryError
-from idsync.query import matches
 from idsync.query.ast import And, Compare, Node, Not, Or, Present
 from idsync.store.runs import RunStore
 
@@ -80,15 +79,7 @@ async def _summaries(request: Request) -> JSONResponse:
     params = QueryParams.of(request)
     rows = await run_in_threadpool(RunStore(ctx.store).recent, _LIST_LIMIT)
     ends = mapping_ends(ctx)
-    found = [s for s in (_summary(r, ends) for r in rows if r.get("job") not in _SYNC_JOBS)
-             if params.filter is None or matches(params.filter, s)]
-    if params.sort_keys:
-        found = sort_objects(found, params.sort_keys)
-    start = params.offset
-    end = start + params.page_size if params.page_size else len(found)
-    shown = [params.shape(s) for s in found[start:end]]
-    return JSONResponse(envelope(shown, cookie=str(end) if end < len(found) else None, params=params,
-                                 total=len(found)))
+    return JSONResponse(listed([_summary(r, ends) for r in rows if r.get("job") not in _SYNC_JOBS], params))
 
 
 async def _one(request: Request) -> JSONResponse:

@@ -2,7 +2,8 @@
 
 ``/openidm/managed/TYPE/ID/PROPERTY`` is the collection of one object's references
 in a relationship property that holds many (a role's ``members``, a user's
-``roles``): ``GET`` with ``_queryFilter`` lists them, ``POST ?_action=create``
+``roles``): ``GET`` with ``_queryFilter`` lists them (sorted and paged as a query asks),
+``POST ?_action=create``
 with ``{"_ref": "managed/user/ID", "_refProperties": {...}}`` adds one (201),
 ``GET``/``PUT``/``DELETE`` on ``.../PROPERTY/REF_ID`` read one, replace its
 ``_refProperties`` or remove it, ``If-Match`` naming the reference's own ``_rev``
@@ -23,7 +24,7 @@ from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.managed import if_match
-from idsync.api.query import envelope, read_json
+from idsync.api.query import QueryParams, envelope, read_json, sort_objects
 from idsync.managed.references import References
 from idsync.managed.router import scripting
 from idsync.managed.service import ManagedObjects
@@ -54,12 +55,12 @@ async def _collection(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     object_type, object_id, name = (request.path_params[k] for k in ("type", "id", "property"))
     if request.method == "GET":
-        raw_fields = request.query_params.get("_fields") or ""
-        fields = [f.strip() for f in raw_fields.split(",") if f.strip()]
+        params = QueryParams.of(request, required=False)  # refs.query says what a query needs
         text, query_id = request.query_params.get("_queryFilter"), request.query_params.get("_queryId")
         found = await run_in_threadpool(_with, ctx, object_type, name,
-                                        lambda refs: refs.query(object_id, text, fields, query_id))
-        return JSONResponse(envelope(found, cookie=None, params=None, total=None))
+                                        lambda refs: refs.query(object_id, text, params.fields or (), query_id))
+        page, cookie, remaining = params.page(sort_objects(found, params.sort_keys))
+        return JSONResponse(envelope(page, cookie=cookie, params=params, total=len(found), remaining=remaining))
     action = request.query_params.get("_action", "create")
     if action != "create":
         raise ApiError(400, f"unknown _action {action!r} (supported: create)")

@@ -31,8 +31,7 @@ from starlette.routing import Route
 from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
-from idsync.api.query import QueryParams, envelope, sort_objects
-from idsync.query import matches
+from idsync.api.query import QueryParams, listed
 from idsync.store.sync_failures import DEAD, SyncFailure, SyncFailures
 from idsync.store.tokens import SyncTokens
 
@@ -73,14 +72,7 @@ async def _query(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     params = QueryParams.of(request)
     found = [f.to_json() for f in await run_in_threadpool(_letters, ctx, request.path_params["system"])]
-    found = [f for f in found if params.filter is None or matches(params.filter, f)]
-    if params.sort_keys:
-        found = sort_objects(found, params.sort_keys)
-    end = params.offset + params.page_size if params.paged else len(found)
-    page = [params.shape(f) for f in found[params.offset:end]]
-    more = params.paged and end < len(found)
-    return JSONResponse(envelope(page, cookie=str(end) if more else None, params=params, total=len(found),
-                                 remaining=len(found) - end if more else 0))
+    return JSONResponse(listed(found, params))
 
 
 def _one(ctx: ApiContext, system: str, object_id: str, *, remove: bool) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
-from idsync.api.query import QueryParams, envelope, sort_objects
+from idsync.api.query import QueryParams, envelope, no_query, sort_objects
 from idsync.errors import ReadDenied
 from idsync.managed.router import run_livesync_scripted
 from idsync.resource import QuerySpec, Resource
@@ -133,6 +133,7 @@ async def _root(request: Request) -> JSONResponse:
             raise ApiError(400, "liveSync needs the source parameter: source=system/NAME/TYPE")
         return JSONResponse(await run_in_threadpool(_livesync, ctx, parts[1], parts[2]))
     if request.method == "GET":
+        no_query(request, "system")
         project = ctx.project()
         return JSONResponse([{"name": n, "enabled": p.enabled, "config": f"config/provisioner.openicf/{n}",
                               "connectorRef": p.raw.get("connectorRef", {})}

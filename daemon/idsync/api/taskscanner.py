@@ -22,6 +22,7 @@ from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.jobs import control
+from idsync.api.query import no_query
 from idsync.store.runs import RunStore
 
 __all__ = ["taskscanner_routes"]
@@ -35,6 +36,7 @@ async def _list(request: Request) -> JSONResponse:
     """The task scans' runs, newest first (the last hundred), and ``_action=execute``."""
     if request.method == "POST":
         return await _execute(request)
+    no_query(request, "taskscanner")
     ctx: ApiContext = request.app.state.ctx
     runs = await run_in_threadpool(RunStore(ctx.store).recent, 1000)
     tasks = [_task(r) for r in runs if str(r["mapping"]).startswith(_PREFIX)][:_LISTED]

@@ -7,6 +7,15 @@ The shape is PingIDM's (``{"objects": [{"name": "user", "schema": {"properties":
 property's ``type`` (and an array's ``items.type``), ``required``, and the
 per-object ``default`` values.
 
+``nullable`` (PingIDM's admin UI writes it; its policy service reads the same from a
+``type`` list holding ``"null"``): whether a request may set the property to null.
+idsync takes null for every property unless it says ``"nullable": false`` (a null
+removes the property, as leaving it out of a replace does); with ``false`` a create,
+update or patch giving it null is refused (``store/validation.py``). ``"nullable":
+true`` is ``"null"`` in the type list, so a list without it adds no ``not-empty``
+policy (``objectmodel.schema_policies``). ``false`` beside a type list holding
+``"null"`` says both: an error.
+
 How a secret is kept at rest: a property with ``encryption`` is encrypted with the
 project's keyring (``idsync.crypto``, reversible, as in PingIDM, so that a mapping
 can ``openidm.decrypt`` it towards a directory); ``secureHash`` is PingIDM's salted hash
@@ -56,6 +65,8 @@ class PropertyDef:
     return_by_default: bool = True
     # PingIDM's ``"scope": "private"``: never in an answer of the HTTP API; scripts and the sync engine see it.
     private: bool = False
+    # Whether a request may set it to null (``"nullable": false``: not; a null then fails VALID_TYPE).
+    nullable: bool = True
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,11 @@ class ManagedType:
     def strings(self) -> frozenset[str]:
         """The properties of type ``string``: what a string value needs no check against."""
         return frozenset(p.name for p in self.properties.values() if p.type == "string")
+
+    @functools.cached_property
+    def not_nullable(self) -> frozenset[str]:
+        """The properties a request may not set to null (``"nullable": false``)."""
+        return frozenset(p.name for p in self.properties.values() if not p.nullable)
 
     @functools.cached_property
     def secrets(self) -> frozenset[str]:
@@ -181,6 +197,7 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
             if not isinstance(pdef, dict):
                 raise ConfigError(file, pkey, "expected an object")
             ptype = pdef.get("type", "string")
+            nullable = _nullable(pdef, file, pkey)
             also: tuple[str, ...] = ()
             if isinstance(ptype, list):  # JSON schema ["string", "null"], ["string", "number"]
                 kinds = [t for t in ptype if t != "null"]
@@ -216,6 +233,7 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
                 relation=(relation := relation_of(pdef, file, pkey)),
                 return_by_default=pdef.get("returnByDefault", relation is None) is True,
                 private=_scope(pdef, file, pkey) == "private",
+                nullable=nullable,
             )
         required = schema.get("required") or []
         if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
@@ -247,6 +265,17 @@ def _with_reverses(types: dict[str, ManagedType], file: str) -> dict[str, Manage
         props = {**t.properties, prop_name: dataclasses.replace(t.properties[prop_name], relation=relation)}
         types[type_name] = dataclasses.replace(t, properties=props)
     return types
+
+
+def _nullable(pdef: Mapping[str, Any], file: str, key: str) -> bool:
+    """``nullable`` (true when not said): false contradicts a type list holding ``"null"``."""
+    value = pdef.get("nullable", True)
+    if not isinstance(value, bool):
+        raise ConfigError(file, f"{key}.nullable", f"expected true or false, not {value!r}")
+    kind = pdef.get("type")
+    if not value and isinstance(kind, list) and "null" in kind:
+        raise ConfigError(file, f"{key}.nullable", 'false, but its type list takes "null": keep one of the two')
+    return value
 
 
 def _scope(pdef: Mapping[str, Any], file: str, key: str) -> str:

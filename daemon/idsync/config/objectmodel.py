@@ -267,14 +267,15 @@ def _custom_policies(conf: Path, project_dir: Path, engine: ScriptEngine) -> tup
 def schema_policies(pdef: Mapping[str, Any]) -> list[PolicyUse]:
     """The policies PingIDM's policy service derives from a property's JSON schema
     (``policy.js``): ``not-empty`` where ``minLength`` is above 0 or ``type`` is a list
-    without ``"null"``; for a string, ``minimum-length`` from ``minLength`` (read as
+    without ``"null"`` (and ``"nullable": true`` does not add it, as PingIDM's admin UI
+    writes it into the list); for a string, ``minimum-length`` from ``minLength`` (read as
     JavaScript's ``parseInt`` reads it) and ``regexpMatches`` from ``pattern`` (one
     that idsync cannot run is left out, and ``idsync validate`` says so)."""
     kind = pdef.get("type")
     types = kind if isinstance(kind, list) else [kind]
     length = pdef.get("minLength")
     uses: list[PolicyUse] = []
-    if (isinstance(kind, list) and "null" not in kind) or \
+    if (isinstance(kind, list) and "null" not in kind and pdef.get("nullable") is not True) or \
             (isinstance(length, int | float) and not isinstance(length, bool) and length > 0):
         uses.append(PolicyUse("not-empty", {}, BUILTIN_POLICIES["not-empty"].requirements, True))
     if "string" in types:
@@ -554,8 +555,9 @@ def load_object_models(managed_raw: Any, conf: Path, project_dir: Path, engine: 
 
 
 def describe(model: TypeModel | None, type_name: str, required: tuple[str, ...],
-             types: Mapping[str, str]) -> dict[str, Any]:
-    """The policies of a type as PingIDM's ``GET policy/managed/TYPE`` answers them."""
+             types: Mapping[str, list[str]]) -> dict[str, Any]:
+    """The policies of a type as PingIDM's ``GET policy/managed/TYPE`` answers them;
+    ``types``: each property's valid types (``"null"`` among them when it takes null)."""
     properties = []
     for name in sorted(set(types) | set(model.properties if model else {})):
         uses = [u.describe() for u in (model.properties[name].policies if model and name in model.properties
@@ -563,7 +565,7 @@ def describe(model: TypeModel | None, type_name: str, required: tuple[str, ...],
         if name in required:
             uses.insert(0, PolicyUse("required", {}, ("REQUIRED",), False).describe())
         if name in types:
-            uses.append(PolicyUse("valid-type", {"types": [types[name], "null"]}, ("VALID_TYPE",),
+            uses.append(PolicyUse("valid-type", {"types": list(types[name])}, ("VALID_TYPE",),
                                   False).describe())
         if uses:
             requirements = sorted({r for u in uses for r in u["policyRequirements"]})

@@ -7,9 +7,10 @@ that PingIDM's services, its admin UI and each of its versions add keys to
 type carries what its connector asks for (``runAsUser``). So the keys are
 judged in three ways:
 
-* a key listed here is accepted: idsync acts on it, it only describes the admin
-  UI, or it is PingIDM's (``idsync validate`` names those of them whose effect
-  idsync knows it lacks, such as a ``queryConfig``: ``config/unused.py``);
+* a key listed here is accepted: idsync acts on it (``nullable``: ``managed.py``), it
+  only describes the admin UI, or it is PingIDM's (``idsync validate`` names those of
+  them whose effect idsync knows it lacks, such as a ``queryConfig``, or a ``notify``
+  whose notified type has scripts: ``config/unused.py``, ``config/notify.py``);
 * a key one or two letters away from a listed one (``serchable``, ``nativeNme``)
   is an error naming the key it was meant to be (``idsync.keys.misspelt_keys``):
   the setting it meant would silently keep its default, a property would drop

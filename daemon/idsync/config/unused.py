@@ -12,7 +12,9 @@ PingIDM does with it and what idsync does instead:
   on one terse line;
 * keys of the files idsync does read (``managed.json``, ``sync.json`` and
   ``mapping-*.json``, provisioners), one line per object and reason, the keys
-  written ``objects[0].{onCreate,postCreate}``; in ``managed.json``'s schemas and
+  written ``objects[0].{onCreate,postCreate}``; a relationship's change notification
+  (``notify``, ``notifySelf``, ``notifyRelationships``) where following it would
+  make a difference (``config/notify.py``); in ``managed.json``'s schemas and
   a provisioner's ``objectTypes``, the keys idsync does not know and takes for no
   misspelling of a known one (``config/schema_keys.py``).
 
@@ -32,6 +34,7 @@ from typing import Any
 from idsync.config.actions import unserved
 from idsync.config.endpoints import not_served
 from idsync.config.files import load_json
+from idsync.config.notify import notified
 from idsync.config.objectmodel import NOT_ENFORCED_POLICIES, js_regexp, not_run
 from idsync.config.operation_options import FOLLOWED
 from idsync.config.relationships import demoted
@@ -237,6 +240,8 @@ def _managed(path: Path) -> list[NotUsed]:
         if isinstance(props, dict):
             found += _managed_properties(file, f"{at}.schema.properties", name, props,
                                          {p for t, p in plain if t == obj.get("name")})
+    found += [NotUsed(file, f"objects[{i}].schema.properties.{n.key}", n.why)
+              for i, n in notified(objects, ScriptPaths(path.parent.parent))]
     return found
 
 

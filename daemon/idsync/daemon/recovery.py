@@ -1,5 +1,6 @@
 """Cleaning up after a process that died mid-run, at daemon start, and this
-process's own runs at a forced exit.
+process's own runs at a forced exit (a liveSync run among them is counted in its
+source's counters: ``store/locks.py``).
 
 At start, every lock whose holder is gone is broken and the run it guarded
 marked FAILED ("interrupted", ``store/locks.py``); so is a recon still ACTIVE
@@ -19,7 +20,15 @@ from sqlalchemy import delete, func, select
 
 from idsync.config.jobs import NOT_RECON_JOBS
 from idsync.store.database import Store
-from idsync.store.locks import Locks, end_runs, forget_own, process_gone, process_owner
+from idsync.store.locks import (
+    Locks,
+    count_interrupted,
+    end_runs,
+    end_unlocked,
+    forget_own,
+    process_gone,
+    process_owner,
+)
 from idsync.store.runs import RunStore
 from idsync.store.tables import claims, deferred, locks, recon_runs
 
@@ -69,13 +78,18 @@ def recover_interrupted(store: Store) -> list[str]:
 
 
 def release_own_runs(store: Store, state: str, message: str) -> list[str]:
-    """At a forced exit: record this process's ACTIVE runs as ``state`` and drop its locks."""
-    prefix = f"{process_owner()}:"
-    mine = {name: holder for name, holder in Locks(store).holders().items() if holder.owner.startswith(prefix)}
+    """At a forced exit: record this process's ACTIVE runs as ``state`` (those its locks
+    guard and those that take none, a liveSync mapping's), count its liveSync runs in their
+    sources' counters, and drop its locks."""
+    own = process_owner()
+    mine = {name: holder for name, holder in Locks(store).holders().items() if holder.owner.startswith(f"{own}:")}
     run_ids = [h.run_id for name, h in mine.items() if name.startswith("recon:") and h.run_id]
     forget_own([h.owner for h in mine.values()])
     with store.begin() as conn:
         end_runs(conn, run_ids, state, message)
+        run_ids += end_unlocked(conn, own, state, message)
+        for name in mine:
+            count_interrupted(conn, name, state, message)
         if mine:
             conn.execute(delete(locks).where(locks.c.name.in_(list(mine))))
     return run_ids

@@ -12,7 +12,9 @@ push results say what happened.
 
 Every write goes through the store's object scripts and policies (``store/hooks.py``),
 which refuse what breaks them; reads (``get``, ``retrieved``) run the type's
-``onRetrieve`` and ``onRead`` scripts.
+``onRetrieve`` and ``onRead`` scripts. A null the caller gives to a property that says
+``"nullable": false`` is refused here, where a null given can still be told from a
+property left out (``store/validation.py``).
 
 Secret properties are write-only: hashed by the store, never in a returned
 object. ``update`` keeps a secret the caller did not send (it cannot have read it),
@@ -41,7 +43,7 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 from idsync.store.passwords import is_hashed
-from idsync.store.validation import InvalidObject
+from idsync.store.validation import InvalidObject, refuse_nulls
 from idsync.sync.implicit import ImplicitSync, PushResult
 from idsync.sync.role_fanout import RoleFanout
 
@@ -100,6 +102,7 @@ class ManagedObjects:
         """Create the object, under ``object_id`` when given (``AlreadyExists`` when an
         object holds it, or another writer's create of it came first)."""
         values = _own(data)
+        refuse_nulls(self.schema, values)
         if object_id is not None:
             if self._resource.get(object_id) is not None:
                 raise AlreadyExists(f"{self.name}/{object_id} already exists")
@@ -109,6 +112,7 @@ class ManagedObjects:
 
     def update(self, object_id: str, data: Mapping[str, Any], *, rev: str | None = None) -> Change:
         values = _own(data)
+        refuse_nulls(self.schema, values)  # a null given, not a property left out (a replace drops it)
         for name, prop in self.schema.properties.items():
             if prop.default is not None and values.get(name) is None:
                 values[name] = copy.deepcopy(prop.default)  # as a create with the same data would have it
@@ -123,6 +127,8 @@ class ManagedObjects:
         return self._changed(object_id, rev, replaced)
 
     def patch(self, object_id: str, operations: Sequence[Any], *, rev: str | None = None) -> Change:
+        refuse_nulls(self.schema, _nulled(operations))
+
         def patched(current: Obj) -> dict[str, Any]:
             after = apply_patch(current, operations, self._transform)
             changes = {k: v for k, v in after.items() if not k.startswith("_") and current.get(k) != v}
@@ -263,6 +269,19 @@ class ManagedObjects:
                                   "the change was undone, and so were its pushes (onSync compensate.js)")
         rejected.status = 409
         raise rejected
+
+
+def _nulled(operations: Sequence[Any]) -> dict[str, None]:
+    """The properties a patch sets to null (``add`` or ``replace`` of a null value at ``/NAME``),
+    which its result cannot show: a null removes a property there."""
+    found: dict[str, None] = {}
+    for op in operations if isinstance(operations, list) else ():
+        if isinstance(op, Mapping) and op.get("operation") in ("add", "replace") and "value" in op \
+                and op["value"] is None and isinstance(op.get("field"), str):
+            path = op["field"].strip("/").split("/")
+            if len(path) == 1 and path[0]:
+                found[path[0]] = None
+    return found
 
 
 def _own(data: Mapping[str, Any]) -> dict[str, Any]:

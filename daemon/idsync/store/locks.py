@@ -18,7 +18,10 @@ A holder is *gone* when
 The next ``acquire`` of a gone holder's lock breaks it at once, and the recon run
 that lock guarded, if still ACTIVE, is marked FAILED ("interrupted: owner process
 N on HOST is gone") with the counts its pages committed, its claims and deferred
-deletes dropped.
+deletes dropped. A ``livesync:SOURCE`` lock broken so guarded a liveSync run that
+never counted itself: it is counted FAILED with that reason in the source's counters
+(``tokens.py``), and the runs of its mappings, which take no lock, are ended too when
+their process is gone.
 
 A run no lock names (a liveSync mapping's, a one-object push) whose end could not be
 written because the store was unreachable is ended likewise by this process's next
@@ -46,12 +49,16 @@ from sqlalchemy.exc import IntegrityError
 from idsync.errors import RunLocked
 from idsync.store.database import Store, as_utc, utcnow
 from idsync.store.tables import claims, deferred, locks, recon_runs
+from idsync.store.tokens import SyncTokens
 
-__all__ = ["LOCK_TTL", "Holder", "Locks", "end_later", "end_runs", "forget_own", "process_gone", "process_owner"]
+__all__ = ["LIVESYNC", "LOCK_TTL", "Holder", "Locks", "count_interrupted", "end_later", "end_runs", "end_unlocked",
+           "forget_own", "process_gone", "process_owner"]
 
 log = structlog.get_logger(__name__)
 
 LOCK_TTL = dt.timedelta(minutes=10)
+# The lock of a source's liveSync run: ``livesync:system/ldap/account``.
+LIVESYNC = "livesync:"
 
 # The owners this process holds now, and the locks whose release failed (name: owner).
 # Process state by nature: it tells a lock this process still uses from one whose
@@ -112,6 +119,11 @@ class Holder:
     def run_id(self) -> str | None:
         parts = self.owner.split(":")
         return parts[2] if len(parts) > 2 and parts[2] else None
+
+    @property
+    def process(self) -> str:
+        """The holding process, as ``process_owner`` names it (the owner less its run)."""
+        return ":".join(self.owner.split(":")[:2])
 
     def describe(self) -> str:
         return f"process {self.pid} on {self.host}" if self.pid is not None else self.owner
@@ -182,6 +194,22 @@ def end_runs(conn: Connection, run_ids: Sequence[str], state: str, message: str 
     conn.execute(delete(claims).where(claims.c.run_id.in_(ids)))
     conn.execute(delete(deferred).where(deferred.c.run_id.in_(ids)))
     return result.rowcount or 0
+
+
+def end_unlocked(conn: Connection, process: str, state: str, message: str) -> list[str]:
+    """End the ACTIVE runs that take no lock (a liveSync mapping's, a one-object push) of
+    ``process`` (``process_owner``), which is gone or leaving; their ids."""
+    run_ids = [r[0] for r in conn.execute(select(recon_runs.c.id).where(
+        recon_runs.c.state == "ACTIVE", recon_runs.c.owner == process))]
+    end_runs(conn, run_ids, state, message)
+    return run_ids
+
+
+def count_interrupted(conn: Connection, name: str, state: str, message: str) -> None:
+    """A lock ``name`` broken or dropped while its holder ran: a liveSync run's is counted
+    in its source's counters as ``state``, since it never counted itself."""
+    if name.startswith(LIVESYNC):
+        SyncTokens.count_run(conn, name.removeprefix(LIVESYNC), state, message)
 
 
 class Locks:
@@ -280,11 +308,16 @@ class Locks:
                     for r in conn.execute(select(locks.c.name, locks.c.owner, locks.c.expires, locks.c.acquired))}
 
     def break_(self, name: str, holder: Holder, reason: str) -> list[str]:
-        """Remove ``holder``'s lock ``name`` and fail the recon run it guarded; the runs failed."""
+        """Remove ``holder``'s lock ``name`` and fail the recon run it guarded (a liveSync run:
+        count it FAILED, and end its mappings' runs when its process is gone); the runs failed."""
         run_ids = [holder.run_id] if name.startswith("recon:") and holder.run_id else []
         with self.store.begin() as conn:
             removed = conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == holder.owner))
             failed = end_runs(conn, run_ids, "FAILED", reason) if removed.rowcount else 0
+            if removed.rowcount:
+                count_interrupted(conn, name, "FAILED", reason)
+                if name.startswith(LIVESYNC) and process_gone(holder.process) is not None:
+                    end_unlocked(conn, holder.process, "FAILED", reason)
         if removed.rowcount:
             log.warning("lock.released_stale", lock=name, owner=holder.owner, reason=reason)
         return run_ids if failed else []

@@ -8,7 +8,10 @@ that drops it reconciles in full and saves a fresh one.
 
 The same row counts the source's liveSync runs (``record_run``): these counts
 are never pruned, so the metrics built from them never decrease, and a liveSync
-run that found no change leaves no run record, only its count here.
+run that found no change leaves no run record, only its count here. A run that could
+not count itself (its process killed, stopped at once, or unable to reach the store at
+its end) is counted when its lock is broken or dropped (``store/locks.py``): FAILED,
+or CANCELED at a forced exit, with the reason.
 """
 
 from __future__ import annotations
@@ -84,12 +87,19 @@ class SyncTokens:
                    full_recon: bool, method: str | None = None) -> None:
         """Count one liveSync run of ``source`` and keep how it ended, and how it read the
         source (``method``: its connector's, or a full recon's) when it came that far."""
+        with self.store.begin() as conn:
+            self.count_run(conn, source, state, message, changes=changes, full_recon=full_recon, method=method)
+
+    @classmethod
+    def count_run(cls, conn: Connection, source: str, state: str, message: str | None, *, changes: int = 0,
+                  full_recon: bool = False, method: str | None = None) -> None:
+        """``record_run`` in the caller's transaction: also for a run that ended without
+        counting itself, whose lock is broken (``store/locks.py``)."""
         c = sync_tokens.c
         read = {"method": method} if method is not None else {}
-        with self.store.begin() as conn:
-            self._update(conn, source, last_run=utcnow(), last_state=state, last_message=message, runs=c.runs + 1,
-                         failed=c.failed + (1 if state == "FAILED" else 0), changes=c.changes + changes,
-                         full_recons=c.full_recons + (1 if full_recon else 0), **read)
+        cls._update(conn, source, last_run=utcnow(), last_state=state, last_message=message, runs=c.runs + 1,
+                    failed=c.failed + (1 if state == "FAILED" else 0), changes=c.changes + changes,
+                    full_recons=c.full_recons + (1 if full_recon else 0), **read)
 
     @staticmethod
     def _update(conn: Connection, source: str, **values: object) -> None:

@@ -8,6 +8,12 @@ Every problem of one object is reported at once (``InvalidObject`` lists them),
 named by property, never quoting a value: a secret must not end up in an error.
 Properties the schema does not declare are accepted, as PingIDM accepts them;
 ``_id`` and ``_rev`` are the store's, never the caller's.
+
+A null removes a property, and every type takes it, unless the property says
+``"nullable": false``: then a null given to it fails ``VALID_TYPE`` (``null_failures``),
+as PingIDM's ``valid-type`` fails it for a type list without ``"null"``. The store
+never keeps a null, so this is a check of what a request gives (``managed/service.py``,
+``policy?_action=validateObject``): leaving the property out is no null.
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ import os
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from idsync.config.managed import ManagedType
+from idsync.config.managed import ManagedType, PropertyDef
 from idsync.crypto import is_encrypted
 from idsync.errors import ObjectRejected
 
-__all__ = ["InvalidObject", "PolicyFailed", "explain", "failures_list", "json_type", "type_failures", "validate"]
+__all__ = ["InvalidObject", "PolicyFailed", "explain", "failures_list", "json_type", "null_failures", "refuse_nulls",
+           "type_failures", "valid_types", "validate"]
 
 
 class InvalidObject(ObjectRejected):
@@ -96,6 +103,27 @@ def _type_ok(kind: str, value: Any) -> bool:
     return True
 
 
+def valid_types(prop: PropertyDef) -> list[str]:
+    """The JSON types a value of ``prop`` may have, ``"null"`` among them when it takes null."""
+    return [prop.type, *prop.also, *(["null"] if prop.nullable else [])]
+
+
+def null_failures(schema: ManagedType, obj: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The ``VALID_TYPE`` failures of the nulls ``obj`` gives to properties that say
+    ``"nullable": false``, by property."""
+    return {name: [{"policyRequirement": "VALID_TYPE", "params": {
+        "invalidType": "null", "validTypes": valid_types(schema.properties[name])}}]
+        for name in schema.not_nullable if name in obj and obj[name] is None}
+
+
+def refuse_nulls(schema: ManagedType, obj: Mapping[str, Any]) -> None:
+    """Raise ``PolicyFailed`` when ``obj`` (what a request gives) sets to null a property
+    that says ``"nullable": false``."""
+    found = null_failures(schema, obj) if schema.not_nullable else {}
+    if found:
+        raise PolicyFailed(f"managed/{schema.name}", failures_list(found))
+
+
 def type_failures(schema: ManagedType, obj: Mapping[str, Any],
                   names: Collection[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     """The ``REQUIRED`` and ``VALID_TYPE`` failures of ``obj``, by property; ``names``
@@ -105,6 +133,10 @@ def type_failures(schema: ManagedType, obj: Mapping[str, Any],
         value = obj.get(name)
         if value is None or value == "":
             found.setdefault(name, []).append({"policyRequirement": "REQUIRED"})
+    if schema.not_nullable:
+        checked = obj if names is None else {n: obj[n] for n in names if n in obj}
+        for name, failures in null_failures(schema, checked).items():
+            found.setdefault(name, []).extend(failures)
     strings = schema.strings
     for name, value in obj.items() if names is None else ((n, obj.get(n)) for n in names):
         if value is None or (type(value) is str and name in strings):
@@ -114,7 +146,7 @@ def type_failures(schema: ManagedType, obj: Mapping[str, Any],
             continue
         if not _type_ok(prop.type, value) and not any(_type_ok(kind, value) for kind in prop.also):
             found.setdefault(name, []).append({"policyRequirement": "VALID_TYPE", "params": {
-                "invalidType": json_type(value), "validTypes": [prop.type, *prop.also, "null"]}})
+                "invalidType": json_type(value), "validTypes": valid_types(prop)}})
         elif prop.items is not None and isinstance(value, list):
             wrong = next((i for i, item in enumerate(value) if item is None or not _type_ok(prop.items, item)), None)
             if wrong is not None:
@@ -130,8 +162,8 @@ def failures_list(found: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, A
 
 def validate(schema: ManagedType, obj: Mapping[str, Any]) -> None:
     """Raise ``PolicyFailed`` unless ``obj`` has every required property and
-    each declared property holds a value of its type (``null`` removes it), the
-    items of an array included."""
+    each declared property holds a value of its type (``null`` removes it, unless the
+    property says ``"nullable": false``), the items of an array included."""
     found = type_failures(schema, obj)
     if found:
         raise PolicyFailed(f"managed/{schema.name}", failures_list(found))

@@ -131,10 +131,11 @@ class ChangeApplier:
         self._kept = dict(kept or {})
 
     def apply(self, changes: Sequence[Change], save: Callable[[Connection], None] | None) -> None:
-        # An id no link can hold fails its object alone, and is not kept for a retry
-        # (``system_ids.py``); a deleted one was never linked, and its lookup finds nothing.
-        unfit = [why for c in changes if c.obj is not None and (why := unfit_id("source", c.id)) is not None]
-        present = self._in_scope([c.obj for c in changes if c.obj is not None and fits_key(c.id)])
+        # An object without an id, or with one no link can hold, fails alone, and is not kept
+        # for a retry (``system_ids.py``); a deleted one was never linked, and its lookup finds nothing.
+        unfit = [why for c in changes if c.obj is not None
+                 and (why := _no_id(c) if c.unidentified else unfit_id("source", c.id)) is not None]
+        present = self._in_scope([c.obj for c in changes if c.obj is not None and c.id and fits_key(c.id)])
         deleted = [c.id for c in changes if c.obj is None]
         if not present and not deleted and not unfit:
             if save is not None:
@@ -617,6 +618,11 @@ class OnwardPush:
                          "counts": {k: v for k, v in summary["changes"].items() if v},
                          "errors": counters.error_count})
         return done
+
+
+def _no_id(change: Change) -> str:
+    """The failure of a changed object the source answered without an id, as a recon words it."""
+    return f"a source object has no _id ({change.about or 'nothing else is known of it'}); the object was skipped"
 
 
 def _keeping(row: dict[str, Any], before: Obj | None) -> dict[str, Any]:

@@ -39,6 +39,10 @@ between them. An attribute the reverse mapping would not write for that object
 when the linked object already holds what the mapping makes of it. Store
 objects whose push to the source failed are held as in a recon.
 
+A changed object the source answers without an id fails as an entry of each
+mapping's run (logged ``livesync.no_id`` at warning with what the source tells of it),
+as a recon fails it; it cannot be kept for a retry, and the run goes on with the rest.
+
 A change that fails through a mapping (the target refuses it, a script throws) does
 not hold the token back: the object is kept in ``sync_failures`` in the transaction
 that moves the token past it, and the source's next runs read it again (by id, as it
@@ -84,6 +88,7 @@ from idsync.resource import Change, ChangeBatch, ChangeSource, Resource
 from idsync.resources import Resources
 from idsync.store.database import Store, store_error
 from idsync.store.links import LinkSet
+from idsync.store.locks import LIVESYNC
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore, owner_id
 from idsync.store.sync_failures import SyncFailures
@@ -132,7 +137,7 @@ class LiveSyncResult:
     runs: list[dict[str, Any]] = field(default_factory=list)
     onward: list[dict[str, Any]] = field(default_factory=list)  # the runs that carried the writes on
     retried: int = 0  # objects whose earlier change failed, read and applied again
-    failed: int = 0  # objects whose change failed in this run (kept for a retry, or given up)
+    failed: int = 0  # objects whose change failed in this run (kept for a retry, given up, or without an id)
     given_up: int = 0  # objects past their retries: dropped, or kept as dead letters
 
     def to_json(self) -> dict[str, Any]:
@@ -184,7 +189,7 @@ class _LiveRun:
                               "changes through")
         self.runs = RunStore(store)
         self.tokens = SyncTokens(store)
-        self.lock = f"livesync:{source}"
+        self.lock = f"{LIVESYNC}{source}"
         self.owner = f"{owner_id()}:{uuid.uuid4()}"
         self.page_size = options.page_size or project.settings.recon.page_size
         self.log = log.bind(source=source, dry_run=options.dry_run)
@@ -282,6 +287,7 @@ class _LiveRun:
                 raise RunCanceled("canceled between two batches of changes; the token stays where it was")
             if not batch.retry:
                 result.changes += len(batch.changes)
+            self._unidentified(batch.changes, result)
             save = batch.token is not None and batch.token != stored.token and not self.options.dry_run
             if batch.changes:
                 for index, applier in enumerate(ready()):
@@ -301,6 +307,15 @@ class _LiveRun:
                 and not any(a.counters.status["SUCCESS"] for a in appliers):
             raise SafetyLimitExceeded("every change failed (see the runs' errors)")
         result.state, result.exit_code = "SUCCESS", 0
+
+    def _unidentified(self, changes: Sequence[Change], result: LiveSyncResult) -> None:
+        """Tell each changed object the source answered without an id: it fails as an entry of
+        each mapping's run (``ChangeApplier.apply``), as in a recon, and cannot be kept for a
+        retry; the run goes on with the others."""
+        for change in changes:
+            if change.unidentified:
+                result.failed += 1
+                self.log.warning("livesync.no_id", about=change.about or None)
 
     def _with_gone(self, appliers: Sequence[ChangeApplier], present: frozenset[str],
                    batches: Iterable[ChangeBatch]) -> Iterable[ChangeBatch]:

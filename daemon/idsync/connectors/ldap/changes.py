@@ -464,7 +464,11 @@ def _batches(entries: list[tuple[str, RawEntry]], deleted: list[str],
     size = max(page_size, 1)
     changes: list[Change] = []
     for start in range(0, len(entries), size):
-        changes.extend(Change(o["_id"], o) for o in decode(entries[start:start + size]) if o.get("_id"))
+        page = entries[start:start + size]
+        # An entry without the id attribute (unreadable to the bind DN, or absent) fails as an
+        # entry of the run, named by its DN.
+        changes.extend(Change(o["_id"], o) if o.get("_id") else Change("", o, about=f"dn {dn!r}")
+                       for (dn, _), o in zip(page, decode(page), strict=True))
         while len(changes) > size:
             yield ChangeBatch(changes[:size], None)
             del changes[:size]

@@ -38,7 +38,9 @@ overlap belongs to a provider restored from a backup, or to another one: it rais
 ``SyncTokenExpired`` (a full recon follows), as a token this connector did not make.
 
 SCIM filters do not show deleted resources: the feed says deletes are left to the
-next full recon (as LDAP's polling does).
+next full recon (as LDAP's polling does). A resource answered without an ``id`` is a
+change of its own (``Change.unidentified``, named by its ``userName``, ``displayName``,
+``externalId`` and ``meta.location``): it fails as an entry of the run, as in a recon.
 """
 
 from __future__ import annotations
@@ -205,18 +207,37 @@ class _Window:
               *, with_token: bool) -> ChangeBatch:
         fresh: list[Mapping[str, Any]] = []
         for resource, stamp in zip(resources, stamps, strict=True):
-            key, value = str(resource.get("id")), _text(stamp) + _version(resource)
+            # One without an id is kept by what is known of it, so a run within the overlap
+            # does not fail it again.
+            key = str(resource["id"]) if _identified(resource) else f"?{_about(resource)}"
+            value = _text(stamp) + _version(resource)
             if self.seen.get(key) != value:
                 fresh.append(resource)
             self.seen[key] = value
             self.since = max(self.since, stamp)
-        changes = [Change(o["_id"], o) for o in decode(fresh) if o.get("_id")]
+        # One object per resource, in order (``latest_token`` decodes none: it only reads the overlap).
+        changes = [Change(str(o["_id"]), o) if _identified(r) else Change("", o, about=_about(r))
+                   for r, o in zip(fresh, decode(fresh), strict=False)]
         return ChangeBatch(changes, self.token() if with_token else None)
 
     def token(self) -> str:
         floor = self.since - self.overlap
         self.seen = {k: v for k, v in self.seen.items() if (utc_datetime(v.split("#", 1)[0]) or _EPOCH) >= floor}
         return _dump(self.since, self.seen)
+
+
+def _identified(resource: Mapping[str, Any]) -> bool:
+    return resource.get("id") not in (None, "")
+
+
+def _about(resource: Mapping[str, Any]) -> str:
+    """What a resource answered without an id tells of itself, for the failure's message:
+    the attributes that name it, never its other values (a password may be among them)."""
+    meta = resource.get("meta")
+    named = {"userName": resource.get("userName"), "displayName": resource.get("displayName"),
+             "externalId": resource.get("externalId"),
+             "meta.location": meta.get("location") if isinstance(meta, Mapping) else None}
+    return ", ".join(f"{k} {v!r}" for k, v in named.items() if isinstance(v, str) and v) or "nothing that names it"
 
 
 def _version(resource: Mapping[str, Any]) -> str:
