@@ -747,3 +747,42 @@ def test_a_jobs_next_fire_is_shown_in_its_time_zone() -> None:
     templates = Path(__file__).resolve().parent.parent / "daemon" / "idsync" / "console" / "templates"
     for name in ("job_state.html", "dashboard_body.html"):
         assert "job.nextRunDate|when(job.timezone)" in (templates / name).read_text(), name
+
+
+def test_a_mapping_page_shows_all_the_mapping_says(tmp_path: Path) -> None:
+    """Mappings > a mapping shows, besides its properties, correlation and policies, the
+    scripts it runs at its events (onCreate ... result), each policy's condition and
+    postAction, and every other key it sets (linkQualifiers, maxDeletes ...) under
+    Settings: nothing a mapping says is missing from its page."""
+    from samples import SAMPLE
+
+    project_dir = tmp_path / "project"
+    shutil.copytree(SAMPLE / "conf", project_dir / "conf")
+    (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    sync = project_dir / "conf" / "sync.json"
+    conf = json.loads(sync.read_text())
+    forward = next(m for m in conf["mappings"] if m["name"] == MAPPING)
+    forward["onCreate"] = {"type": "text/javascript", "source": "target.description = 'made by <sync>';"}
+    forward["result"] = {"type": "text/javascript", "source": "logger.info('done');"}
+    forward["policies"][0] = {**forward["policies"][0], "condition": "/source/uid pr",
+                              "postAction": {"type": "text/javascript", "source": "logger.info('after');"}}
+    forward["runTargetPhase"] = False
+    sync.write_text(json.dumps(conf))
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            page = await client.get(f"/admin/mappings/{MAPPING}")
+            assert page.status_code == 200
+            scripts = page.text.split('<dl id="scripts">', 1)[1].split("</dl>", 1)[0]
+            assert "<dt>onCreate</dt>" in scripts and "made by &lt;sync&gt;" in scripts
+            assert "<dt>result</dt>" in scripts and "onUpdate" not in scripts
+            policies = page.text.split('<table id="policies">', 1)[1].split("</table>", 1)[0]
+            assert "/source/uid pr" in policies and "logger.info(&#39;after&#39;);" in policies
+            settings = page.text.split('<dl id="settings">', 1)[1].split("</dl>", 1)[0]
+            assert "<dt>runTargetPhase</dt>" in settings and "<dt>maxDeletes</dt>" in settings
+            assert "<dt>properties</dt>" not in settings and "<dt>onCreate</dt>" not in settings
+
+    with _app(tmp_path, project_dir) as app:
+        asyncio.run(visit(app))

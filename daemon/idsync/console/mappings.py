@@ -31,6 +31,12 @@ __all__ = ["mapping_routes"]
 
 _START_TIMEOUT = 15.0
 _LAST_RUNS = 10
+_QUALIFICATION = ("validSource", "validTarget", "sourceCondition", "sourceQuery", "targetQuery")
+# The mapping's scripts run at its events (``sync/mapping_hooks.py``), in PingIDM's order.
+_SCRIPTS = ("onCreate", "onUpdate", "onDelete", "onLink", "onUnlink", "result", "onRecon")
+# The keys the page shows in a section of their own; any other is listed under Settings.
+_SHOWN = frozenset({"name", "source", "target", "links", "enableSync", "properties", "policies",
+                    "correlationQuery", "correlationScript", *_QUALIFICATION, *_SCRIPTS})
 
 
 def _ctx(request: Request) -> ApiContext:
@@ -61,13 +67,19 @@ def describe(mapping: MappingDef) -> dict[str, Any]:
                    "default": json.dumps(p["default"]) if "default" in p else ""}
                   for p in raw.get("properties", []) if isinstance(p, dict)]
     correlation = {k: _shown(raw[k]) for k in ("correlationQuery", "correlationScript") if k in raw}
-    policies = [{"situation": p.get("situation", ""), "action": _shown(p.get("action", "")).strip('"')}
+    policies = [{"situation": p.get("situation", ""), "action": _shown(p.get("action", "")).strip('"'),
+                 "condition": _shown(p["condition"]) if "condition" in p else "",
+                 "postAction": _shown(p["postAction"]) if "postAction" in p else ""}
                 for p in raw.get("policies", []) if isinstance(p, dict)]
-    qualification = {k: _shown(raw[k]) for k in ("validSource", "validTarget", "sourceCondition", "sourceQuery",
-                                                 "targetQuery") if k in raw}
+    qualification = {k: _shown(raw[k]) for k in _QUALIFICATION if k in raw}
+    scripts = {k: _shown(raw[k]) for k in _SCRIPTS if k in raw}
+    # Every other key of the mapping as written (linkQualifiers, maxDeletes, allowCreate ...),
+    # so that nothing the mapping says is missing from its page.
+    settings = {k: json.dumps(v, indent=2, ensure_ascii=False) for k, v in raw.items() if k not in _SHOWN}
     return {"name": mapping.name, "source": mapping.source, "target": mapping.target, "file": mapping.file,
             "links": mapping.links, "enableSync": mapping.enable_sync, "properties": properties,
-            "correlation": correlation, "policies": policies, "qualification": qualification}
+            "correlation": correlation, "policies": policies, "qualification": qualification,
+            "scripts": scripts, "settings": settings}
 
 
 async def _list(request: Request) -> Response:
