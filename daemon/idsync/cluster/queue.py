@@ -14,11 +14,17 @@ what must happen once in the cluster, whichever node does it:
 
 A job whose run was stopped by its node's shutdown raises ``HandedOver``: the queue
 puts it back, and another node runs it.
+
+A worker records the end of a queue job only while the job is still its own
+(``_OwnJobs``): a node silent for longer than ``stall_timeout`` (paused, cut off from
+the store) has its queue jobs put back in the queue and run by another node, and when it
+comes back the end of its stale run must not end the job the other node runs now.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,7 +32,8 @@ from typing import Any
 import structlog
 from procrastinate import App, PsycopgConnector, RetryStrategy
 from procrastinate.exceptions import AlreadyEnqueued, ConnectorException, UniqueViolation
-from procrastinate.jobs import Status
+from procrastinate.jobs import Job, Status
+from procrastinate.manager import JobManager
 from psycopg.conninfo import make_conninfo
 from sqlalchemy import text
 
@@ -70,6 +77,33 @@ def _lock(job: str) -> str:
     return f"job:{job}"
 
 
+class _OwnJobs(JobManager):
+    """Procrastinate's job manager, ending or retrying a job only while the worker that took
+    it still has it: not once it was put back in the queue (``Queue.requeue_stalled`` of
+    another node) and maybe taken by another worker. The check and the end are two
+    statements, but a job is put back only after its worker was silent for
+    ``stall_timeout``: not between them."""
+
+    async def _still_mine(self, job: Job) -> bool:
+        row = await self.connector.execute_query_one_async(
+            "SELECT count(*) AS n FROM procrastinate_jobs WHERE id = %(id)s AND status = 'doing' "
+            "AND worker_id IS NOT DISTINCT FROM %(worker)s", id=job.id, worker=job.worker_id)
+        if row["n"]:
+            return True
+        log.warning("cluster.job_taken_over", queue_job=job.id, task=job.task_name, job=job.task_kwargs.get("job"),
+                    reason="put back in the queue while this node was silent; its new run records its end")
+        return False
+
+    async def finish_job(self, job: Job, status: Status, delete_job: bool) -> None:
+        if await self._still_mine(job):
+            await super().finish_job(job, status, delete_job)
+
+    async def retry_job(self, job: Job, retry_at: dt.datetime | None = None, priority: int | None = None,
+                        queue: str | None = None, lock: str | None = None) -> None:
+        if await self._still_mine(job):
+            await super().retry_job(job, retry_at, priority, queue, lock)
+
+
 class Queue:
     """Procrastinate on the store's database, with idsync's two tasks."""
 
@@ -77,6 +111,7 @@ class Queue:
         self.store = store
         connector = PsycopgConnector(conninfo=_conninfo(store), min_size=1, max_size=max_connections)
         self.app = App(connector=connector)
+        self.app.job_manager = _OwnJobs(connector)
         self._handlers: dict[str, Callable[..., Awaitable[None]]] = {}
         handed_over = RetryStrategy(max_attempts=10, wait=0, retry_exceptions={HandedOver})
 
@@ -123,6 +158,13 @@ class Queue:
         except AlreadyEnqueued:
             return False
         return True
+
+    async def registered(self, worker_id: int) -> bool:
+        """Whether worker ``worker_id`` is still in the queue's table of workers (another node
+        removes a worker silent for ``stall_timeout``, and puts its jobs back in the queue)."""
+        row = await self.app.connector.execute_query_one_async(
+            "SELECT count(*) AS n FROM procrastinate_workers WHERE id = %(id)s", id=worker_id)
+        return bool(row["n"])
 
     async def waiting(self, job: str) -> bool:
         """Whether a run of ``job`` waits in the queue (a handed-over run is then not queued again)."""
