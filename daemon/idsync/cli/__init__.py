@@ -305,8 +305,15 @@ def _print_nodes(store: Store, stall: float, *, as_json: bool) -> int:
     for n in nodes:
         doing = ", ".join(n.running) or "idle"
         state = "alive" if n.alive else "gone"
-        print(f"  {n.name}  {state}  {doing}  (process {n.owner}, version {n.version}, "
+        config = f", config {n.config_digest}" if n.config else ""
+        print(f"  {n.name}  {state}  {doing}  (process {n.owner}, version {n.version}{config}, "
               f"seen {n.seen:%Y-%m-%d %H:%M:%S} UTC)")
+    deployed = [n for n in alive if n.config]
+    if len({n.config_digest for n in deployed}) > 1:
+        first = deployed[0]
+        for n in deployed[1:]:
+            if n.differs(first):
+                print(f"  configuration differs: {n.name} and {first.name} in {', '.join(n.differs(first))}")
     return 0
 
 

@@ -83,11 +83,20 @@ class ClusterNode:
         self._retired: list[asyncio.Task[None]] = []  # workers replaced, finishing what they ran
         self._maintaining: asyncio.Task[None] | None = None
         self._stopping = False
+        self._files: dict[str, str] = {}  # this node's configuration files (``fingerprint.py``)
+        self._files_written = False
+        self._differing: dict[str, list[str]] = {}  # live node -> the files it has otherwise, as last told
+
+    def deployed(self, files: dict[str, str]) -> None:
+        """This node's configuration files now (at start, at each reload): written with the
+        next heartbeat, and compared with the other nodes' at each one."""
+        self._files, self._files_written = files, False
 
     def prepare(self) -> None:
         """Take this node's name (``ConfigError`` if a live node has it), then create or upgrade the
         queue's schema (its post migrations wait while a live node runs another version)."""
-        self.nodes.claim(self.name, self.owner, self.version)
+        self.nodes.claim(self.name, self.owner, self.version, self._files)
+        self._files_written = True
         others = [f"{n.name} ({n.version})" for n in self.nodes.alive() if n.name != self.name
                   and n.version != self.version]
         self.queue.prepare(others)
@@ -194,12 +203,30 @@ class ClusterNode:
         log.warning("cluster.worker_restarted", node=self.name, reason=reason)
         self._start_worker()
 
+    def _compare(self, alive: list[Node]) -> None:
+        """Say when the live nodes' configuration files stop or start agreeing with this one's."""
+        me = next((n for n in alive if n.name == self.name), None)
+        if me is None:
+            return
+        differing = {n.name: n.differs(me) for n in alive if n.name != self.name and n.config and n.differs(me)}
+        if differing == self._differing:
+            return
+        self._differing = differing
+        if differing:
+            log.warning("cluster.config_differs", node=self.name, nodes=differing,
+                        hint="deploy the same conf/ and jobs.d/ to every node, then reload each")
+        else:
+            log.info("cluster.config_agrees", node=self.name, nodes=sorted(n.name for n in alive))
+
     async def _maintain(self) -> None:
         stall = self.settings.stall_timeout
         while True:
             try:
                 await self._renew_worker()
-                await asyncio.to_thread(self.nodes.beat, self.name, self.owner, self._running())
+                files = None if self._files_written else self._files
+                await asyncio.to_thread(self.nodes.beat, self.name, self.owner, self._running(), files)
+                self._files_written = True
+                self._compare(await asyncio.to_thread(self.nodes.alive))
                 failed = await asyncio.to_thread(self.nodes.take_over)
                 for run_id in failed:
                     log.warning("cluster.run_taken_over", node=self.name, run_id=run_id)

@@ -36,6 +36,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from idsync import __version__
 from idsync.api import ApiContext, ApiServer
 from idsync.api.errors import ApiError
+from idsync.cluster.fingerprint import project_files
 from idsync.daemon.history import last_run_of_job, last_started_by_job, recent_runs_of_job
 from idsync.daemon.notify import Notifier
 from idsync.daemon.recovery import recover_interrupted, release_own_runs
@@ -105,6 +106,7 @@ class Daemon:
 
             self.cluster = ClusterNode(self.store, settings.cluster, __version__, self._run_queued,
                                        self._help_partitions, self._running_names)
+            self.cluster.deployed(project_files(self.project_dir))
             self.cluster.prepare()
         return asyncio.run(self._main())
 
@@ -426,6 +428,8 @@ class Daemon:
         finally:
             self.reloading = False
         changes = self.table.apply(self.config.jobs)
+        if self.cluster is not None:
+            self.cluster.deployed(project_files(self.project_dir))
         self.last_reload = (utcnow(), not self.config.errors)
         if self.config.errors:
             # What the broken files defined keeps its previous version; say so where operators look.

@@ -18,7 +18,9 @@ stopped, or on this host its pid is gone) is taken over.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
@@ -42,11 +44,22 @@ class Node:
     seen: dt.datetime
     alive: bool
     running: list[str]
+    # Its configuration files (``conf/``, ``jobs.d/``): relative path -> digest of the content.
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config_digest(self) -> str:
+        """One digest of all its files: equal on nodes deployed with the same files."""
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:12]
+
+    def differs(self, other: Node) -> list[str]:
+        """The files whose content differs between the two nodes, or that one lacks."""
+        return sorted(f for f in self.config.keys() | other.config.keys() if self.config.get(f) != other.config.get(f))
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "process": self.owner, "version": self.version,
                 "started": self.started.isoformat(), "seen": self.seen.isoformat(), "alive": self.alive,
-                "running": self.running}
+                "running": self.running, "config": self.config_digest if self.config else None}
 
 
 class Nodes:
@@ -62,7 +75,7 @@ class Nodes:
             return utcnow()  # a cluster runs on PostgreSQL; another store only shows its rows
         return as_utc(conn.execute(select(func.now())).scalar_one())
 
-    def claim(self, name: str, owner: str, version: str) -> None:
+    def claim(self, name: str, owner: str, version: str, config: dict[str, str] | None = None) -> None:
         """Register this process as node ``name``; ``ConfigError`` if a live node has the name."""
         with self.store.begin() as conn:
             now = self._now(conn)
@@ -78,12 +91,14 @@ class Nodes:
             elif row is not None:
                 conn.execute(delete(cluster_nodes).where(cluster_nodes.c.name == name))
             conn.execute(insert(cluster_nodes).values(name=name, owner=owner, version=version, started=now,
-                                                      seen=now, running=[]))
+                                                      seen=now, running=[], config=config or {}))
 
-    def beat(self, name: str, owner: str, running: list[str]) -> None:
+    def beat(self, name: str, owner: str, running: list[str], config: dict[str, str] | None = None) -> None:
+        """This node is alive and runs ``running``; ``config``: its files, when they changed."""
+        changed = {} if config is None else {"config": config}
         with self.store.begin() as conn:
             conn.execute(update(cluster_nodes).where(cluster_nodes.c.name == name, cluster_nodes.c.owner == owner)
-                         .values(seen=self._now(conn), running=running))
+                         .values(seen=self._now(conn), running=running, **changed))
 
     def leave(self, name: str, owner: str) -> None:
         """A node stopping cleanly: it is not alive any more (its row stays a day)."""
@@ -96,7 +111,8 @@ class Nodes:
             now = self._now(conn)
             rows = conn.execute(select(cluster_nodes).order_by(cluster_nodes.c.name)).mappings().all()
         return [Node(r["name"], r["owner"], r["version"], as_utc(r["started"]), as_utc(r["seen"]),
-                     as_utc(r["seen"]) >= now - self.stall, list(r["running"] or [])) for r in rows]
+                     as_utc(r["seen"]) >= now - self.stall, list(r["running"] or []), dict(r["config"] or {}))
+                for r in rows]
 
     def alive(self) -> list[Node]:
         return [n for n in self.all() if n.alive]
