@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from cluster_env import Node, cluster_project, fresh_store, wait_for
+from cluster_env import Node, cluster_project, fresh_store, select_rows, wait_for
 from dbs import store_url
 from idsync.cli import main as cli_main
 
@@ -55,3 +55,35 @@ def test_nodes_deployed_with_different_job_files_say_so(tmp_path: Path, pg_url: 
     assert codes == [0, 0]
     assert shown["n0"] and shown["n1"] and shown["n0"] != shown["n1"]
     assert "configuration differs: n1 and n0 in jobs.d/tick.toml" in text, text
+
+
+def test_a_job_fired_by_a_node_runs_on_a_node_deployed_with_it(tmp_path: Path, pg_url: str) -> None:
+    """A job every second in the first node's ``jobs.d/`` only (a deploy that has not reached
+    the second node): a fire the second node takes is put back in the queue for the first
+    (``cluster.handed_back``), never dropped, so every fire queued runs once, on the first node."""
+    first = cluster_project(tmp_path / "a", pg_url, {"tick": "@yearly", "new": "* * * * * ?"},
+                            cluster="concurrency = 1\n")
+    second = tmp_path / "b" / "project"
+    shutil.copytree(first, second)
+    (second / "jobs.d" / "new.toml").unlink()
+    nodes = [Node(first, "n0"), Node(second, "n1")]
+    try:
+        # Fires the second node took (handed back; before, dropped as unknown), and runs since.
+        wait_for(lambda: len(nodes[1].events("cluster.handed_back") + nodes[1].events("job.skipped")) >= 2, 90,
+                 "fires the second node took")
+        wait_for(lambda: select_rows(pg_url, "SELECT count(*) FROM recon_runs WHERE job = 'new' "
+                                             "AND state = 'SUCCESS'")[0][0] >= 4, 90, "fires run")
+        codes = [n.stop(60) for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0, 0]
+    queued = select_rows(pg_url, "SELECT (args->>'timestamp')::bigint AS ts, status "
+                                 "FROM idsync_queue.procrastinate_jobs WHERE args->>'job' = 'new' AND status <> 'todo'")
+    runs = select_rows(pg_url, "SELECT fire, node, state FROM recon_runs WHERE job = 'new'")
+    # A fire queued just before the nodes stopped may have been handed over, not run.
+    ran = {int(r.fire.timestamp()) for r in runs if r.state == "SUCCESS"}
+    assert {q.ts for q in queued if q.status == "succeeded"} - ran <= {max(q.ts for q in queued)}, (queued, ran)
+    assert {r.node for r in runs} == {"n0"} and len(ran) == len(runs)
+    assert not [e for n in nodes for e in n.events("job.skipped") if e["reason"] == "unknown"]
+    assert len(nodes[1].events("cluster.handed_back")) >= 2

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import structlog
 from procrastinate.worker import Worker
 
-from idsync.cluster.queue import JOB_TASK, PARTITION_TASK, HandedOver, Queue
+from idsync.cluster.queue import HAND_BACKS, JOB_TASK, PARTITION_TASK, HandedOver, NotDeployedHere, Queue
 from idsync.errors import internal_message
 from idsync.settings import ClusterSettings
 from idsync.store.database import Store
@@ -52,8 +52,9 @@ __all__ = ["ClusterNode", "RunJob"]
 
 log = structlog.get_logger("idsync.cluster")
 
-# A job's run: (job name, trigger, fire or None) -> whether it was stopped by this node's shutdown.
-RunJob = Callable[[str, str, dt.datetime | None], bool]
+# A job's run: (job name, trigger, fire or None) -> whether it was stopped by this node's shutdown,
+# None when the job is not in this node's jobs.d/.
+RunJob = Callable[[str, str, dt.datetime | None], bool | None]
 _DEFER_TIMEOUT = 30.0
 _T = TypeVar("_T")
 
@@ -167,9 +168,17 @@ class ClusterNode:
 
     # -- on the event loop -------------------------------------------------------------
 
-    async def _job(self, job: str, trigger: str, fire: str | None) -> None:
+    async def _job(self, job: str, trigger: str, fire: str | None, attempts: int = 0) -> None:
         when = dt.datetime.fromisoformat(fire) if fire else None
         handed_over = await self._loop.run_in_executor(self._pool, self._run_job, job, trigger, when)
+        if handed_over is None:
+            if attempts + 1 >= HAND_BACKS:
+                log.warning("job.skipped", job=job, reason="unknown", fire_time=fire, trigger=trigger, node=self.name,
+                            hint=f"no node that took it in {HAND_BACKS} tries has it in its jobs.d/")
+                return
+            log.info("cluster.handed_back", node=self.name, job=job, fire_time=fire,
+                     reason="not in this node's jobs.d/")
+            raise NotDeployedHere(job)
         if handed_over:
             if await self.queue.waiting(job):
                 # The run waiting next does the work, as for a fire that finds a run waiting.

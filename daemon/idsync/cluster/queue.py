@@ -13,7 +13,9 @@ what must happen once in the cluster, whichever node does it:
 * ``idsync.partition``: help with the partitions of a split recon (``sync/partitions.py``).
 
 A job whose run was stopped by its node's shutdown raises ``HandedOver``: the queue
-puts it back, and another node runs it.
+puts it back, and another node runs it. A job the node taking it does not have in its
+``jobs.d/`` (a deploy that has not reached it yet) raises ``NotDeployedHere``: put back a
+second later, for a node deployed with it (``HAND_BACKS`` times at most).
 
 A worker records the end of a queue job only while the job is still its own
 (``_OwnJobs``): a node silent for longer than ``stall_timeout`` (paused, cut off from
@@ -30,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from procrastinate import App, PsycopgConnector, RetryStrategy
+from procrastinate import App, BaseRetryStrategy, JobContext, PsycopgConnector, RetryDecision
 from procrastinate.exceptions import AlreadyEnqueued, ConnectorException, UniqueViolation
 from procrastinate.jobs import Job, Status
 from procrastinate.manager import JobManager
@@ -40,7 +42,7 @@ from sqlalchemy import text
 from idsync.cluster.schema import QueueSchema
 from idsync.store.database import Store
 
-__all__ = ["SCHEMA", "HandedOver", "Queue"]
+__all__ = ["HAND_BACKS", "SCHEMA", "HandedOver", "NotDeployedHere", "Queue"]
 
 log = structlog.get_logger("idsync.cluster")
 
@@ -49,8 +51,26 @@ JOB_TASK = "idsync.job"
 PARTITION_TASK = "idsync.partition"
 
 
+HAND_BACKS = 10  # times a queue job is put back for another node before it is given up
+
+
 class HandedOver(Exception):
     """The run was stopped by this node's shutdown: the queue gives the job to another node."""
+
+
+class NotDeployedHere(HandedOver):
+    """The job is not in this node's ``jobs.d/``: the queue gives it to a node deployed with it."""
+
+
+class _HandBack(BaseRetryStrategy):
+    """Put a job back at once when its node stopped (``HandedOver``), a second later when the
+    node does not have it (``NotDeployedHere``: the node that took it may take it again at
+    once, before the others look); never for another failure."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if not isinstance(exception, HandedOver) or job.attempts >= HAND_BACKS:
+            return None
+        return RetryDecision(retry_in={"seconds": 1 if isinstance(exception, NotDeployedHere) else 0})
 
 
 def _conninfo(store: Store) -> str:
@@ -113,13 +133,13 @@ class Queue:
         self.app = App(connector=connector)
         self.app.job_manager = _OwnJobs(connector)
         self._handlers: dict[str, Callable[..., Awaitable[None]]] = {}
-        handed_over = RetryStrategy(max_attempts=10, wait=0, retry_exceptions={HandedOver})
+        @self.app.task(name=JOB_TASK, retry=_HandBack(), pass_context=True)
+        async def job_task(context: JobContext, job: str, trigger: str, fire: str | None = None,
+                           timestamp: int | None = None) -> None:
+            attempts = context.job.attempts if context.job is not None else 0
+            await self._handlers[JOB_TASK](job=job, trigger=trigger, fire=fire, attempts=attempts)
 
-        @self.app.task(name=JOB_TASK, retry=handed_over)
-        async def job_task(job: str, trigger: str, fire: str | None = None, timestamp: int | None = None) -> None:
-            await self._handlers[JOB_TASK](job=job, trigger=trigger, fire=fire)
-
-        @self.app.task(name=PARTITION_TASK, retry=handed_over)
+        @self.app.task(name=PARTITION_TASK, retry=_HandBack())
         async def partition_task(run_id: str) -> None:
             await self._handlers[PARTITION_TASK](run_id=run_id)
 

@@ -284,12 +284,12 @@ class Daemon:
         if queued is None:
             log.info("job.skipped", job=name, reason="queued", fire_time=fire.isoformat(), trigger=trigger)
 
-    def _run_queued(self, name: str, trigger: str, fire: dt.datetime | None) -> bool:
-        """A run the queue gave this node; whether this node's shutdown stopped it (to hand it over)."""
+    def _run_queued(self, name: str, trigger: str, fire: dt.datetime | None) -> bool | None:
+        """A run the queue gave this node; whether this node's shutdown stopped it (to hand it
+        over); None when the job is not in this node's ``jobs.d/`` (for a node that has it)."""
         job = self.config.jobs.get(name)
         if job is None:
-            log.warning("job.skipped", job=name, reason="unknown", trigger=trigger)
-            return False
+            return None
         late = (utcnow() - fire).total_seconds() if fire is not None else 0.0
         if job.misfire == "skip" and late > SKIP_TOLERANCE + job.jitter:
             log.warning("job.skipped", job=name, reason="misfire", fire_times=[fire.isoformat()] if fire else [],
