@@ -28,6 +28,7 @@ from cluster_env import (
     wait_for,
 )
 from dbs import store_url
+from idsync.cli import main as cli_main
 
 pytestmark = pytest.mark.postgresql
 
@@ -108,13 +109,15 @@ def test_a_paused_helper_writes_nothing_once_its_partition_is_taken_over(tmp_pat
     assert {q.status for q in queued} == {"succeeded"}
 
 
-def test_a_paused_runner_leaves_its_run_as_the_takeover_ended_it(tmp_path: Path, pg_url: str) -> None:
+def test_a_paused_runner_leaves_its_run_as_the_takeover_ended_it(tmp_path: Path, pg_url: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """A node paused (SIGSTOP) in the middle of a recon that is not split, for longer than
     ``stall_timeout``: its run is failed ("interrupted") and the job runs again on the other
     node. Resumed while that second run works, the paused node writes no page more
-    (``recon.taken_over`` in its log, no error but its job's end): the first run stays FAILED as the takeover
-    recorded it, never turned SUCCESS by its late end, the second ends SUCCESS without an
-    error, and each account is created once."""
+    (``recon.taken_over`` in its log, no error but its job's end): the first run stays
+    FAILED as the takeover recorded it, never turned SUCCESS by its late end, the second
+    ends SUCCESS without an error, and each account is created once. ``idsync status``
+    names the node of each run."""
     users = 300
     ports, nodes = _two_nodes(tmp_path, pg_url, users, "partitions = 1\n")
     try:
@@ -144,5 +147,8 @@ def test_a_paused_runner_leaves_its_run_as_the_takeover_ended_it(tmp_path: Path,
     assert_each_account_created_once(pg_url, users)
     (taken,) = paused.events("recon.taken_over")
     assert taken["run_id"] == first.id and taken["state"] == "FAILED"
+    assert cli_main(["-p", str(tmp_path / "project"), "status"]) == 0
+    shown = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert paused.name in shown[first.id[:8]] and second.node in shown[second.id[:8]]
     # The job's end says its run failed, as recorded; nothing else went wrong on the resumed node.
     assert not [e for e in paused.events() if e["level"] == "error" and e["event"] != "job.end"]

@@ -283,7 +283,7 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
         print(json.dumps([{**_run_json(r), **({"processGone": gone[r["id"]]} if r["id"] in gone else {})}
                           for r in recent], indent=2, default=str))
     else:
-        render_runs(recent, gone)
+        render_runs(recent, gone, nodes=settings.cluster.enabled)
         _print_pending(store)
         _print_livesync(store)
         if settings.cluster.enabled:
