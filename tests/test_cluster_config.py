@@ -9,9 +9,11 @@ import json
 import shutil
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cluster_env import Node, cluster_project, fresh_store, select_rows, wait_for
+from api_server import free_port
+from cluster_env import Node, api_node, api_up, cluster_project, fresh_store, select_rows, trigger, wait_for
 from dbs import store_url
 from idsync.cli import main as cli_main
 
@@ -87,3 +89,39 @@ def test_a_job_fired_by_a_node_runs_on_a_node_deployed_with_it(tmp_path: Path, p
     assert {r.node for r in runs} == {"n0"} and len(ran) == len(runs)
     assert not [e for n in nodes for e in n.events("job.skipped") if e["reason"] == "unknown"]
     assert len(nodes[1].events("cluster.handed_back")) >= 2
+
+
+def test_each_nodes_status_file_follows_the_runs_of_the_others(tmp_path: Path, pg_url: str) -> None:
+    """Two nodes with a status file each: a run of the job on the first node shows, within
+    the refresh interval (10 s), as the job's last run in the second node's status file too,
+    with its node, though the second node ran nothing since (before, an idle node's file kept
+    its own last run for as long as it stayed idle)."""
+    project = cluster_project(tmp_path / "p", pg_url, {"tick": "@yearly"})
+    port = free_port()
+    files = {n: tmp_path / f"{n}-status.json" for n in ("n0", "n1")}
+    nodes = [api_node(project, "n0", port, IDSYNC_STATUS_FILE=str(files["n0"])),
+             Node(project, "n1", IDSYNC_STATUS_FILE=str(files["n1"]))]
+
+    def last(node: str) -> dict[str, Any]:
+        shown = json.loads(files[node].read_text(encoding="utf-8")) if files[node].exists() else {}
+        return ((shown.get("jobs") or {}).get("tick") or {}).get("lastRun") or {}
+
+    try:
+        wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 60, "two nodes started")
+        while True:  # until the latest run is the first node's
+            before = len(select_rows(pg_url, "SELECT id FROM recon_runs"))
+            trigger(port, "tick")
+            wait_for(lambda b=before: len(select_rows(pg_url, "SELECT id FROM recon_runs WHERE state <> 'ACTIVE'")) > b,
+                     60, "the run")
+            ((run_id, node),) = select_rows(pg_url, "SELECT id, node FROM recon_runs ORDER BY started DESC LIMIT 1")
+            if node == "n0":
+                break
+        wait_for(lambda: last("n1").get("id") == run_id, 30, "the run in the second node's status file")
+        codes = [n.stop(60) for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0, 0]
+    assert last("n1")["node"] == "n0"
+    shown = json.loads(files["n1"].read_text(encoding="utf-8"))
+    assert shown["jobs"]["tick"]["recentRuns"][0]["node"] == "n0"

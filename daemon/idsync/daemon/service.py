@@ -65,6 +65,7 @@ STOP_DEADLINE = 8.0
 EX_FORCED = 130
 _WORKERS = 8
 _FIRST_PRUNE = dt.timedelta(minutes=1)  # not at the very start: the first fires come first
+_CLUSTER_STATUS_EVERY = 10.0  # seconds between a cluster node's refreshes of its status file
 
 
 class Daemon:
@@ -131,6 +132,10 @@ class Daemon:
         # Housekeeping, not a job of jobs.d/ (``#`` is in no job file's name).
         scheduler.add_job(self._prune, "interval", hours=6, id="#prune", max_instances=1, coalesce=True,
                           next_run_time=dt.datetime.now(dt.UTC) + _FIRST_PRUNE)
+        if self.cluster is not None:
+            # The other nodes run jobs too: this node's status file follows the store, not only its own runs.
+            scheduler.add_job(self._changed_threadsafe, "interval", seconds=_CLUSTER_STATUS_EVERY, id="#status",
+                              max_instances=1, coalesce=True)
         # Roles whose time window opened or closed: their users are pushed (``managed/roles.py``).
         scheduler.add_job(self._roles_due, "interval", seconds=EDGE_CHECK_SECONDS, id="#roles", max_instances=1,
                           coalesce=True)
