@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from cluster_env import (
 )
 from dbs import store_url
 from idsync.cli import main as cli_main
+from sqlalchemy.exc import OperationalError
 
 pytestmark = pytest.mark.postgresql
 
@@ -52,6 +54,24 @@ def _run_big(nodes: list[Node], ports: list[int]) -> None:
     wait_for(lambda: all(n.events("daemon.start") for n in nodes) and all(api_up(p) for p in ports), 60,
              "two nodes started")
     trigger(ports[0], "big")
+
+
+def _pause_between_pages(node: Node, url: str, part: int) -> dt.datetime:
+    """SIGSTOP ``node`` outside a page's transaction (one stopped inside it would hold the
+    partition's row until it runs again, and no node could take the partition over: a
+    frozen transaction, which PostgreSQL ends only when the connection does); when it was paused."""
+    for _ in range(20):
+        stopped = dt.datetime.now(dt.UTC)
+        node.proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.3)
+        try:
+            select_rows(url, f"SELECT 1 FROM recon_partitions WHERE part = {part} FOR UPDATE NOWAIT")
+        except OperationalError:
+            node.proc.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+            continue
+        return stopped
+    raise AssertionError("the node was always paused inside a page's transaction")
 
 
 def _created_before(url: str, part: int, moment: dt.datetime) -> int:
@@ -78,8 +98,7 @@ def test_a_paused_helper_writes_nothing_once_its_partition_is_taken_over(tmp_pat
         busy = wait_for(lambda: helper_under_way(pg_url, 40), 60, "a partition read on the other node")
         paused = next(n for n in nodes if n.name == busy.node)
         other = next(n for n in nodes if n is not paused)
-        stopped = dt.datetime.now(dt.UTC)
-        paused.proc.send_signal(signal.SIGSTOP)
+        stopped = _pause_between_pages(paused, pg_url, busy.part)
         try:
             wait_for(lambda: select_rows(pg_url, f"SELECT 1 FROM recon_partitions WHERE part = {busy.part} "
                                                  f"AND state = 'ACTIVE' AND node = '{other.name}'"),
