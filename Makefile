@@ -11,7 +11,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # libldap2-dev, libsasl2-dev, gcc and python3-dev: python-ldap ships no wheels; pip builds it.
-APT_PACKAGES := slapd ldap-utils openssl python3-venv systemd debootstrap libldap2-dev libsasl2-dev gcc python3-dev chromium chromium-driver
+# libfaketime: a cluster node whose clock runs ahead, in tests/test_cluster_clock.py.
+APT_PACKAGES := slapd ldap-utils openssl python3-venv systemd debootstrap libldap2-dev libsasl2-dev gcc python3-dev chromium chromium-driver libfaketime
 # The Active Directory and 389 DS test peers, without what they only recommend (a
 # desktop's worth for 389-ds-base); samba-ad-provision is only recommended but needed.
 APT_PEERS := samba samba-ad-dc samba-ad-provision ldb-tools 389-ds-base

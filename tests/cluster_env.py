@@ -154,6 +154,48 @@ class Node:
         self._log.close()
 
 
+def api_node(project: Path, name: str, port: int, **env: str) -> Node:
+    """A node serving the HTTP API on ``port`` with the tests' admin account."""
+    from api_server import ADMIN_HASH
+
+    return Node(project, name, IDSYNC_API__ENABLED="true", IDSYNC_API__PORT=str(port),
+                IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH}), **env)
+
+
+def trigger(port: int, job: str) -> None:
+    """Run ``job`` once through a node's API (queued once; whichever node is free runs it)."""
+    import httpx
+    from api_server import ADMIN
+
+    r = httpx.post(f"http://127.0.0.1:{port}/openidm/scheduler/job/{job}?_action=trigger", headers=ADMIN, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def run_under_way(url: str, assessed: int) -> Any:
+    """An ACTIVE run that has assessed at least ``assessed`` objects (id, node, summary), or None."""
+    rows = select_rows(url, "SELECT id, node, summary FROM recon_runs WHERE state = 'ACTIVE'")
+    return next((r for r in rows if sum(((r.summary or {}).get("situationSummary") or {}).values()) >= assessed),
+                None)
+
+
+def helper_under_way(url: str, processed: int) -> Any:
+    """An ACTIVE partition read on another node than its run's, with at least ``processed``
+    objects read (node, part, runner, summary), or None."""
+    rows = select_rows(url, "SELECT p.node, p.part, r.node AS runner, p.summary FROM recon_partitions p "
+                            "JOIN recon_runs r ON r.id = p.run_id WHERE p.state = 'ACTIVE'")
+    return next((p for p in rows if p.node != p.runner
+                 and (p.summary or {}).get("tally", {}).get("source_processed", 0) >= processed), None)
+
+
+def fresh_store(url: str) -> str:
+    """``url`` with idsync's tables made and no queue yet (the nodes create it)."""
+    from idsync.store.database import Store
+
+    reset_queue(url)
+    Store.open(url).engine.dispose()  # the schema, before the nodes race to create it
+    return url
+
+
 def api_up(port: int) -> bool:
     """Whether a node's API answers (it starts listening after ``daemon.start``)."""
     import httpx

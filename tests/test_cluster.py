@@ -14,20 +14,25 @@ from typing import Any
 
 import httpx
 import pytest
-from api_server import ADMIN, ADMIN_HASH, free_port
+from api_server import ADMIN, free_port
 from cluster_env import (
     LIVE_SOURCE,
     SLOW,
     Node,
     add_ldap_livesync,
     add_managed_users,
+    api_node,
     api_up,
     assert_each_account_created_once,
     cluster_project,
+    fresh_store,
+    helper_under_way,
     ldap_people,
     reset_queue,
+    run_under_way,
     second_database,
     select_rows,
+    trigger,
     wait_for,
 )
 from dbs import store_url
@@ -49,8 +54,7 @@ def empty_pg_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def pg_url(empty_pg_url: str) -> str:
-    Store.open(empty_pg_url).engine.dispose()  # the schema, before the nodes race to create it
-    return empty_pg_url
+    return fresh_store(empty_pg_url)
 
 
 def _stop_all(nodes: list[Node]) -> list[int]:
@@ -94,9 +98,7 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
     add_ldap_livesync(project, slapd, ldap_subtree)
     ldap_people(slapd, ldap_subtree, ["p0", "p1"])
     port = free_port()
-    nodes = [Node(project, "n0", IDSYNC_API__ENABLED="true", IDSYNC_API__PORT=str(port),
-                  IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH})), Node(project, "n1"),
-             Node(project, "n2")]
+    nodes = [api_node(project, "n0", port), Node(project, "n1"), Node(project, "n2")]
     try:
         wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 60, "three nodes started")
         start = dt.datetime.now(dt.UTC)
@@ -219,12 +221,7 @@ def test_a_killed_nodes_run_is_taken_over(tmp_path: Path, pg_url: str) -> None:
     add_managed_users(project, users)
     nodes = [Node(project, "n0"), Node(project, "n1")]
     try:
-        def busy() -> Any:
-            rows = select_rows(pg_url, "SELECT id, node, summary FROM recon_runs WHERE state = 'ACTIVE'")
-            return next((r for r in rows if sum(((r.summary or {}).get("situationSummary") or {}).values()) >= 40),
-                        None)
-
-        first = wait_for(busy, 60, "a run with some pages committed")
+        first = wait_for(lambda: run_under_way(pg_url, 40), 60, "a run with some pages committed")
         victim = next(n for n in nodes if n.name == first.node)
         survivor = next(n for n in nodes if n is not victim)
         victim.kill()
@@ -292,8 +289,7 @@ def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> Non
     for project in (split, single):
         add_managed_users(project, users)
     port = free_port()
-    nodes = [Node(split, "n0", IDSYNC_API__ENABLED="true", IDSYNC_API__PORT=str(port),
-                  IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH})), Node(split, "n1")]
+    nodes = [api_node(split, "n0", port), Node(split, "n1")]
     try:
         wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 60, "two nodes started")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
@@ -341,21 +337,11 @@ def test_a_killed_nodes_partition_is_read_by_another(tmp_path: Path, pg_url: str
                               cluster="partitions = 2\nmin_partition_size = 100\nconcurrency = 1\n")
     add_managed_users(project, users)
     port = free_port()
-    nodes = [Node(project, "n0", IDSYNC_API__ENABLED="true", IDSYNC_API__PORT=str(port),
-                  IDSYNC_API__ACCOUNTS=json.dumps({"openidm-admin": ADMIN_HASH})), Node(project, "n1")]
+    nodes = [api_node(project, "n0", port), Node(project, "n1")]
     try:
         wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 60, "two nodes started")
-        r = httpx.post(f"http://127.0.0.1:{port}/openidm/scheduler/job/big?_action=trigger", headers=ADMIN,
-                       timeout=30)
-        assert r.status_code == 200, r.text
-
-        def helper_busy() -> Any:
-            rows = select_rows(pg_url, "SELECT p.node, p.part, r.node AS runner, p.summary FROM recon_partitions p "
-                                 "JOIN recon_runs r ON r.id = p.run_id WHERE p.state = 'ACTIVE'")
-            return next((p for p in rows if p.node != p.runner
-                         and (p.summary or {}).get("tally", {}).get("source_processed", 0) >= 40), None)
-
-        busy = wait_for(helper_busy, 60, "a partition read on the other node")
+        trigger(port, "big")
+        busy = wait_for(lambda: helper_under_way(pg_url, 40), 60, "a partition read on the other node")
         victim = next(n for n in nodes if n.name == busy.node)
         victim.kill()
         killed = time.monotonic()

@@ -248,6 +248,7 @@ def test_reclaim_hands_back_only_the_dead_workers_partitions(tmp_path: Path) -> 
     loaded = load_project(project)
     store = Store.open(url)
     try:
+        RunStore(store).start("r1", "m", job=None, dry_run=False, summary={})  # partitions are an ACTIVE run's
         parts = Partitions(store)
         parts.create("r1", [(None, "b"), ("b", "m"), ("m", None)], {})
         context = multiprocessing.get_context("spawn")

@@ -32,6 +32,8 @@
         +-- SafetyLimitExceeded      empty source set or too many deletes
         +-- RunCanceled              Ctrl-C, SIGTERM, timeout
         +-- RunLocked                another run of the same mapping or job holds the lock
+        +-- RunTakenOver             the run (or its partition) was ended or handed to another
+                                     node while this process was silent: write nothing more
 
 Messages never contain secret values: callers build them from names, never from
 configuration values that might be passwords or tokens. An exception idsync did
@@ -65,6 +67,7 @@ __all__ = [
     "RunAborted",
     "RunCanceled",
     "RunLocked",
+    "RunTakenOver",
     "SafetyLimitExceeded",
     "ScriptError",
     "ScriptTimeout",
@@ -261,6 +264,17 @@ class RunLocked(RunAborted):
     """Another run holds the lock."""
 
     exit_code = os.EX_TEMPFAIL
+
+
+class RunTakenOver(RunAborted):
+    """The run was ended, or its partition handed to another worker, while this process was
+    silent for longer than the cluster's ``stall_timeout`` (paused, starved, cut off from the
+    store): the page that found out is rolled back, and nothing more is written or recorded."""
+
+    def __init__(self, message: str = "the run was ended by another node or process that took this one for dead "
+                 "while it was silent (paused, starved or cut off from the store for longer than the cluster's "
+                 "stall_timeout); nothing more was written") -> None:
+        super().__init__(message)
 
 
 def internal_message(exc: BaseException) -> str:

@@ -283,7 +283,7 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
         print(json.dumps([{**_run_json(r), **({"processGone": gone[r["id"]]} if r["id"] in gone else {})}
                           for r in recent], indent=2, default=str))
     else:
-        render_runs(recent, gone)
+        render_runs(recent, gone, nodes=settings.cluster.enabled)
         _print_pending(store)
         _print_livesync(store)
         if settings.cluster.enabled:
@@ -305,8 +305,15 @@ def _print_nodes(store: Store, stall: float, *, as_json: bool) -> int:
     for n in nodes:
         doing = ", ".join(n.running) or "idle"
         state = "alive" if n.alive else "gone"
-        print(f"  {n.name}  {state}  {doing}  (process {n.owner}, version {n.version}, "
+        config = f", config {n.config_digest}" if n.config else ""
+        print(f"  {n.name}  {state}  {doing}  (process {n.owner}, version {n.version}{config}, "
               f"seen {n.seen:%Y-%m-%d %H:%M:%S} UTC)")
+    deployed = [n for n in alive if n.config]
+    if len({n.config_digest for n in deployed}) > 1:
+        first = deployed[0]
+        for n in deployed[1:]:
+            if n.differs(first):
+                print(f"  configuration differs: {n.name} and {first.name} in {', '.join(n.differs(first))}")
     return 0
 
 

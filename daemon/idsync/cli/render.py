@@ -65,21 +65,24 @@ def _time(when: dt.datetime) -> str:
     return aware.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def render_runs(runs: Sequence[Mapping[str, Any]], gone: Mapping[str, str] | None = None) -> None:
+def render_runs(runs: Sequence[Mapping[str, Any]], gone: Mapping[str, str] | None = None, *,
+                nodes: bool = False) -> None:
     """The runs as a table, or one block per run when the table would not fit the terminal:
     mapping names are never cut, whatever the width. Failed runs end with their reason, and
-    ACTIVE ones whose process is gone (``gone``: why, by run id) say so."""
+    ACTIVE ones whose process is gone (``gone``: why, by run id) say so. ``nodes``: with
+    the node that ran each (cluster mode)."""
     if not runs:
         console().print("no runs recorded yet")
         return
     table = Table(box=None, pad_edge=False)
-    for col in ("run", "mapping", "state", "started", "ended", "duration", "situations", "actions", "changes",
-                "errors"):
-        table.add_column(col, no_wrap=col in ("run", "mapping"))
+    for col in ("run", "mapping", *(("node",) if nodes else ()), "state", "started", "ended", "duration",
+                "situations", "actions", "changes", "errors"):
+        table.add_column(col, no_wrap=col in ("run", "mapping", "node"))
     for r in runs:
         summary = r["summary"] or {}
         ended: dt.datetime | None = r["ended"]
-        table.add_row(r["id"][:8], r["mapping"], _state(r), _time(r["started"]), _time(ended) if ended else "-",
+        table.add_row(r["id"][:8], r["mapping"], *((r.get("node") or "-",) if nodes else ()), _state(r),
+                      _time(r["started"]), _time(ended) if ended else "-",
                       _duration(r), _nonzero(summary.get("situationSummary")),
                       _nonzero(summary.get("actionSummary")), _nonzero(summary.get("changes")),
                       str(_error_count(r)))
@@ -88,7 +91,7 @@ def render_runs(runs: Sequence[Mapping[str, Any]], gone: Mapping[str, str] | Non
         out.print(table)
     else:
         for r in runs:
-            _print_run_block(r)
+            _print_run_block(r, nodes=nodes)
     for r in runs:
         if r["state"] == "FAILED" and r["message"]:
             console().print(f"run {r['id'][:8]} FAILED: {escape(r['message'])}", soft_wrap=True)
@@ -107,11 +110,11 @@ def fits(console: Console, table: Table) -> bool:
     return "…" not in captured.get()
 
 
-def _print_run_block(r: Mapping[str, Any]) -> None:
+def _print_run_block(r: Mapping[str, Any], *, nodes: bool) -> None:
     summary = r["summary"] or {}
     ended: dt.datetime | None = r["ended"]
     c = console()
-    c.print(f"{r['id'][:8]}  {r['mapping']}", soft_wrap=True)
+    c.print(f"{r['id'][:8]}  {r['mapping']}" + (f"  on {r.get('node') or '-'}" if nodes else ""), soft_wrap=True)
     c.print(f"  {_state(r)}  started {_time(r['started'])}"
             + (f"  ended {_time(ended)}" if ended else "") + f"  ({_duration(r)})  errors {_error_count(r)}")
     for label, key in (("situations", "situationSummary"), ("actions", "actionSummary"), ("changes", "changes")):

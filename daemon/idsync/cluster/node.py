@@ -18,6 +18,14 @@ So a node killed mid-run has its run taken over within ``stall_timeout`` plus tw
 ``heartbeat`` (plus the queue's one-second poll), and the run starts again on another
 node; what the dead node committed page by page is already in the store and the
 target, and is seen as unchanged by the new run.
+
+A node that was only silent (paused, starved, cut off from the store) and runs again
+finds its work taken over: its runs' next pages are refused (``RunTakenOver``), the
+queue does not take its stale ends of queue jobs (``queue._OwnJobs``), and the queue
+worker the others removed is replaced by a new one (``cluster.worker_restarted``), as is
+a worker that stopped on an error: the node goes on taking queue jobs, never only
+looking alive. Liveness is judged on the store's clock (``Nodes``), so a node whose own
+clock is off is neither taken for dead nor takes the others for dead.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from typing import Any, TypeVar
 import structlog
 from procrastinate.worker import Worker
 
-from idsync.cluster.queue import JOB_TASK, PARTITION_TASK, HandedOver, Queue
+from idsync.cluster.queue import HAND_BACKS, JOB_TASK, PARTITION_TASK, HandedOver, NotDeployedHere, Queue
+from idsync.errors import internal_message
 from idsync.settings import ClusterSettings
 from idsync.store.database import Store
 from idsync.store.locks import process_owner
@@ -43,8 +52,9 @@ __all__ = ["ClusterNode", "RunJob"]
 
 log = structlog.get_logger("idsync.cluster")
 
-# A job's run: (job name, trigger, fire or None) -> whether it was stopped by this node's shutdown.
-RunJob = Callable[[str, str, dt.datetime | None], bool]
+# A job's run: (job name, trigger, fire or None) -> whether it was stopped by this node's shutdown,
+# None when the job is not in this node's jobs.d/.
+RunJob = Callable[[str, str, dt.datetime | None], bool | None]
 _DEFER_TIMEOUT = 30.0
 _T = TypeVar("_T")
 
@@ -70,12 +80,24 @@ class ClusterNode:
         self._pool = concurrent.futures.ThreadPoolExecutor(settings.concurrency, thread_name_prefix="queue")
         self._loop: asyncio.AbstractEventLoop
         self._worker: Worker | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._work: asyncio.Task[None] | None = None
+        self._retired: list[asyncio.Task[None]] = []  # workers replaced, finishing what they ran
+        self._maintaining: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._files: dict[str, str] = {}  # this node's configuration files (``fingerprint.py``)
+        self._files_written = False
+        self._differing: dict[str, list[str]] = {}  # live node -> the files it has otherwise, as last told
+
+    def deployed(self, files: dict[str, str]) -> None:
+        """This node's configuration files now (at start, at each reload): written with the
+        next heartbeat, and compared with the other nodes' at each one."""
+        self._files, self._files_written = files, False
 
     def prepare(self) -> None:
         """Take this node's name (``ConfigError`` if a live node has it), then create or upgrade the
         queue's schema (its post migrations wait while a live node runs another version)."""
-        self.nodes.claim(self.name, self.owner, self.version)
+        self.nodes.claim(self.name, self.owner, self.version, self._files)
+        self._files_written = True
         others = [f"{n.name} ({n.version})" for n in self.nodes.alive() if n.name != self.name
                   and n.version != self.version]
         self.queue.prepare(others)
@@ -85,34 +107,36 @@ class ClusterNode:
         self.queue.on(JOB_TASK, self._job)
         self.queue.on(PARTITION_TASK, self._partition)
         await self.queue.open()
+        self._start_worker()
+        self._maintaining = asyncio.create_task(self._maintain(), name="cluster-heartbeat")
+        s = self.settings
+        log.info("cluster.join", node=self.name, process=self.owner, concurrency=s.concurrency,
+                 heartbeat=s.heartbeat, stall_timeout=s.stall_timeout)
+
+    def _start_worker(self) -> None:
         s = self.settings
         self._worker = Worker(self.queue.app, name=self.name, concurrency=s.concurrency, wait=True,
                               install_signal_handlers=False, update_heartbeat_interval=s.heartbeat,
                               stalled_worker_timeout=s.stall_timeout, fetch_job_polling_interval=1.0)
-        work = self._worker.run()  # type: ignore[no-untyped-call]
-        self._tasks = [asyncio.create_task(work, name="queue-worker"),
-                       asyncio.create_task(self._maintain(), name="cluster-heartbeat")]
-        log.info("cluster.join", node=self.name, process=self.owner, concurrency=s.concurrency,
-                 heartbeat=s.heartbeat, stall_timeout=s.stall_timeout)
+        self._work = asyncio.create_task(self._worker.run(), name="queue-worker")  # type: ignore[no-untyped-call]
 
     def stop_taking(self) -> None:
         """Take no more queue jobs (the first step of a shutdown); those running go on."""
+        self._stopping = True
         if self._worker is not None:
             self._worker.stop()  # type: ignore[no-untyped-call]
 
     async def stop(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the worker to hand back what it runs, then leave."""
         self.stop_taking()
-        worker, maintain = self._tasks or (None, None)
-        if maintain is not None:
-            maintain.cancel()
-        if worker is not None:
-            try:
-                await asyncio.wait_for(worker, timeout)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
-            except Exception:
-                log.warning("cluster.worker_failed", node=self.name, exc_info=True)
+        if self._maintaining is not None:
+            self._maintaining.cancel()
+        works = [t for t in (*self._retired, self._work) if t is not None]
+        if works:
+            done, _ = await asyncio.wait(works, timeout=timeout)
+            for work in done:
+                if (failure := _failure(work)) is not None:
+                    log.warning("cluster.worker_failed", node=self.name, error=failure)
         await asyncio.to_thread(self.nodes.leave, self.name, self.owner)
         await self.queue.close()
         self._pool.shutdown(wait=False)
@@ -144,9 +168,17 @@ class ClusterNode:
 
     # -- on the event loop -------------------------------------------------------------
 
-    async def _job(self, job: str, trigger: str, fire: str | None) -> None:
+    async def _job(self, job: str, trigger: str, fire: str | None, attempts: int = 0) -> None:
         when = dt.datetime.fromisoformat(fire) if fire else None
         handed_over = await self._loop.run_in_executor(self._pool, self._run_job, job, trigger, when)
+        if handed_over is None:
+            if attempts + 1 >= HAND_BACKS:
+                log.warning("job.skipped", job=job, reason="unknown", fire_time=fire, trigger=trigger, node=self.name,
+                            hint=f"no node that took it in {HAND_BACKS} tries has it in its jobs.d/")
+                return
+            log.info("cluster.handed_back", node=self.name, job=job, fire_time=fire,
+                     reason="not in this node's jobs.d/")
+            raise NotDeployedHere(job)
         if handed_over:
             if await self.queue.waiting(job):
                 # The run waiting next does the work, as for a fire that finds a run waiting.
@@ -159,11 +191,51 @@ class ClusterNode:
         if await self._loop.run_in_executor(self._pool, self._help_partitions, run_id):
             raise HandedOver(run_id)
 
+    async def _renew_worker(self) -> None:
+        """A new queue worker when this one is gone: ended on an error (a fetch refused while
+        the store was away), or taken for dead by another node, which removed it and put its
+        jobs back in the queue (this node was silent for ``stall_timeout``). What the old
+        one runs finishes (its writes refused, its ends not recorded: ``RunTakenOver``,
+        ``queue._OwnJobs``) while the new one takes queue jobs."""
+        work, worker = self._work, self._worker
+        if self._stopping or work is None or worker is None:
+            return
+        if work.done():
+            reason = _failure(work) or "stopped"
+        elif worker.worker_id is not None and not await self.queue.registered(worker.worker_id):
+            reason = f"removed by another node: this node was silent for more than {self.settings.stall_timeout:g} s"
+            worker.stop()  # type: ignore[no-untyped-call]
+            self._retired.append(work)
+        else:
+            return
+        self._retired = [t for t in self._retired if not t.done()]
+        log.warning("cluster.worker_restarted", node=self.name, reason=reason)
+        self._start_worker()
+
+    def _compare(self, alive: list[Node]) -> None:
+        """Say when the live nodes' configuration files stop or start agreeing with this one's."""
+        me = next((n for n in alive if n.name == self.name), None)
+        if me is None:
+            return
+        differing = {n.name: n.differs(me) for n in alive if n.name != self.name and n.config and n.differs(me)}
+        if differing == self._differing:
+            return
+        self._differing = differing
+        if differing:
+            log.warning("cluster.config_differs", node=self.name, nodes=differing,
+                        hint="deploy the same conf/ and jobs.d/ to every node, then reload each")
+        else:
+            log.info("cluster.config_agrees", node=self.name, nodes=sorted(n.name for n in alive))
+
     async def _maintain(self) -> None:
         stall = self.settings.stall_timeout
         while True:
             try:
-                await asyncio.to_thread(self.nodes.beat, self.name, self.owner, self._running())
+                await self._renew_worker()
+                files = None if self._files_written else self._files
+                await asyncio.to_thread(self.nodes.beat, self.name, self.owner, self._running(), files)
+                self._files_written = True
+                self._compare(await asyncio.to_thread(self.nodes.alive))
                 failed = await asyncio.to_thread(self.nodes.take_over)
                 for run_id in failed:
                     log.warning("cluster.run_taken_over", node=self.name, run_id=run_id)
@@ -177,3 +249,9 @@ class ClusterNode:
             except Exception as exc:  # noqa: BLE001 - the store may be back at the next beat
                 log.warning("cluster.heartbeat_failed", node=self.name, error=type(exc).__name__)
             await asyncio.sleep(self.settings.heartbeat)
+
+
+def _failure(task: asyncio.Task[None]) -> str | None:
+    """What ended a finished task on an error, told without the driver's SQL; None if none did."""
+    failed = None if task.cancelled() else task.exception()
+    return internal_message(failed) if failed is not None else None

@@ -13,27 +13,36 @@ what must happen once in the cluster, whichever node does it:
 * ``idsync.partition``: help with the partitions of a split recon (``sync/partitions.py``).
 
 A job whose run was stopped by its node's shutdown raises ``HandedOver``: the queue
-puts it back, and another node runs it.
+puts it back, and another node runs it. A job the node taking it does not have in its
+``jobs.d/`` (a deploy that has not reached it yet) raises ``NotDeployedHere``: put back a
+second later, for a node deployed with it (``HAND_BACKS`` times at most).
+
+A worker records the end of a queue job only while the job is still its own
+(``_OwnJobs``): a node silent for longer than ``stall_timeout`` (paused, cut off from
+the store) has its queue jobs put back in the queue and run by another node, and when it
+comes back the end of its stale run must not end the job the other node runs now.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from procrastinate import App, PsycopgConnector, RetryStrategy
+from procrastinate import App, BaseRetryStrategy, JobContext, PsycopgConnector, RetryDecision
 from procrastinate.exceptions import AlreadyEnqueued, ConnectorException, UniqueViolation
-from procrastinate.jobs import Status
+from procrastinate.jobs import Job, Status
+from procrastinate.manager import JobManager
 from psycopg.conninfo import make_conninfo
 from sqlalchemy import text
 
 from idsync.cluster.schema import QueueSchema
 from idsync.store.database import Store
 
-__all__ = ["SCHEMA", "HandedOver", "Queue"]
+__all__ = ["HAND_BACKS", "SCHEMA", "HandedOver", "NotDeployedHere", "Queue"]
 
 log = structlog.get_logger("idsync.cluster")
 
@@ -42,8 +51,26 @@ JOB_TASK = "idsync.job"
 PARTITION_TASK = "idsync.partition"
 
 
+HAND_BACKS = 10  # times a queue job is put back for another node before it is given up
+
+
 class HandedOver(Exception):
     """The run was stopped by this node's shutdown: the queue gives the job to another node."""
+
+
+class NotDeployedHere(HandedOver):
+    """The job is not in this node's ``jobs.d/``: the queue gives it to a node deployed with it."""
+
+
+class _HandBack(BaseRetryStrategy):
+    """Put a job back at once when its node stopped (``HandedOver``), a second later when the
+    node does not have it (``NotDeployedHere``: the node that took it may take it again at
+    once, before the others look); never for another failure."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if not isinstance(exception, HandedOver) or job.attempts >= HAND_BACKS:
+            return None
+        return RetryDecision(retry_in={"seconds": 1 if isinstance(exception, NotDeployedHere) else 0})
 
 
 def _conninfo(store: Store) -> str:
@@ -70,6 +97,33 @@ def _lock(job: str) -> str:
     return f"job:{job}"
 
 
+class _OwnJobs(JobManager):
+    """Procrastinate's job manager, ending or retrying a job only while the worker that took
+    it still has it: not once it was put back in the queue (``Queue.requeue_stalled`` of
+    another node) and maybe taken by another worker. The check and the end are two
+    statements, but a job is put back only after its worker was silent for
+    ``stall_timeout``: not between them."""
+
+    async def _still_mine(self, job: Job) -> bool:
+        row = await self.connector.execute_query_one_async(
+            "SELECT count(*) AS n FROM procrastinate_jobs WHERE id = %(id)s AND status = 'doing' "
+            "AND worker_id IS NOT DISTINCT FROM %(worker)s", id=job.id, worker=job.worker_id)
+        if row["n"]:
+            return True
+        log.warning("cluster.job_taken_over", queue_job=job.id, task=job.task_name, job=job.task_kwargs.get("job"),
+                    reason="put back in the queue while this node was silent; its new run records its end")
+        return False
+
+    async def finish_job(self, job: Job, status: Status, delete_job: bool) -> None:
+        if await self._still_mine(job):
+            await super().finish_job(job, status, delete_job)
+
+    async def retry_job(self, job: Job, retry_at: dt.datetime | None = None, priority: int | None = None,
+                        queue: str | None = None, lock: str | None = None) -> None:
+        if await self._still_mine(job):
+            await super().retry_job(job, retry_at, priority, queue, lock)
+
+
 class Queue:
     """Procrastinate on the store's database, with idsync's two tasks."""
 
@@ -77,14 +131,15 @@ class Queue:
         self.store = store
         connector = PsycopgConnector(conninfo=_conninfo(store), min_size=1, max_size=max_connections)
         self.app = App(connector=connector)
+        self.app.job_manager = _OwnJobs(connector)
         self._handlers: dict[str, Callable[..., Awaitable[None]]] = {}
-        handed_over = RetryStrategy(max_attempts=10, wait=0, retry_exceptions={HandedOver})
+        @self.app.task(name=JOB_TASK, retry=_HandBack(), pass_context=True)
+        async def job_task(context: JobContext, job: str, trigger: str, fire: str | None = None,
+                           timestamp: int | None = None) -> None:
+            attempts = context.job.attempts if context.job is not None else 0
+            await self._handlers[JOB_TASK](job=job, trigger=trigger, fire=fire, attempts=attempts)
 
-        @self.app.task(name=JOB_TASK, retry=handed_over)
-        async def job_task(job: str, trigger: str, fire: str | None = None, timestamp: int | None = None) -> None:
-            await self._handlers[JOB_TASK](job=job, trigger=trigger, fire=fire)
-
-        @self.app.task(name=PARTITION_TASK, retry=handed_over)
+        @self.app.task(name=PARTITION_TASK, retry=_HandBack())
         async def partition_task(run_id: str) -> None:
             await self._handlers[PARTITION_TASK](run_id=run_id)
 
@@ -123,6 +178,13 @@ class Queue:
         except AlreadyEnqueued:
             return False
         return True
+
+    async def registered(self, worker_id: int) -> bool:
+        """Whether worker ``worker_id`` is still in the queue's table of workers (another node
+        removes a worker silent for ``stall_timeout``, and puts its jobs back in the queue)."""
+        row = await self.app.connector.execute_query_one_async(
+            "SELECT count(*) AS n FROM procrastinate_workers WHERE id = %(id)s", id=worker_id)
+        return bool(row["n"])
 
     async def waiting(self, job: str) -> bool:
         """Whether a run of ``job`` waits in the queue (a handed-over run is then not queued again)."""

@@ -59,7 +59,7 @@ def last_run_of_job(store: Store, job: str) -> dict[str, Any] | None:
 
 
 def recent_runs_of_job(store: Store, job: str, limit: int = 5) -> list[dict[str, Any]]:
-    """The job's latest recon runs, newest first, in brief (id, mapping, state, times)."""
+    """The job's latest recon runs, newest first, in brief (id, mapping, state, times, node)."""
     query = (
         select(
             recon_runs.c.id,
@@ -67,6 +67,7 @@ def recent_runs_of_job(store: Store, job: str, limit: int = 5) -> list[dict[str,
             recon_runs.c.state,
             recon_runs.c.started,
             recon_runs.c.ended,
+            recon_runs.c.node,
         )
         .where(recon_runs.c.job == job)
         .order_by(recon_runs.c.started.desc())
@@ -81,6 +82,7 @@ def recent_runs_of_job(store: Store, job: str, limit: int = 5) -> list[dict[str,
             "state": r.state,
             "started": _aware(r.started).isoformat(),
             "ended": _aware(r.ended).isoformat() if r.ended is not None else None,
+            "node": r.node,
         }
         for r in rows
     ]

@@ -298,11 +298,8 @@ def _timeout_timer(job: JobDef, cancel: threading.Event, timed_out: threading.Ev
 def _record_timeout(runs: RunStore, outcome: JobOutcome) -> None:
     # The recon records a plain cancel; say in its record that the job's timeout caused it.
     for m in outcome.mappings:
-        if m.state == "CANCELED" and m.run_id:
-            record = runs.get(m.run_id)
-            if record is not None:
-                m.message = outcome.message
-                runs.finish(m.run_id, "CANCELED", record["stage"], record["summary"] or {}, outcome.message)
+        if m.state == "CANCELED" and m.run_id and runs.retell(m.run_id, "CANCELED", outcome.message):
+            m.message = outcome.message
 
 
 def _keep_lock(runs: RunStore, lock: str, owner: str, done: threading.Event) -> None:

@@ -36,6 +36,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from idsync import __version__
 from idsync.api import ApiContext, ApiServer
 from idsync.api.errors import ApiError
+from idsync.cluster.fingerprint import project_files
 from idsync.daemon.history import last_run_of_job, last_started_by_job, recent_runs_of_job
 from idsync.daemon.notify import Notifier
 from idsync.daemon.recovery import recover_interrupted, release_own_runs
@@ -64,6 +65,7 @@ STOP_DEADLINE = 8.0
 EX_FORCED = 130
 _WORKERS = 8
 _FIRST_PRUNE = dt.timedelta(minutes=1)  # not at the very start: the first fires come first
+_CLUSTER_STATUS_EVERY = 10.0  # seconds between a cluster node's refreshes of its status file
 
 
 class Daemon:
@@ -105,6 +107,7 @@ class Daemon:
 
             self.cluster = ClusterNode(self.store, settings.cluster, __version__, self._run_queued,
                                        self._help_partitions, self._running_names)
+            self.cluster.deployed(project_files(self.project_dir))
             self.cluster.prepare()
         return asyncio.run(self._main())
 
@@ -129,6 +132,10 @@ class Daemon:
         # Housekeeping, not a job of jobs.d/ (``#`` is in no job file's name).
         scheduler.add_job(self._prune, "interval", hours=6, id="#prune", max_instances=1, coalesce=True,
                           next_run_time=dt.datetime.now(dt.UTC) + _FIRST_PRUNE)
+        if self.cluster is not None:
+            # The other nodes run jobs too: this node's status file follows the store, not only its own runs.
+            scheduler.add_job(self._changed_threadsafe, "interval", seconds=_CLUSTER_STATUS_EVERY, id="#status",
+                              max_instances=1, coalesce=True)
         # Roles whose time window opened or closed: their users are pushed (``managed/roles.py``).
         scheduler.add_job(self._roles_due, "interval", seconds=EDGE_CHECK_SECONDS, id="#roles", max_instances=1,
                           coalesce=True)
@@ -282,12 +289,12 @@ class Daemon:
         if queued is None:
             log.info("job.skipped", job=name, reason="queued", fire_time=fire.isoformat(), trigger=trigger)
 
-    def _run_queued(self, name: str, trigger: str, fire: dt.datetime | None) -> bool:
-        """A run the queue gave this node; whether this node's shutdown stopped it (to hand it over)."""
+    def _run_queued(self, name: str, trigger: str, fire: dt.datetime | None) -> bool | None:
+        """A run the queue gave this node; whether this node's shutdown stopped it (to hand it
+        over); None when the job is not in this node's ``jobs.d/`` (for a node that has it)."""
         job = self.config.jobs.get(name)
         if job is None:
-            log.warning("job.skipped", job=name, reason="unknown", trigger=trigger)
-            return False
+            return None
         late = (utcnow() - fire).total_seconds() if fire is not None else 0.0
         if job.misfire == "skip" and late > SKIP_TOLERANCE + job.jitter:
             log.warning("job.skipped", job=name, reason="misfire", fire_times=[fire.isoformat()] if fire else [],
@@ -426,6 +433,8 @@ class Daemon:
         finally:
             self.reloading = False
         changes = self.table.apply(self.config.jobs)
+        if self.cluster is not None:
+            self.cluster.deployed(project_files(self.project_dir))
         self.last_reload = (utcnow(), not self.config.errors)
         if self.config.errors:
             # What the broken files defined keeps its previous version; say so where operators look.

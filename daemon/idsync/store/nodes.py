@@ -6,6 +6,10 @@ A node writes ``seen`` at every heartbeat (``[cluster] heartbeat``); a node not 
 they guarded) and hands its partitions back (``take_over``). A node's row outlives the
 process by a day, so ``idsync status`` still shows a node that died.
 
+Every time here is the store's (PostgreSQL's ``now()``), written and compared alike: a
+node whose own clock is off neither looks dead to the others nor takes them for dead,
+nor looks alive long after it died.
+
 A name belongs to one live process at a time: a node that starts under the name of a
 node still alive is refused (``claim``); a name whose process is gone (its heartbeat
 stopped, or on this host its pid is gone) is taken over.
@@ -14,10 +18,12 @@ stopped, or on this host its pid is gone) is taken over.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from idsync.errors import ConfigError
 from idsync.store.database import Store, as_utc, utcnow
@@ -38,11 +44,22 @@ class Node:
     seen: dt.datetime
     alive: bool
     running: list[str]
+    # Its configuration files (``conf/``, ``jobs.d/``): relative path -> digest of the content.
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config_digest(self) -> str:
+        """One digest of all its files: equal on nodes deployed with the same files."""
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:12]
+
+    def differs(self, other: Node) -> list[str]:
+        """The files whose content differs between the two nodes, or that one lacks."""
+        return sorted(f for f in self.config.keys() | other.config.keys() if self.config.get(f) != other.config.get(f))
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "process": self.owner, "version": self.version,
                 "started": self.started.isoformat(), "seen": self.seen.isoformat(), "alive": self.alive,
-                "running": self.running}
+                "running": self.running, "config": self.config_digest if self.config else None}
 
 
 class Nodes:
@@ -52,10 +69,16 @@ class Nodes:
         self.store = store
         self.stall = stall
 
-    def claim(self, name: str, owner: str, version: str) -> None:
+    def _now(self, conn: Connection) -> dt.datetime:
+        """The store's time: the same for every node, whatever its own clock says."""
+        if self.store.dialect != "postgresql":
+            return utcnow()  # a cluster runs on PostgreSQL; another store only shows its rows
+        return as_utc(conn.execute(select(func.now())).scalar_one())
+
+    def claim(self, name: str, owner: str, version: str, config: dict[str, str] | None = None) -> None:
         """Register this process as node ``name``; ``ConfigError`` if a live node has the name."""
-        now = utcnow()
         with self.store.begin() as conn:
+            now = self._now(conn)
             row = conn.execute(select(cluster_nodes).where(cluster_nodes.c.name == name)
                                .with_for_update()).mappings().first()
             if row is not None and row["owner"] != owner:
@@ -68,25 +91,28 @@ class Nodes:
             elif row is not None:
                 conn.execute(delete(cluster_nodes).where(cluster_nodes.c.name == name))
             conn.execute(insert(cluster_nodes).values(name=name, owner=owner, version=version, started=now,
-                                                      seen=now, running=[]))
+                                                      seen=now, running=[], config=config or {}))
 
-    def beat(self, name: str, owner: str, running: list[str]) -> None:
+    def beat(self, name: str, owner: str, running: list[str], config: dict[str, str] | None = None) -> None:
+        """This node is alive and runs ``running``; ``config``: its files, when they changed."""
+        changed = {} if config is None else {"config": config}
         with self.store.begin() as conn:
             conn.execute(update(cluster_nodes).where(cluster_nodes.c.name == name, cluster_nodes.c.owner == owner)
-                         .values(seen=utcnow(), running=running))
+                         .values(seen=self._now(conn), running=running, **changed))
 
     def leave(self, name: str, owner: str) -> None:
         """A node stopping cleanly: it is not alive any more (its row stays a day)."""
         with self.store.begin() as conn:
             conn.execute(update(cluster_nodes).where(cluster_nodes.c.name == name, cluster_nodes.c.owner == owner)
-                         .values(seen=utcnow() - self.stall - dt.timedelta(seconds=1), running=[]))
+                         .values(seen=self._now(conn) - self.stall - dt.timedelta(seconds=1), running=[]))
 
     def all(self) -> list[Node]:
-        now = utcnow()
         with self.store.engine.connect() as conn:
+            now = self._now(conn)
             rows = conn.execute(select(cluster_nodes).order_by(cluster_nodes.c.name)).mappings().all()
         return [Node(r["name"], r["owner"], r["version"], as_utc(r["started"]), as_utc(r["seen"]),
-                     as_utc(r["seen"]) >= now - self.stall, list(r["running"] or [])) for r in rows]
+                     as_utc(r["seen"]) >= now - self.stall, list(r["running"] or []), dict(r["config"] or {}))
+                for r in rows]
 
     def alive(self) -> list[Node]:
         return [n for n in self.all() if n.alive]
@@ -94,7 +120,6 @@ class Nodes:
     def take_over(self) -> list[str]:
         """Break the locks of every dead node and hand its ACTIVE partitions back; the
         recon runs this failed. Forgets nodes dead for a day."""
-        now = utcnow()
         dead = [n for n in self.all() if not n.alive]
         failed: list[str] = []
         if not dead:
@@ -110,5 +135,5 @@ class Nodes:
             conn.execute(update(recon_partitions).where(
                 recon_partitions.c.state == "ACTIVE",
                 recon_partitions.c.owner.in_(list(owners))).values(state="PENDING", owner=None))
-            conn.execute(delete(cluster_nodes).where(cluster_nodes.c.seen < now - _FORGET_AFTER))
+            conn.execute(delete(cluster_nodes).where(cluster_nodes.c.seen < self._now(conn) - _FORGET_AFTER))
         return failed

@@ -6,9 +6,11 @@ none for an open end), its state (PENDING, ACTIVE, SUCCESS, FAILED), who works o
 
 A worker takes a PENDING partition with ``claim``: one conditional update, so two
 workers never take the same one, on every dialect. Its counts go in with each page's
-transaction (``progress``), and ``finish`` only counts while the worker still owns the
-partition: a partition handed back after its node died (``Nodes.take_over``) and taken
-by another worker is that worker's alone.
+transaction (``progress``), and ``progress`` and ``finish`` only count while the worker
+still owns the partition: a partition handed back after its node was taken for dead
+(``Nodes.take_over``) and taken by another worker is that worker's alone, and a page of
+the first worker that finds it so is rolled back (``RunTakenOver``). Only a run still
+ACTIVE has partitions to take.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Exists, exists, insert, select, update
 
 from idsync.store.database import Store, utcnow
-from idsync.store.tables import recon_partitions
+from idsync.store.tables import recon_partitions, recon_runs
 
 __all__ = ["Partition", "Partitions"]
 
@@ -61,24 +63,32 @@ class Partitions:
         return dict((row.summary or {}).get("plan") or {}) if row else None
 
     def claim(self, run_id: str, owner: str, node: str) -> Partition | None:
-        """Take the first PENDING partition of ``run_id`` for ``owner``; None when none is left."""
+        """Take the first PENDING partition of ``run_id`` for ``owner``; None when none is left,
+        or the run is no longer ACTIVE."""
         while True:
             with self.store.engine.connect() as conn:
-                row = conn.execute(select(_P.c.part).where(_P.c.run_id == run_id, _P.c.state == "PENDING")
-                                   .order_by(_P.c.part).limit(1)).first()
+                row = conn.execute(select(_P.c.part).where(_P.c.run_id == run_id, _P.c.state == "PENDING",
+                                                           _run_active(run_id)).order_by(_P.c.part).limit(1)).first()
             if row is None:
                 return None
             with self.store.begin() as conn:
                 taken = conn.execute(update(_P).where(_P.c.run_id == run_id, _P.c.part == row.part,
-                                                      _P.c.state == "PENDING")
+                                                      _P.c.state == "PENDING", _run_active(run_id))
                                      .values(state="ACTIVE", owner=owner, node=node, attempts=_P.c.attempts + 1,
                                              started=utcnow(), ended=None, message=None))
             if taken.rowcount:
                 return next(p for p in self.all(run_id) if p.part == row.part)
 
-    def progress(self, conn: Connection, run_id: str, part: int, owner: str, summary: Mapping[str, Any]) -> None:
-        conn.execute(update(_P).where(_P.c.run_id == run_id, _P.c.part == part, _P.c.owner == owner)
-                     .values(summary=dict(summary)))
+    def progress(self, conn: Connection, run_id: str, part: int, owner: str, summary: Mapping[str, Any]) -> bool:
+        """Record the counts of a partition ``owner`` still works on; whether it does."""
+        return bool(conn.execute(update(_P).where(_P.c.run_id == run_id, _P.c.part == part, _P.c.owner == owner,
+                                                  _P.c.state == "ACTIVE").values(summary=dict(summary))).rowcount)
+
+    def held(self, run_id: str, part: int, owner: str) -> bool:
+        """Whether ``owner`` still works on the partition."""
+        with self.store.engine.connect() as conn:
+            return conn.execute(select(_P.c.part).where(_P.c.run_id == run_id, _P.c.part == part, _P.c.owner == owner,
+                                                        _P.c.state == "ACTIVE")).first() is not None
 
     def finish(self, run_id: str, part: int, owner: str, state: str, summary: Mapping[str, Any],
                message: str | None) -> bool:
@@ -106,3 +116,7 @@ class Partitions:
             rows = conn.execute(select(_P).where(_P.c.run_id == run_id).order_by(_P.c.part)).mappings().all()
         return [Partition(r["part"], r["low"], r["high"], r["state"], r["node"], r["attempts"],
                           dict(r["summary"]) if r["summary"] else None, r["message"]) for r in rows]
+
+
+def _run_active(run_id: str) -> Exists:
+    return exists().where(recon_runs.c.id == run_id, recon_runs.c.state == "ACTIVE")

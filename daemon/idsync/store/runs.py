@@ -118,30 +118,42 @@ class RunStore:
                 self.audit(conn, [{"run_id": run_id, "mapping": mapping, "status": "SUCCESS", "phase": "start",
                                    "message": f"Reconciliation initiated{by}"}])
 
-    def progress(self, run_id: str, stage: str, summary: Mapping[str, Any], conn: Connection | None = None) -> None:
-        stmt = update(recon_runs).where(recon_runs.c.id == run_id).values(
+    def progress(self, run_id: str, stage: str, summary: Mapping[str, Any], conn: Connection | None = None) -> bool:
+        """Record the counts of a run still ACTIVE; whether it was (False: it was ended
+        elsewhere, such as by a node that took this one for dead: ``RunTakenOver``)."""
+        stmt = update(recon_runs).where(recon_runs.c.id == run_id, recon_runs.c.state == "ACTIVE").values(
             stage=stage, summary=dict(summary), heartbeat=utcnow())
         if conn is not None:
-            conn.execute(stmt)
-            return
+            return bool(conn.execute(stmt).rowcount)
         with self.store.begin() as own:
-            own.execute(stmt)
+            return bool(own.execute(stmt).rowcount)
 
-    def beat(self, conn: Connection, run_id: str) -> None:
-        """Show the run alive without touching its counts (a split run's pages count in their partition)."""
-        conn.execute(update(recon_runs).where(recon_runs.c.id == run_id).values(heartbeat=utcnow()))
+    def beat(self, conn: Connection, run_id: str) -> bool:
+        """Show the run alive without touching its counts (a split run's pages count in their
+        partition); whether it is still ACTIVE, as ``progress``."""
+        return bool(conn.execute(update(recon_runs).where(recon_runs.c.id == run_id, recon_runs.c.state == "ACTIVE")
+                                 .values(heartbeat=utcnow())).rowcount)
+
+    def active(self, run_id: str) -> bool:
+        """Whether run ``run_id`` is still ACTIVE (not ended elsewhere)."""
+        with self.store.engine.connect() as conn:
+            return conn.execute(select(recon_runs.c.id).where(
+                recon_runs.c.id == run_id, recon_runs.c.state == "ACTIVE")).first() is not None
 
     def finish(self, run_id: str, state: str, stage: str, summary: Mapping[str, Any], message: str | None, *,
-               mapping: str | None = None) -> None:
+               mapping: str | None = None) -> bool:
         """Record the run's end; ``mapping``: a reconciliation's (``start(started_by=...)``),
-        whose summary the audit records too. When the store cannot take it, the run's state
+        whose summary the audit records too. A run is ended once: one that was ended elsewhere
+        meanwhile (a node that took this one for dead failed it) keeps that end, and this
+        returns False. When the store cannot take it, the run's state
         and message are recorded by this process's next lock taken once it answers
         (``locks.end_later``), the counts being those its last committed write left."""
         try:
             with self.store.begin() as conn:
-                conn.execute(update(recon_runs).where(recon_runs.c.id == run_id).values(
+                ended = conn.execute(update(recon_runs).where(
+                    recon_runs.c.id == run_id, recon_runs.c.state == "ACTIVE").values(
                     state=state, stage=stage, summary=dict(summary), message=_told(message), ended=utcnow()))
-                if mapping is not None:
+                if ended.rowcount and mapping is not None:
                     self.audit(conn, [{"run_id": run_id, "mapping": mapping, "phase": "summary",
                                        "status": "SUCCESS" if state == "SUCCESS" else "FAILURE",
                                        "message": _simple_summary(summary)}])
@@ -150,6 +162,14 @@ class RunStore:
         except PeerError:
             end_later(run_id, state, _told(message))
             raise
+        return bool(ended.rowcount)
+
+    def retell(self, run_id: str, state: str, message: str | None) -> bool:
+        """Say why a run that ended in ``state`` stopped (a job's timeout canceled it);
+        whether it had so ended."""
+        with self.store.begin() as conn:
+            return bool(conn.execute(update(recon_runs).where(recon_runs.c.id == run_id, recon_runs.c.state == state)
+                                     .values(message=_told(message))).rowcount)
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         with self.store.engine.connect() as conn:

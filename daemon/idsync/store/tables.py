@@ -289,6 +289,8 @@ cluster_nodes = Table(
     Column("started", DateTime(timezone=True), nullable=False),
     Column("seen", DateTime(timezone=True), nullable=False),
     Column("running", _Json, nullable=True),
+    # Its conf/ and jobs.d/ files, a digest each (migration 0018): nodes deployed apart say so.
+    Column("config", _Json, nullable=True),
 )
 
 # The source partitions of a recon split over the nodes (migration 0006): bounds on the

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from idsync.config.mappings import MappingDef
-from idsync.errors import SafetyLimitExceeded
+from idsync.errors import RunTakenOver, SafetyLimitExceeded
 from idsync.resource import Resource, WriteOp, WriteResult
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
@@ -130,6 +130,9 @@ class DeferredDeletes:
         deletes = [WriteOp("delete", id=o["target_id"], rev=None) for o in to_delete]
         if self.roles is not None:
             self.roles.before(deletes)
+        external = not isinstance(target, ManagedResource)
+        if deletes and external and not self.dry_run and not self.runs.active(self.run_id):
+            raise RunTakenOver()  # no rollback would undo deletes in another system
         with writing(self.store, target) as conn:
             results = target.write_batch(deletes)
             failed = {r.op.id: r.error for r in results if not r.ok and type(r.error).__name__ != "NotFound"}
@@ -151,7 +154,8 @@ class DeferredDeletes:
             if not self.dry_run:
                 self.links.remove_targets(conn, unlink_targets)
             self.runs.audit(conn, audit)
-            self.runs.progress(self.run_id, self.counters.stage, self.counters.to_summary(), conn)
+            if not self.runs.progress(self.run_id, self.counters.stage, self.counters.to_summary(), conn):
+                raise RunTakenOver()  # ended elsewhere meanwhile: this page rolls back
         if self.after_write is not None and not self.dry_run:
             self.after_write(results)
         if self.roles is not None:

@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from sqlalchemy import Connection
@@ -53,6 +53,7 @@ from idsync.errors import (
     RunAborted,
     RunCanceled,
     RunLocked,
+    RunTakenOver,
     SafetyLimitExceeded,
     internal_message,
 )
@@ -89,6 +90,9 @@ __all__ = ["ReconResult", "cancel_in_process", "help_partitions", "refuse_own_ru
 log = structlog.get_logger(__name__)
 
 _LOCK_REFRESH = 30.0  # seconds between refreshes of the run's lock (it lasts LOCK_TTL)
+_PARTITION_LOST = ("the partition was handed to another worker while this process was silent (paused, starved or "
+                   "cut off from the store for longer than the cluster's stall_timeout); that worker reads it, "
+                   "and nothing more was written here")
 # The mappings each thread is reconciling now (``_reconciling``).
 _threads = threading.local()
 # The runs in progress in this process, by run id: what ``cancel_in_process`` stops,
@@ -218,6 +222,7 @@ class _Run:
         self.runs.fail_abandoned()
         self.runs.acquire(self.lock, self.owner)
         state, message, exit_code = "FAILED", None, 1
+        taken_over = False  # ended elsewhere while this process was silent: its end stands
         resources = Resources(self.project, self.store)
         recorded: str | None = None  # the mapping, once the run and its start event are recorded
         try:
@@ -243,6 +248,8 @@ class _Run:
             state = "SUCCESS"
         except RunCanceled as exc:
             state, message = "CANCELED", str(exc)
+        except RunTakenOver as exc:
+            message, exit_code, taken_over = str(exc), exc.exit_code, True
         except IdsyncError as exc:
             message, exit_code = str(exc), exc.exit_code
         except KeyboardInterrupt:
@@ -265,9 +272,12 @@ class _Run:
             if onward:
                 summary["onward"] = onward
             try:
-                self.runs.finish(self.id, state, self.counters.stage, summary, message, mapping=recorded)
+                ended = self.runs.finish(self.id, state, self.counters.stage, summary, message, mapping=recorded)
+                taken_over = taken_over or (recorded is not None and not ended)
             finally:
                 self.runs.release(self.lock, self.owner)
+        if taken_over:
+            return self._taken_over(summary, message)
         # A failed run is an error, a canceled one a warning: ``journalctl -p warning`` shows both.
         end = {"SUCCESS": self.log.info, "CANCELED": self.log.warning}.get(state, self.log.error)
         end("recon.end", state=state, message=message, duration_ms=summary["duration"],
@@ -279,6 +289,33 @@ class _Run:
         elif state == "CANCELED":
             exit_code = 130
         return ReconResult(self.id, self.mapping.name, state, summary, message, exit_code)
+
+    def _taken_over(self, summary: dict[str, Any], message: str | None) -> ReconResult:
+        """The result of a run that was ended elsewhere while this process was silent (its
+        node taken for dead): the end recorded there stands, and this process says so."""
+        recorded = self.runs.get(self.id) or {}
+        state, told = recorded.get("state") or "FAILED", recorded.get("message") or message
+        self.log.warning("recon.taken_over", state=state, message=told, reason=message)
+        return ReconResult(self.id, self.mapping.name, state, summary, told, RunTakenOver.exit_code)
+
+    def _still_held(self) -> None:
+        """``RunTakenOver`` unless this run is still ACTIVE and, when it reads a partition,
+        this process still owns it: asked before writes that no store transaction can undo
+        (a target outside the store), so that a process resumed after its run or partition
+        was taken over does not write a page the next commit would have refused."""
+        if not self.runs.active(self.id):
+            self._ended_elsewhere()
+        part = self._partition
+        if part is not None and not Partitions(self.store).held(self.id, part.part, owner_id()):
+            raise RunTakenOver(_PARTITION_LOST)
+
+    def _ended_elsewhere(self) -> NoReturn:
+        """This run is no longer ACTIVE, though this process did not end it: a helper's run
+        ended on the node that split it; any other run was ended by another process that took
+        this one for dead."""
+        if self._helper:
+            raise RunCanceled("the run ended on the node that split it")
+        raise RunTakenOver()
 
     # -- phases -------------------------------------------------------------
 
@@ -300,6 +337,8 @@ class _Run:
         except RunCanceled:
             state = "CANCELED"
             return self.options.cancel.is_set()
+        except RunTakenOver:
+            state = "CANCELED"  # the partition is another worker's now: nothing more to do here
         except Exception:
             self.log.exception("recon.partition_crash")
         finally:
@@ -548,7 +587,9 @@ class _Run:
         for p in states:
             shown.absorb((p.summary or {}).get("tally") or {})
         shown.stage = "ACTIVE_RECONCILING_SOURCE"
-        self.runs.progress(self.id, shown.stage, shown.to_summary() | {"partitions": [p.to_json() for p in states]})
+        if not self.runs.progress(self.id, shown.stage,
+                                  shown.to_summary() | {"partitions": [p.to_json() for p in states]}):
+            self._ended_elsewhere()
         self.runs.refresh(self.lock, self.owner)
 
     def _work_partitions(self, parts: Partitions, source: Resource, target: Resource, assessor: Assessor,
@@ -578,6 +619,11 @@ class _Run:
         except RunCanceled:
             state = "PENDING"  # handed back: another worker reads it
             raise
+        except RunTakenOver:
+            # Handed to another worker while this process was silent: that worker counts it.
+            self.log.warning("recon.partition_lost", partition=part.part, message=_PARTITION_LOST)
+            state = "LOST"
+            raise
         except IdsyncError as exc:
             message = str(exc)
         except (OperationalError, InterfaceError) as exc:
@@ -587,10 +633,13 @@ class _Run:
             message = f"internal error: {internal_message(exc)}"
         finally:
             tally = self.counters.tally() | {"unidentified": self._unidentified, "unresolved": self._unresolved}
-            parts.finish(self.id, part.part, owner_id(), state, {"plan": self._plan(), "tally": tally}, message)
+            if state != "LOST":
+                parts.finish(self.id, part.part, owner_id(), state, {"plan": self._plan(), "tally": tally}, message)
             self.counters, self._deferred, self._unidentified, self._unresolved = saved
             assessor.counters = self.counters
             self._partition = None
+        if state == "LOST":
+            return
         self.log.info("recon.partition_end", partition=part.part, state=state, message=message,
                       objects=tally["source_processed"])
 
@@ -755,6 +804,8 @@ class _Run:
 
         With the store as the target it is all one transaction, so a crash between
         the writes and the links cannot leave created objects that nothing links."""
+        if not isinstance(target, ManagedResource) and not self.options.dry_run and any(p.op for p in plans):
+            self._still_held()  # writes to another system: no rollback would undo them
         with writing(self.store, target) as conn:
             self._grown += self._apply_page(plans, target, conn, kept or {}, confirmed)
         self._run_after_commit()
@@ -945,13 +996,17 @@ class _Run:
         self._deferred += len(deferred)
         self.runs.audit(conn, audit)
         # The counts commit with the page they count: a run whose process dies says what it wrote.
+        # And only while the run is this process's to write: a run or partition taken over while
+        # this process was silent (its node taken for dead) is another's, and the page rolls back.
         if self._partition is not None:
             tally = self.counters.tally() | {"unidentified": self._unidentified, "unresolved": self._unresolved}
-            Partitions(self.store).progress(conn, self.id, self._partition.part, owner_id(),
-                                            {"plan": self._plan(), "tally": tally})
-            self.runs.beat(conn, self.id)  # a long partition must not look like a silent run
-        else:
-            self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn)
+            if not self.runs.beat(conn, self.id):  # a long partition must not look like a silent run
+                self._ended_elsewhere()
+            if not Partitions(self.store).progress(conn, self.id, self._partition.part, owner_id(),
+                                                   {"plan": self._plan(), "tally": tally}):
+                raise RunTakenOver(_PARTITION_LOST)
+        elif not self.runs.progress(self.id, self.counters.stage, self.counters.to_summary(), conn):
+            self._ended_elsewhere()
         return sum(1 for p in writes if p.op is not None and p.op.kind == "create") + len(new_links)
 
     # -- helpers ------------------------------------------------------------
@@ -1033,7 +1088,8 @@ class _Run:
 
     def _stage(self, stage: str) -> None:
         self.counters.stage = stage
-        self.runs.progress(self.id, stage, self.counters.to_summary())
+        if not self.runs.progress(self.id, stage, self.counters.to_summary()):
+            self._ended_elsewhere()
         self.log.info("recon.phase", stage=stage)
 
     def _check_cancel(self) -> None:

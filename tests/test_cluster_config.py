@@ -1,0 +1,127 @@
+"""Cluster nodes deployed with different files: each node writes a digest of each file of
+its ``conf/`` and ``jobs.d/`` with its heartbeat, and the nodes say which files differ
+(``cluster/fingerprint.py``). The nodes are ``idsync run`` subprocesses on one PostgreSQL
+store (``cluster_env``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_server import free_port
+from cluster_env import Node, api_node, api_up, cluster_project, fresh_store, select_rows, trigger, wait_for
+from dbs import store_url
+from idsync.cli import main as cli_main
+
+pytestmark = pytest.mark.postgresql
+
+
+@pytest.fixture
+def pg_url(tmp_path: Path) -> str:
+    return fresh_store(store_url("postgresql", tmp_path))
+
+
+def test_nodes_deployed_with_different_job_files_say_so(tmp_path: Path, pg_url: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Two nodes whose ``jobs.d/tick.toml`` differ (another schedule, deployed to one node
+    only): each logs ``cluster.config_differs`` naming that file and the other node, and
+    ``idsync status --nodes`` shows two configuration digests and the file that differs.
+    Once the second node gets the same file and reloads (SIGHUP), both log
+    ``cluster.config_agrees``."""
+    first = cluster_project(tmp_path / "a", pg_url, {"tick": "@yearly"})
+    second = tmp_path / "b" / "project"
+    shutil.copytree(first, second)
+    job = second / "jobs.d" / "tick.toml"
+    job.write_text(job.read_text(encoding="utf-8").replace("@yearly", "@daily"), encoding="utf-8")
+    nodes = [Node(first, "n0"), Node(second, "n1")]
+    try:
+        for n, other in ((nodes[0], "n1"), (nodes[1], "n0")):
+            told = wait_for(lambda n=n: n.events("cluster.config_differs"), 60, f"{n.name} saying so")
+            assert told[-1]["nodes"] == {other: ["jobs.d/tick.toml"]}
+        assert cli_main(["-p", str(first), "status", "--nodes", "--json"]) == 0
+        shown = {n["name"]: n["config"] for n in json.loads(capsys.readouterr().out)}
+        assert cli_main(["-p", str(first), "status", "--nodes"]) == 0
+        text = capsys.readouterr().out
+        shutil.copy(first / "jobs.d" / "tick.toml", job)
+        nodes[1].proc.send_signal(signal.SIGHUP)
+        for n in nodes:
+            wait_for(lambda n=n: n.events("cluster.config_agrees"), 60, f"{n.name} agreeing again")
+        codes = [n.stop(60) for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0, 0]
+    assert shown["n0"] and shown["n1"] and shown["n0"] != shown["n1"]
+    assert "configuration differs: n1 and n0 in jobs.d/tick.toml" in text, text
+
+
+def test_a_job_fired_by_a_node_runs_on_a_node_deployed_with_it(tmp_path: Path, pg_url: str) -> None:
+    """A job every second in the first node's ``jobs.d/`` only (a deploy that has not reached
+    the second node): a fire the second node takes is put back in the queue for the first
+    (``cluster.handed_back``), never dropped, so every fire queued runs once, on the first node."""
+    first = cluster_project(tmp_path / "a", pg_url, {"tick": "@yearly", "new": "* * * * * ?"},
+                            cluster="concurrency = 1\n")
+    second = tmp_path / "b" / "project"
+    shutil.copytree(first, second)
+    (second / "jobs.d" / "new.toml").unlink()
+    nodes = [Node(first, "n0"), Node(second, "n1")]
+    try:
+        # Fires the second node took (handed back; before, dropped as unknown), and runs since.
+        wait_for(lambda: len(nodes[1].events("cluster.handed_back") + nodes[1].events("job.skipped")) >= 2, 90,
+                 "fires the second node took")
+        wait_for(lambda: select_rows(pg_url, "SELECT count(*) FROM recon_runs WHERE job = 'new' "
+                                             "AND state = 'SUCCESS'")[0][0] >= 4, 90, "fires run")
+        codes = [n.stop(60) for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0, 0]
+    queued = select_rows(pg_url, "SELECT (args->>'timestamp')::bigint AS ts, status "
+                                 "FROM idsync_queue.procrastinate_jobs WHERE args->>'job' = 'new' AND status <> 'todo'")
+    runs = select_rows(pg_url, "SELECT fire, node, state FROM recon_runs WHERE job = 'new'")
+    # A fire queued just before the nodes stopped may have been handed over, not run.
+    ran = {int(r.fire.timestamp()) for r in runs if r.state == "SUCCESS"}
+    assert {q.ts for q in queued if q.status == "succeeded"} - ran <= {max(q.ts for q in queued)}, (queued, ran)
+    assert {r.node for r in runs} == {"n0"} and len(ran) == len(runs)
+    assert not [e for n in nodes for e in n.events("job.skipped") if e["reason"] == "unknown"]
+    assert len(nodes[1].events("cluster.handed_back")) >= 2
+
+
+def test_each_nodes_status_file_follows_the_runs_of_the_others(tmp_path: Path, pg_url: str) -> None:
+    """Two nodes with a status file each: a run of the job on the first node shows, within
+    the refresh interval (10 s), as the job's last run in the second node's status file too,
+    with its node, though the second node ran nothing since (before, an idle node's file kept
+    its own last run for as long as it stayed idle)."""
+    project = cluster_project(tmp_path / "p", pg_url, {"tick": "@yearly"})
+    port = free_port()
+    files = {n: tmp_path / f"{n}-status.json" for n in ("n0", "n1")}
+    nodes = [api_node(project, "n0", port, IDSYNC_STATUS_FILE=str(files["n0"])),
+             Node(project, "n1", IDSYNC_STATUS_FILE=str(files["n1"]))]
+
+    def last(node: str) -> dict[str, Any]:
+        shown = json.loads(files[node].read_text(encoding="utf-8")) if files[node].exists() else {}
+        return ((shown.get("jobs") or {}).get("tick") or {}).get("lastRun") or {}
+
+    try:
+        wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 60, "two nodes started")
+        while True:  # until the latest run is the first node's
+            before = len(select_rows(pg_url, "SELECT id FROM recon_runs"))
+            trigger(port, "tick")
+            wait_for(lambda b=before: len(select_rows(pg_url, "SELECT id FROM recon_runs WHERE state <> 'ACTIVE'")) > b,
+                     60, "the run")
+            ((run_id, node),) = select_rows(pg_url, "SELECT id, node FROM recon_runs ORDER BY started DESC LIMIT 1")
+            if node == "n0":
+                break
+        wait_for(lambda: last("n1").get("id") == run_id, 30, "the run in the second node's status file")
+        codes = [n.stop(60) for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0, 0]
+    assert last("n1")["node"] == "n0"
+    shown = json.loads(files["n1"].read_text(encoding="utf-8"))
+    assert shown["jobs"]["tick"]["recentRuns"][0]["node"] == "n0"

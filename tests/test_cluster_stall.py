@@ -1,0 +1,173 @@
+"""Cluster nodes that stall rather than die: a node paused (SIGSTOP: a frozen VM, a host
+swapping, a long pause) for longer than ``stall_timeout`` is taken for dead and its work
+is taken over; once it runs again it must write nothing more for that work, leave the
+queue's records of it alone, and go back to work as a node like the others. The nodes
+are ``idsync run`` subprocesses on one PostgreSQL store (``cluster_env``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from api_server import free_port
+from cluster_env import (
+    SLOW,
+    Node,
+    add_managed_users,
+    api_node,
+    api_up,
+    assert_each_account_created_once,
+    cluster_project,
+    fresh_store,
+    helper_under_way,
+    run_under_way,
+    select_rows,
+    trigger,
+    wait_for,
+)
+from dbs import store_url
+from idsync.cli import main as cli_main
+from sqlalchemy.exc import OperationalError
+
+pytestmark = pytest.mark.postgresql
+
+
+@pytest.fixture
+def pg_url(tmp_path: Path) -> str:
+    return fresh_store(store_url("postgresql", tmp_path))
+
+
+def _two_nodes(tmp_path: Path, url: str, users: int, cluster: str) -> tuple[list[int], list[Node]]:
+    """Nodes n0 and n1 (API ports) of a project whose job ``big`` reconciles ``users`` users
+    slowly (about 5 ms each, 20 a page), with the ``[cluster]`` settings ``cluster``."""
+    project = cluster_project(tmp_path / "project", url, {"big": "@yearly"}, mapping={"properties": SLOW},
+                              job_extra="page_size = 20\n", cluster=cluster)
+    add_managed_users(project, users)
+    ports = [free_port(), free_port()]
+    return ports, [api_node(project, "n0", ports[0]), api_node(project, "n1", ports[1])]
+
+
+def _run_big(nodes: list[Node], ports: list[int]) -> None:
+    wait_for(lambda: all(n.events("daemon.start") for n in nodes) and all(api_up(p) for p in ports), 60,
+             "two nodes started")
+    trigger(ports[0], "big")
+
+
+def _pause_between_pages(node: Node, url: str, part: int) -> dt.datetime:
+    """SIGSTOP ``node`` outside a page's transaction (one stopped inside it would hold the
+    partition's row until it runs again, and no node could take the partition over: a
+    frozen transaction, which PostgreSQL ends only when the connection does); when it was paused."""
+    for _ in range(20):
+        stopped = dt.datetime.now(dt.UTC)
+        node.proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.3)
+        try:
+            select_rows(url, f"SELECT 1 FROM recon_partitions WHERE part = {part} FOR UPDATE NOWAIT")
+        except OperationalError:
+            node.proc.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+            continue
+        return stopped
+    raise AssertionError("the node was always paused inside a page's transaction")
+
+
+def _created_before(url: str, part: int, moment: dt.datetime) -> int:
+    """The accounts created, of the sources of partition ``part``, before ``moment``."""
+    ((low, high),) = select_rows(url, f"SELECT low, high FROM recon_partitions WHERE part = {part}")
+    return sum(1 for a in select_rows(url, "SELECT source_id, ts FROM audit WHERE action = 'CREATE' "
+                                           "AND status = 'SUCCESS'")
+               if (low is None or a.source_id >= low) and (high is None or a.source_id < high) and a.ts < moment)
+
+
+def test_a_paused_helper_writes_nothing_once_its_partition_is_taken_over(tmp_path: Path, pg_url: str) -> None:
+    """A split recon whose helper node is paused (SIGSTOP) in the middle of its partition
+    for longer than ``stall_timeout``: the other node takes the partition over and reads it
+    again. The helper, resumed while that partition is read by the other node, writes no
+    page of it (``recon.partition_lost`` in its log): the run ends SUCCESS without an
+    error, the other node finds unchanged only what the helper created before its pause,
+    each account is created once, and the queue job the other node now runs is not
+    finished under it. Then, the other node stopped, the resumed node runs the job again,
+    triggered through its own API: it is a working node again, not one that only looks alive."""
+    users = 600
+    ports, nodes = _two_nodes(tmp_path, pg_url, users, "partitions = 2\nmin_partition_size = 100\nconcurrency = 1\n")
+    try:
+        _run_big(nodes, ports)
+        busy = wait_for(lambda: helper_under_way(pg_url, 40), 60, "a partition read on the other node")
+        paused = next(n for n in nodes if n.name == busy.node)
+        other = next(n for n in nodes if n is not paused)
+        stopped = _pause_between_pages(paused, pg_url, busy.part)
+        try:
+            wait_for(lambda: select_rows(pg_url, f"SELECT 1 FROM recon_partitions WHERE part = {busy.part} "
+                                                 f"AND state = 'ACTIVE' AND node = '{other.name}'"),
+                     60, "the partition taken over by the other node")
+        finally:
+            paused.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE job = 'big' AND state <> 'ACTIVE'"),
+                 90, "the run's end")
+        (run,) = select_rows(pg_url, "SELECT state, summary FROM recon_runs")
+        assert run.state == "SUCCESS", run.summary.get("errors")
+        assert run.summary["changes"]["failed"] == 0, run.summary.get("errors")
+        # The other node found unchanged what the paused one created before its pause, and no more.
+        assert run.summary["changes"]["unchanged"] == _created_before(pg_url, busy.part, stopped)
+        assert other.stop(60) == 0
+        trigger(ports[nodes.index(paused)], "big")
+        wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE state = 'SUCCESS' "
+                                             f"AND node = '{paused.name}'"), 60, "a run on the resumed node")
+        assert paused.stop(60) == 0
+    finally:
+        for n in nodes:
+            n.kill()
+    assert_each_account_created_once(pg_url, users)
+    (lost,) = paused.events("recon.partition_lost")
+    assert lost["partition"] == busy.part
+    assert not [e for e in paused.events() if "never retrieved" in e["event"] or e["level"] == "error"]
+    queued = select_rows(pg_url, "SELECT status FROM idsync_queue.procrastinate_jobs")
+    assert {q.status for q in queued} == {"succeeded"}
+
+
+def test_a_paused_runner_leaves_its_run_as_the_takeover_ended_it(tmp_path: Path, pg_url: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A node paused (SIGSTOP) in the middle of a recon that is not split, for longer than
+    ``stall_timeout``: its run is failed ("interrupted") and the job runs again on the other
+    node. Resumed while that second run works, the paused node writes no page more
+    (``recon.taken_over`` in its log, no error but its job's end): the first run stays
+    FAILED as the takeover recorded it, never turned SUCCESS by its late end, the second
+    ends SUCCESS without an error, and each account is created once. ``idsync status``
+    names the node of each run."""
+    users = 300
+    ports, nodes = _two_nodes(tmp_path, pg_url, users, "partitions = 1\n")
+    try:
+        _run_big(nodes, ports)
+        first = wait_for(lambda: run_under_way(pg_url, 40), 60, "a run with some pages committed")
+        paused = next(n for n in nodes if n.name == first.node)
+        paused.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: select_rows(pg_url, f"SELECT 1 FROM recon_runs WHERE id <> '{first.id}' "
+                                                 "AND state = 'ACTIVE'"), 60, "the job running again elsewhere")
+        finally:
+            paused.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: select_rows(pg_url, f"SELECT 1 FROM recon_runs WHERE id <> '{first.id}' "
+                                             "AND state <> 'ACTIVE'"), 90, "the second run's end")
+        wait_for(lambda: paused.events("job.end"), 30, "the resumed node's end of its job")
+        codes = [n.stop(60) for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    assert codes == [0, 0]
+    runs = {r.id: r for r in select_rows(pg_url, "SELECT id, node, state, message, summary FROM recon_runs")}
+    assert len(runs) == 2
+    assert runs[first.id].state == "FAILED" and "interrupted" in runs[first.id].message
+    (second,) = [r for r in runs.values() if r.id != first.id]
+    assert second.state == "SUCCESS" and second.node != paused.name
+    assert second.summary["changes"]["failed"] == 0, second.summary.get("errors")
+    assert_each_account_created_once(pg_url, users)
+    (taken,) = paused.events("recon.taken_over")
+    assert taken["run_id"] == first.id and taken["state"] == "FAILED"
+    assert cli_main(["-p", str(tmp_path / "project"), "status"]) == 0
+    shown = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert paused.name in shown[first.id[:8]] and second.node in shown[second.id[:8]]
+    # The job's end says its run failed, as recorded; nothing else went wrong on the resumed node.
+    assert not [e for e in paused.events() if e["level"] == "error" and e["event"] != "job.end"]
