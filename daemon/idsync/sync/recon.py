@@ -806,8 +806,17 @@ class _Run:
         the writes and the links cannot leave created objects that nothing links."""
         if not isinstance(target, ManagedResource) and not self.options.dry_run and any(p.op for p in plans):
             self._still_held()  # writes to another system: no rollback would undo them
-        with writing(self.store, target) as conn:
-            self._grown += self._apply_page(plans, target, conn, kept or {}, confirmed)
+        try:
+            with writing(self.store, target) as conn:
+                self._grown += self._apply_page(plans, target, conn, kept or {}, confirmed)
+        except (IdsyncError, KeyboardInterrupt):
+            raise
+        except Exception:
+            # A page colliding with the rows of the process that took this run or partition over
+            # while this one was silent (a link it made first: a unique key) rolled back: that
+            # is the takeover, which ends this run as it should, not a crash of the run.
+            self._still_held()
+            raise
         self._run_after_commit()
         written, self._page_results = self._page_results, []
         if self._onward is not None and written:
