@@ -5,7 +5,7 @@ Under ``CI=true`` a database that does not answer fails the test instead: a CI h
 without PostgreSQL or MariaDB must not go green with their tests quietly skipped.
 
 Under pytest-xdist each worker gets a database of its own (``test_gw0``, ``test_gw1``, made
-on first use next to the configured one), since the tests drop idsync's tables."""
+on first use next to the configured one), since the tests empty or drop idsync's tables."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from idsync_dev.stores import drop_idsync_tables
+from idsync_dev.stores import drop_idsync_tables, empty_idsync_tables
 from sqlalchemy import Connection, create_engine, make_url, text
 
 POSTGRES_URL = os.environ.get("IDSYNC_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -61,8 +61,11 @@ def _worker_url(url: str) -> str:
     return parsed.set(database=name).render_as_string(hide_password=False)
 
 
-def store_url(kind: str, tmp_path: Path) -> str:
-    """A fresh, empty store of ``kind`` (sqlite, postgresql, mariadb)."""
+def store_url(kind: str, tmp_path: Path, *, empty: bool = False) -> str:
+    """A fresh store of ``kind`` (sqlite, postgresql, mariadb): a new SQLite file, or the
+    worker's server database as a new store leaves it (idsync's schema at the newest
+    revision, no rows: ``empty_idsync_tables``). ``empty``: without any of idsync's tables,
+    for a test of how a store is created or migrated (a new SQLite file is always empty)."""
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'idsync.db'}"
     url, default_port = (POSTGRES_URL, 5432) if kind == "postgresql" else (MARIADB_URL, 3306)
@@ -72,7 +75,10 @@ def store_url(kind: str, tmp_path: Path) -> str:
         _unavailable(kind, url, f"nothing answers on {host}:{port}")
     try:
         url = _worker_url(url)
-        drop_idsync_tables(url)
+        if empty:
+            drop_idsync_tables(url)
+        else:
+            empty_idsync_tables(url)
     except Exception as exc:  # noqa: BLE001 - any failure means: not usable here
         _unavailable(kind, url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if kind == "postgresql":
