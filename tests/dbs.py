@@ -74,19 +74,31 @@ def store_url(kind: str, tmp_path: Path, *, empty: bool = False) -> str:
     if not _port_open(host, port):
         _unavailable(kind, url, f"nothing answers on {host}:{port}")
     try:
-        url = _worker_url(url)
+        url = _client_options(_worker_url(url))
         if empty:
             drop_idsync_tables(url)
         else:
             empty_idsync_tables(url)
     except Exception as exc:  # noqa: BLE001 - any failure means: not usable here
         _unavailable(kind, url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    if kind == "postgresql":
+    return url
+
+
+def _client_options(url: str) -> str:
+    """``url`` with the options the tests connect with, which change nothing they check."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
         # Commits wait for no disk flush: what the tests check (each commit seen by the next
         # statement, of any connection or process) is the same, in a fraction of the time.
-        url = make_url(url).update_query_dict({"options": "-c synchronous_commit=off"}) \
-            .render_as_string(hide_password=False)
-    return url
+        options = {"options": "-c synchronous_commit=off"}
+    elif not any(key.startswith("ssl") for key in parsed.query):
+        # PyMySQL otherwise loads the CA certificates of a TLS context at each new connection
+        # (30 ms), to use TLS if the server offers it: nothing the tests check depends on TLS,
+        # and the suite opens thousands of connections. A URL with ssl options keeps them.
+        options = {"ssl_disabled": "true"}
+    else:
+        return url
+    return parsed.update_query_dict(options).render_as_string(hide_password=False)
 
 
 POSTGRESQL = pytest.param("postgresql", marks=pytest.mark.postgresql)
