@@ -5,7 +5,7 @@ Under ``CI=true`` a database that does not answer fails the test instead: a CI h
 without PostgreSQL or MariaDB must not go green with their tests quietly skipped.
 
 Under pytest-xdist each worker gets a database of its own (``test_gw0``, ``test_gw1``, made
-on first use next to the configured one), since the tests drop idsync's tables."""
+on first use next to the configured one), since the tests empty or drop idsync's tables."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from idsync_dev.stores import drop_idsync_tables
+from idsync_dev.stores import drop_idsync_tables, empty_idsync_tables
 from sqlalchemy import Connection, create_engine, make_url, text
 
 POSTGRES_URL = os.environ.get("IDSYNC_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -61,8 +61,11 @@ def _worker_url(url: str) -> str:
     return parsed.set(database=name).render_as_string(hide_password=False)
 
 
-def store_url(kind: str, tmp_path: Path) -> str:
-    """A fresh, empty store of ``kind`` (sqlite, postgresql, mariadb)."""
+def store_url(kind: str, tmp_path: Path, *, empty: bool = False) -> str:
+    """A fresh store of ``kind`` (sqlite, postgresql, mariadb): a new SQLite file, or the
+    worker's server database as a new store leaves it (idsync's schema at the newest
+    revision, no rows: ``empty_idsync_tables``). ``empty``: without any of idsync's tables,
+    for a test of how a store is created or migrated (a new SQLite file is always empty)."""
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'idsync.db'}"
     url, default_port = (POSTGRES_URL, 5432) if kind == "postgresql" else (MARIADB_URL, 3306)
@@ -71,16 +74,31 @@ def store_url(kind: str, tmp_path: Path) -> str:
     if not _port_open(host, port):
         _unavailable(kind, url, f"nothing answers on {host}:{port}")
     try:
-        url = _worker_url(url)
-        drop_idsync_tables(url)
+        url = _client_options(_worker_url(url))
+        if empty:
+            drop_idsync_tables(url)
+        else:
+            empty_idsync_tables(url)
     except Exception as exc:  # noqa: BLE001 - any failure means: not usable here
         _unavailable(kind, url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    if kind == "postgresql":
+    return url
+
+
+def _client_options(url: str) -> str:
+    """``url`` with the options the tests connect with, which change nothing they check."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
         # Commits wait for no disk flush: what the tests check (each commit seen by the next
         # statement, of any connection or process) is the same, in a fraction of the time.
-        url = make_url(url).update_query_dict({"options": "-c synchronous_commit=off"}) \
-            .render_as_string(hide_password=False)
-    return url
+        options = {"options": "-c synchronous_commit=off"}
+    elif not any(key.startswith("ssl") for key in parsed.query):
+        # PyMySQL otherwise loads the CA certificates of a TLS context at each new connection
+        # (30 ms), to use TLS if the server offers it: nothing the tests check depends on TLS,
+        # and the suite opens thousands of connections. A URL with ssl options keeps them.
+        options = {"ssl_disabled": "true"}
+    else:
+        return url
+    return parsed.update_query_dict(options).render_as_string(hide_password=False)
 
 
 POSTGRESQL = pytest.param("postgresql", marks=pytest.mark.postgresql)

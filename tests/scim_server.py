@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import io
 import json
 import secrets
@@ -35,6 +36,14 @@ ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
+
+
+@functools.cache
+def _default_provider() -> ScimProvider:
+    """The models of the default schemas and resource types, made once per process: they
+    are pydantic models built at run time, a third of a second for each server in a
+    process that has imported the whole suite (pydantic looks for their source)."""
+    return ScimProvider.from_discovery(load_default_schemas().values(), load_default_resource_types().values())
 
 
 class _Quiet(WSGIRequestHandler):
@@ -78,8 +87,8 @@ class ScimServer:
         config.sort.supported = self.sort  # type: ignore[union-attr]
         config.filter.supported = self.filter  # type: ignore[union-attr]
         config.authentication_schemes = [*(config.authentication_schemes or []), BEARER_TOKEN_SCHEME]
-        provider = ScimProvider.from_discovery(load_default_schemas().values(),
-                                               load_default_resource_types().values(), config=config)
+        default = _default_provider()
+        provider = ScimProvider(models=default.models, resource_types=default.resource_types, config=config)
         storage = InMemoryStorage(clock=self.clock) if self.clock is not None else InMemoryStorage()
         self.app = BearerTokenApplication(storage, provider, service=ScimService(provider),
                                           bearer_tokens=[STATIC_TOKEN])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,15 @@ def test_run_refuses_unsafe_or_unusable_api(tmp_path: Path) -> None:
                 assert checked.returncode == os.EX_CONFIG and message in checked.stdout + checked.stderr, checked
     finally:
         taken.close()
+
+
+def test_loading_the_accounts_module_computes_no_hash() -> None:
+    """``idsync validate`` and every start of the daemon load the API's accounts module: it
+    computes no argon2 hash when loaded (a tenth of a second of CPU each time); the hash an
+    unknown user's password is checked against is made at the first such check."""
+    code = ("import argon2\n"
+            "def refuse(*args, **kwargs): raise SystemExit('an argon2 hash was computed')\n"
+            "argon2.PasswordHasher.hash = refuse\n"
+            "import idsync.api.auth\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

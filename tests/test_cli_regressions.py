@@ -121,7 +121,7 @@ def test_read_only_commands_never_create_the_store(tmp_path: Path, slapd: Slapd,
 @pytest.mark.postgresql
 def test_read_only_commands_never_create_tables(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """On a PostgreSQL database without idsync's tables, ``status`` exits 78 and creates none."""
-    url = store_url("postgresql", tmp_path)
+    url = store_url("postgresql", tmp_path, empty=True)
     project = make_project(tmp_path, slapd, ldap_subtree, url)
     proc = run(project, "status")
     assert proc.returncode == os.EX_CONFIG and "holds no idsync tables" in one_line(proc)

@@ -47,14 +47,14 @@ pytestmark = pytest.mark.postgresql
 @pytest.fixture
 def empty_pg_url(tmp_path: Path) -> str:
     """A PostgreSQL database without idsync's tables or the queue's schema."""
-    url = store_url("postgresql", tmp_path)
+    url = store_url("postgresql", tmp_path, empty=True)
     reset_queue(url)
     return url  # commits wait for no disk flush (dbs.store_url)
 
 
 @pytest.fixture
-def pg_url(empty_pg_url: str) -> str:
-    return fresh_store(empty_pg_url)
+def pg_url(tmp_path: Path) -> str:
+    return fresh_store(store_url("postgresql", tmp_path))
 
 
 def _stop_all(nodes: list[Node]) -> list[int]:

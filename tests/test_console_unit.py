@@ -179,7 +179,8 @@ def _app(tmp_path: Path, project_dir: Path | None = None, *, reread: bool = Fals
     """The API with the console, in process, over ``project_dir`` (by default the sample's
     conf/ and a SQLite store); with ``reread``, the project is read again at each use, as
     the daemon's reload after a change would."""
-    from idsync.api import ApiContext, create_app, hash_password, load_accounts
+    from api_server import account_hash
+    from idsync.api import ApiContext, create_app, load_accounts
     from idsync.config.project import load_project
     from idsync.console import create_console
     from idsync.settings import ApiSettings
@@ -193,7 +194,7 @@ def _app(tmp_path: Path, project_dir: Path | None = None, *, reread: bool = Fals
         (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
     project = load_project(project_dir)
     store = Store.open(project.settings.store_url())
-    api = ApiSettings(accounts={"admin": hash_password("a-long-password")}, **settings)
+    api = ApiSettings(accounts={"admin": account_hash("a-long-password")}, **settings)
     ctx = ApiContext(project=(lambda: load_project(project_dir)) if reread else (lambda: project), store=store,
                      settings=api)
     try:

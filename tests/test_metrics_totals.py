@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_server import ADMIN, ADMIN_HASH, serve
+from api_server import ADMIN, ADMIN_HASH, account_hash, serve
 from dbs import BACKENDS, store_url
 from idsync import __version__
-from idsync.api import hash_password, load_accounts
+from idsync.api import load_accounts
 from idsync.api.metrics import Metrics
 from idsync.errors import ConfigError
 from idsync.settings import ApiSettings
@@ -84,7 +84,7 @@ def test_scrape_account_build_process_and_latency_metrics(tmp_path: Path) -> Non
     (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "a.db"}"\n')
     (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
     scraper = ("prometheus", "scrape-secret")
-    with serve(project, metrics_accounts={"prometheus": hash_password("scrape-secret")}) as api:
+    with serve(project, metrics_accounts={"prometheus": account_hash("scrape-secret")}) as api:
         refused = api.get("/metrics")
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Basic realm=")

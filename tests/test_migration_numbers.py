@@ -44,7 +44,7 @@ def test_numbers_compare_exactly_once_the_store_is_opened(kind: str, tmp_path: P
     """Opened, the old store finds each number by ``eq``, ranges and a batched
     correlation: 0.1 and 1234567890 (which a FLOAT keeps as 0.100000001 and 1234567936)
     each their own user, 1234567890 and 1234567891 two values."""
-    url = store_url(kind, tmp_path)
+    url = store_url(kind, tmp_path, empty=True)
     _old_store(url)
     store = Store.open(url)
     try:

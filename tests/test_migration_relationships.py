@@ -46,7 +46,7 @@ def test_member_names_become_references_when_the_store_is_opened(kind: str, tmp_
     to those users (the unknown name is dropped), jdoe's role list becomes references to
     auditors and admins, so each end sees the other; the converted documents no longer
     hold the lists and their revision moved; lists naming no object stay as they were."""
-    url = store_url(kind, tmp_path)
+    url = store_url(kind, tmp_path, empty=True)
     _old_store(url)
     store = Store.open(url)
     try:

@@ -210,7 +210,7 @@ def test_migrations_build_exactly_the_declared_schema(kind: str, tmp_path: Path)
     from alembic.migration import MigrationContext
     from idsync.store.tables import metadata
 
-    s = Store.open(store_url(kind, tmp_path))
+    s = Store.open(store_url(kind, tmp_path, empty=True))
     try:
         with s.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
@@ -253,7 +253,7 @@ def test_a_new_store_gets_the_schema_the_migrations_build(kind: str, tmp_path: P
     for declared in (False, True):
         where = tmp_path / ("declared" if declared else "migrated")
         where.mkdir()
-        url = store_url(kind, where)  # emptied
+        url = store_url(kind, where, empty=True)
         s = Store.open(url, migrate=False)
         try:
             s.migrate(declared=declared)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import ipaddress
 import secrets
@@ -83,7 +84,7 @@ class Accounts:
                 return True
         hash_ = self._hashes.get(user)
         # An unknown user costs a verification too, so timing does not tell names apart.
-        ok = _matches(hash_ or _DUMMY, password) and hash_ is not None
+        ok = _matches(hash_ or _dummy_hash(), password) and hash_ is not None
         if ok:
             with self._lock:
                 self._verified = {k: t for k, t in self._verified.items() if t > now}
@@ -94,7 +95,12 @@ class Accounts:
         return sorted(u for u, h in self._hashes.items() if any(_matches(h, p) for p in SAMPLE_PASSWORDS))
 
 
-_DUMMY = _hasher.hash(secrets.token_hex(16))
+@functools.cache
+def _dummy_hash() -> str:
+    """What an unknown user's password is checked against. Made at the first such check,
+    not when the module is loaded: a hash costs a tenth of a second of CPU, which
+    ``idsync validate`` and every start of the daemon would otherwise pay for nothing."""
+    return _hasher.hash(secrets.token_hex(16))
 
 
 def load_accounts(settings: ApiSettings, project_dir: Path, file: str) -> Accounts:
