@@ -434,3 +434,61 @@ def test_a_database_outage_mid_page_exits_69_without_a_traceback(
     assert proc.returncode == 69, err
     assert "Traceback" not in err and "recon.crash" not in err
     assert err.strip().splitlines()[-1].startswith("idsync: store: ")
+
+
+def test_a_page_colliding_with_the_takeovers_links_ends_as_taken_over(
+        tmp_path: Path, slapd: Slapd, ldap_subtree: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run resumed after another process took it for dead: the other process links a
+    source of this run's page between the page's removal of that source's old links and
+    its insert of the new ones (a cluster node that stalled and came back), so the insert
+    collides on the links' unique key. That is the takeover, not a crash: the run keeps the
+    end the other process recorded, says it was taken over, and its page rolls back. On
+    PostgreSQL, where another transaction commits while the page's is open (SQLite has
+    one writer at a time)."""
+    import datetime as dt
+
+    import structlog.testing
+    from idsync.errors import RunTakenOver
+    from idsync.store.links import LinkSet
+    from idsync.store.tables import links as links_table
+    from idsync.store.tables import recon_runs
+    from idsync.sync.options import ReconOptions
+    from idsync.sync.recon import run_recon
+    from sqlalchemy import insert, update
+
+    slapd.add_ldif("".join(person(f"t{i}", ldap_subtree) for i in range(3)))
+    project = make_project(tmp_path, slapd, ldap_subtree, store_url("postgresql", tmp_path))
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    adding: list[tuple[str, str]] = []
+    taken: list[bool] = []
+    original_add, original_remove = LinkSet.add, LinkSet.remove_targets
+
+    def add(self: LinkSet, conn: Any, pairs: Any, *args: Any, **kwargs: Any) -> None:
+        adding[:] = list(pairs)
+        original_add(self, conn, pairs, *args, **kwargs)
+
+    def remove_targets(self: LinkSet, conn: Any, ids: Any) -> None:
+        if adding and not taken:  # the takeover commits between the page's removals and its insert
+            taken.append(True)
+            with store.begin() as other:
+                other.execute(update(recon_runs).where(recon_runs.c.state == "ACTIVE").values(
+                    state="FAILED", message="interrupted: taken for dead"))
+                other.execute(insert(links_table).values(
+                    id="elsewhere", linkset=self.name, source_id=adding[0][0], target_id="elsewhere",
+                    qualifier="default", created=dt.datetime.now(dt.UTC)))
+        original_remove(self, conn, ids)
+
+    monkeypatch.setattr(LinkSet, "add", add)
+    monkeypatch.setattr(LinkSet, "remove_targets", remove_targets)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            result = run_recon(loaded, store, MAPPING, ReconOptions())
+        assert taken
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == []  # no recon.crash
+        assert [e for e in logs if e["event"] == "recon.taken_over"]
+        assert (result.state, result.message) == ("FAILED", "interrupted: taken for dead")
+        assert result.exit_code == RunTakenOver.exit_code
+        assert Resources(loaded, store).open("managed/user").count() == 0  # the page rolled back
+    finally:
+        store.close()
