@@ -137,7 +137,7 @@ def test_a_paused_runner_leaves_its_run_as_the_takeover_ended_it(tmp_path: Path,
     FAILED as the takeover recorded it, never turned SUCCESS by its late end, the second
     ends SUCCESS without an error, and each account is created once. ``idsync status``
     names the node of each run."""
-    users = 300
+    users = 1000  # a run of some seconds: a loaded machine still sees it under way
     ports, nodes = _two_nodes(tmp_path, pg_url, users, "partitions = 1\n")
     try:
         _run_big(nodes, ports)
