@@ -5,6 +5,7 @@ store (``cluster_env``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -13,9 +14,23 @@ from typing import Any
 
 import pytest
 from api_server import free_port
-from cluster_env import Node, api_node, api_up, cluster_project, fresh_store, select_rows, trigger, wait_for
+from cluster_env import (
+    Node,
+    api_node,
+    api_up,
+    cluster_project,
+    fresh_store,
+    reset_queue,
+    select_rows,
+    trigger,
+    wait_for,
+)
 from dbs import store_url
 from idsync.cli import main as cli_main
+from idsync.cluster.fingerprint import defines_job
+from idsync.cluster.queue import COMMON_QUEUE, JOB_TASK, SCHEMA, Queue, node_queue
+from idsync.cluster.schema import QueueSchema
+from idsync.store.database import Store
 
 pytestmark = pytest.mark.postgresql
 
@@ -61,8 +76,10 @@ def test_nodes_deployed_with_different_job_files_say_so(tmp_path: Path, pg_url: 
 
 def test_a_job_fired_by_a_node_runs_on_a_node_deployed_with_it(tmp_path: Path, pg_url: str) -> None:
     """A job every second in the first node's ``jobs.d/`` only (a deploy that has not reached
-    the second node): a fire the second node takes is put back in the queue for the first
-    (``cluster.handed_back``), never dropped, so every fire queued runs once, on the first node."""
+    the second node): a fire the second node takes is put back in the first node's own
+    queue (``cluster.handed_back to=n0``), never dropped, so every fire queued runs once, on
+    the first node. (Before, it was put back in the common queue a second later, and the
+    second node, polling just after, could take it again ten times and drop it.)"""
     first = cluster_project(tmp_path / "a", pg_url, {"tick": "@yearly", "new": "* * * * * ?"},
                             cluster="concurrency = 1\n")
     second = tmp_path / "b" / "project"
@@ -88,7 +105,43 @@ def test_a_job_fired_by_a_node_runs_on_a_node_deployed_with_it(tmp_path: Path, p
     assert {q.ts for q in queued if q.status == "succeeded"} - ran <= {max(q.ts for q in queued)}, (queued, ran)
     assert {r.node for r in runs} == {"n0"} and len(ran) == len(runs)
     assert not [e for n in nodes for e in n.events("job.skipped") if e["reason"] == "unknown"]
-    assert len(nodes[1].events("cluster.handed_back")) >= 2
+    handed = nodes[1].events("cluster.handed_back")
+    assert len(handed) >= 2 and {e["to"] for e in handed} == {"n0"}, handed
+
+
+def test_a_job_handed_to_a_node_no_longer_alive_goes_back_to_the_common_queue(tmp_path: Path, pg_url: str) -> None:
+    """A job waiting in the queue of a node that stopped or died before taking it (handed to
+    it by a node without the job) is put back in the common queue by the next heartbeat of
+    any node (``Queue.rehome``); a job waiting in a live node's queue stays there."""
+    reset_queue(pg_url)
+    store = Store.open(pg_url)
+    QueueSchema(store, SCHEMA).prepare([])
+    queue = Queue(store, max_connections=2)
+
+    async def scenario() -> list[int]:
+        await queue.open()
+        try:
+            for node in ("gone", "alive"):
+                await queue.app.configure_task(JOB_TASK, queue=node_queue(node)).defer_async(
+                    job=f"for-{node}", trigger="schedule")
+            return await queue.rehome(["alive", "other"])
+        finally:
+            await queue.close()
+
+    try:
+        rehomed = asyncio.run(scenario())
+        rows = select_rows(pg_url, "SELECT id, args->>'job' AS job, queue_name FROM idsync_queue.procrastinate_jobs")
+    finally:
+        store.engine.dispose()
+    assert {r.job: r.queue_name for r in rows} == {"for-gone": COMMON_QUEUE, "for-alive": "node:alive"}
+    assert rehomed == [r.id for r in rows if r.job == "for-gone"]
+
+
+def test_a_node_has_a_job_when_its_files_define_it() -> None:
+    """A job comes from ``jobs.d/NAME.toml`` or PingIDM's ``conf/schedule-NAME.json``."""
+    files = {"jobs.d/new.toml": "1", "conf/schedule-reconcile.json": "2", "conf/sync.json": "3"}
+    assert defines_job(files, "new") and defines_job(files, "reconcile")
+    assert not defines_job(files, "sync") and not defines_job(files, "schedule-reconcile")
 
 
 def test_each_nodes_status_file_follows_the_runs_of_the_others(tmp_path: Path, pg_url: str) -> None:

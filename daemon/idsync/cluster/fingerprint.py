@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-__all__ = ["project_files"]
+__all__ = ["defines_job", "project_files"]
 
 _OWN = {"conf/idsync.toml"}
 
@@ -31,3 +31,9 @@ def project_files(project_dir: Path) -> dict[str, str]:
             if path.is_file() and name not in _OWN and not any(p.startswith(".") for p in path.parts[-2:]):
                 found[name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return found
+
+
+def defines_job(files: dict[str, str], job: str) -> bool:
+    """Whether a node deployed with ``files`` (``project_files``) has a file defining job
+    ``job``: ``jobs.d/JOB.toml``, or PingIDM's ``conf/schedule-JOB.json``."""
+    return f"jobs.d/{job}.toml" in files or f"conf/schedule-{job}.json" in files

@@ -7,7 +7,9 @@ console) is queued the same way, once.
 
 Every ``heartbeat`` seconds each node, on the daemon's event loop:
 
-1. writes its heartbeat (``cluster_nodes.seen``, and Procrastinate's own);
+1. writes its heartbeat (``cluster_nodes.seen``, and Procrastinate's own), and puts
+   what waits in the queue of a node no longer alive back in the common queue
+   (``Queue.rehome``: a job handed to a node that has it, ``NotDeployedHere``);
 2. breaks the locks of nodes silent for ``stall_timeout`` (their recon runs end
    FAILED "interrupted") and hands their recon partitions back (``Nodes.take_over``);
 3. puts the queue jobs of workers silent for ``stall_timeout`` plus one ``heartbeat``
@@ -41,7 +43,17 @@ from typing import Any, TypeVar
 import structlog
 from procrastinate.worker import Worker
 
-from idsync.cluster.queue import HAND_BACKS, JOB_TASK, PARTITION_TASK, HandedOver, NotDeployedHere, Queue
+from idsync.cluster.fingerprint import defines_job
+from idsync.cluster.queue import (
+    COMMON_QUEUE,
+    HAND_BACKS,
+    JOB_TASK,
+    PARTITION_TASK,
+    HandedOver,
+    NotDeployedHere,
+    Queue,
+    node_queue,
+)
 from idsync.errors import internal_message
 from idsync.settings import ClusterSettings
 from idsync.store.database import Store
@@ -115,7 +127,8 @@ class ClusterNode:
 
     def _start_worker(self) -> None:
         s = self.settings
-        self._worker = Worker(self.queue.app, name=self.name, concurrency=s.concurrency, wait=True,
+        self._worker = Worker(self.queue.app, queues=[COMMON_QUEUE, node_queue(self.name)], name=self.name,
+                              concurrency=s.concurrency, wait=True,
                               install_signal_handlers=False, update_heartbeat_interval=s.heartbeat,
                               stalled_worker_timeout=s.stall_timeout, fetch_job_polling_interval=1.0)
         self._work = asyncio.create_task(self._worker.run(), name="queue-worker")  # type: ignore[no-untyped-call]
@@ -176,9 +189,10 @@ class ClusterNode:
                 log.warning("job.skipped", job=job, reason="unknown", fire_time=fire, trigger=trigger, node=self.name,
                             hint=f"no node that took it in {HAND_BACKS} tries has it in its jobs.d/")
                 return
-            log.info("cluster.handed_back", node=self.name, job=job, fire_time=fire,
+            to = await asyncio.to_thread(self._deployed_with, job)
+            log.info("cluster.handed_back", node=self.name, job=job, fire_time=fire, to=to,
                      reason="not in this node's jobs.d/")
-            raise NotDeployedHere(job)
+            raise NotDeployedHere(job, to)
         if handed_over:
             if await self.queue.waiting(job):
                 # The run waiting next does the work, as for a fire that finds a run waiting.
@@ -186,6 +200,16 @@ class ClusterNode:
                 return
             log.info("cluster.handed_over", node=self.name, job=job)
             raise HandedOver(job)
+
+    def _deployed_with(self, job: str) -> str | None:
+        """A live node other than this one whose files define ``job``: the one running
+        least; None if none does (the job waits a second for a deploy to reach one)."""
+        try:
+            alive = self.nodes.alive()
+        except Exception:  # noqa: BLE001 - the store is away: any node, a second later
+            return None
+        having = [n for n in alive if n.name != self.name and defines_job(n.config, job)]
+        return min(having, key=lambda n: (len(n.running), n.name)).name if having else None
 
     async def _partition(self, run_id: str) -> None:
         if await self._loop.run_in_executor(self._pool, self._help_partitions, run_id):
@@ -235,7 +259,12 @@ class ClusterNode:
                 files = None if self._files_written else self._files
                 await asyncio.to_thread(self.nodes.beat, self.name, self.owner, self._running(), files)
                 self._files_written = True
-                self._compare(await asyncio.to_thread(self.nodes.alive))
+                alive = await asyncio.to_thread(self.nodes.alive)
+                self._compare(alive)
+                rehomed = await self.queue.rehome([n.name for n in alive])
+                if rehomed:
+                    log.info("cluster.jobs_rehomed", node=self.name, queue_jobs=rehomed,
+                             reason="handed to a node no longer alive")
                 failed = await asyncio.to_thread(self.nodes.take_over)
                 for run_id in failed:
                     log.warning("cluster.run_taken_over", node=self.name, run_id=run_id)

@@ -14,8 +14,12 @@ what must happen once in the cluster, whichever node does it:
 
 A job whose run was stopped by its node's shutdown raises ``HandedOver``: the queue
 puts it back, and another node runs it. A job the node taking it does not have in its
-``jobs.d/`` (a deploy that has not reached it yet) raises ``NotDeployedHere``: put back a
-second later, for a node deployed with it (``HAND_BACKS`` times at most).
+``jobs.d/`` (a deploy that has not reached it yet) raises ``NotDeployedHere``: put back in
+the queue of a live node deployed with it (``node_queue``: a node's worker takes from
+the common queue and from its own), or, when no live node has it, in the common queue a
+second later, for a node deployed with it in the meantime (``HAND_BACKS`` times at most).
+A job left in the queue of a node that is no longer alive goes back to the common queue
+(``Queue.rehome``).
 
 A worker records the end of a queue job only while the job is still its own
 (``_OwnJobs``): a node silent for longer than ``stall_timeout`` (paused, cut off from
@@ -42,7 +46,7 @@ from sqlalchemy import text
 from idsync.cluster.schema import QueueSchema
 from idsync.store.database import Store
 
-__all__ = ["HAND_BACKS", "SCHEMA", "HandedOver", "NotDeployedHere", "Queue"]
+__all__ = ["COMMON_QUEUE", "HAND_BACKS", "SCHEMA", "HandedOver", "NotDeployedHere", "Queue", "node_queue"]
 
 log = structlog.get_logger("idsync.cluster")
 
@@ -52,6 +56,13 @@ PARTITION_TASK = "idsync.partition"
 
 
 HAND_BACKS = 10  # times a queue job is put back for another node before it is given up
+COMMON_QUEUE = "default"  # Procrastinate's queue for what any node may run
+_NODE_QUEUE = "node:"
+
+
+def node_queue(node: str) -> str:
+    """The queue of what only node ``node`` runs (a job handed back to it by a node without it)."""
+    return _NODE_QUEUE + node
 
 
 class HandedOver(Exception):
@@ -59,18 +70,28 @@ class HandedOver(Exception):
 
 
 class NotDeployedHere(HandedOver):
-    """The job is not in this node's ``jobs.d/``: the queue gives it to a node deployed with it."""
+    """The job is not in this node's ``jobs.d/``: the queue gives it to ``node``, a live node
+    deployed with it, or to any node a second later when no live node has it."""
+
+    def __init__(self, job: str, node: str | None) -> None:
+        super().__init__(job)
+        self.node = node
 
 
 class _HandBack(BaseRetryStrategy):
-    """Put a job back at once when its node stopped (``HandedOver``), a second later when the
-    node does not have it (``NotDeployedHere``: the node that took it may take it again at
+    """Put a job back at once when its node stopped (``HandedOver``); when the node does not
+    have it (``NotDeployedHere``), at once in the queue of a node that has it, or a second
+    later in the common queue when none has (the node that took it may take it again at
     once, before the others look); never for another failure."""
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
         if not isinstance(exception, HandedOver) or job.attempts >= HAND_BACKS:
             return None
-        return RetryDecision(retry_in={"seconds": 1 if isinstance(exception, NotDeployedHere) else 0})
+        if isinstance(exception, NotDeployedHere):
+            if exception.node is not None:
+                return RetryDecision(retry_in={"seconds": 0}, queue=node_queue(exception.node))
+            return RetryDecision(retry_in={"seconds": 1}, queue=COMMON_QUEUE)
+        return RetryDecision(retry_in={"seconds": 0})
 
 
 def _conninfo(store: Store) -> str:
@@ -193,17 +214,19 @@ class Queue:
             lock=_lock(job))
         return bool(row["n"])
 
+    async def rehome(self, alive: list[str]) -> list[int]:
+        """Put the waiting jobs of the queues of nodes not in ``alive`` back in the common
+        queue (a node stopped or died before it took what was handed to it); their ids."""
+        rows = await self.app.connector.execute_query_all_async(
+            "UPDATE procrastinate_jobs SET queue_name = %(common)s WHERE status = 'todo' "
+            "AND queue_name LIKE %(prefix)s AND NOT queue_name = ANY(%(alive)s) RETURNING id",
+            common=COMMON_QUEUE, prefix=_NODE_QUEUE + "%", alive=[node_queue(n) for n in alive])
+        return [r["id"] for r in rows]
+
     async def defer_partition_helpers(self, run_id: str, count: int) -> None:
         deferrer = self.app.configure_task(PARTITION_TASK)
         for _ in range(count):
             await deferrer.defer_async(run_id=run_id)
-
-    async def work(self, name: str, concurrency: int, heartbeat: float, stall: float) -> None:
-        """Run this node's worker until cancelled."""
-        await self.app.run_worker_async(name=name, concurrency=concurrency, wait=True,
-                                        install_signal_handlers=False, update_heartbeat_interval=heartbeat,
-                                        stalled_worker_timeout=stall, fetch_job_polling_interval=1.0,
-                                        shutdown_graceful_timeout=1.0)
 
     async def requeue_stalled(self, stall: float) -> list[int]:
         """Put the jobs of workers silent for ``stall`` seconds back in the queue; their ids.
