@@ -401,6 +401,22 @@ def test_a_skipped_fire_is_told_once_at_the_jobs_level(tmp_path: Path, stepped: 
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+def test_a_late_housekeeping_task_is_no_skipped_job(tmp_path: Path, stepped: Any) -> None:
+    """The daemon's own interval tasks (``#prune``, ``#status``, ``#roles``) missed while the
+    process was paused log no ``job.skipped`` (before: ``job.skipped job=""``, a job with no
+    name, at warning); they run at their next interval. A job's missed fire still does."""
+    clock, scheduler, executor, _fired = stepped
+    (tmp_path / "skip.toml").write_text('schedule = "0 * * * *"\nmappings = ["m"]\nmisfire = "skip"\n')
+    scheduler.table.apply({"skip": parse_job(tmp_path / "skip.toml", ["m"])})
+    scheduler.add_job(lambda: None, "interval", minutes=7, start_date=_at("2026-01-01T10:31:30"), id="#status",
+                      max_instances=1, coalesce=True,
+                      misfire_grace_time=1)
+    _move(clock, scheduler, executor, "2026-01-01T10:31:00")
+    with capture_logs() as logs:
+        _move(clock, scheduler, executor, "2026-01-01T11:00:30")
+    assert [(e["job"], e["reason"]) for e in logs if e["event"] == "job.skipped"] == [("skip", "misfire")]
+
+
 def test_fires_follow_the_zone_across_a_dst_change_on_the_scheduler(tmp_path: Path, stepped: Any) -> None:
     """Driven hour by hour through the spring-forward night, a 02:30 Stockholm job runs
     once, at 03:00 local (01:00 UTC), and the next night at 02:30 local again."""

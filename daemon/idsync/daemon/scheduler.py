@@ -198,6 +198,8 @@ class JobTable:
 
     def _on_event(self, event: JobEvent) -> None:
         name = str(event.job_id).split("#", 1)[0]
+        if not name:
+            return  # the daemon's own interval tasks (``#prune``, ...): late ones run at their next interval
         times = getattr(event, "scheduled_run_times", None) or [getattr(event, "scheduled_run_time", None)]
         fire_times = [t.isoformat() for t in times if isinstance(t, dt.datetime)]
         if event.code == EVENT_JOB_MAX_INSTANCES:
