@@ -196,7 +196,9 @@ def test_a_killed_worker_s_partition_is_read_again(tmp_path: Path) -> None:
 
 def test_a_canceled_split_run_stops_its_worker_at_a_page_boundary(tmp_path: Path) -> None:
     """Ctrl-C while a worker reads a range: the command exits 130 within seconds, the run is
-    CANCELED with nothing deleted, and the worker is gone (it stops at its page boundary)."""
+    CANCELED with nothing deleted, the worker is gone (it stops at its page boundary), and
+    the partitions not read to their end are CANCELED (before, they showed PENDING, as
+    if still to be read, for good)."""
     project, url = _project(tmp_path / "p", workers=2)
     add_managed_users(project, 2000)  # 20 s of work: the worker has seconds of it left when asked
     recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
@@ -215,6 +217,8 @@ def test_a_canceled_split_run_stops_its_worker_at_a_page_boundary(tmp_path: Path
     (run,) = select_rows(url, "SELECT state FROM recon_runs")
     assert run.state == "CANCELED"
     assert not _children_left(recon.pid)
+    parts = Counter(r.state for r in select_rows(url, "SELECT state FROM recon_partitions"))
+    assert set(parts) <= {"SUCCESS", "CANCELED"} and parts["CANCELED"] >= 1, parts
 
 
 def _worker_partition(url: str, parent: int) -> Any:

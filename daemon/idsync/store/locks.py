@@ -48,6 +48,7 @@ from sqlalchemy.exc import IntegrityError
 
 from idsync.errors import RunLocked
 from idsync.store.database import Store, as_utc, utcnow
+from idsync.store.partitions import end_unread
 from idsync.store.tables import claims, deferred, locks, recon_runs
 from idsync.store.tokens import SyncTokens
 
@@ -191,6 +192,7 @@ def end_runs(conn: Connection, run_ids: Sequence[str], state: str, message: str 
         update(recon_runs)
         .where(recon_runs.c.id.in_(ids), recon_runs.c.state == "ACTIVE")
         .values(state=state, stage=stage, ended=utcnow(), message=message))
+    end_unread(conn, ids, state)
     conn.execute(delete(claims).where(claims.c.run_id.in_(ids)))
     conn.execute(delete(deferred).where(deferred.c.run_id.in_(ids)))
     return result.rowcount or 0

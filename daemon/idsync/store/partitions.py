@@ -1,7 +1,8 @@
 """The source partitions of a recon split over a cluster's nodes (``recon_partitions``).
 
 One row per partition of a run: its id bounds (``low`` included, ``high`` excluded,
-none for an open end), its state (PENDING, ACTIVE, SUCCESS, FAILED), who works on it
+none for an open end), its state (PENDING, ACTIVE, SUCCESS, FAILED; CANCELED for one the run ended without:
+``end_unread``), who works on it
 (``owner``, the process, and ``node``) and the counts it committed (``summary``).
 
 A worker takes a PENDING partition with ``claim``: one conditional update, so two
@@ -24,7 +25,7 @@ from sqlalchemy import Connection, Exists, exists, insert, select, update
 from idsync.store.database import Store, utcnow
 from idsync.store.tables import recon_partitions, recon_runs
 
-__all__ = ["Partition", "Partitions"]
+__all__ = ["Partition", "Partitions", "end_unread"]
 
 _P = recon_partitions
 
@@ -116,6 +117,17 @@ class Partitions:
             rows = conn.execute(select(_P).where(_P.c.run_id == run_id).order_by(_P.c.part)).mappings().all()
         return [Partition(r["part"], r["low"], r["high"], r["state"], r["node"], r["attempts"],
                           dict(r["summary"]) if r["summary"] else None, r["message"]) for r in rows]
+
+
+def end_unread(conn: Connection, run_ids: Sequence[str], state: str) -> None:
+    """The partitions of ``run_ids``, which just ended in ``state`` (failed, canceled, taken
+    over), still waiting or being read: CANCELED, so that none shows as still to be read.
+    A worker still reading one finds it no longer its own at its next page."""
+    if state == "SUCCESS" or not run_ids:
+        return
+    conn.execute(update(_P).where(_P.c.run_id.in_(list(run_ids)), _P.c.state.in_(("PENDING", "ACTIVE")))
+                 .values(state="CANCELED", owner=None, ended=utcnow(),
+                         message=f"not read to its end: the run ended {state} first"))
 
 
 def _run_active(run_id: str) -> Exists:

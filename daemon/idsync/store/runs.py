@@ -29,6 +29,7 @@ from idsync.errors import PeerError
 from idsync.store.database import Store, as_utc, fits_key, utcnow
 from idsync.store.idpages import claim_ids
 from idsync.store.locks import LOCK_TTL, Locks, end_later, end_runs, process_gone, process_owner
+from idsync.store.partitions import end_unread
 from idsync.store.tables import audit, claims, deferred, recon_runs
 
 __all__ = ["AUDIT_BEFORE", "LOCK_TTL", "RUN_EVENTS", "RunStore", "is_entry", "owner_id", "shown_audit"]
@@ -157,6 +158,8 @@ class RunStore:
                     self.audit(conn, [{"run_id": run_id, "mapping": mapping, "phase": "summary",
                                        "status": "SUCCESS" if state == "SUCCESS" else "FAILURE",
                                        "message": _simple_summary(summary)}])
+                if ended.rowcount:
+                    end_unread(conn, [run_id], state)
                 conn.execute(delete(claims).where(claims.c.run_id == run_id))
                 conn.execute(delete(deferred).where(deferred.c.run_id == run_id))
         except PeerError:
