@@ -124,8 +124,9 @@ def test_a_paused_helper_writes_nothing_once_its_partition_is_taken_over(tmp_pat
     (lost,) = paused.events("recon.partition_lost")
     assert lost["partition"] == busy.part
     assert not [e for e in paused.events() if "never retrieved" in e["event"] or e["level"] == "error"]
-    queued = select_rows(pg_url, "SELECT status FROM idsync_queue.procrastinate_jobs")
-    assert {q.status for q in queued} == {"succeeded"}
+    queued = select_rows(pg_url, "SELECT id, task_name, args, status, queue_name, attempts "
+                                 "FROM idsync_queue.procrastinate_jobs")
+    assert {q.status for q in queued} == {"succeeded"}, queued
 
 
 def test_a_paused_runner_leaves_its_run_as_the_takeover_ended_it(tmp_path: Path, pg_url: str,

@@ -188,11 +188,16 @@ def end_runs(conn: Connection, run_ids: Sequence[str], state: str, message: str 
         return 0
     ids = list(run_ids)
     stage = "COMPLETED" if state == "SUCCESS" else f"COMPLETED_{state}"
+    # Those still ACTIVE (locked to the end of the transaction): a run that ended elsewhere keeps its partitions.
+    active = [r[0] for r in conn.execute(select(recon_runs.c.id).where(
+        recon_runs.c.id.in_(ids), recon_runs.c.state == "ACTIVE").with_for_update())]
+    if not active:
+        return 0
     result = conn.execute(
         update(recon_runs)
-        .where(recon_runs.c.id.in_(ids), recon_runs.c.state == "ACTIVE")
+        .where(recon_runs.c.id.in_(active), recon_runs.c.state == "ACTIVE")
         .values(state=state, stage=stage, ended=utcnow(), message=message))
-    end_unread(conn, ids, state)
+    end_unread(conn, active, state)
     conn.execute(delete(claims).where(claims.c.run_id.in_(ids)))
     conn.execute(delete(deferred).where(deferred.c.run_id.in_(ids)))
     return result.rowcount or 0
