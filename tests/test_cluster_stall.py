@@ -116,6 +116,9 @@ def test_a_paused_helper_writes_nothing_once_its_partition_is_taken_over(tmp_pat
         trigger(ports[nodes.index(paused)], "big")
         wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE state = 'SUCCESS' "
                                              f"AND node = '{paused.name}'"), 60, "a run on the resumed node")
+        # The run's helper queue job, taken once its run has ended (this node runs one at a time).
+        wait_for(lambda: not select_rows(pg_url, "SELECT id FROM idsync_queue.procrastinate_jobs "
+                                                 "WHERE status IN ('todo', 'doing')"), 30, "the queue done")
         assert paused.stop(60) == 0
     finally:
         for n in nodes:
