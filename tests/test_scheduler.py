@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from idsync.config.jobs import JobDef, parse_job
 from idsync.config.schedule import CronSchedule, ScheduleError
-from idsync.daemon.scheduler import SKIP_TOLERANCE, CronScheduleTrigger, JobTable, missed_fire
+from idsync.daemon.scheduler import SKIP_TOLERANCE, CronScheduleTrigger, FireTimeExecutor, JobTable, missed_fire
 from structlog.testing import capture_logs
 
 UTC = dt.UTC
@@ -415,6 +416,36 @@ def test_a_late_housekeeping_task_is_no_skipped_job(tmp_path: Path, stepped: Any
     with capture_logs() as logs:
         _move(clock, scheduler, executor, "2026-01-01T11:00:30")
     assert [(e["job"], e["reason"]) for e in logs if e["event"] == "job.skipped"] == [("skip", "misfire")]
+
+
+def test_a_fire_started_late_is_told_the_instant_it_was_scheduled_for(tmp_path: Path) -> None:
+    """A job every second on a real scheduler whose one thread is held 2.2 s by the first
+    fire: the next fires start more than a second late, and each is told its own scheduled
+    instant (``FireTimeExecutor``), which a cluster node keys the queued fire by. Before,
+    the node took the fire from the time its thread started: a fire started after the
+    next one's instant queued that one in its place, and its own was lost unlogged."""
+    seen: list[tuple[dt.datetime | None, dt.datetime]] = []
+
+    def fire(_name: str, _trigger: str, scheduled: dt.datetime | None = None) -> None:
+        seen.append((scheduled, dt.datetime.now(UTC)))
+        if len(seen) == 1:
+            time.sleep(2.2)
+
+    scheduler = BackgroundScheduler(timezone=UTC, executors={"default": FireTimeExecutor(1)})
+    table = JobTable(scheduler, fire, instances=3, fire_times=True)
+    (tmp_path / "tick.toml").write_text('schedule = "* * * * * ?"\nmappings = ["m"]\n')
+    table.apply({"tick": parse_job(tmp_path / "tick.toml", ["m"])})
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 15
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        scheduler.shutdown(wait=False)
+    scheduled = [s for s, _ in seen]
+    assert len(seen) >= 3 and all(s is not None and s.microsecond == 0 for s in scheduled), seen
+    assert len(set(scheduled)) == len(scheduled), seen
+    assert [s for s, started in seen if s is not None and (started - s).total_seconds() > 1], seen
 
 
 def test_fires_follow_the_zone_across_a_dst_change_on_the_scheduler(tmp_path: Path, stepped: Any) -> None:

@@ -20,6 +20,10 @@ whenever the event loop stalls for a moment; it is never used here. Its own
 warnings for the fires ``job.skipped`` tells are left out of the log: they would
 say again at warning, every few seconds, what a liveSync job's ``job.skipped``
 says at info.
+
+A job's function may be told the instant its fire was scheduled for (``FireTimeExecutor``,
+``JobTable(fire_times=True)``): a cluster node keys the fire it queues by it, not by the
+time its thread starts, which on a loaded machine may be past the job's next fire.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections.abc import Callable
 
 import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -38,7 +43,7 @@ from apscheduler.triggers.base import BaseTrigger
 from idsync.config.jobs import JobDef
 from idsync.config.schedule import Schedule
 
-__all__ = ["SKIP_TOLERANCE", "CronScheduleTrigger", "JobTable", "missed_fire"]
+__all__ = ["SKIP_TOLERANCE", "CronScheduleTrigger", "FireTimeExecutor", "JobTable", "missed_fire"]
 
 log = structlog.get_logger("idsync.scheduler")
 
@@ -99,16 +104,47 @@ def missed_fire(job: JobDef, last_started: dt.datetime | None, now: dt.datetime)
     return fire
 
 
+class _Fired:
+    """What APScheduler's ``run_job`` reads of a job, its keyword ``scheduled`` set to the
+    instant this fire was scheduled for."""
+
+    __slots__ = ("_job", "_jobstore_alias", "args", "func", "id", "kwargs", "misfire_grace_time")
+
+    def __init__(self, job: Job, scheduled: dt.datetime) -> None:
+        self._job = job
+        self._jobstore_alias = job._jobstore_alias  # what the pool executor submits with
+        self.id, self.func, self.args = job.id, job.func, job.args
+        self.kwargs = {**job.kwargs, "scheduled": scheduled}
+        self.misfire_grace_time = job.misfire_grace_time
+
+    def __str__(self) -> str:
+        return str(self._job)
+
+
+class FireTimeExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+    """APScheduler's thread pool, telling a job that asks for it (a ``scheduled`` keyword
+    argument) the instant of the fire it runs for: the last of the fires run at once
+    (coalesced). APScheduler calls a job's function with its arguments only."""
+
+    def _do_submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
+        if "scheduled" in job.kwargs and run_times:
+            job = _Fired(job, run_times[-1])
+        super()._do_submit_job(job, run_times)
+
+
 class JobTable:
     """The jobs currently on the scheduler, kept equal to a set of ``JobDef``."""
 
-    def __init__(self, scheduler: BaseScheduler, fire: Callable[[str, str], object], instances: int = 1,
-                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+    def __init__(self, scheduler: BaseScheduler, fire: Callable[..., object], instances: int = 1,
+                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *, fire_times: bool = False) -> None:
         # ``instances`` > 1 where a fire only queues the run (cluster mode): a slow queueing
         # must not drop the next fire, and the queue keeps runs of a job one at a time.
+        # ``fire_times``: ``fire`` takes a keyword ``scheduled``, the instant of the fire
+        # (filled in by ``FireTimeExecutor``; None from another executor).
         self._scheduler = scheduler
         self._fire = fire
         self._instances = instances
+        self._fire_kwargs: dict[str, object] = {"scheduled": None} if fire_times else {}
         self._now = now
         self.jobs: dict[str, JobDef] = {}
         scheduler.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
@@ -158,6 +194,7 @@ class JobTable:
             self._fire,
             trigger=trigger,
             args=[job.name, "schedule"],
+            kwargs=self._fire_kwargs,
             id=job.name,
             name=job.name,
             max_instances=self._instances,

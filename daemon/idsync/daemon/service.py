@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from idsync import __version__
@@ -42,7 +41,7 @@ from idsync.daemon.notify import Notifier
 from idsync.daemon.recovery import recover_interrupted, release_own_runs
 from idsync.daemon.reload import Configuration, load_configuration
 from idsync.daemon.runner import JobOutcome, run_job
-from idsync.daemon.scheduler import SKIP_TOLERANCE, JobTable, missed_fire
+from idsync.daemon.scheduler import SKIP_TOLERANCE, FireTimeExecutor, JobTable, missed_fire
 from idsync.errors import ConfigError, IdsyncError, RunLocked, internal_message
 from idsync.managed.recons import disable_detached, enable_detached, stop_detached
 from idsync.managed.roles import EDGE_CHECK_SECONDS
@@ -114,11 +113,11 @@ class Daemon:
     async def _main(self) -> int:
         self._loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        scheduler = AsyncIOScheduler(timezone=dt.UTC, executors={"default": ThreadPoolExecutor(_WORKERS)})
+        scheduler = AsyncIOScheduler(timezone=dt.UTC, executors={"default": FireTimeExecutor(_WORKERS)})
         if self.cluster is None:
             self.table = JobTable(scheduler, self._fire)
         else:
-            self.table = JobTable(scheduler, self._queue_fire, instances=3)
+            self.table = JobTable(scheduler, self._queue_fire, instances=3, fire_times=True)
         self.table.apply(self.config.jobs)
         api = self._api_server()  # before any job fires: a refused [api] stops the daemon first
         if self.cluster is not None:
@@ -272,15 +271,17 @@ class Daemon:
 
     # -- cluster mode --------------------------------------------------------------
 
-    def _queue_fire(self, name: str, trigger: str) -> None:
+    def _queue_fire(self, name: str, trigger: str, scheduled: dt.datetime | None = None) -> None:
         """Run in a worker thread by APScheduler at each fire of job ``name`` in cluster mode:
         queue the fire, keyed by its scheduled instant, so it runs once in the cluster."""
         job = self.config.jobs.get(name)
         if job is None or self._stopping or self.cluster is None:
             return
-        now = utcnow()
-        # The regular fire this one is (a late or jittered fire is after it): every node finds the same.
-        fire = job.schedule.previous_fire(before=now, since=now - dt.timedelta(days=400)) or now
+        # The regular fire this one is (a jittered fire is after it): every node finds the same.
+        # From the instant it was scheduled for, not from now: a thread that starts late (a
+        # loaded machine) may start after the job's next fire, and would queue that one instead.
+        at = scheduled if scheduled is not None else utcnow()
+        fire = job.schedule.previous_fire(before=at, since=at - dt.timedelta(days=400)) or at
         try:
             queued = self.cluster.fire(name, fire)
         except Exception as exc:  # noqa: BLE001 - another node may queue it; the next fire comes anyway
