@@ -58,14 +58,16 @@ def _run_big(nodes: list[Node], ports: list[int]) -> None:
 
 def _pause_between_pages(node: Node, url: str, part: int) -> dt.datetime:
     """SIGSTOP ``node`` outside a page's transaction (one stopped inside it would hold the
-    partition's row until it runs again, and no node could take the partition over: a
+    partition's row, or the run's, which a page beats before it counts the partition, until
+    it runs again, and no node could take the partition over or go on with the run: a
     frozen transaction, which PostgreSQL ends only when the connection does); when it was paused."""
     for _ in range(20):
         stopped = dt.datetime.now(dt.UTC)
         node.proc.send_signal(signal.SIGSTOP)
         time.sleep(0.3)
         try:
-            select_rows(url, f"SELECT 1 FROM recon_partitions WHERE part = {part} FOR UPDATE NOWAIT")
+            select_rows(url, "SELECT 1 FROM recon_partitions p JOIN recon_runs r ON r.id = p.run_id "
+                             f"WHERE p.part = {part} FOR UPDATE NOWAIT")
         except OperationalError:
             node.proc.send_signal(signal.SIGCONT)
             time.sleep(0.05)
