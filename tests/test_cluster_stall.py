@@ -177,3 +177,61 @@ def test_a_paused_runner_leaves_its_run_as_the_takeover_ended_it(tmp_path: Path,
     assert paused.name in shown[first.id[:8]] and second.node in shown[second.id[:8]]
     # The job's end says its run failed, as recorded; nothing else went wrong on the resumed node.
     assert not [e for e in paused.events() if e["level"] == "error" and e["event"] != "job.end"]
+
+
+def _pause_inside_a_transaction(node: Node, url: str) -> int:
+    """SIGSTOP ``node`` while one of its store connections (``application_name``
+    ``idsync:NODE``) is inside a transaction, which then stays open: that backend's pid."""
+    for _ in range(200):
+        node.proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.05)
+        rows = select_rows(url, "SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                f"'idsync:{node.name}' AND state = 'idle in transaction'")
+        if rows:
+            return int(rows[0].pid)
+        node.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.01 * (1 + len(rows)))
+    raise AssertionError("the node was never paused inside a transaction")
+
+
+def test_a_helper_frozen_inside_a_transaction_has_it_ended_by_the_server(tmp_path: Path, pg_url: str) -> None:
+    """A split recon's helper node paused (SIGSTOP) inside a page's transaction: its
+    connection holds what the transaction locked (the run's row, the links of its page's
+    sources), on which the other node, reading the partition again, would wait for as long
+    as the pause lasts. PostgreSQL ends that transaction once it has been idle for twice
+    ``stall_timeout`` (``idle_in_transaction_session_timeout``, set on a node's
+    connections), the other node takes the partition over, and the run ends SUCCESS with
+    each account created once; the helper, resumed, goes on working."""
+    users = 600
+    ports, nodes = _two_nodes(tmp_path, pg_url, users, "partitions = 2\nmin_partition_size = 100\nconcurrency = 1\n")
+    try:
+        _run_big(nodes, ports)
+        busy = wait_for(lambda: helper_under_way(pg_url, 40), 60, "a partition read on the other node")
+        paused = next(n for n in nodes if n.name == busy.node)
+        other = next(n for n in nodes if n is not paused)
+        frozen = _pause_inside_a_transaction(paused, pg_url)
+        try:
+            # stall_timeout is 3 s here: the transaction ends after 6 s idle.
+            wait_for(lambda: not select_rows(pg_url, f"SELECT 1 FROM pg_stat_activity WHERE pid = {frozen}"),
+                     30, "the frozen transaction ended by the server")
+            wait_for(lambda: select_rows(pg_url, f"SELECT 1 FROM recon_partitions WHERE part = {busy.part} "
+                                                 f"AND state IN ('ACTIVE', 'SUCCESS') AND node = '{other.name}'"),
+                     60, "the partition taken over by the other node")
+        finally:
+            paused.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE job = 'big' AND state <> 'ACTIVE'"),
+                 90, "the run's end")
+        (run,) = select_rows(pg_url, "SELECT state, summary FROM recon_runs")
+        assert run.state == "SUCCESS", run.summary.get("errors")
+        assert run.summary["changes"]["failed"] == 0, run.summary.get("errors")
+        assert other.stop(60) == 0
+        trigger(ports[nodes.index(paused)], "big")
+        wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE state = 'SUCCESS' "
+                                             f"AND node = '{paused.name}'"), 60, "a run on the resumed node")
+        wait_for(lambda: not select_rows(pg_url, "SELECT id FROM idsync_queue.procrastinate_jobs "
+                                                 "WHERE status IN ('todo', 'doing')"), 30, "the queue done")
+        assert paused.stop(60) == 0
+    finally:
+        for n in nodes:
+            n.kill()
+    assert_each_account_created_once(pg_url, users)

@@ -64,6 +64,9 @@ STOP_DEADLINE = 8.0
 EX_FORCED = 130
 _WORKERS = 8
 _FIRST_PRUNE = dt.timedelta(minutes=1)  # not at the very start: the first fires come first
+# In cluster mode, a transaction left idle this many times ``stall_timeout`` is ended by
+# PostgreSQL (``Store.as_cluster_node``): its node is frozen inside it, and taken for dead.
+IDLE_TRANSACTION_STALLS = 2
 _CLUSTER_STATUS_EVERY = 10.0  # seconds between a cluster node's refreshes of its status file
 
 
@@ -106,6 +109,7 @@ class Daemon:
 
             self.cluster = ClusterNode(self.store, settings.cluster, __version__, self._run_queued,
                                        self._help_partitions, self._running_names)
+            self.store.as_cluster_node(self.cluster.name, IDLE_TRANSACTION_STALLS * settings.cluster.stall_timeout)
             self.cluster.deployed(project_files(self.project_dir))
             self.cluster.prepare()
         return asyncio.run(self._main())

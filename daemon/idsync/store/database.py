@@ -271,6 +271,31 @@ class Store:
             store.migrate()
         return store
 
+    def as_cluster_node(self, node: str, idle_transaction_timeout: float) -> None:
+        """PostgreSQL only: name this process's connections after cluster node ``node``
+        (``application_name`` ``idsync:NODE`` in ``pg_stat_activity``), and have the server
+        end a transaction of theirs left idle for ``idle_transaction_timeout`` seconds: a
+        node frozen inside one (a VM paused, SIGSTOP) would hold its row locks, and keep
+        the others from its partition and its run, until its connection ends. The pool's
+        connections made before are closed."""
+        if self.dialect != "postgresql":
+            return
+        settings = (("application_name", f"idsync:{node}"[:63]),
+                    ("idle_in_transaction_session_timeout", f"{max(1, round(idle_transaction_timeout * 1000))}"))
+
+        def configure(dbapi_conn: Any, _record: Any) -> None:
+            autocommit = dbapi_conn.autocommit
+            dbapi_conn.autocommit = True  # a SET in a transaction would be undone by its rollback
+            try:
+                with dbapi_conn.cursor() as cursor:
+                    for name, value in settings:
+                        cursor.execute("SELECT set_config(%s, %s, false)", (name, value))
+            finally:
+                dbapi_conn.autocommit = autocommit
+
+        event.listen(self.engine, "connect", configure)
+        self.engine.dispose()
+
     def migrate(self, *, declared: bool = True) -> None:
         """Bring the schema to the newest revision (no-op when current: one query, and
         Alembic, which costs a command a quarter of a second to import, is not loaded).
