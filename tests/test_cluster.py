@@ -157,7 +157,10 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
     assert ran <= {(q.job, int(q.ts)) for q in queued}
     window = [start.replace(microsecond=0) + dt.timedelta(seconds=s + 1)
               for s in range(int((end - start).total_seconds()) - 1)]
-    missing = [(j, f) for j in jobs for f in window if (j, f) not in done and (j, f) not in dropped]
+    # Fires a node merged into the next (its scheduler late past them: a loaded machine) were never queued by it.
+    merged = {(e["job"], dt.datetime.fromisoformat(f)) for n in nodes for e in n.events("job.skipped")
+              if e.get("reason") == "coalesced" for f in e["fire_times"]}
+    missing = [(j, f) for j in jobs for f in window if (j, f) not in done and (j, f) not in dropped | merged]
     assert not missing
     assert len(done) >= 250, len(done)
     _assert_livesync_fires_ran_once(pg_url, nodes, window, dropped)

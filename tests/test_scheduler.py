@@ -504,3 +504,36 @@ def test_a_reload_in_the_moment_before_a_fire_runs_neither_drops_nor_repeats_it(
     reload("jitter = 900\n")  # after the jittered fire ran
     _move(clock, scheduler, executor, "2026-01-01T13:15:02")
     assert len(fired) == 3 and scheduler.get_job("hourly").next_run_time >= _at("2026-01-01T14:00")
+
+
+def test_fires_merged_while_the_process_was_busy_are_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduler's loop stalled from 11:00 to 14:20 (the process paused, or starved):
+    the hourly ``run_once`` job runs once, for 14:00, and the 12:00 and 13:00 fires merged
+    into it are told (``job.skipped reason=coalesced``, at info); before, APScheduler
+    dropped them without a word. A job replaced by a reload tells nothing of its old schedule."""
+    clock = _Clock(_at("2026-01-01T10:30"))
+    monkeypatch.setattr(apscheduler.schedulers.base, "datetime", clock.datetime)
+    monkeypatch.setattr(apscheduler.executors.base, "datetime", clock.datetime)
+    scheduler = _SteppedScheduler(timezone=UTC, executors={"default": FireTimeExecutor(1)})
+    fired: list[str] = []
+    table = JobTable(scheduler, lambda name, _trigger: fired.append(clock.now.strftime("%H:%M")),
+                     now=lambda: clock.now)
+    scheduler.start()
+    try:
+        table.apply({"hourly": _jobdef(tmp_path)})
+        clock.now = _at("2026-01-01T11:00:02")
+        scheduler.step()
+        with capture_logs() as logs:
+            clock.now = _at("2026-01-01T14:20")
+            scheduler.step()
+            table.apply({"hourly": _jobdef(tmp_path, schedule="*/5 * * * *")})
+            clock.now = _at("2026-01-01T14:50")
+            scheduler.step()
+        deadline = time.monotonic() + 5
+        while len(fired) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert fired == ["11:00", "14:20", "14:50"]
+    assert [(e["reason"], e["fire_times"], e["count"], e["log_level"]) for e in logs if e["event"] == "job.skipped"] \
+        == [("coalesced", ["2026-01-01T12:00:00+00:00", "2026-01-01T13:00:00+00:00"], 2, "info")]

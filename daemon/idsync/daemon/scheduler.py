@@ -121,15 +121,54 @@ class _Fired:
         return str(self._job)
 
 
+_TOLD_COALESCED = 10  # fire times a ``job.skipped reason=coalesced`` lists
+_COUNTED_COALESCED = 1000  # fire times it counts, at most
+
+
 class FireTimeExecutor(ThreadPoolExecutor):  # type: ignore[misc]
     """APScheduler's thread pool, telling a job that asks for it (a ``scheduled`` keyword
     argument) the instant of the fire it runs for: the last of the fires run at once
-    (coalesced). APScheduler calls a job's function with its arguments only."""
+    (coalesced). APScheduler calls a job's function with its arguments only.
+
+    It also says which fires of a job's schedule APScheduler merged into the one it
+    submits (``coalesce``: the process was busy or paused past them), which APScheduler
+    drops without a word: ``job.skipped reason=coalesced``, at info (they run as the one
+    fire, as ``misfire = "run_once"`` means)."""
+
+    def __init__(self, max_workers: int = 10, pool_kwargs: dict[str, object] | None = None) -> None:
+        super().__init__(max_workers, pool_kwargs)
+        self._last: dict[str, tuple[object, dt.datetime]] = {}  # job id -> (its trigger, its last fire submitted)
+
+    def submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
+        if run_times and isinstance(job.trigger, CronScheduleTrigger):
+            last = self._last.get(job.id)
+            self._last[job.id] = (job.trigger, run_times[-1])
+            if last is not None and last[0] is job.trigger:  # a job replaced (a reload) starts afresh
+                _tell_coalesced(job.id, job.trigger.schedule, last[1], run_times[0])
+        super().submit_job(job, run_times)
 
     def _do_submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
         if "scheduled" in job.kwargs and run_times:
             job = _Fired(job, run_times[-1])
         super()._do_submit_job(job, run_times)
+
+
+def _tell_coalesced(name: str, schedule: Schedule, previous: dt.datetime, first: dt.datetime) -> None:
+    """Log the regular fires of ``schedule`` after ``previous`` (the last fire submitted)
+    and before the regular fire of ``first`` (the first submitted now): those merged away."""
+    regular = schedule.previous_fire(before=first, since=previous)
+    if regular is None:
+        return
+    merged: list[dt.datetime] = []
+    fire = schedule.next_after(previous)
+    while fire is not None and fire < regular and len(merged) < _COUNTED_COALESCED:
+        merged.append(fire)
+        fire = schedule.next_after(fire)
+    if merged:
+        log.info("job.skipped", job=name, reason="coalesced",
+                 fire_times=[f.isoformat() for f in merged[:_TOLD_COALESCED]],
+                 count=len(merged), more=fire is not None and fire < regular,
+                 hint="the process was busy or paused past these fires; they run as the next one")
 
 
 class JobTable:
