@@ -10,6 +10,7 @@ import datetime as dt
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from api_server import free_port
@@ -56,6 +57,36 @@ def _run_big(nodes: list[Node], ports: list[int]) -> None:
     trigger(ports[0], "big")
 
 
+def _helper_under_way(nodes: list[Node], url: str) -> tuple[Any, Node, Node]:
+    """A partition read on the node that did not split the run: (it, that node, the other)."""
+    busy = wait_for(lambda: helper_under_way(url, 40), 60, "a partition read on the other node")
+    helper = next(n for n in nodes if n.name == busy.node)
+    return busy, helper, next(n for n in nodes if n is not helper)
+
+
+def _run_ended_well(url: str) -> Any:
+    """The run of job ``big``, once ended: SUCCESS, nothing failed."""
+    wait_for(lambda: select_rows(url, "SELECT id FROM recon_runs WHERE job = 'big' AND state <> 'ACTIVE'"),
+             90, "the run's end")
+    (run,) = select_rows(url, "SELECT state, summary FROM recon_runs")
+    assert run.state == "SUCCESS", run.summary.get("errors")
+    assert run.summary["changes"]["failed"] == 0, run.summary.get("errors")
+    return run
+
+
+def _resumed_node_runs_alone(resumed: Node, other: Node, port: int, url: str) -> None:
+    """The other node stopped, the resumed one runs job ``big`` again, triggered through its
+    own API: a working node again, not one that only looks alive. Then it stops."""
+    assert other.stop(60) == 0
+    trigger(port, "big")
+    wait_for(lambda: select_rows(url, "SELECT id FROM recon_runs WHERE state = 'SUCCESS' "
+                                      f"AND node = '{resumed.name}'"), 60, "a run on the resumed node")
+    # The run's helper queue job, taken once its run has ended (this node runs one at a time).
+    wait_for(lambda: not select_rows(url, "SELECT id FROM idsync_queue.procrastinate_jobs "
+                                          "WHERE status IN ('todo', 'doing')"), 30, "the queue done")
+    assert resumed.stop(60) == 0
+
+
 def _pause_between_pages(node: Node, url: str, part: int) -> dt.datetime:
     """SIGSTOP ``node`` outside a page's transaction (one stopped inside it would hold the
     partition's row, or the run's, which a page beats before it counts the partition, until
@@ -97,9 +128,7 @@ def test_a_paused_helper_writes_nothing_once_its_partition_is_taken_over(tmp_pat
     ports, nodes = _two_nodes(tmp_path, pg_url, users, "partitions = 2\nmin_partition_size = 100\nconcurrency = 1\n")
     try:
         _run_big(nodes, ports)
-        busy = wait_for(lambda: helper_under_way(pg_url, 40), 60, "a partition read on the other node")
-        paused = next(n for n in nodes if n.name == busy.node)
-        other = next(n for n in nodes if n is not paused)
+        busy, paused, other = _helper_under_way(nodes, pg_url)
         stopped = _pause_between_pages(paused, pg_url, busy.part)
         try:
             wait_for(lambda: select_rows(pg_url, f"SELECT 1 FROM recon_partitions WHERE part = {busy.part} "
@@ -107,21 +136,10 @@ def test_a_paused_helper_writes_nothing_once_its_partition_is_taken_over(tmp_pat
                      60, "the partition taken over by the other node")
         finally:
             paused.proc.send_signal(signal.SIGCONT)
-        wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE job = 'big' AND state <> 'ACTIVE'"),
-                 90, "the run's end")
-        (run,) = select_rows(pg_url, "SELECT state, summary FROM recon_runs")
-        assert run.state == "SUCCESS", run.summary.get("errors")
-        assert run.summary["changes"]["failed"] == 0, run.summary.get("errors")
+        run = _run_ended_well(pg_url)
         # The other node found unchanged what the paused one created before its pause, and no more.
         assert run.summary["changes"]["unchanged"] == _created_before(pg_url, busy.part, stopped)
-        assert other.stop(60) == 0
-        trigger(ports[nodes.index(paused)], "big")
-        wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE state = 'SUCCESS' "
-                                             f"AND node = '{paused.name}'"), 60, "a run on the resumed node")
-        # The run's helper queue job, taken once its run has ended (this node runs one at a time).
-        wait_for(lambda: not select_rows(pg_url, "SELECT id FROM idsync_queue.procrastinate_jobs "
-                                                 "WHERE status IN ('todo', 'doing')"), 30, "the queue done")
-        assert paused.stop(60) == 0
+        _resumed_node_runs_alone(paused, other, ports[nodes.index(paused)], pg_url)
     finally:
         for n in nodes:
             n.kill()
@@ -206,9 +224,7 @@ def test_a_helper_frozen_inside_a_transaction_has_it_ended_by_the_server(tmp_pat
     ports, nodes = _two_nodes(tmp_path, pg_url, users, "partitions = 2\nmin_partition_size = 100\nconcurrency = 1\n")
     try:
         _run_big(nodes, ports)
-        busy = wait_for(lambda: helper_under_way(pg_url, 40), 60, "a partition read on the other node")
-        paused = next(n for n in nodes if n.name == busy.node)
-        other = next(n for n in nodes if n is not paused)
+        busy, paused, other = _helper_under_way(nodes, pg_url)
         frozen = _pause_inside_a_transaction(paused, pg_url)
         try:
             # stall_timeout is 3 s here: the transaction ends after 6 s idle.
@@ -219,18 +235,8 @@ def test_a_helper_frozen_inside_a_transaction_has_it_ended_by_the_server(tmp_pat
                      60, "the partition taken over by the other node")
         finally:
             paused.proc.send_signal(signal.SIGCONT)
-        wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE job = 'big' AND state <> 'ACTIVE'"),
-                 90, "the run's end")
-        (run,) = select_rows(pg_url, "SELECT state, summary FROM recon_runs")
-        assert run.state == "SUCCESS", run.summary.get("errors")
-        assert run.summary["changes"]["failed"] == 0, run.summary.get("errors")
-        assert other.stop(60) == 0
-        trigger(ports[nodes.index(paused)], "big")
-        wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE state = 'SUCCESS' "
-                                             f"AND node = '{paused.name}'"), 60, "a run on the resumed node")
-        wait_for(lambda: not select_rows(pg_url, "SELECT id FROM idsync_queue.procrastinate_jobs "
-                                                 "WHERE status IN ('todo', 'doing')"), 30, "the queue done")
-        assert paused.stop(60) == 0
+        _run_ended_well(pg_url)
+        _resumed_node_runs_alone(paused, other, ports[nodes.index(paused)], pg_url)
     finally:
         for n in nodes:
             n.kill()
