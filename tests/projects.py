@@ -28,7 +28,7 @@ def make_project(tmp_path: Path, slapd: Slapd, subtree: str, store_url: str,
     prov = json.loads(prov_file.read_text())
     props = prov["configurationProperties"]
     props.update(host="127.0.0.1", port=slapd.port, credentials=slapd.admin_password,
-                 baseContextsToSynchronize=[subtree])
+                 baseContexts=[subtree], baseContextsToSynchronize=[subtree])
     prov_file.write_text(json.dumps(prov, indent=2))
     if mapping_changes:
         sync_file = project / "conf" / "sync.json"

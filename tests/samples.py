@@ -29,7 +29,7 @@ def sample_project(tmp_path: Path, slapd: Slapd, subtree: str, store_url: str, *
     prov_file = project / "conf" / "provisioner.openicf-ldap.json"
     prov = json.loads(prov_file.read_text())
     prov["configurationProperties"].update(host="127.0.0.1", port=slapd.port, credentials=slapd.admin_password,
-                                           baseContextsToSynchronize=[subtree])
+                                           baseContexts=[subtree], baseContextsToSynchronize=[subtree])
     prov_file.write_text(json.dumps(prov, indent=2))
     sync_file = project / "conf" / "sync.json"
     sync_file.write_text(sync_file.read_text().replace(_PEOPLE, subtree).replace(_GROUPS, subtree))

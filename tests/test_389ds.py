@@ -41,7 +41,7 @@ def ds_config(server: DirSrv, subtree: str, **props: Any) -> dict[str, Any]:
                          "connectorName": "org.identityconnectors.ldap.LdapConnector"},
         "configurationProperties": {
             "host": "127.0.0.1", "port": server.port, "principal": server.service_dn,
-            "credentials": server.service_password, "baseContexts": [server.base_dn],
+            "credentials": server.service_password, "baseContexts": [subtree],
             "baseContextsToSynchronize": [subtree], "uidAttribute": "nsUniqueId",
             "groupObjectClasses": ["top", "groupOfNames"], "groupMemberAttribute": "member",
             "ldapGroupsAttribute": "memberOf", "connectTimeout": 5, "readTimeout": 30, **props,

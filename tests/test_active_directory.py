@@ -54,7 +54,7 @@ def ad_config(samba: SambaDC, ou: str, *, ssl: bool = True, **props: Any) -> dic
         "configurationProperties": {
             "host": samba.address, "port": samba.ldaps_port if ssl else samba.port, "ssl": ssl,
             "caFile": samba.ca_file, "principal": samba.admin_dn, "credentials": samba.admin_password,
-            "baseContexts": [samba.base_dn], "baseContextsToSynchronize": [ou],
+            "baseContexts": [ou], "baseContextsToSynchronize": [ou],
             "uidAttribute": "objectGUID", "accountUserNameAttributes": ["cn"],
             "accountObjectClasses": ["top", "person", "organizationalPerson", "user"],
             "accountSearchFilter": "(objectCategory=person)",
@@ -213,14 +213,15 @@ def test_naming_rules_without_a_server() -> None:
                                        "userPrincipalName": [b"u@x"]}) == {"userprincipalname": "u@x"}
 
 
-def test_user_principal_name_form_and_uniqueness(samba_ad: SambaDC, ad: LdapSystem, ad_ou: str) -> None:
+def test_user_principal_name_form_and_uniqueness(samba_ad: SambaDC, ad_ou: str) -> None:
     """userPrincipalName must be name@suffix (Samba takes any string); one another entry
-    of the domain holds, even outside the synchronized OU, fails the object naming that
-    entry, at create and at update; a user keeps its own at an update."""
+    under baseContexts holds (the domain here), even outside the synchronized OU, fails
+    the object naming that entry, at create and at update; a user keeps its own at an update."""
     elsewhere = f"OU=upnelse,{samba_ad.base_dn}"
     samba_ad.add_ldif(f"dn: {elsewhere}\nobjectClass: organizationalUnit\n\n"
                       f"dn: CN=upnholder,{elsewhere}\nobjectClass: user\nsAMAccountName: upnholder\n"
                       "userPrincipalName: taken@idsync.test\n")
+    ad = LdapSystem("ad", ad_config(samba_ad, ad_ou, baseContexts=[samba_ad.base_dn]), file=FILE)
     accounts = ad.resource("account")
     for bad in ("noatsign", "@idsync.test", "name@", "a@b@idsync.test"):
         with pytest.raises(ObjectRejected, match=f"userPrincipalName '{bad}' is not of the form name@suffix"):
@@ -235,6 +236,7 @@ def test_user_principal_name_form_and_uniqueness(samba_ad: SambaDC, ad: LdapSyst
     with pytest.raises(ObjectRejected, match="already in use by CN=upnholder"):
         accounts.update(created["_id"], {"userPrincipalName": "taken@idsync.test"})
     assert accounts.get(created["_id"], fields=["userPrincipalName"])["userPrincipalName"] == "upnmine@idsync.test"
+    ad.close()
 
 
 def test_user_account_control_toggles_only_the_disable_bit(samba_ad: SambaDC, ad: LdapSystem) -> None:
@@ -417,7 +419,7 @@ def test_referrals_are_not_chased(samba_ad: SambaDC, ad: LdapSystem, ad_ou: str)
     a search reference (ldap://idsync.test/..., a name that does not resolve here),
     returns the domain's users and follows no reference."""
     user = ad.resource("account").create(new_user("rootread", password="Idsync-Pass-0014"))
-    config = ad_config(samba_ad, ad_ou, baseContextsToSynchronize=[samba_ad.base_dn])
+    config = ad_config(samba_ad, ad_ou, baseContexts=[samba_ad.base_dn])
     whole = LdapSystem("ad", config, file=FILE)
     names = {o["sAMAccountName"] for o in whole.resource("account").find(QuerySpec(fields=["sAMAccountName"]))}
     assert "rootread" in names and user["_id"]

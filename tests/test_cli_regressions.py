@@ -150,7 +150,7 @@ def test_idsync_test_exit_codes(project: Path, slapd: Slapd) -> None:
 
 def test_missing_base_context_is_a_configuration_error(project: Path, slapd: Slapd) -> None:
     """A recon whose base context does not exist exits 78 (not 69, "unreachable"), names the base."""
-    _provisioner(project, baseContextsToSynchronize=[f"ou=nope,{slapd.base_dn}"])
+    _provisioner(project, baseContexts=[f"ou=nope,{slapd.base_dn}"])
     proc = run(project, "recon", MAPPING)
     assert proc.returncode == os.EX_CONFIG, proc.stderr
     assert "base context does not exist" in one_line(proc)

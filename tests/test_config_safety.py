@@ -561,8 +561,8 @@ def _observe_pages(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 def _ldap_config(slapd: Slapd, subtree: str, block_size: int) -> dict[str, Any]:
     config: dict[str, Any] = json.loads((ROOT / "conf" / _PROVISIONER).read_text())
     config["configurationProperties"].update(
-        host="127.0.0.1", port=slapd.port, credentials=slapd.admin_password, baseContextsToSynchronize=[subtree],
-        blockSize=block_size)
+        host="127.0.0.1", port=slapd.port, credentials=slapd.admin_password, baseContexts=[subtree],
+        baseContextsToSynchronize=[subtree], blockSize=block_size)
     return config
 
 

@@ -190,6 +190,7 @@ def project(tmp_path: Path, slapd: Any, ldap_subtree: str) -> tuple[Path, dict[s
     prov_path = root / "conf" / "provisioner.openicf-ldap.json"
     prov = json.loads(prov_path.read_text(encoding="utf-8"))
     prov["configurationProperties"]["baseContextsToSynchronize"] = [ldap_subtree]
+    prov["configurationProperties"]["baseContexts"] = [ldap_subtree]
     prov["configurationProperties"]["port"] = slapd.port
     prov_path.write_text(json.dumps(prov, indent=2), encoding="utf-8")
     from idsync_dev.slapd import sample_users_ldif

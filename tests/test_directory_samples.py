@@ -57,12 +57,12 @@ def _project(tmp_path: Path, conf: Path, connection: dict[str, Any], moves: dict
 
 def _ad_connection(samba: SambaDC, ou: str) -> dict[str, Any]:
     return {"host": samba.address, "port": samba.ldaps_port, "caFile": samba.ca_file, "principal": samba.admin_dn,
-            "credentials": samba.admin_password, "baseContextsToSynchronize": [ou]}
+            "credentials": samba.admin_password, "baseContexts": [ou], "baseContextsToSynchronize": [ou]}
 
 
 def _ds_connection(server: DirSrv, subtree: str) -> dict[str, Any]:
     return {"host": "127.0.0.1", "port": server.port, "credentials": server.service_password,
-            "baseContextsToSynchronize": [subtree]}
+            "baseContexts": [subtree], "baseContextsToSynchronize": [subtree]}
 
 
 def _json(project: Path, *args: str) -> Any:
@@ -228,8 +228,7 @@ def test_active_and_inactive_jobs_on_active_directory(tmp_path: Path, samba_ad: 
                       f"dn: CN=off,{ad_ou}\nobjectClass: user\nsAMAccountName: off\nuid: off\nsn: Off\n"
                       "userAccountControl: 66050\n")
     classes = ["top", "person", "organizationalPerson", "user"]
-    extra = {"uidAttribute": "objectGUID", "ssl": True, "baseContexts": [samba_ad.base_dn],
-             "accountObjectClasses": classes}
+    extra = {"uidAttribute": "objectGUID", "ssl": True, "accountObjectClasses": classes}
     project = _jobs_project(tmp_path, "Active Directory", _ad_connection(samba_ad, ad_ou), extra)
     assert _statuses(project) == {"on": "active", "off": "inactive"}
     samba_ad.add_ldif(f"dn: CN=on,{ad_ou}\nchangetype: modify\nreplace: userAccountControl\n"
@@ -243,7 +242,7 @@ def test_active_and_inactive_jobs_on_389ds(tmp_path: Path, dirsrv: DirSrv, dirsr
     first flips it at the next runs, unlocking flips it back."""
     dirsrv.add_ldif("".join(f"dn: uid={u},{dirsrv_subtree}\nobjectClass: inetOrgPerson\nuid: {u}\ncn: {u}\n"
                             f"sn: {u}\n{lock}\n" for u, lock in (("on", ""), ("off", "nsAccountLock: true\n"))))
-    extra = {"uidAttribute": "nsUniqueId", "principal": dirsrv.service_dn, "baseContexts": [dirsrv.base_dn]}
+    extra = {"uidAttribute": "nsUniqueId", "principal": dirsrv.service_dn}
     project = _jobs_project(tmp_path, "389 Directory Server", _ds_connection(dirsrv, dirsrv_subtree), extra)
     assert _statuses(project) == {"on": "active", "off": "inactive"}
     dirsrv.add_ldif(f"dn: uid=on,{dirsrv_subtree}\nchangetype: modify\nreplace: nsAccountLock\nnsAccountLock: true\n")

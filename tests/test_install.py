@@ -142,7 +142,7 @@ def test_install_steps_as_written_on_debian_12(debian12: DebianRoot, wheel: Path
     properties = config["configurationProperties"]
     del properties["credentials"]
     properties.update(credentials_file="ldap-password", host="127.0.0.1", port=slapd.port,
-                      baseContextsToSynchronize=[ldap_subtree])
+                      baseContexts=[ldap_subtree], baseContextsToSynchronize=[ldap_subtree])
     provisioner.write_text(json.dumps(config, indent=4))  # same file: its owner and mode stay
     slapd.add_ldif(sample_users_ldif(2, ldap_subtree))
 

@@ -58,7 +58,7 @@ def make_config(slapd: Slapd, subtree: str, **props: Any) -> dict[str, Any]:
         "configurationProperties": {
             "host": "127.0.0.1", "port": slapd.port, "ssl": False, "startTLS": False,
             "principal": slapd.admin_dn, "credentials": slapd.admin_password,
-            "baseContexts": [slapd.base_dn], "baseContextsToSynchronize": [subtree],
+            "baseContexts": [subtree], "baseContextsToSynchronize": [subtree],
             "accountUserNameAttributes": ["uid"], "uidAttribute": "entryUUID",
             "connectTimeout": 3, "readTimeout": 10, **props,
         },
@@ -97,6 +97,36 @@ def test_pages_stream_in_page_size_chunks(slapd: Slapd, ldap_subtree: str) -> No
         ids.update(obj["_id"] for obj in page)
     assert sizes == [1000, 1000, 500]
     assert len(ids) == 2500
+
+
+def _people(base: str, *uids: str) -> str:
+    return "".join(f"dn: uid={u},{base}\nobjectClass: inetOrgPerson\nuid: {u}\ncn: {u}\nsn: {u}\n\n" for u in uids)
+
+
+def test_reads_search_base_contexts_not_only_the_sync_contexts(slapd: Slapd, ldap_subtree: str) -> None:
+    """As OpenICF's: a listing, a query and a read by id search ``baseContexts``;
+    ``baseContextsToSynchronize`` (narrower here) is liveSync's alone. An entry outside
+    both is read by none; a sync context outside every base context is a ``validate``
+    warning naming it (liveSync would apply changes that no recon finds again)."""
+    staff, outside = f"ou=staff,{ldap_subtree}", f"ou=outside,{ldap_subtree}"
+    top = f"ou=top,{ldap_subtree}"
+    slapd.add_ldif("".join(f"dn: {dn}\nobjectClass: organizationalUnit\nou: {dn[3:dn.index(',')]}\n\n"
+                           for dn in (top, staff.replace(ldap_subtree, top), outside)))
+    staff = staff.replace(ldap_subtree, top)
+    slapd.add_ldif(_people(top, "ann", "bob") + _people(staff, "sue") + _people(outside, "olga"))
+    system = LdapSystem("ldap", make_config(slapd, staff, baseContexts=[top]), file=FILE)
+    accounts = system.resource("account")
+    assert {o["uid"] for page in accounts.pages(QuerySpec(fields=["uid"])) for o in page} == {"ann", "bob", "sue"}
+    (ann,) = accounts.find(QuerySpec(native="(uid=ann)", fields=["uid"]))
+    assert set(accounts.get_many([ann["_id"]])) == {ann["_id"]}
+    assert system.warnings() == []
+    system.close()
+
+    narrow = LdapSystem("ldap", make_config(slapd, top, baseContexts=[staff]), file=FILE)
+    assert [(w.key, "not under any of baseContexts" in w.problem) for w in narrow.warnings()] == [
+        ("configurationProperties.baseContextsToSynchronize[0]", True)]
+    assert {o["uid"] for o in narrow.resource("account").find(QuerySpec(fields=["uid"]))} == {"sue"}
+    narrow.close()
 
 
 def test_object_shape_id_dn_arrays_and_singles(slapd: Slapd, accounts: LdapResource) -> None:

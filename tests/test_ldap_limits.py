@@ -98,13 +98,13 @@ def test_text_ids_are_kept_as_the_directory_writes_them() -> None:
 
 
 def test_a_missing_base_context_fails_the_read(slapd: Slapd, ldap_subtree: str) -> None:
-    """A baseContextsToSynchronize entry that does not exist (an OU renamed, a typo)
+    """A baseContexts entry that does not exist (an OU renamed, a typo)
     fails the paged read with PeerError naming it, instead of reading as an empty
     subtree whose entries would all look deleted to a recon; a lookup by id over the
     same bases still finds the entries of the bases that exist."""
     slapd.add_ldif(sample_users_ldif(2, ldap_subtree))
     missing = f"ou=Gone,{ldap_subtree}"
-    config = make_config(slapd, ldap_subtree, baseContextsToSynchronize=[ldap_subtree, missing])
+    config = make_config(slapd, ldap_subtree, baseContexts=[ldap_subtree, missing])
     system = LdapSystem("ldap", config, file=FILE)
     plain = LdapSystem("ldap", make_config(slapd, ldap_subtree), file=FILE)
     try:

@@ -264,6 +264,17 @@ def _subtree(slapd: Slapd, name: str) -> str:
     return dn
 
 
+def _moved_is_no_delete(project: Path, slapd: Slapd, uid: str, old: str, new: str, user_id: str) -> None:
+    """``uid`` moved from ``old`` to ``new`` (a base idsync reads): the next liveSync
+    deletes nothing, and the user keeps its id."""
+    slapd.add_ldif(f"dn: uid={uid},{old}\nchangetype: modrdn\nnewrdn: uid={uid}\ndeleteoldrdn: 1\n"
+                   f"newsuperior: {new}\n")
+    moved = _live(project)
+    assert moved.state == "SUCCESS", moved.message
+    assert all("deleted" not in r["counts"] for r in moved.runs), moved.runs
+    assert _users(project)[uid]["_id"] == user_id
+
+
 def test_several_sync_contexts_delete_only_what_none_holds(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """With two ``baseContextsToSynchronize``, slapd's refresh of one names as gone the
     entries changed under the other (its session log holds them and its search does not
@@ -275,6 +286,7 @@ def test_several_sync_contexts_delete_only_what_none_holds(tmp_path: Path, slapd
     prov = project / "conf" / "provisioner.openicf-ldap.json"
     settings = json.loads(prov.read_text())
     settings["configurationProperties"]["baseContextsToSynchronize"] = [ldap_subtree, other]
+    settings["configurationProperties"]["baseContexts"] = [ldap_subtree, other]
     prov.write_text(json.dumps(settings))
     assert _live(project).state == "SUCCESS"
     first = _users(project)
@@ -286,12 +298,7 @@ def test_several_sync_contexts_delete_only_what_none_holds(tmp_path: Path, slapd
     assert [r["counts"] for r in done.runs] == [{"updated": 1}]
     assert _users(project)["bjensen"]["mail"] == "b@example.org"
 
-    slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modrdn\nnewrdn: uid=scarter\n"
-                   f"deleteoldrdn: 1\nnewsuperior: {other}\n")
-    moved = _live(project)
-    assert moved.state == "SUCCESS", moved.message
-    assert all("deleted" not in r["counts"] for r in moved.runs), moved.runs
-    assert _users(project)["scarter"]["_id"] == first["scarter"]["_id"]
+    _moved_is_no_delete(project, slapd, "scarter", ldap_subtree, other, first["scarter"]["_id"])
 
     # A refresh that ran before another base's refresh saw the change: the delete it names
     # is checked against every base before it is believed.
@@ -309,6 +316,65 @@ def test_several_sync_contexts_delete_only_what_none_holds(tmp_path: Path, slapd
     gone = _live(project)
     assert gone.state == "SUCCESS" and [r["counts"] for r in gone.runs] == [{"deleted": 1}]
     assert set(_users(project)) == {"bjensen"}
+
+
+def _narrow_sync(project: Path, base: str, sync: str) -> None:
+    prov = project / "conf" / "provisioner.openicf-ldap.json"
+    settings = json.loads(prov.read_text())
+    settings["configurationProperties"].update(baseContexts=[base], baseContextsToSynchronize=[sync])
+    prov.write_text(json.dumps(settings))
+
+
+def test_recons_read_base_contexts_and_livesync_the_sync_contexts(tmp_path: Path, slapd: Slapd,
+                                                                   ldap_subtree: str) -> None:
+    """``baseContexts`` wider than ``baseContextsToSynchronize``, as PingIDM reads them: the
+    full recon that starts liveSync reads every user of baseContexts; liveSync applies the
+    changes under the sync context only (a change outside waits for the next full recon, as
+    OpenICF's liveSync never reports it); an entry moved out of the sync context into the
+    rest of baseContexts is no delete, and keeps its user."""
+    staff = f"ou=staff,{ldap_subtree}"
+    project = _project(tmp_path, slapd, ldap_subtree)
+    _narrow_sync(project, ldap_subtree, staff)
+    slapd.add_ldif(f"dn: {staff}\nobjectClass: organizationalUnit\nou: staff\n\n"
+                   + _person("sue", staff) + _person("tom", staff))
+    first = _live(project)
+    assert first.state == "SUCCESS", first.message
+    assert set(_users(project)) == {"bjensen", "scarter", "sue", "tom"}
+
+    slapd.add_ldif(f"dn: uid=sue,{staff}\nchangetype: modify\nreplace: mail\nmail: sue@example.org\n\n"
+                   f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: b@example.org\n")
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert [r["counts"] for r in done.runs] == [{"updated": 1}]
+    users = _users(project)
+    assert users["sue"]["mail"] == "sue@example.org" and users["bjensen"]["mail"] == "bjensen@example.com"
+
+    _moved_is_no_delete(project, slapd, "tom", staff, ldap_subtree, users["tom"]["_id"])
+
+    recon = idsync(project, "recon", FORWARD)
+    assert recon.returncode == 0, recon.stderr
+    assert _users(project)["bjensen"]["mail"] == "b@example.org"
+
+
+def test_a_present_phase_keeps_the_users_of_the_rest_of_base_contexts(tmp_path: Path,
+                                                                      short_log_slapd: Slapd) -> None:
+    """A present phase names the entries of the sync context only: the users of entries
+    elsewhere in ``baseContexts``, linked by the full recon, are not deleted with the
+    entries the session log no longer names."""
+    slapd = short_log_slapd
+    subtree = _subtree(slapd, "wide")
+    staff = f"ou=staff,{subtree}"
+    slapd.add_ldif(f"dn: {staff}\nobjectClass: organizationalUnit\nou: staff\n\n"
+                   + "".join(_person(f"s{i}", staff) for i in range(4)))
+    project = _project(tmp_path, slapd, subtree)
+    _narrow_sync(project, subtree, staff)
+    assert _live(project).state == "SUCCESS"
+    assert set(_users(project)) == {"bjensen", "scarter", "s0", "s1", "s2", "s3"}
+    slapd.add_ldif("".join(f"dn: uid=s{i},{staff}\nchangetype: delete\n\n" for i in range(3)))
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert set(_users(project)) == {"bjensen", "scarter", "s3"}
+    assert [r["counts"] for r in done.runs] == [{"deleted": 3}]
 
 
 def test_trimmed_session_log_deletes_from_the_present_phase(tmp_path: Path, short_log_slapd: Slapd) -> None:

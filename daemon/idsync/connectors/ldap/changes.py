@@ -112,6 +112,10 @@ class LdapChanges:
         self._uid_key = uid_attribute.lower()
         self._list_ids = list_ids
         self._conn = LdapConnection(system, settings)
+        # The baseContexts outside every sync context: recons read entries there, whose
+        # changes liveSync does not see (and whose absence from a refresh is no delete).
+        self._unwatched = tuple(b for b in settings.base_contexts
+                                if not any(_under(b, s) for s in settings.sync_contexts))
 
     def close(self) -> None:
         self._conn.close()
@@ -205,14 +209,20 @@ class LdapChanges:
         # An entry one base's refresh no longer finds may be under another (changed or moved
         # there): with several bases, slapd's session log names in each refresh the entries
         # changed anywhere that its search does not match. Only what no base holds is deleted.
+        # Likewise an entry moved out of the sync contexts into the rest of baseContexts, which
+        # recons still read: it is not deleted.
         seen = {u for r in refreshes.values() for u in (*r.changed, *r.present)}
         deleted = sorted({as_id(u) for r in refreshes.values() for u in r.deleted - seen})
-        if deleted and len(refreshes) > 1:
-            deleted = self._still_gone(conn, deleted, "nsUniqueId" if ds389 else "entryUUID")
+        known = "nsUniqueId" if ds389 else "entryUUID"
+        if deleted and (len(refreshes) > 1 or self._unwatched):
+            deleted = self._still_gone(conn, deleted, known)
         complete: frozenset[str] | None = None
         if present_phase and uuid_ids:
+            # A present phase names the entries of the sync contexts; those of the rest of
+            # baseContexts (linked by recons) are listed too, or they would look deleted.
             complete = frozenset(u for r in refreshes.values() for u in (*r.present, *r.changed))
-        known = "nsUniqueId" if ds389 else "entryUUID"
+            if self._unwatched:
+                complete |= self._ids_under(conn, self._unwatched, known)
         if not uuid_ids:
             complete = self._all_ids(bool(deleted) or present_phase, known)
             deleted = []
@@ -237,15 +247,23 @@ class LdapChanges:
         return found
 
     def _still_gone(self, conn: Any, ids: list[str], attribute: str) -> list[str]:
-        """Of ``ids`` (entries a refresh called deleted), those no sync context holds: a
-        search of every base for them, by chunks."""
+        """Of ``ids`` (entries a refresh called deleted), those neither a sync context nor
+        a base context holds: a search of every base for them, by chunks."""
         found: set[str] = set()
         for start in range(0, len(ids), _ID_CHUNK):
             wanted = "".join(f"({attribute}={escape_filter_chars(i)})" for i in ids[start:start + _ID_CHUNK])
-            for base in self._settings.sync_contexts:
+            for base in (*self._settings.sync_contexts, *self._unwatched):
                 for _, raw in self._paged(conn, base, f"(&{self._filter}(|{wanted}))", [attribute]):
                     found.update(v.decode("ascii", "replace").lower() for v in raw.get(attribute.lower()) or ())
         return [i for i in ids if i.lower() not in found]
+
+    def _ids_under(self, conn: Any, bases: Sequence[str], attribute: str) -> frozenset[str]:
+        """The ``attribute`` (an entryUUID) of every entry of the object type under ``bases``."""
+        found: set[str] = set()
+        for base in bases:
+            for _, raw in self._paged(conn, base, self._filter, [attribute]):
+                found.update(v.decode("ascii", "replace").lower() for v in raw.get(attribute.lower()) or ())
+        return frozenset(found)
 
     def _all_ids(self, needed: bool, known: str) -> frozenset[str] | None:
         """The ids of every entry, when deletes were seen that cannot be named by id."""

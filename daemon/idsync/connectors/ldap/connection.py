@@ -239,7 +239,7 @@ class LdapConnection:
         if isinstance(error, ldap.NO_SUCH_OBJECT):
             raise PeerMisconfigured(f"{self._system}: search under {base} failed: the base context does not exist "
                                     "(noSuchObject), so nothing under it can be read; check "
-                                    "baseContextsToSynchronize") from None
+                                    "baseContexts and baseContextsToSynchronize") from None
         if isinstance(error, ldap.TIMEOUT):
             self.close()
             raise PeerUnavailable(f"{self._system}: search on {self.where} failed: no answer within "

@@ -1,8 +1,9 @@
 """The LDAP connector: ``system/<name>/<objectType>`` over python-ldap, configured by a
 PingIDM ``provisioner.openicf-<name>.json`` (see ``config`` for the keys).
 
-Reads are paged searches over each ``baseContextsToSynchronize`` asking only for the
-attributes behind the requested fields; ids come from ``uidAttribute``, or are the
+Reads (recons, queries, reads by id) are paged searches over each ``baseContexts``, as
+OpenICF's are (liveSync alone reads ``baseContextsToSynchronize``: ``changes``), asking
+only for the attributes behind the requested fields; ids come from ``uidAttribute``, or are the
 entry's DN when it is ``dn`` (as OpenICF's LDAP connector allows): such an id is read
 back with a base-scope search of that DN, compared as a DN (case and spacing aside),
 and changes when the entry is renamed (the write result carries the new DN).
@@ -52,6 +53,7 @@ from idsync.connectors.ldap.values import (
 )
 from idsync.errors import (
     ConfigError,
+    ConfigWarning,
     IdsyncError,
     NotFound,
     ObjectError,
@@ -173,7 +175,7 @@ class LdapResource(Resource, ChangeSource):
         # caller gets batches of its own page size, cut from those pages as they stream in.
         batch = spec.page_size or self._settings.block_size
         pending: list[SearchEntry] = []
-        for base in self._settings.sync_contexts:
+        for base in self._settings.base_contexts:
             pages = self._conn.search_pages(base, search_filter, self._attributes(wanted),
                                             self._settings.block_size, base_required=True)
             for entries in pages:
@@ -200,12 +202,12 @@ class LdapResource(Resource, ChangeSource):
     def _read_dns(self, dns: Sequence[str], attributes: Sequence[str]) -> dict[str, SearchEntry]:
         """requested DN -> the entry at that DN (one base-scope search each), for the
         DNs under a base context that hold an object of this type."""
-        bases = [norm_dn(b) for b in self._settings.sync_contexts]
+        bases = [norm_dn(b) for b in self._settings.base_contexts]
         search_filter = _and(*self._class_filters, self._type.search_filter)
         found: dict[str, SearchEntry] = {}
         for dn in dns:
             key = norm_dn(dn)
-            if not _valid_dn(dn) or not any(key == b or key.endswith("," + b) for b in bases):
+            if not _valid_dn(dn) or not any(_dn_under(key, b) for b in bases):
                 continue  # not an entry this resource reads
             entries = self._conn.search(dn, search_filter, attributes, scope="base")
             if entries:
@@ -218,7 +220,7 @@ class LdapResource(Resource, ChangeSource):
             return []
         search_filter = _and(*self._class_filters, self._type.search_filter, ids_filter)
         objects: list[Obj] = []
-        for base in self._settings.sync_contexts:
+        for base in self._settings.base_contexts:
             entries = self._conn.search(base, search_filter, self._attributes(wanted))
             objects.extend(self._objects(entries, wanted))
         return objects
@@ -331,7 +333,7 @@ class LdapResource(Resource, ChangeSource):
             ids_filter = id_filter(self._uid, unique[start:start + _ID_CHUNK])
             if not ids_filter:
                 continue
-            for base in self._settings.sync_contexts:
+            for base in self._settings.base_contexts:
                 for dn, raw in self._conn.search(base, _and(*self._class_filters, ids_filter), attributes):
                     obj_id = decode_entry(dn, raw, (), self._uid.lower())["_id"]
                     found[obj_id] = (dn, raw)
@@ -515,7 +517,18 @@ class LdapSystem(System):
         self._resources: list[LdapResource] = []
 
     def warnings(self) -> list[ConfigError]:
-        return ignored_settings(self._file, self._config, self._types)
+        return [*ignored_settings(self._file, self._config, self._types), *self._unread_sync_contexts()]
+
+    def _unread_sync_contexts(self) -> list[ConfigError]:
+        """A ``baseContextsToSynchronize`` outside every ``baseContexts``: liveSync applies
+        changes of entries there that no recon or read by id finds again."""
+        bases = [norm_dn(b) for b in self._settings.base_contexts]
+        return [ConfigWarning(self._file, f"configurationProperties.baseContextsToSynchronize[{i}]",
+                              "not under any of baseContexts: liveSync applies changes of entries there, which "
+                              "recons and reads by id do not find (a recon of a mapping from this system takes "
+                              "the objects linked to them for SOURCE_MISSING)")
+                for i, dn in enumerate(self._settings.sync_contexts)
+                if not any(_dn_under(norm_dn(dn), b) for b in bases)]
 
     def resource(self, object_type: str, *, dry_run: bool = False) -> LdapResource:
         obj_type = self._types.get(object_type)
@@ -581,3 +594,8 @@ def _listing(system: str, settings: LdapSettings, object_type: ObjectTypeDef,
 def open_ldap_system(name: str, config: Mapping[str, Any], *, file: str) -> LdapSystem:
     """The connector registry's entry point for ``org.identityconnectors.ldap.LdapConnector``."""
     return LdapSystem(name, config, file=file)
+
+
+def _dn_under(dn: str, base: str) -> bool:
+    """Whether ``dn`` is ``base`` or below it (both in ``norm_dn``'s form)."""
+    return dn == base or dn.endswith("," + base)
