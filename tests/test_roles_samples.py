@@ -9,6 +9,7 @@ moved, not waited for."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,10 @@ def _project(tmp_path: Path, slapd: Slapd, subtree: str) -> Path:
     shutil.copytree(SAMPLE / "conf", project / "conf")
     for path in (project / "conf").glob("*.json"):
         path.write_text(path.read_text().replace(_PEOPLE, subtree).replace(_GROUPS, subtree))
+    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    prov["configurationProperties"]["baseContexts"] = [subtree]  # this test's own entries, not the others'
+    prov_file.write_text(json.dumps(prov, indent=2))
     (project / "conf" / "idsync.toml").write_text(
         f'state_dir = "state"\n[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n[log]\nformat = "json"\n'
         'level = "warning"\n')
