@@ -107,7 +107,8 @@ def test_reads_search_base_contexts_not_only_the_sync_contexts(slapd: Slapd, lda
     """As OpenICF's: a listing, a query and a read by id search ``baseContexts``;
     ``baseContextsToSynchronize`` (narrower here) is liveSync's alone. An entry outside
     both is read by none; a sync context outside every base context is a ``validate``
-    warning naming it (liveSync would apply changes that no recon finds again)."""
+    warning naming it (liveSync would apply changes that no recon finds again), and so is
+    a base context under another, whose entries are read once."""
     staff, outside = f"ou=staff,{ldap_subtree}", f"ou=outside,{ldap_subtree}"
     top = f"ou=top,{ldap_subtree}"
     slapd.add_ldif("".join(f"dn: {dn}\nobjectClass: organizationalUnit\nou: {dn[3:dn.index(',')]}\n\n"
@@ -127,6 +128,14 @@ def test_reads_search_base_contexts_not_only_the_sync_contexts(slapd: Slapd, lda
         ("configurationProperties.baseContextsToSynchronize[0]", True)]
     assert {o["uid"] for o in narrow.resource("account").find(QuerySpec(fields=["uid"]))} == {"sue"}
     narrow.close()
+
+    # A base context under another (or listed twice) is read once, with a warning naming it.
+    nested = LdapSystem("ldap", make_config(slapd, staff, baseContexts=[staff, top, top.upper()]), file=FILE)
+    assert [(w.key, "read once" in w.problem) for w in nested.warnings()] == [
+        ("configurationProperties.baseContexts[0]", True), ("configurationProperties.baseContexts[2]", True)]
+    assert sorted(o["uid"] for page in nested.resource("account").pages(QuerySpec(fields=["uid"])) for o in page) \
+        == ["ann", "bob", "sue"]
+    nested.close()
 
 
 def test_object_shape_id_dn_arrays_and_singles(slapd: Slapd, accounts: LdapResource) -> None:

@@ -114,7 +114,7 @@ class LdapChanges:
         self._conn = LdapConnection(system, settings)
         # The baseContexts outside every sync context: recons read entries there, whose
         # changes liveSync does not see (and whose absence from a refresh is no delete).
-        self._unwatched = tuple(b for b in settings.base_contexts
+        self._unwatched = tuple(b for b in settings.read_contexts
                                 if not any(_under(b, s) for s in settings.sync_contexts))
 
     def close(self) -> None:

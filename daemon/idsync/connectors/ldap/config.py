@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from idsync.connectors.ldap.members import norm_dn
 from idsync.errors import ConfigError
 from idsync.keys import misspelling_of
 from idsync.query.ldap import filter_problem
@@ -124,6 +125,12 @@ class LdapSettings:
     # OpenICF's ``failover``: the servers to connect to, in order, when the one before
     # cannot be reached (scheme, host, port: ``ldaps`` is TLS from the start).
     failover: tuple[tuple[str, str, int], ...] = ()
+
+    @functools.cached_property
+    def read_contexts(self) -> tuple[str, ...]:
+        """``baseContexts`` without those under another: each entry is read once."""
+        nested = nested_contexts(self.base_contexts)
+        return tuple(b for i, b in enumerate(self.base_contexts) if i not in nested)
 
     @property
     def active_directory_lock(self) -> bool:
@@ -406,3 +413,15 @@ def dn_problem(dn: str) -> str | None:
     except LDAPException as exc:
         return str(exc)
     return None
+
+
+def dn_under(dn: str, base: str) -> bool:
+    """Whether ``dn`` is ``base`` or below it (both in ``norm_dn``'s form)."""
+    return dn == base or dn.endswith("," + base)
+
+
+def nested_contexts(dns: Sequence[str]) -> set[int]:
+    """The positions in ``dns`` of those under another one, or the same as one before."""
+    keys = [norm_dn(b) for b in dns]
+    return {i for i, key in enumerate(keys)
+            if any(j != i and dn_under(key, other) and (key != other or j < i) for j, other in enumerate(keys))}

@@ -33,6 +33,8 @@ from idsync.connectors.ldap.config import (
     LdapSettings,
     ObjectTypeDef,
     PropertyDef,
+    dn_under,
+    nested_contexts,
     parse_ldap_config,
 )
 from idsync.connectors.ldap.connection import LdapConnection, SearchEntry
@@ -175,7 +177,7 @@ class LdapResource(Resource, ChangeSource):
         # caller gets batches of its own page size, cut from those pages as they stream in.
         batch = spec.page_size or self._settings.block_size
         pending: list[SearchEntry] = []
-        for base in self._settings.base_contexts:
+        for base in self._settings.read_contexts:
             pages = self._conn.search_pages(base, search_filter, self._attributes(wanted),
                                             self._settings.block_size, base_required=True)
             for entries in pages:
@@ -202,12 +204,12 @@ class LdapResource(Resource, ChangeSource):
     def _read_dns(self, dns: Sequence[str], attributes: Sequence[str]) -> dict[str, SearchEntry]:
         """requested DN -> the entry at that DN (one base-scope search each), for the
         DNs under a base context that hold an object of this type."""
-        bases = [norm_dn(b) for b in self._settings.base_contexts]
+        bases = [norm_dn(b) for b in self._settings.read_contexts]
         search_filter = _and(*self._class_filters, self._type.search_filter)
         found: dict[str, SearchEntry] = {}
         for dn in dns:
             key = norm_dn(dn)
-            if not _valid_dn(dn) or not any(_dn_under(key, b) for b in bases):
+            if not _valid_dn(dn) or not any(dn_under(key, b) for b in bases):
                 continue  # not an entry this resource reads
             entries = self._conn.search(dn, search_filter, attributes, scope="base")
             if entries:
@@ -220,7 +222,7 @@ class LdapResource(Resource, ChangeSource):
             return []
         search_filter = _and(*self._class_filters, self._type.search_filter, ids_filter)
         objects: list[Obj] = []
-        for base in self._settings.base_contexts:
+        for base in self._settings.read_contexts:
             entries = self._conn.search(base, search_filter, self._attributes(wanted))
             objects.extend(self._objects(entries, wanted))
         return objects
@@ -333,7 +335,7 @@ class LdapResource(Resource, ChangeSource):
             ids_filter = id_filter(self._uid, unique[start:start + _ID_CHUNK])
             if not ids_filter:
                 continue
-            for base in self._settings.base_contexts:
+            for base in self._settings.read_contexts:
                 for dn, raw in self._conn.search(base, _and(*self._class_filters, ids_filter), attributes):
                     obj_id = decode_entry(dn, raw, (), self._uid.lower())["_id"]
                     found[obj_id] = (dn, raw)
@@ -517,18 +519,26 @@ class LdapSystem(System):
         self._resources: list[LdapResource] = []
 
     def warnings(self) -> list[ConfigError]:
-        return [*ignored_settings(self._file, self._config, self._types), *self._unread_sync_contexts()]
+        return [*ignored_settings(self._file, self._config, self._types), *self._nested_base_contexts(),
+                *self._unread_sync_contexts()]
+
+    def _nested_base_contexts(self) -> list[ConfigError]:
+        """A ``baseContexts`` entry under another (or the same twice): read once, through the other."""
+        return [ConfigWarning(self._file, f"configurationProperties.baseContexts[{i}]",
+                              "under another of baseContexts (or the same twice): its entries are read once, "
+                              "through the other")
+                for i in sorted(nested_contexts(self._settings.base_contexts))]
 
     def _unread_sync_contexts(self) -> list[ConfigError]:
         """A ``baseContextsToSynchronize`` outside every ``baseContexts``: liveSync applies
         changes of entries there that no recon or read by id finds again."""
-        bases = [norm_dn(b) for b in self._settings.base_contexts]
+        bases = [norm_dn(b) for b in self._settings.read_contexts]
         return [ConfigWarning(self._file, f"configurationProperties.baseContextsToSynchronize[{i}]",
                               "not under any of baseContexts: liveSync applies changes of entries there, which "
                               "recons and reads by id do not find (a recon of a mapping from this system takes "
                               "the objects linked to them for SOURCE_MISSING)")
                 for i, dn in enumerate(self._settings.sync_contexts)
-                if not any(_dn_under(norm_dn(dn), b) for b in bases)]
+                if not any(dn_under(norm_dn(dn), b) for b in bases)]
 
     def resource(self, object_type: str, *, dry_run: bool = False) -> LdapResource:
         obj_type = self._types.get(object_type)
@@ -594,8 +604,3 @@ def _listing(system: str, settings: LdapSettings, object_type: ObjectTypeDef,
 def open_ldap_system(name: str, config: Mapping[str, Any], *, file: str) -> LdapSystem:
     """The connector registry's entry point for ``org.identityconnectors.ldap.LdapConnector``."""
     return LdapSystem(name, config, file=file)
-
-
-def _dn_under(dn: str, base: str) -> bool:
-    """Whether ``dn`` is ``base`` or below it (both in ``norm_dn``'s form)."""
-    return dn == base or dn.endswith("," + base)

@@ -69,14 +69,14 @@ class MemberIds:
             ids_filter = id_filter(self._uid, todo[start:start + _ID_CHUNK])
             if not ids_filter:
                 continue
-            for base in self._settings.base_contexts:
+            for base in self._settings.read_contexts:
                 for entry in self._conn.search(base, f"(&{self._filter}{ids_filter})", [self._uid]):
                     self._learn(entry, dn_key(entry[0]))
         return {i: self._dns[i] for i in ids if i in self._dns}
 
     def _list_all(self) -> None:
         self._listed = True
-        for base in self._settings.base_contexts:
+        for base in self._settings.read_contexts:
             for page in self._conn.search_pages(base, self._filter, [self._uid], self._settings.block_size):
                 for entry in page:
                     self._learn(entry, dn_key(entry[0]))
