@@ -206,12 +206,13 @@ def test_validate_warns_about_what_is_not_acted_on(project: tuple[Path, str]) ->
 
 
 def test_validate_names_the_livesync_filters_it_does_not_apply(project: tuple[Path, str]) -> None:
-    """OpenICF's keys choosing which directory changes liveSync applies (a filter per
-    object type, the attributes that must have changed, the accounts whose changes are
-    skipped, object classes the account entries lack) are PingIDM-valid and idsync's
-    liveSync applies every change: each set one is a warning naming the file and the key.
-    At their stock values (null, empty, ``inetOrgPerson``, the keys of changelog reading)
-    they ask for nothing and are not."""
+    """Of OpenICF's keys choosing which directory changes liveSync applies, idsync follows
+    the filters per object type, the skipped modifiers and the account object classes
+    (``tests/test_livesync.py``), and not the attributes that must have changed: that one
+    set is a warning naming the file and the key, and so are object classes the account
+    entries lack (then no change of theirs is applied). At their stock values (null, empty,
+    ``inetOrgPerson``, the keys of changelog reading) nothing is said; a bad filter is an
+    error naming its key."""
     path, _ = project
     prov_file = path / "conf" / "provisioner.openicf-ldap.json"
     prov = json.loads(prov_file.read_text())
@@ -229,9 +230,17 @@ def test_validate_names_the_livesync_filters_it_does_not_apply(project: tuple[Pa
     prov_file.write_text(json.dumps(prov))
     validated = _run(path, "validate", "--json")
     assert validated["ok"], validated
-    warnings = {w["key"]: w["problem"] for w in validated["warnings"] if w["file"] == str(prov_file)}
-    for key in ("accountSynchronizationFilter", "groupSynchronizationFilter", "modifiersNamesToFilterOut",
-                "attributesToSynchronize", "objectClassesToSynchronize"):
-        assert "liveSync applies every change" in warnings[f"configurationProperties.{key}"], key
-    assert "matching this filter" in warnings["configurationProperties.accountSynchronizationFilter"]
+    warnings = {w["key"]: w["problem"] for w in validated["warnings"]
+                if w["file"] == str(prov_file) and w["key"].startswith("configurationProperties.")}
+    assert set(warnings) == {"configurationProperties.attributesToSynchronize",
+                             "configurationProperties.objectClassesToSynchronize"}, warnings
+    assert "liveSync applies every change" in warnings["configurationProperties.attributesToSynchronize"]
     assert "posixaccount" in warnings["configurationProperties.objectClassesToSynchronize"]
+    assert "no others" in warnings["configurationProperties.objectClassesToSynchronize"]
+
+    prov["configurationProperties"].update(accountSynchronizationFilter="(employeeType=contractor")
+    prov_file.write_text(json.dumps(prov))
+    refused = idsync(path, "validate", "--json")
+    assert refused.returncode == 78, refused.stderr
+    assert [p["key"] for p in json.loads(refused.stdout)["problems"]] == [
+        "configurationProperties.accountSynchronizationFilter"], refused.stdout

@@ -264,6 +264,17 @@ def _subtree(slapd: Slapd, name: str) -> str:
     return dn
 
 
+def _one_of_two_applied(project: Path, slapd: Slapd, applied: str, left_out: str) -> dict[str, dict[str, Any]]:
+    """New mails for the entries at both DNs (``UID@example.org``); the next liveSync
+    applies the first alone, and deletes nothing. The store's users after it."""
+    slapd.add_ldif("".join(f"dn: {dn}\nchangetype: modify\nreplace: mail\nmail: {dn[4:dn.index(',')]}@example.org\n\n"
+                           for dn in (applied, left_out)))
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert [r["counts"] for r in done.runs] == [{"updated": 1}]
+    return _users(project)
+
+
 def _moved_is_no_delete(project: Path, slapd: Slapd, uid: str, old: str, new: str, user_id: str) -> None:
     """``uid`` moved from ``old`` to ``new`` (a base idsync reads): the next liveSync
     deletes nothing, and the user keeps its id."""
@@ -341,19 +352,14 @@ def test_recons_read_base_contexts_and_livesync_the_sync_contexts(tmp_path: Path
     assert first.state == "SUCCESS", first.message
     assert set(_users(project)) == {"bjensen", "scarter", "sue", "tom"}
 
-    slapd.add_ldif(f"dn: uid=sue,{staff}\nchangetype: modify\nreplace: mail\nmail: sue@example.org\n\n"
-                   f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: b@example.org\n")
-    done = _live(project)
-    assert done.state == "SUCCESS", done.message
-    assert [r["counts"] for r in done.runs] == [{"updated": 1}]
-    users = _users(project)
+    users = _one_of_two_applied(project, slapd, f"uid=sue,{staff}", f"uid=bjensen,{ldap_subtree}")
     assert users["sue"]["mail"] == "sue@example.org" and users["bjensen"]["mail"] == "bjensen@example.com"
 
     _moved_is_no_delete(project, slapd, "tom", staff, ldap_subtree, users["tom"]["_id"])
 
     recon = idsync(project, "recon", FORWARD)
     assert recon.returncode == 0, recon.stderr
-    assert _users(project)["bjensen"]["mail"] == "b@example.org"
+    assert _users(project)["bjensen"]["mail"] == "bjensen@example.org"
 
 
 def test_a_present_phase_keeps_the_users_of_the_rest_of_base_contexts(tmp_path: Path,
@@ -375,6 +381,46 @@ def test_a_present_phase_keeps_the_users_of_the_rest_of_base_contexts(tmp_path: 
     assert done.state == "SUCCESS", done.message
     assert set(_users(project)) == {"bjensen", "scarter", "s3"}
     assert [r["counts"] for r in done.runs] == [{"deleted": 3}]
+
+
+def _sync_settings(project: Path, **settings: Any) -> None:
+    prov = project / "conf" / "provisioner.openicf-ldap.json"
+    config = json.loads(prov.read_text())
+    config["configurationProperties"].update(settings)
+    prov.write_text(json.dumps(config))
+
+
+def test_livesync_applies_only_the_changes_the_sync_filters_select(tmp_path: Path, slapd: Slapd,
+                                                                    ldap_subtree: str) -> None:
+    """OpenICF's ``accountSynchronizationFilter``, ``objectClassesToSynchronize`` and
+    ``modifiersNamesToFilterOut`` choose which changes liveSync applies: a change of an
+    entry they leave out is not applied (the next full recon applies it), and is no
+    delete; the stock ``objectClassesToSynchronize`` (``inetOrgPerson``) leaves out nothing."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    _sync_settings(project, accountSynchronizationFilter="(!(uid=scarter))",
+                   objectClassesToSynchronize=["inetOrgPerson"])
+    assert _live(project).state == "SUCCESS"
+    assert set(_users(project)) == {"bjensen", "scarter"}
+    users = _one_of_two_applied(project, slapd, f"uid=bjensen,{ldap_subtree}", f"uid=scarter,{ldap_subtree}")
+    assert users["bjensen"]["mail"] == "bjensen@example.org" and users["scarter"]["mail"] == "scarter@example.com"
+
+    # Every change here is made by the directory's admin: filtered out, none is applied.
+    _sync_settings(project, accountSynchronizationFilter=None, modifiersNamesToFilterOut=[slapd.admin_dn])
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: b2@example.org\n")
+    skipped = _live(project)
+    assert skipped.state == "SUCCESS", skipped.message
+    assert all(not r["counts"] for r in skipped.runs), skipped.runs
+    assert _users(project)["bjensen"]["mail"] == "bjensen@example.org"
+
+    # The classes an account entry must have one of: none of the sample's has posixAccount.
+    _sync_settings(project, modifiersNamesToFilterOut=[], objectClassesToSynchronize=["posixAccount"])
+    slapd.add_ldif(f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: b3@example.org\n")
+    assert _live(project).state == "SUCCESS" and _users(project)["bjensen"]["mail"] == "bjensen@example.org"
+
+    recon = idsync(project, "recon", FORWARD)
+    assert recon.returncode == 0, recon.stderr
+    users = _users(project)
+    assert users["bjensen"]["mail"] == "b3@example.org" and users["scarter"]["mail"] == "scarter@example.org"
 
 
 def test_trimmed_session_log_deletes_from_the_present_phase(tmp_path: Path, short_log_slapd: Slapd) -> None:

@@ -101,13 +101,21 @@ class LdapChanges:
     ``decode`` turns (DN, raw attributes) entries into objects with the resource's own
     decoding; ``search_filter`` is the object type's filter (object classes and
     ``searchFilter``); ``uid_attribute`` tells whether deleted entryUUIDs are ids;
-    ``list_ids`` lists the ids of every entry, for deletes when they are not."""
+    ``list_ids`` lists the ids of every entry, for deletes when they are not;
+    ``sync_filters``: what else a changed entry must match for its change to be read
+    (``ObjectTypeDef.sync_filters``)."""
 
     def __init__(self, system: str, settings: LdapSettings, search_filter: str, uid_attribute: str,
-                 *, class_filter: str = "", list_ids: Callable[[], frozenset[str]] | None = None) -> None:
+                 *, class_filter: str = "", list_ids: Callable[[], frozenset[str]] | None = None,
+                 sync_filters: Sequence[str] = ()) -> None:
         self._system = system
         self._settings = settings
         self._filter = search_filter
+        # The changes read: of the entries that also match the sync filters. An entry that
+        # does not (any more) is no delete: the refreshes' deletes are checked, and a present
+        # phase lists the ids of the sync contexts too.
+        self._changed = f"(&{search_filter}{''.join(sync_filters)})" if sync_filters else search_filter
+        self._filtered = bool(sync_filters)
         self._class_filter = class_filter or search_filter
         self._uid_key = uid_attribute.lower()
         self._list_ids = list_ids
@@ -214,15 +222,16 @@ class LdapChanges:
         seen = {u for r in refreshes.values() for u in (*r.changed, *r.present)}
         deleted = sorted({as_id(u) for r in refreshes.values() for u in r.deleted - seen})
         known = "nsUniqueId" if ds389 else "entryUUID"
-        if deleted and (len(refreshes) > 1 or self._unwatched):
+        if deleted and (len(refreshes) > 1 or self._unwatched or self._filtered):
             deleted = self._still_gone(conn, deleted, known)
         complete: frozenset[str] | None = None
         if present_phase and uuid_ids:
             # A present phase names the entries of the sync contexts; those of the rest of
             # baseContexts (linked by recons) are listed too, or they would look deleted.
             complete = frozenset(u for r in refreshes.values() for u in (*r.present, *r.changed))
-            if self._unwatched:
-                complete |= self._ids_under(conn, self._unwatched, known)
+            listed = (*self._settings.sync_contexts, *self._unwatched) if self._filtered else self._unwatched
+            if listed:
+                complete |= self._ids_under(conn, listed, known)
         if not uuid_ids:
             complete = self._all_ids(bool(deleted) or present_phase, known)
             deleted = []
@@ -279,7 +288,7 @@ class LdapChanges:
         out = _Refresh()
         control = SyncRequestControl(cookie=cookie, mode="refreshOnly")
         try:
-            msgid = conn.search_ext(base, ldap.SCOPE_SUBTREE, self._filter, list(attributes) or ["1.1"],
+            msgid = conn.search_ext(base, ldap.SCOPE_SUBTREE, self._changed, list(attributes) or ["1.1"],
                                     serverctrls=[control])
             while True:
                 kind, messages, _, controls = conn.result4(msgid, all=0, add_ctrls=1, add_intermediates=1,
@@ -321,7 +330,7 @@ class LdapChanges:
         def failed(error: ldap.LDAPError) -> NoReturn:
             raise self._failure("search", bases[0], error) from None
 
-        found = read_usn_changes(conn, server, since, bases=bases, search_filter=self._filter,
+        found = read_usn_changes(conn, server, since, bases=bases, search_filter=self._changed,
                                  class_filter=self._class_filter, attributes=attributes,
                                  page_size=self._settings.block_size, timeout=self._settings.read_timeout,
                                  failed=failed)
@@ -360,7 +369,7 @@ class LdapChanges:
         # the same second again (changes made after the last read within it).
         newer = f"(&({attribute}>={since})(!({attribute}={since})))" if attribute == "entryCSN" \
             else f"({attribute}>={since})"
-        search_filter = f"(&{self._filter}{newer})"
+        search_filter = f"(&{self._changed}{newer})"
         conn = self._open()
         wanted = [*attributes, attribute]
         entries: list[tuple[str, RawEntry]] = []
@@ -415,7 +424,7 @@ class LdapChanges:
         which 389 DS's cookie names)."""
         cookie = f"rid=000,csn={';'.join(csn)}" if csn else None
         try:
-            msgid = conn.search_ext(base, ldap.SCOPE_BASE, self._filter, ["1.1"],
+            msgid = conn.search_ext(base, ldap.SCOPE_BASE, self._changed, ["1.1"],
                                     serverctrls=[SyncRequestControl(cookie=cookie, mode="refreshOnly")])
             controls = conn.result4(msgid, all=1, add_ctrls=1, timeout=self._settings.read_timeout)[3]
         except ldap.UNAVAILABLE_CRITICAL_EXTENSION:

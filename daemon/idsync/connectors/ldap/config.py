@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ldap.filter import escape_filter_chars
+
 from idsync.connectors.ldap.members import norm_dn
 from idsync.errors import ConfigError
 from idsync.keys import misspelling_of
@@ -75,6 +77,11 @@ class ObjectTypeDef:
     # (``__CURRENT_PASSWORD__``, ``_memberId``...): name -> nativeName. They are
     # left out of ``properties`` (never read or written) and ``validate`` warns.
     unsupported: Mapping[str, str] = field(default_factory=dict)
+    # What else an entry's change must match for liveSync to apply it (OpenICF's
+    # ``accountSynchronizationFilter`` or ``groupSynchronizationFilter``,
+    # ``objectClassesToSynchronize`` for accounts, ``modifiersNamesToFilterOut``): the
+    # parts of an AND, none when every change of the type's entries is applied.
+    sync_filters: tuple[str, ...] = ()
 
     def readable(self) -> list[PropertyDef]:
         """The properties returned when no fields are asked for."""
@@ -260,7 +267,7 @@ def _settings(file: str, props: Mapping[str, Any]) -> LdapSettings:
         groups_attribute=_attribute_name(file, read, "ldapGroupsAttribute", None) or None,
         lock_attribute=lock_attribute,
         lock_value=str(read.str_("accountLockValue", _lock_default(lock_attribute))),
-        active_directory=_active_directory(props),
+        active_directory=reads_active_directory(props),
         failover=_failover(file, read),
         password_hash=_password_hash(read),
     )
@@ -307,7 +314,7 @@ def _attribute_name(file: str, read: _Reader, key: str, default: str | None) -> 
     return value
 
 
-def _active_directory(props: Mapping[str, Any]) -> bool:
+def reads_active_directory(props: Mapping[str, Any]) -> bool:
     """Whether the provisioner reads Active Directory (or AD LDS), as its objectGUID ids tell."""
     return str(props.get("uidAttribute") or "").lower() == "objectguid"
 
@@ -315,7 +322,7 @@ def _active_directory(props: Mapping[str, Any]) -> bool:
 def _lock_attribute_default(props: Mapping[str, Any]) -> str:
     """Where ``__ENABLE__`` lives, as the ids tell the directory: AD's userAccountControl
     (objectGUID), 389 DS's nsAccountLock (nsUniqueId), else OpenLDAP ppolicy's lock."""
-    if _active_directory(props):
+    if reads_active_directory(props):
         return "userAccountControl"
     if str(props.get("uidAttribute") or "").lower() == "nsuniqueid":
         return "nsAccountLock"
@@ -323,7 +330,7 @@ def _lock_attribute_default(props: Mapping[str, Any]) -> str:
 
 
 def _password_default(props: Mapping[str, Any]) -> str:
-    return "unicodePwd" if _active_directory(props) else "userPassword"
+    return "unicodePwd" if reads_active_directory(props) else "userPassword"
 
 
 def _lock_default(attribute: str) -> str:
@@ -386,7 +393,28 @@ def _object_type(file: str, name: str, raw: Any, props: Mapping[str, Any]) -> Ob
         raise ConfigError(file, f"configurationProperties.{search_key}", problem)
     return ObjectTypeDef(name=name, native_type=native_type, object_classes=classes,
                          search_filter=search_filter.strip(), naming_attribute=naming,
-                         properties=defs, unsupported=unsupported)
+                         properties=defs, unsupported=unsupported,
+                         sync_filters=_sync_filters(file, read, native_type, props))
+
+
+def _sync_filters(file: str, read: _Reader, native_type: str, props: Mapping[str, Any]) -> tuple[str, ...]:
+    """The conditions OpenICF puts on the changes liveSync applies, as LDAP filters."""
+    parts: list[str] = []
+    key = {"__ACCOUNT__": "accountSynchronizationFilter", "__GROUP__": "groupSynchronizationFilter"}.get(native_type)
+    text = ((read.str_(key) or "") if key else "").strip()
+    if key and text:
+        if problem := filter_problem(text):
+            raise ConfigError(file, f"configurationProperties.{key}", problem)
+        parts.append(text if text.startswith("(") else f"({text})")
+    if reads_active_directory(props):
+        # OpenICF's AD reading (DirSync) takes the accounts by accountObjectClasses, and AD
+        # keeps no modifiersName: ignored.py warns about either key there.
+        return tuple(parts)
+    classes = read.strings("objectClassesToSynchronize")
+    if native_type == "__ACCOUNT__" and classes:
+        parts.append("(|" + "".join(f"(objectClass={escape_filter_chars(c)})" for c in classes) + ")")
+    parts.extend(f"(!(modifiersName={escape_filter_chars(dn)}))" for dn in read.dns("modifiersNamesToFilterOut"))
+    return tuple(parts)
 
 
 def parse_ldap_config(

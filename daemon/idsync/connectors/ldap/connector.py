@@ -118,7 +118,7 @@ class LdapResource(Resource, ChangeSource):
                                     if c.lower() != "top")
         self._changes = LdapChanges(system, settings, _and(*self._class_filters, object_type.search_filter),
                                     settings.uid_attribute, class_filter=_and(*self._class_filters),
-                                    list_ids=self._all_ids)
+                                    list_ids=self._all_ids, sync_filters=object_type.sync_filters)
 
     def close(self) -> None:
         self._conn.close()

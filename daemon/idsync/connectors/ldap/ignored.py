@@ -6,11 +6,11 @@ provisioner carries all of them, mostly at values that ask for nothing; a key is
 reported only when its value asks for something idsync would not do, so a
 project copied from PingIDM gets one warning per real difference, naming the
 file, the key and why. The keys that tell OpenICF how to read a changelog ask
-for nothing: idsync's liveSync reads changes its own way (``changes.py``). The
-ones that choose which changes liveSync applies (a filter, the attributes or
-object classes that must have changed, the accounts whose changes are skipped)
-are reported when set: idsync's liveSync applies every change of the object
-type's entries. Properties under an OpenICF special name idsync does not
+for nothing: idsync's liveSync reads changes its own way (``changes.py``). Of the
+ones that choose which changes liveSync applies, the filters per object type, the
+account object classes and the skipped modifiers are followed (``config``), not
+the attributes that must have changed, which is reported when set (and the two
+that Active Directory does not allow). Properties under an OpenICF special name idsync does not
 implement are reported too (they are never read or written), and so is a key
 unknown to both, with the nearest known one.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from idsync.connectors.ldap.config import PASSWORD_HASHES, ObjectTypeDef
+from idsync.connectors.ldap.config import PASSWORD_HASHES, ObjectTypeDef, reads_active_directory
 from idsync.errors import ConfigError, ConfigWarning
 from idsync.keys import suggest
 
@@ -28,6 +28,8 @@ __all__ = ["ignored_settings"]
 
 # Keys idsync reads and acts on (``config``), and its own.
 _USED = {
+    # What liveSync applies (config._sync_filters).
+    "accountSynchronizationFilter", "groupSynchronizationFilter", "modifiersNamesToFilterOut",
     "host", "port", "ssl", "startTLS", "principal", "credentials", "baseContexts",
     "baseContextsToSynchronize", "accountObjectClasses", "accountSearchFilter",
     "accountUserNameAttributes", "groupObjectClasses", "groupSearchFilter", "groupNameAttributes",
@@ -63,13 +65,8 @@ _EVERY_CHANGE = "liveSync applies every change of the object type's entries"
 # key -> (whether its value asks for nothing, why idsync does not act on it)
 _NOT_ACTED_ON: Mapping[str, tuple[Callable[[Any], bool], str]] = {
     "synchronizePasswords": (_unset, "liveSync does not read the passwords changed in the directory"),
-    "accountSynchronizationFilter": (_unset, f"{_EVERY_CHANGE}, not only those of entries matching this "
-                                     "filter (accountSearchFilter and the object classes do restrict it)"),
-    "groupSynchronizationFilter": (_unset, f"{_EVERY_CHANGE}, not only those of entries matching this "
-                                   "filter (groupSearchFilter and the object classes do restrict it)"),
     "attributesToSynchronize": (_unset, f"{_EVERY_CHANGE}, whichever attributes changed (a change to no "
                                 "mapped attribute writes nothing)"),
-    "modifiersNamesToFilterOut": (_unset, f"{_EVERY_CHANGE}, whoever made it"),
     "passwordHashAlgorithm": (lambda v: _unset(v) or str(v).strip().upper() in ("WIN-AD", *PASSWORD_HASHES),
                               f"not a scheme idsync hashes with ({', '.join(PASSWORD_HASHES)}): the mapped "
                               "value is written as it is (the store keeps passwords hashed)"),
@@ -91,7 +88,11 @@ def ignored_settings(file: str, config: Mapping[str, Any], types: Mapping[str, O
         if key in _CHANGELOG_READING:
             continue
         if key == "objectClassesToSynchronize":
-            warnings += _object_classes_to_synchronize(file, value, types)
+            warnings += _object_classes_to_synchronize(file, value, types, ad=reads_active_directory(props))
+            continue
+        if key == "modifiersNamesToFilterOut" and not _unset(value) and reads_active_directory(props):
+            warnings.append(ConfigWarning(file, prefix, f"not acted on: {_EVERY_CHANGE}, whoever made it "
+                                          "(Active Directory keeps no modifiersName)"))
             continue
         if key in _NOT_ACTED_ON:
             asks_nothing, why = _NOT_ACTED_ON[key]
@@ -111,14 +112,21 @@ def ignored_settings(file: str, config: Mapping[str, Any], types: Mapping[str, O
     return warnings
 
 
-def _object_classes_to_synchronize(file: str, value: Any, types: Mapping[str, ObjectTypeDef]) -> list[ConfigError]:
-    """OpenICF skips the change of an entry having none of these object classes. It asks
-    for nothing when every account type's entries have one of them (OpenICF's default,
-    ``inetOrgPerson``, with the default ``accountObjectClasses``)."""
+def _object_classes_to_synchronize(file: str, value: Any, types: Mapping[str, ObjectTypeDef], *,
+                                   ad: bool) -> list[ConfigError]:
+    """liveSync skips the change of an account entry having none of these object classes,
+    as OpenICF does (``config._sync_filters``). Nothing to say when every account type's
+    entries have one of them (OpenICF's default, ``inetOrgPerson``, with the default
+    ``accountObjectClasses``); otherwise a warning: the accounts whose entries lack them
+    are never applied (or, on Active Directory, where it is not acted on, all are)."""
     wanted = {str(c).lower() for c in value} if isinstance(value, list) else set()
     accounts = [t for t in types.values() if t.native_type == "__ACCOUNT__"]
     if not wanted or all(wanted & {c.lower() for c in t.object_classes} for t in accounts):
         return []
+    listed = ", ".join(sorted(wanted))
     return [ConfigWarning(file, "configurationProperties.objectClassesToSynchronize",
-                          f"not acted on: {_EVERY_CHANGE}, not only those of entries having one of "
-                          f"{', '.join(sorted(wanted))}")]
+                          f"not acted on: {_EVERY_CHANGE}, not only those of entries having one of {listed} "
+                          "(Active Directory: accounts are read by accountObjectClasses)" if ad else
+                          f"none of accountObjectClasses is among {listed}: liveSync applies the changes of "
+                          "the account entries having one of these classes only, and no others")]
+
