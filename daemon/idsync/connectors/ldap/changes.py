@@ -35,6 +35,12 @@ attribute only) and hands them over as ``ChangeFeed.complete_ids``: the caller
 deletes the linked objects that are not among them. That costs a read of every id,
 only in a run that has deletes.
 
+Changes are read under ``baseContextsToSynchronize``, of the entries that also match
+OpenICF's sync filters (``ObjectTypeDef.sync_filters``); recons read ``baseContexts``.
+Where the two differ (a wider ``baseContexts``, a sync filter), an entry a refresh
+calls deleted may only have left what liveSync reads: it is deleted only when no
+base holds it, and a present phase lists the ids of the rest before it deletes.
+
 The reading uses python-ldap's sync controls on a connection of its own
 (``LdapConnection``: the resource's TLS, bind and error handling), opened per
 reader; polling pages with the resource's reader (``reader.read_pages``).
