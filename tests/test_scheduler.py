@@ -506,6 +506,15 @@ def test_a_reload_in_the_moment_before_a_fire_runs_neither_drops_nor_repeats_it(
     assert len(fired) == 3 and scheduler.get_job("hourly").next_run_time >= _at("2026-01-01T14:00")
 
 
+def _wait_for(fired: list[str], count: int, executor: FireTimeExecutor) -> None:
+    """Until ``count`` runs have started and ended (5 s at most: the assertions then say
+    what ran): a run still under way when the clock moves on would take the next fire's
+    turn (one instance at a time), or read the clock after it moved."""
+    deadline = time.monotonic() + 5
+    while (len(fired) < count or any(executor._instances.values())) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_fires_merged_while_the_process_was_busy_are_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The scheduler's loop stalled from 11:00 to 14:20 (the process paused, or starved):
     the hourly ``run_once`` job runs once, for 14:00, and the 12:00 and 13:00 fires merged
@@ -514,7 +523,8 @@ def test_fires_merged_while_the_process_was_busy_are_told(tmp_path: Path, monkey
     clock = _Clock(_at("2026-01-01T10:30"))
     monkeypatch.setattr(apscheduler.schedulers.base, "datetime", clock.datetime)
     monkeypatch.setattr(apscheduler.executors.base, "datetime", clock.datetime)
-    scheduler = _SteppedScheduler(timezone=UTC, executors={"default": FireTimeExecutor(1)})
+    executor = FireTimeExecutor(1)
+    scheduler = _SteppedScheduler(timezone=UTC, executors={"default": executor})
     fired: list[str] = []
     table = JobTable(scheduler, lambda name, _trigger: fired.append(clock.now.strftime("%H:%M")),
                      now=lambda: clock.now)
@@ -523,15 +533,15 @@ def test_fires_merged_while_the_process_was_busy_are_told(tmp_path: Path, monkey
         table.apply({"hourly": _jobdef(tmp_path)})
         clock.now = _at("2026-01-01T11:00:02")
         scheduler.step()
+        _wait_for(fired, 1, executor)  # each run reads the clock in the pool's thread: before it moves on
         with capture_logs() as logs:
             clock.now = _at("2026-01-01T14:20")
             scheduler.step()
+            _wait_for(fired, 2, executor)
             table.apply({"hourly": _jobdef(tmp_path, schedule="*/5 * * * *")})
             clock.now = _at("2026-01-01T14:50")
             scheduler.step()
-        deadline = time.monotonic() + 5
-        while len(fired) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+            _wait_for(fired, 3, executor)
     finally:
         scheduler.shutdown(wait=True)
     assert fired == ["11:00", "14:20", "14:50"]
