@@ -137,10 +137,11 @@ def test_fires_run_once_through_a_rolling_restart_and_a_reload(tmp_path: Path, p
     (reloaded,) = nodes[0].events("daemon.reloaded")
     assert sorted(reloaded["changed"]) == sorted([*jobs, "live"])
     # The fires before the nodes began to stop at the end: the last ones may have been handed over.
-    runs = select_rows(pg_url, f"SELECT job, fire, node, state FROM recon_runs WHERE fire < '{end.isoformat()}'")
+    runs = select_rows(pg_url, "SELECT job, fire, node, state, message FROM recon_runs "
+                               f"WHERE fire < '{end.isoformat()}'")
     done = Counter((r.job, r.fire) for r in runs if r.state == "SUCCESS")
     assert max(done.values()) == 1, [k for k, v in done.items() if v > 1]
-    assert {r.state for r in runs} <= {"SUCCESS", "CANCELED"}
+    assert {r.state for r in runs} <= {"SUCCESS", "CANCELED"}, [r for r in runs if r.state == "FAILED"]
     assert {r.node for r in runs if r.state == "SUCCESS"} == {"n0", "n1", "n2"}
     queued = select_rows(pg_url, "SELECT args->>'job' AS job, args->>'timestamp' AS ts, status "
                            "FROM idsync_queue.procrastinate_jobs WHERE (args->>'timestamp')::bigint < "

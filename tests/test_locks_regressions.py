@@ -182,6 +182,30 @@ def test_daemon_start_drops_claims_and_deferred_rows_of_ended_runs(store: Store)
     assert live is not None and live["state"] == "ACTIVE"
 
 
+def test_daemon_start_leaves_a_run_another_node_starts_meanwhile(store: Store,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon starting reads the runs and the locks to find the interrupted ones; a run
+    another process starts while it reads (its lock, then its row, as a recon takes them)
+    is not taken for one whose lock is gone. Here a run starts right after each read of the
+    locks: read before the runs, the last one would have been failed as interrupted."""
+    holders = Locks.holders
+    started: list[str] = []
+
+    def read_then_start(self: Locks) -> dict[str, object]:
+        found = holders(self)
+        run_id = f"r{len(started)}"
+        Locks(store).acquire(f"recon:m{run_id}", f"{owner_id()}:{run_id}")
+        RunStore(store).start(run_id, f"m{run_id}", job="j", dry_run=False, summary={})
+        started.append(run_id)
+        return found  # type: ignore[return-value]
+
+    monkeypatch.setattr(Locks, "holders", read_then_start)
+    assert recover_interrupted(store) == []
+    monkeypatch.undo()
+    assert started and all((RunStore(store).get(r) or {}).get("state") == "ACTIVE" for r in started), [
+        (r, (RunStore(store).get(r) or {}).get("message")) for r in started]
+
+
 def test_daemon_start_ends_the_lockless_runs_of_a_process_gone(store: Store) -> None:
     """At daemon start, a one-object push (and an onward run) left ACTIVE by a process of
     this host that has ended is recorded FAILED as interrupted, naming the process, and

@@ -43,13 +43,16 @@ def recover_interrupted(store: Store) -> list[str]:
     """Mark runs of dead processes FAILED and drop their locks; returns the run ids."""
     failed = Locks(store).break_gone()
     RunStore(store).fail_abandoned()
-    holders = Locks(store).holders()
     with store.engine.connect() as conn:
         active = list(conn.execute(select(recon_runs.c.id, recon_runs.c.mapping).where(
             recon_runs.c.state == "ACTIVE", recon_runs.c.owner.is_(None),
             func.coalesce(recon_runs.c.job, "").not_in(NOT_RECON_JOBS))))
         lockless = list(conn.execute(select(recon_runs.c.id, recon_runs.c.owner).where(
             recon_runs.c.state == "ACTIVE", recon_runs.c.owner.is_not(None))))
+    # The locks are read after the runs: a run takes its lock before its row exists, so a
+    # run ACTIVE above shows its lock below, or has ended (and end_runs leaves it alone).
+    # Read before, a run another node started in between looked lockless, and was failed.
+    holders = Locks(store).holders()
     orphans = []
     for run in active:
         holder = holders.get(f"recon:{run.mapping}")
