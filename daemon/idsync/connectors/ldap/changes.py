@@ -126,10 +126,8 @@ class LdapChanges:
         self._uid_key = uid_attribute.lower()
         self._list_ids = list_ids
         self._conn = LdapConnection(system, settings)
-        # The baseContexts outside every sync context: recons read entries there, whose
-        # changes liveSync does not see (and whose absence from a refresh is no delete).
-        self._unwatched = tuple(b for b in settings.read_contexts
-                                if not any(_under(b, s) for s in settings.sync_contexts))
+        # Recons read entries there whose absence from a refresh is no delete.
+        self._unwatched = settings.unwatched_contexts
 
     def close(self) -> None:
         self._conn.close()

@@ -139,6 +139,13 @@ class LdapSettings:
         nested = nested_contexts(self.base_contexts)
         return tuple(b for i, b in enumerate(self.base_contexts) if i not in nested)
 
+    @functools.cached_property
+    def unwatched_contexts(self) -> tuple[str, ...]:
+        """The ``read_contexts`` under no ``baseContextsToSynchronize``: recons read entries
+        there whose changes liveSync does not see."""
+        synced = [norm_dn(s) for s in self.sync_contexts]
+        return tuple(b for b in self.read_contexts if not any(dn_under(norm_dn(b), s) for s in synced))
+
     @property
     def active_directory_lock(self) -> bool:
         return self.lock_attribute.lower() == "useraccountcontrol"
