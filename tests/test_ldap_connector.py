@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import ldap.dn
 import pytest
 import structlog
 from idsync.connectors.ldap.connector import LdapResource, LdapSystem, open_ldap_system
@@ -200,6 +201,85 @@ def test_create_update_rename_delete(accounts: LdapResource, ldap_subtree: str) 
     assert accounts.get(created["_id"]) is None
     with pytest.raises(NotFound):
         accounts.delete(created["_id"])
+
+
+def _entry(slapd: Slapd, dn: str) -> str:
+    """The entry as ``ldapsearch`` prints it (LDIF), or "" when it is not there."""
+    found = subprocess.run(["ldapsearch", "-x", "-LLL", "-o", "ldif-wrap=no", "-H", slapd.url, "-D", slapd.admin_dn,
+                            "-w", slapd.admin_password, "-s", "base", "-b", dn, "*"],
+                           capture_output=True, text=True, check=False)
+    return found.stdout
+
+
+def _same_dn(one: str, other: str) -> bool:
+    return ldap.dn.str2dn(one.lower()) == ldap.dn.str2dn(other.lower())
+
+
+def test_a_new_case_of_the_naming_value_renames_the_entry(accounts: LdapResource, slapd: Slapd,
+                                                          ldap_subtree: str) -> None:
+    """A value differing from the RDN's in case only is a rename: LDAP's matching rules
+    take it for the same value, so neither a modify nor a comparison as DNs writes it."""
+    created = accounts.create({"uid": "jdoe", "cn": "John Doe", "sn": "Doe"})
+    renamed = accounts.update(created["_id"], {"uid": "JDoe"})
+    assert renamed["dn"] == f"uid=JDoe,{ldap_subtree}" and renamed["uid"] == "JDoe"
+    assert "uid: JDoe\n" in _entry(slapd, f"uid=JDoe,{ldap_subtree}")
+    # Nothing left to do: the entry holds the value, and a write of it again changes nothing.
+    assert accounts.update(created["_id"], {"uid": "JDoe"})["dn"] == f"uid=JDoe,{ldap_subtree}"
+
+
+def test_an_entry_named_by_another_attribute_is_renamed_by_that_one(accounts: LdapResource, slapd: Slapd,
+                                                                    ldap_subtree: str) -> None:
+    """An entry whose RDN is ``cn=`` (the type names its accounts by ``uid``): a new
+    ``uid`` is a plain modify, the DN and its ``cn`` kept; a new ``cn`` renames it."""
+    slapd.add_ldif(f"dn: cn=Carol Smith,{ldap_subtree}\nobjectClass: inetOrgPerson\ncn: Carol Smith\n"
+                   "sn: Smith\nuid: carol\n")
+    (carol,) = [o for o in accounts.find(QuerySpec()) if o.get("uid") == "carol"]
+    updated = accounts.update(carol["_id"], {"uid": "carol2"})
+    assert updated["dn"] == f"cn=Carol Smith,{ldap_subtree}"
+    assert updated["uid"] == "carol2" and updated["cn"] == "Carol Smith"
+    renamed = accounts.update(carol["_id"], {"cn": "Carol Jones", "sn": "Jones"})
+    assert renamed["dn"] == f"cn=Carol Jones,{ldap_subtree}"
+    assert renamed["cn"] == "Carol Jones" and renamed["sn"] == "Jones" and renamed["uid"] == "carol2"
+
+
+def test_renames_to_values_that_need_escaping(accounts: LdapResource, slapd: Slapd, ldap_subtree: str) -> None:
+    """A new RDN value holding a comma, a plus sign or an equals sign (escaped in the DN),
+    by a new naming value or a new ``dn``; and a rename of an entry whose DN has one."""
+    created = accounts.create({"uid": "newguy", "cn": "New Guy", "sn": "Guy"})
+    renamed = accounts.update(created["_id"], {"uid": "guy, new+x=y"})
+    assert renamed["uid"] == "guy, new+x=y"
+    assert _same_dn(renamed["dn"], f"uid=guy\\, new\\+x\\=y,{ldap_subtree}")
+    again = accounts.update(created["_id"], {"uid": "guy, newer"})
+    assert again["uid"] == "guy, newer" and _same_dn(again["dn"], f"uid=guy\\, newer,{ldap_subtree}")
+    by_dn = accounts.update(created["_id"], {"dn": f"uid=Smith\\2C John,{ldap_subtree}"})
+    assert by_dn["uid"] == "Smith, John" and _entry(slapd, f"uid=Smith\\, John,{ldap_subtree}")
+
+
+def test_extra_values_of_the_naming_attribute_are_not_written_over_silently(
+        accounts: LdapResource, slapd: Slapd, ldap_subtree: str) -> None:
+    """An entry whose RDN attribute holds a second value the single-valued property was
+    never shown apart: writing the RDN's value fails the object, as for any attribute,
+    rather than being taken for done with nothing written."""
+    slapd.add_ldif(f"dn: uid=emp778,{ldap_subtree}\nobjectClass: inetOrgPerson\ncn: Emp\nsn: Emp\n"
+                   "uid: emp778\nuid: emp777\n")
+    (emp,) = [o for o in accounts.find(QuerySpec()) if o["dn"].startswith("uid=emp778")]
+    with pytest.raises(ObjectRejected, match="holds 2 values"):
+        accounts.update(emp["_id"], {"uid": "emp778"})
+    assert "uid: emp777" in _entry(slapd, f"uid=emp778,{ldap_subtree}")
+
+
+def test_base_contexts_may_have_spaces_after_their_commas(slapd: Slapd, ldap_subtree: str) -> None:
+    """``ou=People, dc=example, dc=com``, as directories and OpenICF take it."""
+    slapd.add_ldif(sample_users_ldif(2, ldap_subtree))
+    spaced = ldap_subtree.replace(",", ", ")
+    system = LdapSystem("ldap", make_config(slapd, ldap_subtree, baseContexts=[spaced],
+                                            baseContextsToSynchronize=[spaced]), file=FILE)
+    try:
+        assert sorted(o["uid"] for o in system.resource("account").find(QuerySpec())) == ["bjensen", "scarter"]
+    finally:
+        system.close()
+    with pytest.raises(ConfigError, match=r"baseContexts\[0\].*not in DN syntax"):
+        LdapSystem("ldap", make_config(slapd, ldap_subtree, baseContexts=["ou=People,,dc=x"]), file=FILE)
 
 
 def test_batch_failures_fail_alone(accounts: LdapResource) -> None:

@@ -160,6 +160,39 @@ def test_renamed_ldap_entry_keeps_its_link_and_managed_user(env: Env, move: bool
     assert {k: v for k, v in again.summary["situationSummary"].items() if v} == {"CONFIRMED": 1}
 
 
+def test_a_rename_in_case_only_keeps_the_link_when_ids_ignore_case(env: Env) -> None:
+    """``sourceIdsCaseSensitive: false`` (what ``validate`` asks for with DN ids): an entry
+    renamed in case only (``uid=jdoe`` to ``uid=JDoe``) is the same source, its user updated,
+    not a second user beside the first."""
+    env.reconfigure(sourceIdsCaseSensitive=False)
+    env.change_conf("provisioner.openicf-ldap.json", _dn_ids)
+    env.add("jdoe")
+    assert env.recon().state == "SUCCESS"
+    user_id = env.users()["jdoe"]["_id"]
+    env.slapd.add_ldif(f"dn: uid=jdoe,{env.subtree}\nchangetype: modrdn\nnewrdn: uid=JDoe\ndeleteoldrdn: 1\n")
+    result = env.recon()
+    assert result.state == "SUCCESS", result.summary
+    assert {k: v for k, v in result.summary["situationSummary"].items() if v} == {"CONFIRMED": 1}, result.summary
+    assert not result.summary["changes"].get("created"), result.summary["changes"]
+    assert [(name, u["_id"]) for name, u in env.users().items()] == [("JDoe", user_id)]
+
+
+def test_validate_asks_for_ids_ignoring_case_with_dn_ids(env: Env) -> None:
+    """DN ids with links that compare them exactly (PingIDM's default) are warned about,
+    naming the mapping's key; ``sourceIdsCaseSensitive: false`` settles it."""
+    from idsync.config.project import validate_project
+    from idsync.resources import check_system
+
+    project_dir = env.project.settings.conf_dir.parent
+    found = [p for p in validate_project(project_dir, check_system) if "IdsCaseSensitive" in str(p)]
+    assert len(found) == 1 and "sourceIdsCaseSensitive" in str(found[0]), found
+    assert "ignoring case" in str(found[0]) and "set sourceIdsCaseSensitive to false" in str(found[0])
+    env.reconfigure(sourceIdsCaseSensitive=False)
+    env.change_conf("provisioner.openicf-ldap.json", _dn_ids)
+    project_dir = env.project.settings.conf_dir.parent
+    assert not [p for p in validate_project(project_dir, check_system) if "IdsCaseSensitive" in str(p)]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_implicit_sync_rename_moves_the_link_to_the_new_dn(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
                                                            backend: str) -> None:

@@ -62,7 +62,9 @@ def _mappings(base: str) -> dict[str, Any]:
         ("CONFIRMED", "UPDATE"), ("FOUND", "UPDATE"), ("ABSENT", "CREATE"), ("MISSING", "IGNORE"),
         ("SOURCE_MISSING", "DELETE"), ("UNQUALIFIED", "IGNORE"), ("UNASSIGNED", "IGNORE"))]
     return {"mappings": [
+        # DN ids: LDAP compares them ignoring case, and so do the links (``validate`` asks for it).
         {"name": FORWARD, "source": "system/ldap/account", "target": "managed/user", "policies": policies,
+         "sourceIdsCaseSensitive": False,
          "properties": [{"source": "uid", "target": "userName"}, {"source": "sn", "target": "sn"},
                         {"source": "givenName", "target": "givenName"}, {"source": "cn", "target": "displayName"},
                         {"source": "ldapGroups", "target": "ldapGroups"},

@@ -265,8 +265,10 @@ def test_entry_with_two_uids_fails_instead_of_creating_a_user_from_the_first(env
 def test_linked_entry_that_gains_a_second_uid_fails_and_keeps_its_user(env: Env) -> None:
     """A linked entry that gains a second ``uid`` fails its update (the user keeps its
     values and ``_rev``), and the store-to-LDAP direction does not replace the two
-    values with one either: ``uid`` names the entry (its RDN holds the value the store
-    sends), so the update leaves it alone and the entry keeps both."""
+    values with one either: it fails that object as for any single-valued property whose
+    attribute holds several values (``uid`` names the entry: its RDN holds the value the
+    store sends, which was once taken for an update done with nothing written), and the
+    entry keeps both."""
     env.add("two2")
     env.recon()
     before = env.users()
@@ -277,7 +279,9 @@ def test_linked_entry_that_gains_a_second_uid_fails_and_keeps_its_user(env: Env)
     assert "userName is single-valued" in _failures(result)[0]["message"]
     assert env.users() == before
     reverse = run_recon(env.project, env.store, REVERSE, ReconOptions())
-    assert reverse.state == "SUCCESS" and reverse.summary["changes"].get("failed", 0) == 0
+    assert reverse.summary["changes"].get("failed", 0) == 1 and not reverse.summary["changes"].get("updated")
+    assert "uid of uid=two2," in _failures(reverse)[0]["message"]
+    assert "holds 2 values but is declared single-valued" in _failures(reverse)[0]["message"]
     accounts = Resources(env.project, env.store).open("system/ldap/account")
     (entry,) = [o for page in accounts.pages(QuerySpec()) for o in page]
     assert sorted(entry["uid"]) == ["two2", "two2alt"]

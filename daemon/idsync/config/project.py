@@ -415,7 +415,33 @@ def validate_project(project_dir: Path,
             problems.extend(project_job_problems(project, jobs.values()))
             problems.extend(_sync_failure_problems(project))
             problems.extend(_property_name_problems(project))
+            problems.extend(_dn_id_problems(project))
     return problems + unused_configuration(conf, skip={name: exc.file for name, exc in unsupported.items()})
+
+
+def _dn_id_problems(project: Project) -> list[ConfigError]:
+    """A mapping keeping the links of an LDAP side whose ids are DNs (``uidAttribute: dn``)
+    case-sensitive, PingIDM's default: LDAP compares DNs ignoring case, so an entry renamed in
+    case only (``uid=jdoe`` to ``uid=JDoe``) no longer finds its link and is taken for a new
+    one (``ABSENT``: a second target), while its old link still reads the entry by its old DN."""
+    found: list[ConfigError] = []
+    for m in project.mappings:
+        if m.links is not None:
+            continue  # compares ids as the mapping owning the links says
+        for side, resource, sensitive in (("source", m.source, m.source_ids_case_sensitive),
+                                          ("target", m.target, m.target_ids_case_sensitive)):
+            parts = resource.split("/")
+            provisioner = project.provisioners.get(parts[1]) if len(parts) == 3 and parts[0] == "system" else None
+            if not sensitive or provisioner is None or provisioner.kind != "ldap":
+                continue
+            properties = provisioner.raw.get("configurationProperties")
+            uid = properties.get("uidAttribute") if isinstance(properties, Mapping) else None
+            if isinstance(uid, str) and uid.strip().lower() == "dn":
+                found.append(ConfigWarning(m.file, mapping_key(m, f"{side}IdsCaseSensitive"), (
+                    f"the ids of {resource} are DNs (uidAttribute dn), which LDAP compares ignoring case, "
+                    "and its links compare them exactly: an entry renamed in case only is taken for a new "
+                    f"{side} beside its old link; set {side}IdsCaseSensitive to false")))
+    return found
 
 
 def _property_name_problems(project: Project) -> list[ConfigError]:

@@ -439,15 +439,17 @@ def parse_ldap_config(
 
 
 def dn_problem(dn: str) -> str | None:
-    """Why ``dn`` is not a DN (RFC 4514), or None."""
-    from ldap3.core.exceptions import LDAPException
-    from ldap3.utils.dn import parse_dn
+    """Why ``dn`` is not a DN, or None. Read as libldap reads DNs: RFC 4514, and spaces
+    around separators (``ou=People, dc=example, dc=com``), which directories and
+    OpenICF's JNDI accept too."""
+    import ldap.dn
 
     try:
-        parse_dn(dn)
-    except LDAPException as exc:
-        return str(exc)
-    return None
+        parts = ldap.dn.str2dn(dn)
+    except ldap.DECODING_ERROR:
+        return "not in DN syntax (attribute=value pairs separated by commas; a comma, plus sign, " \
+            "quote, backslash, angle bracket or semicolon in a value escaped with a backslash)"
+    return None if parts else "empty"
 
 
 def dn_under(dn: str, base: str) -> bool:

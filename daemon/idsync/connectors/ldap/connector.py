@@ -415,18 +415,20 @@ class LdapResource(Resource, ChangeSource):
 
     def _update(self, op: WriteOp, dn: str, raw: Mapping[str, Sequence[bytes]]) -> WriteResult:
         self._check_ad_names(op.values, dn, raw)
-        old_dn, dn = dn, self._rename(dn, op.values)
-        if dn != old_dn and self._settings.maintain_group_membership:
-            self._memberships.follow_rename(old_dn, dn)
+        old_dn, dn, before = dn, self._rename(dn, op.values), raw
+        if dn != old_dn:
+            raw = _renamed_entry(raw, old_dn, dn)
+            if self._settings.maintain_group_membership:
+                self._memberships.follow_rename(old_dn, dn)
         changes: Changes = {}
         groups = self._groups_prop()
-        naming = _rdn(dn)
+        naming = _first_rdn(dn)
         for name, value in op.values.items():
             prop = self._type.properties.get(name)
-            if prop is not None and naming is not None and prop.key == naming[0] and \
-                    [str(v).lower() for v in _as_list(value)] == [naming[1].lower()]:
-                # The RDN already holds it (Active Directory refuses any modify of an RDN
-                # attribute, even to its own value: notAllowedOnRDN).
+            if prop is not None and naming is not None and any(prop.key == a.lower() for a, _, _ in naming) and \
+                    sorted(_as_list(value)) == sorted(_texts(raw.get(prop.key) or ())):
+                # The entry holds just these values, its RDN's among them (Active Directory
+                # refuses any modify of an RDN attribute, even to its own value: notAllowedOnRDN).
                 continue
             if prop is not None and prop is groups:
                 if not (prop.special and "NOT_UPDATEABLE" in prop.flags):
@@ -453,9 +455,9 @@ class LdapResource(Resource, ChangeSource):
                 changes[prop.native] = [(DELETE, [])]
         if changes:
             self._conn.modify(dn, changes)
-        if self._settings.maintain_posix_group_membership and "uid" in raw and (
+        if self._settings.maintain_posix_group_membership and "uid" in before and (
                 dn != old_dn or any(p.key == "uid" for p in map(self._type.properties.get, op.values) if p)):
-            self._memberships.posix_follow(uid_values(raw), self._uids(dn))
+            self._memberships.posix_follow(uid_values(before), self._uids(dn))
         # A renamed entry has a new DN: with DN ids that is its new id.
         new_id = dn if self._dn_ids else op.id or ""
         obj = self.get_many([new_id]).get(new_id)
@@ -482,25 +484,45 @@ class LdapResource(Resource, ChangeSource):
         return uid_values(entries[0][1]) if entries else []
 
     def _rename(self, dn: str, values: Obj) -> str:
-        """Apply a change of DN or of the naming attribute first; the new DN."""
+        """Apply a change of DN first; the new DN. The entry is renamed when the mapping
+        gives it a new ``dn``, or a value of the attribute its RDN is made of (``uid=`` or
+        ``cn=``, whatever its type's naming attribute) that the RDN does not hold: a
+        change of case alone too, which LDAP's matching rules would take for no change."""
         dn_prop = next((p for p in self._type.properties.values() if p.is_dn), None)
-        new_dn = str(values[dn_prop.name]) if dn_prop and values.get(dn_prop.name) else None
-        if new_dn is None:
-            prop = self._prop_for(self._type.naming_attribute)
-            value = values.get(prop.name) if prop else None
-            if isinstance(value, list):
-                value = value[0] if value else None
-            if value in (None, ""):
-                return dn
-            parent = dn.split(",", 1)[1] if "," in dn else ""
-            new_dn = f"{self._type.naming_attribute}={escape_rdn(str(value))},{parent}"
-        if norm_dn(new_dn) == norm_dn(dn):
+        if dn_prop is not None and values.get(dn_prop.name):
+            new_dn = str(values[dn_prop.name])
+        else:
+            new_dn = self._renamed_by_value(dn, values) or dn
+        try:
+            old_parts, new_parts = ldap.dn.str2dn(dn), ldap.dn.str2dn(new_dn)
+        except ldap.DECODING_ERROR:
+            raise ObjectRejected(f"ldap: cannot rename {dn} to {new_dn}: not a DN") from None
+        if not old_parts or not new_parts:
+            raise ObjectRejected(f"ldap: cannot rename {dn} to {new_dn}: not a DN")
+        old_parent, new_parent = ldap.dn.dn2str(old_parts[1:]), ldap.dn.dn2str(new_parts[1:])
+        moved = norm_dn(new_parent) != norm_dn(old_parent)
+        if not moved and _rdn_key(new_parts[0]) == _rdn_key(old_parts[0]):
             return dn
-        rdn, _, parent = new_dn.partition(",")
-        old_parent = dn.split(",", 1)[1] if "," in dn else ""
-        superior = parent if norm_dn(parent) != norm_dn(old_parent) else None
-        self._conn.rename(dn, rdn, superior)
+        self._conn.rename(dn, ldap.dn.dn2str(new_parts[:1]), new_parent if moved else None)
         return new_dn
+
+    def _renamed_by_value(self, dn: str, values: Obj) -> str | None:
+        """The DN ``values`` give the entry ``dn`` through the attribute of its RDN, or None
+        when they leave it as it is (or it is made of several values: ``cn=a+sn=b``)."""
+        rdn = _first_rdn(dn)
+        if rdn is None or len(rdn) != 1:
+            return None
+        attribute, current, _ = rdn[0]
+        prop = self._prop_for(attribute)
+        if prop is None or prop.special or prop.binary or prop.name not in values \
+                or "NOT_UPDATEABLE" in prop.flags:
+            return None
+        wanted = _as_list(values[prop.name])
+        if not wanted or current in wanted:
+            return None
+        # The same name in another case is that name re-cased; otherwise the first value.
+        value = next((w for w in wanted if w.lower() == current.lower()), wanted[0])
+        return str(ldap.dn.dn2str([[(attribute, value, ldap.AVA_STRING)], *ldap.dn.str2dn(dn)[1:]]))
 
 
 class LdapSystem(System):
@@ -577,13 +599,41 @@ class LdapSystem(System):
         self._resources.clear()
 
 
-def _rdn(dn: str) -> tuple[str, str] | None:
-    """(attribute in lower case, value) of the DN's first RDN when it has one value."""
+def _first_rdn(dn: str) -> list[tuple[str, str, int]] | None:
+    """The DN's first RDN: its (attribute, value, flags), unescaped; None for no DN."""
     try:
-        first = ldap.dn.str2dn(dn)[0]
-    except (IndexError, ldap.DECODING_ERROR):
+        parts = ldap.dn.str2dn(dn)
+    except ldap.DECODING_ERROR:
         return None
-    return (first[0][0].lower(), first[0][1]) if len(first) == 1 else None
+    return parts[0] if parts else None
+
+
+def _rdn_key(rdn: Sequence[tuple[str, str, int]]) -> list[tuple[str, str]]:
+    """An RDN's comparison form: attribute types in any case, values exactly as written
+    (a value in another case is a rename the entry is to go through)."""
+    return sorted((attribute.lower(), value) for attribute, value, _ in rdn)
+
+
+def _renamed_entry(raw: Mapping[str, Sequence[bytes]], old_dn: str, new_dn: str) -> dict[str, Sequence[bytes]]:
+    """``raw``, the entry read before it was renamed from ``old_dn`` to ``new_dn``, as the
+    rename left it: the old RDN's values gone, the new RDN's there (``delold``)."""
+    entry = dict(raw)
+    old, new = _first_rdn(old_dn) or [], _first_rdn(new_dn) or []
+    for attribute, value, _ in old:
+        key = attribute.lower()
+        entry[key] = [v for v in entry.get(key) or () if _decoded(v).lower() != value.lower()]
+    for attribute, value, _ in new:
+        key = attribute.lower()
+        entry[key] = [v for v in entry.get(key) or () if _decoded(v).lower() != value.lower()] + [value.encode()]
+    return entry
+
+
+def _texts(values: Sequence[bytes | str]) -> list[str]:
+    return [_decoded(v) for v in values]
+
+
+def _decoded(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _as_list(value: Any) -> list[str]:
