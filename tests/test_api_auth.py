@@ -151,3 +151,24 @@ def test_loading_the_accounts_module_computes_no_hash() -> None:
             "import idsync.api.auth\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_mappings_are_answered_as_their_files_hold_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value an ``&{NAME}`` token gives (a secret from the environment) is used by the
+    mapping and never answered: ``config/sync`` and ``sync/mappings`` show the token."""
+    monkeypatch.setenv("IDSYNC_TEST_MAPPING_KEY", "HrKey-GRUE")
+    project = _project(tmp_path)
+    transform = {"type": "text/javascript", "source": "source + key", "globals": {"key": "&{IDSYNC_TEST_MAPPING_KEY}"}}
+    mapping = {"name": "users_roles", "source": "managed/user", "target": "managed/role",
+               "properties": [{"source": "userName", "target": "name", "transform": transform}]}
+    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": [mapping]}))
+    (project / "conf" / "mapping-single.json").write_text(json.dumps({**mapping, "name": "single"}))
+    with serve(project) as api:
+        answers = [api.get(path, headers=ADMIN) for path in
+                   ("/openidm/config/sync", "/openidm/sync/mappings?_queryFilter=true")]
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert "HrKey-GRUE" not in answer.text and "&{IDSYNC_TEST_MAPPING_KEY}" in answer.text
+    listed = answers[1].json()["result"]
+    assert [m["_id"] for m in listed] == ["users_roles", "single"]
+    assert listed[0]["properties"][0]["transform"]["globals"] == {"key": "&{IDSYNC_TEST_MAPPING_KEY}"}

@@ -46,7 +46,9 @@ def _mappings(project: Project) -> list[dict[str, Any]]:
     out = []
     for m in project.mappings:
         # Keys in the order PingIDM answers them (seed 003), then the rest of the mapping.
-        entry: dict[str, Any] = {"_id": m.name, "source": m.source, "target": m.target, "name": m.name, **m.raw}
+        # As the file holds it: a value an ``&{NAME}`` token gave (a secret) is not shown.
+        entry: dict[str, Any] = {"_id": m.name, "source": m.source, "target": m.target, "name": m.name,
+                                 **m.written}
         entry["name"] = m.name
         entry["sourceRouteReady"] = _ready(project, m.source)
         entry["targetRouteReady"] = _ready(project, m.target)
@@ -80,7 +82,7 @@ async def _list(request: Request) -> JSONResponse:
 async def _config_sync(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     project = ctx.project()
-    return JSONResponse({"_id": "sync", "mappings": [dict(m.raw) for m in project.mappings
+    return JSONResponse({"_id": "sync", "mappings": [dict(m.written) for m in project.mappings
                                                      if m.file.endswith("sync.json")]})
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,6 +150,9 @@ class MappingDef:
     source_ids_case_sensitive: bool = True
     target_ids_case_sensitive: bool = True
     raw: dict[str, Any] = field(default_factory=dict)
+    # The mapping as its file holds it, its ``&{NAME}`` tokens not substituted: what the API
+    # answers with (``raw`` may hold a secret an environment variable gave).
+    written: dict[str, Any] = field(default_factory=dict)
     # What validate warns about: a correlation script that pastes values into its filter, a
     # mapping without links that cannot find its targets again, a LINK that records nothing.
     warnings: tuple[MappingWarning, ...] = ()
@@ -183,15 +186,18 @@ def load_mappings(conf_dir: Path, engine: ScriptEngine | None = None) -> list[Ma
         data = load_json(sync_file, project_dir=base)
         if not isinstance(data, dict) or not isinstance(data.get("mappings"), list):
             raise ConfigError(str(sync_file), "mappings", "expected a list of mappings")
+        written = load_json(sync_file, secrets=False)["mappings"]
         for i, raw in enumerate(data["mappings"]):
-            mappings.append(parse_mapping(raw, file=str(sync_file), key=f"mappings[{i}]", base_dir=base,
-                                          engine=engine))
+            m = parse_mapping(raw, file=str(sync_file), key=f"mappings[{i}]", base_dir=base, engine=engine)
+            mappings.append(replace(m, written=written[i]))
     singles: list[MappingDef] = []
     for path in sorted(conf_dir.glob("mapping-*.json")):
-        raw = load_json(path, project_dir=base)
+        raw, written = load_json(path, project_dir=base), load_json(path, secrets=False)
         if isinstance(raw, dict) and "name" not in raw:
             raw = {**raw, "name": path.stem[len("mapping-"):]}
-        singles.append(parse_mapping(raw, file=str(path), key="", base_dir=base, engine=engine))
+            written = {**written, "name": raw["name"]}
+        m = parse_mapping(raw, file=str(path), key="", base_dir=base, engine=engine)
+        singles.append(replace(m, written=written))
     mappings.extend(_order_sync_after(singles, {m.name for m in mappings}))
     seen: dict[str, str] = {}
     for m in mappings:

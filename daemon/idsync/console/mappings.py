@@ -60,7 +60,7 @@ def _shown(value: Any) -> str:
 
 def describe(mapping: MappingDef) -> dict[str, Any]:
     """What the mapping page shows, from the mapping as written."""
-    raw = mapping.raw
+    raw = mapping.written  # as the file holds it: no value an &{NAME} token gave (a secret)
     properties = [{"source": p.get("source", ""), "target": p.get("target", ""),
                    "transform": _shown(p["transform"]) if "transform" in p else "",
                    "condition": _shown(p["condition"]) if "condition" in p else "",
