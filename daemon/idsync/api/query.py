@@ -94,6 +94,10 @@ class QueryParams:
             exact_total=policy != "NONE",
         )
 
+    def sort_paths(self) -> list[tuple[str, ...]]:
+        """The fields ``_sortKeys`` sorts by, as JSON pointer segments."""
+        return [_sort_key(key)[0] for key in self.sort_keys]
+
     def start_offset(self) -> int:
         """Where a page counted by offset (a sorted one, a system's) starts: the cookie of the
         page before (the offset it ended at), or ``_pagedResultsOffset``; 400 for a cookie

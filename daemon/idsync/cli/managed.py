@@ -171,8 +171,9 @@ def _print_query(resource: Resource, args: argparse.Namespace) -> None:
     except QueryError as exc:
         raise QueryError(f"--filter: {exc}") from None
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    pages = resource.pages(QuerySpec(filter=node, fields=fields))  # a refused filter prints nothing
     print("[")
-    for shown, obj in enumerate(_limited(resource.pages(QuerySpec(filter=node, fields=fields)), args.limit)):
+    for shown, obj in enumerate(_limited(pages, args.limit)):
         print(("  " if shown == 0 else ", ") + json.dumps(_shown(_read(resource, obj, "query")), ensure_ascii=False))
     print("]")
 

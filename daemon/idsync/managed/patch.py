@@ -13,6 +13,10 @@ PingIDM. ``transform`` sets ``field`` to what a script makes of its value:
 ``Transformer`` the caller gives (``ScriptTransformer``: the project's sandboxed
 engine, the value bound as PingIDM's ``content``). The result is a new object; the
 input is left alone.
+
+A secret's stored value (its hash) is read by no operation: ``copy`` or ``move`` from
+one, or a ``transform`` of one, is refused (``refuse_reading``), as it would put the
+hash where it is answered and pushed in the clear, or hand it to a script.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 from idsync.errors import ConfigError, ObjectRejected, ScriptError
 from idsync.scripts import ScriptEngine
 
-__all__ = ["InvalidPatch", "ScriptTransformer", "Transformer", "apply_patch"]
+__all__ = ["InvalidPatch", "ScriptTransformer", "Transformer", "apply_patch", "refuse_reading"]
 
 _OPERATIONS = ("add", "copy", "increment", "move", "remove", "replace", "transform")
 # The new value of a ``transform``'s field: (its value now, the operation's ``script``, the operation's index).
@@ -76,6 +80,21 @@ def apply_patch(obj: Mapping[str, Any], operations: Sequence[Any],
             continue  # removing below a missing property: nothing to do
         _apply(kind, parent, key, op, i)
     return result
+
+
+def refuse_reading(operations: Any, hidden: Mapping[str, str]) -> None:
+    """``InvalidPatch`` when an operation reads the value of a property of ``hidden`` (its
+    name: why it is hidden, ``secret`` or ``private``): ``copy`` and ``move`` from it, a
+    ``transform`` of it. Checked before anything is applied."""
+    for i, op in enumerate(operations if isinstance(operations, list) else ()):
+        kind = op.get("operation") if isinstance(op, Mapping) else None
+        name = "from" if kind in ("copy", "move") else "field" if kind == "transform" else None
+        pointer = op.get(name) if isinstance(op, Mapping) and name is not None else None
+        if not isinstance(pointer, str) or not pointer.strip("/"):
+            continue  # not a read, or malformed: apply_patch says why
+        read = _pointer(pointer, i, name=str(name))[0]
+        if read in hidden:
+            raise InvalidPatch(f"operation {i}: {kind} cannot read {read}, a {hidden[read]} property")
 
 
 class ScriptTransformer:
