@@ -312,6 +312,7 @@ def _report_pushes(project: Project, pushes: list[PushResult], changed: str, *, 
 
 
 def _json_arg(text: str, option: str) -> Any:
+    from idsync.store import strict_json
     from idsync.store.validation import InvalidObject
 
     if text == "-":
@@ -319,7 +320,9 @@ def _json_arg(text: str, option: str) -> Any:
     elif text.startswith("@"):
         text = Path(text[1:]).read_text(encoding="utf-8")
     try:
-        return json.loads(text)
+        return strict_json.loads(text)
+    except strict_json.UnfitNumber as exc:
+        raise InvalidObject(option, [f"not valid JSON: {exc}"]) from None
     except json.JSONDecodeError as exc:
         raise InvalidObject(option, [f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
 

@@ -37,6 +37,7 @@ from idsync.errors import IdsyncError, ObjectRejected
 from idsync.managed.service import Change, ManagedObjects
 from idsync.query import parse
 from idsync.resources import Resources
+from idsync.store import strict_json
 from idsync.store.audit_events import without_hidden
 from idsync.store.filters import refuse_hidden, to_sql
 from idsync.store.links import LinkSet
@@ -191,8 +192,8 @@ def _parsed(text: str, kind: str, name: str) -> Any:
     if text.strip() == "":
         return None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return strict_json.loads(text)
+    except ValueError:  # malformed, or a number JSON has no form for (NaN, 1e999)
         raise ObjectRejected(f"{name}: expected JSON for a property of type {kind} "
                              f"(such as {_EXAMPLES.get(kind, 'null')}), not {text[:80]!r}") from None
 

@@ -5,7 +5,8 @@ operations CREST's: ``add``, ``remove``, ``replace``, ``increment``, ``copy``, `
 and ``transform``. ``field`` is a JSON pointer; ``/roles/-`` appends to a list. ``add``
 on a list property adds the value (or each value of a list) unless present; ``remove``
 with a ``value`` removes only that value, without one the whole property (a reference,
-``{"_ref": ...}``, is present when its ``_ref`` is); ``increment`` adds a number.
+``{"_ref": ...}``, is present when its ``_ref`` is); ``increment`` adds a number (a
+result past the largest double, which JSON cannot hold, is refused).
 ``copy`` and ``move`` take the value at the pointer ``from`` and set ``field`` to it
 (``move`` then removes ``from``); a ``from`` that holds nothing changes nothing, as in
 PingIDM. ``transform`` sets ``field`` to what a script makes of its value:
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -184,7 +186,7 @@ def _apply(kind: str, parent: Any, key: str, op: Mapping[str, Any], i: int) -> N
     else:  # increment
         if not _number(value) or not (current is None or _number(current)):
             raise InvalidPatch(f"operation {i}: increment needs a number value and a numeric property")
-        parent[key] = (current or 0) + op["value"]
+        parent[key] = _sum(current or 0, op["value"], i)
 
 
 def _apply_list_item(kind: str, items: list[Any], key: str, op: Mapping[str, Any], i: int) -> None:
@@ -203,7 +205,16 @@ def _apply_list_item(kind: str, items: list[Any], key: str, op: Mapping[str, Any
     else:
         if not _number(op.get("value")) or not _number(items[index]):
             raise InvalidPatch(f"operation {i}: increment needs numbers")
-        items[index] += op["value"]
+        items[index] = _sum(items[index], op["value"], i)
+
+
+def _sum(current: float, value: float, i: int) -> float:
+    """An ``increment``'s result; refused when past the largest number (JSON has no infinity)."""
+    result = current + value
+    if abs(result) > sys.float_info.max or result != result:  # an int past a double's range, inf, NaN
+        raise InvalidPatch(f"operation {i}: increment: the result is out of range (at most "
+                           f"{sys.float_info.max:.6g} either side of 0)")
+    return result
 
 
 def _same(value: Any, item: Any) -> bool:
