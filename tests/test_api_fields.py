@@ -130,6 +130,30 @@ def _query(api: httpx.Client, kind: str, fields: str, **params: str) -> list[dic
     return list(r.json()["result"])
 
 
+def test_fields_on_a_relationship_collection_keep_each_references_own_id(api: httpx.Client) -> None:
+    """``managed/role/ID/members`` with ``_fields`` (``_ref``, ``_refProperties``,
+    ``_refResourceId``, ``*``, a member's ``userName``) answers each reference with its own
+    ``_id`` and ``_rev``, as ``query-all-ids`` does, never the member's: a filter on that
+    ``_id`` finds it, and a read and a ``DELETE`` with ``If-Match`` take them."""
+    user_id, role_id = _staff(api)
+    members = f"/openidm/managed/role/{role_id}/members"
+    (ids,) = api.get(members, params={"_queryId": "query-all-ids"}, headers=ADMIN).json()["result"]
+    assert ids["_id"] != user_id
+    for fields in ("_ref", "_refProperties", "_refResourceId", "*", "userName", "_ref,userName"):
+        r = api.get(members, params={"_queryFilter": "true", "_fields": fields}, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        (ref,) = r.json()["result"]
+        assert (ref["_id"], ref["_rev"], ref["_refResourceId"]) == (ids["_id"], ids["_rev"], user_id), (fields, ref)
+        assert fields not in ("*", "userName") or ref["userName"] == "q1", (fields, ref)
+    r = api.get(members, params={"_queryFilter": f'_id eq "{ids["_id"]}"', "_fields": "userName"}, headers=ADMIN)
+    assert [m["_id"] for m in r.json()["result"]] == [ids["_id"]], r.text
+    read = api.get(f"{members}/{ids['_id']}", params={"_fields": "userName"}, headers=ADMIN)
+    assert read.status_code == 200 and read.json()["_id"] == ids["_id"], read.text
+    gone = api.delete(f"{members}/{ids['_id']}", headers={**ADMIN, "If-Match": ids["_rev"]})
+    assert gone.status_code == 200 and gone.json()["_id"] == ids["_id"], gone.text
+    assert api.get(members, params={"_queryFilter": "true"}, headers=ADMIN).json()["result"] == []
+
+
 def test_a_query_expands_references_as_a_read_does(api: httpx.Client) -> None:
     """``_fields=userName,roles/*`` on a query (by filter or ``_queryId``, sorted or paged)
     expands each result's roles as a read of that user does: the role's default fields,

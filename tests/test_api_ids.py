@@ -62,3 +62,35 @@ def test_an_encoded_slash_in_a_managed_id_is_a_bad_request(api: httpx.Client) ->
         assert r.status_code == 400, r.text
         assert "cannot contain '/'" in r.json()["message"]
     assert api.get("/openidm/managed/user", params={"_queryFilter": "true"}, headers=ADMIN).json()["result"] == []
+
+
+def test_percent_encoded_bytes_that_are_not_utf8_are_a_bad_request(api: httpx.Client) -> None:
+    """``managed/user/%FF%FE`` (and ``%ED%A0%BD``, half of a character) is a 400 naming the bytes
+    for every method, as are such bytes in a query parameter (``_id``, ``_queryFilter``, a
+    named query's value) and in any other path: decoded, each was U+FFFD, so ``%FF%FE`` and
+    ``%FE%FF`` were one id and ``%EF%BF%BD%EF%BF%BD`` read it. Nothing is created; an id
+    in valid UTF-8 (``%C3%A9``) is still taken and read back."""
+    body = json.dumps({"userName": "badutf"})
+    answers = [
+        api.put("/openidm/managed/user/%FF%FE", headers=JSON, content=body),
+        api.put("/openidm/managed/user/%FE%FF", headers={**JSON, "If-None-Match": "*"}, content=body),
+        api.put("/openidm/managed/user/a%ED%A0%BD", headers=JSON, content=body),
+        api.get("/openidm/managed/user/%FF%FE", headers=ADMIN),
+        api.patch("/openidm/managed/user/%FF", headers=JSON, content="[]"),
+        api.delete("/openidm/managed/user/%FF", headers=ADMIN),
+        api.post("/openidm/managed/user?_action=create&_id=%FF%FE", headers=JSON, content=body),
+        api.get("/openidm/managed/user?_queryFilter=userName+eq+%22%FF%22", headers=ADMIN),
+        api.get("/openidm/managed/user?_queryId=for-userName&uid=%C3", headers=ADMIN),
+        api.get("/openidm/managed/role/%FF/members?_queryFilter=true", headers=ADMIN),
+        api.get("/openidm/system/ldap/account/%FF", headers=ADMIN),
+        api.get("/admin/managed/user/%FF"),
+    ]
+    for r in answers:
+        assert r.status_code == 400, (r.request.url, r.text)
+        assert "not UTF-8" in r.json()["message"], r.text
+    assert "(%FF)" in answers[0].json()["message"] and "(%ED)" in answers[2].json()["message"]
+    assert api.get("/openidm/managed/user", params={"_queryFilter": "true"}, headers=ADMIN).json()["result"] == []
+    made = api.put("/openidm/managed/user/%C3%A9", headers={**JSON, "If-None-Match": "*"}, content=body)
+    assert made.status_code == 201 and made.json()["_id"] == "\u00e9", made.text
+    assert api.get("/openidm/managed/user/%C3%A9", headers=ADMIN).json()["userName"] == "badutf"
+    assert api.get("/openidm/managed/user/%EF%BF%BD", headers=ADMIN).status_code == 404

@@ -255,6 +255,40 @@ def test_a_refused_new_user_comes_back_with_what_was_typed(tmp_path: Path) -> No
         asyncio.run(visit(app))
 
 
+def test_the_identities_search_never_reads_a_secret_or_a_private_property(tmp_path: Path) -> None:
+    """Identities' ``_queryFilter`` naming a password (even one marked searchable) or a private
+    property is a 400 naming it, and the search box looks at neither: a hash's prefix or a
+    private value typed there finds nobody, a user name still finds its user."""
+    from idsync.config.managed import DEFAULT_MANAGED
+
+    managed = json.loads(json.dumps(DEFAULT_MANAGED))
+    (user,) = [o for o in managed["objects"] if o["name"] == "user"]
+    user["schema"]["properties"]["password"]["searchable"] = True
+    user["schema"]["properties"]["lastSync"] = {"type": "string", "scope": "private", "searchable": True}
+    project = tmp_path / "p"
+    (project / "conf").mkdir(parents=True)
+    (project / "conf" / "managed.json").write_text(json.dumps(managed))
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    api_headers = {"X-OpenIDM-Username": "admin", "X-OpenIDM-Password": "a-long-password"}
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            made = await client.put("/openidm/managed/user/sec1", headers=api_headers, json={
+                "userName": "sec1", "password": "Secret-Pass1", "lastSync": "kept-back"})
+            assert made.status_code == 201, made.text
+            await _logged_in(client)
+            for query_filter, name in (('password sw "{"', "password"), ('lastSync eq "kept-back"', "lastSync")):
+                refused = await client.get("/admin/managed/user", params={"_queryFilter": query_filter})
+                assert refused.status_code == 400 and name in html.unescape(refused.text), refused.text
+            for text, found in (("{CRYPT}", False), ("kept", False), ("sec", True)):
+                listed = await client.get("/admin/managed/user", params={"q": text})
+                assert listed.status_code == 200 and ("/admin/managed/user/sec1" in listed.text) == found, text
+
+    with _app(tmp_path, project) as app:
+        asyncio.run(visit(app))
+
+
 def test_console_changes_run_scripts_with_the_openidm_router(tmp_path: Path, slapd: Slapd,
                                                               ldap_subtree: str) -> None:
     """A user created and then edited in the console is pushed through a mapping whose

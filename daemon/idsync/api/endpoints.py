@@ -28,7 +28,6 @@ is ``read``, or ``query`` with ``_queryFilter``/``_queryId``/``_queryExpression`
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
@@ -42,6 +41,7 @@ from idsync.api.errors import ApiError
 from idsync.config.endpoints import Endpoint
 from idsync.errors import IdsyncError, ScriptError
 from idsync.managed.router import scripting
+from idsync.store import strict_json
 
 __all__ = ["endpoint_routes", "script_context", "script_request", "thrown_status"]
 
@@ -146,7 +146,9 @@ async def _body(request: Request) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return strict_json.loads(raw)
+    except strict_json.UnfitNumber as exc:
+        raise ApiError(400, f"the body is not JSON: {exc}") from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "the body is not JSON") from None
 

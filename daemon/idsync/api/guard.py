@@ -7,6 +7,10 @@
 * A NUL character in the path or the query string (``%00``): no id, filter or
   parameter can hold one (the store refuses it), so it is a bad request, not a
   failed one.
+* Percent-encoded bytes that are not UTF-8 (``%FF%FE``; ``%ED%A0%BD``, half of a
+  character) in the path or the query string: decoded, each became U+FFFD, so
+  ``managed/user/%FF%FE`` and ``managed/user/%FE%FF`` named one object, and a filter
+  or a parameter held another value than the client's.
 * An encoded slash (``%2F``) in a ``managed/`` path: the id would hold a ``/``, which no
   managed object's id does (a create refuses one), and the decoded path would name
   another resource (a 405, or a relationship) instead of saying why.
@@ -58,6 +62,13 @@ def _problem(scope: Scope) -> tuple[int, str] | None:
     if "\x00" in scope["path"] or b"\x00" in unquote_to_bytes(query):
         return 400, "a NUL character (%00) is not allowed in a path or a query"
     raw: bytes = scope.get("raw_path") or b""
+    for where, encoded in (("path", raw), ("query", query.replace(b"+", b" "))):
+        try:
+            unquote_to_bytes(encoded).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return 400, (f"the {where} holds percent-encoded bytes that are not UTF-8 "
+                         f"({''.join(f'%{b:02X}' for b in exc.object[exc.start:exc.end])}): "
+                         "no id, name or value can hold them")
     if raw.startswith(b"/openidm/managed/") and b"%2f" in raw.lower():
         return 400, "a managed object's id cannot contain '/' (%2F): no object is addressed as managed/TYPE/ID"
     return None

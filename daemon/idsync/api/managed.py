@@ -1,7 +1,9 @@
 """``/openidm/managed/TYPE``: managed users and roles, read and changed as PingIDM does.
 
 An answer never holds a secret nor a ``"scope": "private"`` property (PingIDM leaves
-those out of what its REST callers get; scripts and the sync engine see them).
+those out of what its REST callers get; scripts and the sync engine see them), and a
+query can neither filter nor sort on one: a filter answers what the field holds a
+character at a time (``password sw "{CRYPT}$6$r"``).
 Changes go through ``managed.service.ManagedObjects`` (validation against
 ``managed.json``, revisions, secrets hashed) and each runs implicit
 synchronization before the answer. Queries page by keyset on ``_id``: the
@@ -26,11 +28,13 @@ from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, read_json, sort_objects
 from idsync.config.managed import ManagedType
 from idsync.errors import AlreadyExists, NotFound
+from idsync.managed.patch import refuse_reading
 from idsync.managed.references import expand, expand_all
 from idsync.managed.router import scripting
 from idsync.managed.service import Change, ManagedObjects
+from idsync.query.ast import And, Present
 from idsync.resources import Resources
-from idsync.store.filters import to_sql
+from idsync.store.filters import refuse_hidden, to_sql
 from idsync.store.hooks import ObjectHooks
 from idsync.store.objects import ManagedResource
 from idsync.store.tables import managed_objects as mo
@@ -53,6 +57,9 @@ def managed_type(ctx: ApiContext, object_type: str) -> ManagedType:
 
 def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, Any]:
     schema = managed_type(ctx, object_type)
+    hidden = {**dict.fromkeys(schema.private, "private"), **dict.fromkeys(schema.secrets, "secret")}
+    refuse_hidden(params.filter, hidden)
+    refuse_hidden(And(tuple(Present(key) for key in params.sort_paths())), hidden, what="_sortKeys")
     where = [mo.c.object_type == object_type]
     if params.filter is not None:
         where.append(to_sql(params.filter, object_type, schema.searchable))
@@ -146,6 +153,7 @@ def change_managed(ctx: ApiContext, object_type: str, kind: str, object_id: str 
             elif kind == "patch":
                 if not isinstance(body, list):
                     raise ApiError(400, "a PATCH body is a JSON array of operations")
+                refuse_reading(body, dict.fromkeys(service.schema.private, "private"))  # as it is never answered
                 change = service.patch(object_id or "", body, rev=rev)
             elif kind == "sync_check":
                 change = service.sync_check(object_id or "")

@@ -29,6 +29,7 @@ from idsync.api.errors import ApiError
 from idsync.query import matches, parse
 from idsync.query.ast import Node
 from idsync.query.named import NamedQueries
+from idsync.store import strict_json
 from idsync.store.database import unfit_at
 
 __all__ = ["MAX_JSON_DEPTH", "QueryParams", "envelope", "listed", "no_query", "read_json", "sort_objects"]
@@ -93,6 +94,10 @@ class QueryParams:
             offset=_int(q, "_pagedResultsOffset", 0, _MAX_OFFSET),
             exact_total=policy != "NONE",
         )
+
+    def sort_paths(self) -> list[tuple[str, ...]]:
+        """The fields ``_sortKeys`` sorts by, as JSON pointer segments."""
+        return [_sort_key(key)[0] for key in self.sort_keys]
 
     def start_offset(self) -> int:
         """Where a page counted by offset (a sorted one, a system's) starts: the cookie of the
@@ -214,7 +219,8 @@ def envelope(result: list[dict[str, Any]], *, cookie: str | None, params: QueryP
 async def read_json(request: Request, limit: int, *, required: bool = True) -> Any:
     """The request body as JSON; 413 past ``limit`` bytes, 400 with the position when
     malformed, nested deeper than ``MAX_JSON_DEPTH`` or holding what the store cannot hold
-    (a NUL character, an unpaired surrogate: ``unfit_at``). An empty body is a 400, or
+    (``NaN``, ``Infinity``, a number past a double: ``strict_json``; a NUL character, an
+    unpaired surrogate: ``unfit_at``). An empty body is a 400, or
     None when not ``required``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdecimal() and int(declared) > limit:
@@ -229,7 +235,9 @@ async def read_json(request: Request, limit: int, *, required: bool = True) -> A
             return None
         raise ApiError(400, "a JSON body is required")
     try:
-        value = json.loads(body)
+        value = strict_json.loads(body)
+    except strict_json.UnfitNumber as exc:
+        raise ApiError(400, f"invalid JSON: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
                             f"(position {exc.pos})") from None

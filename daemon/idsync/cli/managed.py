@@ -171,8 +171,9 @@ def _print_query(resource: Resource, args: argparse.Namespace) -> None:
     except QueryError as exc:
         raise QueryError(f"--filter: {exc}") from None
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    pages = resource.pages(QuerySpec(filter=node, fields=fields))  # a refused filter prints nothing
     print("[")
-    for shown, obj in enumerate(_limited(resource.pages(QuerySpec(filter=node, fields=fields)), args.limit)):
+    for shown, obj in enumerate(_limited(pages, args.limit)):
         print(("  " if shown == 0 else ", ") + json.dumps(_shown(_read(resource, obj, "query")), ensure_ascii=False))
     print("]")
 
@@ -311,6 +312,7 @@ def _report_pushes(project: Project, pushes: list[PushResult], changed: str, *, 
 
 
 def _json_arg(text: str, option: str) -> Any:
+    from idsync.store import strict_json
     from idsync.store.validation import InvalidObject
 
     if text == "-":
@@ -318,7 +320,9 @@ def _json_arg(text: str, option: str) -> Any:
     elif text.startswith("@"):
         text = Path(text[1:]).read_text(encoding="utf-8")
     try:
-        return json.loads(text)
+        return strict_json.loads(text)
+    except strict_json.UnfitNumber as exc:
+        raise InvalidObject(option, [f"not valid JSON: {exc}"]) from None
     except json.JSONDecodeError as exc:
         raise InvalidObject(option, [f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
 

@@ -37,8 +37,9 @@ from idsync.errors import IdsyncError, ObjectRejected
 from idsync.managed.service import Change, ManagedObjects
 from idsync.query import parse
 from idsync.resources import Resources
+from idsync.store import strict_json
 from idsync.store.audit_events import without_hidden
-from idsync.store.filters import to_sql
+from idsync.store.filters import refuse_hidden, to_sql
 from idsync.store.links import LinkSet
 from idsync.store.tables import audit, managed_objects, managed_properties
 
@@ -71,7 +72,7 @@ def _candidates(conn: Connection, object_type: str, schema: ManagedType, text: s
     mp = managed_properties
     ids: set[str] = set()
     capped = False
-    for name in sorted(schema.searchable):
+    for name in sorted(schema.searchable - schema.secrets - schema.private):  # a hash's prefix tells it
         query = (select(mp.c.object_id).where(mp.c.object_type == object_type, mp.c.name == name,
                                               mp.c.value >= text, mp.c.value < text + _LAST_CHAR)
                  .order_by(mp.c.value).limit(_CANDIDATES + 1))
@@ -92,7 +93,10 @@ def _search(ctx: ApiContext, object_type: str, text: str, query_filter: str,
     with ctx.store.engine.connect() as conn:
         if query_filter:
             try:
-                query = query.where(to_sql(parse(query_filter), object_type, schema.searchable))
+                node = parse(query_filter)
+                refuse_hidden(node, {**dict.fromkeys(schema.private, "private"),
+                                     **dict.fromkeys(schema.secrets, "secret")})
+                query = query.where(to_sql(node, object_type, schema.searchable))
             except IdsyncError as exc:
                 raise HTTPException(400, f"_queryFilter: {exc}") from None
         elif text:
@@ -188,8 +192,8 @@ def _parsed(text: str, kind: str, name: str) -> Any:
     if text.strip() == "":
         return None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return strict_json.loads(text)
+    except ValueError:  # malformed, or a number JSON has no form for (NaN, 1e999)
         raise ObjectRejected(f"{name}: expected JSON for a property of type {kind} "
                              f"(such as {_EXAMPLES.get(kind, 'null')}), not {text[:80]!r}") from None
 

@@ -5,7 +5,8 @@ operations CREST's: ``add``, ``remove``, ``replace``, ``increment``, ``copy``, `
 and ``transform``. ``field`` is a JSON pointer; ``/roles/-`` appends to a list. ``add``
 on a list property adds the value (or each value of a list) unless present; ``remove``
 with a ``value`` removes only that value, without one the whole property (a reference,
-``{"_ref": ...}``, is present when its ``_ref`` is); ``increment`` adds a number.
+``{"_ref": ...}``, is present when its ``_ref`` is); ``increment`` adds a number (a
+result past the largest double, which JSON cannot hold, is refused).
 ``copy`` and ``move`` take the value at the pointer ``from`` and set ``field`` to it
 (``move`` then removes ``from``); a ``from`` that holds nothing changes nothing, as in
 PingIDM. ``transform`` sets ``field`` to what a script makes of its value:
@@ -13,12 +14,17 @@ PingIDM. ``transform`` sets ``field`` to what a script makes of its value:
 ``Transformer`` the caller gives (``ScriptTransformer``: the project's sandboxed
 engine, the value bound as PingIDM's ``content``). The result is a new object; the
 input is left alone.
+
+A secret's stored value (its hash) is read by no operation: ``copy`` or ``move`` from
+one, or a ``transform`` of one, is refused (``refuse_reading``), as it would put the
+hash where it is answered and pushed in the clear, or hand it to a script.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +32,7 @@ from typing import Any
 from idsync.errors import ConfigError, ObjectRejected, ScriptError
 from idsync.scripts import ScriptEngine
 
-__all__ = ["InvalidPatch", "ScriptTransformer", "Transformer", "apply_patch"]
+__all__ = ["InvalidPatch", "ScriptTransformer", "Transformer", "apply_patch", "refuse_reading"]
 
 _OPERATIONS = ("add", "copy", "increment", "move", "remove", "replace", "transform")
 # The new value of a ``transform``'s field: (its value now, the operation's ``script``, the operation's index).
@@ -76,6 +82,21 @@ def apply_patch(obj: Mapping[str, Any], operations: Sequence[Any],
             continue  # removing below a missing property: nothing to do
         _apply(kind, parent, key, op, i)
     return result
+
+
+def refuse_reading(operations: Any, hidden: Mapping[str, str]) -> None:
+    """``InvalidPatch`` when an operation reads the value of a property of ``hidden`` (its
+    name: why it is hidden, ``secret`` or ``private``): ``copy`` and ``move`` from it, a
+    ``transform`` of it. Checked before anything is applied."""
+    for i, op in enumerate(operations if isinstance(operations, list) else ()):
+        kind = op.get("operation") if isinstance(op, Mapping) else None
+        name = "from" if kind in ("copy", "move") else "field" if kind == "transform" else None
+        pointer = op.get(name) if isinstance(op, Mapping) and name is not None else None
+        if not isinstance(pointer, str) or not pointer.strip("/"):
+            continue  # not a read, or malformed: apply_patch says why
+        read = _pointer(pointer, i, name=str(name))[0]
+        if read in hidden:
+            raise InvalidPatch(f"operation {i}: {kind} cannot read {read}, a {hidden[read]} property")
 
 
 class ScriptTransformer:
@@ -165,7 +186,7 @@ def _apply(kind: str, parent: Any, key: str, op: Mapping[str, Any], i: int) -> N
     else:  # increment
         if not _number(value) or not (current is None or _number(current)):
             raise InvalidPatch(f"operation {i}: increment needs a number value and a numeric property")
-        parent[key] = (current or 0) + op["value"]
+        parent[key] = _sum(current or 0, op["value"], i)
 
 
 def _apply_list_item(kind: str, items: list[Any], key: str, op: Mapping[str, Any], i: int) -> None:
@@ -184,7 +205,16 @@ def _apply_list_item(kind: str, items: list[Any], key: str, op: Mapping[str, Any
     else:
         if not _number(op.get("value")) or not _number(items[index]):
             raise InvalidPatch(f"operation {i}: increment needs numbers")
-        items[index] += op["value"]
+        items[index] = _sum(items[index], op["value"], i)
+
+
+def _sum(current: float, value: float, i: int) -> float:
+    """An ``increment``'s result; refused when past the largest number (JSON has no infinity)."""
+    result = current + value
+    if abs(result) > sys.float_info.max or result != result:  # an int past a double's range, inf, NaN
+        raise InvalidPatch(f"operation {i}: increment: the result is out of range (at most "
+                           f"{sys.float_info.max:.6g} either side of 0)")
+    return result
 
 
 def _same(value: Any, item: Any) -> bool:

@@ -13,7 +13,9 @@ validated, revisioned and pushed by implicit synchronization (both ends:
 answered as PingIDM answers a relationship: its own ``_id`` and ``_rev`` first,
 then ``_ref``, ``_refResourceCollection``, ``_refResourceId`` and
 ``_refProperties``; fields other than those ask for the referenced object's
-(``["*"]`` all of them, ``["_ref", "name"]`` its ``name``), merged in (``expand``).
+(``["*"]`` all of them, ``["_ref", "name"]`` its ``name``), merged in (``expand``)
+but for its ``_id`` and ``_rev`` (``_refResourceId`` names it). A filter sees the
+reference as answered.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class References:
         if fields:
             obj = expand(self._project, self._store, self._schema, obj, [f"{self.name}/{f}" for f in fields],
                          answer=self._answer)
-        found = [shown(r) for r in _refs(obj, self.name) if node is None or matches(node, r)]
+        found = [r for r in map(shown, _refs(obj, self.name)) if node is None or matches(node, r)]
         if query_id == "query-all-ids":
             return [{k: r[k] for k in ("_id", "_rev", "_ref") if k in r} for r in found]
         return found
@@ -170,9 +172,12 @@ class References:
 
 
 def shown(ref: Mapping[str, Any]) -> dict[str, Any]:
-    """A reference as PingIDM answers a relationship: its own ``_id`` and ``_rev`` first."""
+    """A reference as PingIDM answers a relationship: its own ``_id`` and ``_rev`` first, never
+    those of the object it names, which its expansion carries (``_fields``): they are what a
+    read, a replace, a delete and ``If-Match`` of the reference take."""
     props = ref.get("_refProperties") or {}
-    return {"_id": props.get("_id"), "_rev": props.get("_rev"), **ref}
+    return {"_id": props.get("_id"), "_rev": props.get("_rev"),
+            **{k: v for k, v in ref.items() if k not in ("_id", "_rev")}}
 
 
 def expand(project: Project, store: Store, schema: ManagedType, obj: dict[str, Any],

@@ -17,8 +17,9 @@ which refuse what breaks them; reads (``get``, ``retrieved``) run the type's
 property left out (``store/validation.py``).
 
 Secret properties are write-only: hashed by the store, never in a returned
-object. ``update`` keeps a secret the caller did not send (it cannot have read it),
-and gives a property it leaves out its ``managed.json`` default, as a create would.
+object, and no patch reads one (``copy``/``move`` from it, ``transform`` of it).
+``update`` keeps a secret the caller did not send (it cannot have read it), and gives
+a property it leaves out its ``managed.json`` default, as a create would.
 A change that changes nothing (same values, ``_rev`` unmoved) is not pushed.
 """
 
@@ -36,7 +37,7 @@ from idsync.config.managed import ManagedType
 from idsync.config.project import Project
 from idsync.crypto import is_encrypted
 from idsync.errors import AlreadyExists, IdsyncError, NotFound, ObjectRejected, RevisionMismatch
-from idsync.managed.patch import ScriptTransformer, apply_patch
+from idsync.managed.patch import ScriptTransformer, apply_patch, refuse_reading
 from idsync.managed.relationships import RelatedPushes, incremental
 from idsync.resource import Obj, WriteOp
 from idsync.resources import Resources
@@ -128,6 +129,7 @@ class ManagedObjects:
 
     def patch(self, object_id: str, operations: Sequence[Any], *, rev: str | None = None) -> Change:
         refuse_nulls(self.schema, _nulled(operations))
+        refuse_reading(operations, dict.fromkeys(self.schema.secrets, "secret"))  # its hash stays in the store
 
         def patched(current: Obj) -> dict[str, Any]:
             after = apply_patch(current, operations, self._transform)

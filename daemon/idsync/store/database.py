@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import math
 import operator
 import os
 import time
@@ -129,7 +130,12 @@ def _has_unfit(item: Any) -> bool:
             if _has_unfit(value):
                 return True
         return False
+    if isinstance(item, float):
+        return not math.isfinite(item)
     return isinstance(item, str) and _unfit_text(item) is not None
+
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
 def _has_surrogate(text: str) -> bool:
@@ -183,8 +189,10 @@ def unfit_at(value: Any) -> str | None:
     A NUL character: no store takes one alike: PostgreSQL refuses it in any text column,
     SQLite and MariaDB keep it, and a C client reading the value back would cut it there.
     An unpaired surrogate: no store can encode it (UTF-8 has no form for half of a
-    character), and the driver fails the whole statement. So idsync refuses such a value
-    on every store, naming where it was (never the value).
+    character), and the driver fails the whole statement. NaN or an infinity (a script's
+    ``0/0``, a sum past the largest double): JSON has no form for it, so every answer
+    holding the object would fail. So idsync refuses such a value on every store, naming
+    where it was (never the value).
     """
     if not _has_unfit(value):  # the common case, without building a pointer per value
         return None
@@ -195,6 +203,8 @@ def unfit_at(value: Any) -> str | None:
             what = _unfit_text(item)
             if what is not None:
                 return f"the value at {at or '/'} contains {what}"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"the value at {at or '/'} is {_NON_FINITE.get(repr(item))} (no JSON number)"
         elif isinstance(item, dict):
             for key, inner in item.items():
                 shown = str(key).replace("~", "~0").replace("/", "~1").replace("\x00", "\\u0000")

@@ -22,12 +22,16 @@ No stored value holds a NUL character or half of a character (an unpaired surrog
 ``database.unfit_at``), so a string with one equals, contains or starts no stored
 value, and orders as its part before it does; it never reaches the database, which
 may refuse it (or its driver cannot even encode it).
+
+A secret's stored value (its hash, its ciphertext) never leaves the store, and a filter
+is a way out: ``password sw "{CRYPT}$6$r"`` answers a character at a time. So a reader
+that is not shown the secrets cannot filter on them either (``refuse_hidden``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, ColumnElement, and_, false, func, literal, literal_column, not_, or_, select, true
@@ -35,11 +39,12 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement as _CE
 
-from idsync.query.ast import And, Compare, Literal_, Node, Not, Op, Or, Path, Present, Value
+from idsync.errors import QueryError
+from idsync.query.ast import And, Compare, Literal_, Node, Not, Op, Or, Path, Present, Value, paths
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
 
-__all__ = ["INDEXED_LENGTH", "BooleanSql", "compare_op", "property_value", "to_sql"]
+__all__ = ["INDEXED_LENGTH", "BooleanSql", "compare_op", "property_value", "refuse_hidden", "to_sql"]
 
 INDEXED_LENGTH = 255  # characters of a string the searchable index keeps
 
@@ -62,6 +67,15 @@ def property_value(value: Any) -> tuple[str | None, float | None]:
 
 def _number_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def refuse_hidden(node: Node | None, hidden: Mapping[str, str], *, what: str = "_queryFilter") -> None:
+    """``QueryError`` when the filter compares or tests a property of ``hidden`` (its name:
+    why it is hidden, ``secret`` or ``private``), before anything is read."""
+    for path in paths(node) if node is not None else ():
+        if path and path[0] in hidden:
+            raise QueryError(f"{what}: {path[0]} is a {hidden[path[0]]} property: no query filters or "
+                             "sorts on it")
 
 
 def to_sql(node: Node, object_type: str, searchable: Collection[str]) -> ColumnElement[bool]:

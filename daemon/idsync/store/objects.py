@@ -25,7 +25,8 @@ Secret properties (``managed.json``) are protected on the way in: those with
 form (reversible, so that a mapping can ``openidm.decrypt`` them towards a
 directory), the others hashed (``passwords.py``). They are left out of every
 object read, unless the resource was opened ``with_secrets`` (the sync engine,
-which pushes the stored form to a target, or decrypts it in a transform).
+which pushes the stored form to a target, or decrypts it in a transform); nor can a
+query of a resource that leaves them out filter on them.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from idsync.query.ast import Compare, Path
 from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
 from idsync.store.changes import ManagedChanges
 from idsync.store.database import Store, new_ids, unfit_at, utcnow
-from idsync.store.filters import INDEXED_LENGTH, property_value, to_sql
+from idsync.store.filters import INDEXED_LENGTH, property_value, refuse_hidden, to_sql
 from idsync.store.hooks import ObjectHooks, PostScript
 from idsync.store.last_sync import forget_objects
 from idsync.store.passwords import hash_secret, same_secret
@@ -144,6 +145,13 @@ class ManagedResource(Resource, ChangeSource):
         return ManagedResource(self.store, self.schema, dry_run=self.dry_run, with_secrets=True, retrieving=True)
 
     # -- reading ---------------------------------------------------------
+
+    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+        """``Resource.pages``; a filter on a secret is refused (``QueryError``) unless the
+        objects are read with their secrets: it would tell the stored value a reader is not shown."""
+        if not self.with_secrets:
+            refuse_hidden(spec.filter, dict.fromkeys(self.schema.secrets, "secret"))
+        return super().pages(spec)
 
     def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
         ids_only = spec.fields is not None and len(spec.fields) == 0
