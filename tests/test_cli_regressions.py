@@ -324,3 +324,22 @@ def test_a_failed_push_of_a_roles_member_names_the_member(tmp_path: Path) -> Non
     assert "idsync: managed/role/r1 is saved, but implicit sync of managed/user/u1, which it changes, through " \
            "user_account failed" in granted.stderr, granted.stderr
     assert "no roles here" in granted.stderr and "managed/role/u1" not in granted.stderr
+
+
+def test_values_the_store_cannot_hold_are_bad_data(tmp_path: Path) -> None:
+    """A NUL character in a value, or an id longer than the store's, exits 65 (EX_DATAERR:
+    fix the data), as a policy failure does, not 1 (a run that failed)."""
+    from samples import idsync
+
+    conf = tmp_path / "p" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    (conf / "sync.json").write_text(json.dumps({"mappings": []}))
+    project = tmp_path / "p"
+    nul = idsync(project, "managed", "create", "user", "--data", '{"userName": "x\\u0000y"}')
+    assert nul.returncode == os.EX_DATAERR, nul.stdout + nul.stderr
+    assert "the value at /userName contains a NUL character, which the store cannot hold" in nul.stderr
+    long_id = idsync(project, "managed", "create", "user", "--id", "i" * 65, "--data", '{"userName": "z"}')
+    assert long_id.returncode == os.EX_DATAERR, long_id.stdout + long_id.stderr
+    assert "an _id is at most 64 characters; this one has 65" in long_id.stderr
+    assert json.loads(idsync(project, "managed", "query", "user").stdout) == []

@@ -70,7 +70,7 @@ from idsync.store.roles import Grants, check_role
 from idsync.store.tables import ID_LENGTH, claims
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
-from idsync.store.validation import PolicyFailed, failures_list
+from idsync.store.validation import InvalidObject, PolicyFailed, failures_list
 
 __all__ = ["ManagedResource", "next_rev"]
 
@@ -548,13 +548,13 @@ class ManagedResource(Resource, ChangeSource):
         the id column (``ID_LENGTH``)."""
         new_id = op.values.get("_id") if op.kind == "create" else None
         if new_id is not None and len(str(new_id)) > ID_LENGTH:
-            return WriteResult(op, id=None, error=ObjectRejected(
-                f"{self.name}: an _id is at most {ID_LENGTH} characters; this one has {len(str(new_id))}"))
+            return WriteResult(op, id=None, error=InvalidObject(
+                self.name, [f"an _id is at most {ID_LENGTH} characters; this one has {len(str(new_id))}"]))
         unfit = unfit_at(op.values) if op.kind != "delete" else None
         if unfit is None:
             return None
         where = f"{self.name}/{op.id}" if op.id else self.name
-        return WriteResult(op, id=op.id, error=ObjectRejected(f"{where}: {unfit}, which the store cannot hold"))
+        return WriteResult(op, id=op.id, error=InvalidObject(where, [f"{unfit}, which the store cannot hold"]))
 
     def _created(self, op: WriteOp, object_id: Any, taken: Taken) -> dict[str, Any]:
         """The properties of the object ``op`` creates, defaults filled, through its
