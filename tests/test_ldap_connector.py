@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import socket
+import ssl
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import ldap.dn
@@ -26,6 +28,7 @@ from idsync.errors import (
 from idsync.query.ast import And, Compare
 from idsync.resource import QuerySpec, WriteOp
 from idsync_dev import Slapd, sample_users_ldif
+from idsync_dev.certs import make_test_certificates
 
 from samples import can_bind
 
@@ -266,6 +269,37 @@ def test_extra_values_of_the_naming_attribute_are_not_written_over_silently(
     with pytest.raises(ObjectRejected, match="holds 2 values"):
         accounts.update(emp["_id"], {"uid": "emp778"})
     assert "uid: emp777" in _entry(slapd, f"uid=emp778,{ldap_subtree}")
+
+
+def test_attributes_of_binary_syntax_are_binary_unless_declared_otherwise(slapd: Slapd, ldap_subtree: str,
+                                                                          tmp_path: Path) -> None:
+    """``jpegPhoto`` and ``userCertificate;binary`` declared with no ``nativeType`` are
+    read as base64 and written from it, bytes for bytes, as OpenICF takes them from the
+    server's schema (a value read as base64 was written back as its text); a declared
+    ``nativeType`` still decides."""
+    config = make_config(slapd, ldap_subtree)
+    config["objectTypes"]["account"]["properties"] = {
+        **ACCOUNT_PROPERTIES, "photo": {"type": "string", "nativeName": "jpegPhoto"},
+        "cert": {"type": "string", "nativeName": "userCertificate;binary"},
+        "plain": {"type": "string", "nativeName": "audio", "nativeType": "string"}}
+    del config["objectTypes"]["account"]["properties"]["jpegPhoto"]
+    system = LdapSystem("ldap", config, file=FILE)
+    try:
+        account = system.resource("account")
+        assert account._type.properties["photo"].binary and account._type.properties["cert"].binary
+        assert not account._type.properties["plain"].binary
+        pem = make_test_certificates(tmp_path / "certs", ("localhost",)).cert_file.read_text()
+        photo, cert = b"\xff\xd8\xff\xe0 not text \x00\x80", ssl.PEM_cert_to_DER_cert(pem)
+        created = account.create({"uid": "pic", "cn": "Pic", "sn": "Pic",
+                                  "photo": base64.b64encode(photo).decode(), "cert": base64.b64encode(cert).decode()})
+        assert base64.b64decode(created["photo"]) == photo and base64.b64decode(created["cert"]) == cert
+        shown = _entry(slapd, f"uid=pic,{ldap_subtree}")
+        assert f"jpegPhoto:: {base64.b64encode(photo).decode()}" in shown
+        assert f"userCertificate;binary:: {base64.b64encode(cert).decode()}" in shown
+        again = account.update(created["_id"], {"photo": base64.b64encode(b"\x01\x02").decode()})
+        assert base64.b64decode(again["photo"]) == b"\x01\x02"
+    finally:
+        system.close()
 
 
 def test_base_contexts_may_have_spaces_after_their_commas(slapd: Slapd, ldap_subtree: str) -> None:

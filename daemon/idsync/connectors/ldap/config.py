@@ -33,6 +33,16 @@ _MAX_TIMEOUT = 86_400.0
 # RFC 2696's page size is an LDAP INTEGER (0 .. 2**31-1).
 _MAX_BLOCK_SIZE = 2**31 - 1
 _BINARY_NATIVE_TYPES = {"JAVA_TYPE_BYTE_ARRAY", "byte[]", "binary"}
+# Attributes whose syntax is binary in the standard schemas (RFC 4523 certificates, cosine's
+# and inetOrgPerson's photos and PKCS#12, Active Directory's GUIDs, SIDs and photos): binary
+# unless a property's nativeType says otherwise, as OpenICF takes them from the server's
+# schema. Declared a plain string, such a value read as base64 was written back as its text.
+_BINARY_ATTRIBUTES = frozenset({
+    "jpegphoto", "photo", "audio", "usercertificate", "cacertificate", "crosscertificatepair",
+    "certificaterevocationlist", "authorityrevocationlist", "deltarevocationlist", "usersmimecertificate",
+    "userpkcs12", "supportedalgorithms", "thumbnailphoto", "objectguid", "objectsid", "sidhistory",
+    "tokengroups", "msexchmailboxguid", "ms-ds-consistencyguid", "logonhours", "mscertificatetemplate",
+})
 # OpenICF virtual attributes idsync does not implement (besides the ``_``-prefixed names).
 _UNSUPPORTED = {"posixgroups"}
 
@@ -359,11 +369,13 @@ def _property(file: str, prefix: str, name: str, raw: Any) -> PropertyDef:
     read = _Reader(file, prefix, raw)
     flags = read.strings("flags")
     native_type = read.str_("nativeType") or ""
+    native = str(read.str_("nativeName", name))
     return PropertyDef(
         name=name,
-        native=str(read.str_("nativeName", name)),
+        native=native,
         is_array=read.str_("type") == "array",
-        binary=native_type in _BINARY_NATIVE_TYPES or read.str_("encoding") == "base64",
+        binary=native_type in _BINARY_NATIVE_TYPES or read.str_("encoding") == "base64" or (
+            not native_type and native.split(";")[0].lower() in _BINARY_ATTRIBUTES),
         flags=frozenset(flags),
     )
 
