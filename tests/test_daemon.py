@@ -477,3 +477,33 @@ def test_notifier_speaks_the_protocol(notify_socket: tuple[socket.socket, str]) 
     assert sock.recv(4096) == b"STATUS=running a"
     assert sock.recv(4096) == b"WATCHDOG=1"
     assert not Notifier.from_env({}).enabled
+
+
+def test_a_schedule_with_no_future_fire_is_told_and_never_stops_the_daemon(
+        paused_daemon: _PausedDaemon) -> None:
+    """A schedule whose dates are all past (a Quartz year) is a ``job.schedule_ended`` warning
+    at load and reload, not an error: the job is listed with no next fire, the others are
+    scheduled, the reload is taken whole and READY=1 is sent again; ``idsync jobs`` and
+    ``validate`` say it as a warning, naming the file and the key, and exit 0."""
+    with structlog.testing.capture_logs() as logs:
+        daemon, _scheduler = paused_daemon({"past": 'schedule = "0 0 12 * * ? 2020"\n',
+                                            "hourly": 'schedule = "@hourly"\n'})
+    assert daemon.config.errors == []
+    ended = [e for e in logs if e["event"] == "job.schedule_ended"]
+    assert [(Path(e["file"]).name, e["key"]) for e in ended] == [("past.toml", "schedule")]
+    status = daemon.jobs_status()
+    assert status["past"]["nextFire"] is None and status["hourly"]["nextFire"] is not None
+    sent: list[str] = []
+    daemon.notifier.ready = sent.append  # type: ignore[method-assign]
+    daemon._loop = asyncio.new_event_loop()
+    try:
+        daemon._on_reload()
+    finally:
+        daemon._loop.close()
+    assert daemon.last_reload is not None and daemon.last_reload[1] and len(sent) == 1
+    root = daemon.project_dir
+    for command in (["jobs"], ["validate"]):
+        done = run_cli(["-p", str(root), *command])
+        assert done.returncode == 0, done
+        assert f"{root / 'jobs.d' / 'past.toml'}: schedule: '0 0 12 * * ? 2020' matches no date in the future" \
+            in done.stderr, done
