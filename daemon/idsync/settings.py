@@ -215,7 +215,7 @@ class Settings(BaseSettings):
             try:
                 return self.path(self.store.url_file).read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
                 raise ConfigError(str(self.conf_dir / "idsync.toml"), "store.url_file",
                                   f"cannot read {self.path(self.store.url_file)}: {reason}") from None
         if self.store.url:
@@ -232,6 +232,8 @@ def load_settings(project_dir: Path) -> Settings:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(file), "", f"not valid TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError.unreadable(str(file), exc) from None
     data["project_dir"] = project_dir
     try:
         return Settings(**data)

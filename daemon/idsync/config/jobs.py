@@ -180,8 +180,8 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None, text: s
         raw = tomllib.loads(path.read_text(encoding="utf-8") if text is None else text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(file, "", f"cannot be read: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError.unreadable(file, exc) from None
     if unknown := unknown_keys(raw, _KEYS, file=file):
         raise ConfigErrors(unknown) if len(unknown) > 1 else unknown[0]
     r = KeyReader(file, raw)
