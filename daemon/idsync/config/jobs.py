@@ -122,7 +122,7 @@ class JobDef:
             "liveSync": list(self.livesync),
             "type": self.raw.get("type", "cron"),  # PingIDM's: a schedule's, cron for a jobs.d file
             "task": self.task.kind if self.task is not None else None,
-            **({"invokeContext": self.raw.get("invokeContext")} if self.task is not None else {}),
+            **({"invokeContext": _context_shown(self.raw.get("invokeContext"))} if self.task is not None else {}),
             "misfire": self.misfire,
         }
 
@@ -149,6 +149,26 @@ def load_jobs(
         else:
             jobs[job.name] = job
     return jobs, errors
+
+
+# What the status file and the API show of a script or task-scan schedule's ``invokeContext``:
+# what names the work. A script's source, its ``globals`` and ``input`` may carry credentials.
+_SHOWN_CONTEXT = ("action", "mapping", "mappings", "source", "waitForCompletion", "numberOfThreads", "maxRecords")
+_SHOWN_SCRIPT = ("type", "file", "name")
+_SHOWN_SCAN = ("object",)
+
+
+def _context_shown(context: Any) -> dict[str, Any] | None:
+    """``context`` without any value that could be a secret (``_SHOWN_CONTEXT``)."""
+    if not isinstance(context, dict):
+        return None
+    shown = {k: v for k, v in context.items() if k in _SHOWN_CONTEXT}
+    for key, names in (("script", _SHOWN_SCRIPT), ("scan", _SHOWN_SCAN)):
+        if isinstance(context.get(key), dict):
+            shown[key] = {k: v for k, v in context[key].items() if k in names}
+    if isinstance(task := context.get("task"), dict) and isinstance(task.get("script"), dict):
+        shown["task"] = {"script": {k: v for k, v in task["script"].items() if k in _SHOWN_SCRIPT}}
+    return shown
 
 
 def ended_schedules(jobs: Collection[JobDef], now: dt.datetime) -> list[ScheduleEnded]:

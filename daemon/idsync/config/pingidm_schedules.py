@@ -124,7 +124,8 @@ def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) ->
         # PingIDM's stock liveSync schedule is schedule-liveSync.json, but runs of liveSync's
         # changes (and of pushes) are recorded under these names: the job takes the file's.
         name = path.name[: -len(_SUFFIX)]
-    raw = load_json(path, project_dir=path.parent.parent, secrets=False)
+    # ``&{NAME}`` tokens and ``X_file`` keys, as in every JSON file (a script's source is left as written).
+    raw = load_json(path, project_dir=path.parent.parent)
     if not isinstance(raw, dict):
         raise ConfigError(file, "", "expected a JSON object")
     unknown = sorted(set(raw) - _KEYS)
