@@ -77,3 +77,15 @@ def test_a_store_url_that_does_not_parse_is_a_config_error_of_every_command(tmp_
         done = run_cli(["-p", str(tmp_path), *command], env=env)
         assert done.returncode == 78, (command, done)
         assert "environment: IDSYNC_STORE__URL: not a database URL" in done.stdout + done.stderr
+
+
+def test_status_limit_outside_its_range_is_a_usage_error(tmp_path: Path) -> None:
+    """``idsync status --limit`` takes 1 to 100000: 0 printed "no runs recorded yet" though
+    runs exist, -1 listed them all, a huge number crashed (OverflowError, exit 70); each is
+    now a usage error (exit 2) saying the range."""
+    (tmp_path / "conf").mkdir()
+    for bad in ("0", "-1", "99999999999999999999", "ten"):
+        done = run_cli(["-p", str(tmp_path), "status", f"--limit={bad}"])
+        assert done.returncode == 2, (bad, done)
+        assert "--limit" in done.stderr and "expected" in done.stderr, done
+    assert run_cli(["-p", str(tmp_path), "status", "--limit", "5"]).returncode != 2
