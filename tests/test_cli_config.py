@@ -57,3 +57,35 @@ def test_config_reference_is_the_documented_table(tmp_path: Path) -> None:
     assert done.returncode == 0
     page = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert done.stdout.strip() in page
+
+
+def test_a_store_url_that_does_not_parse_is_a_config_error_of_every_command(tmp_path: Path) -> None:
+    """A store URL with a port that is not a number is the same exit-78 error, naming where it
+    was set and never quoting the URL (its password), from ``validate`` and from every command
+    that opens the store: no ``internal error`` (exit 70)."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "idsync.toml").write_text(
+        '[store]\nurl = "postgresql://idsync:pw@db.example.com:notaport/idsync"\n', encoding="utf-8")
+    said = f"{tmp_path / 'conf' / 'idsync.toml'}: store.url: not a database URL (its port is not a number)"
+    for command in (["validate"], ["status"], ["jobs"], ["prune"]):
+        done = run_cli(["-p", str(tmp_path), *command])
+        assert done.returncode == 78 and said in done.stdout + done.stderr, (command, done)
+        assert "pw@" not in done.stdout + done.stderr
+    (tmp_path / "conf" / "idsync.toml").write_text("", encoding="utf-8")
+    env = {"IDSYNC_STORE__URL": "postgresql://idsync:pw@db.example.com:notaport/idsync"}
+    for command in (["validate"], ["status"]):
+        done = run_cli(["-p", str(tmp_path), *command], env=env)
+        assert done.returncode == 78, (command, done)
+        assert "environment: IDSYNC_STORE__URL: not a database URL" in done.stdout + done.stderr
+
+
+def test_status_limit_outside_its_range_is_a_usage_error(tmp_path: Path) -> None:
+    """``idsync status --limit`` takes 1 to 100000: 0 printed "no runs recorded yet" though
+    runs exist, -1 listed them all, a huge number crashed (OverflowError, exit 70); each is
+    now a usage error (exit 2) saying the range."""
+    (tmp_path / "conf").mkdir()
+    for bad in ("0", "-1", "99999999999999999999", "ten"):
+        done = run_cli(["-p", str(tmp_path), "status", f"--limit={bad}"])
+        assert done.returncode == 2, (bad, done)
+        assert "--limit" in done.stderr and "expected" in done.stderr, done
+    assert run_cli(["-p", str(tmp_path), "status", "--limit", "5"]).returncode != 2

@@ -477,3 +477,96 @@ def test_notifier_speaks_the_protocol(notify_socket: tuple[socket.socket, str]) 
     assert sock.recv(4096) == b"STATUS=running a"
     assert sock.recv(4096) == b"WATCHDOG=1"
     assert not Notifier.from_env({}).enabled
+
+
+def test_a_schedule_with_no_future_fire_is_told_and_never_stops_the_daemon(
+        paused_daemon: _PausedDaemon) -> None:
+    """A schedule whose dates are all past (a Quartz year) is a ``job.schedule_ended`` warning
+    at load and reload, not an error: the job is listed with no next fire, the others are
+    scheduled, the reload is taken whole and READY=1 is sent again; ``idsync jobs`` and
+    ``validate`` say it as a warning, naming the file and the key, and exit 0."""
+    with structlog.testing.capture_logs() as logs:
+        daemon, _scheduler = paused_daemon({"past": 'schedule = "0 0 12 * * ? 2020"\n',
+                                            "hourly": 'schedule = "@hourly"\n'})
+    assert daemon.config.errors == []
+    ended = [e for e in logs if e["event"] == "job.schedule_ended"]
+    assert [(Path(e["file"]).name, e["key"]) for e in ended] == [("past.toml", "schedule")]
+    status = daemon.jobs_status()
+    assert status["past"]["nextFire"] is None and status["hourly"]["nextFire"] is not None
+    sent: list[str] = []
+    daemon.notifier.ready = sent.append  # type: ignore[method-assign]
+    daemon._loop = asyncio.new_event_loop()
+    try:
+        daemon._on_reload()
+    finally:
+        daemon._loop.close()
+    assert daemon.last_reload is not None and daemon.last_reload[1] and len(sent) == 1
+    root = daemon.project_dir
+    for command in (["jobs"], ["validate"]):
+        done = run_cli(["-p", str(root), *command])
+        assert done.returncode == 0, done
+        assert f"{root / 'jobs.d' / 'past.toml'}: schedule: '0 0 12 * * ? 2020' matches no date in the future" \
+            in done.stderr, done
+
+
+def _reload(daemon: Daemon) -> list[str]:
+    """``daemon``'s SIGHUP reload; the READY=1 status lines it sent."""
+    sent: list[str] = []
+    daemon.notifier.ready = sent.append  # type: ignore[method-assign]
+    daemon._loop = asyncio.new_event_loop()  # where the status is told to be written (not run here)
+    try:
+        daemon._on_reload()
+    finally:
+        daemon._loop.close()
+    return sent
+
+
+def test_a_file_that_is_not_utf8_is_an_error_naming_it_and_the_others_apply(
+        paused_daemon: _PausedDaemon) -> None:
+    """A job file, a PingIDM schedule or ``conf/idsync.toml`` in Latin-1 is a ``file: problem``
+    error naming the byte and where (``validate`` exits 78); at a reload the other files' edits
+    are applied, each bad file is a ``config.invalid``, and READY=1 is sent again."""
+    daemon, _scheduler = paused_daemon({"hourly": 'schedule = "@hourly"\n'})
+    root = daemon.project_dir
+    (root / "jobs.d" / "latin1.toml").write_bytes(b'description = "anv\xe4ndare"\nschedule = "@daily"\n'
+                                                  b'mappings = ["m1"]\n')
+    (root / "conf" / "schedule-latin1.json").write_bytes(b'{"schedule": "0 0 * * * ?", "x": "\xe4"}')
+    (root / "jobs.d" / "hourly.toml").write_text('mappings = ["m1"]\nschedule = "*/5 * * * *"\n')
+    with structlog.testing.capture_logs() as logs:
+        sent = _reload(daemon)
+    assert daemon.config.jobs["hourly"].schedule.expression == "*/5 * * * *" and len(sent) == 1
+    assert sorted(daemon.config.errors) == [
+        f"{root / 'conf' / 'schedule-latin1.json'}: not UTF-8 text: byte 0xe4 at position 34 (line 1)",
+        f"{root / 'jobs.d' / 'latin1.toml'}: not UTF-8 text: byte 0xe4 at position 18 (line 1)",
+    ]
+    assert len([e for e in logs if e["event"] == "config.invalid"]) == 2
+    for command in (["validate"], ["jobs"]):
+        done = run_cli(["-p", str(root), *command])
+        assert done.returncode == 78 and "latin1.toml: not UTF-8 text: byte 0xe4" in done.stdout + done.stderr, done
+    (root / "conf" / "idsync.toml").write_bytes(b'# r\xe4tt\n')
+    done = run_cli(["-p", str(root), "validate"])
+    assert done.returncode == 78, done
+    said = done.stdout + done.stderr
+    assert f"{root / 'conf' / 'idsync.toml'}: not UTF-8 text: byte 0xe4 at position 3 (line 1)" in said
+
+
+def test_a_reload_that_fails_unexpectedly_keeps_what_ran_and_says_so(
+        paused_daemon: _PausedDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any failure while reloading (a bug) leaves the jobs as they were, logs
+    ``daemon.reload_failed`` with the reason, puts it in the status's configuration errors and
+    sends READY=1 again: systemd is never left waiting in "reloading"."""
+    daemon, _scheduler = paused_daemon({"hourly": 'schedule = "@hourly"\n'})
+    before = daemon.config.jobs
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("something unforeseen")
+
+    monkeypatch.setattr("idsync.daemon.service.load_configuration", broken)
+    with structlog.testing.capture_logs() as logs:
+        sent = _reload(daemon)
+    assert len(sent) == 1 and sent[0].startswith("reload failed: 1 problem(s)")
+    assert daemon.config.jobs is before and daemon.table.next_fire("hourly") is not None
+    failed = [e for e in logs if e["event"] == "daemon.reload_failed"]
+    assert failed and failed[0]["problems"] == ["reload failed: RuntimeError: something unforeseen; "
+                                                "kept the previous configuration"]
+    assert daemon.last_reload is not None and not daemon.last_reload[1] and not daemon.reloading

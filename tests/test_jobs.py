@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
 
 import pytest
-from idsync.config.jobs import DEFAULT_MISFIRE_GRACE, load_jobs, parse_job
+from idsync.config.jobs import DEFAULT_MISFIRE_GRACE, ScheduleEnded, load_jobs, parse_job
+from idsync.config.pingidm_schedules import load_all_jobs
 from idsync.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,3 +174,25 @@ def test_inactive_filter_presets_are_valid_and_complementary() -> None:
         shipped[name] = mapping["sourceQuery"]["nativeQuery"]
     assert tuple(shipped.values()) == rows["OpenLDAP"]
 
+
+
+def test_jitter_on_a_schedule_with_one_fire_left_is_accepted(tmp_path: Path) -> None:
+    """Jitter is checked against the interval between fires; a schedule with one fire left (a
+    Quartz year) has none, so any jitter is fine (its check once crashed ``validate``)."""
+    job = parse_job(_job(tmp_path, 'schedule = "0 0 12 1 1 ? 2030"\nmappings = ["a"]\njitter = 10\n'), MAPPINGS)
+    assert job.jitter == 10.0
+
+
+def test_a_schedule_with_no_future_fire_is_a_warning_and_the_job_stays_listed(tmp_path: Path) -> None:
+    """A schedule whose every date is past loads (a one-off job that has run stays valid), with
+    a warning naming the file and the key; the job is listed, with no fire to come."""
+    jobs_dir, conf = tmp_path / "jobs.d", tmp_path / "conf"
+    jobs_dir.mkdir(), conf.mkdir()
+    _job(jobs_dir, 'schedule = "0 0 12 * * ? 2020"\nmappings = ["a"]\n', "past")
+    _job(jobs_dir, 'schedule = "@daily"\nmappings = ["a"]\n', "daily")
+    jobs, problems = load_all_jobs(jobs_dir, conf, MAPPINGS)
+    assert sorted(jobs) == ["daily", "past"]
+    assert [type(p) for p in problems] == [ScheduleEnded]
+    assert (Path(problems[0].file).name, problems[0].key) == ("past.toml", "schedule")
+    assert "matches no date in the future" in problems[0].problem
+    assert jobs["past"].schedule.next_fires(3, dt.datetime.now(dt.UTC)) == []

@@ -288,3 +288,31 @@ def test_daemon_schedules_and_serves_a_schedule(tmp_path: Path, slapd: Slapd, ld
     events = [json.loads(line) for line in (tmp_path / "daemon.log").read_text().splitlines() if line.startswith("{")]
     unsupported = [e for e in events if e.get("event") == "job.unsupported"]
     assert unsupported and unsupported[0]["file"].endswith("schedule-live.json")
+
+
+def test_tokens_are_substituted_and_kept_out_of_what_is_shown(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``&{NAME}`` tokens in a schedule take their variables, as in every JSON file: the
+    ``schedule`` (with a default) and a script's ``globals``; a missing variable is an error
+    naming the file and the key. What the status file and the API show of the
+    ``invokeContext`` names the script, never its source or its ``globals``."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    monkeypatch.setenv("HR_API_KEY", "s3cret-token")
+    monkeypatch.delenv("SYNC_CRON", raising=False)
+    script = {"type": "text/javascript", "source": "var k = token; // ${NOT_A_TOKEN}", "globals": {
+        "token": "&{HR_API_KEY}"}}
+    path = _write(conf, "hr", {"schedule": "&{SYNC_CRON|0 0 * * * ?}", "invokeService": "script",
+                               "invokeContext": {"script": script}})
+    job = parse_schedule(path, ["m1"])
+    assert job.schedule.expression == "0 0 * * * ?"
+    assert job.task is not None and job.task.script["globals"] == {"token": "s3cret-token"}
+    assert job.task.script["source"] == script["source"]
+    summary = job.summary()
+    assert summary["invokeContext"] == {"script": {"type": "text/javascript"}}
+    assert "s3cret" not in json.dumps(summary) and "var k" not in json.dumps(summary)
+    monkeypatch.delenv("HR_API_KEY")
+    with pytest.raises(ConfigError) as info:
+        parse_schedule(path, ["m1"])
+    assert (info.value.file, info.value.key) == (str(path), "invokeContext.script.globals.token")
+    assert "HR_API_KEY is not set" in info.value.problem

@@ -547,3 +547,32 @@ def test_fires_merged_while_the_process_was_busy_are_told(tmp_path: Path, monkey
     assert fired == ["11:00", "14:20", "14:50"]
     assert [(e["reason"], e["fire_times"], e["count"], e["log_level"]) for e in logs if e["event"] == "job.skipped"] \
         == [("coalesced", ["2026-01-01T12:00:00+00:00", "2026-01-01T13:00:00+00:00"], 2, "info")]
+
+
+def test_a_schedule_whose_year_is_past_has_no_next_fire() -> None:
+    """A Quartz year field ends the schedule: after its last date there is no next fire (None,
+    no croniter error), no list of fires, no earlier fire before its first date; the trigger
+    ends too, which APScheduler takes as the job's end."""
+    once = CronSchedule.parse("50 33 12 7 12 ? 2026")
+    last = _at("2026-12-07T12:33:50")
+    assert once.next_after(_at("2026-12-07T12:00")) == last
+    assert once.next_after(last) is None
+    assert once.next_fires(3, last) == []
+    assert once.previous_fire(before=_at("2026-12-01T00:00"), since=_at("2026-01-01T00:00")) is None
+    assert CronScheduleTrigger(once, jitter=10).get_next_fire_time(last, last) is None
+    assert CronScheduleTrigger(once).get_next_fire_time(None, _at("2027-01-01T00:00")) is None
+
+
+def test_a_one_off_job_fires_once_and_the_others_go_on(tmp_path: Path, stepped: Any) -> None:
+    """A job with a Quartz year fires at its date, then has no next fire; the hourly job beside
+    it fires on as before (the trigger's end once stopped the whole scheduler)."""
+    clock, scheduler, executor, fired = stepped
+    (tmp_path / "once.toml").write_text('schedule = "0 0 11 1 1 ? 2026"\nmappings = ["m"]\n', encoding="utf-8")
+    scheduler.table.apply({"hourly": _jobdef(tmp_path), "once": parse_job(tmp_path / "once.toml", ["m"])})
+    _move(clock, scheduler, executor, "2026-01-01T11:00:01")
+    assert sorted(fired) == [("hourly", "11:00"), ("once", "11:00")]
+    assert scheduler.table.next_fire("once") is None
+    fired.clear()
+    _move(clock, scheduler, executor, "2026-01-01T12:00:01")
+    _move(clock, scheduler, executor, "2026-01-01T13:00:01")
+    assert fired == [("hourly", "12:00"), ("hourly", "13:00")]

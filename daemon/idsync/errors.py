@@ -104,6 +104,15 @@ class ConfigError(IdsyncError):
         self.problem = problem
         super().__init__(f"{file}: {key}: {problem}" if key else f"{file}: {problem}")
 
+    @classmethod
+    def unreadable(cls, file: str, exc: OSError | UnicodeDecodeError, key: str = "") -> ConfigError:
+        """``file`` cannot be read as text: why, without the bytes around (a secret may be among them)."""
+        if isinstance(exc, UnicodeDecodeError):
+            raw = exc.object if isinstance(exc.object, bytes) else bytes(exc.object)
+            line = raw[:exc.start].count(b"\n") + 1
+            return cls(file, key, f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at position {exc.start} (line {line})")
+        return cls(file, key, f"cannot be read: {exc.strerror or type(exc).__name__}")
+
 
 class ConfigErrors(ConfigError):
     """Several problems found in one file; ``errors`` lists each."""

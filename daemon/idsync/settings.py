@@ -8,6 +8,7 @@ environment or in a ``*_file``, not in the file.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -199,9 +200,10 @@ class Settings(BaseSettings):
         return value if value.is_absolute() else self.project_dir / value
 
     def store_url(self) -> str:
-        """The store's URL; a ``ConfigError`` when it cannot be read, or when cluster mode
-        is on and the store is not PostgreSQL (the job queue lives in the store)."""
+        """The store's URL; a ``ConfigError`` when it cannot be read or does not parse, or
+        when cluster mode is on and the store is not PostgreSQL (the job queue lives in the store)."""
         url = self._store_url()
+        self._check_url(url)
         if self.cluster.enabled:
             scheme = url.partition(":")[0].partition("+")[0].lower()
             if scheme not in ("postgresql", "postgres"):
@@ -210,12 +212,32 @@ class Settings(BaseSettings):
                                   "URL (set [store] url to postgresql://..., or enabled = false)")
         return url
 
+    def _check_url(self, url: str) -> None:
+        """Refuse a URL SQLAlchemy cannot parse, naming where it was set; the message never
+        quotes the URL (it may hold a password)."""
+        from sqlalchemy.engine import make_url  # only for commands that use the store
+
+        try:
+            parsed = make_url(url)
+            parsed.get_backend_name()
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several kinds
+            port = isinstance(exc, ValueError) and "int()" in str(exc)
+            why = "its port is not a number" if port else "not in the form DRIVER://USER:PASSWORD@HOST:PORT/DATABASE"
+            if self.store.url_file is not None:
+                file, key = str(self.conf_dir / "idsync.toml"), "store.url_file"
+                why = f"{self.path(self.store.url_file)}: {why}"
+            elif any(name.upper() == "IDSYNC_STORE__URL" for name in os.environ):
+                file, key = "environment", "IDSYNC_STORE__URL"
+            else:
+                file, key = str(self.conf_dir / "idsync.toml"), "store.url"
+            raise ConfigError(file, key, f"not a database URL ({why})") from None
+
     def _store_url(self) -> str:
         if self.store.url_file is not None:
             try:
                 return self.path(self.store.url_file).read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
                 raise ConfigError(str(self.conf_dir / "idsync.toml"), "store.url_file",
                                   f"cannot read {self.path(self.store.url_file)}: {reason}") from None
         if self.store.url:
@@ -232,6 +254,8 @@ def load_settings(project_dir: Path) -> Settings:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(file), "", f"not valid TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError.unreadable(str(file), exc) from None
     data["project_dir"] = project_dir
     try:
         return Settings(**data)

@@ -97,6 +97,20 @@ def _print_error(exc: IdsyncError) -> None:
         print(f"idsync: {exc}", file=sys.stderr)
 
 
+_MAX_LIMIT = 100_000  # beyond, a listing is a query of its own (and a database's integers overflow)
+
+
+def _run_count(text: str) -> int:
+    """``--limit``: a usage error (exit 2) unless a whole number from 1 to ``_MAX_LIMIT``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if not 1 <= value <= _MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected 1 to {_MAX_LIMIT}, not {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="idsync", description="Identity synchronization daemon and tools.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="the last runs, or one run in full")
     s.add_argument("run_id", nargs="?", help="one run in full: its id or any unique prefix (as listed)")
     s.add_argument("--json", action="store_true", help="as JSON")
-    s.add_argument("--limit", type=int, default=20, help="how many runs to list (default 20)")
+    s.add_argument("--limit", type=_run_count, default=20,
+                   help=f"how many runs to list, 1 to {_MAX_LIMIT} (default 20)")
     s.add_argument("--mapping", help="only the runs of this mapping")
     s.add_argument("--audit", type=int, default=50, metavar="N", help="audit entries to show for one run")
     s.add_argument("--nodes", action="store_true", help="the cluster's nodes instead: alive or not, what each runs")

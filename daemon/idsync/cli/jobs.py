@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from idsync.errors import ConfigError, ConfigErrors
+from idsync.errors import ConfigError, ConfigErrors, ConfigWarning
 
 if TYPE_CHECKING:
     from idsync.config.jobs import JobDef
@@ -77,7 +77,7 @@ def _cmd_run(args: argparse.Namespace, project_dir: Path) -> int:
 
 def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.store import NoStoreYet, open_existing_store
-    from idsync.config.pingidm_schedules import UnsupportedSchedule, load_all_jobs
+    from idsync.config.pingidm_schedules import load_all_jobs
     from idsync.config.project import load_project, schedulable_jobs
     from idsync.daemon.history import last_run_of_job
     from idsync.store.database import Store, utcnow
@@ -86,8 +86,8 @@ def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
     jobs, problems = load_all_jobs(project.settings.jobs_dir, project.settings.conf_dir,
                                    [m.name for m in project.mappings])
     jobs, unfit = schedulable_jobs(project, jobs)  # as the daemon schedules them
-    errors = [p for p in problems if not isinstance(p, UnsupportedSchedule)] + unfit
-    warnings = [p for p in problems if isinstance(p, UnsupportedSchedule)]
+    errors = [p for p in problems if not isinstance(p, ConfigWarning)] + unfit
+    warnings = [p for p in problems if isinstance(p, ConfigWarning)]
     try:
         store: Store | None = open_existing_store(project.settings)
     except NoStoreYet:

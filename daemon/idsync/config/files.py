@@ -44,7 +44,7 @@ def load_json(path: Path, *, project_dir: Path | None = None, secrets: bool = Tr
     except FileNotFoundError:
         raise ConfigError(str(path), "", "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), "", f"cannot read: {exc}") from None
+        raise ConfigError.unreadable(str(path), exc) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -124,4 +124,7 @@ def _read_secret(path_text: str, *, file: str, key: str, base: Path) -> str:
             continue
         except OSError as exc:
             raise ConfigError(file, key, f"cannot read secret file {candidate}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            # Never where in it: the position would tell something of the secret.
+            raise ConfigError(file, key, f"secret file {candidate} is not UTF-8 text") from None
     raise ConfigError(file, key, f"secret file {path_text} not found")

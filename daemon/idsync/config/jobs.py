@@ -24,11 +24,11 @@ from typing import Any, Literal
 
 from idsync.config.schedule import CronSchedule, Schedule, ScheduleError
 from idsync.config.tasks import ScriptTask, TaskScan
-from idsync.errors import ConfigError, ConfigErrors
+from idsync.errors import ConfigError, ConfigErrors, ConfigWarning
 from idsync.keys import unknown_keys
 
 __all__ = ["DEFAULT_MISFIRE_GRACE", "LIVESYNC_JOB", "NOT_RECON_JOBS", "PERFORM_JOB", "PUSH_JOBS", "JobDef", "KeyReader",
-           "job_name_problem", "load_jobs", "parse_job"]
+           "ScheduleEnded", "ended_schedules", "job_name_problem", "load_jobs", "parse_job"]
 
 # The single-object runs: implicit sync, ``idsync sync retry``, the API's ``reconById``.
 # Their names are reserved: no job file may take one.
@@ -68,6 +68,12 @@ _KEYS = {
     "rewrite_write_only",
 }
 _SOURCE = re.compile(r"^(system/[^/\s]+/[^/\s]+|managed/[^/\s]+)$")
+
+
+class ScheduleEnded(ConfigWarning):
+    """A job whose schedule has no fire left (a Quartz year, an ``endTime``, a ``repeatCount``,
+    all past): it stays listed, with no next fire, and never fires. A warning rather than an
+    error: a one-off job that has run is left in this state, and must not make the rest invalid."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,7 @@ class JobDef:
             "liveSync": list(self.livesync),
             "type": self.raw.get("type", "cron"),  # PingIDM's: a schedule's, cron for a jobs.d file
             "task": self.task.kind if self.task is not None else None,
-            **({"invokeContext": self.raw.get("invokeContext")} if self.task is not None else {}),
+            **({"invokeContext": _context_shown(self.raw.get("invokeContext"))} if self.task is not None else {}),
             "misfire": self.misfire,
         }
 
@@ -145,6 +151,34 @@ def load_jobs(
     return jobs, errors
 
 
+# What the status file and the API show of a script or task-scan schedule's ``invokeContext``:
+# what names the work. A script's source, its ``globals`` and ``input`` may carry credentials.
+_SHOWN_CONTEXT = ("action", "mapping", "mappings", "source", "waitForCompletion", "numberOfThreads", "maxRecords")
+_SHOWN_SCRIPT = ("type", "file", "name")
+_SHOWN_SCAN = ("object",)
+
+
+def _context_shown(context: Any) -> dict[str, Any] | None:
+    """``context`` without any value that could be a secret (``_SHOWN_CONTEXT``)."""
+    if not isinstance(context, dict):
+        return None
+    shown = {k: v for k, v in context.items() if k in _SHOWN_CONTEXT}
+    for key, names in (("script", _SHOWN_SCRIPT), ("scan", _SHOWN_SCAN)):
+        if isinstance(context.get(key), dict):
+            shown[key] = {k: v for k, v in context[key].items() if k in names}
+    if isinstance(task := context.get("task"), dict) and isinstance(task.get("script"), dict):
+        shown["task"] = {"script": {k: v for k, v in task["script"].items() if k in _SHOWN_SCRIPT}}
+    return shown
+
+
+def ended_schedules(jobs: Collection[JobDef], now: dt.datetime) -> list[ScheduleEnded]:
+    """A warning for each enabled job whose schedule fires no more after ``now``."""
+    return [ScheduleEnded(job.file, "schedule" if job.raw.get("type", "cron") == "cron" else "",
+                          f"{job.schedule.expression!r} matches no date in the future; the job never fires "
+                          "(run it by hand with `idsync run-job`, or change or remove it)")
+            for job in jobs if job.enabled and job.schedule.next_after(now) is None]
+
+
 def job_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a job, or None."""
     if not _NAME.match(name):
@@ -166,8 +200,8 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None, text: s
         raw = tomllib.loads(path.read_text(encoding="utf-8") if text is None else text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(file, "", f"cannot be read: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError.unreadable(file, exc) from None
     if unknown := unknown_keys(raw, _KEYS, file=file):
         raise ConfigErrors(unknown) if len(unknown) > 1 else unknown[0]
     r = KeyReader(file, raw)
@@ -217,8 +251,10 @@ def parse_job(path: Path, known_mappings: Collection[str] | None = None, text: s
 
 
 def _shortest_interval(schedule: CronSchedule) -> float:
+    """The shortest time between the schedule's next fires; infinite when fewer than two are
+    left (a Quartz year field): no jitter can then reorder them."""
     fires = schedule.next_fires(12, dt.datetime.now(dt.UTC))
-    return min((b - a).total_seconds() for a, b in itertools.pairwise(fires))
+    return min((b - a).total_seconds() for a, b in itertools.pairwise(fires)) if len(fires) > 1 else float("inf")
 
 
 class KeyReader:

@@ -27,7 +27,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from idsync.config.files import load_json
-from idsync.config.jobs import NOT_RECON_JOBS, JobDef, KeyReader, job_name_problem, load_jobs
+from idsync.config.jobs import NOT_RECON_JOBS, JobDef, KeyReader, ended_schedules, job_name_problem, load_jobs
 from idsync.config.schedule import (
     BoundedSchedule,
     CronSchedule,
@@ -84,7 +84,8 @@ def load_all_jobs(
     jobs_dir: Path, conf_dir: Path, known_mappings: Collection[str] | None = None
 ) -> tuple[dict[str, JobDef], list[ConfigError]]:
     """The ``jobs.d/*.toml`` jobs and the ``conf/schedule-*.json`` ones, by name, and the
-    errors (an ``UnsupportedSchedule`` among them is a warning)."""
+    errors (a ``ConfigWarning`` among them, ``UnsupportedSchedule`` or ``ScheduleEnded``, is a
+    warning; the job of a ``ScheduleEnded`` is among the jobs)."""
     jobs, errors = load_jobs(jobs_dir, known_mappings)
     schedules, problems = load_schedules(conf_dir, known_mappings)
     errors.extend(problems)
@@ -94,6 +95,7 @@ def load_all_jobs(
                                                     "rename or remove one of them"))
         else:
             jobs[name] = job
+    errors.extend(ended_schedules(jobs.values(), dt.datetime.now(dt.UTC)))
     return dict(sorted(jobs.items())), errors
 
 
@@ -122,7 +124,8 @@ def parse_schedule(path: Path, known_mappings: Collection[str] | None = None) ->
         # PingIDM's stock liveSync schedule is schedule-liveSync.json, but runs of liveSync's
         # changes (and of pushes) are recorded under these names: the job takes the file's.
         name = path.name[: -len(_SUFFIX)]
-    raw = load_json(path, project_dir=path.parent.parent, secrets=False)
+    # ``&{NAME}`` tokens and ``X_file`` keys, as in every JSON file (a script's source is left as written).
+    raw = load_json(path, project_dir=path.parent.parent)
     if not isinstance(raw, dict):
         raise ConfigError(file, "", "expected a JSON object")
     unknown = sorted(set(raw) - _KEYS)

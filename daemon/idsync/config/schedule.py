@@ -41,7 +41,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cron_descriptor import Options, get_description
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 __all__ = ["BoundedSchedule", "CronSchedule", "IntervalSchedule", "Schedule", "ScheduleError", "parse_timezone"]
 
@@ -135,9 +135,10 @@ class CronSchedule:
 
     # -- fire times ------------------------------------------------------------
 
-    def next_after(self, instant: dt.datetime) -> dt.datetime:
-        """The first fire time strictly after ``instant`` (an aware datetime), in the job's zone."""
-        return next(self.iter_after(instant))
+    def next_after(self, instant: dt.datetime) -> dt.datetime | None:
+        """The first fire time strictly after ``instant`` (an aware datetime), in the job's zone;
+        None once a Quartz year field has no later date."""
+        return next(self.iter_after(instant), None)
 
     def iter_after(self, instant: dt.datetime) -> Iterator[dt.datetime]:
         if instant.tzinfo is None:
@@ -149,7 +150,11 @@ class CronSchedule:
         walker = croniter(self._cron, wall, second_at_beginning=self._seconds)
         last = instant
         while True:
-            candidate = self._place(walker.get_next(dt.datetime))
+            try:
+                wall_fire = walker.get_next(dt.datetime)
+            except CroniterBadDateError:
+                return  # the year field's last date is past: the schedule has ended
+            candidate = self._place(wall_fire)
             if candidate > last:
                 last = candidate
                 yield candidate
@@ -167,7 +172,11 @@ class CronSchedule:
         wall = before.astimezone(self.timezone).replace(tzinfo=None, fold=0)
         walker = croniter(self._cron, wall + dt.timedelta(seconds=1), second_at_beginning=self._seconds)
         while True:
-            candidate = self._place(walker.get_prev(dt.datetime))
+            try:
+                wall_fire = walker.get_prev(dt.datetime)
+            except CroniterBadDateError:
+                return None  # the year field's first date is still to come
+            candidate = self._place(wall_fire)
             if candidate <= since:
                 return None
             if candidate <= before:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import structlog
 
-from idsync.config.jobs import JobDef
-from idsync.config.pingidm_schedules import UnsupportedSchedule, load_all_jobs
+from idsync.config.jobs import JobDef, ScheduleEnded
+from idsync.config.pingidm_schedules import load_all_jobs
 from idsync.config.project import Project, load_project, schedulable_jobs
 from idsync.config.unused import unused_configuration
-from idsync.errors import ConfigError, ConfigErrors, IdsyncError
+from idsync.errors import ConfigError, ConfigErrors, ConfigWarning, IdsyncError
 from idsync.resources import check_connectors
 
 __all__ = ["Configuration", "load_configuration"]
@@ -67,8 +67,9 @@ def load_configuration(project_dir: Path, previous: Configuration | None = None)
         _report_warnings(project)
         _report_unused(project)
     for problem in problems:
-        if isinstance(problem, UnsupportedSchedule):
-            log.warning("job.unsupported", file=problem.file, key=problem.key, problem=problem.problem)
+        if isinstance(problem, ConfigWarning):
+            event = "job.schedule_ended" if isinstance(problem, ScheduleEnded) else "job.unsupported"
+            log.warning(event, file=problem.file, key=problem.key, problem=problem.problem)
             continue
         kept = _kept(problem, jobs, previous)
         _report(problem, "kept the previous version of this job" if kept else "job not scheduled")
@@ -86,7 +87,7 @@ def _jobs(project: Project, previous: Configuration | None) -> tuple[dict[str, J
     jobs, unfit = schedulable_jobs(project, jobs)
     problems += unfit
     for problem in problems:
-        if isinstance(problem, UnsupportedSchedule):
+        if isinstance(problem, ConfigWarning):
             continue
         name = _job_name(problem)
         if previous is not None and name in previous.jobs and name not in jobs:
@@ -106,7 +107,7 @@ def _orphaned(project: Project, jobs: dict[str, JobDef], problems: list[ConfigEr
     names = {m.name for m in project.mappings}
     sources = {m.source for m in project.mappings}
     for problem in problems:
-        if isinstance(problem, UnsupportedSchedule) or not _kept(problem, jobs, previous):
+        if isinstance(problem, ConfigWarning) or not _kept(problem, jobs, previous):
             continue
         job = jobs[_job_name(problem)]
         gone = [m for m in job.mappings if m not in names] + [s for s in job.livesync if s not in sources]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -434,10 +435,22 @@ class Daemon:
         log.info("daemon.reload")
         self.reloading = True
         try:
-            self.config = load_configuration(self.project_dir, previous=self.config)
+            self._reload()
+        except Exception as exc:  # a bug while reloading must not leave systemd in "reloading"
+            # What was read before the failure is dropped: the jobs run on as they were.
+            problem = f"reload failed: {internal_message(exc)}; kept the previous configuration"
+            log.error("daemon.reload_failed", errors=1, problems=[problem], exc_info=True)
+            self.config = dataclasses.replace(self.config, errors=[problem])
+            self.last_reload = (utcnow(), False)
         finally:
             self.reloading = False
-        changes = self.table.apply(self.config.jobs)
+        self._changed()
+        self.notifier.ready(self._status_line())
+
+    def _reload(self) -> None:
+        config = load_configuration(self.project_dir, previous=self.config)
+        changes = self.table.apply(config.jobs)
+        self.config = config
         if self.cluster is not None:
             self.cluster.deployed(project_files(self.project_dir))
         self.last_reload = (utcnow(), not self.config.errors)
@@ -447,8 +460,6 @@ class Daemon:
                       **{k: v for k, v in changes.items() if v})
         else:
             log.info("daemon.reloaded", errors=0, **{k: v for k, v in changes.items() if v})
-        self._changed()
-        self.notifier.ready(self._status_line())
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval
