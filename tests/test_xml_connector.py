@@ -384,3 +384,28 @@ def test_an_id_read_again_fails_the_later_object(tmp_path: Path) -> None:
     rows = _all(_system(_files(tmp_path, data)))
     assert [o.get("_id") for o in rows] == ["ajones", "bsmith", None]
     assert rows[2] == {"dn": "people.xml, line 27: the id 'bsmith' again (first at line 20)"}
+
+
+def test_a_value_xml_cannot_hold_fails_that_object_and_the_file_stays_readable(tmp_path: Path) -> None:
+    """A control character (but tab, line feed, carriage return), U+FFFE or half a
+    character cannot be in an XML file, not even as a reference: a file holding one
+    would fail every later read. Such a value fails its object alone, naming the
+    property and the character; the rest of the batch is written and the file reads."""
+    path = _files(tmp_path)
+    resource = _system(path).resource("account")
+    results = resource.write_batch([
+        WriteOp("create", values={"name": "ctrl@example.com", "lastname": "bad\x01name\x1b"}),
+        WriteOp("update", id="bsmith", values={"firstname": "Bob\ufffe"}),
+        WriteOp("update", id="ajones", values={"email": ["ok@example.com", "half\ud800@example.com"]}),
+        WriteOp("create", values={"name": "tab@example.com", "lastname": "Tab\tand\nline"}),
+    ])
+    assert [r.ok for r in results] == [False, False, False, True]
+    assert "lastname: U+0001 (a control character, at position 3) cannot be written" in str(results[0].error)
+    assert "firstname: U+FFFE (a noncharacter" in str(results[1].error)
+    assert "email: U+D800 (half of a character" in str(results[2].error)
+    accounts = {o["name"]: o for o in _all(_system(path))}
+    assert sorted(accounts) == ["ajones@example.com", "bsmith@example.com", "tab@example.com"]
+    assert accounts["tab@example.com"]["lastname"] == "Tab\tand\nline"
+    assert "firstname" not in accounts["bsmith@example.com"] and accounts["ajones@example.com"]["email"] == [
+        "ajones@example.com", "alice@example.org"]
+

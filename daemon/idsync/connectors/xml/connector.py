@@ -20,13 +20,15 @@ Writes take the directory's lock, read the file once per batch and replace it by
 complete new copy (written beside it, flushed, renamed over it), objects in place,
 creates at the end, each object's elements in the schema's order. A create without
 ``__UID__`` gets a random one (UUID) when its class has a ``__UID__``; a create whose
-``__UID__`` or ``__NAME__`` another object of its class holds fails alone. A new
+``__UID__`` or ``__NAME__`` another object of its class holds fails alone, as does a
+value XML cannot hold (a control character, U+FFFE, half a character). A new
 ``__UID__`` (or ``__NAME__`` where it is the id) renames the object.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -377,7 +379,8 @@ class XmlResource(Resource):
     def _set(self, record: XmlRecord, props: Mapping[str, XmlProperty], prefixes: Mapping[str, str],
              values: Obj, unless: str) -> None:
         """Write ``values`` into an object; a property flagged ``unless`` (``NOT_CREATABLE``
-        on a create, ``NOT_UPDATEABLE`` on an update) is left as it is, as OpenICF does."""
+        on a create, ``NOT_UPDATEABLE`` on an update) is left as it is, as OpenICF does; a
+        value XML cannot hold fails the object."""
         for name, value in values.items():
             prop = props.get(name)
             if prop is None:
@@ -389,7 +392,7 @@ class XmlResource(Resource):
             items = value if isinstance(value, list) else [value]
             if len(items) > 1 and not prop.many:
                 raise ObjectRejected(f"{name}: {len(items)} values for a single-valued property")
-            texts = [checked_text(name, prop.type, _text(name, v)) for v in items if v is not None]
+            texts = [checked_text(name, prop.type, _xml_text(name, _text(name, v))) for v in items if v is not None]
             self._set_element(record, prop.element, texts, prefixes)
 
     def _set_element(self, record: XmlRecord, element: str, texts: list[str], prefixes: Mapping[str, str]) -> None:
@@ -439,6 +442,24 @@ def _qualified(prefixes: Mapping[str, str], element: str) -> str:
     icf = element.startswith("__") and element.endswith("__") and element not in ("__ACCOUNT__", "__GROUP__")
     prefix = prefixes["icf"] if icf else prefixes["ri"]
     return f"{prefix}:{element}" if prefix else element
+
+
+# What XML 1.0 cannot hold, even as a character reference: control characters but tab,
+# line feed and carriage return, U+FFFE, U+FFFF, and half characters (unpaired surrogates).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(name: str, text: str) -> str:
+    """``text`` about to be written for the property ``name``, once XML can hold it: a
+    file holding what it cannot would fail every later read of it."""
+    bad = _NOT_XML.search(text)
+    if bad is not None:
+        char = bad.group()
+        what = ("a control character" if char < " " else "a noncharacter" if char > "\udfff"
+                else "half of a character, an unpaired surrogate")
+        raise ObjectRejected(f"{name}: U+{ord(char):04X} ({what}, at position {bad.start()}) cannot be written "
+                             "to an XML file: it would not read back")
+    return text
 
 
 def _text(name: str, value: Any) -> str:
