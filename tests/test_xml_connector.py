@@ -409,3 +409,21 @@ def test_a_value_xml_cannot_hold_fails_that_object_and_the_file_stays_readable(t
     assert "firstname" not in accounts["bsmith@example.com"] and accounts["ajones@example.com"]["email"] == [
         "ajones@example.com", "alice@example.org"]
 
+
+def test_a_carriage_return_reads_back_as_written_and_a_second_recon_writes_nothing(tmp_path: Path) -> None:
+    """A carriage return in a value is written as ``&#13;``: a raw one would read back as
+    a line feed (XML's end-of-line handling), so that every recon would find the object
+    changed and rewrite the file."""
+    project = _project(tmp_path, "sqlite")
+    people = project / "data" / "people.xml"
+    people.write_text(people.read_text().replace("Jones &amp; Sons", "Jones&#13;\nSons&#13;"))
+    assert changed(recon(project, XML_IN["name"])) == {"created": 2, "linked": 2}
+    assert managed_users(project)["ajones@example.com"]["sn"] == "Jones\r\nSons\r"
+    badges = project / "data" / "badges.xml"
+    assert "<ri:lastname>Jones&#13;\nSons&#13;</ri:lastname>" in badges.read_text()
+    stamp = badges.stat().st_mtime_ns, badges.stat().st_ino
+    assert changed(recon(project, XML_OUT["name"])) == {}
+    assert (badges.stat().st_mtime_ns, badges.stat().st_ino) == stamp
+    resource = _system(badges).resource("account")
+    (done,) = resource.write_batch([WriteOp("create", values={"name": "cr", "lastname": "a\rb\r\nc"})])
+    assert done.ok and resource.get(done.id or "")["lastname"] == "a\rb\r\nc"

@@ -221,7 +221,7 @@ class XmlFile:
             for record in document.records:
                 out.write(f"   <{record.tag}>\n")
                 for name, text in record.children:
-                    out.write(f"      <{name}>{escape(text)}</{name}>\n")
+                    out.write(f"      <{name}>{_escaped(text)}</{name}>\n")
                 out.write(f"   </{record.tag}>\n")
             out.write(f"</{document.root}>\n")
 
@@ -460,6 +460,12 @@ def _xml_text(name: str, text: str) -> str:
         raise ObjectRejected(f"{name}: U+{ord(char):04X} ({what}, at position {bad.start()}) cannot be written "
                              "to an XML file: it would not read back")
     return text
+
+
+def _escaped(text: str) -> str:
+    """Element text as written: ``&``, ``<``, ``>`` escaped, and a carriage return as a
+    character reference, which a reader does not turn into a line feed."""
+    return escape(text, {"\r": "&#13;"})
 
 
 def _text(name: str, value: Any) -> str:
