@@ -410,6 +410,68 @@ def test_a_value_xml_cannot_hold_fails_that_object_and_the_file_stays_readable(t
         "ajones@example.com", "alice@example.org"]
 
 
+EXT = "http://openidm.forgerock.com/xml/ns/public/resource/instances/resource-schema-extension"
+OWN_DECLARATIONS = (
+    f'<icf:OpenICFContainer xmlns:icf="{ICF}"><ri:__ACCOUNT__ xmlns:ri="{EXT}" id="a&#9;b&#10;c&#13;">'
+    '<icf:__UID__>u1</icf:__UID__><icf:__NAME__>bjensen</icf:__NAME__><ri:lastname xml:lang="en">Old</ri:lastname>'
+    '<ri:email>b@example.com</ri:email></ri:__ACCOUNT__></icf:OpenICFContainer>')
+
+
+def test_a_write_keeps_the_attributes_and_namespaces_of_elements_as_written(tmp_path: Path) -> None:
+    """Objects declaring their own namespace and elements with XML attributes
+    (``xml:lang``, an attribute holding a tab and line breaks): a write keeps them as
+    written, an element taking a new text keeps its attributes, and what idsync writes
+    uses prefixes bound where they are written (declared on the container for a new
+    object), so that a namespace-aware reader reads the file as before."""
+    import xml.etree.ElementTree as ET  # namespace-aware: expat with a namespace separator
+
+    path = tmp_path / "accounts.xml"
+    path.write_text(OWN_DECLARATIONS)
+    config = {"connectorRef": XML_REF, "configurationProperties": {"xmlFilePath": path.name},
+              "objectTypes": {"account": {"nativeType": "__ACCOUNT__", "properties": {
+                  "_id": {"nativeName": "__UID__"}, "name": {"nativeName": "__NAME__"},
+                  "firstname": {}, "lastname": {}, "email": {"type": "array", "items": {"type": "string"}}}}}}
+    resource = open_xml_system("accounts", config, file="p.json", base=tmp_path).resource("account")
+    results = resource.write_batch([
+        WriteOp("update", id="u1", values={"lastname": "New", "firstname": "Barbara"}),
+        WriteOp("create", values={"_id": "u2", "name": "sc", "lastname": "Carter", "email": ["s@example.com"]})])
+    assert [r.ok for r in results] == [True, True]
+
+    root = ET.parse(path).getroot()
+    assert root.tag == f"{{{ICF}}}OpenICFContainer" and [a.tag for a in root] == [f"{{{EXT}}}__ACCOUNT__"] * 2
+    first, second = root
+    assert first.get("id") == "a\tb\nc\r"
+    assert [(c.tag, c.text, c.attrib) for c in first] == [
+        (f"{{{ICF}}}__UID__", "u1", {}), (f"{{{ICF}}}__NAME__", "bjensen", {}),
+        (f"{{{EXT}}}firstname", "Barbara", {}),
+        (f"{{{EXT}}}lastname", "New", {"{http://www.w3.org/XML/1998/namespace}lang": "en"}),
+        (f"{{{EXT}}}email", "b@example.com", {})]
+    assert [(c.tag, c.text) for c in second] == [
+        (f"{{{ICF}}}__UID__", "u2"), (f"{{{ICF}}}__NAME__", "sc"), (f"{{{EXT}}}lastname", "Carter"),
+        (f"{{{EXT}}}email", "s@example.com")]
+    assert f'<ri:__ACCOUNT__ xmlns:ri="{EXT}" id="a&#9;b&#10;c&#13;">' in path.read_text()
+    assert {o["_id"]: o.get("lastname") for o in _all(open_xml_system(
+        "accounts", config, file="p.json", base=tmp_path))} == {"u1": "New", "u2": "Carter"}
+
+
+def test_a_prefix_an_object_binds_elsewhere_is_not_used_in_it(tmp_path: Path) -> None:
+    """An object binding the container's prefix to another namespace: an element written
+    in it gets a prefix bound to the right namespace there, not the container's."""
+    import xml.etree.ElementTree as ET
+
+    data = DATA.replace("<ri:__ACCOUNT__>\n      <icf:__UID__>bsmith",
+                        '<ri:__ACCOUNT__ xmlns:ri="urn:other" xmlns:p="' + RI + '">\n      <icf:__UID__>bsmith')
+    data = data.replace("<ri:lastname>Smith</ri:lastname>", "<p:lastname>Smith</p:lastname>")
+    path = _files(tmp_path, data)
+    (done,) = _system(path).resource("account").write_batch([WriteOp("update", id="bsmith",
+                                                                     values={"firstname": "Bob"})])
+    assert done.ok
+    bob = ET.parse(path).getroot()[2]
+    assert [c.tag for c in bob][:4] == [f"{{{ICF}}}__UID__", f"{{{ICF}}}__NAME__", f"{{{RI}}}firstname",
+                                        f"{{{RI}}}lastname"]
+    assert "<p:firstname>Bob</p:firstname>" in path.read_text()
+
+
 def test_a_carriage_return_reads_back_as_written_and_a_second_recon_writes_nothing(tmp_path: Path) -> None:
     """A carriage return in a value is written as ``&#13;``: a raw one would read back as
     a line feed (XML's end-of-line handling), so that every recon would find the object

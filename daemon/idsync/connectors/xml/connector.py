@@ -18,7 +18,10 @@ property fails alone by its id (``resource.UNREADABLE``; a read by id leaves it 
 
 Writes take the directory's lock, read the file once per batch and replace it by a
 complete new copy (written beside it, flushed, renamed over it), objects in place,
-creates at the end, each object's elements in the schema's order. A create without
+creates at the end, each object's elements in the schema's order. The container, the
+objects and their elements keep their XML attributes and namespace declarations as
+written; an element written is named with a prefix bound where it is (declared on the
+container when none is), so that the file stays namespace-well-formed. A create without
 ``__UID__`` gets a random one (UUID) when its class has a ``__UID__``; a create whose
 ``__UID__`` or ``__NAME__`` another object of its class holds fails alone, as does a
 value XML cannot hold (a control character, U+FFFE, half a character). A new
@@ -66,17 +69,32 @@ def _local(name: str) -> str:
     return name.rpartition(":")[2]
 
 
+Attributes = list[tuple[str, str]]  # an element's XML attributes, namespace declarations among them, as written
+
+
+@dataclass
+class XmlElement:
+    """One attribute element of an object: its name as written, its text, its own XML
+    attributes (``xml:lang``, namespace declarations), which a write keeps."""
+
+    name: str
+    text: str
+    attributes: Attributes = field(default_factory=list)
+
+
 @dataclass
 class XmlRecord:
-    """One object element: its tag as written, its line, its attribute elements in order."""
+    """One object element: its tag and XML attributes as written, its line, its
+    attribute elements in order."""
 
     tag: str
     line: int
-    children: list[tuple[str, str]] = field(default_factory=list)
+    children: list[XmlElement] = field(default_factory=list)
     problem: str | None = None
+    attributes: Attributes = field(default_factory=list)
 
     def values(self, element: str) -> list[str]:
-        return [text for name, text in self.children if _local(name) == element]
+        return [child.text for child in self.children if _local(child.name) == element]
 
 
 @dataclass
@@ -84,20 +102,41 @@ class XmlDocument:
     """The whole file, for a batch of writes: the container element and the objects."""
 
     root: str
-    attributes: list[str]  # name, value, name, value ... as written
+    attributes: Attributes
     records: list[XmlRecord]
 
-    def prefix(self, namespace: str, default: str) -> str:
-        """The prefix the container declares for ``namespace`` (declared here when none)."""
-        pairs = dict(zip(self.attributes[0::2], self.attributes[1::2], strict=True))
-        for name, value in pairs.items():
-            if name.startswith("xmlns:") and value == namespace:
-                return name.removeprefix("xmlns:")
+    def namespaces(self, within: XmlRecord | None = None) -> dict[str, str]:
+        """The namespaces in scope in an object (``within``) or the container: prefix ->
+        namespace, ``""`` for the default namespace."""
+        return {**_declared(self.attributes), **_declared(within.attributes if within else [])}
+
+    def prefix(self, namespace: str, default: str, within: XmlRecord | None = None) -> str:
+        """A prefix bound to ``namespace`` in an object (``within``) or the container:
+        one the object or the container declares, else one declared on the container
+        here, which the object does not bind to another namespace."""
+        scope = self.namespaces(within)
+        own = _declared(within.attributes if within else [])
+        for prefix in [*own, *scope]:
+            if scope[prefix] == namespace:
+                return prefix
         prefix, n = default, 1
-        while f"xmlns:{prefix}" in pairs:
+        while prefix in scope:
             prefix, n = f"{default}{n}", n + 1
-        self.attributes += [f"xmlns:{prefix}", namespace]
+        self.attributes.append((f"xmlns:{prefix}", namespace))
         return prefix
+
+
+def _declared(attributes: Attributes) -> dict[str, str]:
+    """The namespaces ``attributes`` declare: prefix -> namespace, ``""`` for the default."""
+    found: dict[str, str] = {}
+    for name, value in attributes:
+        if name == "xmlns" or name.startswith("xmlns:"):
+            found[name[6:]] = value
+    return found
+
+
+def _pairs(flat: list[str]) -> Attributes:
+    return list(zip(flat[0::2], flat[1::2], strict=True))
 
 
 class _Refused(Exception):
@@ -152,26 +191,28 @@ class XmlFile:
         done: list[XmlRecord] = []
         depth = 0
         current: XmlRecord | None = None
-        child: str | None = None
+        child: XmlElement | None = None
         text: list[str] = []
 
         def start(name: str, attributes: list[str]) -> None:
             nonlocal depth, current, child
             depth += 1
             if depth == 1 and root is not None:
-                root[:] = [name, list(attributes)]
+                root[:] = [name, _pairs(attributes)]
             elif depth == 2:
-                current = XmlRecord(name, parser.CurrentLineNumber)
+                current = XmlRecord(name, parser.CurrentLineNumber, attributes=_pairs(attributes))
             elif depth == 3:
-                child = name
+                child = XmlElement(name, "", _pairs(attributes))
                 text.clear()
             elif depth > 3 and current is not None and current.problem is None:
-                current.problem = f"<{_local(name)}> inside <{_local(child or '')}>: an attribute holds text only"
+                current.problem = (f"<{_local(name)}> inside <{_local(child.name if child else '')}>: "
+                                   "an attribute holds text only")
 
         def end(name: str) -> None:
             nonlocal depth, current
-            if depth == 3 and current is not None:
-                current.children.append((name, "".join(text)))
+            if depth == 3 and current is not None and child is not None:
+                child.text = "".join(text)
+                current.children.append(child)
             elif depth == 2 and current is not None:
                 done.append(current)
                 current = None
@@ -201,7 +242,7 @@ class XmlFile:
         records = list(self.records(root))
         if not root:  # a new file (createFileIfNotExists)
             return XmlDocument("icf:OpenICFContainer",
-                               ["xmlns:icf", ICF_NS, "xmlns:ri", self.settings.namespace or _EXTENSION_NS], records)
+                               [("xmlns:icf", ICF_NS), ("xmlns:ri", self.settings.namespace or _EXTENSION_NS)], records)
         return XmlDocument(root[0], root[1], records)
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
@@ -215,13 +256,13 @@ class XmlFile:
     def replace(self, document: XmlDocument) -> None:
         def write(out: TextIO) -> None:
             out.write('<?xml version="1.0" encoding="UTF-8"?>\n')
-            pairs = zip(document.attributes[0::2], document.attributes[1::2], strict=True)
-            attributes = "".join(f"\n    {name}={quoteattr(value)}" for name, value in pairs)
+            attributes = "".join(f"\n    {name}={quoteattr(value)}" for name, value in document.attributes)
             out.write(f"<{document.root}{attributes}>\n")
             for record in document.records:
-                out.write(f"   <{record.tag}>\n")
-                for name, text in record.children:
-                    out.write(f"      <{name}>{_escaped(text)}</{name}>\n")
+                out.write(f"   <{record.tag}{_attributes(record.attributes)}>\n")
+                for child in record.children:
+                    out.write(f"      <{child.name}{_attributes(child.attributes)}>{_escaped(child.text)}"
+                              f"</{child.name}>\n")
                 out.write(f"   </{record.tag}>\n")
             out.write(f"</{document.root}>\n")
 
@@ -324,30 +365,36 @@ class XmlResource(Resource):
     def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         with self._file.locked():
             document = self._file.document()
-            prefixes = {"icf": document.prefix(ICF_NS, "icf")}
-            if self._file.settings.namespace:
-                prefixes["ri"] = document.prefix(self._file.settings.namespace, "ri")
-            else:
-                mine = next((r.tag for r in document.records if self._mine(r)), f"ri:{self._type.element}")
-                prefixes["ri"] = mine.rpartition(":")[0]
+            namespace = self._namespace(document)
             held = _Held()
             for record in document.records:
                 if self._mine(record):
                     held.add(record, self._id(record))
-            results = apply_each(ops, lambda op: self._apply(op, document, held, prefixes), self.name,
+            results = apply_each(ops, lambda op: self._apply(op, document, held, namespace), self.name,
                                  "xml.write_failed")
             if any(r.ok for r in results):
                 document.records = [r for r in document.records if id(r) not in held.deleted]
                 self._file.replace(document)
         return results
 
-    def _apply(self, op: WriteOp, document: XmlDocument, held: _Held, prefixes: Mapping[str, str]) -> WriteResult:
+    def _namespace(self, document: XmlDocument) -> str:
+        """The namespace of the class's object elements and their own elements: the
+        schema's; without one, that of the file's objects of the class as they are bound
+        where they are written (OpenICF's extension namespace where nothing binds them)."""
+        if self._file.settings.namespace:
+            return self._file.settings.namespace
+        mine = next((r for r in document.records if self._mine(r)), None)
+        prefix = mine.tag.rpartition(":")[0] if mine else "ri"
+        return document.namespaces(mine).get(prefix, _EXTENSION_NS if prefix else "")
+
+    def _apply(self, op: WriteOp, document: XmlDocument, held: _Held, namespace: str) -> WriteResult:
         props = self._props
         if op.kind == "create":
-            record = XmlRecord(_qualified(prefixes, self._type.element), 0)
-            self._set(record, props, prefixes, op.values, "NOT_CREATABLE")
+            names = _Names(document, None, namespace)
+            record = XmlRecord(names.qualified(self._type.element), 0)
+            self._set(record, props, names, op.values, "NOT_CREATABLE")
             if self._has_uid and not record.values("__UID__"):
-                self._set_element(record, "__UID__", [str(uuid.uuid4())], prefixes)
+                self._set_element(record, "__UID__", [str(uuid.uuid4())], names)
             if not record.values("__NAME__") or not record.values("__NAME__")[0]:
                 raise ObjectRejected(f"{self.name}: a create needs a __NAME__")
             held.refuse_taken(self.name, record, None)
@@ -365,8 +412,8 @@ class XmlResource(Resource):
             held.remove(record, op.id or "")
             held.deleted.add(id(record))
             return WriteResult(op, id=op.id)
-        changed = XmlRecord(record.tag, record.line, list(record.children))
-        self._set(changed, props, prefixes, op.values, "NOT_UPDATEABLE")
+        changed = XmlRecord(record.tag, record.line, list(record.children), attributes=record.attributes)
+        self._set(changed, props, _Names(document, record, namespace), op.values, "NOT_UPDATEABLE")
         new_id = self._id(changed)
         if new_id is None:
             raise ObjectRejected(f"{self.name}/{op.id}: the __UID__ and __NAME__ cannot both be emptied")
@@ -376,7 +423,7 @@ class XmlResource(Resource):
         held.add(record, new_id)
         return WriteResult(op, id=new_id, obj=self._object(record, None))
 
-    def _set(self, record: XmlRecord, props: Mapping[str, XmlProperty], prefixes: Mapping[str, str],
+    def _set(self, record: XmlRecord, props: Mapping[str, XmlProperty], names: _Names,
              values: Obj, unless: str) -> None:
         """Write ``values`` into an object; a property flagged ``unless`` (``NOT_CREATABLE``
         on a create, ``NOT_UPDATEABLE`` on an update) is left as it is, as OpenICF does; a
@@ -393,13 +440,44 @@ class XmlResource(Resource):
             if len(items) > 1 and not prop.many:
                 raise ObjectRejected(f"{name}: {len(items)} values for a single-valued property")
             texts = [checked_text(name, prop.type, _xml_text(name, _text(name, v))) for v in items if v is not None]
-            self._set_element(record, prop.element, texts, prefixes)
+            self._set_element(record, prop.element, texts, names)
 
-    def _set_element(self, record: XmlRecord, element: str, texts: list[str], prefixes: Mapping[str, str]) -> None:
-        kept = [(n, t) for n, t in record.children if _local(n) != element]
-        qualified = _qualified(prefixes, element)
-        record.children = sorted(kept + [(qualified, t) for t in texts if t != ""],
-                                 key=lambda c: self._type.position(_local(c[0])))
+    def _set_element(self, record: XmlRecord, element: str, texts: list[str], names: _Names) -> None:
+        """The elements of ``element`` hold ``texts``: an element keeping its text stays as
+        it is, the others take the new texts in order, keeping their XML attributes
+        (``xml:lang``); new ones are named with a prefix bound where they are written."""
+        kept = [c for c in record.children if _local(c.name) != element]
+        left = [c for c in record.children if _local(c.name) == element]
+        new = [t for t in texts if t != ""]
+        written: list[XmlElement | None] = []
+        for text in new:
+            same = next((c for c in left if c.text == text), None)
+            if same is not None:
+                left.remove(same)
+            written.append(same)
+        elements: list[XmlElement] = []
+        for same, text in zip(written, new, strict=True):
+            if same is None and left:
+                same = XmlElement(left[0].name, text, left.pop(0).attributes)
+            elements.append(same or XmlElement(names.qualified(element), text))
+        record.children = sorted(kept + elements, key=lambda c: self._type.position(_local(c.name)))
+
+
+class _Names:
+    """Names for the elements written in an object (``within``, None for a new one) or
+    the container: OpenICF's elements in its namespace, the others in the class's, each
+    with a prefix bound there (declared on the container when none is)."""
+
+    def __init__(self, document: XmlDocument, within: XmlRecord | None, namespace: str) -> None:
+        self._document = document
+        self._within = within
+        self._namespace = namespace
+
+    def qualified(self, element: str) -> str:
+        icf = element.startswith("__") and element.endswith("__") and element not in ("__ACCOUNT__", "__GROUP__")
+        namespace, default = (ICF_NS, "icf") if icf else (self._namespace, "ri")
+        prefix = self._document.prefix(namespace, default, self._within) if namespace else ""
+        return f"{prefix}:{element}" if prefix else element
 
 
 class _Held:
@@ -438,12 +516,6 @@ class _Held:
 _KEYS = ("__UID__", "__NAME__")
 
 
-def _qualified(prefixes: Mapping[str, str], element: str) -> str:
-    icf = element.startswith("__") and element.endswith("__") and element not in ("__ACCOUNT__", "__GROUP__")
-    prefix = prefixes["icf"] if icf else prefixes["ri"]
-    return f"{prefix}:{element}" if prefix else element
-
-
 # What XML 1.0 cannot hold, even as a character reference: control characters but tab,
 # line feed and carriage return, U+FFFE, U+FFFF, and half characters (unpaired surrogates).
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -466,6 +538,11 @@ def _escaped(text: str) -> str:
     """Element text as written: ``&``, ``<``, ``>`` escaped, and a carriage return as a
     character reference, which a reader does not turn into a line feed."""
     return escape(text, {"\r": "&#13;"})
+
+
+def _attributes(attributes: Attributes) -> str:
+    """XML attributes as written (tab, line feed and carriage return as references)."""
+    return "".join(f" {name}={quoteattr(value)}" for name, value in attributes)
 
 
 def _text(name: str, value: Any) -> str:
