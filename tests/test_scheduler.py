@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +138,50 @@ def test_fire_times_strictly_increase_through_a_dst_year() -> None:
     assert all(dt.timedelta(0) < g <= dt.timedelta(minutes=90) for g in gaps)
 
 
+# The instants (UTC) clocks change at: spring forward, then fall back. Lord Howe moves by 30 minutes.
+_DST_CHANGES = {
+    "Europe/Stockholm": ("2027-03-28T01:00", "2027-10-31T01:00"),
+    "America/New_York": ("2026-03-08T07:00", "2026-11-01T06:00"),
+    "Australia/Lord_Howe": ("2026-10-03T15:30", "2026-04-04T15:00"),
+}
+
+
+@pytest.mark.parametrize("expression", ["*/15 * * * *", "30 2 * * *", "45 1 * * *", "0 * * * *", "30 */10 * * * ?"])
+@pytest.mark.parametrize(("zone", "change"), [(z, c) for z, cs in _DST_CHANGES.items() for c in cs])
+def test_fires_looked_up_from_any_instant_agree_across_a_dst_change(zone: str, change: str, expression: str) -> None:
+    """From any instant around a clock change (in the gap's end, in either pass of the
+    repeated hour, given in UTC or in the job's zone), ``previous_fire`` finds the last of
+    the fires ``iter_after`` gives up to it, and ``next_after`` the first after it."""
+    schedule = CronSchedule.parse(expression, zone)
+    moment = _at(change)
+    since, until = moment - dt.timedelta(hours=4), moment + dt.timedelta(hours=4)
+    fires = [f.astimezone(UTC) for f in itertools.takewhile(lambda f: f <= until, schedule.iter_after(since))]
+    tick = dt.timedelta(microseconds=1)
+    probes = [since + k * dt.timedelta(minutes=7) for k in range(8 * 60 // 7)]
+    probes += [p for f in fires for p in (f - tick, f, f + tick)] + [moment - tick, moment, moment + tick]
+    for probe in probes + [p.astimezone(ZoneInfo(zone)) for p in probes]:
+        before = max((f for f in fires if f <= probe), default=None)
+        found = schedule.previous_fire(before=probe, since=since)
+        assert (found and found.astimezone(UTC)) == before, f"previous_fire({probe.isoformat()})"
+        after = min((f for f in fires if f > probe), default=None)
+        if after is not None:
+            assert schedule.next_after(probe).astimezone(UTC) == after, f"next_after({probe.isoformat()})"
+
+
+def test_misfire_run_once_catches_up_fires_of_the_repeated_hour(tmp_path: Path) -> None:
+    """Down from 02:10 CEST until 02:05 CET, the second pass of the hour clocks go back
+    through: the fire at 02:45 CEST (the last before the change) is run at start, as the
+    same stop a day earlier runs its latest fire."""
+    job = _jobdef(tmp_path, 'timezone = "Europe/Stockholm"\n', schedule="*/15 * * * *")
+    last, now = _at("2027-10-31T00:10"), _at("2027-10-31T01:05")
+    fires = [f.isoformat() for f in job.schedule.next_fires(3, last)]
+    assert fires == ["2027-10-31T02:15:00+02:00", "2027-10-31T02:30:00+02:00", "2027-10-31T02:45:00+02:00"]
+    fire = missed_fire(job, last, now)
+    assert fire is not None and fire.isoformat() == "2027-10-31T02:45:00+02:00"
+    fire = missed_fire(job, _at("2027-10-30T00:10"), _at("2027-10-30T01:05"))
+    assert fire is not None and fire.isoformat() == "2027-10-30T03:00:00+02:00"
+
+
 @pytest.mark.parametrize(
     ("bad", "says"),
     [
@@ -191,6 +236,15 @@ def test_trigger_follows_the_schedule_with_bounded_jitter() -> None:
     )
     assert fire is not None
     assert _at("2026-01-01T00:10") <= fire <= _at("2026-01-01T00:10:30")
+
+
+def test_jitter_is_real_time_when_clocks_go_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fire in the last minute before clocks go back, jittered past the change, starts
+    within ``jitter`` seconds of it, not an hour late at the same wall-clock time."""
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    trigger = CronScheduleTrigger(CronSchedule.parse("59 * * * *", "Europe/Stockholm"), jitter=120)
+    fire = trigger.get_next_fire_time(None, _at("2027-10-31T00:58"))  # 02:58 CEST
+    assert fire is not None and fire.astimezone(UTC) == _at("2027-10-31T01:01")  # 02:01 CET
 
 
 def _jobdef(tmp_path: Path, extra: str = "", schedule: str = "0 * * * *") -> JobDef:

@@ -20,7 +20,8 @@ zone) and each one is then placed on the real time line here, so daylight-saving
 changes follow one rule: a wall-clock time that happens twice (autumn) fires at
 its first occurrence only, and one that does not exist (spring) fires when the
 gap ends. Fire times are strictly increasing, so several times falling into one
-gap collapse into a single run: no run is skipped and none is doubled.
+gap collapse into a single run: no run is skipped and none is doubled. Looking
+back (``previous_fire``, the misfire catch-up) finds exactly these fires too.
 
 An interval counts real time, not wall-clock time (daylight saving does not
 move it), from an anchor: the start time when there is one, otherwise the Unix
@@ -55,8 +56,8 @@ _MACROS = {
     "@hourly": "0 * * * *",
 }
 _UTC = dt.UTC
-# A wall-clock time inside a gap is moved forward minute by minute until it exists;
-# real gaps are at most a couple of hours.
+# A wall-clock time inside a gap is moved forward minute by minute until it exists, and
+# the end of a repeated hour is found alike; real gaps and repeats are at most a couple of hours.
 _GAP_SEARCH = dt.timedelta(hours=26)
 # croniter's messages quote its own rewritten form of the expression in brackets.
 _BRACKETED = re.compile(r"\[[^\]]*\]")
@@ -148,7 +149,9 @@ class CronSchedule:
         # instant (the repeated hour, a gap's end) is dropped by the strict comparison.
         wall = instant.astimezone(self.timezone).replace(tzinfo=None, fold=0)
         walker = croniter(self._cron, wall, second_at_beginning=self._seconds)
-        last = instant
+        # Compared in UTC: two datetimes of one zone compare by wall-clock time, which
+        # puts the first pass of a repeated hour after an instant of its second pass.
+        last = instant.astimezone(_UTC)
         while True:
             try:
                 wall_fire = walker.get_next(dt.datetime)
@@ -168,9 +171,15 @@ class CronSchedule:
         return out
 
     def previous_fire(self, before: dt.datetime, since: dt.datetime) -> dt.datetime | None:
-        """The last fire time in ``(since, before]``, or None."""
-        wall = before.astimezone(self.timezone).replace(tzinfo=None, fold=0)
-        walker = croniter(self._cron, wall + dt.timedelta(seconds=1), second_at_beginning=self._seconds)
+        """The last fire time in ``(since, before]``, or None: the last that ``iter_after``
+        gives up to ``before``, daylight-saving changes included."""
+        # Walking back starts after the latest wall-clock time shown by ``before``, which in
+        # the second pass of a repeated hour is the repeat's end: the first pass, whose times
+        # are the fires, went that far. Times placed after ``before`` (a gap's end, the rest
+        # of the repeat) are passed over; placing keeps the order, so the first time placed
+        # at or before ``before`` is the latest fire.
+        walker = croniter(self._cron, self._walk_back_start(before), second_at_beginning=self._seconds)
+        before, since = before.astimezone(_UTC), since.astimezone(_UTC)  # as in ``iter_after``
         while True:
             try:
                 wall_fire = walker.get_prev(dt.datetime)
@@ -206,6 +215,22 @@ class CronSchedule:
             if _exists(aware):
                 return aware
         raise ScheduleError(f"no valid time after {wall.isoformat()} in {self.timezone.key}")
+
+    def _walk_back_start(self, instant: dt.datetime) -> dt.datetime:
+        """The wall-clock time to walk back from (croniter's ``get_prev`` excludes it) to
+        reach every time shown by ``instant``: just after the instant's own, or in the second
+        pass of a repeated hour, the repeat's end."""
+        local = instant.astimezone(self.timezone)
+        wall = local.replace(tzinfo=None, fold=0)
+        if not local.fold:
+            return wall + dt.timedelta(seconds=1)
+        probe = wall.replace(second=0, microsecond=0)
+        limit = wall + _GAP_SEARCH
+        while probe < limit:
+            probe += dt.timedelta(minutes=1)
+            if not _repeated(probe.replace(tzinfo=self.timezone)):
+                return probe
+        raise ScheduleError(f"no end to the repeat after {wall.isoformat()} in {self.timezone.key}")
 
 
 @dataclass(frozen=True)
@@ -318,6 +343,11 @@ def _reason(exc: Exception) -> str:
 def _exists(aware: dt.datetime) -> bool:
     back = aware.astimezone(_UTC).astimezone(aware.tzinfo)
     return back.replace(tzinfo=None) == aware.replace(tzinfo=None, fold=0)
+
+
+def _repeated(aware: dt.datetime) -> bool:
+    """Whether the wall-clock time happens twice (the hour clocks go back through)."""
+    return aware.replace(fold=1).astimezone(_UTC) != aware.replace(fold=0).astimezone(_UTC) and _exists(aware)
 
 
 # -- Quartz -------------------------------------------------------------------

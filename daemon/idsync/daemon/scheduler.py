@@ -81,12 +81,19 @@ class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]
         # so the next regular time after it is still the right one.
         after = previous_fire_time if previous_fire_time is not None else now - dt.timedelta(microseconds=1)
         fire = self.schedule.next_after(after)
-        if fire is not None and self.jitter:
-            fire += dt.timedelta(seconds=random.uniform(0, self.jitter))
-        return fire
+        return _jittered(fire, self.jitter) if fire is not None else None
 
     def __str__(self) -> str:
         return f"schedule[{self.schedule.expression}, {self.schedule.timezone.key}]"
+
+
+def _jittered(fire: dt.datetime, jitter: float) -> dt.datetime:
+    """``fire`` delayed by up to ``jitter`` seconds of real time, at random. Added in UTC: in
+    the job's zone, adding to the last minutes before clocks go back would count on the
+    wall clock, past the change, and start the run an hour late."""
+    if not jitter:
+        return fire
+    return (fire.astimezone(dt.UTC) + dt.timedelta(seconds=random.uniform(0, jitter))).astimezone(fire.tzinfo)
 
 
 def missed_fire(job: JobDef, last_started: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
@@ -265,7 +272,7 @@ class JobTable:
         fire = job.schedule.next_after(regular - dt.timedelta(microseconds=1))
         if fire is None or fire > self._now():
             return None  # the new trigger's own first fire (or none: the schedule ended)
-        return fire + dt.timedelta(seconds=random.uniform(0, job.jitter)) if job.jitter else fire
+        return _jittered(fire, job.jitter)
 
     def _remove(self, name: str) -> None:
         self.jobs.pop(name, None)
