@@ -42,6 +42,7 @@ PAGED = """({result: [{_id: 'a'}], pagedResultsCookie: 'next-a', totalPagedResul
 GUARDED = """if (!request.content || !request.content.name) { throw {code: 400, message: 'name is required'}; }
 if (request.content.name === 'taken') { throw {code: 409, message: 'name taken: ' + request.content.name}; }
 if (request.content.name === 'oops') { throw new Error('disk full'); }
+if (request.content.name === 'bulk') { throw {code: 400, message: 'bad names', detail: {names: ['a', 'b']}}; }
 ({created: request.content.name});"""
 
 
@@ -133,6 +134,10 @@ def test_the_script_reaches_the_store_and_answers_errors_by_their_code(tmp_path:
         assert missing.status_code == 400 and missing.json()["message"] == "name is required"
         taken = await api.post("/openidm/endpoint/guarded", json={"name": "taken"})
         assert taken.status_code == 409 and taken.json()["message"] == "name taken: taken"
+        assert "detail" not in taken.json()
+        detailed = await api.post("/openidm/endpoint/guarded", json={"name": "bulk"})  # PingIDM's detail too
+        assert detailed.status_code == 400 and detailed.json() == {
+            "code": 400, "reason": "Bad Request", "message": "bad names", "detail": {"names": ["a", "b"]}}
         broken = await api.post("/openidm/endpoint/guarded", json={"name": "oops"})
         assert broken.status_code == 500 and "endpoint/guarded" in broken.json()["message"]
         assert "disk full" in broken.json()["message"]

@@ -334,6 +334,50 @@ def test_a_failing_post_script_is_logged_and_the_change_stands(tmp_path: Path) -
     assert sorted(u["userName"] for u in found["result"]) == ["fine", "oops"]
 
 
+GUARD = {"name": "guard", "schema": {"properties": {"name": {"type": "string"}, "level": {"type": "number"}}},
+         "onCreate": {"type": _JS, "file": "script/guard-create.js"},
+         "onUpdate": {"type": _JS, "source": "if (object.level > 9) { throw {code: 409, message: 'too high'}; }"},
+         "onValidate": {"type": _JS, "source": "if (object.name === 'x') { throw {code: 400, message: 'no x', "
+                                               "detail: {allowed: ['y', 'z']}}; }"},
+         "onDelete": {"type": _JS, "source": "if (object.level) { throw new Error('level ' + object.level + "
+                                             "' stays'); }"}}
+
+
+def test_a_script_refusal_is_answered_with_its_own_message(tmp_path: Path) -> None:
+    """An object script that throws ``{code, message}`` (``{code, message, detail}``) is
+    answered over the API with that code and exactly that message (and detail), as
+    PingIDM answers it, from onCreate, onUpdate, onValidate alike; the command line says
+    the message after the type and the script; the log keeps where the script lives. Any
+    other failure of a script is answered without the server's file paths."""
+    project = _project(tmp_path)
+    (project / "conf" / "managed.json").write_text(json.dumps({"objects": [USER, STAFF, EVENT, GUARD]}))
+    (project / "script" / "guard-create.js").write_text(
+        "if (object.name === 'root') { throw {code: 403, message: 'root is reserved'}; }\n")
+    with serve(project) as api:
+        created = api.post("/openidm/managed/guard?_action=create", headers=JSON, json={"name": "root"})
+        assert created.status_code == 403 and created.json() == {
+            "code": 403, "reason": "Forbidden", "message": "root is reserved"}
+        validated = api.post("/openidm/managed/guard?_action=create", headers=JSON, json={"name": "x"})
+        assert validated.status_code == 400 and validated.json() == {
+            "code": 400, "reason": "Bad Request", "message": "no x", "detail": {"allowed": ["y", "z"]}}
+        made = api.post("/openidm/managed/guard?_action=create", headers=JSON, json={"name": "g", "level": 1})
+        assert made.status_code == 201, made.text
+        guard = made.json()["_id"]
+        updated = api.patch(f"/openidm/managed/guard/{guard}", headers=JSON,
+                            json=[{"operation": "replace", "field": "/level", "value": 10}])
+        assert updated.status_code == 409 and updated.json()["message"] == "too high"
+        deleted = api.delete(f"/openidm/managed/guard/{guard}", headers=ADMIN)
+        assert deleted.status_code == 400 and "level 1 stays" in deleted.json()["message"]
+        assert str(tmp_path) not in deleted.text and "managed.json" not in deleted.text
+    done = idsync(project, "--log-level", "info", "--log-format", "json", "managed", "create", "guard",
+                  "--data", json.dumps({"name": "root"}))
+    assert done.returncode != 0
+    assert "idsync: managed/guard: onCreate script: root is reserved\n" in done.stderr, done.stderr
+    (logged,) = [json.loads(line) for line in done.stderr.splitlines() if "managed.script_refused" in line]
+    assert logged["script"] == "onCreate" and logged["status"] == 403
+    assert "objects[3].onCreate" in logged["error"] and "guard-create.js" in logged["error"]
+
+
 ON_SYNC = """
 if (newObject && newObject.login === 'loud') { throw new Error('sync report lost'); }
 openidm.create('managed/report', null, {

@@ -190,7 +190,8 @@ def test_a_granted_role_is_not_deleted(tmp_path: Path) -> None:
         assert user.status_code == 201, user.text
         refused = api.delete(f"/openidm/managed/role/{role['_id']}", headers=ADMIN)
         assert refused.status_code == 409, refused.text
-        assert "Cannot delete a role that is currently granted" in refused.json()["message"]
+        assert refused.json() == {"code": 409, "reason": "Conflict",
+                                  "message": "Cannot delete a role that is currently granted"}
         assert api.get(f"/openidm/managed/role/{role['_id']}", headers=ADMIN).status_code == 200
         taken = api.patch(f"/openidm/managed/user/{user.json()['_id']}", headers=json_headers,
                           json=[{"operation": "replace", "field": "/roles", "value": []}])

@@ -43,6 +43,7 @@ driver's SQL text and parameters (values of the objects) out of what it says.
 
 from __future__ import annotations
 
+import json
 import os
 
 __all__ = [
@@ -153,7 +154,7 @@ class QueryError(IdsyncError):
 
 class ScriptError(IdsyncError):
     """A mapping script failed to compile or threw; ``thrown``: a plain object it threw
-    (PingIDM's ``{code, message}``), as it was."""
+    (PingIDM's ``{code, message}``, or ``{code, message, detail}``), as it was."""
 
     thrown: object = None
 
@@ -164,6 +165,22 @@ class ScriptError(IdsyncError):
         if isinstance(value, dict) and isinstance(value.get("code"), int) and 400 <= value["code"] <= 599:
             return int(value["code"])
         return None
+
+    @property
+    def thrown_message(self) -> str | None:
+        """The ``message`` of a thrown ``{code, message}`` (with a ``status``), if it has one:
+        what the script wants its caller told, as it wrote it."""
+        value = self.thrown
+        if self.status is None or not isinstance(value, dict) or value.get("message") is None:
+            return None
+        message = value["message"]
+        return message if isinstance(message, str) else json.dumps(message)
+
+    @property
+    def thrown_detail(self) -> object:
+        """The ``detail`` of a thrown ``{code, message, detail}`` (with a ``status``), if any."""
+        value = self.thrown
+        return value.get("detail") if self.status is not None and isinstance(value, dict) else None
 
 
 class ScriptTimeout(ScriptError):
@@ -190,9 +207,13 @@ class AlreadyExists(RevisionMismatch):
 
 class ObjectRejected(ObjectError):
     """The peer refused this one object; ``status``: the HTTP status an object script
-    asked for by throwing PingIDM's ``{code, message}`` (the API answers it)."""
+    asked for by throwing PingIDM's ``{code, message}`` (the API answers it); ``reply``
+    and ``detail``: what the API answers, when it is not the message (which may name the
+    server's files, for the operator)."""
 
     status: int | None = None
+    reply: str | None = None
+    detail: object = None
 
 
 class OperationDenied(ObjectRejected):

@@ -85,7 +85,9 @@ def _run(ctx: ApiContext, action: ManagedAction, object_type: str, object_id: st
     except ScriptError as exc:
         thrown = thrown_status(exc)
         if thrown is not None:
-            raise ApiError(*thrown) from None
+            log.info("managed.action_refused", resource=f"managed/{object_type}", object_id=object_id,
+                     action=action.name, status=thrown.code, error=str(exc))
+            raise thrown from None
         log.warning("managed.action_failed", resource=f"managed/{object_type}", object_id=object_id,
                     action=action.name, error=str(exc))
         raise ApiError(500, f"managed/{object_type}/{object_id} action {action.name}: the script failed: "

@@ -80,7 +80,8 @@ def _run(ctx: ApiContext, project: Any, endpoint: Endpoint, variables: dict[str,
     except ScriptError as exc:
         thrown = thrown_status(exc)
         if thrown is not None:
-            raise ApiError(*thrown) from None
+            log.info("endpoint.refused", endpoint=endpoint.name, status=thrown.code, error=str(exc))
+            raise thrown from None
         log.warning("endpoint.failed", endpoint=endpoint.name, error=str(exc))
         raise ApiError(500, f"endpoint/{endpoint.name}: the script failed: {exc}") from None
     except IdsyncError as exc:
@@ -88,12 +89,12 @@ def _run(ctx: ApiContext, project: Any, endpoint: Endpoint, variables: dict[str,
         raise ApiError(500, f"endpoint/{endpoint.name}: {exc}") from None
 
 
-def thrown_status(exc: ScriptError) -> tuple[int, str] | None:
-    """The status and message of a thrown ``{code, message}`` (PingIDM's way to answer an error)."""
+def thrown_status(exc: ScriptError) -> ApiError | None:
+    """The answer a thrown ``{code, message}`` or ``{code, message, detail}`` asks for
+    (PingIDM's way to answer an error): its status, message and detail."""
     if exc.status is None:
         return None
-    message = exc.thrown.get("message") if isinstance(exc.thrown, dict) else None
-    return exc.status, str(message) if message is not None else ""
+    return ApiError(exc.status, exc.thrown_message or "", detail=exc.thrown_detail)
 
 
 async def script_request(request: Request, path: str) -> dict[str, Any]:

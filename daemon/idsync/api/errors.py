@@ -38,15 +38,21 @@ log = structlog.get_logger("idsync.api")
 class ApiError(Exception):
     """A request the API answers with an error status and a message."""
 
-    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None, *,
+                 detail: object = None) -> None:
         self.code = code
         self.message = message
         self.headers = headers
+        self.detail = detail
         super().__init__(message)
 
 
-def error_response(code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(code: int, message: str, headers: dict[str, str] | None = None, *,
+                   detail: object = None) -> JSONResponse:
+    """PingIDM's error body; ``detail`` when there is one (a script's thrown ``{code, message, detail}``)."""
     body: dict[str, Any] = {"code": code, "reason": HTTPStatus(code).phrase, "message": message}
+    if detail is not None:
+        body["detail"] = detail
     return JSONResponse(body, status_code=code, headers=headers)
 
 
@@ -84,7 +90,7 @@ def policy_failure(failures: list[dict[str, Any]]) -> JSONResponse:
 
 async def _api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.code, exc.message, exc.headers)
+    return error_response(exc.code, exc.message, exc.headers, detail=exc.detail)
 
 
 async def _idsync_error(request: Request, exc: Exception) -> Response:
@@ -95,6 +101,8 @@ async def _idsync_error(request: Request, exc: Exception) -> Response:
     if code >= 500:
         log.warning("api.error", path=request.url.path, code=code, error=type(exc).__name__, message=str(exc))
     # A name the client got wrong is its problem; where the configuration lives is not its business.
+    if isinstance(exc, ObjectRejected) and exc.reply is not None:
+        return error_response(code, exc.reply, detail=exc.detail)  # a script's refusal, without its files
     message = exc.problem if isinstance(exc, ConfigError) and code == 404 else str(exc)
     return error_response(code, message)
 

@@ -76,10 +76,26 @@ class ObjectHooks:
             if returning is None:
                 return script(**variables)
             return script.run_returning(variables, returning)
+        except ScriptError as exc:
+            raise self._refused(event, script, exc) from None
         except IdsyncError as exc:
+            raise ObjectRejected(f"{self.name}: {event} script: {exc}") from None
+
+    def _refused(self, event: str, script: ObjectScript, exc: ScriptError) -> ObjectRejected:
+        """The refusal of a script that threw. A thrown ``{code, message}`` is told as its
+        message alone, everywhere; any other failure keeps where the script lives (its
+        file and key) for the operator, and the API answers it without them. The log has it all."""
+        log.info("managed.script_refused", resource=self.name, script=event, status=exc.status, error=str(exc))
+        told = exc.thrown_message
+        if told is not None:
+            rejected = ObjectRejected(f"{self.name}: {event} script: {told}")
+            rejected.reply, rejected.detail = told, exc.thrown_detail
+        else:
             rejected = ObjectRejected(f"{self.name}: {event} script: {exc}")
-            rejected.status = exc.status if isinstance(exc, ScriptError) else None
-            raise rejected from None
+            reason = str(exc).removeprefix(f"{script.name}: ")
+            rejected.reply = f"{self.name}: {event} script: {reason}"
+        rejected.status = exc.status
+        return rejected
 
     def _object_script(self, event: str, obj: Obj, object_id: str | None, method: str,
                        extra: Mapping[str, Any] | None = None) -> Obj:

@@ -8,15 +8,20 @@ custom ones (``config.objectmodel.CustomPolicies``, run in the script sandbox).
 
 What is checked:
 
-* a create: every property;
-* an update: the properties the update changes (and ``required`` of all): an
-  object stored before a policy was added is not refused for a property the
-  change leaves alone, and a recon that changes a telephone number does not ask the
-  store whether the unchanged user name is unique;
+* a create: every property the type declares, absent ones included, as PingIDM's
+  ``validateObject`` judges every property of its schema;
+* an update: the properties the update changes, and those whose
+  ``conditionalPolicies`` depend on one it changes (and the schema's ``required``
+  of all): an object stored before a policy was added is not refused for a
+  property the change leaves alone, and a recon that changes a telephone number
+  does not ask the store whether the unchanged user name is unique;
 * a secret already hashed or encrypted is not checked (its clear value is gone);
   a clear one is, before it is hashed.
 
-A policy that follows ``validateOnlyIfPresent`` is skipped for an absent property.
+An absent property is judged by the policies that judge absence: every one
+without ``validateOnlyIfPresent`` (``required`` fails it; ``unique``, ``valid-type``
+and ``regexpMatches`` pass it; ``mapping-exists`` fails it, as PingIDM's does), a
+custom one given ``null``; a policy that follows ``validateOnlyIfPresent`` is skipped.
 ``unique`` asks the caller (``taken``) whether another object holds the value.
 
 A property's ``conditionalPolicies`` add their policies for an object that has
@@ -60,12 +65,13 @@ def check(schema: ManagedType, obj: Mapping[str, Any], *, before: Mapping[str, A
     """The failed requirements of ``obj`` by property (empty: it passes). ``before`` is
     the stored object of an update; ``only`` limits the check to these properties
     (``validateProperty``)."""
+    names: Collection[str] | None  # the properties judged; None: every one
     if only is not None:
-        names: Collection[str] = only
+        names = only
         found = type_failures(schema, obj, [n for n in names if n in obj])
         found = {k: v for k, v in found.items() if k in only}
     elif before is None:
-        names = obj  # a create: every property it has
+        names = None  # a create
         found = type_failures(schema, obj)
     else:
         names = {k for k in set(obj) | set(before) if obj.get(k) != before.get(k)}
@@ -73,10 +79,12 @@ def check(schema: ManagedType, obj: Mapping[str, Any], *, before: Mapping[str, A
     model = schema.model
     if model is None:
         return found
+    if before is not None and only is None and names:
+        names = _with_dependents(model.checked, names)
     custom_calls: list[tuple[str, PolicyUse, list[Any]]] = []
     for prop in model.checked:
         name = prop.name
-        if name not in names:
+        if names is not None and name not in names:
             continue
         value = obj.get(name, _MISSING)
         if name in schema.secrets and (is_hashed(value) or is_encrypted(value)):
@@ -97,6 +105,13 @@ def check(schema: ManagedType, obj: Mapping[str, Any], *, before: Mapping[str, A
         for (name, use, _), answer in zip(custom_calls, answers, strict=True):
             found.setdefault(name, []).extend(_requirements(answer, use))
     return {k: v for k, v in found.items() if v}
+
+
+def _with_dependents(props: Collection[PropertyModel], changed: Collection[str]) -> set[str]:
+    """``changed`` and the properties whose ``conditionalPolicies`` depend on one of them:
+    a change of their ``dependencies`` may apply other policies to them."""
+    return {*changed, *(prop.name for prop in props
+                        if any(d in changed for item in prop.conditional for d in item.dependencies))}
 
 
 def _applied(prop: PropertyModel, obj: Mapping[str, Any]) -> list[PolicyUse]:
