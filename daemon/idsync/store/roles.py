@@ -12,7 +12,8 @@ A role's ``condition`` grants it to the users it matches, as grants whose
 ``_refProperties._grantType`` is ``conditional``; idsync keeps them current in the
 transaction of every write of a user (``for_users``: the conditions evaluated against
 the user as written) and of a role (``for_role``: the condition as a query of users).
-A direct grant is never touched, and a conditional one only by its role's condition.
+A direct grant is never touched, and a conditional one only by its role's condition
+or by a direct grant of the same role, which it becomes (``store/relationships.py``).
 """
 
 from __future__ import annotations
