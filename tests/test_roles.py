@@ -116,8 +116,34 @@ def test_a_batch_fails_only_the_users_naming_a_role_twice(model: dict[str, Manag
     assert sorted(u["userName"] for u in users.find(QuerySpec())) == ["alike", "plain"]
 
 
+def test_a_batch_fails_only_the_users_whose_grant_windows_cannot_be_read(
+        model: dict[str, ManagedObjects], opened: tuple[Project, Store, Resources]) -> None:
+    """A batch of writes, as a recon into the store makes them, fails the users whose
+    grant's window cannot be read or ends before it starts, naming the grant; the others
+    of the batch are written."""
+    rid, ref = _role(model)
+    reversed_window = [{"duration": "2026-01-02T00:00:00Z/2026-01-01T00:00:00Z"}]
+    users = ManagedResource(opened[1], model["user"].schema)
+    bad, back, plain = users.write_batch([
+        WriteOp("create", values={"userName": "bad", "roles": [_grant(rid, temporalConstraints=[{"duration": "x"}])]}),
+        WriteOp("create", values={"userName": "back", "roles": [_grant(rid, temporalConstraints=reversed_window)]}),
+        WriteOp("create", values={"userName": "plain"})])
+    assert isinstance(bad.error, ObjectRejected) and f"roles: the grant of {ref}" in str(bad.error)
+    assert isinstance(back.error, ObjectRejected) and "before it starts" in str(back.error)
+    assert plain.ok
+    assert [u["userName"] for u in users.find(QuerySpec())] == ["plain"]
+
+
 def _role(model: dict[str, ManagedObjects]) -> tuple[str, str]:
     role = model["role"].create({"name": "R"}).object
     assert role is not None
     return role["_id"], f"managed/role/{role['_id']}"
 
+
+def test_windows_that_end_before_they_start_are_refused() -> None:
+    """A window ending before (or when) it starts is refused, saying so, in every form."""
+    for text in ("2026-01-02T00:00:00Z/2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z/P0D"):
+        with pytest.raises(ValueError, match=r"temporalConstraints\[0\]\.duration: .*(before|when) it starts"):
+            roles_config.windows([{"duration": text}])
+    assert roles_config.windows([{"duration": "P1D/2026-01-02T00:00:00Z"}])[0].start == dt.datetime(
+        2026, 1, 1, tzinfo=dt.UTC)

@@ -1,7 +1,8 @@
 """Grants of roles over the API, as an administrator makes them: each reference a
 write names is kept or refused, never dropped (the store keeps one reference per
 user and role); a direct grant of a role held through its condition outlives the
-condition."""
+condition; a grant's window (``_refProperties.temporalConstraints``) is checked
+like a role's."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from dbs import store_url
 JSON = {**ADMIN, "Content-Type": "application/json"}
 _PAST = {"temporalConstraints": [{"duration": "2020-01-01T00:00:00Z/2020-02-01T00:00:00Z"}]}
 _NOW = {"temporalConstraints": [{"duration": "2026-01-01T00:00:00Z/2099-02-01T00:00:00Z"}]}
+_GARBAGE = {"temporalConstraints": [{"duration": "garbage"}]}
+_REVERSED = {"temporalConstraints": [{"duration": "2027-01-01T00:00:00Z/2026-01-01T00:00:00Z"}]}
 
 
 @pytest.fixture
@@ -136,3 +139,38 @@ def test_a_direct_grant_of_a_conditional_role_outlives_its_condition(api: httpx.
     assert [g["_ref"] for g in _grants(api, bob)] == [ref]
     assert _grants(api, carl) == []
 
+
+def test_unreadable_or_reversed_windows_are_refused_on_roles_and_grants(api: httpx.Client) -> None:
+    """A grant whose ``_refProperties.temporalConstraints`` is not an ISO 8601 interval, or
+    ends before it starts, is refused with a 400 naming the grant, whichever way it is
+    written (create, PATCH replace or add, the role's ``members``, a reference's PUT), and
+    nothing changes; a role with a reversed window is refused like one with an unreadable
+    window."""
+    rid = _role(api, "R")
+    ref = f"managed/role/{rid}"
+    r = api.post("/openidm/managed/role?_action=create", headers=JSON, json={"name": "R11", **_REVERSED})
+    assert r.status_code == 400 and "temporalConstraints[0].duration" in r.json()["message"], r.text
+    r = _patch(api, f"managed/role/{rid}", {"operation": "add", "field": "/temporalConstraints",
+                                            "value": _REVERSED["temporalConstraints"]})
+    assert r.status_code == 400 and "before" in r.json()["message"], r.text
+
+    ann = _user(api, "ann", roles=[{"_ref": ref, "_refProperties": _NOW}])
+    for props, why in ((_GARBAGE, "ISO 8601"), (_REVERSED, "before")):
+        bad = {"_ref": ref, "_refProperties": props}
+        r = api.post("/openidm/managed/user?_action=create", headers=JSON,
+                     json={"userName": "x", "givenName": "G", "sn": "X", "mail": "x@example.com", "roles": [bad]})
+        assert r.status_code == 400, r.text
+        for answer in (_patch(api, f"managed/user/{ann}", {"operation": "replace", "field": "/roles",
+                                                          "value": [bad]}),
+                       api.post(f"/openidm/managed/role/{_role(api, f'other-{why}')}/members?_action=create",
+                                headers=JSON, json={"_ref": f"managed/user/{ann}", "_refProperties": props})):
+            message = answer.json()["message"]
+            assert answer.status_code == 400, answer.text
+            assert why in message and "_refProperties.temporalConstraints[0].duration" in message, message
+            assert f"roles: the grant of {ref}" in message or f"members: the grant of managed/user/{ann}" in message
+        row = _grants(api, ann)[0]["_id"]
+        r = api.put(f"/openidm/managed/user/{ann}/roles/{row}", headers=JSON,
+                    json={"_ref": ref, "_refProperties": props})
+        assert r.status_code == 400 and why in r.json()["message"], r.text
+    assert [g["temporalConstraints"] for g in _grants(api, ann)] == [_NOW["temporalConstraints"]]
+    assert _effective(api, ann) == [ref]
