@@ -14,18 +14,20 @@ import pytest
 from dbs import BACKENDS, store_url
 from idsync.config import roles as roles_config
 from idsync.config.managed import DEFAULT_MANAGED
-from idsync.config.project import load_project
+from idsync.config.project import Project, load_project
 from idsync.errors import ObjectRejected
 from idsync.managed import ManagedObjects
+from idsync.resource import QuerySpec, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
+from idsync.store.objects import ManagedResource
 
 _NOW = dt.datetime(2026, 5, 5, 15, 30, tzinfo=dt.UTC)
 _WINDOW = [{"duration": "2026-05-05T15:35:00.000Z/2026-05-05T15:40:00.000Z"}]
 
 
 @pytest.fixture(params=BACKENDS)
-def model(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, ManagedObjects]]:
+def opened(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Project, Store, Resources]]:
     conf = tmp_path / "project" / "conf"
     conf.mkdir(parents=True)
     (conf / "managed.json").write_text(json.dumps(DEFAULT_MANAGED))
@@ -33,9 +35,14 @@ def model(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, 
     project = load_project(tmp_path / "project")
     store = Store.open(project.settings.store_url())
     resources = Resources(project, store)
-    yield {t: ManagedObjects(project, store, resources, t, sync=False) for t in ("user", "role", "assignment")}
+    yield project, store, resources
     resources.close()
     store.close()
+
+
+@pytest.fixture
+def model(opened: tuple[Project, Store, Resources]) -> dict[str, ManagedObjects]:
+    return {t: ManagedObjects(*opened, t, sync=False) for t in ("user", "role", "assignment")}
 
 
 def _grant(role: str, **props: object) -> dict[str, object]:
@@ -87,3 +94,56 @@ def test_unreadable_conditions_and_windows_are_refused(model: dict[str, ManagedO
         model["role"].create({"name": "x", "condition": "/description eq"})
     with pytest.raises(ObjectRejected, match="temporalConstraints"):
         model["role"].create({"name": "y", "temporalConstraints": [{"duration": "tomorrow"}]})
+
+
+def test_a_batch_fails_only_the_users_naming_a_role_twice(model: dict[str, ManagedObjects],
+                                                          opened: tuple[Project, Store, Resources]) -> None:
+    """A batch of writes, as a recon into the store makes them, fails the user naming one
+    role twice with different ``_refProperties``, naming both places; the user naming it
+    twice alike gets one grant, and the others of the batch are written."""
+    rid, ref = _role(model)
+    window = [{"duration": "2026-01-01T00:00:00Z/PT1H"}]
+    users = ManagedResource(opened[1], model["user"].schema)
+    twice, alike, plain = users.write_batch([
+        WriteOp("create", values={"userName": "twice",
+                                  "roles": [_grant(rid), _grant(rid, temporalConstraints=window)]}),
+        WriteOp("create", values={"userName": "alike", "roles": [_grant(rid), {"_ref": ref, "_refProperties": {}}]}),
+        WriteOp("create", values={"userName": "plain"})])
+    assert isinstance(twice.error, ObjectRejected), twice
+    assert f"{ref} is named twice (roles[0] and roles[1])" in str(twice.error)
+    assert alike.ok and plain.ok and alike.obj is not None
+    assert [r["_ref"] for r in alike.obj["roles"]] == [ref]
+    assert sorted(u["userName"] for u in users.find(QuerySpec())) == ["alike", "plain"]
+
+
+def test_a_batch_fails_only_the_users_whose_grant_windows_cannot_be_read(
+        model: dict[str, ManagedObjects], opened: tuple[Project, Store, Resources]) -> None:
+    """A batch of writes, as a recon into the store makes them, fails the users whose
+    grant's window cannot be read or ends before it starts, naming the grant; the others
+    of the batch are written."""
+    rid, ref = _role(model)
+    reversed_window = [{"duration": "2026-01-02T00:00:00Z/2026-01-01T00:00:00Z"}]
+    users = ManagedResource(opened[1], model["user"].schema)
+    bad, back, plain = users.write_batch([
+        WriteOp("create", values={"userName": "bad", "roles": [_grant(rid, temporalConstraints=[{"duration": "x"}])]}),
+        WriteOp("create", values={"userName": "back", "roles": [_grant(rid, temporalConstraints=reversed_window)]}),
+        WriteOp("create", values={"userName": "plain"})])
+    assert isinstance(bad.error, ObjectRejected) and f"roles: the grant of {ref}" in str(bad.error)
+    assert isinstance(back.error, ObjectRejected) and "before it starts" in str(back.error)
+    assert plain.ok
+    assert [u["userName"] for u in users.find(QuerySpec())] == ["plain"]
+
+
+def _role(model: dict[str, ManagedObjects]) -> tuple[str, str]:
+    role = model["role"].create({"name": "R"}).object
+    assert role is not None
+    return role["_id"], f"managed/role/{role['_id']}"
+
+
+def test_windows_that_end_before_they_start_are_refused() -> None:
+    """A window ending before (or when) it starts is refused, saying so, in every form."""
+    for text in ("2026-01-02T00:00:00Z/2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z/P0D"):
+        with pytest.raises(ValueError, match=r"temporalConstraints\[0\]\.duration: .*(before|when) it starts"):
+            roles_config.windows([{"duration": text}])
+    assert roles_config.windows([{"duration": "P1D/2026-01-02T00:00:00Z"}])[0].start == dt.datetime(
+        2026, 1, 1, tzinfo=dt.UTC)

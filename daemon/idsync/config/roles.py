@@ -60,15 +60,23 @@ def _period(text: str) -> dt.timedelta:
 
 
 def window(text: Any) -> Window:
-    """One ``duration`` (``START/END``, ``START/PERIOD`` or ``PERIOD/END``) as a window."""
+    """One ``duration`` (``START/END``, ``START/PERIOD`` or ``PERIOD/END``) as a window
+    (``ValueError`` when it cannot be read, or ends no later than it starts)."""
     if not isinstance(text, str) or text.count("/") != 1:
         raise ValueError(f'expected an ISO 8601 interval "START/END", got {text!r}')
     first, second = text.split("/")
     if first.strip().startswith("P"):
         end = _instant(second)
-        return Window(end - _period(first), end)
-    start = _instant(first)
-    return Window(start, start + _period(second) if second.strip().startswith("P") else _instant(second))
+        found = Window(end - _period(first), end)
+    else:
+        start = _instant(first)
+        found = Window(start, start + _period(second) if second.strip().startswith("P") else _instant(second))
+    if found.end <= found.start:
+        # Never in effect: refused, rather than a role or a grant that silently grants nothing.
+        raise ValueError(f"{text!r} ends ({found.end.isoformat()}) " + (
+            "when it starts: an empty window" if found.end == found.start
+            else f"before it starts ({found.start.isoformat()})"))
+    return found
 
 
 def windows(constraints: Any, where: str = "temporalConstraints") -> list[Window]:

@@ -3,7 +3,8 @@
 A patch is a list of ``{"operation": OPERATION, "field": "/a/b", "value": ...}``, the
 operations CREST's: ``add``, ``remove``, ``replace``, ``increment``, ``copy``, ``move``
 and ``transform``. ``field`` is a JSON pointer; ``/roles/-`` appends to a list. ``add``
-on a list property adds the value (or each value of a list) unless present; ``remove``
+on a list property adds the value (or each value of a list) unless present (a reference
+when one with its ``_ref`` and ``_refProperties`` is); ``remove``
 with a ``value`` removes only that value, without one the whole property (a reference,
 ``{"_ref": ...}``, is present when its ``_ref`` is); ``increment`` adds a number (a
 result past the largest double, which JSON cannot hold, is refused).
@@ -173,7 +174,7 @@ def _apply(kind: str, parent: Any, key: str, op: Mapping[str, Any], i: int) -> N
     elif kind == "add":
         if isinstance(current, list):
             for item in value if isinstance(value, list) else [value]:
-                if not any(_same(item, have) for have in current):
+                if not any(_alike(item, have) for have in current):
                     current.append(copy.deepcopy(item))
         else:
             parent[key] = copy.deepcopy(value)
@@ -223,6 +224,22 @@ def _same(value: Any, item: Any) -> bool:
     if isinstance(value, dict) and isinstance(item, dict) and "_ref" in value and "_ref" in item:
         return bool(value["_ref"] == item["_ref"])
     return bool(value == item)
+
+
+def _alike(value: Any, item: Any) -> bool:
+    """Whether an ``add`` of ``value`` to a list is already there as ``item``: equal, or, for
+    references, the same ``_ref`` with the same ``_refProperties`` (but for the ``_id`` and
+    ``_rev`` a stored one carries). A reference to an object the list holds with other
+    ``_refProperties`` is added, and the store refuses the two (``store/relationships.py``),
+    or makes a direct grant of the conditional one, rather than the add being dropped."""
+    if isinstance(value, dict) and isinstance(item, dict) and "_ref" in value and "_ref" in item:
+        return bool(value["_ref"] == item["_ref"]) and _ref_props(value) == _ref_props(item)
+    return bool(value == item)
+
+
+def _ref_props(ref: Mapping[str, Any]) -> Any:
+    props = ref.get("_refProperties") or {}
+    return {k: v for k, v in props.items() if k not in ("_id", "_rev")} if isinstance(props, Mapping) else props
 
 
 def _number(value: Any) -> bool:

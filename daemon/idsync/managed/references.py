@@ -25,6 +25,7 @@ from typing import Any
 
 from idsync.config.managed import ManagedType
 from idsync.config.project import Project
+from idsync.config.roles import CONDITIONAL
 from idsync.errors import IdsyncError, NotFound, ObjectRejected, RevisionMismatch
 from idsync.managed.service import ManagedObjects
 from idsync.query import matches, parse
@@ -90,7 +91,8 @@ class References:
         return shown(ref)
 
     def create(self, object_id: str, body: Any) -> dict[str, Any]:
-        """Add the reference ``body`` asks for; refused when the object already holds it."""
+        """Add the reference ``body`` asks for; refused when the object already holds it,
+        but for the grant a role's condition made, which becomes this direct one."""
         ref = body.get("_ref") if isinstance(body, Mapping) else None
         if not isinstance(ref, str):
             raise ObjectRejected(f'{self._path(object_id)}: a relationship is created with {{"_ref": '
@@ -100,7 +102,8 @@ class References:
                 ("a managed type or a system" if self._relation.anywhere else "a managed type")
             raise ObjectRejected(f"{self._path(object_id)}: _ref {ref!r} does not name an object of {into}")
         assert isinstance(body, Mapping)
-        if any(r["_ref"] == ref for r in _refs(self._read(object_id), self.name)):
+        if any(r["_ref"] == ref and r["_refProperties"].get("_grantType") != CONDITIONAL
+               for r in _refs(self._read(object_id), self.name)):
             raise _conflict(f"managed/{self._schema.name}/{object_id} {self.name} already holds {ref}")
         value = {"_ref": ref, "_refProperties": body.get("_refProperties") or {}}
         after = self._patched(object_id, [{"operation": "add", "field": f"/{self.name}/-", "value": value}])

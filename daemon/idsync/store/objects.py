@@ -66,7 +66,7 @@ from idsync.store.last_sync import forget_objects
 from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.policy import Taken, check
 from idsync.store.relationships import Edges, write_related
-from idsync.store.roles import Grants, check_role
+from idsync.store.roles import Grants, check_grants, check_role
 from idsync.store.tables import ID_LENGTH, claims
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
@@ -372,16 +372,20 @@ class ManagedResource(Resource, ChangeSource):
 
     def _write_granting(self, edges: Edges, grants: Grants, ops: Sequence[WriteOp]) -> list[WriteResult]:
         """A write of users or roles of a role model: the virtual properties are never stored,
-        a role's condition and constraints are checked, and the conditional grants follow
-        the objects written (``roles.py``), in the same transaction."""
+        a role's condition and constraints, and those of the grants written, are checked, and
+        the conditional grants follow the objects written (``roles.py``), in the same transaction."""
         refused: dict[int, WriteResult] = {}
         kept: list[WriteOp] = []
         for i, op in enumerate(ops):
             if not self._virtual.isdisjoint(op.values):
                 op = dataclasses.replace(op, values={k: v for k, v in op.values.items() if k not in self._virtual})
-            if self.object_type != grants.model.user and op.kind != "delete":
+            if op.kind != "delete":
                 try:
-                    check_role(op, self.object_type)
+                    if self.object_type == grants.model.user:
+                        check_grants(op, self.object_type, grants.model.roles)
+                    else:
+                        check_role(op, self.object_type)
+                        check_grants(op, self.object_type, grants.model.members)
                 except ObjectError as exc:
                     refused[i] = failed(op, exc)
                     continue

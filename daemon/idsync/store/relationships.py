@@ -37,12 +37,14 @@ from sqlalchemy import Connection, and_, bindparam, delete, or_, select, update
 
 from idsync.config.managed import ManagedType
 from idsync.config.relationships import Relation
+from idsync.config.roles import CONDITIONAL
 from idsync.errors import NotFound, ObjectRejected
 from idsync.resource import WriteOp, WriteResult, failed
 from idsync.store.database import Store, new_id, utcnow
 from idsync.store.tables import ID_LENGTH, KEY_LENGTH
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import relationships as rt
+from idsync.store.validation import InvalidObject
 
 __all__ = ["Edges", "Ref", "RefChanges", "Wanted", "ref_shape", "wanted_refs", "write_related"]
 
@@ -89,9 +91,7 @@ class RefChanges:
         added = []
         for w in wanted:
             had = old.get(f"{w.collection}/{w.id}")
-            own = {k: v for k, v in (had.get("_refProperties") or {}).items() if not k.startswith("_")} \
-                if had is not None else None
-            if had is None or (w.properties is not None and dict(w.properties) != own):
+            if had is None or (w.properties is not None and dict(w.properties) != _own(had.get("_refProperties"))):
                 added.append(w)
         return cls(tuple(added), tuple(ref for ref in old if ref not in new))
 
@@ -104,7 +104,11 @@ def ref_shape(ref: Ref) -> dict[str, Any]:
 
 def wanted_refs(schema: ManagedType, name: str, value: Any) -> list[Wanted]:
     """The references ``value`` asks ``name`` to hold (``ObjectRejected`` naming the
-    property when it is not a reference, or a list of them, into its collections)."""
+    property when it is not a reference, or a list of them, into its collections).
+
+    The store keeps one reference per object: an object named twice alike is one
+    reference, named twice with different ``_refProperties`` is refused (naming both),
+    never one of them dropped (``_one``)."""
     relation = schema.relationships[name]
     where = f"managed/{schema.name}: {name}"
     if value is None:
@@ -112,8 +116,8 @@ def wanted_refs(schema: ManagedType, name: str, value: Any) -> list[Wanted]:
     items = value if isinstance(value, list) else [value]
     if not relation.many and isinstance(value, list):
         raise ObjectRejected(f"{where} holds one reference, not a list")
-    wanted: list[Wanted] = []
-    seen: set[Key] = set()
+    wanted: dict[Key, Wanted] = {}
+    named: dict[Key, int] = {}  # where each object was first named
     for i, item in enumerate(items):
         at = f"{where}[{i}]" if relation.many else where
         ref = item.get("_ref") if isinstance(item, Mapping) else None
@@ -134,12 +138,51 @@ def wanted_refs(schema: ManagedType, name: str, value: Any) -> list[Wanted]:
         if props is not None and not isinstance(props, Mapping):
             raise ObjectRejected(f"{at}: _refProperties must be an object")
         row = props.get("_id") if isinstance(props, Mapping) else None
-        own = {k: v for k, v in props.items() if not k.startswith("_")} if isinstance(props, Mapping) else None
-        if target in seen:
-            continue  # the same object twice is one reference
-        seen.add(target)
-        wanted.append(Wanted(target[0], target[1], own, row if isinstance(row, str) else None))
-    return wanted
+        asked = Wanted(target[0], target[1], _own(props) if props is not None else None,
+                       row if isinstance(row, str) else None)
+        first = wanted.get(target)
+        if first is None:
+            wanted[target], named[target] = asked, i
+            continue
+        one = _one(first, asked)
+        if one is None:
+            hint = " (its temporalConstraints may list several windows)" if any(
+                "temporalConstraints" in (w.properties or {}) for w in (first, asked)) else ""
+            raise InvalidObject(where, [
+                f"{target[0]}/{target[1]} is named twice ({name}[{named[target]}] and {name}[{i}]) "
+                f"with different _refProperties; {name} holds one reference to each object: name it once, "
+                f"with the _refProperties wanted{hint}"])
+        wanted[target] = one
+    return list(wanted.values())
+
+
+def _own(props: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a reference's ``_refProperties`` ask for: the properties but for ``_id``, ``_rev``
+    and the other underscored ones the store sets, ``_grantType`` ``conditional`` kept (the
+    grant a role's condition made, which a write of the user as read leaves as it is)."""
+    own = {k: v for k, v in (props or {}).items() if not k.startswith("_")}
+    if (props or {}).get("_grantType") == CONDITIONAL:
+        own["_grantType"] = CONDITIONAL
+    return own
+
+
+def _one(first: Wanted, again: Wanted) -> Wanted | None:
+    """The one reference a write naming an object twice asks for (the store keeps one per
+    object), or None when the two ask for different ones. A direct reference beside the
+    conditional grant (a ``PATCH`` adding ``/roles/-`` to a user as read) makes that grant
+    direct, keeping its row; two alike (``_id`` and ``_rev`` aside, no ``_refProperties`` as
+    empty ones, as PingIDM compares them) are one."""
+    a, b = first.properties, again.properties
+    if _conditional(a) != _conditional(b):
+        direct, grant = (again, first) if _conditional(a) else (first, again)
+        return Wanted(direct.collection, direct.id, dict(direct.properties or {}), direct.row or grant.row)
+    if dict(a or {}) != dict(b or {}):
+        return None
+    return first if first.row or not again.row else dataclasses.replace(first, row=again.row)
+
+
+def _conditional(properties: Mapping[str, Any] | None) -> bool:
+    return properties is not None and properties.get("_grantType") == CONDITIONAL
 
 
 def _orientation(collection: str, name: str, relation: Relation, other: str) -> bool:

@@ -12,13 +12,16 @@ A role's ``condition`` grants it to the users it matches, as grants whose
 ``_refProperties._grantType`` is ``conditional``; idsync keeps them current in the
 transaction of every write of a user (``for_users``: the conditions evaluated against
 the user as written) and of a role (``for_role``: the condition as a query of users).
-A direct grant is never touched, and a conditional one only by its role's condition.
+A direct grant is never touched, and a conditional one only by its role's condition
+or by a direct grant of the same role, which it becomes (``store/relationships.py``).
+A grant's ``_refProperties.temporalConstraints`` are checked when written
+(``check_grants``), as a role's are (``check_role``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -26,7 +29,7 @@ from sqlalchemy import Connection, select
 from idsync.config import roles as roles_config
 from idsync.config.managed import RoleModel
 from idsync.config.roles import CONDITIONAL, edges, in_effect
-from idsync.errors import ObjectRejected, QueryError
+from idsync.errors import QueryError
 from idsync.query import parse
 from idsync.query.ast import Node
 from idsync.query.evaluate import matches
@@ -36,8 +39,9 @@ from idsync.store.filters import to_sql
 from idsync.store.relationships import Edges, Key, Ref, RefChanges, Wanted
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import relationships as rt
+from idsync.store.validation import InvalidObject
 
-__all__ = ["Grants", "check_role", "due"]
+__all__ = ["Grants", "check_grants", "check_role", "due"]
 
 _CHUNK = 500
 
@@ -48,15 +52,35 @@ def check_role(op: WriteOp, name: str) -> None:
     where = f"managed/{name}" + (f"/{op.id}" if op.id else "")
     if condition is not None:
         if not isinstance(condition, str):
-            raise ObjectRejected(f"{where}: condition must be a _queryFilter string")
+            raise InvalidObject(where, ["condition must be a _queryFilter string"])
         try:
             parse(condition)
         except QueryError as exc:
-            raise ObjectRejected(f"{where}: condition: {exc}") from None
+            raise InvalidObject(where, [f"condition: {exc}"]) from None
     try:
         roles_config.windows(op.values.get("temporalConstraints"))
     except ValueError as exc:
-        raise ObjectRejected(f"{where}: {exc}") from None
+        raise InvalidObject(where, [str(exc)]) from None
+
+
+def check_grants(op: WriteOp, name: str, prop: str) -> None:
+    """Refuse grants in ``prop`` (a user's roles, a role's members) whose
+    ``_refProperties.temporalConstraints`` cannot be read or are never in effect, as
+    ``check_role`` refuses a role's: such a grant would silently grant nothing."""
+    value = op.values.get(prop)
+    grants: list[tuple[Any, Any]]
+    if isinstance(value, RefChanges):  # a patch: only the grants it adds or changes
+        grants = [(f"{w.collection}/{w.id}", w.properties) for w in value.add]
+    else:
+        items = value if isinstance(value, list) else [value]
+        grants = [(item.get("_ref"), item.get("_refProperties")) for item in items if isinstance(item, Mapping)]
+    for ref, props in grants:
+        if isinstance(props, Mapping) and props.get("temporalConstraints") is not None:
+            try:
+                roles_config.windows(props["temporalConstraints"], "_refProperties.temporalConstraints")
+            except ValueError as exc:
+                where = f"managed/{name}" + (f"/{op.id}" if op.id else "")
+                raise InvalidObject(where, [f"{prop}: the grant of {ref}: {exc}"]) from None
 
 
 class Grants:
