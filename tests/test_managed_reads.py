@@ -1,0 +1,105 @@
+"""Managed objects as a client reads them, over the API, in scripts and on the command
+line alike: a virtual property (``isVirtual``, computed by ``onRetrieve``) from the
+whole object, also on an object a reference expands (``_fields=manager/*``), and the
+relationships ``returnByDefault`` leaves out shown only when named.
+
+The project is PingIDM's default managed.json (users, roles, assignments) plus a
+user's ``fullName`` (virtual: ``givenName`` and ``sn``) and its ``manager`` and
+``reports``: user ``bob`` reports to ``alice``, both members of role ``staff``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from api_server import ADMIN, serve
+from idsync.config.managed import DEFAULT_MANAGED
+
+from samples import idsync
+
+FULL_NAME = {"type": "string", "isVirtual": True, "returnByDefault": True,
+             "onRetrieve": {"type": "text/javascript", "source": "object.givenName + ' ' + object.sn"}}
+# A custom endpoint answering what a script's openidm.read and openidm.query expand.
+BOSS = """({read: openidm.read('managed/user/bob', null, ['manager/*']),
+          named: openidm.read('managed/user/bob', null, ['manager/fullName']),
+          query: openidm.query('managed/user', {_queryFilter: 'userName eq "bob"'}, ['manager/fullName']).result,
+          members: openidm.query('managed/role/staff/members', {_queryFilter: 'true'}, ['*']).result})"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    managed = json.loads(json.dumps(DEFAULT_MANAGED))
+    (user,) = [o for o in managed["objects"] if o["name"] == "user"]
+    user["schema"]["properties"].update({
+        "fullName": FULL_NAME,
+        "manager": {"type": "relationship", "returnByDefault": False, "reverseRelationship": True,
+                    "reversePropertyName": "reports", "resourceCollection": [{"path": "managed/user"}]},
+        "reports": {"type": "array", "returnByDefault": False, "items": {
+            "type": "relationship", "reverseRelationship": True, "reversePropertyName": "manager",
+            "resourceCollection": [{"path": "managed/user"}]}}})
+    conf = tmp_path / "p" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "managed.json").write_text(json.dumps(managed))
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    (conf / "endpoint-boss.json").write_text(json.dumps({"type": "text/javascript", "source": BOSS}))
+    for kind, object_id, data in (
+            ("user", "alice", {"userName": "alice", "givenName": "Alice", "sn": "Archer", "password": "Secret-Pwd19"}),
+            ("user", "bob", {"userName": "bob", "givenName": "Bob", "sn": "Baker",
+                             "manager": {"_ref": "managed/user/alice"}}),
+            ("role", "staff", {"name": "staff", "members": [{"_ref": "managed/user/alice"},
+                                                            {"_ref": "managed/user/bob"}]})):
+        made = idsync(tmp_path / "p", "managed", "create", kind, "--no-sync", "--id", object_id, "--data",
+                      json.dumps(data))
+        assert made.returncode == 0, made.stderr
+    return tmp_path / "p"
+
+
+@pytest.fixture
+def api(project: Path) -> Iterator[httpx.Client]:
+    with serve(project) as client:
+        yield client
+
+
+def _get(api: httpx.Client, path: str, **params: str) -> Any:
+    r = api.get(f"/openidm/{path}", params=params, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _cli(project: Path, *args: str) -> Any:
+    done = idsync(project, "managed", *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_an_expanded_reference_runs_the_referenced_types_on_retrieve_over_the_api(api: httpx.Client) -> None:
+    """A user's ``fullName`` is what its ``onRetrieve`` computes whether the user is read
+    or reached through a reference: ``manager/*`` (a read, a query), ``manager/fullName``,
+    a role's ``members/*`` and its ``members`` collection with ``_fields=*``; never its
+    password."""
+    assert _get(api, "managed/user/alice", _fields="userName,fullName")["fullName"] == "Alice Archer"
+    manager = _get(api, "managed/user/bob", _fields="manager/*")["manager"]
+    assert (manager["userName"], manager["fullName"]) == ("alice", "Alice Archer") and "password" not in manager
+    manager = _get(api, "managed/user/bob", _fields="manager/fullName")["manager"]
+    assert manager["fullName"] == "Alice Archer" and "userName" not in manager
+    (found,) = _get(api, "managed/user", _queryFilter='userName eq "bob"', _fields="manager/*")["result"]
+    assert found["manager"]["fullName"] == "Alice Archer"
+    members = _get(api, "managed/role/staff/members", _queryFilter="true", _fields="*")["result"]
+    assert sorted(m["fullName"] for m in members) == ["Alice Archer", "Bob Baker"]
+    role = _get(api, "managed/role/staff", _fields="members/*")
+    assert sorted(m["fullName"] for m in role["members"]) == ["Alice Archer", "Bob Baker"]
+    assert "Secret" not in json.dumps(members) + json.dumps(role)
+
+
+def test_an_expanded_reference_runs_the_referenced_types_on_retrieve_in_scripts(api: httpx.Client) -> None:
+    """A script's ``openidm.read`` and ``openidm.query`` expand a reference with the
+    referenced user as a read of it answers: its ``fullName`` computed."""
+    found = _get(api, "endpoint/boss")
+    assert found["read"]["manager"]["fullName"] == "Alice Archer"
+    assert found["named"]["manager"]["fullName"] == "Alice Archer"
+    assert [u["manager"]["fullName"] for u in found["query"]] == ["Alice Archer"]
+    assert sorted(m["fullName"] for m in found["members"]) == ["Alice Archer", "Bob Baker"]
