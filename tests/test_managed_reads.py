@@ -103,3 +103,18 @@ def test_an_expanded_reference_runs_the_referenced_types_on_retrieve_in_scripts(
     assert found["named"]["manager"]["fullName"] == "Alice Archer"
     assert [u["manager"]["fullName"] for u in found["query"]] == ["Alice Archer"]
     assert sorted(m["fullName"] for m in found["members"]) == ["Alice Archer", "Bob Baker"]
+
+
+def test_the_command_line_computes_a_virtual_property_from_the_whole_object(project: Path) -> None:
+    """``idsync managed query --fields userName,fullName`` answers the ``fullName`` the
+    API does, computed from the object before the fields are picked; ``--fields
+    manager/*`` expands the manager as the API does, its ``fullName`` computed too."""
+    by_name = {u["userName"]: u for u in _cli(project, "query", "user", "--fields", "userName,fullName")}
+    assert by_name["alice"] == {"_id": "alice", "_rev": by_name["alice"]["_rev"], "userName": "alice",
+                                "fullName": "Alice Archer"}
+    assert by_name["bob"]["fullName"] == "Bob Baker"
+    (bob,) = _cli(project, "query", "user", "--filter", 'userName eq "bob"', "--fields", "userName,manager/*")
+    assert (bob["manager"]["_refResourceId"], bob["manager"]["fullName"]) == ("alice", "Alice Archer")
+    assert "password" not in bob["manager"] and set(bob) == {"_id", "_rev", "userName", "manager"}
+    assert _cli(project, "get", "user", "alice")["fullName"] == "Alice Archer"
+    assert {u["fullName"] for u in _cli(project, "query", "user")} == {"Alice Archer", "Bob Baker"}
