@@ -118,3 +118,22 @@ def test_the_command_line_computes_a_virtual_property_from_the_whole_object(proj
     assert "password" not in bob["manager"] and set(bob) == {"_id", "_rev", "userName", "manager"}
     assert _cli(project, "get", "user", "alice")["fullName"] == "Alice Archer"
     assert {u["fullName"] for u in _cli(project, "query", "user")} == {"Alice Archer", "Bob Baker"}
+
+
+def test_the_command_line_leaves_out_relationships_not_returned_by_default(project: Path) -> None:
+    """``idsync managed get`` and ``managed query`` show what a read over the API shows: a
+    user's ``roles``, ``manager`` and ``reports``, a role's ``members`` and
+    ``assignments`` (``returnByDefault`` false) only when ``--fields`` names them."""
+    alice = _cli(project, "get", "user", "alice")
+    assert alice["userName"] == "alice" and not {"roles", "manager", "reports"} & set(alice), alice
+    role = _cli(project, "get", "role", "staff")
+    assert role["name"] == "staff" and not {"members", "assignments"} & set(role), role
+    for user in _cli(project, "query", "user"):
+        assert not {"roles", "manager", "reports"} & set(user), user
+    (listed,) = _cli(project, "query", "role")
+    assert not {"members", "assignments"} & set(listed), listed
+    (listed,) = _cli(project, "query", "role", "--fields", "name,members")
+    assert sorted(m["_refResourceId"] for m in listed["members"]) == ["alice", "bob"]
+    (alice,) = _cli(project, "query", "user", "--filter", 'userName eq "alice"', "--fields", "*,reports")
+    assert [r["_refResourceId"] for r in alice["reports"]] == ["bob"] and alice["fullName"] == "Alice Archer"
+    assert "roles" not in alice

@@ -225,29 +225,28 @@ def _read_pages(project: Project, store: Store, resource: ManagedResource, args:
     return map(shown, pages)
 
 
-def _related(schema: ManagedType, fields: list[str] | None) -> list[str] | None:
-    """The relationship and computed properties a read of ``fields`` shows (None: all)."""
-    if not fields:
-        return None
-    named = [f.strip("/").split("/")[0] for f in fields]
+def _related(schema: ManagedType, fields: list[str] | None) -> list[str]:
+    """The relationship and computed properties a read of ``fields`` shows."""
+    named = [f.strip("/").split("/")[0] for f in fields or ["*"]]
     shown = [name for name in schema.properties if name not in schema.hidden] if "*" in named else []
     return list(dict.fromkeys([*shown, *named]))
 
 
 def _picked(schema: ManagedType, obj: Obj, fields: list[str] | None) -> Obj:
     """``obj`` as a read shows it: the properties ``fields`` names (``*``: those shown by
-    default, ``roles/name``: ``roles``), ``_id`` and ``_rev`` always; without fields, all."""
-    if not fields:
-        return obj
-    keep = set(_related(schema, fields) or ()) | {"_id", "_rev"}
+    default, ``roles/name``: ``roles``), ``_id`` and ``_rev`` always; without fields, those
+    shown by default (not those ``managed.json`` gives ``"returnByDefault": false``, as the
+    relationships are unless it says otherwise)."""
+    keep = set(_related(schema, fields)) | {"_id", "_rev"}
     return {k: v for k, v in obj.items() if k in keep or ("*" in keep and k not in schema.hidden)}
 
 
 def _read(resource: ManagedResource, obj: Obj) -> Obj:
-    """One managed object as a client reads it: after its type's onRetrieve (and onRead) scripts."""
+    """One managed object as a client reads it: after its type's onRetrieve (and onRead)
+    scripts, without the properties it shows only when asked for (``returnByDefault``)."""
     if resource.hooks.reads:
         obj = resource.hooks.retrieved(obj, "read")
-    return obj
+    return _picked(resource.schema, obj, None)
 
 
 def _shown(obj: Obj) -> Obj:
