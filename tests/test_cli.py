@@ -322,3 +322,58 @@ def test_commands_do_not_load_the_http_stack() -> None:
              "print(sorted(m for m in ('starlette', 'uvicorn', 'argon2', 'prometheus_client') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _logged_project(tmp_path: Path, log: str) -> Path:
+    """A store-only project (a mapping of ``managed/staff`` onto ``managed/user``, one
+    staff member) whose ``conf/idsync.toml`` ends with ``log``."""
+    from store_projects import CREATE_UPDATE, store_project
+
+    project = store_project(tmp_path, {"user": {"userName": {"type": "string"}},
+                                       "staff": {"login": {"type": "string"}}},
+                            [{"name": "staff_user", "source": "managed/staff", "target": "managed/user",
+                              "policies": CREATE_UPDATE, "properties": [{"source": "login", "target": "userName"}]}])
+    toml = project / "conf" / "idsync.toml"
+    toml.write_text(toml.read_text() + log)
+    made = run_cli(["-p", str(project), "managed", "create", "staff", "--data", '{"login": "ann"}'], env={})
+    assert made.returncode == 0, made.stderr
+    return project
+
+
+def _events(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    return [json.loads(line)["event"] for line in proc.stderr.splitlines() if line.startswith("{")]
+
+
+def test_log_level_comes_from_the_option_then_the_environment_then_the_settings(tmp_path: Path) -> None:
+    """``[log] level = "warning"`` in ``conf/idsync.toml`` silences a recon's info events
+    (``recon.start``, ``recon.end``); ``IDSYNC_LOG__LEVEL`` overrides the file and
+    ``--log-level`` overrides both. ``[log] format`` is taken likewise."""
+    project = _logged_project(tmp_path, '[log]\nlevel = "warning"\nformat = "json"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDSYNC_")}
+
+    def recon(*options: str, **variables: str) -> list[str]:
+        proc = run_cli(["-p", str(project), *options, "recon", "staff_user", "--quiet"],
+                       env={**env, **variables}, inherit_env=False)
+        assert proc.returncode == 0, proc.stderr
+        return _events(proc)
+
+    assert recon() == []
+    assert "recon.start" in recon(IDSYNC_LOG__LEVEL="info")
+    assert recon("--log-level", "warning", IDSYNC_LOG__LEVEL="info") == []
+    assert "recon.end" in recon("--log-level", "info")
+    (project / "conf" / "idsync.toml").write_text((project / "conf" / "idsync.toml").read_text()
+                                                  .replace('"warning"', '"info"'))
+    assert {"recon.start", "recon.end"} <= set(recon())
+
+
+def test_an_unreadable_settings_file_is_reported_by_the_command(tmp_path: Path) -> None:
+    """A ``conf/idsync.toml`` that does not parse, or holds an unknown setting, is read for
+    the log settings before the command runs: the command still reports it, in one line
+    naming the file, and exits 78."""
+    project = _logged_project(tmp_path, "")
+    toml = project / "conf" / "idsync.toml"
+    for text in ("[log\nlevel = 1\n", '[log]\nlevle = "debug"\n'):
+        toml.write_text(text)
+        proc = run(project, "recon", "staff_user")
+        assert proc.returncode == 78, proc.stderr
+        assert "idsync.toml" in assert_one_clean_line(proc)

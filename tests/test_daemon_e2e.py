@@ -646,7 +646,8 @@ def test_demo_runs_the_example_jobs_until_ctrl_c(tmp_path: Path) -> None:
 
 
 def _user(root: Path, env: dict[str, str], uid: str) -> dict[str, Any]:
-    done = _idsync(root, env, "managed", "query", "user", "--filter", f'userName eq "{uid}"')
+    """User ``uid`` with its default fields and its ``roles`` (which a read shows only when named)."""
+    done = _idsync(root, env, "managed", "query", "user", "--filter", f'userName eq "{uid}"', "--fields", "*,roles")
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
     assert len(found) == 1

@@ -60,7 +60,10 @@ class LogSettings(BaseModel):
     format: Literal["auto", "console", "json"] = Field("auto", description="`console` lines, `json` lines, or "
                                                        "`auto`: console on a terminal, JSON otherwise (native "
                                                        "journal entries under systemd)")
-    level: Literal["debug", "info", "warning", "error"] = Field("info", description="the lowest level logged")
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="the lowest level logged, by "
+                                                                "the daemon and by every command but those that "
+                                                                "answer a question (`status`, `managed` ...: "
+                                                                "warning); `--log-level` overrides it")
 
 
 class ScriptSettings(BaseModel):

@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -63,9 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return os.EX_USAGE
     project_dir = Path(args.project or os.environ.get("IDSYNC_PROJECT") or ".").resolve()
     try:
-        quiet = args.command in _QUIET_COMMANDS
-        configure_logging(args.log_format or os.environ.get("IDSYNC_LOG__FORMAT", "auto"),  # type: ignore[arg-type]
-                          args.log_level or os.environ.get("IDSYNC_LOG__LEVEL", "warning" if quiet else "info"))
+        configure_logging(*_logging(args, project_dir))
         result: int = args.handler(args, project_dir)
         return result
     except IdsyncError as exc:
@@ -81,6 +79,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"idsync: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               "(run with --log-level debug for details)", file=sys.stderr)
         return os.EX_SOFTWARE
+
+
+def _logging(args: argparse.Namespace, project_dir: Path) -> tuple[Literal["auto", "console", "json"], str]:
+    """The log format and level: the option, else its ``IDSYNC_LOG__*`` variable, else
+    ``[log]`` of ``conf/idsync.toml``, else auto and info. A command that answers a
+    question logs at warning unless the option or the variable says otherwise: its output
+    is the answer, not log lines, and the file's level is the daemon's and the runs'. A
+    settings file that cannot be read is the command's to report, once it reads it."""
+    from idsync.settings import LogSettings, load_settings
+
+    try:
+        configured = load_settings(project_dir).log
+    except (ConfigError, ValueError):  # ValueError: a variable pydantic-settings cannot decode
+        configured = LogSettings()
+    answers = args.command in _QUIET_COMMANDS
+    fmt = args.log_format or os.environ.get("IDSYNC_LOG__FORMAT") or configured.format
+    level = args.log_level or os.environ.get("IDSYNC_LOG__LEVEL") or ("warning" if answers else configured.level)
+    return fmt, level  # type: ignore[return-value]
 
 
 def _print_error(exc: IdsyncError) -> None:
@@ -118,9 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--project",
                    help="project directory holding conf/ and jobs.d/ (default: $IDSYNC_PROJECT or .)")
     p.add_argument("--log-format", choices=["auto", "console", "json"], default=None,
-                   help="log lines as console text or JSON (default [log] format: auto, console on a terminal)")
+                   help="log lines as console text or JSON (default $IDSYNC_LOG__FORMAT, else [log] format: auto, "
+                        "console on a terminal)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
-                   help="the lowest level logged (default [log] level; warning for commands that answer a question)")
+                   help="the lowest level logged (default $IDSYNC_LOG__LEVEL, else [log] level; warning for commands "
+                        "that answer a question)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("recon", help="reconcile one mapping now")

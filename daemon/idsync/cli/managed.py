@@ -31,9 +31,12 @@ from typing import TYPE_CHECKING, Any
 from idsync.errors import NotFound, QueryError, RevisionMismatch, UsageError
 
 if TYPE_CHECKING:  # the commands import the store and the engine when they run, not at `idsync --help`
+    from idsync.config.managed import ManagedType
     from idsync.config.project import Project
+    from idsync.query.ast import Node
     from idsync.resource import Obj, Resource
     from idsync.store.database import Store
+    from idsync.store.objects import ManagedResource
     from idsync.sync.implicit import PushResult
 
 __all__ = ["register"]
@@ -163,18 +166,30 @@ def _open_reading(project_dir: Path, args: argparse.Namespace) -> tuple[Project,
 
 
 def _print_query(resource: Resource, args: argparse.Namespace) -> None:
-    from idsync.query import parse
     from idsync.resource import QuerySpec
 
+    pages = resource.pages(QuerySpec(filter=_filter(args), fields=_fields(args)))  # a refused filter prints nothing
+    _print_objects(_limited(pages, args.limit))
+
+
+def _filter(args: argparse.Namespace) -> Node:
+    from idsync.query import parse
+
     try:
-        node = parse(args.filter)
+        return parse(args.filter)
     except QueryError as exc:
         raise QueryError(f"--filter: {exc}") from None
-    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
-    pages = resource.pages(QuerySpec(filter=node, fields=fields))  # a refused filter prints nothing
+
+
+def _fields(args: argparse.Namespace) -> list[str] | None:
+    """``--fields``, or None when it names none."""
+    return [f.strip() for f in (args.fields or "").split(",") if f.strip()] or None
+
+
+def _print_objects(objects: Iterator[Obj]) -> None:
     print("[")
-    for shown, obj in enumerate(_limited(pages, args.limit)):
-        print(("  " if shown == 0 else ", ") + json.dumps(_shown(_read(resource, obj, "query")), ensure_ascii=False))
+    for count, obj in enumerate(objects):
+        print(("  " if count == 0 else ", ") + json.dumps(_shown(obj), ensure_ascii=False))
     print("]")
 
 
@@ -188,13 +203,50 @@ def _limited(pages: Iterator[list[Obj]], limit: int) -> Iterator[Obj]:
                 return
 
 
-def _read(resource: Resource, obj: Obj, method: str) -> Obj:
-    """A managed object as a client reads it: after its type's onRetrieve (and onRead) scripts."""
-    from idsync.store.objects import ManagedResource
+def _read_pages(project: Project, store: Store, resource: ManagedResource, args: argparse.Namespace,
+                ) -> Iterator[list[Obj]]:
+    """The objects ``args`` asks for, a page at a time, as the API's query answers them:
+    each whole, through its type's ``onRetrieve`` scripts (a virtual property computed
+    from all the object holds), then ``--fields`` expanded and picked."""
+    from idsync.managed.references import expand_all
+    from idsync.resource import QuerySpec
 
-    if isinstance(resource, ManagedResource) and resource.hooks.reads:
-        return resource.hooks.retrieved(obj, method)
-    return obj
+    schema = resource.schema
+    fields = _fields(args)
+    spec = QuerySpec(filter=_filter(args), page_size=min(args.limit, 1000) if args.limit > 0 else 1000)
+    pages = resource.pages(spec, related=_related(schema, fields))  # a refused filter prints nothing
+
+    def shown(page: list[Obj]) -> list[Obj]:
+        if resource.hooks.reads:
+            page = [resource.hooks.retrieved(obj, "query") for obj in page]
+        if fields:
+            expand_all(project, store, schema, page, fields)
+        return [_picked(schema, obj, fields) for obj in page]
+    return map(shown, pages)
+
+
+def _related(schema: ManagedType, fields: list[str] | None) -> list[str]:
+    """The relationship and computed properties a read of ``fields`` shows."""
+    named = [f.strip("/").split("/")[0] for f in fields or ["*"]]
+    shown = [name for name in schema.properties if name not in schema.hidden] if "*" in named else []
+    return list(dict.fromkeys([*shown, *named]))
+
+
+def _picked(schema: ManagedType, obj: Obj, fields: list[str] | None) -> Obj:
+    """``obj`` as a read shows it: the properties ``fields`` names (``*``: those shown by
+    default, ``roles/name``: ``roles``), ``_id`` and ``_rev`` always; without fields, those
+    shown by default (not those ``managed.json`` gives ``"returnByDefault": false``, as the
+    relationships are unless it says otherwise)."""
+    keep = set(_related(schema, fields)) | {"_id", "_rev"}
+    return {k: v for k, v in obj.items() if k in keep or ("*" in keep and k not in schema.hidden)}
+
+
+def _read(resource: ManagedResource, obj: Obj) -> Obj:
+    """One managed object as a client reads it: after its type's onRetrieve (and onRead)
+    scripts, without the properties it shows only when asked for (``returnByDefault``)."""
+    if resource.hooks.reads:
+        obj = resource.hooks.retrieved(obj, "read")
+    return _picked(resource.schema, obj, None)
 
 
 def _shown(obj: Obj) -> Obj:
@@ -204,16 +256,16 @@ def _shown(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k.lower() not in SECRET_NAMES}
 
 
-def _managed(project: Project, store: Store, object_type: str) -> Resource:
-    from idsync.resources import Resources
+def _managed(project: Project, store: Store, object_type: str) -> ManagedResource:
+    from idsync.store.objects import ManagedResource
 
-    project.managed.get(object_type, file="command line", key="TYPE")  # an unknown type names the argument
-    return Resources(project, store).open(f"managed/{object_type}")
+    schema = project.managed.get(object_type, file="command line", key="TYPE")  # an unknown type names the argument
+    return ManagedResource(store, schema)
 
 
 def _cmd_managed_query(args: argparse.Namespace, project_dir: Path) -> int:
     project, store = _open_reading(project_dir, args)
-    _print_query(_managed(project, store, args.type), args)
+    _print_objects(_limited(_read_pages(project, store, _managed(project, store, args.type), args), args.limit))
     return 0
 
 
@@ -224,7 +276,7 @@ def _cmd_managed_get(args: argparse.Namespace, project_dir: Path) -> int:
     if obj is None:
         print(f"idsync: managed/{args.type}/{args.id} not found", file=sys.stderr)
         return os.EX_NOINPUT
-    print(json.dumps(_shown(_read(resource, obj, "read")), indent=2, ensure_ascii=False))
+    print(json.dumps(_shown(_read(resource, obj)), indent=2, ensure_ascii=False))
     return 0
 
 

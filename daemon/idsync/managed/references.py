@@ -195,7 +195,8 @@ def expand_all(project: Project, store: Store, schema: ManagedType, objects: Seq
                fields: Sequence[str], *, answer: bool = False) -> None:
     """Expand, in place, the relationship properties named ``NAME/*`` or ``NAME/FIELD`` in
     ``fields`` of each of ``objects``: each reference carries the fields of the object it
-    points to, a managed object as stored (``*``: the fields it shows by default) or a
+    points to, a managed object as a read of it answers (after its type's ``onRetrieve``
+    and ``onRead`` scripts; ``*``: the fields it shows by default) or a
     system's as its connector reads it now (a reference of a one-way relationship may name
     one: historicalaccountlinking's LDAP accounts). The objects referenced by all of
     ``objects`` are read together, one read per collection (a query's page costs what one
@@ -243,8 +244,13 @@ def _referenced(project: Project, store: Store, by_collection: Mapping[str, Sequ
         for collection, ids in by_collection.items():
             kind, _, rest = collection.partition("/")
             if kind == "managed" and (other := types.get(rest)) is not None:
-                objects = ManagedResource(store, other).get_many(ids)
-                if answer:
+                # Read as a read of it answers, as PingIDM's router reads it: its computed
+                # properties, then its onRetrieve and onRead scripts (a virtual property's value).
+                managed = ManagedResource(store, other)
+                objects = managed.get_many(ids)
+                if managed.hooks.reads:
+                    objects = {oid: managed.hooks.retrieved(o) for oid, o in objects.items()}
+                if answer:  # after the scripts, which see them and may put one back
                     kept_back = other.private | other.secrets
                     objects = {oid: {k: v for k, v in o.items() if k not in kept_back}
                                for oid, o in objects.items()}

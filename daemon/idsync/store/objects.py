@@ -146,14 +146,23 @@ class ManagedResource(Resource, ChangeSource):
 
     # -- reading ---------------------------------------------------------
 
-    def pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+    def pages(self, spec: QuerySpec, *, related: Sequence[str] | None = None) -> Iterator[list[Obj]]:
         """``Resource.pages``; a filter on a secret is refused (``QueryError``) unless the
-        objects are read with their secrets: it would tell the stored value a reader is not shown."""
+        objects are read with their secrets: it would tell the stored value a reader is not shown.
+        ``related``: each object whole but for its relationship and computed properties, of
+        which only those named (what a client's query reads: its type's ``onRetrieve`` sees
+        the whole object before the fields asked for are picked); ``spec.fields`` is then None."""
         if not self.with_secrets:
             refuse_hidden(spec.filter, dict.fromkeys(self.schema.secrets, "secret"))
-        return super().pages(spec)
+        if related is None:
+            return super().pages(spec)
+        self.check_read("search")
+        return self._read_pages(spec, related)
 
-    def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:
+    def _read_pages(self, spec: QuerySpec, related: Sequence[str] | None = None) -> Iterator[list[Obj]]:
+        """``spec``'s pages, their relationship and computed properties those ``related``
+        names (by default, those of ``spec.fields``)."""
+        related = spec.fields if related is None else related
         ids_only = spec.fields is not None and len(spec.fields) == 0
         columns = [mo.c.id, mo.c.rev] if ids_only else [mo.c.id, mo.c.rev, mo.c.data]
         where = [mo.c.object_type == self.object_type]
@@ -172,8 +181,8 @@ class ManagedResource(Resource, ChangeSource):
                     rows = conn.execute(query).all()
                 if ids_only or not rows:
                     break
-                page = self._related([self._object(r.id, r.rev, r.data, spec.fields) for r in rows], spec.fields)
-                if self.settled({r.id: r.rev for r in rows}, spec.fields):
+                page = self._related([self._object(r.id, r.rev, r.data, spec.fields) for r in rows], related)
+                if self.settled({r.id: r.rev for r in rows}, related):
                     break
             if not rows:
                 return
