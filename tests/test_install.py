@@ -74,6 +74,12 @@ def _stat(chroot: Chroot, *paths: str) -> dict[str, str]:
     return {line.split()[0]: line.split(" ", 1)[1] for line in out.splitlines()}
 
 
+def _upgrade_check(install_md: Path) -> str:
+    """The shell lines of the first block of docs/install.md's "Upgrading" section."""
+    section = install_md.read_text().split("## Upgrading", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
 @pytest.mark.timeout(1200)  # a first run builds the Debian root
 def test_install_steps_as_written_on_debian_12(debian12: DebianRoot, wheel: Path, slapd: Slapd, ldap_subtree: str,
                                                tmp_path: Path) -> None:
@@ -178,4 +184,14 @@ def test_install_steps_as_written_on_debian_12(debian12: DebianRoot, wheel: Path
     assert json.loads(status_json)["jobs"]["sync-active-ldap-users"]["lastRun"]["state"] == "SUCCESS"
     assert "NAME" in manual and "idsync" in manual
     assert chroot.run("find /var/lib/idsync ! -user idsync -o ! -group idsync").stdout == ""
+
+    # Upgrading: the new version's validate as the service sees things (the installed one
+    # stands in for it; from a plain shell a credentials_file would not be found), then
+    # the files beside the program refreshed, configuration kept.
+    check = _upgrade_check(ROOT / "docs" / "install.md")
+    out = chroot.run(check.replace("/opt/idsync-new/", "/opt/idsync/"))
+    assert "/etc/idsync: configuration ok" in out.stdout + out.stderr, out.stdout + out.stderr
+    refreshed = chroot.run("/opt/idsync/bin/idsync install-files --force").stdout
+    assert "wrote    /etc/systemd/system/idsync.service" in refreshed and "wrote    /usr/local/bin/idsync" in refreshed
+    assert "kept     /etc/idsync/conf/provisioner.openicf-ldap.json" in refreshed
     shutil.rmtree(tmp_path / "chroot")  # 200 MB; a failed run keeps it to look at
