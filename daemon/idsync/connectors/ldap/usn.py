@@ -7,8 +7,10 @@ is above it under the sync contexts, and for the tombstones above it (the
 *show deleted* control, 1.2.840.113556.1.4.417): a deleted entry keeps its
 ``objectGUID``, its ``objectClass`` and ``lastKnownParent``, which tells whether it
 was under a sync context. The new position is the ``highestCommittedUSN`` read before
-the searches (every change up to it is visible to them) or a newer ``uSNChanged``
-seen, so a change made during the read is read again next time rather than missed.
+the searches, never a ``uSNChanged`` seen during them: a change committed while the
+searches run may take a USN below a later one they see, and only the position read
+before is known to have every lower USN behind it. What the searches saw above it is
+read again next time, harmlessly.
 
 USNs are per domain controller: a token is only good against the DC that made it,
 which the token names (``dsServiceName``); another DC's answer raises
@@ -71,25 +73,20 @@ def read_usn_changes(conn: Any, server: UsnServer, since: int, *, bases: Sequenc
                      class_filter: str, attributes: Sequence[str], page_size: int, timeout: float,
                      failed: Callable[[ldap.LDAPError], NoReturn]) -> UsnChanges:
     """The entries changed and the entries deleted after USN ``since`` (``server``: the
-    position read just before)."""
+    position read just before, which becomes the new one)."""
     above = f"(uSNChanged>={since + 1})"
-    wanted = [*attributes, "uSNChanged"]
-    highest = server.highest
     entries: list[tuple[str, RawEntry]] = []
     for base in bases:
-        for page in read_pages(conn, base, "sub", f"(&{search_filter}{above})", wanted, page_size,
+        for page in read_pages(conn, base, "sub", f"(&{search_filter}{above})", list(attributes), page_size,
                                timeout=timeout, base_required=True, failed=failed):
-            for dn, raw in page:
-                highest = max(highest, _usn(raw))
-                entries.append((dn, raw))
+            entries.extend(page)
     deleted: list[str] = []
     for _dn, raw in _tombstones(conn, server.domain, f"(&(isDeleted=TRUE){class_filter}{above})", timeout, failed):
-        highest = max(highest, _usn(raw))
         parent = (raw.get("lastknownparent") or [b""])[0].decode("utf-8", "replace")
         guid = decode_id("objectguid", raw.get("objectguid"))
         if guid and any(_under(parent, base) for base in bases):
             deleted.append(guid)
-    return UsnChanges(entries, deleted, highest)
+    return UsnChanges(entries, deleted, server.highest)
 
 
 def _tombstones(conn: Any, domain: str, search_filter: str, timeout: float,
@@ -97,18 +94,13 @@ def _tombstones(conn: Any, domain: str, search_filter: str, timeout: float,
     control = LDAPControl(_SHOW_DELETED, True, None)
     try:
         msgid = conn.search_ext(domain, ldap.SCOPE_SUBTREE, search_filter,
-                                ["objectGUID", "lastKnownParent", "uSNChanged"], serverctrls=[control])
+                                ["objectGUID", "lastKnownParent"], serverctrls=[control])
         _, data, _, _ = conn.result3(msgid, all=1, timeout=timeout)
     except ldap.LDAPError as error:
         failed(error)
     for dn, attrs in data or ():
         if dn is not None and isinstance(attrs, dict):
             yield dn, {k.lower(): v for k, v in attrs.items()}
-
-
-def _usn(raw: RawEntry) -> int:
-    value = (raw.get("usnchanged") or [b"0"])[0]
-    return int(value) if value.isdigit() else 0
 
 
 def _under(dn: str, base: str) -> bool:
