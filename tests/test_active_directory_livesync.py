@@ -1,10 +1,13 @@
 """liveSync against Active Directory (``connectors/ldap/usn.py``) on a real Samba AD
-domain controller: the token is the USN read before the searches."""
+domain controller: the token is the USN read before the searches, a token the DC can
+no longer honour is answered by a full recon."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import ldap
@@ -13,7 +16,14 @@ from directory_servers import changes_since
 from idsync.connectors.ldap import usn
 from idsync.connectors.ldap.connector import LdapSystem
 from idsync_dev.samba_ad import SambaDC
+from livesync_env import live, live_after_expiry, managed_users
+from sync_tokens import tamper, token_state
 from test_active_directory import FILE, ad_config, new_user
+
+from samples import ROOT
+
+SOURCE = "system/ldap/account"
+_SAMPLE_USERS = "CN=Users,DC=idsync,DC=test"
 
 
 def _highest(samba: SambaDC) -> int:
@@ -32,6 +42,31 @@ def ad(samba_ad: SambaDC, ad_ou: str) -> Iterator[LdapSystem]:
     system = LdapSystem("ad", ad_config(samba_ad, ad_ou), file=FILE)
     yield system
     system.close()
+
+
+@pytest.fixture
+def sample(tmp_path: Path, samba_ad: SambaDC, ad_ou: str) -> Iterator[Path]:
+    """samples/sync-with-active-directory with its users (bjensen, scarter) in this test's
+    OU, a SQLite store, and liveSync's first run (a full recon) done."""
+    source = ROOT / "samples" / "sync-with-active-directory"
+    samba_ad.add_ldif((source / "data" / "Example.ldif").read_text().replace(_SAMPLE_USERS, ad_ou))
+    project = tmp_path / "project"
+    shutil.copytree(source / "conf", project / "conf")
+    for path in (project / "conf").glob("*.json"):
+        path.write_text(path.read_text().replace(_SAMPLE_USERS, ad_ou).replace('"maxDeletes": "10%"',
+                                                                                 '"maxDeletes": 5'))
+    prov_file = project / "conf" / "provisioner.openicf-ldap.json"
+    prov = json.loads(prov_file.read_text())
+    prov["configurationProperties"].update({
+        "host": samba_ad.address, "port": samba_ad.ldaps_port, "caFile": samba_ad.ca_file,
+        "principal": samba_ad.admin_dn, "credentials": samba_ad.admin_password,
+        "baseContexts": [ad_ou], "baseContextsToSynchronize": [ad_ou]})
+    prov_file.write_text(json.dumps(prov, indent=2))
+    (project / "conf" / "idsync.toml").write_text(
+        f'state_dir = "state"\n[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n[log]\nformat = "json"\n')
+    first = live(project, SOURCE)
+    assert first.state == "SUCCESS" and first.full_recon is not None, first.message
+    yield project
 
 
 def test_change_made_during_the_read_is_read_next_time(samba_ad: SambaDC, ad: LdapSystem,
@@ -60,3 +95,36 @@ def test_change_made_during_the_read_is_read_next_time(samba_ad: SambaDC, ad: Ld
     again, _, _, _ = changes_since(accounts, last, ["cn", "description"])
     assert again[kept["_id"]] == {"_id": kept["_id"], "cn": "racekept", "description": "during"}
     assert again[gone["_id"]] is None
+
+
+def test_token_of_a_restored_domain_controller_is_answered_by_a_full_recon(samba_ad: SambaDC,
+                                                                           sample: Path) -> None:
+    """A stored USN above the DC's highestCommittedUSN (a DC restored from an older backup,
+    same dsServiceName) is not read from: the run logs livesync.token_expired at warning,
+    reconciles in full (bjensen's new mail arrives) and stores a fresh token, from which
+    the next run reads changes again. A token of another invocation of the DC's database
+    (invocationId, which a restore changes) is answered the same way."""
+    stored = json.loads(token_state(sample, SOURCE).token)  # type: ignore[union-attr]
+    assert stored["invocation"] and stored["since"] <= _highest(samba_ad)
+    tamper(sample, SOURCE, since=_highest(samba_ad) + 1000)
+    samba_ad.add_ldif(f"dn: CN=Barbara Jensen,{_synchronized_ou(sample)}\nchangetype: modify\n"
+                      "replace: mail\nmail: restored@example.com\n")
+    live_after_expiry(sample, SOURCE, "above the domain controller's highestCommittedUSN")
+    assert managed_users(sample)["bjensen"]["mail"] == "restored@example.com"
+    fresh = json.loads(token_state(sample, SOURCE).token)  # type: ignore[union-attr]
+    assert fresh["since"] <= _highest(samba_ad)
+    samba_ad.add_ldif(f"dn: CN=Barbara Jensen,{_synchronized_ou(sample)}\nchangetype: modify\n"
+                      "replace: mail\nmail: after@example.com\n")
+    after = live(sample, SOURCE)
+    assert (after.state, after.method, after.full_recon) == ("SUCCESS", "uSNChanged", None), after.message
+    assert managed_users(sample)["bjensen"]["mail"] == "after@example.com"
+
+    tamper(sample, SOURCE, invocation="00000000-0000-0000-0000-000000000001")
+    live_after_expiry(sample, SOURCE, "another invocation")
+    assert json.loads(token_state(sample, SOURCE).token)["invocation"] == stored["invocation"]  # type: ignore[union-attr]
+
+
+def _synchronized_ou(project: Path) -> str:
+    """The OU the sample's provisioner synchronizes."""
+    prov = json.loads((project / "conf" / "provisioner.openicf-ldap.json").read_text())
+    return str(prov["configurationProperties"]["baseContextsToSynchronize"][0])

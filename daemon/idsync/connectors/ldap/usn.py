@@ -12,8 +12,11 @@ searches run may take a USN below a later one they see, and only the position re
 before is known to have every lower USN behind it. What the searches saw above it is
 read again next time, harmlessly.
 
-USNs are per domain controller: a token is only good against the DC that made it,
-which the token names (``dsServiceName``); another DC's answer raises
+USNs are per domain controller, and per database: a token is only good against the DC
+that made it, which the token names (``dsServiceName``) along with the invocation of its
+database (the ``invocationId`` of its NTDS Settings, which a restore from backup
+changes), and only while the DC's ``highestCommittedUSN`` is not below the token's
+(a DC restored from an older backup). Otherwise ``unusable`` says why, the caller raises
 ``SyncTokenExpired`` and liveSync reconciles in full.
 """
 
@@ -29,7 +32,7 @@ from ldap.controls import LDAPControl
 from idsync.connectors.ldap.reader import read_pages
 from idsync.connectors.ldap.values import RawEntry, decode_id
 
-__all__ = ["AD_CAPABILITY", "UsnChanges", "UsnServer", "usn_server"]
+__all__ = ["AD_CAPABILITY", "UsnChanges", "UsnServer", "read_usn_changes", "unusable", "usn_server"]
 
 AD_CAPABILITY = "1.2.840.113556.1.4.800"  # LDAP_CAP_ACTIVE_DIRECTORY_OID
 _SHOW_DELETED = "1.2.840.113556.1.4.417"
@@ -37,9 +40,11 @@ _SHOW_DELETED = "1.2.840.113556.1.4.417"
 
 @dataclass(frozen=True)
 class UsnServer:
-    """A domain controller's position: which DC, its newest USN, its domain's DN."""
+    """A domain controller's position: which DC, the invocation of its database (string
+    form of ``invocationId``, "" when unreadable), its newest USN, its domain's DN."""
 
     service: str
+    invocation: str
     highest: int
     domain: str
 
@@ -66,7 +71,36 @@ def usn_server(conn: Any) -> UsnServer | None:
         return None
     service = (attrs.get("dsservicename") or [b""])[0].decode("utf-8", "replace")
     domain = (attrs.get("defaultnamingcontext") or [b""])[0].decode("utf-8", "replace")
-    return UsnServer(service, int(usn[0]), domain)
+    return UsnServer(service, _invocation(conn, service), int(usn[0]), domain)
+
+
+def _invocation(conn: Any, service: str) -> str:
+    """The ``invocationId`` of the DC's NTDS Settings; "" when the bind account cannot read it."""
+    if not service:
+        return ""
+    try:
+        found = conn.search_s(service, ldap.SCOPE_BASE, "(objectClass=*)", ["invocationId"])
+    except (ldap.NO_SUCH_OBJECT, ldap.INSUFFICIENT_ACCESS):
+        return ""
+    attrs = {k.lower(): v for k, v in (found[0][1] if found else {}).items()}
+    return decode_id("objectguid", attrs.get("invocationid")) or ""
+
+
+def unusable(server: UsnServer | None, dc: str, invocation: str | None, since: int) -> str | None:
+    """Why a token made against ``dc`` (database ``invocation``, None in tokens made
+    before it was kept) at USN ``since`` cannot be read from ``server``; None when it can."""
+    if server is None or server.service.lower() != dc.lower():
+        where = server.service if server else "not Active Directory"
+        return (f"the stored USN is of the domain controller {dc}, and the server is {where}: "
+                "USNs are per domain controller")
+    if invocation is not None and invocation.lower() != server.invocation.lower():
+        return (f"the domain controller's database is another invocation ({server.invocation or 'unreadable'}, "
+                f"the stored USN is of {invocation}): it was restored from a backup, and its USNs since "
+                "cannot be compared with the stored one")
+    if since > server.highest:
+        return (f"the stored USN {since} is above the domain controller's highestCommittedUSN {server.highest}: "
+                "its database was restored from a backup or replaced, and the changes since cannot be told")
+    return None
 
 
 def read_usn_changes(conn: Any, server: UsnServer, since: int, *, bases: Sequence[str], search_filter: str,
@@ -82,8 +116,8 @@ def read_usn_changes(conn: Any, server: UsnServer, since: int, *, bases: Sequenc
             entries.extend(page)
     deleted: list[str] = []
     for _dn, raw in _tombstones(conn, server.domain, f"(&(isDeleted=TRUE){class_filter}{above})", timeout, failed):
-        parent = (raw.get("lastknownparent") or [b""])[0].decode("utf-8", "replace")
         guid = decode_id("objectguid", raw.get("objectguid"))
+        parent = (raw.get("lastknownparent") or [b""])[0].decode("utf-8", "replace")
         if guid and any(_under(parent, base) for base in bases):
             deleted.append(guid)
     return UsnChanges(entries, deleted, server.highest)
