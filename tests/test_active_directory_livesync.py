@@ -1,6 +1,7 @@
 """liveSync against Active Directory (``connectors/ldap/usn.py``) on a real Samba AD
 domain controller: the token is the USN read before the searches, a token the DC can
-no longer honour is answered by a full recon."""
+no longer honour is answered by a full recon, and users deleted with their OU are
+deletes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from directory_servers import changes_since
 from idsync.connectors.ldap import usn
 from idsync.connectors.ldap.connector import LdapSystem
 from idsync_dev.samba_ad import SambaDC
+from ldap.controls import LDAPControl
 from livesync_env import live, live_after_expiry, managed_users
 from sync_tokens import tamper, token_state
 from test_active_directory import FILE, ad_config, new_user
@@ -23,6 +25,7 @@ from test_active_directory import FILE, ad_config, new_user
 from samples import ROOT
 
 SOURCE = "system/ldap/account"
+_TREE_DELETE = "1.2.840.113556.1.4.805"
 _SAMPLE_USERS = "CN=Users,DC=idsync,DC=test"
 
 
@@ -32,6 +35,17 @@ def _highest(samba: SambaDC) -> int:
     try:
         return int(conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["highestCommittedUSN"])[0][1][
             "highestCommittedUSN"][0])
+    finally:
+        conn.unbind_ext()
+
+
+def _tree_delete(samba: SambaDC, dn: str) -> None:
+    """Delete ``dn`` with everything under it in one operation (AD's tree delete control),
+    as ADUC and ``Remove-ADOrganizationalUnit -Recursive`` do."""
+    conn = ldap.initialize(samba.url)
+    conn.simple_bind_s(samba.admin_dn, samba.admin_password)
+    try:
+        conn.delete_ext_s(dn, serverctrls=[LDAPControl(_TREE_DELETE, True, None)])
     finally:
         conn.unbind_ext()
 
@@ -128,3 +142,48 @@ def _synchronized_ou(project: Path) -> str:
     """The OU the sample's provisioner synchronizes."""
     prov = json.loads((project / "conf" / "provisioner.openicf-ldap.json").read_text())
     return str(prov["configurationProperties"]["baseContextsToSynchronize"][0])
+
+
+def test_users_deleted_with_their_ou_are_deletes(samba_ad: SambaDC, ad: LdapSystem, ad_ou: str) -> None:
+    """A tree delete of an OU two levels deep leaves its user's tombstone with a deleted
+    lastKnownParent (OU=team\\0ADEL:...,CN=Deleted Objects): liveSync follows the deleted
+    parents to the live OU they were under and reports the user deleted. A user deleted
+    with an OU outside the sync contexts is not reported."""
+    accounts = ad.resource("account")
+    samba_ad.add_ldif(f"dn: OU=dept,{ad_ou}\nobjectClass: organizationalUnit\n\n"
+                      f"dn: OU=team,OU=dept,{ad_ou}\nobjectClass: organizationalUnit\n")
+    name = ad_ou.split(",")[0].removeprefix("OU=")  # unique to this test
+    outside = f"OU=away-{name},{samba_ad.base_dn}"
+    samba_ad.add_ldif(f"dn: {outside}\nobjectClass: organizationalUnit\n\n"
+                      f"dn: CN=faraway,{outside}\nobjectClass: user\nsAMAccountName: far-{name}\n")
+    member = accounts.create({**new_user("teamuser", password="Idsync-Pass-0022"),
+                              "dn": f"CN=teamuser,OU=team,OU=dept,{ad_ou}"})
+    token = accounts.latest_token()
+    _tree_delete(samba_ad, f"OU=dept,{ad_ou}")
+    _tree_delete(samba_ad, outside)
+    found, _, _, _ = changes_since(accounts, token, ["cn"])
+    assert found == {member["_id"]: None}
+
+
+class _PurgedParents:
+    """A connection whose every tombstone but the first is already purged."""
+
+    def search_ext(self, *args: Any, **kwargs: Any) -> int:
+        return 1
+
+    def result3(self, *args: Any, **kwargs: Any) -> Any:
+        raise ldap.NO_SUCH_OBJECT({"desc": "No such object"})
+
+
+def test_deleted_entry_whose_place_cannot_be_told_is_a_delete() -> None:
+    """When a deleted parent's tombstone is gone too (purged), where the entry was cannot
+    be told: it is reported deleted (its object is gone for good, and a delete of an id
+    nothing links changes nothing), every time alike."""
+    def failed(error: ldap.LDAPError) -> Any:
+        raise AssertionError(error)
+
+    places = usn._Places(_PurgedParents(), 5.0, failed)
+    deleted = "OU=team\\0ADEL:4c5f3912-52e4-41bf-a6bd-6a2aa8b1e316,CN=Deleted Objects,DC=idsync,DC=test"
+    assert places.live(deleted) is None
+    assert places.live("") is None
+    assert places.live("OU=t1,DC=idsync,DC=test") == "OU=t1,DC=idsync,DC=test"

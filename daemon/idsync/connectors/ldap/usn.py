@@ -12,6 +12,14 @@ searches run may take a USN below a later one they see, and only the position re
 before is known to have every lower USN behind it. What the searches saw above it is
 read again next time, harmlessly.
 
+A deleted entry's ``lastKnownParent`` is itself a tombstone when its parent went with it
+(a subtree delete: ``OU=sub\\0ADEL:<guid>,CN=Deleted Objects,...``): the parent's own
+``lastKnownParent`` is read (a base search with the same control, up the chain, once per
+read) until a live DN says where the entry was. When the chain cannot be followed (a
+parent's tombstone already purged, no ``lastKnownParent``), the entry is reported
+deleted all the same: a tombstone's object is gone for good, so a link to it is stale
+wherever it was, and a delete of an id nothing links changes nothing.
+
 USNs are per domain controller, and per database: a token is only good against the DC
 that made it, which the token names (``dsServiceName``) along with the invocation of its
 database (the ``invocationId`` of its NTDS Settings, which a restore from backup
@@ -23,7 +31,7 @@ changes), and only while the DC's ``highestCommittedUSN`` is not below the token
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import ldap
@@ -36,6 +44,10 @@ __all__ = ["AD_CAPABILITY", "UsnChanges", "UsnServer", "read_usn_changes", "unus
 
 AD_CAPABILITY = "1.2.840.113556.1.4.800"  # LDAP_CAP_ACTIVE_DIRECTORY_OID
 _SHOW_DELETED = "1.2.840.113556.1.4.417"
+# How a tombstone's RDN is marked (``\0ADEL:`` as a DN string escapes the newline).
+_DELETED_MARKS = ("\\0adel:", "\ndel:")
+# Parents followed up a chain of tombstones: deeper than any OU tree, short of a loop.
+_MAX_CHAIN = 64
 
 
 @dataclass(frozen=True)
@@ -114,13 +126,52 @@ def read_usn_changes(conn: Any, server: UsnServer, since: int, *, bases: Sequenc
         for page in read_pages(conn, base, "sub", f"(&{search_filter}{above})", list(attributes), page_size,
                                timeout=timeout, base_required=True, failed=failed):
             entries.extend(page)
+    places = _Places(conn, timeout, failed)
     deleted: list[str] = []
     for _dn, raw in _tombstones(conn, server.domain, f"(&(isDeleted=TRUE){class_filter}{above})", timeout, failed):
         guid = decode_id("objectguid", raw.get("objectguid"))
-        parent = (raw.get("lastknownparent") or [b""])[0].decode("utf-8", "replace")
-        if guid and any(_under(parent, base) for base in bases):
+        parent = places.live(_first(raw, "lastknownparent"))
+        if guid and (parent is None or any(_under(parent, base) for base in bases)):
             deleted.append(guid)
     return UsnChanges(entries, deleted, server.highest)
+
+
+@dataclass
+class _Places:
+    """Where deleted entries were: the live DN above a chain of tombstones, each deleted
+    parent's ``lastKnownParent`` read once per read of changes."""
+
+    conn: Any
+    timeout: float
+    failed: Callable[[ldap.LDAPError], NoReturn]
+    _parents: dict[str, str | None] = field(default_factory=dict)
+
+    def live(self, dn: str) -> str | None:
+        """The live DN ``dn`` is or was under; None when the chain cannot be followed."""
+        for _ in range(_MAX_CHAIN):
+            if not dn:
+                return None
+            if not _deleted(dn):
+                return dn
+            key = dn.lower()
+            if key not in self._parents:
+                self._parents[key] = self._parent(dn)
+            dn = self._parents[key] or ""
+        return None
+
+    def _parent(self, dn: str) -> str | None:
+        """A tombstone's ``lastKnownParent``; None when the tombstone is gone (purged).
+        Any other failure fails the read: nothing is deleted on a guess."""
+        try:
+            msgid = self.conn.search_ext(dn, ldap.SCOPE_BASE, "(objectClass=*)", ["lastKnownParent"],
+                                         serverctrls=[LDAPControl(_SHOW_DELETED, True, None)])
+            _, data, _, _ = self.conn.result3(msgid, all=1, timeout=self.timeout)
+        except ldap.NO_SUCH_OBJECT:
+            return None
+        except ldap.LDAPError as error:
+            self.failed(error)
+        entry = next((attrs for found, attrs in data or () if found is not None and isinstance(attrs, dict)), {})
+        return _first({k.lower(): v for k, v in entry.items()}, "lastknownparent") or None
 
 
 def _tombstones(conn: Any, domain: str, search_filter: str, timeout: float,
@@ -135,6 +186,16 @@ def _tombstones(conn: Any, domain: str, search_filter: str, timeout: float,
     for dn, attrs in data or ():
         if dn is not None and isinstance(attrs, dict):
             yield dn, {k.lower(): v for k, v in attrs.items()}
+
+
+def _first(raw: RawEntry, key: str) -> str:
+    return (raw.get(key) or [b""])[0].decode("utf-8", "replace")
+
+
+def _deleted(dn: str) -> bool:
+    # Only a tombstone's name holds the mark: a live name cannot hold a newline.
+    text = dn.lower()
+    return any(mark in text for mark in _DELETED_MARKS)
 
 
 def _under(dn: str, base: str) -> bool:
