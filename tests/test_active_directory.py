@@ -123,6 +123,22 @@ def test_object_guid_is_the_id_in_canonical_form(samba_ad: SambaDC, ad: LdapSyst
         "_id": created["_id"], "sAMAccountName": "gjones"}
 
 
+def test_object_guid_id_is_found_in_any_case(ad: LdapSystem) -> None:
+    """GUID text is case-insensitive: an objectGUID id given in upper case (as PowerShell's
+    Get-ADUser prints it) is found and answered under the id asked for, alongside the same
+    id in lower case; an update and a delete by it reach the user."""
+    accounts = ad.resource("account")
+    created = accounts.create(new_user("upperid", password="Idsync-Pass-0015"))
+    upper = created["_id"].upper()
+    assert accounts.get(upper, fields=["sAMAccountName"]) == {"_id": created["_id"], "sAMAccountName": "upperid"}
+    assert set(accounts.get_many([upper, created["_id"]], fields=["cn"])) == {upper, created["_id"]}
+    accounts.update(upper, {"description": "by upper case"})
+    assert accounts.get(created["_id"], fields=["description"]) == {"_id": created["_id"],
+                                                                     "description": "by upper case"}
+    accounts.delete(upper)
+    assert accounts.get(created["_id"]) is None
+
+
 def test_users_created_updated_renamed_moved_deleted(samba_ad: SambaDC, ad: LdapSystem, ad_ou: str) -> None:
     """A user is created under the synchronized OU named by cn, with sAMAccountName and
     userPrincipalName; an update changes attributes; a new cn renames it and a new DN moves

@@ -178,6 +178,16 @@ def test_get_many_returns_known_ids_and_skips_missing(accounts: LdapResource) ->
     assert accounts.get(missing) is None
 
 
+def test_entry_uuid_id_is_found_in_any_case(accounts: LdapResource) -> None:
+    """entryUUID is compared as a UUID (UUIDMatch): the id in upper case finds the entry,
+    answered under the id asked for, and an update by it reaches the entry."""
+    created = accounts.create({"uid": "uuidcase", "cn": "Uuid Case", "sn": "Case"})
+    upper = created["_id"].upper()
+    assert accounts.get(upper, fields=["uid"]) == {"_id": created["_id"], "uid": "uuidcase"}
+    accounts.update(upper, {"sn": "Upper"})
+    assert accounts.get(created["_id"], fields=["sn"]) == {"_id": created["_id"], "sn": "Upper"}
+
+
 def test_native_and_query_filters(accounts: LdapResource) -> None:
     """A native LDAP filter and a _queryFilter tree (mapped to native names) both select."""
     assert [o["uid"] for o in accounts.find(QuerySpec(native="(sn=Carter)"))] == ["scarter"]

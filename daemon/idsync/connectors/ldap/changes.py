@@ -63,7 +63,7 @@ from ldap.syncrepl import SyncDoneControl, SyncInfoMessage, SyncRequestControl, 
 from idsync.connectors.ldap.config import LdapSettings
 from idsync.connectors.ldap.connection import LdapConnection
 from idsync.connectors.ldap.reader import read_pages
-from idsync.connectors.ldap.usn import read_usn_changes, usn_server
+from idsync.connectors.ldap.usn import UsnServer, read_usn_changes, unusable, usn_server
 from idsync.connectors.ldap.values import RawEntry
 from idsync.errors import PeerError, PeerUnavailable, SyncTokenExpired
 from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj
@@ -150,7 +150,7 @@ class LdapChanges:
         except ldap.LDAPError as error:
             raise self._failure("read of the root DSE", bases[0], error) from None
         if ad is not None:
-            return _dump({"kind": "usn", "dc": ad.service, "since": ad.highest})
+            return _usn_token(ad, ad.highest)
         csn = self._context_csn(conn, bases[0])
         if not csn:
             # 389 DS's cookies name the search: one probe per base, each a cookie of its own.
@@ -317,8 +317,8 @@ class LdapChanges:
 
     def _read_usn(self, state: dict[str, Any], attributes: Sequence[str],
                   decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int) -> ChangeFeed:
-        since, dc = state.get("since"), state.get("dc")
-        if not isinstance(since, int) or not isinstance(dc, str):
+        since, dc, invocation = state.get("since"), state.get("dc"), state.get("invocation")
+        if not isinstance(since, int) or not isinstance(dc, str) or not isinstance(invocation, str | None):
             raise SyncTokenExpired(f"{self._system}: the stored USN token is not one this connector makes")
         conn = self._open()
         bases = self._settings.sync_contexts
@@ -326,10 +326,9 @@ class LdapChanges:
             server = usn_server(conn)
         except ldap.LDAPError as error:
             raise self._failure("read of the root DSE", bases[0], error) from None
-        if server is None or server.service.lower() != dc.lower():
-            raise SyncTokenExpired(f"{self._system}: the stored USN is of the domain controller {dc}, and "
-                                   f"{self._conn.where} is {server.service if server else 'not Active Directory'}: "
-                                   "USNs are per domain controller")
+        why = unusable(server, dc, invocation, since)
+        if why is not None or server is None:
+            raise SyncTokenExpired(f"{self._system}: {why} ({self._conn.where})")
 
         def failed(error: ldap.LDAPError) -> NoReturn:
             raise self._failure("search", bases[0], error) from None
@@ -338,7 +337,7 @@ class LdapChanges:
                                  class_filter=self._class_filter, attributes=attributes,
                                  page_size=self._settings.block_size, timeout=self._settings.read_timeout,
                                  failed=failed)
-        token = _dump({"kind": "usn", "dc": dc, "since": found.highest})
+        token = _usn_token(server, found.highest)
         guids = self._uid_key == "objectguid"
         complete = None if guids else self._all_ids(bool(found.deleted), "objectGUID")
         note = None if guids or self._list_ids is not None else (
@@ -508,6 +507,10 @@ def _batches(entries: list[tuple[str, RawEntry]], deleted: list[str],
         yield ChangeBatch(changes[:size], None)
         del changes[:size]
     yield ChangeBatch(changes, token)
+
+
+def _usn_token(server: UsnServer, since: int) -> str:
+    return _dump({"kind": "usn", "dc": server.service, "invocation": server.invocation, "since": since})
 
 
 def _dump(state: dict[str, Any]) -> str:

@@ -51,6 +51,7 @@ from idsync.connectors.ldap.values import (
     decode_id,
     encode_values,
     id_filter,
+    id_key,
     wanted_properties,
 )
 from idsync.errors import (
@@ -196,10 +197,19 @@ class LdapResource(Resource, ChangeSource):
             for dn, raw in self._read_dns(unique, self._attributes(wanted)).items():
                 found[dn] = self._objects([raw], wanted)[0]
             return found
+        asked = self._asked(unique)
         for start in range(0, len(unique), _ID_CHUNK):
             for obj in self._search_ids(unique[start:start + _ID_CHUNK], wanted):
-                found[obj["_id"]] = obj
+                found.update(dict.fromkeys(asked.get(id_key(self._uid.lower(), obj["_id"] or ""), ()), obj))
         return found
+
+    def _asked(self, ids: Sequence[str]) -> dict[str, list[str]]:
+        """How the ids asked for are compared (``id_key``) -> the ids as asked: an object
+        found is answered under each id that names it, whatever its case."""
+        asked: dict[str, list[str]] = {}
+        for one in ids:
+            asked.setdefault(id_key(self._uid.lower(), one), []).append(one)
+        return asked
 
     def _read_dns(self, dns: Sequence[str], attributes: Sequence[str]) -> dict[str, SearchEntry]:
         """requested DN -> the entry at that DN (one base-scope search each), for the
@@ -331,14 +341,15 @@ class LdapResource(Resource, ChangeSource):
             attributes.append("uid")  # what its POSIX groups name it by
         if self._dn_ids:
             return self._read_dns(unique, attributes)
+        asked = self._asked(unique)
         for start in range(0, len(unique), _ID_CHUNK):
             ids_filter = id_filter(self._uid, unique[start:start + _ID_CHUNK])
             if not ids_filter:
                 continue
             for base in self._settings.read_contexts:
                 for dn, raw in self._conn.search(base, _and(*self._class_filters, ids_filter), attributes):
-                    obj_id = decode_entry(dn, raw, (), self._uid.lower())["_id"]
-                    found[obj_id] = (dn, raw)
+                    obj_id = decode_entry(dn, raw, (), self._uid.lower())["_id"] or ""
+                    found.update(dict.fromkeys(asked.get(id_key(self._uid.lower(), obj_id), ()), (dn, raw)))
         return found
 
     def _delete(self, dn: str, raw: Mapping[str, Sequence[bytes]]) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "guid_from_bytes",
     "guid_to_bytes",
     "id_filter",
+    "id_key",
     "merge_ranges",
     "wanted_properties",
 ]
@@ -36,6 +37,8 @@ __all__ = [
 RawEntry = Mapping[str, Sequence[bytes]]
 
 _GUID_ATTRIBUTES = {"objectguid"}
+# Ids the server compares without case (UUIDs in text, AD's objectGUID as its 16 bytes).
+_CASELESS_IDS = {"objectguid", "entryuuid", "nsuniqueid"}
 
 
 def guid_from_bytes(value: bytes) -> str:
@@ -65,6 +68,18 @@ def decode_id(uid_key: str, values: Sequence[bytes] | None) -> str | None:
     if uid_key in _GUID_ATTRIBUTES and len(values[0]) == 16:
         return guid_from_bytes(values[0])
     return _text(values[0], binary=False)
+
+
+def id_key(uid_key: str, text: str) -> str:
+    """What two ids of ``uid_key`` (lower case) are compared by: their text, or for the
+    UUID-like ids (objectGUID, entryUUID, nsUniqueId) the canonical lower-case form, as
+    the server finds ``E1F3BF7E-...`` and ``e1f3bf7e-...`` alike."""
+    if uid_key in _GUID_ATTRIBUTES:
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            return text.lower()
+    return text.lower() if uid_key in _CASELESS_IDS else text
 
 
 def decode_entry(
