@@ -281,12 +281,14 @@ def test_string_filters_match_case_alike_on_every_store(users: ManagedResource) 
 
 
 @pytest.mark.parametrize(("url", "problem"), [("notaurl", "not a database URL"),
+                                              ("postgresql://u:S3cret@h:notaport/d", "not a database URL"),
                                               ("bogus://x", "unsupported database 'bogus'")])
 def test_bad_store_url_is_a_configuration_error(url: str, problem: str) -> None:
-    """A store URL idsync cannot use is a ConfigError naming store.url, not a crash."""
+    """A store URL idsync cannot use is a ConfigError naming store.url, not a crash, and
+    never quoting the URL (the parser's own words may, password and all)."""
     with pytest.raises(ConfigError, match=problem) as raised:
         Store.open(url)
-    assert raised.value.key == "store.url"
+    assert raised.value.key == "store.url" and "S3cret" not in str(raised.value)
 
 
 @pytest.mark.postgresql

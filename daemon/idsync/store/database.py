@@ -245,8 +245,10 @@ class Store:
     def open(cls, url: str, *, migrate: bool = True, echo: bool = False) -> Store:
         try:
             parsed = make_url(url)
-        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several kinds
-            raise ConfigError("idsync.toml", "store.url", f"not a database URL ({exc})") from None
+        except Exception:  # noqa: BLE001 - SQLAlchemy raises several kinds, some quoting the URL
+            # Never the parser's words: they may quote the URL, its password included.
+            raise ConfigError("idsync.toml", "store.url", "not a database URL (not in the form "
+                              "DRIVER://USER:PASSWORD@HOST:PORT/DATABASE)") from None
         # An error's text never lists the statement's parameters: they are the values of objects.
         kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _dumps, "hide_parameters": True}
         if parsed.get_backend_name() == "sqlite":
