@@ -22,6 +22,11 @@ in it, so a token never silently changes meaning:
   ``livesync.present_phase`` warning says it happened, as it costs a read of
   every id). A server that asks for a full reload (``e-syncRefreshRequired``) or
   refuses the cookie raises ``SyncTokenExpired``.
+  A changed entry keeps only the attributes asked for. 389 DS ignores the list in a
+  delta: every user attribute (``userPassword``'s hash included), no operational one
+  (``nsAccountLock``, ``modifyTimestamp``, ``nsUniqueId``); the entries missing an
+  attribute asked for are read again by id (``_completed``: a search per 100). slapd
+  honours the list, operational attributes included: nothing is read again there.
 * ``poll``: a server without a sync provider is searched for entries whose
   ``entryCSN`` (OpenLDAP) or ``modifyTimestamp`` (others) is newer than the token.
   Deletes are not seen; the feed says so and the next full recon finds them.
@@ -99,6 +104,8 @@ class _Refresh:
     present: set[str] = field(default_factory=set)
     present_phase: bool = False
     cookie: str | None = None
+    asked: frozenset[str] = frozenset()  # the attributes asked for, lower case
+    unasked: bool = False  # an entry came with attributes not asked for: the server ignored the list
 
 
 class LdapChanges:
@@ -215,9 +222,13 @@ class LdapChanges:
                         reason="the server's session log does not cover the stored cookie (trimmed, or none kept)",
                         present=sum(len(r.present) for r in refreshes.values()))
         uuid_ids = self._uid_key == sync_ids
-        entries = [_with_id(u, e) if ds389 and uuid_ids else e
-                   for r in refreshes.values() for u, e in r.changed.items()]
         as_id = _ns_unique_id if ds389 else str
+        known = "nsUniqueId" if ds389 else "entryUUID"
+        changed = {u: _with_id(u, e) if ds389 and uuid_ids else e
+                   for r in refreshes.values() for u, e in r.changed.items()}
+        if ds389 or any(r.unasked for r in refreshes.values()):
+            changed = self._completed(conn, changed, attributes, as_id, known)
+        entries = list(changed.values())
         # An entry one base's refresh no longer finds may be under another (changed or moved
         # there): with several bases, slapd's session log names in each refresh the entries
         # changed anywhere that its search does not match. Only what no base holds is deleted.
@@ -225,7 +236,6 @@ class LdapChanges:
         # recons still read: it is not deleted.
         seen = {u for r in refreshes.values() for u in (*r.changed, *r.present)}
         deleted = sorted({as_id(u) for r in refreshes.values() for u in r.deleted - seen})
-        known = "nsUniqueId" if ds389 else "entryUUID"
         if deleted and (len(refreshes) > 1 or self._unwatched or self._filtered):
             deleted = self._still_gone(conn, deleted, known)
         complete: frozenset[str] | None = None
@@ -270,6 +280,34 @@ class LdapChanges:
                     found.update(v.decode("ascii", "replace").lower() for v in raw.get(attribute.lower()) or ())
         return [i for i in ids if i.lower() not in found]
 
+    def _completed(self, conn: Any, changed: dict[str, tuple[str, RawEntry]], attributes: Sequence[str],
+                   as_id: Callable[[str], str], known: str) -> dict[str, tuple[str, RawEntry]]:
+        """``changed`` (sync UUID -> entry) with the entries that lack an attribute asked for
+        read again, when the server answered the refresh without honouring the attribute list:
+        389 DS sends a delta's entries with every user attribute and no operational one
+        (``nsAccountLock``, ``modifyTimestamp``...), whatever is asked. One search per
+        ``_ID_CHUNK`` entries under each base, with the refresh's filter. An entry no
+        longer found there was deleted or moved out after the refresh: that change is
+        after the refresh's cookie, and the next read has it."""
+        wanted = {a.lower() for a in attributes} - {"1.1"}
+        short = [u for u, (_, raw) in changed.items() if not wanted <= {k.partition(";")[0] for k in raw}]
+        if not short:
+            return changed
+        by_id = {as_id(u).lower(): u for u in short}
+        found: dict[str, tuple[str, RawEntry]] = {}
+        for start in range(0, len(short), _ID_CHUNK):
+            terms = "".join(f"({known}={escape_filter_chars(as_id(u))})" for u in short[start:start + _ID_CHUNK])
+            for base in (*self._settings.sync_contexts, *self._unwatched):
+                for dn, raw in self._paged(conn, base, f"(&{self._changed}(|{terms}))", [*attributes, known]):
+                    for value in raw.get(known.lower()) or ():
+                        if (u := by_id.get(value.decode("ascii", "replace").lower())) is not None:
+                            found[u] = (dn, raw)
+        gone = set(short) - found.keys()
+        if gone:
+            log.info("livesync.changed_entry_gone", system=self._system, ids=sorted(as_id(u) for u in gone),
+                     reason="deleted or moved out since the refresh: the next read has that change")
+        return {u: found.get(u, e) for u, e in changed.items() if u not in gone}
+
     def _ids_under(self, conn: Any, bases: Sequence[str], attribute: str) -> frozenset[str]:
         """The ``attribute`` (an entryUUID) of every entry of the object type under ``bases``."""
         found: set[str] = set()
@@ -289,7 +327,7 @@ class LdapChanges:
 
     def _refresh(self, conn: Any, base: str, cookie: str | None, attributes: Sequence[str]) -> _Refresh:
         """One refreshOnly search under ``base``; the whole answer (a delta is small)."""
-        out = _Refresh()
+        out = _Refresh(asked=frozenset(a.lower() for a in attributes))
         control = SyncRequestControl(cookie=cookie, mode="refreshOnly")
         try:
             msgid = conn.search_ext(base, ldap.SCOPE_SUBTREE, self._changed, list(attributes) or ["1.1"],
@@ -358,7 +396,12 @@ class LdapChanges:
             elif c.state == "delete":
                 out.deleted.add(c.entryUUID)
             else:
-                out.changed[c.entryUUID] = (dn, {k.lower(): v for k, v in attrs.items()})
+                # Only what was asked for is kept: a server that ignores the list (389 DS)
+                # sends every user attribute, userPassword's hash included.
+                raw = {k.lower(): v for k, v in attrs.items()}
+                kept = {k: v for k, v in raw.items() if k.partition(";")[0] in out.asked}
+                out.unasked = out.unasked or len(kept) < len(raw)
+                out.changed[c.entryUUID] = (dn, kept)
             out.cookie = c.cookie or out.cookie
 
     # -- polling --------------------------------------------------------------
