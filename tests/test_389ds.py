@@ -14,7 +14,7 @@ import pytest
 from directory_servers import changes_since
 from idsync.connectors.ldap.changes import LdapChanges
 from idsync.connectors.ldap.connector import LdapSystem
-from idsync.errors import ObjectRejected, PeerError
+from idsync.errors import ObjectRejected, PeerError, SyncTokenExpired
 from idsync.resource import QuerySpec, WriteOp
 from idsync_dev.dirsrv import DirSrv
 
@@ -231,6 +231,33 @@ def test_livesync_reads_operational_attributes_and_keeps_only_what_it_asked(
     assert found == {created["_id"]: {"_id": created["_id"], "uid": "locky", "enabled": False,
                                       "modified": attribute(dirsrv, created["dn"], "modifyTimestamp")[0]}}
     assert kept and not any("userpassword" in raw or "objectclass" in raw for raw in kept)
+    system.close()
+
+
+def test_a_trimmed_retro_changelog_expires_the_token(dirsrv: DirSrv, dirsrv_subtree: str) -> None:
+    """A cookie whose next changes were trimmed from the retro changelog cannot be honoured:
+    389 DS would answer the later changes alone, as if nothing else happened. Its root DSE's
+    firstchangenumber says so (here the entries are removed by the Directory Manager and the
+    server restarted, which reads its changelog again): SyncTokenExpired, which liveSync
+    answers with a full recon and a fresh token."""
+    system = LdapSystem("ds", ds_config(dirsrv, dirsrv_subtree), file=FILE)
+    accounts = system.resource("account")
+    early = accounts.create(person("early"))
+    token = accounts.latest_token()
+    accounts.update(early["_id"], {"description": "trimmed away"})
+    accounts.create(person("later"))
+    since = int(json.loads(token)["cookies"][dirsrv_subtree].rsplit("#", 1)[1])
+    admin = ldap.initialize(dirsrv.url)
+    admin.simple_bind_s(dirsrv.admin_dn, dirsrv.admin_password)
+    for dn, _ in admin.search_s("cn=changelog", ldap.SCOPE_ONELEVEL, f"(changeNumber<={since + 1})", ["1.1"]):
+        admin.delete_s(dn)
+    admin.unbind_ext()
+    system.close()
+    dirsrv.restart()
+    system = LdapSystem("ds", ds_config(dirsrv, dirsrv_subtree), file=FILE)
+    trimmed = rf"starts at change {since + 2}.*from {since + 1} on: they were trimmed"
+    with pytest.raises(SyncTokenExpired, match=trimmed):
+        changes_since(system.resource("account"), token, ["uid", "description"])
     system.close()
 
 

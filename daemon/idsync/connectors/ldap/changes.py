@@ -21,7 +21,10 @@ in it, so a token never silently changes meaning:
   and the caller deletes what it links and the server no longer has (the
   ``livesync.present_phase`` warning says it happened, as it costs a read of
   every id). A server that asks for a full reload (``e-syncRefreshRequired``) or
-  refuses the cookie raises ``SyncTokenExpired``.
+  refuses the cookie raises ``SyncTokenExpired``. 389 DS answers from its retro
+  changelog and says nothing when that was trimmed past the cookie's change number:
+  its root DSE's ``firstchangenumber`` is read after the refresh, and a gap raises
+  ``SyncTokenExpired`` too.
   A changed entry keeps only the attributes asked for. 389 DS ignores the list in a
   delta: every user attribute (``userPassword``'s hash included), no operational one
   (``nsAccountLock``, ``modifyTimestamp``, ``nsUniqueId``); the entries missing an
@@ -221,6 +224,8 @@ class LdapChanges:
             log.warning("livesync.present_phase", system=self._system,
                         reason="the server's session log does not cover the stored cookie (trimmed, or none kept)",
                         present=sum(len(r.present) for r in refreshes.values()))
+        if ds389:
+            self._check_changelog(conn, cookies)
         uuid_ids = self._uid_key == sync_ids
         as_id = _ns_unique_id if ds389 else str
         known = "nsUniqueId" if ds389 else "entryUUID"
@@ -307,6 +312,24 @@ class LdapChanges:
             log.info("livesync.changed_entry_gone", system=self._system, ids=sorted(as_id(u) for u in gone),
                      reason="deleted or moved out since the refresh: the next read has that change")
         return {u: found.get(u, e) for u, e in changed.items() if u not in gone}
+
+    def _check_changelog(self, conn: Any, cookies: dict[str, str]) -> None:
+        """389 DS answers a refresh from its retro changelog, from the change after the
+        cookie's on: when the changelog was trimmed past that change (its root DSE's
+        ``firstchangenumber`` is above it), the changes in between are missing from the
+        answer, which does not say so. Read after the refreshes, so a trim during them
+        is seen too."""
+        try:
+            root = conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["firstchangenumber", "lastchangenumber"])
+        except ldap.LDAPError as error:
+            raise self._failure("read of the root DSE", next(iter(cookies)), error) from None
+        attrs = {k.lower(): v for k, v in root[0][1].items()} if root else {}
+        first, last = (_number(attrs.get(name)) for name in ("firstchangenumber", "lastchangenumber"))
+        since = min(int(c.rsplit("#", 1)[1]) for c in cookies.values() if _DS389_COOKIE.fullmatch(c))
+        if last is not None and last > since and (first is None or first > since + 1):
+            raise SyncTokenExpired(f"{self._system}: the retro changelog now starts at change {first}, and the stored "
+                                   f"cookie needs the changes from {since + 1} on: they were trimmed, so a refresh "
+                                   "would silently miss them")
 
     def _ids_under(self, conn: Any, bases: Sequence[str], attribute: str) -> frozenset[str]:
         """The ``attribute`` (an entryUUID) of every entry of the object type under ``bases``."""
@@ -516,6 +539,13 @@ def _info(out: _Refresh, message: SyncInfoMessage) -> None:
         ids = message.syncIdSet
         (out.deleted if ids["refreshDeletes"] else out.present).update(ids["syncUUIDs"])
         out.cookie = ids.get("cookie") or out.cookie
+
+
+def _number(values: Sequence[bytes] | None) -> int | None:
+    try:
+        return int(values[0]) if values else None
+    except ValueError:
+        return None
 
 
 def _ns_unique_id(sync_uuid: str) -> str:
