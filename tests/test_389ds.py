@@ -12,8 +12,9 @@ from typing import Any
 import ldap
 import pytest
 from directory_servers import changes_since
+from idsync.connectors.ldap.changes import LdapChanges
 from idsync.connectors.ldap.connector import LdapSystem
-from idsync.errors import ObjectRejected, PeerError
+from idsync.errors import ObjectRejected, PeerError, SyncTokenExpired
 from idsync.resource import QuerySpec, WriteOp
 from idsync_dev.dirsrv import DirSrv
 
@@ -196,6 +197,68 @@ def test_livesync_uses_content_synchronization(dirsrv: DirSrv, ds: LdapSystem, d
     assert found[kept["_id"]] == {"_id": kept["_id"], "uid": "kept", "description": "changed"}
     assert found[gone["_id"]] is None and found[new["_id"]]["uid"] == "newcomer"
     assert changes_since(accounts, last, ["uid"])[0] == {}
+
+
+def test_livesync_reads_operational_attributes_and_keeps_only_what_it_asked(
+        dirsrv: DirSrv, dirsrv_subtree: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """389 DS answers a refresh with every user attribute of the changed entries and none of
+    their operational ones, whatever is asked: liveSync reads those again, so an account
+    locked since the token is read locked (nsAccountLock: TRUE), and modifyTimestamp is
+    the one ldapsearch shows. What the refresh sent unasked (userPassword's hash) is not kept."""
+    kept: list[dict[str, Any]] = []
+    refresh = LdapChanges._refresh
+
+    def spy(self: LdapChanges, conn: Any, base: str, cookie: str | None, attributes: Any) -> Any:
+        out = refresh(self, conn, base, cookie, attributes)
+        kept.extend(raw for _, raw in out.changed.values())
+        return out
+
+    monkeypatch.setattr(LdapChanges, "_refresh", spy)
+    config = ds_config(dirsrv, dirsrv_subtree)
+    config["objectTypes"]["account"]["properties"] = {
+        **ACCOUNT, "modified": {"type": "string", "nativeName": "modifyTimestamp",
+                                "flags": ["NOT_CREATABLE", "NOT_UPDATEABLE"]}}
+    system = LdapSystem("ds", config, file=FILE)
+    accounts = system.resource("account")
+    created = accounts.create(person("locky", password="Zebra-Quartz-71", enabled=False))
+    token = accounts.latest_token()
+    accounts.update(created["_id"], {"enabled": True})
+    found, token, _, _ = changes_since(accounts, token, ["enabled", "uid"])
+    assert found == {created["_id"]: {"_id": created["_id"], "uid": "locky", "enabled": True}}
+    accounts.update(created["_id"], {"enabled": False})
+    found = changes_since(accounts, token, ["enabled", "uid", "modified"])[0]
+    assert attribute(dirsrv, created["dn"], "nsAccountLock") == ["TRUE"]
+    assert found == {created["_id"]: {"_id": created["_id"], "uid": "locky", "enabled": False,
+                                      "modified": attribute(dirsrv, created["dn"], "modifyTimestamp")[0]}}
+    assert kept and not any("userpassword" in raw or "objectclass" in raw for raw in kept)
+    system.close()
+
+
+def test_a_trimmed_retro_changelog_expires_the_token(dirsrv: DirSrv, dirsrv_subtree: str) -> None:
+    """A cookie whose next changes were trimmed from the retro changelog cannot be honoured:
+    389 DS would answer the later changes alone, as if nothing else happened. Its root DSE's
+    firstchangenumber says so (here the entries are removed by the Directory Manager and the
+    server restarted, which reads its changelog again): SyncTokenExpired, which liveSync
+    answers with a full recon and a fresh token."""
+    system = LdapSystem("ds", ds_config(dirsrv, dirsrv_subtree), file=FILE)
+    accounts = system.resource("account")
+    early = accounts.create(person("early"))
+    token = accounts.latest_token()
+    accounts.update(early["_id"], {"description": "trimmed away"})
+    accounts.create(person("later"))
+    since = int(json.loads(token)["cookies"][dirsrv_subtree].rsplit("#", 1)[1])
+    admin = ldap.initialize(dirsrv.url)
+    admin.simple_bind_s(dirsrv.admin_dn, dirsrv.admin_password)
+    for dn, _ in admin.search_s("cn=changelog", ldap.SCOPE_ONELEVEL, f"(changeNumber<={since + 1})", ["1.1"]):
+        admin.delete_s(dn)
+    admin.unbind_ext()
+    system.close()
+    dirsrv.restart()
+    system = LdapSystem("ds", ds_config(dirsrv, dirsrv_subtree), file=FILE)
+    trimmed = rf"starts at change {since + 2}.*from {since + 1} on: they were trimmed"
+    with pytest.raises(SyncTokenExpired, match=trimmed):
+        changes_since(system.resource("account"), token, ["uid", "description"])
+    system.close()
 
 
 def test_test_action_recognizes_389_ds(dirsrv: DirSrv, dirsrv_subtree: str) -> None:

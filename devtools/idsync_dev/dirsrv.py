@@ -125,6 +125,13 @@ class DirSrv:
         end_process(process, 15)
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    def restart(self) -> None:
+        """Stop ns-slapd and start it again on the same port: what the server reads only
+        at startup (its retro changelog's first change number...) is read again."""
+        process, self._process = self._process, None
+        end_process(process, 30)
+        self._launch()
+
     def add_ldif(self, text: str) -> None:
         """Apply LDIF as the Directory Manager: plain entries are added, records with
         a ``changetype`` applied as written."""

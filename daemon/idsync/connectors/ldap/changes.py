@@ -21,7 +21,15 @@ in it, so a token never silently changes meaning:
   and the caller deletes what it links and the server no longer has (the
   ``livesync.present_phase`` warning says it happened, as it costs a read of
   every id). A server that asks for a full reload (``e-syncRefreshRequired``) or
-  refuses the cookie raises ``SyncTokenExpired``.
+  refuses the cookie raises ``SyncTokenExpired``. 389 DS answers from its retro
+  changelog and says nothing when that was trimmed past the cookie's change number:
+  its root DSE's ``firstchangenumber`` is read after the refresh, and a gap raises
+  ``SyncTokenExpired`` too.
+  A changed entry keeps only the attributes asked for. 389 DS ignores the list in a
+  delta: every user attribute (``userPassword``'s hash included), no operational one
+  (``nsAccountLock``, ``modifyTimestamp``, ``nsUniqueId``); the entries missing an
+  attribute asked for are read again by id (``_completed``: a search per 100). slapd
+  honours the list, operational attributes included: nothing is read again there.
 * ``poll``: a server without a sync provider is searched for entries whose
   ``entryCSN`` (OpenLDAP) or ``modifyTimestamp`` (others) is newer than the token.
   Deletes are not seen; the feed says so and the next full recon finds them.
@@ -99,6 +107,8 @@ class _Refresh:
     present: set[str] = field(default_factory=set)
     present_phase: bool = False
     cookie: str | None = None
+    asked: frozenset[str] = frozenset()  # the attributes asked for, lower case
+    unasked: bool = False  # an entry came with attributes not asked for: the server ignored the list
 
 
 class LdapChanges:
@@ -214,10 +224,16 @@ class LdapChanges:
             log.warning("livesync.present_phase", system=self._system,
                         reason="the server's session log does not cover the stored cookie (trimmed, or none kept)",
                         present=sum(len(r.present) for r in refreshes.values()))
+        if ds389:
+            self._check_changelog(conn, cookies)
         uuid_ids = self._uid_key == sync_ids
-        entries = [_with_id(u, e) if ds389 and uuid_ids else e
-                   for r in refreshes.values() for u, e in r.changed.items()]
         as_id = _ns_unique_id if ds389 else str
+        known = "nsUniqueId" if ds389 else "entryUUID"
+        changed = {u: _with_id(u, e) if ds389 and uuid_ids else e
+                   for r in refreshes.values() for u, e in r.changed.items()}
+        if ds389 or any(r.unasked for r in refreshes.values()):
+            changed = self._completed(conn, changed, attributes, as_id, known)
+        entries = list(changed.values())
         # An entry one base's refresh no longer finds may be under another (changed or moved
         # there): with several bases, slapd's session log names in each refresh the entries
         # changed anywhere that its search does not match. Only what no base holds is deleted.
@@ -225,7 +241,6 @@ class LdapChanges:
         # recons still read: it is not deleted.
         seen = {u for r in refreshes.values() for u in (*r.changed, *r.present)}
         deleted = sorted({as_id(u) for r in refreshes.values() for u in r.deleted - seen})
-        known = "nsUniqueId" if ds389 else "entryUUID"
         if deleted and (len(refreshes) > 1 or self._unwatched or self._filtered):
             deleted = self._still_gone(conn, deleted, known)
         complete: frozenset[str] | None = None
@@ -270,6 +285,52 @@ class LdapChanges:
                     found.update(v.decode("ascii", "replace").lower() for v in raw.get(attribute.lower()) or ())
         return [i for i in ids if i.lower() not in found]
 
+    def _completed(self, conn: Any, changed: dict[str, tuple[str, RawEntry]], attributes: Sequence[str],
+                   as_id: Callable[[str], str], known: str) -> dict[str, tuple[str, RawEntry]]:
+        """``changed`` (sync UUID -> entry) with the entries that lack an attribute asked for
+        read again, when the server answered the refresh without honouring the attribute list:
+        389 DS sends a delta's entries with every user attribute and no operational one
+        (``nsAccountLock``, ``modifyTimestamp``...), whatever is asked. One search per
+        ``_ID_CHUNK`` entries under each base, with the refresh's filter. An entry no
+        longer found there was deleted or moved out after the refresh: that change is
+        after the refresh's cookie, and the next read has it."""
+        wanted = {a.lower() for a in attributes} - {"1.1"}
+        short = [u for u, (_, raw) in changed.items() if not wanted <= {k.partition(";")[0] for k in raw}]
+        if not short:
+            return changed
+        by_id = {as_id(u).lower(): u for u in short}
+        found: dict[str, tuple[str, RawEntry]] = {}
+        for start in range(0, len(short), _ID_CHUNK):
+            terms = "".join(f"({known}={escape_filter_chars(as_id(u))})" for u in short[start:start + _ID_CHUNK])
+            for base in (*self._settings.sync_contexts, *self._unwatched):
+                for dn, raw in self._paged(conn, base, f"(&{self._changed}(|{terms}))", [*attributes, known]):
+                    for value in raw.get(known.lower()) or ():
+                        if (u := by_id.get(value.decode("ascii", "replace").lower())) is not None:
+                            found[u] = (dn, raw)
+        gone = set(short) - found.keys()
+        if gone:
+            log.info("livesync.changed_entry_gone", system=self._system, ids=sorted(as_id(u) for u in gone),
+                     reason="deleted or moved out since the refresh: the next read has that change")
+        return {u: found.get(u, e) for u, e in changed.items() if u not in gone}
+
+    def _check_changelog(self, conn: Any, cookies: dict[str, str]) -> None:
+        """389 DS answers a refresh from its retro changelog, from the change after the
+        cookie's on: when the changelog was trimmed past that change (its root DSE's
+        ``firstchangenumber`` is above it), the changes in between are missing from the
+        answer, which does not say so. Read after the refreshes, so a trim during them
+        is seen too."""
+        try:
+            root = conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["firstchangenumber", "lastchangenumber"])
+        except ldap.LDAPError as error:
+            raise self._failure("read of the root DSE", next(iter(cookies)), error) from None
+        attrs = {k.lower(): v for k, v in root[0][1].items()} if root else {}
+        first, last = (_number(attrs.get(name)) for name in ("firstchangenumber", "lastchangenumber"))
+        since = min(int(c.rsplit("#", 1)[1]) for c in cookies.values() if _DS389_COOKIE.fullmatch(c))
+        if last is not None and last > since and (first is None or first > since + 1):
+            raise SyncTokenExpired(f"{self._system}: the retro changelog now starts at change {first}, and the stored "
+                                   f"cookie needs the changes from {since + 1} on: they were trimmed, so a refresh "
+                                   "would silently miss them")
+
     def _ids_under(self, conn: Any, bases: Sequence[str], attribute: str) -> frozenset[str]:
         """The ``attribute`` (an entryUUID) of every entry of the object type under ``bases``."""
         found: set[str] = set()
@@ -289,7 +350,7 @@ class LdapChanges:
 
     def _refresh(self, conn: Any, base: str, cookie: str | None, attributes: Sequence[str]) -> _Refresh:
         """One refreshOnly search under ``base``; the whole answer (a delta is small)."""
-        out = _Refresh()
+        out = _Refresh(asked=frozenset(a.lower() for a in attributes))
         control = SyncRequestControl(cookie=cookie, mode="refreshOnly")
         try:
             msgid = conn.search_ext(base, ldap.SCOPE_SUBTREE, self._changed, list(attributes) or ["1.1"],
@@ -357,7 +418,12 @@ class LdapChanges:
             elif c.state == "delete":
                 out.deleted.add(c.entryUUID)
             else:
-                out.changed[c.entryUUID] = (dn, {k.lower(): v for k, v in attrs.items()})
+                # Only what was asked for is kept: a server that ignores the list (389 DS)
+                # sends every user attribute, userPassword's hash included.
+                raw = {k.lower(): v for k, v in attrs.items()}
+                kept = {k: v for k, v in raw.items() if k.partition(";")[0] in out.asked}
+                out.unasked = out.unasked or len(kept) < len(raw)
+                out.changed[c.entryUUID] = (dn, kept)
             out.cookie = c.cookie or out.cookie
 
     # -- polling --------------------------------------------------------------
@@ -472,6 +538,13 @@ def _info(out: _Refresh, message: SyncInfoMessage) -> None:
         ids = message.syncIdSet
         (out.deleted if ids["refreshDeletes"] else out.present).update(ids["syncUUIDs"])
         out.cookie = ids.get("cookie") or out.cookie
+
+
+def _number(values: Sequence[bytes] | None) -> int | None:
+    try:
+        return int(values[0]) if values else None
+    except ValueError:
+        return None
 
 
 def _ns_unique_id(sync_uuid: str) -> str:
