@@ -22,6 +22,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 from idsync.config.jobs import load_jobs
+from idsync.config.pingidm_schedules import load_all_jobs
 from idsync.console.jobfile import create_job, edit_toml, job_file, remove_job, save_job
 from idsync.console.session import Sessions
 from idsync.errors import ConfigError
@@ -34,6 +35,11 @@ schedule = '0 0 * * * ?'           # every hour
 mappings = ["{MAPPING}"]
 enabled = true
 """
+
+
+def _dirs(jobs_dir: Path) -> dict[str, Path]:
+    """The job sources beside a job file of ``jobs_dir``: that directory, and a ``conf/`` in it."""
+    return {"jobs_dir": jobs_dir, "conf_dir": jobs_dir / "conf"}
 
 
 def test_edit_keeps_comments_and_appends_missing_keys() -> None:
@@ -66,7 +72,7 @@ def test_save_refuses_a_broken_expression_and_leaves_the_file(tmp_path: Path) ->
     for edits, key in (({"schedule": "0 61 * * * ?"}, "schedule"), ({"timezone": "Mars/Olympus"}, "timezone"),
                        ({"misfire": "sometimes"}, "misfire")):
         with pytest.raises(ConfigError) as caught:
-            save_job(path, edits, [MAPPING])
+            save_job(path, edits, [MAPPING], **_dirs(tmp_path))
         assert caught.value.key == key and caught.value.file == str(path)
     assert path.read_text() == TEXT
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nightly.toml"]
@@ -77,7 +83,7 @@ def test_save_writes_a_job_the_daemon_loads(tmp_path: Path) -> None:
     path = tmp_path / "nightly.toml"
     path.write_text(TEXT)
     path.chmod(0o640)
-    job = save_job(path, {"schedule": "0 30 2 * * ?", "misfire": "skip"}, [MAPPING])
+    job = save_job(path, {"schedule": "0 30 2 * * ?", "misfire": "skip"}, [MAPPING], **_dirs(tmp_path))
     assert job.schedule.expression == "0 30 2 * * ?" and job.misfire == "skip"
     jobs, errors = load_jobs(tmp_path, [MAPPING])
     assert not errors and jobs["nightly"].schedule.expression == "0 30 2 * * ?"
@@ -102,7 +108,8 @@ def test_a_job_directory_the_daemon_may_not_write_is_a_clear_error(tmp_path: Pat
 
     monkeypatch.setattr(jobfile.tempfile, "mkstemp", read_only)
     monkeypatch.setattr(jobfile.os, "replace", read_only)
-    for attempt in (lambda: save_job(path, {"schedule": "0 30 2 * * ?"}, [MAPPING]), lambda: remove_job(path)):
+    for attempt in (lambda: save_job(path, {"schedule": "0 30 2 * * ?"}, [MAPPING], **_dirs(tmp_path)),
+                    lambda: remove_job(path)):
         with pytest.raises(ConfigError) as caught:
             attempt()
         assert caught.value.file == str(path)
@@ -118,12 +125,13 @@ def test_pingidm_schedule_is_edited_as_json(tmp_path: Path) -> None:
                 "invokeService": "sync", "invokeContext": {"action": "reconcile", "mapping": MAPPING}}
     (conf / "schedule-recon.json").write_text(json.dumps(schedule))
     path = job_file(tmp_path / "jobs.d", conf, "recon")
-    save_job(path, {"schedule": "0 15 3 * * ?", "timezone": "UTC", "misfire": "skip"}, [MAPPING])
+    save_job(path, {"schedule": "0 15 3 * * ?", "timezone": "UTC", "misfire": "skip"}, [MAPPING],
+             jobs_dir=tmp_path / "jobs.d", conf_dir=conf)
     saved = json.loads(path.read_text())
     assert saved["schedule"] == "0 15 3 * * ?" and saved["misfirePolicy"] == "doNothing"
     assert saved["timeZone"] == "UTC" and saved["persisted"] is True and saved["invokeContext"]["mapping"] == MAPPING
     with pytest.raises(ConfigError):
-        save_job(path, {"schedule": "nope"}, [MAPPING])
+        save_job(path, {"schedule": "nope"}, [MAPPING], jobs_dir=tmp_path / "jobs.d", conf_dir=conf)
     assert json.loads(path.read_text()) == saved
 
 
@@ -136,11 +144,12 @@ def test_a_simple_pingidm_schedule_keeps_its_interval_or_becomes_cron(tmp_path: 
                 "invokeContext": {"action": "reconcile", "mapping": MAPPING}}
     (conf / "schedule-hourly.json").write_text(json.dumps(schedule))
     path = job_file(tmp_path / "jobs.d", conf, "hourly")
-    job = save_job(path, {"schedule": "every 3600 s", "timezone": "UTC", "enabled": False}, [MAPPING])
+    job = save_job(path, {"schedule": "every 3600 s", "timezone": "UTC", "enabled": False}, [MAPPING],
+                   jobs_dir=tmp_path / "jobs.d", conf_dir=conf)
     saved = json.loads(path.read_text())
     assert saved["type"] == "simple" and saved["repeatInterval"] == 3600000 and "schedule" not in saved
     assert saved["enabled"] is False and job.schedule.expression.startswith("every 3600")
-    job = save_job(path, {"schedule": "0 30 * * * ?"}, [MAPPING])
+    job = save_job(path, {"schedule": "0 30 * * * ?"}, [MAPPING], jobs_dir=tmp_path / "jobs.d", conf_dir=conf)
     saved = json.loads(path.read_text())
     assert saved["type"] == "cron" and saved["schedule"] == "0 30 * * * ?" and "repeatInterval" not in saved
     assert job.schedule.describe()
@@ -149,17 +158,59 @@ def test_a_simple_pingidm_schedule_keeps_its_interval_or_becomes_cron(tmp_path: 
 def test_create_and_remove(tmp_path: Path) -> None:
     """A new job is written only if it loads and its name is free; Remove keeps the file aside."""
     jobs_dir = tmp_path / "jobs.d"
-    create_job(jobs_dir, "hourly", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+    create_job(jobs_dir, tmp_path / "conf", "hourly", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
     assert load_jobs(jobs_dir, [MAPPING])[0]["hourly"].mappings == (MAPPING,)
     with pytest.raises(ConfigError, match="exists already"):
-        create_job(jobs_dir, "hourly", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+        create_job(jobs_dir, tmp_path / "conf", "hourly", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
     with pytest.raises(ConfigError, match="mappings"):
-        create_job(jobs_dir, "none", {"schedule": "@hourly"}, [MAPPING], [])
+        create_job(jobs_dir, tmp_path / "conf", "none", {"schedule": "@hourly"}, [MAPPING], [])
     with pytest.raises(ConfigError, match="letters, digits"):
-        create_job(jobs_dir, "../escape", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+        create_job(jobs_dir, tmp_path / "conf", "../escape", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
     kept = remove_job(jobs_dir / "hourly.toml")
     assert kept.name == "hourly.toml.removed" and load_jobs(jobs_dir, [MAPPING])[0] == {}
     assert not (jobs_dir / "none.toml").exists()
+
+
+def test_add_refuses_a_name_a_pingidm_schedule_has(tmp_path: Path) -> None:
+    """Add a job refuses a name a ``conf/schedule-NAME.json`` defines (valid or not: fixed, it
+    would clash), naming the file; nothing is written and the job set still loads without error."""
+    jobs_dir, conf = tmp_path / "jobs.d", tmp_path / "conf"
+    conf.mkdir()
+    schedule = {"type": "cron", "schedule": "0 0 * * * ?", "invokeService": "sync",
+                "invokeContext": {"action": "reconcile", "mapping": MAPPING}}
+    (conf / "schedule-reconLdap.json").write_text(json.dumps(schedule))
+    (conf / "schedule-broken.json").write_text("{")
+    for name in ("reconLdap", "broken"):
+        with pytest.raises(ConfigError, match=f"exists already .*schedule-{name}.json"):
+            create_job(jobs_dir, conf, name, {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+        assert not (jobs_dir / f"{name}.toml").exists()
+    jobs, errors = load_all_jobs(jobs_dir, conf, [MAPPING])
+    assert list(jobs) == ["reconLdap"] and [e.file for e in errors] == [str(conf / "schedule-broken.json")]
+
+
+def test_a_write_that_would_make_the_job_set_clash_is_refused(tmp_path: Path) -> None:
+    """Beyond the name, the job set is loaded with the new file before it is written: a change
+    giving it an error it had not (two sources defining one job) is refused and nothing written;
+    an error the set had already (another file's) does not stop an unrelated Save."""
+    jobs_dir, conf = tmp_path / "jobs.d", tmp_path / "conf"
+    jobs_dir.mkdir()
+    conf.mkdir()
+    schedule = {"type": "cron", "schedule": "0 0 * * * ?", "invokeService": "sync",
+                "invokeContext": {"action": "reconcile", "mapping": MAPPING}}
+    (conf / "schedule-nightly.json").write_text(json.dumps(schedule))
+    # jobs.d/nightly.toml does not load now: saved valid, it would clash with the schedule.
+    broken = TEXT.replace("enabled = true", "enabled = 1")
+    (jobs_dir / "nightly.toml").write_text(broken)
+    with pytest.raises(ConfigError, match="also defined by"):
+        save_job(jobs_dir / "nightly.toml", {"enabled": True}, [MAPPING], jobs_dir=jobs_dir, conf_dir=conf)
+    assert (jobs_dir / "nightly.toml").read_text() == broken
+    # A clash already there (other.toml and schedule-other.json) does not refuse another job's Save.
+    (jobs_dir / "nightly.toml").unlink()
+    (conf / "schedule-other.json").write_text(json.dumps(schedule))
+    (jobs_dir / "other.toml").write_text(TEXT)
+    (jobs_dir / "hourly.toml").write_text(TEXT)
+    save_job(jobs_dir / "hourly.toml", {"schedule": "0 5 * * * ?"}, [MAPPING], jobs_dir=jobs_dir, conf_dir=conf)
+    assert tomllib.loads((jobs_dir / "hourly.toml").read_text())["schedule"] == "0 5 * * * ?"
 
 
 def test_sessions_end_when_idle() -> None:
@@ -418,7 +469,7 @@ def test_save_on_the_example_jobs_changes_only_the_schedule(tmp_path: Path, name
     path = tmp_path / example.name
     shutil.copy(example, path)
     mappings = list(tomllib.loads(example.read_text())["mappings"])
-    save_job(path, {"schedule": "0 0/10 6-20 ? * MON-FRI"}, mappings)
+    save_job(path, {"schedule": "0 0/10 6-20 ? * MON-FRI"}, mappings, **_dirs(tmp_path))
     before, after = example.read_text().splitlines(), path.read_text().splitlines()
     changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
     assert len(changed) == 1
