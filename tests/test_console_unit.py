@@ -108,6 +108,7 @@ def test_a_job_directory_the_daemon_may_not_write_is_a_clear_error(tmp_path: Pat
 
     monkeypatch.setattr(jobfile.tempfile, "mkstemp", read_only)
     monkeypatch.setattr(jobfile.os, "replace", read_only)
+    monkeypatch.setattr(jobfile.os, "link", read_only)
     for attempt in (lambda: save_job(path, {"schedule": "0 30 2 * * ?"}, [MAPPING], **_dirs(tmp_path)),
                     lambda: remove_job(path)):
         with pytest.raises(ConfigError) as caught:
@@ -211,6 +212,21 @@ def test_a_write_that_would_make_the_job_set_clash_is_refused(tmp_path: Path) ->
     (jobs_dir / "hourly.toml").write_text(TEXT)
     save_job(jobs_dir / "hourly.toml", {"schedule": "0 5 * * * ?"}, [MAPPING], jobs_dir=jobs_dir, conf_dir=conf)
     assert tomllib.loads((jobs_dir / "hourly.toml").read_text())["schedule"] == "0 5 * * * ?"
+
+
+def test_removing_a_job_again_keeps_every_removed_copy(tmp_path: Path) -> None:
+    """A job removed, added again and removed again: the first removal's copy stays as it was,
+    the second goes to ``NAME.toml.removed.1``, a third to ``.removed.2``."""
+    jobs_dir = tmp_path / "jobs.d"
+    jobs_dir.mkdir()
+    kept = []
+    for n in range(3):
+        (jobs_dir / "nightly.toml").write_text(TEXT.replace("Nightly", f"Nightly {n}"))
+        kept.append(remove_job(jobs_dir / "nightly.toml").name)
+    assert kept == ["nightly.toml.removed", "nightly.toml.removed.1", "nightly.toml.removed.2"]
+    for n, name in enumerate(kept):
+        assert f"Nightly {n}" in (jobs_dir / name).read_text()
+    assert not (jobs_dir / "nightly.toml").exists() and load_jobs(jobs_dir, [MAPPING])[0] == {}
 
 
 def test_sessions_end_when_idle() -> None:

@@ -10,6 +10,9 @@ it, before anything is written: a broken expression, or a name another job
 source defines, never reaches the file. Then it is written to a hidden temporary
 file in the same directory (not ``*.toml``, so no reload can read it
 half-written), flushed, and renamed over the job file.
+
+Remove renames the file aside, to ``NAME.toml.removed``, or ``NAME.toml.removed.1``
+(``.2`` ...) when an earlier removal's copy holds that name: no copy is replaced.
 """
 
 from __future__ import annotations
@@ -156,12 +159,34 @@ def _check_job_set(job: JobDef, jobs_dir: Path, conf_dir: Path, known_mappings: 
         raise ConfigErrors(added)
 
 
-def remove_job(path: Path) -> Path:
-    """Take a job out by renaming its file to ``*.removed`` (kept for an undo by hand)."""
+def _removed_path(path: Path) -> Path:
+    """Where Remove keeps ``path``: ``NAME.removed``, or the first free ``NAME.removed.N``."""
     target = path.with_name(path.name + ".removed")
+    n = 0
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = path.with_name(f"{path.name}.removed.{n}")
+    return target
+
+
+def remove_job(path: Path) -> Path:
+    """Take a job out by renaming its file to ``*.removed`` (kept for an undo by hand); a copy
+    an earlier removal kept is never replaced."""
+    while True:
+        target = _removed_path(path)
+        try:
+            # A hard link fails if the name was taken meanwhile (a removal at the same time).
+            os.link(path, target)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
+        break
     try:
-        os.replace(path, target)
+        os.unlink(path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
         raise _unwritable(path, exc) from None
     return target
 
