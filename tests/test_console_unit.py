@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import os
 import shutil
 import ssl
 import time
@@ -25,7 +26,7 @@ from idsync.config.jobs import load_jobs
 from idsync.config.pingidm_schedules import load_all_jobs
 from idsync.console.jobfile import create_job, edit_toml, job_file, remove_job, save_job
 from idsync.console.session import Sessions
-from idsync.errors import ConfigError
+from idsync.errors import ConfigError, ConfigWarning
 from idsync_dev.slapd import Slapd
 
 MAPPING = "systemLdapAccounts_managedUser"
@@ -495,8 +496,8 @@ def test_save_on_the_example_jobs_changes_only_the_schedule(tmp_path: Path, name
 
 @pytest.fixture
 def sf_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Any]]:
-    """The Salesforce sample without a refresh token, against a fresh stand-in whose
-    Connected App lists the in-process console's callback URL."""
+    """The Salesforce sample as shipped, without a refresh token (its variable not set),
+    against a fresh stand-in whose Connected App lists the in-process console's callback URL."""
     from salesforce_sample import running_org, sample_project, sf_env
 
     for org in running_org(tmp_path):
@@ -504,12 +505,8 @@ def sf_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
         for name, value in sf_env(org).items():
             if name != "SALESFORCE_REFRESH_TOKEN":
                 monkeypatch.setenv(name, value)
-        project = sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}")
-        prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
-        prov = json.loads(prov_file.read_text())
-        del prov["configurationProperties"]["refreshToken"]
-        prov_file.write_text(json.dumps(prov))
-        yield project, org
+        # The sample's refreshToken stays "&{SALESFORCE_REFRESH_TOKEN}", a variable not set.
+        yield sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}"), org
 
 
 async def _consent(client: httpx.AsyncClient, org: Any) -> tuple[str, str]:
@@ -745,6 +742,73 @@ def test_enabling_without_a_consumer_key_is_refused(sf_project: tuple[Path, Any]
     _as_admin(project, steps)
     assert json.loads(overlay.read_text()) == {"enabled": False,
                                                "loginUrl": "https://login.salesforce.com/services/oauth2/token"}
+
+
+def test_the_salesforce_walkthrough_on_the_sample_as_shipped(sf_project: tuple[Path, Any],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walkthrough on the sample's provisioner as shipped, disabled, with none of
+    SALESFORCE_CLIENT_ID, _CLIENT_SECRET, _REFRESH_TOKEN set: Settings (Enabled, Consumer Key and
+    Secret) is saved, not refused for the refresh token's variable (a 400 naming
+    SALESFORCE_REFRESH_TOKEN); Authorize keeps a token; then the project as the daemon loads it
+    connects with that token, the variable still not set, and validates."""
+    from idsync.config.project import load_project, validate_project
+    from idsync.resources import Resources, check_system
+
+    project, org = sf_project
+    for name in ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_REFRESH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
+    prov = json.loads(prov_file.read_text())
+    assert prov["configurationProperties"]["refreshToken"] == "&{SALESFORCE_REFRESH_TOKEN}"
+    prov_file.write_text(json.dumps({**prov, "enabled": False}))
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        form = await client.get("/admin/systems/salesforce/settings")
+        saved = await client.post("/admin/systems/salesforce/settings", data=_settings_form(
+            form, enabled="1", loginUrl="custom", customLoginUrl=org.url, clientId=org.client_id,
+            clientSecret=org.client_secret))
+        assert saved.status_code == 303, html.unescape(saved.text)
+        callback, _ = await _consent(client, org)
+        done = await client.get(callback)
+        assert done.status_code == 200 and "salesforce is authorized" in done.text, done.text
+
+    _as_admin(project, steps, reread=True)
+    assert "SALESFORCE_REFRESH_TOKEN" not in os.environ
+    loaded = load_project(project)
+    assert "refreshToken" not in loaded.provisioners["salesforce"].config["configurationProperties"]
+    assert not [p for p in validate_project(project, check_system) if not isinstance(p, ConfigWarning)]
+    resources = Resources(loaded, None)  # type: ignore[arg-type]
+    try:
+        assert resources.system("salesforce").test()["ok"]
+    finally:
+        resources.close()
+
+
+def test_an_unset_variable_a_consent_cannot_stand_for_is_still_an_error(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a key a consent in the console gives, where there is a state directory to keep one,
+    may name a variable that is not set: a Consumer Secret's unset variable, or the refresh
+    token's without a state directory, is an error naming the file, the key and the variable."""
+    from idsync.config.project import Provisioner
+
+    monkeypatch.delenv("NOT_SET_FOR_THIS_TEST", raising=False)
+    raw = {"configurationProperties": {"clientId": "key", "clientSecret": "&{NOT_SET_FOR_THIS_TEST}",
+                                       "refreshToken": "&{NOT_SET_FOR_THIS_TEST}"}}
+    with_state = Provisioner("sf", "conf/provisioner.openicf-sf.json", "salesforce", raw, state_dir=tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        with_state.config  # noqa: B018 - reading it substitutes
+    assert caught.value.key == "configurationProperties.clientSecret"
+    assert caught.value.file == "conf/provisioner.openicf-sf.json" and "NOT_SET_FOR_THIS_TEST" in caught.value.problem
+    raw["configurationProperties"]["clientSecret"] = "secret"
+    assert "refreshToken" not in with_state.config["configurationProperties"]
+    without_state = Provisioner("sf", "conf/provisioner.openicf-sf.json", "salesforce", raw)
+    with pytest.raises(ConfigError) as caught:
+        without_state.config  # noqa: B018
+    assert caught.value.key == "configurationProperties.refreshToken"
+    ldap = Provisioner("ldap", "conf/provisioner.openicf-ldap.json", "ldap",
+                       {"configurationProperties": {"refreshToken": "&{NOT_SET_FOR_THIS_TEST}"}}, state_dir=tmp_path)
+    with pytest.raises(ConfigError, match="NOT_SET_FOR_THIS_TEST"):
+        ldap.config  # noqa: B018
 
 
 def test_a_runs_page_links_the_runs_that_carried_its_writes_on(tmp_path: Path) -> None:
