@@ -952,3 +952,44 @@ def test_a_mapping_page_shows_all_the_mapping_says(tmp_path: Path) -> None:
 
     with _app(tmp_path, project_dir) as app:
         asyncio.run(visit(app))
+
+
+def test_a_malformed_runs_cursor_is_a_400(tmp_path: Path) -> None:
+    """Runs with a ``before`` cursor that has no start time (``|x``) or no run id is a 400
+    naming the cursor, as a garbage one is (``|x`` was a 500 from an assertion)."""
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            for cursor in ("|x", "garbage", "2026-12-05T10:00:00+00:00|", "2026-12-05T10:00:00+00:00"):
+                answer = await client.get("/admin/runs", params={"before": cursor})
+                assert answer.status_code == 400 and "before: expected" in html.unescape(answer.text), cursor
+                assert answer.headers["cache-control"] == "no-store"
+
+    with _app(tmp_path) as app:
+        asyncio.run(visit(app))
+
+
+def test_an_unexpected_error_is_a_page_with_the_security_headers(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error in a page is a 500 error page that says nothing of the error and
+    carries the console's security headers (Starlette's own was plain text without them)."""
+    import idsync.console.runs as runs
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a secret detail")
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            monkeypatch.setattr(runs.RunStore, "search", broken)
+            crashed = await client.get("/admin/runs")
+            assert crashed.status_code == 500 and "unexpected error" in crashed.text
+            assert "a secret detail" not in crashed.text and "RuntimeError" not in crashed.text
+            assert "script-src 'self'" in crashed.headers.get("content-security-policy", "")
+            assert crashed.headers.get("cache-control") == "no-store" and crashed.headers["x-frame-options"] == "DENY"
+
+    with _app(tmp_path) as app:
+        asyncio.run(visit(app))

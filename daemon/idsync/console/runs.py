@@ -57,7 +57,9 @@ async def _list(request: Request) -> Response:
     if cursor:
         started, _, run_id = cursor.partition("|")
         at = _time(started, "before")
-        assert at is not None
+        if at is None or not run_id:
+            raise HTTPException(400, "before: expected the cursor of a page of runs, a start time and a run id "
+                                     "such as 2026-12-05T10:00:00+00:00|ID")
         before = (at, run_id)
     rows = await run_in_threadpool(lambda: RunStore(ctx.store).search(
         mapping=f["mapping"] or None, job=f["job"] or None, state=f["state"] or None,
