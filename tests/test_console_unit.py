@@ -993,3 +993,36 @@ def test_an_unexpected_error_is_a_page_with_the_security_headers(tmp_path: Path,
 
     with _app(tmp_path) as app:
         asyncio.run(visit(app))
+
+
+def test_a_preview_audit_filters_by_dry_run(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A preview's run page offers the statuses its entries have, DRY_RUN among them (it
+    offered only SUCCESS, FAILURE, NOT_APPLICABLE), and filtering by it lists its entries."""
+    from idsync.store.runs import RunStore
+
+    from samples import FORWARD, sample_project
+
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            csrf = _login_token(await client.get(f"/admin/mappings/{FORWARD}"))
+            started = await client.post(f"/admin/mappings/{FORWARD}/preview", data={"csrf": csrf})
+            assert started.status_code == 303, started.text
+            run_page = started.headers["location"].split("?")[0]
+            run_id = run_page.rsplit("/", 1)[1]
+            store = app.state.ctx.store
+            for _ in range(600):
+                if (RunStore(store).get(run_id) or {}).get("state") != "ACTIVE":
+                    break
+                await asyncio.sleep(0.05)
+            shown = await client.get(run_page)
+            options = shown.text.split('id="a-status"', 1)[1].split("</select>", 1)[0]
+            assert "<option>DRY_RUN</option>" in options and "<option>FAILURE</option>" in options, options
+            only = await client.get(run_page, params={"status": "DRY_RUN"})
+            assert "<option selected>DRY_RUN</option>" in only.text and only.text.count("<td>DRY_RUN</td>") > 0
+
+    with _app(tmp_path, project) as app:
+        asyncio.run(visit(app))
