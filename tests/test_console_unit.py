@@ -995,6 +995,26 @@ def test_an_unexpected_error_is_a_page_with_the_security_headers(tmp_path: Path,
         asyncio.run(visit(app))
 
 
+def test_the_identities_filter_error_says_its_prefix_once(tmp_path: Path) -> None:
+    """A ``_queryFilter`` naming a secret property is refused with ``_queryFilter:`` once; one
+    that does not parse still says which field it is."""
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            secret = await client.get("/admin/managed/user", params={"_queryFilter": "password pr"})
+            said = html.unescape(secret.text)
+            assert secret.status_code == 400 and "_queryFilter: password is a secret property" in said
+            assert "_queryFilter: _queryFilter" not in said
+            broken = await client.get("/admin/managed/user", params={"_queryFilter": "userName eq"})
+            assert broken.status_code == 400
+            assert "_queryFilter: expected a value after userName eq" in html.unescape(broken.text)
+
+    with _app(tmp_path) as app:
+        asyncio.run(visit(app))
+
+
 def test_a_preview_audit_filters_by_dry_run(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """A preview's run page offers the statuses its entries have, DRY_RUN among them (it
     offered only SUCCESS, FAILURE, NOT_APPLICABLE), and filtering by it lists its entries."""
