@@ -1046,3 +1046,24 @@ def test_a_preview_audit_filters_by_dry_run(tmp_path: Path, slapd: Slapd, ldap_s
 
     with _app(tmp_path, project) as app:
         asyncio.run(visit(app))
+
+
+def test_a_system_object_shows_lists_as_json(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A system object's page shows a list as JSON (``["top", ...]``), as a managed object's
+    page does, not as Python's repr (``['top', ...]``)."""
+    from samples import sample_project
+
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            listed = await client.get("/admin/system/ldap/account")
+            link = listed.text.split('href="/admin/system/ldap/account/', 1)[1].split('"', 1)[0]
+            one = await client.get(f"/admin/system/ldap/account/{link}")
+            said = html.unescape(one.text)
+            assert one.status_code == 200 and '["' in said and "['" not in said, said
+
+    with _app(tmp_path, project) as app:
+        asyncio.run(visit(app))
