@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import os
 import shutil
 import ssl
 import time
@@ -22,9 +23,10 @@ from urllib.parse import unquote
 import httpx
 import pytest
 from idsync.config.jobs import load_jobs
+from idsync.config.pingidm_schedules import load_all_jobs
 from idsync.console.jobfile import create_job, edit_toml, job_file, remove_job, save_job
 from idsync.console.session import Sessions
-from idsync.errors import ConfigError
+from idsync.errors import ConfigError, ConfigWarning
 from idsync_dev.slapd import Slapd
 
 MAPPING = "systemLdapAccounts_managedUser"
@@ -34,6 +36,11 @@ schedule = '0 0 * * * ?'           # every hour
 mappings = ["{MAPPING}"]
 enabled = true
 """
+
+
+def _dirs(jobs_dir: Path) -> dict[str, Path]:
+    """The job sources beside a job file of ``jobs_dir``: that directory, and a ``conf/`` in it."""
+    return {"jobs_dir": jobs_dir, "conf_dir": jobs_dir / "conf"}
 
 
 def test_edit_keeps_comments_and_appends_missing_keys() -> None:
@@ -66,7 +73,7 @@ def test_save_refuses_a_broken_expression_and_leaves_the_file(tmp_path: Path) ->
     for edits, key in (({"schedule": "0 61 * * * ?"}, "schedule"), ({"timezone": "Mars/Olympus"}, "timezone"),
                        ({"misfire": "sometimes"}, "misfire")):
         with pytest.raises(ConfigError) as caught:
-            save_job(path, edits, [MAPPING])
+            save_job(path, edits, [MAPPING], **_dirs(tmp_path))
         assert caught.value.key == key and caught.value.file == str(path)
     assert path.read_text() == TEXT
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nightly.toml"]
@@ -77,7 +84,7 @@ def test_save_writes_a_job_the_daemon_loads(tmp_path: Path) -> None:
     path = tmp_path / "nightly.toml"
     path.write_text(TEXT)
     path.chmod(0o640)
-    job = save_job(path, {"schedule": "0 30 2 * * ?", "misfire": "skip"}, [MAPPING])
+    job = save_job(path, {"schedule": "0 30 2 * * ?", "misfire": "skip"}, [MAPPING], **_dirs(tmp_path))
     assert job.schedule.expression == "0 30 2 * * ?" and job.misfire == "skip"
     jobs, errors = load_jobs(tmp_path, [MAPPING])
     assert not errors and jobs["nightly"].schedule.expression == "0 30 2 * * ?"
@@ -102,7 +109,9 @@ def test_a_job_directory_the_daemon_may_not_write_is_a_clear_error(tmp_path: Pat
 
     monkeypatch.setattr(jobfile.tempfile, "mkstemp", read_only)
     monkeypatch.setattr(jobfile.os, "replace", read_only)
-    for attempt in (lambda: save_job(path, {"schedule": "0 30 2 * * ?"}, [MAPPING]), lambda: remove_job(path)):
+    monkeypatch.setattr(jobfile.os, "link", read_only)
+    for attempt in (lambda: save_job(path, {"schedule": "0 30 2 * * ?"}, [MAPPING], **_dirs(tmp_path)),
+                    lambda: remove_job(path)):
         with pytest.raises(ConfigError) as caught:
             attempt()
         assert caught.value.file == str(path)
@@ -118,12 +127,13 @@ def test_pingidm_schedule_is_edited_as_json(tmp_path: Path) -> None:
                 "invokeService": "sync", "invokeContext": {"action": "reconcile", "mapping": MAPPING}}
     (conf / "schedule-recon.json").write_text(json.dumps(schedule))
     path = job_file(tmp_path / "jobs.d", conf, "recon")
-    save_job(path, {"schedule": "0 15 3 * * ?", "timezone": "UTC", "misfire": "skip"}, [MAPPING])
+    save_job(path, {"schedule": "0 15 3 * * ?", "timezone": "UTC", "misfire": "skip"}, [MAPPING],
+             jobs_dir=tmp_path / "jobs.d", conf_dir=conf)
     saved = json.loads(path.read_text())
     assert saved["schedule"] == "0 15 3 * * ?" and saved["misfirePolicy"] == "doNothing"
     assert saved["timeZone"] == "UTC" and saved["persisted"] is True and saved["invokeContext"]["mapping"] == MAPPING
     with pytest.raises(ConfigError):
-        save_job(path, {"schedule": "nope"}, [MAPPING])
+        save_job(path, {"schedule": "nope"}, [MAPPING], jobs_dir=tmp_path / "jobs.d", conf_dir=conf)
     assert json.loads(path.read_text()) == saved
 
 
@@ -136,11 +146,12 @@ def test_a_simple_pingidm_schedule_keeps_its_interval_or_becomes_cron(tmp_path: 
                 "invokeContext": {"action": "reconcile", "mapping": MAPPING}}
     (conf / "schedule-hourly.json").write_text(json.dumps(schedule))
     path = job_file(tmp_path / "jobs.d", conf, "hourly")
-    job = save_job(path, {"schedule": "every 3600 s", "timezone": "UTC", "enabled": False}, [MAPPING])
+    job = save_job(path, {"schedule": "every 3600 s", "timezone": "UTC", "enabled": False}, [MAPPING],
+                   jobs_dir=tmp_path / "jobs.d", conf_dir=conf)
     saved = json.loads(path.read_text())
     assert saved["type"] == "simple" and saved["repeatInterval"] == 3600000 and "schedule" not in saved
     assert saved["enabled"] is False and job.schedule.expression.startswith("every 3600")
-    job = save_job(path, {"schedule": "0 30 * * * ?"}, [MAPPING])
+    job = save_job(path, {"schedule": "0 30 * * * ?"}, [MAPPING], jobs_dir=tmp_path / "jobs.d", conf_dir=conf)
     saved = json.loads(path.read_text())
     assert saved["type"] == "cron" and saved["schedule"] == "0 30 * * * ?" and "repeatInterval" not in saved
     assert job.schedule.describe()
@@ -149,17 +160,74 @@ def test_a_simple_pingidm_schedule_keeps_its_interval_or_becomes_cron(tmp_path: 
 def test_create_and_remove(tmp_path: Path) -> None:
     """A new job is written only if it loads and its name is free; Remove keeps the file aside."""
     jobs_dir = tmp_path / "jobs.d"
-    create_job(jobs_dir, "hourly", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+    create_job(jobs_dir, tmp_path / "conf", "hourly", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
     assert load_jobs(jobs_dir, [MAPPING])[0]["hourly"].mappings == (MAPPING,)
     with pytest.raises(ConfigError, match="exists already"):
-        create_job(jobs_dir, "hourly", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+        create_job(jobs_dir, tmp_path / "conf", "hourly", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
     with pytest.raises(ConfigError, match="mappings"):
-        create_job(jobs_dir, "none", {"schedule": "@hourly"}, [MAPPING], [])
+        create_job(jobs_dir, tmp_path / "conf", "none", {"schedule": "@hourly"}, [MAPPING], [])
     with pytest.raises(ConfigError, match="letters, digits"):
-        create_job(jobs_dir, "../escape", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+        create_job(jobs_dir, tmp_path / "conf", "../escape", {"schedule": "@hourly"}, [MAPPING], [MAPPING])
     kept = remove_job(jobs_dir / "hourly.toml")
     assert kept.name == "hourly.toml.removed" and load_jobs(jobs_dir, [MAPPING])[0] == {}
     assert not (jobs_dir / "none.toml").exists()
+
+
+def test_add_refuses_a_name_a_pingidm_schedule_has(tmp_path: Path) -> None:
+    """Add a job refuses a name a ``conf/schedule-NAME.json`` defines (valid or not: fixed, it
+    would clash), naming the file; nothing is written and the job set still loads without error."""
+    jobs_dir, conf = tmp_path / "jobs.d", tmp_path / "conf"
+    conf.mkdir()
+    schedule = {"type": "cron", "schedule": "0 0 * * * ?", "invokeService": "sync",
+                "invokeContext": {"action": "reconcile", "mapping": MAPPING}}
+    (conf / "schedule-reconLdap.json").write_text(json.dumps(schedule))
+    (conf / "schedule-broken.json").write_text("{")
+    for name in ("reconLdap", "broken"):
+        with pytest.raises(ConfigError, match=f"exists already .*schedule-{name}.json"):
+            create_job(jobs_dir, conf, name, {"schedule": "@hourly"}, [MAPPING], [MAPPING])
+        assert not (jobs_dir / f"{name}.toml").exists()
+    jobs, errors = load_all_jobs(jobs_dir, conf, [MAPPING])
+    assert list(jobs) == ["reconLdap"] and [e.file for e in errors] == [str(conf / "schedule-broken.json")]
+
+
+def test_a_write_that_would_make_the_job_set_clash_is_refused(tmp_path: Path) -> None:
+    """Beyond the name, the job set is loaded with the new file before it is written: a change
+    giving it an error it had not (two sources defining one job) is refused and nothing written;
+    an error the set had already (another file's) does not stop an unrelated Save."""
+    jobs_dir, conf = tmp_path / "jobs.d", tmp_path / "conf"
+    jobs_dir.mkdir()
+    conf.mkdir()
+    schedule = {"type": "cron", "schedule": "0 0 * * * ?", "invokeService": "sync",
+                "invokeContext": {"action": "reconcile", "mapping": MAPPING}}
+    (conf / "schedule-nightly.json").write_text(json.dumps(schedule))
+    # jobs.d/nightly.toml does not load now: saved valid, it would clash with the schedule.
+    broken = TEXT.replace("enabled = true", "enabled = 1")
+    (jobs_dir / "nightly.toml").write_text(broken)
+    with pytest.raises(ConfigError, match="also defined by"):
+        save_job(jobs_dir / "nightly.toml", {"enabled": True}, [MAPPING], jobs_dir=jobs_dir, conf_dir=conf)
+    assert (jobs_dir / "nightly.toml").read_text() == broken
+    # A clash already there (other.toml and schedule-other.json) does not refuse another job's Save.
+    (jobs_dir / "nightly.toml").unlink()
+    (conf / "schedule-other.json").write_text(json.dumps(schedule))
+    (jobs_dir / "other.toml").write_text(TEXT)
+    (jobs_dir / "hourly.toml").write_text(TEXT)
+    save_job(jobs_dir / "hourly.toml", {"schedule": "0 5 * * * ?"}, [MAPPING], jobs_dir=jobs_dir, conf_dir=conf)
+    assert tomllib.loads((jobs_dir / "hourly.toml").read_text())["schedule"] == "0 5 * * * ?"
+
+
+def test_removing_a_job_again_keeps_every_removed_copy(tmp_path: Path) -> None:
+    """A job removed, added again and removed again: the first removal's copy stays as it was,
+    the second goes to ``NAME.toml.removed.1``, a third to ``.removed.2``."""
+    jobs_dir = tmp_path / "jobs.d"
+    jobs_dir.mkdir()
+    kept = []
+    for n in range(3):
+        (jobs_dir / "nightly.toml").write_text(TEXT.replace("Nightly", f"Nightly {n}"))
+        kept.append(remove_job(jobs_dir / "nightly.toml").name)
+    assert kept == ["nightly.toml.removed", "nightly.toml.removed.1", "nightly.toml.removed.2"]
+    for n, name in enumerate(kept):
+        assert f"Nightly {n}" in (jobs_dir / name).read_text()
+    assert not (jobs_dir / "nightly.toml").exists() and load_jobs(jobs_dir, [MAPPING])[0] == {}
 
 
 def test_sessions_end_when_idle() -> None:
@@ -418,7 +486,7 @@ def test_save_on_the_example_jobs_changes_only_the_schedule(tmp_path: Path, name
     path = tmp_path / example.name
     shutil.copy(example, path)
     mappings = list(tomllib.loads(example.read_text())["mappings"])
-    save_job(path, {"schedule": "0 0/10 6-20 ? * MON-FRI"}, mappings)
+    save_job(path, {"schedule": "0 0/10 6-20 ? * MON-FRI"}, mappings, **_dirs(tmp_path))
     before, after = example.read_text().splitlines(), path.read_text().splitlines()
     changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
     assert len(changed) == 1
@@ -428,8 +496,8 @@ def test_save_on_the_example_jobs_changes_only_the_schedule(tmp_path: Path, name
 
 @pytest.fixture
 def sf_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Any]]:
-    """The Salesforce sample without a refresh token, against a fresh stand-in whose
-    Connected App lists the in-process console's callback URL."""
+    """The Salesforce sample as shipped, without a refresh token (its variable not set),
+    against a fresh stand-in whose Connected App lists the in-process console's callback URL."""
     from salesforce_sample import running_org, sample_project, sf_env
 
     for org in running_org(tmp_path):
@@ -437,12 +505,8 @@ def sf_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
         for name, value in sf_env(org).items():
             if name != "SALESFORCE_REFRESH_TOKEN":
                 monkeypatch.setenv(name, value)
-        project = sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}")
-        prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
-        prov = json.loads(prov_file.read_text())
-        del prov["configurationProperties"]["refreshToken"]
-        prov_file.write_text(json.dumps(prov))
-        yield project, org
+        # The sample's refreshToken stays "&{SALESFORCE_REFRESH_TOKEN}", a variable not set.
+        yield sample_project(tmp_path, org, f"sqlite:///{tmp_path / 's.db'}"), org
 
 
 async def _consent(client: httpx.AsyncClient, org: Any) -> tuple[str, str]:
@@ -680,6 +744,73 @@ def test_enabling_without_a_consumer_key_is_refused(sf_project: tuple[Path, Any]
                                                "loginUrl": "https://login.salesforce.com/services/oauth2/token"}
 
 
+def test_the_salesforce_walkthrough_on_the_sample_as_shipped(sf_project: tuple[Path, Any],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walkthrough on the sample's provisioner as shipped, disabled, with none of
+    SALESFORCE_CLIENT_ID, _CLIENT_SECRET, _REFRESH_TOKEN set: Settings (Enabled, Consumer Key and
+    Secret) is saved, not refused for the refresh token's variable (a 400 naming
+    SALESFORCE_REFRESH_TOKEN); Authorize keeps a token; then the project as the daemon loads it
+    connects with that token, the variable still not set, and validates."""
+    from idsync.config.project import load_project, validate_project
+    from idsync.resources import Resources, check_system
+
+    project, org = sf_project
+    for name in ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_REFRESH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
+    prov = json.loads(prov_file.read_text())
+    assert prov["configurationProperties"]["refreshToken"] == "&{SALESFORCE_REFRESH_TOKEN}"
+    prov_file.write_text(json.dumps({**prov, "enabled": False}))
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        form = await client.get("/admin/systems/salesforce/settings")
+        saved = await client.post("/admin/systems/salesforce/settings", data=_settings_form(
+            form, enabled="1", loginUrl="custom", customLoginUrl=org.url, clientId=org.client_id,
+            clientSecret=org.client_secret))
+        assert saved.status_code == 303, html.unescape(saved.text)
+        callback, _ = await _consent(client, org)
+        done = await client.get(callback)
+        assert done.status_code == 200 and "salesforce is authorized" in done.text, done.text
+
+    _as_admin(project, steps, reread=True)
+    assert "SALESFORCE_REFRESH_TOKEN" not in os.environ
+    loaded = load_project(project)
+    assert "refreshToken" not in loaded.provisioners["salesforce"].config["configurationProperties"]
+    assert not [p for p in validate_project(project, check_system) if not isinstance(p, ConfigWarning)]
+    resources = Resources(loaded, None)  # type: ignore[arg-type]
+    try:
+        assert resources.system("salesforce").test()["ok"]
+    finally:
+        resources.close()
+
+
+def test_an_unset_variable_a_consent_cannot_stand_for_is_still_an_error(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a key a consent in the console gives, where there is a state directory to keep one,
+    may name a variable that is not set: a Consumer Secret's unset variable, or the refresh
+    token's without a state directory, is an error naming the file, the key and the variable."""
+    from idsync.config.project import Provisioner
+
+    monkeypatch.delenv("NOT_SET_FOR_THIS_TEST", raising=False)
+    raw = {"configurationProperties": {"clientId": "key", "clientSecret": "&{NOT_SET_FOR_THIS_TEST}",
+                                       "refreshToken": "&{NOT_SET_FOR_THIS_TEST}"}}
+    with_state = Provisioner("sf", "conf/provisioner.openicf-sf.json", "salesforce", raw, state_dir=tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        with_state.config  # noqa: B018 - reading it substitutes
+    assert caught.value.key == "configurationProperties.clientSecret"
+    assert caught.value.file == "conf/provisioner.openicf-sf.json" and "NOT_SET_FOR_THIS_TEST" in caught.value.problem
+    raw["configurationProperties"]["clientSecret"] = "secret"
+    assert "refreshToken" not in with_state.config["configurationProperties"]
+    without_state = Provisioner("sf", "conf/provisioner.openicf-sf.json", "salesforce", raw)
+    with pytest.raises(ConfigError) as caught:
+        without_state.config  # noqa: B018
+    assert caught.value.key == "configurationProperties.refreshToken"
+    ldap = Provisioner("ldap", "conf/provisioner.openicf-ldap.json", "ldap",
+                       {"configurationProperties": {"refreshToken": "&{NOT_SET_FOR_THIS_TEST}"}}, state_dir=tmp_path)
+    with pytest.raises(ConfigError, match="NOT_SET_FOR_THIS_TEST"):
+        ldap.config  # noqa: B018
+
+
 def test_a_runs_page_links_the_runs_that_carried_its_writes_on(tmp_path: Path) -> None:
     """A recon whose writes went on through another mapping shows those runs under
     "Carried on", each linked to its own page, with its state and counts."""
@@ -820,4 +951,119 @@ def test_a_mapping_page_shows_all_the_mapping_says(tmp_path: Path) -> None:
             assert "<dt>properties</dt>" not in settings and "<dt>onCreate</dt>" not in settings
 
     with _app(tmp_path, project_dir) as app:
+        asyncio.run(visit(app))
+
+
+def test_a_malformed_runs_cursor_is_a_400(tmp_path: Path) -> None:
+    """Runs with a ``before`` cursor that has no start time (``|x``) or no run id is a 400
+    naming the cursor, as a garbage one is (``|x`` was a 500 from an assertion)."""
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            for cursor in ("|x", "garbage", "2026-12-05T10:00:00+00:00|", "2026-12-05T10:00:00+00:00"):
+                answer = await client.get("/admin/runs", params={"before": cursor})
+                assert answer.status_code == 400 and "before: expected" in html.unescape(answer.text), cursor
+                assert answer.headers["cache-control"] == "no-store"
+
+    with _app(tmp_path) as app:
+        asyncio.run(visit(app))
+
+
+def test_an_unexpected_error_is_a_page_with_the_security_headers(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error in a page is a 500 error page that says nothing of the error and
+    carries the console's security headers (Starlette's own was plain text without them)."""
+    import idsync.console.runs as runs
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a secret detail")
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            monkeypatch.setattr(runs.RunStore, "search", broken)
+            crashed = await client.get("/admin/runs")
+            assert crashed.status_code == 500 and "unexpected error" in crashed.text
+            assert "a secret detail" not in crashed.text and "RuntimeError" not in crashed.text
+            assert "script-src 'self'" in crashed.headers.get("content-security-policy", "")
+            assert crashed.headers.get("cache-control") == "no-store" and crashed.headers["x-frame-options"] == "DENY"
+
+    with _app(tmp_path) as app:
+        asyncio.run(visit(app))
+
+
+def test_the_identities_filter_error_says_its_prefix_once(tmp_path: Path) -> None:
+    """A ``_queryFilter`` naming a secret property is refused with ``_queryFilter:`` once; one
+    that does not parse still says which field it is."""
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            secret = await client.get("/admin/managed/user", params={"_queryFilter": "password pr"})
+            said = html.unescape(secret.text)
+            assert secret.status_code == 400 and "_queryFilter: password is a secret property" in said
+            assert "_queryFilter: _queryFilter" not in said
+            broken = await client.get("/admin/managed/user", params={"_queryFilter": "userName eq"})
+            assert broken.status_code == 400
+            assert "_queryFilter: expected a value after userName eq" in html.unescape(broken.text)
+
+    with _app(tmp_path) as app:
+        asyncio.run(visit(app))
+
+
+def test_a_preview_audit_filters_by_dry_run(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A preview's run page offers the statuses its entries have, DRY_RUN among them (it
+    offered only SUCCESS, FAILURE, NOT_APPLICABLE), and filtering by it lists its entries."""
+    from idsync.store.runs import RunStore
+
+    from samples import FORWARD, sample_project
+
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            csrf = _login_token(await client.get(f"/admin/mappings/{FORWARD}"))
+            started = await client.post(f"/admin/mappings/{FORWARD}/preview", data={"csrf": csrf})
+            assert started.status_code == 303, started.text
+            run_page = started.headers["location"].split("?")[0]
+            run_id = run_page.rsplit("/", 1)[1]
+            store = app.state.ctx.store
+            for _ in range(600):
+                if (RunStore(store).get(run_id) or {}).get("state") != "ACTIVE":
+                    break
+                await asyncio.sleep(0.05)
+            shown = await client.get(run_page)
+            options = shown.text.split('id="a-status"', 1)[1].split("</select>", 1)[0]
+            assert "<option>DRY_RUN</option>" in options and "<option>FAILURE</option>" in options, options
+            only = await client.get(run_page, params={"status": "DRY_RUN"})
+            assert "<option selected>DRY_RUN</option>" in only.text and only.text.count("<td>DRY_RUN</td>") > 0
+
+    with _app(tmp_path, project) as app:
+        asyncio.run(visit(app))
+
+
+def test_a_system_object_shows_lists_as_json(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """A system object's page shows a list as JSON (``["top", ...]``), as a managed object's
+    page does, not as Python's repr (``['top', ...]``)."""
+    from samples import sample_project
+
+    project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            listed = await client.get("/admin/system/ldap/account")
+            link = listed.text.split('href="/admin/system/ldap/account/', 1)[1].split('"', 1)[0]
+            one = await client.get(f"/admin/system/ldap/account/{link}")
+            said = html.unescape(one.text)
+            assert one.status_code == 200 and '["' in said and "['" not in said, said
+
+    with _app(tmp_path, project) as app:
         asyncio.run(visit(app))

@@ -31,7 +31,11 @@ from typing import Any
 
 from idsync.errors import ConfigError
 
-__all__ = ["builtin_token", "load_json", "substitute"]
+__all__ = ["UnsetVariable", "builtin_token", "load_json", "substitute"]
+
+class UnsetVariable(ConfigError):
+    """A token names an environment variable that is not set (and gives no default)."""
+
 
 _TOKEN = re.compile(r"&\{([^}|]+)(?:\|([^}]*))?\}|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -104,7 +108,7 @@ def _tokens(text: str, *, file: str, key: str, base: Path) -> str:
             return builtin
         if default is not None:
             return default
-        raise ConfigError(file, key, f"environment variable {name} is not set")
+        raise UnsetVariable(file, key, f"environment variable {name} is not set")
 
     return _TOKEN.sub(replace, text)
 

@@ -21,7 +21,7 @@ first fire (-1: forever). Either kind fires only between ``startTime`` and
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -40,7 +40,7 @@ from idsync.config.tasks import ScriptTask, TaskScan, parse_script_task, parse_t
 from idsync.errors import ConfigError, ConfigWarning
 from idsync.keys import suggest
 
-__all__ = ["UnsupportedSchedule", "load_all_jobs", "load_schedules", "parse_schedule", "schedule_path"]
+__all__ = ["UnsupportedSchedule", "load_all_jobs", "load_schedules", "merge_jobs", "parse_schedule", "schedule_path"]
 
 _PREFIX = "schedule-"
 _SUFFIX = ".json"
@@ -86,16 +86,27 @@ def load_all_jobs(
     """The ``jobs.d/*.toml`` jobs and the ``conf/schedule-*.json`` ones, by name, and the
     errors (a ``ConfigWarning`` among them, ``UnsupportedSchedule`` or ``ScheduleEnded``, is a
     warning; the job of a ``ScheduleEnded`` is among the jobs)."""
-    jobs, errors = load_jobs(jobs_dir, known_mappings)
+    files, errors = load_jobs(jobs_dir, known_mappings)
     schedules, problems = load_schedules(conf_dir, known_mappings)
+    jobs, clashes = merge_jobs(files, schedules)
     errors.extend(problems)
+    errors.extend(clashes)
+    errors.extend(ended_schedules(jobs.values(), dt.datetime.now(dt.UTC)))
+    return jobs, errors
+
+
+def merge_jobs(files: Mapping[str, JobDef], schedules: Mapping[str, JobDef]) -> tuple[dict[str, JobDef],
+                                                                                        list[ConfigError]]:
+    """The job set of the ``jobs.d`` jobs ``files`` and the PingIDM ``schedules``, by name, and
+    its errors: a name both define is the ``jobs.d`` file's job, the schedule an error."""
+    jobs = dict(files)
+    errors: list[ConfigError] = []
     for name, job in schedules.items():
         if name in jobs:
             errors.append(ConfigError(job.file, "", f"job {name!r} is also defined by {jobs[name].file}; "
                                                     "rename or remove one of them"))
         else:
             jobs[name] = job
-    errors.extend(ended_schedules(jobs.values(), dt.datetime.now(dt.UTC)))
     return dict(sorted(jobs.items())), errors
 
 

@@ -23,7 +23,7 @@ import structlog
 from idsync.config.actions import load_actions
 from idsync.config.email import EmailConfig, load_email
 from idsync.config.endpoints import Endpoint, load_endpoints
-from idsync.config.files import load_json, substitute
+from idsync.config.files import UnsetVariable, load_json, substitute
 from idsync.config.jobs import JobDef
 from idsync.config.managed import DEFAULT_MANAGED, ManagedSchema, parse_managed
 from idsync.config.mappings import MappingDef, QueryDef, load_mappings, mapping_key, parse_mapping, query_def
@@ -72,6 +72,8 @@ _PROVISIONER_KEYS = {
 }
 
 
+# The ``configurationProperties`` an administrator's consent in the console gives (``token_file``).
+_CONSENT_KEYS = {"salesforce": ("refreshToken",)}
 _AVAILABLE = "idsync has LDAP, SCIM, Salesforce, Database Table, CSV and XML file connectors"
 
 
@@ -147,17 +149,35 @@ class Provisioner:
         the system's secrets at hand. A key the overlay sets is not read from the file
         (nor its ``KEY_file``, nor the variable its token names). A ``$crypto`` value of
         ``configurationProperties`` (a password PingIDM or idsync encrypted) is decrypted
-        with idsync's key."""
+        with idsync's key. A key the console's consent gives (``_consent_gives``) whose
+        variable is not set is left out, not an error."""
+        raw = self.raw
+        props = raw.get("configurationProperties")
+        if self.overlay or isinstance(props, Mapping):
+            props = {k: v for k, v in (props or {}).items() if k not in self.overlay
+                     and k.removesuffix("_file") not in self.overlay and not self._consent_gives(k, v)}
+            raw = {**raw, "configurationProperties": props}
+        out = self._decrypted(substitute(raw, file=self.file, base=self.project_dir))
         if not self.overlay:
-            return self._decrypted(substitute(self.raw, file=self.file, base=self.project_dir))
-        props = {k: v for k, v in (self.raw.get("configurationProperties") or {}).items()
-                 if k not in self.overlay and k.removesuffix("_file") not in self.overlay}
-        out = self._decrypted(substitute({**self.raw, "configurationProperties": props}, file=self.file,
-                                         base=self.project_dir))
+            return out
         out["configurationProperties"].update(self.console_properties())
         if "enabled" in self.overlay:
             out["enabled"] = self.overlay["enabled"]
         return out
+
+    def _consent_gives(self, key: str, value: Any) -> bool:
+        """Whether ``key`` of ``configurationProperties`` names a variable that is not set, for a
+        key an administrator's consent in the console gives instead (Salesforce's
+        ``refreshToken``, kept in ``token_file``): left out, as if the file did not set it, so
+        the console's Settings and Authorize work before the variable exists, and the consent's
+        token after. Without a state directory to keep a consent in, the variable is needed."""
+        if key not in _CONSENT_KEYS.get(self.kind, ()) or self.token_file is None:
+            return False
+        try:
+            substitute(value, file=self.file, base=self.project_dir, key=f"configurationProperties.{key}")
+        except UnsetVariable:
+            return True
+        return False
 
     def _decrypted(self, config: dict[str, Any]) -> dict[str, Any]:
         props = config.get("configurationProperties")

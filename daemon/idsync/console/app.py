@@ -109,8 +109,12 @@ class _Gate:
             await self.app(scope, receive, send)
             return
 
+        answered = False
+
         async def secured(message: Message) -> None:
+            nonlocal answered
             if message["type"] == "http.response.start":
+                answered = True
                 headers = MutableHeaders(scope=message)
                 for name, value in HEADERS.items():
                     headers.setdefault(name, value)
@@ -129,8 +133,22 @@ class _Gate:
                 return
             scope.setdefault("state", {})["session"] = session
         started = time.perf_counter()
-        await self.app(scope, receive, secured)
+        try:
+            await self.app(scope, receive, secured)
+        except Exception as exc:
+            if answered:
+                raise
+            # Answered here, inside the gate, so that the error page carries the security
+            # headers too (Starlette's own 500 is sent outside it, as plain text without them).
+            log.error("console.crash", path=path, error=type(exc).__name__, exc_info=exc)
+            await _crash_page(request)(scope, receive, secured)
+            return
         log.debug("console.request", path=path, ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+def _crash_page(request: Request) -> Response:
+    return page(request, "error.html", status=500, code=500,
+                message="An unexpected error: nothing more is shown here; the daemon's log has it (console.crash).")
 
 
 async def _error(request: Request, exc: Exception) -> Response:

@@ -94,11 +94,14 @@ def _search(ctx: ApiContext, object_type: str, text: str, query_filter: str,
         if query_filter:
             try:
                 node = parse(query_filter)
-                refuse_hidden(node, {**dict.fromkeys(schema.private, "private"),
-                                     **dict.fromkeys(schema.secrets, "secret")})
                 query = query.where(to_sql(node, object_type, schema.searchable))
             except IdsyncError as exc:
                 raise HTTPException(400, f"_queryFilter: {exc}") from None
+            try:
+                refuse_hidden(node, {**dict.fromkeys(schema.private, "private"),
+                                     **dict.fromkeys(schema.secrets, "secret")})
+            except IdsyncError as exc:  # says "_queryFilter: " itself
+                raise HTTPException(400, str(exc)) from None
         elif text:
             ids, capped = _candidates(conn, object_type, schema, text)
             query = query.where(mo.c.id.in_(sorted(i for i in ids if i > after)[: _PAGE + 1]))

@@ -4,15 +4,21 @@ swapped in atomically.
 ``jobs.d/NAME.toml`` is edited by hand and carries comments, so it is never
 re-serialised: each changed key's value is replaced on its own line, keeping
 what precedes it and the comment after it; a key the file lacks is appended.
-The new text is parsed as the daemon would parse it (``parse_job``) before
-anything is written, so a broken expression never reaches the file; then it is
-written to a hidden temporary file in the same directory (not ``*.toml``, so no
-reload can read it half-written), flushed, and renamed over the job file.
+The new text is parsed as the daemon would parse it (``parse_job``), and the
+whole job set (``jobs.d/`` and PingIDM's ``conf/schedule-*.json``) checked with
+it, before anything is written: a broken expression, or a name another job
+source defines, never reaches the file. Then it is written to a hidden temporary
+file in the same directory (not ``*.toml``, so no reload can read it
+half-written), flushed, and renamed over the job file.
+
+Remove renames the file aside, to ``NAME.toml.removed``, or ``NAME.toml.removed.1``
+(``.2`` ...) when an earlier removal's copy holds that name: no copy is replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -20,9 +26,9 @@ import tempfile
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
-from idsync.config.jobs import JobDef, job_name_problem, parse_job
-from idsync.config.pingidm_schedules import parse_schedule, schedule_path
-from idsync.errors import ConfigError
+from idsync.config.jobs import JobDef, job_name_problem, load_jobs, parse_job
+from idsync.config.pingidm_schedules import load_schedules, merge_jobs, parse_schedule, schedule_path
+from idsync.errors import ConfigError, ConfigErrors
 
 __all__ = ["JobEdit", "create_job", "job_file", "remove_job", "save_job"]
 
@@ -102,8 +108,10 @@ def edit_json(text: str, edits: JobEdit) -> str:
     return json.dumps(data, indent=4, ensure_ascii=False) + "\n"
 
 
-def save_job(path: Path, edits: JobEdit, known_mappings: Collection[str]) -> JobDef:
-    """Apply ``edits`` to the job file at ``path`` if the result is a valid job; the new job."""
+def save_job(path: Path, edits: JobEdit, known_mappings: Collection[str], *, jobs_dir: Path,
+             conf_dir: Path) -> JobDef:
+    """Apply ``edits`` to the job file at ``path`` if the result is a valid job, and the job
+    set of ``jobs_dir`` and ``conf_dir`` with it still loads as it did; the new job."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         new = edit_json(text, edits)
@@ -111,32 +119,74 @@ def save_job(path: Path, edits: JobEdit, known_mappings: Collection[str]) -> Job
     else:
         new = edit_toml(text, edits)
         job = parse_job(path, known_mappings, text=new)
+    _check_job_set(job, jobs_dir, conf_dir, known_mappings)
     _write_atomically(path, new)
     return job
 
 
-def create_job(jobs_dir: Path, name: str, edits: JobEdit, known_mappings: Collection[str],
+def create_job(jobs_dir: Path, conf_dir: Path, name: str, edits: JobEdit, known_mappings: Collection[str],
                mappings: list[str]) -> JobDef:
-    """A new ``jobs.d/NAME.toml``; refused if the name is taken or the job would not load."""
+    """A new ``jobs.d/NAME.toml``; refused if a job source (``jobs.d/NAME.toml``, PingIDM's
+    ``conf/schedule-NAME.json``) has the name already, or the job or the job set with it would
+    not load."""
     if problem := job_name_problem(name):
         raise ConfigError(f"{jobs_dir}/{name}.toml", "", problem)
     path = jobs_dir / f"{name}.toml"
-    if path.exists():
-        raise ConfigError(str(path), "", "a job with this name exists already")
+    for taken in (path, schedule_path(conf_dir, name)):
+        if taken.exists():  # even a file that does not load now: fixed, it would clash
+            raise ConfigError(str(path), "", f"a job with this name exists already ({taken}): choose another name")
     text = "".join(f"{k} = {_toml_value(v)}\n" for k, v in edits.items())
     text += f"mappings = [{', '.join(_toml_value(m) for m in mappings)}]\n"
     job = parse_job(path, known_mappings, text=text)
+    _check_job_set(job, jobs_dir, conf_dir, known_mappings)
     jobs_dir.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, text, exclusive=True)
     return job
 
 
-def remove_job(path: Path) -> Path:
-    """Take a job out by renaming its file to ``*.removed`` (kept for an undo by hand)."""
+def _check_job_set(job: JobDef, jobs_dir: Path, conf_dir: Path, known_mappings: Collection[str]) -> None:
+    """Refuse ``job`` (its file new or rewritten) if the job set with it has an error it has
+    not now: a configuration that validated must still validate once the file is written,
+    and a problem another file has already is not this change's to fix."""
+    files, _ = load_jobs(jobs_dir, known_mappings)
+    schedules, _ = load_schedules(conf_dir, known_mappings)
+    before = {str(error) for error in merge_jobs(files, schedules)[1]}
+    (schedules if job.file.endswith(".json") else files)[job.name] = job
+    added = [error for error in merge_jobs(files, schedules)[1] if str(error) not in before]
+    if len(added) == 1:
+        raise added[0]
+    if added:
+        raise ConfigErrors(added)
+
+
+def _removed_path(path: Path) -> Path:
+    """Where Remove keeps ``path``: ``NAME.removed``, or the first free ``NAME.removed.N``."""
     target = path.with_name(path.name + ".removed")
+    n = 0
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = path.with_name(f"{path.name}.removed.{n}")
+    return target
+
+
+def remove_job(path: Path) -> Path:
+    """Take a job out by renaming its file to ``*.removed`` (kept for an undo by hand); a copy
+    an earlier removal kept is never replaced."""
+    while True:
+        target = _removed_path(path)
+        try:
+            # A hard link fails if the name was taken meanwhile (a removal at the same time).
+            os.link(path, target)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
+        break
     try:
-        os.replace(path, target)
+        os.unlink(path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
         raise _unwritable(path, exc) from None
     return target
 
@@ -157,7 +207,7 @@ def _check(path: Path, text: str, parse: Callable[[Path], JobDef]) -> JobDef:
             job = parse(probe)
         except ConfigError as exc:
             raise ConfigError(str(path), exc.key, exc.problem) from None
-    return job
+    return dataclasses.replace(job, file=str(path))
 
 
 def _write_atomically(path: Path, text: str, *, exclusive: bool = False) -> None:

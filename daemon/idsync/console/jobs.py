@@ -103,8 +103,10 @@ def _edits(form: Form) -> dict[str, str | bool | int]:
 
 def _save(ctx: ApiContext, name: str, edits: JobEdit) -> None:
     project = ctx.project()
-    path = job_file(project.settings.jobs_dir, project.settings.conf_dir, name)
-    save_job(path, edits, [m.name for m in project.mappings])
+    settings = project.settings
+    path = job_file(settings.jobs_dir, settings.conf_dir, name)
+    save_job(path, edits, [m.name for m in project.mappings], jobs_dir=settings.jobs_dir,
+             conf_dir=settings.conf_dir)
     _reload(ctx)
 
 
@@ -173,7 +175,8 @@ async def _new_form(request: Request) -> Response:
 
 def _create(ctx: ApiContext, name: str, edits: JobEdit, mappings: list[str]) -> None:
     project = ctx.project()
-    create_job(project.settings.jobs_dir, name, edits, [m.name for m in project.mappings], mappings)
+    create_job(project.settings.jobs_dir, project.settings.conf_dir, name, edits, [m.name for m in project.mappings],
+               mappings)
     _reload(ctx)
 
 

@@ -23,10 +23,12 @@ from idsync.api.recon import run_summary
 from idsync.console.web import page
 from idsync.store.runs import RunStore
 
-__all__ = ["object_link", "progress_percent", "run_routes"]
+__all__ = ["audit_statuses", "object_link", "progress_percent", "run_routes"]
 
 _PAGE = 50
 _STATES = ("ACTIVE", "SUCCESS", "FAILED", "CANCELED")
+_USUAL = ("SUCCESS", "FAILURE", "NOT_APPLICABLE")
+_STATUSES = (*_USUAL, "DRY_RUN")
 
 
 def _ctx(request: Request) -> ApiContext:
@@ -57,7 +59,9 @@ async def _list(request: Request) -> Response:
     if cursor:
         started, _, run_id = cursor.partition("|")
         at = _time(started, "before")
-        assert at is not None
+        if at is None or not run_id:
+            raise HTTPException(400, "before: expected the cursor of a page of runs, a start time and a run id "
+                                     "such as 2026-12-05T10:00:00+00:00|ID")
         before = (at, run_id)
     rows = await run_in_threadpool(lambda: RunStore(ctx.store).search(
         mapping=f["mapping"] or None, job=f["job"] or None, state=f["state"] or None,
@@ -106,6 +110,7 @@ async def _one(request: Request) -> Response:
     entries = await run_in_threadpool(lambda: RunStore(ctx.store).audit_page(
         run_id, after=after, limit=_PAGE + 1, text=search["text"] or None, situation=search["situation"] or None,
         status=search["status"] or None))
+    found = await run_in_threadpool(RunStore(ctx.store).audit_statuses, run_id)
     more = len(entries) > _PAGE
     entries = entries[:_PAGE]
     source, target = _resources(ctx, row["mapping"], summary)
@@ -115,7 +120,15 @@ async def _one(request: Request) -> Response:
         # An AMBIGUOUS correlation's candidates, each linked: one of them is to be linked by hand.
         entry["candidates"] = [(str(i), object_link(target, str(i))) for i in entry.get("ambiguous") or ()]
     return page(request, "run.html", **values, entries=entries, search=search, after=after,
-                next_after=entries[-1]["seq"] if more else None)
+                statuses=audit_statuses(found, search["status"]), next_after=entries[-1]["seq"] if more else None)
+
+
+def audit_statuses(found: set[str], selected: str) -> list[str]:
+    """The Status filter's choices: the usual ones (SUCCESS, FAILURE, NOT_APPLICABLE: asking
+    for failures and finding none says something), then any other the run's entries have
+    (a preview's ``DRY_RUN``) and the one selected."""
+    chosen = set(_USUAL) | found | ({selected} if selected else set())
+    return [s for s in _STATUSES if s in chosen] + sorted(chosen - set(_STATUSES))
 
 
 def _resources(ctx: ApiContext, mapping_name: str, summary: dict[str, Any]) -> tuple[str | None, str | None]:

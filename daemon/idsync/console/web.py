@@ -9,6 +9,7 @@ token) and answers with a 303 redirect to the page that shows the result.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 from typing import Any, Literal
 from urllib.parse import parse_qs, quote
@@ -26,7 +27,7 @@ from idsync.api.context import ApiContext
 from idsync.console.session import LOGIN_COOKIE, Consents, Session, Sessions
 
 __all__ = ["CSP", "HEADERS", "Console", "Form", "console_of", "cookie_path", "page", "redirect", "set_cookie",
-           "user_of"]
+           "shown", "user_of"]
 
 log = structlog.get_logger("idsync.console")
 
@@ -57,6 +58,7 @@ class Console:
                                      autoescape=select_autoescape(default=True, default_for_string=True))
         self.templates.globals["version"] = __version__
         self.templates.filters["when"] = when
+        self.templates.filters["shown"] = shown
 
 
 def when(value: object, zone: str | None = None) -> str:
@@ -75,6 +77,16 @@ def when(value: object, zone: str | None = None) -> str:
     if shown is None:
         return instant.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return shown.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def shown(value: object) -> str:
+    """A property's value as the pages show it: a string as it is, anything else as JSON
+    (``["top", "person"]``, ``true``), as a managed object's page shows and takes it; empty for none."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 class Form:

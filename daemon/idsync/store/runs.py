@@ -244,6 +244,12 @@ class RunStore:
         with self.store.engine.connect() as conn:
             return [shown_audit(r) for r in conn.execute(query).mappings()]
 
+    def audit_statuses(self, run_id: str) -> set[str]:
+        """The statuses a run's entries have (``DRY_RUN`` for a preview's)."""
+        query = select(audit.c.status).where(audit.c.run_id == run_id, is_entry()).distinct()
+        with self.store.engine.connect() as conn:
+            return {r[0] for r in conn.execute(query) if r[0]}
+
     def audit_page(self, run_id: str, *, after: int = 0, limit: int = 50, text: str | None = None,
                    situation: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
         """A run's audit in order from ``after`` (a ``seq``); ``text`` is the start of a source or target id."""
