@@ -747,7 +747,7 @@ def test_enabling_without_a_consumer_key_is_refused(sf_project: tuple[Path, Any]
 def test_the_salesforce_walkthrough_on_the_sample_as_shipped(sf_project: tuple[Path, Any],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The walkthrough on the sample's provisioner as shipped, disabled, with none of
-    SALESFORCE_CLIENT_ID, _CLIENT_SECRET, _REFRESH_TOKEN set: Settings (Enabled, Consumer Key and
+    SALESFORCE_CLIENT_ID, _CLIENT_SECRET, _REFRESH_TOKEN, _INSTANCE_URL set: Settings (Enabled, Consumer Key and
     Secret) is saved, not refused for the refresh token's variable (a 400 naming
     SALESFORCE_REFRESH_TOKEN); Authorize keeps a token; then the project as the daemon loads it
     connects with that token, the variable still not set, and validates."""
@@ -755,7 +755,8 @@ def test_the_salesforce_walkthrough_on_the_sample_as_shipped(sf_project: tuple[P
     from idsync.resources import Resources, check_system
 
     project, org = sf_project
-    for name in ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_REFRESH_TOKEN"):
+    for name in ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_REFRESH_TOKEN",
+                 "SALESFORCE_INSTANCE_URL"):
         monkeypatch.delenv(name, raising=False)
     prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
     prov = json.loads(prov_file.read_text())
@@ -775,7 +776,8 @@ def test_the_salesforce_walkthrough_on_the_sample_as_shipped(sf_project: tuple[P
     _as_admin(project, steps, reread=True)
     assert "SALESFORCE_REFRESH_TOKEN" not in os.environ
     loaded = load_project(project)
-    assert "refreshToken" not in loaded.provisioners["salesforce"].config["configurationProperties"]
+    properties = loaded.provisioners["salesforce"].config["configurationProperties"]
+    assert "refreshToken" not in properties and "instanceUrl" not in properties  # the token's own
     assert not [p for p in validate_project(project, check_system) if not isinstance(p, ConfigWarning)]
     resources = Resources(loaded, None)  # type: ignore[arg-type]
     try:

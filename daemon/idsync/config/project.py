@@ -73,7 +73,7 @@ _PROVISIONER_KEYS = {
 
 
 # The ``configurationProperties`` an administrator's consent in the console gives (``token_file``).
-_CONSENT_KEYS = {"salesforce": ("refreshToken",)}
+_CONSENT_KEYS = {"salesforce": ("refreshToken", "instanceUrl")}
 _AVAILABLE = "idsync has LDAP, SCIM, Salesforce, Database Table, CSV and XML file connectors"
 
 
