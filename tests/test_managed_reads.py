@@ -3,8 +3,13 @@ line alike: a virtual property (``isVirtual``, computed by ``onRetrieve``) from 
 whole object, also on an object a reference expands (``_fields=manager/*``), and the
 relationships ``returnByDefault`` leaves out shown only when named.
 
+A query runs the type's ``onRetrieve`` only when it says ``executeOnRetrieve=true``, as
+PingIDM's does, and then on the whole object before the fields are picked; without it, a
+virtual property is the value the object's last write computed and kept.
+
 The project is PingIDM's default managed.json (users, roles, assignments) plus a
-user's ``fullName`` (virtual: ``givenName`` and ``sn``) and its ``manager`` and
+user's ``fullName`` (virtual: ``givenName`` and ``sn``), OpenIDM usecase1's user
+``onRetrieve`` (``active`` from ``accountStatus``) and the user's ``manager`` and
 ``reports``: user ``bob`` reports to ``alice``, both members of role ``staff``."""
 
 from __future__ import annotations
@@ -23,17 +28,26 @@ from samples import idsync
 
 FULL_NAME = {"type": "string", "isVirtual": True, "returnByDefault": True,
              "onRetrieve": {"type": "text/javascript", "source": "object.givenName + ' ' + object.sn"}}
+# OpenIDM usecase1's script/onRetrieveManagedUser.js: it needs the whole object.
+ON_RETRIEVE = {"type": "text/javascript",
+               "source": "object.active = (object.accountStatus.toLowerCase() === 'active');"}
 # A custom endpoint answering what a script's openidm.read and openidm.query expand.
 BOSS = """({read: openidm.read('managed/user/bob', null, ['manager/*']),
           named: openidm.read('managed/user/bob', null, ['manager/fullName']),
           query: openidm.query('managed/user', {_queryFilter: 'userName eq "bob"'}, ['manager/fullName']).result,
           members: openidm.query('managed/role/staff/members', {_queryFilter: 'true'}, ['*']).result})"""
+# What a script's openidm.query answers with and without PingIDM's executeOnRetrieve.
+QUERIES = """({plain: openidm.query('managed/user', {_queryFilter: 'true'}, ['_id', 'active']).result,
+             ids: openidm.query('managed/user', {_queryId: 'query-all-ids', executeOnRetrieve: true}).result,
+             run: openidm.query('managed/user', {_queryFilter: 'true', executeOnRetrieve: 'true'},
+                                ['active']).result})"""
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     managed = json.loads(json.dumps(DEFAULT_MANAGED))
     (user,) = [o for o in managed["objects"] if o["name"] == "user"]
+    user["onRetrieve"] = ON_RETRIEVE
     user["schema"]["properties"].update({
         "fullName": FULL_NAME,
         "manager": {"type": "relationship", "returnByDefault": False, "reverseRelationship": True,
@@ -46,6 +60,7 @@ def project(tmp_path: Path) -> Path:
     (conf / "managed.json").write_text(json.dumps(managed))
     (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
     (conf / "endpoint-boss.json").write_text(json.dumps({"type": "text/javascript", "source": BOSS}))
+    (conf / "endpoint-queries.json").write_text(json.dumps({"type": "text/javascript", "source": QUERIES}))
     for kind, object_id, data in (
             ("user", "alice", {"userName": "alice", "givenName": "Alice", "sn": "Archer", "password": "Secret-Pwd19"}),
             ("user", "bob", {"userName": "bob", "givenName": "Bob", "sn": "Baker",
@@ -137,3 +152,80 @@ def test_the_command_line_leaves_out_relationships_not_returned_by_default(proje
     (alice,) = _cli(project, "query", "user", "--filter", 'userName eq "alice"', "--fields", "*,reports")
     assert [r["_refResourceId"] for r in alice["reports"]] == ["bob"] and alice["fullName"] == "Alice Archer"
     assert "roles" not in alice
+
+
+def test_a_query_runs_on_retrieve_only_when_asked_and_on_the_whole_object(api: httpx.Client) -> None:
+    """As PingIDM's: a query runs usecase1's ``onRetrieve`` (which reads
+    ``object.accountStatus``) only with ``executeOnRetrieve=true``, and then on the whole
+    object, whichever fields it answers (``query-all-ids``, ``_fields=_id``); a read by id
+    always runs it."""
+    for params in ({"_queryId": "query-all-ids"}, {"_queryFilter": "true", "_fields": "_id"},
+                   {"_queryId": "query-all-ids", "executeOnRetrieve": "true"},
+                   {"_queryFilter": "true", "_fields": "_id", "executeOnRetrieve": "true"}):
+        found = _get(api, "managed/user", **params)["result"]
+        assert sorted(u["_id"] for u in found) == ["alice", "bob"] and all(set(u) == {"_id", "_rev"} for u in found)
+    plain = _get(api, "managed/user", _queryFilter="true")["result"]
+    assert plain and all("active" not in u and u["accountStatus"] == "active" for u in plain), plain
+    run = _get(api, "managed/user", _queryFilter="true", _fields="active", executeOnRetrieve="TRUE")["result"]
+    assert [set(u) for u in run] == [{"_id", "_rev", "active"}] * 2 and all(u["active"] is True for u in run)
+    (bob,) = _get(api, "managed/user", _queryId="for-userName", uid="bob", executeOnRetrieve="true")["result"]
+    assert bob["active"] is True
+    assert _get(api, "managed/user/alice")["active"] is True
+
+
+def test_scripts_and_the_command_line_query_with_on_retrieve_only_when_asked(project: Path) -> None:
+    """A script's ``openidm.query`` runs ``onRetrieve`` with ``executeOnRetrieve`` (true or
+    ``'true'``), on the whole object before its fields are picked, and not without it;
+    ``idsync managed query`` runs it with ``--execute-on-retrieve``."""
+    with serve(project) as api:
+        found = _get(api, "endpoint/queries")
+    assert [set(u) for u in found["plain"]] == [{"_id", "_rev"}] * 2
+    assert [set(u) for u in found["ids"]] == [{"_id", "_rev"}] * 2
+    assert [u["active"] for u in found["run"]] == [True, True] and [set(u) for u in found["run"]] == [
+        {"_id", "_rev", "active"}] * 2
+    assert all("active" not in u for u in _cli(project, "query", "user"))
+    ran = _cli(project, "query", "user", "--fields", "_id,active", "--execute-on-retrieve")
+    assert [set(u) for u in ran] == [{"_id", "_rev", "active"}] * 2 and all(u["active"] is True for u in ran)
+
+
+def test_a_query_answers_the_virtual_value_the_last_write_kept(api: httpx.Client, project: Path) -> None:
+    """A virtual property shown by default (``fullName``) is computed by each write and
+    stored, as PingIDM does: a query answers the stored value without running its script
+    per user (a value changed behind the write's back stays as stored), a read by id and a
+    query with ``executeOnRetrieve=true`` compute it anew, and the next write stores it again."""
+    from idsync.config.project import load_project
+    from idsync.store.database import Store
+    from idsync.store.tables import managed_objects as mo
+    from sqlalchemy import select, update
+
+    store = Store.open(load_project(project).settings.store_url())
+    try:
+        with store.begin() as conn:
+            data = conn.execute(select(mo.c.data).where(mo.c.object_type == "user", mo.c.id == "alice")).scalar_one()
+            assert data["fullName"] == "Alice Archer"
+            conn.execute(update(mo).where(mo.c.object_type == "user", mo.c.id == "alice").values(
+                data={**data, "fullName": "Stale Name"}))
+    finally:
+        store.close()
+    by_id = {u["_id"]: u for u in _get(api, "managed/user", _queryFilter="true")["result"]}
+    assert (by_id["alice"]["fullName"], by_id["bob"]["fullName"]) == ("Stale Name", "Bob Baker")
+    assert _get(api, "managed/user/alice")["fullName"] == "Alice Archer"
+    (alice,) = _get(api, "managed/user", _queryFilter='userName eq "alice"', executeOnRetrieve="true")["result"]
+    assert alice["fullName"] == "Alice Archer"
+    changed = api.patch("/openidm/managed/user/alice", headers=ADMIN,
+                        json=[{"operation": "replace", "field": "/sn", "value": "Abbott"}])
+    assert changed.status_code == 200, changed.text
+    (alice,) = _get(api, "managed/user", _queryFilter='userName eq "alice"')["result"]
+    assert alice["fullName"] == "Alice Abbott"
+
+
+def test_a_virtual_property_is_not_returned_by_default_unless_it_says_so() -> None:
+    """PingIDM's default for ``isVirtual`` properties: ``returnByDefault`` false, so a read
+    shows one only when named; ``"returnByDefault": true`` shows it."""
+    from idsync.config.managed import parse_managed
+
+    virtual = {"type": "string", "isVirtual": True, "onRetrieve": FULL_NAME["onRetrieve"]}
+    schema = parse_managed({"objects": [{"name": "user", "schema": {"properties": {
+        "userName": {"type": "string"}, "hidden": virtual, "shown": {**virtual, "returnByDefault": True}}}}]})
+    user = schema.get("user")
+    assert "hidden" in user.hidden and "shown" not in user.hidden and user.properties["shown"].virtual

@@ -234,7 +234,8 @@ def test_object_scripts_run_around_each_change(service: tuple[ManagedObjects, Ma
 def test_api_answers_policy_failures_as_pingidm(project: Path) -> None:
     """Over the API a change that breaks a policy is 403 with failedPolicyRequirements;
     validateObject and validateProperty answer result and failures without writing;
-    GET policy/managed/user lists each property's policies."""
+    GET policy/managed/user lists each property's policies; a query runs onRetrieve only
+    with executeOnRetrieve=true, and never onRead."""
     with serve(project) as api:
         refused = api.post("/openidm/managed/user?_action=create", headers=JSON,
                            json={"userName": "dee", "password": "x", "mail": "not-an-email"})
@@ -264,7 +265,10 @@ def test_api_answers_policy_failures_as_pingidm(project: Path) -> None:
         assert "MIN_LENGTH" in password["policyRequirements"]
         assert api.get(f"/openidm/managed/user/{dee}", headers=ADMIN).json()["readBy"] == "read"
         listed = api.get("/openidm/managed/user?_queryFilter=true", headers=ADMIN).json()["result"]
-        assert listed[0]["fullName"] == " " and "readBy" not in listed  # onRetrieve, not onRead, on queries
+        assert "fullName" not in listed[0]  # as PingIDM's, a query runs onRetrieve only when asked to
+        listed = api.get("/openidm/managed/user?_queryFilter=true&executeOnRetrieve=true",
+                         headers=ADMIN).json()["result"]
+        assert listed[0]["fullName"] == " " and "readBy" not in listed[0]  # onRetrieve, never onRead, on queries
 
 
 def test_cli_names_each_broken_policy(project: Path) -> None:

@@ -63,7 +63,12 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
     where = [mo.c.object_type == object_type]
     if params.filter is not None:
         where.append(to_sql(params.filter, object_type, schema.searchable))
-    columns = [mo.c.id, mo.c.rev] if params.ids_only and not params.sort_keys else [mo.c.id, mo.c.rev, mo.c.data]
+    hooks = ObjectHooks(schema)
+    # As PingIDM's: a query runs the type's onRetrieve scripts only when asked to, on the whole
+    # object (its default fields, and those named), before the fields asked for are picked.
+    retrieving = params.execute_on_retrieve and hooks.reads
+    whole = retrieving or bool(params.sort_keys)
+    columns = [mo.c.id, mo.c.rev] if params.ids_only and not whole else [mo.c.id, mo.c.rev, mo.c.data]
     query = select(*columns).where(*where).order_by(mo.c.id)
     sorted_mode = bool(params.sort_keys)
     if not sorted_mode:
@@ -76,6 +81,10 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
     resource = ManagedResource(ctx.store, schema)
     named = ([f.strip("/").split("/")[0] for f in params.fields] if params.fields else None) \
         or shown_by_default(schema)
+    if retrieving:
+        named = list(dict.fromkeys([*shown_by_default(schema), *named]))
+    elif params.ids_only:
+        named = []  # as PingIDM's query-all-ids: no relationships read
     for _ in range(_REREADS):
         with ctx.store.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -88,8 +97,7 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
         # in between moves the revisions of both ends, and the page is read again.
         if resource.settled({r.id: r.rev for r in rows}, named):
             break
-    hooks = ObjectHooks(schema)
-    if hooks.reads:
+    if retrieving:
         objects = [hooks.retrieved(o, "query") for o in objects]
     cookie: str | None = None
     if sorted_mode:

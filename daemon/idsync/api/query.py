@@ -6,7 +6,8 @@ values), ``_fields``, ``_sortKeys``,
 ``_pageSize``, ``_pagedResultsCookie``, ``_pagedResultsOffset`` and
 ``_totalPagedResultsPolicy`` (``NONE`` or ``EXACT``), answered as PingIDM does:
 ``result``, ``resultCount``, ``pagedResultsCookie``, ``totalPagedResultsPolicy``,
-``totalPagedResults``, ``remainingPagedResults``.
+``totalPagedResults``, ``remainingPagedResults``. ``executeOnRetrieve=true`` asks a query
+of managed objects to run their type's ``onRetrieve`` scripts, as PingIDM's does.
 
 A collection held in memory (the jobs, the cluster's nodes, dead letters) is
 answered by ``listed``: filtered, sorted and paged here as the store would. A read
@@ -31,6 +32,7 @@ from idsync.query.ast import Node
 from idsync.query.named import NamedQueries
 from idsync.store import strict_json
 from idsync.store.database import unfit_at
+from idsync.store.hooks import execute_on_retrieve
 
 __all__ = ["MAX_JSON_DEPTH", "QueryParams", "envelope", "listed", "no_query", "read_json", "sort_objects"]
 
@@ -53,6 +55,7 @@ class QueryParams:
     cookie: str | None
     offset: int
     exact_total: bool
+    execute_on_retrieve: bool = False
 
     @property
     def paged(self) -> bool:
@@ -93,6 +96,7 @@ class QueryParams:
             cookie=q.get("_pagedResultsCookie") or None,
             offset=_int(q, "_pagedResultsOffset", 0, _MAX_OFFSET),
             exact_total=policy != "NONE",
+            execute_on_retrieve=execute_on_retrieve(q.get("executeOnRetrieve")),
         )
 
     def sort_paths(self) -> list[tuple[str, ...]]:

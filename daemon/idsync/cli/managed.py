@@ -1,6 +1,6 @@
 """``idsync managed``, ``idsync system`` and ``idsync sync``: objects by hand.
 
-    idsync managed query TYPE [--filter F] [--fields a,b] [--limit N]
+    idsync managed query TYPE [--filter F] [--fields a,b] [--limit N] [--execute-on-retrieve]
     idsync managed get TYPE ID
     idsync managed create TYPE --data JSON|@FILE|- [--id ID] [--no-sync]
     idsync managed update TYPE ID --data JSON|@FILE|- [--rev REV] [--no-sync]
@@ -49,6 +49,8 @@ def register(sub: Any) -> None:
     q = msub.add_parser("query", help="objects matching a _queryFilter")
     q.add_argument("type", help="the type: user, role, or another of managed.json")
     _query_args(q)
+    q.add_argument("--execute-on-retrieve", action="store_true",
+                   help="run the type's onRetrieve scripts on each object (PingIDM's executeOnRetrieve=true)")
     q.set_defaults(handler=_cmd_managed_query)
     g = msub.add_parser("get", help="one object")
     g.add_argument("type", help="the type: user, role, or another of managed.json")
@@ -206,18 +208,21 @@ def _limited(pages: Iterator[list[Obj]], limit: int) -> Iterator[Obj]:
 def _read_pages(project: Project, store: Store, resource: ManagedResource, args: argparse.Namespace,
                 ) -> Iterator[list[Obj]]:
     """The objects ``args`` asks for, a page at a time, as the API's query answers them:
-    each whole, through its type's ``onRetrieve`` scripts (a virtual property computed
-    from all the object holds), then ``--fields`` expanded and picked."""
+    with ``--execute-on-retrieve``, each whole through its type's ``onRetrieve`` scripts
+    (as PingIDM's ``executeOnRetrieve=true``; without it, a virtual property is the value
+    its last write kept), then ``--fields`` expanded and picked."""
     from idsync.managed.references import expand_all
     from idsync.resource import QuerySpec
 
     schema = resource.schema
     fields = _fields(args)
+    retrieving = args.execute_on_retrieve and resource.hooks.reads
     spec = QuerySpec(filter=_filter(args), page_size=min(args.limit, 1000) if args.limit > 0 else 1000)
-    pages = resource.pages(spec, related=_related(schema, fields))  # a refused filter prints nothing
+    related = _related(schema, ["*", *(fields or ())] if retrieving else fields)
+    pages = resource.pages(spec, related=related)  # a refused filter prints nothing
 
     def shown(page: list[Obj]) -> list[Obj]:
-        if resource.hooks.reads:
+        if retrieving:
             page = [resource.hooks.retrieved(obj, "query") for obj in page]
         if fields:
             expand_all(project, store, schema, page, fields)

@@ -61,8 +61,12 @@ class PropertyDef:
     cipher: str = DEFAULT_CIPHER
     hash_algorithm: str | None = None  # ``secureHash.algorithm``: PingIDM's salted hash instead of {CRYPT}
     relation: Relation | None = None  # a relationship (``config/relationships.py``)
-    # PingIDM's ``returnByDefault``: a relationship is read only when asked for (``_fields``) unless true.
+    # PingIDM's ``returnByDefault``: a relationship or a virtual property is read only when asked
+    # for (``_fields``) unless true.
     return_by_default: bool = True
+    # PingIDM's ``isVirtual``: computed by its ``onRetrieve``, and kept as each write computes it
+    # when returned by default, which is what a query answers (``store/hooks.py``).
+    virtual: bool = False
     # PingIDM's ``"scope": "private"``: never in an answer of the HTTP API; scripts and the sync engine see it.
     private: bool = False
     # Whether a request may set it to null (``"nullable": false``: not; a null then fails VALID_TYPE).
@@ -208,6 +212,7 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
             if ptype not in _TYPES:
                 raise ConfigError(file, f"{pkey}.type", f"unknown type {ptype!r}")
             secret = bool(pdef.get("secret") or pdef.get("encryption") or pdef.get("secureHash"))
+            virtual = pdef.get("isVirtual") is True
             encryption = pdef.get("encryption")
             if encryption is not None and not isinstance(encryption, dict):
                 raise ConfigError(file, f"{pkey}.encryption", "expected an object, such as "
@@ -231,7 +236,8 @@ def parse_managed(raw: Any, *, file: str = "managed.json", keyring: Keyring | No
                 key_alias=alias,
                 hash_algorithm=secure_hash(pdef, file, pkey),
                 relation=(relation := relation_of(pdef, file, pkey)),
-                return_by_default=pdef.get("returnByDefault", relation is None) is True,
+                return_by_default=pdef.get("returnByDefault", relation is None and not virtual) is True,
+                virtual=virtual,
                 private=_scope(pdef, file, pkey) == "private",
                 nullable=nullable,
             )

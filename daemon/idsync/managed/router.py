@@ -22,7 +22,8 @@ PingIDM's signatures, with what idsync takes from them::
 
     read(resourceName, params, fields)                      null when not found
     query(resourceName, params, fields)                     {"result": [...], "resultCount": n}
-        params: {"_queryFilter": "..."} or {"_queryId": "query-all" | "query-all-ids"}, "_pageSize"
+        params: {"_queryFilter": "..."} or {"_queryId": "query-all" | "query-all-ids"}, "_pageSize",
+                "executeOnRetrieve": true (a managed type's onRetrieve scripts run on each object)
     create(resourceName, newResourceId, content, params, fields)
     update(resourceName, rev, value, params, fields)        rev null or "*": any revision
     patch(resourceName, rev, patch, params, fields)
@@ -34,6 +35,7 @@ PingIDM's signatures, with what idsync takes from them::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Iterator
@@ -55,6 +57,8 @@ from idsync.query.named import NamedQueries
 from idsync.resource import Obj, QuerySpec, Resource
 from idsync.resources import Resources
 from idsync.store.database import Store
+from idsync.store.hooks import execute_on_retrieve
+from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
 from idsync.sync.implicit import ImplicitSync, PushResult
 from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
@@ -280,8 +284,15 @@ class ScriptRouter:
         if expanded:  # ``roles/*``: the relationship read, then its objects' fields (``expand_all``)
             fields = list(dict.fromkeys(f.strip("/").split("/")[0] for f in fields or ()))
         spec, limit = _spec(collection, params, fields, queries)
+        resource = self._resource(collection)
+        # PingIDM's executeOnRetrieve: onRetrieve runs on each whole object, then the fields are picked.
+        retrieving = (isinstance(resource, ManagedResource) and resource.hooks.reads
+                      and execute_on_retrieve(params.get("executeOnRetrieve")))
+        picked = spec.fields
+        if retrieving:
+            spec = dataclasses.replace(spec, fields=None)
         try:
-            found = self._resource(collection).find(spec, MAX_QUERY_RESULTS + 1)
+            found = resource.find(spec, MAX_QUERY_RESULTS + 1)
         except ReadDenied as exc:
             if not exc.quiet:
                 raise
@@ -290,6 +301,12 @@ class ScriptRouter:
             raise ObjectRejected(f"openidm.query {collection}: more than {MAX_QUERY_RESULTS} results; narrow "
                                  "the _queryFilter")
         found = found[:limit] if limit is not None else found
+        if retrieving:
+            assert isinstance(resource, ManagedResource)
+            found = [resource.hooks.retrieved(obj, "query") for obj in found]
+            if picked is not None:
+                keep = {"_id", "_rev", *picked}
+                found = [{k: v for k, v in obj.items() if k in keep} for obj in found]
         if expanded:
             expand_all(self.project, self.store, self._objects(collection).schema, found, expanded)
         return _envelope(found)

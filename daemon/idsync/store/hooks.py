@@ -4,16 +4,21 @@
 writes it (the command line, the HTTP API, a script's ``openidm``, implicit
 synchronization, a recon or a liveSync), in PingIDM's order:
 
-    create:  onCreate(object) -> policies -> onValidate -> onStore -> store -> postCreate(newObject)
-    update:  onUpdate(object, oldObject) -> policies -> onValidate -> onStore -> store
-             -> postUpdate(object, oldObject)
+    create:  onCreate(object) -> policies -> virtual properties -> onValidate -> onStore -> store
+             -> postCreate(newObject)
+    update:  onUpdate(object, oldObject) -> policies -> virtual properties -> onValidate -> onStore
+             -> store -> postUpdate(object, oldObject)
     delete:  onDelete(object) -> store -> postDelete(oldObject)
     pushed:  onSync(oldObject, newObject, syncResults), once implicit synchronization
              pushed a change made through the managed service (``managed/service.py``)
-    read:    onRetrieve(object) and onRead(object), for what the API, the command line
-             and scripts read (``retrieved``); onRetrieve for what a mapping reads
-             from its managed source (recon, implicit sync); a recon compares the
-             stored values of a managed target
+    read:    onRetrieve(object) and onRead(object), for a read by id (``retrieved``);
+             onRetrieve for a query that asks for it (``executeOnRetrieve=true``) and
+             for what a mapping reads from its managed source (recon, implicit sync);
+             a recon compares the stored values of a managed target
+
+As in PingIDM, a write computes each virtual property (``isVirtual``) shown by default
+through its ``onRetrieve`` and stores the value: a query answers what the last write
+computed without running a script per object, and a read by id computes it anew.
 
 A property's ``onValidate``, ``onStore`` and ``onRetrieve`` get ``property``,
 ``propertyName`` and ``object``; ``onStore`` and ``onRetrieve`` answer the value to
@@ -41,7 +46,7 @@ from idsync.errors import IdsyncError, ObjectRejected, ScriptError
 from idsync.store.policy import Taken, check
 from idsync.store.validation import PolicyFailed, failures_list
 
-__all__ = ["ObjectHooks", "PostScript"]
+__all__ = ["ObjectHooks", "PostScript", "execute_on_retrieve"]
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +71,11 @@ class ObjectHooks:
         self._property_events = {event: tuple((name, prop.scripts[event]) for name, prop in
                                               self.model.properties.items() if event in prop.scripts)
                                  for event in PROPERTY_EVENTS}
+        # The virtual properties a write computes and keeps (PingIDM's populateVirtualProperties):
+        # those shown by default; one shown only when named is computed by a read by id alone.
+        self._kept_virtual = tuple((name, script) for name, script in self._property_events["onRetrieve"]
+                                   if (prop := schema.properties.get(name)) is not None
+                                   and prop.virtual and prop.return_by_default)
 
     def _request(self, method: str, object_id: str | None) -> dict[str, Any]:
         path = f"{self.name}/{object_id}" if object_id else self.name
@@ -109,8 +119,9 @@ class ObjectHooks:
             raise ObjectRejected(f"{self.name}: {event} script: object must stay an object")
         return result
 
-    def _property_scripts(self, event: str, obj: Obj, object_id: str | None, method: str) -> Obj:
-        for name, script in self._property_events[event]:
+    def _property_scripts(self, event: str, obj: Obj, object_id: str | None, method: str,
+                          scripts: tuple[tuple[str, ObjectScript], ...] | None = None) -> Obj:
+        for name, script in self._property_events[event] if scripts is None else scripts:
             request = self._request(method, object_id)
             value = self._run(f"{name}.{event}", script, {
                 "property": obj.get(name), "propertyName": name, "object": obj, "request": request,
@@ -143,6 +154,7 @@ class ObjectHooks:
         if failed:
             raise PolicyFailed(self.name, failures_list(failed))
         if self.model:
+            obj = self._property_scripts("onRetrieve", obj, object_id, method, self._kept_virtual)
             self._object_script("onValidate", obj, object_id, method)
             self._property_scripts("onValidate", obj, object_id, method)
             obj = self._property_scripts("onStore", obj, object_id, method)
@@ -213,6 +225,12 @@ class ObjectHooks:
         if method == "read":
             result = self._object_script("onRead", result, object_id, method)
         return {**result, **keep}
+
+
+def execute_on_retrieve(value: Any) -> bool:
+    """Whether a query's ``executeOnRetrieve`` parameter asks for the ``onRetrieve`` scripts:
+    true, or ``true`` in any case, as PingIDM reads it (Java's ``Boolean.parseBoolean``)."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 def _storable(obj: Obj) -> Obj:
