@@ -101,10 +101,17 @@ def check(schema: ManagedType, obj: Mapping[str, Any], *, before: Mapping[str, A
             failed.extend(r for r in _builtin(use, name, value, obj, before, failed, object_id, taken,
                                               schema.mapping_names) if r not in failed)
     if custom_calls and model.custom is not None:
-        answers = model.custom.run([call for _, _, call in custom_calls])
+        answers = model.custom.run([call for _, _, call in custom_calls], _request(schema.name, object_id, only))
         for (name, use, _), answer in zip(custom_calls, answers, strict=True):
             found.setdefault(name, []).extend(_requirements(answer, use))
     return {k: v for k, v in found.items() if v}
+
+
+def _request(type_name: str, object_id: str | None, only: Collection[str] | None) -> dict[str, Any]:
+    """The policy request a custom policy sees, as PingIDM's policy service is asked:
+    ``resourcePath`` ends in ``*`` for an object not yet stored under an id."""
+    return {"method": "action", "action": "validateObject" if only is None else "validateProperty",
+            "resourcePath": f"managed/{type_name}/{object_id or '*'}"}
 
 
 def _with_dependents(props: Collection[PropertyModel], changed: Collection[str]) -> set[str]:
