@@ -636,3 +636,31 @@ def test_a_failing_custom_policy_refuses_the_object_naming_its_file_and_line(tmp
     assert done.returncode == 78 and "additionalFiles[1] (script/utcdate.js): JavaScript syntax error at line 21" \
         in done.stdout, done.stdout
 
+
+def test_cannot_contain_others_counts_case_and_reads_a_regular_expression(tmp_path: Path) -> None:
+    """PingIDM's default password policy (none of userName, givenName, sn) refuses a
+    password holding one of them as its policy.js does (``value.match(other)``): with
+    case (a givenName "Q" is not in "Passw0rdq1"), the other value read as a JavaScript
+    regular expression ("a.b" is in "Xa-b12345"), and as written where it is none ("a(b")."""
+    schema = parse_managed(DEFAULT_MANAGED).types["user"]
+    model = load_object_models(DEFAULT_MANAGED, tmp_path, tmp_path, ScriptEngine(), file="managed.json")["user"]
+    users = ManagedResource(Store.open(f"sqlite:///{tmp_path / 's.db'}"), replace(schema, model=model))
+
+    def refused(user: dict[str, Any]) -> list[Any]:
+        try:
+            users.create(user)
+        except PolicyFailed as exc:
+            return exc.failures
+        return []
+
+    assert refused({"userName": "x1", "givenName": "Q", "sn": "Unny", "mail": "s@example.com",
+                    "password": "Passw0rdq1"}) == []
+    assert refused({"userName": "x2", "givenName": "Q", "sn": "Unny", "mail": "s@example.com",
+                    "password": "PassW0rdQ1"}) == [{"property": "password", "policyRequirements": [
+                        {"policyRequirement": "CANNOT_CONTAIN_OTHERS", "params": {"disallowedFields": ["givenName"]}}]}]
+    user_name = [{"property": "password", "policyRequirements": [
+        {"policyRequirement": "CANNOT_CONTAIN_OTHERS", "params": {"disallowedFields": ["userName"]}}]}]
+    assert refused({"userName": "a.b", "givenName": "G", "sn": "S", "mail": "a@example.com",
+                    "password": "Xa-b12345"}) == user_name
+    assert refused({"userName": "c(d", "givenName": "G", "sn": "S", "mail": "c@example.com",
+                    "password": "Xc(d12345"}) == user_name

@@ -226,16 +226,24 @@ def _string_params(policy: str, p: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _contained(value: Any, fields: Any, obj: Mapping[str, Any], before: Mapping[str, Any] | None) -> list[str]:
-    """The fields whose (non-empty) value ``value`` contains."""
+    """The fields whose (non-empty) value ``value`` contains, as PingIDM's policy.js
+    tells it (``value.match(fullObject[field])``): case counts, and the other value is
+    a JavaScript regular expression (a user name ``j.doe`` is in ``j-doe``); one that is
+    no regular expression idsync can run (``a(b``) is looked for as it is written."""
     if not isinstance(value, str) or not value:
         return []
     names = fields.split(",") if isinstance(fields, str) else [str(f) for f in fields or []]
     bad = []
     for field in (n.strip() for n in names):
         other = obj.get(field.strip("/"), (before or {}).get(field.strip("/")))
-        if isinstance(other, str) and other and other.lower() in value.lower():
+        if isinstance(other, str) and other and _matches(value, other):
             bad.append(field)
     return bad
+
+
+def _matches(value: str, other: str) -> bool:
+    compiled = js_regexp(other)
+    return other in value if compiled is None else compiled.search(value) is not None
 
 
 def _date(text: str) -> datetime.date | None:
