@@ -524,3 +524,147 @@ def test_pingidm_default_policies_apply_out_of_the_box(tmp_path: Path, which: st
         users.create({"userName": "ann", "password": "x", "mail": "not-an-email"})
     assert {f["property"] for f in caught.value.failures} == {"password", "mail"}
     assert users.create({"userName": "ann", "password": "Secret123", "mail": "ann@example.com"})["_id"]
+
+
+# A custom policy written as PingIDM's samples write them: lodash's ``_`` and ``request``
+# come from the policy service (policy.js), not from the file.
+UTC_DATE_POLICY = """var policy = {
+    "policyId" : "valid-utcdate",
+    "policyExec" : "validUTCDate",
+    "policyRequirements" : ["VALID_DATE"]
+};
+
+addPolicy(policy);
+
+function validUTCDate(fullObject, value, params, property) {
+    var isRequired = _.find(this.failedPolicyRequirements, function (fpr) {
+            return fpr.policyRequirement === "REQUIRED";
+        }),
+        isNonEmptyString = (typeof(value) === "string" && value.length),
+        datePattern = new RegExp("[0-9]{4}-[0-9]{2}-[0-9]{2}");
+
+    if ((isRequired || isNonEmptyString) && !datePattern.test(value)) {
+        return [{"policyRequirement": "VALID_DATE", "params": {"asked": request.resourcePath.split("/")[1]}}];
+    }
+    return [];
+}
+"""
+
+
+def _dated_project(tmp_path: Path, policy_source: str) -> Path:
+    """The project with a second additionalFiles script (``policy_source``) whose
+    ``valid-utcdate`` judges the user's ``hireDate``, filled by the recon from staff's ``number``."""
+    project = _project(tmp_path)
+    conf = project / "conf"
+    (project / "script" / "utcdate.js").write_text(policy_source)
+    policy = json.loads((conf / "policy.json").read_text())
+    policy["additionalFiles"] = ["script/colour.js", "script/utcdate.js"]
+    (conf / "policy.json").write_text(json.dumps(policy))
+    user = json.loads(json.dumps(USER))
+    user["schema"]["properties"]["hireDate"] = {"type": "string", "policies": [{"policyId": "valid-utcdate"}]}
+    (conf / "managed.json").write_text(json.dumps({"objects": [user, STAFF, EVENT]}))
+    mapping = {**MAPPING, "properties": [{"source": "login", "target": "userName"},
+                                         {"source": "number", "target": "hireDate"}]}
+    (conf / "sync.json").write_text(json.dumps({"mappings": [mapping]}))
+    return project
+
+
+def test_custom_policies_have_lodash_and_the_policy_request(tmp_path: Path) -> None:
+    """A custom policy of additionalFiles uses ``_`` (lodash) and ``request`` without
+    defining them, as the scope of PingIDM's policy.js gives them: a recon into the
+    store and a create over the API are judged by it (a good date passes, a bad one is
+    refused with its requirement), rather than every write failing."""
+    project = _dated_project(tmp_path, UTC_DATE_POLICY)
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    resources = Resources(loaded, store)
+    with scripting(loaded, store, resources=resources):
+        staff = ManagedObjects(loaded, store, resources, "staff", sync=False)
+        staff.create({"login": "ida", "number": "2020-01-02"}, object_id="s1")
+        staff.create({"login": "jon", "number": "soon"}, object_id="s2")
+    done = idsync(project, "recon", "staff_user", "--json")
+    summary = json.loads(done.stdout)
+    assert summary["state"] == "SUCCESS" and summary["changes"]["failed"] == 1, done.stdout + done.stderr
+    assert "(VALID_DATE)" in json.dumps(summary)
+    users = ManagedObjects(loaded, store, resources, "user", sync=False)
+    assert [u["userName"] for u in users._resource.find(QuerySpec())] == ["ida"]
+    with serve(project) as api:
+        made = api.post("/openidm/managed/user?_action=create", headers=JSON,
+                        json={"userName": "kim", "hireDate": "2021-03-04"})
+        assert made.status_code == 201, made.text
+        refused = api.post("/openidm/managed/user?_action=create", headers=JSON,
+                           json={"userName": "lou", "hireDate": "tomorrow"})
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["detail"]["failedPolicyRequirements"] == [
+            {"property": "hireDate", "policyRequirements": [{"policyRequirement": "VALID_DATE",
+                                                             "params": {"asked": "user"}}]}]
+
+
+def test_a_failing_custom_policy_refuses_the_object_naming_its_file_and_line(tmp_path: Path) -> None:
+    """A custom policy that fails (a name nothing defines) refuses the object as an
+    object script that throws does: 400 over the API without the server's paths; the
+    command line and the log name the file of additionalFiles and its own line; a recon
+    records each object's failure (here every one's: the run failed, saying why). One
+    that fails as the files load, or does not parse, is an error of idsync validate
+    naming the file and its line."""
+    broken = UTC_DATE_POLICY.replace("_.find(", "lodash.find(")
+    project = _dated_project(tmp_path, broken)
+    with serve(project) as api:
+        refused = api.post("/openidm/managed/user?_action=create", headers=JSON,
+                           json={"userName": "kim", "hireDate": "2021-03-04"})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["message"] == ("managed/user: policy script: ReferenceError: lodash is not defined "
+                                             "at line 10"), refused.text
+        assert str(tmp_path) not in refused.text
+    done = idsync(project, "managed", "create", "user", "--data", json.dumps({"userName": "mo", "hireDate": "x"}))
+    assert done.returncode == 1
+    assert "managed/user: policy script: " in done.stderr and "policy.json: additionalFiles (script/utcdate.js): " \
+        "ReferenceError: lodash is not defined at line 10\n" in done.stderr, done.stderr
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    resources = Resources(loaded, store)
+    with scripting(loaded, store, resources=resources):
+        staff = ManagedObjects(loaded, store, resources, "staff", sync=False)
+        staff.create({"login": "ida", "number": "2020-01-02"}, object_id="s1")
+        staff.create({"login": "jon"}, object_id="s2")
+    summary = json.loads(idsync(project, "recon", "staff_user", "--json").stdout)
+    assert summary["state"] == "FAILED" and summary["changes"]["failed"] == 2, summary
+    assert "(script/utcdate.js): ReferenceError: lodash is not defined at line 10" in summary["message"]
+    (project / "script" / "utcdate.js").write_text(UTC_DATE_POLICY + "var since = startOfTime;\n")
+    done = idsync(project, "validate")
+    assert done.returncode == 78, done.stdout + done.stderr
+    assert "policy.json: additionalFiles (script/utcdate.js): the custom policies cannot load: " \
+        "ReferenceError: startOfTime is not defined at line 21" in done.stdout, done.stdout
+    (project / "script" / "utcdate.js").write_text(UTC_DATE_POLICY + "function (\n")
+    done = idsync(project, "validate")
+    assert done.returncode == 78 and "additionalFiles[1] (script/utcdate.js): JavaScript syntax error at line 21" \
+        in done.stdout, done.stdout
+
+
+def test_cannot_contain_others_counts_case_and_reads_a_regular_expression(tmp_path: Path) -> None:
+    """PingIDM's default password policy (none of userName, givenName, sn) refuses a
+    password holding one of them as its policy.js does (``value.match(other)``): with
+    case (a givenName "Q" is not in "Passw0rdq1"), the other value read as a JavaScript
+    regular expression ("a.b" is in "Xa-b12345"), and as written where it is none ("a(b")."""
+    schema = parse_managed(DEFAULT_MANAGED).types["user"]
+    model = load_object_models(DEFAULT_MANAGED, tmp_path, tmp_path, ScriptEngine(), file="managed.json")["user"]
+    users = ManagedResource(Store.open(f"sqlite:///{tmp_path / 's.db'}"), replace(schema, model=model))
+
+    def refused(user: dict[str, Any]) -> list[Any]:
+        try:
+            users.create(user)
+        except PolicyFailed as exc:
+            return exc.failures
+        return []
+
+    assert refused({"userName": "x1", "givenName": "Q", "sn": "Unny", "mail": "s@example.com",
+                    "password": "Passw0rdq1"}) == []
+    assert refused({"userName": "x2", "givenName": "Q", "sn": "Unny", "mail": "s@example.com",
+                    "password": "PassW0rdQ1"}) == [{"property": "password", "policyRequirements": [
+                        {"policyRequirement": "CANNOT_CONTAIN_OTHERS", "params": {"disallowedFields": ["givenName"]}}]}]
+    user_name = [{"property": "password", "policyRequirements": [
+        {"policyRequirement": "CANNOT_CONTAIN_OTHERS", "params": {"disallowedFields": ["userName"]}}]}]
+    assert refused({"userName": "a.b", "givenName": "G", "sn": "S", "mail": "a@example.com",
+                    "password": "Xa-b12345"}) == user_name
+    assert refused({"userName": "c(d", "givenName": "G", "sn": "S", "mail": "c@example.com",
+                    "password": "Xc(d12345"}) == user_name

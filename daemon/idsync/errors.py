@@ -157,6 +157,11 @@ class ScriptError(IdsyncError):
     (PingIDM's ``{code, message}``, or ``{code, message, detail}``), as it was."""
 
     thrown: object = None
+    # The line of the program where it failed, if the engine told it.
+    line: int | None = None
+    # Where the script lives, as the message starts (``file: key (origin)``), when that
+    # is not the script's own name: what an answer to a client leaves out.
+    where: str | None = None
 
     @property
     def status(self) -> int | None:

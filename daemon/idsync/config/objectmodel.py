@@ -163,18 +163,52 @@ class PropertyModel:
 @dataclass(frozen=True)
 class CustomPolicies:
     """The compiled ``additionalFiles`` of ``policy.json``: one program that runs the
-    ``policyExec`` functions a list of calls names and answers their failures."""
+    ``policyExec`` functions a list of calls names and answers their failures.
+
+    The files run in the scope PingIDM's ``policy.js`` gives them: ``_`` (its
+    ``require('lib/lodash')``, idsync's lodash), ``addPolicy``, and, as for every
+    script, ``openidm``; a run also has the policy request (``request``, with
+    ``method``, ``action`` and ``resourcePath``, and ``resourceName``). A failure names
+    the file and its line, not the line of the program idsync makes of the files."""
 
     script: Script
     defined: Mapping[str, Mapping[str, Any]]  # policyId -> the object given to addPolicy
+    files: tuple[tuple[str, int], ...] = ()  # each file of additionalFiles and its first line in the program
 
-    def run(self, calls: list[list[Any]]) -> list[Any]:
+    def run(self, calls: list[list[Any]], request: Mapping[str, Any] | None = None) -> list[Any]:
         """``[[policyExec, fullObject, value, params, property, failedSoFar], ...]`` ->
-        each call's list of failed requirements."""
-        answer = self.script(calls=calls)
+        each call's list of failed requirements; ``request``: the policy request
+        (``resourcePath``: ``managed/TYPE/ID``, or ``managed/TYPE/*`` for a new object)."""
+        path = (request or {}).get("resourcePath")
+        try:
+            answer = self.script(calls=calls, request=dict(request or {}), resourceName=path)
+        except ScriptError as exc:
+            raise self._located_error(exc) from None
         if not isinstance(answer, list) or len(answer) != len(calls):
             raise ScriptError(f"{self.script.name}: the custom policies answered no list of results")
         return answer
+
+    def located(self, exc: ScriptError) -> tuple[str | None, str]:
+        """The file of ``additionalFiles`` where the program failed (None where the
+        error names no line of a file) and the error without the script's name, at the
+        file's own line."""
+        text, line, prefix = str(exc), exc.line, f"{self.script.name}: "
+        reason = text.removeprefix(prefix)
+        suffix = f" at line {line}"
+        starts = [(name, first) for name, first in self.files if line is not None and first <= line]
+        if line is None or not starts or not reason.endswith(suffix):
+            return None, reason
+        name, first = starts[-1]
+        return name, f"{reason[:-len(suffix)]} at line {line - first + 1}"
+
+    def _located_error(self, exc: ScriptError) -> ScriptError:
+        name, reason = self.located(exc)
+        if name is None:
+            return exc
+        where = f"{self.script.name} ({name})"
+        located = ScriptError(f"{where}: {reason}")
+        located.thrown, located.where = exc.thrown, where
+        return located
 
 
 @dataclass(frozen=True)
@@ -214,8 +248,10 @@ def secure_hash(pdef: Mapping[str, Any], file: str, key: str) -> str | None:
     return str(algorithm)
 
 
-# The program around the custom policy files: addPolicy collects, the tail runs the calls.
-_CUSTOM_HEAD = """var _idsyncPolicies = {};
+# The program around the custom policy files. The head gives them what PingIDM's policy.js
+# defines before it evaluates them (``_``, ``addPolicy``: collects), the tail runs the calls.
+_CUSTOM_HEAD = """var _ = require("lib/lodash");
+var _idsyncPolicies = {};
 function addPolicy(p) { _idsyncPolicies[p.policyId] = p; }
 """
 _CUSTOM_TAIL = """
@@ -249,19 +285,30 @@ def _custom_policies(conf: Path, project_dir: Path, engine: ScriptEngine) -> tup
         return None, raw
     paths = ScriptPaths(project_dir, engine.defaults)
     sources = [paths.read(name, file, f"additionalFiles[{i}]") for i, name in enumerate(extra)]
+    files: list[tuple[str, int]] = []
+    line = _CUSTOM_HEAD.count("\n") + 1
+    for i, (name, source) in enumerate(zip(extra, sources, strict=True)):
+        # Each file alone first, so that a syntax error names its file and its own line.
+        engine.compile({"type": "text/javascript", "source": source}, file=file, key=f"additionalFiles[{i}] ({name})",
+                       base_dir=project_dir)
+        files.append((name, line))
+        line += source.count("\n") + 2  # the "\n;\n" that joins the next one
     program = _CUSTOM_HEAD + "\n;\n".join(sources) + _CUSTOM_TAIL
     script = engine.compile({"type": "text/javascript", "source": program}, file=file, key="additionalFiles",
                             base_dir=project_dir)
+    custom = CustomPolicies(script, {}, tuple(files))
     try:
-        defined = script(calls=None)
+        defined = script(calls=None, request={}, resourceName=None)
     except ScriptError as exc:
-        raise ConfigError(file, "additionalFiles", f"the custom policies cannot load: {exc}") from None
+        name, reason = custom.located(exc)
+        raise ConfigError(file, "additionalFiles" + (f" ({name})" if name else ""),
+                          f"the custom policies cannot load: {reason}") from None
     if not isinstance(defined, dict):
         raise ConfigError(file, "additionalFiles", "the custom policies defined nothing (addPolicy)")
     for policy_id, policy in defined.items():
         if not isinstance(policy, dict) or not isinstance(policy.get("policyExec"), str):
             raise ConfigError(file, "additionalFiles", f"policy {policy_id!r} needs a policyExec function name")
-    return CustomPolicies(script, defined), raw
+    return CustomPolicies(script, defined, tuple(files)), raw
 
 
 def schema_policies(pdef: Mapping[str, Any]) -> list[PolicyUse]:

@@ -352,6 +352,7 @@ class Script:
         where = f" at line {line}" if line is not None else ""
         error = ScriptError(f"{self.name}: {kind}: {message}{where}")
         error.thrown = thrown[0] if thrown else None
+        error.line = line
         return error
 
     def _engine_failure(self, exc: quickjs.JSException) -> ScriptError:

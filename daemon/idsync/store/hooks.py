@@ -35,7 +35,7 @@ own, logged, and the change stands.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import structlog
@@ -91,7 +91,7 @@ class ObjectHooks:
         except IdsyncError as exc:
             raise ObjectRejected(f"{self.name}: {event} script: {exc}") from None
 
-    def _refused(self, event: str, script: ObjectScript, exc: ScriptError) -> ObjectRejected:
+    def _refused(self, event: str, script: ObjectScript | None, exc: ScriptError) -> ObjectRejected:
         """The refusal of a script that threw. A thrown ``{code, message}`` is told as its
         message alone, everywhere; any other failure keeps where the script lives (its
         file and key) for the operator, and the API answers it without them. The log has it all."""
@@ -102,7 +102,8 @@ class ObjectHooks:
             rejected.reply, rejected.detail = told, exc.thrown_detail
         else:
             rejected = ObjectRejected(f"{self.name}: {event} script: {exc}")
-            reason = str(exc).removeprefix(f"{script.name}: ")
+            where = exc.where or (script.name if script is not None else None)
+            reason = str(exc).removeprefix(f"{where}: ") if where else str(exc)
             rejected.reply = f"{self.name}: {event} script: {reason}"
         rejected.status = exc.status
         return rejected
@@ -149,8 +150,19 @@ class ObjectHooks:
         new = self._object_script("onUpdate", new, object_id, "update", {"oldObject": old, "@same": _NEW_IS_OBJECT})
         return self._checked(_storable(new), old, object_id, taken, "update")
 
+    def check(self, obj: Obj, *, before: Obj | None = None, object_id: str | None = None,
+              taken: Taken | None = None, only: Collection[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+        """The failed policy requirements of ``obj`` (``store.policy.check``). A policy
+        script that fails (a custom policy of ``additionalFiles``, a condition) refuses
+        the object as a failing object script does."""
+        try:
+            return check(self.schema, obj, before=before, object_id=object_id, taken=taken, only=only)
+        except ScriptError as exc:
+            custom = self.model.custom
+            raise self._refused("policy", custom.script if custom is not None else None, exc) from None
+
     def _checked(self, obj: Obj, old: Obj | None, object_id: str | None, taken: Taken | None, method: str) -> Obj:
-        failed = check(self.schema, obj, before=old, object_id=object_id, taken=taken)
+        failed = self.check(obj, before=old, object_id=object_id, taken=taken)
         if failed:
             raise PolicyFailed(self.name, failures_list(failed))
         if self.model:

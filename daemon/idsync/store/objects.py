@@ -64,7 +64,7 @@ from idsync.store.filters import INDEXED_LENGTH, property_value, refuse_hidden, 
 from idsync.store.hooks import ObjectHooks, PostScript
 from idsync.store.last_sync import forget_objects
 from idsync.store.passwords import hash_secret, same_secret
-from idsync.store.policy import Taken, check
+from idsync.store.policy import Taken
 from idsync.store.relationships import Edges, write_related
 from idsync.store.roles import Grants, check_grants, check_role
 from idsync.store.tables import ID_LENGTH, claims
@@ -596,7 +596,7 @@ class ManagedResource(Resource, ChangeSource):
         """The failed policy requirements of ``values`` as the object ``object_id`` (or a
         new one), in PingIDM's ``failedPolicyRequirements`` shape; nothing is written."""
         with self.store.engine.connect() as conn:
-            found = check(self.schema, values, object_id=object_id, taken=self._taken(conn), only=only)
+            found = self.hooks.check(values, object_id=object_id, taken=self._taken(conn), only=only)
         return failures_list(found)
 
     def _post(self, event: str, object_id: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
@@ -665,7 +665,11 @@ class ManagedResource(Resource, ChangeSource):
         for i, r in enumerate(results):
             if r.id in clashing and r.obj is not None:
                 names = clashing[r.id]
-                found = check(self.schema, r.obj, object_id=None, taken=_held(names), only=names)
+                try:
+                    found = self.hooks.check(r.obj, object_id=None, taken=_held(names), only=names)
+                except ObjectRejected as exc:
+                    results[i] = failed(r.op, exc)
+                    continue
                 results[i] = failed(r.op, PolicyFailed(self.name, failures_list(found)))
         return set(clashing)
 

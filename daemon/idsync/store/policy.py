@@ -101,10 +101,17 @@ def check(schema: ManagedType, obj: Mapping[str, Any], *, before: Mapping[str, A
             failed.extend(r for r in _builtin(use, name, value, obj, before, failed, object_id, taken,
                                               schema.mapping_names) if r not in failed)
     if custom_calls and model.custom is not None:
-        answers = model.custom.run([call for _, _, call in custom_calls])
+        answers = model.custom.run([call for _, _, call in custom_calls], _request(schema.name, object_id, only))
         for (name, use, _), answer in zip(custom_calls, answers, strict=True):
             found.setdefault(name, []).extend(_requirements(answer, use))
     return {k: v for k, v in found.items() if v}
+
+
+def _request(type_name: str, object_id: str | None, only: Collection[str] | None) -> dict[str, Any]:
+    """The policy request a custom policy sees, as PingIDM's policy service is asked:
+    ``resourcePath`` ends in ``*`` for an object not yet stored under an id."""
+    return {"method": "action", "action": "validateObject" if only is None else "validateProperty",
+            "resourcePath": f"managed/{type_name}/{object_id or '*'}"}
 
 
 def _with_dependents(props: Collection[PropertyModel], changed: Collection[str]) -> set[str]:
@@ -219,16 +226,24 @@ def _string_params(policy: str, p: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _contained(value: Any, fields: Any, obj: Mapping[str, Any], before: Mapping[str, Any] | None) -> list[str]:
-    """The fields whose (non-empty) value ``value`` contains."""
+    """The fields whose (non-empty) value ``value`` contains, as PingIDM's policy.js
+    tells it (``value.match(fullObject[field])``): case counts, and the other value is
+    a JavaScript regular expression (a user name ``j.doe`` is in ``j-doe``); one that is
+    no regular expression idsync can run (``a(b``) is looked for as it is written."""
     if not isinstance(value, str) or not value:
         return []
     names = fields.split(",") if isinstance(fields, str) else [str(f) for f in fields or []]
     bad = []
     for field in (n.strip() for n in names):
         other = obj.get(field.strip("/"), (before or {}).get(field.strip("/")))
-        if isinstance(other, str) and other and other.lower() in value.lower():
+        if isinstance(other, str) and other and _matches(value, other):
             bad.append(field)
     return bad
+
+
+def _matches(value: str, other: str) -> bool:
+    compiled = js_regexp(other)
+    return other in value if compiled is None else compiled.search(value) is not None
 
 
 def _date(text: str) -> datetime.date | None:
