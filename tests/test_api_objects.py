@@ -428,3 +428,35 @@ def test_managed_sort_keys_order_json_values(tmp_path: Path) -> None:
         for bad in ("_sortKeys=-", "_sortKeys=address//city", "_sortKeys=age&_pageSize=1&_pagedResultsCookie=abc"):
             answer = api.get(f"/openidm/managed/user?_queryFilter=true&{bad}", headers=ADMIN)
             assert answer.status_code == 400 and answer.json()["code"] == 400, bad
+
+
+def _pretty(value: object) -> str:
+    """``value`` laid out as PingIDM's pretty printer does: two spaces a level, ``"name" : value``."""
+    return json.dumps(value, indent=2, separators=(",", " : "), ensure_ascii=False)
+
+
+def test_pretty_print_indents_every_json_answer(api: httpx.Client) -> None:
+    """``_prettyPrint=true`` (the samples' curl commands send it) answers indented JSON: a
+    create, a read, a query by filter and by named query, a system's query, a recon, an error
+    and a refused login; ``_prettyPrint=false`` and no parameter answer compact JSON."""
+    made = api.post("/openidm/managed/user?_action=create&_prettyPrint=true", headers=JSON,
+                    json={"userName": "pp", "givenName": "P", "sn": "P", "mail": "pp@example.com"})
+    assert made.status_code == 201 and made.text == _pretty(made.json()), made.text
+    assert '\n  "userName" : "pp"' in made.text
+    user_id = made.json()["_id"]
+    answers = [
+        api.get(f"/openidm/managed/user/{user_id}?_prettyPrint=TRUE", headers=ADMIN),
+        api.get("/openidm/managed/user?_queryFilter=true&_prettyPrint=true", headers=ADMIN),
+        api.get("/openidm/managed/user?_queryId=query-all-ids&_prettyPrint=true", headers=ADMIN),
+        api.get("/openidm/system/ldap/account?_queryId=query-all-ids&_prettyPrint=true", headers=ADMIN),
+        api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true&_prettyPrint=true",
+                 headers=ADMIN),
+        api.get("/openidm/managed/user/nobody?_prettyPrint=true", headers=ADMIN),
+        api.get("/openidm/managed/user/nobody?_prettyPrint=true"),
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 200, 200, 200, 404, 401], [r.text for r in answers]
+    for r in answers:
+        assert r.text == _pretty(r.json()) and "\n" in r.text, r.text
+    for query in ("?_prettyPrint=false", ""):
+        r = api.get(f"/openidm/managed/user/{user_id}{query}", headers=ADMIN)
+        assert r.status_code == 200 and "\n" not in r.text and r.text == json.dumps(r.json(), separators=(",", ":"))
