@@ -460,3 +460,26 @@ def test_pretty_print_indents_every_json_answer(api: httpx.Client) -> None:
     for query in ("?_prettyPrint=false", ""):
         r = api.get(f"/openidm/managed/user/{user_id}{query}", headers=ADMIN)
         assert r.status_code == 200 and "\n" not in r.text and r.text == json.dumps(r.json(), separators=(",", ":"))
+
+
+def test_system_answers_hold_the_fields_asked_for_as_openidm_does(api: httpx.Client, ldap_subtree: str) -> None:
+    """As OpenIDM's provisioner answers a system's objects: a property ``_fields`` names
+    that the object type declares is ``null`` on an entry without it, in a query and a read
+    (one it does not declare is left out); a read answers only the fields named.
+    A managed object without a property ``_fields`` names leaves it out, as PingIDM does."""
+    asked = "dn,uid,displayName,nosuch"
+    found = api.get("/openidm/system/ldap/account", headers=ADMIN,
+                    params={"_queryFilter": 'uid eq "bjensen"', "_fields": asked}).json()["result"]
+    dn = f"uid=bjensen,{ldap_subtree}"
+    assert [{k: v for k, v in o.items() if k != "_id"} for o in found] == \
+        [{"dn": dn, "uid": "bjensen", "displayName": None}]
+    read = api.get(f"/openidm/system/ldap/account/{found[0]['_id']}", headers=ADMIN, params={"_fields": asked})
+    assert read.status_code == 200 and read.json() == found[0], read.text
+    ids = api.get(f"/openidm/system/ldap/account/{found[0]['_id']}?_fields=_id", headers=ADMIN).json()
+    assert ids == {"_id": found[0]["_id"]}
+    only = api.get("/openidm/system/ldap/account?_queryFilter=true&_fields=_id", headers=ADMIN).json()["result"]
+    assert only and all(set(o) == {"_id"} for o in only), only
+    made = api.post("/openidm/managed/user?_action=create", headers=JSON,
+                    json={"userName": "nodesc", "givenName": "N", "sn": "D", "mail": "nodesc@example.com"}).json()
+    user = api.get(f"/openidm/managed/user/{made['_id']}?_fields=userName,description", headers=ADMIN).json()
+    assert set(user) == {"_id", "_rev", "userName"}, user
