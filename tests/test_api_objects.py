@@ -428,3 +428,58 @@ def test_managed_sort_keys_order_json_values(tmp_path: Path) -> None:
         for bad in ("_sortKeys=-", "_sortKeys=address//city", "_sortKeys=age&_pageSize=1&_pagedResultsCookie=abc"):
             answer = api.get(f"/openidm/managed/user?_queryFilter=true&{bad}", headers=ADMIN)
             assert answer.status_code == 400 and answer.json()["code"] == 400, bad
+
+
+def _pretty(value: object) -> str:
+    """``value`` laid out as PingIDM's pretty printer does: two spaces a level, ``"name" : value``."""
+    return json.dumps(value, indent=2, separators=(",", " : "), ensure_ascii=False)
+
+
+def test_pretty_print_indents_every_json_answer(api: httpx.Client) -> None:
+    """``_prettyPrint=true`` (the samples' curl commands send it) answers indented JSON: a
+    create, a read, a query by filter and by named query, a system's query, a recon, an error
+    and a refused login; ``_prettyPrint=false`` and no parameter answer compact JSON."""
+    made = api.post("/openidm/managed/user?_action=create&_prettyPrint=true", headers=JSON,
+                    json={"userName": "pp", "givenName": "P", "sn": "P", "mail": "pp@example.com"})
+    assert made.status_code == 201 and made.text == _pretty(made.json()), made.text
+    assert '\n  "userName" : "pp"' in made.text
+    user_id = made.json()["_id"]
+    answers = [
+        api.get(f"/openidm/managed/user/{user_id}?_prettyPrint=TRUE", headers=ADMIN),
+        api.get("/openidm/managed/user?_queryFilter=true&_prettyPrint=true", headers=ADMIN),
+        api.get("/openidm/managed/user?_queryId=query-all-ids&_prettyPrint=true", headers=ADMIN),
+        api.get("/openidm/system/ldap/account?_queryId=query-all-ids&_prettyPrint=true", headers=ADMIN),
+        api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true&_prettyPrint=true",
+                 headers=ADMIN),
+        api.get("/openidm/managed/user/nobody?_prettyPrint=true", headers=ADMIN),
+        api.get("/openidm/managed/user/nobody?_prettyPrint=true"),
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 200, 200, 200, 404, 401], [r.text for r in answers]
+    for r in answers:
+        assert r.text == _pretty(r.json()) and "\n" in r.text, r.text
+    for query in ("?_prettyPrint=false", ""):
+        r = api.get(f"/openidm/managed/user/{user_id}{query}", headers=ADMIN)
+        assert r.status_code == 200 and "\n" not in r.text and r.text == json.dumps(r.json(), separators=(",", ":"))
+
+
+def test_system_answers_hold_the_fields_asked_for_as_openidm_does(api: httpx.Client, ldap_subtree: str) -> None:
+    """As OpenIDM's provisioner answers a system's objects: a property ``_fields`` names
+    that the object type declares is ``null`` on an entry without it, in a query and a read
+    (one it does not declare is left out); a read answers only the fields named.
+    A managed object without a property ``_fields`` names leaves it out, as PingIDM does."""
+    asked = "dn,uid,displayName,nosuch"
+    found = api.get("/openidm/system/ldap/account", headers=ADMIN,
+                    params={"_queryFilter": 'uid eq "bjensen"', "_fields": asked}).json()["result"]
+    dn = f"uid=bjensen,{ldap_subtree}"
+    assert [{k: v for k, v in o.items() if k != "_id"} for o in found] == \
+        [{"dn": dn, "uid": "bjensen", "displayName": None}]
+    read = api.get(f"/openidm/system/ldap/account/{found[0]['_id']}", headers=ADMIN, params={"_fields": asked})
+    assert read.status_code == 200 and read.json() == found[0], read.text
+    ids = api.get(f"/openidm/system/ldap/account/{found[0]['_id']}?_fields=_id", headers=ADMIN).json()
+    assert ids == {"_id": found[0]["_id"]}
+    only = api.get("/openidm/system/ldap/account?_queryFilter=true&_fields=_id", headers=ADMIN).json()["result"]
+    assert only and all(set(o) == {"_id"} for o in only), only
+    made = api.post("/openidm/managed/user?_action=create", headers=JSON,
+                    json={"userName": "nodesc", "givenName": "N", "sn": "D", "mail": "nodesc@example.com"}).json()
+    user = api.get(f"/openidm/managed/user/{made['_id']}?_fields=userName,description", headers=ADMIN).json()
+    assert set(user) == {"_id", "_rev", "userName"}, user

@@ -11,36 +11,64 @@ JSON has no form for NaN or an infinity either. The store refuses them
 every answer holding it, a query of its whole type included: such a number is answered
 as ``null``, as JavaScript's ``JSON.stringify`` writes it, so that the object can be
 read and corrected. Every other answer is written as before, UTF-8 as it is.
+
+A request with CREST's ``_prettyPrint=true`` is answered indented, as PingIDM's
+(Jackson's) pretty printer lays it out: two spaces a level, ``"name" : value``.
+``PrettyPrint``, a middleware, says so for the request's answers, errors included.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 from typing import Any
 
 from starlette import responses
+from starlette.datastructures import QueryParams
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["JSONResponse"]
+__all__ = ["JSONResponse", "PrettyPrint"]
+
+_pretty: contextvars.ContextVar[bool] = contextvars.ContextVar("idsync_api_pretty", default=False)
+_COMPACT: dict[str, Any] = {"indent": None, "separators": (",", ":")}
+_INDENTED: dict[str, Any] = {"indent": 2, "separators": (",", " : ")}
 
 
 class JSONResponse(responses.JSONResponse):
     """``starlette.responses.JSONResponse`` that answers a value holding an unpaired
-    surrogate escaped, and NaN or an infinity as ``null``, not a 500."""
+    surrogate escaped, and NaN or an infinity as ``null``, not a 500; indented when
+    the request asked for it (``PrettyPrint``)."""
 
     def render(self, content: Any) -> bytes:
+        layout = _INDENTED if _pretty.get() else _COMPACT
         try:
-            return super().render(content)
+            return json.dumps(content, ensure_ascii=False, allow_nan=False, **layout).encode("utf-8")
         except UnicodeEncodeError:
             pass
         except ValueError:  # "Out of range float values are not JSON compliant"
             content = _finite(content)
             try:
-                return super().render(content)
+                return json.dumps(content, ensure_ascii=False, allow_nan=False, **layout).encode("utf-8")
             except UnicodeEncodeError:
                 pass
-        return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, indent=None,
-                          separators=(",", ":")).encode("ascii")
+        return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, **layout).encode("ascii")
+
+
+class PrettyPrint:
+    """Answers a request holding ``_prettyPrint=true`` (any case) with indented JSON."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        asked = scope["type"] == "http" and \
+            QueryParams(scope.get("query_string", b"")).get("_prettyPrint", "").lower() == "true"
+        token = _pretty.set(asked)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _pretty.reset(token)
 
 
 def _finite(value: Any) -> Any:

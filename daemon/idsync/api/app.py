@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idsync import __version__
 from idsync.api.actions import action_routes
-from idsync.api.answer import JSONResponse
+from idsync.api.answer import JSONResponse, PrettyPrint
 from idsync.api.audit import audit_routes
 from idsync.api.auth import Accounts, AuthMiddleware, LoginLimit, load_accounts
 from idsync.api.context import ApiContext
@@ -122,6 +122,7 @@ def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | No
     app.add_middleware(AuthMiddleware, accounts=accounts, failures=limit,
                        own_login=(CONSOLE_PATH + "/",) if console is not None else ())
     app.add_middleware(_Counting, metrics=metrics)
+    app.add_middleware(PrettyPrint)
     app.add_middleware(RequestGuard)  # outermost: a smuggling attempt gets no further, not even to auth
     return app
 

@@ -229,9 +229,8 @@ async def _collection(request: Request) -> JSONResponse:
     if action != "create":
         raise ApiError(400, f"unknown _action {action!r} (supported: create)")
     body = await read_json(request, ctx.settings.max_body_bytes)
+    # The new id: the body's ``_id``, else the ``_id`` parameter (``ManagedObjects.create``).
     new_id = request.query_params.get("_id") or None
-    if new_id is not None and "/" in new_id:
-        raise ApiError(400, "an _id cannot contain '/': the object could not be addressed as managed/TYPE/ID")
     return _answer(await run_in_threadpool(changed_view, ctx, object_type, "create", new_id, body, None,
                                            request.query_params.get("_fields")), 201)
 
@@ -258,6 +257,9 @@ async def _one(request: Request) -> JSONResponse:
         return await change("patch", body, if_match(request))
     # PUT: If-None-Match: * creates (412 if it exists), If-Match updates, neither upserts.
     # A create answers 201, as CREST does; whether it created is the store's say (``AlreadyExists``).
+    # The path names the object: a body's ``_id`` (read back from another object) is not read.
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k != "_id"}
     if request.headers.get("if-none-match", "").strip() == "*":
         return await change("create", body, None)
     if request.headers.get("if-match") is not None:

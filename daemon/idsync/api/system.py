@@ -13,11 +13,17 @@ tell its changes.
 
 A provisioner denying ``GET`` or ``SEARCH`` (``operationOptions``) makes a read of the
 system 403, or with ``onDeny: DO_NOTHING`` an empty query result and a 404 read.
+
+Objects are answered as OpenIDM's provisioner builds them from what the connector
+returns (``_Answered``): a property ``_fields`` names that the object type declares
+readable is answered ``null`` by an object without it (the connector returns each
+attribute asked for, empty when absent); one it does not declare is left out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -47,6 +53,34 @@ def _test(ctx: ApiContext) -> list[dict[str, Any]]:
         resources.close()
 
 
+@dataclass(frozen=True)
+class _Answered:
+    """What the answers of one system object type hold besides an object's values:
+    ``readable``, the properties it declares and does not flag ``NOT_READABLE``."""
+
+    readable: frozenset[str]
+
+    @classmethod
+    def of(cls, ctx: ApiContext, system: str, object_type: str) -> _Answered:
+        props = ctx.project().provisioners[system].properties(object_type)
+        return cls(frozenset(n for n, p in props.items() if "NOT_READABLE" not in (p.get("flags") or ())))
+
+    def shown(self, obj: dict[str, Any], fields: Sequence[str] | None, ids_only: bool) -> dict[str, Any]:
+        """``obj`` with the ids only, or with the ``fields`` named (``_id`` and ``_rev``
+        always; a readable property it lacks as ``null``), or whole."""
+        shown: dict[str, Any] = {k: obj[k] for k in ("_id", "_rev") if k in obj}
+        if ids_only:
+            return shown
+        if fields is None or "*" in fields:
+            return obj
+        for name in dict.fromkeys(f.strip("/").split("/")[0] for f in fields):
+            if name in obj:
+                shown[name] = obj[name]
+            elif name in self.readable:
+                shown[name] = None
+        return shown
+
+
 def _open(ctx: ApiContext, system: str, object_type: str) -> tuple[Resource, Resources]:
     project = ctx.project()
     if system not in project.provisioners:
@@ -61,6 +95,7 @@ def _open(ctx: ApiContext, system: str, object_type: str) -> tuple[Resource, Res
 
 def _query(ctx: ApiContext, system: str, object_type: str, params: QueryParams) -> dict[str, Any]:
     resource, resources = _open(ctx, system, object_type)
+    answered = _Answered.of(ctx, system, object_type)
     try:
         start = params.start_offset()
         spec = QuerySpec(filter=params.filter, fields=[] if params.ids_only else params.fields, page_size=_READ_PAGE)
@@ -90,7 +125,8 @@ def _query(ctx: ApiContext, system: str, object_type: str, params: QueryParams) 
             end = start + len(matched)
         cookie = str(end) if params.paged and more else None
         exact = total if params.exact_total else None
-        return envelope([params.shape(o) for o in matched], cookie=cookie, params=params, total=exact)
+        return envelope([answered.shown(o, params.fields, params.ids_only) for o in matched], cookie=cookie,
+                        params=params, total=exact)
     finally:
         resources.close()
 
@@ -106,10 +142,12 @@ def _pages(resource: Resource, spec: QuerySpec) -> Iterator[list[dict[str, Any]]
         return iter(())
 
 
-def _get(ctx: ApiContext, system: str, object_type: str, object_id: str) -> dict[str, Any]:
+def _get(ctx: ApiContext, system: str, object_type: str, object_id: str, fields: list[str] | None) -> dict[str, Any]:
     resource, resources = _open(ctx, system, object_type)
+    answered = _Answered.of(ctx, system, object_type)
+    ids_only = fields is not None and set(fields) <= {"_id", "_rev"}
     try:
-        obj = resource.get(object_id)
+        obj = resource.get(object_id, [] if ids_only else fields)
     except ReadDenied as exc:
         if not exc.quiet:
             raise  # 403
@@ -118,7 +156,7 @@ def _get(ctx: ApiContext, system: str, object_type: str, object_id: str) -> dict
         resources.close()
     if obj is None:
         raise ApiError(404, f"Object {object_id} not found on system/{system}/{object_type}")
-    return obj
+    return answered.shown(obj, fields, ids_only)
 
 
 async def _root(request: Request) -> JSONResponse:
@@ -170,7 +208,9 @@ def _livesync(ctx: ApiContext, system: str, object_type: str) -> dict[str, Any]:
 async def _one(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     p = request.path_params
-    return JSONResponse(await run_in_threadpool(_get, ctx, p["system"], p["type"], p["id"]))
+    text = request.query_params.get("_fields")
+    fields = [f.strip() for f in text.split(",") if f.strip()] if text else None
+    return JSONResponse(await run_in_threadpool(_get, ctx, p["system"], p["type"], p["id"], fields))
 
 
 system_routes = [

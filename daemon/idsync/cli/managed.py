@@ -59,7 +59,7 @@ def register(sub: Any) -> None:
     c = msub.add_parser("create", help="create an object, then sync it")
     c.add_argument("type", help="the type: user, role, or another of managed.json")
     c.add_argument("--data", required=True, help="the object: JSON, @file or - for stdin")
-    c.add_argument("--id", help="the new object's _id (default: a new UUID)")
+    c.add_argument("--id", help="the new object's _id (default: the _id of --data, else a new UUID)")
     c.set_defaults(handler=_cmd_managed_change, action="create")
     u = msub.add_parser("update", help="replace an object's properties, then sync it")
     u.add_argument("type", help="the type: user, role, or another of managed.json")
@@ -346,7 +346,7 @@ def _cmd_managed_change(args: argparse.Namespace, project_dir: Path) -> int:
         resources.close()
     if change.object is not None:
         print(json.dumps(_shown(change.object), indent=2, ensure_ascii=False))
-    changed = args.id or (change.object or {}).get("_id", "")
+    changed = (change.object or {}).get("_id") or args.id or ""  # a create's: the id its --data gave
     _report_pushes(project, change.pushes, f"managed/{args.type}/{changed}", deleted=args.action == "delete")
     if change.pushes:
         _write_status_file(project, store)

@@ -117,6 +117,16 @@ class Provisioner:
         OAuth step) is kept: ``<state_dir>/oauth/<name>.refresh-token``, mode 0600."""
         return self.state_dir / "oauth" / f"{self.name}.refresh-token" if self.state_dir is not None else None
 
+    def properties(self, object_type: str) -> Mapping[str, Mapping[str, Any]]:
+        """The properties ``objectTypes`` declares for ``object_type`` (none: it declares
+        none, or no such type)."""
+        types = self.raw.get("objectTypes")
+        spec = types.get(object_type) if isinstance(types, Mapping) else None
+        props = spec.get("properties") if isinstance(spec, Mapping) else None
+        if not isinstance(props, Mapping):
+            return {}
+        return {name: prop for name, prop in props.items() if isinstance(prop, Mapping)}
+
     def denied_for(self, object_type: str) -> Mapping[str, str]:
         """The writes denied on ``object_type`` of the system (its ``objectFeatures`` counted)."""
         types = self.raw.get("objectTypes")

@@ -44,7 +44,7 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 from idsync.store.passwords import is_hashed
-from idsync.store.validation import InvalidObject, refuse_nulls
+from idsync.store.validation import InvalidObject, json_type, refuse_nulls
 from idsync.sync.implicit import ImplicitSync, PushResult
 from idsync.sync.role_fanout import RoleFanout
 
@@ -100,8 +100,11 @@ class ManagedObjects:
         return hooks.retrieved(obj, method) if hooks.reads else obj
 
     def create(self, data: Mapping[str, Any], *, object_id: str | None = None) -> Change:
-        """Create the object, under ``object_id`` when given (``AlreadyExists`` when an
-        object holds it, or another writer's create of it came first)."""
+        """Create the object under the ``_id`` its content holds, else under ``object_id``,
+        else a new one: PingIDM's ``createInstance`` takes the content's over the one the
+        request names (``AlreadyExists`` when an object holds it, or another writer's create
+        of it came first; ``InvalidObject`` for an ``_id`` that is no string or holds a ``/``)."""
+        object_id = self._new_id(data, object_id)
         values = _own(data)
         refuse_nulls(self.schema, values)
         if object_id is not None:
@@ -110,6 +113,19 @@ class ManagedObjects:
             values["_id"] = object_id
         created = self._resource.create(values)
         return self._pushed(created["_id"], created, clear=self._clear_secrets(values))
+
+    def _new_id(self, data: Mapping[str, Any], object_id: str | None) -> str | None:
+        given = data.get("_id") if isinstance(data, Mapping) else None
+        if given is None or given == "":
+            given = object_id
+        if given is None or given == "":
+            return None
+        if not isinstance(given, str):
+            raise InvalidObject(self.name, [f"an _id is a string, not {json_type(given)}"])
+        if "/" in given:
+            raise InvalidObject(self.name, ["an _id cannot contain '/': the object could not be addressed as "
+                                            f"{self.name}/ID"])
+        return given
 
     def update(self, object_id: str, data: Mapping[str, Any], *, rev: str | None = None) -> Change:
         values = _own(data)
