@@ -153,6 +153,17 @@ class ClusterSettings(BaseModel):
         return self
 
 
+class DaemonSettings(BaseModel):
+    """``[daemon]``: what ``idsync run`` does besides running jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    watch_config: bool = Field(True, description="`idsync run` reloads by itself, as on SIGHUP, once the files "
+                               "it loads (`conf/*.json`, `conf/idsync.toml`, `jobs.d/*.toml`, `script/**/*.js`) were "
+                               "changed, added or removed and then left alone for a second (it looks every two "
+                               "seconds); `false`: only SIGHUP (`systemctl reload idsync`) reloads")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IDSYNC_", env_nested_delimiter="__", extra="forbid")
 
@@ -171,6 +182,7 @@ class Settings(BaseSettings):
     crypto: CryptoSettings = CryptoSettings()
     api: ApiSettings = ApiSettings()
     cluster: ClusterSettings = ClusterSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -298,7 +310,7 @@ def _fields(section: list[str]) -> list[str]:
 _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("", Settings), ("store", StoreSettings), ("recon", ReconSettings), ("log", LogSettings),
     ("scripts", ScriptSettings), ("crypto", CryptoSettings), ("api", ApiSettings),
-    ("cluster", ClusterSettings))
+    ("cluster", ClusterSettings), ("daemon", DaemonSettings))
 
 
 def settings_reference() -> str:

@@ -8,7 +8,8 @@ change (start, reload, a job starting or ending, stop). It is replaced with
     {
       "version": "0.1.0", "updated": "...", "store": "sqlite:///...",
       "daemon": {"pid": 123, "started": "...", "state": "running", "version": "0.1.0",
-                 "configErrors": ["file: key: problem"]},
+                 "configErrors": ["file: key: problem"], "configLoaded": "...", "watchConfig": true,
+                 "configFiles": {"jobs.d/NAME.toml": "MTIME_NS:SIZE:INODE", ...}},
       "jobs": {
         "NAME": {"description": "...", "schedule": "0 */15 * * * ?",
                  "scheduleDescription": "Every 15 minutes",

@@ -38,6 +38,7 @@ from idsync.log import configure_logging
 
 if TYPE_CHECKING:  # the commands import what they need: `idsync --help` loads no database code
     from idsync.config.project import Project
+    from idsync.settings import Settings
     from idsync.store.database import Store
 
 __all__ = ["main"]
@@ -321,7 +322,16 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
         _print_livesync(store)
         if settings.cluster.enabled:
             _print_nodes(store, settings.cluster.stall_timeout, as_json=False)
+        _print_not_loaded(settings)
     return 0
+
+
+def _print_not_loaded(settings: Settings) -> None:
+    from idsync.cli.loaded import not_loaded
+
+    pending = not_loaded(settings)
+    if pending is not None:
+        print(f"note: {pending.message()}")
 
 
 def _print_nodes(store: Store, stall: float, *, as_json: bool) -> int:

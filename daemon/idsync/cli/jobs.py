@@ -76,6 +76,7 @@ def _cmd_run(args: argparse.Namespace, project_dir: Path) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.cli.loaded import not_loaded
     from idsync.cli.store import NoStoreYet, open_existing_store
     from idsync.config.pingidm_schedules import load_all_jobs
     from idsync.config.project import load_project, schedulable_jobs
@@ -93,6 +94,8 @@ def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
     except NoStoreYet:
         store = None  # nothing has run yet: the schedules are still worth showing (and creating no store)
     now = utcnow()
+    # Shown as the files say: a running daemon may not have loaded them yet.
+    pending = not_loaded(project.settings)
     rows: list[dict[str, Any]] = []
     for name, job in jobs.items():
         fires = job.schedule.next_fires(max(args.next, 0), now) if job.enabled and args.next else []
@@ -102,17 +105,21 @@ def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
                 **job.summary(),
                 "nextFires": [f.isoformat() for f in fires],
                 "lastRun": last_run_of_job(store, name) if store is not None else None,
+                "notLoaded": pending is not None and pending.has(project_dir, job.file),
             }
         )
     if args.json:
         print(json.dumps({"jobs": rows, "errors": [str(e) for e in errors],
-                          "warnings": [str(w) for w in warnings]}, indent=2))
+                          "warnings": [str(w) for w in warnings],
+                          "daemon": pending.to_json() if pending is not None else None}, indent=2))
     else:
         _render_jobs(rows, project.settings.jobs_dir)
         for e in errors:
             print(f"{e}", file=sys.stderr)
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
+        if pending is not None:
+            print(f"note: {pending.message()}", file=sys.stderr)
     return os.EX_CONFIG if errors else 0
 
 
@@ -135,7 +142,8 @@ def _render_jobs(rows: list[dict[str, Any]], jobs_dir: Path) -> None:
         table.add_column(column)
     for r in rows:
         table.add_row(
-            f"[bold]{escape(r['name'])}[/bold]\n{escape(r['description'])}\n" + "\n".join(r["mappings"]),
+            f"[bold]{escape(r['name'])}[/bold]" + (f"\n{_NOT_LOADED.strip()}" if r["notLoaded"] else "")
+            + f"\n{escape(r['description'])}\n" + "\n".join(r["mappings"]),
             f"{r['schedule']}\n{r['scheduleDescription']}",
             r["timezone"],
             "\n".join(_short(f, r["timezone"]) for f in r["nextFires"]) or "-",
@@ -146,7 +154,8 @@ def _render_jobs(rows: list[dict[str, Any]], jobs_dir: Path) -> None:
         console.print(table)
         return
     for r in rows:
-        console.print(f"[bold]{escape(r['name'])}[/bold]" + ("" if r["enabled"] else " (disabled)"), soft_wrap=True)
+        console.print(f"[bold]{escape(r['name'])}[/bold]" + ("" if r["enabled"] else " (disabled)")
+                      + (_NOT_LOADED if r["notLoaded"] else ""), soft_wrap=True)
         if r["description"]:
             console.print(f"  {escape(r['description'])}")
         for m in r["mappings"]:
@@ -154,6 +163,9 @@ def _render_jobs(rows: list[dict[str, Any]], jobs_dir: Path) -> None:
         console.print(f"  schedule:   {r['schedule']} ({r['scheduleDescription']}), time zone {r['timezone']}")
         console.print("  next fires: " + (", ".join(_short(f, r["timezone"]) for f in r["nextFires"]) or "-"))
         console.print("  last run:   " + escape(_last_run_text(r)).replace("\n", "\n              "))
+
+
+_NOT_LOADED = " (changed: the daemon has not loaded the change yet)"
 
 
 def _last_run_text(r: dict[str, Any]) -> str:

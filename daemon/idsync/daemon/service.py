@@ -10,7 +10,8 @@ fires missed while down (``misfire = "run_once"``), then ``READY=1``.
 Signals, designed as a sequence:
 
 * SIGHUP: re-read ``conf/`` and ``jobs.d/`` (``reload.py``); running jobs finish
-  on the configuration they started with.
+  on the configuration they started with. The same reload follows a change to those
+  files, once they have been quiet for a moment (``watch.py``, ``[daemon] watch_config``).
 * SIGTERM or SIGINT: no new runs; every running recon is asked to stop at its
   next page boundary and records itself CANCELED; exit 0 once they have, or
   after ``STOP_DEADLINE`` seconds, recording what is still running CANCELED.
@@ -43,6 +44,7 @@ from idsync.daemon.recovery import recover_interrupted, release_own_runs
 from idsync.daemon.reload import Configuration, load_configuration
 from idsync.daemon.runner import JobOutcome, run_job
 from idsync.daemon.scheduler import SKIP_TOLERANCE, FireTimeExecutor, JobTable, missed_fire
+from idsync.daemon.watch import ConfigWatch
 from idsync.errors import ConfigError, IdsyncError, RunLocked, internal_message
 from idsync.managed.recons import disable_detached, enable_detached, stop_detached
 from idsync.managed.roles import EDGE_CHECK_SECONDS
@@ -94,8 +96,10 @@ class Daemon:
         self.cluster: ClusterNode | None = None
         self._helping: set[threading.Event] = set()  # cancels of the partitions this node works on
         self._roles_checked = utcnow()  # temporal constraints' edges after this are still to push
+        self.watch = ConfigWatch(project_dir)  # the files of the last load, and the changes since
 
     def run(self) -> int:
+        self.watch.loading()
         self.config = load_configuration(self.project_dir)
         self.store = Store.open(self.config.project.settings.store_url())
         recover_interrupted(self.store)
@@ -147,6 +151,7 @@ class Daemon:
             self._loop.add_signal_handler(sig, self._on_stop, sig, stop)
         self._loop.add_signal_handler(signal.SIGHUP, self._on_reload)
         watchdog = asyncio.create_task(self._watchdog())
+        watcher = asyncio.create_task(self.watch.run(self._watching, self._on_files_changed))
         log.info(
             "daemon.start",
             version=__version__,
@@ -155,6 +160,7 @@ class Daemon:
             jobs=[n for n, j in self.config.jobs.items() if j.enabled],
             store=self.store.describe(),
             node=self.cluster.name if self.cluster is not None else None,
+            watch_config=self._watching(),
         )
         if api is not None:
             await api.start()
@@ -172,6 +178,7 @@ class Daemon:
             return await self._drain()
         finally:
             watchdog.cancel()
+            watcher.cancel()
             self.notifier.close()
 
     def _api_server(self) -> ApiServer | None:
@@ -210,7 +217,7 @@ class Daemon:
 
         def reload_now() -> None:
             try:
-                self._on_reload()
+                self._on_reload("api")
                 done.set_result(None)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 done.set_exception(exc)
@@ -428,11 +435,19 @@ class Daemon:
         log.info("daemon.exit", code=0)
         return 0
 
-    def _on_reload(self) -> None:
+    def _watching(self) -> bool:
+        return self.config.project.settings.daemon.watch_config and not self._stopping
+
+    def _on_files_changed(self, files: list[str]) -> None:
+        log.info("daemon.config_changed", files=files)
+        self._on_reload("files")
+
+    def _on_reload(self, trigger: str = "SIGHUP") -> None:
         if self._stopping:
             return
+        self.watch.loading()  # also when the reload fails: the same files are not tried again
         self.notifier.reloading()
-        log.info("daemon.reload")
+        log.info("daemon.reload", trigger=trigger)
         self.reloading = True
         try:
             self._reload()
@@ -532,6 +547,10 @@ class Daemon:
             "state": state,
             "version": __version__,
             "configErrors": self.config.errors,
+            # What the files were when last loaded: ``idsync jobs`` tells those changed since.
+            "configLoaded": self.watch.loaded_at.isoformat() if self.watch.loaded_at else None,
+            "watchConfig": self.config.project.settings.daemon.watch_config,
+            "configFiles": self.watch.files,
         }
         if self.cluster is not None:
             try:
