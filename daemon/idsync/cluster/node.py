@@ -12,7 +12,8 @@ Every ``heartbeat`` seconds each node, on the daemon's event loop:
    puts what waits in the queue of a node no longer alive back in the common queue
    (``Queue.rehome``: a job handed to a node that has it, ``NotDeployedHere``);
 2. breaks the locks of nodes silent for ``stall_timeout`` (their recon runs end
-   FAILED "interrupted") and hands their recon partitions back (``Nodes.take_over``);
+   FAILED "interrupted", a split run's summary then counting what its partitions
+   committed) and hands their recon partitions back (``Nodes.take_over``);
 3. puts the queue jobs of workers silent for ``stall_timeout`` plus one ``heartbeat``
    back in the queue, so a live node runs them again (the extra beat: the dead node's
    locks are broken first, by step 2 of some node).
@@ -76,7 +77,8 @@ class ClusterNode:
     """This daemon as a node: call ``prepare`` before the event loop, ``start`` and ``stop`` on it."""
 
     def __init__(self, store: Store, settings: ClusterSettings, version: str, run_job: RunJob,
-                 help_partitions: Callable[[str], bool], running: Callable[[], list[str]]) -> None:
+                 help_partitions: Callable[[str], bool], running: Callable[[], list[str]],
+                 summarize: Callable[[str], object]) -> None:
         self.store = store
         self.settings = settings
         self.version = version
@@ -90,6 +92,7 @@ class ClusterNode:
         self._run_job = run_job
         self._help_partitions = help_partitions
         self._running = running
+        self._summarize = summarize  # a run failed by a takeover: its summary from its partitions
         self._pool = concurrent.futures.ThreadPoolExecutor(settings.concurrency, thread_name_prefix="queue")
         self._loop: asyncio.AbstractEventLoop
         self._worker: Worker | None = None
@@ -271,6 +274,7 @@ class ClusterNode:
                 failed = await asyncio.to_thread(self.nodes.take_over)
                 for run_id in failed:
                     log.warning("cluster.run_taken_over", node=self.name, run_id=run_id)
+                    await asyncio.to_thread(self._summarize, run_id)
                 # One heartbeat later than the nodes' own: the dead node's locks are broken
                 # (just above, by this node or another) before its jobs run again elsewhere.
                 requeued = await self.queue.requeue_stalled(stall + beat)
