@@ -7,6 +7,7 @@ are ``idsync run`` subprocesses on one PostgreSQL store (``cluster_env``)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 import time
 from pathlib import Path
@@ -195,6 +196,47 @@ def test_a_paused_runner_leaves_its_run_as_the_takeover_ended_it(tmp_path: Path,
     assert paused.name in shown[first.id[:8]] and second.node in shown[second.id[:8]]
     # The job's end says its run failed, as recorded; nothing else went wrong on the resumed node.
     assert not [e for e in paused.events() if e["level"] == "error" and e["event"] != "job.end"]
+
+
+def test_a_split_run_taken_over_counts_what_its_partitions_committed(tmp_path: Path, pg_url: str,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The node running a split recon (reading a partition itself) is paused while the other
+    node reads a partition, for longer than ``stall_timeout``: its run is failed
+    ("interrupted"). The failed run's summary (``idsync status RUN --json``)
+    lists its partitions and counts what they committed: its creates are the run's
+    successful CREATE audit rows. Before, it kept the zeros its node wrote when the
+    partitions started, and no partitions."""
+    users = 1000
+    ports, nodes = _two_nodes(tmp_path, pg_url, users, "partitions = 4\nmin_partition_size = 100\nconcurrency = 1\n")
+    try:
+        _run_big(nodes, ports)
+        busy, _, _ = _helper_under_way(nodes, pg_url)
+        paused = next(n for n in nodes if n.name == busy.runner)
+        paused.proc.send_signal(signal.SIGSTOP)
+        try:
+            (first,) = wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE state = 'FAILED'"),
+                                60, "the run taken over")
+            wait_for(lambda: select_rows(pg_url, "SELECT 1 FROM recon_runs WHERE state = 'FAILED' "
+                                                 "AND summary::jsonb ? 'partitions'"), 30, "the run's summary rebuilt")
+        finally:
+            paused.proc.send_signal(signal.SIGCONT)
+        # Resumed, its node finds the run ended elsewhere, and leaves its summary alone.
+        wait_for(lambda: paused.events("recon.taken_over") or paused.events("recon.partition_lost"), 60,
+                 "the resumed node's word that its run was taken over")
+    finally:
+        for n in nodes:
+            n.kill()
+    (created,) = select_rows(pg_url, "SELECT count(*) AS n FROM audit WHERE action = 'CREATE' "
+                                     f"AND status = 'SUCCESS' AND run_id = '{first.id}'")
+    assert cli_main(["-p", str(tmp_path / "project"), "status", first.id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    summary = shown.get("summary", shown)
+    parts = summary["partitions"]
+    assert [p["partition"] for p in parts] == [0, 1, 2, 3]
+    assert {p["state"] for p in parts} <= {"SUCCESS", "CANCELED"} and "CANCELED" in {p["state"] for p in parts}
+    assert created.n > 0 and summary["changes"]["created"] == created.n
+    assert summary["situationSummary"]["ABSENT"] == created.n
+    assert summary["progress"]["source"]["existing"]["processed"] == sum(p["processed"] for p in parts) >= created.n
 
 
 def _pause_inside_a_transaction(node: Node, url: str) -> int:

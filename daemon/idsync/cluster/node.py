@@ -7,11 +7,13 @@ console) is queued the same way, once.
 
 Every ``heartbeat`` seconds each node, on the daemon's event loop:
 
-1. writes its heartbeat (``cluster_nodes.seen``, and Procrastinate's own), and puts
-   what waits in the queue of a node no longer alive back in the common queue
+1. writes its heartbeat (``cluster_nodes.seen``, and Procrastinate's own), writes the
+   ends of its queue jobs the store refused when they ended (``Queue.record_ends``), and
+   puts what waits in the queue of a node no longer alive back in the common queue
    (``Queue.rehome``: a job handed to a node that has it, ``NotDeployedHere``);
 2. breaks the locks of nodes silent for ``stall_timeout`` (their recon runs end
-   FAILED "interrupted") and hands their recon partitions back (``Nodes.take_over``);
+   FAILED "interrupted", a split run's summary then counting what its partitions
+   committed) and hands their recon partitions back (``Nodes.take_over``);
 3. puts the queue jobs of workers silent for ``stall_timeout`` plus one ``heartbeat``
    back in the queue, so a live node runs them again (the extra beat: the dead node's
    locks are broken first, by step 2 of some node).
@@ -75,7 +77,8 @@ class ClusterNode:
     """This daemon as a node: call ``prepare`` before the event loop, ``start`` and ``stop`` on it."""
 
     def __init__(self, store: Store, settings: ClusterSettings, version: str, run_job: RunJob,
-                 help_partitions: Callable[[str], bool], running: Callable[[], list[str]]) -> None:
+                 help_partitions: Callable[[str], bool], running: Callable[[], list[str]],
+                 summarize: Callable[[str], object]) -> None:
         self.store = store
         self.settings = settings
         self.version = version
@@ -85,10 +88,11 @@ class ClusterNode:
         self.owner = process_owner()
         self.nodes = Nodes(store, dt.timedelta(seconds=settings.stall_timeout))
         # The queue's connections: the worker's fetches and heartbeats, the listener, the deferrals.
-        self.queue = Queue(store, max_connections=settings.concurrency + 4)
+        self.queue = Queue(store, max_connections=settings.concurrency + 4, node=self.name)
         self._run_job = run_job
         self._help_partitions = help_partitions
         self._running = running
+        self._summarize = summarize  # a run failed by a takeover: its summary from its partitions
         self._pool = concurrent.futures.ThreadPoolExecutor(settings.concurrency, thread_name_prefix="queue")
         self._loop: asyncio.AbstractEventLoop
         self._worker: Worker | None = None
@@ -252,10 +256,12 @@ class ClusterNode:
             log.info("cluster.config_agrees", node=self.name, nodes=sorted(n.name for n in alive))
 
     async def _maintain(self) -> None:
-        stall = self.settings.stall_timeout
+        stall, beat = self.settings.stall_timeout, self.settings.heartbeat
         while True:
+            began = self._loop.time()
             try:
                 await self._renew_worker()
+                await self.queue.record_ends()
                 files = None if self._files_written else self._files
                 await asyncio.to_thread(self.nodes.beat, self.name, self.owner, self._running(), files)
                 self._files_written = True
@@ -268,16 +274,25 @@ class ClusterNode:
                 failed = await asyncio.to_thread(self.nodes.take_over)
                 for run_id in failed:
                     log.warning("cluster.run_taken_over", node=self.name, run_id=run_id)
+                    await asyncio.to_thread(self._summarize, run_id)
                 # One heartbeat later than the nodes' own: the dead node's locks are broken
                 # (just above, by this node or another) before its jobs run again elsewhere.
-                requeued = await self.queue.requeue_stalled(stall + self.settings.heartbeat)
+                requeued = await self.queue.requeue_stalled(stall + beat)
                 if requeued:
                     log.warning("cluster.jobs_requeued", node=self.name, queue_jobs=requeued)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the store may be back at the next beat
                 log.warning("cluster.heartbeat_failed", node=self.name, error=type(exc).__name__)
-            await asyncio.sleep(self.settings.heartbeat)
+            else:
+                took = self._loop.time() - began
+                if took > beat:
+                    # The store answering slowly, or not at all for a while (each statement
+                    # waits up to the pool's timeout for a connection): the others may soon
+                    # take this node for dead.
+                    log.warning("cluster.heartbeat_slow", node=self.name, seconds=round(took, 1),
+                                heartbeat=beat, stall_timeout=stall)
+            await asyncio.sleep(beat)
 
 
 def _failure(task: asyncio.Task[None]) -> str | None:

@@ -25,12 +25,17 @@ A worker records the end of a queue job only while the job is still its own
 (``_OwnJobs``): a node silent for longer than ``stall_timeout`` (paused, cut off from
 the store) has its queue jobs put back in the queue and run by another node, and when it
 comes back the end of its stale run must not end the job the other node runs now.
+A job put back while the next run of its job already waits (the queue keeps one waiting
+run per job) is merged into that run, as a fire during a run is, and ended: never left
+``doing``, holding the job's lock. An end the store refused (the store away) is recorded
+again at each heartbeat (``Queue.record_ends``) until it is, rather than lost with the
+job left ``doing`` by a node that lives on.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,11 +44,12 @@ import structlog
 from procrastinate import App, BaseRetryStrategy, JobContext, PsycopgConnector, RetryDecision
 from procrastinate.exceptions import AlreadyEnqueued, ConnectorException, UniqueViolation
 from procrastinate.jobs import Job, Status
-from procrastinate.manager import JobManager
+from procrastinate.manager import QUEUEING_LOCK_CONSTRAINT, JobManager
 from psycopg.conninfo import make_conninfo
 from sqlalchemy import text
 
 from idsync.cluster.schema import QueueSchema
+from idsync.errors import internal_message
 from idsync.store.database import Store
 
 __all__ = ["COMMON_QUEUE", "HAND_BACKS", "SCHEMA", "HandedOver", "NotDeployedHere", "Queue", "node_queue"]
@@ -123,7 +129,18 @@ class _OwnJobs(JobManager):
     it still has it: not once it was put back in the queue (``Queue.requeue_stalled`` of
     another node) and maybe taken by another worker. The check and the end are two
     statements, but a job is put back only after its worker was silent for
-    ``stall_timeout``: not between them."""
+    ``stall_timeout``: not between them.
+
+    Procrastinate's worker records a job's end in a task of its own whose failure nobody
+    awaits: an end that raised would leave the job ``doing``, holding its job's lock, for
+    as long as the node lives. So an end refused by the store is kept and recorded again
+    at each heartbeat (``record_ends``), and a job put back while its job's next run
+    already waits is merged into that run (``put_back``)."""
+
+    def __init__(self, connector: PsycopgConnector, node: str) -> None:
+        super().__init__(connector)
+        self.node = node
+        self._unrecorded: dict[int, Callable[[], Awaitable[object]]] = {}
 
     async def _still_mine(self, job: Job) -> bool:
         row = await self.connector.execute_query_one_async(
@@ -136,23 +153,70 @@ class _OwnJobs(JobManager):
         return False
 
     async def finish_job(self, job: Job, status: Status, delete_job: bool) -> None:
-        if await self._still_mine(job):
-            await super().finish_job(job, status, delete_job)
+        await self._record(job, functools.partial(self._finish, job, status, delete_job))
 
     async def retry_job(self, job: Job, retry_at: dt.datetime | None = None, priority: int | None = None,
                         queue: str | None = None, lock: str | None = None) -> None:
+        await self._record(job, functools.partial(self.put_back, job, retry_at, priority, queue, lock))
+
+    async def _finish(self, job: Job, status: Status, delete_job: bool) -> None:
         if await self._still_mine(job):
+            await super().finish_job(job, status, delete_job)
+
+    async def put_back(self, job: Job, retry_at: dt.datetime | None = None, priority: int | None = None,
+                       queue: str | None = None, lock: str | None = None) -> bool:
+        """Put ``job`` back in the queue; False when it is not: no longer this worker's, or
+        merged into the run of its job that already waits (then ended, its lock free)."""
+        if not await self._still_mine(job):
+            return False
+        try:
             await super().retry_job(job, retry_at, priority, queue, lock)
+        except UniqueViolation as exc:
+            if exc.constraint_name != QUEUEING_LOCK_CONSTRAINT:
+                raise
+            args = job.task_kwargs
+            log.info("job.skipped", job=args.get("job"), reason="queued", fire_time=args.get("fire"),
+                     trigger=args.get("trigger"), node=self.node, queue_job=job.id,
+                     merged="into the run of the job already waiting in the queue, which does its work")
+            await super().finish_job(job, Status.SUCCEEDED, delete_job=False)
+            return False
+        return True
+
+    async def _record(self, job: Job, end: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await end()
+        except Exception as exc:  # noqa: BLE001 - raised, it would be lost, the job left doing
+            if job.id is not None:
+                self._unrecorded[job.id] = end
+            log.warning("cluster.job_end_unrecorded", node=self.node, queue_job=job.id, task=job.task_name,
+                        job=job.task_kwargs.get("job"), error=_told(exc), hint="recorded again at the next heartbeat")
+
+    async def record_ends(self) -> None:
+        """Record again the ends of queue jobs the store refused; those it refuses again wait."""
+        for job_id, end in list(self._unrecorded.items()):
+            try:
+                await end()
+            except Exception:  # noqa: BLE001 - the store may be back at the next heartbeat
+                continue
+            del self._unrecorded[job_id]
+            log.info("cluster.job_end_recorded", node=self.node, queue_job=job_id)
+
+
+def _told(exc: BaseException) -> str:
+    """The queue's error without its SQL: the driver's first line (``internal_message``)."""
+    cause = exc.__cause__ if isinstance(exc, ConnectorException) and exc.__cause__ is not None else exc
+    return internal_message(cause)
 
 
 class Queue:
     """Procrastinate on the store's database, with idsync's two tasks."""
 
-    def __init__(self, store: Store, max_connections: int) -> None:
+    def __init__(self, store: Store, max_connections: int, node: str = "") -> None:
         self.store = store
         connector = PsycopgConnector(conninfo=_conninfo(store), min_size=1, max_size=max_connections)
         self.app = App(connector=connector)
-        self.app.job_manager = _OwnJobs(connector)
+        self._jobs = _OwnJobs(connector, node)
+        self.app.job_manager = self._jobs
         self._handlers: dict[str, Callable[..., Awaitable[None]]] = {}
         @self.app.task(name=JOB_TASK, retry=_HandBack(), pass_context=True)
         async def job_task(context: JobContext, job: str, trigger: str, fire: str | None = None,
@@ -231,24 +295,23 @@ class Queue:
     async def requeue_stalled(self, stall: float) -> list[int]:
         """Put the jobs of workers silent for ``stall`` seconds back in the queue; their ids.
 
-        A job whose next run already waits in the queue (same queueing lock) is ended as
-        failed instead: the waiting run does its work, and the job's queue lock is free."""
-        manager = self.app.job_manager
-        stalled = list(await manager.get_stalled_jobs(seconds_since_heartbeat=stall))
+        A job whose next run already waits in the queue (same queueing lock) is merged into
+        it instead (``_OwnJobs.put_back``): the waiting run does its work, and the job's
+        queue lock is free."""
+        stalled = list(await self._jobs.get_stalled_jobs(seconds_since_heartbeat=stall))
         requeued = []
         for job in stalled:
             try:
-                await manager.retry_job(job)
-            except UniqueViolation:
-                with contextlib.suppress(ConnectorException):
-                    await manager.finish_job(job, Status.FAILED, delete_job=False)
-                continue
+                if await self._jobs.put_back(job) and job.id is not None:
+                    requeued.append(job.id)
             except ConnectorException:
                 continue  # another node requeued it first
-            if job.id is not None:
-                requeued.append(job.id)
-        await manager.prune_stalled_workers(seconds_since_heartbeat=stall)
+        await self._jobs.prune_stalled_workers(seconds_since_heartbeat=stall)
         return requeued
+
+    async def record_ends(self) -> None:
+        """Record the ends of queue jobs the store refused when they ended (``_OwnJobs``)."""
+        await self._jobs.record_ends()
 
     def prune(self, older_than_hours: int) -> None:
         """Forget finished queue jobs and fire keys older than this."""

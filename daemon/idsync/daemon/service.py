@@ -25,6 +25,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import os
 import signal
 import threading
@@ -54,6 +55,7 @@ from idsync.status_file import update_status_file
 from idsync.store.database import Store, utcnow
 from idsync.store.retention import prune
 from idsync.sync.partitions import Splitter
+from idsync.sync.taken_over import summarize_taken_over
 
 if TYPE_CHECKING:
     from idsync.cluster.node import ClusterNode
@@ -113,7 +115,8 @@ class Daemon:
                                   f"{exc.name or 'procrastinate'} is not installed") from None
 
             self.cluster = ClusterNode(self.store, settings.cluster, __version__, self._run_queued,
-                                       self._help_partitions, self._running_names)
+                                       self._help_partitions, self._running_names,
+                                       functools.partial(summarize_taken_over, self.store))
             self.store.as_cluster_node(self.cluster.name, IDLE_TRANSACTION_STALLS * settings.cluster.stall_timeout)
             self.cluster.deployed(project_files(self.project_dir))
             self.cluster.prepare()

@@ -167,6 +167,13 @@ class RunStore:
             raise
         return bool(ended.rowcount)
 
+    def resummarize(self, run_id: str, state: str, summary: Mapping[str, Any]) -> bool:
+        """Replace the summary of a run that ended in ``state`` elsewhere (taken over: its own
+        end never wrote one); whether it had so ended."""
+        with self.store.begin() as conn:
+            return bool(conn.execute(update(recon_runs).where(recon_runs.c.id == run_id, recon_runs.c.state == state)
+                                     .values(summary=dict(summary))).rowcount)
+
     def retell(self, run_id: str, state: str, message: str | None) -> bool:
         """Say why a run that ended in ``state`` stopped (a job's timeout canceled it);
         whether it had so ended."""
