@@ -293,7 +293,9 @@ class Assessor:
             except IdsyncError as exc:
                 plans.append(Plan("", "", s["_id"], linked.get(s["_id"]), unresolved=s["_id"] not in linked,
                                   error=f"validSource/sourceCondition failed: {exc}", qualifier=q))
-        to_correlate = [s for s in objs if qualified.get(s["_id"]) and s["_id"] not in linked]
+        # Unqualified sources are correlated too, as PingIDM does: one that finds a target is
+        # UNQUALIFIED (not SOURCE_IGNORED) and claims it, so the target phase leaves it alone.
+        to_correlate = [s for s in objs if s["_id"] in qualified and s["_id"] not in linked]
         candidates: dict[str, Any] = {}
         queries: Mapping[str, Node] = {}
         if correlator is not None and to_correlate:
@@ -505,7 +507,8 @@ class Assessor:
                 plan.message = f"{action.lower()} skipped: deletes are switched off"
                 return plan
             if action == "DELETE" and current is None:
-                plan.error = None if plan.situation in ("MISSING", "ALL_GONE") else \
+                # PingIDM's DELETE does nothing without a target (UNQUALIFIED: of several found).
+                plan.error = None if plan.situation in ("MISSING", "ALL_GONE", "UNQUALIFIED") else \
                     f"{plan.situation}: nothing to delete"
                 plan.defer = linked
                 plan.action = "UNLINK" if linked else action
