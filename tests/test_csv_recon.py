@@ -90,3 +90,19 @@ def test_a_source_unqualified_for_one_link_qualifier_claims_its_target_there(tmp
     assert result.state == "SUCCESS", result.message
     assert _situations(result.summary) == {"FOUND": 1, "UNQUALIFIED": 1}
     assert _targets(project) == ["d"]
+
+
+def test_a_dry_run_sees_its_own_create_when_two_sources_correlate_to_it(tmp_path: Path) -> None:
+    """Two sources of one page correlate by email to a target neither finds yet: the real
+    run creates the first and finds the second FOUND_ALREADY_LINKED to it (EXCEPTION). The
+    dry run reports the same, not two creates, and writes nothing."""
+    project = _project(tmp_path, "a,Alice,staff,dup@x\nb,Bob,staff,dup@x\n", "z,Z,staff,z@x\n",
+                       policies=[{"situation": "UNASSIGNED", "action": "IGNORE"}])
+    dry = recon(project, "s2t", ReconOptions(dry_run=True))
+    assert _targets(project) == ["z"]
+    real = recon(project, "s2t")
+    for result in (dry, real):
+        assert _situations(result.summary) == {"ABSENT": 1, "FOUND_ALREADY_LINKED": 1, "UNASSIGNED": 1}
+        assert result.summary["changes"]["created"] == 1
+    assert _targets(project) == ["z", "a"]
+

@@ -260,10 +260,14 @@ class Assessor:
 
     def assess_sources(self, objs: Sequence[Obj], linked: Mapping[str, str], targets: Mapping[str, Obj],
                        correlator: Correlator | None, links: LinkSet, source: Resource | None = None,
-                       unchanged: Mapping[str, str] | None = None) -> list[Plan]:
+                       unchanged: Mapping[str, str] | None = None,
+                       simulated: Sequence[tuple[str | None, Obj]] = ()) -> list[Plan]:
         """The plans of ``objs`` for the link qualifier of ``links`` (one plan per object);
         ``unchanged`` (from ``unchanged``): the sources whose target need not be read, which
-        get no plan: each is CONFIRMED, UPDATE, unchanged, and the caller counts them so."""
+        get no plan: each is CONFIRMED, UPDATE, unchanged, and the caller counts them so.
+        ``simulated``: the creates a dry run answered for an earlier batch of the page, as
+        (the source linked to it or ``None``, the target with its id): nothing was written,
+        so correlation finds them here, as the real run's correlation finds them written."""
         plans: list[Plan] = []
         qualified: dict[str, bool] = {}
         projections: dict[str, Obj] = {}
@@ -300,10 +304,15 @@ class Assessor:
         queries: Mapping[str, Node] = {}
         if correlator is not None and to_correlate:
             candidates, queries = correlator.correlate(to_correlate, projected)
+        for sid, node in queries.items() if simulated else ():
+            found = candidates.get(sid)
+            if isinstance(found, list):
+                candidates[sid] = found + [t for _, t in simulated if matches(node, t, ignore_case=True)]
         singles = [c[0]["_id"] for c in candidates.values() if isinstance(c, list) and len(c) == 1]
         owners = dict(links.sources_of(singles)) if singles else {}
         if source is not None and source.renames_ids:
             owners = dict(_live_owners(owners, source, {s["_id"] for s in objs}))
+        owners.update({t["_id"]: owner for owner, t in simulated if owner is not None})
         creating = PlannedTargets()  # what this batch creates, in order: later sources must find it
         for s in objs:
             sid = s["_id"]
