@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import structlog
 from file_projects import file_project, recon
 from idsync.sync.options import ReconOptions
+from livesync_env import live
 
 _CSV_REF = {"bundleName": "org.openidentityplatform.openicf.connectors.csvfile-connector",
             "connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"}
@@ -106,3 +108,35 @@ def test_a_dry_run_sees_its_own_create_when_two_sources_correlate_to_it(tmp_path
         assert result.summary["changes"]["created"] == 1
     assert _targets(project) == ["z", "a"]
 
+
+_HOOKS = {hook: {"type": "text/javascript", "source": f"logger.warn('{hook} ' + target._id)"}
+          for hook in ("onDelete", "onUnlink")}
+
+
+def _hooks_run(logs: list[dict[str, Any]]) -> list[str]:
+    return [e["message"] for e in logs if e.get("event") == "script.log"]
+
+
+def test_a_delete_of_a_linked_target_runs_on_delete_then_on_unlink(tmp_path: Path) -> None:
+    """A source gone from the file, its target SOURCE_MISSING with DELETE: onDelete runs,
+    the target is deleted, then onUnlink runs (PingIDM's DELETE falls through to UNLINK),
+    in a recon and in liveSync alike. An UNASSIGNED target deleted has no link: onDelete
+    alone."""
+    project = _project(tmp_path, "b,B,staff,b@x\nc,C,staff,c@x\n", "o,O,staff,o@x\n", **_HOOKS,
+                       policies=[{"situation": "SOURCE_MISSING", "action": "DELETE"},
+                                 {"situation": "UNASSIGNED", "action": "DELETE"}])
+    with structlog.testing.capture_logs() as logs:
+        assert recon(project, "s2t").state == "SUCCESS"
+    assert _hooks_run(logs) == ["onDelete o"]
+    (project / "data" / "src.csv").write_text(_HEADER + "c,C,staff,c@x\n")
+    with structlog.testing.capture_logs() as logs:
+        assert recon(project, "s2t").state == "SUCCESS"
+    assert _hooks_run(logs) == ["onDelete b", "onUnlink b"]
+    assert _targets(project) == ["c"]
+
+    assert live(project, "system/src/account").state == "SUCCESS"  # the first reconciles; then the token
+    (project / "data" / "src.csv").write_text(_HEADER)
+    with structlog.testing.capture_logs() as logs:
+        assert live(project, "system/src/account").state == "SUCCESS"
+    assert _hooks_run(logs) == ["onDelete c", "onUnlink c"]
+    assert _targets(project) == []

@@ -85,12 +85,24 @@ class Plan:
     # The source and target objects as assessed, for the mapping's hooks (``mapping_hooks.py``).
     source_obj: Obj | None = None
     target_obj: Obj | None = None
+    # A DELETE of a linked target: its link goes too, and onUnlink runs once the target
+    # is deleted, as PingIDM's DELETE falls through to its UNLINK.
+    unlinks: bool = False
 
     def before_unlink(self, mapping: MappingDef, counters: Counters) -> None:
         """The mapping's onDelete (the plan deletes its target) or onUnlink, run before."""
         if not self.defer or not self.target_id or self.error is not None:
             return
         run_hook(mapping, "onDelete" if self.op is not None and self.op.kind == "delete" else "onUnlink", counters,
+                 source=self.source_obj or ({"_id": self.source_id} if self.source_id else None),
+                 target=self.target_obj or {"_id": self.target_id}, situation=self.situation,
+                 qualifier=self.qualifier)
+
+    def after_delete(self, mapping: MappingDef, counters: Counters) -> None:
+        """The mapping's onUnlink, once the plan's DELETE of a linked target is done."""
+        if not self.unlinks or self.error is not None:
+            return
+        run_hook(mapping, "onUnlink", counters,
                  source=self.source_obj or ({"_id": self.source_id} if self.source_id else None),
                  target=self.target_obj or {"_id": self.target_id}, situation=self.situation,
                  qualifier=self.qualifier)
@@ -415,6 +427,7 @@ class Assessor:
             elif not self._left_undone(plan, "delete"):
                 plan.op, plan.change = WriteOp("delete", id=tid), "deleted"
                 plan.message = f"DELETE {self.mapping.target}/{tid}"
+                plan.unlinks = True
         elif action == "EXCEPTION":
             plan.error = f"{situation}: policy says EXCEPTION"
         # A link to a source that is gone is never useful, whatever the policy.
@@ -529,6 +542,7 @@ class Assessor:
             if action == "DELETE" and self._left_undone(plan, "delete"):
                 return plan
             plan.defer = action == "DELETE" or linked
+            plan.unlinks = action == "DELETE" and linked
             plan.message = f"{action} {m.target}/{plan.target_id}"
         elif action == "EXCEPTION":
             plan.error = _exception_message(plan.situation, candidates)

@@ -965,7 +965,7 @@ class _Run:
                 # Audited once, by the deferred step, with what became of it.
                 deferred.append({"action": plan.action, "situation": plan.situation, "source_id": plan.source_id,
                                  "target_id": plan.target_id, "message": plan.message or None,
-                                 "qualifier": plan.qualifier, "phase": _phase(plan)})
+                                 "qualifier": plan.qualifier, "phase": _phase(plan), "unlinks": plan.unlinks})
             if plan.digest is not None and plan.source_id and target_id:
                 digest = self._digest(plan, result)
                 if digest is not None and (plan.link or kept.get(plan.source_id) != digest):
