@@ -38,11 +38,11 @@ def file_project(tmp_path: Path, mappings: list[dict[str, Any]], store: str = "s
     return project
 
 
-def recon(project: Path, mapping: str) -> ReconResult:
+def recon(project: Path, mapping: str, options: ReconOptions | None = None) -> ReconResult:
     loaded = load_project(project)
     store = Store.open(loaded.settings.store_url())
     try:
-        return run_recon(loaded, store, mapping, ReconOptions())
+        return run_recon(loaded, store, mapping, options or ReconOptions())
     finally:
         store.close()
 

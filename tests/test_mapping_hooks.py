@@ -57,7 +57,8 @@ def test_hooks_run_in_implicit_sync_a_recon_and_livesync(tmp_path: Path) -> None
     PingIDM's mappingConfig, sourceId and targetId, and may write to the store: after an
     implicit sync's create, a recon's (its page committed first) and a liveSync's; so does
     the policy's postAction (reconId set in a recon only). onDelete runs before an
-    implicit sync deletes the target of a deleted source, given the target."""
+    implicit sync deletes the target of a deleted source, given the target, and onUnlink
+    once it is deleted."""
     project = _project(tmp_path, "DELETE")
     _make(project, "ann")  # implicit sync
     staff, users = _ids(project, "staff"), _ids(project, "user")
@@ -83,6 +84,9 @@ def test_hooks_run_in_implicit_sync_a_recon_and_livesync(tmp_path: Path) -> None
     assert gone.returncode == 0, gone.stdout + gone.stderr
     deleted = [n for n in _notes(project) if n[0] == "onDelete"]
     assert deleted == [("onDelete", "ann", f"managed/user|{staff['ann']}|{users['ann']}|SOURCE_MISSING")]
+    # PingIDM's DELETE falls through to its UNLINK: onUnlink too, once the target is deleted.
+    unlinked = [n for n in _notes(project) if n[0] == "onUnlink"]
+    assert unlinked == [("onUnlink", "ann", f"managed/user|{staff['ann']}|{users['ann']}|SOURCE_MISSING")]
     assert "ann" not in _ids(project, "user")
 
 

@@ -171,7 +171,8 @@ def test_property_condition_sees_the_target_being_made(env: Env) -> None:
 
 def test_update_delete_and_unlink_hooks(env: Env) -> None:
     """onUpdate may change what is written; onDelete and onUnlink run with the
-    situation and the id of the target concerned."""
+    situation and the id of the target concerned; a DELETE of a linked target runs
+    onDelete, then onUnlink once it is deleted, as PingIDM's DELETE falls through to UNLINK."""
     env.reconfigure(maxDeletes=None, policies=[
         *_ONLY_CREATE_UPDATE, {"situation": "SOURCE_MISSING", "action": "DELETE"},
         {"situation": "MISSING", "action": "UNLINK"}],
@@ -192,7 +193,7 @@ def test_update_delete_and_unlink_hooks(env: Env) -> None:
     assert result.state == "SUCCESS", result.message
     assert result.summary["changes"]["deleted"] == 1 and result.summary["changes"]["unlinked"] == 1
     assert [e["message"] for e in logs if e["event"] == "script.log"] == [
-        f"unlinked MISSING {missing}", f"deleted SOURCE_MISSING {gone}"]
+        f"unlinked MISSING {missing}", f"deleted SOURCE_MISSING {gone}", f"unlinked SOURCE_MISSING {gone}"]
 
 
 def test_correlation_script_and_expression_tree(env: Env) -> None:

@@ -85,12 +85,24 @@ class Plan:
     # The source and target objects as assessed, for the mapping's hooks (``mapping_hooks.py``).
     source_obj: Obj | None = None
     target_obj: Obj | None = None
+    # A DELETE of a linked target: its link goes too, and onUnlink runs once the target
+    # is deleted, as PingIDM's DELETE falls through to its UNLINK.
+    unlinks: bool = False
 
     def before_unlink(self, mapping: MappingDef, counters: Counters) -> None:
         """The mapping's onDelete (the plan deletes its target) or onUnlink, run before."""
         if not self.defer or not self.target_id or self.error is not None:
             return
         run_hook(mapping, "onDelete" if self.op is not None and self.op.kind == "delete" else "onUnlink", counters,
+                 source=self.source_obj or ({"_id": self.source_id} if self.source_id else None),
+                 target=self.target_obj or {"_id": self.target_id}, situation=self.situation,
+                 qualifier=self.qualifier)
+
+    def after_delete(self, mapping: MappingDef, counters: Counters) -> None:
+        """The mapping's onUnlink, once the plan's DELETE of a linked target is done."""
+        if not self.unlinks or self.error is not None:
+            return
+        run_hook(mapping, "onUnlink", counters,
                  source=self.source_obj or ({"_id": self.source_id} if self.source_id else None),
                  target=self.target_obj or {"_id": self.target_id}, situation=self.situation,
                  qualifier=self.qualifier)
@@ -260,10 +272,14 @@ class Assessor:
 
     def assess_sources(self, objs: Sequence[Obj], linked: Mapping[str, str], targets: Mapping[str, Obj],
                        correlator: Correlator | None, links: LinkSet, source: Resource | None = None,
-                       unchanged: Mapping[str, str] | None = None) -> list[Plan]:
+                       unchanged: Mapping[str, str] | None = None,
+                       simulated: Sequence[tuple[str | None, Obj]] = ()) -> list[Plan]:
         """The plans of ``objs`` for the link qualifier of ``links`` (one plan per object);
         ``unchanged`` (from ``unchanged``): the sources whose target need not be read, which
-        get no plan: each is CONFIRMED, UPDATE, unchanged, and the caller counts them so."""
+        get no plan: each is CONFIRMED, UPDATE, unchanged, and the caller counts them so.
+        ``simulated``: the creates a dry run answered for an earlier batch of the page, as
+        (the source linked to it or ``None``, the target with its id): nothing was written,
+        so correlation finds them here, as the real run's correlation finds them written."""
         plans: list[Plan] = []
         qualified: dict[str, bool] = {}
         projections: dict[str, Obj] = {}
@@ -293,15 +309,22 @@ class Assessor:
             except IdsyncError as exc:
                 plans.append(Plan("", "", s["_id"], linked.get(s["_id"]), unresolved=s["_id"] not in linked,
                                   error=f"validSource/sourceCondition failed: {exc}", qualifier=q))
-        to_correlate = [s for s in objs if qualified.get(s["_id"]) and s["_id"] not in linked]
+        # Unqualified sources are correlated too, as PingIDM does: one that finds a target is
+        # UNQUALIFIED (not SOURCE_IGNORED) and claims it, so the target phase leaves it alone.
+        to_correlate = [s for s in objs if s["_id"] in qualified and s["_id"] not in linked]
         candidates: dict[str, Any] = {}
         queries: Mapping[str, Node] = {}
         if correlator is not None and to_correlate:
             candidates, queries = correlator.correlate(to_correlate, projected)
+        for sid, node in queries.items() if simulated else ():
+            found = candidates.get(sid)
+            if isinstance(found, list):
+                candidates[sid] = found + [t for _, t in simulated if matches(node, t, ignore_case=True)]
         singles = [c[0]["_id"] for c in candidates.values() if isinstance(c, list) and len(c) == 1]
         owners = dict(links.sources_of(singles)) if singles else {}
         if source is not None and source.renames_ids:
             owners = dict(_live_owners(owners, source, {s["_id"] for s in objs}))
+        owners.update({t["_id"]: owner for owner, t in simulated if owner is not None})
         creating = PlannedTargets()  # what this batch creates, in order: later sources must find it
         for s in objs:
             sid = s["_id"]
@@ -404,6 +427,7 @@ class Assessor:
             elif not self._left_undone(plan, "delete"):
                 plan.op, plan.change = WriteOp("delete", id=tid), "deleted"
                 plan.message = f"DELETE {self.mapping.target}/{tid}"
+                plan.unlinks = True
         elif action == "EXCEPTION":
             plan.error = f"{situation}: policy says EXCEPTION"
         # A link to a source that is gone is never useful, whatever the policy.
@@ -505,7 +529,8 @@ class Assessor:
                 plan.message = f"{action.lower()} skipped: deletes are switched off"
                 return plan
             if action == "DELETE" and current is None:
-                plan.error = None if plan.situation in ("MISSING", "ALL_GONE") else \
+                # PingIDM's DELETE does nothing without a target (UNQUALIFIED: of several found).
+                plan.error = None if plan.situation in ("MISSING", "ALL_GONE", "UNQUALIFIED") else \
                     f"{plan.situation}: nothing to delete"
                 plan.defer = linked
                 plan.action = "UNLINK" if linked else action
@@ -517,6 +542,7 @@ class Assessor:
             if action == "DELETE" and self._left_undone(plan, "delete"):
                 return plan
             plan.defer = action == "DELETE" or linked
+            plan.unlinks = action == "DELETE" and linked
             plan.message = f"{action} {m.target}/{plan.target_id}"
         elif action == "EXCEPTION":
             plan.error = _exception_message(plan.situation, candidates)

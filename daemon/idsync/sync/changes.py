@@ -371,6 +371,10 @@ class ChangeApplier:
                                    self._summary(), conn)
             if save is not None:
                 save(conn)
+        # A DELETE of a linked target is also its UNLINK: onUnlink once both are done.
+        for plan in plans if not self.dry_run else ():
+            if plan.op is not None and plan.op.kind == "delete" and id(plan) in results:
+                plan.after_delete(self.mapping, self.counters)
         for plan, obj, target_id in linked if not self.dry_run and "onLink" in self.mapping.hooks else ():
             plan.after_link(self.mapping, self.counters, obj, target_id)
         for plan, target_id in acted if not self.dry_run else ():

@@ -6,7 +6,8 @@ error, this step counts them against the mapping's ``maxDeletes`` (or the run's
 own cap) and either refuses the lot, before touching anything, or carries them
 out page by page: the onDelete/onUnlink hooks, one ``write_batch`` of deletes,
 then, in one store transaction, the dropped links and the audit entries (the
-same transaction as the deletes when the target is the store). Each delete and
+same transaction as the deletes when the target is the store), then the onUnlink
+of each DELETE of a linked target (PingIDM's DELETE falls through to its UNLINK). Each delete and
 unlink has one audit entry, written here with what became of it: done
 (``SUCCESS``), failed or refused by the cap (``FAILURE``), or ``DRY_RUN``.
 
@@ -94,8 +95,10 @@ class DeferredDeletes:
             raise SafetyLimitExceeded(message)
         for ops in self.runs.deferred_pages(self.run_id, self.page_size):
             self.check_cancel()
-            self._run_hooks(ops, target)
-            self._apply_page(ops, target)
+            found = self._run_hooks(ops, target)
+            deleted = self._apply_page(ops, target)
+            self._run_unlink_hooks([o for o in ops if o["action"] == "DELETE" and o.get("unlinks")
+                                    and o["target_id"] in deleted], found)
 
     def _refuse(self, message: str, count: int) -> None:
         """Audit every recorded delete and unlink as not carried out, and why; count them
@@ -113,18 +116,32 @@ class DeferredDeletes:
         self.counters.status["SUCCESS"] = max(0, self.counters.status["SUCCESS"] - count)
         self.counters.status["FAILURE"] += count
 
-    def _run_hooks(self, ops: Sequence[dict[str, Any]], target: Resource) -> None:
-        """The page's onDelete and onUnlink hooks, each given the target as it is now."""
-        hooked = [o for o in ops if ("onDelete" if o["action"] == "DELETE" else "onUnlink") in self.mapping.hooks]
+    def _run_hooks(self, ops: Sequence[dict[str, Any]], target: Resource) -> dict[str, Any]:
+        """The page's onDelete and onUnlink hooks, each given the target as it is now; the
+        targets read for them (id -> object)."""
+        hooks = self.mapping.hooks
+        hooked = [o for o in ops if ("onDelete" if o["action"] == "DELETE" else "onUnlink") in hooks
+                  or (o["action"] == "DELETE" and o.get("unlinks") and "onUnlink" in hooks)]
         ids = [o["target_id"] for o in hooked if o["target_id"]]
         found = target.get_many(ids, self.mapping.default_target_fields) if ids else {}
         for o in hooked:
-            run_hook(self.mapping, "onDelete" if o["action"] == "DELETE" else "onUnlink", self.counters,
-                     source={"_id": o["source_id"]} if o["source_id"] else None,
-                     target=found.get(o["target_id"]) or {"_id": o["target_id"]}, situation=o["situation"],
-                     qualifier=o.get("qualifier", "default"))
+            self._hook("onDelete" if o["action"] == "DELETE" else "onUnlink", o, found)
+        return found
 
-    def _apply_page(self, ops: Sequence[dict[str, Any]], target: Resource) -> None:
+    def _run_unlink_hooks(self, ops: Sequence[dict[str, Any]], found: dict[str, Any]) -> None:
+        """The onUnlink of the page's DELETEs of linked targets, once the targets are deleted
+        and unlinked (in the transaction of the deletes when the target is the store), given
+        each target as read before: PingIDM's DELETE falls through to its UNLINK."""
+        for o in ops if not self.dry_run and "onUnlink" in self.mapping.hooks else ():
+            self._hook("onUnlink", o, found)
+
+    def _hook(self, name: str, op: dict[str, Any], found: dict[str, Any]) -> None:
+        run_hook(self.mapping, name, self.counters, source={"_id": op["source_id"]} if op["source_id"] else None,
+                 target=found.get(op["target_id"]) or {"_id": op["target_id"]}, situation=op["situation"],
+                 qualifier=op.get("qualifier", "default"))
+
+    def _apply_page(self, ops: Sequence[dict[str, Any]], target: Resource) -> set[str]:
+        """Carry out the page's deletes and unlinks; the ids of the targets deleted."""
         to_delete = [o for o in ops if o["action"] == "DELETE" and o["target_id"]]
         # A store target deletes in the same transaction that drops the links.
         deletes = [WriteOp("delete", id=o["target_id"], rev=None) for o in to_delete]
@@ -160,6 +177,7 @@ class DeferredDeletes:
             self.after_write(results)
         if self.roles is not None:
             self.roles.after(results)
+        return {o["target_id"] for o in to_delete if o["target_id"] not in failed}
 
     def _audit_row(self, op: dict[str, Any], message: str | None, failed: bool) -> dict[str, Any]:
         status = "DRY_RUN" if self.dry_run else "FAILURE" if failed else "SUCCESS"

@@ -266,7 +266,8 @@ class ImplicitSync:
     def _apply(self, plan: Plan, target: Resource, links: LinkSet, assignments: Assignments | None,
                mapping: MappingDef, counters: Counters) -> str | None:
         """Write the plan's change, then its link and the assignments it applied; the error, or
-        ``None``. The mapping's onDelete or onUnlink runs before its delete or unlink, its
+        ``None``. The mapping's onDelete or onUnlink runs before its delete or unlink (a
+        DELETE of a linked target runs onUnlink too, once the target is deleted), its
         onLink once the link is stored (``mapping_hooks.py``)."""
         if plan.error is not None:
             return plan.error
@@ -281,6 +282,8 @@ class ImplicitSync:
                 return str(result.error)
             target_id, written = result.id or target_id, result.obj
             plan.message = result.message or plan.message
+            if op.kind == "delete":
+                plan.after_delete(mapping, counters)
         unlinked = plan.unlinked(target.name, target_id, written)
         if unlinked is not None:
             return unlinked

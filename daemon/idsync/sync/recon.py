@@ -192,6 +192,8 @@ class _Run:
         self._onward: OnwardPush | None = None
         # The last page's write results, for what runs once it is committed (roles, onward).
         self._page_results: list[WriteResult] = []
+        # The last batch's creates: (the source linked to each, or None; the target as answered).
+        self._batch_creates: list[tuple[str | None, Obj]] = []
         self._unidentified = 0  # source objects without an id: their targets cannot be told apart
         self._unresolved = 0  # unlinked source objects whose correlation or assessment failed
         self._held = 0  # target-phase deletes and unlinks not carried out because of them
@@ -681,6 +683,9 @@ class _Run:
         for qualifier, objs in groups.items():
             # One assessment per source and link qualifier: its own link, situation and target.
             links = self.qualifiers.links(qualifier)
+            # A dry run writes nothing: the creates it answered are what a source assessed
+            # again must find, as the real run's correlation finds them written and linked.
+            simulated: list[tuple[str | None, Obj]] = []
             while objs:
                 # A source whose correlation would find a target created earlier in this page
                 # is assessed again once that create is written, as in a later page.
@@ -693,11 +698,13 @@ class _Run:
                 wanted = [tid for sid, tid in linked.items() if sid not in unchanged]
                 targets = target.get_many(wanted, self.mapping.default_target_fields) if wanted else {}
                 plans = assessor.assess_sources(objs, linked, targets, correlators.get(qualifier), links, source,
-                                                unchanged)
+                                                unchanged, simulated)
                 retry = {p.source_id for p in plans if p.retry}
                 self._apply([p for p in plans if not p.retry], target, source,
                             {sid: digest for sid, (_, digest) in kept.items() if sid not in unchanged},
                             (qualifier, unchanged))
+                if self.options.dry_run and retry:
+                    simulated.extend(self._batch_creates)
                 objs = [o for o in objs if o["_id"] in retry]
 
     def _revisit(self, source: Resource, target: Resource, assessor: Assessor,
@@ -892,6 +899,9 @@ class _Run:
                 results[id(plan)] = written
             if self._roles is not None or self._onward is not None:
                 self._page_results = list(results.values())
+        self._batch_creates = [(p.source_id if p.link else None, {**(r.obj or {}), "_id": r.id})
+                               for p in writes if p.op is not None and p.op.kind == "create"
+                               and (r := results[id(p)]).ok and r.id]
         new_links: list[tuple[str, str, str]] = []
         linked: list[tuple[Plan, Obj | None, str]] = []  # for onLink: the plan, the target written, its id
         relinks: list[tuple[str, str, str]] = []
@@ -955,7 +965,7 @@ class _Run:
                 # Audited once, by the deferred step, with what became of it.
                 deferred.append({"action": plan.action, "situation": plan.situation, "source_id": plan.source_id,
                                  "target_id": plan.target_id, "message": plan.message or None,
-                                 "qualifier": plan.qualifier, "phase": _phase(plan)})
+                                 "qualifier": plan.qualifier, "phase": _phase(plan), "unlinks": plan.unlinks})
             if plan.digest is not None and plan.source_id and target_id:
                 digest = self._digest(plan, result)
                 if digest is not None and (plan.link or kept.get(plan.source_id) != digest):
