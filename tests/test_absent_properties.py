@@ -7,21 +7,15 @@ API, a recon. An update judges what it changes, and the properties whose
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from api_server import ADMIN, serve
-from idsync.config.project import load_project
-from idsync.managed import ManagedObjects
-from idsync.managed.router import scripting
 from idsync.resource import QuerySpec
-from idsync.resources import Resources
-from idsync.store.database import Store
 from idsync.store.validation import PolicyFailed
+from store_projects import failed_policies, managed_objects
 
 from samples import idsync
 
@@ -77,36 +71,20 @@ def project(tmp_path: Path) -> Path:
     return project
 
 
-@contextlib.contextmanager
-def _objects(project: Path) -> Iterator[Callable[[str], ManagedObjects]]:
-    loaded = load_project(project)
-    store = Store.open(loaded.settings.store_url())
-    resources = Resources(loaded, store)
-    try:
-        with scripting(loaded, store, resources=resources):
-            yield lambda name: ManagedObjects(loaded, store, resources, name, sync=False)
-    finally:
-        store.close()
-
-
-def _failed(exc: PolicyFailed) -> dict[str, list[str]]:
-    return {f["property"]: [r["policyRequirement"] for r in f["policyRequirements"]] for f in exc.failures}
-
-
 def test_a_create_judges_the_properties_it_leaves_out(project: Path) -> None:
     """``required`` refuses a create without the property, and a ``required`` that
     ``conditionalPolicies`` apply refuses one whose condition holds; a custom policy
     without validateOnlyIfPresent is asked about an absent property; regexpMatches,
     unique and a policy with validateOnlyIfPresent pass it."""
-    with _objects(project) as managed:
+    with managed_objects(project) as managed:
         users = managed("user")
         with pytest.raises(PolicyFailed) as caught:
             users.create({"userName": "u7"})
-        assert _failed(caught.value) == {"dept": ["REQUIRED"], "site": ["SITE"]}
+        assert failed_policies(caught.value) == {"dept": ["REQUIRED"], "site": ["SITE"]}
         assert "dept is required" in str(caught.value)
         with pytest.raises(PolicyFailed) as caught:
             users.create({"userName": "u5", "kind": "staff", "dept": "ops", "site": "x"})
-        assert _failed(caught.value) == {"badge": ["REQUIRED"]}
+        assert failed_policies(caught.value) == {"badge": ["REQUIRED"]}
         made = users.create({"userName": "u6", "kind": "contractor", "dept": "ops", "site": "x"}).object
         assert made is not None and "badge" not in made and "code" not in made
 
@@ -117,21 +95,21 @@ def test_an_update_judges_what_it_changes_and_what_depends_on_it(project: Path) 
     a conditional policy's dependency judges the dependent property again."""
     _write(project, {"name": "user", "schema": {"properties": {
         k: {"type": v["type"]} for k, v in USER["schema"]["properties"].items()}}})
-    with _objects(project) as managed:
+    with managed_objects(project) as managed:
         old = managed("user").create({"userName": "old"}).object
         assert old is not None
     _write(project, USER)
-    with _objects(project) as managed:
+    with managed_objects(project) as managed:
         users = managed("user")
         users.patch(old["_id"], [{"operation": "replace", "field": "/kind", "value": "contractor"}])
         with pytest.raises(PolicyFailed) as caught:
             users.patch(old["_id"], [{"operation": "replace", "field": "/kind", "value": "staff"}])
-        assert _failed(caught.value) == {"badge": ["REQUIRED"]}
+        assert failed_policies(caught.value) == {"badge": ["REQUIRED"]}
         made = users.create({"userName": "new", "dept": "ops", "site": "x"}).object
         assert made is not None
         with pytest.raises(PolicyFailed) as caught:
             users.patch(made["_id"], [{"operation": "remove", "field": "/dept"}])
-        assert _failed(caught.value) == {"dept": ["REQUIRED"]}
+        assert failed_policies(caught.value) == {"dept": ["REQUIRED"]}
 
 
 def test_the_cli_and_the_api_refuse_a_missing_required_property(project: Path) -> None:
@@ -155,7 +133,7 @@ def test_the_cli_and_the_api_refuse_a_missing_required_property(project: Path) -
 def test_a_recon_fails_the_source_lacking_a_required_property_alone(project: Path) -> None:
     """A source object without the required property fails alone, with the policy's
     message; the others are created and the run succeeds."""
-    with _objects(project) as managed:
+    with managed_objects(project) as managed:
         staff = managed("staff")
         staff.create({"login": "fay", "dept": "ops"}, object_id="s1")
         staff.create({"login": "gus"}, object_id="s2")
@@ -164,5 +142,5 @@ def test_a_recon_fails_the_source_lacking_a_required_property_alone(project: Pat
     assert summary["state"] == "SUCCESS" and summary["changes"]["failed"] == 1, done.stdout
     assert [e["source_id"] for e in summary["errors"]] == ["s2"]
     assert "dept is required" in summary["errors"][0]["message"]
-    with _objects(project) as managed:
+    with managed_objects(project) as managed:
         assert [u["userName"] for u in managed("user")._resource.find(QuerySpec())] == ["fay"]

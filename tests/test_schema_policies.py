@@ -6,22 +6,16 @@ path that writes the store: the API, a recon, and ``GET policy`` describes them.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from api_server import ADMIN, serve
 from idsync.config.objectmodel import js_regexp, schema_policies
-from idsync.config.project import load_project
-from idsync.managed import ManagedObjects
-from idsync.managed.router import scripting
 from idsync.resource import QuerySpec
-from idsync.resources import Resources
-from idsync.store.database import Store
 from idsync.store.validation import PolicyFailed
+from store_projects import failed_policies, managed_objects
 
 from samples import idsync
 
@@ -54,23 +48,6 @@ def project(tmp_path: Path) -> Path:
     (conf / "managed.json").write_text(json.dumps({"objects": [USER, STAFF]}))
     (conf / "sync.json").write_text(json.dumps({"mappings": [MAPPING]}))
     return tmp_path / "p"
-
-
-@contextlib.contextmanager
-def _objects(project: Path) -> Iterator[Callable[[str], ManagedObjects]]:
-    """The project's managed types, scripts bound, as the API writes them (no implicit sync)."""
-    loaded = load_project(project)
-    store = Store.open(loaded.settings.store_url())
-    resources = Resources(loaded, store)
-    try:
-        with scripting(loaded, store, resources=resources):
-            yield lambda name: ManagedObjects(loaded, store, resources, name, sync=False)
-    finally:
-        store.close()
-
-
-def _failed(exc: PolicyFailed) -> dict[str, list[str]]:
-    return {f["property"]: [r["policyRequirement"] for r in f["policyRequirements"]] for f in exc.failures}
 
 
 def _matches(pattern: str, text: str, flags: str = "") -> bool:
@@ -118,25 +95,25 @@ def test_schema_keywords_become_policies_ahead_of_the_propertys_own() -> None:
 
 
 def test_a_store_write_breaking_them_is_refused(project: Path) -> None:
-    with _objects(project) as managed:
+    with managed_objects(project) as managed:
         users = managed("user")
         with pytest.raises(PolicyFailed) as caught:
             users.create({"userName": "", "password": "Ab1", "telephoneNumber": "call me", "employeeId": "12",
                           "nickname": "ab"})
-        assert _failed(caught.value) == {"userName": ["REQUIRED", "MIN_LENGTH"], "password": ["MIN_LENGTH"],
+        assert failed_policies(caught.value) == {"userName": ["REQUIRED", "MIN_LENGTH"], "password": ["MIN_LENGTH"],
                                          "telephoneNumber": ["MATCH_REGEXP"], "employeeId": ["MIN_LENGTH"],
                                          "nickname": ["MATCH_REGEXP"]}
         assert f"telephoneNumber must match {PHONE} (MATCH_REGEXP)" in str(caught.value)
         assert "call me" not in str(caught.value) and "Ab1" not in str(caught.value)
         with pytest.raises(PolicyFailed) as caught:
             users.create({"userName": "ann", "telephoneNumber": "555-1212\n"})  # JavaScript's $
-        assert _failed(caught.value) == {"telephoneNumber": ["MATCH_REGEXP"]}
+        assert failed_policies(caught.value) == {"telephoneNumber": ["MATCH_REGEXP"]}
         made = users.create({"userName": "ann", "password": "Secret123", "telephoneNumber": "+1 (408) 555-1212",
                              "employeeId": "123", "nickname": "aab", "displayName": "Ann 2"}).object
         assert made is not None and made["telephoneNumber"] == "+1 (408) 555-1212"
         with pytest.raises(PolicyFailed) as caught:
             users.patch(made["_id"], [{"operation": "replace", "field": "/telephoneNumber", "value": "ext. 12"}])
-        assert _failed(caught.value) == {"telephoneNumber": ["MATCH_REGEXP"]}
+        assert failed_policies(caught.value) == {"telephoneNumber": ["MATCH_REGEXP"]}
         users.patch(made["_id"], [{"operation": "remove", "field": "/telephoneNumber"}])  # absent is fine
         assert "telephoneNumber" not in users.get(made["_id"])
 
@@ -163,7 +140,7 @@ def test_the_api_refuses_and_describes_them(project: Path) -> None:
 
 
 def test_a_recon_fails_the_entry_that_breaks_them_not_the_run(project: Path) -> None:
-    with _objects(project) as managed:
+    with managed_objects(project) as managed:
         staff = managed("staff")
         staff.create({"login": "fay", "phone": "+44 20 7946 0000"}, object_id="s1")
         staff.create({"login": "gus", "phone": "ask reception"}, object_id="s2")
@@ -173,7 +150,7 @@ def test_a_recon_fails_the_entry_that_breaks_them_not_the_run(project: Path) -> 
     assert summary["state"] == "SUCCESS" and summary["changes"]["failed"] == 1, done.stdout
     assert [e["source_id"] for e in summary["errors"]] == ["s2"]
     assert f"telephoneNumber must match {PHONE} (MATCH_REGEXP)" in summary["errors"][0]["message"]
-    with _objects(project) as managed:
+    with managed_objects(project) as managed:
         users = managed("user")._resource.find(QuerySpec())
     assert sorted(u["userName"] for u in users) == ["fay", "hal"]
     warned = idsync(project, "validate")
