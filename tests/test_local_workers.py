@@ -194,6 +194,40 @@ def test_a_killed_worker_s_partition_is_read_again(tmp_path: Path) -> None:
     assert not _children_left(recon.pid)
 
 
+def test_a_split_run_whose_process_died_counts_what_its_partitions_committed(tmp_path: Path) -> None:
+    """The recon's process and its worker killed with SIGKILL in the middle of a split first
+    load; at the next daemon start (``recover_interrupted``) the run is FAILED and its
+    summary lists its partitions and counts what they committed (its creates are its
+    successful CREATE audit rows), not the zeros it started with."""
+    from idsync.daemon.recovery import recover_interrupted
+
+    project, url = _project(tmp_path / "p", workers=2)
+    add_managed_users(project, 400)
+    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        busy = wait_for(lambda: _worker_partition(url, recon.pid), 60, "a partition read by the worker")
+        os.kill(_pid(busy.owner), signal.SIGKILL)
+        recon.kill()
+        recon.communicate(timeout=30)
+    finally:
+        if recon.poll() is None:
+            recon.kill()
+    store = Store.open(url)
+    try:
+        (run_id,) = [r.id for r in select_rows(url, "SELECT id FROM recon_runs")]
+        assert run_id in recover_interrupted(store)
+        run = RunStore(store).get(run_id)
+    finally:
+        store.close()
+    assert run is not None and run["state"] == "FAILED"
+    (created,) = select_rows(url, "SELECT count(*) AS n FROM audit WHERE action = 'CREATE' AND status = 'SUCCESS'")
+    summary = run["summary"]
+    assert summary["partitions"] and {p["state"] for p in summary["partitions"]} <= {"SUCCESS", "CANCELED", "ACTIVE",
+                                                                                    "PENDING"}
+    assert created.n > 0 and summary["changes"]["created"] == created.n, (summary["changes"], created.n)
+
+
 def test_a_canceled_split_run_stops_its_worker_at_a_page_boundary(tmp_path: Path) -> None:
     """Ctrl-C while a worker reads a range: the command exits 130 within seconds, the run is
     CANCELED with nothing deleted, the worker is gone (it stops at its page boundary), and

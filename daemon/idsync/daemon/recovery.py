@@ -10,7 +10,8 @@ this host is gone, and any run silent for ``LOCK_TTL`` (a lockless run of anothe
 host, or of an older version that recorded no owner: only its silence counts). Claims
 and deferred rows of runs no longer ACTIVE (left by older versions) are dropped.
 Runs and locks held by live processes, or by another host within their expiry,
-are left alone.
+are left alone. A split run failed here has its summary counted from what its
+partitions committed, as a cluster's takeover does (``sync/taken_over.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from idsync.store.locks import (
 )
 from idsync.store.runs import RunStore
 from idsync.store.tables import claims, deferred, locks, recon_runs
+from idsync.sync.taken_over import summarize_taken_over
 
 __all__ = ["recover_interrupted", "release_own_runs"]
 
@@ -77,6 +79,9 @@ def recover_interrupted(store: Store) -> list[str]:
     ended = failed + orphans + [run_id for run_id, _ in abandoned]
     for run_id in ended:
         log.warning("run.interrupted", run_id=run_id)
+        # A split run's counts are in its partitions until its end adds them up: a run whose
+        # process died keeps the zeros it started with unless they are counted now.
+        summarize_taken_over(store, run_id)
     return ended
 
 
