@@ -64,6 +64,25 @@ def test_an_unqualified_source_claims_the_target_it_correlates_to(tmp_path: Path
     assert _targets(project) == ["d", "z"]
 
 
+def test_an_unqualified_source_whose_correlation_cannot_be_made_is_ignored(tmp_path: Path) -> None:
+    """A contractor turned away by ``validSource`` whose correlation runs a transform that
+    refuses it (no email: what validSource keeps out): SOURCE_IGNORED, as before unqualified
+    sources were correlated, not a failure that fails the run and holds its deletes; the
+    orphan target is deleted as the mapping says."""
+    email = {"source": "email", "target": "email", "transform": {
+        "type": "text/javascript", "source": "if (!source) { throw 'no mail'; } source.toLowerCase()"}}
+    project = _project(tmp_path, "c,Con,contractor,\nz,Zed,staff,z@x\n", "z,Zed,staff,z@x\no,Orphan,staff,o@x\n",
+                       correlationQuery={"_queryFilter": '/email eq "${target.email}"'},
+                       properties=[*({"source": p, "target": p} for p in ("uid", "name", "kind")), email],
+                       validSource={"type": "text/javascript", "source": "source.kind != 'contractor'"},
+                       policies=[{"situation": "UNASSIGNED", "action": "DELETE"}])
+    result = recon(project, "s2t")
+    assert result.state == "SUCCESS", result.message
+    assert _situations(result.summary) == {"SOURCE_IGNORED": 1, "FOUND": 1, "UNASSIGNED": 1}, result.summary
+    assert not result.summary["changes"].get("failed") and result.summary["changes"]["deleted"] == 1
+    assert _targets(project) == ["z"]
+
+
 def test_an_unqualified_source_correlating_to_several_targets_claims_them_all(tmp_path: Path) -> None:
     """Several targets found for an unqualified source: UNQUALIFIED (its DELETE has no one
     target to delete, and does nothing, as in PingIDM), and none of them is UNASSIGNED."""

@@ -369,7 +369,13 @@ class Assessor:
                      found: Any, owners: Mapping[str, str], qualifier: str) -> Plan:
         sid = s["_id"]
         if isinstance(found, IdsyncError):
-            return Plan("", "", sid, None, unresolved=True, error=f"correlation failed: {found}", qualifier=qualifier)
+            if qualifies:
+                return Plan("", "", sid, None, unresolved=True, error=f"correlation failed: {found}",
+                            qualifier=qualifier)
+            # A source the mapping turns away whose correlation cannot be made (the transforms it
+            # runs refuse what validSource keeps out) finds nothing: SOURCE_IGNORED, as such a
+            # source was before unqualified sources were correlated, not a failure of the run.
+            found = []
         cands: list[Obj] = found or []
         target = targets.get(tid) if tid else None
         already = len(cands) == 1 and owners.get(cands[0]["_id"], sid) != sid
