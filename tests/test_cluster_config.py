@@ -1,5 +1,5 @@
 """Cluster nodes deployed with different files: each node writes a digest of each file of
-its ``conf/`` and ``jobs.d/`` with its heartbeat, and the nodes say which files differ
+its ``conf/``, ``jobs.d/`` and ``script/`` with its heartbeat, and the nodes say which files differ
 (``cluster/fingerprint.py``). The nodes are ``idsync run`` subprocesses on one PostgreSQL
 store (``cluster_env``)."""
 
@@ -27,7 +27,7 @@ from cluster_env import (
 )
 from dbs import store_url
 from idsync.cli import main as cli_main
-from idsync.cluster.fingerprint import defines_job
+from idsync.cluster.fingerprint import defines_job, project_files
 from idsync.cluster.queue import COMMON_QUEUE, JOB_TASK, SCHEMA, Queue, node_queue
 from idsync.cluster.schema import QueueSchema
 from idsync.store.database import Store
@@ -38,6 +38,19 @@ pytestmark = pytest.mark.postgresql
 @pytest.fixture
 def pg_url(tmp_path: Path) -> str:
     return fresh_store(store_url("postgresql", tmp_path))
+
+
+def test_the_digest_covers_the_scripts_a_node_runs(tmp_path: Path) -> None:
+    """A script edited on one node is a file the nodes disagree on (a mapping would run other
+    code there), as a job file is; ``idsync.toml``, a node's own, is not."""
+    for name, text in (("conf/sync.json", "{}"), ("conf/idsync.toml", "x"), ("jobs.d/a.toml", "a"),
+                       ("script/lib/cn.js", "1")):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    before = project_files(tmp_path)
+    assert sorted(before) == ["conf/sync.json", "jobs.d/a.toml", "script/lib/cn.js"]
+    (tmp_path / "script/lib/cn.js").write_text("2")
+    assert {k for k, v in project_files(tmp_path).items() if before.get(k) != v} == {"script/lib/cn.js"}
 
 
 def test_nodes_deployed_with_different_job_files_say_so(tmp_path: Path, pg_url: str,

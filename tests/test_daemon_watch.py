@@ -55,6 +55,21 @@ def test_the_files_a_load_reads_are_watched_and_nothing_else(tmp_path: Path) -> 
                                                              "script/lib/util.js"]
 
 
+def test_scripts_under_a_linked_folder_are_watched_and_a_loop_is_not_followed(tmp_path: Path) -> None:
+    """``script/lib -> ../shared/lib`` (a Kubernetes ConfigMap's nested keys make such links):
+    the scripts a load reads through the link are watched; a link back up the tree is
+    followed once, not round and round."""
+    (tmp_path / "shared/lib").mkdir(parents=True)
+    (tmp_path / "shared/lib/util.js").write_text("1")
+    (tmp_path / "script").mkdir()
+    (tmp_path / "script/lib").symlink_to(tmp_path / "shared/lib")
+    (tmp_path / "shared/lib/again").symlink_to(tmp_path / "script")
+    before = config_files(tmp_path)
+    assert list(before) == ["script/lib/util.js"]
+    (tmp_path / "shared/lib/util.js").write_text("22")
+    assert changed_files(before, config_files(tmp_path)) == ["script/lib/util.js"]
+
+
 def test_a_change_is_reloaded_once_the_files_are_quiet() -> None:
     """Files as loaded call for nothing; changed files call for a reload only once they have
     stayed as they are for ``QUIET`` seconds, every write meanwhile starting the wait again;

@@ -1,5 +1,6 @@
-"""What a node was deployed with: a digest of each file of its project's ``conf/`` and
-``jobs.d/``, which it writes with its heartbeat (``cluster_nodes.config``).
+"""What a node was deployed with: a digest of each file of its project's ``conf/``,
+``jobs.d/`` and ``script/`` (the scripts mappings and managed types name by ``file``),
+which it writes with its heartbeat (``cluster_nodes.config``).
 
 Every node schedules the jobs of its own ``jobs.d/`` and runs a queue job with its own
 definition of the job and its mappings, so nodes deployed with different files run
@@ -20,9 +21,10 @@ _OWN = {"conf/idsync.toml"}
 
 
 def project_files(project_dir: Path) -> dict[str, str]:
-    """Relative path -> a digest of the content, of every file under ``conf/`` and ``jobs.d/``."""
+    """Relative path -> a digest of the content, of every file under ``conf/``, ``jobs.d/``
+    and ``script/``."""
     found: dict[str, str] = {}
-    for top in ("conf", "jobs.d"):
+    for top in ("conf", "jobs.d", "script"):
         root = project_dir / top
         if not root.is_dir():
             continue

@@ -42,8 +42,16 @@ def changed_files(before: Mapping[str, str], after: Mapping[str, str]) -> list[s
     return sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
 
 
-def _files(folder: Path, name: str, endings: tuple[str, ...], deep: bool) -> Iterator[tuple[str, str]]:
+def _files(folder: Path, name: str, endings: tuple[str, ...], deep: bool,
+           seen: set[tuple[int, int]] | None = None) -> Iterator[tuple[str, str]]:
+    """The files of ``folder`` (and its subfolders when ``deep``), links to folders followed
+    as a load follows them (``script/lib -> ../shared/lib``), each folder once: no loop."""
+    seen = set() if seen is None else seen
     try:
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
+            return
+        seen.add((st.st_dev, st.st_ino))
         entries = list(os.scandir(folder))
     except OSError:
         return  # no such folder (a project without jobs.d/), or not one
@@ -52,5 +60,5 @@ def _files(folder: Path, name: str, endings: tuple[str, ...], deep: bool) -> Ite
             continue
         if entry.name.endswith(endings) and entry.is_file():
             yield entry.path, f"{name}/{entry.name}"
-        elif deep and entry.is_dir(follow_symlinks=False):  # no loop through a link
-            yield from _files(Path(entry.path), f"{name}/{entry.name}", endings, deep)
+        elif deep and entry.is_dir():
+            yield from _files(Path(entry.path), f"{name}/{entry.name}", endings, deep, seen)
