@@ -343,3 +343,33 @@ def test_values_the_store_cannot_hold_are_bad_data(tmp_path: Path) -> None:
     assert long_id.returncode == os.EX_DATAERR, long_id.stdout + long_id.stderr
     assert "an _id is at most 64 characters; this one has 65" in long_id.stderr
     assert json.loads(idsync(project, "managed", "query", "user").stdout) == []
+
+
+def test_values_out_of_range_are_usage_errors_and_names_never_paths(tmp_path: Path) -> None:
+    """A negative ``--next`` (it looped for good), a page size under 1 (a recon spun holding
+    its mapping's lock), a ``--max-deletes`` that does not parse and a negative ``--days``
+    are usage errors (2); ``--data @FILE`` that cannot be read is bad data (65) naming the
+    file; ``run-job`` with a path (``../x``, which ran a file from outside jobs.d/) or a
+    name too long for a file is "no such job" (78), never an internal error."""
+    from samples import idsync
+
+    conf = tmp_path / "p" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    (conf / "sync.json").write_text(json.dumps({"mappings": []}))
+    (tmp_path / "p" / "jobs.d").mkdir()
+    (tmp_path / "outside.toml").write_text('schedule = "@daily"\nmappings = []\n')
+    project = tmp_path / "p"
+    for args in (("jobs", "--next", "-1"), ("recon", "m", "--page-size", "-5"), ("recon", "m", "--page-size", "0"),
+                 ("livesync", "system/x/y", "--page-size", "0"), ("recon", "m", "--max-deletes", "abc"),
+                 ("recon", "m", "--max-deletes", "150%"), ("prune", "--days", "-1"),
+                 ("managed", "query", "user", "--limit", "-1")):
+        done = idsync(project, *args)
+        assert done.returncode == 2, (args, done.returncode, done.stderr)
+    for data in ("@" + str(tmp_path / "nonexistent.json"), "@", "@" + str(tmp_path)):
+        done = idsync(project, "managed", "create", "user", "--data", data)
+        assert done.returncode == os.EX_DATAERR and "--data" in done.stderr, (data, done.returncode, done.stderr)
+        assert "internal error" not in done.stderr
+    for name in ("../outside", "../../outside", "a" * 100_000):
+        done = idsync(project, "run-job", name, "--dry-run")
+        assert done.returncode == os.EX_CONFIG and "no such job" in done.stderr, (name[:20], done.stderr[:300])

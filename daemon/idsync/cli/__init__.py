@@ -24,6 +24,7 @@ import structlog
 
 from idsync import __version__
 from idsync.cli.api import register as register_api_commands
+from idsync.cli.arguments import MAX_PAGE_SIZE, max_deletes, whole_number
 from idsync.cli.config import register as register_config_commands
 from idsync.cli.docs import EPILOG
 from idsync.cli.docs import register as register_doc_commands
@@ -115,17 +116,7 @@ def _print_error(exc: IdsyncError) -> None:
 
 
 _MAX_LIMIT = 100_000  # beyond, a listing is a query of its own (and a database's integers overflow)
-
-
-def _run_count(text: str) -> int:
-    """``--limit``: a usage error (exit 2) unless a whole number from 1 to ``_MAX_LIMIT``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if not 1 <= value <= _MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"expected 1 to {_MAX_LIMIT}, not {text}")
-    return value
+_run_count = whole_number(1, _MAX_LIMIT)  # ``--limit``
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,8 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-create", action="store_true", help="kill switch: create nothing")
     r.add_argument("--no-update", action="store_true", help="kill switch: update nothing")
     r.add_argument("--no-delete", action="store_true", help="kill switch: delete or unlink nothing")
-    r.add_argument("--max-deletes", help="fail the run if it would delete more (a number or a percentage)")
-    r.add_argument("--page-size", type=int, help="objects per batch for this run (default [recon] page_size)")
+    r.add_argument("--max-deletes", type=max_deletes,
+                   help="fail the run if it would delete more (a number or a percentage)")
+    r.add_argument("--page-size", type=whole_number(1, MAX_PAGE_SIZE),
+                   help="objects per batch for this run (default [recon] page_size)")
     r.add_argument("--rewrite-write-only", action="store_true",
                    help="write again the values the target never returns (passwords, NOT_READABLE), even those "
                         "last written unchanged")
@@ -163,7 +156,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=_run_count, default=20,
                    help=f"how many runs to list, 1 to {_MAX_LIMIT} (default 20)")
     s.add_argument("--mapping", help="only the runs of this mapping")
-    s.add_argument("--audit", type=int, default=50, metavar="N", help="audit entries to show for one run")
+    s.add_argument("--audit", type=whole_number(0, _MAX_LIMIT), default=50, metavar="N",
+                   help="audit entries to show for one run")
     s.add_argument("--nodes", action="store_true", help="the cluster's nodes instead: alive or not, what each runs")
     s.set_defaults(handler=_cmd_status)
 
@@ -180,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     mp.set_defaults(handler=_cmd_mappings)
 
     pr = sub.add_parser("prune", help="delete old run records and their audit entries")
-    pr.add_argument("--days", type=int, default=None,
+    pr.add_argument("--days", type=whole_number(1, 36_500), default=None,
                     help="keep runs that ended within this many days (default: [store] keep_runs_days)")
     pr.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     pr.set_defaults(handler=_cmd_prune)
@@ -222,7 +216,7 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
         allow_create=False if args.no_create else None,
         allow_update=False if args.no_update else None,
         allow_delete=False if args.no_delete else None,
-        max_deletes=_max_deletes(args.max_deletes),
+        max_deletes=args.max_deletes,
         page_size=args.page_size,
         splitter=local_splitter(project, store),
         rewrite_write_only=args.rewrite_write_only,
@@ -252,18 +246,6 @@ def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:
     if result.state != "SUCCESS" and not args.json:
         print(f"idsync: {result.mapping}: {result.state}: {result.message}", file=sys.stderr)
     return int(result.exit_code)
-
-
-def _max_deletes(text: str | None) -> int | float | None:
-    if text is None:
-        return None
-    text = text.strip()
-    try:
-        if text.endswith("%"):
-            return float(text[:-1]) / 100
-        return int(text)
-    except ValueError:
-        raise ConfigError("command line", "--max-deletes", "expected a number or a percentage such as 5%") from None
 
 
 def _cmd_prune(args: argparse.Namespace, project_dir: Path) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from idsync.cli.arguments import whole_number
 from idsync.errors import ConfigError, ConfigErrors, ConfigWarning
 
 if TYPE_CHECKING:
@@ -40,7 +41,8 @@ def register(subparsers: Any) -> None:
 
     j = subparsers.add_parser("jobs", help="every job: schedule, next fire times, last run")
     j.add_argument("--json", action="store_true", help="as JSON")
-    j.add_argument("--next", type=int, default=3, metavar="N", help="fire times to show per job (default 3)")
+    j.add_argument("--next", type=whole_number(0, 1000), default=3, metavar="N",
+                   help="fire times to show per job (default 3)")
     j.set_defaults(handler=_cmd_jobs)
 
     rj = subparsers.add_parser("run-job", help="run one job now, with the same lock and records as the daemon")
@@ -189,9 +191,12 @@ def _short(iso: str | None, timezone: str) -> str:
 # -- idsync run-job -------------------------------------------------------------------
 
 
+_LONGEST_NAME = 200  # a file name's 255 bytes, less ``schedule-`` and ``.json``
+
+
 def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.cli.signals import run_in_foreground
-    from idsync.config.jobs import parse_job
+    from idsync.config.jobs import job_name_problem, parse_job
     from idsync.config.pingidm_schedules import parse_schedule, schedule_files, schedule_path
     from idsync.config.project import load_project, project_job_problems
     from idsync.daemon.runner import JobOutcome, run_job
@@ -202,18 +207,22 @@ def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
     conf_dir = project.settings.conf_dir
     path = project.settings.jobs_dir / f"{args.name}.toml"
     known_mappings = [m.name for m in project.mappings]
-    if path.is_file():
+    # A job's name names a file of jobs.d/ (or conf/schedule-NAME.json), never a path: a name
+    # with a slash (``../../x``) would run a file from elsewhere, a huge one fail the file system.
+    named = job_name_problem(args.name) is None and len(args.name) <= _LONGEST_NAME
+    if named and path.is_file():
         if schedule_path(conf_dir, args.name).is_file():
             raise ConfigError(str(schedule_path(conf_dir, args.name)), "",
                               f"job {args.name!r} is also defined by {path}; rename or remove one of them")
         job = parse_job(path, known_mappings)
-    elif schedule_path(conf_dir, args.name).is_file():
+    elif named and schedule_path(conf_dir, args.name).is_file():
         job = parse_schedule(schedule_path(conf_dir, args.name), known_mappings)
     else:
         names = [p.stem for p in project.settings.jobs_dir.glob("*.toml")]
         names += [p.stem[len("schedule-"):] for p in schedule_files(conf_dir)]
         known = ", ".join(sorted(names)) or "none"
-        raise ConfigError(str(path), "", f"no such job (jobs: {known})")
+        where = str(path) if named else str(project.settings.jobs_dir)
+        raise ConfigError(where, "", f"no such job (jobs: {known})")
     # What the daemon would not schedule (a liveSync of a source no mapping reads...) is not run by hand either.
     problems = project_job_problems(project, [job])
     if problems:

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from idsync.cli.arguments import MAX_PAGE_SIZE, whole_number
+
 __all__ = ["register", "render_livesync_sources"]
 
 
@@ -31,7 +33,8 @@ def register(subparsers: Any) -> None:
     ls.add_argument("--dry-run", action="store_true", help="assess and list the changes; write nothing, "
                                                            "keep the token")
     ls.add_argument("--reset", action="store_true", help="forget the stored token first: reconcile in full")
-    ls.add_argument("--page-size", type=int, help="changes per batch (default [recon] page_size)")
+    ls.add_argument("--page-size", type=whole_number(1, MAX_PAGE_SIZE),
+                    help="changes per batch (default [recon] page_size)")
     ls.add_argument("--json", action="store_true", help="print the run's outcome as JSON")
     ls.add_argument("--failures", action="store_true",
                     help="run nothing: list the source's objects whose change failed, waiting for a retry or kept "

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from idsync.cli.arguments import whole_number
 from idsync.errors import NotFound, QueryError, RevisionMismatch, UsageError
 
 if TYPE_CHECKING:  # the commands import the store and the engine when they run, not at `idsync --help`
@@ -136,7 +137,7 @@ def register(sub: Any) -> None:
 def _query_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter", default="true", help="a _queryFilter (default: true)")
     p.add_argument("--fields", help="comma-separated fields to show")
-    p.add_argument("--limit", type=int, default=0, help="stop after N objects (0: all)")
+    p.add_argument("--limit", type=whole_number(0, 1_000_000_000), default=0, help="stop after N objects (0: all)")
 
 
 # -- reading ------------------------------------------------------------------
@@ -375,7 +376,15 @@ def _json_arg(text: str, option: str) -> Any:
     if text == "-":
         text = sys.stdin.read()
     elif text.startswith("@"):
-        text = Path(text[1:]).read_text(encoding="utf-8")
+        name = text[1:]
+        try:
+            text = Path(name).read_text(encoding="utf-8") if name else ""
+        except UnicodeDecodeError as exc:
+            raise InvalidObject(option, [f"{name}: not UTF-8 text (byte {exc.start})"]) from None
+        except OSError as exc:
+            raise InvalidObject(option, [f"{name}: cannot read it: {exc.strerror or exc}"]) from None
+        if not name:
+            raise InvalidObject(option, ["@ names no file (@FILE reads the JSON from FILE)"])
     try:
         return strict_json.loads(text)
     except strict_json.UnfitNumber as exc:
