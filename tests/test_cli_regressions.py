@@ -373,3 +373,20 @@ def test_values_out_of_range_are_usage_errors_and_names_never_paths(tmp_path: Pa
     for name in ("../outside", "../../outside", "a" * 100_000):
         done = idsync(project, "run-job", name, "--dry-run")
         assert done.returncode == os.EX_CONFIG and "no such job" in done.stderr, (name[:20], done.stderr[:300])
+
+
+def test_a_store_file_that_is_not_a_database_is_unavailable_for_every_command(tmp_path: Path) -> None:
+    """A store file holding anything but a SQLite database: the commands that write say so
+    and exit 69, as those that read did, instead of an internal error (70)."""
+    from samples import idsync
+
+    conf = tmp_path / "p" / "conf"
+    conf.mkdir(parents=True)
+    (tmp_path / "s.db").write_text("garbage, not a database\n")
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    (conf / "sync.json").write_text(json.dumps({"mappings": [
+        {"name": "m", "source": "managed/user", "target": "managed/role", "properties": []}]}))
+    for args in (("recon", "m"), ("sync", "retry"), ("status",)):
+        done = idsync(tmp_path / "p", *args)
+        assert done.returncode == os.EX_UNAVAILABLE, (args, done.returncode, done.stderr)
+        assert "store: cannot open the database: file is not a database" in done.stderr, done.stderr

@@ -47,6 +47,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DatabaseError,
     InterfaceError,
     NoSuchModuleError,
     OperationalError,
@@ -313,7 +314,14 @@ class Store:
         Alembic, which costs a command a quarter of a second to import, is not loaded).
         A database holding none of the store's tables gets the declared schema at once
         (``declared=False``: through every migration, as the test comparing them does)."""
-        if self._revision() == _head_revision():
+        try:
+            current = self._revision()
+        except DatabaseError as exc:
+            if self.dialect != "sqlite" or isinstance(exc, ProgrammingError):
+                raise
+            # A file that is not a SQLite database (or one damaged): said, not a crash.
+            raise store_error(exc, "store: cannot open the database: ") from None
+        if current == _head_revision():
             return
         try:
             with self.engine.begin() as conn:
