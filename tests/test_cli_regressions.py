@@ -390,3 +390,35 @@ def test_a_store_file_that_is_not_a_database_is_unavailable_for_every_command(tm
         done = idsync(tmp_path / "p", *args)
         assert done.returncode == os.EX_UNAVAILABLE, (args, done.returncode, done.stderr)
         assert "store: cannot open the database: file is not a database" in done.stderr, done.stderr
+
+
+def test_unlock_needs_a_project_and_makes_no_store(tmp_path: Path) -> None:
+    """``unlock`` where there is no project is an error (78), as for every command; in a
+    project where nothing has run, nothing is locked and no store is made."""
+    from samples import idsync
+
+    nowhere = idsync(tmp_path / "empty", "unlock", "m", "--yes")
+    assert nowhere.returncode == os.EX_CONFIG and "no idsync project here" in nowhere.stderr, nowhere.stderr
+    conf = tmp_path / "p" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    (conf / "sync.json").write_text(json.dumps({"mappings": []}))
+    fresh = idsync(tmp_path / "p", "unlock", "m", "--yes")
+    assert fresh.returncode == 0 and "m: not locked" in fresh.stdout, fresh.stdout + fresh.stderr
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_a_system_query_that_cannot_read_prints_no_json_fragment(tmp_path: Path) -> None:
+    """``system query`` of a directory that is down exits 69 with nothing on stdout (it
+    printed a lone ``[``, which no JSON reader takes)."""
+    import shutil
+
+    from samples import idsync
+
+    project = tmp_path / "p"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "conf", project / "conf")
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    done = idsync(project, "system", "query", "ldap", "account", "--filter", "true",
+                  env={"IDSYNC_LDAP_HOST": "127.0.0.1", "IDSYNC_LDAP_PORT": "1", "IDSYNC_LDAP_PASSWORD": "x"})
+    assert done.returncode == os.EX_UNAVAILABLE, (done.returncode, done.stderr)
+    assert done.stdout == "", done.stdout

@@ -190,9 +190,14 @@ def _fields(args: argparse.Namespace) -> list[str] | None:
 
 
 def _print_objects(objects: Iterator[Obj]) -> None:
+    # The first object is read before anything is printed: a source that cannot be read
+    # (a directory down) leaves stdout empty, not a JSON fragment.
+    first = next(objects, None)
     print("[")
-    for count, obj in enumerate(objects):
-        print(("  " if count == 0 else ", ") + json.dumps(_shown(obj), ensure_ascii=False))
+    if first is not None:
+        print("  " + json.dumps(_shown(first), ensure_ascii=False))
+        for obj in objects:
+            print(", " + json.dumps(_shown(obj), ensure_ascii=False))
     print("]")
 
 

@@ -42,13 +42,18 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_unlock(args: argparse.Namespace, project_dir: Path) -> int:
+    from idsync.cli.store import NoStoreYet, open_existing_store
     from idsync.settings import load_settings
-    from idsync.store.database import Store, utcnow
+    from idsync.store.database import utcnow
     from idsync.store.locks import Locks
 
-    store = Store.open(load_settings(project_dir).store_url())
-    locks = Locks(store)
     names = [args.name] if args.name.startswith(_PREFIXES) else [p + args.name for p in _PREFIXES]
+    try:  # no project is an error; a project with no store yet holds no lock (none is made)
+        store = open_existing_store(load_settings(project_dir))
+    except NoStoreYet:
+        print(f"{args.name}: not locked ({', '.join(names)}; nothing has run here yet)")
+        return 0
+    locks = Locks(store)
     held = {name: holder for name in names if (holder := locks.holder(name)) is not None}
     if not held:
         print(f"{args.name}: not locked ({', '.join(names)})")
