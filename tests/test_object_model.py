@@ -31,6 +31,7 @@ from idsync.store.objects import ManagedResource
 from idsync.store.passwords import hash_secret, same_secret
 from idsync.store.validation import PolicyFailed
 from idsync.sync.recon import run_recon
+from store_projects import managed_objects
 
 from samples import idsync
 
@@ -569,25 +570,26 @@ def _dated_project(tmp_path: Path, policy_source: str) -> Path:
     return project
 
 
+def _two_staff(project: Path, second: dict[str, Any]) -> None:
+    """Staff ``s1`` (a good date) and ``s2`` (``second``), written as the API writes them."""
+    with managed_objects(project) as managed:
+        managed("staff").create({"login": "ida", "number": "2020-01-02"}, object_id="s1")
+        managed("staff").create(second, object_id="s2")
+
+
 def test_custom_policies_have_lodash_and_the_policy_request(tmp_path: Path) -> None:
     """A custom policy of additionalFiles uses ``_`` (lodash) and ``request`` without
     defining them, as the scope of PingIDM's policy.js gives them: a recon into the
     store and a create over the API are judged by it (a good date passes, a bad one is
     refused with its requirement), rather than every write failing."""
     project = _dated_project(tmp_path, UTC_DATE_POLICY)
-    loaded = load_project(project)
-    store = Store.open(loaded.settings.store_url())
-    resources = Resources(loaded, store)
-    with scripting(loaded, store, resources=resources):
-        staff = ManagedObjects(loaded, store, resources, "staff", sync=False)
-        staff.create({"login": "ida", "number": "2020-01-02"}, object_id="s1")
-        staff.create({"login": "jon", "number": "soon"}, object_id="s2")
+    _two_staff(project, {"login": "jon", "number": "soon"})
     done = idsync(project, "recon", "staff_user", "--json")
     summary = json.loads(done.stdout)
     assert summary["state"] == "SUCCESS" and summary["changes"]["failed"] == 1, done.stdout + done.stderr
     assert "(VALID_DATE)" in json.dumps(summary)
-    users = ManagedObjects(loaded, store, resources, "user", sync=False)
-    assert [u["userName"] for u in users._resource.find(QuerySpec())] == ["ida"]
+    with managed_objects(project) as managed:
+        assert [u["userName"] for u in managed("user")._resource.find(QuerySpec())] == ["ida"]
     with serve(project) as api:
         made = api.post("/openidm/managed/user?_action=create", headers=JSON,
                         json={"userName": "kim", "hireDate": "2021-03-04"})
@@ -620,13 +622,7 @@ def test_a_failing_custom_policy_refuses_the_object_naming_its_file_and_line(tmp
     assert done.returncode == 1
     assert "managed/user: policy script: " in done.stderr and "policy.json: additionalFiles (script/utcdate.js): " \
         "ReferenceError: lodash is not defined at line 10\n" in done.stderr, done.stderr
-    loaded = load_project(project)
-    store = Store.open(loaded.settings.store_url())
-    resources = Resources(loaded, store)
-    with scripting(loaded, store, resources=resources):
-        staff = ManagedObjects(loaded, store, resources, "staff", sync=False)
-        staff.create({"login": "ida", "number": "2020-01-02"}, object_id="s1")
-        staff.create({"login": "jon"}, object_id="s2")
+    _two_staff(project, {"login": "jon"})
     summary = json.loads(idsync(project, "recon", "staff_user", "--json").stdout)
     assert summary["state"] == "FAILED" and summary["changes"]["failed"] == 2, summary
     assert "(script/utcdate.js): ReferenceError: lodash is not defined at line 10" in summary["message"]
