@@ -127,6 +127,10 @@ def test_kill_9_of_a_recon_mid_run_does_not_block_the_next_one(
     assert f"run {killed['id'][:8]} ACTIVE, but {gone}" in " ".join(shown.stdout.split()), shown.stdout
     (listed,) = [r for r in json.loads(_idsync(project, "status", "--json").stdout) if r["_id"] == killed["id"]]
     assert listed["processGone"] == gone
+    # So does ``idsync status RUN_ID``: not "(running)".
+    one = " ".join(_idsync(project, "status", killed["id"][:8]).stdout.split())
+    assert "(not running)" in one and f"note: {gone}: the next run of {MAPPING}" in one, one
+    assert json.loads(_idsync(project, "status", killed["id"][:8], "--json").stdout)["processGone"] == gone
 
     started = time.monotonic()
     second = _idsync(project, "recon", MAPPING, "--json")

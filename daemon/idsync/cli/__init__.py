@@ -286,11 +286,13 @@ def _cmd_status(args: argparse.Namespace, project_dir: Path) -> int:
         run = runs.get(run_id)
         assert run is not None
         audit = runs.audit_entries(run_id, limit=args.audit)
+        why = runs.gone([run]).get(run["id"])
         if args.json:
-            print(json.dumps({**_run_json(run), "audit": audit}, indent=2, default=str))
+            print(json.dumps({**_run_json(run), **({"processGone": why} if why else {}), "audit": audit},
+                             indent=2, default=str))
         else:
             render_run(run["id"], run["state"], run["message"], run["summary"], dry_run=run["dry_run"],
-                       started=run["started"], ended=run["ended"])
+                       started=run["started"], ended=run["ended"], gone=why)
             render_audit(audit)
         return 0
     recent = runs.recent(limit=args.limit, mapping=args.mapping)

@@ -26,14 +26,20 @@ def _nonzero(d: Mapping[str, Any] | None) -> str:
 
 
 def render_run(run_id: str, state: str, message: str | None, summary: Mapping[str, Any], *, dry_run: bool,
-               started: dt.datetime | None = None, ended: dt.datetime | None = None) -> None:
+               started: dt.datetime | None = None, ended: dt.datetime | None = None,
+               gone: str | None = None) -> None:
+    """One run in full. ``gone``: why an ACTIVE run's process is known to be gone (``RunStore.gone``)."""
     c = console()
     c.print(f"run {run_id}: {summary.get('mapping', '')} [bold]{state}[/bold]" + (" (dry run)" if dry_run else ""))
     if message:
         # Whole and literal: an operator searches for it, and it may quote a source value.
         c.print(f"  message:    {escape(message)}", soft_wrap=True)
     if started is not None:
-        c.print(f"  started:    {_time(started)}" + (f"   ended: {_time(ended)}" if ended else "   (running)"))
+        c.print(f"  started:    {_time(started)}" + (f"   ended: {_time(ended)}" if ended
+                                                     else "   (not running)" if gone else "   (running)"))
+    if gone:
+        c.print(escape(f"  note:       {gone}: the next run of {summary.get('mapping') or 'its mapping'} "
+                       "or the daemon's next start records it FAILED"), soft_wrap=True)
     progress = summary.get("progress", {})
     src = progress.get("source", {}).get("existing", {})
     tgt = progress.get("target", {}).get("existing", {})
