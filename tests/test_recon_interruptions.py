@@ -379,6 +379,37 @@ def test_a_signal_cancels_a_recon_at_a_page_boundary(
 
 
 @pytest.mark.slapd
+@pytest.mark.postgresql
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_before_the_run_starts_exits_130(sig: signal.Signals, tmp_path: Path, slapd: Slapd,
+                                                   ldap_subtree: str) -> None:
+    """SIGTERM or SIGHUP while ``idsync recon`` is still starting (here: waiting for another
+    process's creation of the store) exits 130 as at any later moment, not 143 or 129."""
+    from sqlalchemy import create_engine, text
+
+    url = store_url("postgresql", tmp_path, empty=True)
+    project = _project(tmp_path, slapd, ldap_subtree, url, users=1, page_size=10, delay_ms=0)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(7461032)"))  # what a store's creation takes
+            proc = subprocess.Popen([IDSYNC, "-p", str(project), "recon", MAPPING, "--quiet"], env=ENV,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                _wait(lambda: conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                                "AND NOT granted")).scalar() == 1, 60, "idsync waiting")
+                proc.send_signal(sig)
+                _out, err = proc.communicate(timeout=30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+    finally:
+        engine.dispose()
+    assert proc.returncode == 130, err
+    assert "idsync: interrupted" in err and "Traceback" not in err
+
+
+@pytest.mark.slapd
 @pytest.mark.parametrize("command", [["recon", MAPPING, "--quiet"], ["run-job", "nightly"]])
 def test_a_second_sigterm_stops_at_once_and_records_the_run(
     command: list[str], tmp_path: Path, slapd: Slapd, ldap_subtree: str

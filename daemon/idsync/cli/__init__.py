@@ -15,7 +15,9 @@ import datetime as dt
 import io
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,6 +49,8 @@ __all__ = ["main"]
 log = structlog.get_logger("idsync.cli")
 
 EX_CANCELED = 130
+# Commands that run recons in the foreground: a signal cancels them (``signals.py``).
+_FOREGROUND_RUNS = ("recon", "run-job", "livesync")
 # Commands that answer a question: their output is the answer, not log lines.
 _QUIET_COMMANDS = ("status", "prune", "managed", "mappings", "validate", "system", "sync", "jobs", "api", "salesforce",
                    "man", "completion", "config", "install-files")
@@ -64,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return os.EX_USAGE
     project_dir = Path(args.project or os.environ.get("IDSYNC_PROJECT") or ".").resolve()
+    if args.command in _FOREGROUND_RUNS and threading.current_thread() is threading.main_thread():
+        # Until the run starts (``signals.run_in_foreground``), SIGTERM and SIGHUP cancel as
+        # Ctrl-C does: exit 130 whatever the signal, not the shell's 143 or 129.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.default_int_handler)
     try:
         configure_logging(*_logging(args, project_dir))
         result: int = args.handler(args, project_dir)
