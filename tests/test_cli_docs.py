@@ -3,6 +3,7 @@ every command and option the command line really has."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -58,6 +59,28 @@ def test_bash_completion(line: str, expected: set[str]) -> None:
              "_idsync\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n")
     done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert set(done.stdout.split()) == expected
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+@pytest.mark.parametrize("option", ["-p {dir}", "--project {dir}", "--project={dir}", "-p ~/{name}"])
+def test_bash_completion_names_the_mappings_of_the_project_given(option: str, tmp_path: Path) -> None:
+    """``idsync -p DIR recon <TAB>`` offers DIR's mappings and ``run-job <TAB>`` its jobs,
+    from any directory (before, the current directory's project was asked)."""
+    project = tmp_path / "proj"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "conf", project / "conf")
+    (project / "jobs.d").mkdir()
+    (project / "jobs.d" / "hourly-sync.toml").write_text('schedule = "@hourly"\n'
+                                                         'mappings = ["systemLdapAccounts_managedUser"]\n')
+    script = _run("completion", "bash")
+    env = {**os.environ, "HOME": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    given = option.format(dir=project, name="proj").split(" ")
+    for command, expected in (("recon", "systemLdapAccounts_managedUser"), ("run-job", "hourly-sync")):
+        words = ["idsync", *given, command, ""]
+        probe = (f"{script}\nCOMP_WORDS=({' '.join(repr(w) for w in words)})\nCOMP_CWORD={len(words) - 1}\n"
+                 "_idsync\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n")
+        done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True, timeout=60,
+                              cwd=tmp_path, env=env)
+        assert expected in done.stdout.split(), (command, done.stdout)
 
 
 def test_help_shows_examples_and_exit_status() -> None:
