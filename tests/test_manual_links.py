@@ -66,7 +66,15 @@ def test_an_ambiguous_correlation_settled_by_hand(tmp_path: Path) -> None:
     assert back["linkQualifier"] == "default" and back["linkType"] == "staff_user"
 
     refused = idsync(project, "sync", "link", "staff_user", "s1", "u2")
-    assert refused.returncode != 0 and "is linked to managed/user/u1" in refused.stderr + refused.stdout
+    assert refused.returncode == 64 and "is linked to managed/user/u1" in refused.stderr, refused.stderr
+    # What cannot be done is 64, what is not there 66: the reference's codes, not a failed run's 1.
+    for args, code, said in ((("link", "staff_user", "s1", "nobody"), 66, "managed/user/nobody not found"),
+                             (("link", "staff_user", "s1", "u1", "--qualifier", "other"), 64, "no link qualifier"),
+                             (("perform", "staff_user", "BOGUS", "--source", "s1"), 64, "unknown action 'BOGUS'"),
+                             (("perform", "staff_user", "LINK", "--source", "s9"), 66, "managed/staff/s9 not found"),
+                             (("linked", "staff_user"), 64, "resourceName must name one object")):
+        answer = idsync(project, "sync", *args)
+        assert (answer.returncode, said in answer.stderr) == (code, True), (args, answer.returncode, answer.stderr)
     with serve(project) as api:
         def post(**params: str) -> tuple[int, object]:
             answer = api.post(f"/openidm/sync?{urllib.parse.urlencode(params)}", headers=ADMIN)
@@ -92,7 +100,7 @@ def test_an_ambiguous_correlation_settled_by_hand(tmp_path: Path) -> None:
             ("LINK", "managed/user/u2"), ("UNLINK", "managed/user/u1")]
     assert _situations(project).get("CONFIRMED") == 1
     gone = idsync(project, "sync", "unlink", "staff_user", "s9")
-    assert gone.returncode != 0 and "has no link" in gone.stderr + gone.stdout
+    assert gone.returncode == 66 and "has no link" in gone.stderr, gone.stderr
 
 
 # A mapping whose creates wait for an administrator: a recon only reports an ABSENT

@@ -24,12 +24,12 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idsync.cli.arguments import whole_number
-from idsync.errors import NotFound, QueryError, RevisionMismatch, UsageError
+from idsync.errors import NotFound, ObjectRejected, QueryError, RevisionMismatch, UsageError
 
 if TYPE_CHECKING:  # the commands import the store and the engine when they run, not at `idsync --help`
     from idsync.config.managed import ManagedType
@@ -107,12 +107,12 @@ def register(sub: Any) -> None:
     lk.add_argument("source_id", help="the source object's _id")
     lk.add_argument("target_id", help="the target object's _id")
     lk.add_argument("--qualifier", default="default", help="the link qualifier (default: default)")
-    lk.set_defaults(handler=_cmd_sync_link)
+    lk.set_defaults(handler=_sync_answer(_cmd_sync_link))
     ul = ysub.add_parser("unlink", help="remove a source object's link")
     ul.add_argument("mapping", help="the mapping whose link it is")
     ul.add_argument("source_id", help="the source object's _id")
     ul.add_argument("--qualifier", default="default", help="the link qualifier (default: default)")
-    ul.set_defaults(handler=_cmd_sync_unlink)
+    ul.set_defaults(handler=_sync_answer(_cmd_sync_unlink))
     pa = ysub.add_parser("perform", help="take a policy's action for one object by hand, whatever the mapping's "
                                          "policies say (PingIDM's performAction): a create a recon only reported")
     pa.add_argument("mapping", help="the mapping to act through")
@@ -127,11 +127,11 @@ def register(sub: Any) -> None:
     pa.add_argument("--qualifier", default="default", help="the link qualifier (default: default)")
     pa.add_argument("--recon", dest="recon_id", metavar="RUN",
                     help="the recon run whose report this settles: its audit shows the action too (PingIDM's reconId)")
-    pa.set_defaults(handler=_cmd_sync_perform)
+    pa.set_defaults(handler=_sync_answer(_cmd_sync_perform))
     ld = ysub.add_parser("linked", help="the objects linked to one object, through every mapping")
     ld.add_argument("resource", help="the object: managed/user/<id>, system/ldap/account/<id>")
     ld.add_argument("--json", action="store_true", help="as JSON (PingIDM's getLinkedResources)")
-    ld.set_defaults(handler=_cmd_sync_linked)
+    ld.set_defaults(handler=_sync_answer(_cmd_sync_linked))
 
 
 def _query_args(p: argparse.ArgumentParser) -> None:
@@ -436,6 +436,29 @@ def _cmd_sync_retry(args: argparse.Namespace, project_dir: Path) -> int:
         if not results:
             print("nothing to retry")
     return 0 if all(r.ok for r in results) else os.EX_TEMPFAIL
+
+
+def _sync_answer(command: Callable[[argparse.Namespace, Path], int]) -> Callable[[argparse.Namespace, Path], int]:
+    """``command`` (a link, unlink, action or linked query) with its refusals as exit codes:
+    an unknown object or link 66, a request that cannot be done (a link another holds, an
+    unknown link qualifier or action, a resource that names no object) 64; an action taken
+    that failed stays 1, as a failed run."""
+
+    def answer(args: argparse.Namespace, project_dir: Path) -> int:
+        from idsync.sync.manual_links import ActionFailed
+
+        try:
+            return command(args, project_dir)
+        except NotFound as exc:
+            print(f"idsync: {exc}", file=sys.stderr)
+            return os.EX_NOINPUT
+        except ActionFailed:
+            raise
+        except ObjectRejected as exc:
+            print(f"idsync: {exc}", file=sys.stderr)
+            return os.EX_USAGE
+
+    return answer
 
 
 def _cmd_sync_link(args: argparse.Namespace, project_dir: Path) -> int:
