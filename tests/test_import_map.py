@@ -26,6 +26,7 @@ SOURCE = REPO / "daemon"
 MAP: Mapping[str, tuple[str, ...]] = {
     "idsync": (),
     "errors": (),
+    "runtime": (),
     "log": ("idsync", "errors"),
     "keys": ("errors",),
     "query": ("errors",),
@@ -38,7 +39,8 @@ MAP: Mapping[str, tuple[str, ...]] = {
     "connectors": ("idsync", "errors", "log", "keys", "query", "resource"),
     "resources": ("errors", "resource", "config", "store", "connectors"),
     "sync": ("idsync", "errors", "log", "query", "scripts", "resource", "settings", "config", "store", "resources"),
-    "managed": ("errors", "log", "query", "scripts", "crypto", "resource", "config", "store", "resources", "sync"),
+    "managed": ("errors", "runtime", "log", "query", "scripts", "crypto", "resource", "config", "store", "resources",
+                "sync"),
     "status_file": ("idsync", "errors", "config", "store", "sync"),
     "api": ("idsync", "errors", "log", "query", "resource", "settings", "config", "store", "resources", "sync",
             "managed"),

@@ -38,6 +38,7 @@ from idsync.cli.salesforce import register as register_salesforce_commands
 from idsync.cli.unlock import register as register_unlock_command
 from idsync.errors import ConfigError, IdsyncError, UsageError
 from idsync.log import configure_logging
+from idsync.runtime import tune_collector
 
 if TYPE_CHECKING:  # the commands import what they need: `idsync --help` loads no database code
     from idsync.config.project import Project
@@ -68,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return os.EX_USAGE
     project_dir = Path(args.project or os.environ.get("IDSYNC_PROJECT") or ".").resolve()
+    tune_collector()
     if args.command in _FOREGROUND_RUNS and threading.current_thread() is threading.main_thread():
         # Until the run starts (``signals.run_in_foreground``), SIGTERM and SIGHUP cancel as
         # Ctrl-C does: exit 130 whatever the signal, not the shell's 143 or 129.

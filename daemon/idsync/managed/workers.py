@@ -140,7 +140,9 @@ def _work(project_dir: str, url: str, run_id: str, node: str, parent: int, level
     from idsync.config.project import load_project
     from idsync.log import configure_logging
     from idsync.managed.router import help_partitions_scripted
+    from idsync.runtime import tune_collector
 
+    tune_collector()
     cancel = threading.Event()
     # Ctrl-C or a closed terminal is the caller's to act on (a cancel at a page boundary,
     # which ends the run: this worker sees it); a TERM hands this worker's partition back.
