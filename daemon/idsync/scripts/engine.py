@@ -49,13 +49,14 @@ import json
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import quickjs
 import structlog
 
-from idsync.errors import ConfigError, IdsyncError, ScriptError, ScriptTimeout
+from idsync.errors import ConfigError, IdsyncError, ScriptError, ScriptTimeout, http_status
 from idsync.scripts.paths import ScriptPaths
 from idsync.scripts.randomness import run_seed
 from idsync.scripts.router import OpenidmRouter
@@ -241,22 +242,23 @@ class Script:
 
     def _answer(self, request: list[Any], made: int) -> str:
         """One ``openidm`` call's answer as the sandbox replays it: a failure the router
-        reports (``IdsyncError``) is thrown in the script, which may catch it."""
+        reports (``IdsyncError``) is thrown in the script, which may catch it and read its
+        status as PingIDM's scripts do (``e.javaException.getCode()``)."""
         _, function, resource, arguments = request
         lone = lone_at(arguments)
         if lone is not None:
-            return json.dumps([function, resource, 1, f"the arguments of openidm.{function} hold half of a "
-                               f"character (an unpaired surrogate) at {lone}"])
+            return _failed(function, resource, f"the arguments of openidm.{function} hold half of a "
+                           f"character (an unpaired surrogate) at {lone}", 400)
         if self._engine.current_router() is None:
             # Thrown in the script, so that the message names the line of the call.
-            return json.dumps([function, resource, 1, f"openidm.{function} is not available here: "
-                               "no store or system is bound to this script's engine"])
+            return _failed(function, resource, f"openidm.{function} is not available here: "
+                           "no store or system is bound to this script's engine", 500)
         try:
             value = self._engine.answer(self.name, function, arguments, made)
         except ScriptError:
             raise
         except IdsyncError as exc:
-            return json.dumps([function, resource, 1, str(exc)])
+            return _failed(function, resource, str(exc), http_status(exc))
         return _dumps([function, resource, 0, value], self.name)
 
     def _settled(self, outcome: list[Any], variables: Mapping[str, Any], seed: str, stream: int) -> Any | ScriptError:
@@ -430,6 +432,11 @@ def _dumps(variables: object, name: str) -> str:
         return _ENCODER.encode(variables)
     except (TypeError, ValueError) as exc:
         raise ScriptError(f"{name}: a variable cannot be passed to JavaScript: {exc}") from None
+
+
+def _failed(function: str, resource: str | None, message: str, code: int) -> str:
+    """The answer that throws ``message`` in the script, with PingIDM's status ``code``."""
+    return json.dumps([function, resource, 1, message, code, HTTPStatus(code).phrase])
 
 
 def _screened(outcome: list[Any]) -> list[Any]:

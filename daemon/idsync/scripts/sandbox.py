@@ -101,6 +101,20 @@ _PRELUDE = r"""
   // from the start with the answers so far, which the same calls then return in order.
   // A script that catches the suspension and carries on is still suspended.
   var answers = null, asked = 0, pending = null;
+  // A failed call throws what Rhino throws for a Java exception: an Error whose
+  // javaException is PingIDM's ResourceException, read as OpenIDM's own scripts read it
+  // (e.javaException.getCode() !== 404), or as bean properties (e.javaException.code).
+  function _idsyncFailure(message, code, reason) {
+    var e = new Error(message), cause = {code: code, reason: reason, message: message, detail: null, cause: null};
+    cause.getCode = function () { return code; };
+    cause.getReason = function () { return reason; };
+    cause.getMessage = function () { return message; };
+    cause.getDetail = function () { return null; };
+    cause.getCause = function () { return null; };
+    cause.toString = function () { return message; };
+    Object.defineProperty(e, "javaException", {value: freeze(cause), enumerable: false});
+    return e;
+  }
   function _idsyncOpenidm(name, args) {
     if (pending !== null) throw new Error("openidm." + name + " cannot run: an earlier openidm call is unanswered");
     var resource = typeof args[0] === "string" && dataCalls[name] ? args[0] : null;
@@ -111,7 +125,7 @@ _PRELUDE = r"""
                          "script made here (openidm.", a[0], " ", a[1] || "", "): a script's openidm calls must ",
                          "not depend on the clock or chance"].join(""));
       if (a[2] === 0) return a[3];
-      throw new Error(a[3]);
+      throw _idsyncFailure(a[3], a[4], a[5]);
     }
     var list = [], i, json;
     for (i = 0; i < args.length; i++) list.push(args[i] === undefined ? null : args[i]);
