@@ -17,7 +17,7 @@ from idsync.config.managed import ManagedType
 from idsync.config.mappings import MappingDef
 from idsync.config.policies import Situation
 from idsync.config.properties import diff
-from idsync.errors import IdsyncError
+from idsync.errors import IdsyncError, ScriptError
 from idsync.query import matches
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
 from idsync.resource import UNREADABLE, Obj, Resource, WriteOp, renamed
@@ -401,7 +401,7 @@ class Assessor:
             sid = sources_of.get(tid)
             src = sources.get(sid) if sid else None
             try:
-                target_ok = self._truthy(self.mapping.valid_target, {"target": t, "object": t}, q) \
+                target_ok = self._valid(self.mapping.valid_target, {"target": t, "object": t}, q) \
                     if self.mapping.valid_target else True
                 source_ok = self.qualifies(src, q) if src is not None else False
                 situation = assess_target(target_qualifies=target_ok, link_exists=sid is not None,
@@ -594,7 +594,7 @@ class Assessor:
 
     def qualifies(self, s: Obj, qualifier: str = "default") -> bool:
         m = self.mapping
-        if m.valid_source is not None and not self._truthy(m.valid_source, {"source": s, "object": s}, qualifier):
+        if m.valid_source is not None and not self._valid(m.valid_source, {"source": s, "object": s}, qualifier):
             return False
         cond = m.source_condition
         if cond is None:
@@ -618,7 +618,7 @@ class Assessor:
     def valid_target(self, target: Obj, qualifier: str = "default") -> bool:
         """Whether ``target`` passes ``validTarget`` (true when there is none)."""
         script = self.mapping.valid_target
-        return self._truthy(script, {"target": target, "object": target}, qualifier) if script else True
+        return self._valid(script, {"target": target, "object": target}, qualifier) if script else True
 
     def _decide(self, situation: Situation, context: dict[str, Any], *, source_phase: bool = True,
                 ambiguous: list[str] | None = None) -> tuple[str, Script | None]:
@@ -664,6 +664,15 @@ class Assessor:
     def _truthy(self, script: Script, variables: dict[str, Any], qualifier: str = "default") -> bool:
         return bool(script(**variables, linkQualifier=qualifier))
 
+    def _valid(self, script: Script, variables: dict[str, Any], qualifier: str) -> bool:
+        """What ``validSource`` or ``validTarget`` answers, which must be true or false, as in
+        PingIDM: anything else (a file's string "false", undefined) fails the object rather
+        than let its truthiness qualify it."""
+        answer = script(**variables, linkQualifier=qualifier)
+        if not isinstance(answer, bool):
+            raise ScriptError(f"{script.name}: must answer true or false, not {_kind(answer)}")
+        return answer
+
     def _secrets_kept(self, changes: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
         """``changes`` without the secrets the target already holds: a clear password (a mapping's
         ``default``, an LDAP value) against the hash the target stores is no change, so a run that
@@ -702,6 +711,15 @@ class Assessor:
         if self._shown_as_is.issuperset(values):
             return dict(values)
         return {k: (_MASK if k.lower() in self.secret_names else v) for k, v in values.items() if not k.startswith("_")}
+
+
+def _kind(value: Any) -> str:
+    """What a script answered, said without the value (which may be anything of an object)."""
+    if value is None:
+        return "null (or undefined)"
+    if isinstance(value, str):
+        return "a string" + (" (compare it: === 'true')" if value in ("true", "false") else "")
+    return {int: "a number", float: "a number", list: "an array"}.get(type(value), "an object")
 
 
 def _run_transform(script: object, variables: Mapping[str, Any]) -> Any:
