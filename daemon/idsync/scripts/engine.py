@@ -63,7 +63,7 @@ from idsync.scripts.router import OpenidmRouter
 from idsync.scripts.sandbox import Sandbox, reserved_names
 from idsync.scripts.surrogates import lone_at, mended, mended_value, suspect
 
-__all__ = ["Script", "ScriptEngine", "compile_script"]
+__all__ = ["Script", "ScriptEngine", "compile_script", "kind_of"]
 
 log = structlog.get_logger("idsync.scripts")
 
@@ -378,6 +378,20 @@ def compile_script(config: object, *, file: str, key: str, base_dir: Path,
     project directory that ``"file"`` paths are relative to.
     """
     return (engine or _default_engine).compile(config, file=file, key=key, base_dir=base_dir)
+
+
+def kind_of(value: object) -> str:
+    """What a script answered, in JavaScript's words and without the value (which may be
+    anything of an object): for a message saying the answer is not what was asked."""
+    if value is None:
+        return "null (or undefined)"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def _extras(config: Mapping[str, Any], file: str, key: str) -> dict[str, Any]:

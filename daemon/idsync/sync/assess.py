@@ -21,7 +21,7 @@ from idsync.errors import IdsyncError, ScriptError
 from idsync.query import matches
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
 from idsync.resource import UNREADABLE, Obj, Resource, WriteOp, renamed
-from idsync.scripts import Script
+from idsync.scripts import Script, kind_of
 from idsync.store.links import LinkSet
 from idsync.store.passwords import is_one_way, same_secret
 from idsync.sync.assignments import Assignments
@@ -670,7 +670,8 @@ class Assessor:
         than let its truthiness qualify it."""
         answer = script(**variables, linkQualifier=qualifier)
         if not isinstance(answer, bool):
-            raise ScriptError(f"{script.name}: must answer true or false, not {_kind(answer)}")
+            hint = " (compare it: === 'true')" if answer in ("true", "false") else ""
+            raise ScriptError(f"{script.name}: must answer true or false, not {kind_of(answer)}{hint}")
         return answer
 
     def _secrets_kept(self, changes: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
@@ -711,15 +712,6 @@ class Assessor:
         if self._shown_as_is.issuperset(values):
             return dict(values)
         return {k: (_MASK if k.lower() in self.secret_names else v) for k, v in values.items() if not k.startswith("_")}
-
-
-def _kind(value: Any) -> str:
-    """What a script answered, said without the value (which may be anything of an object)."""
-    if value is None:
-        return "null (or undefined)"
-    if isinstance(value, str):
-        return "a string" + (" (compare it: === 'true')" if value in ("true", "false") else "")
-    return {int: "a number", float: "a number", list: "an array"}.get(type(value), "an object")
 
 
 def _run_transform(script: object, variables: Mapping[str, Any]) -> Any:
