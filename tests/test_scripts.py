@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -460,3 +461,24 @@ def test_half_a_character_in_a_message_is_spelt_as_an_escape() -> None:
     assert call(source=_CUT) == ("the arguments of openidm.create hold half of a character (an unpaired "
                                  "surrogate) at /2/userName")
     assert router.calls == []
+
+
+def test_the_java_openidm_scripts_reach_most_is_answered_and_the_rest_named() -> None:
+    """Rhino let PingIDM's scripts reach Java; idsync answers what they reach most:
+    ``java.lang.System.out.println`` (and ``err``) logs, ``currentTimeMillis`` is the clock,
+    ``java.lang.String`` a string, ``java.util.UUID.randomUUID`` a version 4 UUID drawn from the
+    run's stream (its replays draw the same); any other class throws, naming it and the line."""
+    with structlog.testing.capture_logs() as logs:
+        assert _js("java.lang.System.out.println('at ' + 1); Packages.java.lang.System.err.println('bad'); "
+                   "[new java.lang.String('x') + '', typeof java.lang.System.currentTimeMillis()]")() == ["x", "number"]
+    assert [(e["log_level"], e["message"]) for e in logs] == [("info", "at 1"), ("error", "bad")]
+    uuid = _js("java.util.UUID.randomUUID().toString()")()
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", uuid)
+    router = _Directory()
+    replayed = _js("var id = String(java.util.UUID.randomUUID()); openidm.read('managed/user/' + id); id",
+                   ScriptEngine(router=router))
+    answered = replayed()
+    assert [c[1][0] for c in router.calls] == [f"managed/user/{answered}"]  # the first run drew what the replay did
+    with pytest.raises(ScriptError, match=r"java\.util\.HashMap is not available: idsync runs scripts in "
+                                          r"JavaScript, without Java's classes at line 2"):
+        _js("var a = 1;\nnew java.util.HashMap()")()

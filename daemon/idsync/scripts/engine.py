@@ -30,7 +30,9 @@ Documented differences from PingIDM:
   * ``logger`` (``debug``/``info``/``warn``/``error``/``trace``) writes ``script.log``
     events through structlog; ``require`` answers idsync's own modules (a subset of
     lodash, PingIDM's stock ``managed.json`` modules: ``modules.py``); there is no
-    ``console``, other module, ``fetch`` or I/O.
+    other module, ``fetch`` or I/O. Of Java, only what OpenIDM's scripts print and draw
+    with (``java.lang.System.out.println``, ``java.util.UUID.randomUUID``...); a script
+    naming any other class is recorded in ``ScriptEngine.java`` for ``validate``.
   * The time limit counts the process's CPU time, so busy sibling threads shorten it.
 
 How a script is run: a program that is a single expression is compiled once per thread
@@ -74,6 +76,13 @@ _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
 _NOT_EXPRESSION = re.compile(r"(\{|function\b|class\b|async\b|let\b)")
 _LEADING_COMMENTS = re.compile(r"(\s+|//[^\n]*|/\*.*?\*/)*", re.DOTALL)
 _SENTINEL = "_idsync_parsed_"
+# Java as a Rhino script reaches it (``java.util.HashMap``, ``Packages.org.forgerock...``,
+# ``importPackage``), and what of it the sandbox answers (``sandbox``).
+_JAVA = re.compile(r"(?<![\w$.])(?:Packages\s*\.\s*)?(?:javax?|org\s*\.\s*forgerock|com\s*\.\s*sun)"
+                   r"(?:\s*\.\s*[A-Za-z_$][\w$]*)+|(?<![\w$.])(?:JavaImporter|importPackage|importClass)\b")
+_JAVA_ANSWERED = frozenset({"java.lang.System.out.println", "java.lang.System.out.print",
+                            "java.lang.System.err.println", "java.lang.System.err.print",
+                            "java.lang.System.currentTimeMillis", "java.lang.String", "java.util.UUID.randomUUID"})
 _LOG_LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warning",
                "error": "error"}
 _ids = itertools.count(1)
@@ -95,6 +104,8 @@ class ScriptEngine:
         self.max_depth = max_depth
         self.router = router  # every thread's, unless one is bound with ``routing``
         self.defaults = defaults
+        # (file, key) -> the Java a compiled script names that the sandbox lacks, for validate.
+        self.java: dict[tuple[str, str], str] = {}
         self._local = threading.local()
 
     @contextlib.contextmanager
@@ -152,6 +163,9 @@ class ScriptEngine:
         extras = _extras(config, file, key)
         is_expression = _check_syntax(source, origin, file, key)
         name = f"{file}: {key}" + (f" ({origin})" if origin else "")
+        java = _java_reached(source)
+        if java is not None:
+            self.java[(file, key + (f" ({origin})" if origin else ""))] = java
         return Script(self, name, source, extras, is_expression)
 
     def sandbox(self) -> Sandbox:
@@ -432,6 +446,15 @@ def _check_syntax(source: str, origin: str | None, file: str, key: str) -> bool:
     what = "JavaScript syntax error" if kind == "SyntaxError" else f"script cannot load: {kind}"
     raise ConfigError(file, key, f"{what}{where}" + (f" of {origin}" if origin else "")
                       + f": {message}")
+
+
+def _java_reached(source: str) -> str | None:
+    """The first Java class or function the program names that the sandbox does not answer."""
+    for found in _JAVA.finditer(source):
+        name = re.sub(r"\s+", "", found[0]).removeprefix("Packages.")
+        if name not in _JAVA_ANSWERED:
+            return name
+    return None
 
 
 def _reserved_names() -> frozenset[str]:

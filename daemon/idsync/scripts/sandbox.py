@@ -4,7 +4,8 @@ A QuickJS runtime must only ever be touched by the thread that created it, so th
 engine keeps one ``Sandbox`` per thread. Everything the scripts must not reach is
 simply absent: a QuickJS context created from Python has no ``require``, ``std``,
 ``os``, ``fetch`` or timers. The prelude below adds only ``logger`` (and PingIDM's
-``console.log`` writing to it), ``ldapDn`` (DN
+``console.log`` writing to it, and the little of Java OpenIDM's scripts print and draw
+with: ``java.lang.System.out.println``, ``java.util.UUID.randomUUID``), ``ldapDn`` (DN
 building with RFC 4514 escaping), ``openidm``, ``identityServer`` and ``readFile``
 (answered by Python through replays, see below) and ``require``, which knows idsync's own modules (``lib/lodash``, a
 subset of lodash, and PingIDM's stock ``managed.json`` modules: ``modules.py``), all
@@ -160,6 +161,41 @@ _PRELUDE = r"""
   var chance = makeRandom();
   Object.defineProperty(Math, "random", {value: function random() { return chance.float(); }, writable: false,
                                          enumerable: false, configurable: false});
+
+  // The Java OpenIDM's scripts reach through Rhino most: the server's console (its sample
+  // schedule-script.json prints with java.lang.System.out.println), the clock, strings and
+  // UUIDs (drawn from the run's stream, so a replay draws the same). Any other class throws,
+  // naming it, where Rhino would have found it; ``validate`` warns of such a script.
+  function javaPackage(path, members) {
+    // Named _idsync*, so that the line an error names is the script's (``where`` below).
+    return new Proxy(freeze(members), {get: function _idsyncJava(target, name) {
+      if (typeof name !== "string" || name in target) return target[name];
+      throw new ReferenceError(path + "." + name + " is not available: idsync runs scripts in JavaScript, " +
+                               "without Java's classes");
+    }});
+  }
+  function javaStream(level) {
+    function print(value) { logger[level](arguments.length ? text(value) : ""); }
+    return javaPackage("java.lang.System." + (level === "info" ? "out" : "err"), {println: print, print: print});
+  }
+  function randomUUID() {
+    var hex = [], i, h;
+    for (i = 0; i < 4; i++) hex.push(("0000000" + chance.uint32().toString(16)).slice(-8));
+    h = hex.join("");
+    // Version 4, variant 10xx, as java.util.UUID.randomUUID makes them.
+    return new String([h.substr(0, 8), h.substr(8, 4), "4" + h.substr(13, 3),
+                       "89ab".charAt(parseInt(h.charAt(16), 16) & 3) + h.substr(17, 3), h.substr(20, 12)].join("-"));
+  }
+  var java = javaPackage("java", {
+    lang: javaPackage("java.lang", {
+      System: javaPackage("java.lang.System", {out: javaStream("info"), err: javaStream("error"),
+                                               currentTimeMillis: function () { return Date.now(); }}),
+      String: function (value) { return new String(value === undefined ? "" : text(value)); }
+    }),
+    util: javaPackage("java.util", {UUID: javaPackage("java.util.UUID", {randomUUID: randomUUID})})
+  });
+  define("java", java);
+  define("Packages", javaPackage("Packages", {java: java}));
 
   // PingIDM's script library has lodash and the modules its default managed.json
   // loads; idsync answers those names with its own (``lodash.py``, ``modules.py``).
