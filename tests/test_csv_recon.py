@@ -109,6 +109,30 @@ def test_a_valid_source_or_target_answering_no_boolean_fails_the_object(tmp_path
     assert sorted(_targets(project)) == ["b", "o"]
 
 
+def test_a_condition_holds_only_when_its_script_answers_true(tmp_path: Path) -> None:
+    """A policy's, a property's and ``sourceCondition``'s script condition holds when it answers
+    ``true``, as PingIDM's conditions do: a file's text ``"false"`` (truthy in JavaScript and
+    Python alike) no longer selects a ``DELETE`` of every confirmed target, nor applies the rule."""
+    delete_when = {"type": "text/javascript", "source": "source.kind"}
+    project = _project(tmp_path, "a,Ann,false,a@x\n", "a,Ann,false,a@x\n", policies=[
+        {"situation": "FOUND", "condition": delete_when, "action": "DELETE"},
+        {"situation": "FOUND", "action": "UPDATE"}],
+        properties=[{"source": "uid", "target": "uid"}, {"source": "email", "target": "email"},
+                    {"source": "name", "target": "name", "transform": {"type": "text/javascript",
+                                                                      "source": "source.toUpperCase()"},
+                     "condition": {"type": "text/javascript", "source": "object.kind"}}])
+    result = recon(project, "s2t")
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"]["deleted"] == 0
+    assert (project / "data" / "tgt.csv").read_text().splitlines()[1].split(",")[:2] == ["a", "Ann"]
+
+    project = _project(tmp_path / "kept", "a,Ann,false,a@x\n", "",
+                       policies=[{"situation": "ABSENT", "action": "CREATE"}],
+                       sourceCondition={"type": "text/javascript", "source": "source.kind"})
+    result = recon(project, "s2t")
+    assert result.summary["changes"]["created"] == 0 and _targets(project) == []
+
+
 def test_an_unqualified_source_correlating_to_several_targets_claims_them_all(tmp_path: Path) -> None:
     """Several targets found for an unqualified source: UNQUALIFIED (its DELETE has no one
     target to delete, and does nothing, as in PingIDM), and none of them is UNASSIGNED."""

@@ -600,7 +600,7 @@ class Assessor:
         if cond is None:
             return True
         if isinstance(cond, Script):
-            return self._truthy(cond, {"source": s, "object": s}, qualifier)
+            return cond(source=s, object=s, linkQualifier=qualifier) is True
         return matches(cond, {"source": s, "object": s, "linkQualifier": qualifier, **s})
 
     def project(self, s: Obj, existing: Obj | None, qualifier: str = "default", old_source: Obj | None = None) -> Obj:
@@ -661,9 +661,6 @@ class Assessor:
         result = hook.run_returning(bound, "target")
         return result if isinstance(result, dict) else variables["target"]
 
-    def _truthy(self, script: Script, variables: dict[str, Any], qualifier: str = "default") -> bool:
-        return bool(script(**variables, linkQualifier=qualifier))
-
     def _valid(self, script: Script, variables: dict[str, Any], qualifier: str) -> bool:
         """What ``validSource`` or ``validTarget`` answers, which must be true or false, as in
         PingIDM: anything else (a file's string "false", undefined) fails the object rather
@@ -721,8 +718,11 @@ def _run_transform(script: object, variables: Mapping[str, Any]) -> Any:
 
 
 def _eval_condition(cond: Any, variables: Mapping[str, Any]) -> bool:
+    """Whether a property's, a policy's or ``sourceCondition``'s condition holds. A script's
+    holds when it answers ``true``, as PingIDM's conditions do: anything else (a file's text
+    "false", a value that is there) does not, so that "false" never selects a DELETE."""
     if isinstance(cond, Script):
-        return bool(cond(**variables))
+        return cond(**variables) is True
     if isinstance(cond, _NODES):
         return matches(cond, variables)
     return bool(cond)
