@@ -156,6 +156,17 @@ def test_logger_routes_to_structlog() -> None:
     assert logs[0]["script"] == "conf/sync.json: mappings[0].transform"
 
 
+def test_an_error_logged_is_told_by_its_name_and_message() -> None:
+    """A caught error given to the logger (``logger.error('failed: {}', e)``, as PingIDM's scripts
+    log their failures through SLF4J) is written as its name and message, not as its JSON
+    (``{}``), which told nothing of what failed."""
+    script = _js("try { source.missing.uid } catch (e) { logger.error('failed: {}', e); logger.warn('again', e); } 1")
+    with structlog.testing.capture_logs() as logs:
+        assert script(source={}) == 1
+    assert [e["message"] for e in logs] == ["failed: TypeError: cannot read property 'uid' of undefined",
+                                            "again TypeError: cannot read property 'uid' of undefined"]
+
+
 def test_console_log_writes_the_script_log() -> None:
     """PingIDM's console.log (OpenIDM binds it) writes the same log as logger, at info;
     console.warn and console.error at their levels."""

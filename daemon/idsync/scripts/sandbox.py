@@ -65,6 +65,8 @@ _PRELUDE = r"""
   }
   function text(v) {
     if (typeof v === "string") return v;
+    // An error is its name and message, as SLF4J prints an exception (its JSON is "{}").
+    if (v instanceof Error) { try { return String(v); } catch (e) { return "Error"; } }
     try { var s = stringify(v); return s === undefined ? String(v) : s; }
     catch (e) { return String(v); }
   }
