@@ -83,6 +83,56 @@ def test_an_unqualified_source_whose_correlation_cannot_be_made_is_ignored(tmp_p
     assert _targets(project) == ["z"]
 
 
+def test_a_valid_source_or_target_answering_no_boolean_fails_the_object(tmp_path: Path) -> None:
+    """``validSource`` must answer true or false, as PingIDM requires ("Expecting boolean value
+    from validSource"): a script answering a file's text ``"false"`` (or undefined) fails that
+    object, naming the script, instead of qualifying it by its truthiness and creating it; the
+    run holds its deletes. ``validTarget`` the same; a boolean answer works as before."""
+    rows = "a,Ann,false,a@x\nb,Bob,true,b@x\n"
+    project = _project(tmp_path, rows, "o,Orphan,staff,o@x\n",
+                       validSource={"type": "text/javascript", "source": "source.kind"},
+                       policies=[{"situation": "UNASSIGNED", "action": "DELETE"}])
+    result = recon(project, "s2t")
+    assert result.state == "FAILED" and "deletes and unlinks were held" in str(result.message)
+    assert result.summary["changes"]["created"] == 0
+    assert "mappings[0].validSource: must answer true or false, not a string" in str(result.summary)
+    assert _targets(project) == ["o"]
+
+    project = _project(tmp_path / "target", rows, "o,Orphan,staff,o@x\n",
+                       validSource={"type": "text/javascript", "source": "source.kind === 'true'"},
+                       validTarget={"type": "text/javascript", "source": "if (target.kind !== 'staff') true"},
+                       policies=[{"situation": "UNASSIGNED", "action": "DELETE"},
+                                 {"situation": "TARGET_IGNORED", "action": "DELETE"}])
+    result = recon(project, "s2t")
+    assert result.summary["changes"]["created"] == 1 and result.summary["changes"]["deleted"] == 0
+    assert "mappings[0].validTarget: must answer true or false, not null" in str(result.summary), result.summary
+    assert sorted(_targets(project)) == ["b", "o"]
+
+
+def test_a_condition_holds_only_when_its_script_answers_true(tmp_path: Path) -> None:
+    """A policy's, a property's and ``sourceCondition``'s script condition holds when it answers
+    ``true``, as PingIDM's conditions do: a file's text ``"false"`` (truthy in JavaScript and
+    Python alike) no longer selects a ``DELETE`` of every confirmed target, nor applies the rule."""
+    delete_when = {"type": "text/javascript", "source": "source.kind"}
+    project = _project(tmp_path, "a,Ann,false,a@x\n", "a,Ann,false,a@x\n", policies=[
+        {"situation": "FOUND", "condition": delete_when, "action": "DELETE"},
+        {"situation": "FOUND", "action": "UPDATE"}],
+        properties=[{"source": "uid", "target": "uid"}, {"source": "email", "target": "email"},
+                    {"source": "name", "target": "name", "transform": {"type": "text/javascript",
+                                                                      "source": "source.toUpperCase()"},
+                     "condition": {"type": "text/javascript", "source": "object.kind"}}])
+    result = recon(project, "s2t")
+    assert result.state == "SUCCESS", result.message
+    assert result.summary["changes"]["deleted"] == 0
+    assert (project / "data" / "tgt.csv").read_text().splitlines()[1].split(",")[:2] == ["a", "Ann"]
+
+    project = _project(tmp_path / "kept", "a,Ann,false,a@x\n", "",
+                       policies=[{"situation": "ABSENT", "action": "CREATE"}],
+                       sourceCondition={"type": "text/javascript", "source": "source.kind"})
+    result = recon(project, "s2t")
+    assert result.summary["changes"]["created"] == 0 and _targets(project) == []
+
+
 def test_an_unqualified_source_correlating_to_several_targets_claims_them_all(tmp_path: Path) -> None:
     """Several targets found for an unqualified source: UNQUALIFIED (its DELETE has no one
     target to delete, and does nothing, as in PingIDM), and none of them is UNASSIGNED."""

@@ -103,7 +103,7 @@ def test_errors_answer_as_pingidm_answers_them(tmp_path: Path) -> None:
     """An action the type does not have is 400 "Action NAME is not supported.", a POST
     without _action 400, a missing object
     404, an unknown type 404; a thrown {code: 403, message} is 403 with that message, any
-    other failure 500 naming the action."""
+    other failure 500 naming the action and the error, not the server's files."""
     async def visit(api: httpx.AsyncClient) -> None:
         cy = await _id(api, "cy")
         for name in ("nothing", "resync"):
@@ -117,8 +117,8 @@ def test_errors_answer_as_pingidm_answers_them(tmp_path: Path) -> None:
         assert refused.status_code == 403, refused.text
         assert refused.json()["message"] == "cy may not be unlocked"
         broken = await api.post(f"/openidm/managed/user/{cy}?_action=guard", json={"boom": True})
-        assert broken.status_code == 500 and "actions.guard" in broken.json()["message"]
-        assert "disk full" in broken.json()["message"]
+        assert broken.status_code == 500 and "action guard: the script failed: " in broken.json()["message"]
+        assert "disk full" in broken.json()["message"] and "managed.json" not in broken.json()["message"]
 
     _serve(_project(tmp_path), visit)
 

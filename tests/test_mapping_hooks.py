@@ -143,3 +143,36 @@ def test_on_recon_runs_once_before_a_recon_reads_and_its_failure_fails_it(tmp_pa
                   if r["_id"] == by_id.json()["_id"]]
     assert "onRecon script failed" in json.dumps(run) and "not today" in json.dumps(run), run
     assert set(_ids(project, "user")) == {"alice", "bob", "dave"}
+
+
+def test_old_source_is_null_in_a_hook_but_where_implicit_sync_has_it(tmp_path: Path) -> None:
+    """PingIDM binds ``oldSource`` to every hook, null but in implicit sync's update: an
+    ``onCreate`` testing ``oldSource === null`` and an ``onUpdate`` reading it run in a recon
+    as in implicit sync, rather than fail every object with "oldSource is not defined"."""
+    hooks = {"onCreate": "target.displayName = oldSource === null ? 'new' : 'odd';",
+             "onUpdate": "target.displayName = oldSource === null ? 'recon' : 'was ' + oldSource.login;"}
+    mapping = {"name": "staff_user", "source": "managed/staff", "target": "managed/user",
+               "properties": [{"source": "login", "target": "userName"}],
+               "policies": [{"situation": "ABSENT", "action": "CREATE"},
+                            {"situation": "CONFIRMED", "action": "UPDATE"}],
+               **{hook: {"type": _JS, "source": source} for hook, source in hooks.items()}}
+    project = store_project(tmp_path, {
+        "staff": {"login": {"type": "string", "searchable": True}},
+        "user": {"userName": {"type": "string", "searchable": True}, "displayName": {"type": "string"}}}, [mapping])
+
+    def shown() -> list[str]:
+        return [u["displayName"] for u in json.loads(idsync(project, "managed", "query", "user").stdout)]
+
+    _make(project, "ann")
+    assert shown() == ["new"]
+    staff = _ids(project, "staff")["ann"]
+    renamed = idsync(project, "managed", "patch", "staff", staff, "--operations",
+                     json.dumps([{"operation": "replace", "field": "/login", "value": "anne"}]))
+    assert renamed.returncode == 0, renamed.stdout + renamed.stderr
+    assert shown() == ["was ann"]
+    user = _ids(project, "user")["anne"]
+    idsync(project, "managed", "patch", "user", user, "--no-sync", "--operations",
+           json.dumps([{"operation": "replace", "field": "/userName", "value": "other"}]))
+    recon = idsync(project, "recon", "staff_user")
+    assert recon.returncode == 0, recon.stdout + recon.stderr
+    assert shown() == ["recon"]

@@ -384,3 +384,31 @@ def test_a_password_the_directory_never_returns_is_written_again_only_when_it_ch
         assert recon()["updated"] == 0
     finally:
         store.close()
+
+
+# OpenIDM's own scripts tell a failed call by its status: roles/postOperation-roles.js
+# rethrows unless e.javaException.getCode() is 404, audit/autoPurgeAuditRecon.js looks for 400.
+CAUGHT = """function code(call) {
+  try { call(); return 'no failure'; }
+  catch (e) { return [e.javaException.getCode(), e.javaException.code, e.javaException.getReason(), e.message]; }
+}
+[code(function () { openidm['delete']('managed/user/nobody', null); }),
+ code(function () { openidm.create('managed/user', 'ann', {userName: 'ann2'}); }),
+ code(function () { openidm.create('managed/user', null, {givenName: 'No name'}); }),
+ code(function () { openidm.query('managed/user', {_queryFilter: 'userName eq'}); })]"""
+
+
+@pytest.mark.parametrize("backend", SQL_STORES)
+def test_a_failed_openidm_call_is_caught_with_its_status_as_in_pingidm(tmp_path: Path, backend: str) -> None:
+    """A script that catches a failed ``openidm`` call reads its HTTP status as PingIDM's scripts
+    do, from ``e.javaException`` (``getCode()``, the ``code`` bean property, ``getReason()``): 404
+    for an object that is not there, 412 for a create of an id taken, 403 for a broken policy,
+    400 for a filter that does not parse; the message is the error's."""
+    from file_projects import file_project
+
+    project = file_project(tmp_path, [], backend)
+    _run_script(project, "openidm.create('managed/user', 'ann', {userName: 'ann'})._id")
+    caught = _run_script(project, CAUGHT)
+    assert [c[:3] for c in caught] == [[404, 404, "Not Found"], [412, 412, "Precondition Failed"],
+                                       [403, 403, "Forbidden"], [400, 400, "Bad Request"]]
+    assert "managed/user/nobody" in caught[0][3]

@@ -214,6 +214,25 @@ def test_correlation_script_and_expression_tree(env: Env) -> None:
     assert env.users()["v1"]["sn"] == "Test"
 
 
+def test_correlation_script_answering_no_target_objects_fails_the_source(env: Env) -> None:
+    """A correlationScript answers the candidate targets as ``openidm.query(...).result`` holds
+    them; one answering an id alone (``['ID']``) fails its source, naming the script, instead of
+    being taken for no candidate, which created the user a second time. The objects, each with
+    its ``_id``, find the user."""
+    env.reconfigure(correlationQuery=None)
+    user = env.create_user(userName="c1", mail="c1@example.com")
+    env.add("c1")
+    env.reconfigure(correlationQuery=None, correlationScript={"type": _JS, "source": f"['{user['_id']}']"})
+    result = env.recon()
+    assert result.summary["changes"]["created"] == 0 and result.summary["changes"]["failed"] == 1
+    assert "correlationScript: item 0 of the candidates it answered is a string" in str(result.summary)
+    res = Resources(env.project, env.store).open("managed/user")
+    assert [o["_id"] for page in res.pages(QuerySpec()) for o in page] == [user["_id"]]
+
+    env.reconfigure(correlationQuery=None, correlationScript={"type": _JS, "source": f"[{{_id: '{user['_id']}'}}]"})
+    assert _situations(env.recon()) == {"FOUND": 1}
+
+
 def test_no_update_kill_switch(env: Env) -> None:
     """With updates switched off a changed source is counted as skipped and the target keeps its value."""
     env.add("w1")

@@ -52,6 +52,11 @@ def test_the_samples_transform() -> None:
     ("_.groupBy(['one', 'two', 'three'], 'length')", {"3": ["one", "two"], "5": ["three"]}),
     ("_.keyBy([{id: 'a'}], 'id')", {"a": {"id": "a"}}),
     ("var seen = []; _.each([1, 2, 3], function (v) { seen.push(v); return v < 2; }); seen", [1, 2]),
+    # What PingIDM's own scripts call besides (isEqual six times, findWhere and any once).
+    ("[_.isEqual({a: [1, {b: 2}]}, {a: [1, {b: 2}]}), _.isEqual({a: 1}, {a: 1, b: null}), _.isEqual([1, 2], [2, 1]),"
+     " _.isEqual(null, undefined), _.isEqual(NaN, NaN), _.isEqual({}, [])]", [True, False, False, False, True, False]),
+    ("[_.findWhere([{a: 1, b: 2}, {a: 2}], {a: 2}), _.any([1, 2], function (v) { return v > 1; }),"
+     " _.all([1, 2], function (v) { return v > 1; })]", [{"a": 2}, True, False]),
 ])
 def test_the_subset_behaves_as_lodash(expression: str, expected: Any) -> None:
     assert _run(f"var _ = require('lib/lodash'); {expression}") == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -153,6 +154,17 @@ def test_logger_routes_to_structlog() -> None:
         ("script.log", "warning", "careful"),
     ]
     assert logs[0]["script"] == "conf/sync.json: mappings[0].transform"
+
+
+def test_an_error_logged_is_told_by_its_name_and_message() -> None:
+    """A caught error given to the logger (``logger.error('failed: {}', e)``, as PingIDM's scripts
+    log their failures through SLF4J) is written as its name and message, not as its JSON
+    (``{}``), which told nothing of what failed."""
+    script = _js("try { source.missing.uid } catch (e) { logger.error('failed: {}', e); logger.warn('again', e); } 1")
+    with structlog.testing.capture_logs() as logs:
+        assert script(source={}) == 1
+    assert [e["message"] for e in logs] == ["failed: TypeError: cannot read property 'uid' of undefined",
+                                            "again TypeError: cannot read property 'uid' of undefined"]
 
 
 def test_console_log_writes_the_script_log() -> None:
@@ -460,3 +472,24 @@ def test_half_a_character_in_a_message_is_spelt_as_an_escape() -> None:
     assert call(source=_CUT) == ("the arguments of openidm.create hold half of a character (an unpaired "
                                  "surrogate) at /2/userName")
     assert router.calls == []
+
+
+def test_the_java_openidm_scripts_reach_most_is_answered_and_the_rest_named() -> None:
+    """Rhino let PingIDM's scripts reach Java; idsync answers what they reach most:
+    ``java.lang.System.out.println`` (and ``err``) logs, ``currentTimeMillis`` is the clock,
+    ``java.lang.String`` a string, ``java.util.UUID.randomUUID`` a version 4 UUID drawn from the
+    run's stream (its replays draw the same); any other class throws, naming it and the line."""
+    with structlog.testing.capture_logs() as logs:
+        assert _js("java.lang.System.out.println('at ' + 1); Packages.java.lang.System.err.println('bad'); "
+                   "[new java.lang.String('x') + '', typeof java.lang.System.currentTimeMillis()]")() == ["x", "number"]
+    assert [(e["log_level"], e["message"]) for e in logs] == [("info", "at 1"), ("error", "bad")]
+    uuid = _js("java.util.UUID.randomUUID().toString()")()
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", uuid)
+    router = _Directory()
+    replayed = _js("var id = String(java.util.UUID.randomUUID()); openidm.read('managed/user/' + id); id",
+                   ScriptEngine(router=router))
+    answered = replayed()
+    assert [c[1][0] for c in router.calls] == [f"managed/user/{answered}"]  # the first run drew what the replay did
+    with pytest.raises(ScriptError, match=r"java\.util\.HashMap is not available: idsync runs scripts in "
+                                          r"JavaScript, without Java's classes at line 2"):
+        _js("var a = 1;\nnew java.util.HashMap()")()

@@ -259,6 +259,44 @@ def test_a_scheduled_script_runs_with_its_input(env: Env) -> None:
     assert failed.state == "FAILED" and "report server down" in (failed.message or "")
 
 
+# OpenIDM's samples/schedules/schedule-script.json, unchanged.
+OPENIDM_SCHEDULE_SCRIPT = {
+    "enabled": True, "type": "cron", "schedule": "0 0/1 * * * ?", "persisted": True, "concurrentExecution": False,
+    "invokeService": "script",
+    "invokeContext": {"script": {"type": "text/javascript",
+                                 "source": "java.lang.System.out.println('It is working: ' + input.edit);",
+                                 "input": {"edit": 26}}}}
+
+
+def test_openidms_sample_schedule_script_prints_through_java_and_validate_names_other_java(tmp_path: Path) -> None:
+    """OpenIDM's sample scheduled script prints with ``java.lang.System.out.println`` (Rhino's
+    Java): it runs, its line logged as a ``script.log`` event, instead of failing each fire with
+    "java is not defined". A script reaching for Java idsync does not answer (``new
+    java.util.HashMap()``, ``org.forgerock...``) is a ``validate`` warning naming the file, the key
+    and the class, and fails naming the class where it is reached."""
+    import structlog
+
+    env = Env(tmp_path, "sqlite")
+    env.schedule("script", OPENIDM_SCHEDULE_SCRIPT)
+    env.schedule("java", {"type": "cron", "schedule": "0 0 * * * ?", "invokeService": "script",
+                          "invokeContext": {"script": {"type": "text/javascript",
+                                                       "source": "var a = 1;\nvar m = new java.util.HashMap();"}}})
+    try:
+        with structlog.testing.capture_logs() as logs:
+            outcome = env.run("script")
+        assert outcome.state == "SUCCESS", outcome.message
+        assert [e["message"] for e in logs if e["event"] == "script.log"] == ["It is working: 26"]
+        failed = env.run("java")
+        assert failed.state == "FAILED" and "java.util.HashMap is not available" in (failed.message or "")
+        assert "at line 2" in (failed.message or "")
+    finally:
+        env.close()
+    warnings = {(Path(p.file).name, p.key): str(p) for p in validate_project(env.dir, check_system)
+                if isinstance(p, ConfigWarning) and "Java" in str(p)}
+    assert list(warnings) == [("schedule-java.json", "invokeContext.script")]
+    assert "reaches for Java (java.util.HashMap)" in warnings[("schedule-java.json", "invokeContext.script")]
+
+
 @pytest.mark.parametrize(("scan", "key", "problem"), [
     ({**SCAN_TASKS, "object": "system/ldap/account"}, "invokeContext.scan.object", "managed object type"),
     ({**SCAN_TASKS, "taskState": {"started": "sunset"}}, "invokeContext.scan.taskState.started", "JSON pointer"),

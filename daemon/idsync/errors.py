@@ -76,7 +76,9 @@ __all__ = [
     "TLSError",
     "UsageError",
     "WriteConflict",
+    "http_status",
     "internal_message",
+    "names_unknown",
 ]
 
 _MAX_DETAIL = 200
@@ -310,6 +312,33 @@ class RunTakenOver(RunAborted):
                  "while it was silent (paused, starved or cut off from the store for longer than the cluster's "
                  "stall_timeout); nothing more was written") -> None:
         super().__init__(message)
+
+
+def http_status(exc: IdsyncError) -> int:
+    """The status PingIDM answers for this failure: the API's answer, and the code a script
+    reads of a failed ``openidm`` call it catches (``e.javaException.getCode()``)."""
+    if isinstance(exc, ObjectRejected) and exc.status is not None:
+        return exc.status  # an object script threw PingIDM's {code, message}; a broken policy
+    if isinstance(exc, QueryError | ObjectRejected):
+        return 400
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, RevisionMismatch):
+        return 412
+    if isinstance(exc, RunLocked):
+        return 409
+    if isinstance(exc, ConfigError):
+        return 404 if names_unknown(exc) else 500
+    if isinstance(exc, ReadDenied):
+        return 403
+    if isinstance(exc, PeerError):
+        return 503
+    return 500
+
+
+def names_unknown(exc: ConfigError) -> bool:
+    """A request naming a mapping, system or object type the configuration lacks."""
+    return any(m in exc.problem for m in ("unknown mapping", "no such system", "no object type"))
 
 
 def internal_message(exc: BaseException) -> str:

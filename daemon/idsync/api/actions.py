@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
-from idsync.api.endpoints import script_context, script_request, thrown_status
+from idsync.api.endpoints import script_context, script_failure, script_request, thrown_status
 from idsync.api.errors import ApiError
 from idsync.api.managed import changed_view, if_match, managed_type, read_managed
 from idsync.api.query import read_json
@@ -91,7 +91,7 @@ def _run(ctx: ApiContext, action: ManagedAction, object_type: str, object_id: st
         log.warning("managed.action_failed", resource=f"managed/{object_type}", object_id=object_id,
                     action=action.name, error=str(exc))
         raise ApiError(500, f"managed/{object_type}/{object_id} action {action.name}: the script failed: "
-                            f"{exc}") from None
+                            f"{script_failure(exc, action.script)}") from None
     return read_managed(ctx, object_type, object_id, fields)
 
 

@@ -41,9 +41,10 @@ from idsync.api.errors import ApiError
 from idsync.config.endpoints import Endpoint
 from idsync.errors import IdsyncError, ScriptError
 from idsync.managed.router import scripting
+from idsync.scripts import Script
 from idsync.store import strict_json
 
-__all__ = ["endpoint_routes", "script_context", "script_request", "thrown_status"]
+__all__ = ["endpoint_routes", "script_context", "script_failure", "script_request", "thrown_status"]
 
 log = structlog.get_logger("idsync.api")
 
@@ -83,10 +84,17 @@ def _run(ctx: ApiContext, project: Any, endpoint: Endpoint, variables: dict[str,
             log.info("endpoint.refused", endpoint=endpoint.name, status=thrown.code, error=str(exc))
             raise thrown from None
         log.warning("endpoint.failed", endpoint=endpoint.name, error=str(exc))
-        raise ApiError(500, f"endpoint/{endpoint.name}: the script failed: {exc}") from None
+        raise ApiError(500, f"endpoint/{endpoint.name}: the script failed: {script_failure(exc, endpoint.script)}") \
+            from None
     except IdsyncError as exc:
         log.warning("endpoint.failed", endpoint=endpoint.name, error=str(exc))
         raise ApiError(500, f"endpoint/{endpoint.name}: {exc}") from None
+
+
+def script_failure(exc: ScriptError, script: Script) -> str:
+    """What a client is told of a script that failed: the error, without where the script
+    lives (the server's files, which the log keeps)."""
+    return str(exc).removeprefix(f"{exc.where or script.name}: ")
 
 
 def thrown_status(exc: ScriptError) -> ApiError | None:

@@ -17,18 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from idsync.api.answer import JSONResponse
-from idsync.errors import (
-    ConfigError,
-    IdsyncError,
-    NotFound,
-    ObjectRejected,
-    PeerError,
-    QueryError,
-    ReadDenied,
-    RevisionMismatch,
-    RunLocked,
-)
-from idsync.store.validation import InvalidObject, PolicyFailed
+from idsync.errors import ConfigError, IdsyncError, ObjectRejected, http_status
+from idsync.store.validation import PolicyFailed
 
 __all__ = ["ApiError", "error_response", "exception_handlers", "policy_failure"]
 
@@ -56,31 +46,6 @@ def error_response(code: int, message: str, headers: dict[str, str] | None = Non
     return JSONResponse(body, status_code=code, headers=headers)
 
 
-def _status(exc: IdsyncError) -> int:
-    if isinstance(exc, ObjectRejected) and exc.status is not None:
-        return exc.status  # an object script threw PingIDM's {code, message}
-    if isinstance(exc, QueryError | InvalidObject | ObjectRejected):
-        return 400
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, RevisionMismatch):
-        return 412
-    if isinstance(exc, RunLocked):
-        return 409
-    if isinstance(exc, ConfigError):
-        return 404 if _names_unknown(exc) else 500
-    if isinstance(exc, ReadDenied):
-        return 403
-    if isinstance(exc, PeerError):
-        return 503
-    return 500
-
-
-def _names_unknown(exc: ConfigError) -> bool:
-    """A request naming a mapping, system or object type the configuration lacks."""
-    return any(m in exc.problem for m in ("unknown mapping", "no such system", "no object type"))
-
-
 def policy_failure(failures: list[dict[str, Any]]) -> JSONResponse:
     """PingIDM's answer to a change that breaks a policy: 403, the failed requirements in ``detail``."""
     body = {"code": 403, "reason": "Forbidden", "message": "Failed policy validation",
@@ -97,7 +62,7 @@ async def _idsync_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IdsyncError)
     if isinstance(exc, PolicyFailed):
         return policy_failure(exc.failures)
-    code = _status(exc)
+    code = http_status(exc)
     if code >= 500:
         log.warning("api.error", path=request.url.path, code=code, error=type(exc).__name__, message=str(exc))
     # A name the client got wrong is its problem; where the configuration lives is not its business.

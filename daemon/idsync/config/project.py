@@ -443,10 +443,20 @@ def validate_project(project_dir: Path,
                                                [m.name for m in project.mappings])
             problems.extend(job_problems)
             problems.extend(project_job_problems(project, jobs.values()))
+            problems.extend(_java_problems(project))
             problems.extend(_sync_failure_problems(project))
             problems.extend(_property_name_problems(project))
             problems.extend(_dn_id_problems(project))
     return problems + unused_configuration(conf, skip={name: exc.file for name, exc in unsupported.items()})
+
+
+def _java_problems(project: Project) -> list[ConfigError]:
+    """A script (once every script of the project is compiled) naming Java that idsync's
+    JavaScript lacks: Rhino let PingIDM's scripts reach any class; this one fails there."""
+    return [ConfigWarning(file, key, f"the script reaches for Java ({name}), which idsync runs without: it fails "
+                                     "there. Of Java, scripts have java.lang.System.out.println (and err, print, "
+                                     "currentTimeMillis), java.lang.String and java.util.UUID.randomUUID")
+            for (file, key), name in project.scripts.java.items()]
 
 
 def _dn_id_problems(project: Project) -> list[ConfigError]:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from idsync.scripts.engine import Script, ScriptEngine, compile_script
+from idsync.scripts.engine import Script, ScriptEngine, compile_script, kind_of
 
-__all__ = ["Script", "ScriptEngine", "compile_script"]
+__all__ = ["Script", "ScriptEngine", "compile_script", "kind_of"]

@@ -30,7 +30,9 @@ Documented differences from PingIDM:
   * ``logger`` (``debug``/``info``/``warn``/``error``/``trace``) writes ``script.log``
     events through structlog; ``require`` answers idsync's own modules (a subset of
     lodash, PingIDM's stock ``managed.json`` modules: ``modules.py``); there is no
-    ``console``, other module, ``fetch`` or I/O.
+    other module, ``fetch`` or I/O. Of Java, only what OpenIDM's scripts print and draw
+    with (``java.lang.System.out.println``, ``java.util.UUID.randomUUID``...); a script
+    naming any other class is recorded in ``ScriptEngine.java`` for ``validate``.
   * The time limit counts the process's CPU time, so busy sibling threads shorten it.
 
 How a script is run: a program that is a single expression is compiled once per thread
@@ -49,20 +51,21 @@ import json
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import quickjs
 import structlog
 
-from idsync.errors import ConfigError, IdsyncError, ScriptError, ScriptTimeout
+from idsync.errors import ConfigError, IdsyncError, ScriptError, ScriptTimeout, http_status
 from idsync.scripts.paths import ScriptPaths
 from idsync.scripts.randomness import run_seed
 from idsync.scripts.router import OpenidmRouter
 from idsync.scripts.sandbox import Sandbox, reserved_names
 from idsync.scripts.surrogates import lone_at, mended, mended_value, suspect
 
-__all__ = ["Script", "ScriptEngine", "compile_script"]
+__all__ = ["Script", "ScriptEngine", "compile_script", "kind_of"]
 
 log = structlog.get_logger("idsync.scripts")
 
@@ -73,6 +76,13 @@ _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
 _NOT_EXPRESSION = re.compile(r"(\{|function\b|class\b|async\b|let\b)")
 _LEADING_COMMENTS = re.compile(r"(\s+|//[^\n]*|/\*.*?\*/)*", re.DOTALL)
 _SENTINEL = "_idsync_parsed_"
+# Java as a Rhino script reaches it (``java.util.HashMap``, ``Packages.org.forgerock...``,
+# ``importPackage``), and what of it the sandbox answers (``sandbox``).
+_JAVA = re.compile(r"(?<![\w$.])(?:Packages\s*\.\s*)?(?:javax?|org\s*\.\s*forgerock|com\s*\.\s*sun)"
+                   r"(?:\s*\.\s*[A-Za-z_$][\w$]*)+|(?<![\w$.])(?:JavaImporter|importPackage|importClass)\b")
+_JAVA_ANSWERED = frozenset({"java.lang.System.out.println", "java.lang.System.out.print",
+                            "java.lang.System.err.println", "java.lang.System.err.print",
+                            "java.lang.System.currentTimeMillis", "java.lang.String", "java.util.UUID.randomUUID"})
 _LOG_LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warning",
                "error": "error"}
 _ids = itertools.count(1)
@@ -94,6 +104,8 @@ class ScriptEngine:
         self.max_depth = max_depth
         self.router = router  # every thread's, unless one is bound with ``routing``
         self.defaults = defaults
+        # (file, key) -> the Java a compiled script names that the sandbox lacks, for validate.
+        self.java: dict[tuple[str, str], str] = {}
         self._local = threading.local()
 
     @contextlib.contextmanager
@@ -151,6 +163,9 @@ class ScriptEngine:
         extras = _extras(config, file, key)
         is_expression = _check_syntax(source, origin, file, key)
         name = f"{file}: {key}" + (f" ({origin})" if origin else "")
+        java = _java_reached(source)
+        if java is not None:
+            self.java[(file, key + (f" ({origin})" if origin else ""))] = java
         return Script(self, name, source, extras, is_expression)
 
     def sandbox(self) -> Sandbox:
@@ -241,22 +256,23 @@ class Script:
 
     def _answer(self, request: list[Any], made: int) -> str:
         """One ``openidm`` call's answer as the sandbox replays it: a failure the router
-        reports (``IdsyncError``) is thrown in the script, which may catch it."""
+        reports (``IdsyncError``) is thrown in the script, which may catch it and read its
+        status as PingIDM's scripts do (``e.javaException.getCode()``)."""
         _, function, resource, arguments = request
         lone = lone_at(arguments)
         if lone is not None:
-            return json.dumps([function, resource, 1, f"the arguments of openidm.{function} hold half of a "
-                               f"character (an unpaired surrogate) at {lone}"])
+            return _failed(function, resource, f"the arguments of openidm.{function} hold half of a "
+                           f"character (an unpaired surrogate) at {lone}", 400)
         if self._engine.current_router() is None:
             # Thrown in the script, so that the message names the line of the call.
-            return json.dumps([function, resource, 1, f"openidm.{function} is not available here: "
-                               "no store or system is bound to this script's engine"])
+            return _failed(function, resource, f"openidm.{function} is not available here: "
+                           "no store or system is bound to this script's engine", 500)
         try:
             value = self._engine.answer(self.name, function, arguments, made)
         except ScriptError:
             raise
         except IdsyncError as exc:
-            return json.dumps([function, resource, 1, str(exc)])
+            return _failed(function, resource, str(exc), http_status(exc))
         return _dumps([function, resource, 0, value], self.name)
 
     def _settled(self, outcome: list[Any], variables: Mapping[str, Any], seed: str, stream: int) -> Any | ScriptError:
@@ -378,6 +394,20 @@ def compile_script(config: object, *, file: str, key: str, base_dir: Path,
     return (engine or _default_engine).compile(config, file=file, key=key, base_dir=base_dir)
 
 
+def kind_of(value: object) -> str:
+    """What a script answered, in JavaScript's words and without the value (which may be
+    anything of an object): for a message saying the answer is not what was asked."""
+    if value is None:
+        return "null (or undefined)"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 def _extras(config: Mapping[str, Any], file: str, key: str) -> dict[str, Any]:
     extras = {name: value for name, value in config.items() if name not in _SCRIPT_KEYS}
     declared = config.get("globals", {})
@@ -418,6 +448,15 @@ def _check_syntax(source: str, origin: str | None, file: str, key: str) -> bool:
                       + f": {message}")
 
 
+def _java_reached(source: str) -> str | None:
+    """The first Java class or function the program names that the sandbox does not answer."""
+    for found in _JAVA.finditer(source):
+        name = re.sub(r"\s+", "", found[0]).removeprefix("Packages.")
+        if name not in _JAVA_ANSWERED:
+            return name
+    return None
+
+
 def _reserved_names() -> frozenset[str]:
     global _reserved
     if _reserved is None:
@@ -430,6 +469,11 @@ def _dumps(variables: object, name: str) -> str:
         return _ENCODER.encode(variables)
     except (TypeError, ValueError) as exc:
         raise ScriptError(f"{name}: a variable cannot be passed to JavaScript: {exc}") from None
+
+
+def _failed(function: str, resource: str | None, message: str, code: int) -> str:
+    """The answer that throws ``message`` in the script, with PingIDM's status ``code``."""
+    return json.dumps([function, resource, 1, message, code, HTTPStatus(code).phrase])
 
 
 def _screened(outcome: list[Any]) -> list[Any]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 __all__ = ["LODASH_FUNCTIONS", "LODASH_SOURCE"]
 
 LODASH_FUNCTIONS = (
-    "map", "filter", "reject", "forEach", "each", "reduce", "find", "some", "every", "includes", "contains",
+    "map", "filter", "reject", "forEach", "each", "reduce", "find", "findWhere", "some", "any", "every", "all",
+    "includes", "contains", "isEqual",
     "keys", "values", "size", "isArray", "isString", "isNumber", "isBoolean", "isObject", "isFunction",
     "isEmpty", "isUndefined", "isNull", "isNil", "has", "get", "clone", "cloneDeep", "uniq", "union",
     "without", "difference", "intersection", "flatten", "compact", "pick", "omit", "assign", "extend",
@@ -99,7 +100,24 @@ LODASH_SOURCE = r"""
     if (typeof c === "string") return c.indexOf(v) >= 0;
     return values(c).indexOf(v) >= 0;
   }
+  // Deep equality of the values scripts hold (JSON's, and dates): as lodash's isEqual compares them.
+  function isEqual(a, b) {
+    var k, n;
+    if (a === b) return true;
+    if (a !== a && b !== b) return true;  // NaN
+    if (!isObject(a) || !isObject(b) || isArray(a) !== isArray(b)) return false;
+    if (a instanceof Date || b instanceof Date) return a instanceof Date && b instanceof Date && +a === +b;
+    if (isArray(a)) {
+      if (a.length !== b.length) return false;
+      for (k = 0; k < a.length; k++) if (!isEqual(a[k], b[k])) return false;
+      return true;
+    }
+    n = 0;
+    for (k in a) if (hasOwn.call(a, k)) { if (!hasOwn.call(b, k) || !isEqual(a[k], b[k])) return false; n++; }
+    return Object.keys(b).length === n;
+  }
   var _ = {
+    isEqual: isEqual, findWhere: function (c, props) { return find(c, isObject(props) ? props : {}); },
     map: map, filter: filter, forEach: each, each: each, find: find, values: values, uniq: uniq,
     get: get, cloneDeep: cloneDeep, assign: assign, extend: assign, flatten: flatten,
     includes: includes, contains: includes,
@@ -112,6 +130,8 @@ LODASH_SOURCE = r"""
     },
     some: function (c, f) { var g = iteratee(f); return entries(c).some(function (e) { return g(e[0], e[1], c); }); },
     every: function (c, f) { var g = iteratee(f); return entries(c).every(function (e) { return g(e[0], e[1], c); }); },
+    any: function (c, f) { return _.some(c, f); },
+    all: function (c, f) { return _.every(c, f); },
     keys: function (o) { return o == null ? [] : Object.keys(Object(o)); },
     size: function (c) { return entries(c).length; },
     isArray: isArray, isObject: isObject,

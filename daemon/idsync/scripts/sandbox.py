@@ -4,7 +4,8 @@ A QuickJS runtime must only ever be touched by the thread that created it, so th
 engine keeps one ``Sandbox`` per thread. Everything the scripts must not reach is
 simply absent: a QuickJS context created from Python has no ``require``, ``std``,
 ``os``, ``fetch`` or timers. The prelude below adds only ``logger`` (and PingIDM's
-``console.log`` writing to it), ``ldapDn`` (DN
+``console.log`` writing to it, and the little of Java OpenIDM's scripts print and draw
+with: ``java.lang.System.out.println``, ``java.util.UUID.randomUUID``), ``ldapDn`` (DN
 building with RFC 4514 escaping), ``openidm``, ``identityServer`` and ``readFile``
 (answered by Python through replays, see below) and ``require``, which knows idsync's own modules (``lib/lodash``, a
 subset of lodash, and PingIDM's stock ``managed.json`` modules: ``modules.py``), all
@@ -64,6 +65,8 @@ _PRELUDE = r"""
   }
   function text(v) {
     if (typeof v === "string") return v;
+    // An error is its name and message, as SLF4J prints an exception (its JSON is "{}").
+    if (v instanceof Error) { try { return String(v); } catch (e) { return "Error"; } }
     try { var s = stringify(v); return s === undefined ? String(v) : s; }
     catch (e) { return String(v); }
   }
@@ -101,6 +104,20 @@ _PRELUDE = r"""
   // from the start with the answers so far, which the same calls then return in order.
   // A script that catches the suspension and carries on is still suspended.
   var answers = null, asked = 0, pending = null;
+  // A failed call throws what Rhino throws for a Java exception: an Error whose
+  // javaException is PingIDM's ResourceException, read as OpenIDM's own scripts read it
+  // (e.javaException.getCode() !== 404), or as bean properties (e.javaException.code).
+  function _idsyncFailure(message, code, reason) {
+    var e = new Error(message), cause = {code: code, reason: reason, message: message, detail: null, cause: null};
+    cause.getCode = function () { return code; };
+    cause.getReason = function () { return reason; };
+    cause.getMessage = function () { return message; };
+    cause.getDetail = function () { return null; };
+    cause.getCause = function () { return null; };
+    cause.toString = function () { return message; };
+    Object.defineProperty(e, "javaException", {value: freeze(cause), enumerable: false});
+    return e;
+  }
   function _idsyncOpenidm(name, args) {
     if (pending !== null) throw new Error("openidm." + name + " cannot run: an earlier openidm call is unanswered");
     var resource = typeof args[0] === "string" && dataCalls[name] ? args[0] : null;
@@ -111,7 +128,7 @@ _PRELUDE = r"""
                          "script made here (openidm.", a[0], " ", a[1] || "", "): a script's openidm calls must ",
                          "not depend on the clock or chance"].join(""));
       if (a[2] === 0) return a[3];
-      throw new Error(a[3]);
+      throw _idsyncFailure(a[3], a[4], a[5]);
     }
     var list = [], i, json;
     for (i = 0; i < args.length; i++) list.push(args[i] === undefined ? null : args[i]);
@@ -146,6 +163,41 @@ _PRELUDE = r"""
   var chance = makeRandom();
   Object.defineProperty(Math, "random", {value: function random() { return chance.float(); }, writable: false,
                                          enumerable: false, configurable: false});
+
+  // The Java OpenIDM's scripts reach through Rhino most: the server's console (its sample
+  // schedule-script.json prints with java.lang.System.out.println), the clock, strings and
+  // UUIDs (drawn from the run's stream, so a replay draws the same). Any other class throws,
+  // naming it, where Rhino would have found it; ``validate`` warns of such a script.
+  function javaPackage(path, members) {
+    // Named _idsync*, so that the line an error names is the script's (``where`` below).
+    return new Proxy(freeze(members), {get: function _idsyncJava(target, name) {
+      if (typeof name !== "string" || name in target) return target[name];
+      throw new ReferenceError(path + "." + name + " is not available: idsync runs scripts in JavaScript, " +
+                               "without Java's classes");
+    }});
+  }
+  function javaStream(level) {
+    function print(value) { logger[level](arguments.length ? text(value) : ""); }
+    return javaPackage("java.lang.System." + (level === "info" ? "out" : "err"), {println: print, print: print});
+  }
+  function randomUUID() {
+    var hex = [], i, h;
+    for (i = 0; i < 4; i++) hex.push(("0000000" + chance.uint32().toString(16)).slice(-8));
+    h = hex.join("");
+    // Version 4, variant 10xx, as java.util.UUID.randomUUID makes them.
+    return new String([h.substr(0, 8), h.substr(8, 4), "4" + h.substr(13, 3),
+                       "89ab".charAt(parseInt(h.charAt(16), 16) & 3) + h.substr(17, 3), h.substr(20, 12)].join("-"));
+  }
+  var java = javaPackage("java", {
+    lang: javaPackage("java.lang", {
+      System: javaPackage("java.lang.System", {out: javaStream("info"), err: javaStream("error"),
+                                               currentTimeMillis: function () { return Date.now(); }}),
+      String: function (value) { return new String(value === undefined ? "" : text(value)); }
+    }),
+    util: javaPackage("java.util", {UUID: javaPackage("java.util.UUID", {randomUUID: randomUUID})})
+  });
+  define("java", java);
+  define("Packages", javaPackage("Packages", {java: java}));
 
   // PingIDM's script library has lodash and the modules its default managed.json
   // loads; idsync answers those names with its own (``lodash.py``, ``modules.py``).

@@ -45,6 +45,8 @@ class PolicyFailed(InvalidObject):
     """The object breaks a policy (``required`` and the property types included):
     ``failures`` in PingIDM's ``failedPolicyRequirements`` shape, one entry per property."""
 
+    status = 403  # PingIDM's answer, and the code a script that catches it reads
+
     def __init__(self, resource: str, failures: list[dict[str, Any]]) -> None:
         super().__init__(resource, [explain(f["property"], r) for f in failures for r in f["policyRequirements"]])
         self.failures = failures

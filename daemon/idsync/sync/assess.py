@@ -17,11 +17,11 @@ from idsync.config.managed import ManagedType
 from idsync.config.mappings import MappingDef
 from idsync.config.policies import Situation
 from idsync.config.properties import diff
-from idsync.errors import IdsyncError
+from idsync.errors import IdsyncError, ScriptError
 from idsync.query import matches
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Or, Present
 from idsync.resource import UNREADABLE, Obj, Resource, WriteOp, renamed
-from idsync.scripts import Script
+from idsync.scripts import Script, kind_of
 from idsync.store.links import LinkSet
 from idsync.store.passwords import is_one_way, same_secret
 from idsync.sync.assignments import Assignments
@@ -401,7 +401,7 @@ class Assessor:
             sid = sources_of.get(tid)
             src = sources.get(sid) if sid else None
             try:
-                target_ok = self._truthy(self.mapping.valid_target, {"target": t, "object": t}, q) \
+                target_ok = self._valid(self.mapping.valid_target, {"target": t, "object": t}, q) \
                     if self.mapping.valid_target else True
                 source_ok = self.qualifies(src, q) if src is not None else False
                 situation = assess_target(target_qualifies=target_ok, link_exists=sid is not None,
@@ -594,13 +594,13 @@ class Assessor:
 
     def qualifies(self, s: Obj, qualifier: str = "default") -> bool:
         m = self.mapping
-        if m.valid_source is not None and not self._truthy(m.valid_source, {"source": s, "object": s}, qualifier):
+        if m.valid_source is not None and not self._valid(m.valid_source, {"source": s, "object": s}, qualifier):
             return False
         cond = m.source_condition
         if cond is None:
             return True
         if isinstance(cond, Script):
-            return self._truthy(cond, {"source": s, "object": s}, qualifier)
+            return cond(source=s, object=s, linkQualifier=qualifier) is True
         return matches(cond, {"source": s, "object": s, "linkQualifier": qualifier, **s})
 
     def project(self, s: Obj, existing: Obj | None, qualifier: str = "default", old_source: Obj | None = None) -> Obj:
@@ -618,7 +618,7 @@ class Assessor:
     def valid_target(self, target: Obj, qualifier: str = "default") -> bool:
         """Whether ``target`` passes ``validTarget`` (true when there is none)."""
         script = self.mapping.valid_target
-        return self._truthy(script, {"target": target, "object": target}, qualifier) if script else True
+        return self._valid(script, {"target": target, "object": target}, qualifier) if script else True
 
     def _decide(self, situation: Situation, context: dict[str, Any], *, source_phase: bool = True,
                 ambiguous: list[str] | None = None) -> tuple[str, Script | None]:
@@ -661,8 +661,15 @@ class Assessor:
         result = hook.run_returning(bound, "target")
         return result if isinstance(result, dict) else variables["target"]
 
-    def _truthy(self, script: Script, variables: dict[str, Any], qualifier: str = "default") -> bool:
-        return bool(script(**variables, linkQualifier=qualifier))
+    def _valid(self, script: Script, variables: dict[str, Any], qualifier: str) -> bool:
+        """What ``validSource`` or ``validTarget`` answers, which must be true or false, as in
+        PingIDM: anything else (a file's string "false", undefined) fails the object rather
+        than let its truthiness qualify it."""
+        answer = script(**variables, linkQualifier=qualifier)
+        if not isinstance(answer, bool):
+            hint = " (compare it: === 'true')" if answer in ("true", "false") else ""
+            raise ScriptError(f"{script.name}: must answer true or false, not {kind_of(answer)}{hint}")
+        return answer
 
     def _secrets_kept(self, changes: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
         """``changes`` without the secrets the target already holds: a clear password (a mapping's
@@ -711,8 +718,11 @@ def _run_transform(script: object, variables: Mapping[str, Any]) -> Any:
 
 
 def _eval_condition(cond: Any, variables: Mapping[str, Any]) -> bool:
+    """Whether a property's, a policy's or ``sourceCondition``'s condition holds. A script's
+    holds when it answers ``true``, as PingIDM's conditions do: anything else (a file's text
+    "false", a value that is there) does not, so that "false" never selects a DELETE."""
     if isinstance(cond, Script):
-        return bool(cond(**variables))
+        return cond(**variables) is True
     if isinstance(cond, _NODES):
         return matches(cond, variables)
     return bool(cond)

@@ -28,6 +28,7 @@ from idsync.query.ast import And, Compare, Node, Or, Path
 from idsync.query.evaluate import values_at
 from idsync.query.named import NamedQueries
 from idsync.resource import Obj, QuerySpec, Resource
+from idsync.scripts import kind_of
 
 __all__ = ["ChosenTarget", "Correlator", "PlannedTargets", "lookup"]
 
@@ -131,7 +132,7 @@ class Correlator:
                 if isinstance(answer, ScriptError):
                     out[sid] = answer
                 elif isinstance(answer, list):
-                    out[sid] = [a for a in answer if isinstance(a, dict) and a.get("_id")]
+                    out[sid] = _candidates(answer, c.script.name)
                 elif answer is None:
                     queries[sid] = None
                 else:
@@ -214,6 +215,19 @@ def _param(value: Any, resolve: Callable[[str], Any]) -> Any:
     """A named query's parameter as the mapping gives it: ``${source.x}`` is that value."""
     found = _PLACEHOLDER.match(value) if isinstance(value, str) else None
     return resolve(found.group(1).strip()) if found else value
+
+
+def _candidates(answer: list[Any], script: str) -> list[Obj] | IdsyncError:
+    """A correlation script's list of candidate targets, each an object with its ``_id`` (as
+    ``openidm.query(...).result`` holds them). Anything else fails the source: taken for no
+    candidate, an id given alone (``['bjensen']``) would have its source's target made again."""
+    for i, item in enumerate(answer):
+        if not isinstance(item, dict) or not item.get("_id"):
+            what = "an object without an _id" if isinstance(item, dict) else kind_of(item)
+            return ScriptError(f"{script}: item {i} of the candidates it answered is {what}: a correlation "
+                               "script answers the candidate targets as openidm.query(...).result holds them, "
+                               "each with its _id")
+    return answer
 
 
 def _query_of(answer: Any, named: NamedQueries) -> Node | None:

@@ -4,8 +4,9 @@
 PingIDM runs them in one place for reconciliation, implicit synchronization and
 liveSync alike, with ``source`` and ``target`` (the objects), ``sourceId`` and
 ``targetId``, ``situation``, ``linkQualifier``, ``context`` and ``mappingConfig`` (the
-mapping's configuration). idsync gives the same; ``mappingConfig``, ``sourceId``,
-``targetId`` and ``context`` only to a script whose text names them, since every call
+mapping's configuration), and ``oldSource`` (the source before the change in implicit
+sync, null elsewhere). idsync gives the same; ``mappingConfig``, ``sourceId``,
+``targetId``, ``context`` and a null ``oldSource`` only to a script whose text names them, since every call
 hands its variables over as JSON. ``run_hook`` runs a side-effect hook (``onDelete``,
 ``onLink``, ``onUnlink``): its failure is the object's error in the run, never fatal to
 the run; ``onCreate`` and ``onUpdate`` change the target and run in ``assess.py``.
@@ -41,6 +42,8 @@ def hook_variables(mapping: MappingDef, script: Script, *, source: Obj | None, t
         variables["targetId"] = target.get("_id") if target else None
     if script.mentions("context"):
         variables.setdefault("context", {})
+    if script.mentions("oldSource"):
+        variables.setdefault("oldSource", None)  # PingIDM binds it to every hook: null but in implicit sync
     return variables
 
 
