@@ -34,6 +34,8 @@ ON_RETRIEVE = {"type": "text/javascript",
 # A custom endpoint answering what a script's openidm.read and openidm.query expand.
 BOSS = """({read: openidm.read('managed/user/bob', null, ['manager/*']),
           named: openidm.read('managed/user/bob', null, ['manager/fullName']),
+          picked: openidm.read('managed/user/bob', null, ['userName']),
+          all: openidm.read('managed/user/bob', null, ['*']),
           query: openidm.query('managed/user', {_queryFilter: 'userName eq "bob"'}, ['manager/fullName']).result,
           members: openidm.query('managed/role/staff/members', {_queryFilter: 'true'}, ['*']).result})"""
 # What a script's openidm.query answers with and without PingIDM's executeOnRetrieve.
@@ -116,6 +118,10 @@ def test_an_expanded_reference_runs_the_referenced_types_on_retrieve_in_scripts(
     found = _get(api, "endpoint/boss")
     assert found["read"]["manager"]["fullName"] == "Alice Archer"
     assert found["named"]["manager"]["fullName"] == "Alice Archer"
+    # Only the fields named, as PingIDM's read answers a script; ``*``: those shown by default.
+    assert set(found["named"]) == {"_id", "_rev", "manager"}
+    assert set(found["picked"]) == {"_id", "_rev", "userName"}
+    assert "userName" in found["all"] and "manager" not in found["all"] and "reports" not in found["all"]
     assert [u["manager"]["fullName"] for u in found["query"]] == ["Alice Archer"]
     assert sorted(m["fullName"] for m in found["members"]) == ["Alice Archer", "Bob Baker"]
 

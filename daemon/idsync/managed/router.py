@@ -267,9 +267,16 @@ class ScriptRouter:
                 found = objects.get(object_id)
             except NotFound:
                 return None
+            if not fields:
+                return found
             # ``roles/*``, ``manager/userName``: the references carry their objects' fields, as
-            # over the API (a script sees secrets and private properties too).
-            return expand(self.project, self.store, objects.schema, found, fields) if fields else found
+            # over the API; and only the fields named are answered, ``_id`` and ``_rev``
+            # always (``*``: those shown by default). A script sees secrets and private
+            # properties too.
+            expanded = expand(self.project, self.store, objects.schema, found, fields)
+            keep = {"_id", "_rev", *(f.strip("/").split("/")[0] for f in fields)}
+            return {k: v for k, v in expanded.items()
+                    if k in keep or ("*" in keep and k not in objects.schema.hidden)}
         try:
             return self._resource(collection).get(object_id, fields)
         except ReadDenied as exc:
