@@ -637,6 +637,22 @@ def test_a_failing_custom_policy_refuses_the_object_naming_its_file_and_line(tmp
         in done.stdout, done.stdout
 
 
+def test_a_custom_policy_answering_no_list_refuses_the_object(tmp_path: Path) -> None:
+    """A custom policy function that answers nothing (no ``return []`` for a good value) is
+    an error of the request, as in PingIDM (whose policy.js reads the answer's length),
+    not a pass: the object is refused naming the function, nothing is written."""
+    silent = UTC_DATE_POLICY.replace("    return [];\n}", "}")
+    assert silent != UTC_DATE_POLICY
+    project = _dated_project(tmp_path, silent)
+    with serve(project) as api:
+        refused = api.post("/openidm/managed/user?_action=create", headers=JSON,
+                           json={"userName": "kim", "hireDate": "2021-03-04"})
+        assert refused.status_code == 400, refused.text
+        assert "the custom policy function validUTCDate answered undefined, not a list of requirements" \
+            in refused.json()["message"], refused.text
+        assert api.get("/openidm/managed/user?_queryFilter=true", headers=JSON).json()["resultCount"] == 0
+
+
 def test_cannot_contain_others_counts_case_and_reads_a_regular_expression(tmp_path: Path) -> None:
     """PingIDM's default password policy (none of userName, givenName, sn) refuses a
     password holding one of them as its policy.js does (``value.match(other)``): with

@@ -263,7 +263,10 @@ _CUSTOM_TAIL = """
     fn = globalThis[c[0]];
     if (typeof fn !== "function") throw new Error("the custom policy function " + c[0] + " is not defined");
     var r = fn.call({failedPolicyRequirements: c[5]}, c[1], c[2] === null ? undefined : c[2], c[3], c[4]);
-    out.push(r || []);
+    // PingIDM's policy.js reads the answer's length: no list is the function's error.
+    if (!Array.isArray(r)) throw new TypeError("the custom policy function " + c[0] + " answered " +
+                                               (r === null ? "null" : typeof r) + ", not a list of requirements");
+    out.push(r);
   }
   return out;
 })()
