@@ -122,6 +122,30 @@ def test_rename_is_an_update_of_the_same_object(tmp_path: Path, slapd: Slapd, ld
     assert users["barbara"]["_id"] == before["_id"]
 
 
+def test_an_entry_deleted_and_added_again_in_one_window_is_created_at_once(tmp_path: Path, slapd: Slapd,
+                                                                            ldap_subtree: str) -> None:
+    """An entry deleted and another added at its DN between two runs (a new entryUUID):
+    the old entry's delete is applied first, so the new entry finds no user still linked
+    to the old one and is created and linked in the same run, with nothing failed or kept
+    for a retry (applied after, the new entry correlated to the user still linked, failed,
+    and the delete then removed that user); a later change of the new entry reaches it."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: delete\n\n"
+                   + _person("scarter", ldap_subtree, "sam@example.org").replace(
+                       f"dn: uid=scarter,{ldap_subtree}\n", f"dn: uid=scarter,{ldap_subtree}\nchangetype: add\n"))
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert done.failed == 0
+    (run,) = done.runs
+    assert run["counts"] == {"deleted": 1, "created": 1}, run
+    assert _users(project)["scarter"]["mail"] == "sam@example.org"
+    slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: carter@example.org\n")
+    later = _live(project)
+    assert later.state == "SUCCESS" and later.runs[0]["counts"] == {"updated": 1}, later.runs
+    assert _users(project)["scarter"]["mail"] == "carter@example.org"
+
+
 def test_restored_server_token_is_answered_by_a_full_recon(tmp_path: Path, slapd: Slapd,
                                                            ldap_subtree: str) -> None:
     """A cookie the server refuses (newer than its own state: a server restored from a

@@ -562,9 +562,15 @@ def _with_id(sync_uuid: str, entry: tuple[str, RawEntry]) -> tuple[str, RawEntry
 def _batches(entries: list[tuple[str, RawEntry]], deleted: list[str],
              decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int,
              token: str) -> Iterator[ChangeBatch]:
-    """The changes in batches of ``page_size``; only the last one carries the new token
-    (a refresh's cookie covers the whole refresh)."""
+    """The deletes, then the changed entries, in batches of ``page_size``; only the last
+    one carries the new token (a refresh's cookie covers the whole refresh). Deletes go
+    first, in batches of their own (a batch's changes are assessed together): an entry
+    deleted and another added at its DN in one window (a new entryUUID) must find the
+    object unlinked, or it correlates to the object still linked to the old entry, fails,
+    and the old entry's delete then removes that object."""
     size = max(page_size, 1)
+    for start in range(0, len(deleted), size):
+        yield ChangeBatch([Change(uuid, None) for uuid in deleted[start:start + size]], None)
     changes: list[Change] = []
     for start in range(0, len(entries), size):
         page = entries[start:start + size]
@@ -575,10 +581,6 @@ def _batches(entries: list[tuple[str, RawEntry]], deleted: list[str],
         while len(changes) > size:
             yield ChangeBatch(changes[:size], None)
             del changes[:size]
-    changes.extend(Change(uuid, None) for uuid in deleted)
-    while len(changes) > size:
-        yield ChangeBatch(changes[:size], None)
-        del changes[:size]
     yield ChangeBatch(changes, token)
 
 
