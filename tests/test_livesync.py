@@ -3,6 +3,7 @@ against a real slapd, with and without a sync provider, on the two-way LDAP samp
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import threading
@@ -23,7 +24,7 @@ from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync_dev.slapd import Slapd
 from livesync_env import live, live_after_expiry, managed_users
 from projects import make_project, person
-from sync_tokens import replace_token, token_state
+from sync_tokens import replace_token, tamper, token_state
 
 from samples import FORWARD, REVERSE, idsync, ldap_entry, recon_summary, sample_project
 
@@ -508,6 +509,80 @@ def test_server_without_sync_provider_polls_entry_csn(tmp_path: Path, plain_slap
     users = _users(project)
     assert set(users) == {"bjensen", "scarter", "newbie"}
     assert users["bjensen"]["mail"] == "barbara@example.org"
+    assert _live(project).changes == 0
+
+
+def _one_way_paged(project: Path, block_size: int) -> None:
+    """The LDAP-to-store mapping alone (the reverse ones push nothing back, whose writes
+    would give the entries newer stamps), the directory read ``block_size`` entries a page."""
+    sync = project / "conf" / "sync.json"
+    config = json.loads(sync.read_text())
+    for mapping in config["mappings"]:
+        if mapping["source"].startswith("managed/"):
+            mapping["enableSync"] = False
+    sync.write_text(json.dumps(config))
+    prov = project / "conf" / "provisioner.openicf-ldap.json"
+    settings = json.loads(prov.read_text())
+    settings["configurationProperties"]["blockSize"] = block_size
+    prov.write_text(json.dumps(settings))
+
+
+def _described(subtree: str, **values: str) -> str:
+    return "".join(f"dn: uid={uid},{subtree}\nchangetype: modify\nreplace: description\ndescription: {value}\n\n"
+                   for uid, value in values.items())
+
+
+def test_polling_misses_no_change_made_while_it_reads(tmp_path: Path, plain_slapd: Slapd,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry changed while a polling read pages through the changes, after its page
+    was read, while a later page holds an entry changed later still: the next run applies
+    it (the read starts before the newest entryCSN it saw, by its own duration and an
+    overlap), and applies nothing twice once the changes are in."""
+    import idsync.connectors.ldap.changes as changes
+
+    subtree = _subtree(plain_slapd, "paging")
+    project = _project(tmp_path, plain_slapd, subtree)
+    _one_way_paged(project, 1)
+    plain_slapd.add_ldif(_person("mike", subtree))
+    assert _live(project).state == "SUCCESS"
+    plain_slapd.add_ldif(_described(subtree, bjensen="early", scarter="early", mike="early"))
+    read_pages = changes.read_pages
+
+    def paging(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        for number, page in enumerate(read_pages(*args, **kwargs)):
+            yield page
+            if number == 0 and page and "uid=bjensen," in page[0][0]:
+                # The next page is asked for already: the page after it has mike's later change.
+                plain_slapd.add_ldif(_described(subtree, bjensen="late", mike="late"))
+
+    monkeypatch.setattr(changes, "read_pages", paging)
+    first = _live(project)
+    monkeypatch.setattr(changes, "read_pages", read_pages)
+    assert first.state == "SUCCESS" and first.changes == 3
+    users = _users(project)
+    assert (users["bjensen"]["description"], users["mike"]["description"]) == ("early", "late")
+    second = _live(project)
+    assert second.state == "SUCCESS" and second.changes == 1, second.runs
+    assert _users(project)["bjensen"]["description"] == "late"
+    assert _live(project).changes == 0
+
+
+def test_polling_by_timestamp_reads_two_changes_within_one_second(tmp_path: Path, plain_slapd: Slapd) -> None:
+    """With ``modifyTimestamp`` polling (one-second steps), a second change of an entry
+    within the second of the first, after the first was read, is applied; an entry read
+    once is not applied again by the next runs."""
+    subtree = _subtree(plain_slapd, "seconds")
+    project = _project(tmp_path, plain_slapd, subtree)
+    _one_way_paged(project, 1000)
+    assert _live(project).state == "SUCCESS"
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).strftime("%Y%m%d%H%M%SZ")
+    tamper(project, SOURCE, attribute="modifyTimestamp", since=since)
+    assert _live(project).state == "SUCCESS"  # the entries added since then, applied again
+    for value in ("one", "two"):
+        plain_slapd.add_ldif(_described(subtree, bjensen=value))
+        done = _live(project)
+        assert done.state == "SUCCESS" and done.method == "modifyTimestamp", done.message
+        assert done.changes == 1 and _users(project)["bjensen"]["description"] == value
     assert _live(project).changes == 0
 
 
