@@ -833,9 +833,11 @@ def test_daemon_runs_a_livesync_job_every_second(tmp_path: Path, slapd: Slapd, l
 
 def test_a_mapping_takes_only_the_changes_its_source_query_takes(tmp_path: Path, slapd: Slapd,
                                                                   ldap_subtree: str) -> None:
-    """A mapping with a native sourceQuery applies only the changed entries that query
-    matches (the directory is asked, narrowed to the changed ids): a change to an entry
-    outside it leaves the store alone, as the recon of that mapping would."""
+    """A mapping with a native sourceQuery applies the changed entries that query matches
+    (the directory is asked, narrowed to the changed ids), and, as its recon does, the
+    linked ones it leaves out: the recon meets those in its target phase, reads them by
+    id and updates their users. An entry outside the query that nothing links is left
+    alone, as the recon leaves it; the recon that follows finds nothing to change."""
     project = _project(tmp_path, slapd, ldap_subtree)
     sync = project / "conf" / "sync.json"
     conf = json.loads(sync.read_text())
@@ -844,13 +846,17 @@ def test_a_mapping_takes_only_the_changes_its_source_query_takes(tmp_path: Path,
     sync.write_text(json.dumps(conf))
     assert _live(project).state == "SUCCESS"
     slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modify\nreplace: description\n"
-                   "description: outside the mapping\n-\nreplace: mail\nmail: ignored@example.org\n\n"
-                   f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: taken@example.org\n")
+                   "description: outside the mapping\n-\nreplace: mail\nmail: moved@example.org\n\n"
+                   f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: taken@example.org\n\n"
+                   + _person("olga", ldap_subtree).replace("mail: ", "description: outside too\nmail: "))
     done = _live(project)
-    assert done.state == "SUCCESS" and done.changes == 2
+    assert done.state == "SUCCESS" and done.changes == 3
     users = _users(project)
     assert users["bjensen"]["mail"] == "taken@example.org"
-    assert users["scarter"]["mail"] == "scarter@example.com"
+    assert users["scarter"]["mail"] == "moved@example.org"
+    assert "olga" not in users
+    changes = recon_summary(project, FORWARD)["changes"]
+    assert {k: v for k, v in changes.items() if v and k != "unchanged"} == {}, changes
 
 
 def test_max_deletes_stops_the_run_before_the_batch_and_keeps_the_token(tmp_path: Path, slapd: Slapd,
@@ -991,6 +997,26 @@ def test_changes_into_the_store_go_on_to_the_types_other_mappings(tmp_path: Path
     assert "managedUser_badge: carried on, run " in by_hand.stdout and "SUCCESS: updated 1" in by_hand.stdout, \
         by_hand.stdout
     assert badges()["newbie"] == "n@example.org"
+
+
+def test_a_user_locked_flips_to_inactive_through_the_example_projects_mappings(tmp_path: Path, slapd: Slapd,
+                                                                               ldap_subtree: str) -> None:
+    """The example's active and inactive users' mappings share one link set and run no
+    target phase: a user locked in the directory leaves the active mapping's sourceQuery
+    for the inactive one's, and liveSync makes it inactive through the inactive mapping
+    alone (the active one, whose recon would not meet it, leaves it), as their recons do;
+    unlocked, it is active again."""
+    slapd.add_ldif("".join(person(f"lk{i}", ldap_subtree) for i in range(12)))
+    project = make_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", job_mappings=True)
+    assert live(project, SOURCE).state == "SUCCESS"
+    assert managed_users(project)["lk4"]["accountStatus"] == "active"
+    slapd.add_ldif(f"dn: uid=lk4,{ldap_subtree}\nchangetype: modify\nadd: pwdAccountLockedTime\n"
+                   "pwdAccountLockedTime: 000001010000Z\n")
+    assert live(project, SOURCE).state == "SUCCESS"
+    assert managed_users(project)["lk4"]["accountStatus"] == "inactive"
+    slapd.add_ldif(f"dn: uid=lk4,{ldap_subtree}\nchangetype: modify\ndelete: pwdAccountLockedTime\n")
+    assert live(project, SOURCE).state == "SUCCESS"
+    assert managed_users(project)["lk4"]["accountStatus"] == "active"
 
 
 def test_the_example_projects_three_mappings_of_one_source_take_a_delete(tmp_path: Path, slapd: Slapd,

@@ -261,9 +261,12 @@ class ChangeApplier:
         return self._at_least >= need
 
     def _in_scope(self, objs: list[Obj]) -> list[Obj]:
-        """The objects the mapping's ``sourceQuery`` takes. The source answers (a native
-        query is its own language, and a filter may name what the change did not read):
-        one search of the query narrowed to these ids, 50 at a time."""
+        """The objects the mapping's ``sourceQuery`` takes, and those it leaves out that
+        the mapping links, unless it runs no target phase: a recon meets these in its
+        target phase, reads them by id and assesses them as they are (an update,
+        ``UNQUALIFIED``...), and so does liveSync. The source answers (a native query is
+        its own language, and a filter may name what the change did not read): one search
+        of the query narrowed to these ids, 50 at a time."""
         query = self.mapping.source_query
         if not objs or (query.filter is None and query.native is None):
             return objs
@@ -273,6 +276,9 @@ class ChangeApplier:
             ids: Node = Or(terms) if len(terms) > 1 else terms[0]
             node = And((query.filter, ids)) if query.filter is not None else ids
             taken.update(o["_id"] for o in self.source.find(QuerySpec(filter=node, native=query.native, fields=[])))
+        left = [o["_id"] for o in objs if o["_id"] not in taken] if self.mapping.run_target_phase else []
+        for qualifier in self.qualifiers.all() if left else ():
+            taken.update(self.qualifiers.links(qualifier).targets_of(left))
         return [o for o in objs if o["_id"] in taken]
 
     def _echo(self, s: Obj, linked_target: Obj | None, qualifier: str) -> bool:
