@@ -831,6 +831,44 @@ def test_daemon_runs_a_livesync_job_every_second(tmp_path: Path, slapd: Slapd, l
     assert all(e.get("event") != "job.start" for e in events)
 
 
+def test_a_fire_finding_its_source_run_by_another_job_skips_it_and_goes_on(tmp_path: Path, slapd: Slapd,
+                                                                          ldap_subtree: str) -> None:
+    """Two jobs naming one source: a scheduled fire of one while the other's run of that
+    source holds it skips that source (no failure, logged ``job.livesync_skipped`` at info,
+    nothing lost: that run applies the changes) and runs the job's next source; run by hand
+    (``idsync run-job``) it still fails as already running."""
+    import uuid
+
+    from idsync.config.jobs import load_jobs
+    from idsync.daemon.runner import run_job
+    from idsync.store.locks import LIVESYNC
+    from idsync.store.runs import owner_id
+
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    (project / "jobs.d").mkdir()
+    (project / "jobs.d" / "both.toml").write_text(
+        f'schedule = "*/5 * * * * ?"\nlivesync = ["{SOURCE}", "managed/user"]\n')
+    loaded = load_project(project)
+    job = load_jobs(project / "jobs.d")[0]["both"]
+    store = Store.open(loaded.settings.store_url())
+    runs = RunStore(store)
+    lock, holder = f"{LIVESYNC}{SOURCE}", f"{owner_id()}:{uuid.uuid4()}"
+    runs.acquire(lock, holder)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            fired = run_job(loaded, store, job)
+        by_hand = run_job(loaded, store, job, trigger="manual")
+    finally:
+        runs.release(lock, holder)
+    assert fired.state == "SUCCESS", [m.to_json() for m in fired.mappings]
+    skipped, managed = fired.mappings
+    assert (skipped.mapping, skipped.state) == (SOURCE, "SUCCESS") and "already running" in (skipped.message or "")
+    assert (managed.mapping, managed.state) == ("managed/user", "SUCCESS"), managed
+    assert any(e["event"] == "job.livesync_skipped" and e["log_level"] == "info" for e in logs)
+    assert by_hand.state == "FAILED" and "already running" in (by_hand.message or "")
+
+
 def test_a_mapping_takes_only_the_changes_its_source_query_takes(tmp_path: Path, slapd: Slapd,
                                                                   ldap_subtree: str) -> None:
     """A mapping with a native sourceQuery applies the changed entries that query matches
