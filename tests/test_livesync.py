@@ -123,6 +123,21 @@ def test_rename_is_an_update_of_the_same_object(tmp_path: Path, slapd: Slapd, ld
     assert users["barbara"]["_id"] == before["_id"]
 
 
+def _scarter_made_again(project: Path, slapd: Slapd, subtree: str) -> None:
+    """After a first run, scarter deleted and added again at its DN (a new entryUUID), with
+    a new mail: the next run deletes the old user and creates the new one, nothing failed."""
+    assert _live(project).state == "SUCCESS"
+    slapd.add_ldif(f"dn: uid=scarter,{subtree}\nchangetype: delete\n\n"
+                   + _person("scarter", subtree, "sam@example.org").replace(
+                       f"dn: uid=scarter,{subtree}\n", f"dn: uid=scarter,{subtree}\nchangetype: add\n"))
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert done.failed == 0
+    (run,) = done.runs
+    assert run["counts"] == {"deleted": 1, "created": 1}, run
+    assert _users(project)["scarter"]["mail"] == "sam@example.org"
+
+
 def test_an_entry_deleted_and_added_again_in_one_window_is_created_at_once(tmp_path: Path, slapd: Slapd,
                                                                             ldap_subtree: str) -> None:
     """An entry deleted and another added at its DN between two runs (a new entryUUID):
@@ -131,16 +146,7 @@ def test_an_entry_deleted_and_added_again_in_one_window_is_created_at_once(tmp_p
     for a retry (applied after, the new entry correlated to the user still linked, failed,
     and the delete then removed that user); a later change of the new entry reaches it."""
     project = _project(tmp_path, slapd, ldap_subtree)
-    assert _live(project).state == "SUCCESS"
-    slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: delete\n\n"
-                   + _person("scarter", ldap_subtree, "sam@example.org").replace(
-                       f"dn: uid=scarter,{ldap_subtree}\n", f"dn: uid=scarter,{ldap_subtree}\nchangetype: add\n"))
-    done = _live(project)
-    assert done.state == "SUCCESS", done.message
-    assert done.failed == 0
-    (run,) = done.runs
-    assert run["counts"] == {"deleted": 1, "created": 1}, run
-    assert _users(project)["scarter"]["mail"] == "sam@example.org"
+    _scarter_made_again(project, slapd, ldap_subtree)
     slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: carter@example.org\n")
     later = _live(project)
     assert later.state == "SUCCESS" and later.runs[0]["counts"] == {"updated": 1}, later.runs
@@ -584,6 +590,19 @@ def test_polling_by_timestamp_reads_two_changes_within_one_second(tmp_path: Path
         assert done.state == "SUCCESS" and done.method == "modifyTimestamp", done.message
         assert done.changes == 1 and _users(project)["bjensen"]["description"] == value
     assert _live(project).changes == 0
+
+
+def test_polling_takes_an_entry_deleted_and_added_again_at_once(tmp_path: Path, plain_slapd: Slapd) -> None:
+    """Polling sees no delete: an entry deleted and added again at its DN (a new entryUUID)
+    correlates to the user still linked to the old entry. That entry is gone, so its
+    deletion event is applied first (the sample's SOURCE_MISSING: DELETE, as the recon's
+    target phase would), and the new entry is created and linked in the same run, nothing
+    failed or kept for a retry; the recon that follows finds nothing to change."""
+    subtree = _subtree(plain_slapd, "again")
+    project = _project(tmp_path, plain_slapd, subtree)
+    _scarter_made_again(project, plain_slapd, subtree)
+    changes = recon_summary(project, FORWARD)["changes"]
+    assert {k: v for k, v in changes.items() if v and k != "unchanged"} == {}, changes
 
 
 def test_a_sync_provider_gone_is_answered_by_a_full_recon(tmp_path: Path, slapd: Slapd, plain_slapd: Slapd) -> None:

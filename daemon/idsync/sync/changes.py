@@ -167,6 +167,7 @@ class ChangeApplier:
             fresh = [o for o in objs if agreed.get(o["_id"]) is None or agreed[o["_id"]] != o.get("_rev")]
             self.echoes += len(objs) - len(fresh)
             objs = fresh
+        freed: set[str] = set()
         while objs:
             linked = links.targets_of([o["_id"] for o in objs])
             if self._in_step == "target":
@@ -180,6 +181,17 @@ class ChangeApplier:
             self.assessor.prefetch([o["_id"] for o in mine])
             found = self.assessor.assess_sources(mine, linked, targets, self.correlators.get(qualifier), links,
                                                  self.source)
+            stale = self._owners_gone(found, links, freed)
+            if stale:
+                # The target a source correlated to is linked to a source object that is gone:
+                # deleted and made again under a new id, on a source that tells no deletes (or
+                # not yet). A recon takes that link for SOURCE_MISSING in its target phase, and
+                # creates or links the new object at its next run: the gone object's deletion
+                # event is applied first, then the source assessed again (once).
+                freed.update(stale)
+                self._write(self._deleted(list(dict.fromkeys(stale.values()))), None)
+                for plan in found:
+                    plan.retry = plan.retry or plan.source_id in stale
             retry = {p.source_id for p in found if p.retry}
             done = [p for p in found if not p.retry]
             for plan in done:
@@ -190,6 +202,18 @@ class ChangeApplier:
             self._write(done, None)
             objs = [o for o in objs if o["_id"] in retry]
         return plans
+
+    def _owners_gone(self, plans: Sequence[Plan], links: LinkSet, freed: set[str]) -> dict[str, str]:
+        """Source id -> the source id its correlated target is linked to, for the sources found
+        ``FOUND_ALREADY_LINKED`` (and not freed already) whose target's linked source is gone."""
+        taken = {p.source_id: p.target_id for p in plans if p.situation == "FOUND_ALREADY_LINKED"
+                 and p.source_id and p.target_id and p.source_id not in freed}
+        if not taken:
+            return {}
+        owners = links.sources_of([t for t in taken.values() if t])
+        present = self.source.get_many(list(dict.fromkeys(owners.values())), [])
+        return {sid: owners[tid] for sid, tid in taken.items()
+                if sid is not None and tid in owners and owners[tid] not in present}
 
     @property
     def source_key(self) -> Callable[[str], str] | None:
