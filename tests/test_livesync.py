@@ -3,6 +3,7 @@ against a real slapd, with and without a sync provider, on the two-way LDAP samp
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import threading
@@ -23,7 +24,7 @@ from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync_dev.slapd import Slapd
 from livesync_env import live, live_after_expiry, managed_users
 from projects import make_project, person
-from sync_tokens import replace_token, token_state
+from sync_tokens import replace_token, tamper, token_state
 
 from samples import FORWARD, REVERSE, idsync, ldap_entry, recon_summary, sample_project
 
@@ -120,6 +121,36 @@ def test_rename_is_an_update_of_the_same_object(tmp_path: Path, slapd: Slapd, ld
     users = _users(project)
     assert set(users) == {"barbara", "scarter"}
     assert users["barbara"]["_id"] == before["_id"]
+
+
+def _scarter_made_again(project: Path, slapd: Slapd, subtree: str) -> None:
+    """After a first run, scarter deleted and added again at its DN (a new entryUUID), with
+    a new mail: the next run deletes the old user and creates the new one, nothing failed."""
+    assert _live(project).state == "SUCCESS"
+    slapd.add_ldif(f"dn: uid=scarter,{subtree}\nchangetype: delete\n\n"
+                   + _person("scarter", subtree, "sam@example.org").replace(
+                       f"dn: uid=scarter,{subtree}\n", f"dn: uid=scarter,{subtree}\nchangetype: add\n"))
+    done = _live(project)
+    assert done.state == "SUCCESS", done.message
+    assert done.failed == 0
+    (run,) = done.runs
+    assert run["counts"] == {"deleted": 1, "created": 1}, run
+    assert _users(project)["scarter"]["mail"] == "sam@example.org"
+
+
+def test_an_entry_deleted_and_added_again_in_one_window_is_created_at_once(tmp_path: Path, slapd: Slapd,
+                                                                            ldap_subtree: str) -> None:
+    """An entry deleted and another added at its DN between two runs (a new entryUUID):
+    the old entry's delete is applied first, so the new entry finds no user still linked
+    to the old one and is created and linked in the same run, with nothing failed or kept
+    for a retry (applied after, the new entry correlated to the user still linked, failed,
+    and the delete then removed that user); a later change of the new entry reaches it."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    _scarter_made_again(project, slapd, ldap_subtree)
+    slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: carter@example.org\n")
+    later = _live(project)
+    assert later.state == "SUCCESS" and later.runs[0]["counts"] == {"updated": 1}, later.runs
+    assert _users(project)["scarter"]["mail"] == "carter@example.org"
 
 
 def test_restored_server_token_is_answered_by_a_full_recon(tmp_path: Path, slapd: Slapd,
@@ -487,6 +518,93 @@ def test_server_without_sync_provider_polls_entry_csn(tmp_path: Path, plain_slap
     assert _live(project).changes == 0
 
 
+def _one_way_paged(project: Path, block_size: int) -> None:
+    """The LDAP-to-store mapping alone (the reverse ones push nothing back, whose writes
+    would give the entries newer stamps), the directory read ``block_size`` entries a page."""
+    sync = project / "conf" / "sync.json"
+    config = json.loads(sync.read_text())
+    for mapping in config["mappings"]:
+        if mapping["source"].startswith("managed/"):
+            mapping["enableSync"] = False
+    sync.write_text(json.dumps(config))
+    prov = project / "conf" / "provisioner.openicf-ldap.json"
+    settings = json.loads(prov.read_text())
+    settings["configurationProperties"]["blockSize"] = block_size
+    prov.write_text(json.dumps(settings))
+
+
+def _described(subtree: str, **values: str) -> str:
+    return "".join(f"dn: uid={uid},{subtree}\nchangetype: modify\nreplace: description\ndescription: {value}\n\n"
+                   for uid, value in values.items())
+
+
+def test_polling_misses_no_change_made_while_it_reads(tmp_path: Path, plain_slapd: Slapd,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry changed while a polling read pages through the changes, after its page
+    was read, while a later page holds an entry changed later still: the next run applies
+    it (the read starts before the newest entryCSN it saw, by its own duration and an
+    overlap), and applies nothing twice once the changes are in."""
+    import idsync.connectors.ldap.changes as changes
+
+    subtree = _subtree(plain_slapd, "paging")
+    project = _project(tmp_path, plain_slapd, subtree)
+    _one_way_paged(project, 1)
+    plain_slapd.add_ldif(_person("mike", subtree))
+    assert _live(project).state == "SUCCESS"
+    plain_slapd.add_ldif(_described(subtree, bjensen="early", scarter="early", mike="early"))
+    read_pages = changes.read_pages
+
+    def paging(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        for number, page in enumerate(read_pages(*args, **kwargs)):
+            yield page
+            if number == 0 and page and "uid=bjensen," in page[0][0]:
+                # The next page is asked for already: the page after it has mike's later change.
+                plain_slapd.add_ldif(_described(subtree, bjensen="late", mike="late"))
+
+    monkeypatch.setattr(changes, "read_pages", paging)
+    first = _live(project)
+    monkeypatch.setattr(changes, "read_pages", read_pages)
+    assert first.state == "SUCCESS" and first.changes == 3
+    users = _users(project)
+    assert (users["bjensen"]["description"], users["mike"]["description"]) == ("early", "late")
+    second = _live(project)
+    assert second.state == "SUCCESS" and second.changes == 1, second.runs
+    assert _users(project)["bjensen"]["description"] == "late"
+    assert _live(project).changes == 0
+
+
+def test_polling_by_timestamp_reads_two_changes_within_one_second(tmp_path: Path, plain_slapd: Slapd) -> None:
+    """With ``modifyTimestamp`` polling (one-second steps), a second change of an entry
+    within the second of the first, after the first was read, is applied; an entry read
+    once is not applied again by the next runs."""
+    subtree = _subtree(plain_slapd, "seconds")
+    project = _project(tmp_path, plain_slapd, subtree)
+    _one_way_paged(project, 1000)
+    assert _live(project).state == "SUCCESS"
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).strftime("%Y%m%d%H%M%SZ")
+    tamper(project, SOURCE, attribute="modifyTimestamp", since=since)
+    assert _live(project).state == "SUCCESS"  # the entries added since then, applied again
+    for value in ("one", "two"):
+        plain_slapd.add_ldif(_described(subtree, bjensen=value))
+        done = _live(project)
+        assert done.state == "SUCCESS" and done.method == "modifyTimestamp", done.message
+        assert done.changes == 1 and _users(project)["bjensen"]["description"] == value
+    assert _live(project).changes == 0
+
+
+def test_polling_takes_an_entry_deleted_and_added_again_at_once(tmp_path: Path, plain_slapd: Slapd) -> None:
+    """Polling sees no delete: an entry deleted and added again at its DN (a new entryUUID)
+    correlates to the user still linked to the old entry. That entry is gone, so its
+    deletion event is applied first (the sample's SOURCE_MISSING: DELETE, as the recon's
+    target phase would), and the new entry is created and linked in the same run, nothing
+    failed or kept for a retry; the recon that follows finds nothing to change."""
+    subtree = _subtree(plain_slapd, "again")
+    project = _project(tmp_path, plain_slapd, subtree)
+    _scarter_made_again(project, plain_slapd, subtree)
+    changes = recon_summary(project, FORWARD)["changes"]
+    assert {k: v for k, v in changes.items() if v and k != "unchanged"} == {}, changes
+
+
 def test_a_sync_provider_gone_is_answered_by_a_full_recon(tmp_path: Path, slapd: Slapd, plain_slapd: Slapd) -> None:
     """A syncrepl token sent to a server with no sync provider (the overlay removed, or a
     replica without one took over) is a token that can no longer be honoured: logged at
@@ -732,11 +850,51 @@ def test_daemon_runs_a_livesync_job_every_second(tmp_path: Path, slapd: Slapd, l
     assert all(e.get("event") != "job.start" for e in events)
 
 
+def test_a_fire_finding_its_source_run_by_another_job_skips_it_and_goes_on(tmp_path: Path, slapd: Slapd,
+                                                                          ldap_subtree: str) -> None:
+    """Two jobs naming one source: a scheduled fire of one while the other's run of that
+    source holds it skips that source (no failure, logged ``job.livesync_skipped`` at info,
+    nothing lost: that run applies the changes) and runs the job's next source; run by hand
+    (``idsync run-job``) it still fails as already running."""
+    import uuid
+
+    from idsync.config.jobs import load_jobs
+    from idsync.daemon.runner import run_job
+    from idsync.store.locks import LIVESYNC
+    from idsync.store.runs import owner_id
+
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    (project / "jobs.d").mkdir()
+    (project / "jobs.d" / "both.toml").write_text(
+        f'schedule = "*/5 * * * * ?"\nlivesync = ["{SOURCE}", "managed/user"]\n')
+    loaded = load_project(project)
+    job = load_jobs(project / "jobs.d")[0]["both"]
+    store = Store.open(loaded.settings.store_url())
+    runs = RunStore(store)
+    lock, holder = f"{LIVESYNC}{SOURCE}", f"{owner_id()}:{uuid.uuid4()}"
+    runs.acquire(lock, holder)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            fired = run_job(loaded, store, job)
+        by_hand = run_job(loaded, store, job, trigger="manual")
+    finally:
+        runs.release(lock, holder)
+    assert fired.state == "SUCCESS", [m.to_json() for m in fired.mappings]
+    skipped, managed = fired.mappings
+    assert (skipped.mapping, skipped.state) == (SOURCE, "SUCCESS") and "already running" in (skipped.message or "")
+    assert (managed.mapping, managed.state) == ("managed/user", "SUCCESS"), managed
+    assert any(e["event"] == "job.livesync_skipped" and e["log_level"] == "info" for e in logs)
+    assert by_hand.state == "FAILED" and "already running" in (by_hand.message or "")
+
+
 def test_a_mapping_takes_only_the_changes_its_source_query_takes(tmp_path: Path, slapd: Slapd,
                                                                   ldap_subtree: str) -> None:
-    """A mapping with a native sourceQuery applies only the changed entries that query
-    matches (the directory is asked, narrowed to the changed ids): a change to an entry
-    outside it leaves the store alone, as the recon of that mapping would."""
+    """A mapping with a native sourceQuery applies the changed entries that query matches
+    (the directory is asked, narrowed to the changed ids), and, as its recon does, the
+    linked ones it leaves out: the recon meets those in its target phase, reads them by
+    id and updates their users. An entry outside the query that nothing links is left
+    alone, as the recon leaves it; the recon that follows finds nothing to change."""
     project = _project(tmp_path, slapd, ldap_subtree)
     sync = project / "conf" / "sync.json"
     conf = json.loads(sync.read_text())
@@ -745,13 +903,17 @@ def test_a_mapping_takes_only_the_changes_its_source_query_takes(tmp_path: Path,
     sync.write_text(json.dumps(conf))
     assert _live(project).state == "SUCCESS"
     slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: modify\nreplace: description\n"
-                   "description: outside the mapping\n-\nreplace: mail\nmail: ignored@example.org\n\n"
-                   f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: taken@example.org\n")
+                   "description: outside the mapping\n-\nreplace: mail\nmail: moved@example.org\n\n"
+                   f"dn: uid=bjensen,{ldap_subtree}\nchangetype: modify\nreplace: mail\nmail: taken@example.org\n\n"
+                   + _person("olga", ldap_subtree).replace("mail: ", "description: outside too\nmail: "))
     done = _live(project)
-    assert done.state == "SUCCESS" and done.changes == 2
+    assert done.state == "SUCCESS" and done.changes == 3
     users = _users(project)
     assert users["bjensen"]["mail"] == "taken@example.org"
-    assert users["scarter"]["mail"] == "scarter@example.com"
+    assert users["scarter"]["mail"] == "moved@example.org"
+    assert "olga" not in users
+    changes = recon_summary(project, FORWARD)["changes"]
+    assert {k: v for k, v in changes.items() if v and k != "unchanged"} == {}, changes
 
 
 def test_max_deletes_stops_the_run_before_the_batch_and_keeps_the_token(tmp_path: Path, slapd: Slapd,
@@ -892,6 +1054,26 @@ def test_changes_into_the_store_go_on_to_the_types_other_mappings(tmp_path: Path
     assert "managedUser_badge: carried on, run " in by_hand.stdout and "SUCCESS: updated 1" in by_hand.stdout, \
         by_hand.stdout
     assert badges()["newbie"] == "n@example.org"
+
+
+def test_a_user_locked_flips_to_inactive_through_the_example_projects_mappings(tmp_path: Path, slapd: Slapd,
+                                                                               ldap_subtree: str) -> None:
+    """The example's active and inactive users' mappings share one link set and run no
+    target phase: a user locked in the directory leaves the active mapping's sourceQuery
+    for the inactive one's, and liveSync makes it inactive through the inactive mapping
+    alone (the active one, whose recon would not meet it, leaves it), as their recons do;
+    unlocked, it is active again."""
+    slapd.add_ldif("".join(person(f"lk{i}", ldap_subtree) for i in range(12)))
+    project = make_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}", job_mappings=True)
+    assert live(project, SOURCE).state == "SUCCESS"
+    assert managed_users(project)["lk4"]["accountStatus"] == "active"
+    slapd.add_ldif(f"dn: uid=lk4,{ldap_subtree}\nchangetype: modify\nadd: pwdAccountLockedTime\n"
+                   "pwdAccountLockedTime: 000001010000Z\n")
+    assert live(project, SOURCE).state == "SUCCESS"
+    assert managed_users(project)["lk4"]["accountStatus"] == "inactive"
+    slapd.add_ldif(f"dn: uid=lk4,{ldap_subtree}\nchangetype: modify\ndelete: pwdAccountLockedTime\n")
+    assert live(project, SOURCE).state == "SUCCESS"
+    assert managed_users(project)["lk4"]["accountStatus"] == "active"
 
 
 def test_the_example_projects_three_mappings_of_one_source_take_a_delete(tmp_path: Path, slapd: Slapd,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from idsync.config.jobs import JobDef
-from idsync.errors import IdsyncError
+from idsync.errors import IdsyncError, RunLocked
 from idsync.managed.router import run_livesync_scripted, run_recon_scripted
 from idsync.managed.tasks import TaskResult, run_task
 from idsync.store.database import Store, utcnow
@@ -214,7 +214,16 @@ def _run_livesync(project: Project, store: Store, job: JobDef, outcome: JobOutco
     def one(source: str) -> MappingOutcome:
         options = LiveSyncOptions(dry_run=outcome.dry_run, page_size=job.page_size, job=job.name, cancel=cancel,
                                   splitter=splitter, node=node)
-        return _livesync_outcome(run_livesync_scripted(project, store, source, options))
+        try:
+            return _livesync_outcome(run_livesync_scripted(project, store, source, options))
+        except RunLocked as exc:
+            if outcome.trigger == "manual":
+                raise
+            # Another run of the source (another job naming it, ``idsync livesync``) applies its
+            # changes now, and what it leaves the next run reads: a fire that finds it is no
+            # failure, and goes on to the job's next source.
+            log.info("job.livesync_skipped", job=job.name, source=source, holder=str(exc))
+            return MappingOutcome(source, "SUCCESS", message=f"skipped: {exc}")
 
     _run_each(job.livesync, one, job, outcome, cancel)
 

@@ -167,6 +167,7 @@ class ChangeApplier:
             fresh = [o for o in objs if agreed.get(o["_id"]) is None or agreed[o["_id"]] != o.get("_rev")]
             self.echoes += len(objs) - len(fresh)
             objs = fresh
+        freed: set[str] = set()
         while objs:
             linked = links.targets_of([o["_id"] for o in objs])
             if self._in_step == "target":
@@ -180,6 +181,17 @@ class ChangeApplier:
             self.assessor.prefetch([o["_id"] for o in mine])
             found = self.assessor.assess_sources(mine, linked, targets, self.correlators.get(qualifier), links,
                                                  self.source)
+            stale = self._owners_gone(found, links, freed)
+            if stale:
+                # The target a source correlated to is linked to a source object that is gone:
+                # deleted and made again under a new id, on a source that tells no deletes (or
+                # not yet). A recon takes that link for SOURCE_MISSING in its target phase, and
+                # creates or links the new object at its next run: the gone object's deletion
+                # event is applied first, then the source assessed again (once).
+                freed.update(stale)
+                self._write(self._deleted(list(dict.fromkeys(stale.values()))), None)
+                for plan in found:
+                    plan.retry = plan.retry or plan.source_id in stale
             retry = {p.source_id for p in found if p.retry}
             done = [p for p in found if not p.retry]
             for plan in done:
@@ -190,6 +202,18 @@ class ChangeApplier:
             self._write(done, None)
             objs = [o for o in objs if o["_id"] in retry]
         return plans
+
+    def _owners_gone(self, plans: Sequence[Plan], links: LinkSet, freed: set[str]) -> dict[str, str]:
+        """Source id -> the source id its correlated target is linked to, for the sources found
+        ``FOUND_ALREADY_LINKED`` (and not freed already) whose target's linked source is gone."""
+        taken = {p.source_id: p.target_id for p in plans if p.situation == "FOUND_ALREADY_LINKED"
+                 and p.source_id and p.target_id and p.source_id not in freed}
+        if not taken:
+            return {}
+        owners = links.sources_of([t for t in taken.values() if t])
+        present = self.source.get_many(list(dict.fromkeys(owners.values())), [])
+        return {sid: owners[tid] for sid, tid in taken.items()
+                if sid is not None and tid in owners and owners[tid] not in present}
 
     @property
     def source_key(self) -> Callable[[str], str] | None:
@@ -261,9 +285,12 @@ class ChangeApplier:
         return self._at_least >= need
 
     def _in_scope(self, objs: list[Obj]) -> list[Obj]:
-        """The objects the mapping's ``sourceQuery`` takes. The source answers (a native
-        query is its own language, and a filter may name what the change did not read):
-        one search of the query narrowed to these ids, 50 at a time."""
+        """The objects the mapping's ``sourceQuery`` takes, and those it leaves out that
+        the mapping links, unless it runs no target phase: a recon meets these in its
+        target phase, reads them by id and assesses them as they are (an update,
+        ``UNQUALIFIED``...), and so does liveSync. The source answers (a native query is
+        its own language, and a filter may name what the change did not read): one search
+        of the query narrowed to these ids, 50 at a time."""
         query = self.mapping.source_query
         if not objs or (query.filter is None and query.native is None):
             return objs
@@ -273,6 +300,9 @@ class ChangeApplier:
             ids: Node = Or(terms) if len(terms) > 1 else terms[0]
             node = And((query.filter, ids)) if query.filter is not None else ids
             taken.update(o["_id"] for o in self.source.find(QuerySpec(filter=node, native=query.native, fields=[])))
+        left = [o["_id"] for o in objs if o["_id"] not in taken] if self.mapping.run_target_phase else []
+        for qualifier in self.qualifiers.all() if left else ():
+            taken.update(self.qualifiers.links(qualifier).targets_of(left))
         return [o for o in objs if o["_id"] in taken]
 
     def _echo(self, s: Obj, linked_target: Obj | None, qualifier: str) -> bool:

@@ -31,7 +31,13 @@ in it, so a token never silently changes meaning:
   attribute asked for are read again by id (``_completed``: a search per 100). slapd
   honours the list, operational attributes included: nothing is read again there.
 * ``poll``: a server without a sync provider is searched for entries whose
-  ``entryCSN`` (OpenLDAP) or ``modifyTimestamp`` (others) is newer than the token.
+  ``entryCSN`` (OpenLDAP) or ``modifyTimestamp`` (others) is at or after the token's
+  ``since``. That is the newest stamp a read saw less an overlap and the read's own
+  duration: a change is stamped before it is committed, and a paged read passes over
+  an entry changed after its page was read while a later page holds a later change,
+  so the next read starts before either. The token keeps the entries seen since then
+  (``seen``: DN -> stamp and a digest of the values read, which tells two changes
+  within one ``modifyTimestamp`` second apart); they are not applied again.
   Deletes are not seen; the feed says so and the next full recon finds them.
 
 Deleted entries are known by their entryUUID only (389 DS sends its nsUniqueId
@@ -57,8 +63,10 @@ reader; polling pages with the resource's reader (``reader.read_pages``).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -95,6 +103,10 @@ _TIMESTAMP = re.compile(r"\d{14}Z")
 # A token made from this host's clock (no contextCSN to read) starts this far back:
 # a change is seen again rather than missed when the clocks disagree.
 _CLOCK_MARGIN = dt.timedelta(minutes=5)
+# How far before its newest stamp a polling read starts the next one (besides its own
+# duration): a change is stamped when it starts and seen once committed, and a paged read
+# passes over an entry changed after its page was read.
+_POLL_OVERLAP = dt.timedelta(seconds=60)
 _TOKEN_VERSION = 1
 
 
@@ -430,26 +442,32 @@ class LdapChanges:
 
     def _read_poll(self, state: dict[str, Any], attributes: Sequence[str],
                    decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int) -> ChangeFeed:
-        attribute, since = str(state.get("attribute")), str(state.get("since"))
+        attribute, since, seen = str(state.get("attribute")), str(state.get("since")), state.get("seen", {})
         form = {"entryCSN": _CSN, "modifyTimestamp": _TIMESTAMP}.get(attribute)
-        if form is None or not form.fullmatch(since):
+        if form is None or not form.fullmatch(since) or not isinstance(seen, dict) \
+                or not all(isinstance(v, str) for v in seen.values()):
             raise SyncTokenExpired(f"{self._system}: the stored polling token is not one this connector makes")
-        # A CSN is unique to one change: strictly newer. A timestamp has one-second steps:
-        # the same second again (changes made after the last read within it).
-        newer = f"(&({attribute}>={since})(!({attribute}={since})))" if attribute == "entryCSN" \
-            else f"({attribute}>={since})"
-        search_filter = f"(&{self._changed}{newer})"
+        search_filter = f"(&{self._changed}({attribute}>={since}))"
+        started = time.monotonic()
         conn = self._open()
         wanted = [*attributes, attribute]
         entries: list[tuple[str, RawEntry]] = []
-        newest = since
+        newest: str | None = None
         for base in self._settings.sync_contexts:
             for dn, raw in self._paged(conn, base, search_filter, wanted):
-                stamp = raw.get(attribute.lower())
-                if stamp:
-                    newest = max(newest, stamp[0].decode("ascii", "replace"))
-                entries.append((dn, raw))
-        token = _dump({"kind": "poll", "attribute": attribute, "since": newest})
+                stamps = raw.get(attribute.lower())
+                stamp = stamps[0].decode("ascii", "replace") if stamps else ""
+                newest = max(newest or stamp, stamp)
+                version = f"{stamp}#{_digest(raw)}"
+                if seen.get(dn.lower()) != version:
+                    entries.append((dn, raw))
+                seen[dn.lower()] = version
+        # The next read starts before the newest stamp by the overlap and this read's time,
+        # so before any change made while it ran; the entries seen since are skipped then.
+        back = _POLL_OVERLAP + dt.timedelta(seconds=time.monotonic() - started)
+        floor = max(since, _poll_floor(attribute, newest, back) or since) if newest else since
+        token = _dump({"kind": "poll", "attribute": attribute, "since": floor,
+                       "seen": {k: v for k, v in seen.items() if v.rpartition("#")[0] >= floor}})
         note = (f"the server has no sync provider: changes are found by {attribute}, "
                 "and deletes are left to the next full recon")
         return ChangeFeed(_batches(entries, [], decode, page_size, token), attribute,
@@ -562,9 +580,15 @@ def _with_id(sync_uuid: str, entry: tuple[str, RawEntry]) -> tuple[str, RawEntry
 def _batches(entries: list[tuple[str, RawEntry]], deleted: list[str],
              decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int,
              token: str) -> Iterator[ChangeBatch]:
-    """The changes in batches of ``page_size``; only the last one carries the new token
-    (a refresh's cookie covers the whole refresh)."""
+    """The deletes, then the changed entries, in batches of ``page_size``; only the last
+    one carries the new token (a refresh's cookie covers the whole refresh). Deletes go
+    first, in batches of their own (a batch's changes are assessed together): an entry
+    deleted and another added at its DN in one window (a new entryUUID) must find the
+    object unlinked, or it correlates to the object still linked to the old entry, fails,
+    and the old entry's delete then removes that object."""
     size = max(page_size, 1)
+    for start in range(0, len(deleted), size):
+        yield ChangeBatch([Change(uuid, None) for uuid in deleted[start:start + size]], None)
     changes: list[Change] = []
     for start in range(0, len(entries), size):
         page = entries[start:start + size]
@@ -575,11 +599,24 @@ def _batches(entries: list[tuple[str, RawEntry]], deleted: list[str],
         while len(changes) > size:
             yield ChangeBatch(changes[:size], None)
             del changes[:size]
-    changes.extend(Change(uuid, None) for uuid in deleted)
-    while len(changes) > size:
-        yield ChangeBatch(changes[:size], None)
-        del changes[:size]
     yield ChangeBatch(changes, token)
+
+
+def _digest(raw: RawEntry) -> str:
+    """What tells two versions of an entry with the same stamp apart (a ``modifyTimestamp``
+    has one-second steps): a digest of the values read."""
+    text = repr(sorted((k, sorted(v)) for k, v in raw.items()))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _poll_floor(attribute: str, newest: str, back: dt.timedelta) -> str | None:
+    """The stamp ``back`` before ``newest`` (a CSN or a generalized time), in the form of
+    ``attribute``; None when ``newest`` is not a time."""
+    try:
+        moment = dt.datetime.strptime(newest[:14], "%Y%m%d%H%M%S") - back
+    except ValueError:
+        return None
+    return moment.strftime("%Y%m%d%H%M%S.%fZ#000000#000#000000" if attribute == "entryCSN" else "%Y%m%d%H%M%SZ")
 
 
 def _usn_token(server: UsnServer, since: int) -> str:
