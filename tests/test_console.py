@@ -523,8 +523,8 @@ def test_add_and_remove_a_job(console: Console) -> None:
 
 def test_watch_a_long_run_and_cancel_a_job(console: Console) -> None:
     """With 1500 more directory users: a preview's page shows a progress bar and follows the
-    run by itself until it ends; a job run in small pages shows as running and Cancel stops
-    it at a page boundary (CANCELED)."""
+    run by itself until it ends, then shows the run's audit (the users it would create); a job
+    run in small pages shows as running and Cancel stops it at a page boundary (CANCELED)."""
     add_users(console.slapd, console.subtree, 1500)
     console.open(f"/admin/jobs/{SLOW}")
     console.find("#run-now").click()
@@ -540,6 +540,7 @@ def test_watch_a_long_run_and_cancel_a_job(console: Console) -> None:
         assert console.find("#run-progress").get_attribute("max") == "100"
     console.wait(lambda: console.text("#run-state") == "SUCCESS", seconds=60)  # no reload by the test
     assert seen_active, "the preview ended before its page showed it running"
+    console.wait(lambda: "ABSENT" in console.text("#audit") and "DRY_RUN" in console.text("#audit"))
 
 
 def test_every_change_works_without_javascript(console: Console) -> None:
