@@ -214,9 +214,10 @@ def _logged_in(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="module")
 def sf_console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[tuple[Console, Any]]:
     """The Salesforce sample's daemon with its console on 127.0.0.2 (cookies of its own, in the
-    same browser), its Salesforce system disabled and its provisioner as shipped, whose Consumer
-    Key, Secret and refresh token name variables the environment does not set, against the local
-    Salesforce stand-in, whose Connected App lists the console's callback URL."""
+    same browser), its provisioner as shipped: the system disabled, its Consumer Key, Secret and
+    refresh token naming variables the environment does not set; against the local Salesforce
+    stand-in, whose Connected App lists the console's callback URL."""
+    from salesforce_sample import SAMPLE as SF_SAMPLE
     from salesforce_sample import running_org, sf_env
     from salesforce_sample import sample_project as salesforce_project
 
@@ -226,7 +227,7 @@ def sf_console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterat
         project = salesforce_project(tmp, org, f"sqlite:///{tmp / 's.db'}")
         prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
         prov = json.loads(prov_file.read_text())
-        prov["enabled"] = False  # the sample as shipped otherwise: its keys name variables that are not set
+        prov["enabled"] = json.loads((SF_SAMPLE / "conf" / prov_file.name).read_text())["enabled"]  # as shipped
         prov_file.write_text(json.dumps(prov))
         port = free_port()
         with (project / "conf" / "idsync.toml").open("a") as f:
