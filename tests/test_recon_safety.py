@@ -287,3 +287,24 @@ def test_progress_counts_the_existing_links_processed(env: Env) -> None:
     stored = RunStore(env.store).get(second.id)
     assert stored is not None and stored["summary"]["progress"]["links"]["existing"]["processed"] == 3
 
+
+def test_progress_totals_count_the_objects_there_before_the_run(env: Env) -> None:
+    """A finished run's progress totals are PingIDM's: the source's objects read (a directory
+    is not counted up front, so its total is "?" only while it is read) and the target's
+    objects as they were before the run, not those the run created; a dry run's alike."""
+    env.reconfigure(maxDeletes=None)
+    env.add("pt1", "pt2")
+    first = env.recon()
+    assert first.summary["progress"]["source"]["existing"] == {"processed": 2, "total": "2"}
+    assert first.summary["progress"]["target"]["existing"]["total"] == "0"
+    assert first.summary["progress"]["target"]["created"] == 2
+    env.add("pt3")
+    second = env.recon()
+    assert second.summary["progress"]["source"]["existing"] == {"processed": 3, "total": "3"}
+    assert second.summary["progress"]["target"]["existing"]["total"] == "2"
+    env.add("pt4")
+    preview = env.recon(dry_run=True)
+    assert preview.summary["progress"]["target"]["existing"]["total"] == "3"
+    assert preview.summary["progress"]["target"]["created"] == 1
+    stored = RunStore(env.store).get(second.id)
+    assert stored is not None and stored["summary"]["progress"]["target"]["existing"]["total"] == "2"
