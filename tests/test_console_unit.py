@@ -695,14 +695,17 @@ def test_connection_settings_are_kept_encrypted_and_never_shown(sf_project: tupl
     ({"loginUrl": "custom", "customLoginUrl": "http://login.example.com"}, "loginUrl: must be an https URL"),
     ({"loginUrl": "custom", "customLoginUrl": "https://user:pw@login.example.com"}, "must not hold a user name"),
     ({"loginUrl": "custom", "customLoginUrl": ""}, "Custom needs a URL"),
+    ({"loginUrl": "production", "customLoginUrl": "https://eu26.lightning.force.com"},
+     "loginUrl: a Custom login URL is typed but Production is selected: select Custom to use it"),
     ({"loginUrl": "elsewhere"}, "expected Production, Sandbox or Custom"),
     ({"clientId": "two\nlines"}, "clientId: must be one line"),
 ])
 def test_connection_settings_refuse_bad_input_and_write_nothing(sf_project: tuple[Path, Any],
                                                                 fields: dict[str, str], reason: str) -> None:
-    """A login URL that is not https (or carries a user, or is missing), an unknown choice or a
-    Consumer Key of two lines is refused with the reason on the form, status 400, and no file
-    is written; without the session's CSRF token the form is refused with 403."""
+    """A login URL that is not https (or carries a user, or is missing, or is typed with
+    Production selected), an unknown choice or a Consumer Key of two lines is refused with the
+    reason on the form, status 400, and no file is written; without the session's CSRF token
+    the form is refused with 403."""
     project, _org = sf_project
     overlay = project / "state" / "connectors" / "salesforce.json"
 
@@ -718,6 +721,24 @@ def test_connection_settings_refuse_bad_input_and_write_nothing(sf_project: tupl
 
     _as_admin(project, steps)
     assert not overlay.exists() and not (project / "state" / "connectors").exists()
+
+
+def test_production_chosen_over_the_custom_url_in_force_is_saved(sf_project: tuple[Path, Any]) -> None:
+    """Production selected on a form that shows the Custom login URL in force, left in its
+    field, is saved as Production: only a URL typed anew, with a preset selected, is refused."""
+    project, org = sf_project
+    overlay = project / "state" / "connectors" / "salesforce.json"
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        form = await client.get("/admin/systems/salesforce/settings")
+        in_force = f"{org.url}/services/oauth2/token"
+        assert f'value="{in_force}"' in form.text
+        saved = await client.post("/admin/systems/salesforce/settings", data=_settings_form(
+            form, loginUrl="production", customLoginUrl=in_force))
+        assert saved.status_code == 303, saved.text
+
+    _as_admin(project, steps)
+    assert json.loads(overlay.read_text())["loginUrl"] == "https://login.salesforce.com/services/oauth2/token"
 
 
 def test_enabling_without_a_consumer_key_is_refused(sf_project: tuple[Path, Any],
