@@ -357,6 +357,55 @@ def test_the_identities_search_never_reads_a_secret_or_a_private_property(tmp_pa
         asyncio.run(visit(app))
 
 
+def test_a_console_change_says_what_it_did(tmp_path: Path) -> None:
+    """A creation or an edit in the console says "Created" or "Saved" and then, per mapping,
+    what implicit sync pushed: nothing more when no mapping pushes (it said "Saved; saved");
+    an edit that leaves the object as it was, such as effectiveRoles typed over (the store
+    computes them from the user's roles), says "Nothing changed" and is recorded as no edit."""
+    from idsync.config.project import load_project
+    from idsync.console.record import CONSOLE_AUDIT
+    from idsync.store.database import Store
+    from idsync.store.tables import audit
+    from scim_sample import SAMPLE as SCIM_SAMPLE
+
+    project = tmp_path / "project"
+    shutil.copytree(SCIM_SAMPLE / "conf", project / "conf")
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    prov_file = project / "conf" / "provisioner.openicf-scim.json"
+    prov_file.write_text(json.dumps({**json.loads(prov_file.read_text()), "enabled": False}))
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    for mapping in sync["mappings"]:
+        mapping["enableSync"] = False
+    sync_file.write_text(json.dumps(sync))
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        csrf = _login_token(await client.get("/admin/managed/user/new"))
+        created = await client.post("/admin/managed/user/new", data={"csrf": csrf, "p.userName": "fdoe", "p.sn": "Doe"})
+        assert created.status_code == 303 and unquote(created.headers["location"]).endswith("?done=Created")
+        page = created.headers["location"].split("?")[0]
+        form = await client.get(page)
+        rev = form.text.split('name="_rev" value="', 1)[1].split('"', 1)[0]
+        edited = await client.post(page, data={"csrf": _login_token(form), "_rev": rev, "p.sn": "Roe"})
+        assert edited.status_code == 303 and unquote(edited.headers["location"]).endswith("?done=Saved")
+        form = await client.get(page)
+        rev = form.text.split('name="_rev" value="', 1)[1].split('"', 1)[0]
+        typed = await client.post(page, data={"csrf": _login_token(form), "_rev": rev,
+                                              "p.effectiveRoles": '[{"_ref": "managed/role/none"}]'})
+        assert typed.status_code == 303 and unquote(typed.headers["location"]).endswith("?done=Nothing changed")
+        again = await client.get(page)
+        assert f'name="_rev" value="{rev}"' in again.text
+
+    _as_admin(project, steps)
+    store = Store.open(load_project(project).settings.store_url())
+    try:
+        with store.engine.connect() as conn:
+            actions = [r.action for r in conn.execute(audit.select().where(audit.c.mapping == CONSOLE_AUDIT))]
+    finally:
+        store.close()
+    assert actions == ["CREATE", "UPDATE"]
+
+
 def test_console_changes_run_scripts_with_the_openidm_router(tmp_path: Path, slapd: Slapd,
                                                               ldap_subtree: str) -> None:
     """A user created and then edited in the console is pushed through a mapping whose
