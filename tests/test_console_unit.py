@@ -283,6 +283,28 @@ async def _logged_in(client: httpx.AsyncClient) -> None:
     assert answer.status_code == 303, answer.text
 
 
+def test_add_a_job_says_which_characters_a_name_takes(tmp_path: Path) -> None:
+    """Add a job says, beside its Name and in the browser's own refusal of another character
+    (the field's title), which characters a name takes: typed with spaces, as a process is
+    named ("Synchronize active LDAP Users"), it was refused with only "Please match the
+    requested format", and the server's refusal says the same characters."""
+    from idsync.config.jobs import job_name_problem
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            form = html.unescape((await client.get("/admin/jobs/new")).text)
+            field = form.split('<input id="name"', 1)[1].split(">", 1)[0]
+            assert "title=\"Letters, digits, '.', '_' and '-' only" in field and 'aria-describedby="name-help"' in field
+            assert 'id="name-help">Letters, digits, <code>.</code>, <code>_</code> and <code>-</code>' in form
+
+    with _app(tmp_path) as app:
+        asyncio.run(visit(app))
+    assert job_name_problem("Synchronize active LDAP Users") == \
+        "a job file name may only use letters, digits, '.', '_' and '-'"
+
+
 def test_a_refused_new_user_comes_back_with_what_was_typed(tmp_path: Path) -> None:
     """Identities > New user refused (a value that is not JSON for an array property, a
     required property left empty): the form comes back (400) naming the property and
