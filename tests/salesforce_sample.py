@@ -34,13 +34,15 @@ def sf_env(org: FakeSalesforce) -> dict[str, str]:
 
 
 def sample_project(tmp_path: Path, org: FakeSalesforce, store_url: str, **extra: object) -> Path:
-    """A copy of the sample trusting the stand-in's certificate, with fast retries;
-    ``extra`` adds configuration properties."""
+    """A copy of the sample trusting the stand-in's certificate, with fast retries, enabled
+    (as the walkthrough's command line does: the sample ships disabled); ``extra`` adds
+    configuration properties."""
     project = tmp_path / "project"
     shutil.copytree(SAMPLE / "conf", project / "conf")
     prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
     prov = json.loads(prov_file.read_text())
     prov["configurationProperties"].update(caFile=str(org.ca_file), retryBackoff=10, maxRetries=3, **extra)
+    prov["enabled"] = True
     prov_file.write_text(json.dumps(prov, indent=2))
     sync_file = project / "conf" / "sync.json"
     sync_file.write_text(sync_file.read_text().replace("00e000000000000AAA", PROFILE_ID))

@@ -214,9 +214,10 @@ def _logged_in(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="module")
 def sf_console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[tuple[Console, Any]]:
     """The Salesforce sample's daemon with its console on 127.0.0.2 (cookies of its own, in the
-    same browser), its Salesforce system disabled and its provisioner as shipped, whose Consumer
-    Key, Secret and refresh token name variables the environment does not set, against the local
-    Salesforce stand-in, whose Connected App lists the console's callback URL."""
+    same browser), its provisioner as shipped: the system disabled, its Consumer Key, Secret and
+    refresh token naming variables the environment does not set; against the local Salesforce
+    stand-in, whose Connected App lists the console's callback URL."""
+    from salesforce_sample import SAMPLE as SF_SAMPLE
     from salesforce_sample import running_org, sf_env
     from salesforce_sample import sample_project as salesforce_project
 
@@ -226,7 +227,7 @@ def sf_console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterat
         project = salesforce_project(tmp, org, f"sqlite:///{tmp / 's.db'}")
         prov_file = project / "conf" / "provisioner.openicf-salesforce.json"
         prov = json.loads(prov_file.read_text())
-        prov["enabled"] = False  # the sample as shipped otherwise: its keys name variables that are not set
+        prov["enabled"] = json.loads((SF_SAMPLE / "conf" / prov_file.name).read_text())["enabled"]  # as shipped
         prov_file.write_text(json.dumps(prov))
         port = free_port()
         with (project / "conf" / "idsync.toml").open("a") as f:
@@ -523,8 +524,8 @@ def test_add_and_remove_a_job(console: Console) -> None:
 
 def test_watch_a_long_run_and_cancel_a_job(console: Console) -> None:
     """With 1500 more directory users: a preview's page shows a progress bar and follows the
-    run by itself until it ends; a job run in small pages shows as running and Cancel stops
-    it at a page boundary (CANCELED)."""
+    run by itself until it ends, then shows the run's audit (the users it would create); a job
+    run in small pages shows as running and Cancel stops it at a page boundary (CANCELED)."""
     add_users(console.slapd, console.subtree, 1500)
     console.open(f"/admin/jobs/{SLOW}")
     console.find("#run-now").click()
@@ -540,6 +541,7 @@ def test_watch_a_long_run_and_cancel_a_job(console: Console) -> None:
         assert console.find("#run-progress").get_attribute("max") == "100"
     console.wait(lambda: console.text("#run-state") == "SUCCESS", seconds=60)  # no reload by the test
     assert seen_active, "the preview ended before its page showed it running"
+    console.wait(lambda: "ABSENT" in console.text("#audit") and "DRY_RUN" in console.text("#audit"))
 
 
 def test_every_change_works_without_javascript(console: Console) -> None:

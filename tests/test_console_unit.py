@@ -283,6 +283,28 @@ async def _logged_in(client: httpx.AsyncClient) -> None:
     assert answer.status_code == 303, answer.text
 
 
+def test_add_a_job_says_which_characters_a_name_takes(tmp_path: Path) -> None:
+    """Add a job says, beside its Name and in the browser's own refusal of another character
+    (the field's title), which characters a name takes: typed with spaces, as a process is
+    named ("Synchronize active LDAP Users"), it was refused with only "Please match the
+    requested format", and the server's refusal says the same characters."""
+    from idsync.config.jobs import job_name_problem
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            form = html.unescape((await client.get("/admin/jobs/new")).text)
+            field = form.split('<input id="name"', 1)[1].split(">", 1)[0]
+            assert "title=\"Letters, digits, '.', '_' and '-' only" in field and 'aria-describedby="name-help"' in field
+            assert 'id="name-help">Letters, digits, <code>.</code>, <code>_</code> and <code>-</code>' in form
+
+    with _app(tmp_path) as app:
+        asyncio.run(visit(app))
+    assert job_name_problem("Synchronize active LDAP Users") == \
+        "a job file name may only use letters, digits, '.', '_' and '-'"
+
+
 def test_a_refused_new_user_comes_back_with_what_was_typed(tmp_path: Path) -> None:
     """Identities > New user refused (a value that is not JSON for an array property, a
     required property left empty): the form comes back (400) naming the property and
@@ -355,6 +377,55 @@ def test_the_identities_search_never_reads_a_secret_or_a_private_property(tmp_pa
 
     with _app(tmp_path, project) as app:
         asyncio.run(visit(app))
+
+
+def test_a_console_change_says_what_it_did(tmp_path: Path) -> None:
+    """A creation or an edit in the console says "Created" or "Saved" and then, per mapping,
+    what implicit sync pushed: nothing more when no mapping pushes (it said "Saved; saved");
+    an edit that leaves the object as it was, such as effectiveRoles typed over (the store
+    computes them from the user's roles), says "Nothing changed" and is recorded as no edit."""
+    from idsync.config.project import load_project
+    from idsync.console.record import CONSOLE_AUDIT
+    from idsync.store.database import Store
+    from idsync.store.tables import audit
+    from scim_sample import SAMPLE as SCIM_SAMPLE
+
+    project = tmp_path / "project"
+    shutil.copytree(SCIM_SAMPLE / "conf", project / "conf")
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    prov_file = project / "conf" / "provisioner.openicf-scim.json"
+    prov_file.write_text(json.dumps({**json.loads(prov_file.read_text()), "enabled": False}))
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    for mapping in sync["mappings"]:
+        mapping["enableSync"] = False
+    sync_file.write_text(json.dumps(sync))
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        csrf = _login_token(await client.get("/admin/managed/user/new"))
+        created = await client.post("/admin/managed/user/new", data={"csrf": csrf, "p.userName": "fdoe", "p.sn": "Doe"})
+        assert created.status_code == 303 and unquote(created.headers["location"]).endswith("?done=Created")
+        page = created.headers["location"].split("?")[0]
+        form = await client.get(page)
+        rev = form.text.split('name="_rev" value="', 1)[1].split('"', 1)[0]
+        edited = await client.post(page, data={"csrf": _login_token(form), "_rev": rev, "p.sn": "Roe"})
+        assert edited.status_code == 303 and unquote(edited.headers["location"]).endswith("?done=Saved")
+        form = await client.get(page)
+        rev = form.text.split('name="_rev" value="', 1)[1].split('"', 1)[0]
+        typed = await client.post(page, data={"csrf": _login_token(form), "_rev": rev,
+                                              "p.effectiveRoles": '[{"_ref": "managed/role/none"}]'})
+        assert typed.status_code == 303 and unquote(typed.headers["location"]).endswith("?done=Nothing changed")
+        again = await client.get(page)
+        assert f'name="_rev" value="{rev}"' in again.text
+
+    _as_admin(project, steps)
+    store = Store.open(load_project(project).settings.store_url())
+    try:
+        with store.engine.connect() as conn:
+            actions = [r.action for r in conn.execute(audit.select().where(audit.c.mapping == CONSOLE_AUDIT))]
+    finally:
+        store.close()
+    assert actions == ["CREATE", "UPDATE"]
 
 
 def test_console_changes_run_scripts_with_the_openidm_router(tmp_path: Path, slapd: Slapd,
@@ -695,14 +766,17 @@ def test_connection_settings_are_kept_encrypted_and_never_shown(sf_project: tupl
     ({"loginUrl": "custom", "customLoginUrl": "http://login.example.com"}, "loginUrl: must be an https URL"),
     ({"loginUrl": "custom", "customLoginUrl": "https://user:pw@login.example.com"}, "must not hold a user name"),
     ({"loginUrl": "custom", "customLoginUrl": ""}, "Custom needs a URL"),
+    ({"loginUrl": "production", "customLoginUrl": "https://eu26.lightning.force.com"},
+     "loginUrl: a Custom login URL is typed but Production is selected: select Custom to use it"),
     ({"loginUrl": "elsewhere"}, "expected Production, Sandbox or Custom"),
     ({"clientId": "two\nlines"}, "clientId: must be one line"),
 ])
 def test_connection_settings_refuse_bad_input_and_write_nothing(sf_project: tuple[Path, Any],
                                                                 fields: dict[str, str], reason: str) -> None:
-    """A login URL that is not https (or carries a user, or is missing), an unknown choice or a
-    Consumer Key of two lines is refused with the reason on the form, status 400, and no file
-    is written; without the session's CSRF token the form is refused with 403."""
+    """A login URL that is not https (or carries a user, or is missing, or is typed with
+    Production selected), an unknown choice or a Consumer Key of two lines is refused with the
+    reason on the form, status 400, and no file is written; without the session's CSRF token
+    the form is refused with 403."""
     project, _org = sf_project
     overlay = project / "state" / "connectors" / "salesforce.json"
 
@@ -718,6 +792,24 @@ def test_connection_settings_refuse_bad_input_and_write_nothing(sf_project: tupl
 
     _as_admin(project, steps)
     assert not overlay.exists() and not (project / "state" / "connectors").exists()
+
+
+def test_production_chosen_over_the_custom_url_in_force_is_saved(sf_project: tuple[Path, Any]) -> None:
+    """Production selected on a form that shows the Custom login URL in force, left in its
+    field, is saved as Production: only a URL typed anew, with a preset selected, is refused."""
+    project, org = sf_project
+    overlay = project / "state" / "connectors" / "salesforce.json"
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        form = await client.get("/admin/systems/salesforce/settings")
+        in_force = f"{org.url}/services/oauth2/token"
+        assert f'value="{in_force}"' in form.text
+        saved = await client.post("/admin/systems/salesforce/settings", data=_settings_form(
+            form, loginUrl="production", customLoginUrl=in_force))
+        assert saved.status_code == 303, saved.text
+
+    _as_admin(project, steps)
+    assert json.loads(overlay.read_text())["loginUrl"] == "https://login.salesforce.com/services/oauth2/token"
 
 
 def test_enabling_without_a_consumer_key_is_refused(sf_project: tuple[Path, Any],

@@ -192,6 +192,24 @@ def test_a_max_deletes_share_is_rounded_down_end_to_end(env: Env) -> None:
     assert allowed.summary["changes"]["deleted"] == 1 and "rd0" not in env.users()
 
 
+def test_a_dry_run_caps_deletes_as_the_run_does(env: Env) -> None:
+    """A dry run that would create users and delete one answers as the run does: its
+    maxDeletes share is of the target as it is, which holds none of the users it did not
+    create, so those creates do not narrow the cap to nothing; then the run goes through."""
+    env.reconfigure(maxDeletes="10%")
+    env.add(*[f"pc{i}" for i in range(4)])
+    assert env.recon().state == "SUCCESS"
+    env.remove("pc0")
+    env.add(*[f"pn{i}" for i in range(10)])
+    preview = env.recon(dry_run=True)
+    assert preview.state == "SUCCESS", preview.message
+    assert preview.summary["changes"]["created"] == 10 and preview.summary["changes"]["deleted"] == 1
+    assert len(env.users()) == 4
+    done = env.recon()
+    assert done.state == "SUCCESS", done.message
+    assert done.summary["changes"]["deleted"] == 1 and len(env.users()) == 13
+
+
 def test_delete_cap_rounds_a_share_down() -> None:
     """15% of 10 allows 1 delete and 19% of 10 allows 1: a share is truncated, so
     rounding (1.5 to 2, 1.9 to 2) would let a run delete more than maxDeletes says."""
@@ -269,3 +287,24 @@ def test_progress_counts_the_existing_links_processed(env: Env) -> None:
     stored = RunStore(env.store).get(second.id)
     assert stored is not None and stored["summary"]["progress"]["links"]["existing"]["processed"] == 3
 
+
+def test_progress_totals_count_the_objects_there_before_the_run(env: Env) -> None:
+    """A finished run's progress totals are PingIDM's: the source's objects read (a directory
+    is not counted up front, so its total is "?" only while it is read) and the target's
+    objects as they were before the run, not those the run created; a dry run's alike."""
+    env.reconfigure(maxDeletes=None)
+    env.add("pt1", "pt2")
+    first = env.recon()
+    assert first.summary["progress"]["source"]["existing"] == {"processed": 2, "total": "2"}
+    assert first.summary["progress"]["target"]["existing"]["total"] == "0"
+    assert first.summary["progress"]["target"]["created"] == 2
+    env.add("pt3")
+    second = env.recon()
+    assert second.summary["progress"]["source"]["existing"] == {"processed": 3, "total": "3"}
+    assert second.summary["progress"]["target"]["existing"]["total"] == "2"
+    env.add("pt4")
+    preview = env.recon(dry_run=True)
+    assert preview.summary["progress"]["target"]["existing"]["total"] == "3"
+    assert preview.summary["progress"]["target"]["created"] == 1
+    stored = RunStore(env.store).get(second.id)
+    assert stored is not None and stored["summary"]["progress"]["target"]["existing"]["total"] == "2"

@@ -53,6 +53,22 @@ def _managed(project: Path) -> dict[str, dict[str, Any]]:
     return {u["userName"]: u for page in resource.pages(QuerySpec()) for u in page}
 
 
+def test_sample_as_shipped_starts_without_its_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sample as shipped, none of its SALESFORCE_* variables set, validates: its system is
+    disabled, as PingIDM's, until the administrator enables it (in the provisioner, or in the
+    console's Settings with the Consumer Key and Secret, as PingIDM's admin UI walkthrough does),
+    so the daemon starts and serves the console where that is done."""
+    for key in ("SALESFORCE_LOGIN_URL", "SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET",
+                "SALESFORCE_REFRESH_TOKEN", "SALESFORCE_INSTANCE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    project = tmp_path / "project"
+    shutil.copytree(SAMPLE / "conf", project / "conf")
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    checked = idsync(project, "validate")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert not load_project(project).provisioners["salesforce"].enabled
+
+
 def test_forward_recon_then_implicit_sync_back(project: Path, org: FakeSalesforce) -> None:
     """Salesforce users become managed users; then a managed user created, changed and
     deleted with the CLI is created, patched (changed fields only) and deactivated in Salesforce."""

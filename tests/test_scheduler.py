@@ -189,7 +189,17 @@ def test_misfire_run_once_catches_up_fires_of_the_repeated_hour(tmp_path: Path) 
         ("0 0 12 L-3 * ?", "day of month 'L-3' is not supported"),
         ("0 0 12 1 * MON", "Quartz needs '?' in one of them"),
         ("0 0 30 2 *", "'0 0 30 2 *': matches no date"),
-        ("0 61 * * * ?", "'0 61 * * * ?': out of range"),
+        ("0 61 * * * ?", "'0 61 * * * ?': minute 61 is out of range (0 to 59)"),
+        # Each number out of its field's range names the field and the range, in the user's text.
+        ("0 0 25 * * ?", "hour 25 is out of range (0 to 23)"),
+        ("0 0-70 * * * ?", "'0 0-70 * * * ?': minute 70 is out of range (0 to 59)"),
+        ("0 0 12 1-40 * ?", "day of month 40 is out of range (1 to 31)"),
+        ("0 0 12 40W * ?", "day of month 40 is out of range (1 to 31)"),
+        ("0 0 12 ? 13 *", "month 13 is out of range (1 to 12)"),
+        ("0 0 12 * * ? 2200", "year 2200 is out of range (1970 to 2099)"),
+        ("* * * * 8", "day of week 8 is out of range (0 to 7)"),
+        ("0 0 12 ? * 1#6", "day of week '1#6': the week of the month is 1 to 5"),
+        ("0 0 12 ? * 9", "day of week 9 out of range (Quartz counts 1 = Sunday to 7 = Saturday)"),
         # Quartz refuses an increment beyond its field (croniter would fire once, at the field's start).
         ("*/70 * * * * ?", "second '*/70': an increment of 70 is more than the second allows (59)"),
         ("0 0 0/25 * * ?", "hour '0/25': an increment of 25 is more than the hour allows (23)"),
@@ -204,7 +214,7 @@ def test_invalid_expressions_raise(bad: str, says: str) -> None:
     with pytest.raises(ScheduleError) as info:
         CronSchedule.parse(bad)
     assert says in str(info.value)
-    assert "acceptable" not in str(info.value)  # croniter's wording about its own form
+    assert "acceptable" not in str(info.value) and "bands" not in str(info.value)  # croniter's wording
 
 
 def test_quartz_examples_from_its_documentation() -> None:

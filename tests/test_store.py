@@ -270,6 +270,56 @@ def test_a_new_store_gets_the_schema_the_migrations_build(kind: str, tmp_path: P
         again.close()
 
 
+@pytest.mark.mariadb
+def test_a_mariadb_store_waits_only_for_its_own_database_migration(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """MariaDB's named locks are the server's: a new store waits for no migration of another
+    database on the same server (which made every other store's first command wait a minute
+    and then migrate without the lock), waits for one of its own database and, after the
+    wait, says the store is unavailable rather than migrate beside it; and a migration that
+    fails frees the lock."""
+    import time
+
+    import idsync.store.database as database
+    from idsync.errors import PeerUnavailable
+    from sqlalchemy import create_engine, make_url, text
+
+    url = store_url("mariadb", tmp_path, empty=True)
+    name = make_url(url).database
+    monkeypatch.setattr(database, "_MIGRATION_WAIT", 1, raising=False)
+    holder = create_engine(url).connect()  # another process's session
+    try:
+        def hold(of_database: str) -> None:
+            held = holder.execute(text("SELECT GET_LOCK(CONCAT('idsync_migrate_', MD5(:d)), 5)"),
+                                  {"d": of_database}).scalar()
+            holder.execute(text("SELECT GET_LOCK('idsync_migrate', 5)"))  # as stores named it before
+            assert held == 1
+
+        hold(f"{name}_elsewhere")
+        started = time.monotonic()
+        s = Store.open(url)
+        s.close()
+        assert time.monotonic() - started < 10 and s._revision() is not None
+        holder.execute(text("SELECT RELEASE_ALL_LOCKS()"))
+
+        store_url("mariadb", tmp_path, empty=True)
+        hold(name)
+        with pytest.raises(PeerUnavailable, match="another process has been creating or upgrading its tables"):
+            Store.open(url)
+        holder.execute(text("SELECT RELEASE_ALL_LOCKS()"))
+
+        def broken(conn: Any) -> bool:
+            raise RuntimeError("a migration that fails")
+
+        monkeypatch.setattr(database, "_new_database", broken)
+        with pytest.raises(RuntimeError):
+            Store.open(url)
+        assert holder.execute(text("SELECT IS_USED_LOCK(CONCAT('idsync_migrate_', MD5(:d)))"),
+                              {"d": name}).scalar() is None
+    finally:
+        holder.close()
+
+
 def test_string_filters_match_case_alike_on_every_store(users: ManagedResource) -> None:
     """eq, sw and co compare strings exactly on SQLite as on PostgreSQL and MariaDB,
     indexed or not: one filter selects the same objects whatever the store."""

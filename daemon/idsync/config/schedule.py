@@ -118,8 +118,10 @@ class CronSchedule:
         else:
             fields = text.split(" ")
             if len(fields) == 5:
+                _check_ranges(expression, fields, _CRON_RANGES)
                 cron, seconds = " ".join("*" if f == "?" else f for f in fields), False
             elif len(fields) in (6, 7):
+                _check_ranges(expression, fields, _QUARTZ_RANGES)
                 cron, seconds = _from_quartz(fields), True
             else:
                 raise ScheduleError(
@@ -348,6 +350,31 @@ def _exists(aware: dt.datetime) -> bool:
 def _repeated(aware: dt.datetime) -> bool:
     """Whether the wall-clock time happens twice (the hour clocks go back through)."""
     return aware.replace(fold=1).astimezone(_UTC) != aware.replace(fold=0).astimezone(_UTC) and _exists(aware)
+
+
+# Each field's name and the values it takes, in cron's and in Quartz's order; Quartz's day
+# of week is checked where it is rewritten (``_shift``), which says how Quartz counts.
+_CRON_RANGES = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
+                ("day of week", 0, 7))
+_QUARTZ_RANGES = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31),
+                  ("month", 1, 12), ("day of week", None, None), ("year", 1970, 2099))
+
+
+def _check_ranges(expression: str, fields: list[str], ranges: tuple[tuple[str, int | None, int | None], ...]) -> None:
+    """Refuse a number outside its field's values, naming the field and its range (croniter
+    says only "out of range", or quotes its own rewritten form of the expression)."""
+    for (name, low, high), text in zip(ranges, fields, strict=False):
+        for item in text.split(","):
+            value, _, nth = item.split("/", 1)[0].partition("#")
+            if nth.isdecimal() and not 1 <= int(nth) <= 5:
+                raise ScheduleError(f"invalid expression {expression!r}: {name} {item!r}: the week of the month "
+                                    f"is 1 to 5")
+            if low is None or high is None:
+                continue
+            for number in re.findall(r"\d+", value):
+                if not low <= int(number) <= high:
+                    raise ScheduleError(f"invalid expression {expression!r}: {name} {int(number)} is out of range "
+                                        f"({low} to {high})")
 
 
 # -- Quartz -------------------------------------------------------------------

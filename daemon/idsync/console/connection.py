@@ -95,6 +95,11 @@ def _values(provisioner: Provisioner, form: Form) -> tuple[dict[str, Any], bool]
             raise ConfigError(file, "loginUrl", "Custom needs a URL")
         values["loginUrl"] = check_login_url(custom, file=file)
     elif preset in LOGIN_URLS:
+        typed = form.get("customLoginUrl").strip()
+        if typed and typed != _shown(provisioner)["custom"]:
+            # Typed without choosing Custom: taking the preset would drop that URL unsaid.
+            raise ConfigError(file, "loginUrl", f"a Custom login URL is typed but {preset.capitalize()} is "
+                                                "selected: select Custom to use it, or empty the field")
         values["loginUrl"] = LOGIN_URLS[preset]
     else:
         raise ConfigError(file, "loginUrl", "expected Production, Sandbox or Custom")

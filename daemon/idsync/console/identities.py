@@ -234,7 +234,7 @@ def _create(ctx: ApiContext, object_type: str, form: Form) -> tuple[str, list[st
             values[prop.name] = form.get(f"s.{prop.name}")
     change = change_managed(ctx, object_type, "create", None, values, None)
     assert change.object is not None
-    return str(change.object["_id"]), _outcome(change) or ["saved"]
+    return str(change.object["_id"]), _outcome(change)
 
 
 def _outcome(change: Change) -> list[str]:
@@ -254,7 +254,7 @@ async def _new(request: Request) -> Response:
         ctx, "console.object_created", user=user_of(request), action="CREATE", subject=new_id,
         message=f"created managed/{object_type}/{new_id}", resource=f"managed/{object_type}", id=new_id,
         outcome=outcome))
-    return redirect(request, f"/managed/{object_type}/{new_id}", done="Created; " + "; ".join(outcome or ["saved"]))
+    return redirect(request, f"/managed/{object_type}/{new_id}", done="; ".join(["Created", *outcome]))
 
 
 async def _one(request: Request, form: Form | None = None, problem: str | None = None) -> Response:
@@ -274,9 +274,10 @@ async def _one(request: Request, form: Form | None = None, problem: str | None =
                 problem=problem, **values)
 
 
-def _edit(ctx: ApiContext, object_type: str, object_id: str, form: Form) -> list[str]:
+def _edit(ctx: ApiContext, object_type: str, object_id: str, form: Form) -> list[str] | None:
     """Apply the form's changed fields as one PATCH, exactly as the API's; what implicit sync
-    did, per mapping (nothing when no field changed)."""
+    did, per mapping (None when the object did not change: no field changed, or only one
+    the store computes, such as a user's effectiveRoles from its roles)."""
     schema = _schema(ctx, object_type)
     current = _read(ctx, object_type, object_id)
     ops: list[dict[str, Any]] = []
@@ -291,8 +292,11 @@ def _edit(ctx: ApiContext, object_type: str, object_id: str, form: Form) -> list
         else:
             ops.append({"operation": "replace", "field": f"/{prop.name}", "value": new})
     if not ops:
-        return []
-    return _outcome(change_managed(ctx, object_type, "patch", object_id, ops, form.get("_rev") or None)) or ["saved"]
+        return None
+    change = change_managed(ctx, object_type, "patch", object_id, ops, form.get("_rev") or None)
+    if change.object is not None and change.object.get("_rev") == current.get("_rev"):
+        return None  # what was typed is not what the store keeps: nothing was written
+    return _outcome(change)
 
 
 async def _post(request: Request) -> Response:
@@ -303,13 +307,13 @@ async def _post(request: Request) -> Response:
         outcome = await run_in_threadpool(_edit, ctx, object_type, object_id, form)
     except IdsyncError as exc:
         return await _one(request, form, str(exc))
-    if not outcome:
+    if outcome is None:
         return redirect(request, f"/managed/{object_type}/{object_id}", done="Nothing changed")
     await run_in_threadpool(lambda: record(
         ctx, "console.object_changed", user=user_of(request), action="UPDATE", subject=object_id,
         message=f"edited managed/{object_type}/{object_id}", resource=f"managed/{object_type}", id=object_id,
         outcome=outcome))
-    return redirect(request, f"/managed/{object_type}/{object_id}", done="Saved; " + "; ".join(outcome))
+    return redirect(request, f"/managed/{object_type}/{object_id}", done="; ".join(["Saved", *outcome]))
 
 
 identity_routes = [

@@ -10,6 +10,7 @@ steps of DDL (MariaDB runs each statement of them as a transaction of its own).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -323,6 +324,7 @@ class Store:
             raise store_error(exc, "store: cannot open the database: ") from None
         if current == _head_revision():
             return
+        named = self.dialect not in ("sqlite", "postgresql")
         try:
             with self.engine.begin() as conn:
                 # Two processes opening a new store at once (the daemon and a
@@ -332,15 +334,18 @@ class Store:
                 elif self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(7461032)"))
                 else:
-                    conn.execute(text("SELECT GET_LOCK('idsync_migrate', 60)"))
-                if declared and _new_database(conn):
-                    metadata.create_all(conn)
-                    _alembic_version.create(conn)
-                    conn.execute(_alembic_version.insert().values(version_num=_head_revision()))
-                else:
-                    _upgrade(conn)
-                if self.dialect in ("mysql", "mariadb"):
-                    conn.execute(text("SELECT RELEASE_LOCK('idsync_migrate')"))
+                    _take_migration_lock(conn)
+                try:
+                    if declared and _new_database(conn):
+                        metadata.create_all(conn)
+                        _alembic_version.create(conn)
+                        conn.execute(_alembic_version.insert().values(version_num=_head_revision()))
+                    else:
+                        _upgrade(conn)
+                finally:
+                    if named:  # the lock is the session's, not the transaction's: a failed upgrade frees it too
+                        with contextlib.suppress(DatabaseError, InterfaceError):
+                            conn.execute(text(f"SELECT RELEASE_LOCK({_MIGRATION_LOCK})"))
         except OperationalError as exc:
             raise store_error(exc, "store: cannot open the database: ") from None
 
@@ -618,6 +623,20 @@ _REFUSED_POSTGRES = ("password authentication failed", "role \"", "no pg_hba.con
 # PostgreSQL's deadlock_detected and serialization_failure. Running it again is the cure.
 _CONFLICT_MYSQL = (1213,)
 _CONFLICT_POSTGRES = ("40P01", "40001")
+
+
+# MariaDB's named locks are the server's, not a database's: the name holds the database's
+# (hashed: a name is at most 64 characters), so stores in other databases never wait for it.
+_MIGRATION_LOCK = "CONCAT('idsync_migrate_', MD5(DATABASE()))"
+_MIGRATION_WAIT = 60
+
+
+def _take_migration_lock(conn: Connection) -> None:
+    """Wait up to a minute for this database's migration lock; a store another process is
+    still creating or upgrading after that is unavailable, not migrated beside it."""
+    if conn.execute(text(f"SELECT GET_LOCK({_MIGRATION_LOCK}, {_MIGRATION_WAIT})")).scalar() != 1:
+        raise PeerUnavailable(f"store: cannot open the database: another process has been creating or "
+                              f"upgrading its tables for {_MIGRATION_WAIT} s; try again once it is done")
 
 
 def store_error(exc: SQLAlchemyError, prefix: str = "store: ") -> PeerError:

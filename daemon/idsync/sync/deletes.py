@@ -87,7 +87,9 @@ class DeferredDeletes:
         if not count:
             return
         limit = self.max_deletes if self.max_deletes is not None else self.mapping.max_deletes
-        allowed = delete_cap(limit, self.counters.target_total, self.counters.changes["created"])
+        # A dry run's creates are counted but never made: the target it counted holds none of them.
+        created = 0 if self.dry_run else self.counters.changes["created"]
+        allowed = delete_cap(limit, self.counters.target_total, created)
         if allowed is not None and count > allowed:
             message = (f"the run would delete or unlink {count} target objects, more than maxDeletes allows "
                        f"({allowed}); nothing was deleted")

@@ -459,6 +459,8 @@ class _Run:
         self._revisit(source, target, assessor, correlators)
         self.counters.phases["source"] = time.monotonic() - started
         self.counters.phase_ended("source")
+        if self.counters.source_total is None:  # a source not counted up front, now read whole
+            self.counters.source_total = self.counters.source_processed
         if self.counters.source_processed == 0 and not m.allow_empty_source_set:
             raise SafetyLimitExceeded(
                 f"the source {m.source} returned no objects; refusing to continue "

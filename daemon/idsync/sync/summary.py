@@ -79,7 +79,7 @@ class Counters:
     source_processed: int = 0
     source_total: int | None = None
     target_processed: int = 0
-    target_total: int | None = None
+    target_total: int | None = None  # after the target phase: this run's creates included (``maxDeletes``)
     links_created: int = 0
     links_processed: int = 0  # existing links the run looked at, in either phase
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -209,7 +209,7 @@ class Counters:
                 "source": {"existing": {"processed": self.source_processed,
                                         "total": "?" if self.source_total is None else str(self.source_total)}},
                 "target": {"existing": {"processed": self.target_processed,
-                                        "total": "?" if self.target_total is None else str(self.target_total)},
+                                        "total": "?" if self.target_total is None else str(self._before_run())},
                            "created": self.changes["created"], "unchanged": self.changes["unchanged"],
                            "updated": self.changes["updated"], "deleted": self.changes["deleted"]},
                 "links": {"created": self.links_created, "existing": {"processed": self.links_processed,
@@ -224,6 +224,11 @@ class Counters:
             "errorCount": self.error_count,
             "errors": list(self.errors),
         } | self._qualifier_summary()
+
+    def _before_run(self) -> int:
+        """The target's objects before this run, as PingIDM counts its target's ids up front:
+        ``target_total`` without the run's creates (a dry run's were never made)."""
+        return max((self.target_total or 0) - (0 if self.dry_run else self.changes["created"]), 0)
 
     def _qualifier_summary(self) -> dict[str, Any]:
         if all(q == "default" for q, _ in self.qualified):

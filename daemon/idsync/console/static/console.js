@@ -1,5 +1,7 @@
 // Progressive enhancement only: every action works without this file.
-// [data-refresh]: reload the element's content from its URL every data-every seconds.
+// [data-refresh]: reload the element's content from its URL every data-every seconds;
+//   with data-reload-when-ended, the whole page once the content shows a run that ended
+//   (its audit, written as it ran, is on the page only then).
 // [data-cron-preview]: describe the expression and its next fires as it is typed.
 // form[data-confirm]: ask before submitting.
 (function () {
@@ -13,7 +15,11 @@
         if (r.redirected) { window.location.reload(); throw new Error("session ended"); }
         if (r.ok) { return r.text(); }
         throw new Error(r.status);
-      }).then(function (html) { el.innerHTML = html; }).catch(function () {});
+      }).then(function (html) {
+        el.innerHTML = html;
+        if (el.hasAttribute("data-reload-when-ended") &&
+            el.querySelector("[data-state]:not([data-state='ACTIVE'])")) { window.location.reload(); }
+      }).catch(function () {});
     }, every);
   }
   function cron(input) {
