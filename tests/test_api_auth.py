@@ -155,7 +155,8 @@ def test_loading_the_accounts_module_computes_no_hash() -> None:
 
 def test_mappings_are_answered_as_their_files_hold_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A value an ``&{NAME}`` token gives (a secret from the environment) is used by the
-    mapping and never answered: ``config/sync`` and ``sync/mappings`` show the token."""
+    mapping and never answered: ``config/sync``, ``config/mapping/NAME`` (a mapping of its own
+    file) and ``sync/mappings`` show the token."""
     monkeypatch.setenv("IDSYNC_TEST_MAPPING_KEY", "HrKey-GRUE")
     project = _project(tmp_path)
     transform = {"type": "text/javascript", "source": "source + key", "globals": {"key": "&{IDSYNC_TEST_MAPPING_KEY}"}}
@@ -165,10 +166,14 @@ def test_mappings_are_answered_as_their_files_hold_them(tmp_path: Path, monkeypa
     (project / "conf" / "mapping-single.json").write_text(json.dumps({**mapping, "name": "single"}))
     with serve(project) as api:
         answers = [api.get(path, headers=ADMIN) for path in
-                   ("/openidm/config/sync", "/openidm/sync/mappings?_queryFilter=true")]
+                   ("/openidm/config/sync", "/openidm/sync/mappings?_queryFilter=true",
+                    "/openidm/config/mapping/single")]
+        assert api.get("/openidm/config/mapping/users_roles", headers=ADMIN).status_code == 404  # sync.json's
     for answer in answers:
         assert answer.status_code == 200, answer.text
         assert "HrKey-GRUE" not in answer.text and "&{IDSYNC_TEST_MAPPING_KEY}" in answer.text
+    single = answers[2].json()
+    assert single["_id"] == "mapping/single" and single["name"] == "single" and single["source"] == "managed/user"
     listed = answers[1].json()["result"]
     assert [m["_id"] for m in listed] == ["users_roles", "single"]
     assert listed[0]["properties"][0]["transform"]["globals"] == {"key": "&{IDSYNC_TEST_MAPPING_KEY}"}

@@ -146,3 +146,6 @@ def test_seed_003_mapping_paging(tmp_path: Path) -> None:
         assert unknown.status_code == 400 and unknown.json()["code"] == 400
         config = api.get("/openidm/config/sync", headers=ADMIN).json()
         assert config["_id"] == "sync" and [m["name"] for m in config["mappings"]] == [n for n, _, _ in _SEED_003]
+        # Only a mapping of its own file (conf/mapping-NAME.json) is config/mapping/NAME, as in PingIDM.
+        missing = api.get("/openidm/config/mapping/mapping7", headers=ADMIN)
+        assert missing.status_code == 404 and "config/sync" in missing.json()["message"], missing.text

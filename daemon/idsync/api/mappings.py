@@ -1,4 +1,5 @@
-"""``/openidm/sync/mappings`` and ``/openidm/config/sync``: the mappings, read-only;
+"""``/openidm/sync/mappings``, ``/openidm/config/sync`` and ``/openidm/config/mapping/NAME``:
+the mappings, read-only;
 ``/openidm/sync?_action=getLinkedResources`` and ``performAction``: links seen and set
 by hand, and a policy's action taken by hand for one object (``sync/manual_links.py``).
 
@@ -86,6 +87,19 @@ async def _config_sync(request: Request) -> JSONResponse:
                                                      if m.file.endswith("sync.json")]})
 
 
+async def _config_mapping(request: Request) -> JSONResponse:
+    """A mapping of its own file (``conf/mapping-NAME.json``) as PingIDM's ``config/mapping/NAME``
+    answers it: the file's content, ``_id`` ``mapping/NAME``; those of ``sync.json`` are in
+    ``config/sync``."""
+    ctx: ApiContext = request.app.state.ctx
+    name = request.path_params["name"]
+    for m in ctx.project().mappings:
+        if m.name == name and not m.file.endswith("sync.json"):
+            return JSONResponse({"_id": f"mapping/{name}", **dict(m.written)})
+    raise ApiError(404, f"no configuration mapping/{name} (conf/mapping-{name}.json); "
+                        "the mappings of conf/sync.json are in config/sync")
+
+
 def _required(request: Request, *names: str) -> list[str]:
     values = [request.query_params.get(n) or "" for n in names]
     missing = [n for n, v in zip(names, values, strict=True) if not v]
@@ -151,4 +165,5 @@ mapping_routes = [
     Route("/sync", _sync, methods=["POST"]),
     Route("/sync/mappings", _list, methods=["GET"]),
     Route("/config/sync", _config_sync, methods=["GET"]),
+    Route("/config/mapping/{name}", _config_mapping, methods=["GET"]),
 ]

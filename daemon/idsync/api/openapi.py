@@ -140,6 +140,8 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
     ("/openidm/config/sync", "get", "The mappings of conf/sync.json", [], None, {"200": {
         "type": "object", "required": ["_id", "mappings"], "properties": {
             "_id": {"type": "string"}, "mappings": {"type": "array", "items": _OBJECT}}}}),
+    ("/openidm/config/mapping/{name}", "get", "A mapping of its own file (conf/mapping-NAME.json)", [], None,
+     {"200": {"type": "object", "required": ["_id", "name"], "properties": {"_id": {"type": "string"}}}}),
     ("/openidm/scheduler/job", "get", "The daemon's jobs, next fire times and last runs (all of them without a "
      "_queryFilter)", _QUERY, None, {"200": _PAGED}),
     ("/openidm/scheduler/job/{name}", "get", "One job", [], None, {"200": {"$ref": "#/components/schemas/Job"}}),
