@@ -291,6 +291,26 @@ def test_a_runs_ambiguous_entry_names_its_candidates(capsys: pytest.CaptureFixtu
     assert "source_id=uid=e1 candidates=id-a,id-b" in shown and "found 2 targets" in shown
 
 
+def test_a_runs_entries_are_shown_as_written_brackets_and_all(capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``idsync status RUN`` prints each object's message and ids literally: a script's error
+    naming ``managed/<type>[/<id>]`` (a task scanner's ``openidm.create`` of a workflow) is
+    neither a crash of the command nor shown with parts missing, nor is a value in brackets."""
+    from idsync.cli.render import render_audit
+
+    monkeypatch.setenv("COLUMNS", "300")
+    message = ("conf/schedule-taskscan_sunrise.json: invokeContext.task.script (script/sunrise.js): Error: "
+               "openidm.create workflow/processinstance: idsync's scripts reach managed/<type>[/<id>] only")
+    render_audit([{"status": "FAILURE", "situation": None, "action": None, "source_id": "row[3]",
+                   "target_id": None, "message": message, "link_qualifier": "default"},
+                  {"status": "FAILURE", "situation": "ABSENT", "action": "CREATE", "source_id": "uid=e2",
+                   "target_id": None, "message": "description: [bold] and [x=1] are not allowed",
+                   "link_qualifier": "default"}])
+    shown = capsys.readouterr().out
+    assert "managed/<type>[/<id>] only" in shown and "source_id=row[3]" in shown
+    assert "description: [bold] and [x=1] are not allowed" in shown
+
+
 def test_a_failed_push_of_a_roles_member_names_the_member(tmp_path: Path) -> None:
     """A role changed on the command line pushes its members; one that fails is named as
     the user it is (``managed/user/ID``), after the role that changed, not as a role."""

@@ -720,6 +720,37 @@ def test_a_value_the_reverse_mapping_would_not_write_is_not_an_echo(tmp_path: Pa
     assert _users(project)["bjensen"]["_rev"] == json.loads(patched.stdout)["_rev"]
 
 
+def test_a_change_only_on_update_reads_runs_it(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """As OpenIDM's historicalaccountlinking records an account's state in its LDAP-to-store
+    mapping's ``onUpdate`` (from an attribute no property rule maps), a change of such an
+    attribute reaches the hook: liveSync does not take it for idsync's own write read back
+    (the rules' attributes are all as the store holds them), and the hook runs although the
+    rules project nothing new, as PingIDM runs ``onUpdate`` on every UPDATE; what it sets is
+    written. A recon runs it alike."""
+    project = _project(tmp_path, slapd, ldap_subtree)
+    sync = project / "conf" / "sync.json"
+    conf = json.loads(sync.read_text())
+    forward = next(m for m in conf["mappings"] if m["name"] == FORWARD)
+    forward["onUpdate"] = {"type": "text/javascript", "source":
+                           "target.accountStatus = String(source.employeeType) === 'disabled' ? 'inactive' : 'active';"}
+    forward["defaultSourceFields"].append("employeeType")
+    sync.write_text(json.dumps(conf))
+    assert _live(project).state == "SUCCESS"
+    dn = f"uid=bjensen,{ldap_subtree}"
+
+    slapd.add_ldif(f"dn: {dn}\nchangetype: modify\nreplace: employeeType\nemployeeType: disabled\n")
+    done = _live(project)
+    assert done.state == "SUCCESS" and done.changes == 1, done.message
+    assert done.runs[0]["echoes"] == 0 and done.runs[0]["counts"] == {"updated": 1}, done.runs
+    assert _users(project)["bjensen"]["accountStatus"] == "inactive"
+
+    slapd.add_ldif(f"dn: {dn}\nchangetype: modify\nreplace: employeeType\nemployeeType: staff\n")
+    summary = recon_summary(project, FORWARD)
+    assert summary["changes"]["updated"] == 1, summary
+    assert _users(project)["bjensen"]["accountStatus"] == "active"
+    assert recon_summary(project, FORWARD)["changes"].get("updated", 0) == 0
+
+
 def test_a_change_with_nothing_new_is_skipped_without_calling_it_idsyncs(tmp_path: Path, slapd: Slapd,
                                                                           ldap_subtree: str) -> None:
     """A move to another OU (no attribute the mapping reads) and a change a recon applied

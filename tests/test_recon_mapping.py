@@ -170,7 +170,8 @@ def test_property_condition_sees_the_target_being_made(env: Env) -> None:
 
 
 def test_update_delete_and_unlink_hooks(env: Env) -> None:
-    """onUpdate may change what is written; onDelete and onUnlink run with the
+    """onUpdate may change what is written, and runs on every UPDATE, as in PingIDM, whether
+    or not the property rules changed anything; onDelete and onUnlink run with the
     situation and the id of the target concerned; a DELETE of a linked target runs
     onDelete, then onUnlink once it is deleted, as PingIDM's DELETE falls through to UNLINK."""
     env.reconfigure(maxDeletes=None, policies=[
@@ -183,8 +184,10 @@ def test_update_delete_and_unlink_hooks(env: Env) -> None:
     env.recon()
     env.modify("u1", "mail", "u1-new@example.com")
     updated = env.recon()
-    assert updated.summary["changes"]["updated"] == 1
-    assert env.users()["u1"]["description"] == "seen u1" and "description" not in env.users()["u2"]
+    assert updated.summary["changes"]["updated"] == 2
+    assert env.users()["u1"]["description"] == "seen u1" and env.users()["u2"]["description"] == "seen u2"
+    assert env.users()["u1"]["mail"] == "u1-new@example.com"
+    assert env.recon().summary["changes"]["updated"] == 0
     missing, gone = env.users()["u1"]["_id"], env.users()["u2"]["_id"]
     Resources(env.project, env.store).open("managed/user").delete(missing)
     env.remove("u2")

@@ -330,6 +330,45 @@ def test_validate_compiles_the_task_scripts_and_checks_the_type(tmp_path: Path) 
     assert "groovy" in problems[("schedule-groovy.json", "invokeContext.script")]
 
 
+# A task that starts a workflow for the user it is given, as OpenIDM's usecase sunrise task does.
+START_WORKFLOW = """
+(function () {
+    var params = {"userId": objectID, "_key": "sunrise"};
+    openidm.create('workflow/processinstance', null, params);
+    return true;
+}());
+"""
+# Calls idsync's scripts do reach, and a call written only in a comment or a string.
+REACHABLE = """
+// openidm.create('workflow/processinstance', null, {});
+var user = openidm.read('managed/user/' + input._id, null, ['userName']);
+if (openidm.read("config/external.email")) {
+    openidm.action("external/email", "send", {to: user.userName, body: "openidm.read('repo/x')"});
+}
+openidm.action('recon', 'recon', {}, {mapping: 'm'});
+true;
+"""
+
+
+def test_validate_names_a_task_calling_a_service_idsync_scripts_cannot_reach(tmp_path: Path) -> None:
+    """A task scanner's script that starts a workflow (``openidm.create('workflow/processinstance')``)
+    throws each time it runs: ``validate`` says so in a warning naming the schedule, the
+    script, the call and why, not only the run once the task is due. A script whose calls
+    idsync answers (managed objects, the email service, recon), or that names another
+    service only in a comment or a string, gets no such line."""
+    env = Env(tmp_path, "sqlite")
+    (env.dir / "script" / "sunrise.js").write_text(START_WORKFLOW)
+    env.schedule("taskscan_sunrise", {**_scan(SCAN_TASKS, {"type": "text/javascript", "file": "script/sunrise.js"}),
+                                      "enabled": False})
+    env.schedule("reachable", _scan(SCAN_TASKS, {"type": "text/javascript", "source": REACHABLE}))
+    problems = validate_project(env.dir, check_system)
+    assert not [p for p in problems if not isinstance(p, ConfigWarning)], problems
+    (line,) = [p for p in problems if "cannot reach" in str(p)]
+    assert Path(line.file).name == "schedule-taskscan_sunrise.json" and line.key == "invokeContext.task.script"
+    assert "script/sunrise.js" in str(line) and "openidm.create('workflow/processinstance')" in str(line)
+    assert "no workflow engine" in str(line)
+
+
 def test_time_macros_and_periods() -> None:
     now = dt.datetime(2026, 1, 31, 10, 0, 0, 123456, tzinfo=dt.UTC)
     assert expand_time("${Time.now}", now) == "2026-01-31T10:00:00.123Z"

@@ -158,5 +158,7 @@ def render_audit(entries: Sequence[Mapping[str, Any]]) -> None:
         changes = e.get("changes")
         if changes and not what:
             what = ", ".join(sorted(changes))
-        c.print(f"    {e['status']:<8} {e.get('situation') or '':<20} {e.get('action') or '':<9} {ids}"
-                       + (f"  {what}" if what else ""))
+        # Literal: a message or an id may hold brackets ("managed/<type>[/<id>]"), which
+        # markup would take for tags, drop or fail on.
+        c.print(escape(f"    {e['status']:<8} {e.get('situation') or '':<20} {e.get('action') or '':<9} {ids}"
+                       + (f"  {what}" if what else "")), soft_wrap=True)

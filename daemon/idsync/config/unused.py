@@ -16,7 +16,9 @@ PingIDM does with it and what idsync does instead:
   (``notify``, ``notifySelf``, ``notifyRelationships``) where following it would
   make a difference (``config/notify.py``); in ``managed.json``'s schemas and
   a provisioner's ``objectTypes``, the keys idsync does not know and takes for no
-  misspelling of a known one (``config/schema_keys.py``).
+  misspelling of a known one (``config/schema_keys.py``);
+* the scripts of those files that call a service idsync's scripts cannot reach
+  (``config/script_reach.py``): the call throws each time the script runs.
 
 These are warnings only: nothing here changes how a project loads, and a file
 that does not parse is left to the code that reads it to report.
@@ -39,6 +41,7 @@ from idsync.config.objectmodel import NOT_ENFORCED_POLICIES, js_regexp, not_run
 from idsync.config.operation_options import FOLLOWED
 from idsync.config.relationships import demoted
 from idsync.config.schema_keys import MANAGED_TYPE_KEYS, KeySet, object_type_key_sets, schema_key_sets
+from idsync.config.script_reach import REACHED, script_objects, script_text, unreachable_calls
 from idsync.errors import ConfigError, ConfigWarning
 from idsync.keys import misspelling_of
 from idsync.scripts.paths import ScriptPaths
@@ -139,6 +142,7 @@ def unused_configuration(conf_dir: Path, skip: Mapping[str, str] | None = None) 
     for path in sorted(conf_dir.glob("provisioner.openicf-*.json")):
         if str(path) not in skip.values():
             found += _provisioner(path)
+    found += _script_calls(conf_dir, set(skip))
     return found
 
 
@@ -161,6 +165,31 @@ def _files(conf: Path) -> Iterator[NotUsed]:
     others = [n for n in names if n not in claimed]
     if others:
         yield _group(conf, others, "not read: not a file idsync knows (PingIDM may read it; idsync does not)")
+
+
+def _script_calls(conf: Path, skip: Collection[str]) -> list[NotUsed]:
+    """A line for each script, of the files idsync runs scripts from, that calls a service
+    idsync's scripts cannot reach (``config/script_reach.py``)."""
+    paths = ScriptPaths(conf.parent)
+    found = []
+    files = [conf / "managed.json", conf / "sync.json", *sorted(conf.glob("mapping-*.json")),
+             *sorted(conf.glob("schedule-*.json")),
+             *(p for p in sorted(conf.glob("endpoint-*.json")) if not_served(p, conf.parent) is None)]
+    for path in files:
+        raw = _json(path) if path.is_file() else None
+        if path.name == "sync.json" and isinstance(raw, dict) and isinstance(raw.get("mappings"), list):
+            raw = {"mappings": [m if not (isinstance(m, dict) and mapping_systems(m) & set(skip)) else None
+                                for m in raw["mappings"]]}
+        elif path.name.startswith("mapping-") and isinstance(raw, dict) and mapping_systems(raw) & set(skip):
+            continue
+        for key, config in script_objects(raw):
+            source = script_text(config, paths)
+            calls = unreachable_calls(source) if source is not None else []
+            if calls:
+                found.append(NotUsed(str(path), key, f"fails where it calls: {config.get('file') or 'the script'} "
+                                     f"calls a service idsync's scripts cannot reach, which throws each time the "
+                                     f"script runs: {'; '.join(calls)} (they reach {REACHED})"))
+    return found
 
 
 def _only_queries(conf: Path, name: str) -> bool:

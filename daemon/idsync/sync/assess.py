@@ -493,6 +493,22 @@ class Assessor:
             changes = {k: v for k, v in changes.items() if k not in left}
             plan.link = not linked and m.enable_linking
             plan.digest, plan.projected = self.digests.projection(target, plan.qualifier), target
+            if "onUpdate" in m.hooks and self.allow_update and self.denied.get("update") != "DO_NOTHING":
+                # As in PingIDM, onUpdate runs on every UPDATE, before the target is compared: a
+                # script may set what no property rule maps, or act on a source attribute no rule
+                # reads (OpenIDM's historicalaccountlinking records an account's state so).
+                hooked = self._hook_target(m.hooks["onUpdate"], {
+                    "source": s, "target": {**current, **target}, "oldTarget": current,
+                    "situation": plan.situation, "linkQualifier": plan.qualifier,
+                    **({"oldSource": old_source} if old_source is not None else {})})
+                if self.stored is not None:
+                    hooked = self.stored(hooked)
+                changes = self._hashes_left_out(self._secrets_kept(
+                    diff({k: hooked.get(k) for k in set(hooked) - {"_id", "_rev"}}, current,
+                         unordered=self.unordered), current))
+                changes = self._written_left_out(plan, changes, current, hooked)
+                # What the script itself set is written; a value it left as projected is not.
+                changes = {k: v for k, v in changes.items() if k not in left or hooked.get(k) != target.get(k)}
             if not changes:
                 plan.change, plan.rev = "unchanged", current.get("_rev")
                 plan.audit = plan.audit or plan.link
@@ -502,27 +518,11 @@ class Assessor:
             elif self._left_undone(plan, "update"):
                 pass
             else:
-                if "onUpdate" in m.hooks:
-                    hooked = self._hook_target(m.hooks["onUpdate"], {
-                        "source": s, "target": {**current, **target}, "oldTarget": current,
-                        "situation": plan.situation, "linkQualifier": plan.qualifier,
-                        **({"oldSource": old_source} if old_source is not None else {})})
-                    if self.stored is not None:
-                        hooked = self.stored(hooked)
-                    changes = self._hashes_left_out(self._secrets_kept(
-                        diff({k: hooked.get(k) for k in set(hooked) - {"_id", "_rev"}}, current,
-                             unordered=self.unordered), current))
-                    changes = self._written_left_out(plan, changes, current, hooked)
-                    # What the script itself set is written; a value it left as projected is not.
-                    changes = {k: v for k, v in changes.items() if k not in left or hooked.get(k) != target.get(k)}
-                if changes:
-                    plan.op = WriteOp("update", id=current["_id"], values=changes, before=current,
-                                      rev=current.get("_rev"))
-                    plan.change, plan.audit = "updated", True
-                    plan.changes = self._mask(changes)
-                    plan.message = f"UPDATE {m.target}/{current['_id']}: {', '.join(sorted(changes))}"
-                else:
-                    plan.change = "unchanged"
+                plan.op = WriteOp("update", id=current["_id"], values=changes, before=current,
+                                  rev=current.get("_rev"))
+                plan.change, plan.audit = "updated", True
+                plan.changes = self._mask(changes)
+                plan.message = f"UPDATE {m.target}/{current['_id']}: {', '.join(sorted(changes))}"
         elif action == "LINK":
             if current is None or s is None:
                 plan.error = f"{plan.situation}: LINK needs a source and a target"

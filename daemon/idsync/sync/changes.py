@@ -46,6 +46,7 @@ from idsync.config.jobs import LIVESYNC_JOB
 from idsync.config.mappings import MappingDef
 from idsync.config.project import Project
 from idsync.config.properties import diff
+from idsync.config.source_fields import source_fields
 from idsync.errors import IdsyncError, NotFound, SafetyLimitExceeded
 from idsync.query.ast import And, Compare, Node, Or
 from idsync.resource import Change, Obj, QuerySpec, Resource, WriteOp, WriteResult, renamed
@@ -317,7 +318,12 @@ class ChangeApplier:
         """
         if self.reverse is None or linked_target is None:
             return False
-        reads = self.mapping.properties.source_fields()
+        # Every attribute the mapping reads, not only its rules': one that only a hook,
+        # validSource or a policy script reads may be the whole change (an account
+        # disabled, which onUpdate records), and anything reading the whole source may
+        # read anything (``source_fields``: None).
+        fields = source_fields(self.mapping)
+        reads = set(fields) if fields is not None else None
         if reads is None or not reads <= self.reverse.mapping.properties.target_fields():
             return False  # the change may hold something the reverse mapping never writes
         try:
