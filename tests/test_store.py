@@ -533,6 +533,22 @@ def test_searchable_numbers_compare_exactly(store: Store) -> None:
     assert {k[0]: [o["userName"] for o in v] for k, v in found.items()} == {n: [name] for name, n in numbers.items()}
 
 
+def test_a_searchable_number_of_any_size_is_kept_and_found(store: Store) -> None:
+    """A searchable number written out in more characters than the index keeps of a value
+    (``1e300`` is 301 digits) is written on every store, where PostgreSQL and MariaDB refused
+    the whole object with a database error, and is found by ``eq``, ranges and a batched
+    correlation of its value."""
+    users = _typed_users(store, "number")
+    results = users.write_batch([WriteOp("create", values={"userName": name, "code": n})
+                                 for name, n in (("huge", 1e300), ("less", 1e299), ("small", 3))])
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert _ids(users, Compare(("code",), "eq", 1e300)) == {"huge"}
+    assert _ids(users, Compare(("code",), "gt", 1e299)) == {"huge"}
+    assert _ids(users, Compare(("code",), "lt", 1e300)) == {"less", "small"}
+    found = users.find_matching((("code",),), [(1e300,), (1e299,)])
+    assert {k[0]: [o["userName"] for o in v] for k, v in found.items()} == {1e300: ["huge"], 1e299: ["less"]}
+
+
 def test_rev_is_a_field_of_filters(users: ManagedResource) -> None:
     """``_rev`` compares with the object's revision, as ``_id`` with its id."""
     first = users.create({"userName": "a"})

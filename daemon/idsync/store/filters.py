@@ -58,7 +58,7 @@ def property_value(value: Any) -> tuple[str | None, float | None]:
     if isinstance(value, bool):
         return ("true" if value else "false"), None
     if isinstance(value, int | float):
-        return _number_text(value), float(value)
+        return _number_text(value)[:INDEXED_LENGTH], float(value)
     if isinstance(value, dict | list):
         return None, None
     text = str(value)
