@@ -549,6 +549,21 @@ def test_a_searchable_number_of_any_size_is_kept_and_found(store: Store) -> None
     assert {k[0]: [o["userName"] for o in v] for k, v in found.items()} == {1e300: ["huge"], 1e299: ["less"]}
 
 
+def test_numbers_compare_as_doubles_searchable_or_not(store: Store) -> None:
+    """A number is compared as a double whether its property is searchable or not, on every
+    store: an integer with more digits than a double holds (12345678901234567, a double's
+    12345678901234568) equals its double and ranges place it there; SQLite compared the
+    document's integer exactly, so the plain property found it by none of them."""
+    users = _typed_users(store, "number")
+    users.create({"userName": "long", "code": 12345678901234567, "other": 12345678901234567})
+    users.create({"userName": "short", "code": 5, "other": 5})
+    for name in ("code", "other"):
+        for number in (12345678901234567, 12345678901234568):
+            assert _ids(users, Compare((name,), "eq", number)) == {"long"}, (name, number)
+            assert _ids(users, Compare((name,), "ge", number)) == {"long"}, (name, number)
+            assert _ids(users, Compare((name,), "lt", number)) == {"short"}, (name, number)
+
+
 def test_rev_is_a_field_of_filters(users: ManagedResource) -> None:
     """``_rev`` compares with the object's revision, as ``_id`` with its id."""
     first = users.create({"userName": "a"})

@@ -244,8 +244,10 @@ def _any_sqlite(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str:
     # json_each lists an array's elements, a scalar itself, and an object's members:
     # those, keyed by name rather than by position, are left out. It reads the document
     # itself at the path: JSON_EXTRACT would have turned true and false into 1 and 0.
+    # A number is a double, as in the index and on the other stores: SQLite would compare
+    # an integer past a double's 53 bits exactly.
     cond = _typed(element.filter_op, element.value, "CASE WHEN e.type = 'text' THEN e.value END",
-                  "CASE WHEN e.type IN ('integer', 'real') THEN e.value END", "e.type = '{}'")
+                  "CASE WHEN e.type IN ('integer', 'real') THEN CAST(e.value AS REAL) END", "e.type = '{}'")
     return _render(element, compiler, kw, "EXISTS (SELECT 1 FROM json_each({data}, {path}) AS e "
                    "WHERE (e.key IS NULL OR typeof(e.key) = 'integer') AND {cond})", cond)
 
