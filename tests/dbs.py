@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from idsync.store.database import Store
 from idsync_dev.stores import drop_idsync_tables, empty_idsync_tables
 from sqlalchemy import Connection, create_engine, make_url, text
 
@@ -122,3 +123,13 @@ def migrate_to(conn: Connection, revision: str) -> None:
     config.set_main_option("script_location", str(database._MIGRATIONS))
     config.attributes["connection"] = conn
     command.upgrade(config, revision)
+
+
+def old_store(url: str, revision: str) -> Store:
+    """The store at ``url`` brought to schema ``revision`` and opened without migrating
+    further, for a test to write what an older release wrote; closed by the caller."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        migrate_to(conn, revision)
+    engine.dispose()
+    return Store.open(url, migrate=False)

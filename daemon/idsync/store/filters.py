@@ -41,6 +41,7 @@ from sqlalchemy.sql.elements import ColumnElement as _CE
 
 from idsync.errors import QueryError
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Op, Or, Path, Present, Value, paths
+from idsync.store.tables import EXACT_COLLATION
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
 
@@ -264,7 +265,9 @@ def _any_postgresql(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str
 @compiles(_AnyValue, "mysql")
 @compiles(_AnyValue, "mariadb")
 def _any_mariadb(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str:
-    cond = _typed(element.filter_op, element.value, "CASE WHEN JSON_TYPE(e.v) = 'STRING' THEN JSON_UNQUOTE(e.v) END",
+    # As the id and key columns: every character counted ("a" is not "a "), case included.
+    cond = _typed(element.filter_op, element.value, "CASE WHEN JSON_TYPE(e.v) = 'STRING' THEN JSON_UNQUOTE(e.v) "
+                  f"COLLATE {EXACT_COLLATION} END",
                   "CASE WHEN JSON_TYPE(e.v) IN ('INTEGER', 'UNSIGNED INTEGER', 'DOUBLE', 'DECIMAL') "
                   "THEN CAST(JSON_UNQUOTE(e.v) AS DOUBLE) END",
                   "(JSON_TYPE(e.v) = 'BOOLEAN' AND JSON_UNQUOTE(e.v) = '{}')")

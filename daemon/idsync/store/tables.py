@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 
 __all__ = [
+    "EXACT_COLLATION",
     "ID_LENGTH",
     "KEY_LENGTH",
     "audit",
@@ -62,9 +63,11 @@ metadata = MetaData()
 ID_LENGTH = 64
 KEY_LENGTH = 255
 # Exact, case-sensitive comparison on every dialect: MariaDB's default collation
-# would otherwise make "BJensen" equal "bjensen" there and nowhere else.
-_Key = String(KEY_LENGTH).with_variant(mysql.VARCHAR(KEY_LENGTH, collation="utf8mb4_bin"), "mysql", "mariadb")
-_Id = String(ID_LENGTH).with_variant(mysql.VARCHAR(ID_LENGTH, collation="utf8mb4_bin"), "mysql", "mariadb")
+# would otherwise make "BJensen" equal "bjensen" there and nowhere else, and its
+# utf8mb4_bin "alice" equal "alice " (PAD SPACE; migration 0019).
+EXACT_COLLATION = "utf8mb4_nopad_bin"
+_Key = String(KEY_LENGTH).with_variant(mysql.VARCHAR(KEY_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb")
+_Id = String(ID_LENGTH).with_variant(mysql.VARCHAR(ID_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb")
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 _Json = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
