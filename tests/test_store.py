@@ -303,6 +303,25 @@ def test_trailing_spaces_count_on_every_store(store: Store) -> None:
     assert links.targets_of(["s", "s "]) == {"s": "x", "s ": "x "}
 
 
+def test_a_prefix_finds_values_with_characters_past_u_ffff_after_it(store: Store) -> None:
+    """``sw`` finds a value whose next character after the prefix is past U+FFFF (an emoji,
+    U+10FFFF) on every store, as ids, searchable and plain values: MariaDB's index read for
+    ``LIKE 'a%'`` ended at "a" and U+FFFF and missed them. What does not start with the
+    prefix is still not found."""
+    users = _typed_users(store, "string")
+    for value in ("a\U0001F600b", "a\U0010FFFF", "a\uFFFF", "ab", "b", "\uD7FFx", "\uE000"):
+        users.create({"_id": f"id-{value}", "userName": value, "code": value, "other": value})
+    for field in ("_id", "code", "other"):
+        prefix = "id-" if field == "_id" else ""
+        assert _ids(users, Compare((field,), "sw", prefix + "a")) == {
+            "a\U0001F600b", "a\U0010FFFF", "a\uFFFF", "ab"}, field
+        assert _ids(users, Compare((field,), "sw", prefix + "a\U0001F600")) == {"a\U0001F600b"}, field
+        assert _ids(users, Compare((field,), "sw", prefix + "a\U0010FFFF")) == {"a\U0010FFFF"}, field
+        assert _ids(users, Compare((field,), "sw", prefix + "\uD7FF")) == {"\uD7FFx"}, field
+        assert _ids(users, Compare((field,), "sw", prefix)) == {
+            "a\U0001F600b", "a\U0010FFFF", "a\uFFFF", "ab", "b", "\uD7FFx", "\uE000"}, field
+
+
 @pytest.mark.parametrize(("url", "problem"), [("notaurl", "not a database URL"),
                                               ("postgresql://u:S3cret@h:notaport/d", "not a database URL"),
                                               ("bogus://x", "unsupported database 'bogus'")])

@@ -193,16 +193,56 @@ def compare_op(column: _CE[Any], op: str, value: Value | dt.datetime) -> ColumnE
         return column < value
     if op == "le":
         return column <= value
-    text = _like_escape(str(value))
     if op == "co":
-        return column.like(f"%{text}%", escape="\\")
+        return column.like(f"%{_like_escape(str(value))}%", escape="\\")
     if op == "sw":
-        return column.like(f"{text}%", escape="\\")
+        return _StartsWith(column, str(value))
     raise ValueError(f"unknown operator {op}")
 
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class _StartsWith(ColumnElement[bool]):
+    """``column`` starts with ``prefix``: a ``LIKE``, but on MariaDB a range of the column."""
+
+    type = Boolean()
+    inherit_cache = False
+
+    def __init__(self, column: _CE[Any], prefix: str) -> None:
+        self.column = column
+        self.prefix = prefix
+
+
+@compiles(_StartsWith)
+def _starts_with(element: _StartsWith, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column.like(f"{_like_escape(element.prefix)}%", escape="\\"), **kw)
+
+
+@compiles(_StartsWith, "mysql")
+@compiles(_StartsWith, "mariadb")
+def _starts_with_mariadb(element: _StartsWith, compiler: SQLCompiler, **kw: Any) -> str:
+    # MariaDB reads an index for LIKE 'a%' up to "a" and U+FFFF, so a value whose character
+    # after the prefix is past U+FFFF (an emoji, "a😀b") was not found. The prefix's range,
+    # from the prefix to the prefix with its last character the next one, is read whole;
+    # the LEFT holds it to the prefix where the column's collation is not exact.
+    column, prefix = element.column, element.prefix
+    start = column >= prefix
+    end = _after(prefix)
+    cond = and_(start, column < end) if end else start
+    return compiler.process(and_(cond, func.left(column, len(prefix)) == prefix), **kw)
+
+
+def _after(prefix: str) -> str:
+    """The least string past every string that starts with ``prefix``, in code point order
+    ("" when there is none: the prefix is all U+10FFFF)."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if last <= 0x10FFFF:
+            return prefix[:-1] + chr(0xE000 if last == 0xD800 else last)
+        prefix = prefix[:-1]
+    return ""
 
 
 
