@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbs import BACKENDS, migrate_to, store_url
+from dbs import BACKENDS, POSTGRESQL_EN, migrate_to, store_url
 from idsync.config.managed import DEFAULT_MANAGED, parse_managed
 from idsync.config.project import load_project
 from idsync.errors import ConfigError, NotFound, RevisionMismatch, RunLocked
@@ -268,6 +268,29 @@ def test_a_new_store_gets_the_schema_the_migrations_build(kind: str, tmp_path: P
         assert (_schema(again), again._revision()) == built[True]
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("kind", [*BACKENDS, POSTGRESQL_EN])
+def test_ids_and_values_order_by_code_point_on_every_store(kind: str, tmp_path: Path) -> None:
+    """Ids and searchable values order by code point ("B" < "a" < "b") on every store,
+    PostgreSQL on a database made with English's collation included (where "a" < "B"):
+    a query's objects come in ``_id`` order, pages follow it, and ranges (``gt``, ``lt``)
+    on ids, searchable and plain values select what they select on SQLite."""
+    store = Store.open(store_url(kind, tmp_path))
+    try:
+        users = _typed_users(store, "string")
+        names = ["B", "a", "b", "A-1", "a_2", "a-2", "Ä", "z"]
+        for name in names:
+            users.create({"_id": name, "userName": name, "code": name, "other": name})
+        ordered = sorted(names)
+        assert [o["_id"] for page in users.pages(QuerySpec(page_size=3)) for o in page] == ordered
+        for field in ("_id", "code", "other"):
+            for op, value in (("gt", "B"), ("lt", "a"), ("ge", "a-"), ("le", "A-1"), ("gt", "a_")):
+                expected = {n for n in names if {"gt": n > value, "lt": n < value, "ge": n >= value,
+                                                 "le": n <= value}[op]}
+                assert _ids(users, Compare((field,), op, value)) == expected, (field, op, value)
+    finally:
+        store.close()
 
 
 def test_string_filters_match_case_alike_on_every_store(users: ManagedResource) -> None:

@@ -295,7 +295,9 @@ def _any_sqlite(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str:
 
 @compiles(_AnyValue, "postgresql")
 def _any_postgresql(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str:
-    cond = _typed(element.filter_op, element.value, "CASE WHEN json_typeof(e.v) = 'string' THEN e.v #>> '{}' END",
+    # As the id and key columns: in code point order, whatever the database's collation.
+    cond = _typed(element.filter_op, element.value,
+                  "CASE WHEN json_typeof(e.v) = 'string' THEN (e.v #>> '{}') COLLATE \"C\" END",
                   "CASE WHEN json_typeof(e.v) = 'number' THEN (e.v #>> '{}')::float8 END",
                   "(json_typeof(e.v) = 'boolean' AND e.v::text = '{}')")
     return _render(element, compiler, kw, "EXISTS (SELECT 1 FROM json_array_elements(CASE WHEN json_typeof({doc}) "

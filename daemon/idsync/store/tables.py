@@ -29,7 +29,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 __all__ = [
     "EXACT_COLLATION",
@@ -62,12 +62,16 @@ metadata = MetaData()
 # before it is written, for the same answer on every store.
 ID_LENGTH = 64
 KEY_LENGTH = 255
-# Exact, case-sensitive comparison on every dialect: MariaDB's default collation
-# would otherwise make "BJensen" equal "bjensen" there and nowhere else, and its
-# utf8mb4_bin "alice" equal "alice " (PAD SPACE; migration 0019).
+# Exact, case-sensitive comparison on every dialect, in code point order as SQLite's:
+# MariaDB's default collation would otherwise make "BJensen" equal "bjensen" there and
+# nowhere else, and its utf8mb4_bin "alice" equal "alice " (PAD SPACE; migration 0019);
+# a PostgreSQL database made with a language's collation (en_US.UTF-8) would order
+# "a" < "B" < "b", so ranges, paging and split recons would differ there (migration 0020).
 EXACT_COLLATION = "utf8mb4_nopad_bin"
-_Key = String(KEY_LENGTH).with_variant(mysql.VARCHAR(KEY_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb")
-_Id = String(ID_LENGTH).with_variant(mysql.VARCHAR(ID_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb")
+_Key = String(KEY_LENGTH).with_variant(mysql.VARCHAR(KEY_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb") \
+    .with_variant(postgresql.VARCHAR(KEY_LENGTH, collation="C"), "postgresql")
+_Id = String(ID_LENGTH).with_variant(mysql.VARCHAR(ID_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb") \
+    .with_variant(postgresql.VARCHAR(ID_LENGTH, collation="C"), "postgresql")
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 _Json = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
