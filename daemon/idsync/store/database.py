@@ -332,15 +332,17 @@ class Store:
                 elif self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(7461032)"))
                 else:
-                    conn.execute(text("SELECT GET_LOCK('idsync_migrate', 60)"))
-                if declared and _new_database(conn):
-                    metadata.create_all(conn)
-                    _alembic_version.create(conn)
-                    conn.execute(_alembic_version.insert().values(version_num=_head_revision()))
-                else:
-                    _upgrade(conn)
-                if self.dialect in ("mysql", "mariadb"):
-                    conn.execute(text("SELECT RELEASE_LOCK('idsync_migrate')"))
+                    _wait_for_migration_lock(conn)
+                try:
+                    if declared and _new_database(conn):
+                        metadata.create_all(conn)
+                        _alembic_version.create(conn)
+                        conn.execute(_alembic_version.insert().values(version_num=_head_revision()))
+                    else:
+                        _upgrade(conn)
+                finally:
+                    if self.dialect in ("mysql", "mariadb"):  # the session's, kept by the pooled connection
+                        conn.execute(text("SELECT RELEASE_LOCK('idsync_migrate')"))
         except OperationalError as exc:
             raise store_error(exc, "store: cannot open the database: ") from None
 
@@ -544,6 +546,19 @@ class Store:
 # Alembic's own record of the revision, as Alembic creates it.
 _alembic_version = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
                          PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
+
+
+_MIGRATION_LOCK_WAIT = 60  # seconds of each wait for MariaDB's migration lock, between two log lines
+
+
+def _wait_for_migration_lock(conn: Connection) -> None:
+    """Take MariaDB's migration lock, however long another process's migration holds it (a
+    table rebuilt can take minutes), as PostgreSQL's advisory lock waits: a migration run
+    beside another would do its work again, and fail once the other moved the revision on."""
+    waited = 0
+    while conn.execute(text("SELECT GET_LOCK('idsync_migrate', :wait)"), {"wait": _MIGRATION_LOCK_WAIT}).scalar() != 1:
+        waited += _MIGRATION_LOCK_WAIT
+        log.info("store.migration_waiting", seconds=waited)
 
 
 def _new_database(conn: Connection) -> bool:
