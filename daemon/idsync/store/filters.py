@@ -34,7 +34,21 @@ import datetime as dt
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ColumnElement, and_, false, func, literal, literal_column, not_, or_, select, true
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    String,
+    and_,
+    false,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement as _CE
@@ -45,7 +59,7 @@ from idsync.store.tables import EXACT_COLLATION
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
 
-__all__ = ["INDEXED_LENGTH", "BooleanSql", "compare_op", "property_value", "refuse_hidden", "to_sql"]
+__all__ = ["INDEXED_LENGTH", "BooleanSql", "Exact", "compare_op", "property_value", "refuse_hidden", "to_sql"]
 
 INDEXED_LENGTH = 255  # characters of a string the searchable index keeps
 
@@ -198,6 +212,34 @@ def compare_op(column: _CE[Any], op: str, value: Value | dt.datetime) -> ColumnE
     if op == "sw":
         return _StartsWith(column, str(value))
     raise ValueError(f"unknown operator {op}")
+
+
+class Exact(ColumnElement[str]):
+    """``column`` compared as the id and key columns are on every store: exactly, in code
+    point order (a column of the database's own collation: MariaDB's ignores case, accents
+    and trailing spaces, PostgreSQL's may be a language's order)."""
+
+    type = String()
+    inherit_cache = False
+
+    def __init__(self, column: _CE[Any]) -> None:
+        self.column = column
+
+
+@compiles(Exact)
+def _exact(element: Exact, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column, **kw)
+
+
+@compiles(Exact, "postgresql")
+def _exact_postgresql(element: Exact, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'({compiler.process(element.column, **kw)}) COLLATE "C"'
+
+
+@compiles(Exact, "mysql")
+@compiles(Exact, "mariadb")
+def _exact_mariadb(element: Exact, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.column, **kw)}) COLLATE {EXACT_COLLATION}"
 
 
 def _like_escape(text: str) -> str:
