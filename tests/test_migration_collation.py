@@ -1,7 +1,8 @@
 """Stores whose ids and keys compared otherwise than SQLite's, upgraded in place by opening
-them: MariaDB's PAD SPACE collation (schema 0018; migration 0019), after which values that
-differ only by trailing spaces are two, and PostgreSQL's database collation (schema 0019;
-migration 0020), after which they order by code point. What they held is kept; each
+them: MariaDB's PAD SPACE and case-blind collations (schema 0018; migration 0019), after
+which values that differ only by trailing spaces, and names only by case, are two, and
+PostgreSQL's database collation (schema 0019; migration 0020), after which they order by
+code point. What they held is kept; each
 migration leaves the other stores as they are. Such a migration rebuilds tables, which can
 take minutes: a process opening the store meanwhile waits for it."""
 
@@ -21,7 +22,8 @@ from idsync.store.objects import ManagedResource
 from sqlalchemy import create_engine, text
 
 _USERS = parse_managed({"objects": [{"name": "user", "schema": {"properties": {
-    "userName": {"type": "string", "searchable": True}}}}]}).get("user")
+    "userName": {"type": "string", "searchable": True}, "mail": {"type": "string", "searchable": True},
+    "Mail": {"type": "string", "searchable": True}}}}]}).get("user")
 
 
 def _found(users: ManagedResource, text: str) -> list[str]:
@@ -30,13 +32,14 @@ def _found(users: ManagedResource, text: str) -> list[str]:
 
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_trailing_spaces_count_once_the_store_is_opened(kind: str, tmp_path: Path) -> None:
-    """The store at schema 0018, holding a user ``alice `` and a link of source ``s ``,
-    opened: both are kept, and a user ``alice`` with the id ``x`` and a link of source
-    ``s`` are added beside them, each found alone."""
+    """The store at schema 0018, holding a user ``alice `` (whose ``Mail`` is set) and a
+    link of source ``s ``, opened: both are kept, a user ``alice`` with the id ``x`` and a
+    link of source ``s`` are added beside them, each found alone, and ``mail`` is not
+    ``Mail``."""
     url = store_url(kind, tmp_path, empty=True)
     store = old_store(url, "0018")
     try:
-        ManagedResource(store, _USERS).create({"_id": "x ", "userName": "alice "})
+        ManagedResource(store, _USERS).create({"_id": "x ", "userName": "alice ", "Mail": "m@example.com"})
         with store.begin() as conn:
             LinkSet(store, "m").add(conn, [("s ", "x ")])
     finally:
@@ -50,6 +53,8 @@ def test_trailing_spaces_count_once_the_store_is_opened(kind: str, tmp_path: Pat
             links.add(conn, [("s", "x")])
         assert _found(users, 'userName eq "alice"') == ["x"]
         assert _found(users, 'userName eq "alice "') == ["x "]
+        assert _found(users, 'mail eq "m@example.com"') == []
+        assert _found(users, 'Mail eq "m@example.com"') == ["x "]
         assert links.targets_of(["s", "s "]) == {"s": "x", "s ": "x "}
     finally:
         store.close()

@@ -72,6 +72,12 @@ _Key = String(KEY_LENGTH).with_variant(mysql.VARCHAR(KEY_LENGTH, collation=EXACT
     .with_variant(postgresql.VARCHAR(KEY_LENGTH, collation="C"), "postgresql")
 _Id = String(ID_LENGTH).with_variant(mysql.VARCHAR(ID_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb") \
     .with_variant(postgresql.VARCHAR(ID_LENGTH, collation="C"), "postgresql")
+
+
+def _name(length: int) -> String:
+    """A type's, a property's, a mapping's name: told apart by case on MariaDB too (migration
+    0019), where ``mail`` and ``Mail``, ``managed/user`` and ``managed/User`` were one."""
+    return String(length).with_variant(mysql.VARCHAR(length, collation=EXACT_COLLATION), "mysql", "mariadb")
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 _Json = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -83,7 +89,7 @@ _Double = Float().with_variant(mysql.DOUBLE(), "mysql", "mariadb")
 managed_objects = Table(
     "managed_objects",
     metadata,
-    Column("object_type", String(64), primary_key=True),
+    Column("object_type", _name(64), primary_key=True),
     Column("id", _Id, primary_key=True),
     Column("rev", String(32), nullable=False),
     Column("data", _Json, nullable=False),
@@ -96,9 +102,9 @@ managed_objects = Table(
 managed_properties = Table(
     "managed_properties",
     metadata,
-    Column("object_type", String(64), nullable=False),
+    Column("object_type", _name(64), nullable=False),
     Column("object_id", _Id, nullable=False),
-    Column("name", String(128), nullable=False),
+    Column("name", _name(128), nullable=False),
     Column("value", _Key, nullable=True),
     Column("value_num", _Double, nullable=True),
     Index("ix_managed_properties_lookup", "object_type", "name", "value"),
@@ -117,13 +123,13 @@ relationships = Table(
     metadata,
     Column("id", _Id, primary_key=True),
     Column("rev", String(32), nullable=False),
-    Column("first_type", String(64), nullable=False),
+    Column("first_type", _name(64), nullable=False),
     Column("first_id", _Id, nullable=False),
-    Column("first_property", String(128), nullable=False),
-    Column("second_type", String(64), nullable=False),
+    Column("first_property", _name(128), nullable=False),
+    Column("second_type", _name(64), nullable=False),
     # 255 (migration 0013): a one-way reference may point at a system's object, by its id (an LDAP DN).
     Column("second_id", _Key, nullable=False),
-    Column("second_property", String(128), nullable=False),
+    Column("second_property", _name(128), nullable=False),
     Column("properties", _Json, nullable=True),
     Column("created", _Time, nullable=False),
     Index("ux_relationships_first", "first_type", "first_property", "first_id", "second_type", "second_id",
@@ -135,7 +141,7 @@ links = Table(
     "links",
     metadata,
     Column("id", _Id, primary_key=True),
-    Column("linkset", String(128), nullable=False),
+    Column("linkset", _name(128), nullable=False),
     Column("source_id", _Key, nullable=False),
     Column("target_id", _Key, nullable=False),
     Column("qualifier", String(64), nullable=False, default="default"),
@@ -155,9 +161,9 @@ links = Table(
 last_sync = Table(
     "last_sync",
     metadata,
-    Column("object_type", String(64), primary_key=True),
+    Column("object_type", _name(64), primary_key=True),
     Column("object_id", _Id, primary_key=True),
-    Column("mapping", String(128), primary_key=True),
+    Column("mapping", _name(128), primary_key=True),
     Column("assignments", _Json, nullable=False),
     Column("updated", _Time, nullable=False),
     Index("ix_last_sync_mapping", "mapping"),
