@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from api_server import ADMIN, serve
-from dbs import WITH_MARIADB, store_url
+from dbs import BACKENDS, POSTGRESQL_EN, WITH_MARIADB, store_url
 from store_projects import CREATE_UPDATE, store_project
 
 from samples import idsync
@@ -129,3 +129,25 @@ def test_recon_and_sync_events_queried_as_pingidm_names_them(tmp_path: Path, bac
         assert unsorted.status_code == 400
         activity = api.get("/openidm/audit/activity?_queryFilter=true", headers=ADMIN)
         assert activity.status_code == 404 and "keeps no activity audit" in activity.json()["message"]
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, POSTGRESQL_EN])
+def test_event_fields_compare_exactly_on_every_store(tmp_path: Path, backend: str) -> None:
+    """A filter on an event's text fields (``situation``, ``status``, ``mapping``,
+    ``message``) compares them exactly and in code point order on every store: MariaDB
+    took ``"absent"`` for ``ABSENT`` and ``"success"`` for ``SUCCESS``, and a PostgreSQL
+    database in English's order put lower case before upper case in a range."""
+    project = _project(tmp_path, store_url(backend, tmp_path))
+    made = idsync(project, "managed", "create", "staff", "--no-sync", "--id", "s-ann", "--data",
+                  json.dumps({"login": "ann", "email": "ann@example.com"}))
+    assert made.returncode == 0, made.stderr
+    assert idsync(project, "recon", "staff_user").returncode == 0
+    with serve(project) as api:
+        def count(query: str) -> int:
+            return len(_query(api, "recon", _queryFilter=query)["result"])
+
+        assert count('situation eq "ABSENT"') == 1
+        for query in ('situation eq "absent"', 'status eq "success"', 'mapping eq "STAFF_USER"',
+                      'mapping sw "Staff"', 'action eq "create"', 'situation gt "a"'):
+            assert count(query) == 0, query
+        assert count('mapping eq "staff_user" and situation lt "a"') == 1

@@ -8,13 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dbs import BACKENDS, migrate_to, store_url
+from dbs import BACKENDS, old_store, store_url
 from idsync.config.managed import parse_managed
 from idsync.query import parse
 from idsync.resource import QuerySpec
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
-from sqlalchemy import create_engine
 
 _USERS = parse_managed({"objects": [{"name": "user", "schema": {"properties": {
     "userName": {"type": "string", "searchable": True}, "n": {"type": "number", "searchable": True}}}}]}).get("user")
@@ -23,11 +22,7 @@ _NUMBERS = {"tenth": 0.1, "half": 30.5, "big": 1234567890, "next": 1234567891, "
 
 def _old_store(url: str) -> None:
     """The store at schema 0015, its users' numbers written into the index as it then was."""
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        migrate_to(conn, "0015")
-    engine.dispose()
-    store = Store.open(url, migrate=False)
+    store = old_store(url, "0015")
     try:
         for name, n in _NUMBERS.items():
             ManagedResource(store, _USERS).create({"userName": name, "n": n})

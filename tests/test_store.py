@@ -3,13 +3,14 @@ revisions, the searchable index, queries, links, run records and locks."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dbs import BACKENDS, migrate_to, store_url
+from dbs import BACKENDS, POSTGRESQL_EN, migrate_to, store_url
 from idsync.config.managed import DEFAULT_MANAGED, parse_managed
 from idsync.config.project import load_project
 from idsync.errors import ConfigError, NotFound, RevisionMismatch, RunLocked
@@ -17,7 +18,7 @@ from idsync.query import parse
 from idsync.query.ast import And, Compare, Not, Or, Present
 from idsync.resource import QuerySpec, WriteOp
 from idsync.resources import Resources
-from idsync.store.database import Store
+from idsync.store.database import Store, as_utc
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
@@ -275,18 +276,17 @@ def test_a_mariadb_store_waits_only_for_its_own_database_migration(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """MariaDB's named locks are the server's: a new store waits for no migration of another
     database on the same server (which made every other store's first command wait a minute
-    and then migrate without the lock), waits for one of its own database and, after the
-    wait, says the store is unavailable rather than migrate beside it; and a migration that
-    fails frees the lock."""
+    and then migrate without the lock), waits for one of its own database for as long as it
+    is held, never migrating beside it; and a migration that fails frees the lock."""
+    import threading
     import time
 
     import idsync.store.database as database
-    from idsync.errors import PeerUnavailable
     from sqlalchemy import create_engine, make_url, text
 
     url = store_url("mariadb", tmp_path, empty=True)
     name = make_url(url).database
-    monkeypatch.setattr(database, "_MIGRATION_WAIT", 1, raising=False)
+    monkeypatch.setattr(database, "_MIGRATION_LOCK_WAIT", 1)
     holder = create_engine(url).connect()  # another process's session
     try:
         def hold(of_database: str) -> None:
@@ -304,13 +304,19 @@ def test_a_mariadb_store_waits_only_for_its_own_database_migration(tmp_path: Pat
 
         store_url("mariadb", tmp_path, empty=True)
         hold(name)
-        with pytest.raises(PeerUnavailable, match="another process has been creating or upgrading its tables"):
-            Store.open(url)
+        opened: list[bool] = []
+        opening = threading.Thread(target=lambda: opened.append(Store.open(url).close() is None), daemon=True)
+        opening.start()
+        opening.join(3)
+        assert opening.is_alive() and not opened  # past several of its 1 s waits
         holder.execute(text("SELECT RELEASE_ALL_LOCKS()"))
+        opening.join(60)
+        assert opened == [True]
 
         def broken(conn: Any) -> bool:
             raise RuntimeError("a migration that fails")
 
+        store_url("mariadb", tmp_path, empty=True)
         monkeypatch.setattr(database, "_new_database", broken)
         with pytest.raises(RuntimeError):
             Store.open(url)
@@ -318,6 +324,65 @@ def test_a_mariadb_store_waits_only_for_its_own_database_migration(tmp_path: Pat
                               {"d": name}).scalar() is None
     finally:
         holder.close()
+
+
+@pytest.mark.parametrize("kind", [*BACKENDS, POSTGRESQL_EN])
+def test_ids_and_values_order_by_code_point_on_every_store(kind: str, tmp_path: Path) -> None:
+    """Ids and searchable values order by code point ("B" < "a" < "b") on every store,
+    PostgreSQL on a database made with English's collation included (where "a" < "B"):
+    a query's objects come in ``_id`` order, pages follow it, and ranges (``gt``, ``lt``)
+    on ids, searchable and plain values select what they select on SQLite."""
+    store = Store.open(store_url(kind, tmp_path))
+    try:
+        users = _typed_users(store, "string")
+        names = ["B", "a", "b", "A-1", "a_2", "a-2", "Ä", "z"]
+        for name in names:
+            users.create({"_id": name, "userName": name, "code": name, "other": name})
+        ordered = sorted(names)
+        assert [o["_id"] for page in users.pages(QuerySpec(page_size=3)) for o in page] == ordered
+        for field in ("_id", "code", "other"):
+            for op, value in (("gt", "B"), ("lt", "a"), ("ge", "a-"), ("le", "A-1"), ("gt", "a_")):
+                expected = {n for n in names if {"gt": n > value, "lt": n < value, "ge": n >= value,
+                                                 "le": n <= value}[op]}
+                assert _ids(users, Compare((field,), op, value)) == expected, (field, op, value)
+    finally:
+        store.close()
+
+
+def test_times_keep_their_microseconds_on_every_store(store: Store) -> None:
+    """A time written to the store reads back to the microsecond on every store: MariaDB's
+    plain DATETIME kept whole seconds (a recon of 0.3 s lasted 0 ms there)."""
+    from idsync.store.tables import locks
+    from sqlalchemy import insert, select
+
+    when = dt.datetime(2026, 12, 7, 12, 0, 0, 123456, tzinfo=dt.UTC)
+    with store.begin() as conn:
+        conn.execute(insert(locks).values(name="l", owner="o", acquired=when, expires=when))
+    with store.engine.connect() as conn:
+        acquired = conn.execute(select(locks.c.acquired)).scalar_one()
+    assert as_utc(acquired) == when
+
+
+def test_names_differing_by_case_are_two_on_every_store(store: Store) -> None:
+    """Managed types, properties and link sets whose names differ only by case are told
+    apart on every store, MariaDB included (its default collation took them for one):
+    ``mail eq`` does not find the object whose ``Mail`` matches, ``managed/User/a`` exists
+    beside ``managed/user/a``, and each link set keeps its own links."""
+    managed = parse_managed({"objects": [
+        {"name": "user", "schema": {"properties": {"mail": {"type": "string", "searchable": True},
+                                                   "Mail": {"type": "string", "searchable": True}}}},
+        {"name": "User", "schema": {"properties": {"mail": {"type": "string", "searchable": True}}}}]})
+    users, others = ManagedResource(store, managed.get("user")), ManagedResource(store, managed.get("User"))
+    users.create({"_id": "a", "Mail": "x@example.com"})
+    others.create({"_id": "a", "mail": "y@example.com"})
+    assert [o["_id"] for page in users.pages(QuerySpec(filter=parse('mail eq "x@example.com"'))) for o in page] == []
+    assert [o["_id"] for page in users.pages(QuerySpec(filter=parse('Mail eq "x@example.com"'))) for o in page] == ["a"]
+    assert (users.count(), others.count()) == (1, 1)
+    assert [o["_id"] for page in others.pages(QuerySpec(filter=parse('mail eq "x@example.com"'))) for o in page] == []
+    with store.begin() as conn:
+        LinkSet(store, "m").add(conn, [("s", "t1")])
+        LinkSet(store, "M").add(conn, [("s", "t2")])
+    assert (LinkSet(store, "m").targets_of(["s"]), LinkSet(store, "M").targets_of(["s"])) == ({"s": "t1"}, {"s": "t2"})
 
 
 def test_string_filters_match_case_alike_on_every_store(users: ManagedResource) -> None:
@@ -328,6 +393,48 @@ def test_string_filters_match_case_alike_on_every_store(users: ManagedResource) 
         assert _ids(users, parse(text)) == set(), text
     for text in ('userName sw "bj"', 'userName co "jen"', 'description co "Barbara"'):
         assert _ids(users, parse(text)) == {"bjensen"}, text
+
+
+def test_trailing_spaces_count_on_every_store(store: Store) -> None:
+    """``"alice"`` and ``"alice "`` are two values on every store, MariaDB included (its
+    PAD SPACE collation took them for one): as ids, as searchable and as plain values,
+    compared by ``eq`` and ranges, in a batched correlation (which failed on MariaDB,
+    meeting a value it had not asked for) and as a link's source ids."""
+    users = _typed_users(store, "string")
+    for object_id, name in (("x", "alice"), ("x ", "alice ")):
+        users.create({"_id": object_id, "userName": name, "code": name, "other": name})
+    assert users.get("x")["userName"] == "alice" and users.get("x ")["userName"] == "alice "
+    for field in ("_id", "userName", "code", "other"):
+        value = "x" if field == "_id" else "alice"
+        assert _ids(users, Compare((field,), "eq", value)) == {"alice"}, field
+        assert _ids(users, Compare((field,), "eq", value + " ")) == {"alice "}, field
+        assert _ids(users, Compare((field,), "gt", value)) == {"alice "}, field
+        assert _ids(users, Compare((field,), "lt", value + " ")) == {"alice"}, field
+    found = users.find_matching((("code",),), [("alice",), ("alice ",)])
+    assert {k[0]: [o["_id"] for o in v] for k, v in found.items()} == {"alice": ["x"], "alice ": ["x "]}
+    links = LinkSet(store, "m")
+    with store.begin() as conn:
+        links.add(conn, [("s", "x"), ("s ", "x ")])
+    assert links.targets_of(["s", "s "]) == {"s": "x", "s ": "x "}
+
+
+def test_a_prefix_finds_values_with_characters_past_u_ffff_after_it(store: Store) -> None:
+    """``sw`` finds a value whose next character after the prefix is past U+FFFF (an emoji,
+    U+10FFFF) on every store, as ids, searchable and plain values: MariaDB's index read for
+    ``LIKE 'a%'`` ended at "a" and U+FFFF and missed them. What does not start with the
+    prefix is still not found."""
+    users = _typed_users(store, "string")
+    for value in ("a\U0001F600b", "a\U0010FFFF", "a\uFFFF", "ab", "b", "\uD7FFx", "\uE000"):
+        users.create({"_id": f"id-{value}", "userName": value, "code": value, "other": value})
+    for field in ("_id", "code", "other"):
+        prefix = "id-" if field == "_id" else ""
+        assert _ids(users, Compare((field,), "sw", prefix + "a")) == {
+            "a\U0001F600b", "a\U0010FFFF", "a\uFFFF", "ab"}, field
+        assert _ids(users, Compare((field,), "sw", prefix + "a\U0001F600")) == {"a\U0001F600b"}, field
+        assert _ids(users, Compare((field,), "sw", prefix + "a\U0010FFFF")) == {"a\U0010FFFF"}, field
+        assert _ids(users, Compare((field,), "sw", prefix + "\uD7FF")) == {"\uD7FFx"}, field
+        assert _ids(users, Compare((field,), "sw", prefix)) == {
+            "a\U0001F600b", "a\U0010FFFF", "a\uFFFF", "ab", "b", "\uD7FFx", "\uE000"}, field
 
 
 @pytest.mark.parametrize(("url", "problem"), [("notaurl", "not a database URL"),
@@ -581,6 +688,37 @@ def test_searchable_numbers_compare_exactly(store: Store) -> None:
     assert _ids(users, Compare(("code",), "gt", 1234567890)) == {"next"}
     found = users.find_matching((("code",),), [(n,) for n in numbers.values()])
     assert {k[0]: [o["userName"] for o in v] for k, v in found.items()} == {n: [name] for name, n in numbers.items()}
+
+
+def test_a_searchable_number_of_any_size_is_kept_and_found(store: Store) -> None:
+    """A searchable number written out in more characters than the index keeps of a value
+    (``1e300`` is 301 digits) is written on every store, where PostgreSQL and MariaDB refused
+    the whole object with a database error, and is found by ``eq``, ranges and a batched
+    correlation of its value."""
+    users = _typed_users(store, "number")
+    results = users.write_batch([WriteOp("create", values={"userName": name, "code": n})
+                                 for name, n in (("huge", 1e300), ("less", 1e299), ("small", 3))])
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert _ids(users, Compare(("code",), "eq", 1e300)) == {"huge"}
+    assert _ids(users, Compare(("code",), "gt", 1e299)) == {"huge"}
+    assert _ids(users, Compare(("code",), "lt", 1e300)) == {"less", "small"}
+    found = users.find_matching((("code",),), [(1e300,), (1e299,)])
+    assert {k[0]: [o["userName"] for o in v] for k, v in found.items()} == {1e300: ["huge"], 1e299: ["less"]}
+
+
+def test_numbers_compare_as_doubles_searchable_or_not(store: Store) -> None:
+    """A number is compared as a double whether its property is searchable or not, on every
+    store: an integer with more digits than a double holds (12345678901234567, a double's
+    12345678901234568) equals its double and ranges place it there; SQLite compared the
+    document's integer exactly, so the plain property found it by none of them."""
+    users = _typed_users(store, "number")
+    users.create({"userName": "long", "code": 12345678901234567, "other": 12345678901234567})
+    users.create({"userName": "short", "code": 5, "other": 5})
+    for name in ("code", "other"):
+        for number in (12345678901234567, 12345678901234568):
+            assert _ids(users, Compare((name,), "eq", number)) == {"long"}, (name, number)
+            assert _ids(users, Compare((name,), "ge", number)) == {"long"}, (name, number)
+            assert _ids(users, Compare((name,), "lt", number)) == {"short"}, (name, number)
 
 
 def test_rev_is_a_field_of_filters(users: ManagedResource) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement as _CE
 from idsync.errors import QueryError
 from idsync.query.ast import Compare, Node, Present, Value
 from idsync.store.database import Store
-from idsync.store.filters import BooleanSql, compare_op
+from idsync.store.filters import BooleanSql, Exact, compare_op
 from idsync.store.runs import RUN_EVENTS, shown_audit
 from idsync.store.tables import audit, recon_runs
 
@@ -217,7 +217,7 @@ class _Translator(BooleanSql):
                 raise QueryError(f"timestamp must be an ISO 8601 date and time, not {value!r}") from None
             when = when.astimezone(dt.UTC) if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
             return compare_op(column, op, when)
-        return compare_op(column, op, value if isinstance(value, str) else str(value))
+        return compare_op(Exact(column), op, value if isinstance(value, str) else str(value))
 
     def _object_id(self, name: str, op: str, value: Value) -> ColumnElement[bool]:
         """A path names the mapping's resource and the id; anything else is the bare id."""

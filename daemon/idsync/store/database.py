@@ -334,7 +334,7 @@ class Store:
                 elif self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(7461032)"))
                 else:
-                    _take_migration_lock(conn)
+                    _wait_for_migration_lock(conn)
                 try:
                     if declared and _new_database(conn):
                         metadata.create_all(conn)
@@ -551,6 +551,24 @@ _alembic_version = Table("alembic_version", MetaData(), Column("version_num", St
                          PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
 
 
+# MariaDB's named locks are the server's, not a database's: the name holds the database's
+# (hashed: a name is at most 64 characters), so stores in other databases never wait for it.
+_MIGRATION_LOCK = "CONCAT('idsync_migrate_', MD5(DATABASE()))"
+_MIGRATION_LOCK_WAIT = 60  # seconds of each wait for MariaDB's migration lock, between two log lines
+
+
+def _wait_for_migration_lock(conn: Connection) -> None:
+    """Take MariaDB's migration lock of this database (``_MIGRATION_LOCK``), however long
+    another process's migration holds it (a table rebuilt can take minutes), as PostgreSQL's
+    advisory lock waits: a migration run beside another would do its work again, and fail
+    once the other moved the revision on."""
+    waited = 0
+    while conn.execute(text(f"SELECT GET_LOCK({_MIGRATION_LOCK}, :wait)"),
+                       {"wait": _MIGRATION_LOCK_WAIT}).scalar() != 1:
+        waited += _MIGRATION_LOCK_WAIT
+        log.info("store.migration_waiting", seconds=waited)
+
+
 def _new_database(conn: Connection) -> bool:
     """Whether the database holds none of the store's tables (nor Alembic's): a new store."""
     present = set(inspect(conn).get_table_names())
@@ -625,18 +643,6 @@ _CONFLICT_MYSQL = (1213,)
 _CONFLICT_POSTGRES = ("40P01", "40001")
 
 
-# MariaDB's named locks are the server's, not a database's: the name holds the database's
-# (hashed: a name is at most 64 characters), so stores in other databases never wait for it.
-_MIGRATION_LOCK = "CONCAT('idsync_migrate_', MD5(DATABASE()))"
-_MIGRATION_WAIT = 60
-
-
-def _take_migration_lock(conn: Connection) -> None:
-    """Wait up to a minute for this database's migration lock; a store another process is
-    still creating or upgrading after that is unavailable, not migrated beside it."""
-    if conn.execute(text(f"SELECT GET_LOCK({_MIGRATION_LOCK}, {_MIGRATION_WAIT})")).scalar() != 1:
-        raise PeerUnavailable(f"store: cannot open the database: another process has been creating or "
-                              f"upgrading its tables for {_MIGRATION_WAIT} s; try again once it is done")
 
 
 def store_error(exc: SQLAlchemyError, prefix: str = "store: ") -> PeerError:

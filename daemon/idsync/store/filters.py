@@ -34,17 +34,32 @@ import datetime as dt
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ColumnElement, and_, false, func, literal, literal_column, not_, or_, select, true
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    String,
+    and_,
+    false,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement as _CE
 
 from idsync.errors import QueryError
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Op, Or, Path, Present, Value, paths
+from idsync.store.tables import EXACT_COLLATION
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
 
-__all__ = ["INDEXED_LENGTH", "BooleanSql", "compare_op", "property_value", "refuse_hidden", "to_sql"]
+__all__ = ["INDEXED_LENGTH", "BooleanSql", "Exact", "compare_op", "property_value", "refuse_hidden", "to_sql"]
 
 INDEXED_LENGTH = 255  # characters of a string the searchable index keeps
 
@@ -58,7 +73,7 @@ def property_value(value: Any) -> tuple[str | None, float | None]:
     if isinstance(value, bool):
         return ("true" if value else "false"), None
     if isinstance(value, int | float):
-        return _number_text(value), float(value)
+        return _number_text(value)[:INDEXED_LENGTH], float(value)
     if isinstance(value, dict | list):
         return None, None
     text = str(value)
@@ -192,16 +207,84 @@ def compare_op(column: _CE[Any], op: str, value: Value | dt.datetime) -> ColumnE
         return column < value
     if op == "le":
         return column <= value
-    text = _like_escape(str(value))
     if op == "co":
-        return column.like(f"%{text}%", escape="\\")
+        return column.like(f"%{_like_escape(str(value))}%", escape="\\")
     if op == "sw":
-        return column.like(f"{text}%", escape="\\")
+        return _StartsWith(column, str(value))
     raise ValueError(f"unknown operator {op}")
+
+
+class Exact(ColumnElement[str]):
+    """``column`` compared as the id and key columns are on every store: exactly, in code
+    point order (a column of the database's own collation: MariaDB's ignores case, accents
+    and trailing spaces, PostgreSQL's may be a language's order)."""
+
+    type = String()
+    inherit_cache = False
+
+    def __init__(self, column: _CE[Any]) -> None:
+        self.column = column
+
+
+@compiles(Exact)
+def _exact(element: Exact, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column, **kw)
+
+
+@compiles(Exact, "postgresql")
+def _exact_postgresql(element: Exact, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'({compiler.process(element.column, **kw)}) COLLATE "C"'
+
+
+@compiles(Exact, "mysql")
+@compiles(Exact, "mariadb")
+def _exact_mariadb(element: Exact, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.column, **kw)}) COLLATE {EXACT_COLLATION}"
 
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class _StartsWith(ColumnElement[bool]):
+    """``column`` starts with ``prefix``: a ``LIKE``, but on MariaDB a range of the column."""
+
+    type = Boolean()
+    inherit_cache = False
+
+    def __init__(self, column: _CE[Any], prefix: str) -> None:
+        self.column = column
+        self.prefix = prefix
+
+
+@compiles(_StartsWith)
+def _starts_with(element: _StartsWith, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column.like(f"{_like_escape(element.prefix)}%", escape="\\"), **kw)
+
+
+@compiles(_StartsWith, "mysql")
+@compiles(_StartsWith, "mariadb")
+def _starts_with_mariadb(element: _StartsWith, compiler: SQLCompiler, **kw: Any) -> str:
+    # MariaDB reads an index for LIKE 'a%' up to "a" and U+FFFF, so a value whose character
+    # after the prefix is past U+FFFF (an emoji, "a😀b") was not found. The prefix's range,
+    # from the prefix to the prefix with its last character the next one, is read whole;
+    # the LEFT holds it to the prefix where the column's collation is not exact.
+    column, prefix = element.column, element.prefix
+    start = column >= prefix
+    end = _after(prefix)
+    cond = and_(start, column < end) if end else start
+    return compiler.process(and_(cond, func.left(column, len(prefix)) == prefix), **kw)
+
+
+def _after(prefix: str) -> str:
+    """The least string past every string that starts with ``prefix``, in code point order
+    ("" when there is none: the prefix is all U+10FFFF)."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if last <= 0x10FFFF:
+            return prefix[:-1] + chr(0xE000 if last == 0xD800 else last)
+        prefix = prefix[:-1]
+    return ""
 
 
 
@@ -244,15 +327,19 @@ def _any_sqlite(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str:
     # json_each lists an array's elements, a scalar itself, and an object's members:
     # those, keyed by name rather than by position, are left out. It reads the document
     # itself at the path: JSON_EXTRACT would have turned true and false into 1 and 0.
+    # A number is a double, as in the index and on the other stores: SQLite would compare
+    # an integer past a double's 53 bits exactly.
     cond = _typed(element.filter_op, element.value, "CASE WHEN e.type = 'text' THEN e.value END",
-                  "CASE WHEN e.type IN ('integer', 'real') THEN e.value END", "e.type = '{}'")
+                  "CASE WHEN e.type IN ('integer', 'real') THEN CAST(e.value AS REAL) END", "e.type = '{}'")
     return _render(element, compiler, kw, "EXISTS (SELECT 1 FROM json_each({data}, {path}) AS e "
                    "WHERE (e.key IS NULL OR typeof(e.key) = 'integer') AND {cond})", cond)
 
 
 @compiles(_AnyValue, "postgresql")
 def _any_postgresql(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str:
-    cond = _typed(element.filter_op, element.value, "CASE WHEN json_typeof(e.v) = 'string' THEN e.v #>> '{}' END",
+    # As the id and key columns: in code point order, whatever the database's collation.
+    cond = _typed(element.filter_op, element.value,
+                  "CASE WHEN json_typeof(e.v) = 'string' THEN (e.v #>> '{}') COLLATE \"C\" END",
                   "CASE WHEN json_typeof(e.v) = 'number' THEN (e.v #>> '{}')::float8 END",
                   "(json_typeof(e.v) = 'boolean' AND e.v::text = '{}')")
     return _render(element, compiler, kw, "EXISTS (SELECT 1 FROM json_array_elements(CASE WHEN json_typeof({doc}) "
@@ -262,7 +349,9 @@ def _any_postgresql(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str
 @compiles(_AnyValue, "mysql")
 @compiles(_AnyValue, "mariadb")
 def _any_mariadb(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str:
-    cond = _typed(element.filter_op, element.value, "CASE WHEN JSON_TYPE(e.v) = 'STRING' THEN JSON_UNQUOTE(e.v) END",
+    # As the id and key columns: every character counted ("a" is not "a "), case included.
+    cond = _typed(element.filter_op, element.value, "CASE WHEN JSON_TYPE(e.v) = 'STRING' THEN JSON_UNQUOTE(e.v) "
+                  f"COLLATE {EXACT_COLLATION} END",
                   "CASE WHEN JSON_TYPE(e.v) IN ('INTEGER', 'UNSIGNED INTEGER', 'DOUBLE', 'DECIMAL') "
                   "THEN CAST(JSON_UNQUOTE(e.v) AS DOUBLE) END",
                   "(JSON_TYPE(e.v) = 'BOOLEAN' AND JSON_UNQUOTE(e.v) = '{}')")

@@ -29,9 +29,10 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 __all__ = [
+    "EXACT_COLLATION",
     "ID_LENGTH",
     "KEY_LENGTH",
     "audit",
@@ -61,25 +62,39 @@ metadata = MetaData()
 # before it is written, for the same answer on every store.
 ID_LENGTH = 64
 KEY_LENGTH = 255
-# Exact, case-sensitive comparison on every dialect: MariaDB's default collation
-# would otherwise make "BJensen" equal "bjensen" there and nowhere else.
-_Key = String(KEY_LENGTH).with_variant(mysql.VARCHAR(KEY_LENGTH, collation="utf8mb4_bin"), "mysql", "mariadb")
-_Id = String(ID_LENGTH).with_variant(mysql.VARCHAR(ID_LENGTH, collation="utf8mb4_bin"), "mysql", "mariadb")
+# Exact, case-sensitive comparison on every dialect, in code point order as SQLite's:
+# MariaDB's default collation would otherwise make "BJensen" equal "bjensen" there and
+# nowhere else, and its utf8mb4_bin "alice" equal "alice " (PAD SPACE; migration 0019);
+# a PostgreSQL database made with a language's collation (en_US.UTF-8) would order
+# "a" < "B" < "b", so ranges, paging and split recons would differ there (migration 0020).
+EXACT_COLLATION = "utf8mb4_nopad_bin"
+_Key = String(KEY_LENGTH).with_variant(mysql.VARCHAR(KEY_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb") \
+    .with_variant(postgresql.VARCHAR(KEY_LENGTH, collation="C"), "postgresql")
+_Id = String(ID_LENGTH).with_variant(mysql.VARCHAR(ID_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb") \
+    .with_variant(postgresql.VARCHAR(ID_LENGTH, collation="C"), "postgresql")
+
+
+def _name(length: int) -> String:
+    """A type's, a property's, a mapping's name: told apart by case on MariaDB too (migration
+    0019), where ``mail`` and ``Mail``, ``managed/user`` and ``managed/User`` were one."""
+    return String(length).with_variant(mysql.VARCHAR(length, collation=EXACT_COLLATION), "mysql", "mariadb")
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 _Json = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
+# To the microsecond everywhere: MariaDB's plain DATETIME keeps whole seconds (migration 0021).
+_Time = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 # A double everywhere: ``Float`` is MySQL's and MariaDB's 4-byte FLOAT (migration 0016).
 _Double = Float().with_variant(mysql.DOUBLE(), "mysql", "mariadb")
 
 managed_objects = Table(
     "managed_objects",
     metadata,
-    Column("object_type", String(64), primary_key=True),
+    Column("object_type", _name(64), primary_key=True),
     Column("id", _Id, primary_key=True),
     Column("rev", String(32), nullable=False),
     Column("data", _Json, nullable=False),
-    Column("created", DateTime(timezone=True), nullable=False),
-    Column("updated", DateTime(timezone=True), nullable=False),
+    Column("created", _Time, nullable=False),
+    Column("updated", _Time, nullable=False),
     # Migration 0009: liveSync of a managed type reads the objects written since a stamp.
     Index("ix_managed_objects_updated", "object_type", "updated"),
 )
@@ -87,9 +102,9 @@ managed_objects = Table(
 managed_properties = Table(
     "managed_properties",
     metadata,
-    Column("object_type", String(64), nullable=False),
+    Column("object_type", _name(64), nullable=False),
     Column("object_id", _Id, nullable=False),
-    Column("name", String(128), nullable=False),
+    Column("name", _name(128), nullable=False),
     Column("value", _Key, nullable=True),
     Column("value_num", _Double, nullable=True),
     Index("ix_managed_properties_lookup", "object_type", "name", "value"),
@@ -108,15 +123,15 @@ relationships = Table(
     metadata,
     Column("id", _Id, primary_key=True),
     Column("rev", String(32), nullable=False),
-    Column("first_type", String(64), nullable=False),
+    Column("first_type", _name(64), nullable=False),
     Column("first_id", _Id, nullable=False),
-    Column("first_property", String(128), nullable=False),
-    Column("second_type", String(64), nullable=False),
+    Column("first_property", _name(128), nullable=False),
+    Column("second_type", _name(64), nullable=False),
     # 255 (migration 0013): a one-way reference may point at a system's object, by its id (an LDAP DN).
     Column("second_id", _Key, nullable=False),
-    Column("second_property", String(128), nullable=False),
+    Column("second_property", _name(128), nullable=False),
     Column("properties", _Json, nullable=True),
-    Column("created", DateTime(timezone=True), nullable=False),
+    Column("created", _Time, nullable=False),
     Index("ux_relationships_first", "first_type", "first_property", "first_id", "second_type", "second_id",
           unique=True),
     Index("ix_relationships_second", "second_type", "second_property", "second_id"),
@@ -126,11 +141,11 @@ links = Table(
     "links",
     metadata,
     Column("id", _Id, primary_key=True),
-    Column("linkset", String(128), nullable=False),
+    Column("linkset", _name(128), nullable=False),
     Column("source_id", _Key, nullable=False),
     Column("target_id", _Key, nullable=False),
     Column("qualifier", String(64), nullable=False, default="default"),
-    Column("created", DateTime(timezone=True), nullable=False),
+    Column("created", _Time, nullable=False),
     # The recon's digest of the projected target and that target's revision (migration 0007).
     Column("digest", String(64), nullable=True),
     # The digest of the write-only values (passwords) last written through the link (migration 0011).
@@ -146,11 +161,11 @@ links = Table(
 last_sync = Table(
     "last_sync",
     metadata,
-    Column("object_type", String(64), primary_key=True),
+    Column("object_type", _name(64), primary_key=True),
     Column("object_id", _Id, primary_key=True),
-    Column("mapping", String(128), primary_key=True),
+    Column("mapping", _name(128), primary_key=True),
     Column("assignments", _Json, nullable=False),
-    Column("updated", DateTime(timezone=True), nullable=False),
+    Column("updated", _Time, nullable=False),
     Index("ix_last_sync_mapping", "mapping"),
 )
 
@@ -163,15 +178,15 @@ recon_runs = Table(
     Column("state", String(16), nullable=False),
     Column("stage", String(64), nullable=False),
     Column("dry_run", Boolean, nullable=False, default=False),
-    Column("started", DateTime(timezone=True), nullable=False),
-    Column("ended", DateTime(timezone=True), nullable=True),
-    Column("heartbeat", DateTime(timezone=True), nullable=True),
+    Column("started", _Time, nullable=False),
+    Column("ended", _Time, nullable=True),
+    Column("heartbeat", _Time, nullable=True),
     Column("summary", _Json, nullable=False),
     Column("message", _LongText, nullable=True),
     # Migration 0006: the node that ran it (cluster mode; the host name otherwise) and the
     # scheduled fire it ran for (none for a run started by hand).
     Column("node", String(191), nullable=True),
-    Column("fire", DateTime(timezone=True), nullable=True),
+    Column("fire", _Time, nullable=True),
     # Migration 0015: the process running a run that takes no lock (``HOST:PID@START``), so
     # that a daemon starting can end such a run whose process is gone (``daemon/recovery.py``).
     Column("owner", String(191), nullable=True),
@@ -185,7 +200,7 @@ audit = Table(
     metadata,
     Column("seq", _BigId, primary_key=True, autoincrement=True),
     Column("run_id", _Id, nullable=True),
-    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("ts", _Time, nullable=False),
     Column("mapping", String(128), nullable=False),
     Column("situation", String(32), nullable=True),
     Column("action", String(16), nullable=True),
@@ -227,8 +242,8 @@ locks = Table(
     metadata,
     Column("name", String(191), primary_key=True),
     Column("owner", String(191), nullable=False),
-    Column("acquired", DateTime(timezone=True), nullable=False),
-    Column("expires", DateTime(timezone=True), nullable=False),
+    Column("acquired", _Time, nullable=False),
+    Column("expires", _Time, nullable=False),
 )
 
 # What pruned runs counted, so the metrics' counters never go down (migration 0003):
@@ -250,8 +265,8 @@ sync_tokens = Table(
     Column("source", String(191), primary_key=True),
     Column("token", _LongText, nullable=True),
     Column("method", String(32), nullable=True),
-    Column("updated", DateTime(timezone=True), nullable=True),
-    Column("last_run", DateTime(timezone=True), nullable=True),
+    Column("updated", _Time, nullable=True),
+    Column("last_run", _Time, nullable=True),
     Column("last_state", String(16), nullable=True),
     Column("last_message", _LongText, nullable=True),
     Column("runs", BigInteger, nullable=False, server_default="0"),
@@ -273,8 +288,8 @@ sync_failures = Table(
     Column("deleted", Boolean, nullable=False),  # whether the change that failed last was a delete
     Column("token", _LongText, nullable=True),  # the token of the change that first failed
     Column("error", _LongText, nullable=False),
-    Column("first_failed", DateTime(timezone=True), nullable=False),
-    Column("last_failed", DateTime(timezone=True), nullable=False),
+    Column("first_failed", _Time, nullable=False),
+    Column("last_failed", _Time, nullable=False),
 )
 
 # Cluster mode (migration 0006): the nodes that joined the cluster, their queue worker
@@ -286,8 +301,8 @@ cluster_nodes = Table(
     Column("owner", String(191), nullable=False),
     Column("worker_id", BigInteger, nullable=True),
     Column("version", String(32), nullable=False),
-    Column("started", DateTime(timezone=True), nullable=False),
-    Column("seen", DateTime(timezone=True), nullable=False),
+    Column("started", _Time, nullable=False),
+    Column("seen", _Time, nullable=False),
     Column("running", _Json, nullable=True),
     # Its conf/ and jobs.d/ files, a digest each (migration 0018): nodes deployed apart say so.
     Column("config", _Json, nullable=True),
@@ -306,8 +321,8 @@ recon_partitions = Table(
     Column("node", String(191), nullable=True),
     Column("owner", String(191), nullable=True),
     Column("attempts", Integer, nullable=False, default=0, server_default="0"),
-    Column("started", DateTime(timezone=True), nullable=True),
-    Column("ended", DateTime(timezone=True), nullable=True),
+    Column("started", _Time, nullable=True),
+    Column("ended", _Time, nullable=True),
     Column("summary", _Json, nullable=True),
     Column("message", _LongText, nullable=True),
 )
