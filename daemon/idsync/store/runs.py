@@ -298,6 +298,13 @@ class RunStore:
         self.store.insert_many(conn, deferred, [
             {"run_id": run_id, "seq": start_seq + i, "op": dict(op)} for i, op in enumerate(ops)])
 
+    def undefer(self, run_id: str, first_seq: int, end_seq: int) -> None:
+        """Drop the deferred ops of ``run_id`` numbered from ``first_seq`` up to ``end_seq``
+        (excluded): a partition's, which is read again."""
+        with self.store.begin() as conn:
+            conn.execute(delete(deferred).where(deferred.c.run_id == run_id, deferred.c.seq >= first_seq,
+                                                deferred.c.seq < end_seq))
+
     def deferred_pages(self, run_id: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
         last = -1
         while True:

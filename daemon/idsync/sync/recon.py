@@ -93,6 +93,7 @@ _LOCK_REFRESH = 30.0  # seconds between refreshes of the run's lock (it lasts LO
 _PARTITION_LOST = ("the partition was handed to another worker while this process was silent (paused, starved or "
                    "cut off from the store for longer than the cluster's stall_timeout); that worker reads it, "
                    "and nothing more was written here")
+_NOT_READ = "not read to its end: the run ended first"
 # The mappings each thread is reconciling now (``_reconciling``).
 _threads = threading.local()
 # The runs in progress in this process, by run id: what ``cancel_in_process`` stops,
@@ -551,7 +552,8 @@ class _Run:
         self.log.info("recon.split", partitions=len(bounds), objects=self._expected)
         splitter = self.options.splitter
         splitter.spread(self.id, len(bounds) - 1)
-        own = self.counters
+        own, read = self.counters, False
+        states: list[Partition] = []
         try:
             while True:
                 if splitter.reclaim is not None:
@@ -563,6 +565,7 @@ class _Run:
                     raise RunAborted(f"partition {failed.part} failed: {failed.message or 'read error'}; "
                                      "the target phase was skipped and nothing was deleted")
                 if all(p.state == "SUCCESS" for p in states):
+                    read = True
                     break
                 self._check_cancel()
                 self._show_partitions(states)
@@ -571,16 +574,29 @@ class _Run:
             self.counters = assessor.counters = own
             if splitter.done is not None:
                 splitter.done(self.id)
-        for p in states:
-            tally = (p.summary or {}).get("tally") or {}
-            own.absorb(tally)
-            self._unidentified += int(tally.get("unidentified", 0))
-            self._unresolved += int(tally.get("unresolved", 0))
-        self._partitions = [p.to_json() for p in states]
+            if not read:
+                # The run ends here (a partition failed, the run was canceled): its workers
+                # are stopped, and what their partitions committed is still this run's.
+                with contextlib.suppress(OperationalError, InterfaceError):
+                    states = parts.all(self.id)
+            self._count_partitions(states, ended=not read)
         if own.source_processed < self._expected:
             raise SafetyLimitExceeded(
                 f"the partitions read {own.source_processed} objects where the source listed {self._expected} "
                 "ids: some may have been missed; the target phase was skipped and nothing was deleted")
+
+    def _count_partitions(self, states: list[Partition], *, ended: bool) -> None:
+        """Add what the partitions committed into this run's counters and list them;
+        ``ended``: the run ends before all were read, and those not read to their end are
+        listed CANCELED, as the run's end makes them (``end_unread``)."""
+        for p in states:
+            tally = (p.summary or {}).get("tally") or {}
+            self.counters.absorb(tally)
+            self._unidentified += int(tally.get("unidentified", 0))
+            self._unresolved += int(tally.get("unresolved", 0))
+        unread = {"PENDING", "ACTIVE"} if ended else set()
+        self._partitions = [p.to_json() | ({"state": "CANCELED", "message": _NOT_READ} if p.state in unread else {})
+                            for p in states]
 
     def _show_partitions(self, states: list[Partition]) -> None:
         """The run's record while its partitions run: their counts added up, and each one's state."""
@@ -608,6 +624,13 @@ class _Run:
                                                      dry_run=self.options.dry_run,
                                                      report="result" in self.mapping.hooks)
         self._deferred, self._unidentified, self._unresolved = part.part * SEQ_SPAN, 0, 0
+        if part.attempts > 1:
+            # Read before by a process that died or was taken for dead: the writes its pages
+            # committed stay counted (this read finds them done), and the deletes they deferred
+            # are dropped, to be deferred again by this read, which assesses every object anew.
+            earlier = (part.summary or {}).get("tally") or {}
+            self.counters.absorb({k: v for k, v in earlier.items() if k != "source_processed"})
+            self.runs.undefer(self.id, part.part * SEQ_SPAN, (part.part + 1) * SEQ_SPAN)
         self._partition = part
         state, message = "FAILED", None
         ranged = replace(spec, filter=range_filter(spec.filter, part.low, part.high))
