@@ -834,14 +834,20 @@ class _Run:
 
         With the store as the target it is all one transaction, so a crash between
         the writes and the links cannot leave created objects that nothing links."""
-        if not isinstance(target, ManagedResource) and not self.options.dry_run and any(p.op for p in plans):
+        in_store = isinstance(target, ManagedResource)
+        if not in_store and not self.options.dry_run and any(p.op for p in plans):
             self._still_held()  # writes to another system: no rollback would undo them
+        # The page is counted as it is written: one the store rolled back (its disk full, its
+        # connection cut, a second SIGTERM) wrote nothing of a store target, and counts nothing.
+        mark = self.counters.mark() if in_store else None
         try:
             with writing(self.store, target) as conn:
                 self._grown += self._apply_page(plans, target, conn, kept or {}, confirmed)
-        except (IdsyncError, KeyboardInterrupt):
-            raise
-        except Exception:
+        except BaseException as exc:
+            if mark is not None:
+                self.counters.rewind(mark)
+            if isinstance(exc, IdsyncError) or not isinstance(exc, Exception):
+                raise
             # A page colliding with the rows of the process that took this run or partition over
             # while this one was silent (a link it made first: a unique key) rolled back: that
             # is the takeover, which ends this run as it should, not a crash of the run.
