@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_runner import IDSYNC, run_cli
 from cluster_env import (
     SLOW,
@@ -249,14 +250,16 @@ def _worker_deferring(url: str, parent: int) -> Any:
     return busy if deferred else None
 
 
-def test_a_split_run_whose_process_died_counts_what_its_partitions_committed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("found_by", ["daemon start", "next recon"])
+def test_a_split_run_whose_process_died_counts_what_its_partitions_committed(tmp_path: Path, found_by: str) -> None:
     """The recon's process and its worker killed with SIGKILL in the middle of a split first
-    load; at the next daemon start (``recover_interrupted``) the run is FAILED and its
-    summary lists its partitions and counts what they committed (its creates are its
-    successful CREATE audit rows), not the zeros it started with."""
+    load; at the next daemon start (``recover_interrupted``), or when the next ``idsync
+    recon`` of the mapping breaks its lock, the run is FAILED and its summary lists its
+    partitions and counts what they committed (its creates are its successful CREATE audit
+    rows), not the zeros it started with (before, the next recon left them at zero)."""
     from idsync.daemon.recovery import recover_interrupted
 
-    project, url = _project(tmp_path / "p", workers=2)
+    project, url = _project(tmp_path / "p", workers=2, ms=25)
     add_managed_users(project, 400)
     recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -268,15 +271,19 @@ def test_a_split_run_whose_process_died_counts_what_its_partitions_committed(tmp
     finally:
         if recon.poll() is None:
             recon.kill()
+    (run_id,) = [r.id for r in select_rows(url, "SELECT id FROM recon_runs")]
+    (created,) = select_rows(url, "SELECT count(*) AS n FROM audit WHERE action = 'CREATE' AND status = 'SUCCESS'")
+    if found_by == "next recon":
+        done = run_cli(["-p", str(project), "recon", "m_big", "--quiet"])
+        assert done.returncode == 0, done.stderr
     store = Store.open(url)
     try:
-        (run_id,) = [r.id for r in select_rows(url, "SELECT id FROM recon_runs")]
-        assert run_id in recover_interrupted(store)
+        if found_by == "daemon start":
+            assert run_id in recover_interrupted(store)
         run = RunStore(store).get(run_id)
     finally:
         store.close()
     assert run is not None and run["state"] == "FAILED"
-    (created,) = select_rows(url, "SELECT count(*) AS n FROM audit WHERE action = 'CREATE' AND status = 'SUCCESS'")
     summary = run["summary"]
     assert summary["partitions"] and {p["state"] for p in summary["partitions"]} <= {"SUCCESS", "CANCELED", "ACTIVE",
                                                                                     "PENDING"}

@@ -83,6 +83,7 @@ from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
 from idsync.sync.role_fanout import RoleFanout, WrittenRoles
 from idsync.sync.summary import Counters
 from idsync.sync.system_ids import unfit_id
+from idsync.sync.taken_over import summarize_taken_over
 from idsync.sync.written import written_values
 
 __all__ = ["ReconResult", "cancel_in_process", "help_partitions", "refuse_own_run", "run_recon"]
@@ -222,8 +223,9 @@ class _Run:
                 _running.pop(self.id, None)
 
     def _run(self) -> ReconResult:
-        self.runs.fail_abandoned()
-        self.runs.acquire(self.lock, self.owner)
+        for interrupted in self.runs.fail_abandoned() + self.runs.acquire(self.lock, self.owner):
+            # A split run whose process died: its counts are in its partitions.
+            summarize_taken_over(self.store, interrupted)
         state, message, exit_code = "FAILED", None, 1
         taken_over = False  # ended elsewhere while this process was silent: its end stands
         resources = Resources(self.project, self.store)
