@@ -171,6 +171,38 @@ def test_an_ldap_first_load_is_split_and_the_next_recon_is_not(tmp_path: Path, s
     assert people[0] == (240, 240)
 
 
+def test_a_split_run_s_record_shows_its_progress_while_its_process_reads_a_partition(tmp_path: Path) -> None:
+    """400 users in four ranges, ``workers = 2``: while the recon's own process and its worker
+    read their first ranges, the run's record (``idsync status``, the API, the status file)
+    already counts what their pages committed (before, it said 0 until the recon's process
+    had read its range to the end)."""
+    project, url = _project(tmp_path / "p", workers=2, ms=25)
+    add_managed_users(project, 400)
+    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        shown = wait_for(lambda: _shown_while_read(url), 60, "the run's record counting its partitions' creates")
+        _, err = recon.communicate(timeout=120)
+    finally:
+        if recon.poll() is None:
+            recon.kill()
+    assert recon.returncode == 0, err
+    assert shown["changes"]["created"] > 0 and shown["partitions"]
+
+
+def _shown_while_read(url: str) -> dict[str, Any] | None:
+    """The summary of the run's record, if it counts creates while no partition has ended yet."""
+    try:
+        parts = select_rows(url, "SELECT state FROM recon_partitions")
+        runs = select_rows(url, "SELECT summary FROM recon_runs")
+    except Exception:  # noqa: BLE001 - the tables are being made
+        return None
+    if not parts or not runs or any(p.state not in ("PENDING", "ACTIVE") for p in parts):
+        return None
+    summary: dict[str, Any] = json.loads(runs[0].summary)
+    return summary if (summary.get("changes") or {}).get("created") else None
+
+
 def test_a_killed_worker_s_partition_is_read_again(tmp_path: Path) -> None:
     """A worker killed with SIGKILL in the middle of its partition: the run hands the partition
     back and reads it itself; the run ends SUCCESS with one account and one link per user, each

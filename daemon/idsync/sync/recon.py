@@ -95,6 +95,7 @@ _PARTITION_LOST = ("the partition was handed to another worker while this proces
                    "cut off from the store for longer than the cluster's stall_timeout); that worker reads it, "
                    "and nothing more was written here")
 _NOT_READ = "not read to its end: the run ended first"
+_SHOWN_EVERY = 1.0  # seconds between updates of a split run's record while its process reads a partition
 # The mappings each thread is reconciling now (``_reconciling``).
 _threads = threading.local()
 # The runs in progress in this process, by run id: what ``cancel_in_process`` stops,
@@ -570,7 +571,7 @@ class _Run:
                     read = True
                     break
                 self._check_cancel()
-                self._show_partitions(states)
+                self._show_partitions(states, self.counters.source_total)
                 time.sleep(0.2)
         finally:
             self.counters = assessor.counters = own
@@ -600,10 +601,11 @@ class _Run:
         self._partitions = [p.to_json() | ({"state": "CANCELED", "message": _NOT_READ} if p.state in unread else {})
                             for p in states]
 
-    def _show_partitions(self, states: list[Partition]) -> None:
-        """The run's record while its partitions run: their counts added up, and each one's state."""
+    def _show_partitions(self, states: list[Partition], total: int | None) -> None:
+        """The run's record while its partitions run: their counts added up, and each one's
+        state; ``total``: the source's objects, where known."""
         shown = Counters(self.mapping.name, self.mapping.source, self.mapping.target, dry_run=self.options.dry_run)
-        shown.source_total = self.counters.source_total
+        shown.source_total = total
         for p in states:
             shown.absorb((p.summary or {}).get("tally") or {})
         shown.stage = "ACTIVE_RECONCILING_SOURCE"
@@ -636,12 +638,18 @@ class _Run:
         self._partition = part
         state, message = "FAILED", None
         ranged = replace(spec, filter=range_filter(spec.filter, part.low, part.high))
+        shown = time.monotonic()
         try:
             for page in self._listed(source.pages(ranged), "source"):
                 self._check_cancel()
                 t0 = time.monotonic()
                 self._source_page(page, source, target, assessor, correlators)
                 self.counters.time("sourcePage", (time.monotonic() - t0) * 1000)
+                if not self._helper and t0 - shown >= _SHOWN_EVERY:
+                    # The run's process reads a partition too: the run's record still tells
+                    # how far they all are, as while it waits for them.
+                    self._show_partitions(parts.all(self.id), saved[0].source_total)
+                    shown = t0
             state = "SUCCESS"
         except RunCanceled:
             state = "PENDING"  # handed back: another worker reads it
