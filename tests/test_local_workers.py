@@ -12,9 +12,11 @@ import socket
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_runner import IDSYNC, run_cli
 from cluster_env import (
     SLOW,
@@ -32,7 +34,7 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.partitions import Partitions
 from idsync.store.runs import RunStore
-from idsync.sync.partitions import IdSample, cut
+from idsync.sync.partitions import SEQ_SPAN, IdSample, cut
 from idsync_dev.onward import add_onward_csv
 from idsync_dev.slapd import Slapd
 from sqlalchemy import text
@@ -169,39 +171,127 @@ def test_an_ldap_first_load_is_split_and_the_next_recon_is_not(tmp_path: Path, s
     assert people[0] == (240, 240)
 
 
-def test_a_killed_worker_s_partition_is_read_again(tmp_path: Path) -> None:
-    """A worker killed with SIGKILL in the middle of its partition: the run hands the partition
-    back and reads it itself; the run ends SUCCESS with one account and one link per user, each
-    account created once, and the command leaves no process behind."""
-    users = 400
-    project, url = _project(tmp_path / "p", workers=2)
-    add_managed_users(project, users)
+def test_a_split_run_s_record_shows_its_progress_while_its_process_reads_a_partition(tmp_path: Path) -> None:
+    """400 users in four ranges, ``workers = 2``: while the recon's own process and its worker
+    read their first ranges, the run's record (``idsync status``, the API, the status file)
+    already counts what their pages committed (before, it said 0 until the recon's process
+    had read its range to the end)."""
+    project, url = _project(tmp_path / "p", workers=2, ms=25)
+    add_managed_users(project, 400)
     recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        busy = wait_for(lambda: _worker_partition(url, recon.pid), 60, "a partition read by the worker")
-        os.kill(_pid(busy.owner), signal.SIGKILL)
+        shown = wait_for(lambda: _shown_while_read(url), 60, "the run's record counting its partitions' creates")
         _, err = recon.communicate(timeout=120)
     finally:
         if recon.poll() is None:
             recon.kill()
     assert recon.returncode == 0, err
+    assert shown["changes"]["created"] > 0 and shown["partitions"]
+
+
+def _shown_while_read(url: str) -> dict[str, Any] | None:
+    """The summary of the run's record, if it counts creates while no partition has ended yet."""
+    try:
+        parts = select_rows(url, "SELECT state FROM recon_partitions")
+        runs = select_rows(url, "SELECT summary FROM recon_runs")
+    except Exception:  # noqa: BLE001 - the tables are being made
+        return None
+    if not parts or not runs or any(p.state not in ("PENDING", "ACTIVE") for p in parts):
+        return None
+    summary: dict[str, Any] = json.loads(runs[0].summary)
+    return summary if (summary.get("changes") or {}).get("created") else None
+
+
+def test_a_killed_worker_s_partition_is_read_again(tmp_path: Path) -> None:
+    """A worker killed with SIGKILL in the middle of its partition: the run hands the partition
+    back and reads it itself; the run ends SUCCESS with one account and one link per user, each
+    account created once, and the command leaves no process behind. The run counts every
+    create, those of the pages the worker committed before it died included (before, the
+    second read counted them as unchanged, and the first read's counts were lost)."""
+    users = 400
+    project, url = _project(tmp_path / "p", workers=2, ms=25)
+    add_managed_users(project, users)
+    recon, busy, err = _kill_the_worker(project, lambda pid: _worker_partition(url, pid),
+                                        "a partition read by the worker")
+    assert recon.returncode == 0, err
     (summary,) = _summaries(url)
     taken = next(p for p in summary["partitions"] if p["partition"] == busy.part)
     assert taken["attempts"] == 2 and taken["state"] == "SUCCESS"
     assert_each_account_created_once(url, users)
+    assert summary["changes"]["created"] == users and summary["progress"]["source"]["existing"]["processed"] == users
     assert "worker_lost" in err
     assert not _children_left(recon.pid)
 
 
-def test_a_split_run_whose_process_died_counts_what_its_partitions_committed(tmp_path: Path) -> None:
+def test_a_killed_worker_s_deferred_deletes_are_deferred_once(tmp_path: Path) -> None:
+    """400 users, 40 of them linked to accounts by a first run, then no longer qualified
+    (``UNQUALIFIED``: ``DELETE``): a worker killed once its partition has deferred some of
+    their deletes. The partition read again defers them anew in place of the first read's
+    (before, its first delete collided with the first read's numbers: the run FAILED on an
+    internal error); the run ends SUCCESS, with 360 accounts created and 40 deleted, once each."""
+    project, url = _project(tmp_path / "p", workers=2, ms=25)
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    mapping = sync["mappings"][0]
+    del mapping["correlationQuery"]  # a run that correlates nothing is split though it links some
+    mapping["validSource"] = {"type": "text/javascript", "source": "source.userName.endsWith('7')"}
+    sync_file.write_text(json.dumps(sync))
+    add_managed_users(project, 400)
+    first = run_cli(["-p", str(project), "recon", "m_big", "--quiet"])
+    assert first.returncode == 0, first.stderr
+    mapping["validSource"]["source"] = "!source.userName.endsWith('7')"
+    sync_file.write_text(json.dumps(sync))
+    recon, busy, err = _kill_the_worker(project, lambda pid: _worker_deferring(url, pid),
+                                        "a worker's partition with deferred deletes")
+    assert recon.returncode == 0, err
+    _, summary = _summaries(url)
+    assert next(p for p in summary["partitions"] if p["partition"] == busy.part)["attempts"] == 2
+    assert summary["changes"]["created"] == 360 and summary["changes"]["deleted"] == 40, summary["changes"]
+    names = [r[0] for r in select_rows(url, "SELECT json_extract(data, '$.name') FROM managed_objects "
+                                            "WHERE object_type = 'account'")]
+    assert sorted(names) == sorted(f"u{i}" for i in range(400) if not str(i).endswith("7"))
+    deletes = select_rows(url, "SELECT target_id, count(*) FROM audit WHERE action = 'DELETE' GROUP BY target_id")
+    assert len(deletes) == 40 and {d[1] for d in deletes} == {1}
+
+
+def _kill_the_worker(project: Path, busy_partition: Callable[[int], Any],
+                     what: str) -> tuple[subprocess.Popen[str], Any, str]:
+    """``idsync recon m_big`` with its worker killed (SIGKILL) once ``busy_partition`` of the
+    recon's pid finds the partition the worker reads; the ended command, that partition and
+    the command's stderr."""
+    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        busy = wait_for(lambda: busy_partition(recon.pid), 60, what)
+        os.kill(_pid(busy.owner), signal.SIGKILL)
+        _, err = recon.communicate(timeout=120)
+    finally:
+        if recon.poll() is None:
+            recon.kill()
+    return recon, busy, err
+
+
+def _worker_deferring(url: str, parent: int) -> Any:
+    """An ACTIVE partition of a worker (not ``parent``) that has deferred a delete, if any."""
+    busy = _worker_partition(url, parent)
+    if busy is None:
+        return None
+    deferred = select_rows(url, f"SELECT count(*) FROM recon_deferred WHERE seq >= {busy.part * SEQ_SPAN} "
+                                f"AND seq < {(busy.part + 1) * SEQ_SPAN}")[0][0]
+    return busy if deferred else None
+
+
+@pytest.mark.parametrize("found_by", ["daemon start", "next recon"])
+def test_a_split_run_whose_process_died_counts_what_its_partitions_committed(tmp_path: Path, found_by: str) -> None:
     """The recon's process and its worker killed with SIGKILL in the middle of a split first
-    load; at the next daemon start (``recover_interrupted``) the run is FAILED and its
-    summary lists its partitions and counts what they committed (its creates are its
-    successful CREATE audit rows), not the zeros it started with."""
+    load; at the next daemon start (``recover_interrupted``), or when the next ``idsync
+    recon`` of the mapping breaks its lock, the run is FAILED and its summary lists its
+    partitions and counts what they committed (its creates are its successful CREATE audit
+    rows), not the zeros it started with (before, the next recon left them at zero)."""
     from idsync.daemon.recovery import recover_interrupted
 
-    project, url = _project(tmp_path / "p", workers=2)
+    project, url = _project(tmp_path / "p", workers=2, ms=25)
     add_managed_users(project, 400)
     recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -213,15 +303,19 @@ def test_a_split_run_whose_process_died_counts_what_its_partitions_committed(tmp
     finally:
         if recon.poll() is None:
             recon.kill()
+    (run_id,) = [r.id for r in select_rows(url, "SELECT id FROM recon_runs")]
+    (created,) = select_rows(url, "SELECT count(*) AS n FROM audit WHERE action = 'CREATE' AND status = 'SUCCESS'")
+    if found_by == "next recon":
+        done = run_cli(["-p", str(project), "recon", "m_big", "--quiet"])
+        assert done.returncode == 0, done.stderr
     store = Store.open(url)
     try:
-        (run_id,) = [r.id for r in select_rows(url, "SELECT id FROM recon_runs")]
-        assert run_id in recover_interrupted(store)
+        if found_by == "daemon start":
+            assert run_id in recover_interrupted(store)
         run = RunStore(store).get(run_id)
     finally:
         store.close()
     assert run is not None and run["state"] == "FAILED"
-    (created,) = select_rows(url, "SELECT count(*) AS n FROM audit WHERE action = 'CREATE' AND status = 'SUCCESS'")
     summary = run["summary"]
     assert summary["partitions"] and {p["state"] for p in summary["partitions"]} <= {"SUCCESS", "CANCELED", "ACTIVE",
                                                                                     "PENDING"}
@@ -232,7 +326,9 @@ def test_a_canceled_split_run_stops_its_worker_at_a_page_boundary(tmp_path: Path
     """Ctrl-C while a worker reads a range: the command exits 130 within seconds, the run is
     CANCELED with nothing deleted, the worker is gone (it stops at its page boundary), and
     the partitions not read to their end are CANCELED (before, they showed PENDING, as
-    if still to be read, for good)."""
+    if still to be read, for good). The run's summary counts what its partitions committed
+    and lists them as they ended (before, a split run that was canceled, or whose partition
+    failed, said it had created nothing)."""
     project, url = _project(tmp_path / "p", workers=2)
     add_managed_users(project, 2000)  # 20 s of work: the worker has seconds of it left when asked
     recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
@@ -253,6 +349,10 @@ def test_a_canceled_split_run_stops_its_worker_at_a_page_boundary(tmp_path: Path
     assert not _children_left(recon.pid)
     parts = Counter(r.state for r in select_rows(url, "SELECT state FROM recon_partitions"))
     assert set(parts) <= {"SUCCESS", "CANCELED"} and parts["CANCELED"] >= 1, parts
+    (summary,) = _summaries(url)
+    (created,) = select_rows(url, "SELECT count(*) AS n FROM audit WHERE action = 'CREATE' AND status = 'SUCCESS'")
+    assert created.n > 0 and summary["changes"]["created"] == created.n, (summary["changes"], created.n)
+    assert Counter(p["state"] for p in summary["partitions"]) == parts
 
 
 def _worker_partition(url: str, parent: int) -> Any:

@@ -152,14 +152,14 @@ def test_fail_abandoned_fails_silent_runs_past_the_cutoff_only(store: Store) -> 
     _active_run(store, "recent", heartbeat=now - dt.timedelta(minutes=9))
     _active_run(store, "revived", heartbeat=now - dt.timedelta(minutes=11))
     RunStore(store).progress("revived", "ACTIVE_RECONCILING_SOURCE", {})
-    assert RunStore(store).fail_abandoned() == 1
+    assert RunStore(store).fail_abandoned() == ["old"]
     revived = RunStore(store).get("revived")
     assert revived is not None and revived["state"] == "ACTIVE"
     old, recent = RunStore(store).get("old"), RunStore(store).get("recent")
     assert old is not None and old["state"] == "FAILED" and "no sign of life for 10 minutes" in old["message"]
     assert old["summary"]["changes"]["created"] == 7 and _leftovers(store, "old") == 0
     assert recent is not None and recent["state"] == "ACTIVE" and _leftovers(store, "recent") == 3
-    assert RunStore(store).fail_abandoned(dt.timedelta(minutes=5)) == 1  # revived is within 5 minutes
+    assert RunStore(store).fail_abandoned(dt.timedelta(minutes=5)) == ["recent"]  # revived is within 5 minutes
     recent = RunStore(store).get("recent")
     assert recent is not None and recent["state"] == "FAILED"
 

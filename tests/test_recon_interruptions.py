@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -32,6 +33,7 @@ from idsync.store.tokens import SyncTokens
 from idsync_dev.slapd import Slapd
 from pg_outage import outage
 from projects import MAPPING, make_project, person
+from sqlalchemy import text
 from waiting import wait_for
 
 IDSYNC = str(Path(sys.executable).parent / "idsync")
@@ -469,6 +471,38 @@ def test_a_database_outage_mid_page_exits_69_without_a_traceback(
     assert proc.returncode == 69, err
     assert "Traceback" not in err and "recon.crash" not in err
     assert err.strip().splitlines()[-1].startswith("idsync: store: ")
+
+
+@pytest.mark.slapd
+def test_a_page_the_store_rolled_back_is_not_counted(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """The SQLite store's disk fills up part way through a recon (files may grow to 1 MB,
+    ``RLIMIT_FSIZE``): the page whose commit fails is rolled back, the command exits 69
+    naming the store's error, and the run's summary counts the creates its committed pages
+    made, no more (before, the rolled-back page was counted as created and linked); with
+    room again, the next recon creates the rest."""
+    url = store_url("sqlite", tmp_path)
+    project = _project(tmp_path, slapd, ldap_subtree, url, users=1000, page_size=100, delay_ms=0)
+    Store.open(url).close()  # the schema first, within the limit
+    limit = 1 << 20
+    full = subprocess.run([IDSYNC, "-p", str(project), "recon", MAPPING, "--json"], capture_output=True, text=True,
+                          env=ENV, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert full.returncode == 69, full.stderr
+    told = json.loads(full.stdout)
+    assert told["state"] == "FAILED" and told["message"].startswith("store: "), told["message"]
+    store = Store.open(url)
+    try:
+        with store.engine.connect() as conn:
+            created = conn.execute(text("SELECT count(*) FROM audit WHERE action = 'CREATE' "
+                                        "AND status = 'SUCCESS'")).scalar_one()
+        assert 0 < created < 1000 and _users(project, store) == created
+        assert told["changes"]["created"] == created == told["changes"]["linked"], (told["changes"], created)
+        recorded = _latest(RunStore(store))
+        assert recorded["summary"]["changes"]["created"] in (0, created)  # its end, or its last page's count
+        assert _idsync(project, "recon", MAPPING).returncode == 0
+        assert _users(project, store) == 1000
+    finally:
+        store.close()
 
 
 def test_a_page_colliding_with_the_takeovers_links_ends_as_taken_over(

@@ -46,6 +46,7 @@ def _cmd_unlock(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.settings import load_settings
     from idsync.store.database import utcnow
     from idsync.store.locks import Locks
+    from idsync.sync.taken_over import summarize_taken_over
 
     names = [args.name] if args.name.startswith(_PREFIXES) else [p + args.name for p in _PREFIXES]
     try:  # no project is an error; a project with no store yet holds no lock (none is made)
@@ -73,6 +74,8 @@ def _cmd_unlock(args: argparse.Namespace, project_dir: Path) -> int:
                 return 1
             reason = f"interrupted: owner {holder.describe()} is gone (lock removed by idsync unlock)"
         failed = locks.break_(name, holder, reason)
+        for run_id in failed:
+            summarize_taken_over(store, run_id)  # a split run: its counts are in its partitions
         print(f"{name}: lock removed" + (f"; run {failed[0]} recorded FAILED" if failed else ""))
     return 0
 

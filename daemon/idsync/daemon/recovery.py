@@ -44,7 +44,7 @@ INTERRUPTED = "interrupted: the process running it stopped before the run ended"
 def recover_interrupted(store: Store) -> list[str]:
     """Mark runs of dead processes FAILED and drop their locks; returns the run ids."""
     failed = Locks(store).break_gone()
-    RunStore(store).fail_abandoned()
+    failed += RunStore(store).fail_abandoned()
     with store.engine.connect() as conn:
         active = list(conn.execute(select(recon_runs.c.id, recon_runs.c.mapping).where(
             recon_runs.c.state == "ACTIVE", recon_runs.c.owner.is_(None),

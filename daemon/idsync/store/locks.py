@@ -225,13 +225,15 @@ class Locks:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def acquire(self, name: str, owner: str, ttl: dt.timedelta = LOCK_TTL) -> None:
-        """Take ``name`` for ``owner``, breaking the lock of a gone holder; ``RunLocked`` if it lives."""
+    def acquire(self, name: str, owner: str, ttl: dt.timedelta = LOCK_TTL) -> list[str]:
+        """Take ``name`` for ``owner``, breaking the lock of a gone holder; ``RunLocked`` if it
+        lives. The recon runs failed as their lock was broken."""
         self._retry_releases()
         # Held from before the row exists: another thread of this process checking the lock
         # between the insert and this would take it for one whose release failed, and break it.
         with _held_guard:
             _held.add(owner)
+        failed: list[str] = []
         try:
             for _attempt in range(3):
                 now = utcnow()
@@ -245,9 +247,9 @@ class Locks:
                     reason = holder.gone(now)
                     if reason is None:
                         raise RunLocked(f"{name} is already running (held by {holder.describe()})") from None
-                    self.break_(name, holder, reason)
+                    failed += self.break_(name, holder, reason)
                     continue
-                return
+                return failed
         except BaseException:
             with _held_guard:
                 _held.discard(owner)

@@ -215,16 +215,16 @@ class RunStore:
         with self.store.engine.connect() as conn:
             return [self._row(r) for r in conn.execute(query).mappings()]
 
-    def fail_abandoned(self, silent_for: dt.timedelta = LOCK_TTL) -> int:
+    def fail_abandoned(self, silent_for: dt.timedelta = LOCK_TTL) -> list[str]:
         """Fail the runs left ACTIVE by a process that is gone: the holder of their lock is
-        (``locks.py``), or their heartbeat stopped ``silent_for`` ago; the number failed."""
-        failed = len(Locks(self.store).break_gone())
+        (``locks.py``), or their heartbeat stopped ``silent_for`` ago; the runs failed."""
+        failed = Locks(self.store).break_gone()
         cutoff = utcnow() - silent_for
         message = SILENT.format(minutes=round(silent_for.total_seconds() / 60))
         with self.store.begin() as conn:
             silent = [r[0] for r in conn.execute(select(recon_runs.c.id).where(
                 recon_runs.c.state == "ACTIVE", recon_runs.c.heartbeat < cutoff))]
-            return failed + end_runs(conn, silent, "FAILED", message)
+            return failed + [run_id for run_id in silent if end_runs(conn, [run_id], "FAILED", message)]
 
     @staticmethod
     def _row(row: Any) -> dict[str, Any]:
@@ -298,6 +298,13 @@ class RunStore:
         self.store.insert_many(conn, deferred, [
             {"run_id": run_id, "seq": start_seq + i, "op": dict(op)} for i, op in enumerate(ops)])
 
+    def undefer(self, run_id: str, first_seq: int, end_seq: int) -> None:
+        """Drop the deferred ops of ``run_id`` numbered from ``first_seq`` up to ``end_seq``
+        (excluded): a partition's, which is read again."""
+        with self.store.begin() as conn:
+            conn.execute(delete(deferred).where(deferred.c.run_id == run_id, deferred.c.seq >= first_seq,
+                                                deferred.c.seq < end_seq))
+
     def deferred_pages(self, run_id: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
         last = -1
         while True:
@@ -318,8 +325,8 @@ class RunStore:
 
     # -- locks (``locks.py``) ----------------------------------------------
 
-    def acquire(self, name: str, owner: str, ttl: dt.timedelta = LOCK_TTL) -> None:
-        Locks(self.store).acquire(name, owner, ttl)
+    def acquire(self, name: str, owner: str, ttl: dt.timedelta = LOCK_TTL) -> list[str]:
+        return Locks(self.store).acquire(name, owner, ttl)
 
     def refresh(self, name: str, owner: str, ttl: dt.timedelta = LOCK_TTL) -> None:
         Locks(self.store).refresh(name, owner, ttl)

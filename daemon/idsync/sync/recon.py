@@ -83,6 +83,7 @@ from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
 from idsync.sync.role_fanout import RoleFanout, WrittenRoles
 from idsync.sync.summary import Counters
 from idsync.sync.system_ids import unfit_id
+from idsync.sync.taken_over import summarize_taken_over
 from idsync.sync.written import written_values
 
 __all__ = ["ReconResult", "cancel_in_process", "help_partitions", "refuse_own_run", "run_recon"]
@@ -93,6 +94,8 @@ _LOCK_REFRESH = 30.0  # seconds between refreshes of the run's lock (it lasts LO
 _PARTITION_LOST = ("the partition was handed to another worker while this process was silent (paused, starved or "
                    "cut off from the store for longer than the cluster's stall_timeout); that worker reads it, "
                    "and nothing more was written here")
+_NOT_READ = "not read to its end: the run ended first"
+_SHOWN_EVERY = 1.0  # seconds between updates of a split run's record while its process reads a partition
 # The mappings each thread is reconciling now (``_reconciling``).
 _threads = threading.local()
 # The runs in progress in this process, by run id: what ``cancel_in_process`` stops,
@@ -221,8 +224,9 @@ class _Run:
                 _running.pop(self.id, None)
 
     def _run(self) -> ReconResult:
-        self.runs.fail_abandoned()
-        self.runs.acquire(self.lock, self.owner)
+        for interrupted in self.runs.fail_abandoned() + self.runs.acquire(self.lock, self.owner):
+            # A split run whose process died: its counts are in its partitions.
+            summarize_taken_over(self.store, interrupted)
         state, message, exit_code = "FAILED", None, 1
         taken_over = False  # ended elsewhere while this process was silent: its end stands
         resources = Resources(self.project, self.store)
@@ -553,7 +557,8 @@ class _Run:
         self.log.info("recon.split", partitions=len(bounds), objects=self._expected)
         splitter = self.options.splitter
         splitter.spread(self.id, len(bounds) - 1)
-        own = self.counters
+        own, read = self.counters, False
+        states: list[Partition] = []
         try:
             while True:
                 if splitter.reclaim is not None:
@@ -565,29 +570,44 @@ class _Run:
                     raise RunAborted(f"partition {failed.part} failed: {failed.message or 'read error'}; "
                                      "the target phase was skipped and nothing was deleted")
                 if all(p.state == "SUCCESS" for p in states):
+                    read = True
                     break
                 self._check_cancel()
-                self._show_partitions(states)
+                self._show_partitions(states, self.counters.source_total)
                 time.sleep(0.2)
         finally:
             self.counters = assessor.counters = own
             if splitter.done is not None:
                 splitter.done(self.id)
-        for p in states:
-            tally = (p.summary or {}).get("tally") or {}
-            own.absorb(tally)
-            self._unidentified += int(tally.get("unidentified", 0))
-            self._unresolved += int(tally.get("unresolved", 0))
-        self._partitions = [p.to_json() for p in states]
+            if not read:
+                # The run ends here (a partition failed, the run was canceled): its workers
+                # are stopped, and what their partitions committed is still this run's.
+                with contextlib.suppress(OperationalError, InterfaceError):
+                    states = parts.all(self.id)
+            self._count_partitions(states, ended=not read)
         if own.source_processed < self._expected:
             raise SafetyLimitExceeded(
                 f"the partitions read {own.source_processed} objects where the source listed {self._expected} "
                 "ids: some may have been missed; the target phase was skipped and nothing was deleted")
 
-    def _show_partitions(self, states: list[Partition]) -> None:
-        """The run's record while its partitions run: their counts added up, and each one's state."""
+    def _count_partitions(self, states: list[Partition], *, ended: bool) -> None:
+        """Add what the partitions committed into this run's counters and list them;
+        ``ended``: the run ends before all were read, and those not read to their end are
+        listed CANCELED, as the run's end makes them (``end_unread``)."""
+        for p in states:
+            tally = (p.summary or {}).get("tally") or {}
+            self.counters.absorb(tally)
+            self._unidentified += int(tally.get("unidentified", 0))
+            self._unresolved += int(tally.get("unresolved", 0))
+        unread = {"PENDING", "ACTIVE"} if ended else set()
+        self._partitions = [p.to_json() | ({"state": "CANCELED", "message": _NOT_READ} if p.state in unread else {})
+                            for p in states]
+
+    def _show_partitions(self, states: list[Partition], total: int | None) -> None:
+        """The run's record while its partitions run: their counts added up, and each one's
+        state; ``total``: the source's objects, where known."""
         shown = Counters(self.mapping.name, self.mapping.source, self.mapping.target, dry_run=self.options.dry_run)
-        shown.source_total = self.counters.source_total
+        shown.source_total = total
         for p in states:
             shown.absorb((p.summary or {}).get("tally") or {})
         shown.stage = "ACTIVE_RECONCILING_SOURCE"
@@ -610,15 +630,28 @@ class _Run:
                                                      dry_run=self.options.dry_run,
                                                      report="result" in self.mapping.hooks)
         self._deferred, self._unidentified, self._unresolved = part.part * SEQ_SPAN, 0, 0
+        if part.attempts > 1:
+            # Read before by a process that died or was taken for dead: the writes its pages
+            # committed stay counted (this read finds them done), and the deletes they deferred
+            # are dropped, to be deferred again by this read, which assesses every object anew.
+            earlier = (part.summary or {}).get("tally") or {}
+            self.counters.absorb({k: v for k, v in earlier.items() if k != "source_processed"})
+            self.runs.undefer(self.id, part.part * SEQ_SPAN, (part.part + 1) * SEQ_SPAN)
         self._partition = part
         state, message = "FAILED", None
         ranged = replace(spec, filter=range_filter(spec.filter, part.low, part.high))
+        shown = time.monotonic()
         try:
             for page in self._listed(source.pages(ranged), "source"):
                 self._check_cancel()
                 t0 = time.monotonic()
                 self._source_page(page, source, target, assessor, correlators)
                 self.counters.time("sourcePage", (time.monotonic() - t0) * 1000)
+                if not self._helper and t0 - shown >= _SHOWN_EVERY:
+                    # The run's process reads a partition too: the run's record still tells
+                    # how far they all are, as while it waits for them.
+                    self._show_partitions(parts.all(self.id), saved[0].source_total)
+                    shown = t0
             state = "SUCCESS"
         except RunCanceled:
             state = "PENDING"  # handed back: another worker reads it
@@ -813,14 +846,20 @@ class _Run:
 
         With the store as the target it is all one transaction, so a crash between
         the writes and the links cannot leave created objects that nothing links."""
-        if not isinstance(target, ManagedResource) and not self.options.dry_run and any(p.op for p in plans):
+        in_store = isinstance(target, ManagedResource)
+        if not in_store and not self.options.dry_run and any(p.op for p in plans):
             self._still_held()  # writes to another system: no rollback would undo them
+        # The page is counted as it is written: one the store rolled back (its disk full, its
+        # connection cut, a second SIGTERM) wrote nothing of a store target, and counts nothing.
+        mark = self.counters.mark() if in_store else None
         try:
             with writing(self.store, target) as conn:
                 self._grown += self._apply_page(plans, target, conn, kept or {}, confirmed)
-        except (IdsyncError, KeyboardInterrupt):
-            raise
-        except Exception:
+        except BaseException as exc:
+            if mark is not None:
+                self.counters.rewind(mark)
+            if isinstance(exc, IdsyncError) or not isinstance(exc, Exception):
+                raise
             # A page colliding with the rows of the process that took this run or partition over
             # while this one was silent (a link it made first: a unique key) rolled back: that
             # is the takeover, which ends this run as it should, not a crash of the run.

@@ -188,6 +188,21 @@ class Counters:
         for phase, seconds in (tally.get("listing") or {}).items():
             self.waited(phase, float(seconds))
 
+    def mark(self) -> dict[str, Any]:
+        """What was counted so far: what ``rewind`` goes back to when the page counted next
+        is rolled back."""
+        mark = self.tally()
+        mark["phase_ids"] = {p: {s: list(ids) for s, ids in by.items()} for p, by in self.phase_ids.items()}
+        return mark
+
+    def rewind(self, mark: dict[str, Any]) -> None:
+        """Count again only what ``mark`` holds."""
+        for counter in (self.situations, self.actions, self.status, self.changes, self.qualified):
+            counter.clear()
+        self.source_processed = self.links_created = self.links_processed = self.error_count = 0
+        self.errors, self.phase_situations, self.phase_ids, self.listing = [], {}, {}, {}
+        self.absorb(mark)
+
     def all_failed(self) -> bool:
         """Objects failed and not one went through: such a run did nothing it was meant to,
         and is FAILED, not a SUCCESS with errors."""
