@@ -386,6 +386,8 @@ def test_values_out_of_range_are_usage_errors_and_names_never_paths(tmp_path: Pa
                  ("managed", "query", "user", "--limit", "-1")):
         done = idsync(project, *args)
         assert done.returncode == 2, (args, done.returncode, done.stderr)
+    done = idsync(project, "prune", "--days", "0")
+    assert done.returncode == 2 and "expected 1 to 36 500, not 0" in done.stderr, done.stderr
     for data in ("@" + str(tmp_path / "nonexistent.json"), "@", "@" + str(tmp_path)):
         done = idsync(project, "managed", "create", "user", "--data", data)
         assert done.returncode == os.EX_DATAERR and "--data" in done.stderr, (data, done.returncode, done.stderr)

@@ -20,7 +20,8 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected {low} to {high:,}, not {text}".replace(",", " "))
+            highest = f"{high:,}".replace(",", " ")  # 36 500: the digits grouped, the text as typed
+            raise argparse.ArgumentTypeError(f"expected {low} to {highest}, not {text}")
         return value
     return parse
 
