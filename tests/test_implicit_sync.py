@@ -97,14 +97,16 @@ def test_conditions_and_on_update_see_the_source_before_the_change(project_dir: 
     """A property condition and onUpdate are given PingIDM's ``oldSource``, the managed
     object before the change, when implicit sync updates a target: a description mapped
     only when it changed reaches LDAP when it changes. Where PingIDM leaves oldSource
-    undefined (a create, a recon) so does idsync, and the condition reads false."""
+    undefined to a condition (a create, a recon) so does idsync, and the condition reads
+    false; a hook is given null there, as PingIDM binds it."""
     sync_file = project_dir / "conf" / "sync.json"
     sync = json.loads(sync_file.read_text())
     reverse = next(m for m in sync["mappings"] if m["name"] == REVERSE)
     rule = next(r for r in reverse["properties"] if r["target"] == "description")
     rule["condition"] = {"type": "text/javascript",
                          "source": "typeof oldSource !== 'undefined' && oldSource.description !== object.description"}
-    reverse["onUpdate"] = {"type": "text/javascript", "source": "if (typeof oldSource !== 'undefined') "
+    # A hook is given oldSource null where there is none (a recon, which runs onUpdate on every UPDATE).
+    reverse["onUpdate"] = {"type": "text/javascript", "source": "if (oldSource !== null) "
                                                                 "{ target.displayName = 'was ' + oldSource.sn; }"}
     sync_file.write_text(json.dumps(sync))
     project = load_project(project_dir)
