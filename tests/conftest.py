@@ -99,11 +99,16 @@ def samba_ad() -> SambaDC:
 
 
 @pytest.fixture
-def ad_ou(samba_ad: SambaDC) -> str:
-    """The DN of a new, empty organizational unit in the AD domain, unique to this test."""
+def ad_ou(samba_ad: SambaDC) -> Iterator[str]:
+    """The DN of a new, empty organizational unit in the AD domain, unique to this test,
+    deleted with what it holds once the test ends: a ``sAMAccountName`` is the domain's,
+    not the OU's, so two tests of one session that add the same user (the samples' bjensen)
+    must not meet."""
     dn = f"OU=t{next(_subtree_numbers)},{samba_ad.base_dn}"
     samba_ad.add_ldif(f"dn: {dn}\nobjectClass: organizationalUnit\n")
-    return dn
+    yield dn
+    subprocess.run(["ldapdelete", "-x", "-r", "-H", samba_ad.url, "-D", samba_ad.admin_dn, "-w",
+                    samba_ad.admin_password, dn], capture_output=True, check=False, timeout=120)
 
 
 @pytest.fixture(scope="session")
