@@ -388,10 +388,8 @@ def test_a_console_change_says_what_it_did(tmp_path: Path) -> None:
     from idsync.console.record import CONSOLE_AUDIT
     from idsync.store.database import Store
     from idsync.store.tables import audit
-    from scim_sample import SAMPLE as SCIM_SAMPLE
-
-    project = tmp_path / "project"
-    shutil.copytree(SCIM_SAMPLE / "conf", project / "conf")
+    project = tmp_path / "project"  # the SCIM sample's project, its system off: no SCIM server
+    shutil.copytree(Path(__file__).resolve().parent.parent / "samples" / "sync-with-scim" / "conf", project / "conf")
     (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
     prov_file = project / "conf" / "provisioner.openicf-scim.json"
     prov_file.write_text(json.dumps({**json.loads(prov_file.read_text()), "enabled": False}))
