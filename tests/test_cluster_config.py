@@ -87,6 +87,30 @@ def test_nodes_deployed_with_different_job_files_say_so(tmp_path: Path, pg_url: 
     assert "configuration differs: n1 and n0 in jobs.d/tick.toml" in text, text
 
 
+def test_a_reload_during_a_heartbeat_is_written_with_the_next_one() -> None:
+    """A reload's files (``deployed``) that arrive while a heartbeat is being written are
+    written with the next heartbeat: before, that heartbeat marked them written, and the
+    other nodes compared with the files of before the reload until the next one (seen as
+    ``config_agrees`` never logged after a SIGHUP on a busy machine)."""
+    from idsync.cluster.node import ClusterNode
+
+    written: list[dict[str, str] | None] = []
+    node = ClusterNode.__new__(ClusterNode)  # the heartbeat's own state, without a queue or store
+    node.name, node.owner, node._running = "n1", "p", lambda: []
+
+    class Nodes:
+        def beat(self, name: str, owner: str, running: list[str], files: dict[str, str] | None) -> None:
+            written.append(files)
+            if len(written) == 1:
+                node.deployed({"jobs.d/tick.toml": "new"})  # a SIGHUP's reload, meanwhile
+
+    node.nodes = Nodes()  # type: ignore[assignment]
+    node.deployed({"jobs.d/tick.toml": "old"})
+    for _ in range(3):
+        asyncio.run(node._beat())
+    assert written == [{"jobs.d/tick.toml": "old"}, {"jobs.d/tick.toml": "new"}, None]
+
+
 def test_a_job_fired_by_a_node_runs_on_a_node_deployed_with_it(tmp_path: Path, pg_url: str) -> None:
     """A job every second in the first node's ``jobs.d/`` only (a deploy that has not reached
     the second node): a fire the second node takes is put back in the first node's own

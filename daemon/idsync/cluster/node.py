@@ -255,6 +255,16 @@ class ClusterNode:
         else:
             log.info("cluster.config_agrees", node=self.name, nodes=sorted(n.name for n in alive))
 
+    async def _beat(self) -> None:
+        """Write this node's heartbeat, with its configuration files when a load changed them
+        since they were last written. A reload while the write runs (``deployed``, on the
+        loop) leaves its files to the next beat: marking them written after this one's
+        would keep the other nodes comparing with the files of before the reload."""
+        files = None if self._files_written else self._files
+        await asyncio.to_thread(self.nodes.beat, self.name, self.owner, self._running(), files)
+        if files is not None and files is self._files:
+            self._files_written = True
+
     async def _maintain(self) -> None:
         stall, beat = self.settings.stall_timeout, self.settings.heartbeat
         while True:
@@ -262,9 +272,7 @@ class ClusterNode:
             try:
                 await self._renew_worker()
                 await self.queue.record_ends()
-                files = None if self._files_written else self._files
-                await asyncio.to_thread(self.nodes.beat, self.name, self.owner, self._running(), files)
-                self._files_written = True
+                await self._beat()
                 alive = await asyncio.to_thread(self.nodes.alive)
                 self._compare(alive)
                 rehomed = await self.queue.rehome([n.name for n in alive])
