@@ -93,13 +93,26 @@ def _delete_users(project: Path, names: list[str]) -> None:
         store.close()
 
 
+def _count_claims(url: str) -> None:
+    """Count the claims written into the SQLite store ``url`` from now on, in ``claims_written``."""
+    store = Store.open(url, migrate=False)
+    try:
+        with store.begin() as conn:
+            conn.execute(text("CREATE TABLE claims_written (target_id TEXT)"))
+            conn.execute(text("CREATE TRIGGER claims_counted AFTER INSERT ON recon_claims "
+                              "BEGIN INSERT INTO claims_written VALUES (new.target_id); END"))
+    finally:
+        store.close()
+
+
 def test_a_first_load_is_shared_with_a_worker_and_ends_as_one_process_would(tmp_path: Path) -> None:
     """400 users, ``workers = 2``, the job run by hand (``idsync run-job``, as the daemon
     runs it): the first recon (every user a create) splits into four id
     ranges, a worker process takes some of them, and the store ends as a run in one process
     leaves it: the same accounts and links, the same audit counts. The recons after it, with
     every user linked, are not split (a split would not speed up a run that finds little to
-    do): unchanged, then 20 users deleted and their 20 accounts deleted once."""
+    do): unchanged, then 20 users deleted and their 20 accounts deleted once. Only those
+    claim their targets: the first found none there when it started."""
     users = 400
     split, split_url = _project(tmp_path / "split", workers=2)
     # The same mapping without the slow transform (it returns the value it is given): the
@@ -107,6 +120,7 @@ def test_a_first_load_is_shared_with_a_worker_and_ends_as_one_process_would(tmp_
     single, single_url = _project(tmp_path / "single", workers=1, slow=False)
     for project in (split, single):
         add_managed_users(project, users)
+    _count_claims(split_url)
     for step, deleted in enumerate([[], [], [f"u{i}" for i in range(20)]]):
         if step == 1:
             (split / "conf" / "sync.json").write_text((single / "conf" / "sync.json").read_text())
@@ -115,6 +129,9 @@ def test_a_first_load_is_shared_with_a_worker_and_ends_as_one_process_would(tmp_
                 _delete_users(project, deleted)
             done = run_cli(["-p", str(project), "run-job", "big"])  # its page size: 20
             assert done.returncode == 0, (step, done.stderr)
+        # Into an empty target, no process claims anything: the target phase has nothing to visit.
+        claimed = select_rows(split_url, "SELECT count(*) FROM claims_written")[0][0]
+        assert (claimed == 0) == (step == 0), (step, claimed)
     ours, theirs = _outcome(split_url), _outcome(single_url)
     assert ours == theirs
     assert len(ours["accounts"]) == users - 20 and ours["links"] == users - 20

@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 from dbs import BACKENDS, store_url
 from idsync.errors import PeerUnavailable
+from idsync.managed.router import run_recon_scripted
 from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
 from idsync.store.audit_events import audit_event
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
+from idsync.sync.options import ReconOptions
 from idsync_dev.slapd import Slapd
 from recon_env import MAPPING, Env
 
@@ -68,6 +70,32 @@ def test_objects_a_recon_creates_are_claimed_and_linked_once(env: Env) -> None:
     assert links.count() == 3
     second = env.recon()
     assert {k: v for k, v in second.summary["situationSummary"].items() if v} == {"CONFIRMED": 3, "UNASSIGNED": 1}
+
+
+@pytest.mark.parametrize("there_before", [False, True], ids=["first-load", "stray-there"])
+def test_a_user_created_beside_a_recon_is_the_next_run_s(env: Env, there_before: bool) -> None:
+    """As PingIDM's, the target phase visits the targets there when the run started: a
+    user created beside a run while it reads (here by its onLink script) is left alone by
+    it (its target phase would find it UNASSIGNED, or SOURCE_MISSING once implicit sync
+    linked it to the entry it pushed, and delete it), into an empty store (a first load,
+    which claims nothing) as into one holding a stray user, which it does visit; the next
+    run, which finds the new user there, assesses it."""
+    env.reconfigure(onLink={"type": "text/javascript", "source": (
+        "if (source.uid == 'f1') openidm.create('managed/user', null, "
+        "{userName: 'beside', givenName: 'B', sn: 'Eside', mail: 'beside@example.com'});")})
+    if there_before:
+        env.create_user(userName="stray", givenName="S", sn="Tray", mail="stray@example.com")
+    env.add("f1", "f2", "f3")
+    first = run_recon_scripted(env.project, env.store, MAPPING, ReconOptions())
+    assert first.state == "SUCCESS", first.message
+    assert first.summary["errorCount"] == 0 and "beside" in env.users(), first.summary["errors"]
+    expected = {"ABSENT": 3, "UNASSIGNED": 1} if there_before else {"ABSENT": 3}
+    assert {k: v for k, v in first.summary["situationSummary"].items() if v} == expected
+    assert first.summary["progress"]["target"]["existing"]["processed"] == int(there_before)
+    second = run_recon_scripted(env.project, env.store, MAPPING, ReconOptions())
+    assert second.summary["situationSummary"]["CONFIRMED"] == 3
+    # Its situation is the project's business (implicit sync pushed it through the reverse mapping).
+    assert second.summary["progress"]["target"]["existing"]["processed"] == 1 + int(there_before)
 
 
 def test_second_recon_writes_nothing_and_keeps_revisions(env: Env) -> None:

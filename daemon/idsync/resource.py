@@ -13,6 +13,7 @@ A resource that can tell what changed since a point in time also speaks
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from abc import ABC, abstractmethod
@@ -65,6 +66,9 @@ class QuerySpec:
     # Store resources only: leave out the ids a recon run has claimed (its target
     # phase then reads only what is left, in one anti-join per page).
     unclaimed_by: str | None = None
+    # Store resources only: leave out the objects created at or after this time (a recon's
+    # target phase visits the targets there when the run started, as PingIDM's).
+    created_before: dt.datetime | None = None
 
 
 @dataclass

@@ -171,6 +171,8 @@ class ManagedResource(Resource, ChangeSource):
         if spec.unclaimed_by is not None:
             where.append(~exists(select(claims.c.target_id).where(
                 claims.c.run_id == spec.unclaimed_by, claims.c.target_id == mo.c.id)))
+        if spec.created_before is not None:
+            where.append(mo.c.created < spec.created_before)
         last: str | None = None
         while True:
             query = select(*columns).where(*where).order_by(mo.c.id).limit(spec.page_size)
@@ -320,6 +322,11 @@ class ManagedResource(Resource, ChangeSource):
     def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
         """The objects written since ``token`` (``store/changes.py``); deletes are not in it."""
         return ManagedChanges(self.store, self.object_type, self).read(token, fields, page_size)
+
+    def is_empty(self) -> bool:
+        """Whether the type has no object (one index probe, where ``count`` reads them all)."""
+        with self.store.engine.connect() as conn:
+            return conn.execute(select(mo.c.id).where(mo.c.object_type == self.object_type).limit(1)).first() is None
 
     def count(self) -> int | None:
         with self.store.engine.connect() as conn:

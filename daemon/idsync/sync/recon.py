@@ -60,7 +60,7 @@ from idsync.errors import (
 from idsync.resource import Obj, QuerySpec, Resource, WriteResult, renamed
 from idsync.resources import Resources
 from idsync.scripts import Script
-from idsync.store.database import Store, store_error
+from idsync.store.database import Store, store_error, utcnow
 from idsync.store.links import LinkSet, in_step_side, revision
 from idsync.store.objects import ManagedResource
 from idsync.store.partitions import Partition, Partitions
@@ -143,6 +143,7 @@ def help_partitions(project: Project, store: Store, run_id: str, node: str, canc
                            page_size=plan.get("page_size"), job=run["job"], cancel=cancel, run_id=run_id, node=node,
                            rewrite_write_only=bool(plan.get("rewrite_write_only")), overrides=plan.get("overrides"))
     helper = _Run(project, store, project.mapping_for_run(run["mapping"], options.overrides), options)
+    helper._claiming = plan.get("claims", True)
     with structlog.contextvars.bound_contextvars(run_id=run_id, mapping=run["mapping"]), quiet_collector(), \
             _reconciling(run["mapping"]):
         return helper.help()
@@ -208,6 +209,10 @@ class _Run:
         self._helper = False  # working on another node's split run
         self._expected = 0  # objects in the id-only read of a split run
         self._partitions: list[dict[str, Any]] = []  # the partitions of a split run, for its summary
+        # Whether the source phase claims the targets it accounts for, for the target phase
+        # to leave them alone (``_visits_targets``).
+        self._claiming = True
+        self._targets_at = utcnow()  # set again as the run starts (``_prepare``)
         # What a page runs once committed (``_run_after_commit``): onLink, postAction.
         self._after_commit: tuple[list[tuple[Plan, Obj | None, str]], list[tuple[Plan, str | None]]] = ([], [])
 
@@ -433,11 +438,25 @@ class _Run:
         # Store objects whose change the reverse mapping has not delivered yet are not overwritten.
         self._pending = pending_targets(self.store, self.project, m) if isinstance(target, ManagedResource) else {}
         correlators = self.qualifiers.correlators(target, self.project.queries)
-        if correlators and not m.correlate_empty_target_set and target.count() == 0:
+        # The targets the target phase visits: those there now (``_visits_targets``).
+        self._targets_at = utcnow()
+        empty = isinstance(target, ManagedResource) and target.is_empty()
+        if not self._helper:  # a helper of a split run claims as the run's plan says
+            self._claiming = self._visits_targets(empty)
+        if correlators and not m.correlate_empty_target_set and (empty or target.count() == 0):
             # PingIDM's correlateEmptyTargetSet (default false): nothing to find.
             self.log.info("recon.correlation_skipped", reason="empty target")
             correlators = {}
         return assessor, correlators
+
+    def _visits_targets(self, empty: bool) -> bool:
+        """Whether the target phase has objects to visit, which the source phase must claim:
+        as PingIDM's, it visits the targets its query found when the run started, less those
+        the source phase accounted for, so none where it runs no target phase or where the
+        target (the store's type) had no object then. A store object created while the run
+        reads, by it or beside it (the API, implicit sync), is never the target phase's
+        (``created_before``): a first load writes no claim, and its target phase reads nothing."""
+        return self.mapping.run_target_phase and not empty
 
     def _execute(self, source: Resource, target: Resource) -> None:
         m = self.mapping
@@ -545,7 +564,7 @@ class _Run:
         o = self.options
         return {"allow_create": o.allow_create, "allow_update": o.allow_update, "allow_delete": o.allow_delete,
                 "page_size": self.page_size, "rewrite_write_only": o.rewrite_write_only,
-                "overrides": dict(o.overrides) if o.overrides else None}
+                "overrides": dict(o.overrides) if o.overrides else None, "claims": self._claiming}
 
     def _partitioned(self, bounds: list[tuple[str | None, str | None]], source: Resource, target: Resource,
                      assessor: Assessor, correlators: dict[str, Correlator], spec: QuerySpec) -> None:
@@ -791,8 +810,13 @@ class _Run:
         in_store = isinstance(target, ManagedResource)
         spec = QuerySpec(filter=m.target_query.filter, native=m.target_query.native,
                          fields=None if needs_objects else [], page_size=self.page_size,
-                         unclaimed_by=self.id if in_store else None)
+                         unclaimed_by=self.id if in_store else None,
+                         created_before=self._targets_at if in_store else None)
         total = 0
+        if not self._claiming:
+            # The store's type had no object when the run started: nothing is the phase's.
+            self.counters.target_total = target.count() or 0
+            return
         for page in self._listed(target.pages(spec), "target"):
             self._check_cancel()
             t0 = time.monotonic()
@@ -1051,7 +1075,8 @@ class _Run:
                     conn, {s: r for s, r in found.items() if (qualifier, s) not in linking})
         if not (writes or new_links or relinks or digests or audit or deferred):
             self.store.commit_lazily(conn)
-        self.runs.claim(conn, self.id, self._claim_keys(target, [c for c in claims if c]), new=new_claims)
+        if self._claiming:
+            self.runs.claim(conn, self.id, self._claim_keys(target, [c for c in claims if c]), new=new_claims)
         self.runs.defer(conn, self.id, self._deferred, deferred)
         self._deferred += len(deferred)
         self.runs.audit(conn, audit)
@@ -1104,7 +1129,7 @@ class _Run:
         if grown and grown * 10 >= self.counters.source_processed:
             self._grown_analyzed = self._grown
             self.store.analyze()
-        else:
+        elif self._claiming:
             self.store.analyze(["recon_claims"])
 
     @staticmethod
