@@ -533,6 +533,17 @@ def _one_way_paged(project: Path, block_size: int) -> None:
     prov.write_text(json.dumps(settings))
 
 
+def _paged_three(tmp_path: Path, slapd: Slapd, name: str) -> tuple[str, Path]:
+    """A subtree ``name`` of three users (bjensen, scarter, mike) and a project polling it
+    one entry a page (``_one_way_paged``), its first run done."""
+    subtree = _subtree(slapd, name)
+    project = _project(tmp_path, slapd, subtree)
+    _one_way_paged(project, 1)
+    slapd.add_ldif(_person("mike", subtree))
+    assert _live(project).state == "SUCCESS"
+    return subtree, project
+
+
 def _described(subtree: str, **values: str) -> str:
     return "".join(f"dn: uid={uid},{subtree}\nchangetype: modify\nreplace: description\ndescription: {value}\n\n"
                    for uid, value in values.items())
@@ -546,11 +557,7 @@ def test_polling_misses_no_change_made_while_it_reads(tmp_path: Path, plain_slap
     overlap), and applies nothing twice once the changes are in."""
     import idsync.connectors.ldap.changes as changes
 
-    subtree = _subtree(plain_slapd, "paging")
-    project = _project(tmp_path, plain_slapd, subtree)
-    _one_way_paged(project, 1)
-    plain_slapd.add_ldif(_person("mike", subtree))
-    assert _live(project).state == "SUCCESS"
+    subtree, project = _paged_three(tmp_path, plain_slapd, "paging")
     plain_slapd.add_ldif(_described(subtree, bjensen="early", scarter="early", mike="early"))
     read_pages = changes.read_pages
 
@@ -571,6 +578,40 @@ def test_polling_misses_no_change_made_while_it_reads(tmp_path: Path, plain_slap
     assert second.state == "SUCCESS" and second.changes == 1, second.runs
     assert _users(project)["bjensen"]["description"] == "late"
     assert _live(project).changes == 0
+
+
+def test_a_polling_read_hands_on_its_changes_as_its_pages_come(tmp_path: Path, plain_slapd: Slapd,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bulk change is never held whole: a polling read hands on a batch of changes as
+    soon as its pages hold one, before it asks for the rest (here one entry a page, one
+    change a batch); only its last batch carries the new token."""
+    import idsync.connectors.ldap.changes as changes
+
+    subtree, project = _paged_three(tmp_path, plain_slapd, "streamed")
+    plain_slapd.add_ldif(_described(subtree, bjensen="bulk", scarter="bulk", mike="bulk"))
+    read_pages, pages = changes.read_pages, []
+
+    def counted(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        for page in read_pages(*args, **kwargs):
+            pages.append(len(page))
+            yield page
+
+    monkeypatch.setattr(changes, "read_pages", counted)
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    resources = Resources(loaded, store)
+    try:
+        feed = resources.open(SOURCE).read_changes(_state(project).token, None, 1)
+        batches = iter(feed.batches)
+        first = next(batches)
+        assert len(first.changes) == 1 and first.token is None
+        assert len(pages) == 2, pages  # the entry handed on, and the next one, which a batch waits for
+        rest = list(batches)
+        assert [len(b.changes) for b in rest] == [1, 1] and rest[-1].token is not None and rest[0].token is None
+        assert sum(pages) == 3
+    finally:
+        resources.close()
+        store.close()
 
 
 def test_polling_by_timestamp_reads_two_changes_within_one_second(tmp_path: Path, plain_slapd: Slapd) -> None:

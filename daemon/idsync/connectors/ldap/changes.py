@@ -37,7 +37,9 @@ in it, so a token never silently changes meaning:
   an entry changed after its page was read while a later page holds a later change,
   so the next read starts before either. The token keeps the entries seen since then
   (``seen``: DN -> stamp and a digest of the values read, which tells two changes
-  within one ``modifyTimestamp`` second apart); they are not applied again.
+  within one ``modifyTimestamp`` second apart); they are not applied again. The
+  entries are handed on a batch at a time as the pages come (``_polled``), never held
+  whole; the last batch carries the token.
   Deletes are not seen; the feed says so and the next full recon finds them.
 
 Deleted entries are known by their entryUUID only (389 DS sends its nsUniqueId
@@ -448,10 +450,20 @@ class LdapChanges:
                 or not all(isinstance(v, str) for v in seen.values()):
             raise SyncTokenExpired(f"{self._system}: the stored polling token is not one this connector makes")
         search_filter = f"(&{self._changed}({attribute}>={since}))"
-        started = time.monotonic()
         conn = self._open()
-        wanted = [*attributes, attribute]
-        entries: list[tuple[str, RawEntry]] = []
+        note = (f"the server has no sync provider: changes are found by {attribute}, "
+                "and deletes are left to the next full recon")
+        return ChangeFeed(self._polled(conn, attribute, since, seen, search_filter, [*attributes, attribute],
+                                       decode, page_size), attribute, reports_deletes=False, note=note)
+
+    def _polled(self, conn: Any, attribute: str, since: str, seen: dict[str, str], search_filter: str,
+                wanted: list[str], decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]],
+                page_size: int) -> Iterator[ChangeBatch]:
+        """The entries a polling read finds changed, in batches as its pages come (a bulk
+        change is never held whole); the last batch carries the new token."""
+        started = time.monotonic()
+        size = max(page_size, 1)
+        pending: list[tuple[str, RawEntry]] = []
         newest: str | None = None
         for base in self._settings.sync_contexts:
             for dn, raw in self._paged(conn, base, search_filter, wanted):
@@ -460,18 +472,18 @@ class LdapChanges:
                 newest = max(newest or stamp, stamp)
                 version = f"{stamp}#{_digest(raw)}"
                 if seen.get(dn.lower()) != version:
-                    entries.append((dn, raw))
+                    pending.append((dn, raw))
                 seen[dn.lower()] = version
+                if len(pending) > size:  # one more than a batch: the last batch is never empty-handed
+                    yield ChangeBatch(_changes(pending[:size], decode), None)
+                    del pending[:size]
         # The next read starts before the newest stamp by the overlap and this read's time,
         # so before any change made while it ran; the entries seen since are skipped then.
         back = _POLL_OVERLAP + dt.timedelta(seconds=time.monotonic() - started)
         floor = max(since, _poll_floor(attribute, newest, back) or since) if newest else since
         token = _dump({"kind": "poll", "attribute": attribute, "since": floor,
                        "seen": {k: v for k, v in seen.items() if v.rpartition("#")[0] >= floor}})
-        note = (f"the server has no sync provider: changes are found by {attribute}, "
-                "and deletes are left to the next full recon")
-        return ChangeFeed(_batches(entries, [], decode, page_size, token), attribute,
-                          reports_deletes=False, note=note)
+        yield ChangeBatch(_changes(pending, decode), token)
 
     def _paged(self, conn: Any, base: str, search_filter: str,
                attributes: Sequence[str]) -> Iterator[tuple[str, RawEntry]]:
@@ -591,15 +603,19 @@ def _batches(entries: list[tuple[str, RawEntry]], deleted: list[str],
         yield ChangeBatch([Change(uuid, None) for uuid in deleted[start:start + size]], None)
     changes: list[Change] = []
     for start in range(0, len(entries), size):
-        page = entries[start:start + size]
-        # An entry without the id attribute (unreadable to the bind DN, or absent) fails as an
-        # entry of the run, named by its DN.
-        changes.extend(Change(o["_id"], o) if o.get("_id") else Change("", o, about=f"dn {dn!r}")
-                       for (dn, _), o in zip(page, decode(page), strict=True))
+        changes.extend(_changes(entries[start:start + size], decode))
         while len(changes) > size:
             yield ChangeBatch(changes[:size], None)
             del changes[:size]
     yield ChangeBatch(changes, token)
+
+
+def _changes(entries: list[tuple[str, RawEntry]],
+             decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]]) -> list[Change]:
+    """``entries`` as changes. An entry without the id attribute (unreadable to the bind DN,
+    or absent) fails as an entry of the run, named by its DN."""
+    return [Change(o["_id"], o) if o.get("_id") else Change("", o, about=f"dn {dn!r}")
+            for (dn, _), o in zip(entries, decode(entries), strict=True)]
 
 
 def _digest(raw: RawEntry) -> str:
