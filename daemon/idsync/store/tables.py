@@ -13,6 +13,8 @@ current shape and must change only together with a new migration.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -30,11 +32,14 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.ext.compiler import compiles
+
+from idsync.store.collation import exact_collation
 
 __all__ = [
-    "EXACT_COLLATION",
     "ID_LENGTH",
     "KEY_LENGTH",
+    "ExactVarchar",
     "audit",
     "claims",
     "cluster_nodes",
@@ -67,17 +72,33 @@ KEY_LENGTH = 255
 # nowhere else, and its utf8mb4_bin "alice" equal "alice " (PAD SPACE; migration 0019);
 # a PostgreSQL database made with a language's collation (en_US.UTF-8) would order
 # "a" < "B" < "b", so ranges, paging and split recons would differ there (migration 0020).
-EXACT_COLLATION = "utf8mb4_nopad_bin"
-_Key = String(KEY_LENGTH).with_variant(mysql.VARCHAR(KEY_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb") \
+
+
+class ExactVarchar(mysql.VARCHAR):
+    """MariaDB's and MySQL's ``VARCHAR`` in the server's exact collation (``collation.py``):
+    MariaDB's ``utf8mb4_nopad_bin``, MySQL's ``utf8mb4_0900_bin``."""
+
+    __visit_name__ = "VARCHAR"
+
+
+@compiles(ExactVarchar, "mysql")
+@compiles(ExactVarchar, "mariadb")
+def _exact_varchar(type_: ExactVarchar, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(mysql.VARCHAR(type_.length, collation=exact_collation(compiler.dialect)), **kw))
+
+
+_Key = String(KEY_LENGTH).with_variant(ExactVarchar(KEY_LENGTH), "mysql", "mariadb") \
     .with_variant(postgresql.VARCHAR(KEY_LENGTH, collation="C"), "postgresql")
-_Id = String(ID_LENGTH).with_variant(mysql.VARCHAR(ID_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb") \
+_Id = String(ID_LENGTH).with_variant(ExactVarchar(ID_LENGTH), "mysql", "mariadb") \
     .with_variant(postgresql.VARCHAR(ID_LENGTH, collation="C"), "postgresql")
 
 
 def _name(length: int) -> String:
     """A type's, a property's, a mapping's name: told apart by case on MariaDB too (migration
     0019), where ``mail`` and ``Mail``, ``managed/user`` and ``managed/User`` were one."""
-    return String(length).with_variant(mysql.VARCHAR(length, collation=EXACT_COLLATION), "mysql", "mariadb")
+    return String(length).with_variant(ExactVarchar(length), "mysql", "mariadb")
+
+
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 _Json = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
