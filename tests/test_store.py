@@ -206,15 +206,18 @@ def test_store_of_an_older_release_is_upgraded_in_place(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_migrations_build_exactly_the_declared_schema(kind: str, tmp_path: Path) -> None:
     """The Alembic migrations give every dialect the tables, columns, types and
-    indexes ``tables.py`` declares: a change to one without the other fails here."""
+    indexes ``tables.py`` declares: a change to one without the other fails here. (The
+    suite's record of what built a test database, ``SCHEMA_RECORD``, is not the store's.)"""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
     from idsync.store.tables import metadata
+    from idsync_dev.stores import SCHEMA_RECORD
 
     s = Store.open(store_url(kind, tmp_path, empty=True))
     try:
         with s.engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": (
+                lambda name, kind, _parent: (kind, name) != ("table", SCHEMA_RECORD))})
             assert compare_metadata(context, metadata) == []
             assert context.get_current_revision() is not None
     finally:

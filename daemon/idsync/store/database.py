@@ -57,6 +57,7 @@ from sqlalchemy.exc import (
 )
 
 from idsync.errors import AuthenticationFailed, ConfigError, PeerError, PeerUnavailable, WriteConflict
+from idsync.store.collation import server_exact_collation
 from idsync.store.tables import KEY_LENGTH, metadata, store_meta
 
 __all__ = ["Store", "as_utc", "fits_key", "fits_text", "new_id", "new_ids", "pg_array", "store_error", "unfit_at",
@@ -337,6 +338,8 @@ class Store:
                     _wait_for_migration_lock(conn)
                 try:
                     if declared and _new_database(conn):
+                        if named:  # a server without its exact collation is told so before any table is made
+                            server_exact_collation(conn)
                         metadata.create_all(conn)
                         _alembic_version.create(conn)
                         conn.execute(_alembic_version.insert().values(version_num=_head_revision()))

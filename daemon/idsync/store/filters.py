@@ -55,7 +55,7 @@ from sqlalchemy.sql.elements import ColumnElement as _CE
 
 from idsync.errors import QueryError
 from idsync.query.ast import And, Compare, Literal_, Node, Not, Op, Or, Path, Present, Value, paths
-from idsync.store.tables import EXACT_COLLATION
+from idsync.store.collation import exact_collation
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
 
@@ -239,7 +239,7 @@ def _exact_postgresql(element: Exact, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(Exact, "mysql")
 @compiles(Exact, "mariadb")
 def _exact_mariadb(element: Exact, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"({compiler.process(element.column, **kw)}) COLLATE {EXACT_COLLATION}"
+    return f"({compiler.process(element.column, **kw)}) COLLATE {exact_collation(compiler.dialect)}"
 
 
 def _like_escape(text: str) -> str:
@@ -351,7 +351,7 @@ def _any_postgresql(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str
 def _any_mariadb(element: _AnyValue, compiler: SQLCompiler, **kw: Any) -> str:
     # As the id and key columns: every character counted ("a" is not "a "), case included.
     cond = _typed(element.filter_op, element.value, "CASE WHEN JSON_TYPE(e.v) = 'STRING' THEN JSON_UNQUOTE(e.v) "
-                  f"COLLATE {EXACT_COLLATION} END",
+                  f"COLLATE {exact_collation(compiler.dialect)} END",
                   "CASE WHEN JSON_TYPE(e.v) IN ('INTEGER', 'UNSIGNED INTEGER', 'DOUBLE', 'DECIMAL') "
                   "THEN CAST(JSON_UNQUOTE(e.v) AS DOUBLE) END",
                   "(JSON_TYPE(e.v) = 'BOOLEAN' AND JSON_UNQUOTE(e.v) = '{}')")

@@ -13,6 +13,8 @@ current shape and must change only together with a new migration.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -30,11 +32,14 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.ext.compiler import compiles
+
+from idsync.store.collation import exact_collation
 
 __all__ = [
-    "EXACT_COLLATION",
     "ID_LENGTH",
     "KEY_LENGTH",
+    "ExactVarchar",
     "audit",
     "claims",
     "cluster_nodes",
@@ -64,20 +69,37 @@ ID_LENGTH = 64
 KEY_LENGTH = 255
 # Exact, case-sensitive comparison on every dialect, in code point order as SQLite's:
 # MariaDB's default collation would otherwise make "BJensen" equal "bjensen" there and
-# nowhere else, and its utf8mb4_bin "alice" equal "alice " (PAD SPACE; migration 0019);
-# a PostgreSQL database made with a language's collation (en_US.UTF-8) would order
+# nowhere else, and its utf8mb4_bin "alice" equal "alice " (PAD SPACE; migrations 0019 and
+# 0022); a PostgreSQL database made with a language's collation (en_US.UTF-8) would order
 # "a" < "B" < "b", so ranges, paging and split recons would differ there (migration 0020).
-EXACT_COLLATION = "utf8mb4_nopad_bin"
-_Key = String(KEY_LENGTH).with_variant(mysql.VARCHAR(KEY_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb") \
+
+
+class ExactVarchar(mysql.VARCHAR):
+    """MariaDB's and MySQL's ``VARCHAR`` in the server's exact collation (``collation.py``):
+    MariaDB's ``utf8mb4_nopad_bin``, MySQL's ``utf8mb4_0900_bin``."""
+
+    __visit_name__ = "VARCHAR"
+
+
+@compiles(ExactVarchar, "mysql")
+@compiles(ExactVarchar, "mariadb")
+def _exact_varchar(type_: ExactVarchar, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(mysql.VARCHAR(type_.length, collation=exact_collation(compiler.dialect)), **kw))
+
+
+_Key = String(KEY_LENGTH).with_variant(ExactVarchar(KEY_LENGTH), "mysql", "mariadb") \
     .with_variant(postgresql.VARCHAR(KEY_LENGTH, collation="C"), "postgresql")
-_Id = String(ID_LENGTH).with_variant(mysql.VARCHAR(ID_LENGTH, collation=EXACT_COLLATION), "mysql", "mariadb") \
+_Id = String(ID_LENGTH).with_variant(ExactVarchar(ID_LENGTH), "mysql", "mariadb") \
     .with_variant(postgresql.VARCHAR(ID_LENGTH, collation="C"), "postgresql")
 
 
 def _name(length: int) -> String:
-    """A type's, a property's, a mapping's name: told apart by case on MariaDB too (migration
-    0019), where ``mail`` and ``Mail``, ``managed/user`` and ``managed/User`` were one."""
-    return String(length).with_variant(mysql.VARCHAR(length, collation=EXACT_COLLATION), "mysql", "mariadb")
+    """A name (a type's, a property's, a mapping's, a job's, a liveSync source's, a lock's):
+    told apart by case and trailing spaces on MariaDB too (migrations 0019 and 0022), where
+    ``mail`` and ``Mail``, the locks of jobs ``j`` and ``J`` were one."""
+    return String(length).with_variant(ExactVarchar(length), "mysql", "mariadb")
+
+
 _LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 _Json = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -144,7 +166,7 @@ links = Table(
     Column("linkset", _name(128), nullable=False),
     Column("source_id", _Key, nullable=False),
     Column("target_id", _Key, nullable=False),
-    Column("qualifier", String(64), nullable=False, default="default"),
+    Column("qualifier", _name(64), nullable=False, default="default"),
     Column("created", _Time, nullable=False),
     # The recon's digest of the projected target and that target's revision (migration 0007).
     Column("digest", String(64), nullable=True),
@@ -173,10 +195,10 @@ recon_runs = Table(
     "recon_runs",
     metadata,
     Column("id", _Id, primary_key=True),
-    Column("mapping", String(128), nullable=False),
-    Column("job", String(128), nullable=True),
-    Column("state", String(16), nullable=False),
-    Column("stage", String(64), nullable=False),
+    Column("mapping", _name(128), nullable=False),
+    Column("job", _name(128), nullable=True),
+    Column("state", _name(16), nullable=False),
+    Column("stage", _name(64), nullable=False),
     Column("dry_run", Boolean, nullable=False, default=False),
     Column("started", _Time, nullable=False),
     Column("ended", _Time, nullable=True),
@@ -185,11 +207,11 @@ recon_runs = Table(
     Column("message", _LongText, nullable=True),
     # Migration 0006: the node that ran it (cluster mode; the host name otherwise) and the
     # scheduled fire it ran for (none for a run started by hand).
-    Column("node", String(191), nullable=True),
+    Column("node", _name(191), nullable=True),
     Column("fire", _Time, nullable=True),
     # Migration 0015: the process running a run that takes no lock (``HOST:PID@START``), so
     # that a daemon starting can end such a run whose process is gone (``daemon/recovery.py``).
-    Column("owner", String(191), nullable=True),
+    Column("owner", _name(191), nullable=True),
     Index("ix_recon_runs_started", "started"),
     Index("ix_recon_runs_mapping", "mapping", "started"),
     Index("ix_recon_runs_ended", "ended"),  # migration 0002
@@ -201,17 +223,17 @@ audit = Table(
     Column("seq", _BigId, primary_key=True, autoincrement=True),
     Column("run_id", _Id, nullable=True),
     Column("ts", _Time, nullable=False),
-    Column("mapping", String(128), nullable=False),
-    Column("situation", String(32), nullable=True),
-    Column("action", String(16), nullable=True),
+    Column("mapping", _name(128), nullable=False),
+    Column("situation", _name(32), nullable=True),
+    Column("action", _name(16), nullable=True),
     Column("source_id", _Key, nullable=True),
     Column("target_id", _Key, nullable=True),
-    Column("status", String(16), nullable=False),
+    Column("status", _name(16), nullable=False),
     Column("message", _LongText, nullable=True),
     Column("changes", _Json, nullable=True),
-    Column("link_qualifier", String(64), nullable=True),  # migration 0004
+    Column("link_qualifier", _name(64), nullable=True),  # migration 0004
     # A recon's phase that met the object, "source" or "target" (migration 0014; none elsewhere).
-    Column("phase", String(8), nullable=True),
+    Column("phase", _name(8), nullable=True),
     # The ids of the targets a correlation found when it found several: AMBIGUOUS (migration 0014).
     Column("ambiguous", _Json, nullable=True),
     Index("ix_audit_run", "run_id", "seq"),
@@ -240,8 +262,8 @@ deferred = Table(
 locks = Table(
     "locks",
     metadata,
-    Column("name", String(191), primary_key=True),
-    Column("owner", String(191), nullable=False),
+    Column("name", _name(191), primary_key=True),
+    Column("owner", _name(191), nullable=False),
     Column("acquired", _Time, nullable=False),
     Column("expires", _Time, nullable=False),
 )
@@ -252,9 +274,9 @@ locks = Table(
 run_totals = Table(
     "run_totals",
     metadata,
-    Column("mapping", String(128), primary_key=True),
-    Column("metric", String(32), primary_key=True),
-    Column("name", String(64), primary_key=True),
+    Column("mapping", _name(128), primary_key=True),
+    Column("metric", _name(32), primary_key=True),
+    Column("name", _name(64), primary_key=True),
     Column("value", Double, nullable=False),
 )
 
@@ -262,12 +284,12 @@ run_totals = Table(
 sync_tokens = Table(
     "sync_tokens",
     metadata,
-    Column("source", String(191), primary_key=True),
+    Column("source", _name(191), primary_key=True),
     Column("token", _LongText, nullable=True),
-    Column("method", String(32), nullable=True),
+    Column("method", _name(32), nullable=True),
     Column("updated", _Time, nullable=True),
     Column("last_run", _Time, nullable=True),
-    Column("last_state", String(16), nullable=True),
+    Column("last_state", _name(16), nullable=True),
     Column("last_message", _LongText, nullable=True),
     Column("runs", BigInteger, nullable=False, server_default="0"),
     Column("failed", BigInteger, nullable=False, server_default="0"),
@@ -281,9 +303,9 @@ sync_tokens = Table(
 sync_failures = Table(
     "sync_failures",
     metadata,
-    Column("source", String(191), primary_key=True),
+    Column("source", _name(191), primary_key=True),
     Column("object_id", _Key, primary_key=True),
-    Column("state", String(16), nullable=False),  # RETRYING or DEAD
+    Column("state", _name(16), nullable=False),  # RETRYING or DEAD
     Column("attempts", Integer, nullable=False),
     Column("deleted", Boolean, nullable=False),  # whether the change that failed last was a delete
     Column("token", _LongText, nullable=True),  # the token of the change that first failed
@@ -297,10 +319,10 @@ sync_failures = Table(
 cluster_nodes = Table(
     "cluster_nodes",
     metadata,
-    Column("name", String(191), primary_key=True),
-    Column("owner", String(191), nullable=False),
+    Column("name", _name(191), primary_key=True),
+    Column("owner", _name(191), nullable=False),
     Column("worker_id", BigInteger, nullable=True),
-    Column("version", String(32), nullable=False),
+    Column("version", _name(32), nullable=False),
     Column("started", _Time, nullable=False),
     Column("seen", _Time, nullable=False),
     Column("running", _Json, nullable=True),
@@ -317,9 +339,9 @@ recon_partitions = Table(
     Column("part", Integer, primary_key=True, autoincrement=False),
     Column("low", _Key, nullable=True),
     Column("high", _Key, nullable=True),
-    Column("state", String(16), nullable=False),
-    Column("node", String(191), nullable=True),
-    Column("owner", String(191), nullable=True),
+    Column("state", _name(16), nullable=False),
+    Column("node", _name(191), nullable=True),
+    Column("owner", _name(191), nullable=True),
     Column("attempts", Integer, nullable=False, default=0, server_default="0"),
     Column("started", _Time, nullable=True),
     Column("ended", _Time, nullable=True),
@@ -330,6 +352,6 @@ recon_partitions = Table(
 store_meta = Table(
     "store_meta",
     metadata,
-    Column("key", String(191), primary_key=True),
+    Column("key", _name(191), primary_key=True),
     Column("value", _LongText, nullable=False),
 )

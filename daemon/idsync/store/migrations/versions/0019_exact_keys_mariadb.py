@@ -6,9 +6,11 @@ also found ``"alice "``, a correlation of ``"alice"`` met a value it did not ask
 failed its page), and ids ``"x"`` and ``"x "`` could not both exist. The names of managed
 types, properties and link sets took the database's default collation, which ignores
 case: ``mail eq`` found the objects whose ``Mail`` matched, and ``managed/User/a`` could
-not exist beside ``managed/user/a``. They become ``utf8mb4_nopad_bin``: the same exact,
-case-sensitive comparison, every character counted, as on SQLite and PostgreSQL. Nothing
-changes on the other stores. Each table named is rebuilt once; no value changes, and none
+not exist beside ``managed/user/a``. They take the server's exact collation, MariaDB's
+``utf8mb4_nopad_bin`` or MySQL 8's ``utf8mb4_0900_bin`` (``store/collation.py``; a server
+without it fails naming it, before anything changes): the same exact, case-sensitive
+comparison, every character counted, as on SQLite and PostgreSQL. Nothing changes on the
+other stores. Each table named is rebuilt once; no value changes, and none
 can clash (a unique index that took more values as one let no two of them in).
 
 Revision ID: 0019
@@ -19,6 +21,8 @@ Create Date: 2026-12-07
 from __future__ import annotations
 
 from alembic import op
+
+from idsync.store.collation import server_exact_collation
 
 revision = "0019"
 down_revision = "0018"
@@ -45,7 +49,8 @@ _COLUMNS: dict[str, list[tuple[str, int, bool]]] = {
 
 
 def upgrade() -> None:
-    _collate("utf8mb4_nopad_bin")
+    if op.get_bind().dialect.name in ("mysql", "mariadb"):
+        _collate(server_exact_collation(op.get_bind()))
 
 
 def downgrade() -> None:
