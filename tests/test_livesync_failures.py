@@ -279,3 +279,32 @@ def test_a_failed_delete_is_deleted_again_and_a_vanished_object_is_no_delete(
     assert any(e["event"] == "livesync.retry_not_found" for e in logs)
     assert _failures(project) == [] and managed_users(project) == {}
     assert held_id
+
+
+def test_a_valid_target_script_failing_on_a_delete_fails_that_object_only(
+        tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """validTarget throwing for one target while liveSync plans the deletes of a batch
+    (here while the gate is closed) fails that object's delete, kept for a retry with the
+    script's error, not the run: the other delete of the batch goes through, and once the
+    script answers again the retry deletes the user."""
+    project = _project(tmp_path, slapd, ldap_subtree, {"maxRetries": 5, "postRetryAction": "logged-ignore"})
+    sync_file = project / "conf" / "sync.json"
+    sync = json.loads(sync_file.read_text())
+    (forward,) = [m for m in sync["mappings"] if m["name"] == FORWARD]
+    forward["validTarget"] = {"type": "text/javascript", "source": (
+        "if (object.userName == 'scarter' && openidm.query('managed/role', "
+        "{_queryFilter: 'name eq \"gate-open\"'}).result.length === 0) { throw 'no verdict on scarter'; } true;")}
+    sync_file.write_text(json.dumps(sync))
+    _gate(project, open_it=True)
+    assert _live(project).state == "SUCCESS"
+    _gate(project, open_it=False)
+    slapd.add_ldif(f"dn: uid=scarter,{ldap_subtree}\nchangetype: delete\n\n"
+                   f"dn: uid=bjensen,{ldap_subtree}\nchangetype: delete\n")
+    done = _live(project)
+    assert (done.state, done.changes, done.failed) == ("SUCCESS", 2, 1), done
+    assert set(managed_users(project)) == {"scarter"}
+    (held,) = _failures(project)
+    assert held["delete"] is True and "no verdict on scarter" in held["error"]
+    _gate(project, open_it=True)
+    assert (_live(project).retried, _failures(project)) == (1, [])
+    assert managed_users(project) == {}

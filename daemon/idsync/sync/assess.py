@@ -422,9 +422,18 @@ class Assessor:
         """The plan for a source object that was deleted: ``tid`` its linked target's id
         (through the link of ``qualifier``), ``found`` that target as read (``None``: gone).
         ``defer`` marks a link that must go."""
-        situation = assess_source_deleted(link_exists=tid is not None, target_found=found is not None,
-                                          target_qualifies=found is not None and self.valid_target(found, qualifier))
-        action, post = self._decide(situation, {"source": None, "target": found, "linkQualifier": qualifier})
+        try:
+            situation = assess_source_deleted(
+                link_exists=tid is not None, target_found=found is not None,
+                target_qualifies=found is not None and self.valid_target(found, qualifier))
+            action, post = self._decide(situation, {"source": None, "target": found, "linkQualifier": qualifier})
+        except IdsyncError as exc:
+            # A validTarget or policy script that fails fails this object's delete, not the
+            # run: the link stays, and the change is kept for a retry.
+            situation = assess_source_deleted(link_exists=tid is not None, target_found=found is not None,
+                                              target_qualifies=True)
+            return Plan(str(situation), "EXCEPTION", source_id, tid, error=str(exc), qualifier=qualifier,
+                        target_obj=found)
         plan = Plan(str(situation), action, source_id, tid, audit=True, qualifier=qualifier, target_obj=found,
                     post_action=post)
         if action == "DELETE" and found is not None and tid:
