@@ -96,6 +96,7 @@ def test_schedule_describes_itself() -> None:
     ("0 0 12 ? * 2L,6#3", "At 12:00, on the last Monday and the third Friday of the month"),
     ("0 0 12 ? * 2#1,2#3", "At 12:00, on the first and third Monday of the month"),
     ("0 0 12 ? * 6L", "At 12:00, on the last Friday of the month"),
+    ("0 0 12 ? * FRIL", "At 12:00, on the last Friday of the month"),
     ("0 0 12 ? * L", "At 12:00, only on Saturday"),
     # 5-field cron fires on either day field (croniter's day_or), as crontab does.
     ("0 0 1 * 1-5", "At 00:00, on day 1 of the month, or on Monday through Friday"),
@@ -116,6 +117,13 @@ def test_schedule_words_say_what_fires(expression: str, words: str) -> None:
     """The words ``idsync jobs`` and the console show match the days croniter fires on,
     or are the expression itself where no sentence says it right."""
     assert CronSchedule.parse(expression).describe() == words
+
+
+def test_quartz_last_weekday_by_name() -> None:
+    """Quartz's ``FRIL`` is its ``6L``: the last Friday of the month (it was refused as an
+    unknown name)."""
+    assert _fires("0 0 12 ? * FRIL", _at("2026-01-01T00:00"), 2) == _fires("0 0 12 ? * 6L", _at("2026-01-01T00:00"), 2)
+    assert _fires("0 0 12 ? * FRIL", _at("2026-01-01T00:00"), 1) == ["2026-01-30T12:00:00+00:00"]
 
 
 def test_day_of_week_words_name_the_fired_days() -> None:

@@ -380,6 +380,7 @@ def _check_ranges(expression: str, fields: list[str], ranges: tuple[tuple[str, i
 # Quartz's fields, and the largest increment each takes (``CronExpression``).
 _QUARTZ_FIELDS = ("second", "minute", "hour", "day of month", "month", "day of week", "year")
 _QUARTZ_STEPS = (59, 59, 23, 31, 12, 7, 2099)
+_DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")  # cron's numbers, 0 = Sunday
 _DOW_TOKEN = re.compile(r"^(?P<a>\d+)(?:-(?P<b>\d+))?(?:/(?P<step>\d+))?$")
 
 
@@ -411,6 +412,8 @@ def _quartz_dow(item: str) -> str:
         return "6"
     if upper.endswith("L") and upper[:-1].isdigit():
         return f"L{_shift(upper[:-1])}"
+    if upper.endswith("L") and upper[:-1] in _DAY_NAMES:  # FRIL: Quartz's other way to write 6L
+        return f"L{_DAY_NAMES.index(upper[:-1])}"
     if "#" in upper:
         day, nth = upper.split("#", 1)
         return f"{_shift(day) if day.isdigit() else day}#{nth}"
