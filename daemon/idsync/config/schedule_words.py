@@ -14,6 +14,7 @@ no sentence here says (a ``W`` or ``#`` day beside the other day field) has no w
 from __future__ import annotations
 
 import calendar
+import functools
 from typing import Any
 
 from cron_descriptor import DescriptionTypeEnum, ExpressionDescriptor, Options
@@ -27,6 +28,7 @@ _WEEK = (1, 2, 3, 4, 5, 6, 0)  # croniter's day numbers (0 = Sunday), Monday fir
 _LAST_YEAR = 2099  # Quartz's, and croniter's, last year
 
 
+@functools.lru_cache(maxsize=512)  # a few ms each; the dashboard and the status file ask every few seconds
 def describe_cron(cron: str, seconds: bool) -> str | None:
     """The sentence for croniter's expression ``cron`` (seconds first when ``seconds``),
     or None when it has none that is right."""
