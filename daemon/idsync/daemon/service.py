@@ -293,9 +293,9 @@ class Daemon:
 
     def _without_disabled(self, job: JobDef, trigger: str) -> JobDef | None:
         """A scheduled fire leaves out the job's mappings (or liveSync sources) whose system is
-        disabled, as PingIDM's scheduler finds no provisioner there: None when that is all of
-        them. Said at warning once per configuration load, with the files to change; a run by
-        hand (``run-job``, Run now) still fails naming the file."""
+        disabled, which PingIDM does not start either (it says so once): None when that is all
+        of them. Said at warning once per configuration load, with the files to change; a run
+        by hand (``run-job``, Run now) still fails naming the file."""
         held = disabled_systems(self.config.project, job)
         if not held:
             return job
