@@ -290,6 +290,8 @@ def test_save_cron_expression(console: Console) -> None:
     console.find("#save").click()
     console.wait(lambda: "schedule" in console.text("#save-error"))
     assert job_file.read_text() == JOB_TEXT
+    console.type("#schedule", "0 0 12 ? * 2#1,6#3")  # each # day in words with its own week
+    console.wait(lambda: "the first Monday and the third Friday" in console.text("#cron-description"))
     console.type("#schedule", "0 30 2 * * ?")
     console.wait(lambda: "02:30" in console.text("#cron-description"))
     assert len(console.find("#cron-fires").find_elements("css selector", "li")) == 5

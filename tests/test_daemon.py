@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -570,3 +571,42 @@ def test_a_reload_that_fails_unexpectedly_keeps_what_ran_and_says_so(
     assert failed and failed[0]["problems"] == ["reload failed: RuntimeError: something unforeseen; "
                                                 "kept the previous configuration"]
     assert daemon.last_reload is not None and not daemon.last_reload[1] and not daemon.reloading
+
+
+def test_the_salesforce_sample_as_shipped_skips_its_scheduled_fires_saying_why_once(tmp_path: Path) -> None:
+    """The Salesforce sample ships disabled (``"enabled": false``, as PingIDM's): a fire of
+    its jobs' schedules records no failed run and logs no error. The first fire of each job
+    since the configuration was loaded says at warning (``job.skipped reason=disabled``)
+    which mapping is left out and which file disables its system; later fires say it at
+    debug. A run asked for by hand (Run now) still fails, naming the file."""
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "samples" / "sync-with-salesforce", root)
+    daemon = Daemon(root, Notifier(None, None))
+    daemon.config = load_configuration(root)
+    daemon.store = Store.open(daemon.config.project.settings.store_url())
+    daemon._loop = asyncio.new_event_loop()  # where the status is told to be written (not run here)
+    prov = str(root / "conf" / "provisioner.openicf-salesforce.json")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            for trigger in ("misfire", "schedule", "schedule"):
+                daemon.fire("sync-salesforce-users", trigger)
+                daemon.fire("push-users-to-salesforce", trigger)
+        assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
+        assert not [e for e in logs if e["event"] in ("job.start", "recon.start")]
+        told = [e for e in logs if e["event"] == "job.skipped" and e["log_level"] == "warning"]
+        assert [(e["job"], e["reason"], e["skipped"], e["files"]) for e in told] == [
+            ("sync-salesforce-users", "disabled", ["systemSalesforceUser_managedUser"], [prov]),
+            ("push-users-to-salesforce", "disabled", ["managedUser_systemSalesforceUser"], [prov]),
+        ]
+        assert "disabled system" in told[0]["message"] and prov in told[0]["message"]
+        assert len([e for e in logs if e["event"] == "job.skipped"]) == 6  # the later ones at debug
+        with daemon.store.engine.connect() as conn:
+            assert conn.execute(recon_runs.select()).all() == []
+
+        with structlog.testing.capture_logs() as logs:
+            daemon.fire("sync-salesforce-users", "api")
+        ended = next(e for e in logs if e["event"] == "job.end")
+        assert ended["state"] == "FAILED" and f"{prov}: enabled: system salesforce is disabled" in ended["message"]
+    finally:
+        daemon.store.close()
+        daemon._loop.close()

@@ -177,6 +177,37 @@ def test_a_module_idsync_does_not_provide_is_named_by_validate(tmp_path: Path) -
     assert made.returncode == 0 and json.loads(made.stdout)["n"] == 2, made.stdout + made.stderr
 
 
+def test_a_lodash_function_idsync_lacks_is_named_through_the_variable_it_is_required_into(tmp_path: Path) -> None:
+    """validate names a function idsync's lodash lacks whether the script calls it on
+    ``require(...)`` itself or on the variable the module was required into (``_``, ``lo``),
+    in managed.json's scripts (not run) and in a mapping's transforms (which would fail);
+    functions idsync's lodash has are named in neither."""
+    project = _project(tmp_path, "ui/")
+    managed = project / "conf" / "managed.json"
+    raw = json.loads(managed.read_text())
+    user = raw["objects"][0]
+    user["onCreate"] = {"type": _JS, "source": "var _ = require('lib/lodash');\n"
+                                               "object.tags = _.map(_.chunk(object.tags, 2), _.first);"}
+    user["postCreate"] = {"type": _JS, "source": "var _ = require('lib/lodash'); _.forEach([object], _.identity);"}
+    managed.write_text(json.dumps(raw))
+    sync = project / "conf" / "sync.json"
+    mappings = json.loads(sync.read_text())
+    properties = mappings["mappings"][0]["properties"]
+    properties[0]["transform"] = {"type": _JS, "source": "var lo = require('lodash');\nlo.kebabCase(source)"}
+    properties[1]["transform"] = {"type": _JS, "source": "require('lib/lodash').snakeCase(source)"}
+    properties[2]["transform"] = {"type": _JS, "source": "var lo = require('lodash'); lo.trim(source)"}
+    sync.write_text(json.dumps(mappings))
+    checked = idsync(project, "validate")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert ("objects[0].onCreate: not run: the script calls lib/lodash.chunk, which idsync's version of that "
+            "module does not have") in checked.stderr
+    assert "objects[0].postCreate: not run: the script calls lib/lodash.identity," in checked.stderr
+    assert ("properties[0].transform: the script calls lodash.kebabCase, which idsync's version of that module "
+            "does not have: it fails there") in checked.stderr
+    assert "properties[1].transform: the script calls lib/lodash.snakeCase," in checked.stderr
+    assert "properties[2]" not in checked.stderr and "lodash.map" not in checked.stderr
+
+
 def test_a_granted_role_is_not_deleted(tmp_path: Path) -> None:
     """The role type's stock onDelete names PingIDM's roles/onDelete-roles.js, which the
     project does not have: idsync's own version refuses to delete a role granted to a

@@ -84,6 +84,63 @@ def test_schedule_describes_itself() -> None:
     assert "Friday" in CronSchedule.parse("0 0 12 ? * 6L").describe()
 
 
+@pytest.mark.parametrize(("expression", "words"), [
+    # A day-of-week step names the days croniter fires on: 5/2 is every Friday, 1/3 is not */3.
+    ("0 0 * * 5/2", "At 00:00, only on Friday"),
+    ("0 0 12 ? * 2-3/3", "At 12:00, only on Monday"),
+    ("0 0 * * 1/3", "At 00:00, only on Monday and Thursday"),
+    ("0 0 * * */3", "At 00:00, only on Wednesday, Saturday and Sunday"),
+    ("0 0 0 ? * 2-6/1", "At 00:00, Monday through Friday"),
+    # Each # day keeps its own week of the month; L alone (Quartz) is Saturday.
+    ("0 0 12 ? * 2#1,6#3", "At 12:00, on the first Monday and the third Friday of the month"),
+    ("0 0 12 ? * 2L,6#3", "At 12:00, on the last Monday and the third Friday of the month"),
+    ("0 0 12 ? * 2#1,2#3", "At 12:00, on the first and third Monday of the month"),
+    ("0 0 12 ? * 6L", "At 12:00, on the last Friday of the month"),
+    ("0 0 12 ? * FRIL", "At 12:00, on the last Friday of the month"),
+    ("0 0 12 ? * L", "At 12:00, only on Saturday"),
+    # 5-field cron fires on either day field (croniter's day_or), as crontab does.
+    ("0 0 1 * 1-5", "At 00:00, on day 1 of the month, or on Monday through Friday"),
+    ("0 0 L * 5", "At 00:00, on the last day of the month, or on Friday"),
+    # croniter reads a W day beside a day of week its own way: the expression is shown.
+    ("0 0 15W * 1", "0 0 15W * 1"),
+    # A year step runs to 2099, Quartz's last year; a step of one is no step.
+    ("0 0 12 1 1 ? 2027/2", "At 12:00, on day 1 of the month, only in January, every 2 years, 2027 through 2099"),
+    ("0 0 12 1 1 ? 2027/1", "At 12:00, on day 1 of the month, only in January, 2027 through 2099"),
+    # Unchanged: days of month, L, W and seconds.
+    ("0 0 12 2 * ?", "At 12:00, on day 2 of the month"),
+    ("0 0 12 L * ?", "At 12:00, on the last day of the month"),
+    ("0 0 12 15W * ?", "At 12:00, on the weekday nearest day 15 of the month"),
+    ("5/10 * * * * ?", "Every 10 seconds, starting at 5 seconds past the minute"),
+    ("15 30 6 * * ?", "At 06:30:15"),
+])
+def test_schedule_words_say_what_fires(expression: str, words: str) -> None:
+    """The words ``idsync jobs`` and the console show match the days croniter fires on,
+    or are the expression itself where no sentence says it right."""
+    assert CronSchedule.parse(expression).describe() == words
+
+
+def test_quartz_last_weekday_by_name() -> None:
+    """Quartz's ``FRIL`` is its ``6L``: the last Friday of the month (it was refused as an
+    unknown name)."""
+    assert _fires("0 0 12 ? * FRIL", _at("2026-01-01T00:00"), 2) == _fires("0 0 12 ? * 6L", _at("2026-01-01T00:00"), 2)
+    assert _fires("0 0 12 ? * FRIL", _at("2026-01-01T00:00"), 1) == ["2026-01-30T12:00:00+00:00"]
+
+
+def test_day_of_week_words_name_the_fired_days() -> None:
+    """For every single step of the day-of-week field, the days named are those that fire."""
+    names = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+    for start in range(1, 8):
+        for step in range(1, 8):
+            schedule = CronSchedule.parse(f"0 0 12 ? * {start}/{step}")
+            fired = {f.strftime("%A") for f in schedule.next_fires(14, _at("2026-01-01T00:00"))}
+            words = schedule.describe()
+            named = set(names) if words == "At 12:00" else {n for n in names if n in words}
+            if "through" in words:
+                first, last = (names.index(n) for n in words.split(", ")[-1].split(" through "))
+                named = {names[(first + i) % 7] for i in range((last - first) % 7 + 1)}
+            assert named == fired, (f"{start}/{step}", words)
+
+
 def test_time_zone_is_applied() -> None:
     """A 02:30 Stockholm job fires at 01:30 UTC in winter."""
     fires = CronSchedule.parse("30 2 * * *", "Europe/Stockholm").next_fires(1, _at("2026-01-10T00:00"))

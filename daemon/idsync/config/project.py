@@ -444,6 +444,7 @@ def validate_project(project_dir: Path,
             problems.extend(job_problems)
             problems.extend(project_job_problems(project, jobs.values()))
             problems.extend(_java_problems(project))
+            problems.extend(_lacking_function_problems(project))
             problems.extend(_sync_failure_problems(project))
             problems.extend(_property_name_problems(project))
             problems.extend(_dn_id_problems(project))
@@ -457,6 +458,16 @@ def _java_problems(project: Project) -> list[ConfigError]:
                                      "there. Of Java, scripts have java.lang.System.out.println (and err, print, "
                                      "currentTimeMillis), java.lang.String and java.util.UUID.randomUUID")
             for (file, key), name in project.scripts.java.items()]
+
+
+def _lacking_function_problems(project: Project) -> list[ConfigError]:
+    """A compiled script calling a function of a module idsync provides (its lodash subset,
+    its versions of PingIDM's stock modules) that idsync's version lacks: the call throws
+    there, each time the script runs."""
+    return [ConfigWarning(file, key, f"the script calls {', '.join(names)}, which idsync's version of that module "
+                                     "does not have: it fails there (docs/mappings.md lists idsync's lodash, "
+                                     "docs/pingidm.md#pingidms-stock-scripts the other modules)")
+            for (file, key), names in project.scripts.lacking.items()]
 
 
 def _dn_id_problems(project: Project) -> list[ConfigError]:

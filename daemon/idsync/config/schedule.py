@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cron_descriptor import Options, get_description
 from croniter import CroniterBadDateError, croniter
+
+from idsync.config.schedule_words import describe_cron
 
 __all__ = ["BoundedSchedule", "CronSchedule", "IntervalSchedule", "Schedule", "ScheduleError", "parse_timezone"]
 
@@ -194,16 +195,13 @@ class CronSchedule:
                 return candidate
 
     def describe(self) -> str:
-        """A human sentence, e.g. "Every 15 minutes" (cron-descriptor)."""
-        options = Options()
-        options.use_24hour_time_format = True
-        # Quartz text is described as written (1 = Sunday); cron and macros from the cron form.
-        options.day_of_week_start_index_zero = not self._seconds
-        text = " ".join(self.expression.split()) if self._seconds else self._cron
+        """A human sentence, e.g. "Every 15 minutes", saying what croniter fires
+        (``schedule_words``); the expression itself where no sentence says it right."""
         try:
-            return str(get_description(text, options))
-        except Exception:  # noqa: BLE001 - croniter raises many kinds
-            return self.expression
+            words = describe_cron(self._cron, self._seconds)
+        except Exception:  # noqa: BLE001 - cron-descriptor and croniter raise many kinds
+            words = None
+        return words or self.expression
 
     def _place(self, wall: dt.datetime) -> dt.datetime:
         aware = wall.replace(tzinfo=self.timezone, fold=0)
@@ -382,6 +380,7 @@ def _check_ranges(expression: str, fields: list[str], ranges: tuple[tuple[str, i
 # Quartz's fields, and the largest increment each takes (``CronExpression``).
 _QUARTZ_FIELDS = ("second", "minute", "hour", "day of month", "month", "day of week", "year")
 _QUARTZ_STEPS = (59, 59, 23, 31, 12, 7, 2099)
+_DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")  # cron's numbers, 0 = Sunday
 _DOW_TOKEN = re.compile(r"^(?P<a>\d+)(?:-(?P<b>\d+))?(?:/(?P<step>\d+))?$")
 
 
@@ -413,6 +412,8 @@ def _quartz_dow(item: str) -> str:
         return "6"
     if upper.endswith("L") and upper[:-1].isdigit():
         return f"L{_shift(upper[:-1])}"
+    if upper.endswith("L") and upper[:-1] in _DAY_NAMES:  # FRIL: Quartz's other way to write 6L
+        return f"L{_DAY_NAMES.index(upper[:-1])}"
     if "#" in upper:
         day, nth = upper.split("#", 1)
         return f"{_shift(day) if day.isdigit() else day}#{nth}"

@@ -41,7 +41,7 @@ from idsync.sync.recon import ReconResult
 if TYPE_CHECKING:
     from idsync.config.project import Project
 
-__all__ = ["JobOutcome", "MappingOutcome", "job_lock_name", "run_job"]
+__all__ = ["JobOutcome", "MappingOutcome", "disabled_systems", "job_lock_name", "run_job"]
 
 log = structlog.get_logger("idsync.job")
 
@@ -170,6 +170,27 @@ def run_job(
             # Told even when the store could not take the release (the next acquire makes it).
             _log_end(bound, job, outcome, t0)
     return outcome
+
+
+def disabled_systems(project: Project, job: JobDef) -> dict[str, list[str]]:
+    """The job's mappings (or liveSync sources) that read or write a system whose
+    provisioner is disabled (``"enabled": false``, or the console's Enabled unticked), each
+    with the provisioner files of those systems. PingIDM does not start a disabled
+    provisioner: it logs so once, and a liveSync of it does nothing."""
+    mappings = {m.name: m for m in project.mappings}
+    out: dict[str, list[str]] = {}
+    for part in job.livesync or job.mappings:
+        mapping = mappings.get(part)
+        names = (part,) if job.livesync else (mapping.source, mapping.target) if mapping is not None else ()
+        files = []
+        for name in names:
+            pieces = name.split("/")
+            provisioner = project.provisioners.get(pieces[1]) if len(pieces) >= 2 and pieces[0] == "system" else None
+            if provisioner is not None and not provisioner.enabled and provisioner.file not in files:
+                files.append(provisioner.file)
+        if files:
+            out[part] = files
+    return out
 
 
 def _log_end(bound: Any, job: JobDef, outcome: JobOutcome, t0: float) -> None:

@@ -43,7 +43,7 @@ from idsync.daemon.history import last_run_of_job, last_started_by_job, recent_r
 from idsync.daemon.notify import Notifier
 from idsync.daemon.recovery import recover_interrupted, release_own_runs
 from idsync.daemon.reload import Configuration, load_configuration
-from idsync.daemon.runner import JobOutcome, run_job
+from idsync.daemon.runner import JobOutcome, disabled_systems, run_job
 from idsync.daemon.scheduler import SKIP_TOLERANCE, FireTimeExecutor, JobTable, missed_fire
 from idsync.daemon.watch import ConfigWatch
 from idsync.errors import ConfigError, IdsyncError, RunLocked, internal_message
@@ -59,6 +59,7 @@ from idsync.sync.taken_over import summarize_taken_over
 
 if TYPE_CHECKING:
     from idsync.cluster.node import ClusterNode
+    from idsync.config.jobs import JobDef
 
 __all__ = ["EX_FORCED", "STOP_DEADLINE", "Daemon"]
 
@@ -68,6 +69,7 @@ log = structlog.get_logger("idsync.daemon")
 STOP_DEADLINE = 8.0
 EX_FORCED = 130
 _WORKERS = 8
+_SCHEDULED = frozenset({"schedule", "misfire"})  # a fire of the schedule, not a run asked for by hand
 _FIRST_PRUNE = dt.timedelta(minutes=1)  # not at the very start: the first fires come first
 # In cluster mode, a transaction left idle this many times ``stall_timeout`` is ended by
 # PostgreSQL (``Store.as_cluster_node``): its node is frozen inside it, and taken for dead.
@@ -97,6 +99,9 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop
         self.cluster: ClusterNode | None = None
         self._helping: set[threading.Event] = set()  # cancels of the partitions this node works on
+        # The jobs (with the files of their disabled systems) whose skipped fires were told at
+        # warning since the last load; later fires are told at debug.
+        self._told_disabled: set[tuple[str, tuple[str, ...]]] = set()
         self._roles_checked = utcnow()  # temporal constraints' edges after this are still to push
         self.watch = ConfigWatch(project_dir)  # the files of the last load, and the changes since
 
@@ -242,6 +247,8 @@ class Daemon:
         """Run job ``name`` in this thread: APScheduler's at each fire, or (cluster mode) the
         queue's. Whether the run was stopped by this daemon's shutdown."""
         job = self.config.jobs.get(name)
+        if job is not None and trigger in _SCHEDULED:
+            job = self._without_disabled(job, trigger)
         if job is None or self._stopping:
             return self._stopping
         cancel = threading.Event()
@@ -283,6 +290,27 @@ class Daemon:
                 self._running.pop(name, None)
             self._changed_threadsafe()
         return False
+
+    def _without_disabled(self, job: JobDef, trigger: str) -> JobDef | None:
+        """A scheduled fire leaves out the job's mappings (or liveSync sources) whose system is
+        disabled, which PingIDM does not start either (it says so once): None when that is all
+        of them. Said at warning once per configuration load, with the files to change; a run
+        by hand (``run-job``, Run now) still fails naming the file."""
+        held = disabled_systems(self.config.project, job)
+        if not held:
+            return job
+        files = tuple(sorted({f for fs in held.values() for f in fs}))
+        key = (job.name, files)
+        told = key in self._told_disabled
+        self._told_disabled.add(key)
+        left = tuple(p for p in (job.livesync or job.mappings) if p not in held)
+        (log.debug if told else log.warning)(
+            "job.skipped", job=job.name, reason="disabled", trigger=trigger, skipped=sorted(held), files=list(files),
+            message=f"{', '.join(sorted(held))} reads or writes a disabled system (\"enabled\": false in "
+                    f"{', '.join(files)}): the schedule's fires leave it out until the system is enabled")
+        if not left:
+            return None
+        return dataclasses.replace(job, livesync=left) if job.livesync else dataclasses.replace(job, mappings=left)
 
     # -- cluster mode --------------------------------------------------------------
 
@@ -469,6 +497,7 @@ class Daemon:
         config = load_configuration(self.project_dir, previous=self.config)
         changes = self.table.apply(config.jobs)
         self.config = config
+        self._told_disabled.clear()
         if self.cluster is not None:
             self.cluster.deployed(project_files(self.project_dir))
         self.last_reload = (utcnow(), not self.config.errors)

@@ -32,7 +32,8 @@ Documented differences from PingIDM:
     lodash, PingIDM's stock ``managed.json`` modules: ``modules.py``); there is no
     other module, ``fetch`` or I/O. Of Java, only what OpenIDM's scripts print and draw
     with (``java.lang.System.out.println``, ``java.util.UUID.randomUUID``...); a script
-    naming any other class is recorded in ``ScriptEngine.java`` for ``validate``.
+    naming any other class is recorded in ``ScriptEngine.java`` for ``validate``, and a
+    call of a function idsync's module lacks (``_.chunk`` of lodash) in ``ScriptEngine.lacking``.
   * The time limit counts the process's CPU time, so busy sibling threads shorten it.
 
 How a script is run: a program that is a single expression is compiled once per thread
@@ -59,6 +60,7 @@ import quickjs
 import structlog
 
 from idsync.errors import ConfigError, IdsyncError, ScriptError, ScriptTimeout, http_status
+from idsync.scripts.modules import missing_functions
 from idsync.scripts.paths import ScriptPaths
 from idsync.scripts.randomness import run_seed
 from idsync.scripts.router import OpenidmRouter
@@ -106,6 +108,9 @@ class ScriptEngine:
         self.defaults = defaults
         # (file, key) -> the Java a compiled script names that the sandbox lacks, for validate.
         self.java: dict[tuple[str, str], str] = {}
+        # (file, key) -> the functions of idsync's modules (lodash...) a compiled script calls
+        # that they lack (``modules.missing_functions``), for validate.
+        self.lacking: dict[tuple[str, str], list[str]] = {}
         self._local = threading.local()
 
     @contextlib.contextmanager
@@ -163,9 +168,12 @@ class ScriptEngine:
         extras = _extras(config, file, key)
         is_expression = _check_syntax(source, origin, file, key)
         name = f"{file}: {key}" + (f" ({origin})" if origin else "")
+        where = (file, key + (f" ({origin})" if origin else ""))
         java = _java_reached(source)
         if java is not None:
-            self.java[(file, key + (f" ({origin})" if origin else ""))] = java
+            self.java[where] = java
+        if lacking := missing_functions(source):
+            self.lacking[where] = lacking
         return Script(self, name, source, extras, is_expression)
 
     def sandbox(self) -> Sandbox:

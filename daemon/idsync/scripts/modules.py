@@ -190,6 +190,8 @@ MODULE_FUNCTIONS: dict[str, tuple[str, ...]] = {
 _REQUIRE = re.compile(r"""\brequire\s*\(\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*\)""")
 _CALLED = re.compile(r"""\brequire\s*\(\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*\)\s*\.\s*([A-Za-z_$][\w$]*)""")
 _ANY_REQUIRE = re.compile(r"\brequire\s*\(")
+# ``NAME = require('MODULE')``, after ``var``, ``let``, ``const`` or none (not ``==``, ``+=``, ``a.b =``).
+_BOUND = re.compile(r"""(?<![\w$.])([A-Za-z_$][\w$]*)\s*=\s*require\s*\(\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*\)""")
 
 
 def required_modules(source: str) -> tuple[list[str], bool]:
@@ -200,11 +202,23 @@ def required_modules(source: str) -> tuple[list[str], bool]:
 
 
 def missing_functions(source: str) -> list[str]:
-    """``MODULE.function`` for each ``require('MODULE').function`` of ``source`` whose
-    module idsync provides without that function (a later PingIDM version's, say)."""
+    """``MODULE.function`` for each function of a module idsync provides that ``source``
+    uses and idsync's version lacks (a later PingIDM version's, a lodash function beyond
+    idsync's subset): called on ``require('MODULE')`` itself, or on the variable it was
+    required into (``var _ = require('lib/lodash'); _.chunk(...)``). A variable bound to
+    several modules is checked against all of them."""
     found = []
     for a, b, function in _CALLED.findall(source):
         module = a or b
         if module in MODULE_FUNCTIONS and function not in MODULE_FUNCTIONS[module]:
             found.append(f"{module}.{function}")
+    bound: dict[str, list[str]] = {}
+    for name, a, b in _BOUND.findall(source):
+        bound.setdefault(name, []).append(a or b)
+    for name, modules in bound.items():
+        if not all(module in MODULE_FUNCTIONS for module in modules):
+            continue  # required_modules names the module idsync does not provide
+        used = re.findall(rf"(?<![\w$.]){re.escape(name)}\s*\.\s*([A-Za-z_$][\w$]*)", source)
+        found.extend(f"{modules[0]}.{function}" for function in used
+                     if not any(function in MODULE_FUNCTIONS[module] for module in modules))
     return list(dict.fromkeys(found))
