@@ -262,9 +262,12 @@ def test_unreachable_system(project: Path, slapd: Slapd) -> None:
     with serve(project) as api:
         (report,) = api.post("/openidm/system?_action=test", headers=ADMIN).json()
         assert report["ok"] is False and report["name"] == "ldap" and "127.0.0.1:1" in report["error"]
+        one = api.post("/openidm/system/ldap?_action=test", headers=ADMIN).json()
+        assert one == {**report, "error": one["error"]} and "127.0.0.1:1" in one["error"]
+        assert {"connectorRef", "displayName", "objectTypes"} <= set(one)
         query = api.get("/openidm/system/ldap/account?_queryId=query-all-ids", headers=ADMIN)
         assert query.status_code == 503 and query.json()["reason"] == "Service Unavailable"
-        for answer in (json.dumps(report), query.text):
+        for answer in (json.dumps(report), json.dumps(one), query.text):
             assert slapd.admin_password not in answer
 
 

@@ -81,6 +81,22 @@ def test_seed_000_system_test(api: httpx.Client) -> None:
     assert ldap["connectorRef"]["connectorName"] == "org.identityconnectors.ldap.LdapConnector"
 
 
+def test_one_system_test(api: httpx.Client) -> None:
+    """system/NAME?_action=test tests that system alone and answers its entry of
+    system?_action=test, an object, as PingIDM's provisioner answers; an unknown system
+    is a 404, another action on a system a 400, and a read of the system itself a 404
+    saying where its objects are."""
+    (listed,) = api.post("/openidm/system?_action=test", headers=ADMIN).json()
+    one = api.post("/openidm/system/ldap?_action=test", headers=ADMIN)
+    assert one.status_code == 200, one.text
+    assert one.json() == listed
+    assert api.post("/openidm/system/nothing?_action=test", headers=ADMIN).status_code == 404
+    other = api.post("/openidm/system/ldap?_action=schema", headers=ADMIN)
+    assert other.status_code == 400 and "test" in other.json()["message"]
+    read = api.get("/openidm/system/ldap", headers=ADMIN)
+    assert read.status_code == 404 and "system/ldap/TYPE" in read.json()["message"]
+
+
 _SEED_003 = [("mapping0", "source0", "target0"), ("mapping1", "source1", "target1"),
              ("mapping2", "source2", "target2"), ("mapping4", "source1", "target0"),
              ("mapping5", "source0", "target2"), ("mapping7", "source1", "target3")]

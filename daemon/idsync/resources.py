@@ -169,18 +169,23 @@ class Resources:
         return sorted(n for n, p in self.project.provisioners.items() if p.kind in _CONSENTING and p.enabled)
 
     def test_all(self) -> list[dict[str, Any]]:
-        """Each system's test answer, a ``SystemTestReport`` carrying the exit code of its failure."""
-        results: list[dict[str, Any]] = []
-        for name, p in sorted(self.project.provisioners.items()):
-            try:
-                report = self.system(name).test()
-                results.append(report if isinstance(report, SystemTestReport) else SystemTestReport(report))
-            except Exception as exc:  # noqa: BLE001 - a test reports, never raises
-                failure = SystemTestReport(name=name, enabled=p.enabled, config=f"config/provisioner.openicf/{name}")
-                failure.failed(exc if isinstance(exc, IdsyncError) else f"internal error: {exc}",
-                               None if isinstance(exc, IdsyncError) else os.EX_SOFTWARE)
-                results.append(failure)
-        return results
+        """Each system's test answer (``test``), in the order of their names."""
+        return [self.test(name) for name in sorted(self.project.provisioners)]
+
+    def test(self, name: str) -> SystemTestReport:
+        """One system's test answer, a ``SystemTestReport`` carrying the exit code of its
+        failure; a system that cannot even be opened is a failed report too, never an error."""
+        p = self.project.provisioners[name]
+        try:
+            report = self.system(name).test()
+            return report if isinstance(report, SystemTestReport) else SystemTestReport(report)
+        except Exception as exc:  # noqa: BLE001 - a test reports, never raises
+            ref = p.raw.get("connectorRef")
+            failure = SystemTestReport(name=name, enabled=p.enabled, config=f"config/provisioner.openicf/{name}",
+                                       connectorRef=dict(ref) if isinstance(ref, Mapping) else {})
+            failure.failed(exc if isinstance(exc, IdsyncError) else f"internal error: {exc}",
+                           None if isinstance(exc, IdsyncError) else os.EX_SOFTWARE)
+            return failure
 
     def close(self) -> None:
         for system in self._systems.values():

@@ -35,10 +35,11 @@ _RUN = {"type": "object", "required": ["_id", "state"], "properties": {
     "_id": {"type": "string"}, "state": {"type": "string"}}}
 _RUNS = {"type": "object", "required": ["reconciliations"], "properties": {
     "reconciliations": {"type": "array", "items": {"$ref": "#/components/schemas/ReconSummary"}}}}
-_SYSTEMS = {"type": "array", "items": {"type": "object", "required": ["name", "enabled", "config"], "properties": {
+_SYSTEM = {"type": "object", "required": ["name", "enabled", "config"], "properties": {
     "name": {"type": "string"}, "enabled": {"type": "boolean"}, "config": {"type": "string"},
     "objectTypes": {"type": "array", "items": {"type": "string"}}, "ok": {"type": "boolean"},
-    "error": {"type": "string"}}}}
+    "error": {"type": "string"}}}
+_SYSTEMS = {"type": "array", "items": _SYSTEM}
 _ACTION = {"type": "object", "required": ["_id", "status"], "properties": {
     "_id": {"type": "string"}, "status": {"type": "string"}}}
 _TASK = {"type": "object", "required": ["_id", "progress"], "properties": {
@@ -131,6 +132,8 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
     ("/openidm/system", "get", "The configured systems", [], None, {"200": _SYSTEMS}),
     ("/openidm/system", "post", "Test every configured system (_action=test)", ["_action"], None,
      {"200": _SYSTEMS}),
+    ("/openidm/system/{system}", "post", "Test one configured system (_action=test)", ["_action"], None,
+     {"200": _SYSTEM}),
     ("/openidm/system/{system}/{type}", "get", "Query an external system's objects", _QUERY, None,
      {"200": _PAGED}),
     ("/openidm/system/{system}/{type}/{id}", "get", "Read one external object", [], None, {"200": {
@@ -199,6 +202,7 @@ _SCHEMAS: dict[str, Any] = {
 
 _ACTIONS = {("/openidm/recon", "post"): ["recon", "reconById"], ("/openidm/recon/{id}", "post"): ["cancel"],
             ("/openidm/managed/{type}", "post"): ["create"], ("/openidm/system", "post"): ["test"],
+            ("/openidm/system/{system}", "post"): ["test"],
             ("/openidm/managed/{type}/{id}/{property}", "post"): ["create"],
             ("/openidm/scheduler/job/{name}", "post"): ["trigger"], ("/openidm/taskscanner", "post"): ["execute"],
             ("/openidm/taskscanner/{id}", "post"): ["cancel"], (_EMAIL, "post"): ["send", "sendEmail"],
