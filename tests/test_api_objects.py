@@ -203,6 +203,29 @@ def test_system_test_and_metrics(api: httpx.Client) -> None:
     assert f'idsync_recon_duration_seconds_count{{mapping="{FORWARD}"}} 2.0' in again
 
 
+def test_delete_purges_a_finished_recon(api: httpx.Client) -> None:
+    """DELETE recon/ID purges a finished reconciliation's statistics, as PingIDM's: it
+    answers the run's summary, which recon/ID, the list and audit/recon no longer hold;
+    the metrics' counters keep what it counted. The mapping's last complete recon (which
+    the retries of failed pushes read) is a 409 saying so; an unknown id a 404."""
+    start = f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true"
+    first, last = (api.post(start, headers=ADMIN).json()["_id"] for _ in range(2))
+    summary = api.get(f"/openidm/recon/{first}", headers=ADMIN).json()
+    deleted = api.delete(f"/openidm/recon/{first}", headers=ADMIN)
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == summary
+    assert api.get(f"/openidm/recon/{first}", headers=ADMIN).status_code == 404
+    assert [r["_id"] for r in api.get("/openidm/recon", headers=ADMIN).json()["reconciliations"]] == [last]
+    entries = api.get(f'/openidm/audit/recon?_queryFilter=reconId+eq+"{first}"', headers=ADMIN).json()
+    assert entries["resultCount"] == 0
+    assert api.delete(f"/openidm/recon/{first}", headers=ADMIN).status_code == 404
+    kept = api.delete(f"/openidm/recon/{last}", headers=ADMIN)
+    assert kept.status_code == 409 and "last complete reconciliation" in kept.json()["message"], kept.text
+    assert api.get(f"/openidm/recon/{last}", headers=ADMIN).status_code == 200
+    assert f'idsync_recon_runs_finished_total{{mapping="{FORWARD}",state="SUCCESS"}} 2.0' in \
+        api.get("/metrics", headers=ADMIN).text
+
+
 def test_cancel_running_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """recon/ID?_action=cancel stops a running recon at its next page boundary: it is
     recorded CANCELED with what it did so far, its lock is released, and the next
@@ -216,6 +239,8 @@ def test_cancel_running_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -
         assert started["state"] == "ACTIVE", started
         busy = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}", headers=ADMIN)
         assert busy.status_code == 409 and busy.json()["reason"] == "Conflict"
+        running = api.delete(f"/openidm/recon/{started['_id']}", headers=ADMIN)  # its statistics are not purged
+        assert running.status_code == 409 and "cancel it first" in running.json()["message"], running.text
         cancel = api.post(f"/openidm/recon/{started['_id']}?_action=cancel", headers=ADMIN)
         assert cancel.json() == {"_id": started["_id"], "action": "cancel", "status": "INITIATED"}
         for _ in range(400):
@@ -228,6 +253,7 @@ def test_cancel_running_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -
         again = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=ADMIN)
         assert again.json()["state"] == "SUCCESS", again.text
         assert api.post(f"/openidm/recon/{started['_id']}?_action=cancel", headers=ADMIN).status_code == 409
+        assert api.delete(f"/openidm/recon/{started['_id']}", headers=ADMIN).status_code == 200  # once ended
 
 
 def test_secrets_never_answered(api: httpx.Client) -> None:

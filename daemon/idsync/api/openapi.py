@@ -106,6 +106,8 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
      {"200": {"$ref": "#/components/schemas/ReconSummary"}}),
     ("/openidm/recon/{id}", "post", "Cancel a running reconciliation (_action=cancel)", ["_action"], None,
      {"200": _ACTION}),
+    ("/openidm/recon/{id}", "delete", "Purge a finished reconciliation's statistics (its record and audit); "
+     "answers its summary as it was", [], None, {"200": {"$ref": "#/components/schemas/ReconSummary"}}),
     ("/openidm/managed/{type}", "get", "Query managed objects", _QUERY, None, {"200": _PAGED}),
     ("/openidm/managed/{type}", "post", "Create a managed object (_action=create)", ["_action", "_id"], _OBJECT,
      {"201": _MANAGED}),

@@ -9,6 +9,10 @@ setting idsync does not take refused with 400. ``analyze=true`` is PingIDM's ana
 run, idsync's dry run; ``persistAssociations`` is taken (every run audits each object);
 any other parameter is a 400 naming it. A mapping already running, here or in any process on the same store,
 is refused with 409: the recon's own store lock decides, as for the scheduler.
+
+``DELETE recon/ID`` purges a finished run's statistics, as PingIDM's does: its record and
+its audit (``store/retention.py``), answering the record as it was; 404 for no such run,
+409 for one still running or one the retries of failed pushes still read.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from idsync.config.jobs import LIVESYNC_JOB, PERFORM_JOB
 from idsync.managed.recons import flag, pushed, recon_by_id, started
 from idsync.managed.router import scripting
 from idsync.resources import Resources
+from idsync.store.retention import RunKept, delete_run
 from idsync.store.runs import RunStore
 from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB, PushResult
 
@@ -162,6 +167,8 @@ async def _overrides(request: Request, ctx: ApiContext) -> dict[str, Any] | None
 async def _one(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     run_id = request.path_params["run_id"]
+    if request.method == "DELETE":
+        return JSONResponse(run_summary(await run_in_threadpool(_delete, ctx, run_id)))
     row = await run_in_threadpool(RunStore(ctx.store).get, run_id)
     if row is None:
         raise ApiError(404, f"Reconciliation with id {run_id} not found.")
@@ -177,7 +184,16 @@ async def _one(request: Request) -> JSONResponse:
     return JSONResponse({"_id": run_id, "action": "cancel", "status": "INITIATED"})
 
 
+def _delete(ctx: ApiContext, run_id: str) -> dict[str, Any]:
+    try:
+        return delete_run(ctx.store, run_id)
+    except RunKept as exc:
+        raise ApiError(409, str(exc)) from None
+    finally:
+        ctx.changed()
+
+
 recon_routes = [
     Route("/recon", _collection, methods=["GET", "POST"]),
-    Route("/recon/{run_id}", _one, methods=["GET", "POST"]),
+    Route("/recon/{run_id}", _one, methods=["GET", "POST", "DELETE"]),
 ]
