@@ -203,6 +203,17 @@ def test_system_test_and_metrics(api: httpx.Client) -> None:
     assert f'idsync_recon_duration_seconds_count{{mapping="{FORWARD}"}} 2.0' in again
 
 
+def test_recon_summary_counts_links_as_pingidm(api: httpx.Client) -> None:
+    """recon/ID's progress.links.existing.total is PingIDM's: the links there when the run
+    began, from its start on; a run that began with none says "?" while it runs and, once
+    it succeeded, the links it processed ("0" for a first load)."""
+    start = f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true"
+    first, second = (api.post(start, headers=ADMIN).json()["_id"] for _ in range(2))
+    links = [api.get(f"/openidm/recon/{run}", headers=ADMIN).json()["progress"]["links"] for run in (first, second)]
+    assert links == [{"created": 2, "existing": {"processed": 0, "total": "0"}},
+                     {"created": 0, "existing": {"processed": 2, "total": "2"}}]
+
+
 def test_delete_purges_a_finished_recon(api: httpx.Client) -> None:
     """DELETE recon/ID purges a finished reconciliation's statistics, as PingIDM's: it
     answers the run's summary, which recon/ID, the list and audit/recon no longer hold;
@@ -252,6 +263,19 @@ def test_cancel_running_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -
         assert summary["progress"]["source"]["existing"]["processed"] < 802 and summary["ended"]
         again = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=ADMIN)
         assert again.json()["state"] == "SUCCESS", again.text
+        # A run that began with links says how many once it reads, as PingIDM does.
+        linked = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}", headers=ADMIN).json()
+        for _ in range(400):
+            read = api.get(f"/openidm/recon/{linked['_id']}", headers=ADMIN).json()
+            if read["stage"] != "ACTIVE_INITIALIZED":
+                break
+            time.sleep(0.01)
+        assert read["progress"]["links"]["existing"]["total"] == "802", read
+        api.post(f"/openidm/recon/{linked['_id']}?_action=cancel", headers=ADMIN)
+        for _ in range(400):
+            if api.get(f"/openidm/recon/{linked['_id']}", headers=ADMIN).json()["state"] != "ACTIVE":
+                break
+            time.sleep(0.05)
         assert api.post(f"/openidm/recon/{started['_id']}?_action=cancel", headers=ADMIN).status_code == 409
         assert api.delete(f"/openidm/recon/{started['_id']}", headers=ADMIN).status_code == 200  # once ended
 

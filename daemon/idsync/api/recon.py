@@ -60,7 +60,7 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "state": row["state"],
         "stage": stage,
         "stageDescription": _STAGES.get(stage, stage.replace("_", " ").lower()),
-        "progress": summary.get("progress", {}),
+        "progress": _progress(summary.get("progress") or {}, row["state"]),
         "situationSummary": summary.get("situationSummary", {}),
         "statusSummary": summary.get("statusSummary", {}),
         "durationSummary": summary.get("durationSummary", {}),
@@ -81,6 +81,16 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("message"):
         out["message"] = row["message"]
     return out
+
+
+def _progress(progress: dict[str, Any], state: str) -> dict[str, Any]:
+    """The run's ``progress`` as PingIDM tells it: a run that found no link when it began
+    (``links.existing.total`` ``"?"``) counts, once it succeeded, the links it processed."""
+    existing = (progress.get("links") or {}).get("existing") or {}
+    if state != "SUCCESS" or existing.get("total", "?") != "?" or "processed" not in existing:
+        return progress
+    links = {**progress["links"], "existing": {**existing, "total": str(existing["processed"])}}
+    return {**progress, "links": links}
 
 
 _STAGES = {
