@@ -140,6 +140,21 @@ _SECOND_PAGE = {
 }
 
 
+def test_a_disabled_system_tests_as_pingidm_answers_it(tmp_path: Path) -> None:
+    """A disabled system is in system?_action=test, not ok, with what its provisioner says
+    (connector, object types with ``__ALL__``) and an error saying it is disabled, as
+    PingIDM lists a disabled connector; system/NAME?_action=test answers the same, and
+    neither tells where the project's files are."""
+    with serve(_mapping_project(tmp_path)) as api:
+        listed = api.post("/openidm/system?_action=test", headers=ADMIN).json()
+        one = api.post("/openidm/system/source0?_action=test", headers=ADMIN)
+    assert one.status_code == 200 and one.json() in listed
+    assert one.json() == {"name": "source0", "enabled": False, "config": "config/provisioner.openicf/source0",
+                          "connectorRef": {"connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"},
+                          "objectTypes": ["__ALL__", "account"], "ok": False, "error": one.json()["error"]}
+    assert "disabled" in one.json()["error"] and str(tmp_path) not in json.dumps(listed)
+
+
 def test_seed_003_mapping_paging(tmp_path: Path) -> None:
     """sync/mappings pages by cookie and by offset exactly as seed 003 shows: the same
     four answers, key for key and in the same order, for the cookie and the offset

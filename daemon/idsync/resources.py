@@ -174,15 +174,18 @@ class Resources:
 
     def test(self, name: str) -> SystemTestReport:
         """One system's test answer, a ``SystemTestReport`` carrying the exit code of its
-        failure; a system that cannot even be opened is a failed report too, never an error."""
+        failure; a system that is disabled, or cannot even be opened, is a failed report too
+        (with what its provisioner says: its connector and object types), never an error."""
         p = self.project.provisioners[name]
+        if not p.enabled:
+            disabled = _unopened(p)
+            disabled.failed(f'system {name} is disabled ("enabled": false)', os.EX_CONFIG)
+            return disabled
         try:
             report = self.system(name).test()
             return report if isinstance(report, SystemTestReport) else SystemTestReport(report)
         except Exception as exc:  # noqa: BLE001 - a test reports, never raises
-            ref = p.raw.get("connectorRef")
-            failure = SystemTestReport(name=name, enabled=p.enabled, config=f"config/provisioner.openicf/{name}",
-                                       connectorRef=dict(ref) if isinstance(ref, Mapping) else {})
+            failure = _unopened(p)
             failure.failed(exc if isinstance(exc, IdsyncError) else f"internal error: {exc}",
                            None if isinstance(exc, IdsyncError) else os.EX_SOFTWARE)
             return failure
@@ -191,3 +194,13 @@ class Resources:
         for system in self._systems.values():
             system.close()
         self._systems.clear()
+
+
+def _unopened(p: Provisioner) -> SystemTestReport:
+    """The test answer of a system whose connector was not opened: what its provisioner
+    file says, as PingIDM's answers it (``__ALL__`` first among the object types)."""
+    ref, types = p.raw.get("connectorRef"), p.raw.get("objectTypes")
+    names = [t for t in types if t != "__ALL__"] if isinstance(types, Mapping) else []
+    return SystemTestReport(name=p.name, enabled=p.enabled, config=f"config/provisioner.openicf/{p.name}",
+                            connectorRef=dict(ref) if isinstance(ref, Mapping) else {},
+                            objectTypes=["__ALL__", *names])
