@@ -50,7 +50,7 @@ if (op === 'update') { openidm.update('managed/user/missing', null, {userName: '
 if (op === 'create') { openidm.create('managed/user', null, {userName: 'dee', sn: 'D', givenName: 'D', mail: 'no'}); }
 if (op === 'again') { try { openidm.delete('managed/user/missing', null); } catch (e) { throw e; } }
 if (op === 'system') { openidm.read('system/nothing/account/x'); }
-({done: op});"""
+op === 'nothing' ? null : ({done: op});"""
 
 
 def _project(tmp_path: Path) -> Path:
@@ -171,6 +171,22 @@ def test_a_failed_openidm_call_the_script_does_not_catch_answers_its_status(tmp_
             assert body["code"] == code and body["message"] and str(tmp_path) not in answer.text, body
         assert "missing" in (await api.post("/openidm/endpoint/calls?_action=run&op=update")).json()["message"]
         assert (await api.post("/openidm/endpoint/calls?_action=run&op=none")).json() == {"done": "none"}
+
+    _serve(_project(tmp_path), visit)
+
+
+def test_a_script_that_gives_no_resource_answers_not_found(tmp_path: Path) -> None:
+    """A create, read, update, patch or delete whose script answers null (or nothing) is a
+    404, as PingIDM answers it ("script returned null"); an action's empty answer is not."""
+    async def visit(api: httpx.AsyncClient) -> None:
+        for answer in (await api.get("/openidm/endpoint/calls?op=nothing"),
+                       await api.post("/openidm/endpoint/calls?op=nothing", json={}),
+                       await api.put("/openidm/endpoint/calls?op=nothing", json={}),
+                       await api.delete("/openidm/endpoint/calls?op=nothing")):
+            assert answer.status_code == 404 and "script returned null" in answer.json()["message"], answer.text
+        action = await api.post("/openidm/endpoint/calls?_action=run&op=nothing")
+        assert action.status_code == 200 and action.json() == {}
+        assert (await api.get("/openidm/endpoint/calls?op=read")).json() == {"done": "read"}
 
     _serve(_project(tmp_path), visit)
 
