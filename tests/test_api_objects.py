@@ -5,6 +5,7 @@ delete with revisions, query paging and errors in PingIDM's shape; /metrics."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,8 @@ def api(project: Path) -> Iterator[httpx.Client]:
 
 def test_recon_async_summary_and_conflict(api: httpx.Client, project: Path) -> None:
     """Without waitForCompletion the answer comes at once with the run id; recon/ID
-    then shows PingIDM's summary; a mapping whose lock is held answers 409."""
+    then shows PingIDM's summary (its times as PingIDM writes them); a mapping whose lock
+    is held answers 409."""
     r = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}", headers=ADMIN)
     assert r.status_code == 200, r.text
     run_id = r.json()["_id"]
@@ -51,6 +53,8 @@ def test_recon_async_summary_and_conflict(api: httpx.Client, project: Path) -> N
     assert {"stage", "progress", "durationSummary", "started", "ended", "duration"} <= set(summary)
     assert summary["stage"] == "COMPLETED_SUCCESS" and summary["stageDescription"] == "reconciliation completed."
     assert summary["progress"]["source"]["existing"]["processed"] == 2 and summary["duration"] >= 0
+    for key in ("started", "ended"):  # PingIDM's: UTC to the millisecond
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", summary[key]), summary[key]
     listed = api.get("/openidm/recon", headers=ADMIN).json()["reconciliations"]
     assert [r["_id"] for r in listed] == [run_id]
 
@@ -240,7 +244,9 @@ def test_delete_purges_a_finished_recon(api: httpx.Client) -> None:
 def test_cancel_running_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """recon/ID?_action=cancel stops a running recon at its next page boundary: it is
     recorded CANCELED with what it did so far, its lock is released, and the next
-    start runs to SUCCESS; meanwhile a second start of the mapping is a 409."""
+    start runs to SUCCESS; meanwhile a second start of the mapping is a 409 and so is a
+    DELETE of the running run. A running recon's summary tells, as PingIDM's, the links
+    there when it began and its duration so far."""
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
     with (project / "conf" / "idsync.toml").open("a") as f:
         f.write("[recon]\npage_size = 2\n")
@@ -271,6 +277,8 @@ def test_cancel_running_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -
                 break
             time.sleep(0.01)
         assert read["progress"]["links"]["existing"]["total"] == "802", read
+        assert read["ended"] == "" or read["state"] != "ACTIVE", read
+        assert isinstance(read["duration"], int) and read["duration"] >= 0, read  # so far, as PingIDM's
         api.post(f"/openidm/recon/{linked['_id']}?_action=cancel", headers=ADMIN)
         for _ in range(400):
             if api.get(f"/openidm/recon/{linked['_id']}", headers=ADMIN).json()["state"] != "ACTIVE":

@@ -18,6 +18,7 @@ its audit (``store/retention.py``), answering the record as it was; 404 for no s
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 import uuid
 from typing import Any
@@ -34,6 +35,7 @@ from idsync.config.jobs import LIVESYNC_JOB, PERFORM_JOB
 from idsync.managed.recons import flag, pushed, recon_by_id, started
 from idsync.managed.router import scripting
 from idsync.resources import Resources
+from idsync.store.database import utcnow
 from idsync.store.retention import RunKept, delete_run
 from idsync.store.runs import RunStore
 from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB, PushResult
@@ -66,8 +68,8 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "durationSummary": summary.get("durationSummary", {}),
         "parameters": {"sourceQuery": {"resourceName": summary.get("sourceObject")},
                        "targetQuery": {"resourceName": summary.get("targetObject")}},
-        "started": started.isoformat(),
-        "ended": ended.isoformat() if ended else "",
+        "started": _stamp(started),
+        "ended": _stamp(ended) if ended else "",
         "duration": duration,
     }
     for key in ("actionSummary", "changes", "dryRun", "errorCount", "errors", "linkQualifierSummary", "partitions",
@@ -80,6 +82,20 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
         out["node"] = row["node"]
     if row.get("message"):
         out["message"] = row["message"]
+    return out
+
+
+def _stamp(instant: dt.datetime) -> str:
+    """A run's time as PingIDM's summary writes it: ISO 8601 in UTC, to the millisecond."""
+    return instant.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _live(row: dict[str, Any]) -> dict[str, Any]:
+    """``run_summary`` as the API answers it: a running run's ``duration`` is the time it
+    has run so far, as PingIDM's."""
+    out = run_summary(row)
+    if out["duration"] is None:
+        out["duration"] = max(int((utcnow() - row["started"]).total_seconds() * 1000), 0)
     return out
 
 
@@ -114,7 +130,7 @@ async def _collection(request: Request) -> JSONResponse:
         # implicit sync, its retries, liveSync or performAction, which would crowd them out.
         rows = await run_in_threadpool(lambda: RunStore(ctx.store).recent(_LIST_LIMIT, mapping,
                                                                           except_jobs=_NOT_LISTED))
-        return JSONResponse({"reconciliations": [run_summary(r) for r in rows]})
+        return JSONResponse({"reconciliations": [_live(r) for r in rows]})
     action = request.query_params.get("_action")
     if action == "recon":
         return await _start(request, ctx)
@@ -183,7 +199,7 @@ async def _one(request: Request) -> JSONResponse:
     if row is None:
         raise ApiError(404, f"Reconciliation with id {run_id} not found.")
     if request.method == "GET":
-        return JSONResponse(run_summary(row))
+        return JSONResponse(_live(row))
     action = request.query_params.get("_action")
     if action != "cancel":
         raise ApiError(400, f"unknown _action {action!r} (supported: cancel)")
