@@ -14,7 +14,7 @@ from dbs import BACKENDS, store_url
 from idsync.errors import NotFound
 from idsync.store.database import Store
 from idsync.store.retention import RunKept, delete_run, prune
-from idsync.store.tables import audit, recon_runs
+from idsync.store.tables import audit, claims, deferred, recon_partitions, recon_runs
 from idsync.sync.retry import failed_pushes
 from sqlalchemy import func, insert, select
 
@@ -53,8 +53,9 @@ def _audit_count(store: Store) -> int:
 
 
 def test_old_runs_go_with_their_audit_and_each_mappings_anchor_stays(store: Store) -> None:
-    """Runs ended before the cutoff are deleted with their audit entries, except the
-    newest complete recon of each mapping; recent and ACTIVE runs are untouched."""
+    """Runs ended before the cutoff are deleted with their audit entries (and their claims,
+    deferred deletes and partitions), except the newest complete recon of each mapping;
+    recent and ACTIVE runs are untouched."""
     _run(store, "a-old", "a", 200, entries=(("u1", "SUCCESS"),))
     _run(store, "a-anchor", "a", 150, entries=(("u1", "SUCCESS"),))
     _run(store, "a-failed", "a", 120, state="FAILED")
@@ -62,11 +63,20 @@ def test_old_runs_go_with_their_audit_and_each_mappings_anchor_stays(store: Stor
     _run(store, "b-recent", "b", 10, state="FAILED", entries=(("u2", "FAILURE"),))
     _run(store, "c-active", "c", 400, state="ACTIVE")
 
+    with store.begin() as conn:  # what a split run leaves besides its record and audit
+        for run_id in ("a-old", "a-anchor"):
+            conn.execute(insert(claims).values(run_id=run_id, target_id="t1"))
+            conn.execute(insert(deferred).values(run_id=run_id, seq=1, op={}))
+            conn.execute(insert(recon_partitions).values(run_id=run_id, part=0, state="SUCCESS"))
+
     pruned = prune(store, CUTOFF)
 
     assert (pruned.runs, pruned.audit) == (2, 1)
     assert _ids(store) == {"a-anchor", "b-anchor", "b-recent", "c-active"}
     assert _audit_count(store) == 2
+    with store.engine.connect() as conn:
+        for table in (claims, deferred, recon_partitions):
+            assert set(conn.execute(select(table.c.run_id)).scalars()) == {"a-anchor"}, table.name
 
 
 def test_pushes_since_the_last_recon_are_kept_however_old(store: Store) -> None:
