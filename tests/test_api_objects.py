@@ -218,6 +218,36 @@ def test_recon_summary_counts_links_as_pingidm(api: httpx.Client) -> None:
                      {"created": 0, "existing": {"processed": 2, "total": "2"}}]
 
 
+def test_repo_link_answers_the_links_as_pingidm_keeps_them(api: httpx.Client) -> None:
+    """repo/link answers each link as PingIDM's repository does (linkType the owning
+    mapping, firstId its source object, secondId its target), queried by those fields,
+    paged by its last _id, counted with EXACT; repo/link/ID reads one. A field links do not
+    have, another sort or an unknown id are refused, and nothing is written through it."""
+    api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=ADMIN)
+    every = api.get("/openidm/repo/link?_queryFilter=true&_totalPagedResultsPolicy=EXACT", headers=ADMIN).json()
+    assert every["resultCount"] == every["totalPagedResults"] == 2, every
+    assert all(set(link) == {"_id", "_rev", "linkType", "linkQualifier", "firstId", "secondId"} and
+               link["linkType"] == FORWARD and link["linkQualifier"] == "default" for link in every["result"])
+    (user,) = api.get("/openidm/managed/user?_queryFilter=userName+eq+'bjensen'", headers=ADMIN).json()["result"]
+    (account,) = api.get("/openidm/system/ldap/account?_queryFilter=uid+eq+'bjensen'", headers=ADMIN).json()["result"]
+    found = api.get(f'/openidm/repo/link?_queryFilter=linkType+eq+"{FORWARD}"+and+secondId+eq+"{user["_id"]}"',
+                    headers=ADMIN).json()["result"]
+    assert [(link["firstId"], link["secondId"]) for link in found] == [(account["_id"], user["_id"])]
+    assert api.get(f'/openidm/repo/link?_queryFilter=linkType+eq+"{REVERSE}"', headers=ADMIN).json()["result"] == []
+    first = api.get("/openidm/repo/link?_queryId=query-all-ids&_pageSize=1", headers=ADMIN).json()
+    rest = api.get(f"/openidm/repo/link?_queryId=query-all-ids&_pageSize=1&_pagedResultsCookie="
+                   f"{first['pagedResultsCookie']}", headers=ADMIN).json()
+    assert [link["_id"] for link in first["result"] + rest["result"]] == sorted(x["_id"] for x in every["result"])
+    assert rest["pagedResultsCookie"] is None and set(first["result"][0]) == {"_id", "_rev"}
+    one = api.get(f"/openidm/repo/link/{found[0]['_id']}", headers=ADMIN)
+    assert one.status_code == 200 and one.json() == found[0]
+    assert api.get("/openidm/repo/link/nope", headers=ADMIN).status_code == 404
+    bad = api.get("/openidm/repo/link?_queryFilter=sourceId+eq+'x'", headers=ADMIN)
+    assert bad.status_code == 400 and "firstId" in bad.json()["message"]
+    assert api.get("/openidm/repo/link?_queryFilter=true&_sortKeys=firstId", headers=ADMIN).status_code == 400
+    assert api.delete(f"/openidm/repo/link/{found[0]['_id']}", headers=ADMIN).status_code == 405
+
+
 def test_delete_purges_a_finished_recon(api: httpx.Client) -> None:
     """DELETE recon/ID purges a finished reconciliation's statistics, as PingIDM's: it
     answers the run's summary, which recon/ID, the list and audit/recon no longer hold;

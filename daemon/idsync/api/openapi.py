@@ -93,6 +93,10 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
      {"200": _OBJECT}),
     ("/openidm/repo/synchronisation/deadLetterQueue/{system}/{id}", "delete", "Remove a dead letter once dealt "
      "with", [], None, {"200": _OBJECT}),
+    ("/openidm/repo/link", "get", "The links as PingIDM's repository answers them (linkType, linkQualifier, "
+     "firstId: the owning mapping's source object, secondId: its target), in _id order", _QUERY, None,
+     {"200": _PAGED}),
+    ("/openidm/repo/link/{id}", "get", "One link", [], None, {"200": _OBJECT}),
     ("/openidm/recon", "post", "Start a reconciliation (_action=recon) or reconcile one object (_action=reconById)",
      ["_action", "mapping", "id", "waitForCompletion", "rewriteWriteOnly", "analyze", "persistAssociations"], None,
      {"200": _RUN}),
