@@ -5,6 +5,7 @@ delete with revisions, query paging and errors in PingIDM's shape; /metrics."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,8 @@ def api(project: Path) -> Iterator[httpx.Client]:
 
 def test_recon_async_summary_and_conflict(api: httpx.Client, project: Path) -> None:
     """Without waitForCompletion the answer comes at once with the run id; recon/ID
-    then shows PingIDM's summary; a mapping whose lock is held answers 409."""
+    then shows PingIDM's summary (its times as PingIDM writes them); a mapping whose lock
+    is held answers 409."""
     r = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}", headers=ADMIN)
     assert r.status_code == 200, r.text
     run_id = r.json()["_id"]
@@ -51,6 +53,8 @@ def test_recon_async_summary_and_conflict(api: httpx.Client, project: Path) -> N
     assert {"stage", "progress", "durationSummary", "started", "ended", "duration"} <= set(summary)
     assert summary["stage"] == "COMPLETED_SUCCESS" and summary["stageDescription"] == "reconciliation completed."
     assert summary["progress"]["source"]["existing"]["processed"] == 2 and summary["duration"] >= 0
+    for key in ("started", "ended"):  # PingIDM's: UTC to the millisecond
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", summary[key]), summary[key]
     listed = api.get("/openidm/recon", headers=ADMIN).json()["reconciliations"]
     assert [r["_id"] for r in listed] == [run_id]
 
@@ -203,10 +207,76 @@ def test_system_test_and_metrics(api: httpx.Client) -> None:
     assert f'idsync_recon_duration_seconds_count{{mapping="{FORWARD}"}} 2.0' in again
 
 
+def test_recon_summary_counts_links_as_pingidm(api: httpx.Client) -> None:
+    """recon/ID's progress.links.existing.total is PingIDM's: the links there when the run
+    began, from its start on; a run that began with none says "?" while it runs and, once
+    it succeeded, the links it processed ("0" for a first load)."""
+    start = f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true"
+    first, second = (api.post(start, headers=ADMIN).json()["_id"] for _ in range(2))
+    links = [api.get(f"/openidm/recon/{run}", headers=ADMIN).json()["progress"]["links"] for run in (first, second)]
+    assert links == [{"created": 2, "existing": {"processed": 0, "total": "0"}},
+                     {"created": 0, "existing": {"processed": 2, "total": "2"}}]
+
+
+def test_repo_link_answers_the_links_as_pingidm_keeps_them(api: httpx.Client) -> None:
+    """repo/link answers each link as PingIDM's repository does (linkType the owning
+    mapping, firstId its source object, secondId its target), queried by those fields,
+    paged by its last _id, counted with EXACT; repo/link/ID reads one. A field links do not
+    have, another sort or an unknown id are refused, and nothing is written through it."""
+    api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=ADMIN)
+    every = api.get("/openidm/repo/link?_queryFilter=true&_totalPagedResultsPolicy=EXACT", headers=ADMIN).json()
+    assert every["resultCount"] == every["totalPagedResults"] == 2, every
+    assert all(set(link) == {"_id", "_rev", "linkType", "linkQualifier", "firstId", "secondId"} and
+               link["linkType"] == FORWARD and link["linkQualifier"] == "default" for link in every["result"])
+    (user,) = api.get("/openidm/managed/user?_queryFilter=userName+eq+'bjensen'", headers=ADMIN).json()["result"]
+    (account,) = api.get("/openidm/system/ldap/account?_queryFilter=uid+eq+'bjensen'", headers=ADMIN).json()["result"]
+    found = api.get(f'/openidm/repo/link?_queryFilter=linkType+eq+"{FORWARD}"+and+secondId+eq+"{user["_id"]}"',
+                    headers=ADMIN).json()["result"]
+    assert [(link["firstId"], link["secondId"]) for link in found] == [(account["_id"], user["_id"])]
+    assert api.get(f'/openidm/repo/link?_queryFilter=linkType+eq+"{REVERSE}"', headers=ADMIN).json()["result"] == []
+    first = api.get("/openidm/repo/link?_queryId=query-all-ids&_pageSize=1", headers=ADMIN).json()
+    rest = api.get(f"/openidm/repo/link?_queryId=query-all-ids&_pageSize=1&_pagedResultsCookie="
+                   f"{first['pagedResultsCookie']}", headers=ADMIN).json()
+    assert [link["_id"] for link in first["result"] + rest["result"]] == sorted(x["_id"] for x in every["result"])
+    assert rest["pagedResultsCookie"] is None and set(first["result"][0]) == {"_id", "_rev"}
+    one = api.get(f"/openidm/repo/link/{found[0]['_id']}", headers=ADMIN)
+    assert one.status_code == 200 and one.json() == found[0]
+    assert api.get("/openidm/repo/link/nope", headers=ADMIN).status_code == 404
+    bad = api.get("/openidm/repo/link?_queryFilter=sourceId+eq+'x'", headers=ADMIN)
+    assert bad.status_code == 400 and "firstId" in bad.json()["message"]
+    assert api.get("/openidm/repo/link?_queryFilter=true&_sortKeys=firstId", headers=ADMIN).status_code == 400
+    assert api.delete(f"/openidm/repo/link/{found[0]['_id']}", headers=ADMIN).status_code == 405
+
+
+def test_delete_purges_a_finished_recon(api: httpx.Client) -> None:
+    """DELETE recon/ID purges a finished reconciliation's statistics, as PingIDM's: it
+    answers the run's summary, which recon/ID, the list and audit/recon no longer hold;
+    the metrics' counters keep what it counted. The mapping's last complete recon (which
+    the retries of failed pushes read) is a 409 saying so; an unknown id a 404."""
+    start = f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true"
+    first, last = (api.post(start, headers=ADMIN).json()["_id"] for _ in range(2))
+    summary = api.get(f"/openidm/recon/{first}", headers=ADMIN).json()
+    deleted = api.delete(f"/openidm/recon/{first}", headers=ADMIN)
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == summary
+    assert api.get(f"/openidm/recon/{first}", headers=ADMIN).status_code == 404
+    assert [r["_id"] for r in api.get("/openidm/recon", headers=ADMIN).json()["reconciliations"]] == [last]
+    entries = api.get(f'/openidm/audit/recon?_queryFilter=reconId+eq+"{first}"', headers=ADMIN).json()
+    assert entries["resultCount"] == 0
+    assert api.delete(f"/openidm/recon/{first}", headers=ADMIN).status_code == 404
+    kept = api.delete(f"/openidm/recon/{last}", headers=ADMIN)
+    assert kept.status_code == 409 and "last complete reconciliation" in kept.json()["message"], kept.text
+    assert api.get(f"/openidm/recon/{last}", headers=ADMIN).status_code == 200
+    assert f'idsync_recon_runs_finished_total{{mapping="{FORWARD}",state="SUCCESS"}} 2.0' in \
+        api.get("/metrics", headers=ADMIN).text
+
+
 def test_cancel_running_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """recon/ID?_action=cancel stops a running recon at its next page boundary: it is
     recorded CANCELED with what it did so far, its lock is released, and the next
-    start runs to SUCCESS; meanwhile a second start of the mapping is a 409."""
+    start runs to SUCCESS; meanwhile a second start of the mapping is a 409 and so is a
+    DELETE of the running run. A running recon's summary tells, as PingIDM's, the links
+    there when it began and its duration so far."""
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
     with (project / "conf" / "idsync.toml").open("a") as f:
         f.write("[recon]\npage_size = 2\n")
@@ -216,6 +286,8 @@ def test_cancel_running_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -
         assert started["state"] == "ACTIVE", started
         busy = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}", headers=ADMIN)
         assert busy.status_code == 409 and busy.json()["reason"] == "Conflict"
+        running = api.delete(f"/openidm/recon/{started['_id']}", headers=ADMIN)  # its statistics are not purged
+        assert running.status_code == 409 and "cancel it first" in running.json()["message"], running.text
         cancel = api.post(f"/openidm/recon/{started['_id']}?_action=cancel", headers=ADMIN)
         assert cancel.json() == {"_id": started["_id"], "action": "cancel", "status": "INITIATED"}
         for _ in range(400):
@@ -227,7 +299,23 @@ def test_cancel_running_recon(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -
         assert summary["progress"]["source"]["existing"]["processed"] < 802 and summary["ended"]
         again = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=ADMIN)
         assert again.json()["state"] == "SUCCESS", again.text
+        # A run that began with links says how many once it reads, as PingIDM does.
+        linked = api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}", headers=ADMIN).json()
+        for _ in range(400):
+            read = api.get(f"/openidm/recon/{linked['_id']}", headers=ADMIN).json()
+            if read["stage"] != "ACTIVE_INITIALIZED":
+                break
+            time.sleep(0.01)
+        assert read["progress"]["links"]["existing"]["total"] == "802", read
+        assert read["ended"] == "" or read["state"] != "ACTIVE", read
+        assert isinstance(read["duration"], int) and read["duration"] >= 0, read  # so far, as PingIDM's
+        api.post(f"/openidm/recon/{linked['_id']}?_action=cancel", headers=ADMIN)
+        for _ in range(400):
+            if api.get(f"/openidm/recon/{linked['_id']}", headers=ADMIN).json()["state"] != "ACTIVE":
+                break
+            time.sleep(0.05)
         assert api.post(f"/openidm/recon/{started['_id']}?_action=cancel", headers=ADMIN).status_code == 409
+        assert api.delete(f"/openidm/recon/{started['_id']}", headers=ADMIN).status_code == 200  # once ended
 
 
 def test_secrets_never_answered(api: httpx.Client) -> None:
@@ -262,9 +350,12 @@ def test_unreachable_system(project: Path, slapd: Slapd) -> None:
     with serve(project) as api:
         (report,) = api.post("/openidm/system?_action=test", headers=ADMIN).json()
         assert report["ok"] is False and report["name"] == "ldap" and "127.0.0.1:1" in report["error"]
+        one = api.post("/openidm/system/ldap?_action=test", headers=ADMIN).json()
+        assert one == {**report, "error": one["error"]} and "127.0.0.1:1" in one["error"]
+        assert {"connectorRef", "displayName", "objectTypes"} <= set(one)
         query = api.get("/openidm/system/ldap/account?_queryId=query-all-ids", headers=ADMIN)
         assert query.status_code == 503 and query.json()["reason"] == "Service Unavailable"
-        for answer in (json.dumps(report), query.text):
+        for answer in (json.dumps(report), json.dumps(one), query.text):
             assert slapd.admin_password not in answer
 
 

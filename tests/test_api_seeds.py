@@ -81,6 +81,22 @@ def test_seed_000_system_test(api: httpx.Client) -> None:
     assert ldap["connectorRef"]["connectorName"] == "org.identityconnectors.ldap.LdapConnector"
 
 
+def test_one_system_test(api: httpx.Client) -> None:
+    """system/NAME?_action=test tests that system alone and answers its entry of
+    system?_action=test, an object, as PingIDM's provisioner answers; an unknown system
+    is a 404, another action on a system a 400, and a read of the system itself a 404
+    saying where its objects are."""
+    (listed,) = api.post("/openidm/system?_action=test", headers=ADMIN).json()
+    one = api.post("/openidm/system/ldap?_action=test", headers=ADMIN)
+    assert one.status_code == 200, one.text
+    assert one.json() == listed
+    assert api.post("/openidm/system/nothing?_action=test", headers=ADMIN).status_code == 404
+    other = api.post("/openidm/system/ldap?_action=schema", headers=ADMIN)
+    assert other.status_code == 400 and "test" in other.json()["message"]
+    read = api.get("/openidm/system/ldap", headers=ADMIN)
+    assert read.status_code == 404 and "system/ldap/TYPE" in read.json()["message"]
+
+
 _SEED_003 = [("mapping0", "source0", "target0"), ("mapping1", "source1", "target1"),
              ("mapping2", "source2", "target2"), ("mapping4", "source1", "target0"),
              ("mapping5", "source0", "target2"), ("mapping7", "source1", "target3")]
@@ -122,6 +138,21 @@ _SECOND_PAGE = {
     "resultCount": 1, "pagedResultsCookie": None, "totalPagedResultsPolicy": "EXACT",
     "totalPagedResults": 1, "remainingPagedResults": -1,
 }
+
+
+def test_a_disabled_system_tests_as_pingidm_answers_it(tmp_path: Path) -> None:
+    """A disabled system is in system?_action=test, not ok, with what its provisioner says
+    (connector, object types with ``__ALL__``) and an error saying it is disabled, as
+    PingIDM lists a disabled connector; system/NAME?_action=test answers the same, and
+    neither tells where the project's files are."""
+    with serve(_mapping_project(tmp_path)) as api:
+        listed = api.post("/openidm/system?_action=test", headers=ADMIN).json()
+        one = api.post("/openidm/system/source0?_action=test", headers=ADMIN)
+    assert one.status_code == 200 and one.json() in listed
+    assert one.json() == {"name": "source0", "enabled": False, "config": "config/provisioner.openicf/source0",
+                          "connectorRef": {"connectorName": "org.forgerock.openicf.csvfile.CSVFileConnector"},
+                          "objectTypes": ["__ALL__", "account"], "ok": False, "error": one.json()["error"]}
+    assert "disabled" in one.json()["error"] and str(tmp_path) not in json.dumps(listed)
 
 
 def test_seed_003_mapping_paging(tmp_path: Path) -> None:

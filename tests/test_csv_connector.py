@@ -416,7 +416,8 @@ def test_a_row_with_a_value_not_of_its_type_fails_that_object(tmp_path: Path) ->
 
 def test_validate_and_test_know_the_csv_connector(tmp_path: Path) -> None:
     """A CSV provisioner validates clean (an unknown property is a warning) and its
-    test reads the header and names a column objectTypes wants and the file lacks."""
+    test reads the header and names a column objectTypes wants and the file lacks; its
+    object types are listed after PingIDM's ``__ALL__``, as every connector's."""
     project = file_project(tmp_path, [HR_IN])
     (project / "data" / "hr.csv").write_text(HR.replace('"active", ', '"enabled", '))
     _provisioner(project, "hr", "data/hr.csv", HR_TYPES, syncFileRetentionCount=3, fancy=True)
@@ -430,6 +431,7 @@ def test_validate_and_test_know_the_csv_connector(tmp_path: Path) -> None:
         store.close()
     assert report["ok"] is False and "no column active" in report["error"]
     assert report["csv"]["columns"][:2] == ["uid", "firstName"]
+    assert report["objectTypes"] == ["__ALL__", "account"]  # PingIDM adds __ALL__ to every connector's
     assert os.path.exists(project / "data" / "hr.csv")
 
 

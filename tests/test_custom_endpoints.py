@@ -44,6 +44,13 @@ if (request.content.name === 'taken') { throw {code: 409, message: 'name taken: 
 if (request.content.name === 'oops') { throw new Error('disk full'); }
 if (request.content.name === 'bulk') { throw {code: 400, message: 'bad names', detail: {names: ['a', 'b']}}; }
 ({created: request.content.name});"""
+# openidm calls that fail, left uncaught or caught and thrown again.
+CALLS = """var op = request.additionalParameters.op;
+if (op === 'update') { openidm.update('managed/user/missing', null, {userName: 'x'}); }
+if (op === 'create') { openidm.create('managed/user', null, {userName: 'dee', sn: 'D', givenName: 'D', mail: 'no'}); }
+if (op === 'again') { try { openidm.delete('managed/user/missing', null); } catch (e) { throw e; } }
+if (op === 'system') { openidm.read('system/nothing/account/x'); }
+op === 'nothing' ? null : ({done: op});"""
 
 
 def _project(tmp_path: Path) -> Path:
@@ -56,6 +63,7 @@ def _project(tmp_path: Path) -> Path:
     (conf / "endpoint-users.json").write_text(json.dumps({"type": "text/javascript", "source": USERS}))
     (conf / "endpoint-guarded.json").write_text(json.dumps({"type": "text/javascript", "source": GUARDED}))
     (conf / "endpoint-paged.json").write_text(json.dumps({"type": "text/javascript", "source": PAGED}))
+    (conf / "endpoint-calls.json").write_text(json.dumps({"type": "text/javascript", "source": CALLS}))
     return project
 
 
@@ -149,6 +157,40 @@ def test_the_script_reaches_the_store_and_answers_errors_by_their_code(tmp_path:
     _serve(_project(tmp_path), visit)
 
 
+def test_a_failed_openidm_call_the_script_does_not_catch_answers_its_status(tmp_path: Path) -> None:
+    """An ``openidm`` call that fails inside the script, left uncaught (or caught and
+    thrown again), answers the status of its failure, as PingIDM passes a script's
+    ResourceException on: 404 for an object (or a system) that is not there, 403 for a
+    create that breaks a policy; its message is the failure's, naming no file of the
+    server."""
+    async def visit(api: httpx.AsyncClient) -> None:
+        for op, code in (("update", 404), ("again", 404), ("create", 403), ("system", 404)):
+            answer = await api.post(f"/openidm/endpoint/calls?_action=run&op={op}")
+            assert answer.status_code == code, (op, answer.text)
+            body = answer.json()
+            assert body["code"] == code and body["message"] and str(tmp_path) not in answer.text, body
+        assert "missing" in (await api.post("/openidm/endpoint/calls?_action=run&op=update")).json()["message"]
+        assert (await api.post("/openidm/endpoint/calls?_action=run&op=none")).json() == {"done": "none"}
+
+    _serve(_project(tmp_path), visit)
+
+
+def test_a_script_that_gives_no_resource_answers_not_found(tmp_path: Path) -> None:
+    """A create, read, update, patch or delete whose script answers null (or nothing) is a
+    404, as PingIDM answers it ("script returned null"); an action's empty answer is not."""
+    async def visit(api: httpx.AsyncClient) -> None:
+        for answer in (await api.get("/openidm/endpoint/calls?op=nothing"),
+                       await api.post("/openidm/endpoint/calls?op=nothing", json={}),
+                       await api.put("/openidm/endpoint/calls?op=nothing", json={}),
+                       await api.delete("/openidm/endpoint/calls?op=nothing")):
+            assert answer.status_code == 404 and "script returned null" in answer.json()["message"], answer.text
+        action = await api.post("/openidm/endpoint/calls?_action=run&op=nothing")
+        assert action.status_code == 200 and action.json() == {}
+        assert (await api.get("/openidm/endpoint/calls?op=read")).json() == {"done": "read"}
+
+    _serve(_project(tmp_path), visit)
+
+
 def test_openapi_lists_each_endpoint(tmp_path: Path) -> None:
     """openapi.json describes each served endpoint's methods, and the sub-paths of one
     whose context serves them; an endpoint's answer is whatever its script gives."""
@@ -183,7 +225,7 @@ def test_validate_serves_a_projects_endpoints_and_names_the_others(tmp_path: Pat
                  "endpoint-gettasksview.json"):
         assert name in str(warning)
     assert "endpoint-echo.json" not in str(warning)
-    assert sorted(load_project(project).endpoints) == ["echo", "guarded", "paged", "users"]
+    assert sorted(load_project(project).endpoints) == ["calls", "echo", "guarded", "paged", "users"]
 
     (conf / "endpoint-broken.json").write_text(json.dumps({"type": "text/javascript", "source": "({a: }"}))
     (conf / "endpoint-elsewhere.json").write_text(json.dumps({"type": "text/javascript", "source": "1",

@@ -352,16 +352,22 @@ def test_a_script_refusal_is_answered_with_its_own_message(tmp_path: Path) -> No
     """An object script that throws ``{code, message}`` (``{code, message, detail}``) is
     answered over the API with that code and exactly that message (and detail), as
     PingIDM answers it, from onCreate, onUpdate, onValidate alike; the command line says
-    the message after the type and the script; the log keeps where the script lives. Any
-    other failure of a script is answered without the server's file paths."""
+    the message after the type and the script; the log keeps where the script lives. An
+    ``openidm`` call the script lets fail is answered with its own status (404 for an
+    object that is not there), as PingIDM passes it on. Any other failure of a script is
+    answered without the server's file paths."""
     project = _project(tmp_path)
     (project / "conf" / "managed.json").write_text(json.dumps({"objects": [USER, STAFF, EVENT, GUARD]}))
     (project / "script" / "guard-create.js").write_text(
-        "if (object.name === 'root') { throw {code: 403, message: 'root is reserved'}; }\n")
+        "if (object.name === 'root') { throw {code: 403, message: 'root is reserved'}; }\n"
+        "if (object.name === 'ghost') { openidm.update('managed/guard/nobody', null, {name: 'x'}); }\n")
     with serve(project) as api:
         created = api.post("/openidm/managed/guard?_action=create", headers=JSON, json={"name": "root"})
         assert created.status_code == 403 and created.json() == {
             "code": 403, "reason": "Forbidden", "message": "root is reserved"}
+        ghost = api.post("/openidm/managed/guard?_action=create", headers=JSON, json={"name": "ghost"})
+        assert ghost.status_code == 404 and "nobody" in ghost.json()["message"], ghost.text  # the call's own
+        assert str(tmp_path) not in ghost.text
         validated = api.post("/openidm/managed/guard?_action=create", headers=JSON, json={"name": "x"})
         assert validated.status_code == 400 and validated.json() == {
             "code": 400, "reason": "Bad Request", "message": "no x", "detail": {"allowed": ["y", "z"]}}

@@ -276,14 +276,15 @@ def test_dry_run_updates_deletes_and_unlinks_nothing(env: Env) -> None:
 
 def test_progress_counts_the_existing_links_processed(env: Env) -> None:
     """progress.links.existing.processed counts the links the run looked at: none on
-    a first run, one per linked source (and per linked target of the target phase) after."""
+    a first run, one per linked source (and per linked target of the target phase) after;
+    its total is PingIDM's, the links there when the run began ("?" when there were none)."""
     env.reconfigure(maxDeletes=None)
     env.add("lp1", "lp2", "lp3")
     first = env.recon()
     assert first.summary["progress"]["links"] == {"created": 3, "existing": {"processed": 0, "total": "?"}}
     env.remove("lp3")
     second = env.recon()
-    assert second.summary["progress"]["links"]["existing"]["processed"] == 3  # lp1, lp2; lp3's target
+    assert second.summary["progress"]["links"]["existing"] == {"processed": 3, "total": "3"}  # lp1, lp2; lp3's target
     stored = RunStore(env.store).get(second.id)
     assert stored is not None and stored["summary"]["progress"]["links"]["existing"]["processed"] == 3
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from dbs import BACKENDS, store_url
+from idsync.errors import NotFound
 from idsync.store.database import Store
-from idsync.store.retention import prune
-from idsync.store.tables import audit, recon_runs
+from idsync.store.retention import RunKept, delete_run, prune
+from idsync.store.tables import audit, claims, deferred, recon_partitions, recon_runs
 from idsync.sync.retry import failed_pushes
 from sqlalchemy import func, insert, select
 
@@ -52,8 +53,9 @@ def _audit_count(store: Store) -> int:
 
 
 def test_old_runs_go_with_their_audit_and_each_mappings_anchor_stays(store: Store) -> None:
-    """Runs ended before the cutoff are deleted with their audit entries, except the
-    newest complete recon of each mapping; recent and ACTIVE runs are untouched."""
+    """Runs ended before the cutoff are deleted with their audit entries (and their claims,
+    deferred deletes and partitions), except the newest complete recon of each mapping;
+    recent and ACTIVE runs are untouched."""
     _run(store, "a-old", "a", 200, entries=(("u1", "SUCCESS"),))
     _run(store, "a-anchor", "a", 150, entries=(("u1", "SUCCESS"),))
     _run(store, "a-failed", "a", 120, state="FAILED")
@@ -61,11 +63,20 @@ def test_old_runs_go_with_their_audit_and_each_mappings_anchor_stays(store: Stor
     _run(store, "b-recent", "b", 10, state="FAILED", entries=(("u2", "FAILURE"),))
     _run(store, "c-active", "c", 400, state="ACTIVE")
 
+    with store.begin() as conn:  # what a split run leaves besides its record and audit
+        for run_id in ("a-old", "a-anchor"):
+            conn.execute(insert(claims).values(run_id=run_id, target_id="t1"))
+            conn.execute(insert(deferred).values(run_id=run_id, seq=1, op={}))
+            conn.execute(insert(recon_partitions).values(run_id=run_id, part=0, state="SUCCESS"))
+
     pruned = prune(store, CUTOFF)
 
     assert (pruned.runs, pruned.audit) == (2, 1)
     assert _ids(store) == {"a-anchor", "b-anchor", "b-recent", "c-active"}
     assert _audit_count(store) == 2
+    with store.engine.connect() as conn:
+        for table in (claims, deferred, recon_partitions):
+            assert set(conn.execute(select(table.c.run_id)).scalars()) == {"a-anchor"}, table.name
 
 
 def test_pushes_since_the_last_recon_are_kept_however_old(store: Store) -> None:
@@ -84,6 +95,33 @@ def test_pushes_since_the_last_recon_are_kept_however_old(store: Store) -> None:
 
     assert _ids(store) == {"recon", "push-fail", "push-fail-2", "push-fixed", "only-pushes"}
     assert {m: failed_pushes(store, m) for m in ("m", "n")} == before == {"m": ["u1"], "n": ["u3"]}
+
+
+def test_delete_run_takes_one_run_now_under_prunes_rule(store: Store) -> None:
+    """``delete_run`` deletes one finished run with its audit whatever its age, and answers
+    its record; it refuses (``RunKept``) what prune keeps: a running run, the mapping's
+    newest complete recon and the pushes since it, so no failed push is forgotten or
+    brought back; an unknown id is ``NotFound``."""
+    _run(store, "old", "m", 300, entries=(("u0", "SUCCESS"),))
+    _run(store, "push-before", "m", 260, job="implicit", state="FAILED", entries=(("u9", "FAILURE"),))
+    _run(store, "recon", "m", 250)
+    _run(store, "push-fail", "m", 5, job="implicit", state="FAILED", entries=(("u1", "FAILURE"),))
+    _run(store, "failed-recon", "m", 4, state="FAILED", entries=(("u2", "FAILURE"),))
+    _run(store, "running", "m", 1, state="ACTIVE")
+    before = failed_pushes(store, "m")
+
+    assert delete_run(store, "old")["id"] == "old"
+    assert delete_run(store, "failed-recon")["state"] == "FAILED"
+    assert delete_run(store, "push-before")["job"] == "implicit"
+    for kept, why in (("recon", "last complete reconciliation"), ("push-fail", "retry"), ("running", "cancel it")):
+        with pytest.raises(RunKept, match=why):
+            delete_run(store, kept)
+    with pytest.raises(NotFound):
+        delete_run(store, "old")
+
+    assert _ids(store) == {"recon", "push-fail", "running"}
+    assert _audit_count(store) == 1
+    assert failed_pushes(store, "m") == before == ["u1"]
 
 
 def test_dry_run_counts_and_deletes_nothing(store: Store) -> None:

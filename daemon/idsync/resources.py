@@ -169,20 +169,38 @@ class Resources:
         return sorted(n for n, p in self.project.provisioners.items() if p.kind in _CONSENTING and p.enabled)
 
     def test_all(self) -> list[dict[str, Any]]:
-        """Each system's test answer, a ``SystemTestReport`` carrying the exit code of its failure."""
-        results: list[dict[str, Any]] = []
-        for name, p in sorted(self.project.provisioners.items()):
-            try:
-                report = self.system(name).test()
-                results.append(report if isinstance(report, SystemTestReport) else SystemTestReport(report))
-            except Exception as exc:  # noqa: BLE001 - a test reports, never raises
-                failure = SystemTestReport(name=name, enabled=p.enabled, config=f"config/provisioner.openicf/{name}")
-                failure.failed(exc if isinstance(exc, IdsyncError) else f"internal error: {exc}",
-                               None if isinstance(exc, IdsyncError) else os.EX_SOFTWARE)
-                results.append(failure)
-        return results
+        """Each system's test answer (``test``), in the order of their names."""
+        return [self.test(name) for name in sorted(self.project.provisioners)]
+
+    def test(self, name: str) -> SystemTestReport:
+        """One system's test answer, a ``SystemTestReport`` carrying the exit code of its
+        failure; a system that is disabled, or cannot even be opened, is a failed report too
+        (with what its provisioner says: its connector and object types), never an error."""
+        p = self.project.provisioners[name]
+        if not p.enabled:
+            disabled = _unopened(p)
+            disabled.failed(f'system {name} is disabled ("enabled": false)', os.EX_CONFIG)
+            return disabled
+        try:
+            report = self.system(name).test()
+            return report if isinstance(report, SystemTestReport) else SystemTestReport(report)
+        except Exception as exc:  # noqa: BLE001 - a test reports, never raises
+            failure = _unopened(p)
+            failure.failed(exc if isinstance(exc, IdsyncError) else f"internal error: {exc}",
+                           None if isinstance(exc, IdsyncError) else os.EX_SOFTWARE)
+            return failure
 
     def close(self) -> None:
         for system in self._systems.values():
             system.close()
         self._systems.clear()
+
+
+def _unopened(p: Provisioner) -> SystemTestReport:
+    """The test answer of a system whose connector was not opened: what its provisioner
+    file says, as PingIDM's answers it (``__ALL__`` first among the object types)."""
+    ref, types = p.raw.get("connectorRef"), p.raw.get("objectTypes")
+    names = [t for t in types if t != "__ALL__"] if isinstance(types, Mapping) else []
+    return SystemTestReport(name=p.name, enabled=p.enabled, config=f"config/provisioner.openicf/{p.name}",
+                            connectorRef=dict(ref) if isinstance(ref, Mapping) else {},
+                            objectTypes=["__ALL__", *names])

@@ -42,6 +42,7 @@ from idsync.api.policy import policy_routes
 from idsync.api.recon import recon_routes
 from idsync.api.recon_assoc import recon_assoc_routes
 from idsync.api.relationships import relationship_routes
+from idsync.api.repo_link import repo_link_routes
 from idsync.api.repo_sync import repo_sync_routes
 from idsync.api.system import system_routes
 from idsync.api.taskscanner import taskscanner_routes
@@ -112,6 +113,7 @@ def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | No
         *email_routes,
         *audit_routes,
         *repo_sync_routes,
+        *repo_link_routes,
     ]
     limit = LoginLimit(ctx.settings.max_failed_logins)
     routes = [Mount("/openidm", routes=openidm), Route("/metrics", metrics.endpoint, methods=["GET"])]

@@ -71,6 +71,10 @@ async def _serve(request: Request) -> JSONResponse:
     result = await run_in_threadpool(_run, ctx, project, endpoint, variables)
     if call["method"] == "query":
         return JSONResponse(_query_answer(result))
+    if result is None and call["method"] != "action":
+        # PingIDM answers a resource that a create, read, update, patch or delete script did
+        # not give as missing; an action's answer may be empty.
+        raise ApiError(404, f"endpoint/{name}: script returned null")
     return JSONResponse(result if result is not None else {})
 
 

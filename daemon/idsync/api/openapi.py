@@ -35,10 +35,11 @@ _RUN = {"type": "object", "required": ["_id", "state"], "properties": {
     "_id": {"type": "string"}, "state": {"type": "string"}}}
 _RUNS = {"type": "object", "required": ["reconciliations"], "properties": {
     "reconciliations": {"type": "array", "items": {"$ref": "#/components/schemas/ReconSummary"}}}}
-_SYSTEMS = {"type": "array", "items": {"type": "object", "required": ["name", "enabled", "config"], "properties": {
+_SYSTEM = {"type": "object", "required": ["name", "enabled", "config"], "properties": {
     "name": {"type": "string"}, "enabled": {"type": "boolean"}, "config": {"type": "string"},
     "objectTypes": {"type": "array", "items": {"type": "string"}}, "ok": {"type": "boolean"},
-    "error": {"type": "string"}}}}
+    "error": {"type": "string"}}}
+_SYSTEMS = {"type": "array", "items": _SYSTEM}
 _ACTION = {"type": "object", "required": ["_id", "status"], "properties": {
     "_id": {"type": "string"}, "status": {"type": "string"}}}
 _TASK = {"type": "object", "required": ["_id", "progress"], "properties": {
@@ -92,6 +93,10 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
      {"200": _OBJECT}),
     ("/openidm/repo/synchronisation/deadLetterQueue/{system}/{id}", "delete", "Remove a dead letter once dealt "
      "with", [], None, {"200": _OBJECT}),
+    ("/openidm/repo/link", "get", "The links as PingIDM's repository answers them (linkType, linkQualifier, "
+     "firstId: the owning mapping's source object, secondId: its target), in _id order", _QUERY, None,
+     {"200": _PAGED}),
+    ("/openidm/repo/link/{id}", "get", "One link", [], None, {"200": _OBJECT}),
     ("/openidm/recon", "post", "Start a reconciliation (_action=recon) or reconcile one object (_action=reconById)",
      ["_action", "mapping", "id", "waitForCompletion", "rewriteWriteOnly", "analyze", "persistAssociations"], None,
      {"200": _RUN}),
@@ -105,6 +110,8 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
      {"200": {"$ref": "#/components/schemas/ReconSummary"}}),
     ("/openidm/recon/{id}", "post", "Cancel a running reconciliation (_action=cancel)", ["_action"], None,
      {"200": _ACTION}),
+    ("/openidm/recon/{id}", "delete", "Purge a finished reconciliation's statistics (its record and audit); "
+     "answers its summary as it was", [], None, {"200": {"$ref": "#/components/schemas/ReconSummary"}}),
     ("/openidm/managed/{type}", "get", "Query managed objects", _QUERY, None, {"200": _PAGED}),
     ("/openidm/managed/{type}", "post", "Create a managed object (_action=create)", ["_action", "_id"], _OBJECT,
      {"201": _MANAGED}),
@@ -131,6 +138,8 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
     ("/openidm/system", "get", "The configured systems", [], None, {"200": _SYSTEMS}),
     ("/openidm/system", "post", "Test every configured system (_action=test)", ["_action"], None,
      {"200": _SYSTEMS}),
+    ("/openidm/system/{system}", "post", "Test one configured system (_action=test)", ["_action"], None,
+     {"200": _SYSTEM}),
     ("/openidm/system/{system}/{type}", "get", "Query an external system's objects", _QUERY, None,
      {"200": _PAGED}),
     ("/openidm/system/{system}/{type}/{id}", "get", "Read one external object", [], None, {"200": {
@@ -199,6 +208,7 @@ _SCHEMAS: dict[str, Any] = {
 
 _ACTIONS = {("/openidm/recon", "post"): ["recon", "reconById"], ("/openidm/recon/{id}", "post"): ["cancel"],
             ("/openidm/managed/{type}", "post"): ["create"], ("/openidm/system", "post"): ["test"],
+            ("/openidm/system/{system}", "post"): ["test"],
             ("/openidm/managed/{type}/{id}/{property}", "post"): ["create"],
             ("/openidm/scheduler/job/{name}", "post"): ["trigger"], ("/openidm/taskscanner", "post"): ["execute"],
             ("/openidm/taskscanner/{id}", "post"): ["cancel"], (_EMAIL, "post"): ["send", "sendEmail"],

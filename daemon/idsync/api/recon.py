@@ -9,11 +9,16 @@ setting idsync does not take refused with 400. ``analyze=true`` is PingIDM's ana
 run, idsync's dry run; ``persistAssociations`` is taken (every run audits each object);
 any other parameter is a 400 naming it. A mapping already running, here or in any process on the same store,
 is refused with 409: the recon's own store lock decides, as for the scheduler.
+
+``DELETE recon/ID`` purges a finished run's statistics, as PingIDM's does: its record and
+its audit (``store/retention.py``), answering the record as it was; 404 for no such run,
+409 for one still running or one the retries of failed pushes still read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 import uuid
 from typing import Any
@@ -30,6 +35,8 @@ from idsync.config.jobs import LIVESYNC_JOB, PERFORM_JOB
 from idsync.managed.recons import flag, pushed, recon_by_id, started
 from idsync.managed.router import scripting
 from idsync.resources import Resources
+from idsync.store.database import utcnow
+from idsync.store.retention import RunKept, delete_run
 from idsync.store.runs import RunStore
 from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB, PushResult
 
@@ -55,14 +62,14 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "state": row["state"],
         "stage": stage,
         "stageDescription": _STAGES.get(stage, stage.replace("_", " ").lower()),
-        "progress": summary.get("progress", {}),
+        "progress": _progress(summary.get("progress") or {}, row["state"]),
         "situationSummary": summary.get("situationSummary", {}),
         "statusSummary": summary.get("statusSummary", {}),
         "durationSummary": summary.get("durationSummary", {}),
         "parameters": {"sourceQuery": {"resourceName": summary.get("sourceObject")},
                        "targetQuery": {"resourceName": summary.get("targetObject")}},
-        "started": started.isoformat(),
-        "ended": ended.isoformat() if ended else "",
+        "started": _stamp(started),
+        "ended": _stamp(ended) if ended else "",
         "duration": duration,
     }
     for key in ("actionSummary", "changes", "dryRun", "errorCount", "errors", "linkQualifierSummary", "partitions",
@@ -76,6 +83,30 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("message"):
         out["message"] = row["message"]
     return out
+
+
+def _stamp(instant: dt.datetime) -> str:
+    """A run's time as PingIDM's summary writes it: ISO 8601 in UTC, to the millisecond."""
+    return instant.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _live(row: dict[str, Any]) -> dict[str, Any]:
+    """``run_summary`` as the API answers it: a running run's ``duration`` is the time it
+    has run so far, as PingIDM's."""
+    out = run_summary(row)
+    if out["duration"] is None:
+        out["duration"] = max(int((utcnow() - row["started"]).total_seconds() * 1000), 0)
+    return out
+
+
+def _progress(progress: dict[str, Any], state: str) -> dict[str, Any]:
+    """The run's ``progress`` as PingIDM tells it: a run that found no link when it began
+    (``links.existing.total`` ``"?"``) counts, once it succeeded, the links it processed."""
+    existing = (progress.get("links") or {}).get("existing") or {}
+    if state != "SUCCESS" or existing.get("total", "?") != "?" or "processed" not in existing:
+        return progress
+    links = {**progress["links"], "existing": {**existing, "total": str(existing["processed"])}}
+    return {**progress, "links": links}
 
 
 _STAGES = {
@@ -99,7 +130,7 @@ async def _collection(request: Request) -> JSONResponse:
         # implicit sync, its retries, liveSync or performAction, which would crowd them out.
         rows = await run_in_threadpool(lambda: RunStore(ctx.store).recent(_LIST_LIMIT, mapping,
                                                                           except_jobs=_NOT_LISTED))
-        return JSONResponse({"reconciliations": [run_summary(r) for r in rows]})
+        return JSONResponse({"reconciliations": [_live(r) for r in rows]})
     action = request.query_params.get("_action")
     if action == "recon":
         return await _start(request, ctx)
@@ -162,11 +193,13 @@ async def _overrides(request: Request, ctx: ApiContext) -> dict[str, Any] | None
 async def _one(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     run_id = request.path_params["run_id"]
+    if request.method == "DELETE":
+        return JSONResponse(run_summary(await run_in_threadpool(_delete, ctx, run_id)))
     row = await run_in_threadpool(RunStore(ctx.store).get, run_id)
     if row is None:
         raise ApiError(404, f"Reconciliation with id {run_id} not found.")
     if request.method == "GET":
-        return JSONResponse(run_summary(row))
+        return JSONResponse(_live(row))
     action = request.query_params.get("_action")
     if action != "cancel":
         raise ApiError(400, f"unknown _action {action!r} (supported: cancel)")
@@ -177,7 +210,16 @@ async def _one(request: Request) -> JSONResponse:
     return JSONResponse({"_id": run_id, "action": "cancel", "status": "INITIATED"})
 
 
+def _delete(ctx: ApiContext, run_id: str) -> dict[str, Any]:
+    try:
+        return delete_run(ctx.store, run_id)
+    except RunKept as exc:
+        raise ApiError(409, str(exc)) from None
+    finally:
+        ctx.changed()
+
+
 recon_routes = [
     Route("/recon", _collection, methods=["GET", "POST"]),
-    Route("/recon/{run_id}", _one, methods=["GET", "POST"]),
+    Route("/recon/{run_id}", _one, methods=["GET", "POST", "DELETE"]),
 ]

@@ -1,7 +1,9 @@
 """``/openidm/system``: external systems, tested and read through their connectors.
 
 ``POST system?_action=test`` answers one entry per configured system (``name``,
-``enabled``, ``config``, ``objectTypes``, ``ok``, ``error``). Queries read the
+``enabled``, ``config``, ``connectorRef``, ``displayName``, ``objectTypes``, ``ok``, and
+``error`` when not ok); ``POST system/NAME?_action=test`` answers that system's entry
+alone, as PingIDM's provisioner does. Queries read the
 system page by page; the paging cookie is the offset of the next result, since
 connectors do not hand out resumable positions of their own.
 
@@ -45,10 +47,14 @@ __all__ = ["system_routes"]
 _READ_PAGE = 500
 
 
-def _test(ctx: ApiContext) -> list[dict[str, Any]]:
-    resources = Resources(ctx.project(), ctx.store)
+def _test(ctx: ApiContext, system: str | None = None) -> list[dict[str, Any]] | dict[str, Any]:
+    """Every system's connection test, or ``system``'s alone."""
+    project = ctx.project()
+    if system is not None and system not in project.provisioners:
+        raise ApiError(404, f"Resource 'system/{system}' not found")
+    resources = Resources(project, ctx.store)
     try:
-        return resources.test_all()
+        return resources.test_all() if system is None else resources.test(system)
     finally:
         resources.close()
 
@@ -179,6 +185,18 @@ async def _root(request: Request) -> JSONResponse:
     raise ApiError(400, f"unknown _action {action!r} (supported: test, liveSync)")
 
 
+async def _system(request: Request) -> JSONResponse:
+    """``system/NAME``: the system itself, which PingIDM's provisioner answers only its ``test``."""
+    ctx: ApiContext = request.app.state.ctx
+    action = request.query_params.get("_action")
+    system = request.path_params["system"]
+    if request.method != "POST":
+        raise ApiError(404, f"Resource 'system/{system}' not found: a system's objects are at system/{system}/TYPE")
+    if action != "test":
+        raise ApiError(400, f"system/{system}: unknown _action {action!r} (supported: test)")
+    return JSONResponse(await run_in_threadpool(_test, ctx, system))
+
+
 async def _collection(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
     p = request.path_params
@@ -215,6 +233,7 @@ async def _one(request: Request) -> JSONResponse:
 
 system_routes = [
     Route("/system", _root, methods=["GET", "POST"]),
+    Route("/system/{system}", _system, methods=["GET", "POST"]),
     Route("/system/{system}/{type}", _collection, methods=["GET", "POST"]),
     Route("/system/{system}/{type}/{id:path}", _one, methods=["GET"]),
 ]

@@ -59,7 +59,7 @@ from typing import Any
 import quickjs
 import structlog
 
-from idsync.errors import ConfigError, IdsyncError, ScriptError, ScriptTimeout, http_status
+from idsync.errors import ConfigError, IdsyncError, ScriptError, ScriptTimeout, http_status, names_unknown
 from idsync.scripts.modules import missing_functions
 from idsync.scripts.paths import ScriptPaths
 from idsync.scripts.randomness import run_seed
@@ -280,7 +280,9 @@ class Script:
         except ScriptError:
             raise
         except IdsyncError as exc:
-            return _failed(function, resource, str(exc), http_status(exc))
+            # A resource the project lacks is told as the API tells it: not where conf/ is.
+            told = exc.problem if isinstance(exc, ConfigError) and names_unknown(exc) else str(exc)
+            return _failed(function, resource, told, http_status(exc))
         return _dumps([function, resource, 0, value], self.name)
 
     def _settled(self, outcome: list[Any], variables: Mapping[str, Any], seed: str, stream: int) -> Any | ScriptError:

@@ -277,9 +277,13 @@ _PRELUDE = r"""
       var name = e instanceof Error ? e.name : e === null || e === undefined ? "Nothing" : "Error";
       var message = e instanceof Error ? e.message : text(e);
       // A thrown plain object (PingIDM's {code: 404, message: ...}) is kept as it is too.
+      // A failed openidm call left uncaught (or thrown again) is its ResourceException,
+      // which PingIDM answers with its own status: kept as that {code, message}.
       var thrown = null;
       if (!(e instanceof Error) && e !== null && typeof e === "object") {
         try { thrown = parse(stringify(e)); } catch (x) { thrown = null; }
+      } else if (e instanceof Error && e.javaException && typeof e.javaException.code === "number") {
+        thrown = {code: e.javaException.code, message: e.javaException.message};
       }
       failed = stringify([1, name, message, at[0], at[1], thrown]);
     } finally {

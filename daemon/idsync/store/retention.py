@@ -16,21 +16,28 @@ what idsync still reads:
 Runs still ACTIVE are never touched. What the deleted runs counted is folded into
 ``run_totals`` (``store/totals.py``) in the same transaction, so the metrics' counters
 never go down.
+
+``delete_run`` deletes one finished run now, whatever its age (PingIDM's ``DELETE
+recon/ID``, which purges a reconciliation's statistics), under the same rule: a run
+``prune`` would keep is refused with ``RunKept`` saying why.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, not_, or_, select
 
 from idsync.config.jobs import NOT_RECON_JOBS, PUSH_JOBS
-from idsync.store.database import Store
-from idsync.store.tables import audit, recon_runs
+from idsync.errors import IdsyncError, NotFound
+from idsync.store.database import Store, as_utc
+from idsync.store.tables import audit, claims, deferred, recon_partitions, recon_runs
 from idsync.store.totals import fold
 
-__all__ = ["Pruned", "prune"]
+__all__ = ["Pruned", "RunKept", "delete_run", "prune"]
 
 _CHUNK = 500
 
@@ -41,13 +48,63 @@ class Pruned:
     audit: int
 
 
-def _anchors(conn: Connection) -> dict[str, dt.datetime]:
-    """Mapping -> start of its newest complete, successful recon."""
+class RunKept(IdsyncError):
+    """The run is still needed (running, or read by the retries of failed pushes): it is
+    not deleted; the message says why and when it can be."""
+
+
+def _anchors(conn: Connection, mapping: str | None = None) -> dict[str, dt.datetime]:
+    """Mapping (or ``mapping`` alone) -> start of its newest complete, successful recon."""
     full = and_(recon_runs.c.state == "SUCCESS", recon_runs.c.dry_run.is_(False),
                 or_(recon_runs.c.job.is_(None), recon_runs.c.job.not_in(NOT_RECON_JOBS)))
+    if mapping is not None:
+        full = and_(full, recon_runs.c.mapping == mapping)
     rows = conn.execute(select(recon_runs.c.mapping, func.max(recon_runs.c.started))
                         .where(full).group_by(recon_runs.c.mapping))
     return {mapping: started for mapping, started in rows}
+
+
+def _remove(conn: Connection, run_ids: Sequence[str]) -> int:
+    """Delete these finished runs with everything kept of them, what they counted folded
+    into ``run_totals`` first; the audit entries removed."""
+    fold(conn, conn.execute(select(recon_runs.c.mapping, recon_runs.c.state, recon_runs.c.summary,
+                                   recon_runs.c.started, recon_runs.c.ended)
+                            .where(recon_runs.c.id.in_(run_ids))))
+    removed = conn.execute(delete(audit).where(audit.c.run_id.in_(run_ids))).rowcount or 0
+    for table in (claims, deferred, recon_partitions):
+        conn.execute(delete(table).where(table.c.run_id.in_(run_ids)))
+    conn.execute(delete(recon_runs).where(recon_runs.c.id.in_(run_ids)))
+    return removed
+
+
+def delete_run(store: Store, run_id: str) -> dict[str, Any]:
+    """Delete one finished run and its audit now; answer its record as it was. ``NotFound``
+    for no such run, ``RunKept`` for one still running or one ``prune`` keeps: the newest
+    complete recon of its mapping (failed pushes are looked for since it, so deleting it
+    would make pushes it repaired look failed again) or a push since it (the last push of an
+    object says whether it waits for a retry)."""
+    with store.begin() as conn:
+        found = conn.execute(select(recon_runs).where(recon_runs.c.id == run_id).with_for_update()).mappings().first()
+        if found is None:
+            raise NotFound(f"Reconciliation with id {run_id} not found.")
+        row = dict(found)
+        if row["state"] == "ACTIVE" or row["ended"] is None:
+            raise RunKept(f"Reconciliation {run_id} is running: cancel it first (POST recon/{run_id}?_action=cancel), "
+                          "then delete it")
+        anchor = _anchors(conn, row["mapping"]).get(row["mapping"])
+        is_push = (row["job"] or "") in PUSH_JOBS
+        if anchor is not None and row["started"] == anchor and not is_push:
+            raise RunKept(f"{run_id} is the last complete reconciliation of mapping {row['mapping']}: failed "
+                          "pushes are retried from it, so it is kept until another one completes")
+        if is_push and (anchor is None or row["started"] > anchor):
+            raise RunKept(f"{run_id} is a push ({row['job']}) through mapping {row['mapping']} since its last complete "
+                          "reconciliation: whether its object waits for a retry is read from it, so it is kept until "
+                          "the next complete reconciliation of the mapping")
+        _remove(conn, [run_id])
+    for key in ("started", "ended", "heartbeat", "fire"):
+        if key in row:
+            row[key] = as_utc(row[key])
+    return row
 
 
 def prune(store: Store, older_than: dt.datetime, *, dry_run: bool = False) -> Pruned:
@@ -67,12 +124,7 @@ def prune(store: Store, older_than: dt.datetime, *, dry_run: bool = False) -> Pr
         removed_audit = 0
         if not dry_run:
             for i in range(0, len(doomed), _CHUNK):
-                chunk = doomed[i:i + _CHUNK]
-                fold(conn, conn.execute(select(recon_runs.c.mapping, recon_runs.c.state, recon_runs.c.summary,
-                                               recon_runs.c.started, recon_runs.c.ended)
-                                        .where(recon_runs.c.id.in_(chunk))))
-                removed_audit += conn.execute(delete(audit).where(audit.c.run_id.in_(chunk))).rowcount or 0
-                conn.execute(delete(recon_runs).where(recon_runs.c.id.in_(chunk)))
+                removed_audit += _remove(conn, doomed[i:i + _CHUNK])
         else:
             for i in range(0, len(doomed), _CHUNK):
                 removed_audit += conn.execute(select(func.count()).select_from(audit).where(

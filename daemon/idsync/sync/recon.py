@@ -465,6 +465,8 @@ class _Run:
             raise RunAborted(f"{failure}; nothing was read")
         source.expect_listing()
         self.counters.source_total = source.count()
+        # PingIDM's links.existing.total: the links there before the run, of every qualifier.
+        self.counters.links_total = sum(self.qualifiers.links(q).count() for q in self.qualifiers.all()) or None
         assessor, correlators = self._prepare(source, target)
         self._stage("ACTIVE_RECONCILING_SOURCE")
         started = time.monotonic()

@@ -82,6 +82,9 @@ class Counters:
     target_total: int | None = None  # after the target phase: this run's creates included (``maxDeletes``)
     links_created: int = 0
     links_processed: int = 0  # existing links the run looked at, in either phase
+    # The mapping's links when the run began (every link qualifier), as PingIDM counts the
+    # links it fetches up front; None while not counted, or none were there ("?").
+    links_total: int | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
     error_count: int = 0
     phases: dict[str, float] = field(default_factory=dict)
@@ -227,8 +230,9 @@ class Counters:
                                         "total": "?" if self.target_total is None else str(self._before_run())},
                            "created": self.changes["created"], "unchanged": self.changes["unchanged"],
                            "updated": self.changes["updated"], "deleted": self.changes["deleted"]},
-                "links": {"created": self.links_created, "existing": {"processed": self.links_processed,
-                                                                    "total": "?"}},
+                "links": {"created": self.links_created, "existing": {
+                    "processed": self.links_processed,
+                    "total": "?" if self.links_total is None else str(self.links_total)}},
             },
             "situationSummary": {s: self.situations[s] for s in SITUATIONS},
             "actionSummary": {a: self.actions[a] for a in ACTIONS},
