@@ -47,10 +47,11 @@ from waiting import wait_for
 # the project's gate (``cluster_env.Gate``), none after: a run waits for its worker (a new
 # interpreter, slow to start on a loaded machine) to take a partition, or for the test to
 # kill it in the middle of one, rather than racing it; a quiet machine is not held up.
-def _project(root: Path, *, workers: int, slow: bool = True, closed_ms: int = 100) -> tuple[Path, str]:
+def _project(root: Path, *, workers: int, slow: bool = True, closed_ms: int = 100,
+             open_ms: int = 0) -> tuple[Path, str]:
     url = f"sqlite:///{root / 'state' / 'idsync.db'}"
     project = cluster_project(root, url, {"big": "@yearly"},
-                              mapping={"properties": gated(closed_ms)} if slow else None,
+                              mapping={"properties": gated(closed_ms, open_ms)} if slow else None,
                               job_extra="page_size = 20\n", enabled=False)
     with (project / "conf" / "idsync.toml").open("a", encoding="utf-8") as toml:
         toml.write(f"[recon]\nworkers = {workers}\nmin_partition_size = 50\n")
@@ -361,15 +362,16 @@ def test_a_canceled_split_run_stops_its_worker_at_a_page_boundary(tmp_path: Path
     if still to be read, for good). The run's summary counts what its partitions committed
     and lists them as they ended (before, a split run that was canceled, or whose partition
     failed, said it had created nothing)."""
-    # 25 ms per object, the gate never opened: 50 s of work (37 s before the last range is
-    # taken), so the worker takes a range however late it starts and has seconds of it left
-    # when asked; a page is half a second.
-    project, url = _project(tmp_path / "p", workers=2, closed_ms=25)
+    # 25 ms per object until the worker is seen in its range: 50 s of work (37 s before the
+    # last range is taken), so the worker takes a range however late it starts; then 10 ms
+    # (a page is 0.2 s), the worker's range seconds of work from its end when asked.
+    project, url = _project(tmp_path / "p", workers=2, closed_ms=25, open_ms=10)
     add_managed_users(project, 2000)
     recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: _worker_partition(url, recon.pid), 240, "a partition read by the worker")
+        Gate(project).open()
         recon.send_signal(signal.SIGINT)
         asked = time.monotonic()
         _, err = recon.communicate(timeout=60)
