@@ -4,11 +4,15 @@ PostgreSQL store, each a subprocess writing JSON log lines to a file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +85,65 @@ def cluster_project(root: Path, url: str, jobs: dict[str, str], *, cluster: str 
 SLOW = [{"source": "userName", "target": "name"},
         {"source": "mail", "target": "mail", "transform": {
             "type": "text/javascript", "source": "var t = Date.now(); while (Date.now() - t < 5) {} source"}}]
+
+
+GATE_FILE = "gate"
+
+
+def gate_pace(closed_ms: int, open_ms: int = 0) -> str:
+    """JavaScript statements that busy the interpreter ``closed_ms`` per object while the
+    project has no file ``gate`` (``Gate``), ``open_ms`` once it has: a run held slow until
+    the test has seen what it waits for (a worker's partition), however slow the machine,
+    and fast from then on. (A script's time limit is 1 s of CPU: ``closed_ms`` stays below.
+    ``readFile`` suspends the script's first run by throwing, to be answered: that is
+    thrown on, only the answer's failure, the missing file, is caught.)"""
+    return (f"var gateMs = {open_ms}; try {{ readFile('{GATE_FILE}'); }} "
+            f"catch (e) {{ if (!e.javaException) throw e; gateMs = {closed_ms}; }} "
+            "var gateT = Date.now(); while (Date.now() - gateT < gateMs) {} ")
+
+
+def gated(closed_ms: int = 100, open_ms: int = 0) -> list[dict[str, Any]]:
+    """``SLOW``'s properties, the transform paced by the project's gate (``gate_pace``)."""
+    return [SLOW[0], {"source": "mail", "target": "mail", "transform": {
+        "type": "text/javascript", "source": gate_pace(closed_ms, open_ms) + "source"}}]
+
+
+class Gate:
+    """The file ``gate`` of a project, which the transforms of ``gated`` and ``gate_pace`` look
+    for: a run is slow until it is opened. ``open_when`` opens it from a thread once a
+    condition holds (a worker took a partition), so the run waits for it rather than racing it."""
+
+    def __init__(self, project: Path) -> None:
+        self.path = project / GATE_FILE
+
+    def open(self) -> None:
+        self.path.write_text("open", encoding="utf-8")
+
+    @contextlib.contextmanager
+    def open_when(self, condition: Callable[[], Any], timeout: float = 300) -> Iterator[None]:
+        """Open the gate once ``condition()`` is true (an exception counts as false: the
+        tables may be in the making), asked every 50 ms while the block runs, for at most
+        ``timeout`` seconds; the block's assertions say what was missed if it never is."""
+        done = threading.Event()
+
+        def watch() -> None:
+            deadline = time.monotonic() + timeout
+            while not done.is_set() and time.monotonic() < deadline:
+                try:
+                    if condition():
+                        self.open()
+                        return
+                except Exception:  # noqa: BLE001 - asked again in 50 ms
+                    pass
+                done.wait(0.05)
+
+        watcher = threading.Thread(target=watch, name="gate", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
 
 
 def add_managed_users(project: Path, count: int) -> None:

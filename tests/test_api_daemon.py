@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 from api_server import ADMIN, ADMIN_HASH, add_users, free_port
 from idsync_dev.slapd import Slapd
+from waiting import wait_for
 
 from samples import FORWARD, IDSYNC, sample_project
 
@@ -41,12 +42,7 @@ def test_daemon_serves_api(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> N
                                             "NOTIFY_SOCKET": str(tmp_path / "notify")})
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
-            for _ in range(200):
-                try:
-                    if api.get("/openidm/info/ping").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.05)
+            wait_for(lambda: _pinged(port), 60, "the daemon's API", interval=0.05)
             jobs = api.get("/openidm/scheduler/job", headers=ADMIN).json()["result"]
             assert [(j["_id"], j["invokeContext"]["mappings"]) for j in jobs] == [("ldap-users", [FORWARD])]
             assert jobs[0]["nextRunDate"] and jobs[0]["lastRun"] is None
@@ -105,15 +101,23 @@ def test_daemon_serves_api(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> N
     assert [(e["level"], e["errors"]) for e in failed] == [("error", 1)]
 
 
+def _pinged(port: int) -> bool:
+    """Whether the daemon's API on ``port`` answers its ping."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/openidm/info/ping", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def _start(project: Path, port: int) -> subprocess.Popen[str]:
+    """``idsync run`` of ``project``, once its API answers (a minute at most: a loaded machine)."""
     proc = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info"})
-    for _ in range(200):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/openidm/info/ping", timeout=5).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.05)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _pinged(port):
+            return proc
+        time.sleep(0.05)
     proc.kill()
     raise AssertionError(proc.communicate()[0])
 

@@ -17,7 +17,7 @@ import pytest
 from api_server import ADMIN, free_port
 from cluster_env import (
     LIVE_SOURCE,
-    SLOW,
+    Gate,
     Node,
     add_ldap_livesync,
     add_managed_users,
@@ -26,6 +26,7 @@ from cluster_env import (
     assert_each_account_created_once,
     cluster_project,
     fresh_store,
+    gated,
     helper_under_way,
     ldap_people,
     reset_queue,
@@ -220,16 +221,19 @@ def test_a_killed_nodes_run_is_taken_over(tmp_path: Path, pg_url: str) -> None:
     account and one link per user, each account created once (no second create in the
     audit of either run)."""
     users = 300
+    # 50 ms per object until the node is killed (15 s of work: it is killed in the middle
+    # however slow the machine), none after.
     project = cluster_project(tmp_path / "project", pg_url, {"big": "*/4 * * * * ?"},
-                              mapping={"properties": SLOW}, job_extra="page_size = 20\n")
+                              mapping={"properties": gated(50)}, job_extra="page_size = 20\n")
     add_managed_users(project, users)
     nodes = [Node(project, "n0"), Node(project, "n1")]
     try:
-        first = wait_for(lambda: run_under_way(pg_url, 40), 60, "a run with some pages committed")
+        first = wait_for(lambda: run_under_way(pg_url, 40), 120, "a run with some pages committed")
         victim = next(n for n in nodes if n.name == first.node)
         survivor = next(n for n in nodes if n is not victim)
         victim.kill()
         killed = dt.datetime.now(dt.UTC)
+        Gate(project).open()
         done = wait_for(lambda: select_rows(pg_url, "SELECT id, started, ended FROM recon_runs "
                                                     "WHERE state = 'SUCCESS'"),
                         60, "a run completed by the survivor")[0]
@@ -284,19 +288,21 @@ def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> Non
     page of a run names its node and lists its partitions."""
     users, jobs = 300, {"big": "@yearly"}
     extra = "max_deletes = 40\npage_size = 15\n"
-    split = cluster_project(tmp_path / "cluster", pg_url, jobs, mapping={"properties": SLOW}, job_extra=extra,
+    split = cluster_project(tmp_path / "cluster", pg_url, jobs, mapping={"properties": gated(50)}, job_extra=extra,
                             cluster="partitions = 4\nmin_partition_size = 40\n")
     single_url = second_database(pg_url)
     # The same mapping without the slow transform (it returns the value it is given): the
-    # cluster's runs are slowed so both nodes read ranges, one daemon's need not be.
+    # cluster's first run is slowed until both nodes read ranges (``Gate``), one daemon's need not be.
     single = cluster_project(tmp_path / "single", single_url, jobs, job_extra=extra, enabled=False)
     for project in (split, single):
         add_managed_users(project, users)
     port = free_port()
     nodes = [api_node(split, "n0", port), Node(split, "n1")]
+    both = Gate(split).open_when(lambda: len(select_rows(pg_url, "SELECT DISTINCT node FROM recon_partitions "
+                                                                 "WHERE node IS NOT NULL")) == 2)
     try:
         wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 60, "two nodes started")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
+        with both, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
             for step, deleted in enumerate([[], [f"u{i}" for i in range(20)], [f"u{i}" for i in range(20, 80)]]):
                 if deleted:
                     _delete_users(split, deleted)
@@ -305,7 +311,7 @@ def test_a_split_recon_ends_as_one_run_would(tmp_path: Path, pg_url: str) -> Non
                 assert r.status_code == 200, r.text
                 wait_for(lambda n=step + 1: len(select_rows(pg_url, "SELECT id FROM recon_runs "
                                                                     "WHERE state <> 'ACTIVE'")) == n,
-                         90, f"split run {step + 1}")
+                         240, f"split run {step + 1}")
                 assert cli_main(["-p", str(single), "run-job", "big"]) in (0, 1)
             # The console's page of the first run names its node and lists its partitions.
             api.get("/admin/login")
@@ -336,7 +342,9 @@ def test_a_killed_nodes_partition_is_read_by_another(tmp_path: Path, pg_url: str
     the node running the job reads it again, and the same run ends SUCCESS with one account
     and one link per user, each account created once."""
     users = 600
-    project = cluster_project(tmp_path / "project", pg_url, {"big": "@yearly"}, mapping={"properties": SLOW},
+    # 50 ms per object until the helper is killed (a range is 15 s of work: the other node
+    # takes one and is killed in the middle of it however slow the machine), none after.
+    project = cluster_project(tmp_path / "project", pg_url, {"big": "@yearly"}, mapping={"properties": gated(50)},
                               job_extra="page_size = 20\n",
                               cluster="partitions = 2\nmin_partition_size = 100\nconcurrency = 1\n")
     add_managed_users(project, users)
@@ -345,10 +353,11 @@ def test_a_killed_nodes_partition_is_read_by_another(tmp_path: Path, pg_url: str
     try:
         wait_for(lambda: all(n.events("daemon.start") for n in nodes) and api_up(port), 60, "two nodes started")
         trigger(port, "big")
-        busy = wait_for(lambda: helper_under_way(pg_url, 40), 60, "a partition read on the other node")
+        busy = wait_for(lambda: helper_under_way(pg_url, 40), 120, "a partition read on the other node")
         victim = next(n for n in nodes if n.name == busy.node)
         victim.kill()
         killed = time.monotonic()
+        Gate(project).open()
         wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE state <> 'ACTIVE'"), 60, "the run's end")
         took = time.monotonic() - killed
         codes = _stop_all([n for n in nodes if n is not victim])

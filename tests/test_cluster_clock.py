@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from api_server import free_port
 from cluster_env import (
+    Gate,
     Node,
     add_managed_users,
     api_node,
@@ -19,6 +21,7 @@ from cluster_env import (
     assert_each_account_created_once,
     cluster_project,
     fresh_store,
+    gated,
     run_under_way,
     select_rows,
     trigger,
@@ -30,15 +33,17 @@ from idsync.cli import main as cli_main
 pytestmark = pytest.mark.postgresql
 
 FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
-# About 20 ms per object: a run of 600 users lasts long enough for a second node to start and beat.
-SLOWER = [{"source": "userName", "target": "name"},
-          {"source": "mail", "target": "mail", "transform": {
-              "type": "text/javascript", "source": "var t = Date.now(); while (Date.now() - t < 20) {} source"}}]
 
 
 @pytest.fixture
 def pg_url(tmp_path: Path) -> str:
     return fresh_store(store_url("postgresql", tmp_path))
+
+
+def _beats(url: str, name: str, seen: set[Any]) -> set[Any]:
+    """``seen`` with the time node ``name`` last beat added (None before it joined)."""
+    seen.update(r.seen for r in select_rows(url, f"SELECT seen FROM cluster_nodes WHERE name = '{name}'"))
+    return seen
 
 
 def _nodes(project: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, bool]:
@@ -56,7 +61,9 @@ def test_a_node_whose_clock_is_ahead_takes_no_one_for_dead(tmp_path: Path, pg_ur
     alive, and once the node ahead is killed it shows it gone within ``stall_timeout`` and
     a heartbeat, not 30 s later."""
     users = 600
-    project = cluster_project(tmp_path / "project", pg_url, {"big": "@yearly"}, mapping={"properties": SLOWER},
+    # 100 ms per object (a minute's run) until the node ahead has judged the others at three
+    # of its beats, however late it started; none after.
+    project = cluster_project(tmp_path / "project", pg_url, {"big": "@yearly"}, mapping={"properties": gated(100)},
                               job_extra="page_size = 20\n", cluster="partitions = 1\n")
     add_managed_users(project, users)
     port = free_port()
@@ -68,7 +75,10 @@ def test_a_node_whose_clock_is_ahead_takes_no_one_for_dead(tmp_path: Path, pg_ur
         run = wait_for(lambda: run_under_way(pg_url, 20), 60, "the first node's run under way")
         ahead = Node(project, "n1", LD_PRELOAD=str(FAKETIME), FAKETIME="+30s", FAKETIME_DONT_FAKE_MONOTONIC="1")
         nodes.append(ahead)
-        wait_for(lambda: ahead.events("daemon.start"), 60, "the node ahead started")
+        wait_for(lambda: ahead.events("daemon.start"), 120, "the node ahead started")
+        beats: set[Any] = set()
+        wait_for(lambda: len(_beats(pg_url, "n1", beats)) >= 3, 60, "three beats of the node ahead")
+        Gate(project).open()
         wait_for(lambda: select_rows(pg_url, f"SELECT 1 FROM recon_runs WHERE id = '{run.id}' AND state <> 'ACTIVE'"),
                  120, "the run's end")
         alive = _nodes(project, capsys)

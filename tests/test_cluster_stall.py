@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from api_server import free_port
 from cluster_env import (
-    SLOW,
+    Gate,
     Node,
     add_managed_users,
     api_node,
@@ -24,6 +24,7 @@ from cluster_env import (
     assert_each_account_created_once,
     cluster_project,
     fresh_store,
+    gated,
     helper_under_way,
     run_under_way,
     select_rows,
@@ -44,8 +45,9 @@ def pg_url(tmp_path: Path) -> str:
 
 def _two_nodes(tmp_path: Path, url: str, users: int, cluster: str) -> tuple[list[int], list[Node]]:
     """Nodes n0 and n1 (API ports) of a project whose job ``big`` reconciles ``users`` users
-    slowly (about 5 ms each, 20 a page), with the ``[cluster]`` settings ``cluster``."""
-    project = cluster_project(tmp_path / "project", url, {"big": "@yearly"}, mapping={"properties": SLOW},
+    slowly (about 5 ms each, 20 a page; 50 ms until the test opens the project's gate, once it
+    has seen what it waits for: ``_opened``), with the ``[cluster]`` settings ``cluster``."""
+    project = cluster_project(tmp_path / "project", url, {"big": "@yearly"}, mapping={"properties": gated(50, 5)},
                               job_extra="page_size = 20\n", cluster=cluster)
     add_managed_users(project, users)
     ports = [free_port(), free_port()]
@@ -58,9 +60,16 @@ def _run_big(nodes: list[Node], ports: list[int]) -> None:
     trigger(ports[0], "big")
 
 
+def _opened(nodes: list[Node], seen: Any) -> Any:
+    """``seen``, the project's gate opened: the run, held at 50 ms an object until the test saw
+    what it waits for (however slow the machine), goes on at 5 ms."""
+    Gate(nodes[0].log_path.parent / "project").open()  # ``_two_nodes``' project, beside the nodes' logs
+    return seen
+
+
 def _helper_under_way(nodes: list[Node], url: str) -> tuple[Any, Node, Node]:
     """A partition read on the node that did not split the run: (it, that node, the other)."""
-    busy = wait_for(lambda: helper_under_way(url, 40), 60, "a partition read on the other node")
+    busy = _opened(nodes, wait_for(lambda: helper_under_way(url, 40), 120, "a partition read on the other node"))
     helper = next(n for n in nodes if n.name == busy.node)
     return busy, helper, next(n for n in nodes if n is not helper)
 
@@ -166,7 +175,7 @@ def test_a_paused_runner_leaves_its_run_as_the_takeover_ended_it(tmp_path: Path,
     ports, nodes = _two_nodes(tmp_path, pg_url, users, "partitions = 1\n")
     try:
         _run_big(nodes, ports)
-        first = wait_for(lambda: run_under_way(pg_url, 40), 60, "a run with some pages committed")
+        first = _opened(nodes, wait_for(lambda: run_under_way(pg_url, 40), 120, "a run with some pages committed"))
         paused = next(n for n in nodes if n.name == first.node)
         paused.proc.send_signal(signal.SIGSTOP)
         try:

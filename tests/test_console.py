@@ -156,7 +156,8 @@ class Daemon:
                                      env={**os.environ, "IDSYNC_LOG__FORMAT": "json", "IDSYNC_LOG__LEVEL": "info",
                                           **(env or {})})
         self.output = ""
-        for _ in range(300):
+        deadline = time.monotonic() + 60  # a loaded machine starts it in seconds, not one
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 if httpx.get(f"{base}/openidm/info/ping", timeout=5).status_code == 200:
                     break

@@ -19,11 +19,13 @@ from typing import Any
 import pytest
 from cli_runner import IDSYNC, run_cli
 from cluster_env import (
-    SLOW,
+    Gate,
     add_ldap_livesync,
     add_managed_users,
     assert_each_account_created_once,
     cluster_project,
+    gate_pace,
+    gated,
     ldap_people,
     select_rows,
 )
@@ -41,24 +43,29 @@ from sqlalchemy import text
 from waiting import wait_for
 
 
-# Ten milliseconds of the interpreter per object: partitions long enough for a worker to
-# start (a new interpreter) and take some, and to be killed in the middle of one.
-# (25 where a test needs the worker to take a partition even on a loaded machine.)
-def _slower(ms: int) -> list[dict[str, Any]]:
-    return [SLOW[0], {**SLOW[1], "transform": {**SLOW[1]["transform"], "source": SLOW[1]["transform"]["source"]
-                                               .replace("< 5", f"< {ms}")}}]
-
-
-SLOWER = _slower(10)
-
-
-def _project(root: Path, *, workers: int, slow: bool = True, ms: int = 10) -> tuple[Path, str]:
+# A slow mapping's transform takes 100 ms of the interpreter per object until the test opens
+# the project's gate (``cluster_env.Gate``), none after: a run waits for its worker (a new
+# interpreter, slow to start on a loaded machine) to take a partition, or for the test to
+# kill it in the middle of one, rather than racing it; a quiet machine is not held up.
+def _project(root: Path, *, workers: int, slow: bool = True, closed_ms: int = 100,
+             open_ms: int = 0) -> tuple[Path, str]:
     url = f"sqlite:///{root / 'state' / 'idsync.db'}"
-    project = cluster_project(root, url, {"big": "@yearly"}, mapping={"properties": _slower(ms)} if slow else None,
+    project = cluster_project(root, url, {"big": "@yearly"},
+                              mapping={"properties": gated(closed_ms, open_ms)} if slow else None,
                               job_extra="page_size = 20\n", enabled=False)
     with (project / "conf" / "idsync.toml").open("a", encoding="utf-8") as toml:
         toml.write(f"[recon]\nworkers = {workers}\nmin_partition_size = 50\n")
     return project, url
+
+
+def _owners(url: str) -> set[str]:
+    """The processes that took a partition of a run in the SQLite store ``url``."""
+    return {r.owner for r in select_rows(url, "SELECT owner FROM recon_partitions WHERE owner IS NOT NULL")}
+
+
+def _shared(project: Path, url: str) -> Any:
+    """While the block runs, open ``project``'s gate once a second process took a partition."""
+    return Gate(project).open_when(lambda: len(_owners(url)) >= 2)
 
 
 def _outcome(url: str) -> dict[str, Any]:
@@ -116,7 +123,7 @@ def test_a_first_load_is_shared_with_a_worker_and_ends_as_one_process_would(tmp_
     users = 400
     split, split_url = _project(tmp_path / "split", workers=2)
     # The same mapping without the slow transform (it returns the value it is given): the
-    # first recon is slowed so that the worker, a new interpreter, starts in time to read.
+    # first recon is slowed until the worker, a new interpreter, has taken a range.
     single, single_url = _project(tmp_path / "single", workers=1, slow=False)
     for project in (split, single):
         add_managed_users(project, users)
@@ -127,7 +134,8 @@ def test_a_first_load_is_shared_with_a_worker_and_ends_as_one_process_would(tmp_
         for project in (split, single):
             if deleted:
                 _delete_users(project, deleted)
-            done = run_cli(["-p", str(project), "run-job", "big"])  # its page size: 20
+            with _shared(split, split_url):
+                done = run_cli(["-p", str(project), "run-job", "big"])  # its page size: 20
             assert done.returncode == 0, (step, done.stderr)
         # Into an empty target, no process claims anything: the target phase has nothing to visit.
         claimed = select_rows(split_url, "SELECT count(*) FROM claims_written")[0][0]
@@ -140,7 +148,7 @@ def test_a_first_load_is_shared_with_a_worker_and_ends_as_one_process_would(tmp_
     first, *later = _summaries(split_url)
     assert [p["state"] for p in first["partitions"]] == ["SUCCESS"] * 4
     assert sum(p["processed"] for p in first["partitions"]) == users
-    owners = {r.owner for r in select_rows(split_url, "SELECT owner FROM recon_partitions")}
+    owners = _owners(split_url)
     assert len(owners) == 2, owners  # this process and the worker
     assert all("partitions" not in s for s in later)
     assert all("partitions" not in s for s in _summaries(single_url))
@@ -193,13 +201,15 @@ def test_a_split_run_s_record_shows_its_progress_while_its_process_reads_a_parti
     read their first ranges, the run's record (``idsync status``, the API, the status file)
     already counts what their pages committed (before, it said 0 until the recon's process
     had read its range to the end)."""
-    project, url = _project(tmp_path / "p", workers=2, ms=25)
+    project, url = _project(tmp_path / "p", workers=2)
     add_managed_users(project, 400)
     recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        shown = wait_for(lambda: _shown_while_read(url), 60, "the run's record counting its partitions' creates")
-        _, err = recon.communicate(timeout=120)
+        # The gate closed, a range takes 10 s: the record is seen before any range ends.
+        shown = wait_for(lambda: _shown_while_read(url), 240, "the run's record counting its partitions' creates")
+        Gate(project).open()
+        _, err = recon.communicate(timeout=240)
     finally:
         if recon.poll() is None:
             recon.kill()
@@ -227,7 +237,7 @@ def test_a_killed_worker_s_partition_is_read_again(tmp_path: Path) -> None:
     create, those of the pages the worker committed before it died included (before, the
     second read counted them as unchanged, and the first read's counts were lost)."""
     users = 400
-    project, url = _project(tmp_path / "p", workers=2, ms=25)
+    project, url = _project(tmp_path / "p", workers=2)
     add_managed_users(project, users)
     recon, busy, err = _kill_the_worker(project, lambda pid: _worker_partition(url, pid),
                                         "a partition read by the worker")
@@ -247,7 +257,7 @@ def test_a_killed_worker_s_deferred_deletes_are_deferred_once(tmp_path: Path) ->
     their deletes. The partition read again defers them anew in place of the first read's
     (before, its first delete collided with the first read's numbers: the run FAILED on an
     internal error); the run ends SUCCESS, with 360 accounts created and 40 deleted, once each."""
-    project, url = _project(tmp_path / "p", workers=2, ms=25)
+    project, url = _project(tmp_path / "p", workers=2)
     sync_file = project / "conf" / "sync.json"
     sync = json.loads(sync_file.read_text())
     mapping = sync["mappings"][0]
@@ -255,8 +265,11 @@ def test_a_killed_worker_s_deferred_deletes_are_deferred_once(tmp_path: Path) ->
     mapping["validSource"] = {"type": "text/javascript", "source": "source.userName.endsWith('7')"}
     sync_file.write_text(json.dumps(sync))
     add_managed_users(project, 400)
+    gate = Gate(project)
+    gate.open()  # the first run need not be slow
     first = run_cli(["-p", str(project), "recon", "m_big", "--quiet"])
     assert first.returncode == 0, first.stderr
+    gate.path.unlink()
     mapping["validSource"]["source"] = "!source.userName.endsWith('7')"
     sync_file.write_text(json.dumps(sync))
     recon, busy, err = _kill_the_worker(project, lambda pid: _worker_deferring(url, pid),
@@ -275,14 +288,16 @@ def test_a_killed_worker_s_deferred_deletes_are_deferred_once(tmp_path: Path) ->
 def _kill_the_worker(project: Path, busy_partition: Callable[[int], Any],
                      what: str) -> tuple[subprocess.Popen[str], Any, str]:
     """``idsync recon m_big`` with its worker killed (SIGKILL) once ``busy_partition`` of the
-    recon's pid finds the partition the worker reads; the ended command, that partition and
-    the command's stderr."""
+    recon's pid finds the partition the worker reads (the project's gate closed until then:
+    a range takes 10 s, so the worker is in the middle of one however late it started);
+    the ended command, that partition and the command's stderr."""
     recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        busy = wait_for(lambda: busy_partition(recon.pid), 60, what)
+        busy = wait_for(lambda: busy_partition(recon.pid), 240, what)
         os.kill(_pid(busy.owner), signal.SIGKILL)
-        _, err = recon.communicate(timeout=120)
+        Gate(project).open()
+        _, err = recon.communicate(timeout=240)
     finally:
         if recon.poll() is None:
             recon.kill()
@@ -308,18 +323,19 @@ def test_a_split_run_whose_process_died_counts_what_its_partitions_committed(tmp
     rows), not the zeros it started with (before, the next recon left them at zero)."""
     from idsync.daemon.recovery import recover_interrupted
 
-    project, url = _project(tmp_path / "p", workers=2, ms=25)
+    project, url = _project(tmp_path / "p", workers=2)
     add_managed_users(project, 400)
     recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        busy = wait_for(lambda: _worker_partition(url, recon.pid), 60, "a partition read by the worker")
+        busy = wait_for(lambda: _worker_partition(url, recon.pid), 240, "a partition read by the worker")
         os.kill(_pid(busy.owner), signal.SIGKILL)
         recon.kill()
-        recon.communicate(timeout=30)
+        recon.communicate(timeout=60)
     finally:
         if recon.poll() is None:
             recon.kill()
+    Gate(project).open()  # the next recon need not be slow
     (run_id,) = [r.id for r in select_rows(url, "SELECT id FROM recon_runs")]
     (created,) = select_rows(url, "SELECT count(*) AS n FROM audit WHERE action = 'CREATE' AND status = 'SUCCESS'")
     if found_by == "next recon":
@@ -346,12 +362,16 @@ def test_a_canceled_split_run_stops_its_worker_at_a_page_boundary(tmp_path: Path
     if still to be read, for good). The run's summary counts what its partitions committed
     and lists them as they ended (before, a split run that was canceled, or whose partition
     failed, said it had created nothing)."""
-    project, url = _project(tmp_path / "p", workers=2)
-    add_managed_users(project, 2000)  # 20 s of work: the worker has seconds of it left when asked
+    # 25 ms per object until the worker is seen in its range: 50 s of work (37 s before the
+    # last range is taken), so the worker takes a range however late it starts; then 10 ms
+    # (a page is 0.2 s), the worker's range seconds of work from its end when asked.
+    project, url = _project(tmp_path / "p", workers=2, closed_ms=25, open_ms=10)
+    add_managed_users(project, 2000)
     recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: _worker_partition(url, recon.pid), 60, "a partition read by the worker")
+        wait_for(lambda: _worker_partition(url, recon.pid), 240, "a partition read by the worker")
+        Gate(project).open()
         recon.send_signal(signal.SIGINT)
         asked = time.monotonic()
         _, err = recon.communicate(timeout=60)
@@ -452,8 +472,8 @@ def test_cuts_from_a_sample_balance_the_ranges_and_hold_only_the_sample() -> Non
 
 def test_a_split_first_load_keeps_unique_values_unique(tmp_path: Path) -> None:
     """Accounts whose ``name`` is unique, 400 users giving 100 names (four each), the users
-    of one name in different id ranges, a transform of 12 ms (time for the worker to start,
-    on a loaded machine too), and an ``onCreate`` script that takes 12 ms between
+    of one name in different id ranges, a transform of 12 ms (100 ms until the worker has
+    taken a range: ``Gate``), and an ``onCreate`` script that takes 12 ms between
     the check of a page's names and their write: the ranges' processes check and write
     their pages' unique values in turn (``Store.turn``), so each name is created once, as
     one process creates it, and the other 300 users fail the ``unique`` policy."""
@@ -469,14 +489,15 @@ def test_a_split_first_load_keeps_unique_values_unique(tmp_path: Path) -> None:
     sync = json.loads(sync_file.read_text())
     sync["mappings"][0]["properties"] = [{"source": "userName", "target": "name", "transform": {
         "type": "text/javascript",
-        "source": "var t = Date.now(); while (Date.now() - t < 12) {} 'n' + (parseInt(source.substring(1)) % 100)"}}]
+        "source": gate_pace(100, 12) + "'n' + (parseInt(source.substring(1)) % 100)"}}]
     sync_file.write_text(json.dumps(sync))
     add_managed_users(project, 400)
-    done = run_cli(["-p", str(project), "run-job", "big"])
+    with _shared(project, url):
+        done = run_cli(["-p", str(project), "run-job", "big"])
     assert done.returncode == 0, done.stderr
     (summary,) = _summaries(url)
     assert [p["state"] for p in summary["partitions"]] == ["SUCCESS"] * 4
-    assert len({r.owner for r in select_rows(url, "SELECT owner FROM recon_partitions")}) == 2
+    assert len(_owners(url)) == 2
     names = Counter(r[0] for r in select_rows(url, "SELECT json_extract(data, '$.name') FROM managed_objects "
                                                    "WHERE object_type = 'account'"))
     assert sorted(names) == sorted(f"n{i}" for i in range(100))
@@ -495,13 +516,14 @@ def test_a_scheduled_scripts_first_load_is_shared_with_a_worker(tmp_path: Path) 
         "invokeContext": {"script": {"type": "text/javascript",
                                      "source": "openidm.action('recon', 'recon', {}, {mapping: 'm_big'});"}}}))
     add_managed_users(project, 400)
-    done = run_cli(["-p", str(project), "run-job", "nightly"])
+    with _shared(project, url):
+        done = run_cli(["-p", str(project), "run-job", "nightly"])
     assert done.returncode == 0, done.stdout + done.stderr
     (recon,) = [r for r in select_rows(url, "SELECT id, job, state FROM recon_runs") if r.job == "script:recon"]
     assert recon.state == "SUCCESS"
     (summary,) = [s for s in _summaries(url) if s.get("partitions")]
     assert sum(p["processed"] for p in summary["partitions"]) == 400
-    owners = {r.owner for r in select_rows(url, "SELECT owner FROM recon_partitions")}
+    owners = _owners(url)
     assert len(owners) == 2, owners  # this process and the worker
     assert len(_outcome(url)["accounts"]) == 400
 
@@ -512,14 +534,15 @@ def test_a_split_first_load_carries_its_writes_on_from_every_process(tmp_path: P
     file, in a run of the onward mapping of its own, and the file ends with every account
     once."""
     users = 400
-    project, url = _project(tmp_path, workers=2, ms=25)
+    project, url = _project(tmp_path, workers=2)
     hr = tmp_path / "accounts.csv"
     add_onward_csv(project, hr, source="managed/account",
                    properties=[{"source": "name", "target": "uid"}, {"source": "mail", "target": "mail"}])
     add_managed_users(project, users)
-    done = run_cli(["-p", str(project), "run-job", "big"])
+    with _shared(project, url):
+        done = run_cli(["-p", str(project), "run-job", "big"])
     assert done.returncode == 0, done.stderr
-    owners = {r.owner for r in select_rows(url, "SELECT owner FROM recon_partitions")}
+    owners = _owners(url)
     assert len(owners) == 2, owners  # this process and the worker
     with hr.open(newline="") as f:
         rows = [r["uid"] for r in csv.DictReader(f)]
