@@ -23,19 +23,21 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from cli_runner import run_cli
 from dbs import store_url
 from idsync.config.jobs import parse_job
+from idsync.console.web import shown, when
 from idsync.daemon import runner as runner_module
 from idsync.daemon.notify import Notifier
 from idsync.daemon.recovery import recover_interrupted
 from idsync.daemon.reload import load_configuration
 from idsync.daemon.runner import job_lock_name, run_job
 from idsync.daemon.scheduler import JobTable
-from idsync.daemon.service import Daemon
+from idsync.daemon.service import Daemon, _shape
 from idsync.errors import ConfigError, PeerUnavailable, RunLocked
 from idsync.settings import load_settings
 from idsync.store.database import Store, utcnow
 from idsync.store.runs import RunStore
 from idsync.store.runs import owner_id as runs_owner
 from idsync.store.tables import locks, recon_runs
+from jinja2 import Environment, PackageLoader
 from pg_outage import outage
 from sqlalchemy import insert, update
 
@@ -578,7 +580,9 @@ def test_the_salesforce_sample_as_shipped_skips_its_scheduled_fires_saying_why_o
     its jobs' schedules records no failed run and logs no error. The first fire of each job
     since the configuration was loaded says at warning (``job.skipped reason=disabled``)
     which mapping is left out and which file disables its system; later fires say it at
-    debug. A run asked for by hand (Run now) still fails, naming the file."""
+    debug. The job's status (the status file, the API's scheduler/job, the console's
+    pages) and ``idsync jobs`` say what the fires leave out and which file disables it. A
+    run asked for by hand (Run now) still fails, naming the file."""
     root = tmp_path / "project"
     shutil.copytree(REPO / "samples" / "sync-with-salesforce", root)
     daemon = Daemon(root, Notifier(None, None))
@@ -602,6 +606,25 @@ def test_the_salesforce_sample_as_shipped_skips_its_scheduled_fires_saying_why_o
         assert len([e for e in logs if e["event"] == "job.skipped"]) == 6  # the later ones at debug
         with daemon.store.engine.connect() as conn:
             assert conn.execute(recon_runs.select()).all() == []
+
+        # Where the job's last result says "never ran", the status, the API, the console and
+        # `idsync jobs` say what its fires leave out, and why.
+        daemon.table = JobTable(BackgroundScheduler(timezone="UTC"), daemon.fire)  # not started: no fire
+        status = daemon.jobs_status()["sync-salesforce-users"]
+        assert status["heldBy"] == {"systemSalesforceUser_managedUser": [prov]}
+        shaped = _shape("sync-salesforce-users", status)
+        assert shaped["heldBy"] == status["heldBy"] and shaped["lastRun"] is None
+        pages = Environment(loader=PackageLoader("idsync.console", "templates"), autoescape=True)
+        pages.filters.update(when=when, shown=shown)
+        shown_state = pages.get_template("job_state.html").render(job=shaped, base="/admin")
+        assert "never ran" in shown_state and "Left out" in shown_state
+        assert f"systemSalesforceUser_managedUser: its system is disabled ({prov})" in shown_state
+        listed = run_cli(["-p", str(root), "jobs"], env={"COLUMNS": "400"})  # a cell on one line
+        assert listed.returncode == 0, listed.stderr
+        assert "left out: systemSalesforceUser_managedUser, its system disabled in" in " ".join(listed.stdout.split())
+        as_json = run_cli(["-p", str(root), "jobs", "--json"], env={})
+        rows = {r["name"]: r for r in json.loads(as_json.stdout)["jobs"]}
+        assert rows["push-users-to-salesforce"]["heldBy"] == {"managedUser_systemSalesforceUser": [prov]}
 
         with structlog.testing.capture_logs() as logs:
             daemon.fire("sync-salesforce-users", "api")

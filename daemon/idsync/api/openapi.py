@@ -202,7 +202,10 @@ _SCHEMAS: dict[str, Any] = {
     "Job": {"type": "object", "required": ["_id", "enabled", "schedule", "nextRunDate", "running", "lastRun"],
             "properties": {"_id": {"type": "string"}, "enabled": {"type": "boolean"},
                            "schedule": {"type": "string"}, "nextRunDate": {"type": ["string", "null"]},
-                           "running": {"type": "boolean"}, "lastRun": {"type": ["object", "null"]}}},
+                           "running": {"type": "boolean"}, "lastRun": {"type": ["object", "null"]},
+                           "heldBy": {"type": "object", "description": "the job's mappings (or liveSync sources) "
+                                      "its schedule's fires leave out, each with the provisioner files that "
+                                      "disable their system"}}},
 }
 
 

@@ -83,6 +83,7 @@ def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.config.pingidm_schedules import load_all_jobs
     from idsync.config.project import load_project, schedulable_jobs
     from idsync.daemon.history import last_run_of_job
+    from idsync.daemon.runner import disabled_systems
     from idsync.store.database import Store, utcnow
 
     project = load_project(project_dir)
@@ -108,6 +109,7 @@ def _cmd_jobs(args: argparse.Namespace, project_dir: Path) -> int:
                 "nextFires": [f.isoformat() for f in fires],
                 "lastRun": last_run_of_job(store, name) if store is not None else None,
                 "notLoaded": pending is not None and pending.has(project_dir, job.file),
+                "heldBy": disabled_systems(project, job),
             }
         )
     if args.json:
@@ -175,6 +177,8 @@ def _last_run_text(r: dict[str, Any]) -> str:
     text = f"{last['state']} {_short(last['started'], r['timezone'])}" if last else "never"
     if last and last.get("error"):
         text += f"\n{last['error']}"
+    for part, files in sorted((r.get("heldBy") or {}).items()):
+        text += f"\nleft out: {part}, its system disabled in {', '.join(files)}"
     return text
 
 

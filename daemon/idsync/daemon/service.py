@@ -615,6 +615,8 @@ class Daemon:
                 "runningSince": outcome.started.isoformat() if outcome else None,
                 "lastRun": last,
                 "recentRuns": recent_runs_of_job(self.store, name),
+                # The mappings (or sources) its schedule's fires leave out: their system is disabled.
+                "heldBy": disabled_systems(self.config.project, job),
             }
         return out
 
@@ -674,6 +676,7 @@ def _shape(name: str, status: dict[str, Any]) -> dict[str, Any]:
         "nextRunDate": status["nextFire"],
         "running": status["running"],
         "lastRun": status["lastRun"],
+        "heldBy": status.get("heldBy") or {},
     }
 
 
