@@ -76,6 +76,11 @@ class LinkedReferences(Resource):
         self._waiting: dict[tuple[str, str], set[str]] = {}
         self._left_out: dict[tuple[str, str], set[str]] = {}
 
+    @property
+    def properties(self) -> Mapping[str, ReferenceLinks]:
+        """The reference properties, and how each meets the managed objects."""
+        return self._properties
+
     # -- reading -----------------------------------------------------------
 
     def _read_pages(self, spec: QuerySpec) -> Iterator[list[Obj]]:

@@ -98,6 +98,7 @@ from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import Splitter
 from idsync.sync.qualifiers import LinkQualifiers
 from idsync.sync.recon import ReconResult, run_recon
+from idsync.sync.referrers import Referrers
 
 __all__ = ["FULL_RECON", "LiveSyncOptions", "LiveSyncResult", "livesync_mappings", "run_livesync"]
 
@@ -199,6 +200,7 @@ class _LiveRun:
         # the change that failed was a delete.
         self._held: dict[str, bool] = {}
         self._scripted: dict[str, tuple[str, str | None]] = {}  # for the postRetryAction script: error, token
+        self._referrers: Referrers | None = None  # made at the first change
 
     def run(self) -> LiveSyncResult:
         started = time.monotonic()
@@ -227,6 +229,8 @@ class _LiveRun:
                     if run is not None:
                         result.runs.append(run)
                     result.onward.extend(applier.onward_runs)
+                if self._referrers is not None:
+                    result.runs.extend(self._referrers.finish(result.state, result.message))
                 resources.close()
             finally:
                 self.runs.release(self.lock, self.owner)
@@ -290,11 +294,14 @@ class _LiveRun:
             self._unidentified(batch.changes, result)
             save = batch.token is not None and batch.token != stored.token and not self.options.dry_run
             if batch.changes:
+                referrers = self._referrers_of(resources, feed.method, feed.note)
+                before = referrers.linked(batch.changes)
                 for index, applier in enumerate(ready()):
                     last = index == len(appliers) - 1
                     saver = self._saver(batch.token if save else None, feed.method, batch.changes,
                                         None if batch.retry else read_at, result, appliers)
                     applier.apply(batch.changes, saver if last and not self.options.dry_run else None)
+                referrers.follow(batch.changes, before)
                 self._run_failure_script(batch.changes)
             elif save:
                 with self.store.begin() as conn:
@@ -307,6 +314,13 @@ class _LiveRun:
                 and not any(a.counters.status["SUCCESS"] for a in appliers):
             raise SafetyLimitExceeded("every change failed (see the runs' errors)")
         result.state, result.exit_code = "SUCCESS", 0
+
+    def _referrers_of(self, resources: Resources, method: str, note: str | None) -> Referrers:
+        """The other types naming this source's objects (``referrers.py``), made at the first change."""
+        if self._referrers is None:
+            self._referrers = Referrers(self.project, self.store, self.source, resources,
+                                        dry_run=self.options.dry_run, method=method, note=note)
+        return self._referrers
 
     def _unidentified(self, changes: Sequence[Change], result: LiveSyncResult) -> None:
         """Tell each changed object the source answered without an id: it fails as an entry of
