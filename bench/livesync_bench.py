@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """liveSync benchmark: a large directory, a handful of changes, and an idle daemon.
 
-    .venv/bin/python bench/livesync_bench.py [--users 100000] [--store sqlite] [--idle 60]
+    .venv/bin/python bench/livesync_bench.py [--users 100000] [--store sqlite] [--idle 60] [--bulk 20000]
 
 Loads N inetOrgPerson entries with slapadd into a throwaway slapd that is a sync
 provider (syncprov with a session log), then in one process:
@@ -13,7 +13,10 @@ provider (syncprov with a session log), then in one process:
    committed) and what it applied;
 3. no-change liveSync runs: the median and worst of 20;
 
-and finally starts ``idsync run`` with a job running liveSync every 5 seconds and
+then, with ``--bulk N``, N users modified at once and the liveSync that applies them
+(its wall time and how much this process's peak RSS grew: a refresh is read whole
+before its first change is applied), and finally starts ``idsync run`` with a job
+running liveSync every 5 seconds and
 reads its CPU time from /proc/PID/stat over ``--idle`` seconds with nothing
 changing: the share of one core it holds while idle. Figures on a shared machine
 are noisy: run it twice.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -73,6 +77,14 @@ def _changes(ldap: Slapd, users: int) -> None:
     ldap.add_ldif("\n".join(records))
 
 
+def _bulk(ldap: Slapd, users: int, count: int) -> None:
+    """One new description on each of the first ``count`` users ``_changes`` left, in one ldapmodify."""
+    step = max(users // 100, 1)
+    gone = {(i * step + step // 2) % users for i in range(9)} | {users - 3}
+    ldap.add_ldif("\n".join(f"dn: uid=user.{i},{PEOPLE}\nchangetype: modify\nreplace: description\n"
+                            f"description: bulk {i}\n" for i in range(count + len(gone)) if i not in gone))
+
+
 def _cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime, stime (after state: fields 14 and 15 of stat)
@@ -116,6 +128,9 @@ def main() -> int:
     parser.add_argument("--store", default="sqlite",
                         help="sqlite, or the SQLAlchemy URL of a database the benchmark may empty")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle daemon to measure (0: skip)")
+    parser.add_argument("--bulk", type=int, default=0,
+                        help="then modify this many users at once and time the liveSync that applies them, "
+                             "with the growth of this process's peak RSS (0: skip)")
     args = parser.parse_args()
 
     from idsync.config.project import load_project
@@ -166,6 +181,16 @@ def main() -> int:
                 assert done.changes == 0 and done.state == "SUCCESS", done.to_json()
             print(f"no-change liveSync: median {statistics.median(idle):.1f} ms, worst {max(idle):.1f} ms "
                   "(20 runs, in process)")
+
+            if args.bulk > 0:
+                _bulk(ldap, args.users, min(args.bulk, args.users - 10))
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                t = time.perf_counter()
+                done = run_livesync_scripted(loaded, store, SOURCE, LiveSyncOptions())
+                took = time.perf_counter() - t
+                grown = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak, 0) / 1024
+                print(f"bulk change of {args.bulk:,} users: {done.state}, {done.changes:,} read by {done.method} "
+                      f"in {took:.1f} s ({done.changes / took:,.0f} changes/s); peak RSS grew {grown:.0f} MB")
 
             if args.idle > 0:
                 share, runs = _idle_daemon(project, args.idle)

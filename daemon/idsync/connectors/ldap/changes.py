@@ -81,6 +81,7 @@ from ldap.syncrepl import SyncDoneControl, SyncInfoMessage, SyncRequestControl, 
 from idsync.connectors.ldap.config import LdapSettings
 from idsync.connectors.ldap.connection import LdapConnection
 from idsync.connectors.ldap.reader import read_pages
+from idsync.connectors.ldap.syncber import RESPONSE_CONTROLS, SyncInfo, sync_info
 from idsync.connectors.ldap.usn import UsnServer, read_usn_changes, unusable, usn_server
 from idsync.connectors.ldap.values import RawEntry
 from idsync.errors import PeerError, PeerUnavailable, SyncTokenExpired
@@ -371,14 +372,15 @@ class LdapChanges:
                                     serverctrls=[control])
             while True:
                 kind, messages, _, controls = conn.result4(msgid, all=0, add_ctrls=1, add_intermediates=1,
-                                                           timeout=self._settings.read_timeout)[:4]
+                                                           timeout=self._settings.read_timeout,
+                                                           resp_ctrl_classes=RESPONSE_CONTROLS)[:4]
                 if kind == ldap.RES_SEARCH_ENTRY:
                     for dn, attrs, entry_controls in messages:
                         self._entry(out, dn, attrs, entry_controls)
                 elif kind == ldap.RES_INTERMEDIATE:
                     for name, value, _ in messages:
                         if name == SyncInfoMessage.responseName:
-                            _info(out, SyncInfoMessage(value))
+                            _info(out, sync_info(value))
                 elif kind == ldap.RES_SEARCH_RESULT:
                     for c in controls:
                         if isinstance(c, SyncDoneControl):
@@ -387,6 +389,10 @@ class LdapChanges:
                     return out
         except ldap.LDAPError as error:
             raise self._failure("sync refresh", base, error) from None
+        except ValueError as error:  # ``syncber``: a sync value not as RFC 4533 has it
+            self.close()
+            raise PeerError(f"{self._system}: the sync refresh under {base} answered a value idsync cannot "
+                            f"read: {error}") from None
 
     # -- Active Directory -------------------------------------------------------
 
@@ -556,7 +562,7 @@ class LdapChanges:
         return PeerError(f"{self._system}: {what} under {base} failed: {_describe(error)}")
 
 
-def _info(out: _Refresh, message: SyncInfoMessage) -> None:
+def _info(out: _Refresh, message: SyncInfo) -> None:
     if message.newcookie is not None:
         out.cookie = message.newcookie
         return
