@@ -23,7 +23,7 @@ from idsync.crypto import is_hashed, matches
 from idsync.errors import ConfigError, ObjectRejected
 from idsync.managed import ManagedObjects
 from idsync.managed.router import scripting
-from idsync.resource import QuerySpec
+from idsync.resource import QuerySpec, WriteOp
 from idsync.resources import Resources
 from idsync.scripts import ScriptEngine
 from idsync.store.database import Store
@@ -686,3 +686,54 @@ def test_cannot_contain_others_counts_case_and_reads_a_regular_expression(tmp_pa
                     "password": "Xa-b12345"}) == user_name
     assert refused({"userName": "c(d", "givenName": "G", "sn": "S", "mail": "c@example.com",
                     "password": "Xc(d12345"}) == user_name
+
+
+def test_a_page_of_creates_computes_its_virtual_properties_as_one_create_at_a_time(tmp_path: Path) -> None:
+    """The virtual properties of a batch of created objects are computed together (one
+    call into JavaScript per property) with the values and refusals each create alone
+    gets: a later virtual property sees an earlier one's value, ``null`` leaves the
+    property out, a script that throws refuses its object alone, and an object failing
+    its policies (a user name the same batch took) is refused before its scripts run. A
+    script that reads a variable by a name it builds still gets it."""
+    person = {"name": "person", "schema": {"required": ["userName"], "properties": {
+        "userName": {"type": "string", "searchable": True, "policies": [{"policyId": "unique"}]},
+        "givenName": {"type": "string"}, "sn": {"type": "string"},
+        "fullName": {"type": "string", "isVirtual": True, "returnByDefault": True, "onRetrieve": {
+            "type": _JS, "source": "if (object.sn === 'Boom') { throw new Error('no boom'); }\n"
+                                   "object.sn === 'None' ? null : object.givenName + ' ' + object.sn"}},
+        "label": {"type": "string", "isVirtual": True, "returnByDefault": True, "onRetrieve": {
+            "type": _JS, "source": "(object.fullName || '-') + ' <' + propertyName + '>'"}},
+        "how": {"type": "string", "isVirtual": True, "returnByDefault": True, "onRetrieve": {
+            "type": _JS, "source": "globalThis['req' + 'uest'].method + ' ' + globalThis['resource' + 'Name']"}}}}}
+    project = tmp_path / "p"
+    (project / "conf").mkdir(parents=True)
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    (project / "conf" / "managed.json").write_text(json.dumps({"objects": [person]}))
+    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    resources = Resources(loaded, store)
+    given = [{"userName": "ann", "givenName": "Ann", "sn": "Lee"},
+             {"userName": "bob", "givenName": "Bob", "sn": "Boom"},
+             {"userName": "cy", "givenName": "Cy", "sn": "None"},
+             {"userName": "ann", "givenName": "An", "sn": "Other"},
+             {"userName": "dee", "givenName": "Dee", "sn": "Ray", "fullName": "given, not kept"}]
+    with scripting(loaded, store, resources=resources):
+        people = ManagedObjects(loaded, store, resources, "person", sync=False)
+        assert people._resource.hooks.batched_virtual
+        results = people._resource.write_batch([WriteOp("create", values=v) for v in given])
+    assert [r.ok for r in results] == [True, False, True, False, True]
+    assert "fullName.onRetrieve script" in str(results[1].error) and "no boom" in str(results[1].error)
+    assert "userName must be unique" in str(results[3].error)
+    kept = {r.obj["userName"]: {k: v for k, v in r.obj.items() if not k.startswith("_") and k != "how"}
+            for r in results if r.obj is not None}
+    assert {r.obj["how"] for r in results if r.obj is not None} == {
+        f"create managed/person/{r.id}" for r in results if r.ok}
+    assert kept == {"ann": {"userName": "ann", "givenName": "Ann", "sn": "Lee", "fullName": "Ann Lee",
+                            "label": "Ann Lee <label>"},
+                    "cy": {"userName": "cy", "givenName": "Cy", "sn": "None", "label": "- <label>"},
+                    "dee": {"userName": "dee", "givenName": "Dee", "sn": "Ray", "fullName": "Dee Ray",
+                            "label": "Dee Ray <label>"}}
+    stored = {u["userName"]: u for u in people._resource.find(QuerySpec())}
+    assert {name: (u.get("fullName"), u.get("label")) for name, u in stored.items()} == {
+        "ann": ("Ann Lee", "Ann Lee <label>"), "cy": (None, "- <label>"), "dee": ("Dee Ray", "Dee Ray <label>")}

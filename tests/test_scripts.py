@@ -26,6 +26,19 @@ def test_expression_uses_variables() -> None:
     assert script(source={"givenName": "Ada", "sn": "Lovelace"}) == "Ada Lovelace"
 
 
+def test_this_is_the_global_object_in_an_expression_as_in_a_program() -> None:
+    """``this`` at a script's top level is the global object, as in PingIDM's Rhino, whether
+    the script is one expression or a program: ``this.source`` is the variable, nothing of
+    idsync's own shows through it, and an error it raises names no line outside the script."""
+    for source in ("this.source.sn", "var s = this.source; s.sn"):
+        assert _js(source)(source={"sn": "Lovelace"}) == "Lovelace"
+        assert _js(source).call_many([{"source": {"sn": "Hopper"}}]) == ["Hopper"]
+    assert _js("[typeof this.src, typeof this.fn, this === globalThis]")() == ["undefined", "undefined", True]
+    with pytest.raises(ScriptError) as failed:
+        _js("this.source.name.first")(source={})
+    assert "TypeError" in str(failed.value) and "line -" not in str(failed.value)
+
+
 def test_program_returns_completion_value() -> None:
     """A multi-statement program returns the value of its last statement, as in PingIDM."""
     assert _js("if (source.x) { 'a' } else { 'b' }")(source={"x": False}) == "b"

@@ -38,7 +38,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from idsync.config.files import load_json
 from idsync.errors import ConfigError, ScriptError
@@ -58,6 +58,7 @@ __all__ = [
     "PolicyUse",
     "PropertyModel",
     "TypeModel",
+    "in_javascript",
     "is_compensate",
     "js_regexp",
     "load_object_models",
@@ -70,6 +71,14 @@ OBJECT_EVENTS = ("onCreate", "onRead", "onUpdate", "onDelete", "onValidate", "on
                  "postCreate", "postUpdate", "postDelete", "onSync")
 PROPERTY_EVENTS = ("onValidate", "onRetrieve", "onStore")
 ObjectScript = Script | StockScript  # what a managed.json script compiles to
+
+
+def in_javascript(script: ObjectScript) -> TypeGuard[Script]:
+    """Whether ``script`` runs in the JavaScript sandbox (a stock one runs as Python):
+    one that can run for many objects in one call (``Script.call_many``)."""
+    return isinstance(script, Script)
+
+
 _HASH_ALGORITHMS = ("SHA-256", "SHA-384", "SHA-512", "SHA-1", "MD5")
 
 

@@ -78,6 +78,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
 _NOT_EXPRESSION = re.compile(r"(\{|function\b|class\b|async\b|let\b)")
 _LEADING_COMMENTS = re.compile(r"(\s+|//[^\n]*|/\*.*?\*/)*", re.DOTALL)
 _SENTINEL = "_idsync_parsed_"
+# What in a program's text may read a global by a name the text does not spell (``Script.reaches``).
+_REACHES_ANY = re.compile(r"this|globalThis|eval|Function|constructor|import|require")
 # Java as a Rhino script reaches it (``java.util.HashMap``, ``Packages.org.forgerock...``,
 # ``importPackage``), and what of it the sandbox answers (``sandbox``).
 _JAVA = re.compile(r"(?<![\w$.])(?:Packages\s*\.\s*)?(?:javax?|org\s*\.\s*forgerock|com\s*\.\s*sun)"
@@ -201,6 +203,7 @@ class Script:
         self._source = source
         self._extras_json = json.dumps(extras)
         self._is_expression = is_expression
+        self._builds_names = _REACHES_ANY.search(source) is not None
 
     def __repr__(self) -> str:
         return f"<Script {self.name}>"
@@ -218,6 +221,13 @@ class Script:
         """Whether the program's text names ``name`` (a variable worth binding only then:
         PingIDM's ``mappingConfig`` is the mapping's whole configuration)."""
         return name in self._source
+
+    def reaches(self, name: str) -> bool:
+        """Whether a run may read the global variable ``name``: its text names it, or names
+        a way to reach a global by a name it builds (``this``, ``globalThis``, ``eval``,
+        ``Function``, ``constructor``, ``import``) or a module that may read one
+        (``require``). A variable it cannot reach need not cross into JavaScript."""
+        return self._builds_names or name in self._source
 
     def preceded(self, prelude: str, variable: str) -> Script:
         """The same program after ``prelude`` (declarations it may use, one line, put on the

@@ -259,7 +259,9 @@ _PRELUDE = r"""
     for (i = start; i < lines.length; i++) {
       if (lines[i].indexOf("_idsync") >= 0) continue;
       m = /<input>:(\d+):(\d+)/.exec(lines[i]);
-      if (m) return [Number(m[1]) - offset, Number(m[2])];
+      // QuickJS places some errors of an expression script on the wrapping function's own
+      // first line (one that starts with ``this``): no line of the script, so none is told.
+      if (m) return Number(m[1]) - offset >= 1 ? [Number(m[1]) - offset, Number(m[2])] : [null, null];
     }
     return [null, null];
   }
@@ -269,7 +271,8 @@ _PRELUDE = r"""
     chance.reset(seed, stream);
     bind(s.extras, vars);
     try {
-      value = s.fn ? s.fn() : indirectEval(s.src);
+      // ``this`` is the global object, as at a program's top level (Rhino's too).
+      value = s.fn ? s.fn.call(G) : indirectEval(s.src);
     } catch (e) {
       // Told here, before the sweep: out of memory, this throws and the engine starts over.
       var at = where(e, s.offset);

@@ -92,6 +92,10 @@ class StockScript:
     def __repr__(self) -> str:
         return f"StockScript({self.name!r})"
 
+    def reaches(self, name: str) -> bool:
+        """As ``Script.reaches``: a stock script is given every variable."""
+        return True
+
     def __call__(self, **variables: Any) -> Any:
         self._run(variables)
         return None

@@ -18,7 +18,10 @@ synchronization, a recon or a liveSync), in PingIDM's order:
 
 As in PingIDM, a write computes each virtual property (``isVirtual``) shown by default
 through its ``onRetrieve`` and stores the value: a query answers what the last write
-computed without running a script per object, and a read by id computes it anew.
+computed without running a script per object, and a read by id computes it anew. A
+batch of creates (``creating_many``, a recon's page) computes each such property for all
+its objects in one call into JavaScript, when nothing else its creates run is JavaScript.
+A property script gets only the variables it can reach (``Script.reaches``).
 
 A property's ``onValidate``, ``onStore`` and ``onRetrieve`` get ``property``,
 ``propertyName`` and ``object``; ``onStore`` and ``onRetrieve`` answer the value to
@@ -35,14 +38,15 @@ own, logged, and the change stands.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import contextlib
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import structlog
 
 from idsync.config.managed import ManagedType
-from idsync.config.objectmodel import PROPERTY_EVENTS, ObjectScript, TypeModel
-from idsync.errors import IdsyncError, ObjectRejected, ScriptError
+from idsync.config.objectmodel import PROPERTY_EVENTS, ObjectScript, TypeModel, in_javascript
+from idsync.errors import IdsyncError, ObjectError, ObjectRejected, ScriptError
 from idsync.store.policy import Taken, check
 from idsync.store.validation import PolicyFailed, failures_list
 
@@ -76,6 +80,16 @@ class ObjectHooks:
         self._kept_virtual = tuple((name, script) for name, script in self._property_events["onRetrieve"]
                                    if (prop := schema.properties.get(name)) is not None
                                    and prop.virtual and prop.return_by_default)
+        # Whether the kept virtual properties of several created objects may be computed in
+        # one call into JavaScript per property (``creating_many``): only when nothing else
+        # a create runs is JavaScript (absent, or a stock script run as Python), so that no
+        # other script sees the calls in a different order than one object at a time.
+        others = [script for event, script in self.model.scripts.items() if event in ("onCreate", "onValidate",
+                                                                                     "onStore")]
+        others += [script for event in ("onValidate", "onStore") for _, script in self._property_events[event]]
+        self.batched_virtual = (bool(self._kept_virtual) and self.model.custom is None
+                                 and all(in_javascript(script) for _, script in self._kept_virtual)
+                                 and not any(in_javascript(script) for script in others))
 
     def _request(self, method: str, object_id: str | None) -> dict[str, Any]:
         path = f"{self.name}/{object_id}" if object_id else self.name
@@ -123,10 +137,8 @@ class ObjectHooks:
     def _property_scripts(self, event: str, obj: Obj, object_id: str | None, method: str,
                           scripts: tuple[tuple[str, ObjectScript], ...] | None = None) -> Obj:
         for name, script in self._property_events[event] if scripts is None else scripts:
-            request = self._request(method, object_id)
-            value = self._run(f"{name}.{event}", script, {
-                "property": obj.get(name), "propertyName": name, "object": obj, "request": request,
-                "resourceName": request["resourcePath"]}, None)
+            value = self._run(f"{name}.{event}", script, self._property_variables(script, name, obj, object_id,
+                                                                                  method), None)
             if event == "onValidate":
                 continue
             obj = {**obj}
@@ -135,6 +147,15 @@ class ObjectHooks:
             else:
                 obj[name] = value
         return obj
+
+    def _property_variables(self, script: ObjectScript, name: str, obj: Obj, object_id: str | None,
+                            method: str) -> dict[str, Any]:
+        """What a property script gets, less what it cannot reach (``Script.reaches``):
+        each variable bound costs its crossing into JavaScript, for every object."""
+        request = self._request(method, object_id)
+        variables = {"property": obj.get(name), "propertyName": name, "object": obj, "request": request,
+                     "resourceName": request["resourcePath"]}
+        return {k: v for k, v in variables.items() if script.reaches(k)}
 
     # -- writes ---------------------------------------------------------------
 
@@ -145,6 +166,73 @@ class ObjectHooks:
             obj = _storable(self._object_script("onCreate", obj, object_id, "create",
                                                 {"oldObject": None, "@same": _NEW_IS_OBJECT}))
         return self._checked(obj, None, object_id, taken, "create")
+
+    def creating_many(self, items: Sequence[tuple[Obj, str | None]], taken: Taken | None) -> list[Obj | ObjectError]:
+        """``creating`` of each ``(obj, object_id)``, in order: the object as it will be
+        stored, or its refusal. When the type allows it, each kept virtual property of the
+        objects that passed their policies is computed in one call into JavaScript for all
+        of them (``Script.call_many``) rather than one call per object: the same values
+        and refusals, at a fraction of the cost of a page of creates."""
+        if not self.batched_virtual or len(items) < 2:
+            return [self._one_created(obj, object_id, taken) for obj, object_id in items]
+        built: list[Obj | ObjectError] = []
+        for obj, object_id in items:
+            try:
+                if "onCreate" in self.model.scripts:
+                    obj = _storable(self._object_script("onCreate", obj, object_id, "create",
+                                                        {"oldObject": None, "@same": _NEW_IS_OBJECT}))
+                failed = self.check(obj, before=None, object_id=object_id, taken=taken)
+                built.append(PolicyFailed(self.name, failures_list(failed)) if failed else obj)
+            except ObjectError as exc:
+                built.append(exc)
+        for name, script in self._kept_virtual:
+            self._virtual_many(name, script, built, [object_id for _, object_id in items])
+        for i, (made, (_, object_id)) in enumerate(zip(built, items, strict=True)):
+            if isinstance(made, ObjectError):
+                continue
+            try:
+                self._object_script("onValidate", made, object_id, "create")
+                self._property_scripts("onValidate", made, object_id, "create")
+                made = self._property_scripts("onStore", made, object_id, "create")
+                built[i] = self._object_script("onStore", made, object_id, "create")
+            except ObjectError as exc:
+                built[i] = exc
+        return built
+
+    def _one_created(self, obj: Obj, object_id: str | None, taken: Taken | None) -> Obj | ObjectError:
+        try:
+            return self.creating(obj, object_id, taken)
+        except ObjectError as exc:
+            return exc
+
+    def _virtual_many(self, name: str, script: ObjectScript, built: list[Obj | ObjectError],
+                      ids: list[str | None]) -> None:
+        """Property ``name``'s ``onRetrieve`` for each object of ``built`` not refused yet,
+        in one batch; its value set (``null`` removes it) or the object refused."""
+        event = f"{name}.onRetrieve"
+        objects = {i: obj for i, obj in enumerate(built) if not isinstance(obj, ObjectError)}
+        variables = [self._property_variables(script, name, obj, ids[i], "create") for i, obj in objects.items()]
+        values: list[Any] | None = None
+        if in_javascript(script):
+            # A batch JavaScript cannot take whole (a value that is not JSON) goes one at a time.
+            with contextlib.suppress(ScriptError):
+                values = [self._refused(event, script, v) if isinstance(v, ScriptError) else v
+                          for v in script.call_many(variables)]
+        if values is None:  # one at a time, each object answering for itself
+            values = [self._run_or_refusal(event, script, v) for v in variables]
+        for (i, obj), value in zip(objects.items(), values, strict=True):
+            if isinstance(value, ObjectError):
+                built[i] = value
+            elif value is None:
+                built[i] = {k: v for k, v in obj.items() if k != name}
+            else:
+                built[i] = {**obj, name: value}
+
+    def _run_or_refusal(self, event: str, script: ObjectScript, variables: dict[str, Any]) -> Any:
+        try:
+            return self._run(event, script, variables, None)
+        except ObjectError as exc:
+            return exc
 
     def updating(self, old: Obj, new: Obj, object_id: str | None, taken: Taken | None) -> Obj:
         new = self._object_script("onUpdate", new, object_id, "update", {"oldObject": old, "@same": _NEW_IS_OBJECT})

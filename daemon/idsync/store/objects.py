@@ -440,15 +440,22 @@ class ManagedResource(Resource, ChangeSource):
             removed: list[str] = []
             fresh = iter(new_ids(sum(1 for op in ops if op.kind == "create" and not op.values.get("_id"))))
             created_posts: list[tuple[str, dict[str, Any]]] = []  # queued once the creates are sure
-            for op in ops:
-                unfit = self._unfit(op)
+            unfits = [self._unfit(op) for op in ops]
+            new_ids_ = {i: str(op.values.get("_id") or next(fresh)) for i, op in enumerate(ops)
+                        if op.kind == "create" and unfits[i] is None}
+            built = self._created_many(ops, new_ids_, taken)
+            for i, op in enumerate(ops):
+                unfit = unfits[i]
                 if unfit is not None:
                     results.append(unfit)
                     continue
                 if op.kind == "create":
-                    new_id_ = str(op.values.get("_id") or next(fresh))
+                    new_id_ = new_ids_[i]
                     try:
-                        data = self._at_rest_all(self._created(op, new_id_, taken), {})
+                        made = built[i] if i in built else self._created(op, new_id_, taken)
+                        if isinstance(made, ObjectError):
+                            raise made
+                        data = self._at_rest_all(made, {})
                     except ObjectError as exc:
                         results.append(failed(op, exc))
                         continue
@@ -579,11 +586,26 @@ class ManagedResource(Resource, ChangeSource):
     def _created(self, op: WriteOp, object_id: Any, taken: Taken) -> dict[str, Any]:
         """The properties of the object ``op`` creates, defaults filled, through its
         scripts and policies (``hooks.py``: ``PolicyFailed``, ``ObjectRejected``)."""
+        return self.hooks.creating(self._with_defaults(op), str(object_id) if object_id else None, taken)
+
+    def _with_defaults(self, op: WriteOp) -> dict[str, Any]:
         data = {k: v for k, v in op.values.items() if not k.startswith("_") and v is not None}
         for name, default in self._defaults:
             if name not in data:
                 data[name] = _fresh(default)
-        return self.hooks.creating(data, str(object_id) if object_id else None, taken)
+        return data
+
+    def _created_many(self, ops: Sequence[WriteOp], ids: Mapping[int, str],
+                      taken: Taken) -> dict[int, dict[str, Any] | ObjectError]:
+        """``_created`` of the creates of ``ops`` (index -> its new id), made together
+        (``ObjectHooks.creating_many``: one call into JavaScript per virtual property), by
+        index. None made together when another write of the batch checks unique values
+        (the first to claim one keeps it: the batch's order must hold), nor for one create."""
+        if (len(ids) < 2 or not self.hooks.batched_virtual
+                or (self.hooks.unique and any(op.kind == "update" for op in ops))):
+            return {}
+        items = [(self._with_defaults(ops[i]), ids[i]) for i in ids]
+        return dict(zip(ids, self.hooks.creating_many(items, taken), strict=True))
 
     def _updated(self, data: dict[str, Any], op: WriteOp, taken: Taken) -> dict[str, Any]:
         """The stored ``data`` with the changes of ``op``, through the scripts and policies
