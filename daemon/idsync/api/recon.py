@@ -53,7 +53,8 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
     """A run record in PingIDM's ``recon/ID`` shape."""
     summary = dict(row.get("summary") or {})
     started, ended = row["started"], row.get("ended")
-    duration = int((ended - started).total_seconds() * 1000) if ended else None
+    # PingIDM's duration is ended less started as it writes them, to the millisecond.
+    duration = (_to_ms(ended) - _to_ms(started)) // dt.timedelta(milliseconds=1) if ended else None
     # The store records a success as plain COMPLETED; PingIDM names every end COMPLETED_<state>.
     stage = f"COMPLETED_{row['state']}" if row["stage"] == "COMPLETED" else row["stage"]
     out: dict[str, Any] = {
@@ -83,6 +84,11 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("message"):
         out["message"] = row["message"]
     return out
+
+
+def _to_ms(instant: dt.datetime) -> dt.datetime:
+    """``instant`` to the millisecond, as ``_stamp`` writes it."""
+    return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
 
 
 def _stamp(instant: dt.datetime) -> str:
