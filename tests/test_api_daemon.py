@@ -9,6 +9,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,7 +34,7 @@ def test_daemon_serves_api(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> N
         f.write(f'[api]\nenabled = true\nport = {port}\n[api.accounts]\n"openidm-admin" = "{ADMIN_HASH}"\n')
     (project / "jobs.d").mkdir()
     (project / "jobs.d" / "ldap-users.toml").write_text(
-        f'schedule = "0 0 1 1 *"\nmappings = ["{FORWARD}"]\nmisfire = "skip"\n')
+        f'schedule = "0 0 1 1 *"\ntimezone = "Europe/Stockholm"\nmappings = ["{FORWARD}"]\nmisfire = "skip"\n')
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(10)
@@ -45,7 +46,10 @@ def test_daemon_serves_api(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> N
             wait_for(lambda: _pinged(port), 60, "the daemon's API", interval=0.05)
             jobs = api.get("/openidm/scheduler/job", headers=ADMIN).json()["result"]
             assert [(j["_id"], j["invokeContext"]["mappings"]) for j in jobs] == [("ldap-users", [FORWARD])]
-            assert jobs[0]["nextRunDate"] and jobs[0]["lastRun"] is None
+            assert jobs[0]["lastRun"] is None
+            # PingIDM's scheduler writes the next fire in UTC to the millisecond: midnight of
+            # 1 January in Stockholm is 23:00 UTC the day before.
+            assert re.fullmatch(r"\d{4}-12-31T23:00:00\.000Z", jobs[0]["nextRunDate"]), jobs[0]["nextRunDate"]
             r = api.post("/openidm/scheduler/job/ldap-users?_action=trigger", headers=ADMIN)
             assert r.status_code == 200 and r.json()["status"] == "TRIGGERED"
             assert api.post("/openidm/scheduler/job/nope?_action=trigger", headers=ADMIN).status_code == 404

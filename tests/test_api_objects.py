@@ -36,6 +36,22 @@ def api(project: Path) -> Iterator[httpx.Client]:
         yield client
 
 
+def test_a_recon_duration_is_its_ended_less_its_started() -> None:
+    """recon/ID's duration is the milliseconds between its started and ended as it writes
+    them, as PingIDM's: from the microseconds, a run from 19:48:50.009900 to 19:48:50.020100
+    reads started .009, ended .020 and a duration of 11 (it was 10, from the microseconds)."""
+    import datetime as dt
+
+    from idsync.api.recon import run_summary
+
+    at = dt.datetime(2026, 12, 7, 19, 48, 50, 9900, tzinfo=dt.UTC)
+    row = {"id": "r", "mapping": FORWARD, "state": "SUCCESS", "stage": "COMPLETED", "summary": {},
+           "started": at, "ended": at + dt.timedelta(microseconds=10200)}
+    summary = run_summary(row)
+    assert (summary["started"], summary["ended"]) == ("2026-12-07T19:48:50.009Z", "2026-12-07T19:48:50.020Z")
+    assert summary["duration"] == 11
+
+
 def test_recon_async_summary_and_conflict(api: httpx.Client, project: Path) -> None:
     """Without waitForCompletion the answer comes at once with the run id; recon/ID
     then shows PingIDM's summary (its times as PingIDM writes them); a mapping whose lock

@@ -503,6 +503,30 @@ def test_console_pages_render_without_javascript(tmp_path: Path) -> None:
         asyncio.run(visit(app))
 
 
+def test_systems_page_tests_again_once_a_reload_changed_the_systems(tmp_path: Path) -> None:
+    """The Systems page kept its first test until Test was pressed: a system disabled since
+    (its provisioner's "enabled": false, the daemon reloaded) still showed its old OK, with no
+    "disabled" pill. Once the provisioners changed, the next visit tests again; a visit
+    without a change shows the same test."""
+
+    async def visit(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            await _logged_in(client)
+            first = (await client.get("/admin/systems")).text
+            assert "ldap" in first and '<span class="pill">disabled</span>' not in first
+            tested_at = first.split("<small>Tested ", 1)[1].split("<", 1)[0]
+            time.sleep(1.1)  # the page shows the test's time to the second
+            assert f"<small>Tested {tested_at}<" in (await client.get("/admin/systems")).text
+            file = tmp_path / "project" / "conf" / "provisioner.openicf-ldap.json"
+            file.write_text(file.read_text().replace('"enabled": true', '"enabled": false', 1))
+            again = (await client.get("/admin/systems")).text
+            assert '<span class="pill">disabled</span>' in again and "is disabled" in again, again
+
+    with _app(tmp_path, reread=True) as app:
+        asyncio.run(visit(app))
+
+
 def _a_livesync_source(db: Path) -> None:
     """One liveSync run of system/ldap/account with a token, one object waiting for a retry
     and one dead letter, as a few runs would leave them."""

@@ -40,7 +40,7 @@ from idsync.store.retention import RunKept, delete_run
 from idsync.store.runs import RunStore
 from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB, PushResult
 
-__all__ = ["recon_routes", "run_summary"]
+__all__ = ["pingidm_time", "recon_routes", "run_summary"]
 
 _LIST_LIMIT = 100
 # What ``recon?_action=recon`` takes besides CREST's own ``_...`` parameters.
@@ -53,7 +53,8 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
     """A run record in PingIDM's ``recon/ID`` shape."""
     summary = dict(row.get("summary") or {})
     started, ended = row["started"], row.get("ended")
-    duration = int((ended - started).total_seconds() * 1000) if ended else None
+    # PingIDM's duration is ended less started as it writes them, to the millisecond.
+    duration = (_to_ms(ended) - _to_ms(started)) // dt.timedelta(milliseconds=1) if ended else None
     # The store records a success as plain COMPLETED; PingIDM names every end COMPLETED_<state>.
     stage = f"COMPLETED_{row['state']}" if row["stage"] == "COMPLETED" else row["stage"]
     out: dict[str, Any] = {
@@ -68,8 +69,8 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "durationSummary": summary.get("durationSummary", {}),
         "parameters": {"sourceQuery": {"resourceName": summary.get("sourceObject")},
                        "targetQuery": {"resourceName": summary.get("targetObject")}},
-        "started": _stamp(started),
-        "ended": _stamp(ended) if ended else "",
+        "started": pingidm_time(started),
+        "ended": pingidm_time(ended) if ended else "",
         "duration": duration,
     }
     for key in ("actionSummary", "changes", "dryRun", "errorCount", "errors", "linkQualifierSummary", "partitions",
@@ -85,8 +86,14 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _stamp(instant: dt.datetime) -> str:
-    """A run's time as PingIDM's summary writes it: ISO 8601 in UTC, to the millisecond."""
+def _to_ms(instant: dt.datetime) -> dt.datetime:
+    """``instant`` to the millisecond, as ``pingidm_time`` writes it."""
+    return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
+
+
+def pingidm_time(instant: dt.datetime) -> str:
+    """A time as PingIDM writes it (a run's summary, a schedule's next fire): ISO 8601 in UTC,
+    to the millisecond, ``2026-12-07T18:26:40.006Z``."""
     return instant.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -5,7 +5,9 @@ system's settings (``connection.py``), an Authorize button for a system that tak
 page, then one object).
 
 Testing reaches every peer, which can take a connection timeout, so the page
-shows the last result (tested on the first visit) and Test tests again.
+shows the last result (tested on the first visit) and Test tests again; once a reload
+changed the provisioners (a system disabled, added, removed or pointed elsewhere), the
+next visit tests again rather than show what the files no longer say.
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ def _ctx(request: Request) -> ApiContext:
 
 def _test(console: Console) -> tuple[dt.datetime, list[dict[str, Any]]]:
     ctx = console.ctx
-    resources = Resources(ctx.project(), ctx.store)
+    project = ctx.project()
+    resources = Resources(project, ctx.store)
     try:
         console.tested = (dt.datetime.now(dt.UTC), [dict(r) for r in resources.test_all()])
+        console.tested_for = dict(project.provisioners)
     finally:
         resources.close()
     return console.tested
@@ -60,7 +64,7 @@ async def _list(request: Request) -> Response:
     console = console_of(request)
     ctx = console.ctx
     tested = console.tested
-    if tested is None:
+    if tested is None or console.tested_for != ctx.project().provisioners:
         tested = await run_in_threadpool(_test, console)
     consents = await run_in_threadpool(consent_systems, ctx)
     response = page(request, "systems.html", tested_at=tested[0], results=tested[1], object_types=_object_types(ctx),

@@ -54,6 +54,8 @@ class Console:
         self.consents = Consents()
         # The last test of every system (the Systems page): when, and each system's answer.
         self.tested: tuple[dt.datetime, list[dict[str, Any]]] | None = None
+        # The provisioners that test was of: a reload that changed them makes it stale.
+        self.tested_for: dict[str, Any] | None = None
         self.templates = Environment(loader=PackageLoader("idsync.console", "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
         self.templates.globals["version"] = __version__

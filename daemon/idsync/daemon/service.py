@@ -38,6 +38,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from idsync import __version__
 from idsync.api import ApiContext, ApiServer
 from idsync.api.errors import ApiError
+from idsync.api.recon import pingidm_time
 from idsync.cluster.fingerprint import project_files
 from idsync.daemon.history import last_run_of_job, last_started_by_job, recent_runs_of_job
 from idsync.daemon.notify import Notifier
@@ -673,7 +674,8 @@ def _shape(name: str, status: dict[str, Any]) -> dict[str, Any]:
            if status.get("liveSync") else
            {"invokeService": "sync", "invokeContext": {"action": "reconcile", "mappings": status["mappings"]}}),
         "description": status["description"],
-        "nextRunDate": status["nextFire"],
+        # PingIDM's scheduler writes it in UTC to the millisecond, whatever the job's time zone.
+        "nextRunDate": pingidm_time(_instant(status["nextFire"])) if status["nextFire"] else None,
         "running": status["running"],
         "lastRun": status["lastRun"],
         "heldBy": status.get("heldBy") or {},
