@@ -7,6 +7,7 @@ breaks a policy) and implicit synchronization without a directory."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,14 @@ def test_recon_and_sync_events_queried_as_pingidm_names_them(tmp_path: Path, bac
         assert _query(api, "recon", _queryFilter='sourceObjectId sw "managed/staff/s-a"')["resultCount"] == 1
         assert _query(api, "recon", _queryFilter=f'timestamp ge "{start["timestamp"]}"')["resultCount"] == 5
         assert _query(api, "recon", _queryFilter='timestamp gt "2999-01-01T00:00:00Z"')["resultCount"] == 0
+        # PingIDM's times, to the millisecond; an event is at the time it shows, not after it.
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ann["timestamp"]), ann["timestamp"]
+        at = {e["_id"] for e in _query(api, "recon", _queryFilter=f'timestamp eq "{ann["timestamp"]}"')["result"]}
+        assert ann["_id"] in at
+        assert ann["_id"] in {e["_id"] for e in _query(
+            api, "recon", _queryFilter=f'timestamp le "{ann["timestamp"]}"')["result"]}
+        assert ann["_id"] not in {e["_id"] for e in _query(
+            api, "recon", _queryFilter=f'timestamp gt "{ann["timestamp"]}"')["result"]}
 
         ids, cookie = [], None
         while True:

@@ -35,12 +35,12 @@ from idsync.config.jobs import LIVESYNC_JOB, PERFORM_JOB
 from idsync.managed.recons import flag, pushed, recon_by_id, started
 from idsync.managed.router import scripting
 from idsync.resources import Resources
-from idsync.store.database import utcnow
+from idsync.store.database import pingidm_time, utcnow
 from idsync.store.retention import RunKept, delete_run
 from idsync.store.runs import RunStore
 from idsync.sync.implicit import IMPLICIT_JOB, RETRY_JOB, PushResult
 
-__all__ = ["pingidm_time", "recon_routes", "run_summary"]
+__all__ = ["recon_routes", "run_summary"]
 
 _LIST_LIMIT = 100
 # What ``recon?_action=recon`` takes besides CREST's own ``_...`` parameters.
@@ -89,12 +89,6 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
 def _to_ms(instant: dt.datetime) -> dt.datetime:
     """``instant`` to the millisecond, as ``pingidm_time`` writes it."""
     return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
-
-
-def pingidm_time(instant: dt.datetime) -> str:
-    """A time as PingIDM writes it (a run's summary, a schedule's next fire): ISO 8601 in UTC,
-    to the millisecond, ``2026-12-07T18:26:40.006Z``."""
-    return instant.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _live(row: dict[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, listed
 from idsync.errors import QueryError
 from idsync.query.ast import And, Compare, Node, Not, Or, Present
+from idsync.store.database import pingidm_time
 from idsync.store.runs import RunStore
 
 __all__ = ["recon_assoc_routes"]
@@ -63,7 +64,7 @@ def _summary(row: dict[str, Any], ends: dict[str, tuple[str, str]]) -> dict[str,
             "sourceResourceCollection": source or summary.get("sourceObject"),
             "targetResourceCollection": target or summary.get("targetObject"),
             "isAnalysis": bool(row.get("dry_run")),
-            "finishTime": ended.isoformat().replace("+00:00", "Z") if ended is not None else None}
+            "finishTime": pingidm_time(ended) if ended is not None else None}
 
 
 def _recon(ctx: ApiContext, run_id: str) -> dict[str, Any]:

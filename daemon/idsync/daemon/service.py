@@ -38,7 +38,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from idsync import __version__
 from idsync.api import ApiContext, ApiServer
 from idsync.api.errors import ApiError
-from idsync.api.recon import pingidm_time
 from idsync.cluster.fingerprint import project_files
 from idsync.daemon.history import last_run_of_job, last_started_by_job, recent_runs_of_job
 from idsync.daemon.notify import Notifier
@@ -53,7 +52,7 @@ from idsync.managed.roles import EDGE_CHECK_SECONDS
 from idsync.managed.router import help_partitions_scripted, push_due_scripted
 from idsync.managed.workers import local_splitter
 from idsync.status_file import update_status_file
-from idsync.store.database import Store, utcnow
+from idsync.store.database import Store, pingidm_time, utcnow
 from idsync.store.retention import prune
 from idsync.sync.partitions import Splitter
 from idsync.sync.taken_over import summarize_taken_over

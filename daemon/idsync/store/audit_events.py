@@ -17,7 +17,7 @@ names those fields: it becomes SQL over the audit table's columns, its values bo
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement as _CE
 
 from idsync.errors import QueryError
 from idsync.query.ast import Compare, Node, Present, Value
-from idsync.store.database import Store
+from idsync.store.database import Store, pingidm_time
 from idsync.store.filters import BooleanSql, Exact, compare_op
 from idsync.store.runs import RUN_EVENTS, shown_audit
 from idsync.store.tables import audit, recon_runs
@@ -54,6 +54,12 @@ _COLUMNS: dict[str, _CE[Any]] = {
                          literal(RECON_BY_ID)), else_=literal("recon")),
 }
 _SORTS = {"_id": audit.c.seq, "timestamp": audit.c.seq}  # rows are written in time order
+# The comparisons of a time given to the millisecond, as the millisecond [start, end).
+_WITHIN_MS: dict[str, Callable[[Any, dt.datetime, dt.datetime], ColumnElement[bool]]] = {
+    "eq": lambda c, start, end: and_(c >= start, c < end), "gt": lambda c, start, end: c >= end,
+    "ge": lambda c, start, end: c >= start, "lt": lambda c, start, end: c < start,
+    "le": lambda c, start, end: c < end,
+}
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ def audit_event(topic: str, row: Mapping[str, Any], ends: Mapping[str, tuple[str
         ts = ts.replace(tzinfo=dt.UTC)
     event = {
         "_id": str(row["seq"]), "eventName": topic, "transactionId": row["run_id"], "timestamp":
-        ts.isoformat().replace("+00:00", "Z") if isinstance(ts, dt.datetime) else ts,
+        pingidm_time(ts) if isinstance(ts, dt.datetime) else ts,
         "mapping": row["mapping"], "situation": row["situation"], "action": row["action"],
         "sourceObjectId": _path(source, row["source_id"]), "targetObjectId": _path(target, row["target_id"]),
         "status": row["status"], "message": row["message"], "exception": row["message"] if failed else None,
@@ -216,6 +222,10 @@ class _Translator(BooleanSql):
             except ValueError:
                 raise QueryError(f"timestamp must be an ISO 8601 date and time, not {value!r}") from None
             when = when.astimezone(dt.UTC) if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+            if when.microsecond % 1000 == 0 and op in _WITHIN_MS:
+                # A time to the millisecond, as the events show theirs, is that whole millisecond:
+                # an event is equal to the time it shows, and not after it.
+                return _WITHIN_MS[op](column, when, when + dt.timedelta(milliseconds=1))
             return compare_op(column, op, when)
         return compare_op(Exact(column), op, value if isinstance(value, str) else str(value))
 

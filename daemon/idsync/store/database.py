@@ -72,6 +72,14 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def pingidm_time(instant: dt.datetime) -> str:
+    """A time as PingIDM's answers write it: ISO 8601 in UTC, to the millisecond, ``Z``
+    (``2026-12-07T18:26:40.006Z``). A naive one is taken as UTC, as the store keeps them."""
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=dt.UTC)
+    return instant.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 @overload
 def as_utc(value: dt.datetime) -> dt.datetime: ...
 @overload
