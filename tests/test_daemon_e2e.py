@@ -228,7 +228,9 @@ def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str
         encoding="utf-8",
     )
     notices = _NotifyReader(tmp_path / "notify.sock")
-    env = {**env, "NOTIFY_SOCKET": str(notices.path), "WATCHDOG_USEC": "1500000"}
+    # systemd's WatchdogSec=3s: a ping every second.
+    watchdog = 3.0
+    env = {**env, "NOTIFY_SOCKET": str(notices.path), "WATCHDOG_USEC": str(int(watchdog * 1_000_000))}
     daemon = _Daemon(root, env)
     try:
         _wait(lambda: len(notices.watchdogs()) >= 4, 20, "four watchdog pings")
@@ -301,10 +303,12 @@ def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str
         t0 = notices.messages[0][0]
         gaps = sorted(b - a for a, b in itertools.pairwise(pings))
         shown = " ".join(f"{t - t0:.2f}:{m.splitlines()[0][:12]}" for t, m in notices.messages)
-        # A ping every third of WATCHDOG_USEC, through runs and reloads; none as late as
-        # WATCHDOG_USEC itself, past which systemd kills the service (a machine busy with
-        # other tests may delay one ping, not the daemon's loop all along).
-        assert gaps[len(gaps) // 2] < 0.6 and gaps[-1] < 1.5, shown
+        # A ping every third of WATCHDOG_USEC, through runs and reloads (the typical gap);
+        # none as late as WATCHDOG_USEC itself, past which systemd kills the service. The
+        # period is long enough that a machine busy with other tests, which may delay one
+        # ping by a second or so, does not bring a ping that late; a loop blocked by a reload
+        # or a run does.
+        assert gaps[len(gaps) // 2] < watchdog / 3 * 1.2 and gaps[-1] < watchdog, shown
     finally:
         daemon.kill()
         notices.close()
@@ -441,19 +445,27 @@ def test_a_refused_secret_is_in_no_log_line_nor_the_status_file(
 
 @pytest.mark.slapd
 def test_second_signal_exits_at_once(project: tuple[Path, dict[str, str]], slapd: Any, ldap_subtree: str) -> None:
-    """SIGTERM then SIGINT during a seconds-long page: exit 130 at once, CANCELED, locks freed."""
+    """SIGTERM then SIGINT during a seconds-long page: exit 130 at once, CANCELED, locks freed.
+
+    "At once" is judged against the page, not a wall clock a loaded machine stretches: the
+    process is gone before the page it was in has ended (none of its 420 entries recorded,
+    no ``recon.end`` logged), where the first signal alone waits for that end."""
     root, env = project
     daemon = _start_slow_job(root, env, slapd, ldap_subtree, page=1000)  # one page of seconds
     try:
         time.sleep(1)  # inside the page, well before its end
         daemon.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
-        code, took = daemon.stop(signal.SIGINT)
+        code, _took = daemon.stop(signal.SIGINT)
     finally:
         daemon.kill()
-    assert code == 130 and took < 2
+    assert code == 130
+    events = [e["event"] for e in daemon.events()]
+    assert "daemon.stop_now" in events and events[-1] == "daemon.exit", events
+    assert "recon.end" not in events and "job.end" not in events, events
     runs = [r for r in _runs(root, env) if r["job"] == "slow"]
     assert runs[0]["state"] == "CANCELED" and "second SIGINT" in runs[0]["message"]
+    assert sum(runs[0]["changes"].values()) < 420, runs[0]["changes"]  # the page was cut short
     store = Store.open(f"sqlite:///{root / 'state' / 'idsync.db'}")
     assert RunStore(store).lock_holder("job:slow") is None
     assert RunStore(store).lock_holder("recon:slowLdap_managedUser") is None
