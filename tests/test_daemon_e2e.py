@@ -414,12 +414,14 @@ def test_job_timeout_cancels_a_real_recon(project: tuple[Path, dict[str, str]], 
     _slow_job(root, slapd, ldap_subtree, page=5)
     with (root / "jobs.d" / "slow.toml").open("a") as f:
         f.write("timeout = 3\n")  # the run takes 4 s at least; its first pages commit within 3 s under load
-    started = time.monotonic()
     done = _idsync(root, env, "run-job", "slow")
-    assert done.returncode == 130 and time.monotonic() - started < 10, done
+    assert done.returncode == 130, done
     assert "job slow: CANCELED: timed out after 3 s" in done.stdout
     run = _runs(root, env)[0]
     assert (run["job"], run["state"]) == ("slow", "CANCELED") and "timed out" in run["message"]
+    # Ended at the timeout and the page then under way (5 entries), by the run's own record:
+    # the command's start, which a busy machine stretches, is not in it.
+    assert run["duration"] < (3 + 3) * 1000, run["duration"]
     assert 0 < run["changes"]["created"] < 400  # stopped part way (each created user also counts a link)
 
 
