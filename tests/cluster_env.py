@@ -314,6 +314,26 @@ def select_rows(url: str, sql: str) -> list[Any]:
         engine.dispose()
 
 
+class Beats:
+    """The heartbeats of node ``name`` that a test polling the store saw (each ``seen`` the node
+    wrote into ``cluster_nodes``): a clock in the nodes' own terms. A loaded machine slows a
+    node's beats as it slows the node's checks of the others, where the test's wall clock
+    runs on; and a test starved of CPU misses beats, which only makes a count smaller."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self.seen: set[Any] = set()
+
+    def poll(self) -> None:
+        self.seen.update(r.seen for r in select_rows(self.url, f"SELECT seen FROM cluster_nodes "
+                                                               f"WHERE name = '{self.name}'"))
+
+    def between(self, after: Any, until: Any) -> int:
+        """How many of the beats seen came after ``after`` and no later than ``until``."""
+        return sum(1 for t in self.seen if after < t <= until)
+
+
 def assert_each_account_created_once(url: str, users: int) -> None:
     """One account and one link per user, and one successful CREATE in the audit for each:
     nothing a run that was taken over, or a partition read again, applied twice."""

@@ -37,9 +37,14 @@ def test_kept_alive_answers_do_not_wait_for_delayed_acks(tmp_path: Path, slapd: 
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.sendall(_PING)
         assert _answer(conn).startswith(b"HTTP/1.1 200")  # warm up
-        started = time.perf_counter()
+        times = []
         for _ in range(_REQUESTS):
+            started = time.perf_counter()
             conn.sendall(_PING)
             assert _answer(conn).startswith(b"HTTP/1.1 200")
-        elapsed = time.perf_counter() - started
-    assert elapsed < 0.4, f"{_REQUESTS} kept-alive answers took {elapsed * 1000:.0f} ms"
+            times.append(time.perf_counter() - started)
+    # With Nagle on, every answer waits for a delayed ACK (40 ms at least); a loaded machine
+    # slows some answers, not every one of them. So the quickest quarter is well under that.
+    times.sort()
+    shown = ", ".join(f"{t * 1000:.0f}" for t in times)
+    assert times[len(times) // 4] < 0.02, f"{_REQUESTS} kept-alive answers took (ms) {shown}"

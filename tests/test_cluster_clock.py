@@ -84,8 +84,12 @@ def test_a_node_whose_clock_is_ahead_takes_no_one_for_dead(tmp_path: Path, pg_ur
         alive = _nodes(project, capsys)
         ahead.kill()
         killed = time.monotonic()
-        wait_for(lambda: not _nodes(project, capsys)["n1"], 60, "the node ahead shown gone")
-        gone_after = time.monotonic() - killed
+        # One look once stall_timeout (3 s) and a heartbeat have passed, with a margin: a test
+        # slowed by a loaded machine only looks later, which shows the node gone all the same.
+        # Judged by the node's own clock (30 s ahead), it would show alive 30 s longer.
+        time.sleep(3 + 1 + 1)
+        gone = not _nodes(project, capsys)["n1"]
+        looked_after = time.monotonic() - killed
         assert first.stop(60) == 0
     finally:
         for n in nodes:
@@ -94,5 +98,5 @@ def test_a_node_whose_clock_is_ahead_takes_no_one_for_dead(tmp_path: Path, pg_ur
     assert (ended.node, ended.state, ended.message) == ("n0", "SUCCESS", None)
     assert not ahead.events("cluster.run_taken_over") and not first.events("cluster.run_taken_over")
     assert alive == {"n0": True, "n1": True}
-    assert gone_after <= 3 + 1 + 3, gone_after  # stall_timeout, a heartbeat, a margin for a loaded machine
+    assert gone and looked_after < 30, looked_after  # shown gone well before the node's clock would say so
     assert_each_account_created_once(pg_url, users)

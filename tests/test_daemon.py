@@ -161,7 +161,8 @@ def test_timeout_cancels_and_is_recorded(tmp_path: Path, store: Store, monkeypat
     monkeypatch.setattr(runner_module, "run_recon_scripted", _fake_recon(store, {}, calls, seconds=5))
     started = time.monotonic()
     outcome = run_job(_PROJECT, store, _job(tmp_path, 'mappings = ["m1", "m2"]\ntimeout = 0.2'))
-    assert time.monotonic() - started < 2
+    # Canceled before the recon's own end (5 s), which the machine's load does not move.
+    assert time.monotonic() - started < 5
     assert outcome.state == "CANCELED" and calls == ["m1"]
     record = RunStore(store).get("m1-1")
     assert record is not None and record["state"] == "CANCELED" and "timed out" in record["message"]

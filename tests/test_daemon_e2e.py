@@ -228,7 +228,9 @@ def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str
         encoding="utf-8",
     )
     notices = _NotifyReader(tmp_path / "notify.sock")
-    env = {**env, "NOTIFY_SOCKET": str(notices.path), "WATCHDOG_USEC": "1500000"}
+    # systemd's WatchdogSec=3s: a ping every second.
+    watchdog = 3.0
+    env = {**env, "NOTIFY_SOCKET": str(notices.path), "WATCHDOG_USEC": str(int(watchdog * 1_000_000))}
     daemon = _Daemon(root, env)
     try:
         _wait(lambda: len(notices.watchdogs()) >= 4, 20, "four watchdog pings")
@@ -301,10 +303,12 @@ def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str
         t0 = notices.messages[0][0]
         gaps = sorted(b - a for a, b in itertools.pairwise(pings))
         shown = " ".join(f"{t - t0:.2f}:{m.splitlines()[0][:12]}" for t, m in notices.messages)
-        # A ping every third of WATCHDOG_USEC, through runs and reloads; none as late as
-        # WATCHDOG_USEC itself, past which systemd kills the service (a machine busy with
-        # other tests may delay one ping, not the daemon's loop all along).
-        assert gaps[len(gaps) // 2] < 0.6 and gaps[-1] < 1.5, shown
+        # A ping every third of WATCHDOG_USEC, through runs and reloads (the typical gap);
+        # none as late as WATCHDOG_USEC itself, past which systemd kills the service. The
+        # period is long enough that a machine busy with other tests, which may delay one
+        # ping by a second or so, does not bring a ping that late; a loop blocked by a reload
+        # or a run does.
+        assert gaps[len(gaps) // 2] < watchdog / 3 * 1.2 and gaps[-1] < watchdog, shown
     finally:
         daemon.kill()
         notices.close()
@@ -410,12 +414,14 @@ def test_job_timeout_cancels_a_real_recon(project: tuple[Path, dict[str, str]], 
     _slow_job(root, slapd, ldap_subtree, page=5)
     with (root / "jobs.d" / "slow.toml").open("a") as f:
         f.write("timeout = 3\n")  # the run takes 4 s at least; its first pages commit within 3 s under load
-    started = time.monotonic()
     done = _idsync(root, env, "run-job", "slow")
-    assert done.returncode == 130 and time.monotonic() - started < 10, done
+    assert done.returncode == 130, done
     assert "job slow: CANCELED: timed out after 3 s" in done.stdout
     run = _runs(root, env)[0]
     assert (run["job"], run["state"]) == ("slow", "CANCELED") and "timed out" in run["message"]
+    # Ended at the timeout and the page then under way (5 entries), by the run's own record:
+    # the command's start, which a busy machine stretches, is not in it.
+    assert run["duration"] < (3 + 3) * 1000, run["duration"]
     assert 0 < run["changes"]["created"] < 400  # stopped part way (each created user also counts a link)
 
 
@@ -441,19 +447,27 @@ def test_a_refused_secret_is_in_no_log_line_nor_the_status_file(
 
 @pytest.mark.slapd
 def test_second_signal_exits_at_once(project: tuple[Path, dict[str, str]], slapd: Any, ldap_subtree: str) -> None:
-    """SIGTERM then SIGINT during a seconds-long page: exit 130 at once, CANCELED, locks freed."""
+    """SIGTERM then SIGINT during a seconds-long page: exit 130 at once, CANCELED, locks freed.
+
+    "At once" is judged against the page, not a wall clock a loaded machine stretches: the
+    process is gone before the page it was in has ended (none of its 420 entries recorded,
+    no ``recon.end`` logged), where the first signal alone waits for that end."""
     root, env = project
     daemon = _start_slow_job(root, env, slapd, ldap_subtree, page=1000)  # one page of seconds
     try:
         time.sleep(1)  # inside the page, well before its end
         daemon.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
-        code, took = daemon.stop(signal.SIGINT)
+        code, _took = daemon.stop(signal.SIGINT)
     finally:
         daemon.kill()
-    assert code == 130 and took < 2
+    assert code == 130
+    events = [e["event"] for e in daemon.events()]
+    assert "daemon.stop_now" in events and events[-1] == "daemon.exit", events
+    assert "recon.end" not in events and "job.end" not in events, events
     runs = [r for r in _runs(root, env) if r["job"] == "slow"]
     assert runs[0]["state"] == "CANCELED" and "second SIGINT" in runs[0]["message"]
+    assert sum(runs[0]["changes"].values()) < 420, runs[0]["changes"]  # the page was cut short
     store = Store.open(f"sqlite:///{root / 'state' / 'idsync.db'}")
     assert RunStore(store).lock_holder("job:slow") is None
     assert RunStore(store).lock_holder("recon:slowLdap_managedUser") is None

@@ -6,6 +6,7 @@ say when the files differ from what the running daemon loaded. The daemon runs a
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 from cli_runner import run_cli
 from idsync.config.on_disk import changed_files, config_files
-from idsync.daemon.watch import QUIET, ConfigWatch
+from idsync.daemon.watch import POLL, QUIET, ConfigWatch
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
 from waiting import wait_for
@@ -162,6 +163,20 @@ def _schedule(root: Path, *, enabled: bool) -> None:
     }, indent=4), encoding="utf-8")
 
 
+# How long a wait for the daemon may last: only a deadline for a daemon that never gets
+# there. How soon it noticed a change is judged by its own log's time (``_noticed_in_time``).
+_DEADLINE = 60
+
+
+def _noticed_in_time(changed: dict[str, Any], *written: Path) -> None:
+    """``daemon.config_changed`` was logged within a poll, the looks while the files settle
+    and the quiet time after the last write (the files' mtime), with as much again for a
+    loaded machine: by the daemon's log time, not the test's wait, which also holds the
+    test's own delays and the reload's work."""
+    late = dt.datetime.fromisoformat(changed["timestamp"]).timestamp() - max(p.stat().st_mtime for p in written)
+    assert 0 <= late <= 2 * (POLL + 2 * QUIET), f"noticed {late:.1f} s after the write"
+
+
 def _jobs_run(root: Path) -> set[str]:
     store = Store.open(f"sqlite:///{root / 'state' / 'idsync.db'}")
     try:
@@ -195,9 +210,10 @@ def test_an_edited_schedule_and_job_file_run_without_a_signal(tmp_path: Path, st
     first_load = _status(root)["daemon"]["configLoaded"]
     _schedule(root, enabled=True)
     (root / "jobs.d" / "tick.toml").write_text('schedule = "*/1 * * * * ?"\nmappings = ["m1"]\n', encoding="utf-8")
-    changed = wait_for(lambda: daemon.events("daemon.config_changed"), 20, "the change noticed")
+    changed = wait_for(lambda: daemon.events("daemon.config_changed"), _DEADLINE, "the change noticed")
     assert changed[0]["files"] == ["conf/schedule-liveSync.json", "jobs.d/tick.toml"]
-    (reloaded,) = wait_for(lambda: daemon.events("daemon.reloaded"), 10, "the reload")
+    _noticed_in_time(changed[0], root / "conf" / "schedule-liveSync.json", root / "jobs.d" / "tick.toml")
+    (reloaded,) = wait_for(lambda: daemon.events("daemon.reloaded"), _DEADLINE, "the reload")
     assert sorted(reloaded["changed"]) == ["schedule-liveSync", "tick"]
     assert [e["trigger"] for e in daemon.events("daemon.reload")] == ["files"]
     wait_for(lambda: _jobs_run(root) >= {"schedule-liveSync", "tick"}, 30, "both jobs to run")
@@ -220,18 +236,20 @@ def test_a_broken_edit_is_reported_and_the_old_job_kept_until_fixed(tmp_path: Pa
     started.append(daemon)
     job = root / "jobs.d" / "tick.toml"
     job.write_text('schedule = "now and then"\nmappings = ["m1"]\n', encoding="utf-8")
-    (invalid,) = wait_for(lambda: daemon.events("config.invalid"), 20, "the broken file reported")
+    (invalid,) = wait_for(lambda: daemon.events("config.invalid"), _DEADLINE, "the broken file reported")
+    _noticed_in_time(daemon.events("daemon.config_changed")[0], job)
     assert (invalid["file"], invalid["key"]) == (str(job), "schedule")
     assert invalid["consequence"] == "kept the previous version of this job"
-    wait_for(lambda: daemon.events("daemon.reload_failed") and daemon.readies() == 2, 10, "the failed reload")
-    wait_for(lambda: _status(root)["daemon"]["configErrors"], 10, "the error in the status file")
+    wait_for(lambda: daemon.events("daemon.reload_failed") and daemon.readies() == 2, _DEADLINE, "the failed reload")
+    wait_for(lambda: _status(root)["daemon"]["configErrors"], _DEADLINE, "the error in the status file")
     assert _status(root)["jobs"]["tick"]["schedule"] == "0 0 1 1 *"
     time.sleep(4)  # no reload again and again of the same broken file
     assert len(daemon.events("daemon.reload")) == 1
 
     job.write_text('schedule = "*/1 * * * * ?"\nmappings = ["m1"]\n', encoding="utf-8")
-    wait_for(lambda: daemon.events("daemon.reloaded"), 20, "the fixed file reloaded")
-    wait_for(lambda: not _status(root)["daemon"]["configErrors"], 10, "the errors cleared")
+    wait_for(lambda: daemon.events("daemon.reloaded"), _DEADLINE, "the fixed file reloaded")
+    _noticed_in_time(daemon.events("daemon.config_changed")[1], job)
+    wait_for(lambda: not _status(root)["daemon"]["configErrors"], _DEADLINE, "the errors cleared")
     assert _status(root)["jobs"]["tick"]["schedule"] == "*/1 * * * * ?"
     wait_for(lambda: "tick" in _jobs_run(root), 30, "the fixed job to run")
 
@@ -264,9 +282,9 @@ def test_with_watch_config_off_only_sighup_reloads_and_jobs_says_so(tmp_path: Pa
     assert status.returncode == 0 and note in status.stdout, status
 
     daemon.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: daemon.events("daemon.reloaded"), 10, "the SIGHUP reload")
+    wait_for(lambda: daemon.events("daemon.reloaded"), _DEADLINE, "the SIGHUP reload")
     wait_for(lambda: "schedule-liveSync" in _jobs_run(root), 30, "the liveSync job to run")
-    wait_for(lambda: "has not loaded" not in run_cli(["-p", str(root), "jobs"]).stderr, 10, "jobs to agree")
+    wait_for(lambda: "has not loaded" not in run_cli(["-p", str(root), "jobs"]).stderr, _DEADLINE, "jobs to agree")
     assert json.loads(run_cli(["-p", str(root), "jobs", "--json"]).stdout)["daemon"] is None
 
 
@@ -287,5 +305,6 @@ def test_an_idle_daemon_watching_many_files_costs_next_to_nothing(tmp_path: Path
     share = (daemon.cpu_seconds() - cpu) / (time.monotonic() - wall)
     assert share < 0.02, f"{share:.1%} of a core while idle"
     (root / "script" / "d3" / "s3.js").write_text("other;\n", encoding="utf-8")
-    changed = wait_for(lambda: daemon.events("daemon.config_changed"), 20, "the change noticed")
+    changed = wait_for(lambda: daemon.events("daemon.config_changed"), _DEADLINE, "the change noticed")
     assert changed[0]["files"] == ["script/d3/s3.js"]
+    _noticed_in_time(changed[0], root / "script" / "d3" / "s3.js")

@@ -66,7 +66,9 @@ def test_silent_server_times_out(slapd: Slapd, ldap_subtree: str) -> None:
         started = time.monotonic()
         with pytest.raises(PeerUnavailable):
             system.resource("account").get("x")
-        assert time.monotonic() - started < 5
+        # readTimeout (1 s) ended it, not the default's 60 s: a quarter of that leaves a busy
+        # machine room.
+        assert time.monotonic() - started < 15
         system.close()
 
 

@@ -30,7 +30,7 @@ from cluster_env import (
     select_rows,
 )
 from idsync.config.project import load_project
-from idsync.managed.workers import LocalWorkers
+from idsync.managed.workers import _JOIN, LocalWorkers
 from idsync.resource import WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
@@ -370,7 +370,7 @@ def test_a_canceled_split_run_stops_its_worker_at_a_page_boundary(tmp_path: Path
     recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: _worker_partition(url, recon.pid), 240, "a partition read by the worker")
+        busy = wait_for(lambda: _worker_partition(url, recon.pid), 240, "a partition read by the worker")
         Gate(project).open()
         recon.send_signal(signal.SIGINT)
         asked = time.monotonic()
@@ -380,9 +380,14 @@ def test_a_canceled_split_run_stops_its_worker_at_a_page_boundary(tmp_path: Path
         if recon.poll() is None:
             recon.kill()
     assert recon.returncode == 130, err
-    assert took < 5, took
+    # The worker stopped by itself at a page boundary, not killed once the run's wait for
+    # its workers (_JOIN) was over, nor after reading its range to the end: a bound in the
+    # process's own terms, which a loaded machine does not reach as it may a few seconds.
+    assert took < _JOIN, took
     (run,) = select_rows(url, "SELECT state FROM recon_runs")
     assert run.state == "CANCELED"
+    (cut_short,) = select_rows(url, f"SELECT state FROM recon_partitions WHERE part = {busy.part}")
+    assert cut_short.state == "CANCELED", (cut_short, took)
     assert not _children_left(recon.pid)
     parts = Counter(r.state for r in select_rows(url, "SELECT state FROM recon_partitions"))
     assert set(parts) <= {"SUCCESS", "CANCELED"} and parts["CANCELED"] >= 1, parts
@@ -447,7 +452,8 @@ def test_reclaim_hands_back_only_the_dead_workers_partitions(tmp_path: Path) -> 
         assert [(p.part, p.state) for p in parts.all("r1")] == [(0, "PENDING"), (1, "ACTIVE"), (2, "SUCCESS")]
         started = time.monotonic()
         workers.stop("r1")
-        assert time.monotonic() - started < 1 and "r1" not in workers._procs
+        # Not the wait for a live worker (_JOIN): the dead one is joined at once.
+        assert time.monotonic() - started < _JOIN / 2 and "r1" not in workers._procs
     finally:
         store.close()
 

@@ -438,9 +438,16 @@ def test_a_second_sigterm_stops_at_once_and_records_the_run(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert time.monotonic() - stopped < 3
     run = _latest(runs)
     assert run["state"] == "CANCELED" and run["message"] == "stopped at once by a second SIGTERM"
+    # At once: before the page it was in (six seconds of work) ended, where the first signal
+    # alone waits for that end. Judged by the page, not a ceiling a loaded machine may reach:
+    # its 60 entries not all recorded, and the process gone sooner than what is left of the
+    # page at full speed (the signals came 0.8 s into the source phase), which a loaded
+    # machine only lengthens.
+    took = time.monotonic() - stopped
+    assert sum((run["summary"].get("changes") or {}).values()) < 60, (run["summary"], took)
+    assert took < 60 * 0.1 - 0.8, took
     assert runs.lock_holder(f"recon:{MAPPING}") is None and runs.lock_holder("job:nightly") is None
 
 
