@@ -27,7 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement as _CE
 from idsync.errors import QueryError
 from idsync.query.ast import Compare, Node, Present, Value
 from idsync.store.database import Store, pingidm_time
-from idsync.store.filters import BooleanSql, Exact, compare_op
+from idsync.store.filters import BooleanSql, Exact, compare_op, one_page
 from idsync.store.runs import RUN_EVENTS, shown_audit
 from idsync.store.tables import audit, recon_runs
 
@@ -138,13 +138,8 @@ def query_audit(store: Store, topic: Topic, spec: AuditQuery,
     ``spec.exact_total``. ``QueryError`` names a field no event has."""
     where = _Translator(ends).visit(spec.filter) if spec.filter is not None else true()
     order = audit.c.seq.desc() if spec.descending else audit.c.seq.asc()
-    query = _in_topic(_rows(), topic).where(where).order_by(order)
-    if spec.after is not None:
-        query = query.where(audit.c.seq < spec.after if spec.descending else audit.c.seq > spec.after)
-    elif spec.offset:
-        query = query.offset(spec.offset)
-    if spec.page_size:
-        query = query.limit(spec.page_size + 1)
+    after = None if spec.after is None else audit.c.seq < spec.after if spec.descending else audit.c.seq > spec.after
+    query = one_page(_in_topic(_rows(), topic).where(where).order_by(order), after, spec.offset, spec.page_size)
     with store.engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(query).mappings()]
         total = (int(conn.execute(_in_topic(select(func.count()).select_from(audit), topic).where(where))

@@ -38,6 +38,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     ColumnElement,
+    Select,
     String,
     and_,
     false,
@@ -59,7 +60,8 @@ from idsync.store.collation import exact_collation
 from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import managed_properties as mp
 
-__all__ = ["INDEXED_LENGTH", "BooleanSql", "Exact", "compare_op", "property_value", "refuse_hidden", "to_sql"]
+__all__ = ["INDEXED_LENGTH", "BooleanSql", "Exact", "compare_op", "one_page", "property_value", "refuse_hidden",
+           "to_sql"]
 
 INDEXED_LENGTH = 255  # characters of a string the searchable index keeps
 
@@ -193,6 +195,18 @@ class _Translator(BooleanSql):
                 condition,
             )
         )
+
+
+def one_page(query: Select[Any], after: ColumnElement[bool] | None, offset: int | None,
+             page_size: int | None) -> Select[Any]:
+    """``query`` (in its order) limited to a page of a paged answer: past the cookie's row
+    (``after``) or ``offset`` rows, and one row more than ``page_size``, which tells
+    whether there are more."""
+    if after is not None:
+        query = query.where(after)
+    elif offset:
+        query = query.offset(offset)
+    return query.limit(page_size + 1) if page_size else query
 
 
 def compare_op(column: _CE[Any], op: str, value: Value | dt.datetime) -> ColumnElement[bool]:

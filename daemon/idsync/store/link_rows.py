@@ -24,7 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement as _CE
 from idsync.errors import QueryError
 from idsync.query.ast import Compare, Node, Present
 from idsync.store.database import Store
-from idsync.store.filters import BooleanSql, Exact, compare_op
+from idsync.store.filters import BooleanSql, Exact, compare_op, one_page
 from idsync.store.tables import links
 
 __all__ = ["FIELDS", "LinkQuery", "link_object", "query_links", "read_link"]
@@ -61,13 +61,8 @@ def query_links(store: Store, spec: LinkQuery) -> tuple[list[dict[str, Any]], in
     when there are more; and the count of all matches when ``spec.exact_total``.
     ``QueryError`` names a field links do not have."""
     where = _Translator().visit(spec.filter) if spec.filter is not None else true()
-    query = select(links).where(where).order_by(links.c.id)
-    if spec.after is not None:
-        query = query.where(Exact(links.c.id) > spec.after)
-    elif spec.offset:
-        query = query.offset(spec.offset)
-    if spec.page_size:
-        query = query.limit(spec.page_size + 1)
+    query = one_page(select(links).where(where).order_by(links.c.id),
+                     Exact(links.c.id) > spec.after if spec.after is not None else None, spec.offset, spec.page_size)
     with store.engine.connect() as conn:
         rows = [link_object(r) for r in conn.execute(query).mappings()]
         total = (int(conn.execute(select(func.count()).select_from(links).where(where)).scalar_one())

@@ -23,6 +23,7 @@ from __future__ import annotations
 from alembic import op
 
 from idsync.store.collation import server_exact_collation
+from idsync.store.migrations.columns import alter_tables
 
 revision = "0019"
 down_revision = "0018"
@@ -58,9 +59,5 @@ def downgrade() -> None:
 
 
 def _collate(collation: str) -> None:
-    if op.get_bind().dialect.name not in ("mysql", "mariadb"):
-        return
-    for table, columns in _COLUMNS.items():
-        changes = ", ".join(f"MODIFY `{name}` VARCHAR({length}) CHARACTER SET utf8mb4 COLLATE {collation} "
-                            f"{'NULL' if nullable else 'NOT NULL'}" for name, length, nullable in columns)
-        op.execute(f"ALTER TABLE `{table}` {changes}")
+    alter_tables(("mysql", "mariadb"), _COLUMNS, lambda c: (
+        f"MODIFY `{c[0]}` VARCHAR({c[1]}) CHARACTER SET utf8mb4 COLLATE {collation} {'NULL' if c[2] else 'NOT NULL'}"))

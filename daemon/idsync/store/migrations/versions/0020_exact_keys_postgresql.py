@@ -17,7 +17,7 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
-from alembic import op
+from idsync.store.migrations.columns import alter_tables
 
 revision = "0020"
 down_revision = "0019"
@@ -49,9 +49,4 @@ def downgrade() -> None:
 
 
 def _collate(collation: str) -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    for table, columns in _COLUMNS.items():
-        changes = ", ".join(f'ALTER COLUMN "{name}" TYPE VARCHAR({length}) COLLATE {collation}'
-                            for name, length in columns)
-        op.execute(f'ALTER TABLE "{table}" {changes}')
+    alter_tables(("postgresql",), _COLUMNS, lambda c: f'ALTER COLUMN "{c[0]}" TYPE VARCHAR({c[1]}) COLLATE {collation}')

@@ -14,7 +14,7 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
-from alembic import op
+from idsync.store.migrations.columns import alter_tables
 
 revision = "0021"
 down_revision = "0020"
@@ -46,9 +46,4 @@ def downgrade() -> None:
 
 
 def _precision(kind: str) -> None:
-    if op.get_bind().dialect.name not in ("mysql", "mariadb"):
-        return
-    for table, columns in _COLUMNS.items():
-        changes = ", ".join(f"MODIFY `{name}` {kind} {'NULL' if nullable else 'NOT NULL'}"
-                            for name, nullable in columns)
-        op.execute(f"ALTER TABLE `{table}` {changes}")
+    alter_tables(("mysql", "mariadb"), _COLUMNS, lambda c: f"MODIFY `{c[0]}` {kind} {'NULL' if c[1] else 'NOT NULL'}")

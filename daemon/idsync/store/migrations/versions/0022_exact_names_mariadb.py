@@ -24,6 +24,7 @@ from __future__ import annotations
 from alembic import op
 
 from idsync.store.collation import server_exact_collation
+from idsync.store.migrations.columns import alter_tables
 
 revision = "0022"
 down_revision = "0021"
@@ -58,7 +59,5 @@ def downgrade() -> None:
 
 
 def _collate(collation: str) -> None:
-    for table, columns in _COLUMNS.items():
-        changes = ", ".join(f"MODIFY `{name}` VARCHAR({length}) {collation} {'NULL' if nullable else 'NOT NULL'}"
-                            for name, length, nullable in columns)
-        op.execute(f"ALTER TABLE `{table}` {changes}")
+    alter_tables(("mysql", "mariadb"), _COLUMNS, lambda c: (
+        f"MODIFY `{c[0]}` VARCHAR({c[1]}) {collation} {'NULL' if c[2] else 'NOT NULL'}"))
