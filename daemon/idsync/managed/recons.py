@@ -3,7 +3,8 @@
 scripts (``openidm.action("recon", "recon", {}, {"mapping": M})``).
 
 ``recon_by_id`` pushes one source object through one mapping, recorded as a
-single-object run (job ``reconById``) like an implicit sync. ``ScriptRecons``
+single-object run (job ``reconById``) like an implicit sync; the objects of another
+type naming it are applied again once it is linked, as a recon's (``sync/referrers.py``). ``ScriptRecons``
 answers a script's ``recon`` actions in PingIDM's shape, ``{"_id": RUN, "state":
 STATE}``. With ``waitForCompletion`` true, a script's recon runs to its end inside the
 call, in the script's thread, and the state answered is the final one. Without it, as
@@ -40,6 +41,7 @@ from idsync.sync.implicit import RECON_BY_ID_JOB, ImplicitSync, PushResult, read
 from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import Splitter
 from idsync.sync.recon import ReconResult, refuse_own_run, run_recon
+from idsync.sync.referrers import Referrers
 
 __all__ = ["SCRIPT_JOB", "Canceled", "ScriptRecons", "disable_detached", "enable_detached", "flag", "pushed",
            "recon_by_id", "started", "stop_detached"]
@@ -58,7 +60,17 @@ def recon_by_id(project: Project, store: Store, resources: Resources, mapping_na
     current = read_source(resources, mapping, object_id)
     if current is None:
         raise NotFound(f"{mapping.source}/{object_id} not found")
-    return ImplicitSync(project, store, resources).push_one(mapping, object_id, current, job=RECON_BY_ID_JOB)
+    # The objects of another type naming it are applied again once it is linked (``referrers.py``).
+    referrers = Referrers(project, store, mapping.source, resources, dry_run=False, method=RECON_BY_ID_JOB,
+                          event="recon", note=f"applied again: reconById of {object_id} through {mapping.name} "
+                                              "linked an object they name")
+    before = referrers.linked([object_id])
+    push = ImplicitSync(project, store, resources).push_one(mapping, object_id, current, job=RECON_BY_ID_JOB)
+    try:
+        referrers.follow([object_id], before)
+    finally:
+        referrers.finish("SUCCESS", None)
+    return push
 
 
 def pushed(push: PushResult) -> dict[str, str]:
