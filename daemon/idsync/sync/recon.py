@@ -422,7 +422,7 @@ class _Run:
         referrers = Referrers(self.project, self.store, self.mapping.source, resources,
                               dry_run=self.options.dry_run, method="recon", event="recon",
                               note=f"applied again: recon {self.id} of {self.mapping.name} linked objects they name")
-        self._referrers = referrers if referrers.watching else None
+        self._referrers = referrers if referrers.watching and referrers.noting else None
         return source, target
 
     def _refused_reads(self, source: Resource, target: Resource) -> str | None:

@@ -18,7 +18,7 @@ values per search). A liveSync or a ``reconById`` applies those at once (``follo
 through the referring type's liveSync mappings, as a change of theirs would be. A recon
 only notes them (``note``), the ones those mappings linked already, and applies each
 once at its end (``apply_noted``), with every member its pages linked; a recon that
-starts with none of them linked (a first load, the groups read later) searches nothing.
+starts with none of them linked (a first load, the groups read later) does nothing more.
 Their runs are recorded beside the source's. A batch that links nothing costs one link
 query per watched property before and after; a source that no other type names
 through a linked reference is not watched at all.
@@ -87,6 +87,12 @@ class Referrers:
     @property
     def watching(self) -> bool:
         return bool(self._watches)
+
+    @property
+    def noting(self) -> bool:
+        """Whether ``note`` may keep anything: a mapping of a watched property had linked an
+        object when the recon began (asked once)."""
+        return any(self._mapped_before(index) for index in range(len(self._watches)))
 
     def linked(self, ids: Sequence[str]) -> list[set[str]]:
         """Per watched property, which of the objects ``ids`` are linked now."""
