@@ -69,7 +69,7 @@ IMPLICIT_JOB = "implicit"
 RETRY_JOB = "retry"
 RECON_BY_ID_JOB = "reconById"  # the API's one-object recon: a push like the others (``sync/retry.py``)
 INTERRUPTED = "interrupted: the process stopped during the push"
-# The mappings whose disabled system a push has told of at warning (``_tell_disabled``), with the files.
+# The mappings whose disabled system a push has told of at warning (``tell_disabled``), with the files.
 _told_disabled: set[tuple[str, tuple[str, ...]]] = set()
 _told_lock = threading.Lock()
 
@@ -118,15 +118,15 @@ class ImplicitSync:
         scripts show them. ``clear``: the secrets the change set, as given (the store
         keeps their hashes), for a target that takes a secret in clear only. ``not_to``:
         a target not to push to (where the change came from). A mapping to or from a
-        disabled system is left out (``_tell_disabled``)."""
-        self._tell_disabled(resource)
+        disabled system is left out (``tell_disabled``)."""
+        self.tell_disabled(resource)
         mappings = [m for m in self.mappings(resource) if m.target != not_to]
         if mappings and resource.startswith("managed/"):
             current, before = self._retrieved(resource, current), self._retrieved(resource, before)
         return [r for m in mappings
                 for r in self.push_qualified(m, object_id, current, before=before, job=job, clear=clear)]
 
-    def _tell_disabled(self, resource: str) -> None:
+    def tell_disabled(self, resource: str) -> None:
         """Say that a change of ``resource`` is not pushed through the mappings whose system is
         disabled, as PingIDM does not start a disabled provisioner: at warning the first time
         in this process for each mapping and set of files, then at debug. No run is recorded."""
