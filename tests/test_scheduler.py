@@ -291,6 +291,9 @@ def test_misfire_run_once_catches_up_fires_of_the_repeated_hour(tmp_path: Path) 
         ("0 0 * * 5L", "day of week '5L': 5-field cron writes a last weekday of the month L first, L5 (counting "
                        "0 = Sunday: L5 is the last Friday); 5L is Quartz's form"),
         ("0 0 * * FRIL", "day of week 'FRIL': 5-field cron writes a last weekday of the month L first, L5"),
+        ("0 0 * * L", "day of week 'L': Quartz reads L alone as Saturday, which 5-field cron writes 6"),
+        ("0 0 LW * *", "day of month 'LW' is not supported"),
+        ("0 0 L-3 * *", "day of month 'L-3' is not supported"),
         ("0 0 12 31W 2,4 ?", "day of month '31W': none of its months has a day 31, so it matches no date"),
         ("0 0 30 2 *", "'0 0 30 2 *': matches no date"),
         ("0 61 * * * ?", "'0 61 * * * ?': minute 61 is out of range (0 to 59)"),

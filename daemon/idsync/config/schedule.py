@@ -405,8 +405,12 @@ def _check_cron_days(fields: list[str]) -> None:
     refuses both), a ``#`` or ``L`` day of week beside a day of month (croniter finds no
     date), and Quartz's ``5L`` (cron counts days from 0 = Sunday and writes ``L5``)."""
     dom, dow = fields[2].upper(), fields[4].upper()
+    _check_last_day(fields[2])
     for item in dow.split(","):
-        if item.endswith("L") and item != "L":
+        if item == "L":
+            raise ScheduleError(f"day of week {fields[4]!r}: Quartz reads L alone as Saturday, which 5-field cron "
+                                "writes 6; the last Friday of the month is L5")
+        if item.endswith("L"):
             day = item[:-1]
             cron_day = str(_DAY_NAMES.index(day)) if day in _DAY_NAMES else day
             raise ScheduleError(
@@ -420,6 +424,12 @@ def _check_cron_days(fields: list[str]) -> None:
             f"day of month {fields[2]!r} and day of week {fields[4]!r} are both set: a W day of month, or a "
             "day of week of one week of the month (# or L), cannot be combined with the other day field; "
             "set one of them to '*'")
+
+
+def _check_last_day(dom: str) -> None:
+    """Refuse Quartz's ``LW`` and ``L-3``, which croniter cannot walk."""
+    if dom.upper() == "LW" or dom.upper().startswith("L-"):
+        raise ScheduleError(f"day of month {dom!r} is not supported (L, nW and a day-of-week nL are)")
 
 
 def _short_months(expression: str, cron: str, seconds: bool) -> int:
@@ -456,8 +466,7 @@ def _from_quartz(fields: list[str]) -> str:
             f"day of month {fields[3]!r} and day of week {fields[5]!r} are both set; "
             "Quartz needs '?' in one of them"
         )
-    if dom == "LW" or dom.startswith("L-"):
-        raise ScheduleError(f"day of month {fields[3]!r} is not supported (L, nW and a day-of-week nL are)")
+    _check_last_day(fields[3])
     for field, text, most in zip(_QUARTZ_FIELDS, fields, _QUARTZ_STEPS, strict=False):
         for step in re.findall(r"/(\d+)", text):
             if int(step) > most:
