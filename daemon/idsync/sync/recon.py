@@ -237,6 +237,7 @@ class _Run:
             summarize_taken_over(self.store, interrupted)
         state, message, exit_code = "FAILED", None, 1
         taken_over = False  # ended elsewhere while this process was silent: its end stands
+        stop_now = False  # told to stop at once (a second SIGTERM): nothing more is applied
         resources = Resources(self.project, self.store)
         recorded: str | None = None  # the mapping, once the run and its start event are recorded
         try:
@@ -267,7 +268,7 @@ class _Run:
         except IdsyncError as exc:
             message, exit_code = str(exc), exc.exit_code
         except KeyboardInterrupt:
-            state, message = "CANCELED", "interrupted"
+            state, message, stop_now = "CANCELED", "interrupted", True
         except (OperationalError, InterfaceError) as exc:
             # The store went away mid-run (a connection cut, a restart): the operator's problem, not a bug.
             unavailable = store_error(exc)
@@ -276,7 +277,7 @@ class _Run:
             self.log.exception("recon.crash")
             message = f"internal error: {internal_message(exc)}"
         finally:
-            referrers = self._finish_referrers(state, message) if not taken_over else []
+            referrers = self._finish_referrers(state, message) if not taken_over and not stop_now else []
             onward = self._finish_onward(state)
             resources.close()
             self.counters.stage = f"COMPLETED_{state}" if state != "SUCCESS" else "COMPLETED"
@@ -389,8 +390,8 @@ class _Run:
 
     def _finish_referrers(self, state: str, message: str | None) -> list[dict[str, Any]]:
         """Apply once the objects of another type that name the source's objects this run
-        linked (``referrers.py``), whatever ended the run: the links stand, and the next run
-        would not find those objects newly linked. The runs that applied them (the run's
+        linked (``referrers.py``), whatever ended the run (but a stop at once): the links
+        stand, and the next run would not find those objects newly linked. The runs that applied them (the run's
         summary lists them under ``referrers``); never the run's failure."""
         if self._referrers is None:
             return []
