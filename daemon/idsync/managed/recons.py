@@ -2,9 +2,9 @@
 (``recon?_action=recon`` and ``reconById``), over the API (``api/recon.py``) and from
 scripts (``openidm.action("recon", "recon", {}, {"mapping": M})``).
 
-``recon_by_id`` pushes one source object through one mapping, recorded as a single-
-object run (job ``reconById``) like an implicit sync; the objects of another type naming
-it are applied again once it is linked, as after a recon (``sync/referrers.py``).
+``recon_by_id`` pushes one source object through one mapping, recorded as a
+single-object run (job ``reconById``) like an implicit sync; the objects of another type
+naming it are applied again once it is linked, as after a recon (``sync/referrers.py``).
 ``ScriptRecons`` answers a script's ``recon`` actions in PingIDM's shape, ``{"_id": RUN,
 "state": STATE}``. With ``waitForCompletion`` true, a script's recon runs to its end
 inside the call, in the script's thread, and the state answered is the final one.
