@@ -265,9 +265,9 @@ def test_a_refresh_asks_only_for_what_the_mappings_read(tmp_path: Path, slapd: S
     asked: list[list[str]] = []
     refresh = LdapChanges._refresh
 
-    def spy(self: LdapChanges, conn: Any, base: str, cookie: str | None, attributes: Any) -> Any:
+    def spy(self: LdapChanges, conn: Any, base: str, cookie: str | None, attributes: Any, out: Any) -> Any:
         asked.append(list(attributes))
-        return refresh(self, conn, base, cookie, attributes)
+        return refresh(self, conn, base, cookie, attributes, out)
 
     monkeypatch.setattr(LdapChanges, "_refresh", spy)
     project = _project(tmp_path, slapd, ldap_subtree)
@@ -350,7 +350,7 @@ def test_several_sync_contexts_delete_only_what_none_holds(tmp_path: Path, slapd
     try:
         (uuid,) = [o["_id"] for page in account.pages(QuerySpec()) for o in page if o.get("uid") == "scarter"]
         gone_id = "00000000-0000-0000-0000-000000000000"
-        assert changes._still_gone(changes._open(), [uuid.upper(), gone_id], "entryUUID") == [gone_id]
+        assert list(changes._still_gone(changes._open(), [uuid.upper(), gone_id], "entryUUID")) == [gone_id]
     finally:
         account.close()
 
