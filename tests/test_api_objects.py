@@ -264,6 +264,32 @@ def test_repo_link_answers_the_links_as_pingidm_keeps_them(api: httpx.Client) ->
     assert api.delete(f"/openidm/repo/link/{found[0]['_id']}", headers=ADMIN).status_code == 405
 
 
+def test_repo_link_answers_pingidm_link_query_ids(api: httpx.Client) -> None:
+    """repo/link answers PingIDM's query ids of its links, as its admin UI sends them
+    (links-for-firstId, links-for-secondId with linkType and the id, links-for-linkType),
+    paged as a filter is; a parameter is compared as a value, never read as query syntax,
+    and a missing one is a 400 naming it."""
+    api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=ADMIN)
+    every = api.get("/openidm/repo/link?_queryFilter=true", headers=ADMIN).json()["result"]
+    link = every[0]
+
+    def links(query_id: str, **params: str) -> httpx.Response:
+        return api.get("/openidm/repo/link", params={"_queryId": f"links-for-{query_id}", **params}, headers=ADMIN)
+
+    by_first = links("firstId", linkType=FORWARD, firstId=link["firstId"])
+    assert by_first.status_code == 200 and by_first.json()["result"] == [link], by_first.text
+    by_second = links("secondId", linkType=FORWARD, secondId=link["secondId"]).json()
+    assert by_second["result"] == [link] and by_second["resultCount"] == 1
+    by_type = links("linkType", linkType=FORWARD, _pageSize="1", _totalPagedResultsPolicy="EXACT").json()
+    assert by_type["totalPagedResults"] == 2 and by_type["result"] == [link], by_type
+    assert links("linkType", linkType=REVERSE).json()["result"] == []
+    for hostile in (f'{link["firstId"]}" or true or firstId eq "', "*", f"{link['firstId']}' or '1'='1"):
+        answer = links("firstId", linkType=FORWARD, firstId=hostile)
+        assert answer.status_code == 200 and answer.json()["result"] == [], hostile
+    missing = links("secondId", linkType=FORWARD)
+    assert missing.status_code == 400 and "secondId" in missing.json()["message"], missing.text
+
+
 def test_delete_purges_a_finished_recon(api: httpx.Client) -> None:
     """DELETE recon/ID purges a finished reconciliation's statistics, as PingIDM's: it
     answers the run's summary, which recon/ID, the list and audit/recon no longer hold;
