@@ -120,6 +120,37 @@ def test_recon_by_id_repairs_a_failed_push(api: httpx.Client, project: Path, sla
     assert failed_pushes(store, REVERSE) == [ids[1]]
 
 
+def test_a_policy_failure_answers_its_requirements_on_every_write(api: httpx.Client) -> None:
+    """A managed-object write that breaks a policy is PingIDM's 403 with the failed
+    requirements in detail, whichever way it came: a create (POST, _action=create, PUT
+    with or without If-None-Match) or a replace is "Policy validation failed", as PingIDM's
+    policy filter answers them; a patch (PATCH, _action=patch) "Failed policy validation",
+    as its managed service does. Nothing is written."""
+    required = {"result": False, "failedPolicyRequirements": [
+        {"policyRequirements": [{"policyRequirement": "REQUIRED"}], "property": "userName"}]}
+    nameless = {"sn": "Doe", "givenName": "John", "mail": "jdoe@example.com"}
+    user = {"userName": "jdoe", **nameless}
+    existing = api.post("/openidm/managed/user?_action=create", headers=JSON, json=user).json()
+    writes = {
+        "create": api.post("/openidm/managed/user?_action=create", headers=JSON, json=nameless),
+        "POST": api.post("/openidm/managed/user", headers=JSON, json=nameless),
+        "PUT new": api.put("/openidm/managed/user/jdoe-new", headers={**JSON, "If-None-Match": "*"}, json=nameless),
+        "PUT": api.put("/openidm/managed/user/jdoe-other", headers=JSON, json=nameless),
+        "replace": api.put(f"/openidm/managed/user/{existing['_id']}", headers=JSON, json=nameless),
+        "PATCH": api.patch(f"/openidm/managed/user/{existing['_id']}", headers=JSON,
+                           json=[{"operation": "remove", "field": "/userName"}]),
+        "patch": api.post(f"/openidm/managed/user/{existing['_id']}?_action=patch", headers=JSON,
+                          json=[{"operation": "remove", "field": "/userName"}]),
+    }
+    for how, answer in writes.items():
+        message = "Failed policy validation" if how.lower() == "patch" else "Policy validation failed"
+        assert (answer.status_code, answer.json()) == (403, {
+            "code": 403, "reason": "Forbidden", "message": message, "detail": required}), (how, answer.text)
+    assert api.get(f"/openidm/managed/user/{existing['_id']}", headers=ADMIN).json()["userName"] == "jdoe"
+    everyone = api.get("/openidm/managed/user?_queryFilter=sn+eq+'Doe'", headers=ADMIN).json()["result"]
+    assert [u["_id"] for u in everyone] == [existing["_id"]]
+
+
 def test_managed_changes_with_revisions(api: httpx.Client, slapd: Slapd, ldap_subtree: str) -> None:
     """PUT with If-None-Match creates (412 the second time), If-Match with a stale
     revision is 412, PATCH and DELETE work, and each change reaches LDAP."""
