@@ -151,6 +151,25 @@ def test_a_policy_failure_answers_its_requirements_on_every_write(api: httpx.Cli
     assert [u["_id"] for u in everyone] == [existing["_id"]]
 
 
+def test_every_query_answers_remaining_paged_results_as_pingidm(api: httpx.Client) -> None:
+    """remainingPagedResults is -1 in every query's answer, paged or not, counted with
+    EXACT or not, as PingIDM answers it (its resources keep no count of what remains):
+    managed objects, a system's, the links, dead letters; what is counted is in
+    totalPagedResults, with EXACT only."""
+    api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=ADMIN)
+    for collection in ("managed/user", "system/ldap/account", "repo/link", "repo/synchronisation/deadLetterQueue/ldap"):
+        for extra in ("", "&_pageSize=1", "&_pageSize=1&_totalPagedResultsPolicy=EXACT",
+                      "&_totalPagedResultsPolicy=EXACT"):
+            answer = api.get(f"/openidm/{collection}?_queryFilter=true{extra}", headers=ADMIN)
+            assert answer.status_code == 200, (collection, extra, answer.text)
+            body = answer.json()
+            assert body["remainingPagedResults"] == -1, (collection, extra, body)
+            counted = "EXACT" in extra
+            assert body["totalPagedResultsPolicy"] == ("EXACT" if counted else "NONE"), (collection, extra, body)
+            assert (body["totalPagedResults"] >= body["resultCount"]) if counted else \
+                body["totalPagedResults"] == -1, (collection, extra, body)
+
+
 def test_managed_changes_with_revisions(api: httpx.Client, slapd: Slapd, ldap_subtree: str) -> None:
     """PUT with If-None-Match creates (412 the second time), If-Match with a stale
     revision is 412, PATCH and DELETE work, and each change reaches LDAP."""
