@@ -208,10 +208,9 @@ def test_livesync_reads_operational_attributes_and_keeps_only_what_it_asked(
     kept: list[dict[str, Any]] = []
     refresh = LdapChanges._refresh
 
-    def spy(self: LdapChanges, conn: Any, base: str, cookie: str | None, attributes: Any) -> Any:
-        out = refresh(self, conn, base, cookie, attributes)
-        kept.extend(raw for _, raw in out.changed.values())
-        return out
+    def spy(self: LdapChanges, conn: Any, base: str, cookie: str | None, attributes: Any, out: Any) -> None:
+        refresh(self, conn, base, cookie, attributes, out)
+        kept.extend(raw for _, (_, raw) in out.changed.items())
 
     monkeypatch.setattr(LdapChanges, "_refresh", spy)
     config = ds_config(dirsrv, dirsrv_subtree)

@@ -86,25 +86,26 @@ def sample(tmp_path: Path, samba_ad: SambaDC, ad_ou: str) -> Iterator[Path]:
 def test_change_made_during_the_read_is_read_next_time(samba_ad: SambaDC, ad: LdapSystem,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Another client modifies a user (USN N) and deletes another (N+1) after liveSync's
-    search of changed entries has passed them, before its search of tombstones sees the
-    delete: the new token is the highestCommittedUSN read before the searches, not the
-    delete's USN, so the next read has the modify (and the delete again, harmlessly)."""
+    search of tombstones has passed, before its search of changed entries: the modify is
+    read, the delete is not, and the new token is the highestCommittedUSN read before the
+    searches, not the modify's USN, so the next read has the delete (and the modify
+    again, harmlessly)."""
     accounts = ad.resource("account")
     kept = accounts.create(new_user("racekept", password="Idsync-Pass-0020"))
     gone = accounts.create(new_user("racegone", password="Idsync-Pass-0021"))
     token = accounts.latest_token()
     before = _highest(samba_ad)
-    tombstones = usn._tombstones
+    pages = usn.read_pages
 
-    def racing(*args: Any, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+    def racing(*args: Any, **kwargs: Any) -> Iterator[Any]:
         samba_ad.add_ldif(f"dn: {kept['dn']}\nchangetype: modify\nreplace: description\ndescription: during\n\n"
                           f"dn: {gone['dn']}\nchangetype: delete\n")
-        monkeypatch.setattr(usn, "_tombstones", tombstones)
-        return tombstones(*args, **kwargs)
+        monkeypatch.setattr(usn, "read_pages", pages)
+        return pages(*args, **kwargs)
 
-    monkeypatch.setattr(usn, "_tombstones", racing)
+    monkeypatch.setattr(usn, "read_pages", racing)
     found, last, _, _ = changes_since(accounts, token, ["cn", "description"])
-    assert found == {gone["_id"]: None}
+    assert found == {kept["_id"]: {"_id": kept["_id"], "cn": "racekept", "description": "during"}}
     assert json.loads(last)["since"] == before
     again, _, _, _ = changes_since(accounts, last, ["cn", "description"])
     assert again[kept["_id"]] == {"_id": kept["_id"], "cn": "racekept", "description": "during"}

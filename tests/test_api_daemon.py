@@ -25,9 +25,9 @@ from samples import FORWARD, IDSYNC, sample_project
 
 
 def test_daemon_serves_api(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
-    """ping, scheduler/job, trigger, recon list and managed queries during the run; the job's
-    gauges in /metrics; a reload with a broken job file is an error event, shows in STATUS= and
-    in the metrics, and keeps the job; then SIGTERM."""
+    """ping, scheduler/job (its times in UTC to the millisecond), trigger, recon list and managed
+    queries during the run; the job's gauges in /metrics; a reload with a broken job file is an
+    error event, shows in STATUS= and in the metrics, and keeps the job; then SIGTERM."""
     project = sample_project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 's.db'}")
     port = free_port()
     with (project / "conf" / "idsync.toml").open("a") as f:
@@ -60,6 +60,14 @@ def test_daemon_serves_api(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> N
                     break
                 time.sleep(0.05)
             assert runs[0]["state"] == "SUCCESS" and runs[0]["job"] == "ldap-users"
+            # The run's times too, in UTC to the millisecond, as nextRunDate.
+            for _ in range(200):
+                last = api.get("/openidm/scheduler/job/ldap-users", headers=ADMIN).json()["lastRun"]
+                if last is not None and last["ended"]:
+                    break
+                time.sleep(0.05)
+            for key in ("started", "ended"):
+                assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", last[key]), last
             users = api.get("/openidm/managed/user?_queryId=query-all-ids", headers=ADMIN).json()
             assert users["resultCount"] == 2
             # A run started over the API shows in the status file as a scheduled one does.

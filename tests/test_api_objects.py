@@ -120,6 +120,56 @@ def test_recon_by_id_repairs_a_failed_push(api: httpx.Client, project: Path, sla
     assert failed_pushes(store, REVERSE) == [ids[1]]
 
 
+def test_a_policy_failure_answers_its_requirements_on_every_write(api: httpx.Client) -> None:
+    """A managed-object write that breaks a policy is PingIDM's 403 with the failed
+    requirements in detail, whichever way it came: a create (POST, _action=create, PUT
+    with or without If-None-Match) or a replace is "Policy validation failed", as PingIDM's
+    policy filter answers them; a patch (PATCH, _action=patch) "Failed policy validation",
+    as its managed service does. Nothing is written."""
+    required = {"result": False, "failedPolicyRequirements": [
+        {"policyRequirements": [{"policyRequirement": "REQUIRED"}], "property": "userName"}]}
+    nameless = {"sn": "Doe", "givenName": "John", "mail": "jdoe@example.com"}
+    user = {"userName": "jdoe", **nameless}
+    existing = api.post("/openidm/managed/user?_action=create", headers=JSON, json=user).json()
+    writes = {
+        "create": api.post("/openidm/managed/user?_action=create", headers=JSON, json=nameless),
+        "POST": api.post("/openidm/managed/user", headers=JSON, json=nameless),
+        "PUT new": api.put("/openidm/managed/user/jdoe-new", headers={**JSON, "If-None-Match": "*"}, json=nameless),
+        "PUT": api.put("/openidm/managed/user/jdoe-other", headers=JSON, json=nameless),
+        "replace": api.put(f"/openidm/managed/user/{existing['_id']}", headers=JSON, json=nameless),
+        "PATCH": api.patch(f"/openidm/managed/user/{existing['_id']}", headers=JSON,
+                           json=[{"operation": "remove", "field": "/userName"}]),
+        "patch": api.post(f"/openidm/managed/user/{existing['_id']}?_action=patch", headers=JSON,
+                          json=[{"operation": "remove", "field": "/userName"}]),
+    }
+    for how, answer in writes.items():
+        message = "Failed policy validation" if how.lower() == "patch" else "Policy validation failed"
+        assert (answer.status_code, answer.json()) == (403, {
+            "code": 403, "reason": "Forbidden", "message": message, "detail": required}), (how, answer.text)
+    assert api.get(f"/openidm/managed/user/{existing['_id']}", headers=ADMIN).json()["userName"] == "jdoe"
+    everyone = api.get("/openidm/managed/user?_queryFilter=sn+eq+'Doe'", headers=ADMIN).json()["result"]
+    assert [u["_id"] for u in everyone] == [existing["_id"]]
+
+
+def test_every_query_answers_remaining_paged_results_as_pingidm(api: httpx.Client) -> None:
+    """remainingPagedResults is -1 in every query's answer, paged or not, counted with
+    EXACT or not, as PingIDM answers it (its resources keep no count of what remains):
+    managed objects, a system's, the links, dead letters; what is counted is in
+    totalPagedResults, with EXACT only."""
+    api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=ADMIN)
+    for collection in ("managed/user", "system/ldap/account", "repo/link", "repo/synchronisation/deadLetterQueue/ldap"):
+        for extra in ("", "&_pageSize=1", "&_pageSize=1&_totalPagedResultsPolicy=EXACT",
+                      "&_totalPagedResultsPolicy=EXACT"):
+            answer = api.get(f"/openidm/{collection}?_queryFilter=true{extra}", headers=ADMIN)
+            assert answer.status_code == 200, (collection, extra, answer.text)
+            body = answer.json()
+            assert body["remainingPagedResults"] == -1, (collection, extra, body)
+            counted = "EXACT" in extra
+            assert body["totalPagedResultsPolicy"] == ("EXACT" if counted else "NONE"), (collection, extra, body)
+            assert (body["totalPagedResults"] >= body["resultCount"]) if counted else \
+                body["totalPagedResults"] == -1, (collection, extra, body)
+
+
 def test_managed_changes_with_revisions(api: httpx.Client, slapd: Slapd, ldap_subtree: str) -> None:
     """PUT with If-None-Match creates (412 the second time), If-Match with a stale
     revision is 412, PATCH and DELETE work, and each change reaches LDAP."""
@@ -262,6 +312,32 @@ def test_repo_link_answers_the_links_as_pingidm_keeps_them(api: httpx.Client) ->
     assert bad.status_code == 400 and "firstId" in bad.json()["message"]
     assert api.get("/openidm/repo/link?_queryFilter=true&_sortKeys=firstId", headers=ADMIN).status_code == 400
     assert api.delete(f"/openidm/repo/link/{found[0]['_id']}", headers=ADMIN).status_code == 405
+
+
+def test_repo_link_answers_pingidm_link_query_ids(api: httpx.Client) -> None:
+    """repo/link answers PingIDM's query ids of its links, as its admin UI sends them
+    (links-for-firstId, links-for-secondId with linkType and the id, links-for-linkType),
+    paged as a filter is; a parameter is compared as a value, never read as query syntax,
+    and a missing one is a 400 naming it."""
+    api.post(f"/openidm/recon?_action=recon&mapping={FORWARD}&waitForCompletion=true", headers=ADMIN)
+    every = api.get("/openidm/repo/link?_queryFilter=true", headers=ADMIN).json()["result"]
+    link = every[0]
+
+    def links(query_id: str, **params: str) -> httpx.Response:
+        return api.get("/openidm/repo/link", params={"_queryId": f"links-for-{query_id}", **params}, headers=ADMIN)
+
+    by_first = links("firstId", linkType=FORWARD, firstId=link["firstId"])
+    assert by_first.status_code == 200 and by_first.json()["result"] == [link], by_first.text
+    by_second = links("secondId", linkType=FORWARD, secondId=link["secondId"]).json()
+    assert by_second["result"] == [link] and by_second["resultCount"] == 1
+    by_type = links("linkType", linkType=FORWARD, _pageSize="1", _totalPagedResultsPolicy="EXACT").json()
+    assert by_type["totalPagedResults"] == 2 and by_type["result"] == [link], by_type
+    assert links("linkType", linkType=REVERSE).json()["result"] == []
+    for hostile in (f'{link["firstId"]}" or true or firstId eq "', "*", f"{link['firstId']}' or '1'='1"):
+        answer = links("firstId", linkType=FORWARD, firstId=hostile)
+        assert answer.status_code == 200 and answer.json()["result"] == [], hostile
+    missing = links("secondId", linkType=FORWARD)
+    assert missing.status_code == 400 and "secondId" in missing.json()["message"], missing.text
 
 
 def test_delete_purges_a_finished_recon(api: httpx.Client) -> None:

@@ -99,7 +99,7 @@ def test_one_objects_references_are_sorted_and_paged(project: Path) -> None:
         first = await api.get(base + "&_pageSize=2&_totalPagedResultsPolicy=EXACT")
         assert refs(first) == ["u3", "u2"] and first.json()["totalPagedResults"] == 3
         cookie = first.json()["pagedResultsCookie"]
-        assert cookie is not None and first.json()["remainingPagedResults"] == 1
+        assert cookie is not None and first.json()["remainingPagedResults"] == -1  # PingIDM's, always
         last = await api.get(base + f"&_pageSize=2&_pagedResultsCookie={cookie}")
         assert refs(last) == ["u1"] and last.json()["pagedResultsCookie"] is None
         assert refs(await api.get(base + "&_pageSize=1&_pagedResultsOffset=1")) == ["u2"]

@@ -6,14 +6,17 @@ store (``cluster_env``)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import re
 import shutil
 import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from api_server import free_port
+from api_server import ADMIN, free_port, running
 from cluster_env import (
     Node,
     api_node,
@@ -31,6 +34,7 @@ from idsync.cluster.fingerprint import defines_job, project_files
 from idsync.cluster.queue import COMMON_QUEUE, JOB_TASK, SCHEMA, Queue, node_queue
 from idsync.cluster.schema import QueueSchema
 from idsync.store.database import Store
+from idsync.store.nodes import Nodes
 
 pytestmark = pytest.mark.postgresql
 
@@ -216,3 +220,19 @@ def test_each_nodes_status_file_follows_the_runs_of_the_others(tmp_path: Path, p
     assert last("n1")["node"] == "n0"
     shown = json.loads(files["n1"].read_text(encoding="utf-8"))
     assert shown["jobs"]["tick"]["recentRuns"][0]["node"] == "n0"
+
+
+def test_the_api_writes_a_nodes_times_as_pingidm(tmp_path: Path, pg_url: str) -> None:
+    """GET cluster answers a node's startup, and its other times, in UTC to the millisecond
+    as PingIDM's cluster instances (``shutdown`` empty while it lives)."""
+    project = cluster_project(tmp_path, pg_url, {"tick": "@yearly"})
+    store = Store.open(pg_url)
+    try:
+        Nodes(store, dt.timedelta(seconds=3)).claim("n1", "pid-1", "1.0")
+    finally:
+        store.close()
+    with running(project) as port:
+        (node,) = httpx.get(f"http://127.0.0.1:{port}/openidm/cluster", headers=ADMIN, timeout=30).json()["result"]
+    assert (node["instanceId"], node["state"], node["shutdown"]) == ("n1", "running", ""), node
+    for key in ("startup", "started", "seen"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", node[key]), node

@@ -242,7 +242,7 @@ def test_api_answers_policy_failures_as_pingidm(project: Path) -> None:
                            json={"userName": "dee", "password": "x", "mail": "not-an-email"})
         assert refused.status_code == 403, refused.text
         body = refused.json()
-        assert body["code"] == 403 and body["reason"] == "Forbidden" and body["message"] == "Failed policy validation"
+        assert body["code"] == 403 and body["reason"] == "Forbidden" and body["message"] == "Policy validation failed"
         assert {f["property"] for f in body["detail"]["failedPolicyRequirements"]} == {"password", "mail"}
         assert {"policyRequirement": "MIN_LENGTH", "params": {"minLength": 8}} in next(
             f for f in body["detail"]["failedPolicyRequirements"] if f["property"] == "password")["policyRequirements"]

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from idsync.errors import IdsyncError, ObjectError, OperationDenied, PeerError, ReadDenied, SyncTokenExpired
 from idsync.query.ast import And, Compare, Node, Or, Path
+from idsync.spool import IdSpool
 
 __all__ = [
     "UNREADABLE",
@@ -334,9 +335,10 @@ class ChangeFeed:
     reports_deletes: bool = True
     note: str | None = None  # said once in the run's summary (why deletes are not seen, say)
     # When the read also told every object that exists (an LDAP present phase), all their
-    # ids, read once the batches are consumed: an object idsync links that is not among
-    # them was deleted. ``None``: the read told deletes itself, or cannot.
-    complete_ids: frozenset[str] | None = None
+    # ids (spooled: as many as the directory has), read before the batches: an object
+    # idsync links that is not among them was deleted. ``None``: the read told deletes
+    # itself, or cannot.
+    complete_ids: IdSpool | None = None
 
 
 class ChangeSource(ABC):

@@ -73,9 +73,9 @@ async def _serve(request: Request) -> JSONResponse:
         return JSONResponse(_query_answer(result))
     if result is None and call["method"] != "action":
         # PingIDM answers a resource that a create, read, update, patch or delete script did
-        # not give as missing; an action's answer may be empty.
+        # not give as missing; an action's answer may be null, and is answered so.
         raise ApiError(404, f"endpoint/{name}: script returned null")
-    return JSONResponse(result if result is not None else {})
+    return JSONResponse(result)
 
 
 def _run(ctx: ApiContext, project: Any, endpoint: Endpoint, variables: dict[str, Any]) -> Any:

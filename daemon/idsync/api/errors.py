@@ -46,9 +46,13 @@ def error_response(code: int, message: str, headers: dict[str, str] | None = Non
     return JSONResponse(body, status_code=code, headers=headers)
 
 
-def policy_failure(failures: list[dict[str, Any]]) -> JSONResponse:
-    """PingIDM's answer to a change that breaks a policy: 403, the failed requirements in ``detail``."""
-    body = {"code": 403, "reason": "Forbidden", "message": "Failed policy validation",
+def policy_failure(failures: list[dict[str, Any]], *, patch: bool = False) -> JSONResponse:
+    """PingIDM's answer to a change that breaks a policy: 403, the failed requirements in
+    ``detail``. Its message is that of the part of PingIDM that refuses the change: the
+    router's policy filter a create or replace ("Policy validation failed"), the managed
+    service a ``patch`` ("Failed policy validation")."""
+    message = "Failed policy validation" if patch else "Policy validation failed"
+    body = {"code": 403, "reason": "Forbidden", "message": message,
             "detail": {"result": False, "failedPolicyRequirements": failures}}
     return JSONResponse(body, status_code=403)
 
@@ -61,7 +65,8 @@ async def _api_error(_request: Request, exc: Exception) -> Response:
 async def _idsync_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IdsyncError)
     if isinstance(exc, PolicyFailed):
-        return policy_failure(exc.failures)
+        patch = request.method == "PATCH" or request.query_params.get("_action") == "patch"
+        return policy_failure(exc.failures, patch=patch)
     code = http_status(exc)
     if code >= 500:
         log.warning("api.error", path=request.url.path, code=code, error=type(exc).__name__, message=str(exc))

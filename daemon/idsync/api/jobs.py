@@ -22,6 +22,7 @@ from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext, JobControl
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, listed
+from idsync.store.database import pingidm_time
 from idsync.store.nodes import Node, Nodes
 
 __all__ = ["control", "job_routes"]
@@ -70,9 +71,11 @@ async def _cluster(request: Request) -> JSONResponse:
 
 
 def _instance(node: Node) -> dict[str, Any]:
+    """A node as PingIDM's cluster instance, its times as PingIDM writes them (UTC, to the millisecond)."""
+    started, seen = pingidm_time(node.started), pingidm_time(node.seen)
     return {"_id": node.name, "instanceId": node.name, "state": "running" if node.alive else "down",
-            "startup": node.started.isoformat(), "shutdown": "" if node.alive else node.seen.isoformat(),
-            **node.to_json()}
+            "startup": started, "shutdown": "" if node.alive else seen,
+            **node.to_json(), "started": started, "seen": seen}
 
 
 job_routes = [

@@ -6,7 +6,7 @@ values), ``_fields``, ``_sortKeys``,
 ``_pageSize``, ``_pagedResultsCookie``, ``_pagedResultsOffset`` and
 ``_totalPagedResultsPolicy`` (``NONE`` or ``EXACT``), answered as PingIDM does:
 ``result``, ``resultCount``, ``pagedResultsCookie``, ``totalPagedResultsPolicy``,
-``totalPagedResults``, ``remainingPagedResults``. ``executeOnRetrieve=true`` asks a query
+``totalPagedResults``, ``remainingPagedResults`` (-1, as PingIDM's). ``executeOnRetrieve=true`` asks a query
 of managed objects to run their type's ``onRetrieve`` scripts, as PingIDM's does.
 
 A collection held in memory (the jobs, the cluster's nodes, dead letters) is
@@ -113,14 +113,12 @@ class QueryParams:
             raise ApiError(400, f"_pagedResultsCookie {self.cookie!r} is not one this query answered")
         return int(self.cookie)
 
-    def page(self, found: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None, int]:
+    def page(self, found: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
         """The page of ``found`` (already filtered and sorted) this request asks for, counted
-        by offset (``start_offset``); the next page's cookie (the offset this one ends at) and
-        how many remain after it."""
+        by offset (``start_offset``), and the next page's cookie (the offset this one ends at)."""
         start = self.start_offset()
         end = start + self.page_size if self.paged else len(found)
-        more = end < len(found)
-        return list(found[start:end]), str(end) if more else None, len(found) - end if more else 0
+        return list(found[start:end]), str(end) if end < len(found) else None
 
     def shape(self, obj: dict[str, Any]) -> dict[str, Any]:
         """The object with only the requested fields (``_id`` and ``_rev`` always)."""
@@ -195,9 +193,8 @@ def listed(found: Sequence[dict[str, Any]], params: QueryParams) -> dict[str, An
     """A collection held in memory answered as a query: ``params``' filter, sort keys and
     page, each object with the fields asked for."""
     kept = [obj for obj in found if params.filter is None or matches(params.filter, obj)]
-    page, cookie, remaining = params.page(sort_objects(kept, params.sort_keys))
-    return envelope([params.shape(obj) for obj in page], cookie=cookie, params=params, total=len(kept),
-                    remaining=remaining)
+    page, cookie = params.page(sort_objects(kept, params.sort_keys))
+    return envelope([params.shape(obj) for obj in page], cookie=cookie, params=params, total=len(kept))
 
 
 def no_query(request: Request, what: str) -> None:
@@ -208,7 +205,10 @@ def no_query(request: Request, what: str) -> None:
 
 
 def envelope(result: list[dict[str, Any]], *, cookie: str | None, params: QueryParams | None,
-             total: int | None, remaining: int = -1) -> dict[str, Any]:
+             total: int | None) -> dict[str, Any]:
+    """PingIDM's answer to a query: ``totalPagedResults`` only when ``EXACT`` was asked,
+    ``remainingPagedResults`` always -1, as PingIDM's (CREST's count of what remains is not
+    kept by any of its resources)."""
     exact = params is not None and params.exact_total and total is not None
     return {
         "result": result,
@@ -216,7 +216,7 @@ def envelope(result: list[dict[str, Any]], *, cookie: str | None, params: QueryP
         "pagedResultsCookie": cookie,
         "totalPagedResultsPolicy": "EXACT" if exact else "NONE",
         "totalPagedResults": total if exact else -1,
-        "remainingPagedResults": remaining,
+        "remainingPagedResults": -1,
     }
 
 

@@ -59,8 +59,8 @@ async def _collection(request: Request) -> JSONResponse:
         text, query_id = request.query_params.get("_queryFilter"), request.query_params.get("_queryId")
         found = await run_in_threadpool(_with, ctx, object_type, name,
                                         lambda refs: refs.query(object_id, text, params.fields or (), query_id))
-        page, cookie, remaining = params.page(sort_objects(found, params.sort_keys))
-        return JSONResponse(envelope(page, cookie=cookie, params=params, total=len(found), remaining=remaining))
+        page, cookie = params.page(sort_objects(found, params.sort_keys))
+        return JSONResponse(envelope(page, cookie=cookie, params=params, total=len(found)))
     action = request.query_params.get("_action", "create")
     if action != "create":
         raise ApiError(400, f"unknown _action {action!r} (supported: create)")

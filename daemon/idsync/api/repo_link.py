@@ -4,7 +4,8 @@
 ``linkQualifier``, ``firstId``, ``secondId``, ``_id``; ``store/link_rows.py``), in
 ``_id`` order, paged by ``_pageSize`` and the last ``_id`` as cookie (or
 ``_pagedResultsOffset``), counted with ``_totalPagedResultsPolicy=EXACT``;
-``_queryId=query-all-ids`` and ``query-all`` too. ``GET repo/link/ID`` reads one.
+``_queryId=query-all-ids`` and ``query-all`` too, and PingIDM's ``links-for-firstId``,
+``links-for-secondId`` and ``links-for-linkType``. ``GET repo/link/ID`` reads one.
 
 Read only: a link is made and removed by a recon, implicit sync or ``sync?_action=
 performAction`` (``LINK``, ``UNLINK``), which keep the targets and the audit in step
@@ -23,7 +24,7 @@ from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope
-from idsync.store.link_rows import LinkQuery, query_links, read_link
+from idsync.store.link_rows import LINK_QUERIES, LinkQuery, query_links, read_link
 
 __all__ = ["repo_link_routes"]
 
@@ -42,7 +43,7 @@ def _query(ctx: ApiContext, params: QueryParams) -> dict[str, Any]:
 
 async def _collection(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
-    params = QueryParams.of(request)
+    params = QueryParams.of(request, LINK_QUERIES)
     return JSONResponse(await run_in_threadpool(_query, ctx, params))
 
 

@@ -11,7 +11,10 @@ connectors do not hand out resumable positions of their own.
 runs one liveSync of that source now
 (``sync/livesync.py``) and answers its outcome once it ended; 409 while another
 liveSync of the source runs, 400 for a source no mapping reads or that cannot
-tell its changes.
+tell its changes. Without an object type (``POST system/NAME?_action=liveSync``,
+``source=system/NAME``, or PingIDM's ``__ALL__`` type) it runs liveSync of each of the
+system's object types a mapping reads, in the provisioner's order of ``objectTypes``
+(accounts before the groups that hold them), and answers them all.
 
 A provisioner denying ``GET`` or ``SEARCH`` (``operationOptions``) makes a read of the
 system 403, or with ``onDeny: DO_NOTHING`` an empty query result and a 404 read.
@@ -24,7 +27,7 @@ attribute asked for, empty when absent); one it does not declare is left out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,7 @@ from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, no_query, sort_objects
+from idsync.config.project import Project
 from idsync.errors import ReadDenied
 from idsync.managed.router import run_livesync_scripted
 from idsync.resource import QuerySpec, Resource
@@ -45,6 +49,8 @@ from idsync.sync.livesync import LiveSyncOptions, livesync_mappings
 __all__ = ["system_routes"]
 
 _READ_PAGE = 500
+# PingIDM's object type of every object of a system: a liveSync of it reads each type's changes.
+_ALL = "__ALL__"
 
 
 def _test(ctx: ApiContext, system: str | None = None) -> list[dict[str, Any]] | dict[str, Any]:
@@ -173,9 +179,10 @@ async def _root(request: Request) -> JSONResponse:
     if request.method == "POST" and action == "liveSync":
         # PingIDM's other spelling: the source as a parameter (``source=system/ldap/account``).
         parts = (request.query_params.get("source") or "").split("/")
-        if len(parts) != 3 or parts[0] != "system" or not all(parts):
-            raise ApiError(400, "liveSync needs the source parameter: source=system/NAME/TYPE")
-        return JSONResponse(await run_in_threadpool(_livesync, ctx, parts[1], parts[2]))
+        if len(parts) not in (2, 3) or parts[0] != "system" or not all(parts):
+            raise ApiError(400, "liveSync needs the source parameter: source=system/NAME/TYPE (or system/NAME "
+                                "for each of its object types)")
+        return JSONResponse(await run_in_threadpool(_livesync, ctx, parts[1], parts[2] if len(parts) == 3 else _ALL))
     if request.method == "GET":
         no_query(request, "system")
         project = ctx.project()
@@ -192,8 +199,10 @@ async def _system(request: Request) -> JSONResponse:
     system = request.path_params["system"]
     if request.method != "POST":
         raise ApiError(404, f"Resource 'system/{system}' not found: a system's objects are at system/{system}/TYPE")
+    if action == "liveSync":
+        return JSONResponse(await run_in_threadpool(_livesync, ctx, system, _ALL))
     if action != "test":
-        raise ApiError(400, f"system/{system}: unknown _action {action!r} (supported: test)")
+        raise ApiError(400, f"system/{system}: unknown _action {action!r} (supported: test, liveSync)")
     return JSONResponse(await run_in_threadpool(_test, ctx, system))
 
 
@@ -214,6 +223,8 @@ def _livesync(ctx: ApiContext, system: str, object_type: str) -> dict[str, Any]:
     if system not in project.provisioners:
         raise ApiError(404, f"Resource 'system/{system}' not found")
     source = f"system/{system}/{object_type}"
+    if object_type == _ALL and not livesync_mappings(project, source):
+        return _livesync_all(ctx, project, system)
     if not livesync_mappings(project, source):
         raise ApiError(400, f"no mapping has {source} as its source, so liveSync has nothing to apply its changes "
                             "through")
@@ -221,6 +232,30 @@ def _livesync(ctx: ApiContext, system: str, object_type: str) -> dict[str, Any]:
         return run_livesync_scripted(project, ctx.store, source, LiveSyncOptions()).to_json()
     finally:
         ctx.changed()
+
+
+def _livesync_all(ctx: ApiContext, project: Project, system: str) -> dict[str, Any]:
+    """One liveSync of each object type of ``system`` a mapping reads, in its provisioner's
+    order of ``objectTypes`` (then the mappings'): their outcomes, and in sum."""
+    declared = project.provisioners[system].raw.get("objectTypes")
+    prefix = f"system/{system}/"
+    named = [f"{prefix}{t}" for t in declared] if isinstance(declared, Mapping) else []
+    named += [m.source for m in project.mappings if m.source.startswith(prefix)]
+    sources = [s for s in dict.fromkeys(named) if livesync_mappings(project, s)]
+    if not sources:
+        raise ApiError(400, f"no mapping with enableSync reads an object type of system/{system}, so liveSync has "
+                            "nothing to apply its changes through")
+    outcomes = []
+    try:
+        for source in sources:
+            outcomes.append(run_livesync_scripted(project, ctx.store, source, LiveSyncOptions()).to_json())
+    finally:
+        ctx.changed()
+    states = {o["state"] for o in outcomes}
+    return {"source": f"{prefix}{_ALL}",
+            "state": next((s for s in ("FAILED", "CANCELED") if s in states), "SUCCESS"),
+            "changes": sum(o["changes"] for o in outcomes), "duration": sum(o["duration"] for o in outcomes),
+            "sources": outcomes}
 
 
 async def _one(request: Request) -> JSONResponse:

@@ -676,9 +676,16 @@ def _shape(name: str, status: dict[str, Any]) -> dict[str, Any]:
         # PingIDM's scheduler writes it in UTC to the millisecond, whatever the job's time zone.
         "nextRunDate": pingidm_time(_instant(status["nextFire"])) if status["nextFire"] else None,
         "running": status["running"],
-        "lastRun": status["lastRun"],
+        "lastRun": _pingidm_times(status["lastRun"]),
         "heldBy": status.get("heldBy") or {},
     }
+
+
+def _pingidm_times(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run's ``started`` and ``ended`` as PingIDM writes times (UTC, to the millisecond)."""
+    if run is None:
+        return None
+    return {**run, **{k: pingidm_time(_instant(run[k])) for k in ("started", "ended") if run.get(k)}}
 
 
 def _newer(stored: dict[str, Any], last: dict[str, Any] | None) -> bool:

@@ -165,7 +165,7 @@ STOCK: dict[str, NamedQuery] = {q.name: q for q in (
 )}
 
 INTERNAL: frozenset[str] = frozenset({
-    "query-all-count", "query-all-ids-count", "links-for-firstId", "links-for-linkType",
+    "query-all-count", "query-all-ids-count", "links-for-firstId", "links-for-secondId", "links-for-linkType",
     "credential-internaluser-query", "for-internalcredentials", "get-notifications-for-user",
     "query-cluster-events", "query-cluster-failed-instances", "query-cluster-instances",
     "find-relationships-for-resource", "find-relationship-edges", "get-recons",
@@ -196,7 +196,8 @@ class NamedQueries:
             raise QueryError(f"_queryId {query_id} cannot be used: {self.unusable[query_id]}")
         if query_id in INTERNAL:
             raise QueryError(f"_queryId {query_id} queries OpenIDM's internal tables (links, cluster, audit, "
-                             "relationships, counts), which idsync keeps otherwise; use a _queryFilter")
+                             "relationships, counts), which idsync keeps otherwise; use a _queryFilter (the links' "
+                             "own are served on repo/link)")
         known = ", ".join(sorted({*STOCK, *self.own}))
         raise QueryError(f"unknown _queryId {query_id} (known: {known}; a project defines more in "
                          "conf/repo.*.json \"queries\")")

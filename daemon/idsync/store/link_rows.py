@@ -9,6 +9,9 @@ secondId eq "<managed user id>"``. A ``_queryFilter`` names those fields and bec
 over the links table, its values bound; results come in ``_id`` order, paged by keyset
 (the cookie is the last ``_id``). idsync keeps no revision of a link: ``_rev`` is ``"0"``.
 Ids of a mapping whose ids are not case-sensitive are kept, and so matched, in lower case.
+PingIDM's query ids of its links table are served too (``LINK_QUERIES``):
+``links-for-firstId`` and ``links-for-secondId`` (``linkType`` and the id as parameters)
+and ``links-for-linkType``, their parameters compared as values.
 """
 
 from __future__ import annotations
@@ -22,17 +25,28 @@ from sqlalchemy import ColumnElement, false, func, literal, select, true
 from sqlalchemy.sql.elements import ColumnElement as _CE
 
 from idsync.errors import QueryError
-from idsync.query.ast import Compare, Node, Present
+from idsync.query.ast import And, Compare, Node, Present
+from idsync.query.named import NamedQueries, NamedQuery, value_param
 from idsync.store.database import Store
 from idsync.store.filters import BooleanSql, Exact, compare_op, one_page
 from idsync.store.tables import links
 
-__all__ = ["FIELDS", "LinkQuery", "link_object", "query_links", "read_link"]
+__all__ = ["FIELDS", "LINK_QUERIES", "LinkQuery", "link_object", "query_links", "read_link"]
 
 FIELDS = ("_id", "_rev", "linkType", "linkQualifier", "firstId", "secondId")
 _COLUMNS: dict[str, _CE[Any]] = {"_id": links.c.id, "linkType": links.c.linkset, "linkQualifier": links.c.qualifier,
                                  "firstId": links.c.source_id, "secondId": links.c.target_id}
 _REV = "0"
+
+
+def _links_for(*params: str) -> NamedQuery:
+    compares = tuple(Compare((p,), "eq", value_param(p)) for p in params)
+    return NamedQuery(f"links-for-{params[-1]}", compares[0] if len(compares) == 1 else And(compares),
+                      frozenset(params))
+
+
+LINK_QUERIES = NamedQueries(own={q.name: q for q in (
+    _links_for("linkType", "firstId"), _links_for("linkType", "secondId"), _links_for("linkType"))})
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,7 @@ from idsync.errors import (
 )
 from idsync.resource import Change, ChangeBatch, ChangeSource, Resource
 from idsync.resources import Resources
+from idsync.spool import IdSpool, chunks
 from idsync.store.database import Store, store_error
 from idsync.store.links import LinkSet
 from idsync.store.locks import LIVESYNC
@@ -335,15 +337,21 @@ class _LiveRun:
                 result.failed += 1
                 self.log.warning("livesync.no_id", about=change.about or None)
 
-    def _with_gone(self, appliers: Sequence[ChangeApplier], present: frozenset[str],
+    def _with_gone(self, appliers: Sequence[ChangeApplier], present: IdSpool,
                    batches: Iterable[ChangeBatch]) -> Iterable[ChangeBatch]:
-        """The batches, after one per mapping with the linked objects the source no longer lists."""
+        """The batches, after one per mapping with the linked objects the source no longer
+        lists. Both sides as many as the directory: the linked ids are read and compared a
+        page at a time, what is gone spooled, and applied once the links are read."""
         for applier in appliers:
             kept = applier.source_key
-            listed = present if kept is None else frozenset(map(kept, present))
-            gone = [sid for sid in applier.linked_source_ids() if sid not in listed]
-            for start in range(0, len(gone), self.page_size):
-                applier.apply([Change(sid, None) for sid in gone[start:start + self.page_size]], None)
+            listed = present if kept is None else IdSpool(map(kept, present))
+            with closing(IdSpool()) as gone:
+                for ids in chunks(applier.linked_source_ids(), self.page_size):
+                    gone.update(listed.absent(ids))
+                for ids in chunks(gone, self.page_size):
+                    applier.apply([Change(sid, None) for sid in ids], None)
+            if listed is not present:
+                listed.close()
         yield from batches
 
     def _with_deleted_objects(self, object_type: str, batches: Iterable[ChangeBatch]) -> Iterable[ChangeBatch]:

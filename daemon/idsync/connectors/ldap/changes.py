@@ -69,7 +69,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -86,6 +86,7 @@ from idsync.connectors.ldap.usn import UsnServer, read_usn_changes, unusable, us
 from idsync.connectors.ldap.values import RawEntry
 from idsync.errors import PeerError, PeerUnavailable, SyncTokenExpired
 from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj
+from idsync.spool import EntrySpool, IdSpool, chunks
 
 __all__ = ["LdapChanges"]
 
@@ -114,16 +115,23 @@ _TOKEN_VERSION = 1
 
 
 @dataclass
-class _Refresh:
-    """What one refreshOnly search answered."""
+class _Refreshes:
+    """What the refreshOnly searches of one read answered, every base's together: an entry
+    in two bases' answers is the later one's. Spooled (``spool.py``): a bulk change or a
+    present phase is as large as the directory."""
 
-    changed: dict[str, tuple[str, RawEntry]] = field(default_factory=dict)  # entryUUID -> (DN, attributes)
-    deleted: set[str] = field(default_factory=set)
-    present: set[str] = field(default_factory=set)
+    changed: EntrySpool = field(default_factory=EntrySpool)  # entryUUID -> (DN, attributes)
+    deleted: IdSpool = field(default_factory=IdSpool)
+    present: IdSpool = field(default_factory=IdSpool)
     present_phase: bool = False
-    cookie: str | None = None
+    cookie: str | None = None  # the latest cookie of the refresh under way
+    cookies: dict[str, str | None] = field(default_factory=dict)  # base -> the cookie its refresh ended with
     asked: frozenset[str] = frozenset()  # the attributes asked for, lower case
     unasked: bool = False  # an entry came with attributes not asked for: the server ignored the list
+
+    def close(self) -> None:
+        for spool in (self.changed, self.deleted, self.present):
+            spool.close()
 
 
 class LdapChanges:
@@ -137,7 +145,7 @@ class LdapChanges:
     (``ObjectTypeDef.sync_filters``)."""
 
     def __init__(self, system: str, settings: LdapSettings, search_filter: str, uid_attribute: str,
-                 *, class_filter: str = "", list_ids: Callable[[], frozenset[str]] | None = None,
+                 *, class_filter: str = "", list_ids: Callable[[], IdSpool] | None = None,
                  sync_filters: Sequence[str] = ()) -> None:
         self._system = system
         self._settings = settings
@@ -220,60 +228,78 @@ class LdapChanges:
         # 389 DS names entries by nsUniqueId in the sync UUIDs, and ends every refresh, a
         # delta from its retro changelog included, as if it were a present phase.
         ds389 = any(_DS389_COOKIE.fullmatch(c) for c in cookies.values())
-        sync_ids = "nsuniqueid" if ds389 else "entryuuid"
         conn = self._open()
-        refreshes = {base: self._refresh(conn, base, cookie, attributes) for base, cookie in cookies.items()}
+        read = _Refreshes(asked=frozenset(a.lower() for a in attributes))
+        try:
+            return self._syncrepl_feed(conn, read, state, cookies, ds389, attributes, decode, page_size)
+        except BaseException:
+            read.close()
+            raise
+
+    def _syncrepl_feed(self, conn: Any, read: _Refreshes, state: dict[str, Any], cookies: dict[str, str],
+                       ds389: bool, attributes: Sequence[str],
+                       decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int) -> ChangeFeed:
+        for base, cookie in cookies.items():
+            self._refresh(conn, base, cookie, attributes, read)
         kept = {"bases": state["bases"]} if isinstance(state.get("bases"), dict) else {}
-        new_token = _dump({"kind": "syncrepl", "cookies": {b: r.cookie or cookies[b] for b, r in refreshes.items()},
+        new_token = _dump({"kind": "syncrepl", "cookies": {b: read.cookies.get(b) or c for b, c in cookies.items()},
                            **kept})
-        present_phase = not ds389 and any(r.present_phase for r in refreshes.values())
+        present_phase = not ds389 and read.present_phase
         if present_phase and kept:
             # A directory rebuilt (reloaded without its entryUUIDs) or another one answers a
             # present phase too, of entries all new: its deletes would be every linked object.
-            now = self._base_ids(conn, list(refreshes))
+            now = self._base_ids(conn, list(cookies))
             changed = next((b for b, u in kept["bases"].items() if b in now and now[b] != u), None)
             if changed is not None:
                 raise SyncTokenExpired(f"{self._system}: the entry {changed} is not the one the stored cookie was "
                                        "taken under (its entryUUID changed): the directory was rebuilt or replaced")
-        if present_phase:
-            log.warning("livesync.present_phase", system=self._system,
-                        reason="the server's session log does not cover the stored cookie (trimmed, or none kept)",
-                        present=sum(len(r.present) for r in refreshes.values()))
         if ds389:
             self._check_changelog(conn, cookies)
-        uuid_ids = self._uid_key == sync_ids
+        uuid_ids = self._uid_key == ("nsuniqueid" if ds389 else "entryuuid")
         as_id = _ns_unique_id if ds389 else str
         known = "nsUniqueId" if ds389 else "entryUUID"
-        changed = {u: _with_id(u, e) if ds389 and uuid_ids else e
-                   for r in refreshes.values() for u, e in r.changed.items()}
-        if ds389 or any(r.unasked for r in refreshes.values()):
-            changed = self._completed(conn, changed, attributes, as_id, known)
-        entries = list(changed.values())
+        entries: Iterable[tuple[str, tuple[str, RawEntry]]] = read.changed.items()
+        if ds389 and uuid_ids:
+            entries = ((u, _with_id(u, e)) for u, e in entries)
+        if ds389 or read.unasked:
+            entries = self._completed(conn, entries, attributes, as_id, known)
         # An entry one base's refresh no longer finds may be under another (changed or moved
         # there): with several bases, slapd's session log names in each refresh the entries
         # changed anywhere that its search does not match. Only what no base holds is deleted.
         # Likewise an entry moved out of the sync contexts into the rest of baseContexts, which
         # recons still read: it is not deleted.
-        seen = {u for r in refreshes.values() for u in (*r.changed, *r.present)}
-        deleted = sorted({as_id(u) for r in refreshes.values() for u in r.deleted - seen})
-        if deleted and (len(refreshes) > 1 or self._unwatched or self._filtered):
-            deleted = self._still_gone(conn, deleted, known)
-        complete: frozenset[str] | None = None
+        seen = read.present  # from here on, every entry the refreshes named present or changed
+        seen.update(read.changed.keys())
+        if present_phase:
+            log.warning("livesync.present_phase", system=self._system,
+                        reason="the server's session log does not cover the stored cookie (trimmed, or none kept)",
+                        present=len(seen))
+        deleted = IdSpool(as_id(u) for ids in chunks(read.deleted, _ID_CHUNK) for u in seen.absent(ids))
+        if deleted and (len(cookies) > 1 or self._unwatched or self._filtered):
+            still_gone = IdSpool(self._still_gone(conn, deleted, known))
+            deleted.close()
+            deleted = still_gone
+        complete: IdSpool | None = None
         if present_phase and uuid_ids:
             # A present phase names the entries of the sync contexts; those of the rest of
             # baseContexts (linked by recons) are listed too, or they would look deleted.
-            complete = frozenset(u for r in refreshes.values() for u in (*r.present, *r.changed))
+            complete = seen
             listed = (*self._settings.sync_contexts, *self._unwatched) if self._filtered else self._unwatched
             if listed:
-                complete |= self._ids_under(conn, listed, known)
+                complete.update(self._ids_under(conn, listed, known))
         if not uuid_ids:
             complete = self._all_ids(bool(deleted) or present_phase, known)
-            deleted = []
+            deleted.close()
+            deleted = IdSpool()
         note = None if uuid_ids or self._list_ids is not None else (
             f"deleted entries are known by {known} only and uidAttribute is not {known}: "
             "deletes are left to the next full recon")
-        return ChangeFeed(_batches(entries, deleted, decode, page_size, new_token), "syncrepl",
-                          reports_deletes=uuid_ids or self._list_ids is not None, note=note, complete_ids=complete)
+        spools: list[IdSpool | EntrySpool | _Refreshes] = [read, deleted]
+        if complete is not None and complete is not seen:
+            spools.append(complete)
+        batches = _closing(_batches((e for _, e in entries), deleted, decode, page_size, new_token), spools)
+        return ChangeFeed(batches, "syncrepl", reports_deletes=uuid_ids or self._list_ids is not None, note=note,
+                          complete_ids=complete)
 
     def _base_ids(self, conn: Any, bases: Sequence[str]) -> dict[str, str]:
         """Each base entry's entryUUID (none for a base without one): what tells a directory
@@ -289,20 +315,20 @@ class LdapChanges:
                 found[base] = values[0].decode("ascii", "replace").lower()
         return found
 
-    def _still_gone(self, conn: Any, ids: list[str], attribute: str) -> list[str]:
+    def _still_gone(self, conn: Any, ids: Iterable[str], attribute: str) -> Iterator[str]:
         """Of ``ids`` (entries a refresh called deleted), those neither a sync context nor
         a base context holds: a search of every base for them, by chunks."""
-        found: set[str] = set()
-        for start in range(0, len(ids), _ID_CHUNK):
-            wanted = "".join(f"({attribute}={escape_filter_chars(i)})" for i in ids[start:start + _ID_CHUNK])
+        for chunk in chunks(ids, _ID_CHUNK):
+            found: set[str] = set()
+            wanted = "".join(f"({attribute}={escape_filter_chars(i)})" for i in chunk)
             for base in (*self._settings.sync_contexts, *self._unwatched):
                 for _, raw in self._paged(conn, base, f"(&{self._filter}(|{wanted}))", [attribute]):
                     found.update(v.decode("ascii", "replace").lower() for v in raw.get(attribute.lower()) or ())
-        return [i for i in ids if i.lower() not in found]
+            yield from (i for i in chunk if i.lower() not in found)
 
-    def _completed(self, conn: Any, changed: dict[str, tuple[str, RawEntry]], attributes: Sequence[str],
-                   as_id: Callable[[str], str], known: str) -> dict[str, tuple[str, RawEntry]]:
-        """``changed`` (sync UUID -> entry) with the entries that lack an attribute asked for
+    def _completed(self, conn: Any, changed: Iterable[tuple[str, tuple[str, RawEntry]]], attributes: Sequence[str],
+                   as_id: Callable[[str], str], known: str) -> Iterator[tuple[str, tuple[str, RawEntry]]]:
+        """``changed`` (sync UUID, entry) with the entries that lack an attribute asked for
         read again, when the server answered the refresh without honouring the attribute list:
         389 DS sends a delta's entries with every user attribute and no operational one
         (``nsAccountLock``, ``modifyTimestamp``...), whatever is asked. One search per
@@ -310,23 +336,24 @@ class LdapChanges:
         longer found there was deleted or moved out after the refresh: that change is
         after the refresh's cookie, and the next read has it."""
         wanted = {a.lower() for a in attributes} - {"1.1"}
-        short = [u for u, (_, raw) in changed.items() if not wanted <= {k.partition(";")[0] for k in raw}]
-        if not short:
-            return changed
-        by_id = {as_id(u).lower(): u for u in short}
-        found: dict[str, tuple[str, RawEntry]] = {}
-        for start in range(0, len(short), _ID_CHUNK):
-            terms = "".join(f"({known}={escape_filter_chars(as_id(u))})" for u in short[start:start + _ID_CHUNK])
+        for chunk in chunks(changed, _ID_CHUNK):
+            short = [u for u, (_, raw) in chunk if not wanted <= {k.partition(";")[0] for k in raw}]
+            if not short:
+                yield from chunk
+                continue
+            by_id = {as_id(u).lower(): u for u in short}
+            found: dict[str, tuple[str, RawEntry]] = {}
+            terms = "".join(f"({known}={escape_filter_chars(as_id(u))})" for u in short)
             for base in (*self._settings.sync_contexts, *self._unwatched):
                 for dn, raw in self._paged(conn, base, f"(&{self._changed}(|{terms}))", [*attributes, known]):
                     for value in raw.get(known.lower()) or ():
                         if (u := by_id.get(value.decode("ascii", "replace").lower())) is not None:
                             found[u] = (dn, raw)
-        gone = set(short) - found.keys()
-        if gone:
-            log.info("livesync.changed_entry_gone", system=self._system, ids=sorted(as_id(u) for u in gone),
-                     reason="deleted or moved out since the refresh: the next read has that change")
-        return {u: found.get(u, e) for u, e in changed.items() if u not in gone}
+            gone = set(short) - found.keys()
+            if gone:
+                log.info("livesync.changed_entry_gone", system=self._system, ids=sorted(as_id(u) for u in gone),
+                         reason="deleted or moved out since the refresh: the next read has that change")
+            yield from ((u, found.get(u, e)) for u, e in chunk if u not in gone)
 
     def _check_changelog(self, conn: Any, cookies: dict[str, str]) -> None:
         """389 DS answers a refresh from its retro changelog, from the change after the
@@ -346,15 +373,13 @@ class LdapChanges:
                                    f"cookie needs the changes from {since + 1} on: they were trimmed, so a refresh "
                                    "would silently miss them")
 
-    def _ids_under(self, conn: Any, bases: Sequence[str], attribute: str) -> frozenset[str]:
+    def _ids_under(self, conn: Any, bases: Sequence[str], attribute: str) -> Iterator[str]:
         """The ``attribute`` (an entryUUID) of every entry of the object type under ``bases``."""
-        found: set[str] = set()
         for base in bases:
             for _, raw in self._paged(conn, base, self._filter, [attribute]):
-                found.update(v.decode("ascii", "replace").lower() for v in raw.get(attribute.lower()) or ())
-        return frozenset(found)
+                yield from (v.decode("ascii", "replace").lower() for v in raw.get(attribute.lower()) or ())
 
-    def _all_ids(self, needed: bool, known: str) -> frozenset[str] | None:
+    def _all_ids(self, needed: bool, known: str) -> IdSpool | None:
         """The ids of every entry, when deletes were seen that cannot be named by id."""
         if not needed or self._list_ids is None:
             return None
@@ -363,10 +388,10 @@ class LdapChanges:
                         "still present are listed to find the deleted ones")
         return self._list_ids()
 
-    def _refresh(self, conn: Any, base: str, cookie: str | None, attributes: Sequence[str]) -> _Refresh:
-        """One refreshOnly search under ``base``; the whole answer (a delta is small)."""
-        out = _Refresh(asked=frozenset(a.lower() for a in attributes))
+    def _refresh(self, conn: Any, base: str, cookie: str | None, attributes: Sequence[str], out: _Refreshes) -> None:
+        """One refreshOnly search under ``base``, its answer added to ``out`` as it comes."""
         control = SyncRequestControl(cookie=cookie, mode="refreshOnly")
+        out.cookie = None
         try:
             msgid = conn.search_ext(base, ldap.SCOPE_SUBTREE, self._changed, list(attributes) or ["1.1"],
                                     serverctrls=[control])
@@ -386,7 +411,8 @@ class LdapChanges:
                         if isinstance(c, SyncDoneControl):
                             out.cookie = c.cookie or out.cookie
                             out.present_phase = out.present_phase or not c.refreshDeletes
-                    return out
+                    out.cookies[base] = out.cookie
+                    return
         except ldap.LDAPError as error:
             raise self._failure("sync refresh", base, error) from None
         except ValueError as error:  # ``syncber``: a sync value not as RFC 4533 has it
@@ -424,12 +450,13 @@ class LdapChanges:
         note = None if guids or self._list_ids is not None else (
             "deleted entries are known by objectGUID and uidAttribute is not objectGUID: "
             "deletes are left to the next full recon")
-        return ChangeFeed(_batches(found.entries, found.deleted if guids else [], decode, page_size, token),
+        batches = _batches(found.entries, found.deleted if guids else [], decode, page_size, token)
+        return ChangeFeed(_closing(batches, [found.deleted, *([complete] if complete is not None else [])]),
                           "uSNChanged", reports_deletes=guids or self._list_ids is not None, note=note,
                           complete_ids=complete)
 
     @staticmethod
-    def _entry(out: _Refresh, dn: str, attrs: dict[str, list[bytes]], controls: Sequence[Any]) -> None:
+    def _entry(out: _Refreshes, dn: str, attrs: dict[str, list[bytes]], controls: Sequence[Any]) -> None:
         for c in controls:
             if not isinstance(c, SyncStateControl):
                 continue
@@ -443,7 +470,7 @@ class LdapChanges:
                 raw = {k.lower(): v for k, v in attrs.items()}
                 kept = {k: v for k, v in raw.items() if k.partition(";")[0] in out.asked}
                 out.unasked = out.unasked or len(kept) < len(raw)
-                out.changed[c.entryUUID] = (dn, kept)
+                out.changed.put(c.entryUUID, (dn, kept))
             out.cookie = c.cookie or out.cookie
 
     # -- polling --------------------------------------------------------------
@@ -562,7 +589,7 @@ class LdapChanges:
         return PeerError(f"{self._system}: {what} under {base} failed: {_describe(error)}")
 
 
-def _info(out: _Refresh, message: SyncInfo) -> None:
+def _info(out: _Refreshes, message: SyncInfo) -> None:
     if message.newcookie is not None:
         out.cookie = message.newcookie
         return
@@ -595,7 +622,7 @@ def _with_id(sync_uuid: str, entry: tuple[str, RawEntry]) -> tuple[str, RawEntry
     return (dn, raw) if raw.get("nsuniqueid") else (dn, {**raw, "nsuniqueid": [_ns_unique_id(sync_uuid).encode()]})
 
 
-def _batches(entries: list[tuple[str, RawEntry]], deleted: list[str],
+def _batches(entries: Iterable[tuple[str, RawEntry]], deleted: Iterable[str],
              decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int,
              token: str) -> Iterator[ChangeBatch]:
     """The deletes, then the changed entries, in batches of ``page_size``; only the last
@@ -605,15 +632,25 @@ def _batches(entries: list[tuple[str, RawEntry]], deleted: list[str],
     object unlinked, or it correlates to the object still linked to the old entry, fails,
     and the old entry's delete then removes that object."""
     size = max(page_size, 1)
-    for start in range(0, len(deleted), size):
-        yield ChangeBatch([Change(uuid, None) for uuid in deleted[start:start + size]], None)
+    for ids in chunks(deleted, size):
+        yield ChangeBatch([Change(uuid, None) for uuid in ids], None)
     changes: list[Change] = []
-    for start in range(0, len(entries), size):
-        changes.extend(_changes(entries[start:start + size], decode))
+    for page in chunks(entries, size):
+        changes.extend(_changes(page, decode))
         while len(changes) > size:
             yield ChangeBatch(changes[:size], None)
             del changes[:size]
     yield ChangeBatch(changes, token)
+
+
+def _closing(batches: Iterator[ChangeBatch],
+             spools: Sequence[IdSpool | EntrySpool | _Refreshes]) -> Iterator[ChangeBatch]:
+    """``batches``, and the spools they were read from closed once they are read or dropped."""
+    try:
+        yield from batches
+    finally:
+        for spool in spools:
+            spool.close()
 
 
 def _changes(entries: list[tuple[str, RawEntry]],

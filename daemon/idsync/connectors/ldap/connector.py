@@ -66,6 +66,7 @@ from idsync.errors import (
 from idsync.query.ast import Path
 from idsync.query.ldap import to_ldap
 from idsync.resource import ChangeFeed, ChangeSource, Obj, QuerySpec, Resource, WriteOp, WriteResult, failed
+from idsync.spool import IdSpool
 
 __all__ = ["LdapResource", "LdapSystem", "open_ldap_system"]
 
@@ -151,9 +152,9 @@ class LdapResource(Resource, ChangeSource):
         return self._changes.read(token, self._attributes(wanted), lambda entries: self._objects(entries, wanted),
                                   page_size)
 
-    def _all_ids(self) -> frozenset[str]:
+    def _all_ids(self) -> IdSpool:
         """The id of every entry of the type (liveSync's deletes when ids are not entryUUIDs)."""
-        return frozenset(o["_id"] for page in self._pages(QuerySpec(fields=[]), []) for o in page if o.get("_id"))
+        return IdSpool(o["_id"] for page in self._pages(QuerySpec(fields=[]), []) for o in page if o.get("_id"))
 
     def expect_listing(self) -> None:
         start_fork_server()

@@ -20,6 +20,10 @@ parent's tombstone already purged, no ``lastKnownParent``), the entry is reporte
 deleted all the same: a tombstone's object is gone for good, so a link to it is stale
 wherever it was, and a delete of an id nothing links changes nothing.
 
+The tombstones are read first (the deletes go first: ``changes.py``'s ``_batches``) and
+kept in a spool (``spool.py``); the changed entries are read a page at a time as the
+caller takes them, so neither a bulk change nor a mass delete is held in memory.
+
 USNs are per domain controller, and per database: a token is only good against the DC
 that made it, which the token names (``dsServiceName``) along with the invocation of its
 database (the ``invocationId`` of its NTDS Settings, which a restore from backup
@@ -39,6 +43,7 @@ from ldap.controls import LDAPControl
 
 from idsync.connectors.ldap.reader import read_pages
 from idsync.connectors.ldap.values import RawEntry, decode_id
+from idsync.spool import IdSpool
 
 __all__ = ["AD_CAPABILITY", "UsnChanges", "UsnServer", "read_usn_changes", "unusable", "usn_server"]
 
@@ -63,11 +68,12 @@ class UsnServer:
 
 @dataclass
 class UsnChanges:
-    """What one read found: changed entries, the objectGUIDs (string form) of the
-    deleted ones, and the position to store."""
+    """What one read found: changed entries (read a page at a time as they are taken), the
+    objectGUIDs (string form) of the deleted ones (read first, spooled: a mass delete is
+    as large as the directory), and the position to store."""
 
-    entries: list[tuple[str, RawEntry]]
-    deleted: list[str]
+    entries: Iterator[tuple[str, RawEntry]]
+    deleted: IdSpool
     highest: int
 
 
@@ -121,19 +127,21 @@ def read_usn_changes(conn: Any, server: UsnServer, since: int, *, bases: Sequenc
     """The entries changed and the entries deleted after USN ``since`` (``server``: the
     position read just before, which becomes the new one)."""
     above = f"(uSNChanged>={since + 1})"
-    entries: list[tuple[str, RawEntry]] = []
-    for base in bases:
-        for page in read_pages(conn, base, "sub", f"(&{search_filter}{above})", list(attributes), page_size,
-                               timeout=timeout, base_required=True, failed=failed):
-            entries.extend(page)
     places = _Places(conn, timeout, failed)
-    deleted: list[str] = []
+    deleted = IdSpool()
     for _dn, raw in _tombstones(conn, server.domain, f"(&(isDeleted=TRUE){class_filter}{above})", timeout, failed):
         guid = decode_id("objectguid", raw.get("objectguid"))
         parent = places.live(_first(raw, "lastknownparent"))
         if guid and (parent is None or any(_under(parent, base) for base in bases)):
-            deleted.append(guid)
-    return UsnChanges(entries, deleted, server.highest)
+            deleted.add(guid)
+
+    def entries() -> Iterator[tuple[str, RawEntry]]:
+        for base in bases:
+            for page in read_pages(conn, base, "sub", f"(&{search_filter}{above})", list(attributes), page_size,
+                                   timeout=timeout, base_required=True, failed=failed):
+                yield from page
+
+    return UsnChanges(entries(), deleted, server.highest)
 
 
 @dataclass
