@@ -23,8 +23,9 @@ from idsync.sync.implicit import ImplicitSync
 from idsync.sync.retry import unrepaired_befores
 from idsync_dev.slapd import Slapd
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
-from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, recon_summary, sample_project
+from samples import FORWARD, REVERSE, can_bind, idsync, ldap_entry, recon_summary, sample_project, set_provisioner_key
 
 FDOE = {"mail": "fdoe@example.com", "sn": "Doe", "telephoneNumber": "555-1234", "userName": "fdoe",
         "givenName": "Felicitas", "description": "Felicitas Doe", "displayName": "fdoe"}
@@ -90,6 +91,39 @@ def test_enable_sync_false_pushes_nothing(project_dir: Path, slapd: Slapd, ldap_
     store = Store.open(project.settings.store_url())
     change = ManagedObjects(project, store, Resources(project, store), "user").create(FDOE)
     assert change.pushes == [] and ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}") is None
+
+
+def test_a_disabled_system_is_left_out_of_pushes_said_once(project_dir: Path, slapd: Slapd,
+                                                            ldap_subtree: str) -> None:
+    """With the LDAP provisioner disabled (``"enabled": false``), a user's create, update
+    and delete are not pushed and record no run (they recorded a FAILED run each): the
+    first says so at warning naming the provisioner file, the others at debug. Once the
+    system is enabled again, a recon of the mapping brings LDAP up to date."""
+    prov_file = set_provisioner_key(project_dir, "enabled", False)
+    project = load_project(project_dir)
+    store = Store.open(project.settings.store_url())
+    users = ManagedObjects(project, store, Resources(project, store), "user")
+    with capture_logs() as logs:
+        created = users.create(FDOE)
+        uid = created.object["_id"] if created.object else ""
+        patched = users.patch(uid, [{"operation": "replace", "field": "/sn", "value": "Doe-Smith"}])
+        kept = users.create({**FDOE, "userName": "kdoe", "mail": "kdoe@example.com"})
+        deleted = users.delete(kept.object["_id"] if kept.object else "")
+    assert [c.pushes for c in (created, patched, kept, deleted)] == [[], [], [], []]
+    assert all(c.synced for c in (created, patched, kept, deleted))
+    assert RunStore(store).recent() == []
+    skipped = [e for e in logs if e["event"] == "implicit_sync.skipped"]
+    assert [e["log_level"] for e in skipped] == ["warning", "debug", "debug", "debug"]
+    assert skipped[0]["mapping"] == REVERSE and skipped[0]["files"] == [str(prov_file)]
+    assert "a recon of managedUser_systemLdapAccounts brings it up to date" in skipped[0]["message"]
+    assert not [e for e in logs if e["event"] == "implicit_sync.failed"]
+    assert ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}") is None
+
+    set_provisioner_key(project_dir, "enabled", None)
+    recon = idsync(project_dir, "recon", REVERSE, "--json")
+    assert recon.returncode == 0, recon.stderr
+    entry = ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}")
+    assert entry is not None and entry["sn"] == ["Doe-Smith"]
 
 
 def test_conditions_and_on_update_see_the_source_before_the_change(project_dir: Path, slapd: Slapd,

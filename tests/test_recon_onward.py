@@ -194,3 +194,22 @@ def test_a_group_left_in_a_recon_while_ldap_is_down_is_left_once_ldap_is_back(tm
         assert entry is not None and sorted(m.lower() for m in entry["uniquemember"]) == [
             f"uid={uid},{ldap_subtree}".lower() for uid in uids], (cn, entry)
     assert idsync(project, "sync", "retry").stdout.strip() == "nothing to retry"
+
+
+def test_a_recon_leaves_a_disabled_onward_system_out_said_once(tmp_path: Path, slapd: Slapd,
+                                                                ldap_subtree: str) -> None:
+    """With the CSV system disabled (``"enabled": false``), the recon from LDAP creates the
+    users and carries nothing on to it: no onward run (it recorded a FAILED one, each user
+    an error), and one warning naming the mapping and the provisioner file."""
+    hr = tmp_path / "hr.csv"
+    project = _project(tmp_path, slapd, ldap_subtree, hr)
+    prov_file = project / "conf" / "provisioner.openicf-hr.json"
+    prov_file.write_text(json.dumps({**json.loads(prov_file.read_text()), "enabled": False}))
+    done = idsync(project, "recon", FORWARD, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["changes"]["created"] == 2
+    runs = _runs(project)
+    assert [r["mapping"] for r in runs] == [FORWARD] and "onward" not in runs[0]["summary"]
+    skipped = [json.loads(line) for line in done.stderr.splitlines() if "implicit_sync.skipped" in line]
+    assert [(e["level"], e["mapping"], e["files"]) for e in skipped] == [("warning", ONWARD_MAPPING, [str(prov_file)])]
+    assert _rows(hr) == {}

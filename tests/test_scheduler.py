@@ -21,6 +21,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from idsync.config.jobs import JobDef, parse_job
 from idsync.config.schedule import CronSchedule, ScheduleError
 from idsync.daemon.scheduler import SKIP_TOLERANCE, CronScheduleTrigger, FireTimeExecutor, JobTable, missed_fire
+from idsync.errors import ConfigError
 from structlog.testing import capture_logs
 
 UTC = dt.UTC
@@ -101,8 +102,14 @@ def test_schedule_describes_itself() -> None:
     # 5-field cron fires on either day field (croniter's day_or), as crontab does.
     ("0 0 1 * 1-5", "At 00:00, on day 1 of the month, or on Monday through Friday"),
     ("0 0 L * 5", "At 00:00, on the last day of the month, or on Friday"),
-    # croniter reads a W day beside a day of week its own way: the expression is shown.
-    ("0 0 15W * 1", "0 0 15W * 1"),
+    # A step from the 1st starts again each month, as Quartz's tutorial words 1/3; one of a unit is singular.
+    ("0 0 12 1/5 * ?", "At 12:00, every 5 days, starting on day 1 of the month"),
+    ("0 0 */5 * *", "At 00:00, every 5 days, starting on day 1 of the month"),
+    ("0 1/5 * * * ?", "Every 5 minutes, starting at 1 minute past the hour"),
+    ("1 * * * * ?", "At 1 second past the minute"),
+    ("0 1/1 * * * ?", "Every minute, starting at 1 minute past the hour"),
+    # A W day beyond the 28th skips the months without that day.
+    ("0 0 12 31W * ?", "At 12:00, on the weekday nearest day 31 of the month, in months that have a day 31"),
     # A year step runs to 2099, Quartz's last year; a step of one is no step.
     ("0 0 12 1 1 ? 2027/2", "At 12:00, on day 1 of the month, only in January, every 2 years, 2027 through 2099"),
     ("0 0 12 1 1 ? 2027/1", "At 12:00, on day 1 of the month, only in January, 2027 through 2099"),
@@ -117,6 +124,38 @@ def test_schedule_words_say_what_fires(expression: str, words: str) -> None:
     """The words ``idsync jobs`` and the console show match the days croniter fires on,
     or are the expression itself where no sentence says it right."""
     assert CronSchedule.parse(expression).describe() == words
+
+
+def test_a_w_day_beyond_the_28th_skips_the_months_without_that_day() -> None:
+    """Quartz's ``31W`` fires on the weekday nearest the 31st in months that have one and
+    skips the others (croniter alone fired the weekday nearest the month's last day):
+    the scheduler's fires, looking back included, and 5-field cron alike."""
+    start = _at("2026-01-01T00:00")
+    months_with_31 = ["2026-01-30T12:00:00+00:00",  # 31 Jan 2026 is a Saturday
+                      "2026-03-31T12:00:00+00:00",
+                      "2026-05-29T12:00:00+00:00",  # a Sunday
+                      "2026-07-31T12:00:00+00:00"]
+    assert _fires("0 0 12 31W * ?", start) == months_with_31
+    assert _fires("0 12 31W * *", start) == months_with_31
+    assert _fires("0 0 12 30W * ?", start, 3) == ["2026-01-30T12:00:00+00:00", "2026-03-30T12:00:00+00:00",
+                                                  "2026-04-30T12:00:00+00:00"]  # no February
+    schedule = CronSchedule.parse("0 0 12 31W * ?")
+    assert schedule.previous_fire(_at("2026-05-01T00:00"), start) == _at("2026-03-31T12:00")
+    assert schedule.previous_fire(_at("2026-03-30T00:00"), _at("2026-02-01T00:00")) is None
+    assert _fires("0 0 12 29W 2 ?", start, 2) == ["2028-02-29T12:00:00+00:00", "2032-02-27T12:00:00+00:00"]
+
+
+def test_a_cron_day_refused_at_validate_is_refused_by_the_scheduler_alike(tmp_path: Path) -> None:
+    """A 5-field W day beside a day of week, croniter's way of which fired neither what
+    crontab nor what Quartz would, is refused in the job file naming it, as the
+    scheduler's parse of the expression refuses it."""
+    path = tmp_path / "odd.toml"
+    path.write_text('schedule = "0 9 15W * MON"\nmappings = ["a"]\n')
+    with pytest.raises(ConfigError) as info:
+        parse_job(path, {"a"})
+    assert "schedule" in str(info.value) and "'15W' and day of week 'MON' are both set" in str(info.value)
+    with pytest.raises(ScheduleError):
+        CronSchedule.parse("0 9 15W * MON")
 
 
 def test_quartz_last_weekday_by_name() -> None:
@@ -245,6 +284,17 @@ def test_misfire_run_once_catches_up_fires_of_the_repeated_hour(tmp_path: Path) 
         ("0 0 12 LW * ?", "day of month 'LW' is not supported"),
         ("0 0 12 L-3 * ?", "day of month 'L-3' is not supported"),
         ("0 0 12 1 * MON", "Quartz needs '?' in one of them"),
+        # 5-field cron: croniter would fire the W day alone, or find no date for a # day beside a day of month.
+        ("0 0 15W * MON", "day of month '15W' and day of week 'MON' are both set: a W day of month, or a day of "
+                          "week of one week of the month (# or L), cannot be combined"),
+        ("0 0 1 * 1#2", "day of month '1' and day of week '1#2' are both set"),
+        ("0 0 * * 5L", "day of week '5L': 5-field cron writes a last weekday of the month L first, L5 (counting "
+                       "0 = Sunday: L5 is the last Friday); 5L is Quartz's form"),
+        ("0 0 * * FRIL", "day of week 'FRIL': 5-field cron writes a last weekday of the month L first, L5"),
+        ("0 0 * * L", "day of week 'L': Quartz reads L alone as Saturday, which 5-field cron writes 6"),
+        ("0 0 LW * *", "day of month 'LW' is not supported"),
+        ("0 0 L-3 * *", "day of month 'L-3' is not supported"),
+        ("0 0 12 31W 2,4 ?", "day of month '31W': none of its months has a day 31, so it matches no date"),
         ("0 0 30 2 *", "'0 0 30 2 *': matches no date"),
         ("0 61 * * * ?", "'0 61 * * * ?': minute 61 is out of range (0 to 59)"),
         # Each number out of its field's range names the field and the range, in the user's text.

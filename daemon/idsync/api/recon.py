@@ -74,7 +74,7 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "duration": duration,
     }
     for key in ("actionSummary", "changes", "dryRun", "errorCount", "errors", "linkQualifierSummary", "partitions",
-                "onward"):
+                "onward", "referrers"):
         if key in summary:
             out[key] = summary[key]
     if row.get("job"):

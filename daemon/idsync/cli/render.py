@@ -52,9 +52,11 @@ def render_run(run_id: str, state: str, message: str | None, summary: Mapping[st
     if "duration" in summary:
         c.print(f"  duration:   {summary['duration'] / 1000:.2f} s  (phases: "
                 + ", ".join(f"{k} {v:.2f} s" for k, v in summary.get("phases", {}).items()) + ")")
-    for run in summary.get("onward") or []:  # the runs that carried this one's writes on
-        c.print(escape(f"  carried on: {run.get('mapping')}: run {str(run.get('id'))[:8]} {run.get('state')}: "
-                       f"{_nonzero(run.get('counts'))}"), soft_wrap=True)
+    # The runs that carried this one's writes on, and that applied again the objects naming those it linked.
+    for label, key in (("carried on", "onward"), ("applied again", "referrers")):
+        for run in summary.get(key) or []:
+            c.print(escape(f"  {label}: {run.get('mapping')}: run {str(run.get('id'))[:8]} {run.get('state')}: "
+                           f"{_nonzero(run.get('counts'))}"), soft_wrap=True)
     errors = summary.get("errors") or []
     if errors:
         c.print(f"  errors ({summary.get('errorCount', len(errors))}):")

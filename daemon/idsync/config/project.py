@@ -307,6 +307,17 @@ class Project:
                 names.add(rule.target[0])
         return frozenset(names)
 
+    def disabled_files(self, resources: Iterable[str]) -> list[str]:
+        """The provisioner files of the disabled systems (``"enabled": false``, or the
+        console's Enabled unticked) among ``resources`` (``system/ldap/account``, ...)."""
+        files: list[str] = []
+        for name in resources:
+            pieces = name.split("/")
+            provisioner = self.provisioners.get(pieces[1]) if len(pieces) >= 2 and pieces[0] == "system" else None
+            if provisioner is not None and not provisioner.enabled and provisioner.file not in files:
+                files.append(provisioner.file)
+        return files
+
     def reverse_of(self, mapping: MappingDef) -> MappingDef | None:
         """The mapping writing the other way over ``mapping``'s links, if any (the
         bidirectional sample's pair: LDAP to the store and the store to LDAP)."""

@@ -13,7 +13,14 @@ Three cron notations are accepted, told apart by their shape:
   with ``?``, ``L``, ``W`` and ``#``, and Quartz's day-of-week numbering
   (1 = Sunday ... 7 = Saturday), which is rewritten to cron's before croniter
   parses it. As in Quartz, day of month and day of week are not both set
-  (croniter would read that as cron's "either day").
+  (croniter would read that as cron's "either day"), and a ``nW`` day beyond the
+  28th skips the months without that day (croniter alone would fire the weekday
+  nearest the month's last day).
+
+In 5-field cron, a ``W`` day beside a day of week, or a ``#`` or ``L`` day of week
+beside a day of month, is refused: croniter fires the first as the W day alone and
+finds no date for the second, neither what crontab nor Quartz would do. Quartz's
+``5L`` is refused there too, saying that cron writes it ``L5`` (days from 0 = Sunday).
 
 Time zones: croniter walks *wall-clock* times (naive datetimes in the job's
 zone) and each one is then placed on the real time line here, so daylight-saving
@@ -34,6 +41,7 @@ whole-second timestamp, and Quartz cron cannot fire more often either.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 from collections.abc import Iterator
@@ -105,6 +113,9 @@ class CronSchedule:
     timezone: ZoneInfo
     _cron: str
     _seconds: bool
+    # A ``nW`` day beyond the 28th: the least number of days a month that fires has. croniter
+    # fires the weekday nearest the month's last day in a shorter month; Quartz skips it.
+    _least_days: int = 0
 
     @classmethod
     def parse(cls, expression: str, timezone: str | ZoneInfo = "UTC") -> CronSchedule:
@@ -120,6 +131,7 @@ class CronSchedule:
             fields = text.split(" ")
             if len(fields) == 5:
                 _check_ranges(expression, fields, _CRON_RANGES)
+                _check_cron_days(fields)
                 cron, seconds = " ".join("*" if f == "?" else f for f in fields), False
             elif len(fields) in (6, 7):
                 _check_ranges(expression, fields, _QUARTZ_RANGES)
@@ -135,7 +147,7 @@ class CronSchedule:
             croniter(cron, dt.datetime(2000, 1, 1), second_at_beginning=seconds).get_next(dt.datetime)
         except Exception as exc:  # noqa: BLE001 - croniter raises many kinds
             raise ScheduleError(f"invalid expression {expression!r}: {_reason(exc)}") from None
-        return cls(expression, tz, cron, seconds)
+        return cls(expression, tz, cron, seconds, _short_months(expression, cron, seconds))
 
     # -- fire times ------------------------------------------------------------
 
@@ -160,6 +172,8 @@ class CronSchedule:
                 wall_fire = walker.get_next(dt.datetime)
             except CroniterBadDateError:
                 return  # the year field's last date is past: the schedule has ended
+            if not self._fires_in(wall_fire):
+                continue
             candidate = self._place(wall_fire)
             if candidate > last:
                 last = candidate
@@ -188,6 +202,8 @@ class CronSchedule:
                 wall_fire = walker.get_prev(dt.datetime)
             except CroniterBadDateError:
                 return None  # the year field's first date is still to come
+            if not self._fires_in(wall_fire):
+                continue
             candidate = self._place(wall_fire)
             if candidate <= since:
                 return None
@@ -202,6 +218,10 @@ class CronSchedule:
         except Exception:  # noqa: BLE001 - cron-descriptor and croniter raise many kinds
             words = None
         return words or self.expression
+
+    def _fires_in(self, wall: dt.datetime) -> bool:
+        """Whether the month of a time croniter gives has the ``nW`` day (``_least_days``)."""
+        return not self._least_days or calendar.monthrange(wall.year, wall.month)[1] >= self._least_days
 
     def _place(self, wall: dt.datetime) -> dt.datetime:
         aware = wall.replace(tzinfo=self.timezone, fold=0)
@@ -375,6 +395,59 @@ def _check_ranges(expression: str, fields: list[str], ranges: tuple[tuple[str, i
                                         f"({low} to {high})")
 
 
+_NEAREST = re.compile(r"^(\d+)W$")
+_WEEK_OF_MONTH = re.compile(r"[#L]", re.IGNORECASE)  # a day of week of one week of the month: 2#1, L5
+
+
+def _check_cron_days(fields: list[str]) -> None:
+    """Refuse what 5-field cron cannot say as croniter would fire it: a ``W`` day beside a
+    day of week (croniter fires the W day alone, crontab would fire either day, Quartz
+    refuses both), a ``#`` or ``L`` day of week beside a day of month (croniter finds no
+    date), and Quartz's ``5L`` (cron counts days from 0 = Sunday and writes ``L5``)."""
+    dom, dow = fields[2].upper(), fields[4].upper()
+    _check_last_day(fields[2])
+    for item in dow.split(","):
+        if item == "L":
+            raise ScheduleError(f"day of week {fields[4]!r}: Quartz reads L alone as Saturday, which 5-field cron "
+                                "writes 6; the last Friday of the month is L5")
+        if item.endswith("L"):
+            day = item[:-1]
+            cron_day = str(_DAY_NAMES.index(day)) if day in _DAY_NAMES else day
+            raise ScheduleError(
+                f"day of week {fields[4]!r}: 5-field cron writes a last weekday of the month L first, "
+                f"L{cron_day} (counting 0 = Sunday: L5 is the last Friday); {item} is Quartz's form, for a "
+                "6-field expression such as '0 0 0 ? * 6L' (counting 1 = Sunday: the last Friday)")
+    if dom in ("*", "?") or dow in ("*", "?"):
+        return
+    if "W" in dom or _WEEK_OF_MONTH.search(dow):
+        raise ScheduleError(
+            f"day of month {fields[2]!r} and day of week {fields[4]!r} are both set: a W day of month, or a "
+            "day of week of one week of the month (# or L), cannot be combined with the other day field; "
+            "set one of them to '*'")
+
+
+def _check_last_day(dom: str) -> None:
+    """Refuse Quartz's ``LW`` and ``L-3``, which croniter cannot walk."""
+    if dom.upper() == "LW" or dom.upper().startswith("L-"):
+        raise ScheduleError(f"day of month {dom!r} is not supported (L, nW and a day-of-week nL are)")
+
+
+def _short_months(expression: str, cron: str, seconds: bool) -> int:
+    """For a ``nW`` day beyond the 28th, ``n``: the months that fire have that many days
+    (Quartz skips the others); 0 otherwise. A schedule whose months never have that day
+    is refused, as one croniter finds no date for."""
+    dom = cron.split(" ")[3 if seconds else 2].upper()
+    match = _NEAREST.match(dom)
+    if match is None or int(match[1]) <= 28:
+        return 0
+    day = int(match[1])
+    months = croniter.expand(cron, second_at_beginning=seconds)[0][3]  # croniter's order: minute first
+    if not any(month == "*" or calendar.monthrange(2000, int(month))[1] >= day for month in months):
+        raise ScheduleError(f"invalid expression {expression!r}: day of month {dom!r}: none of its months has "
+                            f"a day {day}, so it matches no date")
+    return day
+
+
 # -- Quartz -------------------------------------------------------------------
 
 # Quartz's fields, and the largest increment each takes (``CronExpression``).
@@ -393,8 +466,7 @@ def _from_quartz(fields: list[str]) -> str:
             f"day of month {fields[3]!r} and day of week {fields[5]!r} are both set; "
             "Quartz needs '?' in one of them"
         )
-    if dom == "LW" or dom.startswith("L-"):
-        raise ScheduleError(f"day of month {fields[3]!r} is not supported (L, nW and a day-of-week nL are)")
+    _check_last_day(fields[3])
     for field, text, most in zip(_QUARTZ_FIELDS, fields, _QUARTZ_STEPS, strict=False):
         for step in re.findall(r"/(\d+)", text):
             if int(step) > most:

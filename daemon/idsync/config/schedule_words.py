@@ -7,14 +7,15 @@ cron-descriptor gets it wrong in ways that matter: a step (``5/2`` is every Frid
 a list of ``#`` days (``2#1,6#3``), and the two day fields of 5-field cron, which croniter
 fires on either day ("on day 1 of the month, or Monday through Friday"; cron-descriptor
 1.x writes them as if both had to hold). A schedule whose days croniter reads in a way
-no sentence here says (a ``W`` or ``#`` day beside the other day field) has no words:
-``None``, and the expression itself is shown.
+no sentence here says (a ``W`` or ``#`` day beside the other day field, which
+``CronSchedule`` refuses) has no words: ``None``, and the expression itself is shown.
 """
 
 from __future__ import annotations
 
 import calendar
 import functools
+import re
 from typing import Any
 
 from cron_descriptor import DescriptionTypeEnum, ExpressionDescriptor, Options
@@ -26,6 +27,11 @@ _DOW = 4  # the day-of-week field in croniter's expansion, with or without secon
 _ORDINALS = {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth", "l": "last"}
 _WEEK = (1, 2, 3, 4, 5, 6, 0)  # croniter's day numbers (0 = Sunday), Monday first
 _LAST_YEAR = 2099  # Quartz's, and croniter's, last year
+_FROM_FIRST = re.compile(r"^(?:\*|1)/(\d+)$")
+_NEAREST = re.compile(r"^(\d+)W$")
+# cron-descriptor's plural after a one: "every 1 minutes", "at 1 seconds past the minute".
+_EVERY_ONE = re.compile(r"\b(every) 1 (second|minute|hour|day|month|year)s\b", re.IGNORECASE)
+_ONE_UNIT = re.compile(r"\b(1) (second|minute|hour|day|month|year)s\b")
 
 
 @functools.lru_cache(maxsize=512)  # a few ms each; the dashboard and the status file ask every few seconds
@@ -54,13 +60,28 @@ def describe_cron(cron: str, seconds: bool) -> str | None:
     descriptor = ExpressionDescriptor(f"{second} {minute} {hour} * * * *", options)
     text = "".join((
         part(DescriptionTypeEnum.TIMEOFDAY),
-        part(DescriptionTypeEnum.DAYOFMONTH, day=dom) if dom != "*" else "",
+        _day_of_month(dom, part(DescriptionTypeEnum.DAYOFMONTH, day=dom)) if dom != "*" else "",
         days,
         part(DescriptionTypeEnum.MONTH, month=month),
         part(DescriptionTypeEnum.YEAR, year=year),
     ))
     text = str(descriptor.transform_verbosity(text, use_verbose_format=False))
+    text = _ONE_UNIT.sub(r"\1 \2", _EVERY_ONE.sub(r"\1 \2", text))
     return text[:1].upper() + text[1:]
+
+
+def _day_of_month(dom: str, words: str) -> str:
+    """cron-descriptor's day-of-month clause, saying where a step starts when it starts on
+    the 1st (``1/5``: Quartz's "every 5 days starting on the first day of the month", which
+    starts again each month) and that a ``nW`` day beyond the 28th skips the months without
+    that day, as Quartz does (``CronSchedule``)."""
+    step = _FROM_FIRST.match(dom)
+    if step is not None and step[1] != "1":
+        return f", every {step[1]} days, starting on day 1 of the month"
+    nearest = _NEAREST.match(dom.upper())
+    if nearest is not None and int(nearest[1]) > 28:
+        return f"{words}, in months that have a day {nearest[1]}"
+    return words
 
 
 def _days(values: list[Any], nth: dict[int, set[Any]]) -> str:

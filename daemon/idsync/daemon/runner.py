@@ -182,12 +182,7 @@ def disabled_systems(project: Project, job: JobDef) -> dict[str, list[str]]:
     for part in job.livesync or job.mappings:
         mapping = mappings.get(part)
         names = (part,) if job.livesync else (mapping.source, mapping.target) if mapping is not None else ()
-        files = []
-        for name in names:
-            pieces = name.split("/")
-            provisioner = project.provisioners.get(pieces[1]) if len(pieces) >= 2 and pieces[0] == "system" else None
-            if provisioner is not None and not provisioner.enabled and provisioner.file not in files:
-                files.append(provisioner.file)
+        files = project.disabled_files(names)
         if files:
             out[part] = files
     return out

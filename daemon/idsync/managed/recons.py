@@ -3,23 +3,24 @@
 scripts (``openidm.action("recon", "recon", {}, {"mapping": M})``).
 
 ``recon_by_id`` pushes one source object through one mapping, recorded as a
-single-object run (job ``reconById``) like an implicit sync. ``ScriptRecons``
-answers a script's ``recon`` actions in PingIDM's shape, ``{"_id": RUN, "state":
-STATE}``. With ``waitForCompletion`` true, a script's recon runs to its end inside the
-call, in the script's thread, and the state answered is the final one. Without it, as
-in PingIDM, the recon runs in a thread of its own (``openidm`` bound there too) and the
-call answers ``ACTIVE`` once the run is recorded; a refusal before that (the mapping
-already running, a bad setting) is still the call's error. That is in the daemon and
-the API server (``enable_detached``); a command (``idsync run-job``, ``idsync recon``)
-runs it to its end inside the call, since it would have to wait for it before it
-exits. Such a run stops when the unit of work the script belongs to is canceled, when
-the daemon stops (``stop_detached``) and over the API. Either way it is recorded as
-any recon, with the job ``script:recon``. A scheduled script's recon shares a first
-load with worker processes (or a cluster's nodes) as its job's recons would; one
-started from a custom endpoint or a hook runs in one process. A mapping already
-running is ``RunLocked``, which the script may catch; one this very thread is
-reconciling (a script of that run asking for it again) is refused at once
-(``sync/recon.py``). A dry run starts nothing.
+single-object run (job ``reconById``) like an implicit sync; the objects of another type
+naming it are applied again once it is linked, as after a recon (``sync/referrers.py``).
+``ScriptRecons`` answers a script's ``recon`` actions in PingIDM's shape, ``{"_id": RUN,
+"state": STATE}``. With ``waitForCompletion`` true, a script's recon runs to its end
+inside the call, in the script's thread, and the state answered is the final one.
+Without it, as in PingIDM, the recon runs in a thread of its own (``openidm`` bound
+there too) and the call answers ``ACTIVE`` once the run is recorded; a refusal before
+that (the mapping already running, a bad setting) is still the call's error. That is in
+the daemon and the API server (``enable_detached``); a command (``idsync run-job``,
+``idsync recon``) runs it to its end inside the call, since it would have to wait for it
+before it exits. Such a run stops when the unit of work the script belongs to is
+canceled, when the daemon stops (``stop_detached``) and over the API. Either way it is
+recorded as any recon, with the job ``script:recon``. A scheduled script's recon shares
+a first load with worker processes (or a cluster's nodes) as its job's recons would; one
+started from a custom endpoint or a hook runs in one process. A mapping already running
+is ``RunLocked``, which the script may catch; one this very thread is reconciling (a
+script of that run asking for it again) is refused at once (``sync/recon.py``). A dry
+run starts nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from idsync.sync.implicit import RECON_BY_ID_JOB, ImplicitSync, PushResult, read
 from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import Splitter
 from idsync.sync.recon import ReconResult, refuse_own_run, run_recon
+from idsync.sync.referrers import Referrers
 
 __all__ = ["SCRIPT_JOB", "Canceled", "ScriptRecons", "disable_detached", "enable_detached", "flag", "pushed",
            "recon_by_id", "started", "stop_detached"]
@@ -58,7 +60,17 @@ def recon_by_id(project: Project, store: Store, resources: Resources, mapping_na
     current = read_source(resources, mapping, object_id)
     if current is None:
         raise NotFound(f"{mapping.source}/{object_id} not found")
-    return ImplicitSync(project, store, resources).push_one(mapping, object_id, current, job=RECON_BY_ID_JOB)
+    # The objects of another type naming it are applied again once it is linked (``referrers.py``).
+    referrers = Referrers(project, store, mapping.source, resources, dry_run=False, method=RECON_BY_ID_JOB,
+                          event="recon", note=f"applied again: reconById of {object_id} through {mapping.name} "
+                                              "linked an object they name")
+    before = referrers.linked([object_id])
+    push = ImplicitSync(project, store, resources).push_one(mapping, object_id, current, job=RECON_BY_ID_JOB)
+    try:
+        referrers.follow([object_id], before)
+    finally:
+        referrers.finish("SUCCESS", None)
+    return push
 
 
 def pushed(push: PushResult) -> dict[str, str]:

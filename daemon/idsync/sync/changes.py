@@ -542,8 +542,9 @@ class OnwardPush:
         type that another mapping (``enableSync`` on) takes elsewhere than the recon's source."""
         if not mapping.target.startswith("managed/"):
             return None
-        onward = [m for m in ImplicitSync(project, store, resources).mappings(mapping.target)
-                  if m.target != mapping.source and m.name != mapping.name]
+        pusher = ImplicitSync(project, store, resources)
+        pusher.tell_disabled(mapping.target)  # a mapping to a disabled system is left out, said once
+        onward = [m for m in pusher.mappings(mapping.target) if m.target != mapping.source and m.name != mapping.name]
         return cls(project, store, resources, mapping, onward, note) if onward else None
 
     def after(self, results: Sequence[WriteResult]) -> None:

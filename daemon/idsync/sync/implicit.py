@@ -15,6 +15,11 @@ that is no ``IdsyncError``), recorded as ``internal error: ...``, so that no pus
 is left ACTIVE by the process that ran it. Audit entries hold masked
 values only (``Assessor`` masks secret names such as ``userPassword``).
 
+A mapping that reads or writes a disabled system (``"enabled": false``) is left out, as
+PingIDM leaves a disabled provisioner unstarted: no run is recorded for it, and the first
+change it leaves out in the process says so at warning (later ones at debug). A
+``reconById`` or ``idsync sync retry`` of it, asked for by hand, still fails naming the file.
+
 A "merge" list is changed by what the change itself added and removed, found by
 comparing with the object before it. The failed push that begins a run of
 failures keeps that earlier object, secrets removed, in its audit entry; the
@@ -25,6 +30,7 @@ every change that never arrived are applied too (``retry.unrepaired``).
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Collection, Mapping
@@ -63,6 +69,9 @@ IMPLICIT_JOB = "implicit"
 RETRY_JOB = "retry"
 RECON_BY_ID_JOB = "reconById"  # the API's one-object recon: a push like the others (``sync/retry.py``)
 INTERRUPTED = "interrupted: the process stopped during the push"
+# The mappings whose disabled system a push has told of at warning (``tell_disabled``), with the files.
+_told_disabled: set[tuple[str, tuple[str, ...]]] = set()
+_told_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,11 @@ class ImplicitSync:
         self._hooks: dict[str, ObjectHooks] = {}
 
     def mappings(self, resource: str) -> list[MappingDef]:
-        """The mappings a change of ``resource`` is pushed through, in processing order."""
+        """The mappings a change of ``resource`` is pushed through, in processing order: those
+        with ``enableSync`` whose systems are enabled."""
+        return [m for m in self._enabled(resource) if not self.project.disabled_files((m.source, m.target))]
+
+    def _enabled(self, resource: str) -> list[MappingDef]:
         return [m for m in self.project.mappings if m.source == resource and m.enable_sync]
 
     def push(self, resource: str, object_id: str, current: Obj | None, *, before: Obj | None = None,
@@ -104,12 +117,31 @@ class ImplicitSync:
         Both are the stored objects, which the mappings see as the type's ``onRetrieve``
         scripts show them. ``clear``: the secrets the change set, as given (the store
         keeps their hashes), for a target that takes a secret in clear only. ``not_to``:
-        a target not to push to (where the change came from)."""
+        a target not to push to (where the change came from). A mapping to or from a
+        disabled system is left out (``tell_disabled``)."""
+        self.tell_disabled(resource)
         mappings = [m for m in self.mappings(resource) if m.target != not_to]
         if mappings and resource.startswith("managed/"):
             current, before = self._retrieved(resource, current), self._retrieved(resource, before)
         return [r for m in mappings
                 for r in self.push_qualified(m, object_id, current, before=before, job=job, clear=clear)]
+
+    def tell_disabled(self, resource: str) -> None:
+        """Say that a change of ``resource`` is not pushed through the mappings whose system is
+        disabled, as PingIDM does not start a disabled provisioner: at warning the first time
+        in this process for each mapping and set of files, then at debug. No run is recorded."""
+        for m in self._enabled(resource):
+            files = tuple(self.project.disabled_files((m.source, m.target)))
+            if not files:
+                continue
+            with _told_lock:
+                told = (m.name, files) in _told_disabled
+                _told_disabled.add((m.name, files))
+            (log.debug if told else log.warning)(
+                "implicit_sync.skipped", reason="disabled", mapping=m.name, resource=resource, files=list(files),
+                message=f"changes of {resource} are not pushed through {m.name}: it reads or writes a disabled "
+                        f"system (\"enabled\": false in {', '.join(files)}); once the system is enabled, a recon of "
+                        f"{m.name} brings it up to date")
 
     def _retrieved(self, resource: str, obj: Obj | None) -> Obj | None:
         if obj is None:

@@ -140,7 +140,9 @@ class LiveSyncResult:
     runs: list[dict[str, Any]] = field(default_factory=list)
     onward: list[dict[str, Any]] = field(default_factory=list)  # the runs that carried the writes on
     retried: int = 0  # objects whose earlier change failed, read and applied again
-    failed: int = 0  # objects whose change failed in this run (kept for a retry, given up, or without an id)
+    # Objects whose change failed in this run (kept for a retry, given up, or without an id),
+    # and objects of another type applied again that failed (``referrers.py``).
+    failed: int = 0
     given_up: int = 0  # objects past their retries: dropped, or kept as dead letters
 
     def to_json(self) -> dict[str, Any]:
@@ -233,6 +235,7 @@ class _LiveRun:
                     result.onward.extend(applier.onward_runs)
                 if self._referrers is not None:
                     result.runs.extend(self._referrers.finish(result.state, result.message))
+                    result.failed += self._referrers.failed
                 resources.close()
             finally:
                 self.runs.release(self.lock, self.owner)
@@ -297,13 +300,14 @@ class _LiveRun:
             save = batch.token is not None and batch.token != stored.token and not self.options.dry_run
             if batch.changes:
                 referrers = self._referrers_of(resources, feed.method, feed.note)
-                before = referrers.linked(batch.changes)
+                present = [c.id for c in batch.changes if c.obj is not None and c.id]
+                before = referrers.linked(present)
                 for index, applier in enumerate(ready()):
                     last = index == len(appliers) - 1
                     saver = self._saver(batch.token if save else None, feed.method, batch.changes,
                                         None if batch.retry else read_at, result, appliers)
                     applier.apply(batch.changes, saver if last and not self.options.dry_run else None)
-                referrers.follow(batch.changes, before)
+                referrers.follow(present, before)
                 self._run_failure_script(batch.changes)
             elif save:
                 with self.store.begin() as conn:

@@ -79,6 +79,7 @@ from idsync.sync.options import ReconOptions
 from idsync.sync.partitions import SEQ_SPAN, IdSample, cut, range_filter
 from idsync.sync.progress import expected_counts
 from idsync.sync.qualifiers import LinkQualifiers
+from idsync.sync.referrers import Referrers
 from idsync.sync.retry import hold_pending, pending_targets, unrepaired_befores
 from idsync.sync.role_fanout import RoleFanout, WrittenRoles
 from idsync.sync.summary import Counters
@@ -194,6 +195,8 @@ class _Run:
         self._roles: WrittenRoles | None = None
         # The store's objects written are carried on through their type's other mappings (``OnwardPush``).
         self._onward: OnwardPush | None = None
+        # The objects of another type naming the source's objects this run links (``referrers.py``).
+        self._referrers: Referrers | None = None
         # The last page's write results, for what runs once it is committed (roles, onward).
         self._page_results: list[WriteResult] = []
         # The last batch's creates: (the source linked to each, or None; the target as answered).
@@ -234,6 +237,7 @@ class _Run:
             summarize_taken_over(self.store, interrupted)
         state, message, exit_code = "FAILED", None, 1
         taken_over = False  # ended elsewhere while this process was silent: its end stands
+        stop_now = False  # told to stop at once (a second SIGTERM): nothing more is applied
         resources = Resources(self.project, self.store)
         recorded: str | None = None  # the mapping, once the run and its start event are recorded
         try:
@@ -264,7 +268,7 @@ class _Run:
         except IdsyncError as exc:
             message, exit_code = str(exc), exc.exit_code
         except KeyboardInterrupt:
-            state, message = "CANCELED", "interrupted"
+            state, message, stop_now = "CANCELED", "interrupted", True
         except (OperationalError, InterfaceError) as exc:
             # The store went away mid-run (a connection cut, a restart): the operator's problem, not a bug.
             unavailable = store_error(exc)
@@ -273,6 +277,7 @@ class _Run:
             self.log.exception("recon.crash")
             message = f"internal error: {internal_message(exc)}"
         finally:
+            referrers = self._finish_referrers(state, message) if not taken_over and not stop_now else []
             onward = self._finish_onward(state)
             resources.close()
             self.counters.stage = f"COMPLETED_{state}" if state != "SUCCESS" else "COMPLETED"
@@ -282,6 +287,8 @@ class _Run:
                 summary["partitions"] = self._partitions
             if onward:
                 summary["onward"] = onward
+            if referrers:
+                summary["referrers"] = referrers
             try:
                 ended = self.runs.finish(self.id, state, self.counters.stage, summary, message, mapping=recorded)
                 taken_over = taken_over or (recorded is not None and not ended)
@@ -353,6 +360,7 @@ class _Run:
         except Exception:
             self.log.exception("recon.partition_crash")
         finally:
+            self._finish_referrers(state, None)
             self._finish_onward(state)
             resources.close()
         return False
@@ -380,6 +388,23 @@ class _Run:
             self.log.exception("recon.onward_finish_failed")
             return []
 
+    def _finish_referrers(self, state: str, message: str | None) -> list[dict[str, Any]]:
+        """Apply once the objects of another type that name the source's objects this run
+        linked (``referrers.py``), whatever ended the run (but a stop at once): the links
+        stand, and the next run would not find those objects newly linked. The runs that applied them (the run's
+        summary lists them under ``referrers``); never the run's failure."""
+        if self._referrers is None:
+            return []
+        try:
+            self._referrers.apply_noted()
+        except Exception:
+            self.log.exception("recon.referrers_not_applied")
+        try:
+            return self._referrers.finish(state if state in ("SUCCESS", "CANCELED") else "FAILED", message)
+        except Exception:
+            self.log.exception("recon.referrers_finish_failed")
+            return []
+
     def _open(self, resources: Resources) -> tuple[Resource, Resource]:
         source = resources.open(self.mapping.source)
         if isinstance(source, ManagedResource):
@@ -395,6 +420,10 @@ class _Run:
             if not self.options.dry_run:
                 self._onward = OnwardPush.of(self.project, self.store, resources, self.mapping,
                                              note=f"carried on from recon {self.id} of {self.mapping.name}")
+        referrers = Referrers(self.project, self.store, self.mapping.source, resources,
+                              dry_run=self.options.dry_run, method="recon", event="recon",
+                              note=f"applied again: recon {self.id} of {self.mapping.name} linked objects they name")
+        self._referrers = referrers if referrers.watching and referrers.noting else None
         return source, target
 
     def _refused_reads(self, source: Resource, target: Resource) -> str | None:
@@ -731,6 +760,13 @@ class _Run:
                 continue
             unique[sid] = obj
         self.counters.source_processed += len(page)
+        before = self._referrers.linked(list(unique)) if self._referrers is not None else []
+        self._assess_page(unique, source, target, assessor, correlators)
+        if self._referrers is not None:
+            self._referrers.note(list(unique), before)
+
+    def _assess_page(self, unique: dict[str, Obj], source: Resource, target: Resource,
+                     assessor: Assessor, correlators: dict[str, Correlator]) -> None:
         assessor.prefetch(list(unique))
         groups, failed = self.qualifiers.of_sources(list(unique.values()))
         for sid, error in failed.items():
