@@ -16,7 +16,8 @@ provider (syncprov with a session log), then in one process:
 then, with ``--bulk N``, N users modified at once and the liveSync that applies them
 (its wall time and how much this process's peak RSS grew: a refresh is read to its
 end before its first change is applied, into a spool on disk), and finally starts
-``idsync run`` with a job running liveSync every 5 seconds and reads its CPU time from /proc/PID/stat over ``--idle`` seconds with nothing
+``idsync run`` with a job running liveSync every 5 seconds and reads its CPU time
+from /proc/PID/stat over ``--idle`` seconds with nothing
 changing: the share of one core it holds while idle. Figures on a shared machine
 are noisy: run it twice.
 """

@@ -20,6 +20,10 @@ def test_an_id_spool_is_a_set_iterated_in_order() -> None:
     assert list(spool)[:3] == ["a", "b", "id000000"]
     assert spool.absent(["zz", "a", "id000500", "y", "zz"]) == ["zz", "y", "zz"]
     assert spool.absent([f"x{n}" for n in range(1200)]) == [f"x{n}" for n in range(1200)]
+    spool.update(f"x{n}" for n in range(6_000))  # after a question: its index is built again
+    spool.add("a")
+    assert len(spool) == 18_002 and spool.absent(["x5999", "x6000", "a"]) == ["x6000"]
+    assert list(spool)[-1] == "x999"
     spool.close()
 
 

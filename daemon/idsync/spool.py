@@ -82,6 +82,10 @@ class IdSpool:
 
     def _flush(self) -> None:
         if self._pending:
+            if self._indexed and len(self._pending) >= _BUFFER:
+                # Many more after a question: built again at the next one, sooner than kept up.
+                self._db.execute("DROP INDEX ids_id")
+                self._indexed = False
             self._db.executemany("INSERT INTO ids VALUES (?)", self._pending)
             self._pending = []
 
