@@ -633,6 +633,45 @@ def test_polling_by_timestamp_reads_two_changes_within_one_second(tmp_path: Path
     assert _live(project).changes == 0
 
 
+def test_a_bulk_change_keeps_the_polling_token_bounded(tmp_path: Path, plain_slapd: Slapd,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bulk change of more entries than a polling token keeps (``_POLL_SEEN``, made 40
+    here) leaves a token of that many entries, the newest, not one as large as the change.
+    Nothing is missed or written twice: every entry is created once; the next run reads the
+    entries the token dropped again and finds them unchanged (no write, no audit entry); a
+    later change of one of them is applied once, and the run after it writes nothing."""
+    import idsync.connectors.ldap.changes as changes
+
+    monkeypatch.setattr(changes, "_POLL_SEEN", 40, raising=False)
+    subtree = _subtree(plain_slapd, "bulk")
+    project = _project(tmp_path, plain_slapd, subtree)
+    _one_way_paged(project, 7)
+    assert _live(project).state == "SUCCESS"
+    plain_slapd.add_ldif("".join(_person(f"u{i:03}", subtree) for i in range(100)))
+
+    done = _live(project)
+    assert done.state == "SUCCESS" and [r["counts"] for r in done.runs] == [{"created": 100}], done.runs
+    token = json.loads(_state(project).token)
+    assert len(token["seen"]) == 40
+    stamps = sorted(v.rpartition("#")[0] for v in token["seen"].values())
+    users = _users(project)
+    assert len([u for u in users if u.startswith("u")]) == 100
+
+    again = _live(project)
+    assert again.state == "SUCCESS" and again.changes >= 60 and [r["counts"] for r in again.runs] == [{}]
+    runs = RunStore(Store.open(load_project(project).settings.store_url()))
+    assert runs.audit_entries(again.runs[0]["id"]) == []
+    assert _users(project) == users
+    assert sorted(v.rpartition("#")[0] for v in json.loads(_state(project).token)["seen"].values()) == stamps
+
+    dropped = min(u for u in users if u.startswith("u") and f"uid={u},{subtree}".lower() not in token["seen"])
+    plain_slapd.add_ldif(_described(subtree, **{dropped: "later"}))
+    later = _live(project)
+    assert [r["counts"] for r in later.runs] == [{"updated": 1}]
+    assert _users(project)[dropped]["description"] == "later"
+    assert [r["counts"] for r in _live(project).runs] in ([], [{}])
+
+
 def test_polling_takes_an_entry_deleted_and_added_again_at_once(tmp_path: Path, plain_slapd: Slapd) -> None:
     """Polling sees no delete: an entry deleted and added again at its DN (a new entryUUID)
     correlates to the user still linked to the old entry. That entry is gone, so its
