@@ -956,6 +956,64 @@ def test_api_livesync_of_a_whole_system(tmp_path: Path, slapd: Slapd, ldap_subtr
         assert unread.status_code == 400 and "system/spare" in unread.json()["message"], unread.text
 
 
+def test_api_livesync_answers_as_the_description_says(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """openapi.json describes the liveSync actions the API serves: of a system's object
+    type (``system/ldap/account``), of a whole system (``system/ldap``, ``system/ldap/__ALL__``,
+    ``system?source=system/ldap``), with ``liveSync`` among the ``_action`` values; their
+    answers, and a 409's, conform to the description."""
+    import schemathesis
+    from api_server import ADMIN, running
+    from idsync.store.locks import LIVESYNC
+
+    project = _project(tmp_path, slapd, ldap_subtree)
+    with running(project) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}/openidm", headers=ADMIN) as api:
+        raw = api.get("/openapi.json").json()
+        described = schemathesis.openapi.from_dict(raw)
+        paths = {"/openidm/system": "", "/openidm/system/{system}": "/ldap",
+                 "/openidm/system/{system}/{type}": "/ldap/account"}
+        for path in paths:
+            action = next(p for p in raw["paths"][path]["post"]["parameters"] if p["name"] == "_action")
+            assert "liveSync" in action["schema"]["enum"], path
+        answers = [(path, api.post(f"/system{tail}", params={"_action": "liveSync"}
+                                   | ({"source": "system/ldap"} if not tail else {})))
+                   for path, tail in paths.items()]
+        answers.append(("/openidm/system/{system}/{type}", api.post("/system/ldap/__ALL__",
+                                                                     params={"_action": "liveSync"})))
+        RunStore(Store.open(load_project(project).settings.store_url())).acquire(f"{LIVESYNC}{SOURCE}", "elsewhere:1")
+        answers.append(("/openidm/system/{system}", api.post("/system/ldap", params={"_action": "liveSync"})))
+    assert [a.status_code for _, a in answers] == [200, 200, 200, 200, 409], [a.text for _, a in answers]
+    assert [len(a.json().get("sources", ())) for _, a in answers[:4]] == [2, 2, 0, 2]
+    for path, answer in answers:
+        described[path]["POST"].validate_response(answer)
+
+
+def test_api_livesync_of_a_whole_system_tells_what_ran_before_a_409(tmp_path: Path, slapd: Slapd,
+                                                                     ldap_subtree: str) -> None:
+    """A whole system's liveSync (``system/ldap``) meeting an object type whose liveSync
+    already runs (its lock held by another process) answers 409 with the types before it
+    run: their outcomes in the error's ``detail`` (``sources``, as the answer holds them,
+    and their sum), the types not run in ``detail.notRun``, and both named in the message."""
+    from api_server import ADMIN, running
+    from idsync.store.locks import LIVESYNC
+
+    project = _project(tmp_path, slapd, ldap_subtree)
+    RunStore(Store.open(load_project(project).settings.store_url())).acquire(f"{LIVESYNC}system/ldap/group",
+                                                                               "elsewhere:1")
+    with running(project) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}/openidm", headers=ADMIN) as api:
+        answer = api.post("/system/ldap", params={"_action": "liveSync"})
+    assert answer.status_code == 409, answer.text
+    body = answer.json()
+    assert (body["code"], body["reason"]) == (409, "Conflict")
+    assert f"ran before it: {SOURCE}" in body["message"] and "not run: system/ldap/group" in body["message"]
+    detail = body["detail"]
+    assert (detail["source"], detail["state"], detail["notRun"]) == ("system/ldap/__ALL__", "SUCCESS",
+                                                                     ["system/ldap/group"])
+    (account,) = detail["sources"]
+    assert account["source"] == SOURCE and account["state"] == "SUCCESS" and account["fullRecon"], account
+    assert detail["changes"] == account["changes"] and detail["duration"] == account["duration"]
+    assert set(_users(project)) == {"bjensen", "scarter"}
+
+
 def test_daemon_runs_a_livesync_job_every_second(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """``idsync run`` with a jobs.d job ``livesync = SOURCE`` every second: a change in LDAP
     reaches the store within seconds; idle runs are counted but log nothing at info."""
