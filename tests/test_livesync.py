@@ -639,7 +639,8 @@ def test_a_bulk_change_keeps_the_polling_token_bounded(tmp_path: Path, plain_sla
     here) leaves a token of that many entries, the newest, not one as large as the change.
     Nothing is missed or written twice: every entry is created once; the next run reads the
     entries the token dropped again and finds them unchanged (no write, no audit entry); a
-    later change of one of them is applied once, and the run after it writes nothing."""
+    later change of one of them is applied once, and the run after it writes nothing. The
+    run that drops entries says so (``livesync.poll_seen_bounded``)."""
     import idsync.connectors.ldap.changes as changes
 
     monkeypatch.setattr(changes, "_POLL_SEEN", 40, raising=False)
@@ -649,7 +650,9 @@ def test_a_bulk_change_keeps_the_polling_token_bounded(tmp_path: Path, plain_sla
     assert _live(project).state == "SUCCESS"
     plain_slapd.add_ldif("".join(_person(f"u{i:03}", subtree) for i in range(100)))
 
-    done = _live(project)
+    with structlog.testing.capture_logs() as logs:
+        done = _live(project)
+    assert any(e["event"] == "livesync.poll_seen_bounded" and e["kept"] == 40 for e in logs)
     assert done.state == "SUCCESS" and [r["counts"] for r in done.runs] == [{"created": 100}], done.runs
     token = json.loads(_state(project).token)
     assert len(token["seen"]) == 40

@@ -506,19 +506,19 @@ class LdapChanges:
         pending: list[tuple[str, RawEntry]] = []
         newest: str | None = None
         kept: dict[str, str] = {}  # what this read saw, at most twice the bound (``_newest``)
-        read = 0
+        read, pruned = 0, False
         for base in self._settings.sync_contexts:
             for dn, raw in self._paged(conn, base, search_filter, wanted):
                 stamps = raw.get(attribute.lower())
                 stamp = stamps[0].decode("ascii", "replace") if stamps else ""
                 newest = max(newest or stamp, stamp)
-                version = f"{stamp}#{_digest(raw)}"
-                if seen.get(dn.lower()) != version:
+                version, key = f"{stamp}#{_digest(raw)}", dn.lower()
+                if version not in (seen.get(key), kept.get(key)):  # kept: an entry under two bases
                     pending.append((dn, raw))
-                kept[dn.lower()] = version
+                kept[key] = version
                 read += 1
                 if len(kept) >= 2 * _POLL_SEEN:
-                    kept = _newest(kept)
+                    kept, pruned = _newest(kept), True
                 if len(pending) > size:  # one more than a batch: the last batch is never empty-handed
                     yield ChangeBatch(_changes(pending[:size], decode), None)
                     del pending[:size]
@@ -527,10 +527,10 @@ class LdapChanges:
         back = _POLL_OVERLAP + dt.timedelta(seconds=time.monotonic() - started)
         floor = max(since, _poll_floor(attribute, newest, back) or since) if newest else since
         window = {k: v for k, v in kept.items() if v.rpartition("#")[0] >= floor}
-        if len(window) > _POLL_SEEN:
+        if len(window) > _POLL_SEEN or (pruned and len(window) == _POLL_SEEN):
             log.info("livesync.poll_seen_bounded", system=self._system, read=read, kept=_POLL_SEEN,
                      reason="more entries changed within the overlap than the token keeps: the others are "
-                            "read again by the next run, and found unchanged")
+                            "read again by the next runs and assessed again")
         token = _dump({"kind": "poll", "attribute": attribute, "since": floor, "seen": _newest(window)})
         yield ChangeBatch(_changes(pending, decode), token)
 
