@@ -49,7 +49,8 @@ _DIR = Path(tempfile.mkdtemp(prefix="idsync-openapi-"))
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 (_DIR / "conf").mkdir()
 (_DIR / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{_DIR / "o.db"}"\n')
-# A real mapping over the store alone, so generated recon starts really run.
+# A real mapping over the store alone, so generated recon starts really run. No system: a
+# generated liveSync action (system/{system}?_action=liveSync) meets a 404 and runs nothing.
 (_DIR / "conf" / "sync.json").write_text(json.dumps({"mappings": [
     {"name": "roles_users", "source": "managed/role", "target": "managed/user"}]}))
 _PROJECT = load_project(_DIR)
@@ -64,7 +65,8 @@ _CHECKS = [schemathesis.checks.not_a_server_error, schemathesis.checks.response_
 
 def test_description_is_served() -> None:
     """openapi.json (fetched with credentials above) lists every route of docs/api.md, one
-    path per managed type with managed.json's required properties, and no secret in answers."""
+    path per managed type with managed.json's required properties, and no secret in answers;
+    a system's and an object type's liveSync actions among them, with their answers."""
     paths = schema.raw_schema["paths"]
     assert {"/openidm/info/ping", "/openidm/recon", "/openidm/recon/{id}", "/openidm/managed/user",
             "/openidm/managed/role/{id}", "/openidm/system", "/openidm/system/{system}/{type}",
@@ -76,6 +78,11 @@ def test_description_is_served() -> None:
     answer = create["responses"]["201"]
     assert answer["content"]["application/json"]["schema"]["properties"]["password"] is False
     assert {"get", "put", "patch", "delete"} <= set(answer["links"])
+    for path in ("/openidm/system", "/openidm/system/{system}", "/openidm/system/{system}/{type}"):
+        post = paths[path]["post"]
+        assert "liveSync" in next(p for p in post["parameters"] if p["name"] == "_action")["schema"]["enum"]
+        answers = post["responses"]["200"]["content"]["application/json"]["schema"]["anyOf"]
+        assert any("sources" in a.get("required", ()) for a in answers), path
 
 
 @schema.parametrize()

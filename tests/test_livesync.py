@@ -633,6 +633,48 @@ def test_polling_by_timestamp_reads_two_changes_within_one_second(tmp_path: Path
     assert _live(project).changes == 0
 
 
+def test_a_bulk_change_keeps_the_polling_token_bounded(tmp_path: Path, plain_slapd: Slapd,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bulk change of more entries than a polling token keeps (``_POLL_SEEN``, made 40
+    here) leaves a token of that many entries, the newest, not one as large as the change.
+    Nothing is missed or written twice: every entry is created once; the next run reads the
+    entries the token dropped again and finds them unchanged (no write, no audit entry); a
+    later change of one of them is applied once, and the run after it writes nothing. The
+    run that drops entries says so (``livesync.poll_seen_bounded``)."""
+    import idsync.connectors.ldap.changes as changes
+
+    monkeypatch.setattr(changes, "_POLL_SEEN", 40, raising=False)
+    subtree = _subtree(plain_slapd, "bulk")
+    project = _project(tmp_path, plain_slapd, subtree)
+    _one_way_paged(project, 7)
+    assert _live(project).state == "SUCCESS"
+    plain_slapd.add_ldif("".join(_person(f"u{i:03}", subtree) for i in range(100)))
+
+    with structlog.testing.capture_logs() as logs:
+        done = _live(project)
+    assert any(e["event"] == "livesync.poll_seen_bounded" and e["kept"] == 40 for e in logs)
+    assert done.state == "SUCCESS" and [r["counts"] for r in done.runs] == [{"created": 100}], done.runs
+    token = json.loads(_state(project).token)
+    assert len(token["seen"]) == 40
+    stamps = sorted(v.rpartition("#")[0] for v in token["seen"].values())
+    users = _users(project)
+    assert len([u for u in users if u.startswith("u")]) == 100
+
+    again = _live(project)
+    assert again.state == "SUCCESS" and again.changes >= 60 and [r["counts"] for r in again.runs] == [{}]
+    runs = RunStore(Store.open(load_project(project).settings.store_url()))
+    assert runs.audit_entries(again.runs[0]["id"]) == []
+    assert _users(project) == users
+    assert sorted(v.rpartition("#")[0] for v in json.loads(_state(project).token)["seen"].values()) == stamps
+
+    dropped = min(u for u in users if u.startswith("u") and f"uid={u},{subtree}".lower() not in token["seen"])
+    plain_slapd.add_ldif(_described(subtree, **{dropped: "later"}))
+    later = _live(project)
+    assert [r["counts"] for r in later.runs] == [{"updated": 1}]
+    assert _users(project)[dropped]["description"] == "later"
+    assert [r["counts"] for r in _live(project).runs] in ([], [{}])
+
+
 def test_polling_takes_an_entry_deleted_and_added_again_at_once(tmp_path: Path, plain_slapd: Slapd) -> None:
     """Polling sees no delete: an entry deleted and added again at its DN (a new entryUUID)
     correlates to the user still linked to the old entry. That entry is gone, so its
@@ -915,6 +957,64 @@ def test_api_livesync_of_a_whole_system(tmp_path: Path, slapd: Slapd, ldap_subtr
         assert api.post("/system/nothing", params={"_action": "liveSync"}).status_code == 404
         unread = api.post("/system/spare", params={"_action": "liveSync"})
         assert unread.status_code == 400 and "system/spare" in unread.json()["message"], unread.text
+
+
+def test_api_livesync_answers_as_the_description_says(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
+    """openapi.json describes the liveSync actions the API serves: of a system's object
+    type (``system/ldap/account``), of a whole system (``system/ldap``, ``system/ldap/__ALL__``,
+    ``system?source=system/ldap``), with ``liveSync`` among the ``_action`` values; their
+    answers, and a 409's, conform to the description."""
+    import schemathesis
+    from api_server import ADMIN, running
+    from idsync.store.locks import LIVESYNC
+
+    project = _project(tmp_path, slapd, ldap_subtree)
+    with running(project) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}/openidm", headers=ADMIN) as api:
+        raw = api.get("/openapi.json").json()
+        described = schemathesis.openapi.from_dict(raw)
+        paths = {"/openidm/system": "", "/openidm/system/{system}": "/ldap",
+                 "/openidm/system/{system}/{type}": "/ldap/account"}
+        for path in paths:
+            action = next(p for p in raw["paths"][path]["post"]["parameters"] if p["name"] == "_action")
+            assert "liveSync" in action["schema"]["enum"], path
+        answers = [(path, api.post(f"/system{tail}", params={"_action": "liveSync"}
+                                   | ({"source": "system/ldap"} if not tail else {})))
+                   for path, tail in paths.items()]
+        answers.append(("/openidm/system/{system}/{type}", api.post("/system/ldap/__ALL__",
+                                                                     params={"_action": "liveSync"})))
+        RunStore(Store.open(load_project(project).settings.store_url())).acquire(f"{LIVESYNC}{SOURCE}", "elsewhere:1")
+        answers.append(("/openidm/system/{system}", api.post("/system/ldap", params={"_action": "liveSync"})))
+    assert [a.status_code for _, a in answers] == [200, 200, 200, 200, 409], [a.text for _, a in answers]
+    assert [len(a.json().get("sources", ())) for _, a in answers[:4]] == [2, 2, 0, 2]
+    for path, answer in answers:
+        described[path]["POST"].validate_response(answer)
+
+
+def test_api_livesync_of_a_whole_system_tells_what_ran_before_a_409(tmp_path: Path, slapd: Slapd,
+                                                                     ldap_subtree: str) -> None:
+    """A whole system's liveSync (``system/ldap``) meeting an object type whose liveSync
+    already runs (its lock held by another process) answers 409 with the types before it
+    run: their outcomes in the error's ``detail`` (``sources``, as the answer holds them,
+    and their sum), the types not run in ``detail.notRun``, and both named in the message."""
+    from api_server import ADMIN, running
+    from idsync.store.locks import LIVESYNC
+
+    project = _project(tmp_path, slapd, ldap_subtree)
+    RunStore(Store.open(load_project(project).settings.store_url())).acquire(f"{LIVESYNC}system/ldap/group",
+                                                                               "elsewhere:1")
+    with running(project) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}/openidm", headers=ADMIN) as api:
+        answer = api.post("/system/ldap", params={"_action": "liveSync"})
+    assert answer.status_code == 409, answer.text
+    body = answer.json()
+    assert (body["code"], body["reason"]) == (409, "Conflict")
+    assert f"ran before it: {SOURCE}" in body["message"] and "not run: system/ldap/group" in body["message"]
+    detail = body["detail"]
+    assert (detail["source"], detail["state"], detail["notRun"]) == ("system/ldap/__ALL__", "SUCCESS",
+                                                                     ["system/ldap/group"])
+    (account,) = detail["sources"]
+    assert account["source"] == SOURCE and account["state"] == "SUCCESS" and account["fullRecon"], account
+    assert detail["changes"] == account["changes"] and detail["duration"] == account["duration"]
+    assert set(_users(project)) == {"bjensen", "scarter"}
 
 
 def test_daemon_runs_a_livesync_job_every_second(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:

@@ -40,6 +40,20 @@ _SYSTEM = {"type": "object", "required": ["name", "enabled", "config"], "propert
     "objectTypes": {"type": "array", "items": {"type": "string"}}, "ok": {"type": "boolean"},
     "error": {"type": "string"}}}
 _SYSTEMS = {"type": "array", "items": _SYSTEM}
+_TEXT = {"type": ["string", "null"]}
+_COUNT = {"type": "integer", "minimum": 0}
+_LIVESYNC = {"type": "object", "required": ["source", "state", "changes", "method", "fullRecon", "duration", "runs"],
+             "properties": {
+                 "source": {"type": "string"}, "state": {"enum": ["SUCCESS", "FAILED", "CANCELED"]},
+                 "changes": _COUNT, "method": _TEXT, "fullRecon": _TEXT, "note": _TEXT, "error": _TEXT,
+                 "duration": _COUNT, "retried": _COUNT, "failed": _COUNT, "givenUp": _COUNT,
+                 "runs": {"type": "array", "items": {"type": "object", "required": ["mapping", "id", "state"]}},
+                 "onward": {"type": "array", "items": _OBJECT}}}
+# A whole system's liveSync (PingIDM's __ALL__ object type): each type's run, and their sum.
+_LIVESYNC_ALL = {"type": "object", "required": ["source", "state", "changes", "duration", "sources"],
+                 "properties": {"source": {"type": "string"}, "state": {"enum": ["SUCCESS", "FAILED", "CANCELED"]},
+                                "changes": _COUNT, "duration": _COUNT,
+                                "sources": {"type": "array", "items": _LIVESYNC}}}
 _ACTION = {"type": "object", "required": ["_id", "status"], "properties": {
     "_id": {"type": "string"}, "status": {"type": "string"}}}
 _TASK = {"type": "object", "required": ["_id", "progress"], "properties": {
@@ -136,12 +150,18 @@ _OPERATIONS: list[tuple[str, str, str, list[str], dict[str, Any] | None, dict[st
     ("/openidm/managed/{type}/{id}/{property}/{ref}", "delete", "Remove one reference (answers it)", [], None,
      {"200": _REFERENCE}),
     ("/openidm/system", "get", "The configured systems", [], None, {"200": _SYSTEMS}),
-    ("/openidm/system", "post", "Test every configured system (_action=test)", ["_action"], None,
-     {"200": _SYSTEMS}),
-    ("/openidm/system/{system}", "post", "Test one configured system (_action=test)", ["_action"], None,
-     {"200": _SYSTEM}),
+    ("/openidm/system", "post", "Test every configured system (_action=test), or run liveSync of a source now "
+     "(_action=liveSync&source=system/NAME/TYPE, or system/NAME for each of its object types a mapping reads)",
+     ["_action", "source"], None, {"200": {"anyOf": [_SYSTEMS, _LIVESYNC, _LIVESYNC_ALL]}}),
+    ("/openidm/system/{system}", "post", "Test one configured system (_action=test), or run liveSync of each of "
+     "its object types a mapping reads, in the provisioner's order of objectTypes (_action=liveSync); 409 when "
+     "one of them already runs, its detail listing the types that ran before", ["_action"], None,
+     {"200": {"anyOf": [_SYSTEM, _LIVESYNC_ALL]}}),
     ("/openidm/system/{system}/{type}", "get", "Query an external system's objects", _QUERY, None,
      {"200": _PAGED}),
+    ("/openidm/system/{system}/{type}", "post", "Run one liveSync of the source now and answer its outcome once "
+     "it ended (_action=liveSync; the type __ALL__ for each object type); 409 while another liveSync of it runs",
+     ["_action"], None, {"200": {"anyOf": [_LIVESYNC, _LIVESYNC_ALL]}}),
     ("/openidm/system/{system}/{type}/{id}", "get", "Read one external object", [], None, {"200": {
         "type": "object", "required": ["_id"], "properties": {"_id": {"type": "string"}}}}),
     ("/openidm/sync/mappings", "get", "The mappings in processing order (or as _sortKeys asks)", _QUERY, None,
@@ -172,7 +192,9 @@ _CONDITIONS = {"put": ["If-Match", "If-None-Match"], "patch": ["If-Match"], "del
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["code", "reason", "message"], "properties": {
-        "code": {"type": "integer"}, "reason": {"type": "string"}, "message": {"type": "string"}}},
+        "code": {"type": "integer"}, "reason": {"type": "string"}, "message": {"type": "string"},
+        "detail": {"description": "what the error leaves to say (a policy's failed requirements, the runs a "
+                                  "whole system's liveSync made before a 409)"}}},
     "ManagedObject": {"type": "object", "required": ["_id", "_rev"], "additionalProperties": True,
                       "properties": {"_id": {"type": "string"}, "_rev": {"type": "string"}}},
     "QueryResult": {
@@ -210,8 +232,9 @@ _SCHEMAS: dict[str, Any] = {
 
 
 _ACTIONS = {("/openidm/recon", "post"): ["recon", "reconById"], ("/openidm/recon/{id}", "post"): ["cancel"],
-            ("/openidm/managed/{type}", "post"): ["create"], ("/openidm/system", "post"): ["test"],
-            ("/openidm/system/{system}", "post"): ["test"],
+            ("/openidm/managed/{type}", "post"): ["create"], ("/openidm/system", "post"): ["test", "liveSync"],
+            ("/openidm/system/{system}", "post"): ["test", "liveSync"],
+            ("/openidm/system/{system}/{type}", "post"): ["liveSync"],
             ("/openidm/managed/{type}/{id}/{property}", "post"): ["create"],
             ("/openidm/scheduler/job/{name}", "post"): ["trigger"], ("/openidm/taskscanner", "post"): ["execute"],
             ("/openidm/taskscanner/{id}", "post"): ["cancel"], (_EMAIL, "post"): ["send", "sendEmail"],

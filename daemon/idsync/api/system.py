@@ -14,7 +14,9 @@ liveSync of the source runs, 400 for a source no mapping reads or that cannot
 tell its changes. Without an object type (``POST system/NAME?_action=liveSync``,
 ``source=system/NAME``, or PingIDM's ``__ALL__`` type) it runs liveSync of each of the
 system's object types a mapping reads, in the provisioner's order of ``objectTypes``
-(accounts before the groups that hold them), and answers them all.
+(accounts before the groups that hold them), and answers them all. One whose liveSync
+already runs stops it with a 409 whose ``detail`` holds the outcomes of the types that
+ran before it (``sources``, as the answer would, and their sum) and ``notRun``.
 
 A provisioner denying ``GET`` or ``SEARCH`` (``operationOptions``) makes a read of the
 system 403, or with ``onDeny: DO_NOTHING`` an empty query result and a 404 read.
@@ -40,7 +42,7 @@ from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, no_query, sort_objects
 from idsync.config.project import Project
-from idsync.errors import ReadDenied
+from idsync.errors import IdsyncError, ReadDenied, http_status
 from idsync.managed.router import run_livesync_scripted
 from idsync.resource import QuerySpec, Resource
 from idsync.resources import Resources
@@ -245,15 +247,26 @@ def _livesync_all(ctx: ApiContext, project: Project, system: str) -> dict[str, A
     if not sources:
         raise ApiError(400, f"no mapping with enableSync reads an object type of system/{system}, so liveSync has "
                             "nothing to apply its changes through")
-    outcomes = []
+    outcomes: list[dict[str, Any]] = []
     try:
         for source in sources:
             outcomes.append(run_livesync_scripted(project, ctx.store, source, LiveSyncOptions()).to_json())
+    except IdsyncError as exc:
+        # A type whose liveSync already runs (409), or a store gone: the types before it
+        # have run, and their outcomes are the error's detail, as PingIDM details an error.
+        left = sources[len(outcomes):]
+        ran = f"; ran before it: {', '.join(o['source'] for o in outcomes)}" if outcomes else ""
+        raise ApiError(http_status(exc), f"{exc}{ran}; not run: {', '.join(left)}",
+                       detail={**_summed(f"{prefix}{_ALL}", outcomes), "notRun": left}) from None
     finally:
         ctx.changed()
+    return _summed(f"{prefix}{_ALL}", outcomes)
+
+
+def _summed(source: str, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The liveSync runs of a system's object types, and in sum."""
     states = {o["state"] for o in outcomes}
-    return {"source": f"{prefix}{_ALL}",
-            "state": next((s for s in ("FAILED", "CANCELED") if s in states), "SUCCESS"),
+    return {"source": source, "state": next((s for s in ("FAILED", "CANCELED") if s in states), "SUCCESS"),
             "changes": sum(o["changes"] for o in outcomes), "duration": sum(o["duration"] for o in outcomes),
             "sources": outcomes}
 

@@ -37,9 +37,12 @@ in it, so a token never silently changes meaning:
   an entry changed after its page was read while a later page holds a later change,
   so the next read starts before either. The token keeps the entries seen since then
   (``seen``: DN -> stamp and a digest of the values read, which tells two changes
-  within one ``modifyTimestamp`` second apart); they are not applied again. The
-  entries are handed on a batch at a time as the pages come (``_polled``), never held
-  whole; the last batch carries the token.
+  within one ``modifyTimestamp`` second apart); they are not applied again. It keeps
+  ``_POLL_SEEN`` of them at most, the newest stamps: under a bulk change the others
+  are read again by the next runs and assessed again, which writes nothing where the
+  target already holds the change, so the token (and the read's memory) stays that
+  size whatever the change. The entries are handed on a batch at a time as the pages
+  come (``_polled``), never held whole; the last batch carries the token.
   Deletes are not seen; the feed says so and the next full recon finds them.
 
 Deleted entries are known by their entryUUID only (389 DS sends its nsUniqueId
@@ -66,6 +69,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import heapq
 import json
 import re
 import time
@@ -111,6 +115,9 @@ _CLOCK_MARGIN = dt.timedelta(minutes=5)
 # duration): a change is stamped when it starts and seen once committed, and a paged read
 # passes over an entry changed after its page was read.
 _POLL_OVERLAP = dt.timedelta(seconds=60)
+# How many entries seen within that overlap a polling token keeps (the newest): a bulk change
+# would otherwise make the token (and the read's memory) as large as the change.
+_POLL_SEEN = 2000
 _TOKEN_VERSION = 1
 
 
@@ -498,15 +505,20 @@ class LdapChanges:
         size = max(page_size, 1)
         pending: list[tuple[str, RawEntry]] = []
         newest: str | None = None
+        kept: dict[str, str] = {}  # what this read saw, at most twice the bound (``_newest``)
+        read, pruned = 0, False
         for base in self._settings.sync_contexts:
             for dn, raw in self._paged(conn, base, search_filter, wanted):
                 stamps = raw.get(attribute.lower())
                 stamp = stamps[0].decode("ascii", "replace") if stamps else ""
                 newest = max(newest or stamp, stamp)
-                version = f"{stamp}#{_digest(raw)}"
-                if seen.get(dn.lower()) != version:
+                version, key = f"{stamp}#{_digest(raw)}", dn.lower()
+                if version not in (seen.get(key), kept.get(key)):  # kept: an entry under two bases
                     pending.append((dn, raw))
-                seen[dn.lower()] = version
+                kept[key] = version
+                read += 1
+                if len(kept) >= 2 * _POLL_SEEN:
+                    kept, pruned = _newest(kept), True
                 if len(pending) > size:  # one more than a batch: the last batch is never empty-handed
                     yield ChangeBatch(_changes(pending[:size], decode), None)
                     del pending[:size]
@@ -514,8 +526,12 @@ class LdapChanges:
         # so before any change made while it ran; the entries seen since are skipped then.
         back = _POLL_OVERLAP + dt.timedelta(seconds=time.monotonic() - started)
         floor = max(since, _poll_floor(attribute, newest, back) or since) if newest else since
-        token = _dump({"kind": "poll", "attribute": attribute, "since": floor,
-                       "seen": {k: v for k, v in seen.items() if v.rpartition("#")[0] >= floor}})
+        window = {k: v for k, v in kept.items() if v.rpartition("#")[0] >= floor}
+        if len(window) > _POLL_SEEN or (pruned and len(window) == _POLL_SEEN):
+            log.info("livesync.poll_seen_bounded", system=self._system, read=read, kept=_POLL_SEEN,
+                     reason="more entries changed within the overlap than the token keeps: the others are "
+                            "read again by the next runs and assessed again")
+        token = _dump({"kind": "poll", "attribute": attribute, "since": floor, "seen": _newest(window)})
         yield ChangeBatch(_changes(pending, decode), token)
 
     def _paged(self, conn: Any, base: str, search_filter: str,
@@ -666,6 +682,13 @@ def _digest(raw: RawEntry) -> str:
     has one-second steps): a digest of the values read."""
     text = repr(sorted((k, sorted(v)) for k, v in raw.items()))
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _newest(seen: dict[str, str]) -> dict[str, str]:
+    """The ``_POLL_SEEN`` entries of ``seen`` (DN -> stamp and digest) with the newest stamps."""
+    if len(seen) <= _POLL_SEEN:
+        return seen
+    return dict(heapq.nlargest(_POLL_SEEN, seen.items(), key=lambda item: (item[1].rpartition("#")[0], item[0])))
 
 
 def _poll_floor(attribute: str, newest: str, back: dt.timedelta) -> str | None:
