@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -673,6 +674,38 @@ def test_a_bulk_change_keeps_the_polling_token_bounded(tmp_path: Path, plain_sla
     assert [r["counts"] for r in later.runs] == [{"updated": 1}]
     assert _users(project)[dropped]["description"] == "later"
     assert [r["counts"] for r in _live(project).runs] in ([], [{}])
+
+
+def test_a_quiet_directorys_last_changes_stop_being_read_a_minute_on(tmp_path: Path, plain_slapd: Slapd,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Polling reads again the entries changed within its overlap (a minute before the
+    newest stamp), in case a change stamped there is committed late; once the directory is
+    quiet that is needed for a minute only, not at every run until the next change. After a
+    bulk change larger than the token keeps (made 40 here), the runs within the minute read
+    the dropped entries again; the first run that begins a minute after the read that saw
+    the newest stamp moves the token's start to that stamp, and the run after it reads and
+    applies nothing. A change made after that is still applied."""
+    import idsync.connectors.ldap.changes as changes
+
+    clock = [time.time()]
+    monkeypatch.setattr(changes, "_POLL_SEEN", 40, raising=False)
+    monkeypatch.setattr(changes, "_now", lambda: clock[0])
+    subtree = _subtree(plain_slapd, "quiet")
+    project = _project(tmp_path, plain_slapd, subtree)
+    assert _live(project).state == "SUCCESS"
+    plain_slapd.add_ldif("".join(_person(f"q{i:03}", subtree) for i in range(100)))
+    assert [r["counts"] for r in _live(project).runs] == [{"created": 100}]
+    clock[0] += 30
+    assert _live(project).changes >= 60  # within the minute: the dropped entries are read again
+    clock[0] += 31
+    assert _live(project).changes >= 60  # a minute after the bulk change's read: once more, then the mark
+    token = json.loads(_state(project).token)
+    assert token["since"] == token["mark"]["stamp"] and len(token["seen"]) == 1
+    quiet = _live(project)
+    assert quiet.changes == 0 and [r["counts"] for r in quiet.runs] in ([], [{}])
+    plain_slapd.add_ldif(_described(subtree, q005="after"))
+    assert [r["counts"] for r in _live(project).runs] == [{"updated": 1}]
+    assert _users(project)["q005"]["description"] == "after"
 
 
 def test_polling_takes_an_entry_deleted_and_added_again_at_once(tmp_path: Path, plain_slapd: Slapd) -> None:

@@ -41,7 +41,12 @@ in it, so a token never silently changes meaning:
   ``_POLL_SEEN`` of them at most, the newest stamps: under a bulk change the others
   are read again by the next runs and assessed again, which writes nothing where the
   target already holds the change, so the token (and the read's memory) stays that
-  size whatever the change. The entries are handed on a batch at a time as the pages
+  size whatever the change. The overlap is needed only while a change stamped in it
+  may still be committed: the token also keeps a *mark*, the newest stamp seen and
+  when (this host's clock) the read that first saw it ended; a read that begins a
+  whole overlap after that has every change stamped up to the mark, and the next read
+  starts at the mark's stamp. Once a directory is quiet, its last changes stop being
+  read again a minute after they were first read. The entries are handed on a batch at a time as the pages
   come (``_polled``), never held whole; the last batch carries the token.
   Deletes are not seen; the feed says so and the next full recon finds them.
 
@@ -486,22 +491,23 @@ class LdapChanges:
                    decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int) -> ChangeFeed:
         attribute, since, seen = str(state.get("attribute")), str(state.get("since")), state.get("seen", {})
         form = {"entryCSN": _CSN, "modifyTimestamp": _TIMESTAMP}.get(attribute)
+        mark = state.get("mark")
         if form is None or not form.fullmatch(since) or not isinstance(seen, dict) \
-                or not all(isinstance(v, str) for v in seen.values()):
+                or not all(isinstance(v, str) for v in seen.values()) or not _mark_ok(mark, form):
             raise SyncTokenExpired(f"{self._system}: the stored polling token is not one this connector makes")
         search_filter = f"(&{self._changed}({attribute}>={since}))"
         conn = self._open()
         note = (f"the server has no sync provider: changes are found by {attribute}, "
                 "and deletes are left to the next full recon")
-        return ChangeFeed(self._polled(conn, attribute, since, seen, search_filter, [*attributes, attribute],
+        return ChangeFeed(self._polled(conn, attribute, since, seen, mark, search_filter, [*attributes, attribute],
                                        decode, page_size), attribute, reports_deletes=False, note=note)
 
-    def _polled(self, conn: Any, attribute: str, since: str, seen: dict[str, str], search_filter: str,
-                wanted: list[str], decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]],
+    def _polled(self, conn: Any, attribute: str, since: str, seen: dict[str, str], mark: dict[str, Any] | None,
+                search_filter: str, wanted: list[str], decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]],
                 page_size: int) -> Iterator[ChangeBatch]:
         """The entries a polling read finds changed, in batches as its pages come (a bulk
         change is never held whole); the last batch carries the new token."""
-        started = time.monotonic()
+        started, began = time.monotonic(), _now()
         size = max(page_size, 1)
         pending: list[tuple[str, RawEntry]] = []
         newest: str | None = None
@@ -526,12 +532,19 @@ class LdapChanges:
         # so before any change made while it ran; the entries seen since are skipped then.
         back = _POLL_OVERLAP + dt.timedelta(seconds=time.monotonic() - started)
         floor = max(since, _poll_floor(attribute, newest, back) or since) if newest else since
+        if mark is not None and began >= mark["ended"] + _POLL_OVERLAP.total_seconds():
+            # Every change stamped up to the mark's stamp was committed before this read
+            # began, so this read had it: the next one starts at that stamp.
+            floor = max(floor, mark["stamp"])
+        if newest is not None and (mark is None or newest > mark["stamp"]):
+            mark = {"stamp": newest, "ended": _now()}
         window = {k: v for k, v in kept.items() if v.rpartition("#")[0] >= floor}
         if len(window) > _POLL_SEEN or (pruned and len(window) == _POLL_SEEN):
             log.info("livesync.poll_seen_bounded", system=self._system, read=read, kept=_POLL_SEEN,
                      reason="more entries changed within the overlap than the token keeps: the others are "
                             "read again by the next runs and assessed again")
-        token = _dump({"kind": "poll", "attribute": attribute, "since": floor, "seen": _newest(window)})
+        token = _dump({"kind": "poll", "attribute": attribute, "since": floor, "seen": _newest(window),
+                       **({"mark": mark} if mark is not None else {})})
         yield ChangeBatch(_changes(pending, decode), token)
 
     def _paged(self, conn: Any, base: str, search_filter: str,
@@ -689,6 +702,16 @@ def _newest(seen: dict[str, str]) -> dict[str, str]:
     if len(seen) <= _POLL_SEEN:
         return seen
     return dict(heapq.nlargest(_POLL_SEEN, seen.items(), key=lambda item: (item[1].rpartition("#")[0], item[0])))
+
+
+def _now() -> float:
+    """This host's clock, in seconds (the polling mark's)."""
+    return time.time()
+
+
+def _mark_ok(mark: Any, form: re.Pattern[str]) -> bool:
+    return mark is None or (isinstance(mark, dict) and isinstance(mark.get("stamp"), str)
+                            and bool(form.fullmatch(mark["stamp"])) and isinstance(mark.get("ended"), int | float))
 
 
 def _poll_floor(attribute: str, newest: str, back: dt.timedelta) -> str | None:
