@@ -83,7 +83,8 @@ class SalesforceChanges:
         token = _dump(covered[0]) if covered[1] > since else token
         gone = list(dict.fromkeys(str(r.get("id")) for r in deleted.get("deletedRecords") or []
                                   if isinstance(r, dict) and r.get("id")))
-        changed = [str(i) for i in dict.fromkeys(updated.get("ids") or []) if i and str(i) not in set(gone)]
+        deletes = set(gone)
+        changed = [str(i) for i in dict.fromkeys(updated.get("ids") or []) if i and str(i) not in deletes]
         return ChangeFeed(_batches(changed, gone, fetch, page_size, token), _METHOD)
 
     def _window(self, kind: str, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
