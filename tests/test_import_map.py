@@ -27,7 +27,7 @@ MAP: Mapping[str, tuple[str, ...]] = {
     "idsync": (),
     "errors": (),
     "runtime": (),
-    "spool": (),
+    "spool": ("errors",),
     "log": ("idsync", "errors"),
     "keys": ("errors",),
     "query": ("errors",),

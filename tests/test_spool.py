@@ -5,6 +5,7 @@ dicts they replace."""
 from __future__ import annotations
 
 import pytest
+from idsync.errors import RunAborted
 from idsync.spool import EntrySpool, IdSpool, chunks
 
 
@@ -48,8 +49,17 @@ def test_an_entry_spool_keeps_the_last_entry_at_the_first_place() -> None:
     assert items[6_999][1][1]["jpegphoto"] == [bytes(range(256))]
     assert list(spool.keys())[:2] == ["k0", "k1"]
     spool.close()
-    with pytest.raises(Exception, match="closed"):
+    with pytest.raises(RunAborted, match="closed"):
         list(spool.items())
+
+
+def test_a_spool_that_cannot_write_stops_the_run_saying_where() -> None:
+    """A spool whose temporary database cannot grow (the directory full: its size capped
+    here) raises ``RunAborted`` naming where spools are kept, not a bare SQLite error."""
+    spool = IdSpool()
+    spool._db.execute("PRAGMA max_page_count=2")
+    with pytest.raises(RunAborted, match=r"spool .*SQLITE_TMPDIR, TMPDIR or /var/tmp.*full"):
+        spool.update(f"id{n:08d}" for n in range(50_000))
 
 
 def test_chunks_are_read_lazily() -> None:

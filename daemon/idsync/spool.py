@@ -11,15 +11,19 @@ Each spool is a private temporary database of its own (SQLite's ``""`` file: hel
 in memory while small, then in a file SQLite deletes as it opens it, under
 ``SQLITE_TMPDIR``, ``TMPDIR`` or ``/var/tmp``), gone when the spool is closed or
 collected. Writes are buffered and go in by ``executemany``; membership is asked a
-chunk at a time (``absent``), one query per ``_CHUNK`` ids.
+chunk at a time (``absent``), one query per ``_CHUNK`` ids. A spool that cannot write
+(the temporary directory full) stops the run that reads: ``RunAborted``, saying where.
 """
 
 from __future__ import annotations
 
+import functools
 import marshal
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+from idsync.errors import RunAborted
 
 __all__ = ["EntrySpool", "IdSpool", "chunks"]
 
@@ -41,6 +45,23 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _failing(what: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``what``, its SQLite errors told as the run's end (their text names no value)."""
+    @functools.wraps(what)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return what(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise RunAborted(f"the read's spool (a temporary SQLite database under SQLITE_TMPDIR, TMPDIR or "
+                             f"/var/tmp) failed: {exc}") from None
+    return call
+
+
+@_failing
 def _database(schema: str) -> sqlite3.Connection:
     """A private temporary database, in one transaction that is never committed: nothing
     of it needs to last, and a commit per write would write the pages out each time."""
@@ -53,8 +74,8 @@ def _database(schema: str) -> sqlite3.Connection:
 
 
 def _rows(db: sqlite3.Connection, query: str) -> Iterator[Any]:
-    cursor = db.execute(query)
-    while rows := cursor.fetchmany(_FETCH):
+    cursor = _failing(db.execute)(query)
+    while rows := _failing(cursor.fetchmany)(_FETCH):
         yield from rows
 
 
@@ -80,6 +101,7 @@ class IdSpool:
         for id in ids:
             self.add(id)
 
+    @_failing
     def _flush(self) -> None:
         if self._pending:
             if self._indexed and len(self._pending) >= _BUFFER:
@@ -89,6 +111,7 @@ class IdSpool:
             self._db.executemany("INSERT INTO ids VALUES (?)", self._pending)
             self._pending = []
 
+    @_failing
     def _ready(self) -> sqlite3.Connection:
         self._flush()
         if not self._indexed:
@@ -96,6 +119,7 @@ class IdSpool:
             self._indexed = True
         return self._db
 
+    @_failing
     def absent(self, ids: Sequence[str]) -> list[str]:
         """Those of ``ids`` not in the spool, in their order."""
         db = self._ready()
@@ -108,10 +132,12 @@ class IdSpool:
     def __contains__(self, id: object) -> bool:
         return isinstance(id, str) and not self.absent([id])
 
+    @_failing
     def __len__(self) -> int:
         # Counted over the index's groups: count(DISTINCT) builds a B-tree of its own.
         return int(self._ready().execute("SELECT count(*) FROM (SELECT 1 FROM ids GROUP BY id)").fetchone()[0])
 
+    @_failing
     def __bool__(self) -> bool:
         self._flush()
         return self._db.execute("SELECT 1 FROM ids LIMIT 1").fetchone() is not None
@@ -138,12 +164,14 @@ class EntrySpool:
         if len(self._pending) >= _BUFFER:
             self._flush()
 
+    @_failing
     def _flush(self) -> None:
         if self._pending:
             self._db.executemany("INSERT INTO entries (key, entry) VALUES (?, ?) "
                                  "ON CONFLICT (key) DO UPDATE SET entry = excluded.entry", self._pending)
             self._pending = []
 
+    @_failing
     def __len__(self) -> int:
         self._flush()
         return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
