@@ -18,6 +18,7 @@ ids it was asked for, as they were given.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -145,6 +146,17 @@ class LinkSet:
     def sources_of(self, target_ids: Sequence[str], conn: Connection | None = None) -> dict[str, str]:
         """target id -> linked source id, for the targets that have a link."""
         return {k: v for k, (v, _) in self._lookup(self._theirs, self._mine, target_ids, conn).items()}
+
+    def linked_since(self, target_ids: Sequence[str], instant: dt.datetime) -> set[str]:
+        """Of ``target_ids`` (as asked for), those whose link was made at or after
+        ``instant``: linked beside a run that started then (``sync/recon.py``)."""
+        if not target_ids or not self.linking:
+            return set()
+        with self.store.engine.connect() as conn:
+            found = set(conn.execute(select(self._theirs).where(
+                lt.c.linkset == self.name, lt.c.qualifier == self.qualifier, lt.c.created >= instant,
+                self._theirs.in_(self._kept(self._theirs, target_ids)))).scalars())
+        return {i for i in target_ids if self.key_of_theirs(i) in found}
 
     def _lookup(self, key, value, ids: Sequence[str],  # type: ignore[no-untyped-def]
                 conn: Connection | None) -> dict[str, tuple[str, str | None]]:

@@ -12,7 +12,9 @@ unlink has one audit entry, written here with what became of it: done
 (``SUCCESS``), failed or refused by the cap (``FAILURE``), or ``DRY_RUN``.
 
 A delete that fails fails that object: its link is kept, so the next run sees
-it again. A target already gone counts as deleted.
+it again. A target already gone counts as deleted. One whose target's link changed
+since the run decided it (an orphan linked meanwhile, by implicit sync finding it
+for a user created beside the run) is not carried out, and counted skipped.
 """
 
 from __future__ import annotations
@@ -95,12 +97,45 @@ class DeferredDeletes:
                        f"({allowed}); nothing was deleted")
             self._refuse(message, count)
             raise SafetyLimitExceeded(message)
-        for ops in self.runs.deferred_pages(self.run_id, self.page_size):
+        for page in self.runs.deferred_pages(self.run_id, self.page_size):
             self.check_cancel()
+            ops = self._as_decided(page)
+            if not ops:
+                continue
             found = self._run_hooks(ops, target)
             deleted = self._apply_page(ops, target)
             self._run_unlink_hooks([o for o in ops if o["action"] == "DELETE" and o.get("unlinks")
                                     and o["target_id"] in deleted], found)
+
+    def _as_decided(self, ops: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The page's deletes and unlinks whose target is linked as it was when the run
+        decided them; the others are left to the next run, audited and counted skipped:
+        a target linked since to a source (a user created for it, its implicit sync finding
+        it by correlation), or whose link went or changed meanwhile, is no longer the
+        orphan or the object the run assessed."""
+        wanted: dict[str, list[str]] = {}
+        for o in ops:
+            if o["target_id"]:
+                wanted.setdefault(o.get("qualifier", "default"), []).append(o["target_id"])
+        now = {q: self.links.links(q).sources_of(ids) for q, ids in wanted.items()}
+        kept: list[dict[str, Any]] = []
+        changed: list[dict[str, Any]] = []
+        for o in ops:
+            links = self.links.links(o.get("qualifier", "default"))
+            linked = o["action"] == "UNLINK" or bool(o.get("unlinks"))
+            then = links.key_of_mine(o["source_id"]) if linked and o["source_id"] else None
+            current = now.get(o.get("qualifier", "default"), {}).get(o["target_id"]) if o["target_id"] else None
+            if current == then:
+                kept.append(o)
+                continue
+            how = "linked" if then is None else "unlinked" if current is None else "linked to another source"
+            changed.append(self._audit_row(o, f"not carried out: {o['target_id']} was {how} since the run "
+                                              "assessed it; the next run assesses it again", False))
+        if changed:
+            self.counters.changes["skipped"] += len(changed)
+            with self.store.begin() as conn:
+                self.runs.audit(conn, changed)
+        return kept
 
     def _refuse(self, message: str, count: int) -> None:
         """Audit every recorded delete and unlink as not carried out, and why; count them

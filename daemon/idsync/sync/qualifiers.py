@@ -12,12 +12,14 @@ A mapping without ``linkQualifiers`` has the one qualifier ``default``.
 In the target phase, an unclaimed target is assessed once per qualifier whose
 link holds it; one that no link holds, once, with the first qualifier of the
 full list (PingIDM assesses it once per qualifier, which for an unlinked
-target repeats the same UNASSIGNED decision).
+target repeats the same UNASSIGNED decision). A link made since the run started
+leaves its target out of that qualifier's assessment (``of_targets``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -95,16 +97,22 @@ class LinkQualifiers:
                 out[name] = Correlator(c, target, self.mapping.default_target_fields, queries, name)
         return out
 
-    def of_targets(self, unclaimed: Sequence[Obj]) -> Iterator[tuple[str, list[Obj], dict[str, str]]]:
-        """(qualifier, targets, target id -> linked source id) for the target phase."""
+    def of_targets(self, unclaimed: Sequence[Obj], linked_before: dt.datetime | None = None,
+                   ) -> Iterator[tuple[str, list[Obj], dict[str, str]]]:
+        """(qualifier, targets, target id -> linked source id) for the target phase;
+        ``linked_before``: a target is left out of the qualifiers whose link of it was
+        made at or after then (linked beside the run: the next run's)."""
         names = self.all()
         ids = [o["_id"] for o in unclaimed]
         by_name = {name: self.links(name).sources_of(ids) for name in names}
+        late = {name: self.links(name).linked_since(list(found), linked_before)
+                if linked_before is not None else set() for name, found in by_name.items()}
         groups: dict[str, list[Obj]] = {name: [] for name in names}
         for obj in unclaimed:
             held = [name for name in names if obj["_id"] in by_name[name]]
             for name in held or names[:1]:
-                groups[name].append(obj)
+                if obj["_id"] not in late[name]:
+                    groups[name].append(obj)
         for name, targets in groups.items():
             if targets:
                 yield name, targets, {t["_id"]: by_name[name][t["_id"]] for t in targets if t["_id"] in by_name[name]}

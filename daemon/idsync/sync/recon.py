@@ -13,10 +13,11 @@ The pipeline, per source page (``_source_page``):
    same transaction as the writes when the target is the store).
 
 The target phase streams the target's ids, skips those the source phase
-claimed (``recon_claims``, so no list of all ids is held here), and assesses
-the rest. Every DELETE and UNLINK, from either phase, is only recorded
-(``recon_deferred``); they run after both phases finished without a read error,
-and only if their number is within the mapping's ``maxDeletes`` (``deletes.py``).
+claimed (``recon_claims``, so no list of all ids is held here) and those linked
+since the run started (the next run's, as in PingIDM), and assesses the rest.
+Every DELETE and UNLINK, from either phase, is only recorded (``recon_deferred``);
+they run after both phases finished without a read error, and only if their
+number is within the mapping's ``maxDeletes`` (``deletes.py``).
 In a run where an unlinked source object could not be correlated or assessed,
 the target phase's are held instead (that object may own any unclaimed target):
 each is an error of its target, and the run fails once the rest is done.
@@ -868,7 +869,14 @@ class _Run:
                     self._fail_object(message, None, None)
             self.counters.target_processed += len(page)
             if unclaimed:
-                for qualifier, targets, sources_of in self.qualifiers.of_targets(unclaimed):
+                # A target linked since the run started (by implicit sync, liveSync, the API) is
+                # the next run's, as it is in PingIDM, whose target phase visits the ids it listed
+                # before its source phase: neither assessed nor counted here.
+                groups = list(self.qualifiers.of_targets(unclaimed, linked_before=self._targets_at))
+                late = len(unclaimed) - len({t["_id"] for _, targets, _ in groups for t in targets})
+                total -= late
+                self.counters.target_processed -= late
+                for qualifier, targets, sources_of in groups:
                     self.counters.links_processed += len(sources_of)
                     # PingIDM reads each linked source by id, whatever sourceQuery selected.
                     sources = source.get_many(list(sources_of.values()), self._source_fields()) if sources_of else {}
