@@ -230,6 +230,13 @@ class ScimServer:
             response.raise_for_status()
             return dict(response.json())
 
+    def add_users(self, user_names: Iterable[str]) -> list[dict[str, Any]]:
+        """Many users, one request each over one connection (a bulk change at the provider)."""
+        with self.client() as c:
+            responses = [c.post("Users", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                               "userName": name}) for name in user_names]
+        return [dict(r.raise_for_status().json()) for r in responses]
+
     def add_group(self, name: str, member_ids: Iterable[str] = ()) -> dict[str, Any]:
         body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name,
                 "members": [{"value": m} for m in member_ids]}

@@ -1,16 +1,19 @@
 """liveSync of a SCIM source (``connectors/scim/changes.py``) against a real SCIM 2.0
 provider (scim2-server), on the SCIM sample: ``meta.lastModified`` windows, sorted and
 not, equal stamps at the boundary, a token the connector did not make, a provider
-that cannot filter, dry run."""
+that cannot filter, dry run, a bulk change beyond what a token keeps, and a quiet
+provider's window."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import structlog
@@ -255,6 +258,132 @@ def test_token_ahead_of_the_providers_clock_is_answered_by_a_full_recon(
     assert _users(project)["jdoe"]["givenName"] == "Johnny"
     assert "2099" not in (_token(project) or "")
     assert _live(project).full_recon is None
+
+
+@pytest.mark.parametrize("token", [
+    {"mark": {"stamp": "yesterday", "ended": 1.0}},
+    {"mark": {"stamp": "2026-01-01T00:00:00.000000Z", "ended": "an hour ago"}},
+    {"mark": {"stamp": "2099-01-01T00:00:00.000000Z", "ended": 1.0}},
+    {"start": "2099-01-01T00:00:00.000000Z"},
+])
+def test_token_with_a_mark_not_made_by_the_connector_is_answered_by_a_full_recon(
+        tmp_path: Path, server: ScimServer, monkeypatch: pytest.MonkeyPatch, token: dict[str, Any]) -> None:
+    """A token whose mark (the newest stamp and when it was first read) or start is not
+    one this connector writes (a stamp that is no date or after the token's high-water
+    mark, a time that is no number) is expired like any token the connector did not make:
+    a full recon, and a fresh token."""
+    users = _seed(server)
+    project = _project(tmp_path, server, monkeypatch)
+    assert _live(project).state == "SUCCESS"
+    set_token(project, SOURCE, json.dumps({**json.loads(_token(project) or "{}"), **token}))
+    server.change("Users", users["jdoe"]["id"], "name.givenName", "Johnny")
+    live_after_expiry(project, SOURCE, "not one this connector makes")
+    assert _users(project)["jdoe"]["givenName"] == "Johnny"
+    assert _live(project).full_recon is None
+
+
+def test_token_without_a_mark_is_still_read(
+        tmp_path: Path, server: ScimServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token written before tokens had a mark (the high-water mark and the stamps seen
+    only) is read from its high-water mark less the overlap: the change made since is
+    applied without a full recon, and the new token has a mark."""
+    users = _seed(server)
+    project = _project(tmp_path, server, monkeypatch)
+    assert _live(project).state == "SUCCESS"
+    token = json.loads(_token(project) or "{}")
+    set_token(project, SOURCE, json.dumps({k: v for k, v in token.items() if k not in ("mark", "start")}))
+    server.change("Users", users["jdoe"]["id"], "name.givenName", "Johnny")
+    done = _live(project)
+    assert done.full_recon is None and [r["counts"] for r in done.runs] == [{"updated": 1}]
+    assert _users(project)["jdoe"]["givenName"] == "Johnny"
+    assert "mark" in json.loads(_token(project) or "{}")
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_a_bulk_change_keeps_the_token_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sort: bool) -> None:
+    """A bulk change of more resources than a token keeps (``_SEEN``, made 40 here) leaves
+    a token of that many, those with the newest stamps, not one as large as the change,
+    sorted or not. Nothing is missed or written twice: every resource is created once; the
+    next run reads the ones the token dropped again and finds them unchanged (no write, no
+    audit entry); a later change of one of them is applied once, and the run after it
+    writes nothing. The run that drops resources says so, once
+    (``livesync.lastmodified_seen_bounded``)."""
+    import idsync.connectors.scim.changes as changes
+
+    monkeypatch.setattr(changes, "_SEEN", 40, raising=False)
+    for server in running(sort=sort):
+        _seed(server)
+        project = _project(tmp_path, server, monkeypatch)
+        assert _live(project).state == "SUCCESS"
+        bulk = server.add_users(f"bulk{i:03}" for i in range(100))
+
+        with structlog.testing.capture_logs() as logs:
+            done = _live(project, page_size=7)
+        (told,) = [e for e in logs if e["event"] == "livesync.lastmodified_seen_bounded"]
+        assert told["kept"] == 40 and told["read"] >= 100
+        (run,) = done.runs
+        assert done.state == "SUCCESS" and run["counts"]["created"] == 100, done.runs
+        assert set(run["counts"]) <= {"created", "unchanged"}  # unsorted: a resource dropped may come again
+        runs = RunStore(Store.open(load_project(project).settings.store_url()))
+        assert len(runs.audit_entries(run["id"])) == 100
+        token = json.loads(_token(project) or "{}")
+        assert set(token["seen"]) == {u["id"] for u in bulk[60:]}
+        users = _users(project)
+        assert len([u for u in users if u.startswith("bulk")]) == 100
+
+        again = _live(project, page_size=7)
+        assert again.state == "SUCCESS" and again.changes >= 60
+        assert [r["counts"] for r in again.runs] == [{"unchanged": again.changes}]
+        assert runs.audit_entries(again.runs[0]["id"]) == []
+        assert _users(project) == users
+        assert json.loads(_token(project) or "{}")["seen"] == token["seen"]
+
+        server.change("Users", bulk[0]["id"], "name.familyName", "Later")
+        later = _live(project, page_size=7)
+        (run,) = later.runs
+        assert run["counts"]["updated"] == 1 and set(run["counts"]) <= {"updated", "unchanged"}
+        assert len(runs.audit_entries(run["id"])) == 1
+        assert _users(project)["bulk000"]["sn"] == "Later"
+        assert all(set(r["counts"]) <= {"unchanged"} for r in _live(project, page_size=7).runs)
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_a_quiet_providers_last_changes_stop_being_read_a_minute_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sort: bool) -> None:
+    """A read asks again for the resources stamped within the overlap (a minute before
+    the newest stamp), in case a change stamped there is committed late; once the provider
+    is quiet that is needed for a minute only, not at every run until the next change.
+    After a bulk change larger than the token keeps (made 40 here), the runs within the
+    minute read the dropped resources again; the first run that begins a minute (this
+    host's clock) after the read that saw the newest stamp moves the token's start to
+    that stamp, and the run after it asks from there and applies nothing. A change made
+    after that is still applied. Sorted or not."""
+    import idsync.connectors.scim.changes as changes
+
+    clock = [time.time()]
+    monkeypatch.setattr(changes, "_SEEN", 40, raising=False)
+    monkeypatch.setattr(changes, "_now", lambda: clock[0])
+    for server in running(sort=sort):
+        users = _seed(server)
+        project = _project(tmp_path, server, monkeypatch)
+        assert _live(project).state == "SUCCESS"
+        server.add_users(f"q{i:03}" for i in range(100))
+        (run,) = _live(project).runs
+        assert run["counts"]["created"] == 100 and set(run["counts"]) <= {"created", "unchanged"}
+        clock[0] += 30
+        assert _live(project).changes >= 60  # within the minute: the dropped resources are read again
+        clock[0] += 31
+        assert _live(project).changes >= 60  # a minute after the bulk change's read: once more, then the mark
+        token = json.loads(_token(project) or "{}")
+        asked = len(server.requests)
+        quiet = _live(project)
+        assert quiet.changes == 0 and quiet.runs == []
+        assert token["start"] == token["mark"]["stamp"] == token["since"] and len(token["seen"]) == 1
+        filters = [parse_qs(q).get("filter", [""])[0] for _, _, q in server.requests[asked:]]
+        assert f'meta.lastModified ge "{token["since"]}"' in filters, filters
+        server.change("Users", users["jdoe"]["id"], "name.givenName", "Johnny")
+        assert [r["counts"] for r in _live(project).runs] == [{"updated": 1}]
+        assert _users(project)["jdoe"]["givenName"] == "Johnny"
 
 
 def test_provider_that_cannot_filter_fails_clearly_before_any_recon(

@@ -380,15 +380,16 @@ class ChangeSource(ABC):
         """The changes since ``token``; ``fields`` as in ``QuerySpec`` (None: the default set)."""
 
 
-def dump_window(kind: str, since: str, seen: Mapping[str, str]) -> str:
+def dump_window(kind: str, since: str, seen: Mapping[str, str], **more: Any) -> str:
     """A token of a read by stamps (SCIM's ``meta.lastModified``, the store's ``updated``):
-    the high-water mark ``since`` and the objects ``seen`` near it (id -> stamp#version)."""
-    return json.dumps({"v": 1, "kind": kind, "since": since, "seen": dict(seen)}, sort_keys=True,
+    the high-water mark ``since``, the objects ``seen`` near it (id -> stamp#version), and
+    what else the source keeps (``more``: JSON values)."""
+    return json.dumps({"v": 1, "kind": kind, "since": since, "seen": dict(seen), **more}, sort_keys=True,
                       separators=(",", ":"))
 
 
-def load_window(token: str, kind: str, refused: str) -> tuple[str, dict[str, str]]:
-    """``dump_window``'s (since, seen); ``SyncTokenExpired(refused)`` for any other text."""
+def load_window(token: str, kind: str, refused: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """``dump_window``'s (since, seen, more); ``SyncTokenExpired(refused)`` for any other text."""
     try:
         state = json.loads(token)
     except ValueError:
@@ -396,7 +397,8 @@ def load_window(token: str, kind: str, refused: str) -> tuple[str, dict[str, str
     if not isinstance(state, dict) or state.get("v") != 1 or state.get("kind") != kind \
             or not isinstance(state.get("since"), str) or not isinstance(state.get("seen"), dict):
         raise SyncTokenExpired(refused)
-    return state["since"], {str(k): str(v) for k, v in state["seen"].items()}
+    more = {k: v for k, v in state.items() if k not in ("v", "kind", "since", "seen")}
+    return state["since"], {str(k): str(v) for k, v in state["seen"].items()}, more
 
 
 def failed(op: WriteOp, error: ObjectError) -> WriteResult:

@@ -146,7 +146,7 @@ def _parse(text: str) -> dt.datetime:
 
 
 def _load(name: str, token: str) -> tuple[dt.datetime, dict[str, str]]:
-    text, seen = load_window(token, _KIND, f"{name}: the stored token is not one the store makes")
+    text, seen, _ = load_window(token, _KIND, f"{name}: the stored token is not one the store makes")
     since = _parse(text)
     if since == _EPOCH:
         raise SyncTokenExpired(f"{name}: the stored token is not one the store makes")

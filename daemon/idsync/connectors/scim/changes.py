@@ -12,6 +12,19 @@ recognised by their unchanged ``meta.lastModified`` and skipped. Nothing is miss
 and a run without changes applies nothing. ``liveSyncOverlap`` (seconds, default
 60) must cover how late a provider may commit a change after stamping it.
 
+The token keeps ``_SEEN`` of those ids at most, the newest stamps: under a bulk change
+the others are read again by the next runs and assessed again, which writes nothing
+where the target already holds the change, so the token (and the read's memory) stays
+that size whatever the change (``livesync.lastmodified_seen_bounded`` says a read
+dropped some). The overlap is needed only while a change stamped in it may still be
+committed: the token also keeps a *mark*, the newest stamp and when (this host's
+clock) the read that first saw it ended; a read that begins a whole overlap after that
+has every change stamped up to the mark, and its token makes the next read ask from
+the mark's stamp (``start``). Once a provider is quiet, its last changes stop being
+read again a minute after they were first read. A token without a mark (an older one)
+is read from ``since`` less the overlap; a mark or start this connector does not write
+(not a stamp, after ``since``, a time that is no number) raises ``SyncTokenExpired``.
+
 Reading, when the provider announces sorting (``ServiceProviderConfig``
 ``sort.supported``): pages sorted by ``meta.lastModified`` ascending, each one asked
 from the newest stamp of the page before (``ge``), so a change made while the read
@@ -47,8 +60,14 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import heapq
+import math
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import structlog
 
 from idsync.connectors.base import utc_datetime
 from idsync.connectors.scim.http import ScimClient
@@ -57,12 +76,17 @@ from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj, dump_window, l
 
 __all__ = ["ScimChanges"]
 
+log = structlog.get_logger("idsync.connectors.scim")
+
 _KIND = "lastModified"
 _STAMP = "meta.lastModified"
 _VERSION = "meta.version"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NOTE = ("SCIM filters on meta.lastModified do not show deleted resources: "
          "deletes are left to the next full recon")
+# How many resources seen within the overlap a token keeps (the newest): a bulk change
+# would otherwise make the token (and the read's memory) as large as the change.
+_SEEN = 2000
 
 Decode = Callable[[Sequence[Mapping[str, Any]]], list[Obj]]
 
@@ -98,12 +122,12 @@ class ScimChanges:
             position = self._clock() or dt.datetime.now(dt.UTC)
         # What the overlap holds now is what the recon that follows reads (unless it changes
         # again, and then its stamp or version differs): seen, so the next read skips it.
-        window = _Window(position, {}, self._overlap)
+        window = _Window(self._name, position, {}, self._overlap)
         size = self._page_size(self._client.settings.page_size)
         reader = self._sorted if features.sort else self._unsorted
         for _ in reader(window, ["id", _STAMP, _VERSION], lambda _: [], size):
             pass
-        return window.token()
+        return window.token(last=True)
 
     def _clock(self) -> dt.datetime | None:
         """The provider's time, from the Date of its last answer (this run's)."""
@@ -120,7 +144,7 @@ class ScimChanges:
     # -- reading --------------------------------------------------------------
 
     def read(self, token: str, attributes: Sequence[str], decode: Decode, page_size: int) -> ChangeFeed:
-        since, seen = _load(self._name, token)
+        since, seen, start, mark = _load(self._name, token)
         features = self._client.features()
         if not features.filter:
             raise self._unsupported("its ServiceProviderConfig does not announce filtering")
@@ -129,7 +153,7 @@ class ScimChanges:
             raise SyncTokenExpired(f"{self._name}: the stored token ({_text(since)}) is ahead of the provider's clock "
                                    f"({_text(clock)}): restored from a backup, or another provider; what changed "
                                    "since cannot be told")
-        window = _Window(since, seen, self._overlap)
+        window = _Window(self._name, since, seen, self._overlap, start=start, mark=mark)
         wanted = list(dict.fromkeys([*attributes, _STAMP, _VERSION]))
         size = self._page_size(page_size)
         batches = self._sorted(window, wanted, decode, size) if features.sort \
@@ -153,9 +177,10 @@ class ScimChanges:
             if stamps != sorted(stamps):
                 raise PeerError(f"{self._name}: the provider announces sorting but answered a list not sorted "
                                 f"by {_STAMP}; the changes cannot be read in order")
-            yield window.batch(resources, stamps, decode, with_token=True)
             total = int(body.get("totalResults") or 0) if isinstance(body, dict) else 0
-            if not resources or len(resources) >= total:
+            done = not resources or len(resources) >= total
+            yield window.batch(resources, stamps, decode, with_token=True, last=done)
+            if done:
                 return
             last = stamps[-1]
             if stamps[0] == last:
@@ -181,7 +206,7 @@ class ScimChanges:
         search = f'{_STAMP} ge "{_text(since or window.start)}"'
         for page in self._client.list_pages(self._endpoint, filter=search, attributes=attributes, count=size):
             yield window.batch(page, [self._stamp(r) for r in page], decode, with_token=False)
-        yield ChangeBatch([], window.token())
+        yield ChangeBatch([], window.token(last=True))
 
     def _stamp(self, resource: Mapping[str, Any]) -> dt.datetime:
         meta = resource.get("meta")
@@ -194,17 +219,33 @@ class ScimChanges:
         return parsed
 
 
-class _Window:
-    """The read's position: the high-water mark and the stamps seen near it."""
+@dataclass(frozen=True)
+class _Mark:
+    """The newest stamp seen, and when (this host's clock) the read that first saw it ended."""
 
-    def __init__(self, since: dt.datetime, seen: dict[str, str], overlap: dt.timedelta) -> None:
+    stamp: dt.datetime
+    ended: float
+
+
+class _Window:
+    """The read's position: the high-water mark, the stamps seen near it, and the mark."""
+
+    def __init__(self, name: str, since: dt.datetime, seen: dict[str, str], overlap: dt.timedelta,
+                 *, start: dt.datetime | None = None, mark: _Mark | None = None) -> None:
+        self.name = name
         self.since = since
         self.seen = dict(seen)
         self.overlap = overlap
-        self.start = since - overlap
+        self.start = max(since - overlap, start or _EPOCH)
+        self.mark = mark
+        self._prior = mark  # the token's: this read may pass it
+        self._began = _now()
+        self._newest: dt.datetime | None = None
+        self._read = 0
+        self._pruned = self._bounded = False
 
     def batch(self, resources: Sequence[Mapping[str, Any]], stamps: Sequence[dt.datetime], decode: Decode,
-              *, with_token: bool) -> ChangeBatch:
+              *, with_token: bool, last: bool = False) -> ChangeBatch:
         fresh: list[Mapping[str, Any]] = []
         for resource, stamp in zip(resources, stamps, strict=True):
             # One without an id is kept by what is known of it, so a run within the overlap
@@ -215,15 +256,52 @@ class _Window:
                 fresh.append(resource)
             self.seen[key] = value
             self.since = max(self.since, stamp)
+            self._newest = max(self._newest or stamp, stamp)
+            self._read += 1
+            if len(self.seen) >= 2 * _SEEN:
+                self.seen, self._pruned = _newest(self.seen), True
         # One object per resource, in order (``latest_token`` decodes none: it only reads the overlap).
         changes = [Change(str(o["_id"]), o) if _identified(r) else Change("", o, about=_about(r))
                    for r, o in zip(fresh, decode(fresh), strict=False)]
-        return ChangeBatch(changes, self.token() if with_token else None)
+        return ChangeBatch(changes, self.token(last=last) if with_token else None)
 
-    def token(self) -> str:
-        floor = self.since - self.overlap
-        self.seen = {k: v for k, v in self.seen.items() if (utc_datetime(v.split("#", 1)[0]) or _EPOCH) >= floor}
-        return _dump(self.since, self.seen)
+    def token(self, *, last: bool = False) -> str:
+        """The token of what is read so far; ``last``: of the whole read."""
+        floor = max(self.start, self.since - self.overlap)
+        if last and self._prior is not None and self._began >= self._prior.ended + self.overlap.total_seconds():
+            # Every change stamped up to the mark's stamp was committed before this read
+            # began, so this read had it: the next one starts at that stamp.
+            floor = max(floor, self._prior.stamp)
+        if self._newest is not None and (self.mark is None or self._newest > self.mark.stamp):
+            self.mark = _Mark(self._newest, _now())
+        window = {k: v for k, v in self.seen.items() if _seen_stamp(v) >= floor}
+        self._bounded = self._bounded or len(window) > _SEEN or (self._pruned and len(window) == _SEEN)
+        self.seen = _newest(window)
+        if last and self._bounded:
+            log.info("livesync.lastmodified_seen_bounded", system=self.name, read=self._read, kept=_SEEN,
+                     reason="more resources changed within the overlap than the token keeps: the others are "
+                            "read again by the next runs and assessed again")
+        more: dict[str, Any] = {"start": _text(floor)} if floor > self.since - self.overlap else {}
+        if self.mark is not None:
+            more["mark"] = {"stamp": _text(self.mark.stamp), "ended": self.mark.ended}
+        return dump_window(_KIND, _text(self.since), self.seen, **more)
+
+
+def _seen_stamp(value: str) -> dt.datetime:
+    """The stamp of a ``seen`` value (stamp, then ``#`` and the version)."""
+    return utc_datetime(value.split("#", 1)[0]) or _EPOCH
+
+
+def _newest(seen: dict[str, str]) -> dict[str, str]:
+    """The ``_SEEN`` entries of ``seen`` (id -> stamp#version) with the newest stamps."""
+    if len(seen) <= _SEEN:
+        return seen
+    return dict(heapq.nlargest(_SEEN, seen.items(), key=lambda item: (_seen_stamp(item[1]), item[0])))
+
+
+def _now() -> float:
+    """This host's clock, in seconds (the mark's)."""
+    return time.time()
 
 
 def _identified(resource: Mapping[str, Any]) -> bool:
@@ -259,13 +337,32 @@ def _text(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _dump(since: dt.datetime, seen: dict[str, str]) -> str:
-    return dump_window(_KIND, _text(since), seen)
-
-
-def _load(name: str, token: str) -> tuple[dt.datetime, dict[str, str]]:
-    text, seen = load_window(token, _KIND, f"{name}: the stored token is not one this connector makes")
+def _load(name: str, token: str) -> tuple[dt.datetime, dict[str, str], dt.datetime | None, _Mark | None]:
+    """The token's (since, seen, start, mark). An older token has neither start nor mark:
+    its read starts at ``since`` less the overlap."""
+    refused = f"{name}: the stored token is not one this connector makes"
+    text, seen, more = load_window(token, _KIND, refused)
     since = utc_datetime(text)
     if since is None:
-        raise SyncTokenExpired(f"{name}: the stored token is not one this connector makes")
-    return since, seen
+        raise SyncTokenExpired(refused)
+    start = _stamp_before(more.get("start"), since)
+    mark = _mark(more.get("mark"), since)
+    if ("start" in more and start is None) or ("mark" in more and mark is None):
+        raise SyncTokenExpired(refused)
+    return since, seen, start, mark
+
+
+def _mark(raw: Any, since: dt.datetime) -> _Mark | None:
+    """A token's mark, or None when it is not one this connector writes."""
+    if not isinstance(raw, dict) or set(raw) != {"stamp", "ended"}:
+        return None
+    stamp, ended = _stamp_before(raw["stamp"], since), raw["ended"]
+    if stamp is None or isinstance(ended, bool) or not isinstance(ended, int | float) or not math.isfinite(ended):
+        return None
+    return _Mark(stamp, float(ended))
+
+
+def _stamp_before(value: Any, since: dt.datetime) -> dt.datetime | None:
+    """``value`` as a stamp of a token (at or before its ``since``), or None when it is not one."""
+    moment = utc_datetime(value) if isinstance(value, str) else None
+    return moment if moment is not None and moment <= since else None
