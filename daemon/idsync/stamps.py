@@ -16,8 +16,9 @@ size whatever the change; a read that dropped some says so once
 needed only while a change stamped in it may still be committed: the token also keeps a
 *mark*, the newest stamp and when (this host's clock) the read that first saw it ended;
 a read that begins a whole overlap after that has every change stamped up to the mark,
-and its token makes the next read start at the mark's stamp (``start``). Once a source
-is quiet, its last changes stop being read again an overlap after they were first read.
+and its token makes the next read start at the mark's stamp (``start``), or just after
+it where the source can ask for that (``past``). Once a source is quiet, its last
+changes stop being read again an overlap after they were first read.
 
 A token without a mark (an older one) is read from ``since`` less the overlap; any other
 text, or a mark or start no read writes (not a stamp, after ``since``, a time that is no
@@ -66,6 +67,9 @@ class StampWindow(ABC):
         self.seen = dict(seen)
         self.overlap = overlap
         self.start = max(since - overlap, start or _EPOCH)
+        # A token's start is the stamp of a mark a read passed: every write stamped up to
+        # it was read then, and a source may ask for the stamps after it only.
+        self.past = start is not None and start >= since - overlap
         self.mark = mark
         self._keep = keep
         self._prior = mark  # the token's: this read may pass it

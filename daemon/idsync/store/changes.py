@@ -25,8 +25,10 @@ the token (and the read's memory) stays that size whatever the change
 only while a write stamped in it may still be committed: the token also keeps a *mark*,
 the newest stamp and when (this host's clock) the read that first saw it ended; a read
 that begins a whole overlap after that has every write stamped up to the mark, and its
-token makes the next read start at the mark's stamp (``start``). Once the store is
-quiet, its last changes stop being read again an overlap after they were first read. A
+token makes the next read ask for the objects stamped after the mark's stamp
+(``start``). Once the store is quiet, its last changes stop being read again an
+overlap after they were first read, however many share the newest stamp (a recon's
+page into the type is written at one stamp). A
 token without a mark (an older one) is read from ``since`` less the overlap; a mark or
 start the store does not write raises ``SyncTokenExpired``. The window and its token
 are SCIM's too (``idsync/stamps.py``).
@@ -115,9 +117,9 @@ class ManagedChanges:
         """(id, whether it is new to the window) of every object stamped in the window, in
         (stamp, id) order, read in keyset pages of ids, revisions and stamps only."""
         after: tuple[dt.datetime, str] | None = None
+        first = mo.c.updated > window.start if window.past else mo.c.updated >= window.start
         while True:
-            query = select(mo.c.id, mo.c.rev, mo.c.updated).where(mo.c.object_type == self._type,
-                                                                   mo.c.updated >= window.start)
+            query = select(mo.c.id, mo.c.rev, mo.c.updated).where(mo.c.object_type == self._type, first)
             if after is not None:
                 query = query.where(or_(mo.c.updated > after[0], and_(mo.c.updated == after[0], mo.c.id > after[1])))
             with self._store.engine.connect() as conn:
