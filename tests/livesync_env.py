@@ -15,6 +15,16 @@ from idsync.store.database import Store
 from idsync.store.tokens import SyncTokens
 from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult
 
+# What a token read by stamps (SCIM's, the store's) may hold that no read writes: a mark
+# whose stamp is no date, or after the token's high-water mark, or whose time is no
+# number, and a start after the high-water mark. Merged into a stored token.
+FOREIGN_MARKS: list[dict[str, Any]] = [
+    {"mark": {"stamp": "yesterday", "ended": 1.0}},
+    {"mark": {"stamp": "2026-01-01T00:00:00.000000Z", "ended": "an hour ago"}},
+    {"mark": {"stamp": "2099-01-01T00:00:00.000000Z", "ended": 1.0}},
+    {"start": "2099-01-01T00:00:00.000000Z"},
+]
+
 
 def live(project: Path, source: str, **options: Any) -> LiveSyncResult:
     """One liveSync run of ``source`` (``options`` as in ``LiveSyncOptions``), its scripts'

@@ -1,24 +1,31 @@
 """liveSync of a managed type (``idsync livesync managed/user``, ``store/changes.py``):
 store changes that implicit sync did not push are replayed through the mappings whose
 source the type is, on the two-way LDAP sample against the suite's slapd; and the two
-directions' liveSyncs, run in turn, never bounce a change between them."""
+directions' liveSyncs, run in turn, never bounce a change between them. A bulk change
+beyond what a token keeps, a quiet store's window, and tokens with and without a mark."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dbs import BACKENDS, store_url
+import structlog
+from dbs import BACKENDS, WITH_POSTGRESQL, store_url
 from idsync.config.pingidm_schedules import load_schedules
 from idsync.config.project import load_project
+from idsync.resource import WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
+from idsync.store.runs import RunStore
+from idsync.store.tables import managed_objects
 from idsync_dev.slapd import Slapd
-from livesync_env import live, managed_users, set_token, stored_token
+from livesync_env import FOREIGN_MARKS, live, live_after_expiry, managed_users, set_token, stored_token
+from sqlalchemy import select
 
 from samples import FORWARD, REVERSE, idsync, ldap_entry, sample_project
 
@@ -26,9 +33,10 @@ LDAP = "system/ldap/account"
 MANAGED = "managed/user"
 
 
-def _project(tmp_path: Path, slapd: Slapd, subtree: str) -> Path:
-    """The sample, its "10%" maxDeletes made a count: a handful of test users is not a large directory."""
-    project = sample_project(tmp_path, slapd, subtree, f"sqlite:///{tmp_path / 's.db'}")
+def _project(tmp_path: Path, slapd: Slapd, subtree: str, url: str | None = None) -> Path:
+    """The sample (on the store at ``url``; a new SQLite file by default), its "10%"
+    maxDeletes made a count: a handful of test users is not a large directory."""
+    project = sample_project(tmp_path, slapd, subtree, url or f"sqlite:///{tmp_path / 's.db'}")
     sync = project / "conf" / "sync.json"
     sync.write_text(sync.read_text().replace('"maxDeletes": "10%"', '"maxDeletes": 5'))
     return project
@@ -218,3 +226,164 @@ def test_store_reader_on_every_store(tmp_path: Path, slapd: Slapd, ldap_subtree:
     assert [b.changes for b in users.read_changes(again, None, 2).batches] == [[]]
     assert "Secret" not in again
     resources.close()
+
+
+def _bulk(project: Path, names: list[str], *, one_write: bool = False) -> None:
+    """Users created in the store, as an import with implicit sync off makes them: one at a
+    time, or (``one_write``) in one batch, as a recon's page into the store is written."""
+    loaded = load_project(project)
+    resources = Resources(loaded, Store.open(loaded.settings.store_url()))
+    users = resources.open(MANAGED)
+    made = [{"userName": name, "givenName": name.title(), "sn": "Bulk", "mail": f"{name}@example.com"}
+            for name in names]
+    if one_write:
+        assert all(r.ok for r in users.write_batch([WriteOp("create", values=values) for values in made]))
+    for values in [] if one_write else made:
+        users.create(values)
+    resources.close()
+
+
+def _newest(project: Path, count: int) -> set[str]:
+    """The ids of the ``count`` managed users with the newest stamps."""
+    store = Store.open(load_project(project).settings.store_url())
+    mo = managed_objects
+    try:
+        with store.engine.connect() as conn:
+            return set(conn.execute(select(mo.c.id).where(mo.c.object_type == "user")
+                                    .order_by(mo.c.updated.desc(), mo.c.id.desc()).limit(count)).scalars())
+    finally:
+        store.close()
+
+
+def _csns(slapd: Slapd, subtree: str, names: list[str]) -> dict[str, list[str] | None]:
+    """The entryCSN of each user's LDAP entry: it moves with every write."""
+    return {name: (ldap_entry(slapd, f"uid={name},{subtree}") or {}).get("entrycsn") for name in names}
+
+
+def _describe(project: Path, user: dict[str, Any], value: str) -> None:
+    _store_change(project, "patch", "user", user["_id"], "--operations",
+                  json.dumps([{"operation": "replace", "field": "/description", "value": value}]))
+
+
+@pytest.mark.parametrize("kind", WITH_POSTGRESQL)
+def test_a_bulk_store_change_keeps_the_token_bounded(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
+                                                     monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """A bulk change in the store (users created with implicit sync off, more of them than a
+    token keeps: ``_SEEN``, made 40 here) leaves a token of that many objects, those with
+    the newest stamps, not one as large as the change. Nothing is missed or written twice:
+    every user is created in LDAP once; the next run reads the ones the token dropped again
+    and writes nothing (no LDAP entry modified, no audit entry); a later change of one of
+    them is carried once, and the run after it writes nothing. The run that drops objects
+    says so, once (``livesync.updated_seen_bounded``). On SQLite and PostgreSQL."""
+    import idsync.store.changes as changes
+
+    monkeypatch.setattr(changes, "_SEEN", 40, raising=False)
+    project = _project(tmp_path, slapd, ldap_subtree, store_url(kind, tmp_path))
+    assert live(project, LDAP).state == "SUCCESS"
+    assert live(project, MANAGED).state == "SUCCESS"
+    names = [f"bulk{i:03}" for i in range(100)]
+    _bulk(project, names)
+
+    with structlog.testing.capture_logs() as logs:
+        done = live(project, MANAGED, page_size=7)
+    (told,) = [e for e in logs if e["event"] == "livesync.updated_seen_bounded"]
+    assert told["kept"] == 40 and told["read"] >= 100
+    (run,) = done.runs
+    assert done.state == "SUCCESS" and run["counts"] == {"created": 100}, done.runs
+    runs = RunStore(Store.open(load_project(project).settings.store_url()))
+    assert len(runs.audit_entries(run["id"])) == 100
+    token = json.loads(stored_token(project, MANAGED) or "{}")
+    assert set(token["seen"]) == _newest(project, 40)
+    csns = _csns(slapd, ldap_subtree, names)
+    assert all(csns.values())
+    users = managed_users(project)
+
+    again = live(project, MANAGED, page_size=7)
+    assert again.state == "SUCCESS" and again.changes >= 60 and _written(again) == {}, again.runs
+    assert all(runs.audit_entries(r["id"]) == [] for r in again.runs)
+    assert _csns(slapd, ldap_subtree, names) == csns
+    assert managed_users(project) == users
+    assert json.loads(stored_token(project, MANAGED) or "{}")["seen"] == token["seen"]
+
+    dropped = next(name for name in names if users[name]["_id"] not in token["seen"])
+    _describe(project, users[dropped], "later")
+    assert _written(live(project, MANAGED, page_size=7)) == {"updated": 1}
+    assert (ldap_entry(slapd, f"uid={dropped},{ldap_subtree}") or {})["description"] == ["later"]
+    assert _written(live(project, MANAGED, page_size=7)) == {}
+
+
+@pytest.mark.parametrize("kind", WITH_POSTGRESQL)
+@pytest.mark.parametrize("one_write", [False, True])
+def test_a_quiet_stores_last_changes_stop_being_read_an_overlap_on(
+        tmp_path: Path, slapd: Slapd, ldap_subtree: str, monkeypatch: pytest.MonkeyPatch, kind: str,
+        one_write: bool) -> None:
+    """A read asks again for the objects stamped within the overlap (30 seconds before the
+    newest stamp), in case a write stamped there is committed late; once the store is
+    quiet that is needed for an overlap only, not at every run until the next change. After
+    a bulk change larger than the token keeps (made 40 here), the runs within the overlap
+    read the dropped users again; the first run that begins an overlap (this host's clock)
+    after the read that saw the newest stamp moves the token's start to that stamp, and the
+    run after it asks for the objects stamped after it: it reads and applies nothing. So
+    too when the bulk change was written at once (as a recon writes a page into the
+    store): every object has the newest stamp, more of them than the token keeps. A change
+    made after that is still carried. On SQLite and PostgreSQL."""
+    import idsync.stamps as stamps
+    import idsync.store.changes as changes
+
+    clock = [time.time()]
+    monkeypatch.setattr(changes, "_SEEN", 40, raising=False)
+    monkeypatch.setattr(stamps, "_now", lambda: clock[0])
+    project = _project(tmp_path, slapd, ldap_subtree, store_url(kind, tmp_path))
+    assert live(project, LDAP).state == "SUCCESS"
+    assert live(project, MANAGED).state == "SUCCESS"
+    _bulk(project, [f"q{i:03}" for i in range(100)], one_write=one_write)
+    assert _written(live(project, MANAGED)) == {"created": 100}
+    clock[0] += 15
+    assert live(project, MANAGED).changes >= 60  # within the overlap: the dropped users are read again
+    clock[0] += 16
+    assert live(project, MANAGED).changes >= 60  # an overlap after the bulk change's read: once more, then the mark
+    token = json.loads(stored_token(project, MANAGED) or "{}")
+    assert token["start"] == token["mark"]["stamp"] == token["since"]
+    assert len(token["seen"]) == (40 if one_write else 1)
+    quiet = live(project, MANAGED)
+    assert quiet.state == "SUCCESS" and quiet.changes == 0 and quiet.runs == []
+    _describe(project, managed_users(project)["q005"], "after")
+    assert _written(live(project, MANAGED)) == {"updated": 1}
+    assert (ldap_entry(slapd, f"uid=q005,{ldap_subtree}") or {})["description"] == ["after"]
+
+
+@pytest.mark.parametrize("kind", WITH_POSTGRESQL)
+def test_a_store_token_without_a_mark_is_still_read(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
+                                                    kind: str) -> None:
+    """A token written before tokens had a mark (the high-water mark and the objects seen
+    only) is read from its high-water mark less the overlap: a store change made since is
+    carried without a full recon, and the new token has a mark. On SQLite and PostgreSQL."""
+    project = _project(tmp_path, slapd, ldap_subtree, store_url(kind, tmp_path))
+    assert live(project, LDAP).state == "SUCCESS"
+    assert live(project, MANAGED).state == "SUCCESS"
+    token = json.loads(stored_token(project, MANAGED) or "{}")
+    set_token(project, MANAGED, json.dumps({k: v for k, v in token.items() if k not in ("mark", "start")}))
+    _describe(project, managed_users(project)["bjensen"], "unmarked")
+    done = live(project, MANAGED)
+    assert done.full_recon is None and _written(done) == {"updated": 1}, done.message
+    assert (ldap_entry(slapd, f"uid=bjensen,{ldap_subtree}") or {})["description"] == ["unmarked"]
+    assert "mark" in json.loads(stored_token(project, MANAGED) or "{}")
+
+
+@pytest.mark.parametrize("kind", WITH_POSTGRESQL)
+@pytest.mark.parametrize("token", FOREIGN_MARKS)
+def test_a_store_token_with_a_mark_not_made_by_the_store_is_answered_by_a_full_recon(
+        tmp_path: Path, slapd: Slapd, ldap_subtree: str, kind: str, token: dict[str, Any]) -> None:
+    """A token whose mark (the newest stamp and when it was first read) or start is not
+    one the store writes (a stamp that is no date or after the token's high-water mark, a
+    time that is no number) is expired like any token the store did not make: a full
+    recon carries the change made since, and stores a fresh token. On SQLite and
+    PostgreSQL."""
+    project = _project(tmp_path, slapd, ldap_subtree, store_url(kind, tmp_path))
+    assert live(project, LDAP).state == "SUCCESS"
+    assert live(project, MANAGED).state == "SUCCESS"
+    set_token(project, MANAGED, json.dumps({**json.loads(stored_token(project, MANAGED) or "{}"), **token}))
+    _describe(project, managed_users(project)["bjensen"], "expired")
+    live_after_expiry(project, MANAGED, "not one the store makes")
+    assert (ldap_entry(slapd, f"uid=bjensen,{ldap_subtree}") or {})["description"] == ["expired"]
+    assert live(project, MANAGED).full_recon is None

@@ -21,7 +21,7 @@ from idsync.config.project import load_project
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
 from idsync.sync.livesync import LiveSyncResult
-from livesync_env import live, live_after_expiry, managed_users, set_token, stored_token
+from livesync_env import FOREIGN_MARKS, live, live_after_expiry, managed_users, set_token, stored_token
 from scim_sample import USERS_IN, sample_project, scim_env
 from scim_server import ScimServer, running
 
@@ -260,12 +260,7 @@ def test_token_ahead_of_the_providers_clock_is_answered_by_a_full_recon(
     assert _live(project).full_recon is None
 
 
-@pytest.mark.parametrize("token", [
-    {"mark": {"stamp": "yesterday", "ended": 1.0}},
-    {"mark": {"stamp": "2026-01-01T00:00:00.000000Z", "ended": "an hour ago"}},
-    {"mark": {"stamp": "2099-01-01T00:00:00.000000Z", "ended": 1.0}},
-    {"start": "2099-01-01T00:00:00.000000Z"},
-])
+@pytest.mark.parametrize("token", FOREIGN_MARKS)
 def test_token_with_a_mark_not_made_by_the_connector_is_answered_by_a_full_recon(
         tmp_path: Path, server: ScimServer, monkeypatch: pytest.MonkeyPatch, token: dict[str, Any]) -> None:
     """A token whose mark (the newest stamp and when it was first read) or start is not
@@ -359,10 +354,11 @@ def test_a_quiet_providers_last_changes_stop_being_read_a_minute_on(
     that stamp, and the run after it asks from there and applies nothing. A change made
     after that is still applied. Sorted or not."""
     import idsync.connectors.scim.changes as changes
+    import idsync.stamps as stamps
 
     clock = [time.time()]
     monkeypatch.setattr(changes, "_SEEN", 40, raising=False)
-    monkeypatch.setattr(changes, "_now", lambda: clock[0])
+    monkeypatch.setattr(stamps, "_now", lambda: clock[0])
     for server in running(sort=sort):
         users = _seed(server)
         project = _project(tmp_path, server, monkeypatch)

@@ -14,7 +14,6 @@ A resource that can tell what changed since a point in time also speaks
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from idsync.errors import IdsyncError, ObjectError, OperationDenied, PeerError, ReadDenied, SyncTokenExpired
+from idsync.errors import IdsyncError, ObjectError, OperationDenied, PeerError, ReadDenied
 from idsync.query.ast import And, Compare, Node, Or, Path
 from idsync.spool import IdSpool
 
@@ -37,10 +36,8 @@ __all__ = [
     "Resource",
     "WriteOp",
     "WriteResult",
-    "dump_window",
     "failed",
     "interrupted",
-    "load_window",
     "renamed",
     "value_at",
 ]
@@ -378,27 +375,6 @@ class ChangeSource(ABC):
     @abstractmethod
     def read_changes(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
         """The changes since ``token``; ``fields`` as in ``QuerySpec`` (None: the default set)."""
-
-
-def dump_window(kind: str, since: str, seen: Mapping[str, str], **more: Any) -> str:
-    """A token of a read by stamps (SCIM's ``meta.lastModified``, the store's ``updated``):
-    the high-water mark ``since``, the objects ``seen`` near it (id -> stamp#version), and
-    what else the source keeps (``more``: JSON values)."""
-    return json.dumps({"v": 1, "kind": kind, "since": since, "seen": dict(seen), **more}, sort_keys=True,
-                      separators=(",", ":"))
-
-
-def load_window(token: str, kind: str, refused: str) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """``dump_window``'s (since, seen, more); ``SyncTokenExpired(refused)`` for any other text."""
-    try:
-        state = json.loads(token)
-    except ValueError:
-        state = None
-    if not isinstance(state, dict) or state.get("v") != 1 or state.get("kind") != kind \
-            or not isinstance(state.get("since"), str) or not isinstance(state.get("seen"), dict):
-        raise SyncTokenExpired(refused)
-    more = {k: v for k, v in state.items() if k not in ("v", "kind", "since", "seen")}
-    return state["since"], {str(k): str(v) for k, v in state["seen"].items()}, more
 
 
 def failed(op: WriteOp, error: ObjectError) -> WriteResult:

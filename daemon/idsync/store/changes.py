@@ -11,11 +11,27 @@ Every write of an object moves its ``_rev`` and its ``updated`` stamp (a change 
 its relationships too). The token holds a high-water mark (``since``: the newest
 stamp read) and the objects read within ``_OVERLAP`` before it, with their stamp and
 revision (``seen``). A read asks for the objects stamped at or after
-``since - _OVERLAP``, in (stamp, id) order through the index on
+``since - _OVERLAP`` (or the token's ``start``, below), in (stamp, id) order through the index on
 (``object_type``, ``updated``): a write stamped before the mark but committed after
 the last read (a long transaction, another node's clock) is still read, and an
 object of the overlap already applied is known by its unchanged revision and
 skipped. A run without changes reads one short index range and applies nothing.
+
+The token keeps ``_SEEN`` of those objects at most, the newest stamps: under a bulk
+change (an import with implicit sync off) the others are read again by the next runs
+and assessed again, which writes nothing where the target already holds the change, so
+the token (and the read's memory) stays that size whatever the change
+(``livesync.updated_seen_bounded`` says a read dropped some). The overlap is needed
+only while a write stamped in it may still be committed: the token also keeps a *mark*,
+the newest stamp and when (this host's clock) the read that first saw it ended; a read
+that begins a whole overlap after that has every write stamped up to the mark, and its
+token makes the next read ask for the objects stamped after the mark's stamp
+(``start``). Once the store is quiet, its last changes stop being read again an
+overlap after they were first read, however many share the newest stamp (a recon's
+page into the type is written at one stamp). A
+token without a mark (an older one) is read from ``since`` less the overlap; a mark or
+start the store does not write raises ``SyncTokenExpired``. The window and its token
+are SCIM's too (``idsync/stamps.py``).
 
 Deleted objects leave no row to read: the caller finds them by the links whose
 source object is gone (``LinkSet.sources_missing``), which needs no token.
@@ -30,19 +46,25 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 
+import structlog
 from sqlalchemy import and_, func, or_, select
 
 from idsync.errors import SyncTokenExpired
-from idsync.resource import Change, ChangeBatch, ChangeFeed, Resource, dump_window, load_window
+from idsync.resource import Change, ChangeBatch, ChangeFeed, Resource
+from idsync.stamps import StampWindow, load_stamps, stamp_text
 from idsync.store.database import Store
 from idsync.store.tables import managed_objects as mo
 
 __all__ = ["ManagedChanges"]
 
+log = structlog.get_logger(__name__)
+
 _KIND = "updated"
 # How late a write may commit after its stamp, or how far two nodes' clocks may differ.
 _OVERLAP = dt.timedelta(seconds=30)
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# How many objects seen within the overlap a token keeps (the newest): a bulk change
+# would otherwise make the token (and the read's memory) as large as the change.
+_SEEN = 2000
 
 
 class ManagedChanges:
@@ -58,20 +80,22 @@ class ManagedChanges:
         the full recon that follows reads them as they are."""
         with self._store.engine.connect() as conn:
             newest = conn.execute(select(func.max(mo.c.updated)).where(mo.c.object_type == self._type)).scalar()
-        window = _Window(_utc(newest) if newest is not None else dt.datetime.now(dt.UTC), {})
+        position = _utc(newest) if newest is not None else dt.datetime.now(dt.UTC)
+        window = _Window(self._resource.name, _KIND, position, {}, _OVERLAP, keep=_SEEN)
         for _ in self._stamps(window):
             pass
-        return window.token()
+        return window.token(last=True)
 
     def read(self, token: str, fields: Sequence[str] | None, page_size: int) -> ChangeFeed:
-        since, seen = _load(self._resource.name, token)
+        since, seen, start, mark = load_stamps(token, _KIND, f"{self._resource.name}: the stored token is not one "
+                                                             "the store makes")
         with self._store.engine.connect() as conn:
             newest = conn.execute(select(func.max(mo.c.updated)).where(mo.c.object_type == self._type)).scalar()
         if newest is not None and since > _utc(newest) + _OVERLAP:
-            raise SyncTokenExpired(f"{self._resource.name}: the stored token ({_text(since)}) is newer than any "
-                                   f"object of the store ({_text(_utc(newest))}): restored from an older backup, or "
-                                   "another store; what changed since cannot be told")
-        window = _Window(since, seen)
+            raise SyncTokenExpired(f"{self._resource.name}: the stored token ({stamp_text(since)}) is newer than "
+                                   f"any object of the store ({stamp_text(_utc(newest))}): restored from an older "
+                                   "backup, or another store; what changed since cannot be told")
+        window = _Window(self._resource.name, _KIND, since, seen, _OVERLAP, keep=_SEEN, start=start, mark=mark)
         return ChangeFeed(self._batches(window, fields, max(page_size, 1)), _KIND)
 
     def _batches(self, window: _Window, fields: Sequence[str] | None, size: int) -> Iterator[ChangeBatch]:
@@ -82,7 +106,7 @@ class ManagedChanges:
             if len(fresh) >= size:
                 yield self._batch(fresh, fields, None)
                 fresh = []
-        yield self._batch(fresh, fields, window.token())
+        yield self._batch(fresh, fields, window.token(last=True))
 
     def _batch(self, ids: list[str], fields: Sequence[str] | None, token: str | None) -> ChangeBatch:
         found = self._resource.get_many(ids, fields) if ids else {}
@@ -93,61 +117,30 @@ class ManagedChanges:
         """(id, whether it is new to the window) of every object stamped in the window, in
         (stamp, id) order, read in keyset pages of ids, revisions and stamps only."""
         after: tuple[dt.datetime, str] | None = None
+        first = mo.c.updated > window.start if window.past else mo.c.updated >= window.start
         while True:
-            query = select(mo.c.id, mo.c.rev, mo.c.updated).where(mo.c.object_type == self._type,
-                                                                   mo.c.updated >= window.start)
+            query = select(mo.c.id, mo.c.rev, mo.c.updated).where(mo.c.object_type == self._type, first)
             if after is not None:
                 query = query.where(or_(mo.c.updated > after[0], and_(mo.c.updated == after[0], mo.c.id > after[1])))
             with self._store.engine.connect() as conn:
                 rows = conn.execute(query.order_by(mo.c.updated, mo.c.id).limit(size)).all()
             for row in rows:
-                yield row.id, window.saw(row.id, row.rev, _utc(row.updated))
+                stamp = _utc(row.updated)
+                yield row.id, window.saw(row.id, f"{stamp_text(stamp)}#{row.rev}", stamp)
             if len(rows) < size:
                 return
             after = (rows[-1].updated, rows[-1].id)
 
 
-class _Window:
-    """The read's position: the high-water mark and the revisions seen near it."""
+class _Window(StampWindow):
+    """The read's position (``StampWindow``) in the objects of one type."""
 
-    def __init__(self, since: dt.datetime, seen: dict[str, str]) -> None:
-        self.since = since
-        self.seen = dict(seen)
-        self.start = since - _OVERLAP
-
-    def saw(self, object_id: str, rev: str, stamp: dt.datetime) -> bool:
-        """Note ``object_id`` at ``rev``; whether that revision is new to the window."""
-        value = f"{_text(stamp)}#{rev}"
-        fresh = self.seen.get(object_id) != value
-        self.seen[object_id] = value
-        self.since = max(self.since, stamp)
-        return fresh
-
-    def token(self) -> str:
-        floor = self.since - _OVERLAP
-        kept = {k: v for k, v in self.seen.items() if _parse(v.split("#", 1)[0]) >= floor}
-        return dump_window(_KIND, _text(self.since), kept)
+    def dropped(self, read: int, kept: int) -> None:
+        log.info("livesync.updated_seen_bounded", system=self.name, read=read, kept=kept,
+                 reason="more objects were written within the overlap than the token keeps: the others are "
+                        "read again by the next runs and assessed again")
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
     """A stamp as the store returns it (naive on SQLite and MariaDB: UTC) in UTC."""
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
-
-
-def _text(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(text: str) -> dt.datetime:
-    try:
-        return _utc(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except ValueError:
-        return _EPOCH
-
-
-def _load(name: str, token: str) -> tuple[dt.datetime, dict[str, str]]:
-    text, seen, _ = load_window(token, _KIND, f"{name}: the stored token is not one the store makes")
-    since = _parse(text)
-    if since == _EPOCH:
-        raise SyncTokenExpired(f"{name}: the stored token is not one the store makes")
-    return since, seen

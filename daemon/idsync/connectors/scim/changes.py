@@ -24,6 +24,7 @@ the mark's stamp (``start``). Once a provider is quiet, its last changes stop be
 read again a minute after they were first read. A token without a mark (an older one)
 is read from ``since`` less the overlap; a mark or start this connector does not write
 (not a stamp, after ``since``, a time that is no number) raises ``SyncTokenExpired``.
+The window and its token are the store's liveSync's too (``idsync/stamps.py``).
 
 Reading, when the provider announces sorting (``ServiceProviderConfig``
 ``sort.supported``): pages sorted by ``meta.lastModified`` ascending, each one asked
@@ -60,11 +61,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import heapq
-import math
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -72,7 +69,8 @@ import structlog
 from idsync.connectors.base import utc_datetime
 from idsync.connectors.scim.http import ScimClient
 from idsync.errors import ObjectRejected, PeerError, PeerMisconfigured, SyncTokenExpired
-from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj, dump_window, load_window
+from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj
+from idsync.stamps import Mark, StampWindow, load_stamps, stamp_text
 
 __all__ = ["ScimChanges"]
 
@@ -106,7 +104,7 @@ class ScimChanges:
         features = self._client.features()
         if not features.filter:
             raise self._unsupported("its ServiceProviderConfig does not announce filtering")
-        params: dict[str, Any] = {"filter": f'{_STAMP} gt "{_text(_EPOCH)}"', "attributes": f"id,{_STAMP}",
+        params: dict[str, Any] = {"filter": f'{_STAMP} gt "{stamp_text(_EPOCH)}"', "attributes": f"id,{_STAMP}",
                                   "startIndex": 1, "count": 1}
         if features.sort:
             params.update(sortBy=_STAMP, sortOrder="descending")
@@ -144,15 +142,16 @@ class ScimChanges:
     # -- reading --------------------------------------------------------------
 
     def read(self, token: str, attributes: Sequence[str], decode: Decode, page_size: int) -> ChangeFeed:
-        since, seen, start, mark = _load(self._name, token)
+        since, seen, start, mark = load_stamps(token, _KIND, f"{self._name}: the stored token is not one this "
+                                                             "connector makes")
         features = self._client.features()
         if not features.filter:
             raise self._unsupported("its ServiceProviderConfig does not announce filtering")
         clock = self._clock()
         if clock is not None and since > clock + self._overlap:
-            raise SyncTokenExpired(f"{self._name}: the stored token ({_text(since)}) is ahead of the provider's clock "
-                                   f"({_text(clock)}): restored from a backup, or another provider; what changed "
-                                   "since cannot be told")
+            raise SyncTokenExpired(f"{self._name}: the stored token ({stamp_text(since)}) is ahead of the "
+                                   f"provider's clock ({stamp_text(clock)}): restored from a backup, or another "
+                                   "provider; what changed since cannot be told")
         window = _Window(self._name, since, seen, self._overlap, start=start, mark=mark)
         wanted = list(dict.fromkeys([*attributes, _STAMP, _VERSION]))
         size = self._page_size(page_size)
@@ -170,7 +169,7 @@ class ScimChanges:
         op, bound = "ge", window.start
         while True:
             body = self._client.json("GET", self._endpoint, params={
-                "filter": f'{_STAMP} {op} "{_text(bound)}"', "sortBy": _STAMP, "sortOrder": "ascending",
+                "filter": f'{_STAMP} {op} "{stamp_text(bound)}"', "sortBy": _STAMP, "sortOrder": "ascending",
                 "attributes": ",".join(attributes), "startIndex": 1, "count": size})
             resources = _resources(self._name, self._endpoint, body)
             stamps = [self._stamp(r) for r in resources]
@@ -185,7 +184,7 @@ class ScimChanges:
             last = stamps[-1]
             if stamps[0] == last:
                 # More objects share one stamp than a page holds: read them by index, then go past them.
-                equal = f'{_STAMP} eq "{_text(last)}"'
+                equal = f'{_STAMP} eq "{stamp_text(last)}"'
                 found = 0
                 for page in self._client.list_pages(self._endpoint, filter=equal, attributes=attributes, count=size):
                     found += len(page)
@@ -203,7 +202,7 @@ class ScimChanges:
                   since: dt.datetime | None = None) -> Iterator[ChangeBatch]:
         """The window (or its rest from ``since``) by index, like a recon; the token only
         once it is all read."""
-        search = f'{_STAMP} ge "{_text(since or window.start)}"'
+        search = f'{_STAMP} ge "{stamp_text(since or window.start)}"'
         for page in self._client.list_pages(self._endpoint, filter=search, attributes=attributes, count=size):
             yield window.batch(page, [self._stamp(r) for r in page], decode, with_token=False)
         yield ChangeBatch([], window.token(last=True))
@@ -219,30 +218,17 @@ class ScimChanges:
         return parsed
 
 
-@dataclass(frozen=True)
-class _Mark:
-    """The newest stamp seen, and when (this host's clock) the read that first saw it ended."""
-
-    stamp: dt.datetime
-    ended: float
-
-
-class _Window:
-    """The read's position: the high-water mark, the stamps seen near it, and the mark."""
+class _Window(StampWindow):
+    """The read's position (``StampWindow``), and the resources it hands on."""
 
     def __init__(self, name: str, since: dt.datetime, seen: dict[str, str], overlap: dt.timedelta,
-                 *, start: dt.datetime | None = None, mark: _Mark | None = None) -> None:
-        self.name = name
-        self.since = since
-        self.seen = dict(seen)
-        self.overlap = overlap
-        self.start = max(since - overlap, start or _EPOCH)
-        self.mark = mark
-        self._prior = mark  # the token's: this read may pass it
-        self._began = _now()
-        self._newest: dt.datetime | None = None
-        self._read = 0
-        self._pruned = self._bounded = False
+                 *, start: dt.datetime | None = None, mark: Mark | None = None) -> None:
+        super().__init__(name, _KIND, since, seen, overlap, keep=_SEEN, start=start, mark=mark)
+
+    def dropped(self, read: int, kept: int) -> None:
+        log.info("livesync.lastmodified_seen_bounded", system=self.name, read=read, kept=kept,
+                 reason="more resources changed within the overlap than the token keeps: the others are "
+                        "read again by the next runs and assessed again")
 
     def batch(self, resources: Sequence[Mapping[str, Any]], stamps: Sequence[dt.datetime], decode: Decode,
               *, with_token: bool, last: bool = False) -> ChangeBatch:
@@ -251,57 +237,12 @@ class _Window:
             # One without an id is kept by what is known of it, so a run within the overlap
             # does not fail it again.
             key = str(resource["id"]) if _identified(resource) else f"?{_about(resource)}"
-            value = _text(stamp) + _version(resource)
-            if self.seen.get(key) != value:
+            if self.saw(key, stamp_text(stamp) + _version(resource), stamp):
                 fresh.append(resource)
-            self.seen[key] = value
-            self.since = max(self.since, stamp)
-            self._newest = max(self._newest or stamp, stamp)
-            self._read += 1
-            if len(self.seen) >= 2 * _SEEN:
-                self.seen, self._pruned = _newest(self.seen), True
         # One object per resource, in order (``latest_token`` decodes none: it only reads the overlap).
         changes = [Change(str(o["_id"]), o) if _identified(r) else Change("", o, about=_about(r))
                    for r, o in zip(fresh, decode(fresh), strict=False)]
         return ChangeBatch(changes, self.token(last=last) if with_token else None)
-
-    def token(self, *, last: bool = False) -> str:
-        """The token of what is read so far; ``last``: of the whole read."""
-        floor = max(self.start, self.since - self.overlap)
-        if last and self._prior is not None and self._began >= self._prior.ended + self.overlap.total_seconds():
-            # Every change stamped up to the mark's stamp was committed before this read
-            # began, so this read had it: the next one starts at that stamp.
-            floor = max(floor, self._prior.stamp)
-        if self._newest is not None and (self.mark is None or self._newest > self.mark.stamp):
-            self.mark = _Mark(self._newest, _now())
-        window = {k: v for k, v in self.seen.items() if _seen_stamp(v) >= floor}
-        self._bounded = self._bounded or len(window) > _SEEN or (self._pruned and len(window) == _SEEN)
-        self.seen = _newest(window)
-        if last and self._bounded:
-            log.info("livesync.lastmodified_seen_bounded", system=self.name, read=self._read, kept=_SEEN,
-                     reason="more resources changed within the overlap than the token keeps: the others are "
-                            "read again by the next runs and assessed again")
-        more: dict[str, Any] = {"start": _text(floor)} if floor > self.since - self.overlap else {}
-        if self.mark is not None:
-            more["mark"] = {"stamp": _text(self.mark.stamp), "ended": self.mark.ended}
-        return dump_window(_KIND, _text(self.since), self.seen, **more)
-
-
-def _seen_stamp(value: str) -> dt.datetime:
-    """The stamp of a ``seen`` value (stamp, then ``#`` and the version)."""
-    return utc_datetime(value.split("#", 1)[0]) or _EPOCH
-
-
-def _newest(seen: dict[str, str]) -> dict[str, str]:
-    """The ``_SEEN`` entries of ``seen`` (id -> stamp#version) with the newest stamps."""
-    if len(seen) <= _SEEN:
-        return seen
-    return dict(heapq.nlargest(_SEEN, seen.items(), key=lambda item: (_seen_stamp(item[1]), item[0])))
-
-
-def _now() -> float:
-    """This host's clock, in seconds (the mark's)."""
-    return time.time()
 
 
 def _identified(resource: Mapping[str, Any]) -> bool:
@@ -330,39 +271,3 @@ def _resources(name: str, endpoint: str, body: Any) -> list[dict[str, Any]]:
     if not isinstance(body, dict):
         raise PeerError(f"{name}: GET {endpoint}: not a ListResponse")
     return [r for r in body.get("Resources") or [] if isinstance(r, dict)]
-
-
-def _text(moment: dt.datetime) -> str:
-    """A stamp as the filter sends it: made here from a parsed date, never the provider's text."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _load(name: str, token: str) -> tuple[dt.datetime, dict[str, str], dt.datetime | None, _Mark | None]:
-    """The token's (since, seen, start, mark). An older token has neither start nor mark:
-    its read starts at ``since`` less the overlap."""
-    refused = f"{name}: the stored token is not one this connector makes"
-    text, seen, more = load_window(token, _KIND, refused)
-    since = utc_datetime(text)
-    if since is None:
-        raise SyncTokenExpired(refused)
-    start = _stamp_before(more.get("start"), since)
-    mark = _mark(more.get("mark"), since)
-    if ("start" in more and start is None) or ("mark" in more and mark is None):
-        raise SyncTokenExpired(refused)
-    return since, seen, start, mark
-
-
-def _mark(raw: Any, since: dt.datetime) -> _Mark | None:
-    """A token's mark, or None when it is not one this connector writes."""
-    if not isinstance(raw, dict) or set(raw) != {"stamp", "ended"}:
-        return None
-    stamp, ended = _stamp_before(raw["stamp"], since), raw["ended"]
-    if stamp is None or isinstance(ended, bool) or not isinstance(ended, int | float) or not math.isfinite(ended):
-        return None
-    return _Mark(stamp, float(ended))
-
-
-def _stamp_before(value: Any, since: dt.datetime) -> dt.datetime | None:
-    """``value`` as a stamp of a token (at or before its ``since``), or None when it is not one."""
-    moment = utc_datetime(value) if isinstance(value, str) else None
-    return moment if moment is not None and moment <= since else None
