@@ -676,6 +676,17 @@ def test_a_bulk_change_keeps_the_polling_token_bounded(tmp_path: Path, plain_sla
     assert [r["counts"] for r in _live(project).runs] in ([], [{}])
 
 
+def _polling_clock(monkeypatch: pytest.MonkeyPatch, kept: int) -> list[float]:
+    """Polling's token made to keep ``kept`` entries, and this host's clock as it sees it
+    (a list of one time, to move on)."""
+    import idsync.connectors.ldap.changes as changes
+
+    clock = [time.time()]
+    monkeypatch.setattr(changes, "_POLL_SEEN", kept, raising=False)
+    monkeypatch.setattr(changes, "_now", lambda: clock[0])
+    return clock
+
+
 def test_a_quiet_directorys_last_changes_stop_being_read_a_minute_on(tmp_path: Path, plain_slapd: Slapd,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Polling reads again the entries changed within its overlap (a minute before the
@@ -685,11 +696,7 @@ def test_a_quiet_directorys_last_changes_stop_being_read_a_minute_on(tmp_path: P
     the dropped entries again; the first run that begins a minute after the read that saw
     the newest stamp moves the token's start to that stamp, and the run after it reads and
     applies nothing. A change made after that is still applied."""
-    import idsync.connectors.ldap.changes as changes
-
-    clock = [time.time()]
-    monkeypatch.setattr(changes, "_POLL_SEEN", 40, raising=False)
-    monkeypatch.setattr(changes, "_now", lambda: clock[0])
+    clock = _polling_clock(monkeypatch, 40)
     subtree = _subtree(plain_slapd, "quiet")
     project = _project(tmp_path, plain_slapd, subtree)
     assert _live(project).state == "SUCCESS"
@@ -706,6 +713,52 @@ def test_a_quiet_directorys_last_changes_stop_being_read_a_minute_on(tmp_path: P
     plain_slapd.add_ldif(_described(subtree, q005="after"))
     assert [r["counts"] for r in _live(project).runs] == [{"updated": 1}]
     assert _users(project)["q005"]["description"] == "after"
+
+
+def _newest_second(slapd: Slapd, subtree: str) -> int:
+    """How many entries under ``subtree`` have the newest ``modifyTimestamp``."""
+    import ldap
+
+    conn = ldap.initialize(slapd.url)
+    conn.simple_bind_s(slapd.admin_dn, slapd.admin_password)
+    try:
+        stamps = [a["modifyTimestamp"][0] for _, a in conn.search_s(subtree, ldap.SCOPE_ONELEVEL, "(uid=*)",
+                                                                     ["modifyTimestamp"])]
+    finally:
+        conn.unbind_s()
+    return stamps.count(max(stamps))
+
+
+def test_a_bulk_change_within_one_second_stops_being_read_a_minute_on(tmp_path: Path, plain_slapd: Slapd,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``modifyTimestamp`` polling (one-second steps), a bulk change stamps many
+    entries with the same second, more than the token keeps (made 1 here): once a read
+    began a minute after the read that first saw that second, the next reads ask for the
+    entries stamped after it, so those entries are not read again at every run; a change
+    made after that is applied."""
+    clock = _polling_clock(monkeypatch, 1)
+    subtree = _subtree(plain_slapd, "second")
+    project = _project(tmp_path, plain_slapd, subtree)
+    assert _live(project).state == "SUCCESS"
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).strftime("%Y%m%d%H%M%SZ")
+    tamper(project, SOURCE, attribute="modifyTimestamp", since=since)
+    made = 0
+    while made == 0 or _newest_second(plain_slapd, subtree) < 2:  # a bulk change's last second holds several
+        plain_slapd.add_ldif("".join(_person(f"s{made + i:03}", subtree) for i in range(30)))
+        made += 30
+    first = _live(project)
+    assert first.state == "SUCCESS" and first.method == "modifyTimestamp"
+    clock[0] += 61
+    assert _live(project).state == "SUCCESS"  # a minute on: read once more, then after the mark
+    quiet = _live(project)
+    assert quiet.changes == 0 and [r["counts"] for r in quiet.runs] in ([], [{}])
+    token = json.loads(_state(project).token)
+    assert token.get("after") is True and token["since"] == token["mark"]["stamp"]
+    while dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%SZ") <= token["since"]:
+        time.sleep(0.05)  # a later change has a later second (the real minute this clock skipped)
+    plain_slapd.add_ldif(_described(subtree, s001="after"))
+    assert [r["counts"] for r in _live(project).runs] == [{"updated": 1}]
+    assert _users(project)["s001"]["description"] == "after"
 
 
 def test_polling_takes_an_entry_deleted_and_added_again_at_once(tmp_path: Path, plain_slapd: Slapd) -> None:

@@ -45,9 +45,11 @@ in it, so a token never silently changes meaning:
   may still be committed: the token also keeps a *mark*, the newest stamp seen and
   when (this host's clock) the read that first saw it ended; a read that begins a
   whole overlap after that has every change stamped up to the mark, and the next read
-  starts at the mark's stamp. Once a directory is quiet, its last changes stop being
-  read again a minute after they were first read. The entries are handed on a batch at a time as the pages
-  come (``_polled``), never held whole; the last batch carries the token.
+  asks for the entries stamped after it (``after``: however many a bulk change stamped
+  within that one ``modifyTimestamp`` second, they are not read again). Once a
+  directory is quiet, its last changes stop being read again a minute after they were
+  first read. The entries are handed on a batch at a time as the pages come
+  (``_polled``), never held whole; the last batch carries the token.
   Deletes are not seen; the feed says so and the next full recon finds them.
 
 Deleted entries are known by their entryUUID only (389 DS sends its nsUniqueId
@@ -491,11 +493,15 @@ class LdapChanges:
                    decode: Callable[[list[tuple[str, RawEntry]]], list[Obj]], page_size: int) -> ChangeFeed:
         attribute, since, seen = str(state.get("attribute")), str(state.get("since")), state.get("seen", {})
         form = {"entryCSN": _CSN, "modifyTimestamp": _TIMESTAMP}.get(attribute)
-        mark = state.get("mark")
+        mark, after = state.get("mark"), state.get("after", False)
         if form is None or not form.fullmatch(since) or not isinstance(seen, dict) \
-                or not all(isinstance(v, str) for v in seen.values()) or not _mark_ok(mark, form):
+                or not all(isinstance(v, str) for v in seen.values()) or not _mark_ok(mark, form) \
+                or not isinstance(after, bool):
             raise SyncTokenExpired(f"{self._system}: the stored polling token is not one this connector makes")
-        search_filter = f"(&{self._changed}({attribute}>={since}))"
+        # ``after``: every change stamped ``since`` was read already (``_polled``), so the
+        # entries of that stamp, as many as a bulk change made within one second, are not asked again.
+        search_filter = f"(&{self._changed}(!({attribute}<={since})))" if after \
+            else f"(&{self._changed}({attribute}>={since}))"
         conn = self._open()
         note = (f"the server has no sync provider: changes are found by {attribute}, "
                 "and deletes are left to the next full recon")
@@ -532,10 +538,12 @@ class LdapChanges:
         # so before any change made while it ran; the entries seen since are skipped then.
         back = _POLL_OVERLAP + dt.timedelta(seconds=time.monotonic() - started)
         floor = max(since, _poll_floor(attribute, newest, back) or since) if newest else since
+        after = False
         if mark is not None and began >= mark["ended"] + _POLL_OVERLAP.total_seconds():
             # Every change stamped up to the mark's stamp was committed before this read
-            # began, so this read had it: the next one starts at that stamp.
+            # began, so this read had it: the next one starts after that stamp.
             floor = max(floor, mark["stamp"])
+            after = floor == mark["stamp"]
         if newest is not None and (mark is None or newest > mark["stamp"]):
             mark = {"stamp": newest, "ended": _now()}
         window = {k: v for k, v in kept.items() if v.rpartition("#")[0] >= floor}
@@ -544,7 +552,7 @@ class LdapChanges:
                      reason="more entries changed within the overlap than the token keeps: the others are "
                             "read again by the next runs and assessed again")
         token = _dump({"kind": "poll", "attribute": attribute, "since": floor, "seen": _newest(window),
-                       **({"mark": mark} if mark is not None else {})})
+                       **({"mark": mark} if mark is not None else {}), **({"after": True} if after else {})})
         yield ChangeBatch(_changes(pending, decode), token)
 
     def _paged(self, conn: Any, base: str, search_filter: str,
