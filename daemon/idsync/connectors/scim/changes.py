@@ -165,8 +165,9 @@ class ScimChanges:
         return min(size, limit) if limit else size
 
     def _sorted(self, window: _Window, attributes: list[str], decode: Decode, size: int) -> Iterator[ChangeBatch]:
-        """Keyset pages: each asked from the newest stamp of the one before."""
-        op, bound = "ge", window.start
+        """Keyset pages: each asked from the newest stamp of the one before (after the
+        window's start when a read passed it: ``StampWindow.past``)."""
+        op, bound = "gt" if window.past else "ge", window.start
         while True:
             body = self._client.json("GET", self._endpoint, params={
                 "filter": f'{_STAMP} {op} "{stamp_text(bound)}"', "sortBy": _STAMP, "sortOrder": "ascending",
@@ -202,7 +203,8 @@ class ScimChanges:
                   since: dt.datetime | None = None) -> Iterator[ChangeBatch]:
         """The window (or its rest from ``since``) by index, like a recon; the token only
         once it is all read."""
-        search = f'{_STAMP} ge "{stamp_text(since or window.start)}"'
+        op = "gt" if since is None and window.past else "ge"
+        search = f'{_STAMP} {op} "{stamp_text(since or window.start)}"'
         for page in self._client.list_pages(self._endpoint, filter=search, attributes=attributes, count=size):
             yield window.batch(page, [self._stamp(r) for r in page], decode, with_token=False)
         yield ChangeBatch([], window.token(last=True))
