@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from dbs import BACKENDS, store_url
 from idsync.config.managed import DEFAULT_MANAGED
 from idsync.config.project import Project, load_project
 from idsync.managed import ManagedObjects
-from idsync.resource import QuerySpec
+from idsync.resource import Obj, QuerySpec, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.last_sync import LastSync, forget_objects
@@ -209,6 +209,33 @@ def test_role_written_by_a_recon_pushes_its_members(world: World) -> None:
     world.objects["feed"].delete(feed["_id"])
     world.recon("managedFeed_managedRole")  # SOURCE_MISSING: the role is deleted
     assert world.account("erin")["groups"] == []
+
+
+def test_a_changed_assignment_reads_its_role_members_a_page_at_a_time(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change of an assignment whose role has 600 members pushes each of them, reading
+    them 500 at a time: a role of a million members is never held in memory whole."""
+    users = ManagedResource(world.store, world.project.managed.types["user"])
+    users.write_batch([WriteOp("create", values={"_id": f"u{i:04d}", "userName": f"user{i}", "givenName": "G",
+                                                 "sn": "S", "mail": f"u{i}@example.com"}) for i in range(600)])
+    role, assignment = world.role_with("Staff", _STAFF)
+    ManagedResource(world.store, world.project.managed.types["role"]).write_batch([WriteOp(
+        "update", id=role, values={"members": [{"_ref": f"managed/user/u{i:04d}"} for i in range(600)]})])
+    read: list[int] = []
+    real = ManagedResource.get_many
+
+    def counted(self: ManagedResource, ids: Sequence[str], fields: Sequence[str] | None = None,
+                **kwargs: Any) -> dict[str, Obj]:
+        if self.schema.name == "user":
+            read.append(len(ids))
+        return real(self, ids, fields, **kwargs)
+
+    monkeypatch.setattr(ManagedResource, "get_many", counted)
+    change = world.objects["assignment"].patch(assignment, [{"operation": "replace", "field": "/description",
+                                                             "value": "all staff"}])
+    assert sorted(p.source_id for p in change.pushes) == [f"u{i:04d}" for i in range(600)]
+    assert all(p.ok for p in change.pushes) and max(read) <= 500, read
+    assert world.account("user599")["groups"] == ["staff"]
 
 
 @pytest.mark.parametrize("kind", BACKENDS)

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from idsync.connectors.scim.connector import ScimSystem, open_scim_system
+from idsync.connectors.scim.writes import member_changes
 from idsync.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -310,6 +311,18 @@ def test_group_membership_changes_are_patch_add_and_remove(server: ScimServer) -
     stored = server.get("Groups", group["id"])
     assert stored is not None
     assert sorted(m["value"] for m in stored["members"]) == sorted([alice["id"], carol["id"], inner["id"]])
+
+
+def test_the_members_of_a_large_group_are_compared_in_one_pass() -> None:
+    """An update of a group of 20,000 members to another 20,000, half of them new, finds
+    the 10,000 to add and the 10,000 to remove in well under a second, in the lists'
+    order: a search of each member through the other list took 13 s of CPU."""
+    have = [f"2819c223-7f76-453a-919d-{i:012d}" for i in range(20_000)]
+    want = [f"2819c223-7f76-453a-919d-{i:012d}" for i in range(10_000, 30_000)]
+    began = time.process_time()
+    add, remove = member_changes(have, want)
+    assert time.process_time() - began < 2
+    assert add == want[10_000:] and remove == have[:10_000]
 
 
 def test_throttling_is_retried_honouring_retry_after(server: ScimServer) -> None:

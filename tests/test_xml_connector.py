@@ -9,6 +9,7 @@ the read and deletes nothing; a bad object fails alone."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,21 @@ def test_writes_keep_objects_in_place_and_elements_in_schema_order(tmp_path: Pat
                        "<ri:email>bob@example.org</ri:email>", "<ri:active>true</ri:active>"]
     assert "<icf:__PASSWORD__>pw</icf:__PASSWORD__>" in lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["people.xml", "schema.xsd"]  # nothing left behind
+
+
+def test_a_property_of_many_values_is_written_in_one_pass(tmp_path: Path) -> None:
+    """An update of a property holding 20,000 values to another 20,000, half of them new,
+    keeps the elements whose text stays and writes the new texts into the others, in well
+    under a second of CPU: a search of each text through the elements took 23 s."""
+    path = _files(tmp_path)
+    resource = _system(path).resource("account")
+    old = [f"m{i}@example.com" for i in range(20_000)]
+    assert resource.write_batch([WriteOp("update", id="bsmith", values={"email": old})])[0].ok
+    new = old[10_000:] + [f"n{i}@example.com" for i in range(10_000)]
+    began = time.process_time()
+    assert resource.write_batch([WriteOp("update", id="bsmith", values={"email": new})])[0].ok
+    assert time.process_time() - began < 4
+    assert {o["_id"]: o for o in _all(_system(path))}["bsmith"]["email"] == new
 
 
 def test_a_new_uid_renames_and_a_missing_file_is_made_when_asked(tmp_path: Path) -> None:

@@ -271,7 +271,8 @@ def read_managed(ctx: ApiContext, object_type: str, object_id: str, fields: str 
     """One object as ``GET managed/TYPE/ID`` answers it, shaped by ``_fields`` (``shaped``)."""
     service, resources = _service(ctx, object_type)
     resources.close()
-    return shaped(ctx, managed_type(ctx, object_type), service.get(object_id), fields)
+    named = {f.strip().strip("/").split("/")[0] for f in (fields or "").split(",")}
+    return shaped(ctx, managed_type(ctx, object_type), service.get(object_id, shown=named), fields)
 
 
 def shaped(ctx: ApiContext, schema: ManagedType, obj: dict[str, Any], fields: str | None) -> dict[str, Any]:

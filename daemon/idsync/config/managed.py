@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +116,11 @@ class ManagedType:
     def hidden(self) -> frozenset[str]:
         """The properties a read leaves out unless ``_fields`` names them (``returnByDefault``)."""
         return frozenset(p.name for p in self.properties.values() if not p.return_by_default)
+
+    def shown_with(self, named: Collection[str]) -> list[str]:
+        """The properties a read whose ``_fields`` names ``named`` (top-level names) shows:
+        those shown by default, and those named."""
+        return [name for name in self.properties if name not in self.hidden or name in named]
 
     @functools.cached_property
     def private(self) -> frozenset[str]:

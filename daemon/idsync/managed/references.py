@@ -20,7 +20,7 @@ reference as answered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from idsync.config.managed import ManagedType
@@ -214,7 +214,8 @@ def expand_all(project: Project, store: Store, schema: ManagedType, objects: Seq
     by_collection: dict[str, list[str]] = {}
     for ref in refs:
         by_collection.setdefault(ref["_refResourceCollection"], []).append(ref["_refResourceId"])
-    found, hidden = _referenced(project, store, by_collection, answer)
+    subs_of = {sub.split("/")[0] for subs in wanted.values() for sub in subs}
+    found, hidden = _referenced(project, store, by_collection, answer, subs_of)
     for obj in objects:
         for name, subs in wanted.items():
             for ref in _held(obj, name):
@@ -233,9 +234,11 @@ def _held(obj: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
 
 
 def _referenced(project: Project, store: Store, by_collection: Mapping[str, Sequence[str]], answer: bool,
-                ) -> tuple[dict[str, dict[str, Any]], dict[str, frozenset[str]]]:
+                named: Collection[str]) -> tuple[dict[str, dict[str, Any]], dict[str, frozenset[str]]]:
     """The objects ``by_collection`` names, by their path (``managed/role/ID``), one read per
-    collection; and by path, the fields a managed one shows only when named."""
+    collection; and by path, the fields a managed one shows only when named. Of a managed
+    one without read scripts, only the relationship and computed properties it shows by
+    default and those ``named`` (``*``: the default ones) are read."""
     types = project.managed.types
     found: dict[str, dict[str, Any]] = {}
     hidden: dict[str, frozenset[str]] = {}
@@ -247,7 +250,8 @@ def _referenced(project: Project, store: Store, by_collection: Mapping[str, Sequ
                 # Read as a read of it answers, as PingIDM's router reads it: its computed
                 # properties, then its onRetrieve and onRead scripts (a virtual property's value).
                 managed = ManagedResource(store, other)
-                objects = managed.get_many(ids)
+                # Whole for its scripts, which may read any property; else only what is shown.
+                objects = managed.get_many(ids, related=None if managed.hooks.reads else other.shown_with(named))
                 if managed.hooks.reads:
                     objects = {oid: managed.hooks.retrieved(o) for oid, o in objects.items()}
                 if answer:  # after the scripts, which see them and may put one back

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,9 +87,12 @@ class ManagedObjects:
         self._transform = ScriptTransformer(project.scripts, project.settings.project_dir)
         self._compensating = False  # undoing a change whose push failed (``_compensate``)
 
-    def get(self, object_id: str) -> Obj:
-        """The object as a client reads it: its ``onRetrieve`` and ``onRead`` scripts run."""
-        obj = self._resource.get(object_id)
+    def get(self, object_id: str, *, shown: Collection[str] | None = None) -> Obj:
+        """The object as a client reads it: its ``onRetrieve`` and ``onRead`` scripts run, on
+        the whole object. ``shown``: the top-level fields the client asks for; of a type without
+        read scripts, only the relationship and computed properties it shows then are read."""
+        related = None if shown is None or self._resource.hooks.reads else self.schema.shown_with(shown)
+        obj = self._resource.get_many([object_id], related=related).get(object_id)
         if obj is None:
             raise NotFound(f"{self.name}/{object_id} not found")
         return self.retrieved(obj)

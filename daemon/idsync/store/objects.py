@@ -203,8 +203,21 @@ class ManagedResource(Resource, ChangeSource):
         now = self._documents(list(revs), [], columns=(mo.c.id, mo.c.rev))
         return all(now.get(object_id, {}).get("_rev") == rev for object_id, rev in revs.items())
 
-    def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None) -> dict[str, Obj]:
-        """The objects ``ids`` that exist, each with the references its ``_rev`` names.
+    def get_many(self, ids: Sequence[str], fields: Sequence[str] | None = None, *,
+                 related: Sequence[str] | None = None) -> dict[str, Obj]:
+        """``Resource.get_many``. ``related``: each object whole but for its relationship and
+        computed properties, of which only those named (as ``pages``): what a read answers
+        by default holds none of a role's ``members``, which a role of a million users would
+        otherwise read whole; ``fields`` is then None."""
+        if related is None:
+            return super().get_many(ids, fields)
+        self.check_read("get")
+        return self._read_many(ids, None, related)
+
+    def _read_many(self, ids: Sequence[str], fields: Sequence[str] | None = None,
+                   related: Sequence[str] | None = None) -> dict[str, Obj]:
+        """The objects ``ids`` that exist, each with the references its ``_rev`` names
+        (those ``related`` names; by default, those of ``fields``).
 
         The references are read after the documents, by another statement: a write of
         references committed in between (which moves the revision of both ends) would show
@@ -212,9 +225,10 @@ class ManagedResource(Resource, ChangeSource):
         (a patch of ``roles/0``) would apply to references that revision never held. So
         the revisions are read again once the references are, and an object whose revision
         moved meanwhile is read again (one gone since is not found)."""
+        related = fields if related is None else related
         found = self._documents(list(dict.fromkeys(ids)), fields)
-        result = {obj["_id"]: obj for obj in self._related(list(found.values()), fields)}
-        if not self._references(fields):
+        result = {obj["_id"]: obj for obj in self._related(list(found.values()), related)}
+        if not self._references(related):
             return result
         read = {object_id: obj["_rev"] for object_id, obj in found.items()}
         for _ in range(_REREADS):
@@ -225,7 +239,7 @@ class ManagedResource(Resource, ChangeSource):
             found = self._documents(moved, fields)
             for object_id in moved:
                 result.pop(object_id, None)
-            result.update((obj["_id"], obj) for obj in self._related(list(found.values()), fields))
+            result.update((obj["_id"], obj) for obj in self._related(list(found.values()), related))
             read = {object_id: obj["_rev"] for object_id, obj in found.items()}
         return result
 

@@ -119,7 +119,11 @@ class LinkedReferences(Resource):
                 if obj.get("_id") is None:
                     continue
                 key = (str(obj["_id"]), name)
-                self._unlinked[key] = kept
+                # Only what is to be written back is kept: a run may read a million objects.
+                if kept:
+                    self._unlinked[key] = kept
+                else:
+                    self._unlinked.pop(key, None)
                 waiting = {i for i in mine if i is not None and i not in managed}
                 if ref.own and waiting:
                     self._waiting[key] = waiting

@@ -26,6 +26,8 @@ from idsync.sync.implicit import ImplicitSync, PushResult
 
 __all__ = ["RoleFanout", "WrittenRoles"]
 
+_PAGE = 500  # the users read at once to be pushed
+
 
 def _ids(value: Any, collection: str) -> set[str]:
     items = value if isinstance(value, list) else [value]
@@ -77,12 +79,14 @@ class RoleFanout:
         assert self._users is not None and self._sync is not None and self._model is not None
         name = self._model.effective_assignments
         pushes: list[PushResult] = []
-        for uid, user in self._users.get_many(ids).items():
-            before = None
-            if old is not None and name:
-                held = [a for a in user.get(name) or [] if a.get("_id") != old.get("_id")]
-                before = {**user, name: [*held, {k: v for k, v in old.items() if k in _ASSIGNMENT_KEYS}]}
-            pushes.extend(self._sync.push(self._users.name, uid, user, before=before))
+        # A page of users at a time: a role may have a million members.
+        for start in range(0, len(ids), _PAGE):
+            for uid, user in self._users.get_many(ids[start:start + _PAGE]).items():
+                before = None
+                if old is not None and name:
+                    held = [a for a in user.get(name) or [] if a.get("_id") != old.get("_id")]
+                    before = {**user, name: [*held, {k: v for k, v in old.items() if k in _ASSIGNMENT_KEYS}]}
+                pushes.extend(self._sync.push(self._users.name, uid, user, before=before))
         return pushes
 
 

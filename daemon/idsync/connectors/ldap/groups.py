@@ -61,23 +61,28 @@ class GroupIndex:
     """member DN key -> the DNs of its groups, from one listing of every group."""
 
     def __init__(self) -> None:
-        self._groups: dict[str, list[str]] = {}
+        # member key -> group key -> the group's DN as first listed: an entry of many groups
+        # is added to each in constant time.
+        self._groups: dict[str, dict[str, str]] = {}
 
     def add(self, member: str, group: str) -> None:
-        groups = self._groups.setdefault(dn_key(member), [])
-        if dn_key(group) not in {dn_key(g) for g in groups}:
-            groups.append(group)
+        self.add_members(group, [member])
+
+    def add_members(self, group: str, members: Iterable[str]) -> None:
+        key = dn_key(group)
+        for member in members:
+            self._groups.setdefault(dn_key(member), {}).setdefault(key, group)
 
     def remove(self, member: str, group: str) -> None:
-        key, gone = dn_key(member), dn_key(group)
-        groups = [g for g in self._groups.get(key, ()) if dn_key(g) != gone]
-        if groups:
-            self._groups[key] = groups
-        else:
-            self._groups.pop(key, None)
+        key = dn_key(member)
+        groups = self._groups.get(key)
+        if groups is not None:
+            groups.pop(dn_key(group), None)
+            if not groups:
+                del self._groups[key]
 
     def of(self, member: str) -> list[str]:
-        return list(self._groups.get(dn_key(member), ()))
+        return list(self._groups.get(dn_key(member), {}).values())
 
 
 class Memberships:
@@ -125,8 +130,7 @@ class Memberships:
                     # A large group's members sent in ranges (Active Directory's
                     # member;range=0-1499) come whole: the reader follows the ranges.
                     for group_dn, raw in page:
-                        for member in raw.get(member_key) or ():
-                            index.add(member.decode("utf-8", "replace"), group_dn)
+                        index.add_members(group_dn, (m.decode("utf-8", "replace") for m in raw.get(member_key) or ()))
             self._index = index
         return self._index
 

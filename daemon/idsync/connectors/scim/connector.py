@@ -31,6 +31,7 @@ from idsync.connectors.scim.http import ScimClient
 from idsync.connectors.scim.paths import AmbiguousPath, read_path
 from idsync.connectors.scim.writes import (
     apply_changes,
+    member_changes,
     member_ids,
     new_resource,
     patch_operations,
@@ -106,6 +107,7 @@ class ScimResource(Resource, ChangeSource):
         self.write_only = frozenset(n for n, p in obj_type.properties.items()
                                     if n not in readable or (p.path.attribute == "password" and p.path.urn is None))
         self._names: dict[str, str] = {}  # member SCIM id -> reference value
+        self._ids_by_name: dict[str, str] = {}  # the reverse, by the value in lower case
         self._changes = ScimChanges(self.name, client, obj_type.endpoint, client.settings.live_sync_overlap)
 
     # liveSync ----------------------------------------------------------------
@@ -263,7 +265,15 @@ class ScimResource(Resource, ChangeSource):
         for user in self._lookup("Users", "id", todo, ["id", reference]):
             value = user.get(reference)
             if value is not None:
-                self._names[str(user["id"])] = str(value)
+                self._learn(str(user["id"]), str(value))
+
+    def _learn(self, member_id: str, name: str) -> None:
+        """Cache ``member_id``'s reference value, both ways."""
+        old = self._names.get(member_id)
+        if old is not None and self._ids_by_name.get(old.lower()) == member_id:
+            del self._ids_by_name[old.lower()]
+        self._names[member_id] = name
+        self._ids_by_name[name.lower()] = member_id
 
     def _member_ids(self, references: Sequence[Any]) -> list[str]:
         """The SCIM ids of the users named by ``references``; unknown ones are left out."""
@@ -271,12 +281,10 @@ class ScimResource(Resource, ChangeSource):
         wanted = [str(r) for r in references if r is not None]
         if prop is None or not prop.member_reference:
             return wanted
-        by_name = {v.lower(): k for k, v in self._names.items()}
+        by_name = self._ids_by_name
         todo = [r for r in dict.fromkeys(wanted) if r.lower() not in by_name]
         for user in self._lookup("Users", prop.member_reference, todo, ["id", prop.member_reference]):
-            name = str(user.get(prop.member_reference))
-            self._names[str(user["id"])] = name
-            by_name[name.lower()] = str(user["id"])
+            self._learn(str(user["id"]), str(user.get(prop.member_reference)))
         missing = [r for r in wanted if r.lower() not in by_name]
         if missing:
             log.warning("scim.members_unknown", resource=self.name, count=len(missing), members=missing[:10])
@@ -350,8 +358,7 @@ class ScimResource(Resource, ChangeSource):
                 self._resolve_names(have)
                 have = [i for i in have if i in self._names]  # only users are managed here
             want = self._member_ids(op.values[self._members.name] or [])
-            add = [m for m in want if m not in have]
-            remove = [m for m in have if m not in want]
+            add, remove = member_changes(have, want)
         if self._version == 2 and features.patch:
             body = patch_operations(current, new, changed, add, remove)
             if body is None:

@@ -20,7 +20,8 @@ from typing import Any
 from idsync.connectors.scim.config import ScimObjectType, ScimProperty, schema_urns
 from idsync.connectors.scim.paths import read_path, write_path
 
-__all__ = ["apply_changes", "member_ids", "new_resource", "patch_operations", "put_body", "with_members"]
+__all__ = ["apply_changes", "member_changes", "member_ids", "new_resource", "patch_operations", "put_body",
+           "with_members"]
 
 _PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 _READ_ONLY = ("meta", "id", "groups")
@@ -30,6 +31,14 @@ def member_ids(resource: Mapping[str, Any]) -> list[str]:
     """The ``value`` of each member of a group resource, in order."""
     members = resource.get("members") or []
     return [str(m["value"]) for m in members if isinstance(m, Mapping) and m.get("value") is not None]
+
+
+def member_changes(have: Iterable[str], want: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The members to add (in ``want``, not in ``have``) and to remove (the other way),
+    each in its list's order: a group of any size in one pass over each list."""
+    held, wanted = list(have), list(want)
+    held_set, wanted_set = set(held), set(wanted)
+    return [m for m in wanted if m not in held_set], [m for m in held if m not in wanted_set]
 
 
 def _schemas(obj_type: ScimObjectType, version: int, resource: Mapping[str, Any]) -> list[str]:

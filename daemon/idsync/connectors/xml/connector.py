@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -447,18 +448,22 @@ class XmlResource(Resource):
         it is, the others take the new texts in order, keeping their XML attributes
         (``xml:lang``); new ones are named with a prefix bound where they are written."""
         kept = [c for c in record.children if _local(c.name) != element]
-        left = [c for c in record.children if _local(c.name) == element]
+        old = [c for c in record.children if _local(c.name) == element]
         new = [t for t in texts if t != ""]
+        # By text, each element in order: a property of many values is matched in one pass.
+        by_text: dict[str, deque[int]] = {}
+        for at, child in enumerate(old):
+            by_text.setdefault(child.text, deque()).append(at)
         written: list[XmlElement | None] = []
         for text in new:
-            same = next((c for c in left if c.text == text), None)
-            if same is not None:
-                left.remove(same)
-            written.append(same)
+            spots = by_text.get(text)
+            written.append(old[spots.popleft()] if spots else None)
+        taken = {id(c) for c in written if c is not None}
+        left = deque(c for c in old if id(c) not in taken)
         elements: list[XmlElement] = []
         for same, text in zip(written, new, strict=True):
             if same is None and left:
-                same = XmlElement(left[0].name, text, left.pop(0).attributes)
+                same = XmlElement(left[0].name, text, left.popleft().attributes)
             elements.append(same or XmlElement(names.qualified(element), text))
         record.children = sorted(kept + elements, key=lambda c: self._type.position(_local(c.name)))
 
