@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -451,6 +452,18 @@ def test_unreachable_system(project: Path, slapd: Slapd) -> None:
             assert slapd.admin_password not in answer
 
 
+def _walked(api: httpx.Client, url: str) -> list[dict[str, Any]]:
+    """Every object of a paged query, its pages walked by their cookies."""
+    found: list[dict[str, Any]] = []
+    cookie = None
+    while True:
+        page = api.get(url + (f"&_pagedResultsCookie={cookie}" if cookie else ""), headers=ADMIN).json()
+        found += page["result"]
+        cookie = page["pagedResultsCookie"]
+        if cookie is None:
+            return found
+
+
 def test_managed_paging_edges(api: httpx.Client) -> None:
     """Paging at the edges: a page size equal to the count ends with no cookie, an
     offset past the end is an empty page, query-all-ids pages like a filter, a sorted
@@ -470,16 +483,7 @@ def test_managed_paging_edges(api: httpx.Client) -> None:
                    f"{ids['pagedResultsCookie']}", headers=ADMIN).json()
     assert rest["resultCount"] == 1 and rest["pagedResultsCookie"] is None
     assert {o["_id"] for o in ids["result"] + rest["result"]} == {o["_id"] for o in exact["result"]}
-    names: list[str] = []
-    cookie = None
-    while True:
-        page = api.get(base + "&_sortKeys=-name&_pageSize=3" + (f"&_pagedResultsCookie={cookie}" if cookie else ""),
-                       headers=ADMIN).json()
-        names += [o["name"] for o in page["result"]]
-        cookie = page["pagedResultsCookie"]
-        if cookie is None:
-            break
-    assert names == ["r3", "r2", "r1", "r0"]
+    assert [o["name"] for o in _walked(api, base + "&_sortKeys=-name&_pageSize=3")] == ["r3", "r2", "r1", "r0"]
     for bad in ("_pageSize=-1", "_pageSize=x", "_pagedResultsOffset=-2", "_totalPagedResultsPolicy=SOME",
                 "_queryId=nothing", "_pagedResultsOffset=9223372036854775808"):
         answer = api.get(f"/openidm/managed/role?_queryFilter=true&{bad}", headers=ADMIN)
@@ -666,3 +670,30 @@ def test_system_answers_hold_the_fields_asked_for_as_openidm_does(api: httpx.Cli
                     json={"userName": "nodesc", "givenName": "N", "sn": "D", "mail": "nodesc@example.com"}).json()
     user = api.get(f"/openidm/managed/user/{made['_id']}?_fields=userName,description", headers=ADMIN).json()
     assert set(user) == {"_id", "_rev", "userName"}, user
+
+
+def test_a_sorted_page_reads_only_its_own_objects_whole(api: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sorted query page (``_sortKeys``, as PingIDM's admin UI lists objects) streams the
+    matches through the sort keys and keeps only those up to the page's end: the page's roles
+    are read whole (their references too), not every role; its pages, walked by cookie,
+    are the whole sort (mixed directions, ties in id order), as one unpaged query sorts."""
+    from idsync.store.objects import ManagedResource
+
+    for n in (7, 3, 11, 0, 9, 4, 12, 1, 8, 5, 10, 2, 6, 13):
+        made = api.post("/openidm/managed/role?_action=create", headers=JSON,
+                        json={"name": f"s{n:02}", "description": "odd" if n % 2 else "even"})
+        assert made.status_code == 201, made.text
+    completed: list[int] = []  # how many objects each read of a page reads whole
+    settled = ManagedResource.settled
+
+    def counting(self: ManagedResource, revs: dict[str, str], *args: object) -> bool:
+        completed.append(len(revs))
+        return settled(self, revs, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ManagedResource, "settled", counting)
+    base = "/openidm/managed/role?_queryFilter=name sw \"s\"&_sortKeys=description,-name"
+    whole = [o["name"] for o in api.get(base, headers=ADMIN).json()["result"]]
+    assert whole == [f"s{n:02}" for n in (12, 10, 8, 6, 4, 2, 0, 13, 11, 9, 7, 5, 3, 1)]
+    completed.clear()
+    assert [o["name"] for o in _walked(api, base + "&_pageSize=4")] == whole
+    assert completed and max(completed) <= 4, completed

@@ -8,12 +8,17 @@ Changes go through ``managed.service.ManagedObjects`` (validation against
 ``managed.json``, revisions, secrets hashed) and each runs implicit
 synchronization before the answer. Queries page by keyset on ``_id``: the
 cookie is the last ``_id`` of the page, so paging stays cheap and stable while
-objects are added; ``_pagedResultsOffset`` and ``_sortKeys`` are honoured too
-(sorting reads every match, so it is meant for small result sets).
+objects are added; ``_pagedResultsOffset`` and ``_sortKeys`` are honoured too. A
+sorted page streams every match through the sort keys and keeps only the objects up to
+the page's end (``_sorted_page``), then reads those as an unsorted page is read; the cost
+grows with the matches and the page's offset, the memory only with the latter. A sort by
+a relationship or a virtual property, or with ``executeOnRetrieve``, reads every match
+whole, as the values are worked out by the read.
 """
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import structlog
@@ -25,7 +30,7 @@ from starlette.routing import Route
 from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
-from idsync.api.query import QueryParams, envelope, read_json, sort_objects
+from idsync.api.query import QueryParams, envelope, read_json, sort_objects, sort_order
 from idsync.config.managed import ManagedType
 from idsync.errors import AlreadyExists, NotFound
 from idsync.managed.patch import refuse_reading
@@ -45,6 +50,7 @@ log = structlog.get_logger("idsync.api")
 
 _UPSERT_ROUNDS = 3
 _REREADS = 5  # a query page read again while references written meanwhile move its revisions
+_STREAM = 2000  # rows fetched at a time while a sorted page streams the matches
 
 
 def managed_type(ctx: ApiContext, object_type: str) -> ManagedType:
@@ -71,7 +77,13 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
     columns = [mo.c.id, mo.c.rev] if params.ids_only and not whole else [mo.c.id, mo.c.rev, mo.c.data]
     query = select(*columns).where(*where).order_by(mo.c.id)
     sorted_mode = bool(params.sort_keys)
-    if not sorted_mode:
+    page_ids: list[str] | None = None
+    if sorted_mode and params.paged and not retrieving and _stored(schema, params):
+        # A sorted page of stored values: the objects streamed, only the page's kept.
+        page_ids, cookie_at = _sorted_page(ctx, schema, query, params)
+        query = select(*columns).where(*where, mo.c.id.in_(page_ids))
+        sorted_mode = False
+    elif not sorted_mode:
         if params.cookie:
             query = query.where(mo.c.id > params.cookie)
         elif params.offset:
@@ -100,7 +112,11 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
     if retrieving:
         objects = [hooks.retrieved(o, "query") for o in objects]
     cookie: str | None = None
-    if sorted_mode:
+    if page_ids is not None:
+        placed = {o["_id"]: o for o in objects}
+        objects = [placed[i] for i in page_ids if i in placed]  # one deleted since is left out
+        cookie = cookie_at
+    elif sorted_mode:
         start = params.start_offset()
         objects = sort_objects(objects, params.sort_keys)
         end = start + params.page_size if params.paged else len(objects)
@@ -115,6 +131,31 @@ def _query(ctx: ApiContext, object_type: str, params: QueryParams) -> dict[str, 
     # a private property (an onRetrieve script may have put one back).
     shown = [params.shape(o) if params.ids_only else _picked(schema, o, params.fields) for o in objects]
     return envelope(shown, cookie=cookie, params=params, total=total)
+
+
+def _stored(schema: ManagedType, params: QueryParams) -> bool:
+    """Whether every sort key names a value the objects' rows hold (not a relationship nor a
+    virtual property, which a read works out)."""
+    for path in params.sort_paths():
+        prop = schema.properties.get(path[0])
+        if prop is not None and (prop.relation is not None or prop.virtual):
+            return False
+    return True
+
+
+def _sorted_page(ctx: ApiContext, schema: ManagedType, query: Any,
+                 params: QueryParams) -> tuple[list[str], str | None]:
+    """The ids of a sorted page, in order, and the next page's cookie: every object of the
+    query streamed in id order (a batch at a time), and only the ``offset + pageSize`` first
+    by the sort keys kept (``heapq.nsmallest``, stable as a sort), never the whole type."""
+    start = params.start_offset()
+    need = start + params.page_size + 1  # one more tells whether a page follows
+    order = sort_order(params.sort_keys)
+    with ctx.store.engine.connect() as conn:
+        rows = conn.execution_options(yield_per=_STREAM).execute(query)
+        first = heapq.nsmallest(need, ((order(_object(schema, r)), n, r.id) for n, r in enumerate(rows)))
+    end = start + params.page_size
+    return [i for _, _, i in first[start:end]], str(end) if len(first) > end else None
 
 
 def shown_by_default(schema: ManagedType) -> list[str]:

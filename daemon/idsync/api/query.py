@@ -19,8 +19,9 @@ never given another one without a word.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,18 +175,35 @@ def _json_order(value: Any) -> tuple[int, Any]:
     return 4, json.dumps(value, sort_keys=True)
 
 
-def sort_objects(objects: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Sort by ``_sortKeys``, each a name or a JSON pointer (``-`` descends), values in
-    JSON's order (``_json_order``): numbers by value, missing values first."""
-    for path, descending in reversed([_sort_key(k) for k in keys]):
+def sort_order(keys: Sequence[str]) -> Callable[[dict[str, Any]], Any]:
+    """The sort key of ``_sortKeys`` (each a name or a JSON pointer, ``-`` descends), values
+    in JSON's order (``_json_order``): numbers by value, missing values first. Objects equal
+    by every key keep their order (``sorted`` is stable)."""
+    paths = [_sort_key(k) for k in keys]
 
-        def order(obj: dict[str, Any], path: tuple[str, ...] = path) -> tuple[int, Any]:
+    def compare(a: list[tuple[int, Any]], b: list[tuple[int, Any]]) -> int:
+        for x, y, (_, descending) in zip(a, b, paths, strict=True):
+            if x != y:
+                return (1 if x < y else -1) if descending else (-1 if x < y else 1)
+        return 0
+
+    wrap = functools.cmp_to_key(compare)
+
+    def order(obj: dict[str, Any]) -> Any:
+        values = []
+        for path, _ in paths:
             value: Any = obj
             for segment in path:
                 value = value.get(segment) if isinstance(value, dict) else None
-            return _json_order(value)
+            values.append(_json_order(value))
+        return wrap(values)
 
-        objects.sort(key=order, reverse=descending)
+    return order
+
+
+def sort_objects(objects: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """``objects`` sorted by ``_sortKeys`` (``sort_order``), in place."""
+    objects.sort(key=sort_order(keys))
     return objects
 
 
