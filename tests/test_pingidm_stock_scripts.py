@@ -146,18 +146,25 @@ def test_the_stock_role_scripts_and_a_managed_create_from_the_command_line(tmp_p
     assert json.loads(user.stdout)["accountStatus"] == "active"
 
 
+def _user_scripts(project: Path, scripts: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """managed.json's user given ``scripts`` (hook -> script): the file and what it now holds."""
+    managed = project / "conf" / "managed.json"
+    raw = json.loads(managed.read_text())
+    raw["objects"][0].update(scripts)
+    managed.write_text(json.dumps(raw))
+    return managed, raw
+
+
 def test_a_module_idsync_does_not_provide_is_named_by_validate(tmp_path: Path) -> None:
     """A script that requires a module of PingIDM's that idsync does not provide (or
     one named only when it runs) is not run, and validate names the module; one whose
     requires idsync answers is run."""
     project = _project(tmp_path, "ui/")
-    managed = project / "conf" / "managed.json"
-    raw = json.loads(managed.read_text())
+    managed, raw = _user_scripts(project, {
+        "postUpdate": {"type": _JS, "source": "require('ui/notification').send(object, 'password changed');"},
+        "postDelete": {"type": _JS, "source": "var name = 'x'; require(name);"},
+        "onDelete": {"type": _JS, "file": "ui/onDelete-user-cleanup.js"}})
     user = raw["objects"][0]
-    user["postUpdate"] = {"type": _JS, "source": "require('ui/notification').send(object, 'password changed');"}
-    user["postDelete"] = {"type": _JS, "source": "var name = 'x'; require(name);"}
-    user["onDelete"] = {"type": _JS, "file": "ui/onDelete-user-cleanup.js"}
-    managed.write_text(json.dumps(raw))
     checked = idsync(project, "validate")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert ("objects[0].postUpdate: not run: the script loads ui/notification (require), a module of PingIDM's "
@@ -183,13 +190,10 @@ def test_a_lodash_function_idsync_lacks_is_named_through_the_variable_it_is_requ
     in managed.json's scripts (not run) and in a mapping's transforms (which would fail);
     functions idsync's lodash has are named in neither."""
     project = _project(tmp_path, "ui/")
-    managed = project / "conf" / "managed.json"
-    raw = json.loads(managed.read_text())
-    user = raw["objects"][0]
-    user["onCreate"] = {"type": _JS, "source": "var _ = require('lib/lodash');\n"
-                                               "object.tags = _.map(_.chunk(object.tags, 2), _.first);"}
-    user["postCreate"] = {"type": _JS, "source": "var _ = require('lib/lodash'); _.forEach([object], _.identity);"}
-    managed.write_text(json.dumps(raw))
+    _user_scripts(project, {
+        "onCreate": {"type": _JS, "source": "var _ = require('lib/lodash');\n"
+                                            "object.tags = _.map(_.chunk(object.tags, 2), _.first);"},
+        "postCreate": {"type": _JS, "source": "var _ = require('lib/lodash'); _.forEach([object], _.identity);"}})
     sync = project / "conf" / "sync.json"
     mappings = json.loads(sync.read_text())
     properties = mappings["mappings"][0]["properties"]
@@ -287,11 +291,8 @@ def test_each_module_exports_what_validate_knows_of_it(tmp_path: Path) -> None:
                                 file="t", key=module, base_dir=tmp_path)
         assert script() == sorted(functions), module
     project = _project(tmp_path, "")
-    managed = project / "conf" / "managed.json"
-    raw = json.loads(managed.read_text())
-    raw["objects"][0]["onCreate"] = {"type": _JS, "source": "require('onCreateUser').setDefaultFields(object);"
-                                                           "require('onCreateUser').emailUser(object, request);"}
-    managed.write_text(json.dumps(raw))
+    _user_scripts(project, {"onCreate": {"type": _JS, "source": "require('onCreateUser').setDefaultFields(object);"
+                                                                "require('onCreateUser').emailUser(object, request);"}})
     checked = idsync(project, "validate")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "objects[0].onCreate: not run: the script calls onCreateUser.emailUser" in checked.stderr
