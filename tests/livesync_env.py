@@ -3,17 +3,20 @@ process, the managed users it leaves, and the token stored for the source."""
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import structlog
 from idsync.config.project import load_project
+from idsync.config.source_fields import source_fields
 from idsync.managed.router import run_livesync_scripted
-from idsync.resource import QuerySpec
+from idsync.resource import Change, ChangeSource, QuerySpec
 from idsync.resources import Resources
 from idsync.store.database import Store
+from idsync.store.objects import ManagedResource
 from idsync.store.tokens import SyncTokens
-from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult
+from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, livesync_mappings
 
 # What a token read by stamps (SCIM's, the store's) may hold that no read writes: a mark
 # whose stamp is no date, or after the token's high-water mark, or whose time is no
@@ -35,6 +38,22 @@ def live(project: Path, source: str, **options: Any) -> LiveSyncResult:
         return run_livesync_scripted(loaded, store, source, LiveSyncOptions(**options))
     finally:
         store.close()
+
+
+def read_changes(project: Path, source: str) -> list[Change]:
+    """What a read of ``source`` from its stored token hands on, asking for what its mappings
+    read as a run asks (the token left as it is)."""
+    token = stored_token(project, source)
+    assert token is not None, "no token stored yet"
+    loaded = load_project(project)
+    wanted = [source_fields(m) for m in livesync_mappings(loaded, source)]
+    fields = sorted({f for w in wanted if w is not None for f in w}) if None not in wanted else None
+    with closing(Store.open(loaded.settings.store_url())) as store, closing(Resources(loaded, store)) as resources:
+        reader = resources.open(source)
+        if isinstance(reader, ManagedResource):
+            reader = reader.as_sync_source()
+        assert isinstance(reader, ChangeSource)
+        return [c for batch in reader.read_changes(token, fields, 1000).batches for c in batch.changes]
 
 
 def managed_users(project: Path) -> dict[str, dict[str, Any]]:

@@ -4,14 +4,20 @@ the store change, is audited, and is repaired by `idsync sync retry`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 from dbs import WITH_MARIADB, WITH_POSTGRESQL, store_url
 from idsync.config.project import Project, load_project
+from idsync.daemon.notify import Notifier
+from idsync.daemon.reload import load_configuration
+from idsync.daemon.scheduler import JobTable
+from idsync.daemon.service import Daemon
 from idsync.managed import ManagedObjects
 from idsync.resource import QuerySpec
 from idsync.resources import Resources
@@ -124,6 +130,53 @@ def test_a_disabled_system_is_left_out_of_pushes_said_once(project_dir: Path, sl
     assert recon.returncode == 0, recon.stderr
     entry = ldap_entry(slapd, f"uid=fdoe,{ldap_subtree}")
     assert entry is not None and entry["sn"] == ["Doe-Smith"]
+
+
+def test_a_reload_says_again_what_a_disabled_system_leaves_out(project_dir: Path) -> None:
+    """What a disabled system leaves out of implicit sync is said at warning once per
+    configuration, not once per process: after the daemon reloads its configuration
+    (SIGHUP, the config watch) with the system enabled, then again with it disabled, the
+    next change left out says so at warning again, and the one after it at debug."""
+    set_provisioner_key(project_dir, "enabled", False)
+    daemon = Daemon(project_dir, Notifier(None, None))
+    daemon.config = load_configuration(project_dir)
+    daemon.store = Store.open(daemon.config.project.settings.store_url())
+    daemon.table = JobTable(BackgroundScheduler(timezone="UTC"), daemon.fire)  # not started: no fire
+
+    def create(name: str) -> None:
+        project = load_project(project_dir)
+        store = Store.open(project.settings.store_url())
+        resources = Resources(project, store)
+        try:
+            made = ManagedObjects(project, store, resources, "user").create(
+                {**FDOE, "userName": name, "mail": f"{name}@example.com"})
+            assert made.synced and made.pushes == []
+        finally:
+            resources.close()
+            store.close()
+
+    def reload() -> None:
+        daemon._loop = asyncio.new_event_loop()  # where the status is told to be written (not run here)
+        try:
+            daemon._on_reload()
+        finally:
+            daemon._loop.close()
+
+    try:
+        with capture_logs() as logs:
+            create("adoe")
+            create("bdoe")
+            set_provisioner_key(project_dir, "enabled", None)
+            reload()
+            set_provisioner_key(project_dir, "enabled", False)
+            reload()
+            create("cdoe")
+            create("ddoe")
+    finally:
+        daemon.store.close()
+    assert [e["event"] for e in logs if e["event"] == "daemon.reloaded"] == ["daemon.reloaded"] * 2
+    skipped = [e for e in logs if e["event"] == "implicit_sync.skipped"]
+    assert [e["log_level"] for e in skipped] == ["warning", "debug", "warning", "debug"]
 
 
 def test_conditions_and_on_update_see_the_source_before_the_change(project_dir: Path, slapd: Slapd,

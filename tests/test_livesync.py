@@ -23,7 +23,7 @@ from idsync.store.database import Store
 from idsync.store.runs import RunStore
 from idsync.sync.livesync import LiveSyncOptions, LiveSyncResult, run_livesync
 from idsync_dev.slapd import Slapd
-from livesync_env import live, live_after_expiry, managed_users
+from livesync_env import live, live_after_expiry, managed_users, read_changes
 from projects import make_project, person
 from sync_tokens import replace_token, tamper, token_state
 
@@ -503,12 +503,18 @@ def test_a_rebuilt_directory_is_answered_by_a_full_recon(tmp_path: Path, short_l
 
 
 def test_server_without_sync_provider_polls_entry_csn(tmp_path: Path, plain_slapd: Slapd) -> None:
-    """Without syncprov, liveSync finds changes by entryCSN: a modify and an add are
-    applied; a delete is not seen, and the run says deletes are left to the next full recon."""
+    """Without syncprov, liveSync finds changes by entryCSN: the first run after the full
+    recon reads again the entries stamped since the position it took (this host's clock
+    five minutes back: the server keeps no ``contextCSN``), which the recon applied: no
+    change, no mapping run. A modify and an add are applied; a delete is not
+    seen, and the run says deletes are left to the next full recon."""
     subtree = _subtree(plain_slapd, "poll")
     project = _project(tmp_path, plain_slapd, subtree)
     assert _live(project).state == "SUCCESS"
     assert json.loads(_state(project).token)["attribute"] == "entryCSN"
+    assert [c.reread for c in read_changes(project, SOURCE)] == [True, True]
+    idle = _live(project)
+    assert idle.state == "SUCCESS" and idle.changes == 0 and idle.runs == [], idle.runs
     _changes(plain_slapd, subtree)
     done = _live(project)
     assert done.state == "SUCCESS", done.message
@@ -550,16 +556,14 @@ def _described(subtree: str, **values: str) -> str:
                    for uid, value in values.items())
 
 
-def test_polling_misses_no_change_made_while_it_reads(tmp_path: Path, plain_slapd: Slapd,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """An entry changed while a polling read pages through the changes, after its page
-    was read, while a later page holds an entry changed later still: the next run applies
-    it (the read starts before the newest entryCSN it saw, by its own duration and an
-    overlap), and applies nothing twice once the changes are in."""
+def _changed_while_paging(slapd: Slapd, subtree: str, project: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> LiveSyncResult:
+    """bjensen, scarter and mike changed ("early"), then a run that pages through those
+    changes, during which bjensen and mike change again ("late") once bjensen's page is
+    read: bjensen's second change is stamped before mike's, on a page already read."""
     import idsync.connectors.ldap.changes as changes
 
-    subtree, project = _paged_three(tmp_path, plain_slapd, "paging")
-    plain_slapd.add_ldif(_described(subtree, bjensen="early", scarter="early", mike="early"))
+    slapd.add_ldif(_described(subtree, bjensen="early", scarter="early", mike="early"))
     read_pages = changes.read_pages
 
     def paging(*args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -567,11 +571,21 @@ def test_polling_misses_no_change_made_while_it_reads(tmp_path: Path, plain_slap
             yield page
             if number == 0 and page and "uid=bjensen," in page[0][0]:
                 # The next page is asked for already: the page after it has mike's later change.
-                plain_slapd.add_ldif(_described(subtree, bjensen="late", mike="late"))
+                slapd.add_ldif(_described(subtree, bjensen="late", mike="late"))
 
-    monkeypatch.setattr(changes, "read_pages", paging)
-    first = _live(project)
-    monkeypatch.setattr(changes, "read_pages", read_pages)
+    with monkeypatch.context() as patched:
+        patched.setattr(changes, "read_pages", paging)
+        return _live(project)
+
+
+def test_polling_misses_no_change_made_while_it_reads(tmp_path: Path, plain_slapd: Slapd,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry changed while a polling read pages through the changes, after its page
+    was read, while a later page holds an entry changed later still: the next run applies
+    it (the read starts before the newest entryCSN it saw, by its own duration and an
+    overlap), and applies nothing twice once the changes are in."""
+    subtree, project = _paged_three(tmp_path, plain_slapd, "paging")
+    first = _changed_while_paging(plain_slapd, subtree, project, monkeypatch)
     assert first.state == "SUCCESS" and first.changes == 3
     users = _users(project)
     assert (users["bjensen"]["description"], users["mike"]["description"]) == ("early", "late")
@@ -579,6 +593,35 @@ def test_polling_misses_no_change_made_while_it_reads(tmp_path: Path, plain_slap
     assert second.state == "SUCCESS" and second.changes == 1, second.runs
     assert _users(project)["bjensen"]["description"] == "late"
     assert _live(project).changes == 0
+
+
+def test_a_late_change_within_the_overlap_counts_and_an_entry_read_again_does_not(
+        tmp_path: Path, plain_slapd: Slapd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Polling reads again the entries of its overlap that its token does not keep (made to
+    keep one here: the newest): each is a change only where the target does not hold it.
+    An entry changed twice within the overlap, the second time while a read pages (after
+    its page was read, while a later page holds a later change), is such an entry: the next
+    run applies its second change and counts it, and only it; the entry read again
+    unchanged beside it is no change (not counted in the run nor in the source's
+    ``changes``). The run after that, which reads both again, counts nothing and records no
+    mapping run, as a run of a sync provider with nothing to tell."""
+    import idsync.connectors.ldap.changes as changes
+
+    monkeypatch.setattr(changes, "_POLL_SEEN", 1, raising=False)
+    subtree, project = _paged_three(tmp_path, plain_slapd, "late")
+    first = _changed_while_paging(plain_slapd, subtree, project, monkeypatch)
+    assert first.state == "SUCCESS" and first.changes == 3
+    assert list(json.loads(_state(project).token)["seen"]) == [f"uid=mike,{subtree}".lower()]
+    assert _users(project)["bjensen"]["description"] == "early"
+
+    second = _live(project)
+    assert second.state == "SUCCESS" and second.changes == 1, second.runs
+    assert [r["counts"] for r in second.runs] == [{"updated": 1}]
+    assert _users(project)["bjensen"]["description"] == "late"
+    counted = _state(project).changes
+    quiet = _live(project)
+    assert quiet.state == "SUCCESS" and quiet.changes == 0 and quiet.runs == []
+    assert _state(project).changes == counted
 
 
 def test_a_polling_read_hands_on_its_changes_as_its_pages_come(tmp_path: Path, plain_slapd: Slapd,
@@ -639,9 +682,11 @@ def test_a_bulk_change_keeps_the_polling_token_bounded(tmp_path: Path, plain_sla
     """A bulk change of more entries than a polling token keeps (``_POLL_SEEN``, made 40
     here) leaves a token of that many entries, the newest, not one as large as the change.
     Nothing is missed or written twice: every entry is created once; the next run reads the
-    entries the token dropped again and finds them unchanged (no write, no audit entry); a
-    later change of one of them is applied once, and the run after it writes nothing. The
-    run that drops entries says so (``livesync.poll_seen_bounded``)."""
+    entries the token dropped again and finds them unchanged: no write, no change counted
+    (in the run, nor in the source's ``changes``) and no mapping run recorded, as a run of a
+    sync provider with nothing to tell; a later change of one of them is applied once, and
+    the run after it writes nothing. The run that drops entries says so
+    (``livesync.poll_seen_bounded``)."""
     import idsync.connectors.ldap.changes as changes
 
     monkeypatch.setattr(changes, "_POLL_SEEN", 40, raising=False)
@@ -661,19 +706,20 @@ def test_a_bulk_change_keeps_the_polling_token_bounded(tmp_path: Path, plain_sla
     users = _users(project)
     assert len([u for u in users if u.startswith("u")]) == 100
 
+    counted = _state(project).changes
     again = _live(project)
-    assert again.state == "SUCCESS" and again.changes >= 60 and [r["counts"] for r in again.runs] == [{}]
-    runs = RunStore(Store.open(load_project(project).settings.store_url()))
-    assert runs.audit_entries(again.runs[0]["id"]) == []
+    assert again.state == "SUCCESS" and again.changes == 0 and again.runs == [], again.runs
+    assert _state(project).changes == counted
     assert _users(project) == users
     assert sorted(v.rpartition("#")[0] for v in json.loads(_state(project).token)["seen"].values()) == stamps
 
     dropped = min(u for u in users if u.startswith("u") and f"uid={u},{subtree}".lower() not in token["seen"])
     plain_slapd.add_ldif(_described(subtree, **{dropped: "later"}))
     later = _live(project)
-    assert [r["counts"] for r in later.runs] == [{"updated": 1}]
+    assert later.changes == 1 and [r["counts"] for r in later.runs] == [{"updated": 1}]
     assert _users(project)[dropped]["description"] == "later"
-    assert [r["counts"] for r in _live(project).runs] in ([], [{}])
+    quiet = _live(project)
+    assert quiet.changes == 0 and quiet.runs == []
 
 
 def _polling_clock(monkeypatch: pytest.MonkeyPatch, kept: int) -> list[float]:
@@ -693,9 +739,10 @@ def test_a_quiet_directorys_last_changes_stop_being_read_a_minute_on(tmp_path: P
     newest stamp), in case a change stamped there is committed late; once the directory is
     quiet that is needed for a minute only, not at every run until the next change. After a
     bulk change larger than the token keeps (made 40 here), the runs within the minute read
-    the dropped entries again; the first run that begins a minute after the read that saw
-    the newest stamp moves the token's start to that stamp, and the run after it reads and
-    applies nothing. A change made after that is still applied."""
+    the dropped entries again, and find them unchanged: no change counted; the first run
+    that begins a minute after the read that saw the newest stamp moves the token's start to
+    that stamp, and the run after it reads and applies nothing. A change made after that is
+    still applied."""
     clock = _polling_clock(monkeypatch, 40)
     subtree = _subtree(plain_slapd, "quiet")
     project = _project(tmp_path, plain_slapd, subtree)
@@ -703,9 +750,12 @@ def test_a_quiet_directorys_last_changes_stop_being_read_a_minute_on(tmp_path: P
     plain_slapd.add_ldif("".join(_person(f"q{i:03}", subtree) for i in range(100)))
     assert [r["counts"] for r in _live(project).runs] == [{"created": 100}]
     clock[0] += 30
-    assert _live(project).changes >= 60  # within the minute: the dropped entries are read again
+    read = read_changes(project, SOURCE)  # within the minute: the dropped entries are read again, and are no change
+    assert len(read) >= 60 and all(c.reread for c in read)
+    assert _live(project).changes == 0
     clock[0] += 31
-    assert _live(project).changes >= 60  # a minute after the bulk change's read: once more, then the mark
+    assert len(read_changes(project, SOURCE)) >= 60  # a minute after the bulk change's read: once more, then the mark
+    assert _live(project).changes == 0
     token = json.loads(_state(project).token)
     assert token["since"] == token["mark"]["stamp"] and len(token["seen"]) == 1
     quiet = _live(project)

@@ -6,6 +6,7 @@ beyond what a token keeps, a quiet store's window, and tokens with and without a
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -24,8 +25,9 @@ from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
 from idsync.store.tables import managed_objects
 from idsync_dev.slapd import Slapd
-from livesync_env import FOREIGN_MARKS, live, live_after_expiry, managed_users, set_token, stored_token
+from livesync_env import FOREIGN_MARKS, live, live_after_expiry, managed_users, read_changes, set_token, stored_token
 from sqlalchemy import select
+from sync_tokens import token_state
 
 from samples import FORWARD, REVERSE, idsync, ldap_entry, sample_project
 
@@ -47,6 +49,12 @@ def _store_change(project: Path, *args: str) -> dict[str, Any]:
     done = idsync(project, "managed", *args, "--no-sync")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout) if done.stdout.strip() else {}
+
+
+def _counted(project: Path) -> int:
+    """The changes counted over every liveSync run of the source (``idsync status``, the metrics)."""
+    state = token_state(project, MANAGED)
+    return state.changes if state is not None else 0
 
 
 def _written(result: Any) -> dict[str, int]:
@@ -265,6 +273,50 @@ def _describe(project: Path, user: dict[str, Any], value: str) -> None:
                   json.dumps([{"operation": "replace", "field": "/description", "value": value}]))
 
 
+def test_a_late_store_change_within_the_overlap_counts_and_an_object_read_again_does_not(
+        tmp_path: Path, slapd: Slapd, ldap_subtree: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read asks again for the objects stamped within the overlap; those its token does
+    not keep (made to keep one here: the newest) are changes only where the target does not
+    hold them. A user changed a second time with a stamp within the overlap, before the
+    newest one read (a write committed late, another node's clock), is such an object: the
+    next run carries its change to LDAP and counts it, and only it; the user read again
+    unchanged beside it is no change (not counted in the run nor in the source's
+    ``changes``). The run after that, which reads both again, counts nothing and records no
+    mapping run."""
+    import idsync.store.changes as changes
+    import idsync.store.objects as objects
+
+    monkeypatch.setattr(changes, "_SEEN", 1, raising=False)
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert live(project, LDAP).state == "SUCCESS"
+    assert live(project, MANAGED).state == "SUCCESS"
+    users = managed_users(project)
+    _describe(project, users["bjensen"], "once")
+    _describe(project, users["scarter"], "once")
+    _bulk(project, ["newbie"])
+    first = live(project, MANAGED)
+    assert first.state == "SUCCESS" and first.changes == 3 and _written(first) == {"created": 1, "updated": 2}
+    token = json.loads(stored_token(project, MANAGED) or "{}")
+    assert set(token["seen"]) == {managed_users(project)["newbie"]["_id"]}
+
+    late = dt.datetime.fromisoformat(token["since"]) - dt.timedelta(milliseconds=1)
+    with monkeypatch.context() as clock:
+        clock.setattr(objects, "utcnow", lambda: late)  # the store's clock, as the write stamps it
+        loaded = load_project(project)
+        resources = Resources(loaded, Store.open(loaded.settings.store_url()))
+        written = resources.open(MANAGED).write_batch(
+            [WriteOp("update", id=users["bjensen"]["_id"], values={"description": "twice"})])
+        resources.close()
+    assert all(r.ok for r in written)
+    second = live(project, MANAGED)
+    assert second.state == "SUCCESS" and second.changes == 1 and _written(second) == {"updated": 1}, second.runs
+    assert (ldap_entry(slapd, f"uid=bjensen,{ldap_subtree}") or {})["description"] == ["twice"]
+    before = _counted(project)
+    quiet = live(project, MANAGED)
+    assert quiet.state == "SUCCESS" and quiet.changes == 0 and quiet.runs == []
+    assert _counted(project) == before
+
+
 @pytest.mark.parametrize("kind", WITH_POSTGRESQL)
 def test_a_bulk_store_change_keeps_the_token_bounded(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
                                                      monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
@@ -272,8 +324,9 @@ def test_a_bulk_store_change_keeps_the_token_bounded(tmp_path: Path, slapd: Slap
     token keeps: ``_SEEN``, made 40 here) leaves a token of that many objects, those with
     the newest stamps, not one as large as the change. Nothing is missed or written twice:
     every user is created in LDAP once; the next run reads the ones the token dropped again
-    and writes nothing (no LDAP entry modified, no audit entry); a later change of one of
-    them is carried once, and the run after it writes nothing. The run that drops objects
+    and writes nothing (no LDAP entry modified), counts no change (in the run, nor in the
+    source's ``changes``) and records no mapping run; a later change of one of them is
+    carried and counted once, and the run after it counts nothing. The run that drops objects
     says so, once (``livesync.updated_seen_bounded``). On SQLite and PostgreSQL."""
     import idsync.store.changes as changes
 
@@ -298,18 +351,21 @@ def test_a_bulk_store_change_keeps_the_token_bounded(tmp_path: Path, slapd: Slap
     assert all(csns.values())
     users = managed_users(project)
 
+    before = _counted(project)
     again = live(project, MANAGED, page_size=7)
-    assert again.state == "SUCCESS" and again.changes >= 60 and _written(again) == {}, again.runs
-    assert all(runs.audit_entries(r["id"]) == [] for r in again.runs)
+    assert again.state == "SUCCESS" and again.changes == 0 and again.runs == [], again.runs
+    assert _counted(project) == before
     assert _csns(slapd, ldap_subtree, names) == csns
     assert managed_users(project) == users
     assert json.loads(stored_token(project, MANAGED) or "{}")["seen"] == token["seen"]
 
     dropped = next(name for name in names if users[name]["_id"] not in token["seen"])
     _describe(project, users[dropped], "later")
-    assert _written(live(project, MANAGED, page_size=7)) == {"updated": 1}
+    later = live(project, MANAGED, page_size=7)
+    assert later.changes == 1 and _written(later) == {"updated": 1}
     assert (ldap_entry(slapd, f"uid={dropped},{ldap_subtree}") or {})["description"] == ["later"]
-    assert _written(live(project, MANAGED, page_size=7)) == {}
+    quiet = live(project, MANAGED, page_size=7)
+    assert quiet.changes == 0 and quiet.runs == []
 
 
 @pytest.mark.parametrize("kind", WITH_POSTGRESQL)
@@ -321,7 +377,7 @@ def test_a_quiet_stores_last_changes_stop_being_read_an_overlap_on(
     newest stamp), in case a write stamped there is committed late; once the store is
     quiet that is needed for an overlap only, not at every run until the next change. After
     a bulk change larger than the token keeps (made 40 here), the runs within the overlap
-    read the dropped users again; the first run that begins an overlap (this host's clock)
+    read the dropped users again, and count no change; the first run that begins an overlap (this host's clock)
     after the read that saw the newest stamp moves the token's start to that stamp, and the
     run after it asks for the objects stamped after it: it reads and applies nothing. So
     too when the bulk change was written at once (as a recon writes a page into the
@@ -339,9 +395,13 @@ def test_a_quiet_stores_last_changes_stop_being_read_an_overlap_on(
     _bulk(project, [f"q{i:03}" for i in range(100)], one_write=one_write)
     assert _written(live(project, MANAGED)) == {"created": 100}
     clock[0] += 15
-    assert live(project, MANAGED).changes >= 60  # within the overlap: the dropped users are read again
+    read = read_changes(project, MANAGED)  # within the overlap: the dropped users are read again
+    assert len(read) >= 60 and all(c.reread for c in read)
+    within = live(project, MANAGED)  # ... and are no change
+    assert within.changes == 0 and within.runs == []
     clock[0] += 16
-    assert live(project, MANAGED).changes >= 60  # an overlap after the bulk change's read: once more, then the mark
+    again = live(project, MANAGED)  # an overlap after the bulk change's read: once more, then the mark
+    assert again.changes == 0 and again.runs == []
     token = json.loads(stored_token(project, MANAGED) or "{}")
     assert token["start"] == token["mark"]["stamp"] == token["since"]
     assert len(token["seen"]) == (40 if one_write else 1)

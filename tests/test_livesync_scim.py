@@ -21,9 +21,10 @@ from idsync.config.project import load_project
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
 from idsync.sync.livesync import LiveSyncResult
-from livesync_env import FOREIGN_MARKS, live, live_after_expiry, managed_users, set_token, stored_token
+from livesync_env import FOREIGN_MARKS, live, live_after_expiry, managed_users, read_changes, set_token, stored_token
 from scim_sample import USERS_IN, sample_project, scim_env
 from scim_server import ScimServer, running
+from sync_tokens import token_state
 
 from samples import idsync
 
@@ -47,6 +48,12 @@ def _live(project: Path, **options: Any) -> LiveSyncResult:
 
 def _users(project: Path) -> dict[str, dict[str, Any]]:
     return managed_users(project)
+
+
+def _counted(project: Path) -> int:
+    """The changes counted over every liveSync run of the source (``idsync status``, the metrics)."""
+    state = token_state(project, SOURCE)
+    return state.changes if state is not None else 0
 
 
 def _token(project: Path) -> str | None:
@@ -166,6 +173,44 @@ def test_change_made_while_the_read_runs_is_not_missed(
     found = _users(project)
     assert [found[n]["sn"] for n in ("bjensen", "jdoe", "kcarter")] == ["Twice", "Changed", "Changed"]
     assert len(pages) >= 2 and not server.before_matching
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_a_late_change_within_the_overlap_counts_and_a_resource_read_again_does_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sort: bool) -> None:
+    """A read asks again for the resources stamped within the overlap; those its token does
+    not keep (made to keep one here: the newest) are changes only where the target does not
+    hold them. A resource changed a second time with a stamp within the overlap, before the
+    newest one read (a provider committing a change late), is such a resource: the next run
+    applies its change and counts it, and only it; the resource read again unchanged beside
+    it is no change (not counted in the run nor in the source's ``changes``). The run after
+    that, which reads both again, counts nothing and records no mapping run. Sorted or not."""
+    import idsync.connectors.scim.changes as changes
+
+    monkeypatch.setattr(changes, "_SEEN", 1, raising=False)
+    base = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    clock = [base]
+    for server in running(sort=sort, clock=lambda: clock[0]):
+        users = _seed(server)
+        project = _project(tmp_path, server, monkeypatch)
+        assert _live(project).state == "SUCCESS"
+        for second, name in enumerate(("bjensen", "jdoe", "kcarter"), start=1):
+            clock[0] = base + dt.timedelta(seconds=second)
+            server.change("Users", users[name]["id"], "name.familyName", "Once")
+        first = _live(project)
+        assert first.state == "SUCCESS" and first.changes == 3, first.runs
+        assert set(json.loads(_token(project) or "{}")["seen"]) == {users["kcarter"]["id"]}
+
+        clock[0] = base + dt.timedelta(seconds=1)  # bjensen's first stamp again: committed late
+        server.change("Users", users["bjensen"]["id"], "name.familyName", "Twice")
+        second = _live(project)
+        assert second.state == "SUCCESS" and second.changes == 1, second.runs
+        assert [r["counts"] for r in second.runs] == [{"updated": 1}]
+        assert _users(project)["bjensen"]["sn"] == "Twice"
+        before = _counted(project)
+        quiet = _live(project)
+        assert quiet.state == "SUCCESS" and quiet.changes == 0 and quiet.runs == []
+        assert _counted(project) == before
 
 
 @pytest.mark.parametrize("sort", [True, False])
@@ -299,9 +344,10 @@ def test_a_bulk_change_keeps_the_token_bounded(tmp_path: Path, monkeypatch: pyte
     """A bulk change of more resources than a token keeps (``_SEEN``, made 40 here) leaves
     a token of that many, those with the newest stamps, not one as large as the change,
     sorted or not. Nothing is missed or written twice: every resource is created once; the
-    next run reads the ones the token dropped again and finds them unchanged (no write, no
-    audit entry); a later change of one of them is applied once, and the run after it
-    writes nothing. The run that drops resources says so, once
+    next run reads the ones the token dropped again and finds them unchanged: no write, no
+    change counted (in the run, nor in the source's ``changes``), no mapping run recorded;
+    a later change of one of them is applied and counted once, and the run after it
+    counts nothing. The run that drops resources says so, once
     (``livesync.lastmodified_seen_bounded``)."""
     import idsync.connectors.scim.changes as changes
 
@@ -326,20 +372,21 @@ def test_a_bulk_change_keeps_the_token_bounded(tmp_path: Path, monkeypatch: pyte
         users = _users(project)
         assert len([u for u in users if u.startswith("bulk")]) == 100
 
+        before = _counted(project)
         again = _live(project, page_size=7)
-        assert again.state == "SUCCESS" and again.changes >= 60
-        assert [r["counts"] for r in again.runs] == [{"unchanged": again.changes}]
-        assert runs.audit_entries(again.runs[0]["id"]) == []
+        assert again.state == "SUCCESS" and again.changes == 0 and again.runs == [], again.runs
+        assert _counted(project) == before
         assert _users(project) == users
         assert json.loads(_token(project) or "{}")["seen"] == token["seen"]
 
         server.change("Users", bulk[0]["id"], "name.familyName", "Later")
         later = _live(project, page_size=7)
         (run,) = later.runs
-        assert run["counts"]["updated"] == 1 and set(run["counts"]) <= {"updated", "unchanged"}
+        assert later.changes == 1 and run["counts"] == {"updated": 1}
         assert len(runs.audit_entries(run["id"])) == 1
         assert _users(project)["bulk000"]["sn"] == "Later"
-        assert all(set(r["counts"]) <= {"unchanged"} for r in _live(project, page_size=7).runs)
+        quiet = _live(project, page_size=7)
+        assert quiet.changes == 0 and quiet.runs == []
 
 
 @pytest.mark.parametrize("sort", [True, False])
@@ -349,7 +396,7 @@ def test_a_quiet_providers_last_changes_stop_being_read_a_minute_on(
     the newest stamp), in case a change stamped there is committed late; once the provider
     is quiet that is needed for a minute only, not at every run until the next change.
     After a bulk change larger than the token keeps (made 40 here), the runs within the
-    minute read the dropped resources again; the first run that begins a minute (this
+    minute read the dropped resources again, and count no change; the first run that begins a minute (this
     host's clock) after the read that saw the newest stamp moves the token's start to
     that stamp, and the run after it asks for the stamps after it (``gt``: a provider whose
     clock stamps a bulk change in whole seconds shares one stamp among many) and applies
@@ -368,9 +415,13 @@ def test_a_quiet_providers_last_changes_stop_being_read_a_minute_on(
         (run,) = _live(project).runs
         assert run["counts"]["created"] == 100 and set(run["counts"]) <= {"created", "unchanged"}
         clock[0] += 30
-        assert _live(project).changes >= 60  # within the minute: the dropped resources are read again
+        read = read_changes(project, SOURCE)  # within the minute: the dropped resources are read again
+        assert len(read) >= 60 and all(c.reread for c in read)
+        within = _live(project)  # ... and are no change
+        assert within.changes == 0 and within.runs == []
         clock[0] += 31
-        assert _live(project).changes >= 60  # a minute after the bulk change's read: once more, then the mark
+        again = _live(project)  # a minute after the bulk change's read: once more, then the mark
+        assert again.changes == 0 and again.runs == []
         token = json.loads(_token(project) or "{}")
         asked = len(server.requests)
         quiet = _live(project)

@@ -291,11 +291,17 @@ class Change:
     deleted, and ``id`` is its id (for a delete, the id it had). An object the source
     answered without an id has ``id`` ``""`` and ``about`` what the source tells of it
     (its DN, its user name; never a secret): it fails as an entry of the run, never
-    dropped in silence."""
+    dropped in silence.
+
+    ``reread``: a source read by stamps found the object within its overlap without its
+    token keeping it (``stamps.Read.AGAIN``): a change committed late, or one a read
+    before applied. It is a change only where the target does not hold it already
+    (``ChangeApplier.apply``)."""
 
     id: str
     obj: Obj | None
     about: str = ""
+    reread: bool = False
 
     @property
     def deleted(self) -> bool:
@@ -357,7 +363,9 @@ class ChangeSource(ABC):
       renamed or deleted since ``token``, as ``ChangeBatch``es of at most ``page_size``
       changes, each object once per read, in its state at read time. A read with no
       change costs one round trip and yields at most one empty batch (which may carry
-      a new token). Deletes carry the id only.
+      a new token). Deletes carry the id only. A source that cannot tell whether an
+      object it reads again was applied already (read by a stamp, within an overlap)
+      marks it ``Change.reread``: it is a change only where the target does not hold it.
     * A token the source can no longer honour (change log trimmed, server restored
       from a backup, the token unknown or from another kind of read, a retention window
       passed) raises ``SyncTokenExpired`` before the first batch: never a silent

@@ -8,6 +8,14 @@ the last read. The objects read within the overlap are kept with their stamp and
 tells two writes of one stamp apart (``seen``: id -> stamp#version), and the next read
 skips the ones it finds unchanged.
 
+What a read finds is one of three (``Read``): an object the token keeps as it is now
+(``KNOWN``: skipped); one the token keeps in another version, or stamped after its
+high-water mark (``NEW``: a change); one within the overlap that the token does not keep
+(``AGAIN``): either a change committed late or one a read before applied and the token
+dropped (below). The two cannot be told apart here: liveSync compares an ``AGAIN``
+object with what its target holds, and counts it as a change only when something is
+to be written (``Change.reread``).
+
 ``seen`` keeps ``keep`` entries at most, the newest stamps: under a bulk change the
 others are read again by the next runs and assessed again, which writes nothing where
 the target already holds the change, so the token (and the read's memory) stays that
@@ -35,13 +43,22 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from idsync.errors import SyncTokenExpired
 
-__all__ = ["Mark", "StampWindow", "load_stamps", "stamp_text"]
+__all__ = ["Mark", "Read", "StampWindow", "load_stamps", "stamp_text"]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class Read(Enum):
+    """What a read makes of an object it finds (``StampWindow.saw``)."""
+
+    KNOWN = "known"  # the token keeps it as it is: applied already, skipped
+    NEW = "new"  # another version than the token keeps, or stamped after its high-water mark
+    AGAIN = "again"  # within the overlap, not kept by the token: a late change, or one applied already
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,7 @@ class StampWindow(ABC):
         self.name = name
         self.kind = kind
         self.since = since
+        self._known = since  # the token's high-water mark: what a read before may have applied
         self.seen = dict(seen)
         self.overlap = overlap
         self.start = max(since - overlap, start or _EPOCH)
@@ -78,18 +96,18 @@ class StampWindow(ABC):
         self._read = 0
         self._pruned = self._bounded = False
 
-    def saw(self, key: str, value: str, stamp: dt.datetime) -> bool:
+    def saw(self, key: str, value: str, stamp: dt.datetime) -> Read:
         """Note the object ``key`` as ``value`` (its stamp's ``stamp_text``, then ``#`` and
-        what tells two writes of one stamp apart), stamped ``stamp``: whether that is new
-        to the window."""
-        fresh = self.seen.get(key) != value
+        what tells two writes of one stamp apart), stamped ``stamp``: what it is to the window."""
+        kept = self.seen.get(key)
+        found = Read.KNOWN if kept == value else Read.AGAIN if kept is None and stamp <= self._known else Read.NEW
         self.seen[key] = value
         self.since = max(self.since, stamp)
         self._newest = max(self._newest or stamp, stamp)
         self._read += 1
         if len(self.seen) >= 2 * self._keep:
             self.seen, self._pruned = self._newest_seen(self.seen), True
-        return fresh
+        return found
 
     def token(self, *, last: bool = False) -> str:
         """The token of what is read so far; ``last``: of the whole read."""

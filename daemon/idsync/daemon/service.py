@@ -54,6 +54,7 @@ from idsync.managed.workers import local_splitter
 from idsync.status_file import update_status_file
 from idsync.store.database import Store, pingidm_time, utcnow
 from idsync.store.retention import prune
+from idsync.sync.implicit import forget_told_disabled
 from idsync.sync.partitions import Splitter
 from idsync.sync.taken_over import summarize_taken_over
 
@@ -497,7 +498,10 @@ class Daemon:
         config = load_configuration(self.project_dir, previous=self.config)
         changes = self.table.apply(config.jobs)
         self.config = config
+        # What a disabled system leaves out is said once per configuration: a reload may have
+        # enabled it and disabled it again.
         self._told_disabled.clear()
+        forget_told_disabled()
         if self.cluster is not None:
             self.cluster.deployed(project_files(self.project_dir))
         self.last_reload = (utcnow(), not self.config.errors)

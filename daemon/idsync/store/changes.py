@@ -15,7 +15,9 @@ revision (``seen``). A read asks for the objects stamped at or after
 (``object_type``, ``updated``): a write stamped before the mark but committed after
 the last read (a long transaction, another node's clock) is still read, and an
 object of the overlap already applied is known by its unchanged revision and
-skipped. A run without changes reads one short index range and applies nothing.
+skipped. A run without changes reads one short index range and applies nothing. One of
+the overlap the token does not keep (below) is handed on as read again
+(``Change.reread``): a change only where its target does not hold it.
 
 The token keeps ``_SEEN`` of those objects at most, the newest stamps: under a bulk
 change (an import with implicit sync off) the others are read again by the next runs
@@ -51,7 +53,7 @@ from sqlalchemy import and_, func, or_, select
 
 from idsync.errors import SyncTokenExpired
 from idsync.resource import Change, ChangeBatch, ChangeFeed, Resource
-from idsync.stamps import StampWindow, load_stamps, stamp_text
+from idsync.stamps import Read, StampWindow, load_stamps, stamp_text
 from idsync.store.database import Store
 from idsync.store.tables import managed_objects as mo
 
@@ -99,22 +101,22 @@ class ManagedChanges:
         return ChangeFeed(self._batches(window, fields, max(page_size, 1)), _KIND)
 
     def _batches(self, window: _Window, fields: Sequence[str] | None, size: int) -> Iterator[ChangeBatch]:
-        fresh: list[str] = []
-        for object_id, fresh_one in self._stamps(window, size):
-            if fresh_one:
-                fresh.append(object_id)
+        fresh: dict[str, bool] = {}  # id -> read again (``Read.AGAIN``)
+        for object_id, found in self._stamps(window, size):
+            if found is not Read.KNOWN:
+                fresh[object_id] = found is Read.AGAIN
             if len(fresh) >= size:
                 yield self._batch(fresh, fields, None)
-                fresh = []
+                fresh = {}
         yield self._batch(fresh, fields, window.token(last=True))
 
-    def _batch(self, ids: list[str], fields: Sequence[str] | None, token: str | None) -> ChangeBatch:
-        found = self._resource.get_many(ids, fields) if ids else {}
+    def _batch(self, ids: dict[str, bool], fields: Sequence[str] | None, token: str | None) -> ChangeBatch:
+        found = self._resource.get_many(list(ids), fields) if ids else {}
         # An object deleted since its stamp was read is left to the deletes of the run.
-        return ChangeBatch([Change(i, found[i]) for i in ids if i in found], token)
+        return ChangeBatch([Change(i, found[i], reread=again) for i, again in ids.items() if i in found], token)
 
-    def _stamps(self, window: _Window, size: int = 1000) -> Iterator[tuple[str, bool]]:
-        """(id, whether it is new to the window) of every object stamped in the window, in
+    def _stamps(self, window: _Window, size: int = 1000) -> Iterator[tuple[str, Read]]:
+        """(id, what it is to the window) of every object stamped in the window, in
         (stamp, id) order, read in keyset pages of ids, revisions and stamps only."""
         after: tuple[dt.datetime, str] | None = None
         first = mo.c.updated > window.start if window.past else mo.c.updated >= window.start

@@ -119,6 +119,7 @@ class ChangeApplier:
         self._onward: OnwardPush | None = None  # made at the first write into a managed type
         self._onward_checked = False  # ... or found not needed (no other mapping of the type)
         self._kept: dict[str, Obj] = {}  # source id -> its failure's AUDIT_BEFORE (``compare_with``)
+        self._again: set[str] = set()  # the ids of the batch under way read again (``Change.reread``)
         self.onward_runs: list[dict[str, Any]] = []  # the runs that carried this one's writes on (``finish``)
 
     # -- deciding -------------------------------------------------------------
@@ -131,19 +132,27 @@ class ChangeApplier:
         self.assessor.previous = dict(befores)
         self._kept = dict(kept or {})
 
-    def apply(self, changes: Sequence[Change], save: Callable[[Connection], None] | None) -> None:
+    def apply(self, changes: Sequence[Change], save: Callable[[Connection], None] | None) -> set[str]:
+        """Apply ``changes`` through the mapping, then ``save`` in the transaction of their
+        last write. The objects read again (``Change.reread``) whose target holds what the
+        mapping makes of them already are no change: not written, audited nor counted, and a
+        batch of nothing else records no run. What is returned: the ids of those read again
+        that are changes."""
         # An object without an id, or with one no link can hold, fails alone, and is not kept
         # for a retry (``system_ids.py``); a deleted one was never linked, and its lookup finds nothing.
         unfit = [why for c in changes if c.obj is not None
                  and (why := _no_id(c) if c.unidentified else unfit_id("source", c.id)) is not None]
         present = self._in_scope([c.obj for c in changes if c.obj is not None and c.id and fits_key(c.id)])
         deleted = [c.id for c in changes if c.obj is None]
+        rereads = {c.id for c in changes if c.reread and c.obj is not None}
+        self._again = {o["_id"] for o in present if o["_id"] in rereads}
         if not present and not deleted and not unfit:
             if save is not None:
                 with self.store.begin() as conn:
                     save(conn)
-            return
-        self.start()
+            return set()
+        if deleted or unfit or any(o["_id"] not in self._again for o in present):
+            self.start()
         t0 = time.monotonic()
         plans = [Plan("", "", None, None, error=why) for why in unfit]
         groups, failed = self.qualifiers.of_sources(present)
@@ -152,9 +161,19 @@ class ChangeApplier:
         for qualifier, objs in groups.items():
             plans.extend(self._assessed(objs, qualifier))
         plans.extend(self._deleted(deleted))
-        self._write(plans, save)
-        self.counters.source_processed += len(present) + len(deleted) + len(unfit)
+        taken = {p.source_id for p in plans if p.source_id in self._again and not _settled(p)}
+        held = self._again - taken  # read again as their targets hold them: no change
+        self._keep_in_step([p for p in plans if p.source_id in held])
+        plans = [p for p in plans if p.source_id not in held]
+        if plans or self.run_id is not None:
+            self._write(plans, save)
+        elif save is not None:
+            with self.store.begin() as conn:
+                save(conn)
+        self.counters.source_processed += len(present) + len(deleted) + len(unfit) - len(held)
         self.counters.time("liveSyncBatch", (time.monotonic() - t0) * 1000)
+        self._again = set()
+        return {sid for sid in taken if sid is not None}
 
     def _assessed(self, objs: list[Obj], qualifier: str) -> list[Plan]:
         """The plans of ``objs`` for one link qualifier; a source correlating to a target
@@ -166,7 +185,7 @@ class ChangeApplier:
             if self.assessor.changes_only:
                 self.assessor.agreed = agreed
             fresh = [o for o in objs if agreed.get(o["_id"]) is None or agreed[o["_id"]] != o.get("_rev")]
-            self.echoes += len(objs) - len(fresh)
+            self._echoed(objs, fresh)
             objs = fresh
         freed: set[str] = set()
         while objs:
@@ -178,7 +197,7 @@ class ChangeApplier:
             targets = self.target.get_many(list(linked.values()), self.mapping.default_target_fields) \
                 if linked else {}
             mine = [o for o in objs if not self._echo(o, targets.get(linked.get(o["_id"], "")), qualifier)]
-            self.echoes += len(objs) - len(mine)
+            self._echoed(objs, mine)
             self.assessor.prefetch([o["_id"] for o in mine])
             found = self.assessor.assess_sources(mine, linked, targets, self.correlators.get(qualifier), links,
                                                  self.source)
@@ -203,6 +222,25 @@ class ChangeApplier:
             self._write(done, None)
             objs = [o for o in objs if o["_id"] in retry]
         return plans
+
+    def _keep_in_step(self, plans: Sequence[Plan]) -> None:
+        """Keep with the links of ``plans`` (settled: their targets hold their sources) the
+        managed revision the two objects agree at (``links.in_step``), as ``_write`` keeps a
+        plan's: so the next read of an object still at it skips it at once."""
+        found: dict[str, dict[str, str]] = {}
+        for plan in plans:
+            if plan.source_id and plan.target_id and (rev := self._agreed_at(plan, None)) is not None:
+                found.setdefault(plan.qualifier, {})[plan.source_id] = rev
+        if found and not self.dry_run:
+            with self.store.begin() as conn:
+                for qualifier, revs in found.items():
+                    self.qualifiers.links(qualifier).set_in_step(conn, revs)
+
+    def _echoed(self, objs: Sequence[Obj], kept: Sequence[Obj]) -> None:
+        """Count the echoes among ``objs`` (those not ``kept``), but those read again: an
+        object read again as its target holds it is no change at all."""
+        left = {o["_id"] for o in kept}
+        self.echoes += len([o for o in objs if o["_id"] not in left and o["_id"] not in self._again])
 
     def _owners_gone(self, plans: Sequence[Plan], links: LinkSet, freed: set[str]) -> dict[str, str]:
         """Source id -> the source id its correlated target is linked to, for the sources found
@@ -352,6 +390,8 @@ class ChangeApplier:
     def _write(self, plans: Sequence[Plan], save: Callable[[Connection], None] | None) -> None:
         """Write the plans' changes, then in one store transaction their links, audit and ``save``.
         The mapping's onDelete and onUnlink run before, its onLink after (``mapping_hooks.py``)."""
+        if plans:
+            self.start()
         hold_pending(plans, self.pending)
         linked: list[tuple[Plan, Obj | None, str]] = []
         acted: list[tuple[Plan, str | None]] = []  # the plans done whose policy has a postAction
@@ -659,6 +699,13 @@ class OnwardPush:
                          "counts": {k: v for k, v in summary["changes"].items() if v},
                          "errors": counters.error_count})
         return done
+
+
+def _settled(plan: Plan) -> bool:
+    """Whether ``plan`` leaves everything as it is: no write, link or unlink, no failure, no
+    postAction, nothing skipped; its target holds what the mapping makes of the source."""
+    return plan.op is None and not plan.link and not plan.defer and plan.error is None and not plan.retry \
+        and plan.post_action is None and plan.change in (None, "unchanged")
 
 
 def _no_id(change: Change) -> str:

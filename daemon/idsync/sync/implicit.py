@@ -17,7 +17,9 @@ values only (``Assessor`` masks secret names such as ``userPassword``).
 
 A mapping that reads or writes a disabled system (``"enabled": false``) is left out, as
 PingIDM leaves a disabled provisioner unstarted: no run is recorded for it, and the first
-change it leaves out in the process says so at warning (later ones at debug). A
+change it leaves out says so at warning (later ones at debug), the first again after
+each reload of the configuration (``forget_told_disabled``: the daemon's SIGHUP or
+watch), which may have enabled the system and disabled it again. A
 ``reconById`` or ``idsync sync retry`` of it, asked for by hand, still fails naming the file.
 
 A "merge" list is changed by what the change itself added and removed, found by
@@ -60,8 +62,8 @@ from idsync.sync.retry import unrepaired
 from idsync.sync.summary import Counters
 from idsync.sync.written import written_values
 
-__all__ = ["IMPLICIT_JOB", "RECON_BY_ID_JOB", "RETRY_JOB", "ImplicitSync", "PushResult", "merge_baseline",
-           "read_source"]
+__all__ = ["IMPLICIT_JOB", "RECON_BY_ID_JOB", "RETRY_JOB", "ImplicitSync", "PushResult", "forget_told_disabled",
+           "merge_baseline", "read_source"]
 
 log = structlog.get_logger(__name__)
 
@@ -69,9 +71,17 @@ IMPLICIT_JOB = "implicit"
 RETRY_JOB = "retry"
 RECON_BY_ID_JOB = "reconById"  # the API's one-object recon: a push like the others (``sync/retry.py``)
 INTERRUPTED = "interrupted: the process stopped during the push"
-# The mappings whose disabled system a push has told of at warning (``tell_disabled``), with the files.
+# The mappings whose disabled system a push has told of at warning (``tell_disabled``), with
+# the files, since the configuration was last loaded (``forget_told_disabled``).
 _told_disabled: set[tuple[str, tuple[str, ...]]] = set()
 _told_lock = threading.Lock()
+
+
+def forget_told_disabled() -> None:
+    """Forget which mappings' disabled systems were told of: the configuration was reloaded,
+    so the next change a disabled system leaves out says so at warning again."""
+    with _told_lock:
+        _told_disabled.clear()
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,8 @@ class ImplicitSync:
     def tell_disabled(self, resource: str) -> None:
         """Say that a change of ``resource`` is not pushed through the mappings whose system is
         disabled, as PingIDM does not start a disabled provisioner: at warning the first time
-        in this process for each mapping and set of files, then at debug. No run is recorded."""
+        since the configuration was loaded for each mapping and set of files, then at debug.
+        No run is recorded."""
         for m in self._enabled(resource):
             files = tuple(self.project.disabled_files((m.source, m.target)))
             if not files:

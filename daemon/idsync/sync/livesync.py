@@ -53,7 +53,10 @@ without, kept as a dead letter, or handed to a script.
 
 Each mapping that had changes to apply records a run (job ``liveSync``) with its
 audit entries, like a recon; a run that read nothing records only its count in
-``sync_tokens``. Dry run: the targets simulate, no link and no token is written.
+``sync_tokens``. An object a source read by stamps reads again within its overlap
+(``Change.reread``) counts as a change only where a mapping finds its target not holding
+it; a run that read only such objects again, all held, is a run that read nothing.
+Dry run: the targets simulate, no link and no token is written.
 """
 
 from __future__ import annotations
@@ -295,7 +298,10 @@ class _LiveRun:
             if self.options.cancel.is_set():
                 raise RunCanceled("canceled between two batches of changes; the token stays where it was")
             if not batch.retry:
-                result.changes += len(batch.changes)
+                result.changes += len([c for c in batch.changes if not c.reread])
+            # An object read again within a polling overlap is a change only where a mapping
+            # found its target not holding it (``ChangeApplier.apply``).
+            taken: set[str] = set()
             self._unidentified(batch.changes, result)
             save = batch.token is not None and batch.token != stored.token and not self.options.dry_run
             if batch.changes:
@@ -306,12 +312,14 @@ class _LiveRun:
                     last = index == len(appliers) - 1
                     saver = self._saver(batch.token if save else None, feed.method, batch.changes,
                                         None if batch.retry else read_at, result, appliers)
-                    applier.apply(batch.changes, saver if last and not self.options.dry_run else None)
+                    taken |= applier.apply(batch.changes, saver if last and not self.options.dry_run else None)
                 referrers.follow(present, before)
                 self._run_failure_script(batch.changes)
             elif save:
                 with self.store.begin() as conn:
                     self._saver(batch.token, feed.method)(conn)
+            if not batch.retry:
+                result.changes += len(taken)
             if batch.token is not None:
                 read_at = batch.token
         # Objects retried alone and failing again do not fail the run: liveSync itself works,

@@ -39,14 +39,17 @@ in it, so a token never silently changes meaning:
   (``seen``: DN -> stamp and a digest of the values read, which tells two changes
   within one ``modifyTimestamp`` second apart); they are not applied again. It keeps
   ``_POLL_SEEN`` of them at most, the newest stamps: under a bulk change the others
-  are read again by the next runs and assessed again, which writes nothing where the
-  target already holds the change, so the token (and the read's memory) stays that
-  size whatever the change. The overlap is needed only while a change stamped in it
-  may still be committed: the token also keeps a *mark*, the newest stamp seen and
-  when (this host's clock) the read that first saw it ended; a read that begins a
-  whole overlap after that has every change stamped up to the mark, and the next read
-  asks for the entries stamped after it (``after``: however many a bulk change stamped
-  within that one ``modifyTimestamp`` second, they are not read again). Once a
+  are read again by the next runs and assessed again, which writes and counts nothing
+  where the target already holds the change (``Change.reread``: an entry of the overlap
+  the token does not keep, stamped up to the newest stamp a read before saw; after a
+  token without a mark, the first after a full recon, any entry), so the
+  token (and the read's memory) stays that size whatever the change. The overlap is
+  needed only while a change stamped in it may still be committed: the token also
+  keeps a *mark*, the newest stamp seen and when (this host's clock) the read that
+  first saw it ended; a read that begins a whole overlap after that has every change
+  stamped up to the mark, and the next read asks for the entries stamped after it
+  (``after``: however many a bulk change stamped within that one ``modifyTimestamp``
+  second, they are not read again). Once a
   directory is quiet, its last changes stop being read again a minute after they were
   first read. The entries are handed on a batch at a time as the pages come
   (``_polled``), never held whole; the last batch carries the token.
@@ -81,7 +84,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import ldap
@@ -516,6 +519,12 @@ class LdapChanges:
         started, began = time.monotonic(), _now()
         size = max(page_size, 1)
         pending: list[tuple[str, RawEntry]] = []
+        # The pending entries read again: not kept by the token, and stamped up to the newest
+        # stamp a read before saw (the mark's). A token without a mark (the position a full
+        # recon started from: the newest contextCSN, or this host's clock five minutes back,
+        # whose skew a stamp cannot be judged by) may have had any of them applied.
+        again: set[str] = set()
+        known = max(since, mark["stamp"]) if mark is not None else None
         newest: str | None = None
         kept: dict[str, str] = {}  # what this read saw, at most twice the bound (``_newest``)
         read, pruned = 0, False
@@ -527,12 +536,14 @@ class LdapChanges:
                 version, key = f"{stamp}#{_digest(raw)}", dn.lower()
                 if version not in (seen.get(key), kept.get(key)):  # kept: an entry under two bases
                     pending.append((dn, raw))
+                    if key not in seen and key not in kept and (known is None or stamp <= known):
+                        again.add(key)
                 kept[key] = version
                 read += 1
                 if len(kept) >= 2 * _POLL_SEEN:
                     kept, pruned = _newest(kept), True
                 if len(pending) > size:  # one more than a batch: the last batch is never empty-handed
-                    yield ChangeBatch(_changes(pending[:size], decode), None)
+                    yield ChangeBatch(_reread(_changes(pending[:size], decode), pending[:size], again), None)
                     del pending[:size]
         # The next read starts before the newest stamp by the overlap and this read's time,
         # so before any change made while it ran; the entries seen since are skipped then.
@@ -553,7 +564,7 @@ class LdapChanges:
                             "read again by the next runs and assessed again")
         token = _dump({"kind": "poll", "attribute": attribute, "since": floor, "seen": _newest(window),
                        **({"mark": mark} if mark is not None else {}), **({"after": True} if after else {})})
-        yield ChangeBatch(_changes(pending, decode), token)
+        yield ChangeBatch(_reread(_changes(pending, decode), pending, again), token)
 
     def _paged(self, conn: Any, base: str, search_filter: str,
                attributes: Sequence[str]) -> Iterator[tuple[str, RawEntry]]:
@@ -696,6 +707,19 @@ def _changes(entries: list[tuple[str, RawEntry]],
     or absent) fails as an entry of the run, named by its DN."""
     return [Change(o["_id"], o) if o.get("_id") else Change("", o, about=f"dn {dn!r}")
             for (dn, _), o in zip(entries, decode(entries), strict=True)]
+
+
+def _reread(changes: list[Change], entries: list[tuple[str, RawEntry]], again: set[str]) -> list[Change]:
+    """``changes`` (of ``entries``, in order), those of the DNs in ``again`` marked read again
+    (``Change.reread``); ``again`` loses them."""
+    if not again:
+        return changes
+    marked = []
+    for change, (dn, _) in zip(changes, entries, strict=True):
+        key = dn.lower()
+        marked.append(replace(change, reread=True) if key in again and change.id else change)
+        again.discard(key)
+    return marked
 
 
 def _digest(raw: RawEntry) -> str:

@@ -9,7 +9,9 @@ stamped just before the mark but committed after the last read (a provider's
 transaction, another node's clock, two changes in the same instant at the window's
 boundary) is still asked for, and the objects of the overlap already applied are
 recognised by their unchanged ``meta.lastModified`` and skipped. Nothing is missed,
-and a run without changes applies nothing. ``liveSyncOverlap`` (seconds, default
+and a run without changes applies nothing. One of the overlap the token does not keep
+(below) is handed on as read again (``Change.reread``): a change only where its target
+does not hold it. ``liveSyncOverlap`` (seconds, default
 60) must cover how late a provider may commit a change after stamping it.
 
 The token keeps ``_SEEN`` of those ids at most, the newest stamps: under a bulk change
@@ -70,7 +72,7 @@ from idsync.connectors.base import utc_datetime
 from idsync.connectors.scim.http import ScimClient
 from idsync.errors import ObjectRejected, PeerError, PeerMisconfigured, SyncTokenExpired
 from idsync.resource import Change, ChangeBatch, ChangeFeed, Obj
-from idsync.stamps import Mark, StampWindow, load_stamps, stamp_text
+from idsync.stamps import Mark, Read, StampWindow, load_stamps, stamp_text
 
 __all__ = ["ScimChanges"]
 
@@ -235,15 +237,18 @@ class _Window(StampWindow):
     def batch(self, resources: Sequence[Mapping[str, Any]], stamps: Sequence[dt.datetime], decode: Decode,
               *, with_token: bool, last: bool = False) -> ChangeBatch:
         fresh: list[Mapping[str, Any]] = []
+        again: list[bool] = []
         for resource, stamp in zip(resources, stamps, strict=True):
             # One without an id is kept by what is known of it, so a run within the overlap
             # does not fail it again.
             key = str(resource["id"]) if _identified(resource) else f"?{_about(resource)}"
-            if self.saw(key, stamp_text(stamp) + _version(resource), stamp):
+            found = self.saw(key, stamp_text(stamp) + _version(resource), stamp)
+            if found is not Read.KNOWN:
                 fresh.append(resource)
+                again.append(found is Read.AGAIN)
         # One object per resource, in order (``latest_token`` decodes none: it only reads the overlap).
-        changes = [Change(str(o["_id"]), o) if _identified(r) else Change("", o, about=_about(r))
-                   for r, o in zip(fresh, decode(fresh), strict=False)]
+        changes = [Change(str(o["_id"]), o, reread=a) if _identified(r) else Change("", o, about=_about(r))
+                   for r, o, a in zip(fresh, decode(fresh), again, strict=False)]
         return ChangeBatch(changes, self.token(last=last) if with_token else None)
 
 
