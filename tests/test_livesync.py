@@ -281,6 +281,40 @@ def test_a_refresh_asks_only_for_what_the_mappings_read(tmp_path: Path, slapd: S
                                                "telephonenumber", "description", "memberof", "userpassword"}
 
 
+def test_an_entry_altered_in_the_spool_fails_the_run_unapplied(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh's changed entries are sealed in the read's spool: one altered there before
+    it is applied (here another entry's sealed bytes copied over it, in the spool's own
+    database) fails the run, saying the spool was altered; nothing of it is applied and
+    the token stays, so the next run applies both changes as read from the directory."""
+    from idsync.spool import EntrySpool
+
+    items = EntrySpool.items
+
+    def altered(self: EntrySpool) -> Any:
+        self._flush()
+        rows = list(self._db.execute("SELECT key, entry FROM entries ORDER BY rowid"))
+        if len(rows) == 2:
+            self._db.execute("UPDATE entries SET entry = ? WHERE key = ?", (rows[1][1], rows[0][0]))
+        return items(self)
+
+    project = _project(tmp_path, slapd, ldap_subtree)
+    assert _live(project).state == "SUCCESS"
+    token = _state(project).token
+    slapd.add_ldif("".join(f"dn: uid={uid},{ldap_subtree}\nchangetype: modify\nreplace: mail\n"
+                           f"mail: {uid}@example.org\n\n" for uid in ("bjensen", "scarter")))
+    with monkeypatch.context() as patch:
+        patch.setattr(EntrySpool, "items", altered)
+        failed = _live(project)
+    assert failed.state == "FAILED" and failed.changes == 0
+    assert "spool" in (failed.message or "") and "was altered" in (failed.message or "")
+    assert {u["mail"] for u in _users(project).values()} == {"bjensen@example.com", "scarter@example.com"}
+    assert _state(project).token == token
+    done = _live(project)
+    assert done.state == "SUCCESS" and done.changes == 2
+    assert {u["mail"] for u in _users(project).values()} == {"bjensen@example.org", "scarter@example.org"}
+
+
 @pytest.fixture(scope="module")
 def short_log_slapd() -> Iterator[Slapd]:
     """A sync provider whose session log keeps only two deletes."""

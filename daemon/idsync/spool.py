@@ -13,6 +13,21 @@ in memory while small, then in a file SQLite deletes as it opens it, under
 collected. Writes are buffered and go in by ``executemany``; membership is asked a
 chunk at a time (``absent``), one query per ``_CHUNK`` ids. A spool that cannot write
 (the temporary directory full) stops the run that reads: ``RunAborted``, saying where.
+
+An entry spool's entries are sealed before they reach the database: the attributes a
+mapping reads may be a password hash or other secrets, and the temporary file is on
+disk, readable by whoever can read the process's files or the disk. Each spool draws
+a random AES-256 key of its own, held by this process only and never written anywhere,
+and each entry is encrypted with AES-GCM under a nonce of its own (the spool's count of
+puts: never repeated under one key), its key (the entry's sync UUID) bound as associated
+data, so that an entry moved to another key's row fails its check as an altered one
+does. An entry that fails it is never handed on: the read stops, ``RunAborted``. What
+stays in clear is what the database must index and order: the entry spool's keys and
+the id spools' ids (entryUUIDs, nsUniqueIds, objectGUIDs, the ids of a resource's
+entries, a DN where that is the id): names of entries, as the store's links and the
+logs hold them, not their contents. The file is the process's own (mode 0600): sealing
+keeps the contents from whoever reads the disk, a backup of it or a copy of the file;
+an entry left out, or an id added to an id spool, is not told from the read's own.
 """
 
 from __future__ import annotations
@@ -23,6 +38,9 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from idsync.errors import RunAborted
 
 __all__ = ["EntrySpool", "IdSpool", "chunks"]
@@ -31,6 +49,7 @@ _CACHE_KIB = 4096  # SQLite's page cache per spool
 _BUFFER = 5000  # writes held before they go in
 _CHUNK = 500  # ids per membership query
 _FETCH = 2000  # rows per fetch when a spool is read back
+_NONCE = 12  # bytes of an AES-GCM nonce, before each sealed entry
 
 
 def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -153,14 +172,19 @@ class IdSpool:
 class EntrySpool:
     """Entries by key (an entry's sync UUID): a later ``put`` of a key replaces the entry
     and keeps its place. Iterated in the order the keys were first put. An entry is any
-    value ``marshal`` writes (an LDAP entry: its DN and attributes of byte strings)."""
+    value ``marshal`` writes (an LDAP entry: its DN and attributes of byte strings),
+    sealed in the database (the module's docstring)."""
 
     def __init__(self) -> None:
         self._db = _database("CREATE TABLE entries (key TEXT NOT NULL UNIQUE, entry BLOB NOT NULL)")
         self._pending: list[tuple[str, bytes]] = []
+        self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+        self._puts = 0
 
     def put(self, key: str, entry: Any) -> None:
-        self._pending.append((key, marshal.dumps(entry)))
+        self._puts += 1
+        nonce = self._puts.to_bytes(_NONCE, "big")
+        self._pending.append((key, nonce + self._aead.encrypt(nonce, marshal.dumps(entry), key.encode())))
         if len(self._pending) >= _BUFFER:
             self._flush()
 
@@ -182,7 +206,17 @@ class EntrySpool:
 
     def items(self) -> Iterator[tuple[str, Any]]:
         self._flush()
-        return ((r[0], marshal.loads(r[1])) for r in _rows(self._db, "SELECT key, entry FROM entries ORDER BY rowid"))
+        rows = _rows(self._db, "SELECT key, entry FROM entries ORDER BY rowid")
+        return ((key, self._open(key, sealed)) for key, sealed in rows)
+
+    def _open(self, key: str, sealed: bytes) -> Any:
+        try:
+            plain = self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], key.encode())
+        except (InvalidTag, TypeError, ValueError):  # altered, cut short, or no longer a byte string
+            raise RunAborted("the read's spool (a temporary SQLite database under SQLITE_TMPDIR, TMPDIR or "
+                             "/var/tmp) was altered: an entry read back from it is not the one put there, "
+                             "and nothing more of it is applied") from None
+        return marshal.loads(plain)
 
     def close(self) -> None:
         self._pending = []
