@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from idsync.api.walks import Walks
 from idsync.config.project import Project
 from idsync.managed.recons import stop_detached
 from idsync.managed.router import run_recon_scripted
@@ -58,6 +59,8 @@ class ApiContext:
     jobs: JobControl | None = None
     # Called when a run started here begins or ends (the daemon rewrites its status file).
     changed: Callable[[], None] = lambda: None
+    # Paged queries of systems between their pages (``walks.py``).
+    walks: Walks = field(default_factory=Walks)
     _cancels: dict[str, threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _pool: concurrent.futures.ThreadPoolExecutor = field(
@@ -107,3 +110,4 @@ class ApiContext:
             for event in self._cancels.values():
                 event.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.walks.close()  # the paged queries of systems between their pages, and their connections

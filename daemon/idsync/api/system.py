@@ -3,9 +3,11 @@
 ``POST system?_action=test`` answers one entry per configured system (``name``,
 ``enabled``, ``config``, ``connectorRef``, ``displayName``, ``objectTypes``, ``ok``, and
 ``error`` when not ok); ``POST system/NAME?_action=test`` answers that system's entry
-alone, as PingIDM's provisioner does. Queries read the
-system page by page; the paging cookie is the offset of the next result, since
-connectors do not hand out resumable positions of their own.
+alone, as PingIDM's provisioner does. A paged query in the system's order (no
+``_sortKeys``, no ``EXACT`` count) is walked by cookie: the connector's read is held
+between pages (``walks.py``), so each page reads on from where the last ended. A sorted
+or counted query reads the whole system for each page and its cookie is the offset of
+the next result; a cookie of digits is taken as such an offset by any query.
 
 ``POST system/NAME/TYPE?_action=liveSync`` (or ``POST system?_action=liveSync&source=system/NAME/TYPE``)
 runs one liveSync of that source now
@@ -41,6 +43,7 @@ from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
 from idsync.api.query import QueryParams, envelope, no_query, sort_objects
+from idsync.api.walks import Walk
 from idsync.config.project import Project
 from idsync.errors import IdsyncError, ReadDenied, http_status
 from idsync.managed.router import run_livesync_scripted
@@ -108,6 +111,58 @@ def _open(ctx: ApiContext, system: str, object_type: str) -> tuple[Resource, Res
 
 
 def _query(ctx: ApiContext, system: str, object_type: str, params: QueryParams) -> dict[str, Any]:
+    if params.paged and not params.sort_keys and not params.exact_total:
+        return _walked(ctx, system, object_type, params)
+    return _read_whole(ctx, system, object_type, params)
+
+
+def _walked(ctx: ApiContext, system: str, object_type: str, params: QueryParams) -> dict[str, Any]:
+    """A page of a walk (``walks.py``): the one its cookie continues, or a new one from
+    ``_pagedResultsOffset`` (or an offset cookie); the next page's cookie when more follow."""
+    provisioner = ctx.project().provisioners.get(system)
+    config = provisioner.raw if provisioner is not None else None
+    key = (system, object_type, repr(params.filter), tuple(params.fields or ()), params.ids_only)
+    cookie = params.cookie if params.cookie is not None and not params.cookie.isdecimal() else None
+    walk = ctx.walks.resume(cookie, key, config) if cookie else _start_walk(ctx, system, object_type, params, key,
+                                                                            config)
+    try:
+        answered = _Answered.of(ctx, system, object_type)
+        if cookie is None:
+            walk.skip(params.start_offset())
+        page, more = walk.take(params.page_size)
+    except BaseException:
+        walk.close()
+        raise
+    if more:
+        ctx.walks.keep(walk)
+    else:
+        walk.close()
+    return envelope([answered.shown(o, params.fields, params.ids_only) for o in page],
+                    cookie=walk.cookie if more else None, params=params, total=None)
+
+
+def _start_walk(ctx: ApiContext, system: str, object_type: str, params: QueryParams, key: tuple[Any, ...],
+                config: Any) -> Walk:
+    """A new walk of ``params``' query: the connector's read opened, nothing read yet."""
+    resource, resources = _open(ctx, system, object_type)
+    spec = QuerySpec(filter=params.filter, fields=[] if params.ids_only else params.fields, page_size=params.page_size)
+    try:
+        pages = _pages(resource, spec)
+    except BaseException:
+        resources.close()
+        raise
+
+    def close() -> None:
+        try:
+            getattr(pages, "close", lambda: None)()  # the connector's read stops (LDAP: abandoned)
+        finally:
+            resources.close()
+
+    return Walk(key=key, config=config, pages=pages, close=close)
+
+
+def _read_whole(ctx: ApiContext, system: str, object_type: str, params: QueryParams) -> dict[str, Any]:
+    """A query read from the system's start: sorted, counted or not paged."""
     resource, resources = _open(ctx, system, object_type)
     answered = _Answered.of(ctx, system, object_type)
     try:
