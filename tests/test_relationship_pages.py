@@ -140,8 +140,9 @@ def test_a_filter_or_a_sort_by_a_members_field_streams_them(api: httpx.Client,
 
 def test_adding_a_member_looks_for_that_member_alone(api: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """``POST members?_action=create`` answers the new reference (201) and refuses a user the
-    role holds already (409) without reading the role's members for either answer; a PATCH
-    adding ``/members/-`` keeps them all, the new one listed last."""
+    role holds already (409), and a PATCH adding ``/members/-`` answers the role, none of them
+    reading the role's members: the new one is listed last, the user holds the role, and a
+    PATCH adding a member held with other ``_refProperties`` is refused naming it (400)."""
     reads = Reads(monkeypatch)
     r = api.post(f"{_PATH}?_action=create", headers=JSON, json={"_ref": "managed/user/u0001"})
     assert r.status_code == 409 and "already holds managed/user/u0001" in r.json()["message"], r.text
@@ -152,13 +153,71 @@ def test_adding_a_member_looks_for_that_member_alone(api: httpx.Client, monkeypa
     made = r.json()
     assert (made["_ref"], made["_refProperties"]["note"]) == ("managed/user/u9999", "late")
     assert made["_refProperties"]["_id"] == made["_id"]
+    assert reads.refs == 0
     assert _get(api, f"_queryFilter=true&_pagedResultsOffset={MEMBERS}")["result"] == [made]
     gone = api.delete(f"{_PATH}/{made['_id']}", headers=ADMIN)
     assert gone.status_code == 200, gone.text
+    reads.reset()
     r = api.patch("/openidm/managed/role/everyone", headers=JSON,
                   json=[{"operation": "add", "field": "/members/-", "value": {"_ref": "managed/user/u9999"}}])
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200 and r.json()["name"] == "everyone" and "members" not in r.json(), r.text
+    assert reads.refs == 0
+    again = api.patch("/openidm/managed/role/everyone", headers=JSON, json=[
+        {"operation": "add", "field": "/members/-",
+         "value": {"_ref": "managed/user/u9999", "_refProperties": {"note": "other"}}}])
+    assert again.status_code == 400 and "managed/user/u9999 is named twice" in again.json()["message"], again.text
     listed = _get(api, "_queryFilter=true&_totalPagedResultsPolicy=EXACT&_pageSize=1&_pagedResultsOffset=300")
     assert listed["totalPagedResults"] == MEMBERS + 1 and _ids(listed) == ["u9999"]
     user = api.get("/openidm/managed/user/u9999?_fields=roles", headers=ADMIN).json()
     assert [g["_ref"] for g in user["roles"]] == ["managed/role/everyone"]
+
+
+def _two_sided(tmp_path: Path, backend: str) -> Path:
+    """A type ``m`` whose ``links`` reach ``a`` (which sorts before it: the references are
+    stored with ``m`` as their second end) and ``z`` (after it: as their first)."""
+    def many(path: str, reverse: str) -> dict[str, Any]:
+        return {"type": "array", "items": {"type": "relationship", "reverseRelationship": True,
+                                           "reversePropertyName": reverse, "resourceCollection": [{"path": path}]}}
+    links = {"type": "array", "items": {"type": "relationship", "reverseRelationship": True,
+                                        "reversePropertyName": "linked",
+                                        "resourceCollection": [{"path": "managed/a"}, {"path": "managed/z"}]}}
+    managed = {"objects": [{"name": "m", "schema": {"properties": {"links": links}}},
+                           *({"name": t, "schema": {"properties": {"linked": many("managed/m", "links")}}}
+                             for t in ("a", "z"))]}
+    conf = tmp_path / "p" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "managed.json").write_text(json.dumps(managed))
+    (conf / "idsync.toml").write_text(f'[store]\nurl = "{store_url(backend, tmp_path)}"\n')
+    return tmp_path / "p"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_references_stored_on_both_sides_page_as_one_list(tmp_path: Path, backend: str) -> None:
+    """A property whose references are stored from both ends (its collections sort either
+    side of its own type) pages, counts, sorts and pages by keyset as one list, in the
+    order a read of the property answers it (by collection, then id, by code point)."""
+    from idsync.store.held_refs import HeldRefs
+    loaded = load_project(_two_sided(tmp_path, backend))
+    store = Store.open(loaded.settings.store_url())
+    try:
+        ids = ["B", "a", "b", "é", "Z"]
+        for kind in ("a", "z"):
+            ManagedResource(store, loaded.managed.types[kind]).write_batch(
+                [WriteOp("create", values={"_id": i}) for i in ids])
+        targets = [{"_ref": f"managed/{kind}/{i}"} for kind in ("z", "a") for i in ids]
+        m = loaded.managed.types["m"]
+        ManagedResource(store, m).write_batch([WriteOp("create", values={"_id": "one", "links": targets})])
+        read = ManagedResource(store, m).get_many(["one"], related=["links"])["one"]["links"]
+        expected = [f"managed/{kind}/{i}" for kind in ("a", "z") for i in sorted(ids)]
+        assert [r["_ref"] for r in read] == expected
+        held = HeldRefs(relationships.Edges(store, m), "one", "links")
+        with store.engine.connect() as conn:
+            assert held.count(conn) == 10
+            assert [f"{r.collection}/{r.id}" for r in held.page(conn, 3, 4)] == expected[3:7]
+            assert [f"{r.collection}/{r.id}" for r in held.after(conn, ("managed/a", "é"), 3)] == expected[5:8]
+            backwards = held.page(conn, 0, None, held.sortable(["-_refResourceCollection", "-_refResourceId"]) or [])
+            assert [f"{r.collection}/{r.id}" for r in backwards] == expected[::-1]
+            assert [f"{r.collection}/{r.id}" for batch in held.stream(conn) for r in batch] == expected
+            assert held.holding(conn, "managed/a", "é") is not None and held.holding(conn, "managed/z", "x") is None
+    finally:
+        store.close()

@@ -135,7 +135,8 @@ class References:
         if had is not None and had.properties.get("_grantType") != CONDITIONAL:
             raise _conflict(f"managed/{self._schema.name}/{object_id} {self.name} already holds {ref}")
         value = {"_ref": ref, "_refProperties": body.get("_refProperties") or {}}
-        self._objects.patch(object_id, [{"operation": "add", "field": f"/{self.name}/-", "value": value}])
+        # Answered as a reference, not as the object: none of its properties is read for the answer.
+        self._objects.patch(object_id, [{"operation": "add", "field": f"/{self.name}/-", "value": value}], shown=())
         with self._store.engine.connect() as conn:
             kept = held.holding(conn, *target)
         if kept is None:

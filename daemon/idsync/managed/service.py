@@ -44,6 +44,7 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 from idsync.store.passwords import is_hashed
+from idsync.store.relationships import Edges, RefChanges, ref_shape, wanted_refs
 from idsync.store.validation import InvalidObject, json_type, refuse_nulls
 from idsync.sync.implicit import ImplicitSync, PushResult
 from idsync.sync.role_fanout import RoleFanout
@@ -146,9 +147,16 @@ class ManagedObjects:
             return changes
         return self._changed(object_id, rev, replaced)
 
-    def patch(self, object_id: str, operations: Sequence[Any], *, rev: str | None = None) -> Change:
+    def patch(self, object_id: str, operations: Sequence[Any], *, rev: str | None = None,
+              shown: Collection[str] | None = None) -> Change:
+        """Apply the PATCH ``operations`` (at revision ``rev``). ``shown``: the top-level fields
+        the caller answers (as ``get``'s; None: all): a patch that only adds references to a
+        property it does not answer is written without that property read (``_adding``)."""
         refuse_nulls(self.schema, _nulled(operations))
         refuse_reading(operations, dict.fromkeys(self.schema.secrets, "secret"))  # its hash stays in the store
+        adds = self._added_references(operations, shown)
+        if adds:
+            return self._adding(object_id, adds, rev, self.schema.shown_with(shown or ()))
 
         def patched(current: Obj) -> dict[str, Any]:
             after = apply_patch(current, operations, self._transform)
@@ -157,6 +165,81 @@ class ManagedObjects:
             changes.update(incremental(self.schema, current, changes))
             return changes
         return self._changed(object_id, rev, patched)
+
+    def _added_references(self, operations: Sequence[Any], shown: Collection[str] | None) -> dict[str, list[Any]]:
+        """The references ``operations`` add, by property, when they do nothing else (each an
+        ``add`` of ``/NAME/-`` to a property holding many) and nothing needs that property
+        whole: the caller does not answer it (``shown``), no mapping reads the type, no script
+        of the type sees the object written, no role model computes its users' properties from
+        it, and this is no dry run. Otherwise none: the patch is applied to the object as read."""
+        hooks = self._resource.hooks
+        if shown is None or self._resource.dry_run or (self._sync is not None and self._sync.mappings(self.name)) \
+                or hooks.reads or hooks.model.scripts or hooks.model.compensate or self._users_of_roles() \
+                or any(prop.scripts for prop in hooks.model.properties.values()):
+            return {}
+        adds: dict[str, list[Any]] = {}
+        for op in operations if isinstance(operations, list) else ():
+            field = op.get("field") if isinstance(op, Mapping) and op.get("operation") == "add" else None
+            name, _, end = field.strip("/").partition("/") if isinstance(field, str) and "value" in op else ("", "", "")
+            relation = self.schema.relationships.get(name)
+            if end != "-" or relation is None or not relation.many:
+                return {}
+            adds.setdefault(name, []).append(op["value"])
+        return {} if set(adds) & set(self.schema.shown_with(shown)) else adds
+
+    def _users_of_roles(self) -> bool:
+        """Whether this is the user type of a role model, whose conditional grants and effective
+        roles are worked out from the whole user (``store/roles.py``)."""
+        return self.schema.roles is not None and self.schema.name == self.schema.roles.user
+
+    def _adding(self, object_id: str, adds: Mapping[str, list[Any]], rev: str | None,
+                shown: Sequence[str]) -> Change:
+        """``patch`` of references added alone (``_added_references``). The object is read
+        without the properties they are added to; each object added is looked for among those
+        the property holds by an index (``Edges.holding``), and the change made from what it
+        finds, as a patch of the whole property would (a reference held alike is kept, one
+        held with other ``_refProperties`` refused, a grant of a role's condition made direct);
+        the write finds each reference by an index again (``ManagedResource.write_references``).
+        The other ends are pushed as after any change (``RelatedPushes``, ``RoleFanout``), from
+        the object before and after with only those references in the property."""
+        kept = [name for name in self.schema.properties if name not in adds]
+        edges = Edges(self._resource.store, self.schema)
+        attempt = 1
+        while True:
+            before = self._internal.get_many([object_id], related=kept).get(object_id)
+            if before is None:
+                raise NotFound(f"{self.name}/{object_id} not found")
+            if rev is not None and before.get("_rev") != rev:
+                raise RevisionMismatch(f"{self.name}/{object_id}: revision {rev} expected, {before.get('_rev')} found")
+            held = self._held(edges, object_id, adds)
+            changes = {name: RefChanges.between(self.schema, name, held[name], [*held[name], *values])
+                       for name, values in adds.items()}
+            result = self._resource.write_references(
+                WriteOp("update", id=object_id, values=changes, rev=before.get("_rev")), shown)
+            if not isinstance(result.error, RevisionMismatch) or rev is not None or attempt == _ATTEMPTS:
+                break
+            attempt += 1
+        if result.error is not None:
+            raise result.error
+        written = result.obj
+        answer = self._resource.complete([dict(written)], shown)[0] if written is not None else None
+        if written is None or written.get("_rev") == before.get("_rev"):
+            return Change(answer)
+        after = self._internal.get_many([object_id], related=kept).get(object_id) or written
+        old, new = {**before, **held}, {**after, **self._held(edges, object_id, adds)}
+        self._on_sync("notifyUpdate", object_id, old, new, [])
+        related = self._related.push(old, new)
+        return Change(answer, related + self._fanout.push(old, new, related))
+
+    def _held(self, edges: Edges, object_id: str, adds: Mapping[str, list[Any]]) -> dict[str, list[Obj]]:
+        """Of the references ``adds`` names, by property, those ``object_id`` holds, as a read shows them."""
+        held: dict[str, list[Obj]] = {}
+        with self._resource.store.engine.connect() as conn:
+            for name, values in adds.items():
+                found = (edges.holding(conn, object_id, name, w.collection, w.id)
+                         for w in wanted_refs(self.schema, name, values))
+                held[name] = [ref_shape(ref) for ref in found if ref is not None]
+        return held
 
     def delete(self, object_id: str, *, rev: str | None = None) -> Change:
         before = self._written(object_id, rev, lambda current: WriteOp("delete", id=object_id))[0]

@@ -29,7 +29,7 @@ The shape is PingIDM's: ``{"_ref": "managed/role/ID", "_refResourceCollection":
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -516,8 +516,10 @@ def _next(rev: str | None) -> str:
 
 
 def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
-                  write_objects: Callable[[Sequence[WriteOp]], list[WriteResult]]) -> list[WriteResult]:
-    """Write ``ops`` whose values may hold relationship properties, in ``conn``'s transaction.
+                  write_objects: Callable[[Sequence[WriteOp]], list[WriteResult]],
+                  shown: Collection[str] | None = None) -> list[WriteResult]:
+    """Write ``ops`` whose values may hold relationship properties, in ``conn``'s transaction;
+    the objects answered carry the relationship properties ``shown`` (None: all).
 
     The references each op asks for are checked (shape, then existence: the objects
     referenced are locked first, so none is deleted before the references are in),
@@ -578,13 +580,14 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
         touched |= edges.drop(conn, deleted)
     revs = edges.bump(conn, {k for k in touched if k[0].startswith("managed/")}
                       - {(edges.collection, d) for d in deleted})
-    shown = [r.obj for r in results.values() if r.ok and r.obj is not None and r.op.kind != "delete"]
-    if shown:
-        names = list(schema.relationships)
-        found = edges.read(conn, [o["_id"] for o in shown], names) if plans or touched or edges.any(conn) else {}
-        for obj in shown:
+    shown_objects = [r.obj for r in results.values() if r.ok and r.obj is not None and r.op.kind != "delete"]
+    if shown_objects:
+        names = [n for n in schema.relationships if shown is None or n in shown]
+        found = edges.read(conn, [o["_id"] for o in shown_objects], names) \
+            if names and (plans or touched or edges.any(conn)) else {}
+        for obj in shown_objects:
             obj["_rev"] = revs.get((edges.collection, obj["_id"]), obj["_rev"])
-        edges.shape(shown, found, names)
+        edges.shape(shown_objects, found, names)
     return [results[i] for i in range(len(ops))]
 
 
