@@ -1,8 +1,8 @@
 """A role of many members over the API, on every store backend: a page of
 ``managed/role/ID/members`` reads the rows of its own references and the objects they
 name alone, whatever the page's offset or cookie; a filter or a sort by a member's field
-streams the members without holding them; adding one member checks for the one
-reference by an index, never by reading the members; the answers keep PingIDM's shape."""
+streams the members without holding them; adding or removing one member looks for that
+one reference by an index, never by reading the members; the answers keep PingIDM's shape."""
 
 from __future__ import annotations
 
@@ -138,12 +138,17 @@ def test_a_filter_or_a_sort_by_a_members_field_streams_them(api: httpx.Client,
     assert [list(r) for r in ids] == [["_id", "_rev", "_ref"]] * 2
 
 
-def test_adding_a_member_looks_for_that_member_alone(api: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_adding_or_removing_a_member_looks_for_that_member_alone(api: httpx.Client,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """``POST members?_action=create`` answers the new reference (201) and refuses a user the
-    role holds already (409), and a PATCH adding ``/members/-`` answers the role, none of them
-    reading the role's members: the new one is listed last, the user holds the role, and a
-    PATCH adding a member held with other ``_refProperties`` is refused naming it (400)."""
+    role holds already (409), ``DELETE members/REF`` answers the reference removed, a ``GET``
+of one reads it alone, and a
+    PATCH adding ``/members/-`` or removing one by its ``_ref`` answers the role, none of
+    them reading the role's members: the new one is listed last, the user holds the role
+    (the one removed no longer does), and a PATCH adding a member held with other
+    ``_refProperties`` is refused naming it (400)."""
     reads = Reads(monkeypatch)
+    (first,) = _get(api, "_queryFilter=true&_pageSize=1&_pagedResultsOffset=1")["result"]
     r = api.post(f"{_PATH}?_action=create", headers=JSON, json={"_ref": "managed/user/u0001"})
     assert r.status_code == 409 and "already holds managed/user/u0001" in r.json()["message"], r.text
     assert reads.refs == 0
@@ -155,9 +160,12 @@ def test_adding_a_member_looks_for_that_member_alone(api: httpx.Client, monkeypa
     assert made["_refProperties"]["_id"] == made["_id"]
     assert reads.refs == 0
     assert _get(api, f"_queryFilter=true&_pagedResultsOffset={MEMBERS}")["result"] == [made]
-    gone = api.delete(f"{_PATH}/{made['_id']}", headers=ADMIN)
-    assert gone.status_code == 200, gone.text
     reads.reset()
+    gone = api.delete(f"{_PATH}/{made['_id']}", headers=ADMIN)
+    assert gone.status_code == 200 and gone.json() == made, gone.text
+    assert reads.refs == 0 and api.get(f"{_PATH}/{made['_id']}", headers=ADMIN).status_code == 404
+    assert api.get(f"{_PATH}/{first['_id']}", headers=ADMIN).json() == first
+    assert reads.refs == 0
     r = api.patch("/openidm/managed/role/everyone", headers=JSON,
                   json=[{"operation": "add", "field": "/members/-", "value": {"_ref": "managed/user/u9999"}}])
     assert r.status_code == 200 and r.json()["name"] == "everyone" and "members" not in r.json(), r.text
@@ -170,6 +178,12 @@ def test_adding_a_member_looks_for_that_member_alone(api: httpx.Client, monkeypa
     assert listed["totalPagedResults"] == MEMBERS + 1 and _ids(listed) == ["u9999"]
     user = api.get("/openidm/managed/user/u9999?_fields=roles", headers=ADMIN).json()
     assert [g["_ref"] for g in user["roles"]] == ["managed/role/everyone"]
+    reads.reset()
+    out = api.patch("/openidm/managed/role/everyone", headers=JSON, json=[
+        {"operation": "remove", "field": "/members", "value": {"_ref": "managed/user/u0000"}}])
+    assert out.status_code == 200 and reads.refs == 0, out.text
+    assert _ids(_get(api, "_queryFilter=true&_pageSize=2")) == ["u0001", "u0002"]
+    assert api.get("/openidm/managed/user/u0000?_fields=roles", headers=ADMIN).json()["roles"] == []
 
 
 def _two_sided(tmp_path: Path, backend: str) -> Path:

@@ -107,13 +107,17 @@ class References:
         return [shown(ref) for ref in answered]
 
     def read(self, object_id: str, row: str, fields: Sequence[str] = ()) -> dict[str, Any]:
-        """The reference whose ``_refProperties._id`` is ``row`` (``NotFound``)."""
-        obj = self._read(object_id)
-        ref = _refs(obj, self.name)[_index(obj, self.name, row, self._path(object_id))]
-        if fields:
-            expand(self._project, self._store, self._schema, {self.name: [ref]}, [f"{self.name}/{f}" for f in fields],
-                   answer=self._answer)
-        return shown(ref)
+        """The reference whose ``_refProperties._id`` is ``row`` (``NotFound``), found by its row."""
+        return self.shaped([self._row(object_id, row)], fields)[0]
+
+    def _row(self, object_id: str, row: str) -> Ref:
+        """Reference ``row`` of ``object_id``, read alone (``NotFound``)."""
+        held = self.held(object_id)
+        with self._store.engine.connect() as conn:
+            ref = held.rows(conn, [row]).get(row)
+        if ref is None:
+            raise NotFound(f"{self._path(object_id)}/{row} not found")
+        return ref
 
     def create(self, object_id: str, body: Any) -> dict[str, Any]:
         """Add the reference ``body`` asks for; refused when the object already holds it,
@@ -161,9 +165,16 @@ class References:
         return shown(_refs(after, self.name)[_index(after, self.name, row, self._path(object_id))])
 
     def delete(self, object_id: str, row: str, rev: str | None = None) -> dict[str, Any]:
-        """Remove reference ``row``; answers it as it was. ``rev``: as ``replace``'s."""
-        return shown(self._changed(object_id, row, rev, lambda index, _ref: [
-            {"operation": "remove", "field": f"/{self.name}/{index}"}])[0])
+        """Remove reference ``row``; answers it as it was. ``rev``: as ``replace``'s. Without
+        it, the reference is found by its row and removed by what it names, neither reading
+        the others the property holds (``ManagedObjects.patch``)."""
+        if rev is not None:
+            return shown(self._changed(object_id, row, rev, lambda index, _ref: [
+                {"operation": "remove", "field": f"/{self.name}/{index}"}])[0])
+        ref = self._row(object_id, row)
+        self._objects.patch(object_id, [{"operation": "remove", "field": f"/{self.name}",
+                                         "value": {"_ref": f"{ref.collection}/{ref.id}"}}], shown=())
+        return shown(ref_shape(ref))
 
     def _changed(self, object_id: str, row: str, rev: str | None,
                  operations: Callable[[int, Mapping[str, Any]], list[dict[str, Any]]],

@@ -38,7 +38,7 @@ from idsync.config.project import Project
 from idsync.crypto import is_encrypted
 from idsync.errors import AlreadyExists, IdsyncError, NotFound, ObjectRejected, RevisionMismatch
 from idsync.managed.patch import ScriptTransformer, apply_patch, refuse_reading
-from idsync.managed.relationships import RelatedPushes, incremental
+from idsync.managed.relationships import Edit, RelatedPushes, incremental, reference_edits
 from idsync.resource import Obj, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
@@ -150,13 +150,14 @@ class ManagedObjects:
     def patch(self, object_id: str, operations: Sequence[Any], *, rev: str | None = None,
               shown: Collection[str] | None = None) -> Change:
         """Apply the PATCH ``operations`` (at revision ``rev``). ``shown``: the top-level fields
-        the caller answers (as ``get``'s; None: all): a patch that only adds references to a
-        property it does not answer is written without that property read (``_adding``)."""
+        the caller answers (as ``get``'s; None: all): a patch that only adds or removes
+        references of a property it does not answer is written without that property read
+        (``_edited``)."""
         refuse_nulls(self.schema, _nulled(operations))
         refuse_reading(operations, dict.fromkeys(self.schema.secrets, "secret"))  # its hash stays in the store
-        adds = self._added_references(operations, shown)
-        if adds:
-            return self._adding(object_id, adds, rev, self.schema.shown_with(shown or ()))
+        edits = reference_edits(self.schema, operations) if self._alone(shown) else {}
+        if edits and not set(edits) & set(self.schema.shown_with(shown or ())):
+            return self._edited(object_id, edits, rev, self.schema.shown_with(shown or ()))
 
         def patched(current: Obj) -> dict[str, Any]:
             after = apply_patch(current, operations, self._transform)
@@ -166,43 +167,29 @@ class ManagedObjects:
             return changes
         return self._changed(object_id, rev, patched)
 
-    def _added_references(self, operations: Sequence[Any], shown: Collection[str] | None) -> dict[str, list[Any]]:
-        """The references ``operations`` add, by property, when they do nothing else (each an
-        ``add`` of ``/NAME/-`` to a property holding many) and nothing needs that property
-        whole: the caller does not answer it (``shown``), no mapping reads the type, no script
-        of the type sees the object written, no role model computes its users' properties from
-        it, and this is no dry run. Otherwise none: the patch is applied to the object as read."""
+    def _alone(self, shown: Collection[str] | None) -> bool:
+        """Whether a change of some references of this type needs nothing but those: the
+        caller answers only the fields ``shown``, no mapping reads the type, no script of the
+        type sees the object written, no role model works out its users' properties from
+        the whole user (``store/roles.py``), and this is no dry run."""
         hooks = self._resource.hooks
-        if shown is None or self._resource.dry_run or (self._sync is not None and self._sync.mappings(self.name)) \
-                or hooks.reads or hooks.model.scripts or hooks.model.compensate or self._users_of_roles() \
-                or any(prop.scripts for prop in hooks.model.properties.values()):
-            return {}
-        adds: dict[str, list[Any]] = {}
-        for op in operations if isinstance(operations, list) else ():
-            field = op.get("field") if isinstance(op, Mapping) and op.get("operation") == "add" else None
-            name, _, end = field.strip("/").partition("/") if isinstance(field, str) and "value" in op else ("", "", "")
-            relation = self.schema.relationships.get(name)
-            if end != "-" or relation is None or not relation.many:
-                return {}
-            adds.setdefault(name, []).append(op["value"])
-        return {} if set(adds) & set(self.schema.shown_with(shown)) else adds
+        users_of_roles = self.schema.roles is not None and self.schema.name == self.schema.roles.user
+        return not (shown is None or self._resource.dry_run or users_of_roles
+                    or (self._sync is not None and self._sync.mappings(self.name))
+                    or hooks.reads or hooks.model.scripts or hooks.model.compensate
+                    or any(prop.scripts for prop in hooks.model.properties.values()))
 
-    def _users_of_roles(self) -> bool:
-        """Whether this is the user type of a role model, whose conditional grants and effective
-        roles are worked out from the whole user (``store/roles.py``)."""
-        return self.schema.roles is not None and self.schema.name == self.schema.roles.user
-
-    def _adding(self, object_id: str, adds: Mapping[str, list[Any]], rev: str | None,
-                shown: Sequence[str]) -> Change:
-        """``patch`` of references added alone (``_added_references``). The object is read
-        without the properties they are added to; each object added is looked for among those
-        the property holds by an index (``Edges.holding``), and the change made from what it
-        finds, as a patch of the whole property would (a reference held alike is kept, one
-        held with other ``_refProperties`` refused, a grant of a role's condition made direct);
-        the write finds each reference by an index again (``ManagedResource.write_references``).
-        The other ends are pushed as after any change (``RelatedPushes``, ``RoleFanout``), from
-        the object before and after with only those references in the property."""
-        kept = [name for name in self.schema.properties if name not in adds]
+    def _edited(self, object_id: str, edits: Mapping[str, Edit], rev: str | None, shown: Sequence[str]) -> Change:
+        """``patch`` of references added and removed alone (``reference_edits``, ``_alone``).
+        The object is read without the properties edited; each object they name is looked
+        for among those the property holds by an index (``Edges.holding``), and the change
+        made from what it finds, as a patch of the whole property would (a reference held
+        alike is kept, one held with other ``_refProperties`` refused, a grant of a role's
+        condition made direct); the write finds each reference by an index again
+        (``ManagedResource.write_references``). The other ends are pushed as after any change
+        (``RelatedPushes``, ``RoleFanout``), from the object before and after with only those
+        references in the property."""
+        kept = [name for name in self.schema.properties if name not in edits]
         edges = Edges(self._resource.store, self.schema)
         attempt = 1
         while True:
@@ -211,9 +198,10 @@ class ManagedObjects:
                 raise NotFound(f"{self.name}/{object_id} not found")
             if rev is not None and before.get("_rev") != rev:
                 raise RevisionMismatch(f"{self.name}/{object_id}: revision {rev} expected, {before.get('_rev')} found")
-            held = self._held(edges, object_id, adds)
-            changes = {name: RefChanges.between(self.schema, name, held[name], [*held[name], *values])
-                       for name, values in adds.items()}
+            held = self._held(edges, object_id, edits)
+            changes = {name: RefChanges(RefChanges.between(self.schema, name, held[name],
+                                                           [*held[name], *edit.add]).add, tuple(edit.remove))
+                       for name, edit in edits.items()}
             result = self._resource.write_references(
                 WriteOp("update", id=object_id, values=changes, rev=before.get("_rev")), shown)
             if not isinstance(result.error, RevisionMismatch) or rev is not None or attempt == _ATTEMPTS:
@@ -226,18 +214,20 @@ class ManagedObjects:
         if written is None or written.get("_rev") == before.get("_rev"):
             return Change(answer)
         after = self._internal.get_many([object_id], related=kept).get(object_id) or written
-        old, new = {**before, **held}, {**after, **self._held(edges, object_id, adds)}
+        old, new = {**before, **held}, {**after, **self._held(edges, object_id, edits)}
         self._on_sync("notifyUpdate", object_id, old, new, [])
         related = self._related.push(old, new)
         return Change(answer, related + self._fanout.push(old, new, related))
 
-    def _held(self, edges: Edges, object_id: str, adds: Mapping[str, list[Any]]) -> dict[str, list[Obj]]:
-        """Of the references ``adds`` names, by property, those ``object_id`` holds, as a read shows them."""
+    def _held(self, edges: Edges, object_id: str, edits: Mapping[str, Edit]) -> dict[str, list[Obj]]:
+        """Of the references ``edits`` name, by property, those ``object_id`` holds, as a read shows them."""
         held: dict[str, list[Obj]] = {}
         with self._resource.store.engine.connect() as conn:
-            for name, values in adds.items():
-                found = (edges.holding(conn, object_id, name, w.collection, w.id)
-                         for w in wanted_refs(self.schema, name, values))
+            for name, edit in edits.items():
+                relation = self.schema.relationships[name]
+                named = [(w.collection, w.id) for w in wanted_refs(self.schema, name, edit.add)]
+                named += [key for ref in edit.remove if (key := relation.collection_of(ref)) is not None]
+                found = (edges.holding(conn, object_id, name, *key) for key in dict.fromkeys(named))
                 held[name] = [ref_shape(ref) for ref in found if ref is not None]
         return held
 
