@@ -27,11 +27,8 @@ from idsync.store.database import Store
 from idsync.store.relationships import Edges, Ref, orientation
 from idsync.store.tables import relationships as rt
 
-__all__ = ["SORTABLE", "HeldRefs"]
+__all__ = ["HeldRefs"]
 
-# The sort keys a page is ordered by in SQL: the reference's own ``_id``, the referenced
-# object's collection and id (``_ref`` too, where the property reaches one collection).
-SORTABLE = ("_id", "_refResourceCollection", "_refResourceId", "_ref")
 _STREAM = 1000  # rows fetched at a time while every reference is streamed
 
 
@@ -49,7 +46,9 @@ class HeldRefs:
 
     def sortable(self, keys: Sequence[str]) -> list[tuple[str, bool]] | None:
         """``_sortKeys`` as (column, descending) pairs, or None when one of them is not
-        ordered in SQL (a field of the referenced objects, of ``_refProperties``)."""
+        ordered in SQL. The reference's own ``_id``, the referenced object's collection and
+        id, and ``_ref`` where the property reaches one collection are; a field of the
+        referenced objects, or of ``_refProperties``, is not."""
         relation = self.edges.schema.relationships[self.name]
         columns = {"_id": "id", "_refResourceCollection": "other_type", "_refResourceId": "other_id"}
         if len(relation.collections) == 1:
