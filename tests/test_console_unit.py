@@ -1184,3 +1184,55 @@ def test_a_system_object_shows_lists_as_json(tmp_path: Path, slapd: Slapd, ldap_
 
     with _app(tmp_path, project) as app:
         asyncio.run(visit(app))
+
+
+def test_a_roles_page_lists_its_members_a_page_at_a_time(tmp_path: Path) -> None:
+    """Identities > a role of 60 members: its page lists the first 50 (not a form field of
+    them all) and Next the other 10; Add puts one more user in, Remove takes one out, each
+    said on the page and kept by the store."""
+    from idsync.config.project import load_project
+    from idsync.resource import WriteOp
+    from idsync.store.database import Store
+    from idsync.store.objects import ManagedResource
+    project = tmp_path / "project"  # the SCIM sample's project (its role members a relationship), system off
+    shutil.copytree(Path(__file__).resolve().parent.parent / "samples" / "sync-with-scim" / "conf", project / "conf")
+    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    prov_file = project / "conf" / "provisioner.openicf-scim.json"
+    prov_file.write_text(json.dumps({**json.loads(prov_file.read_text()), "enabled": False}))
+    sync_file = project / "conf" / "sync.json"
+    sync_file.write_text(json.dumps({"mappings": []}))
+    loaded = load_project(project)
+    store = Store.open(loaded.settings.store_url())
+    try:
+        ManagedResource(store, loaded.managed.types["user"]).write_batch(
+            [WriteOp("create", values={"_id": f"u{n:02d}", "userName": f"user{n}"}) for n in range(61)])
+        ManagedResource(store, loaded.managed.types["role"]).write_batch([WriteOp("create", values={
+            "_id": "staff", "name": "staff", "members": [{"_ref": f"managed/user/u{n:02d}"} for n in range(60)]})])
+    finally:
+        store.close()
+
+    def listed(page: httpx.Response) -> list[str]:
+        table = page.text.split('<table id="ref-members">', 1)[1].split("</table>", 1)[0]
+        return [cell.split("</a>", 1)[0] for cell in table.split('">managed/user/')[1:]]
+
+    async def steps(client: httpx.AsyncClient) -> None:
+        first = await client.get("/admin/managed/role/staff")
+        assert first.status_code == 200 and 'id="p-members"' not in first.text
+        assert listed(first) == [f"u{n:02d}" for n in range(50)]
+        rest = await client.get("/admin/managed/role/staff?after.members=managed/user/u49")
+        assert listed(rest) == [f"u{n:02d}" for n in range(50, 60)] and "after.members=" not in rest.text
+        added = await client.post("/admin/managed/role/staff/members",
+                                  data={"csrf": _login_token(first), "_ref": "managed/user/u60"})
+        assert added.status_code == 303 and "Added managed/user/u60 to members" in unquote(added.headers["location"])
+        rest = await client.get("/admin/managed/role/staff?after.members=managed/user/u49")
+        assert listed(rest) == [f"u{n:02d}" for n in range(50, 61)]
+        row = rest.text.split("managed/user/u55</a>", 1)[1].split('name="row" value="', 1)[1].split('"', 1)[0]
+        gone = await client.post("/admin/managed/role/staff/members", data={"csrf": _login_token(rest), "row": row})
+        assert gone.status_code == 303 and "Removed managed/user/u55" in unquote(gone.headers["location"])
+        again = await client.post("/admin/managed/role/staff/members",
+                                  data={"csrf": _login_token(rest), "_ref": "managed/user/u01"})
+        assert again.status_code == 400 and "already holds managed/user/u01" in html.unescape(again.text)
+        rest = await client.get("/admin/managed/role/staff?after.members=managed/user/u49")
+        assert "u55" not in listed(rest) and len(listed(rest)) == 10
+
+    _as_admin(project, steps)

@@ -183,13 +183,14 @@ def _service(ctx: ApiContext, object_type: str) -> tuple[ManagedObjects, Resourc
 
 
 def change_managed(ctx: ApiContext, object_type: str, kind: str, object_id: str | None, body: Any,
-                   rev: str | None) -> Change:
+                   rev: str | None, fields: str | None = None) -> Change:
     """Create, update, upsert, patch or delete one managed object (or push it as it is:
     ``sync_check``, PingIDM's ``triggerSyncCheck``) as every caller over HTTP
     does (the API and the console): validated against ``managed.json``, at revision ``rev``,
     with the ``openidm`` router bound for the scripts that the change and its implicit
     synchronization run; a failed push is logged. ``Change.object`` is the object after
-    the change (before it, for a delete)."""
+    the change (before it, for a delete); of a patch, its relationship properties only those
+    its answer's ``_fields`` show (``ManagedObjects.patch``)."""
     service, resources = _service(ctx, object_type)
     try:
         with scripting(ctx.project(), ctx.store, resources=resources):
@@ -203,7 +204,8 @@ def change_managed(ctx: ApiContext, object_type: str, kind: str, object_id: str 
                 if not isinstance(body, list):
                     raise ApiError(400, "a PATCH body is a JSON array of operations")
                 refuse_reading(body, dict.fromkeys(service.schema.private, "private"))  # as it is never answered
-                change = service.patch(object_id or "", body, rev=rev)
+                named = {f.strip().strip("/").split("/")[0] for f in (fields or "").split(",") if f.strip()}
+                change = service.patch(object_id or "", body, rev=rev, shown=named)
             elif kind == "sync_check":
                 change = service.sync_check(object_id or "")
             else:
@@ -284,7 +286,7 @@ async def _one(request: Request) -> JSONResponse:
     fields = request.query_params.get("_fields")
 
     async def change(kind: str, body: Any, rev: str | None) -> JSONResponse:
-        done = await run_in_threadpool(change_managed, ctx, object_type, kind, object_id, body, rev)
+        done = await run_in_threadpool(change_managed, ctx, object_type, kind, object_id, body, rev, fields)
         assert done.object is not None
         shown = await run_in_threadpool(shaped, ctx, managed_type(ctx, object_type), done.object, fields)
         return _answer(shown, 201 if done.created else 200)

@@ -5,7 +5,11 @@ The search box looks for the start of a searchable property's value
 (case-sensitive), each property by a range on the store's property index, so
 it answers at once in 100,000 users; the text is a bound value, never query
 syntax. The ``_queryFilter`` field takes PingIDM's language as the API does.
-Lists page by keyset on ``_id``.
+Lists page by keyset on ``_id``; an object's relationship properties that hold many
+references (a role's ``members``) are not in its form but listed beneath it, a page at a
+time by keyset on the object each names (``store/held_refs.py``: a role of 20,000 members
+is never read whole), each with Remove, and Add takes one more ``_ref``: the API's
+``managed/TYPE/ID/PROPERTY`` create and delete, through the same code.
 
 An edit is a PATCH of the API, made by the API's own code
 (``api.managed.change_managed``): the same validation against ``managed.json``,
@@ -34,13 +38,17 @@ from idsync.config.managed import ManagedType
 from idsync.console.record import record
 from idsync.console.web import Form, page, redirect, user_of
 from idsync.errors import IdsyncError, ObjectRejected
+from idsync.managed.references import References
+from idsync.managed.router import scripting
 from idsync.managed.service import Change, ManagedObjects
 from idsync.query import parse
 from idsync.resources import Resources
 from idsync.store import strict_json
 from idsync.store.audit_events import without_hidden
 from idsync.store.filters import refuse_hidden, to_sql
+from idsync.store.held_refs import HeldRefs
 from idsync.store.links import LinkSet
+from idsync.store.relationships import Edges
 from idsync.store.tables import audit, managed_objects, managed_properties
 
 __all__ = ["identity_routes"]
@@ -156,25 +164,50 @@ def _history(ctx: ApiContext, ids: list[str]) -> list[dict[str, Any]]:
         return [without_hidden(dict(r), hidden.get(r["mapping"], ())) for r in conn.execute(query).mappings()]
 
 
+def _listed(schema: ManagedType) -> list[str]:
+    """The relationship properties holding many references: listed a page at a time, not in the form."""
+    return [name for name, relation in schema.relationships.items() if relation.many]
+
+
 def _read(ctx: ApiContext, object_type: str, object_id: str) -> dict[str, Any]:
-    """The object as the store holds it, secrets left out."""
+    """The object as the store holds it, secrets left out, without the relationship
+    properties holding many references (``_listed``), unless its read scripts need them."""
     project = ctx.project()
+    schema = _schema(ctx, object_type)
     resources = Resources(project, ctx.store)
     try:
-        return ManagedObjects(project, ctx.store, resources, object_type, sync=False).get(object_id)
+        objects = ManagedObjects(project, ctx.store, resources, object_type, sync=False)
+        obj = objects.get(object_id, shown=[n for n in schema.properties if n not in _listed(schema)])
+        return {k: v for k, v in obj.items() if k not in _listed(schema)}
     finally:
         resources.close()
 
 
-def _view(ctx: ApiContext, object_type: str, object_id: str) -> dict[str, Any]:
+def _references(ctx: ApiContext, object_type: str, object_id: str, name: str, after: str) -> dict[str, Any]:
+    """A page of the references ``name`` holds, from the one after the object ``after`` names."""
+    schema = _schema(ctx, object_type)
+    collection, _, last = after.rpartition("/")
+    held = HeldRefs(Edges(ctx.store, schema), object_id, name)
+    with ctx.store.engine.connect() as conn:
+        refs = held.after(conn, (collection, last) if after else None, _PAGE + 1)
+    shown = [{"ref": f"{r.collection}/{r.id}", "row": r.row, "properties": json.dumps(dict(r.properties))
+              if r.properties else ""} for r in refs[:_PAGE]]
+    return {"name": name, "refs": shown, "after": after,
+            "next_after": shown[-1]["ref"] if len(refs) > _PAGE else None}
+
+
+def _view(ctx: ApiContext, object_type: str, object_id: str, after: dict[str, str]) -> dict[str, Any]:
     schema = _schema(ctx, object_type)
     # What the API answers: no secret, no "scope": "private" property.
     obj = {k: v for k, v in _read(ctx, object_type, object_id).items() if k not in schema.private}
     resource = f"managed/{object_type}"
     linked = _linked(ctx, resource, object_id)
+    listed = _listed(schema)
     fields = [{"name": p.name, "type": p.type, "value": _shown(obj.get(p.name), p.type)}
-              for p in schema.properties.values() if not p.secret and not p.private]
+              for p in schema.properties.values() if not p.secret and not p.private and p.name not in listed]
     return {"object": obj, "fields": fields, "linked": linked,
+            "references": [_references(ctx, object_type, object_id, name, after.get(name, ""))
+                           for name in listed if name not in schema.private],
             "history": _history(ctx, [object_id, *(link["id"] for link in linked)]),
             "required": schema.required}
 
@@ -262,8 +295,9 @@ async def _one(request: Request, form: Form | None = None, problem: str | None =
     and the revision it was typed against, so that saving again still checks it."""
     ctx = _ctx(request)
     object_type, object_id = request.path_params["type"], request.path_params["id"]
+    after = {k.removeprefix("after."): v for k, v in request.query_params.items() if k.startswith("after.")}
     try:
-        values = await run_in_threadpool(_view, ctx, object_type, object_id)
+        values = await run_in_threadpool(_view, ctx, object_type, object_id, after)
     except IdsyncError as exc:
         raise HTTPException(404, str(exc)) from None
     if form is not None:
@@ -316,10 +350,44 @@ async def _post(request: Request) -> Response:
     return redirect(request, f"/managed/{object_type}/{object_id}", done="; ".join(["Saved", *outcome]))
 
 
+def _reference(ctx: ApiContext, object_type: str, object_id: str, name: str, form: Form) -> str:
+    """Add the reference the form names (``_ref``) or remove the one it names (``row``), as
+    the API's ``managed/TYPE/ID/NAME`` does; what was done, for the page."""
+    project = ctx.project()
+    resources = Resources(project, ctx.store)
+    try:
+        objects = ManagedObjects(project, ctx.store, resources, object_type)
+        with scripting(project, ctx.store, resources=resources):
+            refs = References(project, ctx.store, objects, name, answer=True)
+            if form.get("row"):
+                gone = refs.delete(object_id, form.get("row"))
+                return f"Removed {gone['_ref']} from {name}"
+            added = refs.create(object_id, {"_ref": form.get("_ref").strip()})
+            return f"Added {added['_ref']} to {name}"
+    finally:
+        resources.close()
+
+
+async def _post_reference(request: Request) -> Response:
+    ctx = _ctx(request)
+    object_type, object_id, name = (request.path_params[k] for k in ("type", "id", "property"))
+    form = await Form.read(request)
+    try:
+        done = await run_in_threadpool(_reference, ctx, object_type, object_id, name, form)
+    except IdsyncError as exc:
+        return await _one(request, None, str(exc))
+    await run_in_threadpool(lambda: record(
+        ctx, "console.object_changed", user=user_of(request), action="UPDATE", subject=object_id,
+        message=f"{done} of managed/{object_type}/{object_id}", resource=f"managed/{object_type}", id=object_id,
+        outcome=[]))
+    return redirect(request, f"/managed/{object_type}/{object_id}", done=done)
+
+
 identity_routes = [
     Route("/managed/{type}", _list, methods=["GET"]),
     Route("/managed/{type}/new", _new_form, methods=["GET"]),
     Route("/managed/{type}/new", _new, methods=["POST"]),
     Route("/managed/{type}/{id}", _one, methods=["GET"]),
     Route("/managed/{type}/{id}", _post, methods=["POST"]),
+    Route("/managed/{type}/{id}/{property}", _post_reference, methods=["POST"]),
 ]

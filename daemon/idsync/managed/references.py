@@ -29,9 +29,12 @@ from idsync.config.roles import CONDITIONAL
 from idsync.errors import IdsyncError, NotFound, ObjectRejected, RevisionMismatch
 from idsync.managed.service import ManagedObjects
 from idsync.query import matches, parse
+from idsync.query.ast import Node
 from idsync.resources import Resources
 from idsync.store.database import Store
+from idsync.store.held_refs import HeldRefs
 from idsync.store.objects import ManagedResource
+from idsync.store.relationships import Edges, Ref, ref_shape
 
 __all__ = ["References", "expand", "expand_all", "shown"]
 
@@ -67,11 +70,7 @@ class References:
         """The references ``_queryFilter`` ``text`` selects (``"true"``: all), each expanded with
         the referenced object's ``fields``; PingIDM's ``_queryId`` ``query-all`` (all) and
         ``query-all-ids`` (all, with their ids only) as well."""
-        if text is None and query_id not in ("query-all", "query-all-ids"):
-            raise ObjectRejected(f"{self._path(object_id)}: " + (
-                f"unknown _queryId {query_id!r} (a relationship answers query-all and query-all-ids)" if query_id
-                else "a query needs _queryFilter (_queryFilter=true lists every reference)"))
-        node = None if text is None or text.strip() == "true" else parse(text)
+        node = self.filter_of(object_id, text, query_id)
         obj = self._read(object_id)
         if fields:
             obj = expand(self._project, self._store, self._schema, obj, [f"{self.name}/{f}" for f in fields],
@@ -81,14 +80,44 @@ class References:
             return [{k: r[k] for k in ("_id", "_rev", "_ref") if k in r} for r in found]
         return found
 
+    def filter_of(self, object_id: str, text: str | None, query_id: str | None) -> Node | None:
+        """The filter a query of the references asks for (None: every one), or
+        ``ObjectRejected`` for a query that names none."""
+        if text is None and query_id not in ("query-all", "query-all-ids"):
+            raise ObjectRejected(f"{self._path(object_id)}: " + (
+                f"unknown _queryId {query_id!r} (a relationship answers query-all and query-all-ids)" if query_id
+                else "a query needs _queryFilter (_queryFilter=true lists every reference)"))
+        return None if text is None or text.strip() == "true" else parse(text)
+
+    def held(self, object_id: str) -> HeldRefs:
+        """The references of ``object_id`` (``NotFound`` when it does not exist), to be read in
+        SQL a page at a time (``store/held_refs.py``), its document alone read now."""
+        if ManagedResource(self._store, self._schema).get(object_id, ["_id"]) is None:
+            raise NotFound(f"managed/{self._schema.name}/{object_id} not found")
+        return HeldRefs(Edges(self._store, self._schema), object_id, self.name)
+
+    def shaped(self, refs: Sequence[Ref], fields: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """``refs`` as a query answers them, each expanded with the referenced object's
+        ``fields``: the objects read are those of ``refs`` alone, and none when the fields
+        name only the reference's own (``_ref``, ``_refProperties``, ``_id``)."""
+        answered = [ref_shape(ref) for ref in refs]
+        theirs = [f"{self.name}/{f}" for f in fields if not f.strip("/").startswith(("_ref", "_id", "_rev"))]
+        if theirs and answered:
+            expand(self._project, self._store, self._schema, {self.name: answered}, theirs, answer=self._answer)
+        return [shown(ref) for ref in answered]
+
     def read(self, object_id: str, row: str, fields: Sequence[str] = ()) -> dict[str, Any]:
-        """The reference whose ``_refProperties._id`` is ``row`` (``NotFound``)."""
-        obj = self._read(object_id)
-        ref = _refs(obj, self.name)[_index(obj, self.name, row, self._path(object_id))]
-        if fields:
-            expand(self._project, self._store, self._schema, {self.name: [ref]}, [f"{self.name}/{f}" for f in fields],
-                   answer=self._answer)
-        return shown(ref)
+        """The reference whose ``_refProperties._id`` is ``row`` (``NotFound``), found by its row."""
+        return self.shaped([self._row(object_id, row)], fields)[0]
+
+    def _row(self, object_id: str, row: str) -> Ref:
+        """Reference ``row`` of ``object_id``, read alone (``NotFound``)."""
+        held = self.held(object_id)
+        with self._store.engine.connect() as conn:
+            ref = held.rows(conn, [row]).get(row)
+        if ref is None:
+            raise NotFound(f"{self._path(object_id)}/{row} not found")
+        return ref
 
     def create(self, object_id: str, body: Any) -> dict[str, Any]:
         """Add the reference ``body`` asks for; refused when the object already holds it,
@@ -102,15 +131,21 @@ class References:
                 ("a managed type or a system" if self._relation.anywhere else "a managed type")
             raise ObjectRejected(f"{self._path(object_id)}: _ref {ref!r} does not name an object of {into}")
         assert isinstance(body, Mapping)
-        if any(r["_ref"] == ref and r["_refProperties"].get("_grantType") != CONDITIONAL
-               for r in _refs(self._read(object_id), self.name)):
+        target = self._relation.collection_of(ref)
+        assert target is not None
+        held = self.held(object_id)
+        with self._store.engine.connect() as conn:  # the one reference to that object, by an index
+            had = held.holding(conn, *target)
+        if had is not None and had.properties.get("_grantType") != CONDITIONAL:
             raise _conflict(f"managed/{self._schema.name}/{object_id} {self.name} already holds {ref}")
         value = {"_ref": ref, "_refProperties": body.get("_refProperties") or {}}
-        after = self._patched(object_id, [{"operation": "add", "field": f"/{self.name}/-", "value": value}])
-        for kept in _refs(after, self.name):
-            if kept["_ref"] == ref:
-                return shown(kept)
-        raise IdsyncError(f"{self._path(object_id)}: the reference to {ref} was not kept")
+        # Answered as a reference, not as the object: none of its properties is read for the answer.
+        self._objects.patch(object_id, [{"operation": "add", "field": f"/{self.name}/-", "value": value}], shown=())
+        with self._store.engine.connect() as conn:
+            kept = held.holding(conn, *target)
+        if kept is None:
+            raise IdsyncError(f"{self._path(object_id)}: the reference to {ref} was not kept")
+        return shown(ref_shape(kept))
 
     def replace(self, object_id: str, row: str, body: Any, rev: str | None = None) -> dict[str, Any]:
         """Replace the ``_refProperties`` of reference ``row``; its ``_ref`` cannot change.
@@ -130,9 +165,16 @@ class References:
         return shown(_refs(after, self.name)[_index(after, self.name, row, self._path(object_id))])
 
     def delete(self, object_id: str, row: str, rev: str | None = None) -> dict[str, Any]:
-        """Remove reference ``row``; answers it as it was. ``rev``: as ``replace``'s."""
-        return shown(self._changed(object_id, row, rev, lambda index, _ref: [
-            {"operation": "remove", "field": f"/{self.name}/{index}"}])[0])
+        """Remove reference ``row``; answers it as it was. ``rev``: as ``replace``'s. Without
+        it, the reference is found by its row and removed by what it names, neither reading
+        the others the property holds (``ManagedObjects.patch``)."""
+        if rev is not None:
+            return shown(self._changed(object_id, row, rev, lambda index, _ref: [
+                {"operation": "remove", "field": f"/{self.name}/{index}"}])[0])
+        ref = self._row(object_id, row)
+        self._objects.patch(object_id, [{"operation": "remove", "field": f"/{self.name}",
+                                         "value": {"_ref": f"{ref.collection}/{ref.id}"}}], shown=())
+        return shown(ref_shape(ref))
 
     def _changed(self, object_id: str, row: str, rev: str | None,
                  operations: Callable[[int, Mapping[str, Any]], list[dict[str, Any]]],

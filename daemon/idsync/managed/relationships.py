@@ -13,7 +13,8 @@ changed itself, so a mapping of user ``roles`` sees the new role at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from idsync.config.managed import ManagedType
@@ -24,7 +25,7 @@ from idsync.store.objects import ManagedResource
 from idsync.store.relationships import RefChanges
 from idsync.sync.implicit import ImplicitSync, PushResult
 
-__all__ = ["RelatedPushes", "incremental", "references"]
+__all__ = ["Edit", "RelatedPushes", "incremental", "reference_edits", "references"]
 
 
 def references(schema: ManagedType, obj: Mapping[str, Any] | None) -> set[str]:
@@ -47,6 +48,38 @@ def incremental(schema: ManagedType, current: Mapping[str, Any], changes: Mappin
     return {name: RefChanges.between(schema, name, current.get(name), value)
             for name, value in changes.items()
             if name in schema.relationships and schema.relationships[name].many}
+
+
+@dataclass
+class Edit:
+    """What a patch does to one property holding many references, when that is all it does."""
+
+    add: list[Any] = field(default_factory=list)  # the values of each ``add`` of ``/NAME/-``
+    remove: list[str] = field(default_factory=list)  # the _ref of each ``remove`` of ``/NAME`` by value
+
+
+def reference_edits(schema: ManagedType, operations: Sequence[Any]) -> dict[str, Edit]:
+    """The references ``operations`` add and remove, by property, when that is all they do
+    (each an ``add`` of ``/NAME/-``, or a ``remove`` of ``/NAME`` whose value is ``{"_ref":
+    ...}``, NAME a relationship property holding many); else none: such a patch is a change
+    of those references alone, which needs none of the others the property holds."""
+    edits: dict[str, Edit] = {}
+    for op in operations if isinstance(operations, list) else ():
+        if not isinstance(op, Mapping) or not isinstance(op.get("field"), str) or "value" not in op:
+            return {}
+        name, _, end = op["field"].strip("/").partition("/")
+        relation = schema.relationships.get(name)
+        if relation is None or not relation.many:
+            return {}
+        value = op["value"]
+        if op.get("operation") == "add" and end == "-":
+            edits.setdefault(name, Edit()).add.append(value)
+        elif op.get("operation") == "remove" and not end and isinstance(value, Mapping) \
+                and isinstance(value.get("_ref"), str):
+            edits.setdefault(name, Edit()).remove.append(value["_ref"])
+        else:
+            return {}
+    return edits
 
 
 class RelatedPushes:

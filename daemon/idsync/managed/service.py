@@ -38,12 +38,13 @@ from idsync.config.project import Project
 from idsync.crypto import is_encrypted
 from idsync.errors import AlreadyExists, IdsyncError, NotFound, ObjectRejected, RevisionMismatch
 from idsync.managed.patch import ScriptTransformer, apply_patch, refuse_reading
-from idsync.managed.relationships import RelatedPushes, incremental
+from idsync.managed.relationships import Edit, RelatedPushes, incremental, reference_edits
 from idsync.resource import Obj, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 from idsync.store.passwords import is_hashed
+from idsync.store.relationships import Edges, RefChanges, ref_shape, wanted_refs
 from idsync.store.validation import InvalidObject, json_type, refuse_nulls
 from idsync.sync.implicit import ImplicitSync, PushResult
 from idsync.sync.role_fanout import RoleFanout
@@ -146,9 +147,17 @@ class ManagedObjects:
             return changes
         return self._changed(object_id, rev, replaced)
 
-    def patch(self, object_id: str, operations: Sequence[Any], *, rev: str | None = None) -> Change:
+    def patch(self, object_id: str, operations: Sequence[Any], *, rev: str | None = None,
+              shown: Collection[str] | None = None) -> Change:
+        """Apply the PATCH ``operations`` (at revision ``rev``). ``shown``: the top-level fields
+        the caller answers (as ``get``'s; None: all): a patch that only adds or removes
+        references of a property it does not answer is written without that property read
+        (``_edited``)."""
         refuse_nulls(self.schema, _nulled(operations))
         refuse_reading(operations, dict.fromkeys(self.schema.secrets, "secret"))  # its hash stays in the store
+        edits = reference_edits(self.schema, operations) if self._alone(shown) else {}
+        if edits and not set(edits) & set(self.schema.shown_with(shown or ())):
+            return self._edited(object_id, edits, rev, self.schema.shown_with(shown or ()))
 
         def patched(current: Obj) -> dict[str, Any]:
             after = apply_patch(current, operations, self._transform)
@@ -157,6 +166,70 @@ class ManagedObjects:
             changes.update(incremental(self.schema, current, changes))
             return changes
         return self._changed(object_id, rev, patched)
+
+    def _alone(self, shown: Collection[str] | None) -> bool:
+        """Whether a change of some references of this type needs nothing but those: the
+        caller answers only the fields ``shown``, no mapping reads the type, no script of the
+        type sees the object written, no role model works out its users' properties from
+        the whole user (``store/roles.py``), and this is no dry run."""
+        hooks = self._resource.hooks
+        users_of_roles = self.schema.roles is not None and self.schema.name == self.schema.roles.user
+        return not (shown is None or self._resource.dry_run or users_of_roles
+                    or (self._sync is not None and self._sync.mappings(self.name))
+                    or hooks.reads or hooks.model.scripts or hooks.model.compensate
+                    or any(prop.scripts for prop in hooks.model.properties.values()))
+
+    def _edited(self, object_id: str, edits: Mapping[str, Edit], rev: str | None, shown: Sequence[str]) -> Change:
+        """``patch`` of references added and removed alone (``reference_edits``, ``_alone``).
+        The object is read without the properties edited; each object they name is looked
+        for among those the property holds by an index (``Edges.holding``), and the change
+        made from what it finds, as a patch of the whole property would (a reference held
+        alike is kept, one held with other ``_refProperties`` refused, a grant of a role's
+        condition made direct); the write finds each reference by an index again
+        (``ManagedResource.write_references``). The other ends are pushed as after any change
+        (``RelatedPushes``, ``RoleFanout``), from the object before and after with only those
+        references in the property."""
+        kept = [name for name in self.schema.properties if name not in edits]
+        edges = Edges(self._resource.store, self.schema)
+        attempt = 1
+        while True:
+            before = self._internal.get_many([object_id], related=kept).get(object_id)
+            if before is None:
+                raise NotFound(f"{self.name}/{object_id} not found")
+            if rev is not None and before.get("_rev") != rev:
+                raise RevisionMismatch(f"{self.name}/{object_id}: revision {rev} expected, {before.get('_rev')} found")
+            held = self._held(edges, object_id, edits)
+            changes = {name: RefChanges(RefChanges.between(self.schema, name, held[name],
+                                                           [*held[name], *edit.add]).add, tuple(edit.remove))
+                       for name, edit in edits.items()}
+            result = self._resource.write_references(
+                WriteOp("update", id=object_id, values=changes, rev=before.get("_rev")), shown)
+            if not isinstance(result.error, RevisionMismatch) or rev is not None or attempt == _ATTEMPTS:
+                break
+            attempt += 1
+        if result.error is not None:
+            raise result.error
+        written = result.obj
+        answer = self._resource.complete([dict(written)], shown)[0] if written is not None else None
+        if written is None or written.get("_rev") == before.get("_rev"):
+            return Change(answer)
+        after = self._internal.get_many([object_id], related=kept).get(object_id) or written
+        old, new = {**before, **held}, {**after, **self._held(edges, object_id, edits)}
+        self._on_sync("notifyUpdate", object_id, old, new, [])
+        related = self._related.push(old, new)
+        return Change(answer, related + self._fanout.push(old, new, related))
+
+    def _held(self, edges: Edges, object_id: str, edits: Mapping[str, Edit]) -> dict[str, list[Obj]]:
+        """Of the references ``edits`` name, by property, those ``object_id`` holds, as a read shows them."""
+        held: dict[str, list[Obj]] = {}
+        with self._resource.store.engine.connect() as conn:
+            for name, edit in edits.items():
+                relation = self.schema.relationships[name]
+                named = [(w.collection, w.id) for w in wanted_refs(self.schema, name, edit.add)]
+                named += [key for ref in edit.remove if (key := relation.collection_of(ref)) is not None]
+                found = (edges.holding(conn, object_id, name, *key) for key in dict.fromkeys(named))
+                held[name] = [ref_shape(ref) for ref in found if ref is not None]
+        return held
 
     def delete(self, object_id: str, *, rev: str | None = None) -> Change:
         before = self._written(object_id, rev, lambda current: WriteOp("delete", id=object_id))[0]

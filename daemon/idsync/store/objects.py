@@ -366,7 +366,16 @@ class ManagedResource(Resource, ChangeSource):
         if posts:
             self.hooks.run_posts(posts)
 
-    def _write(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+    def write_references(self, op: WriteOp, shown: Collection[str]) -> WriteResult:
+        """``op``, an update of relationship properties holding many references by what it adds
+        and removes (``RefChanges``), whose object answered carries of its relationship
+        properties only those ``shown``: each reference added or removed is found by an index
+        (``Edges.change``), and those the property holds besides are never read, which a role
+        of a million members holds (``ManagedObjects.patch``)."""
+        (result,) = self._write([op], shown)
+        return result
+
+    def _write(self, ops: Sequence[WriteOp], shown: Collection[str] | None = None) -> list[WriteResult]:
         """Write ``ops`` in one transaction (the caller's when ``joined``). One the database
         rolled back to break a deadlock (``WriteConflict``: a write of references beside
         another's, which may lock the same objects in another order) wrote nothing, and is
@@ -376,7 +385,7 @@ class ManagedResource(Resource, ChangeSource):
         while True:
             queued = len(self._posts)
             try:
-                results = self._write_all(ops)
+                results = self._write_all(ops, shown)
                 break
             except WriteConflict as exc:
                 del self._posts[queued:]  # the post scripts of writes rolled back never run
@@ -390,17 +399,19 @@ class ManagedResource(Resource, ChangeSource):
             self.after_commit()
         return results
 
-    def _write_all(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+    def _write_all(self, ops: Sequence[WriteOp], shown: Collection[str] | None = None) -> list[WriteResult]:
+        """``ops`` written; the objects answered carry the relationship properties ``shown`` (None: all)."""
         if self._edges is None:
             return self._write_objects(ops)
         edges = self._edges
         if self._grants is None:
             with self._transaction() as conn:
                 self._turn(conn, ops)
-                return write_related(edges, conn, ops, lambda plain: self._write_objects(plain, conn))
-        return self._write_granting(edges, self._grants, ops)
+                return write_related(edges, conn, ops, lambda plain: self._write_objects(plain, conn), shown)
+        return self._write_granting(edges, self._grants, ops, shown)
 
-    def _write_granting(self, edges: Edges, grants: Grants, ops: Sequence[WriteOp]) -> list[WriteResult]:
+    def _write_granting(self, edges: Edges, grants: Grants, ops: Sequence[WriteOp],
+                        shown: Collection[str] | None = None) -> list[WriteResult]:
         """A write of users or roles of a role model: the virtual properties are never stored,
         a role's condition and constraints, and those of the grants written, are checked, and
         the conditional grants follow the objects written (``roles.py``), in the same transaction."""
@@ -422,7 +433,7 @@ class ManagedResource(Resource, ChangeSource):
             kept.append(op)
         with self._transaction() as conn:
             self._turn(conn, kept)
-            written = iter(write_related(edges, conn, kept, lambda plain: self._write_objects(plain, conn)))
+            written = iter(write_related(edges, conn, kept, lambda plain: self._write_objects(plain, conn), shown))
             results = [refused[i] if i in refused else next(written) for i in range(len(ops))]
             done = [r for r in results if r.ok and r.obj is not None and r.op.kind != "delete"]
             if self.object_type == grants.model.user:

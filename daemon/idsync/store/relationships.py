@@ -4,7 +4,7 @@ A reference is one row, whichever end wrote it: user ``roles`` and role
 ``members`` read the same rows from their two sides, so the two ends cannot
 disagree, whoever changes them and however concurrently. The end whose
 ``(collection, property)`` sorts first is stored as ``first``
-(``_orientation``); a one-way relationship is always ``first``, with an empty
+(``orientation``); a one-way relationship is always ``first``, with an empty
 ``second_property``.
 
 Writing an end (``Edges.replace``) compares the references wanted with those
@@ -29,7 +29,7 @@ The shape is PingIDM's: ``{"_ref": "managed/role/ID", "_refResourceCollection":
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,7 @@ from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import relationships as rt
 from idsync.store.validation import InvalidObject
 
-__all__ = ["Edges", "Ref", "RefChanges", "Wanted", "ref_shape", "wanted_refs", "write_related"]
+__all__ = ["Edges", "Ref", "RefChanges", "Wanted", "orientation", "ref_shape", "wanted_refs", "write_related"]
 
 _CHUNK = 500
 Key = tuple[str, str]  # (collection "managed/user", object id)
@@ -185,7 +185,7 @@ def _conditional(properties: Mapping[str, Any] | None) -> bool:
     return properties is not None and properties.get("_grantType") == CONDITIONAL
 
 
-def _orientation(collection: str, name: str, relation: Relation, other: str) -> bool:
+def orientation(collection: str, name: str, relation: Relation, other: str) -> bool:
     """Whether the end ``(collection, name)`` is stored as ``first`` against ``other``."""
     if relation.reverse is None:
         return True
@@ -252,7 +252,7 @@ class Edges:
         for name in names:
             relation = self.schema.relationships[name]
             if relation.collections:
-                sides = {_orientation(self.collection, name, relation, other) for other in relation.collections}
+                sides = {orientation(self.collection, name, relation, other) for other in relation.collections}
             else:  # any managed collection: the other end may sort either side
                 sides = {True, relation.reverse is None}
             if True in sides:
@@ -264,7 +264,7 @@ class Edges:
     def _mine(self, name: str, other: str, *, first: bool) -> bool:
         relation = self.schema.relationships.get(name)
         return (relation is not None and relation.reaches(other)
-                and _orientation(self.collection, name, relation, other) == first)
+                and orientation(self.collection, name, relation, other) == first)
 
     def attach(self, objects: Sequence[dict[str, Any]], fields: Sequence[str] | None) -> None:
         """Fill each object's relationship properties (those in ``fields``, or all)."""
@@ -341,6 +341,35 @@ class Edges:
             if w.properties is not None and dict(w.properties) != dict(match.properties):
                 changed_props.append((match, w.properties))
         removed = [r for r in stored if r.row not in kept]
+        return self._apply(conn, object_id, name, removed, changed_props, inserts)
+
+    def change(self, conn: Connection, object_id: str, name: str, changes: RefChanges) -> set[Key]:
+        """Apply ``changes`` to the references ``object_id``'s ``name`` holds now: each
+        reference added or removed found by the object it names (``holding``, one probe of
+        an index), never the whole property read, which a role of a million members holds."""
+        relation = self.schema.relationships[name]
+        if not relation.many:  # a patch of one reference replaces it (``incremental`` never makes one)
+            stored = self.read(conn, [object_id], [name]).get(object_id, {}).get(name, [])
+            kept = {(r.collection, r.id): Wanted(r.collection, r.id, None, r.row) for r in stored
+                    if f"{r.collection}/{r.id}" not in changes.remove}
+            return self.replace(conn, object_id, name, list({**kept, **{(w.collection, w.id): w
+                                                                         for w in changes.add}}.values()))
+        gone = [key for ref in changes.remove if (key := relation.collection_of(ref)) is not None]
+        removed = [ref for key in gone if (ref := self.holding(conn, object_id, name, *key)) is not None]
+        inserts: list[Wanted] = []
+        changed_props: list[tuple[Ref, Mapping[str, Any]]] = []
+        for w in changes.add:
+            match = self.holding(conn, object_id, name, w.collection, w.id)
+            if match is None or match in removed:
+                inserts.append(w)
+            elif w.properties is not None and dict(w.properties) != dict(match.properties):
+                changed_props.append((match, w.properties))
+        return self._apply(conn, object_id, name, removed, changed_props, inserts)
+
+    def _apply(self, conn: Connection, object_id: str, name: str, removed: Sequence[Ref],
+               changed_props: Sequence[tuple[Ref, Mapping[str, Any]]], inserts: Sequence[Wanted]) -> set[Key]:
+        """Delete the references ``removed``, give those ``changed_props`` their new
+        ``_refProperties``, insert ``inserts``; the objects whose references changed."""
         touched: set[Key] = {(r.collection, r.id) for r in removed} | {(w.collection, w.id) for w in inserts}
         touched |= {(r.collection, r.id) for r, _ in changed_props}
         if not touched:
@@ -349,19 +378,23 @@ class Edges:
         for ref, props in changed_props:
             conn.execute(update(rt).where(rt.c.id == ref.row).values(
                 properties=dict(props) or None, rev=_next(ref.rev)))
-        touched |= self._insert(conn, object_id, name, relation, inserts)
+        touched |= self._insert(conn, object_id, name, self.schema.relationships[name], inserts)
         touched.add((self.collection, object_id))
         return touched
 
-    def change(self, conn: Connection, object_id: str, name: str, changes: RefChanges) -> set[Key]:
-        """Apply ``changes`` to the references ``object_id``'s ``name`` holds now."""
-        stored = self.read(conn, [object_id], [name]).get(object_id, {}).get(name, [])
-        gone = set(changes.remove)
-        result = {(r.collection, r.id): Wanted(r.collection, r.id, None, r.row) for r in stored
-                  if f"{r.collection}/{r.id}" not in gone}
-        for w in changes.add:
-            result[(w.collection, w.id)] = w
-        return self.replace(conn, object_id, name, list(result.values()))
+    def holding(self, conn: Connection, object_id: str, name: str, collection: str, target: str) -> Ref | None:
+        """The reference ``object_id``'s ``name`` holds to ``collection/target``, if any: one
+        probe of the unique index of the rows' ``first`` end, from whichever end it is."""
+        relation = self.schema.relationships[name]
+        if not relation.reaches(collection):
+            return None
+        mine = (self.collection, name, object_id)
+        theirs = (collection, relation.reverse or "", target)
+        first, second = (mine, theirs) if orientation(self.collection, name, relation, collection) else (theirs, mine)
+        row = conn.execute(select(rt.c.id, rt.c.rev, rt.c.properties).where(
+            rt.c.first_type == first[0], rt.c.first_property == first[1], rt.c.first_id == first[2],
+            rt.c.second_type == second[0], rt.c.second_id == second[2], rt.c.second_property == second[1])).first()
+        return None if row is None else Ref(row.id, row.rev, collection, target, row.properties or {})
 
     def _insert(self, conn: Connection, object_id: str, name: str, relation: Relation,
                 inserts: Sequence[Wanted]) -> set[Key]:
@@ -376,7 +409,7 @@ class Edges:
                 touched |= self.clear(conn, w.collection, w.id, relation.reverse, name, self.collection)
             me = (self.collection, object_id, name)
             other = (w.collection, w.id, relation.reverse or "")
-            first, second = (me, other) if _orientation(self.collection, name, relation, w.collection) \
+            first, second = (me, other) if orientation(self.collection, name, relation, w.collection) \
                 else (other, me)
             rows.append({"id": new_id(), "rev": _next(None), "first_type": first[0], "first_id": first[1],
                          "first_property": first[2], "second_type": second[0], "second_id": second[1],
@@ -483,8 +516,10 @@ def _next(rev: str | None) -> str:
 
 
 def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
-                  write_objects: Callable[[Sequence[WriteOp]], list[WriteResult]]) -> list[WriteResult]:
-    """Write ``ops`` whose values may hold relationship properties, in ``conn``'s transaction.
+                  write_objects: Callable[[Sequence[WriteOp]], list[WriteResult]],
+                  shown: Collection[str] | None = None) -> list[WriteResult]:
+    """Write ``ops`` whose values may hold relationship properties, in ``conn``'s transaction;
+    the objects answered carry the relationship properties ``shown`` (None: all).
 
     The references each op asks for are checked (shape, then existence: the objects
     referenced are locked first, so none is deleted before the references are in),
@@ -545,13 +580,14 @@ def write_related(edges: Edges, conn: Connection, ops: Sequence[WriteOp],
         touched |= edges.drop(conn, deleted)
     revs = edges.bump(conn, {k for k in touched if k[0].startswith("managed/")}
                       - {(edges.collection, d) for d in deleted})
-    shown = [r.obj for r in results.values() if r.ok and r.obj is not None and r.op.kind != "delete"]
-    if shown:
-        names = list(schema.relationships)
-        found = edges.read(conn, [o["_id"] for o in shown], names) if plans or touched or edges.any(conn) else {}
-        for obj in shown:
+    shown_objects = [r.obj for r in results.values() if r.ok and r.obj is not None and r.op.kind != "delete"]
+    if shown_objects:
+        names = [n for n in schema.relationships if shown is None or n in shown]
+        found = edges.read(conn, [o["_id"] for o in shown_objects], names) \
+            if names and (plans or touched or edges.any(conn)) else {}
+        for obj in shown_objects:
             obj["_rev"] = revs.get((edges.collection, obj["_id"]), obj["_rev"])
-        edges.shape(shown, found, names)
+        edges.shape(shown_objects, found, names)
     return [results[i] for i in range(len(ops))]
 
 
