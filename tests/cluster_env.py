@@ -5,6 +5,7 @@ PostgreSQL store, each a subprocess writing JSON log lines to a file."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from idsync_dev.stores import drop_idsync_tables
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, make_url, text
 from waiting import wait_for as wait_for  # the tests of the cluster import it from here
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,10 +95,12 @@ def gate_pace(closed_ms: int, open_ms: int = 0) -> str:
     """JavaScript statements that busy the interpreter ``closed_ms`` per object while the
     project has no file ``gate`` (``Gate``), ``open_ms`` once it has: a run held slow until
     the test has seen what it waits for (a worker's partition), however slow the machine,
-    and fast from then on. (A script's time limit is 1 s of CPU: ``closed_ms`` stays below.
+    and fast from then on; a gate that says a number of milliseconds (``Gate.pace``) sets
+    the pace itself. (A script's time limit is 1 s of CPU: ``closed_ms`` stays below.
     ``readFile`` suspends the script's first run by throwing, to be answered: that is
     thrown on, only the answer's failure, the missing file, is caught.)"""
-    return (f"var gateMs = {open_ms}; try {{ readFile('{GATE_FILE}'); }} "
+    return (f"var gateMs = {open_ms}; try {{ var gateSays = String(readFile('{GATE_FILE}')); "
+            "if (/^[0-9]+$/.test(gateSays)) gateMs = Number(gateSays); } "
             f"catch (e) {{ if (!e.javaException) throw e; gateMs = {closed_ms}; }} "
             "var gateT = Date.now(); while (Date.now() - gateT < gateMs) {} ")
 
@@ -118,6 +121,13 @@ class Gate:
 
     def open(self) -> None:
         self.path.write_text("open", encoding="utf-8")
+
+    def pace(self, ms: int) -> None:
+        """Opened, the runs paced at ``ms`` per object from now on (0: full speed), whatever
+        pace ``gated`` gave an open gate: a run held slow a while longer, then let go."""
+        tmp = self.path.with_name(f"{GATE_FILE}.tmp")
+        tmp.write_text(str(ms), encoding="utf-8")
+        tmp.replace(self.path)  # never read half written
 
     @contextlib.contextmanager
     def open_when(self, condition: Callable[[], Any], timeout: float = 300) -> Iterator[None]:
@@ -178,19 +188,28 @@ class Node:
         self.name = name
         self.log_path = project.parent / f"{name}.log"
         self._log = self.log_path.open("ab")
+        self._read = 0  # from the start: a node started again under its name reads its earlier lines too
+        self._events: list[dict[str, Any]] = []
         self.proc = subprocess.Popen([str(IDSYNC), "-p", str(project), "--log-format", "json", "run"],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=node_env(name, **env))
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+        """The node's log lines so far, parsed (only the lines written since the last call
+        are read: a test asks every tenth of a second while the log grows)."""
+        running = self.proc.poll() is None
+        with self.log_path.open("rb") as log:
+            log.seek(self._read)
+            new = log.read()
+        if running:  # a line being written is read once it ends
+            new = new[:new.rfind(b"\n") + 1]
+        self._read += len(new)
+        for line in new.decode("utf-8").splitlines():
             try:
                 event = json.loads(line)
             except ValueError:
                 event = {"event": "(not json)", "line": line}
-            if name is None or event.get("event") == name:
-                out.append(event)
-        return out
+            self._events.append(event)
+        return [e for e in self._events if name is None or e.get("event") == name]
 
     def stop(self, timeout: float = 20) -> int:
         if self.proc.poll() is None:
@@ -305,13 +324,24 @@ def ldap_people(slapd: Any, subtree: str, names: list[str]) -> None:
 
 
 def select_rows(url: str, sql: str) -> list[Any]:
-    """The rows ``sql`` selects in the database at ``url``."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(text(sql)))
-    finally:
-        engine.dispose()
+    """The rows ``sql`` selects in the database at ``url`` (PostgreSQL: on a connection kept
+    for the next call, as a test asks every tenth of a second while it waits)."""
+    if make_url(url).get_backend_name() != "postgresql":
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                return list(conn.execute(text(sql)))
+        finally:
+            engine.dispose()
+    with _kept_engine(url).connect() as conn:
+        return list(conn.execute(text(sql)))
+
+
+@functools.cache
+def _kept_engine(url: str) -> Engine:
+    """One connection to the PostgreSQL database at ``url``, idle outside ``select_rows`` (no
+    transaction, no lock held), checked before each use (a test may have cut it)."""
+    return create_engine(url, pool_size=1, max_overflow=4, pool_pre_ping=True)
 
 
 class Beats:

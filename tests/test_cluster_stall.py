@@ -46,7 +46,8 @@ def pg_url(tmp_path: Path) -> str:
 def _two_nodes(tmp_path: Path, url: str, users: int, cluster: str) -> tuple[list[int], list[Node]]:
     """Nodes n0 and n1 (API ports) of a project whose job ``big`` reconciles ``users`` users
     slowly (about 5 ms each, 20 a page; 50 ms until the test opens the project's gate, once it
-    has seen what it waits for: ``_opened``), with the ``[cluster]`` settings ``cluster``."""
+    has seen what it waits for: ``_opened``; at full speed once the test has seen what must
+    happen while the run works: ``_let_go``), with the ``[cluster]`` settings ``cluster``."""
     project = cluster_project(tmp_path / "project", url, {"big": "@yearly"}, mapping={"properties": gated(50, 5)},
                               job_extra="page_size = 20\n", cluster=cluster)
     add_managed_users(project, users)
@@ -65,6 +66,12 @@ def _opened(nodes: list[Node], seen: Any) -> Any:
     what it waits for (however slow the machine), goes on at 5 ms."""
     Gate(nodes[0].log_path.parent / "project").open()  # ``_two_nodes``' project, beside the nodes' logs
     return seen
+
+
+def _let_go(nodes: list[Node]) -> None:
+    """The runs of ``_two_nodes``' project at full speed from now on: what they were held
+    slow for has been seen."""
+    Gate(nodes[0].log_path.parent / "project").pace(0)
 
 
 def _helper_under_way(nodes: list[Node], url: str) -> tuple[Any, Node, Node]:
@@ -87,7 +94,9 @@ def _run_ended_well(url: str) -> Any:
 def _resumed_node_runs_alone(resumed: Node, other: Node, port: int, url: str) -> None:
     """The other node stopped, the resumed one runs job ``big`` again, triggered through its
     own API: a working node again, not one that only looks alive. Then it stops."""
-    assert other.stop(60) == 0
+    other.proc.send_signal(signal.SIGTERM)
+    # Out of the cluster once it says so; its process ends meanwhile.
+    wait_for(lambda: other.events("daemon.exit"), 60, "the other node's exit")
     trigger(port, "big")
     wait_for(lambda: select_rows(url, "SELECT id FROM recon_runs WHERE state = 'SUCCESS' "
                                       f"AND node = '{resumed.name}'"), 60, "a run on the resumed node")
@@ -95,6 +104,7 @@ def _resumed_node_runs_alone(resumed: Node, other: Node, port: int, url: str) ->
     wait_for(lambda: not select_rows(url, "SELECT id FROM idsync_queue.procrastinate_jobs "
                                           "WHERE status IN ('todo', 'doing')"), 30, "the queue done")
     assert resumed.stop(60) == 0
+    assert other.wait(60) == 0
 
 
 def _pause_between_pages(node: Node, url: str, part: int) -> dt.datetime:
@@ -146,6 +156,8 @@ def test_a_paused_helper_writes_nothing_once_its_partition_is_taken_over(tmp_pat
                      60, "the partition taken over by the other node")
         finally:
             paused.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: paused.events("recon.partition_lost"), 60, "the resumed helper saying it lost its partition")
+        _let_go(nodes)
         run = _run_ended_well(pg_url)
         # The other node found unchanged what the paused one created before its pause, and no more.
         assert run.summary["changes"]["unchanged"] == _created_before(pg_url, busy.part, stopped)
@@ -171,11 +183,13 @@ def test_a_paused_runner_leaves_its_run_as_the_takeover_ended_it(tmp_path: Path,
     FAILED as the takeover recorded it, never turned SUCCESS by its late end, the second
     ends SUCCESS without an error, and each account is created once. ``idsync status``
     names the node of each run."""
-    users = 1000  # a run of some seconds: a loaded machine still sees it under way
+    # Both runs held at 50 ms an object (the gate closed: 20 s for all) until the resumed node
+    # has ended its job, however slow the machine: the second run works meanwhile.
+    users = 400
     ports, nodes = _two_nodes(tmp_path, pg_url, users, "partitions = 1\n")
     try:
         _run_big(nodes, ports)
-        first = _opened(nodes, wait_for(lambda: run_under_way(pg_url, 40), 120, "a run with some pages committed"))
+        first = wait_for(lambda: run_under_way(pg_url, 40), 120, "a run with some pages committed")
         paused = next(n for n in nodes if n.name == first.node)
         paused.proc.send_signal(signal.SIGSTOP)
         try:
@@ -183,9 +197,10 @@ def test_a_paused_runner_leaves_its_run_as_the_takeover_ended_it(tmp_path: Path,
                                                  "AND state = 'ACTIVE'"), 60, "the job running again elsewhere")
         finally:
             paused.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: paused.events("job.end"), 60, "the resumed node's end of its job")
+        _let_go(nodes)
         wait_for(lambda: select_rows(pg_url, f"SELECT 1 FROM recon_runs WHERE id <> '{first.id}' "
                                              "AND state <> 'ACTIVE'"), 90, "the second run's end")
-        wait_for(lambda: paused.events("job.end"), 30, "the resumed node's end of its job")
         codes = [n.stop(60) for n in nodes]
     finally:
         for n in nodes:
@@ -222,6 +237,7 @@ def test_a_split_run_taken_over_counts_what_its_partitions_committed(tmp_path: P
         busy, _, _ = _helper_under_way(nodes, pg_url)
         paused = next(n for n in nodes if n.name == busy.runner)
         paused.proc.send_signal(signal.SIGSTOP)
+        _let_go(nodes)  # the other node's reads need not be slow while the takeover comes
         try:
             (first,) = wait_for(lambda: select_rows(pg_url, "SELECT id FROM recon_runs WHERE state = 'FAILED'"),
                                 60, "the run taken over")
@@ -286,6 +302,7 @@ def test_a_helper_frozen_inside_a_transaction_has_it_ended_by_the_server(tmp_pat
                      60, "the partition taken over by the other node")
         finally:
             paused.proc.send_signal(signal.SIGCONT)
+        _let_go(nodes)
         _run_ended_well(pg_url)
         _resumed_node_runs_alone(paused, other, ports[nodes.index(paused)], pg_url)
     finally:
