@@ -23,6 +23,7 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.last_sync import LastSync, forget_objects
 from idsync.store.objects import ManagedResource
+from idsync.sync import role_fanout
 from idsync.sync.options import ReconOptions
 from idsync.sync.recon import run_recon
 
@@ -213,14 +214,16 @@ def test_role_written_by_a_recon_pushes_its_members(world: World) -> None:
 
 def test_a_changed_assignment_reads_its_role_members_a_page_at_a_time(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A change of an assignment whose role has 600 members pushes each of them, reading
-    them 500 at a time: a role of a million members is never held in memory whole."""
+    """A change of an assignment whose role has more members than a page pushes each of
+    them, reading them a page at a time (500 users; 25 here, for 60 members, three pages):
+    a role of a million members is never held in memory whole."""
+    monkeypatch.setattr(role_fanout, "_PAGE", 25)
     users = ManagedResource(world.store, world.project.managed.types["user"])
     users.write_batch([WriteOp("create", values={"_id": f"u{i:04d}", "userName": f"user{i}", "givenName": "G",
-                                                 "sn": "S", "mail": f"u{i}@example.com"}) for i in range(600)])
+                                                 "sn": "S", "mail": f"u{i}@example.com"}) for i in range(60)])
     role, assignment = world.role_with("Staff", _STAFF)
     ManagedResource(world.store, world.project.managed.types["role"]).write_batch([WriteOp(
-        "update", id=role, values={"members": [{"_ref": f"managed/user/u{i:04d}"} for i in range(600)]})])
+        "update", id=role, values={"members": [{"_ref": f"managed/user/u{i:04d}"} for i in range(60)]})])
     read: list[int] = []
     real = ManagedResource.get_many
 
@@ -233,9 +236,9 @@ def test_a_changed_assignment_reads_its_role_members_a_page_at_a_time(
     monkeypatch.setattr(ManagedResource, "get_many", counted)
     change = world.objects["assignment"].patch(assignment, [{"operation": "replace", "field": "/description",
                                                              "value": "all staff"}])
-    assert sorted(p.source_id for p in change.pushes) == [f"u{i:04d}" for i in range(600)]
-    assert all(p.ok for p in change.pushes) and max(read) <= 500, read
-    assert world.account("user599")["groups"] == ["staff"]
+    assert sorted(p.source_id for p in change.pushes) == [f"u{i:04d}" for i in range(60)]
+    assert all(p.ok for p in change.pushes) and max(read) <= 25, read
+    assert world.account("user59")["groups"] == ["staff"]
 
 
 @pytest.mark.parametrize("kind", BACKENDS)

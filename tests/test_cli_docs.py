@@ -11,14 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 from idsync.cli import _parser
 from idsync.cli.docs import EXIT_STATUS, _options, _positionals, _subcommands
 
-IDSYNC = str(Path(sys.executable).parent / "idsync")
-
 
 def _run(*args: str) -> str:
-    return subprocess.run([IDSYNC, *args], capture_output=True, text=True, check=True, timeout=60).stdout
+    done = run_cli(args, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 @pytest.mark.skipif(shutil.which("groff") is None, reason="groff is not installed")
