@@ -221,7 +221,7 @@ def _secret_free(texts: list[str], secret: str) -> None:
 def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str]], slapd: Any, tmp_path: Path) -> None:
     """A job every 2 s runs repeatedly and shows in ``status --json`` and the status file;
     READY=1 then WATCHDOG=1 reach NOTIFY_SOCKET; SIGHUP with a broken job file keeps the old
-    schedule and logs ``file: key: problem``; SIGHUP with a fixed file applies it, and so does
+    schedule and logs ``file: key: problem``; SIGHUP with a fixed file (every second) applies it, and so does
     SIGHUP after a mapping in conf/ changed; SIGHUP after the file is removed unschedules the
     job; SIGTERM exits 0; the LDAP password is in no log line and not in the status file."""
     root, env = project
@@ -272,12 +272,12 @@ def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str
         assert _status_file(root)["jobs"]["every2"]["schedule"] == "*/2 * * * * ?"
 
         job.write_text(
-            f'description = "fixed"\nschedule = "*/3 * * * * ?"\nmappings = ["{ACTIVE}"]\n',
+            f'description = "fixed"\nschedule = "* * * * * ?"\nmappings = ["{ACTIVE}"]\n',
             encoding="utf-8",
         )
         daemon.proc.send_signal(signal.SIGHUP)
         _wait(
-            lambda: _status_file(root).get("jobs", {}).get("every2", {}).get("schedule") == "*/3 * * * * ?",
+            lambda: _status_file(root).get("jobs", {}).get("every2", {}).get("schedule") == "* * * * * ?",
             10,
             "the fixed schedule",
         )
@@ -292,10 +292,17 @@ def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str
         job.unlink()
         daemon.proc.send_signal(signal.SIGHUP)
         _wait(lambda: "every2" not in _status_file(root).get("jobs", {"every2": 1}), 10, "the job unscheduled")
-        time.sleep(0.5)  # a run the last fire started may still end
-        gone = len(job_runs())
-        time.sleep(3.5)
-        assert len(job_runs()) == gone
+
+        def ended_fires() -> tuple[int, int] | None:
+            """The job's starts and ends logged, once every start has its end."""
+            events = [e.get("event") for e in daemon.events() if e.get("job") == "every2"]
+            counts = events.count("job.start"), events.count("job.end")
+            return counts if counts[0] == counts[1] else None
+
+        # A run the last fire started may still end; after it, no fire in twice the schedule's period.
+        gone = _wait(ended_fires, 10, "the last run's end")
+        time.sleep(2)
+        assert ended_fires() == gone
 
         code, took = daemon.stop()
         assert code == 0 and took < 10
