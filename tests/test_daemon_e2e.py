@@ -75,6 +75,11 @@ _SLOW_MAPPING = {
 }
 
 
+def _one_core() -> None:
+    """In a child before it runs idsync: one core only, so an LDAP listing is read in process."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
 class _Daemon:
     """``idsync run`` in a subprocess, its JSON log lines in a file."""
 
@@ -90,7 +95,7 @@ class _Daemon:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=(lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if one_core else None,
+            preexec_fn=_one_core if one_core else None,
         )
 
     def events(self) -> list[dict[str, Any]]:
@@ -427,7 +432,10 @@ def test_job_timeout_cancels_a_real_recon(project: tuple[Path, dict[str, str]], 
     _slow_job(root, slapd, ldap_subtree, page=1)  # a page commits 50 ms after the listing's first
     with (root / "jobs.d" / "slow.toml").open("a") as f:
         f.write("timeout = 3\n")  # the run takes 6 s at least; its first pages commit within 3 s under load
-    done = _idsync(root, env, "run-job", "slow")
+    # On one core the listing is read in process: its first page does not wait for a fork
+    # server (a new interpreter, which a busy machine may keep starting for seconds).
+    done = subprocess.run([str(IDSYNC), "-p", str(root), "run-job", "slow"], capture_output=True, text=True,
+                          env=env, timeout=120, preexec_fn=_one_core)
     assert done.returncode == 130, done
     assert "job slow: CANCELED: timed out after 3 s" in done.stdout
     run = _runs(root, env)[0]
