@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from cli_runner import run_cli
+from cluster_env import Gate, gate_pace
 from dbs import BACKENDS, store_url
 from idsync.store.database import Store
 from idsync.store.runs import RunStore
@@ -36,7 +37,9 @@ IDSYNC = Path(sys.executable).parent / "idsync"
 
 ACTIVE = "systemLdapActiveAccounts_managedUser"
 INACTIVE = "systemLdapInactiveAccounts_managedUser"
-# Each user costs ~10 ms in this transform, so a run lasts seconds and SIGTERM finds it busy.
+# Each user costs 50 ms in this transform until the project's gate is opened (``cluster_env.Gate``),
+# so a run lasts seconds and SIGTERM finds it busy; a test that has seen what it waited for
+# opens the gate and the runs go at full speed.
 _SLOW_MAPPING = {
     "name": "slowLdap_managedUser",
     "source": "system/ldap/account",
@@ -51,7 +54,7 @@ _SLOW_MAPPING = {
             "target": "displayName",
             "transform": {
                 "type": "text/javascript",
-                "source": "var t = Date.now(); while (Date.now() - t < 10) {} source",
+                "source": gate_pace(50) + "source",
             },
         },
     ],
@@ -72,6 +75,11 @@ _SLOW_MAPPING = {
 }
 
 
+def _one_core() -> None:
+    """In a child before it runs idsync: one core only, so an LDAP listing is read in process."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
 class _Daemon:
     """``idsync run`` in a subprocess, its JSON log lines in a file."""
 
@@ -87,7 +95,7 @@ class _Daemon:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=(lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if one_core else None,
+            preexec_fn=_one_core if one_core else None,
         )
 
     def events(self) -> list[dict[str, Any]]:
@@ -218,7 +226,7 @@ def _secret_free(texts: list[str], secret: str) -> None:
 def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str]], slapd: Any, tmp_path: Path) -> None:
     """A job every 2 s runs repeatedly and shows in ``status --json`` and the status file;
     READY=1 then WATCHDOG=1 reach NOTIFY_SOCKET; SIGHUP with a broken job file keeps the old
-    schedule and logs ``file: key: problem``; SIGHUP with a fixed file applies it, and so does
+    schedule and logs ``file: key: problem``; SIGHUP with a fixed file (every second) applies it, and so does
     SIGHUP after a mapping in conf/ changed; SIGHUP after the file is removed unschedules the
     job; SIGTERM exits 0; the LDAP password is in no log line and not in the status file."""
     root, env = project
@@ -269,12 +277,12 @@ def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str
         assert _status_file(root)["jobs"]["every2"]["schedule"] == "*/2 * * * * ?"
 
         job.write_text(
-            f'description = "fixed"\nschedule = "*/3 * * * * ?"\nmappings = ["{ACTIVE}"]\n',
+            f'description = "fixed"\nschedule = "* * * * * ?"\nmappings = ["{ACTIVE}"]\n',
             encoding="utf-8",
         )
         daemon.proc.send_signal(signal.SIGHUP)
         _wait(
-            lambda: _status_file(root).get("jobs", {}).get("every2", {}).get("schedule") == "*/3 * * * * ?",
+            lambda: _status_file(root).get("jobs", {}).get("every2", {}).get("schedule") == "* * * * * ?",
             10,
             "the fixed schedule",
         )
@@ -289,10 +297,17 @@ def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str
         job.unlink()
         daemon.proc.send_signal(signal.SIGHUP)
         _wait(lambda: "every2" not in _status_file(root).get("jobs", {"every2": 1}), 10, "the job unscheduled")
-        time.sleep(0.5)  # a run the last fire started may still end
-        gone = len(job_runs())
-        time.sleep(3.5)
-        assert len(job_runs()) == gone
+
+        def ended_fires() -> tuple[int, int] | None:
+            """The job's starts and ends logged, once every start has its end."""
+            events = [e.get("event") for e in daemon.events() if e.get("job") == "every2"]
+            counts = events.count("job.start"), events.count("job.end")
+            return counts if counts[0] == counts[1] else None
+
+        # A run the last fire started may still end; after it, no fire in twice the schedule's period.
+        gone = _wait(ended_fires, 10, "the last run's end")
+        time.sleep(2)
+        assert ended_fires() == gone
 
         code, took = daemon.stop()
         assert code == 0 and took < 10
@@ -335,7 +350,7 @@ def test_daemon_runs_jobs_reloads_and_reports(project: tuple[Path, dict[str, str
 
 
 def _slow_job(root: Path, slapd: Any, subtree: str, page: int) -> None:
-    slapd.add_ldif(_more_users(400, subtree))
+    slapd.add_ldif(_more_users(100, subtree))  # 122 entries with the fixture's
     (root / "conf" / "mapping-slowLdap_managedUser.json").write_text(json.dumps(_SLOW_MAPPING), encoding="utf-8")
     (root / "jobs.d" / "slow.toml").write_text(
         f'schedule = "*/2 * * * * ?"\nmappings = ["slowLdap_managedUser"]\npage_size = {page}\n',
@@ -388,17 +403,20 @@ def test_sigterm_cancels_a_manual_run(project: tuple[Path, dict[str, str]], slap
     recorded CANCELED, its locks are freed, the exit code is 130."""
     root, env = project
     _slow_job(root, slapd, ldap_subtree, page=5)
-    proc = subprocess.Popen(
-        [str(IDSYNC), "-p", str(root), "run-job", "slow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    )
+    # Its output into files, not pipes: the listing's fork server, a process of its own that
+    # inherits them, may hold them open for a moment after the command has exited.
+    with (root / "out").open("wb") as out_file, (root / "err").open("wb") as err_file:
+        proc = subprocess.Popen([str(IDSYNC), "-p", str(root), "run-job", "slow"], stdout=out_file, stderr=err_file,
+                                env=env)
     try:
         _wait(lambda: any(r["state"] == "ACTIVE" for r in _runs(root, env)), 20, "a running recon")
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    out, err = (root / "out").read_bytes(), (root / "err").read_bytes()
     assert proc.returncode == 130, out + err
     assert b"job slow: CANCELED" in out
     run = _runs(root, env)[0]
@@ -411,18 +429,21 @@ def test_sigterm_cancels_a_manual_run(project: tuple[Path, dict[str, str]], slap
 def test_job_timeout_cancels_a_real_recon(project: tuple[Path, dict[str, str]], slapd: Any, ldap_subtree: str) -> None:
     """A job past its ``timeout`` is canceled at a page boundary and recorded CANCELED, saying why."""
     root, env = project
-    _slow_job(root, slapd, ldap_subtree, page=5)
+    _slow_job(root, slapd, ldap_subtree, page=1)  # a page commits 50 ms after the listing's first
     with (root / "jobs.d" / "slow.toml").open("a") as f:
-        f.write("timeout = 3\n")  # the run takes 4 s at least; its first pages commit within 3 s under load
-    done = _idsync(root, env, "run-job", "slow")
+        f.write("timeout = 2\n")  # the run takes 6 s at least; its first pages commit within 2 s under load
+    # On one core the listing is read in process: its first page does not wait for a fork
+    # server (a new interpreter, which a busy machine may keep starting for seconds).
+    done = subprocess.run([str(IDSYNC), "-p", str(root), "run-job", "slow"], capture_output=True, text=True,
+                          env=env, timeout=120, preexec_fn=_one_core)
     assert done.returncode == 130, done
-    assert "job slow: CANCELED: timed out after 3 s" in done.stdout
+    assert "job slow: CANCELED: timed out after 2 s" in done.stdout
     run = _runs(root, env)[0]
     assert (run["job"], run["state"]) == ("slow", "CANCELED") and "timed out" in run["message"]
-    # Ended at the timeout and the page then under way (5 entries), by the run's own record:
+    # Ended at the timeout and the page then under way (1 entry), by the run's own record:
     # the command's start, which a busy machine stretches, is not in it.
-    assert run["duration"] < (3 + 3) * 1000, run["duration"]
-    assert 0 < run["changes"]["created"] < 400  # stopped part way (each created user also counts a link)
+    assert run["duration"] < (2 + 3) * 1000, run["duration"]
+    assert 0 < run["changes"]["created"] < 122  # stopped part way (each created user also counts a link)
 
 
 @pytest.mark.slapd
@@ -450,7 +471,7 @@ def test_second_signal_exits_at_once(project: tuple[Path, dict[str, str]], slapd
     """SIGTERM then SIGINT during a seconds-long page: exit 130 at once, CANCELED, locks freed.
 
     "At once" is judged against the page, not a wall clock a loaded machine stretches: the
-    process is gone before the page it was in has ended (none of its 420 entries recorded,
+    process is gone before the page it was in has ended (none of its 122 entries recorded,
     no ``recon.end`` logged), where the first signal alone waits for that end."""
     root, env = project
     daemon = _start_slow_job(root, env, slapd, ldap_subtree, page=1000)  # one page of seconds
@@ -467,7 +488,7 @@ def test_second_signal_exits_at_once(project: tuple[Path, dict[str, str]], slapd
     assert "recon.end" not in events and "job.end" not in events, events
     runs = [r for r in _runs(root, env) if r["job"] == "slow"]
     assert runs[0]["state"] == "CANCELED" and "second SIGINT" in runs[0]["message"]
-    assert sum(runs[0]["changes"].values()) < 420, runs[0]["changes"]  # the page was cut short
+    assert sum(runs[0]["changes"].values()) < 122, runs[0]["changes"]  # the page was cut short
     store = Store.open(f"sqlite:///{root / 'state' / 'idsync.db'}")
     assert RunStore(store).lock_holder("job:slow") is None
     assert RunStore(store).lock_holder("recon:slowLdap_managedUser") is None
@@ -483,6 +504,7 @@ def test_run_of_a_killed_daemon_is_failed_at_the_next_start(
     first = _start_slow_job(root, env, slapd, ldap_subtree, page=5)
     first.proc.kill()
     first.kill()
+    Gate(root).open()  # the next run need not be slow
     left = next(r for r in _runs(root, env) if r["job"] == "slow")
     assert left["state"] == "ACTIVE"
     second = _Daemon(root, env, "second.log")
@@ -534,6 +556,7 @@ def test_two_daemons_on_one_store_run_a_job_one_at_a_time(
             tails = [d.log_path.read_text(encoding="utf-8", errors="replace")[-4000:] for d in daemons]
             raise AssertionError(f"{exc}; the daemons' last job events: {seen}; the end of the second "
                                  f"daemon's log: {tails[1]}") from None
+        Gate(root).open()  # the runs from now on need not be slow
         _wait(lambda: len([r for r in _runs(root, env) if r["job"] == "slow"]) >= 2, 30, "a second run")
         codes = [d.stop()[0] for d in daemons]
     finally:

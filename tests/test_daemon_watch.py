@@ -265,10 +265,7 @@ def test_with_watch_config_off_only_sighup_reloads_and_jobs_says_so(tmp_path: Pa
     started.append(daemon)
     assert daemon.events("daemon.start")[0]["watch_config"] is False
     _schedule(root, enabled=True)
-    time.sleep(5)  # more than a poll and the quiet time after it
-    assert not daemon.events("daemon.config_changed") and not daemon.events("daemon.reload")
-    assert "schedule-liveSync" not in _jobs_run(root)
-
+    written = time.monotonic()
     shown = run_cli(["-p", str(root), "jobs"], env={"COLUMNS": "200"})
     assert shown.returncode == 0, shown
     assert "the daemon has not loaded the change yet" in shown.stdout
@@ -280,6 +277,9 @@ def test_with_watch_config_off_only_sighup_reloads_and_jobs_says_so(tmp_path: Pa
     assert as_json["daemon"]["notLoaded"] == ["conf/schedule-liveSync.json"]
     status = run_cli(["-p", str(root), "status"])
     assert status.returncode == 0 and note in status.stdout, status
+    time.sleep(max(0.0, written + 5 - time.monotonic()))  # more than a poll and the quiet time after it
+    assert not daemon.events("daemon.config_changed") and not daemon.events("daemon.reload")
+    assert "schedule-liveSync" not in _jobs_run(root)
 
     daemon.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: daemon.events("daemon.reloaded"), _DEADLINE, "the SIGHUP reload")
@@ -301,7 +301,7 @@ def test_an_idle_daemon_watching_many_files_costs_next_to_nothing(tmp_path: Path
     started.append(daemon)
     time.sleep(2)  # past the start's own work
     cpu, wall = daemon.cpu_seconds(), time.monotonic()
-    time.sleep(12)
+    time.sleep(3 * POLL)  # three looks at the files
     share = (daemon.cpu_seconds() - cpu) / (time.monotonic() - wall)
     assert share < 0.02, f"{share:.1%} of a core while idle"
     (root / "script" / "d3" / "s3.js").write_text("other;\n", encoding="utf-8")

@@ -203,7 +203,7 @@ def test_a_split_run_s_record_shows_its_progress_while_its_process_reads_a_parti
     had read its range to the end)."""
     project, url = _project(tmp_path / "p", workers=2)
     add_managed_users(project, 400)
-    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
+    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "10"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # The gate closed, a range takes 10 s: the record is seen before any range ends.
@@ -291,7 +291,7 @@ def _kill_the_worker(project: Path, busy_partition: Callable[[int], Any],
     recon's pid finds the partition the worker reads (the project's gate closed until then:
     a range takes 10 s, so the worker is in the middle of one however late it started);
     the ended command, that partition and the command's stderr."""
-    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
+    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "10"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         busy = wait_for(lambda: busy_partition(recon.pid), 240, what)
@@ -325,7 +325,7 @@ def test_a_split_run_whose_process_died_counts_what_its_partitions_committed(tmp
 
     project, url = _project(tmp_path / "p", workers=2)
     add_managed_users(project, 400)
-    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
+    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "10"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         busy = wait_for(lambda: _worker_partition(url, recon.pid), 240, "a partition read by the worker")
@@ -364,10 +364,10 @@ def test_a_canceled_split_run_stops_its_worker_at_a_page_boundary(tmp_path: Path
     failed, said it had created nothing)."""
     # 25 ms per object until the worker is seen in its range: 50 s of work (37 s before the
     # last range is taken), so the worker takes a range however late it starts; then 10 ms
-    # (a page is 0.2 s), the worker's range seconds of work from its end when asked.
+    # (a page is 0.1 s), the worker's range seconds of work from its end when asked.
     project, url = _project(tmp_path / "p", workers=2, closed_ms=25, open_ms=10)
     add_managed_users(project, 2000)
-    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "20"],
+    recon = subprocess.Popen([IDSYNC, "-p", str(project), "recon", "m_big", "--quiet", "--page-size", "10"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         busy = wait_for(lambda: _worker_partition(url, recon.pid), 240, "a partition read by the worker")
@@ -398,7 +398,7 @@ def test_a_canceled_split_run_stops_its_worker_at_a_page_boundary(tmp_path: Path
 
 
 def _worker_partition(url: str, parent: int) -> Any:
-    """An ACTIVE partition that a worker (not ``parent``) has read 20 objects of, if any."""
+    """An ACTIVE partition that a worker (not ``parent``) has read a page of (10 objects), if any."""
     if not Path(url.removeprefix("sqlite:///")).exists():
         return None
     try:
@@ -406,7 +406,7 @@ def _worker_partition(url: str, parent: int) -> Any:
     except Exception:  # noqa: BLE001 - the tables are being made
         return None
     return next((r for r in rows if r.owner and _pid(r.owner) != parent
-                 and json.loads(r.summary or "{}").get("tally", {}).get("source_processed", 0) >= 20), None)
+                 and json.loads(r.summary or "{}").get("tally", {}).get("source_processed", 0) >= 10), None)
 
 
 def _children_left(parent: int) -> list[str]:

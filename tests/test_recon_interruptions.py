@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import run_cli
+from cluster_env import Gate, gate_pace
 from dbs import store_url
 from idsync.config.jobs import JobDef, parse_job
 from idsync.config.project import Project, load_project
@@ -43,8 +45,10 @@ LIVE_SOURCE = "system/ldap/account"
 
 
 def _project(tmp_path: Path, slapd: Slapd, subtree: str, url: str, *, users: int, page_size: int,
-             delay_ms: float) -> Path:
-    """``users`` entries read ``page_size`` at a time, each taking ``delay_ms`` in a transform;
+             delay_ms: float = 0, gated_ms: int = 0) -> Path:
+    """``users`` entries read ``page_size`` at a time, each taking ``delay_ms`` in a transform,
+    or ``gated_ms`` until the project's gate is opened (``cluster_env.Gate``: a run the test
+    interrupts is held slow until it has seen what it waits for, the runs after it are fast);
     a job ``nightly`` runs the mapping."""
     for start in range(0, users, 500):
         slapd.add_ldif("".join(person(f"u{i:05d}", subtree) for i in range(start, min(users, start + 500))))
@@ -53,7 +57,8 @@ def _project(tmp_path: Path, slapd: Slapd, subtree: str, url: str, *, users: int
     sync = json.loads(sync_file.read_text())
     sync["mappings"][0]["properties"].append({"source": "sn", "target": "description", "transform": {
         "type": "text/javascript",
-        "source": f"var t = Date.now(); while (Date.now() - t < {delay_ms}) {{}} source"}})
+        "source": (gate_pace(gated_ms) if gated_ms else
+                   f"var t = Date.now(); while (Date.now() - t < {delay_ms}) {{}} ") + "source"}})
     sync_file.write_text(json.dumps(sync))
     (project / "jobs.d").mkdir()
     (project / "jobs.d" / "nightly.toml").write_text(f'schedule = "@hourly"\nmappings = ["{MAPPING}"]\n')
@@ -79,7 +84,8 @@ def _users(project: Path, store: Store) -> int:
 
 
 def _idsync(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([IDSYNC, "-p", str(project), *args], capture_output=True, text=True, env=ENV, timeout=300)
+    """A command that is not itself interrupted, run in this process (``cli_runner``)."""
+    return run_cli(["-p", str(project), *args], env={"IDSYNC_LOG__LEVEL": "warning"}, timeout=300)
 
 
 def _fire_in_thread(project: Project, store: Store, job: JobDef) -> tuple[threading.Thread, list[Any]]:
@@ -102,22 +108,24 @@ def _fire_in_thread(project: Project, store: Store, job: JobDef) -> tuple[thread
 def test_kill_9_of_a_recon_mid_run_does_not_block_the_next_one(
     kind: str, tmp_path: Path, slapd: Slapd, ldap_subtree: str
 ) -> None:
-    """``kill -9`` of ``idsync recon`` part way through 3,000 entries leaves its run ACTIVE and its
-    lock held. The next ``idsync recon`` starts at once (no "already running" for 10 minutes),
-    records the killed run FAILED naming its pid and host, with created counts equal to what it
-    actually wrote, and completes the work: a third run changes nothing."""
-    total = 3000
+    """``kill -9`` of ``idsync recon`` part way through 300 entries (held slow until then by the
+    project's gate) leaves its run ACTIVE and its lock held. The next ``idsync recon`` starts at
+    once (no "already running" for 10 minutes), records the killed run FAILED naming its pid and
+    host, with created counts equal to what it actually wrote, and completes the work: a third
+    run changes nothing."""
+    total = 300
     url = store_url(kind, tmp_path)
-    project = _project(tmp_path, slapd, ldap_subtree, url, users=total, page_size=50, delay_ms=0)
+    project = _project(tmp_path, slapd, ldap_subtree, url, users=total, page_size=10, gated_ms=50)
     store = Store.open(url)
     runs = RunStore(store)
     proc = subprocess.Popen([IDSYNC, "-p", str(project), "recon", MAPPING, "--quiet"], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: _processed(_latest(runs)) >= 400, 120, "a recon part way through")
+        _wait(lambda: _processed(_latest(runs)) >= 20, 120, "a recon part way through")
     finally:
         proc.kill()
         proc.wait()
+    Gate(project).open()  # the runs after it need not be slow
     killed = _latest(runs)
     assert killed["state"] == "ACTIVE" and runs.lock_holder(f"recon:{MAPPING}") is not None
     written = _users(project, store)
@@ -154,8 +162,8 @@ def test_kill_9_of_a_recon_mid_run_does_not_block_the_next_one(
 def test_kill_9_of_run_job_does_not_block_the_next_one(tmp_path: Path, slapd: Slapd, ldap_subtree: str) -> None:
     """``kill -9`` of ``idsync run-job`` leaves ``job:NAME`` and ``recon:MAPPING`` held by a dead
     process; the next ``idsync run-job`` takes both at once and succeeds (not 75)."""
-    project = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 'idsync.db'}", users=300,
-                       page_size=10, delay_ms=5)
+    project = _project(tmp_path, slapd, ldap_subtree, f"sqlite:///{tmp_path / 'idsync.db'}", users=100,
+                       page_size=10, gated_ms=50)
     store = Store.open(f"sqlite:///{tmp_path / 'idsync.db'}")
     runs = RunStore(store)
     proc = subprocess.Popen([IDSYNC, "-p", str(project), "run-job", "nightly"], env=ENV,
@@ -165,6 +173,7 @@ def test_kill_9_of_run_job_does_not_block_the_next_one(tmp_path: Path, slapd: Sl
     finally:
         proc.kill()
         proc.wait()
+    Gate(project).open()
     assert runs.lock_holder("job:nightly") is not None
     again = _idsync(project, "run-job", "nightly")
     assert again.returncode == 0, again.stdout + again.stderr
@@ -184,7 +193,7 @@ def test_a_database_outage_during_a_job_does_not_lock_out_the_next_fire(
     process runs at once (the daemon's fire is turned away as "locked" only by a RunLocked here)
     and succeeds; the interrupted run is recorded FAILED."""
     url = store_url("postgresql", tmp_path)
-    project_dir = _project(tmp_path, slapd, ldap_subtree, url, users=600, page_size=10, delay_ms=5)
+    project_dir = _project(tmp_path, slapd, ldap_subtree, url, users=150, page_size=10, gated_ms=50)
     project = load_project(project_dir)
     job = parse_job(project_dir / "jobs.d" / "nightly.toml", [m.name for m in project.mappings])
     store = Store.open(url)
@@ -196,13 +205,14 @@ def test_a_database_outage_during_a_job_does_not_lock_out_the_next_fire(
         first.join(60)
         assert not first.is_alive()
     assert isinstance(ended[0], PeerUnavailable), ended
+    Gate(project_dir).open()
     assert runs.lock_holder("job:nightly") is not None  # the release could not be written
     outcome = run_job(project, store, job)
     assert outcome.state == "SUCCESS", outcome.to_json()
     run = runs.get(interrupted)
     assert run is not None and run["state"] == "FAILED", run
     assert runs.lock_holder("job:nightly") is None and runs.lock_holder(f"recon:{MAPPING}") is None
-    assert _users(project_dir, store) == 600
+    assert _users(project_dir, store) == 150
     store.close()
 
 
@@ -217,15 +227,18 @@ def test_a_database_outage_during_a_livesync_job_leaves_no_run_active(
     and not ACTIVE for as long as the daemon lives: no other lock would ever end it), reads
     the changes again from the token, which did not move, and applies every one of them."""
     url = store_url("postgresql", tmp_path)
-    project_dir = _project(tmp_path, slapd, ldap_subtree, url, users=300, page_size=10, delay_ms=5)
+    project_dir = _project(tmp_path, slapd, ldap_subtree, url, users=100, page_size=10, gated_ms=50)
     (project_dir / "jobs.d" / "live.toml").write_text('schedule = "* * * * * ?"\nlivesync = "system/ldap/account"\n')
     project = load_project(project_dir)
     job = parse_job(project_dir / "jobs.d" / "live.toml", [m.name for m in project.mappings])
     store = Store.open(url)
     runs = RunStore(store)
+    gate = Gate(project_dir)
+    gate.open()
     assert run_job(project, store, job).state == "SUCCESS"  # the first one reconciles in full
+    gate.path.unlink()  # the changes are applied slowly until the outage
     slapd.add_ldif("".join(f"dn: uid=u{i:05d},{ldap_subtree}\nchangetype: modify\nreplace: sn\nsn: Moved\n\n"
-                           for i in range(300)))
+                           for i in range(100)))
     def applying() -> bool:
         run = _latest(runs)
         return run.get("job") == "liveSync" and run["state"] == "ACTIVE" and \
@@ -238,6 +251,7 @@ def test_a_database_outage_during_a_livesync_job_leaves_no_run_active(
         first.join(60)
         assert not first.is_alive()
     assert isinstance(ended[0], PeerUnavailable) or ended[0].state == "FAILED", ended
+    gate.open()
     outcome = run_job(project, store, job)
     assert outcome.state == "SUCCESS", outcome.to_json()
     run = runs.get(interrupted)
@@ -268,14 +282,17 @@ def _livesync_run_applying(runs: RunStore) -> bool:
 
 
 def _livesync_project(tmp_path: Path, slapd: Slapd, subtree: str, *, page_size: int,
-                      delay_ms: float) -> tuple[Path, Store, RunStore]:
-    """300 users, their first liveSync (a full recon) done, then each modified: the next
-    liveSync applies 300 changes, ``delay_ms`` each."""
+                      gated_ms: int) -> tuple[Path, Store, RunStore]:
+    """100 users, their first liveSync (a full recon) done, then each modified: the next
+    liveSync applies 100 changes, ``gated_ms`` each until the project's gate is opened."""
     url = f"sqlite:///{tmp_path / 'idsync.db'}"
-    project = _project(tmp_path, slapd, subtree, url, users=300, page_size=page_size, delay_ms=delay_ms)
+    project = _project(tmp_path, slapd, subtree, url, users=100, page_size=page_size, gated_ms=gated_ms)
+    gate = Gate(project)
+    gate.open()
     assert _idsync(project, "livesync", LIVE_SOURCE).returncode == 0
+    gate.path.unlink()
     slapd.add_ldif("".join(f"dn: uid=u{i:05d},{subtree}\nchangetype: modify\nreplace: sn\nsn: Moved\n\n"
-                           for i in range(300)))
+                           for i in range(100)))
     store = Store.open(url)
     return project, store, RunStore(store)
 
@@ -303,7 +320,7 @@ def test_kill_9_of_a_livesync_run_counts_it_failed(tmp_path: Path, slapd: Slapd,
     itself. The next run breaks its lock and counts it FAILED, naming the dead process, in the
     source's counters (``idsync status``, the status file, /metrics), ends its mapping's run
     FAILED rather than ACTIVE, and applies every change itself."""
-    project, store, runs = _livesync_project(tmp_path, slapd, ldap_subtree, page_size=10, delay_ms=5)
+    project, store, runs = _livesync_project(tmp_path, slapd, ldap_subtree, page_size=10, gated_ms=50)
     proc = subprocess.Popen([IDSYNC, "-p", str(project), "livesync", LIVE_SOURCE], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -311,6 +328,7 @@ def test_kill_9_of_a_livesync_run_counts_it_failed(tmp_path: Path, slapd: Slapd,
     finally:
         proc.kill()
         proc.wait()
+    Gate(project).open()
     killed = _latest(runs)["id"]
     again = _idsync(project, "livesync", LIVE_SOURCE)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -333,11 +351,11 @@ def test_a_second_sigterm_of_a_livesync_run_counts_it_canceled(tmp_path: Path, s
     """A second SIGTERM stops ``idsync livesync`` at once, in the middle of its one batch: the
     run is counted CANCELED in the source's counters with why (it used to be counted nowhere),
     and its mapping's run is recorded CANCELED, not left ACTIVE."""
-    project, store, runs = _livesync_project(tmp_path, slapd, ldap_subtree, page_size=1000, delay_ms=20)
+    project, store, runs = _livesync_project(tmp_path, slapd, ldap_subtree, page_size=1000, gated_ms=60)
     proc = subprocess.Popen([IDSYNC, "-p", str(project), "livesync", LIVE_SOURCE], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # The mapping's run is recorded as the batch starts; its 300 changes then take six seconds.
+        # The mapping's run is recorded as the batch starts; its 100 changes then take six seconds.
         _wait(lambda: _latest(runs).get("job") == "liveSync" and _latest(runs)["state"] == "ACTIVE", 60,
               "a liveSync run in its batch")
         err, _ = _sigterm_twice(proc)
@@ -460,7 +478,7 @@ def test_a_database_outage_mid_page_exits_69_without_a_traceback(
     (the store is unreachable) with one line naming the store, and logs no ``recon.crash``
     and no traceback: an outage is not a bug."""
     url = store_url("postgresql", tmp_path)
-    project = _project(tmp_path, slapd, ldap_subtree, url, users=600, page_size=10, delay_ms=5)
+    project = _project(tmp_path, slapd, ldap_subtree, url, users=150, page_size=10, gated_ms=50)
     store = Store.open(url)
     runs = RunStore(store)
     proc = subprocess.Popen([IDSYNC, "-p", str(project), "recon", MAPPING, "--json"], stdout=subprocess.PIPE,

@@ -4,15 +4,13 @@ stores: the run that changes nothing says so."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 from dbs import store_url
 from idsync_dev.slapd import Slapd
 from projects import MAPPING, make_project, person
-
-from samples import IDSYNC
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
@@ -28,10 +26,8 @@ def test_a_default_password_is_no_change_against_its_stored_hash(
     sync = json.loads(sync_file.read_text())
     sync["mappings"][0]["properties"].append({"target": "password", "default": "Passw0rd"})
     sync_file.write_text(json.dumps(sync))
-    first = subprocess.run([IDSYNC, "-p", str(project), "recon", MAPPING, "--json"], capture_output=True, text=True,
-                           timeout=120)
+    first = run_cli(["-p", str(project), "recon", MAPPING, "--json"])
     assert json.loads(first.stdout)["changes"]["created"] == 2, first.stderr
-    second = subprocess.run([IDSYNC, "-p", str(project), "recon", MAPPING, "--json"], capture_output=True,
-                            text=True, timeout=120)
+    second = run_cli(["-p", str(project), "recon", MAPPING, "--json"])
     summary = json.loads(second.stdout)
     assert summary["changes"]["unchanged"] == 2 and summary["changes"]["updated"] == 0, summary["changes"]
