@@ -8,8 +8,13 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import shutil
 import signal
-from typing import Any
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
 
 import pytest
 from idsync.connectors.ldap import connector as ldap_connector
@@ -22,6 +27,8 @@ from idsync_dev.slapd import Slapd
 from test_ldap_connector import FILE
 
 pytestmark = pytest.mark.slapd
+
+ROOT = Path(__file__).resolve().parent.parent
 
 _numbers = itertools.count(1)
 
@@ -126,3 +133,43 @@ def test_signals_to_the_process_group_are_left_to_the_caller(slapd: Slapd) -> No
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         os.kill(child.pid or 0, sig)
     assert len(first) + sum(len(page) for page in pages) == 600
+
+
+def _holders(stream: IO[Any]) -> list[int]:
+    """The processes other than this one holding the pipe ``stream`` reads, by ``/proc``."""
+    pipe = f"pipe:[{os.fstat(stream.fileno()).st_ino}]"
+    found = set()
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) == pipe and int(fd.parts[2]) != os.getpid():
+                found.add(int(fd.parts[2]))
+        except (OSError, ValueError):
+            continue  # a process or descriptor gone meanwhile
+    return sorted(found)
+
+
+def test_a_command_ending_before_its_fork_server_is_ready_leaves_its_output_to_no_one(tmp_path: Path) -> None:
+    """A recon of a directory that is down fails at once, while the fork server it started
+    for its listing is still importing the program: the command's end ends the server too,
+    so nothing holds the command's standard output and error once it has exited (a pipe's
+    reader, ``idsync recon ... | tee log``, sees their end then, not once the server's
+    imports are done)."""
+    if not listing.two_cores():
+        pytest.skip("one core: the listing is read in process, no fork server is started")
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "IDSYNC_LDAP_PORT": str(port), "IDSYNC_LDAP_PASSWORD": "unused",
+           "IDSYNC_LOG__LEVEL": "warning"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "idsync"), "-p", str(tmp_path), "recon",
+                             "systemLdapAccounts_managedUser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    try:
+        assert proc.wait(timeout=120) != 0
+        assert proc.stdout is not None and proc.stderr is not None
+        assert (_holders(proc.stdout), _holders(proc.stderr)) == ([], [])
+        assert "127.0.0.1" in proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.communicate()

@@ -17,11 +17,15 @@ the child are sent back and logged by the caller, with its context (the run).
 
 Children come from a fork server started once per process (``forkserver``):
 a fork of the caller itself could inherit locks held by its other threads.
-Where no process can be started, the listing is read in process.
+Where no process can be started, the listing is read in process. The server is
+ended with the process (``_end_fork_server``): left to notice the end itself, it
+would do so only once its imports are done, holding meanwhile the standard output
+and error it inherited, where a pipe's reader (``idsync recon ... | tee``) waits.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import multiprocessing
@@ -64,7 +68,22 @@ def _fork_server() -> Any:
         # it ready to read (with the program already imported, a child does not import it again).
         context.set_forkserver_preload(["__main__", "idsync.connectors.ldap.connector"])
         _context = context
+        atexit.register(_end_fork_server)
     return _context
+
+
+def _end_fork_server() -> None:
+    """At the process's exit: end the fork server at once (``SIGKILL``: it holds nothing of
+    the run's) and reap it, rather than leave it to see the end of its pipe once its
+    imports are done. The listing children it forked are the caller's, ended by then."""
+    server = getattr(forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    if server is None or pid is None:
+        return  # never started
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):  # the interpreter's own; reaps the server, removes its socket
+        server._stop()
 
 
 def start_fork_server() -> None:
