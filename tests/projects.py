@@ -50,3 +50,12 @@ def person(uid: str, subtree: str, **attrs: str) -> str:
     lines = [f"dn: uid={uid},{subtree}", "objectClass: inetOrgPerson", f"uid: {uid}"]
     lines += [f"{k}: {v}" for k, v in values.items()]
     return "\n".join(lines) + "\n\n"
+
+
+def store_project(directory: Path, url: str) -> Path:
+    """A project of PingIDM's default managed types over the store at ``url``, with no
+    mapping (``directory``, made now)."""
+    (directory / "conf").mkdir(parents=True)
+    (directory / "conf" / "idsync.toml").write_text(f'[store]\nurl = "{url}"\n')
+    (directory / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    return directory

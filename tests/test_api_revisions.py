@@ -5,7 +5,6 @@ one id never surface a database error, and references honour ``If-Match`` too.""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +19,7 @@ from idsync.resource import WriteOp, WriteResult
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 from idsync.store.relationships import Edges
+from projects import store_project
 
 JSON = {**ADMIN, "Content-Type": "application/json"}
 _WRITERS = 8
@@ -27,10 +27,7 @@ _WRITERS = 8
 
 @pytest.fixture(params=BACKENDS)
 def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[httpx.Client]:
-    project = tmp_path / "p"
-    (project / "conf").mkdir(parents=True)
-    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "{store_url(request.param, tmp_path)}"\n')
-    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    project = store_project(tmp_path / "p", store_url(request.param, tmp_path))
     with serve(project) as client:
         yield client
 
@@ -259,10 +256,7 @@ def test_a_query_page_read_while_references_change_is_one_revision(tmp_path: Pat
     old revision with the new revision's references (a PATCH with that ``If-Match`` of
     ``roles/0`` would apply to a list that revision never held)."""
     url = store_url(kind, tmp_path)
-    project = tmp_path / "p"
-    (project / "conf").mkdir(parents=True)
-    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "{url}"\n')
-    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    project = store_project(tmp_path / "p", url)
     store = Store.open(url)
     dropped: list[WriteResult] = []
     original = Edges.attach

@@ -6,7 +6,6 @@ like a role's."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from idsync.config.project import load_project
 from idsync.resource import WriteOp
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
+from projects import store_project
 
 JSON = {**ADMIN, "Content-Type": "application/json"}
 _PAST = {"temporalConstraints": [{"duration": "2020-01-01T00:00:00Z/2020-02-01T00:00:00Z"}]}
@@ -30,10 +30,7 @@ _REVERSED = {"temporalConstraints": [{"duration": "2027-01-01T00:00:00Z/2026-01-
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[httpx.Client]:
-    project = tmp_path / "p"
-    (project / "conf").mkdir(parents=True)
-    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "{store_url("sqlite", tmp_path)}"\n')
-    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    project = store_project(tmp_path / "p", store_url("sqlite", tmp_path))
     with serve(project) as client:
         yield client
 

@@ -6,7 +6,6 @@ without a revision from what the other writer left."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from idsync.resource import QuerySpec, WriteOp, WriteResult
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
+from projects import store_project
 
 _USER = parse_managed(DEFAULT_MANAGED).get("user")
 _ROLE = parse_managed(DEFAULT_MANAGED).get("role")
@@ -257,11 +257,7 @@ def test_a_create_of_a_taken_id_says_it_exists(store: Store) -> None:
 
 
 def _objects(tmp_path: Path, url: str) -> tuple[Store, Callable[[], ManagedObjects]]:
-    project_dir = tmp_path / "p"
-    (project_dir / "conf").mkdir(parents=True)
-    (project_dir / "conf" / "idsync.toml").write_text(f'[store]\nurl = "{url}"\n')
-    (project_dir / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
-    project = load_project(project_dir)
+    project = load_project(store_project(tmp_path / "p", url))
     store = Store.open(project.settings.store_url())
     return store, lambda: ManagedObjects(project, store, Resources(project, store), "user")
 
