@@ -20,6 +20,7 @@ from idsync.resource import WriteOp
 from idsync.store import objects, relationships
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
+from projects import store_project
 
 JSON = {**ADMIN, "Content-Type": "application/json"}
 MEMBERS = 300
@@ -57,10 +58,7 @@ class Reads:
 def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[httpx.Client]:
     """The API over PingIDM's default managed types, a role ``everyone`` of ``MEMBERS`` users
     (``u0000`` and on) and one more user, ``u9999``, in none."""
-    project = tmp_path / "p"
-    (project / "conf").mkdir(parents=True)
-    (project / "conf" / "idsync.toml").write_text(f'[store]\nurl = "{store_url(request.param, tmp_path)}"\n')
-    (project / "conf" / "sync.json").write_text(json.dumps({"mappings": []}))
+    project = store_project(tmp_path / "p", store_url(request.param, tmp_path))
     loaded = load_project(project)
     store = Store.open(loaded.settings.store_url())
     try:
@@ -203,6 +201,34 @@ def _two_sided(tmp_path: Path, backend: str) -> Path:
     (conf / "managed.json").write_text(json.dumps(managed))
     (conf / "idsync.toml").write_text(f'[store]\nurl = "{store_url(backend, tmp_path)}"\n')
     return tmp_path / "p"
+
+
+def test_a_condition_matching_many_users_reads_the_members_once(api: httpx.Client,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A role created with a condition that all the users match grants it to each of them
+    from one read of its members, not one lookup per user granted; a grant or two is looked
+    for alone (``Edges.change``)."""
+    probes: list[str] = []
+    holding = relationships.Edges.holding
+
+    def counted(edges: relationships.Edges, conn: Any, object_id: str, *rest: Any) -> Any:
+        probes.append(object_id)
+        return holding(edges, conn, object_id, *rest)
+
+    monkeypatch.setattr(relationships.Edges, "holding", counted)
+    r = api.post("/openidm/managed/role?_action=create", headers=JSON,
+                 json={"_id": "esses", "name": "esses", "condition": 'sn eq "S"'})
+    assert r.status_code == 201, r.text
+    answer = api.get("/openidm/managed/role/esses/members?_queryFilter=true&_pageSize=1000"
+                     "&_totalPagedResultsPolicy=EXACT", headers=ADMIN).json()
+    assert answer["totalPagedResults"] == MEMBERS + 1
+    assert probes == []
+    r = api.put("/openidm/managed/user/u9999", headers={**JSON, "If-Match": "*"},
+                json={"userName": "name-u9999", "givenName": "G", "sn": "T", "mail": "u9999@example.com"})
+    assert r.status_code == 200, r.text
+    assert len(probes) <= 2  # the one grant taken back, looked for alone
+    assert api.get("/openidm/managed/role/esses/members?_queryFilter=true&_totalPagedResultsPolicy=EXACT",
+                   headers=ADMIN).json()["totalPagedResults"] == MEMBERS
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

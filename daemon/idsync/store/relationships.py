@@ -49,6 +49,7 @@ from idsync.store.validation import InvalidObject
 __all__ = ["Edges", "Ref", "RefChanges", "Wanted", "orientation", "ref_shape", "wanted_refs", "write_related"]
 
 _CHUNK = 500
+_PROBES = 100  # references changed at once looked for one by one (``Edges.change``); more: one read
 Key = tuple[str, str]  # (collection "managed/user", object id)
 
 
@@ -346,12 +347,16 @@ class Edges:
     def change(self, conn: Connection, object_id: str, name: str, changes: RefChanges) -> set[Key]:
         """Apply ``changes`` to the references ``object_id``'s ``name`` holds now: each
         reference added or removed found by the object it names (``holding``, one probe of
-        an index), never the whole property read, which a role of a million members holds."""
+        an index), never the whole property read, which a role of a million members holds.
+        Past ``_PROBES`` references changed at once (a condition newly matching many users)
+        one read of the property costs less than a probe each, and is made instead."""
         relation = self.schema.relationships[name]
-        if not relation.many:  # a patch of one reference replaces it (``incremental`` never makes one)
+        if not relation.many or len(changes.add) + len(changes.remove) > _PROBES:
+            # A single reference, or many changed: from what the property holds, read once.
             stored = self.read(conn, [object_id], [name]).get(object_id, {}).get(name, [])
+            gone_refs = set(changes.remove)
             kept = {(r.collection, r.id): Wanted(r.collection, r.id, None, r.row) for r in stored
-                    if f"{r.collection}/{r.id}" not in changes.remove}
+                    if f"{r.collection}/{r.id}" not in gone_refs}
             return self.replace(conn, object_id, name, list({**kept, **{(w.collection, w.id): w
                                                                          for w in changes.add}}.values()))
         gone = [key for ref in changes.remove if (key := relation.collection_of(ref)) is not None]
