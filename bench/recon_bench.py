@@ -169,7 +169,11 @@ def main() -> int:
                     except Exception as exc:  # noqa: BLE001
                         print(f"skipping {kind}: {exc}")
                         continue
-                env = {**os.environ, "IDSYNC_STORE__URL": url, "IDSYNC_LDAP_PORT": str(ldap.port),
+                # This checkout's idsync, whichever the virtualenv installed (a worktree of
+                # another commit, run with the same venv, measures its own code).
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+                           str(ROOT / "daemon"), os.environ.get("PYTHONPATH")])),
+                       "IDSYNC_STORE__URL": url, "IDSYNC_LDAP_PORT": str(ldap.port),
                        "IDSYNC_LDAP_PASSWORD": ldap.admin_password, "IDSYNC_LOG__LEVEL": "warning",
                        "IDSYNC_RECON__PAGE_SIZE": str(args.page_size)}
                 if count:
