@@ -41,7 +41,7 @@ from idsync.resource import Obj
 __all__ = ["HELD", "IDLE", "Walk", "Walks"]
 
 IDLE = 300.0  # seconds a walk is held after its last page
-HELD = 32  # walks held at once: each holds a connection to its system (an LDAP listing, a process too)
+HELD = 8  # walks held at once: each holds a connection to its system (an unfiltered LDAP listing, a process too)
 
 
 @dataclass
