@@ -22,6 +22,7 @@ from idsync.store.database import Store, as_utc
 from idsync.store.links import LinkSet
 from idsync.store.objects import ManagedResource
 from idsync.store.runs import RunStore
+from waiting import wait_until_blocked
 
 
 @pytest.fixture(params=BACKENDS)
@@ -509,7 +510,7 @@ def test_a_turn_is_held_until_its_transaction_ends(store: Store) -> None:
             other.join(10)
             assert order == ["second has unique:role"]
             order.clear()
-        waiting.join(0.5)
+        wait_until_blocked(waiting, store.engine.url)
         assert waiting.is_alive()
         order.append("first commits")
     waiting.join(10)
@@ -547,7 +548,7 @@ def test_a_unique_value_two_writers_create_at_once_is_created_once(store: Store,
         assert first.ok
         thread = threading.Thread(target=other)
         thread.start()
-        thread.join(0.5)
+        wait_until_blocked(thread, store.engine.url)
         assert thread.is_alive()  # its check found the name free; it waits for the turn to check again
     thread.join(10)
     (result,) = second
@@ -572,7 +573,7 @@ def test_a_unique_value_renamed_to_while_another_creates_it_is_held_once(store: 
         assert renamed.ok
         thread = threading.Thread(target=other)
         thread.start()
-        thread.join(0.5)
+        wait_until_blocked(thread, store.engine.url)
         assert thread.is_alive()
     thread.join(10)
     (result,) = second

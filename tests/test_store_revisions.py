@@ -23,6 +23,7 @@ from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
 from projects import store_project
+from waiting import wait_until_blocked
 
 _USER = parse_managed(DEFAULT_MANAGED).get("user")
 _ROLE = parse_managed(DEFAULT_MANAGED).get("role")
@@ -78,7 +79,7 @@ def _race(store: Store, first: WriteOp, second: WriteOp, *,
     assert read.wait(30)
     two = threading.Thread(target=write("second", ManagedResource(store, types[1]), second))
     two.start()
-    two.join(1)  # a store that does not hold the object lets the second writer through now
+    wait_until_blocked(two, store.engine.url)  # a store that does not hold the object lets it through
     go.set()
     one.join(30)
     two.join(30)
