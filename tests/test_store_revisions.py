@@ -21,7 +21,7 @@ from idsync.managed import ManagedObjects
 from idsync.resource import QuerySpec, WriteOp, WriteResult
 from idsync.resources import Resources
 from idsync.store.database import Store
-from idsync.store.objects import ManagedResource
+from idsync.store.objects import _CONFLICT_ATTEMPTS, ManagedResource
 from projects import store_project
 from waiting import wait_until_blocked
 
@@ -188,8 +188,10 @@ def test_writes_that_meet_in_a_deadlock_are_run_again(store: Store) -> None:
                               types=(_USER, _ROLE))
     assert first.ok and second.ok, (first.error, second.error)
     # SQLite has one writer at a time: the role's write waited for the whole of the user's.
+    # Elsewhere the one run again may meet the other once more (it locks the role again before
+    # the other, woken, took it), and is run again once more.
     conflicts = [e for e in logs if e["event"] == "store.write_conflict"]
-    assert len(conflicts) == (0 if store.dialect == "sqlite" else 1), conflicts
+    assert (not conflicts) if store.dialect == "sqlite" else (1 <= len(conflicts) < _CONFLICT_ATTEMPTS), conflicts
     roles, members = _references(store, "u", "eng")
     assert [ref["_ref"] for ref in roles] == ["managed/role/eng"]
     assert [ref["_ref"] for ref in members] == ["managed/user/u"]
