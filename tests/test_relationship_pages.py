@@ -189,8 +189,9 @@ def test_replacing_or_removing_a_member_at_its_revision_looks_for_that_member_al
     """``PUT members/REF`` (its ``_refProperties``) and ``DELETE members/REF``, with
     ``If-Match`` naming the reference's own revision or without it, answer as PingIDM does
     (the reference with its ``_id`` kept and its ``_rev`` moved, ``412`` for another
-    revision, ``400`` for another ``_ref``, ``404`` for a reference gone), move the role's
-    revision, change the user's end too, and never read the role's members."""
+    revision, ``400`` for another ``_ref`` or a grant's window that cannot be read, ``404``
+    for a reference gone), move the role's revision, change the user's end too, and never
+    read the role's members."""
     reads = Reads(monkeypatch)
     (ref,) = _get(api, "_queryFilter=true&_pageSize=1&_pagedResultsOffset=7")["result"]
     url = f"{_PATH}/{ref['_id']}"
@@ -200,6 +201,9 @@ def test_replacing_or_removing_a_member_at_its_revision_looks_for_that_member_al
     assert stale.status_code == 412, stale.text
     other = api.put(url, headers=JSON, json={"_ref": "managed/user/u9999", "_refProperties": {"note": "no"}})
     assert other.status_code == 400 and "_ref cannot change" in other.json()["message"], other.text
+    never = api.put(url, headers=JSON, json={"_refProperties": {"temporalConstraints": [{"duration": "soon"}]}})
+    assert never.status_code == 400 and "temporalConstraints" in never.json()["message"], never.text
+    assert api.get(url, headers=ADMIN).json() == ref
     r = api.put(url, headers={**JSON, "If-Match": f'"{ref["_rev"]}"'},
                 json={"_ref": ref["_ref"], "_refProperties": {"note": "first"}})
     assert r.status_code == 200, r.text
