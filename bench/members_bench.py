@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A role of many members over the API: a page of its members, and one member added.
+"""A role of many members over the API: a page of its members, one member added, replaced or removed.
 
     .venv/bin/python bench/members_bench.py make DIR [--members 20000] [--store URL]
     .venv/bin/python bench/members_bench.py time DIR [--code DAEMON_DIR] [--repeat 5]
@@ -9,8 +9,11 @@
 serves that project's API in this process (Starlette's test client, no socket) and prints
 the wall-clock milliseconds of the first and the median of ``--repeat`` requests of each:
 ``GET managed/role/everyone/members?_queryFilter=true&_pageSize=50`` (the first page, a
-page deep in the list, the first page with ``_fields=userName``) and ``POST
-managed/role/everyone/members?_action=create`` of one more user (removed again after each).
+page deep in the list, the first page with ``_fields=userName``), ``POST
+managed/role/everyone/members?_action=create`` of one more user (removed again after each),
+``PUT managed/role/everyone/members/REF`` of one member's ``_refProperties`` (without and
+with ``If-Match``), ``DELETE`` of one with ``If-Match`` (added again, untimed, before each),
+and a script's ``openidm.query`` of a page of 50 at offset 15,000.
 ``--code`` imports idsync from another checkout's ``daemon`` directory, to time an older
 version against the same store in a fresh process, alternately with this one.
 """
@@ -66,6 +69,7 @@ def measure(directory: Path, code: Path, repeat: int) -> None:
     from idsync.api.app import create_app
     from idsync.api.auth import Accounts
     from idsync.config.project import load_project
+    from idsync.managed.router import scripting
     from idsync.settings import ApiSettings
     from idsync.store.database import Store
     with warnings.catch_warnings():  # Starlette's word on its client's transport
@@ -101,10 +105,46 @@ def measure(directory: Path, code: Path, repeat: int) -> None:
             added.append(r.json()["_id"])
             return r
 
+        one = page("&_pagedResultsOffset=100").json()["result"][0]
+        at = f"{members}/{one['_id']}"
+        revs: list[str] = []
+
+        def replace(match: bool) -> Any:
+            note = {"note": f"n{len(revs)}"}
+            r = client.put(at, headers={**headers, **({"If-Match": revs[-1]} if match else {})},
+                           json={"_refProperties": note})
+            assert r.status_code == 200 and r.json()["_refProperties"]["note"] == note["note"], r.text
+            revs.append(r.json()["_rev"])
+            return r
+
+        def read_rev() -> None:  # the reference's revision, untimed
+            revs.append(client.get(at, headers=headers).json()["_rev"])
+
+        def put_back() -> None:  # a member to remove, untimed
+            take_out()
+            revs.append(add().json()["_rev"])
+
+        def remove_at_rev() -> Any:
+            r = client.delete(f"{members}/{added.pop()}", headers={**headers, "If-Match": revs[-1]})
+            assert r.status_code == 200, r.text
+            return r
+
+        script = project.scripts.compile({"type": "text/javascript", "source": (
+            "openidm.query('managed/role/everyone/members', {_queryFilter: 'true', _pageSize: 50, "
+            "_pagedResultsOffset: 15000}).result.length")}, file="bench", key="script", base_dir=directory)
+
+        def scripted() -> Any:
+            with scripting(project, store):
+                return script()
+
         cases = {"first page": (lambda: page(""), None),
                  "page at offset 15,000": (lambda: page("&_pagedResultsOffset=15000"), None),
                  "first page, _fields=userName": (lambda: page("&_fields=userName"), None),
-                 "one member added": (add, take_out)}
+                 "one member added": (add, take_out),
+                 "one member's PUT": (lambda: replace(False), None),
+                 "one member's PUT, If-Match": (lambda: replace(True), read_rev),
+                 "one member's DELETE, If-Match": (remove_at_rev, put_back),
+                 "script page at offset 15,000": (scripted, None)}
         for name, (run, before) in cases.items():
             times = []
             for _ in range(repeat):

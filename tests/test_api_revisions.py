@@ -168,6 +168,37 @@ def test_reference_changes_honour_if_match(api: httpx.Client) -> None:
     assert api.get(path, headers=ADMIN).status_code == 404
 
 
+def test_one_reference_change_per_revision_wins_while_members_come(api: httpx.Client) -> None:
+    """PUTs and a DELETE of one reference sent at once with its revision in ``If-Match``,
+    while other users are added to the role (each moving the role's revision): exactly one
+    of them wins, the others answer 412 (or 404 once the DELETE won), none answers 412 for a
+    member added beside it, and every member added is kept."""
+    for u in ("held", *(f"n{i}" for i in range(_WRITERS))):
+        assert api.put(f"/openidm/managed/user/{u}", headers=JSON, json={"userName": u}).status_code == 201
+    api.put("/openidm/managed/role/busy", headers=JSON, json={"name": "busy"})
+    members = "/openidm/managed/role/busy/members"
+    ref = api.post(f"{members}?_action=create", headers=JSON, json={"_ref": "managed/user/held"}).json()
+    at, match = f"{members}/{ref['_id']}", {**JSON, "If-Match": f'"{ref["_rev"]}"'}
+
+    def send(i: int) -> httpx.Response:
+        if i % 2:
+            return api.post(f"{members}?_action=create", headers=JSON, json={"_ref": f"managed/user/n{i // 2}"})
+        if i == 0:
+            return api.delete(at, headers=match)
+        return api.put(at, headers=match, json={"_refProperties": {"writer": i}})
+
+    answers = _at_once(2 * _WRITERS, send)
+    changes = [a for i, a in enumerate(answers) if i % 2 == 0]
+    assert sorted(a.status_code for i, a in enumerate(answers) if i % 2) == [201] * _WRITERS
+    assert [a.status_code for a in changes].count(200) == 1, [a.text for a in changes]
+    assert set(_codes(changes)) <= {200, 404, 412}, [a.text for a in changes]
+    (won,) = [a.json() for a in changes if a.status_code == 200]
+    now = api.get(at, headers=ADMIN)
+    assert (now.json() == won) if now.status_code == 200 else (won == ref and now.status_code == 404)
+    listed = api.get(f"{members}?_queryFilter=true", headers=ADMIN).json()["result"]
+    assert {m["_refResourceId"] for m in listed} >= {f"n{i}" for i in range(_WRITERS)}
+
+
 def _pairs(api: httpx.Client, collection: str, ids: list[str], name: str) -> set[tuple[str, str]]:
     """(user path, role path, reference id) of every reference the objects ``ids`` hold in ``name``."""
     pairs = set()

@@ -184,6 +184,93 @@ of one reads it alone, and a
     assert api.get("/openidm/managed/user/u0000?_fields=roles", headers=ADMIN).json()["roles"] == []
 
 
+def test_replacing_or_removing_a_member_at_its_revision_looks_for_that_member_alone(
+        api: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PUT members/REF`` (its ``_refProperties``) and ``DELETE members/REF``, with
+    ``If-Match`` naming the reference's own revision or without it, answer as PingIDM does
+    (the reference with its ``_id`` kept and its ``_rev`` moved, ``412`` for another
+    revision, ``400`` for another ``_ref`` or a grant's window that cannot be read, ``404``
+    for a reference gone), move the role's revision, change the user's end too, and never
+    read the role's members."""
+    reads = Reads(monkeypatch)
+    (ref,) = _get(api, "_queryFilter=true&_pageSize=1&_pagedResultsOffset=7")["result"]
+    url = f"{_PATH}/{ref['_id']}"
+    role = api.get("/openidm/managed/role/everyone", headers=ADMIN).json()
+    reads.reset()
+    stale = api.put(url, headers={**JSON, "If-Match": '"ffff"'}, json={"_refProperties": {"note": "no"}})
+    assert stale.status_code == 412, stale.text
+    other = api.put(url, headers=JSON, json={"_ref": "managed/user/u9999", "_refProperties": {"note": "no"}})
+    assert other.status_code == 400 and "_ref cannot change" in other.json()["message"], other.text
+    never = api.put(url, headers=JSON, json={"_refProperties": {"temporalConstraints": [{"duration": "soon"}]}})
+    assert never.status_code == 400 and "temporalConstraints" in never.json()["message"], never.text
+    assert api.get(url, headers=ADMIN).json() == ref
+    r = api.put(url, headers={**JSON, "If-Match": f'"{ref["_rev"]}"'},
+                json={"_ref": ref["_ref"], "_refProperties": {"note": "first"}})
+    assert r.status_code == 200, r.text
+    put = r.json()
+    assert (put["_id"], put["_ref"], put["_refProperties"]["note"]) == (ref["_id"], ref["_ref"], "first")
+    assert put["_rev"] == put["_refProperties"]["_rev"] != ref["_rev"] and r.headers["ETag"] == f'"{put["_rev"]}"'
+    again = api.put(url, headers=JSON, json={"_refProperties": {"note": "second"}})
+    assert again.status_code == 200 and again.json()["_refProperties"]["note"] == "second", again.text
+    assert api.put(url, headers={**JSON, "If-Match": put["_rev"]}, json={"_refProperties": {}}).status_code == 412
+    assert reads.refs == 0
+    assert api.get(url, headers=ADMIN).json() == again.json()
+    after = api.get("/openidm/managed/role/everyone", headers=ADMIN).json()
+    assert after["_rev"] != role["_rev"]
+    user = api.get(f"/openidm/managed/user/{ref['_refResourceId']}?_fields=roles", headers=ADMIN).json()
+    assert [g["_refProperties"]["note"] for g in user["roles"]] == ["second"]
+    reads.reset()
+    assert api.delete(url, headers={**ADMIN, "If-Match": put["_rev"]}).status_code == 412
+    gone = api.delete(url, headers={**ADMIN, "If-Match": again.json()["_rev"]})
+    assert gone.status_code == 200 and gone.json() == again.json(), gone.text
+    assert reads.refs == 0
+    assert api.delete(url, headers={**ADMIN, "If-Match": again.json()["_rev"]}).status_code == 404
+    assert api.put(url, headers=JSON, json={"_refProperties": {}}).status_code == 404
+    assert api.get(f"/openidm/managed/user/{ref['_refResourceId']}?_fields=roles", headers=ADMIN).json()["roles"] == []
+    assert _get(api, "_queryFilter=true&_totalPagedResultsPolicy=EXACT&_pageSize=1")["totalPagedResults"] == MEMBERS - 1
+
+
+def _script(project_dir: Path, source: str) -> Any:
+    """``source`` run as a script of the project, its ``openidm`` bound to the store."""
+    from idsync.managed.router import scripting
+    project = load_project(project_dir)
+    store = Store.open(project.settings.store_url())
+    try:
+        script = project.scripts.compile({"type": "text/javascript", "source": source}, file="test", key="script",
+                                         base_dir=project.settings.project_dir)
+        with scripting(project, store):
+            return script()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("params", "fields"), [
+    ({"_queryFilter": "true", "_pageSize": 10, "_totalPagedResultsPolicy": "EXACT"}, None),
+    ({"_queryFilter": "true", "_pageSize": 10, "_pagedResultsCookie": "290"}, ["userName"]),
+    ({"_queryFilter": "true", "_pageSize": 4, "_pagedResultsOffset": 20, "_sortKeys": "-_refResourceId"}, ["*"]),
+    ({"_queryFilter": 'userName sw "name-u01"', "_pageSize": 5, "_pagedResultsOffset": 3,
+      "_totalPagedResultsPolicy": "EXACT"}, ["userName"]),
+    ({"_queryFilter": "true", "_pageSize": 3, "_pagedResultsCookie": "3", "_sortKeys": "-userName"}, ["userName"]),
+    ({"_queryId": "query-all-ids", "_pageSize": 2}, None),
+])
+def test_a_scripts_query_of_members_is_paged_as_the_apis(api: httpx.Client, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, params: dict[str, Any],
+                                                          fields: list[str] | None) -> None:
+    """``openidm.query('managed/role/ID/members', params, fields)`` answers what a ``GET`` of
+    the same parameters answers (the page, its cookie, the total when asked), reading the
+    page's references alone, or streaming them for a filter or a sort by a member's field,
+    never the role's members whole."""
+    query = "&".join(f"{k}={v}" for k, v in params.items()) + (f"&_fields={','.join(fields)}" if fields else "")
+    expected = _get(api, query)
+    reads = Reads(monkeypatch)
+    found = _script(tmp_path / "p", f"openidm.query('managed/role/everyone/members', {json.dumps(params)}, "
+                                    f"{json.dumps(fields)})")
+    assert found == expected
+    assert reads.refs == 0
+    assert reads.documents <= (len(expected["result"]) if "_sortKeys" not in params and "sw" not in query
+                               else MEMBERS + len(expected["result"]))
+
+
 def _two_sided(tmp_path: Path, backend: str) -> Path:
     """A type ``m`` whose ``links`` reach ``a`` (which sorts before it: the references are
     stored with ``m`` as their second end) and ``z`` (after it: as their first)."""

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from idsync.api.answer import JSONResponse
 from idsync.api.context import ApiContext
 from idsync.api.errors import ApiError
-from idsync.api.query import QueryParams, envelope, read_json, sort_objects, sort_order
+from idsync.api.query import QueryParams, envelope, read_json, sort_objects
 from idsync.config.managed import ManagedType
 from idsync.errors import AlreadyExists, NotFound
 from idsync.managed.patch import refuse_reading
@@ -38,6 +38,7 @@ from idsync.managed.references import expand, expand_all
 from idsync.managed.router import scripting
 from idsync.managed.service import Change, ManagedObjects
 from idsync.query.ast import And, Present
+from idsync.query.order import sort_order
 from idsync.resources import Resources
 from idsync.store.filters import refuse_hidden, to_sql
 from idsync.store.hooks import ObjectHooks

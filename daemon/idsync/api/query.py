@@ -19,23 +19,24 @@ never given another one without a word.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 
 from idsync.api.errors import ApiError
+from idsync.errors import QueryError
 from idsync.query import matches, parse
 from idsync.query.ast import Node
 from idsync.query.named import NamedQueries
+from idsync.query.order import sort_key, sort_order
 from idsync.store import strict_json
 from idsync.store.database import unfit_at
 from idsync.store.hooks import execute_on_retrieve
 
-__all__ = ["MAX_JSON_DEPTH", "QueryParams", "envelope", "listed", "no_query", "read_json", "sort_objects"]
+__all__ = ["MAX_JSON_DEPTH", "QueryParams", "envelope", "listed", "no_query", "read_json", "sort_objects", "sort_order"]
 
 _MAX_PAGE = 10_000
 # What a database's OFFSET takes (a signed 64-bit integer); more is a 400, not a crash.
@@ -152,53 +153,11 @@ def _int(q: Any, name: str, default: int, maximum: int) -> int:
 
 
 def _sort_key(key: str) -> tuple[tuple[str, ...], bool]:
-    """A ``_sortKeys`` entry as (JSON pointer segments, descending): ``-address/city``,
-    ``+/address/city``; 400 for one that names no field."""
-    pointer = key[1:] if key[:1] in "+-" else key
-    path = tuple(pointer.removeprefix("/").split("/"))
-    if not pointer or "" in path:
-        raise ApiError(400, f"_sortKeys: {key!r} is not a field (a name or a JSON pointer such as /address/city)")
-    return path, key.startswith("-")
-
-
-def _json_order(value: Any) -> tuple[int, Any]:
-    """Where ``value`` sorts among JSON values: missing or null, then false and true,
-    numbers by value, strings, and arrays and objects last (by their JSON text)."""
-    if value is None:
-        return 0, 0
-    if isinstance(value, bool):
-        return 1, value
-    if isinstance(value, int | float):
-        return 2, value
-    if isinstance(value, str):
-        return 3, value
-    return 4, json.dumps(value, sort_keys=True)
-
-
-def sort_order(keys: Sequence[str]) -> Callable[[dict[str, Any]], Any]:
-    """The sort key of ``_sortKeys`` (each a name or a JSON pointer, ``-`` descends), values
-    in JSON's order (``_json_order``): numbers by value, missing values first. Objects equal
-    by every key keep their order (``sorted`` is stable)."""
-    paths = [_sort_key(k) for k in keys]
-
-    def compare(a: list[tuple[int, Any]], b: list[tuple[int, Any]]) -> int:
-        for x, y, (_, descending) in zip(a, b, paths, strict=True):
-            if x != y:
-                return (1 if x < y else -1) if descending else (-1 if x < y else 1)
-        return 0
-
-    wrap = functools.cmp_to_key(compare)
-
-    def order(obj: dict[str, Any]) -> Any:
-        values = []
-        for path, _ in paths:
-            value: Any = obj
-            for segment in path:
-                value = value.get(segment) if isinstance(value, dict) else None
-            values.append(_json_order(value))
-        return wrap(values)
-
-    return order
+    """A ``_sortKeys`` entry as (JSON pointer segments, descending); 400 for one that names no field."""
+    try:
+        return sort_key(key)
+    except QueryError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def sort_objects(objects: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:

@@ -20,15 +20,16 @@ reference as answered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from idsync.config.managed import ManagedType
 from idsync.config.project import Project
 from idsync.config.roles import CONDITIONAL
 from idsync.errors import IdsyncError, NotFound, ObjectRejected, RevisionMismatch
+from idsync.managed.relationships import Edit
 from idsync.managed.service import ManagedObjects
-from idsync.query import matches, parse
+from idsync.query import parse
 from idsync.query.ast import Node
 from idsync.resources import Resources
 from idsync.store.database import Store
@@ -37,10 +38,6 @@ from idsync.store.objects import ManagedResource
 from idsync.store.relationships import Edges, Ref, ref_shape
 
 __all__ = ["References", "expand", "expand_all", "shown"]
-
-# How often a change of one reference is tried while other writers change its object.
-_ATTEMPTS = 20
-
 
 class References:
     """``managed/TYPE/ID/NAME`` for the objects of ``objects``' type; ``NotFound`` when
@@ -65,20 +62,9 @@ class References:
         self._relation = relation
         self.name = name
 
-    def query(self, object_id: str, text: str | None, fields: Sequence[str] = (),
-              query_id: str | None = None) -> list[dict[str, Any]]:
-        """The references ``_queryFilter`` ``text`` selects (``"true"``: all), each expanded with
-        the referenced object's ``fields``; PingIDM's ``_queryId`` ``query-all`` (all) and
-        ``query-all-ids`` (all, with their ids only) as well."""
-        node = self.filter_of(object_id, text, query_id)
-        obj = self._read(object_id)
-        if fields:
-            obj = expand(self._project, self._store, self._schema, obj, [f"{self.name}/{f}" for f in fields],
-                         answer=self._answer)
-        found = [r for r in map(shown, _refs(obj, self.name)) if node is None or matches(node, r)]
-        if query_id == "query-all-ids":
-            return [{k: r[k] for k in ("_id", "_rev", "_ref") if k in r} for r in found]
-        return found
+    @property
+    def store(self) -> Store:
+        return self._store
 
     def filter_of(self, object_id: str, text: str | None, query_id: str | None) -> Node | None:
         """The filter a query of the references asks for (None: every one), or
@@ -149,71 +135,50 @@ class References:
 
     def replace(self, object_id: str, row: str, body: Any, rev: str | None = None) -> dict[str, Any]:
         """Replace the ``_refProperties`` of reference ``row``; its ``_ref`` cannot change.
-        ``rev``: the reference's own revision expected (``RevisionMismatch``)."""
+        ``rev``: the reference's own revision expected (``RevisionMismatch``). The reference
+        is found by its row, and changed by what it names (``_one``)."""
         if not isinstance(body, Mapping):
             raise ObjectRejected("a relationship's _ref cannot change: delete it and create another")
-        if not isinstance(body.get("_refProperties") or {}, Mapping):
+        props = body.get("_refProperties") or {}
+        if not isinstance(props, Mapping):
             raise ObjectRejected("_refProperties must be an object")
-
-        def replaced(index: int, ref: Mapping[str, Any]) -> list[dict[str, Any]]:
-            if body.get("_ref", ref["_ref"]) != ref["_ref"]:
-                raise ObjectRejected("a relationship's _ref cannot change: delete it and create another")
-            props = {**(body.get("_refProperties") or {}), "_id": row}
-            return [{"operation": "replace", "field": f"/{self.name}/{index}",
-                     "value": {"_ref": ref["_ref"], "_refProperties": props}}]
-        after = self._changed(object_id, row, rev, replaced)[1]
-        return shown(_refs(after, self.name)[_index(after, self.name, row, self._path(object_id))])
+        ref = self._row(object_id, row)
+        _expect(ref_shape(ref), rev, f"{self._path(object_id)}/{row}")
+        named = f"{ref.collection}/{ref.id}"
+        if body.get("_ref", named) != named:
+            raise ObjectRejected("a relationship's _ref cannot change: delete it and create another")
+        value = {"_ref": named, "_refProperties": {**props, "_id": row}}
+        self._one(object_id, row, rev, Edit(replace=[value]))
+        return self.read(object_id, row)
 
     def delete(self, object_id: str, row: str, rev: str | None = None) -> dict[str, Any]:
-        """Remove reference ``row``; answers it as it was. ``rev``: as ``replace``'s. Without
-        it, the reference is found by its row and removed by what it names, neither reading
-        the others the property holds (``ManagedObjects.patch``)."""
-        if rev is not None:
-            return shown(self._changed(object_id, row, rev, lambda index, _ref: [
-                {"operation": "remove", "field": f"/{self.name}/{index}"}])[0])
+        """Remove reference ``row``; answers it as it was. ``rev``: as ``replace``'s. The
+        reference is found by its row, and removed by what it names (``_one``)."""
         ref = self._row(object_id, row)
-        self._objects.patch(object_id, [{"operation": "remove", "field": f"/{self.name}",
-                                         "value": {"_ref": f"{ref.collection}/{ref.id}"}}], shown=())
-        return shown(ref_shape(ref))
+        _expect(ref_shape(ref), rev, f"{self._path(object_id)}/{row}")
+        return shown(self._one(object_id, row, rev, Edit(remove=[f"{ref.collection}/{ref.id}"])))
 
-    def _changed(self, object_id: str, row: str, rev: str | None,
-                 operations: Callable[[int, Mapping[str, Any]], list[dict[str, Any]]],
-                 ) -> tuple[Mapping[str, Any], dict[str, Any]]:
-        """Patch the object with the ``operations`` on reference ``row`` (by its index in the
-        property as read): the reference as read, and the object after.
+    def _one(self, object_id: str, row: str, rev: str | None, edit: Edit) -> Mapping[str, Any]:
+        """Make ``edit`` of reference ``row`` (which names one object), the reference still
+        ``row`` and at revision ``rev`` (None: any) when the object is written; the reference
+        as it was then. Neither the reference nor the write reads the others the property
+        holds (``ManagedObjects.edit_references``), but for a type that needs the whole
+        object; the object's own revision makes the check hold at the write: another writer
+        of its references moves it, and the check is made again on what that writer left."""
+        path = f"{self._path(object_id)}/{row}"
+        seen: list[Mapping[str, Any]] = []
 
-        The reference's revision is checked against ``rev`` as read, and the patch written at
-        the object's revision read, so that the check holds when the write is made: an
-        object another writer changed meanwhile (its references move its revision too) is
-        read again, its reference checked again, and the patch built anew (the reference
-        may be at another index by then)."""
-        attempt = 1
-        while True:
-            obj = self._read(object_id)
-            index = _index(obj, self.name, row, self._path(object_id))
-            ref = _refs(obj, self.name)[index]
-            _expect(ref, rev, f"{self._path(object_id)}/{row}")
-            try:
-                return ref, self._patched(object_id, operations(index, ref), obj["_rev"])
-            except RevisionMismatch:
-                if attempt == _ATTEMPTS:
-                    raise
-            attempt += 1
+        def expect(held: Mapping[str, list[dict[str, Any]]]) -> None:
+            ref = next((r for r in held.get(self.name, []) if r["_refProperties"]["_id"] == row), None)
+            if ref is None:
+                raise NotFound(f"{path} not found")
+            _expect(ref, rev, path)
+            seen[:] = [ref]
+        self._objects.edit_references(object_id, {self.name: edit}, expect)
+        return seen[0]
 
     def _path(self, object_id: str) -> str:
         return f"managed/{self._schema.name}/{object_id}/{self.name}"
-
-    def _read(self, object_id: str) -> dict[str, Any]:
-        obj = ManagedResource(self._store, self._schema).get(object_id, [self.name])
-        if obj is None:
-            raise NotFound(f"managed/{self._schema.name}/{object_id} not found")
-        return obj
-
-    def _patched(self, object_id: str, operations: list[dict[str, Any]], rev: str | None = None) -> dict[str, Any]:
-        change = self._objects.patch(object_id, operations, rev=rev)
-        if change.object is None:
-            raise NotFound(f"managed/{self._schema.name}/{object_id} not found")
-        return self._read(object_id)
 
 
 def shown(ref: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,18 +284,6 @@ def _readable(project: Project, system_type: str) -> bool:
     system, _, object_type = system_type.partition("/")
     provisioner = project.provisioners.get(system)
     return bool(object_type) and "/" not in object_type and provisioner is not None and provisioner.enabled
-
-
-def _refs(obj: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
-    value = obj.get(name)
-    return value if isinstance(value, list) else []
-
-
-def _index(obj: Mapping[str, Any], name: str, row: str, path: str) -> int:
-    for i, ref in enumerate(_refs(obj, name)):
-        if ref["_refProperties"]["_id"] == row:
-            return i
-    raise NotFound(f"{path}/{row} not found")
 
 
 def _expect(ref: Mapping[str, Any], rev: str | None, path: str) -> None:

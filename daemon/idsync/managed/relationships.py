@@ -52,10 +52,22 @@ def incremental(schema: ManagedType, current: Mapping[str, Any], changes: Mappin
 
 @dataclass
 class Edit:
-    """What a patch does to one property holding many references, when that is all it does."""
+    """What a patch does to one property holding many references, when that is all it does;
+    or a change of one reference (``References``: a ``PUT`` of its ``_refProperties``)."""
 
     add: list[Any] = field(default_factory=list)  # the values of each ``add`` of ``/NAME/-``
     remove: list[str] = field(default_factory=list)  # the _ref of each ``remove`` of ``/NAME`` by value
+    replace: list[Any] = field(default_factory=list)  # new values of references held, found by their _ref
+
+    def replaced(self, held: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """The references ``held`` with those the edit replaces in their place."""
+        new = {value["_ref"]: value for value in self.replace}
+        return [new.get(ref["_ref"], ref) for ref in held]
+
+    def applied(self, held: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """The references ``held`` after the edit: those it removes left out, those it
+        replaces in their place, those it adds last."""
+        return [ref for ref in self.replaced(held) if ref["_ref"] not in self.remove] + self.add
 
 
 def reference_edits(schema: ManagedType, operations: Sequence[Any]) -> dict[str, Edit]:

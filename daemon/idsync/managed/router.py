@@ -23,7 +23,9 @@ PingIDM's signatures, with what idsync takes from them::
     read(resourceName, params, fields)                      null when not found
     query(resourceName, params, fields)                     {"result": [...], "resultCount": n}
         params: {"_queryFilter": "..."} or {"_queryId": "query-all" | "query-all-ids"}, "_pageSize",
-                "executeOnRetrieve": true (a managed type's onRetrieve scripts run on each object)
+                "executeOnRetrieve": true (a managed type's onRetrieve scripts run on each object);
+                of a relationship's references, the API's paging as well ("_sortKeys",
+                "_pagedResultsCookie", "_pagedResultsOffset", "_totalPagedResultsPolicy")
     create(resourceName, newResourceId, content, params, fields)
     update(resourceName, rev, value, params, fields)        rev null or "*": any revision
     patch(resourceName, rev, patch, params, fields)
@@ -49,6 +51,7 @@ from idsync.managed.email import send_email
 from idsync.managed.host import HOST_FUNCTIONS, host_call
 from idsync.managed.patch import ScriptTransformer, apply_patch
 from idsync.managed.recons import ScriptRecons
+from idsync.managed.reference_pages import RefQuery, query_page
 from idsync.managed.references import References, expand, expand_all
 from idsync.managed.roles import TemporalRoles
 from idsync.managed.service import ManagedObjects
@@ -227,14 +230,11 @@ class ScriptRouter:
         refs = References(self.project, self.store, self._objects(at.collection), at.property)
         if at.ref is None:
             if function == "query":
-                params = rest[0] if isinstance(rest[0], dict) else {}
-                text, query_id = params.get("_queryFilter"), params.get("_queryId")
                 try:
-                    found = refs.query(at.id, text if isinstance(text, str) else None, _fields(rest[1]) or (),
-                                       query_id if isinstance(query_id, str) else None)
+                    page = query_page(refs, at.id, _ref_query(name, rest[0], _fields(rest[1])))
                 except QueryError as exc:
                     raise ObjectRejected(f"openidm.query {name}: {exc}") from None
-                return _envelope(found)
+                return _envelope(page.result, page.cookie, page.total if _exact(rest[0]) else None)
             if function == "action" and rest[0] == "create" and self.dry_run:
                 raise ObjectRejected(f"openidm.action {name} create: not carried out in a dry run")
             if function == "create" and rest[0] is not None:
@@ -428,10 +428,52 @@ def _action_arguments(rest: list[Any]) -> list[Any]:
     return [action, content, params, fields]
 
 
-def _envelope(result: list[Any]) -> dict[str, Any]:
-    """A query's answer in PingIDM's shape."""
-    return {"result": result, "resultCount": len(result), "pagedResultsCookie": None,
-            "totalPagedResultsPolicy": "NONE", "totalPagedResults": -1, "remainingPagedResults": -1}
+def _envelope(result: list[Any], cookie: str | None = None, total: int | None = None) -> dict[str, Any]:
+    """A query's answer in PingIDM's shape; ``total``: when asked for (``EXACT``)."""
+    return {"result": result, "resultCount": len(result), "pagedResultsCookie": cookie,
+            "totalPagedResultsPolicy": "NONE" if total is None else "EXACT",
+            "totalPagedResults": -1 if total is None else total, "remainingPagedResults": -1}
+
+
+def _ref_query(name: str, params: Any, fields: list[str] | None) -> RefQuery:
+    """A query of references as a script's ``params`` ask it, as the API takes the same
+    parameters: ``_queryFilter`` or ``_queryId``, ``_sortKeys`` (``"a,-b"`` or a list),
+    ``_pageSize``, ``_pagedResultsCookie`` (the offset the page before answered) or
+    ``_pagedResultsOffset``, ``_totalPagedResultsPolicy`` and ``_fields`` (the third argument
+    first)."""
+    if not isinstance(params, dict):
+        raise ObjectRejected(f"openidm.query {name}: params must be an object with _queryFilter")
+    text, query_id = params.get("_queryFilter"), params.get("_queryId")
+    if text is not None and query_id is not None:
+        raise ObjectRejected(f"openidm.query {name}: a query takes _queryFilter or _queryId, not both")
+    keys = params.get("_sortKeys") or []
+    keys = [k.strip() for k in keys.split(",")] if isinstance(keys, str) else keys
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ObjectRejected(f"openidm.query {name}: _sortKeys must be a list of fields or a comma-separated string")
+    cookie = params.get("_pagedResultsCookie")
+    offset = _count(name, "_pagedResultsCookie", cookie) if cookie not in (None, "") else \
+        _count(name, "_pagedResultsOffset", params.get("_pagedResultsOffset"))
+    size = _count(name, "_pageSize", params.get("_pageSize"))
+    return RefQuery(text if isinstance(text, str) else None, query_id if isinstance(query_id, str) else None,
+                    fields or _fields(params.get("_fields")) or (), [k for k in keys if k], offset or 0,
+                    size or None, _exact(params))
+
+
+def _count(name: str, key: str, value: Any) -> int | None:
+    """A paging parameter: a number of at least 0, or its decimal text; None when not given."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.isdecimal() and value.isascii():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:  # what OFFSET takes
+        raise ObjectRejected(f"openidm.query {name}: {key} {value!r} is not a number of 0 or more")
+    return value
+
+
+def _exact(params: Any) -> bool:
+    """Whether a script's query ``params`` ask for the total (``_totalPagedResultsPolicy``)."""
+    policy = params.get("_totalPagedResultsPolicy") if isinstance(params, dict) else None
+    return isinstance(policy, str) and policy.upper() in ("EXACT", "ESTIMATE")
 
 
 def _fields(value: Any) -> list[str] | None:

@@ -167,6 +167,29 @@ class ManagedObjects:
             return changes
         return self._changed(object_id, rev, patched)
 
+    def edit_references(self, object_id: str, edits: Mapping[str, Edit],
+                        expect: Callable[[Mapping[str, list[Obj]]], None] | None = None) -> Change:
+        """Add, replace (their ``_refProperties``) and remove the references ``edits`` name, by
+        property: as a ``patch`` of them alone does (``_edited``), never reading the others the
+        property holds, where the type allows it (``_alone``); else applied to the
+        object as read, whole. ``expect``: called with the references the edits name that the
+        object holds (by property, as a read shows them), as read for the write; it refuses
+        the change by raising (the reference's own revision, ``RevisionMismatch``), and is
+        called again when another writer came between the read and the write. The object
+        answered carries none of its relationship properties."""
+        if self._alone(()):
+            return self._edited(object_id, edits, None, [n for n in self.schema.shown_with(()) if n not in edits],
+                                expect)
+
+        def edited(current: Obj) -> dict[str, Any]:
+            held = {name: [ref for ref in current.get(name) or [] if ref["_ref"] in _named(self.schema, name, edit)]
+                    for name, edit in edits.items()}
+            if expect is not None:
+                expect(held)
+            return incremental(self.schema, current, {name: edit.applied(current.get(name) or [])
+                                                      for name, edit in edits.items()})
+        return self._changed(object_id, None, edited)
+
     def _alone(self, shown: Collection[str] | None) -> bool:
         """Whether a change of some references of this type needs nothing but those: the
         caller answers only the fields ``shown``, no mapping reads the type, no script of the
@@ -179,8 +202,10 @@ class ManagedObjects:
                     or hooks.reads or hooks.model.scripts or hooks.model.compensate
                     or any(prop.scripts for prop in hooks.model.properties.values()))
 
-    def _edited(self, object_id: str, edits: Mapping[str, Edit], rev: str | None, shown: Sequence[str]) -> Change:
-        """``patch`` of references added and removed alone (``reference_edits``, ``_alone``).
+    def _edited(self, object_id: str, edits: Mapping[str, Edit], rev: str | None, shown: Sequence[str],
+                expect: Callable[[Mapping[str, list[Obj]]], None] | None = None) -> Change:
+        """``patch`` of references added, replaced and removed alone (``reference_edits``,
+        ``edit_references``, ``_alone``).
         The object is read without the properties edited; each object they name is looked
         for among those the property holds by an index (``Edges.holding``), and the change
         made from what it finds, as a patch of the whole property would (a reference held
@@ -199,8 +224,11 @@ class ManagedObjects:
             if rev is not None and before.get("_rev") != rev:
                 raise RevisionMismatch(f"{self.name}/{object_id}: revision {rev} expected, {before.get('_rev')} found")
             held = self._held(edges, object_id, edits)
+            if expect is not None:  # checked against what the write is made at: ``before``'s revision
+                expect(held)
             changes = {name: RefChanges(RefChanges.between(self.schema, name, held[name],
-                                                           [*held[name], *edit.add]).add, tuple(edit.remove))
+                                                           [*edit.replaced(held[name]), *edit.add]).add,
+                                        tuple(edit.remove))
                        for name, edit in edits.items()}
             result = self._resource.write_references(
                 WriteOp("update", id=object_id, values=changes, rev=before.get("_rev")), shown)
@@ -225,7 +253,7 @@ class ManagedObjects:
         with self._resource.store.engine.connect() as conn:
             for name, edit in edits.items():
                 relation = self.schema.relationships[name]
-                named = [(w.collection, w.id) for w in wanted_refs(self.schema, name, edit.add)]
+                named = [(w.collection, w.id) for w in wanted_refs(self.schema, name, [*edit.add, *edit.replace])]
                 named += [key for ref in edit.remove if (key := relation.collection_of(ref)) is not None]
                 found = (edges.holding(conn, object_id, name, *key) for key in dict.fromkeys(named))
                 held[name] = [ref_shape(ref) for ref in found if ref is not None]
@@ -363,6 +391,11 @@ class ManagedObjects:
                                   "the change was undone, and so were its pushes (onSync compensate.js)")
         rejected.status = 409
         raise rejected
+
+
+def _named(schema: ManagedType, name: str, edit: Edit) -> set[str]:
+    """The ``_ref`` of each reference ``edit`` of ``name`` adds, replaces or removes."""
+    return {f"{w.collection}/{w.id}" for w in wanted_refs(schema, name, [*edit.add, *edit.replace])} | set(edit.remove)
 
 
 def _nulled(operations: Sequence[Any]) -> dict[str, None]:
