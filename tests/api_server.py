@@ -49,15 +49,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(project_dir: Path, **settings: object) -> Iterator[int]:
-    """The API over ``project_dir`` with ``[api]`` ``settings``, served until the block
-    ends; yields its port."""
+def running(project_dir: Path, *, node: str | None = None, **settings: object) -> Iterator[int]:
+    """The API over ``project_dir`` with ``[api]`` ``settings`` (as cluster node ``node``),
+    served until the block ends; yields its port."""
     project = load_project(project_dir)
     store = Store.open(project.settings.store_url())
     defaults: dict[str, object] = {"max_failed_logins": 5, "port": free_port(),
                                    "accounts": {"openidm-admin": ADMIN_HASH}}
     api_settings = ApiSettings(**{**defaults, **settings})  # type: ignore[arg-type]
-    server = ApiServer(ApiContext(project=lambda: project, store=store, settings=api_settings),
+    server = ApiServer(ApiContext(project=lambda: project, store=store, settings=api_settings, node=node),
                        config_file="idsync.toml")
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -84,8 +84,8 @@ def running(project_dir: Path, **settings: object) -> Iterator[int]:
 
 
 @contextmanager
-def serve(project_dir: Path, **settings: object) -> Iterator[httpx.Client]:
-    """A client for the API over ``project_dir``, served until the block ends."""
-    with running(project_dir, **settings) as port, \
+def serve(project_dir: Path, *, node: str | None = None, **settings: object) -> Iterator[httpx.Client]:
+    """A client for the API over ``project_dir`` (as cluster node ``node``), served until the block ends."""
+    with running(project_dir, node=node, **settings) as port, \
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
         yield client

@@ -4,6 +4,7 @@ walks are held between pages."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -12,13 +13,17 @@ from urllib.parse import parse_qs, quote
 
 import httpx
 import pytest
-from api_server import ADMIN, add_users, serve
+import structlog.testing
+from api_server import ADMIN, add_users, free_port, serve
+from cluster_env import api_node, api_up, fresh_store
+from dbs import store_url
 from file_projects import file_project
 from idsync.api.errors import ApiError
 from idsync.api.walks import Walk, Walks
 from idsync.connectors.csv.connector import CsvResource
 from idsync.connectors.ldap.connector import LdapResource
 from idsync_dev.slapd import Slapd
+from prometheus_client.parser import text_string_to_metric_families
 from salesforce_sample import running_org, sf_env
 from salesforce_sample import sample_project as salesforce_project
 from scim_sample import sample_project as scim_project
@@ -291,10 +296,122 @@ def test_a_walk_of_a_reconfigured_system_is_refused() -> None:
     """A cookie of a walk whose system's provisioner changed since (a reload) is a 400 and
     the walk is closed: its pages were read under the configuration before."""
     closed: list[str] = []
-    walks = Walks()
+    walks = Walks(idle=3600, held=8)
     walk = _walk(closed, "a")
     walk.take(1)
     walks.keep(walk)
     with pytest.raises(ApiError, match="configuration changed since the query started"):
         walks.resume(walk.cookie, "q", {"displayName": "changed"})
     assert closed == ["a"] and len(walks) == 0
+
+
+def _metric(api: httpx.Client, name: str, **labels: str) -> float:
+    """The value of sample ``name`` with ``labels`` on the API's /metrics."""
+    for family in text_string_to_metric_families(api.get("/metrics", headers=ADMIN).text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"no {name} {labels} on /metrics")
+
+
+def test_a_walk_past_system_queries_held_evicts_the_longest_idle_saying_so(project: Path) -> None:
+    """With [api] system_queries_held = 2, a third walk closes the one idle longest: its
+    next page is a 400 saying to start again, /metrics counts it evicted (and the others
+    held, then ended with their last page) and a warning names its system, type and idle
+    time, never the filter's values."""
+    urls = [f"{_ACCOUNTS}?_queryFilter=uid+sw+'bulk{n}'&_pageSize=5" for n in (1, 2, 3)]
+    with serve(project, system_queries_held=2) as api, structlog.testing.capture_logs() as logs:
+        assert _metric(api, "idsync_api_system_queries_held") == 0
+        cookies = [api.get(url, headers=ADMIN).json()["pagedResultsCookie"] for url in urls]
+        assert all(cookies)
+        refused = api.get(_continued(urls[0], cookies[0]), headers=ADMIN)
+        assert refused.status_code == 400 and "start the query again" in refused.json()["message"], refused.text
+        assert _metric(api, "idsync_api_system_queries_held") == 2
+        assert _metric(api, "idsync_api_system_queries_closed_total", reason="evicted") == 1
+        evicted = [e for e in logs if e["event"] == "api.system_query_evicted"]
+        assert len(evicted) == 1 and evicted[0]["log_level"] == "warning", logs
+        assert (evicted[0]["system"], evicted[0]["object_type"], evicted[0]["held"]) == ("ldap", "account", 2)
+        assert evicted[0]["idle_seconds"] >= 0 and "bulk" not in repr(evicted[0])
+        rest = list(_pages(api, _continued(urls[1], cookies[1])))
+        assert rest[-1]["pagedResultsCookie"] is None
+        assert _metric(api, "idsync_api_system_queries_held") == 1
+        closed = {reason: _metric(api, "idsync_api_system_queries_closed_total", reason=reason)
+                  for reason in ("ended", "evicted", "idle", "failed", "config_changed", "shutdown")}
+        assert closed == {"ended": 1, "evicted": 1, "idle": 0, "failed": 0, "config_changed": 0, "shutdown": 0}
+
+
+def test_a_walk_idle_past_system_query_idle_seconds_is_closed_and_counted(project: Path) -> None:
+    """With [api] system_query_idle_seconds = 0.5, a walk left alone is closed by the server
+    (counted idle on /metrics, logged at info with its system and type), and its cookie
+    then gets a 400 that gives the setting's idle time."""
+    url = f"{_ACCOUNTS}?_queryFilter=uid+sw+'bulk'&_pageSize=50"
+    with serve(project, system_query_idle_seconds=0.5) as api, structlog.testing.capture_logs() as logs:
+        cookie = api.get(url, headers=ADMIN).json()["pagedResultsCookie"]
+        wait_for(lambda: _metric(api, "idsync_api_system_queries_closed_total", reason="idle") == 1, 60,
+                 "the idle walk closed")
+        assert _metric(api, "idsync_api_system_queries_held") == 0
+        refused = api.get(_continued(url, cookie), headers=ADMIN)
+        assert refused.status_code == 400 and "idle more than 0.5 s" in refused.json()["message"], refused.text
+    expired = [e for e in logs if e["event"] == "api.system_query_expired"]
+    assert [(e["log_level"], e["system"], e["object_type"]) for e in expired] == [("info", "ldap", "account")]
+    assert expired[0]["idle_seconds"] >= 0.5 and "bulk" not in repr(expired[0])
+
+
+def test_a_cookie_sent_to_another_node_names_the_node_that_holds_it(project: Path) -> None:
+    """Two cluster nodes' APIs on one store: a cookie node n1 answered, sent to n2, is a 400
+    naming n1 and saying to send the next pages there (sticky sessions) or start again;
+    n1 goes on with it. The node part only words that message: a cookie whose node part is
+    forged to name n2 still continues n1's walk on n1, and n2 refuses a made-up node part
+    with the plain message. Outside cluster mode a cookie names no node."""
+    url = f"{_ACCOUNTS}?_queryFilter=uid+sw+'bulk'&_pageSize=50"
+    with serve(project, node="n1") as n1, serve(project, node="n2") as n2:
+        first = n1.get(url, headers=ADMIN).json()
+        cookie = first["pagedResultsCookie"]
+        token, number, node = cookie.split(".")
+        assert "n1" not in cookie and node
+        refused = n2.get(_continued(url, cookie), headers=ADMIN)
+        assert refused.status_code == 400, refused.text
+        message = refused.json()["message"]
+        assert "held by node 'n1'" in message and "not by node 'n2'" in message and "sticky sessions" in message
+        forged = f"{token}.{number}.{base64.urlsafe_b64encode(b'n2').decode().rstrip('=')}"
+        second = n1.get(_continued(url, forged), headers=ADMIN)
+        assert second.status_code == 200, second.text
+        assert _ids(second.json()["result"]) == _ids(n1.get(url + "&_pagedResultsOffset=50",
+                                                            headers=ADMIN).json()["result"])
+        made_up = n2.get(_continued(url, f"{token}.{number}.%%%%"), headers=ADMIN)
+        assert made_up.status_code == 400 and "held by node" not in made_up.json()["message"], made_up.text
+        assert "continues no paged query held here" in made_up.json()["message"]
+    with serve(project) as api:
+        assert api.get(url, headers=ADMIN).json()["pagedResultsCookie"].count(".") == 1
+
+
+@pytest.mark.postgresql
+def test_a_cluster_nodes_cookie_sent_to_another_node_names_it(tmp_path: Path, slapd: Slapd,
+                                                               ldap_subtree: str) -> None:
+    """Two `idsync run` cluster nodes serving the API on one PostgreSQL store, as behind a
+    load balancer: a cookie node n0 answered, sent to n1, is a 400 naming n0 and saying to
+    send the next pages there; n0 answers the next page with it."""
+    project = sample_project(tmp_path, slapd, ldap_subtree, fresh_store(store_url("postgresql", tmp_path)))
+    add_users(slapd, ldap_subtree, 60)
+    with (project / "conf" / "idsync.toml").open("a", encoding="utf-8") as toml:
+        toml.write("[cluster]\nenabled = true\nheartbeat = 1\nstall_timeout = 3\n")
+    ports = [free_port(), free_port()]
+    nodes = [api_node(project, f"n{i}", port, IDSYNC_LOG__LEVEL="info") for i, port in enumerate(ports)]
+    url = "/openidm/system/ldap/account?_queryFilter=uid+sw+'bulk'&_pageSize=20"
+    try:
+        wait_for(lambda: all(n.events("daemon.start") for n in nodes) and all(api_up(p) for p in ports), 60,
+                 "two nodes serving the API")
+        n0, n1 = (httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) for port in ports)
+        with n0, n1:
+            cookie = n0.get(url, headers=ADMIN).json()["pagedResultsCookie"]
+            refused = n1.get(_continued(url, cookie), headers=ADMIN)
+            following = n0.get(_continued(url, cookie), headers=ADMIN)
+        codes = [n.stop() for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    assert refused.status_code == 400, refused.text
+    assert "held by node 'n0', not by node 'n1'" in refused.json()["message"], refused.text
+    assert "sticky sessions" in refused.json()["message"]
+    assert following.status_code == 200 and len(following.json()["result"]) == 20, following.text
+    assert codes == [0, 0]

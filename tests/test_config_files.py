@@ -83,3 +83,22 @@ def test_settings_environment_overrides_file(tmp_path: Path, monkeypatch: pytest
     monkeypatch.delenv("IDSYNC_RECON__PAGE_SIZE")
     with pytest.raises(ConfigError, match=r"recon\.page_size"):
         load_settings(tmp_path)
+
+
+@pytest.mark.parametrize(("line", "key", "problem"), [
+    ("system_query_idle_seconds = 0", "api.system_query_idle_seconds", "greater than 0"),
+    ("system_query_idle_seconds = -5", "api.system_query_idle_seconds", "greater than 0"),
+    ("system_query_idle_seconds = \"soon\"", "api.system_query_idle_seconds", "a valid number"),
+    ("system_queries_held = 0", "api.system_queries_held", "greater than or equal to 1"),
+    ("system_queries_held = 2.5", "api.system_queries_held", "a valid integer"),
+])
+def test_paged_system_query_limits_must_be_positive(tmp_path: Path, line: str, key: str, problem: str) -> None:
+    """[api] system_query_idle_seconds and system_queries_held take positive numbers; anything
+    else is refused naming the file, the key and what is wrong with the value."""
+    _write(tmp_path / "conf" / "idsync.toml", f"[api]\n{line}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path)
+    assert "idsync.toml" in str(err.value) and key in str(err.value) and problem in str(err.value), str(err.value)
+    _write(tmp_path / "conf" / "idsync.toml", "[api]\nsystem_query_idle_seconds = 30\nsystem_queries_held = 20\n")
+    api = load_settings(tmp_path).api
+    assert (api.system_query_idle_seconds, api.system_queries_held) == (30, 20)

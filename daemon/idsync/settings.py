@@ -117,6 +117,13 @@ class ApiSettings(BaseModel):
     console: bool = Field(True, description="serve the admin console under `/admin/` (console.md)")
     console_idle_minutes: int = Field(30, ge=1, le=1440, description="a console session ends after this many "
                                       "minutes without a request")
+    # A paged query of a system holds the connector's read (a connection) between pages (``api/walks.py``).
+    system_query_idle_seconds: float = Field(300.0, gt=0, le=86400, description="a paged query of a system's "
+                                             "objects is closed (its connection with it) this many seconds after "
+                                             "its last page; its cookie is then refused (api.md)")
+    system_queries_held: int = Field(8, ge=1, le=1000, description="paged queries of systems held between pages "
+                                     "at once, each with a connection to its system; one more closes the one "
+                                     "idle longest, whose next page is refused")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSettings:

@@ -94,7 +94,7 @@ class _Counting:
 def create_app(ctx: ApiContext, accounts: Accounts, console: ConsoleFactory | None = None) -> Starlette:
     """The API over ``ctx``, open only to ``accounts``; with ``console``, the admin console
     under ``/admin/`` (its own login form and session, the same accounts and login limit)."""
-    metrics = Metrics(ctx.store, ctx.jobs)
+    metrics = Metrics(ctx.store, ctx.jobs, ctx.walks)
     openidm = [
         Route("/info/ping", _ping, methods=["GET"]),
         Route("/info/version", _version, methods=["GET"]),

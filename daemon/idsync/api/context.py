@@ -59,12 +59,18 @@ class ApiContext:
     jobs: JobControl | None = None
     # Called when a run started here begins or ends (the daemon rewrites its status file).
     changed: Callable[[], None] = lambda: None
-    # Paged queries of systems between their pages (``walks.py``).
-    walks: Walks = field(default_factory=Walks)
+    # This daemon's cluster node name (``[cluster]``), None outside cluster mode.
+    node: str | None = None
+    # Paged queries of systems between their pages (``walks.py``), held as ``settings`` say.
+    walks: Walks = field(init=False)
     _cancels: dict[str, threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _pool: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="api-recon"))
+
+    def __post_init__(self) -> None:
+        self.walks = Walks(idle=self.settings.system_query_idle_seconds, held=self.settings.system_queries_held,
+                           node=self.node)
 
     def start_recon(self, mapping: str, run_id: str, *, dry_run: bool = False, rewrite_write_only: bool = False,
                     overrides: Mapping[str, Any] | None = None,

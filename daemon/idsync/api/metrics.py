@@ -14,6 +14,8 @@ from in-process counters that a restart would reset:
   a run in SUCCESS;
 * ``idsync_http_requests_total{method,code}`` and ``idsync_http_request_duration_seconds{method}``:
   this process's API requests;
+* ``idsync_api_system_queries_held`` and ``idsync_api_system_queries_closed_total{reason}``: the
+  paged queries of systems this process holds between pages (``walks.py``), and those closed;
 * ``idsync_job_last_failure_timestamp_seconds{job}``, ``idsync_sync_pending_pushes{mapping}``;
   inside ``idsync run`` also ``idsync_job_running{job}``, ``idsync_job_enabled{job}``,
   ``idsync_job_next_fire_timestamp_seconds{job}``, ``idsync_config_errors`` and, once reloaded,
@@ -54,6 +56,7 @@ from starlette.responses import Response
 
 from idsync import __version__
 from idsync.api.context import JobControl
+from idsync.api.walks import Walks
 from idsync.store.database import Store
 from idsync.store.sync_failures import SyncFailures
 from idsync.store.tables import cluster_nodes, recon_runs
@@ -241,6 +244,24 @@ def _cluster_metrics(store: Store) -> Iterator[Metric]:
     yield seen
 
 
+class _WalksCollector(Collector):
+    """The paged queries of systems held between pages by this process, and those closed by why."""
+
+    def __init__(self, walks: Walks) -> None:
+        self.walks = walks
+
+    def collect(self) -> Iterator[Metric]:
+        count, closed = self.walks.counts()
+        held = GaugeMetricFamily("idsync_api_system_queries_held", "Paged queries of systems held between pages, "
+                                 "each with a connection to its system")
+        held.add_metric([], count)
+        ended = CounterMetricFamily("idsync_api_system_queries_closed", "Paged queries of systems held between "
+                                    "pages and closed since the start, by reason", labels=["reason"])
+        for reason, number in closed.items():
+            ended.add_metric([reason], number)
+        yield from (held, ended)
+
+
 def _epoch(value: dt.datetime) -> float:
     aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
     return aware.timestamp()
@@ -248,12 +269,15 @@ def _epoch(value: dt.datetime) -> float:
 
 class Metrics:
     """The registry of one API instance and its ``/metrics`` endpoint: the store's figures,
-    this process's (``process_*``, ``python_*``), the build and the API's own requests."""
+    this process's (``process_*``, ``python_*``), the build, the API's own requests and its
+    paged queries of systems (``walks``)."""
 
-    def __init__(self, store: Store, jobs: JobControl | None = None) -> None:
+    def __init__(self, store: Store, jobs: JobControl | None = None, walks: Walks | None = None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_StoreCollector(store))
         self.registry.register(_DaemonCollector(store, jobs))
+        if walks is not None:
+            self.registry.register(_WalksCollector(walks))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)

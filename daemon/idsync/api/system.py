@@ -131,12 +131,12 @@ def _walked(ctx: ApiContext, system: str, object_type: str, params: QueryParams)
             walk.skip(params.start_offset())
         page, more = walk.take(params.page_size)
     except BaseException:
-        walk.close()
+        ctx.walks.end(walk, "failed")
         raise
     if more:
         ctx.walks.keep(walk)
     else:
-        walk.close()
+        ctx.walks.end(walk)
     return envelope([answered.shown(o, params.fields, params.ids_only) for o in page],
                     cookie=walk.cookie if more else None, params=params, total=None)
 
@@ -158,7 +158,8 @@ def _start_walk(ctx: ApiContext, system: str, object_type: str, params: QueryPar
         finally:
             resources.close()
 
-    return Walk(key=key, config=config, pages=pages, close=close)
+    return Walk(key=key, config=config, pages=pages, close=close, system=system, object_type=object_type,
+                holder=ctx.walks.node)
 
 
 def _read_whole(ctx: ApiContext, system: str, object_type: str, params: QueryParams) -> dict[str, Any]:

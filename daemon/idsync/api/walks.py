@@ -17,31 +17,48 @@ the connection and its cookie, and does the same for every connector: SCIM's
 ``startIndex``, Salesforce's ``nextRecordsUrl``, a file's or a table's read go on where
 they stopped, in the order the system answers.
 
-A walk is held in this process, for ``IDLE`` seconds after its last page (then a timer
-closes it, its connections with it, within half as long again) and at most ``HELD`` at
-once (the longest idle is closed for a new one). Its cookie is good for one request:
-``TOKEN.N``, N the page it answers. A cookie naming no walk held here (forged,
-expired, answered by another process or node, from before a restart), a page already
-answered, another query's cookie, or a walk whose system's configuration changed since, is
-a 400 saying to start the query again; a page is never answered from another position.
+A walk is held in this process, for ``[api] system_query_idle_seconds`` after its last page
+(then a timer closes it, its connections with it, within half as long again) and at most
+``[api] system_queries_held`` at once (the longest idle is closed for a new one, and its
+client's next page is refused: ``api.system_query_evicted`` says so). Its cookie is good for
+one request: ``TOKEN.N``, N the page it answers, and in cluster mode ``TOKEN.N.NODE``, NODE
+the node's name in base64url: a cookie naming no walk held here (forged, expired, answered
+by another process or node, from before a restart), a page already answered, another
+query's cookie, or a walk whose system's configuration changed since, is a 400 saying to
+start the query again; a page is never answered from another position. The node part only
+words that 400 (which node holds the query, for a load balancer without sticky sessions):
+a walk is found by its token alone, so a forged node part changes nothing else.
+
+A walk is counted (``counts``) when it is closed after being held between pages, by why:
+its last page answered (``ended``), its system failing on a later page (``failed``), left
+idle (``idle``), closed to make room (``evicted``), its system reconfigured
+(``config_changed``) or the server stopping (``shutdown``). Log events and metrics name
+the system and object type, never the filter, whose values may be anyone's.
 """
 
 from __future__ import annotations
 
+import base64
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from idsync.api.errors import ApiError
 from idsync.resource import Obj
 
-__all__ = ["HELD", "IDLE", "Walk", "Walks"]
+__all__ = ["REASONS", "Walk", "Walks"]
 
-IDLE = 300.0  # seconds a walk is held after its last page
-HELD = 8  # walks held at once: each holds a connection to its system (an unfiltered LDAP listing, a process too)
+log = structlog.get_logger("idsync.api")
+
+# Why a walk held between pages was closed, each a label of ``idsync_api_system_queries_closed_total``.
+REASONS = ("ended", "failed", "idle", "evicted", "config_changed", "shutdown")
+_NODE_CHARS = 344  # the base64 of a node name's 64 characters at 4 bytes each
 
 
 @dataclass
@@ -53,9 +70,13 @@ class Walk:
     config: Any  # the system's configuration when the walk started
     pages: Iterator[list[Obj]]
     close: Callable[[], None]
+    system: str = ""  # what the logs name, never the filter
+    object_type: str = ""
+    holder: str | None = None  # the cluster node answering it (in its cookie), None outside cluster mode
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     answered: int = 0  # pages answered
     used: float = field(default_factory=time.monotonic)
+    held: bool = False  # kept between pages at least once (counted when closed)
     _buffer: list[Obj] = field(default_factory=list)
     _ended: bool = False
 
@@ -80,7 +101,10 @@ class Walk:
     @property
     def cookie(self) -> str:
         """The cookie of the next page."""
-        return f"{self.token}.{self.answered}"
+        if self.holder is None:
+            return f"{self.token}.{self.answered}"
+        node = base64.urlsafe_b64encode(self.holder.encode("utf-8")).decode("ascii").rstrip("=")
+        return f"{self.token}.{self.answered}.{node}"
 
     def _fill(self) -> bool:
         """Whether an object is at hand, reading the system's next page when none is."""
@@ -98,27 +122,32 @@ _RESTART = "start the query again without it"
 
 class Walks:
     """The walks this process holds, by token; each used by one request at a time (a
-    request takes it out, and puts it back with its next cookie)."""
+    request takes it out, and puts it back with its next cookie). ``node``: this cluster
+    node's name, which its walks' cookies carry (None outside cluster mode)."""
 
-    def __init__(self, *, idle: float = IDLE, held: int = HELD) -> None:
+    def __init__(self, *, idle: float, held: int, node: str | None = None) -> None:
         self._idle = idle
         self._held = held
+        self.node = node
         self._walks: dict[str, Walk] = {}
+        self._closed: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._sweep: threading.Timer | None = None
 
     def resume(self, cookie: str, key: Hashable, config: Any) -> Walk:
-        """The walk ``cookie`` continues, taken out until ``keep`` or ``close``; 400 for a
+        """The walk ``cookie`` continues, taken out until ``keep`` or ``end``; 400 for a
         cookie that continues no walk of this query held here."""
-        token, _, number = cookie.partition(".")
+        token, _, rest = cookie.partition(".")
+        number, _, node = rest.partition(".")
         with self._lock:
             self._expire()
             walk = self._walks.get(token)
             if walk is not None and number == str(walk.answered) and walk.key == key:
                 del self._walks[token]
+                if walk.config != config:
+                    self._closed["config_changed"] += 1
         if walk is None:
-            raise ApiError(400, f"_pagedResultsCookie {cookie!r} continues no paged query held here (unknown, idle "
-                                f"more than {self._idle:.0f} s, or answered by another process): {_RESTART}")
+            raise ApiError(400, self._unknown(cookie, _node_named(node)))
         if walk.key != key:
             raise ApiError(400, f"_pagedResultsCookie {cookie!r} belongs to another query (another system, "
                                 f"object type, filter or _fields): {_RESTART}")
@@ -135,25 +164,53 @@ class Walks:
         """Hold ``walk`` for its next page (closing the longest idle one past ``held``)."""
         with self._lock:
             self._expire()
+            walk.held = True
             self._walks[walk.token] = walk
             while len(self._walks) > self._held:
                 oldest = min(self._walks.values(), key=lambda w: w.used)
                 del self._walks[oldest.token]
+                self._closed["evicted"] += 1
+                # Its client may come back for the next page, which is then a 400: say so where operators look.
+                log.warning("api.system_query_evicted", system=oldest.system, object_type=oldest.object_type,
+                            idle_seconds=round(time.monotonic() - oldest.used, 1), held=self._held)
                 oldest.close()
             self._schedule()
+
+    def end(self, walk: Walk, reason: str = "ended") -> None:
+        """Close ``walk``, taken out by its request: its last page answered (``ended``), or its
+        system failed on it (``failed``); counted if it was held between pages."""
+        if walk.held:
+            with self._lock:
+                self._closed[reason] += 1
+        walk.close()
 
     def close(self) -> None:
         """Close every walk held (the server stops)."""
         with self._lock:
             walks, self._walks = list(self._walks.values()), {}
+            self._closed["shutdown"] += len(walks)
             if self._sweep is not None:
                 self._sweep.cancel()
                 self._sweep = None
         for walk in walks:
             walk.close()
 
+    def counts(self) -> tuple[int, dict[str, int]]:
+        """The walks held now, and those closed since the start by reason (every one of ``REASONS``)."""
+        with self._lock:
+            return len(self._walks), {reason: self._closed[reason] for reason in REASONS}
+
     def __len__(self) -> int:
         return len(self._walks)
+
+    def _unknown(self, cookie: str, node: str | None) -> str:
+        """Why a cookie whose token names no walk here is refused: held by the node it names, if another."""
+        if node is not None and node != self.node:
+            here = f"node {self.node!r}" if self.node is not None else "this process"
+            return (f"_pagedResultsCookie {cookie!r} continues a paged query held by node {node!r}, not by {here}: "
+                    f"send its next pages to that node (sticky sessions), or {_RESTART}")
+        return (f"_pagedResultsCookie {cookie!r} continues no paged query held here (unknown, idle more than "
+                f"{self._idle:g} s, or answered by another process or before a restart): {_RESTART}")
 
     def _schedule(self) -> None:
         """Start the timer that closes idle walks, unless one runs or none is held (under the lock)."""
@@ -172,4 +229,20 @@ class Walks:
         """Close the walks idle past ``idle`` (under the lock)."""
         now = time.monotonic()
         for token in [t for t, w in self._walks.items() if now - w.used > self._idle]:
-            self._walks.pop(token).close()
+            walk = self._walks.pop(token)
+            self._closed["idle"] += 1
+            log.info("api.system_query_expired", system=walk.system, object_type=walk.object_type,
+                     idle_seconds=round(now - walk.used, 1))
+            walk.close()
+
+
+def _node_named(part: str) -> str | None:
+    """The node a cookie's last part names (base64url of its name), None unless it decodes to
+    a name a node could have: it is only ever shown in a message."""
+    if not part or len(part) > _NODE_CHARS:
+        return None
+    try:
+        name = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+    return name if 0 < len(name) <= 64 and name.isprintable() else None

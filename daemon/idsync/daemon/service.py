@@ -197,7 +197,8 @@ class Daemon:
         from idsync.console import create_console  # Jinja2 and the templates only with [api]
 
         ctx = ApiContext(project=lambda: self.config.project, store=self.store, settings=settings.api,
-                         jobs=DaemonJobs(self), changed=self._changed_threadsafe)
+                         jobs=DaemonJobs(self), changed=self._changed_threadsafe,
+                         node=self.cluster.name if self.cluster is not None else None)
         return ApiServer(ctx, config_file=str(settings.conf_dir / "idsync.toml"),
                          console=create_console if settings.api.console else None)
 
