@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import io
 import json
+import logging
 import os
 import signal
 import sys
@@ -21,8 +22,6 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-
-import structlog
 
 from idsync import __version__
 from idsync.cli.api import register as register_api_commands
@@ -38,7 +37,6 @@ from idsync.cli.managed import register as register_managed_commands
 from idsync.cli.salesforce import register as register_salesforce_commands
 from idsync.cli.unlock import register as register_unlock_command
 from idsync.errors import ConfigError, IdsyncError, UsageError
-from idsync.log import configure_logging
 from idsync.runtime import leave_to_exit, tune_collector
 
 if TYPE_CHECKING:  # the commands import what they need: `idsync --help` loads no database code
@@ -48,7 +46,9 @@ if TYPE_CHECKING:  # the commands import what they need: `idsync --help` loads n
 
 __all__ = ["main"]
 
-log = structlog.get_logger("idsync.cli")
+# A stdlib logger, which ``configure_logging`` routes through structlog as every other:
+# structlog itself (and the rich it imports) is loaded with the logging, past ``--help``.
+log = logging.getLogger("idsync.cli")
 
 EX_CANCELED = 130
 # Commands that run recons in the foreground: a signal cancels them (``signals.py``).
@@ -88,6 +88,8 @@ def _command(argv: Sequence[str] | None) -> int:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.default_int_handler)
     try:
+        from idsync.log import configure_logging
+
         configure_logging(*_logging(args, project_dir))
         with command_scope():
             result: int = args.handler(args, project_dir)
