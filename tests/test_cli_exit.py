@@ -146,9 +146,10 @@ def relay_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[
 @pytest.mark.parametrize("relay_url", [POSTGRESQL, MARIADB], indirect=True)
 def test_server_store_connections_are_closed_not_dropped(tmp_path: Path, slapd: Slapd, ldap_subtree: str,
                                                          relay_url: tuple[str, str, _Relay]) -> None:
-    """A recon and a status of their own process end each of their connections to a
-    PostgreSQL or MariaDB store as a client that closes it does, with the protocol's
-    goodbye, never by dropping the socket as the process ends; nothing is said on stderr."""
+    """A recon, a status and the daemon (stopped by SIGTERM), each a process of its own,
+    end each of their connections to a PostgreSQL or MariaDB store as a client that closes
+    it does, with the protocol's goodbye, never by dropping the socket as the process
+    ends; the commands say nothing on stderr."""
     kind, url, relay = relay_url
     slapd.add_ldif(person("bjensen", ldap_subtree))
     project = make_project(tmp_path, slapd, ldap_subtree, url)
@@ -156,6 +157,18 @@ def test_server_store_connections_are_closed_not_dropped(tmp_path: Path, slapd: 
         proc = _idsync(project, *args)
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr == ""
+    status = project / "state" / "status.json"
+    daemon = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: _daemon_state(status) == "running", 60, "the daemon running")
+        daemon.send_signal(signal.SIGTERM)
+        out, _ = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert daemon.returncode == 0, out
     wait_for(lambda: len(relay.ended) == relay.opened, 30, "the relay to see every connection end")
-    assert relay.opened >= 2
+    assert relay.opened >= 3
     assert [tail.endswith(_GOODBYE[kind]) for tail in relay.ended] == [True] * relay.opened, relay.ended
