@@ -6,8 +6,9 @@ connection removes the ``-wal`` and ``-shm`` files beside the database). Left to
 the interpreter, they would close only if its last cycle collection reached them,
 which the process's own command skips (``runtime.leave_to_exit``).
 
-``main`` holds one scope per command (``command_scope``); the commands hand it what
-they open (``close_at_end``), in the one place each kind of thing is opened.
+``main`` holds one scope per command (``command_scope``); where a command opens a
+store, it hands it over as it opens it (``close_at_end``). The systems a command
+reaches are closed with its ``Resources`` (``Resources.close``, in a ``finally``).
 """
 
 from __future__ import annotations
