@@ -1,7 +1,8 @@
 """The ``idsync`` command as the tests run it: in this process by default (``main(argv)``
-with its own standard streams and environment), which costs milliseconds where a new
-interpreter costs half a second; in a child process where a test is about the process
-itself (signals, exit, a terminal) or sets ``IDSYNC_TEST_CLI=process`` for the whole run."""
+with its own standard streams and environment, closing what it opened as in a process of
+its own), which costs milliseconds where a new interpreter costs half a second; in a child
+process where a test is about the process itself (signals, exit, a terminal) or sets
+``IDSYNC_TEST_CLI=process`` for the whole run."""
 
 from __future__ import annotations
 
@@ -30,28 +31,16 @@ def run_cli(args: Sequence[str], *, stdin: str | None = None, env: dict[str, str
         return subprocess.run([IDSYNC, *args], capture_output=True, text=True, timeout=timeout, input=stdin,
                               env=environment)
     from idsync.cli import main
-    from idsync.store.database import Store
 
     stdout, stderr = _stream(), _stream()
-    opened: list[Store] = []
-    original = Store.open.__func__  # type: ignore[attr-defined]
-
-    def open_and_keep(cls: type[Store], *a: object, **kw: object) -> Store:
-        store: Store = original(cls, *a, **kw)
-        opened.append(store)
-        return store
-
+    # The command closes the stores it opened, as in its own process (``cli/closing.py``).
     with _environment(environment), _logging_kept(), \
-            mock.patch.object(Store, "open", classmethod(open_and_keep)), \
             mock.patch.object(sys, "stdin", io.StringIO(stdin or "")), \
             contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
             code = main(list(args))
         except SystemExit as exit_:  # argparse, --help, --version
             code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-        finally:
-            for store in opened:  # a process's exit would have closed them
-                store.close()
     return subprocess.CompletedProcess([IDSYNC, *args], code, _text(stdout), _text(stderr))
 
 

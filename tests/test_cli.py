@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from cli_runner import run_cli
 from idsync_dev.slapd import Slapd
-from projects import MAPPING, make_project, person
+from projects import MAPPING, ROOT, make_project, person
 
 IDSYNC = str(Path(sys.executable).parent / "idsync")
 
@@ -322,6 +323,28 @@ def test_commands_do_not_load_the_http_stack() -> None:
              "print(sorted(m for m in ('starlette', 'uvicorn', 'argon2', 'prometheus_client') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_help_loads_no_store_nor_logging_code() -> None:
+    """``idsync --help`` answers without importing SQLAlchemy, pydantic or structlog (with
+    the rich it loads): a tenth of a second or more each, for a page of text."""
+    probe = ("import sys; from idsync.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n"
+             "print([m for m in ('sqlalchemy', 'pydantic', 'structlog', 'rich') if m in sys.modules], file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "usage: idsync" in proc.stdout
+    assert proc.stderr.strip() == "[]", proc.stderr
+
+
+def test_validate_loads_neither_the_store_nor_the_api_code(tmp_path: Path) -> None:
+    """``idsync validate`` of a project with the default SQLite store and no ``[api]``
+    checks it without importing SQLAlchemy or Starlette (a tenth of a second each, at
+    every run): it opens no store and serves nothing."""
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    probe = ("import sys; from idsync.cli import main; code = main(['-p', sys.argv[1], 'validate']); "
+             "print(code, [m for m in ('sqlalchemy', 'starlette', 'uvicorn') if m in sys.modules], file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "IDSYNC_LDAP_PASSWORD": "secret"})
+    assert proc.stderr.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
 
 
 def _logged_project(tmp_path: Path, log: str) -> Path:

@@ -50,3 +50,21 @@ def test_a_recon_worker_collects_cycles_once_per_young_generation(tmp_path: Path
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     assert gc.get_threshold()[0] == YOUNG
+
+
+def test_only_the_process_own_command_leaves_its_objects_to_the_exit(tmp_path: Path) -> None:
+    """``main()`` reading the process's command line (the ``idsync`` script, ``python -m
+    idsync``) freezes the collector's objects as it returns, for the exit to skip; ``main(argv)``
+    called in a process that goes on (the tests' ``cli_runner``) leaves the collector alone."""
+    import subprocess
+    import sys
+
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    frozen = gc.get_freeze_count()
+    assert main(["-p", str(tmp_path), "mappings"]) == 0
+    assert gc.get_freeze_count() == frozen
+    probe = ("import gc, sys; from idsync.cli import main; code = main(); "
+             "print(code, gc.get_freeze_count() > 0, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", probe, "-p", str(tmp_path), "mappings"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stderr.split() == ["0", "True"], proc.stderr

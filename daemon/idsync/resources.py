@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from idsync.config.project import Project, Provisioner
 from idsync.config.relationships import Relation
 from idsync.connectors.base import System, SystemTestReport
 from idsync.errors import ConfigError, IdsyncError
 from idsync.resource import Resource
-from idsync.store.database import Store
-from idsync.store.links import LinkSet
-from idsync.store.objects import ManagedResource
-from idsync.store.system_refs import ReferenceLinks, linked_references
+
+if TYPE_CHECKING:  # the store's code when a resource is opened: ``idsync validate`` checks systems without it
+    from idsync.store.database import Store
+    from idsync.store.system_refs import ReferenceLinks
 
 __all__ = ["Resources", "check_connectors", "check_system", "open_system"]
 
@@ -101,6 +101,9 @@ class Resources:
         self._systems: dict[str, System] = {}
 
     def open(self, name: str, *, dry_run: bool = False) -> Resource:
+        from idsync.store.objects import ManagedResource
+        from idsync.store.system_refs import linked_references
+
         parts = name.split("/")
         if len(parts) == 2 and parts[0] == "managed":
             return ManagedResource(self.store, self.project.managed.get(parts[1], key="resource"), dry_run=dry_run)
@@ -115,6 +118,9 @@ class Resources:
         managed relationship, the links between the objects it references and a managed
         type: those of the first mapping between the two. A property mapped to a plain
         property (OpenIDM's sample2d copies ``uniqueMember`` DNs) is left as it is."""
+        from idsync.store.links import LinkSet
+        from idsync.store.system_refs import ReferenceLinks
+
         found: dict[str, ReferenceLinks] = {}
         for name, object_type in resource.references.items():
             relation = self._related(resource.name, name)

@@ -225,7 +225,8 @@ class Settings(BaseSettings):
         """The store's URL; a ``ConfigError`` when it cannot be read or does not parse, or
         when cluster mode is on and the store is not PostgreSQL (the job queue lives in the store)."""
         url = self._store_url()
-        self._check_url(url)
+        if self.store.url_file is not None or self.store.url:
+            self._check_url(url)  # idsync's own (a SQLite file in state_dir) needs no parser's word
         if self.cluster.enabled:
             scheme = url.partition(":")[0].partition("+")[0].lower()
             if scheme not in ("postgresql", "postgres"):

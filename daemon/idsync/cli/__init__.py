@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import io
 import json
+import logging
 import os
 import signal
 import sys
@@ -22,11 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import structlog
-
 from idsync import __version__
 from idsync.cli.api import register as register_api_commands
 from idsync.cli.arguments import MAX_PAGE_SIZE, max_deletes, whole_number
+from idsync.cli.closing import close_at_end, command_scope
 from idsync.cli.config import register as register_config_commands
 from idsync.cli.docs import EPILOG
 from idsync.cli.docs import register as register_doc_commands
@@ -37,8 +37,7 @@ from idsync.cli.managed import register as register_managed_commands
 from idsync.cli.salesforce import register as register_salesforce_commands
 from idsync.cli.unlock import register as register_unlock_command
 from idsync.errors import ConfigError, IdsyncError, UsageError
-from idsync.log import configure_logging
-from idsync.runtime import tune_collector
+from idsync.runtime import leave_to_exit, tune_collector
 
 if TYPE_CHECKING:  # the commands import what they need: `idsync --help` loads no database code
     from idsync.config.project import Project
@@ -47,7 +46,9 @@ if TYPE_CHECKING:  # the commands import what they need: `idsync --help` loads n
 
 __all__ = ["main"]
 
-log = structlog.get_logger("idsync.cli")
+# A stdlib logger, which ``configure_logging`` routes through structlog as every other:
+# structlog itself (and the rich it imports) is loaded with the logging, past ``--help``.
+log = logging.getLogger("idsync.cli")
 
 EX_CANCELED = 130
 # Commands that run recons in the foreground: a signal cancels them (``signals.py``).
@@ -58,6 +59,17 @@ _QUIET_COMMANDS = ("status", "prune", "managed", "mappings", "validate", "system
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv``; without ``argv``, the process's own command line (the
+    ``idsync`` script, ``python -m idsync``): then the process ends after it, and its
+    exit is left nothing to collect (``runtime.leave_to_exit``). Either way, what the
+    command opened is closed before it returns (``closing.py``)."""
+    code = _command(argv)
+    if argv is None:
+        leave_to_exit()
+    return code
+
+
+def _command(argv: Sequence[str] | None) -> int:
     for stream in (sys.stdout, sys.stderr):
         # Half of a character a system sent (an unpaired surrogate, JSON's "\ud83d") has no
         # UTF-8 form: written as that escape, which in printed JSON reads back as the value.
@@ -76,8 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.default_int_handler)
     try:
+        from idsync.log import configure_logging
+
         configure_logging(*_logging(args, project_dir))
-        result: int = args.handler(args, project_dir)
+        with command_scope():
+            result: int = args.handler(args, project_dir)
         return result
     except IdsyncError as exc:
         _print_error(exc)
@@ -209,7 +224,7 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
     from idsync.config.project import load_project
     from idsync.store.database import Store
     project = load_project(project_dir)
-    return project, Store.open(project.settings.store_url())
+    return project, close_at_end(Store.open(project.settings.store_url()))
 
 
 def _cmd_recon(args: argparse.Namespace, project_dir: Path) -> int:

@@ -44,13 +44,15 @@ def api_problems(project_dir: Path) -> list[IdsyncError]:
     """What would stop ``idsync run`` from serving the enabled API: unreadable or
     non-argon2 accounts, a sample password on a non-loopback address, a TLS pair
     that does not load."""
-    from idsync.api.app import tls_files
-    from idsync.api.auth import load_accounts
-    from idsync.config.project import load_project
+    from idsync.settings import load_settings
 
-    settings = load_project(project_dir).settings
+    settings = load_settings(project_dir)
     if not settings.api.enabled:
         return []
+    # The API's code (Starlette, uvicorn) only where it is enabled.
+    from idsync.api.app import tls_files
+    from idsync.api.auth import load_accounts
+
     file = str(settings.conf_dir / "idsync.toml")
     try:
         load_accounts(settings.api, settings.project_dir, file)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from idsync.cli.arguments import whole_number
+from idsync.cli.closing import close_at_end
 from idsync.errors import ConfigError, ConfigErrors, ConfigWarning
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ def _cmd_run_job(args: argparse.Namespace, project_dir: Path) -> int:
     problems = project_job_problems(project, [job])
     if problems:
         raise ConfigErrors(problems) if len(problems) > 1 else problems[0]
-    store = Store.open(project.settings.store_url())
+    store = close_at_end(Store.open(project.settings.store_url()))
     cancel = threading.Event()
     result: JobOutcome = run_in_foreground(
         lambda: run_job(project, store, job, trigger="manual", dry_run=True if args.dry_run else None, cancel=cancel,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from idsync.cli.arguments import MAX_PAGE_SIZE, whole_number
+from idsync.cli.closing import close_at_end
 
 __all__ = ["register", "render_livesync_sources"]
 
@@ -94,7 +95,7 @@ def _cmd_livesync(args: argparse.Namespace, project_dir: Path) -> int:
     from idsync.sync.livesync import LiveSyncOptions
 
     project = load_project(project_dir)
-    store = Store.open(project.settings.store_url())
+    store = close_at_end(Store.open(project.settings.store_url()))
     # A token that can no longer be honoured is answered by a full recon, which may split.
     options = LiveSyncOptions(dry_run=args.dry_run, page_size=args.page_size, splitter=local_splitter(project, store))
     if args.reset and not args.dry_run:

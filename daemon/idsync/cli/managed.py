@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idsync.cli.arguments import whole_number
+from idsync.cli.closing import close_at_end
 from idsync.errors import NotFound, ObjectRejected, QueryError, RevisionMismatch, UsageError
 
 if TYPE_CHECKING:  # the commands import the store and the engine when they run, not at `idsync --help`
@@ -148,7 +149,7 @@ def _open(project_dir: Path) -> tuple[Project, Store]:
     from idsync.store.database import Store
 
     project = load_project(project_dir)
-    return project, Store.open(project.settings.store_url())
+    return project, close_at_end(Store.open(project.settings.store_url()))
 
 
 def _open_reading(project_dir: Path, args: argparse.Namespace) -> tuple[Project, Store]:

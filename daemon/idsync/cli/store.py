@@ -16,6 +16,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from idsync.cli.closing import close_at_end
 from idsync.errors import ConfigError, PeerUnavailable
 from idsync.settings import Settings
 from idsync.store.database import Store
@@ -52,16 +53,14 @@ def open_existing_store(settings: Settings) -> Store:
                               f"{where}: no store at {database}: nothing has run here yet "
                               f"(`idsync recon MAPPING` or `idsync run` creates it), or state_dir/store.url "
                               f"points elsewhere; {_HINT}")
-    store = Store.open(url, migrate=False)
+    store = close_at_end(Store.open(url, migrate=False))
     try:
         created = inspect(store.engine).has_table("alembic_version")
     except SQLAlchemyError as exc:
-        store.close()
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         raise PeerUnavailable(f"store: cannot open the database: {first[0] if first else type(exc).__name__}") \
             from None
     if not created:
-        store.close()
         raise NoStoreYet(str(settings.conf_dir / "idsync.toml"), "store.url",
                          f"{where}: the store {store.describe()} holds no idsync tables: nothing has run "
                           "with it yet (`idsync recon MAPPING` or `idsync run` creates them)")

@@ -110,6 +110,12 @@ class Daemon:
         self.watch.loading()
         self.config = load_configuration(self.project_dir)
         self.store = Store.open(self.config.project.settings.store_url())
+        try:
+            return self._serve()
+        finally:
+            self.store.close()  # its connections closed, not dropped with the process
+
+    def _serve(self) -> int:
         recover_interrupted(self.store)
         settings = self.config.project.settings
         if settings.cluster.enabled:

@@ -140,7 +140,7 @@ def _work(project_dir: str, url: str, run_id: str, node: str, parent: int, level
     from idsync.config.project import load_project
     from idsync.log import configure_logging
     from idsync.managed.router import help_partitions_scripted
-    from idsync.runtime import tune_collector
+    from idsync.runtime import leave_to_exit, tune_collector
 
     tune_collector()
     cancel = threading.Event()
@@ -159,6 +159,7 @@ def _work(project_dir: str, url: str, run_id: str, node: str, parent: int, level
     finally:
         with contextlib.suppress(Exception):
             store.close()
+    leave_to_exit()  # the worker's process ends with this function
 
 
 def _partitions_made(store: Store, run_id: str, cancel: threading.Event) -> bool:

@@ -33,7 +33,6 @@ from sqlalchemy import Connection, Select, func, select
 
 from idsync.config.jobs import NOT_RECON_JOBS as _NOT_RECON_JOBS
 from idsync.config.jobs import PUSH_JOBS as _PUSH_JOBS
-from idsync.resource import Obj
 from idsync.store.database import Store
 from idsync.store.runs import AUDIT_BEFORE
 from idsync.store.tables import audit, recon_runs
@@ -41,6 +40,7 @@ from idsync.store.tables import audit, recon_runs
 if TYPE_CHECKING:
     from idsync.config.mappings import MappingDef
     from idsync.config.project import Project
+    from idsync.resource import Obj
     from idsync.sync.assess import Plan
 
 __all__ = ["Unrepaired", "failed_among", "failed_pushes", "hold_pending", "pending_counts", "pending_targets",
