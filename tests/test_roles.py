@@ -1,7 +1,7 @@
 """Roles in the store on every backend: effective roles and assignments computed on
 read, a conditional role granted and taken back as users and the role change, grant
-and role windows (``temporalConstraints``) read against a moved clock, unreadable
-conditions and windows refused."""
+and role windows (``temporalConstraints``) read against a moved clock, a grant's
+window changed pushing its user, unreadable conditions and windows refused."""
 
 from __future__ import annotations
 
@@ -17,21 +17,47 @@ from idsync.config.managed import DEFAULT_MANAGED
 from idsync.config.project import Project, load_project
 from idsync.errors import ObjectRejected
 from idsync.managed import ManagedObjects
+from idsync.managed.references import References
 from idsync.resource import QuerySpec, WriteOp
 from idsync.resources import Resources
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
+from idsync.store.runs import RunStore
+from idsync.sync.implicit import IMPLICIT_JOB, ImplicitSync
+from idsync.sync.role_fanout import RoleFanout, WrittenRoles
 
 _NOW = dt.datetime(2026, 5, 5, 15, 30, tzinfo=dt.UTC)
 _WINDOW = [{"duration": "2026-05-05T15:35:00.000Z/2026-05-05T15:40:00.000Z"}]
+_ENDED = {"temporalConstraints": [{"duration": "2020-01-01T00:00:00.000Z/2020-02-01T00:00:00.000Z"}]}
 
 
 @pytest.fixture(params=BACKENDS)
 def opened(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Project, Store, Resources]]:
+    yield from _opened(tmp_path, request.param)
+
+
+# Accounts in the store that show their user's effective roles, kept by implicit sync.
+_ACCOUNT = {"name": "account", "schema": {"properties": {"login": {"type": "string"}, "roleIds": {"type": "array"}}}}
+_USER_ACCOUNT = {"name": "user_account", "source": "managed/user", "target": "managed/account",
+                 "properties": [{"source": "userName", "target": "login"},
+                                {"source": "effectiveRoles", "target": "roleIds"}],
+                 "policies": [{"situation": "ABSENT", "action": "CREATE"},
+                              {"situation": "CONFIRMED", "action": "UPDATE"}]}
+
+
+@pytest.fixture(params=BACKENDS)
+def synced(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Project, Store, Resources]]:
+    yield from _opened(tmp_path, request.param, [_ACCOUNT], [_USER_ACCOUNT])
+
+
+def _opened(tmp_path: Path, backend: str, types: list[dict[str, object]] | None = None,
+            mappings: list[dict[str, object]] | None = None) -> Iterator[tuple[Project, Store, Resources]]:
     conf = tmp_path / "project" / "conf"
     conf.mkdir(parents=True)
-    (conf / "managed.json").write_text(json.dumps(DEFAULT_MANAGED))
-    (conf / "idsync.toml").write_text(f'state_dir = "state"\n[store]\nurl = "{store_url(request.param, tmp_path)}"\n')
+    (conf / "managed.json").write_text(json.dumps({**DEFAULT_MANAGED,
+                                                   "objects": [*DEFAULT_MANAGED["objects"], *(types or [])]}))
+    (conf / "sync.json").write_text(json.dumps({"mappings": mappings or []}))
+    (conf / "idsync.toml").write_text(f'state_dir = "state"\n[store]\nurl = "{store_url(backend, tmp_path)}"\n')
     project = load_project(tmp_path / "project")
     store = Store.open(project.settings.store_url())
     resources = Resources(project, store)
@@ -85,6 +111,51 @@ def test_effective_roles_follow_grants_conditions_and_windows(model: dict[str, M
     bob = users.create({"userName": "bob", "roles": [_grant(eid, temporalConstraints=[
         {"duration": "2026-05-05T15:00:00Z/PT10M"}])]}).object
     assert bob is not None and bob["effectiveRoles"] == []
+
+
+def test_a_grant_window_changed_pushes_its_user(synced: tuple[Project, Store, Resources]) -> None:
+    """A PUT of one grant's ``_refProperties`` from the role's ``members`` giving it a
+    window already ended takes the role out of the user's effective roles and pushes the
+    user at once: the account mapped from them loses it; the window taken away puts it
+    back. A PUT of the same properties moves neither object's revision and pushes nothing.
+    A recon writing the role's members with the grant's window changed pushes the user
+    the same way (``WrittenRoles``)."""
+    project, store, resources = synced
+    users, roles = (ManagedObjects(project, store, resources, t) for t in ("user", "role"))
+    role = roles.create({"name": "R"}).object
+    assert role is not None
+    rid, ref = role["_id"], f"managed/role/{role['_id']}"
+    ann = users.create({"userName": "ann", "roles": [_grant(rid)]}).object
+    assert ann is not None
+    uid, row = ann["_id"], ann["roles"][0]["_refProperties"]["_id"]
+    accounts = ManagedResource(store, project.managed.types["account"])
+
+    def shown() -> list[object]:
+        (account,) = accounts.find(QuerySpec())
+        return list(account["roleIds"])
+
+    def pushes() -> int:
+        return len(RunStore(store).search(job=IMPLICIT_JOB, limit=1000))
+
+    assert shown() == [{"_ref": ref}]
+    members = References(project, store, roles, "members")
+    for props, effective in ((_ENDED, []), ({}, [{"_ref": ref}])):
+        before = pushes()
+        members.replace(rid, row, {"_refProperties": props})
+        assert users.get(uid)["effectiveRoles"] == effective and shown() == effective
+        assert pushes() == before + 1
+
+    before, revs = pushes(), (users.get(uid)["_rev"], roles.get(rid)["_rev"])
+    members.replace(rid, row, {"_refProperties": {}})
+    assert pushes() == before and (users.get(uid)["_rev"], roles.get(rid)["_rev"]) == revs
+
+    stored = ManagedResource(store, roles.schema, with_secrets=True)
+    written = WrittenRoles(RoleFanout(project, store, roles.schema, ImplicitSync(project, store, resources)), stored)
+    op = WriteOp("update", id=rid, values={"name": "R", "members": [
+        {"_ref": f"managed/user/{uid}", "_refProperties": _ENDED}]})
+    written.before([op])
+    assert [p.source_id for p in written.after(stored.write_batch([op]))] == [uid]
+    assert shown() == []
 
 
 def test_unreadable_conditions_and_windows_are_refused(model: dict[str, ManagedObjects]) -> None:

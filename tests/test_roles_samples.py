@@ -178,3 +178,61 @@ def test_roles_temporal_constraints_walkthrough(walk: Walk, monkeypatch: pytest.
         read = walk.call("GET", 'managed/user?_queryFilter=/userName sw "jdoe"'
                          "&_fields=roles,effectiveRoles,effectiveAssignments")["result"][0]
         assert len(read["roles"]) == 1 and len(read["effectiveRoles"]) == (1 if expected[0] else 0)
+
+
+_ENDED = {"temporalConstraints": [{"duration": "2020-01-01T00:00:00.000Z/2020-02-01T00:00:00.000Z"}]}
+
+
+def test_a_grant_window_changed_reaches_the_directory_at_once(walk: Walk) -> None:
+    """A change of a kept grant's ``_refProperties`` alone is a change of the grant for
+    both ends: a PUT of the reference from the role's ``members`` or from the user's
+    ``roles``, a PATCH replacing the role's members and a PUT of the whole role or user
+    each push jdoe at once (no recon), recorded in audit/sync: a window already ended takes
+    Contractor's type and group out of his entry and the role out of his effective roles,
+    the window removed puts them back. A PUT of the same properties pushes nothing and
+    leaves the revisions of the reference and of both ends where they were."""
+    contractor = walk.role("Contractor")
+    con = walk.assignment("Contractor", ["Contractors"])
+    walk.call("PATCH", f"managed/role/{contractor}", [
+        {"operation": "add", "field": "/assignments/-", "value": {"_ref": f"managed/assignment/{con['_id']}"}}])
+    jdoe = walk.user_id("jdoe")
+    walk.grant(jdoe, contractor)
+    granted, withdrawn = (["Contractor"], ["Contractors", "openidm"]), ([], ["openidm"])
+    assert walk.entry("jdoe") == granted
+    role, user = f"managed/role/{contractor}", f"managed/user/{jdoe}"
+
+    def effective() -> list[str]:
+        return [r["_ref"] for r in walk.call("GET", f"{user}?_fields=effectiveRoles")["effectiveRoles"]]
+
+    def pushes() -> int:
+        return int(walk.call("GET", f'audit/sync?_queryFilter=sourceObjectId eq "{user}"')["resultCount"])
+
+    def member() -> dict[str, Any]:
+        (ref,) = walk.call("GET", f"{role}/members?_queryFilter=true")["result"]
+        return dict(ref)
+
+    row = member()["_id"]
+    for path, props, entry in ((f"{role}/members/{row}", _ENDED, withdrawn), (f"{role}/members/{row}", {}, granted),
+                               (f"{user}/roles/{row}", _ENDED, withdrawn), (f"{user}/roles/{row}", {}, granted)):
+        before = pushes()
+        walk.call("PUT", path, {"_refProperties": props})
+        assert walk.entry("jdoe") == entry, path
+        assert effective() == ([role] if entry == granted else []), path
+        assert pushes() == before + 1, path
+
+    before, kept, revs = pushes(), member(), [walk.call("GET", path)["_rev"] for path in (role, user)]
+    for path in (f"{role}/members/{row}", f"{user}/roles/{row}"):
+        assert walk.call("PUT", path, {"_refProperties": {}})["_rev"] == kept["_rev"], path
+    assert pushes() == before and member() == kept
+    assert [walk.call("GET", path)["_rev"] for path in (role, user)] == revs
+
+    walk.call("PATCH", role, [{"operation": "replace", "field": "/members",
+                               "value": [{"_ref": user, "_refProperties": _ENDED}]}])
+    assert walk.entry("jdoe") == withdrawn and effective() == []
+    for path, name, other, props, entry in ((role, "members", user, {}, granted),
+                                            (user, "roles", role, _ENDED, withdrawn),
+                                            (role, "members", user, {}, granted)):
+        body = walk.call("GET", f"{path}?_fields=*,{name}")
+        walk.call("PUT", path, {**body, name: [{"_ref": other, "_refProperties": props}]})
+        assert walk.entry("jdoe") == entry, path
+        assert effective() == ([role] if entry == granted else []), path

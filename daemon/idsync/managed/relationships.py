@@ -8,7 +8,10 @@ Adding a user to a role's ``members`` changes the user's ``roles`` too; deleting
 a role takes it out of every member's ``roles``. The store keeps both ends in one
 row (``store/relationships.py``); here each object at another end whose
 references changed is pushed by implicit synchronization like the object
-changed itself, so a mapping of user ``roles`` sees the new role at once.
+changed itself, so a mapping of user ``roles`` sees the new role at once. A reference
+kept whose ``_refProperties`` changed (a grant given a window, or its window taken
+away) is changed for both ends too: the user of a grant whose window now ended has
+lost the role's effects, and is pushed like a user whose grant was removed.
 """
 
 from __future__ import annotations
@@ -22,23 +25,10 @@ from idsync.config.project import Project
 from idsync.resource import Obj
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
-from idsync.store.relationships import RefChanges
+from idsync.store.relationships import RefChanges, changed_refs
 from idsync.sync.implicit import ImplicitSync, PushResult
 
-__all__ = ["Edit", "RelatedPushes", "incremental", "reference_edits", "references"]
-
-
-def references(schema: ManagedType, obj: Mapping[str, Any] | None) -> set[str]:
-    """The ``_ref`` of every reference ``obj`` holds."""
-    found: set[str] = set()
-    if obj is None:
-        return found
-    for name in schema.relationships:
-        value = obj.get(name)
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, Mapping) and isinstance(item.get("_ref"), str):
-                found.add(item["_ref"])
-    return found
+__all__ = ["Edit", "RelatedPushes", "incremental", "reference_edits"]
 
 
 def incremental(schema: ManagedType, current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,11 +94,14 @@ class RelatedPushes:
         self._sync = sync
 
     def push(self, before: Obj | None, after: Obj | None) -> list[PushResult]:
-        """Push each object referenced by ``before`` or ``after`` but not both."""
+        """Push each object referenced by ``before`` or ``after`` but not both, or by both
+        with other ``_refProperties`` (``changed_refs``)."""
         if self._sync is None or not self._schema.relationships:
             return []
+        changed = set().union(*(changed_refs((before or {}).get(name), (after or {}).get(name))
+                                for name in self._schema.relationships))
         pushes: list[PushResult] = []
-        for ref in sorted(references(self._schema, before) ^ references(self._schema, after)):
+        for ref in sorted(changed):
             collection, _, object_id = ref.rpartition("/")
             if not self._sync.mappings(collection):
                 continue

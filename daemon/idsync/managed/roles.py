@@ -6,7 +6,9 @@ A user's ``effectiveRoles`` and ``effectiveAssignments`` are computed when it is
 the same way, with no write at all: ``TemporalRoles.push_due`` pushes the users of
 every window edge passed since it was last called. ``idsync run`` calls it every
 ``EDGE_CHECK_SECONDS`` (``daemon/service.py``); a window that opened or closed while
-the daemon was down is applied by the next recon.
+the daemon was down is applied by the next recon. A grant whose window is changed,
+given or taken away is no edge passed with time: the change pushes its user itself
+(``relationships.py``, ``RoleFanout``).
 """
 
 from __future__ import annotations

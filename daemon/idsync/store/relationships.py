@@ -46,7 +46,8 @@ from idsync.store.tables import managed_objects as mo
 from idsync.store.tables import relationships as rt
 from idsync.store.validation import InvalidObject
 
-__all__ = ["Edges", "Ref", "RefChanges", "Wanted", "orientation", "ref_shape", "wanted_refs", "write_related"]
+__all__ = ["Edges", "Ref", "RefChanges", "Wanted", "changed_refs", "orientation", "ref_shape", "wanted_refs",
+           "write_related"]
 
 _CHUNK = 500
 _PROBES = 100  # references changed at once looked for one by one (``Edges.change``); more: one read
@@ -95,6 +96,20 @@ class RefChanges:
             if had is None or (w.properties is not None and dict(w.properties) != _own(had.get("_refProperties"))):
                 added.append(w)
         return cls(tuple(added), tuple(ref for ref in old if ref not in new))
+
+
+def changed_refs(before: Any, after: Any) -> set[str]:
+    """The ``_ref`` of each reference that one of ``before`` and ``after`` (the values of a
+    relationship property: one reference, a list of them, or none) holds and the other does
+    not, or that both hold with other ``_refProperties`` (``_own``: a grant's window): the
+    other ends that a change of the property changes."""
+    old, new = _props_by_ref(before), _props_by_ref(after)
+    return {ref for ref in old.keys() | new.keys() if ref not in old or ref not in new or old[ref] != new[ref]}
+
+
+def _props_by_ref(value: Any) -> dict[str, dict[str, Any]]:
+    return {item["_ref"]: _own(item.get("_refProperties")) for item in (value if isinstance(value, list) else [value])
+            if isinstance(item, Mapping) and isinstance(item.get("_ref"), str)}
 
 
 def ref_shape(ref: Ref) -> dict[str, Any]:

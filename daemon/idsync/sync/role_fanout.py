@@ -4,12 +4,13 @@ A user's ``effectiveRoles`` and ``effectiveAssignments`` are computed when it is
 (``store/roles.py``), so a change to a role (its members, assignments, condition or
 ``temporalConstraints``) or to an assignment (its attributes) changes what the user's
 mappings project without touching the user. ``RoleFanout`` pushes, by implicit
-synchronization, every member of a changed role and every holder of a changed
-assignment, whoever changed it: the API, the command line, a script, or a recon into
-the store (``sync/recon.py``). What a push unassigns is what the user's ``lastSync``
-records (``sync/assignments.py``); for a user with no record yet, the push of a changed
-assignment is told the user as it was before (its old assignment), so the attributes
-it no longer sets are unassigned.
+synchronization, every member of a changed role (of a role whose members alone
+changed, those added, removed or whose grant's ``_refProperties`` changed: a window
+given or taken away) and every holder of a changed assignment, whoever changed it:
+the API, the command line, a script, or a recon into the store (``sync/recon.py``).
+What a push unassigns is what the user's ``lastSync`` records (``sync/assignments.py``);
+for a user with no record yet, the push of a changed assignment is told the user as it
+was before (its old assignment), so the attributes it no longer sets are unassigned.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from idsync.config.project import Project
 from idsync.resource import Obj, WriteOp, WriteResult
 from idsync.store.database import Store
 from idsync.store.objects import ManagedResource
+from idsync.store.relationships import changed_refs
 from idsync.sync.implicit import ImplicitSync, PushResult
 
 __all__ = ["RoleFanout", "WrittenRoles"]
@@ -62,9 +64,11 @@ class RoleFanout:
             return []
         if self._schema.name == model.role.name:
             members = f"managed/{model.user}"
-            old, new = _ids((before or {}).get(model.members), members), _ids((after or {}).get(model.members), members)
-            # Only the members that came or went, when nothing else of the role changed.
-            ids = old ^ new if _same_but(before, after, model.members) else old | new
+            old, new = (before or {}).get(model.members), (after or {}).get(model.members)
+            # Only the members that came, went or whose grant changed (its window), when nothing
+            # else of the role changed.
+            ids = _ids([{"_ref": ref} for ref in changed_refs(old, new)], members) \
+                if _same_but(before, after, model.members) else _ids(old, members) | _ids(new, members)
             return self._push(sorted(ids - _pushed(done, users.name)), None)
         if model.assignment is not None and self._schema.name == model.assignment.name and model.assignments:
             reverse = model.role.relationships[model.assignments].reverse or "roles"
