@@ -1,10 +1,11 @@
 """Roles in the store on every backend: effective roles and assignments computed on
 read, a conditional role granted and taken back as users and the role change, grant
 and role windows (``temporalConstraints``) read against a moved clock, a grant's
-window changed pushing its user, unreadable conditions and windows refused."""
+window changed pushing both ends, unreadable conditions and windows refused."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -33,7 +34,8 @@ _ENDED = {"temporalConstraints": [{"duration": "2020-01-01T00:00:00.000Z/2020-02
 
 @pytest.fixture(params=BACKENDS)
 def opened(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Project, Store, Resources]]:
-    yield from _opened(tmp_path, request.param)
+    with _opened(tmp_path, request.param) as opened:
+        yield opened
 
 
 # Accounts in the store that show their user's effective roles, kept by implicit sync.
@@ -47,9 +49,11 @@ _USER_ACCOUNT = {"name": "user_account", "source": "managed/user", "target": "ma
 
 @pytest.fixture(params=BACKENDS)
 def synced(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Project, Store, Resources]]:
-    yield from _opened(tmp_path, request.param, [_ACCOUNT], [_USER_ACCOUNT])
+    with _opened(tmp_path, request.param, [_ACCOUNT], [_USER_ACCOUNT]) as opened:
+        yield opened
 
 
+@contextlib.contextmanager
 def _opened(tmp_path: Path, backend: str, types: list[dict[str, object]] | None = None,
             mappings: list[dict[str, object]] | None = None) -> Iterator[tuple[Project, Store, Resources]]:
     conf = tmp_path / "project" / "conf"
@@ -61,9 +65,11 @@ def _opened(tmp_path: Path, backend: str, types: list[dict[str, object]] | None 
     project = load_project(tmp_path / "project")
     store = Store.open(project.settings.store_url())
     resources = Resources(project, store)
-    yield project, store, resources
-    resources.close()
-    store.close()
+    try:
+        yield project, store, resources
+    finally:
+        resources.close()
+        store.close()
 
 
 @pytest.fixture
@@ -115,9 +121,10 @@ def test_effective_roles_follow_grants_conditions_and_windows(model: dict[str, M
 
 def test_a_grant_window_changed_pushes_its_user(synced: tuple[Project, Store, Resources]) -> None:
     """A PUT of one grant's ``_refProperties`` from the role's ``members`` giving it a
-    window already ended takes the role out of the user's effective roles and pushes the
-    user at once: the account mapped from them loses it; the window taken away puts it
-    back. A PUT of the same properties moves neither object's revision and pushes nothing.
+    window already ended moves both ends' revisions, takes the role out of the user's
+    effective roles and pushes the user at once: the account mapped from them loses it;
+    the window taken away puts it back. A PUT of the same properties moves neither
+    object's revision and pushes nothing.
     A recon writing the role's members with the grant's window changed pushes the user
     the same way (``WrittenRoles``)."""
     project, store, resources = synced
@@ -139,15 +146,19 @@ def test_a_grant_window_changed_pushes_its_user(synced: tuple[Project, Store, Re
 
     assert shown() == [{"_ref": ref}]
     members = References(project, store, roles, "members")
+    def revs() -> tuple[str, str]:
+        return users.get(uid)["_rev"], roles.get(rid)["_rev"]
+
     for props, effective in ((_ENDED, []), ({}, [{"_ref": ref}])):
-        before = pushes()
+        before, was = pushes(), revs()
         members.replace(rid, row, {"_refProperties": props})
         assert users.get(uid)["effectiveRoles"] == effective and shown() == effective
         assert pushes() == before + 1
+        assert all(now != then for now, then in zip(revs(), was, strict=True))  # both ends changed
 
-    before, revs = pushes(), (users.get(uid)["_rev"], roles.get(rid)["_rev"])
+    before, was = pushes(), revs()
     members.replace(rid, row, {"_refProperties": {}})
-    assert pushes() == before and (users.get(uid)["_rev"], roles.get(rid)["_rev"]) == revs
+    assert pushes() == before and revs() == was
 
     stored = ManagedResource(store, roles.schema, with_secrets=True)
     written = WrittenRoles(RoleFanout(project, store, roles.schema, ImplicitSync(project, store, resources)), stored)
@@ -156,6 +167,40 @@ def test_a_grant_window_changed_pushes_its_user(synced: tuple[Project, Store, Re
     written.before([op])
     assert [p.source_id for p in written.after(stored.write_batch([op]))] == [uid]
     assert shown() == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_grant_window_changed_from_the_user_pushes_the_role(tmp_path: Path, backend: str) -> None:
+    """A role read by a mapping (to groups holding its members' grants) is pushed when a
+    PUT of the user's grant changes only its ``_refProperties``, as when the grant is
+    added or removed: the group shows the new window at once; the same PUT again pushes
+    nothing."""
+    group = {"name": "group", "schema": {"properties": {"label": {"type": "string"},
+                                                          "grants": {"type": "array"}}}}
+    role_group = {"name": "role_group", "source": "managed/role", "target": "managed/group",
+                  "properties": [{"source": "name", "target": "label"}, {"source": "members", "target": "grants"}],
+                  "policies": [{"situation": "ABSENT", "action": "CREATE"},
+                               {"situation": "CONFIRMED", "action": "UPDATE"}]}
+    with _opened(tmp_path, backend, [group], [role_group]) as (project, store, resources):
+        users, roles = (ManagedObjects(project, store, resources, t) for t in ("user", "role"))
+        role = roles.create({"name": "R"}).object
+        ann = users.create({"userName": "ann"}).object
+        assert role is not None and ann is not None
+        rid, uid = role["_id"], ann["_id"]
+        grants = References(project, store, users, "roles")
+        row = grants.create(uid, {"_ref": f"managed/role/{rid}"})["_id"]
+        groups = ManagedResource(store, project.managed.types["group"])
+
+        def windows() -> list[object]:
+            (found,) = groups.find(QuerySpec())
+            return [g["_refProperties"].get("temporalConstraints") for g in found["grants"]]
+
+        assert windows() == [None]
+        grants.replace(uid, row, {"_refProperties": _ENDED})
+        assert windows() == [_ENDED["temporalConstraints"]]
+        before = len(RunStore(store).search(job=IMPLICIT_JOB, limit=1000))
+        grants.replace(uid, row, {"_refProperties": _ENDED})
+        assert len(RunStore(store).search(job=IMPLICIT_JOB, limit=1000)) == before
 
 
 def test_unreadable_conditions_and_windows_are_refused(model: dict[str, ManagedObjects]) -> None:
