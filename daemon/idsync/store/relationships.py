@@ -104,11 +104,14 @@ def changed_refs(before: Any, after: Any) -> set[str]:
     not, or that both hold with other ``_refProperties`` (``_own``: a grant's window): the
     other ends that a change of the property changes."""
     old, new = _props_by_ref(before), _props_by_ref(after)
-    return {ref for ref in old.keys() | new.keys() if ref not in old or ref not in new or old[ref] != new[ref]}
+    changed = old.keys() ^ new.keys()
+    # Most references are unchanged, their properties equal as read (``_id`` and ``_rev`` too).
+    changed.update(ref for ref in old.keys() & new.keys() if old[ref] != new[ref] and _own(old[ref]) != _own(new[ref]))
+    return changed
 
 
-def _props_by_ref(value: Any) -> dict[str, dict[str, Any]]:
-    return {item["_ref"]: _own(item.get("_refProperties")) for item in (value if isinstance(value, list) else [value])
+def _props_by_ref(value: Any) -> dict[str, Any]:
+    return {item["_ref"]: item.get("_refProperties") for item in (value if isinstance(value, list) else [value])
             if isinstance(item, Mapping) and isinstance(item.get("_ref"), str)}
 
 
