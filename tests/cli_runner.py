@@ -10,8 +10,10 @@ import contextlib
 import io
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,7 +36,7 @@ def run_cli(args: Sequence[str], *, stdin: str | None = None, env: dict[str, str
 
     stdout, stderr = _stream(), _stream()
     # The command closes the stores it opened, as in its own process (``cli/closing.py``).
-    with _environment(environment), _logging_kept(), \
+    with _environment(environment), _logging_kept(), _signals_kept(), \
             mock.patch.object(sys, "stdin", io.StringIO(stdin or "")), \
             contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
@@ -68,6 +70,21 @@ def _environment(environment: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
         if zone_changed:
             time.tzset()
+
+
+@contextlib.contextmanager
+def _signals_kept() -> Iterator[None]:
+    """A foreground command (``recon``, ``run-job``, ``livesync``) takes SIGTERM and SIGHUP as
+    Ctrl-C for its process; the test's process gets its own handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # the command leaves the handlers alone off the main thread
+        return
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager

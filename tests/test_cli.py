@@ -400,3 +400,16 @@ def test_an_unreadable_settings_file_is_reported_by_the_command(tmp_path: Path) 
         proc = run(project, "recon", "staff_user")
         assert proc.returncode == 78, proc.stderr
         assert "idsync.toml" in assert_one_clean_line(proc)
+
+
+def test_a_foreground_command_run_in_process_leaves_the_processs_signal_handlers(tmp_path: Path) -> None:
+    """A recon run by ``run_cli`` in this process takes SIGTERM and SIGHUP as Ctrl-C while it
+    runs (``cli/__init__.py``), as in a process of its own; the test's process gets its own
+    handlers back after, so a later signal to it is not a KeyboardInterrupt anywhere."""
+    import signal
+
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    result = run_cli(["-p", str(tmp_path), "recon", "no-such-mapping"])
+    assert result.returncode != 0 and "no-such-mapping" in result.stderr, result
+    assert {sig: signal.getsignal(sig) for sig in before} == before
