@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,20 +67,29 @@ def test_the_daemon_closes_its_store_when_stopped(tmp_path: Path, project: Path)
     """``idsync run`` stopped by SIGTERM exits 0 and closes its SQLite store: nothing
     left beside it."""
     database = tmp_path / "state.db"
+    seen: list[list[str]] = []
+    code, out = _daemon_stopped(project, lambda: seen.append(_left_beside(database)))
+    assert code == 0, out
+    assert seen[0] != []  # open while it ran: the test sees what it checks go away
+    assert _left_beside(database) == []
+
+
+def _daemon_stopped(project: Path, while_running: Callable[[], object] = lambda: None) -> tuple[int, str]:
+    """``idsync run`` started, ``while_running`` called once it runs, then stopped by
+    SIGTERM: its exit code and output."""
     status = project / "state" / "status.json"
     daemon = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: _daemon_state(status) == "running", 60, "the daemon running")
-        assert _left_beside(database) != []  # open: the test sees what it checks go away
+        while_running()
         daemon.send_signal(signal.SIGTERM)
         out, _ = daemon.communicate(timeout=60)
     finally:
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
-    assert daemon.returncode == 0, out
-    assert _left_beside(database) == []
+    return daemon.returncode, out
 
 
 def _daemon_state(status: Path) -> str | None:
@@ -157,18 +166,8 @@ def test_server_store_connections_are_closed_not_dropped(tmp_path: Path, slapd: 
         proc = _idsync(project, *args)
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr == ""
-    status = project / "state" / "status.json"
-    daemon = subprocess.Popen([IDSYNC, "-p", str(project), "run"], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: _daemon_state(status) == "running", 60, "the daemon running")
-        daemon.send_signal(signal.SIGTERM)
-        out, _ = daemon.communicate(timeout=60)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-    assert daemon.returncode == 0, out
+    code, out = _daemon_stopped(project)
+    assert code == 0, out
     wait_for(lambda: len(relay.ended) == relay.opened, 30, "the relay to see every connection end")
     assert relay.opened >= 3
     assert [tail.endswith(_GOODBYE[kind]) for tail in relay.ended] == [True] * relay.opened, relay.ended
